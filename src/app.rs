@@ -1,0 +1,86 @@
+//! Wiring at the edge: where the data lives, which NATS to use, and opening the ledger.
+
+use std::path::{Path, PathBuf};
+
+use crate::log::{Ledger, LedgerStore, LogConfig, writer::LostData};
+use crate::nats_server::{NatsServer, Sync};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Server(#[from] crate::nats_server::ServerError),
+    #[error("connecting to NATS at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] crate::log::StoreError),
+    #[error(transparent)]
+    Append(#[from] crate::log::AppendError),
+    #[error(transparent)]
+    Stream(#[from] crate::log::StreamError),
+}
+
+/// How to reach NATS: our own embedded server, or an existing one.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    pub data_dir: PathBuf,
+    /// None: start and supervise a local nats-server inside `data_dir`.
+    pub nats_url: Option<String>,
+    pub credentials: Option<PathBuf>,
+    pub log: LogConfig,
+}
+
+/// An open ledger with everything it depends on; the embedded server (if any) stops
+/// when this is dropped.
+pub struct Runtime {
+    pub ledger: Ledger,
+    pub lost: Vec<LostData>,
+    pub client: async_nats::Client,
+    _server: Option<NatsServer>,
+}
+
+impl Runtime {
+    pub async fn open(connection: &Connection) -> Result<Self, AppError> {
+        std::fs::create_dir_all(&connection.data_dir)
+            .map_err(crate::nats_server::ServerError::from)?;
+        let (server, url) = match &connection.nats_url {
+            Some(url) => (None, url.clone()),
+            None => {
+                let server = NatsServer::start(&connection.data_dir.join("nats"), Sync::Always)?;
+                let url = server.url();
+                (Some(server), url)
+            }
+        };
+        let client = connect(&url, connection.credentials.as_deref()).await?;
+        let store = LedgerStore::open(&connection.data_dir.join("ledger.sled"))?;
+        let (ledger, lost) = Ledger::open(client.clone(), connection.log.clone(), store).await?;
+        Ok(Self {
+            ledger,
+            lost,
+            client,
+            _server: server,
+        })
+    }
+}
+
+pub async fn connect(
+    url: &str,
+    credentials: Option<&Path>,
+) -> Result<async_nats::Client, AppError> {
+    let options = match credentials {
+        Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|e| AppError::Connect {
+                url: url.to_string(),
+                reason: format!("credentials {}: {e}", path.display()),
+            })?,
+        None => async_nats::ConnectOptions::new(),
+    };
+    options
+        .name("ansinh")
+        .connect(url)
+        .await
+        .map_err(|e| AppError::Connect {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })
+}

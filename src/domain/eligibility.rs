@@ -1,0 +1,480 @@
+//! Poverty standards, household classification and classification decisions.
+//!
+//! Standards are compiled-in JSON files; each one's content hash (hex BLAKE3
+//! of the exact file bytes) is computed at load and recorded in every
+//! decision, so a decision can later be re-derived and any silent edit of the
+//! reference data is detected (`recompute`).
+
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+use chrono::{Datelike, Months, NaiveDate};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Rejection;
+use crate::domain::ids::CitizenId;
+use crate::domain::money::non_negative_vnd;
+
+/// Every standard has 12 deprivation indicators in 6 dimensions (Decree 07
+/// shape); a data file with a different count is a data error caught at load.
+pub const INDICATOR_COUNT: usize = 12;
+/// Number of dimensions the indicators are grouped in.
+pub const DIMENSION_COUNT: usize = 6;
+/// A household that moves from Poor/NearPoor to above the income line keeps
+/// "escaped poverty" standing (and its preferential credit) for this long.
+pub const ESCAPED_POVERTY_MONTHS: u32 = 36;
+/// A decision may be made at most this many years ahead of its review year
+/// (the Q4 review for next year's list).
+pub const MAX_REVIEW_LEAD_YEARS: i32 = 1;
+
+/// The shipped standards, as (file name, exact text). Order does not matter;
+/// validity periods must not overlap (checked by a test).
+const STANDARD_SOURCES: &[(&str, &str)] = &[
+    (
+        "data/standards/2022-2025.json",
+        include_str!("../../data/standards/2022-2025.json"),
+    ),
+    (
+        "data/standards/2027-2030.json",
+        include_str!("../../data/standards/2027-2030.json"),
+    ),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Area {
+    Rural,
+    Urban,
+}
+
+/// A pair of amounts, one per area.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AreaAmounts {
+    pub rural: Decimal,
+    pub urban: Decimal,
+}
+
+impl AreaAmounts {
+    pub fn get(&self, area: Area) -> Decimal {
+        match area {
+            Area::Rural => self.rural,
+            Area::Urban => self.urban,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dimension {
+    pub name: String,
+    pub indicators: Vec<String>,
+}
+
+/// One poverty standard, as shipped in `data/standards/*.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Standard {
+    pub id: String,
+    pub title: String,
+    pub legal_basis: Vec<String>,
+    pub valid_from: NaiveDate,
+    /// Inclusive.
+    pub valid_to: NaiveDate,
+    /// Income per person per month at or under which a household is Poor or NearPoor.
+    pub income_line: AreaAmounts,
+    /// Upper bound (inclusive) of AverageLivingStandard; also the near-poor
+    /// "upper line" referred to by credit programmes.
+    pub average_living_upper_line: AreaAmounts,
+    pub dimensions: Vec<Dimension>,
+    /// At or above this many deprived indicators a household under the line is Poor.
+    pub deprivation_threshold: usize,
+    #[serde(default)]
+    pub notes: Vec<String>,
+    /// Hex BLAKE3 of the exact file bytes; computed at load, never read from the file.
+    #[serde(skip)]
+    pub content_hash: String,
+}
+
+impl Standard {
+    /// The 12 indicator names, in file order.
+    pub fn indicators(&self) -> impl Iterator<Item = &str> {
+        self.dimensions
+            .iter()
+            .flat_map(|d| d.indicators.iter().map(String::as_str))
+    }
+    pub fn in_force_on(&self, date: NaiveDate) -> bool {
+        self.valid_from <= date && date <= self.valid_to
+    }
+}
+
+/// Why a standard data file could not be loaded (a build-time data defect).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StandardDataError {
+    #[error("standard JSON does not parse: {0}")]
+    Json(String),
+    #[error(
+        "standard {0}: expected {INDICATOR_COUNT} unique indicators in {DIMENSION_COUNT} dimensions"
+    )]
+    Indicators(String),
+    #[error("standard {0}: lines must be positive whole đồng, upper line above income line")]
+    Lines(String),
+    #[error("standard {0}: valid_to before valid_from or threshold zero")]
+    Shape(String),
+}
+
+/// Parse and check one standard file; the hash is of exactly `text`'s bytes.
+pub fn load_standard(text: &str) -> Result<Standard, StandardDataError> {
+    let mut s: Standard =
+        serde_json::from_str(text).map_err(|e| StandardDataError::Json(e.to_string()))?;
+    let unique: BTreeSet<&str> = s.indicators().collect();
+    if s.dimensions.len() != DIMENSION_COUNT
+        || unique.len() != INDICATOR_COUNT
+        || s.indicators().count() != INDICATOR_COUNT
+    {
+        return Err(StandardDataError::Indicators(s.id));
+    }
+    for area in [Area::Rural, Area::Urban] {
+        let line = s.income_line.get(area);
+        let upper = s.average_living_upper_line.get(area);
+        let whole = |x: Decimal| x > Decimal::ZERO && x.fract().is_zero();
+        if !whole(line) || !whole(upper) || upper <= line {
+            return Err(StandardDataError::Lines(s.id));
+        }
+    }
+    if s.valid_to < s.valid_from || s.deprivation_threshold == 0 {
+        return Err(StandardDataError::Shape(s.id));
+    }
+    s.content_hash = blake3::hash(text.as_bytes()).to_hex().to_string();
+    Ok(s)
+}
+
+/// All shipped standards. Parsed once; a defect in shipped data is a build
+/// defect, so it panics (and the test suite loads them on every run).
+pub fn standards() -> &'static [Standard] {
+    static STANDARDS: OnceLock<Vec<Standard>> = OnceLock::new();
+    STANDARDS.get_or_init(|| {
+        STANDARD_SOURCES
+            .iter()
+            .map(|(name, text)| {
+                load_standard(text).unwrap_or_else(|e| panic!("shipped {name} is invalid: {e}"))
+            })
+            .collect()
+    })
+}
+
+pub fn standard_by_id(id: &str) -> Option<&'static Standard> {
+    standards().iter().find(|s| s.id == id)
+}
+
+/// The standard in force on `date`.
+pub fn standard_in_force(date: NaiveDate) -> Result<&'static Standard, Rejection> {
+    standard_in_force_in(standards(), date)
+}
+
+fn standard_in_force_in(list: &[Standard], date: NaiveDate) -> Result<&Standard, Rejection> {
+    list.iter()
+        .find(|s| s.in_force_on(date))
+        .ok_or(Rejection::NoStandardInForce { date })
+}
+
+/// Computed income/deprivation class under one standard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Class {
+    Poor,
+    NearPoor,
+    AverageLivingStandard,
+    NotPoor,
+}
+
+impl Class {
+    pub fn is_poor_or_near_poor(self) -> bool {
+        matches!(self, Class::Poor | Class::NearPoor)
+    }
+}
+
+/// Standing that credit programmes look at: the class, or EscapedPoverty for
+/// a household that was Poor/NearPoor and is now above the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Status {
+    Poor,
+    NearPoor,
+    EscapedPoverty,
+    AverageLivingStandard,
+    NotPoor,
+}
+
+impl From<Class> for Status {
+    fn from(c: Class) -> Status {
+        match c {
+            Class::Poor => Status::Poor,
+            Class::NearPoor => Status::NearPoor,
+            Class::AverageLivingStandard => Status::AverageLivingStandard,
+            Class::NotPoor => Status::NotPoor,
+        }
+    }
+}
+
+/// What the commune review measured for one household.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassificationInputs {
+    /// VND per person per month, whole đồng, >= 0.
+    pub income_per_person_month: Decimal,
+    pub area: Area,
+    /// Names of deprived indicators; must be among the standard's 12.
+    pub deprived: BTreeSet<String>,
+    /// The year whose household list this review produces.
+    pub review_year: i32,
+}
+
+/// Classify a household under `standard`.
+///
+/// Returns `Result` (not a bare `Class`) because the inputs are validated
+/// here: a negative or fractional income, or an indicator name the standard
+/// does not know, is refused rather than silently ignored.
+pub fn classify(standard: &Standard, inputs: &ClassificationInputs) -> Result<Class, Rejection> {
+    let income = non_negative_vnd(inputs.income_per_person_month)?;
+    if let Some(unknown) = inputs
+        .deprived
+        .iter()
+        .find(|name| !standard.indicators().any(|i| i == name.as_str()))
+    {
+        return Err(Rejection::UnknownIndicator {
+            name: unknown.clone(),
+            standard: standard.id.clone(),
+        });
+    }
+    let line = standard.income_line.get(inputs.area);
+    let upper = standard.average_living_upper_line.get(inputs.area);
+    // "At or under the line" is inclusive: a household exactly on the line is poor/near-poor.
+    Ok(if income <= line {
+        if inputs.deprived.len() >= standard.deprivation_threshold {
+            Class::Poor
+        } else {
+            Class::NearPoor
+        }
+    } else if income <= upper {
+        Class::AverageLivingStandard
+    } else {
+        Class::NotPoor
+    })
+}
+
+/// Status from the new class and the class of the household's previous decision.
+pub fn derive_status(class: Class, prior_class: Option<Class>) -> Status {
+    match (class, prior_class) {
+        (Class::AverageLivingStandard | Class::NotPoor, Some(p)) if p.is_poor_or_near_poor() => {
+            Status::EscapedPoverty
+        }
+        (c, _) => c.into(),
+    }
+}
+
+/// Validity of a decision (both ends inclusive).
+///
+/// Decision: a Poor/NearPoor/other class is valid from the decision date to
+/// the end of the review year, cut at the end of the standard's validity
+/// (a list never outlives its standard; the next annual review replaces it).
+/// EscapedPoverty is valid for `ESCAPED_POVERTY_MONTHS` from the decision
+/// date regardless of the standard, because the credit rule is tied to the
+/// date of escape, not to the list.
+pub fn validity(
+    standard: &Standard,
+    status: Status,
+    review_year: i32,
+    decision_date: NaiveDate,
+) -> Result<(NaiveDate, NaiveDate), Rejection> {
+    let out_of_range = Rejection::ReviewYearOutOfRange {
+        review_year,
+        decision_date,
+    };
+    if review_year < decision_date.year()
+        || review_year > decision_date.year() + MAX_REVIEW_LEAD_YEARS
+    {
+        return Err(out_of_range);
+    }
+    let year_end = NaiveDate::from_ymd_opt(review_year, 12, 31).ok_or(out_of_range.clone())?;
+    let to = match status {
+        Status::EscapedPoverty => decision_date
+            .checked_add_months(Months::new(ESCAPED_POVERTY_MONTHS))
+            .and_then(|d| d.pred_opt())
+            .ok_or(Rejection::ArithmeticOverflow)?,
+        _ => year_end.min(standard.valid_to),
+    };
+    if to < decision_date {
+        return Err(out_of_range);
+    }
+    Ok((decision_date, to))
+}
+
+/// A recorded classification decision (the event body).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassificationDecided {
+    pub household: CitizenId,
+    pub inputs: ClassificationInputs,
+    pub standard_id: String,
+    pub standard_hash: String,
+    pub class: Class,
+    /// Class of the household's previous decision, as known when deciding;
+    /// recorded so the status can be re-derived from the event alone.
+    pub prior_class: Option<Class>,
+    pub status: Status,
+    pub decided_by: String,
+    pub decision_date: NaiveDate,
+    pub valid_from: NaiveDate,
+    pub valid_to: NaiveDate,
+}
+
+/// Decide a classification under the standard in force on `decision_date`.
+pub fn decide_classification(
+    household: CitizenId,
+    prior_class: Option<Class>,
+    inputs: ClassificationInputs,
+    decided_by: &str,
+    decision_date: NaiveDate,
+) -> Result<ClassificationDecided, Rejection> {
+    let standard = standard_in_force(decision_date)?;
+    let class = classify(standard, &inputs)?;
+    let status = derive_status(class, prior_class);
+    let (valid_from, valid_to) = validity(standard, status, inputs.review_year, decision_date)?;
+    Ok(ClassificationDecided {
+        household,
+        inputs: ClassificationInputs {
+            income_per_person_month: non_negative_vnd(inputs.income_per_person_month)?,
+            ..inputs
+        },
+        standard_id: standard.id.clone(),
+        standard_hash: standard.content_hash.clone(),
+        class,
+        prior_class,
+        status,
+        decided_by: decided_by.to_owned(),
+        decision_date,
+        valid_from,
+        valid_to,
+    })
+}
+
+/// Why a recorded decision no longer re-derives (an audit finding, not a
+/// command refusal, hence not a `Rejection`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    /// The recorded standard id is not shipped any more. Audit: restore the
+    /// data file from the release that made the decision.
+    #[error("standard {id} is no longer shipped")]
+    UnknownStandard { id: String },
+    /// The shipped file for that id differs from the one decided under.
+    /// Audit: treat the data release as suspect; never "fix" the decision.
+    #[error("standard file changed: recorded hash {recorded}, current {current}")]
+    StandardChanged { recorded: String, current: String },
+    /// The recorded inputs no longer validate. Audit: the event or the code
+    /// changed; investigate before relying on the decision.
+    #[error("recorded inputs are now refused: {0}")]
+    InputsRefused(Rejection),
+    /// Same inputs, same standard, different class: the event was edited or
+    /// the rule changed. Escalate; a new decision must be recorded.
+    #[error("recorded class {recorded:?}, recomputed {recomputed:?}")]
+    ClassDiffers { recorded: Class, recomputed: Class },
+    /// The status (escaped poverty) does not follow from class + prior class.
+    /// Escalate as for `ClassDiffers`.
+    #[error("recorded status {recorded:?}, recomputed {recomputed:?}")]
+    StatusDiffers {
+        recorded: Status,
+        recomputed: Status,
+    },
+    /// The validity period does not follow from the rule. Escalate; credit
+    /// decisions taken on the wrong period need review.
+    #[error("recorded validity {recorded:?}, recomputed {recomputed:?}")]
+    ValidityDiffers {
+        recorded: (NaiveDate, NaiveDate),
+        recomputed: (NaiveDate, NaiveDate),
+    },
+}
+
+/// Re-derive a decision from its recorded inputs and standard (by id, checked
+/// by hash) against the shipped standards.
+pub fn recompute(decision: &ClassificationDecided) -> Result<(), Mismatch> {
+    recompute_against(standards(), decision)
+}
+
+/// As `recompute`, against an explicit list of standards (lets tests and
+/// audits check against a candidate data release).
+pub fn recompute_against(list: &[Standard], d: &ClassificationDecided) -> Result<(), Mismatch> {
+    let standard =
+        list.iter()
+            .find(|s| s.id == d.standard_id)
+            .ok_or_else(|| Mismatch::UnknownStandard {
+                id: d.standard_id.clone(),
+            })?;
+    if standard.content_hash != d.standard_hash {
+        return Err(Mismatch::StandardChanged {
+            recorded: d.standard_hash.clone(),
+            current: standard.content_hash.clone(),
+        });
+    }
+    let class = classify(standard, &d.inputs).map_err(Mismatch::InputsRefused)?;
+    if class != d.class {
+        return Err(Mismatch::ClassDiffers {
+            recorded: d.class,
+            recomputed: class,
+        });
+    }
+    let status = derive_status(class, d.prior_class);
+    if status != d.status {
+        return Err(Mismatch::StatusDiffers {
+            recorded: d.status,
+            recomputed: status,
+        });
+    }
+    let v = validity(standard, status, d.inputs.review_year, d.decision_date)
+        .map_err(Mismatch::InputsRefused)?;
+    if v != (d.valid_from, d.valid_to) {
+        return Err(Mismatch::ValidityDiffers {
+            recorded: (d.valid_from, d.valid_to),
+            recomputed: v,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_standards_load_and_do_not_overlap() {
+        let list = standards();
+        assert_eq!(list.len(), STANDARD_SOURCES.len());
+        for (i, a) in list.iter().enumerate() {
+            assert_eq!(a.content_hash.len(), 64);
+            for b in &list[i + 1..] {
+                assert!(a.valid_to < b.valid_from || b.valid_to < a.valid_from);
+            }
+        }
+    }
+
+    #[test]
+    fn hash_is_of_exact_bytes() {
+        let (_, text) = STANDARD_SOURCES[0];
+        let a = load_standard(text).unwrap();
+        let b = load_standard(&format!("{text}\n")).unwrap();
+        assert_eq!(
+            a.content_hash,
+            blake3::hash(text.as_bytes()).to_hex().to_string()
+        );
+        assert_ne!(a.content_hash, b.content_hash);
+    }
+
+    #[test]
+    fn bad_data_is_caught() {
+        let (_, text) = STANDARD_SOURCES[0];
+        let fewer = text.replace("\"telecom_use\", ", "");
+        assert!(matches!(
+            load_standard(&fewer),
+            Err(StandardDataError::Indicators(_))
+        ));
+        let bad_line = text.replace("\"1500000\"", "\"1500000.5\"");
+        assert!(matches!(
+            load_standard(&bad_line),
+            Err(StandardDataError::Lines(_))
+        ));
+    }
+}

@@ -1,0 +1,1066 @@
+//! Loan lifecycle as `decide(&LoanBook, Command) -> Result<Vec<Event>, Rejection>`
+//! and `apply(&mut LoanBook, &Event)`.
+//!
+//! `decide` holds every rule and does all (checked) arithmetic; `apply` only
+//! copies decided values into state, so it cannot fail and rebuilding a book
+//! from its events gives the same book.
+//!
+//! Interest: principal × monthly rate × actual days / 30, overdue principal at
+//! the overdue rate (130 %). Each accrual posts whole đồng, half-up, and keeps
+//! the unrounded remainder (`carry_*`) in the loan so nothing leaks over many
+//! postings. Accrual runs implicitly before every command that changes
+//! principal or status, so balances are always priced up to the effective date.
+
+use std::collections::BTreeMap;
+
+use chrono::{Months, NaiveDate};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Rejection;
+use crate::domain::eligibility::{
+    self, Class, ClassificationDecided, ClassificationInputs, Status,
+};
+use crate::domain::ids::CitizenId;
+use crate::domain::ledger::{Account, Posting};
+use crate::domain::money::{self, positive_vnd, round_dong};
+use crate::domain::programmes::{self, DayCount, ProgrammeRef};
+
+pub type LoanId = u64;
+pub type EventId = u64;
+
+/// At most this many extensions per loan.
+pub const MAX_EXTENSIONS: u32 = 1;
+/// An extension may push the due date at most this many original terms past
+/// the original due date (1 = "the original term again"). Chosen because the
+/// programme's max term bounds the term, so a loan never runs longer than
+/// twice its programme maximum.
+pub const MAX_EXTENSION_IN_TERMS: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum EntrustedOrganisation {
+    WomensUnion,
+    FarmersUnion,
+    VeteransAssociation,
+    YouthUnion,
+}
+
+/// How a tranche reaches the borrower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Channel {
+    /// Cash paid out at the commune transaction point.
+    CommuneTransactionPoint,
+    /// Transfer straight from the funding account.
+    BankTransfer,
+}
+
+impl Channel {
+    fn account(self) -> Account {
+        match self {
+            Channel::CommuneTransactionPoint => Account::CashAtCommunePoint,
+            Channel::BankTransfer => Account::FundingSource,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LoanStatus {
+    /// Approved, nothing disbursed yet.
+    Approved,
+    /// Disbursed and running (accrues interest).
+    Active,
+    /// Frozen after a disaster decision: no interest accrues, nothing moves overdue.
+    Frozen,
+    /// Everything owed was repaid; any undisbursed approval lapses.
+    Closed,
+    /// Risk debt written off.
+    WrittenOff,
+}
+
+impl LoanStatus {
+    /// Counts against "one active loan per programme".
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            LoanStatus::Approved | LoanStatus::Active | LoanStatus::Frozen
+        )
+    }
+}
+
+/// Household standing as known to the book.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HouseholdStanding {
+    pub class: Class,
+    pub status: Status,
+    pub valid_from: NaiveDate,
+    pub valid_to: NaiveDate,
+    /// Last day of an escaped-poverty window still running, kept across later
+    /// above-the-line reviews and cleared by a Poor/NearPoor decision.
+    pub escaped_until: Option<NaiveDate>,
+    pub decision_event: EventId,
+}
+
+impl HouseholdStanding {
+    /// Statuses the household holds on `date`, or the expiry refusal.
+    pub fn statuses_on(&self, date: NaiveDate) -> Result<Vec<Status>, Rejection> {
+        let mut out = Vec::new();
+        if self.valid_from <= date && date <= self.valid_to {
+            out.push(self.status);
+        }
+        if let Some(until) = self.escaped_until {
+            if self.valid_from <= date && date <= until && self.status != Status::EscapedPoverty {
+                out.push(Status::EscapedPoverty);
+            }
+        }
+        if out.is_empty() {
+            return Err(Rejection::ClassificationExpired {
+                valid_to: self
+                    .escaped_until
+                    .map_or(self.valid_to, |e| e.max(self.valid_to)),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Everything about a loan that changes after approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoanPosition {
+    pub status: LoanStatus,
+    pub disbursed: Decimal,
+    /// Current (not overdue) principal outstanding.
+    pub principal: Decimal,
+    pub overdue_principal: Decimal,
+    pub interest_receivable: Decimal,
+    pub overdue_interest_receivable: Decimal,
+    /// Unposted fraction of a đồng of normal interest (|carry| <= 0.5).
+    pub carry_interest: Decimal,
+    /// Unposted fraction of a đồng of overdue interest (|carry| <= 0.5).
+    pub carry_overdue_interest: Decimal,
+    /// Principal repaid so far (current and overdue), for the schedule.
+    pub principal_repaid: Decimal,
+    /// Interest is accrued up to (not including) this date.
+    pub accrued_to: Option<NaiveDate>,
+    /// Schedule start = first disbursement date.
+    pub schedule_start: Option<NaiveDate>,
+    /// Current due date (moved by an extension).
+    pub due: Option<NaiveDate>,
+    pub original_due: Option<NaiveDate>,
+    pub extensions: u32,
+    pub last_event_on: NaiveDate,
+}
+
+impl LoanPosition {
+    pub fn outstanding_principal(&self) -> Decimal {
+        self.principal + self.overdue_principal
+    }
+    /// Everything a borrower must pay to settle, as posted (carries excluded).
+    pub fn owed(&self) -> Decimal {
+        self.principal
+            + self.overdue_principal
+            + self.interest_receivable
+            + self.overdue_interest_receivable
+    }
+}
+
+/// The last event of a loan, if it may be reversed, and what it replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reversible {
+    pub event: EventId,
+    pub before: LoanPosition,
+    pub postings: Vec<Posting>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Loan {
+    pub id: LoanId,
+    pub household: CitizenId,
+    pub programme: ProgrammeRef,
+    pub monthly_rate: Decimal,
+    pub overdue_monthly_rate: Decimal,
+    pub day_count: DayCount,
+    pub approved_amount: Decimal,
+    pub term_months: u32,
+    pub savings_group: String,
+    pub entrusted: EntrustedOrganisation,
+    pub approved_on: NaiveDate,
+    pub position: LoanPosition,
+    pub last_event: EventId,
+    pub reversible: Option<Reversible>,
+}
+
+/// The state `decide` reads and `apply` writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoanBook {
+    pub households: BTreeMap<CitizenId, HouseholdStanding>,
+    pub loans: BTreeMap<LoanId, Loan>,
+    /// Disbursement/repayment events not yet reversed, by loan.
+    pub reversible_events: BTreeMap<EventId, LoanId>,
+    /// Id of the last event applied (0 = none); ids are consecutive from 1.
+    pub last_event_id: EventId,
+    pub last_loan_id: LoanId,
+}
+
+// ---------------------------------------------------------------- commands
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Officer (or commune committee) responsible; recorded on every event.
+    pub actor: String,
+    pub reason: String,
+    /// Business date of the command; for `MarkOverdue` it is the "as of" date.
+    pub effective: NaiveDate,
+    pub kind: CommandKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandKind {
+    /// Record a commune classification decision (the actor is `decided_by`).
+    Classify {
+        household: CitizenId,
+        inputs: ClassificationInputs,
+    },
+    Approve {
+        household: CitizenId,
+        programme: String,
+        amount: Decimal,
+        term_months: u32,
+        savings_group: String,
+        entrusted: EntrustedOrganisation,
+    },
+    Disburse {
+        loan: LoanId,
+        amount: Decimal,
+        channel: Channel,
+    },
+    /// Allocation: interest, then overdue interest, then principal
+    /// (overdue principal before current principal).
+    Repay {
+        loan: LoanId,
+        amount: Decimal,
+    },
+    /// Post accrued interest up to `effective` (e.g. month end).
+    AccrueInterest {
+        loan: LoanId,
+    },
+    /// Move instalments due before `effective` and unpaid to overdue.
+    MarkOverdue {
+        loan: LoanId,
+    },
+    Extend {
+        loan: LoanId,
+        new_due: NaiveDate,
+    },
+    Freeze {
+        loan: LoanId,
+        disaster_ref: String,
+    },
+    WriteOff {
+        loan: LoanId,
+        disaster_ref: String,
+    },
+    /// Reverse a mistaken disbursement or repayment (must be the loan's latest event).
+    Reverse {
+        event: EventId,
+    },
+}
+
+// ---------------------------------------------------------------- events
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: EventId,
+    pub actor: String,
+    pub reason: String,
+    pub effective: NaiveDate,
+    pub body: EventBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventBody {
+    HouseholdClassified {
+        decision: ClassificationDecided,
+        /// The escaped-poverty window after this decision.
+        escaped_until: Option<NaiveDate>,
+    },
+    LoanApproved {
+        loan: LoanId,
+        household: CitizenId,
+        programme: ProgrammeRef,
+        monthly_rate: Decimal,
+        overdue_monthly_rate: Decimal,
+        day_count: DayCount,
+        amount: Decimal,
+        term_months: u32,
+        savings_group: String,
+        entrusted: EntrustedOrganisation,
+    },
+    InterestAccrued {
+        loan: LoanId,
+        from: NaiveDate,
+        to: NaiveDate,
+        days: i64,
+        /// Unrounded interest of this period (for audit).
+        interest_exact: Decimal,
+        overdue_interest_exact: Decimal,
+        interest_posted: Decimal,
+        overdue_interest_posted: Decimal,
+        carry_interest_after: Decimal,
+        carry_overdue_interest_after: Decimal,
+        postings: Vec<Posting>,
+    },
+    TrancheDisbursed {
+        loan: LoanId,
+        amount: Decimal,
+        channel: Channel,
+        schedule_start: NaiveDate,
+        due: NaiveDate,
+        postings: Vec<Posting>,
+    },
+    RepaymentReceived {
+        loan: LoanId,
+        amount: Decimal,
+        to_interest: Decimal,
+        to_overdue_interest: Decimal,
+        to_overdue_principal: Decimal,
+        to_principal: Decimal,
+        status_after: LoanStatus,
+        postings: Vec<Posting>,
+    },
+    MovedToOverdue {
+        loan: LoanId,
+        /// Scheduled principal due before `effective`, cumulative.
+        scheduled_due: Decimal,
+        amount: Decimal,
+        postings: Vec<Posting>,
+    },
+    Extended {
+        loan: LoanId,
+        previous_due: NaiveDate,
+        new_due: NaiveDate,
+    },
+    Frozen {
+        loan: LoanId,
+        disaster_ref: String,
+    },
+    WrittenOff {
+        loan: LoanId,
+        disaster_ref: String,
+        principal: Decimal,
+        overdue_principal: Decimal,
+        interest: Decimal,
+        overdue_interest: Decimal,
+        postings: Vec<Posting>,
+    },
+    Reversed {
+        original: EventId,
+        loan: LoanId,
+        /// Loan position restored (the one before the original event).
+        restored: LoanPosition,
+        postings: Vec<Posting>,
+    },
+}
+
+impl Event {
+    /// Double-entry lines of this event (empty for non-money events).
+    pub fn postings(&self) -> &[Posting] {
+        match &self.body {
+            EventBody::InterestAccrued { postings, .. }
+            | EventBody::TrancheDisbursed { postings, .. }
+            | EventBody::RepaymentReceived { postings, .. }
+            | EventBody::MovedToOverdue { postings, .. }
+            | EventBody::WrittenOff { postings, .. }
+            | EventBody::Reversed { postings, .. } => postings,
+            _ => &[],
+        }
+    }
+    pub fn loan(&self) -> Option<LoanId> {
+        match &self.body {
+            EventBody::HouseholdClassified { .. } => None,
+            EventBody::LoanApproved { loan, .. }
+            | EventBody::InterestAccrued { loan, .. }
+            | EventBody::TrancheDisbursed { loan, .. }
+            | EventBody::RepaymentReceived { loan, .. }
+            | EventBody::MovedToOverdue { loan, .. }
+            | EventBody::Extended { loan, .. }
+            | EventBody::Frozen { loan, .. }
+            | EventBody::WrittenOff { loan, .. }
+            | EventBody::Reversed { loan, .. } => Some(*loan),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- decide
+
+/// Collects event bodies and stamps them with consecutive ids and the
+/// command's envelope.
+struct Out<'a> {
+    cmd: &'a Command,
+    next_id: EventId,
+    events: Vec<Event>,
+}
+
+impl Out<'_> {
+    fn push(&mut self, body: EventBody) -> &Event {
+        self.next_id += 1;
+        self.events.push(Event {
+            id: self.next_id,
+            actor: self.cmd.actor.clone(),
+            reason: self.cmd.reason.clone(),
+            effective: self.cmd.effective,
+            body,
+        });
+        self.events.last().expect("just pushed")
+    }
+}
+
+fn pair(debit: Account, credit: Account, amount: Decimal, out: &mut Vec<Posting>) {
+    if !amount.is_zero() {
+        out.push(Posting::debit(debit, amount));
+        out.push(Posting::credit(credit, amount));
+    }
+}
+
+/// Accrual of `loan` up to `to`, or None if nothing accrues (not running,
+/// or already accrued to that date).
+fn accrual(loan: &Loan, to: NaiveDate) -> Result<Option<EventBody>, Rejection> {
+    let p = &loan.position;
+    let from = match (p.status, p.accrued_to) {
+        (LoanStatus::Active, Some(from)) if to > from => from,
+        _ => return Ok(None),
+    };
+    let days = (to - from).num_days();
+    let days_dec = Decimal::from(days);
+    let per_month = loan.day_count.days_per_month();
+    // Multiply before dividing so the only inexact step is the final division.
+    let exact = |principal: Decimal, rate: Decimal| -> Result<Decimal, Rejection> {
+        money::div(
+            money::mul(money::mul(principal, rate)?, days_dec)?,
+            per_month,
+        )
+    };
+    let interest_exact = exact(p.principal, loan.monthly_rate)?;
+    let overdue_exact = exact(p.overdue_principal, loan.overdue_monthly_rate)?;
+    let carry_i = money::add(p.carry_interest, interest_exact)?;
+    let carry_o = money::add(p.carry_overdue_interest, overdue_exact)?;
+    // Whole đồng at posting, half-up (round_dong); the remainder stays carried.
+    let posted_i = round_dong(carry_i);
+    let posted_o = round_dong(carry_o);
+    let mut postings = Vec::new();
+    pair(
+        Account::InterestReceivable,
+        Account::InterestIncome,
+        posted_i,
+        &mut postings,
+    );
+    pair(
+        Account::OverdueInterestReceivable,
+        Account::OverdueInterestIncome,
+        posted_o,
+        &mut postings,
+    );
+    Ok(Some(EventBody::InterestAccrued {
+        loan: loan.id,
+        from,
+        to,
+        days,
+        interest_exact,
+        overdue_interest_exact: overdue_exact,
+        interest_posted: posted_i,
+        overdue_interest_posted: posted_o,
+        carry_interest_after: money::sub(carry_i, posted_i)?,
+        carry_overdue_interest_after: money::sub(carry_o, posted_o)?,
+        postings,
+    }))
+}
+
+/// Emit the accrual up to the command's date (if any) and return the loan as
+/// it stands after it, for the rest of the decision.
+fn accrue_first(out: &mut Out<'_>, loan: &Loan) -> Result<Loan, Rejection> {
+    let mut l = loan.clone();
+    if let Some(body) = accrual(loan, out.cmd.effective)? {
+        let e = out.push(body).clone();
+        apply_loan(&mut l, &e);
+    }
+    Ok(l)
+}
+
+fn require_status(loan: &Loan, allowed: &[LoanStatus]) -> Result<(), Rejection> {
+    if allowed.contains(&loan.position.status) {
+        Ok(())
+    } else {
+        Err(Rejection::WrongLoanStatus {
+            loan: loan.id,
+            status: loan.position.status,
+        })
+    }
+}
+
+fn add_months(d: NaiveDate, m: u32) -> Result<NaiveDate, Rejection> {
+    d.checked_add_months(Months::new(m))
+        .ok_or(Rejection::ArithmeticOverflow)
+}
+
+/// Cumulative scheduled principal due strictly before `as_of`, under an
+/// equal-principal monthly schedule: instalments on start + 1..n months
+/// (the last one on the due date, which an extension may move). Cumulative
+/// amounts are rounded half-up so the last instalment absorbs rounding and
+/// the total is exactly the disbursed amount.
+pub fn scheduled_due_before(
+    disbursed: Decimal,
+    start: NaiveDate,
+    due: NaiveDate,
+    as_of: NaiveDate,
+) -> Result<Decimal, Rejection> {
+    let mut dates = Vec::new();
+    let mut i = 1;
+    loop {
+        let d = add_months(start, i)?;
+        if d >= due {
+            break;
+        }
+        dates.push(d);
+        i += 1;
+    }
+    dates.push(due);
+    let n = dates.len();
+    let k = dates.iter().filter(|d| **d < as_of).count();
+    if k >= n {
+        return Ok(disbursed);
+    }
+    let share = money::div(money::mul(disbursed, Decimal::from(k))?, Decimal::from(n))?;
+    Ok(round_dong(share))
+}
+
+/// Decide a command against the book. Refusals change nothing.
+pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
+    if cmd.actor.trim().is_empty() {
+        return Err(Rejection::MissingActor);
+    }
+    if cmd.reason.trim().is_empty() {
+        return Err(Rejection::MissingReason);
+    }
+    let mut out = Out {
+        cmd: &cmd,
+        next_id: book.last_event_id,
+        events: Vec::new(),
+    };
+    let date = cmd.effective;
+    match &cmd.kind {
+        CommandKind::Classify { household, inputs } => {
+            let previous = book.households.get(household);
+            let decision = eligibility::decide_classification(
+                household.clone(),
+                previous.map(|h| h.class),
+                inputs.clone(),
+                &cmd.actor,
+                date,
+            )?;
+            let escaped_until = match decision.status {
+                Status::EscapedPoverty => Some(decision.valid_to),
+                Status::Poor | Status::NearPoor => None,
+                _ => previous.and_then(|h| h.escaped_until),
+            };
+            out.push(EventBody::HouseholdClassified {
+                decision,
+                escaped_until,
+            });
+        }
+        CommandKind::Approve {
+            household,
+            programme,
+            amount,
+            term_months,
+            savings_group,
+            entrusted,
+        } => {
+            let prog = programmes::programme_on(programme, date)?;
+            let amount = positive_vnd(*amount)?;
+            let standing =
+                book.households
+                    .get(household)
+                    .ok_or_else(|| Rejection::UnknownHousehold {
+                        household: household.to_string(),
+                    })?;
+            let statuses = standing.statuses_on(date)?;
+            if !statuses.iter().any(|s| prog.eligible.contains(s)) {
+                return Err(Rejection::NotEligible {
+                    status: statuses[0],
+                    programme: prog.id.clone(),
+                });
+            }
+            if amount > prog.cap {
+                return Err(Rejection::AmountOverCap {
+                    amount,
+                    cap: prog.cap,
+                });
+            }
+            if *term_months == 0 || *term_months > prog.max_term_months {
+                return Err(Rejection::TermOutOfRange {
+                    term: *term_months,
+                    max: prog.max_term_months,
+                });
+            }
+            if prog.savings_group_required && savings_group.trim().is_empty() {
+                return Err(Rejection::MissingSavingsGroup);
+            }
+            if let Some(other) = book.loans.values().find(|l| {
+                &l.household == household
+                    && l.programme.id == prog.id
+                    && l.position.status.is_open()
+            }) {
+                return Err(Rejection::ActiveLoanExists { loan: other.id });
+            }
+            out.push(EventBody::LoanApproved {
+                loan: book.last_loan_id + 1,
+                household: household.clone(),
+                programme: prog.reference(),
+                monthly_rate: prog.monthly_rate,
+                overdue_monthly_rate: prog.overdue_monthly_rate(),
+                day_count: prog.day_count,
+                amount,
+                term_months: *term_months,
+                savings_group: savings_group.clone(),
+                entrusted: *entrusted,
+            });
+        }
+        CommandKind::Disburse {
+            loan,
+            amount,
+            channel,
+        } => {
+            let loan = get_loan(book, *loan, date)?;
+            require_status(loan, &[LoanStatus::Approved, LoanStatus::Active])?;
+            let amount = positive_vnd(*amount)?;
+            let already = loan.position.disbursed;
+            if money::add(already, amount)? > loan.approved_amount {
+                return Err(Rejection::DisbursementOverApproved {
+                    approved: loan.approved_amount,
+                    already,
+                    requested: amount,
+                });
+            }
+            let l = accrue_first(&mut out, loan)?;
+            let (schedule_start, due) = match (l.position.schedule_start, l.position.due) {
+                (Some(s), Some(d)) => (s, d),
+                _ => (date, add_months(date, l.term_months)?),
+            };
+            let mut postings = Vec::new();
+            pair(
+                Account::LoanReceivable,
+                channel.account(),
+                amount,
+                &mut postings,
+            );
+            out.push(EventBody::TrancheDisbursed {
+                loan: l.id,
+                amount,
+                channel: *channel,
+                schedule_start,
+                due,
+                postings,
+            });
+        }
+        CommandKind::Repay { loan, amount } => {
+            let loan = get_loan(book, *loan, date)?;
+            require_status(loan, &[LoanStatus::Active, LoanStatus::Frozen])?;
+            let amount = positive_vnd(*amount)?;
+            let l = accrue_first(&mut out, loan)?;
+            let p = &l.position;
+            let owed = money::add(
+                money::add(p.principal, p.overdue_principal)?,
+                money::add(p.interest_receivable, p.overdue_interest_receivable)?,
+            )?;
+            if amount > owed {
+                return Err(Rejection::Overpayment {
+                    owed,
+                    offered: amount,
+                });
+            }
+            let mut left = amount;
+            let mut take = |bucket: Decimal| {
+                let t = left.min(bucket);
+                left -= t;
+                t
+            };
+            let to_interest = take(p.interest_receivable);
+            let to_overdue_interest = take(p.overdue_interest_receivable);
+            let to_overdue_principal = take(p.overdue_principal);
+            let to_principal = take(p.principal);
+            let cash = Account::CashAtCommunePoint;
+            let mut postings = vec![Posting::debit(cash, amount)];
+            for (acc, amt) in [
+                (Account::InterestReceivable, to_interest),
+                (Account::OverdueInterestReceivable, to_overdue_interest),
+                (Account::OverdueLoanReceivable, to_overdue_principal),
+                (Account::LoanReceivable, to_principal),
+            ] {
+                if !amt.is_zero() {
+                    postings.push(Posting::credit(acc, amt));
+                }
+            }
+            let status_after = if amount == owed {
+                LoanStatus::Closed
+            } else {
+                p.status
+            };
+            out.push(EventBody::RepaymentReceived {
+                loan: l.id,
+                amount,
+                to_interest,
+                to_overdue_interest,
+                to_overdue_principal,
+                to_principal,
+                status_after,
+                postings,
+            });
+        }
+        CommandKind::AccrueInterest { loan } => {
+            let loan = get_loan(book, *loan, date)?;
+            require_status(loan, &[LoanStatus::Active])?;
+            accrue_first(&mut out, loan)?;
+        }
+        CommandKind::MarkOverdue { loan } => {
+            let loan = get_loan(book, *loan, date)?;
+            require_status(loan, &[LoanStatus::Active])?;
+            let l = accrue_first(&mut out, loan)?;
+            let p = &l.position;
+            let (start, due) = p
+                .schedule_start
+                .zip(p.due)
+                .expect("an Active loan has a schedule");
+            let scheduled_due = scheduled_due_before(p.disbursed, start, due, date)?;
+            let unpaid = (scheduled_due - p.principal_repaid).max(Decimal::ZERO);
+            // Only what is due, unpaid and not already overdue moves.
+            let amount = (unpaid - p.overdue_principal)
+                .max(Decimal::ZERO)
+                .min(p.principal);
+            if !amount.is_zero() {
+                let mut postings = Vec::new();
+                pair(
+                    Account::OverdueLoanReceivable,
+                    Account::LoanReceivable,
+                    amount,
+                    &mut postings,
+                );
+                out.push(EventBody::MovedToOverdue {
+                    loan: l.id,
+                    scheduled_due,
+                    amount,
+                    postings,
+                });
+            }
+        }
+        CommandKind::Extend { loan, new_due } => {
+            let loan = get_loan(book, *loan, date)?;
+            require_status(loan, &[LoanStatus::Active])?;
+            if loan.position.extensions >= MAX_EXTENSIONS {
+                return Err(Rejection::AlreadyExtended);
+            }
+            let (current, original) = loan
+                .position
+                .due
+                .zip(loan.position.original_due)
+                .expect("an Active loan has a due date");
+            if *new_due <= current {
+                return Err(Rejection::ExtensionNotLater {
+                    current_due: current,
+                    new_due: *new_due,
+                });
+            }
+            let max_due = add_months(original, loan.term_months * MAX_EXTENSION_IN_TERMS)?;
+            if *new_due > max_due {
+                return Err(Rejection::ExtensionTooLong {
+                    max_due,
+                    new_due: *new_due,
+                });
+            }
+            let l = accrue_first(&mut out, loan)?;
+            out.push(EventBody::Extended {
+                loan: l.id,
+                previous_due: current,
+                new_due: *new_due,
+            });
+        }
+        CommandKind::Freeze { loan, disaster_ref } => {
+            let loan = get_loan(book, *loan, date)?;
+            require_status(loan, &[LoanStatus::Active])?;
+            if disaster_ref.trim().is_empty() {
+                return Err(Rejection::MissingDisasterReference);
+            }
+            let l = accrue_first(&mut out, loan)?;
+            out.push(EventBody::Frozen {
+                loan: l.id,
+                disaster_ref: disaster_ref.clone(),
+            });
+        }
+        CommandKind::WriteOff { loan, disaster_ref } => {
+            let loan = get_loan(book, *loan, date)?;
+            require_status(loan, &[LoanStatus::Active, LoanStatus::Frozen])?;
+            if disaster_ref.trim().is_empty() {
+                return Err(Rejection::MissingDisasterReference);
+            }
+            let l = accrue_first(&mut out, loan)?;
+            let p = &l.position;
+            let total = p.owed();
+            let mut postings = Vec::new();
+            if !total.is_zero() {
+                postings.push(Posting::debit(Account::WriteOffReserve, total));
+            }
+            for (acc, amt) in [
+                (Account::LoanReceivable, p.principal),
+                (Account::OverdueLoanReceivable, p.overdue_principal),
+                (Account::InterestReceivable, p.interest_receivable),
+                (
+                    Account::OverdueInterestReceivable,
+                    p.overdue_interest_receivable,
+                ),
+            ] {
+                if !amt.is_zero() {
+                    postings.push(Posting::credit(acc, amt));
+                }
+            }
+            out.push(EventBody::WrittenOff {
+                loan: l.id,
+                disaster_ref: disaster_ref.clone(),
+                principal: p.principal,
+                overdue_principal: p.overdue_principal,
+                interest: p.interest_receivable,
+                overdue_interest: p.overdue_interest_receivable,
+                postings,
+            });
+        }
+        CommandKind::Reverse { event } => {
+            let Some(loan_id) = book.reversible_events.get(event) else {
+                return Err(if *event >= 1 && *event <= book.last_event_id {
+                    Rejection::NotReversible { event: *event }
+                } else {
+                    Rejection::UnknownEvent { event: *event }
+                });
+            };
+            let loan = get_loan(book, *loan_id, date)?;
+            let rev = loan
+                .reversible
+                .as_ref()
+                .filter(|r| r.event == *event)
+                .ok_or(Rejection::NotLatestEvent {
+                    event: *event,
+                    latest: Some(loan.last_event),
+                })?;
+            // Reopening a closed loan must not create a second open loan of
+            // the same programme for the household.
+            if rev.before.status.is_open() && !loan.position.status.is_open() {
+                if let Some(other) = book.loans.values().find(|l| {
+                    l.id != loan.id
+                        && l.household == loan.household
+                        && l.programme.id == loan.programme.id
+                        && l.position.status.is_open()
+                }) {
+                    return Err(Rejection::ActiveLoanExists { loan: other.id });
+                }
+            }
+            // No accrual here: restoring the position restores `accrued_to`
+            // to before the original, so the next accrual re-prices the days
+            // since then on the corrected balance.
+            out.push(EventBody::Reversed {
+                original: *event,
+                loan: loan.id,
+                restored: rev.before.clone(),
+                postings: rev.postings.iter().map(Posting::reversed).collect(),
+            });
+        }
+    }
+    Ok(out.events)
+}
+
+fn get_loan(book: &LoanBook, id: LoanId, effective: NaiveDate) -> Result<&Loan, Rejection> {
+    let loan = book
+        .loans
+        .get(&id)
+        .ok_or(Rejection::UnknownLoan { loan: id })?;
+    if effective < loan.position.last_event_on {
+        return Err(Rejection::BackDated {
+            last: loan.position.last_event_on,
+            effective,
+        });
+    }
+    Ok(loan)
+}
+
+// ---------------------------------------------------------------- apply
+
+/// Apply a decided event. Never fails; holds no rules.
+pub fn apply(book: &mut LoanBook, event: &Event) {
+    book.last_event_id = event.id;
+    match &event.body {
+        EventBody::HouseholdClassified {
+            decision,
+            escaped_until,
+        } => {
+            book.households.insert(
+                decision.household.clone(),
+                HouseholdStanding {
+                    class: decision.class,
+                    status: decision.status,
+                    valid_from: decision.valid_from,
+                    valid_to: decision.valid_to,
+                    escaped_until: *escaped_until,
+                    decision_event: event.id,
+                },
+            );
+        }
+        EventBody::LoanApproved {
+            loan,
+            household,
+            programme,
+            monthly_rate,
+            overdue_monthly_rate,
+            day_count,
+            amount,
+            term_months,
+            savings_group,
+            entrusted,
+        } => {
+            book.last_loan_id = *loan;
+            book.loans.insert(
+                *loan,
+                Loan {
+                    id: *loan,
+                    household: household.clone(),
+                    programme: programme.clone(),
+                    monthly_rate: *monthly_rate,
+                    overdue_monthly_rate: *overdue_monthly_rate,
+                    day_count: *day_count,
+                    approved_amount: *amount,
+                    term_months: *term_months,
+                    savings_group: savings_group.clone(),
+                    entrusted: *entrusted,
+                    approved_on: event.effective,
+                    position: LoanPosition {
+                        status: LoanStatus::Approved,
+                        disbursed: Decimal::ZERO,
+                        principal: Decimal::ZERO,
+                        overdue_principal: Decimal::ZERO,
+                        interest_receivable: Decimal::ZERO,
+                        overdue_interest_receivable: Decimal::ZERO,
+                        carry_interest: Decimal::ZERO,
+                        carry_overdue_interest: Decimal::ZERO,
+                        principal_repaid: Decimal::ZERO,
+                        accrued_to: None,
+                        schedule_start: None,
+                        due: None,
+                        original_due: None,
+                        extensions: 0,
+                        last_event_on: event.effective,
+                    },
+                    last_event: event.id,
+                    reversible: None,
+                },
+            );
+        }
+        body => {
+            let id = event.loan().expect("every other event names a loan");
+            let loan = book.loans.get_mut(&id).expect("decided against this loan");
+            apply_loan(loan, event);
+            match body {
+                EventBody::TrancheDisbursed { .. } | EventBody::RepaymentReceived { .. } => {
+                    book.reversible_events.insert(event.id, id);
+                }
+                EventBody::Reversed { original, .. } => {
+                    book.reversible_events.remove(original);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Loan-level part of `apply` (also used by `decide` on a scratch copy).
+fn apply_loan(loan: &mut Loan, event: &Event) {
+    let before = loan.position.clone();
+    let p = &mut loan.position;
+    let mut reversible = None;
+    match &event.body {
+        EventBody::InterestAccrued {
+            to,
+            interest_posted,
+            overdue_interest_posted,
+            carry_interest_after,
+            carry_overdue_interest_after,
+            ..
+        } => {
+            p.interest_receivable += interest_posted;
+            p.overdue_interest_receivable += overdue_interest_posted;
+            p.carry_interest = *carry_interest_after;
+            p.carry_overdue_interest = *carry_overdue_interest_after;
+            p.accrued_to = Some(*to);
+        }
+        EventBody::TrancheDisbursed {
+            amount,
+            schedule_start,
+            due,
+            postings,
+            ..
+        } => {
+            p.status = LoanStatus::Active;
+            p.disbursed += amount;
+            p.principal += amount;
+            p.accrued_to = Some(event.effective);
+            p.schedule_start = Some(*schedule_start);
+            p.original_due = p.original_due.or(Some(*due));
+            p.due = Some(p.due.unwrap_or(*due));
+            reversible = Some(postings.clone());
+        }
+        EventBody::RepaymentReceived {
+            to_interest,
+            to_overdue_interest,
+            to_overdue_principal,
+            to_principal,
+            status_after,
+            postings,
+            ..
+        } => {
+            p.interest_receivable -= to_interest;
+            p.overdue_interest_receivable -= to_overdue_interest;
+            p.overdue_principal -= to_overdue_principal;
+            p.principal -= to_principal;
+            p.principal_repaid += to_overdue_principal + to_principal;
+            p.status = *status_after;
+            reversible = Some(postings.clone());
+        }
+        EventBody::MovedToOverdue { amount, .. } => {
+            p.principal -= amount;
+            p.overdue_principal += amount;
+        }
+        EventBody::Extended { new_due, .. } => {
+            p.due = Some(*new_due);
+            p.extensions += 1;
+        }
+        EventBody::Frozen { .. } => p.status = LoanStatus::Frozen,
+        EventBody::WrittenOff { .. } => {
+            p.status = LoanStatus::WrittenOff;
+            p.principal = Decimal::ZERO;
+            p.overdue_principal = Decimal::ZERO;
+            p.interest_receivable = Decimal::ZERO;
+            p.overdue_interest_receivable = Decimal::ZERO;
+        }
+        EventBody::Reversed { restored, .. } => *p = restored.clone(),
+        EventBody::HouseholdClassified { .. } | EventBody::LoanApproved { .. } => {}
+    }
+    p.last_event_on = event.effective;
+    loan.last_event = event.id;
+    loan.reversible = reversible.map(|postings| Reversible {
+        event: event.id,
+        before,
+        postings,
+    });
+}
+
+/// Rebuild a book from its events (apply only).
+pub fn replay<'a>(events: impl IntoIterator<Item = &'a Event>) -> LoanBook {
+    let mut book = LoanBook::default();
+    for e in events {
+        apply(&mut book, e);
+    }
+    book
+}

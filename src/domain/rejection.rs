@@ -1,0 +1,183 @@
+//! The one error enum for every refused command or invalid input.
+//!
+//! Each variant's doc comment says what a caller is expected to do with it.
+//! Variants carry the numbers that made the decision so that a caller can
+//! show them to an operator without recomputing anything.
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+
+use crate::domain::eligibility::Status;
+
+/// Why a command (or an input to one) was refused. Refusals never change state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    // ---- identifiers ----------------------------------------------------
+    /// The CCCD is not exactly 12 characters long. Ask the operator to re-key
+    /// it from the card; do not pad or trim on their behalf.
+    #[error("citizen id must be 12 digits, got {found} characters")]
+    CitizenIdLength { found: usize },
+    /// The CCCD contains a non-ASCII-digit at `position` (0-based). Re-key it.
+    #[error("citizen id has a non-digit at position {position}")]
+    CitizenIdNonDigit { position: usize },
+    /// A commune code is not exactly 7 characters (2 province + 5 commune).
+    /// Pick the commune from the 2025 administrative map list instead of typing.
+    #[error("commune code must be 7 digits, got {found} characters")]
+    CommuneCodeLength { found: usize },
+    /// A commune code contains a non-digit at `position`. Pick it from the list.
+    #[error("commune code has a non-digit at position {position}")]
+    CommuneCodeNonDigit { position: usize },
+    /// A partition (province code) is not exactly 2 ASCII digits. This is a
+    /// configuration error in the caller; fix the partition setting.
+    #[error("province code must be 2 digits")]
+    ProvinceCodeMalformed,
+
+    // ---- amounts --------------------------------------------------------
+    /// A money amount is negative. Amounts are always entered as positive
+    /// magnitudes; to undo a posting use `Reverse`, never a negative amount.
+    #[error("amount {amount} is negative")]
+    NegativeAmount { amount: Decimal },
+    /// A money amount is zero where a movement of money is required. Drop
+    /// the command: there is nothing to post.
+    #[error("amount must be greater than zero")]
+    ZeroAmount,
+    /// A money amount has a fraction of a đồng. VND has no minor unit; ask
+    /// the operator for the whole-đồng amount actually counted.
+    #[error("amount {amount} is not a whole number of đồng")]
+    FractionalDong { amount: Decimal },
+    /// A money amount exceeds the sanity ceiling `money::MAX_AMOUNT`. Almost
+    /// certainly a keying error (extra zeros); ask the operator to re-key.
+    #[error("amount {amount} exceeds the ceiling {max}")]
+    AmountTooLarge { amount: Decimal, max: Decimal },
+    /// Checked arithmetic overflowed while computing a result. Should be
+    /// unreachable below the ceilings; report it as a defect with the command.
+    #[error("arithmetic overflow")]
+    ArithmeticOverflow,
+
+    // ---- command envelope ----------------------------------------------
+    /// The command names no actor. Every change must be attributable; the
+    /// caller must supply the signed-in officer's id.
+    #[error("actor is missing")]
+    MissingActor,
+    /// The command gives no reason. Ask the operator for one (audit rule).
+    #[error("reason is missing")]
+    MissingReason,
+
+    // ---- eligibility ----------------------------------------------------
+    /// No poverty standard is in force on that date (before 2022 or after
+    /// 2030 with the data shipped). Ship the new standard's data file first.
+    #[error("no poverty standard in force on {date}")]
+    NoStandardInForce { date: NaiveDate },
+    /// A deprivation indicator name is not one of the standard's 12. Show the
+    /// standard's list to the operator; never guess a mapping.
+    #[error("unknown deprivation indicator {name:?} in standard {standard}")]
+    UnknownIndicator { name: String, standard: String },
+    /// The review year does not fit the decision: it is already over on the
+    /// decision date, is more than one year ahead, or leaves no validity under
+    /// the standard in force. Correct the review year or the decision date.
+    #[error("review year {review_year} does not fit decision date {decision_date}")]
+    ReviewYearOutOfRange {
+        review_year: i32,
+        decision_date: NaiveDate,
+    },
+
+    // ---- programmes -----------------------------------------------------
+    /// No credit programme has this id. Pick one from the programme list.
+    #[error("unknown programme {id}")]
+    UnknownProgramme { id: String },
+    /// The programme exists but no version of it is in force on that date.
+    /// Use a date inside a version's validity or publish a new version.
+    #[error("programme {id} has no version in force on {date}")]
+    ProgrammeNotInForce { id: String, date: NaiveDate },
+
+    // ---- households and loans -------------------------------------------
+    /// The book holds no classification decision for this household. Record
+    /// the commune's classification decision first (`Classify`).
+    #[error("household {household} has no classification in the book")]
+    UnknownHousehold { household: String },
+    /// The household's classification has lapsed on that date. Record the
+    /// new review's decision first, then retry.
+    #[error("household classification expired on {valid_to}")]
+    ClassificationExpired { valid_to: NaiveDate },
+    /// The household's status on that date is not among the programme's
+    /// eligible statuses. Offer a programme that fits, or refuse the loan.
+    #[error("status {status:?} is not eligible for programme {programme}")]
+    NotEligible { status: Status, programme: String },
+    /// The approved amount exceeds the programme cap. Lower the amount.
+    #[error("amount {amount} over programme cap {cap}")]
+    AmountOverCap { amount: Decimal, cap: Decimal },
+    /// The term is zero months or exceeds the programme's maximum. Choose a
+    /// term between 1 and `max` months.
+    #[error("term {term} months outside 1..={max}")]
+    TermOutOfRange { term: u32, max: u32 },
+    /// The household already has an active (not closed, not written-off)
+    /// loan of the same programme. Top-ups are not modelled: refuse.
+    #[error("household already has active loan {loan} in this programme")]
+    ActiveLoanExists { loan: u64 },
+    /// A savings-and-loan group id is required and was empty. Enrol the
+    /// borrower in a group first (programme rule: no collateral, group-based).
+    #[error("savings-and-loan group id is missing")]
+    MissingSavingsGroup,
+    /// No loan with that id in the book. Check the id.
+    #[error("unknown loan {loan}")]
+    UnknownLoan { loan: u64 },
+    /// The command does not apply to a loan in this status (e.g. repaying a
+    /// closed loan, disbursing a frozen one). Reload the loan and re-decide.
+    #[error("loan {loan} is {status:?}, which does not allow this command")]
+    WrongLoanStatus {
+        loan: u64,
+        status: crate::domain::loans::LoanStatus,
+    },
+    /// The tranche would take cumulative disbursement above the approved
+    /// amount. Disburse at most `approved - already`.
+    #[error("disbursing {requested} over approved {approved} (already {already})")]
+    DisbursementOverApproved {
+        approved: Decimal,
+        already: Decimal,
+        requested: Decimal,
+    },
+    /// The payment exceeds everything owed (posted interest, overdue interest
+    /// and principal as of the effective date). Take at most `owed`.
+    #[error("payment {offered} exceeds amount owed {owed}")]
+    Overpayment { owed: Decimal, offered: Decimal },
+    /// The effective date is before the loan's last recorded event; back-dated
+    /// postings would rewrite accrued interest. Use a date on/after `last`,
+    /// or reverse and re-post.
+    #[error("effective date {effective} is before the loan's last event on {last}")]
+    BackDated {
+        last: NaiveDate,
+        effective: NaiveDate,
+    },
+    /// The loan was already extended once (the limit). Refuse or restructure
+    /// outside this system.
+    #[error("loan already extended")]
+    AlreadyExtended,
+    /// The new due date is not after the current one. Give a later date.
+    #[error("new due date {new_due} is not after current due date {current_due}")]
+    ExtensionNotLater {
+        current_due: NaiveDate,
+        new_due: NaiveDate,
+    },
+    /// The new due date is beyond the extension limit (the original term
+    /// again). Give a date on or before `max_due`.
+    #[error("new due date {new_due} beyond the limit {max_due}")]
+    ExtensionTooLong {
+        max_due: NaiveDate,
+        new_due: NaiveDate,
+    },
+    /// A freeze or write-off names no disaster/risk decision. Attach the
+    /// competent authority's decision reference.
+    #[error("disaster decision reference is missing")]
+    MissingDisasterReference,
+    /// No event with that id is in the book. Check the id.
+    #[error("unknown event {event}")]
+    UnknownEvent { event: u64 },
+    /// That event kind cannot be reversed (only disbursements and repayments
+    /// can), or it was already reversed. Post a correcting command instead.
+    #[error("event {event} cannot be reversed")]
+    NotReversible { event: u64 },
+    /// Only a loan's latest event can be reversed; later events were computed
+    /// on top of it. Reverse the later events first (newest first).
+    #[error("event {event} is not the loan's latest event ({latest:?})")]
+    NotLatestEvent { event: u64, latest: Option<u64> },
+}

@@ -1,0 +1,142 @@
+//! Creating and checking the event stream. The ledger refuses to run on a stream
+//! that could lose or rewrite history.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+
+use crate::chain::{EVENT_BYTES_MAX, Partition};
+
+/// How long JetStream itself remembers message ids. The ledger's own index makes
+/// idempotency permanent; this window only catches fast retries cheaply.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Room for headers on top of the envelope in one message.
+pub const HEADER_BYTES_MAX: usize = 4 * 1024;
+
+/// Names of the stream and its subjects. Production uses the defaults; tests use a
+/// fresh name each so they can share one server.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    pub stream_name: String,
+    /// Subjects are `<prefix>.<partition>`.
+    pub subject_prefix: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            stream_name: "ANSINH_EVENTS".into(),
+            subject_prefix: "ansinh.v1.events".into(),
+        }
+    }
+}
+
+impl LogConfig {
+    pub fn subject(&self, partition: &Partition) -> String {
+        format!("{}.{}", self.subject_prefix, partition)
+    }
+
+    pub fn wildcard(&self) -> String {
+        format!("{}.>", self.subject_prefix)
+    }
+
+    /// The partition a subject belongs to, if it is one of ours.
+    pub fn partition_of<'s>(&self, subject: &'s str) -> Option<&'s str> {
+        subject
+            .strip_prefix(&self.subject_prefix)?
+            .strip_prefix('.')
+    }
+
+    fn stream_config(&self) -> stream::Config {
+        stream::Config {
+            name: self.stream_name.clone(),
+            subjects: vec![self.wildcard()],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            deny_delete: true,
+            deny_purge: true,
+            allow_rollup: false,
+            allow_atomic_publish: true,
+            duplicate_window: DUPLICATE_WINDOW,
+            max_message_size: (EVENT_BYTES_MAX + HEADER_BYTES_MAX) as i32,
+            num_replicas: 1,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The stream exists but could lose or rewrite history. An operator must fix the
+    /// stream (or point ansinh at another); ansinh never changes it silently.
+    #[error("stream {stream} is unsafe for a ledger: {reason}")]
+    Unsafe { stream: String, reason: String },
+    /// NATS could not be asked; retry when the server is reachable.
+    #[error("jetstream: {0}")]
+    Nats(String),
+}
+
+/// Creates the stream if it is missing, else checks that it is safe.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    config: &LogConfig,
+) -> Result<stream::Stream, StreamError> {
+    match js.get_stream(&config.stream_name).await {
+        Ok(mut existing) => {
+            let info = existing
+                .info()
+                .await
+                .map_err(|e| StreamError::Nats(e.to_string()))?;
+            check_safe(&config.stream_name, &info.config)?;
+            Ok(existing)
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(_)
+            ) =>
+        {
+            // Only "not found" gets here in practice; creating reports anything else.
+            js.create_stream(config.stream_config())
+                .await
+                .map_err(|e| StreamError::Nats(e.to_string()))
+        }
+        Err(e) => Err(StreamError::Nats(e.to_string())),
+    }
+}
+
+/// Pure check of an existing stream's configuration.
+pub fn check_safe(name: &str, c: &stream::Config) -> Result<(), StreamError> {
+    let unsafe_because = |reason: &str| {
+        Err(StreamError::Unsafe {
+            stream: name.to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    if !c.deny_delete {
+        return unsafe_because("it allows deleting messages (deny_delete is false)");
+    }
+    if !c.deny_purge {
+        return unsafe_because("it allows purging (deny_purge is false)");
+    }
+    if c.allow_rollup {
+        return unsafe_because("it allows rollups, which replace history");
+    }
+    if c.storage != stream::StorageType::File {
+        return unsafe_because("it is not file-backed");
+    }
+    if c.retention != stream::RetentionPolicy::Limits {
+        return unsafe_because("its retention policy removes acknowledged messages");
+    }
+    if c.max_messages >= 0
+        || c.max_bytes >= 0
+        || c.max_age != Duration::ZERO
+        || c.max_messages_per_subject >= 0
+    {
+        return unsafe_because("it has a size or age limit that would drop old events");
+    }
+    if !c.allow_atomic_publish {
+        return unsafe_because("atomic batch publish is disabled (group commit needs it)");
+    }
+    Ok(())
+}

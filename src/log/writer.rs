@@ -1,0 +1,708 @@
+//! The group-commit writer: one task per partition gathers pending appends into
+//! atomic JetStream batches (one fsync each on a `sync_interval: always` server).
+//!
+//! Why group commit: with fsync-before-ack, one message per publish is bounded by the
+//! disk (~4k/s measured); a batch of up to 1,000 costs one fsync (~100k/s). The wait
+//! is bounded too: a pending append waits for at most the batch in flight plus its own.
+//!
+//! Why a task per partition: a chain is linear, so its appends must be ordered; the
+//! task owns the partition's head and is the only one in this process that extends it.
+//! Across processes the `Nats-Expected-Last-Subject-Sequence` fence decides: the loser
+//! catches up from the log and re-checks its batch (idempotency keys included).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, message::PublishMessage, stream::Stream};
+use bytes::Bytes;
+use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+
+use super::reader::{self, RawEvent};
+use super::store::{HeadRecord, LedgerStore, StoreError};
+use super::stream::{LogConfig, StreamError, ensure_stream};
+use super::{HEADER_HASH, HEADER_SEQUENCE};
+use crate::chain::{
+    self, ChainBreak, ChainHead, Digest, EVENT_BYTES_MAX, FORMAT_VERSION, Partition,
+};
+use crate::proto::{self, Envelope, envelope::Payload};
+
+/// Most events in one atomic batch: the server's own limit (1,001 is refused).
+pub const BATCH_EVENTS_MAX: usize = 1_000;
+/// Pending appends queued per partition before callers wait (backpressure).
+pub const QUEUE_APPENDS_MAX: usize = 8_192;
+/// Attempts to commit one batch (lost races, timeouts) before its callers get an error.
+pub const COMMIT_ATTEMPTS_MAX: u32 = 8;
+/// Longest idempotency key, in bytes.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
+/// Events recorded into the store per transaction while catching up.
+const CATCH_UP_RECORD_EVENTS_MAX: usize = 10_000;
+
+/// An event to append, before the ledger gives it a place in the chain.
+#[derive(Clone, Debug)]
+pub struct Draft {
+    pub partition: Partition,
+    pub actor: proto::Actor,
+    pub idempotency_key: String,
+    pub correlation_id: String,
+    pub subjects: Vec<String>,
+    pub payload: Payload,
+}
+
+/// Where an appended event landed. `duplicate` is true when the idempotency key had
+/// already been used: the receipt then names the original event and nothing was added.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub partition: String,
+    pub sequence: u64,
+    pub hash: Digest,
+    pub stream_sequence: u64,
+    pub duplicate: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Bad partition name: fix the request.
+    #[error(transparent)]
+    Partition(#[from] chain::PartitionError),
+    /// Every append needs a key so that retries are safe: fix the request.
+    #[error("idempotency key is missing")]
+    MissingIdempotencyKey,
+    /// Key too long or with control characters: fix the request.
+    #[error(
+        "idempotency key is longer than {IDEMPOTENCY_KEY_BYTES_MAX} bytes or has control characters"
+    )]
+    InvalidIdempotencyKey,
+    /// The encoded event would exceed EVENT_BYTES_MAX: fix the request.
+    #[error("event of {bytes} bytes exceeds the limit of {EVENT_BYTES_MAX}")]
+    Oversized { bytes: usize },
+    /// The request bytes are not a protobuf envelope: fix the sender.
+    #[error("undecodable request: {0}")]
+    Undecodable(String),
+    /// The request carries no payload this ledger knows: upgrade the ledger or fix the sender.
+    #[error("request carries no known payload")]
+    UnknownPayload,
+    /// The server no longer holds events it acknowledged. Appending to this partition
+    /// stops until an operator decides (`ansinh admin accept-head`).
+    #[error("partition {partition}: acknowledged data lost: {reason}")]
+    LostAcknowledgedData { partition: String, reason: String },
+    /// The stored chain is broken (e.g. a forged message): run `ansinh audit verify`;
+    /// appending stops so nothing builds on a forgery.
+    #[error("partition {partition}: chain broken at stream sequence {stream_sequence}: {cause}")]
+    ChainBroken {
+        partition: String,
+        stream_sequence: u64,
+        cause: ChainBreak,
+    },
+    /// The batch failed COMMIT_ATTEMPTS_MAX times (races or server errors); retry later
+    /// with the same idempotency key.
+    #[error("commit failed after {attempts} attempts: {last}")]
+    CommitFailed { attempts: u32, last: String },
+    /// The stream is missing or unsafe.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// NATS could not be reached; retry with the same idempotency key.
+    #[error("nats: {0}")]
+    Nats(String),
+    /// The ledger is shutting down.
+    #[error("ledger is closed")]
+    Closed,
+}
+
+/// A partition whose server-side log is behind or different from what it acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LostData {
+    pub partition: String,
+    pub reason: String,
+}
+
+struct Pending {
+    draft: Draft,
+    reply: oneshot::Sender<Result<Receipt, AppendError>>,
+}
+
+struct Shared {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: Stream,
+    config: LogConfig,
+    store: LedgerStore,
+    writers: Mutex<HashMap<Partition, mpsc::Sender<Pending>>>,
+}
+
+/// The append side of the ledger. Cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    shared: Arc<Shared>,
+}
+
+impl Ledger {
+    /// Opens the log: creates or checks the stream, then compares every head this
+    /// store remembers with the server. Partitions whose acknowledged events are gone
+    /// are quarantined and returned; the others are ready.
+    pub async fn open(
+        client: async_nats::Client,
+        config: LogConfig,
+        store: LedgerStore,
+    ) -> Result<(Self, Vec<LostData>), AppendError> {
+        let js = jetstream::new(client.clone());
+        let stream = ensure_stream(&js, &config).await?;
+        let mut lost = Vec::new();
+        for (partition, remembered) in store.heads()? {
+            let subject = format!("{}.{}", config.subject_prefix, partition);
+            if let Some(reason) = check_remembered(&stream, &subject, &remembered).await? {
+                store.quarantine(&partition, &reason)?;
+            }
+            if let Some(reason) = store.quarantined(&partition)? {
+                lost.push(LostData { partition, reason });
+            }
+        }
+        let shared = Shared {
+            client,
+            js,
+            stream,
+            config,
+            store,
+            writers: Mutex::new(HashMap::new()),
+        };
+        Ok((
+            Self {
+                shared: Arc::new(shared),
+            },
+            lost,
+        ))
+    }
+
+    pub fn store(&self) -> &LedgerStore {
+        &self.shared.store
+    }
+
+    pub fn stream(&self) -> &Stream {
+        &self.shared.stream
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.shared.config
+    }
+
+    /// Appends one event, waiting until it is durable (acknowledged after fsync).
+    pub async fn append(&self, draft: Draft) -> Result<Receipt, AppendError> {
+        validate(&draft)?;
+        let sender = self.writer_for(&draft.partition);
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(Pending { draft, reply })
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        answer.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// Decodes a request envelope from the wire (NATS or a file): only the metadata
+    /// fields and the payload are read; sequence and hashes are the ledger's to set.
+    pub fn draft_from_wire(bytes: &[u8]) -> Result<Draft, AppendError> {
+        if bytes.len() > EVENT_BYTES_MAX {
+            return Err(AppendError::Oversized { bytes: bytes.len() });
+        }
+        let request =
+            Envelope::decode(bytes).map_err(|e| AppendError::Undecodable(e.to_string()))?;
+        let payload = request.payload.ok_or(AppendError::UnknownPayload)?;
+        let draft = Draft {
+            partition: Partition::new(&request.partition)?,
+            actor: request.actor.unwrap_or_default(),
+            idempotency_key: request.idempotency_key,
+            correlation_id: request.correlation_id,
+            subjects: request.subjects,
+            payload,
+        };
+        validate(&draft)?;
+        Ok(draft)
+    }
+
+    fn writer_for(&self, partition: &Partition) -> mpsc::Sender<Pending> {
+        // A std Mutex: the lock is never held across an await.
+        let mut writers = self.shared.writers.lock().expect("writers lock poisoned");
+        writers
+            .entry(partition.clone())
+            .or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(QUEUE_APPENDS_MAX);
+                let writer = PartitionWriter::new(self.shared.clone(), partition.clone());
+                tokio::spawn(writer.run(rx));
+                tx
+            })
+            .clone()
+    }
+
+    /// Stops accepting appends; queued ones still commit. Waits for the store flush.
+    pub async fn close(self) -> Result<(), AppendError> {
+        self.shared
+            .writers
+            .lock()
+            .expect("writers lock poisoned")
+            .clear();
+        self.shared
+            .client
+            .flush()
+            .await
+            .map_err(|e| AppendError::Nats(e.to_string()))?;
+        self.shared.store.flush()?;
+        Ok(())
+    }
+}
+
+/// Compares a remembered head with the server's log; Some(reason) when data is lost.
+async fn check_remembered(
+    stream: &Stream,
+    subject: &str,
+    remembered: &HeadRecord,
+) -> Result<Option<String>, AppendError> {
+    let last = reader::last_on_subject(stream, subject)
+        .await
+        .map_err(AppendError::Nats)?;
+    let Some(last) = last else {
+        return Ok(Some(format!(
+            "the ledger acknowledged sequence {} but the stream holds no event for this partition",
+            remembered.sequence
+        )));
+    };
+    if last.stream_sequence < remembered.stream_sequence {
+        return Ok(Some(format!(
+            "the stream ends at stream sequence {} but the ledger acknowledged up to {} (partition sequence {})",
+            last.stream_sequence, remembered.stream_sequence, remembered.sequence
+        )));
+    }
+    let at = reader::at_sequence(stream, remembered.stream_sequence)
+        .await
+        .map_err(AppendError::Nats)?;
+    match at {
+        Some(event)
+            if event.subject == subject && chain::event_hash(&event.payload) == remembered.hash =>
+        {
+            Ok(None)
+        }
+        Some(_) => Ok(Some(format!(
+            "the event at stream sequence {} differs from the acknowledged one (hash {})",
+            remembered.stream_sequence, remembered.hash
+        ))),
+        None => Ok(Some(format!(
+            "the acknowledged event at stream sequence {} is missing",
+            remembered.stream_sequence
+        ))),
+    }
+}
+
+fn validate(draft: &Draft) -> Result<(), AppendError> {
+    let key = &draft.idempotency_key;
+    if key.is_empty() {
+        return Err(AppendError::MissingIdempotencyKey);
+    }
+    if key.len() > IDEMPOTENCY_KEY_BYTES_MAX || key.chars().any(char::is_control) {
+        return Err(AppendError::InvalidIdempotencyKey);
+    }
+    // Encode with the largest values the ledger will fill in, so the check is exact
+    // enough that the writer never meets an oversized event.
+    let probe = envelope_for(draft, u64::MAX, &Digest([0xff; 32]), i64::MAX);
+    let bytes = probe.encoded_len();
+    if bytes > EVENT_BYTES_MAX {
+        return Err(AppendError::Oversized { bytes });
+    }
+    Ok(())
+}
+
+fn envelope_for(draft: &Draft, sequence: u64, prev: &Digest, recorded_at_unix_ms: i64) -> Envelope {
+    Envelope {
+        format_version: FORMAT_VERSION,
+        partition: draft.partition.to_string(),
+        sequence,
+        prev_hash: Bytes::copy_from_slice(&prev.0),
+        recorded_at_unix_ms,
+        actor: Some(draft.actor.clone()),
+        idempotency_key: draft.idempotency_key.clone(),
+        correlation_id: draft.correlation_id.clone(),
+        subjects: draft.subjects.clone(),
+        event_type: crate::events::type_name(&draft.payload).to_string(),
+        payload: Some(draft.payload.clone()),
+    }
+}
+
+/// The head as the writer tracks it: the chain head plus its stream sequence (the fence).
+struct WriterHead {
+    chain: ChainHead,
+    stream_sequence: u64,
+}
+
+struct PartitionWriter {
+    shared: Arc<Shared>,
+    partition: Partition,
+    subject: String,
+    /// None until loaded; reset to force a catch-up after any failed commit.
+    head: Option<WriterHead>,
+    caught_up: bool,
+}
+
+struct Encoded {
+    bytes: Bytes,
+    hash: Digest,
+    sequence: u64,
+}
+
+impl PartitionWriter {
+    fn new(shared: Arc<Shared>, partition: Partition) -> Self {
+        let subject = shared.config.subject(&partition);
+        Self {
+            shared,
+            partition,
+            subject,
+            head: None,
+            caught_up: false,
+        }
+    }
+
+    async fn run(mut self, mut queue: mpsc::Receiver<Pending>) {
+        while let Some(first) = queue.recv().await {
+            let mut batch = Vec::with_capacity(BATCH_EVENTS_MAX);
+            batch.push(first);
+            while batch.len() < BATCH_EVENTS_MAX {
+                match queue.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch).await;
+        }
+    }
+
+    async fn commit(&mut self, mut batch: Vec<Pending>) {
+        let mut last_error = String::new();
+        for _attempt in 0..COMMIT_ATTEMPTS_MAX {
+            if let Err(e) = self.ready().await {
+                return fail_all(batch, || clone_error(&e));
+            }
+            batch = match self.answer_duplicates(batch) {
+                Ok(rest) => rest,
+                Err((rest, e)) => return fail_all(rest, || clone_error(&e)),
+            };
+            if batch.is_empty() {
+                return;
+            }
+            // Two appends with one key in one batch: the first is written, the later
+            // ones answered with its receipt.
+            let mut seen = HashSet::new();
+            let (unique, repeats): (Vec<_>, Vec<_>) = batch
+                .into_iter()
+                .partition(|p| seen.insert(p.draft.idempotency_key.clone()));
+            let encoded = self.encode(&unique);
+            match self.publish(&encoded, &unique).await {
+                Ok(last_stream_sequence) => {
+                    self.acknowledged(unique, repeats, encoded, last_stream_sequence);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(partition = %self.partition, error = %e, "batch not committed; catching up");
+                    last_error = e;
+                    self.caught_up = false;
+                    batch = unique.into_iter().chain(repeats).collect();
+                }
+            }
+        }
+        fail_all(batch, || AppendError::CommitFailed {
+            attempts: COMMIT_ATTEMPTS_MAX,
+            last: last_error.clone(),
+        });
+    }
+
+    /// Loads the head and catches up with the log if needed.
+    async fn ready(&mut self) -> Result<(), AppendError> {
+        let store = &self.shared.store;
+        if let Some(reason) = store.quarantined(self.partition.as_str())? {
+            return Err(AppendError::LostAcknowledgedData {
+                partition: self.partition.to_string(),
+                reason,
+            });
+        }
+        if self.head.is_none() {
+            self.head = Some(match store.head(self.partition.as_str())? {
+                Some(h) => WriterHead {
+                    chain: ChainHead {
+                        partition: self.partition.clone(),
+                        sequence: h.sequence,
+                        hash: h.hash,
+                    },
+                    stream_sequence: h.stream_sequence,
+                },
+                None => WriterHead {
+                    chain: ChainHead::genesis(self.partition.clone()),
+                    stream_sequence: 0,
+                },
+            });
+            self.caught_up = false;
+        }
+        if !self.caught_up {
+            self.catch_up().await?;
+            self.caught_up = true;
+        }
+        Ok(())
+    }
+
+    /// Reads every event after our head (written by another writer, or by us before a
+    /// lost ack), checks the chain, and records heads and keys.
+    async fn catch_up(&mut self) -> Result<(), AppendError> {
+        let stream = &self.shared.stream;
+        let last = reader::last_on_subject(stream, &self.subject)
+            .await
+            .map_err(AppendError::Nats)?;
+        let head = self.head.as_mut().expect("head loaded before catch-up");
+        let Some(last) = last else { return Ok(()) };
+        if last.stream_sequence <= head.stream_sequence {
+            return Ok(());
+        }
+        let store = &self.shared.store;
+        let partition = self.partition.to_string();
+        let mut keys: Vec<(String, HeadRecord)> = Vec::new();
+        let start = head.stream_sequence + 1;
+        let mut visit = |event: RawEvent| -> Result<(), AppendError> {
+            let (next, envelope) =
+                chain::check_next(&head.chain, &event.payload, event.header_hash.as_deref())
+                    .map_err(|cause| AppendError::ChainBroken {
+                        partition: partition.clone(),
+                        stream_sequence: event.stream_sequence,
+                        cause,
+                    })?;
+            head.chain = next;
+            head.stream_sequence = event.stream_sequence;
+            let at = HeadRecord {
+                sequence: head.chain.sequence,
+                hash: head.chain.hash,
+                stream_sequence: event.stream_sequence,
+            };
+            keys.push((envelope.idempotency_key, at));
+            if keys.len() >= CATCH_UP_RECORD_EVENTS_MAX {
+                store.record(&partition, &at, &keys)?;
+                keys.clear();
+            }
+            Ok(())
+        };
+        reader::read_range(
+            stream,
+            &self.subject,
+            start,
+            last.stream_sequence,
+            &mut visit,
+        )
+        .await
+        .map_err(|e| match e {
+            reader::ReadError::Nats(m) => AppendError::Nats(m),
+            reader::ReadError::Visit(e) => e,
+        })?;
+        if let Some((_, at)) = keys.last() {
+            store.record(&partition, at, &keys)?;
+        }
+        Ok(())
+    }
+
+    /// Answers appends whose key is already in the log; returns the rest.
+    #[allow(clippy::result_large_err)]
+    fn answer_duplicates(
+        &self,
+        batch: Vec<Pending>,
+    ) -> Result<Vec<Pending>, (Vec<Pending>, AppendError)> {
+        let mut rest = Vec::with_capacity(batch.len());
+        let mut iter = batch.into_iter();
+        while let Some(pending) = iter.next() {
+            match self
+                .shared
+                .store
+                .idempotent(self.partition.as_str(), &pending.draft.idempotency_key)
+            {
+                Ok(Some(at)) => {
+                    let _ = pending.reply.send(Ok(self.receipt(&at, true)));
+                }
+                Ok(None) => rest.push(pending),
+                Err(e) => {
+                    rest.push(pending);
+                    rest.extend(iter);
+                    return Err((rest, AppendError::Store(e)));
+                }
+            }
+        }
+        Ok(rest)
+    }
+
+    fn encode(&self, batch: &[Pending]) -> Vec<Encoded> {
+        let head = self.head.as_ref().expect("head loaded");
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let mut prev = head.chain.hash;
+        let mut sequence = head.chain.sequence;
+        batch
+            .iter()
+            .map(|pending| {
+                sequence += 1;
+                let bytes = Bytes::from(
+                    envelope_for(&pending.draft, sequence, &prev, now_ms).encode_to_vec(),
+                );
+                assert!(
+                    bytes.len() <= EVENT_BYTES_MAX,
+                    "validate() bounds every draft"
+                );
+                let hash = chain::event_hash(&bytes);
+                prev = hash;
+                Encoded {
+                    bytes,
+                    hash,
+                    sequence,
+                }
+            })
+            .collect()
+    }
+
+    /// Publishes one atomic batch fenced on our head; returns the stream sequence of
+    /// its last message.
+    async fn publish(&self, encoded: &[Encoded], batch: &[Pending]) -> Result<u64, String> {
+        let head = self.head.as_ref().expect("head loaded");
+        let batch_id = format!("{}-{}", self.partition, uuid::Uuid::new_v4().simple());
+        let last_index = encoded.len() - 1;
+        for (index, (event, pending)) in encoded.iter().zip(batch).enumerate() {
+            let mut headers = HeaderMap::new();
+            headers.insert(async_nats::header::NATS_BATCH_ID, batch_id.as_str());
+            headers.insert(
+                async_nats::header::NATS_BATCH_SEQUENCE,
+                (index + 1).to_string().as_str(),
+            );
+            headers.insert(
+                async_nats::header::NATS_MESSAGE_ID,
+                format!("{}:{}", self.partition, pending.draft.idempotency_key).as_str(),
+            );
+            headers.insert(HEADER_HASH, event.hash.to_hex().as_str());
+            headers.insert(HEADER_SEQUENCE, event.sequence.to_string().as_str());
+            if index == 0 {
+                headers.insert(
+                    async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                    head.stream_sequence.to_string().as_str(),
+                );
+            }
+            if index < last_index {
+                self.shared
+                    .client
+                    .publish_with_headers(self.subject.clone(), headers, event.bytes.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            } else {
+                headers.insert(
+                    async_nats::header::NATS_BATCH_COMMIT,
+                    async_nats::header::NATS_BATCH_COMMIT_FINAL,
+                );
+                let ack = self
+                    .shared
+                    .js
+                    .send_publish(
+                        self.subject.clone(),
+                        PublishMessage::build()
+                            .headers(headers)
+                            .payload(event.bytes.clone()),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(ack.sequence);
+            }
+        }
+        unreachable!("a batch has at least one event")
+    }
+
+    fn acknowledged(
+        &mut self,
+        batch: Vec<Pending>,
+        repeats: Vec<Pending>,
+        encoded: Vec<Encoded>,
+        last_stream_sequence: u64,
+    ) {
+        let count = encoded.len() as u64;
+        // An atomic batch is stored contiguously, so stream sequences follow from the last.
+        let first_stream_sequence = last_stream_sequence + 1 - count;
+        let records: Vec<(String, HeadRecord)> = batch
+            .iter()
+            .zip(&encoded)
+            .enumerate()
+            .map(|(i, (pending, event))| {
+                let at = HeadRecord {
+                    sequence: event.sequence,
+                    hash: event.hash,
+                    stream_sequence: first_stream_sequence + i as u64,
+                };
+                (pending.draft.idempotency_key.clone(), at)
+            })
+            .collect();
+        let last = records.last().expect("non-empty batch").1;
+        let head = self.head.as_mut().expect("head loaded");
+        head.chain.sequence = last.sequence;
+        head.chain.hash = last.hash;
+        head.stream_sequence = last.stream_sequence;
+        let stored = self
+            .shared
+            .store
+            .record(self.partition.as_str(), &last, &records);
+        let by_key: HashMap<&str, HeadRecord> =
+            records.iter().map(|(k, at)| (k.as_str(), *at)).collect();
+        for repeat in repeats {
+            let at = by_key[repeat.draft.idempotency_key.as_str()];
+            let _ = repeat.reply.send(Ok(self.receipt(&at, true)));
+        }
+        for (pending, (_, at)) in batch.into_iter().zip(&records) {
+            // The event is durable in the log even if our store write failed; the next
+            // catch-up repairs the store, so the caller still gets its receipt.
+            let _ = pending.reply.send(Ok(self.receipt(at, false)));
+        }
+        if let Err(e) = stored {
+            tracing::error!(partition = %self.partition, error = %e, "store write failed; will catch up");
+            self.caught_up = false;
+        }
+    }
+
+    fn receipt(&self, at: &HeadRecord, duplicate: bool) -> Receipt {
+        Receipt {
+            partition: self.partition.to_string(),
+            sequence: at.sequence,
+            hash: at.hash,
+            stream_sequence: at.stream_sequence,
+            duplicate,
+        }
+    }
+}
+
+fn fail_all(batch: Vec<Pending>, error: impl Fn() -> AppendError) {
+    for pending in batch {
+        let _ = pending.reply.send(Err(error()));
+    }
+}
+
+/// AppendError holds non-Clone sources; a failed batch answers every caller with an
+/// equivalent error.
+fn clone_error(e: &AppendError) -> AppendError {
+    match e {
+        AppendError::LostAcknowledgedData { partition, reason } => {
+            AppendError::LostAcknowledgedData {
+                partition: partition.clone(),
+                reason: reason.clone(),
+            }
+        }
+        AppendError::ChainBroken {
+            partition,
+            stream_sequence,
+            cause,
+        } => AppendError::ChainBroken {
+            partition: partition.clone(),
+            stream_sequence: *stream_sequence,
+            cause: cause.clone(),
+        },
+        AppendError::Nats(m) => AppendError::Nats(m.clone()),
+        other => AppendError::Nats(other.to_string()),
+    }
+}

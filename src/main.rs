@@ -1,0 +1,461 @@
+//! The `ansinh` command line. Parsing and printing only; the work is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ansinh::app::{Connection, Runtime};
+use ansinh::chain::Partition;
+use ansinh::log::{Draft, LogConfig};
+use ansinh::projection::Projector;
+use ansinh::proto::{self, envelope::Payload};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(
+    name = "ansinh",
+    version,
+    about = "Hash-chained ledger of social-welfare disbursements on NATS JetStream"
+)]
+struct Cli {
+    /// Where the ledger keeps its store (and the embedded nats-server its files).
+    #[arg(
+        long,
+        env = "ANSINH_DATA_DIR",
+        default_value = "ansinh-data",
+        global = true
+    )]
+    data_dir: PathBuf,
+    /// Use this NATS server or cluster instead of starting an embedded one.
+    #[arg(long, env = "ANSINH_NATS_URL", global = true)]
+    nats: Option<String>,
+    /// NATS credentials file (.creds) for --nats.
+    #[arg(long, env = "ANSINH_NATS_CREDS", global = true)]
+    nats_creds: Option<PathBuf>,
+    /// Event stream name (tests use their own).
+    #[arg(
+        long,
+        env = "ANSINH_STREAM",
+        default_value = "ANSINH_EVENTS",
+        global = true,
+        hide = true
+    )]
+    stream: String,
+    /// Subject prefix of the event stream.
+    #[arg(
+        long,
+        env = "ANSINH_SUBJECT_PREFIX",
+        default_value = "ansinh.v1.events",
+        global = true,
+        hide = true
+    )]
+    subject_prefix: String,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// A province review season: register and classify households, verify, project, summarise.
+    Demo {
+        #[arg(long, default_value_t = 3_000)]
+        households: u64,
+        #[arg(long, value_delimiter = ',', default_value = "01,79,92")]
+        partitions: Vec<String>,
+    },
+    /// Auditor tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Projections (derived state in sled).
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionCommand,
+    },
+    /// Operator decisions.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Append a note (an annotation with no money) to a partition's chain.
+    Note {
+        #[arg(long)]
+        partition: String,
+        #[arg(long)]
+        text: String,
+        /// Defaults to a fresh random key (the note is then not retry-safe).
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[arg(long, default_value = "staff:operator")]
+        actor: String,
+    },
+    /// Append COUNT notes with up to CONCURRENCY in flight, printing "ack SEQ HASH" per
+    /// acknowledged event (a load generator for operations and crash tests).
+    Load {
+        #[arg(long)]
+        partition: String,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        #[arg(long, default_value = "load")]
+        key_prefix: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute every hash and link; prints OK per partition or the first bad event.
+    Verify {
+        #[arg(long)]
+        partition: Option<String>,
+    },
+    /// The audit trail of one subject, e.g. household:0100007-000001.
+    Trail {
+        #[arg(long)]
+        subject: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionCommand {
+    /// Apply the events not yet projected.
+    CatchUp,
+    /// Drop every projection and replay the log from the start.
+    Rebuild,
+    /// Print the per-partition summary.
+    Summary,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// After lost acknowledged data was reported: accept the stream's current head for
+    /// PARTITION and resume appending. This is a recorded operator decision.
+    AcceptHead {
+        #[arg(long)]
+        partition: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
+    let connection = Connection {
+        data_dir: cli.data_dir.clone(),
+        nats_url: cli.nats.clone(),
+        credentials: cli.nats_creds.clone(),
+        log: LogConfig {
+            stream_name: cli.stream.clone(),
+            subject_prefix: cli.subject_prefix.clone(),
+        },
+    };
+    let runtime = Runtime::open(&connection).await?;
+    for lost in &runtime.lost {
+        eprintln!(
+            "LOST ACKNOWLEDGED DATA in partition {}: {}\nappending to it is stopped; after investigating, run: ansinh admin accept-head --partition {}",
+            lost.partition, lost.reason, lost.partition
+        );
+    }
+    let json = cli.json;
+    match cli.command {
+        Command::Demo {
+            households,
+            partitions,
+        } => demo(&runtime, households, &partitions, json).await,
+        Command::Audit {
+            command: AuditCommand::Verify { partition },
+        } => verify(&runtime, partition, json).await,
+        Command::Audit {
+            command: AuditCommand::Trail { subject },
+        } => {
+            let projector = Projector::open(runtime.ledger.store().db())?;
+            let mut stream = runtime.ledger.stream().clone();
+            projector
+                .catch_up(&mut stream, runtime.ledger.config())
+                .await?;
+            let trail = projector.trail(&subject)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&trail)?);
+            } else {
+                println!(
+                    "{:<4} {:>8} {:<20} {:<24} {:<34} HASH",
+                    "PART", "SEQ", "ACTOR", "ROLE", "EVENT"
+                );
+                for e in trail {
+                    println!(
+                        "{:<4} {:>8} {:<20} {:<24} {:<34} {}",
+                        e.partition,
+                        e.sequence,
+                        e.actor,
+                        e.role,
+                        e.event_type,
+                        &e.hash[..16]
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Projections { command } => {
+            let projector = Projector::open(runtime.ledger.store().db())?;
+            let mut stream = runtime.ledger.stream().clone();
+            let config = runtime.ledger.config();
+            match command {
+                ProjectionCommand::CatchUp => {
+                    let n = projector.catch_up(&mut stream, config).await?;
+                    println!("applied {n} events; position {}", projector.position()?);
+                }
+                ProjectionCommand::Rebuild => {
+                    let n = projector.rebuild(&mut stream, config).await?;
+                    println!(
+                        "rebuilt from {n} events; fingerprint {}",
+                        projector.fingerprint()?
+                    );
+                }
+                ProjectionCommand::Summary => {
+                    projector.catch_up(&mut stream, config).await?;
+                    print_summaries(&projector, json)?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin {
+            command: AdminCommand::AcceptHead { partition },
+        } => {
+            let partition = Partition::new(&partition)?;
+            runtime
+                .ledger
+                .store()
+                .accept_stream_head(partition.as_str())?;
+            println!("partition {partition}: the stream's head is accepted; appending resumes");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Note {
+            partition,
+            text,
+            idempotency_key,
+            actor,
+        } => {
+            let draft = Draft {
+                partition: Partition::new(&partition)?,
+                actor: proto::Actor {
+                    id: actor,
+                    role: "operator".into(),
+                    unit: String::new(),
+                },
+                idempotency_key: idempotency_key
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                correlation_id: String::new(),
+                subjects: vec![format!("partition:{partition}")],
+                payload: Payload::Note(proto::Note { text }),
+            };
+            let receipt = runtime.ledger.append(draft).await?;
+            println!(
+                "{} partition {} sequence {} hash {}",
+                if receipt.duplicate {
+                    "duplicate"
+                } else {
+                    "appended"
+                },
+                receipt.partition,
+                receipt.sequence,
+                receipt.hash
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Load {
+            partition,
+            count,
+            concurrency,
+            key_prefix,
+        } => load(&runtime, &partition, count, concurrency.max(1), &key_prefix).await,
+    }
+}
+
+async fn demo(
+    runtime: &Runtime,
+    households: u64,
+    partitions: &[String],
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    let partitions: Vec<Partition> = partitions
+        .iter()
+        .map(|p| Partition::new(p))
+        .collect::<Result<_, _>>()?;
+    let review_date = chrono::NaiveDate::from_ymd_opt(2026, 11, 15).expect("valid date");
+    eprintln!(
+        "appending a review season: {households} households in each of {} partitions ...",
+        partitions.len()
+    );
+    let summary = ansinh::demo::run(&runtime.ledger, &partitions, households, review_date).await?;
+    let events = summary.households + summary.decisions;
+    eprintln!(
+        "appended {events} events in {:.2} s ({:.0} events/s, durable: fsync before every ack)",
+        summary.seconds,
+        events as f64 / summary.seconds
+    );
+    let code = verify(runtime, None, json).await?;
+    let projector = Projector::open(runtime.ledger.store().db())?;
+    let mut stream = runtime.ledger.stream().clone();
+    projector
+        .catch_up(&mut stream, runtime.ledger.config())
+        .await?;
+    print_summaries(&projector, json)?;
+    if !json {
+        println!("\nclassification (standard in force on {review_date}):");
+        for (class, n) in &summary.by_class {
+            println!("  {class:<10} {n:>8}");
+        }
+    }
+    Ok(code)
+}
+
+fn print_summaries(projector: &Projector, json: bool) -> Result<(), BoxError> {
+    let summaries = projector.summaries()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summaries)?);
+        return Ok(());
+    }
+    println!(
+        "{:<10} {:>9} {:>9}  {:<64}  EVENTS BY TYPE",
+        "PARTITION", "EVENTS", "HEAD SEQ", "HEAD HASH"
+    );
+    for (partition, s) in summaries {
+        let types: Vec<String> = s
+            .events_by_type
+            .iter()
+            .map(|(t, n)| format!("{}={n}", t.trim_start_matches("ansinh.v1.")))
+            .collect();
+        println!(
+            "{partition:<10} {:>9} {:>9}  {:<64}  {}",
+            s.events,
+            s.head_sequence,
+            s.head_hash,
+            types.join(" ")
+        );
+    }
+    Ok(())
+}
+
+async fn verify(
+    runtime: &Runtime,
+    partition: Option<String>,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    let only = partition.as_deref().map(Partition::new).transpose()?;
+    let mut stream = runtime.ledger.stream().clone();
+    let total = stream.info().await?.state.last_sequence;
+    let bar = if json || total == 0 {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("verifying {bar:40} {pos}/{len} {per_sec}")
+            .expect("valid template"),
+    );
+    let result =
+        ansinh::verify::verify(&mut stream, runtime.ledger.config(), only.as_ref(), |seq| {
+            if seq % 1024 == 0 {
+                bar.set_position(seq)
+            }
+        })
+        .await;
+    bar.finish_and_clear();
+    match result {
+        Ok(report) => {
+            if json {
+                let parts: serde_json::Map<String, serde_json::Value> = report
+                    .partitions
+                    .iter()
+                    .map(|(p, r)| {
+                        (
+                            p.clone(),
+                            serde_json::json!({"events": r.events, "head": r.head.to_hex()}),
+                        )
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "events": report.events, "partitions": parts})
+                );
+            } else {
+                for (p, r) in &report.partitions {
+                    println!("OK partition {p}: {} events, head {}", r.events, r.head);
+                }
+                println!("OK {} events verified", report.events);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "error": e.to_string()})
+                );
+            } else {
+                println!("FAILED: {e}");
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+async fn load(
+    runtime: &Runtime,
+    partition: &str,
+    count: u64,
+    concurrency: usize,
+    prefix: &str,
+) -> Result<ExitCode, BoxError> {
+    use std::io::Write;
+    let partition = Partition::new(partition)?;
+    let mut tasks = tokio::task::JoinSet::new();
+    let stdout = std::io::stdout();
+    for n in 0..count {
+        while tasks.len() >= concurrency {
+            let receipt: ansinh::log::Receipt = tasks.join_next().await.expect("non-empty")??;
+            writeln!(stdout.lock(), "ack {} {}", receipt.sequence, receipt.hash)?;
+        }
+        let ledger = runtime.ledger.clone();
+        let draft = Draft {
+            partition: partition.clone(),
+            actor: proto::Actor {
+                id: "system:load".into(),
+                role: "system".into(),
+                unit: String::new(),
+            },
+            idempotency_key: format!("{prefix}:{n}"),
+            correlation_id: String::new(),
+            subjects: vec![],
+            payload: Payload::Note(proto::Note {
+                text: format!("load {n}"),
+            }),
+        };
+        tasks.spawn(async move { ledger.append(draft).await });
+    }
+    while let Some(r) = tasks.join_next().await {
+        let receipt = r??;
+        writeln!(stdout.lock(), "ack {} {}", receipt.sequence, receipt.hash)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,207 @@
+//! Starts and supervises a local `nats-server` with JetStream and fsync-before-ack.
+//!
+//! Used by `ansinh` when no `--nats URL` is given, and by the tests and benches
+//! (each starts its own on a free loopback port with a fresh store).
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+/// Environment variable naming the nats-server binary to use.
+pub const SERVER_ENV: &str = "ANSINH_NATS_SERVER";
+/// How long a starting server may take to say it is ready.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Oldest server with `sync_interval: always` and atomic batch publish.
+pub const MIN_VERSION: (u32, u32) = (2, 12);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// No binary found: install one (the README's `scripts/install-nats-server.sh`).
+    #[error(
+        "no nats-server found: set {SERVER_ENV}, put nats-server (2.12 or newer) on PATH, \
+         or run scripts/install-nats-server.sh (installs the pinned 2.15.1 into .tools/bin)"
+    )]
+    NotFound,
+    /// The binary is too old to fsync before acknowledging or to publish atomic batches.
+    #[error(
+        "{path}: version {version} is older than 2.12 (needs sync_interval and atomic batches)"
+    )]
+    TooOld { path: PathBuf, version: String },
+    /// The server did not start; its output is included.
+    #[error("nats-server did not start: {0}")]
+    Start(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Whether acknowledged writes are fsynced first. `Always` is the ledger's setting;
+/// `Lazy` exists only so the bench can measure what durability costs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sync {
+    Always,
+    Lazy,
+}
+
+/// A running server; killed when dropped.
+pub struct NatsServer {
+    child: Arc<Mutex<Child>>,
+    pub port: u16,
+    pub store_dir: PathBuf,
+}
+
+impl NatsServer {
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Finds the binary: $ANSINH_NATS_SERVER, then ./.tools/bin (the install script's
+    /// target, also relative to the crate for tests), then PATH.
+    pub fn find_binary() -> Result<PathBuf, ServerError> {
+        if let Some(path) = std::env::var_os(SERVER_ENV) {
+            return Ok(PathBuf::from(path));
+        }
+        let local = [
+            PathBuf::from(".tools/bin/nats-server"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/nats-server"),
+        ];
+        if let Some(found) = local.into_iter().find(|p| p.is_file()) {
+            return Ok(found);
+        }
+        std::env::var_os("PATH")
+            .and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join("nats-server"))
+                    .find(|p| p.is_file())
+            })
+            .ok_or(ServerError::NotFound)
+    }
+
+    /// Starts a server in `dir` (config, store and log live there) on a free loopback port.
+    pub fn start(dir: &Path, sync: Sync) -> Result<Self, ServerError> {
+        let binary = Self::find_binary()?;
+        check_version(&binary)?;
+        std::fs::create_dir_all(dir)?;
+        let store_dir = dir.join("jetstream");
+        let port = free_port()?;
+        let sync_line = match sync {
+            Sync::Always => "sync_interval: always",
+            Sync::Lazy => "",
+        };
+        let config = format!(
+            "listen: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{\n  store_dir: {store:?}\n  {sync_line}\n}}\n",
+            store = store_dir.display()
+        );
+        let config_path = dir.join("nats-server.conf");
+        std::fs::write(&config_path, config)?;
+        Self::spawn(&binary, &config_path, port, store_dir)
+    }
+
+    fn spawn(
+        binary: &Path,
+        config: &Path,
+        port: u16,
+        store_dir: PathBuf,
+    ) -> Result<Self, ServerError> {
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<Arc<Mutex<Child>>, String>>();
+        let binary = binary.to_path_buf();
+        let config = config.to_path_buf();
+        // The server is spawned from a thread that lives exactly as long as the server
+        // (it drains the server's output), and PR_SET_PDEATHSIG ties the server to that
+        // thread: if our process dies, even by SIGKILL, the server dies too.
+        std::thread::spawn(move || {
+            let mut command = Command::new(&binary);
+            command
+                .arg("-c")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            #[cfg(target_os = "linux")]
+            unsafe {
+                use std::os::unix::process::CommandExt;
+                command.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let mut child = match command.spawn() {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let stderr = child.stderr.take().expect("stderr piped");
+            let child = Arc::new(Mutex::new(child));
+            let mut ready_tx = Some((ready_tx, child));
+            let mut tail: Vec<String> = Vec::new();
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some((tx, child)) = ready_tx.take() {
+                    if line.contains("Server is ready") {
+                        let _ = tx.send(Ok(child));
+                    } else {
+                        tail.push(line);
+                        ready_tx = Some((tx, child));
+                    }
+                }
+            }
+            if let Some((tx, _)) = ready_tx {
+                let _ = tx.send(Err(tail.join("\n")));
+            }
+        });
+        let child = ready_rx
+            .recv_timeout(START_TIMEOUT)
+            .map_err(|_| {
+                ServerError::Start("no 'Server is ready' within the start timeout".into())
+            })?
+            .map_err(ServerError::Start)?;
+        Ok(Self {
+            child,
+            port,
+            store_dir,
+        })
+    }
+
+    /// Stops the server gracefully (SIGTERM lets it close its files), then reaps it.
+    pub fn stop(&self) {
+        let mut child = self.child.lock().expect("child lock");
+        #[cfg(unix)]
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let _ = child.wait();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> Result<u16, ServerError> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn check_version(binary: &Path) -> Result<(), ServerError> {
+    let out = Command::new(binary).arg("--version").output()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // "nats-server: v2.15.1"
+    let version = text.rsplit('v').next().unwrap_or("");
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) < MIN_VERSION {
+        return Err(ServerError::TooOld {
+            path: binary.to_path_buf(),
+            version: text,
+        });
+    }
+    Ok(())
+}

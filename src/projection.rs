@@ -1,0 +1,280 @@
+//! Projections: state derived from the log into sled, thrown away and rebuilt at will.
+//!
+//! **Invariant:** the position (last applied stream sequence) is written in the same
+//! sled transaction as the projection change, so each event is applied exactly once
+//! across crashes and restarts. Reading resumes from position + 1 with an ordered
+//! consumer; the position lives only here, never in a second place (ADR 0002).
+//! **Paired check:** every event is chain-checked again before it is applied.
+
+use std::collections::BTreeMap;
+
+use async_nats::jetstream::stream::Stream;
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use crate::chain::{self, ChainBreak, ChainHead, Digest, Partition};
+use crate::log::{LogConfig, reader};
+use crate::proto::Envelope;
+
+const TREE_META: &str = "proj.meta";
+const TREE_SUMMARY: &str = "proj.summary";
+const TREE_TRAIL: &str = "proj.trail";
+const KEY_POSITION: &[u8] = b"position";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// The log is broken where the projector reached; run `ansinh audit verify`.
+    #[error("stream sequence {stream_sequence}: {cause}")]
+    Broken {
+        stream_sequence: u64,
+        cause: ChainBreak,
+    },
+    /// A message whose subject is not a partition of this log.
+    #[error("stream sequence {0}: not a partition subject")]
+    StraySubject(u64),
+    #[error("projection store: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored record does not decode: rebuild the projections.
+    #[error("projection record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("reading the log: {0}")]
+    Nats(String),
+}
+
+/// Per-partition summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionSummary {
+    pub events: u64,
+    pub head_sequence: u64,
+    pub head_hash: String,
+    pub last_recorded_at_unix_ms: i64,
+    pub events_by_type: BTreeMap<String, u64>,
+}
+
+/// One line of a subject's audit trail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrailEntry {
+    pub partition: String,
+    pub sequence: u64,
+    pub stream_sequence: u64,
+    pub hash: String,
+    pub recorded_at_unix_ms: i64,
+    pub actor: String,
+    pub role: String,
+    pub event_type: String,
+}
+
+pub struct Projector {
+    meta: sled::Tree,
+    summary: sled::Tree,
+    trail: sled::Tree,
+}
+
+fn head_key(partition: &str) -> Vec<u8> {
+    [b"head/".as_slice(), partition.as_bytes()].concat()
+}
+
+fn trail_key(subject: &str, partition: &str, sequence: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(subject.len() + partition.len() + 10);
+    k.extend_from_slice(subject.as_bytes());
+    k.push(0);
+    k.extend_from_slice(partition.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&sequence.to_be_bytes());
+    k
+}
+
+fn corrupt(what: &str) -> ProjectionError {
+    ProjectionError::Corrupt(what.to_string())
+}
+
+impl Projector {
+    pub fn open(db: &sled::Db) -> Result<Self, ProjectionError> {
+        Ok(Self {
+            meta: db.open_tree(TREE_META)?,
+            summary: db.open_tree(TREE_SUMMARY)?,
+            trail: db.open_tree(TREE_TRAIL)?,
+        })
+    }
+
+    /// Last applied stream sequence (0 when nothing is applied).
+    pub fn position(&self) -> Result<u64, ProjectionError> {
+        match self.meta.get(KEY_POSITION)? {
+            Some(v) => Ok(u64::from_be_bytes(
+                v.as_ref().try_into().map_err(|_| corrupt("position"))?,
+            )),
+            None => Ok(0),
+        }
+    }
+
+    /// Applies every event up to the stream's current end, then returns how many were applied.
+    pub async fn catch_up(
+        &self,
+        stream: &mut Stream,
+        config: &LogConfig,
+    ) -> Result<u64, ProjectionError> {
+        let end = reader::last_stream_sequence(stream)
+            .await
+            .map_err(ProjectionError::Nats)?;
+        let start = self.position()? + 1;
+        let applied = reader::read_range(stream, &config.wildcard(), start, end, |event| {
+            self.apply(config, &event)
+        })
+        .await
+        .map_err(|e| match e {
+            reader::ReadError::Nats(m) => ProjectionError::Nats(m),
+            reader::ReadError::Visit(v) => v,
+        })?;
+        Ok(applied)
+    }
+
+    /// Drops every projection and replays the log from the start.
+    pub async fn rebuild(
+        &self,
+        stream: &mut Stream,
+        config: &LogConfig,
+    ) -> Result<u64, ProjectionError> {
+        for tree in [&self.meta, &self.summary, &self.trail] {
+            tree.clear()?;
+        }
+        self.catch_up(stream, config).await
+    }
+
+    fn apply(&self, config: &LogConfig, event: &reader::RawEvent) -> Result<(), ProjectionError> {
+        let seq = event.stream_sequence;
+        let name = config
+            .partition_of(&event.subject)
+            .ok_or(ProjectionError::StraySubject(seq))?;
+        let partition = Partition::new(name).map_err(|_| ProjectionError::StraySubject(seq))?;
+        let result =
+            (&self.meta, &self.summary, &self.trail).transaction(|(meta, summary, trail)| {
+                let fail = |e: ProjectionError| ConflictableTransactionError::Abort(e);
+                let position = match meta.get(KEY_POSITION)? {
+                    Some(v) => u64::from_be_bytes(
+                        v.as_ref()
+                            .try_into()
+                            .map_err(|_| fail(corrupt("position")))?,
+                    ),
+                    None => 0,
+                };
+                if seq <= position {
+                    return Ok(()); // already applied: exactly once
+                }
+                let head = match meta.get(head_key(name))? {
+                    Some(v) => {
+                        let (sequence, hash) =
+                            decode_head(&v).ok_or_else(|| fail(corrupt("head")))?;
+                        ChainHead {
+                            partition: partition.clone(),
+                            sequence,
+                            hash,
+                        }
+                    }
+                    None => ChainHead::genesis(partition.clone()),
+                };
+                let (next, envelope) =
+                    chain::check_next(&head, &event.payload, event.header_hash.as_deref())
+                        .map_err(|cause| {
+                            fail(ProjectionError::Broken {
+                                stream_sequence: seq,
+                                cause,
+                            })
+                        })?;
+                let mut s: PartitionSummary = match summary.get(name)? {
+                    Some(v) => {
+                        serde_json::from_slice(&v).map_err(|e| fail(corrupt(&e.to_string())))?
+                    }
+                    None => PartitionSummary::default(),
+                };
+                s.events += 1;
+                s.head_sequence = next.sequence;
+                s.head_hash = next.hash.to_hex();
+                s.last_recorded_at_unix_ms = envelope.recorded_at_unix_ms;
+                *s.events_by_type
+                    .entry(envelope.event_type.clone())
+                    .or_default() += 1;
+                summary.insert(name, serde_json::to_vec(&s).expect("summary serializes"))?;
+                let actor = envelope.actor.clone().unwrap_or_default();
+                let entry = TrailEntry {
+                    partition: name.to_string(),
+                    sequence: next.sequence,
+                    stream_sequence: seq,
+                    hash: next.hash.to_hex(),
+                    recorded_at_unix_ms: envelope.recorded_at_unix_ms,
+                    actor: actor.id,
+                    role: actor.role,
+                    event_type: envelope.event_type.clone(),
+                };
+                let entry_bytes = serde_json::to_vec(&entry).expect("trail entry serializes");
+                for subject in &envelope.subjects {
+                    trail.insert(trail_key(subject, name, next.sequence), entry_bytes.clone())?;
+                }
+                meta.insert(head_key(name), encode_head(next.sequence, &next.hash))?;
+                meta.insert(KEY_POSITION, &seq.to_be_bytes())?;
+                Ok(())
+            });
+        result.map_err(|e| match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => ProjectionError::Sled(e),
+        })
+    }
+
+    pub fn summaries(&self) -> Result<BTreeMap<String, PartitionSummary>, ProjectionError> {
+        self.summary
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let s = serde_json::from_slice(&v).map_err(|e| corrupt(&e.to_string()))?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), s))
+            })
+            .collect()
+    }
+
+    /// The audit trail of one subject (e.g. "household:0100101-000001"), oldest first
+    /// within each partition.
+    pub fn trail(&self, subject: &str) -> Result<Vec<TrailEntry>, ProjectionError> {
+        let mut prefix = subject.as_bytes().to_vec();
+        prefix.push(0);
+        self.trail
+            .scan_prefix(prefix)
+            .values()
+            .map(|v| serde_json::from_slice(&v?).map_err(|e| corrupt(&e.to_string())))
+            .collect()
+    }
+
+    /// A hash of every projection record, to compare two stores (rebuild = incremental).
+    pub fn fingerprint(&self) -> Result<Digest, ProjectionError> {
+        let mut hasher = blake3::Hasher::new();
+        for tree in [&self.meta, &self.summary, &self.trail] {
+            for kv in tree.iter() {
+                let (k, v) = kv?;
+                hasher.update(&(k.len() as u64).to_be_bytes());
+                hasher.update(&k);
+                hasher.update(&(v.len() as u64).to_be_bytes());
+                hasher.update(&v);
+            }
+        }
+        Ok(Digest(*hasher.finalize().as_bytes()))
+    }
+}
+
+fn encode_head(sequence: u64, hash: &Digest) -> Vec<u8> {
+    [sequence.to_be_bytes().as_slice(), &hash.0].concat()
+}
+
+fn decode_head(bytes: &[u8]) -> Option<(u64, Digest)> {
+    if bytes.len() != 40 {
+        return None;
+    }
+    Some((
+        u64::from_be_bytes(bytes[..8].try_into().ok()?),
+        Digest::from_slice(&bytes[8..])?,
+    ))
+}
+
+/// Decodes an envelope for display; used by tools that list events.
+pub fn decode(bytes: &[u8]) -> Option<Envelope> {
+    Envelope::decode(bytes).ok()
+}

@@ -1,0 +1,109 @@
+//! `ansinh audit verify`: streams the log, recomputes every hash, checks every link.
+//! Memory is one head per partition, whatever the log's length.
+
+use std::collections::BTreeMap;
+
+use async_nats::jetstream::stream::Stream;
+
+use crate::chain::{self, ChainBreak, ChainHead, Digest, Partition};
+use crate::log::{LogConfig, reader};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionReport {
+    pub events: u64,
+    pub head: Digest,
+}
+
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    pub partitions: BTreeMap<String, PartitionReport>,
+    pub events: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The chain is broken here; nothing after it is trusted. Investigate this event.
+    #[error(
+        "partition {partition}: event at stream sequence {stream_sequence} (expected partition sequence {expected_sequence}) is bad: {cause}"
+    )]
+    Broken {
+        partition: String,
+        stream_sequence: u64,
+        expected_sequence: u64,
+        cause: ChainBreak,
+    },
+    /// A message on the log's subjects names no valid partition.
+    #[error("stream sequence {stream_sequence}: subject {subject} is not a partition of this log")]
+    StraySubject {
+        stream_sequence: u64,
+        subject: String,
+    },
+    /// The server could not be read; retry.
+    #[error("reading the log: {0}")]
+    Nats(String),
+}
+
+/// Verifies the whole log or one partition. `progress` is called with the stream
+/// sequence of every event checked (for a progress bar).
+pub async fn verify(
+    stream: &mut Stream,
+    config: &LogConfig,
+    only: Option<&Partition>,
+    mut progress: impl FnMut(u64),
+) -> Result<VerifyReport, VerifyError> {
+    let end = reader::last_stream_sequence(stream)
+        .await
+        .map_err(VerifyError::Nats)?;
+    let filter = match only {
+        Some(p) => config.subject(p),
+        None => config.wildcard(),
+    };
+    let mut heads: BTreeMap<String, ChainHead> = BTreeMap::new();
+    let mut report = VerifyReport::default();
+    let visit = |event: reader::RawEvent| -> Result<(), VerifyError> {
+        let stray = || VerifyError::StraySubject {
+            stream_sequence: event.stream_sequence,
+            subject: event.subject.clone(),
+        };
+        let name = config.partition_of(&event.subject).ok_or_else(stray)?;
+        let head = match heads.get_mut(name) {
+            Some(h) => h,
+            None => {
+                let partition = Partition::new(name).map_err(|_| stray())?;
+                heads
+                    .entry(name.to_string())
+                    .or_insert(ChainHead::genesis(partition))
+            }
+        };
+        let (next, _) = chain::check_next(head, &event.payload, event.header_hash.as_deref())
+            .map_err(|cause| VerifyError::Broken {
+                partition: name.to_string(),
+                stream_sequence: event.stream_sequence,
+                expected_sequence: head.sequence + 1,
+                cause,
+            })?;
+        *head = next;
+        report.events += 1;
+        progress(event.stream_sequence);
+        Ok(())
+    };
+    reader::read_range(stream, &filter, 1, end, visit)
+        .await
+        .map_err(|e| match e {
+            reader::ReadError::Nats(m) => VerifyError::Nats(m),
+            reader::ReadError::Visit(v) => v,
+        })?;
+    report.partitions = heads
+        .into_iter()
+        .map(|(name, head)| {
+            (
+                name,
+                PartitionReport {
+                    events: head.sequence,
+                    head: head.hash,
+                },
+            )
+        })
+        .collect();
+    Ok(report)
+}

@@ -1,0 +1,162 @@
+#[path = "common_domain/mod.rs"]
+mod common;
+use common::*;
+
+use ansinh::domain::Rejection;
+use ansinh::domain::eligibility::{
+    Area, Class, Mismatch, Status, classify as classify_fn, load_standard, recompute,
+    recompute_against, standard_in_force, standards,
+};
+use ansinh::domain::loans::EventBody;
+use rust_decimal_macros::dec;
+
+#[test]
+fn standard_switches_on_1_jan_2027() {
+    assert_eq!(
+        standard_in_force(d("2026-12-31")).unwrap().id,
+        "VN-MDP-2022-2025"
+    );
+    assert_eq!(
+        standard_in_force(d("2027-01-01")).unwrap().id,
+        "VN-MDP-2027-2030"
+    );
+    assert_eq!(
+        standard_in_force(d("2021-12-31")),
+        Err(Rejection::NoStandardInForce {
+            date: d("2021-12-31")
+        })
+    );
+    // The same household (1 800 000, 3 deprivations) is above the old line, under the new one.
+    given(&[])
+        .when(classify("2026-12-31", 1_800_000, POOR3, 2026))
+        .then(|b, _| assert_eq!(b.households[&hh()].class, Class::AverageLivingStandard));
+    given(&[])
+        .when(classify("2027-01-01", 1_800_000, POOR3, 2027))
+        .then(|b, _| assert_eq!(b.households[&hh()].class, Class::Poor));
+}
+
+#[test]
+fn income_exactly_at_the_line_is_under_it() {
+    let s = standard_in_force(d("2025-06-01")).unwrap();
+    let at = inputs(1_500_000, POOR3, 2025);
+    assert_eq!(classify_fn(s, &at), Ok(Class::Poor));
+    let one_over = inputs(1_500_001, POOR3, 2025);
+    assert_eq!(classify_fn(s, &one_over), Ok(Class::AverageLivingStandard));
+    let mut urban = inputs(2_000_000, &[], 2025);
+    urban.area = Area::Urban;
+    assert_eq!(classify_fn(s, &urban), Ok(Class::NearPoor));
+    urban.income_per_person_month = dec!(3000000);
+    assert_eq!(classify_fn(s, &urban), Ok(Class::AverageLivingStandard));
+    urban.income_per_person_month = dec!(3000001);
+    assert_eq!(classify_fn(s, &urban), Ok(Class::NotPoor));
+}
+
+#[test]
+fn three_indicators_poor_two_near_poor() {
+    let s = standard_in_force(d("2025-06-01")).unwrap();
+    assert_eq!(
+        classify_fn(s, &inputs(1_000_000, POOR3, 2025)),
+        Ok(Class::Poor)
+    );
+    assert_eq!(
+        classify_fn(s, &inputs(1_000_000, &POOR3[..2], 2025)),
+        Ok(Class::NearPoor)
+    );
+}
+
+#[test]
+fn bad_inputs_rejected() {
+    let s = standard_in_force(d("2025-06-01")).unwrap();
+    assert_eq!(
+        classify_fn(s, &inputs(1_000_000, &["owns_a_tv"], 2025)),
+        Err(Rejection::UnknownIndicator {
+            name: "owns_a_tv".into(),
+            standard: s.id.clone()
+        })
+    );
+    let mut neg = inputs(0, &[], 2025);
+    neg.income_per_person_month = dec!(-1);
+    assert_eq!(
+        classify_fn(s, &neg),
+        Err(Rejection::NegativeAmount { amount: dec!(-1) })
+    );
+    neg.income_per_person_month = dec!(100.5);
+    assert_eq!(
+        classify_fn(s, &neg),
+        Err(Rejection::FractionalDong {
+            amount: dec!(100.5)
+        })
+    );
+    given(&[])
+        .when(classify("2025-06-01", 1_000_000, POOR3, 2024))
+        .then_rejects(Rejection::ReviewYearOutOfRange {
+            review_year: 2024,
+            decision_date: d("2025-06-01"),
+        });
+}
+
+#[test]
+fn escaping_poverty_gives_three_years() {
+    given(&history(&[classify("2025-01-02", 1_200_000, POOR3, 2025)]))
+        .when(classify("2025-11-15", 2_000_000, &[], 2026))
+        .then(|b, evs| {
+            let h = &b.households[&hh()];
+            assert_eq!(h.status, Status::EscapedPoverty);
+            assert_eq!(
+                (h.valid_from, h.valid_to),
+                (d("2025-11-15"), d("2028-11-14"))
+            );
+            assert_eq!(h.escaped_until, Some(d("2028-11-14")));
+            let EventBody::HouseholdClassified { decision, .. } = &evs[0].body else {
+                panic!()
+            };
+            assert_eq!(decision.prior_class, Some(Class::Poor));
+            assert_eq!(recompute(decision), Ok(()));
+        });
+}
+
+#[test]
+fn validity_is_cut_at_review_year_end_and_standard_end() {
+    given(&[])
+        .when(classify("2025-03-01", 1_200_000, POOR3, 2025))
+        .then(|b, _| assert_eq!(b.households[&hh()].valid_to, d("2025-12-31")));
+    // A Q4-2026 review for 2027 under the old standard would have no validity left.
+    given(&[])
+        .when(classify("2026-12-31", 1_200_000, POOR3, 2027))
+        .then(|b, _| assert_eq!(b.households[&hh()].valid_to, d("2026-12-31")));
+}
+
+#[test]
+fn recompute_detects_tampering_and_changed_standard() {
+    let evs = history(&[classify("2025-01-02", 1_200_000, POOR3, 2025)]);
+    let EventBody::HouseholdClassified { decision, .. } = &evs[0].body else {
+        panic!()
+    };
+    assert_eq!(recompute(decision), Ok(()));
+
+    let mut tampered = decision.clone();
+    tampered.class = Class::NearPoor;
+    assert_eq!(
+        recompute(&tampered),
+        Err(Mismatch::ClassDiffers {
+            recorded: Class::NearPoor,
+            recomputed: Class::Poor
+        })
+    );
+
+    // The file for that standard id was edited (even only whitespace).
+    let mut edited: Vec<_> = standards().to_vec();
+    let original_text = include_str!("../data/standards/2022-2025.json");
+    edited[0] = load_standard(&format!("{original_text} ")).unwrap();
+    assert!(matches!(
+        recompute_against(&edited, decision),
+        Err(Mismatch::StandardChanged { .. })
+    ));
+
+    let mut unknown = decision.clone();
+    unknown.standard_id = "VN-MDP-1999".into();
+    assert!(matches!(
+        recompute(&unknown),
+        Err(Mismatch::UnknownStandard { .. })
+    ));
+}

@@ -1,0 +1,550 @@
+#[path = "common_domain/mod.rs"]
+mod common;
+use common::*;
+
+use ansinh::domain::Rejection;
+use ansinh::domain::eligibility::Status;
+use ansinh::domain::ledger::{Account, Posting};
+use ansinh::domain::loans::{Channel, CommandKind, EventBody, LoanBook, LoanStatus, apply, decide};
+use ansinh::domain::money::{MAX_AMOUNT, round_dong};
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+
+fn loan_cmd(date: &str, kind: CommandKind) -> ansinh::domain::loans::Command {
+    cmd(date, kind)
+}
+
+#[test]
+fn approval_with_expired_class_refused() {
+    given(&history(&[classify("2025-03-01", 1_200_000, POOR3, 2025)]))
+        .when(approve("2026-01-05", "POOR_HOUSEHOLD", 10_000_000, 12))
+        .then_rejects(Rejection::ClassificationExpired {
+            valid_to: d("2025-12-31"),
+        });
+}
+
+#[test]
+fn approval_of_unknown_household_or_wrong_programme_refused() {
+    given(&[])
+        .when(approve("2025-01-05", "POOR_HOUSEHOLD", 10_000_000, 12))
+        .then_rejects(Rejection::UnknownHousehold {
+            household: hh().to_string(),
+        });
+    given(&history(&[classify(
+        "2025-01-02",
+        1_200_000,
+        &POOR3[..2],
+        2025,
+    )]))
+    .when(approve("2025-01-05", "POOR_HOUSEHOLD", 10_000_000, 12))
+    .then_rejects(Rejection::NotEligible {
+        status: Status::NearPoor,
+        programme: "POOR_HOUSEHOLD".into(),
+    });
+}
+
+#[test]
+fn approval_within_terms_and_limits() {
+    let h = history(&[classify("2025-01-02", 1_200_000, POOR3, 2025)]);
+    given(&h)
+        .when(approve("2025-01-05", "POOR_HOUSEHOLD", 100_000_001, 12))
+        .then_rejects(Rejection::AmountOverCap {
+            amount: dec!(100000001),
+            cap: dec!(100000000),
+        });
+    given(&h)
+        .when(approve("2025-01-05", "POOR_HOUSEHOLD", 10_000_000, 121))
+        .then_rejects(Rejection::TermOutOfRange {
+            term: 121,
+            max: 120,
+        });
+    given(&h)
+        .when(approve("2025-01-05", "POOR_HOUSEHOLD", 10_000_000, 0))
+        .then_rejects(Rejection::TermOutOfRange { term: 0, max: 120 });
+    given(&h)
+        .when(approve("2025-01-05", "POOR_HOUSEHOLD", 100_000_000, 120))
+        .then(|b, _| {
+            let l = &b.loans[&1];
+            assert_eq!(l.monthly_rate, dec!(0.0055));
+            assert_eq!(l.overdue_monthly_rate, dec!(0.00715));
+            assert_eq!(l.position.status, LoanStatus::Approved);
+        });
+}
+
+#[test]
+fn two_active_loans_of_one_programme_refused() {
+    let h = history(&[
+        classify("2025-01-02", 1_200_000, POOR3, 2025),
+        approve("2025-01-05", "POOR_HOUSEHOLD", 10_000_000, 12),
+    ]);
+    given(&h)
+        .when(approve("2025-01-06", "POOR_HOUSEHOLD", 5_000_000, 12))
+        .then_rejects(Rejection::ActiveLoanExists { loan: 1 });
+    // Another programme is fine.
+    given(&h)
+        .when(approve(
+            "2025-01-06",
+            "RURAL_CLEAN_WATER_SANITATION",
+            20_000_000,
+            60,
+        ))
+        .then(|b, _| assert_eq!(b.loans.len(), 2));
+}
+
+#[test]
+fn escaped_household_gets_escaped_programme_only() {
+    let h = history(&[
+        classify("2025-01-02", 1_200_000, POOR3, 2025),
+        classify("2025-11-15", 2_000_000, &[], 2026),
+    ]);
+    given(&h)
+        .when(approve("2025-12-01", "POOR_HOUSEHOLD", 10_000_000, 12))
+        .then_rejects(Rejection::NotEligible {
+            status: Status::EscapedPoverty,
+            programme: "POOR_HOUSEHOLD".into(),
+        });
+    given(&h)
+        .when(approve(
+            "2025-12-01",
+            "ESCAPED_POVERTY_HOUSEHOLD",
+            10_000_000,
+            12,
+        ))
+        .then(|b, _| assert_eq!(b.loans[&1].monthly_rate, dec!(0.006875)));
+    // A later above-the-line review keeps the 3-year window.
+    let mut book = LoanBook::default();
+    for e in &h {
+        apply(&mut book, e);
+    }
+    let evs = decide(&book, classify("2026-11-20", 2_100_000, &[], 2027)).unwrap();
+    apply(&mut book, &evs[0]);
+    let s = &book.households[&hh()];
+    assert_eq!(s.status, Status::AverageLivingStandard);
+    assert_eq!(s.escaped_until, Some(d("2028-11-14")));
+    assert_eq!(
+        s.statuses_on(d("2026-12-01")).unwrap(),
+        vec![Status::AverageLivingStandard, Status::EscapedPoverty]
+    );
+}
+
+#[test]
+fn amounts_validated() {
+    let h = history(&[
+        classify("2025-01-02", 1_200_000, POOR3, 2025),
+        approve("2025-01-05", "POOR_HOUSEHOLD", 12_000_000, 12),
+    ]);
+    for (amount, r) in [
+        (dec!(0), Rejection::ZeroAmount),
+        (dec!(-5), Rejection::NegativeAmount { amount: dec!(-5) }),
+        (dec!(10.5), Rejection::FractionalDong { amount: dec!(10.5) }),
+        (
+            Decimal::MAX,
+            Rejection::AmountTooLarge {
+                amount: Decimal::MAX,
+                max: MAX_AMOUNT,
+            },
+        ),
+    ] {
+        given(&h)
+            .when(loan_cmd(
+                "2025-01-10",
+                CommandKind::Disburse {
+                    loan: 1,
+                    amount,
+                    channel: Channel::BankTransfer,
+                },
+            ))
+            .then_rejects(r);
+    }
+}
+
+#[test]
+fn disbursement_in_tranches_up_to_approved() {
+    let h = history(&[
+        classify("2025-01-02", 1_200_000, POOR3, 2025),
+        approve("2025-01-05", "POOR_HOUSEHOLD", 12_000_000, 12),
+        disburse("2025-01-10", 1, 8_000_000),
+    ]);
+    given(&h)
+        .when(disburse("2025-01-20", 1, 4_000_001))
+        .then_rejects(Rejection::DisbursementOverApproved {
+            approved: dec!(12000000),
+            already: dec!(8000000),
+            requested: dec!(4000001),
+        });
+    // 8 000 000 × 0.0055 × 10 / 30 = 14 666.67 → 14 667 posted, −0.33 carried.
+    given(&h).when(disburse("2025-01-20", 1, 4_000_000)).then(|b, evs| {
+        assert!(matches!(
+            evs[0].body,
+            EventBody::InterestAccrued { interest_posted, days: 10, .. } if interest_posted == dec!(14667)
+        ));
+        let p = &b.loans[&1].position;
+        assert_eq!(p.principal, dec!(12000000));
+        assert_eq!(p.due, Some(d("2026-01-10")), "schedule runs from the first tranche");
+        assert_eq!(round_dong(p.carry_interest * dec!(3)), dec!(-1));
+    });
+}
+
+#[test]
+fn repayment_pays_interest_first_then_principal() {
+    given(&poor_loan_history())
+        .when(repay("2025-02-10", 1, dec!(1068200)))
+        .then_events(&[
+            EventBody::InterestAccrued {
+                loan: 1,
+                from: d("2025-01-10"),
+                to: d("2025-02-10"),
+                days: 31,
+                interest_exact: dec!(68200),
+                overdue_interest_exact: dec!(0),
+                interest_posted: dec!(68200),
+                overdue_interest_posted: dec!(0),
+                carry_interest_after: dec!(0),
+                carry_overdue_interest_after: dec!(0),
+                postings: vec![
+                    Posting::debit(Account::InterestReceivable, dec!(68200)),
+                    Posting::credit(Account::InterestIncome, dec!(68200)),
+                ],
+            },
+            EventBody::RepaymentReceived {
+                loan: 1,
+                amount: dec!(1068200),
+                to_interest: dec!(68200),
+                to_overdue_interest: dec!(0),
+                to_overdue_principal: dec!(0),
+                to_principal: dec!(1000000),
+                status_after: LoanStatus::Active,
+                postings: vec![
+                    Posting::debit(Account::CashAtCommunePoint, dec!(1068200)),
+                    Posting::credit(Account::InterestReceivable, dec!(68200)),
+                    Posting::credit(Account::LoanReceivable, dec!(1000000)),
+                ],
+            },
+        ]);
+}
+
+#[test]
+fn overpayment_refused_and_exact_payoff_closes() {
+    let h = poor_loan_history();
+    given(&h)
+        .when(repay("2025-02-10", 1, dec!(12068201)))
+        .then_rejects(Rejection::Overpayment {
+            owed: dec!(12068200),
+            offered: dec!(12068201),
+        });
+    given(&h)
+        .when(repay("2025-02-10", 1, dec!(12068200)))
+        .then(|b, _| {
+            assert_eq!(b.loans[&1].position.status, LoanStatus::Closed);
+            assert_eq!(b.loans[&1].position.owed(), dec!(0));
+        });
+}
+
+#[test]
+fn overdue_moves_only_the_overdue_part() {
+    let h = [
+        poor_loan_history(),
+        // Instalment 1 (due 2025-02-10) paid on time with its interest.
+        history_from(
+            &poor_loan_history(),
+            &[repay("2025-02-10", 1, dec!(1068200))],
+        ),
+    ]
+    .concat();
+    // On 2025-03-15 instalments of 02-10 and 03-10 are due (2 000 000); 1 000 000 paid.
+    given(&h)
+        .when(loan_cmd("2025-03-15", CommandKind::MarkOverdue { loan: 1 }))
+        .then(|b, evs| {
+            assert_eq!(evs.len(), 2);
+            assert!(matches!(
+                &evs[1].body,
+                EventBody::MovedToOverdue { scheduled_due, amount, .. }
+                    if *scheduled_due == dec!(2000000) && *amount == dec!(1000000)
+            ));
+            let p = &b.loans[&1].position;
+            assert_eq!(
+                (p.principal, p.overdue_principal),
+                (dec!(10000000), dec!(1000000))
+            );
+            // Marking again moves nothing more; overdue principal now accrues at 130 %.
+            let evs2 = decide(
+                b,
+                loan_cmd("2025-03-25", CommandKind::MarkOverdue { loan: 1 }),
+            )
+            .unwrap();
+            assert_eq!(evs2.len(), 1);
+            let EventBody::InterestAccrued {
+                overdue_interest_exact,
+                ..
+            } = &evs2[0].body
+            else {
+                panic!()
+            };
+            // 1 000 000 × 0.00715 × 10 / 30
+            assert_eq!(overdue_interest_exact.round_dp(6), dec!(2383.333333));
+        });
+    // An instalment due on the as-of date itself is not yet overdue.
+    given(&poor_loan_history())
+        .when(loan_cmd("2025-02-10", CommandKind::MarkOverdue { loan: 1 }))
+        .then(|_, evs| assert_eq!(evs.len(), 1, "only the accrual"));
+}
+
+/// Events of `more` decided on top of `base` (returns only the new ones).
+fn history_from(
+    base: &[ansinh::domain::loans::Event],
+    more: &[ansinh::domain::loans::Command],
+) -> Vec<ansinh::domain::loans::Event> {
+    let mut book = LoanBook::default();
+    for e in base {
+        apply(&mut book, e);
+    }
+    let mut out = Vec::new();
+    for c in more {
+        let evs = decide(&book, c.clone()).unwrap();
+        for e in &evs {
+            apply(&mut book, e);
+        }
+        out.extend(evs);
+    }
+    out
+}
+
+#[test]
+fn repayment_reversal_restores_and_is_not_an_edit() {
+    let base = poor_loan_history();
+    let paid = history_from(&base, &[repay("2025-02-10", 1, dec!(1068200))]);
+    let h = [base.clone(), paid.clone()].concat();
+    let repayment_id = paid[1].id;
+    given(&h)
+        .when(loan_cmd(
+            "2025-02-12",
+            CommandKind::Reverse {
+                event: repayment_id,
+            },
+        ))
+        .then(|b, evs| {
+            let EventBody::Reversed {
+                original, postings, ..
+            } = &evs[0].body
+            else {
+                panic!()
+            };
+            assert_eq!(*original, repayment_id);
+            assert_eq!(
+                postings[0],
+                Posting::credit(Account::CashAtCommunePoint, dec!(1068200))
+            );
+            let p = &b.loans[&1].position;
+            assert_eq!(p.principal, dec!(12000000));
+            assert_eq!(p.interest_receivable, dec!(68200));
+            assert_eq!(p.last_event_on, d("2025-02-12"));
+            // Cannot reverse twice.
+            assert_eq!(
+                decide(
+                    b,
+                    loan_cmd(
+                        "2025-02-12",
+                        CommandKind::Reverse {
+                            event: repayment_id
+                        }
+                    )
+                ),
+                Err(Rejection::NotReversible {
+                    event: repayment_id
+                })
+            );
+        });
+    // The original stays in history untouched; only the latest event can be reversed.
+    let disb_id = base.last().unwrap().id;
+    given(&h)
+        .when(loan_cmd(
+            "2025-02-12",
+            CommandKind::Reverse { event: disb_id },
+        ))
+        .then_rejects(Rejection::NotLatestEvent {
+            event: disb_id,
+            latest: Some(repayment_id),
+        });
+    given(&h)
+        .when(loan_cmd("2025-02-12", CommandKind::Reverse { event: 999 }))
+        .then_rejects(Rejection::UnknownEvent { event: 999 });
+}
+
+#[test]
+fn disbursement_reversal_returns_loan_to_approved() {
+    given(&poor_loan_history())
+        .when(loan_cmd("2025-01-10", CommandKind::Reverse { event: 3 }))
+        .then(|b, _| {
+            let p = &b.loans[&1].position;
+            assert_eq!(p.status, LoanStatus::Approved);
+            assert_eq!((p.disbursed, p.accrued_to, p.due), (dec!(0), None, None));
+        });
+}
+
+#[test]
+fn extension_once_and_bounded() {
+    let h = poor_loan_history();
+    let ext = |date: &str| {
+        loan_cmd(
+            "2025-06-01",
+            CommandKind::Extend {
+                loan: 1,
+                new_due: d(date),
+            },
+        )
+    };
+    given(&h)
+        .when(ext("2027-01-11"))
+        .then_rejects(Rejection::ExtensionTooLong {
+            max_due: d("2027-01-10"),
+            new_due: d("2027-01-11"),
+        });
+    given(&h)
+        .when(ext("2026-01-10"))
+        .then_rejects(Rejection::ExtensionNotLater {
+            current_due: d("2026-01-10"),
+            new_due: d("2026-01-10"),
+        });
+    let t = given(&h).when(ext("2027-01-10"));
+    t.then(|b, _| {
+        assert_eq!(b.loans[&1].position.due, Some(d("2027-01-10")));
+        assert_eq!(
+            decide(
+                b,
+                loan_cmd(
+                    "2025-07-01",
+                    CommandKind::Extend {
+                        loan: 1,
+                        new_due: d("2027-01-09")
+                    }
+                )
+            ),
+            Err(Rejection::AlreadyExtended)
+        );
+    });
+}
+
+#[test]
+fn freeze_stops_interest_and_write_off_clears_risk_debt() {
+    let h = poor_loan_history();
+    given(&h)
+        .when(loan_cmd(
+            "2025-02-10",
+            CommandKind::Freeze {
+                loan: 1,
+                disaster_ref: " ".into(),
+            },
+        ))
+        .then_rejects(Rejection::MissingDisasterReference);
+    let frozen = history_from(
+        &h,
+        &[loan_cmd(
+            "2025-02-10",
+            CommandKind::Freeze {
+                loan: 1,
+                disaster_ref: "QD-123/UBND".into(),
+            },
+        )],
+    );
+    let h2 = [h, frozen].concat();
+    given(&h2)
+        .when(loan_cmd(
+            "2025-06-10",
+            CommandKind::AccrueInterest { loan: 1 },
+        ))
+        .then_rejects(Rejection::WrongLoanStatus {
+            loan: 1,
+            status: LoanStatus::Frozen,
+        });
+    given(&h2)
+        .when(loan_cmd(
+            "2025-06-10",
+            CommandKind::WriteOff {
+                loan: 1,
+                disaster_ref: "QD-456/TTg".into(),
+            },
+        ))
+        .then(|b, evs| {
+            assert_eq!(evs.len(), 1, "no accrual while frozen");
+            assert_eq!(
+                evs[0].postings()[0],
+                Posting::debit(Account::WriteOffReserve, dec!(12068200))
+            );
+            let p = &b.loans[&1].position;
+            assert_eq!((p.status, p.owed()), (LoanStatus::WrittenOff, dec!(0)));
+        });
+}
+
+#[test]
+fn back_dated_and_anonymous_commands_refused() {
+    given(&poor_loan_history())
+        .when(repay("2025-01-09", 1, dec!(1)))
+        .then_rejects(Rejection::BackDated {
+            last: d("2025-01-10"),
+            effective: d("2025-01-09"),
+        });
+    let mut c = repay("2025-02-01", 1, dec!(1));
+    c.actor = "".into();
+    given(&poor_loan_history())
+        .when(c)
+        .then_rejects(Rejection::MissingActor);
+}
+
+#[test]
+fn carried_remainder_leaks_nothing_over_many_postings() {
+    // Odd principal so every daily accrual has a fraction of a đồng.
+    let h = history(&[
+        classify("2025-01-02", 1_200_000, POOR3, 2025),
+        approve("2025-01-05", "POOR_HOUSEHOLD", 1_234_567, 24),
+        disburse("2025-01-05", 1, 1_234_567),
+    ]);
+    let mut book = LoanBook::default();
+    for e in &h {
+        apply(&mut book, e);
+    }
+    let (mut posted, mut exact, mut naive) = (dec!(0), dec!(0), dec!(0));
+    let mut date = d("2025-01-05");
+    for _ in 0..700 {
+        date = date.succ_opt().unwrap();
+        let evs = decide(
+            &book,
+            cmd(&date.to_string(), CommandKind::AccrueInterest { loan: 1 }),
+        )
+        .unwrap();
+        for e in &evs {
+            if let EventBody::InterestAccrued {
+                interest_exact,
+                interest_posted,
+                ..
+            } = &e.body
+            {
+                posted += interest_posted;
+                exact += interest_exact;
+                naive += round_dong(*interest_exact);
+            }
+            apply(&mut book, e);
+        }
+    }
+    assert!(
+        (posted - round_dong(exact)).abs() <= dec!(1),
+        "{posted} vs {exact}"
+    );
+    // Rounding each period on its own would leak (226.34/day rounds down every day).
+    assert!((naive - round_dong(exact)).abs() > dec!(100));
+}
+
+#[test]
+fn reversal_cannot_reopen_a_second_loan_of_one_programme() {
+    let base = poor_loan_history();
+    let more = history_from(
+        &base,
+        &[
+            repay("2025-02-10", 1, dec!(12068200)),
+            approve("2025-02-11", "POOR_HOUSEHOLD", 5_000_000, 12),
+        ],
+    );
+    let payoff = more[1].id;
+    given(&[base, more].concat())
+        .when(cmd("2025-02-12", CommandKind::Reverse { event: payoff }))
+        .then_rejects(Rejection::ActiveLoanExists { loan: 2 });
+}
