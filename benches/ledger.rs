@@ -1,1 +1,642 @@
-fn main() {}
+//! End-to-end ledger bench: real nats-server processes (started here, in temp dirs),
+//! the real group-commit writer, the real verifier. One run prints one table.
+//!
+//!     CARGO_TARGET_DIR=target-bench cargo bench --bench ledger
+//!
+//! Why a plain `main` and not criterion: each figure is one long end-to-end run
+//! (hundreds of thousands of fsynced events); criterion's repeated sampling would
+//! multiply the wall time without making the ratios better. Ratios between figures
+//! measured in the same run on the same machine are what the targets are about.
+//!
+//! Every loop is bounded by a count (and the background load by a count *and* a
+//! stop flag), so a misbehaving server makes the bench fail, never hang forever:
+//! each phase also runs under a timeout.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ansinh::chain::Partition;
+use ansinh::log::{AppendError, Draft, Ledger, LedgerStore, LogConfig, Receipt};
+use ansinh::nats_server::{NatsServer, Sync};
+use ansinh::proto::{self, Envelope, envelope::Payload};
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use prost::Message;
+use tokio::task::JoinSet;
+
+/// Durable appends in step 1 (the brief's N).
+const APPENDS: u64 = 200_000;
+/// Where the first memory reading is taken (completed appends).
+const MEMORY_CHECKPOINT: u64 = 50_000;
+/// Partitions of step 1: appends are spread round-robin so each writer task gets
+/// a quarter of the load and group commit has four chains to batch.
+const PARTITIONS: [&str; 4] = ["01", "02", "03", "04"];
+/// Appends in flight at once, all partitions together. Bounded so memory stays flat;
+/// 2,048 per partition is enough for the writer to fill batches of 1,000.
+const IN_FLIGHT_APPENDS: usize = 8_192;
+/// Target size of one encoded envelope (the note text is padded to reach it).
+const ENVELOPE_BYTES: usize = 300;
+
+/// Raw baseline A: fsync-always plain publish is ~4k/s, so 20k is ~5 s.
+const RAW_DURABLE_MESSAGES: u64 = 20_000;
+/// Raw baseline B: lazy fsync, same count as the ledger run.
+const RAW_LAZY_MESSAGES: u64 = 200_000;
+/// Publish acks awaited at once in the raw baselines (NATS-NOTES' setting).
+const RAW_IN_FLIGHT: usize = 1_024;
+
+/// Rounds of (raw read, verify), alternated so neither always gets the colder cache.
+const READ_ROUNDS: usize = 2;
+
+/// Sequential single appends timed in step 5.
+const LATENCY_SAMPLES: usize = 2_000;
+/// Sequential single appends timed with no load, for comparison.
+const IDLE_LATENCY_SAMPLES: usize = 200;
+/// Background partitions in step 5 (the timed one is PARTITIONS[3]).
+const BACKGROUND_PARTITIONS: [&str; 3] = ["01", "02", "03"];
+/// Background appends in flight: the same per-partition pressure as step 1.
+const BACKGROUND_IN_FLIGHT: usize = 6_144;
+/// Hard cap on background appends, should the stop flag never be set.
+const BACKGROUND_APPENDS_MAX: u64 = 5_000_000;
+/// Background appends completed before timing starts, so the writers are saturated.
+const BACKGROUND_WARMUP_APPENDS: u64 = 20_000;
+
+/// No phase should come near this; it only turns a hang into an error.
+const PHASE_TIMEOUT: Duration = Duration::from_secs(600);
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + std::marker::Sync>>;
+
+fn main() {
+    // The bench harness passes `--bench`; nothing here takes arguments.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = runtime.block_on(run()) {
+        eprintln!("bench failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Every figure of the table; None where a phase failed (the table still prints).
+#[derive(Default)]
+struct Figures {
+    envelope_bytes: usize,
+    append_per_s: Option<f64>,
+    append_errors: u64,
+    raw_durable_per_s: Option<f64>,
+    raw_lazy_per_s: Option<f64>,
+    verify_per_s: Option<f64>,
+    raw_read_per_s: Option<f64>,
+    idle_p50_ms: Option<f64>,
+    idle_p99_ms: Option<f64>,
+    loaded_p50_ms: Option<f64>,
+    loaded_p99_ms: Option<f64>,
+    loaded_max_ms: Option<f64>,
+    background_per_s: Option<f64>,
+    hwm_at_checkpoint_kib: Option<u64>,
+    hwm_at_end_kib: Option<u64>,
+    rss_at_checkpoint_kib: Option<u64>,
+    rss_at_end_kib: Option<u64>,
+}
+
+async fn run() -> BenchResult<()> {
+    let mut f = Figures::default();
+    let tag = format!("{}", std::process::id());
+
+    // Servers and stores live in temp dirs removed on drop.
+    let always_dir = tempfile::tempdir()?;
+    let always = NatsServer::start(always_dir.path(), Sync::Always)?;
+    let lazy_dir = tempfile::tempdir()?;
+    let lazy = NatsServer::start(lazy_dir.path(), Sync::Lazy)?;
+    let store_dir = tempfile::tempdir()?;
+    eprintln!(
+        "servers: always {} ({}), lazy {} ({})",
+        always.url(),
+        always.store_dir.display(),
+        lazy.url(),
+        lazy.store_dir.display()
+    );
+
+    let client = ansinh::app::connect(&always.url(), None).await?;
+    let config = LogConfig {
+        stream_name: format!("BENCH_{tag}"),
+        subject_prefix: format!("bench{tag}.events"),
+    };
+    let store = LedgerStore::open(&store_dir.path().join("ledger.sled"))?;
+    let (ledger, lost) = Ledger::open(client.clone(), config.clone(), store).await?;
+    assert!(lost.is_empty(), "fresh store reports lost data: {lost:?}");
+
+    let (text, envelope_bytes) = padded_note_text();
+    f.envelope_bytes = envelope_bytes;
+    let text: Arc<str> = text.into();
+    let partitions: Vec<Partition> = PARTITIONS
+        .iter()
+        .map(|p| Partition::new(p).expect("valid partition"))
+        .collect();
+
+    // 1 + 6. Durable append throughput, with memory read at the checkpoint and end.
+    eprintln!("step 1: {APPENDS} ledger appends, {IN_FLIGHT_APPENDS} in flight");
+    let step1 = tokio::time::timeout(
+        PHASE_TIMEOUT,
+        append_many(
+            &ledger,
+            &partitions,
+            "load",
+            APPENDS,
+            IN_FLIGHT_APPENDS,
+            &text,
+            None,
+        ),
+    )
+    .await;
+    match step1 {
+        Ok(outcome) => {
+            f.append_per_s = Some(outcome.ok as f64 / outcome.seconds);
+            f.append_errors = outcome.errors;
+            f.hwm_at_checkpoint_kib = outcome.checkpoint.map(|m| m.0);
+            f.rss_at_checkpoint_kib = outcome.checkpoint.map(|m| m.1);
+            if let Some(e) = outcome.first_error {
+                eprintln!("step 1: {} appends failed; first: {e}", outcome.errors);
+            }
+        }
+        Err(_) => eprintln!("step 1 timed out"),
+    }
+    let (hwm, rss) = memory_kib();
+    f.hwm_at_end_kib = hwm;
+    f.rss_at_end_kib = rss;
+
+    // 2. Raw durable baseline, same fsync-always server, its own stream.
+    eprintln!("step 2: raw publish, fsync always, {RAW_DURABLE_MESSAGES} messages");
+    let payload = Bytes::from(vec![b'x'; envelope_bytes]);
+    f.raw_durable_per_s = report(
+        "step 2",
+        raw_publish(
+            &client,
+            &format!("RAWA_{tag}"),
+            &format!("rawa{tag}"),
+            RAW_DURABLE_MESSAGES,
+            payload.clone(),
+        )
+        .await,
+    );
+
+    // 3. Raw lazy baseline on the second server.
+    eprintln!("step 3: raw publish, lazy fsync, {RAW_LAZY_MESSAGES} messages");
+    let lazy_client = ansinh::app::connect(&lazy.url(), None).await?;
+    f.raw_lazy_per_s = report(
+        "step 3",
+        raw_publish(
+            &lazy_client,
+            &format!("RAWB_{tag}"),
+            &format!("rawb{tag}"),
+            RAW_LAZY_MESSAGES,
+            payload,
+        )
+        .await,
+    );
+    drop(lazy_client);
+    drop(lazy);
+
+    // 4. Verify vs raw read of the step-1 stream (nothing else has written to it yet).
+    eprintln!("step 4: verify vs raw ordered read, {READ_ROUNDS} rounds each");
+    let mut best_verify: Option<f64> = None;
+    let mut best_read: Option<f64> = None;
+    for round in 0..READ_ROUNDS {
+        match raw_read(ledger.stream(), &config.wildcard()).await {
+            Ok((n, s)) => {
+                eprintln!("  round {round}: raw read {n} msgs in {s:.3} s = {:.0}/s", n as f64 / s);
+                best_read = Some(best_read.map_or(n as f64 / s, |b: f64| b.max(n as f64 / s)));
+            }
+            Err(e) => eprintln!("  round {round}: raw read failed: {e}"),
+        }
+        let mut stream = ledger.stream().clone();
+        let started = Instant::now();
+        let verified = tokio::time::timeout(
+            PHASE_TIMEOUT,
+            ansinh::verify::verify(&mut stream, &config, None, |_| {}),
+        )
+        .await;
+        let s = started.elapsed().as_secs_f64();
+        match verified {
+            Ok(Ok(r)) => {
+                eprintln!(
+                    "  round {round}: verify {} events ({} partitions) in {s:.3} s = {:.0}/s",
+                    r.events,
+                    r.partitions.len(),
+                    r.events as f64 / s
+                );
+                best_verify = Some(best_verify.map_or(r.events as f64 / s, |b: f64| b.max(r.events as f64 / s)));
+            }
+            Ok(Err(e)) => eprintln!("  round {round}: verify failed: {e}"),
+            Err(_) => eprintln!("  round {round}: verify timed out"),
+        }
+    }
+    f.verify_per_s = best_verify;
+    f.raw_read_per_s = best_read;
+
+    // 5. Latency: first idle, then under a background load on three partitions.
+    eprintln!("step 5: latency, {IDLE_LATENCY_SAMPLES} idle then {LATENCY_SAMPLES} under load");
+    let timed = partitions[3].clone();
+    match sequential_latencies(&ledger, &timed, "idle", IDLE_LATENCY_SAMPLES, &text).await {
+        Ok(mut l) => {
+            f.idle_p50_ms = Some(percentile(&mut l, 0.50));
+            f.idle_p99_ms = Some(percentile(&mut l, 0.99));
+        }
+        Err(e) => eprintln!("step 5 (idle) failed: {e}"),
+    }
+    let loaded: BenchResult<(Vec<f64>, f64)> =
+        match tokio::time::timeout(PHASE_TIMEOUT, latency_under_load(&ledger, &timed, &text)).await {
+            Ok(r) => r,
+            Err(_) => Err("timed out".into()),
+        };
+    match loaded {
+        Ok((mut l, background_per_s)) => {
+            f.loaded_p50_ms = Some(percentile(&mut l, 0.50));
+            f.loaded_p99_ms = Some(percentile(&mut l, 0.99));
+            f.loaded_max_ms = Some(percentile(&mut l, 1.0));
+            f.background_per_s = Some(background_per_s);
+        }
+        Err(e) => eprintln!("step 5 (loaded) failed: {e}"),
+    }
+
+    print_table(&f);
+    ledger.close().await?;
+    Ok(())
+}
+
+/// Note text such that the encoded envelope is about ENVELOPE_BYTES: the envelope is
+/// built with the same field shapes the writer fills in (32-byte prev hash, a
+/// 6-digit sequence, a millisecond timestamp, a 14-char key).
+fn padded_note_text() -> (String, usize) {
+    let probe = |text: String| Envelope {
+        format_version: 1,
+        partition: "01".into(),
+        sequence: 100_000,
+        prev_hash: Bytes::from(vec![0xab; 32]),
+        recorded_at_unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+        actor: Some(actor()),
+        idempotency_key: "load:000100000".into(),
+        correlation_id: "bench".into(),
+        subjects: vec![],
+        event_type: "ansinh.v1.Note".into(),
+        payload: Some(Payload::Note(proto::Note { text })),
+    };
+    let overhead = probe(String::new()).encoded_len();
+    // The text's own length prefix grows by a byte or two once it is non-empty.
+    let mut len = ENVELOPE_BYTES.saturating_sub(overhead + 3);
+    while probe("n".repeat(len)).encoded_len() < ENVELOPE_BYTES {
+        len += 1;
+    }
+    let text = "n".repeat(len);
+    let bytes = probe(text.clone()).encoded_len();
+    (text, bytes)
+}
+
+fn actor() -> proto::Actor {
+    proto::Actor {
+        id: "system:bench".into(),
+        role: "system".into(),
+        unit: String::new(),
+    }
+}
+
+fn draft(partition: &Partition, prefix: &str, n: u64, text: &Arc<str>) -> Draft {
+    Draft {
+        partition: partition.clone(),
+        actor: actor(),
+        // Fixed width so every envelope has the same size.
+        idempotency_key: format!("{prefix}:{n:09}"),
+        correlation_id: "bench".into(),
+        subjects: vec![],
+        payload: Payload::Note(proto::Note {
+            text: text.to_string(),
+        }),
+    }
+}
+
+struct AppendOutcome {
+    ok: u64,
+    errors: u64,
+    first_error: Option<AppendError>,
+    seconds: f64,
+    /// (VmHWM, VmRSS) when MEMORY_CHECKPOINT appends had completed.
+    checkpoint: Option<(u64, u64)>,
+}
+
+/// Appends `count` notes round-robin over `partitions`, at most `in_flight` at once.
+/// `stop`, when given, ends the run early (the background load of step 5).
+async fn append_many(
+    ledger: &Ledger,
+    partitions: &[Partition],
+    prefix: &str,
+    count: u64,
+    in_flight: usize,
+    text: &Arc<str>,
+    progress: Option<(&AtomicBool, &AtomicU64)>,
+) -> AppendOutcome {
+    let started = Instant::now();
+    let mut tasks: JoinSet<Result<Receipt, AppendError>> = JoinSet::new();
+    let mut outcome = AppendOutcome {
+        ok: 0,
+        errors: 0,
+        first_error: None,
+        seconds: 0.0,
+        checkpoint: None,
+    };
+    let settle = |r: Result<Result<Receipt, AppendError>, tokio::task::JoinError>,
+                      outcome: &mut AppendOutcome| {
+        match r.expect("append task panicked") {
+            Ok(_) => outcome.ok += 1,
+            Err(e) => {
+                outcome.errors += 1;
+                outcome.first_error.get_or_insert(e);
+            }
+        }
+        if let Some((_, done)) = progress {
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+        if outcome.checkpoint.is_none() && outcome.ok + outcome.errors == MEMORY_CHECKPOINT {
+            let (hwm, rss) = memory_kib();
+            outcome.checkpoint = Some((hwm.unwrap_or(0), rss.unwrap_or(0)));
+        }
+    };
+    for n in 0..count {
+        if let Some((stop, _)) = progress
+            && stop.load(Ordering::Relaxed)
+        {
+            break;
+        }
+        while tasks.len() >= in_flight {
+            let r = tasks.join_next().await.expect("non-empty");
+            settle(r, &mut outcome);
+        }
+        let d = draft(&partitions[n as usize % partitions.len()], prefix, n, text);
+        let ledger = ledger.clone();
+        tasks.spawn(async move { ledger.append(d).await });
+    }
+    // Bounded: the set holds at most `in_flight` tasks.
+    while let Some(r) = tasks.join_next().await {
+        settle(r, &mut outcome);
+    }
+    outcome.seconds = started.elapsed().as_secs_f64();
+    outcome
+}
+
+/// Pipelined plain JetStream publish to a fresh file-backed stream; returns msgs/s.
+async fn raw_publish(
+    client: &async_nats::Client,
+    stream_name: &str,
+    subject: &str,
+    count: u64,
+    payload: Bytes,
+) -> BenchResult<f64> {
+    let js = jetstream::new(client.clone());
+    js.create_stream(stream::Config {
+        name: stream_name.to_string(),
+        subjects: vec![subject.to_string()],
+        storage: stream::StorageType::File,
+        num_replicas: 1,
+        ..Default::default()
+    })
+    .await?;
+    let started = Instant::now();
+    let mut acks = FuturesUnordered::new();
+    for _ in 0..count {
+        while acks.len() >= RAW_IN_FLIGHT {
+            acks.next().await.expect("non-empty")?;
+        }
+        let ack = js.publish(subject.to_string(), payload.clone()).await?;
+        acks.push(ack.into_future());
+    }
+    // Bounded: at most RAW_IN_FLIGHT acks remain.
+    while let Some(ack) = acks.next().await {
+        ack?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(count as f64 / seconds)
+}
+
+use std::future::IntoFuture as _;
+
+/// Reads the whole stream with an ordered pull consumer (as verify does), counting
+/// messages only: no decoding, no hashing. Returns (messages, seconds).
+async fn raw_read(stream: &stream::Stream, filter: &str) -> BenchResult<(u64, f64)> {
+    let mut s = stream.clone();
+    let end = s.info().await?.state.messages;
+    let started = Instant::now();
+    let reader = s
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: filter.to_string(),
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = reader.messages().await?;
+    let mut count = 0u64;
+    // Bounded by the message count read before starting, and by the phase timeout.
+    let read = tokio::time::timeout(PHASE_TIMEOUT, async {
+        while count < end {
+            match messages.next().await {
+                Some(m) => {
+                    m?;
+                    count += 1;
+                }
+                None => break,
+            }
+        }
+        BenchResult::Ok(())
+    })
+    .await;
+    match read {
+        Ok(r) => r?,
+        Err(_) => return Err(format!("raw read timed out after {count} of {end}").into()),
+    }
+    Ok((count, started.elapsed().as_secs_f64()))
+}
+
+/// Times `samples` appends on `partition`, one at a time; returns milliseconds.
+async fn sequential_latencies(
+    ledger: &Ledger,
+    partition: &Partition,
+    prefix: &str,
+    samples: usize,
+    text: &Arc<str>,
+) -> BenchResult<Vec<f64>> {
+    let mut latencies = Vec::with_capacity(samples);
+    for n in 0..samples {
+        let d = draft(partition, prefix, n as u64, text);
+        let started = Instant::now();
+        ledger.append(d).await?;
+        latencies.push(started.elapsed().as_secs_f64() * 1_000.0);
+    }
+    Ok(latencies)
+}
+
+/// Runs step-1-style load on three partitions while timing sequential appends on the
+/// fourth. Returns the latencies and the background throughput while they ran.
+async fn latency_under_load(
+    ledger: &Ledger,
+    timed: &Partition,
+    text: &Arc<str>,
+) -> BenchResult<(Vec<f64>, f64)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let background = {
+        let (ledger, text, stop, done) = (ledger.clone(), text.clone(), stop.clone(), done.clone());
+        tokio::spawn(async move {
+            let partitions: Vec<Partition> = BACKGROUND_PARTITIONS
+                .iter()
+                .map(|p| Partition::new(p).expect("valid partition"))
+                .collect();
+            append_many(
+                &ledger,
+                &partitions,
+                "bg",
+                BACKGROUND_APPENDS_MAX,
+                BACKGROUND_IN_FLIGHT,
+                &text,
+                Some((&stop, &done)),
+            )
+            .await
+        })
+    };
+    // Wait (bounded) until the background writers are saturated.
+    let warmup_deadline = Instant::now() + Duration::from_secs(60);
+    while done.load(Ordering::Relaxed) < BACKGROUND_WARMUP_APPENDS && Instant::now() < warmup_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let done_before = done.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let latencies = sequential_latencies(ledger, timed, "lat", LATENCY_SAMPLES, text).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let background_per_s = (done.load(Ordering::Relaxed) - done_before) as f64 / seconds;
+    stop.store(true, Ordering::Relaxed);
+    let outcome = background.await?;
+    if let Some(e) = outcome.first_error {
+        eprintln!("step 5: {} background appends failed; first: {e}", outcome.errors);
+    }
+    Ok((latencies?, background_per_s))
+}
+
+/// Nearest-rank percentile (q = 1.0 is the maximum).
+fn percentile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    values[rank - 1]
+}
+
+/// (VmHWM, VmRSS) of this process in KiB. The nats-servers are other processes.
+fn memory_kib() -> (Option<u64>, Option<u64>) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+fn report(step: &str, r: BenchResult<f64>) -> Option<f64> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            eprintln!("{step} failed: {e}");
+            None
+        }
+    }
+}
+
+fn print_table(f: &Figures) {
+    let num = |v: Option<f64>, unit: &str| match v {
+        Some(v) if unit == "ms" => format!("{v:.2} ms"),
+        Some(v) => format!("{v:.0} {unit}"),
+        None => "n/a".into(),
+    };
+    let kib = |v: Option<u64>| v.map_or("n/a".into(), |v| format!("{:.1} MiB", v as f64 / 1024.0));
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let verdict = |v: Option<f64>, ok: &dyn Fn(f64) -> bool| match v {
+        Some(v) if ok(v) => "met",
+        Some(_) => "MISSED",
+        None => "n/a",
+    };
+    let durable_ratio = ratio(f.append_per_s, f.raw_durable_per_s);
+    let lazy_ratio = ratio(f.append_per_s, f.raw_lazy_per_s);
+    let verify_ratio = ratio(f.verify_per_s, f.raw_read_per_s);
+    let rx = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.2}x"));
+
+    println!();
+    println!("ansinh ledger bench ({} B envelopes, {} partitions, 2-core box)", f.envelope_bytes, PARTITIONS.len());
+    println!("| figure | value | target | verdict |");
+    println!("|---|---|---|---|");
+    println!(
+        "| 1. ledger durable append ({APPENDS}, {IN_FLIGHT_APPENDS} in flight, {} failed) | {} | | |",
+        f.append_errors,
+        num(f.append_per_s, "events/s")
+    );
+    println!(
+        "| 2. raw JetStream publish, fsync always ({RAW_DURABLE_MESSAGES}, {RAW_IN_FLIGHT} in flight) | {} | | |",
+        num(f.raw_durable_per_s, "msgs/s")
+    );
+    println!(
+        "| 3. raw JetStream publish, lazy fsync ({RAW_LAZY_MESSAGES}, {RAW_IN_FLIGHT} in flight) | {} | | |",
+        num(f.raw_lazy_per_s, "msgs/s")
+    );
+    println!("| 4a. verify (blake3 + chain checks) | {} | | |", num(f.verify_per_s, "events/s"));
+    println!("| 4b. raw ordered read, count only | {} | | |", num(f.raw_read_per_s, "msgs/s"));
+    println!(
+        "| 5a. one append, idle: p50 / p99 ({IDLE_LATENCY_SAMPLES}) | {} / {} | | |",
+        num(f.idle_p50_ms, "ms"),
+        num(f.idle_p99_ms, "ms")
+    );
+    println!(
+        "| 5b. one append under load: p50 / p99 / max ({LATENCY_SAMPLES}) | {} / {} / {} | p99 <= 10 ms | {} |",
+        num(f.loaded_p50_ms, "ms"),
+        num(f.loaded_p99_ms, "ms"),
+        num(f.loaded_max_ms, "ms"),
+        verdict(f.loaded_p99_ms, &|v| v <= 10.0)
+    );
+    println!(
+        "| 5c. background load during 5b (3 partitions) | {} | | |",
+        num(f.background_per_s, "events/s")
+    );
+    println!(
+        "| 6. max RSS (VmHWM) after {MEMORY_CHECKPOINT} / {APPENDS} appends | {} / {} | flat | |",
+        kib(f.hwm_at_checkpoint_kib),
+        kib(f.hwm_at_end_kib)
+    );
+    println!(
+        "| 6'. current RSS (VmRSS) after {MEMORY_CHECKPOINT} / {APPENDS} appends | {} / {} | | |",
+        kib(f.rss_at_checkpoint_kib),
+        kib(f.rss_at_end_kib)
+    );
+    println!(
+        "| durable append / raw durable | {} | >= 20x | {} |",
+        rx(durable_ratio),
+        verdict(durable_ratio, &|v| v >= 20.0)
+    );
+    println!(
+        "| durable append / raw lazy | {} | >= 0.6x | {} |",
+        rx(lazy_ratio),
+        verdict(lazy_ratio, &|v| v >= 0.6)
+    );
+    println!(
+        "| verify / raw read | {} | >= 0.8x | {} |",
+        rx(verify_ratio),
+        verdict(verify_ratio, &|v| v >= 0.8)
+    );
+}

@@ -23,8 +23,14 @@ pub const EVENT_BYTES_MAX: usize = 64 * 1024;
 pub const PARTITION_CHARS_MAX: usize = 16;
 
 /// A 32-byte BLAKE3 hash. Equality is constant-time (it goes through `blake3::Hash`).
-#[derive(Clone, Copy, Debug, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Eq)]
 pub struct Digest(pub [u8; 32]);
+
+impl std::hash::Hash for Digest {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 impl PartialEq for Digest {
     fn eq(&self, other: &Self) -> bool {

@@ -126,13 +126,16 @@ struct Pending {
     reply: oneshot::Sender<Result<Receipt, AppendError>>,
 }
 
+/// A partition writer's queue and task.
+type WriterTask = (mpsc::Sender<Pending>, tokio::task::JoinHandle<()>);
+
 struct Shared {
     client: async_nats::Client,
     js: jetstream::Context,
     stream: Stream,
     config: LogConfig,
     store: LedgerStore,
-    writers: Mutex<HashMap<Partition, mpsc::Sender<Pending>>>,
+    writers: Mutex<HashMap<Partition, WriterTask>>,
 }
 
 /// The append side of the ledger. Cheap to clone.
@@ -231,9 +234,9 @@ impl Ledger {
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(QUEUE_APPENDS_MAX);
                 let writer = PartitionWriter::new(self.shared.clone(), partition.clone());
-                tokio::spawn(writer.run(rx));
-                tx
+                (tx, tokio::spawn(writer.run(rx)))
             })
+            .0
             .clone()
     }
 

@@ -1,0 +1,96 @@
+//! Known-answer vectors for the chain format. The same values are printed in
+//! docs/CHAIN.md; this test fails if the code or the document drifts.
+
+use ansinh::chain::{self, ChainHead, Partition};
+use ansinh::proto::{self, Envelope, envelope::Payload};
+use bytes::Bytes;
+use prost::Message;
+
+const DOC: &str = include_str!("../docs/CHAIN.md");
+
+fn vector_envelope(sequence: u64, prev: &chain::Digest, text: &str) -> Vec<u8> {
+    Envelope {
+        format_version: 1,
+        partition: "01".into(),
+        sequence,
+        prev_hash: Bytes::copy_from_slice(&prev.0),
+        recorded_at_unix_ms: 1_767_225_600_000 + sequence as i64,
+        actor: Some(proto::Actor { id: "staff:0001".into(), role: "teller".into(), unit: "0100007".into() }),
+        idempotency_key: format!("vector-{sequence}"),
+        correlation_id: String::new(),
+        subjects: vec!["household:0100007-000001".into()],
+        event_type: "ansinh.v1.Note".into(),
+        payload: Some(Payload::Note(proto::Note { text: text.into() })),
+    }
+    .encode_to_vec()
+}
+
+pub struct Vectors {
+    pub genesis: String,
+    pub event1_bytes: String,
+    pub event1_hash: String,
+    pub event2_bytes: String,
+    pub event2_hash: String,
+}
+
+fn vectors() -> Vectors {
+    let p = Partition::new("01").unwrap();
+    let g = chain::genesis(&p);
+    let e1 = vector_envelope(1, &g, "Xin chào");
+    let h1 = chain::event_hash(&e1);
+    let e2 = vector_envelope(2, &h1, "Tạm ứng 5.000.000 đồng");
+    let h2 = chain::event_hash(&e2);
+    // The vectors form a valid chain.
+    let (head, _) = chain::check_next(&ChainHead::genesis(p), &e1, None).unwrap();
+    let (head, _) = chain::check_next(&head, &e2, Some(&h2.to_hex())).unwrap();
+    assert_eq!(head.hash, h2);
+    Vectors {
+        genesis: g.to_hex(),
+        event1_bytes: hex::encode(&e1),
+        event1_hash: h1.to_hex(),
+        event2_bytes: hex::encode(&e2),
+        event2_hash: h2.to_hex(),
+    }
+}
+
+#[test]
+fn chain_md_carries_the_vectors_this_code_computes() {
+    let v = vectors();
+    for (name, value) in [
+        ("genesis", &v.genesis),
+        ("event 1 bytes", &v.event1_bytes),
+        ("event 1 hash", &v.event1_hash),
+        ("event 2 bytes", &v.event2_bytes),
+        ("event 2 hash", &v.event2_hash),
+    ] {
+        assert!(DOC.contains(value.as_str()), "docs/CHAIN.md lacks the {name} vector {value}");
+    }
+}
+
+#[test]
+fn raw_blake3_vectors() {
+    // Independent of prost: the domain-separated hash of fixed bytes.
+    assert_eq!(chain::event_hash(b"").to_hex(), blake3::hash(b"ansinh/v1/event\0").to_hex().to_string());
+    let mut input = b"ansinh/v1/genesis\0".to_vec();
+    input.extend_from_slice(b"79");
+    assert_eq!(chain::genesis(&Partition::new("79").unwrap()).to_hex(), blake3::hash(&input).to_hex().to_string());
+}
+
+#[test]
+fn a_flipped_bit_anywhere_breaks_the_link() {
+    let p = Partition::new("01").unwrap();
+    let e1 = vector_envelope(1, &chain::genesis(&p), "Xin chào");
+    let good = chain::event_hash(&e1);
+    for i in 0..e1.len() {
+        let mut bad = e1.clone();
+        bad[i] ^= 1;
+        assert_ne!(chain::event_hash(&bad), good, "byte {i}");
+    }
+}
+
+#[test]
+#[ignore = "prints the vectors for docs/CHAIN.md"]
+fn print_vectors() {
+    let v = vectors();
+    println!("genesis {}\ne1 {}\nh1 {}\ne2 {}\nh2 {}", v.genesis, v.event1_bytes, v.event1_hash, v.event2_bytes, v.event2_hash);
+}

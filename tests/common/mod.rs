@@ -1,0 +1,74 @@
+//! Shared test harness: one real nats-server per test binary (fsync always, fresh
+//! store in a temp dir, free loopback port); each test gets its own stream.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ansinh::chain::Partition;
+use ansinh::log::{Draft, Ledger, LedgerStore, LogConfig};
+use ansinh::nats_server::{NatsServer, Sync};
+use ansinh::proto::{self, envelope::Payload};
+
+struct Shared {
+    server: NatsServer,
+    _dir: tempfile::TempDir,
+}
+
+static SERVER: OnceLock<Shared> = OnceLock::new();
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+pub fn server_url() -> String {
+    SERVER
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let server = NatsServer::start(dir.path(), Sync::Always).expect("start nats-server (run scripts/install-nats-server.sh)");
+            Shared { server, _dir: dir }
+        })
+        .server
+        .url()
+}
+
+/// A stream and subject prefix no other test uses.
+pub fn fresh_log() -> LogConfig {
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let tag = format!("{}_{n}", std::process::id());
+    LogConfig { stream_name: format!("T_{tag}"), subject_prefix: format!("t{tag}.events") }
+}
+
+pub async fn client() -> async_nats::Client {
+    async_nats::connect(server_url()).await.expect("connect to test nats-server")
+}
+
+/// A ledger with its own store directory (returned so it outlives the ledger).
+pub async fn ledger(config: &LogConfig) -> (Ledger, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger = ledger_at(config, dir.path()).await;
+    (ledger, dir)
+}
+
+pub async fn ledger_at(config: &LogConfig, dir: &std::path::Path) -> Ledger {
+    let store = LedgerStore::open(&dir.join("ledger.sled")).expect("open store");
+    let (ledger, lost) = Ledger::open(client().await, config.clone(), store).await.expect("open ledger");
+    assert!(lost.is_empty(), "unexpected lost data: {lost:?}");
+    ledger
+}
+
+pub fn note(partition: &str, key: &str, text: &str) -> Draft {
+    Draft {
+        partition: Partition::new(partition).expect("valid partition"),
+        actor: proto::Actor { id: "staff:test".into(), role: "teller".into(), unit: "0100007".into() },
+        idempotency_key: key.into(),
+        correlation_id: "test".into(),
+        subjects: vec![format!("note:{key}")],
+        payload: Payload::Note(proto::Note { text: text.into() }),
+    }
+}
+
+pub async fn stream_of(config: &LogConfig) -> async_nats::jetstream::stream::Stream {
+    async_nats::jetstream::new(client().await).get_stream(&config.stream_name).await.expect("stream exists")
+}
+
+pub async fn message_count(config: &LogConfig) -> u64 {
+    stream_of(config).await.info().await.expect("stream info").state.messages
+}

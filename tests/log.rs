@@ -1,0 +1,331 @@
+//! The event log against a real nats-server: append, verify, races, crashes, idempotency,
+//! bad input, lost-write detection, projections.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use ansinh::chain::{self, ChainBreak, Digest, Partition};
+use ansinh::log::{AppendError, Ledger, LedgerStore, StreamError, ensure_stream, reader};
+use ansinh::projection::Projector;
+use ansinh::proto::{self, Envelope, envelope::Payload};
+use ansinh::verify::{VerifyError, verify};
+use async_nats::jetstream;
+use bytes::Bytes;
+use common::*;
+use prost::Message;
+
+/// Every event of one partition, in order: (partition sequence, hash).
+async fn chain_of(config: &ansinh::log::LogConfig, partition: &str) -> Vec<(u64, Digest)> {
+    let stream = stream_of(config).await;
+    let subject = config.subject(&Partition::new(partition).unwrap());
+    let end = stream.clone().info().await.unwrap().state.last_sequence;
+    let mut out = Vec::new();
+    reader::read_range(&stream, &subject, 1, end, |e| -> Result<(), ()> {
+        let env = Envelope::decode(e.payload.as_ref()).unwrap();
+        out.push((env.sequence, chain::event_hash(&e.payload)));
+        Ok(())
+    })
+    .await
+    .unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_form_a_verified_chain_per_partition() {
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    let mut receipts = Vec::new();
+    for i in 0..20 {
+        let partition = if i % 2 == 0 { "01" } else { "79" };
+        receipts.push(ledger.append(note(partition, &format!("k{i}"), "hello")).await.unwrap());
+    }
+    assert_eq!(receipts.iter().filter(|r| r.partition == "01").map(|r| r.sequence).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
+    let mut stream = stream_of(&config).await;
+    let report = verify(&mut stream, &config, None, |_| {}).await.unwrap();
+    assert_eq!(report.events, 20);
+    assert_eq!(report.partitions["01"].events, 10);
+    assert_eq!(report.partitions["79"].head, receipts.last().unwrap().hash);
+    // The first event links to the partition's genesis value.
+    let first = reader::at_sequence(&stream, receipts[0].stream_sequence).await.unwrap().unwrap();
+    let env = Envelope::decode(first.payload.as_ref()).unwrap();
+    assert_eq!(Digest::from_slice(&env.prev_hash).unwrap(), chain::genesis(&Partition::new("01").unwrap()));
+    assert_eq!(env.event_type, "ansinh.v1.Note");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_message_is_found_and_located_and_blocks_appends() {
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    for i in 0..5 {
+        ledger.append(note("01", &format!("k{i}"), "real")).await.unwrap();
+    }
+    // A forger publishes straight onto the partition's subject: right sequence, made-up link.
+    let forged = Envelope {
+        format_version: 1,
+        partition: "01".into(),
+        sequence: 6,
+        prev_hash: Bytes::from(vec![7u8; 32]),
+        idempotency_key: "forged".into(),
+        event_type: "ansinh.v1.Note".into(),
+        payload: Some(Payload::Note(proto::Note { text: "pay me".into() })),
+        ..Default::default()
+    };
+    let js = jetstream::new(client().await);
+    let ack = js.publish(config.subject(&Partition::new("01").unwrap()), forged.encode_to_vec().into()).await.unwrap().await.unwrap();
+    let mut stream = stream_of(&config).await;
+    match verify(&mut stream, &config, None, |_| {}).await {
+        Err(VerifyError::Broken { partition, stream_sequence, expected_sequence, cause: ChainBreak::WrongPrevHash { .. } }) => {
+            assert_eq!(partition, "01");
+            assert_eq!(stream_sequence, ack.sequence);
+            assert_eq!(expected_sequence, 6);
+        }
+        other => panic!("forgery not located: {other:?}"),
+    }
+    // Garbage bytes are located too.
+    let config2 = fresh_log();
+    let (ledger2, _dir2) = common::ledger(&config2).await;
+    ledger2.append(note("02", "a", "real")).await.unwrap();
+    let ack = js.publish(config2.subject(&Partition::new("02").unwrap()), Bytes::from_static(b"\xff\xff\xff")).await.unwrap().await.unwrap();
+    let mut stream2 = stream_of(&config2).await;
+    match verify(&mut stream2, &config2, None, |_| {}).await {
+        Err(VerifyError::Broken { stream_sequence, cause: ChainBreak::Undecodable(_), .. }) => assert_eq!(stream_sequence, ack.sequence),
+        other => panic!("garbage not located: {other:?}"),
+    }
+    // A fresh writer must not build on the forgery.
+    let (fresh, _d) = common::ledger(&config).await;
+    match fresh.append(note("01", "after", "x")).await {
+        Err(AppendError::ChainBroken { stream_sequence, .. }) => assert_eq!(stream_sequence, 6),
+        other => panic!("append on a forged chain: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_allows_delete_or_purge_is_refused() {
+    let config = fresh_log();
+    let js = jetstream::new(client().await);
+    js.create_stream(jetstream::stream::Config {
+        name: config.stream_name.clone(),
+        subjects: vec![config.wildcard()],
+        allow_atomic_publish: true,
+        deny_delete: false,
+        deny_purge: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    match ensure_stream(&js, &config).await {
+        Err(StreamError::Unsafe { reason, .. }) => assert!(reason.contains("deleting"), "{reason}"),
+        other => panic!("unsafe stream accepted: {:?}", other.map(|_| ())),
+    }
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = LedgerStore::open(store_dir.path()).unwrap();
+    assert!(matches!(Ledger::open(client().await, config, store).await, Err(AppendError::Stream(StreamError::Unsafe { .. }))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_racing_on_one_partition_leave_one_linear_chain() {
+    let config = fresh_log();
+    let (a, _da) = ledger(&config).await;
+    let (b, _db) = ledger(&config).await;
+    const PER_WRITER: usize = 600;
+    let run = |ledger: Ledger, name: &'static str| {
+        tokio::spawn(async move {
+            let mut set = tokio::task::JoinSet::new();
+            for i in 0..PER_WRITER {
+                let l = ledger.clone();
+                set.spawn(async move { l.append(note("01", &format!("{name}{i}"), name)).await });
+            }
+            let mut out = Vec::new();
+            while let Some(r) = set.join_next().await {
+                out.push(r.unwrap().unwrap());
+            }
+            out
+        })
+    };
+    let (ra, rb) = tokio::join!(run(a, "a"), run(b, "b"));
+    let mut sequences: Vec<u64> = ra.unwrap().into_iter().chain(rb.unwrap()).map(|r| r.sequence).collect();
+    sequences.sort_unstable();
+    assert_eq!(sequences, (1..=2 * PER_WRITER as u64).collect::<Vec<_>>(), "every append got its own place");
+    let mut stream = stream_of(&config).await;
+    let report = verify(&mut stream, &config, None, |_| {}).await.unwrap();
+    assert_eq!(report.events, 2 * PER_WRITER as u64);
+    assert_eq!(message_count(&config).await, 2 * PER_WRITER as u64, "no stray or duplicate messages");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_idempotency_key_yields_one_event_forever() {
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    let first = ledger.append(note("01", "pay:2026-12:hh1", "first")).await.unwrap();
+    let again = ledger.append(note("01", "pay:2026-12:hh1", "second try")).await.unwrap();
+    assert!(!first.duplicate && again.duplicate);
+    assert_eq!((again.sequence, again.hash), (first.sequence, first.hash));
+    // Repeats inside one batch: only one is written.
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let l = ledger.clone();
+        set.spawn(async move { l.append(note("01", "same-batch", "x")).await.unwrap() });
+    }
+    let mut hashes = std::collections::HashSet::new();
+    while let Some(r) = set.join_next().await {
+        hashes.insert(r.unwrap().hash);
+    }
+    assert_eq!(hashes.len(), 1);
+    // A writer with an empty store (as after the JetStream duplicate window, or on a new
+    // machine) rebuilds the index from the log and still refuses to append twice.
+    let (fresh, _d) = common::ledger(&config).await;
+    let late = fresh.append(note("01", "pay:2026-12:hh1", "a year later")).await.unwrap();
+    assert!(late.duplicate);
+    assert_eq!(late.hash, first.hash);
+    assert_eq!(message_count(&config).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_typed_error_and_appends_nothing() {
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    ledger.append(note("01", "ok", "fine")).await.unwrap();
+    // Undecodable request bytes.
+    assert!(matches!(Ledger::draft_from_wire(b"\x0a\xff\xff\xff\xff"), Err(AppendError::Undecodable(_))));
+    // A request with no payload this ledger knows.
+    let unknown = Envelope { partition: "01".into(), idempotency_key: "u".into(), ..Default::default() };
+    assert!(matches!(Ledger::draft_from_wire(&unknown.encode_to_vec()), Err(AppendError::UnknownPayload)));
+    // Empty partition name.
+    let empty = Envelope { partition: String::new(), idempotency_key: "e".into(), payload: Some(Payload::Note(proto::Note::default())), ..Default::default() };
+    assert!(matches!(Ledger::draft_from_wire(&empty.encode_to_vec()), Err(AppendError::Partition(chain::PartitionError::Empty))));
+    // Oversized event.
+    let big = note("01", "big", &"x".repeat(chain::EVENT_BYTES_MAX));
+    assert!(matches!(ledger.append(big).await, Err(AppendError::Oversized { .. })));
+    // Missing idempotency key.
+    assert!(matches!(ledger.append(note("01", "", "x")).await, Err(AppendError::MissingIdempotencyKey)));
+    assert_eq!(message_count(&config).await, 1, "nothing was appended by bad input");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_payloads_still_verify() {
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    let r = ledger.append(note("01", "a", "known")).await.unwrap();
+    // A future payload (field 999) from a newer writer, chained correctly.
+    let mut bytes = Envelope {
+        format_version: 1,
+        partition: "01".into(),
+        sequence: 2,
+        prev_hash: Bytes::copy_from_slice(&r.hash.0),
+        idempotency_key: "future".into(),
+        event_type: "ansinh.v9.FutureThing".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    bytes.extend_from_slice(&[0xba, 0x3e, 3, b'n', b'e', b'w']); // field 999, length-delimited "new"
+    let js = jetstream::new(client().await);
+    js.publish(config.subject(&Partition::new("01").unwrap()), bytes.into()).await.unwrap().await.unwrap();
+    let mut stream = stream_of(&config).await;
+    let report = verify(&mut stream, &config, None, |_| {}).await.unwrap();
+    assert_eq!(report.partitions["01"].events, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_acknowledged_data_is_detected_and_stops_appends_until_an_operator_decides() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger_at(&config, dir.path()).await;
+    for i in 0..3 {
+        ledger.append(note("01", &format!("k{i}"), "acknowledged")).await.unwrap();
+    }
+    ledger.close().await.unwrap();
+    // The server loses the stream (a disk replaced, a bad restore): simulate by deleting it.
+    let js = jetstream::new(client().await);
+    js.delete_stream(&config.stream_name).await.unwrap();
+    let store = LedgerStore::open(&dir.path().join("ledger.sled")).unwrap();
+    let (ledger, lost) = Ledger::open(client().await, config.clone(), store).await.unwrap();
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].partition, "01");
+    assert!(lost[0].reason.contains("acknowledged sequence 3"), "{}", lost[0].reason);
+    assert!(matches!(ledger.append(note("01", "k9", "x")).await, Err(AppendError::LostAcknowledgedData { .. })));
+    assert_eq!(message_count(&config).await, 0);
+    // Other partitions are unaffected.
+    ledger.append(note("02", "other", "x")).await.unwrap();
+    // The operator accepts the stream's head; a new writer resumes.
+    ledger.store().accept_stream_head("01").unwrap();
+    ledger.close().await.unwrap();
+    let resumed = ledger_at(&config, dir.path()).await;
+    assert_eq!(resumed.append(note("01", "k9", "x")).await.unwrap().sequence, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_apply_each_event_once_and_rebuild_to_the_same_state() {
+    let config = fresh_log();
+    let (ledger, dir) = ledger(&config).await;
+    for i in 0..40 {
+        ledger.append(note(if i % 3 == 0 { "01" } else { "79" }, &format!("k{i}"), "x")).await.unwrap();
+    }
+    let mut stream = stream_of(&config).await;
+    let projector = Projector::open(ledger.store().db()).unwrap();
+    assert_eq!(projector.catch_up(&mut stream, &config).await.unwrap(), 40);
+    assert_eq!(projector.catch_up(&mut stream, &config).await.unwrap(), 0, "nothing applied twice");
+    for i in 40..50 {
+        ledger.append(note("01", &format!("k{i}"), "x")).await.unwrap();
+    }
+    assert_eq!(projector.catch_up(&mut stream, &config).await.unwrap(), 10);
+    let summaries = projector.summaries().unwrap();
+    assert_eq!(summaries["01"].events, 24);
+    assert_eq!(summaries["79"].events, 26);
+    let trail = projector.trail("note:k3").unwrap();
+    assert_eq!(trail.len(), 1);
+    assert_eq!((trail[0].partition.as_str(), trail[0].sequence, trail[0].role.as_str()), ("01", 2, "teller"));
+    let incremental = projector.fingerprint().unwrap();
+    assert_eq!(projector.rebuild(&mut stream, &config).await.unwrap(), 50);
+    assert_eq!(projector.fingerprint().unwrap(), incremental);
+    // A separate scratch store rebuilt from the log holds the same projections.
+    let scratch = sled::Config::new().temporary(true).open().unwrap();
+    let other = Projector::open(&scratch).unwrap();
+    other.catch_up(&mut stream, &config).await.unwrap();
+    assert_eq!(other.fingerprint().unwrap(), incremental);
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_killed_mid_batch_loses_no_acknowledged_event() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ansinh"))
+        .args(["--data-dir", dir.path().to_str().unwrap(), "--nats", &server_url()])
+        .args(["load", "--partition", "01", "--count", "1000000", "--concurrency", "4096"])
+        .env("ANSINH_STREAM", &config.stream_name)
+        .env("ANSINH_SUBJECT_PREFIX", &config.subject_prefix)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut acked: Vec<(u64, String)> = Vec::new();
+    // Kill once a few batches are acknowledged: more are in flight at that moment.
+    while acked.len() < 5_000 {
+        let line = lines.next().expect("writer still running").unwrap();
+        let mut parts = line.split(' ').skip(1);
+        acked.push((parts.next().unwrap().parse().unwrap(), parts.next().unwrap().to_string()));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    for line in lines {
+        let line = line.unwrap();
+        let mut parts = line.split(' ').skip(1);
+        acked.push((parts.next().unwrap().parse().unwrap(), parts.next().unwrap().to_string()));
+    }
+    let mut stream = stream_of(&config).await;
+    let report = verify(&mut stream, &config, None, |_| {}).await.expect("the chain is valid after the kill");
+    let chain = chain_of(&config, "01").await;
+    for (sequence, hash) in &acked {
+        assert_eq!(&chain[*sequence as usize - 1].1.to_hex(), hash, "acknowledged event {sequence} is in the log");
+    }
+    // A restarted writer on the same store continues the chain.
+    let before = report.partitions["01"].events;
+    let ledger = ledger_at(&config, dir.path()).await;
+    let r = ledger.append(note("01", "after-restart", "x")).await.unwrap();
+    assert_eq!(r.sequence, before + 1);
+    let report = verify(&mut stream, &config, None, |_| {}).await.unwrap();
+    assert_eq!(report.partitions["01"].events, before + 1);
+}
