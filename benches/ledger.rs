@@ -207,7 +207,10 @@ async fn run() -> BenchResult<()> {
     for round in 0..READ_ROUNDS {
         match raw_read(ledger.stream(), &config.wildcard()).await {
             Ok((n, s)) => {
-                eprintln!("  round {round}: raw read {n} msgs in {s:.3} s = {:.0}/s", n as f64 / s);
+                eprintln!(
+                    "  round {round}: raw read {n} msgs in {s:.3} s = {:.0}/s",
+                    n as f64 / s
+                );
                 best_read = Some(best_read.map_or(n as f64 / s, |b: f64| b.max(n as f64 / s)));
             }
             Err(e) => eprintln!("  round {round}: raw read failed: {e}"),
@@ -228,7 +231,9 @@ async fn run() -> BenchResult<()> {
                     r.partitions.len(),
                     r.events as f64 / s
                 );
-                best_verify = Some(best_verify.map_or(r.events as f64 / s, |b: f64| b.max(r.events as f64 / s)));
+                best_verify = Some(
+                    best_verify.map_or(r.events as f64 / s, |b: f64| b.max(r.events as f64 / s)),
+                );
             }
             Ok(Err(e)) => eprintln!("  round {round}: verify failed: {e}"),
             Err(_) => eprintln!("  round {round}: verify timed out"),
@@ -248,7 +253,8 @@ async fn run() -> BenchResult<()> {
         Err(e) => eprintln!("step 5 (idle) failed: {e}"),
     }
     let loaded: BenchResult<(Vec<f64>, f64)> =
-        match tokio::time::timeout(PHASE_TIMEOUT, latency_under_load(&ledger, &timed, &text)).await {
+        match tokio::time::timeout(PHASE_TIMEOUT, latency_under_load(&ledger, &timed, &text)).await
+        {
             Ok(r) => r,
             Err(_) => Err("timed out".into()),
         };
@@ -350,7 +356,7 @@ async fn append_many(
         checkpoint: None,
     };
     let settle = |r: Result<Result<Receipt, AppendError>, tokio::task::JoinError>,
-                      outcome: &mut AppendOutcome| {
+                  outcome: &mut AppendOutcome| {
         match r.expect("append task panicked") {
             Ok(_) => outcome.ok += 1,
             Err(e) => {
@@ -508,7 +514,8 @@ async fn latency_under_load(
     };
     // Wait (bounded) until the background writers are saturated.
     let warmup_deadline = Instant::now() + Duration::from_secs(60);
-    while done.load(Ordering::Relaxed) < BACKGROUND_WARMUP_APPENDS && Instant::now() < warmup_deadline
+    while done.load(Ordering::Relaxed) < BACKGROUND_WARMUP_APPENDS
+        && Instant::now() < warmup_deadline
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -520,7 +527,10 @@ async fn latency_under_load(
     stop.store(true, Ordering::Relaxed);
     let outcome = background.await?;
     if let Some(e) = outcome.first_error {
-        eprintln!("step 5: {} background appends failed; first: {e}", outcome.errors);
+        eprintln!(
+            "step 5: {} background appends failed; first: {e}",
+            outcome.errors
+        );
     }
     Ok((latencies?, background_per_s))
 }
@@ -580,7 +590,11 @@ fn print_table(f: &Figures) {
     let rx = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.2}x"));
 
     println!();
-    println!("ansinh ledger bench ({} B envelopes, {} partitions, 2-core box)", f.envelope_bytes, PARTITIONS.len());
+    println!(
+        "ansinh ledger bench ({} B envelopes, {} partitions, 2-core box)",
+        f.envelope_bytes,
+        PARTITIONS.len()
+    );
     println!("| figure | value | target | verdict |");
     println!("|---|---|---|---|");
     println!(
@@ -596,8 +610,14 @@ fn print_table(f: &Figures) {
         "| 3. raw JetStream publish, lazy fsync ({RAW_LAZY_MESSAGES}, {RAW_IN_FLIGHT} in flight) | {} | | |",
         num(f.raw_lazy_per_s, "msgs/s")
     );
-    println!("| 4a. verify (blake3 + chain checks) | {} | | |", num(f.verify_per_s, "events/s"));
-    println!("| 4b. raw ordered read, count only | {} | | |", num(f.raw_read_per_s, "msgs/s"));
+    println!(
+        "| 4a. verify (blake3 + chain checks) | {} | | |",
+        num(f.verify_per_s, "events/s")
+    );
+    println!(
+        "| 4b. raw ordered read, count only | {} | | |",
+        num(f.raw_read_per_s, "msgs/s")
+    );
     println!(
         "| 5a. one append, idle: p50 / p99 ({IDLE_LATENCY_SAMPLES}) | {} / {} | | |",
         num(f.idle_p50_ms, "ms"),

@@ -114,6 +114,11 @@ enum AuditCommand {
         #[arg(long)]
         partition: Option<String>,
     },
+    /// Re-derive every eligibility decision from its recorded inputs; list mismatches.
+    RecomputeEligibility {
+        #[arg(long)]
+        partition: Option<String>,
+    },
     /// The audit trail of one subject, e.g. household:0100007-000001.
     Trail {
         #[arg(long)]
@@ -185,6 +190,38 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         Command::Audit {
             command: AuditCommand::Verify { partition },
         } => verify(&runtime, partition, json).await,
+        Command::Audit {
+            command: AuditCommand::RecomputeEligibility { partition },
+        } => {
+            let only = partition.as_deref().map(Partition::new).transpose()?;
+            let mut stream = runtime.ledger.stream().clone();
+            let report = ansinh::recompute::recompute_eligibility(
+                &mut stream,
+                runtime.ledger.config(),
+                only.as_ref(),
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for m in &report.mismatches {
+                    println!(
+                        "MISMATCH partition {} seq {} household {}: {}",
+                        m.partition, m.sequence, m.household_id, m.problem
+                    );
+                }
+                println!(
+                    "{} decisions rechecked, {} mismatches",
+                    report.decisions,
+                    report.mismatches.len()
+                );
+            }
+            Ok(if report.mismatches.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Audit {
             command: AuditCommand::Trail { subject },
         } => {
@@ -314,6 +351,17 @@ async fn demo(
         events as f64 / summary.seconds
     );
     let code = verify(runtime, None, json).await?;
+    let mut stream = runtime.ledger.stream().clone();
+    let recomputed =
+        ansinh::recompute::recompute_eligibility(&mut stream, runtime.ledger.config(), None)
+            .await?;
+    if !json {
+        println!(
+            "{} eligibility decisions re-derived from their recorded inputs: {} mismatches",
+            recomputed.decisions,
+            recomputed.mismatches.len()
+        );
+    }
     let projector = Projector::open(runtime.ledger.store().db())?;
     let mut stream = runtime.ledger.stream().clone();
     projector

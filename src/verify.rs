@@ -51,6 +51,17 @@ pub async fn verify(
     only: Option<&Partition>,
     mut progress: impl FnMut(u64),
 ) -> Result<VerifyReport, VerifyError> {
+    verify_with(stream, config, only, |seq, _| progress(seq)).await
+}
+
+/// Like `verify`, and hands every verified envelope (with its stream sequence) to
+/// `on_event`: audits that read payloads see only events whose chain checked out.
+pub async fn verify_with(
+    stream: &mut Stream,
+    config: &LogConfig,
+    only: Option<&Partition>,
+    mut on_event: impl FnMut(u64, &crate::proto::Envelope),
+) -> Result<VerifyReport, VerifyError> {
     let end = reader::last_stream_sequence(stream)
         .await
         .map_err(VerifyError::Nats)?;
@@ -75,16 +86,18 @@ pub async fn verify(
                     .or_insert(ChainHead::genesis(partition))
             }
         };
-        let (next, _) = chain::check_next(head, &event.payload, event.header_hash.as_deref())
-            .map_err(|cause| VerifyError::Broken {
-                partition: name.to_string(),
-                stream_sequence: event.stream_sequence,
-                expected_sequence: head.sequence + 1,
-                cause,
-            })?;
+        let (next, envelope) =
+            chain::check_next(head, &event.payload, event.header_hash.as_deref()).map_err(
+                |cause| VerifyError::Broken {
+                    partition: name.to_string(),
+                    stream_sequence: event.stream_sequence,
+                    expected_sequence: head.sequence + 1,
+                    cause,
+                },
+            )?;
         *head = next;
         report.events += 1;
-        progress(event.stream_sequence);
+        on_event(event.stream_sequence, &envelope);
         Ok(())
     };
     reader::read_range(stream, &filter, 1, end, visit)

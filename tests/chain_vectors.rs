@@ -15,7 +15,11 @@ fn vector_envelope(sequence: u64, prev: &chain::Digest, text: &str) -> Vec<u8> {
         sequence,
         prev_hash: Bytes::copy_from_slice(&prev.0),
         recorded_at_unix_ms: 1_767_225_600_000 + sequence as i64,
-        actor: Some(proto::Actor { id: "staff:0001".into(), role: "teller".into(), unit: "0100007".into() }),
+        actor: Some(proto::Actor {
+            id: "staff:0001".into(),
+            role: "teller".into(),
+            unit: "0100007".into(),
+        }),
         idempotency_key: format!("vector-{sequence}"),
         correlation_id: String::new(),
         subjects: vec!["household:0100007-000001".into()],
@@ -63,17 +67,26 @@ fn chain_md_carries_the_vectors_this_code_computes() {
         ("event 2 bytes", &v.event2_bytes),
         ("event 2 hash", &v.event2_hash),
     ] {
-        assert!(DOC.contains(value.as_str()), "docs/CHAIN.md lacks the {name} vector {value}");
+        assert!(
+            DOC.contains(value.as_str()),
+            "docs/CHAIN.md lacks the {name} vector {value}"
+        );
     }
 }
 
 #[test]
 fn raw_blake3_vectors() {
     // Independent of prost: the domain-separated hash of fixed bytes.
-    assert_eq!(chain::event_hash(b"").to_hex(), blake3::hash(b"ansinh/v1/event\0").to_hex().to_string());
+    assert_eq!(
+        chain::event_hash(b"").to_hex(),
+        blake3::hash(b"ansinh/v1/event\0").to_hex().to_string()
+    );
     let mut input = b"ansinh/v1/genesis\0".to_vec();
     input.extend_from_slice(b"79");
-    assert_eq!(chain::genesis(&Partition::new("79").unwrap()).to_hex(), blake3::hash(&input).to_hex().to_string());
+    assert_eq!(
+        chain::genesis(&Partition::new("79").unwrap()).to_hex(),
+        blake3::hash(&input).to_hex().to_string()
+    );
 }
 
 #[test]
@@ -92,5 +105,8 @@ fn a_flipped_bit_anywhere_breaks_the_link() {
 #[ignore = "prints the vectors for docs/CHAIN.md"]
 fn print_vectors() {
     let v = vectors();
-    println!("genesis {}\ne1 {}\nh1 {}\ne2 {}\nh2 {}", v.genesis, v.event1_bytes, v.event1_hash, v.event2_bytes, v.event2_hash);
+    println!(
+        "genesis {}\ne1 {}\nh1 {}\ne2 {}\nh2 {}",
+        v.genesis, v.event1_bytes, v.event1_hash, v.event2_bytes, v.event2_hash
+    );
 }

@@ -39,18 +39,36 @@ async fn appends_form_a_verified_chain_per_partition() {
     let mut receipts = Vec::new();
     for i in 0..20 {
         let partition = if i % 2 == 0 { "01" } else { "79" };
-        receipts.push(ledger.append(note(partition, &format!("k{i}"), "hello")).await.unwrap());
+        receipts.push(
+            ledger
+                .append(note(partition, &format!("k{i}"), "hello"))
+                .await
+                .unwrap(),
+        );
     }
-    assert_eq!(receipts.iter().filter(|r| r.partition == "01").map(|r| r.sequence).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
+    assert_eq!(
+        receipts
+            .iter()
+            .filter(|r| r.partition == "01")
+            .map(|r| r.sequence)
+            .collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
     let mut stream = stream_of(&config).await;
     let report = verify(&mut stream, &config, None, |_| {}).await.unwrap();
     assert_eq!(report.events, 20);
     assert_eq!(report.partitions["01"].events, 10);
     assert_eq!(report.partitions["79"].head, receipts.last().unwrap().hash);
     // The first event links to the partition's genesis value.
-    let first = reader::at_sequence(&stream, receipts[0].stream_sequence).await.unwrap().unwrap();
+    let first = reader::at_sequence(&stream, receipts[0].stream_sequence)
+        .await
+        .unwrap()
+        .unwrap();
     let env = Envelope::decode(first.payload.as_ref()).unwrap();
-    assert_eq!(Digest::from_slice(&env.prev_hash).unwrap(), chain::genesis(&Partition::new("01").unwrap()));
+    assert_eq!(
+        Digest::from_slice(&env.prev_hash).unwrap(),
+        chain::genesis(&Partition::new("01").unwrap())
+    );
     assert_eq!(env.event_type, "ansinh.v1.Note");
 }
 
@@ -59,7 +77,10 @@ async fn a_forged_message_is_found_and_located_and_blocks_appends() {
     let config = fresh_log();
     let (ledger, _dir) = ledger(&config).await;
     for i in 0..5 {
-        ledger.append(note("01", &format!("k{i}"), "real")).await.unwrap();
+        ledger
+            .append(note("01", &format!("k{i}"), "real"))
+            .await
+            .unwrap();
     }
     // A forger publishes straight onto the partition's subject: right sequence, made-up link.
     let forged = Envelope {
@@ -69,14 +90,29 @@ async fn a_forged_message_is_found_and_located_and_blocks_appends() {
         prev_hash: Bytes::from(vec![7u8; 32]),
         idempotency_key: "forged".into(),
         event_type: "ansinh.v1.Note".into(),
-        payload: Some(Payload::Note(proto::Note { text: "pay me".into() })),
+        payload: Some(Payload::Note(proto::Note {
+            text: "pay me".into(),
+        })),
         ..Default::default()
     };
     let js = jetstream::new(client().await);
-    let ack = js.publish(config.subject(&Partition::new("01").unwrap()), forged.encode_to_vec().into()).await.unwrap().await.unwrap();
+    let ack = js
+        .publish(
+            config.subject(&Partition::new("01").unwrap()),
+            forged.encode_to_vec().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     let mut stream = stream_of(&config).await;
     match verify(&mut stream, &config, None, |_| {}).await {
-        Err(VerifyError::Broken { partition, stream_sequence, expected_sequence, cause: ChainBreak::WrongPrevHash { .. } }) => {
+        Err(VerifyError::Broken {
+            partition,
+            stream_sequence,
+            expected_sequence,
+            cause: ChainBreak::WrongPrevHash { .. },
+        }) => {
             assert_eq!(partition, "01");
             assert_eq!(stream_sequence, ack.sequence);
             assert_eq!(expected_sequence, 6);
@@ -87,16 +123,30 @@ async fn a_forged_message_is_found_and_located_and_blocks_appends() {
     let config2 = fresh_log();
     let (ledger2, _dir2) = common::ledger(&config2).await;
     ledger2.append(note("02", "a", "real")).await.unwrap();
-    let ack = js.publish(config2.subject(&Partition::new("02").unwrap()), Bytes::from_static(b"\xff\xff\xff")).await.unwrap().await.unwrap();
+    let ack = js
+        .publish(
+            config2.subject(&Partition::new("02").unwrap()),
+            Bytes::from_static(b"\xff\xff\xff"),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     let mut stream2 = stream_of(&config2).await;
     match verify(&mut stream2, &config2, None, |_| {}).await {
-        Err(VerifyError::Broken { stream_sequence, cause: ChainBreak::Undecodable(_), .. }) => assert_eq!(stream_sequence, ack.sequence),
+        Err(VerifyError::Broken {
+            stream_sequence,
+            cause: ChainBreak::Undecodable(_),
+            ..
+        }) => assert_eq!(stream_sequence, ack.sequence),
         other => panic!("garbage not located: {other:?}"),
     }
     // A fresh writer must not build on the forgery.
     let (fresh, _d) = common::ledger(&config).await;
     match fresh.append(note("01", "after", "x")).await {
-        Err(AppendError::ChainBroken { stream_sequence, .. }) => assert_eq!(stream_sequence, 6),
+        Err(AppendError::ChainBroken {
+            stream_sequence, ..
+        }) => assert_eq!(stream_sequence, 6),
         other => panic!("append on a forged chain: {other:?}"),
     }
 }
@@ -121,7 +171,10 @@ async fn a_stream_that_allows_delete_or_purge_is_refused() {
     }
     let store_dir = tempfile::tempdir().unwrap();
     let store = LedgerStore::open(store_dir.path()).unwrap();
-    assert!(matches!(Ledger::open(client().await, config, store).await, Err(AppendError::Stream(StreamError::Unsafe { .. }))));
+    assert!(matches!(
+        Ledger::open(client().await, config, store).await,
+        Err(AppendError::Stream(StreamError::Unsafe { .. }))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,21 +198,40 @@ async fn two_writers_racing_on_one_partition_leave_one_linear_chain() {
         })
     };
     let (ra, rb) = tokio::join!(run(a, "a"), run(b, "b"));
-    let mut sequences: Vec<u64> = ra.unwrap().into_iter().chain(rb.unwrap()).map(|r| r.sequence).collect();
+    let mut sequences: Vec<u64> = ra
+        .unwrap()
+        .into_iter()
+        .chain(rb.unwrap())
+        .map(|r| r.sequence)
+        .collect();
     sequences.sort_unstable();
-    assert_eq!(sequences, (1..=2 * PER_WRITER as u64).collect::<Vec<_>>(), "every append got its own place");
+    assert_eq!(
+        sequences,
+        (1..=2 * PER_WRITER as u64).collect::<Vec<_>>(),
+        "every append got its own place"
+    );
     let mut stream = stream_of(&config).await;
     let report = verify(&mut stream, &config, None, |_| {}).await.unwrap();
     assert_eq!(report.events, 2 * PER_WRITER as u64);
-    assert_eq!(message_count(&config).await, 2 * PER_WRITER as u64, "no stray or duplicate messages");
+    assert_eq!(
+        message_count(&config).await,
+        2 * PER_WRITER as u64,
+        "no stray or duplicate messages"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_idempotency_key_yields_one_event_forever() {
     let config = fresh_log();
     let (ledger, _dir) = ledger(&config).await;
-    let first = ledger.append(note("01", "pay:2026-12:hh1", "first")).await.unwrap();
-    let again = ledger.append(note("01", "pay:2026-12:hh1", "second try")).await.unwrap();
+    let first = ledger
+        .append(note("01", "pay:2026-12:hh1", "first"))
+        .await
+        .unwrap();
+    let again = ledger
+        .append(note("01", "pay:2026-12:hh1", "second try"))
+        .await
+        .unwrap();
     assert!(!first.duplicate && again.duplicate);
     assert_eq!((again.sequence, again.hash), (first.sequence, first.hash));
     // Repeats inside one batch: only one is written.
@@ -176,7 +248,10 @@ async fn a_repeated_idempotency_key_yields_one_event_forever() {
     // A writer with an empty store (as after the JetStream duplicate window, or on a new
     // machine) rebuilds the index from the log and still refuses to append twice.
     let (fresh, _d) = common::ledger(&config).await;
-    let late = fresh.append(note("01", "pay:2026-12:hh1", "a year later")).await.unwrap();
+    let late = fresh
+        .append(note("01", "pay:2026-12:hh1", "a year later"))
+        .await
+        .unwrap();
     assert!(late.duplicate);
     assert_eq!(late.hash, first.hash);
     assert_eq!(message_count(&config).await, 2);
@@ -188,19 +263,47 @@ async fn bad_input_gets_a_typed_error_and_appends_nothing() {
     let (ledger, _dir) = ledger(&config).await;
     ledger.append(note("01", "ok", "fine")).await.unwrap();
     // Undecodable request bytes.
-    assert!(matches!(Ledger::draft_from_wire(b"\x0a\xff\xff\xff\xff"), Err(AppendError::Undecodable(_))));
+    assert!(matches!(
+        Ledger::draft_from_wire(b"\x0a\xff\xff\xff\xff"),
+        Err(AppendError::Undecodable(_))
+    ));
     // A request with no payload this ledger knows.
-    let unknown = Envelope { partition: "01".into(), idempotency_key: "u".into(), ..Default::default() };
-    assert!(matches!(Ledger::draft_from_wire(&unknown.encode_to_vec()), Err(AppendError::UnknownPayload)));
+    let unknown = Envelope {
+        partition: "01".into(),
+        idempotency_key: "u".into(),
+        ..Default::default()
+    };
+    assert!(matches!(
+        Ledger::draft_from_wire(&unknown.encode_to_vec()),
+        Err(AppendError::UnknownPayload)
+    ));
     // Empty partition name.
-    let empty = Envelope { partition: String::new(), idempotency_key: "e".into(), payload: Some(Payload::Note(proto::Note::default())), ..Default::default() };
-    assert!(matches!(Ledger::draft_from_wire(&empty.encode_to_vec()), Err(AppendError::Partition(chain::PartitionError::Empty))));
+    let empty = Envelope {
+        partition: String::new(),
+        idempotency_key: "e".into(),
+        payload: Some(Payload::Note(proto::Note::default())),
+        ..Default::default()
+    };
+    assert!(matches!(
+        Ledger::draft_from_wire(&empty.encode_to_vec()),
+        Err(AppendError::Partition(chain::PartitionError::Empty))
+    ));
     // Oversized event.
     let big = note("01", "big", &"x".repeat(chain::EVENT_BYTES_MAX));
-    assert!(matches!(ledger.append(big).await, Err(AppendError::Oversized { .. })));
+    assert!(matches!(
+        ledger.append(big).await,
+        Err(AppendError::Oversized { .. })
+    ));
     // Missing idempotency key.
-    assert!(matches!(ledger.append(note("01", "", "x")).await, Err(AppendError::MissingIdempotencyKey)));
-    assert_eq!(message_count(&config).await, 1, "nothing was appended by bad input");
+    assert!(matches!(
+        ledger.append(note("01", "", "x")).await,
+        Err(AppendError::MissingIdempotencyKey)
+    ));
+    assert_eq!(
+        message_count(&config).await,
+        1,
+        "nothing was appended by bad input"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,7 +324,11 @@ async fn unknown_payloads_still_verify() {
     .encode_to_vec();
     bytes.extend_from_slice(&[0xba, 0x3e, 3, b'n', b'e', b'w']); // field 999, length-delimited "new"
     let js = jetstream::new(client().await);
-    js.publish(config.subject(&Partition::new("01").unwrap()), bytes.into()).await.unwrap().await.unwrap();
+    js.publish(config.subject(&Partition::new("01").unwrap()), bytes.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     let mut stream = stream_of(&config).await;
     let report = verify(&mut stream, &config, None, |_| {}).await.unwrap();
     assert_eq!(report.partitions["01"].events, 2);
@@ -233,18 +340,30 @@ async fn lost_acknowledged_data_is_detected_and_stops_appends_until_an_operator_
     let dir = tempfile::tempdir().unwrap();
     let ledger = ledger_at(&config, dir.path()).await;
     for i in 0..3 {
-        ledger.append(note("01", &format!("k{i}"), "acknowledged")).await.unwrap();
+        ledger
+            .append(note("01", &format!("k{i}"), "acknowledged"))
+            .await
+            .unwrap();
     }
     ledger.close().await.unwrap();
     // The server loses the stream (a disk replaced, a bad restore): simulate by deleting it.
     let js = jetstream::new(client().await);
     js.delete_stream(&config.stream_name).await.unwrap();
     let store = LedgerStore::open(&dir.path().join("ledger.sled")).unwrap();
-    let (ledger, lost) = Ledger::open(client().await, config.clone(), store).await.unwrap();
+    let (ledger, lost) = Ledger::open(client().await, config.clone(), store)
+        .await
+        .unwrap();
     assert_eq!(lost.len(), 1);
     assert_eq!(lost[0].partition, "01");
-    assert!(lost[0].reason.contains("acknowledged sequence 3"), "{}", lost[0].reason);
-    assert!(matches!(ledger.append(note("01", "k9", "x")).await, Err(AppendError::LostAcknowledgedData { .. })));
+    assert!(
+        lost[0].reason.contains("acknowledged sequence 3"),
+        "{}",
+        lost[0].reason
+    );
+    assert!(matches!(
+        ledger.append(note("01", "k9", "x")).await,
+        Err(AppendError::LostAcknowledgedData { .. })
+    ));
     assert_eq!(message_count(&config).await, 0);
     // Other partitions are unaffected.
     ledger.append(note("02", "other", "x")).await.unwrap();
@@ -252,7 +371,14 @@ async fn lost_acknowledged_data_is_detected_and_stops_appends_until_an_operator_
     ledger.store().accept_stream_head("01").unwrap();
     ledger.close().await.unwrap();
     let resumed = ledger_at(&config, dir.path()).await;
-    assert_eq!(resumed.append(note("01", "k9", "x")).await.unwrap().sequence, 1);
+    assert_eq!(
+        resumed
+            .append(note("01", "k9", "x"))
+            .await
+            .unwrap()
+            .sequence,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,14 +386,28 @@ async fn projections_apply_each_event_once_and_rebuild_to_the_same_state() {
     let config = fresh_log();
     let (ledger, dir) = ledger(&config).await;
     for i in 0..40 {
-        ledger.append(note(if i % 3 == 0 { "01" } else { "79" }, &format!("k{i}"), "x")).await.unwrap();
+        ledger
+            .append(note(
+                if i % 3 == 0 { "01" } else { "79" },
+                &format!("k{i}"),
+                "x",
+            ))
+            .await
+            .unwrap();
     }
     let mut stream = stream_of(&config).await;
     let projector = Projector::open(ledger.store().db()).unwrap();
     assert_eq!(projector.catch_up(&mut stream, &config).await.unwrap(), 40);
-    assert_eq!(projector.catch_up(&mut stream, &config).await.unwrap(), 0, "nothing applied twice");
+    assert_eq!(
+        projector.catch_up(&mut stream, &config).await.unwrap(),
+        0,
+        "nothing applied twice"
+    );
     for i in 40..50 {
-        ledger.append(note("01", &format!("k{i}"), "x")).await.unwrap();
+        ledger
+            .append(note("01", &format!("k{i}"), "x"))
+            .await
+            .unwrap();
     }
     assert_eq!(projector.catch_up(&mut stream, &config).await.unwrap(), 10);
     let summaries = projector.summaries().unwrap();
@@ -275,7 +415,14 @@ async fn projections_apply_each_event_once_and_rebuild_to_the_same_state() {
     assert_eq!(summaries["79"].events, 26);
     let trail = projector.trail("note:k3").unwrap();
     assert_eq!(trail.len(), 1);
-    assert_eq!((trail[0].partition.as_str(), trail[0].sequence, trail[0].role.as_str()), ("01", 2, "teller"));
+    assert_eq!(
+        (
+            trail[0].partition.as_str(),
+            trail[0].sequence,
+            trail[0].role.as_str()
+        ),
+        ("01", 2, "teller")
+    );
     let incremental = projector.fingerprint().unwrap();
     assert_eq!(projector.rebuild(&mut stream, &config).await.unwrap(), 50);
     assert_eq!(projector.fingerprint().unwrap(), incremental);
@@ -292,8 +439,21 @@ async fn a_writer_killed_mid_batch_loses_no_acknowledged_event() {
     let config = fresh_log();
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ansinh"))
-        .args(["--data-dir", dir.path().to_str().unwrap(), "--nats", &server_url()])
-        .args(["load", "--partition", "01", "--count", "1000000", "--concurrency", "4096"])
+        .args([
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--nats",
+            &server_url(),
+        ])
+        .args([
+            "load",
+            "--partition",
+            "01",
+            "--count",
+            "1000000",
+            "--concurrency",
+            "4096",
+        ])
         .env("ANSINH_STREAM", &config.stream_name)
         .env("ANSINH_SUBJECT_PREFIX", &config.subject_prefix)
         .stdout(Stdio::piped())
@@ -306,26 +466,86 @@ async fn a_writer_killed_mid_batch_loses_no_acknowledged_event() {
     while acked.len() < 5_000 {
         let line = lines.next().expect("writer still running").unwrap();
         let mut parts = line.split(' ').skip(1);
-        acked.push((parts.next().unwrap().parse().unwrap(), parts.next().unwrap().to_string()));
+        acked.push((
+            parts.next().unwrap().parse().unwrap(),
+            parts.next().unwrap().to_string(),
+        ));
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
     for line in lines {
         let line = line.unwrap();
         let mut parts = line.split(' ').skip(1);
-        acked.push((parts.next().unwrap().parse().unwrap(), parts.next().unwrap().to_string()));
+        acked.push((
+            parts.next().unwrap().parse().unwrap(),
+            parts.next().unwrap().to_string(),
+        ));
     }
     let mut stream = stream_of(&config).await;
-    let report = verify(&mut stream, &config, None, |_| {}).await.expect("the chain is valid after the kill");
+    let report = verify(&mut stream, &config, None, |_| {})
+        .await
+        .expect("the chain is valid after the kill");
     let chain = chain_of(&config, "01").await;
     for (sequence, hash) in &acked {
-        assert_eq!(&chain[*sequence as usize - 1].1.to_hex(), hash, "acknowledged event {sequence} is in the log");
+        assert_eq!(
+            &chain[*sequence as usize - 1].1.to_hex(),
+            hash,
+            "acknowledged event {sequence} is in the log"
+        );
     }
     // A restarted writer on the same store continues the chain.
     let before = report.partitions["01"].events;
     let ledger = ledger_at(&config, dir.path()).await;
-    let r = ledger.append(note("01", "after-restart", "x")).await.unwrap();
+    let r = ledger
+        .append(note("01", "after-restart", "x"))
+        .await
+        .unwrap();
     assert_eq!(r.sequence, before + 1);
     let report = verify(&mut stream, &config, None, |_| {}).await.unwrap();
     assert_eq!(report.partitions["01"].events, before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recompute_eligibility_finds_exactly_the_wrong_decision() {
+    use ansinh::domain::eligibility;
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    let standard =
+        eligibility::standard_in_force(chrono::NaiveDate::from_ymd_opt(2026, 11, 15).unwrap())
+            .unwrap();
+    let decision = |household: &str, income: &str, class: &str| proto::EligibilityDecided {
+        household_id: household.into(),
+        review_year: 2026,
+        income_per_person_vnd: income.into(),
+        area: "rural".into(),
+        deprived_indicators: vec![],
+        standard_id: standard.id.clone(),
+        standard_hash: standard.content_hash.clone(),
+        class: class.into(),
+        decided_on: "2026-11-15".into(),
+        valid_from: "2026-11-15".into(),
+        valid_to: "2026-12-31".into(),
+    };
+    let mut draft = note("01", "d1", "");
+    // Exactly at the rural line with no deprivation: near-poor.
+    draft.payload = Payload::EligibilityDecided(decision("0100007-000001", "1500000", "near_poor"));
+    ledger.append(draft.clone()).await.unwrap();
+    draft.idempotency_key = "d2".into();
+    // Recorded as poor although the income is far above the line.
+    draft.payload = Payload::EligibilityDecided(decision("0100007-000002", "9000000", "poor"));
+    let wrong = ledger.append(draft).await.unwrap();
+    let mut stream = stream_of(&config).await;
+    let report = ansinh::recompute::recompute_eligibility(&mut stream, &config, None)
+        .await
+        .unwrap();
+    assert_eq!(report.decisions, 2);
+    assert_eq!(report.mismatches.len(), 1);
+    assert_eq!(report.mismatches[0].sequence, wrong.sequence);
+    assert!(
+        report.mismatches[0]
+            .problem
+            .contains("recorded class poor, inputs give not_poor"),
+        "{}",
+        report.mismatches[0].problem
+    );
 }

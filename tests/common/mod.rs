@@ -22,7 +22,8 @@ pub fn server_url() -> String {
     SERVER
         .get_or_init(|| {
             let dir = tempfile::tempdir().expect("temp dir");
-            let server = NatsServer::start(dir.path(), Sync::Always).expect("start nats-server (run scripts/install-nats-server.sh)");
+            let server = NatsServer::start(dir.path(), Sync::Always)
+                .expect("start nats-server (run scripts/install-nats-server.sh)");
             Shared { server, _dir: dir }
         })
         .server
@@ -33,11 +34,16 @@ pub fn server_url() -> String {
 pub fn fresh_log() -> LogConfig {
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
     let tag = format!("{}_{n}", std::process::id());
-    LogConfig { stream_name: format!("T_{tag}"), subject_prefix: format!("t{tag}.events") }
+    LogConfig {
+        stream_name: format!("T_{tag}"),
+        subject_prefix: format!("t{tag}.events"),
+    }
 }
 
 pub async fn client() -> async_nats::Client {
-    async_nats::connect(server_url()).await.expect("connect to test nats-server")
+    async_nats::connect(server_url())
+        .await
+        .expect("connect to test nats-server")
 }
 
 /// A ledger with its own store directory (returned so it outlives the ledger).
@@ -49,7 +55,9 @@ pub async fn ledger(config: &LogConfig) -> (Ledger, tempfile::TempDir) {
 
 pub async fn ledger_at(config: &LogConfig, dir: &std::path::Path) -> Ledger {
     let store = LedgerStore::open(&dir.join("ledger.sled")).expect("open store");
-    let (ledger, lost) = Ledger::open(client().await, config.clone(), store).await.expect("open ledger");
+    let (ledger, lost) = Ledger::open(client().await, config.clone(), store)
+        .await
+        .expect("open ledger");
     assert!(lost.is_empty(), "unexpected lost data: {lost:?}");
     ledger
 }
@@ -57,7 +65,11 @@ pub async fn ledger_at(config: &LogConfig, dir: &std::path::Path) -> Ledger {
 pub fn note(partition: &str, key: &str, text: &str) -> Draft {
     Draft {
         partition: Partition::new(partition).expect("valid partition"),
-        actor: proto::Actor { id: "staff:test".into(), role: "teller".into(), unit: "0100007".into() },
+        actor: proto::Actor {
+            id: "staff:test".into(),
+            role: "teller".into(),
+            unit: "0100007".into(),
+        },
         idempotency_key: key.into(),
         correlation_id: "test".into(),
         subjects: vec![format!("note:{key}")],
@@ -66,9 +78,18 @@ pub fn note(partition: &str, key: &str, text: &str) -> Draft {
 }
 
 pub async fn stream_of(config: &LogConfig) -> async_nats::jetstream::stream::Stream {
-    async_nats::jetstream::new(client().await).get_stream(&config.stream_name).await.expect("stream exists")
+    async_nats::jetstream::new(client().await)
+        .get_stream(&config.stream_name)
+        .await
+        .expect("stream exists")
 }
 
 pub async fn message_count(config: &LogConfig) -> u64 {
-    stream_of(config).await.info().await.expect("stream info").state.messages
+    stream_of(config)
+        .await
+        .info()
+        .await
+        .expect("stream info")
+        .state
+        .messages
 }
