@@ -90,6 +90,8 @@ struct Figures {
     raw_lazy_per_s: Option<f64>,
     verify_per_s: Option<f64>,
     raw_read_per_s: Option<f64>,
+    raw_single_p50_ms: Option<f64>,
+    raw_single_p99_ms: Option<f64>,
     idle_p50_ms: Option<f64>,
     idle_p99_ms: Option<f64>,
     loaded_p50_ms: Option<f64>,
@@ -158,6 +160,10 @@ async fn run() -> BenchResult<()> {
             f.append_errors = outcome.errors;
             f.hwm_at_checkpoint_kib = outcome.checkpoint.map(|m| m.0);
             f.rss_at_checkpoint_kib = outcome.checkpoint.map(|m| m.1);
+            eprintln!("  {} appends in {:.2} s", outcome.ok, outcome.seconds);
+            for (n, hwm, rss) in &outcome.memory {
+                eprintln!("  memory after {n} appends: VmHWM {hwm} KiB, VmRSS {rss} KiB");
+            }
             if let Some(e) = outcome.first_error {
                 eprintln!("step 1: {} appends failed; first: {e}", outcome.errors);
             }
@@ -182,6 +188,23 @@ async fn run() -> BenchResult<()> {
         )
         .await,
     );
+
+    // 2'. Diagnostic: one plain publish at a time on the same server, to separate the
+    // disk's fsync latency from the ledger's own per-append cost in step 5.
+    match raw_sequential_latencies(
+        &client,
+        &format!("rawa{tag}"),
+        IDLE_LATENCY_SAMPLES,
+        &payload,
+    )
+    .await
+    {
+        Ok(mut l) => {
+            f.raw_single_p50_ms = Some(percentile(&mut l, 0.50));
+            f.raw_single_p99_ms = Some(percentile(&mut l, 0.99));
+        }
+        Err(e) => eprintln!("step 2' failed: {e}"),
+    }
 
     // 3. Raw lazy baseline on the second server.
     eprintln!("step 3: raw publish, lazy fsync, {RAW_LAZY_MESSAGES} messages");
@@ -333,6 +356,9 @@ struct AppendOutcome {
     seconds: f64,
     /// (VmHWM, VmRSS) when MEMORY_CHECKPOINT appends had completed.
     checkpoint: Option<(u64, u64)>,
+    /// (completed appends, VmHWM, VmRSS) at every multiple of MEMORY_CHECKPOINT, to
+    /// see whether memory grows with the log.
+    memory: Vec<(u64, u64, u64)>,
 }
 
 /// Appends `count` notes round-robin over `partitions`, at most `in_flight` at once.
@@ -354,6 +380,7 @@ async fn append_many(
         first_error: None,
         seconds: 0.0,
         checkpoint: None,
+        memory: Vec::new(),
     };
     let settle = |r: Result<Result<Receipt, AppendError>, tokio::task::JoinError>,
                   outcome: &mut AppendOutcome| {
@@ -367,9 +394,14 @@ async fn append_many(
         if let Some((_, done)) = progress {
             done.fetch_add(1, Ordering::Relaxed);
         }
-        if outcome.checkpoint.is_none() && outcome.ok + outcome.errors == MEMORY_CHECKPOINT {
+        let completed = outcome.ok + outcome.errors;
+        if completed % MEMORY_CHECKPOINT == 0 {
             let (hwm, rss) = memory_kib();
-            outcome.checkpoint = Some((hwm.unwrap_or(0), rss.unwrap_or(0)));
+            let (hwm, rss) = (hwm.unwrap_or(0), rss.unwrap_or(0));
+            if completed == MEMORY_CHECKPOINT {
+                outcome.checkpoint = Some((hwm, rss));
+            }
+            outcome.memory.push((completed, hwm, rss));
         }
     };
     for n in 0..count {
@@ -429,6 +461,25 @@ async fn raw_publish(
 }
 
 use std::future::IntoFuture as _;
+
+/// Plain publishes to an existing stream, each awaited before the next; milliseconds.
+async fn raw_sequential_latencies(
+    client: &async_nats::Client,
+    subject: &str,
+    samples: usize,
+    payload: &Bytes,
+) -> BenchResult<Vec<f64>> {
+    let js = jetstream::new(client.clone());
+    let mut latencies = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let started = Instant::now();
+        js.publish(subject.to_string(), payload.clone())
+            .await?
+            .await?;
+        latencies.push(started.elapsed().as_secs_f64() * 1_000.0);
+    }
+    Ok(latencies)
+}
 
 /// Reads the whole stream with an ordered pull consumer (as verify does), counting
 /// messages only: no decoding, no hashing. Returns (messages, seconds).
@@ -617,6 +668,11 @@ fn print_table(f: &Figures) {
     println!(
         "| 4b. raw ordered read, count only | {} | | |",
         num(f.raw_read_per_s, "msgs/s")
+    );
+    println!(
+        "| 5'. raw single publish, fsync always, idle: p50 / p99 ({IDLE_LATENCY_SAMPLES}) | {} / {} | | |",
+        num(f.raw_single_p50_ms, "ms"),
+        num(f.raw_single_p99_ms, "ms")
     );
     println!(
         "| 5a. one append, idle: p50 / p99 ({IDLE_LATENCY_SAMPLES}) | {} / {} | | |",

@@ -61,7 +61,13 @@ impl NatsServer {
     /// target, also relative to the crate for tests), then PATH.
     pub fn find_binary() -> Result<PathBuf, ServerError> {
         if let Some(path) = std::env::var_os(SERVER_ENV) {
-            return Ok(PathBuf::from(path));
+            let path = PathBuf::from(path);
+            // Named explicitly: use it or say so; never fall back to another binary.
+            return if path.is_file() {
+                Ok(path)
+            } else {
+                Err(ServerError::NotFound)
+            };
         }
         let local = [
             PathBuf::from(".tools/bin/nats-server"),

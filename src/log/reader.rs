@@ -16,6 +16,17 @@ pub struct RawEvent {
     pub header_hash: Option<String>,
 }
 
+impl From<async_nats::jetstream::message::StreamMessage> for RawEvent {
+    fn from(m: async_nats::jetstream::message::StreamMessage) -> Self {
+        Self {
+            stream_sequence: m.sequence,
+            subject: m.subject.to_string(),
+            header_hash: m.headers.get(HEADER_HASH).map(|v| v.as_str().to_string()),
+            payload: m.payload,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError<E> {
     /// The server could not be read; retry later.
@@ -93,12 +104,7 @@ pub async fn last_on_subject(
     subject: &str,
 ) -> Result<Option<RawEvent>, String> {
     match stream.get_last_raw_message_by_subject(subject).await {
-        Ok(m) => Ok(Some(RawEvent {
-            stream_sequence: m.sequence,
-            subject: m.subject.to_string(),
-            header_hash: m.headers.get(HEADER_HASH).map(|v| v.as_str().to_string()),
-            payload: m.payload,
-        })),
+        Ok(m) => Ok(Some(RawEvent::from(m))),
         Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
         Err(e) => Err(e.to_string()),
     }
@@ -110,12 +116,7 @@ pub async fn at_sequence(
     sequence: u64,
 ) -> Result<Option<RawEvent>, String> {
     match stream.get_raw_message(sequence).await {
-        Ok(m) => Ok(Some(RawEvent {
-            stream_sequence: m.sequence,
-            subject: m.subject.to_string(),
-            header_hash: m.headers.get(HEADER_HASH).map(|v| v.as_str().to_string()),
-            payload: m.payload,
-        })),
+        Ok(m) => Ok(Some(RawEvent::from(m))),
         Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
         Err(e) => Err(e.to_string()),
     }
