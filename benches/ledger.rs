@@ -47,6 +47,11 @@ const RAW_LAZY_MESSAGES: u64 = 200_000;
 /// Publish acks awaited at once in the raw baselines (NATS-NOTES' setting).
 const RAW_IN_FLIGHT: usize = 1_024;
 
+/// Raw atomic batches (diagnostic): the server-side ceiling of group commit on this
+/// machine right now, without the ledger's hashing, headers, store or fences.
+const RAW_BATCHES: u64 = 50;
+const RAW_BATCH_EVENTS: u64 = 1_000;
+
 /// Rounds of (raw read, verify), alternated so neither always gets the colder cache.
 const READ_ROUNDS: usize = 2;
 
@@ -90,6 +95,9 @@ struct Figures {
     raw_lazy_per_s: Option<f64>,
     verify_per_s: Option<f64>,
     raw_read_per_s: Option<f64>,
+    raw_batch_per_s: Option<f64>,
+    raw_batch1_p50_ms: Option<f64>,
+    raw_batch1_p99_ms: Option<f64>,
     raw_single_p50_ms: Option<f64>,
     raw_single_p99_ms: Option<f64>,
     idle_p50_ms: Option<f64>,
@@ -204,6 +212,36 @@ async fn run() -> BenchResult<()> {
             f.raw_single_p99_ms = Some(percentile(&mut l, 0.99));
         }
         Err(e) => eprintln!("step 2' failed: {e}"),
+    }
+
+    // 2''. Diagnostic: raw atomic batches of 1,000, one in flight, same server.
+    eprintln!("step 2'': raw atomic batches, {RAW_BATCHES} x {RAW_BATCH_EVENTS}");
+    f.raw_batch_per_s = report(
+        "step 2''",
+        raw_atomic_batches(
+            &client,
+            &format!("RAWC_{tag}"),
+            &format!("rawc{tag}"),
+            &payload,
+        )
+        .await,
+    );
+
+    // 2'''. Diagnostic: one raw atomic batch of ONE message at a time (what an idle
+    // ledger append sends), to split step 5a between server and library.
+    match raw_batch_of_one_latencies(
+        &client,
+        &format!("rawc{tag}"),
+        IDLE_LATENCY_SAMPLES,
+        &payload,
+    )
+    .await
+    {
+        Ok(mut l) => {
+            f.raw_batch1_p50_ms = Some(percentile(&mut l, 0.50));
+            f.raw_batch1_p99_ms = Some(percentile(&mut l, 0.99));
+        }
+        Err(e) => eprintln!("step 2''' failed: {e}"),
     }
 
     // 3. Raw lazy baseline on the second server.
@@ -462,6 +500,82 @@ async fn raw_publish(
 
 use std::future::IntoFuture as _;
 
+/// Atomic batches published the way the ledger's writer does (messages, then a
+/// commit awaited), one batch in flight, no chain or store; returns msgs/s.
+async fn raw_atomic_batches(
+    client: &async_nats::Client,
+    stream_name: &str,
+    subject: &str,
+    payload: &Bytes,
+) -> BenchResult<f64> {
+    use async_nats::header;
+    let js = jetstream::new(client.clone());
+    js.create_stream(stream::Config {
+        name: stream_name.to_string(),
+        subjects: vec![subject.to_string()],
+        storage: stream::StorageType::File,
+        num_replicas: 1,
+        allow_atomic_publish: true,
+        ..Default::default()
+    })
+    .await?;
+    let started = Instant::now();
+    for batch in 0..RAW_BATCHES {
+        let id = format!("b{batch}");
+        for i in 1..=RAW_BATCH_EVENTS {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(header::NATS_BATCH_ID, id.as_str());
+            headers.insert(header::NATS_BATCH_SEQUENCE, i.to_string().as_str());
+            if i < RAW_BATCH_EVENTS {
+                client
+                    .publish_with_headers(subject.to_string(), headers, payload.clone())
+                    .await?;
+            } else {
+                headers.insert(header::NATS_BATCH_COMMIT, header::NATS_BATCH_COMMIT_FINAL);
+                js.send_publish(
+                    subject.to_string(),
+                    jetstream::message::PublishMessage::build()
+                        .headers(headers)
+                        .payload(payload.clone()),
+                )
+                .await?
+                .await?;
+            }
+        }
+    }
+    Ok((RAW_BATCHES * RAW_BATCH_EVENTS) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Atomic batches of one message (commit on the only message), each awaited before
+/// the next, to the atomic stream of step 2''; milliseconds.
+async fn raw_batch_of_one_latencies(
+    client: &async_nats::Client,
+    subject: &str,
+    samples: usize,
+    payload: &Bytes,
+) -> BenchResult<Vec<f64>> {
+    use async_nats::header;
+    let js = jetstream::new(client.clone());
+    let mut latencies = Vec::with_capacity(samples);
+    for n in 0..samples {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(header::NATS_BATCH_ID, format!("one{n}").as_str());
+        headers.insert(header::NATS_BATCH_SEQUENCE, "1");
+        headers.insert(header::NATS_BATCH_COMMIT, header::NATS_BATCH_COMMIT_FINAL);
+        let started = Instant::now();
+        js.send_publish(
+            subject.to_string(),
+            jetstream::message::PublishMessage::build()
+                .headers(headers)
+                .payload(payload.clone()),
+        )
+        .await?
+        .await?;
+        latencies.push(started.elapsed().as_secs_f64() * 1_000.0);
+    }
+    Ok(latencies)
+}
+
 /// Plain publishes to an existing stream, each awaited before the next; milliseconds.
 async fn raw_sequential_latencies(
     client: &async_nats::Client,
@@ -658,6 +772,10 @@ fn print_table(f: &Figures) {
         num(f.raw_durable_per_s, "msgs/s")
     );
     println!(
+        "| 2''. raw atomic batches of {RAW_BATCH_EVENTS}, fsync always, 1 in flight ({RAW_BATCHES} batches) | {} | | |",
+        num(f.raw_batch_per_s, "msgs/s")
+    );
+    println!(
         "| 3. raw JetStream publish, lazy fsync ({RAW_LAZY_MESSAGES}, {RAW_IN_FLIGHT} in flight) | {} | | |",
         num(f.raw_lazy_per_s, "msgs/s")
     );
@@ -673,6 +791,11 @@ fn print_table(f: &Figures) {
         "| 5'. raw single publish, fsync always, idle: p50 / p99 ({IDLE_LATENCY_SAMPLES}) | {} / {} | | |",
         num(f.raw_single_p50_ms, "ms"),
         num(f.raw_single_p99_ms, "ms")
+    );
+    println!(
+        "| 5''. raw atomic batch of 1, fsync always, idle: p50 / p99 ({IDLE_LATENCY_SAMPLES}) | {} / {} | | |",
+        num(f.raw_batch1_p50_ms, "ms"),
+        num(f.raw_batch1_p99_ms, "ms")
     );
     println!(
         "| 5a. one append, idle: p50 / p99 ({IDLE_LATENCY_SAMPLES}) | {} / {} | | |",
