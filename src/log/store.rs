@@ -29,6 +29,9 @@ pub struct HeadRecord {
 }
 
 const HEAD_RECORD_BYTES: usize = 8 + 32 + 8;
+/// sled's page cache (its default is 1 GiB, which lets memory grow with the log).
+/// The hot data are heads and recent idempotency keys; older keys are read from disk.
+pub const STORE_CACHE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
 impl HeadRecord {
     fn encode(&self) -> [u8; HEAD_RECORD_BYTES] {
@@ -70,7 +73,10 @@ fn idem_key(partition: &str, key: &str) -> Vec<u8> {
 
 impl LedgerStore {
     pub fn open(path: &std::path::Path) -> Result<Self, StoreError> {
-        let db = sled::open(path)?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(STORE_CACHE_BYTES_MAX)
+            .open()?;
         Ok(Self {
             heads: db.open_tree("log.heads")?,
             idempotency: db.open_tree("log.idempotency")?,
