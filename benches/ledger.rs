@@ -199,20 +199,16 @@ async fn run() -> BenchResult<()> {
 
     // 2'. Diagnostic: one plain publish at a time on the same server, to separate the
     // disk's fsync latency from the ledger's own per-append cost in step 5.
-    match raw_sequential_latencies(
-        &client,
-        &format!("rawa{tag}"),
-        IDLE_LATENCY_SAMPLES,
-        &payload,
-    )
-    .await
-    {
-        Ok(mut l) => {
-            f.raw_single_p50_ms = Some(percentile(&mut l, 0.50));
-            f.raw_single_p99_ms = Some(percentile(&mut l, 0.99));
-        }
-        Err(e) => eprintln!("step 2' failed: {e}"),
-    }
+    (f.raw_single_p50_ms, f.raw_single_p99_ms) = p50_p99(
+        "step 2'",
+        raw_sequential_latencies(
+            &client,
+            &format!("rawa{tag}"),
+            IDLE_LATENCY_SAMPLES,
+            &payload,
+        )
+        .await,
+    );
 
     // 2''. Diagnostic: raw atomic batches of 1,000, one in flight, same server.
     eprintln!("step 2'': raw atomic batches, {RAW_BATCHES} x {RAW_BATCH_EVENTS}");
@@ -229,20 +225,16 @@ async fn run() -> BenchResult<()> {
 
     // 2'''. Diagnostic: one raw atomic batch of ONE message at a time (what an idle
     // ledger append sends), to split step 5a between server and library.
-    match raw_batch_of_one_latencies(
-        &client,
-        &format!("rawc{tag}"),
-        IDLE_LATENCY_SAMPLES,
-        &payload,
-    )
-    .await
-    {
-        Ok(mut l) => {
-            f.raw_batch1_p50_ms = Some(percentile(&mut l, 0.50));
-            f.raw_batch1_p99_ms = Some(percentile(&mut l, 0.99));
-        }
-        Err(e) => eprintln!("step 2''' failed: {e}"),
-    }
+    (f.raw_batch1_p50_ms, f.raw_batch1_p99_ms) = p50_p99(
+        "step 2'''",
+        raw_batch_of_one_latencies(
+            &client,
+            &format!("rawc{tag}"),
+            IDLE_LATENCY_SAMPLES,
+            &payload,
+        )
+        .await,
+    );
 
     // 3. Raw lazy baseline on the second server.
     eprintln!("step 3: raw publish, lazy fsync, {RAW_LAZY_MESSAGES} messages");
@@ -721,6 +713,20 @@ fn memory_kib() -> (Option<u64>, Option<u64>) {
             .and_then(|v| v.parse().ok())
     };
     (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// p50 and p99 of a latency sample, or (None, None) with the failure printed.
+fn p50_p99(step: &str, r: BenchResult<Vec<f64>>) -> (Option<f64>, Option<f64>) {
+    match r {
+        Ok(mut l) => (
+            Some(percentile(&mut l, 0.50)),
+            Some(percentile(&mut l, 0.99)),
+        ),
+        Err(e) => {
+            eprintln!("{step} failed: {e}");
+            (None, None)
+        }
+    }
 }
 
 fn report(step: &str, r: BenchResult<f64>) -> Option<f64> {
