@@ -556,3 +556,34 @@ async fn recompute_eligibility_finds_exactly_the_wrong_decision() {
         report.mismatches[0].problem
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_stored_by_another_writer_meanwhile_is_answered_as_a_duplicate() {
+    let config = fresh_log();
+    let (a, _da) = ledger(&config).await;
+    let (b, _db) = ledger(&config).await;
+    // B is caught up and idle; then A stores key K. B's index does not know K yet.
+    // Whichever the server checks first (B's stale fence, or K's message id), B must
+    // end up answering K as a duplicate that names A's event.
+    b.append(note("01", "x", "b first")).await.unwrap();
+    let stored = a.append(note("01", "K", "from a")).await.unwrap();
+    let answered = b.append(note("01", "K", "from b")).await.unwrap();
+    assert!(answered.duplicate);
+    assert_eq!(
+        (answered.sequence, answered.hash),
+        (stored.sequence, stored.hash)
+    );
+    // B's head is still right: it keeps appending to one valid chain.
+    assert_eq!(
+        b.append(note("01", "y", "b again")).await.unwrap().sequence,
+        3
+    );
+    let mut stream = stream_of(&config).await;
+    assert_eq!(
+        verify(&mut stream, &config, None, |_| {})
+            .await
+            .unwrap()
+            .events,
+        3
+    );
+}

@@ -622,6 +622,16 @@ impl PartitionWriter {
                     .map_err(|e| e.to_string())?
                     .await
                     .map_err(|e| e.to_string())?;
+                // A "duplicate" ack names an event some writer stored earlier under this
+                // message id, not ours at our place (in 2.15.1 the stale fence fails
+                // first, but the ack must never be taken as our head). Catch up and let
+                // the index answer.
+                if ack.duplicate {
+                    return Err(format!(
+                        "duplicate message id; stored at stream sequence {}",
+                        ack.sequence
+                    ));
+                }
                 return Ok(ack.sequence);
             }
         }
