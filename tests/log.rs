@@ -16,6 +16,14 @@ use bytes::Bytes;
 use common::*;
 use prost::Message;
 
+/// Verifies the whole log of `config`, failing the test on any break.
+async fn verified(config: &ansinh::log::LogConfig) -> ansinh::verify::VerifyReport {
+    let mut stream = stream_of(config).await;
+    verify(&mut stream, config, None, |_| {})
+        .await
+        .expect("the log verifies")
+}
+
 /// Every event of one partition, in order: (partition sequence, hash).
 async fn chain_of(config: &ansinh::log::LogConfig, partition: &str) -> Vec<(u64, Digest)> {
     let stream = stream_of(config).await;
@@ -54,8 +62,8 @@ async fn appends_form_a_verified_chain_per_partition() {
             .collect::<Vec<_>>(),
         (1..=10).collect::<Vec<_>>()
     );
-    let mut stream = stream_of(&config).await;
-    let report = verify(&mut stream, &config, None, |_| {}).await.unwrap();
+    let stream = stream_of(&config).await;
+    let report = verified(&config).await;
     assert_eq!(report.events, 20);
     assert_eq!(report.partitions["01"].events, 10);
     assert_eq!(report.partitions["79"].head, receipts.last().unwrap().hash);
@@ -210,8 +218,7 @@ async fn two_writers_racing_on_one_partition_leave_one_linear_chain() {
         (1..=2 * PER_WRITER as u64).collect::<Vec<_>>(),
         "every append got its own place"
     );
-    let mut stream = stream_of(&config).await;
-    let report = verify(&mut stream, &config, None, |_| {}).await.unwrap();
+    let report = verified(&config).await;
     assert_eq!(report.events, 2 * PER_WRITER as u64);
     assert_eq!(
         message_count(&config).await,
@@ -329,8 +336,7 @@ async fn unknown_payloads_still_verify() {
         .unwrap()
         .await
         .unwrap();
-    let mut stream = stream_of(&config).await;
-    let report = verify(&mut stream, &config, None, |_| {}).await.unwrap();
+    let report = verified(&config).await;
     assert_eq!(report.partitions["01"].events, 2);
 }
 
@@ -378,14 +384,7 @@ async fn lost_acknowledged_data_is_detected_and_stops_appends_until_an_operator_
         ledger.append(note("01", "k9", "x")).await.unwrap().sequence,
         1
     );
-    let mut stream = stream_of(&config).await;
-    assert_eq!(
-        verify(&mut stream, &config, None, |_| {})
-            .await
-            .unwrap()
-            .events,
-        2
-    );
+    assert_eq!(verified(&config).await.events, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -508,7 +507,7 @@ async fn a_writer_killed_mid_batch_loses_no_acknowledged_event() {
         .await
         .unwrap();
     assert_eq!(r.sequence, before + 1);
-    let report = verify(&mut stream, &config, None, |_| {}).await.unwrap();
+    let report = verified(&config).await;
     assert_eq!(report.partitions["01"].events, before + 1);
 }
 
@@ -578,12 +577,5 @@ async fn a_key_stored_by_another_writer_meanwhile_is_answered_as_a_duplicate() {
         b.append(note("01", "y", "b again")).await.unwrap().sequence,
         3
     );
-    let mut stream = stream_of(&config).await;
-    assert_eq!(
-        verify(&mut stream, &config, None, |_| {})
-            .await
-            .unwrap()
-            .events,
-        3
-    );
+    assert_eq!(verified(&config).await.events, 3);
 }
