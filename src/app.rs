@@ -2,8 +2,16 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use crate::log::{Ledger, LedgerStore, LogConfig, writer::LostData};
 use crate::nats_server::{NatsServer, Sync};
+use crate::personal::{Vault, VaultError};
+use crate::projection::Projector;
+use crate::service::Service;
+
+/// The secrets file (key-wrapping key and blind-index key) inside the data directory.
+pub const SECRETS_FILE: &str = "secrets.key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -17,6 +25,10 @@ pub enum AppError {
     Append(#[from] crate::log::AppendError),
     #[error(transparent)]
     Stream(#[from] crate::log::StreamError),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error("projections: {0}")]
+    Projection(String),
 }
 
 /// How to reach NATS: our own embedded server, or an existing one.
@@ -35,6 +47,8 @@ pub struct Runtime {
     pub ledger: Ledger,
     pub lost: Vec<LostData>,
     pub client: async_nats::Client,
+    pub vault: Arc<Vault>,
+    pub projector: Arc<Projector>,
     _server: Option<NatsServer>,
 }
 
@@ -52,13 +66,31 @@ impl Runtime {
         };
         let client = connect(&url, connection.credentials.as_deref()).await?;
         let store = LedgerStore::open(&connection.data_dir.join("ledger.sled"))?;
+        let vault = Arc::new(Vault::open(
+            store.db(),
+            &connection.data_dir.join(SECRETS_FILE),
+        )?);
+        let projector =
+            Arc::new(Projector::open(store.db()).map_err(|e| AppError::Projection(e.to_string()))?);
         let (ledger, lost) = Ledger::open(client.clone(), connection.log.clone(), store).await?;
         Ok(Self {
             ledger,
             lost,
             client,
+            vault,
+            projector,
             _server: server,
         })
+    }
+}
+
+impl Runtime {
+    pub fn service(&self) -> Service {
+        Service::new(
+            self.ledger.clone(),
+            self.vault.clone(),
+            self.projector.clone(),
+        )
     }
 }
 

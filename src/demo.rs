@@ -1,32 +1,39 @@
-//! `ansinh demo`: a province's review season appended through the real ledger.
+//! `ansinh demo`: a province's year, appended through the real ledger.
 //!
-//! Households are registered and classified under the poverty standard in force,
-//! many appends in flight at once so group commit shows; then the chain is verified
-//! and the projections caught up. Inputs come from a seeded generator, so two runs
-//! produce the same events (only recorded-at times differ).
+//! January: households are registered (personal data sealed) and the yearly review
+//! classifies them under the standard in force. February: poor and near-poor
+//! households borrow under the social-policy bank's programmes. March to November:
+//! monthly collections at the commune transaction points, some missed. End of
+//! November: the overdue run, a typhoon freezes loans in one commune and writes one
+//! off, a family moves to another province, a death, and one erasure of personal
+//! data. Every household is a task that submits its year in order; thousands run at
+//! once, so group commit gathers them into batches.
+//!
+//! Inputs come from a seeded generator: two runs decide the same events (only
+//! recorded-at times differ) and a second run appends nothing (idempotency keys).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use rust_decimal::Decimal;
 use tokio::task::JoinSet;
 
+use crate::access::{Caller, Role};
+use crate::book::codec;
 use crate::chain::Partition;
-use crate::domain::eligibility::{self, Area, Class, ClassificationInputs};
-use crate::domain::ids::CitizenId;
-use crate::log::{AppendError, Draft, Ledger};
-use crate::proto::{self, envelope::Payload};
+use crate::domain::eligibility::{self, Area, ClassificationInputs};
+use crate::domain::ids::{CommuneCode, HouseholdId};
+use crate::domain::loans::{Channel, EntrustedOrganisation};
+use crate::domain::money::round_dong;
+use crate::personal::{Member, PersonalData};
+use crate::proto::envelope::Payload;
+use crate::service::{LoanAction, Request, Service, ServiceError};
 
-/// Appends in flight at once during the demo (bounded so memory stays flat).
-pub const IN_FLIGHT_APPENDS_MAX: usize = 4_096;
-
-/// Communes the demo uses per partition (7-digit codes of the 2025 map; illustrative).
-fn communes(partition: &str) -> Vec<String> {
-    (1..=5)
-        .map(|n| format!("{partition}{:05}", n * 7))
-        .collect()
-}
+/// Households whose year runs at once (bounded so memory stays flat).
+pub const HOUSEHOLDS_IN_FLIGHT_MAX: usize = 2_048;
+/// Communes the demo uses per partition.
+const COMMUNES_PER_PARTITION: u64 = 5;
 
 /// A small deterministic generator (SplitMix64): the demo must not depend on a clock
 /// or an OS random source.
@@ -46,155 +53,536 @@ impl Seeded {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
     }
-}
-
-#[derive(Debug, Default)]
-pub struct DemoSummary {
-    pub households: u64,
-    pub decisions: u64,
-    pub by_class: std::collections::BTreeMap<String, u64>,
-    pub seconds: f64,
-}
-
-pub fn class_name(class: Class) -> &'static str {
-    match class {
-        Class::Poor => "poor",
-        Class::NearPoor => "near_poor",
-        Class::AverageLivingStandard => "average",
-        Class::NotPoor => "not_poor",
+    fn pick<'a>(&mut self, list: &[&'a str]) -> &'a str {
+        list[self.below(list.len() as u64) as usize]
     }
 }
 
-/// Registers and classifies `households` households in each partition.
+/// Communes of a partition (7-digit codes of the 2025 map; illustrative).
+pub fn communes(partition: &str) -> Vec<CommuneCode> {
+    (1..=COMMUNES_PER_PARTITION)
+        .map(|n| CommuneCode::parse(&format!("{partition}{:05}", n * 7)).expect("7 digits"))
+        .collect()
+}
+
+const FAMILY: &[&str] = &[
+    "Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng", "Bùi", "Đỗ",
+    "Hồ", "Ngô", "Dương", "Lý",
+];
+const MIDDLE: &[&str] = &["Văn", "Thị", "Hữu", "Đức", "Minh", "Ngọc", "Thanh", "Quốc"];
+const GIVEN: &[&str] = &[
+    "An", "Bình", "Cường", "Dũng", "Giang", "Hà", "Hạnh", "Hùng", "Lan", "Linh", "Mai", "Nam",
+    "Nga", "Phúc", "Quân", "Sơn", "Thảo", "Trang", "Tuấn", "Yến",
+];
+
+fn name(rng: &mut Seeded) -> String {
+    format!(
+        "{} {} {}",
+        rng.pick(FAMILY),
+        rng.pick(MIDDLE),
+        rng.pick(GIVEN)
+    )
+}
+
+fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, day).expect("valid demo date")
+}
+
+/// Everything one household does in the year, decided up front from the seed.
+struct Plan {
+    household: HouseholdId,
+    area: Area,
+    personal: PersonalData,
+    inputs: ClassificationInputs,
+    /// (programme, amount, term) when the household borrows.
+    loan: Option<(&'static str, Decimal, u32)>,
+    /// Months (3..=11) whose collection the household misses.
+    missed: Vec<u32>,
+    stops_paying_after: Option<u32>,
+}
+
+fn plan(rng: &mut Seeded, partition: &str, n: u64, indicators: &[String], year: i32) -> Plan {
+    let communes = communes(partition);
+    let commune = &communes[rng.below(communes.len() as u64) as usize];
+    let household = HouseholdId::new(commune, n as u32).expect("serial fits 6 digits");
+    let area = if rng.below(3) == 0 {
+        Area::Urban
+    } else {
+        Area::Rural
+    };
+    let extra = rng.below(6) as usize;
+    // Citizen ids: province of registration, century/sex digit, birth year, serial
+    // unique per (household, member) so that no two households share a citizen.
+    let citizen = |rng: &mut Seeded, member: u64| {
+        let born_1900s = rng.below(2) == 0;
+        let sex = rng.below(2);
+        let century_sex = if born_1900s { sex } else { 2 + sex };
+        let yy = if born_1900s {
+            40 + rng.below(60)
+        } else {
+            rng.below(20)
+        };
+        format!(
+            "0{partition}{century_sex}{yy:02}{:06}",
+            (n * 8 + member) % 1_000_000
+        )
+    };
+    let head_citizen_id = citizen(rng, 0);
+    let members = (1..=extra as u64)
+        .map(|m| Member {
+            name: name(rng),
+            // Young children have no citizen card yet.
+            citizen_id: (rng.below(3) != 0).then(|| citizen(rng, m)),
+            relation: ["spouse", "child", "parent", "grandchild"][rng.below(4) as usize].into(),
+        })
+        .collect();
+    let personal = PersonalData {
+        head_name: name(rng),
+        head_citizen_id,
+        phone: Some(format!("09{:08}", rng.below(100_000_000))),
+        account_number: (rng.below(2) == 0)
+            .then(|| format!("{:012}", rng.below(1_000_000_000_000))),
+        members,
+    };
+    // Income per person per month, whole đồng, spread around the poverty lines.
+    let income = Decimal::from(500_000 + rng.below(3_000_000) / 1_000 * 1_000);
+    let deprived = indicators
+        .iter()
+        .filter(|_| rng.below(5) == 0)
+        .cloned()
+        .collect();
+    let inputs = ClassificationInputs {
+        income_per_person_month: income,
+        area,
+        deprived,
+        review_year: year,
+    };
+    let class = eligibility::standard_in_force(d(year, 1, 10))
+        .and_then(|s| eligibility::classify(s, &inputs))
+        .ok();
+    let borrows = rng.below(10) < 7;
+    let loan = match class {
+        Some(eligibility::Class::Poor) if borrows => Some((
+            "POOR_HOUSEHOLD",
+            Decimal::from(20_000_000 + rng.below(7) * 10_000_000),
+            [36u32, 48, 60][rng.below(3) as usize],
+        )),
+        Some(eligibility::Class::NearPoor) if borrows => Some((
+            "NEAR_POOR_HOUSEHOLD",
+            Decimal::from(30_000_000 + rng.below(5) * 10_000_000),
+            [36u32, 60][rng.below(2) as usize],
+        )),
+        Some(_) if area == Area::Rural && rng.below(10) == 0 => Some((
+            "RURAL_CLEAN_WATER_SANITATION",
+            Decimal::from(10_000_000 + rng.below(4) * 5_000_000),
+            [24u32, 36][rng.below(2) as usize],
+        )),
+        _ => None,
+    };
+    let missed = (3..=11).filter(|_| rng.below(12) == 0).collect();
+    let stops_paying_after = (rng.below(15) == 0).then(|| 4 + rng.below(5) as u32);
+    Plan {
+        household,
+        area,
+        personal,
+        inputs,
+        loan,
+        missed,
+        stops_paying_after,
+    }
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct DemoSummary {
+    pub households: u64,
+    pub decisions: u64,
+    pub by_status: BTreeMap<String, u64>,
+    pub loans: u64,
+    pub loans_by_programme: BTreeMap<String, u64>,
+    pub disbursed: Decimal,
+    pub repayments: u64,
+    pub repaid: Decimal,
+    pub marked_overdue: u64,
+    pub frozen: u64,
+    pub written_off: u64,
+    pub moves: u64,
+    pub deaths: u64,
+    pub erasures: u64,
+    pub refused: BTreeMap<String, u64>,
+    pub seconds: f64,
+}
+
+#[derive(Default)]
+struct Tally {
+    s: DemoSummary,
+}
+
+impl Tally {
+    fn merge(&mut self, o: DemoSummary) {
+        let s = &mut self.s;
+        s.households += o.households;
+        s.decisions += o.decisions;
+        for (k, v) in o.by_status {
+            *s.by_status.entry(k).or_default() += v;
+        }
+        s.loans += o.loans;
+        for (k, v) in o.loans_by_programme {
+            *s.loans_by_programme.entry(k).or_default() += v;
+        }
+        s.disbursed += o.disbursed;
+        s.repayments += o.repayments;
+        s.repaid += o.repaid;
+        s.marked_overdue += o.marked_overdue;
+        s.frozen += o.frozen;
+        s.written_off += o.written_off;
+        s.moves += o.moves;
+        s.deaths += o.deaths;
+        s.erasures += o.erasures;
+        for (k, v) in o.refused {
+            *s.refused.entry(k).or_default() += v;
+        }
+    }
+}
+
+fn staff(role: Role, unit: &str) -> Caller {
+    Caller {
+        id: format!("staff:{}-{unit}", role.name()),
+        role,
+        unit: unit.to_owned(),
+    }
+}
+
+/// Runs one household's year; refusals are counted, not fatal (the book is right to
+/// refuse, e.g. a repayment larger than what is owed).
+async fn household_year(
+    service: Service,
+    partition: String,
+    plan: Plan,
+    year: i32,
+    typhoon_commune: CommuneCode,
+) -> Result<DemoSummary, ServiceError> {
+    let mut s = DemoSummary::default();
+    let officer = staff(Role::CreditOfficer, &partition);
+    let teller = staff(Role::Teller, &partition);
+    let manager = staff(Role::BranchManager, &partition);
+    let h = &plan.household;
+    let key = |what: &str| format!("demo:{year}:{what}:{h}");
+
+    macro_rules! submit {
+        ($caller:expr, $key:expr, |$r:ident| $call:expr) => {{
+            let k = $key;
+            let request = Request {
+                caller: &$caller,
+                idempotency_key: &k,
+                correlation_id: "demo",
+            };
+            let $r = &request;
+            match $call.await {
+                Ok(receipt) => Some(receipt),
+                Err(ServiceError::Rejected(r)) => {
+                    let kind = format!("{r:?}");
+                    let kind = kind.split([' ', '{', '(']).next().unwrap_or("").to_string();
+                    *s.refused.entry(kind).or_default() += 1;
+                    None
+                }
+                Err(e) => return Err(e),
+            }
+        }};
+    }
+
+    let registered = submit!(officer, key("register"), |r| service.register(
+        r,
+        h,
+        plan.area,
+        d(year, 1, 5),
+        &plan.personal
+    ));
+    if registered.is_none() {
+        return Ok(s);
+    }
+    s.households += 1;
+    let Some(receipt) = submit!(officer, key("review"), |r| service.classify(
+        r,
+        h,
+        plan.inputs.clone(),
+        d(year, 1, 10)
+    )) else {
+        return Ok(s);
+    };
+    s.decisions += 1;
+    if let Ok(env) = service.ledger.event_of(&receipt).await {
+        if let Some(Payload::EligibilityDecided(e)) = env.payload {
+            *s.by_status.entry(e.status).or_default() += 1;
+        }
+    }
+    let Some((programme, amount, term)) = plan.loan else {
+        return Ok(s);
+    };
+    let entrusted = [
+        EntrustedOrganisation::WomensUnion,
+        EntrustedOrganisation::FarmersUnion,
+        EntrustedOrganisation::VeteransAssociation,
+        EntrustedOrganisation::YouthUnion,
+    ][(h.as_str().len() + amount.to_string().len()) % 4];
+    let Some(approved) = submit!(officer, key("approve"), |r| service.loan(
+        r,
+        None,
+        LoanAction::Approve {
+            household: h.clone(),
+            programme: programme.to_owned(),
+            amount,
+            term_months: term,
+            savings_group: format!("TK-{}-{:02}", h.commune(), h.as_str().len() % 7),
+            entrusted,
+        },
+        d(year, 2, 2),
+        "approved by the commune credit board"
+    )) else {
+        return Ok(s);
+    };
+    let Ok(env) = service.ledger.event_of(&approved).await else {
+        return Ok(s);
+    };
+    let Some(Payload::LoanApproved(a)) = env.payload else {
+        return Ok(s);
+    };
+    let loan = crate::book::loan_ref(&partition, a.loan_number);
+    s.loans += 1;
+    *s.loans_by_programme
+        .entry(programme.to_owned())
+        .or_default() += 1;
+    let channel = if plan.personal.account_number.is_some() {
+        Channel::BankTransfer
+    } else {
+        Channel::CommuneTransactionPoint
+    };
+    if submit!(teller, key("disburse"), |r| service.loan(
+        r,
+        Some(&loan),
+        LoanAction::Disburse { amount, channel },
+        d(year, 2, 5),
+        "first tranche"
+    ))
+    .is_none()
+    {
+        return Ok(s);
+    }
+    s.disbursed += amount;
+    // Monthly collection: the scheduled principal plus about a month of interest.
+    let monthly_rate = codec::parse_money("monthly_rate", &a.monthly_rate).unwrap_or_default();
+    let instalment = round_dong(amount / Decimal::from(term) + amount * monthly_rate);
+    for month in 3..=11u32 {
+        if plan.missed.contains(&month) || plan.stops_paying_after.is_some_and(|m| month > m) {
+            continue;
+        }
+        if submit!(teller, key(&format!("repay-{month:02}")), |r| service.loan(
+            r,
+            Some(&loan),
+            LoanAction::Repay { amount: instalment },
+            d(year, month, 20),
+            "monthly collection at the commune transaction point"
+        ))
+        .is_some()
+        {
+            s.repayments += 1;
+            s.repaid += instalment;
+        }
+    }
+    let as_of = d(year, 11, 30);
+    if let Some(receipt) = submit!(manager, key("overdue"), |r| service.loan(
+        r,
+        Some(&loan),
+        LoanAction::MarkOverdue,
+        as_of,
+        "month-end overdue run"
+    )) {
+        if let Ok(env) = service.ledger.event_of(&receipt).await {
+            if matches!(env.payload, Some(Payload::LoanMovedToOverdue(_))) {
+                s.marked_overdue += 1;
+            }
+        }
+    }
+    if h.commune() == typhoon_commune && (h.as_str().ends_with('3') || h.as_str().ends_with('7')) {
+        let decision = format!("QĐ-{year}-BAO-{}", typhoon_commune.local());
+        if submit!(manager, key("freeze"), |r| service.loan(
+            r,
+            Some(&loan),
+            LoanAction::Freeze {
+                disaster_ref: decision.clone()
+            },
+            d(year, 12, 1),
+            "typhoon damage: debt frozen by decision"
+        ))
+        .is_some()
+        {
+            s.frozen += 1;
+            if h.as_str().ends_with('3')
+                && submit!(manager, key("write-off"), |r| service.loan(
+                    r,
+                    Some(&loan),
+                    LoanAction::WriteOff {
+                        disaster_ref: decision.clone()
+                    },
+                    d(year, 12, 2),
+                    "typhoon: risk debt written off by decision"
+                ))
+                .is_some()
+            {
+                s.written_off += 1;
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// Runs the demo year for `households` households in each partition.
 pub async fn run(
-    ledger: &Ledger,
+    service: &Service,
     partitions: &[Partition],
     households: u64,
-    review_date: NaiveDate,
-) -> Result<DemoSummary, AppendError> {
+    year: i32,
+) -> Result<DemoSummary, ServiceError> {
     let started = Instant::now();
-    let mut summary = DemoSummary::default();
+    let mut tally = Tally::default();
     let mut rng = Seeded::new(2026);
+    let review_date = d(year, 1, 10);
     let indicators: Vec<String> = eligibility::standard_in_force(review_date)
-        .expect("a standard covers the demo date")
-        .dimensions
-        .iter()
-        .flat_map(|d| d.indicators.clone())
+        .expect("a standard covers the demo year")
+        .indicators()
+        .map(str::to_owned)
         .collect();
-    let officer = proto::Actor {
-        id: "staff:demo-officer".into(),
-        role: "credit_officer".into(),
-        unit: String::new(),
-    };
     let mut tasks = JoinSet::new();
     for partition in partitions {
-        let communes = communes(partition.as_str());
+        let typhoon_commune = communes(partition.as_str())[1].clone();
         for n in 1..=households {
-            let commune = &communes[rng.below(communes.len() as u64) as usize];
-            let household_id = format!("{commune}-{n:06}");
-            let area = if rng.below(3) == 0 {
-                Area::Urban
-            } else {
-                Area::Rural
-            };
-            let members = 1 + rng.below(7) as u32;
-            let actor = proto::Actor {
-                unit: commune.clone(),
-                ..officer.clone()
-            };
-            let subjects = vec![
-                format!("household:{household_id}"),
-                format!("commune:{commune}"),
-            ];
-            let registered = Draft {
-                partition: partition.clone(),
-                actor: actor.clone(),
-                idempotency_key: format!("register:{household_id}"),
-                correlation_id: "demo:registry".into(),
-                subjects: subjects.clone(),
-                payload: Payload::HouseholdRegistered(proto::HouseholdRegistered {
-                    household_id: household_id.clone(),
-                    commune_code: commune.clone(),
-                    area: area_name(area).into(),
-                    members,
-                }),
-            };
-            // Income per person per month, whole đồng, spread around the poverty lines.
-            let income = Decimal::from(600_000 + rng.below(3_000_000) / 1_000 * 1_000);
-            let deprived: BTreeSet<String> = indicators
-                .iter()
-                .filter(|_| rng.below(6) == 0)
-                .cloned()
-                .collect();
-            let inputs = ClassificationInputs {
-                income_per_person_month: income,
-                area,
-                deprived,
-                review_year: review_date.year_ce().1 as i32,
-            };
-            // The synthetic citizen id never leaves this function: personal data stay out of the log.
-            let citizen = CitizenId::parse(&format!(
-                "0{}2{:02}{n:06}",
-                partition.as_str(),
-                60 + rng.below(40)
-            ))
-            .expect("synthetic citizen id has the right shape");
-            let decision =
-                eligibility::decide_classification(citizen, None, inputs, &actor.id, review_date)
-                    .expect("demo inputs are valid");
-            *summary
-                .by_class
-                .entry(class_name(decision.class).to_string())
-                .or_default() += 1;
-            let decided = Draft {
-                partition: partition.clone(),
-                actor,
-                idempotency_key: format!("review:{}:{household_id}", decision.inputs.review_year),
-                correlation_id: "demo:review".into(),
-                subjects,
-                payload: Payload::EligibilityDecided(proto::EligibilityDecided {
-                    household_id,
-                    review_year: decision.inputs.review_year as u32,
-                    income_per_person_vnd: decision.inputs.income_per_person_month.to_string(),
-                    area: area_name(area).into(),
-                    deprived_indicators: decision.inputs.deprived.iter().cloned().collect(),
-                    standard_id: decision.standard_id.clone(),
-                    standard_hash: decision.standard_hash.clone(),
-                    class: class_name(decision.class).into(),
-                    decided_on: decision.decision_date.to_string(),
-                    valid_from: decision.valid_from.to_string(),
-                    valid_to: decision.valid_to.to_string(),
-                }),
-            };
-            // Registration must precede the decision in the chain: append it first.
-            let ledger = ledger.clone();
-            while tasks.len() >= IN_FLIGHT_APPENDS_MAX {
-                tasks
+            let plan = plan(&mut rng, partition.as_str(), n, &indicators, year);
+            while tasks.len() >= HOUSEHOLDS_IN_FLIGHT_MAX {
+                let done = tasks
                     .join_next()
                     .await
                     .expect("non-empty")
                     .expect("task ran")?;
+                tally.merge(done);
             }
-            tasks.spawn(async move {
-                ledger.append(registered).await?;
-                ledger.append(decided).await
-            });
-            summary.households += 1;
-            summary.decisions += 1;
+            tasks.spawn(household_year(
+                service.clone(),
+                partition.to_string(),
+                plan,
+                year,
+                typhoon_commune.clone(),
+            ));
         }
     }
-    while let Some(result) = tasks.join_next().await {
-        result.expect("task ran")?;
+    while let Some(done) = tasks.join_next().await {
+        tally.merge(done.expect("task ran")?);
     }
-    summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
+    // The registry's rarer events, on a few households of the first two partitions.
+    if let [first, second, ..] = partitions {
+        registry_events(service, first, second, year, &mut tally.s).await?;
+    }
+    tally.s.seconds = started.elapsed().as_secs_f64();
+    Ok(tally.s)
 }
 
-pub fn area_name(area: Area) -> &'static str {
-    match area {
-        Area::Rural => "rural",
-        Area::Urban => "urban",
+async fn registry_events(
+    service: &Service,
+    first: &Partition,
+    second: &Partition,
+    year: i32,
+    s: &mut DemoSummary,
+) -> Result<(), ServiceError> {
+    let officer = staff(Role::CreditOfficer, first.as_str());
+    let manager = staff(Role::BranchManager, first.as_str());
+    // Households that did not borrow can move; the rule refuses a move with open loans.
+    for n in 1..=40u64 {
+        let from_commune = &communes(first.as_str());
+        for c in from_commune {
+            let from = HouseholdId::new(c, n as u32).expect("serial");
+            let to = HouseholdId::new(&communes(second.as_str())[0], 900_000 + n as u32)
+                .expect("serial");
+            let key = format!("demo:{year}:move:{from}");
+            let req = Request {
+                caller: &officer,
+                idempotency_key: &key,
+                correlation_id: "demo:moves",
+            };
+            match service
+                .move_household(&req, &from, &to, Area::Urban, d(year, 12, 10))
+                .await
+            {
+                Ok(_) => {
+                    s.moves += 1;
+                    return death_and_erasure(service, first, year, s, &manager).await;
+                }
+                Err(ServiceError::Rejected(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
+    death_and_erasure(service, first, year, s, &manager).await
 }
 
-use chrono::Datelike as _;
+async fn death_and_erasure(
+    service: &Service,
+    partition: &Partition,
+    year: i32,
+    s: &mut DemoSummary,
+    manager: &Caller,
+) -> Result<(), ServiceError> {
+    for n in 41..=80u64 {
+        for c in communes(partition.as_str()) {
+            let h = HouseholdId::new(&c, n as u32).expect("serial");
+            let Ok(data) = service.personal(&h).await else {
+                continue;
+            };
+            let Some(pos) = data.members.iter().position(|m| m.citizen_id.is_some()) else {
+                continue;
+            };
+            let mut remaining = data.clone();
+            let deceased = remaining.members.remove(pos);
+            let key = format!("demo:{year}:death:{h}");
+            let req = Request {
+                caller: manager,
+                idempotency_key: &key,
+                correlation_id: "demo:registry",
+            };
+            service
+                .record_death(
+                    &req,
+                    &h,
+                    deceased.citizen_id.as_deref().expect("chosen with an id"),
+                    d(year, 12, 12),
+                    Some(&remaining),
+                )
+                .await?;
+            s.deaths += 1;
+            let key = format!("demo:{year}:erase:{h}");
+            let req = Request {
+                caller: manager,
+                idempotency_key: &key,
+                correlation_id: "demo:registry",
+            };
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            match service
+                .erase_personal_data(
+                    &req,
+                    &h,
+                    d(year, 12, 15),
+                    "request under Decree 13/2023",
+                    now_ms,
+                )
+                .await
+            {
+                Ok(_) | Err(ServiceError::Rejected(_)) => s.erasures += 1,
+                Err(e) => return Err(e),
+            }
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The year the demo plays.
+pub fn demo_year(today: NaiveDate) -> i32 {
+    today.year()
+}

@@ -1,5 +1,7 @@
 //! The `ansinh` command line. Parsing and printing only; the work is in the library.
 
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -53,16 +55,46 @@ struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    who: cli::staff::ActorArgs,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// A province review season: register and classify households, verify, project, summarise.
+    /// A province's year: households, the review, loans, monthly collections, the
+    /// overdue run, a typhoon; then verify, recompute, project and summarise.
     Demo {
-        #[arg(long, default_value_t = 3_000)]
+        #[arg(long, default_value_t = 1_500)]
         households: u64,
+        #[arg(long, value_delimiter = ',', default_value = "01,79,92")]
+        partitions: Vec<String>,
+        #[arg(long, default_value_t = 2026)]
+        year: i32,
+    },
+    /// The household registry (staff: --as ID --role ROLE --unit UNIT).
+    Household {
+        #[command(subcommand)]
+        command: cli::staff::HouseholdCommand,
+    },
+    /// The yearly eligibility review.
+    Review {
+        #[command(subcommand)]
+        command: cli::staff::ReviewCommand,
+    },
+    /// Policy-credit loans.
+    Loans {
+        #[command(subcommand)]
+        command: cli::staff::LoanCommand,
+    },
+    /// Per-commune portfolio: outstanding, overdue ratio, loans per programme.
+    Portfolio {
+        #[arg(long)]
+        commune: Option<String>,
+    },
+    /// Debits and credits per account, checked at every event.
+    TrialBalance {
         #[arg(long, value_delimiter = ',', default_value = "01,79,92")]
         partitions: Vec<String>,
     },
@@ -162,7 +194,7 @@ async fn main() -> ExitCode {
     }
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use cli::BoxError;
 
 async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
     let connection = Connection {
@@ -186,7 +218,21 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         Command::Demo {
             households,
             partitions,
-        } => demo(&runtime, households, &partitions, json).await,
+            year,
+        } => demo(&runtime, households, &partitions, year, json).await,
+        Command::Household { command } => {
+            cli::staff::household_command(&runtime, &cli.who, command, json).await
+        }
+        Command::Review { command } => {
+            cli::staff::review_command(&runtime, &cli.who, command, json).await
+        }
+        Command::Loans { command } => {
+            cli::staff::loan_command(&runtime, &cli.who, command, json).await
+        }
+        Command::Portfolio { commune } => cli::staff::portfolio(&runtime, commune, json).await,
+        Command::TrialBalance { partitions } => {
+            cli::staff::trial_balance(&runtime, &partitions, json).await
+        }
         Command::Audit {
             command: AuditCommand::Verify { partition },
         } => verify(&runtime, partition, json).await,
@@ -332,49 +378,94 @@ async fn demo(
     runtime: &Runtime,
     households: u64,
     partitions: &[String],
+    year: i32,
     json: bool,
 ) -> Result<ExitCode, BoxError> {
     let partitions: Vec<Partition> = partitions
         .iter()
         .map(|p| Partition::new(p))
         .collect::<Result<_, _>>()?;
-    let review_date = chrono::NaiveDate::from_ymd_opt(2026, 11, 15).expect("valid date");
     eprintln!(
-        "appending a review season: {households} households in each of {} partitions ...",
+        "playing {year}: {households} households in each of {} provinces ...",
         partitions.len()
     );
-    let summary = ansinh::demo::run(&runtime.ledger, &partitions, households, review_date).await?;
-    let events = summary.households + summary.decisions;
-    eprintln!(
-        "appended {events} events in {:.2} s ({:.0} events/s, durable: fsync before every ack)",
-        summary.seconds,
-        events as f64 / summary.seconds
-    );
-    let code = verify(runtime, None, json).await?;
-    let mut stream = runtime.ledger.stream().clone();
-    let recomputed =
-        ansinh::recompute::recompute_eligibility(&mut stream, runtime.ledger.config(), None)
-            .await?;
-    if !json {
-        println!(
-            "{} eligibility decisions re-derived from their recorded inputs: {} mismatches",
-            recomputed.decisions,
-            recomputed.mismatches.len()
-        );
-    }
+    let service = runtime.service();
+    let summary = ansinh::demo::run(&service, &partitions, households, year).await?;
     let projector = Projector::open(runtime.ledger.store().db())?;
     let mut stream = runtime.ledger.stream().clone();
+    let before = projector.position()?;
+    let code = verify(runtime, None, json).await?;
+    let mut stream2 = runtime.ledger.stream().clone();
+    let recomputed =
+        ansinh::recompute::recompute_eligibility(&mut stream2, runtime.ledger.config(), None)
+            .await?;
     projector
         .catch_up(&mut stream, runtime.ledger.config())
         .await?;
-    print_summaries(&projector, json)?;
-    if !json {
-        println!("\nclassification (standard in force on {review_date}):");
-        for (class, n) in &summary.by_class {
-            println!("  {class:<10} {n:>8}");
-        }
+    let events: u64 = projector.summaries()?.values().map(|s| s.events).sum();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"summary": summary, "events": events, "recompute_mismatches": recomputed.mismatches.len()})
+        );
+        return Ok(code);
     }
-    Ok(code)
+    eprintln!(
+        "the year took {:.1} s of appends (durable: fsync before every acknowledgement); {} events in the log (projected {} new)",
+        summary.seconds,
+        events,
+        projector.position()? - before
+    );
+    println!(
+        "{} eligibility decisions re-derived from their recorded inputs: {} mismatches",
+        recomputed.decisions,
+        recomputed.mismatches.len()
+    );
+    print_summaries(&projector, json)?;
+    println!("\nThe year {year}:");
+    println!("  households registered   {:>10}", summary.households);
+    println!("  review decisions        {:>10}", summary.decisions);
+    for (status, n) in &summary.by_status {
+        println!("    {status:<21} {n:>10}");
+    }
+    println!("  loans approved          {:>10}", summary.loans);
+    for (p, n) in &summary.loans_by_programme {
+        println!("    {p:<21} {n:>10}");
+    }
+    println!("  disbursed (VND)         {:>18}", summary.disbursed);
+    println!(
+        "  repayments              {:>10}  ({} VND)",
+        summary.repayments, summary.repaid
+    );
+    println!("  loans moved overdue     {:>10}", summary.marked_overdue);
+    println!(
+        "  frozen / written off    {:>10} / {}",
+        summary.frozen, summary.written_off
+    );
+    println!(
+        "  moves / deaths / erasures {:>8} / {} / {}",
+        summary.moves, summary.deaths, summary.erasures
+    );
+    if !summary.refused.is_empty() {
+        let r: Vec<String> = summary
+            .refused
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!("  commands refused by the book: {}", r.join(" "));
+    }
+    println!();
+    cli::staff::portfolio(runtime, None, false).await?;
+    println!();
+    let names: Vec<String> = partitions.iter().map(|p| p.to_string()).collect();
+    let tb = cli::staff::trial_balance(runtime, &names, false).await?;
+    Ok(
+        if code == ExitCode::SUCCESS && recomputed.mismatches.is_empty() {
+            tb
+        } else {
+            ExitCode::from(1)
+        },
+    )
 }
 
 fn print_summaries(projector: &Projector, json: bool) -> Result<(), BoxError> {

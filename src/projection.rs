@@ -12,15 +12,18 @@ use async_nats::jetstream::stream::Stream;
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use crate::chain::{self, ChainBreak, ChainHead, Digest, Partition};
+use crate::domain::loans::Loan;
 use crate::log::{LogConfig, reader};
 use crate::proto::Envelope;
+use crate::views::{self, CommunePortfolio, HouseholdView, TrialBalanceView, Views};
 
 const TREE_META: &str = "proj.meta";
 const TREE_SUMMARY: &str = "proj.summary";
 const TREE_TRAIL: &str = "proj.trail";
+const TREE_VIEWS: &str = "proj.views";
 const KEY_POSITION: &[u8] = b"position";
 
 #[derive(Debug, thiserror::Error)]
@@ -64,12 +67,32 @@ pub struct TrailEntry {
     pub actor: String,
     pub role: String,
     pub event_type: String,
+    /// What the event did, with amounts (e.g. "loan L3 repaid 1200000 ...").
+    #[serde(default)]
+    pub detail: String,
 }
 
 pub struct Projector {
     meta: sled::Tree,
     summary: sled::Tree,
     trail: sled::Tree,
+    views: sled::Tree,
+}
+
+struct TxViews<'a>(&'a TransactionalTree);
+
+impl Views for TxViews<'_> {
+    type Error = ConflictableTransactionError<ProjectionError>;
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Self::Error> {
+        Ok(self.0.get(key)?.map(|v| v.to_vec()))
+    }
+    fn put(&self, key: &str, value: Vec<u8>) -> Result<(), Self::Error> {
+        self.0.insert(key, value)?;
+        Ok(())
+    }
+    fn corrupt(&self, what: String) -> Self::Error {
+        ConflictableTransactionError::Abort(ProjectionError::Corrupt(what))
+    }
 }
 
 fn head_key(partition: &str) -> Vec<u8> {
@@ -96,6 +119,7 @@ impl Projector {
             meta: db.open_tree(TREE_META)?,
             summary: db.open_tree(TREE_SUMMARY)?,
             trail: db.open_tree(TREE_TRAIL)?,
+            views: db.open_tree(TREE_VIEWS)?,
         })
     }
 
@@ -136,7 +160,7 @@ impl Projector {
         stream: &mut Stream,
         config: &LogConfig,
     ) -> Result<u64, ProjectionError> {
-        for tree in [&self.meta, &self.summary, &self.trail] {
+        for tree in [&self.meta, &self.summary, &self.trail, &self.views] {
             tree.clear()?;
         }
         self.catch_up(stream, config).await
@@ -148,73 +172,82 @@ impl Projector {
             .partition_of(&event.subject)
             .ok_or(ProjectionError::StraySubject(seq))?;
         let partition = Partition::new(name).map_err(|_| ProjectionError::StraySubject(seq))?;
-        let result =
-            (&self.meta, &self.summary, &self.trail).transaction(|(meta, summary, trail)| {
-                let fail = |e: ProjectionError| ConflictableTransactionError::Abort(e);
-                let position = match meta.get(KEY_POSITION)? {
-                    Some(v) => u64::from_be_bytes(
-                        v.as_ref()
-                            .try_into()
-                            .map_err(|_| fail(corrupt("position")))?,
-                    ),
-                    None => 0,
-                };
-                if seq <= position {
-                    return Ok(()); // already applied: exactly once
-                }
-                let head = match meta.get(head_key(name))? {
-                    Some(v) => {
-                        let (sequence, hash) =
-                            decode_head(&v).ok_or_else(|| fail(corrupt("head")))?;
-                        ChainHead {
-                            partition: partition.clone(),
-                            sequence,
-                            hash,
-                        }
+        let trees = [&self.meta, &self.summary, &self.trail, &self.views];
+        let result = trees.as_slice().transaction(|trees| {
+            let (meta, summary, trail, views) = (&trees[0], &trees[1], &trees[2], &trees[3]);
+            let fail = |e: ProjectionError| ConflictableTransactionError::Abort(e);
+            let position = match meta.get(KEY_POSITION)? {
+                Some(v) => u64::from_be_bytes(
+                    v.as_ref()
+                        .try_into()
+                        .map_err(|_| fail(corrupt("position")))?,
+                ),
+                None => 0,
+            };
+            if seq <= position {
+                return Ok(()); // already applied: exactly once
+            }
+            let head = match meta.get(head_key(name))? {
+                Some(v) => {
+                    let (sequence, hash) = decode_head(&v).ok_or_else(|| fail(corrupt("head")))?;
+                    ChainHead {
+                        partition: partition.clone(),
+                        sequence,
+                        hash,
                     }
-                    None => ChainHead::genesis(partition.clone()),
-                };
-                let (next, envelope) =
-                    chain::check_next(&head, &event.payload, event.header_hash.as_deref())
-                        .map_err(|cause| {
-                            fail(ProjectionError::Broken {
-                                stream_sequence: seq,
-                                cause,
-                            })
-                        })?;
-                let mut s: PartitionSummary = match summary.get(name)? {
-                    Some(v) => {
-                        serde_json::from_slice(&v).map_err(|e| fail(corrupt(&e.to_string())))?
-                    }
-                    None => PartitionSummary::default(),
-                };
-                s.events += 1;
-                s.head_sequence = next.sequence;
-                s.head_hash = next.hash.to_hex();
-                s.last_recorded_at_unix_ms = envelope.recorded_at_unix_ms;
-                *s.events_by_type
-                    .entry(envelope.event_type.clone())
-                    .or_default() += 1;
-                summary.insert(name, serde_json::to_vec(&s).expect("summary serializes"))?;
-                let actor = envelope.actor.clone().unwrap_or_default();
-                let entry = TrailEntry {
-                    partition: name.to_string(),
-                    sequence: next.sequence,
-                    stream_sequence: seq,
-                    hash: next.hash.to_hex(),
-                    recorded_at_unix_ms: envelope.recorded_at_unix_ms,
-                    actor: actor.id,
-                    role: actor.role,
-                    event_type: envelope.event_type.clone(),
-                };
-                let entry_bytes = serde_json::to_vec(&entry).expect("trail entry serializes");
-                for subject in &envelope.subjects {
-                    trail.insert(trail_key(subject, name, next.sequence), entry_bytes.clone())?;
                 }
-                meta.insert(head_key(name), encode_head(next.sequence, &next.hash))?;
-                meta.insert(KEY_POSITION, &seq.to_be_bytes())?;
-                Ok(())
-            });
+                None => ChainHead::genesis(partition.clone()),
+            };
+            let (next, envelope) =
+                chain::check_next(&head, &event.payload, event.header_hash.as_deref()).map_err(
+                    |cause| {
+                        fail(ProjectionError::Broken {
+                            stream_sequence: seq,
+                            cause,
+                        })
+                    },
+                )?;
+            let mut s: PartitionSummary = match summary.get(name)? {
+                Some(v) => serde_json::from_slice(&v).map_err(|e| fail(corrupt(&e.to_string())))?,
+                None => PartitionSummary::default(),
+            };
+            s.events += 1;
+            s.head_sequence = next.sequence;
+            s.head_hash = next.hash.to_hex();
+            s.last_recorded_at_unix_ms = envelope.recorded_at_unix_ms;
+            *s.events_by_type
+                .entry(envelope.event_type.clone())
+                .or_default() += 1;
+            summary.insert(name, serde_json::to_vec(&s).expect("summary serializes"))?;
+            let actor = envelope.actor.clone().unwrap_or_default();
+            let entry = TrailEntry {
+                partition: name.to_string(),
+                sequence: next.sequence,
+                stream_sequence: seq,
+                hash: next.hash.to_hex(),
+                recorded_at_unix_ms: envelope.recorded_at_unix_ms,
+                actor: actor.id,
+                role: actor.role,
+                event_type: envelope.event_type.clone(),
+                detail: views::detail(envelope.payload.as_ref()),
+            };
+            let entry_bytes = serde_json::to_vec(&entry).expect("trail entry serializes");
+            for subject in &envelope.subjects {
+                trail.insert(trail_key(subject, name, next.sequence), entry_bytes.clone())?;
+            }
+            let actor_id = envelope.actor.as_ref().map_or("", |a| a.id.as_str());
+            views::apply(
+                &TxViews(views),
+                name,
+                next.sequence,
+                seq,
+                actor_id,
+                envelope.payload.as_ref(),
+            )?;
+            meta.insert(head_key(name), encode_head(next.sequence, &next.hash))?;
+            meta.insert(KEY_POSITION, &seq.to_be_bytes())?;
+            Ok(())
+        });
         result.map_err(|e| match e {
             TransactionError::Abort(e) => e,
             TransactionError::Storage(e) => ProjectionError::Sled(e),
@@ -244,10 +277,70 @@ impl Projector {
             .collect()
     }
 
+    fn view<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, ProjectionError> {
+        match self.views.get(key)? {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| corrupt(&format!("{key}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Stream sequence of the event with the household's latest sealed personal data.
+    pub fn sealed_at(&self, id: &str) -> Result<Option<u64>, ProjectionError> {
+        match self.views.get(views::sealed_key(id))? {
+            Some(v) => Ok(Some(u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| corrupt("sealed position"))?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    pub fn household(&self, id: &str) -> Result<Option<HouseholdView>, ProjectionError> {
+        self.view(&views::household_key(id))
+    }
+
+    pub fn loan(&self, partition: &str, number: u64) -> Result<Option<Loan>, ProjectionError> {
+        self.view(&views::loan_key(partition, number))
+    }
+
+    /// Every loan of a partition, in loan-number order.
+    pub fn loans(&self, partition: &str) -> Result<Vec<Loan>, ProjectionError> {
+        self.views
+            .scan_prefix(format!("loan/{partition}/"))
+            .values()
+            .map(|v| serde_json::from_slice(&v?).map_err(|e| corrupt(&e.to_string())))
+            .collect()
+    }
+
+    pub fn commune(&self, commune: &str) -> Result<Option<CommunePortfolio>, ProjectionError> {
+        self.view(&views::commune_key(commune))
+    }
+
+    pub fn communes(&self) -> Result<Vec<CommunePortfolio>, ProjectionError> {
+        self.views
+            .scan_prefix("commune/")
+            .values()
+            .map(|v| serde_json::from_slice(&v?).map_err(|e| corrupt(&e.to_string())))
+            .collect()
+    }
+
+    pub fn trial_balance(
+        &self,
+        partition: &str,
+    ) -> Result<Option<TrialBalanceView>, ProjectionError> {
+        self.view(&views::trial_key(partition))
+    }
+
     /// A hash of every projection record, to compare two stores (rebuild = incremental).
     pub fn fingerprint(&self) -> Result<Digest, ProjectionError> {
         let mut hasher = blake3::Hasher::new();
-        for tree in [&self.meta, &self.summary, &self.trail] {
+        for tree in [&self.meta, &self.summary, &self.trail, &self.views] {
             for kv in tree.iter() {
                 let (k, v) = kv?;
                 hasher.update(&(k.len() as u64).to_be_bytes());

@@ -11,8 +11,8 @@ use async_nats::jetstream::stream::Stream;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
+use crate::book::codec::class_name;
 use crate::chain::Partition;
-use crate::demo::class_name;
 use crate::domain::eligibility::{self, Area, ClassificationInputs};
 use crate::log::LogConfig;
 use crate::proto::{EligibilityDecided, envelope::Payload};

@@ -531,15 +531,24 @@ async fn recompute_eligibility_finds_exactly_the_wrong_decision() {
         decided_on: "2026-11-15".into(),
         valid_from: "2026-11-15".into(),
         valid_to: "2026-12-31".into(),
+        prior_class: String::new(),
+        status: class.into(),
+        escaped_until: String::new(),
     };
     let mut draft = note("01", "d1", "");
     // Exactly at the rural line with no deprivation: near-poor.
     draft.payload = Payload::EligibilityDecided(decision("0100007-000001", "1500000", "near_poor"));
-    ledger.append(draft.clone()).await.unwrap();
+    // A decision must come as a command; the plain append refuses it.
+    assert!(matches!(
+        ledger.append(draft.clone()).await,
+        Err(AppendError::RequiresCommand { .. })
+    ));
+    // Written unchecked, as only a forger or a buggy writer could, to prove recompute finds it.
+    ledger.append_unchecked(draft.clone()).await.unwrap();
     draft.idempotency_key = "d2".into();
     // Recorded as poor although the income is far above the line.
     draft.payload = Payload::EligibilityDecided(decision("0100007-000002", "9000000", "poor"));
-    let wrong = ledger.append(draft).await.unwrap();
+    let wrong = ledger.append_unchecked(draft).await.unwrap();
     let mut stream = stream_of(&config).await;
     let report = ansinh::recompute::recompute_eligibility(&mut stream, &config, None)
         .await

@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Rejection;
-use crate::domain::ids::CitizenId;
+use crate::domain::ids::HouseholdId;
 use crate::domain::money::non_negative_vnd;
 
 /// Every standard has 12 deprivation indicators in 6 dimensions (Decree 07
@@ -308,7 +308,7 @@ pub fn validity(
 /// A recorded classification decision (the event body).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClassificationDecided {
-    pub household: CitizenId,
+    pub household: HouseholdId,
     pub inputs: ClassificationInputs,
     pub standard_id: String,
     pub standard_hash: String,
@@ -325,7 +325,7 @@ pub struct ClassificationDecided {
 
 /// Decide a classification under the standard in force on `decision_date`.
 pub fn decide_classification(
-    household: CitizenId,
+    household: HouseholdId,
     prior_class: Option<Class>,
     inputs: ClassificationInputs,
     decided_by: &str,

@@ -31,7 +31,6 @@ fn all_ascii_digits(s: &str) -> Result<(), usize> {
 
 /// Household head's citizen identity number: 3-digit province of
 /// registration, 1 century/sex digit, 2-digit birth year, 6-digit serial.
-/// It is also the household's key in the loan book.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct CitizenId(String);
@@ -157,6 +156,64 @@ impl From<CommuneCode> for String {
     }
 }
 
+/// Digits of a household's serial number within its commune.
+pub const HOUSEHOLD_SERIAL_LEN: usize = 6;
+
+/// A household in the registry: its commune code and a serial within the commune,
+/// "CCCCCCC-NNNNNN". Opaque in the log (unlike a citizen id it carries no personal
+/// data), so it may stand in clear in subjects and projections. A household that
+/// moves to another commune is registered there under a new id linked to the old one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HouseholdId(String);
+
+impl HouseholdId {
+    pub fn parse(s: &str) -> Result<Self, Rejection> {
+        let malformed = || Rejection::HouseholdIdMalformed {
+            found: s.chars().take(32).collect(),
+        };
+        let (commune, serial) = s.split_once('-').ok_or_else(malformed)?;
+        CommuneCode::parse(commune).map_err(|_| malformed())?;
+        if serial.len() != HOUSEHOLD_SERIAL_LEN || all_ascii_digits(serial).is_err() {
+            return Err(malformed());
+        }
+        Ok(Self(s.to_owned()))
+    }
+    pub fn new(commune: &CommuneCode, serial: u32) -> Result<Self, Rejection> {
+        Self::parse(&format!("{}-{serial:06}", commune.as_str()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    pub fn commune(&self) -> CommuneCode {
+        CommuneCode::parse(&self.0[..COMMUNE_CODE_LEN]).expect("validated at parse")
+    }
+    pub fn province(&self) -> ProvinceCode {
+        self.commune().province()
+    }
+}
+impl TryFrom<String> for HouseholdId {
+    type Error = Rejection;
+    fn try_from(s: String) -> Result<Self, Rejection> {
+        Self::parse(&s)
+    }
+}
+impl From<HouseholdId> for String {
+    fn from(h: HouseholdId) -> String {
+        h.0
+    }
+}
+impl fmt::Display for HouseholdId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl fmt::Display for CommuneCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +273,22 @@ mod tests {
             ProvinceCode::parse("0a"),
             Err(Rejection::ProvinceCodeMalformed)
         );
+    }
+
+    #[test]
+    fn household_id() {
+        let h = HouseholdId::parse("0100101-000042").unwrap();
+        assert_eq!(h.commune().as_str(), "0100101");
+        assert_eq!(h.province().as_str(), "01");
+        for bad in [
+            "0100101000042",
+            "0100101-42",
+            "010010-000042",
+            "0100101-00004a",
+            "",
+        ] {
+            assert!(HouseholdId::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

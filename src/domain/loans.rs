@@ -21,7 +21,7 @@ use crate::domain::Rejection;
 use crate::domain::eligibility::{
     self, Class, ClassificationDecided, ClassificationInputs, Status,
 };
-use crate::domain::ids::CitizenId;
+use crate::domain::ids::HouseholdId;
 use crate::domain::ledger::{Account, Posting};
 use crate::domain::money::{self, positive_vnd, round_dong};
 use crate::domain::programmes::{self, DayCount, ProgrammeRef};
@@ -174,7 +174,7 @@ pub struct Reversible {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Loan {
     pub id: LoanId,
-    pub household: CitizenId,
+    pub household: HouseholdId,
     pub programme: ProgrammeRef,
     pub monthly_rate: Decimal,
     pub overdue_monthly_rate: Decimal,
@@ -192,7 +192,7 @@ pub struct Loan {
 /// The state `decide` reads and `apply` writes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoanBook {
-    pub households: BTreeMap<CitizenId, HouseholdStanding>,
+    pub households: BTreeMap<HouseholdId, HouseholdStanding>,
     pub loans: BTreeMap<LoanId, Loan>,
     /// Disbursement/repayment events not yet reversed, by loan.
     pub reversible_events: BTreeMap<EventId, LoanId>,
@@ -217,11 +217,11 @@ pub struct Command {
 pub enum CommandKind {
     /// Record a commune classification decision (the actor is `decided_by`).
     Classify {
-        household: CitizenId,
+        household: HouseholdId,
         inputs: ClassificationInputs,
     },
     Approve {
-        household: CitizenId,
+        household: HouseholdId,
         programme: String,
         amount: Decimal,
         term_months: u32,
@@ -285,7 +285,7 @@ pub enum EventBody {
     },
     LoanApproved {
         loan: LoanId,
-        household: CitizenId,
+        household: HouseholdId,
         programme: ProgrammeRef,
         monthly_rate: Decimal,
         overdue_monthly_rate: Decimal,
@@ -873,6 +873,27 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
     Ok(out.events)
 }
 
+/// Interest owed on `date` if the borrower settled that day: the posted receivables
+/// plus what would accrue up to `date` (whole đồng, as an accrual would post it).
+/// Returns (interest, overdue interest).
+pub fn interest_owed_on(loan: &Loan, date: NaiveDate) -> Result<(Decimal, Decimal), Rejection> {
+    let mut l = loan.clone();
+    if let Some(body) = accrual(loan, date)? {
+        let e = Event {
+            id: loan.last_event,
+            actor: String::new(),
+            reason: String::new(),
+            effective: date,
+            body,
+        };
+        apply_loan(&mut l, &e);
+    }
+    Ok((
+        l.position.interest_receivable,
+        l.position.overdue_interest_receivable,
+    ))
+}
+
 fn get_loan(book: &LoanBook, id: LoanId, effective: NaiveDate) -> Result<&Loan, Rejection> {
     let loan = book
         .loans
@@ -975,8 +996,9 @@ pub fn apply(book: &mut LoanBook, event: &Event) {
     }
 }
 
-/// Loan-level part of `apply` (also used by `decide` on a scratch copy).
-fn apply_loan(loan: &mut Loan, event: &Event) {
+/// Loan-level part of `apply` (also used by `decide` on a scratch copy, and by
+/// projections that keep one loan per record).
+pub fn apply_loan(loan: &mut Loan, event: &Event) {
     let before = loan.position.clone();
     let p = &mut loan.position;
     let mut reversible = None;

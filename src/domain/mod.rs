@@ -11,6 +11,7 @@ pub mod ledger;
 pub mod loans;
 pub mod money;
 pub mod programmes;
+pub mod registry;
 pub mod rejection;
 
 pub use rejection::Rejection;

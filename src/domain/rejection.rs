@@ -90,6 +90,72 @@ pub enum Rejection {
     #[error("programme {id} has no version in force on {date}")]
     ProgrammeNotInForce { id: String, date: NaiveDate },
 
+    // ---- registry -------------------------------------------------------
+    /// Not a household id of the shape "CCCCCCC-NNNNNN" (7-digit commune code,
+    /// dash, 6-digit serial). Pick the household from the registry.
+    #[error("household id {found:?} is not of the shape CCCCCCC-NNNNNN")]
+    HouseholdIdMalformed { found: String },
+    /// A household with this id is already registered. Use another serial, or
+    /// change the existing household instead.
+    #[error("household {household} is already registered")]
+    HouseholdExists { household: String },
+    /// No household with this id in this partition. Register it first, or check
+    /// the id (a moved household has a new id in its new commune).
+    #[error("household {household} is not registered")]
+    HouseholdNotRegistered { household: String },
+    /// The household moved away or dissolved; nothing more can be done under this id.
+    #[error("household {household} no longer lives here")]
+    HouseholdInactive { household: String },
+    /// One of the citizens already belongs to `household` (an active household),
+    /// or is listed twice. A person is in one household at a time: change or
+    /// move that household first.
+    #[error("a citizen is already registered in household {household}")]
+    CitizenAlreadyRegistered { household: String },
+    /// Members must be between 1 and `max`.
+    #[error("{members} members is outside 1..={max}")]
+    MembersOutOfRange { members: u32, max: u32 },
+    /// Citizen ids are listed for at least the head and at most every member.
+    #[error("{citizens} citizen ids do not fit {members} members")]
+    CitizensDoNotFitMembers { citizens: usize, members: u32 },
+    /// The named citizen is not a member of the household (or still listed after a death).
+    #[error("citizen is not a member of household {household}")]
+    NotAMember { household: String },
+    /// Sealed personal data are missing or larger than the limit: a defect in the caller.
+    #[error("sealed personal data of {bytes} bytes is missing or too large")]
+    SealedDataMalformed { bytes: usize },
+    /// The household's personal data were already erased.
+    #[error("personal data of household {household} are already erased")]
+    AlreadyErased { household: String },
+    /// The change is dated before the household's registration here.
+    #[error("effective date {effective} is before the household's registration on {since}")]
+    RegistryBackDated {
+        since: NaiveDate,
+        effective: NaiveDate,
+    },
+    /// The household still has open loans; settle, write off or transfer them first.
+    #[error("household {household} has open loan {loan}")]
+    OpenLoans { household: String, loan: u64 },
+    /// The household belongs to another partition (province) than the one asked.
+    #[error("household {household} does not belong to partition {partition}")]
+    WrongPartition {
+        household: String,
+        partition: String,
+    },
+    /// The command decided nothing to record (e.g. marking a loan overdue when
+    /// nothing is due): there is nothing to append; not an error for batch jobs.
+    #[error("nothing to record")]
+    NothingToRecord,
+    /// This command does not go through this door (e.g. a move through the
+    /// registry-change command): use the dedicated command.
+    #[error("unsupported command: {what}")]
+    UnsupportedCommand { what: String },
+    /// The loan's household lies outside the caller's unit: the unit serving it acts.
+    #[error("commune {commune} is outside unit {unit:?}")]
+    OutsideUnit { unit: String, commune: String },
+    /// Area must be "rural" or "urban".
+    #[error("area {found:?} is neither rural nor urban")]
+    AreaMalformed { found: String },
+
     // ---- households and loans -------------------------------------------
     /// The book holds no classification decision for this household. Record
     /// the commune's classification decision first (`Classify`).

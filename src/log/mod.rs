@@ -14,7 +14,7 @@ pub mod writer;
 pub use reader::{RawEvent, read_range};
 pub use store::{HeadRecord, LedgerStore, StoreError};
 pub use stream::{LogConfig, StreamError, ensure_stream};
-pub use writer::{AppendError, Draft, Ledger, Receipt};
+pub use writer::{AppendError, Draft, Ledger, Receipt, Submission};
 
 /// Header carrying the event's hash (lowercase hex). A convenience for readers; the
 /// verifier recomputes it and reports a difference.

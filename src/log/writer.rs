@@ -24,9 +24,11 @@ use super::reader::{self, RawEvent};
 use super::store::{HeadRecord, LedgerStore, StoreError};
 use super::stream::{LogConfig, StreamError, ensure_stream};
 use super::{HEADER_HASH, HEADER_SEQUENCE};
+use crate::book::{self, PartitionBook};
 use crate::chain::{
     self, ChainBreak, ChainHead, Digest, EVENT_BYTES_MAX, FORMAT_VERSION, Partition,
 };
+use crate::domain::Rejection;
 use crate::proto::{self, Envelope, envelope::Payload};
 
 /// Most events in one atomic batch: the server's own limit (1,001 is refused).
@@ -49,6 +51,16 @@ pub struct Draft {
     pub correlation_id: String,
     pub subjects: Vec<String>,
     pub payload: Payload,
+}
+
+/// A command to decide against a partition's book and, if it passes, append.
+#[derive(Clone, Debug)]
+pub struct Submission {
+    pub partition: Partition,
+    pub actor: proto::Actor,
+    pub idempotency_key: String,
+    pub correlation_id: String,
+    pub command: book::Command,
 }
 
 /// Where an appended event landed. `duplicate` is true when the idempotency key had
@@ -84,6 +96,13 @@ pub enum AppendError {
     /// The request carries no payload this ledger knows: upgrade the ledger or fix the sender.
     #[error("request carries no known payload")]
     UnknownPayload,
+    /// The payload records a decision (money, eligibility, registry): it must come as a
+    /// command through `Ledger::submit`, which checks it against the book.
+    #[error("payload {event_type} must be submitted as a command")]
+    RequiresCommand { event_type: &'static str },
+    /// The book refused the command; nothing was appended. Show the reason to the caller.
+    #[error("refused: {0}")]
+    Rejected(#[from] Rejection),
     /// The server no longer holds events it acknowledged. Appending to this partition
     /// stops until an operator decides (`ansinh admin accept-head`).
     #[error("partition {partition}: acknowledged data lost: {reason}")]
@@ -121,9 +140,23 @@ pub struct LostData {
     pub reason: String,
 }
 
+enum Work {
+    Draft(Box<Draft>),
+    Command(Box<Submission>),
+}
+
 struct Pending {
-    draft: Draft,
+    work: Work,
     reply: oneshot::Sender<Result<Receipt, AppendError>>,
+}
+
+impl Pending {
+    fn key(&self) -> &str {
+        match &self.work {
+            Work::Draft(d) => &d.idempotency_key,
+            Work::Command(c) => &c.idempotency_key,
+        }
+    }
 }
 
 /// A partition writer's queue and task.
@@ -193,16 +226,55 @@ impl Ledger {
         &self.shared.config
     }
 
-    /// Appends one event, waiting until it is durable (acknowledged after fsync).
+    /// Appends one event that records no decision (a `Note`), waiting until it is
+    /// durable (acknowledged after fsync). Decisions go through `submit`.
     pub async fn append(&self, draft: Draft) -> Result<Receipt, AppendError> {
+        if !matches!(draft.payload, Payload::Note(_)) {
+            return Err(AppendError::RequiresCommand {
+                event_type: crate::events::type_name(&draft.payload),
+            });
+        }
+        self.append_unchecked(draft).await
+    }
+
+    /// Appends any payload without deciding it against the book. Only for tools and
+    /// tests that must write what `decide` never would (e.g. to prove that
+    /// `audit recompute-eligibility` finds a wrong decision); never exposed to callers.
+    #[doc(hidden)]
+    pub async fn append_unchecked(&self, draft: Draft) -> Result<Receipt, AppendError> {
         validate(&draft)?;
-        let sender = self.writer_for(&draft.partition);
+        let partition = draft.partition.clone();
+        self.enqueue(&partition, Work::Draft(Box::new(draft))).await
+    }
+
+    /// Decides a command against the partition's book in chain order and appends the
+    /// event it yields, waiting until it is durable. A refused command appends nothing
+    /// (`AppendError::Rejected`). The idempotency key makes retries safe: a key already
+    /// used answers with the first event's receipt, whatever the command.
+    pub async fn submit(&self, submission: Submission) -> Result<Receipt, AppendError> {
+        validate_key(&submission.idempotency_key)?;
+        let partition = submission.partition.clone();
+        self.enqueue(&partition, Work::Command(Box::new(submission)))
+            .await
+    }
+
+    async fn enqueue(&self, partition: &Partition, work: Work) -> Result<Receipt, AppendError> {
+        let sender = self.writer_for(partition);
         let (reply, answer) = oneshot::channel();
         sender
-            .send(Pending { draft, reply })
+            .send(Pending { work, reply })
             .await
             .map_err(|_| AppendError::Closed)?;
         answer.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// The event a receipt names, as stored.
+    pub async fn event_of(&self, receipt: &Receipt) -> Result<Envelope, AppendError> {
+        let raw = reader::at_sequence(&self.shared.stream, receipt.stream_sequence)
+            .await
+            .map_err(AppendError::Nats)?
+            .ok_or_else(|| AppendError::Nats("event of the receipt not found".into()))?;
+        Envelope::decode(raw.payload.as_ref()).map_err(|e| AppendError::Undecodable(e.to_string()))
     }
 
     /// Decodes a request envelope from the wire (NATS or a file): only the metadata
@@ -298,14 +370,18 @@ async fn check_remembered(
     }
 }
 
-fn validate(draft: &Draft) -> Result<(), AppendError> {
-    let key = &draft.idempotency_key;
+fn validate_key(key: &str) -> Result<(), AppendError> {
     if key.is_empty() {
         return Err(AppendError::MissingIdempotencyKey);
     }
     if key.len() > IDEMPOTENCY_KEY_BYTES_MAX || key.chars().any(char::is_control) {
         return Err(AppendError::InvalidIdempotencyKey);
     }
+    Ok(())
+}
+
+fn validate(draft: &Draft) -> Result<(), AppendError> {
+    validate_key(&draft.idempotency_key)?;
     // Encode with the largest values the ledger will fill in, so the check is exact
     // enough that the writer never meets an oversized event.
     let probe = envelope_for(draft, u64::MAX, &Digest([0xff; 32]), i64::MAX);
@@ -345,6 +421,12 @@ struct PartitionWriter {
     /// None until loaded; reset to force a catch-up after any failed commit.
     head: Option<WriterHead>,
     caught_up: bool,
+    /// The book decisions are made against, folded from the chain from its genesis.
+    /// None forces a rebuild: after a failed commit it may hold decisions that never
+    /// reached the log (a clone per batch would cost more than a rare replay).
+    book: Option<PartitionBook>,
+    /// Idempotency keys up to this stream sequence are already in the store.
+    keys_recorded_through: u64,
 }
 
 struct Encoded {
@@ -362,6 +444,8 @@ impl PartitionWriter {
             subject,
             head: None,
             caught_up: false,
+            book: None,
+            keys_recorded_through: 0,
         }
     }
 
@@ -397,9 +481,18 @@ impl PartitionWriter {
             let mut seen = HashSet::new();
             let (unique, repeats): (Vec<_>, Vec<_>) = batch
                 .into_iter()
-                .partition(|p| seen.insert(p.draft.idempotency_key.clone()));
-            let encoded = self.encode(&unique);
-            match self.publish(&encoded, &unique).await {
+                .partition(|p| seen.insert(p.key().to_owned()));
+            let (unique, drafts) = self.decide(unique);
+            if unique.is_empty() {
+                fail_all(repeats, || {
+                    AppendError::Rejected(Rejection::UnsupportedCommand {
+                        what: "the first command with this idempotency key was refused".into(),
+                    })
+                });
+                return;
+            }
+            let encoded = self.encode(&drafts);
+            match self.publish(&encoded, &drafts).await {
                 Ok(last_stream_sequence) => {
                     self.acknowledged(unique, repeats, encoded, last_stream_sequence);
                     return;
@@ -408,6 +501,8 @@ impl PartitionWriter {
                     tracing::warn!(partition = %self.partition, error = %e, "batch not committed; catching up");
                     last_error = e;
                     self.caught_up = false;
+                    // The book holds this batch's decisions: rebuild it from the log.
+                    self.book = None;
                     batch = unique.into_iter().chain(repeats).collect();
                 }
             }
@@ -427,21 +522,17 @@ impl PartitionWriter {
                 reason,
             });
         }
-        if self.head.is_none() {
-            self.head = Some(match store.head(self.partition.as_str())? {
-                Some(h) => WriterHead {
-                    chain: ChainHead {
-                        partition: self.partition.clone(),
-                        sequence: h.sequence,
-                        hash: h.hash,
-                    },
-                    stream_sequence: h.stream_sequence,
-                },
-                None => WriterHead {
-                    chain: ChainHead::genesis(self.partition.clone()),
-                    stream_sequence: 0,
-                },
+        if self.book.is_none() {
+            // Fold the whole chain from its genesis; the store's head only says which
+            // idempotency keys are already recorded.
+            self.keys_recorded_through = store
+                .head(self.partition.as_str())?
+                .map_or(0, |h| h.stream_sequence);
+            self.head = Some(WriterHead {
+                chain: ChainHead::genesis(self.partition.clone()),
+                stream_sequence: 0,
             });
+            self.book = Some(PartitionBook::new(self.partition.as_str()));
             self.caught_up = false;
         }
         if !self.caught_up {
@@ -465,6 +556,8 @@ impl PartitionWriter {
         }
         let store = &self.shared.store;
         let partition = self.partition.to_string();
+        let book = self.book.as_mut().expect("book created before catch-up");
+        let recorded_through = self.keys_recorded_through;
         let mut keys: Vec<(String, HeadRecord)> = Vec::new();
         let start = head.stream_sequence + 1;
         let mut visit = |event: RawEvent| -> Result<(), AppendError> {
@@ -482,6 +575,11 @@ impl PartitionWriter {
                 hash: head.chain.hash,
                 stream_sequence: event.stream_sequence,
             };
+            let actor = envelope.actor.as_ref().map_or("", |a| a.id.as_str());
+            book.apply(envelope.sequence, actor, envelope.payload.as_ref());
+            if event.stream_sequence <= recorded_through {
+                return Ok(());
+            }
             keys.push((envelope.idempotency_key, at));
             if keys.len() >= CATCH_UP_RECORD_EVENTS_MAX {
                 store.record(&partition, &at, &keys)?;
@@ -504,6 +602,7 @@ impl PartitionWriter {
         if let Some((_, at)) = keys.last() {
             store.record(&partition, at, &keys)?;
         }
+        self.keys_recorded_through = self.keys_recorded_through.max(last.stream_sequence);
         Ok(())
     }
 
@@ -519,7 +618,7 @@ impl PartitionWriter {
             match self
                 .shared
                 .store
-                .idempotent(self.partition.as_str(), &pending.draft.idempotency_key)
+                .idempotent(self.partition.as_str(), pending.key())
             {
                 Ok(Some(at)) => {
                     let _ = pending.reply.send(Ok(self.receipt(&at, true)));
@@ -535,7 +634,48 @@ impl PartitionWriter {
         Ok(rest)
     }
 
-    fn encode(&self, batch: &[Pending]) -> Vec<Encoded> {
+    /// Decides each command against the book in order, folding each accepted one in
+    /// before the next is decided; answers refusals at once. Returns the accepted
+    /// appends and their drafts, in order.
+    fn decide(&mut self, batch: Vec<Pending>) -> (Vec<Pending>, Vec<Draft>) {
+        let book = self.book.as_mut().expect("book loaded");
+        let mut sequence = self.head.as_ref().expect("head loaded").chain.sequence;
+        let mut accepted = Vec::with_capacity(batch.len());
+        let mut drafts = Vec::with_capacity(batch.len());
+        for pending in batch {
+            let draft = match &pending.work {
+                Work::Draft(draft) => (**draft).clone(),
+                Work::Command(c) => match book.decide(&c.command, &c.actor.id) {
+                    Ok(proposal) => {
+                        let draft = Draft {
+                            partition: c.partition.clone(),
+                            actor: c.actor.clone(),
+                            idempotency_key: c.idempotency_key.clone(),
+                            correlation_id: c.correlation_id.clone(),
+                            subjects: proposal.subjects,
+                            payload: proposal.payload,
+                        };
+                        if let Err(e) = validate(&draft) {
+                            let _ = pending.reply.send(Err(e));
+                            continue;
+                        }
+                        draft
+                    }
+                    Err(rejection) => {
+                        let _ = pending.reply.send(Err(AppendError::Rejected(rejection)));
+                        continue;
+                    }
+                },
+            };
+            sequence += 1;
+            book.apply(sequence, &draft.actor.id, Some(&draft.payload));
+            accepted.push(pending);
+            drafts.push(draft);
+        }
+        (accepted, drafts)
+    }
+
+    fn encode(&self, drafts: &[Draft]) -> Vec<Encoded> {
         let head = self.head.as_ref().expect("head loaded");
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -543,13 +683,12 @@ impl PartitionWriter {
             .unwrap_or(0);
         let mut prev = head.chain.hash;
         let mut sequence = head.chain.sequence;
-        batch
+        drafts
             .iter()
-            .map(|pending| {
+            .map(|draft| {
                 sequence += 1;
-                let bytes = Bytes::from(
-                    envelope_for(&pending.draft, sequence, &prev, now_ms).encode_to_vec(),
-                );
+                let bytes =
+                    Bytes::from(envelope_for(draft, sequence, &prev, now_ms).encode_to_vec());
                 assert!(
                     bytes.len() <= EVENT_BYTES_MAX,
                     "validate() bounds every draft"
@@ -567,7 +706,7 @@ impl PartitionWriter {
 
     /// Publishes one atomic batch fenced on our head; returns the stream sequence of
     /// its last message.
-    async fn publish(&self, encoded: &[Encoded], batch: &[Pending]) -> Result<u64, String> {
+    async fn publish(&self, encoded: &[Encoded], batch: &[Draft]) -> Result<u64, String> {
         let head = self.head.as_ref().expect("head loaded");
         let batch_id = format!("{}-{}", self.partition, uuid::Uuid::new_v4().simple());
         let last_index = encoded.len() - 1;
@@ -575,7 +714,7 @@ impl PartitionWriter {
         // an atomic batch of one costs ~13 ms at p50 against ~0.5 ms for a plain
         // fsynced publish, and a single message is atomic anyway.
         let atomic = encoded.len() > 1;
-        for (index, (event, pending)) in encoded.iter().zip(batch).enumerate() {
+        for (index, (event, draft)) in encoded.iter().zip(batch).enumerate() {
             let mut headers = HeaderMap::new();
             if atomic {
                 headers.insert(async_nats::header::NATS_BATCH_ID, batch_id.as_str());
@@ -586,7 +725,7 @@ impl PartitionWriter {
             }
             headers.insert(
                 async_nats::header::NATS_MESSAGE_ID,
-                format!("{}:{}", self.partition, pending.draft.idempotency_key).as_str(),
+                format!("{}:{}", self.partition, draft.idempotency_key).as_str(),
             );
             headers.insert(HEADER_HASH, event.hash.to_hex().as_str());
             headers.insert(HEADER_SEQUENCE, event.sequence.to_string().as_str());
@@ -658,7 +797,7 @@ impl PartitionWriter {
                     hash: event.hash,
                     stream_sequence: first_stream_sequence + i as u64,
                 };
-                (pending.draft.idempotency_key.clone(), at)
+                (pending.key().to_owned(), at)
             })
             .collect();
         let last = records.last().expect("non-empty batch").1;
@@ -673,8 +812,14 @@ impl PartitionWriter {
         let by_key: HashMap<&str, HeadRecord> =
             records.iter().map(|(k, at)| (k.as_str(), *at)).collect();
         for repeat in repeats {
-            let at = by_key[repeat.draft.idempotency_key.as_str()];
-            let _ = repeat.reply.send(Ok(self.receipt(&at, true)));
+            // A repeat whose first command was refused gets no receipt of its own.
+            let answer = match by_key.get(repeat.key()) {
+                Some(at) => Ok(self.receipt(at, true)),
+                None => Err(AppendError::Rejected(Rejection::UnsupportedCommand {
+                    what: "the first command with this idempotency key was refused".into(),
+                })),
+            };
+            let _ = repeat.reply.send(answer);
         }
         for (pending, (_, at)) in batch.into_iter().zip(&records) {
             // The event is durable in the log even if our store write failed; the next

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use ansinh::domain::Rejection;
 use ansinh::domain::eligibility::{Area, ClassificationInputs};
-use ansinh::domain::ids::CitizenId;
+use ansinh::domain::ids::HouseholdId;
 use ansinh::domain::ledger::TrialBalance;
 use ansinh::domain::loans::{
     Channel, Command, CommandKind, EntrustedOrganisation, Event, EventBody, LoanBook, apply, decide,
@@ -17,8 +17,8 @@ pub fn d(s: &str) -> NaiveDate {
     s.parse().unwrap()
 }
 
-pub fn hh() -> CitizenId {
-    CitizenId::parse("001085012345").unwrap()
+pub fn hh() -> HouseholdId {
+    HouseholdId::parse("0100101-000001").unwrap()
 }
 
 pub fn cmd(date: &str, kind: CommandKind) -> Command {

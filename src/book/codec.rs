@@ -1,0 +1,851 @@
+//! Domain events ⇄ protobuf payloads. The only place that knows both shapes.
+//!
+//! **Invariant:** `payload → domain → payload` is the identity for every payload the
+//! ledger writes, and domain event ids are derived from the chain position alone
+//! (`accrual_id`, `main_id`), so the writer's book and every projection agree.
+
+use std::str::FromStr;
+
+use bytes::Bytes;
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::domain::eligibility::{
+    Area, Class, ClassificationDecided, ClassificationInputs, Status,
+};
+use crate::domain::ids::HouseholdId;
+use crate::domain::ledger::Posting;
+use crate::domain::loans::{self, EventBody, EventId, LoanPosition};
+use crate::domain::programmes::ProgrammeRef;
+use crate::domain::registry::{BlindIndex, Change};
+use crate::proto::{self, envelope::Payload};
+
+/// A payload that does not decode into the domain: only possible for events not
+/// written by this ledger's `decide` (a forgery that chains, or a newer version).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct CodecError {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+fn bad(field: &'static str, problem: impl ToString) -> CodecError {
+    CodecError {
+        field,
+        problem: problem.to_string(),
+    }
+}
+
+/// Id of the accrual a command triggered, inside the event at `sequence`.
+pub fn accrual_id(sequence: u64) -> EventId {
+    sequence * 2
+}
+/// Id of the main domain event carried by the event at `sequence`.
+pub fn main_id(sequence: u64) -> EventId {
+    sequence * 2 + 1
+}
+/// The partition sequence that carries domain event `id`.
+pub fn sequence_of(id: EventId) -> u64 {
+    id / 2
+}
+
+// ------------------------------------------------------------------ scalars
+
+pub fn date(s: &NaiveDate) -> String {
+    s.to_string()
+}
+fn opt_date(d: &Option<NaiveDate>) -> String {
+    d.map(|d| d.to_string()).unwrap_or_default()
+}
+pub fn parse_date(field: &'static str, s: &str) -> Result<NaiveDate, CodecError> {
+    NaiveDate::from_str(s).map_err(|e| bad(field, format!("{s:?}: {e}")))
+}
+fn parse_opt_date(field: &'static str, s: &str) -> Result<Option<NaiveDate>, CodecError> {
+    if s.is_empty() {
+        Ok(None)
+    } else {
+        parse_date(field, s).map(Some)
+    }
+}
+fn money(d: &Decimal) -> String {
+    d.normalize().to_string()
+}
+pub fn parse_money(field: &'static str, s: &str) -> Result<Decimal, CodecError> {
+    Decimal::from_str(s).map_err(|e| bad(field, format!("{s:?}: {e}")))
+}
+/// Unit enum variants travel as their Rust names ("WomensUnion", "Actual30").
+pub fn name<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => unreachable!("only unit variants are named"),
+    }
+}
+pub fn parse_name<T: DeserializeOwned>(field: &'static str, s: &str) -> Result<T, CodecError> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| bad(field, format!("unknown value {s:?}")))
+}
+fn household(field: &'static str, s: &str) -> Result<HouseholdId, CodecError> {
+    HouseholdId::parse(s).map_err(|e| bad(field, e))
+}
+fn index(b: &[u8]) -> Result<BlindIndex, CodecError> {
+    b.try_into()
+        .map_err(|_| bad("citizen_index", "not 32 bytes"))
+}
+fn indexes(list: &[Bytes]) -> Result<Vec<BlindIndex>, CodecError> {
+    list.iter().map(|b| index(b)).collect()
+}
+fn index_bytes(list: &[BlindIndex]) -> Vec<Bytes> {
+    list.iter().map(|i| Bytes::copy_from_slice(i)).collect()
+}
+
+pub fn area_name(area: Area) -> &'static str {
+    match area {
+        Area::Rural => "rural",
+        Area::Urban => "urban",
+    }
+}
+pub fn parse_area(s: &str) -> Result<Area, CodecError> {
+    match s {
+        "rural" => Ok(Area::Rural),
+        "urban" => Ok(Area::Urban),
+        other => Err(bad("area", format!("{other:?}"))),
+    }
+}
+pub fn class_name(class: Class) -> &'static str {
+    match class {
+        Class::Poor => "poor",
+        Class::NearPoor => "near_poor",
+        Class::AverageLivingStandard => "average",
+        Class::NotPoor => "not_poor",
+    }
+}
+fn parse_class(s: &str) -> Result<Class, CodecError> {
+    Ok(match s {
+        "poor" => Class::Poor,
+        "near_poor" => Class::NearPoor,
+        "average" => Class::AverageLivingStandard,
+        "not_poor" => Class::NotPoor,
+        other => return Err(bad("class", format!("{other:?}"))),
+    })
+}
+pub fn status_name(status: Status) -> &'static str {
+    match status {
+        Status::Poor => "poor",
+        Status::NearPoor => "near_poor",
+        Status::EscapedPoverty => "escaped_poverty",
+        Status::AverageLivingStandard => "average",
+        Status::NotPoor => "not_poor",
+    }
+}
+fn parse_status(s: &str) -> Result<Status, CodecError> {
+    Ok(match s {
+        "escaped_poverty" => Status::EscapedPoverty,
+        other => parse_class(other)?.into(),
+    })
+}
+
+// ------------------------------------------------------------------ registry
+
+pub fn registry_payload(change: &Change, extra: MoveLink) -> Payload {
+    match change {
+        Change::Registered {
+            household,
+            area,
+            members,
+            citizens,
+            sealed,
+            on,
+        } => Payload::HouseholdRegistered(proto::HouseholdRegistered {
+            household_id: household.to_string(),
+            commune_code: household.commune().to_string(),
+            area: area_name(*area).into(),
+            members: *members,
+            citizen_indexes: index_bytes(citizens),
+            sealed_personal: Bytes::copy_from_slice(sealed),
+            registered_on: date(on),
+        }),
+        Change::MembersChanged {
+            household,
+            members,
+            citizens,
+            sealed,
+            on,
+            reason,
+        } => Payload::HouseholdMembersChanged(proto::HouseholdMembersChanged {
+            household_id: household.to_string(),
+            members: *members,
+            citizen_indexes: index_bytes(citizens),
+            sealed_personal: Bytes::copy_from_slice(sealed),
+            changed_on: date(on),
+            reason: reason.clone(),
+        }),
+        Change::MemberDied {
+            household,
+            citizen,
+            members,
+            citizens,
+            sealed,
+            on,
+        } => Payload::MemberDied(proto::MemberDied {
+            household_id: household.to_string(),
+            citizen_index: Bytes::copy_from_slice(citizen),
+            died_on: date(on),
+            members: *members,
+            citizen_indexes: index_bytes(citizens),
+            sealed_personal: Bytes::copy_from_slice(sealed),
+        }),
+        Change::MovedOut { household, to, on } => {
+            let MoveLink::Out {
+                members,
+                citizens,
+                standing,
+            } = extra
+            else {
+                unreachable!("a move-out is encoded with its MoveLink::Out")
+            };
+            Payload::HouseholdMovedOut(proto::HouseholdMovedOut {
+                household_id: household.to_string(),
+                to_household_id: to.to_string(),
+                moved_on: date(on),
+                members,
+                citizen_indexes: index_bytes(&citizens),
+                standing,
+            })
+        }
+        Change::MovedIn {
+            household,
+            from,
+            area,
+            members,
+            citizens,
+            sealed,
+            on,
+        } => {
+            let MoveLink::In {
+                from_partition,
+                from_sequence,
+                from_hash,
+                standing,
+            } = extra
+            else {
+                unreachable!("a move-in is encoded with its MoveLink::In")
+            };
+            Payload::HouseholdMovedIn(proto::HouseholdMovedIn {
+                household_id: household.to_string(),
+                commune_code: household.commune().to_string(),
+                area: area_name(*area).into(),
+                members: *members,
+                citizen_indexes: index_bytes(citizens),
+                sealed_personal: Bytes::copy_from_slice(sealed),
+                moved_on: date(on),
+                from_household_id: from.to_string(),
+                from_partition,
+                from_sequence,
+                from_hash: Bytes::copy_from_slice(&from_hash),
+                standing,
+            })
+        }
+        Change::Erased {
+            household,
+            on,
+            reference,
+        } => Payload::PersonalDataErased(proto::PersonalDataErased {
+            household_id: household.to_string(),
+            erased_on: date(on),
+            reference: reference.clone(),
+        }),
+    }
+}
+
+/// What a move's event carries beyond the registry change.
+#[derive(Clone, Debug, Default)]
+pub enum MoveLink {
+    #[default]
+    None,
+    Out {
+        members: u32,
+        citizens: Vec<BlindIndex>,
+        standing: Option<proto::EligibilityDecided>,
+    },
+    In {
+        from_partition: String,
+        from_sequence: u64,
+        from_hash: [u8; 32],
+        standing: Option<proto::EligibilityDecided>,
+    },
+}
+
+/// The registry change a payload records, if it is a registry payload.
+pub fn registry_change(payload: &Payload) -> Result<Option<Change>, CodecError> {
+    Ok(Some(match payload {
+        Payload::HouseholdRegistered(p) => Change::Registered {
+            household: household("household_id", &p.household_id)?,
+            area: parse_area(&p.area)?,
+            members: p.members,
+            citizens: indexes(&p.citizen_indexes)?,
+            sealed: p.sealed_personal.to_vec(),
+            on: parse_date("registered_on", &p.registered_on)?,
+        },
+        Payload::HouseholdMembersChanged(p) => Change::MembersChanged {
+            household: household("household_id", &p.household_id)?,
+            members: p.members,
+            citizens: indexes(&p.citizen_indexes)?,
+            sealed: p.sealed_personal.to_vec(),
+            on: parse_date("changed_on", &p.changed_on)?,
+            reason: p.reason.clone(),
+        },
+        Payload::MemberDied(p) => Change::MemberDied {
+            household: household("household_id", &p.household_id)?,
+            citizen: index(&p.citizen_index)?,
+            members: p.members,
+            citizens: indexes(&p.citizen_indexes)?,
+            sealed: p.sealed_personal.to_vec(),
+            on: parse_date("died_on", &p.died_on)?,
+        },
+        Payload::HouseholdMovedOut(p) => Change::MovedOut {
+            household: household("household_id", &p.household_id)?,
+            to: household("to_household_id", &p.to_household_id)?,
+            on: parse_date("moved_on", &p.moved_on)?,
+        },
+        Payload::HouseholdMovedIn(p) => Change::MovedIn {
+            household: household("household_id", &p.household_id)?,
+            from: household("from_household_id", &p.from_household_id)?,
+            area: parse_area(&p.area)?,
+            members: p.members,
+            citizens: indexes(&p.citizen_indexes)?,
+            sealed: p.sealed_personal.to_vec(),
+            on: parse_date("moved_on", &p.moved_on)?,
+        },
+        Payload::PersonalDataErased(p) => Change::Erased {
+            household: household("household_id", &p.household_id)?,
+            on: parse_date("erased_on", &p.erased_on)?,
+            reference: p.reference.clone(),
+        },
+        _ => return Ok(None),
+    }))
+}
+
+// ------------------------------------------------------------------ eligibility
+
+pub fn decided_to_proto(
+    d: &ClassificationDecided,
+    escaped_until: Option<NaiveDate>,
+) -> proto::EligibilityDecided {
+    proto::EligibilityDecided {
+        household_id: d.household.to_string(),
+        review_year: d.inputs.review_year as u32,
+        income_per_person_vnd: money(&d.inputs.income_per_person_month),
+        area: area_name(d.inputs.area).into(),
+        deprived_indicators: d.inputs.deprived.iter().cloned().collect(),
+        standard_id: d.standard_id.clone(),
+        standard_hash: d.standard_hash.clone(),
+        class: class_name(d.class).into(),
+        decided_on: date(&d.decision_date),
+        valid_from: date(&d.valid_from),
+        valid_to: date(&d.valid_to),
+        prior_class: d
+            .prior_class
+            .map(|c| class_name(c).to_string())
+            .unwrap_or_default(),
+        status: status_name(d.status).into(),
+        escaped_until: opt_date(&escaped_until),
+    }
+}
+
+/// The decision an `EligibilityDecided` records, under `household` (a move-in
+/// re-files the decision under the household's new id).
+pub fn decided_from_proto(
+    p: &proto::EligibilityDecided,
+    household: HouseholdId,
+    decided_by: &str,
+) -> Result<(ClassificationDecided, Option<NaiveDate>), CodecError> {
+    let review_year =
+        i32::try_from(p.review_year).map_err(|_| bad("review_year", p.review_year))?;
+    let decision = ClassificationDecided {
+        household,
+        inputs: ClassificationInputs {
+            income_per_person_month: parse_money(
+                "income_per_person_vnd",
+                &p.income_per_person_vnd,
+            )?,
+            area: parse_area(&p.area)?,
+            deprived: p.deprived_indicators.iter().cloned().collect(),
+            review_year,
+        },
+        standard_id: p.standard_id.clone(),
+        standard_hash: p.standard_hash.clone(),
+        class: parse_class(&p.class)?,
+        prior_class: if p.prior_class.is_empty() {
+            None
+        } else {
+            Some(parse_class(&p.prior_class)?)
+        },
+        status: parse_status(&p.status)?,
+        decided_by: decided_by.to_owned(),
+        decision_date: parse_date("decided_on", &p.decided_on)?,
+        valid_from: parse_date("valid_from", &p.valid_from)?,
+        valid_to: parse_date("valid_to", &p.valid_to)?,
+    };
+    Ok((decision, parse_opt_date("escaped_until", &p.escaped_until)?))
+}
+
+// ------------------------------------------------------------------ credit
+
+fn postings_to_proto(list: &[Posting]) -> Vec<proto::Posting> {
+    list.iter()
+        .map(|p| proto::Posting {
+            account: name(&p.account),
+            debit: money(&p.debit),
+            credit: money(&p.credit),
+        })
+        .collect()
+}
+fn postings_from_proto(list: &[proto::Posting]) -> Result<Vec<Posting>, CodecError> {
+    list.iter()
+        .map(|p| {
+            Ok(Posting {
+                account: parse_name("posting.account", &p.account)?,
+                debit: parse_money("posting.debit", &p.debit)?,
+                credit: parse_money("posting.credit", &p.credit)?,
+            })
+        })
+        .collect()
+}
+
+pub fn position_to_proto(p: &LoanPosition) -> proto::LoanPosition {
+    proto::LoanPosition {
+        status: name(&p.status),
+        disbursed: money(&p.disbursed),
+        principal: money(&p.principal),
+        overdue_principal: money(&p.overdue_principal),
+        interest_receivable: money(&p.interest_receivable),
+        overdue_interest_receivable: money(&p.overdue_interest_receivable),
+        carry_interest: p.carry_interest.to_string(),
+        carry_overdue_interest: p.carry_overdue_interest.to_string(),
+        principal_repaid: money(&p.principal_repaid),
+        accrued_to: opt_date(&p.accrued_to),
+        schedule_start: opt_date(&p.schedule_start),
+        due: opt_date(&p.due),
+        original_due: opt_date(&p.original_due),
+        extensions: p.extensions,
+        last_event_on: date(&p.last_event_on),
+    }
+}
+fn position_from_proto(p: &proto::LoanPosition) -> Result<LoanPosition, CodecError> {
+    Ok(LoanPosition {
+        status: parse_name("restored.status", &p.status)?,
+        disbursed: parse_money("restored.disbursed", &p.disbursed)?,
+        principal: parse_money("restored.principal", &p.principal)?,
+        overdue_principal: parse_money("restored.overdue_principal", &p.overdue_principal)?,
+        interest_receivable: parse_money("restored.interest_receivable", &p.interest_receivable)?,
+        overdue_interest_receivable: parse_money(
+            "restored.overdue_interest_receivable",
+            &p.overdue_interest_receivable,
+        )?,
+        carry_interest: parse_money("restored.carry_interest", &p.carry_interest)?,
+        carry_overdue_interest: parse_money(
+            "restored.carry_overdue_interest",
+            &p.carry_overdue_interest,
+        )?,
+        principal_repaid: parse_money("restored.principal_repaid", &p.principal_repaid)?,
+        accrued_to: parse_opt_date("restored.accrued_to", &p.accrued_to)?,
+        schedule_start: parse_opt_date("restored.schedule_start", &p.schedule_start)?,
+        due: parse_opt_date("restored.due", &p.due)?,
+        original_due: parse_opt_date("restored.original_due", &p.original_due)?,
+        extensions: p.extensions,
+        last_event_on: parse_date("restored.last_event_on", &p.last_event_on)?,
+    })
+}
+
+fn accrual_to_proto(e: &loans::Event) -> proto::LoanInterestAccrued {
+    let EventBody::InterestAccrued {
+        loan,
+        from,
+        to,
+        days,
+        interest_exact,
+        overdue_interest_exact,
+        interest_posted,
+        overdue_interest_posted,
+        carry_interest_after,
+        carry_overdue_interest_after,
+        postings,
+    } = &e.body
+    else {
+        unreachable!("called with an accrual")
+    };
+    proto::LoanInterestAccrued {
+        loan_number: *loan,
+        from: date(from),
+        to: date(to),
+        days: *days,
+        interest_exact: interest_exact.to_string(),
+        overdue_interest_exact: overdue_interest_exact.to_string(),
+        interest_posted: money(interest_posted),
+        overdue_interest_posted: money(overdue_interest_posted),
+        carry_interest_after: carry_interest_after.to_string(),
+        carry_overdue_interest_after: carry_overdue_interest_after.to_string(),
+        postings: postings_to_proto(postings),
+        effective_on: date(&e.effective),
+        reason: e.reason.clone(),
+    }
+}
+
+fn accrual_from_proto(
+    p: &proto::LoanInterestAccrued,
+    id: EventId,
+    actor: &str,
+) -> Result<loans::Event, CodecError> {
+    Ok(loans::Event {
+        id,
+        actor: actor.to_owned(),
+        reason: p.reason.clone(),
+        effective: parse_date("effective_on", &p.effective_on)?,
+        body: EventBody::InterestAccrued {
+            loan: p.loan_number,
+            from: parse_date("from", &p.from)?,
+            to: parse_date("to", &p.to)?,
+            days: p.days,
+            interest_exact: parse_money("interest_exact", &p.interest_exact)?,
+            overdue_interest_exact: parse_money(
+                "overdue_interest_exact",
+                &p.overdue_interest_exact,
+            )?,
+            interest_posted: parse_money("interest_posted", &p.interest_posted)?,
+            overdue_interest_posted: parse_money(
+                "overdue_interest_posted",
+                &p.overdue_interest_posted,
+            )?,
+            carry_interest_after: parse_money("carry_interest_after", &p.carry_interest_after)?,
+            carry_overdue_interest_after: parse_money(
+                "carry_overdue_interest_after",
+                &p.carry_overdue_interest_after,
+            )?,
+            postings: postings_from_proto(&p.postings)?,
+        },
+    })
+}
+
+/// The payload for the loan events one command decided: an optional accrual and
+/// one main event, or an accrual alone. None when the command decided nothing.
+pub fn loan_payload(events: &[loans::Event]) -> Option<Payload> {
+    let (accrual, main) = match events {
+        [] => return None,
+        [only] => (None, only),
+        [a, m] if matches!(a.body, EventBody::InterestAccrued { .. }) => (Some(a), m),
+        _ => unreachable!("loans::decide emits at most an accrual and one event"),
+    };
+    let acc = accrual.map(accrual_to_proto);
+    let eff = date(&main.effective);
+    let reason = main.reason.clone();
+    Some(match &main.body {
+        EventBody::InterestAccrued { .. } => Payload::LoanInterestAccrued(accrual_to_proto(main)),
+        EventBody::LoanApproved {
+            loan,
+            household,
+            programme,
+            monthly_rate,
+            overdue_monthly_rate,
+            day_count,
+            amount,
+            term_months,
+            savings_group,
+            entrusted,
+        } => Payload::LoanApproved(proto::LoanApproved {
+            loan_number: *loan,
+            household_id: household.to_string(),
+            programme_id: programme.id.clone(),
+            programme_version: programme.version,
+            monthly_rate: monthly_rate.to_string(),
+            overdue_monthly_rate: overdue_monthly_rate.to_string(),
+            day_count: name(day_count),
+            amount: money(amount),
+            term_months: *term_months,
+            savings_group: savings_group.clone(),
+            entrusted: name(entrusted),
+            effective_on: eff,
+            reason,
+        }),
+        EventBody::TrancheDisbursed {
+            loan,
+            amount,
+            channel,
+            schedule_start,
+            due,
+            postings,
+        } => Payload::LoanTrancheDisbursed(proto::LoanTrancheDisbursed {
+            loan_number: *loan,
+            amount: money(amount),
+            channel: name(channel),
+            schedule_start: date(schedule_start),
+            due: date(due),
+            postings: postings_to_proto(postings),
+            effective_on: eff,
+            reason,
+            accrual: acc,
+        }),
+        EventBody::RepaymentReceived {
+            loan,
+            amount,
+            to_interest,
+            to_overdue_interest,
+            to_overdue_principal,
+            to_principal,
+            status_after,
+            postings,
+        } => Payload::LoanRepaymentReceived(proto::LoanRepaymentReceived {
+            loan_number: *loan,
+            amount: money(amount),
+            to_interest: money(to_interest),
+            to_overdue_interest: money(to_overdue_interest),
+            to_overdue_principal: money(to_overdue_principal),
+            to_principal: money(to_principal),
+            status_after: name(status_after),
+            postings: postings_to_proto(postings),
+            effective_on: eff,
+            reason,
+            accrual: acc,
+        }),
+        EventBody::MovedToOverdue {
+            loan,
+            scheduled_due,
+            amount,
+            postings,
+        } => Payload::LoanMovedToOverdue(proto::LoanMovedToOverdue {
+            loan_number: *loan,
+            scheduled_due: money(scheduled_due),
+            amount: money(amount),
+            postings: postings_to_proto(postings),
+            effective_on: eff,
+            reason,
+            accrual: acc,
+        }),
+        EventBody::Extended {
+            loan,
+            previous_due,
+            new_due,
+        } => Payload::LoanExtended(proto::LoanExtended {
+            loan_number: *loan,
+            previous_due: date(previous_due),
+            new_due: date(new_due),
+            effective_on: eff,
+            reason,
+            accrual: acc,
+        }),
+        EventBody::Frozen { loan, disaster_ref } => Payload::LoanFrozen(proto::LoanFrozen {
+            loan_number: *loan,
+            disaster_ref: disaster_ref.clone(),
+            effective_on: eff,
+            reason,
+            accrual: acc,
+        }),
+        EventBody::WrittenOff {
+            loan,
+            disaster_ref,
+            principal,
+            overdue_principal,
+            interest,
+            overdue_interest,
+            postings,
+        } => Payload::LoanWrittenOff(proto::LoanWrittenOff {
+            loan_number: *loan,
+            disaster_ref: disaster_ref.clone(),
+            principal: money(principal),
+            overdue_principal: money(overdue_principal),
+            interest: money(interest),
+            overdue_interest: money(overdue_interest),
+            postings: postings_to_proto(postings),
+            effective_on: eff,
+            reason,
+            accrual: acc,
+        }),
+        EventBody::Reversed {
+            original,
+            loan,
+            restored,
+            postings,
+        } => Payload::LoanPostingReversed(proto::LoanPostingReversed {
+            loan_number: *loan,
+            original_sequence: sequence_of(*original),
+            restored: Some(position_to_proto(restored)),
+            postings: postings_to_proto(postings),
+            effective_on: eff,
+            reason,
+        }),
+        EventBody::HouseholdClassified { .. } => {
+            unreachable!("classifications are encoded as EligibilityDecided")
+        }
+    })
+}
+
+/// The domain loan events a payload at partition `sequence` carries (empty for
+/// payloads of other domains). Eligibility decisions count: the loan book reads them.
+pub fn loan_events(
+    sequence: u64,
+    actor: &str,
+    payload: &Payload,
+) -> Result<Vec<loans::Event>, CodecError> {
+    let none = None;
+    // (accrual first, effective date, reason, main body)
+    let (accrual, effective_on, reason, body) = match payload {
+        Payload::EligibilityDecided(p) => {
+            let household = household("household_id", &p.household_id)?;
+            let (decision, escaped_until) = decided_from_proto(p, household, actor)?;
+            (
+                &none,
+                p.decided_on.as_str(),
+                "eligibility review",
+                EventBody::HouseholdClassified {
+                    decision,
+                    escaped_until,
+                },
+            )
+        }
+        Payload::HouseholdMovedIn(p) => {
+            // The standing travels with the household, re-filed under its new id.
+            let Some(s) = &p.standing else {
+                return Ok(Vec::new());
+            };
+            let household = household("household_id", &p.household_id)?;
+            let (decision, escaped_until) = decided_from_proto(s, household, CARRIED_BY_MOVE)?;
+            (
+                &none,
+                p.moved_on.as_str(),
+                "standing carried by a move",
+                EventBody::HouseholdClassified {
+                    decision,
+                    escaped_until,
+                },
+            )
+        }
+        Payload::LoanApproved(p) => (
+            &none,
+            p.effective_on.as_str(),
+            p.reason.as_str(),
+            EventBody::LoanApproved {
+                loan: p.loan_number,
+                household: household("household_id", &p.household_id)?,
+                programme: ProgrammeRef {
+                    id: p.programme_id.clone(),
+                    version: p.programme_version,
+                },
+                monthly_rate: parse_money("monthly_rate", &p.monthly_rate)?,
+                overdue_monthly_rate: parse_money("overdue_monthly_rate", &p.overdue_monthly_rate)?,
+                day_count: parse_name("day_count", &p.day_count)?,
+                amount: parse_money("amount", &p.amount)?,
+                term_months: p.term_months,
+                savings_group: p.savings_group.clone(),
+                entrusted: parse_name("entrusted", &p.entrusted)?,
+            },
+        ),
+        Payload::LoanInterestAccrued(p) => {
+            return Ok(vec![accrual_from_proto(p, main_id(sequence), actor)?]);
+        }
+        Payload::LoanTrancheDisbursed(p) => (
+            &p.accrual,
+            p.effective_on.as_str(),
+            p.reason.as_str(),
+            EventBody::TrancheDisbursed {
+                loan: p.loan_number,
+                amount: parse_money("amount", &p.amount)?,
+                channel: parse_name("channel", &p.channel)?,
+                schedule_start: parse_date("schedule_start", &p.schedule_start)?,
+                due: parse_date("due", &p.due)?,
+                postings: postings_from_proto(&p.postings)?,
+            },
+        ),
+        Payload::LoanRepaymentReceived(p) => (
+            &p.accrual,
+            p.effective_on.as_str(),
+            p.reason.as_str(),
+            EventBody::RepaymentReceived {
+                loan: p.loan_number,
+                amount: parse_money("amount", &p.amount)?,
+                to_interest: parse_money("to_interest", &p.to_interest)?,
+                to_overdue_interest: parse_money("to_overdue_interest", &p.to_overdue_interest)?,
+                to_overdue_principal: parse_money("to_overdue_principal", &p.to_overdue_principal)?,
+                to_principal: parse_money("to_principal", &p.to_principal)?,
+                status_after: parse_name("status_after", &p.status_after)?,
+                postings: postings_from_proto(&p.postings)?,
+            },
+        ),
+        Payload::LoanMovedToOverdue(p) => (
+            &p.accrual,
+            p.effective_on.as_str(),
+            p.reason.as_str(),
+            EventBody::MovedToOverdue {
+                loan: p.loan_number,
+                scheduled_due: parse_money("scheduled_due", &p.scheduled_due)?,
+                amount: parse_money("amount", &p.amount)?,
+                postings: postings_from_proto(&p.postings)?,
+            },
+        ),
+        Payload::LoanExtended(p) => (
+            &p.accrual,
+            p.effective_on.as_str(),
+            p.reason.as_str(),
+            EventBody::Extended {
+                loan: p.loan_number,
+                previous_due: parse_date("previous_due", &p.previous_due)?,
+                new_due: parse_date("new_due", &p.new_due)?,
+            },
+        ),
+        Payload::LoanFrozen(p) => (
+            &p.accrual,
+            p.effective_on.as_str(),
+            p.reason.as_str(),
+            EventBody::Frozen {
+                loan: p.loan_number,
+                disaster_ref: p.disaster_ref.clone(),
+            },
+        ),
+        Payload::LoanWrittenOff(p) => (
+            &p.accrual,
+            p.effective_on.as_str(),
+            p.reason.as_str(),
+            EventBody::WrittenOff {
+                loan: p.loan_number,
+                disaster_ref: p.disaster_ref.clone(),
+                principal: parse_money("principal", &p.principal)?,
+                overdue_principal: parse_money("overdue_principal", &p.overdue_principal)?,
+                interest: parse_money("interest", &p.interest)?,
+                overdue_interest: parse_money("overdue_interest", &p.overdue_interest)?,
+                postings: postings_from_proto(&p.postings)?,
+            },
+        ),
+        Payload::LoanPostingReversed(p) => (
+            &none,
+            p.effective_on.as_str(),
+            p.reason.as_str(),
+            EventBody::Reversed {
+                original: main_id(p.original_sequence),
+                loan: p.loan_number,
+                restored: position_from_proto(
+                    p.restored
+                        .as_ref()
+                        .ok_or_else(|| bad("restored", "missing"))?,
+                )?,
+                postings: postings_from_proto(&p.postings)?,
+            },
+        ),
+        _ => return Ok(Vec::new()),
+    };
+    let mut out = Vec::with_capacity(2);
+    if let Some(a) = accrual {
+        out.push(accrual_from_proto(a, accrual_id(sequence), actor)?);
+    }
+    out.push(loans::Event {
+        id: main_id(sequence),
+        actor: actor.to_owned(),
+        reason: reason.to_owned(),
+        effective: parse_date("effective_on", effective_on)?,
+        body,
+    });
+    Ok(out)
+}
+
+/// Decider recorded for a standing copied by a move (the original decision names
+/// its decider in its own envelope, in the partition the household left).
+pub const CARRIED_BY_MOVE: &str = "system:carried-by-move";

@@ -1,0 +1,380 @@
+//! The book of one partition: registry, eligibility standings, loans and the trial
+//! balance, folded from the partition's chain. The partition writer decides every
+//! command against it, in chain order, so two commands can never both pass a rule
+//! that only one of them may pass (two loans of one programme, one citizen in two
+//! households).
+//!
+//! **Boundary:** pure. No clock, no I/O: `decide` reads the book and a command,
+//! `apply` folds an event (as stored: a protobuf payload) into the book.
+//! **Invariant:** `apply` never fails and never refuses; an event it cannot read
+//! (only possible if something other than `decide` wrote it) changes nothing, the
+//! same way in the writer and in every projection.
+
+pub mod codec;
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+
+use crate::domain::Rejection;
+use crate::domain::eligibility::ClassificationInputs;
+use crate::domain::ids::HouseholdId;
+use crate::domain::ledger::TrialBalance;
+use crate::domain::loans::{self, CommandKind, LoanBook, LoanId};
+use crate::domain::registry::{self, Change, Registry};
+use crate::proto::{self, envelope::Payload};
+use codec::MoveLink;
+
+/// A command for one partition's book. The edge (CLI, HTTP, NATS) has already
+/// authenticated the actor, checked its role and sealed personal data.
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// Register, change members, record a death, erase personal data.
+    Registry(Change),
+    /// First half of a move: the household leaves for `to`.
+    MoveOut {
+        household: HouseholdId,
+        to: HouseholdId,
+        on: NaiveDate,
+    },
+    /// Second half of a move, built from the move-out event (see
+    /// `service::move_household`). Boxed: it is much larger than the other commands.
+    MoveIn(Box<Arrival>),
+    /// The yearly review's decision for a household.
+    Classify {
+        household: HouseholdId,
+        inputs: ClassificationInputs,
+        decided_on: NaiveDate,
+    },
+    /// A loan command. To reverse the event at partition sequence `s`, use
+    /// `CommandKind::Reverse { event: codec::main_id(s) }`.
+    Loan {
+        kind: CommandKind,
+        effective: NaiveDate,
+        reason: String,
+        /// The caller's unit (commune or province code); the loan's household must lie
+        /// inside it. Only the book knows a loan's household for certain.
+        unit: String,
+    },
+}
+
+/// A household arriving from another commune: the registry change plus the link to
+/// the move-out event and the standing it carried.
+#[derive(Clone, Debug)]
+pub struct Arrival {
+    pub change: Change,
+    pub from_partition: String,
+    pub from_sequence: u64,
+    pub from_hash: [u8; 32],
+    pub standing: Option<proto::EligibilityDecided>,
+}
+
+/// What `decide` proposes to append.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Proposal {
+    pub payload: Payload,
+    /// Typed ids the event concerns ("household:…", "loan:…", "commune:…").
+    pub subjects: Vec<String>,
+}
+
+/// Loan reference as shown to people and used in subjects: "<partition>-L<number>".
+pub fn loan_ref(partition: &str, loan: LoanId) -> String {
+    format!("{partition}-L{loan}")
+}
+
+/// Parses "<partition>-L<number>".
+pub fn parse_loan_ref(s: &str) -> Option<(String, LoanId)> {
+    let (partition, number) = s.split_once("-L")?;
+    Some((partition.to_owned(), number.parse().ok()?))
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PartitionBook {
+    pub partition: String,
+    pub registry: Registry,
+    pub loans: LoanBook,
+    pub trial: TrialBalance,
+    /// Latest eligibility decision per household, as recorded (a move carries it).
+    pub standings: BTreeMap<HouseholdId, proto::EligibilityDecided>,
+    /// Events folded in so far (the partition sequence of the last one).
+    pub sequence: u64,
+    /// Events `apply` could not read (should stay 0; `audit verify` reports them).
+    pub unreadable: u64,
+}
+
+impl PartitionBook {
+    pub fn new(partition: &str) -> Self {
+        Self {
+            partition: partition.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    fn own(&self, household: &HouseholdId) -> Result<(), Rejection> {
+        if household.province().as_str() != self.partition {
+            return Err(Rejection::WrongPartition {
+                household: household.to_string(),
+                partition: self.partition.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn subjects(&self, household: &HouseholdId, loan: Option<LoanId>) -> Vec<String> {
+        let mut s = vec![
+            format!("household:{household}"),
+            format!("commune:{}", household.commune()),
+        ];
+        if let Some(loan) = loan {
+            s.push(format!("loan:{}", loan_ref(&self.partition, loan)));
+        }
+        s
+    }
+
+    /// Decides a command by `actor` against the book; refusals change nothing.
+    pub fn decide(&self, command: &Command, actor: &str) -> Result<Proposal, Rejection> {
+        if actor.trim().is_empty() {
+            return Err(Rejection::MissingActor);
+        }
+        match command {
+            Command::Registry(change) => {
+                if matches!(change, Change::MovedIn { .. } | Change::MovedOut { .. }) {
+                    return Err(Rejection::UnsupportedCommand {
+                        what: "a move goes through MoveOut and MoveIn".into(),
+                    });
+                }
+                let household = change.household();
+                self.own(household)?;
+                let event = registry::decide(&self.registry, change.clone())?;
+                Ok(Proposal {
+                    payload: codec::registry_payload(&event, MoveLink::None),
+                    subjects: self.subjects(household, None),
+                })
+            }
+            Command::MoveOut { household, to, on } => {
+                self.own(household)?;
+                let event = registry::decide(
+                    &self.registry,
+                    Change::MovedOut {
+                        household: household.clone(),
+                        to: to.clone(),
+                        on: *on,
+                    },
+                )?;
+                if let Some(loan) = self
+                    .loans
+                    .loans
+                    .values()
+                    .find(|l| &l.household == household && l.position.status.is_open())
+                {
+                    return Err(Rejection::OpenLoans {
+                        household: household.to_string(),
+                        loan: loan.id,
+                    });
+                }
+                let h = &self.registry.households[household];
+                let link = MoveLink::Out {
+                    members: h.members,
+                    citizens: h.citizens.iter().copied().collect(),
+                    standing: self.standings.get(household).cloned(),
+                };
+                let mut subjects = self.subjects(household, None);
+                subjects.push(format!("household:{to}"));
+                Ok(Proposal {
+                    payload: codec::registry_payload(&event, link),
+                    subjects,
+                })
+            }
+            Command::MoveIn(arrival) => {
+                let Arrival {
+                    change,
+                    from_partition,
+                    from_sequence,
+                    from_hash,
+                    standing,
+                } = arrival.as_ref();
+                let Change::MovedIn {
+                    household, from, ..
+                } = change
+                else {
+                    return Err(Rejection::UnsupportedCommand {
+                        what: "MoveIn carries a MovedIn change".into(),
+                    });
+                };
+                self.own(household)?;
+                let event = registry::decide(&self.registry, change.clone())?;
+                let link = MoveLink::In {
+                    from_partition: from_partition.clone(),
+                    from_sequence: *from_sequence,
+                    from_hash: *from_hash,
+                    standing: standing.clone(),
+                };
+                let mut subjects = self.subjects(household, None);
+                subjects.push(format!("household:{from}"));
+                Ok(Proposal {
+                    payload: codec::registry_payload(&event, link),
+                    subjects,
+                })
+            }
+            Command::Classify {
+                household,
+                inputs,
+                decided_on,
+            } => {
+                self.own(household)?;
+                self.registry.active(household)?;
+                let events = loans::decide(
+                    &self.loans,
+                    loans::Command {
+                        actor: actor.to_owned(),
+                        reason: "eligibility review".into(),
+                        effective: *decided_on,
+                        kind: CommandKind::Classify {
+                            household: household.clone(),
+                            inputs: inputs.clone(),
+                        },
+                    },
+                )?;
+                let [
+                    loans::Event {
+                        body:
+                            loans::EventBody::HouseholdClassified {
+                                decision,
+                                escaped_until,
+                            },
+                        ..
+                    },
+                ] = events.as_slice()
+                else {
+                    unreachable!("a classification decides one HouseholdClassified")
+                };
+                Ok(Proposal {
+                    payload: Payload::EligibilityDecided(codec::decided_to_proto(
+                        decision,
+                        *escaped_until,
+                    )),
+                    subjects: self.subjects(household, None),
+                })
+            }
+            Command::Loan {
+                kind,
+                effective,
+                reason,
+                unit,
+            } => {
+                let (household, loan) = match kind {
+                    CommandKind::Classify { .. } => {
+                        return Err(Rejection::UnsupportedCommand {
+                            what: "a classification goes through Classify".into(),
+                        });
+                    }
+                    CommandKind::Approve { household, .. } => {
+                        self.own(household)?;
+                        self.registry.active(household)?;
+                        (household.clone(), self.loans.last_loan_id + 1)
+                    }
+                    CommandKind::Reverse { event } => {
+                        let loan = self
+                            .loans
+                            .reversible_events
+                            .get(event)
+                            .copied()
+                            .ok_or(Rejection::UnknownEvent { event: *event })?;
+                        (self.loans.loans[&loan].household.clone(), loan)
+                    }
+                    CommandKind::Disburse { loan, .. }
+                    | CommandKind::Repay { loan, .. }
+                    | CommandKind::AccrueInterest { loan }
+                    | CommandKind::MarkOverdue { loan }
+                    | CommandKind::Extend { loan, .. }
+                    | CommandKind::Freeze { loan, .. }
+                    | CommandKind::WriteOff { loan, .. } => {
+                        let l = self
+                            .loans
+                            .loans
+                            .get(loan)
+                            .ok_or(Rejection::UnknownLoan { loan: *loan })?;
+                        (l.household.clone(), *loan)
+                    }
+                };
+                let commune = household.commune();
+                if !crate::access::within(unit, commune.as_str()) {
+                    return Err(Rejection::OutsideUnit {
+                        unit: unit.clone(),
+                        commune: commune.to_string(),
+                    });
+                }
+                let events = loans::decide(
+                    &self.loans,
+                    loans::Command {
+                        actor: actor.to_owned(),
+                        reason: reason.clone(),
+                        effective: *effective,
+                        kind: kind.clone(),
+                    },
+                )?;
+                let payload = codec::loan_payload(&events).ok_or(Rejection::NothingToRecord)?;
+                Ok(Proposal {
+                    payload,
+                    subjects: self.subjects(&household, Some(loan)),
+                })
+            }
+        }
+    }
+
+    /// Folds the event at partition `sequence` into the book.
+    pub fn apply(&mut self, sequence: u64, actor: &str, payload: Option<&Payload>) {
+        self.sequence = sequence;
+        let Some(payload) = payload else { return };
+        match self.try_apply(sequence, actor, payload) {
+            Ok(()) => {}
+            Err(e) => {
+                self.unreadable += 1;
+                tracing::warn!(partition = %self.partition, sequence, error = %e, "event not folded into the book");
+            }
+        }
+    }
+
+    fn try_apply(
+        &mut self,
+        sequence: u64,
+        actor: &str,
+        payload: &Payload,
+    ) -> Result<(), codec::CodecError> {
+        if let Some(change) = codec::registry_change(payload)? {
+            registry::apply(&mut self.registry, &change);
+        }
+        match payload {
+            Payload::EligibilityDecided(p) => {
+                if let Ok(h) = HouseholdId::parse(&p.household_id) {
+                    self.standings.insert(h, p.clone());
+                }
+            }
+            Payload::HouseholdMovedIn(p) => {
+                if let (Some(s), Ok(h)) = (&p.standing, HouseholdId::parse(&p.household_id)) {
+                    self.standings.insert(h, s.clone());
+                }
+            }
+            _ => {}
+        }
+        for event in codec::loan_events(sequence, actor, payload)? {
+            // A loan event for a loan this book never approved cannot be folded.
+            let known = match &event.body {
+                loans::EventBody::HouseholdClassified { .. }
+                | loans::EventBody::LoanApproved { .. } => true,
+                _ => event
+                    .loan()
+                    .is_some_and(|l| self.loans.loans.contains_key(&l)),
+            };
+            if !known {
+                return Err(codec::CodecError {
+                    field: "loan_number",
+                    problem: "loan was never approved in this partition".into(),
+                });
+            }
+            self.trial.post(event.postings());
+            loans::apply(&mut self.loans, &event);
+        }
+        Ok(())
+    }
+}

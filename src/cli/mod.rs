@@ -1,0 +1,5 @@
+//! Command-line front ends beside `main.rs`, one module per desk.
+
+pub mod staff;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

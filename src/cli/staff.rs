@@ -1,0 +1,854 @@
+//! Staff commands: households, reviews, loans, portfolios. Parsing and printing only;
+//! the work is in `ansinh::service`.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+
+use ansinh::access::{self, Caller, Operation, Role};
+use ansinh::app::Runtime;
+use ansinh::book::parse_loan_ref;
+use ansinh::domain::eligibility::{Area, ClassificationInputs};
+use ansinh::domain::ids::HouseholdId;
+use ansinh::domain::loans::{Channel, EntrustedOrganisation};
+use ansinh::log::Receipt;
+use ansinh::personal::{Member, PersonalData};
+use ansinh::projection::Projector;
+use ansinh::service::{LoanAction, Request, ServiceError};
+use ansinh::views::{self, ACCOUNTS};
+use chrono::NaiveDate;
+use clap::{Args, Subcommand, ValueEnum};
+use rust_decimal::Decimal;
+
+use super::BoxError;
+
+/// Who is acting (authenticated by the operator's login on this host).
+#[derive(Args, Clone, Debug)]
+pub struct ActorArgs {
+    /// Staff id of the caller.
+    #[arg(long = "as", env = "ANSINH_ACTOR", global = true)]
+    pub actor: Option<String>,
+    #[arg(long, env = "ANSINH_ROLE", global = true, value_enum)]
+    pub role: Option<RoleArg>,
+    /// Commune (7 digits) or province (2 digits) the caller acts for.
+    #[arg(long, env = "ANSINH_UNIT", global = true, default_value = "")]
+    pub unit: String,
+    /// Makes the command safe to retry: the same key never appends twice. Defaults to
+    /// a fresh random key (printed).
+    #[arg(long, global = true)]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RoleArg {
+    Teller,
+    CreditOfficer,
+    BranchManager,
+    Auditor,
+}
+
+impl ActorArgs {
+    fn caller(&self) -> Result<Caller, BoxError> {
+        let id = self
+            .actor
+            .clone()
+            .ok_or("who is acting? give --as STAFF_ID --role ROLE --unit UNIT")?;
+        let role = match self.role.ok_or("give --role")? {
+            RoleArg::Teller => Role::Teller,
+            RoleArg::CreditOfficer => Role::CreditOfficer,
+            RoleArg::BranchManager => Role::BranchManager,
+            RoleArg::Auditor => Role::Auditor,
+        };
+        Ok(Caller {
+            id,
+            role,
+            unit: self.unit.clone(),
+        })
+    }
+    fn key(&self) -> String {
+        self.idempotency_key
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AreaArg {
+    Rural,
+    Urban,
+}
+impl From<AreaArg> for Area {
+    fn from(a: AreaArg) -> Area {
+        match a {
+            AreaArg::Rural => Area::Rural,
+            AreaArg::Urban => Area::Urban,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum HouseholdCommand {
+    /// Register a household; personal data are sealed before they reach the log.
+    Register {
+        #[arg(long)]
+        id: String,
+        #[arg(long, value_enum)]
+        area: AreaArg,
+        #[arg(long)]
+        on: NaiveDate,
+        #[arg(long)]
+        head_name: String,
+        #[arg(long)]
+        head_citizen_id: String,
+        #[arg(long)]
+        phone: Option<String>,
+        #[arg(long)]
+        account: Option<String>,
+        /// "NAME:CITIZEN_ID:RELATION" (CITIZEN_ID may be empty for a child), repeatable.
+        #[arg(long = "member")]
+        members: Vec<String>,
+    },
+    /// The household's view: class and validity, loans priced on --as-of, history.
+    Show {
+        id: String,
+        #[arg(long)]
+        as_of: Option<NaiveDate>,
+    },
+    /// Move to a new id in another commune (another province too).
+    Move {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long, value_enum)]
+        area: AreaArg,
+        #[arg(long)]
+        on: NaiveDate,
+    },
+    /// Record a member's death.
+    RecordDeath {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        citizen_id: String,
+        #[arg(long)]
+        on: NaiveDate,
+    },
+    /// Destroy the household's data key (right to erasure); the chain still verifies.
+    Erase {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        reference: String,
+        #[arg(long)]
+        on: NaiveDate,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ReviewCommand {
+    /// Record the yearly review's decision; the ledger applies the standard in force on --on.
+    Classify {
+        #[arg(long)]
+        household: String,
+        /// Income per person per month, whole VND.
+        #[arg(long)]
+        income: Decimal,
+        #[arg(long, value_enum)]
+        area: AreaArg,
+        #[arg(long, value_delimiter = ',')]
+        deprived: Vec<String>,
+        #[arg(long)]
+        year: i32,
+        #[arg(long)]
+        on: NaiveDate,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum EntrustedArg {
+    WomensUnion,
+    FarmersUnion,
+    VeteransAssociation,
+    YouthUnion,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ChannelArg {
+    CommunePoint,
+    BankTransfer,
+}
+
+#[derive(Subcommand)]
+pub enum LoanCommand {
+    Approve {
+        #[arg(long)]
+        household: String,
+        #[arg(long)]
+        programme: String,
+        #[arg(long)]
+        amount: Decimal,
+        #[arg(long)]
+        term_months: u32,
+        #[arg(long)]
+        savings_group: String,
+        #[arg(long, value_enum)]
+        entrusted: EntrustedArg,
+        #[arg(long)]
+        on: NaiveDate,
+        #[arg(long)]
+        reason: String,
+    },
+    Disburse {
+        #[arg(long)]
+        loan: String,
+        #[arg(long)]
+        amount: Decimal,
+        #[arg(long, value_enum, default_value = "commune-point")]
+        channel: ChannelArg,
+        #[arg(long)]
+        on: NaiveDate,
+    },
+    Repay {
+        #[arg(long)]
+        loan: String,
+        #[arg(long)]
+        amount: Decimal,
+        #[arg(long)]
+        on: NaiveDate,
+    },
+    Extend {
+        #[arg(long)]
+        loan: String,
+        #[arg(long)]
+        new_due: NaiveDate,
+        #[arg(long)]
+        on: NaiveDate,
+        #[arg(long)]
+        reason: String,
+    },
+    Freeze {
+        #[arg(long)]
+        loan: String,
+        #[arg(long)]
+        decision: String,
+        #[arg(long)]
+        on: NaiveDate,
+    },
+    WriteOff {
+        #[arg(long)]
+        loan: String,
+        #[arg(long)]
+        decision: String,
+        #[arg(long)]
+        on: NaiveDate,
+    },
+    /// Reverse a mistaken disbursement or repayment by a new event.
+    Reverse {
+        #[arg(long)]
+        loan: String,
+        /// Partition sequence of the event to reverse.
+        #[arg(long)]
+        sequence: u64,
+        #[arg(long)]
+        on: NaiveDate,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Move unpaid instalments due before --as-of overdue, on every active loan of the
+    /// caller's unit (only the overdue part moves). Safe to rerun for the same date.
+    MarkOverdue {
+        #[arg(long)]
+        as_of: NaiveDate,
+        #[arg(long)]
+        partition: String,
+    },
+}
+
+fn print_receipt(receipt: &Receipt, key: &str, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "partition": receipt.partition,
+                "sequence": receipt.sequence,
+                "hash": receipt.hash.to_hex(),
+                "stream_sequence": receipt.stream_sequence,
+                "duplicate": receipt.duplicate,
+                "idempotency_key": key,
+            })
+        );
+    } else {
+        println!(
+            "{} partition {} sequence {} hash {} (idempotency key {key})",
+            if receipt.duplicate {
+                "already recorded:"
+            } else {
+                "recorded:"
+            },
+            receipt.partition,
+            receipt.sequence,
+            receipt.hash
+        );
+    }
+}
+
+fn household(id: &str) -> Result<HouseholdId, BoxError> {
+    Ok(HouseholdId::parse(id)?)
+}
+
+/// Prints a refusal and returns the exit code for it (1), or passes other errors on.
+fn outcome(
+    result: Result<Receipt, ServiceError>,
+    key: &str,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    match result {
+        Ok(receipt) => {
+            print_receipt(&receipt, key, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (ServiceError::Rejected(_) | ServiceError::Denied(_))) => {
+            if json {
+                println!("{}", serde_json::json!({"refused": e.to_string()}));
+            } else {
+                println!("REFUSED: {e}");
+            }
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn household_command(
+    runtime: &Runtime,
+    who: &ActorArgs,
+    command: HouseholdCommand,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    let service = runtime.service();
+    let key = who.key();
+    match command {
+        HouseholdCommand::Show { id, as_of } => {
+            let caller = who.caller()?;
+            let h = household(&id)?;
+            access::authorize(&caller, Operation::Read, h.commune().as_str())?;
+            show_household(runtime, &h, as_of, json).await
+        }
+        HouseholdCommand::Register {
+            id,
+            area,
+            on,
+            head_name,
+            head_citizen_id,
+            phone,
+            account,
+            members,
+        } => {
+            let caller = who.caller()?;
+            let members = members
+                .iter()
+                .map(|m| {
+                    let mut parts = m.splitn(3, ':');
+                    let name = parts.next().unwrap_or_default().to_owned();
+                    let citizen = parts.next().filter(|s| !s.is_empty()).map(str::to_owned);
+                    let relation = parts.next().unwrap_or("member").to_owned();
+                    Member {
+                        name,
+                        citizen_id: citizen,
+                        relation,
+                    }
+                })
+                .collect();
+            let data = PersonalData {
+                head_name,
+                head_citizen_id,
+                phone,
+                account_number: account,
+                members,
+            };
+            let req = request(&caller, &key);
+            outcome(
+                service
+                    .register(&req, &household(&id)?, area.into(), on, &data)
+                    .await,
+                &key,
+                json,
+            )
+        }
+        HouseholdCommand::Move { from, to, area, on } => {
+            let caller = who.caller()?;
+            let req = request(&caller, &key);
+            match service
+                .move_household(&req, &household(&from)?, &household(&to)?, area.into(), on)
+                .await
+            {
+                Ok((out, arrived)) => {
+                    print_receipt(&out, &format!("{key}/out"), json);
+                    print_receipt(&arrived, &format!("{key}/in"), json);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => outcome(Err(e), &key, json),
+            }
+        }
+        HouseholdCommand::RecordDeath { id, citizen_id, on } => {
+            let caller = who.caller()?;
+            let h = household(&id)?;
+            let req = request(&caller, &key);
+            let mut data = service.personal(&h).await?;
+            let remaining = if data.head_citizen_id == citizen_id {
+                // The head died: the first adult member with a card becomes head.
+                match data.members.iter().position(|m| m.citizen_id.is_some()) {
+                    Some(pos) => {
+                        let next = data.members.remove(pos);
+                        data.head_name = next.name;
+                        data.head_citizen_id = next.citizen_id.expect("chosen with an id");
+                        Some(data)
+                    }
+                    None => None,
+                }
+            } else {
+                data.members
+                    .retain(|m| m.citizen_id.as_deref() != Some(citizen_id.as_str()));
+                Some(data)
+            };
+            outcome(
+                service
+                    .record_death(&req, &h, &citizen_id, on, remaining.as_ref())
+                    .await,
+                &key,
+                json,
+            )
+        }
+        HouseholdCommand::Erase { id, reference, on } => {
+            let caller = who.caller()?;
+            let req = request(&caller, &key);
+            let now = chrono::Utc::now().timestamp_millis();
+            outcome(
+                service
+                    .erase_personal_data(&req, &household(&id)?, on, &reference, now)
+                    .await,
+                &key,
+                json,
+            )
+        }
+    }
+}
+
+fn request<'a>(caller: &'a Caller, key: &'a str) -> Request<'a> {
+    Request {
+        caller,
+        idempotency_key: key,
+        correlation_id: "cli",
+    }
+}
+
+pub async fn review_command(
+    runtime: &Runtime,
+    who: &ActorArgs,
+    command: ReviewCommand,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    let ReviewCommand::Classify {
+        household: h,
+        income,
+        area,
+        deprived,
+        year,
+        on,
+    } = command;
+    let caller = who.caller()?;
+    let key = who.key();
+    let inputs = ClassificationInputs {
+        income_per_person_month: income,
+        area: area.into(),
+        deprived: deprived.into_iter().collect::<BTreeSet<_>>(),
+        review_year: year,
+    };
+    let req = request(&caller, &key);
+    outcome(
+        runtime
+            .service()
+            .classify(&req, &household(&h)?, inputs, on)
+            .await,
+        &key,
+        json,
+    )
+}
+
+pub async fn loan_command(
+    runtime: &Runtime,
+    who: &ActorArgs,
+    command: LoanCommand,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    let caller = who.caller()?;
+    let key = who.key();
+    let service = runtime.service();
+    let req = request(&caller, &key);
+    let (loan, action, on, reason): (Option<String>, LoanAction, NaiveDate, String) = match command
+    {
+        LoanCommand::Approve {
+            household: h,
+            programme,
+            amount,
+            term_months,
+            savings_group,
+            entrusted,
+            on,
+            reason,
+        } => (
+            None,
+            LoanAction::Approve {
+                household: household(&h)?,
+                programme,
+                amount,
+                term_months,
+                savings_group,
+                entrusted: match entrusted {
+                    EntrustedArg::WomensUnion => EntrustedOrganisation::WomensUnion,
+                    EntrustedArg::FarmersUnion => EntrustedOrganisation::FarmersUnion,
+                    EntrustedArg::VeteransAssociation => EntrustedOrganisation::VeteransAssociation,
+                    EntrustedArg::YouthUnion => EntrustedOrganisation::YouthUnion,
+                },
+            },
+            on,
+            reason,
+        ),
+        LoanCommand::Disburse {
+            loan,
+            amount,
+            channel,
+            on,
+        } => (
+            Some(loan),
+            LoanAction::Disburse {
+                amount,
+                channel: match channel {
+                    ChannelArg::CommunePoint => Channel::CommuneTransactionPoint,
+                    ChannelArg::BankTransfer => Channel::BankTransfer,
+                },
+            },
+            on,
+            "disbursement".into(),
+        ),
+        LoanCommand::Repay { loan, amount, on } => (
+            Some(loan),
+            LoanAction::Repay { amount },
+            on,
+            "repayment at the commune transaction point".into(),
+        ),
+        LoanCommand::Extend {
+            loan,
+            new_due,
+            on,
+            reason,
+        } => (Some(loan), LoanAction::Extend { new_due }, on, reason),
+        LoanCommand::Freeze { loan, decision, on } => (
+            Some(loan),
+            LoanAction::Freeze {
+                disaster_ref: decision,
+            },
+            on,
+            "frozen by disaster decision".into(),
+        ),
+        LoanCommand::WriteOff { loan, decision, on } => (
+            Some(loan),
+            LoanAction::WriteOff {
+                disaster_ref: decision,
+            },
+            on,
+            "risk debt written off by decision".into(),
+        ),
+        LoanCommand::Reverse {
+            loan,
+            sequence,
+            on,
+            reason,
+        } => (Some(loan), LoanAction::Reverse { sequence }, on, reason),
+        LoanCommand::MarkOverdue { as_of, partition } => {
+            return mark_overdue(runtime, &caller, &partition, as_of, json).await;
+        }
+    };
+    outcome(
+        service
+            .loan(&req, loan.as_deref(), action, on, &reason)
+            .await,
+        &key,
+        json,
+    )
+}
+
+async fn mark_overdue(
+    runtime: &Runtime,
+    caller: &Caller,
+    partition: &str,
+    as_of: NaiveDate,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    access::authorize_role(caller, Operation::MarkOverdue)?;
+    let projector = Projector::open(runtime.ledger.store().db())?;
+    let mut stream = runtime.ledger.stream().clone();
+    projector
+        .catch_up(&mut stream, runtime.ledger.config())
+        .await?;
+    let service = runtime.service();
+    let (mut moved, mut unchanged, mut refused) = (0u64, 0u64, 0u64);
+    let mut amount = Decimal::ZERO;
+    for loan in projector.loans(partition)? {
+        if !views::is_active(&loan)
+            || !access::within(&caller.unit, loan.household.commune().as_str())
+        {
+            continue;
+        }
+        let reference = ansinh::book::loan_ref(partition, loan.id);
+        // One key per loan and date: rerunning the job for the same date adds nothing.
+        let key = format!("overdue:{as_of}:{reference}");
+        let req = request(caller, &key);
+        match service
+            .loan(
+                &req,
+                Some(&reference),
+                LoanAction::MarkOverdue,
+                as_of,
+                "overdue run",
+            )
+            .await
+        {
+            Ok(receipt) => {
+                let event = runtime.ledger.event_of(&receipt).await?;
+                if let Some(ansinh::proto::envelope::Payload::LoanMovedToOverdue(m)) = event.payload
+                {
+                    moved += 1;
+                    amount += m.amount.parse::<Decimal>().unwrap_or_default();
+                } else {
+                    unchanged += 1;
+                }
+            }
+            Err(ServiceError::Rejected(ansinh::domain::Rejection::NothingToRecord)) => {
+                unchanged += 1
+            }
+            Err(ServiceError::Rejected(_)) => refused += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"as_of": as_of.to_string(), "loans_moved": moved, "amount_moved": amount.to_string(), "unchanged": unchanged, "refused": refused})
+        );
+    } else {
+        println!(
+            "overdue run as of {as_of}: {moved} loans moved {amount} VND overdue; {unchanged} unchanged; {refused} refused"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn show_household(
+    runtime: &Runtime,
+    h: &HouseholdId,
+    as_of: Option<NaiveDate>,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    let projector = Projector::open(runtime.ledger.store().db())?;
+    let mut stream = runtime.ledger.stream().clone();
+    projector
+        .catch_up(&mut stream, runtime.ledger.config())
+        .await?;
+    let Some(view) = projector.household(h.as_str())? else {
+        println!("household {h} is not registered");
+        return Ok(ExitCode::from(1));
+    };
+    let as_of = as_of.unwrap_or_else(|| chrono::Utc::now().date_naive());
+    let mut lines = Vec::new();
+    for r in &view.loans {
+        if let Some((p, n)) = parse_loan_ref(r) {
+            if let Some(loan) = projector.loan(&p, n)? {
+                lines.push(views::loan_line(&p, &loan, as_of));
+            }
+        }
+    }
+    let trail = projector.trail(&format!("household:{h}"))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"household": view, "as_of": as_of.to_string(), "loans": lines, "history": trail})
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "Household {}  (partition {}, commune {}, {})",
+        view.household_id, view.partition, view.commune, view.area
+    );
+    println!(
+        "  members {}  residence {}{}  since {}{}",
+        view.members,
+        view.residence,
+        view.moved_to
+            .as_ref()
+            .map(|t| format!(" -> {t}"))
+            .unwrap_or_default(),
+        view.since,
+        if view.personal_data_erased {
+            "  [personal data erased]"
+        } else {
+            ""
+        }
+    );
+    match &view.standing {
+        Some(s) => println!(
+            "  status {} (class {}), valid {} to {}{}, standard {}, review {}",
+            s.status,
+            s.class,
+            s.valid_from,
+            s.valid_to,
+            if s.escaped_until.is_empty() {
+                String::new()
+            } else {
+                format!(", escaped-poverty window to {}", s.escaped_until)
+            },
+            s.standard_id,
+            s.review_year
+        ),
+        None => println!("  no eligibility decision yet"),
+    }
+    if !lines.is_empty() {
+        println!("\n  Loans priced on {as_of}:");
+        println!(
+            "  {:<10} {:<24} {:<11} {:>13} {:>13} {:>13} {:>11} {:>11} {:<10}",
+            "LOAN",
+            "PROGRAMME",
+            "STATUS",
+            "APPROVED",
+            "OUTSTANDING",
+            "OVERDUE",
+            "INTEREST",
+            "OVD.INT",
+            "DUE"
+        );
+        for l in &lines {
+            println!(
+                "  {:<10} {:<24} {:<11} {:>13} {:>13} {:>13} {:>11} {:>11} {:<10}",
+                l.loan,
+                l.programme,
+                l.status,
+                l.approved,
+                l.principal_outstanding,
+                l.overdue_principal,
+                l.interest_to_date,
+                l.overdue_interest_to_date,
+                l.due.map(|d| d.to_string()).unwrap_or_default()
+            );
+        }
+    }
+    println!("\n  History:");
+    for e in &trail {
+        println!(
+            "  {:>3}#{:<7} {} {:<28} {:<16} {}",
+            e.partition,
+            e.sequence,
+            &e.hash[..12],
+            e.actor,
+            e.event_type.trim_start_matches("ansinh.v1."),
+            e.detail
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn portfolio(
+    runtime: &Runtime,
+    commune: Option<String>,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    let projector = Projector::open(runtime.ledger.store().db())?;
+    let mut stream = runtime.ledger.stream().clone();
+    projector
+        .catch_up(&mut stream, runtime.ledger.config())
+        .await?;
+    let folios: Vec<_> = projector
+        .communes()?
+        .into_iter()
+        .filter(|c| commune.as_ref().is_none_or(|want| &c.commune == want))
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&folios)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<8} {:>10} {:>10} {:>16} {:>14} {:>8} {:>14}  BY PROGRAMME (open loans)",
+        "COMMUNE", "HOUSEHOLDS", "OPEN LOANS", "OUTSTANDING", "OVERDUE", "RATIO", "WRITTEN OFF"
+    );
+    for c in &folios {
+        let by: Vec<String> = c
+            .by_programme
+            .iter()
+            .map(|(p, l)| format!("{p}={}", l.open_loans))
+            .collect();
+        println!(
+            "{:<8} {:>10} {:>10} {:>16} {:>14} {:>7.2}% {:>14}  {}",
+            c.commune,
+            c.households_active,
+            c.open_loans,
+            c.outstanding,
+            c.overdue,
+            c.overdue_ratio() * Decimal::ONE_HUNDRED,
+            c.written_off,
+            by.join(" ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn trial_balance(
+    runtime: &Runtime,
+    partitions: &[String],
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    let projector = Projector::open(runtime.ledger.store().db())?;
+    let mut stream = runtime.ledger.stream().clone();
+    projector
+        .catch_up(&mut stream, runtime.ledger.config())
+        .await?;
+    let mut ok = true;
+    let mut all = Vec::new();
+    for p in partitions {
+        let Some(tb) = projector.trial_balance(p)? else {
+            continue;
+        };
+        ok &= tb.first_unbalanced_sequence.is_none() && tb.total_debits == tb.total_credits;
+        all.push(tb);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    } else {
+        for tb in &all {
+            println!(
+                "Trial balance, partition {} ({} money events checked):",
+                tb.partition, tb.events_checked
+            );
+            for account in ACCOUNTS {
+                let name = ansinh::book::codec::name(&account);
+                let (d, c) = tb.accounts.get(&name).copied().unwrap_or_default();
+                println!("  {name:<28} {d:>18} {c:>18}");
+            }
+            println!(
+                "  {:<28} {:>18} {:>18}  {}",
+                "TOTAL",
+                tb.total_debits,
+                tb.total_credits,
+                match tb.first_unbalanced_sequence {
+                    None if tb.total_debits == tb.total_credits =>
+                        "balanced at every event".to_string(),
+                    None => "UNBALANCED".to_string(),
+                    Some(s) => format!("UNBALANCED first at sequence {s}"),
+                }
+            );
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

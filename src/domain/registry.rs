@@ -1,0 +1,400 @@
+//! The household registry of one partition: who lives where, and which citizens
+//! (by blind index) belong to which household.
+//!
+//! Registry facts carry no derived values, so a command *is* the event it proposes:
+//! `decide` checks it against the registry and returns it unchanged (or the event it
+//! implies, for a death), `apply` records it. Personal data arrive already sealed;
+//! this module sees only ciphertext and blind indexes (keyed hashes of citizen ids).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Rejection;
+use crate::domain::eligibility::Area;
+use crate::domain::ids::HouseholdId;
+
+/// Keyed BLAKE3 hash of a citizen id (see `personal::Vault::blind_index`).
+pub type BlindIndex = [u8; 32];
+
+/// Most members one household may list; larger is a keying error.
+pub const MEMBERS_MAX: u32 = 60;
+/// Largest sealed personal-data blob accepted in an event, in bytes.
+pub const SEALED_BYTES_MAX: usize = 16 * 1024 + 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Residence {
+    Active,
+    /// Left for `to` (which may be in another partition) on `on`.
+    MovedOut {
+        to: HouseholdId,
+        on: NaiveDate,
+    },
+    /// Its last member died.
+    Dissolved {
+        on: NaiveDate,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Household {
+    pub id: HouseholdId,
+    pub area: Area,
+    pub members: u32,
+    pub citizens: BTreeSet<BlindIndex>,
+    pub residence: Residence,
+    pub since: NaiveDate,
+    /// The data key was destroyed: the sealed data can no longer be read.
+    pub erased: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registry {
+    pub households: BTreeMap<HouseholdId, Household>,
+    /// Citizens of active households only: a citizen may belong to one at a time.
+    pub citizens: BTreeMap<BlindIndex, HouseholdId>,
+}
+
+/// A registry change, proposed by a command and recorded as an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    Registered {
+        household: HouseholdId,
+        area: Area,
+        members: u32,
+        citizens: Vec<BlindIndex>,
+        sealed: Vec<u8>,
+        on: NaiveDate,
+    },
+    MembersChanged {
+        household: HouseholdId,
+        members: u32,
+        citizens: Vec<BlindIndex>,
+        sealed: Vec<u8>,
+        on: NaiveDate,
+        reason: String,
+    },
+    MemberDied {
+        household: HouseholdId,
+        citizen: BlindIndex,
+        /// Members after the death (decided: one fewer).
+        members: u32,
+        citizens: Vec<BlindIndex>,
+        sealed: Vec<u8>,
+        on: NaiveDate,
+    },
+    MovedOut {
+        household: HouseholdId,
+        to: HouseholdId,
+        on: NaiveDate,
+    },
+    MovedIn {
+        household: HouseholdId,
+        from: HouseholdId,
+        area: Area,
+        members: u32,
+        citizens: Vec<BlindIndex>,
+        sealed: Vec<u8>,
+        on: NaiveDate,
+    },
+    Erased {
+        household: HouseholdId,
+        on: NaiveDate,
+        reference: String,
+    },
+}
+
+impl Change {
+    pub fn household(&self) -> &HouseholdId {
+        match self {
+            Change::Registered { household, .. }
+            | Change::MembersChanged { household, .. }
+            | Change::MemberDied { household, .. }
+            | Change::MovedOut { household, .. }
+            | Change::MovedIn { household, .. }
+            | Change::Erased { household, .. } => household,
+        }
+    }
+}
+
+impl Registry {
+    /// The household if it is registered and still lives here.
+    pub fn active(&self, id: &HouseholdId) -> Result<&Household, Rejection> {
+        let h = self
+            .households
+            .get(id)
+            .ok_or_else(|| Rejection::HouseholdNotRegistered {
+                household: id.to_string(),
+            })?;
+        match h.residence {
+            Residence::Active => Ok(h),
+            _ => Err(Rejection::HouseholdInactive {
+                household: id.to_string(),
+            }),
+        }
+    }
+
+    /// Refuses citizens already in another active household (or twice in this list).
+    fn check_citizens(
+        &self,
+        household: &HouseholdId,
+        members: u32,
+        citizens: &[BlindIndex],
+    ) -> Result<(), Rejection> {
+        if members == 0 || members > MEMBERS_MAX {
+            return Err(Rejection::MembersOutOfRange {
+                members,
+                max: MEMBERS_MAX,
+            });
+        }
+        if citizens.is_empty() || citizens.len() > members as usize {
+            return Err(Rejection::CitizensDoNotFitMembers {
+                citizens: citizens.len(),
+                members,
+            });
+        }
+        let mut seen = BTreeSet::new();
+        for c in citizens {
+            if !seen.insert(c) {
+                return Err(Rejection::CitizenAlreadyRegistered {
+                    household: household.to_string(),
+                });
+            }
+            if let Some(other) = self.citizens.get(c) {
+                if other != household {
+                    return Err(Rejection::CitizenAlreadyRegistered {
+                        household: other.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_sealed(sealed: &[u8]) -> Result<(), Rejection> {
+    if sealed.is_empty() || sealed.len() > SEALED_BYTES_MAX {
+        return Err(Rejection::SealedDataMalformed {
+            bytes: sealed.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a proposed change; returns the event to record.
+pub fn decide(registry: &Registry, change: Change) -> Result<Change, Rejection> {
+    match &change {
+        Change::Registered {
+            household,
+            members,
+            citizens,
+            sealed,
+            ..
+        }
+        | Change::MovedIn {
+            household,
+            members,
+            citizens,
+            sealed,
+            ..
+        } => {
+            if registry.households.contains_key(household) {
+                return Err(Rejection::HouseholdExists {
+                    household: household.to_string(),
+                });
+            }
+            check_sealed(sealed)?;
+            registry.check_citizens(household, *members, citizens)?;
+            if let Change::MovedIn { from, .. } = &change {
+                if from == household {
+                    return Err(Rejection::HouseholdExists {
+                        household: household.to_string(),
+                    });
+                }
+            }
+            Ok(change)
+        }
+        Change::MembersChanged {
+            household,
+            members,
+            citizens,
+            sealed,
+            reason,
+            on,
+        } => {
+            let h = registry.active(household)?;
+            check_not_before(h, *on)?;
+            if reason.trim().is_empty() {
+                return Err(Rejection::MissingReason);
+            }
+            check_sealed(sealed)?;
+            registry.check_citizens(household, *members, citizens)?;
+            Ok(change)
+        }
+        Change::MemberDied {
+            household,
+            citizen,
+            citizens,
+            sealed,
+            on,
+            ..
+        } => {
+            let h = registry.active(household)?;
+            check_not_before(h, *on)?;
+            if !h.citizens.contains(citizen) {
+                return Err(Rejection::NotAMember {
+                    household: household.to_string(),
+                });
+            }
+            if citizens.contains(citizen) {
+                return Err(Rejection::NotAMember {
+                    household: household.to_string(),
+                });
+            }
+            let members = h.members - 1;
+            if members > 0 {
+                check_sealed(sealed)?;
+                registry.check_citizens(household, members, citizens)?;
+            }
+            Ok(Change::MemberDied {
+                household: household.clone(),
+                citizen: *citizen,
+                members,
+                citizens: citizens.clone(),
+                sealed: sealed.clone(),
+                on: *on,
+            })
+        }
+        Change::MovedOut { household, to, on } => {
+            let h = registry.active(household)?;
+            check_not_before(h, *on)?;
+            if to == household {
+                return Err(Rejection::HouseholdExists {
+                    household: to.to_string(),
+                });
+            }
+            Ok(change)
+        }
+        Change::Erased {
+            household,
+            reference,
+            ..
+        } => {
+            let h = registry.households.get(household).ok_or_else(|| {
+                Rejection::HouseholdNotRegistered {
+                    household: household.to_string(),
+                }
+            })?;
+            if h.erased {
+                return Err(Rejection::AlreadyErased {
+                    household: household.to_string(),
+                });
+            }
+            if reference.trim().is_empty() {
+                return Err(Rejection::MissingReason);
+            }
+            Ok(change)
+        }
+    }
+}
+
+fn check_not_before(h: &Household, on: NaiveDate) -> Result<(), Rejection> {
+    if on < h.since {
+        return Err(Rejection::RegistryBackDated {
+            since: h.since,
+            effective: on,
+        });
+    }
+    Ok(())
+}
+
+/// Records a decided change. Never fails: a change that does not fit (only possible
+/// in a log written by something other than `decide`) is ignored for the registry,
+/// the same way by every replica, so replay stays deterministic.
+pub fn apply(registry: &mut Registry, change: &Change) {
+    match change {
+        Change::Registered {
+            household,
+            area,
+            members,
+            citizens,
+            on,
+            ..
+        }
+        | Change::MovedIn {
+            household,
+            area,
+            members,
+            citizens,
+            on,
+            ..
+        } => {
+            if registry.households.contains_key(household) {
+                return;
+            }
+            for c in citizens {
+                registry.citizens.insert(*c, household.clone());
+            }
+            registry.households.insert(
+                household.clone(),
+                Household {
+                    id: household.clone(),
+                    area: *area,
+                    members: *members,
+                    citizens: citizens.iter().copied().collect(),
+                    residence: Residence::Active,
+                    since: *on,
+                    erased: false,
+                },
+            );
+        }
+        Change::MembersChanged {
+            household,
+            members,
+            citizens,
+            ..
+        }
+        | Change::MemberDied {
+            household,
+            members,
+            citizens,
+            ..
+        } => {
+            let Some(h) = registry.households.get_mut(household) else {
+                return;
+            };
+            for c in &h.citizens {
+                registry.citizens.remove(c);
+            }
+            h.members = *members;
+            h.citizens = citizens.iter().copied().collect();
+            if h.members == 0 {
+                if let Change::MemberDied { on, .. } = change {
+                    h.residence = Residence::Dissolved { on: *on };
+                }
+                h.citizens.clear();
+            }
+            for c in &h.citizens {
+                registry.citizens.insert(*c, household.clone());
+            }
+        }
+        Change::MovedOut { household, to, on } => {
+            let Some(h) = registry.households.get_mut(household) else {
+                return;
+            };
+            for c in &h.citizens {
+                registry.citizens.remove(c);
+            }
+            h.residence = Residence::MovedOut {
+                to: to.clone(),
+                on: *on,
+            };
+        }
+        Change::Erased { household, .. } => {
+            if let Some(h) = registry.households.get_mut(household) {
+                h.erased = true;
+            }
+        }
+    }
+}

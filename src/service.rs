@@ -1,0 +1,523 @@
+//! The staff-facing operations, shared by the CLI, the HTTP API and the demo:
+//! authorize the caller, validate and seal personal data, build a command, submit it.
+//!
+//! **Boundary:** the only module that sees personal data in clear (besides `personal`).
+//! What reaches the log is ciphertext and blind indexes.
+
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use prost::Message as _;
+use rust_decimal::Decimal;
+
+use crate::access::{self, AccessError, Caller, Operation};
+use crate::book::{self, Command, codec};
+use crate::chain::Partition;
+use crate::domain::Rejection;
+use crate::domain::eligibility::{Area, ClassificationInputs};
+use crate::domain::ids::{CitizenId, HouseholdId};
+use crate::domain::loans::{Channel, CommandKind, EntrustedOrganisation, LoanId};
+use crate::domain::registry::{BlindIndex, Change};
+use crate::log::{AppendError, Ledger, Receipt, Submission};
+use crate::personal::{PersonalData, Vault, VaultError};
+use crate::projection::Projector;
+use crate::proto::{self, envelope::Payload};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The caller lacks the role or acts outside its unit: nothing was appended.
+    #[error("access denied: {0}")]
+    Denied(#[from] AccessError),
+    /// The request or the book refused it: nothing was appended. Show it to the caller.
+    #[error("refused: {0}")]
+    Rejected(Rejection),
+    /// Personal data could not be sealed or opened.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    /// The ledger could not append (retry with the same idempotency key), or is stopped.
+    #[error(transparent)]
+    Append(AppendError),
+}
+
+impl From<Rejection> for ServiceError {
+    fn from(r: Rejection) -> Self {
+        ServiceError::Rejected(r)
+    }
+}
+
+impl From<AppendError> for ServiceError {
+    fn from(e: AppendError) -> Self {
+        match e {
+            AppendError::Rejected(r) => ServiceError::Rejected(r),
+            other => ServiceError::Append(other),
+        }
+    }
+}
+
+/// A loan command as staff give it.
+#[derive(Clone, Debug)]
+pub enum LoanAction {
+    Approve {
+        household: HouseholdId,
+        programme: String,
+        amount: Decimal,
+        term_months: u32,
+        savings_group: String,
+        entrusted: EntrustedOrganisation,
+    },
+    Disburse {
+        amount: Decimal,
+        channel: Channel,
+    },
+    Repay {
+        amount: Decimal,
+    },
+    AccrueInterest,
+    MarkOverdue,
+    Extend {
+        new_due: NaiveDate,
+    },
+    Freeze {
+        disaster_ref: String,
+    },
+    WriteOff {
+        disaster_ref: String,
+    },
+    /// Reverse the event at this partition sequence (a disbursement or repayment).
+    Reverse {
+        sequence: u64,
+    },
+}
+
+impl LoanAction {
+    fn operation(&self) -> Operation {
+        match self {
+            LoanAction::Approve { .. } => Operation::ApproveLoan,
+            LoanAction::Disburse { .. } => Operation::Disburse,
+            LoanAction::Repay { .. } => Operation::Repay,
+            LoanAction::AccrueInterest => Operation::AccrueInterest,
+            LoanAction::MarkOverdue => Operation::MarkOverdue,
+            LoanAction::Extend { .. } => Operation::Extend,
+            LoanAction::Freeze { .. } => Operation::Freeze,
+            LoanAction::WriteOff { .. } => Operation::WriteOff,
+            LoanAction::Reverse { .. } => Operation::Reverse,
+        }
+    }
+}
+
+/// Request metadata every write carries.
+#[derive(Clone, Debug)]
+pub struct Request<'a> {
+    pub caller: &'a Caller,
+    pub idempotency_key: &'a str,
+    pub correlation_id: &'a str,
+}
+
+#[derive(Clone)]
+pub struct Service {
+    pub ledger: Ledger,
+    pub vault: Arc<Vault>,
+    /// Read side, for lookups a command needs (where a household's sealed data are).
+    pub projector: Arc<Projector>,
+}
+
+fn actor(caller: &Caller) -> proto::Actor {
+    proto::Actor {
+        id: caller.id.clone(),
+        role: caller.role.name().into(),
+        unit: caller.unit.clone(),
+    }
+}
+
+fn partition_of(household: &HouseholdId) -> Partition {
+    Partition::new(household.province().as_str()).expect("a province code is a partition name")
+}
+
+impl Service {
+    pub fn new(ledger: Ledger, vault: Arc<Vault>, projector: Arc<Projector>) -> Self {
+        Self {
+            ledger,
+            vault,
+            projector,
+        }
+    }
+
+    async fn submit(
+        &self,
+        req: &Request<'_>,
+        partition: Partition,
+        command: Command,
+    ) -> Result<Receipt, ServiceError> {
+        Ok(self
+            .ledger
+            .submit(Submission {
+                partition,
+                actor: actor(req.caller),
+                idempotency_key: req.idempotency_key.to_owned(),
+                correlation_id: req.correlation_id.to_owned(),
+                command,
+            })
+            .await?)
+    }
+
+    /// Validates every citizen id's shape, then returns their blind indexes (head first).
+    fn indexes(&self, data: &PersonalData) -> Result<Vec<BlindIndex>, ServiceError> {
+        let mut out = Vec::with_capacity(1 + data.members.len());
+        out.push(
+            self.vault
+                .blind_index(CitizenId::parse(&data.head_citizen_id)?.as_str()),
+        );
+        for m in &data.members {
+            if let Some(id) = &m.citizen_id {
+                out.push(self.vault.blind_index(CitizenId::parse(id)?.as_str()));
+            }
+        }
+        Ok(out)
+    }
+
+    fn members(data: &PersonalData) -> u32 {
+        1 + data.members.len() as u32
+    }
+
+    pub async fn register(
+        &self,
+        req: &Request<'_>,
+        household: &HouseholdId,
+        area: Area,
+        registered_on: NaiveDate,
+        data: &PersonalData,
+    ) -> Result<Receipt, ServiceError> {
+        access::authorize(
+            req.caller,
+            Operation::RegisterHousehold,
+            household.commune().as_str(),
+        )?;
+        let citizens = self.indexes(data)?;
+        let sealed = self.vault.seal(household.as_str(), data)?;
+        let change = Change::Registered {
+            household: household.clone(),
+            area,
+            members: Self::members(data),
+            citizens,
+            sealed,
+            on: registered_on,
+        };
+        self.submit(req, partition_of(household), Command::Registry(change))
+            .await
+    }
+
+    pub async fn change_members(
+        &self,
+        req: &Request<'_>,
+        household: &HouseholdId,
+        on: NaiveDate,
+        reason: &str,
+        data: &PersonalData,
+    ) -> Result<Receipt, ServiceError> {
+        access::authorize(
+            req.caller,
+            Operation::ChangeHousehold,
+            household.commune().as_str(),
+        )?;
+        let change = Change::MembersChanged {
+            household: household.clone(),
+            members: Self::members(data),
+            citizens: self.indexes(data)?,
+            sealed: self.vault.seal(household.as_str(), data)?,
+            on,
+            reason: reason.to_owned(),
+        };
+        self.submit(req, partition_of(household), Command::Registry(change))
+            .await
+    }
+
+    /// Records a member's death. `remaining` is the household's personal data
+    /// without the deceased (sealed again; the deceased's data stay only in older,
+    /// sealed events).
+    pub async fn record_death(
+        &self,
+        req: &Request<'_>,
+        household: &HouseholdId,
+        deceased_citizen_id: &str,
+        died_on: NaiveDate,
+        remaining: Option<&PersonalData>,
+    ) -> Result<Receipt, ServiceError> {
+        access::authorize(
+            req.caller,
+            Operation::RecordDeath,
+            household.commune().as_str(),
+        )?;
+        let citizen = self
+            .vault
+            .blind_index(CitizenId::parse(deceased_citizen_id)?.as_str());
+        let (citizens, sealed) = match remaining {
+            Some(data) => (
+                self.indexes(data)?,
+                self.vault.seal(household.as_str(), data)?,
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        let change = Change::MemberDied {
+            household: household.clone(),
+            citizen,
+            members: 0, // decided by the book
+            citizens,
+            sealed,
+            on: died_on,
+        };
+        self.submit(req, partition_of(household), Command::Registry(change))
+            .await
+    }
+
+    /// Moves a household to a new id in another commune, possibly in another
+    /// partition: the move-out is appended first and the move-in copies it. The two
+    /// halves are separate appends (partitions are separate chains); each is
+    /// idempotent under keys derived from `req.idempotency_key`, so a retry after a
+    /// failure between them completes the move without doubling either half.
+    pub async fn move_household(
+        &self,
+        req: &Request<'_>,
+        from: &HouseholdId,
+        to: &HouseholdId,
+        area: Area,
+        on: NaiveDate,
+    ) -> Result<(Receipt, Receipt), ServiceError> {
+        access::authorize(
+            req.caller,
+            Operation::MoveHousehold,
+            from.commune().as_str(),
+        )?;
+        let out_key = format!("{}/out", req.idempotency_key);
+        let out = self
+            .submit(
+                &Request {
+                    idempotency_key: &out_key,
+                    ..req.clone()
+                },
+                partition_of(from),
+                Command::MoveOut {
+                    household: from.clone(),
+                    to: to.clone(),
+                    on,
+                },
+            )
+            .await?;
+        let event = self.ledger.event_of(&out).await?;
+        let Some(Payload::HouseholdMovedOut(moved)) = &event.payload else {
+            return Err(ServiceError::Rejected(Rejection::UnsupportedCommand {
+                what: format!("idempotency key {out_key} names another kind of event"),
+            }));
+        };
+        if moved.to_household_id != to.as_str() {
+            return Err(ServiceError::Rejected(Rejection::UnsupportedCommand {
+                what: format!("household already moved to {}", moved.to_household_id),
+            }));
+        }
+        // The personal data move under the new id: open with the old key, seal with a new one.
+        let data = self.personal(from).await?;
+        let citizens = moved
+            .citizen_indexes
+            .iter()
+            .map(|b| <BlindIndex>::try_from(b.as_ref()).expect("the ledger wrote 32-byte indexes"))
+            .collect();
+        let change = Change::MovedIn {
+            household: to.clone(),
+            from: from.clone(),
+            area,
+            members: moved.members,
+            citizens,
+            sealed: self.vault.seal(to.as_str(), &data)?,
+            on,
+        };
+        let in_key = format!("{}/in", req.idempotency_key);
+        let arrived = self
+            .submit(
+                &Request {
+                    idempotency_key: &in_key,
+                    ..req.clone()
+                },
+                partition_of(to),
+                Command::MoveIn(Box::new(book::Arrival {
+                    change,
+                    from_partition: out.partition.clone(),
+                    from_sequence: out.sequence,
+                    from_hash: out.hash.0,
+                    standing: moved.standing.clone(),
+                })),
+            )
+            .await?;
+        Ok((out, arrived))
+    }
+
+    /// Destroys the household's data key after recording the erasure. The order
+    /// matters: the event first, so an erasure is never unrecorded; a failure after it
+    /// is retried by calling again (the event is idempotent, the erase too).
+    pub async fn erase_personal_data(
+        &self,
+        req: &Request<'_>,
+        household: &HouseholdId,
+        on: NaiveDate,
+        reference: &str,
+        now_unix_ms: i64,
+    ) -> Result<Receipt, ServiceError> {
+        access::authorize(
+            req.caller,
+            Operation::ErasePersonalData,
+            household.commune().as_str(),
+        )?;
+        let change = Change::Erased {
+            household: household.clone(),
+            on,
+            reference: reference.to_owned(),
+        };
+        let receipt = self
+            .submit(req, partition_of(household), Command::Registry(change))
+            .await?;
+        self.vault.erase(household.as_str(), now_unix_ms)?;
+        Ok(receipt)
+    }
+
+    /// The household's personal data in clear, from its latest sealed record.
+    pub async fn personal(&self, household: &HouseholdId) -> Result<PersonalData, ServiceError> {
+        let sealed = self.latest_sealed(household).await?;
+        Ok(self.vault.open_sealed(household.as_str(), &sealed)?)
+    }
+
+    /// The latest sealed personal data of a household, located by the projection and
+    /// read from the log (the projection stores where, never the data).
+    async fn latest_sealed(&self, household: &HouseholdId) -> Result<Vec<u8>, ServiceError> {
+        let not_registered = || {
+            ServiceError::Rejected(Rejection::HouseholdNotRegistered {
+                household: household.to_string(),
+            })
+        };
+        let mut stream = self.ledger.stream().clone();
+        self.projector
+            .catch_up(&mut stream, self.ledger.config())
+            .await
+            .map_err(|e| AppendError::Nats(e.to_string()))?;
+        let at = self
+            .projector
+            .sealed_at(household.as_str())
+            .map_err(|e| AppendError::Nats(e.to_string()))?
+            .ok_or_else(not_registered)?;
+        let raw = crate::log::reader::at_sequence(self.ledger.stream(), at)
+            .await
+            .map_err(AppendError::Nats)?
+            .ok_or_else(not_registered)?;
+        let envelope = proto::Envelope::decode(raw.payload.as_ref())
+            .map_err(|e| AppendError::Undecodable(e.to_string()))?;
+        let sealed = match &envelope.payload {
+            Some(Payload::HouseholdRegistered(p)) => &p.sealed_personal,
+            Some(Payload::HouseholdMembersChanged(p)) => &p.sealed_personal,
+            Some(Payload::MemberDied(p)) => &p.sealed_personal,
+            Some(Payload::HouseholdMovedIn(p)) => &p.sealed_personal,
+            _ => return Err(not_registered()),
+        };
+        Ok(sealed.to_vec())
+    }
+
+    pub async fn classify(
+        &self,
+        req: &Request<'_>,
+        household: &HouseholdId,
+        inputs: ClassificationInputs,
+        decided_on: NaiveDate,
+    ) -> Result<Receipt, ServiceError> {
+        access::authorize(
+            req.caller,
+            Operation::Classify,
+            household.commune().as_str(),
+        )?;
+        self.submit(
+            req,
+            partition_of(household),
+            Command::Classify {
+                household: household.clone(),
+                inputs,
+                decided_on,
+            },
+        )
+        .await
+    }
+
+    /// A loan command. `loan` names the loan for every action but `Approve`
+    /// ("<partition>-L<number>"); the book checks that its household lies inside the
+    /// caller's unit, since only the book knows a loan's household for certain.
+    pub async fn loan(
+        &self,
+        req: &Request<'_>,
+        loan: Option<&str>,
+        action: LoanAction,
+        effective: NaiveDate,
+        reason: &str,
+    ) -> Result<Receipt, ServiceError> {
+        let op = action.operation();
+        let (partition, number): (Partition, Option<LoanId>) = match (&action, loan) {
+            (LoanAction::Approve { household, .. }, _) => {
+                access::authorize(req.caller, op, household.commune().as_str())?;
+                (partition_of(household), None)
+            }
+            (_, Some(r)) => {
+                let (p, n) = book::parse_loan_ref(r).ok_or_else(|| {
+                    ServiceError::Rejected(Rejection::UnsupportedCommand {
+                        what: format!("{r:?} is not a loan reference like 01-L7"),
+                    })
+                })?;
+                let partition = Partition::new(&p)
+                    .map_err(|_| ServiceError::Rejected(Rejection::ProvinceCodeMalformed))?;
+                // Role here; the unit is checked against the loan's household by the book.
+                access::authorize_role(req.caller, op)?;
+                (partition, Some(n))
+            }
+            (_, None) => {
+                return Err(ServiceError::Rejected(Rejection::UnsupportedCommand {
+                    what: "this action needs a loan reference".into(),
+                }));
+            }
+        };
+        let loan = number.unwrap_or_default();
+        let kind = match action {
+            LoanAction::Approve {
+                household,
+                programme,
+                amount,
+                term_months,
+                savings_group,
+                entrusted,
+            } => CommandKind::Approve {
+                household,
+                programme,
+                amount,
+                term_months,
+                savings_group,
+                entrusted,
+            },
+            LoanAction::Disburse { amount, channel } => CommandKind::Disburse {
+                loan,
+                amount,
+                channel,
+            },
+            LoanAction::Repay { amount } => CommandKind::Repay { loan, amount },
+            LoanAction::AccrueInterest => CommandKind::AccrueInterest { loan },
+            LoanAction::MarkOverdue => CommandKind::MarkOverdue { loan },
+            LoanAction::Extend { new_due } => CommandKind::Extend { loan, new_due },
+            LoanAction::Freeze { disaster_ref } => CommandKind::Freeze { loan, disaster_ref },
+            LoanAction::WriteOff { disaster_ref } => CommandKind::WriteOff { loan, disaster_ref },
+            LoanAction::Reverse { sequence } => CommandKind::Reverse {
+                event: codec::main_id(sequence),
+            },
+        };
+        self.submit(
+            req,
+            partition,
+            Command::Loan {
+                kind,
+                effective,
+                reason: reason.to_owned(),
+                unit: req.caller.unit.clone(),
+            },
+        )
+        .await
+    }
+}

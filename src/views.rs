@@ -1,0 +1,541 @@
+//! Read models folded from the log into sled by the projector: household view,
+//! one record per loan, commune portfolio, trial balance per partition.
+//!
+//! **Boundary:** called inside the projector's sled transaction with one event; reads
+//! and writes only through the `Views` handle, so the view change and the projector
+//! position commit together. Derived values come from the domain's own `apply`, so
+//! a view can never disagree with the book the writer decides against.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::book::{codec, loan_ref};
+use crate::domain::ids::HouseholdId;
+use crate::domain::ledger::{Account, Posting};
+use crate::domain::loans::{self, EventBody, Loan, LoanBook, LoanStatus};
+use crate::domain::registry::Change;
+use crate::proto::envelope::Payload;
+
+/// The standing of a household as its latest decision recorded it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StandingView {
+    pub class: String,
+    pub status: String,
+    pub valid_from: String,
+    pub valid_to: String,
+    pub escaped_until: String,
+    pub standard_id: String,
+    pub review_year: u32,
+    pub decided_on: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HouseholdView {
+    pub household_id: String,
+    pub partition: String,
+    pub commune: String,
+    pub area: String,
+    pub members: u32,
+    /// "active", "moved_out", "dissolved".
+    pub residence: String,
+    /// Where it moved to / came from, when it did.
+    pub moved_to: Option<String>,
+    pub moved_from: Option<String>,
+    pub since: String,
+    pub personal_data_erased: bool,
+    pub standing: Option<StandingView>,
+    /// Loan references ("01-L7"), oldest first.
+    pub loans: Vec<String>,
+}
+
+/// Totals of one programme in a commune.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgrammeLine {
+    pub open_loans: u64,
+    pub outstanding: Decimal,
+    pub overdue: Decimal,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommunePortfolio {
+    pub commune: String,
+    pub households_active: u64,
+    pub open_loans: u64,
+    /// Principal outstanding (current + overdue), whole VND.
+    pub outstanding: Decimal,
+    pub overdue: Decimal,
+    pub written_off: Decimal,
+    pub by_programme: BTreeMap<String, ProgrammeLine>,
+}
+
+impl CommunePortfolio {
+    /// Overdue principal / outstanding principal (0 when nothing is outstanding).
+    pub fn overdue_ratio(&self) -> Decimal {
+        if self.outstanding.is_zero() {
+            Decimal::ZERO
+        } else {
+            (self.overdue / self.outstanding).round_dp(4)
+        }
+    }
+}
+
+/// Debits and credits per account of one partition, checked at every event.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrialBalanceView {
+    pub partition: String,
+    pub accounts: BTreeMap<String, (Decimal, Decimal)>,
+    pub total_debits: Decimal,
+    pub total_credits: Decimal,
+    /// Money events whose postings were checked.
+    pub events_checked: u64,
+    /// The first partition sequence whose postings did not balance (None = always balanced).
+    pub first_unbalanced_sequence: Option<u64>,
+}
+
+/// Key-value access for the views, inside one transaction.
+pub trait Views {
+    type Error;
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Self::Error>;
+    fn put(&self, key: &str, value: Vec<u8>) -> Result<(), Self::Error>;
+    fn corrupt(&self, what: String) -> Self::Error;
+}
+
+pub fn household_key(id: &str) -> String {
+    format!("hh/{id}")
+}
+pub fn loan_key(partition: &str, loan: u64) -> String {
+    format!("loan/{partition}/{loan:020}")
+}
+pub fn commune_key(commune: &str) -> String {
+    format!("commune/{commune}")
+}
+pub fn trial_key(partition: &str) -> String {
+    format!("tb/{partition}")
+}
+/// Stream sequence of the event holding a household's latest sealed personal data.
+pub fn sealed_key(id: &str) -> String {
+    format!("sealed/{id}")
+}
+
+fn load<V: Views, T: serde::de::DeserializeOwned>(v: &V, key: &str) -> Result<Option<T>, V::Error> {
+    match v.get(key)? {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| v.corrupt(format!("{key}: {e}"))),
+        None => Ok(None),
+    }
+}
+fn store<V: Views, T: Serialize>(v: &V, key: &str, value: &T) -> Result<(), V::Error> {
+    v.put(key, serde_json::to_vec(value).expect("views serialize"))
+}
+
+/// A short human line for the audit trail: what the event did, with amounts.
+pub fn detail(payload: Option<&Payload>) -> String {
+    let Some(p) = payload else {
+        return String::new();
+    };
+    match p {
+        Payload::Note(n) => n.text.chars().take(80).collect(),
+        Payload::HouseholdRegistered(h) => format!("registered, {} members, {}", h.members, h.area),
+        Payload::HouseholdMembersChanged(h) => format!("members now {}: {}", h.members, h.reason),
+        Payload::HouseholdMovedOut(h) => format!("moved out to {}", h.to_household_id),
+        Payload::HouseholdMovedIn(h) => format!("moved in from {}", h.from_household_id),
+        Payload::MemberDied(h) => format!("member died on {}", h.died_on),
+        Payload::PersonalDataErased(h) => format!("personal data erased ({})", h.reference),
+        Payload::EligibilityDecided(d) => format!(
+            "{} review: {} (income {}), valid to {}",
+            d.review_year, d.status, d.income_per_person_vnd, d.valid_to
+        ),
+        Payload::LoanApproved(l) => format!(
+            "loan L{} approved: {} {} for {} months",
+            l.loan_number, l.programme_id, l.amount, l.term_months
+        ),
+        Payload::LoanTrancheDisbursed(l) => {
+            format!(
+                "loan L{} disbursed {} by {}",
+                l.loan_number, l.amount, l.channel
+            )
+        }
+        Payload::LoanRepaymentReceived(l) => format!(
+            "loan L{} repaid {} (interest {}, principal {})",
+            l.loan_number,
+            l.amount,
+            l.to_interest,
+            add_strs(&l.to_principal, &l.to_overdue_principal)
+        ),
+        Payload::LoanInterestAccrued(l) => format!(
+            "loan L{} interest {} to {}",
+            l.loan_number, l.interest_posted, l.to
+        ),
+        Payload::LoanMovedToOverdue(l) => {
+            format!("loan L{} overdue {}", l.loan_number, l.amount)
+        }
+        Payload::LoanExtended(l) => format!("loan L{} extended to {}", l.loan_number, l.new_due),
+        Payload::LoanFrozen(l) => format!("loan L{} frozen ({})", l.loan_number, l.disaster_ref),
+        Payload::LoanWrittenOff(l) => format!(
+            "loan L{} written off ({}): principal {}",
+            l.loan_number,
+            l.disaster_ref,
+            add_strs(&l.principal, &l.overdue_principal)
+        ),
+        Payload::LoanPostingReversed(l) => format!(
+            "loan L{} reversed event #{}",
+            l.loan_number, l.original_sequence
+        ),
+    }
+}
+
+fn add_strs(a: &str, b: &str) -> String {
+    let a = a.parse::<Decimal>().unwrap_or_default();
+    let b = b.parse::<Decimal>().unwrap_or_default();
+    (a + b).to_string()
+}
+
+/// A loan's contribution to its commune's portfolio.
+fn contribution(loan: &Loan) -> (bool, Decimal, Decimal) {
+    let p = &loan.position;
+    (
+        p.status.is_open(),
+        p.principal + p.overdue_principal,
+        p.overdue_principal,
+    )
+}
+
+fn adjust_portfolio(folio: &mut CommunePortfolio, loan: &Loan, sign: Decimal) {
+    let (open, outstanding, overdue) = contribution(loan);
+    let line = folio
+        .by_programme
+        .entry(loan.programme.id.clone())
+        .or_default();
+    if open {
+        if sign.is_sign_positive() {
+            folio.open_loans += 1;
+            line.open_loans += 1;
+        } else {
+            folio.open_loans = folio.open_loans.saturating_sub(1);
+            line.open_loans = line.open_loans.saturating_sub(1);
+        }
+    }
+    folio.outstanding += sign * outstanding;
+    folio.overdue += sign * overdue;
+    line.outstanding += sign * outstanding;
+    line.overdue += sign * overdue;
+}
+
+fn portfolio<V: Views>(v: &V, commune: &str) -> Result<CommunePortfolio, V::Error> {
+    Ok(
+        load(v, &commune_key(commune))?.unwrap_or_else(|| CommunePortfolio {
+            commune: commune.to_owned(),
+            ..CommunePortfolio::default()
+        }),
+    )
+}
+
+/// Folds the event at partition `sequence` into the views.
+pub fn apply<V: Views>(
+    v: &V,
+    partition: &str,
+    sequence: u64,
+    stream_sequence: u64,
+    actor: &str,
+    payload: Option<&Payload>,
+) -> Result<(), V::Error> {
+    let Some(payload) = payload else {
+        return Ok(());
+    };
+    // Events the book cannot read change no view (the book skips them too).
+    if let Ok(Some(change)) = codec::registry_change(payload) {
+        apply_registry(v, partition, &change, payload)?;
+        if let Change::Registered {
+            household, sealed, ..
+        }
+        | Change::MembersChanged {
+            household, sealed, ..
+        }
+        | Change::MemberDied {
+            household, sealed, ..
+        }
+        | Change::MovedIn {
+            household, sealed, ..
+        } = &change
+        {
+            if !sealed.is_empty() {
+                v.put(
+                    &sealed_key(household.as_str()),
+                    stream_sequence.to_be_bytes().to_vec(),
+                )?;
+            }
+        }
+    }
+    let Ok(events) = codec::loan_events(sequence, actor, payload) else {
+        return Ok(());
+    };
+    for event in &events {
+        apply_loan_event(v, partition, sequence, event)?;
+    }
+    Ok(())
+}
+
+fn apply_registry<V: Views>(
+    v: &V,
+    partition: &str,
+    change: &Change,
+    payload: &Payload,
+) -> Result<(), V::Error> {
+    let id = change.household();
+    let key = household_key(id.as_str());
+    let commune = id.commune().to_string();
+    let existing: Option<HouseholdView> = load(v, &key)?;
+    match change {
+        Change::Registered {
+            area, members, on, ..
+        }
+        | Change::MovedIn {
+            area, members, on, ..
+        } => {
+            if existing.is_some() {
+                return Ok(());
+            }
+            let moved_from = match change {
+                Change::MovedIn { from, .. } => Some(from.to_string()),
+                _ => None,
+            };
+            let standing = match payload {
+                Payload::HouseholdMovedIn(p) => p.standing.as_ref().map(standing_view),
+                _ => None,
+            };
+            store(
+                v,
+                &key,
+                &HouseholdView {
+                    household_id: id.to_string(),
+                    partition: partition.to_owned(),
+                    commune: commune.clone(),
+                    area: codec::area_name(*area).into(),
+                    members: *members,
+                    residence: "active".into(),
+                    moved_to: None,
+                    moved_from,
+                    since: on.to_string(),
+                    personal_data_erased: false,
+                    standing,
+                    loans: Vec::new(),
+                },
+            )?;
+            let mut folio = portfolio(v, &commune)?;
+            folio.households_active += 1;
+            store(v, &commune_key(&commune), &folio)?;
+        }
+        Change::MembersChanged { members, .. } | Change::MemberDied { members, .. } => {
+            let Some(mut h) = existing else { return Ok(()) };
+            h.members = *members;
+            if *members == 0 {
+                h.residence = "dissolved".into();
+                let mut folio = portfolio(v, &commune)?;
+                folio.households_active = folio.households_active.saturating_sub(1);
+                store(v, &commune_key(&commune), &folio)?;
+            }
+            store(v, &key, &h)?;
+        }
+        Change::MovedOut { to, .. } => {
+            let Some(mut h) = existing else { return Ok(()) };
+            h.residence = "moved_out".into();
+            h.moved_to = Some(to.to_string());
+            store(v, &key, &h)?;
+            let mut folio = portfolio(v, &commune)?;
+            folio.households_active = folio.households_active.saturating_sub(1);
+            store(v, &commune_key(&commune), &folio)?;
+        }
+        Change::Erased { .. } => {
+            let Some(mut h) = existing else { return Ok(()) };
+            h.personal_data_erased = true;
+            store(v, &key, &h)?;
+        }
+    }
+    Ok(())
+}
+
+fn standing_view(d: &crate::proto::EligibilityDecided) -> StandingView {
+    StandingView {
+        class: d.class.clone(),
+        status: d.status.clone(),
+        valid_from: d.valid_from.clone(),
+        valid_to: d.valid_to.clone(),
+        escaped_until: d.escaped_until.clone(),
+        standard_id: d.standard_id.clone(),
+        review_year: d.review_year,
+        decided_on: d.decided_on.clone(),
+    }
+}
+
+fn apply_loan_event<V: Views>(
+    v: &V,
+    partition: &str,
+    sequence: u64,
+    event: &loans::Event,
+) -> Result<(), V::Error> {
+    post_trial(v, partition, sequence, event.postings())?;
+    match &event.body {
+        EventBody::HouseholdClassified { decision, .. } => {
+            let key = household_key(decision.household.as_str());
+            let Some(mut h) = load::<V, HouseholdView>(v, &key)? else {
+                return Ok(());
+            };
+            let escaped = match &event.body {
+                EventBody::HouseholdClassified { escaped_until, .. } => {
+                    escaped_until.map(|d| d.to_string()).unwrap_or_default()
+                }
+                _ => String::new(),
+            };
+            h.standing = Some(StandingView {
+                class: codec::class_name(decision.class).into(),
+                status: codec::status_name(decision.status).into(),
+                valid_from: decision.valid_from.to_string(),
+                valid_to: decision.valid_to.to_string(),
+                escaped_until: escaped,
+                standard_id: decision.standard_id.clone(),
+                review_year: decision.inputs.review_year as u32,
+                decided_on: decision.decision_date.to_string(),
+            });
+            store(v, &key, &h)?;
+        }
+        EventBody::LoanApproved {
+            loan, household, ..
+        } => {
+            let mut scratch = LoanBook::default();
+            loans::apply(&mut scratch, event);
+            let record = scratch
+                .loans
+                .remove(loan)
+                .expect("approval creates the loan");
+            store(v, &loan_key(partition, *loan), &record)?;
+            let key = household_key(household.as_str());
+            if let Some(mut h) = load::<V, HouseholdView>(v, &key)? {
+                h.loans.push(loan_ref(partition, *loan));
+                store(v, &key, &h)?;
+            }
+            let commune = household.commune().to_string();
+            let mut folio = portfolio(v, &commune)?;
+            adjust_portfolio(&mut folio, &record, Decimal::ONE);
+            store(v, &commune_key(&commune), &folio)?;
+        }
+        _ => {
+            let Some(id) = event.loan() else {
+                return Ok(());
+            };
+            let key = loan_key(partition, id);
+            let Some(mut record) = load::<V, Loan>(v, &key)? else {
+                return Ok(());
+            };
+            let commune = record.household.commune().to_string();
+            let mut folio = portfolio(v, &commune)?;
+            adjust_portfolio(&mut folio, &record, Decimal::NEGATIVE_ONE);
+            if let EventBody::WrittenOff {
+                principal,
+                overdue_principal,
+                ..
+            } = &event.body
+            {
+                folio.written_off += principal + overdue_principal;
+            }
+            loans::apply_loan(&mut record, event);
+            adjust_portfolio(&mut folio, &record, Decimal::ONE);
+            store(v, &commune_key(&commune), &folio)?;
+            store(v, &key, &record)?;
+        }
+    }
+    Ok(())
+}
+
+fn post_trial<V: Views>(
+    v: &V,
+    partition: &str,
+    sequence: u64,
+    postings: &[Posting],
+) -> Result<(), V::Error> {
+    if postings.is_empty() {
+        return Ok(());
+    }
+    let key = trial_key(partition);
+    let mut tb: TrialBalanceView = load(v, &key)?.unwrap_or_else(|| TrialBalanceView {
+        partition: partition.to_owned(),
+        ..TrialBalanceView::default()
+    });
+    let (mut debits, mut credits) = (Decimal::ZERO, Decimal::ZERO);
+    for p in postings {
+        let line = tb.accounts.entry(codec::name(&p.account)).or_default();
+        line.0 += p.debit;
+        line.1 += p.credit;
+        debits += p.debit;
+        credits += p.credit;
+    }
+    tb.total_debits += debits;
+    tb.total_credits += credits;
+    tb.events_checked += 1;
+    if debits != credits && tb.first_unbalanced_sequence.is_none() {
+        tb.first_unbalanced_sequence = Some(sequence);
+    }
+    store(v, &key, &tb)
+}
+
+/// A household's loans as shown to staff, priced on `as_of`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoanLine {
+    pub loan: String,
+    pub programme: String,
+    pub status: String,
+    pub approved: Decimal,
+    pub disbursed: Decimal,
+    pub principal_outstanding: Decimal,
+    pub overdue_principal: Decimal,
+    /// Interest owed if settled on `as_of` (posted plus accrued since), whole VND.
+    pub interest_to_date: Decimal,
+    pub overdue_interest_to_date: Decimal,
+    pub due: Option<NaiveDate>,
+}
+
+pub fn loan_line(partition: &str, loan: &Loan, as_of: NaiveDate) -> LoanLine {
+    let (interest, overdue_interest) = loans::interest_owed_on(loan, as_of).unwrap_or((
+        loan.position.interest_receivable,
+        loan.position.overdue_interest_receivable,
+    ));
+    LoanLine {
+        loan: loan_ref(partition, loan.id),
+        programme: loan.programme.id.clone(),
+        status: codec::name(&loan.position.status),
+        approved: loan.approved_amount,
+        disbursed: loan.position.disbursed,
+        principal_outstanding: loan.position.outstanding_principal(),
+        overdue_principal: loan.position.overdue_principal,
+        interest_to_date: interest,
+        overdue_interest_to_date: overdue_interest,
+        due: loan.position.due,
+    }
+}
+
+/// Open loans: used by `loans mark-overdue` to know which loans to visit.
+pub fn is_active(loan: &Loan) -> bool {
+    loan.position.status == LoanStatus::Active
+}
+
+/// Household id of a view key, for listing.
+pub fn parse_household_key(key: &[u8]) -> Option<HouseholdId> {
+    let s = std::str::from_utf8(key).ok()?;
+    HouseholdId::parse(s.strip_prefix("hh/")?).ok()
+}
+
+/// Every account of the chart, so a trial balance lists zero lines too.
+pub const ACCOUNTS: [Account; 9] = [
+    Account::LoanReceivable,
+    Account::OverdueLoanReceivable,
+    Account::InterestReceivable,
+    Account::OverdueInterestReceivable,
+    Account::CashAtCommunePoint,
+    Account::FundingSource,
+    Account::InterestIncome,
+    Account::OverdueInterestIncome,
+    Account::WriteOffReserve,
+];
