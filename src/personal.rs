@@ -55,8 +55,8 @@ use std::path::{Path, PathBuf};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::IVec;
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use zeroize::{Zeroize, Zeroizing};
 
 /// Version byte that starts every sealed blob produced by this module.
@@ -477,16 +477,18 @@ impl Vault {
         let fresh = Zeroizing::new(random_array::<KEY_LEN>()?);
         let wrapped = self.wrap_key(household_id, &fresh)?;
         let tomb_key = tombstone_key(household_id);
-        let result = (&self.keys, &self.meta).transaction(|(keys, meta)| {
-            if let Some(tomb) = meta.get(&tomb_key[..])? {
-                return Err(ConflictableTransactionError::Abort(tomb));
-            }
-            if let Some(existing) = keys.get(household_id.as_bytes())? {
-                return Ok(Some(existing));
-            }
-            keys.insert(household_id.as_bytes(), wrapped.as_slice())?;
-            Ok(None)
-        });
+        let result = (&self.keys, &self.meta).transaction(
+            |(keys, meta)| -> Result<Option<IVec>, ConflictableTransactionError<IVec>> {
+                if let Some(tomb) = meta.get(&tomb_key[..])? {
+                    return Err(ConflictableTransactionError::Abort(tomb));
+                }
+                if let Some(existing) = keys.get(household_id.as_bytes())? {
+                    return Ok(Some(existing));
+                }
+                keys.insert(household_id.as_bytes(), wrapped.as_slice())?;
+                Ok(None)
+            },
+        );
         match result {
             // Durable before any blob sealed under it leaves this function.
             Ok(None) => {

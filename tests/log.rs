@@ -17,13 +17,6 @@ use common::*;
 use prost::Message;
 
 /// Verifies the whole log of `config`, failing the test on any break.
-async fn verified(config: &ansinh::log::LogConfig) -> ansinh::verify::VerifyReport {
-    let mut stream = stream_of(config).await;
-    verify(&mut stream, config, None, |_| {})
-        .await
-        .expect("the log verifies")
-}
-
 /// Every event of one partition, in order: (partition sequence, hash).
 async fn chain_of(config: &ansinh::log::LogConfig, partition: &str) -> Vec<(u64, Digest)> {
     let stream = stream_of(config).await;

@@ -93,3 +93,11 @@ pub async fn message_count(config: &LogConfig) -> u64 {
         .state
         .messages
 }
+
+/// Verifies the whole log and returns the report; panics if it does not verify.
+pub async fn verified(config: &LogConfig) -> ansinh::verify::VerifyReport {
+    let mut stream = stream_of(config).await;
+    ansinh::verify::verify(&mut stream, config, None, |_| {})
+        .await
+        .expect("the log verifies")
+}

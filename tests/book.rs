@@ -1,0 +1,525 @@
+//! Households, reviews and loans through the real ledger on a real nats-server:
+//! rules decided in the partition writer, personal data sealed, erasure, moves,
+//! access, projections equal after rebuild.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use ansinh::access::{Caller, Role};
+use ansinh::domain::Rejection;
+use ansinh::domain::eligibility::{Area, ClassificationInputs};
+use ansinh::domain::ids::HouseholdId;
+use ansinh::domain::loans::{Channel, EntrustedOrganisation};
+use ansinh::log::{Ledger, LogConfig, Receipt};
+use ansinh::personal::{Member, PersonalData, Vault, VaultError};
+use ansinh::projection::Projector;
+use ansinh::proto::envelope::Payload;
+use ansinh::service::{LoanAction, Request, Service, ServiceError};
+use chrono::NaiveDate;
+use common::*;
+use rust_decimal::Decimal;
+
+fn d(s: &str) -> NaiveDate {
+    s.parse().unwrap()
+}
+
+fn hh(s: &str) -> HouseholdId {
+    HouseholdId::parse(s).unwrap()
+}
+
+fn staff(role: Role, unit: &str) -> Caller {
+    Caller {
+        id: format!("staff:{}", role.name()),
+        role,
+        unit: unit.into(),
+    }
+}
+
+/// A service over a fresh store in `dir`, with the secrets file shared by `secrets`
+/// (two ledger processes of one deployment share it).
+async fn service_at(config: &LogConfig, dir: &Path, secrets: &Path) -> Service {
+    let ledger: Ledger = ledger_at(config, dir).await;
+    let vault = Arc::new(Vault::open(ledger.store().db(), secrets).unwrap());
+    let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
+    Service::new(ledger, vault, projector)
+}
+
+struct World {
+    config: LogConfig,
+    service: Service,
+    _dir: tempfile::TempDir,
+}
+
+async fn world() -> World {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let service = service_at(&config, &dir.path().join("a"), &dir.path().join("secrets")).await;
+    World {
+        config,
+        service,
+        _dir: dir,
+    }
+}
+
+fn person(head_id: &str, member_id: Option<&str>) -> PersonalData {
+    PersonalData {
+        head_name: "Nguyễn Thị Hạnh".into(),
+        head_citizen_id: head_id.into(),
+        phone: Some("0912345678".into()),
+        account_number: None,
+        members: member_id
+            .map(|id| Member {
+                name: "Trần Văn Nam".into(),
+                citizen_id: Some(id.into()),
+                relation: "spouse".into(),
+            })
+            .into_iter()
+            .collect(),
+    }
+}
+
+fn rq<'a>(caller: &'a Caller, key: &'a str) -> Request<'a> {
+    Request {
+        caller,
+        idempotency_key: key,
+        correlation_id: "test",
+    }
+}
+
+impl World {
+    async fn register(&self, id: &str, data: &PersonalData) -> Result<Receipt, ServiceError> {
+        let officer = staff(Role::CreditOfficer, "01");
+        let h = hh(id);
+        self.service
+            .register(
+                &rq(&officer, &format!("reg:{id}")),
+                &h,
+                Area::Rural,
+                d("2026-01-05"),
+                data,
+            )
+            .await
+    }
+
+    async fn classify_poor(&self, id: &str) -> Receipt {
+        let officer = staff(Role::CreditOfficer, "01");
+        let h = hh(id);
+        let inputs = ClassificationInputs {
+            income_per_person_month: Decimal::from(1_200_000),
+            area: Area::Rural,
+            deprived: ["employment", "nutrition", "drinking_water"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<BTreeSet<_>>(),
+            review_year: 2026,
+        };
+        self.service
+            .classify(
+                &rq(&officer, &format!("review:{id}")),
+                &h,
+                inputs,
+                d("2026-01-10"),
+            )
+            .await
+            .unwrap()
+    }
+
+    async fn loan(
+        &self,
+        caller: &Caller,
+        key: &str,
+        loan: Option<&str>,
+        action: LoanAction,
+        on: &str,
+    ) -> Result<Receipt, ServiceError> {
+        self.service
+            .loan(&rq(caller, key), loan, action, d(on), "test")
+            .await
+    }
+
+    fn approve(id: &str) -> LoanAction {
+        LoanAction::Approve {
+            household: hh(id),
+            programme: "POOR_HOUSEHOLD".into(),
+            amount: Decimal::from(30_000_000),
+            term_months: 36,
+            savings_group: "TK-01".into(),
+            entrusted: EntrustedOrganisation::WomensUnion,
+        }
+    }
+
+    async fn events(&self) -> u64 {
+        message_count(&self.config).await
+    }
+
+    async fn projector(&self) -> Arc<Projector> {
+        let mut stream = stream_of(&self.config).await;
+        self.service
+            .projector
+            .catch_up(&mut stream, &self.config)
+            .await
+            .unwrap();
+        self.service.projector.clone()
+    }
+}
+
+fn refused(r: Result<Receipt, ServiceError>) -> Rejection {
+    match r {
+        Err(ServiceError::Rejected(rejection)) => rejection,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_citizen_cannot_be_in_two_households_and_a_refusal_appends_nothing() {
+    let w = world().await;
+    w.register(
+        "0100007-000001",
+        &person("001085012345", Some("001190000001")),
+    )
+    .await
+    .unwrap();
+    let before = w.events().await;
+    // The spouse of household 1 appears as head of household 2.
+    let r = refused(
+        w.register("0100007-000002", &person("001190000001", None))
+            .await,
+    );
+    assert_eq!(
+        r,
+        Rejection::CitizenAlreadyRegistered {
+            household: "0100007-000001".into()
+        }
+    );
+    // A citizen id of the wrong shape is refused before anything is sealed.
+    let r = refused(
+        w.register("0100007-000003", &person("00108501234", None))
+            .await,
+    );
+    assert_eq!(r, Rejection::CitizenIdLength { found: 11 });
+    assert_eq!(w.events().await, before);
+    // No clear personal data in the log: the name and the citizen id appear nowhere.
+    let mut stream = stream_of(&w.config).await;
+    let mut clear = 0;
+    ansinh::verify::verify_with(&mut stream, &w.config, None, |_, env| {
+        let bytes = prost::Message::encode_to_vec(env);
+        let text = String::from_utf8_lossy(&bytes);
+        if text.contains("001085012345") || text.contains("Hạnh") {
+            clear += 1;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(clear, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasing_a_household_key_leaves_the_chain_verifiable() {
+    let w = world().await;
+    let h = hh("0100007-000001");
+    let registered = w
+        .register(h.as_str(), &person("001085012345", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        w.service.personal(&h).await.unwrap().head_citizen_id,
+        "001085012345"
+    );
+    let sealed_before = w.service.ledger.event_of(&registered).await.unwrap();
+    let manager = staff(Role::BranchManager, "01");
+    // A credit officer may not erase; a branch manager may.
+    let officer = staff(Role::CreditOfficer, "01");
+    let denied = w
+        .service
+        .erase_personal_data(&rq(&officer, "erase"), &h, d("2026-06-01"), "QĐ 1/2026", 1)
+        .await;
+    assert!(matches!(denied, Err(ServiceError::Denied(_))), "{denied:?}");
+    w.service
+        .erase_personal_data(&rq(&manager, "erase"), &h, d("2026-06-01"), "QĐ 1/2026", 1)
+        .await
+        .unwrap();
+    assert!(matches!(
+        w.service.personal(&h).await,
+        Err(ServiceError::Vault(VaultError::Erased { .. }))
+    ));
+    // The chain still verifies, and the stored event is byte for byte what it was.
+    let report = verified(&w.config).await;
+    assert_eq!(report.events, 2);
+    assert_eq!(
+        w.service.ledger.event_of(&registered).await.unwrap(),
+        sealed_before
+    );
+    let view = w.projector().await.household(h.as_str()).unwrap().unwrap();
+    assert!(view.personal_data_erased);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writer_processes_racing_approvals_give_one_loan() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    let a = service_at(&config, &dir.path().join("a"), &secrets).await;
+    let b = service_at(&config, &dir.path().join("b"), &secrets).await;
+    let w = World {
+        config: config.clone(),
+        service: a.clone(),
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    let id = "0100007-000001";
+    w.register(id, &person("001085012345", None)).await.unwrap();
+    w.classify_poor(id).await;
+    let officer = staff(Role::CreditOfficer, "0100007");
+    // Each process approves under its own key: a race, not a retry.
+    let (req_a, req_b) = (rq(&officer, "approve-a"), rq(&officer, "approve-b"));
+    let (ra, rb) = tokio::join!(
+        a.loan(&req_a, None, World::approve(id), d("2026-02-02"), "a"),
+        b.loan(&req_b, None, World::approve(id), d("2026-02-02"), "b")
+    );
+    let outcomes = [&ra, &rb];
+    assert_eq!(
+        outcomes.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{outcomes:?}"
+    );
+    let loser = outcomes.iter().find(|r| r.is_err()).unwrap();
+    assert!(
+        matches!(
+            loser,
+            Err(ServiceError::Rejected(Rejection::ActiveLoanExists { .. }))
+        ),
+        "{loser:?}"
+    );
+    assert_eq!(verified(&config).await.events, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loan_year_keeps_books_balanced_and_refuses_what_it_must() {
+    let w = world().await;
+    let id = "0100007-000001";
+    w.register(id, &person("001085012345", None)).await.unwrap();
+    w.classify_poor(id).await;
+    let officer = staff(Role::CreditOfficer, "0100007");
+    let teller = staff(Role::Teller, "0100007");
+    let other_teller = staff(Role::Teller, "0100014");
+    let manager = staff(Role::BranchManager, "01");
+    // A teller may not approve.
+    assert!(matches!(
+        w.loan(&teller, "t-approve", None, World::approve(id), "2026-02-02")
+            .await,
+        Err(ServiceError::Denied(_))
+    ));
+    let approved = w
+        .loan(&officer, "approve", None, World::approve(id), "2026-02-02")
+        .await
+        .unwrap();
+    let Some(Payload::LoanApproved(a)) =
+        w.service.ledger.event_of(&approved).await.unwrap().payload
+    else {
+        panic!("approval event");
+    };
+    let loan = format!("01-L{}", a.loan_number);
+    let amount = Decimal::from(30_000_000);
+    w.loan(
+        &teller,
+        "disburse",
+        Some(&loan),
+        LoanAction::Disburse {
+            amount,
+            channel: Channel::CommuneTransactionPoint,
+        },
+        "2026-02-05",
+    )
+    .await
+    .unwrap();
+    // A teller of another commune may not collect on this loan.
+    assert_eq!(
+        refused(
+            w.loan(
+                &other_teller,
+                "other",
+                Some(&loan),
+                LoanAction::Repay {
+                    amount: Decimal::from(100_000)
+                },
+                "2026-03-20"
+            )
+            .await
+        ),
+        Rejection::OutsideUnit {
+            unit: "0100014".into(),
+            commune: "0100007".into()
+        }
+    );
+    let repaid = w
+        .loan(
+            &teller,
+            "repay-03",
+            Some(&loan),
+            LoanAction::Repay {
+                amount: Decimal::from(1_000_000),
+            },
+            "2026-03-20",
+        )
+        .await
+        .unwrap();
+    // More than is owed is refused.
+    let before = w.events().await;
+    assert!(matches!(
+        refused(
+            w.loan(
+                &teller,
+                "repay-too-much",
+                Some(&loan),
+                LoanAction::Repay {
+                    amount: Decimal::from(90_000_000)
+                },
+                "2026-04-20"
+            )
+            .await
+        ),
+        Rejection::Overpayment { .. }
+    ));
+    // A negative amount is refused too.
+    assert!(matches!(
+        refused(
+            w.loan(
+                &teller,
+                "repay-negative",
+                Some(&loan),
+                LoanAction::Repay {
+                    amount: Decimal::from(-5)
+                },
+                "2026-04-20"
+            )
+            .await
+        ),
+        Rejection::NegativeAmount { .. }
+    ));
+    assert_eq!(w.events().await, before);
+    // The mistaken repayment is reversed by a new event, by a branch manager.
+    w.loan(
+        &manager,
+        "reverse",
+        Some(&loan),
+        LoanAction::Reverse {
+            sequence: repaid.sequence,
+        },
+        "2026-03-21",
+    )
+    .await
+    .unwrap();
+    // A move with an open loan is refused.
+    let h = hh(id);
+    let to = hh("7900007-000001");
+    let moved = w
+        .service
+        .move_household(&rq(&officer, "move"), &h, &to, Area::Urban, d("2026-05-01"))
+        .await;
+    assert!(
+        matches!(
+            moved,
+            Err(ServiceError::Rejected(Rejection::OpenLoans { .. }))
+        ),
+        "{moved:?}"
+    );
+    // Overdue: by 2026-11-30 instalments were due and nothing stands repaid.
+    let overdue = w
+        .loan(
+            &manager,
+            "overdue",
+            Some(&loan),
+            LoanAction::MarkOverdue,
+            "2026-11-30",
+        )
+        .await
+        .unwrap();
+    let Some(Payload::LoanMovedToOverdue(m)) =
+        w.service.ledger.event_of(&overdue).await.unwrap().payload
+    else {
+        panic!("overdue event");
+    };
+    // 9 monthly instalments of an equal-principal 36-month schedule fell due before 30 Nov.
+    assert_eq!(m.amount, "7500000");
+    let projector = w.projector().await;
+    let tb = projector.trial_balance("01").unwrap().unwrap();
+    assert_eq!(tb.total_debits, tb.total_credits);
+    assert_eq!(tb.first_unbalanced_sequence, None);
+    let loan_record = projector.loan("01", a.loan_number).unwrap().unwrap();
+    assert_eq!(
+        loan_record.position.overdue_principal,
+        Decimal::from(7_500_000)
+    );
+    assert_eq!(
+        loan_record.position.outstanding_principal(),
+        Decimal::from(30_000_000)
+    );
+    let folio = projector.commune("0100007").unwrap().unwrap();
+    assert_eq!(folio.outstanding, Decimal::from(30_000_000));
+    assert_eq!(folio.overdue, Decimal::from(7_500_000));
+    // Rebuilt projections equal the incremental ones.
+    let before = projector.fingerprint().unwrap();
+    let mut stream = stream_of(&w.config).await;
+    projector.rebuild(&mut stream, &w.config).await.unwrap();
+    assert_eq!(projector.fingerprint().unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_household_moves_to_another_province_with_its_standing() {
+    let w = world().await;
+    let from = hh("0100007-000001");
+    let to = hh("7900007-000042");
+    w.register(from.as_str(), &person("001085012345", None))
+        .await
+        .unwrap();
+    w.classify_poor(from.as_str()).await;
+    let officer = staff(Role::CreditOfficer, "01");
+    let request = Request {
+        caller: &officer,
+        idempotency_key: "move",
+        correlation_id: "test",
+    };
+    let (out, arrived) = w
+        .service
+        .move_household(&request, &from, &to, Area::Urban, d("2026-05-01"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.partition.as_str(), arrived.partition.as_str()),
+        ("01", "79")
+    );
+    // Retrying the whole move appends nothing.
+    let before = w.events().await;
+    let again = w
+        .service
+        .move_household(&request, &from, &to, Area::Urban, d("2026-05-01"))
+        .await
+        .unwrap();
+    assert!(again.0.duplicate && again.1.duplicate);
+    assert_eq!(w.events().await, before);
+    let projector = w.projector().await;
+    let old = projector.household(from.as_str()).unwrap().unwrap();
+    assert_eq!(old.residence, "moved_out");
+    let new = projector.household(to.as_str()).unwrap().unwrap();
+    assert_eq!(new.partition, "79");
+    assert_eq!(new.standing.unwrap().status, "poor");
+    // Its personal data moved with it, under a new key.
+    assert_eq!(
+        w.service.personal(&to).await.unwrap().head_citizen_id,
+        "001085012345"
+    );
+    // The poor standing carried over: the new province can lend to it.
+    let officer79 = staff(Role::CreditOfficer, "79");
+    w.loan(
+        &officer79,
+        "approve-79",
+        None,
+        World::approve(to.as_str()),
+        "2026-05-10",
+    )
+    .await
+    .unwrap();
+    assert_eq!(verified(&w.config).await.events, 5);
+}
