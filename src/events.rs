@@ -8,5 +8,6 @@ pub fn type_name(payload: &Payload) -> &'static str {
         Payload::Note(_) => "ansinh.v1.Note",
         Payload::HouseholdRegistered(_) => "ansinh.v1.HouseholdRegistered",
         Payload::EligibilityDecided(_) => "ansinh.v1.EligibilityDecided",
+        Payload::LedgerKeyRotated(_) => "ansinh.v1.LedgerKeyRotated",
     }
 }
