@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod chain;
+pub mod checkpoint;
 pub mod demo;
 pub mod domain;
 pub mod events;
