@@ -410,18 +410,30 @@ pub struct CheckpointTask {
 impl CheckpointTask {
     /// Starts a task that checkpoints each partition `policy.every_events` events after
     /// its last checkpoint, and every partition with new events every `policy.every`
-    /// (and once at start). It learns of new events from an ordered consumer on the
-    /// event stream (headers only), so it sees only events that are stored. Failures
-    /// are logged and retried at the next trigger.
-    pub fn spawn(checkpointer: Checkpointer, policy: Policy) -> Self {
+    /// (the first time one period after start; call `checkpoint_now` to start with one).
+    /// It learns of new events from an ordered consumer on the event stream (headers
+    /// only), created before this returns, so it sees every event stored from now on
+    /// and only events that are stored. Failures are logged and retried at the next
+    /// trigger.
+    pub async fn spawn(
+        checkpointer: Checkpointer,
+        policy: Policy,
+    ) -> Result<Self, CheckpointError> {
+        let events = new_events(&checkpointer).await?;
         let (stop, stopped) = oneshot::channel();
         let now = Arc::new(Notify::new());
-        let handle = tokio::spawn(run(checkpointer, policy.clamped(), stopped, now.clone()));
-        Self {
+        let handle = tokio::spawn(run(
+            checkpointer,
+            events,
+            policy.clamped(),
+            stopped,
+            now.clone(),
+        ));
+        Ok(Self {
             stop: Some(stop),
             now,
             handle,
-        }
+        })
     }
 
     /// Asks for a checkpoint of every partition now.
@@ -450,19 +462,15 @@ impl Policy {
 
 async fn run(
     mut checkpointer: Checkpointer,
+    events: EventFeed,
     policy: Policy,
     mut stopped: oneshot::Receiver<()>,
     now: Arc<Notify>,
 ) -> Checkpointer {
-    let mut tick = tokio::time::interval(policy.every);
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + policy.every, policy.every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut events = match new_events(&checkpointer).await {
-        Ok(m) => Some(m),
-        Err(e) => {
-            tracing::warn!(error = %e, "checkpoint task: no event feed; checkpoints by time only");
-            None
-        }
-    };
+    let mut events = Some(events);
     let log = checkpointer.ledger.config().clone();
     loop {
         tokio::select! {
