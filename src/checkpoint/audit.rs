@@ -106,18 +106,25 @@ impl Auditor {
         read::read_key_ring(&self.events, &self.log, &self.config).await
     }
 
-    /// The partition's checkpoints whose signatures verify, in stream order. Any that
-    /// does not verify is an error here (verify lists them as problems instead).
+    /// The partition's checkpoints whose signatures verify, in stream order. The
+    /// others are skipped here (a proof is only ever built on a valid one); `verify`
+    /// reports them.
     pub async fn verified_checkpoints(
         &self,
         partition: &Partition,
         ring: &KeyRing,
     ) -> Result<Vec<VerifiedCheckpoint>, CheckpointError> {
-        read::read_checkpoints(&self.checkpoints, &self.config, partition)
-            .await?
-            .into_iter()
-            .map(|stored| check_signature(ring, stored?))
-            .collect()
+        let mut out = Vec::new();
+        for stored in read::read_checkpoints(&self.checkpoints, &self.config, partition).await? {
+            match stored.and_then(|s| check_signature(ring, s)) {
+                Ok(v) if v.stored.body.partition == *partition => out.push(v),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(partition = %partition, error = %e, "invalid checkpoint skipped")
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Valid cosignatures of one checkpoint.
@@ -481,11 +488,14 @@ impl Auditor {
                 return Ok(());
             }
         }
+        let mut bad = std::collections::BTreeSet::new();
         for (i, reason) in &mismatched {
             problem(audit, valid[*i].stored.stream_sequence, reason.clone());
+            bad.insert(*i);
         }
-        for v in &valid {
+        for (i, v) in valid.iter().enumerate() {
             if v.stored.body.tree_size > frontier.size() {
+                bad.insert(i);
                 problem(
                     audit,
                     v.stored.stream_sequence,
@@ -533,6 +543,14 @@ impl Auditor {
                 );
                 continue;
             };
+            if bad.contains(&i) {
+                problem(
+                    audit,
+                    s.stream_sequence,
+                    "cosignature of a checkpoint that does not match the log".into(),
+                );
+                continue;
+            }
             match sign::verify_cosignature(c, &valid[i].stored.signed.checkpoint) {
                 Ok(()) => statuses[i].cosigners.push(CosignerStatus {
                     cosigner_id: c.cosigner_id.clone(),
@@ -542,6 +560,13 @@ impl Auditor {
                 Err(e) => problem(audit, s.stream_sequence, format!("cosignature: {e}")),
             }
         }
+        // Only checkpoints that match the log are listed; the others are problems.
+        let statuses = statuses
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !bad.contains(i))
+            .map(|(_, s)| s)
+            .collect();
         audit.partitions.insert(partition.to_string(), statuses);
         Ok(())
     }
@@ -561,7 +586,7 @@ fn stream_sequence_of(e: &CheckpointError) -> u64 {
 
 /// Checks a stored checkpoint's signature against the ring (key known, not retired
 /// before the checkpoint was issued).
-fn check_signature(
+pub(crate) fn check_signature(
     ring: &KeyRing,
     stored: StoredCheckpoint,
 ) -> Result<VerifiedCheckpoint, CheckpointError> {

@@ -61,6 +61,9 @@ pub enum Outcome {
     Empty,
 }
 
+/// One partition's result in `checkpoint_all`.
+pub type PartitionOutcome = (Partition, Result<Outcome, CheckpointError>);
+
 struct Tree {
     frontier: Frontier,
     position: ChainPosition,
@@ -165,11 +168,13 @@ impl Checkpointer {
         .await
     }
 
-    /// Checkpoints every partition that has events not yet covered.
-    pub async fn checkpoint_all(&mut self) -> Result<Vec<(Partition, Outcome)>, CheckpointError> {
+    /// Checkpoints every partition that has events not yet covered. One partition's
+    /// failure (say, a forged checkpoint found) does not hold up the others: each has
+    /// its own result.
+    pub async fn checkpoint_all(&mut self) -> Result<Vec<PartitionOutcome>, CheckpointError> {
         let mut out = Vec::new();
         for partition in self.partitions().await? {
-            let outcome = self.checkpoint(&partition).await?;
+            let outcome = self.checkpoint(&partition).await;
             out.push((partition, outcome));
         }
         Ok(out)
@@ -242,6 +247,20 @@ impl Checkpointer {
                 .map_err(nats)?
                 .map(|m| read::decode_checkpoint(&m))
                 .transpose()?;
+            // Paired check: what we build on must be the ledger's own signature, not a
+            // message someone else put on the checkpoint stream.
+            let latest = match latest {
+                Some(stored) => {
+                    let ring = read::read_key_ring(
+                        self.ledger.stream(),
+                        self.ledger.config(),
+                        &self.config,
+                    )
+                    .await?;
+                    Some(super::audit::check_signature(&ring, stored)?.stored)
+                }
+                None => None,
+            };
             let tree = Tree {
                 frontier: Frontier::new(),
                 position: ChainPosition::genesis(partition.clone()),
@@ -498,8 +517,15 @@ async fn run(
 }
 
 async fn all(checkpointer: &mut Checkpointer) {
-    if let Err(e) = checkpointer.checkpoint_all().await {
-        tracing::warn!(error = %e, "checkpoints failed; will retry");
+    match checkpointer.checkpoint_all().await {
+        Ok(outcomes) => {
+            for (partition, outcome) in outcomes {
+                if let Err(e) = outcome {
+                    tracing::warn!(partition = %partition, error = %e, "checkpoint failed; will retry");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "checkpoints failed; will retry"),
     }
 }
 

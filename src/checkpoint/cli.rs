@@ -50,16 +50,21 @@ pub async fn checkpoint(
     let outcomes = match partition {
         Some(p) => {
             let p = Partition::new(p)?;
-            let outcome = checkpointer.checkpoint(&p).await?;
+            let outcome = checkpointer.checkpoint(&p).await;
             vec![(p, outcome)]
         }
         None => checkpointer.checkpoint_all().await?,
     };
+    let mut ok = true;
     let ring = auditor(runtime, config).await?.key_ring().await?;
     let mut documents = Vec::new();
     for (partition, outcome) in &outcomes {
         match outcome {
-            Outcome::Published(p) => {
+            Err(e) => {
+                ok = false;
+                eprintln!("CHECKPOINT FAILED partition {partition}: {e}");
+            }
+            Ok(Outcome::Published(p)) => {
                 if json {
                     let key = ring
                         .get(&p.body.key_id)
@@ -79,7 +84,7 @@ pub async fn checkpoint(
                     );
                 }
             }
-            Outcome::Unchanged { tree_size } if !json => {
+            Ok(Outcome::Unchanged { tree_size }) if !json => {
                 println!(
                     "UNCHANGED partition {partition}: the checkpoint of {tree_size} events is current"
                 )
@@ -90,7 +95,7 @@ pub async fn checkpoint(
     if json {
         println!("{}", serde_json::to_string_pretty(&documents)?);
     }
-    Ok(true)
+    Ok(ok)
 }
 
 /// `ansinh audit cosign`: check a checkpoint against the recomputed log, then cosign it.

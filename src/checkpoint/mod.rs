@@ -26,7 +26,9 @@ pub mod sign;
 pub mod stream;
 
 pub use audit::Auditor;
-pub use checkpointer::{CheckpointTask, Checkpointer, Outcome, Policy, Published, rotate_key};
+pub use checkpointer::{
+    CheckpointTask, Checkpointer, Outcome, PartitionOutcome, Policy, Published, rotate_key,
+};
 pub use keys::{KeyRing, KeyRingError, load_key, load_or_create_key};
 pub use sign::{CheckpointBody, KeyPair, SignatureError};
 pub use stream::{CheckpointConfig, ensure_checkpoint_stream};
