@@ -172,13 +172,14 @@ pub async fn consistency(
 
 /// `ansinh audit check-proof FILE [--trust KEY_ID]...`: offline, no server.
 pub fn check_proof(file: &Path, trusted: &[String], json: bool) -> Result<bool, BoxError> {
-    let length = std::fs::metadata(file)?.len();
+    let named = |e: std::io::Error| format!("{}: {e}", file.display());
+    let length = std::fs::metadata(file).map_err(named)?.len();
     if length > proofs::PROOF_DOCUMENT_BYTES_MAX as u64 {
         let e = proofs::CheckError::TooLarge(length as usize);
         report_check(Err(e), trusted, json)?;
         return Ok(false);
     }
-    let bytes = std::fs::read(file)?;
+    let bytes = std::fs::read(file).map_err(named)?;
     let result = proofs::check_document(&bytes, trusted);
     let ok = result.is_ok();
     report_check(result, trusted, json)?;
