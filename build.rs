@@ -2,7 +2,10 @@
 //! The generated code lands in OUT_DIR and is never committed or edited.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/ansinh/v1/envelope.proto"];
+    let files = [
+        "proto/ansinh/v1/envelope.proto",
+        "proto/ansinh/v1/checkpoint.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

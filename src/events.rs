@@ -22,5 +22,6 @@ pub fn type_name(payload: &Payload) -> &'static str {
         Payload::LoanFrozen(_) => "ansinh.v1.LoanFrozen",
         Payload::LoanWrittenOff(_) => "ansinh.v1.LoanWrittenOff",
         Payload::LoanPostingReversed(_) => "ansinh.v1.LoanPostingReversed",
+        Payload::LedgerKeyRotated(_) => "ansinh.v1.LedgerKeyRotated",
     }
 }

@@ -5,6 +5,7 @@ pub mod access;
 pub mod app;
 pub mod book;
 pub mod chain;
+pub mod checkpoint;
 pub mod demo;
 pub mod domain;
 pub mod events;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use ansinh::app::{Connection, Runtime};
 use ansinh::chain::Partition;
+use ansinh::checkpoint;
 use ansinh::log::{Draft, LogConfig};
 use ansinh::projection::Projector;
 use ansinh::proto::{self, envelope::Payload};
@@ -52,6 +53,24 @@ struct Cli {
         hide = true
     )]
     subject_prefix: String,
+    /// Checkpoint stream name (tests use their own).
+    #[arg(
+        long,
+        env = "ANSINH_CHECKPOINT_STREAM",
+        default_value = "ANSINH_CHECKPOINTS",
+        global = true,
+        hide = true
+    )]
+    checkpoint_stream: String,
+    /// Subject prefix of the checkpoint stream (`<prefix>.checkpoints.<partition>`).
+    #[arg(
+        long,
+        env = "ANSINH_CHECKPOINT_PREFIX",
+        default_value = "ansinh.v1",
+        global = true,
+        hide = true
+    )]
+    checkpoint_prefix: String,
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -156,6 +175,50 @@ enum AuditCommand {
         #[arg(long)]
         subject: String,
     },
+    /// Publish a signed checkpoint of one partition (or every partition) now.
+    Checkpoint {
+        #[arg(long)]
+        partition: Option<String>,
+    },
+    /// Check a checkpoint against the recomputed log, then publish your cosignature.
+    Cosign {
+        #[arg(long)]
+        partition: String,
+        /// Tree size of the checkpoint to cosign.
+        #[arg(long)]
+        size: u64,
+        #[arg(long)]
+        cosigner_id: String,
+        /// Your Ed25519 key file (created 0600 if missing).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Print (JSON) an inclusion proof of one event in a signed checkpoint.
+    Prove {
+        #[arg(long)]
+        partition: String,
+        #[arg(long)]
+        seq: u64,
+        /// Default: the latest checkpoint (it contains SEQ if any does).
+        #[arg(long)]
+        checkpoint_size: Option<u64>,
+    },
+    /// Print (JSON) a proof that the log only grew between two checkpoints.
+    Consistency {
+        #[arg(long)]
+        partition: String,
+        #[arg(long)]
+        from: u64,
+        #[arg(long)]
+        to: u64,
+    },
+    /// Verify a proof document offline (no server): signatures, key ids, proof, hashes.
+    CheckProof {
+        file: PathBuf,
+        /// Accept only checkpoints signed by these key ids.
+        #[arg(long)]
+        trust: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -176,6 +239,8 @@ enum AdminCommand {
         #[arg(long)]
         partition: String,
     },
+    /// Replace the ledger's checkpoint-signing key; the change is an event signed by the old key.
+    RotateKey,
 }
 
 #[tokio::main]
@@ -197,6 +262,25 @@ async fn main() -> ExitCode {
 use cli::BoxError;
 
 async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
+    let exit = |ok: bool| {
+        if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }
+    };
+    // Offline: no server is started or asked.
+    if let Command::Audit {
+        command: AuditCommand::CheckProof { file, trust },
+    } = &cli.command
+    {
+        return Ok(exit(checkpoint::cli::check_proof(file, trust, cli.json)?));
+    }
+    let checkpoints = checkpoint::CheckpointConfig {
+        stream_name: cli.checkpoint_stream.clone(),
+        subject_prefix: cli.checkpoint_prefix.clone(),
+        ..Default::default()
+    };
     let connection = Connection {
         data_dir: cli.data_dir.clone(),
         nats_url: cli.nats.clone(),
@@ -235,7 +319,77 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         }
         Command::Audit {
             command: AuditCommand::Verify { partition },
-        } => verify(&runtime, partition, json).await,
+        } => {
+            let code = verify(&runtime, partition.clone(), json).await?;
+            if code != ExitCode::SUCCESS {
+                return Ok(code);
+            }
+            let ok = checkpoint::cli::verify(&runtime, &checkpoints, partition.as_deref(), json);
+            Ok(exit(ok.await?))
+        }
+        Command::Audit {
+            command: AuditCommand::Checkpoint { partition },
+        } => {
+            let ok = checkpoint::cli::checkpoint(
+                &runtime,
+                &checkpoints,
+                &cli.data_dir,
+                partition.as_deref(),
+                json,
+            );
+            Ok(exit(ok.await?))
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Cosign {
+                    partition,
+                    size,
+                    cosigner_id,
+                    key,
+                },
+        } => {
+            let ok = checkpoint::cli::cosign(
+                &runtime,
+                &checkpoints,
+                &partition,
+                size,
+                &cosigner_id,
+                &key,
+                json,
+            );
+            Ok(exit(ok.await?))
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Prove {
+                    partition,
+                    seq,
+                    checkpoint_size,
+                },
+        } => {
+            let ok =
+                checkpoint::cli::prove(&runtime, &checkpoints, &partition, seq, checkpoint_size);
+            Ok(exit(ok.await?))
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Consistency {
+                    partition,
+                    from,
+                    to,
+                },
+        } => {
+            let ok = checkpoint::cli::consistency(&runtime, &checkpoints, &partition, from, to);
+            Ok(exit(ok.await?))
+        }
+        Command::Audit {
+            command: AuditCommand::CheckProof { .. },
+        } => unreachable!("checked offline before the server starts"),
+        Command::Admin {
+            command: AdminCommand::RotateKey,
+        } => Ok(exit(
+            checkpoint::cli::rotate(&runtime, &checkpoints, &cli.data_dir).await?,
+        )),
         Command::Audit {
             command: AuditCommand::RecomputeEligibility { partition },
         } => {

@@ -181,6 +181,7 @@ pub fn detail(payload: Option<&Payload>) -> String {
             l.disaster_ref,
             add_strs(&l.principal, &l.overdue_principal)
         ),
+        Payload::LedgerKeyRotated(k) => format!("ledger signing key is now {}", k.key_id),
         Payload::LoanPostingReversed(l) => format!(
             "loan L{} reversed event #{}",
             l.loan_number, l.original_sequence

@@ -226,10 +226,14 @@ impl Ledger {
         &self.shared.config
     }
 
-    /// Appends one event that records no decision (a `Note`), waiting until it is
+    /// Appends one event that records no decision against the book (a `Note`, or a
+    /// `LedgerKeyRotated`, which carries its own signature check), waiting until it is
     /// durable (acknowledged after fsync). Decisions go through `submit`.
     pub async fn append(&self, draft: Draft) -> Result<Receipt, AppendError> {
-        if !matches!(draft.payload, Payload::Note(_)) {
+        if !matches!(
+            draft.payload,
+            Payload::Note(_) | Payload::LedgerKeyRotated(_)
+        ) {
             return Err(AppendError::RequiresCommand {
                 event_type: crate::events::type_name(&draft.payload),
             });

@@ -1,0 +1,629 @@
+//! The auditor's side against a server: build proofs, cosign, and verify every stored
+//! checkpoint against the log recomputed from scratch.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, message::PublishMessage, stream::Stream};
+use prost::Message;
+use serde::Serialize;
+
+use super::keys::KeyRing;
+use super::proofs::{
+    CONSISTENCY_FORMAT, CheckpointDocument, ConsistencyDocument, INCLUSION_FORMAT,
+    InclusionDocument,
+};
+use super::read::{self, ChainPosition, Next, StoredCheckpoint};
+use super::sign::{self, KeyPair};
+use super::stream::{CheckpointConfig, ensure_checkpoint_stream};
+use super::{CheckpointError, PROOF_LEAVES_MAX};
+use crate::chain::Partition;
+use crate::log::{LogConfig, ensure_stream};
+use crate::merkle::{self, ConsistencyProof, Frontier, Hash32, InclusionProof};
+use crate::proto;
+
+fn nats(e: impl std::fmt::Display) -> CheckpointError {
+    CheckpointError::Nats(e.to_string())
+}
+
+/// Read access to the event and checkpoint streams, plus publishing cosignatures.
+pub struct Auditor {
+    js: jetstream::Context,
+    events: Stream,
+    checkpoints: Stream,
+    log: LogConfig,
+    config: CheckpointConfig,
+}
+
+/// A checkpoint whose signature checked out against the key ring.
+#[derive(Clone, Debug)]
+pub struct VerifiedCheckpoint {
+    pub stored: StoredCheckpoint,
+    pub public_key: [u8; 32],
+}
+
+/// One checkpoint as `audit verify` lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckpointStatus {
+    pub tree_size: u64,
+    pub root: String,
+    pub key_id: String,
+    pub issued_at_unix_ms: i64,
+    pub stream_sequence: u64,
+    pub cosigners: Vec<CosignerStatus>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CosignerStatus {
+    pub cosigner_id: String,
+    pub key_id: String,
+    pub signed_at_unix_ms: i64,
+}
+
+/// Something wrong with a stored checkpoint or cosignature.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckpointProblem {
+    pub partition: String,
+    pub stream_sequence: u64,
+    pub problem: String,
+}
+
+/// What `audit verify` found on the checkpoint stream.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckpointAudit {
+    /// Valid checkpoints per partition, in stream order, with their valid cosignatures.
+    pub partitions: BTreeMap<String, Vec<CheckpointStatus>>,
+    /// Ledger keys in the order the key partition registered them.
+    pub keys: Vec<String>,
+    pub problems: Vec<CheckpointProblem>,
+}
+
+impl CheckpointAudit {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl Auditor {
+    pub async fn open(
+        client: async_nats::Client,
+        log: LogConfig,
+        config: CheckpointConfig,
+    ) -> Result<Self, CheckpointError> {
+        let js = jetstream::new(client);
+        let events = ensure_stream(&js, &log).await?;
+        let checkpoints = ensure_checkpoint_stream(&js, &config).await?;
+        Ok(Self {
+            js,
+            events,
+            checkpoints,
+            log,
+            config,
+        })
+    }
+
+    pub async fn key_ring(&self) -> Result<KeyRing, CheckpointError> {
+        read::read_key_ring(&self.events, &self.log, &self.config).await
+    }
+
+    /// The partition's checkpoints whose signatures verify, in stream order. The
+    /// others are skipped here (a proof is only ever built on a valid one); `verify`
+    /// reports them.
+    pub async fn verified_checkpoints(
+        &self,
+        partition: &Partition,
+        ring: &KeyRing,
+    ) -> Result<Vec<VerifiedCheckpoint>, CheckpointError> {
+        let mut out = Vec::new();
+        for stored in read::read_checkpoints(&self.checkpoints, &self.config, partition).await? {
+            match stored.and_then(|s| check_signature(ring, s)) {
+                Ok(v) if v.stored.body.partition == *partition => out.push(v),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(partition = %partition, error = %e, "invalid checkpoint skipped")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Valid cosignatures of one checkpoint.
+    async fn cosignatures_of(
+        &self,
+        partition: &Partition,
+        checkpoint: &StoredCheckpoint,
+    ) -> Result<Vec<proto::Cosignature>, CheckpointError> {
+        Ok(
+            read::read_cosignatures(&self.checkpoints, &self.config, partition)
+                .await?
+                .into_iter()
+                .filter_map(Result::ok)
+                .map(|s| s.cosignature)
+                .filter(|c| sign::verify_cosignature(c, &checkpoint.signed.checkpoint).is_ok())
+                .collect(),
+        )
+    }
+
+    /// The event hashes 1..=tree_size of a partition (chain checked), and the stored
+    /// bytes of event `keep` if asked.
+    async fn leaves(
+        &self,
+        partition: &Partition,
+        tree_size: u64,
+        keep: Option<u64>,
+    ) -> Result<(Vec<Hash32>, Option<bytes::Bytes>), CheckpointError> {
+        if tree_size > PROOF_LEAVES_MAX {
+            return Err(CheckpointError::TooLarge {
+                partition: partition.to_string(),
+                events: tree_size,
+            });
+        }
+        let mut hashes = Vec::with_capacity(tree_size as usize);
+        let mut kept = None;
+        read::read_chain(
+            &self.events,
+            &self.log,
+            ChainPosition::genesis(partition.clone()),
+            |head, event, _| {
+                hashes.push(head.hash.0);
+                if Some(head.sequence) == keep {
+                    kept = Some(event.payload.clone());
+                }
+                Ok(if head.sequence >= tree_size {
+                    Next::Stop
+                } else {
+                    Next::Continue
+                })
+            },
+        )
+        .await?;
+        if (hashes.len() as u64) < tree_size {
+            return Err(CheckpointError::LogBehind {
+                partition: partition.to_string(),
+                tree_size,
+                events: hashes.len() as u64,
+            });
+        }
+        Ok((hashes, kept))
+    }
+
+    /// An inclusion proof of event `sequence` in the checkpoint of `checkpoint_size`
+    /// events, or by default in the latest checkpoint (which contains it if any does).
+    pub async fn prove(
+        &self,
+        partition: &Partition,
+        sequence: u64,
+        checkpoint_size: Option<u64>,
+    ) -> Result<InclusionDocument, CheckpointError> {
+        if sequence == 0 {
+            return Err(CheckpointError::BadRequest("sequences start at 1".into()));
+        }
+        let ring = self.key_ring().await?;
+        let checkpoints = self.verified_checkpoints(partition, &ring).await?;
+        let chosen = match checkpoint_size {
+            Some(size) => checkpoints
+                .iter()
+                .rev()
+                .find(|c| c.stored.body.tree_size == size),
+            None => checkpoints.iter().max_by_key(|c| c.stored.body.tree_size),
+        }
+        .filter(|c| c.stored.body.tree_size >= sequence)
+        .ok_or_else(|| CheckpointError::NoCheckpoint {
+            partition: partition.to_string(),
+            what: match checkpoint_size {
+                Some(size) => format!("no checkpoint of size {size} containing event {sequence}"),
+                None => format!("no checkpoint contains event {sequence} yet"),
+            },
+        })?;
+        let body = &chosen.stored.body;
+        let (hashes, event) = self
+            .leaves(partition, body.tree_size, Some(sequence))
+            .await?;
+        check_root(body, &hashes)?;
+        let event = event.expect("sequence <= tree_size was read");
+        let proof = InclusionProof::generate(partition.to_string(), &hashes, sequence - 1)?;
+        let cosignatures = self.cosignatures_of(partition, &chosen.stored).await?;
+        Ok(InclusionDocument {
+            format: INCLUSION_FORMAT.into(),
+            partition: partition.to_string(),
+            sequence,
+            event: hex::encode(&event),
+            event_hash: merkle::encode_hash(&hashes[(sequence - 1) as usize]),
+            proof,
+            checkpoint: CheckpointDocument::new(
+                &chosen.stored.signed,
+                body,
+                &chosen.public_key,
+                &cosignatures,
+            ),
+        })
+    }
+
+    /// A consistency proof between the partition's checkpoints of `from` and `to` events.
+    pub async fn consistency(
+        &self,
+        partition: &Partition,
+        from: u64,
+        to: u64,
+    ) -> Result<ConsistencyDocument, CheckpointError> {
+        if from == 0 || from > to {
+            return Err(CheckpointError::BadRequest(format!(
+                "need 0 < from <= to, got {from} and {to}"
+            )));
+        }
+        let ring = self.key_ring().await?;
+        let checkpoints = self.verified_checkpoints(partition, &ring).await?;
+        let find = |size: u64| {
+            checkpoints
+                .iter()
+                .rev()
+                .find(|c| c.stored.body.tree_size == size)
+                .ok_or_else(|| CheckpointError::NoCheckpoint {
+                    partition: partition.to_string(),
+                    what: format!("no checkpoint of size {size}"),
+                })
+        };
+        let (old, new) = (find(from)?, find(to)?);
+        let (hashes, _) = self.leaves(partition, to, None).await?;
+        check_root(&old.stored.body, &hashes[..from as usize])?;
+        check_root(&new.stored.body, &hashes)?;
+        let proof = ConsistencyProof::generate(partition.to_string(), &hashes, from)?;
+        let old_cosignatures = self.cosignatures_of(partition, &old.stored).await?;
+        let new_cosignatures = self.cosignatures_of(partition, &new.stored).await?;
+        Ok(ConsistencyDocument {
+            format: CONSISTENCY_FORMAT.into(),
+            partition: partition.to_string(),
+            old_checkpoint: CheckpointDocument::new(
+                &old.stored.signed,
+                &old.stored.body,
+                &old.public_key,
+                &old_cosignatures,
+            ),
+            new_checkpoint: CheckpointDocument::new(
+                &new.stored.signed,
+                &new.stored.body,
+                &new.public_key,
+                &new_cosignatures,
+            ),
+            proof,
+        })
+    }
+
+    /// The cosigner's act: checks the checkpoint of `tree_size` events (signature by a
+    /// ledger key, root and head recomputed from the log), then signs and publishes a
+    /// cosignature. Nothing is published if any check fails.
+    pub async fn cosign(
+        &self,
+        partition: &Partition,
+        tree_size: u64,
+        cosigner_id: &str,
+        key: &KeyPair,
+        signed_at_unix_ms: i64,
+    ) -> Result<proto::Cosignature, CheckpointError> {
+        sign::check_cosigner_id(cosigner_id)
+            .map_err(|e| CheckpointError::BadRequest(e.to_string()))?;
+        let ring = self.key_ring().await?;
+        let checkpoints = self.verified_checkpoints(partition, &ring).await?;
+        let chosen = checkpoints
+            .iter()
+            .rev()
+            .find(|c| c.stored.body.tree_size == tree_size)
+            .ok_or_else(|| CheckpointError::NoCheckpoint {
+                partition: partition.to_string(),
+                what: format!("no checkpoint of size {tree_size}"),
+            })?;
+        let root = self.root_at(partition, tree_size).await?;
+        check_matches_root(&chosen.stored.body, &root.0, &root.1)?;
+        let cosignature = sign::cosign(
+            key,
+            cosigner_id,
+            &chosen.stored.signed.checkpoint,
+            signed_at_unix_ms,
+        )
+        .map_err(|e| CheckpointError::BadRequest(e.to_string()))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!(
+                "{partition}:{}:{}",
+                hex::encode(&cosignature.checkpoint_hash),
+                cosignature.key_id
+            )
+            .as_str(),
+        );
+        self.js
+            .send_publish(
+                self.config.cosignature_subject(partition),
+                PublishMessage::build()
+                    .headers(headers)
+                    .payload(cosignature.encode_to_vec().into()),
+            )
+            .await
+            .map_err(nats)?
+            .await
+            .map_err(nats)?;
+        Ok(cosignature)
+    }
+
+    /// Root and head hash of the first `tree_size` events, in constant memory.
+    async fn root_at(
+        &self,
+        partition: &Partition,
+        tree_size: u64,
+    ) -> Result<(Hash32, Hash32), CheckpointError> {
+        let mut frontier = Frontier::new();
+        let mut head = [0u8; 32];
+        read::read_chain(
+            &self.events,
+            &self.log,
+            ChainPosition::genesis(partition.clone()),
+            |h, _, _| {
+                frontier.try_push(&h.hash.0)?;
+                head = h.hash.0;
+                Ok(if h.sequence >= tree_size {
+                    Next::Stop
+                } else {
+                    Next::Continue
+                })
+            },
+        )
+        .await?;
+        if frontier.size() < tree_size {
+            return Err(CheckpointError::LogBehind {
+                partition: partition.to_string(),
+                tree_size,
+                events: frontier.size(),
+            });
+        }
+        Ok((frontier.root(), head))
+    }
+
+    /// Checks every stored checkpoint (of one partition, or all): signature by a ledger
+    /// key not retired before it was issued, root and head against the log recomputed
+    /// in one pass, and every cosignature. Lists what is valid; collects what is not.
+    pub async fn verify(
+        &self,
+        only: Option<&Partition>,
+    ) -> Result<CheckpointAudit, CheckpointError> {
+        let mut audit = CheckpointAudit::default();
+        let ring = match self.key_ring().await {
+            Ok(ring) => ring,
+            Err(e @ (CheckpointError::KeyRing(_) | CheckpointError::Chain { .. })) => {
+                audit.problems.push(CheckpointProblem {
+                    partition: self.config.keys_partition.to_string(),
+                    stream_sequence: 0,
+                    problem: format!("key history: {e}"),
+                });
+                KeyRing::default()
+            }
+            Err(e) => return Err(e),
+        };
+        audit.keys = ring.keys().iter().map(|k| k.key_id.clone()).collect();
+        let partitions = match only {
+            Some(p) => vec![p.clone()],
+            None => {
+                let config = self.config.clone();
+                read::partitions_on(
+                    &self.checkpoints,
+                    &format!("{}.>", config.subject_prefix),
+                    |s| config.partition_of(s).map(str::to_string),
+                )
+                .await?
+            }
+        };
+        for partition in partitions {
+            self.verify_partition(&partition, &ring, &mut audit).await?;
+        }
+        Ok(audit)
+    }
+
+    async fn verify_partition(
+        &self,
+        partition: &Partition,
+        ring: &KeyRing,
+        audit: &mut CheckpointAudit,
+    ) -> Result<(), CheckpointError> {
+        let problem = |audit: &mut CheckpointAudit, stream_sequence: u64, problem: String| {
+            audit.problems.push(CheckpointProblem {
+                partition: partition.to_string(),
+                stream_sequence,
+                problem,
+            })
+        };
+        let mut valid: Vec<VerifiedCheckpoint> = Vec::new();
+        for stored in read::read_checkpoints(&self.checkpoints, &self.config, partition).await? {
+            match stored.and_then(|s| check_signature(ring, s)) {
+                Ok(v) if v.stored.body.partition == *partition => valid.push(v),
+                Ok(v) => problem(
+                    audit,
+                    v.stored.stream_sequence,
+                    format!("checkpoint names partition {}", v.stored.body.partition),
+                ),
+                Err(e) => problem(audit, stream_sequence_of(&e), e.to_string()),
+            }
+        }
+        // One pass over the chain checks every checkpoint at its size.
+        let mut by_size: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (i, v) in valid.iter().enumerate() {
+            by_size.entry(v.stored.body.tree_size).or_default().push(i);
+        }
+        let largest = valid
+            .iter()
+            .map(|v| v.stored.body.tree_size)
+            .max()
+            .unwrap_or(0);
+        let mut frontier = Frontier::new();
+        let mut mismatched: Vec<(usize, String)> = Vec::new();
+        if largest > 0 {
+            let read = read::read_chain(
+                &self.events,
+                &self.log,
+                ChainPosition::genesis(partition.clone()),
+                |head, _, _| {
+                    frontier.try_push(&head.hash.0)?;
+                    if let Some(indices) = by_size.get(&frontier.size()) {
+                        let root = frontier.root();
+                        for &i in indices {
+                            if let Err(e) =
+                                check_matches_root(&valid[i].stored.body, &root, &head.hash.0)
+                            {
+                                mismatched.push((i, e.to_string()));
+                            }
+                        }
+                    }
+                    Ok(if frontier.size() >= largest {
+                        Next::Stop
+                    } else {
+                        Next::Continue
+                    })
+                },
+            )
+            .await;
+            if let Err(e) = read {
+                problem(
+                    audit,
+                    0,
+                    format!("the log cannot be read to check checkpoints: {e}"),
+                );
+                return Ok(());
+            }
+        }
+        let mut bad = std::collections::BTreeSet::new();
+        for (i, reason) in &mismatched {
+            problem(audit, valid[*i].stored.stream_sequence, reason.clone());
+            bad.insert(*i);
+        }
+        for (i, v) in valid.iter().enumerate() {
+            if v.stored.body.tree_size > frontier.size() {
+                bad.insert(i);
+                problem(
+                    audit,
+                    v.stored.stream_sequence,
+                    format!(
+                        "the checkpoint covers {} events but the log holds {}",
+                        v.stored.body.tree_size,
+                        frontier.size()
+                    ),
+                );
+            }
+        }
+        let mut statuses: Vec<CheckpointStatus> = valid
+            .iter()
+            .map(|v| CheckpointStatus {
+                tree_size: v.stored.body.tree_size,
+                root: merkle::encode_hash(&v.stored.body.root),
+                key_id: v.stored.body.key_id.clone(),
+                issued_at_unix_ms: v.stored.body.issued_at_unix_ms,
+                stream_sequence: v.stored.stream_sequence,
+                cosigners: Vec::new(),
+            })
+            .collect();
+        let by_hash: HashMap<Hash32, usize> = valid
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (sign::checkpoint_hash(&v.stored.signed.checkpoint), i))
+            .collect();
+        for stored in read::read_cosignatures(&self.checkpoints, &self.config, partition).await? {
+            let s = match stored {
+                Ok(s) => s,
+                Err(e) => {
+                    problem(audit, stream_sequence_of(&e), e.to_string());
+                    continue;
+                }
+            };
+            let c = &s.cosignature;
+            let target = <[u8; 32]>::try_from(c.checkpoint_hash.as_ref())
+                .ok()
+                .and_then(|h| by_hash.get(&h).copied());
+            let Some(i) = target else {
+                problem(
+                    audit,
+                    s.stream_sequence,
+                    "cosignature of no valid checkpoint".into(),
+                );
+                continue;
+            };
+            if bad.contains(&i) {
+                problem(
+                    audit,
+                    s.stream_sequence,
+                    "cosignature of a checkpoint that does not match the log".into(),
+                );
+                continue;
+            }
+            match sign::verify_cosignature(c, &valid[i].stored.signed.checkpoint) {
+                Ok(()) => statuses[i].cosigners.push(CosignerStatus {
+                    cosigner_id: c.cosigner_id.clone(),
+                    key_id: c.key_id.clone(),
+                    signed_at_unix_ms: c.signed_at_unix_ms,
+                }),
+                Err(e) => problem(audit, s.stream_sequence, format!("cosignature: {e}")),
+            }
+        }
+        // Only checkpoints that match the log are listed; the others are problems.
+        let statuses = statuses
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !bad.contains(i))
+            .map(|(_, s)| s)
+            .collect();
+        audit.partitions.insert(partition.to_string(), statuses);
+        Ok(())
+    }
+}
+
+fn stream_sequence_of(e: &CheckpointError) -> u64 {
+    match e {
+        CheckpointError::Signature {
+            stream_sequence, ..
+        }
+        | CheckpointError::Undecodable {
+            stream_sequence, ..
+        } => *stream_sequence,
+        _ => 0,
+    }
+}
+
+/// Checks a stored checkpoint's signature against the ring (key known, not retired
+/// before the checkpoint was issued).
+pub(crate) fn check_signature(
+    ring: &KeyRing,
+    stored: StoredCheckpoint,
+) -> Result<VerifiedCheckpoint, CheckpointError> {
+    let key = ring.signer(&stored.body.key_id, stored.body.issued_at_unix_ms)?;
+    sign::open_checkpoint(&stored.signed, &key.public_key).map_err(|cause| {
+        CheckpointError::Signature {
+            stream_sequence: stored.stream_sequence,
+            cause,
+        }
+    })?;
+    Ok(VerifiedCheckpoint {
+        public_key: key.public_key,
+        stored,
+    })
+}
+
+fn check_root(body: &super::CheckpointBody, hashes: &[Hash32]) -> Result<(), CheckpointError> {
+    let head = hashes.last().copied().unwrap_or([0; 32]);
+    check_matches_root(body, &merkle::root(hashes), &head)
+}
+
+/// The paired check: a signed checkpoint must match the tree recomputed from the log.
+pub(crate) fn check_matches_root(
+    body: &super::CheckpointBody,
+    root: &Hash32,
+    head_hash: &Hash32,
+) -> Result<(), CheckpointError> {
+    let fork = |reason: &str| CheckpointError::Fork {
+        partition: body.partition.to_string(),
+        tree_size: body.tree_size,
+        reason: reason.to_string(),
+    };
+    if crate::chain::Digest(*root) != crate::chain::Digest(body.root) {
+        return Err(fork("the root differs from the log's"));
+    }
+    if crate::chain::Digest(*head_hash) != crate::chain::Digest(body.head_hash) {
+        return Err(fork("the head hash differs from the log's"));
+    }
+    Ok(())
+}

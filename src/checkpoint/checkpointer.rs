@@ -1,0 +1,570 @@
+//! Builds and publishes signed checkpoints, incrementally: per partition it keeps a
+//! `merkle::Frontier` (at most 64 hashes) and the position it has read to, so each
+//! checkpoint reads only the events added since the last one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer, message::PublishMessage, stream::Stream};
+use futures::StreamExt;
+use prost::Message;
+use tokio::sync::{Notify, oneshot};
+
+use super::keys::{self, LEDGER_KEY_FILE, NEXT_LEDGER_KEY_FILE};
+use super::read::{self, ChainPosition, Next};
+use super::sign::{self, CheckpointBody, KeyPair};
+use super::stream::{CheckpointConfig, ensure_checkpoint_stream};
+use super::{CheckpointError, HEADER_TREE_SIZE, now_unix_ms};
+use crate::chain::Partition;
+use crate::log::{Draft, HEADER_SEQUENCE, Ledger, reader};
+use crate::merkle::Frontier;
+use crate::proto::{self, envelope::Payload};
+
+/// When to checkpoint a partition: after `every_events` new events, or at least every
+/// `every` if it has new events at all.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    pub every_events: u64,
+    pub every: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            every_events: 1_000,
+            every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A checkpoint this process published or found as the partition's latest.
+#[derive(Clone, Debug)]
+pub struct Published {
+    pub body: CheckpointBody,
+    pub signed: proto::SignedCheckpoint,
+    /// Its stream sequence on the checkpoint stream.
+    pub stream_sequence: u64,
+}
+
+/// What one checkpoint request did.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Published(Box<Published>),
+    /// The latest checkpoint already covers every event.
+    Unchanged {
+        tree_size: u64,
+    },
+    /// The partition has no events.
+    Empty,
+}
+
+/// One partition's result in `checkpoint_all`.
+pub type PartitionOutcome = (Partition, Result<Outcome, CheckpointError>);
+
+struct Tree {
+    frontier: Frontier,
+    position: ChainPosition,
+    /// The partition's latest checkpoint, once the frontier has passed its size (and
+    /// its root matched).
+    last: Option<Published>,
+}
+
+/// Publishes checkpoints signed with the ledger key of one data directory.
+pub struct Checkpointer {
+    ledger: Ledger,
+    js: jetstream::Context,
+    checkpoints: Stream,
+    config: CheckpointConfig,
+    key_path: PathBuf,
+    key: KeyPair,
+    trees: HashMap<Partition, Tree>,
+}
+
+fn nats(e: impl std::fmt::Display) -> CheckpointError {
+    CheckpointError::Nats(e.to_string())
+}
+
+fn key_draft(config: &CheckpointConfig, rotation: proto::LedgerKeyRotated) -> Draft {
+    Draft {
+        partition: config.keys_partition.clone(),
+        actor: proto::Actor {
+            id: "system:checkpointer".into(),
+            role: "system".into(),
+            unit: String::new(),
+        },
+        // One event per key, however often a registration is retried.
+        idempotency_key: format!("ledger-key:{}", rotation.key_id),
+        correlation_id: String::new(),
+        subjects: vec![format!("ledger-key:{}", rotation.key_id)],
+        payload: Payload::LedgerKeyRotated(rotation),
+    }
+}
+
+impl Checkpointer {
+    /// Ensures the checkpoint stream, loads (or on first use creates) the ledger key in
+    /// `data_dir`, and registers it in the key partition if the ledger has no key yet.
+    /// Refuses a local key that is not the ledger's current key.
+    pub async fn open(
+        client: async_nats::Client,
+        ledger: Ledger,
+        config: CheckpointConfig,
+        data_dir: &Path,
+    ) -> Result<Self, CheckpointError> {
+        let js = jetstream::new(client);
+        let checkpoints = ensure_checkpoint_stream(&js, &config).await?;
+        let key_path = data_dir.join(LEDGER_KEY_FILE);
+        let (key, _created) = keys::load_or_create_key(&key_path)?;
+        let ring = read::read_key_ring(ledger.stream(), ledger.config(), &config).await?;
+        match ring.current() {
+            None => {
+                ledger
+                    .append(key_draft(&config, sign::key_rotation(&key, None)))
+                    .await?;
+            }
+            Some(current) if current.key_id == key.key_id() => {}
+            Some(current) => {
+                return Err(CheckpointError::KeyNotRegistered {
+                    local: key.key_id().to_string(),
+                    registered: current.key_id.clone(),
+                });
+            }
+        }
+        Ok(Self {
+            ledger,
+            js,
+            checkpoints,
+            config,
+            key_path,
+            key,
+            trees: HashMap::new(),
+        })
+    }
+
+    pub fn key_id(&self) -> &str {
+        self.key.key_id()
+    }
+
+    pub fn config(&self) -> &CheckpointConfig {
+        &self.config
+    }
+
+    /// The size of the latest checkpoint this checkpointer knows for `partition`.
+    pub fn checkpointed_size(&self, partition: &Partition) -> u64 {
+        self.trees
+            .get(partition)
+            .and_then(|t| t.last.as_ref())
+            .map_or(0, |p| p.body.tree_size)
+    }
+
+    /// Every partition of the event log (including the key partition).
+    pub async fn partitions(&self) -> Result<Vec<Partition>, CheckpointError> {
+        let log = self.ledger.config().clone();
+        read::partitions_on(self.ledger.stream(), &log.wildcard(), |s| {
+            log.partition_of(s).map(str::to_string)
+        })
+        .await
+    }
+
+    /// Checkpoints every partition that has events not yet covered. One partition's
+    /// failure (say, a forged checkpoint found) does not hold up the others: each has
+    /// its own result.
+    pub async fn checkpoint_all(&mut self) -> Result<Vec<PartitionOutcome>, CheckpointError> {
+        let mut out = Vec::new();
+        for partition in self.partitions().await? {
+            let outcome = self.checkpoint(&partition).await;
+            out.push((partition, outcome));
+        }
+        Ok(out)
+    }
+
+    /// Publishes a checkpoint of `partition` at its current length, unless the latest
+    /// checkpoint already covers it.
+    pub async fn checkpoint(&mut self, partition: &Partition) -> Result<Outcome, CheckpointError> {
+        let result = self.checkpoint_inner(partition).await;
+        if result.is_err() {
+            // Start from the log again next time rather than trust state that may be
+            // half-updated.
+            self.trees.remove(partition);
+        }
+        result
+    }
+
+    async fn checkpoint_inner(
+        &mut self,
+        partition: &Partition,
+    ) -> Result<Outcome, CheckpointError> {
+        self.catch_up(partition).await?;
+        let tree = self.trees.get(partition).expect("caught up");
+        let size = tree.frontier.size();
+        if size == 0 {
+            return Ok(Outcome::Empty);
+        }
+        let previous = tree
+            .last
+            .as_ref()
+            .map(|p| (p.body.tree_size, p.stream_sequence));
+        if let Some((tree_size, _)) = previous {
+            if tree_size == size {
+                return Ok(Outcome::Unchanged { tree_size });
+            }
+        }
+        self.ensure_current_key().await?;
+        let tree = self.trees.get(partition).expect("caught up");
+        let body = CheckpointBody {
+            partition: partition.clone(),
+            tree_size: size,
+            root: tree.frontier.root(),
+            head_sequence: tree.position.head.sequence,
+            head_hash: tree.position.head.hash.0,
+            issued_at_unix_ms: now_unix_ms(),
+            key_id: self.key.key_id().to_string(),
+        };
+        assert_eq!(body.head_sequence, body.tree_size, "one leaf per event");
+        let signed = sign::sign_checkpoint(&self.key, &body);
+        let stream_sequence = self
+            .publish(partition, &signed, size, previous.map_or(0, |p| p.1))
+            .await?;
+        let published = Published {
+            body,
+            signed,
+            stream_sequence,
+        };
+        self.trees.get_mut(partition).expect("caught up").last = Some(published.clone());
+        Ok(Outcome::Published(Box::new(published)))
+    }
+
+    /// Reads the events added since the last call into the partition's frontier. On
+    /// first use it also loads the partition's latest checkpoint and checks, when the
+    /// frontier passes its size, that its root and head still match the log.
+    async fn catch_up(&mut self, partition: &Partition) -> Result<(), CheckpointError> {
+        if !self.trees.contains_key(partition) {
+            let subject = self.config.checkpoint_subject(partition);
+            let latest = reader::last_on_subject(&self.checkpoints, &subject)
+                .await
+                .map_err(nats)?
+                .map(|m| read::decode_checkpoint(&m))
+                .transpose()?;
+            // Paired check: what we build on must be the ledger's own signature, not a
+            // message someone else put on the checkpoint stream.
+            let latest = match latest {
+                Some(stored) => {
+                    let ring = read::read_key_ring(
+                        self.ledger.stream(),
+                        self.ledger.config(),
+                        &self.config,
+                    )
+                    .await?;
+                    Some(super::audit::check_signature(&ring, stored)?.stored)
+                }
+                None => None,
+            };
+            let tree = Tree {
+                frontier: Frontier::new(),
+                position: ChainPosition::genesis(partition.clone()),
+                last: None,
+            };
+            self.trees.insert(partition.clone(), tree);
+            let pending = latest.map(|s| Published {
+                body: s.body,
+                signed: s.signed,
+                stream_sequence: s.stream_sequence,
+            });
+            return self.read_into(partition, pending).await;
+        }
+        self.read_into(partition, None).await
+    }
+
+    async fn read_into(
+        &mut self,
+        partition: &Partition,
+        mut pending: Option<Published>,
+    ) -> Result<(), CheckpointError> {
+        let tree = self.trees.get_mut(partition).expect("tree exists");
+        let frontier = &mut tree.frontier;
+        let mut matched: Option<Published> = None;
+        let position = read::read_chain(
+            self.ledger.stream(),
+            self.ledger.config(),
+            tree.position.clone(),
+            |head, _, _| {
+                frontier.try_push(&head.hash.0)?;
+                if let Some(p) = &pending {
+                    if frontier.size() == p.body.tree_size {
+                        super::audit::check_matches_root(&p.body, &frontier.root(), &head.hash.0)?;
+                        matched = pending.take();
+                    }
+                }
+                Ok(Next::Continue)
+            },
+        )
+        .await?;
+        tree.position = position;
+        if let Some(p) = pending {
+            return Err(CheckpointError::LogBehind {
+                partition: partition.to_string(),
+                tree_size: p.body.tree_size,
+                events: tree.frontier.size(),
+            });
+        }
+        if matched.is_some() {
+            tree.last = matched;
+        }
+        Ok(())
+    }
+
+    /// Before signing: if the key partition names another key (a rotation by another
+    /// process), reload the key file; refuse if it is still not the current key.
+    async fn ensure_current_key(&mut self) -> Result<(), CheckpointError> {
+        let current =
+            read::current_key_id(self.ledger.stream(), self.ledger.config(), &self.config).await?;
+        match current {
+            Some(id) if id == self.key.key_id() => Ok(()),
+            Some(id) => {
+                self.key = keys::load_key(&self.key_path)?;
+                if id == self.key.key_id() {
+                    Ok(())
+                } else {
+                    Err(CheckpointError::KeyNotRegistered {
+                        local: self.key.key_id().to_string(),
+                        registered: id,
+                    })
+                }
+            }
+            None => Err(CheckpointError::KeyNotRegistered {
+                local: self.key.key_id().to_string(),
+                registered: "(none)".into(),
+            }),
+        }
+    }
+
+    /// Publishes fenced on the partition's previous checkpoint, so checkpoints of one
+    /// partition are stored in order of size and two checkpointers cannot interleave.
+    async fn publish(
+        &self,
+        partition: &Partition,
+        signed: &proto::SignedCheckpoint,
+        tree_size: u64,
+        previous_stream_sequence: u64,
+    ) -> Result<u64, CheckpointError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("{partition}:{tree_size}").as_str(),
+        );
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            previous_stream_sequence.to_string().as_str(),
+        );
+        headers.insert(HEADER_TREE_SIZE, tree_size.to_string().as_str());
+        let raced = |reason: String| CheckpointError::Raced {
+            partition: partition.to_string(),
+            reason,
+        };
+        let ack = self
+            .js
+            .send_publish(
+                self.config.checkpoint_subject(partition),
+                PublishMessage::build()
+                    .headers(headers)
+                    .payload(signed.encode_to_vec().into()),
+            )
+            .await
+            .map_err(nats)?
+            .await
+            .map_err(|e| raced(e.to_string()))?;
+        if ack.duplicate {
+            return Err(raced(format!(
+                "a checkpoint of size {tree_size} is already stored at stream sequence {}",
+                ack.sequence
+            )));
+        }
+        Ok(ack.sequence)
+    }
+}
+
+/// Replaces the ledger key in `data_dir` by a new one, recording the change as a
+/// `LedgerKeyRotated` event signed by the old key. Crash-safe: the new key waits in
+/// `NEXT_LEDGER_KEY_FILE` until its event is in the log, and a rerun finishes an
+/// interrupted rotation. Returns (old key id, new key id).
+pub async fn rotate_key(
+    ledger: &Ledger,
+    config: &CheckpointConfig,
+    data_dir: &Path,
+) -> Result<(String, String), CheckpointError> {
+    let key_path = data_dir.join(LEDGER_KEY_FILE);
+    let next_path = data_dir.join(NEXT_LEDGER_KEY_FILE);
+    let old = keys::load_key(&key_path)?;
+    let (next, _created) = keys::load_or_create_key(&next_path)?;
+    let ring = read::read_key_ring(ledger.stream(), ledger.config(), config).await?;
+    let current = ring.current().map(|k| k.key_id.clone()).unwrap_or_default();
+    if current == old.key_id() {
+        ledger
+            .append(key_draft(config, sign::key_rotation(&next, Some(&old))))
+            .await?;
+    } else if current != next.key_id() {
+        return Err(CheckpointError::KeyNotRegistered {
+            local: old.key_id().to_string(),
+            registered: current,
+        });
+    }
+    // The event is durable: only now may the old key go.
+    std::fs::rename(&next_path, &key_path).map_err(|source| keys::KeyFileError::Io {
+        path: key_path.clone(),
+        source,
+    })?;
+    keys::sync_parent(&key_path);
+    Ok((old.key_id().to_string(), next.key_id().to_string()))
+}
+
+/// A running background checkpointer; see `spawn`.
+pub struct CheckpointTask {
+    stop: Option<oneshot::Sender<()>>,
+    now: Arc<Notify>,
+    handle: tokio::task::JoinHandle<Checkpointer>,
+}
+
+impl CheckpointTask {
+    /// Starts a task that checkpoints each partition `policy.every_events` events after
+    /// its last checkpoint, and every partition with new events every `policy.every`
+    /// (the first time one period after start; call `checkpoint_now` to start with one).
+    /// It learns of new events from an ordered consumer on the event stream (headers
+    /// only), created before this returns, so it sees every event stored from now on
+    /// and only events that are stored. Failures are logged and retried at the next
+    /// trigger.
+    pub async fn spawn(
+        checkpointer: Checkpointer,
+        policy: Policy,
+    ) -> Result<Self, CheckpointError> {
+        let events = new_events(&checkpointer).await?;
+        let (stop, stopped) = oneshot::channel();
+        let now = Arc::new(Notify::new());
+        let handle = tokio::spawn(run(
+            checkpointer,
+            events,
+            policy.clamped(),
+            stopped,
+            now.clone(),
+        ));
+        Ok(Self {
+            stop: Some(stop),
+            now,
+            handle,
+        })
+    }
+
+    /// Asks for a checkpoint of every partition now.
+    pub fn checkpoint_now(&self) {
+        self.now.notify_one();
+    }
+
+    /// Stops the task after its current checkpoint and hands the checkpointer back.
+    pub async fn stop(mut self) -> Checkpointer {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.handle).await.expect("checkpoint task panicked")
+    }
+}
+
+impl Policy {
+    /// Zero would mean "checkpoint on every event" or a busy loop: bound both.
+    fn clamped(self) -> Self {
+        Self {
+            every_events: self.every_events.max(1),
+            every: self.every.max(Duration::from_millis(100)),
+        }
+    }
+}
+
+async fn run(
+    mut checkpointer: Checkpointer,
+    events: EventFeed,
+    policy: Policy,
+    mut stopped: oneshot::Receiver<()>,
+    now: Arc<Notify>,
+) -> Checkpointer {
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + policy.every, policy.every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut events = Some(events);
+    let log = checkpointer.ledger.config().clone();
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            _ = tick.tick() => all(&mut checkpointer).await,
+            _ = now.notified() => all(&mut checkpointer).await,
+            message = next_event(&mut events) => {
+                let Some(message) = message else {
+                    tracing::warn!("checkpoint task: event feed ended; checkpoints by time only");
+                    events = None;
+                    continue;
+                };
+                let Some(partition) = log.partition_of(&message.0).and_then(|p| Partition::new(p).ok()) else {
+                    continue;
+                };
+                if message.1 >= checkpointer.checkpointed_size(&partition).saturating_add(policy.every_events) {
+                    if let Err(e) = checkpointer.checkpoint(&partition).await {
+                        tracing::warn!(partition = %partition, error = %e, "checkpoint failed; will retry");
+                    }
+                }
+            }
+        }
+    }
+    checkpointer
+}
+
+async fn all(checkpointer: &mut Checkpointer) {
+    match checkpointer.checkpoint_all().await {
+        Ok(outcomes) => {
+            for (partition, outcome) in outcomes {
+                if let Err(e) = outcome {
+                    tracing::warn!(partition = %partition, error = %e, "checkpoint failed; will retry");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "checkpoints failed; will retry"),
+    }
+}
+
+type EventFeed = consumer::pull::Ordered;
+
+async fn new_events(checkpointer: &Checkpointer) -> Result<EventFeed, CheckpointError> {
+    checkpointer
+        .ledger
+        .stream()
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: checkpointer.ledger.config().wildcard(),
+            deliver_policy: consumer::DeliverPolicy::New,
+            headers_only: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(nats)?
+        .messages()
+        .await
+        .map_err(nats)
+}
+
+/// The next stored event's (subject, partition sequence); pending forever without a feed.
+async fn next_event(events: &mut Option<EventFeed>) -> Option<(String, u64)> {
+    let Some(feed) = events else {
+        return std::future::pending().await;
+    };
+    loop {
+        match feed.next().await? {
+            Ok(message) => {
+                let sequence = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(HEADER_SEQUENCE))
+                    .and_then(|v| v.as_str().parse().ok())
+                    .unwrap_or(u64::MAX);
+                return Some((message.subject.to_string(), sequence));
+            }
+            Err(e) => tracing::warn!(error = %e, "checkpoint task: event feed error"),
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! What the `ansinh audit checkpoint | cosign | prove | consistency | check-proof`,
+//! the checkpoint part of `audit verify` and `admin rotate-key` print. Kept out of
+//! main.rs so the binary only parses and dispatches. Each returns whether the command
+//! succeeded (exit 0) or found a problem (exit 1); `Err` is an operating error.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+
+use super::audit::{Auditor, CheckpointAudit};
+use super::checkpointer::{Checkpointer, Outcome};
+use super::proofs::{self, CheckpointDocument};
+use super::stream::CheckpointConfig;
+use super::{keys, now_unix_ms, rotate_key};
+use crate::app::Runtime;
+use crate::chain::Partition;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn time(unix_ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(unix_ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_else(|| unix_ms.to_string())
+}
+
+async fn auditor(runtime: &Runtime, config: &CheckpointConfig) -> Result<Auditor, BoxError> {
+    Ok(Auditor::open(
+        runtime.client.clone(),
+        runtime.ledger.config().clone(),
+        config.clone(),
+    )
+    .await?)
+}
+
+/// `ansinh audit checkpoint [--partition P]`: publish a checkpoint now.
+pub async fn checkpoint(
+    runtime: &Runtime,
+    config: &CheckpointConfig,
+    data_dir: &Path,
+    partition: Option<&str>,
+    json: bool,
+) -> Result<bool, BoxError> {
+    let mut checkpointer = Checkpointer::open(
+        runtime.client.clone(),
+        runtime.ledger.clone(),
+        config.clone(),
+        data_dir,
+    )
+    .await?;
+    let outcomes = match partition {
+        Some(p) => {
+            let p = Partition::new(p)?;
+            let outcome = checkpointer.checkpoint(&p).await;
+            vec![(p, outcome)]
+        }
+        None => checkpointer.checkpoint_all().await?,
+    };
+    let mut ok = true;
+    let ring = auditor(runtime, config).await?.key_ring().await?;
+    let mut documents = Vec::new();
+    for (partition, outcome) in &outcomes {
+        match outcome {
+            Err(e) => {
+                ok = false;
+                eprintln!("CHECKPOINT FAILED partition {partition}: {e}");
+            }
+            Ok(Outcome::Published(p)) => {
+                if json {
+                    let key = ring
+                        .get(&p.body.key_id)
+                        .ok_or("the signing key is not registered")?;
+                    documents.push(CheckpointDocument::new(
+                        &p.signed,
+                        &p.body,
+                        &key.public_key,
+                        &[],
+                    ));
+                } else {
+                    println!(
+                        "CHECKPOINT partition {partition}: {} events, root {}, signed by key {}",
+                        p.body.tree_size,
+                        hex::encode(p.body.root),
+                        p.body.key_id
+                    );
+                }
+            }
+            Ok(Outcome::Unchanged { tree_size }) if !json => {
+                println!(
+                    "UNCHANGED partition {partition}: the checkpoint of {tree_size} events is current"
+                )
+            }
+            _ => {}
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&documents)?);
+    }
+    Ok(ok)
+}
+
+/// `ansinh audit cosign`: check a checkpoint against the recomputed log, then cosign it.
+pub async fn cosign(
+    runtime: &Runtime,
+    config: &CheckpointConfig,
+    partition: &str,
+    tree_size: u64,
+    cosigner_id: &str,
+    key_file: &Path,
+    json: bool,
+) -> Result<bool, BoxError> {
+    let (key, created) = keys::load_or_create_key(key_file)?;
+    if created {
+        eprintln!(
+            "created cosigner key {} in {} (public key {})",
+            key.key_id(),
+            key_file.display(),
+            hex::encode(key.public_key())
+        );
+    }
+    let partition = Partition::new(partition)?;
+    let cosignature = auditor(runtime, config)
+        .await?
+        .cosign(&partition, tree_size, cosigner_id, &key, now_unix_ms())
+        .await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&proofs::CosignatureDocument::from(&cosignature))?
+        );
+    } else {
+        println!(
+            "COSIGNED partition {partition}: the checkpoint of {tree_size} events matches the log; cosigned by {cosigner_id} with key {}",
+            cosignature.key_id
+        );
+    }
+    Ok(true)
+}
+
+/// `ansinh audit prove`: print an inclusion proof document (always JSON).
+pub async fn prove(
+    runtime: &Runtime,
+    config: &CheckpointConfig,
+    partition: &str,
+    sequence: u64,
+    checkpoint_size: Option<u64>,
+) -> Result<bool, BoxError> {
+    let partition = Partition::new(partition)?;
+    let document = auditor(runtime, config)
+        .await?
+        .prove(&partition, sequence, checkpoint_size)
+        .await?;
+    println!("{}", serde_json::to_string_pretty(&document)?);
+    Ok(true)
+}
+
+/// `ansinh audit consistency`: print a consistency proof document (always JSON).
+pub async fn consistency(
+    runtime: &Runtime,
+    config: &CheckpointConfig,
+    partition: &str,
+    from: u64,
+    to: u64,
+) -> Result<bool, BoxError> {
+    let partition = Partition::new(partition)?;
+    let document = auditor(runtime, config)
+        .await?
+        .consistency(&partition, from, to)
+        .await?;
+    println!("{}", serde_json::to_string_pretty(&document)?);
+    Ok(true)
+}
+
+/// `ansinh audit check-proof FILE [--trust KEY_ID]...`: offline, no server.
+pub fn check_proof(file: &Path, trusted: &[String], json: bool) -> Result<bool, BoxError> {
+    let named = |e: std::io::Error| format!("{}: {e}", file.display());
+    let length = std::fs::metadata(file).map_err(named)?.len();
+    if length > proofs::PROOF_DOCUMENT_BYTES_MAX as u64 {
+        let e = proofs::CheckError::TooLarge(length as usize);
+        report_check(Err(e), trusted, json)?;
+        return Ok(false);
+    }
+    let bytes = std::fs::read(file).map_err(named)?;
+    let result = proofs::check_document(&bytes, trusted);
+    let ok = result.is_ok();
+    report_check(result, trusted, json)?;
+    Ok(ok)
+}
+
+fn report_check(
+    result: Result<proofs::Checked, proofs::CheckError>,
+    trusted: &[String],
+    json: bool,
+) -> Result<(), BoxError> {
+    match result {
+        Ok(checked) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "checked": checked, "keys_pinned": !trusted.is_empty()})
+                );
+            } else {
+                println!("OK {}", checked.summary);
+                for c in &checked.cosigners {
+                    println!("OK cosigned by {c}");
+                }
+                if trusted.is_empty() {
+                    println!(
+                        "NOTE the signing key(s) {} were not pinned: compare them with the ledger's published keys, or pass --trust KEY_ID",
+                        checked.key_ids.join(", ")
+                    );
+                }
+            }
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "error": e.to_string()})
+                );
+            } else {
+                println!("REJECTED: {e}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The checkpoint part of `ansinh audit verify`: list checkpoints per partition with
+/// their cosigners; false if any checkpoint or cosignature is invalid or disagrees with
+/// the log.
+pub async fn verify(
+    runtime: &Runtime,
+    config: &CheckpointConfig,
+    partition: Option<&str>,
+    json: bool,
+) -> Result<bool, BoxError> {
+    let only = partition.map(Partition::new).transpose()?;
+    let audit = auditor(runtime, config)
+        .await?
+        .verify(only.as_ref())
+        .await?;
+    print_audit(&audit, json)?;
+    Ok(audit.ok())
+}
+
+fn print_audit(audit: &CheckpointAudit, json: bool) -> Result<(), BoxError> {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"checkpoints_ok": audit.ok(), "checkpoints": audit})
+        );
+        return Ok(());
+    }
+    for (partition, checkpoints) in &audit.partitions {
+        for c in checkpoints {
+            let cosigners: Vec<String> = c
+                .cosigners
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} (key {}, {})",
+                        s.cosigner_id,
+                        s.key_id,
+                        time(s.signed_at_unix_ms)
+                    )
+                })
+                .collect();
+            println!(
+                "CHECKPOINT partition {partition} size {} root {} key {} issued {}; cosigned by: {}",
+                c.tree_size,
+                c.root,
+                c.key_id,
+                time(c.issued_at_unix_ms),
+                if cosigners.is_empty() {
+                    "nobody yet".to_string()
+                } else {
+                    cosigners.join(", ")
+                }
+            );
+        }
+    }
+    for p in &audit.problems {
+        println!(
+            "CHECKPOINT FAILED partition {} stream sequence {}: {}",
+            p.partition, p.stream_sequence, p.problem
+        );
+    }
+    let count: usize = audit.partitions.values().map(Vec::len).sum();
+    if audit.ok() {
+        println!("OK {count} checkpoints match the log");
+    }
+    Ok(())
+}
+
+/// `ansinh admin rotate-key`: a new ledger key, recorded as an event signed by the old.
+pub async fn rotate(
+    runtime: &Runtime,
+    config: &CheckpointConfig,
+    data_dir: &Path,
+) -> Result<bool, BoxError> {
+    let (old, new) = rotate_key(&runtime.ledger, config, data_dir).await?;
+    println!("ROTATED the ledger key {old} -> {new}; checkpoints signed by {old} still verify");
+    Ok(true)
+}

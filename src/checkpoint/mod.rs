@@ -1,0 +1,138 @@
+//! Signed Merkle checkpoints of every partition, cosignatures, and the proofs built
+//! on them (docs/PROOFS.md).
+//!
+//! - `sign`: what is signed and how (pure).
+//! - `keys`: key files and the ledger's key history, rebuilt from the log (pure ring).
+//! - `stream`: the checkpoint stream (deny delete, deny purge, no rollup).
+//! - `read`: reading chains, checkpoints and cosignatures back, checked.
+//! - `checkpointer`: builds and publishes checkpoints; the background task and policy.
+//! - `audit`: prove, consistency, cosign and verify against a server.
+//! - `proofs`: the JSON proof documents and their offline check (pure).
+//! - `cli`: what the `ansinh audit ...` commands print.
+//!
+//! **Boundary:** the only code that publishes to the checkpoint stream. It appends to
+//! the event log only `LedgerKeyRotated` events, through `log::Ledger`.
+//! **Invariant:** a checkpoint is published only after the checkpointer recomputed the
+//! root from the log and found the previous checkpoint of the partition still matching
+//! it (paired check: verify, cosign and prove recompute again).
+
+pub mod audit;
+pub mod checkpointer;
+pub mod cli;
+pub mod keys;
+pub mod proofs;
+pub mod read;
+pub mod sign;
+pub mod stream;
+
+pub use audit::Auditor;
+pub use checkpointer::{
+    CheckpointTask, Checkpointer, Outcome, PartitionOutcome, Policy, Published, rotate_key,
+};
+pub use keys::{KeyRing, KeyRingError, load_key, load_or_create_key};
+pub use sign::{CheckpointBody, KeyPair, SignatureError};
+pub use stream::{CheckpointConfig, ensure_checkpoint_stream};
+
+use crate::chain::ChainBreak;
+use crate::merkle::ProofError;
+
+/// Header on checkpoint messages: the tree size, in decimal (a convenience; readers
+/// decode the signed bytes).
+pub const HEADER_TREE_SIZE: &str = "Ansinh-Tree-Size";
+/// Most event hashes held in memory to build one proof (512 MiB). Proofs for larger
+/// partitions need the streaming builder that is not written yet.
+pub const PROOF_LEAVES_MAX: u64 = 1 << 24;
+/// Most checkpoints (or cosignatures) of one partition read into memory at once.
+pub const CHECKPOINTS_READ_MAX: usize = 1_000_000;
+
+/// Why a checkpoint operation failed. One enum for this boundary (the server-facing
+/// checkpoint work); offline proof checking has its own, `proofs::CheckError`.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The checkpoint or event stream is missing or unsafe.
+    #[error(transparent)]
+    Stream(#[from] crate::log::StreamError),
+    /// NATS could not be asked; retry later.
+    #[error("nats: {0}")]
+    Nats(String),
+    /// The event chain is broken: run `ansinh audit verify`; nothing is signed over it.
+    #[error("partition {partition}: chain broken at stream sequence {stream_sequence}: {cause}")]
+    Chain {
+        partition: String,
+        stream_sequence: u64,
+        cause: ChainBreak,
+    },
+    /// The key file cannot be used.
+    #[error(transparent)]
+    KeyFile(#[from] keys::KeyFileError),
+    /// The key history in the log is invalid, or a signer is not a valid ledger key.
+    #[error(transparent)]
+    KeyRing(#[from] KeyRingError),
+    /// A stored checkpoint or cosignature does not verify.
+    #[error("stream sequence {stream_sequence}: {cause}")]
+    Signature {
+        stream_sequence: u64,
+        cause: SignatureError,
+    },
+    /// A stored message is not what its subject says it is.
+    #[error("stream sequence {stream_sequence}: {reason}")]
+    Undecodable {
+        stream_sequence: u64,
+        reason: String,
+    },
+    /// Appending the key event failed.
+    #[error(transparent)]
+    Append(#[from] crate::log::AppendError),
+    /// A signed checkpoint does not match the log: the log was rewritten or forked
+    /// after it was signed. Alert; nothing more is signed for this partition.
+    #[error(
+        "partition {partition}: the signed checkpoint of size {tree_size} does not match the log: {reason}"
+    )]
+    Fork {
+        partition: String,
+        tree_size: u64,
+        reason: String,
+    },
+    /// A signed checkpoint covers more events than the log holds: events were lost.
+    #[error(
+        "partition {partition}: a signed checkpoint covers {tree_size} events, the log holds {events}"
+    )]
+    LogBehind {
+        partition: String,
+        tree_size: u64,
+        events: u64,
+    },
+    /// The local key is not the ledger's current key (e.g. a rotation was interrupted):
+    /// run `ansinh admin rotate-key` to finish it, or restore the right key file.
+    #[error("the local key {local} is not the ledger's current key {registered}")]
+    KeyNotRegistered { local: String, registered: String },
+    /// No checkpoint fits the request: publish one (`ansinh audit checkpoint`) or ask
+    /// for another size.
+    #[error("partition {partition}: {what}")]
+    NoCheckpoint { partition: String, what: String },
+    /// The partition is too large to build a proof in memory (PROOF_LEAVES_MAX).
+    #[error(
+        "partition {partition}: {events} events exceed the in-memory proof limit {PROOF_LEAVES_MAX}"
+    )]
+    TooLarge { partition: String, events: u64 },
+    /// More than CHECKPOINTS_READ_MAX checkpoints or cosignatures in one partition.
+    #[error("partition {partition}: more than {CHECKPOINTS_READ_MAX} checkpoints or cosignatures")]
+    TooManyCheckpoints { partition: String },
+    /// Another checkpointer published for this partition meanwhile; retry.
+    #[error("partition {partition}: another checkpoint was published meanwhile: {reason}")]
+    Raced { partition: String, reason: String },
+    /// Building a proof failed (a bug if the request was checked).
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+    /// The request itself is wrong: fix the arguments.
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+/// Milliseconds since the Unix epoch, read at the edge and passed into pure code.
+pub fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,425 @@
+//! The JSON proof documents (`ansinh audit prove`, `consistency`, `checkpoint --json`)
+//! and their offline check (`ansinh audit check-proof`).
+//!
+//! Pure: no server, no clock, no file system. Documents come from untrusted parties,
+//! so every check returns a typed error and never panics (fuzzed in
+//! `tests/checkpoints_offline.rs`). Formats: docs/PROOFS.md §8 and `schemas/`.
+
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use super::sign::{self, CHECKPOINT_BYTES_MAX, CheckpointBody, SignatureError};
+use crate::chain::{self, EVENT_BYTES_MAX};
+use crate::merkle::{self, ConsistencyProof, Hash32, InclusionProof, ProofError};
+use crate::proto;
+
+/// `format` of an inclusion proof document.
+pub const INCLUSION_FORMAT: &str = "ansinh/v1/inclusion-proof";
+/// `format` of a consistency proof document.
+pub const CONSISTENCY_FORMAT: &str = "ansinh/v1/consistency-proof";
+/// Largest document accepted, in bytes: an event is at most 64 KiB (128 KiB as hex) and
+/// a path at most 128 hashes; anything larger is refused before parsing.
+pub const PROOF_DOCUMENT_BYTES_MAX: usize = 1 << 20;
+/// Most cosignatures carried with one checkpoint.
+pub const COSIGNATURES_MAX: usize = 64;
+
+/// Why a document was refused. Every variant means "do not trust it".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    #[error("document of {0} bytes exceeds {PROOF_DOCUMENT_BYTES_MAX}")]
+    TooLarge(usize),
+    /// Not JSON, or not the shape of its format (missing, extra or mistyped fields).
+    #[error("not a valid proof document: {0}")]
+    Json(String),
+    #[error("unknown document format {0:?}")]
+    UnknownFormat(String),
+    /// A field is malformed (bad hex, wrong length, undecodable bytes).
+    #[error("field {field}: {reason}")]
+    Field { field: String, reason: String },
+    /// A signature, key id or signed checkpoint is invalid.
+    #[error("{what}: {cause}")]
+    Signature { what: String, cause: SignatureError },
+    /// The Merkle proof does not hold.
+    #[error("merkle proof: {0}")]
+    Proof(#[from] ProofError),
+    /// Two parts of the document disagree (e.g. the proof's root is not the signed one).
+    #[error("inconsistent document: {0}")]
+    Mismatch(String),
+    /// Signed by a key the caller does not trust (`--trust`).
+    #[error("checkpoint signed by key {0}, which is not among the trusted keys")]
+    Untrusted(String),
+}
+
+fn field(name: &str, reason: impl Into<String>) -> CheckError {
+    CheckError::Field {
+        field: name.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Strict hex: lowercase, even length, at most `bytes_max` bytes once decoded.
+fn decode_hex(text: &str, name: &str, bytes_max: usize) -> Result<Vec<u8>, CheckError> {
+    if text.len() % 2 != 0 || text.len() / 2 > bytes_max {
+        return Err(field(name, format!("not hex of at most {bytes_max} bytes")));
+    }
+    if !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(field(name, "not lowercase hex"));
+    }
+    hex::decode(text).map_err(|e| field(name, e.to_string()))
+}
+
+fn decode_fixed<const N: usize>(text: &str, name: &str) -> Result<[u8; N], CheckError> {
+    let bytes = decode_hex(text, name, N)?;
+    bytes
+        .try_into()
+        .map_err(|_| field(name, format!("not exactly {N} bytes")))
+}
+
+/// The decoded fields of a checkpoint, for people. The check refuses a document whose
+/// view differs from the signed bytes, so nobody is misled by it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointView {
+    pub format_version: u32,
+    pub partition: String,
+    pub tree_size: u64,
+    pub root: String,
+    pub head_sequence: u64,
+    pub head_hash: String,
+    pub issued_at_unix_ms: i64,
+    pub key_id: String,
+}
+
+impl From<&CheckpointBody> for CheckpointView {
+    fn from(b: &CheckpointBody) -> Self {
+        Self {
+            format_version: sign::CHECKPOINT_FORMAT_VERSION,
+            partition: b.partition.to_string(),
+            tree_size: b.tree_size,
+            root: merkle::encode_hash(&b.root),
+            head_sequence: b.head_sequence,
+            head_hash: merkle::encode_hash(&b.head_hash),
+            issued_at_unix_ms: b.issued_at_unix_ms,
+            key_id: b.key_id.clone(),
+        }
+    }
+}
+
+/// A cosignature in JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CosignatureDocument {
+    pub cosigner_id: String,
+    pub key_id: String,
+    pub public_key: String,
+    pub signature: String,
+    pub signed_at_unix_ms: i64,
+    pub checkpoint_hash: String,
+}
+
+impl From<&proto::Cosignature> for CosignatureDocument {
+    fn from(c: &proto::Cosignature) -> Self {
+        Self {
+            cosigner_id: c.cosigner_id.clone(),
+            key_id: c.key_id.clone(),
+            public_key: hex::encode(&c.public_key),
+            signature: hex::encode(&c.signature),
+            signed_at_unix_ms: c.signed_at_unix_ms,
+            checkpoint_hash: hex::encode(&c.checkpoint_hash),
+        }
+    }
+}
+
+impl CosignatureDocument {
+    fn to_proto(&self, name: &str) -> Result<proto::Cosignature, CheckError> {
+        Ok(proto::Cosignature {
+            checkpoint_hash: decode_fixed::<32>(
+                &self.checkpoint_hash,
+                &format!("{name}.checkpoint_hash"),
+            )?
+            .to_vec()
+            .into(),
+            cosigner_id: self.cosigner_id.clone(),
+            key_id: self.key_id.clone(),
+            signature: decode_fixed::<64>(&self.signature, &format!("{name}.signature"))?
+                .to_vec()
+                .into(),
+            signed_at_unix_ms: self.signed_at_unix_ms,
+            public_key: decode_fixed::<32>(&self.public_key, &format!("{name}.public_key"))?
+                .to_vec()
+                .into(),
+        })
+    }
+}
+
+/// A signed checkpoint in JSON: the exact signed bytes, the signature, the public key
+/// that checks it, a readable view, and any cosignatures.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointDocument {
+    /// The encoded `Checkpoint`, as signed, in lowercase hex.
+    pub checkpoint: String,
+    /// Ed25519 signature (64 bytes) in lowercase hex.
+    pub signature: String,
+    pub key_id: String,
+    /// The ledger's Ed25519 public key (32 bytes) in lowercase hex.
+    pub public_key: String,
+    pub decoded: CheckpointView,
+    #[serde(default)]
+    pub cosignatures: Vec<CosignatureDocument>,
+}
+
+impl CheckpointDocument {
+    pub fn new(
+        signed: &proto::SignedCheckpoint,
+        body: &CheckpointBody,
+        public_key: &[u8; 32],
+        cosignatures: &[proto::Cosignature],
+    ) -> Self {
+        Self {
+            checkpoint: hex::encode(&signed.checkpoint),
+            signature: hex::encode(&signed.signature),
+            key_id: signed.key_id.clone(),
+            public_key: hex::encode(public_key),
+            decoded: CheckpointView::from(body),
+            cosignatures: cosignatures.iter().map(CosignatureDocument::from).collect(),
+        }
+    }
+
+    /// Checks the signature with the carried key, the view against the signed bytes,
+    /// every cosignature, and the key against `trusted` (when not empty). Returns the
+    /// body and the cosigner ids.
+    pub fn check(
+        &self,
+        name: &str,
+        trusted: &[String],
+    ) -> Result<(CheckpointBody, Vec<String>), CheckError> {
+        let bytes = decode_hex(
+            &self.checkpoint,
+            &format!("{name}.checkpoint"),
+            CHECKPOINT_BYTES_MAX,
+        )?;
+        let signature = decode_fixed::<64>(&self.signature, &format!("{name}.signature"))?;
+        let public_key = decode_fixed::<32>(&self.public_key, &format!("{name}.public_key"))?;
+        let signed = proto::SignedCheckpoint {
+            checkpoint: bytes.clone().into(),
+            signature: signature.to_vec().into(),
+            key_id: self.key_id.clone(),
+        };
+        let body =
+            sign::open_checkpoint(&signed, &public_key).map_err(|cause| CheckError::Signature {
+                what: name.to_string(),
+                cause,
+            })?;
+        if CheckpointView::from(&body) != self.decoded {
+            return Err(CheckError::Mismatch(format!(
+                "{name}.decoded differs from the signed checkpoint bytes"
+            )));
+        }
+        if !trusted.is_empty() && !trusted.contains(&body.key_id) {
+            return Err(CheckError::Untrusted(body.key_id));
+        }
+        if self.cosignatures.len() > COSIGNATURES_MAX {
+            return Err(field(
+                &format!("{name}.cosignatures"),
+                format!("more than {COSIGNATURES_MAX}"),
+            ));
+        }
+        let mut cosigners = Vec::with_capacity(self.cosignatures.len());
+        for (i, c) in self.cosignatures.iter().enumerate() {
+            let what = format!("{name}.cosignatures[{i}]");
+            let c = c.to_proto(&what)?;
+            sign::verify_cosignature(&c, &bytes)
+                .map_err(|cause| CheckError::Signature { what, cause })?;
+            cosigners.push(format!("{} (key {})", c.cosigner_id, c.key_id));
+        }
+        Ok((body, cosigners))
+    }
+}
+
+/// Proof that one stored event is in a signed checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionDocument {
+    /// Always INCLUSION_FORMAT.
+    pub format: String,
+    pub partition: String,
+    /// Partition sequence of the event (1-based); the leaf index is sequence - 1.
+    pub sequence: u64,
+    /// The event's stored bytes (an `Envelope`), in lowercase hex.
+    pub event: String,
+    /// `event_hash(event)` (docs/CHAIN.md), lowercase hex.
+    pub event_hash: String,
+    pub proof: InclusionProof,
+    pub checkpoint: CheckpointDocument,
+}
+
+/// Proof that a partition only grew between two signed checkpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyDocument {
+    /// Always CONSISTENCY_FORMAT.
+    pub format: String,
+    pub partition: String,
+    pub old_checkpoint: CheckpointDocument,
+    pub new_checkpoint: CheckpointDocument,
+    pub proof: ConsistencyProof,
+}
+
+/// What a successful check established, for printing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Checked {
+    pub format: &'static str,
+    pub partition: String,
+    /// One line for people.
+    pub summary: String,
+    /// The ledger keys whose signatures were checked.
+    pub key_ids: Vec<String>,
+    /// Cosigners whose signatures were checked ("id (key k)").
+    pub cosigners: Vec<String>,
+}
+
+fn same_hash(a: &Hash32, b: &Hash32) -> bool {
+    chain::Digest(*a) == chain::Digest(*b)
+}
+
+impl InclusionDocument {
+    pub fn check(&self, trusted: &[String]) -> Result<Checked, CheckError> {
+        if self.format != INCLUSION_FORMAT {
+            return Err(CheckError::UnknownFormat(self.format.clone()));
+        }
+        let (body, cosigners) = self.checkpoint.check("checkpoint", trusted)?;
+        if body.partition.as_str() != self.partition || self.proof.partition != self.partition {
+            return Err(CheckError::Mismatch(
+                "the document, proof and checkpoint name different partitions".into(),
+            ));
+        }
+        if self.sequence == 0 || self.proof.leaf_index != self.sequence - 1 {
+            return Err(CheckError::Mismatch(format!(
+                "leaf index {} is not sequence {} - 1",
+                self.proof.leaf_index, self.sequence
+            )));
+        }
+        if self.proof.tree_size != body.tree_size {
+            return Err(CheckError::Mismatch(format!(
+                "the proof is for a tree of {} events, the checkpoint signs {}",
+                self.proof.tree_size, body.tree_size
+            )));
+        }
+        let root =
+            merkle::decode_hash(&self.proof.root, "proof.root").map_err(CheckError::Proof)?;
+        if !same_hash(&root, &body.root) {
+            return Err(CheckError::Mismatch(
+                "the proof's root is not the signed root".into(),
+            ));
+        }
+        let event = decode_hex(&self.event, "event", EVENT_BYTES_MAX)?;
+        let hash = chain::event_hash(&event).0;
+        let claimed =
+            merkle::decode_hash(&self.event_hash, "event_hash").map_err(CheckError::Proof)?;
+        let in_proof = merkle::decode_hash(&self.proof.event_hash, "proof.event_hash")
+            .map_err(CheckError::Proof)?;
+        if !same_hash(&hash, &claimed) || !same_hash(&hash, &in_proof) {
+            return Err(CheckError::Mismatch(
+                "event_hash is not the hash of the event bytes".into(),
+            ));
+        }
+        let envelope = proto::Envelope::decode(event.as_slice())
+            .map_err(|e| field("event", format!("not an Envelope: {e}")))?;
+        if envelope.partition != self.partition || envelope.sequence != self.sequence {
+            return Err(CheckError::Mismatch(format!(
+                "the event is partition {:?} sequence {}, the document says {:?} sequence {}",
+                envelope.partition, envelope.sequence, self.partition, self.sequence
+            )));
+        }
+        if self.sequence == body.head_sequence && !same_hash(&hash, &body.head_hash) {
+            return Err(CheckError::Mismatch(
+                "the event is the signed head but its hash differs".into(),
+            ));
+        }
+        self.proof.verify()?;
+        Ok(Checked {
+            format: INCLUSION_FORMAT,
+            partition: self.partition.clone(),
+            summary: format!(
+                "event {} of partition {} (hash {}) is in the checkpoint of {} events signed by key {}",
+                self.sequence, self.partition, self.event_hash, body.tree_size, body.key_id
+            ),
+            key_ids: vec![body.key_id],
+            cosigners,
+        })
+    }
+}
+
+impl ConsistencyDocument {
+    pub fn check(&self, trusted: &[String]) -> Result<Checked, CheckError> {
+        if self.format != CONSISTENCY_FORMAT {
+            return Err(CheckError::UnknownFormat(self.format.clone()));
+        }
+        let (old, mut cosigners) = self.old_checkpoint.check("old_checkpoint", trusted)?;
+        let (new, new_cosigners) = self.new_checkpoint.check("new_checkpoint", trusted)?;
+        cosigners.extend(new_cosigners);
+        if old.partition.as_str() != self.partition
+            || new.partition.as_str() != self.partition
+            || self.proof.partition != self.partition
+        {
+            return Err(CheckError::Mismatch(
+                "the document, proof and checkpoints name different partitions".into(),
+            ));
+        }
+        if self.proof.old_size != old.tree_size || self.proof.new_size != new.tree_size {
+            return Err(CheckError::Mismatch(format!(
+                "the proof is for sizes {} -> {}, the checkpoints sign {} -> {}",
+                self.proof.old_size, self.proof.new_size, old.tree_size, new.tree_size
+            )));
+        }
+        let old_root = merkle::decode_hash(&self.proof.old_root, "proof.old_root")
+            .map_err(CheckError::Proof)?;
+        let new_root = merkle::decode_hash(&self.proof.new_root, "proof.new_root")
+            .map_err(CheckError::Proof)?;
+        if !same_hash(&old_root, &old.root) || !same_hash(&new_root, &new.root) {
+            return Err(CheckError::Mismatch(
+                "the proof's roots are not the signed roots".into(),
+            ));
+        }
+        self.proof.verify()?;
+        let mut key_ids = vec![old.key_id.clone()];
+        if new.key_id != old.key_id {
+            key_ids.push(new.key_id.clone());
+        }
+        Ok(Checked {
+            format: CONSISTENCY_FORMAT,
+            partition: self.partition.clone(),
+            summary: format!(
+                "partition {} only grew from {} to {} events between the two signed checkpoints",
+                self.partition, old.tree_size, new.tree_size
+            ),
+            key_ids,
+            cosigners,
+        })
+    }
+}
+
+/// Checks a proof document (either format) from its JSON text. `trusted`: key ids the
+/// caller trusts; empty means "any key the document carries" (print and compare it).
+pub fn check_document(json: &[u8], trusted: &[String]) -> Result<Checked, CheckError> {
+    if json.len() > PROOF_DOCUMENT_BYTES_MAX {
+        return Err(CheckError::TooLarge(json.len()));
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| CheckError::Json(e.to_string()))?;
+    let format = value
+        .get("format")
+        .and_then(|f| f.as_str())
+        .ok_or_else(|| CheckError::Json("no \"format\" string".into()))?
+        .to_string();
+    match format.as_str() {
+        INCLUSION_FORMAT => serde_json::from_value::<InclusionDocument>(value)
+            .map_err(|e| CheckError::Json(e.to_string()))?
+            .check(trusted),
+        CONSISTENCY_FORMAT => serde_json::from_value::<ConsistencyDocument>(value)
+            .map_err(|e| CheckError::Json(e.to_string()))?
+            .check(trusted),
+        _ => Err(CheckError::UnknownFormat(format)),
+    }
+}

@@ -1,0 +1,266 @@
+//! Reading back what checkpoints are built from and stored as: a partition's chain
+//! (every link checked again), the key ring, checkpoints and cosignatures.
+
+use async_nats::jetstream::stream::Stream;
+use prost::Message;
+
+use super::keys::KeyRing;
+use super::sign::CheckpointBody;
+use super::stream::CheckpointConfig;
+use super::{CHECKPOINTS_READ_MAX, CheckpointError};
+use crate::chain::{self, ChainHead, Partition};
+use crate::log::{LogConfig, RawEvent, reader};
+use crate::proto::{self, Envelope, envelope::Payload};
+
+/// Where a chain read stands: the head and the stream sequence of its last event.
+#[derive(Clone, Debug)]
+pub struct ChainPosition {
+    pub head: ChainHead,
+    pub stream_sequence: u64,
+}
+
+impl ChainPosition {
+    pub fn genesis(partition: Partition) -> Self {
+        Self {
+            head: ChainHead::genesis(partition),
+            stream_sequence: 0,
+        }
+    }
+}
+
+/// What a chain visitor wants next.
+pub enum Next {
+    Continue,
+    /// Enough read: stop without error.
+    Stop,
+}
+
+enum Halt {
+    Stop,
+    Failed(CheckpointError),
+}
+
+fn nats(e: impl std::fmt::Display) -> CheckpointError {
+    CheckpointError::Nats(e.to_string())
+}
+
+/// Reads the events of `position.head.partition` after `position`, checking each with
+/// `chain::check_next`, and hands each to `visit` with its new head. Returns the
+/// position after the last event visited. Memory is constant.
+pub async fn read_chain(
+    events: &Stream,
+    log: &LogConfig,
+    mut position: ChainPosition,
+    mut visit: impl FnMut(&ChainHead, &RawEvent, &Envelope) -> Result<Next, CheckpointError>,
+) -> Result<ChainPosition, CheckpointError> {
+    let subject = log.subject(&position.head.partition);
+    let Some(last) = reader::last_on_subject(events, &subject)
+        .await
+        .map_err(nats)?
+    else {
+        return Ok(position);
+    };
+    if last.stream_sequence <= position.stream_sequence {
+        return Ok(position);
+    }
+    let start = position.stream_sequence + 1;
+    let step = |event: RawEvent| -> Result<(), Halt> {
+        let (next, envelope) =
+            chain::check_next(&position.head, &event.payload, event.header_hash.as_deref())
+                .map_err(|cause| {
+                    Halt::Failed(CheckpointError::Chain {
+                        partition: position.head.partition.to_string(),
+                        stream_sequence: event.stream_sequence,
+                        cause,
+                    })
+                })?;
+        position.head = next;
+        position.stream_sequence = event.stream_sequence;
+        match visit(&position.head, &event, &envelope).map_err(Halt::Failed)? {
+            Next::Continue => Ok(()),
+            Next::Stop => Err(Halt::Stop),
+        }
+    };
+    match reader::read_range(events, &subject, start, last.stream_sequence, step).await {
+        Ok(_) | Err(reader::ReadError::Visit(Halt::Stop)) => Ok(position),
+        Err(reader::ReadError::Visit(Halt::Failed(e))) => Err(e),
+        Err(reader::ReadError::Nats(m)) => Err(CheckpointError::Nats(m)),
+    }
+}
+
+/// The ledger's key history from the key partition (its chain checked too).
+pub async fn read_key_ring(
+    events: &Stream,
+    log: &LogConfig,
+    config: &CheckpointConfig,
+) -> Result<KeyRing, CheckpointError> {
+    let mut ring = KeyRing::default();
+    read_chain(
+        events,
+        log,
+        ChainPosition::genesis(config.keys_partition.clone()),
+        |head, _, envelope| {
+            // Other payloads in the key partition are not keys; they are ignored.
+            if let Some(Payload::LedgerKeyRotated(r)) = &envelope.payload {
+                ring.apply(r, head.sequence, envelope.recorded_at_unix_ms)?;
+            }
+            Ok(Next::Continue)
+        },
+    )
+    .await?;
+    Ok(ring)
+}
+
+/// The key id of the last key event in the key partition, if any (cheap: one message).
+pub async fn current_key_id(
+    events: &Stream,
+    log: &LogConfig,
+    config: &CheckpointConfig,
+) -> Result<Option<String>, CheckpointError> {
+    let subject = log.subject(&config.keys_partition);
+    let Some(last) = reader::last_on_subject(events, &subject)
+        .await
+        .map_err(nats)?
+    else {
+        return Ok(None);
+    };
+    let envelope =
+        Envelope::decode(last.payload.as_ref()).map_err(|e| CheckpointError::Undecodable {
+            stream_sequence: last.stream_sequence,
+            reason: e.to_string(),
+        })?;
+    Ok(match envelope.payload {
+        Some(Payload::LedgerKeyRotated(r)) => Some(r.key_id),
+        _ => None,
+    })
+}
+
+/// A checkpoint as stored. `body` is decoded but its signature is not yet checked.
+#[derive(Clone, Debug)]
+pub struct StoredCheckpoint {
+    pub stream_sequence: u64,
+    pub signed: proto::SignedCheckpoint,
+    pub body: CheckpointBody,
+}
+
+/// Decodes one stored checkpoint message (no signature check).
+pub fn decode_checkpoint(event: &RawEvent) -> Result<StoredCheckpoint, CheckpointError> {
+    let signed = proto::SignedCheckpoint::decode(event.payload.as_ref()).map_err(|e| {
+        CheckpointError::Undecodable {
+            stream_sequence: event.stream_sequence,
+            reason: format!("not a SignedCheckpoint: {e}"),
+        }
+    })?;
+    let body =
+        CheckpointBody::decode(&signed.checkpoint).map_err(|cause| CheckpointError::Signature {
+            stream_sequence: event.stream_sequence,
+            cause,
+        })?;
+    Ok(StoredCheckpoint {
+        stream_sequence: event.stream_sequence,
+        signed,
+        body,
+    })
+}
+
+/// The raw messages of one subject of the checkpoint stream, in order, bounded by
+/// CHECKPOINTS_READ_MAX.
+async fn read_subject(
+    checkpoints: &Stream,
+    subject: &str,
+    partition: &Partition,
+) -> Result<Vec<RawEvent>, CheckpointError> {
+    let Some(last) = reader::last_on_subject(checkpoints, subject)
+        .await
+        .map_err(nats)?
+    else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    reader::read_range(checkpoints, subject, 1, last.stream_sequence, |e| {
+        if out.len() >= CHECKPOINTS_READ_MAX {
+            return Err(CheckpointError::TooManyCheckpoints {
+                partition: partition.to_string(),
+            });
+        }
+        out.push(e);
+        Ok(())
+    })
+    .await
+    .map_err(|e| match e {
+        reader::ReadError::Nats(m) => CheckpointError::Nats(m),
+        reader::ReadError::Visit(v) => v,
+    })?;
+    Ok(out)
+}
+
+/// Every stored checkpoint message of a partition, in stream order, each decoded or
+/// with the reason it could not be.
+pub async fn read_checkpoints(
+    checkpoints: &Stream,
+    config: &CheckpointConfig,
+    partition: &Partition,
+) -> Result<Vec<Result<StoredCheckpoint, CheckpointError>>, CheckpointError> {
+    let raw = read_subject(
+        checkpoints,
+        &config.checkpoint_subject(partition),
+        partition,
+    )
+    .await?;
+    Ok(raw.iter().map(decode_checkpoint).collect())
+}
+
+/// A cosignature as stored (signature not yet checked).
+#[derive(Clone, Debug)]
+pub struct StoredCosignature {
+    pub stream_sequence: u64,
+    pub cosignature: proto::Cosignature,
+}
+
+/// Every stored cosignature of a partition, in stream order.
+pub async fn read_cosignatures(
+    checkpoints: &Stream,
+    config: &CheckpointConfig,
+    partition: &Partition,
+) -> Result<Vec<Result<StoredCosignature, CheckpointError>>, CheckpointError> {
+    let raw = read_subject(
+        checkpoints,
+        &config.cosignature_subject(partition),
+        partition,
+    )
+    .await?;
+    Ok(raw
+        .iter()
+        .map(|e| {
+            proto::Cosignature::decode(e.payload.as_ref())
+                .map(|cosignature| StoredCosignature {
+                    stream_sequence: e.stream_sequence,
+                    cosignature,
+                })
+                .map_err(|err| CheckpointError::Undecodable {
+                    stream_sequence: e.stream_sequence,
+                    reason: format!("not a Cosignature: {err}"),
+                })
+        })
+        .collect())
+}
+
+/// The partitions that have at least one message under `filter` on `stream`, found by
+/// asking the server for its subjects; `strip` maps a subject to a partition name.
+pub async fn partitions_on(
+    stream: &Stream,
+    filter: &str,
+    strip: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<Partition>, CheckpointError> {
+    use futures::TryStreamExt;
+    let mut subjects = stream.info_with_subjects(filter).await.map_err(nats)?;
+    let mut out = std::collections::BTreeSet::new();
+    while let Some((subject, _count)) = subjects.try_next().await.map_err(nats)? {
+        if let Some(name) = strip(&subject) {
+            if let Ok(p) = Partition::new(&name) {
+                out.insert(p);
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
+}

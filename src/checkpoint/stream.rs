@@ -1,0 +1,142 @@
+//! The checkpoint stream: signed checkpoints and cosignatures, kept apart from the
+//! event log (so the event stream stays one chain per subject) and just as append-only.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+
+use crate::chain::Partition;
+use crate::log::StreamError;
+
+/// JetStream's own duplicate window for checkpoint message ids.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Largest message on the checkpoint stream: a signed checkpoint or cosignature is a
+/// few hundred bytes.
+pub const CHECKPOINT_MESSAGE_BYTES_MAX: i32 = 8 * 1024;
+
+/// Names of the checkpoint stream, its subjects and the key partition. Production uses
+/// the defaults; tests use fresh names so they can share one server.
+#[derive(Clone, Debug)]
+pub struct CheckpointConfig {
+    pub stream_name: String,
+    /// Subjects are `<prefix>.checkpoints.<partition>` and `<prefix>.cosignatures.<partition>`.
+    pub subject_prefix: String,
+    /// The event-log partition that holds the ledger's `LedgerKeyRotated` events.
+    pub keys_partition: Partition,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            stream_name: "ANSINH_CHECKPOINTS".into(),
+            subject_prefix: "ansinh.v1".into(),
+            keys_partition: Partition::new("ledger-keys").expect("valid partition name"),
+        }
+    }
+}
+
+impl CheckpointConfig {
+    pub fn checkpoint_subject(&self, partition: &Partition) -> String {
+        format!("{}.checkpoints.{partition}", self.subject_prefix)
+    }
+
+    pub fn cosignature_subject(&self, partition: &Partition) -> String {
+        format!("{}.cosignatures.{partition}", self.subject_prefix)
+    }
+
+    pub fn checkpoint_wildcard(&self) -> String {
+        format!("{}.checkpoints.>", self.subject_prefix)
+    }
+
+    pub fn cosignature_wildcard(&self) -> String {
+        format!("{}.cosignatures.>", self.subject_prefix)
+    }
+
+    /// The partition a checkpoint or cosignature subject belongs to.
+    pub fn partition_of<'s>(&self, subject: &'s str) -> Option<&'s str> {
+        let rest = subject
+            .strip_prefix(&self.subject_prefix)?
+            .strip_prefix('.')?;
+        rest.strip_prefix("checkpoints.")
+            .or_else(|| rest.strip_prefix("cosignatures."))
+    }
+
+    fn stream_config(&self) -> stream::Config {
+        stream::Config {
+            name: self.stream_name.clone(),
+            subjects: vec![self.checkpoint_wildcard(), self.cosignature_wildcard()],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            deny_delete: true,
+            deny_purge: true,
+            allow_rollup: false,
+            duplicate_window: DUPLICATE_WINDOW,
+            max_message_size: CHECKPOINT_MESSAGE_BYTES_MAX,
+            num_replicas: 1,
+            ..Default::default()
+        }
+    }
+}
+
+/// Creates the checkpoint stream if it is missing, else checks that it is safe.
+pub async fn ensure_checkpoint_stream(
+    js: &jetstream::Context,
+    config: &CheckpointConfig,
+) -> Result<stream::Stream, StreamError> {
+    match js.get_stream(&config.stream_name).await {
+        Ok(mut existing) => {
+            let info = existing
+                .info()
+                .await
+                .map_err(|e| StreamError::Nats(e.to_string()))?;
+            check_safe(&config.stream_name, &info.config)?;
+            Ok(existing)
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(_)
+            ) =>
+        {
+            js.create_stream(config.stream_config())
+                .await
+                .map_err(|e| StreamError::Nats(e.to_string()))
+        }
+        Err(e) => Err(StreamError::Nats(e.to_string())),
+    }
+}
+
+/// Pure check of an existing checkpoint stream's configuration: the same rules as the
+/// event stream (`log::stream::check_safe`) except atomic publish, which checkpoints
+/// do not use.
+pub fn check_safe(name: &str, c: &stream::Config) -> Result<(), StreamError> {
+    let unsafe_because = |reason: &str| {
+        Err(StreamError::Unsafe {
+            stream: name.to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    if !c.deny_delete {
+        return unsafe_because("it allows deleting messages (deny_delete is false)");
+    }
+    if !c.deny_purge {
+        return unsafe_because("it allows purging (deny_purge is false)");
+    }
+    if c.allow_rollup {
+        return unsafe_because("it allows rollups, which replace history");
+    }
+    if c.storage != stream::StorageType::File {
+        return unsafe_because("it is not file-backed");
+    }
+    if c.retention != stream::RetentionPolicy::Limits {
+        return unsafe_because("its retention policy removes acknowledged messages");
+    }
+    if c.max_messages >= 0
+        || c.max_bytes >= 0
+        || c.max_age != Duration::ZERO
+        || c.max_messages_per_subject >= 0
+    {
+        return unsafe_because("it has a size or age limit that would drop checkpoints");
+    }
+    Ok(())
+}

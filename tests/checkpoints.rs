@@ -1,0 +1,601 @@
+//! Checkpoints, cosignatures and proofs against a real nats-server.
+
+mod common;
+
+use std::time::Duration;
+
+use ansinh::chain::Partition;
+use ansinh::checkpoint::proofs::{self, CheckError};
+use ansinh::checkpoint::sign::{self, CheckpointBody};
+use ansinh::checkpoint::{
+    Auditor, CheckpointConfig, CheckpointError, CheckpointTask, Checkpointer, KeyRingError,
+    Outcome, Policy, ensure_checkpoint_stream, keys, load_key, rotate_key,
+};
+use ansinh::log::{Ledger, LogConfig, StreamError};
+use ansinh::merkle::{self, Hash32};
+use ansinh::proto;
+use async_nats::jetstream;
+use futures::StreamExt;
+use prost::Message;
+
+use common::*;
+
+/// Event-log and checkpoint names no other test uses.
+fn fresh() -> (LogConfig, CheckpointConfig) {
+    let log = fresh_log();
+    let checkpoints = CheckpointConfig {
+        stream_name: format!("C{}", log.stream_name),
+        subject_prefix: log.subject_prefix.replace(".events", ".cp"),
+        ..Default::default()
+    };
+    (log, checkpoints)
+}
+
+fn p01() -> Partition {
+    Partition::new("01").unwrap()
+}
+
+/// Appends `n` notes to partition 01 starting at key index `from`; returns their hashes.
+async fn append(ledger: &Ledger, from: u64, n: u64) -> Vec<Hash32> {
+    let mut out = Vec::new();
+    for i in from..from + n {
+        let r = ledger
+            .append(note("01", &format!("k{i}"), "checkpointed"))
+            .await
+            .unwrap();
+        out.push(r.hash.0);
+    }
+    out
+}
+
+async fn checkpointer(
+    ledger: &Ledger,
+    config: &CheckpointConfig,
+    dir: &std::path::Path,
+) -> Checkpointer {
+    Checkpointer::open(client().await, ledger.clone(), config.clone(), dir)
+        .await
+        .expect("open checkpointer")
+}
+
+async fn auditor(log: &LogConfig, config: &CheckpointConfig) -> Auditor {
+    Auditor::open(client().await, log.clone(), config.clone())
+        .await
+        .expect("open auditor")
+}
+
+async fn publish_now(c: &mut Checkpointer) -> CheckpointBody {
+    match c.checkpoint(&p01()).await.expect("checkpoint") {
+        Outcome::Published(p) => p.body,
+        other => panic!("nothing published: {other:?}"),
+    }
+}
+
+/// Changes the hex digit at `at` to another lowercase hex digit.
+fn flip(text: &mut String, at: usize) {
+    let to = if &text[at..at + 1] == "0" { "1" } else { "0" };
+    text.replace_range(at..at + 1, to);
+}
+
+fn check(doc: &impl serde::Serialize, trusted: &[String]) -> Result<proofs::Checked, CheckError> {
+    proofs::check_document(&serde_json::to_vec(doc).unwrap(), trusted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_background_task_checkpoints_after_n_events() {
+    let (log, config) = fresh();
+    let (ledger, dir) = ledger(&log).await;
+    let c = checkpointer(&ledger, &config, dir.path()).await;
+    // The key file is private to the ledger.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(keys::LEDGER_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let mut published = client()
+        .await
+        .subscribe(config.checkpoint_subject(&p01()))
+        .await
+        .unwrap();
+    let policy = Policy {
+        every_events: 5,
+        every: Duration::from_secs(3600),
+    };
+    let task = CheckpointTask::spawn(c, policy).await.unwrap();
+    let hashes = append(&ledger, 0, 5).await;
+    // The timeout only bounds a failure; the checkpoint is triggered by event 5.
+    let message = tokio::time::timeout(Duration::from_secs(30), published.next())
+        .await
+        .expect("a checkpoint after 5 events")
+        .unwrap();
+    let signed = proto::SignedCheckpoint::decode(message.payload.as_ref()).unwrap();
+    let body = CheckpointBody::decode(&signed.checkpoint).unwrap();
+    assert_eq!(body.tree_size, 5);
+    assert_eq!(body.root, merkle::root(&hashes));
+    assert_eq!(body.head_hash, hashes[4]);
+    // Four more events do not reach the threshold; asking does.
+    append(&ledger, 5, 4).await;
+    task.checkpoint_now();
+    let message = tokio::time::timeout(Duration::from_secs(30), published.next())
+        .await
+        .expect("a checkpoint when asked")
+        .unwrap();
+    let signed = proto::SignedCheckpoint::decode(message.payload.as_ref()).unwrap();
+    assert_eq!(
+        CheckpointBody::decode(&signed.checkpoint)
+            .unwrap()
+            .tree_size,
+        9
+    );
+    let mut c = task.stop().await;
+    assert_eq!(c.checkpointed_size(&p01()), 9);
+    // Nothing new: nothing published.
+    assert!(matches!(
+        c.checkpoint(&p01()).await.unwrap(),
+        Outcome::Unchanged { tree_size: 9 }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prove_and_check_proof_round_trip_and_tampering_is_rejected() {
+    let (log, config) = fresh();
+    let (ledger, dir) = ledger(&log).await;
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    let hashes = append(&ledger, 0, 7).await;
+    let body = publish_now(&mut c).await;
+    assert_eq!(body.tree_size, 7);
+    let trusted = vec![c.key_id().to_string()];
+    let a = auditor(&log, &config).await;
+    for sequence in 1..=7 {
+        let doc = a.prove(&p01(), sequence, None).await.unwrap();
+        assert_eq!(doc.event_hash, hex::encode(hashes[sequence as usize - 1]));
+        check(&doc, &trusted).unwrap_or_else(|e| panic!("event {sequence}: {e}"));
+    }
+    let doc = a.prove(&p01(), 3, Some(7)).await.unwrap();
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/inclusion-proof.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        jsonschema::draft202012::new(&schema)
+            .unwrap()
+            .is_valid(&serde_json::to_value(&doc).unwrap())
+    );
+    // Tampered event, proof, checkpoint bytes and signature are each rejected.
+    let mut bad = doc.clone();
+    flip(&mut bad.event, 40);
+    assert!(check(&bad, &trusted).is_err());
+    let mut bad = doc.clone();
+    bad.proof.audit_path[0] = hex::encode([0u8; 32]);
+    assert!(matches!(check(&bad, &trusted), Err(CheckError::Proof(_))));
+    let mut bad = doc.clone();
+    flip(&mut bad.checkpoint.checkpoint, 10);
+    assert!(check(&bad, &trusted).is_err());
+    let mut bad = doc.clone();
+    flip(&mut bad.checkpoint.signature, 0);
+    assert!(matches!(
+        check(&bad, &trusted),
+        Err(CheckError::Signature { .. })
+    ));
+    // Events not yet in a checkpoint, and sizes never checkpointed, are refused.
+    append(&ledger, 7, 1).await;
+    assert!(matches!(
+        a.prove(&p01(), 8, None).await,
+        Err(CheckpointError::NoCheckpoint { .. })
+    ));
+    assert!(matches!(
+        a.prove(&p01(), 2, Some(5)).await,
+        Err(CheckpointError::NoCheckpoint { .. })
+    ));
+    assert!(matches!(
+        a.prove(&p01(), 0, None).await,
+        Err(CheckpointError::BadRequest(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistency_between_two_checkpoints() {
+    let (log, config) = fresh();
+    let (ledger, dir) = ledger(&log).await;
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    append(&ledger, 0, 4).await;
+    assert_eq!(publish_now(&mut c).await.tree_size, 4);
+    append(&ledger, 4, 9).await;
+    assert_eq!(publish_now(&mut c).await.tree_size, 13);
+    let a = auditor(&log, &config).await;
+    let trusted = vec![c.key_id().to_string()];
+    let doc = a.consistency(&p01(), 4, 13).await.unwrap();
+    let checked = check(&doc, &trusted).unwrap();
+    assert!(
+        checked.summary.contains("from 4 to 13"),
+        "{}",
+        checked.summary
+    );
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/consistency-proof.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        jsonschema::draft202012::new(&schema)
+            .unwrap()
+            .is_valid(&serde_json::to_value(&doc).unwrap())
+    );
+    // Swapped checkpoints and a cut path are rejected.
+    let mut swapped = doc.clone();
+    std::mem::swap(&mut swapped.old_checkpoint, &mut swapped.new_checkpoint);
+    assert!(check(&swapped, &trusted).is_err());
+    let mut cut = doc.clone();
+    cut.proof.path.pop();
+    assert!(check(&cut, &trusted).is_err());
+    // Same size: the empty proof.
+    assert!(check(&a.consistency(&p01(), 13, 13).await.unwrap(), &trusted).is_ok());
+    assert!(matches!(
+        a.consistency(&p01(), 5, 13).await,
+        Err(CheckpointError::NoCheckpoint { .. })
+    ));
+    assert!(matches!(
+        a.consistency(&p01(), 13, 4).await,
+        Err(CheckpointError::BadRequest(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpoint_stream_refuses_delete_and_purge_and_unsafe_streams_are_refused() {
+    let (log, config) = fresh();
+    let (ledger, dir) = ledger(&log).await;
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    append(&ledger, 0, 2).await;
+    publish_now(&mut c).await;
+    let js = jetstream::new(client().await);
+    let stream = js.get_stream(&config.stream_name).await.unwrap();
+    let last = stream.clone().info().await.unwrap().state.last_sequence;
+    assert!(last >= 1);
+    assert!(stream.delete_message(last).await.is_err(), "delete refused");
+    assert!(stream.purge().await.is_err(), "purge refused");
+    assert_eq!(
+        stream.clone().info().await.unwrap().state.last_sequence,
+        last
+    );
+    // A pre-existing checkpoint stream that allows purging is refused.
+    let (_, unsafe_config) = fresh();
+    js.create_stream(jetstream::stream::Config {
+        name: unsafe_config.stream_name.clone(),
+        subjects: vec![unsafe_config.checkpoint_wildcard()],
+        deny_delete: true,
+        deny_purge: false,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    match ensure_checkpoint_stream(&js, &unsafe_config).await {
+        Err(StreamError::Unsafe { reason, .. }) => assert!(reason.contains("purg"), "{reason}"),
+        other => panic!("unsafe stream accepted: {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cosignatures_are_checked_published_and_listed_by_verify() {
+    let (log, config) = fresh();
+    let (ledger, dir) = ledger(&log).await;
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    append(&ledger, 0, 6).await;
+    publish_now(&mut c).await;
+    append(&ledger, 6, 2).await;
+    publish_now(&mut c).await;
+    let cosigner_dir = tempfile::tempdir().unwrap();
+    let (office, created) =
+        keys::load_or_create_key(&cosigner_dir.path().join("office.key")).unwrap();
+    assert!(created);
+    let a = auditor(&log, &config).await;
+    let cosignature = a
+        .cosign(
+            &p01(),
+            6,
+            "audit-office:region-1",
+            &office,
+            1_767_225_600_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(cosignature.key_id, office.key_id());
+    assert!(matches!(
+        a.cosign(&p01(), 7, "audit-office:region-1", &office, 0)
+            .await,
+        Err(CheckpointError::NoCheckpoint { .. })
+    ));
+    let audit = a.verify(None).await.unwrap();
+    assert!(audit.ok(), "{:?}", audit.problems);
+    let listed = &audit.partitions["01"];
+    assert_eq!(
+        listed.iter().map(|s| s.tree_size).collect::<Vec<_>>(),
+        [6, 8]
+    );
+    assert_eq!(listed[0].cosigners.len(), 1);
+    assert_eq!(listed[0].cosigners[0].cosigner_id, "audit-office:region-1");
+    assert!(listed[1].cosigners.is_empty());
+    // The key partition is checkpointed like any other once asked.
+    for (partition, outcome) in c.checkpoint_all().await.unwrap() {
+        outcome.unwrap_or_else(|e| panic!("{partition}: {e}"));
+    }
+    let audit = a.verify(None).await.unwrap();
+    assert!(
+        audit
+            .partitions
+            .contains_key(config.keys_partition.as_str())
+    );
+    // The proof of an event in the cosigned checkpoint carries the cosignature.
+    let doc = a.prove(&p01(), 2, Some(6)).await.unwrap();
+    assert_eq!(doc.checkpoint.cosignatures.len(), 1);
+    let checked = check(&doc, &[c.key_id().to_string()]).unwrap();
+    assert_eq!(
+        checked.cosigners,
+        [format!("audit-office:region-1 (key {})", office.key_id())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_checkpoints_are_found_and_nothing_is_signed_over_them() {
+    let (log, config) = fresh();
+    let (ledger, dir) = ledger(&log).await;
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    let hashes = append(&ledger, 0, 3).await;
+    publish_now(&mut c).await;
+    append(&ledger, 3, 2).await;
+    // Someone with the ledger key signs a checkpoint whose root is not the log's.
+    let key = load_key(&dir.path().join(keys::LEDGER_KEY_FILE)).unwrap();
+    let forged = CheckpointBody {
+        partition: p01(),
+        tree_size: 5,
+        root: [9u8; 32],
+        head_sequence: 5,
+        head_hash: [9u8; 32],
+        issued_at_unix_ms: ansinh::checkpoint::now_unix_ms(),
+        key_id: key.key_id().into(),
+    };
+    let js = jetstream::new(client().await);
+    js.publish(
+        config.checkpoint_subject(&p01()),
+        sign::sign_checkpoint(&key, &forged).encode_to_vec().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    // And someone without it signs one with the right root.
+    let stranger = sign::KeyPair::from_seed(&[3u8; 32]);
+    let mut right = forged.clone();
+    right.tree_size = 3;
+    right.head_sequence = 3;
+    right.root = merkle::root(&hashes);
+    right.head_hash = hashes[2];
+    right.key_id = stranger.key_id().into();
+    js.publish(
+        config.checkpoint_subject(&p01()),
+        sign::sign_checkpoint(&stranger, &right)
+            .encode_to_vec()
+            .into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let a = auditor(&log, &config).await;
+    let audit = a.verify(Some(&p01())).await.unwrap();
+    assert!(!audit.ok());
+    let problems: Vec<&str> = audit.problems.iter().map(|p| p.problem.as_str()).collect();
+    assert!(
+        problems.iter().any(|p| p.contains("root differs")),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("never a ledger key")),
+        "{problems:?}"
+    );
+    assert_eq!(
+        audit.partitions["01"]
+            .iter()
+            .map(|s| s.tree_size)
+            .collect::<Vec<_>>(),
+        [3],
+        "only the genuine checkpoint is listed"
+    );
+    // A cosigner refuses the forged checkpoint.
+    let office = sign::KeyPair::from_seed(&[4u8; 32]);
+    assert!(matches!(
+        a.cosign(&p01(), 5, "audit-office", &office, 0).await,
+        Err(CheckpointError::Fork { .. })
+    ));
+    // A fresh checkpointer finds the forgery and signs nothing more for the partition.
+    let mut fresh_checkpointer = checkpointer(&ledger, &config, dir.path()).await;
+    append(&ledger, 5, 1).await;
+    assert!(matches!(
+        fresh_checkpointer.checkpoint(&p01()).await,
+        Err(CheckpointError::KeyRing(KeyRingError::UnknownKey(_)))
+    ));
+    // Other partitions are still checkpointed.
+    ledger.append(note("02", "other", "fine")).await.unwrap();
+    let outcomes = fresh_checkpointer.checkpoint_all().await.unwrap();
+    let of = |name: &str| &outcomes.iter().find(|(p, _)| p.as_str() == name).unwrap().1;
+    assert!(of("01").is_err());
+    assert!(matches!(of("02"), Ok(Outcome::Published(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_is_an_event_and_both_keys_keep_verifying() {
+    let (log, config) = fresh();
+    let (ledger, dir) = ledger(&log).await;
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    let old_id = c.key_id().to_string();
+    let old_key = load_key(&dir.path().join(keys::LEDGER_KEY_FILE)).unwrap();
+    append(&ledger, 0, 3).await;
+    assert_eq!(publish_now(&mut c).await.key_id, old_id);
+    let (rotated_from, new_id) = rotate_key(&ledger, &config, dir.path()).await.unwrap();
+    assert_eq!(rotated_from, old_id);
+    assert_ne!(new_id, old_id);
+    assert!(!dir.path().join(keys::NEXT_LEDGER_KEY_FILE).exists());
+    let a = auditor(&log, &config).await;
+    let ring = a.key_ring().await.unwrap();
+    assert_eq!(
+        ring.keys()
+            .iter()
+            .map(|k| k.key_id.as_str())
+            .collect::<Vec<_>>(),
+        [old_id.as_str(), new_id.as_str()]
+    );
+    // The running checkpointer notices the rotation and signs with the new key.
+    append(&ledger, 3, 2).await;
+    assert_eq!(publish_now(&mut c).await.key_id, new_id);
+    let audit = a.verify(None).await.unwrap();
+    assert!(audit.ok(), "{:?}", audit.problems);
+    assert_eq!(audit.keys, [old_id.clone(), new_id.clone()]);
+    let both = vec![old_id.clone(), new_id.clone()];
+    let old_proof = a.prove(&p01(), 2, Some(3)).await.unwrap();
+    assert_eq!(old_proof.checkpoint.key_id, old_id);
+    check(&old_proof, &both).unwrap();
+    assert!(matches!(
+        check(&old_proof, std::slice::from_ref(&new_id)),
+        Err(CheckError::Untrusted(_))
+    ));
+    let new_proof = a.prove(&p01(), 5, None).await.unwrap();
+    assert_eq!(new_proof.checkpoint.key_id, new_id);
+    check(&new_proof, &both).unwrap();
+    let across = a.consistency(&p01(), 3, 5).await.unwrap();
+    assert_eq!(check(&across, &both).unwrap().key_ids, both);
+    // The retired key can no longer sign: a checkpoint it signs now is reported.
+    append(&ledger, 5, 1).await;
+    let late = CheckpointBody {
+        partition: p01(),
+        tree_size: 6,
+        root: [1u8; 32],
+        head_sequence: 6,
+        head_hash: [1u8; 32],
+        issued_at_unix_ms: ansinh::checkpoint::now_unix_ms() + 1,
+        key_id: old_id.clone(),
+    };
+    jetstream::new(client().await)
+        .publish(
+            config.checkpoint_subject(&p01()),
+            sign::sign_checkpoint(&old_key, &late)
+                .encode_to_vec()
+                .into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let audit = a.verify(None).await.unwrap();
+    assert!(
+        audit.problems.iter().any(|p| p.problem.contains("retired")),
+        "{:?}",
+        audit.problems
+    );
+    // A checkpointer with a stale key file is refused.
+    let stale_dir = tempfile::tempdir().unwrap();
+    keys::write_key_file(&stale_dir.path().join(keys::LEDGER_KEY_FILE), &old_key).unwrap();
+    assert!(matches!(
+        Checkpointer::open(
+            client().await,
+            ledger.clone(),
+            config.clone(),
+            stale_dir.path()
+        )
+        .await,
+        Err(CheckpointError::KeyNotRegistered { .. })
+    ));
+}
+
+/// The binary end to end on its embedded server, and check-proof with no server at all.
+#[test]
+fn cli_checkpoint_prove_cosign_verify_and_offline_check() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ansinh"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .env_remove("ANSINH_NATS_URL")
+            .output()
+            .expect("run ansinh");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for i in 0..3 {
+        let key = format!("n{i}");
+        let (code, out, err) = run(&[
+            "note",
+            "--partition",
+            "01",
+            "--text",
+            "x",
+            "--idempotency-key",
+            &key,
+        ]);
+        assert_eq!(code, Some(0), "{out}{err}");
+    }
+    let (code, out, err) = run(&["audit", "checkpoint", "--partition", "01"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("CHECKPOINT partition 01: 3 events"), "{out}");
+    let (code, proof, err) = run(&["audit", "prove", "--partition", "01", "--seq", "2"]);
+    assert_eq!(code, Some(0), "{err}");
+    let key_file = dir.path().join("office.key");
+    let (code, out, err) = run(&[
+        "audit",
+        "cosign",
+        "--partition",
+        "01",
+        "--size",
+        "3",
+        "--cosigner-id",
+        "office-1",
+        "--key",
+        key_file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) = run(&["audit", "verify"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("CHECKPOINT partition 01 size 3"), "{out}");
+    assert!(out.contains("cosigned by: office-1"), "{out}");
+    // Offline: a named server binary that does not exist proves none is started.
+    let file = dir.path().join("proof.json");
+    std::fs::write(&file, &proof).unwrap();
+    let offline = |file: &std::path::Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ansinh"))
+            .args(["audit", "check-proof"])
+            .arg(file)
+            .env("ANSINH_NATS_SERVER", "/nonexistent/nats-server")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = offline(&file);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("OK event 2 of partition 01"), "{out}");
+    let mut doc: serde_json::Value = serde_json::from_str(&proof).unwrap();
+    let mut flipped = doc["proof"]["root"].as_str().unwrap().to_string();
+    flip(&mut flipped, 0);
+    doc["proof"]["root"] = flipped.into();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let (code, out) = offline(&bad);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.starts_with("REJECTED"), "{out}");
+}
