@@ -67,6 +67,10 @@ pub enum Operation {
     Freeze,
     WriteOff,
     Reverse,
+    /// Grant, change, stop entitlements; payment runs, timeouts, reissues.
+    ManagePayments,
+    /// Allocate or take back budget.
+    AllocateBudget,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -102,6 +106,7 @@ fn allowed(role: Role, op: Operation) -> bool {
                 | Disburse
                 | Repay
                 | AccrueInterest
+                | ManagePayments
         ),
         Role::BranchManager => true,
     }

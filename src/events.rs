@@ -22,6 +22,7 @@ pub fn type_name(payload: &Payload) -> &'static str {
         Payload::LoanFrozen(_) => "ansinh.v1.LoanFrozen",
         Payload::LoanWrittenOff(_) => "ansinh.v1.LoanWrittenOff",
         Payload::LoanPostingReversed(_) => "ansinh.v1.LoanPostingReversed",
+        Payload::PaymentRecorded(_) => "ansinh.v1.PaymentRecorded",
         Payload::LedgerKeyRotated(_) => "ansinh.v1.LedgerKeyRotated",
     }
 }

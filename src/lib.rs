@@ -12,6 +12,7 @@ pub mod events;
 pub mod log;
 pub mod merkle;
 pub mod nats_server;
+pub mod payments_report;
 pub mod personal;
 pub mod projection;
 pub mod recompute;

@@ -107,6 +107,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::staff::LoanCommand,
     },
+    /// Cashless social-assistance payments: budgets, entitlements, runs, reconciliation.
+    Payments {
+        #[command(subcommand)]
+        command: cli::payments::PaymentsCommand,
+    },
     /// Per-commune portfolio: outstanding, overdue ratio, loans per programme.
     Portfolio {
         #[arg(long)]
@@ -312,6 +317,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         }
         Command::Loans { command } => {
             cli::staff::loan_command(&runtime, &cli.who, command, json).await
+        }
+        Command::Payments { command } => {
+            cli::payments::run(&runtime, &cli.who, command, json).await
         }
         Command::Portfolio { commune } => cli::staff::portfolio(&runtime, commune, json).await,
         Command::TrialBalance { partitions } => {

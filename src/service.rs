@@ -520,4 +520,122 @@ impl Service {
         )
         .await
     }
+
+    /// An officer's payments command (budgets, entitlements, runs, timeouts,
+    /// reissues) for `partition`. Budget allocations need a branch manager; the rest a
+    /// credit officer or a branch manager; a commune named by the command must lie in
+    /// the caller's unit.
+    pub async fn payment(
+        &self,
+        req: &Request<'_>,
+        partition: &Partition,
+        kind: crate::domain::payments::CommandKind,
+        effective: NaiveDate,
+    ) -> Result<Receipt, ServiceError> {
+        use crate::domain::payments::CommandKind as K;
+        let (op, commune) = match &kind {
+            K::Allocate { budget, .. } | K::Deallocate { budget, .. } => {
+                (Operation::AllocateBudget, Some(budget.commune.to_string()))
+            }
+            K::Grant { commune, .. } => (Operation::ManagePayments, Some(commune.to_string())),
+            K::Run { commune, .. } => (
+                Operation::ManagePayments,
+                commune.as_ref().map(|c| c.to_string()),
+            ),
+            K::Change { .. } | K::Stop { .. } | K::TimeOut { .. } | K::Reissue { .. } => {
+                (Operation::ManagePayments, None)
+            }
+            K::Post(_) => {
+                return Err(ServiceError::Rejected(Rejection::UnsupportedCommand {
+                    what: "gateway results come through gateway_post".into(),
+                }));
+            }
+        };
+        match commune {
+            Some(c) => access::authorize(req.caller, op, &c)?,
+            None => {
+                access::authorize_role(req.caller, op)?;
+                // Without a commune in the command, the caller's unit must cover the
+                // whole partition (a provincial branch).
+                if !access::within(&req.caller.unit, partition.as_str()) {
+                    return Err(AccessError::OutsideUnit {
+                        caller: req.caller.id.clone(),
+                        unit: req.caller.unit.clone(),
+                        commune: partition.to_string(),
+                    }
+                    .into());
+                }
+            }
+        }
+        self.submit(
+            req,
+            partition.clone(),
+            Command::Payment {
+                kind,
+                effective,
+                signed: None,
+            },
+        )
+        .await
+    }
+
+    /// A gateway's result, already authenticated by its transport (NATS user or HTTP
+    /// signature check) and signature-verified over `signed.bytes`. The same post again
+    /// (same content, whenever it comes) returns the first answer and appends nothing;
+    /// a new post must be dated within `POST_REPLAY_WINDOW_MS` of `now_unix_ms`, so a
+    /// captured post cannot be replayed as a new one.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn gateway_post(
+        &self,
+        partition: &Partition,
+        post: crate::domain::payments::instructions::GatewayPost,
+        signed: book::payments::SignedPost,
+        posted_at_unix_ms: i64,
+        now_unix_ms: i64,
+        received_on: NaiveDate,
+    ) -> Result<(Receipt, proto::PaymentRecorded), ServiceError> {
+        let content = serde_json::to_vec(&post).expect("posts serialize");
+        let key = format!("post:{}", &blake3::hash(&content).to_hex()[..48]);
+        let known = self
+            .ledger
+            .store()
+            .idempotent(partition.as_str(), &key)
+            .map_err(AppendError::from)?;
+        if known.is_none() {
+            let skew_ms = now_unix_ms.saturating_sub(posted_at_unix_ms).abs();
+            if skew_ms > POST_REPLAY_WINDOW_MS {
+                return Err(ServiceError::Rejected(Rejection::PostOutsideReplayWindow {
+                    skew_ms,
+                }));
+            }
+        }
+        let receipt = self
+            .ledger
+            .submit(Submission {
+                partition: partition.clone(),
+                actor: proto::Actor {
+                    id: post.gateway.to_string(),
+                    role: book::payments::GATEWAY_ROLE.into(),
+                    unit: String::new(),
+                },
+                idempotency_key: key,
+                correlation_id: format!("gateway:{}", post.gateway),
+                command: Command::Payment {
+                    kind: crate::domain::payments::CommandKind::Post(post),
+                    effective: received_on,
+                    signed: Some(signed),
+                },
+            })
+            .await?;
+        let event = self.ledger.event_of(&receipt).await?;
+        match event.payload {
+            Some(Payload::PaymentRecorded(p)) => Ok((receipt, p)),
+            _ => Err(ServiceError::Rejected(Rejection::UnsupportedCommand {
+                what: "the post's idempotency key names another kind of event".into(),
+            })),
+        }
+    }
 }
+
+/// How far a new gateway post's own timestamp may be from the ledger's clock.
+pub const POST_REPLAY_WINDOW_MS: i64 = 5 * 60 * 1_000;

@@ -181,6 +181,12 @@ pub fn detail(payload: Option<&Payload>) -> String {
             l.disaster_ref,
             add_strs(&l.principal, &l.overdue_principal)
         ),
+        Payload::PaymentRecorded(p) => format!(
+            "{} {} {} {}",
+            p.kind, p.instruction_id, p.gateway_id, p.amount
+        )
+        .trim_end()
+        .to_string(),
         Payload::LedgerKeyRotated(k) => format!("ledger signing key is now {}", k.key_id),
         Payload::LoanPostingReversed(l) => format!(
             "loan L{} reversed event #{}",

@@ -216,8 +216,7 @@ async fn run_case(ops: Vec<Op>) {
     let mut stream = stream_of(&config).await;
     let mut book = PartitionBook::new("01");
     ansinh::verify::verify_with(&mut stream, &config, None, |_, env: &Envelope| {
-        let actor = env.actor.as_ref().map_or("", |a| a.id.as_str());
-        book.apply(env.sequence, actor, env.payload.as_ref());
+        book.apply(env.sequence, env.actor.as_ref(), env.payload.as_ref());
     })
     .await
     .unwrap();

@@ -11,6 +11,7 @@
 //! same way in the writer and in every projection.
 
 pub mod codec;
+pub mod payments;
 
 use std::collections::BTreeMap;
 
@@ -45,6 +46,13 @@ pub enum Command {
         household: HouseholdId,
         inputs: ClassificationInputs,
         decided_on: NaiveDate,
+    },
+    /// A payments command (budgets, entitlements, runs, timeouts, reissues, and a
+    /// gateway's signed result in `signed`).
+    Payment {
+        kind: crate::domain::payments::CommandKind,
+        effective: NaiveDate,
+        signed: Option<payments::SignedPost>,
     },
     /// A loan command. To reverse the event at partition sequence `s`, use
     /// `CommandKind::Reverse { event: codec::main_id(s) }`.
@@ -100,6 +108,9 @@ pub struct PartitionBook {
     pub sequence: u64,
     /// Events `apply` could not read (should stay 0; `audit verify` reports them).
     pub unreadable: u64,
+    /// Cashless social-assistance payments: budgets, entitlements, instructions.
+    pub payments: crate::domain::payments::Book,
+    pub payments_trial: crate::domain::payments::ledger::TrialBalance,
 }
 
 impl PartitionBook {
@@ -131,12 +142,30 @@ impl PartitionBook {
         s
     }
 
-    /// Decides a command by `actor` against the book; refusals change nothing.
-    pub fn decide(&self, command: &Command, actor: &str) -> Result<Proposal, Rejection> {
-        if actor.trim().is_empty() {
+    /// Decides a command by `actor` against the book; refusals change nothing. Most
+    /// commands yield one event; a payment run yields one per instruction.
+    pub fn decide(
+        &self,
+        command: &Command,
+        actor: &proto::Actor,
+    ) -> Result<Vec<Proposal>, Rejection> {
+        if actor.id.trim().is_empty() {
             return Err(Rejection::MissingActor);
         }
+        if let Command::Payment {
+            kind,
+            effective,
+            signed,
+        } = command
+        {
+            return payments::decide(self, kind, *effective, signed.as_ref(), actor);
+        }
+        self.decide_one(command, &actor.id).map(|p| vec![p])
+    }
+
+    fn decide_one(&self, command: &Command, actor: &str) -> Result<Proposal, Rejection> {
         match command {
+            Command::Payment { .. } => unreachable!("decided by payments::decide"),
             Command::Registry(change) => {
                 if matches!(change, Change::MovedIn { .. } | Change::MovedOut { .. }) {
                     return Err(Rejection::UnsupportedCommand {
@@ -323,9 +352,22 @@ impl PartitionBook {
     }
 
     /// Folds the event at partition `sequence` into the book.
-    pub fn apply(&mut self, sequence: u64, actor: &str, payload: Option<&Payload>) {
+    pub fn apply(
+        &mut self,
+        sequence: u64,
+        actor: Option<&proto::Actor>,
+        payload: Option<&Payload>,
+    ) {
         self.sequence = sequence;
         let Some(payload) = payload else { return };
+        if let Payload::PaymentRecorded(p) = payload {
+            if let Err(e) = payments::apply(self, actor, p) {
+                self.unreadable += 1;
+                tracing::warn!(partition = %self.partition, sequence, error = %e, "payment event not folded into the book");
+            }
+            return;
+        }
+        let actor = actor.map_or("", |a| a.id.as_str());
         match self.try_apply(sequence, actor, payload) {
             Ok(()) => {}
             Err(e) => {

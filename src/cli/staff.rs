@@ -47,7 +47,7 @@ pub enum RoleArg {
 }
 
 impl ActorArgs {
-    fn caller(&self) -> Result<Caller, BoxError> {
+    pub fn caller(&self) -> Result<Caller, BoxError> {
         let id = self
             .actor
             .clone()
@@ -64,7 +64,7 @@ impl ActorArgs {
             unit: self.unit.clone(),
         })
     }
-    fn key(&self) -> String {
+    pub fn key(&self) -> String {
         self.idempotency_key
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
@@ -297,7 +297,7 @@ fn household(id: &str) -> Result<HouseholdId, BoxError> {
 }
 
 /// Prints a refusal and returns the exit code for it (1), or passes other errors on.
-fn outcome(
+pub fn outcome(
     result: Result<Receipt, ServiceError>,
     key: &str,
     json: bool,

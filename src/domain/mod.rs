@@ -10,6 +10,7 @@ pub mod ids;
 pub mod ledger;
 pub mod loans;
 pub mod money;
+pub mod payments;
 pub mod programmes;
 pub mod registry;
 pub mod rejection;

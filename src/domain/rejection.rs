@@ -152,6 +152,18 @@ pub enum Rejection {
     /// The loan's household lies outside the caller's unit: the unit serving it acts.
     #[error("commune {commune} is outside unit {unit:?}")]
     OutsideUnit { unit: String, commune: String },
+    /// A payments rule refused the command (budget, entitlement, instruction, post).
+    #[error(transparent)]
+    Payment(#[from] crate::domain::payments::Rejection),
+    /// This gateway result was already answered (event `first` of the payments book):
+    /// append nothing, send the first answer again.
+    #[error("gateway post already answered by payment event {first}")]
+    DuplicatePost { first: u64 },
+    /// A new gateway post whose own timestamp is too far from the ledger's clock: a
+    /// replay of a captured post, or a gateway clock to fix. (A repeat of a post
+    /// already answered is never refused: it gets its first answer.)
+    #[error("gateway post dated {skew_ms} ms away from the ledger's clock")]
+    PostOutsideReplayWindow { skew_ms: i64 },
     /// Area must be "rural" or "urban".
     #[error("area {found:?} is neither rural nor urban")]
     AreaMalformed { found: String },

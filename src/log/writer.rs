@@ -433,6 +433,16 @@ struct PartitionWriter {
     keys_recorded_through: u64,
 }
 
+/// What `decide` let through for one batch.
+struct Decided {
+    accepted: Vec<Pending>,
+    drafts: Vec<Draft>,
+    /// For each draft, the index in `accepted` of the append it belongs to.
+    owners: Vec<usize>,
+    /// Appends that did not fit this batch, in order.
+    leftover: Vec<Pending>,
+}
+
 struct Encoded {
     bytes: Bytes,
     hash: Digest,
@@ -463,22 +473,32 @@ impl PartitionWriter {
                     Err(_) => break,
                 }
             }
-            self.commit(batch).await;
+            // A command may yield several events (a payment run); whatever did not fit
+            // this batch's event bound goes first into the next one.
+            let mut leftover = self.commit(batch).await;
+            while !leftover.is_empty() {
+                leftover = self.commit(leftover).await;
+            }
         }
     }
 
-    async fn commit(&mut self, mut batch: Vec<Pending>) {
+    /// Commits one batch; returns the appends that did not fit (to commit next).
+    async fn commit(&mut self, mut batch: Vec<Pending>) -> Vec<Pending> {
         let mut last_error = String::new();
         for _attempt in 0..COMMIT_ATTEMPTS_MAX {
             if let Err(e) = self.ready().await {
-                return fail_all(batch, || clone_error(&e));
+                fail_all(batch, || clone_error(&e));
+                return Vec::new();
             }
             batch = match self.answer_duplicates(batch) {
                 Ok(rest) => rest,
-                Err((rest, e)) => return fail_all(rest, || clone_error(&e)),
+                Err((rest, e)) => {
+                    fail_all(rest, || clone_error(&e));
+                    return Vec::new();
+                }
             };
             if batch.is_empty() {
-                return;
+                return Vec::new();
             }
             // Two appends with one key in one batch: the first is written, the later
             // ones answered with its receipt.
@@ -486,20 +506,39 @@ impl PartitionWriter {
             let (unique, repeats): (Vec<_>, Vec<_>) = batch
                 .into_iter()
                 .partition(|p| seen.insert(p.key().to_owned()));
-            let (unique, drafts) = self.decide(unique);
+            let Decided {
+                accepted: unique,
+                drafts,
+                owners,
+                leftover,
+            } = self.decide(unique);
+            // Repeats of a key whose first append waits in the leftover wait with it.
+            let waiting: HashSet<&str> = leftover.iter().map(Pending::key).collect();
+            let (repeats, mut leftover_repeats): (Vec<_>, Vec<_>) = repeats
+                .into_iter()
+                .partition(|p| !waiting.contains(p.key()));
+            let mut leftover = leftover;
+            leftover.append(&mut leftover_repeats);
             if unique.is_empty() {
                 fail_all(repeats, || {
                     AppendError::Rejected(Rejection::UnsupportedCommand {
                         what: "the first command with this idempotency key was refused".into(),
                     })
                 });
-                return;
+                return leftover;
             }
             let encoded = self.encode(&drafts);
             match self.publish(&encoded, &drafts).await {
                 Ok(last_stream_sequence) => {
-                    self.acknowledged(unique, repeats, encoded, last_stream_sequence);
-                    return;
+                    self.acknowledged(
+                        unique,
+                        &owners,
+                        &drafts,
+                        repeats,
+                        encoded,
+                        last_stream_sequence,
+                    );
+                    return leftover;
                 }
                 Err(e) => {
                     tracing::warn!(partition = %self.partition, error = %e, "batch not committed; catching up");
@@ -507,7 +546,7 @@ impl PartitionWriter {
                     self.caught_up = false;
                     // The book holds this batch's decisions: rebuild it from the log.
                     self.book = None;
-                    batch = unique.into_iter().chain(repeats).collect();
+                    batch = unique.into_iter().chain(repeats).chain(leftover).collect();
                 }
             }
         }
@@ -515,6 +554,7 @@ impl PartitionWriter {
             attempts: COMMIT_ATTEMPTS_MAX,
             last: last_error.clone(),
         });
+        Vec::new()
     }
 
     /// Loads the head and catches up with the log if needed.
@@ -579,8 +619,11 @@ impl PartitionWriter {
                 hash: head.chain.hash,
                 stream_sequence: event.stream_sequence,
             };
-            let actor = envelope.actor.as_ref().map_or("", |a| a.id.as_str());
-            book.apply(envelope.sequence, actor, envelope.payload.as_ref());
+            book.apply(
+                envelope.sequence,
+                envelope.actor.as_ref(),
+                envelope.payload.as_ref(),
+            );
             if event.stream_sequence <= recorded_through {
                 return Ok(());
             }
@@ -639,31 +682,48 @@ impl PartitionWriter {
     }
 
     /// Decides each command against the book in order, folding each accepted one in
-    /// before the next is decided; answers refusals at once. Returns the accepted
-    /// appends and their drafts, in order.
-    fn decide(&mut self, batch: Vec<Pending>) -> (Vec<Pending>, Vec<Draft>) {
+    /// before the next is decided; answers refusals at once. A command's events all go
+    /// in one batch (so they commit atomically); a command that no longer fits waits,
+    /// with everything after it, for the next batch.
+    fn decide(&mut self, batch: Vec<Pending>) -> Decided {
         let book = self.book.as_mut().expect("book loaded");
         let mut sequence = self.head.as_ref().expect("head loaded").chain.sequence;
-        let mut accepted = Vec::with_capacity(batch.len());
-        let mut drafts = Vec::with_capacity(batch.len());
-        for pending in batch {
-            let draft = match &pending.work {
-                Work::Draft(draft) => (**draft).clone(),
-                Work::Command(c) => match book.decide(&c.command, &c.actor.id) {
-                    Ok(proposal) => {
-                        let draft = Draft {
-                            partition: c.partition.clone(),
-                            actor: c.actor.clone(),
-                            idempotency_key: c.idempotency_key.clone(),
-                            correlation_id: c.correlation_id.clone(),
-                            subjects: proposal.subjects,
-                            payload: proposal.payload,
-                        };
-                        if let Err(e) = validate(&draft) {
+        let mut out = Decided {
+            accepted: Vec::with_capacity(batch.len()),
+            drafts: Vec::with_capacity(batch.len()),
+            owners: Vec::with_capacity(batch.len()),
+            leftover: Vec::new(),
+        };
+        let mut iter = batch.into_iter();
+        while let Some(pending) = iter.next() {
+            let drafts = match &pending.work {
+                Work::Draft(draft) => vec![(**draft).clone()],
+                Work::Command(c) => match book.decide(&c.command, &c.actor) {
+                    Ok(proposals) => {
+                        let last = proposals.len().saturating_sub(1);
+                        let drafts: Vec<Draft> = proposals
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, proposal)| Draft {
+                                partition: c.partition.clone(),
+                                actor: c.actor.clone(),
+                                // The command's own key names its last event (the receipt);
+                                // the others get derived keys, so a retry finds them all.
+                                idempotency_key: if i == last {
+                                    c.idempotency_key.clone()
+                                } else {
+                                    format!("{}#{}", c.idempotency_key, i + 1)
+                                },
+                                correlation_id: c.correlation_id.clone(),
+                                subjects: proposal.subjects,
+                                payload: proposal.payload,
+                            })
+                            .collect();
+                        if let Some(e) = drafts.iter().find_map(|d| validate(d).err()) {
                             let _ = pending.reply.send(Err(e));
                             continue;
                         }
-                        draft
+                        drafts
                     }
                     Err(rejection) => {
                         let _ = pending.reply.send(Err(AppendError::Rejected(rejection)));
@@ -671,12 +731,32 @@ impl PartitionWriter {
                     }
                 },
             };
-            sequence += 1;
-            book.apply(sequence, &draft.actor.id, Some(&draft.payload));
-            accepted.push(pending);
-            drafts.push(draft);
+            if drafts.len() > BATCH_EVENTS_MAX {
+                let _ = pending
+                    .reply
+                    .send(Err(AppendError::Rejected(Rejection::UnsupportedCommand {
+                        what: format!(
+                            "the command yields {} events, more than one atomic batch ({BATCH_EVENTS_MAX}); split it (e.g. run payments per commune)",
+                            drafts.len()
+                        ),
+                    })));
+                continue;
+            }
+            if out.drafts.len() + drafts.len() > BATCH_EVENTS_MAX {
+                // Not folded into the book: it is decided again in the next batch.
+                out.leftover.push(pending);
+                out.leftover.extend(iter);
+                break;
+            }
+            for draft in drafts {
+                sequence += 1;
+                book.apply(sequence, Some(&draft.actor), Some(&draft.payload));
+                out.owners.push(out.accepted.len());
+                out.drafts.push(draft);
+            }
+            out.accepted.push(pending);
         }
-        (accepted, drafts)
+        out
     }
 
     fn encode(&self, drafts: &[Draft]) -> Vec<Encoded> {
@@ -784,6 +864,8 @@ impl PartitionWriter {
     fn acknowledged(
         &mut self,
         batch: Vec<Pending>,
+        owners: &[usize],
+        drafts: &[Draft],
         repeats: Vec<Pending>,
         encoded: Vec<Encoded>,
         last_stream_sequence: u64,
@@ -791,17 +873,17 @@ impl PartitionWriter {
         let count = encoded.len() as u64;
         // An atomic batch is stored contiguously, so stream sequences follow from the last.
         let first_stream_sequence = last_stream_sequence + 1 - count;
-        let records: Vec<(String, HeadRecord)> = batch
+        let records: Vec<(String, HeadRecord)> = drafts
             .iter()
             .zip(&encoded)
             .enumerate()
-            .map(|(i, (pending, event))| {
+            .map(|(i, (draft, event))| {
                 let at = HeadRecord {
                     sequence: event.sequence,
                     hash: event.hash,
                     stream_sequence: first_stream_sequence + i as u64,
                 };
-                (pending.key().to_owned(), at)
+                (draft.idempotency_key.clone(), at)
             })
             .collect();
         let last = records.last().expect("non-empty batch").1;
@@ -825,10 +907,16 @@ impl PartitionWriter {
             };
             let _ = repeat.reply.send(answer);
         }
-        for (pending, (_, at)) in batch.into_iter().zip(&records) {
+        // Each append's receipt names its last event.
+        let mut last_of: Vec<Option<HeadRecord>> = vec![None; batch.len()];
+        for (owner, (_, at)) in owners.iter().zip(&records) {
+            last_of[*owner] = Some(*at);
+        }
+        for (pending, at) in batch.into_iter().zip(last_of) {
             // The event is durable in the log even if our store write failed; the next
             // catch-up repairs the store, so the caller still gets its receipt.
-            let _ = pending.reply.send(Ok(self.receipt(at, false)));
+            let at = at.expect("every accepted append has an event");
+            let _ = pending.reply.send(Ok(self.receipt(&at, false)));
         }
         if let Err(e) = stored {
             tracing::error!(partition = %self.partition, error = %e, "store write failed; will catch up");

@@ -1,0 +1,199 @@
+//! The payments part of a partition's book: the pure `domain::payments` decide/apply,
+//! bridged to `PaymentRecorded` payloads (one per domain event).
+//!
+//! **Invariant:** payment domain event ids are consecutive over the partition's
+//! payment events, assigned in chain order when an event is folded, so the writer's
+//! book, an auditor's fold and reconciliation number them alike.
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::{PartitionBook, Proposal, codec};
+use crate::domain::Rejection;
+use crate::domain::payments::ids::{GatewayId, OfficerId};
+use crate::domain::payments::{self, Actor, CommandKind, Decision, Event, EventBody};
+use crate::proto::{self, PaymentRecorded, envelope::Payload};
+
+/// A gateway's result as it signed it: the exact bytes and the signature, kept in
+/// the event so anyone can prove later which gateway said what.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedPost {
+    pub bytes: Vec<u8>,
+    pub signature: Vec<u8>,
+    pub key_id: String,
+}
+
+/// The actor role a gateway acts under (set by the transport that authenticated it).
+pub const GATEWAY_ROLE: &str = "gateway";
+
+fn domain_actor(actor: &proto::Actor) -> Result<Actor, Rejection> {
+    Ok(if actor.role == GATEWAY_ROLE {
+        Actor::Gateway(GatewayId::parse(&actor.id)?)
+    } else {
+        Actor::Officer(OfficerId::parse(&actor.id)?)
+    })
+}
+
+/// The variant name of an event body ("InstructionIssued", ...).
+pub fn kind_of(body: &EventBody) -> String {
+    match serde_json::to_value(body) {
+        Ok(serde_json::Value::Object(map)) => map.keys().next().cloned().unwrap_or_default(),
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+fn budget_label(key: &payments::budget::BudgetKey) -> String {
+    format!("{}/{}/{}", key.programme, key.commune, key.period)
+}
+
+/// The payload recording one decided payment event.
+pub fn payload_of(event: &Event, signed: Option<&SignedPost>) -> (Payload, Vec<String>) {
+    let (instruction, gateway, amount, household) = match &event.body {
+        EventBody::InstructionIssued { instruction, .. } => (
+            instruction.id.to_string(),
+            instruction.channel.gateway().to_string(),
+            instruction.amount,
+            Some(instruction.beneficiary.household.to_string()),
+        ),
+        EventBody::GatewayPostAccepted { post, .. }
+        | EventBody::GatewayPostRefused { post, .. } => (
+            post.instruction.to_string(),
+            post.gateway.to_string(),
+            post.amount,
+            Some(post.beneficiary.household.to_string()),
+        ),
+        EventBody::InstructionTimedOut {
+            instruction,
+            budget,
+        }
+        | EventBody::InstructionCancelled {
+            instruction,
+            budget,
+        } => (instruction.to_string(), String::new(), budget.amount, None),
+        EventBody::BudgetAllocated { budget } | EventBody::BudgetDeallocated { budget } => {
+            (String::new(), String::new(), budget.amount, None)
+        }
+        EventBody::EntitlementGranted { beneficiary, .. } => (
+            String::new(),
+            String::new(),
+            Decimal::ZERO,
+            Some(beneficiary.household.to_string()),
+        ),
+        _ => (String::new(), String::new(), Decimal::ZERO, None),
+    };
+    let is_post = matches!(
+        event.body,
+        EventBody::GatewayPostAccepted { .. } | EventBody::GatewayPostRefused { .. }
+    );
+    let signed = signed.filter(|_| is_post);
+    let budget = event.budget_move().map(|m| budget_label(&m.key));
+    let mut subjects = Vec::new();
+    if !instruction.is_empty() {
+        subjects.push(format!("payment:{instruction}"));
+    }
+    if let Some(h) = &household {
+        subjects.push(format!("household:{h}"));
+    }
+    if !gateway.is_empty() {
+        subjects.push(format!("gateway:{gateway}"));
+    }
+    if let Some(b) = &budget {
+        subjects.push(format!("budget:{b}"));
+    }
+    let payload = Payload::PaymentRecorded(PaymentRecorded {
+        kind: kind_of(&event.body),
+        body_json: serde_json::to_string(&event.body).expect("payment events serialize"),
+        effective_on: codec::date(&event.effective),
+        instruction_id: instruction,
+        gateway_id: gateway,
+        amount: if amount.is_zero() {
+            String::new()
+        } else {
+            amount.normalize().to_string()
+        },
+        budget: budget.unwrap_or_default(),
+        postings: event
+            .postings()
+            .iter()
+            .map(|p| proto::Posting {
+                account: codec::name(&p.account),
+                debit: p.debit.normalize().to_string(),
+                credit: p.credit.normalize().to_string(),
+            })
+            .collect(),
+        signed_post: signed.map(|s| s.bytes.clone().into()).unwrap_or_default(),
+        post_signature: signed
+            .map(|s| s.signature.clone().into())
+            .unwrap_or_default(),
+        post_key_id: signed.map(|s| s.key_id.clone()).unwrap_or_default(),
+    });
+    (payload, subjects)
+}
+
+/// Decides a payments command; one proposal per decided event.
+pub fn decide(
+    book: &PartitionBook,
+    kind: &CommandKind,
+    effective: NaiveDate,
+    signed: Option<&SignedPost>,
+    actor: &proto::Actor,
+) -> Result<Vec<Proposal>, Rejection> {
+    let command = payments::Command {
+        actor: domain_actor(actor)?,
+        effective,
+        kind: kind.clone(),
+    };
+    match payments::decide(&book.payments, command)? {
+        Decision::Duplicate(first) => Err(Rejection::DuplicatePost { first: first.event }),
+        Decision::Append(events) if events.is_empty() => Err(Rejection::NothingToRecord),
+        Decision::Append(events) => Ok(events
+            .iter()
+            .map(|e| {
+                let (payload, subjects) = payload_of(e, signed);
+                Proposal { payload, subjects }
+            })
+            .collect()),
+    }
+}
+
+/// The domain event a payload records, numbered `id`.
+pub fn event_of(
+    id: payments::book::EventId,
+    actor: Option<&proto::Actor>,
+    p: &PaymentRecorded,
+) -> Result<Event, codec::CodecError> {
+    let actor = actor
+        .ok_or_else(|| codec::CodecError {
+            field: "actor",
+            problem: "missing".into(),
+        })
+        .and_then(|a| {
+            domain_actor(a).map_err(|e| codec::CodecError {
+                field: "actor",
+                problem: e.to_string(),
+            })
+        })?;
+    Ok(Event {
+        id,
+        actor,
+        effective: codec::parse_date("effective_on", &p.effective_on)?,
+        body: serde_json::from_str(&p.body_json).map_err(|e| codec::CodecError {
+            field: "body_json",
+            problem: e.to_string(),
+        })?,
+    })
+}
+
+/// Folds a payment event into the book.
+pub fn apply(
+    book: &mut PartitionBook,
+    actor: Option<&proto::Actor>,
+    p: &PaymentRecorded,
+) -> Result<(), codec::CodecError> {
+    let event = event_of(book.payments.last_event_id + 1, actor, p)?;
+    book.payments_trial.post(event.postings());
+    payments::apply(&mut book.payments, &event);
+    Ok(())
+}

@@ -1,0 +1,448 @@
+//! `ansinh payments ...`: budgets, entitlements, payment runs, timeouts, reissues,
+//! reconciliation. Parsing and printing only; the work is in `ansinh::service` and
+//! `ansinh::payments_report`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ansinh::app::Runtime;
+use ansinh::chain::Partition;
+use ansinh::domain::payments::CommandKind;
+use ansinh::domain::payments::budget::BudgetKey;
+use ansinh::domain::payments::entitlements::{Channel, StopReason, Terms};
+use ansinh::domain::payments::ids::{
+    BeneficiaryRef, CategoryId, CommuneId, GatewayId, HouseholdRef, MemberRef, ProgrammeId,
+};
+use ansinh::domain::payments::instructions::InstructionId;
+use ansinh::domain::payments::month::Month;
+use ansinh::domain::payments::reconcile::MismatchKind;
+use ansinh::service::Request;
+use chrono::NaiveDate;
+use clap::{Subcommand, ValueEnum};
+use rust_decimal::Decimal;
+
+use super::BoxError;
+use super::staff::ActorArgs;
+
+/// The budget programme of monthly social assistance.
+pub const PROGRAMME: &str = "SOCIAL_ASSISTANCE_MONTHLY";
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ChannelArg {
+    Bank,
+    MobileMoney,
+    PostOffice,
+}
+
+fn channel(kind: ChannelArg, gateway: &str) -> Result<Channel, BoxError> {
+    let gateway = GatewayId::parse(gateway)?;
+    Ok(match kind {
+        ChannelArg::Bank => Channel::BankAccount { gateway },
+        ChannelArg::MobileMoney => Channel::MobileMoney { gateway },
+        ChannelArg::PostOffice => Channel::PostOffice { gateway },
+    })
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum StopArg {
+    Death,
+    Move,
+    Other,
+}
+
+#[derive(Subcommand)]
+pub enum PaymentsCommand {
+    /// Allocate budget to a commune for a month (branch manager).
+    Allocate {
+        #[arg(long)]
+        commune: String,
+        #[arg(long)]
+        period: String,
+        #[arg(long)]
+        amount: Decimal,
+        #[arg(long)]
+        on: NaiveDate,
+    },
+    /// Grant a monthly entitlement to a household member.
+    Grant {
+        #[arg(long)]
+        household: String,
+        #[arg(long)]
+        member: String,
+        #[arg(long)]
+        category: String,
+        #[arg(long, value_enum)]
+        channel: ChannelArg,
+        #[arg(long)]
+        gateway: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        provincial_base: Option<Decimal>,
+        #[arg(long)]
+        on: NaiveDate,
+    },
+    /// Stop an entitlement (death, move) from the month after `--on`.
+    Stop {
+        #[arg(long)]
+        partition: String,
+        #[arg(long)]
+        entitlement: u64,
+        #[arg(long, value_enum)]
+        reason: StopArg,
+        #[arg(long)]
+        on: NaiveDate,
+    },
+    /// One instruction per active entitlement and month; running again adds nothing.
+    Run {
+        #[arg(long)]
+        partition: String,
+        #[arg(long)]
+        period: String,
+        #[arg(long)]
+        commune: Option<String>,
+        #[arg(long)]
+        on: NaiveDate,
+    },
+    /// Void the holds of instructions without a result past their timeout.
+    Timeouts {
+        #[arg(long)]
+        partition: String,
+        #[arg(long)]
+        as_of: NaiveDate,
+    },
+    /// Issue a failed, returned or timed-out instruction again (e.g. as post-office cash).
+    Reissue {
+        #[arg(long)]
+        partition: String,
+        #[arg(long)]
+        instruction: String,
+        #[arg(long, value_enum)]
+        channel: Option<ChannelArg>,
+        #[arg(long)]
+        gateway: Option<String>,
+        #[arg(long)]
+        on: NaiveDate,
+    },
+    /// Per gateway and day: instructed, settled, failed, returned, pending after N days,
+    /// and every mismatch; prints a table and writes CSV.
+    Reconcile {
+        #[arg(long)]
+        gateway: Option<String>,
+        #[arg(long)]
+        date: Option<NaiveDate>,
+        #[arg(long)]
+        as_of: NaiveDate,
+        #[arg(long, default_value_t = 10)]
+        pending_days: u32,
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
+}
+
+fn month(s: &str) -> Result<Month, BoxError> {
+    Ok(Month::parse(s)?)
+}
+
+pub async fn run(
+    runtime: &Runtime,
+    who: &ActorArgs,
+    command: PaymentsCommand,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    if let PaymentsCommand::Reconcile {
+        gateway,
+        date,
+        as_of,
+        pending_days,
+        csv,
+    } = command
+    {
+        return reconcile(runtime, gateway, date, as_of, pending_days, csv, json).await;
+    }
+    let caller = who.caller()?;
+    let key = who.key();
+    let service = runtime.service();
+    let (partition, kind, on) = match command {
+        PaymentsCommand::Allocate {
+            commune,
+            period,
+            amount,
+            on,
+        } => {
+            let commune = CommuneId::parse(&commune)?;
+            let partition = Partition::new(&commune.to_string()[..2])?;
+            (
+                partition,
+                CommandKind::Allocate {
+                    budget: BudgetKey {
+                        programme: ProgrammeId::parse(PROGRAMME)?,
+                        commune,
+                        period: month(&period)?,
+                    },
+                    amount,
+                },
+                on,
+            )
+        }
+        PaymentsCommand::Grant {
+            household,
+            member,
+            category,
+            channel: kind,
+            gateway,
+            from,
+            provincial_base,
+            on,
+        } => {
+            let h = ansinh::domain::ids::HouseholdId::parse(&household)?;
+            (
+                Partition::new(h.province().as_str())?,
+                CommandKind::Grant {
+                    programme: ProgrammeId::parse(PROGRAMME)?,
+                    beneficiary: BeneficiaryRef {
+                        household: HouseholdRef::parse(h.as_str())?,
+                        member: MemberRef::parse(&member)?,
+                    },
+                    commune: CommuneId::parse(h.commune().as_str())?,
+                    from: month(&from)?,
+                    terms: Terms {
+                        category: CategoryId::parse(&category)?,
+                        channel: channel(kind, &gateway)?,
+                        provincial_base,
+                    },
+                },
+                on,
+            )
+        }
+        PaymentsCommand::Stop {
+            partition,
+            entitlement,
+            reason,
+            on,
+        } => (
+            Partition::new(&partition)?,
+            CommandKind::Stop {
+                entitlement,
+                on,
+                reason: match reason {
+                    StopArg::Death => StopReason::Death,
+                    StopArg::Move => StopReason::Move,
+                    StopArg::Other => StopReason::Other,
+                },
+            },
+            on,
+        ),
+        PaymentsCommand::Run {
+            partition,
+            period,
+            commune,
+            on,
+        } => (
+            Partition::new(&partition)?,
+            CommandKind::Run {
+                period: month(&period)?,
+                commune: commune.as_deref().map(CommuneId::parse).transpose()?,
+            },
+            on,
+        ),
+        PaymentsCommand::Timeouts { partition, as_of } => {
+            return timeouts(runtime, who, &Partition::new(&partition)?, as_of, json).await;
+        }
+        PaymentsCommand::Reissue {
+            partition,
+            instruction,
+            channel: kind,
+            gateway,
+            on,
+        } => {
+            let instruction = InstructionId::parse(&instruction)
+                .ok_or("an instruction id looks like pay:7:2026-12:1")?;
+            let channel = match (kind, gateway) {
+                (Some(k), Some(g)) => Some(channel(k, &g)?),
+                (None, None) => None,
+                _ => return Err("give both --channel and --gateway, or neither".into()),
+            };
+            (
+                Partition::new(&partition)?,
+                CommandKind::Reissue {
+                    instruction,
+                    channel,
+                },
+                on,
+            )
+        }
+        PaymentsCommand::Reconcile { .. } => unreachable!("handled above"),
+    };
+    let req = Request {
+        caller: &caller,
+        idempotency_key: &key,
+        correlation_id: "cli:payments",
+    };
+    let result = service.payment(&req, &partition, kind, on).await;
+    super::staff::outcome(result, &key, json)
+}
+
+async fn timeouts(
+    runtime: &Runtime,
+    who: &ActorArgs,
+    partition: &Partition,
+    as_of: NaiveDate,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    let caller = who.caller()?;
+    let service = runtime.service();
+    let mut stream = runtime.ledger.stream().clone();
+    let events = ansinh::payments_report::payment_events(
+        &mut stream,
+        runtime.ledger.config(),
+        Some(partition),
+    )
+    .await?;
+    let book =
+        ansinh::domain::payments::replay(events.get(partition.as_str()).into_iter().flatten());
+    let due: Vec<InstructionId> =
+        ansinh::domain::payments::instructions::due_for_timeout(&book, as_of)
+            .copied()
+            .collect();
+    let mut timed_out = 0;
+    for instruction in due {
+        // One key per instruction: rerunning the job adds nothing.
+        let key = format!("timeout:{instruction}");
+        let req = Request {
+            caller: &caller,
+            idempotency_key: &key,
+            correlation_id: "cli:timeouts",
+        };
+        if service
+            .payment(&req, partition, CommandKind::TimeOut { instruction }, as_of)
+            .await
+            .is_ok()
+        {
+            timed_out += 1;
+        }
+    }
+    if json {
+        println!("{}", serde_json::json!({"timed_out": timed_out}));
+    } else {
+        println!(
+            "{timed_out} instructions timed out as of {as_of}; their holds went back to the budget"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn reconcile(
+    runtime: &Runtime,
+    gateway: Option<String>,
+    date: Option<NaiveDate>,
+    as_of: NaiveDate,
+    pending_days: u32,
+    csv: Option<PathBuf>,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    let mut stream = runtime.ledger.stream().clone();
+    let events =
+        ansinh::payments_report::payment_events(&mut stream, runtime.ledger.config(), None).await?;
+    let all = ansinh::payments_report::reconcile_all(&events, as_of, pending_days);
+    let rows: Vec<_> = all
+        .iter()
+        .flat_map(|(p, r)| r.days.iter().map(move |((g, d), day)| (p, g, d, day)))
+        .filter(|(_, g, d, _)| {
+            gateway.as_ref().is_none_or(|want| g.to_string() == *want)
+                && date.is_none_or(|want| **d == want)
+        })
+        .collect();
+    if json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(p, g, d, day)| serde_json::json!({"partition": p, "gateway": g.to_string(), "date": d.to_string(), "day": day}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{:<4} {:<10} {:<10} {:>15} {:>15} {:>13} {:>13} {:>15} {:>5}",
+            "PART",
+            "GATEWAY",
+            "DAY",
+            "INSTRUCTED",
+            "SETTLED",
+            "FAILED",
+            "RETURNED",
+            "PENDING>N DAYS",
+            "MISM"
+        );
+        for (p, g, d, day) in &rows {
+            let t = |t: &ansinh::domain::payments::reconcile::Tally| {
+                format!("{}/{}", t.count, t.amount)
+            };
+            println!(
+                "{:<4} {:<10} {:<10} {:>15} {:>15} {:>13} {:>13} {:>15} {:>5}",
+                p,
+                g.to_string(),
+                d.to_string(),
+                t(&day.instructed),
+                t(&day.settled),
+                t(&day.failed),
+                t(&day.returned),
+                t(&day.pending_overdue),
+                day.mismatches.len()
+            );
+            for m in &day.mismatches {
+                println!("     mismatch {}: {}", m.instruction, describe(&m.kind));
+            }
+        }
+    }
+    if let Some(path) = csv {
+        let mut f = std::fs::File::create(&path)?;
+        // A UTF-8 byte-order mark so that spreadsheets open it as UTF-8.
+        f.write_all("\u{feff}".as_bytes())?;
+        writeln!(
+            f,
+            "partition,gateway,day,instructed_count,instructed_amount,settled_count,settled_amount,failed_count,failed_amount,returned_count,returned_amount,pending_overdue_count,pending_overdue_amount,mismatches"
+        )?;
+        for (p, g, d, day) in &rows {
+            writeln!(
+                f,
+                "{p},{g},{d},{},{},{},{},{},{},{},{},{},{},{}",
+                day.instructed.count,
+                day.instructed.amount,
+                day.settled.count,
+                day.settled.amount,
+                day.failed.count,
+                day.failed.amount,
+                day.returned.count,
+                day.returned.amount,
+                day.pending_overdue.count,
+                day.pending_overdue.amount,
+                day.mismatches.len()
+            )?;
+        }
+        if !json {
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn describe(kind: &MismatchKind) -> String {
+    match kind {
+        MismatchKind::RefusedPost {
+            outcome,
+            gateway_txn,
+            amount,
+            refusal,
+        } => format!("refused {outcome:?} {amount} (txn {gateway_txn}): {refusal:?}"),
+        MismatchKind::ReturnedAfterSettlement { amount, settled_by } => format!(
+            "returned {amount} after settlement{}",
+            settled_by
+                .as_ref()
+                .map(|t| format!(" by {t}"))
+                .unwrap_or_default()
+        ),
+        MismatchKind::PaidAfterStop { amount, stopped_on } => {
+            format!("paid {amount} after the entitlement stopped on {stopped_on}")
+        }
+    }
+}

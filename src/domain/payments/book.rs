@@ -1,0 +1,539 @@
+//! The payments book: `decide(&Book, Command) -> Result<Decision, Rejection>`
+//! and `apply(&mut Book, &Event)`.
+//!
+//! `decide` holds every rule and does all (checked) arithmetic, dispatching to
+//! the module that owns the command; `apply` only copies decided values into
+//! state, so it cannot fail and replaying the events gives the same book.
+//!
+//! **Boundary**: no I/O, clock or randomness. Dates arrive in commands,
+//! reference data is compiled in, and this module knows nothing of NATS.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::payments::Rejection;
+use crate::domain::payments::budget::{self, Budget, BudgetKey, BudgetMove, MoveKind};
+use crate::domain::payments::entitlements::{
+    self, Entitlement, EntitlementId, StopReason, Stopped, Terms, TermsPeriod,
+};
+use crate::domain::payments::ids::{BeneficiaryRef, CommuneId, GatewayId, OfficerId, ProgrammeId};
+use crate::domain::payments::instructions::{
+    self, GatewayPost, Instruction, InstructionId, InstructionStatus, NewInstruction, PostAnswer,
+    PostKey, PostRefusal, RecordedPost, Shortfall, Verdict, post_key,
+};
+use crate::domain::payments::ledger::Posting;
+use crate::domain::payments::money::positive_vnd;
+use crate::domain::payments::month::Month;
+use crate::domain::payments::reference::ReferenceHashes;
+
+pub type EventId = u64;
+
+/// The state `decide` reads and `apply` writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Book {
+    pub entitlements: BTreeMap<EntitlementId, Entitlement>,
+    /// The running (not stopped) entitlement of each person, per programme.
+    pub active: BTreeMap<(ProgrammeId, BeneficiaryRef), EntitlementId>,
+    pub budgets: BTreeMap<BudgetKey, Budget>,
+    pub instructions: BTreeMap<InstructionId, Instruction>,
+    /// Latest attempt per (entitlement, month).
+    pub attempts: BTreeMap<(EntitlementId, Month), u32>,
+    /// Accepted gateway posts, never pruned: a post repeated a year later
+    /// still gets its first answer.
+    pub accepted_posts: BTreeMap<PostKey, RecordedPost>,
+    /// The latest refused post per key, kept apart so that a refusal never
+    /// displaces an accepted post of the same key (a reused transaction id).
+    pub refused_posts: BTreeMap<PostKey, RecordedPost>,
+    /// Refused posts recorded per (gateway, day), for the daily bound.
+    pub refused_per_gateway_day: BTreeMap<(GatewayId, NaiveDate), u32>,
+    /// Id of the last event applied (0 = none); ids are consecutive from 1.
+    pub last_event_id: EventId,
+    pub last_entitlement_id: EntitlementId,
+}
+
+impl Book {
+    /// A budget's state; one never allocated is all zero.
+    pub fn budget(&self, key: &BudgetKey) -> Budget {
+        self.budgets.get(key).cloned().unwrap_or_default()
+    }
+}
+
+// ---------------------------------------------------------------- commands
+
+/// Who issues a command, as authenticated at the edge.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Actor {
+    /// A signed-in officer (or commune committee).
+    Officer(OfficerId),
+    /// A payment gateway, with its own credentials: it may only post results.
+    Gateway(GatewayId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub actor: Actor,
+    /// Business date of the command (decision date, run date, date a result
+    /// was received). Never read from a clock here.
+    pub effective: NaiveDate,
+    pub kind: CommandKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandKind {
+    /// Add to the allocation of a budget.
+    Allocate { budget: BudgetKey, amount: Decimal },
+    /// Take back unused allocation.
+    Deallocate { budget: BudgetKey, amount: Decimal },
+    Grant {
+        programme: ProgrammeId,
+        beneficiary: BeneficiaryRef,
+        commune: CommuneId,
+        from: Month,
+        terms: Terms,
+    },
+    /// New terms (category, channel, provincial base) from `from` on.
+    Change {
+        entitlement: EntitlementId,
+        from: Month,
+        terms: Terms,
+    },
+    Stop {
+        entitlement: EntitlementId,
+        on: NaiveDate,
+        reason: StopReason,
+    },
+    /// `payments run --period P [--commune C]`.
+    Run {
+        period: Month,
+        commune: Option<CommuneId>,
+    },
+    /// Void the hold of an instruction without a result past its timeout.
+    TimeOut { instruction: InstructionId },
+    /// Issue a failed, returned or timed-out instruction again, on its
+    /// channel or another one (e.g. post-office cash).
+    Reissue {
+        instruction: InstructionId,
+        channel: Option<entitlements::Channel>,
+    },
+    /// A gateway's result (gateway actors only).
+    Post(GatewayPost),
+}
+
+// ---------------------------------------------------------------- events
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: EventId,
+    pub actor: Actor,
+    pub effective: NaiveDate,
+    pub body: EventBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventBody {
+    BudgetAllocated {
+        budget: BudgetMove,
+    },
+    BudgetDeallocated {
+        budget: BudgetMove,
+    },
+    EntitlementGranted {
+        entitlement: EntitlementId,
+        programme: ProgrammeId,
+        beneficiary: BeneficiaryRef,
+        commune: CommuneId,
+        from: Month,
+        terms: Terms,
+    },
+    EntitlementChanged {
+        entitlement: EntitlementId,
+        from: Month,
+        terms: Terms,
+    },
+    /// Followed by an `InstructionCancelled` for each pending instruction of
+    /// a later month.
+    EntitlementStopped {
+        entitlement: EntitlementId,
+        on: NaiveDate,
+        reason: StopReason,
+        /// Settled instructions for months after the stop: overpaid, to recover.
+        overpaid: Vec<InstructionId>,
+    },
+    InstructionIssued {
+        instruction: NewInstruction,
+        budget: BudgetMove,
+    },
+    /// Closes a run that issued instructions (after its `InstructionIssued`s).
+    PaymentRunCompleted {
+        period: Month,
+        commune: Option<CommuneId>,
+        issued: u64,
+        amount: Decimal,
+        shortfalls: Vec<Shortfall>,
+        reference: ReferenceHashes,
+    },
+    GatewayPostAccepted {
+        post: GatewayPost,
+        instruction: InstructionId,
+        status_after: InstructionStatus,
+        budget: BudgetMove,
+    },
+    GatewayPostRefused {
+        post: GatewayPost,
+        refusal: PostRefusal,
+    },
+    InstructionTimedOut {
+        instruction: InstructionId,
+        budget: BudgetMove,
+    },
+    InstructionCancelled {
+        instruction: InstructionId,
+        budget: BudgetMove,
+    },
+}
+
+impl Event {
+    /// The budget move of a money event.
+    pub fn budget_move(&self) -> Option<&BudgetMove> {
+        match &self.body {
+            EventBody::BudgetAllocated { budget }
+            | EventBody::BudgetDeallocated { budget }
+            | EventBody::InstructionIssued { budget, .. }
+            | EventBody::GatewayPostAccepted { budget, .. }
+            | EventBody::InstructionTimedOut { budget, .. }
+            | EventBody::InstructionCancelled { budget, .. } => Some(budget),
+            EventBody::EntitlementGranted { .. }
+            | EventBody::EntitlementChanged { .. }
+            | EventBody::EntitlementStopped { .. }
+            | EventBody::PaymentRunCompleted { .. }
+            | EventBody::GatewayPostRefused { .. } => None,
+        }
+    }
+
+    /// Double-entry lines (empty for events that move no money).
+    pub fn postings(&self) -> &[Posting] {
+        self.budget_move().map_or(&[], |m| &m.postings)
+    }
+
+    /// The answer this event gives to the gateway post it records.
+    pub fn post_answer(&self) -> Option<PostAnswer> {
+        let verdict = match &self.body {
+            EventBody::GatewayPostAccepted { status_after, .. } => Verdict::Accepted {
+                status: *status_after,
+            },
+            EventBody::GatewayPostRefused { refusal, .. } => Verdict::Refused {
+                refusal: refusal.clone(),
+            },
+            _ => return None,
+        };
+        Some(PostAnswer {
+            event: self.id,
+            verdict,
+        })
+    }
+}
+
+/// What a command decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Append these events in order (none when there was nothing to do, e.g.
+    /// a run whose instructions all exist).
+    Append(Vec<Event>),
+    /// The same gateway post was already answered: append nothing and send
+    /// this first answer again.
+    Duplicate(PostAnswer),
+}
+
+impl Decision {
+    pub fn events(&self) -> &[Event] {
+        match self {
+            Decision::Append(events) => events,
+            Decision::Duplicate(_) => &[],
+        }
+    }
+
+    pub fn into_events(self) -> Vec<Event> {
+        match self {
+            Decision::Append(events) => events,
+            Decision::Duplicate(_) => Vec::new(),
+        }
+    }
+
+    /// For a gateway post: the answer to send back.
+    pub fn post_answer(&self) -> Option<PostAnswer> {
+        match self {
+            Decision::Append(events) => events.iter().find_map(Event::post_answer),
+            Decision::Duplicate(first) => Some(first.clone()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- decide
+
+/// Collects the events of one decision, stamps them with consecutive ids and
+/// the command's envelope, and tracks the budgets it has moved so later moves
+/// of the same decision see earlier ones.
+pub(crate) struct Out<'a> {
+    pub(crate) book: &'a Book,
+    actor: Actor,
+    effective: NaiveDate,
+    next_id: EventId,
+    events: Vec<Event>,
+    budgets: BTreeMap<BudgetKey, Budget>,
+}
+
+impl<'a> Out<'a> {
+    fn new(book: &'a Book, actor: Actor, effective: NaiveDate) -> Self {
+        Self {
+            book,
+            actor,
+            effective,
+            next_id: book.last_event_id,
+            events: Vec::new(),
+            budgets: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn effective(&self) -> NaiveDate {
+        self.effective
+    }
+
+    /// A budget as of the events decided so far.
+    pub(crate) fn budget(&self, key: &BudgetKey) -> Budget {
+        self.budgets
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| self.book.budget(key))
+    }
+
+    pub(crate) fn decide_move(
+        &self,
+        key: &BudgetKey,
+        kind: MoveKind,
+        amount: Decimal,
+    ) -> Result<BudgetMove, Rejection> {
+        budget::decide_move(key, &self.budget(key), kind, amount)
+    }
+
+    pub(crate) fn push(&mut self, body: EventBody) {
+        self.next_id += 1;
+        let event = Event {
+            id: self.next_id,
+            actor: self.actor.clone(),
+            effective: self.effective,
+            body,
+        };
+        if let Some(m) = event.budget_move() {
+            self.budgets.insert(m.key.clone(), m.after.clone());
+        }
+        self.events.push(event);
+    }
+}
+
+/// Decide a command against the book. Pure: the same book and command give
+/// the same decision.
+pub fn decide(book: &Book, command: Command) -> Result<Decision, Rejection> {
+    let mut out = Out::new(book, command.actor.clone(), command.effective);
+    match (command.actor, command.kind) {
+        (Actor::Gateway(authenticated), CommandKind::Post(post)) => {
+            if post.gateway != authenticated {
+                return Err(Rejection::GatewayIdentityMismatch {
+                    authenticated,
+                    claimed: post.gateway,
+                });
+            }
+            if let Some(first) = instructions::decide_post(&mut out, post)? {
+                return Ok(Decision::Duplicate(first));
+            }
+        }
+        (Actor::Officer(_), CommandKind::Post(_)) => return Err(Rejection::GatewayOnly),
+        (Actor::Gateway(_), _) => return Err(Rejection::OfficerOnly),
+        (Actor::Officer(_), kind) => decide_officer(&mut out, kind)?,
+    }
+    Ok(Decision::Append(out.events))
+}
+
+fn decide_officer(out: &mut Out<'_>, kind: CommandKind) -> Result<(), Rejection> {
+    match kind {
+        CommandKind::Allocate { budget, amount } => {
+            let m = out.decide_move(&budget, MoveKind::Allocate, positive_vnd(amount)?)?;
+            out.push(EventBody::BudgetAllocated { budget: m });
+        }
+        CommandKind::Deallocate { budget, amount } => {
+            let m = out.decide_move(&budget, MoveKind::Deallocate, positive_vnd(amount)?)?;
+            out.push(EventBody::BudgetDeallocated { budget: m });
+        }
+        CommandKind::Grant {
+            programme,
+            beneficiary,
+            commune,
+            from,
+            terms,
+        } => entitlements::decide_grant(out, programme, beneficiary, commune, from, terms)?,
+        CommandKind::Change {
+            entitlement,
+            from,
+            terms,
+        } => entitlements::decide_change(out, entitlement, from, terms)?,
+        CommandKind::Stop {
+            entitlement,
+            on,
+            reason,
+        } => entitlements::decide_stop(out, entitlement, on, reason)?,
+        CommandKind::Run { period, commune } => instructions::decide_run(out, period, commune)?,
+        CommandKind::TimeOut { instruction } => instructions::decide_timeout(out, instruction)?,
+        CommandKind::Reissue {
+            instruction,
+            channel,
+        } => instructions::decide_reissue(out, instruction, channel)?,
+        CommandKind::Post(_) => unreachable!("gateway posts are dispatched in decide"),
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- apply
+
+/// Apply a decided event. Never fails; holds no rules.
+pub fn apply(book: &mut Book, event: &Event) {
+    debug_assert_eq!(event.id, book.last_event_id + 1, "events apply in order");
+    book.last_event_id = event.id;
+    if let Some(m) = event.budget_move() {
+        book.budgets.insert(m.key.clone(), m.after.clone());
+    }
+    match &event.body {
+        EventBody::BudgetAllocated { .. }
+        | EventBody::BudgetDeallocated { .. }
+        | EventBody::PaymentRunCompleted { .. } => {}
+        EventBody::EntitlementGranted {
+            entitlement,
+            programme,
+            beneficiary,
+            commune,
+            from,
+            terms,
+        } => {
+            book.last_entitlement_id = *entitlement;
+            book.active
+                .insert((programme.clone(), beneficiary.clone()), *entitlement);
+            book.entitlements.insert(
+                *entitlement,
+                Entitlement {
+                    id: *entitlement,
+                    programme: programme.clone(),
+                    beneficiary: beneficiary.clone(),
+                    commune: commune.clone(),
+                    periods: vec![TermsPeriod {
+                        from: *from,
+                        terms: terms.clone(),
+                    }],
+                    stopped: None,
+                },
+            );
+        }
+        EventBody::EntitlementChanged {
+            entitlement,
+            from,
+            terms,
+        } => entitlement_mut(book, *entitlement)
+            .periods
+            .push(TermsPeriod {
+                from: *from,
+                terms: terms.clone(),
+            }),
+        EventBody::EntitlementStopped {
+            entitlement,
+            on,
+            reason,
+            ..
+        } => {
+            let e = entitlement_mut(book, *entitlement);
+            e.stopped = Some(Stopped {
+                on: *on,
+                reason: *reason,
+            });
+            let key = (e.programme.clone(), e.beneficiary.clone());
+            book.active.remove(&key);
+        }
+        EventBody::InstructionIssued { instruction, .. } => {
+            let id = instruction.id;
+            book.attempts.insert((id.entitlement, id.month), id.attempt);
+            book.instructions.insert(
+                id,
+                Instruction {
+                    issued: instruction.clone(),
+                    issued_on: event.effective,
+                    status: InstructionStatus::Instructed,
+                    settled_by: None,
+                    last_change_on: event.effective,
+                },
+            );
+        }
+        EventBody::GatewayPostAccepted {
+            post,
+            instruction,
+            status_after,
+            ..
+        } => {
+            let i = instruction_mut(book, instruction);
+            i.status = *status_after;
+            i.last_change_on = event.effective;
+            if *status_after == InstructionStatus::Settled {
+                i.settled_by = Some(post.gateway_txn.clone());
+            }
+            let recorded = recorded(event, post);
+            book.accepted_posts.insert(post_key(post), recorded);
+        }
+        EventBody::GatewayPostRefused { post, .. } => {
+            let n = book
+                .refused_per_gateway_day
+                .entry((post.gateway.clone(), event.effective))
+                .or_default();
+            *n = n.saturating_add(1);
+            let recorded = recorded(event, post);
+            book.refused_posts.insert(post_key(post), recorded);
+        }
+        EventBody::InstructionTimedOut { instruction, .. } => {
+            set_status(book, event, instruction, InstructionStatus::TimedOut)
+        }
+        EventBody::InstructionCancelled { instruction, .. } => {
+            set_status(book, event, instruction, InstructionStatus::Cancelled)
+        }
+    }
+}
+
+fn entitlement_mut(book: &mut Book, id: EntitlementId) -> &mut Entitlement {
+    book.entitlements
+        .get_mut(&id)
+        .expect("decided against this entitlement")
+}
+
+fn instruction_mut<'b>(book: &'b mut Book, id: &InstructionId) -> &'b mut Instruction {
+    book.instructions
+        .get_mut(id)
+        .expect("decided against this instruction")
+}
+
+fn set_status(book: &mut Book, event: &Event, id: &InstructionId, status: InstructionStatus) {
+    let i = instruction_mut(book, id);
+    i.status = status;
+    i.last_change_on = event.effective;
+}
+
+fn recorded(event: &Event, post: &GatewayPost) -> RecordedPost {
+    RecordedPost {
+        post: post.clone(),
+        answer: event.post_answer().expect("a post event has an answer"),
+    }
+}
+
+/// Rebuild a book from its events (apply only).
+pub fn replay<'a>(events: impl IntoIterator<Item = &'a Event>) -> Book {
+    let mut book = Book::default();
+    for e in events {
+        apply(&mut book, e);
+    }
+    book
+}

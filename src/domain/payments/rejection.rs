@@ -1,0 +1,202 @@
+//! Why `decide` refused a command. Each variant says how a caller handles it.
+//! A rejection appends nothing.
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+
+use crate::domain::payments::budget::BudgetKey;
+use crate::domain::payments::entitlements::EntitlementId;
+use crate::domain::payments::ids::{CategoryId, GatewayId};
+use crate::domain::payments::instructions::{InstructionId, InstructionStatus, Shortfall};
+use crate::domain::payments::month::Month;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    // ---- actors and shapes ----------------------------------------------
+    /// A gateway sent an officer's command. Its credentials allow posting
+    /// results only: refuse at the edge and alert (misconfigured client or
+    /// misuse of credentials).
+    #[error("only an officer may issue this command")]
+    OfficerOnly,
+    /// An officer tried to post a gateway result. Results come from the
+    /// gateway's own credentials; fix the caller.
+    #[error("only a gateway may post a payment result")]
+    GatewayOnly,
+    /// The post names another gateway than the one authenticated. Refuse and
+    /// alert: a gateway may speak only for itself.
+    #[error("gateway {authenticated} posted as {claimed}")]
+    GatewayIdentityMismatch {
+        authenticated: GatewayId,
+        claimed: GatewayId,
+    },
+    /// A required reference is empty. The caller must supply it.
+    #[error("{field} is missing")]
+    RefMissing { field: &'static str },
+    /// A reference is too long or not printable ASCII without spaces. Fix the
+    /// caller's input; never normalise it silently.
+    #[error("{field} is malformed (printable ASCII, at most {max_chars} characters)")]
+    RefMalformed {
+        field: &'static str,
+        max_chars: usize,
+    },
+    /// Not a month of the shape "YYYY-MM" within the supported years.
+    #[error("month {found:?} is not YYYY-MM")]
+    MonthMalformed { found: String },
+
+    // ---- money ----------------------------------------------------------
+    /// Amounts that move money are > 0. Ask for a positive amount.
+    #[error("amount {amount} is not positive")]
+    AmountNotPositive { amount: Decimal },
+    /// VND has no minor unit. Ask for whole đồng.
+    #[error("amount {amount} is not whole đồng")]
+    FractionalDong { amount: Decimal },
+    /// Over the sanity ceiling: almost surely a keying error. Re-enter it.
+    #[error("amount {amount} exceeds the ceiling {max}")]
+    AmountTooLarge { amount: Decimal, max: Decimal },
+    /// Checked arithmetic overflowed: amounts far outside any real budget.
+    /// Treat as a defect in the input and investigate; do not retry.
+    #[error("arithmetic overflow")]
+    ArithmeticOverflow,
+
+    // ---- reference data -------------------------------------------------
+    /// No national base level is in force on that date (before 2021-07-01
+    /// with the data shipped). Use a later month or ship the level's data.
+    #[error("no base level in force on {date}")]
+    NoBaseLevelInForce { date: NaiveDate },
+    /// No category has this id. Pick one from the categories list.
+    #[error("unknown category {category}")]
+    UnknownCategory { category: CategoryId },
+    /// The category exists but no version is in force on that date. Use a
+    /// month inside a version's validity, or ship the new version.
+    #[error("category {category} has no version in force on {date}")]
+    CategoryNotInForce {
+        category: CategoryId,
+        date: NaiveDate,
+    },
+
+    // ---- entitlements ---------------------------------------------------
+    /// The person already has a running entitlement in this programme (one
+    /// allowance per person: the highest coefficient). Change that one instead.
+    #[error("an entitlement is already running for this person: {entitlement}")]
+    ActiveEntitlementExists { entitlement: EntitlementId },
+    /// No entitlement with this id. Check the id.
+    #[error("unknown entitlement {entitlement}")]
+    UnknownEntitlement { entitlement: EntitlementId },
+    /// The entitlement was stopped; nothing more changes on it. Grant a new
+    /// one if the person qualifies again.
+    #[error("entitlement {entitlement} was stopped on {on}")]
+    EntitlementStopped {
+        entitlement: EntitlementId,
+        on: NaiveDate,
+    },
+    /// Terms change from a month not after the latest change. Give a later
+    /// month (corrections of past terms are not modelled).
+    #[error("change from {from} is not after the previous terms from {previous}")]
+    ChangeNotAfterPrevious { from: Month, previous: Month },
+    /// Months up to `instructed_through` are already instructed at the old
+    /// terms. Change from the month after; settle arrears outside this module.
+    #[error("change from {from} touches months already instructed (through {instructed_through})")]
+    ChangeBeforeInstructedMonth {
+        from: Month,
+        instructed_through: Month,
+    },
+    /// The entitlement reached its bound of terms periods. Stop it and grant
+    /// a new one.
+    #[error("entitlement already has the maximum of {max} terms periods")]
+    TooManyChanges { max: usize },
+    /// A stop dated after the decision date. Record it on or after the day it
+    /// happened.
+    #[error("stop date {on} is after the decision date {effective}")]
+    StopDateInFuture { on: NaiveDate, effective: NaiveDate },
+
+    // ---- budgets --------------------------------------------------------
+    /// The allocation would pass the money ceiling. Check the amount.
+    #[error("allocating {requested} on {budget:?} (already {allocated}) passes {max}")]
+    AllocationTooLarge {
+        budget: BudgetKey,
+        allocated: Decimal,
+        requested: Decimal,
+        max: Decimal,
+    },
+    /// Only unused allocation can be taken back. Take at most `available`.
+    #[error("cannot take back {requested} from {budget:?}: {available} available")]
+    DeallocationOverAvailable {
+        budget: BudgetKey,
+        available: Decimal,
+        requested: Decimal,
+    },
+    /// The hold would pay beyond the allocation. Top up the budget, then
+    /// retry.
+    #[error("budget {budget:?} has {available} available, {requested} requested")]
+    BudgetExceeded {
+        budget: BudgetKey,
+        available: Decimal,
+        requested: Decimal,
+    },
+
+    // ---- payment runs and instructions ----------------------------------
+    /// The run would issue more than `max` instructions. Run per commune.
+    #[error("run would issue more than {max} instructions")]
+    RunTooLarge { max: usize },
+    /// Every budget the run needed is short; nothing was issued. Top up the
+    /// listed budgets and run again.
+    #[error("no budget covers the run: {shortfalls:?}")]
+    RunUnfunded { shortfalls: Vec<Shortfall> },
+    /// No instruction with this id. Check the id.
+    #[error("unknown instruction {instruction}")]
+    UnknownInstruction { instruction: InstructionId },
+    /// Only a pending (instructed) instruction can time out. Reload it: a
+    /// result arrived meanwhile.
+    #[error("instruction {instruction} is {status:?}, not pending")]
+    InstructionNotPending {
+        instruction: InstructionId,
+        status: InstructionStatus,
+    },
+    /// Too early to give up on the gateway. Retry on or after `due_on`.
+    #[error("instruction {instruction} may time out from {due_on}")]
+    NotDueForTimeout {
+        instruction: InstructionId,
+        due_on: NaiveDate,
+    },
+    /// Only failed, returned or timed-out instructions are reissued. Wait for
+    /// a result (or the timeout) first.
+    #[error("instruction {instruction} is {status:?} and cannot be reissued")]
+    NotReissuable {
+        instruction: InstructionId,
+        status: InstructionStatus,
+    },
+    /// A later attempt exists; act on `latest` instead.
+    #[error("instruction {instruction} was already reissued as {latest}")]
+    AlreadyReissued {
+        instruction: InstructionId,
+        latest: InstructionId,
+    },
+    /// The month has had `max` attempts. A person must look into the case
+    /// (beneficiary unreachable?) before paying by other means.
+    #[error("instruction {instruction} reached the maximum of {max} attempts")]
+    TooManyAttempts {
+        instruction: InstructionId,
+        max: u32,
+    },
+    /// The entitlement stopped before this month; it is no longer owed.
+    #[error("entitlement {entitlement} does not cover {month}")]
+    MonthNotPayable {
+        entitlement: EntitlementId,
+        month: Month,
+    },
+    /// The command is dated before the instruction's last change. Use the
+    /// real date (on or after `last`).
+    #[error("effective date {effective} is before the last change on {last}")]
+    BackDated {
+        last: NaiveDate,
+        effective: NaiveDate,
+    },
+    /// The gateway has had `max` refused posts recorded today. Stop taking its
+    /// posts at the edge and call the gateway operator.
+    #[error("gateway {gateway} reached {max} refused posts on {day}")]
+    RefusalLimitReached {
+        gateway: GatewayId,
+        day: NaiveDate,
+        max: u32,
+    },
+}

@@ -1,0 +1,1230 @@
+#[path = "common_payments/mod.rs"]
+mod common;
+use common::*;
+
+use ansinh::domain::payments::budget::{Budget, MoveKind};
+use ansinh::domain::payments::entitlements::{ChannelKind, StopReason, amount_for};
+use ansinh::domain::payments::instructions::{
+    InstructionStatus, Outcome, PostAnswer, PostRefusal, REFUSED_POSTS_PER_GATEWAY_DAY_MAX,
+    Verdict, due_for_timeout,
+};
+use ansinh::domain::payments::ledger::{Account, Posting};
+use ansinh::domain::payments::reconcile::{MismatchKind, Tally, household_view, reconcile};
+use ansinh::domain::payments::{CommandKind, Decision, EventBody, Rejection, decide, replay};
+use rust_decimal_macros::dec;
+
+// ---------------------------------------------------------------- entitlements
+
+#[test]
+fn base_switches_on_2024_07_01() {
+    let h = history(&[grant(
+        "2024-05-20",
+        1,
+        "2024-06",
+        terms(ORPHAN_UNDER_4, bank(), None),
+    )]);
+    let book = replay(&h);
+    let e = &book.entitlements[&1];
+    let june = amount_for(e, m("2024-06")).unwrap().unwrap();
+    let july = amount_for(e, m("2024-07")).unwrap().unwrap();
+    assert_eq!(
+        (june.amount, june.base, june.coefficient),
+        (dec!(900000), dec!(360000), dec!(2.5))
+    );
+    assert_eq!(june.national_base.id, "ND20-2021");
+    assert_eq!((july.amount, july.base), (dec!(1250000), dec!(500000)));
+    assert_eq!(july.national_base.id, "ND76-2024");
+    assert_eq!(
+        amount_for(e, m("2024-05")).unwrap(),
+        None,
+        "before the grant"
+    );
+
+    // The same through payment runs: each month at the base in force on its first day.
+    let h = history_from(
+        &h,
+        &[
+            allocate("2024-05-20", COMMUNE, "2024-06", 10_000_000),
+            allocate("2024-05-20", COMMUNE, "2024-07", 10_000_000),
+            run("2024-06-01", "2024-06", None),
+            run("2024-07-01", "2024-07", None),
+        ],
+    );
+    let book = replay(&h);
+    assert_eq!(
+        book.instructions[&iid("pay:1:2024-06:1")].issued.amount,
+        dec!(900000)
+    );
+    assert_eq!(
+        book.instructions[&iid("pay:1:2024-07:1")].issued.amount,
+        dec!(1250000)
+    );
+}
+
+#[test]
+fn higher_provincial_base_is_paid_rounded_half_up() {
+    // 555 555 × 1.5 = 833 332.5 → 833 333 (half-up), in both periods.
+    let h = history(&[
+        grant(
+            "2024-05-20",
+            1,
+            "2024-06",
+            terms(ELDERLY_POOR, bank(), Some(555_555)),
+        ),
+        grant(
+            "2024-05-20",
+            2,
+            "2024-06",
+            terms(ELDERLY_POOR, bank(), Some(400_000)),
+        ),
+    ]);
+    let book = replay(&h);
+    let amount = |id: u64, month: &str| {
+        amount_for(&book.entitlements[&id], m(month))
+            .unwrap()
+            .unwrap()
+    };
+    let a = amount(1, "2024-06");
+    assert!(a.provincial_base_applied);
+    assert_eq!(
+        (a.amount, a.base, a.national_amount),
+        (dec!(833333), dec!(555555), dec!(360000))
+    );
+    assert_eq!(amount(1, "2024-07").amount, dec!(833333));
+    // A provincial base the national one has overtaken no longer applies.
+    assert_eq!(amount(2, "2024-06").amount, dec!(600000));
+    let b = amount(2, "2024-07");
+    assert!(!b.provincial_base_applied);
+    assert_eq!(b.amount, dec!(750000));
+}
+
+#[test]
+fn grant_is_checked() {
+    given(&[])
+        .when(grant(
+            "2021-06-01",
+            1,
+            "2021-06",
+            terms(ELDERLY_POOR, bank(), None),
+        ))
+        .then_rejects(Rejection::NoBaseLevelInForce {
+            date: d("2021-06-01"),
+        });
+    given(&[])
+        .when(grant(
+            "2026-01-01",
+            1,
+            "2026-01",
+            terms("NO_SUCH_CATEGORY", bank(), None),
+        ))
+        .then_rejects(Rejection::UnknownCategory {
+            category: ansinh::domain::payments::ids::CategoryId::parse("NO_SUCH_CATEGORY").unwrap(),
+        });
+    given(&[])
+        .when(grant(
+            "2026-01-01",
+            1,
+            "2026-01",
+            terms(ELDERLY_POOR, bank(), Some(0)),
+        ))
+        .then_rejects(Rejection::AmountNotPositive { amount: dec!(0) });
+    let h = history(&[grant(
+        "2026-01-01",
+        1,
+        "2026-01",
+        terms(ELDERLY_POOR, bank(), None),
+    )]);
+    given(&h)
+        .when(grant(
+            "2026-02-01",
+            1,
+            "2026-03",
+            terms(ORPHAN_UNDER_4, bank(), None),
+        ))
+        .then_rejects(Rejection::ActiveEntitlementExists { entitlement: 1 });
+    // After a stop the person may be granted again (e.g. moved back).
+    let h = history_from(&h, &[stop("2026-03-05", 1, "2026-03-01", StopReason::Move)]);
+    given(&h)
+        .when(grant(
+            "2026-05-01",
+            1,
+            "2026-05",
+            terms(ELDERLY_POOR, bank(), None),
+        ))
+        .then(|b, _| assert_eq!(b.active.len(), 1));
+}
+
+#[test]
+fn change_applies_from_its_month_and_never_to_instructed_months() {
+    let h = one_instruction();
+    let change = |from: &str| {
+        cmd(
+            "2026-12-05",
+            CommandKind::Change {
+                entitlement: 1,
+                from: m(from),
+                terms: terms(ORPHAN_UNDER_4, wallet(), None),
+            },
+        )
+    };
+    given(&h)
+        .when(change("2026-12"))
+        .then_rejects(Rejection::ChangeNotAfterPrevious {
+            from: m("2026-12"),
+            previous: m("2026-12"),
+        });
+    given(&h).when(change("2027-01")).then(|b, _| {
+        let e = &b.entitlements[&1];
+        assert_eq!(
+            amount_for(e, m("2026-12")).unwrap().unwrap().amount,
+            dec!(750000)
+        );
+        assert_eq!(
+            amount_for(e, m("2027-01")).unwrap().unwrap().amount,
+            dec!(1250000)
+        );
+        assert_eq!(e.terms_for(m("2027-01")).unwrap().channel, wallet());
+    });
+    // A run already made for January (ahead of time) pins January's terms.
+    let h = history_from(
+        &h,
+        &[
+            allocate("2026-12-02", COMMUNE, "2027-01", 10_000_000),
+            run("2026-12-20", "2027-01", None),
+        ],
+    );
+    given(&h)
+        .when(change("2027-01"))
+        .then_rejects(Rejection::ChangeBeforeInstructedMonth {
+            from: m("2027-01"),
+            instructed_through: m("2027-01"),
+        });
+}
+
+#[test]
+fn stop_date_cannot_be_in_the_future() {
+    given(&one_instruction())
+        .when(stop("2026-12-05", 1, "2026-12-06", StopReason::Death))
+        .then_rejects(Rejection::StopDateInFuture {
+            on: d("2026-12-06"),
+            effective: d("2026-12-05"),
+        });
+}
+
+#[test]
+fn stop_on_death_leaves_no_instruction_for_later_months() {
+    let h = history(&[
+        allocate("2026-09-20", COMMUNE, "2026-11", 10_000_000),
+        allocate("2026-09-20", COMMUNE, "2026-12", 10_000_000),
+        grant(
+            "2026-09-20",
+            1,
+            "2026-10",
+            terms(ELDERLY_POOR, bank(), None),
+        ),
+        stop("2026-11-20", 1, "2026-11-15", StopReason::Death),
+    ]);
+    // The month of death is still paid; the next is not.
+    given(&h)
+        .when(run("2026-11-25", "2026-11", None))
+        .then(|b, evs| {
+            assert_eq!(evs.len(), 2);
+            assert!(b.instructions.contains_key(&iid("pay:1:2026-11:1")));
+        });
+    given(&h)
+        .when(run("2026-12-01", "2026-12", None))
+        .then_nothing();
+    given(&h)
+        .when(stop("2026-11-21", 1, "2026-11-15", StopReason::Death))
+        .then_rejects(Rejection::EntitlementStopped {
+            entitlement: 1,
+            on: d("2026-11-15"),
+        });
+}
+
+#[test]
+fn stop_cancels_instructions_made_ahead_and_lists_overpayments() {
+    // December and January instructed ahead; December settled; death on 2026-11-28.
+    let h = history_from(
+        &one_instruction(),
+        &[
+            allocate("2026-12-01", COMMUNE, "2027-01", 10_000_000),
+            run("2026-12-01", "2027-01", None),
+            Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-02"),
+        ],
+    );
+    given(&h)
+        .when(stop("2026-12-03", 1, "2026-11-28", StopReason::Death))
+        .then_events(&[
+            EventBody::EntitlementStopped {
+                entitlement: 1,
+                on: d("2026-11-28"),
+                reason: StopReason::Death,
+                overpaid: vec![iid(FIRST)],
+            },
+            EventBody::InstructionCancelled {
+                instruction: iid("pay:1:2027-01:1"),
+                budget: ansinh::domain::payments::budget::BudgetMove {
+                    key: key(COMMUNE, "2027-01"),
+                    kind: MoveKind::Void,
+                    amount: dec!(750000),
+                    after: Budget {
+                        allocated: dec!(10000000),
+                        reserved: dec!(0),
+                        posted: dec!(0),
+                    },
+                    postings: vec![
+                        Posting::debit(Account::BudgetAvailable, dec!(750000)),
+                        Posting::credit(Account::BudgetReserved, dec!(750000)),
+                    ],
+                },
+            },
+        ])
+        .then(|b, evs| {
+            assert_eq!(
+                b.instructions[&iid("pay:1:2027-01:1")].status,
+                InstructionStatus::Cancelled
+            );
+            let all: Vec<_> = given_history(&h, evs);
+            let r = reconcile(&all, d("2026-12-03"), 30);
+            let day = &r.days[&(gw(BANK), d("2026-12-03"))];
+            assert_eq!(
+                day.cancelled,
+                Tally {
+                    count: 1,
+                    amount: dec!(750000)
+                }
+            );
+            assert!(matches!(
+                day.mismatches[0].kind,
+                MismatchKind::PaidAfterStop { stopped_on, .. } if stopped_on == d("2026-11-28")
+            ));
+        });
+}
+
+fn given_history(
+    h: &[ansinh::domain::payments::Event],
+    new: &[ansinh::domain::payments::Event],
+) -> Vec<ansinh::domain::payments::Event> {
+    h.iter().chain(new).cloned().collect()
+}
+
+// ---------------------------------------------------------------- budgets and runs
+
+#[test]
+fn run_routes_to_the_channel_and_holds_the_budget() {
+    given(&history(&[
+        allocate("2026-11-20", COMMUNE, "2026-12", 10_000_000),
+        grant(
+            "2026-11-20",
+            1,
+            "2026-12",
+            terms(ELDERLY_POOR, bank(), None),
+        ),
+        grant(
+            "2026-11-20",
+            2,
+            "2026-12",
+            terms(ORPHAN_UNDER_4, post_office(), None),
+        ),
+    ]))
+    .when(run("2026-12-01", "2026-12", None))
+    .then(|b, evs| {
+        assert_eq!(evs.len(), 3);
+        let first = &b.instructions[&iid("pay:1:2026-12:1")];
+        let second = &b.instructions[&iid("pay:2:2026-12:1")];
+        assert_eq!(first.issued.channel, bank());
+        assert_eq!(second.issued.channel.gateway(), &gw(POST_OFFICE));
+        assert_eq!(
+            b.budget(&key(COMMUNE, "2026-12")),
+            Budget {
+                allocated: dec!(10000000),
+                reserved: dec!(2000000),
+                posted: dec!(0)
+            }
+        );
+        assert!(matches!(
+            &evs[2].body,
+            EventBody::PaymentRunCompleted { issued: 2, amount, shortfalls, .. }
+                if *amount == dec!(2000000) && shortfalls.is_empty()
+        ));
+    });
+}
+
+#[test]
+fn running_twice_adds_nothing() {
+    let h = history(&[
+        allocate("2026-11-20", COMMUNE, "2026-12", 10_000_000),
+        allocate("2026-11-20", OTHER_COMMUNE, "2026-12", 10_000_000),
+        grant(
+            "2026-11-20",
+            1,
+            "2026-12",
+            terms(ELDERLY_POOR, bank(), None),
+        ),
+        grant_in(
+            "2026-11-20",
+            2,
+            OTHER_COMMUNE,
+            "2026-12",
+            terms(ELDERLY_POOR, bank(), None),
+        ),
+        run("2026-12-01", "2026-12", Some(COMMUNE)),
+    ]);
+    // The commune run covered commune 1 only; the full run adds commune 2 only.
+    let h2 = history_from(&h, &[run("2026-12-01", "2026-12", None)]);
+    assert_eq!(h2.len() - h.len(), 2);
+    let b = replay(&h2);
+    assert_eq!(b.instructions.len(), 2);
+    given(&h2)
+        .when(run("2026-12-02", "2026-12", None))
+        .then_nothing();
+    given(&h2)
+        .when(run("2026-12-02", "2026-12", Some(OTHER_COMMUNE)))
+        .then_nothing();
+}
+
+#[test]
+fn budget_is_never_exceeded_by_two_runs() {
+    // 1 000 000 allocated; each person is owed 750 000.
+    let h = history(&[
+        allocate("2026-11-20", COMMUNE, "2026-12", 1_000_000),
+        grant(
+            "2026-11-20",
+            1,
+            "2026-12",
+            terms(ELDERLY_POOR, bank(), None),
+        ),
+        run("2026-12-01", "2026-12", None),
+        grant(
+            "2026-12-01",
+            2,
+            "2026-12",
+            terms(ELDERLY_POOR, bank(), None),
+        ),
+    ]);
+    // The second run sees the first run's hold.
+    given(&h)
+        .when(run("2026-12-01", "2026-12", None))
+        .then_rejects(Rejection::RunUnfunded {
+            shortfalls: vec![ansinh::domain::payments::instructions::Shortfall {
+                budget: key(COMMUNE, "2026-12"),
+                instructions: 1,
+                needed: dec!(750000),
+                available: dec!(250000),
+            }],
+        });
+    // Topped up, the same run goes through and nothing is paid twice.
+    let h = history_from(&h, &[allocate("2026-12-02", COMMUNE, "2026-12", 500_000)]);
+    given(&h)
+        .when(run("2026-12-02", "2026-12", None))
+        .then(|b, evs| {
+            assert_eq!(evs.len(), 2);
+            assert_eq!(b.budget(&key(COMMUNE, "2026-12")).available(), dec!(0));
+        });
+}
+
+#[test]
+fn short_commune_gets_nothing_while_funded_commune_is_paid() {
+    let h = history(&[
+        allocate("2026-11-20", COMMUNE, "2026-12", 1_000_000),
+        allocate("2026-11-20", OTHER_COMMUNE, "2026-12", 1_000_000),
+        grant(
+            "2026-11-20",
+            1,
+            "2026-12",
+            terms(ELDERLY_POOR, bank(), None),
+        ),
+        grant_in(
+            "2026-11-20",
+            2,
+            OTHER_COMMUNE,
+            "2026-12",
+            terms(ELDERLY_POOR, bank(), None),
+        ),
+        grant_in(
+            "2026-11-20",
+            3,
+            OTHER_COMMUNE,
+            "2026-12",
+            terms(ELDERLY_POOR, bank(), None),
+        ),
+    ]);
+    given(&h)
+        .when(run("2026-12-01", "2026-12", None))
+        .then(|b, evs| {
+            assert_eq!(b.instructions.len(), 1, "only commune 1 is covered");
+            let EventBody::PaymentRunCompleted { shortfalls, .. } = &evs[1].body else {
+                panic!("{:?}", evs[1]);
+            };
+            assert_eq!(shortfalls[0].budget, key(OTHER_COMMUNE, "2026-12"));
+            assert_eq!(shortfalls[0].needed, dec!(1500000));
+        });
+}
+
+#[test]
+fn allocations_are_checked() {
+    given(&[])
+        .when(allocate("2026-11-20", COMMUNE, "2026-12", 0))
+        .then_rejects(Rejection::AmountNotPositive { amount: dec!(0) });
+    let h = history_from(&one_instruction(), &[]);
+    given(&h)
+        .when(cmd(
+            "2026-12-02",
+            CommandKind::Deallocate {
+                budget: key(COMMUNE, "2026-12"),
+                amount: dec!(9250001),
+            },
+        ))
+        .then_rejects(Rejection::DeallocationOverAvailable {
+            budget: key(COMMUNE, "2026-12"),
+            available: dec!(9250000),
+            requested: dec!(9250001),
+        });
+}
+
+// ---------------------------------------------------------------- gateway posts
+
+#[test]
+fn settlement_posts_the_hold() {
+    given(&one_instruction())
+        .when(Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-02"))
+        .then(|b, evs| {
+            assert_eq!(evs.len(), 1);
+            assert_eq!(
+                evs[0].postings(),
+                [
+                    Posting::debit(Account::PaidToBeneficiaries, dec!(750000)),
+                    Posting::credit(Account::BudgetReserved, dec!(750000)),
+                ]
+            );
+            assert_eq!(
+                b.instructions[&iid(FIRST)].status,
+                InstructionStatus::Settled
+            );
+            assert_eq!(b.budget(&key(COMMUNE, "2026-12")).posted, dec!(750000));
+        });
+}
+
+#[test]
+fn same_post_again_gets_the_first_answer_and_appends_nothing() {
+    let settle = Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT);
+    let h = history_from(&one_instruction(), &[settle.on("2026-12-02")]);
+    let first = PostAnswer {
+        event: h.last().unwrap().id,
+        verdict: Verdict::Accepted {
+            status: InstructionStatus::Settled,
+        },
+    };
+    given(&h)
+        .when(settle.on("2026-12-02"))
+        .then_duplicate(&first);
+    // A year later: still the first answer.
+    given(&h)
+        .when(settle.on("2027-12-02"))
+        .then_duplicate(&first);
+    // The duplicate is checked before the instruction's state: after a
+    // return, the old settlement post is still a duplicate, not a refusal.
+    let h = history_from(
+        &h,
+        &[Post::new(BANK, FIRST, Outcome::Returned, "R1", AMOUNT).on("2026-12-10")],
+    );
+    given(&h)
+        .when(settle.on("2027-12-02"))
+        .then_duplicate(&first);
+}
+
+#[test]
+fn refused_posts_are_answered_once_too() {
+    let wrong = Post::new(BANK, FIRST, Outcome::Settled, "T1", 700_000);
+    let h = history_from(&one_instruction(), &[wrong.on("2026-12-02")]);
+    given(&h)
+        .when(wrong.on("2026-12-03"))
+        .then_duplicate(&PostAnswer {
+            event: h.last().unwrap().id,
+            verdict: Verdict::Refused {
+                refusal: PostRefusal::AmountMismatch {
+                    expected: dec!(750000),
+                    posted: dec!(700000),
+                },
+            },
+        });
+    // The gateway corrects the amount under the same transaction id: accepted.
+    given(&h)
+        .when(Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-03"))
+        .then(|b, _| {
+            assert_eq!(
+                b.instructions[&iid(FIRST)].status,
+                InstructionStatus::Settled
+            )
+        });
+}
+
+#[test]
+fn mismatching_amount_or_beneficiary_refused() {
+    let h = one_instruction();
+    given(&h)
+        .when(Post::new(BANK, FIRST, Outcome::Settled, "T1", 750_001).on("2026-12-02"))
+        .then_events(&[EventBody::GatewayPostRefused {
+            post: Post::new(BANK, FIRST, Outcome::Settled, "T1", 750_001).body(),
+            refusal: PostRefusal::AmountMismatch {
+                expected: dec!(750000),
+                posted: dec!(750001),
+            },
+        }])
+        .then(|b, _| {
+            assert_eq!(
+                b.instructions[&iid(FIRST)].status,
+                InstructionStatus::Instructed
+            );
+            assert_eq!(b.budget(&key(COMMUNE, "2026-12")).reserved, dec!(750000));
+        });
+    let then = given(&h).when(
+        Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT)
+            .of(2)
+            .on("2026-12-02"),
+    );
+    assert_eq!(
+        then.answer().verdict,
+        Verdict::Refused {
+            refusal: PostRefusal::BeneficiaryMismatch
+        }
+    );
+    // Not money at all: refused without being recorded.
+    given(&h)
+        .when(Post::new(BANK, FIRST, Outcome::Settled, "T1", -1).on("2026-12-02"))
+        .then_rejects(Rejection::AmountNotPositive { amount: dec!(-1) });
+}
+
+#[test]
+fn a_gateway_touches_only_its_own_instructions() {
+    let h = one_instruction();
+    // The wallet provider posts for the bank's instruction.
+    given(&h)
+        .when(Post::new(WALLET, FIRST, Outcome::Failed, "W1", AMOUNT).on("2026-12-02"))
+        .then(|b, evs| {
+            assert_eq!(
+                evs[0].post_answer().unwrap().verdict,
+                Verdict::Refused {
+                    refusal: PostRefusal::NotYourInstruction
+                }
+            );
+            assert_eq!(
+                b.instructions[&iid(FIRST)].status,
+                InstructionStatus::Instructed
+            );
+        });
+    // Posting in another gateway's name with its own credentials.
+    let mut spoof = Post::new(BANK, FIRST, Outcome::Failed, "W1", AMOUNT).on("2026-12-02");
+    spoof.actor = ansinh::domain::payments::Actor::Gateway(gw(WALLET));
+    given(&h)
+        .when(spoof)
+        .then_rejects(Rejection::GatewayIdentityMismatch {
+            authenticated: gw(WALLET),
+            claimed: gw(BANK),
+        });
+    // Unknown instruction: recorded, so reconciliation shows it.
+    given(&h)
+        .when(Post::new(BANK, "pay:9:2026-12:1", Outcome::Settled, "T9", AMOUNT).on("2026-12-02"))
+        .then(|_, evs| {
+            assert!(matches!(
+                &evs[0].body,
+                EventBody::GatewayPostRefused {
+                    refusal: PostRefusal::UnknownInstruction,
+                    ..
+                }
+            ))
+        });
+    // Gateways post results only; officers never post results.
+    let mut gateway_run = run("2026-12-02", "2026-12", None);
+    gateway_run.actor = ansinh::domain::payments::Actor::Gateway(gw(BANK));
+    given(&h)
+        .when(gateway_run)
+        .then_rejects(Rejection::OfficerOnly);
+    let mut officer_post = Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-02");
+    officer_post.actor = cmd(
+        "2026-12-02",
+        CommandKind::Run {
+            period: m("2026-12"),
+            commune: None,
+        },
+    )
+    .actor;
+    given(&h)
+        .when(officer_post)
+        .then_rejects(Rejection::GatewayOnly);
+}
+
+#[test]
+fn returned_after_settled_is_accepted_and_reverses() {
+    let h = history_from(
+        &one_instruction(),
+        &[Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-02")],
+    );
+    given(&h)
+        .when(Post::new(BANK, FIRST, Outcome::Returned, "R1", AMOUNT).on("2026-12-09"))
+        .then(|b, evs| {
+            assert_eq!(
+                evs[0].postings(),
+                [
+                    Posting::debit(Account::BudgetAvailable, dec!(750000)),
+                    Posting::credit(Account::PaidToBeneficiaries, dec!(750000)),
+                ]
+            );
+            let i = &b.instructions[&iid(FIRST)];
+            assert_eq!(i.status, InstructionStatus::Returned);
+            assert_eq!(i.settled_by.as_ref().unwrap().as_str(), "T1");
+            assert_eq!(
+                b.budget(&key(COMMUNE, "2026-12")),
+                Budget {
+                    allocated: dec!(10000000),
+                    reserved: dec!(0),
+                    posted: dec!(0)
+                }
+            );
+        });
+}
+
+#[test]
+fn settled_after_returned_is_refused() {
+    let h = history_from(
+        &one_instruction(),
+        &[Post::new(BANK, FIRST, Outcome::Returned, "R1", AMOUNT).on("2026-12-02")],
+    );
+    given(&h)
+        .when(Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-03"))
+        .then(|b, evs| {
+            assert_eq!(
+                evs[0].post_answer().unwrap().verdict,
+                Verdict::Refused {
+                    refusal: PostRefusal::SettledAfterReturned
+                }
+            );
+            assert_eq!(
+                b.instructions[&iid(FIRST)].status,
+                InstructionStatus::Returned
+            );
+            assert_eq!(b.budget(&key(COMMUNE, "2026-12")).posted, dec!(0));
+        });
+}
+
+#[test]
+fn other_out_of_order_posts_are_refused() {
+    let settled = history_from(
+        &one_instruction(),
+        &[Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-02")],
+    );
+    let verdict = |h: &[ansinh::domain::payments::Event], p: Post| {
+        given(h).when(p.on("2026-12-04")).answer().verdict
+    };
+    assert_eq!(
+        verdict(
+            &settled,
+            Post::new(BANK, FIRST, Outcome::Settled, "T2", AMOUNT)
+        ),
+        Verdict::Refused {
+            refusal: PostRefusal::AlreadySettled {
+                by: ansinh::domain::payments::ids::GatewayTxnId::parse("T1").unwrap()
+            }
+        }
+    );
+    assert_eq!(
+        verdict(
+            &settled,
+            Post::new(BANK, FIRST, Outcome::Failed, "F1", AMOUNT)
+        ),
+        Verdict::Refused {
+            refusal: PostRefusal::NotPending {
+                status: InstructionStatus::Settled
+            }
+        }
+    );
+    // Same transaction id and outcome, other content: not a duplicate.
+    let mut reused = Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT);
+    reused.instruction = "pay:1:2027-01:1";
+    assert_eq!(
+        verdict(&settled, reused),
+        Verdict::Refused {
+            refusal: PostRefusal::TransactionIdReused {
+                first: settled.last().unwrap().id
+            }
+        }
+    );
+}
+
+#[test]
+fn a_reused_transaction_id_never_displaces_the_accepted_post() {
+    let settle = Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT);
+    let mut reused = Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT);
+    reused.instruction = "pay:9:2026-12:1";
+    let h = history_from(
+        &one_instruction(),
+        &[settle.on("2026-12-02"), reused.on("2026-12-03")],
+    );
+    let accepted = PostAnswer {
+        event: h[h.len() - 2].id,
+        verdict: Verdict::Accepted {
+            status: InstructionStatus::Settled,
+        },
+    };
+    let refused = h.last().unwrap().post_answer().unwrap();
+    assert_eq!(
+        refused.verdict,
+        Verdict::Refused {
+            refusal: PostRefusal::TransactionIdReused {
+                first: accepted.event
+            }
+        }
+    );
+    given(&h)
+        .when(settle.on("2027-06-01"))
+        .then_duplicate(&accepted);
+    given(&h)
+        .when(reused.on("2027-06-01"))
+        .then_duplicate(&refused);
+}
+
+#[test]
+fn back_dated_post_refused() {
+    given(&one_instruction())
+        .when(Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-11-30"))
+        .then_rejects(Rejection::BackDated {
+            last: d("2026-12-01"),
+            effective: d("2026-11-30"),
+        });
+}
+
+#[test]
+fn refused_posts_are_bounded_per_gateway_and_day() {
+    let mut book = replay(&one_instruction());
+    let txns: Vec<String> = (0..=REFUSED_POSTS_PER_GATEWAY_DAY_MAX)
+        .map(|i| format!("X{i}"))
+        .collect();
+    for (n, txn) in txns.iter().enumerate() {
+        let mut p = Post::new(BANK, FIRST, Outcome::Settled, "X", 1).body();
+        p.gateway_txn = ansinh::domain::payments::ids::GatewayTxnId::parse(txn).unwrap();
+        let c = ansinh::domain::payments::Command {
+            actor: ansinh::domain::payments::Actor::Gateway(gw(BANK)),
+            effective: d("2026-12-02"),
+            kind: CommandKind::Post(p),
+        };
+        match decide(&book, c) {
+            Ok(Decision::Append(evs)) => {
+                assert!((n as u32) < REFUSED_POSTS_PER_GATEWAY_DAY_MAX);
+                ansinh::domain::payments::apply(&mut book, &evs[0]);
+            }
+            Err(r) => {
+                assert_eq!(n as u32, REFUSED_POSTS_PER_GATEWAY_DAY_MAX);
+                assert_eq!(
+                    r,
+                    Rejection::RefusalLimitReached {
+                        gateway: gw(BANK),
+                        day: d("2026-12-02"),
+                        max: REFUSED_POSTS_PER_GATEWAY_DAY_MAX
+                    }
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- reissue and timeout
+
+#[test]
+fn failed_payment_is_reissued_as_post_office_cash() {
+    let h = history_from(
+        &one_instruction(),
+        &[Post::new(BANK, FIRST, Outcome::Failed, "F1", AMOUNT).on("2026-12-02")],
+    );
+    assert_eq!(
+        replay(&h).budget(&key(COMMUNE, "2026-12")).reserved,
+        dec!(0),
+        "failure voids"
+    );
+    given(&h)
+        .when(reissue("2026-12-03", FIRST, Some(post_office())))
+        .then(|b, evs| {
+            let EventBody::InstructionIssued {
+                instruction,
+                budget,
+            } = &evs[0].body
+            else {
+                panic!("{:?}", evs[0]);
+            };
+            assert_eq!(instruction.id.to_string(), "pay:1:2026-12:2");
+            assert_eq!(instruction.replaces, Some(iid(FIRST)));
+            assert_eq!(instruction.channel.kind(), ChannelKind::PostOffice);
+            assert_eq!(instruction.amount, dec!(750000));
+            assert_eq!(budget.kind, MoveKind::Reserve);
+            assert_eq!(b.budget(&key(COMMUNE, "2026-12")).reserved, dec!(750000));
+            // The post office may now settle attempt 2; the bank may not revive attempt 1.
+            let settle = Post::new(
+                POST_OFFICE,
+                "pay:1:2026-12:2",
+                Outcome::Settled,
+                "P1",
+                AMOUNT,
+            );
+            let d2 = decide(b, settle.on("2026-12-10")).unwrap();
+            assert!(matches!(
+                d2.post_answer().unwrap().verdict,
+                Verdict::Accepted { .. }
+            ));
+            let late = decide(
+                b,
+                Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-10"),
+            )
+            .unwrap();
+            assert_eq!(
+                late.post_answer().unwrap().verdict,
+                Verdict::Refused {
+                    refusal: PostRefusal::NotPending {
+                        status: InstructionStatus::Failed
+                    }
+                }
+            );
+        });
+    let h2 = history_from(&h, &[reissue("2026-12-03", FIRST, None)]);
+    given(&h2)
+        .when(reissue("2026-12-04", FIRST, None))
+        .then_rejects(Rejection::AlreadyReissued {
+            instruction: iid(FIRST),
+            latest: iid("pay:1:2026-12:2"),
+        });
+    given(&h2)
+        .when(reissue("2026-12-04", "pay:1:2026-12:2", None))
+        .then_rejects(Rejection::NotReissuable {
+            instruction: iid("pay:1:2026-12:2"),
+            status: InstructionStatus::Instructed,
+        });
+}
+
+#[test]
+fn reissue_needs_budget_and_is_bounded() {
+    // Budget exactly one payment: after a failure and a top-down, no room.
+    let h = history(&[
+        allocate("2026-11-20", COMMUNE, "2026-12", 750_000),
+        grant(
+            "2026-11-20",
+            1,
+            "2026-12",
+            terms(ELDERLY_POOR, bank(), None),
+        ),
+        run("2026-12-01", "2026-12", None),
+        Post::new(BANK, FIRST, Outcome::Failed, "F1", AMOUNT).on("2026-12-02"),
+        cmd(
+            "2026-12-02",
+            CommandKind::Deallocate {
+                budget: key(COMMUNE, "2026-12"),
+                amount: dec!(1),
+            },
+        ),
+    ]);
+    given(&h)
+        .when(reissue("2026-12-03", FIRST, None))
+        .then_rejects(Rejection::BudgetExceeded {
+            budget: key(COMMUNE, "2026-12"),
+            available: dec!(749999),
+            requested: dec!(750000),
+        });
+    // Five attempts at most.
+    let mut cmds = vec![allocate("2026-12-02", COMMUNE, "2026-12", 1)];
+    let ids = [
+        "pay:1:2026-12:1",
+        "pay:1:2026-12:2",
+        "pay:1:2026-12:3",
+        "pay:1:2026-12:4",
+        "pay:1:2026-12:5",
+    ];
+    const TXNS: [&str; 4] = ["F2", "F3", "F4", "F5"];
+    for (n, id) in ids.iter().enumerate().skip(1) {
+        cmds.push(reissue("2026-12-03", ids[n - 1], None));
+        cmds.push(Post::new(BANK, id, Outcome::Failed, TXNS[n - 1], AMOUNT).on("2026-12-03"));
+    }
+    let h = history_from(&h, &cmds);
+    given(&h)
+        .when(reissue("2026-12-04", "pay:1:2026-12:5", None))
+        .then_rejects(Rejection::TooManyAttempts {
+            instruction: iid("pay:1:2026-12:5"),
+            max: 5,
+        });
+}
+
+#[test]
+fn timeout_voids_the_hold() {
+    let h = one_instruction();
+    // Bank transfers time out after 10 days.
+    given(&h)
+        .when(time_out("2026-12-10", FIRST))
+        .then_rejects(Rejection::NotDueForTimeout {
+            instruction: iid(FIRST),
+            due_on: d("2026-12-11"),
+        });
+    let book = replay(&h);
+    assert_eq!(due_for_timeout(&book, d("2026-12-10")).count(), 0);
+    assert_eq!(
+        due_for_timeout(&book, d("2026-12-11")).collect::<Vec<_>>(),
+        [&iid(FIRST)]
+    );
+    given(&h)
+        .when(time_out("2026-12-11", FIRST))
+        .then(|b, evs| {
+            assert_eq!(evs[0].budget_move().unwrap().kind, MoveKind::Void);
+            assert_eq!(
+                b.instructions[&iid(FIRST)].status,
+                InstructionStatus::TimedOut
+            );
+            assert_eq!(b.budget(&key(COMMUNE, "2026-12")).reserved, dec!(0));
+            // A settlement arriving after the timeout is refused (and listed).
+            let late = decide(
+                b,
+                Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-12"),
+            )
+            .unwrap();
+            assert_eq!(
+                late.post_answer().unwrap().verdict,
+                Verdict::Refused {
+                    refusal: PostRefusal::NotPending {
+                        status: InstructionStatus::TimedOut
+                    }
+                }
+            );
+        });
+    let h = history_from(&h, &[time_out("2026-12-11", FIRST)]);
+    given(&h)
+        .when(time_out("2026-12-12", FIRST))
+        .then_rejects(Rejection::InstructionNotPending {
+            instruction: iid(FIRST),
+            status: InstructionStatus::TimedOut,
+        });
+    // A timed-out payment may be reissued.
+    given(&h)
+        .when(reissue("2026-12-12", FIRST, Some(post_office())))
+        .then(|b, _| {
+            assert_eq!(b.budget(&key(COMMUNE, "2026-12")).reserved, dec!(750000));
+        });
+}
+
+// ---------------------------------------------------------------- reconciliation
+
+#[test]
+fn reconciliation_per_gateway_and_day() {
+    let h = history(&[
+        allocate("2026-11-20", COMMUNE, "2026-12", 10_000_000),
+        grant(
+            "2026-11-20",
+            1,
+            "2026-12",
+            terms(ELDERLY_POOR, bank(), None),
+        ),
+        grant(
+            "2026-11-20",
+            2,
+            "2026-12",
+            terms(ORPHAN_UNDER_4, bank(), None),
+        ),
+        grant(
+            "2026-11-20",
+            3,
+            "2026-12",
+            terms(ELDERLY_POOR, bank(), None),
+        ),
+        grant(
+            "2026-11-20",
+            4,
+            "2026-12",
+            terms(ELDERLY_POOR, wallet(), None),
+        ),
+        run("2026-12-01", "2026-12", None),
+        Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-02"),
+        Post::new(BANK, "pay:2:2026-12:1", Outcome::Failed, "F2", 1_250_000)
+            .of(2)
+            .on("2026-12-02"),
+        Post::new(BANK, FIRST, Outcome::Returned, "R1", AMOUNT).on("2026-12-03"),
+        Post::new(BANK, "pay:3:2026-12:1", Outcome::Settled, "T3", 700_000)
+            .of(3)
+            .on("2026-12-03"),
+        reissue("2026-12-03", "pay:2:2026-12:1", Some(post_office())),
+    ]);
+    let r = reconcile(&h, d("2026-12-20"), 15);
+    let bank1 = &r.days[&(gw(BANK), d("2026-12-01"))];
+    assert_eq!(
+        bank1.instructed,
+        Tally {
+            count: 3,
+            amount: dec!(2750000)
+        }
+    );
+    // Person 3 is still pending 19 days later.
+    assert_eq!(
+        bank1.pending_overdue,
+        Tally {
+            count: 1,
+            amount: dec!(750000)
+        }
+    );
+    assert_eq!(bank1.pending_overdue_ids, [iid("pay:3:2026-12:1")]);
+    let bank2 = &r.days[&(gw(BANK), d("2026-12-02"))];
+    assert_eq!(
+        bank2.settled,
+        Tally {
+            count: 1,
+            amount: dec!(750000)
+        }
+    );
+    assert_eq!(
+        bank2.failed,
+        Tally {
+            count: 1,
+            amount: dec!(1250000)
+        }
+    );
+    let bank3 = &r.days[&(gw(BANK), d("2026-12-03"))];
+    assert_eq!(
+        bank3.returned,
+        Tally {
+            count: 1,
+            amount: dec!(750000)
+        }
+    );
+    assert_eq!(bank3.mismatches.len(), 2);
+    assert!(matches!(
+        bank3.mismatches[0].kind,
+        MismatchKind::ReturnedAfterSettlement { .. }
+    ));
+    assert!(matches!(
+        &bank3.mismatches[1].kind,
+        MismatchKind::RefusedPost {
+            refusal: PostRefusal::AmountMismatch { .. },
+            ..
+        }
+    ));
+    let wallet1 = &r.days[&(gw(WALLET), d("2026-12-01"))];
+    assert_eq!(wallet1.instructed.count, 1);
+    assert_eq!(wallet1.pending_overdue.count, 1);
+    let post3 = &r.days[&(gw(POST_OFFICE), d("2026-12-03"))];
+    assert_eq!(
+        post3.instructed,
+        Tally {
+            count: 1,
+            amount: dec!(1250000)
+        }
+    );
+    assert_eq!(
+        post3.pending_overdue.count, 1,
+        "17 days old, the limit is 15"
+    );
+    // On 12-17 the post-office reissue of 12-03 is only 14 days old.
+    let r = reconcile(&h, d("2026-12-17"), 15);
+    assert_eq!(
+        r.days[&(gw(POST_OFFICE), d("2026-12-03"))]
+            .pending_overdue
+            .count,
+        0
+    );
+    // Events after the report date are left out.
+    let r = reconcile(&h, d("2026-12-01"), 15);
+    assert!(!r.days.contains_key(&(gw(BANK), d("2026-12-02"))));
+
+    // Pending per reconciliation agrees with the book.
+    let book = replay(&h);
+    let pending_in_book = book
+        .instructions
+        .values()
+        .filter(|i| i.status == InstructionStatus::Instructed)
+        .count() as u64;
+    let r = reconcile(&h, d("2026-12-20"), 0);
+    assert_eq!(
+        r.days
+            .values()
+            .map(|g| g.pending_overdue.count)
+            .sum::<u64>(),
+        pending_in_book
+    );
+}
+
+#[test]
+fn household_sees_what_it_received_per_month_and_channel() {
+    let h = history(&[
+        allocate("2026-11-20", COMMUNE, "2026-12", 10_000_000),
+        allocate("2026-11-20", COMMUNE, "2027-01", 10_000_000),
+        grant(
+            "2026-11-20",
+            1,
+            "2026-12",
+            terms(ELDERLY_POOR, bank(), None),
+        ),
+        grant(
+            "2026-11-20",
+            2,
+            "2026-12",
+            terms(ELDERLY_POOR, bank(), None),
+        ),
+        run("2026-12-01", "2026-12", None),
+        Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-02"),
+        Post::new(BANK, FIRST, Outcome::Returned, "R1", AMOUNT).on("2026-12-05"),
+        reissue("2026-12-05", FIRST, Some(post_office())),
+        Post::new(
+            POST_OFFICE,
+            "pay:1:2026-12:2",
+            Outcome::Settled,
+            "P1",
+            AMOUNT,
+        )
+        .on("2026-12-15"),
+        run("2027-01-02", "2027-01", None),
+        Post::new(BANK, "pay:1:2027-01:1", Outcome::Settled, "T2", AMOUNT).on("2027-01-03"),
+    ]);
+    let view = household_view(&h, &person(1).household);
+    let get = |month: &str, kind| view[&(m(month), kind)].clone();
+    let dec_bank = get("2026-12", ChannelKind::BankAccount);
+    assert_eq!(
+        dec_bank.settled,
+        Tally {
+            count: 1,
+            amount: dec!(750000)
+        }
+    );
+    assert_eq!(
+        dec_bank.returned,
+        Tally {
+            count: 1,
+            amount: dec!(750000)
+        }
+    );
+    assert_eq!(dec_bank.net, dec!(0));
+    assert_eq!(get("2026-12", ChannelKind::PostOffice).net, dec!(750000));
+    assert_eq!(get("2027-01", ChannelKind::BankAccount).net, dec!(750000));
+    assert_eq!(view.len(), 3, "person 2's household is not shown");
+}
+
+#[test]
+fn events_and_commands_round_trip_through_json() {
+    let h = history_from(
+        &one_instruction(),
+        &[
+            Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-02"),
+            Post::new(BANK, FIRST, Outcome::Returned, "R1", AMOUNT).on("2026-12-05"),
+            Post::new(BANK, FIRST, Outcome::Settled, "T2", AMOUNT).on("2026-12-06"),
+            reissue("2026-12-06", FIRST, Some(post_office())),
+        ],
+    );
+    let json = serde_json::to_string(&h).unwrap();
+    assert!(
+        json.contains("\"pay:1:2026-12:2\""),
+        "ids travel in their text form"
+    );
+    assert!(json.contains("\"750000\""), "money travels as a string");
+    let back: Vec<ansinh::domain::payments::Event> = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, h);
+    let c = Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-02");
+    let back: ansinh::domain::payments::Command =
+        serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+    assert_eq!(back, c);
+    // Shapes are checked when reading, too.
+    let bad = serde_json::to_string(&c)
+        .unwrap()
+        .replace("pay:1:2026-12:1", "pay 1");
+    assert!(serde_json::from_str::<ansinh::domain::payments::Command>(&bad).is_err());
+}

@@ -1,0 +1,395 @@
+//! Cashless payments through the real ledger on a real nats-server: runs are
+//! idempotent, racing runs never exceed the budget, gateway posts are idempotent
+//! forever and out-of-order posts have defined outcomes, a restart loses nothing.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ansinh::access::{Caller, Role};
+use ansinh::book::payments::SignedPost;
+use ansinh::chain::Partition;
+use ansinh::domain::Rejection;
+use ansinh::domain::payments::CommandKind;
+use ansinh::domain::payments::budget::BudgetKey;
+use ansinh::domain::payments::entitlements::{Channel, Terms};
+use ansinh::domain::payments::ids::{
+    BeneficiaryRef, CategoryId, CommuneId, GatewayId, GatewayTxnId, HouseholdRef, InstructionRef,
+    MemberRef, ProgrammeId,
+};
+use ansinh::domain::payments::instructions::{GatewayPost, Outcome};
+use ansinh::domain::payments::month::Month;
+use ansinh::log::{LogConfig, Receipt};
+use ansinh::personal::Vault;
+use ansinh::projection::Projector;
+use ansinh::service::{POST_REPLAY_WINDOW_MS, Request, Service, ServiceError};
+use chrono::NaiveDate;
+use common::*;
+use rust_decimal::Decimal;
+
+const COMMUNE: &str = "0100007";
+const NOW_MS: i64 = 1_790_000_000_000;
+
+fn d(s: &str) -> NaiveDate {
+    s.parse().unwrap()
+}
+
+async fn service_at(config: &LogConfig, dir: &Path) -> Service {
+    let ledger = ledger_at(config, dir).await;
+    let vault = Arc::new(Vault::open(ledger.store().db(), &dir.join("secrets")).unwrap());
+    let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
+    Service::new(ledger, vault, projector)
+}
+
+fn manager() -> Caller {
+    Caller {
+        id: "staff:m".into(),
+        role: Role::BranchManager,
+        unit: "01".into(),
+    }
+}
+
+fn rq<'a>(caller: &'a Caller, key: &'a str) -> Request<'a> {
+    Request {
+        caller,
+        idempotency_key: key,
+        correlation_id: "test",
+    }
+}
+
+fn p01() -> Partition {
+    Partition::new("01").unwrap()
+}
+
+fn budget() -> BudgetKey {
+    BudgetKey {
+        programme: ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY").unwrap(),
+        commune: CommuneId::parse(COMMUNE).unwrap(),
+        period: Month::parse("2026-10").unwrap(),
+    }
+}
+
+fn beneficiary(n: u32) -> BeneficiaryRef {
+    BeneficiaryRef {
+        household: HouseholdRef::parse(&format!("{COMMUNE}-{n:06}")).unwrap(),
+        member: MemberRef::parse("m1").unwrap(),
+    }
+}
+
+/// Two elderly beneficiaries (coefficient 1.0, base 500,000) paid by bank "VCB",
+/// and a budget of exactly two payments for October 2026.
+async fn setup(service: &Service) {
+    let m = manager();
+    service
+        .payment(
+            &rq(&m, "alloc"),
+            &p01(),
+            CommandKind::Allocate {
+                budget: budget(),
+                amount: Decimal::from(1_000_000),
+            },
+            d("2026-10-01"),
+        )
+        .await
+        .unwrap();
+    for n in 1..=2 {
+        service
+            .payment(
+                &rq(&m, &format!("grant-{n}")),
+                &p01(),
+                CommandKind::Grant {
+                    programme: ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY").unwrap(),
+                    beneficiary: beneficiary(n),
+                    commune: CommuneId::parse(COMMUNE).unwrap(),
+                    from: Month::parse("2026-10").unwrap(),
+                    terms: Terms {
+                        category: CategoryId::parse("ELDERLY_80_PLUS_NO_PENSION").unwrap(),
+                        channel: Channel::BankAccount {
+                            gateway: GatewayId::parse("VCB").unwrap(),
+                        },
+                        provincial_base: None,
+                    },
+                },
+                d("2026-10-01"),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+fn run(commune: Option<&str>) -> CommandKind {
+    CommandKind::Run {
+        period: Month::parse("2026-10").unwrap(),
+        commune: commune.map(|c| CommuneId::parse(c).unwrap()),
+    }
+}
+
+fn post(gateway: &str, n: u32, outcome: Outcome, txn: &str, amount: i64) -> GatewayPost {
+    GatewayPost {
+        gateway: GatewayId::parse(gateway).unwrap(),
+        instruction: InstructionRef::parse(&format!("pay:{n}:2026-10:1")).unwrap(),
+        outcome,
+        gateway_txn: GatewayTxnId::parse(txn).unwrap(),
+        amount: Decimal::from(amount),
+        beneficiary: beneficiary(n),
+    }
+}
+
+fn signed(p: &GatewayPost) -> SignedPost {
+    // The transport verified the signature; the ledger keeps the exact bytes.
+    SignedPost {
+        bytes: serde_json::to_vec(p).unwrap(),
+        signature: vec![7; 64],
+        key_id: "test-key".into(),
+    }
+}
+
+async fn send(
+    service: &Service,
+    p: GatewayPost,
+    posted_at: i64,
+    now: i64,
+) -> Result<(Receipt, String), ServiceError> {
+    let s = signed(&p);
+    service
+        .gateway_post(&p01(), p, s, posted_at, now, d("2026-10-10"))
+        .await
+        .map(|(r, event)| (r, event.kind))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_issues_one_instruction_per_entitlement_and_month_once() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let service = service_at(&config, dir.path()).await;
+    setup(&service).await;
+    let m = manager();
+    let first = service
+        .payment(&rq(&m, "run-1"), &p01(), run(None), d("2026-10-05"))
+        .await
+        .unwrap();
+    let after_first = message_count(&config).await;
+    // Two instructions and the run's closing event.
+    assert_eq!(after_first, 1 + 2 + 3);
+    assert_eq!(first.sequence, 6);
+    // Running again, under another key, adds nothing.
+    let again = service
+        .payment(
+            &rq(&m, "run-2"),
+            &p01(),
+            run(Some(COMMUNE)),
+            d("2026-10-06"),
+        )
+        .await;
+    assert!(
+        matches!(
+            again,
+            Err(ServiceError::Rejected(Rejection::NothingToRecord))
+        ),
+        "{again:?}"
+    );
+    assert_eq!(message_count(&config).await, after_first);
+    verified(&config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_racing_runs_never_pay_beyond_the_allocation() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let a = service_at(&config, &dir.path().join("a")).await;
+    let b = service_at(&config, &dir.path().join("b")).await;
+    setup(&a).await;
+    let m = manager();
+    let (req_a, req_b) = (rq(&m, "race-a"), rq(&m, "race-b"));
+    let partition = p01();
+    let (ra, rb) = tokio::join!(
+        a.payment(&req_a, &partition, run(None), d("2026-10-05")),
+        b.payment(&req_b, &partition, run(Some(COMMUNE)), d("2026-10-05")),
+    );
+    assert_eq!(
+        [&ra, &rb].iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{ra:?} {rb:?}"
+    );
+    // Fold the log independently: exactly two instructions, holds within the allocation.
+    let mut stream = stream_of(&config).await;
+    let events = ansinh::payments_report::payment_events(&mut stream, &config, None)
+        .await
+        .unwrap();
+    let book = ansinh::domain::payments::replay(&events["01"]);
+    assert_eq!(book.instructions.len(), 2);
+    let budget = book.budget(&budget());
+    assert!(budget.is_within_allocation());
+    assert_eq!(budget.reserved + budget.posted, Decimal::from(1_000_000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_posts_are_idempotent_forever_and_out_of_order_posts_are_defined() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let service = service_at(&config, dir.path()).await;
+    setup(&service).await;
+    let m = manager();
+    service
+        .payment(&rq(&m, "run"), &p01(), run(None), d("2026-10-05"))
+        .await
+        .unwrap();
+
+    // Settled, then the very same post again a second later, then a year later
+    // (outside the replay window: still the first answer, nothing appended).
+    let (first, kind) = send(
+        &service,
+        post("VCB", 1, Outcome::Settled, "T1", 500_000),
+        NOW_MS,
+        NOW_MS,
+    )
+    .await
+    .unwrap();
+    assert_eq!(kind, "GatewayPostAccepted");
+    let count = message_count(&config).await;
+    let year_ms = 365 * 24 * 3_600 * 1_000;
+    for (at, now) in [(NOW_MS + 1_000, NOW_MS + 1_000), (NOW_MS, NOW_MS + year_ms)] {
+        let (again, kind) = send(
+            &service,
+            post("VCB", 1, Outcome::Settled, "T1", 500_000),
+            at,
+            now,
+        )
+        .await
+        .unwrap();
+        assert!(again.duplicate);
+        assert_eq!((again.sequence, again.hash), (first.sequence, first.hash));
+        assert_eq!(kind, "GatewayPostAccepted");
+    }
+    assert_eq!(message_count(&config).await, count);
+
+    // A new post dated outside the replay window is refused and appends nothing.
+    let stale = send(
+        &service,
+        post("VCB", 2, Outcome::Settled, "T9", 500_000),
+        NOW_MS - POST_REPLAY_WINDOW_MS - 1,
+        NOW_MS,
+    )
+    .await;
+    assert!(
+        matches!(
+            stale,
+            Err(ServiceError::Rejected(
+                Rejection::PostOutsideReplayWindow { .. }
+            ))
+        ),
+        "{stale:?}"
+    );
+    assert_eq!(message_count(&config).await, count);
+
+    // Another gateway posting for VCB's instruction, and a wrong amount: refused,
+    // recorded (so reconciliation lists them), and never a payment.
+    let (_, kind) = send(
+        &service,
+        post("MOMO", 2, Outcome::Settled, "X1", 500_000),
+        NOW_MS,
+        NOW_MS,
+    )
+    .await
+    .unwrap();
+    assert_eq!(kind, "GatewayPostRefused");
+    let (_, kind) = send(
+        &service,
+        post("VCB", 2, Outcome::Settled, "T2", 499_000),
+        NOW_MS,
+        NOW_MS,
+    )
+    .await
+    .unwrap();
+    assert_eq!(kind, "GatewayPostRefused");
+
+    // Returned after settled: accepted, reverses. Settled after returned: refused.
+    let (_, kind) = send(
+        &service,
+        post("VCB", 1, Outcome::Returned, "T1", 500_000),
+        NOW_MS,
+        NOW_MS,
+    )
+    .await
+    .unwrap();
+    assert_eq!(kind, "GatewayPostAccepted");
+    let (_, kind) = send(
+        &service,
+        post("VCB", 1, Outcome::Settled, "T3", 500_000),
+        NOW_MS,
+        NOW_MS,
+    )
+    .await
+    .unwrap();
+    assert_eq!(kind, "GatewayPostRefused");
+
+    // The signed bytes and the signature are in the log.
+    let mut stream = stream_of(&config).await;
+    let mut signed_posts = 0;
+    ansinh::verify::verify_with(&mut stream, &config, None, |_, env| {
+        if let Some(ansinh::proto::envelope::Payload::PaymentRecorded(p)) = &env.payload {
+            if p.kind.starts_with("GatewayPost") {
+                assert!(!p.signed_post.is_empty() && !p.post_signature.is_empty());
+                signed_posts += 1;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(signed_posts, 5);
+
+    // Reconciliation: one settled (then returned), the refusals listed as mismatches.
+    let events = ansinh::payments_report::payment_events(&mut stream, &config, None)
+        .await
+        .unwrap();
+    let rec = ansinh::payments_report::reconcile_all(&events, d("2026-12-31"), 10);
+    let vcb: Vec<_> = rec["01"]
+        .days
+        .iter()
+        .filter(|((g, _), _)| g.to_string() == "VCB")
+        .map(|(_, day)| day)
+        .collect();
+    let instructed: u64 = vcb.iter().map(|d| d.instructed.count).sum();
+    let returned: u64 = vcb.iter().map(|d| d.returned.count).sum();
+    let mismatches: usize = rec["01"].days.values().map(|d| d.mismatches.len()).sum();
+    assert_eq!((instructed, returned), (2, 1));
+    assert!(mismatches >= 3, "{mismatches}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_restarted_between_instruction_and_settlement_loses_and_doubles_nothing() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let service = service_at(&config, dir.path()).await;
+    setup(&service).await;
+    let m = manager();
+    service
+        .payment(&rq(&m, "run"), &p01(), run(None), d("2026-10-05"))
+        .await
+        .unwrap();
+    let before = message_count(&config).await;
+    // Stop the ledger (its writer and its in-memory book go away) and start another
+    // with an empty store: it knows nothing but the log, and must rebuild from it.
+    let Service { ledger, .. } = service;
+    ledger.close().await.unwrap();
+    let restarted = service_at(&config, &dir.path().join("restarted")).await;
+    let (_, kind) = send(
+        &restarted,
+        post("VCB", 1, Outcome::Settled, "T1", 500_000),
+        NOW_MS,
+        NOW_MS,
+    )
+    .await
+    .unwrap();
+    assert_eq!(kind, "GatewayPostAccepted");
+    // The run again after the restart adds nothing.
+    assert!(matches!(
+        restarted
+            .payment(&rq(&m, "run-again"), &p01(), run(None), d("2026-10-06"))
+            .await,
+        Err(ServiceError::Rejected(Rejection::NothingToRecord))
+    ));
+    assert_eq!(message_count(&config).await, before + 1);
+    verified(&config).await;
+}
