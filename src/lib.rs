@@ -7,6 +7,7 @@ pub mod book;
 pub mod chain;
 pub mod checkpoint;
 pub mod demo;
+pub mod demo_payments;
 pub mod domain;
 pub mod events;
 pub mod log;

@@ -553,6 +553,9 @@ async fn demo(
     );
     let service = runtime.service();
     let summary = ansinh::demo::run(&service, &partitions, households, year).await?;
+    let months = ansinh::demo_payments::months_played(year, chrono::Utc::now().date_naive());
+    let payments =
+        ansinh::demo_payments::run(&service, &partitions, households, year, months).await?;
     let projector = Projector::open(runtime.ledger.store().db())?;
     let mut stream = runtime.ledger.stream().clone();
     let before = projector.position()?;
@@ -565,10 +568,38 @@ async fn demo(
         .catch_up(&mut stream, runtime.ledger.config())
         .await?;
     let events: u64 = projector.summaries()?.values().map(|s| s.events).sum();
+    let mut stream3 = runtime.ledger.stream().clone();
+    let payment_events =
+        ansinh::payments_report::payment_events(&mut stream3, runtime.ledger.config(), None)
+            .await?;
+    let as_of = chrono::NaiveDate::from_ymd_opt(year, months.max(1), 28).expect("valid date");
+    let reconciliation = ansinh::payments_report::reconcile_all(&payment_events, as_of, 10);
+    let mut by_gateway: std::collections::BTreeMap<String, [(u64, rust_decimal::Decimal); 5]> =
+        Default::default();
+    let mut mismatches = 0usize;
+    for r in reconciliation.values() {
+        for ((g, _), day) in &r.days {
+            let e = by_gateway.entry(g.to_string()).or_default();
+            for (i, t) in [
+                &day.instructed,
+                &day.settled,
+                &day.failed,
+                &day.returned,
+                &day.pending_overdue,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                e[i].0 += t.count;
+                e[i].1 += t.amount;
+            }
+            mismatches += day.mismatches.len();
+        }
+    }
     if json {
         println!(
             "{}",
-            serde_json::json!({"summary": summary, "events": events, "recompute_mismatches": recomputed.mismatches.len()})
+            serde_json::json!({"summary": summary, "payments": payments, "events": events, "recompute_mismatches": recomputed.mismatches.len(), "reconciliation_mismatches": mismatches})
         );
         return Ok(code);
     }
@@ -616,6 +647,40 @@ async fn demo(
             .collect();
         println!("  commands refused by the book: {}", r.join(" "));
     }
+    println!(
+        "\nSocial assistance, {months} months of {year}: {} entitlements, {} payment runs, {} instructions ({} VND)",
+        payments.entitlements, payments.runs, payments.instructions, payments.instructed
+    );
+    println!(
+        "  settled {} (net {} VND), failed {} (reissued as post-office cash {}), returned {}, duplicate posts answered {}, posts refused {}",
+        payments.settled,
+        payments.settled_amount,
+        payments.failed,
+        payments.reissued_to_post_office,
+        payments.returned,
+        payments.duplicate_posts_answered,
+        payments.refused_posts
+    );
+    println!("\nReconciliation as of {as_of} (count / VND):");
+    println!(
+        "  {:<8} {:>22} {:>22} {:>18} {:>18} {:>16}",
+        "GATEWAY", "INSTRUCTED", "SETTLED", "FAILED", "RETURNED", "PENDING >10 DAYS"
+    );
+    for (g, t) in &by_gateway {
+        let f = |(c, a): &(u64, rust_decimal::Decimal)| format!("{c} / {a}");
+        println!(
+            "  {:<8} {:>22} {:>22} {:>18} {:>18} {:>16}",
+            g,
+            f(&t[0]),
+            f(&t[1]),
+            f(&t[2]),
+            f(&t[3]),
+            f(&t[4])
+        );
+    }
+    println!(
+        "  mismatches listed: {mismatches} (payments reconcile --as-of DATE --csv FILE for the detail)"
+    );
     println!();
     cli::staff::portfolio(runtime, None, false).await?;
     println!();

@@ -45,6 +45,12 @@ impl From<Rejection> for ServiceError {
     }
 }
 
+impl From<crate::domain::payments::Rejection> for ServiceError {
+    fn from(r: crate::domain::payments::Rejection) -> Self {
+        ServiceError::Rejected(Rejection::Payment(r))
+    }
+}
+
 impl From<AppendError> for ServiceError {
     fn from(e: AppendError) -> Self {
         match e {

@@ -41,6 +41,10 @@ fn demo_year_on_an_embedded_server_and_a_rerun_appends_nothing() {
     assert!(s["loans"].as_u64().unwrap() > 10, "{s}");
     assert!(s["repayments"].as_u64().unwrap() > 50, "{s}");
     assert_eq!(first["recompute_mismatches"], 0);
+    // Monthly social assistance through the simulated bank and post office.
+    let pay = &first["payments"];
+    assert!(pay["instructions"].as_u64().unwrap() > 0, "{pay}");
+    assert!(pay["settled"].as_u64().unwrap() > 0, "{pay}");
     // Same seed, same idempotency keys: the second year adds nothing.
     let (ok, out) = ansinh(dir.path(), &args);
     assert!(ok, "{out}");
