@@ -107,36 +107,8 @@ pub async fn ensure_checkpoint_stream(
 }
 
 /// Pure check of an existing checkpoint stream's configuration: the same rules as the
-/// event stream (`log::stream::check_safe`) except atomic publish, which checkpoints
-/// do not use.
+/// event stream (`log::stream::check_append_only`) except atomic publish, which
+/// checkpoints do not use.
 pub fn check_safe(name: &str, c: &stream::Config) -> Result<(), StreamError> {
-    let unsafe_because = |reason: &str| {
-        Err(StreamError::Unsafe {
-            stream: name.to_string(),
-            reason: reason.to_string(),
-        })
-    };
-    if !c.deny_delete {
-        return unsafe_because("it allows deleting messages (deny_delete is false)");
-    }
-    if !c.deny_purge {
-        return unsafe_because("it allows purging (deny_purge is false)");
-    }
-    if c.allow_rollup {
-        return unsafe_because("it allows rollups, which replace history");
-    }
-    if c.storage != stream::StorageType::File {
-        return unsafe_because("it is not file-backed");
-    }
-    if c.retention != stream::RetentionPolicy::Limits {
-        return unsafe_because("its retention policy removes acknowledged messages");
-    }
-    if c.max_messages >= 0
-        || c.max_bytes >= 0
-        || c.max_age != Duration::ZERO
-        || c.max_messages_per_subject >= 0
-    {
-        return unsafe_because("it has a size or age limit that would drop checkpoints");
-    }
-    Ok(())
+    crate::log::stream::check_append_only(name, c, "checkpoints")
 }

@@ -434,6 +434,16 @@ pub async fn household_command(
     }
 }
 
+/// The runtime's projector, caught up with the log.
+async fn caught_up(runtime: &Runtime) -> Result<std::sync::Arc<Projector>, BoxError> {
+    let mut stream = runtime.ledger.stream().clone();
+    runtime
+        .projector
+        .catch_up(&mut stream, runtime.ledger.config())
+        .await?;
+    Ok(runtime.projector.clone())
+}
+
 fn request<'a>(caller: &'a Caller, key: &'a str) -> Request<'a> {
     Request {
         caller,
@@ -586,11 +596,7 @@ async fn mark_overdue(
     json: bool,
 ) -> Result<ExitCode, BoxError> {
     access::authorize_role(caller, Operation::MarkOverdue)?;
-    let projector = Projector::open(runtime.ledger.store().db())?;
-    let mut stream = runtime.ledger.stream().clone();
-    projector
-        .catch_up(&mut stream, runtime.ledger.config())
-        .await?;
+    let projector = caught_up(runtime).await?;
     let service = runtime.service();
     let (mut moved, mut unchanged, mut refused) = (0u64, 0u64, 0u64);
     let mut amount = Decimal::ZERO;
@@ -650,11 +656,7 @@ async fn show_household(
     as_of: Option<NaiveDate>,
     json: bool,
 ) -> Result<ExitCode, BoxError> {
-    let projector = Projector::open(runtime.ledger.store().db())?;
-    let mut stream = runtime.ledger.stream().clone();
-    projector
-        .catch_up(&mut stream, runtime.ledger.config())
-        .await?;
+    let projector = caught_up(runtime).await?;
     let Some(view) = projector.household(h.as_str())? else {
         println!("household {h} is not registered");
         return Ok(ExitCode::from(1));
@@ -761,11 +763,7 @@ pub async fn portfolio(
     commune: Option<String>,
     json: bool,
 ) -> Result<ExitCode, BoxError> {
-    let projector = Projector::open(runtime.ledger.store().db())?;
-    let mut stream = runtime.ledger.stream().clone();
-    projector
-        .catch_up(&mut stream, runtime.ledger.config())
-        .await?;
+    let projector = caught_up(runtime).await?;
     let folios: Vec<_> = projector
         .communes()?
         .into_iter()
@@ -805,11 +803,7 @@ pub async fn trial_balance(
     partitions: &[String],
     json: bool,
 ) -> Result<ExitCode, BoxError> {
-    let projector = Projector::open(runtime.ledger.store().db())?;
-    let mut stream = runtime.ledger.stream().clone();
-    projector
-        .catch_up(&mut stream, runtime.ledger.config())
-        .await?;
+    let projector = caught_up(runtime).await?;
     let mut ok = true;
     let mut all = Vec::new();
     for p in partitions {

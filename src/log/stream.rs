@@ -107,6 +107,20 @@ pub async fn ensure_stream(
 
 /// Pure check of an existing stream's configuration.
 pub fn check_safe(name: &str, c: &stream::Config) -> Result<(), StreamError> {
+    check_append_only(name, c, "old events")?;
+    if !c.allow_atomic_publish {
+        return Err(StreamError::Unsafe {
+            stream: name.to_string(),
+            reason: "atomic batch publish is disabled (group commit needs it)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The rules every stream of record obeys (events, checkpoints): nothing in it can be
+/// deleted, purged, rolled up or aged out, and it lives on disk. `what` names what
+/// a limit would drop, for the message.
+pub fn check_append_only(name: &str, c: &stream::Config, what: &str) -> Result<(), StreamError> {
     let unsafe_because = |reason: &str| {
         Err(StreamError::Unsafe {
             stream: name.to_string(),
@@ -133,10 +147,9 @@ pub fn check_safe(name: &str, c: &stream::Config) -> Result<(), StreamError> {
         || c.max_age != Duration::ZERO
         || c.max_messages_per_subject >= 0
     {
-        return unsafe_because("it has a size or age limit that would drop old events");
-    }
-    if !c.allow_atomic_publish {
-        return unsafe_because("atomic batch publish is disabled (group commit needs it)");
+        return unsafe_because(&format!(
+            "it has a size or age limit that would drop {what}"
+        ));
     }
     Ok(())
 }

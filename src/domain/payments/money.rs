@@ -32,8 +32,7 @@ pub fn positive_vnd(amount: Decimal) -> Result<Decimal, Rejection> {
 /// Round to whole đồng, half-up. For the positive amounts we pay,
 /// `MidpointAwayFromZero` is half-up (x.5 → x+1).
 pub fn round_dong_half_up(x: Decimal) -> Decimal {
-    x.round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero)
-        .normalize()
+    crate::domain::money::round_dong(x)
 }
 
 pub(crate) fn add(a: Decimal, b: Decimal) -> Result<Decimal, Rejection> {
