@@ -8,6 +8,7 @@ pub mod chain;
 pub mod demo;
 pub mod domain;
 pub mod events;
+pub mod http;
 pub mod log;
 pub mod merkle;
 pub mod nats_server;
