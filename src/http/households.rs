@@ -18,7 +18,7 @@ use crate::domain::eligibility::{Area, ClassificationInputs};
 use crate::domain::ids::HouseholdId;
 use crate::log::Receipt;
 use crate::personal::{Member, PersonalData};
-use crate::service::Request as ServiceRequest;
+use crate::service::{Request as ServiceRequest, ServiceError};
 use crate::views;
 
 use super::extract::{Body, IdempotencyKey, RequestBody, Staff};
@@ -182,7 +182,7 @@ pub fn household(id: &str) -> Result<HouseholdId, ApiError> {
     HouseholdId::parse(id).map_err(|e| ApiError::InvalidParameter(e.to_string()))
 }
 
-/// A write in flight: the scoped idempotency key and the request's fingerprint.
+/// A write in flight: the scoped idempotency key, bound to the request's fingerprint.
 pub struct Write {
     key: String,
     correlation: String,
@@ -190,7 +190,7 @@ pub struct Write {
 }
 
 impl Write {
-    /// Refuses a key already used for another request (see `Api::claim`).
+    /// Binds the key to this request, or refuses a key bound to another (`Api::claim`).
     pub fn begin(
         api: &Api,
         caller: &Caller,
@@ -214,9 +214,19 @@ impl Write {
         }
     }
 
-    /// The key used for `receipt`'s event is this request's from now on.
-    pub fn finish(&self, api: &Api) -> Result<(), ApiError> {
-        api.settle(&self.key, &self.fingerprint)
+    /// The service's answer. A refusal (any 4xx) recorded nothing, so the key is freed
+    /// for a corrected request; after a 5xx the event may have been recorded, so the key
+    /// stays bound to this request and a retry of it learns the receipt.
+    pub fn end<T>(&self, api: &Api, result: Result<T, ServiceError>) -> Result<T, ApiError> {
+        result.map_err(|e| {
+            let e = ApiError::from(e);
+            if e.status().is_client_error() {
+                if let Err(store) = api.release(&self.key, &self.fingerprint) {
+                    return store;
+                }
+            }
+            e
+        })
     }
 }
 
@@ -231,17 +241,18 @@ pub async fn register(
     let h = household(&value.household_id)?;
     let write = Write::begin(&api, &caller, &key, fingerprint)?;
     let data = PersonalData::from(value.personal);
-    let receipt = api
-        .service()
-        .register(
-            &write.request(&caller),
-            &h,
-            value.area.into(),
-            value.registered_on,
-            &data,
-        )
-        .await?;
-    write.finish(&api)?;
+    let receipt = write.end(
+        &api,
+        api.service()
+            .register(
+                &write.request(&caller),
+                &h,
+                value.area.into(),
+                value.registered_on,
+                &data,
+            )
+            .await,
+    )?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 
@@ -298,11 +309,12 @@ pub async fn change_members(
     let h = household(&id)?;
     let write = Write::begin(&api, &caller, &key, fingerprint)?;
     let data = PersonalData::from(value.personal);
-    let receipt = api
-        .service()
-        .change_members(&write.request(&caller), &h, value.on, &value.reason, &data)
-        .await?;
-    write.finish(&api)?;
+    let receipt = write.end(
+        &api,
+        api.service()
+            .change_members(&write.request(&caller), &h, value.on, &value.reason, &data)
+            .await,
+    )?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 
@@ -319,34 +331,36 @@ pub async fn record_death(
     // Authorize before the personal data are opened, not only when the command is built.
     access::authorize(&caller, Operation::RecordDeath, h.commune().as_str())?;
     let write = Write::begin(&api, &caller, &key, fingerprint)?;
-    let mut data = api.service().personal(&h).await?;
     let citizen_id = value.citizen_id;
-    let remaining = if data.head_citizen_id == citizen_id {
-        match data.members.iter().position(|m| m.citizen_id.is_some()) {
-            Some(pos) => {
-                let next = data.members.remove(pos);
-                data.head_name = next.name;
-                data.head_citizen_id = next.citizen_id.expect("chosen with an id");
-                Some(data)
+    let recorded = async {
+        let mut data = api.service().personal(&h).await?;
+        let remaining = if data.head_citizen_id == citizen_id {
+            match data.members.iter().position(|m| m.citizen_id.is_some()) {
+                Some(pos) => {
+                    let next = data.members.remove(pos);
+                    data.head_name = next.name;
+                    data.head_citizen_id = next.citizen_id.expect("chosen with an id");
+                    Some(data)
+                }
+                None => None,
             }
-            None => None,
-        }
-    } else {
-        data.members
-            .retain(|m| m.citizen_id.as_deref() != Some(citizen_id.as_str()));
-        Some(data)
-    };
-    let receipt = api
-        .service()
-        .record_death(
-            &write.request(&caller),
-            &h,
-            &citizen_id,
-            value.died_on,
-            remaining.as_ref(),
-        )
-        .await?;
-    write.finish(&api)?;
+        } else {
+            data.members
+                .retain(|m| m.citizen_id.as_deref() != Some(citizen_id.as_str()));
+            Some(data)
+        };
+        api.service()
+            .record_death(
+                &write.request(&caller),
+                &h,
+                &citizen_id,
+                value.died_on,
+                remaining.as_ref(),
+            )
+            .await
+    }
+    .await;
+    let receipt = write.end(&api, recorded)?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 
@@ -367,17 +381,18 @@ pub async fn move_household(
     let from = household(&id)?;
     let to = household(&value.to_household_id)?;
     let write = Write::begin(&api, &caller, &key, fingerprint)?;
-    let (out, arrived) = api
-        .service()
-        .move_household(
-            &write.request(&caller),
-            &from,
-            &to,
-            value.area.into(),
-            value.on,
-        )
-        .await?;
-    write.finish(&api)?;
+    let (out, arrived) = write.end(
+        &api,
+        api.service()
+            .move_household(
+                &write.request(&caller),
+                &from,
+                &to,
+                value.area.into(),
+                value.on,
+            )
+            .await,
+    )?;
     Ok(created(
         out.duplicate && arrived.duplicate,
         MoveAnswer {
@@ -398,17 +413,18 @@ pub async fn erase(
     let write = Write::begin(&api, &caller, &key, fingerprint)?;
     // The vault records when the key was destroyed; the clock is read here, at the edge.
     let now_unix_ms = chrono::Utc::now().timestamp_millis();
-    let receipt = api
-        .service()
-        .erase_personal_data(
-            &write.request(&caller),
-            &h,
-            value.on,
-            &value.reference,
-            now_unix_ms,
-        )
-        .await?;
-    write.finish(&api)?;
+    let receipt = write.end(
+        &api,
+        api.service()
+            .erase_personal_data(
+                &write.request(&caller),
+                &h,
+                value.on,
+                &value.reference,
+                now_unix_ms,
+            )
+            .await,
+    )?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 
@@ -427,10 +443,11 @@ pub async fn classify(
         deprived: value.deprived,
         review_year: value.review_year,
     };
-    let receipt = api
-        .service()
-        .classify(&write.request(&caller), &h, inputs, value.decided_on)
-        .await?;
-    write.finish(&api)?;
+    let receipt = write.end(
+        &api,
+        api.service()
+            .classify(&write.request(&caller), &h, inputs, value.decided_on)
+            .await,
+    )?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }

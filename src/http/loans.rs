@@ -163,17 +163,18 @@ async fn command(
 ) -> Result<Response, ApiError> {
     let loan = loan_path(loan)?;
     let write = Write::begin(api, caller, key, fingerprint)?;
-    let receipt = api
-        .service()
-        .loan(
-            &write.request(caller),
-            Some(&loan),
-            action,
-            effective,
-            reason,
-        )
-        .await?;
-    write.finish(api)?;
+    let receipt = write.end(
+        api,
+        api.service()
+            .loan(
+                &write.request(caller),
+                Some(&loan),
+                action,
+                effective,
+                reason,
+            )
+            .await,
+    )?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 
@@ -193,17 +194,18 @@ pub async fn approve(
         savings_group: value.savings_group,
         entrusted: value.entrusted.into(),
     };
-    let receipt = api
-        .service()
-        .loan(
-            &write.request(&caller),
-            None,
-            action,
-            value.on,
-            &value.reason,
-        )
-        .await?;
-    write.finish(&api)?;
+    let receipt = write.end(
+        &api,
+        api.service()
+            .loan(
+                &write.request(&caller),
+                None,
+                action,
+                value.on,
+                &value.reason,
+            )
+            .await,
+    )?;
     // The loan number is decided by the book: read it from the recorded event (the
     // original one, for a replay).
     let event = api.service().ledger.event_of(&receipt).await?;

@@ -133,24 +133,13 @@ impl Api {
         Ok(projector)
     }
 
-    /// Before a write: refuses a key this caller already used for another request.
-    /// The ledger alone would answer such a retry with the first request's receipt, so a
-    /// client that changed the amount and kept the key would believe the new amount
-    /// was recorded.
+    /// Before a write: binds this caller's key to this request's fingerprint, or refuses
+    /// the key if it is bound to another request. The ledger alone would answer such a
+    /// retry with the first request's receipt, so a client that changed the amount and
+    /// kept the key would believe the new amount was recorded. Binding before the
+    /// submission (an atomic compare-and-swap) also settles two different requests
+    /// racing on one key: the second is refused at once.
     fn claim(&self, scoped_key: &str, fingerprint: &Digest) -> Result<(), ApiError> {
-        match self.0.requests.get(scoped_key)? {
-            Some(seen) if seen.as_ref() != fingerprint.0.as_slice() => {
-                Err(ApiError::IdempotencyKeyReused)
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// After a write was recorded: remembers which request the key belongs to. Only
-    /// recorded writes are remembered, so a refused request can be corrected and sent
-    /// again under the same key. Two different requests racing on one key: the ledger
-    /// records one, and the loser finds the other fingerprint here.
-    fn settle(&self, scoped_key: &str, fingerprint: &Digest) -> Result<(), ApiError> {
         match self.0.requests.compare_and_swap(
             scoped_key,
             None as Option<&[u8]>,
@@ -160,6 +149,19 @@ impl Api {
             Err(cas) if cas.current.as_deref() == Some(fingerprint.0.as_slice()) => Ok(()),
             Err(_) => Err(ApiError::IdempotencyKeyReused),
         }
+    }
+
+    /// After a refusal (nothing recorded): frees the key, so the caller may correct the
+    /// request and send it again under the same key. Only a binding to this very request
+    /// is removed.
+    fn release(&self, scoped_key: &str, fingerprint: &Digest) -> Result<(), ApiError> {
+        // Err(current) means another request holds the key now: leave it alone.
+        let _ = self.0.requests.compare_and_swap(
+            scoped_key,
+            Some(fingerprint.0.as_slice()),
+            None as Option<&[u8]>,
+        )?;
+        Ok(())
     }
 }
 
