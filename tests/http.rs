@@ -143,6 +143,14 @@ impl Server {
         self.answer(response, schema).await
     }
 
+    /// The household's view at the end of 2026, which must be readable.
+    async fn view(&self, token: &str, id: &str) -> Value {
+        let path = format!("/v1/households/{id}?as_of=2026-12-31");
+        let view = self.get(token, &path, "household-view.response").await;
+        assert_eq!(view.status, StatusCode::OK, "{}", view.body);
+        view.body
+    }
+
     async fn events(&self) -> u64 {
         message_count(&self.config).await
     }
@@ -388,6 +396,33 @@ async fn replaying_a_write_returns_its_receipt_and_appends_nothing() {
         (StatusCode::UNPROCESSABLE_ENTITY, "IdempotencyKeyReused")
     );
     assert_eq!(s.events().await, events);
+
+    // A refused request binds nothing: corrected, it may go again under its key.
+    let refused = s
+        .post(
+            &s.staff.officer,
+            &format!("/v1/households/{HOUSEHOLD}/classifications"),
+            "review",
+            json!({"income_per_person": "1200000", "area": "rural", "deprived": ["not_an_indicator"],
+                   "review_year": 2026, "decided_on": "2026-01-10"}),
+        )
+        .await;
+    assert_eq!(
+        (refused.status, refused.kind()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "UnknownIndicator")
+    );
+    assert_eq!(s.events().await, events);
+    let corrected = s
+        .post(
+            &s.staff.officer,
+            &format!("/v1/households/{HOUSEHOLD}/classifications"),
+            "review",
+            json!({"income_per_person": "1200000", "area": "rural", "deprived": ["employment"],
+                   "review_year": 2026, "decided_on": "2026-01-10"}),
+        )
+        .await;
+    assert_eq!(corrected.status, StatusCode::CREATED, "{}", corrected.body);
+    let events = s.events().await;
 
     // Keys are per caller: another officer's identical key is its own request (here
     // refused by the book, since the household exists).
@@ -682,4 +717,304 @@ async fn callers_act_only_in_their_role_and_unit() {
         .await;
     assert_eq!(extended.status, StatusCode::CREATED, "{}", extended.body);
     assert_eq!(s.events().await, events + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_other_write_records_what_it_says() {
+    let s = server().await;
+    let loan = s.disbursed_loan().await;
+    let (officer, teller, manager) = (&s.staff.officer, &s.staff.teller, &s.staff.manager);
+    let household = format!("/v1/households/{HOUSEHOLD}");
+
+    // The spouse dies; then a member joins (the whole sealed record is sent again).
+    let died = s
+        .post(
+            officer,
+            &format!("{household}/deaths"),
+            "death",
+            json!({"citizen_id": "001190000001", "died_on": "2026-02-10"}),
+        )
+        .await;
+    assert_eq!(died.status, StatusCode::CREATED, "{}", died.body);
+    assert_eq!(s.view(officer, HOUSEHOLD).await["household"]["members"], 2);
+    let joined = s
+        .post(
+            officer,
+            &format!("{household}/members"),
+            "members",
+            json!({
+                "on": "2026-02-20", "reason": "daughter-in-law joins",
+                "personal": {
+                    "head_name": "Nguyễn Thị Hạnh", "head_citizen_id": "001085012345",
+                    "members": [
+                        {"name": "Trần Minh", "relation": "child"},
+                        {"name": "Lê Thị Mai", "citizen_id": "001195000002", "relation": "daughter_in_law"}
+                    ]
+                }
+            }),
+        )
+        .await;
+    assert_eq!(joined.status, StatusCode::CREATED, "{}", joined.body);
+    assert_eq!(s.view(officer, HOUSEHOLD).await["household"]["members"], 3);
+
+    // A mistaken repayment is reversed by the branch manager, not by a teller.
+    let repaid = s
+        .post(
+            teller,
+            &format!("/v1/loans/{loan}/repayments"),
+            "repay",
+            json!({"amount": "1000000", "on": "2026-03-20"}),
+        )
+        .await;
+    assert_eq!(repaid.status, StatusCode::CREATED);
+    let reversal =
+        json!({"sequence": repaid.body["sequence"], "on": "2026-03-21", "reason": "keyed twice"});
+    let by_teller = s
+        .post(
+            teller,
+            &format!("/v1/loans/{loan}/reversals"),
+            "reverse-t",
+            reversal.clone(),
+        )
+        .await;
+    assert_eq!(
+        (by_teller.status, by_teller.kind()),
+        (StatusCode::FORBIDDEN, "RoleDenied")
+    );
+    let reversed = s
+        .post(
+            manager,
+            &format!("/v1/loans/{loan}/reversals"),
+            "reverse",
+            reversal,
+        )
+        .await;
+    assert_eq!(reversed.status, StatusCode::CREATED, "{}", reversed.body);
+
+    // Nothing repaid by 30 November: 9 instalments of a 36-month schedule fall overdue.
+    let overdue = s
+        .post(
+            manager,
+            &format!("/v1/loans/{loan}/overdue"),
+            "overdue",
+            json!({"as_of": "2026-11-30"}),
+        )
+        .await;
+    assert_eq!(overdue.status, StatusCode::CREATED, "{}", overdue.body);
+    let line = &s.view(officer, HOUSEHOLD).await["loans"][0];
+    assert_eq!(money(&line["overdue_principal"]), Decimal::from(7_500_000));
+    assert_eq!(
+        money(&line["principal_outstanding"]),
+        Decimal::from(30_000_000)
+    );
+
+    // A typhoon: frozen, then written off by decision.
+    for (path, key, on, status) in [
+        ("freeze", "freeze", "2026-12-01", "Frozen"),
+        ("write-off", "write-off", "2026-12-15", "WrittenOff"),
+    ] {
+        let done = s
+            .post(
+                manager,
+                &format!("/v1/loans/{loan}/{path}"),
+                key,
+                json!({"decision": "QĐ 77/2026/UBND", "on": on}),
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::CREATED, "{path}: {}", done.body);
+        assert_eq!(
+            s.view(officer, HOUSEHOLD).await["loans"][0]["status"],
+            status
+        );
+    }
+    let folio = s
+        .get(
+            officer,
+            "/v1/communes/0100007/portfolio",
+            "portfolio.response",
+        )
+        .await;
+    assert_eq!(folio.body["open_loans"], 0);
+    assert_eq!(money(&folio.body["written_off"]), Decimal::from(30_000_000));
+    assert_eq!(money(&folio.body["outstanding"]), Decimal::ZERO);
+
+    // A move to another province answers both halves; replaying it appends nothing.
+    assert_eq!(
+        s.register("0100007-000002", "001085033333").await.status,
+        StatusCode::CREATED
+    );
+    let move_body =
+        json!({"to_household_id": "7900007-000042", "area": "urban", "on": "2026-05-01"});
+    let moved = s
+        .post(
+            officer,
+            "/v1/households/0100007-000002/moves",
+            "move",
+            move_body.clone(),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::CREATED, "{}", moved.body);
+    assert_eq!(moved.body["moved_out"]["partition"], "01");
+    assert_eq!(moved.body["moved_in"]["partition"], "79");
+    let events = s.events().await;
+    let again = s
+        .post(
+            officer,
+            "/v1/households/0100007-000002/moves",
+            "move",
+            move_body,
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.body["moved_in"]["duplicate"], true);
+    assert_eq!(s.events().await, events);
+
+    // Erasure is the branch manager's; afterwards the personal data cannot be opened.
+    assert_eq!(
+        s.register("0100007-000003", "001085044444").await.status,
+        StatusCode::CREATED
+    );
+    let erasure = json!({"reference": "request 2026/15", "on": "2026-06-01"});
+    let by_officer = s
+        .post(
+            officer,
+            "/v1/households/0100007-000003/erasure",
+            "erase-o",
+            erasure.clone(),
+        )
+        .await;
+    assert_eq!(
+        (by_officer.status, by_officer.kind()),
+        (StatusCode::FORBIDDEN, "RoleDenied")
+    );
+    let erased = s
+        .post(
+            manager,
+            "/v1/households/0100007-000003/erasure",
+            "erase",
+            erasure,
+        )
+        .await;
+    assert_eq!(erased.status, StatusCode::CREATED, "{}", erased.body);
+    let shown = s
+        .get(
+            officer,
+            "/v1/households/0100007-000003",
+            "household-view.response",
+        )
+        .await;
+    assert_eq!(shown.body["household"]["personal_data_erased"], true);
+    let death = s
+        .post(
+            officer,
+            "/v1/households/0100007-000003/deaths",
+            "death-3",
+            json!({"citizen_id": "001085044444", "died_on": "2026-07-01"}),
+        )
+        .await;
+    assert_eq!(
+        (death.status, death.kind()),
+        (StatusCode::CONFLICT, "PersonalDataErased")
+    );
+
+    let tb = s
+        .get(
+            manager,
+            "/v1/partitions/01/trial-balance",
+            "trial-balance.response",
+        )
+        .await;
+    assert_eq!(tb.body["balanced"], true);
+    verified(&s.config).await;
+}
+
+/// `ansinh admin add-staff` then `ansinh serve` as an operator runs them: the token it
+/// prints opens the API, the file it writes matches schemas/staff-file.json and holds no
+/// token, and SIGTERM stops the server cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_with_a_token_from_add_staff() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let ansinh = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ansinh"));
+        command
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .env_remove("ANSINH_NATS_URL");
+        command
+    };
+    let added = ansinh(&[
+        "admin",
+        "add-staff",
+        "--id",
+        "staff:kiem",
+        "--role",
+        "auditor",
+    ])
+    .output()
+    .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    let token = String::from_utf8(added.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with(http::auth::TOKEN_PREFIX), "{token}");
+    let file = std::fs::read_to_string(dir.path().join(http::STAFF_FILE)).unwrap();
+    assert!(!file.contains(&token[http::auth::TOKEN_PREFIX.len()..]));
+    let schema: Value = serde_json::from_str(include_str!("../schemas/staff-file.json")).unwrap();
+    let file: Value = serde_json::from_str(&file).unwrap();
+    let violations: Vec<String> = jsonschema::validator_for(&schema)
+        .unwrap()
+        .iter_errors(&file)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(violations.is_empty(), "{violations:?}");
+
+    let mut child = ansinh(&["serve", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    // The server says where it listens once it does; reading ends at EOF if it dies.
+    let base = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            if let Some(rest) = line.split("serving the staff API on ").nth(1) {
+                return rest.split_whitespace().next().unwrap().to_owned();
+            }
+            seen.push(line);
+        }
+        panic!("ansinh serve stopped: {seen:?}");
+    })
+    .await
+    .unwrap();
+    let client = reqwest::Client::new();
+    let tb = client
+        .get(format!("{base}/v1/partitions/01/trial-balance"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tb.status(), StatusCode::OK);
+    let tb: Value = tb.json().await.unwrap();
+    assert_eq!(
+        Schemas::compile().validate("trial-balance.response", &tb),
+        Ok(())
+    );
+    assert_eq!(
+        (&tb["balanced"], &tb["events_checked"]),
+        (&json!(true), &json!(0))
+    );
+    let anonymous = client
+        .get(format!("{base}/v1/partitions/01/trial-balance"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    // SAFETY: plain kill(2) on the child we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
 }
