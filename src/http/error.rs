@@ -227,7 +227,16 @@ impl IntoResponse for ApiError {
                 _ => None,
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Nothing to wait for in particular: a partition writer retrying, a server
+            // restarting. One second spreads the retries of many desks.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 
@@ -332,5 +341,14 @@ mod tests {
             rejection_status(&Rejection::UnknownLoan { loan: 1 }),
             StatusCode::NOT_FOUND
         );
+    }
+
+    #[test]
+    fn an_unavailable_ledger_says_when_to_retry() {
+        let response = ApiError::Unavailable("nats: no responders".into()).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "1");
+        let response = ApiError::Rejected(Rejection::ZeroAmount).into_response();
+        assert!(!response.headers().contains_key("retry-after"));
     }
 }
