@@ -132,6 +132,14 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionCommand,
     },
+    /// Serve the staff HTTP JSON API (bearer tokens from the staff file).
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Staff file [default: <data-dir>/staff.json].
+        #[arg(long)]
+        staff: Option<PathBuf>,
+    },
     /// Operator decisions.
     Admin {
         #[command(subcommand)]
@@ -246,6 +254,19 @@ enum AdminCommand {
     },
     /// Replace the ledger's checkpoint-signing key; the change is an event signed by the old key.
     RotateKey,
+    /// Make an HTTP API token for a caller: prints it once, stores only its hash.
+    AddStaff {
+        #[arg(long)]
+        id: String,
+        #[arg(long, value_enum)]
+        role: cli::staff::RoleArg,
+        /// Commune (7 digits), province (2 digits), or "" for the head office.
+        #[arg(long, default_value = "")]
+        unit: String,
+        /// Staff file [default: <data-dir>/staff.json].
+        #[arg(long)]
+        staff: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -286,6 +307,32 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         subject_prefix: cli.checkpoint_prefix.clone(),
         ..Default::default()
     };
+    let staff_file = |staff: &Option<PathBuf>| {
+        staff
+            .clone()
+            .unwrap_or_else(|| cli.data_dir.join(ansinh::http::STAFF_FILE))
+    };
+    // Needs no ledger: it only writes the staff file.
+    if let Command::Admin {
+        command:
+            AdminCommand::AddStaff {
+                id,
+                role,
+                unit,
+                staff,
+            },
+    } = &cli.command
+    {
+        std::fs::create_dir_all(&cli.data_dir)?;
+        let path = staff_file(staff);
+        let token = ansinh::http::auth::add_staff(&path, id, role.role(), unit)?;
+        println!("{token}");
+        eprintln!(
+            "added {id} to {}; the token above is shown only now (the file keeps its hash)",
+            path.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let connection = Connection {
         data_dir: cli.data_dir.clone(),
         nats_url: cli.nats.clone(),
@@ -483,6 +530,13 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve { listen, staff } => {
+            ansinh::http::run(&runtime, listen, &staff_file(&staff)).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin {
+            command: AdminCommand::AddStaff { .. },
+        } => unreachable!("handled before the ledger opens"),
         Command::Admin {
             command: AdminCommand::AcceptHead { partition },
         } => {

@@ -46,18 +46,24 @@ pub enum RoleArg {
     Auditor,
 }
 
+impl RoleArg {
+    pub fn role(self) -> Role {
+        match self {
+            RoleArg::Teller => Role::Teller,
+            RoleArg::CreditOfficer => Role::CreditOfficer,
+            RoleArg::BranchManager => Role::BranchManager,
+            RoleArg::Auditor => Role::Auditor,
+        }
+    }
+}
+
 impl ActorArgs {
     pub fn caller(&self) -> Result<Caller, BoxError> {
         let id = self
             .actor
             .clone()
             .ok_or("who is acting? give --as STAFF_ID --role ROLE --unit UNIT")?;
-        let role = match self.role.ok_or("give --role")? {
-            RoleArg::Teller => Role::Teller,
-            RoleArg::CreditOfficer => Role::CreditOfficer,
-            RoleArg::BranchManager => Role::BranchManager,
-            RoleArg::Auditor => Role::Auditor,
-        };
+        let role = self.role.ok_or("give --role")?.role();
         Ok(Caller {
             id,
             role,

@@ -1,0 +1,313 @@
+//! Who is calling: bearer tokens looked up in the staff file.
+//!
+//! The staff file (`<data-dir>/staff.json`, schema `schemas/staff-file.json`) lists
+//! `{token_blake3, id, role, unit}` per caller. Only a hash of each token is stored: a
+//! copy of the file does not let anyone call the API. Tokens are 32 random bytes, so
+//! a fast hash is enough (nothing to brute-force), and the hash is domain-separated
+//! (BLAKE3 derive-key mode, `TOKEN_CONTEXT`) so it matches no other hash in ansinh.
+//!
+//! **Invariant:** a presented token is compared with every stored hash in constant time
+//! (`blake3::Hash` equality), and never logged.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::access::{Caller, Role};
+
+/// BLAKE3 derive-key context of token hashes.
+pub const TOKEN_CONTEXT: &str = "ansinh v1 http staff token";
+/// Random bytes in a token.
+pub const TOKEN_RANDOM_BYTES: usize = 32;
+/// Tokens start with this, so a leaked one is easy to recognise and grep for.
+pub const TOKEN_PREFIX: &str = "ansinh_";
+/// Most callers one file may list.
+pub const STAFF_ENTRIES_MAX: usize = 10_000;
+/// Largest staff file read (10,000 entries are about 1.5 MiB).
+pub const STAFF_FILE_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// Longest staff id (it becomes part of every idempotency key and event actor).
+pub const STAFF_ID_BYTES_MAX: usize = 40;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StaffFileError {
+    /// Missing or unreadable: create it with `ansinh admin add-staff`, or fix the path.
+    #[error("staff file {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    /// Group or other may read or write it (anyone who can write it can add a caller).
+    #[error("staff file {path} has mode {mode:o}; group/other bits must be clear (chmod 600)")]
+    Permissions { path: PathBuf, mode: u32 },
+    /// Not the format of `schemas/staff-file.json`: fix the entry named.
+    #[error("staff file {path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    /// A temporary file from another (or an interrupted) add-staff is in the way.
+    #[error("{tmp} exists: another add-staff is running, or one was interrupted (then remove it)")]
+    Busy { tmp: PathBuf },
+}
+
+/// One line of the staff file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffEntry {
+    pub token_blake3: String,
+    pub id: String,
+    pub role: Role,
+    pub unit: String,
+}
+
+/// The callers the API knows, by token hash.
+#[derive(Debug, Default)]
+pub struct StaffDirectory {
+    entries: Vec<(blake3::Hash, Caller)>,
+}
+
+/// The hash stored for `token`.
+pub fn token_hash(token: &str) -> blake3::Hash {
+    blake3::Hasher::new_derive_key(TOKEN_CONTEXT)
+        .update(token.as_bytes())
+        .finalize()
+}
+
+/// A fresh token: the prefix and 32 random bytes in hex.
+pub fn new_token() -> Result<String, getrandom::Error> {
+    let mut random = [0u8; TOKEN_RANDOM_BYTES];
+    getrandom::getrandom(&mut random)?;
+    Ok(format!("{TOKEN_PREFIX}{}", hex::encode(random)))
+}
+
+fn check_entry(entry: &StaffEntry) -> Result<(blake3::Hash, Caller), String> {
+    let hash = blake3::Hash::from_hex(&entry.token_blake3)
+        .ok()
+        .filter(|_| {
+            entry.token_blake3.len() == 64
+                && !entry.token_blake3.bytes().any(|b| b.is_ascii_uppercase())
+        })
+        .ok_or_else(|| format!("{}: token_blake3 is not 64 lowercase hex digits", entry.id))?;
+    let id_ok = !entry.id.is_empty()
+        && entry.id.len() <= STAFF_ID_BYTES_MAX
+        && entry
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:@-".contains(&b));
+    if !id_ok {
+        return Err(format!(
+            "id {:?} must be 1 to {STAFF_ID_BYTES_MAX} of A-Z a-z 0-9 . _ : @ -",
+            entry.id
+        ));
+    }
+    let unit_ok =
+        matches!(entry.unit.len(), 0 | 2 | 7) && entry.unit.bytes().all(|b| b.is_ascii_digit());
+    if !unit_ok {
+        return Err(format!(
+            "{}: unit {:?} must be a commune (7 digits), a province (2 digits) or \"\" (head office)",
+            entry.id, entry.unit
+        ));
+    }
+    Ok((
+        hash,
+        Caller {
+            id: entry.id.clone(),
+            role: entry.role,
+            unit: entry.unit.clone(),
+        },
+    ))
+}
+
+impl StaffDirectory {
+    /// Checks every entry; ids and token hashes must be unique.
+    pub fn from_entries(entries: &[StaffEntry]) -> Result<Self, String> {
+        if entries.len() > STAFF_ENTRIES_MAX {
+            return Err(format!("more than {STAFF_ENTRIES_MAX} entries"));
+        }
+        let mut checked: Vec<(blake3::Hash, Caller)> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let (hash, caller) = check_entry(entry)?;
+            if checked.iter().any(|(h, c)| *h == hash || c.id == caller.id) {
+                return Err(format!("{}: id or token listed twice", caller.id));
+            }
+            checked.push((hash, caller));
+        }
+        Ok(Self { entries: checked })
+    }
+
+    /// Reads and checks the staff file.
+    pub fn load(path: &Path) -> Result<Self, StaffFileError> {
+        let entries = read_entries(path)?;
+        Self::from_entries(&entries).map_err(|reason| StaffFileError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    /// The caller holding `token`, if any. Every entry is compared, in constant time each.
+    pub fn authenticate(&self, token: &str) -> Option<&Caller> {
+        if token.is_empty() {
+            return None;
+        }
+        let presented = token_hash(token);
+        let mut found = None;
+        for (hash, caller) in &self.entries {
+            if *hash == presented {
+                found = Some(caller);
+            }
+        }
+        found
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+fn io_error(path: &Path) -> impl Fn(io::Error) -> StaffFileError + '_ {
+    move |source| StaffFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn read_entries(path: &Path) -> Result<Vec<StaffEntry>, StaffFileError> {
+    let file = File::open(path).map_err(io_error(path))?;
+    let meta = file.metadata().map_err(io_error(path))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(StaffFileError::Permissions {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    let mut text = String::new();
+    file.take(STAFF_FILE_BYTES_MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(io_error(path))?;
+    if text.len() as u64 > STAFF_FILE_BYTES_MAX {
+        return Err(StaffFileError::Invalid {
+            path: path.to_path_buf(),
+            reason: format!("larger than {STAFF_FILE_BYTES_MAX} bytes"),
+        });
+    }
+    serde_json::from_str(&text).map_err(|e| StaffFileError::Invalid {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// `ansinh admin add-staff`: makes a token for a new caller, adds its hash to the staff
+/// file (created 0600 if missing) and returns the token, which exists nowhere else.
+///
+/// The file is rewritten whole through a temporary file created exclusively beside it
+/// (so two concurrent add-staff cannot lose an entry: the second one fails) and renamed
+/// into place after an fsync.
+pub fn add_staff(path: &Path, id: &str, role: Role, unit: &str) -> Result<String, StaffFileError> {
+    let mut entries = match read_entries(path) {
+        Ok(entries) => entries,
+        Err(StaffFileError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
+    let token = new_token().map_err(|e| StaffFileError::Io {
+        path: path.to_path_buf(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    entries.push(StaffEntry {
+        token_blake3: token_hash(&token).to_hex().to_string(),
+        id: id.to_owned(),
+        role,
+        unit: unit.to_owned(),
+    });
+    let invalid = |reason| StaffFileError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    StaffDirectory::from_entries(&entries).map_err(invalid)?;
+    let mut text = serde_json::to_string_pretty(&entries).expect("entries serialize");
+    text.push('\n');
+
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+    }
+    .map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => StaffFileError::Busy { tmp: tmp.clone() },
+        _ => io_error(&tmp)(e),
+    })?;
+    let written = file
+        .write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .and_then(|()| fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_error(path)(e));
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_error(parent))?;
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_found_by_its_hash_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("staff.json");
+        let teller = add_staff(&path, "staff:an", Role::Teller, "0100007").unwrap();
+        let auditor = add_staff(&path, "staff:binh", Role::Auditor, "").unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(&teller) && !text.contains(&teller[TOKEN_PREFIX.len()..]));
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        let staff = StaffDirectory::load(&path).unwrap();
+        assert_eq!(staff.len(), 2);
+        assert_eq!(staff.authenticate(&teller).unwrap().role, Role::Teller);
+        assert_eq!(staff.authenticate(&auditor).unwrap().unit, "");
+        assert!(staff.authenticate("ansinh_00").is_none());
+        assert!(staff.authenticate("").is_none());
+        // The same id twice is refused and leaves the file as it was.
+        assert!(matches!(
+            add_staff(&path, "staff:an", Role::Teller, "0100007"),
+            Err(StaffFileError::Invalid { .. })
+        ));
+        assert_eq!(fs::read_to_string(&path).unwrap(), text);
+        // A unit that is neither a commune nor a province is refused.
+        assert!(add_staff(&path, "staff:c", Role::Teller, "0100").is_err());
+    }
+
+    #[test]
+    fn a_readable_staff_file_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("staff.json");
+        add_staff(&path, "staff:an", Role::Teller, "0100007").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            StaffDirectory::load(&path),
+            Err(StaffFileError::Permissions { mode: 0o644, .. })
+        ));
+    }
+}

@@ -1,0 +1,357 @@
+//! The one error type of the HTTP boundary, and the status code of each refusal.
+//!
+//! Every error answer is `{"error": kind, "message": ...}` (schemas/http/error.response.json),
+//! plus `violations` for a schema violation. `kind` is stable: clients match on it.
+//!
+//! Status codes:
+//! - 400: the request itself is malformed (JSON, schema, headers, path parameters).
+//! - 401: no or unknown bearer token. 403: the role may not, or the unit is not the
+//!   caller's (`access`, or the book's own unit check on a loan).
+//! - 404: the household, loan or event does not exist.
+//! - 409 (Conflict): the book's *state* forbids the operation whatever its values: it
+//!   already exists, is already done, has the wrong status, or would be back-dated.
+//!   Re-read the state before retrying. `NothingToRecord` is here too.
+//! - 422 (Unprocessable): the values break a rule. Some rules compare with the book
+//!   (`Overpayment`: more than is owed; `DisbursementOverApproved`; `AmountOverCap`),
+//!   but a corrected value would pass. Also `IdempotencyKeyReused`.
+//! - 413 body too large, 415 not JSON, 503 ledger unavailable or request timed out
+//!   (retry with the same `Idempotency-Key`), 500 a defect.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::access::AccessError;
+use crate::domain::Rejection;
+use crate::log::AppendError;
+use crate::personal::VaultError;
+use crate::projection::ProjectionError;
+use crate::service::ServiceError;
+
+use super::schema::Violation;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON (or not the JSON its schema describes): fix the client.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// The body breaks its schema: the violations say where.
+    #[error("the body does not match its schema ({} violations)", .0.len())]
+    SchemaViolation(Vec<Violation>),
+    /// The body is over `REQUEST_BODY_BYTES_MAX`.
+    #[error("the body is over {} bytes", super::REQUEST_BODY_BYTES_MAX)]
+    PayloadTooLarge,
+    /// A body without `Content-Type: application/json`.
+    #[error("the body must be sent as application/json")]
+    UnsupportedMediaType,
+    /// A write without an `Idempotency-Key` header: send one (a fresh UUID per
+    /// operation, the same one on every retry of it).
+    #[error("the Idempotency-Key header is missing")]
+    MissingIdempotencyKey,
+    #[error(
+        "the Idempotency-Key header must be 1 to {} visible ASCII characters",
+        super::extract::IDEMPOTENCY_KEY_BYTES_MAX
+    )]
+    InvalidIdempotencyKey,
+    /// The key was already used by this caller for a different request: use a new key.
+    #[error("this Idempotency-Key was already used for a different request")]
+    IdempotencyKeyReused,
+    /// A path or query parameter cannot name anything (e.g. "abc" as a household id).
+    #[error("invalid parameter: {0}")]
+    InvalidParameter(String),
+    #[error("a valid bearer token is required")]
+    Unauthenticated,
+    #[error("{0}")]
+    Denied(AccessError),
+    #[error("{0}")]
+    Rejected(Rejection),
+    /// The household's personal data were erased; the operation needs them.
+    #[error("the household's personal data were erased")]
+    PersonalDataErased,
+    /// NATS, the stream or a partition writer cannot take the request now: retry later
+    /// with the same idempotency key.
+    #[error("ledger unavailable: {0}")]
+    Unavailable(String),
+    #[error("the request took longer than {} ms", super::REQUEST_TIMEOUT_MS)]
+    Timeout,
+    #[error("no such route")]
+    NoSuchRoute,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A defect or a broken store; logged in full, answered briefly.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    violations: Option<&'a [Violation]>,
+}
+
+impl ApiError {
+    /// The stable name clients match on.
+    pub fn kind(&self) -> String {
+        match self {
+            ApiError::MalformedJson(_) => "MalformedJson".into(),
+            ApiError::SchemaViolation(_) => "SchemaViolation".into(),
+            ApiError::PayloadTooLarge => "PayloadTooLarge".into(),
+            ApiError::UnsupportedMediaType => "UnsupportedMediaType".into(),
+            ApiError::MissingIdempotencyKey => "MissingIdempotencyKey".into(),
+            ApiError::InvalidIdempotencyKey => "InvalidIdempotencyKey".into(),
+            ApiError::IdempotencyKeyReused => "IdempotencyKeyReused".into(),
+            ApiError::InvalidParameter(_) => "InvalidParameter".into(),
+            ApiError::Unauthenticated => "Unauthenticated".into(),
+            ApiError::Denied(AccessError::RoleDenied { .. }) => "RoleDenied".into(),
+            ApiError::Denied(AccessError::OutsideUnit { .. }) => "OutsideUnit".into(),
+            ApiError::Rejected(r) => rejection_kind(r),
+            ApiError::PersonalDataErased => "PersonalDataErased".into(),
+            ApiError::Unavailable(_) => "LedgerUnavailable".into(),
+            ApiError::Timeout => "Timeout".into(),
+            ApiError::NoSuchRoute => "NoSuchRoute".into(),
+            ApiError::MethodNotAllowed => "MethodNotAllowed".into(),
+            ApiError::Internal(_) => "Internal".into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_)
+            | ApiError::SchemaViolation(_)
+            | ApiError::MissingIdempotencyKey
+            | ApiError::InvalidIdempotencyKey
+            | ApiError::InvalidParameter(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Denied(_) => StatusCode::FORBIDDEN,
+            ApiError::Rejected(r) => rejection_status(r),
+            ApiError::PersonalDataErased => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) | ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NoSuchRoute => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// A refusal's variant name ("Overpayment"), read from its derived `Debug`, which
+/// always starts with the variant name. Tested below, so a hand-written `Debug` on
+/// `Rejection` would be caught.
+pub fn rejection_kind(r: &Rejection) -> String {
+    format!("{r:?}")
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The status of each refusal (see the module doc). No wildcard arm: a new refusal
+/// must be placed here on purpose.
+pub fn rejection_status(r: &Rejection) -> StatusCode {
+    use Rejection::*;
+    match r {
+        HouseholdNotRegistered { .. } | UnknownLoan { .. } | UnknownEvent { .. } => {
+            StatusCode::NOT_FOUND
+        }
+        // The book's own unit check on a loan (only the book knows its household).
+        OutsideUnit { .. } => StatusCode::FORBIDDEN,
+        HouseholdExists { .. }
+        | CitizenAlreadyRegistered { .. }
+        | HouseholdInactive { .. }
+        | AlreadyErased { .. }
+        | RegistryBackDated { .. }
+        | OpenLoans { .. }
+        | NothingToRecord
+        | UnknownHousehold { .. }
+        | ClassificationExpired { .. }
+        | ActiveLoanExists { .. }
+        | WrongLoanStatus { .. }
+        | BackDated { .. }
+        | AlreadyExtended
+        | NotReversible { .. }
+        | NotLatestEvent { .. }
+        | DuplicatePost { .. } => StatusCode::CONFLICT,
+        CitizenIdLength { .. }
+        | CitizenIdNonDigit { .. }
+        | CommuneCodeLength { .. }
+        | CommuneCodeNonDigit { .. }
+        | ProvinceCodeMalformed
+        | NegativeAmount { .. }
+        | ZeroAmount
+        | FractionalDong { .. }
+        | AmountTooLarge { .. }
+        | MissingActor
+        | MissingReason
+        | NoStandardInForce { .. }
+        | UnknownIndicator { .. }
+        | ReviewYearOutOfRange { .. }
+        | UnknownProgramme { .. }
+        | ProgrammeNotInForce { .. }
+        | HouseholdIdMalformed { .. }
+        | MembersOutOfRange { .. }
+        | CitizensDoNotFitMembers { .. }
+        | NotAMember { .. }
+        | SealedDataMalformed { .. }
+        | WrongPartition { .. }
+        | UnsupportedCommand { .. }
+        | AreaMalformed { .. }
+        | NotEligible { .. }
+        | AmountOverCap { .. }
+        | TermOutOfRange { .. }
+        | MissingSavingsGroup
+        | DisbursementOverApproved { .. }
+        | Overpayment { .. }
+        | ExtensionNotLater { .. }
+        | ExtensionTooLong { .. }
+        | MissingDisasterReference
+        | Payment(_)
+        | PostOutsideReplayWindow { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        ArithmeticOverflow => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(kind = %self.kind(), "http: {self}");
+        }
+        let kind = self.kind();
+        let body = ErrorBody {
+            error: &kind,
+            message: self.to_string(),
+            violations: match &self {
+                ApiError::SchemaViolation(v) => Some(v),
+                _ => None,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Nothing to wait for in particular: a partition writer retrying, a server
+            // restarting. One second spreads the retries of many desks.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Denied(a) => ApiError::Denied(a),
+            ServiceError::Rejected(r) => ApiError::Rejected(r),
+            ServiceError::Vault(v) => v.into(),
+            ServiceError::Append(a) => a.into(),
+        }
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> Self {
+        ApiError::Denied(e)
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        ApiError::Rejected(r)
+    }
+}
+
+impl From<VaultError> for ApiError {
+    fn from(e: VaultError) -> Self {
+        match e {
+            VaultError::Erased { .. } => ApiError::PersonalDataErased,
+            VaultError::PlaintextTooLarge { .. } => ApiError::PayloadTooLarge,
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<AppendError> for ApiError {
+    fn from(e: AppendError) -> Self {
+        match e {
+            AppendError::Rejected(r) => ApiError::Rejected(r),
+            AppendError::MissingIdempotencyKey => ApiError::MissingIdempotencyKey,
+            AppendError::InvalidIdempotencyKey => ApiError::InvalidIdempotencyKey,
+            AppendError::Partition(p) => ApiError::InvalidParameter(p.to_string()),
+            AppendError::Oversized { .. } => ApiError::PayloadTooLarge,
+            // The partition is stopped until someone acts, or the server is away:
+            // nothing was appended, and the same request may pass later.
+            e @ (AppendError::LostAcknowledgedData { .. }
+            | AppendError::ChainBroken { .. }
+            | AppendError::CommitFailed { .. }
+            | AppendError::Stream(_)
+            | AppendError::Nats(_)
+            | AppendError::Closed) => ApiError::Unavailable(e.to_string()),
+            e @ (AppendError::Store(_)
+            | AppendError::Undecodable(_)
+            | AppendError::UnknownPayload
+            | AppendError::RequiresCommand { .. }) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<ProjectionError> for ApiError {
+    fn from(e: ProjectionError) -> Self {
+        match e {
+            ProjectionError::Nats(m) => ApiError::Unavailable(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<sled::Error> for ApiError {
+    fn from(e: sled::Error) -> Self {
+        ApiError::Internal(format!("http store: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal::Decimal;
+
+    #[test]
+    fn a_refusal_is_named_by_its_variant() {
+        let r = Rejection::Overpayment {
+            owed: Decimal::from(5),
+            offered: Decimal::from(9),
+        };
+        assert_eq!(rejection_kind(&r), "Overpayment");
+        assert_eq!(rejection_kind(&Rejection::ZeroAmount), "ZeroAmount");
+        assert_eq!(
+            rejection_kind(&Rejection::CitizenIdLength { found: 3 }),
+            "CitizenIdLength"
+        );
+        assert_eq!(
+            ApiError::Rejected(r).status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            rejection_status(&Rejection::ActiveLoanExists { loan: 1 }),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            rejection_status(&Rejection::UnknownLoan { loan: 1 }),
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[test]
+    fn an_unavailable_ledger_says_when_to_retry() {
+        let response = ApiError::Unavailable("nats: no responders".into()).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "1");
+        let response = ApiError::Rejected(Rejection::ZeroAmount).into_response();
+        assert!(!response.headers().contains_key("retry-after"));
+    }
+}

@@ -1,0 +1,453 @@
+//! /v1/households: register, show, change members, record a death, move, erase, classify.
+//! Each handler: decode (wire -> domain types), call `service`, encode the answer.
+
+use std::collections::BTreeSet;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::access::{self, Caller, Operation};
+use crate::book::parse_loan_ref;
+use crate::domain::eligibility::{Area, ClassificationInputs};
+use crate::domain::ids::HouseholdId;
+use crate::log::Receipt;
+use crate::personal::{Member, PersonalData};
+use crate::service::{Request as ServiceRequest, ServiceError};
+use crate::views;
+
+use super::extract::{Body, IdempotencyKey, RequestBody, Staff};
+use super::{Api, ApiError};
+
+// ---- wire types ---------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AreaBody {
+    Rural,
+    Urban,
+}
+
+impl From<AreaBody> for Area {
+    fn from(a: AreaBody) -> Area {
+        match a {
+            AreaBody::Rural => Area::Rural,
+            AreaBody::Urban => Area::Urban,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MemberBody {
+    name: String,
+    citizen_id: Option<String>,
+    relation: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PersonalBody {
+    head_name: String,
+    head_citizen_id: String,
+    phone: Option<String>,
+    account_number: Option<String>,
+    members: Vec<MemberBody>,
+}
+
+impl From<PersonalBody> for PersonalData {
+    fn from(p: PersonalBody) -> Self {
+        PersonalData {
+            head_name: p.head_name,
+            head_citizen_id: p.head_citizen_id,
+            phone: p.phone,
+            account_number: p.account_number,
+            members: p
+                .members
+                .into_iter()
+                .map(|m| Member {
+                    name: m.name,
+                    citizen_id: m.citizen_id,
+                    relation: m.relation,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RegisterBody {
+    household_id: String,
+    area: AreaBody,
+    registered_on: NaiveDate,
+    personal: PersonalBody,
+}
+impl RequestBody for RegisterBody {
+    const SCHEMA: &'static str = "register-household.request";
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChangeMembersBody {
+    on: NaiveDate,
+    reason: String,
+    personal: PersonalBody,
+}
+impl RequestBody for ChangeMembersBody {
+    const SCHEMA: &'static str = "change-members.request";
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeathBody {
+    citizen_id: String,
+    died_on: NaiveDate,
+}
+impl RequestBody for DeathBody {
+    const SCHEMA: &'static str = "record-death.request";
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MoveBody {
+    to_household_id: String,
+    area: AreaBody,
+    on: NaiveDate,
+}
+impl RequestBody for MoveBody {
+    const SCHEMA: &'static str = "move-household.request";
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EraseBody {
+    reference: String,
+    on: NaiveDate,
+}
+impl RequestBody for EraseBody {
+    const SCHEMA: &'static str = "erase-personal-data.request";
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ClassifyBody {
+    income_per_person: Decimal,
+    area: AreaBody,
+    deprived: BTreeSet<String>,
+    review_year: i32,
+    decided_on: NaiveDate,
+}
+impl RequestBody for ClassifyBody {
+    const SCHEMA: &'static str = "classify.request";
+}
+
+/// schemas/http/receipt.response.json
+#[derive(Debug, Serialize)]
+pub struct ReceiptBody {
+    partition: String,
+    sequence: u64,
+    hash: String,
+    stream_sequence: u64,
+    duplicate: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loan: Option<String>,
+}
+
+impl ReceiptBody {
+    pub fn new(receipt: &Receipt, loan: Option<String>) -> Self {
+        Self {
+            partition: receipt.partition.clone(),
+            sequence: receipt.sequence,
+            hash: receipt.hash.to_hex(),
+            stream_sequence: receipt.stream_sequence,
+            duplicate: receipt.duplicate,
+            loan,
+        }
+    }
+}
+
+/// 201 for a new event, 200 for the replay of a recorded one (the body says
+/// `duplicate: true`).
+pub fn created<T: Serialize>(duplicate: bool, body: T) -> Response {
+    let status = if duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    (status, Json(body)).into_response()
+}
+
+// ---- shared steps -------------------------------------------------------------------
+
+/// A household id from the path or a body.
+pub fn household(id: &str) -> Result<HouseholdId, ApiError> {
+    HouseholdId::parse(id).map_err(|e| ApiError::InvalidParameter(e.to_string()))
+}
+
+/// A write in flight: the scoped idempotency key, bound to the request's fingerprint.
+pub struct Write {
+    key: String,
+    correlation: String,
+    fingerprint: crate::chain::Digest,
+}
+
+impl Write {
+    /// Binds the key to this request, or refuses a key bound to another (`Api::claim`).
+    pub fn begin(
+        api: &Api,
+        caller: &Caller,
+        key: &IdempotencyKey,
+        fingerprint: crate::chain::Digest,
+    ) -> Result<Self, ApiError> {
+        let write = Write {
+            key: key.scoped(caller),
+            correlation: format!("http:{}", key.0),
+            fingerprint,
+        };
+        api.claim(&write.key, &write.fingerprint)?;
+        Ok(write)
+    }
+
+    pub fn request<'a>(&'a self, caller: &'a Caller) -> ServiceRequest<'a> {
+        ServiceRequest {
+            caller,
+            idempotency_key: &self.key,
+            correlation_id: &self.correlation,
+        }
+    }
+
+    /// The service's answer. A refusal (any 4xx) recorded nothing, so the key is freed
+    /// for a corrected request; after a 5xx the event may have been recorded, so the key
+    /// stays bound to this request and a retry of it learns the receipt.
+    pub fn end<T>(&self, api: &Api, result: Result<T, ServiceError>) -> Result<T, ApiError> {
+        result.map_err(|e| {
+            let e = ApiError::from(e);
+            if e.status().is_client_error() {
+                if let Err(store) = api.release(&self.key, &self.fingerprint) {
+                    return store;
+                }
+            }
+            e
+        })
+    }
+}
+
+// ---- handlers -----------------------------------------------------------------------
+
+pub async fn register(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    key: IdempotencyKey,
+    Body { value, fingerprint }: Body<RegisterBody>,
+) -> Result<Response, ApiError> {
+    let h = household(&value.household_id)?;
+    let write = Write::begin(&api, &caller, &key, fingerprint)?;
+    let data = PersonalData::from(value.personal);
+    let receipt = write.end(
+        &api,
+        api.service()
+            .register(
+                &write.request(&caller),
+                &h,
+                value.area.into(),
+                value.registered_on,
+                &data,
+            )
+            .await,
+    )?;
+    Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ShowQuery {
+    as_of: Option<NaiveDate>,
+}
+
+/// Same content as `ansinh household show --json`.
+pub async fn show(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    Path(id): Path<String>,
+    query: Result<Query<ShowQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
+    let h = household(&id)?;
+    access::authorize(&caller, Operation::Read, h.commune().as_str())?;
+    let projector = api.projector().await?;
+    let view = projector.household(h.as_str())?.ok_or_else(|| {
+        crate::domain::Rejection::HouseholdNotRegistered {
+            household: h.to_string(),
+        }
+    })?;
+    // The clock is read here, at the edge, as the CLI does.
+    let as_of = query
+        .as_of
+        .unwrap_or_else(|| chrono::Utc::now().date_naive());
+    let mut lines = Vec::with_capacity(view.loans.len());
+    for reference in &view.loans {
+        if let Some((p, n)) = parse_loan_ref(reference) {
+            if let Some(loan) = projector.loan(&p, n)? {
+                lines.push(views::loan_line(&p, &loan, as_of));
+            }
+        }
+    }
+    let history = projector.trail(&format!("household:{h}"))?;
+    Ok(Json(serde_json::json!({
+        "household": view,
+        "as_of": as_of.to_string(),
+        "loans": lines,
+        "history": history,
+    }))
+    .into_response())
+}
+
+pub async fn change_members(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+    Body { value, fingerprint }: Body<ChangeMembersBody>,
+) -> Result<Response, ApiError> {
+    let h = household(&id)?;
+    let write = Write::begin(&api, &caller, &key, fingerprint)?;
+    let data = PersonalData::from(value.personal);
+    let receipt = write.end(
+        &api,
+        api.service()
+            .change_members(&write.request(&caller), &h, value.on, &value.reason, &data)
+            .await,
+    )?;
+    Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
+}
+
+/// As `ansinh household record-death`: the deceased leaves the sealed data; if the head
+/// died, the first member with a citizen id becomes head.
+pub async fn record_death(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+    Body { value, fingerprint }: Body<DeathBody>,
+) -> Result<Response, ApiError> {
+    let h = household(&id)?;
+    // Authorize before the personal data are opened, not only when the command is built.
+    access::authorize(&caller, Operation::RecordDeath, h.commune().as_str())?;
+    let write = Write::begin(&api, &caller, &key, fingerprint)?;
+    let citizen_id = value.citizen_id;
+    let recorded = async {
+        let mut data = api.service().personal(&h).await?;
+        let remaining = if data.head_citizen_id == citizen_id {
+            match data.members.iter().position(|m| m.citizen_id.is_some()) {
+                Some(pos) => {
+                    let next = data.members.remove(pos);
+                    data.head_name = next.name;
+                    data.head_citizen_id = next.citizen_id.expect("chosen with an id");
+                    Some(data)
+                }
+                None => None,
+            }
+        } else {
+            data.members
+                .retain(|m| m.citizen_id.as_deref() != Some(citizen_id.as_str()));
+            Some(data)
+        };
+        api.service()
+            .record_death(
+                &write.request(&caller),
+                &h,
+                &citizen_id,
+                value.died_on,
+                remaining.as_ref(),
+            )
+            .await
+    }
+    .await;
+    let receipt = write.end(&api, recorded)?;
+    Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
+}
+
+/// schemas/http/move.response.json
+#[derive(Serialize)]
+struct MoveAnswer {
+    moved_out: ReceiptBody,
+    moved_in: ReceiptBody,
+}
+
+pub async fn move_household(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+    Body { value, fingerprint }: Body<MoveBody>,
+) -> Result<Response, ApiError> {
+    let from = household(&id)?;
+    let to = household(&value.to_household_id)?;
+    let write = Write::begin(&api, &caller, &key, fingerprint)?;
+    let (out, arrived) = write.end(
+        &api,
+        api.service()
+            .move_household(
+                &write.request(&caller),
+                &from,
+                &to,
+                value.area.into(),
+                value.on,
+            )
+            .await,
+    )?;
+    Ok(created(
+        out.duplicate && arrived.duplicate,
+        MoveAnswer {
+            moved_out: ReceiptBody::new(&out, None),
+            moved_in: ReceiptBody::new(&arrived, None),
+        },
+    ))
+}
+
+pub async fn erase(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+    Body { value, fingerprint }: Body<EraseBody>,
+) -> Result<Response, ApiError> {
+    let h = household(&id)?;
+    let write = Write::begin(&api, &caller, &key, fingerprint)?;
+    // The vault records when the key was destroyed; the clock is read here, at the edge.
+    let now_unix_ms = chrono::Utc::now().timestamp_millis();
+    let receipt = write.end(
+        &api,
+        api.service()
+            .erase_personal_data(
+                &write.request(&caller),
+                &h,
+                value.on,
+                &value.reference,
+                now_unix_ms,
+            )
+            .await,
+    )?;
+    Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
+}
+
+pub async fn classify(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+    Body { value, fingerprint }: Body<ClassifyBody>,
+) -> Result<Response, ApiError> {
+    let h = household(&id)?;
+    let write = Write::begin(&api, &caller, &key, fingerprint)?;
+    let inputs = ClassificationInputs {
+        income_per_person_month: value.income_per_person,
+        area: value.area.into(),
+        deprived: value.deprived,
+        review_year: value.review_year,
+    };
+    let receipt = write.end(
+        &api,
+        api.service()
+            .classify(&write.request(&caller), &h, inputs, value.decided_on)
+            .await,
+    )?;
+    Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
+}

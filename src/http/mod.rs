@@ -1,0 +1,267 @@
+//! The staff HTTP JSON API (axum): the same operations as `ansinh household|review|loans`,
+//! for the bank's front-office software.
+//!
+//! Every request goes through the same four steps, in this order:
+//! 1. authenticate the bearer token (`auth`) -> 401;
+//! 2. for writes, take the `Idempotency-Key` header -> 400;
+//! 3. parse the body as JSON -> 400, validate it against its schema in `schemas/http/`
+//!    (`schema`) -> 400 with the violations, and only then deserialize it;
+//! 4. call `service` (which authorizes the role and unit -> 403, and submits to the book
+//!    -> 404/409/422) and encode the answer.
+//!
+//! **Boundary:** HTTP, JSON and serde request types stop here; handlers turn them into
+//! `service` calls and domain types. No handler decides a rule: refusals come from
+//! `access` and from the book, so the CLI and the API cannot disagree.
+//! **Invariant:** a request that fails at steps 1-3 appends nothing (nothing is
+//! submitted before step 4), and one idempotency key of one caller appends at most
+//! once; the same key with another body is refused (`IdempotencyKeyReused`).
+
+pub mod auth;
+pub mod error;
+mod extract;
+mod households;
+mod loans;
+mod reports;
+pub mod schema;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tower::ServiceBuilder;
+
+use crate::app::Runtime;
+use crate::chain::Digest;
+use crate::projection::Projector;
+use crate::service::Service;
+pub use auth::{StaffDirectory, StaffFileError};
+pub use error::ApiError;
+pub use schema::Schemas;
+
+/// Largest request body read; a bigger one is refused with 413 before it is parsed.
+/// A household with 60 members is under 10 KiB of JSON.
+pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
+/// Requests handled at once; more wait (inside the timeout) for a slot. Each in-flight
+/// write holds a slot in a partition writer's bounded queue, so this also bounds how
+/// much of that queue HTTP can take.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 64;
+/// A request, including its wait for a slot, is answered within this time or gets 503
+/// `Timeout`. A write that timed out may still be recorded: retry it with the same
+/// `Idempotency-Key` to learn its receipt.
+pub const REQUEST_TIMEOUT_MS: u64 = 15_000;
+/// The staff file inside the data directory, unless `--staff` names another.
+pub const STAFF_FILE: &str = "staff.json";
+/// sled tree of this API's idempotency fingerprints: scoped key -> request hash.
+const TREE_REQUESTS: &str = "http.requests";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The staff file is missing, unreadable, too open or malformed: fix it, or create it
+    /// with `ansinh admin add-staff`.
+    #[error(transparent)]
+    Staff(#[from] StaffFileError),
+    /// The local store could not open the API's tree.
+    #[error("http store: {0}")]
+    Store(#[from] sled::Error),
+    /// The listen address could not be bound (in use, or not ours).
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The server failed while running.
+    #[error("serving: {0}")]
+    Serve(std::io::Error),
+}
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct Api(Arc<Inner>);
+
+struct Inner {
+    service: Service,
+    staff: StaffDirectory,
+    schemas: Schemas,
+    /// One catch-up of the projections at a time: concurrent reads would otherwise
+    /// each read the same new events from the stream (correct, since applying is
+    /// exactly-once, but wasted work).
+    catch_up: tokio::sync::Mutex<()>,
+    /// Idempotency fingerprints (see `Api::claim`).
+    requests: sled::Tree,
+}
+
+impl Api {
+    /// Compiles every schema once and opens the API's tree in the ledger's store.
+    pub fn new(service: Service, staff: StaffDirectory) -> Result<Self, HttpError> {
+        let requests = service.ledger.store().db().open_tree(TREE_REQUESTS)?;
+        Ok(Self(Arc::new(Inner {
+            service,
+            staff,
+            schemas: Schemas::compile(),
+            catch_up: tokio::sync::Mutex::new(()),
+            requests,
+        })))
+    }
+
+    fn service(&self) -> &Service {
+        &self.0.service
+    }
+
+    fn staff(&self) -> &StaffDirectory {
+        &self.0.staff
+    }
+
+    fn schemas(&self) -> &Schemas {
+        &self.0.schemas
+    }
+
+    /// The projections, caught up with the whole log, so a read sees every write that
+    /// was answered before it.
+    async fn projector(&self) -> Result<&Projector, ApiError> {
+        let projector = &self.0.service.projector;
+        let _one_at_a_time = self.0.catch_up.lock().await;
+        let mut stream = self.0.service.ledger.stream().clone();
+        projector
+            .catch_up(&mut stream, self.0.service.ledger.config())
+            .await?;
+        Ok(projector)
+    }
+
+    /// Before a write: binds this caller's key to this request's fingerprint, or refuses
+    /// the key if it is bound to another request. The ledger alone would answer such a
+    /// retry with the first request's receipt, so a client that changed the amount and
+    /// kept the key would believe the new amount was recorded. Binding before the
+    /// submission (an atomic compare-and-swap) also settles two different requests
+    /// racing on one key: the second is refused at once.
+    fn claim(&self, scoped_key: &str, fingerprint: &Digest) -> Result<(), ApiError> {
+        match self.0.requests.compare_and_swap(
+            scoped_key,
+            None as Option<&[u8]>,
+            Some(fingerprint.0.as_slice()),
+        )? {
+            Ok(()) => Ok(()),
+            Err(cas) if cas.current.as_deref() == Some(fingerprint.0.as_slice()) => Ok(()),
+            Err(_) => Err(ApiError::IdempotencyKeyReused),
+        }
+    }
+
+    /// After a refusal (nothing recorded): frees the key, so the caller may correct the
+    /// request and send it again under the same key. Only a binding to this very request
+    /// is removed.
+    fn release(&self, scoped_key: &str, fingerprint: &Digest) -> Result<(), ApiError> {
+        // Err(current) means another request holds the key now: leave it alone.
+        let _ = self.0.requests.compare_and_swap(
+            scoped_key,
+            Some(fingerprint.0.as_slice()),
+            None as Option<&[u8]>,
+        )?;
+        Ok(())
+    }
+}
+
+/// The routes, with the body limit, the concurrency limit and the timeout.
+pub fn router(api: Api) -> Router {
+    let v1 = Router::new()
+        .route("/v1/households", post(households::register))
+        .route("/v1/households/{id}", get(households::show))
+        .route(
+            "/v1/households/{id}/members",
+            post(households::change_members),
+        )
+        .route("/v1/households/{id}/deaths", post(households::record_death))
+        .route(
+            "/v1/households/{id}/moves",
+            post(households::move_household),
+        )
+        .route("/v1/households/{id}/erasure", post(households::erase))
+        .route(
+            "/v1/households/{id}/classifications",
+            post(households::classify),
+        )
+        .route("/v1/loans", post(loans::approve))
+        .route("/v1/loans/{loan}/disbursements", post(loans::disburse))
+        .route("/v1/loans/{loan}/repayments", post(loans::repay))
+        .route("/v1/loans/{loan}/extensions", post(loans::extend))
+        .route("/v1/loans/{loan}/freeze", post(loans::freeze))
+        .route("/v1/loans/{loan}/write-off", post(loans::write_off))
+        .route("/v1/loans/{loan}/reversals", post(loans::reverse))
+        .route("/v1/loans/{loan}/overdue", post(loans::mark_overdue))
+        .route("/v1/communes/{code}/portfolio", get(reports::portfolio))
+        .route(
+            "/v1/partitions/{partition}/trial-balance",
+            get(reports::trial_balance),
+        )
+        .fallback(|| async { ApiError::NoSuchRoute })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    v1.layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
+        .layer(
+            ServiceBuilder::new()
+                // Outermost: turns the timeout's error into a JSON answer.
+                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                    ApiError::Timeout
+                }))
+                // The timeout covers the wait for a slot, so a queue of waiting requests
+                // is bounded in time as well as in number.
+                .timeout(Duration::from_millis(REQUEST_TIMEOUT_MS))
+                .concurrency_limit(REQUESTS_IN_FLIGHT_MAX),
+        )
+        .with_state(api)
+}
+
+/// Serves `api` on `listener` until `shutdown` completes, then lets requests in flight
+/// finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    api: Api,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(api))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// `ansinh serve`: loads the staff file, binds `listen` and serves until SIGINT or SIGTERM.
+pub async fn run(
+    runtime: &Runtime,
+    listen: SocketAddr,
+    staff_file: &Path,
+) -> Result<(), HttpError> {
+    let staff = StaffDirectory::load(staff_file)?;
+    let api = Api::new(runtime.service(), staff)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| HttpError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(HttpError::Serve)?;
+    eprintln!(
+        "ansinh: serving the staff API on http://{bound} ({} staff from {})",
+        api.staff().len(),
+        staff_file.display()
+    );
+    serve(listener, api, stop_signal())
+        .await
+        .map_err(HttpError::Serve)
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM (systemd, containers).
+async fn stop_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match terminate.as_mut() {
+                Some(s) => { s.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}

@@ -1,0 +1,1020 @@
+//! The staff HTTP API over a real socket, a real ledger and a real nats-server: every
+//! answer is checked against its JSON Schema, and every refusal is checked to append
+//! nothing.
+
+mod common;
+
+use std::sync::Arc;
+
+use ansinh::access::Role;
+use ansinh::http::{self, Api, Schemas, StaffDirectory};
+use ansinh::log::LogConfig;
+use ansinh::personal::Vault;
+use ansinh::projection::Projector;
+use ansinh::proto::envelope::Payload;
+use ansinh::service::Service;
+use common::*;
+use reqwest::StatusCode;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+const HOUSEHOLD: &str = "0100007-000001";
+
+/// Tokens of the staff the tests act as.
+struct Tokens {
+    officer: String,
+    teller: String,
+    manager: String,
+    auditor: String,
+    /// A credit officer and a teller of another commune (0100014) of the same province.
+    other_officer: String,
+    other_teller: String,
+}
+
+struct Server {
+    base: String,
+    client: reqwest::Client,
+    config: LogConfig,
+    service: Service,
+    schemas: Schemas,
+    staff: Tokens,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+/// An answer whose body was already checked against `error.response` (4xx, 5xx) or the
+/// schema the caller named (2xx).
+struct Answer {
+    status: StatusCode,
+    body: Value,
+}
+
+impl Answer {
+    fn kind(&self) -> &str {
+        self.body["error"].as_str().unwrap_or_default()
+    }
+}
+
+async fn server() -> Server {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger_at(&config, &dir.path().join("store")).await;
+    let vault = Arc::new(Vault::open(ledger.store().db(), &dir.path().join("secrets")).unwrap());
+    let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
+    let service = Service::new(ledger, vault, projector);
+    let path = dir.path().join(http::STAFF_FILE);
+    let add = |id: &str, role, unit: &str| http::auth::add_staff(&path, id, role, unit).unwrap();
+    let staff = Tokens {
+        officer: add("staff:officer", Role::CreditOfficer, "0100007"),
+        teller: add("staff:teller", Role::Teller, "0100007"),
+        manager: add("staff:manager", Role::BranchManager, "01"),
+        auditor: add("staff:auditor", Role::Auditor, ""),
+        other_officer: add("staff:officer14", Role::CreditOfficer, "0100014"),
+        other_teller: add("staff:teller14", Role::Teller, "0100014"),
+    };
+    let api = Api::new(service.clone(), StaffDirectory::load(&path).unwrap()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(http::serve(listener, api, async {
+        let _ = stopped.await;
+    }));
+    Server {
+        base,
+        client: reqwest::Client::new(),
+        config,
+        service,
+        schemas: Schemas::compile(),
+        staff,
+        _stop: stop,
+        _dir: dir,
+    }
+}
+
+impl Server {
+    async fn answer(&self, response: reqwest::Response, schema: &str) -> Answer {
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{status}: body is not JSON ({e}): {text}"));
+        let schema = if status.is_success() {
+            schema
+        } else {
+            "error.response"
+        };
+        if let Err(violations) = self.schemas.validate(schema, &body) {
+            panic!("{status} answer breaks {schema}: {violations:?}\n{body:#}");
+        }
+        Answer { status, body }
+    }
+
+    /// POST a raw body (so tests can send malformed JSON) with an optional key.
+    async fn post_raw(&self, token: &str, path: &str, key: Option<&str>, body: String) -> Answer {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let schema = if path.ends_with("/moves") {
+            "move.response"
+        } else {
+            "receipt.response"
+        };
+        self.answer(request.send().await.unwrap(), schema).await
+    }
+
+    async fn post(&self, token: &str, path: &str, key: &str, body: Value) -> Answer {
+        self.post_raw(token, path, Some(key), body.to_string())
+            .await
+    }
+
+    async fn get(&self, token: &str, path: &str, schema: &str) -> Answer {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        self.answer(response, schema).await
+    }
+
+    /// The household's view at the end of 2026, which must be readable.
+    async fn view(&self, token: &str, id: &str) -> Value {
+        let path = format!("/v1/households/{id}?as_of=2026-12-31");
+        let view = self.get(token, &path, "household-view.response").await;
+        assert_eq!(view.status, StatusCode::OK, "{}", view.body);
+        view.body
+    }
+
+    async fn events(&self) -> u64 {
+        message_count(&self.config).await
+    }
+
+    async fn register(&self, id: &str, head_citizen_id: &str) -> Answer {
+        self.post(
+            &self.staff.officer,
+            "/v1/households",
+            &format!("register-{id}"),
+            json!({
+                "household_id": id,
+                "area": "rural",
+                "registered_on": "2026-01-05",
+                "personal": {
+                    "head_name": "Nguyễn Thị Hạnh",
+                    "head_citizen_id": head_citizen_id,
+                    "phone": "0912345678",
+                    "members": [
+                        {"name": "Trần Văn Nam", "citizen_id": "001190000001", "relation": "spouse"},
+                        {"name": "Trần Minh", "relation": "child"}
+                    ]
+                }
+            }),
+        )
+        .await
+    }
+
+    async fn classify_poor(&self, id: &str) -> Answer {
+        self.post(
+            &self.staff.officer,
+            &format!("/v1/households/{id}/classifications"),
+            &format!("review-{id}"),
+            json!({
+                "income_per_person": "1200000",
+                "area": "rural",
+                "deprived": ["employment", "nutrition", "drinking_water"],
+                "review_year": 2026,
+                "decided_on": "2026-01-10"
+            }),
+        )
+        .await
+    }
+
+    fn approval(id: &str) -> Value {
+        json!({
+            "household_id": id,
+            "programme": "POOR_HOUSEHOLD",
+            "amount": "30000000",
+            "term_months": 36,
+            "savings_group": "TK-01",
+            "entrusted": "womens_union",
+            "on": "2026-02-02",
+            "reason": "production loan"
+        })
+    }
+
+    /// Registered, classified poor, approved and disbursed 30,000,000: the loan reference.
+    async fn disbursed_loan(&self) -> String {
+        assert_eq!(
+            self.register(HOUSEHOLD, "001085012345").await.status,
+            StatusCode::CREATED
+        );
+        assert_eq!(
+            self.classify_poor(HOUSEHOLD).await.status,
+            StatusCode::CREATED
+        );
+        let approved = self
+            .post(
+                &self.staff.officer,
+                "/v1/loans",
+                "approve",
+                Self::approval(HOUSEHOLD),
+            )
+            .await;
+        assert_eq!(approved.status, StatusCode::CREATED, "{}", approved.body);
+        let loan = approved.body["loan"].as_str().unwrap().to_owned();
+        let disbursed = self
+            .post(
+                &self.staff.teller,
+                &format!("/v1/loans/{loan}/disbursements"),
+                "disburse",
+                json!({"amount": "30000000", "on": "2026-02-05"}),
+            )
+            .await;
+        assert_eq!(disbursed.status, StatusCode::CREATED, "{}", disbursed.body);
+        loan
+    }
+}
+
+fn money(v: &Value) -> Decimal {
+    v.as_str()
+        .unwrap_or_else(|| panic!("money is a string, got {v}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loan_from_registration_to_repayment_reads_back_right() {
+    let s = server().await;
+    let loan = s.disbursed_loan().await;
+    assert_eq!(loan, "01-L1");
+    let repaid = s
+        .post(
+            &s.staff.teller,
+            &format!("/v1/loans/{loan}/repayments"),
+            "repay-03",
+            json!({"amount": "1000000", "on": "2026-03-20"}),
+        )
+        .await;
+    assert_eq!(repaid.status, StatusCode::CREATED, "{}", repaid.body);
+    assert_eq!(repaid.body["duplicate"], false);
+    assert_eq!(repaid.body["partition"], "01");
+    assert_eq!(repaid.body["sequence"], 5);
+    // How the book split the payment, from the recorded event itself.
+    let receipt = ansinh::log::Receipt {
+        partition: "01".into(),
+        sequence: 5,
+        hash: ansinh::chain::Digest::from_hex(repaid.body["hash"].as_str().unwrap()).unwrap(),
+        stream_sequence: repaid.body["stream_sequence"].as_u64().unwrap(),
+        duplicate: false,
+    };
+    let Some(Payload::LoanRepaymentReceived(split)) =
+        s.service.ledger.event_of(&receipt).await.unwrap().payload
+    else {
+        panic!("the receipt names the repayment");
+    };
+    let to_interest: Decimal = split.to_interest.parse().unwrap();
+    let to_principal: Decimal = split.to_principal.parse().unwrap();
+    assert!(to_interest > Decimal::ZERO);
+    assert_eq!(to_interest + to_principal, Decimal::from(1_000_000));
+
+    let view = s
+        .get(
+            &s.staff.officer,
+            &format!("/v1/households/{HOUSEHOLD}?as_of=2026-03-20"),
+            "household-view.response",
+        )
+        .await;
+    assert_eq!(view.status, StatusCode::OK, "{}", view.body);
+    let b = &view.body;
+    assert_eq!(b["as_of"], "2026-03-20");
+    assert_eq!(b["household"]["members"], 3);
+    assert_eq!(b["household"]["residence"], "active");
+    assert_eq!(b["household"]["standing"]["status"], "poor");
+    assert_eq!(b["household"]["loans"], json!([loan]));
+    let line = &b["loans"][0];
+    assert_eq!(line["status"], "Active");
+    assert_eq!(money(&line["approved"]), Decimal::from(30_000_000));
+    assert_eq!(money(&line["disbursed"]), Decimal::from(30_000_000));
+    assert_eq!(
+        money(&line["principal_outstanding"]),
+        Decimal::from(30_000_000) - to_principal
+    );
+    assert_eq!(money(&line["overdue_principal"]), Decimal::ZERO);
+    // Interest was paid up to the repayment date: nothing more is owed on it.
+    assert_eq!(money(&line["interest_to_date"]), Decimal::ZERO);
+    let history: Vec<&str> = b["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(history.len(), 5, "{history:?}");
+    assert!(history[0].ends_with("HouseholdRegistered"), "{history:?}");
+    assert!(history[4].ends_with("LoanRepaymentReceived"), "{history:?}");
+    // No personal data in the view: it is sealed in the log and not part of this answer.
+    assert!(!b.to_string().contains("001085012345"));
+
+    let folio = s
+        .get(
+            &s.staff.teller,
+            "/v1/communes/0100007/portfolio",
+            "portfolio.response",
+        )
+        .await;
+    assert_eq!(folio.status, StatusCode::OK, "{}", folio.body);
+    assert_eq!(folio.body["open_loans"], 1);
+    assert_eq!(folio.body["households_active"], 1);
+    assert_eq!(
+        money(&folio.body["outstanding"]),
+        money(&line["principal_outstanding"])
+    );
+    let tb = s
+        .get(
+            &s.staff.manager,
+            "/v1/partitions/01/trial-balance",
+            "trial-balance.response",
+        )
+        .await;
+    assert_eq!(tb.status, StatusCode::OK, "{}", tb.body);
+    assert_eq!(tb.body["balanced"], true);
+    // The disbursement, and the repayment as two postings: interest accrued to its date
+    // (Dr InterestReceivable, Cr InterestIncome), then the payment.
+    assert_eq!(tb.body["events_checked"], 3);
+    assert_eq!(tb.body["accounts"].as_array().unwrap().len(), 9);
+    assert_eq!(
+        money(&tb.body["total_debits"]),
+        money(&tb.body["total_credits"])
+    );
+    assert_eq!(
+        money(&tb.body["total_debits"]),
+        Decimal::from(31_000_000) + to_interest
+    );
+    let receivable = &tb.body["accounts"][0];
+    assert_eq!(receivable["account"], "LoanReceivable");
+    assert_eq!(money(&receivable["credit"]), to_principal);
+    // A commune-level caller may not read a whole province's books.
+    let denied = s
+        .get(
+            &s.staff.teller,
+            "/v1/partitions/01/trial-balance",
+            "trial-balance.response",
+        )
+        .await;
+    assert_eq!(
+        (denied.status, denied.kind()),
+        (StatusCode::FORBIDDEN, "OutsideUnit")
+    );
+    verified(&s.config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_a_write_returns_its_receipt_and_appends_nothing() {
+    let s = server().await;
+    let first = s.register(HOUSEHOLD, "001085012345").await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(first.body["duplicate"], false);
+    let events = s.events().await;
+    assert_eq!(events, 1);
+
+    let again = s.register(HOUSEHOLD, "001085012345").await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.body["duplicate"], true);
+    for field in ["partition", "sequence", "hash", "stream_sequence"] {
+        assert_eq!(again.body[field], first.body[field], "{field}");
+    }
+    assert_eq!(s.events().await, events);
+
+    // The same key with another body is refused, not answered with the first receipt.
+    let changed = s.register(HOUSEHOLD, "001085099999").await;
+    assert_eq!(
+        (changed.status, changed.kind()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "IdempotencyKeyReused")
+    );
+    assert_eq!(s.events().await, events);
+
+    // A refused request binds nothing: corrected, it may go again under its key.
+    let refused = s
+        .post(
+            &s.staff.officer,
+            &format!("/v1/households/{HOUSEHOLD}/classifications"),
+            "review",
+            json!({"income_per_person": "1200000", "area": "rural", "deprived": ["not_an_indicator"],
+                   "review_year": 2026, "decided_on": "2026-01-10"}),
+        )
+        .await;
+    assert_eq!(
+        (refused.status, refused.kind()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "UnknownIndicator")
+    );
+    assert_eq!(s.events().await, events);
+    let corrected = s
+        .post(
+            &s.staff.officer,
+            &format!("/v1/households/{HOUSEHOLD}/classifications"),
+            "review",
+            json!({"income_per_person": "1200000", "area": "rural", "deprived": ["employment"],
+                   "review_year": 2026, "decided_on": "2026-01-10"}),
+        )
+        .await;
+    assert_eq!(corrected.status, StatusCode::CREATED, "{}", corrected.body);
+    let events = s.events().await;
+
+    // Keys are per caller: another officer's identical key is its own request (here
+    // refused by the book, since the household exists).
+    let other = s
+        .post(
+            &s.staff.manager,
+            "/v1/households",
+            &format!("register-{HOUSEHOLD}"),
+            json!({
+                "household_id": HOUSEHOLD, "area": "rural", "registered_on": "2026-01-05",
+                "personal": {"head_name": "X", "head_citizen_id": "001085077777", "members": []}
+            }),
+        )
+        .await;
+    assert_eq!(
+        (other.status, other.kind()),
+        (StatusCode::CONFLICT, "HouseholdExists")
+    );
+    assert_eq!(s.events().await, events);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_before_the_ledger_and_appends_nothing() {
+    let s = server().await;
+    let loan = s.disbursed_loan().await;
+    let events = s.events().await;
+    let repay = format!("/v1/loans/{loan}/repayments");
+    let teller = &s.staff.teller;
+
+    let malformed = s
+        .post_raw(
+            teller,
+            &repay,
+            Some("k1"),
+            r#"{"amount": "5", "on": "#.into(),
+        )
+        .await;
+    assert_eq!(
+        (malformed.status, malformed.kind()),
+        (StatusCode::BAD_REQUEST, "MalformedJson")
+    );
+    for (amount, why) in [
+        (json!("-500000"), "negative"),
+        (json!("1500.5"), "not whole"),
+        (json!(1500000), "a number, not a string"),
+        (json!("0"), "zero"),
+    ] {
+        let refused = s
+            .post(
+                teller,
+                &repay,
+                "k2",
+                json!({"amount": amount, "on": "2026-03-20"}),
+            )
+            .await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (StatusCode::BAD_REQUEST, "SchemaViolation"),
+            "{why}"
+        );
+        assert_eq!(refused.body["violations"][0]["path"], "/amount", "{why}");
+    }
+    // Missing field, unknown field and an impossible date: all three reported at once.
+    let refused = s
+        .post(
+            teller,
+            &repay,
+            "k3",
+            json!({"on": "2026-02-30", "tip": "1"}),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        refused.body["violations"].as_array().unwrap().len(),
+        3,
+        "{}",
+        refused.body
+    );
+
+    let no_key = s
+        .post_raw(
+            teller,
+            &repay,
+            None,
+            json!({"amount": "5", "on": "2026-03-20"}).to_string(),
+        )
+        .await;
+    assert_eq!(
+        (no_key.status, no_key.kind()),
+        (StatusCode::BAD_REQUEST, "MissingIdempotencyKey")
+    );
+    let huge = s
+        .post_raw(
+            teller,
+            &repay,
+            Some("k4"),
+            format!("\"{}\"", "x".repeat(http::REQUEST_BODY_BYTES_MAX)),
+        )
+        .await;
+    assert_eq!(
+        (huge.status, huge.kind()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge")
+    );
+    let not_json = s
+        .answer(
+            s.client
+                .post(format!("{}{repay}", s.base))
+                .bearer_auth(teller)
+                .header("idempotency-key", "k5")
+                .body("amount=5")
+                .send()
+                .await
+                .unwrap(),
+            "receipt.response",
+        )
+        .await;
+    assert_eq!(not_json.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let bad_path = s
+        .post(
+            teller,
+            "/v1/loans/nonsense/repayments",
+            "k6",
+            json!({"amount": "5", "on": "2026-03-20"}),
+        )
+        .await;
+    assert_eq!(
+        (bad_path.status, bad_path.kind()),
+        (StatusCode::BAD_REQUEST, "InvalidParameter")
+    );
+    assert_eq!(s.events().await, events);
+
+    // Well-formed but refused by the book: more than is owed (documented as 422).
+    let over = s
+        .post(
+            teller,
+            &repay,
+            "too-much",
+            json!({"amount": "90000000", "on": "2026-04-20"}),
+        )
+        .await;
+    assert_eq!(
+        (over.status, over.kind()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "Overpayment")
+    );
+    let unknown = s
+        .post(
+            teller,
+            "/v1/loans/01-L99/repayments",
+            "k7",
+            json!({"amount": "5", "on": "2026-03-20"}),
+        )
+        .await;
+    assert_eq!(
+        (unknown.status, unknown.kind()),
+        (StatusCode::NOT_FOUND, "UnknownLoan")
+    );
+    let nobody = s
+        .get(
+            &s.staff.officer,
+            "/v1/households/0100007-000099",
+            "household-view.response",
+        )
+        .await;
+    assert_eq!(
+        (nobody.status, nobody.kind()),
+        (StatusCode::NOT_FOUND, "HouseholdNotRegistered")
+    );
+    let second = s
+        .post(
+            &s.staff.officer,
+            "/v1/loans",
+            "approve-again",
+            Server::approval(HOUSEHOLD),
+        )
+        .await;
+    assert_eq!(
+        (second.status, second.kind()),
+        (StatusCode::CONFLICT, "ActiveLoanExists")
+    );
+    assert_eq!(s.events().await, events);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_act_only_in_their_role_and_unit() {
+    let s = server().await;
+    let loan = s.disbursed_loan().await;
+    let events = s.events().await;
+    let repay = format!("/v1/loans/{loan}/repayments");
+    let payment = json!({"amount": "100000", "on": "2026-03-20"});
+
+    let nobody = s
+        .post("ansinh_not-a-token", &repay, "a", payment.clone())
+        .await;
+    assert_eq!(
+        (nobody.status, nobody.kind()),
+        (StatusCode::UNAUTHORIZED, "Unauthenticated")
+    );
+    let anonymous = s
+        .answer(
+            s.client
+                .get(format!("{}/v1/households/{HOUSEHOLD}", s.base))
+                .send()
+                .await
+                .unwrap(),
+            "household-view.response",
+        )
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+
+    // A teller takes money in and pays it out, but does not approve.
+    let approve = s
+        .post(
+            &s.staff.teller,
+            "/v1/loans",
+            "b",
+            Server::approval(HOUSEHOLD),
+        )
+        .await;
+    assert_eq!(
+        (approve.status, approve.kind()),
+        (StatusCode::FORBIDDEN, "RoleDenied")
+    );
+    // A credit officer of another commune may not register here...
+    let register = s
+        .post(
+            &s.staff.other_officer,
+            "/v1/households",
+            "c",
+            json!({
+                "household_id": "0100007-000002", "area": "urban", "registered_on": "2026-01-05",
+                "personal": {"head_name": "Lê Văn Cường", "head_citizen_id": "001085055555", "members": []}
+            }),
+        )
+        .await;
+    assert_eq!(
+        (register.status, register.kind()),
+        (StatusCode::FORBIDDEN, "OutsideUnit")
+    );
+    // ... nor a teller of another commune collect on this commune's loan (the book's check).
+    let collect = s
+        .post(&s.staff.other_teller, &repay, "d", payment.clone())
+        .await;
+    assert_eq!(
+        (collect.status, collect.kind()),
+        (StatusCode::FORBIDDEN, "OutsideUnit")
+    );
+    // ... nor read this commune's households.
+    let peek = s
+        .get(
+            &s.staff.other_officer,
+            &format!("/v1/households/{HOUSEHOLD}"),
+            "household-view.response",
+        )
+        .await;
+    assert_eq!(
+        (peek.status, peek.kind()),
+        (StatusCode::FORBIDDEN, "OutsideUnit")
+    );
+
+    // The auditor (head office) reads everything and changes nothing.
+    let read = s
+        .get(
+            &s.staff.auditor,
+            &format!("/v1/households/{HOUSEHOLD}"),
+            "household-view.response",
+        )
+        .await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    let tb = s
+        .get(
+            &s.staff.auditor,
+            "/v1/partitions/01/trial-balance",
+            "trial-balance.response",
+        )
+        .await;
+    assert_eq!(tb.status, StatusCode::OK);
+    let write = s.post(&s.staff.auditor, &repay, "e", payment.clone()).await;
+    assert_eq!(
+        (write.status, write.kind()),
+        (StatusCode::FORBIDDEN, "RoleDenied")
+    );
+    assert_eq!(s.events().await, events);
+
+    // The branch manager of the province restructures: extend the loan.
+    let extended = s
+        .post(
+            &s.staff.manager,
+            &format!("/v1/loans/{loan}/extensions"),
+            "extend",
+            json!({"new_due": "2029-08-05", "on": "2026-03-21", "reason": "harvest failed"}),
+        )
+        .await;
+    assert_eq!(extended.status, StatusCode::CREATED, "{}", extended.body);
+    assert_eq!(s.events().await, events + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_other_write_records_what_it_says() {
+    let s = server().await;
+    let loan = s.disbursed_loan().await;
+    let (officer, teller, manager) = (&s.staff.officer, &s.staff.teller, &s.staff.manager);
+    let household = format!("/v1/households/{HOUSEHOLD}");
+
+    // The spouse dies; then a member joins (the whole sealed record is sent again).
+    let died = s
+        .post(
+            officer,
+            &format!("{household}/deaths"),
+            "death",
+            json!({"citizen_id": "001190000001", "died_on": "2026-02-10"}),
+        )
+        .await;
+    assert_eq!(died.status, StatusCode::CREATED, "{}", died.body);
+    assert_eq!(s.view(officer, HOUSEHOLD).await["household"]["members"], 2);
+    let joined = s
+        .post(
+            officer,
+            &format!("{household}/members"),
+            "members",
+            json!({
+                "on": "2026-02-20", "reason": "daughter-in-law joins",
+                "personal": {
+                    "head_name": "Nguyễn Thị Hạnh", "head_citizen_id": "001085012345",
+                    "members": [
+                        {"name": "Trần Minh", "relation": "child"},
+                        {"name": "Lê Thị Mai", "citizen_id": "001195000002", "relation": "daughter_in_law"}
+                    ]
+                }
+            }),
+        )
+        .await;
+    assert_eq!(joined.status, StatusCode::CREATED, "{}", joined.body);
+    assert_eq!(s.view(officer, HOUSEHOLD).await["household"]["members"], 3);
+
+    // A mistaken repayment is reversed by the branch manager, not by a teller.
+    let repaid = s
+        .post(
+            teller,
+            &format!("/v1/loans/{loan}/repayments"),
+            "repay",
+            json!({"amount": "1000000", "on": "2026-03-20"}),
+        )
+        .await;
+    assert_eq!(repaid.status, StatusCode::CREATED);
+    let reversal =
+        json!({"sequence": repaid.body["sequence"], "on": "2026-03-21", "reason": "keyed twice"});
+    let by_teller = s
+        .post(
+            teller,
+            &format!("/v1/loans/{loan}/reversals"),
+            "reverse-t",
+            reversal.clone(),
+        )
+        .await;
+    assert_eq!(
+        (by_teller.status, by_teller.kind()),
+        (StatusCode::FORBIDDEN, "RoleDenied")
+    );
+    let reversed = s
+        .post(
+            manager,
+            &format!("/v1/loans/{loan}/reversals"),
+            "reverse",
+            reversal,
+        )
+        .await;
+    assert_eq!(reversed.status, StatusCode::CREATED, "{}", reversed.body);
+
+    // Nothing repaid by 30 November: 9 instalments of a 36-month schedule fall overdue.
+    let overdue = s
+        .post(
+            manager,
+            &format!("/v1/loans/{loan}/overdue"),
+            "overdue",
+            json!({"as_of": "2026-11-30"}),
+        )
+        .await;
+    assert_eq!(overdue.status, StatusCode::CREATED, "{}", overdue.body);
+    let line = &s.view(officer, HOUSEHOLD).await["loans"][0];
+    assert_eq!(money(&line["overdue_principal"]), Decimal::from(7_500_000));
+    assert_eq!(
+        money(&line["principal_outstanding"]),
+        Decimal::from(30_000_000)
+    );
+
+    // A typhoon: frozen, then written off by decision.
+    for (path, key, on, status) in [
+        ("freeze", "freeze", "2026-12-01", "Frozen"),
+        ("write-off", "write-off", "2026-12-15", "WrittenOff"),
+    ] {
+        let done = s
+            .post(
+                manager,
+                &format!("/v1/loans/{loan}/{path}"),
+                key,
+                json!({"decision": "QĐ 77/2026/UBND", "on": on}),
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::CREATED, "{path}: {}", done.body);
+        assert_eq!(
+            s.view(officer, HOUSEHOLD).await["loans"][0]["status"],
+            status
+        );
+    }
+    let folio = s
+        .get(
+            officer,
+            "/v1/communes/0100007/portfolio",
+            "portfolio.response",
+        )
+        .await;
+    assert_eq!(folio.body["open_loans"], 0);
+    assert_eq!(money(&folio.body["written_off"]), Decimal::from(30_000_000));
+    assert_eq!(money(&folio.body["outstanding"]), Decimal::ZERO);
+
+    // A move to another province answers both halves; replaying it appends nothing.
+    assert_eq!(
+        s.register("0100007-000002", "001085033333").await.status,
+        StatusCode::CREATED
+    );
+    let move_body =
+        json!({"to_household_id": "7900007-000042", "area": "urban", "on": "2026-05-01"});
+    let moved = s
+        .post(
+            officer,
+            "/v1/households/0100007-000002/moves",
+            "move",
+            move_body.clone(),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::CREATED, "{}", moved.body);
+    assert_eq!(moved.body["moved_out"]["partition"], "01");
+    assert_eq!(moved.body["moved_in"]["partition"], "79");
+    let events = s.events().await;
+    let again = s
+        .post(
+            officer,
+            "/v1/households/0100007-000002/moves",
+            "move",
+            move_body,
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.body["moved_in"]["duplicate"], true);
+    assert_eq!(s.events().await, events);
+
+    // Erasure is the branch manager's; afterwards the personal data cannot be opened.
+    assert_eq!(
+        s.register("0100007-000003", "001085044444").await.status,
+        StatusCode::CREATED
+    );
+    let erasure = json!({"reference": "request 2026/15", "on": "2026-06-01"});
+    let by_officer = s
+        .post(
+            officer,
+            "/v1/households/0100007-000003/erasure",
+            "erase-o",
+            erasure.clone(),
+        )
+        .await;
+    assert_eq!(
+        (by_officer.status, by_officer.kind()),
+        (StatusCode::FORBIDDEN, "RoleDenied")
+    );
+    let erased = s
+        .post(
+            manager,
+            "/v1/households/0100007-000003/erasure",
+            "erase",
+            erasure,
+        )
+        .await;
+    assert_eq!(erased.status, StatusCode::CREATED, "{}", erased.body);
+    let shown = s
+        .get(
+            officer,
+            "/v1/households/0100007-000003",
+            "household-view.response",
+        )
+        .await;
+    assert_eq!(shown.body["household"]["personal_data_erased"], true);
+    let death = s
+        .post(
+            officer,
+            "/v1/households/0100007-000003/deaths",
+            "death-3",
+            json!({"citizen_id": "001085044444", "died_on": "2026-07-01"}),
+        )
+        .await;
+    assert_eq!(
+        (death.status, death.kind()),
+        (StatusCode::CONFLICT, "PersonalDataErased")
+    );
+
+    let tb = s
+        .get(
+            manager,
+            "/v1/partitions/01/trial-balance",
+            "trial-balance.response",
+        )
+        .await;
+    assert_eq!(tb.body["balanced"], true);
+    verified(&s.config).await;
+}
+
+/// `ansinh admin add-staff` then `ansinh serve` as an operator runs them: the token it
+/// prints opens the API, the file it writes matches schemas/staff-file.json and holds no
+/// token, and SIGTERM stops the server cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_with_a_token_from_add_staff() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let ansinh = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ansinh"));
+        command
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .env_remove("ANSINH_NATS_URL");
+        command
+    };
+    let added = ansinh(&[
+        "admin",
+        "add-staff",
+        "--id",
+        "staff:kiem",
+        "--role",
+        "auditor",
+    ])
+    .output()
+    .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    let token = String::from_utf8(added.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with(http::auth::TOKEN_PREFIX), "{token}");
+    let file = std::fs::read_to_string(dir.path().join(http::STAFF_FILE)).unwrap();
+    assert!(!file.contains(&token[http::auth::TOKEN_PREFIX.len()..]));
+    let schema: Value = serde_json::from_str(include_str!("../schemas/staff-file.json")).unwrap();
+    let file: Value = serde_json::from_str(&file).unwrap();
+    let violations: Vec<String> = jsonschema::validator_for(&schema)
+        .unwrap()
+        .iter_errors(&file)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(violations.is_empty(), "{violations:?}");
+
+    let mut child = ansinh(&["serve", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    // The server says where it listens once it does; reading ends at EOF if it dies.
+    let base = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            if let Some(rest) = line.split("serving the staff API on ").nth(1) {
+                return rest.split_whitespace().next().unwrap().to_owned();
+            }
+            seen.push(line);
+        }
+        panic!("ansinh serve stopped: {seen:?}");
+    })
+    .await
+    .unwrap();
+    let client = reqwest::Client::new();
+    let tb = client
+        .get(format!("{base}/v1/partitions/01/trial-balance"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tb.status(), StatusCode::OK);
+    let tb: Value = tb.json().await.unwrap();
+    assert_eq!(
+        Schemas::compile().validate("trial-balance.response", &tb),
+        Ok(())
+    );
+    assert_eq!(
+        (&tb["balanced"], &tb["events_checked"]),
+        (&json!(true), &json!(0))
+    );
+    let anonymous = client
+        .get(format!("{base}/v1/partitions/01/trial-balance"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    // SAFETY: plain kill(2) on the child we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
