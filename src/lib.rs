@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod demo;
 pub mod domain;
 pub mod events;
+pub mod gateway;
 pub mod log;
 pub mod merkle;
 pub mod nats_server;
