@@ -48,7 +48,10 @@ fn start_net() -> Net {
     for g in DEMO_GATEWAYS {
         passwords.insert(g.user, password());
     }
-    let mut env = vec![(gateway::LEDGER_PASSWORD_ENV, passwords[gateway::LEDGER_USER].as_str())];
+    let mut env = vec![(
+        gateway::LEDGER_PASSWORD_ENV,
+        passwords[gateway::LEDGER_USER].as_str(),
+    )];
     for g in DEMO_GATEWAYS {
         env.push((g.password_env, passwords[g.user].as_str()));
     }
@@ -75,9 +78,14 @@ impl Net {
 
     async fn gateway(&self, id: &str) -> GatewayClient {
         let user = format!("gw-{id}");
-        GatewayClient::connect(&self.server.url(), id, &user, &self.passwords[user.as_str()])
-            .await
-            .expect("the gateway user connects")
+        GatewayClient::connect(
+            &self.server.url(),
+            id,
+            &user,
+            &self.passwords[user.as_str()],
+        )
+        .await
+        .expect("the gateway user connects")
     }
 }
 
@@ -322,7 +330,11 @@ async fn a_gateway_cannot_publish_on_or_read_another_gateways_subjects() {
     );
 
     // Nor may it listen to vcb's requests or replies.
-    for subject in ["_INBOX_vcb.>", "ansinh.v1.gateway.vcb.post", "ansinh.v1.gateway.>"] {
+    for subject in [
+        "_INBOX_vcb.>",
+        "ansinh.v1.gateway.vcb.post",
+        "ansinh.v1.gateway.>",
+    ] {
         let mut errors = momo.server_errors();
         let _subscription = momo.nats().subscribe(subject.to_string()).await.unwrap();
         momo.nats().flush().await.unwrap();
@@ -334,8 +346,14 @@ async fn a_gateway_cannot_publish_on_or_read_another_gateways_subjects() {
     }
 
     // momo's own post goes through (so the sink is reachable), and it is the only call.
-    let own = sign::sign_post(&key(2), &post_for("momo", &instruction("momo", 1), "failed"));
-    assert_eq!(momo.post(&own).await.unwrap().status, server::STATUS_ACCEPTED);
+    let own = sign::sign_post(
+        &key(2),
+        &post_for("momo", &instruction("momo", 1), "failed"),
+    );
+    assert_eq!(
+        momo.post(&own).await.unwrap().status,
+        server::STATUS_ACCEPTED
+    );
     let calls = sink.calls();
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].0, "momo");
@@ -404,7 +422,10 @@ async fn a_gateway_cannot_publish_to_the_event_stream_nor_call_the_jetstream_api
         .unwrap();
     vcb.nats().flush().await.unwrap();
     let error = next_server_error(&mut errors).await;
-    assert!(error.contains("Permissions Violation for Publish to"), "{error}");
+    assert!(
+        error.contains("Permissions Violation for Publish to"),
+        "{error}"
+    );
 
     // The ledger's view: nothing changed, the stream is still there with its one event.
     assert_eq!(stream_state(&js, &config.stream_name).await, (1, 1));
@@ -417,7 +438,8 @@ async fn only_the_configured_users_with_their_passwords_may_connect() {
         async_nats::connect(net.server.url()).await.is_err(),
         "no anonymous connections"
     );
-    let wrong = GatewayClient::connect(&net.server.url(), "vcb", "gw-vcb", "not-the-password").await;
+    let wrong =
+        GatewayClient::connect(&net.server.url(), "vcb", "gw-vcb", "not-the-password").await;
     assert!(matches!(wrong, Err(GatewayClientError::Connect(_))));
     // Another gateway's password does not open this gateway's user.
     let crossed = GatewayClient::connect(
@@ -488,10 +510,26 @@ async fn forged_posts_are_refused_and_never_reach_the_sink() {
     let cases = [
         ("wrong signature", wrong_signature, "bad_signature"),
         ("unknown key id", unknown_key_id, "unknown_key"),
-        ("another gateway's key id", momos_key_id, "key_of_another_gateway"),
-        ("signed by another gateway", signed_by_momo, "key_of_another_gateway"),
-        ("another gateway's id inside", names_momo, "gateway_mismatch"),
-        ("amount altered after signing", altered_amount, "bad_signature"),
+        (
+            "another gateway's key id",
+            momos_key_id,
+            "key_of_another_gateway",
+        ),
+        (
+            "signed by another gateway",
+            signed_by_momo,
+            "key_of_another_gateway",
+        ),
+        (
+            "another gateway's id inside",
+            names_momo,
+            "gateway_mismatch",
+        ),
+        (
+            "amount altered after signing",
+            altered_amount,
+            "bad_signature",
+        ),
         ("unknown outcome", bad_outcome, "malformed_post"),
     ];
     for (case, signed, kind) in cases {
@@ -504,7 +542,10 @@ async fn forged_posts_are_refused_and_never_reach_the_sink() {
     assert!(sink.calls().is_empty(), "a refused post reached the sink");
 
     // The genuine post is accepted: the sink was reachable all along.
-    assert_eq!(vcb.post(&good).await.unwrap().status, server::STATUS_ACCEPTED);
+    assert_eq!(
+        vcb.post(&good).await.unwrap().status,
+        server::STATUS_ACCEPTED
+    );
     assert_eq!(sink.calls().len(), 1);
     serving.stop().await;
 }
@@ -524,7 +565,10 @@ async fn malformed_requests_get_an_error_reply() {
         (garbage.to_vec(), "malformed_request"),
         (oversized, "oversized_request"),
     ] {
-        let reply = vcb.request(&post_subject, payload.clone().into()).await.unwrap();
+        let reply = vcb
+            .request(&post_subject, payload.clone().into())
+            .await
+            .unwrap();
         let reply = GatewayReply::decode(reply.payload).unwrap();
         assert_eq!(reply.status, server::STATUS_ERROR, "{reply:?}");
         assert_eq!(reply.error_kind, kind);
@@ -654,12 +698,15 @@ async fn add_gateway_then_gateway_sim_over_the_real_transport() {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // No embedded server was started for it.
     assert!(!data.path().join("nats").exists());
-    let registry = Arc::new(
-        Registry::load(&data.path().join(ansinh::gateway::keys::REGISTRY_FILE)).unwrap(),
-    );
+    let registry =
+        Arc::new(Registry::load(&data.path().join(ansinh::gateway::keys::REGISTRY_FILE)).unwrap());
     assert_eq!(registry.gateways(), vec!["vcb"]);
 
     let sink = Recorder::with_instructions((1..=12).map(|n| instruction("vcb", n)).collect());
@@ -677,9 +724,23 @@ async fn add_gateway_then_gateway_sim_over_the_real_transport() {
     }));
 
     let out = tokio::process::Command::new(bin)
-        .args(["--nats", &net.server.url(), "gateway-sim", "--gateway", "vcb", "--key"])
+        .args([
+            "--nats",
+            &net.server.url(),
+            "gateway-sim",
+            "--gateway",
+            "vcb",
+            "--key",
+        ])
         .arg(&key_file)
-        .args(["--duplicate-rate", "0.5", "--latency-ms", "0", "--seed", "7"])
+        .args([
+            "--duplicate-rate",
+            "0.5",
+            "--latency-ms",
+            "0",
+            "--seed",
+            "7",
+        ])
         .env("ANSINH_GATEWAY_NATS_PASSWORD", &net.passwords["gw-vcb"])
         .output()
         .await

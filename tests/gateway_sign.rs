@@ -210,10 +210,13 @@ fn each_cause_of_refusal_has_its_own_error() {
     );
 }
 
+/// A change to a post, named by the field it breaks.
+type Edit = Box<dyn Fn(&mut GatewayPost)>;
+
 #[test]
 fn malformed_fields_are_refused_even_when_signed() {
     let key = vector_key();
-    let cases: Vec<(&str, Box<dyn Fn(&mut GatewayPost)>)> = vec![
+    let cases: Vec<(&str, Edit)> = vec![
         ("outcome", Box::new(|p| p.outcome = "paid".into())),
         ("amount", Box::new(|p| p.amount = "1500000.5".into())),
         ("amount", Box::new(|p| p.amount = "0".into())),
@@ -222,8 +225,14 @@ fn malformed_fields_are_refused_even_when_signed() {
         ("amount", Box::new(|p| p.amount = "1,500,000".into())),
         ("amount", Box::new(|p| p.amount = "1000000000000001".into())),
         ("instruction_id", Box::new(|p| p.instruction_id.clear())),
-        ("gateway_txn_id", Box::new(|p| p.gateway_txn_id = "x".repeat(129))),
-        ("beneficiary_ref", Box::new(|p| p.beneficiary_ref = "a\nb".into())),
+        (
+            "gateway_txn_id",
+            Box::new(|p| p.gateway_txn_id = "x".repeat(129)),
+        ),
+        (
+            "beneficiary_ref",
+            Box::new(|p| p.beneficiary_ref = "a\nb".into()),
+        ),
         ("reason", Box::new(|p| p.reason = "r".repeat(513))),
         ("posted_at_unix_ms", Box::new(|p| p.posted_at_unix_ms = 0)),
     ];
@@ -412,7 +421,10 @@ fn apply(signed: &SignedGatewayPost, m: &Mutation) -> Option<SignedGatewayPost> 
         }
         Mutation::ReplacePost(p) => post = p.clone(),
     }
-    if post == signed.post.as_ref() && signature == signed.signature.as_ref() && out.key_id == signed.key_id {
+    if post == signed.post.as_ref()
+        && signature == signed.signature.as_ref()
+        && out.key_id == signed.key_id
+    {
         return None;
     }
     out.post = post.into();

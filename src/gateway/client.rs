@@ -203,7 +203,11 @@ impl GatewayClient {
                     _ => GatewayClientError::TimedOut { attempts: attempt },
                 });
             }
-            tracing::debug!(subject, attempt, "gateway request failed ({failure}); retrying");
+            tracing::debug!(
+                subject,
+                attempt,
+                "gateway request failed ({failure}); retrying"
+            );
             tokio::time::sleep(backoff).await;
             backoff *= 2;
             attempt += 1;

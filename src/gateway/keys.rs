@@ -122,8 +122,7 @@ impl Registry {
             .map(|e| {
                 let mut public_key = [0u8; 32];
                 let lower_hex = e.public_key.len() == 64
-                    && e
-                        .public_key
+                    && e.public_key
                         .bytes()
                         .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
                 if !lower_hex || hex::decode_to_slice(&e.public_key, &mut public_key).is_err() {

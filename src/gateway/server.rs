@@ -179,8 +179,12 @@ impl<S: PostSink> Bound<S> {
             while let Some(done) = tasks.try_join_next() {
                 log_task_end(done);
             }
-            let (client, registry, sink, prefix) =
-                (client.clone(), registry.clone(), sink.clone(), prefix.clone());
+            let (client, registry, sink, prefix) = (
+                client.clone(),
+                registry.clone(),
+                sink.clone(),
+                prefix.clone(),
+            );
             tasks.spawn(async move {
                 let _slot = slot;
                 answer(&client, &prefix, &registry, sink.as_ref(), message).await;

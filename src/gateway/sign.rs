@@ -133,8 +133,8 @@ pub fn verify_post(
             gateway: transport_gateway_id.to_string(),
         });
     }
-    let public = VerifyingKey::from_bytes(&key.public_key)
-        .map_err(|_| GatewayAuthError::BadSignature)?;
+    let public =
+        VerifyingKey::from_bytes(&key.public_key).map_err(|_| GatewayAuthError::BadSignature)?;
     let signature =
         Signature::from_slice(&signed.signature).map_err(|_| GatewayAuthError::BadSignature)?;
     // verify_strict refuses small-order keys and non-canonical signatures, so one post
@@ -161,7 +161,12 @@ pub fn verify_post(
 pub fn check_post_shape(post: &GatewayPost) -> Result<(), GatewayAuthError> {
     check_text("instruction_id", &post.instruction_id, 1, POST_ID_BYTES_MAX)?;
     check_text("gateway_txn_id", &post.gateway_txn_id, 1, POST_ID_BYTES_MAX)?;
-    check_text("beneficiary_ref", &post.beneficiary_ref, 1, POST_ID_BYTES_MAX)?;
+    check_text(
+        "beneficiary_ref",
+        &post.beneficiary_ref,
+        1,
+        POST_ID_BYTES_MAX,
+    )?;
     check_text("reason", &post.reason, 0, POST_REASON_BYTES_MAX)?;
     if !OUTCOMES.contains(&post.outcome.as_str()) {
         return Err(GatewayAuthError::Malformed {

@@ -31,7 +31,10 @@ const FAILURE_REASONS: [&str; 3] = [
     "beneficiary not found",
     "daily limit exceeded",
 ];
-const RETURN_REASONS: [&str; 2] = ["returned by the beneficiary's bank", "unclaimed at the counter"];
+const RETURN_REASONS: [&str; 2] = [
+    "returned by the beneficiary's bank",
+    "unclaimed at the counter",
+];
 
 /// How the simulated gateway behaves.
 pub struct SimConfig {
