@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/ansinh/v1/envelope.proto",
         "proto/ansinh/v1/checkpoint.proto",
+        "proto/ansinh/v1/gateway.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

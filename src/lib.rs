@@ -10,6 +10,7 @@ pub mod demo;
 pub mod demo_payments;
 pub mod domain;
 pub mod events;
+pub mod gateway;
 pub mod http;
 pub mod log;
 pub mod merkle;

@@ -145,6 +145,9 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Play a payment gateway against the ledger at --nats: fetch instructions, post
+    /// signed results (some failed, returned or posted twice). Needs no data directory.
+    GatewaySim(cli::gateway::SimArgs),
     /// Append a note (an annotation with no money) to a partition's chain.
     Note {
         #[arg(long)]
@@ -267,6 +270,14 @@ enum AdminCommand {
         #[arg(long)]
         staff: Option<PathBuf>,
     },
+    /// Register a payment gateway: a new Ed25519 key pair, the private key written to
+    /// FILE (0600), the public key appended to <data-dir>/gateways.json.
+    AddGateway {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        key_out: PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -301,6 +312,16 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
     } = &cli.command
     {
         return Ok(exit(checkpoint::cli::check_proof(file, trust, cli.json)?));
+    }
+    // Gateway commands open no ledger: one is a gateway's side, the other edits a file.
+    match cli.command {
+        Command::GatewaySim(args) => {
+            return cli::gateway::sim(cli.nats.as_deref(), args, cli.json).await;
+        }
+        Command::Admin {
+            command: AdminCommand::AddGateway { id, key_out },
+        } => return cli::gateway::add_gateway(&cli.data_dir, &id, &key_out, cli.json),
+        _ => {}
     }
     let checkpoints = checkpoint::CheckpointConfig {
         stream_name: cli.checkpoint_stream.clone(),
@@ -439,7 +460,11 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         }
         Command::Audit {
             command: AuditCommand::CheckProof { .. },
-        } => unreachable!("checked offline before the server starts"),
+        }
+        | Command::GatewaySim(_)
+        | Command::Admin {
+            command: AdminCommand::AddGateway { .. },
+        } => unreachable!("run before the server starts"),
         Command::Admin {
             command: AdminCommand::RotateKey,
         } => Ok(exit(

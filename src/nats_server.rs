@@ -87,6 +87,28 @@ impl NatsServer {
 
     /// Starts a server in `dir` (config, store and log live there) on a free loopback port.
     pub fn start(dir: &Path, sync: Sync) -> Result<Self, ServerError> {
+        Self::start_with(dir, sync, "", &[])
+    }
+
+    /// Like [`start`](Self::start), with `extra_config` appended to the generated
+    /// configuration (for example `include "ansinh-accounts.conf"`: nats-server resolves
+    /// includes relative to the configuration file, which is written in `dir`) and `env`
+    /// set for the server process only, so secrets such as passwords referenced by
+    /// `$NAME` in the configuration never stand in a file.
+    ///
+    /// An empty value in `env` is refused: `password: $NAME` would become an empty
+    /// password.
+    pub fn start_with(
+        dir: &Path,
+        sync: Sync,
+        extra_config: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Self, ServerError> {
+        if let Some((name, _)) = env.iter().find(|(_, value)| value.is_empty()) {
+            return Err(ServerError::Start(format!(
+                "environment variable {name} for the server is empty"
+            )));
+        }
         let binary = Self::find_binary()?;
         check_version(&binary)?;
         std::fs::create_dir_all(dir)?;
@@ -96,18 +118,27 @@ impl NatsServer {
             Sync::Always => "sync_interval: always",
             Sync::Lazy => "",
         };
-        let config = format!(
+        let mut config = format!(
             "listen: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{\n  store_dir: {store:?}\n  {sync_line}\n}}\n",
             store = store_dir.display()
         );
+        if !extra_config.is_empty() {
+            config.push_str(extra_config);
+            config.push('\n');
+        }
         let config_path = dir.join("nats-server.conf");
         std::fs::write(&config_path, config)?;
-        Self::spawn(&binary, &config_path, port, store_dir)
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn(&binary, &config_path, env, port, store_dir)
     }
 
     fn spawn(
         binary: &Path,
         config: &Path,
+        env: Vec<(String, String)>,
         port: u16,
         store_dir: PathBuf,
     ) -> Result<Self, ServerError> {
@@ -122,6 +153,7 @@ impl NatsServer {
             command
                 .arg("-c")
                 .arg(&config)
+                .envs(env)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped());

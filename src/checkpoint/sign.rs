@@ -102,7 +102,8 @@ impl KeyPair {
         &self.key_id
     }
 
-    fn sign(&self, domain: &[u8], message: &[u8]) -> [u8; 64] {
+    /// Ed25519 over `domain || message` (the gateway transport signs with it too).
+    pub(crate) fn sign(&self, domain: &[u8], message: &[u8]) -> [u8; 64] {
         let mut bytes = Vec::with_capacity(domain.len() + message.len());
         bytes.extend_from_slice(domain);
         bytes.extend_from_slice(message);

@@ -1,5 +1,6 @@
 //! Command-line front ends beside `main.rs`, one module per desk.
 
+pub mod gateway;
 pub mod payments;
 pub mod staff;
 

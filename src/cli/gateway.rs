@@ -1,0 +1,128 @@
+//! `ansinh gateway-sim` and `ansinh admin add-gateway`: printing only; the work is in
+//! `ansinh::gateway`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use ansinh::gateway::client::GatewayClient;
+use ansinh::gateway::keys::{self, REGISTRY_FILE};
+use ansinh::gateway::server::{STATUS_ACCEPTED, STATUS_DUPLICATE};
+use ansinh::gateway::sim::{self, SimConfig};
+
+use super::BoxError;
+
+#[derive(clap::Args)]
+pub struct SimArgs {
+    /// The gateway to play, e.g. vcb.
+    #[arg(long)]
+    gateway: String,
+    /// Its Ed25519 key file (from `admin add-gateway`).
+    #[arg(long)]
+    key: PathBuf,
+    /// NATS user (default: gw-<gateway>).
+    #[arg(long)]
+    nats_user: Option<String>,
+    /// NATS password of that user.
+    #[arg(long, env = "ANSINH_GATEWAY_NATS_PASSWORD", hide_env_values = true)]
+    nats_password: String,
+    /// Share of payments that fail.
+    #[arg(long, default_value_t = 0.1)]
+    failure_rate: f64,
+    /// Share of payments returned after paying out.
+    #[arg(long, default_value_t = 0.02)]
+    return_rate: f64,
+    /// Share of results posted twice.
+    #[arg(long, default_value_t = 0.05)]
+    duplicate_rate: f64,
+    /// Processing time before each post.
+    #[arg(long, default_value_t = 20)]
+    latency_ms: u64,
+    /// Fetch-and-post rounds (a round that finds nothing ends the run).
+    #[arg(long, default_value_t = 10)]
+    rounds: u32,
+    /// Instructions asked for per fetch.
+    #[arg(long, default_value_t = 100)]
+    fetch_max: u32,
+    /// Same seed, same outcomes, transaction ids and re-posts.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// Plays a gateway against the ledger at `nats`. Exits 1 if a post went unanswered or
+/// was refused or failed.
+pub async fn sim(nats: Option<&str>, args: SimArgs, json: bool) -> Result<ExitCode, BoxError> {
+    let url = nats.ok_or("gateway-sim needs --nats URL (the ledger's NATS server)")?;
+    let key = keys::load_key(&args.key)?;
+    let user = args
+        .nats_user
+        .unwrap_or_else(|| format!("gw-{}", args.gateway));
+    let client = GatewayClient::connect(url, &args.gateway, &user, &args.nats_password).await?;
+    let config = SimConfig {
+        failure_rate: args.failure_rate,
+        return_rate: args.return_rate,
+        duplicate_rate: args.duplicate_rate,
+        latency_ms: args.latency_ms,
+        rounds: args.rounds,
+        fetch_max: args.fetch_max,
+        ..SimConfig::new(key, args.seed)
+    };
+    let summary = sim::run(&client, &config).await?;
+    if json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!("{}", summary.line());
+    }
+    let clean = summary.transport_errors == 0
+        && summary
+            .by_status
+            .keys()
+            .all(|s| s == STATUS_ACCEPTED || s == STATUS_DUPLICATE);
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Creates a gateway key pair: the private key to `key_out`, the public key appended to
+/// `<data-dir>/gateways.json`.
+pub fn add_gateway(
+    data_dir: &Path,
+    id: &str,
+    key_out: &Path,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    std::fs::create_dir_all(data_dir)?;
+    let registry = data_dir.join(REGISTRY_FILE);
+    let added = keys::add_gateway(&registry, id, key_out)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "gateway_id": added.gateway_id,
+                "key_id": added.key_id,
+                "keys_of_gateway": added.keys_of_gateway,
+                "key_file": key_out,
+                "registry": registry,
+            })
+        );
+    } else {
+        println!(
+            "gateway {}: key {} written to {} (mode 0600; give it to the gateway only), public key added to {}",
+            added.gateway_id,
+            added.key_id,
+            key_out.display(),
+            registry.display()
+        );
+        if added.keys_of_gateway > 1 {
+            println!(
+                "gateway {} now has {} keys: remove the old entry from {} once it signs with the new one",
+                added.gateway_id,
+                added.keys_of_gateway,
+                registry.display()
+            );
+        }
+        println!("restart the ledger's gateway server to load the new key");
+    }
+    Ok(ExitCode::SUCCESS)
+}

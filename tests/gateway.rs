@@ -1,0 +1,759 @@
+//! The gateway transport against a real nats-server running the shipped accounts file
+//! (deploy/nats/ansinh-accounts.conf): fetch and post through `serve`, the permissions
+//! that keep a gateway to its own subjects and off the event stream and the JetStream
+//! API, refusal of forged posts before the sink, error replies to malformed requests,
+//! and the simulator. Each test starts its own server, since every test serves the same
+//! subjects.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use ansinh::chain::Partition;
+use ansinh::checkpoint::sign::KeyPair;
+use ansinh::gateway::client::{GatewayClient, GatewayClientError};
+use ansinh::gateway::keys::{GatewayKey, Registry};
+use ansinh::gateway::server::{self, PostSink};
+use ansinh::gateway::sim::{self, SimConfig};
+use ansinh::gateway::{self, DEMO_GATEWAYS, sign};
+use ansinh::log::{Draft, Ledger, LedgerStore, LogConfig};
+use ansinh::nats_server::{NatsServer, Sync};
+use ansinh::proto::{
+    self, GatewayPost, GatewayReply, InstructionList, PaymentInstruction, SignedGatewayPost,
+    envelope::Payload,
+};
+use prost::Message;
+
+// ---- Harness --------------------------------------------------------------------------
+
+/// A nats-server with the shipped accounts, and the passwords it was given.
+struct Net {
+    server: NatsServer,
+    passwords: BTreeMap<&'static str, String>,
+    _dir: tempfile::TempDir,
+}
+
+fn password() -> String {
+    hex::encode(uuid::Uuid::new_v4().as_bytes())
+}
+
+fn start_net() -> Net {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(gateway::ACCOUNTS_CONF_FILE),
+        gateway::ACCOUNTS_CONF,
+    )
+    .unwrap();
+    let mut passwords = BTreeMap::new();
+    passwords.insert(gateway::LEDGER_USER, password());
+    for g in DEMO_GATEWAYS {
+        passwords.insert(g.user, password());
+    }
+    let mut env = vec![(
+        gateway::LEDGER_PASSWORD_ENV,
+        passwords[gateway::LEDGER_USER].as_str(),
+    )];
+    for g in DEMO_GATEWAYS {
+        env.push((g.password_env, passwords[g.user].as_str()));
+    }
+    let include = format!("include {:?}", gateway::ACCOUNTS_CONF_FILE);
+    let server = NatsServer::start_with(dir.path(), Sync::Always, &include, &env)
+        .expect("start nats-server with the shipped accounts (run scripts/install-nats-server.sh)");
+    Net {
+        server,
+        passwords,
+        _dir: dir,
+    }
+}
+
+impl Net {
+    async fn ledger_client(&self) -> async_nats::Client {
+        async_nats::ConnectOptions::with_user_and_password(
+            gateway::LEDGER_USER.into(),
+            self.passwords[gateway::LEDGER_USER].clone(),
+        )
+        .connect(self.server.url())
+        .await
+        .expect("the ledger user connects")
+    }
+
+    async fn gateway(&self, id: &str) -> GatewayClient {
+        let user = format!("gw-{id}");
+        GatewayClient::connect(
+            &self.server.url(),
+            id,
+            &user,
+            &self.passwords[user.as_str()],
+        )
+        .await
+        .expect("the gateway user connects")
+    }
+}
+
+fn key(n: u8) -> KeyPair {
+    KeyPair::from_seed(&[n; 32])
+}
+
+/// vcb signs with key 1, momo with key 2, vnpost with key 3.
+fn registry() -> Arc<Registry> {
+    let keys = [("vcb", 1), ("momo", 2), ("vnpost", 3)]
+        .into_iter()
+        .map(|(id, n)| GatewayKey {
+            gateway_id: id.into(),
+            key_id: key(n).key_id().into(),
+            public_key: key(n).public_key(),
+        })
+        .collect();
+    Arc::new(Registry::new(keys).unwrap())
+}
+
+fn instruction(gateway: &str, n: u32) -> PaymentInstruction {
+    PaymentInstruction {
+        instruction_id: format!("01-PI-{gateway}-{n:06}"),
+        beneficiary_ref: format!("0100007-{n:06}"),
+        amount: format!("{}", 500_000 + n * 1_000),
+        channel: "bank".into(),
+        period: "2026-03".into(),
+        commune: "0100007".into(),
+        gateway_id: gateway.into(),
+    }
+}
+
+fn post_for(gateway: &str, i: &PaymentInstruction, outcome: &str) -> GatewayPost {
+    GatewayPost {
+        gateway_id: gateway.into(),
+        instruction_id: i.instruction_id.clone(),
+        outcome: outcome.into(),
+        gateway_txn_id: format!("{gateway}-txn-{}", i.instruction_id),
+        amount: i.amount.clone(),
+        beneficiary_ref: i.beneficiary_ref.clone(),
+        posted_at_unix_ms: 1_772_699_400_000,
+        reason: String::new(),
+    }
+}
+
+/// A sink that records every call and is idempotent per (gateway, instruction id):
+/// what the payment domain will be, without the log.
+#[derive(Default)]
+struct Recorder {
+    state: Mutex<RecorderState>,
+}
+
+#[derive(Default)]
+struct RecorderState {
+    waiting: Vec<PaymentInstruction>,
+    calls: Vec<(String, GatewayPost, SignedGatewayPost)>,
+    accepted: BTreeMap<(String, String), u64>,
+    fetches: Vec<(String, u32)>,
+}
+
+impl Recorder {
+    fn with_instructions(instructions: Vec<PaymentInstruction>) -> Arc<Self> {
+        let r = Self::default();
+        r.state.lock().unwrap().waiting = instructions;
+        Arc::new(r)
+    }
+
+    fn calls(&self) -> Vec<(String, GatewayPost, SignedGatewayPost)> {
+        self.state.lock().unwrap().calls.clone()
+    }
+}
+
+impl PostSink for Recorder {
+    fn post(
+        &self,
+        gateway: &str,
+        post: GatewayPost,
+        signed: SignedGatewayPost,
+    ) -> impl Future<Output = GatewayReply> + Send {
+        // A std Mutex: the lock is never held across an await.
+        let mut s = self.state.lock().unwrap();
+        let key = (gateway.to_string(), post.instruction_id.clone());
+        s.calls.push((gateway.to_string(), post, signed));
+        let next = s.accepted.len() as u64 + 1;
+        let (status, sequence) = match s.accepted.get(&key) {
+            Some(&sequence) => (server::STATUS_DUPLICATE, sequence),
+            None => {
+                s.accepted.insert(key.clone(), next);
+                s.waiting.retain(|i| i.instruction_id != key.1);
+                (server::STATUS_ACCEPTED, next)
+            }
+        };
+        std::future::ready(GatewayReply {
+            status: status.into(),
+            partition: "01".into(),
+            sequence,
+            hash: format!("{sequence:064x}"),
+            ..Default::default()
+        })
+    }
+
+    fn fetch(&self, gateway: &str, max: u32) -> impl Future<Output = InstructionList> + Send {
+        let mut s = self.state.lock().unwrap();
+        s.fetches.push((gateway.to_string(), max));
+        // Deliberately careless: hands out every gateway's instructions, so the
+        // server's own filter is what keeps them apart.
+        let instructions = s.waiting.iter().take(max as usize + 2).cloned().collect();
+        std::future::ready(InstructionList { instructions })
+    }
+}
+
+/// `serve` running in the background until `stop` is called.
+struct Serving {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Serving {
+    async fn start(net: &Net, sink: Arc<Recorder>) -> Self {
+        let bound = server::bind(
+            net.ledger_client().await,
+            gateway::DEFAULT_SUBJECT_PREFIX,
+            registry(),
+            sink,
+        )
+        .await
+        .expect("bind");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(bound.run(async move {
+            let _ = stopped.await;
+        }));
+        Self { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.expect("serve ends cleanly");
+    }
+}
+
+/// Longest wait for the server's error after a forbidden act; only reached when the act
+/// was wrongly allowed (then the test fails instead of hanging).
+const SERVER_ERROR_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn next_server_error(errors: &mut tokio::sync::broadcast::Receiver<String>) -> String {
+    tokio::time::timeout(SERVER_ERROR_WAIT, errors.recv())
+        .await
+        .expect("the server reports a permissions violation")
+        .unwrap()
+}
+
+fn assert_denied(result: Result<async_nats::Message, GatewayClientError>, subject: &str) {
+    match result {
+        Err(GatewayClientError::PermissionDenied { subject: s, .. }) => assert_eq!(s, subject),
+        other => panic!("publishing to {subject} was not denied: {other:?}"),
+    }
+}
+
+// ---- Fetch and post ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_gateway_fetches_its_instructions_and_a_signed_post_reaches_the_sink_once() {
+    let net = start_net();
+    let sink = Recorder::with_instructions(vec![
+        instruction("vcb", 1),
+        instruction("momo", 1),
+        instruction("vcb", 2),
+        instruction("vcb", 3),
+    ]);
+    let serving = Serving::start(&net, sink.clone()).await;
+    let vcb = net.gateway("vcb").await;
+
+    let list = vcb.fetch(2).await.unwrap();
+    let ids: Vec<&str> = list
+        .instructions
+        .iter()
+        .map(|i| i.instruction_id.as_str())
+        .collect();
+    // At most 2 as asked, and never momo's, though the sink offered 4 of both.
+    assert_eq!(ids, vec!["01-PI-vcb-000001", "01-PI-vcb-000002"]);
+    assert_eq!(sink.state.lock().unwrap().fetches, vec![("vcb".into(), 2)]);
+
+    let signed = sign::sign_post(&key(1), &post_for("vcb", &list.instructions[0], "settled"));
+    let reply = vcb.post(&signed).await.unwrap();
+    assert_eq!(reply.status, server::STATUS_ACCEPTED, "{reply:?}");
+    assert_eq!((reply.partition.as_str(), reply.sequence), ("01", 1));
+
+    let calls = sink.calls();
+    assert_eq!(calls.len(), 1);
+    let (gateway, post, kept) = &calls[0];
+    assert_eq!(gateway, "vcb");
+    assert_eq!(post, &post_for("vcb", &list.instructions[0], "settled"));
+    // The sink gets the exact bytes and signature, which still verify on their own.
+    assert_eq!(kept, &signed);
+    assert_eq!(
+        sign::verify_post(&registry(), "vcb", kept).unwrap(),
+        post.clone()
+    );
+
+    // The same signed post again: the sink's idempotency answers "duplicate".
+    let again = vcb.post(&signed).await.unwrap();
+    assert_eq!(again.status, server::STATUS_DUPLICATE);
+    assert_eq!(again.sequence, 1);
+    assert_eq!(sink.state.lock().unwrap().accepted.len(), 1);
+
+    // The posted instruction is no longer handed out.
+    let rest = vcb.fetch(10).await.unwrap();
+    let ids: BTreeSet<String> = rest
+        .instructions
+        .into_iter()
+        .map(|i| i.instruction_id)
+        .collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from(["01-PI-vcb-000002".into(), "01-PI-vcb-000003".into()])
+    );
+    serving.stop().await;
+}
+
+// ---- Permissions ------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_gateway_cannot_publish_on_or_read_another_gateways_subjects() {
+    let net = start_net();
+    let sink = Recorder::with_instructions(vec![instruction("vcb", 1), instruction("momo", 1)]);
+    let serving = Serving::start(&net, sink.clone()).await;
+    let momo = net.gateway("momo").await;
+
+    // momo relays a post vcb really signed, on vcb's subject: the server drops it.
+    let vcb_post = sign::sign_post(&key(1), &post_for("vcb", &instruction("vcb", 1), "settled"));
+    let post_subject = gateway::post_subject(gateway::DEFAULT_SUBJECT_PREFIX, "vcb");
+    assert_denied(
+        momo.request(&post_subject, vcb_post.encode_to_vec().into())
+            .await,
+        &post_subject,
+    );
+    let fetch_subject = gateway::fetch_subject(gateway::DEFAULT_SUBJECT_PREFIX, "vcb");
+    let fetch = proto::FetchInstructions { max: 10 }.encode_to_vec();
+    assert_denied(
+        momo.request(&fetch_subject, fetch.into()).await,
+        &fetch_subject,
+    );
+
+    // Nor may it listen to vcb's requests or replies.
+    for subject in [
+        "_INBOX_vcb.>",
+        "ansinh.v1.gateway.vcb.post",
+        "ansinh.v1.gateway.>",
+    ] {
+        let mut errors = momo.server_errors();
+        let _subscription = momo.nats().subscribe(subject.to_string()).await.unwrap();
+        momo.nats().flush().await.unwrap();
+        let error = next_server_error(&mut errors).await;
+        assert!(
+            error.contains("Permissions Violation for Subscription to") && error.contains(subject),
+            "{subject}: {error}"
+        );
+    }
+
+    // momo's own post goes through (so the sink is reachable), and it is the only call.
+    let own = sign::sign_post(
+        &key(2),
+        &post_for("momo", &instruction("momo", 1), "failed"),
+    );
+    assert_eq!(
+        momo.post(&own).await.unwrap().status,
+        server::STATUS_ACCEPTED
+    );
+    let calls = sink.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].0, "momo");
+    assert_eq!(sink.state.lock().unwrap().fetches.len(), 0);
+    serving.stop().await;
+}
+
+/// (messages, last sequence) of a stream, as the ledger user sees it.
+async fn stream_state(js: &async_nats::jetstream::Context, name: &str) -> (u64, u64) {
+    let mut stream = js.get_stream(name).await.unwrap();
+    let info = stream.info().await.unwrap();
+    (info.state.messages, info.state.last_sequence)
+}
+
+#[tokio::test]
+async fn a_gateway_cannot_publish_to_the_event_stream_nor_call_the_jetstream_api() {
+    let net = start_net();
+    // The ledger user creates the event stream and appends one event.
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = LedgerStore::open(&store_dir.path().join("ledger.sled")).unwrap();
+    let config = LogConfig::default();
+    let (ledger, lost) = Ledger::open(net.ledger_client().await, config.clone(), store)
+        .await
+        .unwrap();
+    assert!(lost.is_empty());
+    ledger
+        .append(Draft {
+            partition: Partition::new("01").unwrap(),
+            actor: proto::Actor {
+                id: "staff:test".into(),
+                role: "teller".into(),
+                unit: "0100007".into(),
+            },
+            idempotency_key: "before".into(),
+            correlation_id: String::new(),
+            subjects: vec![],
+            payload: Payload::Note(proto::Note {
+                text: "before the gateway tries".into(),
+            }),
+        })
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(net.ledger_client().await);
+    assert_eq!(stream_state(&js, &config.stream_name).await, (1, 1));
+
+    let vcb = net.gateway("vcb").await;
+    let note = proto::Envelope::default().encode_to_vec();
+    for subject in [
+        "ansinh.v1.events.01".to_string(),
+        "ansinh.v1.events.79".to_string(),
+        "$JS.API.INFO".to_string(),
+        format!("$JS.API.STREAM.INFO.{}", config.stream_name),
+        format!("$JS.API.STREAM.PURGE.{}", config.stream_name),
+        format!("$JS.API.STREAM.DELETE.{}", config.stream_name),
+        format!("$JS.API.STREAM.MSG.DELETE.{}", config.stream_name),
+        "$JS.API.STREAM.CREATE.GATEWAY_OWN".to_string(),
+        "ansinh.v1.checkpoints.01".to_string(),
+    ] {
+        assert_denied(vcb.request(&subject, note.clone().into()).await, &subject);
+    }
+    // A plain publish (no reply wanted) is refused the same way.
+    let mut errors = vcb.server_errors();
+    vcb.nats()
+        .publish("ansinh.v1.events.01", note.into())
+        .await
+        .unwrap();
+    vcb.nats().flush().await.unwrap();
+    let error = next_server_error(&mut errors).await;
+    assert!(
+        error.contains("Permissions Violation for Publish to"),
+        "{error}"
+    );
+
+    // The ledger's view: nothing changed, the stream is still there with its one event.
+    assert_eq!(stream_state(&js, &config.stream_name).await, (1, 1));
+}
+
+#[tokio::test]
+async fn only_the_configured_users_with_their_passwords_may_connect() {
+    let net = start_net();
+    assert!(
+        async_nats::connect(net.server.url()).await.is_err(),
+        "no anonymous connections"
+    );
+    let wrong =
+        GatewayClient::connect(&net.server.url(), "vcb", "gw-vcb", "not-the-password").await;
+    assert!(matches!(wrong, Err(GatewayClientError::Connect(_))));
+    // Another gateway's password does not open this gateway's user.
+    let crossed = GatewayClient::connect(
+        &net.server.url(),
+        "vcb",
+        "gw-vcb",
+        &net.passwords["gw-momo"],
+    )
+    .await;
+    assert!(matches!(crossed, Err(GatewayClientError::Connect(_))));
+    net.gateway("vcb").await;
+}
+
+#[test]
+fn the_server_refuses_an_empty_secret_and_fails_closed_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = NatsServer::start_with(
+        dir.path(),
+        Sync::Always,
+        "",
+        &[(gateway::LEDGER_PASSWORD_ENV, "")],
+    );
+    assert!(empty.is_err());
+    // The accounts file without its passwords: nats-server refuses to start.
+    std::fs::write(
+        dir.path().join(gateway::ACCOUNTS_CONF_FILE),
+        gateway::ACCOUNTS_CONF,
+    )
+    .unwrap();
+    let include = format!("include {:?}", gateway::ACCOUNTS_CONF_FILE);
+    let missing = NatsServer::start_with(dir.path(), Sync::Always, &include, &[]);
+    match missing {
+        Err(ansinh::nats_server::ServerError::Start(output)) => {
+            assert!(output.contains("ANSINH_NATS_"), "{output}")
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("started without passwords"),
+    }
+}
+
+// ---- Forged and malformed requests ------------------------------------------------------
+
+#[tokio::test]
+async fn forged_posts_are_refused_and_never_reach_the_sink() {
+    let net = start_net();
+    let sink = Recorder::with_instructions(vec![instruction("vcb", 1)]);
+    let serving = Serving::start(&net, sink.clone()).await;
+    let vcb = net.gateway("vcb").await;
+    let i = instruction("vcb", 1);
+
+    let good = sign::sign_post(&key(1), &post_for("vcb", &i, "settled"));
+    let mut wrong_signature = good.clone();
+    let mut s = good.signature.to_vec();
+    s[10] ^= 0x40;
+    wrong_signature.signature = s.into();
+    let mut unknown_key_id = good.clone();
+    unknown_key_id.key_id = key(9).key_id().into();
+    let mut momos_key_id = good.clone();
+    momos_key_id.key_id = key(2).key_id().into();
+    let signed_by_momo = sign::sign_post(&key(2), &post_for("vcb", &i, "settled"));
+    let names_momo = sign::sign_post(&key(1), &post_for("momo", &i, "settled"));
+    let mut altered_amount = good.clone();
+    let mut p = post_for("vcb", &i, "settled");
+    p.amount = "999999999".into();
+    altered_amount.post = p.encode_to_vec().into();
+    let bad_outcome = sign::sign_post(&key(1), &post_for("vcb", &i, "paid"));
+
+    let cases = [
+        ("wrong signature", wrong_signature, "bad_signature"),
+        ("unknown key id", unknown_key_id, "unknown_key"),
+        (
+            "another gateway's key id",
+            momos_key_id,
+            "key_of_another_gateway",
+        ),
+        (
+            "signed by another gateway",
+            signed_by_momo,
+            "key_of_another_gateway",
+        ),
+        (
+            "another gateway's id inside",
+            names_momo,
+            "gateway_mismatch",
+        ),
+        (
+            "amount altered after signing",
+            altered_amount,
+            "bad_signature",
+        ),
+        ("unknown outcome", bad_outcome, "malformed_post"),
+    ];
+    for (case, signed, kind) in cases {
+        let reply = vcb.post(&signed).await.unwrap();
+        assert_eq!(reply.status, server::STATUS_REFUSED, "{case}: {reply:?}");
+        assert_eq!(reply.error_kind, kind, "{case}: {reply:?}");
+        assert!(!reply.message.is_empty());
+        assert_eq!(reply.sequence, 0);
+    }
+    assert!(sink.calls().is_empty(), "a refused post reached the sink");
+
+    // The genuine post is accepted: the sink was reachable all along.
+    assert_eq!(
+        vcb.post(&good).await.unwrap().status,
+        server::STATUS_ACCEPTED
+    );
+    assert_eq!(sink.calls().len(), 1);
+    serving.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_requests_get_an_error_reply() {
+    let net = start_net();
+    let sink = Recorder::with_instructions(vec![instruction("vcb", 1)]);
+    let serving = Serving::start(&net, sink.clone()).await;
+    let vcb = net.gateway("vcb").await;
+    let post_subject = gateway::post_subject(gateway::DEFAULT_SUBJECT_PREFIX, "vcb");
+    let fetch_subject = gateway::fetch_subject(gateway::DEFAULT_SUBJECT_PREFIX, "vcb");
+
+    let garbage: &[u8] = &[0xff, 0xff, 0xff, 0x0f];
+    let oversized = vec![0u8; server::REQUEST_BYTES_MAX + 1];
+    for (payload, kind) in [
+        (garbage.to_vec(), "malformed_request"),
+        (oversized, "oversized_request"),
+    ] {
+        let reply = vcb
+            .request(&post_subject, payload.clone().into())
+            .await
+            .unwrap();
+        let reply = GatewayReply::decode(reply.payload).unwrap();
+        assert_eq!(reply.status, server::STATUS_ERROR, "{reply:?}");
+        assert_eq!(reply.error_kind, kind);
+
+        // A fetch answers with a GatewayReply flagged in a header.
+        let reply = vcb.request(&fetch_subject, payload.into()).await.unwrap();
+        let flagged = reply
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(server::REPLY_TYPE_HEADER))
+            .map(|v| v.to_string());
+        assert_eq!(flagged.as_deref(), Some(server::REPLY_TYPE_GATEWAY_REPLY));
+        let reply = GatewayReply::decode(reply.payload).unwrap();
+        assert_eq!(reply.status, server::STATUS_ERROR);
+        assert_eq!(reply.error_kind, kind);
+    }
+    // A valid protobuf of the wrong shape: a post whose signed bytes are empty.
+    let empty = SignedGatewayPost::default();
+    let reply = vcb.post(&empty).await.unwrap();
+    assert_eq!(reply.status, server::STATUS_REFUSED);
+    assert_eq!(reply.error_kind, "unknown_key");
+
+    assert!(sink.calls().is_empty());
+    assert!(sink.state.lock().unwrap().fetches.is_empty());
+    // The client turns a flagged fetch reply into an error; an ordinary one still works.
+    assert_eq!(vcb.fetch(5).await.unwrap().instructions.len(), 1);
+    serving.stop().await;
+}
+
+// ---- The simulator ------------------------------------------------------------------------
+
+fn fixed_clock() -> i64 {
+    1_772_699_400_000
+}
+
+async fn simulate(net: &Net, seed: u64) -> (sim::SimSummary, Vec<SignedGatewayPost>) {
+    let instructions = (1..=40).map(|n| instruction("vcb", n)).collect();
+    let sink = Recorder::with_instructions(instructions);
+    let serving = Serving::start(net, sink.clone()).await;
+    let vcb = net.gateway("vcb").await;
+    let config = SimConfig {
+        failure_rate: 0.2,
+        return_rate: 0.1,
+        duplicate_rate: 0.3,
+        latency_ms: 0,
+        rounds: 10,
+        fetch_max: 15,
+        clock: fixed_clock,
+        ..SimConfig::new(key(1), seed)
+    };
+    let summary = sim::run(&vcb, &config).await.unwrap();
+    serving.stop().await;
+    let posts = sink.calls().into_iter().map(|(_, _, s)| s).collect();
+    (summary, posts)
+}
+
+#[tokio::test]
+async fn the_simulator_posts_a_result_per_instruction_and_its_duplicates_are_recognised() {
+    let net = start_net();
+    let (summary, posts) = simulate(&net, 42).await;
+    assert_eq!(summary.instructions, 40);
+    // 15 + 15 + 10, then a round that finds nothing.
+    assert_eq!(summary.rounds, 4);
+    assert_eq!(summary.by_outcome.values().sum::<u64>(), 40);
+    assert!(summary.by_outcome["settled"] > 0 && summary.by_outcome["failed"] > 0);
+    assert_eq!(summary.by_status["accepted"], 40);
+    assert!(summary.duplicates_sent > 0);
+    assert_eq!(
+        summary.by_status.get("duplicate").copied().unwrap_or(0),
+        summary.duplicates_sent
+    );
+    assert_eq!(summary.posts, 40 + summary.duplicates_sent);
+    assert_eq!(posts.len() as u64, summary.posts);
+    assert_eq!(summary.transport_errors, 0);
+    assert!(summary.line().contains("accepted=40"));
+
+    // Deterministic: the same seed gives the same signed bytes; another seed does not.
+    let (again, posts_again) = simulate(&net, 42).await;
+    assert_eq!(again, summary);
+    assert_eq!(posts_again, posts);
+    let (other, _) = simulate(&net, 43).await;
+    assert_ne!(
+        (other.by_outcome.clone(), other.duplicates_sent),
+        (summary.by_outcome.clone(), summary.duplicates_sent)
+    );
+}
+
+#[tokio::test]
+async fn the_simulator_refuses_impossible_settings() {
+    let net = start_net();
+    let vcb = net.gateway("vcb").await;
+    for config in [
+        SimConfig {
+            failure_rate: 0.8,
+            return_rate: 0.3,
+            ..SimConfig::new(key(1), 1)
+        },
+        SimConfig {
+            duplicate_rate: -0.1,
+            ..SimConfig::new(key(1), 1)
+        },
+        SimConfig {
+            fetch_max: 0,
+            ..SimConfig::new(key(1), 1)
+        },
+    ] {
+        assert!(matches!(
+            sim::run(&vcb, &config).await,
+            Err(sim::SimError::InvalidConfig(_))
+        ));
+    }
+}
+
+// ---- The CLI, end to end ------------------------------------------------------------------
+
+#[tokio::test]
+async fn add_gateway_then_gateway_sim_over_the_real_transport() {
+    let net = start_net();
+    let data = tempfile::tempdir().unwrap();
+    let key_file = data.path().join("vcb.key");
+    let bin = env!("CARGO_BIN_EXE_ansinh");
+    let out = tokio::process::Command::new(bin)
+        .args(["--data-dir"])
+        .arg(data.path())
+        .args(["admin", "add-gateway", "--id", "vcb", "--key-out"])
+        .arg(&key_file)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No embedded server was started for it.
+    assert!(!data.path().join("nats").exists());
+    let registry =
+        Arc::new(Registry::load(&data.path().join(ansinh::gateway::keys::REGISTRY_FILE)).unwrap());
+    assert_eq!(registry.gateways(), vec!["vcb"]);
+
+    let sink = Recorder::with_instructions((1..=12).map(|n| instruction("vcb", n)).collect());
+    let bound = server::bind(
+        net.ledger_client().await,
+        gateway::DEFAULT_SUBJECT_PREFIX,
+        registry,
+        sink.clone(),
+    )
+    .await
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(bound.run(async move {
+        let _ = stopped.await;
+    }));
+
+    let out = tokio::process::Command::new(bin)
+        .args([
+            "--nats",
+            &net.server.url(),
+            "gateway-sim",
+            "--gateway",
+            "vcb",
+            "--key",
+        ])
+        .arg(&key_file)
+        .args([
+            "--duplicate-rate",
+            "0.5",
+            "--latency-ms",
+            "0",
+            "--seed",
+            "7",
+        ])
+        .env("ANSINH_GATEWAY_NATS_PASSWORD", &net.passwords["gw-vcb"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("12 instructions"), "{stdout}");
+    assert!(stdout.contains("accepted=12"), "{stdout}");
+    assert_eq!(sink.state.lock().unwrap().accepted.len(), 12);
+    stop.send(()).unwrap();
+    serving.await.unwrap();
+}

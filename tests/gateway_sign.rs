@@ -1,0 +1,477 @@
+//! Gateway signatures and the key registry, without a server: the vector of
+//! docs/GATEWAYS.md §4 (reproduced independently by scripts/gateway-vector.py), one
+//! refusal per cause, `admin add-gateway`'s files, and fuzzing of `verify_post`
+//! (no altered post verifies, none panics).
+
+use ansinh::checkpoint::sign::KeyPair;
+use ansinh::gateway::keys::{self, AddGatewayError, GatewayKey, Registry, RegistryError};
+use ansinh::gateway::sign::{self, GatewayAuthError};
+use ansinh::proto::{GatewayPost, SignedGatewayPost};
+use proptest::prelude::*;
+use prost::Message;
+
+/// The vector key: secret seed bytes 0x20, 0x21, ..., 0x3f.
+fn vector_key() -> KeyPair {
+    let seed: [u8; 32] = std::array::from_fn(|i| (i + 32) as u8);
+    KeyPair::from_seed(&seed)
+}
+
+fn other_key(n: u8) -> KeyPair {
+    KeyPair::from_seed(&[n; 32])
+}
+
+fn vector_post() -> GatewayPost {
+    GatewayPost {
+        gateway_id: "vcb".into(),
+        instruction_id: "01-PI-000001".into(),
+        outcome: "settled".into(),
+        gateway_txn_id: "VCB-20260305-000042".into(),
+        amount: "1500000".into(),
+        beneficiary_ref: "0100007-000001".into(),
+        posted_at_unix_ms: 1_772_699_400_000,
+        reason: String::new(),
+    }
+}
+
+const VECTOR_PUBLIC_KEY: &str = "29acbae141bccaf0b22e1a94d34d0bc7361e526d0bfe12c89794bc9322966dd7";
+const VECTOR_KEY_ID: &str = "39833a149ece5611";
+const VECTOR_POST: &str = "0a03766362120c30312d50492d3030303030311a07736574746c656422135643422d32303236303330352d3030303034322a0731353030303030320e303130303030372d30303030303138c0eef8e8cb33";
+const VECTOR_SIGNATURE: &str = "ffb63ae3f607d91000ec6e9e6263b65e4054129bbed753cf8c2bdd52bbd4d121a04e69ca45553d1b650351f9f2316215ea13a9f0c06fe22f1fa9a7a143794901";
+
+/// vcb has the vector key and key 3; momo has key 4.
+fn registry() -> Registry {
+    let entry = |gateway: &str, key: &KeyPair| GatewayKey {
+        gateway_id: gateway.into(),
+        key_id: key.key_id().into(),
+        public_key: key.public_key(),
+    };
+    Registry::new(vec![
+        entry("vcb", &vector_key()),
+        entry("vcb", &other_key(3)),
+        entry("momo", &other_key(4)),
+    ])
+    .unwrap()
+}
+
+#[test]
+fn the_vector_in_gateways_md_is_what_the_code_computes() {
+    let key = vector_key();
+    let signed = sign::sign_post(&key, &vector_post());
+    assert_eq!(hex::encode(key.public_key()), VECTOR_PUBLIC_KEY);
+    assert_eq!(key.key_id(), VECTOR_KEY_ID);
+    assert_eq!(signed.key_id, VECTOR_KEY_ID);
+    assert_eq!(hex::encode(&signed.post), VECTOR_POST);
+    assert_eq!(hex::encode(&signed.signature), VECTOR_SIGNATURE);
+    // The signature is over the domain prefix and the bytes, nothing else.
+    let mut message = b"ansinh/v1/gateway-post\0".to_vec();
+    message.extend_from_slice(&signed.post);
+    let public = ed25519_dalek::VerifyingKey::from_bytes(&key.public_key()).unwrap();
+    let signature = ed25519_dalek::Signature::from_slice(&signed.signature).unwrap();
+    public.verify_strict(&message, &signature).unwrap();
+    assert_eq!(
+        sign::verify_post(&registry(), "vcb", &signed).unwrap(),
+        vector_post()
+    );
+    // The document states the same values.
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/GATEWAYS.md"))
+        .expect("docs/GATEWAYS.md");
+    for value in [
+        VECTOR_PUBLIC_KEY,
+        VECTOR_KEY_ID,
+        VECTOR_POST,
+        VECTOR_SIGNATURE,
+    ] {
+        assert!(doc.contains(value), "docs/GATEWAYS.md lacks {value}");
+    }
+    assert!(doc.contains("ansinh/v1/gateway-post"));
+}
+
+/// Signs arbitrary bytes as a post, the way a gateway would.
+fn sign_raw(key: &KeyPair, bytes: &[u8]) -> bytes::Bytes {
+    use ed25519_dalek::Signer;
+    let signing = ed25519_dalek::SigningKey::from_bytes(&key.seed());
+    signing
+        .sign(&sign::signed_message(bytes))
+        .to_bytes()
+        .to_vec()
+        .into()
+}
+
+fn refused(gateway: &str, signed: &SignedGatewayPost) -> GatewayAuthError {
+    sign::verify_post(&registry(), gateway, signed).expect_err("must be refused")
+}
+
+fn signed_by(key: &KeyPair, edit: impl FnOnce(&mut GatewayPost)) -> SignedGatewayPost {
+    let mut post = vector_post();
+    edit(&mut post);
+    sign::sign_post(key, &post)
+}
+
+#[test]
+fn each_cause_of_refusal_has_its_own_error() {
+    let good = sign::sign_post(&vector_key(), &vector_post());
+    // A second key of the same gateway is fine.
+    sign::verify_post(&registry(), "vcb", &signed_by(&other_key(3), |_| {})).unwrap();
+
+    let mut bad_signature = good.clone();
+    let mut s = bad_signature.signature.to_vec();
+    s[0] ^= 1;
+    bad_signature.signature = s.into();
+    assert_eq!(
+        refused("vcb", &bad_signature),
+        GatewayAuthError::BadSignature
+    );
+
+    let mut short_signature = good.clone();
+    short_signature.signature = good.signature.slice(..63);
+    assert_eq!(
+        refused("vcb", &short_signature),
+        GatewayAuthError::BadSignature
+    );
+
+    let mut altered = good.clone();
+    let mut p = altered.post.to_vec();
+    *p.last_mut().unwrap() ^= 1;
+    altered.post = p.into();
+    assert_eq!(refused("vcb", &altered), GatewayAuthError::BadSignature);
+
+    let mut unknown_key = good.clone();
+    unknown_key.key_id = other_key(5).key_id().into();
+    assert!(matches!(
+        refused("vcb", &unknown_key),
+        GatewayAuthError::UnknownKey(_)
+    ));
+
+    // momo's key, on vcb's subject, whatever the post says.
+    let momo_signed = signed_by(&other_key(4), |_| {});
+    assert!(matches!(
+        refused("vcb", &momo_signed),
+        GatewayAuthError::KeyOfAnotherGateway { .. }
+    ));
+    // vcb's signature over a post relabelled with momo's key id.
+    let mut relabelled = good.clone();
+    relabelled.key_id = other_key(4).key_id().into();
+    assert!(matches!(
+        refused("vcb", &relabelled),
+        GatewayAuthError::KeyOfAnotherGateway { .. }
+    ));
+    // vcb's key and post, sent on momo's subject.
+    assert!(matches!(
+        refused("momo", &good),
+        GatewayAuthError::KeyOfAnotherGateway { .. }
+    ));
+
+    // vcb signs a post that claims to be momo's, on vcb's subject.
+    let claims_momo = signed_by(&vector_key(), |p| p.gateway_id = "momo".into());
+    assert_eq!(
+        refused("vcb", &claims_momo),
+        GatewayAuthError::GatewayMismatch {
+            inside: "momo".into(),
+            transport: "vcb".into()
+        }
+    );
+
+    assert!(matches!(
+        refused("bidv", &good),
+        GatewayAuthError::UnknownGateway(_)
+    ));
+
+    let mut oversized = good.clone();
+    oversized.post = vec![0u8; sign::POST_BYTES_MAX + 1].into();
+    assert!(matches!(
+        refused("vcb", &oversized),
+        GatewayAuthError::Oversized(_)
+    ));
+
+    // Signed garbage: the signature is right, the bytes are not a post.
+    let garbage = vec![0xff, 0xff, 0xff];
+    let key = vector_key();
+    let signed_garbage = SignedGatewayPost {
+        signature: sign_raw(&key, &garbage),
+        post: garbage.into(),
+        key_id: key.key_id().into(),
+    };
+    assert!(matches!(
+        refused("vcb", &signed_garbage),
+        GatewayAuthError::Undecodable(_)
+    ));
+
+    // Signed, decodable, but with an unknown field appended: not canonical.
+    let mut extended = vector_post().encode_to_vec();
+    extended.extend_from_slice(&[0x50, 0x01]); // field 10, varint 1
+    let signed_extended = SignedGatewayPost {
+        signature: sign_raw(&key, &extended),
+        post: extended.into(),
+        key_id: key.key_id().into(),
+    };
+    assert_eq!(
+        refused("vcb", &signed_extended),
+        GatewayAuthError::NonCanonical
+    );
+}
+
+/// A change to a post, named by the field it breaks.
+type Edit = Box<dyn Fn(&mut GatewayPost)>;
+
+#[test]
+fn malformed_fields_are_refused_even_when_signed() {
+    let key = vector_key();
+    let cases: Vec<(&str, Edit)> = vec![
+        ("outcome", Box::new(|p| p.outcome = "paid".into())),
+        ("amount", Box::new(|p| p.amount = "1500000.5".into())),
+        ("amount", Box::new(|p| p.amount = "0".into())),
+        ("amount", Box::new(|p| p.amount = "-5".into())),
+        ("amount", Box::new(|p| p.amount = "01500000".into())),
+        ("amount", Box::new(|p| p.amount = "1,500,000".into())),
+        ("amount", Box::new(|p| p.amount = "1000000000000001".into())),
+        ("instruction_id", Box::new(|p| p.instruction_id.clear())),
+        (
+            "gateway_txn_id",
+            Box::new(|p| p.gateway_txn_id = "x".repeat(129)),
+        ),
+        (
+            "beneficiary_ref",
+            Box::new(|p| p.beneficiary_ref = "a\nb".into()),
+        ),
+        ("reason", Box::new(|p| p.reason = "r".repeat(513))),
+        ("posted_at_unix_ms", Box::new(|p| p.posted_at_unix_ms = 0)),
+    ];
+    for (field, edit) in cases {
+        let signed = signed_by(&key, |p| edit(p));
+        match refused("vcb", &signed) {
+            GatewayAuthError::Malformed { field: f, .. } => assert_eq!(f, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    // The largest amount is fine.
+    sign::verify_post(
+        &registry(),
+        "vcb",
+        &signed_by(&key, |p| p.amount = "1000000000000000".into()),
+    )
+    .unwrap();
+}
+
+#[test]
+fn error_kinds_are_distinct() {
+    let errors = [
+        GatewayAuthError::Oversized(0),
+        GatewayAuthError::UnknownGateway(String::new()),
+        GatewayAuthError::UnknownKey(String::new()),
+        GatewayAuthError::KeyOfAnotherGateway {
+            key_id: String::new(),
+            owner: String::new(),
+            gateway: String::new(),
+        },
+        GatewayAuthError::BadSignature,
+        GatewayAuthError::Undecodable(String::new()),
+        GatewayAuthError::NonCanonical,
+        GatewayAuthError::GatewayMismatch {
+            inside: String::new(),
+            transport: String::new(),
+        },
+        GatewayAuthError::Malformed {
+            field: "x",
+            reason: String::new(),
+        },
+    ];
+    let kinds: std::collections::BTreeSet<_> = errors.iter().map(|e| e.kind()).collect();
+    assert_eq!(kinds.len(), errors.len());
+}
+
+// ---- The registry and add-gateway -----------------------------------------------------
+
+#[test]
+fn the_registry_round_trips_and_refuses_bad_entries() {
+    let r = registry();
+    assert_eq!(Registry::from_json(&r.to_json()).unwrap(), r);
+    assert_eq!(r.gateways(), vec!["momo", "vcb"]);
+
+    let k = vector_key();
+    let entry = |id: &str, public_key: &str, key_id: &str| {
+        format!(r#"[{{"id":"{id}","public_key":"{public_key}","key_id":"{key_id}"}}]"#)
+    };
+    let pk = hex::encode(k.public_key());
+    let good = entry("vcb", &pk, k.key_id());
+    assert_eq!(Registry::from_json(&good).unwrap().keys().len(), 1);
+    assert!(matches!(
+        Registry::from_json(&entry("VCB", &pk, k.key_id())),
+        Err(RegistryError::InvalidGatewayId(_))
+    ));
+    assert!(matches!(
+        Registry::from_json(&entry("v.cb", &pk, k.key_id())),
+        Err(RegistryError::InvalidGatewayId(_))
+    ));
+    assert!(matches!(
+        Registry::from_json(&entry("vcb", &pk[..62], k.key_id())),
+        Err(RegistryError::InvalidPublicKey { .. })
+    ));
+    assert!(matches!(
+        Registry::from_json(&entry("vcb", &pk, other_key(3).key_id())),
+        Err(RegistryError::KeyIdMismatch { .. })
+    ));
+    let twice = format!(
+        "[{},{}]",
+        good.trim_matches(['[', ']']),
+        entry("momo", &pk, k.key_id()).trim_matches(['[', ']'])
+    );
+    assert!(matches!(
+        Registry::from_json(&twice),
+        Err(RegistryError::DuplicateKey(_))
+    ));
+    assert!(matches!(
+        Registry::from_json(r#"[{"id":"vcb"}]"#),
+        Err(RegistryError::Json(_))
+    ));
+    assert!(matches!(
+        Registry::from_json(&good.replace("}]", r#","extra":1}]"#)),
+        Err(RegistryError::Json(_))
+    ));
+}
+
+#[test]
+fn add_gateway_writes_a_private_key_file_and_appends_the_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry_path = dir.path().join(keys::REGISTRY_FILE);
+    let vcb_key = dir.path().join("vcb.key");
+    let added = keys::add_gateway(&registry_path, "vcb", &vcb_key).unwrap();
+    assert_eq!(added.keys_of_gateway, 1);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&vcb_key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let key = keys::load_key(&vcb_key).unwrap();
+    assert_eq!(key.key_id(), added.key_id);
+    let momo_key = dir.path().join("momo.key");
+    keys::add_gateway(&registry_path, "momo", &momo_key).unwrap();
+    let second = keys::add_gateway(&registry_path, "vcb", &dir.path().join("vcb-2.key")).unwrap();
+    assert_eq!(second.keys_of_gateway, 2);
+
+    let registry = Registry::load(&registry_path).unwrap();
+    assert_eq!(registry.keys().len(), 3);
+    // The key file signs posts the registry accepts.
+    let signed = sign::sign_post(&key, &vector_post());
+    sign::verify_post(&registry, "vcb", &signed).unwrap();
+
+    // An existing key file is never overwritten, and the registry is then unchanged.
+    assert!(matches!(
+        keys::add_gateway(&registry_path, "bidv", &vcb_key),
+        Err(AddGatewayError::KeyFile(_))
+    ));
+    assert!(matches!(
+        keys::add_gateway(&registry_path, "Bad Id", &dir.path().join("x.key")),
+        Err(AddGatewayError::InvalidGatewayId(_))
+    ));
+    assert_eq!(Registry::load(&registry_path).unwrap(), registry);
+    assert_eq!(keys::load_key(&vcb_key).unwrap().key_id(), key.key_id());
+}
+
+// ---- Fuzzing: altered posts never verify and never panic --------------------------------
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    FlipPostBit(usize),
+    FlipSignatureBit(usize),
+    TruncatePost(usize),
+    AppendToPost(Vec<u8>),
+    ReplaceSignature(Vec<u8>),
+    ReplaceKeyId(String),
+    ReplacePost(Vec<u8>),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        any::<usize>().prop_map(Mutation::FlipPostBit),
+        any::<usize>().prop_map(Mutation::FlipSignatureBit),
+        any::<usize>().prop_map(Mutation::TruncatePost),
+        prop::collection::vec(any::<u8>(), 1..64).prop_map(Mutation::AppendToPost),
+        prop::collection::vec(any::<u8>(), 0..130).prop_map(Mutation::ReplaceSignature),
+        "[0-9a-f]{0,20}|.{0,20}".prop_map(Mutation::ReplaceKeyId),
+        prop::collection::vec(any::<u8>(), 0..300).prop_map(Mutation::ReplacePost),
+    ]
+}
+
+fn apply(signed: &SignedGatewayPost, m: &Mutation) -> Option<SignedGatewayPost> {
+    let mut out = signed.clone();
+    let mut post = signed.post.to_vec();
+    let mut signature = signed.signature.to_vec();
+    match m {
+        Mutation::FlipPostBit(_) | Mutation::TruncatePost(_) if post.is_empty() => return None,
+        Mutation::FlipSignatureBit(_) if signature.is_empty() => return None,
+        Mutation::FlipPostBit(i) => {
+            let i = i % (post.len() * 8);
+            post[i / 8] ^= 1 << (i % 8);
+        }
+        Mutation::FlipSignatureBit(i) => {
+            let i = i % (signature.len() * 8);
+            signature[i / 8] ^= 1 << (i % 8);
+        }
+        Mutation::TruncatePost(n) => post.truncate(n % post.len()),
+        Mutation::AppendToPost(extra) => post.extend_from_slice(extra),
+        Mutation::ReplaceSignature(s) => signature = s.clone(),
+        Mutation::ReplaceKeyId(k) => {
+            // The other key of the same gateway cannot verify vcb's vector signature
+            // either, so every replacement but the key id itself must fail.
+            if *k == signed.key_id {
+                return None;
+            }
+            out.key_id = k.clone();
+        }
+        Mutation::ReplacePost(p) => post = p.clone(),
+    }
+    if post == signed.post.as_ref()
+        && signature == signed.signature.as_ref()
+        && out.key_id == signed.key_id
+    {
+        return None;
+    }
+    out.post = post.into();
+    out.signature = signature.into();
+    Some(out)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn mutated_signed_posts_never_verify(
+        mutations in prop::collection::vec(mutation(), 1..4),
+        gateway in prop::sample::select(vec!["vcb", "momo", "bidv", ""]),
+    ) {
+        let good = sign::sign_post(&vector_key(), &vector_post());
+        let registry = registry();
+        let mut signed = good.clone();
+        for m in &mutations {
+            if let Some(next) = apply(&signed, m) {
+                signed = next;
+            }
+        }
+        let changed = signed != good;
+        let result = sign::verify_post(&registry, gateway, &signed);
+        if changed || gateway != "vcb" {
+            prop_assert!(result.is_err(), "accepted: {signed:?} on {gateway}");
+        } else {
+            prop_assert_eq!(result.unwrap(), vector_post());
+        }
+    }
+
+    #[test]
+    fn arbitrary_signed_posts_never_panic(
+        post in prop::collection::vec(any::<u8>(), 0..400),
+        signature in prop::collection::vec(any::<u8>(), 0..100),
+        key_id in ".{0,24}",
+        gateway in ".{0,12}",
+    ) {
+        let signed = SignedGatewayPost { post: post.into(), signature: signature.into(), key_id };
+        prop_assert!(sign::verify_post(&registry(), &gateway, &signed).is_err());
+    }
+
+    #[test]
+    fn arbitrary_request_bytes_never_panic_the_decoder(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+        if let Ok(signed) = SignedGatewayPost::decode(bytes.as_slice()) {
+            prop_assert!(sign::verify_post(&registry(), "vcb", &signed).is_err());
+        }
+    }
+}
