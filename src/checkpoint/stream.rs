@@ -83,27 +83,7 @@ pub async fn ensure_checkpoint_stream(
     js: &jetstream::Context,
     config: &CheckpointConfig,
 ) -> Result<stream::Stream, StreamError> {
-    match js.get_stream(&config.stream_name).await {
-        Ok(mut existing) => {
-            let info = existing
-                .info()
-                .await
-                .map_err(|e| StreamError::Nats(e.to_string()))?;
-            check_safe(&config.stream_name, &info.config)?;
-            Ok(existing)
-        }
-        Err(e)
-            if matches!(
-                e.kind(),
-                jetstream::context::GetStreamErrorKind::JetStream(_)
-            ) =>
-        {
-            js.create_stream(config.stream_config())
-                .await
-                .map_err(|e| StreamError::Nats(e.to_string()))
-        }
-        Err(e) => Err(StreamError::Nats(e.to_string())),
-    }
+    crate::log::stream::ensure(js, config.stream_config(), check_safe).await
 }
 
 /// Pure check of an existing checkpoint stream's configuration: the same rules as the

@@ -81,13 +81,23 @@ pub async fn ensure_stream(
     js: &jetstream::Context,
     config: &LogConfig,
 ) -> Result<stream::Stream, StreamError> {
-    match js.get_stream(&config.stream_name).await {
+    ensure(js, config.stream_config(), check_safe).await
+}
+
+/// Gets the stream `create.name` and checks it with `check`, or creates it from
+/// `create` when it is missing. Shared by every stream of record.
+pub async fn ensure(
+    js: &jetstream::Context,
+    create: stream::Config,
+    check: fn(&str, &stream::Config) -> Result<(), StreamError>,
+) -> Result<stream::Stream, StreamError> {
+    match js.get_stream(&create.name).await {
         Ok(mut existing) => {
             let info = existing
                 .info()
                 .await
                 .map_err(|e| StreamError::Nats(e.to_string()))?;
-            check_safe(&config.stream_name, &info.config)?;
+            check(&create.name, &info.config)?;
             Ok(existing)
         }
         Err(e)
@@ -97,7 +107,7 @@ pub async fn ensure_stream(
             ) =>
         {
             // Only "not found" gets here in practice; creating reports anything else.
-            js.create_stream(config.stream_config())
+            js.create_stream(create)
                 .await
                 .map_err(|e| StreamError::Nats(e.to_string()))
         }
