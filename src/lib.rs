@@ -6,6 +6,7 @@ pub mod app;
 pub mod book;
 pub mod chain;
 pub mod checkpoint;
+pub mod claims;
 pub mod demo;
 pub mod demo_payments;
 pub mod domain;

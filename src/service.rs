@@ -13,6 +13,7 @@ use rust_decimal::Decimal;
 use crate::access::{self, AccessError, Caller, Operation};
 use crate::book::{self, Command, codec};
 use crate::chain::Partition;
+use crate::claims::{ClaimError, Claims};
 use crate::domain::Rejection;
 use crate::domain::eligibility::{Area, ClassificationInputs};
 use crate::domain::ids::{CitizenId, HouseholdId};
@@ -125,6 +126,20 @@ pub struct Service {
     pub vault: Arc<Vault>,
     /// Read side, for lookups a command needs (where a household's sealed data are).
     pub projector: Arc<Projector>,
+    /// Country-wide citizen claims (`claims`), opened on first use.
+    claims: tokio::sync::OnceCell<Claims>,
+}
+
+impl From<ClaimError> for ServiceError {
+    fn from(e: ClaimError) -> Self {
+        match e {
+            ClaimError::Held { holder } => {
+                ServiceError::Rejected(Rejection::CitizenAlreadyRegistered { household: holder })
+            }
+            // Not a refusal: the claim could not be checked; retry the command.
+            other => ServiceError::Append(AppendError::Nats(other.to_string())),
+        }
+    }
 }
 
 fn actor(caller: &Caller) -> proto::Actor {
@@ -145,7 +160,45 @@ impl Service {
             ledger,
             vault,
             projector,
+            claims: tokio::sync::OnceCell::new(),
         }
+    }
+
+    async fn claims(&self) -> Result<&Claims, ServiceError> {
+        Ok(self
+            .claims
+            .get_or_try_init(|| {
+                Claims::open(self.ledger.jetstream(), &self.ledger.config().stream_name)
+            })
+            .await?)
+    }
+
+    /// Submits a command that gives `household` the `citizens`, claiming them
+    /// country-wide first (`claims`); if the book refuses it, the claims this call made
+    /// are released again. Other failures keep them: the event may have landed, and a
+    /// retry of the same command reuses its own claims.
+    async fn submit_claiming(
+        &self,
+        req: &Request<'_>,
+        household: &HouseholdId,
+        from: Option<&HouseholdId>,
+        citizens: &[BlindIndex],
+        command: Command,
+    ) -> Result<Receipt, ServiceError> {
+        let claims = self.claims().await?;
+        let taken = match from {
+            None => claims.claim(household.as_str(), citizens).await?,
+            Some(from) => {
+                claims
+                    .transfer(from.as_str(), household.as_str(), citizens)
+                    .await?
+            }
+        };
+        let result = self.submit(req, partition_of(household), command).await;
+        if let Err(ServiceError::Rejected(_)) = &result {
+            claims.release(household.as_str(), &taken).await?;
+        }
+        result
     }
 
     async fn submit(
@@ -204,11 +257,11 @@ impl Service {
             household: household.clone(),
             area,
             members: Self::members(data),
-            citizens,
+            citizens: citizens.clone(),
             sealed,
             on: registered_on,
         };
-        self.submit(req, partition_of(household), Command::Registry(change))
+        self.submit_claiming(req, household, None, &citizens, Command::Registry(change))
             .await
     }
 
@@ -225,16 +278,35 @@ impl Service {
             Operation::ChangeHousehold,
             household.commune().as_str(),
         )?;
+        let citizens = self.indexes(data)?;
+        // Who is in the household now (none readable: the book refuses the change).
+        let before = match self.personal(household).await {
+            Ok(data) => self.indexes(&data)?,
+            Err(_) => Vec::new(),
+        };
         let change = Change::MembersChanged {
             household: household.clone(),
             members: Self::members(data),
-            citizens: self.indexes(data)?,
+            citizens: citizens.clone(),
             sealed: self.vault.seal(household.as_str(), data)?,
             on,
             reason: reason.to_owned(),
         };
-        self.submit(req, partition_of(household), Command::Registry(change))
-            .await
+        let receipt = self
+            .submit_claiming(req, household, None, &citizens, Command::Registry(change))
+            .await?;
+        // Members who left are free to join another household. Released only after the
+        // event is durable; a failure here leaves them claimed (refused elsewhere, never
+        // doubled) until the same command is retried.
+        let left: Vec<BlindIndex> = before
+            .into_iter()
+            .filter(|c| !citizens.contains(c))
+            .collect();
+        self.claims()
+            .await?
+            .release(household.as_str(), &left)
+            .await?;
+        Ok(receipt)
     }
 
     /// Records a member's death. `remaining` is the household's personal data
@@ -321,7 +393,7 @@ impl Service {
         }
         // The personal data move under the new id: open with the old key, seal with a new one.
         let data = self.personal(from).await?;
-        let citizens = moved
+        let citizens: Vec<BlindIndex> = moved
             .citizen_indexes
             .iter()
             .map(|b| <BlindIndex>::try_from(b.as_ref()).expect("the ledger wrote 32-byte indexes"))
@@ -331,18 +403,20 @@ impl Service {
             from: from.clone(),
             area,
             members: moved.members,
-            citizens,
+            citizens: citizens.clone(),
             sealed: self.vault.seal(to.as_str(), &data)?,
             on,
         };
         let in_key = format!("{}/in", req.idempotency_key);
         let arrived = self
-            .submit(
+            .submit_claiming(
                 &Request {
                     idempotency_key: &in_key,
                     ..req.clone()
                 },
-                partition_of(to),
+                to,
+                Some(from),
+                &citizens,
                 Command::MoveIn(Box::new(book::Arrival {
                     change,
                     from_partition: out.partition.clone(),
@@ -371,6 +445,13 @@ impl Service {
             Operation::ErasePersonalData,
             household.commune().as_str(),
         )?;
+        // The citizens to free, read while the data key still exists. A retry after the
+        // key is gone finds no data and frees nothing more (claims, like the key, were
+        // handled the first time, or stay held: refused elsewhere, never doubled).
+        let citizens = match self.personal(household).await {
+            Ok(data) => self.indexes(&data)?,
+            Err(_) => Vec::new(),
+        };
         let change = Change::Erased {
             household: household.clone(),
             on,
@@ -378,6 +459,10 @@ impl Service {
         };
         let receipt = self
             .submit(req, partition_of(household), Command::Registry(change))
+            .await?;
+        self.claims()
+            .await?
+            .release(household.as_str(), &citizens)
             .await?;
         self.vault.erase(household.as_str(), now_unix_ms)?;
         Ok(receipt)

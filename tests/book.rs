@@ -523,3 +523,180 @@ async fn a_household_moves_to_another_province_with_its_standing() {
     .unwrap();
     assert_eq!(verified(&w.config).await.events, 5);
 }
+
+/// Registers `id` by a credit officer of its own province.
+async fn register_in(
+    service: &Service,
+    id: &str,
+    data: &PersonalData,
+) -> Result<Receipt, ServiceError> {
+    let officer = staff(Role::CreditOfficer, &id[..2]);
+    service
+        .register(
+            &rq(&officer, &format!("reg:{id}")),
+            &hh(id),
+            Area::Rural,
+            d("2026-01-05"),
+            data,
+        )
+        .await
+}
+
+async fn events_of(config: &LogConfig, partition: &str) -> usize {
+    verified(config)
+        .await
+        .partitions
+        .get(partition)
+        .map_or(0, |p| p.events as usize)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_citizen_cannot_be_in_households_of_two_provinces() {
+    let w = world().await;
+    register_in(
+        &w.service,
+        "0100007-000001",
+        &person("001085012345", Some("001190000001")),
+    )
+    .await
+    .unwrap();
+    // Hà Nội's spouse is registered as head in Hồ Chí Minh City: refused, naming the
+    // household that holds the citizen, and partition 79 stays empty.
+    let r = refused(register_in(&w.service, "7900007-000001", &person("001190000001", None)).await);
+    assert_eq!(
+        r,
+        Rejection::CitizenAlreadyRegistered {
+            household: "0100007-000001".into()
+        }
+    );
+    assert_eq!(events_of(&w.config, "79").await, 0);
+    // A refusal of the book (an id registered twice) releases the claims it took: the
+    // new member of the refused registration is free afterwards.
+    register_in(&w.service, "7900007-000002", &person("079085000002", None))
+        .await
+        .unwrap();
+    let officer = staff(Role::CreditOfficer, "79");
+    let again = w
+        .service
+        .register(
+            &rq(&officer, "reg:second-time"),
+            &hh("7900007-000002"),
+            Area::Rural,
+            d("2026-01-05"),
+            &person("079085000002", Some("079190000003")),
+        )
+        .await;
+    assert!(matches!(again, Err(ServiceError::Rejected(_))), "{again:?}");
+    register_in(&w.service, "9200007-000001", &person("079190000003", None))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_racing_one_citizen_into_two_provinces_register_one() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    let a = service_at(&config, &dir.path().join("a"), &secrets).await;
+    let b = service_at(&config, &dir.path().join("b"), &secrets).await;
+    let (pa, pb) = (person("001085012345", None), person("001085012345", None));
+    let (ra, rb) = tokio::join!(
+        register_in(&a, "0100007-000001", &pa),
+        register_in(&b, "7900007-000001", &pb)
+    );
+    let outcomes = [&ra, &rb];
+    assert_eq!(
+        outcomes.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{outcomes:?}"
+    );
+    let loser = outcomes.iter().find(|r| r.is_err()).unwrap();
+    assert!(
+        matches!(
+            loser,
+            Err(ServiceError::Rejected(
+                Rejection::CitizenAlreadyRegistered { .. }
+            ))
+        ),
+        "{loser:?}"
+    );
+    assert_eq!(verified(&config).await.events, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_follow_members_moves_and_erasure() {
+    let w = world().await;
+    let officer = staff(Role::CreditOfficer, "01");
+    let h1 = hh("0100007-000001");
+    register_in(
+        &w.service,
+        h1.as_str(),
+        &person("001085012345", Some("001190000001")),
+    )
+    .await
+    .unwrap();
+    register_in(&w.service, "9200007-000001", &person("092085000009", None))
+        .await
+        .unwrap();
+    // Adding a citizen of An Giang's household to Hà Nội's is refused and appends nothing.
+    let before = w.events().await;
+    let r = w
+        .service
+        .change_members(
+            &rq(&officer, "members-1"),
+            &h1,
+            d("2026-03-01"),
+            "marriage",
+            &person("001085012345", Some("092085000009")),
+        )
+        .await;
+    assert_eq!(
+        refused(r),
+        Rejection::CitizenAlreadyRegistered {
+            household: "9200007-000001".into()
+        }
+    );
+    assert_eq!(w.events().await, before);
+    // The spouse leaves household 1: she may head a household in another province.
+    w.service
+        .change_members(
+            &rq(&officer, "members-2"),
+            &h1,
+            d("2026-03-01"),
+            "moved away",
+            &person("001085012345", None),
+        )
+        .await
+        .unwrap();
+    register_in(&w.service, "7900007-000001", &person("001190000001", None))
+        .await
+        .unwrap();
+    // Household 1 moves to Hồ Chí Minh City under a new id: its head's claim moves too.
+    let to = hh("7900007-000042");
+    w.service
+        .move_household(
+            &rq(&officer, "move"),
+            &h1,
+            &to,
+            Area::Urban,
+            d("2026-05-01"),
+        )
+        .await
+        .unwrap();
+    let r = refused(register_in(&w.service, "9200007-000002", &person("001085012345", None)).await);
+    assert_eq!(
+        r,
+        Rejection::CitizenAlreadyRegistered {
+            household: to.to_string()
+        }
+    );
+    // Erasure frees the citizen to be registered again, anywhere.
+    let manager = staff(Role::BranchManager, "79");
+    w.service
+        .erase_personal_data(&rq(&manager, "erase"), &to, d("2026-06-01"), "QĐ 2/2026", 1)
+        .await
+        .unwrap();
+    register_in(&w.service, "9200007-000002", &person("001085012345", None))
+        .await
+        .unwrap();
+}

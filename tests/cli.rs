@@ -124,3 +124,65 @@ fn a_missing_nats_server_binary_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("install-nats-server.sh"), "{err}");
 }
+
+#[test]
+fn household_members_change_from_the_cli_and_citizens_stay_unique_across_provinces() {
+    let dir = tempfile::tempdir().unwrap();
+    let officer = |unit: &'static str| ["--as", "co:1", "--role", "credit-officer", "--unit", unit];
+    let run = |who: [&str; 6], args: &[&str]| {
+        let mut a = who.to_vec();
+        a.extend_from_slice(args);
+        ansinh(dir.path(), &a)
+    };
+    let register = |id: &str, head: &str| {
+        let unit = if id.starts_with("01") { "01" } else { "79" };
+        run(
+            officer(unit),
+            &[
+                "household",
+                "register",
+                "--id",
+                id,
+                "--area",
+                "rural",
+                "--on",
+                "2026-01-05",
+                "--head-name",
+                "Lê Văn Tám",
+                "--head-citizen-id",
+                head,
+            ],
+        )
+    };
+    let (ok, out) = register("0100007-000001", "001085012345");
+    assert!(ok, "{out}");
+    let change = |args: &[&str]| {
+        let mut a = vec![
+            "household",
+            "change-members",
+            "--id",
+            "0100007-000001",
+            "--on",
+            "2026-03-01",
+        ];
+        a.extend_from_slice(args);
+        run(officer("01"), &a)
+    };
+    let (ok, out) = change(&[
+        "--reason",
+        "marriage",
+        "--add-member",
+        "Phạm Thị Mai:001190000001:vợ",
+    ]);
+    assert!(ok, "{out}");
+    // The new spouse cannot head a household in Hồ Chí Minh City while she is in Hà Nội's.
+    let (ok, out) = register("7900007-000001", "001190000001");
+    assert!(!ok, "{out}");
+    let (ok, out) = change(&["--reason", "moved away", "--remove-member", "001190000001"]);
+    assert!(ok, "{out}");
+    let (ok, out) = register("7900007-000001", "001190000001");
+    assert!(ok, "{out}");
+    // Removing someone who is not a member is an error, not a silent no-op.
+    let (ok, _) = change(&["--reason", "typo", "--remove-member", "Nobody"]);
+    assert!(!ok);
+}

@@ -130,6 +130,24 @@ pub enum HouseholdCommand {
         #[arg(long)]
         on: NaiveDate,
     },
+    /// Change the members: add and remove people (a birth, a marriage, someone leaving).
+    /// The rest of the personal data stays; a citizen id held by another household,
+    /// in any province, is refused.
+    ChangeMembers {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        on: NaiveDate,
+        /// Why, as recorded in the event (e.g. "birth", "marriage", "moved away").
+        #[arg(long)]
+        reason: String,
+        /// "NAME:CITIZEN_ID:RELATION" (CITIZEN_ID may be empty for a child), repeatable.
+        #[arg(long = "add-member")]
+        add: Vec<String>,
+        /// A member's citizen id, or name when they have none, repeatable.
+        #[arg(long = "remove-member")]
+        remove: Vec<String>,
+    },
     /// Record a member's death.
     RecordDeath {
         #[arg(long)]
@@ -351,20 +369,7 @@ pub async fn household_command(
             members,
         } => {
             let caller = who.caller()?;
-            let members = members
-                .iter()
-                .map(|m| {
-                    let mut parts = m.splitn(3, ':');
-                    let name = parts.next().unwrap_or_default().to_owned();
-                    let citizen = parts.next().filter(|s| !s.is_empty()).map(str::to_owned);
-                    let relation = parts.next().unwrap_or("member").to_owned();
-                    Member {
-                        name,
-                        citizen_id: citizen,
-                        relation,
-                    }
-                })
-                .collect();
+            let members = members.iter().map(|m| parse_member(m)).collect();
             let data = PersonalData {
                 head_name,
                 head_citizen_id,
@@ -395,6 +400,32 @@ pub async fn household_command(
                 }
                 Err(e) => outcome(Err(e), &key, json),
             }
+        }
+        HouseholdCommand::ChangeMembers {
+            id,
+            on,
+            reason,
+            add,
+            remove,
+        } => {
+            let caller = who.caller()?;
+            let h = household(&id)?;
+            let req = request(&caller, &key);
+            let mut data = service.personal(&h).await?;
+            for who in &remove {
+                let before = data.members.len();
+                data.members
+                    .retain(|m| m.citizen_id.as_deref() != Some(who.as_str()) && m.name != *who);
+                if data.members.len() == before {
+                    return Err(format!("{h} has no member {who:?} to remove").into());
+                }
+            }
+            data.members.extend(add.iter().map(|m| parse_member(m)));
+            outcome(
+                service.change_members(&req, &h, on, &reason, &data).await,
+                &key,
+                json,
+            )
         }
         HouseholdCommand::RecordDeath { id, citizen_id, on } => {
             let caller = who.caller()?;
@@ -437,6 +468,20 @@ pub async fn household_command(
                 json,
             )
         }
+    }
+}
+
+/// A member from "NAME:CITIZEN_ID:RELATION" (an empty CITIZEN_ID for a child without a
+/// card; the relation defaults to "member").
+fn parse_member(spec: &str) -> Member {
+    let mut parts = spec.splitn(3, ':');
+    let name = parts.next().unwrap_or_default().to_owned();
+    let citizen_id = parts.next().filter(|s| !s.is_empty()).map(str::to_owned);
+    let relation = parts.next().unwrap_or("member").to_owned();
+    Member {
+        name,
+        citizen_id,
+        relation,
     }
 }
 

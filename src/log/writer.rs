@@ -222,6 +222,11 @@ impl Ledger {
         &self.shared.stream
     }
 
+    /// The JetStream context the ledger appends with (for the citizen claims bucket).
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.shared.js
+    }
+
     pub fn config(&self) -> &LogConfig {
         &self.shared.config
     }
