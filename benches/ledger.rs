@@ -69,6 +69,15 @@ const BACKGROUND_APPENDS_MAX: u64 = 5_000_000;
 const BACKGROUND_WARMUP_APPENDS: u64 = 20_000;
 
 /// No phase should come near this; it only turns a hang into an error.
+/// Decided commands (household registrations) in step 7, and how many in flight.
+const COMMANDS: u64 = 40_000;
+/// Step 5d's background load, as a fraction of step 1's measured throughput: a busy
+/// ledger that keeps up, as in production, rather than one saturated by a generator.
+const PACED_LOAD_FRACTION: f64 = 0.5;
+/// Step 5d issues its background appends every PACED_TICK; at most this many in flight
+/// (more are shed and counted, so the pacer never queues without bound).
+const PACED_IN_FLIGHT_MAX: usize = 8_192;
+const PACED_TICK: Duration = Duration::from_millis(5);
 const PHASE_TIMEOUT: Duration = Duration::from_secs(600);
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + std::marker::Sync>>;
@@ -106,6 +115,13 @@ struct Figures {
     loaded_p99_ms: Option<f64>,
     loaded_max_ms: Option<f64>,
     background_per_s: Option<f64>,
+    paced_p50_ms: Option<f64>,
+    paced_p99_ms: Option<f64>,
+    paced_max_ms: Option<f64>,
+    paced_per_s: Option<f64>,
+    paced_shed: u64,
+    command_per_s: Option<f64>,
+    command_errors: u64,
     hwm_at_checkpoint_kib: Option<u64>,
     hwm_at_end_kib: Option<u64>,
     rss_at_checkpoint_kib: Option<u64>,
@@ -319,6 +335,37 @@ async fn run() -> BenchResult<()> {
             f.background_per_s = Some(background_per_s);
         }
         Err(e) => eprintln!("step 5 (loaded) failed: {e}"),
+    }
+
+    // 5d. Latency under a paced load the ledger keeps up with.
+    if let Some(rate) = f.append_per_s.map(|r| r * PACED_LOAD_FRACTION) {
+        eprintln!("step 5d: latency under a paced load of {rate:.0} appends/s");
+        let paced = tokio::time::timeout(
+            PHASE_TIMEOUT,
+            latency_under_paced_load(&ledger, &timed, &text, rate),
+        )
+        .await;
+        match paced {
+            Ok(Ok((mut l, per_s, shed))) => {
+                f.paced_p50_ms = Some(percentile(&mut l, 0.50));
+                f.paced_p99_ms = Some(percentile(&mut l, 0.99));
+                f.paced_max_ms = Some(percentile(&mut l, 1.0));
+                f.paced_per_s = Some(per_s);
+                f.paced_shed = shed;
+            }
+            Ok(Err(e)) => eprintln!("step 5d failed: {e}"),
+            Err(_) => eprintln!("step 5d timed out"),
+        }
+    }
+
+    // 7. Decided commands: what the book's decision adds to an append.
+    eprintln!("step 7: {COMMANDS} household registrations, {IN_FLIGHT_APPENDS} in flight");
+    match tokio::time::timeout(PHASE_TIMEOUT, register_many(&ledger, COMMANDS)).await {
+        Ok((ok, errors, seconds)) => {
+            f.command_per_s = Some(ok as f64 / seconds);
+            f.command_errors = errors;
+        }
+        Err(_) => eprintln!("step 7 timed out"),
     }
 
     print_table(&f);
@@ -692,6 +739,126 @@ async fn latency_under_load(
     Ok((latencies?, background_per_s))
 }
 
+/// Times LATENCY_SAMPLES sequential appends on `timed` while an open-loop pacer appends
+/// `rate` events/s round-robin over BACKGROUND_PARTITIONS. Returns the latencies, the
+/// background rate achieved and how many background appends were shed.
+async fn latency_under_paced_load(
+    ledger: &Ledger,
+    timed: &Partition,
+    text: &Arc<str>,
+    rate: f64,
+) -> BenchResult<(Vec<f64>, f64, u64)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let pacer = {
+        let (ledger, text, stop, done) = (ledger.clone(), text.clone(), stop.clone(), done.clone());
+        tokio::spawn(async move {
+            let partitions: Vec<Partition> = BACKGROUND_PARTITIONS
+                .iter()
+                .map(|p| Partition::new(p).expect("valid partition"))
+                .collect();
+            let per_tick = rate * PACED_TICK.as_secs_f64();
+            let mut tick = tokio::time::interval(PACED_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut tasks: JoinSet<bool> = JoinSet::new();
+            let (mut owed, mut n, mut shed) = (0.0f64, 0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) && n < BACKGROUND_APPENDS_MAX {
+                tick.tick().await;
+                while let Some(r) = tasks.try_join_next() {
+                    if r.unwrap_or(false) {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                owed += per_tick;
+                while owed >= 1.0 {
+                    owed -= 1.0;
+                    if tasks.len() >= PACED_IN_FLIGHT_MAX {
+                        shed += 1;
+                        continue;
+                    }
+                    let d = draft(
+                        &partitions[n as usize % partitions.len()],
+                        "paced",
+                        n,
+                        &text,
+                    );
+                    n += 1;
+                    let ledger = ledger.clone();
+                    tasks.spawn(async move { ledger.append(d).await.is_ok() });
+                }
+            }
+            while tasks.join_next().await.is_some() {}
+            shed
+        })
+    };
+    // Let the pacer reach its rate before timing (bounded wait, by count of appends).
+    let warmup = (rate as u64).clamp(1, BACKGROUND_WARMUP_APPENDS);
+    let warmup_deadline = Instant::now() + Duration::from_secs(60);
+    while done.load(Ordering::Relaxed) < warmup && Instant::now() < warmup_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let done_before = done.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let latencies = sequential_latencies(ledger, timed, "paced-lat", LATENCY_SAMPLES, text).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let per_s = (done.load(Ordering::Relaxed) - done_before) as f64 / seconds;
+    stop.store(true, Ordering::Relaxed);
+    let shed = pacer.await?;
+    Ok((latencies?, per_s, shed))
+}
+
+/// Submits `count` household registrations (decided against the partition's book:
+/// citizen uniqueness, id shape, members) over PARTITIONS. Returns (ok, errors, s).
+async fn register_many(ledger: &Ledger, count: u64) -> (u64, u64, f64) {
+    use ansinh::book::Command;
+    use ansinh::domain::eligibility::Area;
+    use ansinh::domain::ids::HouseholdId;
+    use ansinh::domain::registry::Change;
+    use ansinh::log::Submission;
+
+    let on = chrono::NaiveDate::from_ymd_opt(2026, 1, 5).expect("a date");
+    let started = Instant::now();
+    let mut tasks: JoinSet<bool> = JoinSet::new();
+    let (mut ok, mut errors) = (0u64, 0u64);
+    let mut settle = |r: Result<bool, tokio::task::JoinError>| {
+        if r.unwrap_or(false) {
+            ok += 1;
+        } else {
+            errors += 1;
+        }
+    };
+    for n in 0..count {
+        while tasks.len() >= IN_FLIGHT_APPENDS {
+            settle(tasks.join_next().await.expect("non-empty"));
+        }
+        let partition = PARTITIONS[n as usize % PARTITIONS.len()];
+        let household = HouseholdId::parse(&format!("{partition}00007-{:06}", n / 4 + 1))
+            .expect("a household id");
+        let citizen = *blake3::hash(&n.to_le_bytes()).as_bytes();
+        let submission = Submission {
+            partition: Partition::new(partition).expect("valid partition"),
+            actor: actor(),
+            idempotency_key: format!("reg:{n:09}"),
+            correlation_id: "bench".into(),
+            command: Command::Registry(Change::Registered {
+                household,
+                area: Area::Rural,
+                members: 1,
+                citizens: vec![citizen],
+                // Same size as a sealed record of a small household.
+                sealed: vec![7u8; 160],
+                on,
+            }),
+        };
+        let ledger = ledger.clone();
+        tasks.spawn(async move { ledger.submit(submission).await.is_ok() });
+    }
+    while let Some(r) = tasks.join_next().await {
+        settle(r);
+    }
+    (ok, errors, started.elapsed().as_secs_f64())
+}
+
 /// Nearest-rank percentile (q = 1.0 is the maximum).
 fn percentile(values: &mut [f64], q: f64) -> f64 {
     if values.is_empty() {
@@ -818,6 +985,24 @@ fn print_table(f: &Figures) {
     println!(
         "| 5c. background load during 5b (3 partitions) | {} | | |",
         num(f.background_per_s, "events/s")
+    );
+    println!(
+        "| 5d. one append under a paced load of {:.0}% of step 1: p50 / p99 / max ({LATENCY_SAMPLES}) | {} / {} / {} | p99 <= 10 ms | {} |",
+        PACED_LOAD_FRACTION * 100.0,
+        num(f.paced_p50_ms, "ms"),
+        num(f.paced_p99_ms, "ms"),
+        num(f.paced_max_ms, "ms"),
+        verdict(f.paced_p99_ms, &|v| v <= 10.0)
+    );
+    println!(
+        "| 5e. paced background achieved during 5d ({} shed) | {} | | |",
+        f.paced_shed,
+        num(f.paced_per_s, "events/s")
+    );
+    println!(
+        "| 7. decided commands: household registrations ({COMMANDS}, {} failed) | {} | | |",
+        f.command_errors,
+        num(f.command_per_s, "commands/s")
     );
     println!(
         "| 6. max RSS (VmHWM) after {MEMORY_CHECKPOINT} / {APPENDS} appends | {} / {} | flat | |",
