@@ -4,6 +4,7 @@
 pub mod access;
 pub mod app;
 pub mod book;
+pub mod bundle;
 pub mod chain;
 pub mod checkpoint;
 pub mod demo;

@@ -228,6 +228,34 @@ enum AuditCommand {
         #[arg(long)]
         to: u64,
     },
+    /// Write an auditor bundle: the events of a household or commune with inclusion
+    /// proofs, the signed checkpoints, the key history, a balance statement and a CSV.
+    #[command(group(clap::ArgGroup::new("scope").required(true).args(["household", "commune"])))]
+    Export {
+        #[arg(long)]
+        household: Option<String>,
+        #[arg(long)]
+        commune: Option<String>,
+        /// First business date (YYYY-MM-DD) of the events to include.
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        /// Last business date (YYYY-MM-DD) of the events to include.
+        #[arg(long)]
+        to: Option<chrono::NaiveDate>,
+        /// Publish checkpoints first, so every event of the scope is covered.
+        #[arg(long)]
+        checkpoint: bool,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a bundle offline (no server): every event against the signed checkpoint,
+    /// the key history, the balance statement, the CSV and the manifest.
+    VerifyBundle {
+        dir: PathBuf,
+        /// A ledger key id you pinned out of band; it must start the signer's history.
+        #[arg(long)]
+        trust: Vec<String>,
+    },
     /// Verify a proof document offline (no server): signatures, key ids, proof, hashes.
     CheckProof {
         file: PathBuf,
@@ -312,6 +340,14 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
     } = &cli.command
     {
         return Ok(exit(checkpoint::cli::check_proof(file, trust, cli.json)?));
+    }
+    if let Command::Audit {
+        command: AuditCommand::VerifyBundle { dir, trust },
+    } = &cli.command
+    {
+        return Ok(exit(ansinh::bundle::cli::verify_bundle(
+            dir, trust, cli.json,
+        )?));
     }
     // Gateway commands open no ledger: one is a gateway's side, the other edits a file.
     match cli.command {
@@ -459,7 +495,35 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Ok(exit(ok.await?))
         }
         Command::Audit {
-            command: AuditCommand::CheckProof { .. },
+            command:
+                AuditCommand::Export {
+                    household,
+                    commune,
+                    from,
+                    to,
+                    checkpoint,
+                    out,
+                },
+        } => {
+            let scope = match (household, commune) {
+                (Some(h), _) => ansinh::bundle::Scope::Household(h),
+                (None, Some(c)) => ansinh::bundle::Scope::Commune(c),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let request = ansinh::bundle::export::ExportRequest { scope, from, to };
+            let ok = ansinh::bundle::cli::export_bundle(
+                &runtime,
+                &checkpoints,
+                &cli.data_dir,
+                &request,
+                checkpoint,
+                &out,
+                json,
+            );
+            Ok(exit(ok.await?))
+        }
+        Command::Audit {
+            command: AuditCommand::CheckProof { .. } | AuditCommand::VerifyBundle { .. },
         }
         | Command::GatewaySim(_)
         | Command::Admin {
