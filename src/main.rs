@@ -71,6 +71,23 @@ struct Cli {
         hide = true
     )]
     checkpoint_prefix: String,
+    /// Long-running commands (serve, demo) checkpoint each partition after this many
+    /// new events...
+    #[arg(
+        long,
+        env = "ANSINH_CHECKPOINT_EVERY_EVENTS",
+        default_value_t = 1_000,
+        global = true
+    )]
+    checkpoint_every_events: u64,
+    /// ...and every partition with new events at least this often (seconds).
+    #[arg(
+        long,
+        env = "ANSINH_CHECKPOINT_EVERY_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    checkpoint_every_secs: u64,
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -407,12 +424,44 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         );
     }
     let json = cli.json;
+    let policy = checkpoint::Policy {
+        every_events: cli.checkpoint_every_events,
+        every: std::time::Duration::from_secs(cli.checkpoint_every_secs),
+    };
     match cli.command {
         Command::Demo {
             households,
             partitions,
             year,
-        } => demo(&runtime, households, &partitions, year, json).await,
+        } => {
+            let task = runtime
+                .start_checkpoints(&checkpoints, &cli.data_dir, policy)
+                .await?;
+            let played = demo(&runtime, households, &partitions, year, json).await;
+            let mut checkpointer = task.stop().await;
+            let (code, report) = played?;
+            let first = Partition::new(&partitions[0])?;
+            let (household, dir, verified) = ansinh::demo::export_and_verify_bundle(
+                &runtime,
+                &mut checkpointer,
+                &first,
+                &cli.data_dir,
+            )
+            .await?;
+            if let Some(mut report) = report {
+                report["bundle"] = serde_json::json!({"household": household, "dir": dir.display().to_string(), "verified": verified});
+                println!("{report}");
+            } else {
+                println!(
+                    "\nbundle {household} verified offline: {} events, checkpoint size {} root {}, balances match ({})",
+                    verified.events,
+                    verified.checkpoint.tree_size,
+                    verified.checkpoint.root,
+                    dir.display()
+                );
+            }
+            Ok(code)
+        }
         Command::Household { command } => {
             cli::staff::household_command(&runtime, &cli.who, command, json).await
         }
@@ -620,7 +669,13 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { listen, staff } => {
-            ansinh::http::run(&runtime, listen, &staff_file(&staff)).await?;
+            let task = runtime
+                .start_checkpoints(&checkpoints, &cli.data_dir, policy)
+                .await?;
+            let served = ansinh::http::run(&runtime, listen, &staff_file(&staff)).await;
+            // Stopped on every path, so a checkpoint under way completes before exit.
+            task.stop().await;
+            served?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin {
@@ -685,7 +740,7 @@ async fn demo(
     partitions: &[String],
     year: i32,
     json: bool,
-) -> Result<ExitCode, BoxError> {
+) -> Result<(ExitCode, Option<serde_json::Value>), BoxError> {
     let partitions: Vec<Partition> = partitions
         .iter()
         .map(|p| Partition::new(p))
@@ -740,11 +795,9 @@ async fn demo(
         }
     }
     if json {
-        println!(
-            "{}",
-            serde_json::json!({"summary": summary, "payments": payments, "events": events, "recompute_mismatches": recomputed.mismatches.len(), "reconciliation_mismatches": mismatches})
-        );
-        return Ok(code);
+        // Printed by the caller once the bundle step has added to it.
+        let report = serde_json::json!({"summary": summary, "payments": payments, "events": events, "recompute_mismatches": recomputed.mismatches.len(), "reconciliation_mismatches": mismatches});
+        return Ok((code, Some(report)));
     }
     eprintln!(
         "the year took {:.1} s of appends (durable: fsync before every acknowledgement); {} events in the log (projected {} new)",
@@ -829,13 +882,14 @@ async fn demo(
     println!();
     let names: Vec<String> = partitions.iter().map(|p| p.to_string()).collect();
     let tb = cli::staff::trial_balance(runtime, &names, false).await?;
-    Ok(
+    Ok((
         if code == ExitCode::SUCCESS && recomputed.mismatches.is_empty() {
             tb
         } else {
             ExitCode::from(1)
         },
-    )
+        None,
+    ))
 }
 
 fn print_summaries(projector: &Projector, json: bool) -> Result<(), BoxError> {
