@@ -19,6 +19,7 @@ pub mod nats_server;
 pub mod payments_report;
 pub mod personal;
 pub mod projection;
+pub mod rebuild_check;
 pub mod recompute;
 pub mod service;
 pub mod verify;
