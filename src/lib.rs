@@ -2,6 +2,7 @@
 //! NATS JetStream. ARCHITECTURE.md has the map; docs/CHAIN.md the chain format.
 
 pub mod access;
+pub mod anomalies;
 pub mod app;
 pub mod book;
 pub mod bundle;

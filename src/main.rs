@@ -273,6 +273,17 @@ enum AuditCommand {
         #[arg(long)]
         trust: Vec<String>,
     },
+    /// List patterns to investigate: a citizen in two households, loans paid while
+    /// ineligible or above their cap, money after a write-off or a death, payment
+    /// instructions pending too long. Exit 1 when any is found.
+    Anomalies {
+        /// Instructions without a result for more than this many days are listed.
+        #[arg(long, default_value_t = 10)]
+        pending_days: i64,
+        /// The date pending days are counted to [default: today].
+        #[arg(long)]
+        as_of: Option<chrono::NaiveDate>,
+    },
     /// Rebuild every projection from the log into a scratch store and compare it with
     /// the live one: the first difference (tree, key, both values), or OK with counts.
     RebuildCheck,
@@ -617,6 +628,37 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Anomalies {
+                    pending_days,
+                    as_of,
+                },
+        } => {
+            let as_of = as_of.unwrap_or_else(|| chrono::Utc::now().date_naive());
+            let mut stream = runtime.ledger.stream().clone();
+            let report =
+                ansinh::anomalies::scan(&mut stream, runtime.ledger.config(), as_of, pending_days)
+                    .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for a in &report.anomalies {
+                    println!("{:<26} {}", a.kind(), serde_json::to_string(a)?);
+                }
+                println!(
+                    "{} events scanned as of {as_of}: {} anomalies{}",
+                    report.events,
+                    report.anomalies.len() as u64 + report.not_listed,
+                    if report.not_listed > 0 {
+                        format!(" ({} not listed)", report.not_listed)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            Ok(exit(report.anomalies.is_empty()))
         }
         Command::Audit {
             command: AuditCommand::RebuildCheck,
