@@ -20,7 +20,7 @@ use crate::checkpoint::proofs::CheckpointDocument;
 use crate::checkpoint::read::{self, ChainPosition, Next};
 use crate::checkpoint::{CheckpointError, PROOF_LEAVES_MAX};
 use crate::domain::ids::{CommuneCode, HouseholdId};
-use crate::merkle::{self, Hash32, InclusionProof};
+use crate::merkle::{self, Hash32, Prover};
 use crate::proto::Envelope;
 
 /// Why a bundle could not be exported. One enum for this boundary.
@@ -192,11 +192,11 @@ pub async fn export(
     let body = &checkpoint.stored.body;
     check_root(body, &hashes)?;
 
+    // Many proofs over one tree: subtree roots once, then O(log² n) per proof.
+    let prover = Prover::new(partition.to_string(), &hashes);
     let proofs = chosen
         .iter()
-        .map(|(sequence, _, _)| {
-            InclusionProof::generate(partition.to_string(), &hashes, sequence - 1)
-        })
+        .map(|(sequence, _, _)| prover.inclusion(sequence - 1))
         .collect::<Result<Vec<_>, _>>()
         .map_err(CheckpointError::from)?;
     let cosignatures = auditor
