@@ -23,7 +23,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::book::codec;
-use crate::bundle::statement::{PAID_TO_BENEFICIARIES, event_date, subject_of};
+use crate::bundle::statement::{PAID_TO_BENEFICIARIES, event_date, subject_of, vnd};
 use crate::domain::programmes::{self, ProgrammeRef};
 use crate::log::LogConfig;
 use crate::proto::{EligibilityDecided, Envelope, envelope::Payload};
@@ -244,7 +244,7 @@ impl Scanner {
                     id: e.programme_id.clone(),
                     version: e.programme_version,
                 };
-                let amount: Decimal = e.amount.parse().unwrap_or_default();
+                let amount = vnd(&e.amount);
                 let cap = programmes::programme_version(&programme).map(|p| p.cap);
                 if cap.is_none_or(|cap| amount > cap) {
                     self.flag(Anomaly::LoanAboveCap {
@@ -300,7 +300,7 @@ impl Scanner {
                     .postings
                     .iter()
                     .filter(|l| l.account == PAID_TO_BENEFICIARIES)
-                    .map(|l| l.debit.parse::<Decimal>().unwrap_or_default())
+                    .map(|l| vnd(&l.debit))
                     .sum();
                 if paid > Decimal::ZERO && !household.is_empty() {
                     self.money_after_death(&household, envelope, &at);

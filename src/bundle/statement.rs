@@ -103,8 +103,22 @@ pub enum Scope {
     Commune(String),
 }
 
+/// Largest amount counted, in VND (10^18, far above any real amount): sums of up to
+/// BUNDLE_EVENTS_MAX such amounts cannot overflow a Decimal, so folding hostile or
+/// corrupt values never panics.
+pub const AMOUNT_VND_MAX: i64 = 1_000_000_000_000_000_000;
+
+/// An amount as recorded (a decimal string of whole VND); unreadable, or larger than
+/// AMOUNT_VND_MAX in magnitude, counts as 0.
+pub fn vnd(text: &str) -> Decimal {
+    text.parse::<Decimal>()
+        .ok()
+        .filter(|d| d.abs() <= Decimal::from(AMOUNT_VND_MAX))
+        .unwrap_or_default()
+}
+
 fn amount(text: &str) -> Decimal {
-    text.parse().unwrap_or_default()
+    vnd(text)
 }
 
 /// One loan's balances, whole VND.
