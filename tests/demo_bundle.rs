@@ -36,6 +36,11 @@ fn the_demo_exports_a_bundle_that_verifies_offline_and_fails_when_changed() {
         bundle_dir.to_str().unwrap()
     );
 
+    // The demo's projections equal a rebuild from its log.
+    let (code, out) = ansinh(dir.path(), &["audit", "rebuild-check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("OK the projections rebuilt"), "{out}");
+
     // Offline: no data directory, no server.
     let nowhere = dir.path().join("no-ledger-here");
     let bundle_arg = bundle_dir.to_str().unwrap();
