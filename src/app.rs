@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
+use crate::checkpoint::{CheckpointConfig, CheckpointError, CheckpointTask, Checkpointer, Policy};
 use crate::log::{Ledger, LedgerStore, LogConfig, writer::LostData};
 use crate::nats_server::{NatsServer, Sync};
 use crate::personal::{Vault, VaultError};
@@ -85,6 +86,26 @@ impl Runtime {
 }
 
 impl Runtime {
+    /// Starts the background checkpointer of a long-running command (`serve`, the
+    /// demo) under `policy`, signing with the ledger key in `data_dir`. Stop it with
+    /// `CheckpointTask::stop` before the runtime goes, so a checkpoint in progress
+    /// completes.
+    pub async fn start_checkpoints(
+        &self,
+        config: &CheckpointConfig,
+        data_dir: &Path,
+        policy: Policy,
+    ) -> Result<CheckpointTask, CheckpointError> {
+        let checkpointer = Checkpointer::open(
+            self.client.clone(),
+            self.ledger.clone(),
+            config.clone(),
+            data_dir,
+        )
+        .await?;
+        CheckpointTask::spawn(checkpointer, policy).await
+    }
+
     pub fn service(&self) -> Service {
         Service::new(
             self.ledger.clone(),

@@ -586,3 +586,56 @@ async fn death_and_erasure(
 pub fn demo_year(today: NaiveDate) -> i32 {
     today.year()
 }
+
+/// Why the demo's bundle step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoBundleError {
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    #[error(transparent)]
+    Export(#[from] crate::bundle::export::ExportError),
+    #[error("the bundle written does not verify: {0}")]
+    Bundle(#[from] crate::bundle::BundleError),
+    #[error(transparent)]
+    Projection(#[from] crate::projection::ProjectionError),
+    #[error("writing the bundle: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("partition {0} has no loan to show a bundle of")]
+    NoHousehold(String),
+}
+
+/// The demo's last act: checkpoint the partition (and the key partition), export the
+/// bundle of the first household with a loan into `<data-dir>/bundles/<household>`,
+/// and verify it from the files alone, with the code of `ansinh audit verify-bundle`.
+pub async fn export_and_verify_bundle(
+    runtime: &crate::app::Runtime,
+    checkpointer: &mut crate::checkpoint::Checkpointer,
+    partition: &Partition,
+    data_dir: &std::path::Path,
+) -> Result<(String, std::path::PathBuf, crate::bundle::Verified), DemoBundleError> {
+    use crate::bundle::{self, BundleFiles, Scope, export};
+    let household = runtime
+        .projector
+        .loans(partition.as_str())?
+        .first()
+        .map(|loan| loan.household.to_string())
+        .ok_or_else(|| DemoBundleError::NoHousehold(partition.to_string()))?;
+    let keys_partition = checkpointer.config().keys_partition.clone();
+    checkpointer.checkpoint(partition).await?;
+    checkpointer.checkpoint(&keys_partition).await?;
+    let auditor = crate::checkpoint::Auditor::open(
+        runtime.client.clone(),
+        runtime.ledger.config().clone(),
+        checkpointer.config().clone(),
+    )
+    .await?;
+    let request = export::ExportRequest {
+        scope: Scope::Household(household.clone()),
+        from: None,
+        to: None,
+    };
+    let dir = data_dir.join("bundles").join(&household);
+    export::export(&auditor, &request).await?.write(&dir)?;
+    let verified = bundle::verify(&BundleFiles::read(&dir)?, &[])?;
+    Ok((household, dir, verified))
+}

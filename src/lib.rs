@@ -2,8 +2,10 @@
 //! NATS JetStream. ARCHITECTURE.md has the map; docs/CHAIN.md the chain format.
 
 pub mod access;
+pub mod anomalies;
 pub mod app;
 pub mod book;
+pub mod bundle;
 pub mod chain;
 pub mod checkpoint;
 pub mod claims;
@@ -19,6 +21,7 @@ pub mod nats_server;
 pub mod payments_report;
 pub mod personal;
 pub mod projection;
+pub mod rebuild_check;
 pub mod recompute;
 pub mod service;
 pub mod verify;

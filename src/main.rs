@@ -71,6 +71,23 @@ struct Cli {
         hide = true
     )]
     checkpoint_prefix: String,
+    /// Long-running commands (serve, demo) checkpoint each partition after this many
+    /// new events...
+    #[arg(
+        long,
+        env = "ANSINH_CHECKPOINT_EVERY_EVENTS",
+        default_value_t = 1_000,
+        global = true
+    )]
+    checkpoint_every_events: u64,
+    /// ...and every partition with new events at least this often (seconds).
+    #[arg(
+        long,
+        env = "ANSINH_CHECKPOINT_EVERY_SECS",
+        default_value_t = 60,
+        global = true
+    )]
+    checkpoint_every_secs: u64,
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -228,6 +245,48 @@ enum AuditCommand {
         #[arg(long)]
         to: u64,
     },
+    /// Write an auditor bundle: the events of a household or commune with inclusion
+    /// proofs, the signed checkpoints, the key history, a balance statement and a CSV.
+    #[command(group(clap::ArgGroup::new("scope").required(true).args(["household", "commune"])))]
+    Export {
+        #[arg(long)]
+        household: Option<String>,
+        #[arg(long)]
+        commune: Option<String>,
+        /// First business date (YYYY-MM-DD) of the events to include.
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        /// Last business date (YYYY-MM-DD) of the events to include.
+        #[arg(long)]
+        to: Option<chrono::NaiveDate>,
+        /// Publish checkpoints first, so every event of the scope is covered.
+        #[arg(long)]
+        checkpoint: bool,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a bundle offline (no server): every event against the signed checkpoint,
+    /// the key history, the balance statement, the CSV and the manifest.
+    VerifyBundle {
+        dir: PathBuf,
+        /// A ledger key id you pinned out of band; it must start the signer's history.
+        #[arg(long)]
+        trust: Vec<String>,
+    },
+    /// List patterns to investigate: a citizen in two households, loans paid while
+    /// ineligible or above their cap, money after a write-off or a death, payment
+    /// instructions pending too long. Exit 1 when any is found.
+    Anomalies {
+        /// Instructions without a result for more than this many days are listed.
+        #[arg(long, default_value_t = 10)]
+        pending_days: i64,
+        /// The date pending days are counted to [default: today].
+        #[arg(long)]
+        as_of: Option<chrono::NaiveDate>,
+    },
+    /// Rebuild every projection from the log into a scratch store and compare it with
+    /// the live one: the first difference (tree, key, both values), or OK with counts.
+    RebuildCheck,
     /// Verify a proof document offline (no server): signatures, key ids, proof, hashes.
     CheckProof {
         file: PathBuf,
@@ -313,6 +372,14 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
     {
         return Ok(exit(checkpoint::cli::check_proof(file, trust, cli.json)?));
     }
+    if let Command::Audit {
+        command: AuditCommand::VerifyBundle { dir, trust },
+    } = &cli.command
+    {
+        return Ok(exit(ansinh::bundle::cli::verify_bundle(
+            dir, trust, cli.json,
+        )?));
+    }
     // Gateway commands open no ledger: one is a gateway's side, the other edits a file.
     match cli.command {
         Command::GatewaySim(args) => {
@@ -371,12 +438,44 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         );
     }
     let json = cli.json;
+    let policy = checkpoint::Policy {
+        every_events: cli.checkpoint_every_events,
+        every: std::time::Duration::from_secs(cli.checkpoint_every_secs),
+    };
     match cli.command {
         Command::Demo {
             households,
             partitions,
             year,
-        } => demo(&runtime, households, &partitions, year, json).await,
+        } => {
+            let task = runtime
+                .start_checkpoints(&checkpoints, &cli.data_dir, policy)
+                .await?;
+            let played = demo(&runtime, households, &partitions, year, json).await;
+            let mut checkpointer = task.stop().await;
+            let (code, report) = played?;
+            let first = Partition::new(&partitions[0])?;
+            let (household, dir, verified) = ansinh::demo::export_and_verify_bundle(
+                &runtime,
+                &mut checkpointer,
+                &first,
+                &cli.data_dir,
+            )
+            .await?;
+            if let Some(mut report) = report {
+                report["bundle"] = serde_json::json!({"household": household, "dir": dir.display().to_string(), "verified": verified});
+                println!("{report}");
+            } else {
+                println!(
+                    "\nbundle {household} verified offline: {} events, checkpoint size {} root {}, balances match ({})",
+                    verified.events,
+                    verified.checkpoint.tree_size,
+                    verified.checkpoint.root,
+                    dir.display()
+                );
+            }
+            Ok(code)
+        }
         Command::Household { command } => {
             cli::staff::household_command(&runtime, &cli.who, command, json).await
         }
@@ -459,7 +558,35 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Ok(exit(ok.await?))
         }
         Command::Audit {
-            command: AuditCommand::CheckProof { .. },
+            command:
+                AuditCommand::Export {
+                    household,
+                    commune,
+                    from,
+                    to,
+                    checkpoint,
+                    out,
+                },
+        } => {
+            let scope = match (household, commune) {
+                (Some(h), _) => ansinh::bundle::Scope::Household(h),
+                (None, Some(c)) => ansinh::bundle::Scope::Commune(c),
+                (None, None) => unreachable!("clap requires one"),
+            };
+            let request = ansinh::bundle::export::ExportRequest { scope, from, to };
+            let ok = ansinh::bundle::cli::export_bundle(
+                &runtime,
+                &checkpoints,
+                &cli.data_dir,
+                &request,
+                checkpoint,
+                &out,
+                json,
+            );
+            Ok(exit(ok.await?))
+        }
+        Command::Audit {
+            command: AuditCommand::CheckProof { .. } | AuditCommand::VerifyBundle { .. },
         }
         | Command::GatewaySim(_)
         | Command::Admin {
@@ -501,6 +628,76 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Anomalies {
+                    pending_days,
+                    as_of,
+                },
+        } => {
+            let as_of = as_of.unwrap_or_else(|| chrono::Utc::now().date_naive());
+            let mut stream = runtime.ledger.stream().clone();
+            let report =
+                ansinh::anomalies::scan(&mut stream, runtime.ledger.config(), as_of, pending_days)
+                    .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for a in &report.anomalies {
+                    println!("{:<26} {}", a.kind(), serde_json::to_string(a)?);
+                }
+                println!(
+                    "{} events scanned as of {as_of}: {} anomalies{}",
+                    report.events,
+                    report.anomalies.len() as u64 + report.not_listed,
+                    if report.not_listed > 0 {
+                        format!(" ({} not listed)", report.not_listed)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            Ok(exit(report.anomalies.is_empty()))
+        }
+        Command::Audit {
+            command: AuditCommand::RebuildCheck,
+        } => {
+            let mut stream = runtime.ledger.stream().clone();
+            let report = ansinh::rebuild_check::rebuild_check(
+                &runtime.projector,
+                &mut stream,
+                runtime.ledger.config(),
+            )
+            .await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": report.ok(), "report": report})
+                );
+            } else if let Some(d) = &report.difference {
+                let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "(absent)".into());
+                println!(
+                    "DIFFERENT at stream sequence {}: tree {} key {}\n  live:    {}\n  rebuilt: {}",
+                    report.position,
+                    d.tree,
+                    d.key,
+                    shown(&d.live),
+                    shown(&d.rebuilt)
+                );
+            } else {
+                let counts: Vec<String> = report
+                    .trees
+                    .iter()
+                    .map(|t| format!("{} {}", t.tree, t.keys))
+                    .collect();
+                println!(
+                    "OK the projections rebuilt from the log at stream sequence {} equal the live ones (keys: {})",
+                    report.position,
+                    counts.join(", ")
+                );
+            }
+            Ok(exit(report.ok()))
         }
         Command::Audit {
             command: AuditCommand::Trail { subject },
@@ -556,7 +753,13 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { listen, staff } => {
-            ansinh::http::run(&runtime, listen, &staff_file(&staff)).await?;
+            let task = runtime
+                .start_checkpoints(&checkpoints, &cli.data_dir, policy)
+                .await?;
+            let served = ansinh::http::run(&runtime, listen, &staff_file(&staff)).await;
+            // Stopped on every path, so a checkpoint under way completes before exit.
+            task.stop().await;
+            served?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin {
@@ -621,7 +824,7 @@ async fn demo(
     partitions: &[String],
     year: i32,
     json: bool,
-) -> Result<ExitCode, BoxError> {
+) -> Result<(ExitCode, Option<serde_json::Value>), BoxError> {
     let partitions: Vec<Partition> = partitions
         .iter()
         .map(|p| Partition::new(p))
@@ -676,11 +879,9 @@ async fn demo(
         }
     }
     if json {
-        println!(
-            "{}",
-            serde_json::json!({"summary": summary, "payments": payments, "events": events, "recompute_mismatches": recomputed.mismatches.len(), "reconciliation_mismatches": mismatches})
-        );
-        return Ok(code);
+        // Printed by the caller once the bundle step has added to it.
+        let report = serde_json::json!({"summary": summary, "payments": payments, "events": events, "recompute_mismatches": recomputed.mismatches.len(), "reconciliation_mismatches": mismatches});
+        return Ok((code, Some(report)));
     }
     eprintln!(
         "the year took {:.1} s of appends (durable: fsync before every acknowledgement); {} events in the log (projected {} new)",
@@ -765,13 +966,14 @@ async fn demo(
     println!();
     let names: Vec<String> = partitions.iter().map(|p| p.to_string()).collect();
     let tb = cli::staff::trial_balance(runtime, &names, false).await?;
-    Ok(
+    Ok((
         if code == ExitCode::SUCCESS && recomputed.mismatches.is_empty() {
             tb
         } else {
             ExitCode::from(1)
         },
-    )
+        None,
+    ))
 }
 
 fn print_summaries(projector: &Projector, json: bool) -> Result<(), BoxError> {

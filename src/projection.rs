@@ -142,6 +142,17 @@ impl Projector {
         let end = reader::last_stream_sequence(stream)
             .await
             .map_err(ProjectionError::Nats)?;
+        self.catch_up_to(stream, config, end).await
+    }
+
+    /// Applies the events up to stream sequence `end` (so two stores can be brought to
+    /// the same position while the log grows); returns how many were applied.
+    pub async fn catch_up_to(
+        &self,
+        stream: &mut Stream,
+        config: &LogConfig,
+        end: u64,
+    ) -> Result<u64, ProjectionError> {
         let start = self.position()? + 1;
         let applied = reader::read_range(stream, &config.wildcard(), start, end, |event| {
             self.apply(config, &event)
@@ -252,6 +263,16 @@ impl Projector {
             TransactionError::Abort(e) => e,
             TransactionError::Storage(e) => ProjectionError::Sled(e),
         })
+    }
+
+    /// Every projection tree with its name, in a fixed order (for comparing stores).
+    pub fn trees(&self) -> [(&'static str, &sled::Tree); 4] {
+        [
+            (TREE_META, &self.meta),
+            (TREE_SUMMARY, &self.summary),
+            (TREE_TRAIL, &self.trail),
+            (TREE_VIEWS, &self.views),
+        ]
     }
 
     pub fn summaries(&self) -> Result<BTreeMap<String, PartitionSummary>, ProjectionError> {

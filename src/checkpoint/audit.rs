@@ -102,6 +102,19 @@ impl Auditor {
         })
     }
 
+    /// The event stream, its names and the checkpoint names (for bundle export).
+    pub fn events(&self) -> &Stream {
+        &self.events
+    }
+
+    pub fn log(&self) -> &LogConfig {
+        &self.log
+    }
+
+    pub fn config(&self) -> &CheckpointConfig {
+        &self.config
+    }
+
     pub async fn key_ring(&self) -> Result<KeyRing, CheckpointError> {
         read::read_key_ring(&self.events, &self.log, &self.config).await
     }
@@ -128,7 +141,7 @@ impl Auditor {
     }
 
     /// Valid cosignatures of one checkpoint.
-    async fn cosignatures_of(
+    pub async fn cosignatures_of(
         &self,
         partition: &Partition,
         checkpoint: &StoredCheckpoint,
@@ -603,7 +616,10 @@ pub(crate) fn check_signature(
     })
 }
 
-fn check_root(body: &super::CheckpointBody, hashes: &[Hash32]) -> Result<(), CheckpointError> {
+pub(crate) fn check_root(
+    body: &super::CheckpointBody,
+    hashes: &[Hash32],
+) -> Result<(), CheckpointError> {
     let head = hashes.last().copied().unwrap_or([0; 32]);
     check_matches_root(body, &merkle::root(hashes), &head)
 }

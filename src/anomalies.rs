@@ -1,0 +1,400 @@
+//! `ansinh audit anomalies`: patterns an auditor should look at, found by one pass
+//! over the verified log of every partition, in stream order (so a move between
+//! partitions is seen in the order it happened).
+//!
+//! The fold (`Scanner`) is pure: events in, anomalies out, the "as of" date passed in.
+//! It reads the recorded payloads only; it decides nothing and changes nothing.
+//!
+//! What is found (docs/BUNDLES.md §9 says the same for auditors):
+//! - one citizen (blind index) in two active households at once, across partitions;
+//! - a loan disbursement to a household whose recorded standing, on the disbursement
+//!   date, is not one the loan's programme lends to (or no standing covers the date);
+//! - a loan approved above its programme version's cap (or of an unknown programme);
+//! - a repayment or disbursement on a loan after it was written off, and a loan or
+//!   social-assistance payment to a household after its last member died;
+//! - a payment instruction older than N days with no result (settled, failed,
+//!   returned, timed out or cancelled).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use async_nats::jetstream::stream::Stream;
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::book::codec;
+use crate::bundle::statement::{PAID_TO_BENEFICIARIES, event_date, subject_of, vnd};
+use crate::domain::programmes::{self, ProgrammeRef};
+use crate::log::LogConfig;
+use crate::proto::{EligibilityDecided, Envelope, envelope::Payload};
+use crate::verify::{VerifyError, verify_with};
+
+/// Most anomalies kept; more are counted, not listed (a broken feed could flag every
+/// event, and the report must stay readable and bounded).
+pub const ANOMALIES_LISTED_MAX: usize = 10_000;
+
+/// Where an event is: partition and partition sequence.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct At {
+    pub partition: String,
+    pub sequence: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Anomaly {
+    /// The same citizen (blind index, hex) is a member of several active households.
+    CitizenInTwoHouseholds {
+        citizen_index: String,
+        households: Vec<String>,
+        at: At,
+    },
+    /// Money lent to a household whose standing did not qualify on that date.
+    PaidWhileIneligible {
+        household: String,
+        loan: String,
+        programme: String,
+        date: String,
+        /// The standing recorded then ("" when none covered the date).
+        standing: String,
+        at: At,
+    },
+    /// A loan approved above its programme's cap.
+    LoanAboveCap {
+        household: String,
+        loan: String,
+        programme: String,
+        amount: Decimal,
+        cap: Option<Decimal>,
+        at: At,
+    },
+    /// Money moved on a loan after it was written off.
+    AfterWriteOff {
+        loan: String,
+        event_type: String,
+        written_off_at: At,
+        at: At,
+    },
+    /// Money moved for a household after its last member died.
+    AfterDeath {
+        household: String,
+        event_type: String,
+        died_on: String,
+        date: String,
+        at: At,
+    },
+    /// A payment instruction with no result after more than the allowed days.
+    InstructionPending {
+        instruction: String,
+        household: String,
+        issued_on: String,
+        days: i64,
+        at: At,
+    },
+}
+
+impl Anomaly {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Anomaly::CitizenInTwoHouseholds { .. } => "citizen_in_two_households",
+            Anomaly::PaidWhileIneligible { .. } => "paid_while_ineligible",
+            Anomaly::LoanAboveCap { .. } => "loan_above_cap",
+            Anomaly::AfterWriteOff { .. } => "after_write_off",
+            Anomaly::AfterDeath { .. } => "after_death",
+            Anomaly::InstructionPending { .. } => "instruction_pending",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AnomalyReport {
+    pub events: u64,
+    pub anomalies: Vec<Anomaly>,
+    /// Anomalies found beyond ANOMALIES_LISTED_MAX.
+    pub not_listed: u64,
+}
+
+struct Loan {
+    household: String,
+    programme: ProgrammeRef,
+    written_off: Option<At>,
+}
+
+struct Instruction {
+    household: String,
+    issued_on: NaiveDate,
+    at: At,
+}
+
+/// The pure fold. Feed it every event in stream order, then `finish`.
+#[derive(Default)]
+pub struct Scanner {
+    events: u64,
+    /// Citizen index → active households holding it.
+    holders: BTreeMap<Vec<u8>, BTreeSet<String>>,
+    /// Household → its current citizen indexes.
+    members: BTreeMap<String, Vec<Vec<u8>>>,
+    reported_pairs: BTreeSet<(Vec<u8>, Vec<String>)>,
+    standings: BTreeMap<String, EligibilityDecided>,
+    /// (partition, loan number) → loan.
+    loans: BTreeMap<(String, u64), Loan>,
+    /// Household → date its last member died.
+    died: BTreeMap<String, String>,
+    pending: BTreeMap<String, Instruction>,
+    report: AnomalyReport,
+}
+
+fn loan_label(partition: &str, number: u64) -> String {
+    crate::book::loan_ref(partition, number)
+}
+
+impl Scanner {
+    fn flag(&mut self, anomaly: Anomaly) {
+        if self.report.anomalies.len() < ANOMALIES_LISTED_MAX {
+            self.report.anomalies.push(anomaly);
+        } else {
+            self.report.not_listed += 1;
+        }
+    }
+
+    /// Replaces a household's members; flags each newly held index another active
+    /// household also holds.
+    fn set_members(&mut self, household: &str, indexes: &[Vec<u8>], at: &At) {
+        for old in self.members.remove(household).unwrap_or_default() {
+            if let Some(set) = self.holders.get_mut(&old) {
+                set.remove(household);
+            }
+        }
+        let indexes: Vec<Vec<u8>> = indexes.iter().filter(|i| !i.is_empty()).cloned().collect();
+        for index in &indexes {
+            let set = self.holders.entry(index.clone()).or_default();
+            set.insert(household.to_string());
+            if set.len() > 1 {
+                let households: Vec<String> = set.iter().cloned().collect();
+                if self
+                    .reported_pairs
+                    .insert((index.clone(), households.clone()))
+                {
+                    self.flag(Anomaly::CitizenInTwoHouseholds {
+                        citizen_index: hex::encode(index),
+                        households,
+                        at: at.clone(),
+                    });
+                }
+            }
+        }
+        if !indexes.is_empty() {
+            self.members.insert(household.to_string(), indexes);
+        }
+    }
+
+    fn money_after_death(&mut self, household: &str, envelope: &Envelope, at: &At) {
+        let date = event_date(envelope);
+        if let Some(died_on) = self.died.get(household) {
+            if date.to_string().as_str() > died_on.as_str() {
+                let died_on = died_on.clone();
+                self.flag(Anomaly::AfterDeath {
+                    household: household.to_string(),
+                    event_type: envelope.event_type.clone(),
+                    died_on,
+                    date: date.to_string(),
+                    at: at.clone(),
+                });
+            }
+        }
+    }
+
+    /// Folds one event (chain already verified).
+    pub fn apply(&mut self, envelope: &Envelope) {
+        self.events += 1;
+        let Some(payload) = &envelope.payload else {
+            return;
+        };
+        let partition = envelope.partition.as_str();
+        let at = At {
+            partition: partition.to_string(),
+            sequence: envelope.sequence,
+        };
+        match payload {
+            Payload::HouseholdRegistered(e) => {
+                self.set_members(&e.household_id, &to_vecs(&e.citizen_indexes), &at)
+            }
+            Payload::HouseholdMembersChanged(e) => {
+                self.set_members(&e.household_id, &to_vecs(&e.citizen_indexes), &at)
+            }
+            Payload::HouseholdMovedIn(e) => {
+                if let Some(standing) = &e.standing {
+                    self.standings
+                        .insert(e.household_id.clone(), standing.clone());
+                }
+                self.set_members(&e.household_id, &to_vecs(&e.citizen_indexes), &at)
+            }
+            Payload::HouseholdMovedOut(e) => self.set_members(&e.household_id, &[], &at),
+            Payload::MemberDied(e) => {
+                self.set_members(&e.household_id, &to_vecs(&e.citizen_indexes), &at);
+                if e.members == 0 {
+                    self.died.insert(e.household_id.clone(), e.died_on.clone());
+                }
+            }
+            Payload::EligibilityDecided(e) => {
+                self.standings.insert(e.household_id.clone(), e.clone());
+            }
+            Payload::LoanApproved(e) => {
+                let programme = ProgrammeRef {
+                    id: e.programme_id.clone(),
+                    version: e.programme_version,
+                };
+                let amount = vnd(&e.amount);
+                let cap = programmes::programme_version(&programme).map(|p| p.cap);
+                if cap.is_none_or(|cap| amount > cap) {
+                    self.flag(Anomaly::LoanAboveCap {
+                        household: e.household_id.clone(),
+                        loan: loan_label(partition, e.loan_number),
+                        programme: format!("{} v{}", programme.id, programme.version),
+                        amount,
+                        cap,
+                        at: at.clone(),
+                    });
+                }
+                self.loans.insert(
+                    (partition.to_string(), e.loan_number),
+                    Loan {
+                        household: e.household_id.clone(),
+                        programme,
+                        written_off: None,
+                    },
+                );
+            }
+            Payload::LoanTrancheDisbursed(e) => {
+                self.loan_money(partition, e.loan_number, envelope, &at, true)
+            }
+            Payload::LoanRepaymentReceived(e) => {
+                self.loan_money(partition, e.loan_number, envelope, &at, false)
+            }
+            Payload::LoanWrittenOff(e) => {
+                if let Some(loan) = self.loans.get_mut(&(partition.to_string(), e.loan_number)) {
+                    loan.written_off.get_or_insert(at.clone());
+                }
+            }
+            Payload::PaymentRecorded(p) => {
+                let household = subject_of(envelope, "household")
+                    .unwrap_or_default()
+                    .to_string();
+                match p.kind.as_str() {
+                    "InstructionIssued" => {
+                        self.pending.insert(
+                            p.instruction_id.clone(),
+                            Instruction {
+                                household: household.clone(),
+                                issued_on: event_date(envelope),
+                                at: at.clone(),
+                            },
+                        );
+                    }
+                    "GatewayPostAccepted" | "InstructionTimedOut" | "InstructionCancelled" => {
+                        self.pending.remove(&p.instruction_id);
+                    }
+                    _ => {}
+                }
+                let paid: Decimal = p
+                    .postings
+                    .iter()
+                    .filter(|l| l.account == PAID_TO_BENEFICIARIES)
+                    .map(|l| vnd(&l.debit))
+                    .sum();
+                if paid > Decimal::ZERO && !household.is_empty() {
+                    self.money_after_death(&household, envelope, &at);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn loan_money(
+        &mut self,
+        partition: &str,
+        number: u64,
+        envelope: &Envelope,
+        at: &At,
+        disbursement: bool,
+    ) {
+        let Some(loan) = self.loans.get(&(partition.to_string(), number)) else {
+            return;
+        };
+        let household = loan.household.clone();
+        let programme = loan.programme.clone();
+        let written_off = loan.written_off.clone();
+        let label = loan_label(partition, number);
+        if let Some(written_off_at) = written_off {
+            self.flag(Anomaly::AfterWriteOff {
+                loan: label.clone(),
+                event_type: envelope.event_type.clone(),
+                written_off_at,
+                at: at.clone(),
+            });
+        }
+        if disbursement {
+            let date = event_date(envelope);
+            let standing = self.standings.get(&household);
+            let covering = standing.filter(|s| {
+                let parse = |d: &str| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok();
+                parse(&s.valid_from).is_some_and(|f| f <= date)
+                    && parse(&s.valid_to).is_some_and(|t| date <= t)
+            });
+            let eligible = programmes::programme_version(&programme).is_some_and(|p| {
+                covering.is_some_and(|s| {
+                    p.eligible
+                        .iter()
+                        .any(|e| codec::status_name(*e) == s.status)
+                })
+            });
+            if !eligible {
+                self.flag(Anomaly::PaidWhileIneligible {
+                    household: household.clone(),
+                    loan: label,
+                    programme: format!("{} v{}", programme.id, programme.version),
+                    date: date.to_string(),
+                    standing: covering.map(|s| s.status.clone()).unwrap_or_default(),
+                    at: at.clone(),
+                });
+            }
+        }
+        self.money_after_death(&household, envelope, at);
+    }
+
+    /// The anomalies found, with instructions pending more than `pending_days` days
+    /// on `as_of`, in the order found (pending instructions last).
+    pub fn finish(mut self, as_of: NaiveDate, pending_days: i64) -> AnomalyReport {
+        let pending = std::mem::take(&mut self.pending);
+        for (instruction, i) in pending {
+            let days = (as_of - i.issued_on).num_days();
+            if days > pending_days {
+                self.flag(Anomaly::InstructionPending {
+                    instruction,
+                    household: i.household,
+                    issued_on: i.issued_on.to_string(),
+                    days,
+                    at: i.at,
+                });
+            }
+        }
+        self.report.events = self.events;
+        self.report
+    }
+}
+
+fn to_vecs(indexes: &[bytes::Bytes]) -> Vec<Vec<u8>> {
+    indexes.iter().map(|b| b.to_vec()).collect()
+}
+
+/// Reads and verifies every partition's chain, in stream order, and scans it.
+pub async fn scan(
+    stream: &mut Stream,
+    config: &LogConfig,
+    as_of: NaiveDate,
+    pending_days: i64,
+) -> Result<AnomalyReport, VerifyError> {
+    let mut scanner = Scanner::default();
+    verify_with(stream, config, None, |_, envelope| scanner.apply(envelope)).await?;
+    Ok(scanner.finish(as_of, pending_days))
+}

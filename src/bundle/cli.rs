@@ -1,0 +1,101 @@
+//! What `ansinh audit export` and `ansinh audit verify-bundle` print. Each returns
+//! whether the command succeeded (exit 0) or found a problem (exit 1); `Err` is an
+//! operating error.
+
+use std::path::Path;
+
+use super::export::{self, ExportRequest};
+use super::{BundleFiles, Verified};
+use crate::app::Runtime;
+use crate::checkpoint::{Auditor, CheckpointConfig, Checkpointer};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `ansinh audit export`: write the bundle of `request` into `out`. With
+/// `checkpoint_first`, publish checkpoints of the partition and the key partition
+/// first, so every event of the scope is covered.
+pub async fn export_bundle(
+    runtime: &Runtime,
+    config: &CheckpointConfig,
+    data_dir: &Path,
+    request: &ExportRequest,
+    checkpoint_first: bool,
+    out: &Path,
+    json: bool,
+) -> Result<bool, BoxError> {
+    if checkpoint_first {
+        let mut checkpointer = Checkpointer::open(
+            runtime.client.clone(),
+            runtime.ledger.clone(),
+            config.clone(),
+            data_dir,
+        )
+        .await?;
+        checkpointer.checkpoint(&request.partition()?).await?;
+        checkpointer.checkpoint(&config.keys_partition).await?;
+    }
+    let auditor = Auditor::open(
+        runtime.client.clone(),
+        runtime.ledger.config().clone(),
+        config.clone(),
+    )
+    .await?;
+    let files = export::export(&auditor, request).await?;
+    files.write(out)?;
+    let verified = super::verify(&files, &[])?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"ok": true, "out": out.display().to_string(), "verified": verified})
+        );
+    } else {
+        println!(
+            "EXPORTED {} events to {}: checkpoint of partition {} size {} root {}",
+            verified.events,
+            out.display(),
+            verified.checkpoint.partition,
+            verified.checkpoint.tree_size,
+            verified.checkpoint.root
+        );
+    }
+    Ok(true)
+}
+
+/// One line for people about a verified bundle.
+pub fn summary(verified: &Verified) -> String {
+    format!(
+        "{} events, checkpoint of partition {} size {} root {} signed by key {}, balances of {} household(s) match",
+        verified.events,
+        verified.checkpoint.partition,
+        verified.checkpoint.tree_size,
+        verified.checkpoint.root,
+        verified.signed_by,
+        verified.households
+    )
+}
+
+/// `ansinh audit verify-bundle DIR [--trust KEY_ID]...`: offline, no server.
+pub fn verify_bundle(dir: &Path, trusted: &[String], json: bool) -> Result<bool, BoxError> {
+    let result = BundleFiles::read(dir).and_then(|files| super::verify(&files, trusted));
+    match &result {
+        Ok(v) if json => println!("{}", serde_json::json!({"ok": true, "verified": v})),
+        Ok(v) => {
+            println!("OK bundle {}: {}", dir.display(), summary(v));
+            for c in &v.cosigners {
+                println!("OK cosigned by {c}");
+            }
+            if trusted.is_empty() {
+                println!(
+                    "NOTE the key history starts at key {}: compare it with the ledger's published key, or pass --trust KEY_ID",
+                    v.first_key
+                );
+            }
+        }
+        Err(e) if json => println!(
+            "{}",
+            serde_json::json!({"ok": false, "error": e.to_string()})
+        ),
+        Err(e) => println!("REJECTED: {e}"),
+    }
+    Ok(result.is_ok())
+}

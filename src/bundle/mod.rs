@@ -1,0 +1,705 @@
+//! Auditor bundles: the events concerning one household or commune, each with an
+//! inclusion proof against one signed checkpoint, the ledger's key history, a balance
+//! statement and a CSV for people, in one directory that can be checked with no server
+//! (`ansinh audit export` / `ansinh audit verify-bundle`). Format: docs/BUNDLES.md.
+//!
+//! - `statement`: event dates, scope, balances and the CSV (pure, shared by both sides).
+//! - `export`: building a bundle from the streams (server side).
+//! - this file: the files, their bounds, and `verify`, the offline check (pure over
+//!   bytes, no clock, never panics; its own error enum, `BundleError`).
+//!
+//! **Invariant:** every byte of a bundle is either signed (checkpoints), bound to a
+//! signed root by a Merkle proof (events, key events), or recomputed by the verifier
+//! from those and compared byte for byte (proofs, statement, manifest, CSV; JSON files
+//! must be in their one canonical form). So any changed byte fails verification.
+
+pub mod cli;
+pub mod export;
+pub mod statement;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::chain::{self, ChainBreak, ChainHead, EVENT_BYTES_MAX, Partition};
+use crate::checkpoint::keys::{KeyRing, KeyRingError};
+use crate::checkpoint::proofs::{CheckError, CheckpointDocument};
+use crate::checkpoint::sign::CheckpointBody;
+use crate::merkle::{self, Hash32, InclusionProof, ProofError};
+use crate::proto::{Envelope, envelope::Payload};
+pub use statement::{HouseholdBalances, LoanBalance, Scope};
+
+/// `format` of a bundle manifest.
+pub const BUNDLE_FORMAT: &str = "ansinh/v1/bundle";
+/// `format` of a balance statement.
+pub const STATEMENT_FORMAT: &str = "ansinh/v1/balance-statement";
+/// Most events in one bundle: a household's lifetime is a few hundred; a commune's
+/// year a few tens of thousands. Larger requests are refused, not truncated.
+pub const BUNDLE_EVENTS_MAX: usize = 50_000;
+/// Most key events (rotations) carried: the key ring's own bound.
+pub const BUNDLE_KEY_EVENTS_MAX: usize = crate::checkpoint::keys::RING_KEYS_MAX;
+/// Largest bundle file read, in bytes (events.bin at the event bound is far smaller
+/// in practice; a file above this is refused before it is read).
+pub const BUNDLE_FILE_BYTES_MAX: u64 = 256 << 20;
+
+pub const MANIFEST_FILE: &str = "manifest.json";
+pub const EVENTS_FILE: &str = "events.bin";
+pub const PROOFS_FILE: &str = "proofs.json";
+pub const CHECKPOINT_FILE: &str = "checkpoint.json";
+pub const KEYS_FILE: &str = "keys.bin";
+pub const KEYS_CHECKPOINT_FILE: &str = "keys-checkpoint.json";
+pub const STATEMENT_FILE: &str = "statement.json";
+pub const CSV_FILE: &str = "events.csv";
+/// Every file of a bundle, in the order they are checked.
+pub const FILES: [&str; 8] = [
+    MANIFEST_FILE,
+    CHECKPOINT_FILE,
+    KEYS_CHECKPOINT_FILE,
+    KEYS_FILE,
+    EVENTS_FILE,
+    PROOFS_FILE,
+    STATEMENT_FILE,
+    CSV_FILE,
+];
+
+/// Why a bundle was refused. Each variant names the file (and event) where the first
+/// problem was found; every variant means "do not trust this bundle".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BundleError {
+    #[error("{file}: {reason}")]
+    Read { file: String, reason: String },
+    #[error("{file}: {bytes} bytes exceeds {BUNDLE_FILE_BYTES_MAX}")]
+    TooLarge { file: String, bytes: u64 },
+    /// Not JSON of the expected shape (unknown, missing or mistyped fields).
+    #[error("{file}: not valid JSON of its format: {reason}")]
+    Json { file: String, reason: String },
+    /// Valid JSON but not in its canonical form (bytes were changed).
+    #[error("{file}: not in canonical form (re-encoding differs from the file)")]
+    NotCanonical { file: String },
+    #[error("{file}: unknown format {found:?}")]
+    UnknownFormat { file: String, found: String },
+    /// A length-delimited file does not split into messages.
+    #[error("{file}: bad framing at byte {offset}: {reason}")]
+    Framing {
+        file: String,
+        offset: usize,
+        reason: String,
+    },
+    #[error("{file}: more than {max} messages")]
+    TooManyEvents { file: String, max: usize },
+    /// A signed checkpoint does not check (signature, view, cosignatures).
+    #[error("{file}: {cause}")]
+    Checkpoint { file: String, cause: CheckError },
+    /// The key events do not form a valid chain of the key partition.
+    #[error("keys.bin: key event {index}: {cause}")]
+    KeyChain { index: usize, cause: ChainBreak },
+    /// The key history is invalid, or a checkpoint's key was not valid when it signed.
+    #[error("{file}: key history: {cause}")]
+    KeyRing { file: String, cause: KeyRingError },
+    /// The key events are not exactly the tree the key-partition checkpoint signs.
+    #[error("keys.bin: {0}")]
+    KeysNotSigned(String),
+    /// An event is wrong in itself or for this bundle (partition, order, scope).
+    #[error("events.bin: event {index} (sequence {sequence}): {reason}")]
+    Event {
+        index: usize,
+        sequence: u64,
+        reason: String,
+    },
+    /// An event's inclusion proof does not hold or does not match the checkpoint.
+    #[error("proofs.json: proof {index} (sequence {sequence}): {reason}")]
+    Proof {
+        index: usize,
+        sequence: u64,
+        reason: String,
+    },
+    /// The statement does not name the checkpoint, or its balances differ from the
+    /// ones recomputed from the events.
+    #[error("statement.json: {0}")]
+    Statement(String),
+    /// The CSV is not the rendering of the events.
+    #[error("events.csv: line {line} differs from the rendering of the events")]
+    Csv { line: usize },
+    /// The manifest does not describe the bundle's contents.
+    #[error("manifest.json: {0}")]
+    Manifest(String),
+    /// No key the caller trusts (`--trust`) starts the signing key's history.
+    #[error("signed under the key history starting at {first}, which no --trust key pins")]
+    Untrusted { first: String },
+}
+
+/// The bytes of a bundle's files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BundleFiles {
+    pub manifest: Vec<u8>,
+    pub checkpoint: Vec<u8>,
+    pub keys_checkpoint: Vec<u8>,
+    pub keys: Vec<u8>,
+    pub events: Vec<u8>,
+    pub proofs: Vec<u8>,
+    pub statement: Vec<u8>,
+    pub csv: Vec<u8>,
+}
+
+impl BundleFiles {
+    /// (file name, bytes) in FILES order.
+    pub fn files(&self) -> [(&'static str, &Vec<u8>); 8] {
+        [
+            (MANIFEST_FILE, &self.manifest),
+            (CHECKPOINT_FILE, &self.checkpoint),
+            (KEYS_CHECKPOINT_FILE, &self.keys_checkpoint),
+            (KEYS_FILE, &self.keys),
+            (EVENTS_FILE, &self.events),
+            (PROOFS_FILE, &self.proofs),
+            (STATEMENT_FILE, &self.statement),
+            (CSV_FILE, &self.csv),
+        ]
+    }
+
+    pub fn files_mut(&mut self) -> [(&'static str, &mut Vec<u8>); 8] {
+        [
+            (MANIFEST_FILE, &mut self.manifest),
+            (CHECKPOINT_FILE, &mut self.checkpoint),
+            (KEYS_CHECKPOINT_FILE, &mut self.keys_checkpoint),
+            (KEYS_FILE, &mut self.keys),
+            (EVENTS_FILE, &mut self.events),
+            (PROOFS_FILE, &mut self.proofs),
+            (STATEMENT_FILE, &mut self.statement),
+            (CSV_FILE, &mut self.csv),
+        ]
+    }
+
+    /// Reads a bundle directory, refusing any file above BUNDLE_FILE_BYTES_MAX.
+    pub fn read(dir: &Path) -> Result<Self, BundleError> {
+        let mut out = Self::default();
+        for (name, bytes) in out.files_mut() {
+            let path = dir.join(name);
+            let read_error = |e: std::io::Error| BundleError::Read {
+                file: name.to_string(),
+                reason: e.to_string(),
+            };
+            let file = std::fs::File::open(&path).map_err(read_error)?;
+            let length = file.metadata().map_err(read_error)?.len();
+            if length > BUNDLE_FILE_BYTES_MAX {
+                return Err(BundleError::TooLarge {
+                    file: name.to_string(),
+                    bytes: length,
+                });
+            }
+            // Bounded even if the file grows while it is read.
+            file.take(BUNDLE_FILE_BYTES_MAX + 1)
+                .read_to_end(bytes)
+                .map_err(read_error)?;
+            if bytes.len() as u64 > BUNDLE_FILE_BYTES_MAX {
+                return Err(BundleError::TooLarge {
+                    file: name.to_string(),
+                    bytes: bytes.len() as u64,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes every file into `dir` (created if missing; files replaced).
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        for (name, bytes) in self.files() {
+            std::fs::write(dir.join(name), bytes)?;
+        }
+        Ok(())
+    }
+}
+
+/// The checkpoint a bundle or statement is anchored to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointRef {
+    pub partition: String,
+    pub tree_size: u64,
+    /// Merkle root, lowercase hex.
+    pub root: String,
+}
+
+impl From<&CheckpointBody> for CheckpointRef {
+    fn from(b: &CheckpointBody) -> Self {
+        Self {
+            partition: b.partition.to_string(),
+            tree_size: b.tree_size,
+            root: merkle::encode_hash(&b.root),
+        }
+    }
+}
+
+/// One event as the manifest lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestEvent {
+    pub sequence: u64,
+    pub event_type: String,
+    pub event_hash: String,
+}
+
+/// `manifest.json`: what the bundle is about and what it holds. Everything but
+/// `scope`, `from`, `to` and `keys_partition` is recomputed by the verifier; those
+/// four are checked against every event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Always BUNDLE_FORMAT.
+    pub format: String,
+    pub scope: Scope,
+    /// Inclusive bounds on the events' business dates (docs/BUNDLES.md §5), if any.
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub checkpoint: CheckpointRef,
+    pub keys_partition: String,
+    pub keys_checkpoint: CheckpointRef,
+    /// Ledger key ids in the order the key partition registered them.
+    pub key_ids: Vec<String>,
+    /// The key that signed `checkpoint`.
+    pub signed_by: String,
+    pub events: Vec<ManifestEvent>,
+    pub files: Vec<String>,
+}
+
+/// `statement.json`: balances recomputed from the bundle's events, naming the
+/// checkpoint they were computed at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Statement {
+    /// Always STATEMENT_FORMAT.
+    pub format: String,
+    pub checkpoint: CheckpointRef,
+    pub scope: Scope,
+    /// By household id.
+    pub households: BTreeMap<String, HouseholdBalances>,
+}
+
+/// What a verified bundle established.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Verified {
+    pub scope: Scope,
+    pub events: usize,
+    pub checkpoint: CheckpointRef,
+    pub signed_by: String,
+    /// The first key of the ledger's history (pin it out of band, or pass --trust).
+    pub first_key: String,
+    pub cosigners: Vec<String>,
+    pub households: usize,
+}
+
+/// The canonical form of a JSON file: serde_json's pretty printing of the typed value
+/// and one newline. Exporters write exactly this; the verifier demands it.
+pub fn canonical_json<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(value).expect("bundle documents serialize");
+    bytes.push(b'\n');
+    bytes
+}
+
+fn parse_canonical<T: Serialize + DeserializeOwned>(
+    file: &str,
+    bytes: &[u8],
+) -> Result<T, BundleError> {
+    let value: T = serde_json::from_slice(bytes).map_err(|e| BundleError::Json {
+        file: file.to_string(),
+        reason: e.to_string(),
+    })?;
+    if canonical_json(&value) != bytes {
+        return Err(BundleError::NotCanonical {
+            file: file.to_string(),
+        });
+    }
+    Ok(value)
+}
+
+/// Protobuf's length-delimited framing: a minimal varint length, then the bytes.
+pub fn encode_delimited(messages: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for m in messages {
+        prost::encode_length_delimiter(m.len(), &mut out).expect("a Vec grows");
+        out.extend_from_slice(m);
+    }
+    out
+}
+
+/// Splits length-delimited messages, each at most EVENT_BYTES_MAX, at most `max` of
+/// them; the length must be the minimal varint (so a framing has one encoding).
+pub fn decode_delimited<'a>(
+    file: &str,
+    bytes: &'a [u8],
+    max: usize,
+) -> Result<Vec<&'a [u8]>, BundleError> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    let framing = |offset: usize, reason: String| BundleError::Framing {
+        file: file.to_string(),
+        offset,
+        reason,
+    };
+    while offset < bytes.len() {
+        if out.len() >= max {
+            return Err(BundleError::TooManyEvents {
+                file: file.to_string(),
+                max,
+            });
+        }
+        let mut rest = &bytes[offset..];
+        let before = rest.len();
+        let length = prost::decode_length_delimiter(&mut rest)
+            .map_err(|e| framing(offset, e.to_string()))?;
+        let prefix = before - rest.len();
+        if prefix != prost::length_delimiter_len(length) {
+            return Err(framing(offset, "length is not a minimal varint".into()));
+        }
+        if length > EVENT_BYTES_MAX || length > rest.len() {
+            return Err(framing(
+                offset,
+                format!("message of {length} bytes does not fit"),
+            ));
+        }
+        out.push(&rest[..length]);
+        offset += prefix + length;
+    }
+    Ok(out)
+}
+
+fn same(a: &Hash32, b: &Hash32) -> bool {
+    chain::Digest(*a) == chain::Digest(*b)
+}
+
+fn checkpoint_error(file: &str) -> impl Fn(CheckError) -> BundleError + '_ {
+    move |cause| BundleError::Checkpoint {
+        file: file.to_string(),
+        cause,
+    }
+}
+
+/// The signed checkpoint of a bundle file, checked with the key it carries, which must
+/// also be the ring's key for that id and valid when the checkpoint was issued.
+fn check_checkpoint(
+    file: &str,
+    bytes: &[u8],
+    ring: Option<&KeyRing>,
+) -> Result<(CheckpointDocument, CheckpointBody, Vec<String>), BundleError> {
+    let document: CheckpointDocument = parse_canonical(file, bytes)?;
+    let (body, cosigners) = document.check(file, &[]).map_err(checkpoint_error(file))?;
+    if let Some(ring) = ring {
+        check_signer(file, ring, &body, &document.public_key)?;
+    }
+    Ok((document, body, cosigners))
+}
+
+fn check_signer(
+    file: &str,
+    ring: &KeyRing,
+    body: &CheckpointBody,
+    public_key_hex: &str,
+) -> Result<(), BundleError> {
+    let key = ring
+        .signer(&body.key_id, body.issued_at_unix_ms)
+        .map_err(|cause| BundleError::KeyRing {
+            file: file.to_string(),
+            cause,
+        })?;
+    if hex::encode(key.public_key) != public_key_hex {
+        return Err(BundleError::KeyRing {
+            file: file.to_string(),
+            cause: KeyRingError::UnknownKey(body.key_id.clone()),
+        });
+    }
+    Ok(())
+}
+
+/// The key history from `keys.bin`, which must be the whole key partition up to the
+/// key checkpoint: a valid chain from genesis whose Merkle tree is the signed one.
+fn check_keys(
+    keys_partition: &Partition,
+    keys: &[u8],
+    keys_body: &CheckpointBody,
+) -> Result<KeyRing, BundleError> {
+    if keys_body.partition != *keys_partition {
+        return Err(BundleError::KeysNotSigned(format!(
+            "the key checkpoint is of partition {}, not {keys_partition}",
+            keys_body.partition
+        )));
+    }
+    let messages = decode_delimited(KEYS_FILE, keys, BUNDLE_KEY_EVENTS_MAX)?;
+    let mut head = ChainHead::genesis(keys_partition.clone());
+    let mut ring = KeyRing::default();
+    let mut hashes = Vec::with_capacity(messages.len());
+    for (index, bytes) in messages.iter().enumerate() {
+        let (next, envelope) = chain::check_next(&head, bytes, None)
+            .map_err(|cause| BundleError::KeyChain { index, cause })?;
+        if let Some(Payload::LedgerKeyRotated(r)) = &envelope.payload {
+            ring.apply(r, next.sequence, envelope.recorded_at_unix_ms)
+                .map_err(|cause| BundleError::KeyRing {
+                    file: KEYS_FILE.to_string(),
+                    cause,
+                })?;
+        }
+        hashes.push(next.hash.0);
+        head = next;
+    }
+    if hashes.len() as u64 != keys_body.tree_size
+        || !same(&merkle::root(&hashes), &keys_body.root)
+        || !same(&head.hash.0, &keys_body.head_hash)
+    {
+        return Err(BundleError::KeysNotSigned(format!(
+            "the {} key events are not the tree of {} events the key checkpoint signs",
+            hashes.len(),
+            keys_body.tree_size
+        )));
+    }
+    Ok(ring)
+}
+
+fn parse_date(
+    field: &str,
+    text: &Option<String>,
+) -> Result<Option<chrono::NaiveDate>, BundleError> {
+    text.as_ref()
+        .map(|t| {
+            chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
+                .map_err(|_| BundleError::Manifest(format!("{field} is not a YYYY-MM-DD date")))
+        })
+        .transpose()
+}
+
+/// Checks a bundle completely, with no server, clock or file system: the signed
+/// checkpoints, the key history, every event's bytes → hash → inclusion proof →
+/// signed root, the scope, the statement's balances recomputed from the events, the
+/// CSV and the manifest. `trusted`: key ids the caller pins; one of them must be in the
+/// signing key's history (empty: report the first key id for the caller to compare).
+pub fn verify(files: &BundleFiles, trusted: &[String]) -> Result<Verified, BundleError> {
+    let manifest: Manifest = parse_canonical(MANIFEST_FILE, &files.manifest)?;
+    if manifest.format != BUNDLE_FORMAT {
+        return Err(BundleError::UnknownFormat {
+            file: MANIFEST_FILE.into(),
+            found: manifest.format.clone(),
+        });
+    }
+    let keys_partition = Partition::new(&manifest.keys_partition)
+        .map_err(|e| BundleError::Manifest(format!("keys_partition: {e}")))?;
+    let from = parse_date("from", &manifest.from)?;
+    let to = parse_date("to", &manifest.to)?;
+
+    // 1. The key history, anchored by the key partition's own signed checkpoint.
+    let (keys_document, keys_body, _) =
+        check_checkpoint(KEYS_CHECKPOINT_FILE, &files.keys_checkpoint, None)?;
+    let ring = check_keys(&keys_partition, &files.keys, &keys_body)?;
+    check_signer(
+        KEYS_CHECKPOINT_FILE,
+        &ring,
+        &keys_body,
+        &keys_document.public_key,
+    )?;
+    let first_key = ring
+        .keys()
+        .first()
+        .map(|k| k.key_id.clone())
+        .unwrap_or_default();
+
+    // 2. The checkpoint of the events' partition, signed by a key of that history.
+    let (_, body, cosigners) = check_checkpoint(CHECKPOINT_FILE, &files.checkpoint, Some(&ring))?;
+    if !trusted.is_empty() {
+        let signer = ring.get(&body.key_id).map_or(0, |k| k.sequence);
+        let pinned = ring
+            .keys()
+            .iter()
+            .any(|k| k.sequence <= signer && trusted.contains(&k.key_id));
+        if !pinned {
+            return Err(BundleError::Untrusted { first: first_key });
+        }
+    }
+
+    // 3. Every event: bytes → hash → proof → the signed root; in order; in scope.
+    let messages = decode_delimited(EVENTS_FILE, &files.events, BUNDLE_EVENTS_MAX)?;
+    let proofs: Vec<InclusionProof> = parse_canonical(PROOFS_FILE, &files.proofs)?;
+    if proofs.len() != messages.len() {
+        return Err(BundleError::Manifest(format!(
+            "{} events but {} proofs",
+            messages.len(),
+            proofs.len()
+        )));
+    }
+    let mut events: Vec<(u64, Envelope)> = Vec::with_capacity(messages.len());
+    let mut rows: Vec<(Envelope, String)> = Vec::with_capacity(messages.len());
+    let mut listed = Vec::with_capacity(messages.len());
+    let mut last_sequence = 0;
+    for (index, (bytes, proof)) in messages.iter().zip(&proofs).enumerate() {
+        let hash = chain::event_hash(bytes).0;
+        let envelope =
+            <Envelope as prost::Message>::decode(*bytes).map_err(|e| BundleError::Event {
+                index,
+                sequence: 0,
+                reason: format!("not an Envelope: {e}"),
+            })?;
+        let sequence = envelope.sequence;
+        let event_error = |reason: String| BundleError::Event {
+            index,
+            sequence,
+            reason,
+        };
+        if envelope.format_version != chain::FORMAT_VERSION {
+            return Err(event_error(format!(
+                "unknown format version {}",
+                envelope.format_version
+            )));
+        }
+        if envelope.partition != body.partition.as_str() {
+            return Err(event_error(format!(
+                "partition {:?}, the checkpoint is of {}",
+                envelope.partition, body.partition
+            )));
+        }
+        if sequence <= last_sequence || sequence > body.tree_size {
+            return Err(event_error(format!(
+                "sequence not increasing or beyond the checkpoint's {} events",
+                body.tree_size
+            )));
+        }
+        last_sequence = sequence;
+        if !statement::in_scope(&envelope, &manifest.scope) {
+            return Err(event_error("does not concern the bundle's scope".into()));
+        }
+        let date = statement::event_date(&envelope);
+        if from.is_some_and(|f| date < f) || to.is_some_and(|t| date > t) {
+            return Err(event_error(format!(
+                "dated {date}, outside the bundle's dates"
+            )));
+        }
+        let proof_error = |reason: String| BundleError::Proof {
+            index,
+            sequence,
+            reason,
+        };
+        let proof_hash = |text: &str, field: &str| {
+            merkle::decode_hash(text, field).map_err(|e| proof_error(e.to_string()))
+        };
+        if proof.partition != body.partition.as_str()
+            || proof.tree_size != body.tree_size
+            || proof.leaf_index != sequence - 1
+        {
+            return Err(proof_error(
+                "partition, tree size or leaf index is not the event's in the checkpoint".into(),
+            ));
+        }
+        if !same(&proof_hash(&proof.root, "root")?, &body.root) {
+            return Err(proof_error("root is not the signed root".into()));
+        }
+        if !same(&proof_hash(&proof.event_hash, "event_hash")?, &hash) {
+            return Err(proof_error(
+                "event_hash is not the hash of the event bytes".into(),
+            ));
+        }
+        if sequence == body.head_sequence && !same(&hash, &body.head_hash) {
+            return Err(proof_error(
+                "the event is the signed head but its hash differs".into(),
+            ));
+        }
+        proof
+            .verify()
+            .map_err(|e: ProofError| proof_error(e.to_string()))?;
+        let hash_hex = merkle::encode_hash(&hash);
+        listed.push(ManifestEvent {
+            sequence,
+            event_type: envelope.event_type.clone(),
+            event_hash: hash_hex.clone(),
+        });
+        rows.push((envelope.clone(), hash_hex));
+        events.push((sequence, envelope));
+    }
+
+    // 4. The statement: the checkpoint it names, and balances recomputed here.
+    let checkpoint = CheckpointRef::from(&body);
+    let claimed: Statement = parse_canonical(STATEMENT_FILE, &files.statement)?;
+    if claimed.format != STATEMENT_FORMAT {
+        return Err(BundleError::UnknownFormat {
+            file: STATEMENT_FILE.into(),
+            found: claimed.format.clone(),
+        });
+    }
+    if claimed.checkpoint != checkpoint {
+        return Err(BundleError::Statement(
+            "it names another checkpoint than the bundle's".into(),
+        ));
+    }
+    if claimed.scope != manifest.scope {
+        return Err(BundleError::Statement(
+            "its scope is not the manifest's".into(),
+        ));
+    }
+    let recomputed = statement::balances(&events);
+    if let Some(difference) = first_difference(&claimed.households, &recomputed) {
+        return Err(BundleError::Statement(difference));
+    }
+
+    // 5. The CSV is exactly the rendering of the events.
+    let csv = statement::render_csv(&rows);
+    if csv != files.csv {
+        let line = first_differing_line(&csv, &files.csv);
+        return Err(BundleError::Csv { line });
+    }
+
+    // 6. The manifest describes exactly this.
+    let expected = Manifest {
+        format: BUNDLE_FORMAT.into(),
+        scope: manifest.scope.clone(),
+        from: manifest.from.clone(),
+        to: manifest.to.clone(),
+        checkpoint: checkpoint.clone(),
+        keys_partition: manifest.keys_partition.clone(),
+        keys_checkpoint: CheckpointRef::from(&keys_body),
+        key_ids: ring.keys().iter().map(|k| k.key_id.clone()).collect(),
+        signed_by: body.key_id.clone(),
+        events: listed,
+        files: FILES.iter().map(|f| f.to_string()).collect(),
+    };
+    if expected != manifest {
+        return Err(BundleError::Manifest(
+            "it does not describe the bundle's checkpoints, keys or events".into(),
+        ));
+    }
+    Ok(Verified {
+        scope: manifest.scope,
+        events: events.len(),
+        checkpoint,
+        signed_by: body.key_id,
+        first_key,
+        cosigners,
+        households: recomputed.len(),
+    })
+}
+
+fn first_difference(
+    claimed: &BTreeMap<String, HouseholdBalances>,
+    recomputed: &BTreeMap<String, HouseholdBalances>,
+) -> Option<String> {
+    for (household, balances) in recomputed {
+        match claimed.get(household) {
+            None => return Some(format!("household {household} is missing")),
+            Some(c) if c != balances => {
+                return Some(format!(
+                    "household {household}: the stated balances differ from the events' ({})",
+                    serde_json::to_string(balances).unwrap_or_default()
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    claimed
+        .keys()
+        .find(|h| !recomputed.contains_key(*h))
+        .map(|h| format!("household {h} has no money events in the bundle"))
+}
+
+fn first_differing_line(a: &[u8], b: &[u8]) -> usize {
+    let at = a
+        .iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()));
+    1 + a[..at.min(a.len())].iter().filter(|&&c| c == b'\n').count()
+}

@@ -1,0 +1,309 @@
+//! `audit anomalies` over a seeded log on a real nats-server: each kind is found in a
+//! dataset that has it, and a clean dataset (including a move between partitions and
+//! a settled payment) yields none.
+
+mod common;
+
+use ansinh::anomalies::{Anomaly, AnomalyReport, scan};
+use ansinh::chain::Partition;
+use ansinh::log::{Draft, Ledger, LogConfig};
+use ansinh::proto::{self, envelope::Payload};
+use chrono::NaiveDate;
+
+use common::*;
+
+struct Seed {
+    ledger: Ledger,
+    log: LogConfig,
+    _dir: tempfile::TempDir,
+    n: u64,
+}
+
+impl Seed {
+    async fn new() -> Self {
+        let log = fresh_log();
+        let (ledger, dir) = ledger(&log).await;
+        Self {
+            ledger,
+            log,
+            _dir: dir,
+            n: 0,
+        }
+    }
+
+    /// Appends `payload` concerning `household` to the household's province.
+    async fn add(&mut self, household: &str, payload: Payload) {
+        self.n += 1;
+        let draft = Draft {
+            partition: Partition::new(&household[..2]).unwrap(),
+            actor: proto::Actor {
+                id: "staff:seed".into(),
+                role: "credit_officer".into(),
+                unit: household[..7].into(),
+            },
+            idempotency_key: format!("seed-{}", self.n),
+            correlation_id: String::new(),
+            subjects: vec![format!("household:{household}")],
+            payload,
+        };
+        self.ledger.append_unchecked(draft).await.unwrap();
+    }
+
+    async fn scan(&self, as_of: &str, pending_days: i64) -> AnomalyReport {
+        let mut stream = stream_of(&self.log).await;
+        scan(&mut stream, &self.log, date(as_of), pending_days)
+            .await
+            .unwrap()
+    }
+}
+
+fn date(text: &str) -> NaiveDate {
+    text.parse().unwrap()
+}
+
+fn index(n: u8) -> bytes::Bytes {
+    vec![n; 32].into()
+}
+
+fn registered(household: &str, members: &[u8]) -> Payload {
+    Payload::HouseholdRegistered(proto::HouseholdRegistered {
+        household_id: household.into(),
+        commune_code: household[..7].into(),
+        area: "rural".into(),
+        members: members.len() as u32,
+        citizen_indexes: members.iter().map(|m| index(*m)).collect(),
+        registered_on: "2026-01-05".into(),
+        ..Default::default()
+    })
+}
+
+fn standing(household: &str, status: &str) -> Payload {
+    Payload::EligibilityDecided(proto::EligibilityDecided {
+        household_id: household.into(),
+        review_year: 2026,
+        class: status.into(),
+        status: status.into(),
+        decided_on: "2026-01-10".into(),
+        valid_from: "2026-01-01".into(),
+        valid_to: "2026-12-31".into(),
+        ..Default::default()
+    })
+}
+
+fn approved(loan: u64, household: &str, amount: &str) -> Payload {
+    Payload::LoanApproved(proto::LoanApproved {
+        loan_number: loan,
+        household_id: household.into(),
+        programme_id: "POOR_HOUSEHOLD".into(),
+        programme_version: 1,
+        amount: amount.into(),
+        term_months: 36,
+        effective_on: "2026-02-02".into(),
+        ..Default::default()
+    })
+}
+
+fn disbursed(loan: u64, amount: &str, on: &str) -> Payload {
+    Payload::LoanTrancheDisbursed(proto::LoanTrancheDisbursed {
+        loan_number: loan,
+        amount: amount.into(),
+        effective_on: on.into(),
+        ..Default::default()
+    })
+}
+
+fn repaid(loan: u64, amount: &str, on: &str) -> Payload {
+    Payload::LoanRepaymentReceived(proto::LoanRepaymentReceived {
+        loan_number: loan,
+        amount: amount.into(),
+        to_principal: amount.into(),
+        effective_on: on.into(),
+        ..Default::default()
+    })
+}
+
+fn written_off(loan: u64, on: &str) -> Payload {
+    Payload::LoanWrittenOff(proto::LoanWrittenOff {
+        loan_number: loan,
+        disaster_ref: "typhoon-yagi".into(),
+        principal: "1000000".into(),
+        effective_on: on.into(),
+        ..Default::default()
+    })
+}
+
+fn issued(instruction: &str, on: &str) -> Payload {
+    Payload::PaymentRecorded(proto::PaymentRecorded {
+        kind: "InstructionIssued".into(),
+        instruction_id: instruction.into(),
+        amount: "500000".into(),
+        effective_on: on.into(),
+        ..Default::default()
+    })
+}
+
+fn settled(instruction: &str, on: &str) -> Payload {
+    Payload::PaymentRecorded(proto::PaymentRecorded {
+        kind: "GatewayPostAccepted".into(),
+        instruction_id: instruction.into(),
+        amount: "500000".into(),
+        effective_on: on.into(),
+        postings: vec![proto::Posting {
+            account: "PaidToBeneficiaries".into(),
+            debit: "500000".into(),
+            credit: "0".into(),
+        }],
+        ..Default::default()
+    })
+}
+
+/// A poor household borrowing within the cap and repaying; a family moving from
+/// province 79 to 01 (the same citizens leave one household and join another); a
+/// payment issued and settled.
+async fn clean(s: &mut Seed) {
+    let (a, b_old, b_new) = ("0100007-000001", "7900003-000001", "0100007-000002");
+    s.add(a, registered(a, &[1, 2])).await;
+    s.add(a, standing(a, "poor")).await;
+    s.add(a, approved(1, a, "50000000")).await;
+    s.add(a, disbursed(1, "50000000", "2026-02-05")).await;
+    s.add(a, repaid(1, "1000000", "2026-03-05")).await;
+    s.add(b_old, registered(b_old, &[3, 4])).await;
+    s.add(
+        b_old,
+        Payload::HouseholdMovedOut(proto::HouseholdMovedOut {
+            household_id: b_old.into(),
+            to_household_id: b_new.into(),
+            moved_on: "2026-02-01".into(),
+            members: 2,
+            citizen_indexes: vec![index(3), index(4)],
+            ..Default::default()
+        }),
+    )
+    .await;
+    s.add(
+        b_new,
+        Payload::HouseholdMovedIn(proto::HouseholdMovedIn {
+            household_id: b_new.into(),
+            commune_code: "0100007".into(),
+            area: "rural".into(),
+            members: 2,
+            citizen_indexes: vec![index(3), index(4)],
+            moved_on: "2026-02-01".into(),
+            from_household_id: b_old.into(),
+            from_partition: "79".into(),
+            ..Default::default()
+        }),
+    )
+    .await;
+    s.add(a, issued("pay:e1:2026-03:1", "2026-03-01")).await;
+    s.add(a, settled("pay:e1:2026-03:1", "2026-03-02")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_dataset_yields_no_anomaly() {
+    let mut s = Seed::new().await;
+    clean(&mut s).await;
+    let report = s.scan("2026-03-20", 10).await;
+    assert_eq!(report.events, 10);
+    assert!(report.anomalies.is_empty(), "{:#?}", report.anomalies);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_kind_of_anomaly_is_found() {
+    let mut s = Seed::new().await;
+    clean(&mut s).await;
+    // 1. Citizen 9 in a household of province 01 and one of province 79.
+    let (x1, x2) = ("0100007-000010", "7900003-000010");
+    s.add(x1, registered(x1, &[9])).await;
+    s.add(x2, registered(x2, &[8, 9])).await;
+    // 2. A loan of the poor-household programme paid to an average household.
+    let avg = "0100007-000020";
+    s.add(avg, registered(avg, &[20])).await;
+    s.add(avg, standing(avg, "average")).await;
+    s.add(avg, approved(2, avg, "20000000")).await;
+    s.add(avg, disbursed(2, "20000000", "2026-02-06")).await;
+    // 3. A loan above the programme's cap of 100,000,000.
+    let big = "0100007-000030";
+    s.add(big, registered(big, &[30])).await;
+    s.add(big, standing(big, "poor")).await;
+    s.add(big, approved(3, big, "150000000")).await;
+    // 4. A repayment after the loan was written off.
+    let off = "0100007-000040";
+    s.add(off, registered(off, &[40])).await;
+    s.add(off, standing(off, "poor")).await;
+    s.add(off, approved(4, off, "10000000")).await;
+    s.add(off, disbursed(4, "10000000", "2026-02-07")).await;
+    s.add(off, written_off(4, "2026-09-10")).await;
+    s.add(off, repaid(4, "200000", "2026-10-05")).await;
+    // 5. Social assistance paid after the household's only member died.
+    let dead = "0100007-000050";
+    s.add(dead, registered(dead, &[50])).await;
+    s.add(
+        dead,
+        Payload::MemberDied(proto::MemberDied {
+            household_id: dead.into(),
+            citizen_index: index(50),
+            died_on: "2026-04-01".into(),
+            members: 0,
+            ..Default::default()
+        }),
+    )
+    .await;
+    s.add(dead, issued("pay:e5:2026-05:1", "2026-05-01")).await;
+    s.add(dead, settled("pay:e5:2026-05:1", "2026-05-10")).await;
+    // 6. An instruction without a result for 19 days; another for only 5.
+    s.add(avg, issued("pay:e2:2026-10:1", "2026-10-01")).await;
+    s.add(avg, issued("pay:e2:2026-10:2", "2026-10-15")).await;
+
+    let report = s.scan("2026-10-20", 10).await;
+    let kinds: std::collections::BTreeSet<&str> =
+        report.anomalies.iter().map(|a| a.kind()).collect();
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        [
+            "after_death",
+            "after_write_off",
+            "citizen_in_two_households",
+            "instruction_pending",
+            "loan_above_cap",
+            "paid_while_ineligible"
+        ],
+        "{:#?}",
+        report.anomalies
+    );
+    assert_eq!(report.anomalies.len(), 6, "{:#?}", report.anomalies);
+    for a in &report.anomalies {
+        match a {
+            Anomaly::CitizenInTwoHouseholds {
+                citizen_index,
+                households,
+                at,
+            } => {
+                assert_eq!(citizen_index, &hex::encode([9u8; 32]));
+                assert_eq!(households, &[x1, x2]);
+                assert_eq!(at.partition, "79");
+            }
+            Anomaly::PaidWhileIneligible {
+                household,
+                standing,
+                ..
+            } => assert_eq!((household.as_str(), standing.as_str()), (avg, "average")),
+            Anomaly::LoanAboveCap { household, cap, .. } => {
+                assert_eq!(household, big);
+                assert_eq!(cap.unwrap().to_string(), "100000000");
+            }
+            Anomaly::AfterWriteOff {
+                loan, event_type, ..
+            } => {
+                assert_eq!(loan, "01-L4");
+                assert_eq!(event_type, "ansinh.v1.LoanRepaymentReceived");
+            }
+            Anomaly::AfterDeath {
+                household, date, ..
+            } => assert_eq!((household.as_str(), date.as_str()), (dead, "2026-05-10")),
+            Anomaly::InstructionPending {
+                instruction, days, ..
+            } => assert_eq!((instruction.as_str(), *days), ("pay:e2:2026-10:1", 19)),
+        }
+    }
+}
