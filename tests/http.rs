@@ -156,6 +156,9 @@ impl Server {
     }
 
     async fn register(&self, id: &str, head_citizen_id: &str) -> Answer {
+        // Each household's spouse has their own id (the last digits of the household's):
+        // a citizen belongs to one household, and a dead one is never registered again.
+        let spouse = format!("0011900{}", &id[id.len() - 5..]);
         self.post(
             &self.staff.officer,
             "/v1/households",
@@ -169,7 +172,7 @@ impl Server {
                     "head_citizen_id": head_citizen_id,
                     "phone": "0912345678",
                     "members": [
-                        {"name": "Trần Văn Nam", "citizen_id": "001190000001", "relation": "spouse"},
+                        {"name": "Trần Văn Nam", "citizen_id": spouse, "relation": "spouse"},
                         {"name": "Trần Minh", "relation": "child"}
                     ]
                 }
