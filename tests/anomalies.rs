@@ -90,19 +90,6 @@ fn standing(household: &str, status: &str) -> Payload {
     })
 }
 
-fn approved(loan: u64, household: &str, amount: &str) -> Payload {
-    Payload::LoanApproved(proto::LoanApproved {
-        loan_number: loan,
-        household_id: household.into(),
-        programme_id: "POOR_HOUSEHOLD".into(),
-        programme_version: 1,
-        amount: amount.into(),
-        term_months: 36,
-        effective_on: "2026-02-02".into(),
-        ..Default::default()
-    })
-}
-
 fn disbursed(loan: u64, amount: &str, on: &str) -> Payload {
     Payload::LoanTrancheDisbursed(proto::LoanTrancheDisbursed {
         loan_number: loan,

@@ -9,24 +9,13 @@ use std::time::Duration;
 
 use ansinh::app::{Connection, Runtime};
 use ansinh::chain::Partition;
+use ansinh::checkpoint::Policy;
 use ansinh::checkpoint::sign::CheckpointBody;
-use ansinh::checkpoint::{CheckpointConfig, Policy};
-use ansinh::log::LogConfig;
 use ansinh::proto;
 use futures::StreamExt;
 use prost::Message;
 
 use common::*;
-
-fn fresh() -> (LogConfig, CheckpointConfig) {
-    let log = fresh_log();
-    let checkpoints = CheckpointConfig {
-        stream_name: format!("C{}", log.stream_name),
-        subject_prefix: log.subject_prefix.replace(".events", ".cp"),
-        ..Default::default()
-    };
-    (log, checkpoints)
-}
 
 /// The next checkpoint published on `subscription`; the timeout only bounds a failure.
 async fn next_checkpoint(subscription: &mut async_nats::Subscriber) -> CheckpointBody {
@@ -40,7 +29,7 @@ async fn next_checkpoint(subscription: &mut async_nats::Subscriber) -> Checkpoin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_app_start_path_checkpoints_every_n_events_and_stops_cleanly() {
-    let (log, config) = fresh();
+    let (log, config) = fresh_checkpointed();
     let dir = tempfile::tempdir().unwrap();
     let runtime = Runtime::open(&Connection {
         data_dir: dir.path().to_path_buf(),
@@ -83,7 +72,7 @@ async fn the_app_start_path_checkpoints_every_n_events_and_stops_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ansinh_serve_publishes_checkpoints_and_exits_cleanly_on_sigterm() {
-    let (log, config) = fresh();
+    let (log, config) = fresh_checkpointed();
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_ansinh");
     let common_args = |cmd: &mut std::process::Command| {

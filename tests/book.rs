@@ -166,6 +166,16 @@ impl World {
     }
 }
 
+/// Of two racing outcomes exactly one succeeded; returns the other.
+fn one_wins(outcomes: [&Result<Receipt, ServiceError>; 2]) -> &Result<Receipt, ServiceError> {
+    assert_eq!(
+        outcomes.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{outcomes:?}"
+    );
+    outcomes.into_iter().find(|r| r.is_err()).unwrap()
+}
+
 fn refused(r: Result<Receipt, ServiceError>) -> Rejection {
     match r {
         Err(ServiceError::Rejected(rejection)) => rejection,
@@ -278,13 +288,7 @@ async fn two_writer_processes_racing_approvals_give_one_loan() {
         a.loan(&req_a, None, World::approve(id), d("2026-02-02"), "a"),
         b.loan(&req_b, None, World::approve(id), d("2026-02-02"), "b")
     );
-    let outcomes = [&ra, &rb];
-    assert_eq!(
-        outcomes.iter().filter(|r| r.is_ok()).count(),
-        1,
-        "{outcomes:?}"
-    );
-    let loser = outcomes.iter().find(|r| r.is_err()).unwrap();
+    let loser = one_wins([&ra, &rb]);
     assert!(
         matches!(
             loser,
@@ -604,13 +608,7 @@ async fn two_processes_racing_one_citizen_into_two_provinces_register_one() {
         register_in(&a, "0100007-000001", &pa),
         register_in(&b, "7900007-000001", &pb)
     );
-    let outcomes = [&ra, &rb];
-    assert_eq!(
-        outcomes.iter().filter(|r| r.is_ok()).count(),
-        1,
-        "{outcomes:?}"
-    );
-    let loser = outcomes.iter().find(|r| r.is_err()).unwrap();
+    let loser = one_wins([&ra, &rb]);
     assert!(
         matches!(
             loser,

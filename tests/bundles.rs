@@ -17,16 +17,6 @@ const H1: &str = "0100007-000001";
 const H2: &str = "0100007-000002";
 const OTHER_COMMUNE: &str = "0100009-000001";
 
-fn fresh() -> (LogConfig, CheckpointConfig) {
-    let log = fresh_log();
-    let checkpoints = CheckpointConfig {
-        stream_name: format!("C{}", log.stream_name),
-        subject_prefix: log.subject_prefix.replace(".events", ".cp"),
-        ..Default::default()
-    };
-    (log, checkpoints)
-}
-
 fn draft(household: &str, key: &str, actor: &str, payload: Payload) -> Draft {
     let commune = &household[..7];
     let mut subjects = vec![
@@ -58,19 +48,6 @@ fn loan_number(payload: &Payload) -> Option<u64> {
         Payload::LoanPostingReversed(e) => Some(e.loan_number),
         _ => None,
     }
-}
-
-fn approved(loan: u64, household: &str, amount: &str) -> Payload {
-    Payload::LoanApproved(proto::LoanApproved {
-        loan_number: loan,
-        household_id: household.into(),
-        programme_id: "POOR_HOUSEHOLD".into(),
-        programme_version: 1,
-        amount: amount.into(),
-        term_months: 36,
-        effective_on: "2026-02-02".into(),
-        ..Default::default()
-    })
 }
 
 fn disbursed(loan: u64, amount: &str, on: &str) -> Payload {
@@ -169,7 +146,7 @@ impl World {
 /// A household with a loan (disbursed, repaid twice, one repayment reversed), social
 /// assistance, a note with diacritics; a neighbour; a household of another commune.
 async fn world() -> World {
-    let (log, config) = fresh();
+    let (log, config) = fresh_checkpointed();
     let (ledger, dir) = ledger(&log).await;
     let w = World {
         log,

@@ -20,17 +20,6 @@ use prost::Message;
 
 use common::*;
 
-/// Event-log and checkpoint names no other test uses.
-fn fresh() -> (LogConfig, CheckpointConfig) {
-    let log = fresh_log();
-    let checkpoints = CheckpointConfig {
-        stream_name: format!("C{}", log.stream_name),
-        subject_prefix: log.subject_prefix.replace(".events", ".cp"),
-        ..Default::default()
-    };
-    (log, checkpoints)
-}
-
 fn p01() -> Partition {
     Partition::new("01").unwrap()
 }
@@ -83,7 +72,7 @@ fn check(doc: &impl serde::Serialize, trusted: &[String]) -> Result<proofs::Chec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_background_task_checkpoints_after_n_events() {
-    let (log, config) = fresh();
+    let (log, config) = fresh_checkpointed();
     let (ledger, dir) = ledger(&log).await;
     let c = checkpointer(&ledger, &config, dir.path()).await;
     // The key file is private to the ledger.
@@ -142,7 +131,7 @@ async fn the_background_task_checkpoints_after_n_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prove_and_check_proof_round_trip_and_tampering_is_rejected() {
-    let (log, config) = fresh();
+    let (log, config) = fresh_checkpointed();
     let (ledger, dir) = ledger(&log).await;
     let mut c = checkpointer(&ledger, &config, dir.path()).await;
     let hashes = append(&ledger, 0, 7).await;
@@ -203,7 +192,7 @@ async fn prove_and_check_proof_round_trip_and_tampering_is_rejected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistency_between_two_checkpoints() {
-    let (log, config) = fresh();
+    let (log, config) = fresh_checkpointed();
     let (ledger, dir) = ledger(&log).await;
     let mut c = checkpointer(&ledger, &config, dir.path()).await;
     append(&ledger, 0, 4).await;
@@ -253,7 +242,7 @@ async fn consistency_between_two_checkpoints() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checkpoint_stream_refuses_delete_and_purge_and_unsafe_streams_are_refused() {
-    let (log, config) = fresh();
+    let (log, config) = fresh_checkpointed();
     let (ledger, dir) = ledger(&log).await;
     let mut c = checkpointer(&ledger, &config, dir.path()).await;
     append(&ledger, 0, 2).await;
@@ -269,7 +258,7 @@ async fn the_checkpoint_stream_refuses_delete_and_purge_and_unsafe_streams_are_r
         last
     );
     // A pre-existing checkpoint stream that allows purging is refused.
-    let (_, unsafe_config) = fresh();
+    let (_, unsafe_config) = fresh_checkpointed();
     js.create_stream(jetstream::stream::Config {
         name: unsafe_config.stream_name.clone(),
         subjects: vec![unsafe_config.checkpoint_wildcard()],
@@ -287,7 +276,7 @@ async fn the_checkpoint_stream_refuses_delete_and_purge_and_unsafe_streams_are_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cosignatures_are_checked_published_and_listed_by_verify() {
-    let (log, config) = fresh();
+    let (log, config) = fresh_checkpointed();
     let (ledger, dir) = ledger(&log).await;
     let mut c = checkpointer(&ledger, &config, dir.path()).await;
     append(&ledger, 0, 6).await;
@@ -347,7 +336,7 @@ async fn cosignatures_are_checked_published_and_listed_by_verify() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_checkpoints_are_found_and_nothing_is_signed_over_them() {
-    let (log, config) = fresh();
+    let (log, config) = fresh_checkpointed();
     let (ledger, dir) = ledger(&log).await;
     let mut c = checkpointer(&ledger, &config, dir.path()).await;
     let hashes = append(&ledger, 0, 3).await;
@@ -434,7 +423,7 @@ async fn forged_checkpoints_are_found_and_nothing_is_signed_over_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_rotation_is_an_event_and_both_keys_keep_verifying() {
-    let (log, config) = fresh();
+    let (log, config) = fresh_checkpointed();
     let (ledger, dir) = ledger(&log).await;
     let mut c = checkpointer(&ledger, &config, dir.path()).await;
     let old_id = c.key_id().to_string();

@@ -101,3 +101,28 @@ pub async fn verified(config: &LogConfig) -> ansinh::verify::VerifyReport {
         .await
         .expect("the log verifies")
 }
+
+/// Event-log and checkpoint stream names no other test uses.
+pub fn fresh_checkpointed() -> (LogConfig, ansinh::checkpoint::CheckpointConfig) {
+    let log = fresh_log();
+    let checkpoints = ansinh::checkpoint::CheckpointConfig {
+        stream_name: format!("C{}", log.stream_name),
+        subject_prefix: log.subject_prefix.replace(".events", ".cp"),
+        ..Default::default()
+    };
+    (log, checkpoints)
+}
+
+/// A poor-household loan approval of `amount` (whole VND), effective 2026-02-02.
+pub fn approved(loan: u64, household: &str, amount: &str) -> Payload {
+    Payload::LoanApproved(proto::LoanApproved {
+        loan_number: loan,
+        household_id: household.into(),
+        programme_id: "POOR_HOUSEHOLD".into(),
+        programme_version: 1,
+        amount: amount.into(),
+        term_months: 36,
+        effective_on: "2026-02-02".into(),
+        ..Default::default()
+    })
+}
