@@ -78,6 +78,7 @@ fn sign(post: &GatewayPost) -> SignedPost {
         signature: key.sign(&message).to_bytes().to_vec(),
         key_id: blake3::hash(&public).to_hex()[..16].to_string(),
         bytes,
+        format: Default::default(),
     }
 }
 
