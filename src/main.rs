@@ -556,7 +556,8 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { listen, staff } => {
-            ansinh::http::run(&runtime, listen, &staff_file(&staff)).await?;
+            let registry = cli.data_dir.join(ansinh::gateway::keys::REGISTRY_FILE);
+            ansinh::http::run(&runtime, listen, &staff_file(&staff), &registry).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin {
