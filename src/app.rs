@@ -50,6 +50,9 @@ pub struct Runtime {
     pub client: async_nats::Client,
     pub vault: Arc<Vault>,
     pub projector: Arc<Projector>,
+    /// The NATS URL the ledger uses (the embedded server's, or the one given), for
+    /// other connections of this process (the demo's simulated gateways).
+    pub nats_url: String,
     _server: Option<NatsServer>,
 }
 
@@ -80,6 +83,7 @@ impl Runtime {
             client,
             vault,
             projector,
+            nats_url: url,
             _server: server,
         })
     }

@@ -1,39 +1,52 @@
-//! The payments part of `ansinh demo`: monthly social assistance for a year through
-//! two simulated gateways, a bank (VCB) and the post office's cash pay-out (VNPOST).
+//! The payments part of `ansinh demo`: monthly social assistance for a year, paid
+//! through simulated gateways over the real gateway transport: a bank (`vcb`) and the
+//! post office's cash pay-out (`vnpost`).
 //!
-//! Each month, per province: the branch allocates the communes' budgets, runs the
-//! payments, and the gateways post results: most settle, some fail (reissued as
-//! post-office cash), a few are returned after settlement, and some results are
-//! posted twice (answered with the first answer, appending nothing). Results are
-//! signed with each gateway's Ed25519 key over the exact bytes posted.
+//! Each month: per province, the branch allocates the communes' budgets and runs the
+//! payments; then each gateway (`gateway::sim`) fetches its instructions over NATS
+//! request/reply and posts signed results (most settle, some fail or are returned, some
+//! are posted twice and answered with the first answer), which the ledger's
+//! `gateway::server` verifies and hands to `gateway_ledger::LedgerSink`; failed and
+//! returned payments are reissued as post-office cash, which `vnpost` then pays.
+//!
+//! The embedded nats-server has no accounts: each simulated gateway has its own
+//! connection with its own inbox prefix, and its posts are signed and checked exactly as
+//! in production, but no NATS user keeps it to its own subjects (docs/GATEWAYS.md §8).
+//!
+//! The demo plays months of a past year, so the ledger side and the gateways share a
+//! demo clock set to each month's pay days (results are never dated before their
+//! instructions, and stay inside the replay window).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{Datelike, NaiveDate};
-use ed25519_dalek::{Signer, SigningKey};
-use prost::Message as _;
 use rust_decimal::Decimal;
 
 use crate::access::{Caller, Role};
-use crate::book::payments::SignedPost;
 use crate::chain::Partition;
+use crate::checkpoint::sign::KeyPair;
 use crate::demo::{Seeded, communes};
-use crate::domain::Rejection;
 use crate::domain::payments::budget::BudgetKey;
 use crate::domain::payments::entitlements::{Channel, Terms};
 use crate::domain::payments::ids::{
-    BeneficiaryRef, CategoryId, CommuneId, GatewayId, GatewayTxnId, HouseholdRef, InstructionRef,
-    MemberRef, ProgrammeId,
+    BeneficiaryRef, CategoryId, CommuneId, GatewayId, HouseholdRef, MemberRef, ProgrammeId,
 };
-use crate::domain::payments::instructions::{GatewayPost, InstructionId, Outcome};
+use crate::domain::payments::instructions::{ATTEMPTS_MAX, InstructionId, InstructionStatus};
 use crate::domain::payments::month::Month;
-use crate::domain::payments::{CommandKind, EventBody};
-use crate::proto::envelope::Payload;
+use crate::domain::payments::{self, CommandKind};
+use crate::gateway::client::{GatewayClient, GatewayClientError};
+use crate::gateway::keys::{GatewayKey, Registry};
+use crate::gateway::server::{self, ServeError};
+use crate::gateway::sim::{self, SimConfig, SimError, SimSummary};
+use crate::gateway_ledger::{LedgerSink, SinkError};
 use crate::service::{Request, Service, ServiceError};
 
 pub const PROGRAMME: &str = "SOCIAL_ASSISTANCE_MONTHLY";
-const BANK: &str = "VCB";
-const POST_OFFICE: &str = "VNPOST";
+/// The bank and the post office of the shipped accounts file (`gateway::DEMO_GATEWAYS`).
+const BANK: &str = "vcb";
+const POST_OFFICE: &str = "vnpost";
 /// One household in this many receives monthly social assistance in the demo.
 const BENEFICIARY_EVERY: u64 = 8;
 const CATEGORIES: [&str; 4] = [
@@ -45,6 +58,33 @@ const CATEGORIES: [&str; 4] = [
 /// Budget per beneficiary and month: above the largest monthly amount the demo's
 /// categories give (2.5 x 500,000), so runs are funded.
 const BUDGET_PER_BENEFICIARY: i64 = 1_300_000;
+/// Fetch-and-post rounds per gateway and pass. A pass ends at the first round with
+/// nothing to do; refused posts leave their instruction waiting, so this bounds them.
+const SIM_ROUNDS_MAX: u32 = 50;
+/// Instructions per fetch.
+const SIM_FETCH_MAX: u32 = 200;
+
+/// How the simulated gateways behave (`ansinh demo --gateway-*`).
+#[derive(Clone, Copy, Debug)]
+pub struct GatewayBehaviour {
+    pub failure_rate: f64,
+    pub return_rate: f64,
+    pub duplicate_rate: f64,
+    pub latency_ms: u64,
+}
+
+impl Default for GatewayBehaviour {
+    /// 6 % fail, 2 % returned, 5 % posted twice, no latency (the demo posts thousands of
+    /// results one after another per gateway; latency would only add waiting).
+    fn default() -> Self {
+        Self {
+            failure_rate: 0.06,
+            return_rate: 0.02,
+            duplicate_rate: 0.05,
+            latency_ms: 0,
+        }
+    }
+}
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct PaymentsSummary {
@@ -59,26 +99,73 @@ pub struct PaymentsSummary {
     pub reissued_to_post_office: u64,
     pub duplicate_posts_answered: u64,
     pub refused_posts: u64,
+    /// Posts the gateways sent, over the transport, re-posts included.
+    pub posts_sent: u64,
+    /// Posts without an answer, or answered "error".
+    pub transport_errors: u64,
 }
 
-/// A simulated gateway's signing key, derived from the seed (demo only).
-fn gateway_key(gateway: &str) -> SigningKey {
-    let seed = blake3::derive_key("ansinh demo gateway key", gateway.as_bytes());
-    SigningKey::from_bytes(&seed)
+#[derive(Debug, thiserror::Error)]
+pub enum DemoPaymentsError {
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("payments: {0}")]
+    Sink(#[from] SinkError),
+    #[error("gateway server: {0}")]
+    Serve(#[from] ServeError),
+    #[error("gateway client: {0}")]
+    Client(#[from] GatewayClientError),
+    #[error("simulated gateway: {0}")]
+    Sim(#[from] SimError),
+    #[error("connecting the gateway server to NATS: {0}")]
+    Connect(String),
 }
 
-/// Signs a post the way gateways do over HTTP: the exact JSON body bytes, prefixed
-/// for domain separation.
-fn sign(post: &GatewayPost) -> SignedPost {
-    let bytes = serde_json::to_vec(post).expect("posts serialize");
-    let key = gateway_key(&post.gateway.to_string());
-    let message = [b"ansinh/v1/gateway-post\0".as_slice(), &bytes].concat();
-    let public = key.verifying_key().to_bytes();
-    SignedPost {
-        signature: key.sign(&message).to_bytes().to_vec(),
-        key_id: blake3::hash(&public).to_hex()[..16].to_string(),
-        bytes,
+impl From<payments::Rejection> for DemoPaymentsError {
+    fn from(r: payments::Rejection) -> Self {
+        ServiceError::from(r).into()
     }
+}
+
+/// The demo clock, Unix milliseconds, shared by the ledger side and the simulated
+/// gateways (`SimConfig::clock` is a plain `fn`, hence a static). One demo runs per
+/// process.
+static DEMO_NOW_MS: AtomicI64 = AtomicI64::new(0);
+
+fn demo_clock() -> i64 {
+    DEMO_NOW_MS.load(Ordering::SeqCst)
+}
+
+fn set_demo_clock(day: NaiveDate) {
+    let noon = day
+        .and_hms_opt(12, 0, 0)
+        .expect("noon exists")
+        .and_utc()
+        .timestamp_millis();
+    DEMO_NOW_MS.store(noon, Ordering::SeqCst);
+}
+
+/// A simulated gateway's signing key, derived from its id (demo only).
+fn gateway_key(gateway: &str) -> KeyPair {
+    KeyPair::from_seed(&blake3::derive_key(
+        "ansinh demo gateway key",
+        gateway.as_bytes(),
+    ))
+}
+
+fn demo_registry() -> Registry {
+    let keys = [BANK, POST_OFFICE]
+        .into_iter()
+        .map(|id| {
+            let key = gateway_key(id);
+            GatewayKey {
+                gateway_id: id.to_string(),
+                key_id: key.key_id().to_string(),
+                public_key: key.public_key(),
+            }
+        })
+        .collect();
+    Registry::new(keys).expect("the demo keys are valid")
 }
 
 fn manager(partition: &str) -> Caller {
@@ -115,59 +202,53 @@ async fn officer(
     }
 }
 
-/// A year of monthly payments in every partition, for `months` months.
+/// A year of monthly payments in every partition, for `months` months, the gateways
+/// reached over NATS at `nats_url`.
 pub async fn run(
     service: &Service,
+    nats_url: &str,
     partitions: &[Partition],
     households: u64,
     year: i32,
     months: u32,
-) -> Result<PaymentsSummary, ServiceError> {
+    behaviour: GatewayBehaviour,
+) -> Result<PaymentsSummary, DemoPaymentsError> {
     let mut s = PaymentsSummary::default();
     let mut rng = Seeded::new(4242);
     let programme = ProgrammeId::parse(PROGRAMME)?;
+    let sink = Arc::new(LedgerSink::new(service.clone(), Arc::new(demo_clock)));
+    let ledger_side = async_nats::connect(nats_url)
+        .await
+        .map_err(|e| DemoPaymentsError::Connect(e.to_string()))?;
+    let bound = server::bind(
+        ledger_side,
+        crate::gateway::DEFAULT_SUBJECT_PREFIX,
+        Arc::new(demo_registry()),
+        sink.clone(),
+    )
+    .await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(bound.run(async move {
+        let _ = stopped.await;
+    }));
+    // No NATS users in the embedded server: the user names are sent and ignored.
+    let bank = GatewayClient::connect(nats_url, BANK, "gw-vcb", "").await?;
+    let post_office = GatewayClient::connect(nats_url, POST_OFFICE, "gw-vnpost", "").await?;
+
+    let mut per_partition: Vec<(Partition, BTreeMap<String, u64>)> = Vec::new();
     for partition in partitions {
-        // Grants: one member of every BENEFICIARY_EVERY-th household.
-        let communes = communes(partition.as_str());
-        let mut per_commune: BTreeMap<String, u64> = BTreeMap::new();
-        for n in (BENEFICIARY_EVERY..=households).step_by(BENEFICIARY_EVERY as usize) {
-            let commune = &communes[(n as usize / BENEFICIARY_EVERY as usize) % communes.len()];
-            let household = format!("{commune}-{:06}", 500_000 + n);
-            let channel = if rng.below(3) == 0 {
-                Channel::PostOffice {
-                    gateway: GatewayId::parse(POST_OFFICE)?,
-                }
-            } else {
-                Channel::BankAccount {
-                    gateway: GatewayId::parse(BANK)?,
-                }
-            };
-            let kind = CommandKind::Grant {
-                programme: programme.clone(),
-                beneficiary: BeneficiaryRef {
-                    household: HouseholdRef::parse(&household)?,
-                    member: MemberRef::parse("m1")?,
-                },
-                commune: CommuneId::parse(commune.as_str())?,
-                from: Month::new(year, 1)?,
-                terms: Terms {
-                    category: CategoryId::parse(CATEGORIES[rng.below(4) as usize])?,
-                    channel,
-                    provincial_base: None,
-                },
-            };
-            let key = format!("demo:{year}:grant:{household}");
-            if officer(service, partition, key, kind, d(year, 1, 2))
-                .await?
-                .is_some()
-            {
-                s.entitlements += 1;
-            }
-            *per_commune.entry(commune.to_string()).or_default() += 1;
-        }
-        for month in 1..=months {
-            let period = Month::new(year, month)?;
-            for (commune, count) in &per_commune {
+        per_partition.push((
+            partition.clone(),
+            grant(
+                service, partition, households, year, &programme, &mut rng, &mut s,
+            )
+            .await?,
+        ));
+    }
+    for month in 1..=months {
+        let period = Month::new(year, month)?;
+        for (partition, per_commune) in &per_partition {
+            for (commune, count) in per_commune {
                 let kind = CommandKind::Allocate {
                     budget: BudgetKey {
                         programme: programme.clone(),
@@ -184,188 +265,172 @@ pub async fn run(
                 period,
                 commune: None,
             };
-            let Some(receipt) = officer(service, partition, key, run, d(year, month, 5)).await?
-            else {
-                continue;
-            };
-            s.runs += 1;
-            for (id, post) in run_instructions(service, &receipt).await? {
-                s.instructions += 1;
-                s.instructed += post.amount;
-                gateway_year(service, partition, &mut rng, id, post, year, month, &mut s).await?;
+            if officer(service, partition, key, run, d(year, month, 5))
+                .await?
+                .is_some()
+            {
+                s.runs += 1;
             }
         }
+        // Pay day: both gateways work at once, over the transport.
+        set_demo_clock(d(year, month, 12));
+        let seed = |pass: u64| (year as u64) * 10_000 + u64::from(month) * 10 + pass;
+        let (bank_config, post_office_config) = (
+            sim_config(BANK, behaviour, seed(1)),
+            sim_config(POST_OFFICE, behaviour, seed(2)),
+        );
+        let (a, b) = tokio::join!(
+            sim::run(&bank, &bank_config),
+            sim::run(&post_office, &post_office_config),
+        );
+        count_sim(&mut s, &a?);
+        count_sim(&mut s, &b?);
+        // Failed and returned payments of the month go out again as post-office cash.
+        set_demo_clock(d(year, month, 15));
+        let again = sink
+            .with_books(|books| {
+                books
+                    .iter()
+                    .map(|(p, book)| (p.clone(), reissuable(book, period)))
+                    .collect::<Vec<_>>()
+            })
+            .await?;
+        for (partition, ids) in again {
+            let Ok(partition) = Partition::new(&partition) else {
+                continue;
+            };
+            for id in ids {
+                let key = format!("demo:{year}:reissue:{partition}:{id}");
+                let kind = CommandKind::Reissue {
+                    instruction: id,
+                    channel: Some(Channel::PostOffice {
+                        gateway: GatewayId::parse(POST_OFFICE)?,
+                    }),
+                };
+                if officer(service, &partition, key, kind, d(year, month, 15))
+                    .await?
+                    .is_some()
+                {
+                    s.reissued_to_post_office += 1;
+                }
+            }
+        }
+        set_demo_clock(d(year, month, 20));
+        let cash = sim::run(&post_office, &sim_config(POST_OFFICE, behaviour, seed(3))).await?;
+        count_sim(&mut s, &cash);
     }
+    let _ = stop.send(());
+    if let Err(e) = serving.await {
+        tracing::error!("the demo's gateway server failed: {e}");
+    }
+    // The totals, from the book (what the ledger recorded, not what the gateways sent).
+    sink.with_books(|books| {
+        for book in books.values() {
+            for i in book.instructions.values() {
+                s.instructions += 1;
+                s.instructed += i.issued.amount;
+                match i.status {
+                    InstructionStatus::Settled => {
+                        s.settled += 1;
+                        s.settled_amount += i.issued.amount;
+                    }
+                    InstructionStatus::Failed => s.failed += 1,
+                    InstructionStatus::Returned => s.returned += 1,
+                    _ => {}
+                }
+            }
+        }
+    })
+    .await?;
     Ok(s)
 }
 
-/// The instructions a run issued: its events precede its closing event contiguously
-/// (a command's events commit in one atomic batch, in order).
-async fn run_instructions(
-    service: &Service,
-    receipt: &crate::log::Receipt,
-) -> Result<Vec<(InstructionId, GatewayPost)>, ServiceError> {
-    let closing = service.ledger.event_of(receipt).await?;
-    let Some(Payload::PaymentRecorded(p)) = closing.payload else {
-        return Ok(Vec::new());
-    };
-    let Ok(EventBody::PaymentRunCompleted { issued, .. }) = serde_json::from_str(&p.body_json)
-    else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for back in 1..=issued {
-        let at = receipt.stream_sequence - back;
-        let Some(raw) = crate::log::reader::at_sequence(service.ledger.stream(), at)
-            .await
-            .map_err(crate::log::AppendError::Nats)?
-        else {
-            continue;
-        };
-        let Ok(env) = crate::proto::Envelope::decode(raw.payload.as_ref()) else {
-            continue;
-        };
-        if let Some(Payload::PaymentRecorded(p)) = env.payload {
-            if let Ok(EventBody::InstructionIssued { instruction, .. }) =
-                serde_json::from_str(&p.body_json)
-            {
-                out.push((
-                    instruction.id,
-                    GatewayPost {
-                        gateway: instruction.channel.gateway().clone(),
-                        instruction: InstructionRef::parse(&instruction.id.to_string())?,
-                        outcome: Outcome::Settled,
-                        gateway_txn: GatewayTxnId::parse("placeholder")?,
-                        amount: instruction.amount,
-                        beneficiary: instruction.beneficiary.clone(),
-                    },
-                ));
-            }
-        }
+fn sim_config(gateway: &str, behaviour: GatewayBehaviour, seed: u64) -> SimConfig {
+    SimConfig {
+        failure_rate: behaviour.failure_rate,
+        return_rate: behaviour.return_rate,
+        duplicate_rate: behaviour.duplicate_rate,
+        latency_ms: behaviour.latency_ms,
+        rounds: SIM_ROUNDS_MAX,
+        fetch_max: SIM_FETCH_MAX,
+        clock: demo_clock,
+        ..SimConfig::new(gateway_key(gateway), seed)
     }
-    out.reverse();
-    Ok(out)
 }
 
-/// What the gateway does with one instruction; returns nothing but counts.
-#[allow(clippy::too_many_arguments)]
-async fn gateway_year(
+fn count_sim(s: &mut PaymentsSummary, sim: &SimSummary) {
+    let status = |k: &str| sim.by_status.get(k).copied().unwrap_or(0);
+    s.posts_sent += sim.posts;
+    s.duplicate_posts_answered += status(server::STATUS_DUPLICATE);
+    s.refused_posts += status(server::STATUS_REFUSED);
+    s.transport_errors += sim.transport_errors + status(server::STATUS_ERROR);
+}
+
+/// The month's failed or returned instructions that are their entitlement's latest
+/// attempt and may be tried again.
+fn reissuable(book: &payments::book::Book, period: Month) -> Vec<InstructionId> {
+    book.instructions
+        .iter()
+        .filter(|(id, i)| {
+            id.month == period
+                && i.status.is_reissuable()
+                && i.status != InstructionStatus::TimedOut
+                && id.attempt < ATTEMPTS_MAX
+                && book.attempts.get(&(id.entitlement, id.month)) == Some(&id.attempt)
+        })
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+/// Grants: one member of every BENEFICIARY_EVERY-th household; returns the number of
+/// beneficiaries per commune.
+async fn grant(
     service: &Service,
     partition: &Partition,
-    rng: &mut Seeded,
-    id: InstructionId,
-    template: GatewayPost,
+    households: u64,
     year: i32,
-    month: u32,
+    programme: &ProgrammeId,
+    rng: &mut Seeded,
     s: &mut PaymentsSummary,
-) -> Result<(), ServiceError> {
-    let roll = rng.below(100);
-    let outcome = if roll < 6 {
-        Outcome::Failed
-    } else {
-        Outcome::Settled
-    };
-    let txn = format!("{}-{year}{month:02}-{}", template.gateway, id.entitlement);
-    let post = GatewayPost {
-        outcome,
-        gateway_txn: GatewayTxnId::parse(&txn)?,
-        ..template.clone()
-    };
-    let received = d(year, month, 12);
-    let answer = post_it(service, partition, &post, received).await?;
-    count(s, &answer, &post);
-    if rng.below(20) == 0 {
-        // The gateway posts the same result again (a retry after a lost reply).
-        if let Some((receipt, _)) = post_it(service, partition, &post, received).await? {
-            if receipt.duplicate {
-                s.duplicate_posts_answered += 1;
-            }
-        }
-    }
-    if outcome == Outcome::Settled && roll >= 98 {
-        // The beneficiary's account was closed: the bank returns the money.
-        let returned = GatewayPost {
-            outcome: Outcome::Returned,
-            ..post.clone()
-        };
-        let answer = post_it(service, partition, &returned, d(year, month, 18)).await?;
-        count(s, &answer, &returned);
-    }
-    if outcome == Outcome::Failed {
-        // Failed: reissued as post-office cash, which the post office pays out.
-        let key = format!("demo:{year}:reissue:{partition}:{id}");
-        let kind = CommandKind::Reissue {
-            instruction: id,
-            channel: Some(Channel::PostOffice {
+) -> Result<BTreeMap<String, u64>, DemoPaymentsError> {
+    let communes = communes(partition.as_str());
+    let mut per_commune: BTreeMap<String, u64> = BTreeMap::new();
+    for n in (BENEFICIARY_EVERY..=households).step_by(BENEFICIARY_EVERY as usize) {
+        let commune = &communes[(n as usize / BENEFICIARY_EVERY as usize) % communes.len()];
+        let household = format!("{commune}-{:06}", 500_000 + n);
+        let channel = if rng.below(3) == 0 {
+            Channel::PostOffice {
                 gateway: GatewayId::parse(POST_OFFICE)?,
-            }),
+            }
+        } else {
+            Channel::BankAccount {
+                gateway: GatewayId::parse(BANK)?,
+            }
         };
-        if officer(service, partition, key, kind, d(year, month, 15))
+        let kind = CommandKind::Grant {
+            programme: programme.clone(),
+            beneficiary: BeneficiaryRef {
+                household: HouseholdRef::parse(&household)?,
+                member: MemberRef::parse("m1")?,
+            },
+            commune: CommuneId::parse(commune.as_str())?,
+            from: Month::new(year, 1)?,
+            terms: Terms {
+                category: CategoryId::parse(CATEGORIES[rng.below(4) as usize])?,
+                channel,
+                provincial_base: None,
+            },
+        };
+        let key = format!("demo:{year}:grant:{household}");
+        if officer(service, partition, key, kind, d(year, 1, 2))
             .await?
             .is_some()
         {
-            s.reissued_to_post_office += 1;
-            let again = InstructionId {
-                attempt: id.attempt + 1,
-                ..id
-            };
-            let cash = GatewayPost {
-                gateway: GatewayId::parse(POST_OFFICE)?,
-                instruction: InstructionRef::parse(&again.to_string())?,
-                outcome: Outcome::Settled,
-                gateway_txn: GatewayTxnId::parse(&format!(
-                    "VNPOST-{year}{month:02}-{}",
-                    id.entitlement
-                ))?,
-                amount: template.amount,
-                beneficiary: template.beneficiary.clone(),
-            };
-            let answer = post_it(service, partition, &cash, d(year, month, 20)).await?;
-            count(s, &answer, &cash);
+            s.entitlements += 1;
         }
+        *per_commune.entry(commune.to_string()).or_default() += 1;
     }
-    Ok(())
-}
-
-fn count(
-    s: &mut PaymentsSummary,
-    answer: &Option<(crate::log::Receipt, String)>,
-    post: &GatewayPost,
-) {
-    match answer {
-        Some((r, kind)) if !r.duplicate && kind == "GatewayPostAccepted" => match post.outcome {
-            Outcome::Settled => {
-                s.settled += 1;
-                s.settled_amount += post.amount;
-            }
-            Outcome::Failed => s.failed += 1,
-            Outcome::Returned => {
-                s.returned += 1;
-                s.settled_amount -= post.amount;
-            }
-        },
-        Some((r, _)) if !r.duplicate => s.refused_posts += 1,
-        _ => {}
-    }
-}
-
-async fn post_it(
-    service: &Service,
-    partition: &Partition,
-    post: &GatewayPost,
-    received_on: NaiveDate,
-) -> Result<Option<(crate::log::Receipt, String)>, ServiceError> {
-    let now = chrono::Utc::now().timestamp_millis();
-    let signed = sign(post);
-    match service
-        .gateway_post(partition, post.clone(), signed, now, now, received_on)
-        .await
-    {
-        Ok((receipt, event)) => Ok(Some((receipt, event.kind))),
-        Err(ServiceError::Rejected(Rejection::DuplicatePost { .. })) => Ok(None),
-        Err(ServiceError::Rejected(_)) => Ok(None),
-        Err(e) => Err(e),
-    }
+    Ok(per_commune)
 }
 
 /// Months of `year` whose payment runs lie in the past on `today` (all twelve for a

@@ -14,6 +14,7 @@ pub mod demo_payments;
 pub mod domain;
 pub mod events;
 pub mod gateway;
+pub mod gateway_ledger;
 pub mod http;
 pub mod log;
 pub mod merkle;

@@ -108,6 +108,18 @@ enum Command {
         partitions: Vec<String>,
         #[arg(long, default_value_t = 2026)]
         year: i32,
+        /// Share of payments the simulated gateways report failed (0 to 1).
+        #[arg(long, default_value_t = 0.06)]
+        gateway_failure_rate: f64,
+        /// Share of payments reported returned (0 to 1).
+        #[arg(long, default_value_t = 0.02)]
+        gateway_return_rate: f64,
+        /// Share of results the gateways post twice (0 to 1).
+        #[arg(long, default_value_t = 0.05)]
+        gateway_duplicate_rate: f64,
+        /// A gateway's wait before each post, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        gateway_latency_ms: u64,
     },
     /// The household registry (staff: --as ID --role ROLE --unit UNIT).
     Household {
@@ -447,11 +459,21 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             households,
             partitions,
             year,
+            gateway_failure_rate,
+            gateway_return_rate,
+            gateway_duplicate_rate,
+            gateway_latency_ms,
         } => {
             let task = runtime
                 .start_checkpoints(&checkpoints, &cli.data_dir, policy)
                 .await?;
-            let played = demo(&runtime, households, &partitions, year, json).await;
+            let gateways = ansinh::demo_payments::GatewayBehaviour {
+                failure_rate: gateway_failure_rate,
+                return_rate: gateway_return_rate,
+                duplicate_rate: gateway_duplicate_rate,
+                latency_ms: gateway_latency_ms,
+            };
+            let played = demo(&runtime, households, &partitions, year, gateways, json).await;
             let mut checkpointer = task.stop().await;
             let (code, report) = played?;
             let first = Partition::new(&partitions[0])?;
@@ -756,7 +778,8 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             let task = runtime
                 .start_checkpoints(&checkpoints, &cli.data_dir, policy)
                 .await?;
-            let served = ansinh::http::run(&runtime, listen, &staff_file(&staff)).await;
+            let registry = cli.data_dir.join(ansinh::gateway::keys::REGISTRY_FILE);
+            let served = ansinh::http::run(&runtime, listen, &staff_file(&staff), &registry).await;
             // Stopped on every path, so a checkpoint under way completes before exit.
             task.stop().await;
             served?;
@@ -823,6 +846,7 @@ async fn demo(
     households: u64,
     partitions: &[String],
     year: i32,
+    gateways: ansinh::demo_payments::GatewayBehaviour,
     json: bool,
 ) -> Result<(ExitCode, Option<serde_json::Value>), BoxError> {
     let partitions: Vec<Partition> = partitions
@@ -836,8 +860,16 @@ async fn demo(
     let service = runtime.service();
     let summary = ansinh::demo::run(&service, &partitions, households, year).await?;
     let months = ansinh::demo_payments::months_played(year, chrono::Utc::now().date_naive());
-    let payments =
-        ansinh::demo_payments::run(&service, &partitions, households, year, months).await?;
+    let payments = ansinh::demo_payments::run(
+        &service,
+        &runtime.nats_url,
+        &partitions,
+        households,
+        year,
+        months,
+        gateways,
+    )
+    .await?;
     let projector = Projector::open(runtime.ledger.store().db())?;
     let mut stream = runtime.ledger.stream().clone();
     let before = projector.position()?;
@@ -932,14 +964,16 @@ async fn demo(
         payments.entitlements, payments.runs, payments.instructions, payments.instructed
     );
     println!(
-        "  settled {} (net {} VND), failed {} (reissued as post-office cash {}), returned {}, duplicate posts answered {}, posts refused {}",
+        "  settled {} (net {} VND), failed {} (reissued as post-office cash {}), returned {}; over the gateway transport: {} posts, duplicate posts answered {}, posts refused {}, transport errors {}",
         payments.settled,
         payments.settled_amount,
         payments.failed,
         payments.reissued_to_post_office,
         payments.returned,
+        payments.posts_sent,
         payments.duplicate_posts_answered,
-        payments.refused_posts
+        payments.refused_posts,
+        payments.transport_errors
     );
     println!("\nReconciliation as of {as_of} (count / VND):");
     println!(

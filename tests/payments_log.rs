@@ -142,6 +142,7 @@ fn signed(p: &GatewayPost) -> SignedPost {
         bytes: serde_json::to_vec(p).unwrap(),
         signature: vec![7; 64],
         key_id: "test-key".into(),
+        format: Default::default(),
     }
 }
 

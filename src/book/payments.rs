@@ -22,6 +22,31 @@ pub struct SignedPost {
     pub bytes: Vec<u8>,
     pub signature: Vec<u8>,
     pub key_id: String,
+    /// Which transport signed `bytes`, so an auditor knows what message to verify.
+    #[serde(default)]
+    pub format: PostFormat,
+}
+
+/// How a gateway signed the bytes kept in the event (docs/GATEWAYS.md §4 and §9).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PostFormat {
+    /// A `GatewayPost` protobuf, signed over `"ansinh/v1/gateway-post\0" || bytes` (NATS).
+    #[default]
+    GatewayPostProto,
+    /// An HTTP request, signed over `"ansinh/v1/gateway-http\0" || bytes`, where bytes
+    /// are `timestamp "\n" method " " path "\n" body`.
+    HttpV1,
+}
+
+impl PostFormat {
+    /// The `PaymentRecorded.post_format` value ("" for the protobuf form, so events
+    /// recorded before this field existed read the same).
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            PostFormat::GatewayPostProto => "",
+            PostFormat::HttpV1 => "http-v1",
+        }
+    }
 }
 
 /// The actor role a gateway acts under (set by the transport that authenticated it).
@@ -128,6 +153,9 @@ pub fn payload_of(event: &Event, signed: Option<&SignedPost>) -> (Payload, Vec<S
             .map(|s| s.signature.clone().into())
             .unwrap_or_default(),
         post_key_id: signed.map(|s| s.key_id.clone()).unwrap_or_default(),
+        post_format: signed
+            .map(|s| s.format.wire_name().to_string())
+            .unwrap_or_default(),
     });
     (payload, subjects)
 }

@@ -24,6 +24,8 @@ use serde::Serialize;
 
 use crate::access::AccessError;
 use crate::domain::Rejection;
+use crate::domain::payments::instructions::PostRefusal;
+use crate::gateway::sign::GatewayAuthError;
 use crate::log::AppendError;
 use crate::personal::VaultError;
 use crate::projection::ProjectionError;
@@ -82,6 +84,26 @@ pub enum ApiError {
     /// A defect or a broken store; logged in full, answered briefly.
     #[error("internal error: {0}")]
     Internal(String),
+    /// Gateway routes: the request's signature or its gateway is wrong (401; 403 for a
+    /// key of another gateway), or the post's fields have the wrong shape (400). Nothing
+    /// was recorded.
+    #[error("{0}")]
+    GatewayAuth(GatewayAuthError),
+    /// Gateway routes: the instruction id names no instruction of this ledger. Nothing
+    /// was recorded.
+    #[error("instruction {0:?} is not an instruction of this ledger")]
+    UnknownInstruction(String),
+    /// Gateway routes: the ledger refused the result **and recorded the refusal**
+    /// (reconciliation lists it). The same post again gets this same answer.
+    #[error("refused ({refusal:?}); recorded as partition {partition} sequence {sequence}")]
+    PostRefused {
+        refusal: PostRefusal,
+        partition: String,
+        sequence: u64,
+    },
+    /// Gateway routes are not served by this process (no gateway registry).
+    #[error("this server does not serve gateways")]
+    GatewaysDisabled,
 }
 
 #[derive(Serialize)]
@@ -114,6 +136,14 @@ impl ApiError {
             ApiError::NoSuchRoute => "NoSuchRoute".into(),
             ApiError::MethodNotAllowed => "MethodNotAllowed".into(),
             ApiError::Internal(_) => "Internal".into(),
+            ApiError::GatewayAuth(e) => gateway_auth_kind(e).into(),
+            ApiError::UnknownInstruction(_) => "UnknownInstruction".into(),
+            ApiError::PostRefused { refusal, .. } => format!("{refusal:?}")
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            ApiError::GatewaysDisabled => "GatewaysDisabled".into(),
         }
     }
 
@@ -135,6 +165,72 @@ impl ApiError {
             ApiError::NoSuchRoute => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::GatewayAuth(e) => gateway_auth_status(e),
+            ApiError::UnknownInstruction(_) | ApiError::GatewaysDisabled => StatusCode::NOT_FOUND,
+            ApiError::PostRefused { refusal, .. } => post_refusal_status(refusal),
+        }
+    }
+}
+
+/// The kind of a gateway authentication failure, in this API's spelling.
+fn gateway_auth_kind(e: &GatewayAuthError) -> &'static str {
+    match e {
+        GatewayAuthError::Oversized(_) => "PayloadTooLarge",
+        GatewayAuthError::UnknownGateway(_) => "UnknownGateway",
+        GatewayAuthError::UnknownKey(_) => "UnknownKey",
+        GatewayAuthError::KeyOfAnotherGateway { .. } => "KeyOfAnotherGateway",
+        GatewayAuthError::BadSignature => "BadSignature",
+        GatewayAuthError::MissingSignature { .. } => "MissingSignature",
+        GatewayAuthError::StaleRequest { .. } => "StaleRequest",
+        GatewayAuthError::Undecodable(_)
+        | GatewayAuthError::NonCanonical
+        | GatewayAuthError::GatewayMismatch { .. }
+        | GatewayAuthError::Malformed { .. } => "MalformedPost",
+    }
+}
+
+/// 401: we do not know who sent it (or when). 403: we know, and it may not. 400/413:
+/// the signed request is the gateway's, but malformed.
+fn gateway_auth_status(e: &GatewayAuthError) -> StatusCode {
+    match e {
+        GatewayAuthError::UnknownGateway(_)
+        | GatewayAuthError::UnknownKey(_)
+        | GatewayAuthError::BadSignature
+        | GatewayAuthError::MissingSignature { .. }
+        | GatewayAuthError::StaleRequest { .. } => StatusCode::UNAUTHORIZED,
+        GatewayAuthError::KeyOfAnotherGateway { .. } => StatusCode::FORBIDDEN,
+        GatewayAuthError::Oversized(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        GatewayAuthError::Undecodable(_)
+        | GatewayAuthError::NonCanonical
+        | GatewayAuthError::GatewayMismatch { .. }
+        | GatewayAuthError::Malformed { .. } => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// A recorded refusal's status, by the same rules as the book's refusals (module doc).
+/// No wildcard arm: a new refusal must be placed here on purpose.
+fn post_refusal_status(r: &PostRefusal) -> StatusCode {
+    match r {
+        PostRefusal::NotYourInstruction => StatusCode::FORBIDDEN,
+        PostRefusal::UnknownInstruction => StatusCode::NOT_FOUND,
+        PostRefusal::SettledAfterReturned
+        | PostRefusal::AlreadySettled { .. }
+        | PostRefusal::NotPending { .. }
+        | PostRefusal::TransactionIdReused { .. } => StatusCode::CONFLICT,
+        PostRefusal::BeneficiaryMismatch | PostRefusal::AmountMismatch { .. } => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+    }
+}
+
+impl From<crate::gateway_ledger::SinkError> for ApiError {
+    fn from(e: crate::gateway_ledger::SinkError) -> Self {
+        use crate::gateway_ledger::SinkError;
+        match e {
+            SinkError::UnknownInstruction(i) => ApiError::UnknownInstruction(i),
+            SinkError::Rejected(r) => ApiError::Rejected(r),
+            SinkError::Unavailable(m) => ApiError::Unavailable(m),
+            SinkError::Broken(m) => ApiError::Internal(m),
         }
     }
 }

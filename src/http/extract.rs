@@ -66,8 +66,14 @@ impl FromRequestParts<Api> for IdempotencyKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &Api) -> Result<Self, ApiError> {
-        let value = parts
-            .headers
+        Self::from_headers(&parts.headers)
+    }
+}
+
+impl IdempotencyKey {
+    /// The key from request headers (for handlers that must check something else first).
+    pub fn from_headers(headers: &HeaderMap) -> Result<Self, ApiError> {
+        let value = headers
             .get("idempotency-key")
             .ok_or(ApiError::MissingIdempotencyKey)?;
         let key = value

@@ -19,6 +19,7 @@
 pub mod auth;
 pub mod error;
 mod extract;
+pub mod gateways;
 mod households;
 mod loans;
 mod reports;
@@ -38,6 +39,8 @@ use tower::ServiceBuilder;
 
 use crate::app::Runtime;
 use crate::chain::Digest;
+use crate::gateway::keys::Registry;
+use crate::gateway_ledger::LedgerSink;
 use crate::projection::Projector;
 use crate::service::Service;
 pub use auth::{StaffDirectory, StaffFileError};
@@ -78,6 +81,12 @@ pub enum HttpError {
     /// The server failed while running.
     #[error("serving: {0}")]
     Serve(std::io::Error),
+    /// The gateway registry is unreadable or invalid: fix `gateways.json`.
+    #[error(transparent)]
+    Registry(#[from] crate::gateway::keys::RegistryError),
+    /// The gateway NATS subjects could not be subscribed.
+    #[error(transparent)]
+    GatewayServe(#[from] crate::gateway::server::ServeError),
 }
 
 /// What every handler shares. Cheap to clone.
@@ -94,11 +103,30 @@ struct Inner {
     catch_up: tokio::sync::Mutex<()>,
     /// Idempotency fingerprints (see `Api::claim`).
     requests: sled::Tree,
+    /// The gateway routes' registry and ledger side; None: those routes answer 404.
+    gateways: Option<GatewayEdge>,
+}
+
+/// What the gateway routes need: the keys that authenticate gateways, and the ledger side
+/// shared with the NATS transport.
+#[derive(Clone)]
+pub struct GatewayEdge {
+    pub registry: Arc<Registry>,
+    pub sink: Arc<LedgerSink>,
 }
 
 impl Api {
     /// Compiles every schema once and opens the API's tree in the ledger's store.
     pub fn new(service: Service, staff: StaffDirectory) -> Result<Self, HttpError> {
+        Self::with_gateways(service, staff, None)
+    }
+
+    /// Like `new`, also serving the gateway routes when `gateways` is given.
+    pub fn with_gateways(
+        service: Service,
+        staff: StaffDirectory,
+        gateways: Option<GatewayEdge>,
+    ) -> Result<Self, HttpError> {
         let requests = service.ledger.store().db().open_tree(TREE_REQUESTS)?;
         Ok(Self(Arc::new(Inner {
             service,
@@ -106,7 +134,12 @@ impl Api {
             schemas: Schemas::compile(),
             catch_up: tokio::sync::Mutex::new(()),
             requests,
+            gateways,
         })))
+    }
+
+    fn gateways(&self) -> Option<&GatewayEdge> {
+        self.0.gateways.as_ref()
     }
 
     fn service(&self) -> &Service {
@@ -192,6 +225,11 @@ pub fn router(api: Api) -> Router {
         .route("/v1/loans/{loan}/write-off", post(loans::write_off))
         .route("/v1/loans/{loan}/reversals", post(loans::reverse))
         .route("/v1/loans/{loan}/overdue", post(loans::mark_overdue))
+        .route("/v1/gateways/{gateway}/posts", post(gateways::post))
+        .route(
+            "/v1/gateways/{gateway}/instructions",
+            get(gateways::instructions),
+        )
         .route("/v1/communes/{code}/portfolio", get(reports::portfolio))
         .route(
             "/v1/partitions/{partition}/trial-balance",
@@ -226,14 +264,27 @@ pub async fn serve(
         .await
 }
 
-/// `ansinh serve`: loads the staff file, binds `listen` and serves until SIGINT or SIGTERM.
+/// `ansinh serve`: loads the staff file and the gateway registry, binds `listen` and the
+/// gateway NATS subjects (docs/GATEWAYS.md), and serves both until SIGINT or SIGTERM.
+/// One command for both, so an operator cannot run the HTTP gateway routes without
+/// the NATS ones or forget either: they share the registry and the ledger side.
 pub async fn run(
     runtime: &Runtime,
     listen: SocketAddr,
     staff_file: &Path,
+    gateway_registry: &Path,
 ) -> Result<(), HttpError> {
     let staff = StaffDirectory::load(staff_file)?;
-    let api = Api::new(runtime.service(), staff)?;
+    let registry = Arc::new(Registry::load_or_empty(gateway_registry)?);
+    let sink = Arc::new(LedgerSink::new(
+        runtime.service(),
+        crate::gateway_ledger::system_clock(),
+    ));
+    let edge = GatewayEdge {
+        registry: registry.clone(),
+        sink: sink.clone(),
+    };
+    let api = Api::with_gateways(runtime.service(), staff, Some(edge))?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| HttpError::Bind {
@@ -241,14 +292,38 @@ pub async fn run(
             source,
         })?;
     let bound = listener.local_addr().map_err(HttpError::Serve)?;
+    let gateway_server = crate::gateway::server::bind(
+        runtime.client.clone(),
+        crate::gateway::DEFAULT_SUBJECT_PREFIX,
+        registry.clone(),
+        sink,
+    )
+    .await?;
+    eprintln!(
+        "ansinh: serving gateways on NATS {}.<id>.post|fetch and on http://{bound}/v1/gateways ({} gateways from {})",
+        crate::gateway::DEFAULT_SUBJECT_PREFIX,
+        registry.gateways().len(),
+        gateway_registry.display()
+    );
+    // Last, and in this form: tests and scripts wait for this line to know it listens.
     eprintln!(
         "ansinh: serving the staff API on http://{bound} ({} staff from {})",
         api.staff().len(),
         staff_file.display()
     );
-    serve(listener, api, stop_signal())
-        .await
-        .map_err(HttpError::Serve)
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let gateways = tokio::spawn(gateway_server.run(async move {
+        let mut stopped = stopped;
+        // An error means the sender is gone: stop too.
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    let served = serve(listener, api, stop_signal()).await;
+    // Stop the gateway server whatever ended the HTTP one; it answers what it started.
+    let _ = stop.send(true);
+    if let Err(e) = gateways.await {
+        tracing::error!("the gateway server failed: {e}");
+    }
+    served.map_err(HttpError::Serve)
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM (systemd, containers).

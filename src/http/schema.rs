@@ -46,6 +46,8 @@ pub const SOURCES: &[(&str, &str)] = schemas![
     "portfolio.response",
     "trial-balance.response",
     "error.response",
+    "gateway-post.request",
+    "gateway-instructions.response",
 ];
 
 /// Where a body breaks its schema.

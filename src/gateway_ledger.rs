@@ -1,0 +1,440 @@
+//! The ledger's side of the gateway boundary: what a verified gateway post becomes, and
+//! where a gateway's instructions come from. Shared by both transports: the NATS server
+//! (`gateway::server`, through the [`PostSink`] trait) and the HTTP routes
+//! (`http::gateways`).
+//!
+//! - A post becomes `Service::gateway_post` in the partition its instruction names. The
+//!   instruction ids gateways see are `<partition>/<instruction id>` (e.g.
+//!   `01/pay:17:2026-12:1`), because entitlement numbers are per partition; beneficiary
+//!   refs are `<household>/<member>`.
+//! - A fetch lists the gateway's instructions still `Instructed` (no final result yet),
+//!   read from an in-memory fold of the payments part of every partition's book,
+//!   caught up from the stream before each answer. Each event is chain-checked as it is
+//!   folded (paired check: the writer checked before publishing).
+//!
+//! **Boundary:** no transport here (no NATS subjects, no HTTP); the transports have
+//! already checked the gateway's signature before calling in.
+//! **Invariant:** a post whose instruction names no partition with payments is refused
+//! without being recorded, so a gateway cannot make the ledger open new partitions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate};
+
+use crate::book::payments::{SignedPost, event_of};
+use crate::chain::{self, ChainHead, Partition};
+use crate::domain::Rejection;
+use crate::domain::payments::book::Book;
+use crate::domain::payments::entitlements::ChannelKind;
+use crate::domain::payments::ids::{
+    BeneficiaryRef, GatewayId, GatewayTxnId, HouseholdRef, InstructionRef, MemberRef,
+};
+use crate::domain::payments::instructions::{
+    GatewayPost, InstructionId, InstructionStatus, Outcome, PostRefusal,
+};
+use crate::domain::payments::{self, EventBody};
+use crate::gateway::server::{
+    FETCH_INSTRUCTIONS_MAX, PostSink, STATUS_ACCEPTED, STATUS_DUPLICATE, STATUS_ERROR,
+    STATUS_REFUSED, failure_reply,
+};
+use crate::gateway::sign::parse_whole_vnd;
+use crate::log::{LogConfig, Receipt, reader};
+use crate::proto::{self, GatewayReply, InstructionList, PaymentInstruction, envelope::Payload};
+use crate::service::{Service, ServiceError};
+
+/// Separates the partition from the instruction id in the ids gateways see.
+pub const PARTITION_SEPARATOR: char = '/';
+
+/// The ledger's clock, Unix milliseconds (injected: the demo plays past months).
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| chrono::Utc::now().timestamp_millis())
+}
+
+/// Why a post was not recorded, or a fetch not answered. `kind()` is the reply's
+/// `error_kind`.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The instruction id is not `<partition>/<instruction id>` of a partition with
+    /// payments: nothing recorded. The gateway must quote an id it was given.
+    #[error("instruction {0:?} is not an instruction of this ledger")]
+    UnknownInstruction(String),
+    /// The ledger refused the post without recording it (outside the replay window, a
+    /// malformed reference, the daily refusal bound): fix it; unchanged it is refused
+    /// again.
+    #[error("refused: {0}")]
+    Rejected(Rejection),
+    /// The ledger cannot append or read now: resend the same post later.
+    #[error("ledger unavailable: {0}")]
+    Unavailable(String),
+    /// The log does not verify where the fold reads it: an operator must look.
+    #[error("the log does not verify: {0}")]
+    Broken(String),
+}
+
+impl SinkError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkError::UnknownInstruction(_) => "unknown_instruction",
+            SinkError::Rejected(Rejection::PostOutsideReplayWindow { .. }) => {
+                "outside_replay_window"
+            }
+            SinkError::Rejected(Rejection::Payment(payments::Rejection::RefusalLimitReached {
+                ..
+            })) => "refusal_limit_reached",
+            SinkError::Rejected(_) => "rejected",
+            SinkError::Unavailable(_) => "ledger_unavailable",
+            SinkError::Broken(_) => "ledger_broken",
+        }
+    }
+
+    /// The transport reply: "refused" when the post itself is wrong, "error" when the
+    /// ledger had trouble (the same post may pass later).
+    pub fn reply(&self) -> GatewayReply {
+        let status = match self {
+            SinkError::UnknownInstruction(_) | SinkError::Rejected(_) => STATUS_REFUSED,
+            SinkError::Unavailable(_) | SinkError::Broken(_) => STATUS_ERROR,
+        };
+        failure_reply(status, self.kind(), self.to_string())
+    }
+}
+
+impl From<ServiceError> for SinkError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Rejected(r) => SinkError::Rejected(r),
+            other => SinkError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// A post the ledger recorded (now or before).
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// The event that recorded it; `receipt.duplicate` when it was recorded before.
+    pub receipt: Receipt,
+    /// Set when the ledger recorded the post as refused (another gateway's instruction,
+    /// a wrong amount, ...): the first answer, given again to every copy.
+    pub refusal: Option<PostRefusal>,
+}
+
+impl Recorded {
+    pub fn reply(&self) -> GatewayReply {
+        let (status, error_kind, message) = match &self.refusal {
+            Some(r) => (
+                STATUS_REFUSED,
+                refusal_kind(r),
+                format!("refused, and the refusal recorded: {r:?}"),
+            ),
+            None if self.receipt.duplicate => (STATUS_DUPLICATE, "", String::new()),
+            None => (STATUS_ACCEPTED, "", String::new()),
+        };
+        GatewayReply {
+            status: status.to_string(),
+            partition: self.receipt.partition.clone(),
+            sequence: self.receipt.sequence,
+            hash: self.receipt.hash.to_hex(),
+            error_kind: error_kind.to_string(),
+            message,
+        }
+    }
+}
+
+/// The `error_kind` of a recorded refusal.
+pub fn refusal_kind(r: &PostRefusal) -> &'static str {
+    match r {
+        PostRefusal::UnknownInstruction => "unknown_instruction",
+        PostRefusal::NotYourInstruction => "not_your_instruction",
+        PostRefusal::BeneficiaryMismatch => "beneficiary_mismatch",
+        PostRefusal::AmountMismatch { .. } => "amount_mismatch",
+        PostRefusal::SettledAfterReturned => "settled_after_returned",
+        PostRefusal::AlreadySettled { .. } => "already_settled",
+        PostRefusal::NotPending { .. } => "not_pending",
+        PostRefusal::TransactionIdReused { .. } => "transaction_id_reused",
+    }
+}
+
+/// The payments part of every partition's book, folded from the chain-checked stream.
+#[derive(Default)]
+struct PaymentsFold {
+    /// Last stream sequence folded.
+    position: u64,
+    heads: HashMap<String, ChainHead>,
+    books: BTreeMap<String, Book>,
+}
+
+impl PaymentsFold {
+    async fn catch_up(
+        &mut self,
+        stream: &async_nats::jetstream::stream::Stream,
+        config: &LogConfig,
+    ) -> Result<(), SinkError> {
+        let end = reader::last_stream_sequence(&mut stream.clone())
+            .await
+            .map_err(SinkError::Unavailable)?;
+        reader::read_range(stream, &config.wildcard(), self.position + 1, end, |raw| {
+            self.fold(config, &raw)
+        })
+        .await
+        .map_err(|e| match e {
+            reader::ReadError::Nats(m) => SinkError::Unavailable(m),
+            reader::ReadError::Visit(v) => v,
+        })?;
+        Ok(())
+    }
+
+    fn fold(&mut self, config: &LogConfig, raw: &reader::RawEvent) -> Result<(), SinkError> {
+        let seq = raw.stream_sequence;
+        let stray = || SinkError::Broken(format!("stray subject at stream sequence {seq}"));
+        let name = config.partition_of(&raw.subject).ok_or_else(stray)?;
+        let partition = Partition::new(name).map_err(|_| stray())?;
+        let head = self
+            .heads
+            .entry(name.to_string())
+            .or_insert_with(|| ChainHead::genesis(partition));
+        let (next, envelope) = chain::check_next(head, &raw.payload, raw.header_hash.as_deref())
+            .map_err(|cause| SinkError::Broken(format!("stream sequence {seq}: {cause}")))?;
+        *head = next;
+        self.position = seq;
+        if let Some(Payload::PaymentRecorded(p)) = &envelope.payload {
+            let book = self.books.entry(name.to_string()).or_default();
+            // Numbered over the readable ones, as the writer's book and reconciliation
+            // number them; the writer never records an unreadable one.
+            if let Ok(event) = event_of(book.last_event_id + 1, envelope.actor.as_ref(), p) {
+                payments::apply(book, &event);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The ledger-side sink for both gateway transports.
+pub struct LedgerSink {
+    service: Service,
+    clock: Clock,
+    /// One fold, caught up under the lock: concurrent fetches would otherwise each read
+    /// the same new events.
+    fold: tokio::sync::Mutex<PaymentsFold>,
+}
+
+impl LedgerSink {
+    pub fn new(service: Service, clock: Clock) -> Self {
+        Self {
+            service,
+            clock,
+            fold: tokio::sync::Mutex::new(PaymentsFold::default()),
+        }
+    }
+
+    /// The ledger's clock now, Unix milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// Reads the payments books, caught up with the whole log.
+    pub async fn with_books<R>(
+        &self,
+        read: impl FnOnce(&BTreeMap<String, Book>) -> R,
+    ) -> Result<R, SinkError> {
+        let mut fold = self.fold.lock().await;
+        fold.catch_up(self.service.ledger.stream(), self.service.ledger.config())
+            .await?;
+        Ok(read(&fold.books))
+    }
+
+    /// Up to `max` (capped at FETCH_INSTRUCTIONS_MAX) instructions routed to `gateway`
+    /// and still waiting for a result, oldest partition and entitlement first.
+    pub async fn pending(
+        &self,
+        gateway: &str,
+        max: u32,
+    ) -> Result<Vec<PaymentInstruction>, SinkError> {
+        let max = max.clamp(1, FETCH_INSTRUCTIONS_MAX) as usize;
+        self.with_books(|books| {
+            books
+                .iter()
+                .flat_map(|(partition, book)| {
+                    book.instructions
+                        .iter()
+                        .filter(|(_, i)| {
+                            i.status == InstructionStatus::Instructed
+                                && i.issued.channel.gateway().as_str() == gateway
+                        })
+                        .map(move |(id, i)| instruction_of(partition, id, i))
+                })
+                .take(max)
+                .collect()
+        })
+        .await
+    }
+
+    /// Records a post whose signature the transport verified, sent by `gateway` (the
+    /// authenticated one, equal to `post.gateway_id`). `signed` is what the event keeps.
+    pub async fn record(
+        &self,
+        gateway: &str,
+        post: &proto::GatewayPost,
+        signed: SignedPost,
+    ) -> Result<Recorded, SinkError> {
+        let (partition, domain_post) = domain_post(gateway, post)?;
+        // Catch up only when the partition is not known yet: partitions with payments
+        // never go away, and a post needs no fresher view than that.
+        let known_before = {
+            let fold = self.fold.lock().await;
+            fold.books.contains_key(partition.as_str())
+        };
+        let known = known_before
+            || self
+                .with_books(|books| books.contains_key(partition.as_str()))
+                .await?;
+        if !known {
+            return Err(SinkError::UnknownInstruction(post.instruction_id.clone()));
+        }
+        let now_ms = (self.clock)();
+        let (receipt, event) = self
+            .service
+            .gateway_post(
+                &partition,
+                domain_post,
+                signed,
+                post.posted_at_unix_ms,
+                now_ms,
+                date_of(now_ms),
+            )
+            .await?;
+        Ok(Recorded {
+            refusal: refusal_in(&receipt, &event),
+            receipt,
+        })
+    }
+}
+
+/// The refusal a recorded post event carries, if it was refused.
+fn refusal_in(receipt: &Receipt, event: &proto::PaymentRecorded) -> Option<PostRefusal> {
+    let actor = proto::Actor {
+        id: event.gateway_id.clone(),
+        role: crate::book::payments::GATEWAY_ROLE.into(),
+        unit: String::new(),
+    };
+    match event_of(receipt.sequence, Some(&actor), event).map(|e| e.body) {
+        Ok(EventBody::GatewayPostRefused { refusal, .. }) => Some(refusal),
+        _ => None,
+    }
+}
+
+/// The UTC day of a Unix time in milliseconds (a time outside chrono's range is a
+/// broken clock: the day of the epoch, which no instruction precedes).
+fn date_of(unix_ms: i64) -> NaiveDate {
+    DateTime::from_timestamp_millis(unix_ms)
+        .map(|t| t.date_naive())
+        .unwrap_or_default()
+}
+
+/// The instruction as a gateway sees it.
+fn instruction_of(
+    partition: &str,
+    id: &InstructionId,
+    i: &payments::instructions::Instruction,
+) -> PaymentInstruction {
+    let channel = match i.issued.channel.kind() {
+        ChannelKind::BankAccount => "bank",
+        ChannelKind::MobileMoney => "mobile_money",
+        ChannelKind::PostOffice => "post_office",
+    };
+    PaymentInstruction {
+        instruction_id: format!("{partition}{PARTITION_SEPARATOR}{id}"),
+        beneficiary_ref: i.issued.beneficiary.to_string(),
+        // Whole đồng (the domain's rule), in the transport's one spelling.
+        amount: i.issued.amount.normalize().to_string(),
+        channel: channel.to_string(),
+        period: id.month.to_string(),
+        commune: i.issued.budget.commune.to_string(),
+        gateway_id: i.issued.channel.gateway().to_string(),
+    }
+}
+
+/// The partition and the domain post of a transport post (shapes already checked by
+/// the transport: `gateway::sign::check_post_shape`).
+fn domain_post(
+    gateway: &str,
+    post: &proto::GatewayPost,
+) -> Result<(Partition, GatewayPost), SinkError> {
+    let unknown = || SinkError::UnknownInstruction(post.instruction_id.clone());
+    let (partition, instruction) = post
+        .instruction_id
+        .split_once(PARTITION_SEPARATOR)
+        .ok_or_else(unknown)?;
+    let partition = Partition::new(partition).map_err(|_| unknown())?;
+    let rejected = |r: payments::Rejection| SinkError::Rejected(Rejection::Payment(r));
+    let (household, member) = post
+        .beneficiary_ref
+        .split_once('/')
+        .ok_or(SinkError::Rejected(Rejection::Payment(
+            payments::Rejection::RefMalformed {
+                field: "beneficiary",
+                max_chars: payments::ids::REF_CHARS_MAX,
+            },
+        )))?;
+    let outcome = match post.outcome.as_str() {
+        "settled" => Outcome::Settled,
+        "failed" => Outcome::Failed,
+        "returned" => Outcome::Returned,
+        other => unreachable!("the transport checked the outcome, got {other:?}"),
+    };
+    let amount = parse_whole_vnd(&post.amount)
+        .map_err(|what| SinkError::Rejected(Rejection::UnsupportedCommand { what }))?;
+    Ok((
+        partition,
+        GatewayPost {
+            gateway: GatewayId::parse(gateway).map_err(rejected)?,
+            instruction: InstructionRef::parse(instruction).map_err(rejected)?,
+            outcome,
+            gateway_txn: GatewayTxnId::parse(&post.gateway_txn_id).map_err(rejected)?,
+            amount,
+            beneficiary: BeneficiaryRef {
+                household: HouseholdRef::parse(household).map_err(rejected)?,
+                member: MemberRef::parse(member).map_err(rejected)?,
+            },
+        },
+    ))
+}
+
+impl PostSink for LedgerSink {
+    async fn post(
+        &self,
+        gateway: &str,
+        post: proto::GatewayPost,
+        signed: proto::SignedGatewayPost,
+    ) -> GatewayReply {
+        let kept = SignedPost {
+            bytes: signed.post.to_vec(),
+            signature: signed.signature.to_vec(),
+            key_id: signed.key_id,
+            format: crate::book::payments::PostFormat::GatewayPostProto,
+        };
+        match self.record(gateway, &post, kept).await {
+            Ok(recorded) => recorded.reply(),
+            Err(e) => {
+                if matches!(e, SinkError::Unavailable(_) | SinkError::Broken(_)) {
+                    tracing::warn!(gateway, "recording a gateway post: {e}");
+                }
+                e.reply()
+            }
+        }
+    }
+
+    async fn fetch(&self, gateway: &str, max: u32) -> InstructionList {
+        match self.pending(gateway, max).await {
+            Ok(instructions) => InstructionList { instructions },
+            Err(e) => {
+                // The trait answers a list; an empty one makes the gateway come back
+                // later, which is what it should do while the ledger has trouble.
+                tracing::warn!(gateway, "listing a gateway's instructions: {e}");
+                InstructionList::default()
+            }
+        }
+    }
+}

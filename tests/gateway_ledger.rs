@@ -1,0 +1,817 @@
+//! The ledger side of both gateway transports, end to end on real nats-servers:
+//! instructions issued by a payment run are fetched by their gateway only, signed
+//! results become events that keep the signed bytes, a copy gets the first answer and
+//! appends nothing, and forged, stale, foreign or malformed posts are refused.
+//!
+//! NATS: a server with the shipped accounts file (per-gateway users and permissions).
+//! HTTP: the axum API with its gateway routes, on the shared test server.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ansinh::access::{Caller, Role};
+use ansinh::chain::Partition;
+use ansinh::checkpoint::sign::KeyPair;
+use ansinh::domain::payments::CommandKind;
+use ansinh::domain::payments::budget::BudgetKey;
+use ansinh::domain::payments::entitlements::{Channel, Terms};
+use ansinh::domain::payments::ids::{
+    BeneficiaryRef, CategoryId, CommuneId, GatewayId, HouseholdRef, MemberRef, ProgrammeId,
+};
+use ansinh::domain::payments::month::Month;
+use ansinh::gateway::client::GatewayClient;
+use ansinh::gateway::keys::{GatewayKey, Registry};
+use ansinh::gateway::server::{self, STATUS_ACCEPTED, STATUS_DUPLICATE, STATUS_REFUSED};
+use ansinh::gateway::{self, DEMO_GATEWAYS, sign};
+use ansinh::gateway_ledger::{LedgerSink, system_clock};
+use ansinh::http::{self, Api, GatewayEdge, Schemas, StaffDirectory};
+use ansinh::log::{LedgerStore, LogConfig};
+use ansinh::nats_server::{NatsServer, Sync};
+use ansinh::personal::Vault;
+use ansinh::projection::Projector;
+use ansinh::proto::{self, GatewayPost, PaymentInstruction, envelope::Payload};
+use ansinh::service::{POST_REPLAY_WINDOW_MS, Request, Service};
+use common::fresh_log;
+use prost::Message;
+use reqwest::StatusCode;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+const COMMUNE: &str = "0100007";
+
+fn key(n: u8) -> KeyPair {
+    KeyPair::from_seed(&[n; 32])
+}
+
+/// vcb signs with key 1, momo with key 2, vnpost with key 3.
+fn registry() -> Arc<Registry> {
+    let keys = [("vcb", 1), ("momo", 2), ("vnpost", 3)]
+        .into_iter()
+        .map(|(id, n)| GatewayKey {
+            gateway_id: id.into(),
+            key_id: key(n).key_id().into(),
+            public_key: key(n).public_key(),
+        })
+        .collect();
+    Arc::new(Registry::new(keys).unwrap())
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+async fn service_on(
+    client: async_nats::Client,
+    config: &LogConfig,
+    dir: &std::path::Path,
+) -> Service {
+    let store = LedgerStore::open(&dir.join("ledger.sled")).unwrap();
+    let (ledger, lost) = ansinh::log::Ledger::open(client, config.clone(), store)
+        .await
+        .unwrap();
+    assert!(lost.is_empty());
+    let vault = Arc::new(Vault::open(ledger.store().db(), &dir.join("secrets")).unwrap());
+    let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
+    Service::new(ledger, vault, projector)
+}
+
+/// Three beneficiaries paid by bank "vcb" and one by mobile money "momo" (elderly,
+/// 500,000 VND each), a budget for all four, and the October 2026 run: four
+/// instructions, `01/pay:1..4:2026-10:1`.
+async fn issue_instructions(service: &Service) {
+    let m = Caller {
+        id: "staff:m".into(),
+        role: Role::BranchManager,
+        unit: "01".into(),
+    };
+    let rq = |key: &'static str| Request {
+        caller: &m,
+        idempotency_key: key,
+        correlation_id: "test",
+    };
+    let p = Partition::new("01").unwrap();
+    let d = |s: &str| s.parse::<chrono::NaiveDate>().unwrap();
+    let programme = ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY").unwrap();
+    service
+        .payment(
+            &rq("alloc"),
+            &p,
+            CommandKind::Allocate {
+                budget: BudgetKey {
+                    programme: programme.clone(),
+                    commune: CommuneId::parse(COMMUNE).unwrap(),
+                    period: Month::parse("2026-10").unwrap(),
+                },
+                amount: Decimal::from(2_000_000),
+            },
+            d("2026-10-01"),
+        )
+        .await
+        .unwrap();
+    for (n, key, gateway) in [
+        (1, "grant-1", "vcb"),
+        (2, "grant-2", "vcb"),
+        (3, "grant-3", "vcb"),
+        (4, "grant-4", "momo"),
+    ] {
+        let channel = if gateway == "momo" {
+            Channel::MobileMoney {
+                gateway: GatewayId::parse(gateway).unwrap(),
+            }
+        } else {
+            Channel::BankAccount {
+                gateway: GatewayId::parse(gateway).unwrap(),
+            }
+        };
+        service
+            .payment(
+                &rq(key),
+                &p,
+                CommandKind::Grant {
+                    programme: programme.clone(),
+                    beneficiary: BeneficiaryRef {
+                        household: HouseholdRef::parse(&format!("{COMMUNE}-{n:06}")).unwrap(),
+                        member: MemberRef::parse("m1").unwrap(),
+                    },
+                    commune: CommuneId::parse(COMMUNE).unwrap(),
+                    from: Month::parse("2026-10").unwrap(),
+                    terms: Terms {
+                        category: CategoryId::parse("ELDERLY_80_PLUS_NO_PENSION").unwrap(),
+                        channel,
+                        provincial_base: None,
+                    },
+                },
+                d("2026-10-01"),
+            )
+            .await
+            .unwrap();
+    }
+    service
+        .payment(
+            &rq("run"),
+            &p,
+            CommandKind::Run {
+                period: Month::parse("2026-10").unwrap(),
+                commune: None,
+            },
+            d("2026-10-05"),
+        )
+        .await
+        .unwrap();
+}
+
+async fn message_count(client: &async_nats::Client, config: &LogConfig) -> u64 {
+    async_nats::jetstream::new(client.clone())
+        .get_stream(&config.stream_name)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages
+}
+
+/// The recorded payment event at a partition sequence (partition 01).
+async fn payment_event(service: &Service, sequence: u64) -> proto::PaymentRecorded {
+    let stream = service.ledger.stream();
+    let mut found = None;
+    let subject = format!("{}.01", service.ledger.config().subject_prefix);
+    let end = ansinh::log::reader::last_stream_sequence(&mut stream.clone())
+        .await
+        .unwrap();
+    ansinh::log::reader::read_range(stream, &subject, 1, end, |raw| {
+        let envelope = proto::Envelope::decode(raw.payload.as_ref()).unwrap();
+        if envelope.sequence == sequence {
+            found = envelope.payload;
+        }
+        Ok::<(), ()>(())
+    })
+    .await
+    .ok();
+    match found {
+        Some(Payload::PaymentRecorded(p)) => p,
+        other => panic!("no payment event at sequence {sequence}: {other:?}"),
+    }
+}
+
+fn post_for(gateway: &str, i: &PaymentInstruction, outcome: &str, txn: &str) -> GatewayPost {
+    GatewayPost {
+        gateway_id: gateway.into(),
+        instruction_id: i.instruction_id.clone(),
+        outcome: outcome.into(),
+        gateway_txn_id: txn.into(),
+        amount: i.amount.clone(),
+        beneficiary_ref: i.beneficiary_ref.clone(),
+        posted_at_unix_ms: now_ms(),
+        reason: if outcome == "settled" {
+            String::new()
+        } else {
+            "beneficiary account closed".into()
+        },
+    }
+}
+
+// ---- NATS ----------------------------------------------------------------------------
+
+struct Net {
+    server: NatsServer,
+    passwords: BTreeMap<&'static str, String>,
+    _dir: tempfile::TempDir,
+}
+
+fn start_net() -> Net {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(gateway::ACCOUNTS_CONF_FILE),
+        gateway::ACCOUNTS_CONF,
+    )
+    .unwrap();
+    let password = || hex::encode(uuid::Uuid::new_v4().as_bytes());
+    let mut passwords = BTreeMap::new();
+    passwords.insert(gateway::LEDGER_USER, password());
+    for g in DEMO_GATEWAYS {
+        passwords.insert(g.user, password());
+    }
+    let mut env = vec![(
+        gateway::LEDGER_PASSWORD_ENV,
+        passwords[gateway::LEDGER_USER].as_str(),
+    )];
+    for g in DEMO_GATEWAYS {
+        env.push((g.password_env, passwords[g.user].as_str()));
+    }
+    let include = format!("include {:?}", gateway::ACCOUNTS_CONF_FILE);
+    let server = NatsServer::start_with(dir.path(), Sync::Always, &include, &env)
+        .expect("start nats-server with the shipped accounts");
+    Net {
+        server,
+        passwords,
+        _dir: dir,
+    }
+}
+
+impl Net {
+    async fn ledger_client(&self) -> async_nats::Client {
+        async_nats::ConnectOptions::with_user_and_password(
+            gateway::LEDGER_USER.into(),
+            self.passwords[gateway::LEDGER_USER].clone(),
+        )
+        .connect(self.server.url())
+        .await
+        .unwrap()
+    }
+
+    async fn gateway(&self, id: &str) -> GatewayClient {
+        let user = format!("gw-{id}");
+        GatewayClient::connect(
+            &self.server.url(),
+            id,
+            &user,
+            &self.passwords[user.as_str()],
+        )
+        .await
+        .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn over_nats_gateways_fetch_their_own_instructions_and_their_signed_results_are_recorded_once()
+ {
+    let net = start_net();
+    let ledger_client = net.ledger_client().await;
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let service = service_on(ledger_client.clone(), &config, dir.path()).await;
+    issue_instructions(&service).await;
+    let sink = Arc::new(LedgerSink::new(service.clone(), system_clock()));
+    let bound = server::bind(
+        ledger_client.clone(),
+        gateway::DEFAULT_SUBJECT_PREFIX,
+        registry(),
+        sink,
+    )
+    .await
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(bound.run(async move {
+        let _ = stopped.await;
+    }));
+
+    let vcb = net.gateway("vcb").await;
+    let momo = net.gateway("momo").await;
+    // Each gateway gets its own instructions only, bounded by max.
+    let list = vcb.fetch(10).await.unwrap().instructions;
+    let ids: Vec<&str> = list.iter().map(|i| i.instruction_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "01/pay:1:2026-10:1",
+            "01/pay:2:2026-10:1",
+            "01/pay:3:2026-10:1"
+        ]
+    );
+    assert!(list.iter().all(|i| i.gateway_id == "vcb"
+        && i.amount == "500000"
+        && i.channel == "bank"
+        && i.period == "2026-10"));
+    assert_eq!(list[0].beneficiary_ref, "0100007-000001/m1");
+    assert_eq!(vcb.fetch(2).await.unwrap().instructions.len(), 2);
+    let momo_list = momo.fetch(10).await.unwrap().instructions;
+    assert_eq!(momo_list.len(), 1);
+    assert_eq!(momo_list[0].instruction_id, "01/pay:4:2026-10:1");
+    assert_eq!(momo_list[0].channel, "mobile_money");
+
+    // A settled and a failed result: accepted, each one event that keeps what was signed.
+    let before = message_count(&ledger_client, &config).await;
+    let settled = sign::sign_post(&key(1), &post_for("vcb", &list[0], "settled", "VCB-1"));
+    let first = vcb.post(&settled).await.unwrap();
+    assert_eq!(first.status, STATUS_ACCEPTED, "{first:?}");
+    assert_eq!(first.partition, "01");
+    let failed = sign::sign_post(&key(1), &post_for("vcb", &list[1], "failed", "VCB-2"));
+    assert_eq!(vcb.post(&failed).await.unwrap().status, STATUS_ACCEPTED);
+    assert_eq!(message_count(&ledger_client, &config).await, before + 2);
+    let event = payment_event(&service, first.sequence).await;
+    assert_eq!(event.kind, "GatewayPostAccepted");
+    assert_eq!(event.instruction_id, "pay:1:2026-10:1");
+    assert_eq!(event.signed_post, settled.post);
+    assert_eq!(event.post_signature, settled.signature);
+    assert_eq!(event.post_key_id, key(1).key_id());
+    assert_eq!(event.post_format, "");
+
+    // The same signed post again: the first answer, nothing appended.
+    let again = vcb.post(&settled).await.unwrap();
+    assert_eq!(again.status, STATUS_DUPLICATE);
+    assert_eq!((again.sequence, &again.hash), (first.sequence, &first.hash));
+    assert_eq!(message_count(&ledger_client, &config).await, before + 2);
+
+    // vcb posting a result for momo's instruction (signed by vcb, on vcb's subject):
+    // refused, and the refusal recorded; the instruction still waits for momo.
+    let foreign = sign::sign_post(&key(1), &post_for("vcb", &momo_list[0], "settled", "VCB-X"));
+    let refused = vcb.post(&foreign).await.unwrap();
+    assert_eq!(refused.status, STATUS_REFUSED);
+    assert_eq!(refused.error_kind, "not_your_instruction");
+    assert_eq!(message_count(&ledger_client, &config).await, before + 3);
+    assert_eq!(
+        payment_event(&service, refused.sequence).await.kind,
+        "GatewayPostRefused"
+    );
+    // Its copy gets the same refusal and appends nothing.
+    let refused_again = vcb.post(&foreign).await.unwrap();
+    assert_eq!(
+        (refused_again.status.as_str(), refused_again.sequence),
+        (STATUS_REFUSED, refused.sequence)
+    );
+    assert_eq!(message_count(&ledger_client, &config).await, before + 3);
+    assert_eq!(momo.fetch(10).await.unwrap().instructions.len(), 1);
+
+    // An instruction id of no partition with payments: refused, nothing recorded.
+    let mut nowhere = post_for("vcb", &list[2], "settled", "VCB-9");
+    nowhere.instruction_id = "79/pay:3:2026-10:1".into();
+    let reply = vcb.post(&sign::sign_post(&key(1), &nowhere)).await.unwrap();
+    assert_eq!(
+        (reply.status.as_str(), reply.error_kind.as_str()),
+        (STATUS_REFUSED, "unknown_instruction")
+    );
+    assert_eq!(message_count(&ledger_client, &config).await, before + 3);
+
+    // Only the third vcb instruction is still waiting.
+    let left = vcb.fetch(10).await.unwrap().instructions;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].instruction_id, "01/pay:3:2026-10:1");
+
+    stop.send(()).unwrap();
+    serving.await.unwrap();
+}
+
+// ---- HTTP ----------------------------------------------------------------------------
+
+struct Http {
+    base: String,
+    client: reqwest::Client,
+    service: Service,
+    nats: async_nats::Client,
+    config: LogConfig,
+    schemas: Schemas,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+struct Answer {
+    status: StatusCode,
+    body: Value,
+}
+
+impl Answer {
+    fn kind(&self) -> &str {
+        self.body["error"].as_str().unwrap_or_default()
+    }
+}
+
+/// A signed HTTP request as a gateway sends it.
+struct Signed {
+    path: String,
+    body: Vec<u8>,
+    timestamp: String,
+    key_id: String,
+    signature: String,
+}
+
+fn sign_request(signer: &KeyPair, method: &str, path: &str, body: &[u8], at_ms: i64) -> Signed {
+    let timestamp = at_ms.to_string();
+    let bytes = sign::http_request_bytes(&timestamp, method, path, body);
+    Signed {
+        path: path.into(),
+        body: body.to_vec(),
+        timestamp,
+        key_id: signer.key_id().into(),
+        signature: hex::encode(sign::sign_http_request(signer, &bytes)),
+    }
+}
+
+async fn http_server() -> Http {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = common::client().await;
+    let service = service_on(nats.clone(), &config, dir.path()).await;
+    issue_instructions(&service).await;
+    let staff = dir.path().join(http::STAFF_FILE);
+    http::auth::add_staff(&staff, "staff:m", Role::BranchManager, "01").unwrap();
+    let edge = GatewayEdge {
+        registry: registry(),
+        sink: Arc::new(LedgerSink::new(service.clone(), system_clock())),
+    };
+    let api = Api::with_gateways(
+        service.clone(),
+        StaffDirectory::load(&staff).unwrap(),
+        Some(edge),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(http::serve(listener, api, async {
+        let _ = stopped.await;
+    }));
+    Http {
+        base,
+        client: reqwest::Client::new(),
+        service,
+        nats,
+        config,
+        schemas: Schemas::compile(),
+        _stop: stop,
+        _dir: dir,
+    }
+}
+
+impl Http {
+    async fn answer(&self, response: reqwest::Response, schema: &str) -> Answer {
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{status}: body is not JSON ({e}): {text}"));
+        let schema = if status.is_success() {
+            schema
+        } else {
+            "error.response"
+        };
+        if let Err(v) = self.schemas.validate(schema, &body) {
+            panic!("{status} answer breaks {schema}: {v:?}\n{body:#}");
+        }
+        Answer { status, body }
+    }
+
+    async fn send_post(&self, s: &Signed, key: &str) -> Answer {
+        let response = self
+            .client
+            .post(format!("{}{}", self.base, s.path))
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .header("ansinh-gateway-timestamp", &s.timestamp)
+            .header("ansinh-gateway-key-id", &s.key_id)
+            .header("ansinh-gateway-signature", &s.signature)
+            .body(s.body.clone())
+            .send()
+            .await
+            .unwrap();
+        self.answer(response, "receipt.response").await
+    }
+
+    async fn fetch(&self, signer: &KeyPair, gateway: &str) -> Answer {
+        let path = format!("/v1/gateways/{gateway}/instructions?max=10");
+        let s = sign_request(signer, "GET", &path, b"", now_ms());
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header("ansinh-gateway-timestamp", &s.timestamp)
+            .header("ansinh-gateway-key-id", &s.key_id)
+            .header("ansinh-gateway-signature", &s.signature)
+            .send()
+            .await
+            .unwrap();
+        self.answer(response, "gateway-instructions.response").await
+    }
+
+    async fn count(&self) -> u64 {
+        message_count(&self.nats, &self.config).await
+    }
+}
+
+fn body_for(i: &Value, outcome: &str, txn: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "instruction_id": i["instruction_id"],
+        "outcome": outcome,
+        "gateway_txn_id": txn,
+        "amount": i["amount"],
+        "beneficiary_ref": i["beneficiary_ref"],
+    }))
+    .unwrap()
+}
+
+const VCB_POSTS: &str = "/v1/gateways/vcb/posts";
+
+#[tokio::test]
+async fn over_http_a_signed_post_settles_once_and_forged_or_stale_posts_append_nothing() {
+    let s = http_server().await;
+    let listed = s.fetch(&key(1), "vcb").await;
+    assert_eq!(listed.status, StatusCode::OK, "{:?}", listed.body);
+    let vcb = listed.body["instructions"].as_array().unwrap().clone();
+    assert_eq!(vcb.len(), 3);
+    assert!(vcb.iter().all(|i| i["gateway_id"] == "vcb"));
+    let momo = s.fetch(&key(2), "momo").await.body["instructions"][0].clone();
+    assert_eq!(momo["instruction_id"], "01/pay:4:2026-10:1");
+
+    // A valid post settles, and the event keeps the exact signed request.
+    let before = s.count().await;
+    let signed = sign_request(
+        &key(1),
+        "POST",
+        VCB_POSTS,
+        &body_for(&vcb[0], "settled", "VCB-1"),
+        now_ms(),
+    );
+    let first = s.send_post(&signed, "k-1").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    assert_eq!(s.count().await, before + 1);
+    let sequence = first.body["sequence"].as_u64().unwrap();
+    let event = payment_event(&s.service, sequence).await;
+    assert_eq!(event.kind, "GatewayPostAccepted");
+    assert_eq!(event.post_format, "http-v1");
+    assert_eq!(
+        event.signed_post.as_ref(),
+        sign::http_request_bytes(&signed.timestamp, "POST", VCB_POSTS, &signed.body).as_slice()
+    );
+    assert_eq!(hex::encode(&event.post_signature), signed.signature);
+    // An auditor's check, from the event alone.
+    let registry = registry();
+    assert_eq!(
+        sign::verify_http_request(
+            &registry,
+            "vcb",
+            &event.post_key_id,
+            &event.post_signature,
+            &event.signed_post
+        ),
+        Ok(())
+    );
+
+    // Replayed: the same signed request again gets the first answer, nothing appended.
+    let replay = s.send_post(&signed, "k-1").await;
+    assert_eq!(replay.status, StatusCode::OK);
+    assert_eq!(replay.body["duplicate"], true);
+    assert_eq!(replay.body["sequence"], first.body["sequence"]);
+    assert_eq!(s.count().await, before + 1);
+
+    // Forged: a bad signature, the wrong key, a body changed after signing.
+    let body = body_for(&vcb[1], "settled", "VCB-2");
+    let mut bad = sign_request(&key(1), "POST", VCB_POSTS, &body, now_ms());
+    bad.signature = format!(
+        "{}{}",
+        if bad.signature.starts_with('0') {
+            "1"
+        } else {
+            "0"
+        },
+        &bad.signature[1..]
+    );
+    let a = s.send_post(&bad, "k-2").await;
+    assert_eq!(
+        (a.status, a.kind()),
+        (StatusCode::UNAUTHORIZED, "BadSignature")
+    );
+    let mut wrong_key = sign_request(&key(9), "POST", VCB_POSTS, &body, now_ms());
+    wrong_key.key_id = key(1).key_id().into();
+    let a = s.send_post(&wrong_key, "k-2").await;
+    assert_eq!(
+        (a.status, a.kind()),
+        (StatusCode::UNAUTHORIZED, "BadSignature")
+    );
+    let momo_key = sign_request(&key(2), "POST", VCB_POSTS, &body, now_ms());
+    let a = s.send_post(&momo_key, "k-2").await;
+    assert_eq!(
+        (a.status, a.kind()),
+        (StatusCode::FORBIDDEN, "KeyOfAnotherGateway")
+    );
+    let unknown_key = sign_request(&key(9), "POST", VCB_POSTS, &body, now_ms());
+    let a = s.send_post(&unknown_key, "k-2").await;
+    assert_eq!(
+        (a.status, a.kind()),
+        (StatusCode::UNAUTHORIZED, "UnknownKey")
+    );
+    let mut altered = sign_request(&key(1), "POST", VCB_POSTS, &body, now_ms());
+    altered.body = body_for(&vcb[1], "settled", "VCB-3");
+    let a = s.send_post(&altered, "k-2").await;
+    assert_eq!(
+        (a.status, a.kind()),
+        (StatusCode::UNAUTHORIZED, "BadSignature")
+    );
+    // Signed for another route: a post signed as a fetch path.
+    let mut moved = sign_request(
+        &key(1),
+        "POST",
+        "/v1/gateways/vcb/instructions",
+        &body,
+        now_ms(),
+    );
+    moved.path = VCB_POSTS.into();
+    let a = s.send_post(&moved, "k-2").await;
+    assert_eq!(
+        (a.status, a.kind()),
+        (StatusCode::UNAUTHORIZED, "BadSignature")
+    );
+    assert_eq!(s.count().await, before + 1);
+
+    // Stale: new content dated outside the replay window.
+    let stale = sign_request(
+        &key(1),
+        "POST",
+        VCB_POSTS,
+        &body,
+        now_ms() - POST_REPLAY_WINDOW_MS - 60_000,
+    );
+    let a = s.send_post(&stale, "k-3").await;
+    assert_eq!(
+        (a.status, a.kind()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "PostOutsideReplayWindow")
+    );
+    assert_eq!(s.count().await, before + 1);
+    // The same content, fresh, under the same key (freed by the refusal): accepted.
+    let fresh = sign_request(&key(1), "POST", VCB_POSTS, &body, now_ms());
+    assert_eq!(s.send_post(&fresh, "k-3").await.status, StatusCode::CREATED);
+    assert_eq!(s.count().await, before + 2);
+}
+
+#[tokio::test]
+async fn over_http_foreign_malformed_and_out_of_range_posts_are_refused_with_typed_errors() {
+    let s = http_server().await;
+    let vcb = s.fetch(&key(1), "vcb").await.body["instructions"][0].clone();
+    let momo = s.fetch(&key(2), "momo").await.body["instructions"][0].clone();
+    let before = s.count().await;
+
+    // vcb posting for momo's instruction: refused and the refusal recorded (one event),
+    // its replay refused alike with nothing appended.
+    let foreign = sign_request(
+        &key(1),
+        "POST",
+        VCB_POSTS,
+        &body_for(&momo, "settled", "VCB-X"),
+        now_ms(),
+    );
+    let a = s.send_post(&foreign, "f-1").await;
+    assert_eq!(
+        (a.status, a.kind()),
+        (StatusCode::FORBIDDEN, "NotYourInstruction")
+    );
+    assert_eq!(s.count().await, before + 1);
+    let a = s.send_post(&foreign, "f-1").await;
+    assert_eq!(
+        (a.status, a.kind()),
+        (StatusCode::FORBIDDEN, "NotYourInstruction")
+    );
+    assert_eq!(s.count().await, before + 1);
+    let after_foreign = before + 1;
+
+    // Malformed JSON, properly signed.
+    let broken = sign_request(
+        &key(1),
+        "POST",
+        VCB_POSTS,
+        b"{\"instruction_id\": ",
+        now_ms(),
+    );
+    let a = s.send_post(&broken, "m-1").await;
+    assert_eq!(
+        (a.status, a.kind()),
+        (StatusCode::BAD_REQUEST, "MalformedJson")
+    );
+
+    // Negative, fractional and 20-digit amounts break the schema; 16 digits pass the
+    // schema but exceed the ceiling of 10^15.
+    for (n, amount, kind) in [
+        (1, "-500000", "SchemaViolation"),
+        (2, "500000.5", "SchemaViolation"),
+        (3, "99999999999999999999", "SchemaViolation"),
+        (4, "9999999999999999", "MalformedPost"),
+        (5, "0", "SchemaViolation"),
+    ] {
+        let mut body: Value = serde_json::from_slice(&body_for(&vcb, "settled", "VCB-A")).unwrap();
+        body["amount"] = json!(amount);
+        let signed = sign_request(
+            &key(1),
+            "POST",
+            VCB_POSTS,
+            &serde_json::to_vec(&body).unwrap(),
+            now_ms(),
+        );
+        let a = s.send_post(&signed, &format!("a-{n}")).await;
+        assert_eq!(
+            (a.status, a.kind()),
+            (StatusCode::BAD_REQUEST, kind),
+            "{amount}: {:?}",
+            a.body
+        );
+    }
+    // A whole amount other than the instruction's: refused by the book, and recorded.
+    let mut body: Value = serde_json::from_slice(&body_for(&vcb, "settled", "VCB-B")).unwrap();
+    body["amount"] = json!("500001");
+    let signed = sign_request(
+        &key(1),
+        "POST",
+        VCB_POSTS,
+        &serde_json::to_vec(&body).unwrap(),
+        now_ms(),
+    );
+    let a = s.send_post(&signed, "a-6").await;
+    assert_eq!(
+        (a.status, a.kind()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "AmountMismatch")
+    );
+    assert_eq!(s.count().await, after_foreign + 1);
+
+    // Without signature headers, or with a stale fetch: 401, nothing read or written.
+    let response = s
+        .client
+        .post(format!("{}{VCB_POSTS}", s.base))
+        .header("content-type", "application/json")
+        .header("idempotency-key", "n-1")
+        .body(body_for(&vcb, "settled", "VCB-C"))
+        .send()
+        .await
+        .unwrap();
+    let a = s.answer(response, "receipt.response").await;
+    assert_eq!(
+        (a.status, a.kind()),
+        (StatusCode::UNAUTHORIZED, "MissingSignature")
+    );
+    let path = "/v1/gateways/vcb/instructions?max=10";
+    let old = sign_request(
+        &key(1),
+        "GET",
+        path,
+        b"",
+        now_ms() - POST_REPLAY_WINDOW_MS - 60_000,
+    );
+    let response = s
+        .client
+        .get(format!("{}{path}", s.base))
+        .header("ansinh-gateway-timestamp", &old.timestamp)
+        .header("ansinh-gateway-key-id", &old.key_id)
+        .header("ansinh-gateway-signature", &old.signature)
+        .send()
+        .await
+        .unwrap();
+    let a = s.answer(response, "gateway-instructions.response").await;
+    assert_eq!(
+        (a.status, a.kind()),
+        (StatusCode::UNAUTHORIZED, "StaleRequest")
+    );
+    assert_eq!(s.count().await, after_foreign + 1);
+
+    // A well-formed post without an Idempotency-Key: 400, nothing appended.
+    let signed = sign_request(
+        &key(1),
+        "POST",
+        VCB_POSTS,
+        &body_for(&vcb, "settled", "VCB-D"),
+        now_ms(),
+    );
+    let response = s
+        .client
+        .post(format!("{}{VCB_POSTS}", s.base))
+        .header("content-type", "application/json")
+        .header("ansinh-gateway-timestamp", &signed.timestamp)
+        .header("ansinh-gateway-key-id", &signed.key_id)
+        .header("ansinh-gateway-signature", &signed.signature)
+        .body(signed.body.clone())
+        .send()
+        .await
+        .unwrap();
+    let a = s.answer(response, "receipt.response").await;
+    assert_eq!(
+        (a.status, a.kind()),
+        (StatusCode::BAD_REQUEST, "MissingIdempotencyKey")
+    );
+    assert_eq!(s.count().await, after_foreign + 1);
+}
