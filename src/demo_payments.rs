@@ -13,7 +13,7 @@
 //! connection with its own inbox prefix, and its posts are signed and checked exactly as
 //! in production, but no NATS user keeps it to its own subjects (docs/GATEWAYS.md §8).
 //!
-//! The demo plays months of a past year, so the ledger side and the gateways share a
+//! The demo plays the twelve months of its year whatever today is, so the ledger side and the gateways share a
 //! demo clock set to each month's pay days (results are never dated before their
 //! instructions, and stay inside the replay window).
 
@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
 use crate::access::{Caller, Role};
@@ -433,14 +433,5 @@ async fn grant(
     Ok(per_commune)
 }
 
-/// Months of `year` whose payment runs lie in the past on `today` (all twelve for a
-/// past year), so that results are never dated before their instructions.
-pub fn months_played(year: i32, today: NaiveDate) -> u32 {
-    if year < today.year() {
-        12
-    } else if year == today.year() {
-        today.month().saturating_sub(1).max(1)
-    } else {
-        0
-    }
-}
+/// Months of monthly payment runs the demo plays: a whole year.
+pub const MONTHS_IN_YEAR: u32 = 12;

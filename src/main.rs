@@ -859,7 +859,9 @@ async fn demo(
     );
     let service = runtime.service();
     let summary = ansinh::demo::run(&service, &partitions, households, year).await?;
-    let months = ansinh::demo_payments::months_played(year, chrono::Utc::now().date_naive());
+    // All twelve months: the ledger side and the simulated gateways share the demo's
+    // clock, so December's results are dated in December even when played earlier.
+    let months = ansinh::demo_payments::MONTHS_IN_YEAR;
     let payments = ansinh::demo_payments::run(
         &service,
         &runtime.nats_url,

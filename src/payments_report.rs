@@ -48,3 +48,59 @@ pub fn reconcile_all(
         .map(|(p, e)| (p.clone(), reconcile::reconcile(e, as_of, pending_days)))
         .collect()
 }
+
+/// What a household received in one month through one channel (`household show`, the
+/// HTTP household view). Amounts in whole VND as strings, like every amount read back.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ReceivedLine {
+    /// "YYYY-MM": the month the entitlement was for.
+    pub month: String,
+    /// "bank_account", "mobile_money" or "post_office".
+    pub channel: String,
+    pub settled_count: u64,
+    pub settled: String,
+    /// Settled payments that came back afterwards (a closed account, a wrong number).
+    pub returned_count: u64,
+    pub returned: String,
+    /// Settled − returned: what reached the household.
+    pub net: String,
+}
+
+/// What `household` received, per month and channel, folded from its partition's
+/// verified chain (the chain, not a projection, so the figure is the log's own).
+pub async fn household_received(
+    stream: &mut Stream,
+    config: &LogConfig,
+    household: &crate::domain::ids::HouseholdId,
+) -> Result<Vec<ReceivedLine>, VerifyError> {
+    let Ok(partition) = Partition::new(household.province().as_str()) else {
+        return Ok(Vec::new());
+    };
+    let Ok(who) = crate::domain::payments::ids::HouseholdRef::parse(household.as_str()) else {
+        return Ok(Vec::new());
+    };
+    let events = payment_events(stream, config, Some(&partition)).await?;
+    let events = events
+        .get(partition.as_str())
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    Ok(reconcile::household_view(events, &who)
+        .into_iter()
+        // A month whose only result was a failure moved no money: no line.
+        .filter(|(_, r)| r.settled.count + r.returned.count > 0)
+        .map(|((month, channel), r)| ReceivedLine {
+            month: month.to_string(),
+            channel: match channel {
+                crate::domain::payments::entitlements::ChannelKind::BankAccount => "bank_account",
+                crate::domain::payments::entitlements::ChannelKind::MobileMoney => "mobile_money",
+                crate::domain::payments::entitlements::ChannelKind::PostOffice => "post_office",
+            }
+            .to_string(),
+            settled_count: r.settled.count,
+            settled: r.settled.amount.normalize().to_string(),
+            returned_count: r.returned.count,
+            returned: r.returned.amount.normalize().to_string(),
+            net: r.net.normalize().to_string(),
+        })
+        .collect())
+}

@@ -346,6 +346,29 @@ async fn over_nats_gateways_fetch_their_own_instructions_and_their_signed_result
     assert_eq!((again.sequence, &again.hash), (first.sequence, &first.hash));
     assert_eq!(message_count(&ledger_client, &config).await, before + 2);
 
+    // The household's view shows what it received, per month and channel: the settled
+    // payment once (its duplicate post counts nothing), the failed one not at all.
+    let received = |n: u32| {
+        let service = service.clone();
+        async move {
+            let mut stream = service.ledger.stream().clone();
+            let h = ansinh::domain::ids::HouseholdId::parse(&format!("{COMMUNE}-{n:06}")).unwrap();
+            ansinh::payments_report::household_received(&mut stream, service.ledger.config(), &h)
+                .await
+                .unwrap()
+        }
+    };
+    let paid = received(1).await;
+    assert_eq!(paid.len(), 1, "{paid:?}");
+    assert_eq!(
+        (paid[0].month.as_str(), paid[0].channel.as_str()),
+        ("2026-10", "bank_account")
+    );
+    assert_eq!((paid[0].settled_count, paid[0].returned_count), (1, 0));
+    assert_eq!(paid[0].net, paid[0].settled);
+    assert!(paid[0].settled.parse::<Decimal>().unwrap() > Decimal::ZERO);
+    assert!(received(2).await.is_empty());
+
     // vcb posting a result for momo's instruction (signed by vcb, on vcb's subject):
     // refused, and the refusal recorded; the instruction still waits for momo.
     let foreign = sign::sign_post(&key(1), &post_for("vcb", &momo_list[0], "settled", "VCB-X"));

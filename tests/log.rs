@@ -71,6 +71,21 @@ async fn appends_form_a_verified_chain_per_partition() {
         chain::genesis(&Partition::new("01").unwrap())
     );
     assert_eq!(env.event_type, "ansinh.v1.Note");
+    // One partition alone, though the stream's last event is another's, and a partition
+    // with no events: both end (the timeout only bounds a failure; they used to wait for
+    // a message that never comes).
+    for (only, events) in [("01", 10), ("92", 0)] {
+        let mut stream = stream_of(&config).await;
+        let partition = Partition::new(only).unwrap();
+        let report = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            verify(&mut stream, &config, Some(&partition), |_| {}),
+        )
+        .await
+        .expect("verifying one partition ends")
+        .unwrap();
+        assert_eq!(report.events, events, "partition {only}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

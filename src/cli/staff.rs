@@ -722,10 +722,14 @@ async fn show_household(
         }
     }
     let trail = projector.trail(&format!("household:{h}"))?;
+    let mut stream = runtime.ledger.stream().clone();
+    let assistance =
+        ansinh::payments_report::household_received(&mut stream, runtime.ledger.config(), h)
+            .await?;
     if json {
         println!(
             "{}",
-            serde_json::json!({"household": view, "as_of": as_of.to_string(), "loans": lines, "history": trail})
+            serde_json::json!({"household": view, "as_of": as_of.to_string(), "loans": lines, "assistance": assistance, "history": trail})
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -791,6 +795,19 @@ async fn show_household(
                 l.interest_to_date,
                 l.overdue_interest_to_date,
                 l.due.map(|d| d.to_string()).unwrap_or_default()
+            );
+        }
+    }
+    if !assistance.is_empty() {
+        println!("\n  Social assistance received:");
+        println!(
+            "  {:<8} {:<13} {:>8} {:>13} {:>9} {:>13} {:>13}",
+            "MONTH", "CHANNEL", "SETTLED", "VND", "RETURNED", "VND", "NET VND"
+        );
+        for a in &assistance {
+            println!(
+                "  {:<8} {:<13} {:>8} {:>13} {:>9} {:>13} {:>13}",
+                a.month, a.channel, a.settled_count, a.settled, a.returned_count, a.returned, a.net
             );
         }
     }

@@ -290,10 +290,16 @@ pub async fn show(
         }
     }
     let history = projector.trail(&format!("household:{h}"))?;
+    let ledger = &api.service().ledger;
+    let mut stream = ledger.stream().clone();
+    let assistance = crate::payments_report::household_received(&mut stream, ledger.config(), &h)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(Json(serde_json::json!({
         "household": view,
         "as_of": as_of.to_string(),
         "loans": lines,
+        "assistance": assistance,
         "history": history,
     }))
     .into_response())

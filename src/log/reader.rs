@@ -60,11 +60,18 @@ pub async fn read_range<E>(
         })
         .await
         .map_err(|e| nats(&e))?;
+    // With a filter, the stream's last message may be on another subject: `end` is then
+    // never reached, and waiting for it would wait forever. The server's count of
+    // messages still pending on the filter says when this subject is read out.
+    if reader.cached_info().num_pending == 0 {
+        return Ok(0);
+    }
     let mut messages = reader.messages().await.map_err(|e| nats(&e))?;
     let mut count = 0u64;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| nats(&e))?;
-        let stream_sequence = message.info().map_err(|e| nats(&e))?.stream_sequence;
+        let info = message.info().map_err(|e| nats(&e))?;
+        let (stream_sequence, pending) = (info.stream_sequence, info.pending);
         if stream_sequence > end {
             break;
         }
@@ -81,7 +88,7 @@ pub async fn read_range<E>(
         })
         .map_err(ReadError::Visit)?;
         count += 1;
-        if stream_sequence >= end {
+        if stream_sequence >= end || pending == 0 {
             break;
         }
     }
