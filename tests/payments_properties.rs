@@ -7,6 +7,7 @@ use common::*;
 
 use std::collections::BTreeMap;
 
+use ansinh::book::payments;
 use ansinh::domain::payments::budget::BudgetKey;
 use ansinh::domain::payments::entitlements::{Channel, StopReason};
 use ansinh::domain::payments::ids::{GatewayTxnId, InstructionRef};
@@ -15,8 +16,10 @@ use ansinh::domain::payments::reconcile::reconcile;
 use ansinh::domain::payments::{
     Actor, Book, Command, CommandKind, Decision, Event, apply, decide, replay,
 };
+use ansinh::proto::{self, envelope::Payload};
 use chrono::{Days, NaiveDate};
 use proptest::prelude::*;
+use prost::Message;
 use rust_decimal::Decimal;
 
 const PERIODS: [&str; 3] = ["2026-12", "2027-01", "2027-02"];
@@ -252,6 +255,31 @@ fn command(book: &Book, today: NaiveDate, op: &Op) -> Option<Command> {
 }
 
 /// Invariants of one book, checked after every decision.
+/// `e` recorded as a `PaymentRecorded` payload, encoded to protobuf bytes, decoded
+/// and read back into the domain: the path every payment event takes through the log.
+fn through_the_log(e: &Event) -> Event {
+    let (payload, _) = payments::payload_of(e, None);
+    let Payload::PaymentRecorded(recorded) = payload else {
+        panic!("a payment event is recorded as PaymentRecorded")
+    };
+    let bytes = recorded.encode_to_vec();
+    let decoded = proto::PaymentRecorded::decode(bytes.as_slice()).expect("decodes");
+    assert_eq!(decoded, recorded);
+    let actor = match &e.actor {
+        Actor::Officer(id) => proto::Actor {
+            id: id.to_string(),
+            role: "officer".into(),
+            ..Default::default()
+        },
+        Actor::Gateway(id) => proto::Actor {
+            id: id.to_string(),
+            role: payments::GATEWAY_ROLE.into(),
+            ..Default::default()
+        },
+    };
+    payments::event_of(e.id, Some(&actor), &decoded).expect("a decided event decodes")
+}
+
 fn check_book(book: &Book, events: &[Event]) -> Result<(), TestCaseError> {
     check_money(events, book);
     // Each budget's holds are exactly its pending and settled instructions.
@@ -298,6 +326,7 @@ proptest! {
                     for e in &new {
                         prop_assert_eq!(e.id, book.last_event_id + 1);
                         prop_assert!(ansinh::domain::payments::ledger::balanced(e.postings()));
+                        prop_assert_eq!(&through_the_log(e), e, "codec round trip");
                         apply(&mut book, e);
                         events.push(e.clone());
                     }

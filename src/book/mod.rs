@@ -12,6 +12,7 @@
 
 pub mod codec;
 pub mod payments;
+pub mod payments_codec;
 
 use std::collections::BTreeMap;
 

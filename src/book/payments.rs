@@ -9,7 +9,7 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::{PartitionBook, Proposal, codec};
+use super::{PartitionBook, Proposal, codec, payments_codec};
 use crate::domain::Rejection;
 use crate::domain::payments::ids::{GatewayId, OfficerId};
 use crate::domain::payments::{self, Actor, CommandKind, Decision, Event, EventBody};
@@ -129,7 +129,6 @@ pub fn payload_of(event: &Event, signed: Option<&SignedPost>) -> (Payload, Vec<S
     }
     let payload = Payload::PaymentRecorded(PaymentRecorded {
         kind: kind_of(&event.body),
-        body_json: serde_json::to_string(&event.body).expect("payment events serialize"),
         effective_on: codec::date(&event.effective),
         instruction_id: instruction,
         gateway_id: gateway,
@@ -156,6 +155,7 @@ pub fn payload_of(event: &Event, signed: Option<&SignedPost>) -> (Payload, Vec<S
         post_format: signed
             .map(|s| s.format.wire_name().to_string())
             .unwrap_or_default(),
+        body: Some(payments_codec::body_to_proto(&event.body)),
     });
     (payload, subjects)
 }
@@ -207,10 +207,7 @@ pub fn event_of(
         id,
         actor,
         effective: codec::parse_date("effective_on", &p.effective_on)?,
-        body: serde_json::from_str(&p.body_json).map_err(|e| codec::CodecError {
-            field: "body_json",
-            problem: e.to_string(),
-        })?,
+        body: payments_codec::body_from_proto(&p.body)?,
     })
 }
 
