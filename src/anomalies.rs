@@ -9,6 +9,10 @@
 //! - one citizen (blind index) in two active households at once, across partitions;
 //! - a loan disbursement to a household whose recorded standing, on the disbursement
 //!   date, is not one the loan's programme lends to (or no standing covers the date);
+//! - social assistance paid to a household that, on the payment date, was not
+//!   registered in the paying partition (never, not yet, or moved out before). Who is
+//!   entitled to assistance is a matter of category, not poverty class; residence is
+//!   what the log records for every household;
 //! - a loan approved above its programme version's cap (or of an unknown programme);
 //! - a repayment or disbursement on a loan after it was written off, and a loan or
 //!   social-assistance payment to a household after its last member died;
@@ -59,6 +63,15 @@ pub enum Anomaly {
         standing: String,
         at: At,
     },
+    /// Social assistance paid for a household not registered in the paying
+    /// partition on the payment date.
+    AssistanceToNonResident {
+        household: String,
+        date: String,
+        /// "never registered here", "registered on D", or "moved out on D".
+        residence: String,
+        at: At,
+    },
     /// A loan approved above its programme's cap.
     LoanAboveCap {
         household: String,
@@ -98,6 +111,7 @@ impl Anomaly {
         match self {
             Anomaly::CitizenInTwoHouseholds { .. } => "citizen_in_two_households",
             Anomaly::PaidWhileIneligible { .. } => "paid_while_ineligible",
+            Anomaly::AssistanceToNonResident { .. } => "assistance_to_non_resident",
             Anomaly::LoanAboveCap { .. } => "loan_above_cap",
             Anomaly::AfterWriteOff { .. } => "after_write_off",
             Anomaly::AfterDeath { .. } => "after_death",
@@ -141,6 +155,8 @@ pub struct Scanner {
     /// Household → date its last member died.
     died: BTreeMap<String, String>,
     pending: BTreeMap<String, Instruction>,
+    /// (partition, household) → (arrived on, left on): residence as the log records it.
+    residence: BTreeMap<(String, String), (NaiveDate, Option<NaiveDate>)>,
     report: AnomalyReport,
 }
 
@@ -188,6 +204,40 @@ impl Scanner {
         }
     }
 
+    fn arrived(&mut self, partition: &str, household: &str, envelope: &Envelope) {
+        self.residence
+            .entry((partition.to_string(), household.to_string()))
+            .or_insert((event_date(envelope), None));
+    }
+
+    /// Flags assistance paid for a household not resident in `partition` that day.
+    fn assistance_residence(
+        &mut self,
+        partition: &str,
+        household: &str,
+        envelope: &Envelope,
+        at: &At,
+    ) {
+        let date = event_date(envelope);
+        let residence = match self
+            .residence
+            .get(&(partition.to_string(), household.to_string()))
+        {
+            None => Some("never registered here".to_string()),
+            Some((from, _)) if date < *from => Some(format!("registered on {from}")),
+            Some((_, Some(left))) if date > *left => Some(format!("moved out on {left}")),
+            Some(_) => None,
+        };
+        if let Some(residence) = residence {
+            self.flag(Anomaly::AssistanceToNonResident {
+                household: household.to_string(),
+                date: date.to_string(),
+                residence,
+                at: at.clone(),
+            });
+        }
+    }
+
     fn money_after_death(&mut self, household: &str, envelope: &Envelope, at: &At) {
         let date = event_date(envelope);
         if let Some(died_on) = self.died.get(household) {
@@ -217,19 +267,29 @@ impl Scanner {
         };
         match payload {
             Payload::HouseholdRegistered(e) => {
+                self.arrived(partition, &e.household_id, envelope);
                 self.set_members(&e.household_id, &to_vecs(&e.citizen_indexes), &at)
             }
             Payload::HouseholdMembersChanged(e) => {
                 self.set_members(&e.household_id, &to_vecs(&e.citizen_indexes), &at)
             }
             Payload::HouseholdMovedIn(e) => {
+                self.arrived(partition, &e.household_id, envelope);
                 if let Some(standing) = &e.standing {
                     self.standings
                         .insert(e.household_id.clone(), standing.clone());
                 }
                 self.set_members(&e.household_id, &to_vecs(&e.citizen_indexes), &at)
             }
-            Payload::HouseholdMovedOut(e) => self.set_members(&e.household_id, &[], &at),
+            Payload::HouseholdMovedOut(e) => {
+                if let Some(r) = self
+                    .residence
+                    .get_mut(&(partition.to_string(), e.household_id.clone()))
+                {
+                    r.1.get_or_insert(event_date(envelope));
+                }
+                self.set_members(&e.household_id, &[], &at)
+            }
             Payload::MemberDied(e) => {
                 self.set_members(&e.household_id, &to_vecs(&e.citizen_indexes), &at);
                 if e.members == 0 {
@@ -304,6 +364,7 @@ impl Scanner {
                     .sum();
                 if paid > Decimal::ZERO && !household.is_empty() {
                     self.money_after_death(&household, envelope, &at);
+                    self.assistance_residence(partition, &household, envelope, &at);
                 }
             }
             _ => {}

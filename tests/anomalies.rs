@@ -241,6 +241,11 @@ async fn each_kind_of_anomaly_is_found() {
     // 6. An instruction without a result for 19 days; another for only 5.
     s.add(avg, issued("pay:e2:2026-10:1", "2026-10-01")).await;
     s.add(avg, issued("pay:e2:2026-10:2", "2026-10-15")).await;
+    // 7. Assistance paid in province 79 for the household that moved out of it on
+    //    2026-02-01.
+    let gone = "7900003-000001";
+    s.add(gone, issued("pay:e7:2026-03:1", "2026-03-01")).await;
+    s.add(gone, settled("pay:e7:2026-03:1", "2026-03-10")).await;
 
     let report = s.scan("2026-10-20", 10).await;
     let kinds: std::collections::BTreeSet<&str> =
@@ -250,6 +255,7 @@ async fn each_kind_of_anomaly_is_found() {
         [
             "after_death",
             "after_write_off",
+            "assistance_to_non_resident",
             "citizen_in_two_households",
             "instruction_pending",
             "loan_above_cap",
@@ -258,7 +264,7 @@ async fn each_kind_of_anomaly_is_found() {
         "{:#?}",
         report.anomalies
     );
-    assert_eq!(report.anomalies.len(), 6, "{:#?}", report.anomalies);
+    assert_eq!(report.anomalies.len(), 7, "{:#?}", report.anomalies);
     for a in &report.anomalies {
         match a {
             Anomaly::CitizenInTwoHouseholds {
@@ -291,6 +297,16 @@ async fn each_kind_of_anomaly_is_found() {
             Anomaly::InstructionPending {
                 instruction, days, ..
             } => assert_eq!((instruction.as_str(), *days), ("pay:e2:2026-10:1", 19)),
+            Anomaly::AssistanceToNonResident {
+                household,
+                residence,
+                at,
+                ..
+            } => {
+                assert_eq!(household, gone);
+                assert_eq!(residence, "moved out on 2026-02-01");
+                assert_eq!(at.partition, "79");
+            }
         }
     }
 }
