@@ -119,6 +119,8 @@ pub enum DemoPaymentsError {
     Sim(#[from] SimError),
     #[error("connecting the gateway server to NATS: {0}")]
     Connect(String),
+    #[error("reading the registry: {0}")]
+    Registry(String),
 }
 
 impl From<payments::Rejection> for DemoPaymentsError {
@@ -382,8 +384,8 @@ fn reissuable(book: &payments::book::Book, period: Month) -> Vec<InstructionId> 
         .collect()
 }
 
-/// Grants: one member of every BENEFICIARY_EVERY-th household; returns the number of
-/// beneficiaries per commune.
+/// Grants: one member of every BENEFICIARY_EVERY-th registered household of the
+/// partition that still lives there; returns the number of beneficiaries per commune.
 async fn grant(
     service: &Service,
     partition: &Partition,
@@ -394,10 +396,34 @@ async fn grant(
     s: &mut PaymentsSummary,
 ) -> Result<BTreeMap<String, u64>, DemoPaymentsError> {
     let communes = communes(partition.as_str());
+    let registry = |e: &dyn std::fmt::Display| DemoPaymentsError::Registry(e.to_string());
+    let mut stream = service.ledger.stream().clone();
+    service
+        .projector
+        .catch_up(&mut stream, service.ledger.config())
+        .await
+        .map_err(|e| registry(&e))?;
     let mut per_commune: BTreeMap<String, u64> = BTreeMap::new();
     for n in (BENEFICIARY_EVERY..=households).step_by(BENEFICIARY_EVERY as usize) {
-        let commune = &communes[(n as usize / BENEFICIARY_EVERY as usize) % communes.len()];
-        let household = format!("{commune}-{:06}", 500_000 + n);
+        // Household n was registered in one of the communes (the registry demo picks
+        // it); assistance goes only to a registered, resident household.
+        let mut found = None;
+        for c in &communes {
+            let id = crate::domain::ids::HouseholdId::new(c, n as u32)
+                .map_err(|e| registry(&e))?;
+            let view = service
+                .projector
+                .household(id.as_str())
+                .map_err(|e| registry(&e))?;
+            if view.is_some_and(|v| v.moved_to.is_none() && !v.personal_data_erased) {
+                found = Some((c.clone(), id));
+                break;
+            }
+        }
+        let Some((commune, household)) = found else {
+            continue;
+        };
+        let household = household.to_string();
         let channel = if rng.below(3) == 0 {
             Channel::PostOffice {
                 gateway: GatewayId::parse(POST_OFFICE)?,
