@@ -409,8 +409,7 @@ async fn grant(
         // it); assistance goes only to a registered, resident household.
         let mut found = None;
         for c in &communes {
-            let id = crate::domain::ids::HouseholdId::new(c, n as u32)
-                .map_err(|e| registry(&e))?;
+            let id = crate::domain::ids::HouseholdId::new(c, n as u32).map_err(|e| registry(&e))?;
             let view = service
                 .projector
                 .household(id.as_str())

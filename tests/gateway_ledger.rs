@@ -33,7 +33,7 @@ use ansinh::personal::Vault;
 use ansinh::projection::Projector;
 use ansinh::proto::{self, GatewayPost, PaymentInstruction, envelope::Payload};
 use ansinh::service::{POST_REPLAY_WINDOW_MS, Request, Service};
-use common::fresh_log;
+use common::{fresh_log, register_household};
 use prost::Message;
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
@@ -116,6 +116,7 @@ async fn issue_instructions(service: &Service) {
         (3, "grant-3", "vcb"),
         (4, "grant-4", "momo"),
     ] {
+        register_household(service, &format!("{COMMUNE}-{n:06}"), n).await;
         let channel = if gateway == "momo" {
             Channel::MobileMoney {
                 gateway: GatewayId::parse(gateway).unwrap(),

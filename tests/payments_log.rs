@@ -94,6 +94,7 @@ async fn setup(service: &Service) {
         .await
         .unwrap();
     for n in 1..=2 {
+        register_household(service, &format!("{COMMUNE}-{n:06}"), n).await;
         service
             .payment(
                 &rq(&m, &format!("grant-{n}")),
@@ -171,9 +172,10 @@ async fn a_run_issues_one_instruction_per_entitlement_and_month_once() {
         .await
         .unwrap();
     let after_first = message_count(&config).await;
-    // Two instructions and the run's closing event.
-    assert_eq!(after_first, 1 + 2 + 3);
-    assert_eq!(first.sequence, 6);
+    // Allocation, two registrations and two grants, then two instructions and the
+    // run's closing event.
+    assert_eq!(after_first, 1 + 2 + 2 + 3);
+    assert_eq!(first.sequence, 8);
     // Running again, under another key, adds nothing.
     let again = service
         .payment(
@@ -393,4 +395,42 @@ async fn a_ledger_restarted_between_instruction_and_settlement_loses_and_doubles
     ));
     assert_eq!(message_count(&config).await, before + 1);
     verified(&config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_to_a_household_the_registry_does_not_know_is_refused_and_appends_nothing() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let service = service_at(&config, dir.path()).await;
+    setup(&service).await;
+    let before = message_count(&config).await;
+    let refused = service
+        .payment(
+            &rq(&manager(), "grant-unknown"),
+            &p01(),
+            CommandKind::Grant {
+                programme: ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY").unwrap(),
+                beneficiary: beneficiary(99),
+                commune: CommuneId::parse(COMMUNE).unwrap(),
+                from: Month::parse("2026-10").unwrap(),
+                terms: Terms {
+                    category: CategoryId::parse("ELDERLY_80_PLUS_NO_PENSION").unwrap(),
+                    channel: Channel::BankAccount {
+                        gateway: GatewayId::parse("VCB").unwrap(),
+                    },
+                    provincial_base: None,
+                },
+            },
+            d("2026-10-01"),
+        )
+        .await;
+    assert!(
+        matches!(
+            &refused,
+            Err(ServiceError::Rejected(Rejection::HouseholdNotRegistered { household }))
+                if household == &format!("{COMMUNE}-000099")
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(message_count(&config).await, before);
 }

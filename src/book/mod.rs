@@ -159,6 +159,13 @@ impl PartitionBook {
             signed,
         } = command
         {
+            // Assistance is granted to a household of the registry that lives here: a
+            // grant to an id the registry never had (or that moved away) is refused
+            // before the payments domain sees it.
+            if let crate::domain::payments::CommandKind::Grant { beneficiary, .. } = kind {
+                let household = HouseholdId::parse(beneficiary.household.as_str())?;
+                self.registry.active(&household)?;
+            }
             return payments::decide(self, kind, *effective, signed.as_ref(), actor);
         }
         self.decide_one(command, &actor.id).map(|p| vec![p])

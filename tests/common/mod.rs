@@ -126,3 +126,35 @@ pub fn approved(loan: u64, household: &str, amount: &str) -> Payload {
         ..Default::default()
     })
 }
+
+/// Registers `household` (rural, 2026-01-05) with a head whose citizen id is derived from
+/// `n`, by a credit officer of its province: what a payments test needs before it
+/// grants assistance (the book refuses grants to households it does not know).
+pub async fn register_household(service: &ansinh::service::Service, household: &str, n: u32) {
+    let officer = ansinh::access::Caller {
+        id: "staff:registrar".into(),
+        role: ansinh::access::Role::CreditOfficer,
+        unit: household[..2].into(),
+    };
+    let key = format!("register:{household}");
+    service
+        .register(
+            &ansinh::service::Request {
+                caller: &officer,
+                idempotency_key: &key,
+                correlation_id: "test",
+            },
+            &ansinh::domain::ids::HouseholdId::parse(household).unwrap(),
+            ansinh::domain::eligibility::Area::Rural,
+            "2026-01-05".parse().unwrap(),
+            &ansinh::personal::PersonalData {
+                head_name: "Đinh Thị Lụa".into(),
+                head_citizen_id: format!("001045{n:06}"),
+                phone: None,
+                account_number: None,
+                members: vec![],
+            },
+        )
+        .await
+        .unwrap();
+}
