@@ -5,16 +5,18 @@
 //! and the simulator. Each test starts its own server, since every test serves the same
 //! subjects.
 
+mod common_gateway;
+use common_gateway::{Net, key, registry, start_net};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use ansinh::chain::Partition;
-use ansinh::checkpoint::sign::KeyPair;
 use ansinh::gateway::client::{GatewayClient, GatewayClientError};
-use ansinh::gateway::keys::{GatewayKey, Registry};
+use ansinh::gateway::keys::Registry;
 use ansinh::gateway::server::{self, PostSink};
 use ansinh::gateway::sim::{self, SimConfig};
-use ansinh::gateway::{self, DEMO_GATEWAYS, sign};
+use ansinh::gateway::{self, sign};
 use ansinh::log::{Draft, Ledger, LedgerStore, LogConfig};
 use ansinh::nats_server::{NatsServer, Sync};
 use ansinh::proto::{
@@ -24,87 +26,6 @@ use ansinh::proto::{
 use prost::Message;
 
 // ---- Harness --------------------------------------------------------------------------
-
-/// A nats-server with the shipped accounts, and the passwords it was given.
-struct Net {
-    server: NatsServer,
-    passwords: BTreeMap<&'static str, String>,
-    _dir: tempfile::TempDir,
-}
-
-fn password() -> String {
-    hex::encode(uuid::Uuid::new_v4().as_bytes())
-}
-
-fn start_net() -> Net {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join(gateway::ACCOUNTS_CONF_FILE),
-        gateway::ACCOUNTS_CONF,
-    )
-    .unwrap();
-    let mut passwords = BTreeMap::new();
-    passwords.insert(gateway::LEDGER_USER, password());
-    for g in DEMO_GATEWAYS {
-        passwords.insert(g.user, password());
-    }
-    let mut env = vec![(
-        gateway::LEDGER_PASSWORD_ENV,
-        passwords[gateway::LEDGER_USER].as_str(),
-    )];
-    for g in DEMO_GATEWAYS {
-        env.push((g.password_env, passwords[g.user].as_str()));
-    }
-    let include = format!("include {:?}", gateway::ACCOUNTS_CONF_FILE);
-    let server = NatsServer::start_with(dir.path(), Sync::Always, &include, &env)
-        .expect("start nats-server with the shipped accounts (run scripts/install-nats-server.sh)");
-    Net {
-        server,
-        passwords,
-        _dir: dir,
-    }
-}
-
-impl Net {
-    async fn ledger_client(&self) -> async_nats::Client {
-        async_nats::ConnectOptions::with_user_and_password(
-            gateway::LEDGER_USER.into(),
-            self.passwords[gateway::LEDGER_USER].clone(),
-        )
-        .connect(self.server.url())
-        .await
-        .expect("the ledger user connects")
-    }
-
-    async fn gateway(&self, id: &str) -> GatewayClient {
-        let user = format!("gw-{id}");
-        GatewayClient::connect(
-            &self.server.url(),
-            id,
-            &user,
-            &self.passwords[user.as_str()],
-        )
-        .await
-        .expect("the gateway user connects")
-    }
-}
-
-fn key(n: u8) -> KeyPair {
-    KeyPair::from_seed(&[n; 32])
-}
-
-/// vcb signs with key 1, momo with key 2, vnpost with key 3.
-fn registry() -> Arc<Registry> {
-    let keys = [("vcb", 1), ("momo", 2), ("vnpost", 3)]
-        .into_iter()
-        .map(|(id, n)| GatewayKey {
-            gateway_id: id.into(),
-            key_id: key(n).key_id().into(),
-            public_key: key(n).public_key(),
-        })
-        .collect();
-    Arc::new(Registry::new(keys).unwrap())
-}
 
 fn instruction(gateway: &str, n: u32) -> PaymentInstruction {
     PaymentInstruction {

@@ -6,9 +6,11 @@
 //! NATS: a server with the shipped accounts file (per-gateway users and permissions).
 //! HTTP: the axum API with its gateway routes, on the shared test server.
 
+mod common_gateway;
+use common_gateway::{key, registry, start_net};
+
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ansinh::access::{Caller, Role};
@@ -21,14 +23,11 @@ use ansinh::domain::payments::ids::{
     BeneficiaryRef, CategoryId, CommuneId, GatewayId, HouseholdRef, MemberRef, ProgrammeId,
 };
 use ansinh::domain::payments::month::Month;
-use ansinh::gateway::client::GatewayClient;
-use ansinh::gateway::keys::{GatewayKey, Registry};
 use ansinh::gateway::server::{self, STATUS_ACCEPTED, STATUS_DUPLICATE, STATUS_REFUSED};
-use ansinh::gateway::{self, DEMO_GATEWAYS, sign};
+use ansinh::gateway::{self, sign};
 use ansinh::gateway_ledger::{LedgerSink, system_clock};
 use ansinh::http::{self, Api, GatewayEdge, Schemas, StaffDirectory};
 use ansinh::log::{LedgerStore, LogConfig};
-use ansinh::nats_server::{NatsServer, Sync};
 use ansinh::personal::Vault;
 use ansinh::projection::Projector;
 use ansinh::proto::{self, GatewayPost, PaymentInstruction, envelope::Payload};
@@ -40,23 +39,6 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 const COMMUNE: &str = "0100007";
-
-fn key(n: u8) -> KeyPair {
-    KeyPair::from_seed(&[n; 32])
-}
-
-/// vcb signs with key 1, momo with key 2, vnpost with key 3.
-fn registry() -> Arc<Registry> {
-    let keys = [("vcb", 1), ("momo", 2), ("vnpost", 3)]
-        .into_iter()
-        .map(|(id, n)| GatewayKey {
-            gateway_id: id.into(),
-            key_id: key(n).key_id().into(),
-            public_key: key(n).public_key(),
-        })
-        .collect();
-    Arc::new(Registry::new(keys).unwrap())
-}
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -216,66 +198,6 @@ fn post_for(gateway: &str, i: &PaymentInstruction, outcome: &str, txn: &str) -> 
 }
 
 // ---- NATS ----------------------------------------------------------------------------
-
-struct Net {
-    server: NatsServer,
-    passwords: BTreeMap<&'static str, String>,
-    _dir: tempfile::TempDir,
-}
-
-fn start_net() -> Net {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join(gateway::ACCOUNTS_CONF_FILE),
-        gateway::ACCOUNTS_CONF,
-    )
-    .unwrap();
-    let password = || hex::encode(uuid::Uuid::new_v4().as_bytes());
-    let mut passwords = BTreeMap::new();
-    passwords.insert(gateway::LEDGER_USER, password());
-    for g in DEMO_GATEWAYS {
-        passwords.insert(g.user, password());
-    }
-    let mut env = vec![(
-        gateway::LEDGER_PASSWORD_ENV,
-        passwords[gateway::LEDGER_USER].as_str(),
-    )];
-    for g in DEMO_GATEWAYS {
-        env.push((g.password_env, passwords[g.user].as_str()));
-    }
-    let include = format!("include {:?}", gateway::ACCOUNTS_CONF_FILE);
-    let server = NatsServer::start_with(dir.path(), Sync::Always, &include, &env)
-        .expect("start nats-server with the shipped accounts");
-    Net {
-        server,
-        passwords,
-        _dir: dir,
-    }
-}
-
-impl Net {
-    async fn ledger_client(&self) -> async_nats::Client {
-        async_nats::ConnectOptions::with_user_and_password(
-            gateway::LEDGER_USER.into(),
-            self.passwords[gateway::LEDGER_USER].clone(),
-        )
-        .connect(self.server.url())
-        .await
-        .unwrap()
-    }
-
-    async fn gateway(&self, id: &str) -> GatewayClient {
-        let user = format!("gw-{id}");
-        GatewayClient::connect(
-            &self.server.url(),
-            id,
-            &user,
-            &self.passwords[user.as_str()],
-        )
-        .await
-        .unwrap()
-    }
-}
 
 #[tokio::test]
 async fn over_nats_gateways_fetch_their_own_instructions_and_their_signed_results_are_recorded_once()

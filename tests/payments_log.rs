@@ -77,6 +77,23 @@ fn beneficiary(n: u32) -> BeneficiaryRef {
     }
 }
 
+/// An elderly member of household `n` of COMMUNE, paid by bank "VCB" from October 2026.
+fn grant(n: u32) -> CommandKind {
+    CommandKind::Grant {
+        programme: ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY").unwrap(),
+        beneficiary: beneficiary(n),
+        commune: CommuneId::parse(COMMUNE).unwrap(),
+        from: Month::parse("2026-10").unwrap(),
+        terms: Terms {
+            category: CategoryId::parse("ELDERLY_80_PLUS_NO_PENSION").unwrap(),
+            channel: Channel::BankAccount {
+                gateway: GatewayId::parse("VCB").unwrap(),
+            },
+            provincial_base: None,
+        },
+    }
+}
+
 /// Two elderly beneficiaries (coefficient 1.0, base 500,000) paid by bank "VCB",
 /// and a budget of exactly two payments for October 2026.
 async fn setup(service: &Service) {
@@ -99,19 +116,7 @@ async fn setup(service: &Service) {
             .payment(
                 &rq(&m, &format!("grant-{n}")),
                 &p01(),
-                CommandKind::Grant {
-                    programme: ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY").unwrap(),
-                    beneficiary: beneficiary(n),
-                    commune: CommuneId::parse(COMMUNE).unwrap(),
-                    from: Month::parse("2026-10").unwrap(),
-                    terms: Terms {
-                        category: CategoryId::parse("ELDERLY_80_PLUS_NO_PENSION").unwrap(),
-                        channel: Channel::BankAccount {
-                            gateway: GatewayId::parse("VCB").unwrap(),
-                        },
-                        provincial_base: None,
-                    },
-                },
+                grant(n),
                 d("2026-10-01"),
             )
             .await
@@ -408,19 +413,7 @@ async fn a_grant_to_a_household_the_registry_does_not_know_is_refused_and_append
         .payment(
             &rq(&manager(), "grant-unknown"),
             &p01(),
-            CommandKind::Grant {
-                programme: ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY").unwrap(),
-                beneficiary: beneficiary(99),
-                commune: CommuneId::parse(COMMUNE).unwrap(),
-                from: Month::parse("2026-10").unwrap(),
-                terms: Terms {
-                    category: CategoryId::parse("ELDERLY_80_PLUS_NO_PENSION").unwrap(),
-                    channel: Channel::BankAccount {
-                        gateway: GatewayId::parse("VCB").unwrap(),
-                    },
-                    provincial_base: None,
-                },
-            },
+            grant(99),
             d("2026-10-01"),
         )
         .await;
