@@ -32,7 +32,7 @@ use ansinh::personal::Vault;
 use ansinh::projection::Projector;
 use ansinh::proto::{self, GatewayPost, PaymentInstruction, envelope::Payload};
 use ansinh::service::{POST_REPLAY_WINDOW_MS, Request, Service};
-use common::{fresh_log, register_household};
+use common::{fresh_log, register_household, schema_checked};
 use prost::Message;
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
@@ -414,18 +414,7 @@ async fn http_server() -> Http {
 
 impl Http {
     async fn answer(&self, response: reqwest::Response, schema: &str) -> Answer {
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        let body: Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{status}: body is not JSON ({e}): {text}"));
-        let schema = if status.is_success() {
-            schema
-        } else {
-            "error.response"
-        };
-        if let Err(v) = self.schemas.validate(schema, &body) {
-            panic!("{status} answer breaks {schema}: {v:?}\n{body:#}");
-        }
+        let (status, body) = schema_checked(&self.schemas, response, schema).await;
         Answer { status, body }
     }
 

@@ -93,18 +93,7 @@ async fn server() -> Server {
 
 impl Server {
     async fn answer(&self, response: reqwest::Response, schema: &str) -> Answer {
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        let body: Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{status}: body is not JSON ({e}): {text}"));
-        let schema = if status.is_success() {
-            schema
-        } else {
-            "error.response"
-        };
-        if let Err(violations) = self.schemas.validate(schema, &body) {
-            panic!("{status} answer breaks {schema}: {violations:?}\n{body:#}");
-        }
+        let (status, body) = schema_checked(&self.schemas, response, schema).await;
         Answer { status, body }
     }
 

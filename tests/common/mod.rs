@@ -158,3 +158,25 @@ pub async fn register_household(service: &ansinh::service::Service, household: &
         .await
         .unwrap();
 }
+
+/// Reads an HTTP answer and checks its body against `schema` (or, for an error status,
+/// against `error.response`): every answer the API gives must match its schema.
+pub async fn schema_checked(
+    schemas: &ansinh::http::Schemas,
+    response: reqwest::Response,
+    schema: &str,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{status}: body is not JSON ({e}): {text}"));
+    let schema = if status.is_success() {
+        schema
+    } else {
+        "error.response"
+    };
+    if let Err(violations) = schemas.validate(schema, &body) {
+        panic!("{status} answer breaks {schema}: {violations:?}\n{body:#}");
+    }
+    (status, body)
+}
