@@ -94,17 +94,6 @@ impl Claims {
         Ok(Self { kv })
     }
 
-    /// The household holding `citizen`, if any.
-    pub async fn holder(&self, citizen: &BlindIndex) -> Result<Option<String>, ClaimError> {
-        Ok(self
-            .kv
-            .entry(key(citizen))
-            .await
-            .map_err(nats)?
-            .filter(|e| e.operation == kv::Operation::Put && !e.value.is_empty())
-            .map(|e| String::from_utf8_lossy(&e.value).into_owned()))
-    }
-
     /// Makes `household` the holder of `citizen` if it is free or already held by
     /// `household` or by `from` (a move). Returns true when this call changed it.
     async fn take(
