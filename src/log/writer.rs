@@ -664,23 +664,21 @@ impl PartitionWriter {
         &self,
         batch: Vec<Pending>,
     ) -> Result<Vec<Pending>, (Vec<Pending>, AppendError)> {
+        let known = match self
+            .shared
+            .store
+            .idempotent_many(self.partition.as_str(), batch.iter().map(Pending::key))
+        {
+            Ok(known) => known,
+            Err(e) => return Err((batch, AppendError::Store(e))),
+        };
         let mut rest = Vec::with_capacity(batch.len());
-        let mut iter = batch.into_iter();
-        while let Some(pending) = iter.next() {
-            match self
-                .shared
-                .store
-                .idempotent(self.partition.as_str(), pending.key())
-            {
-                Ok(Some(at)) => {
+        for (pending, known) in batch.into_iter().zip(known) {
+            match known {
+                Some(at) => {
                     let _ = pending.reply.send(Ok(self.receipt(&at, true)));
                 }
-                Ok(None) => rest.push(pending),
-                Err(e) => {
-                    rest.push(pending);
-                    rest.extend(iter);
-                    return Err((rest, AppendError::Store(e)));
-                }
+                None => rest.push(pending),
             }
         }
         Ok(rest)
