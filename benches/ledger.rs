@@ -31,6 +31,15 @@ use tokio::task::JoinSet;
 /// cache (STORE_CACHE_BYTES_MAX) fills well before the end, so "memory stays flat as
 /// the log grows" is measured past the point where it could still be filling up.
 const APPENDS: u64 = 1_000_000;
+
+/// Step 1's count: APPENDS, or `ANSINH_BENCH_APPENDS` for a quicker look while working
+/// (the published figures use the default).
+fn appends() -> u64 {
+    std::env::var("ANSINH_BENCH_APPENDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(APPENDS)
+}
 /// Where the first memory reading is taken (completed appends); later readings every
 /// as many appends again.
 const MEMORY_CHECKPOINT: u64 = 250_000;
@@ -125,10 +134,8 @@ struct Figures {
     paced_shed: u64,
     command_per_s: Option<f64>,
     command_errors: u64,
-    hwm_at_checkpoint_kib: Option<u64>,
-    hwm_at_end_kib: Option<u64>,
-    rss_at_checkpoint_kib: Option<u64>,
-    rss_at_end_kib: Option<u64>,
+    /// (appends completed, VmHWM KiB, VmRSS KiB) every MEMORY_CHECKPOINT appends.
+    memory: Vec<(u64, u64, u64)>,
 }
 
 async fn run() -> BenchResult<()> {
@@ -167,14 +174,15 @@ async fn run() -> BenchResult<()> {
         .collect();
 
     // 1 + 6. Durable append throughput, with memory read at the checkpoint and end.
-    eprintln!("step 1: {APPENDS} ledger appends, {IN_FLIGHT_APPENDS} in flight");
+    let appends = appends();
+    eprintln!("step 1: {appends} ledger appends, {IN_FLIGHT_APPENDS} in flight");
     let step1 = tokio::time::timeout(
         PHASE_TIMEOUT,
         append_many(
             &ledger,
             &partitions,
             "load",
-            APPENDS,
+            appends,
             IN_FLIGHT_APPENDS,
             &text,
             None,
@@ -185,8 +193,7 @@ async fn run() -> BenchResult<()> {
         Ok(outcome) => {
             f.append_per_s = Some(outcome.ok as f64 / outcome.seconds);
             f.append_errors = outcome.errors;
-            f.hwm_at_checkpoint_kib = outcome.checkpoint.map(|m| m.0);
-            f.rss_at_checkpoint_kib = outcome.checkpoint.map(|m| m.1);
+            f.memory = outcome.memory.clone();
             eprintln!("  {} appends in {:.2} s", outcome.ok, outcome.seconds);
             for (n, hwm, rss) in &outcome.memory {
                 eprintln!("  memory after {n} appends: VmHWM {hwm} KiB, VmRSS {rss} KiB");
@@ -197,10 +204,6 @@ async fn run() -> BenchResult<()> {
         }
         Err(_) => eprintln!("step 1 timed out"),
     }
-    let (hwm, rss) = memory_kib();
-    f.hwm_at_end_kib = hwm;
-    f.rss_at_end_kib = rss;
-
     // 2. Raw durable baseline, same fsync-always server, its own stream.
     eprintln!("step 2: raw publish, fsync always, {RAW_DURABLE_MESSAGES} messages");
     let payload = Bytes::from(vec![b'x'; envelope_bytes]);
@@ -434,8 +437,6 @@ struct AppendOutcome {
     errors: u64,
     first_error: Option<AppendError>,
     seconds: f64,
-    /// (VmHWM, VmRSS) when MEMORY_CHECKPOINT appends had completed.
-    checkpoint: Option<(u64, u64)>,
     /// (completed appends, VmHWM, VmRSS) at every multiple of MEMORY_CHECKPOINT, to
     /// see whether memory grows with the log.
     memory: Vec<(u64, u64, u64)>,
@@ -459,7 +460,6 @@ async fn append_many(
         errors: 0,
         first_error: None,
         seconds: 0.0,
-        checkpoint: None,
         memory: Vec::new(),
     };
     let settle = |r: Result<Result<Receipt, AppendError>, tokio::task::JoinError>,
@@ -478,9 +478,6 @@ async fn append_many(
         if completed % MEMORY_CHECKPOINT == 0 {
             let (hwm, rss) = memory_kib();
             let (hwm, rss) = (hwm.unwrap_or(0), rss.unwrap_or(0));
-            if completed == MEMORY_CHECKPOINT {
-                outcome.checkpoint = Some((hwm, rss));
-            }
             outcome.memory.push((completed, hwm, rss));
         }
     };
@@ -915,7 +912,6 @@ fn print_table(f: &Figures) {
         Some(v) => format!("{v:.0} {unit}"),
         None => "n/a".into(),
     };
-    let kib = |v: Option<u64>| v.map_or("n/a".into(), |v| format!("{:.1} MiB", v as f64 / 1024.0));
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
         _ => None,
@@ -939,7 +935,8 @@ fn print_table(f: &Figures) {
     println!("| figure | value | target | verdict |");
     println!("|---|---|---|---|");
     println!(
-        "| 1. ledger durable append ({APPENDS}, {IN_FLIGHT_APPENDS} in flight, {} failed) | {} | | |",
+        "| 1. ledger durable append ({}, {IN_FLIGHT_APPENDS} in flight, {} failed) | {} | | |",
+        appends(),
         f.append_errors,
         num(f.append_per_s, "events/s")
     );
@@ -1007,15 +1004,44 @@ fn print_table(f: &Figures) {
         f.command_errors,
         num(f.command_per_s, "commands/s")
     );
+    let readings = |pick: fn(&(u64, u64, u64)) -> u64| {
+        f.memory
+            .iter()
+            .map(|m| format!("{:.1}", pick(m) as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    let counts = f
+        .memory
+        .iter()
+        .map(|m| format!("{}k", m.0 / 1000))
+        .collect::<Vec<_>>()
+        .join(" / ");
     println!(
-        "| 6. max RSS (VmHWM) after {MEMORY_CHECKPOINT} / {APPENDS} appends | {} / {} | flat | |",
-        kib(f.hwm_at_checkpoint_kib),
-        kib(f.hwm_at_end_kib)
+        "| 6. max RSS (VmHWM) after {counts} appends | {} MiB | | |",
+        readings(|m| m.1)
     );
     println!(
-        "| 6'. current RSS (VmRSS) after {MEMORY_CHECKPOINT} / {APPENDS} appends | {} / {} | | |",
-        kib(f.rss_at_checkpoint_kib),
-        kib(f.rss_at_end_kib)
+        "| 6'. current RSS (VmRSS) after {counts} appends | {} MiB | | |",
+        readings(|m| m.2)
+    );
+    // "Flat" is judged over the second half of the run, once caches have filled: the
+    // high-water mark may grow by at most 5% from half-way to the end.
+    let half = f.memory.iter().find(|m| m.0 >= appends() / 2);
+    let growth = match (half, f.memory.last()) {
+        (Some(h), Some(end)) if end.0 > h.0 && h.1 > 0 => Some((
+            end.1.saturating_sub(h.1) as f64 * 1024.0 / (end.0 - h.0) as f64,
+            end.1 as f64 / h.1 as f64 - 1.0,
+        )),
+        _ => None,
+    };
+    println!(
+        "| 6''. VmHWM growth over the second half | {} | flat (<= 5%) | {} |",
+        growth.map_or("n/a".into(), |(per_event, frac)| format!(
+            "{per_event:.1} B/event, {:.1}%",
+            frac * 100.0
+        )),
+        verdict(growth.map(|g| g.1), &|v| v <= 0.05)
     );
     println!(
         "| durable append / raw durable | {} | >= 20x | {} |",

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
+use super::gate::CommitGate;
 use super::reader::{self, RawEvent};
 use super::store::{HeadRecord, LedgerStore, StoreError};
 use super::stream::{LogConfig, StreamError, ensure_stream};
@@ -169,6 +170,8 @@ struct Shared {
     config: LogConfig,
     store: LedgerStore,
     writers: Mutex<HashMap<Partition, WriterTask>>,
+    /// One commit of this process in flight on the stream, lone events first.
+    gate: CommitGate,
 }
 
 /// The append side of the ledger. Cheap to clone.
@@ -205,6 +208,7 @@ impl Ledger {
             config,
             store,
             writers: Mutex::new(HashMap::new()),
+            gate: CommitGate::default(),
         };
         Ok((
             Self {
@@ -542,7 +546,8 @@ impl PartitionWriter {
                         repeats,
                         encoded,
                         last_stream_sequence,
-                    );
+                    )
+                    .await;
                     return leftover;
                 }
                 Err(e) => {
@@ -794,6 +799,9 @@ impl PartitionWriter {
     /// Publishes one atomic batch fenced on our head; returns the stream sequence of
     /// its last message.
     async fn publish(&self, encoded: &[Encoded], batch: &[Draft]) -> Result<u64, String> {
+        // Held until the ack: the server commits one stream's batches one at a time, so a
+        // second one in flight would only make a lone event wait longer (gate.rs).
+        let _permit = self.shared.gate.enter(encoded.len()).await;
         let head = self.head.as_ref().expect("head loaded");
         let batch_id = format!("{}-{}", self.partition, uuid::Uuid::new_v4().simple());
         let last_index = encoded.len() - 1;
@@ -864,7 +872,7 @@ impl PartitionWriter {
         unreachable!("a batch has at least one event")
     }
 
-    fn acknowledged(
+    async fn acknowledged(
         &mut self,
         batch: Vec<Pending>,
         owners: &[usize],
@@ -894,10 +902,6 @@ impl PartitionWriter {
         head.chain.sequence = last.sequence;
         head.chain.hash = last.hash;
         head.stream_sequence = last.stream_sequence;
-        let stored = self
-            .shared
-            .store
-            .record(self.partition.as_str(), &last, &records);
         let by_key: HashMap<&str, HeadRecord> =
             records.iter().map(|(k, at)| (k.as_str(), *at)).collect();
         for repeat in repeats {
@@ -916,11 +920,20 @@ impl PartitionWriter {
             last_of[*owner] = Some(*at);
         }
         for (pending, at) in batch.into_iter().zip(last_of) {
-            // The event is durable in the log even if our store write failed; the next
-            // catch-up repairs the store, so the caller still gets its receipt.
+            // The event is durable in the log even if the store write below fails; the
+            // next catch-up repairs the store.
             let at = at.expect("every accepted append has an event");
             let _ = pending.reply.send(Ok(self.receipt(&at, false)));
         }
+        // Callers are answered before the index commit: their events are durable in the
+        // log already. This task records the index before it reads it again for the
+        // next batch; off the runtime's threads, because a commit waits for other
+        // partitions' commits and, every INDEX_SYNC_INTERVAL, for an fsync.
+        let store = self.shared.store.clone();
+        let partition = self.partition.to_string();
+        let stored = tokio::task::spawn_blocking(move || store.record(&partition, &last, &records))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Index(format!("index task failed: {e}"))));
         if let Err(e) = stored {
             tracing::error!(partition = %self.partition, error = %e, "store write failed; will catch up");
             self.caught_up = false;
