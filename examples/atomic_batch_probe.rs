@@ -1,0 +1,118 @@
+//! What the server alone gives group commit on this machine: atomic-batch commit latency
+//! and throughput by batch size, with W writers on W subjects of one stream, or (with
+//! `--streams`) on W streams. No ledger code is involved; docs/BENCH.md quotes it.
+//!
+//!     cargo run --release --example atomic_batch_probe -- WRITERS SIZE... [--streams]
+//!     cargo run --release --example atomic_batch_probe -- 1 1 10 100 1000
+//!
+//! Starts its own `sync_interval: always` nats-server (found like the ledger finds it).
+
+use std::time::Instant;
+
+use ansinh::nats_server::{NatsServer, Sync};
+use async_nats::header;
+use async_nats::jetstream::{self, message::PublishMessage, stream};
+use bytes::Bytes;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + std::marker::Sync>>;
+
+/// Message size of the ledger bench's envelopes.
+const MESSAGE_BYTES: usize = 300;
+/// Messages per size and writer (at least MIN_BATCHES, at most MAX_BATCHES batches).
+const MESSAGES_PER_SIZE: usize = 20_000;
+const MIN_BATCHES: usize = 20;
+const MAX_BATCHES: usize = 200;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let separate_streams = args.iter().any(|a| a == "--streams");
+    let numbers: Vec<usize> = args
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .map(|a| a.parse())
+        .collect::<std::result::Result<_, _>>()?;
+    let (writers, sizes) = match numbers.split_first() {
+        Some((w, sizes)) if !sizes.is_empty() && sizes.iter().all(|s| (1..=1000).contains(s)) => {
+            (*w, sizes.to_vec())
+        }
+        _ => return Err("usage: atomic_batch_probe WRITERS SIZE(1..=1000)... [--streams]".into()),
+    };
+    let dir = tempfile::tempdir()?;
+    let server = NatsServer::start(dir.path(), Sync::Always)?;
+    let client = ansinh::app::connect(&server.url(), None).await?;
+    let js = jetstream::new(client.clone());
+    let stream_count = if separate_streams { writers } else { 1 };
+    for s in 0..stream_count {
+        js.create_stream(stream::Config {
+            name: format!("PROBE{s}"),
+            subjects: vec![format!("probe{s}.>")],
+            storage: stream::StorageType::File,
+            allow_atomic_publish: true,
+            ..Default::default()
+        })
+        .await?;
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..writers {
+        let stream = if separate_streams { w } else { 0 };
+        let subject = format!("probe{stream}.w{w}");
+        let (client, js, sizes) = (client.clone(), js.clone(), sizes.clone());
+        tasks.spawn(async move { writer(w, subject, client, js, sizes).await });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+async fn writer(
+    w: usize,
+    subject: String,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    sizes: Vec<usize>,
+) -> Result<()> {
+    let payload = Bytes::from(vec![b'x'; MESSAGE_BYTES]);
+    let mut batch_number = 0u64;
+    for size in sizes {
+        let batches = (MESSAGES_PER_SIZE / size).clamp(MIN_BATCHES, MAX_BATCHES);
+        let mut latencies_ms = Vec::with_capacity(batches);
+        let started = Instant::now();
+        for _ in 0..batches {
+            batch_number += 1;
+            let id = format!("w{w}b{batch_number}");
+            let batch_started = Instant::now();
+            for i in 1..=size {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(header::NATS_BATCH_ID, id.as_str());
+                headers.insert(header::NATS_BATCH_SEQUENCE, i.to_string().as_str());
+                if i < size {
+                    client
+                        .publish_with_headers(subject.clone(), headers, payload.clone())
+                        .await?;
+                } else {
+                    headers.insert(header::NATS_BATCH_COMMIT, header::NATS_BATCH_COMMIT_FINAL);
+                    js.send_publish(
+                        subject.clone(),
+                        PublishMessage::build()
+                            .headers(headers)
+                            .payload(payload.clone()),
+                    )
+                    .await?
+                    .await?;
+                }
+            }
+            latencies_ms.push(batch_started.elapsed().as_secs_f64() * 1_000.0);
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        latencies_ms.sort_by(f64::total_cmp);
+        println!(
+            "writer {w} batch size {size:4}: commit p50 {:6.2} ms, p99 {:6.2} ms, {:7.0} msgs/s",
+            latencies_ms[latencies_ms.len() / 2],
+            latencies_ms[latencies_ms.len() * 99 / 100],
+            (batches * size) as f64 / seconds
+        );
+    }
+    Ok(())
+}
