@@ -234,6 +234,18 @@ impl Service {
         Ok(out)
     }
 
+    /// The receipt of the request's idempotency key in the household's partition, if
+    /// an earlier attempt already appended it.
+    fn already(
+        &self,
+        req: &Request<'_>,
+        household: &HouseholdId,
+    ) -> Result<Option<Receipt>, ServiceError> {
+        Ok(self
+            .ledger
+            .already_appended(&partition_of(household), req.idempotency_key)?)
+    }
+
     fn members(data: &PersonalData) -> u32 {
         1 + data.members.len() as u32
     }
@@ -251,6 +263,10 @@ impl Service {
             Operation::RegisterHousehold,
             household.commune().as_str(),
         )?;
+        // A retry is answered before sealing: the household may since have been erased.
+        if let Some(receipt) = self.already(req, household)? {
+            return Ok(receipt);
+        }
         let citizens = self.indexes(data)?;
         let sealed = self.vault.seal(household.as_str(), data)?;
         let change = Change::Registered {
@@ -278,6 +294,9 @@ impl Service {
             Operation::ChangeHousehold,
             household.commune().as_str(),
         )?;
+        if let Some(receipt) = self.already(req, household)? {
+            return Ok(receipt);
+        }
         let citizens = self.indexes(data)?;
         // Who is in the household now (none readable: the book refuses the change).
         let before = match self.personal(household).await {
@@ -325,6 +344,9 @@ impl Service {
             Operation::RecordDeath,
             household.commune().as_str(),
         )?;
+        if let Some(receipt) = self.already(req, household)? {
+            return Ok(receipt);
+        }
         let citizen = self
             .vault
             .blind_index(CitizenId::parse(deceased_citizen_id)?.as_str());
@@ -391,6 +413,10 @@ impl Service {
                 what: format!("household already moved to {}", moved.to_household_id),
             }));
         }
+        let in_key = format!("{}/in", req.idempotency_key);
+        if let Some(arrived) = self.ledger.already_appended(&partition_of(to), &in_key)? {
+            return Ok((out, arrived));
+        }
         // The personal data move under the new id: open with the old key, seal with a new one.
         let data = self.personal(from).await?;
         let citizens: Vec<BlindIndex> = moved
@@ -407,7 +433,6 @@ impl Service {
             sealed: self.vault.seal(to.as_str(), &data)?,
             on,
         };
-        let in_key = format!("{}/in", req.idempotency_key);
         let arrived = self
             .submit_claiming(
                 &Request {

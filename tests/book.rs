@@ -264,6 +264,34 @@ async fn erasing_a_household_key_leaves_the_chain_verifiable() {
     );
     let view = w.projector().await.household(h.as_str()).unwrap().unwrap();
     assert!(view.personal_data_erased);
+    // A retried registration (same key) is answered with the first receipt, although
+    // its data could no longer be sealed; a new registration of the erased household is
+    // refused by the vault. Neither appends anything.
+    let retried = w
+        .register(h.as_str(), &person("001085012345", None))
+        .await
+        .unwrap();
+    assert!(retried.duplicate);
+    assert_eq!(
+        (retried.sequence, retried.hash),
+        (registered.sequence, registered.hash)
+    );
+    let officer = staff(Role::CreditOfficer, "01");
+    let fresh = w
+        .service
+        .register(
+            &rq(&officer, "reg-again"),
+            &h,
+            Area::Rural,
+            d("2026-07-01"),
+            &person("001085012345", None),
+        )
+        .await;
+    assert!(
+        matches!(fresh, Err(ServiceError::Vault(VaultError::Erased { .. }))),
+        "{fresh:?}"
+    );
+    assert_eq!(verified(&w.config).await.events, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

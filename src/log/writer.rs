@@ -281,6 +281,28 @@ impl Ledger {
         answer.await.map_err(|_| AppendError::Closed)?
     }
 
+    /// The receipt of the event an idempotency key already names in this partition, if
+    /// any (`duplicate: true`). For callers that must prepare a command with a side
+    /// effect (sealing personal data) before submitting it: a retry whose first attempt
+    /// landed is answered here, even if what it would prepare is no longer possible.
+    pub fn already_appended(
+        &self,
+        partition: &Partition,
+        key: &str,
+    ) -> Result<Option<Receipt>, AppendError> {
+        Ok(self
+            .shared
+            .store
+            .idempotent(partition.as_str(), key)?
+            .map(|at| Receipt {
+                partition: partition.to_string(),
+                sequence: at.sequence,
+                hash: at.hash,
+                stream_sequence: at.stream_sequence,
+                duplicate: true,
+            }))
+    }
+
     /// The event a receipt names, as stored.
     pub async fn event_of(&self, receipt: &Receipt) -> Result<Envelope, AppendError> {
         let raw = reader::at_sequence(&self.shared.stream, receipt.stream_sequence)
