@@ -91,6 +91,8 @@ const COMMANDS: u64 = 40_000;
 /// Step 5d's background load, as a fraction of step 1's measured throughput: a busy
 /// ledger that keeps up, as in production, rather than one saturated by a generator.
 const PACED_LOAD_FRACTION: f64 = 0.5;
+/// Step 5f's background loads (appends/s over BACKGROUND_PARTITIONS), lightest first.
+const SWEEP_LOADS: [f64; 4] = [500.0, 1_000.0, 2_000.0, 4_000.0];
 /// Step 5d issues its background appends every PACED_TICK; at most this many in flight
 /// (more are shed and counted, so the pacer never queues without bound).
 const PACED_IN_FLIGHT_MAX: usize = 8_192;
@@ -141,6 +143,16 @@ struct Figures {
     command_errors: u64,
     /// (appends completed, VmHWM KiB, VmRSS KiB) every MEMORY_CHECKPOINT appends.
     memory: Vec<(u64, u64, u64)>,
+    sweep: Vec<SweepPoint>,
+}
+
+/// One paced load of step 5f.
+struct SweepPoint {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    achieved_per_s: f64,
+    shed: u64,
 }
 
 async fn run() -> BenchResult<()> {
@@ -366,6 +378,27 @@ async fn run() -> BenchResult<()> {
             }
             Ok(Err(e)) => eprintln!("step 5d failed: {e}"),
             Err(_) => eprintln!("step 5d timed out"),
+        }
+    }
+
+    // 5f. The same at lighter paced loads: up to which load does p99 stay within 10 ms?
+    for rate in SWEEP_LOADS {
+        eprintln!("step 5f: latency under a paced load of {rate:.0} appends/s");
+        let paced = tokio::time::timeout(
+            PHASE_TIMEOUT,
+            latency_under_paced_load(&ledger, &timed, &text, rate),
+        )
+        .await;
+        match paced {
+            Ok(Ok((mut l, per_s, shed))) => f.sweep.push(SweepPoint {
+                rate,
+                p50_ms: percentile(&mut l, 0.50),
+                p99_ms: percentile(&mut l, 0.99),
+                achieved_per_s: per_s,
+                shed,
+            }),
+            Ok(Err(e)) => eprintln!("step 5f failed: {e}"),
+            Err(_) => eprintln!("step 5f timed out"),
         }
     }
 
@@ -1004,6 +1037,17 @@ fn print_table(f: &Figures) {
         f.paced_shed,
         num(f.paced_per_s, "events/s")
     );
+    for point in &f.sweep {
+        println!(
+            "| 5f. one append under a paced load of {:.0}/s ({:.0}/s achieved, {} shed): p50 / p99 ({LATENCY_SAMPLES}) | {:.2} ms / {:.2} ms | p99 <= 10 ms | {} |",
+            point.rate,
+            point.achieved_per_s,
+            point.shed,
+            point.p50_ms,
+            point.p99_ms,
+            verdict(Some(point.p99_ms), &|v| v <= 10.0)
+        );
+    }
     println!(
         "| 7. decided commands: household registrations ({COMMANDS}, {} failed) | {} | | |",
         f.command_errors,
