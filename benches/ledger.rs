@@ -365,7 +365,7 @@ async fn run() -> BenchResult<()> {
         eprintln!("step 5d: latency under a paced load of {rate:.0} appends/s");
         let paced = tokio::time::timeout(
             PHASE_TIMEOUT,
-            latency_under_paced_load(&ledger, &timed, &text, rate),
+            latency_under_paced_load(&ledger, &timed, &text, rate, "paced"),
         )
         .await;
         match paced {
@@ -386,7 +386,9 @@ async fn run() -> BenchResult<()> {
         eprintln!("step 5f: latency under a paced load of {rate:.0} appends/s");
         let paced = tokio::time::timeout(
             PHASE_TIMEOUT,
-            latency_under_paced_load(&ledger, &timed, &text, rate),
+            // Keys of their own: a key used in an earlier step would be answered as a
+            // duplicate from the index, without any append.
+            latency_under_paced_load(&ledger, &timed, &text, rate, &format!("sweep{rate}")),
         )
         .await;
         match paced {
@@ -785,11 +787,13 @@ async fn latency_under_paced_load(
     timed: &Partition,
     text: &Arc<str>,
     rate: f64,
+    tag: &str,
 ) -> BenchResult<(Vec<f64>, f64, u64)> {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let pacer = {
         let (ledger, text, stop, done) = (ledger.clone(), text.clone(), stop.clone(), done.clone());
+        let tag = tag.to_owned();
         tokio::spawn(async move {
             let partitions: Vec<Partition> = BACKGROUND_PARTITIONS
                 .iter()
@@ -814,12 +818,7 @@ async fn latency_under_paced_load(
                         shed += 1;
                         continue;
                     }
-                    let d = draft(
-                        &partitions[n as usize % partitions.len()],
-                        "paced",
-                        n,
-                        &text,
-                    );
+                    let d = draft(&partitions[n as usize % partitions.len()], &tag, n, &text);
                     n += 1;
                     let ledger = ledger.clone();
                     tasks.spawn(async move { ledger.append(d).await.is_ok() });
@@ -837,7 +836,8 @@ async fn latency_under_paced_load(
     }
     let done_before = done.load(Ordering::Relaxed);
     let started = Instant::now();
-    let latencies = sequential_latencies(ledger, timed, "paced-lat", LATENCY_SAMPLES, text).await;
+    let latencies =
+        sequential_latencies(ledger, timed, &format!("{tag}-lat"), LATENCY_SAMPLES, text).await;
     let seconds = started.elapsed().as_secs_f64();
     let per_s = (done.load(Ordering::Relaxed) - done_before) as f64 / seconds;
     stop.store(true, Ordering::Relaxed);
