@@ -78,6 +78,18 @@ pub struct Receipt {
     pub duplicate: bool,
 }
 
+impl Receipt {
+    fn at(partition: &Partition, at: &HeadRecord, duplicate: bool) -> Self {
+        Self {
+            partition: partition.to_string(),
+            sequence: at.sequence,
+            hash: at.hash,
+            stream_sequence: at.stream_sequence,
+            duplicate,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     /// Bad partition name: fix the request.
@@ -297,13 +309,7 @@ impl Ledger {
             .shared
             .store
             .idempotent(partition.as_str(), key)?
-            .map(|at| Receipt {
-                partition: partition.to_string(),
-                sequence: at.sequence,
-                hash: at.hash,
-                stream_sequence: at.stream_sequence,
-                duplicate: true,
-            }))
+            .map(|at| Receipt::at(partition, &at, true)))
     }
 
     /// The event a receipt names, as stored.
@@ -977,13 +983,7 @@ impl PartitionWriter {
     }
 
     fn receipt(&self, at: &HeadRecord, duplicate: bool) -> Receipt {
-        Receipt {
-            partition: self.partition.to_string(),
-            sequence: at.sequence,
-            hash: at.hash,
-            stream_sequence: at.stream_sequence,
-            duplicate,
-        }
+        Receipt::at(&self.partition, at, duplicate)
     }
 }
 
