@@ -712,12 +712,7 @@ impl Service {
     ) -> Result<(Receipt, proto::PaymentRecorded), ServiceError> {
         let content = serde_json::to_vec(&post).expect("posts serialize");
         let key = format!("post:{}", &blake3::hash(&content).to_hex()[..48]);
-        let known = self
-            .ledger
-            .store()
-            .idempotent(partition.as_str(), &key)
-            .map_err(AppendError::from)?;
-        if known.is_none() {
+        if self.ledger.already_appended(partition, &key)?.is_none() {
             let skew_ms = now_unix_ms.saturating_sub(posted_at_unix_ms).abs();
             if skew_ms > POST_REPLAY_WINDOW_MS {
                 return Err(ServiceError::Rejected(Rejection::PostOutsideReplayWindow {
