@@ -596,3 +596,34 @@ async fn a_key_stored_by_another_writer_meanwhile_is_answered_as_a_duplicate() {
     );
     assert_eq!(verified(&config).await.events, 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_during_the_index_commit_is_answered_and_close_leaves_every_key_indexed() {
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    let store = ledger.store().clone();
+    // Each retry follows its first append at once, so it meets the writer while the
+    // first's index commit may still run: answered from the batch's keys or the index.
+    let mut firsts = Vec::new();
+    for i in 0..20 {
+        let key = format!("retry-at-once-{i}");
+        let first = ledger.append(note("01", &key, "first")).await.unwrap();
+        let again = ledger.append(note("01", &key, "again")).await.unwrap();
+        assert!(!first.duplicate && again.duplicate, "key {key}");
+        assert_eq!(
+            (again.sequence, again.stream_sequence, again.hash),
+            (first.sequence, first.stream_sequence, first.hash)
+        );
+        firsts.push((key, first));
+    }
+    assert_eq!(message_count(&config).await, 20);
+    // close() waits for the writers' last index commits, so the index is complete.
+    ledger.close().await.unwrap();
+    for (key, first) in &firsts {
+        let at = store
+            .idempotent("01", key)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{key} is not in the index after close"));
+        assert_eq!((at.sequence, at.hash), (first.sequence, first.hash));
+    }
+}

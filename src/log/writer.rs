@@ -356,13 +356,23 @@ impl Ledger {
             .clone()
     }
 
-    /// Stops accepting appends; queued ones still commit. Waits for the store flush.
+    /// Stops accepting appends; queued ones still commit. Waits for the writers to
+    /// finish them and their index commits, then for the store flush.
     pub async fn close(self) -> Result<(), AppendError> {
-        self.shared
+        let writers: Vec<WriterTask> = self
+            .shared
             .writers
             .lock()
             .expect("writers lock poisoned")
-            .clear();
+            .drain()
+            .map(|(_, task)| task)
+            .collect();
+        for (queue, task) in writers {
+            drop(queue); // the writer ends once appends in progress have sent theirs
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "a partition writer failed");
+            }
+        }
         self.shared
             .client
             .flush()
@@ -471,6 +481,17 @@ struct PartitionWriter {
     book: Option<PartitionBook>,
     /// Idempotency keys up to this stream sequence are already in the store.
     keys_recorded_through: u64,
+    /// The last acknowledged batch's index commit, if it may still be running.
+    recording: Option<Recording>,
+}
+
+/// An index commit that runs while the writer goes on with the next batch. At most one
+/// per partition: the writer waits for it before it starts another or writes the store
+/// any other way, so the remembered head never moves back.
+struct Recording {
+    task: tokio::task::JoinHandle<Result<(), StoreError>>,
+    /// The batch's keys, answered from here until the index holds them.
+    keys: Arc<Vec<(String, HeadRecord)>>,
 }
 
 /// What `decide` let through for one batch.
@@ -500,6 +521,7 @@ impl PartitionWriter {
             caught_up: false,
             book: None,
             keys_recorded_through: 0,
+            recording: None,
         }
     }
 
@@ -530,6 +552,26 @@ impl PartitionWriter {
                     leftover = self.commit(leftover).await;
                 }
             }
+        }
+        // The ledger is closing: the last batch's keys reach the index before it closes.
+        self.finish_recording().await;
+    }
+
+    /// Waits for the index commit in flight, if any. A failed one forces a fold of the
+    /// chain from its genesis, which records again every key after the store's head
+    /// (the commit wrote keys and head together, so neither moved).
+    async fn finish_recording(&mut self) {
+        let Some(recording) = self.recording.take() else {
+            return;
+        };
+        let stored = recording
+            .task
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Index(format!("index task failed: {e}"))));
+        if let Err(e) = stored {
+            tracing::error!(partition = %self.partition, error = %e, "store write failed; will catch up");
+            self.caught_up = false;
+            self.book = None;
         }
     }
 
@@ -611,6 +653,17 @@ impl PartitionWriter {
 
     /// Loads the head and catches up with the log if needed.
     async fn ready(&mut self) -> Result<(), AppendError> {
+        if self
+            .recording
+            .as_ref()
+            .is_some_and(|r| r.task.is_finished())
+        {
+            self.finish_recording().await; // at once; it reports a failure
+        }
+        if self.book.is_none() || !self.caught_up {
+            // Catch-up reads the store's head and writes keys: the commit in flight first.
+            self.finish_recording().await;
+        }
         let store = &self.shared.store;
         if let Some(reason) = store.quarantined(self.partition.as_str())? {
             return Err(AppendError::LostAcknowledgedData {
@@ -719,8 +772,15 @@ impl PartitionWriter {
             Ok(known) => known,
             Err(e) => return Err((batch, AppendError::Store(e))),
         };
+        // Keys of the batch whose index commit may still run are not in the index yet.
+        let in_flight: HashMap<&str, &HeadRecord> = self
+            .recording
+            .as_ref()
+            .map(|r| r.keys.iter().map(|(k, at)| (k.as_str(), at)).collect())
+            .unwrap_or_default();
         let mut rest = Vec::with_capacity(batch.len());
         for (pending, known) in batch.into_iter().zip(known) {
+            let known = known.or_else(|| in_flight.get(pending.key()).map(|at| **at));
             match known {
                 Some(at) => {
                     let _ = pending.reply.send(Ok(self.receipt(&at, true)));
@@ -968,18 +1028,20 @@ impl PartitionWriter {
             let _ = pending.reply.send(Ok(self.receipt(&at, false)));
         }
         // Callers are answered before the index commit: their events are durable in the
-        // log already. This task records the index before it reads it again for the
-        // next batch; off the runtime's threads, because a commit waits for other
-        // partitions' commits and, every INDEX_SYNC_INTERVAL, for an fsync.
+        // log already. The commit runs off the runtime's threads, because it waits for
+        // other partitions' commits and, every INDEX_SYNC_INTERVAL, for an fsync; and it
+        // runs while this writer decides the next batch, whose duplicates are answered
+        // from `recording.keys` meanwhile. A crash loses at most these keys, which the
+        // next catch-up records again from the log.
+        self.finish_recording().await;
         let store = self.shared.store.clone();
         let partition = self.partition.to_string();
-        let stored = tokio::task::spawn_blocking(move || store.record(&partition, &last, &records))
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Index(format!("index task failed: {e}"))));
-        if let Err(e) = stored {
-            tracing::error!(partition = %self.partition, error = %e, "store write failed; will catch up");
-            self.caught_up = false;
-        }
+        let keys = Arc::new(records);
+        let task = {
+            let keys = keys.clone();
+            tokio::task::spawn_blocking(move || store.record(&partition, &last, &keys))
+        };
+        self.recording = Some(Recording { task, keys });
     }
 
     fn receipt(&self, at: &HeadRecord, duplicate: bool) -> Receipt {
