@@ -579,8 +579,8 @@ async fn a_key_stored_by_another_writer_meanwhile_is_answered_as_a_duplicate() {
     let (a, _da) = ledger(&config).await;
     let (b, _db) = ledger(&config).await;
     // B is caught up and idle; then A stores key K. B's index does not know K yet.
-    // Whichever the server checks first (B's stale fence, or K's message id), B must
-    // end up answering K as a duplicate that names A's event.
+    // B's fence is stale, so its commit fails; it catches up, meets K in the log, and
+    // must answer K as a duplicate that names A's event.
     b.append(note("01", "x", "b first")).await.unwrap();
     let stored = a.append(note("01", "K", "from a")).await.unwrap();
     let answered = b.append(note("01", "K", "from b")).await.unwrap();

@@ -7,8 +7,9 @@ use async_nats::jetstream::{self, stream};
 
 use crate::chain::{EVENT_BYTES_MAX, Partition};
 
-/// How long JetStream itself remembers message ids. The ledger's own index makes
-/// idempotency permanent; this window only catches fast retries cheaply.
+/// How long JetStream itself remembers message ids. The ledger's writer sends none (its
+/// fence and index do the work, see `PartitionWriter::publish`); the window serves any
+/// other publisher that sets them.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Room for headers on top of the envelope in one message.
 pub const HEADER_BYTES_MAX: usize = 4 * 1024;
