@@ -1,12 +1,19 @@
 //! What the server alone gives group commit on this machine: atomic-batch commit latency
 //! and throughput by batch size, with W writers on W subjects of one stream, or (with
 //! `--streams`) on W streams. No ledger code is involved; docs/BENCH.md quotes it.
+//! With `--lone`, one more task times single fsynced publishes, one after another, while
+//! the writers run: on a subject of the writers' first stream, or (with `--streams`) on a
+//! stream of its own. That is the server's floor for "one command under load". With
+//! `--msg-id`, every message carries a `Nats-Msg-Id`, as the ledger's do.
 //!
-//!     cargo run --release --example atomic_batch_probe -- WRITERS SIZE... [--streams]
+//!     cargo run --release --example atomic_batch_probe -- WRITERS SIZE... [--streams] [--lone] [--msg-id]
 //!     cargo run --release --example atomic_batch_probe -- 1 1 10 100 1000
+//!     cargo run --release --example atomic_batch_probe -- 3 1000 --lone
 //!
 //! Starts its own `sync_interval: always` nats-server (found like the ledger finds it).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use ansinh::nats_server::{NatsServer, Sync};
@@ -27,6 +34,8 @@ const MAX_BATCHES: usize = 200;
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let separate_streams = args.iter().any(|a| a == "--streams");
+    let lone = args.iter().any(|a| a == "--lone");
+    let msg_ids = args.iter().any(|a| a == "--msg-id");
     let numbers: Vec<usize> = args
         .iter()
         .filter(|a| !a.starts_with("--"))
@@ -36,14 +45,23 @@ async fn main() -> Result<()> {
         Some((w, sizes)) if !sizes.is_empty() && sizes.iter().all(|s| (1..=1000).contains(s)) => {
             (*w, sizes.to_vec())
         }
-        _ => return Err("usage: atomic_batch_probe WRITERS SIZE(1..=1000)... [--streams]".into()),
+        _ => {
+            return Err(
+                "usage: atomic_batch_probe WRITERS SIZE(1..=1000)... [--streams] [--lone] [--msg-id]"
+                    .into(),
+            );
+        }
     };
     let dir = tempfile::tempdir()?;
     let server = NatsServer::start(dir.path(), Sync::Always)?;
     let client = ansinh::app::connect(&server.url(), None).await?;
     let js = jetstream::new(client.clone());
     let stream_count = if separate_streams { writers } else { 1 };
-    for s in 0..stream_count {
+    let mut names: Vec<String> = (0..stream_count).map(|s| s.to_string()).collect();
+    if lone && separate_streams {
+        names.push("L".into());
+    }
+    for s in &names {
         js.create_stream(stream::Config {
             name: format!("PROBE{s}"),
             subjects: vec![format!("probe{s}.>")],
@@ -53,17 +71,60 @@ async fn main() -> Result<()> {
         })
         .await?;
     }
+    let stop = Arc::new(AtomicBool::new(false));
+    let timed = lone.then(|| {
+        let subject = if separate_streams {
+            "probeL.lone"
+        } else {
+            "probe0.lone"
+        };
+        tokio::spawn(lone_publisher(subject, js.clone(), stop.clone()))
+    });
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..writers {
         let stream = if separate_streams { w } else { 0 };
         let subject = format!("probe{stream}.w{w}");
         let (client, js, sizes) = (client.clone(), js.clone(), sizes.clone());
-        tasks.spawn(async move { writer(w, subject, client, js, sizes).await });
+        tasks.spawn(async move { writer(w, subject, client, js, sizes, msg_ids).await });
     }
     while let Some(done) = tasks.join_next().await {
         done??;
     }
+    stop.store(true, Ordering::Relaxed);
+    if let Some(timed) = timed {
+        let mut ms = timed.await??;
+        if ms.is_empty() {
+            return Err("no lone publish finished while the writers ran".into());
+        }
+        ms.sort_by(f64::total_cmp);
+        println!(
+            "lone publish under load: p50 {:6.2} ms, p99 {:6.2} ms, max {:6.2} ms ({} samples)",
+            ms[ms.len() / 2],
+            ms[ms.len() * 99 / 100],
+            ms[ms.len() - 1],
+            ms.len()
+        );
+    }
     Ok(())
+}
+
+/// Times one fsynced publish after another until `stop`; returns milliseconds.
+async fn lone_publisher(
+    subject: &'static str,
+    js: jetstream::Context,
+    stop: Arc<AtomicBool>,
+) -> Result<Vec<f64>> {
+    let payload = Bytes::from(vec![b'x'; MESSAGE_BYTES]);
+    let mut ms = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        js.publish(subject, payload.clone()).await?.await?;
+        // The last one may have overlapped the writers' end; it is dropped.
+        if !stop.load(Ordering::Relaxed) {
+            ms.push(started.elapsed().as_secs_f64() * 1_000.0);
+        }
+    }
+    Ok(ms)
 }
 
 async fn writer(
@@ -72,6 +133,7 @@ async fn writer(
     client: async_nats::Client,
     js: jetstream::Context,
     sizes: Vec<usize>,
+    msg_ids: bool,
 ) -> Result<()> {
     let payload = Bytes::from(vec![b'x'; MESSAGE_BYTES]);
     let mut batch_number = 0u64;
@@ -87,6 +149,9 @@ async fn writer(
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert(header::NATS_BATCH_ID, id.as_str());
                 headers.insert(header::NATS_BATCH_SEQUENCE, i.to_string().as_str());
+                if msg_ids {
+                    headers.insert(header::NATS_MESSAGE_ID, format!("{id}-{i}").as_str());
+                }
                 if i < size {
                     client
                         .publish_with_headers(subject.clone(), headers, payload.clone())
