@@ -4,9 +4,12 @@
 //! With `--lone`, one more task times single fsynced publishes, one after another, while
 //! the writers run: on a subject of the writers' first stream, or (with `--streams`) on a
 //! stream of its own. That is the server's floor for "one command under load". With
-//! `--msg-id`, every message carries a `Nats-Msg-Id`, as the ledger's do.
+//! `--msg-id`, every message carries a `Nats-Msg-Id`. With `--gate-batch`, the writers
+//! take turns: one batch (send and commit) at a time, as the ledger's commit gate does;
+//! with `--gate-commit` they send their batches' messages freely and take turns only to
+//! commit, so the next batch is staged while one commits.
 //!
-//!     cargo run --release --example atomic_batch_probe -- WRITERS SIZE... [--streams] [--lone] [--msg-id]
+//!     cargo run --release --example atomic_batch_probe -- WRITERS SIZE... [--streams] [--lone] [--msg-id] [--gate-batch|--gate-commit]
 //!     cargo run --release --example atomic_batch_probe -- 1 1 10 100 1000
 //!     cargo run --release --example atomic_batch_probe -- 3 1000 --lone
 //!
@@ -36,6 +39,15 @@ async fn main() -> Result<()> {
     let separate_streams = args.iter().any(|a| a == "--streams");
     let lone = args.iter().any(|a| a == "--lone");
     let msg_ids = args.iter().any(|a| a == "--msg-id");
+    let gate = match (
+        args.iter().any(|a| a == "--gate-batch"),
+        args.iter().any(|a| a == "--gate-commit"),
+    ) {
+        (false, false) => Gate::None,
+        (true, false) => Gate::Batch(Default::default()),
+        (false, true) => Gate::Commit(Default::default()),
+        (true, true) => return Err("--gate-batch and --gate-commit exclude each other".into()),
+    };
     let numbers: Vec<usize> = args
         .iter()
         .filter(|a| !a.starts_with("--"))
@@ -47,7 +59,7 @@ async fn main() -> Result<()> {
         }
         _ => {
             return Err(
-                "usage: atomic_batch_probe WRITERS SIZE(1..=1000)... [--streams] [--lone] [--msg-id]"
+                "usage: atomic_batch_probe WRITERS SIZE(1..=1000)... [--streams] [--lone] [--msg-id] [--gate-batch|--gate-commit]"
                     .into(),
             );
         }
@@ -85,7 +97,8 @@ async fn main() -> Result<()> {
         let stream = if separate_streams { w } else { 0 };
         let subject = format!("probe{stream}.w{w}");
         let (client, js, sizes) = (client.clone(), js.clone(), sizes.clone());
-        tasks.spawn(async move { writer(w, subject, client, js, sizes, msg_ids).await });
+        let gate = gate.clone();
+        tasks.spawn(async move { writer(w, subject, client, js, sizes, msg_ids, gate).await });
     }
     while let Some(done) = tasks.join_next().await {
         done??;
@@ -127,6 +140,14 @@ async fn lone_publisher(
     Ok(ms)
 }
 
+/// How writers share the stream (see the module doc).
+#[derive(Clone)]
+enum Gate {
+    None,
+    Batch(Arc<tokio::sync::Mutex<()>>),
+    Commit(Arc<tokio::sync::Mutex<()>>),
+}
+
 async fn writer(
     w: usize,
     subject: String,
@@ -134,6 +155,7 @@ async fn writer(
     js: jetstream::Context,
     sizes: Vec<usize>,
     msg_ids: bool,
+    gate: Gate,
 ) -> Result<()> {
     let payload = Bytes::from(vec![b'x'; MESSAGE_BYTES]);
     let mut batch_number = 0u64;
@@ -145,6 +167,10 @@ async fn writer(
             batch_number += 1;
             let id = format!("w{w}b{batch_number}");
             let batch_started = Instant::now();
+            let mut turn = match &gate {
+                Gate::Batch(m) => Some(m.lock().await),
+                _ => None,
+            };
             for i in 1..=size {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert(header::NATS_BATCH_ID, id.as_str());
@@ -158,6 +184,9 @@ async fn writer(
                         .await?;
                 } else {
                     headers.insert(header::NATS_BATCH_COMMIT, header::NATS_BATCH_COMMIT_FINAL);
+                    if let Gate::Commit(m) = &gate {
+                        turn = Some(m.lock().await);
+                    }
                     js.send_publish(
                         subject.clone(),
                         PublishMessage::build()
@@ -168,6 +197,7 @@ async fn writer(
                     .await?;
                 }
             }
+            drop(turn);
             latencies_ms.push(batch_started.elapsed().as_secs_f64() * 1_000.0);
         }
         let seconds = started.elapsed().as_secs_f64();
