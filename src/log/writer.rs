@@ -10,7 +10,7 @@
 //! Across processes the `Nats-Expected-Last-Subject-Sequence` fence decides: the loser
 //! catches up from the log and re-checks its batch (idempotency keys included).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -37,6 +37,10 @@ pub const BATCH_EVENTS_MAX: usize = 1_000;
 /// Up to this many queued appends are committed one by one rather than as a batch:
 /// 4 plain publishes (~0.4 ms each, measured) still finish before one atomic batch.
 pub const LONE_APPENDS_MAX: usize = 4;
+/// Index commits one partition writer may leave running while it goes on. More than
+/// one, so a commit that waits for the index's periodic fsync stays off the path of
+/// the next appends; few, so the keys answered from memory stay few.
+const RECORDS_IN_FLIGHT_MAX: usize = 4;
 /// Pending appends queued per partition before callers wait (backpressure).
 pub const QUEUE_APPENDS_MAX: usize = 8_192;
 /// Attempts to commit one batch (lost races, timeouts) before its callers get an error.
@@ -481,13 +485,20 @@ struct PartitionWriter {
     book: Option<PartitionBook>,
     /// Idempotency keys up to this stream sequence are already in the store.
     keys_recorded_through: u64,
-    /// The last acknowledged batch's index commit, if it may still be running.
-    recording: Option<Recording>,
+    /// Index commits of acknowledged batches that may still be running, oldest first;
+    /// at most RECORDS_IN_FLIGHT_MAX.
+    recording: VecDeque<Recording>,
+    /// After a failed index commit: re-record keys from this stream sequence on.
+    rerecord_from: Option<u64>,
+    /// Signalled when the newest index commit is done: the next one waits for it.
+    last_recorded: Option<oneshot::Receiver<()>>,
 }
 
-/// An index commit that runs while the writer goes on with the next batch. At most one
-/// per partition: the writer waits for it before it starts another or writes the store
-/// any other way, so the remembered head never moves back.
+/// An index commit that runs while the writer goes on with the next batches. One
+/// partition's commits go in order (each waits for the one before), because a crash
+/// keeps a prefix of the index's commits: a later head must never be kept without the
+/// earlier keys. The writer waits for all of them before it reads the store's head or
+/// writes keys any other way.
 struct Recording {
     task: tokio::task::JoinHandle<Result<(), StoreError>>,
     /// The batch's keys, answered from here until the index holds them.
@@ -521,7 +532,9 @@ impl PartitionWriter {
             caught_up: false,
             book: None,
             keys_recorded_through: 0,
-            recording: None,
+            recording: VecDeque::new(),
+            rerecord_from: None,
+            last_recorded: None,
         }
     }
 
@@ -553,25 +566,42 @@ impl PartitionWriter {
                 }
             }
         }
-        // The ledger is closing: the last batch's keys reach the index before it closes.
-        self.finish_recording().await;
+        // The ledger is closing: the last batches' keys reach the index before it closes.
+        self.finish_recording(0).await;
     }
 
-    /// Waits for the index commit in flight, if any. A failed one forces a fold of the
-    /// chain from its genesis, which records again every key after the store's head
-    /// (the commit wrote keys and head together, so neither moved).
-    async fn finish_recording(&mut self) {
-        let Some(recording) = self.recording.take() else {
-            return;
-        };
-        let stored = recording
-            .task
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Index(format!("index task failed: {e}"))));
+    /// Waits for the oldest index commits until at most `keep` are in flight; with
+    /// `keep` 0, for all of them. A failed one forces a fold of the chain from its
+    /// genesis, which records its keys again (and every later one).
+    async fn finish_recording(&mut self, keep: usize) {
+        while self.recording.len() > keep {
+            let recording = self.recording.pop_front().expect("longer than keep");
+            self.settle(recording.task.await, &recording.keys);
+        }
+    }
+
+    /// Takes in the index commits that have finished, without waiting.
+    async fn take_finished_recordings(&mut self) {
+        while self.recording.front().is_some_and(|r| r.task.is_finished()) {
+            let recording = self.recording.pop_front().expect("front exists");
+            self.settle(recording.task.await, &recording.keys);
+        }
+    }
+
+    fn settle(
+        &mut self,
+        joined: Result<Result<(), StoreError>, tokio::task::JoinError>,
+        keys: &[(String, HeadRecord)],
+    ) {
+        let stored =
+            joined.unwrap_or_else(|e| Err(StoreError::Index(format!("index task failed: {e}"))));
         if let Err(e) = stored {
             tracing::error!(partition = %self.partition, error = %e, "store write failed; will catch up");
             self.caught_up = false;
             self.book = None;
+            // A later commit may have moved the store's head past these keys.
+            let first = keys.first().map_or(1, |(_, at)| at.stream_sequence);
+            self.rerecord_from = Some(self.rerecord_from.map_or(first, |f| f.min(first)));
         }
     }
 
@@ -653,16 +683,10 @@ impl PartitionWriter {
 
     /// Loads the head and catches up with the log if needed.
     async fn ready(&mut self) -> Result<(), AppendError> {
-        if self
-            .recording
-            .as_ref()
-            .is_some_and(|r| r.task.is_finished())
-        {
-            self.finish_recording().await; // at once; it reports a failure
-        }
+        self.take_finished_recordings().await; // they may report a failure
         if self.book.is_none() || !self.caught_up {
-            // Catch-up reads the store's head and writes keys: the commit in flight first.
-            self.finish_recording().await;
+            // Catch-up reads the store's head and writes keys: the commits in flight first.
+            self.finish_recording(0).await;
         }
         let store = &self.shared.store;
         if let Some(reason) = store.quarantined(self.partition.as_str())? {
@@ -674,9 +698,13 @@ impl PartitionWriter {
         if self.book.is_none() {
             // Fold the whole chain from its genesis; the store's head only says which
             // idempotency keys are already recorded.
-            self.keys_recorded_through = store
+            let stored = store
                 .head(self.partition.as_str())?
                 .map_or(0, |h| h.stream_sequence);
+            self.keys_recorded_through = match self.rerecord_from.take() {
+                Some(from) => stored.min(from - 1),
+                None => stored,
+            };
             self.head = Some(WriterHead {
                 chain: ChainHead::genesis(self.partition.clone()),
                 stream_sequence: 0,
@@ -772,12 +800,12 @@ impl PartitionWriter {
             Ok(known) => known,
             Err(e) => return Err((batch, AppendError::Store(e))),
         };
-        // Keys of the batch whose index commit may still run are not in the index yet.
+        // Keys of batches whose index commits may still run are not in the index yet.
         let in_flight: HashMap<&str, &HeadRecord> = self
             .recording
-            .as_ref()
-            .map(|r| r.keys.iter().map(|(k, at)| (k.as_str(), at)).collect())
-            .unwrap_or_default();
+            .iter()
+            .flat_map(|r| r.keys.iter().map(|(k, at)| (k.as_str(), at)))
+            .collect();
         let mut rest = Vec::with_capacity(batch.len());
         for (pending, known) in batch.into_iter().zip(known) {
             let known = known.or_else(|| in_flight.get(pending.key()).map(|at| **at));
@@ -1030,17 +1058,27 @@ impl PartitionWriter {
         // log already. The commit runs off the runtime's threads, because it waits for
         // other partitions' commits and, every INDEX_SYNC_INTERVAL, for an fsync; and it
         // runs while this writer decides the next batch, whose duplicates are answered
-        // from `recording.keys` meanwhile. A crash loses at most these keys, which the
-        // next catch-up records again from the log.
-        self.finish_recording().await;
+        // from `recording` meanwhile. A crash loses at most the newest of these keys,
+        // which the next catch-up records again from the log.
+        self.finish_recording(RECORDS_IN_FLIGHT_MAX - 1).await;
         let store = self.shared.store.clone();
         let partition = self.partition.to_string();
         let keys = Arc::new(records);
+        let (done, done_signal) = oneshot::channel::<()>();
+        let previous = self.last_recorded.replace(done_signal);
         let task = {
             let keys = keys.clone();
-            tokio::task::spawn_blocking(move || store.record(&partition, &last, &keys))
+            tokio::task::spawn_blocking(move || {
+                if let Some(previous) = previous {
+                    // Returns once the previous commit is done, or its task is gone.
+                    let _ = previous.blocking_recv();
+                }
+                let stored = store.record(&partition, &last, &keys);
+                let _ = done.send(());
+                stored
+            })
         };
-        self.recording = Some(Recording { task, keys });
+        self.recording.push_back(Recording { task, keys });
     }
 
     fn receipt(&self, at: &HeadRecord, duplicate: bool) -> Receipt {
