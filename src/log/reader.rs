@@ -37,8 +37,18 @@ pub enum ReadError<E> {
     Visit(E),
 }
 
+/// Events read ahead of the visitor per hand-over, and hand-overs queued at most: the
+/// read-ahead holds at most READ_AHEAD_CHUNKS_MAX x READ_CHUNK_EVENTS events.
+const READ_CHUNK_EVENTS: usize = 256;
+const READ_AHEAD_CHUNKS_MAX: usize = 16;
+
 /// Visits every message on `filter` with stream sequence in `start..=end`, in order.
-/// Memory is bounded by the consumer's pull window, not by the log's length.
+/// Memory is bounded by the consumer's pull window and the read-ahead, not by the log's
+/// length.
+///
+/// A task of its own pulls the messages while the visitor checks them, so reading and
+/// checking (blake3, decoding) use two cores: one task doing both verified at ~0.8x
+/// the rate of a bare read, because each waited for the other.
 pub async fn read_range<E>(
     stream: &stream::Stream,
     filter: &str,
@@ -66,33 +76,74 @@ pub async fn read_range<E>(
     if reader.cached_info().num_pending == 0 {
         return Ok(0);
     }
-    let mut messages = reader.messages().await.map_err(|e| nats(&e))?;
+    let messages = reader.messages().await.map_err(|e| nats(&e))?;
+    let (chunks, mut received) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS_MAX);
+    // Ends by itself when the range is read, on an error, or when the visitor stops
+    // early (its receiver is dropped, so the next send fails).
+    tokio::spawn(read_ahead(messages, end, chunks));
     let mut count = 0u64;
-    while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| nats(&e))?;
-        let info = message.info().map_err(|e| nats(&e))?;
-        let (stream_sequence, pending) = (info.stream_sequence, info.pending);
-        if stream_sequence > end {
-            break;
-        }
-        let header_hash = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(HEADER_HASH))
-            .map(|v| v.as_str().to_string());
-        visit(RawEvent {
-            stream_sequence,
-            subject: message.subject.to_string(),
-            payload: message.payload.clone(),
-            header_hash,
-        })
-        .map_err(ReadError::Visit)?;
-        count += 1;
-        if stream_sequence >= end || pending == 0 {
-            break;
+    while let Some(chunk) = received.recv().await {
+        for event in chunk.map_err(ReadError::Nats)? {
+            visit(event).map_err(ReadError::Visit)?;
+            count += 1;
         }
     }
     Ok(count)
+}
+
+/// Pulls messages up to stream sequence `end` (or until none are pending) and hands
+/// them over in chunks; an error is handed over last.
+async fn read_ahead(
+    mut messages: consumer::pull::Ordered,
+    end: u64,
+    chunks: tokio::sync::mpsc::Sender<Result<Vec<RawEvent>, String>>,
+) {
+    let mut chunk = Vec::with_capacity(READ_CHUNK_EVENTS);
+    while let Some(message) = messages.next().await {
+        let read = message.map_err(|e| e.to_string()).and_then(|m| {
+            let info = m.info().map_err(|e| e.to_string())?;
+            let (stream_sequence, pending) = (info.stream_sequence, info.pending);
+            let header_hash = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(HEADER_HASH))
+                .map(|v| v.as_str().to_string());
+            let event = RawEvent {
+                stream_sequence,
+                subject: m.subject.to_string(),
+                payload: m.payload.clone(),
+                header_hash,
+            };
+            Ok((event, pending))
+        });
+        let (event, pending) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                if !chunk.is_empty() {
+                    let _ = chunks.send(Ok(std::mem::take(&mut chunk))).await;
+                }
+                let _ = chunks.send(Err(e)).await;
+                return;
+            }
+        };
+        if event.stream_sequence > end {
+            break;
+        }
+        let last = event.stream_sequence >= end || pending == 0;
+        chunk.push(event);
+        if last {
+            break;
+        }
+        if chunk.len() == READ_CHUNK_EVENTS {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(READ_CHUNK_EVENTS));
+            if chunks.send(Ok(full)).await.is_err() {
+                return; // the visitor stopped
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = chunks.send(Ok(chunk)).await;
+    }
 }
 
 /// Last stream sequence of the whole stream (0 when empty).
