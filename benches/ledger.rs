@@ -68,6 +68,8 @@ const RAW_IN_FLIGHT: usize = 1_024;
 /// machine right now, without the ledger's hashing, headers, store or fences.
 const RAW_BATCHES: u64 = 50;
 const RAW_BATCH_EVENTS: u64 = 1_000;
+/// Batches the raw writer of step 2'''' commits while one publish at a time is timed.
+const RAW_FLOOR_BATCHES: u64 = 200;
 
 /// Rounds of (raw read, verify), alternated so neither always gets the colder cache.
 const READ_ROUNDS: usize = 2;
@@ -126,6 +128,9 @@ struct Figures {
     raw_batch_per_s: Option<f64>,
     raw_batch1_p50_ms: Option<f64>,
     raw_batch1_p99_ms: Option<f64>,
+    raw_floor_p50_ms: Option<f64>,
+    raw_floor_p99_ms: Option<f64>,
+    raw_floor_samples: usize,
     raw_single_p50_ms: Option<f64>,
     raw_single_p99_ms: Option<f64>,
     idle_p50_ms: Option<f64>,
@@ -274,6 +279,25 @@ async fn run() -> BenchResult<()> {
         )
         .await,
     );
+
+    // 2''''. Diagnostic: the server's floor for 5b. One plain publish at a time while a
+    // raw writer commits batches of 1,000 back to back on the same stream: what a
+    // command waits with no ledger code at all (each waits for the commit in flight).
+    eprintln!("step 2'''': one publish at a time beside {RAW_FLOOR_BATCHES} raw batches");
+    match raw_floor_latencies(
+        &client,
+        &format!("RAWF_{tag}"),
+        &format!("rawf{tag}"),
+        &payload,
+    )
+    .await
+    {
+        Ok(latencies) => {
+            f.raw_floor_samples = latencies.len();
+            (f.raw_floor_p50_ms, f.raw_floor_p99_ms) = p50_p99("step 2''''", Ok(latencies));
+        }
+        Err(e) => eprintln!("step 2'''' failed: {e}"),
+    }
 
     // 3. Raw lazy baseline on the second server.
     eprintln!("step 3: raw publish, lazy fsync, {RAW_LAZY_MESSAGES} messages");
@@ -623,6 +647,79 @@ async fn raw_atomic_batches(
         }
     }
     Ok((RAW_BATCHES * RAW_BATCH_EVENTS) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Times plain publishes on `<prefix>.lone`, one after another, while RAW_FLOOR_BATCHES
+/// atomic batches of RAW_BATCH_EVENTS commit back to back on `<prefix>.batch` of the
+/// same new stream; milliseconds (only publishes that finished while batches ran).
+async fn raw_floor_latencies(
+    client: &async_nats::Client,
+    stream_name: &str,
+    prefix: &str,
+    payload: &Bytes,
+) -> BenchResult<Vec<f64>> {
+    use async_nats::header;
+    let js = jetstream::new(client.clone());
+    js.create_stream(stream::Config {
+        name: stream_name.to_string(),
+        subjects: vec![format!("{prefix}.>")],
+        storage: stream::StorageType::File,
+        num_replicas: 1,
+        allow_atomic_publish: true,
+        ..Default::default()
+    })
+    .await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let timed = {
+        let (js, stop, payload) = (js.clone(), stop.clone(), payload.clone());
+        let subject = format!("{prefix}.lone");
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                js.publish(subject.clone(), payload.clone()).await?.await?;
+                if !stop.load(Ordering::Relaxed) {
+                    latencies.push(started.elapsed().as_secs_f64() * 1_000.0);
+                }
+            }
+            BenchResult::Ok(latencies)
+        })
+    };
+    let subject = format!("{prefix}.batch");
+    let written: BenchResult<()> = async {
+        for batch in 0..RAW_FLOOR_BATCHES {
+            let id = format!("f{batch}");
+            for i in 1..=RAW_BATCH_EVENTS {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(header::NATS_BATCH_ID, id.as_str());
+                headers.insert(header::NATS_BATCH_SEQUENCE, i.to_string().as_str());
+                if i < RAW_BATCH_EVENTS {
+                    client
+                        .publish_with_headers(subject.clone(), headers, payload.clone())
+                        .await?;
+                } else {
+                    headers.insert(header::NATS_BATCH_COMMIT, header::NATS_BATCH_COMMIT_FINAL);
+                    js.send_publish(
+                        subject.clone(),
+                        jetstream::message::PublishMessage::build()
+                            .headers(headers)
+                            .payload(payload.clone()),
+                    )
+                    .await?
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let latencies = timed.await??;
+    written?;
+    if latencies.is_empty() {
+        return Err("no publish finished while the batches ran".into());
+    }
+    Ok(latencies)
 }
 
 /// Atomic batches of one message (commit on the only message), each awaited before
@@ -1019,6 +1116,12 @@ fn print_table(f: &Figures) {
         num(f.loaded_p99_ms, "ms"),
         num(f.loaded_max_ms, "ms"),
         verdict(f.loaded_p99_ms, &|v| v <= 10.0)
+    );
+    println!(
+        "| 5b'. raw floor for 5b: one plain publish while a raw writer commits batches of {RAW_BATCH_EVENTS} on the same stream: p50 / p99 ({}) | {} / {} | | |",
+        f.raw_floor_samples,
+        num(f.raw_floor_p50_ms, "ms"),
+        num(f.raw_floor_p99_ms, "ms")
     );
     println!(
         "| 5c. background load during 5b (3 partitions) | {} | | |",
