@@ -611,7 +611,6 @@ async fn raw_atomic_batches(
     subject: &str,
     payload: &Bytes,
 ) -> BenchResult<f64> {
-    use async_nats::header;
     let js = jetstream::new(client.clone());
     js.create_stream(stream::Config {
         name: stream_name.to_string(),
@@ -624,29 +623,41 @@ async fn raw_atomic_batches(
     .await?;
     let started = Instant::now();
     for batch in 0..RAW_BATCHES {
-        let id = format!("b{batch}");
-        for i in 1..=RAW_BATCH_EVENTS {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(header::NATS_BATCH_ID, id.as_str());
-            headers.insert(header::NATS_BATCH_SEQUENCE, i.to_string().as_str());
-            if i < RAW_BATCH_EVENTS {
-                client
-                    .publish_with_headers(subject.to_string(), headers, payload.clone())
-                    .await?;
-            } else {
-                headers.insert(header::NATS_BATCH_COMMIT, header::NATS_BATCH_COMMIT_FINAL);
-                js.send_publish(
-                    subject.to_string(),
-                    jetstream::message::PublishMessage::build()
-                        .headers(headers)
-                        .payload(payload.clone()),
-                )
-                .await?
-                .await?;
-            }
-        }
+        raw_batch(client, &js, subject, &format!("b{batch}"), payload).await?;
     }
     Ok((RAW_BATCHES * RAW_BATCH_EVENTS) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// One raw atomic batch of RAW_BATCH_EVENTS messages, committed and awaited.
+async fn raw_batch(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    subject: &str,
+    id: &str,
+    payload: &Bytes,
+) -> BenchResult<()> {
+    use async_nats::header;
+    for i in 1..=RAW_BATCH_EVENTS {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(header::NATS_BATCH_ID, id);
+        headers.insert(header::NATS_BATCH_SEQUENCE, i.to_string().as_str());
+        if i < RAW_BATCH_EVENTS {
+            client
+                .publish_with_headers(subject.to_string(), headers, payload.clone())
+                .await?;
+        } else {
+            headers.insert(header::NATS_BATCH_COMMIT, header::NATS_BATCH_COMMIT_FINAL);
+            js.send_publish(
+                subject.to_string(),
+                jetstream::message::PublishMessage::build()
+                    .headers(headers)
+                    .payload(payload.clone()),
+            )
+            .await?
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Times plain publishes on `<prefix>.lone`, one after another, while RAW_FLOOR_BATCHES
@@ -658,7 +669,6 @@ async fn raw_floor_latencies(
     prefix: &str,
     payload: &Bytes,
 ) -> BenchResult<Vec<f64>> {
-    use async_nats::header;
     let js = jetstream::new(client.clone());
     js.create_stream(stream::Config {
         name: stream_name.to_string(),
@@ -688,27 +698,7 @@ async fn raw_floor_latencies(
     let subject = format!("{prefix}.batch");
     let written: BenchResult<()> = async {
         for batch in 0..RAW_FLOOR_BATCHES {
-            let id = format!("f{batch}");
-            for i in 1..=RAW_BATCH_EVENTS {
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert(header::NATS_BATCH_ID, id.as_str());
-                headers.insert(header::NATS_BATCH_SEQUENCE, i.to_string().as_str());
-                if i < RAW_BATCH_EVENTS {
-                    client
-                        .publish_with_headers(subject.clone(), headers, payload.clone())
-                        .await?;
-                } else {
-                    headers.insert(header::NATS_BATCH_COMMIT, header::NATS_BATCH_COMMIT_FINAL);
-                    js.send_publish(
-                        subject.clone(),
-                        jetstream::message::PublishMessage::build()
-                            .headers(headers)
-                            .payload(payload.clone()),
-                    )
-                    .await?
-                    .await?;
-                }
-            }
+            raw_batch(client, &js, &subject, &format!("f{batch}"), payload).await?;
         }
         Ok(())
     }
