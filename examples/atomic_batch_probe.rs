@@ -4,12 +4,13 @@
 //! With `--lone`, one more task times single fsynced publishes, one after another, while
 //! the writers run: on a subject of the writers' first stream, or (with `--streams`) on a
 //! stream of its own. That is the server's floor for "one command under load". With
-//! `--msg-id`, every message carries a `Nats-Msg-Id`. With `--gate-batch`, the writers
+//! `--msg-id`, every message carries a `Nats-Msg-Id`; with `--ledger-headers`, the
+//! ledger's `Ansinh-Hash` and `Ansinh-Seq` headers. With `--gate-batch`, the writers
 //! take turns: one batch (send and commit) at a time, as the ledger's commit gate does;
 //! with `--gate-commit` they send their batches' messages freely and take turns only to
 //! commit, so the next batch is staged while one commits.
 //!
-//!     cargo run --release --example atomic_batch_probe -- WRITERS SIZE... [--streams] [--lone] [--msg-id] [--gate-batch|--gate-commit]
+//!     cargo run --release --example atomic_batch_probe -- WRITERS SIZE... [--streams] [--lone] [--msg-id] [--ledger-headers] [--gate-batch|--gate-commit]
 //!     cargo run --release --example atomic_batch_probe -- 1 1 10 100 1000
 //!     cargo run --release --example atomic_batch_probe -- 3 1000 --lone
 //!
@@ -38,7 +39,10 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let separate_streams = args.iter().any(|a| a == "--streams");
     let lone = args.iter().any(|a| a == "--lone");
-    let msg_ids = args.iter().any(|a| a == "--msg-id");
+    let extra = ExtraHeaders {
+        msg_ids: args.iter().any(|a| a == "--msg-id"),
+        ledger: args.iter().any(|a| a == "--ledger-headers"),
+    };
     let gate = match (
         args.iter().any(|a| a == "--gate-batch"),
         args.iter().any(|a| a == "--gate-commit"),
@@ -59,7 +63,7 @@ async fn main() -> Result<()> {
         }
         _ => {
             return Err(
-                "usage: atomic_batch_probe WRITERS SIZE(1..=1000)... [--streams] [--lone] [--msg-id] [--gate-batch|--gate-commit]"
+                "usage: atomic_batch_probe WRITERS SIZE(1..=1000)... [--streams] [--lone] [--msg-id] [--ledger-headers] [--gate-batch|--gate-commit]"
                     .into(),
             );
         }
@@ -98,7 +102,7 @@ async fn main() -> Result<()> {
         let subject = format!("probe{stream}.w{w}");
         let (client, js, sizes) = (client.clone(), js.clone(), sizes.clone());
         let gate = gate.clone();
-        tasks.spawn(async move { writer(w, subject, client, js, sizes, msg_ids, gate).await });
+        tasks.spawn(async move { writer(w, subject, client, js, sizes, extra, gate).await });
     }
     while let Some(done) = tasks.join_next().await {
         done??;
@@ -140,6 +144,13 @@ async fn lone_publisher(
     Ok(ms)
 }
 
+/// Headers the writers add beyond the batch's own (see the module doc).
+#[derive(Clone, Copy)]
+struct ExtraHeaders {
+    msg_ids: bool,
+    ledger: bool,
+}
+
 /// How writers share the stream (see the module doc).
 #[derive(Clone)]
 enum Gate {
@@ -154,7 +165,7 @@ async fn writer(
     client: async_nats::Client,
     js: jetstream::Context,
     sizes: Vec<usize>,
-    msg_ids: bool,
+    extra: ExtraHeaders,
     gate: Gate,
 ) -> Result<()> {
     let payload = Bytes::from(vec![b'x'; MESSAGE_BYTES]);
@@ -175,8 +186,16 @@ async fn writer(
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert(header::NATS_BATCH_ID, id.as_str());
                 headers.insert(header::NATS_BATCH_SEQUENCE, i.to_string().as_str());
-                if msg_ids {
+                if extra.msg_ids {
                     headers.insert(header::NATS_MESSAGE_ID, format!("{id}-{i}").as_str());
+                }
+                if extra.ledger {
+                    let sequence = (batch_number - 1) * size as u64 + i as u64;
+                    headers.insert(
+                        "Ansinh-Hash",
+                        blake3::hash(&sequence.to_be_bytes()).to_hex().as_str(),
+                    );
+                    headers.insert("Ansinh-Seq", sequence.to_string().as_str());
                 }
                 if i < size {
                     client
