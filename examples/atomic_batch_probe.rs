@@ -5,12 +5,13 @@
 //! the writers run: on a subject of the writers' first stream, or (with `--streams`) on a
 //! stream of its own. That is the server's floor for "one command under load". With
 //! `--msg-id`, every message carries a `Nats-Msg-Id`; with `--ledger-headers`, the
-//! ledger's `Ansinh-Hash` and `Ansinh-Seq` headers. With `--gate-batch`, the writers
+//! ledger's `Ansinh-Hash` and `Ansinh-Seq` headers; with `--fence`, its
+//! `Nats-Expected-Last-Subject-Sequence` on each batch. With `--gate-batch`, the writers
 //! take turns: one batch (send and commit) at a time, as the ledger's commit gate does;
 //! with `--gate-commit` they send their batches' messages freely and take turns only to
 //! commit, so the next batch is staged while one commits.
 //!
-//!     cargo run --release --example atomic_batch_probe -- WRITERS SIZE... [--streams] [--lone] [--msg-id] [--ledger-headers] [--gate-batch|--gate-commit]
+//!     cargo run --release --example atomic_batch_probe -- WRITERS SIZE... [--streams] [--lone] [--msg-id] [--ledger-headers] [--fence] [--gate-batch|--gate-commit]
 //!     cargo run --release --example atomic_batch_probe -- 1 1 10 100 1000
 //!     cargo run --release --example atomic_batch_probe -- 3 1000 --lone
 //!
@@ -42,6 +43,7 @@ async fn main() -> Result<()> {
     let extra = ExtraHeaders {
         msg_ids: args.iter().any(|a| a == "--msg-id"),
         ledger: args.iter().any(|a| a == "--ledger-headers"),
+        fence: args.iter().any(|a| a == "--fence"),
     };
     let gate = match (
         args.iter().any(|a| a == "--gate-batch"),
@@ -63,7 +65,7 @@ async fn main() -> Result<()> {
         }
         _ => {
             return Err(
-                "usage: atomic_batch_probe WRITERS SIZE(1..=1000)... [--streams] [--lone] [--msg-id] [--ledger-headers] [--gate-batch|--gate-commit]"
+                "usage: atomic_batch_probe WRITERS SIZE(1..=1000)... [--streams] [--lone] [--msg-id] [--ledger-headers] [--fence] [--gate-batch|--gate-commit]"
                     .into(),
             );
         }
@@ -149,6 +151,8 @@ async fn lone_publisher(
 struct ExtraHeaders {
     msg_ids: bool,
     ledger: bool,
+    /// The ledger's fence on each batch's first message: the subject's last sequence.
+    fence: bool,
 }
 
 /// How writers share the stream (see the module doc).
@@ -170,6 +174,7 @@ async fn writer(
 ) -> Result<()> {
     let payload = Bytes::from(vec![b'x'; MESSAGE_BYTES]);
     let mut batch_number = 0u64;
+    let mut last_on_subject = 0u64;
     for size in sizes {
         let batches = (MESSAGES_PER_SIZE / size).clamp(MIN_BATCHES, MAX_BATCHES);
         let mut latencies_ms = Vec::with_capacity(batches);
@@ -197,6 +202,12 @@ async fn writer(
                     );
                     headers.insert("Ansinh-Seq", sequence.to_string().as_str());
                 }
+                if extra.fence && i == 1 {
+                    headers.insert(
+                        header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                        last_on_subject.to_string().as_str(),
+                    );
+                }
                 if i < size {
                     client
                         .publish_with_headers(subject.clone(), headers, payload.clone())
@@ -206,14 +217,16 @@ async fn writer(
                     if let Gate::Commit(m) = &gate {
                         turn = Some(m.lock().await);
                     }
-                    js.send_publish(
-                        subject.clone(),
-                        PublishMessage::build()
-                            .headers(headers)
-                            .payload(payload.clone()),
-                    )
-                    .await?
-                    .await?;
+                    last_on_subject = js
+                        .send_publish(
+                            subject.clone(),
+                            PublishMessage::build()
+                                .headers(headers)
+                                .payload(payload.clone()),
+                        )
+                        .await?
+                        .await?
+                        .sequence;
                 }
             }
             drop(turn);
