@@ -623,25 +623,34 @@ async fn raw_atomic_batches(
     .await?;
     let started = Instant::now();
     for batch in 0..RAW_BATCHES {
-        raw_batch(client, &js, subject, &format!("b{batch}"), payload).await?;
+        raw_batch(
+            client,
+            &js,
+            subject,
+            &format!("b{batch}"),
+            RAW_BATCH_EVENTS,
+            payload,
+        )
+        .await?;
     }
     Ok((RAW_BATCHES * RAW_BATCH_EVENTS) as f64 / started.elapsed().as_secs_f64())
 }
 
-/// One raw atomic batch of RAW_BATCH_EVENTS messages, committed and awaited.
+/// One raw atomic batch of `events` messages, committed and awaited.
 async fn raw_batch(
     client: &async_nats::Client,
     js: &jetstream::Context,
     subject: &str,
     id: &str,
+    events: u64,
     payload: &Bytes,
 ) -> BenchResult<()> {
     use async_nats::header;
-    for i in 1..=RAW_BATCH_EVENTS {
+    for i in 1..=events {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(header::NATS_BATCH_ID, id);
         headers.insert(header::NATS_BATCH_SEQUENCE, i.to_string().as_str());
-        if i < RAW_BATCH_EVENTS {
+        if i < events {
             client
                 .publish_with_headers(subject.to_string(), headers, payload.clone())
                 .await?;
@@ -698,7 +707,15 @@ async fn raw_floor_latencies(
     let subject = format!("{prefix}.batch");
     let written: BenchResult<()> = async {
         for batch in 0..RAW_FLOOR_BATCHES {
-            raw_batch(client, &js, &subject, &format!("f{batch}"), payload).await?;
+            raw_batch(
+                client,
+                &js,
+                &subject,
+                &format!("f{batch}"),
+                RAW_BATCH_EVENTS,
+                payload,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -720,23 +737,11 @@ async fn raw_batch_of_one_latencies(
     samples: usize,
     payload: &Bytes,
 ) -> BenchResult<Vec<f64>> {
-    use async_nats::header;
     let js = jetstream::new(client.clone());
     let mut latencies = Vec::with_capacity(samples);
     for n in 0..samples {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(header::NATS_BATCH_ID, format!("one{n}").as_str());
-        headers.insert(header::NATS_BATCH_SEQUENCE, "1");
-        headers.insert(header::NATS_BATCH_COMMIT, header::NATS_BATCH_COMMIT_FINAL);
         let started = Instant::now();
-        js.send_publish(
-            subject.to_string(),
-            jetstream::message::PublishMessage::build()
-                .headers(headers)
-                .payload(payload.clone()),
-        )
-        .await?
-        .await?;
+        raw_batch(client, &js, subject, &format!("one{n}"), 1, payload).await?;
         latencies.push(started.elapsed().as_secs_f64() * 1_000.0);
     }
     Ok(latencies)
