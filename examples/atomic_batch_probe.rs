@@ -9,9 +9,11 @@
 //! `Nats-Expected-Last-Subject-Sequence` on each batch. With `--gate-batch`, the writers
 //! take turns: one batch (send and commit) at a time, as the ledger's commit gate does;
 //! with `--gate-commit` they send their batches' messages freely and take turns only to
-//! commit, so the next batch is staged while one commits.
+//! commit, so the next batch is staged while one commits. With `--bytes=N` the writers'
+//! messages are N bytes instead of one envelope's 300: what the server would give if one
+//! message carried several events.
 //!
-//!     cargo run --release --example atomic_batch_probe -- WRITERS SIZE... [--streams] [--lone] [--msg-id] [--ledger-headers] [--fence] [--gate-batch|--gate-commit]
+//!     cargo run --release --example atomic_batch_probe -- WRITERS SIZE... [--streams] [--lone] [--msg-id] [--ledger-headers] [--fence] [--gate-batch|--gate-commit] [--bytes=N]
 //!     cargo run --release --example atomic_batch_probe -- 1 1 10 100 1000
 //!     cargo run --release --example atomic_batch_probe -- 3 1000 --lone
 //!
@@ -54,6 +56,11 @@ async fn main() -> Result<()> {
         (false, true) => Gate::Commit(Default::default()),
         (true, true) => return Err("--gate-batch and --gate-commit exclude each other".into()),
     };
+    // The writers' message size; the lone publisher keeps one event's size.
+    let message_bytes = match args.iter().find_map(|a| a.strip_prefix("--bytes=")) {
+        Some(n) => n.parse()?,
+        None => MESSAGE_BYTES,
+    };
     let numbers: Vec<usize> = args
         .iter()
         .filter(|a| !a.starts_with("--"))
@@ -65,7 +72,7 @@ async fn main() -> Result<()> {
         }
         _ => {
             return Err(
-                "usage: atomic_batch_probe WRITERS SIZE(1..=1000)... [--streams] [--lone] [--msg-id] [--ledger-headers] [--fence] [--gate-batch|--gate-commit]"
+                "usage: atomic_batch_probe WRITERS SIZE(1..=1000)... [--streams] [--lone] [--msg-id] [--ledger-headers] [--fence] [--gate-batch|--gate-commit] [--bytes=N]"
                     .into(),
             );
         }
@@ -104,7 +111,9 @@ async fn main() -> Result<()> {
         let subject = format!("probe{stream}.w{w}");
         let (client, js, sizes) = (client.clone(), js.clone(), sizes.clone());
         let gate = gate.clone();
-        tasks.spawn(async move { writer(w, subject, client, js, sizes, extra, gate).await });
+        tasks.spawn(async move {
+            writer(w, subject, client, js, sizes, extra, gate, message_bytes).await
+        });
     }
     while let Some(done) = tasks.join_next().await {
         done??;
@@ -171,8 +180,9 @@ async fn writer(
     sizes: Vec<usize>,
     extra: ExtraHeaders,
     gate: Gate,
+    message_bytes: usize,
 ) -> Result<()> {
-    let payload = Bytes::from(vec![b'x'; MESSAGE_BYTES]);
+    let payload = Bytes::from(vec![b'x'; message_bytes]);
     let mut batch_number = 0u64;
     let mut last_on_subject = 0u64;
     for size in sizes {
@@ -235,10 +245,11 @@ async fn writer(
         let seconds = started.elapsed().as_secs_f64();
         latencies_ms.sort_by(f64::total_cmp);
         println!(
-            "writer {w} batch size {size:4}: commit p50 {:6.2} ms, p99 {:6.2} ms, {:7.0} msgs/s",
+            "writer {w} batch size {size:4}: commit p50 {:6.2} ms, p99 {:6.2} ms, {:7.0} msgs/s, {:5.1} MB/s",
             latencies_ms[latencies_ms.len() / 2],
             latencies_ms[latencies_ms.len() * 99 / 100],
-            (batches * size) as f64 / seconds
+            (batches * size) as f64 / seconds,
+            (batches * size * message_bytes) as f64 / seconds / 1e6
         );
     }
     Ok(())
