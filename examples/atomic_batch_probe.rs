@@ -112,7 +112,11 @@ async fn main() -> Result<()> {
         let (client, js, sizes) = (client.clone(), js.clone(), sizes.clone());
         let gate = gate.clone();
         tasks.spawn(async move {
-            writer(w, subject, client, js, sizes, extra, gate, message_bytes).await
+            let shape = Shape {
+                sizes,
+                message_bytes,
+            };
+            writer(w, subject, client, js, shape, extra, gate).await
         });
     }
     while let Some(done) = tasks.join_next().await {
@@ -164,6 +168,12 @@ struct ExtraHeaders {
     fence: bool,
 }
 
+/// What each writer sends: batches of these sizes, of messages of this many bytes.
+struct Shape {
+    sizes: Vec<usize>,
+    message_bytes: usize,
+}
+
 /// How writers share the stream (see the module doc).
 #[derive(Clone)]
 enum Gate {
@@ -177,11 +187,14 @@ async fn writer(
     subject: String,
     client: async_nats::Client,
     js: jetstream::Context,
-    sizes: Vec<usize>,
+    shape: Shape,
     extra: ExtraHeaders,
     gate: Gate,
-    message_bytes: usize,
 ) -> Result<()> {
+    let Shape {
+        sizes,
+        message_bytes,
+    } = shape;
     let payload = Bytes::from(vec![b'x'; message_bytes]);
     let mut batch_number = 0u64;
     let mut last_on_subject = 0u64;
