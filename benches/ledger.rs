@@ -120,6 +120,9 @@ fn main() {
 struct Figures {
     envelope_bytes: usize,
     append_per_s: Option<f64>,
+    /// CPU µs per completed append in step 1: (this process: ledger and load generator,
+    /// nats-server).
+    cpu_us_per_append: (Option<f64>, Option<f64>),
     append_errors: u64,
     raw_durable_per_s: Option<f64>,
     raw_lazy_per_s: Option<f64>,
@@ -198,6 +201,7 @@ async fn run() -> BenchResult<()> {
     // 1 + 6. Durable append throughput, with memory read at the checkpoint and end.
     let appends = appends();
     eprintln!("step 1: {appends} ledger appends, {IN_FLIGHT_APPENDS} in flight");
+    let cpu_before = (cpu_seconds("self"), cpu_seconds(&always.pid().to_string()));
     let step1 = tokio::time::timeout(
         PHASE_TIMEOUT,
         append_many(
@@ -214,6 +218,14 @@ async fn run() -> BenchResult<()> {
     match step1 {
         Ok(outcome) => {
             f.append_per_s = Some(outcome.ok as f64 / outcome.seconds);
+            let cpu_after = (cpu_seconds("self"), cpu_seconds(&always.pid().to_string()));
+            let per_event = |before: Option<f64>, after: Option<f64>| {
+                Some((after? - before?) * 1e6 / outcome.ok.max(1) as f64)
+            };
+            f.cpu_us_per_append = (
+                per_event(cpu_before.0, cpu_after.0),
+                per_event(cpu_before.1, cpu_after.1),
+            );
             f.append_errors = outcome.errors;
             f.memory = outcome.memory.clone();
             eprintln!("  {} appends in {:.2} s", outcome.ok, outcome.seconds);
@@ -999,6 +1011,18 @@ fn percentile(values: &mut [f64], q: f64) -> f64 {
     values[rank - 1]
 }
 
+/// User plus system CPU seconds of a process so far (`self` or a pid), from
+/// /proc/PID/stat (utime and stime, in the kernel's fixed USER_HZ of 100 ticks a second).
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are plain.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
 /// (VmHWM, VmRSS) of this process in KiB. The nats-servers are other processes.
 fn memory_kib() -> (Option<u64>, Option<u64>) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -1069,6 +1093,12 @@ fn print_table(f: &Figures) {
         appends(),
         f.append_errors,
         num(f.append_per_s, "events/s")
+    );
+    let us = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1}"));
+    println!(
+        "| 1'. CPU per append in step 1: this process (ledger and load generator) / nats-server | {} / {} µs | | |",
+        us(f.cpu_us_per_append.0),
+        us(f.cpu_us_per_append.1)
     );
     println!(
         "| 2. raw JetStream publish, fsync always ({RAW_DURABLE_MESSAGES}, {RAW_IN_FLIGHT} in flight) | {} | | |",

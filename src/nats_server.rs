@@ -57,6 +57,11 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The server's process id (the bench reads its CPU time from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.lock().expect("child lock").id()
+    }
+
     /// Finds the binary: $ANSINH_NATS_SERVER, then ./.tools/bin (the install script's
     /// target, also relative to the crate for tests), then PATH.
     pub fn find_binary() -> Result<PathBuf, ServerError> {
