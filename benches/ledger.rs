@@ -201,7 +201,8 @@ async fn run() -> BenchResult<()> {
     // 1 + 6. Durable append throughput, with memory read at the checkpoint and end.
     let appends = appends();
     eprintln!("step 1: {appends} ledger appends, {IN_FLIGHT_APPENDS} in flight");
-    let cpu_before = (cpu_seconds("self"), cpu_seconds(&always.pid().to_string()));
+    let server_pid = always.pid().to_string();
+    let cpu_before = (cpu_seconds("self"), cpu_seconds(&server_pid));
     let step1 = tokio::time::timeout(
         PHASE_TIMEOUT,
         append_many(
@@ -218,7 +219,7 @@ async fn run() -> BenchResult<()> {
     match step1 {
         Ok(outcome) => {
             f.append_per_s = Some(outcome.ok as f64 / outcome.seconds);
-            let cpu_after = (cpu_seconds("self"), cpu_seconds(&always.pid().to_string()));
+            let cpu_after = (cpu_seconds("self"), cpu_seconds(&server_pid));
             let per_event = |before: Option<f64>, after: Option<f64>| {
                 Some((after? - before?) * 1e6 / outcome.ok.max(1) as f64)
             };
