@@ -169,6 +169,9 @@ pub enum ChainBreak {
     /// The event does not link to its predecessor.
     #[error("wrong previous hash: expected {expected}, found {found}")]
     WrongPrevHash { expected: String, found: String },
+    /// The message cannot be split into events (a damaged or forged frame).
+    #[error("unreadable message: {0}")]
+    Message(String),
     /// The hash carried in the message header differs from the recomputed one.
     #[error("header hash {header} differs from recomputed {computed}")]
     HashMismatch { header: String, computed: String },

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate};
 
 use crate::book::payments::{SignedPost, event_of};
-use crate::chain::{self, ChainHead, Partition};
+use crate::chain::{ChainHead, Partition};
 use crate::domain::Rejection;
 use crate::domain::payments::book::Book;
 use crate::domain::payments::entitlements::ChannelKind;
@@ -39,7 +39,7 @@ use crate::gateway::server::{
     STATUS_REFUSED, failure_reply,
 };
 use crate::gateway::sign::parse_whole_vnd;
-use crate::log::{LogConfig, Receipt, reader};
+use crate::log::{LogConfig, Position, Receipt, reader};
 use crate::proto::{self, GatewayReply, InstructionList, PaymentInstruction, envelope::Payload};
 use crate::service::{Service, ServiceError};
 
@@ -158,10 +158,9 @@ pub fn refusal_kind(r: &PostRefusal) -> &'static str {
 }
 
 /// The payments part of every partition's book, folded from the chain-checked stream.
-#[derive(Default)]
 struct PaymentsFold {
-    /// Last stream sequence folded.
-    position: u64,
+    /// The last event folded.
+    position: Position,
     heads: HashMap<String, ChainHead>,
     books: BTreeMap<String, Book>,
 }
@@ -175,7 +174,7 @@ impl PaymentsFold {
         let end = reader::last_stream_sequence(&mut stream.clone())
             .await
             .map_err(SinkError::Unavailable)?;
-        reader::read_range(stream, &config.wildcard(), self.position + 1, end, |raw| {
+        reader::read_after(stream, &config.wildcard(), self.position, end, |raw| {
             self.fold(config, &raw)
         })
         .await
@@ -195,10 +194,11 @@ impl PaymentsFold {
             .heads
             .entry(name.to_string())
             .or_insert_with(|| ChainHead::genesis(partition));
-        let (next, envelope) = chain::check_next(head, &raw.payload, raw.header_hash.as_deref())
+        let (next, envelope) = raw
+            .check_next(head)
             .map_err(|cause| SinkError::Broken(format!("stream sequence {seq}: {cause}")))?;
         *head = next;
-        self.position = seq;
+        self.position = Position::after(raw);
         if let Some(Payload::PaymentRecorded(p)) = &envelope.payload {
             let book = self.books.entry(name.to_string()).or_default();
             // Numbered over the readable ones, as the writer's book and reconciliation
@@ -225,7 +225,11 @@ impl LedgerSink {
         Self {
             service,
             clock,
-            fold: tokio::sync::Mutex::new(PaymentsFold::default()),
+            fold: tokio::sync::Mutex::new(PaymentsFold {
+                position: Position::START,
+                heads: HashMap::new(),
+                books: BTreeMap::new(),
+            }),
         }
     }
 

@@ -763,7 +763,10 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             match command {
                 ProjectionCommand::CatchUp => {
                     let n = projector.catch_up(&mut stream, config).await?;
-                    println!("applied {n} events; position {}", projector.position()?);
+                    println!(
+                        "applied {n} events; position: stream sequence {}",
+                        projector.position()?.last.stream_sequence
+                    );
                 }
                 ProjectionCommand::Rebuild => {
                     let n = projector.rebuild(&mut stream, config).await?;
@@ -879,13 +882,12 @@ async fn demo(
     .await?;
     let projector = Projector::open(runtime.ledger.store().db())?;
     let mut stream = runtime.ledger.stream().clone();
-    let before = projector.position()?;
     let code = verify(runtime, None, json).await?;
     let mut stream2 = runtime.ledger.stream().clone();
     let recomputed =
         ansinh::recompute::recompute_eligibility(&mut stream2, runtime.ledger.config(), None)
             .await?;
-    projector
+    let projected = projector
         .catch_up(&mut stream, runtime.ledger.config())
         .await?;
     let events: u64 = projector.summaries()?.values().map(|s| s.events).sum();
@@ -924,9 +926,7 @@ async fn demo(
     }
     eprintln!(
         "the year took {:.1} s of appends (durable: fsync before every acknowledgement); {} events in the log (projected {} new)",
-        summary.seconds,
-        events,
-        projector.position()? - before
+        summary.seconds, events, projected
     );
     println!(
         "{} eligibility decisions re-derived from their recorded inputs: {} mismatches",

@@ -1,9 +1,10 @@
 //! Projections: state derived from the log into sled, thrown away and rebuilt at will.
 //!
-//! **Invariant:** the position (last applied stream sequence) is written in the same
-//! sled transaction as the projection change, so each event is applied exactly once
-//! across crashes and restarts. Reading resumes from position + 1 with an ordered
-//! consumer; the position lives only here, never in a second place (ADR 0002).
+//! **Invariant:** the position (the last applied event: stream sequence, index in its
+//! message) is written in the same sled transaction as the projection change, so each
+//! event is applied exactly once across crashes and restarts, also inside a frame of
+//! several events. Reading resumes after the position with an ordered consumer; the
+//! position lives only here, never in a second place (ADR 0002).
 //! **Paired check:** every event is chain-checked again before it is applied.
 
 use std::collections::BTreeMap;
@@ -14,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
-use crate::chain::{self, ChainBreak, ChainHead, Digest, Partition};
+use crate::chain::{ChainBreak, ChainHead, Digest, Partition};
 use crate::domain::loans::Loan;
-use crate::log::{LogConfig, reader};
+use crate::log::{EventAt, LogConfig, Position, reader};
 use crate::proto::Envelope;
 use crate::views::{self, CommunePortfolio, HouseholdView, TrialBalanceView, Views};
 
@@ -123,13 +124,11 @@ impl Projector {
         })
     }
 
-    /// Last applied stream sequence (0 when nothing is applied).
-    pub fn position(&self) -> Result<u64, ProjectionError> {
+    /// The last applied event (`Position::START` when nothing is applied).
+    pub fn position(&self) -> Result<Position, ProjectionError> {
         match self.meta.get(KEY_POSITION)? {
-            Some(v) => Ok(u64::from_be_bytes(
-                v.as_ref().try_into().map_err(|_| corrupt("position"))?,
-            )),
-            None => Ok(0),
+            Some(v) => decode_position(&v).ok_or_else(|| corrupt("position")),
+            None => Ok(Position::START),
         }
     }
 
@@ -145,16 +144,17 @@ impl Projector {
         self.catch_up_to(stream, config, end).await
     }
 
-    /// Applies the events up to stream sequence `end` (so two stores can be brought to
-    /// the same position while the log grows); returns how many were applied.
+    /// Applies the events up to the message at stream sequence `end`, all of it (so two
+    /// stores can be brought to the same position while the log grows); returns how many
+    /// were applied.
     pub async fn catch_up_to(
         &self,
         stream: &mut Stream,
         config: &LogConfig,
         end: u64,
     ) -> Result<u64, ProjectionError> {
-        let start = self.position()? + 1;
-        let applied = reader::read_range(stream, &config.wildcard(), start, end, |event| {
+        let position = self.position()?;
+        let applied = reader::read_after(stream, &config.wildcard(), position, end, |event| {
             self.apply(config, &event)
         })
         .await
@@ -188,14 +188,10 @@ impl Projector {
             let (meta, summary, trail, views) = (&trees[0], &trees[1], &trees[2], &trees[3]);
             let fail = |e: ProjectionError| ConflictableTransactionError::Abort(e);
             let position = match meta.get(KEY_POSITION)? {
-                Some(v) => u64::from_be_bytes(
-                    v.as_ref()
-                        .try_into()
-                        .map_err(|_| fail(corrupt("position")))?,
-                ),
-                None => 0,
+                Some(v) => decode_position(&v).ok_or_else(|| fail(corrupt("position")))?,
+                None => Position::START,
             };
-            if seq <= position {
+            if position.covers(event) {
                 return Ok(()); // already applied: exactly once
             }
             let head = match meta.get(head_key(name))? {
@@ -209,15 +205,12 @@ impl Projector {
                 }
                 None => ChainHead::genesis(partition.clone()),
             };
-            let (next, envelope) =
-                chain::check_next(&head, &event.payload, event.header_hash.as_deref()).map_err(
-                    |cause| {
-                        fail(ProjectionError::Broken {
-                            stream_sequence: seq,
-                            cause,
-                        })
-                    },
-                )?;
+            let (next, envelope) = event.check_next(&head).map_err(|cause| {
+                fail(ProjectionError::Broken {
+                    stream_sequence: seq,
+                    cause,
+                })
+            })?;
             let mut s: PartitionSummary = match summary.get(name)? {
                 Some(v) => serde_json::from_slice(&v).map_err(|e| fail(corrupt(&e.to_string())))?,
                 None => PartitionSummary::default(),
@@ -251,12 +244,12 @@ impl Projector {
                 &TxViews(views),
                 name,
                 next.sequence,
-                seq,
+                event.at(),
                 actor_id,
                 envelope.payload.as_ref(),
             )?;
             meta.insert(head_key(name), encode_head(next.sequence, &next.hash))?;
-            meta.insert(KEY_POSITION, &seq.to_be_bytes())?;
+            meta.insert(KEY_POSITION, encode_position(&Position::after(event)))?;
             Ok(())
         });
         result.map_err(|e| match e {
@@ -310,14 +303,12 @@ impl Projector {
         }
     }
 
-    /// Stream sequence of the event with the household's latest sealed personal data.
-    pub fn sealed_at(&self, id: &str) -> Result<Option<u64>, ProjectionError> {
+    /// Where the event with the household's latest sealed personal data sits.
+    pub fn sealed_at(&self, id: &str) -> Result<Option<EventAt>, ProjectionError> {
         match self.views.get(views::sealed_key(id))? {
-            Some(v) => Ok(Some(u64::from_be_bytes(
-                v.as_ref()
-                    .try_into()
-                    .map_err(|_| corrupt("sealed position"))?,
-            ))),
+            Some(v) => views::decode_event_at(&v)
+                .map(Some)
+                .ok_or_else(|| corrupt("sealed position")),
             None => Ok(None),
         }
     }
@@ -371,6 +362,38 @@ impl Projector {
             }
         }
         Ok(Digest(*hasher.finalize().as_bytes()))
+    }
+}
+
+/// A whole message is stored as its stream sequence alone (8 bytes, as before frames);
+/// a position inside a frame adds the index of the last applied event (12 bytes).
+fn encode_position(position: &Position) -> Vec<u8> {
+    let mut out = position.last.stream_sequence.to_be_bytes().to_vec();
+    if !position.whole_message {
+        out.extend_from_slice(&position.last.index.to_be_bytes());
+    }
+    out
+}
+
+fn decode_position(bytes: &[u8]) -> Option<Position> {
+    let stream_sequence = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    match bytes.len() {
+        // A whole message: its index no longer matters, every index in it is covered.
+        8 => Some(Position {
+            last: EventAt {
+                stream_sequence,
+                index: u32::MAX,
+            },
+            whole_message: true,
+        }),
+        12 => Some(Position {
+            last: EventAt {
+                stream_sequence,
+                index: u32::from_be_bytes(bytes[8..].try_into().ok()?),
+            },
+            whole_message: false,
+        }),
+        _ => None,
     }
 }
 

@@ -73,7 +73,9 @@ pub async fn rebuild_check(
     // A temporary sled store is removed when dropped; nothing of it outlives the check.
     let scratch_db = sled::Config::new().temporary(true).open()?;
     let scratch = Projector::open(&scratch_db)?;
-    scratch.catch_up_to(stream, config, position).await?;
+    scratch
+        .catch_up_to(stream, config, position.last.stream_sequence)
+        .await?;
     let mut trees = Vec::new();
     let mut difference = None;
     for ((name, live_tree), (_, rebuilt_tree)) in live.trees().into_iter().zip(scratch.trees()) {
@@ -92,7 +94,7 @@ pub async fn rebuild_check(
         }
     }
     Ok(RebuildReport {
-        position,
+        position: position.last.stream_sequence,
         trees,
         difference,
     })

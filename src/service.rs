@@ -517,7 +517,7 @@ impl Service {
             .sealed_at(household.as_str())
             .map_err(|e| AppendError::Nats(e.to_string()))?
             .ok_or_else(not_registered)?;
-        let raw = crate::log::reader::at_sequence(self.ledger.stream(), at)
+        let raw = crate::log::reader::event_at(self.ledger.stream(), at)
             .await
             .map_err(AppendError::Nats)?
             .ok_or_else(not_registered)?;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use async_nats::jetstream::stream::Stream;
 
-use crate::chain::{self, ChainBreak, ChainHead, Digest, Partition};
+use crate::chain::{ChainBreak, ChainHead, Digest, Partition};
 use crate::log::{LogConfig, reader};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,15 +86,14 @@ pub async fn verify_with(
                     .or_insert(ChainHead::genesis(partition))
             }
         };
-        let (next, envelope) =
-            chain::check_next(head, &event.payload, event.header_hash.as_deref()).map_err(
-                |cause| VerifyError::Broken {
-                    partition: name.to_string(),
-                    stream_sequence: event.stream_sequence,
-                    expected_sequence: head.sequence + 1,
-                    cause,
-                },
-            )?;
+        let (next, envelope) = event
+            .check_next(head)
+            .map_err(|cause| VerifyError::Broken {
+                partition: name.to_string(),
+                stream_sequence: event.stream_sequence,
+                expected_sequence: head.sequence + 1,
+                cause,
+            })?;
         *head = next;
         report.events += 1;
         on_event(event.stream_sequence, &envelope);

@@ -17,6 +17,7 @@ use crate::domain::ids::HouseholdId;
 use crate::domain::ledger::{Account, Posting};
 use crate::domain::loans::{self, EventBody, Loan, LoanBook, LoanStatus};
 use crate::domain::registry::Change;
+use crate::log::EventAt;
 use crate::proto::envelope::Payload;
 
 /// The standing of a household as its latest decision recorded it.
@@ -118,6 +119,29 @@ pub fn trial_key(partition: &str) -> String {
 /// Stream sequence of the event holding a household's latest sealed personal data.
 pub fn sealed_key(id: &str) -> String {
     format!("sealed/{id}")
+}
+
+/// Where an event sits, as a view stores it: stream sequence and index in the message.
+pub fn encode_event_at(at: EventAt) -> Vec<u8> {
+    [
+        at.stream_sequence.to_be_bytes().as_slice(),
+        &at.index.to_be_bytes(),
+    ]
+    .concat()
+}
+
+/// Reads `encode_event_at`; 8 bytes are a stream sequence stored before frames (index 0).
+pub fn decode_event_at(bytes: &[u8]) -> Option<EventAt> {
+    let stream_sequence = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    let index = match bytes.len() {
+        8 => 0,
+        12 => u32::from_be_bytes(bytes[8..].try_into().ok()?),
+        _ => return None,
+    };
+    Some(EventAt {
+        stream_sequence,
+        index,
+    })
 }
 
 fn load<V: Views, T: serde::de::DeserializeOwned>(v: &V, key: &str) -> Result<Option<T>, V::Error> {
@@ -246,7 +270,7 @@ pub fn apply<V: Views>(
     v: &V,
     partition: &str,
     sequence: u64,
-    stream_sequence: u64,
+    at: EventAt,
     actor: &str,
     payload: Option<&Payload>,
 ) -> Result<(), V::Error> {
@@ -270,10 +294,7 @@ pub fn apply<V: Views>(
         } = &change
         {
             if !sealed.is_empty() {
-                v.put(
-                    &sealed_key(household.as_str()),
-                    stream_sequence.to_be_bytes().to_vec(),
-                )?;
+                v.put(&sealed_key(household.as_str()), encode_event_at(at))?;
             }
         }
     }

@@ -152,7 +152,7 @@ impl World {
     }
 
     async fn events(&self) -> u64 {
-        message_count(&self.config).await
+        event_count(&self.config).await
     }
 
     async fn projector(&self) -> Arc<Projector> {

@@ -145,16 +145,18 @@ async fn issue_instructions(service: &Service) {
         .unwrap();
 }
 
-async fn message_count(client: &async_nats::Client, config: &LogConfig) -> u64 {
-    async_nats::jetstream::new(client.clone())
+/// Events stored in the log: a message holding a frame counts each of its events.
+async fn event_count(client: &async_nats::Client, config: &LogConfig) -> u64 {
+    let mut stream = async_nats::jetstream::new(client.clone())
         .get_stream(&config.stream_name)
         .await
-        .unwrap()
-        .info()
+        .unwrap();
+    let end = ansinh::log::reader::last_stream_sequence(&mut stream)
+        .await
+        .unwrap();
+    ansinh::log::read_range(&stream, &config.wildcard(), 1, end, |_| Ok::<_, ()>(()))
         .await
         .unwrap()
-        .state
-        .messages
 }
 
 /// The recorded payment event at a partition sequence (partition 01).
@@ -247,14 +249,14 @@ async fn over_nats_gateways_fetch_their_own_instructions_and_their_signed_result
     assert_eq!(momo_list[0].channel, "mobile_money");
 
     // A settled and a failed result: accepted, each one event that keeps what was signed.
-    let before = message_count(&ledger_client, &config).await;
+    let before = event_count(&ledger_client, &config).await;
     let settled = sign::sign_post(&key(1), &post_for("vcb", &list[0], "settled", "VCB-1"));
     let first = vcb.post(&settled).await.unwrap();
     assert_eq!(first.status, STATUS_ACCEPTED, "{first:?}");
     assert_eq!(first.partition, "01");
     let failed = sign::sign_post(&key(1), &post_for("vcb", &list[1], "failed", "VCB-2"));
     assert_eq!(vcb.post(&failed).await.unwrap().status, STATUS_ACCEPTED);
-    assert_eq!(message_count(&ledger_client, &config).await, before + 2);
+    assert_eq!(event_count(&ledger_client, &config).await, before + 2);
     let event = payment_event(&service, first.sequence).await;
     assert_eq!(event.kind, "GatewayPostAccepted");
     assert_eq!(event.instruction_id, "pay:1:2026-10:1");
@@ -267,7 +269,7 @@ async fn over_nats_gateways_fetch_their_own_instructions_and_their_signed_result
     let again = vcb.post(&settled).await.unwrap();
     assert_eq!(again.status, STATUS_DUPLICATE);
     assert_eq!((again.sequence, &again.hash), (first.sequence, &first.hash));
-    assert_eq!(message_count(&ledger_client, &config).await, before + 2);
+    assert_eq!(event_count(&ledger_client, &config).await, before + 2);
 
     // The household's view shows what it received, per month and channel: the settled
     // payment once (its duplicate post counts nothing), the failed one not at all.
@@ -298,7 +300,7 @@ async fn over_nats_gateways_fetch_their_own_instructions_and_their_signed_result
     let refused = vcb.post(&foreign).await.unwrap();
     assert_eq!(refused.status, STATUS_REFUSED);
     assert_eq!(refused.error_kind, "not_your_instruction");
-    assert_eq!(message_count(&ledger_client, &config).await, before + 3);
+    assert_eq!(event_count(&ledger_client, &config).await, before + 3);
     assert_eq!(
         payment_event(&service, refused.sequence).await.kind,
         "GatewayPostRefused"
@@ -309,7 +311,7 @@ async fn over_nats_gateways_fetch_their_own_instructions_and_their_signed_result
         (refused_again.status.as_str(), refused_again.sequence),
         (STATUS_REFUSED, refused.sequence)
     );
-    assert_eq!(message_count(&ledger_client, &config).await, before + 3);
+    assert_eq!(event_count(&ledger_client, &config).await, before + 3);
     assert_eq!(momo.fetch(10).await.unwrap().instructions.len(), 1);
 
     // An instruction id of no partition with payments: refused, nothing recorded.
@@ -320,7 +322,7 @@ async fn over_nats_gateways_fetch_their_own_instructions_and_their_signed_result
         (reply.status.as_str(), reply.error_kind.as_str()),
         (STATUS_REFUSED, "unknown_instruction")
     );
-    assert_eq!(message_count(&ledger_client, &config).await, before + 3);
+    assert_eq!(event_count(&ledger_client, &config).await, before + 3);
 
     // Only the third vcb instruction is still waiting.
     let left = vcb.fetch(10).await.unwrap().instructions;
@@ -450,7 +452,7 @@ impl Http {
     }
 
     async fn count(&self) -> u64 {
-        message_count(&self.nats, &self.config).await
+        event_count(&self.nats, &self.config).await
     }
 }
 

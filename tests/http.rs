@@ -141,7 +141,7 @@ impl Server {
     }
 
     async fn events(&self) -> u64 {
-        message_count(&self.config).await
+        event_count(&self.config).await
     }
 
     async fn register(&self, id: &str, head_citizen_id: &str) -> Answer {
@@ -262,6 +262,7 @@ async fn a_loan_from_registration_to_repayment_reads_back_right() {
         sequence: 5,
         hash: ansinh::chain::Digest::from_hex(repaid.body["hash"].as_str().unwrap()).unwrap(),
         stream_sequence: repaid.body["stream_sequence"].as_u64().unwrap(),
+        index: repaid.body["index"].as_u64().unwrap() as u32,
         duplicate: false,
     };
     let Some(Payload::LoanRepaymentReceived(split)) =

@@ -176,7 +176,7 @@ async fn a_run_issues_one_instruction_per_entitlement_and_month_once() {
         .payment(&rq(&m, "run-1"), &p01(), run(None), d("2026-10-05"))
         .await
         .unwrap();
-    let after_first = message_count(&config).await;
+    let after_first = event_count(&config).await;
     // Allocation, two registrations and two grants, then two instructions and the
     // run's closing event.
     assert_eq!(after_first, 1 + 2 + 2 + 3);
@@ -197,7 +197,7 @@ async fn a_run_issues_one_instruction_per_entitlement_and_month_once() {
         ),
         "{again:?}"
     );
-    assert_eq!(message_count(&config).await, after_first);
+    assert_eq!(event_count(&config).await, after_first);
     verified(&config).await;
 }
 
@@ -255,7 +255,7 @@ async fn gateway_posts_are_idempotent_forever_and_out_of_order_posts_are_defined
     .await
     .unwrap();
     assert_eq!(kind, "GatewayPostAccepted");
-    let count = message_count(&config).await;
+    let count = event_count(&config).await;
     let year_ms = 365 * 24 * 3_600 * 1_000;
     for (at, now) in [(NOW_MS + 1_000, NOW_MS + 1_000), (NOW_MS, NOW_MS + year_ms)] {
         let (again, kind) = send(
@@ -270,7 +270,7 @@ async fn gateway_posts_are_idempotent_forever_and_out_of_order_posts_are_defined
         assert_eq!((again.sequence, again.hash), (first.sequence, first.hash));
         assert_eq!(kind, "GatewayPostAccepted");
     }
-    assert_eq!(message_count(&config).await, count);
+    assert_eq!(event_count(&config).await, count);
 
     // A new post dated outside the replay window is refused and appends nothing.
     let stale = send(
@@ -289,7 +289,7 @@ async fn gateway_posts_are_idempotent_forever_and_out_of_order_posts_are_defined
         ),
         "{stale:?}"
     );
-    assert_eq!(message_count(&config).await, count);
+    assert_eq!(event_count(&config).await, count);
 
     // Another gateway posting for VCB's instruction, and a wrong amount: refused,
     // recorded (so reconciliation lists them), and never a payment.
@@ -376,7 +376,7 @@ async fn a_ledger_restarted_between_instruction_and_settlement_loses_and_doubles
         .payment(&rq(&m, "run"), &p01(), run(None), d("2026-10-05"))
         .await
         .unwrap();
-    let before = message_count(&config).await;
+    let before = event_count(&config).await;
     // Stop the ledger (its writer and its in-memory book go away) and start another
     // with an empty store: it knows nothing but the log, and must rebuild from it.
     let Service { ledger, .. } = service;
@@ -398,7 +398,7 @@ async fn a_ledger_restarted_between_instruction_and_settlement_loses_and_doubles
             .await,
         Err(ServiceError::Rejected(Rejection::NothingToRecord))
     ));
-    assert_eq!(message_count(&config).await, before + 1);
+    assert_eq!(event_count(&config).await, before + 1);
     verified(&config).await;
 }
 
@@ -408,7 +408,7 @@ async fn a_grant_to_a_household_the_registry_does_not_know_is_refused_and_append
     let dir = tempfile::tempdir().unwrap();
     let service = service_at(&config, dir.path()).await;
     setup(&service).await;
-    let before = message_count(&config).await;
+    let before = event_count(&config).await;
     let refused = service
         .payment(
             &rq(&manager(), "grant-unknown"),
@@ -425,5 +425,5 @@ async fn a_grant_to_a_household_the_registry_does_not_know_is_refused_and_append
         ),
         "{refused:?}"
     );
-    assert_eq!(message_count(&config).await, before);
+    assert_eq!(event_count(&config).await, before);
 }

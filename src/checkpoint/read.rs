@@ -8,22 +8,23 @@ use super::keys::KeyRing;
 use super::sign::CheckpointBody;
 use super::stream::CheckpointConfig;
 use super::{CHECKPOINTS_READ_MAX, CheckpointError};
-use crate::chain::{self, ChainHead, Partition};
-use crate::log::{LogConfig, RawEvent, reader};
+use crate::chain::{ChainHead, Partition};
+use crate::log::{LogConfig, Position, RawEvent, reader};
 use crate::proto::{self, Envelope, envelope::Payload};
 
-/// Where a chain read stands: the head and the stream sequence of its last event.
+/// Where a chain read stands: the head and where its last event sits (a read that
+/// stopped inside a frame resumes inside it).
 #[derive(Clone, Debug)]
 pub struct ChainPosition {
     pub head: ChainHead,
-    pub stream_sequence: u64,
+    pub read: Position,
 }
 
 impl ChainPosition {
     pub fn genesis(partition: Partition) -> Self {
         Self {
             head: ChainHead::genesis(partition),
-            stream_sequence: 0,
+            read: Position::START,
         }
     }
 }
@@ -60,28 +61,26 @@ pub async fn read_chain(
     else {
         return Ok(position);
     };
-    if last.stream_sequence <= position.stream_sequence {
+    if position.read.covers(&last) {
         return Ok(position);
     }
-    let start = position.stream_sequence + 1;
+    let after = position.read;
     let step = |event: RawEvent| -> Result<(), Halt> {
-        let (next, envelope) =
-            chain::check_next(&position.head, &event.payload, event.header_hash.as_deref())
-                .map_err(|cause| {
-                    Halt::Failed(CheckpointError::Chain {
-                        partition: position.head.partition.to_string(),
-                        stream_sequence: event.stream_sequence,
-                        cause,
-                    })
-                })?;
+        let (next, envelope) = event.check_next(&position.head).map_err(|cause| {
+            Halt::Failed(CheckpointError::Chain {
+                partition: position.head.partition.to_string(),
+                stream_sequence: event.stream_sequence,
+                cause,
+            })
+        })?;
         position.head = next;
-        position.stream_sequence = event.stream_sequence;
+        position.read = Position::after(&event);
         match visit(&position.head, &event, &envelope).map_err(Halt::Failed)? {
             Next::Continue => Ok(()),
             Next::Stop => Err(Halt::Stop),
         }
     };
-    match reader::read_range(events, &subject, start, last.stream_sequence, step).await {
+    match reader::read_after(events, &subject, after, last.stream_sequence, step).await {
         Ok(_) | Err(reader::ReadError::Visit(Halt::Stop)) => Ok(position),
         Err(reader::ReadError::Visit(Halt::Failed(e))) => Err(e),
         Err(reader::ReadError::Nats(m)) => Err(CheckpointError::Nats(m)),

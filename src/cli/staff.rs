@@ -297,6 +297,7 @@ fn print_receipt(receipt: &Receipt, key: &str, json: bool) {
                 "sequence": receipt.sequence,
                 "hash": receipt.hash.to_hex(),
                 "stream_sequence": receipt.stream_sequence,
+                "index": receipt.index,
                 "duplicate": receipt.duplicate,
                 "idempotency_key": key,
             })

@@ -146,6 +146,7 @@ pub struct ReceiptBody {
     sequence: u64,
     hash: String,
     stream_sequence: u64,
+    index: u32,
     duplicate: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     loan: Option<String>,
@@ -158,6 +159,7 @@ impl ReceiptBody {
             sequence: receipt.sequence,
             hash: receipt.hash.to_hex(),
             stream_sequence: receipt.stream_sequence,
+            index: receipt.index,
             duplicate: receipt.duplicate,
             loan,
         }

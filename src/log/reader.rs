@@ -1,28 +1,160 @@
 //! Reading the log back in stream order, in constant memory.
+//!
+//! Readers see events, not messages: a message holding a frame of several events
+//! (frame.rs) is handed over as its events in order, each with its place (stream
+//! sequence, index in the message).
 
+use async_nats::HeaderMap;
 use async_nats::jetstream::{consumer, stream};
 use bytes::Bytes;
 use futures::StreamExt;
 
 use super::HEADER_HASH;
+use super::frame::{self, FrameError, HEADER_FORMAT};
+use crate::chain::{self, ChainBreak, ChainHead};
+use crate::proto::Envelope;
 
-/// One stored message as read back: nothing here is trusted until checked.
+/// One stored event as read back: nothing here is trusted until checked.
 #[derive(Clone, Debug)]
 pub struct RawEvent {
     pub stream_sequence: u64,
+    /// Its index in the message (0 for a message of one event).
+    pub index: u32,
+    /// True for the message's last event: a reader that stops here read all of it.
+    pub last_in_message: bool,
     pub subject: String,
+    /// The exact stored bytes of one envelope.
     pub payload: Bytes,
-    /// The `Ansinh-Hash` header, if the message carried one.
+    /// The `Ansinh-Hash` header, if the message carried one. It names the message's last
+    /// event, so only that event carries it.
     pub header_hash: Option<String>,
+    /// Set when the message cannot be split into events (a damaged or forged frame):
+    /// `payload` is then the whole message, and every check of this event fails.
+    pub malformed: Option<FrameError>,
 }
 
-impl From<async_nats::jetstream::message::StreamMessage> for RawEvent {
-    fn from(m: async_nats::jetstream::message::StreamMessage) -> Self {
+impl RawEvent {
+    /// Where this event sits in the stream.
+    pub fn at(&self) -> EventAt {
+        EventAt {
+            stream_sequence: self.stream_sequence,
+            index: self.index,
+        }
+    }
+
+    /// `chain::check_next` for this event; a malformed message fails it.
+    pub fn check_next(&self, head: &ChainHead) -> Result<(ChainHead, Envelope), ChainBreak> {
+        if let Some(e) = &self.malformed {
+            return Err(ChainBreak::Message(e.to_string()));
+        }
+        chain::check_next(head, &self.payload, self.header_hash.as_deref())
+    }
+}
+
+/// Where an event sits: the stream sequence of its message and its index in it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventAt {
+    pub stream_sequence: u64,
+    pub index: u32,
+}
+
+/// How far a reader has read: the last event it took in, and whether that was its
+/// message's last one. A reader that stops inside a frame resumes inside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub last: EventAt,
+    pub whole_message: bool,
+}
+
+impl Position {
+    /// Nothing read yet.
+    pub const START: Position = Position {
+        last: EventAt {
+            stream_sequence: 0,
+            index: 0,
+        },
+        whole_message: true,
+    };
+
+    /// The position just after `event`.
+    pub fn after(event: &RawEvent) -> Self {
         Self {
-            stream_sequence: m.sequence,
-            subject: m.subject.to_string(),
-            header_hash: m.headers.get(HEADER_HASH).map(|v| v.as_str().to_string()),
-            payload: m.payload,
+            last: event.at(),
+            whole_message: event.last_in_message,
+        }
+    }
+
+    /// The stream sequence to read from next.
+    pub fn resume_at(&self) -> u64 {
+        if self.whole_message {
+            self.last.stream_sequence + 1
+        } else {
+            self.last.stream_sequence
+        }
+    }
+
+    /// True when `event` was already read.
+    pub fn covers(&self, event: &RawEvent) -> bool {
+        self.last.stream_sequence != 0 && event.at() <= self.last
+    }
+}
+
+/// One stored message as read back, before it is split into events.
+struct RawMessage {
+    stream_sequence: u64,
+    subject: String,
+    payload: Bytes,
+    header_hash: Option<String>,
+    format: Option<String>,
+}
+
+impl RawMessage {
+    fn new(
+        stream_sequence: u64,
+        subject: &str,
+        headers: Option<&HeaderMap>,
+        payload: Bytes,
+    ) -> Self {
+        let header = |name: &str| {
+            headers
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_string())
+        };
+        Self {
+            stream_sequence,
+            subject: subject.to_string(),
+            header_hash: header(HEADER_HASH),
+            format: header(HEADER_FORMAT),
+            payload,
+        }
+    }
+
+    fn from_stored(m: async_nats::jetstream::message::StreamMessage) -> Self {
+        Self::new(m.sequence, m.subject.as_str(), Some(&m.headers), m.payload)
+    }
+
+    /// The message's events in order; a message that cannot be split is one malformed event.
+    fn into_events(self) -> Vec<RawEvent> {
+        let event =
+            |index: usize, last: bool, payload: Bytes, malformed: Option<FrameError>| RawEvent {
+                stream_sequence: self.stream_sequence,
+                index: index as u32,
+                last_in_message: last,
+                subject: self.subject.clone(),
+                payload,
+                header_hash: if last { self.header_hash.clone() } else { None },
+                malformed,
+            };
+        match frame::decode(&self.payload, self.format.as_deref()) {
+            Ok(events) => {
+                let last = events.len() - 1;
+                events
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, payload)| event(i, i == last, payload, None))
+                    .collect()
+            }
+            Err(e) => vec![event(0, true, self.payload.clone(), Some(e))],
         }
     }
 }
@@ -37,14 +169,15 @@ pub enum ReadError<E> {
     Visit(E),
 }
 
-/// Events read ahead of the visitor per hand-over, and hand-overs queued at most: the
-/// read-ahead holds at most READ_AHEAD_CHUNKS_MAX x READ_CHUNK_EVENTS events.
+/// Events read ahead of the visitor per hand-over (a frame may add up to
+/// FRAME_EVENTS_MAX - 1 more), and hand-overs queued at most: the read-ahead holds at
+/// most READ_AHEAD_CHUNKS_MAX x (READ_CHUNK_EVENTS + FRAME_EVENTS_MAX) events.
 const READ_CHUNK_EVENTS: usize = 256;
 const READ_AHEAD_CHUNKS_MAX: usize = 16;
 
-/// Visits every message on `filter` with stream sequence in `start..=end`, in order.
-/// Memory is bounded by the consumer's pull window and the read-ahead, not by the log's
-/// length.
+/// Visits every event on `filter` whose message has stream sequence in `start..=end`,
+/// in order; returns how many were visited. Memory is bounded by the consumer's pull
+/// window and the read-ahead, not by the log's length.
 ///
 /// A task of its own pulls the messages while the visitor checks them, so reading and
 /// checking (blake3, decoding) use two cores: one task doing both verified at as little
@@ -91,32 +224,49 @@ pub async fn read_range<E>(
     Ok(count)
 }
 
+/// Visits every event on `filter` after `position`, up to the message at stream
+/// sequence `end`; returns how many were visited. Resumes inside a frame if `position`
+/// stopped inside one.
+pub async fn read_after<E>(
+    stream: &stream::Stream,
+    filter: &str,
+    position: Position,
+    end: u64,
+    mut visit: impl FnMut(RawEvent) -> Result<(), E>,
+) -> Result<u64, ReadError<E>> {
+    let mut skipped = 0u64;
+    let read = read_range(stream, filter, position.resume_at(), end, |event| {
+        if position.covers(&event) {
+            skipped += 1;
+            return Ok(());
+        }
+        visit(event)
+    })
+    .await?;
+    Ok(read - skipped)
+}
+
 /// Pulls messages up to stream sequence `end` (or until none are pending) and hands
-/// them over in chunks; an error is handed over last.
+/// their events over in chunks; an error is handed over last.
 async fn read_ahead(
     mut messages: consumer::pull::Ordered,
     end: u64,
     chunks: tokio::sync::mpsc::Sender<Result<Vec<RawEvent>, String>>,
 ) {
-    let mut chunk = Vec::with_capacity(READ_CHUNK_EVENTS);
+    let mut chunk = Vec::with_capacity(READ_CHUNK_EVENTS + frame::FRAME_EVENTS_MAX);
     while let Some(message) = messages.next().await {
         let read = message.map_err(|e| e.to_string()).and_then(|m| {
             let info = m.info().map_err(|e| e.to_string())?;
             let (stream_sequence, pending) = (info.stream_sequence, info.pending);
-            let header_hash = m
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(HEADER_HASH))
-                .map(|v| v.as_str().to_string());
-            let event = RawEvent {
+            let raw = RawMessage::new(
                 stream_sequence,
-                subject: m.subject.to_string(),
-                payload: m.payload.clone(),
-                header_hash,
-            };
-            Ok((event, pending))
+                m.subject.as_str(),
+                m.headers.as_ref(),
+                m.payload.clone(),
+            );
+            Ok((raw, pending))
         });
-        let (event, pending) = match read {
+        let (raw, pending) = match read {
             Ok(read) => read,
             Err(e) => {
                 if !chunk.is_empty() {
@@ -126,16 +276,17 @@ async fn read_ahead(
                 return;
             }
         };
-        if event.stream_sequence > end {
+        if raw.stream_sequence > end {
             break;
         }
-        let last = event.stream_sequence >= end || pending == 0;
-        chunk.push(event);
+        let last = raw.stream_sequence >= end || pending == 0;
+        chunk.extend(raw.into_events());
         if last {
             break;
         }
-        if chunk.len() == READ_CHUNK_EVENTS {
-            let full = std::mem::replace(&mut chunk, Vec::with_capacity(READ_CHUNK_EVENTS));
+        if chunk.len() >= READ_CHUNK_EVENTS {
+            let capacity = READ_CHUNK_EVENTS + frame::FRAME_EVENTS_MAX;
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(capacity));
             if chunks.send(Ok(full)).await.is_err() {
                 return; // the visitor stopped
             }
@@ -156,26 +307,34 @@ pub async fn last_stream_sequence(stream: &mut stream::Stream) -> Result<u64, St
         .last_sequence)
 }
 
-/// The last message of one subject, or None when the subject is empty.
+/// The last event of one subject (the last of its last message), or None when the
+/// subject is empty.
 pub async fn last_on_subject(
     stream: &stream::Stream,
     subject: &str,
 ) -> Result<Option<RawEvent>, String> {
     match stream.get_last_raw_message_by_subject(subject).await {
-        Ok(m) => Ok(Some(RawEvent::from(m))),
+        Ok(m) => Ok(RawMessage::from_stored(m).into_events().pop()),
         Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
         Err(e) => Err(e.to_string()),
     }
 }
 
-/// The message at one stream sequence, or None when there is none.
+/// The events of the message at one stream sequence, or None when there is none.
 pub async fn at_sequence(
     stream: &stream::Stream,
     sequence: u64,
-) -> Result<Option<RawEvent>, String> {
+) -> Result<Option<Vec<RawEvent>>, String> {
     match stream.get_raw_message(sequence).await {
-        Ok(m) => Ok(Some(RawEvent::from(m))),
+        Ok(m) => Ok(Some(RawMessage::from_stored(m).into_events())),
         Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// The event at one place, or None when there is none.
+pub async fn event_at(stream: &stream::Stream, at: EventAt) -> Result<Option<RawEvent>, String> {
+    Ok(at_sequence(stream, at.stream_sequence)
+        .await?
+        .and_then(|events| events.into_iter().nth(at.index as usize)))
 }

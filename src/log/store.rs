@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::reader::EventAt;
 use crate::chain::Digest;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,15 +57,28 @@ index_error!(
     redb::SetDurabilityError
 );
 
-/// Where an event sits: its partition sequence, its hash and its stream sequence.
+/// Where an event sits: its partition sequence, its hash, the stream sequence of its
+/// message and its index in that message (0 unless the message holds a frame).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeadRecord {
     pub sequence: u64,
     pub hash: Digest,
     pub stream_sequence: u64,
+    pub index: u32,
 }
 
-const HEAD_RECORD_BYTES: usize = 8 + 32 + 8;
+impl HeadRecord {
+    pub fn at(&self) -> EventAt {
+        EventAt {
+            stream_sequence: self.stream_sequence,
+            index: self.index,
+        }
+    }
+}
+
+const HEAD_RECORD_BYTES: usize = 8 + 32 + 8 + 4;
+/// Records written before frames had no index: it is 0 for them.
+const HEAD_RECORD_BYTES_V1: usize = 8 + 32 + 8;
 /// sled's page cache (its default is 1 GiB). sled now holds only projections.
 pub const STORE_CACHE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// redb's page cache for the log index: hot pages are heads and recent keys; older
@@ -88,19 +102,23 @@ impl HeadRecord {
         let mut out = [0u8; HEAD_RECORD_BYTES];
         out[..8].copy_from_slice(&self.sequence.to_be_bytes());
         out[8..40].copy_from_slice(&self.hash.0);
-        out[40..].copy_from_slice(&self.stream_sequence.to_be_bytes());
+        out[40..48].copy_from_slice(&self.stream_sequence.to_be_bytes());
+        out[48..].copy_from_slice(&self.index.to_be_bytes());
         out
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        if bytes.len() != HEAD_RECORD_BYTES {
-            return Err(StoreError::Corrupt("head"));
-        }
+        let index = match bytes.len() {
+            HEAD_RECORD_BYTES => u32::from_be_bytes(bytes[48..].try_into().expect("4 bytes")),
+            HEAD_RECORD_BYTES_V1 => 0,
+            _ => return Err(StoreError::Corrupt("head")),
+        };
         let u64_at = |i: usize| u64::from_be_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
         Ok(Self {
             sequence: u64_at(0),
             hash: Digest(bytes[8..40].try_into().expect("32 bytes")),
             stream_sequence: u64_at(40),
+            index,
         })
     }
 }
@@ -337,7 +355,18 @@ mod tests {
             sequence: u64::from(n),
             hash: Digest([n; 32]),
             stream_sequence: 100 + u64::from(n),
+            index: u32::from(n % 3),
         }
+    }
+
+    #[test]
+    fn head_records_round_trip_and_records_before_frames_read_as_index_0() {
+        let record = at(5);
+        assert_eq!(HeadRecord::decode(&record.encode()).unwrap(), record);
+        let v1 = &record.encode()[..HEAD_RECORD_BYTES_V1];
+        let old = HeadRecord::decode(v1).unwrap();
+        assert_eq!((old.stream_sequence, old.index), (105, 0));
+        assert!(HeadRecord::decode(&record.encode()[..47]).is_err());
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! disk (~4k/s measured); a batch of up to 1,000 costs one fsync (~100k/s). The wait
 //! is bounded too: a pending append waits for at most the batch in flight plus its own.
 //!
+//! Group commit has two levels: consecutive events go into frames of up to
+//! FRAME_EVENTS_MAX events per message (frame.rs: the server's cost is per message),
+//! and the frames into one atomic batch. Up to FRAME_EVENTS_MAX waiting events are one
+//! message, a plain fenced publish (~0.4 ms) rather than an atomic batch (~4.5 ms).
+//!
 //! Why a task per partition: a chain is linear, so its appends must be ordered; the
 //! task owns the partition's head and is the only one in this process that extends it.
 //! Across processes the `Nats-Expected-Last-Subject-Sequence` fence decides: the loser
@@ -20,8 +25,9 @@ use bytes::Bytes;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
+use super::frame::{self, FORMAT_FRAME, HEADER_FORMAT};
 use super::gate::CommitGate;
-use super::reader::{self, RawEvent};
+use super::reader::{self, EventAt, RawEvent};
 use super::store::{HeadRecord, LedgerStore, StoreError};
 use super::stream::{LogConfig, StreamError, ensure_stream};
 use super::{HEADER_HASH, HEADER_SEQUENCE};
@@ -32,11 +38,17 @@ use crate::chain::{
 use crate::domain::Rejection;
 use crate::proto::{self, Envelope, envelope::Payload};
 
-/// Most events in one atomic batch: the server's own limit (1,001 is refused).
-pub const BATCH_EVENTS_MAX: usize = 1_000;
-/// Up to this many queued appends are committed one by one rather than as a batch:
-/// 4 plain publishes (~0.4 ms each, measured) still finish before one atomic batch.
-pub const LONE_APPENDS_MAX: usize = 4;
+/// Most messages in one atomic batch: the server's own limit (1,001 is refused).
+pub const BATCH_MESSAGES_MAX: usize = 1_000;
+/// Most events in one atomic batch, and so in one command: 250 full frames. Enough for
+/// the server's per-commit cost (~4 ms) to stay small beside the events' own, and few
+/// enough that deciding and encoding one batch stays well under one commit's time.
+pub const BATCH_EVENTS_MAX: usize = 4_000;
+/// Most encoded bytes in one atomic batch: bounds a partition writer's memory, and with
+/// BATCH_EVENTS_MAX the batch's messages. A frame closed for its bytes holds more than
+/// FRAME_BYTES_MAX - EVENT_BYTES_MAX, so a batch has at most 4,000 / 16 + 16 MiB /
+/// 192 KiB + 1 = 337 messages, well under BATCH_MESSAGES_MAX.
+pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Index commits one partition writer may leave running while it goes on. More than
 /// one, so a commit that waits for the index's periodic fsync stays off the path of
 /// the next appends; few, so the keys answered from memory stay few.
@@ -78,7 +90,10 @@ pub struct Receipt {
     pub partition: String,
     pub sequence: u64,
     pub hash: Digest,
+    /// The stream sequence of the message holding the event.
     pub stream_sequence: u64,
+    /// The event's index in that message (0 unless it holds a frame).
+    pub index: u32,
     pub duplicate: bool,
 }
 
@@ -89,6 +104,7 @@ impl Receipt {
             sequence: at.sequence,
             hash: at.hash,
             stream_sequence: at.stream_sequence,
+            index: at.index,
             duplicate,
         }
     }
@@ -318,7 +334,11 @@ impl Ledger {
 
     /// The event a receipt names, as stored.
     pub async fn event_of(&self, receipt: &Receipt) -> Result<Envelope, AppendError> {
-        let raw = reader::at_sequence(&self.shared.stream, receipt.stream_sequence)
+        let at = EventAt {
+            stream_sequence: receipt.stream_sequence,
+            index: receipt.index,
+        };
+        let raw = reader::event_at(&self.shared.stream, at)
             .await
             .map_err(AppendError::Nats)?
             .ok_or_else(|| AppendError::Nats("event of the receipt not found".into()))?;
@@ -408,22 +428,24 @@ async fn check_remembered(
             last.stream_sequence, remembered.stream_sequence, remembered.sequence
         )));
     }
-    let at = reader::at_sequence(stream, remembered.stream_sequence)
+    let at = reader::event_at(stream, remembered.at())
         .await
         .map_err(AppendError::Nats)?;
     match at {
         Some(event)
-            if event.subject == subject && chain::event_hash(&event.payload) == remembered.hash =>
+            if event.subject == subject
+                && event.malformed.is_none()
+                && chain::event_hash(&event.payload) == remembered.hash =>
         {
             Ok(None)
         }
         Some(_) => Ok(Some(format!(
-            "the event at stream sequence {} differs from the acknowledged one (hash {})",
-            remembered.stream_sequence, remembered.hash
+            "the event at stream sequence {} (index {}) differs from the acknowledged one (hash {})",
+            remembered.stream_sequence, remembered.index, remembered.hash
         ))),
         None => Ok(Some(format!(
-            "the acknowledged event at stream sequence {} is missing",
-            remembered.stream_sequence
+            "the acknowledged event at stream sequence {} (index {}) is missing",
+            remembered.stream_sequence, remembered.index
         ))),
     }
 }
@@ -466,6 +488,23 @@ fn envelope_for(draft: &Draft, sequence: u64, prev: &Digest, recorded_at_unix_ms
     }
 }
 
+/// Encodes one event at its place in the chain. The bytes are what gets stored and
+/// hashed; nothing re-encodes them later.
+fn encode(draft: &Draft, sequence: u64, prev: &Digest, recorded_at_unix_ms: i64) -> Encoded {
+    let bytes =
+        Bytes::from(envelope_for(draft, sequence, prev, recorded_at_unix_ms).encode_to_vec());
+    assert!(
+        bytes.len() <= EVENT_BYTES_MAX,
+        "validate() bounds every draft"
+    );
+    Encoded {
+        key: draft.idempotency_key.clone(),
+        hash: chain::event_hash(&bytes),
+        bytes,
+        sequence,
+    }
+}
+
 /// The head as the writer tracks it: the chain head plus its stream sequence (the fence).
 struct WriterHead {
     chain: ChainHead,
@@ -505,17 +544,19 @@ struct Recording {
     keys: Arc<Vec<(String, HeadRecord)>>,
 }
 
-/// What `decide` let through for one batch.
+/// What `decide` let through for one batch, encoded.
 struct Decided {
     accepted: Vec<Pending>,
-    drafts: Vec<Draft>,
-    /// For each draft, the index in `accepted` of the append it belongs to.
+    /// The batch's events in chain order, with the idempotency key of each.
+    encoded: Vec<Encoded>,
+    /// For each event, the index in `accepted` of the append it belongs to.
     owners: Vec<usize>,
     /// Appends that did not fit this batch, in order.
     leftover: Vec<Pending>,
 }
 
 struct Encoded {
+    key: String,
     bytes: Bytes,
     hash: Digest,
     sequence: u64,
@@ -548,22 +589,11 @@ impl PartitionWriter {
                     Err(_) => break,
                 }
             }
-            // A few appends go one by one: each is then a plain fenced publish (~0.4 ms on
-            // this server) where any atomic batch costs ~4.5 ms (docs/BENCH.md), and each
-            // passes the commit gate as a lone event. Under load the queue is longer and
-            // group commit takes over.
-            let groups = if batch.len() <= LONE_APPENDS_MAX {
-                batch.into_iter().map(|p| vec![p]).collect()
-            } else {
-                vec![batch]
-            };
-            for group in groups {
-                // A command may yield several events (a payment run); whatever did not
-                // fit this batch's event bound goes first into the next one.
-                let mut leftover = self.commit(group).await;
-                while !leftover.is_empty() {
-                    leftover = self.commit(leftover).await;
-                }
+            // A command may yield several events (a payment run); whatever did not fit
+            // this batch's bounds goes first into the next one.
+            let mut leftover = self.commit(batch).await;
+            while !leftover.is_empty() {
+                leftover = self.commit(leftover).await;
             }
         }
         // The ledger is closing: the last batches' keys reach the index before it closes.
@@ -631,7 +661,7 @@ impl PartitionWriter {
                 .partition(|p| seen.insert(p.key().to_owned()));
             let Decided {
                 accepted: unique,
-                drafts,
+                encoded,
                 owners,
                 leftover,
             } = self.decide(unique);
@@ -650,15 +680,15 @@ impl PartitionWriter {
                 });
                 return leftover;
             }
-            let encoded = self.encode(&drafts);
-            match self.publish(&encoded).await {
+            let frames = frame::cut(&encoded.iter().map(|e| e.bytes.len()).collect::<Vec<_>>());
+            match self.publish(&encoded, &frames).await {
                 Ok(last_stream_sequence) => {
                     self.acknowledged(
                         unique,
                         &owners,
-                        &drafts,
                         repeats,
-                        encoded,
+                        &encoded,
+                        &frames,
                         last_stream_sequence,
                     )
                     .await;
@@ -739,7 +769,8 @@ impl PartitionWriter {
         let start = head.stream_sequence + 1;
         let mut visit = |event: RawEvent| -> Result<(), AppendError> {
             let (next, envelope) =
-                chain::check_next(&head.chain, &event.payload, event.header_hash.as_deref())
+                event
+                    .check_next(&head.chain)
                     .map_err(|cause| AppendError::ChainBroken {
                         partition: partition.clone(),
                         stream_sequence: event.stream_sequence,
@@ -751,6 +782,7 @@ impl PartitionWriter {
                 sequence: head.chain.sequence,
                 hash: head.chain.hash,
                 stream_sequence: event.stream_sequence,
+                index: event.index,
             };
             book.apply(
                 envelope.sequence,
@@ -761,7 +793,9 @@ impl PartitionWriter {
                 return Ok(());
             }
             keys.push((envelope.idempotency_key, at));
-            if keys.len() >= CATCH_UP_RECORD_EVENTS_MAX {
+            // Only at a message's end: the store's head then always closes a message, so
+            // `keys_recorded_through` (a stream sequence) never cuts a frame in two.
+            if keys.len() >= CATCH_UP_RECORD_EVENTS_MAX && event.last_in_message {
                 store.record(&partition, &at, &keys)?;
                 keys.clear();
             }
@@ -820,18 +854,24 @@ impl PartitionWriter {
     }
 
     /// Decides each command against the book in order, folding each accepted one in
-    /// before the next is decided; answers refusals at once. A command's events all go
-    /// in one batch (so they commit atomically); a command that no longer fits waits,
-    /// with everything after it, for the next batch.
+    /// before the next is decided, and encodes its events; answers refusals at once. A
+    /// command's events all go in one batch (so they commit atomically); a command that
+    /// no longer fits the batch's bounds waits, with everything after it, for the next.
     fn decide(&mut self, batch: Vec<Pending>) -> Decided {
         let book = self.book.as_mut().expect("book loaded");
-        let mut sequence = self.head.as_ref().expect("head loaded").chain.sequence;
+        let head = &self.head.as_ref().expect("head loaded").chain;
+        let (mut sequence, mut prev) = (head.sequence, head.hash);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
         let mut out = Decided {
             accepted: Vec::with_capacity(batch.len()),
-            drafts: Vec::with_capacity(batch.len()),
+            encoded: Vec::with_capacity(batch.len()),
             owners: Vec::with_capacity(batch.len()),
             leftover: Vec::new(),
         };
+        let mut batch_bytes = 0usize;
         let mut iter = batch.into_iter();
         while let Some(pending) = iter.next() {
             let drafts = match &pending.work {
@@ -869,82 +909,84 @@ impl PartitionWriter {
                     }
                 },
             };
-            if drafts.len() > BATCH_EVENTS_MAX {
+            // Encoded before it is folded in: only then are its exact bytes known.
+            let (mut s, mut p) = (sequence, prev);
+            let encoded: Vec<Encoded> = drafts
+                .iter()
+                .map(|draft| {
+                    s += 1;
+                    let event = encode(draft, s, &p, now_ms);
+                    p = event.hash;
+                    event
+                })
+                .collect();
+            let bytes: usize = encoded.iter().map(|e| e.bytes.len()).sum();
+            if encoded.len() > BATCH_EVENTS_MAX || bytes > BATCH_BYTES_MAX {
                 let _ = pending
                     .reply
                     .send(Err(AppendError::Rejected(Rejection::UnsupportedCommand {
                         what: format!(
-                            "the command yields {} events, more than one atomic batch ({BATCH_EVENTS_MAX}); split it (e.g. run payments per commune)",
-                            drafts.len()
+                            "the command yields {} events of {bytes} bytes, more than one atomic batch ({BATCH_EVENTS_MAX} events, {BATCH_BYTES_MAX} bytes); split it (e.g. run payments per commune)",
+                            encoded.len()
                         ),
                     })));
                 continue;
             }
-            if out.drafts.len() + drafts.len() > BATCH_EVENTS_MAX {
+            if out.encoded.len() + encoded.len() > BATCH_EVENTS_MAX
+                || batch_bytes + bytes > BATCH_BYTES_MAX
+            {
                 // Not folded into the book: it is decided again in the next batch.
                 out.leftover.push(pending);
                 out.leftover.extend(iter);
                 break;
             }
-            for draft in drafts {
-                sequence += 1;
-                book.apply(sequence, Some(&draft.actor), Some(&draft.payload));
-                out.owners.push(out.accepted.len());
-                out.drafts.push(draft);
+            for (draft, event) in drafts.iter().zip(&encoded) {
+                book.apply(event.sequence, Some(&draft.actor), Some(&draft.payload));
             }
+            (sequence, prev, batch_bytes) = (s, p, batch_bytes + bytes);
+            out.owners
+                .extend(std::iter::repeat_n(out.accepted.len(), encoded.len()));
+            out.encoded.extend(encoded);
             out.accepted.push(pending);
         }
         out
     }
 
-    fn encode(&self, drafts: &[Draft]) -> Vec<Encoded> {
-        let head = self.head.as_ref().expect("head loaded");
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        let mut prev = head.chain.hash;
-        let mut sequence = head.chain.sequence;
-        drafts
-            .iter()
-            .map(|draft| {
-                sequence += 1;
-                let bytes =
-                    Bytes::from(envelope_for(draft, sequence, &prev, now_ms).encode_to_vec());
-                assert!(
-                    bytes.len() <= EVENT_BYTES_MAX,
-                    "validate() bounds every draft"
-                );
-                let hash = chain::event_hash(&bytes);
-                prev = hash;
-                Encoded {
-                    bytes,
-                    hash,
-                    sequence,
-                }
-            })
-            .collect()
-    }
-
-    /// Publishes one atomic batch fenced on our head; returns the stream sequence of
-    /// its last message.
+    /// Publishes one atomic batch fenced on our head, the events cut into `frames`;
+    /// returns the stream sequence of its last message.
     ///
     /// No `Nats-Msg-Id`: the fence already makes a resent or stale batch fail, and the
     /// index answers retries for ever. JetStream's dedupe would only repeat that work,
     /// and it cost the server 5-21% of its batch throughput here (atomic_batch_probe
     /// `--msg-id`) plus a map of every id in the duplicate window.
-    async fn publish(&self, encoded: &[Encoded]) -> Result<u64, String> {
+    async fn publish(
+        &self,
+        encoded: &[Encoded],
+        frames: &[std::ops::Range<usize>],
+    ) -> Result<u64, String> {
+        if frames.len() > BATCH_MESSAGES_MAX {
+            // BATCH_EVENTS_MAX and BATCH_BYTES_MAX rule this out; never send what the
+            // server would refuse after it has taken part of it.
+            return Err(format!(
+                "batch of {} messages exceeds {BATCH_MESSAGES_MAX}",
+                frames.len()
+            ));
+        }
         // Held until the ack: the server commits one stream's batches one at a time, so a
-        // second one in flight would only make a lone event wait longer (gate.rs).
-        let _permit = self.shared.gate.enter(encoded.len()).await;
+        // second one in flight would only make a lone message wait longer (gate.rs).
+        let _permit = self.shared.gate.enter(frames.len()).await;
         let head = self.head.as_ref().expect("head loaded");
         let batch_id = format!("{}-{}", self.partition, uuid::Uuid::new_v4().simple());
-        let last_index = encoded.len() - 1;
-        // A lone event goes as a plain publish with the same fence: measured on 2.15.1,
+        let last_message = frames.len() - 1;
+        // One message goes as a plain publish with the same fence: measured on 2.15.1,
         // an atomic batch of one costs ~13 ms at p50 against ~0.5 ms for a plain
         // fsynced publish, and a single message is atomic anyway.
-        let atomic = encoded.len() > 1;
-        for (index, event) in encoded.iter().enumerate() {
+        let atomic = frames.len() > 1;
+        for (index, range) in frames.iter().enumerate() {
+            let events = &encoded[range.clone()];
+            let payloads: Vec<Bytes> = events.iter().map(|e| e.bytes.clone()).collect();
+            let (payload, framed) = frame::encode(&payloads);
+            let last_event = events.last().expect("frames are not empty");
             let mut headers = HeaderMap::new();
             if atomic {
                 headers.insert(async_nats::header::NATS_BATCH_ID, batch_id.as_str());
@@ -953,18 +995,22 @@ impl PartitionWriter {
                     (index + 1).to_string().as_str(),
                 );
             }
-            headers.insert(HEADER_HASH, event.hash.to_hex().as_str());
-            headers.insert(HEADER_SEQUENCE, event.sequence.to_string().as_str());
+            if framed {
+                headers.insert(HEADER_FORMAT, FORMAT_FRAME);
+            }
+            // Both name the message's last event, as CHAIN.md says.
+            headers.insert(HEADER_HASH, last_event.hash.to_hex().as_str());
+            headers.insert(HEADER_SEQUENCE, last_event.sequence.to_string().as_str());
             if index == 0 {
                 headers.insert(
                     async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
                     head.stream_sequence.to_string().as_str(),
                 );
             }
-            if index < last_index {
+            if index < last_message {
                 self.shared
                     .client
-                    .publish_with_headers(self.subject.clone(), headers, event.bytes.clone())
+                    .publish_with_headers(self.subject.clone(), headers, payload)
                     .await
                     .map_err(|e| e.to_string())?;
             } else {
@@ -979,9 +1025,7 @@ impl PartitionWriter {
                     .js
                     .send_publish(
                         self.subject.clone(),
-                        PublishMessage::build()
-                            .headers(headers)
-                            .payload(event.bytes.clone()),
+                        PublishMessage::build().headers(headers).payload(payload),
                     )
                     .await
                     .map_err(|e| e.to_string())?
@@ -998,34 +1042,32 @@ impl PartitionWriter {
                 return Ok(ack.sequence);
             }
         }
-        unreachable!("a batch has at least one event")
+        unreachable!("a batch has at least one message")
     }
 
     async fn acknowledged(
         &mut self,
         batch: Vec<Pending>,
         owners: &[usize],
-        drafts: &[Draft],
         repeats: Vec<Pending>,
-        encoded: Vec<Encoded>,
+        encoded: &[Encoded],
+        frames: &[std::ops::Range<usize>],
         last_stream_sequence: u64,
     ) {
-        let count = encoded.len() as u64;
         // An atomic batch is stored contiguously, so stream sequences follow from the last.
-        let first_stream_sequence = last_stream_sequence + 1 - count;
-        let records: Vec<(String, HeadRecord)> = drafts
-            .iter()
-            .zip(&encoded)
-            .enumerate()
-            .map(|(i, (draft, event))| {
+        let first_stream_sequence = last_stream_sequence + 1 - frames.len() as u64;
+        let mut records: Vec<(String, HeadRecord)> = Vec::with_capacity(encoded.len());
+        for (message, range) in frames.iter().enumerate() {
+            for (index, event) in encoded[range.clone()].iter().enumerate() {
                 let at = HeadRecord {
                     sequence: event.sequence,
                     hash: event.hash,
-                    stream_sequence: first_stream_sequence + i as u64,
+                    stream_sequence: first_stream_sequence + message as u64,
+                    index: index as u32,
                 };
-                (draft.idempotency_key.clone(), at)
-            })
-            .collect();
+                records.push((event.key.clone(), at));
+            }
+        }
         let last = records.last().expect("non-empty batch").1;
         let head = self.head.as_mut().expect("head loaded");
         head.chain.sequence = last.sequence;

@@ -84,6 +84,18 @@ pub async fn stream_of(config: &LogConfig) -> async_nats::jetstream::stream::Str
         .expect("stream exists")
 }
 
+/// Events stored in the log: a message holding a frame counts each of its events.
+pub async fn event_count(config: &LogConfig) -> u64 {
+    let mut stream = stream_of(config).await;
+    let end = ansinh::log::reader::last_stream_sequence(&mut stream)
+        .await
+        .expect("stream info");
+    ansinh::log::read_range(&stream, &config.wildcard(), 1, end, |_| Ok::<_, ()>(()))
+        .await
+        .expect("log read")
+}
+
+/// Messages stored in the stream (a frame of several events is one).
 pub async fn message_count(config: &LogConfig) -> u64 {
     stream_of(config)
         .await

@@ -1,0 +1,176 @@
+//! Frames: several consecutive events of one partition in one JetStream message
+//! (docs/adr/0006-frames-several-events-per-message.md, docs/CHAIN.md section 1).
+//!
+//! Why: nats-server's cost is per message, not per byte. Inside an atomic batch it
+//! spends ~15-20 µs per message on the 2-core machine, and one stream's commits run one
+//! after another, so one event per message caps the log at the server's 44-77k
+//! messages/s. Sixteen events per message lift that ceiling 2-3× on the same disk.
+//!
+//! What does not change: every event is still the exact bytes of one `Envelope`, and
+//! its hash covers those bytes; a frame only carries them. A message of one event stays
+//! a bare envelope without the format header, exactly as logs written before frames.
+//!
+//! Pure functions only: the writer cuts and encodes, every reader decodes.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::chain::EVENT_BYTES_MAX;
+use crate::proto::Frame;
+
+/// Header naming how a message's payload holds its events. Absent: the payload is one
+/// envelope. `frame`: the payload is a `Frame`.
+pub const HEADER_FORMAT: &str = "Ansinh-Format";
+/// The one value of `Ansinh-Format` this version writes and reads.
+pub const FORMAT_FRAME: &str = "frame";
+/// Most events the writer puts in one message. Beyond ~16 the server's per-message cost
+/// is already small beside the ledger's own work per event (docs/BENCH.md, session 6),
+/// while a frame's events stand or fall together if the message is damaged.
+pub const FRAME_EVENTS_MAX: usize = 16;
+/// Most payload bytes the writer puts in one message: well under NATS's default
+/// `max_payload` (1 MiB), so a frame fits any server the ledger may be pointed at.
+pub const FRAME_BYTES_MAX: usize = 256 * 1024;
+/// Bytes a frame adds around one element: a tag byte and a length varint of at most 3
+/// bytes (an element holds at most EVENT_BYTES_MAX = 64 KiB).
+const ELEMENT_OVERHEAD_MAX: usize = 4;
+
+/// Why a message marked as a frame cannot be read.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    /// The payload is not a protobuf `Frame`.
+    #[error("undecodable frame: {0}")]
+    Undecodable(String),
+    /// A frame must carry at least one event.
+    #[error("frame holds no event")]
+    Empty,
+    /// `Ansinh-Format` names a format this version does not know.
+    #[error("unknown message format {0:?}")]
+    UnknownFormat(String),
+}
+
+/// Cuts a batch of events, given their encoded sizes in chain order, into frames:
+/// consecutive runs of at most FRAME_EVENTS_MAX events whose frame payload stays within
+/// FRAME_BYTES_MAX. Every range is non-empty; together they cover `0..sizes.len()`.
+pub fn cut(sizes: &[usize]) -> Vec<Range<usize>> {
+    let mut frames = Vec::with_capacity(sizes.len().div_ceil(FRAME_EVENTS_MAX));
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, size) in sizes.iter().enumerate() {
+        debug_assert!(*size <= EVENT_BYTES_MAX, "validate() bounds every event");
+        let grown = bytes + size + ELEMENT_OVERHEAD_MAX;
+        if i > start && (i - start == FRAME_EVENTS_MAX || grown > FRAME_BYTES_MAX) {
+            frames.push(start..i);
+            start = i;
+            bytes = size + ELEMENT_OVERHEAD_MAX;
+        } else {
+            bytes = grown;
+        }
+    }
+    if start < sizes.len() {
+        frames.push(start..sizes.len());
+    }
+    frames
+}
+
+/// The payload of a message holding `events` (each the exact bytes of one envelope),
+/// and whether it must be marked as a frame. One event is stored bare, as before frames.
+pub fn encode(events: &[Bytes]) -> (Bytes, bool) {
+    match events {
+        [one] => (one.clone(), false),
+        _ => {
+            let frame = Frame {
+                events: events.to_vec(), // clones of Bytes share the buffers
+            };
+            (Bytes::from(frame.encode_to_vec()), true)
+        }
+    }
+}
+
+/// The events a message holds, given its `Ansinh-Format` header. The elements share
+/// the payload's buffer: nothing is copied or re-encoded.
+pub fn decode(payload: &Bytes, format: Option<&str>) -> Result<Vec<Bytes>, FrameError> {
+    match format {
+        None => Ok(vec![payload.clone()]),
+        Some(FORMAT_FRAME) => {
+            let frame = Frame::decode(payload.clone())
+                .map_err(|e| FrameError::Undecodable(e.to_string()))?;
+            if frame.events.is_empty() {
+                return Err(FrameError::Empty);
+            }
+            Ok(frame.events)
+        }
+        Some(other) => Err(FrameError::UnknownFormat(other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_bounds_events_and_bytes_and_covers_everything() {
+        assert!(cut(&[]).is_empty());
+        assert_eq!(cut(&[300]), vec![0..1]);
+        assert_eq!(cut(&[300; 33]), vec![0..16, 16..32, 32..33]);
+        // Four events of 64 KiB cannot share 256 KiB with their overhead: 3 + 1.
+        let big = EVENT_BYTES_MAX;
+        assert_eq!(cut(&[big; 4]), vec![0..3, 3..4]);
+        let sizes: Vec<usize> = (0..200).map(|i| (i * 7919) % big).collect();
+        let frames = cut(&sizes);
+        let mut next = 0;
+        for f in &frames {
+            assert_eq!(f.start, next, "contiguous");
+            assert!(!f.is_empty() && f.len() <= FRAME_EVENTS_MAX);
+            let (payload, _) = encode(
+                &sizes[f.clone()]
+                    .iter()
+                    .map(|n| Bytes::from(vec![7u8; *n]))
+                    .collect::<Vec<_>>(),
+            );
+            assert!(payload.len() <= FRAME_BYTES_MAX, "{} bytes", payload.len());
+            next = f.end;
+        }
+        assert_eq!(next, sizes.len());
+    }
+
+    #[test]
+    fn one_event_stays_bare_and_frames_round_trip_without_copies() {
+        let a = Bytes::from_static(b"\x08\x01first");
+        let (bare, framed) = encode(std::slice::from_ref(&a));
+        assert!(!framed);
+        assert_eq!(bare, a);
+        assert_eq!(decode(&bare, None).unwrap(), vec![a.clone()]);
+
+        let b = Bytes::from_static(b"\x08\x01second");
+        let (payload, framed) = encode(&[a.clone(), b.clone()]);
+        assert!(framed);
+        let events = decode(&payload, Some(FORMAT_FRAME)).unwrap();
+        assert_eq!(events, vec![a, b]);
+        // The elements point into the message's own buffer.
+        let range = payload.as_ptr_range();
+        assert!(range.contains(&events[1].as_ptr()));
+    }
+
+    #[test]
+    fn bad_frames_are_typed_errors() {
+        assert_eq!(
+            decode(&Bytes::new(), Some(FORMAT_FRAME)),
+            Err(FrameError::Empty)
+        );
+        assert!(matches!(
+            decode(&Bytes::from_static(b"\x0a\x05ab"), Some(FORMAT_FRAME)),
+            Err(FrameError::Undecodable(_))
+        ));
+        // A bare envelope (field 1 is a varint) is not a frame.
+        assert!(matches!(
+            decode(&Bytes::from_static(b"\x08\x01"), Some(FORMAT_FRAME)),
+            Err(FrameError::Undecodable(_))
+        ));
+        assert_eq!(
+            decode(&Bytes::from_static(b"x"), Some("zip")),
+            Err(FrameError::UnknownFormat("zip".into()))
+        );
+    }
+}
