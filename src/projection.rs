@@ -415,3 +415,48 @@ fn decode_head(bytes: &[u8]) -> Option<(u64, Digest)> {
 pub fn decode(bytes: &[u8]) -> Option<Envelope> {
     Envelope::decode(bytes).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(stream_sequence: u64, index: u32, last_in_message: bool) -> reader::RawEvent {
+        reader::RawEvent {
+            stream_sequence,
+            index,
+            last_in_message,
+            subject: String::new(),
+            payload: bytes::Bytes::new(),
+            header_hash: None,
+            malformed: None,
+        }
+    }
+
+    #[test]
+    fn a_position_inside_a_frame_resumes_inside_it_and_covers_exactly_what_was_applied() {
+        // Applied through event 1 of the frame at stream sequence 7 (events 0..=3).
+        let inside = Position::after(&event(7, 1, false));
+        let stored = encode_position(&inside);
+        assert_eq!(stored.len(), 12);
+        let read = decode_position(&stored).unwrap();
+        assert_eq!(read, inside);
+        assert_eq!(read.resume_at(), 7);
+        assert!(read.covers(&event(6, 0, true)));
+        assert!(read.covers(&event(7, 1, false)));
+        assert!(!read.covers(&event(7, 2, false)));
+        assert!(!read.covers(&event(8, 0, true)));
+
+        // At a message's end only the stream sequence is stored, as before frames.
+        let whole = Position::after(&event(7, 3, true));
+        let stored = encode_position(&whole);
+        assert_eq!(stored, 7u64.to_be_bytes().to_vec());
+        let read = decode_position(&stored).unwrap();
+        assert_eq!(read.resume_at(), 8);
+        assert!(read.covers(&event(7, 3, true)));
+        assert!(!read.covers(&event(8, 0, false)));
+
+        assert!(!Position::START.covers(&event(1, 0, true)));
+        assert_eq!(Position::START.resume_at(), 1);
+        assert!(decode_position(&[0u8; 9]).is_none());
+    }
+}

@@ -2,6 +2,7 @@
 //! docs/CHAIN.md; this test fails if the code or the document drifts.
 
 use ansinh::chain::{self, ChainHead, Partition};
+use ansinh::log::frame;
 use ansinh::proto::{self, Envelope, envelope::Payload};
 use bytes::Bytes;
 use prost::Message;
@@ -35,6 +36,7 @@ pub struct Vectors {
     pub event1_hash: String,
     pub event2_bytes: String,
     pub event2_hash: String,
+    pub frame_bytes: String,
 }
 
 fn vectors() -> Vectors {
@@ -48,12 +50,24 @@ fn vectors() -> Vectors {
     let (head, _) = chain::check_next(&ChainHead::genesis(p), &e1, None).unwrap();
     let (head, _) = chain::check_next(&head, &e2, Some(&h2.to_hex())).unwrap();
     assert_eq!(head.hash, h2);
+    // The frame vector: both events in one message, each element their exact bytes.
+    let (e1, e2) = (Bytes::from(e1), Bytes::from(e2));
+    let (frame_payload, framed) = frame::encode(&[e1.clone(), e2.clone()]);
+    assert!(framed);
+    let events = frame::decode(&frame_payload, Some(frame::FORMAT_FRAME)).unwrap();
+    assert_eq!(events, vec![e1.clone(), e2.clone()]);
+    // The header names the last event: its hash checks against event 2 only.
+    let (head, _) = chain::check_next(&ChainHead::genesis(p), &events[0], None).unwrap();
+    let (head, _) = chain::check_next(&head, &events[1], Some(&h2.to_hex())).unwrap();
+    assert_eq!(head.hash, h2);
+    assert_eq!(chain::event_hash(&events[1]), h2);
     Vectors {
         genesis: g.to_hex(),
         event1_bytes: hex::encode(&e1),
         event1_hash: h1.to_hex(),
         event2_bytes: hex::encode(&e2),
         event2_hash: h2.to_hex(),
+        frame_bytes: hex::encode(&frame_payload),
     }
 }
 
@@ -66,6 +80,7 @@ fn chain_md_carries_the_vectors_this_code_computes() {
         ("event 1 hash", &v.event1_hash),
         ("event 2 bytes", &v.event2_bytes),
         ("event 2 hash", &v.event2_hash),
+        ("frame bytes", &v.frame_bytes),
     ] {
         assert!(
             DOC.contains(value.as_str()),
@@ -106,7 +121,7 @@ fn a_flipped_bit_anywhere_breaks_the_link() {
 fn print_vectors() {
     let v = vectors();
     println!(
-        "genesis {}\ne1 {}\nh1 {}\ne2 {}\nh2 {}",
-        v.genesis, v.event1_bytes, v.event1_hash, v.event2_bytes, v.event2_hash
+        "genesis {}\ne1 {}\nh1 {}\ne2 {}\nh2 {}\nframe {}",
+        v.genesis, v.event1_bytes, v.event1_hash, v.event2_bytes, v.event2_hash, v.frame_bytes
     );
 }

@@ -7,7 +7,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use ansinh::chain::{self, ChainBreak, Digest, Partition};
-use ansinh::log::{AppendError, EventAt, Ledger, LedgerStore, StreamError, ensure_stream, reader};
+use ansinh::log::{
+    AppendError, EventAt, Ledger, LedgerStore, Position, StreamError, ensure_stream, frame, reader,
+};
 use ansinh::projection::Projector;
 use ansinh::proto::{self, Envelope, envelope::Payload};
 use ansinh::verify::{VerifyError, verify};
@@ -638,5 +640,231 @@ async fn a_retry_during_the_index_commit_is_answered_and_close_leaves_every_key_
             .unwrap()
             .unwrap_or_else(|| panic!("{key} is not in the index after close"));
         assert_eq!((at.sequence, at.hash), (first.sequence, first.hash));
+    }
+}
+
+/// Envelopes `first..first + count` of `partition`, chained after `prev` as a writer
+/// would chain them (for forging frames by hand).
+fn chained(partition: &str, first: u64, prev: Digest, count: u64) -> Vec<Bytes> {
+    let mut prev = prev;
+    (first..first + count)
+        .map(|sequence| {
+            let bytes = Bytes::from(
+                Envelope {
+                    format_version: 1,
+                    partition: partition.into(),
+                    sequence,
+                    prev_hash: Bytes::copy_from_slice(&prev.0),
+                    idempotency_key: format!("forged-{sequence}"),
+                    event_type: "ansinh.v1.Note".into(),
+                    payload: Some(Payload::Note(proto::Note {
+                        text: "pay me".into(),
+                    })),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            );
+            prev = chain::event_hash(&bytes);
+            bytes
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_frames_and_every_reader_takes_each_event_once() {
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    // A lone append is a bare envelope, exactly as before frames.
+    let lone = ledger.append(note("01", "lone", "alone")).await.unwrap();
+    let mut stream = stream_of(&config).await;
+    let raw = stream.get_raw_message(lone.stream_sequence).await.unwrap();
+    assert!(raw.headers.get(frame::HEADER_FORMAT).is_none());
+    assert_eq!(lone.index, 0);
+    assert_eq!(chain::event_hash(&raw.payload), lone.hash);
+
+    const CONCURRENT: u64 = 300;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..CONCURRENT {
+        let l = ledger.clone();
+        set.spawn(async move {
+            let key = format!("k{i}");
+            (l.append(note("01", &key, "together")).await.unwrap(), key)
+        });
+    }
+    let mut receipts = Vec::new();
+    while let Some(r) = set.join_next().await {
+        receipts.push(r.unwrap());
+    }
+    let framed = receipts.iter().filter(|(r, _)| r.index > 0).count();
+    assert!(framed > 0, "concurrent appends were packed into frames");
+    // Every receipt names its own event, inside a frame too.
+    for (receipt, key) in &receipts {
+        let envelope = ledger.event_of(receipt).await.unwrap();
+        assert_eq!(
+            (envelope.sequence, envelope.idempotency_key.as_str()),
+            (receipt.sequence, key.as_str())
+        );
+    }
+    // A frame is marked, and its headers name its last event.
+    let (in_frame, _) = receipts.iter().find(|(r, _)| r.index > 0).unwrap();
+    let raw = stream
+        .get_raw_message(in_frame.stream_sequence)
+        .await
+        .unwrap();
+    assert_eq!(
+        raw.headers.get(frame::HEADER_FORMAT).map(|v| v.as_str()),
+        Some(frame::FORMAT_FRAME)
+    );
+    let events = reader::at_sequence(&stream, in_frame.stream_sequence)
+        .await
+        .unwrap()
+        .unwrap();
+    let last = events.last().unwrap();
+    assert!(last.last_in_message && events.len() > 1);
+    assert_eq!(
+        last.header_hash.as_deref(),
+        Some(chain::event_hash(&last.payload).to_hex().as_str())
+    );
+    assert!(
+        events[..events.len() - 1]
+            .iter()
+            .all(|e| e.header_hash.is_none())
+    );
+
+    let report = verified(&config).await;
+    assert_eq!(report.events, CONCURRENT + 1);
+
+    // A reader that stopped inside a frame resumes inside it, at the next event.
+    let end = reader::last_stream_sequence(&mut stream).await.unwrap();
+    let mut all: Vec<EventAt> = Vec::new();
+    reader::read_range(&stream, &config.wildcard(), 1, end, |e| {
+        all.push(e.at());
+        Ok::<_, ()>(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(all.len() as u64, CONCURRENT + 1);
+    let stop = EventAt {
+        stream_sequence: in_frame.stream_sequence,
+        index: 0,
+    };
+    let inside = Position {
+        last: stop,
+        whole_message: false,
+    };
+    let mut rest: Vec<EventAt> = Vec::new();
+    reader::read_after(&stream, &config.wildcard(), inside, end, |e| {
+        rest.push(e.at());
+        Ok::<_, ()>(())
+    })
+    .await
+    .unwrap();
+    let expected: Vec<EventAt> = all.iter().copied().filter(|at| *at > stop).collect();
+    assert_eq!(rest, expected);
+    assert_eq!(
+        rest[0],
+        EventAt {
+            stream_sequence: stop.stream_sequence,
+            index: 1
+        }
+    );
+
+    // Projections take in every event of every frame once.
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let projector = Projector::open(&db).unwrap();
+    let applied = projector.catch_up(&mut stream, &config).await.unwrap();
+    assert_eq!(applied, CONCURRENT + 1);
+    assert_eq!(projector.summaries().unwrap()["01"].events, CONCURRENT + 1);
+    assert_eq!(projector.catch_up(&mut stream, &config).await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_or_damaged_frame_is_found_and_located_and_blocks_appends() {
+    let js = jetstream::new(client().await);
+    // (what the forger publishes, the break verify must report at its message)
+    let cases: [(&str, &str, fn(Vec<Bytes>) -> Bytes); 3] = [
+        // Three chained events, the middle one relinked: found at the second event.
+        ("relinked", frame::FORMAT_FRAME, |events| {
+            let mut e = events;
+            let mut middle = Envelope::decode(e[1].clone()).unwrap();
+            middle.prev_hash = Bytes::from(vec![7u8; 32]);
+            e[1] = middle.encode_to_vec().into();
+            frame::encode(&e).0
+        }),
+        ("garbage", frame::FORMAT_FRAME, |_| {
+            Bytes::from_static(b"\x0a\x05ab")
+        }),
+        ("unknown format", "zip", |events| events[0].clone()),
+    ];
+    for (case, format, forge) in cases {
+        let config = fresh_log();
+        let (ledger, _dir) = ledger(&config).await;
+        let mut head = None;
+        for i in 0..3 {
+            head = Some(
+                ledger
+                    .append(note("01", &format!("k{i}"), "real"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let head = head.unwrap();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(frame::HEADER_FORMAT, format);
+        let payload = forge(chained("01", 4, head.hash, 3));
+        let ack = js
+            .publish_with_headers(
+                config.subject(&Partition::new("01").unwrap()),
+                headers,
+                payload,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let mut stream = stream_of(&config).await;
+        match (case, verify(&mut stream, &config, None, |_| {}).await) {
+            (
+                "relinked",
+                Err(VerifyError::Broken {
+                    stream_sequence,
+                    expected_sequence,
+                    cause: ChainBreak::WrongPrevHash { .. },
+                    ..
+                }),
+            ) => assert_eq!((stream_sequence, expected_sequence), (ack.sequence, 5)),
+            (
+                "garbage",
+                Err(VerifyError::Broken {
+                    stream_sequence,
+                    expected_sequence,
+                    cause: ChainBreak::Message(m),
+                    ..
+                }),
+            ) => {
+                assert_eq!((stream_sequence, expected_sequence), (ack.sequence, 4));
+                assert!(m.contains("undecodable frame"), "{m}");
+            }
+            (
+                "unknown format",
+                Err(VerifyError::Broken {
+                    stream_sequence,
+                    cause: ChainBreak::Message(m),
+                    ..
+                }),
+            ) => {
+                assert_eq!(stream_sequence, ack.sequence);
+                assert!(m.contains("unknown message format"), "{m}");
+            }
+            (case, other) => panic!("{case}: forgery not located: {other:?}"),
+        }
+        // A fresh writer must not build on it.
+        let (fresh, _d) = common::ledger(&config).await;
+        match fresh.append(note("01", "after", "x")).await {
+            Err(AppendError::ChainBroken {
+                stream_sequence, ..
+            }) => assert_eq!(stream_sequence, ack.sequence, "{case}"),
+            other => panic!("{case}: append on a forged chain: {other:?}"),
+        }
     }
 }
