@@ -47,7 +47,7 @@ fn vectors() -> Vectors {
     let e2 = vector_envelope(2, &h1, "Tạm ứng 5.000.000 đồng");
     let h2 = chain::event_hash(&e2);
     // The vectors form a valid chain.
-    let (head, _) = chain::check_next(&ChainHead::genesis(p), &e1, None).unwrap();
+    let (head, _) = chain::check_next(&ChainHead::genesis(p.clone()), &e1, None).unwrap();
     let (head, _) = chain::check_next(&head, &e2, Some(&h2.to_hex())).unwrap();
     assert_eq!(head.hash, h2);
     // The frame vector: both events in one message, each element their exact bytes.

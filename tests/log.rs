@@ -781,8 +781,9 @@ async fn concurrent_appends_share_frames_and_every_reader_takes_each_event_once(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_or_damaged_frame_is_found_and_located_and_blocks_appends() {
     let js = jetstream::new(client().await);
-    // (what the forger publishes, the break verify must report at its message)
-    let cases: [(&str, &str, fn(Vec<Bytes>) -> Bytes); 3] = [
+    // (case, Ansinh-Format header, what the forger publishes from three chained events)
+    type Forge = fn(Vec<Bytes>) -> Bytes;
+    let cases: [(&str, &str, Forge); 3] = [
         // Three chained events, the middle one relinked: found at the second event.
         ("relinked", frame::FORMAT_FRAME, |events| {
             let mut e = events;

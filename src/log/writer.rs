@@ -49,6 +49,13 @@ pub const BATCH_EVENTS_MAX: usize = 4_000;
 /// FRAME_BYTES_MAX - EVENT_BYTES_MAX, so a batch has at most 4,000 / 16 + 16 MiB /
 /// 192 KiB + 1 = 337 messages, well under BATCH_MESSAGES_MAX.
 pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+// The bound above, checked at compile time: frames closed for their count, plus frames
+// closed for their bytes, plus the last one (hence "<").
+const _: () = assert!(
+    BATCH_EVENTS_MAX.div_ceil(frame::FRAME_EVENTS_MAX)
+        + BATCH_BYTES_MAX.div_ceil(frame::FRAME_BYTES_MAX - EVENT_BYTES_MAX - 4)
+        < BATCH_MESSAGES_MAX
+);
 /// Index commits one partition writer may leave running while it goes on. More than
 /// one, so a commit that waits for the index's periodic fsync stays off the path of
 /// the next appends; few, so the keys answered from memory stay few.
