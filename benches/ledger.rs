@@ -127,7 +127,9 @@ struct Figures {
     raw_durable_per_s: Option<f64>,
     raw_lazy_per_s: Option<f64>,
     verify_per_s: Option<f64>,
+    /// The raw read's rate in the events of the log it read (see step 4).
     raw_read_per_s: Option<f64>,
+    raw_read_msgs_per_s: Option<f64>,
     raw_batch_per_s: Option<f64>,
     raw_batch1_p50_ms: Option<f64>,
     raw_batch1_p99_ms: Option<f64>,
@@ -331,8 +333,13 @@ async fn run() -> BenchResult<()> {
 
     // 4. Verify vs raw read of the step-1 stream (nothing else has written to it yet).
     eprintln!("step 4: verify vs raw ordered read, {READ_ROUNDS} rounds each");
+    // With frames a message holds several events, so the raw read counts messages while
+    // verify counts events. Both read the same stored log: the raw read's rate is given in
+    // the events that log holds (verify's count), i.e. the ratio compares times.
     let mut best_verify: Option<f64> = None;
     let mut best_read: Option<f64> = None;
+    let mut fastest_read_s: Option<f64> = None;
+    let mut events_in_log: Option<u64> = None;
     for round in 0..READ_ROUNDS {
         match raw_read(ledger.stream(), &config.wildcard()).await {
             Ok((n, s)) => {
@@ -341,6 +348,7 @@ async fn run() -> BenchResult<()> {
                     n as f64 / s
                 );
                 best_read = Some(best_read.map_or(n as f64 / s, |b: f64| b.max(n as f64 / s)));
+                fastest_read_s = Some(fastest_read_s.map_or(s, |b: f64| b.min(s)));
             }
             Err(e) => eprintln!("  round {round}: raw read failed: {e}"),
         }
@@ -354,6 +362,7 @@ async fn run() -> BenchResult<()> {
         let s = started.elapsed().as_secs_f64();
         match verified {
             Ok(Ok(r)) => {
+                events_in_log = Some(r.events);
                 eprintln!(
                     "  round {round}: verify {} events ({} partitions) in {s:.3} s = {:.0}/s",
                     r.events,
@@ -369,7 +378,10 @@ async fn run() -> BenchResult<()> {
         }
     }
     f.verify_per_s = best_verify;
-    f.raw_read_per_s = best_read;
+    f.raw_read_msgs_per_s = best_read;
+    f.raw_read_per_s = events_in_log
+        .zip(fastest_read_s)
+        .map(|(events, s)| events as f64 / s);
 
     // 5. Latency: first idle, then under a background load on three partitions.
     eprintln!("step 5: latency, {IDLE_LATENCY_SAMPLES} idle then {LATENCY_SAMPLES} under load");
@@ -1118,8 +1130,9 @@ fn print_table(f: &Figures) {
         num(f.verify_per_s, "events/s")
     );
     println!(
-        "| 4b. raw ordered read, count only | {} | | |",
-        num(f.raw_read_per_s, "msgs/s")
+        "| 4b. raw ordered read of the same log, count only | {} ({}) | | |",
+        num(f.raw_read_per_s, "events/s"),
+        num(f.raw_read_msgs_per_s, "msgs/s")
     );
     println!(
         "| 5'. raw single publish, fsync always, idle: p50 / p99 ({IDLE_LATENCY_SAMPLES}) | {} / {} | | |",
