@@ -6,6 +6,7 @@
 //! with `Nats-Expected-Last-Subject-Sequence` equal to the head the writer checked
 //! its batch against, so two writers can never fork a chain.
 
+mod envelope;
 pub mod frame;
 mod gate;
 pub mod reader;

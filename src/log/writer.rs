@@ -25,6 +25,7 @@ use bytes::Bytes;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
+use super::envelope;
 use super::frame::{self, FORMAT_FRAME, HEADER_FORMAT};
 use super::gate::CommitGate;
 use super::reader::{self, EventAt, RawEvent};
@@ -32,9 +33,7 @@ use super::store::{HeadRecord, LedgerStore, StoreError};
 use super::stream::{LogConfig, StreamError, ensure_stream};
 use super::{HEADER_HASH, HEADER_SEQUENCE};
 use crate::book::{self, PartitionBook};
-use crate::chain::{
-    self, ChainBreak, ChainHead, Digest, EVENT_BYTES_MAX, FORMAT_VERSION, Partition,
-};
+use crate::chain::{self, ChainBreak, ChainHead, Digest, EVENT_BYTES_MAX, Partition};
 use crate::domain::Rejection;
 use crate::proto::{self, Envelope, envelope::Payload};
 
@@ -202,6 +201,9 @@ impl Pending {
     }
 }
 
+/// What an append or a submission answers.
+pub type AppendResult = Result<Receipt, AppendError>;
+
 /// A partition writer's queue and task.
 type WriterTask = (mpsc::Sender<Pending>, tokio::task::JoinHandle<()>);
 
@@ -280,41 +282,49 @@ impl Ledger {
     /// Appends one event that records no decision against the book (a `Note`, or a
     /// `LedgerKeyRotated`, which carries its own signature check), waiting until it is
     /// durable (acknowledged after fsync). Decisions go through `submit`.
-    pub async fn append(&self, draft: Draft) -> Result<Receipt, AppendError> {
-        if !matches!(
+    ///
+    /// The draft is checked and boxed before the future is built, here and in `submit`: a
+    /// `Draft` is ~1 KiB inline, and a future holding it is copied whenever it is spawned
+    /// or moved (docs/BENCH.md, session 7).
+    pub fn append(&self, draft: Draft) -> impl Future<Output = AppendResult> + Send + '_ {
+        let work = if matches!(
             draft.payload,
             Payload::Note(_) | Payload::LedgerKeyRotated(_)
         ) {
-            return Err(AppendError::RequiresCommand {
+            draft_work(draft)
+        } else {
+            Err(AppendError::RequiresCommand {
                 event_type: crate::events::type_name(&draft.payload),
-            });
-        }
-        self.append_unchecked(draft).await
+            })
+        };
+        self.enqueue(work)
     }
 
     /// Appends any payload without deciding it against the book. Only for tools and
     /// tests that must write what `decide` never would (e.g. to prove that
     /// `audit recompute-eligibility` finds a wrong decision); never exposed to callers.
     #[doc(hidden)]
-    pub async fn append_unchecked(&self, draft: Draft) -> Result<Receipt, AppendError> {
-        validate(&draft)?;
-        let partition = draft.partition.clone();
-        self.enqueue(&partition, Work::Draft(Box::new(draft))).await
+    pub fn append_unchecked(&self, draft: Draft) -> impl Future<Output = AppendResult> + Send + '_ {
+        self.enqueue(draft_work(draft))
     }
 
     /// Decides a command against the partition's book in chain order and appends the
     /// event it yields, waiting until it is durable. A refused command appends nothing
     /// (`AppendError::Rejected`). The idempotency key makes retries safe: a key already
     /// used answers with the first event's receipt, whatever the command.
-    pub async fn submit(&self, submission: Submission) -> Result<Receipt, AppendError> {
-        validate_key(&submission.idempotency_key)?;
-        let partition = submission.partition.clone();
-        self.enqueue(&partition, Work::Command(Box::new(submission)))
-            .await
+    pub fn submit(&self, submission: Submission) -> impl Future<Output = AppendResult> + Send + '_ {
+        let work = validate_key(&submission.idempotency_key).map(|()| {
+            (
+                submission.partition.clone(),
+                Work::Command(Box::new(submission)),
+            )
+        });
+        self.enqueue(work)
     }
 
-    async fn enqueue(&self, partition: &Partition, work: Work) -> Result<Receipt, AppendError> {
-        let sender = self.writer_for(partition);
+    async fn enqueue(&self, work: Result<(Partition, Work), AppendError>) -> AppendResult {
+        let (partition, work) = work?;
+        let sender = self.writer_for(&partition);
         let (reply, answer) = oneshot::channel();
         sender
             .send(Pending { work, reply })
@@ -467,39 +477,27 @@ fn validate_key(key: &str) -> Result<(), AppendError> {
     Ok(())
 }
 
+/// What appending a checked draft takes: its partition and the boxed work.
+fn draft_work(draft: Draft) -> Result<(Partition, Work), AppendError> {
+    validate(&draft)?;
+    Ok((draft.partition.clone(), Work::Draft(Box::new(draft))))
+}
+
 fn validate(draft: &Draft) -> Result<(), AppendError> {
     validate_key(&draft.idempotency_key)?;
     // Encode with the largest values the ledger will fill in, so the check is exact
     // enough that the writer never meets an oversized event.
-    let probe = envelope_for(draft, u64::MAX, &Digest([0xff; 32]), i64::MAX);
-    let bytes = probe.encoded_len();
+    let bytes = envelope::encoded_len(draft, u64::MAX, i64::MAX);
     if bytes > EVENT_BYTES_MAX {
         return Err(AppendError::Oversized { bytes });
     }
     Ok(())
 }
 
-fn envelope_for(draft: &Draft, sequence: u64, prev: &Digest, recorded_at_unix_ms: i64) -> Envelope {
-    Envelope {
-        format_version: FORMAT_VERSION,
-        partition: draft.partition.to_string(),
-        sequence,
-        prev_hash: Bytes::copy_from_slice(&prev.0),
-        recorded_at_unix_ms,
-        actor: Some(draft.actor.clone()),
-        idempotency_key: draft.idempotency_key.clone(),
-        correlation_id: draft.correlation_id.clone(),
-        subjects: draft.subjects.clone(),
-        event_type: crate::events::type_name(&draft.payload).to_string(),
-        payload: Some(draft.payload.clone()),
-    }
-}
-
 /// Encodes one event at its place in the chain. The bytes are what gets stored and
 /// hashed; nothing re-encodes them later.
 fn encode(draft: &Draft, sequence: u64, prev: &Digest, recorded_at_unix_ms: i64) -> Encoded {
-    let bytes =
-        Bytes::from(envelope_for(draft, sequence, prev, recorded_at_unix_ms).encode_to_vec());
+    let bytes = Bytes::from(envelope::encode(draft, sequence, prev, recorded_at_unix_ms));
     assert!(
         bytes.len() <= EVENT_BYTES_MAX,
         "validate() bounds every draft"
@@ -881,12 +879,14 @@ impl PartitionWriter {
         let mut batch_bytes = 0usize;
         let mut iter = batch.into_iter();
         while let Some(pending) = iter.next() {
-            let drafts = match &pending.work {
-                Work::Draft(draft) => vec![(**draft).clone()],
+            // A draft is encoded where it lies (a Draft is ~1 KiB inline: no clone).
+            let decided: Vec<Draft>;
+            let drafts: &[Draft] = match &pending.work {
+                Work::Draft(draft) => std::slice::from_ref(&**draft),
                 Work::Command(c) => match book.decide(&c.command, &c.actor) {
                     Ok(proposals) => {
                         let last = proposals.len().saturating_sub(1);
-                        let drafts: Vec<Draft> = proposals
+                        decided = proposals
                             .into_iter()
                             .enumerate()
                             .map(|(i, proposal)| Draft {
@@ -904,11 +904,11 @@ impl PartitionWriter {
                                 payload: proposal.payload,
                             })
                             .collect();
-                        if let Some(e) = drafts.iter().find_map(|d| validate(d).err()) {
+                        if let Some(e) = decided.iter().find_map(|d| validate(d).err()) {
                             let _ = pending.reply.send(Err(e));
                             continue;
                         }
-                        drafts
+                        &decided
                     }
                     Err(rejection) => {
                         let _ = pending.reply.send(Err(AppendError::Rejected(rejection)));
