@@ -130,6 +130,8 @@ struct Figures {
     /// The raw read's rate in the events of the log it read (see step 4).
     raw_read_per_s: Option<f64>,
     raw_read_msgs_per_s: Option<f64>,
+    /// Raw read of one-event messages (step 2'''s stream), msgs/s = events/s.
+    raw_read_single_per_s: Option<f64>,
     raw_batch_per_s: Option<f64>,
     raw_batch1_p50_ms: Option<f64>,
     raw_batch1_p99_ms: Option<f64>,
@@ -340,7 +342,26 @@ async fn run() -> BenchResult<()> {
     let mut best_read: Option<f64> = None;
     let mut fastest_read_s: Option<f64> = None;
     let mut events_in_log: Option<u64> = None;
+    // 4b'. The same read of step 2'''s stream: one event-sized message per event, as the
+    // log was stored before frames (what verify used to be compared with).
+    let mut best_single_read: Option<f64> = None;
+    let single_stream = jetstream::new(client.clone())
+        .get_stream(format!("RAWC_{tag}"))
+        .await;
     for round in 0..READ_ROUNDS {
+        match &single_stream {
+            Ok(stream) => match raw_read(stream, &format!("rawc{tag}")).await {
+                Ok((n, s)) => {
+                    let rate = n as f64 / s;
+                    eprintln!(
+                        "  round {round}: raw read of one-event messages: {n} in {s:.3} s = {rate:.0}/s"
+                    );
+                    best_single_read = Some(best_single_read.map_or(rate, |b: f64| b.max(rate)));
+                }
+                Err(e) => eprintln!("  round {round}: raw read of one-event messages failed: {e}"),
+            },
+            Err(e) => eprintln!("  round {round}: no stream of one-event messages: {e}"),
+        }
         match raw_read(ledger.stream(), &config.wildcard()).await {
             Ok((n, s)) => {
                 eprintln!(
@@ -379,6 +400,7 @@ async fn run() -> BenchResult<()> {
     }
     f.verify_per_s = best_verify;
     f.raw_read_msgs_per_s = best_read;
+    f.raw_read_single_per_s = best_single_read;
     f.raw_read_per_s = events_in_log
         .zip(fastest_read_s)
         .map(|(events, s)| events as f64 / s);
@@ -1135,6 +1157,10 @@ fn print_table(f: &Figures) {
         num(f.raw_read_msgs_per_s, "msgs/s")
     );
     println!(
+        "| 4b'. raw ordered read of one-event messages of the same size (step 2'''s stream) | {} | | |",
+        num(f.raw_read_single_per_s, "msgs/s")
+    );
+    println!(
         "| 5'. raw single publish, fsync always, idle: p50 / p99 ({IDLE_LATENCY_SAMPLES}) | {} / {} | | |",
         num(f.raw_single_p50_ms, "ms"),
         num(f.raw_single_p99_ms, "ms")
@@ -1248,5 +1274,9 @@ fn print_table(f: &Figures) {
         "| verify / raw read | {} | >= 0.8x | {} |",
         rx(verify_ratio),
         verdict(verify_ratio, &|v| v >= 0.8)
+    );
+    println!(
+        "| verify / raw read of one-event messages (4a / 4b') | {} | | |",
+        rx(ratio(f.verify_per_s, f.raw_read_single_per_s))
     );
 }

@@ -39,14 +39,16 @@ use crate::proto::{self, Envelope, envelope::Payload};
 
 /// Most messages in one atomic batch: the server's own limit (1,001 is refused).
 pub const BATCH_MESSAGES_MAX: usize = 1_000;
-/// Most events in one atomic batch, and so in one command: 250 full frames. Enough for
-/// the server's per-commit cost (~4 ms) to stay small beside the events' own, and few
-/// enough that deciding and encoding one batch stays well under one commit's time.
-pub const BATCH_EVENTS_MAX: usize = 4_000;
+/// Most events in one atomic batch, and so in one command: 64 full frames. Measured
+/// (docs/BENCH.md, session 7), back to back: 4,000 gave the same throughput but one
+/// command under saturating load waited longer (p99 22.8 vs 19.5 ms), since it waits
+/// for the commit in flight; 512 cut that to 14.9 ms but lost a third of the throughput
+/// to the server's fixed cost per commit.
+pub const BATCH_EVENTS_MAX: usize = 1_024;
 /// Most encoded bytes in one atomic batch: bounds a partition writer's memory, and with
 /// BATCH_EVENTS_MAX the batch's messages. A frame closed for its bytes holds more than
-/// FRAME_BYTES_MAX - EVENT_BYTES_MAX, so a batch has at most 4,000 / 16 + 16 MiB /
-/// 192 KiB + 1 = 337 messages, well under BATCH_MESSAGES_MAX.
+/// FRAME_BYTES_MAX - EVENT_BYTES_MAX, so a batch has at most 1,024 / 16 + 16 MiB /
+/// 192 KiB + 1 = 151 messages, well under BATCH_MESSAGES_MAX.
 pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 // The bound above, checked at compile time: frames closed for their count, plus frames
 // closed for their bytes, plus the last one (hence "<").
