@@ -776,6 +776,53 @@ async fn concurrent_appends_share_frames_and_every_reader_takes_each_event_once(
     assert_eq!(applied, CONCURRENT + 1);
     assert_eq!(projector.summaries().unwrap()["01"].events, CONCURRENT + 1);
     assert_eq!(projector.catch_up(&mut stream, &config).await.unwrap(), 0);
+
+    // The remembered head is the last event of the last frame; reopening finds it there.
+    let last = receipts
+        .iter()
+        .map(|(r, _)| r)
+        .max_by_key(|r| r.sequence)
+        .unwrap();
+    let store = ledger.store().clone();
+    let head = store.head("01").unwrap().unwrap();
+    assert_eq!(
+        (head.sequence, head.at()),
+        (
+            last.sequence,
+            EventAt {
+                stream_sequence: last.stream_sequence,
+                index: last.index,
+            }
+        )
+    );
+    ledger.close().await.unwrap();
+    let (_reopened, lost) = Ledger::open(client().await, config.clone(), store.clone())
+        .await
+        .unwrap();
+    assert!(lost.is_empty(), "{lost:?}");
+    // The stream is lost and rewritten by another writer: found although the messages at
+    // the remembered place are frames again.
+    jetstream::new(client().await)
+        .delete_stream(&config.stream_name)
+        .await
+        .unwrap();
+    let (other, _other_dir) = common::ledger(&config).await;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..=CONCURRENT {
+        let l = other.clone();
+        set.spawn(async move {
+            l.append(note("01", &format!("other{i}"), "rewritten"))
+                .await
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap().unwrap();
+    }
+    let (_reopened, lost) = Ledger::open(client().await, config.clone(), store)
+        .await
+        .unwrap();
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert_eq!(lost[0].partition, "01");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
