@@ -30,8 +30,11 @@ pub const FORMAT_FRAME: &str = "frame";
 /// while a frame's events stand or fall together if the message is damaged.
 pub const FRAME_EVENTS_MAX: usize = 16;
 /// Most payload bytes the writer puts in one message: well under NATS's default
-/// `max_payload` (1 MiB), so a frame fits any server the ledger may be pointed at.
+/// `max_payload` (1 MiB). A server configured lower lowers it (`bytes_max_for`).
 pub const FRAME_BYTES_MAX: usize = 256 * 1024;
+/// Room left in the server's `max_payload` for a message's headers (the ledger's and
+/// the batch's take ~300 bytes).
+const HEADERS_BYTES_ALLOWANCE: usize = 4 * 1024;
 /// Bytes a frame adds around one element: a tag byte and a length varint of at most 3
 /// bytes (an element holds at most EVENT_BYTES_MAX = 64 KiB).
 const ELEMENT_OVERHEAD_MAX: usize = 4;
@@ -50,17 +53,28 @@ pub enum FrameError {
     UnknownFormat(String),
 }
 
+/// The frame payload bound for a server whose `max_payload` is `server_max_payload`
+/// (0 when unknown): FRAME_BYTES_MAX, or less so that a frame and its headers fit. An
+/// event alone is still sent whole: if it does not fit, the server refuses it, as it
+/// would without frames.
+pub fn bytes_max_for(server_max_payload: usize) -> usize {
+    match server_max_payload {
+        0 => FRAME_BYTES_MAX,
+        max => FRAME_BYTES_MAX.min(max.saturating_sub(HEADERS_BYTES_ALLOWANCE)),
+    }
+}
+
 /// Cuts a batch of events, given their encoded sizes in chain order, into frames:
 /// consecutive runs of at most FRAME_EVENTS_MAX events whose frame payload stays within
-/// FRAME_BYTES_MAX. Every range is non-empty; together they cover `0..sizes.len()`.
-pub fn cut(sizes: &[usize]) -> Vec<Range<usize>> {
+/// `bytes_max`. Every range is non-empty; together they cover `0..sizes.len()`.
+pub fn cut(sizes: &[usize], bytes_max: usize) -> Vec<Range<usize>> {
     let mut frames = Vec::with_capacity(sizes.len().div_ceil(FRAME_EVENTS_MAX));
     let mut start = 0;
     let mut bytes = 0;
     for (i, size) in sizes.iter().enumerate() {
         debug_assert!(*size <= EVENT_BYTES_MAX, "validate() bounds every event");
         let grown = bytes + size + ELEMENT_OVERHEAD_MAX;
-        if i > start && (i - start == FRAME_EVENTS_MAX || grown > FRAME_BYTES_MAX) {
+        if i > start && (i - start == FRAME_EVENTS_MAX || grown > bytes_max) {
             frames.push(start..i);
             start = i;
             bytes = size + ELEMENT_OVERHEAD_MAX;
@@ -111,14 +125,25 @@ mod tests {
 
     #[test]
     fn cut_bounds_events_and_bytes_and_covers_everything() {
-        assert!(cut(&[]).is_empty());
-        assert_eq!(cut(&[300]), vec![0..1]);
-        assert_eq!(cut(&[300; 33]), vec![0..16, 16..32, 32..33]);
+        assert!(cut(&[], FRAME_BYTES_MAX).is_empty());
+        assert_eq!(cut(&[300], FRAME_BYTES_MAX), vec![0..1]);
+        assert_eq!(
+            cut(&[300; 33], FRAME_BYTES_MAX),
+            vec![0..16, 16..32, 32..33]
+        );
         // Four events of 64 KiB cannot share 256 KiB with their overhead: 3 + 1.
         let big = EVENT_BYTES_MAX;
-        assert_eq!(cut(&[big; 4]), vec![0..3, 3..4]);
+        assert_eq!(cut(&[big; 4], FRAME_BYTES_MAX), vec![0..3, 3..4]);
+        // A server with a small max_payload: 1,000-byte events, 3 to a 4 KiB frame.
+        let small = bytes_max_for(8 * 1024);
+        assert_eq!(small, 4 * 1024);
+        assert_eq!(cut(&[1000; 7], small), vec![0..4, 4..7]);
+        // An event larger than the bound still goes, alone.
+        assert_eq!(cut(&[10, 9000, 10], small), vec![0..1, 1..2, 2..3]);
+        assert_eq!(bytes_max_for(0), FRAME_BYTES_MAX);
+        assert_eq!(bytes_max_for(8 * 1024 * 1024), FRAME_BYTES_MAX);
         let sizes: Vec<usize> = (0..200).map(|i| (i * 7919) % big).collect();
-        let frames = cut(&sizes);
+        let frames = cut(&sizes, FRAME_BYTES_MAX);
         let mut next = 0;
         for f in &frames {
             assert_eq!(f.start, next, "contiguous");

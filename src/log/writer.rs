@@ -48,7 +48,9 @@ pub const BATCH_EVENTS_MAX: usize = 1_024;
 /// Most encoded bytes in one atomic batch: bounds a partition writer's memory, and with
 /// BATCH_EVENTS_MAX the batch's messages. A frame closed for its bytes holds more than
 /// FRAME_BYTES_MAX - EVENT_BYTES_MAX, so a batch has at most 1,024 / 16 + 16 MiB /
-/// 192 KiB + 1 = 151 messages, well under BATCH_MESSAGES_MAX.
+/// 192 KiB + 1 = 151 messages, well under BATCH_MESSAGES_MAX. (A server whose
+/// `max_payload` is below ~132 KiB makes frames smaller than this assumes; `publish`
+/// then refuses a batch of too many messages rather than send it.)
 pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 // The bound above, checked at compile time: frames closed for their count, plus frames
 // closed for their bytes, plus the last one (hence "<").
@@ -218,6 +220,8 @@ struct Shared {
     writers: Mutex<HashMap<Partition, WriterTask>>,
     /// One commit of this process in flight on the stream, lone events first.
     gate: CommitGate,
+    /// Most payload bytes in one frame, within the server's `max_payload`.
+    frame_bytes_max: usize,
 }
 
 /// The append side of the ledger. Cheap to clone.
@@ -248,13 +252,14 @@ impl Ledger {
             }
         }
         let shared = Shared {
-            client,
+            client: client.clone(),
             js,
             stream,
             config,
             store,
             writers: Mutex::new(HashMap::new()),
             gate: CommitGate::default(),
+            frame_bytes_max: frame::bytes_max_for(client.server_info().max_payload),
         };
         Ok((
             Self {
@@ -687,7 +692,8 @@ impl PartitionWriter {
                 });
                 return leftover;
             }
-            let frames = frame::cut(&encoded.iter().map(|e| e.bytes.len()).collect::<Vec<_>>());
+            let sizes: Vec<usize> = encoded.iter().map(|e| e.bytes.len()).collect();
+            let frames = frame::cut(&sizes, self.shared.frame_bytes_max);
             match self.publish(&encoded, &frames).await {
                 Ok(last_stream_sequence) => {
                     self.acknowledged(
