@@ -644,7 +644,7 @@ async fn a_retry_during_the_index_commit_is_answered_and_close_leaves_every_key_
 }
 
 /// Envelopes `first..first + count` of `partition`, chained after `prev` as a writer
-/// would chain them (for forging frames by hand).
+/// would chain them (to write messages by hand: forged frames, the format before frames).
 fn chained(partition: &str, first: u64, prev: Digest, count: u64) -> Vec<Bytes> {
     let mut prev = prev;
     (first..first + count)
@@ -655,7 +655,7 @@ fn chained(partition: &str, first: u64, prev: Digest, count: u64) -> Vec<Bytes> 
                     partition: partition.into(),
                     sequence,
                     prev_hash: Bytes::copy_from_slice(&prev.0),
-                    idempotency_key: format!("forged-{sequence}"),
+                    idempotency_key: format!("by-hand-{sequence}"),
                     event_type: "ansinh.v1.Note".into(),
                     payload: Some(Payload::Note(proto::Note {
                         text: "pay me".into(),
@@ -915,4 +915,59 @@ async fn a_forged_or_damaged_frame_is_found_and_located_and_blocks_appends() {
             other => panic!("{case}: append on a forged chain: {other:?}"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_written_before_frames_verifies_and_is_continued_with_frames() {
+    let config = fresh_log();
+    // Create the stream as the ledger does, then write three events the way the ledger
+    // did before frames: one bare envelope per message, each with its own headers.
+    let (first, _first_dir) = ledger(&config).await;
+    first.close().await.unwrap();
+    let js = jetstream::new(client().await);
+    let subject = config.subject(&Partition::new("01").unwrap());
+    let genesis = chain::genesis(&Partition::new("01").unwrap());
+    for (i, bytes) in chained("01", 1, genesis, 3).into_iter().enumerate() {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Ansinh-Hash", chain::event_hash(&bytes).to_hex().as_str());
+        headers.insert("Ansinh-Seq", (i + 1).to_string().as_str());
+        headers.insert("Nats-Msg-Id", format!("01:by-hand-{}", i + 1).as_str());
+        js.publish_with_headers(subject.clone(), headers, bytes)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    assert_eq!(verified(&config).await.events, 3);
+    // A writer catches up with it, knows its keys, and continues the chain in frames.
+    let (ledger, _dir) = ledger(&config).await;
+    let again = ledger
+        .append(note("01", "by-hand-2", "retry"))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(
+        (again.sequence, again.stream_sequence, again.index),
+        (2, 2, 0)
+    );
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let l = ledger.clone();
+        set.spawn(async move { l.append(note("01", &format!("new{i}"), "framed")).await });
+    }
+    let mut framed = 0;
+    while let Some(r) = set.join_next().await {
+        framed += usize::from(r.unwrap().unwrap().index > 0);
+    }
+    assert!(framed > 0);
+    let report = verified(&config).await;
+    assert_eq!(report.events, 103);
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let projector = Projector::open(&db).unwrap();
+    let mut stream = stream_of(&config).await;
+    assert_eq!(projector.catch_up(&mut stream, &config).await.unwrap(), 103);
+    assert_eq!(
+        projector.summaries().unwrap()["01"].head_hash,
+        report.partitions["01"].head.to_hex()
+    );
 }
