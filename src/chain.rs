@@ -184,6 +184,17 @@ pub fn check_next(
     stored: &[u8],
     header_hash: Option<&str>,
 ) -> Result<(ChainHead, Envelope), ChainBreak> {
+    check_next_hashed(head, stored, event_hash(stored), header_hash)
+}
+
+/// `check_next` for bytes whose `event_hash` was already computed from them (readers
+/// hash in their read-ahead task, so checking and hashing use both cores).
+pub fn check_next_hashed(
+    head: &ChainHead,
+    stored: &[u8],
+    computed: Digest,
+    header_hash: Option<&str>,
+) -> Result<(ChainHead, Envelope), ChainBreak> {
     if stored.len() > EVENT_BYTES_MAX {
         return Err(ChainBreak::Oversized(stored.len()));
     }
@@ -213,7 +224,6 @@ pub fn check_next(
             });
         }
     }
-    let computed = event_hash(stored);
     if let Some(header) = header_hash {
         if Digest::from_hex(header) != Some(computed) {
             return Err(ChainBreak::HashMismatch {

@@ -427,6 +427,7 @@ mod tests {
             last_in_message,
             subject: String::new(),
             payload: bytes::Bytes::new(),
+            hash: Digest([0; 32]),
             header_hash: None,
             malformed: None,
         }

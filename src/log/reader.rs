@@ -11,7 +11,7 @@ use futures::StreamExt;
 
 use super::HEADER_HASH;
 use super::frame::{self, FrameError, HEADER_FORMAT};
-use crate::chain::{self, ChainBreak, ChainHead};
+use crate::chain::{self, ChainBreak, ChainHead, Digest};
 use crate::proto::Envelope;
 
 /// One stored event as read back: nothing here is trusted until checked.
@@ -25,6 +25,9 @@ pub struct RawEvent {
     pub subject: String,
     /// The exact stored bytes of one envelope.
     pub payload: Bytes,
+    /// `chain::event_hash(payload)`, computed by the reader: in `read_range` by its
+    /// read-ahead task, so that hashing runs beside the visitor's checks.
+    pub hash: Digest,
     /// The `Ansinh-Hash` header, if the message carried one. It names the message's last
     /// event, so only that event carries it.
     pub header_hash: Option<String>,
@@ -47,7 +50,7 @@ impl RawEvent {
         if let Some(e) = &self.malformed {
             return Err(ChainBreak::Message(e.to_string()));
         }
-        chain::check_next(head, &self.payload, self.header_hash.as_deref())
+        chain::check_next_hashed(head, &self.payload, self.hash, self.header_hash.as_deref())
     }
 }
 
@@ -141,6 +144,7 @@ impl RawMessage {
                 index: index as u32,
                 last_in_message: last,
                 subject: self.subject.clone(),
+                hash: chain::event_hash(&payload),
                 payload,
                 header_hash: if last { self.header_hash.clone() } else { None },
                 malformed,

@@ -459,7 +459,7 @@ async fn check_remembered(
         Some(event)
             if event.subject == subject
                 && event.malformed.is_none()
-                && chain::event_hash(&event.payload) == remembered.hash =>
+                && event.hash == remembered.hash =>
         {
             Ok(None)
         }
