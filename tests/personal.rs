@@ -31,9 +31,13 @@ fn sample() -> PersonalData {
     }
 }
 
+/// One store directory and secrets file. The sled store is opened once and shared by
+/// every "reopen": sled releases its file lock asynchronously after a drop, so opening
+/// the directory again at once could fail on the lock (it did, now and then). What a
+/// reopen tests is the vault reading back what it stored, which this keeps.
 struct Env {
     _dir: tempfile::TempDir,
-    db_path: PathBuf,
+    db: sled::Db,
     secrets: PathBuf,
 }
 
@@ -41,7 +45,7 @@ impl Env {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         Env {
-            db_path: dir.path().join("db"),
+            db: sled::open(dir.path().join("db")).unwrap(),
             secrets: dir.path().join("vault.secret"),
             _dir: dir,
         }
@@ -52,7 +56,7 @@ impl Env {
     }
 
     fn open_with(&self, secrets: &Path) -> (sled::Db, Vault) {
-        let db = sled::open(&self.db_path).unwrap();
+        let db = self.db.clone();
         let vault = Vault::open(&db, secrets).unwrap();
         (db, vault)
     }
@@ -254,7 +258,7 @@ fn secrets_file_readable_by_others_is_refused() {
     let env = Env::new();
     drop(env.open());
     fs::set_permissions(&env.secrets, fs::Permissions::from_mode(0o644)).unwrap();
-    let db = sled::open(&env.db_path).unwrap();
+    let db = env.db.clone();
     assert!(matches!(
         Vault::open(&db, &env.secrets),
         Err(VaultError::SecretsPermissions { mode: 0o644, .. })
@@ -300,7 +304,7 @@ fn wrong_secrets_file_for_existing_store_is_refused() {
     let env = Env::new();
     drop(env.open());
     let other_dir = tempfile::tempdir().unwrap();
-    let db = sled::open(&env.db_path).unwrap();
+    let db = env.db.clone();
     assert!(matches!(
         Vault::open(&db, &other_dir.path().join("other.secret")),
         Err(VaultError::WrongSecrets)
@@ -515,7 +519,7 @@ fn concurrent_first_seals_share_one_key() {
 #[test]
 fn concurrent_vault_opens_agree_on_secrets() {
     let env = Env::new();
-    let db = sled::open(&env.db_path).unwrap();
+    let db = env.db.clone();
     let indexes: Vec<[u8; 32]> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
             .map(|_| s.spawn(|| Vault::open(&db, &env.secrets).unwrap().blind_index("x")))
