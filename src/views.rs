@@ -121,13 +121,15 @@ pub fn sealed_key(id: &str) -> String {
     format!("sealed/{id}")
 }
 
-/// Where an event sits, as a view stores it: stream sequence and index in the message.
+/// Where an event sits, as a view stores it: the stream sequence, and the index in the
+/// message unless it is 0. Index 0 is stored as before frames (8 bytes), so a store
+/// projected before them and one rebuilt now hold the same bytes (`audit rebuild-check`).
 pub fn encode_event_at(at: EventAt) -> Vec<u8> {
-    [
-        at.stream_sequence.to_be_bytes().as_slice(),
-        &at.index.to_be_bytes(),
-    ]
-    .concat()
+    let mut out = at.stream_sequence.to_be_bytes().to_vec();
+    if at.index != 0 {
+        out.extend_from_slice(&at.index.to_be_bytes());
+    }
+    out
 }
 
 /// Reads `encode_event_at`; 8 bytes are a stream sequence stored before frames (index 0).
@@ -567,3 +569,31 @@ pub const ACCOUNTS: [Account; 9] = [
     Account::OverdueInterestIncome,
     Account::WriteOffReserve,
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_places_round_trip_and_index_0_keeps_the_bytes_from_before_frames() {
+        for at in [
+            EventAt {
+                stream_sequence: 7,
+                index: 0,
+            },
+            EventAt {
+                stream_sequence: 7,
+                index: 15,
+            },
+        ] {
+            assert_eq!(decode_event_at(&encode_event_at(at)), Some(at));
+        }
+        let before_frames = 7u64.to_be_bytes().to_vec();
+        let at = EventAt {
+            stream_sequence: 7,
+            index: 0,
+        };
+        assert_eq!(encode_event_at(at), before_frames);
+        assert_eq!(decode_event_at(&[0u8; 9]), None);
+    }
+}
