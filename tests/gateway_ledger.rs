@@ -147,16 +147,11 @@ async fn issue_instructions(service: &Service) {
 
 /// Events stored in the log: a message holding a frame counts each of its events.
 async fn event_count(client: &async_nats::Client, config: &LogConfig) -> u64 {
-    let mut stream = async_nats::jetstream::new(client.clone())
+    let stream = async_nats::jetstream::new(client.clone())
         .get_stream(&config.stream_name)
         .await
         .unwrap();
-    let end = ansinh::log::reader::last_stream_sequence(&mut stream)
-        .await
-        .unwrap();
-    ansinh::log::read_range(&stream, &config.wildcard(), 1, end, |_| Ok::<_, ()>(()))
-        .await
-        .unwrap()
+    common::events_in(stream, config).await
 }
 
 /// The recorded payment event at a partition sequence (partition 01).

@@ -86,7 +86,14 @@ pub async fn stream_of(config: &LogConfig) -> async_nats::jetstream::stream::Str
 
 /// Events stored in the log: a message holding a frame counts each of its events.
 pub async fn event_count(config: &LogConfig) -> u64 {
-    let mut stream = stream_of(config).await;
+    events_in(stream_of(config).await, config).await
+}
+
+/// Events stored in `stream` (of any server): a frame counts each of its events.
+pub async fn events_in(
+    mut stream: async_nats::jetstream::stream::Stream,
+    config: &LogConfig,
+) -> u64 {
     let end = ansinh::log::reader::last_stream_sequence(&mut stream)
         .await
         .expect("stream info");
