@@ -46,6 +46,7 @@ async fn main() -> Result<()> {
         msg_ids: args.iter().any(|a| a == "--msg-id"),
         ledger: args.iter().any(|a| a == "--ledger-headers"),
         fence: args.iter().any(|a| a == "--fence"),
+        plain: args.iter().any(|a| a == "--plain"),
     };
     let gate = match (
         args.iter().any(|a| a == "--gate-batch"),
@@ -72,7 +73,7 @@ async fn main() -> Result<()> {
         }
         _ => {
             return Err(
-                "usage: atomic_batch_probe WRITERS SIZE(1..=1000)... [--streams] [--lone] [--msg-id] [--ledger-headers] [--fence] [--gate-batch|--gate-commit] [--bytes=N]"
+                "usage: atomic_batch_probe WRITERS SIZE(1..=1000)... [--streams] [--lone] [--msg-id] [--ledger-headers] [--fence] [--gate-batch|--gate-commit] [--bytes=N] [--plain]"
                     .into(),
             );
         }
@@ -166,6 +167,9 @@ struct ExtraHeaders {
     ledger: bool,
     /// The ledger's fence on each batch's first message: the subject's last sequence.
     fence: bool,
+    /// Batches of one are plain publishes, without the batch headers: a commit of one
+    /// large message (a frame holding the whole group commit).
+    plain: bool,
 }
 
 /// What each writer sends: batches of these sizes, of messages of this many bytes.
@@ -212,8 +216,11 @@ async fn writer(
             };
             for i in 1..=size {
                 let mut headers = async_nats::HeaderMap::new();
-                headers.insert(header::NATS_BATCH_ID, id.as_str());
-                headers.insert(header::NATS_BATCH_SEQUENCE, i.to_string().as_str());
+                let plain = extra.plain && size == 1;
+                if !plain {
+                    headers.insert(header::NATS_BATCH_ID, id.as_str());
+                    headers.insert(header::NATS_BATCH_SEQUENCE, i.to_string().as_str());
+                }
                 if extra.msg_ids {
                     headers.insert(header::NATS_MESSAGE_ID, format!("{id}-{i}").as_str());
                 }
@@ -236,7 +243,9 @@ async fn writer(
                         .publish_with_headers(subject.clone(), headers, payload.clone())
                         .await?;
                 } else {
-                    headers.insert(header::NATS_BATCH_COMMIT, header::NATS_BATCH_COMMIT_FINAL);
+                    if !plain {
+                        headers.insert(header::NATS_BATCH_COMMIT, header::NATS_BATCH_COMMIT_FINAL);
+                    }
                     if let Gate::Commit(m) = &gate {
                         turn = Some(m.lock().await);
                     }
