@@ -350,7 +350,8 @@ async fn run() -> BenchResult<()> {
         .await;
     for round in 0..READ_ROUNDS {
         match &single_stream {
-            Ok(stream) => match raw_read(stream, &format!("rawc{tag}")).await {
+            // Messages of 301 bytes: async-nats's own 500 a pull.
+            Ok(stream) => match raw_read(stream, &format!("rawc{tag}"), 500).await {
                 Ok((n, s)) => {
                     let rate = n as f64 / s;
                     eprintln!(
@@ -362,7 +363,12 @@ async fn run() -> BenchResult<()> {
             },
             Err(e) => eprintln!("  round {round}: no stream of one-event messages: {e}"),
         }
-        match raw_read(ledger.stream(), &config.wildcard()).await {
+        // The ledger's own bound on a pull: a raw reader of frames of up to 1 MiB must not
+        // ask for 500 of them at once either (the server drops it as a slow consumer).
+        let frames_a_pull = ansinh::log::reader::pull_messages_for(
+            ledger.stream().cached_info().config.max_message_size,
+        );
+        match raw_read(ledger.stream(), &config.wildcard(), frames_a_pull).await {
             Ok((n, s)) => {
                 eprintln!(
                     "  round {round}: raw read {n} msgs in {s:.3} s = {:.0}/s",
@@ -815,7 +821,12 @@ async fn raw_sequential_latencies(
 
 /// Reads the whole stream with an ordered pull consumer (as verify does), counting
 /// messages only: no decoding, no hashing. Returns (messages, seconds).
-async fn raw_read(stream: &stream::Stream, filter: &str) -> BenchResult<(u64, f64)> {
+/// Reads every message on `filter`, `max_batch` messages a pull at most.
+async fn raw_read(
+    stream: &stream::Stream,
+    filter: &str,
+    max_batch: usize,
+) -> BenchResult<(u64, f64)> {
     let mut s = stream.clone();
     let end = s.info().await?.state.messages;
     let started = Instant::now();
@@ -823,6 +834,7 @@ async fn raw_read(stream: &stream::Stream, filter: &str) -> BenchResult<(u64, f6
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: filter.to_string(),
             deliver_policy: consumer::DeliverPolicy::All,
+            max_batch: max_batch as i64,
             ..Default::default()
         })
         .await?;

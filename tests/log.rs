@@ -971,3 +971,87 @@ async fn a_log_written_before_frames_verifies_and_is_continued_with_frames() {
         report.partitions["01"].head.to_hex()
     );
 }
+
+/// Appends `count` notes of ~60 KiB at once to partition 01 and checks that every one
+/// is acknowledged and the log verifies; returns the largest stored message's size.
+async fn large_notes_commit(ledger: &Ledger, config: &ansinh::log::LogConfig, count: usize) -> u64 {
+    let text = "x".repeat(chain::EVENT_BYTES_MAX - 4 * 1024);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let (l, text) = (ledger.clone(), text.clone());
+        set.spawn(async move { l.append(note("01", &format!("large{i}"), &text)).await });
+    }
+    while let Some(r) = set.join_next().await {
+        let receipt = r
+            .unwrap()
+            .expect("a large event within the limit is acknowledged");
+        assert!(!receipt.duplicate);
+    }
+    assert_eq!(verified(config).await.events, count as u64);
+    let stream = stream_of(config).await;
+    let mut largest = 0;
+    for sequence in 1..=message_count(config).await {
+        let raw = stream.get_raw_message(sequence).await.unwrap();
+        largest = largest.max(raw.payload.len() as u64);
+    }
+    largest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_events_share_frames_within_the_streams_message_limit() {
+    // A new stream takes a frame of up to 1 MiB: sixteen 60 KiB events fit one.
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    let largest = large_notes_commit(&ledger, &config, 40).await;
+    let limit = stream_of(&config)
+        .await
+        .info()
+        .await
+        .unwrap()
+        .config
+        .max_message_size;
+    assert_eq!(limit as usize, ansinh::log::stream::MESSAGE_BYTES_MAX);
+    assert!(largest as usize <= frame::FRAME_BYTES_MAX);
+    assert!(
+        message_count(&config).await < 40,
+        "concurrent large events were packed into frames"
+    );
+
+    // A stream created before frames grew allows one event and its headers (68 KiB):
+    // frames there stay that small, and every event still commits.
+    let config = fresh_log();
+    let js = jetstream::new(client().await);
+    js.create_stream(jetstream::stream::Config {
+        name: config.stream_name.clone(),
+        subjects: vec![config.wildcard()],
+        storage: jetstream::stream::StorageType::File,
+        deny_delete: true,
+        deny_purge: true,
+        allow_atomic_publish: true,
+        max_message_size: (chain::EVENT_BYTES_MAX + 4 * 1024) as i32,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (old_ledger, _old_dir) = common::ledger(&config).await;
+    let largest = large_notes_commit(&old_ledger, &config, 12).await;
+    assert!(largest as usize <= chain::EVENT_BYTES_MAX);
+    assert_eq!(
+        message_count(&config).await,
+        12,
+        "one large event per message"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_larger_than_a_clients_pending_limit_reads_in_bounded_pulls() {
+    // 1,200 events of ~60 KiB in frames of up to 1 MiB: ~72 MB of log, more than
+    // nats-server lets a client fall behind (64 MiB) before it drops it as a slow consumer.
+    // A reader that asked for 500 of these messages at once could hang; verify must not.
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    large_notes_commit(&ledger, &config, 1_200).await;
+    for _ in 0..3 {
+        assert_eq!(verified(&config).await.events, 1_200);
+    }
+}

@@ -2,9 +2,12 @@
 //! (docs/adr/0006-frames-several-events-per-message.md, docs/CHAIN.md section 1).
 //!
 //! Why: nats-server's cost is per message, not per byte. Inside an atomic batch it
-//! spends ~15-20 µs per message on the 2-core machine, and one stream's commits run one
-//! after another, so one event per message caps the log at the server's 44-77k
-//! messages/s. Sixteen events per message lift that ceiling 2-3× on the same disk.
+//! spends ~15-20 µs per message on the 2-core machine, plus several milliseconds per
+//! commit, and one stream's commits run one after another, so one event per message
+//! caps the log at the server's 44-77k messages/s. A frame as large as a whole group
+//! commit makes most commits one plain fenced publish, with no atomic batch at all: on
+//! the same disk the server then stores ~530 frames of 300 KiB a second (~540k events/s)
+//! against ~180k events/s in atomic batches of 16-event frames (docs/BENCH.md, session 8).
 //!
 //! What does not change: every event is still the exact bytes of one `Envelope`, and
 //! its hash covers those bytes; a frame only carries them. A message of one event stays
@@ -17,6 +20,7 @@ use std::ops::Range;
 use bytes::Bytes;
 use prost::Message;
 
+use super::stream::HEADER_BYTES_MAX;
 use crate::chain::EVENT_BYTES_MAX;
 use crate::proto::Frame;
 
@@ -25,16 +29,15 @@ use crate::proto::Frame;
 pub const HEADER_FORMAT: &str = "Ansinh-Format";
 /// The one value of `Ansinh-Format` this version writes and reads.
 pub const FORMAT_FRAME: &str = "frame";
-/// Most events the writer puts in one message. Beyond ~16 the server's per-message cost
-/// is already small beside the ledger's own work per event (docs/BENCH.md, session 6),
-/// while a frame's events stand or fall together if the message is damaged.
-pub const FRAME_EVENTS_MAX: usize = 16;
-/// Most payload bytes the writer puts in one message: well under NATS's default
-/// `max_payload` (1 MiB). A server configured lower lowers it (`bytes_max_for`).
-pub const FRAME_BYTES_MAX: usize = 256 * 1024;
-/// Room left in the server's `max_payload` for a message's headers (the ledger's and
-/// the batch's take ~300 bytes).
-const HEADERS_BYTES_ALLOWANCE: usize = 4 * 1024;
+/// Most events the writer puts in one message: as many as one group commit holds
+/// (writer::BATCH_EVENTS_MAX), so that a commit is one message unless its bytes need
+/// more. It also bounds what a reader holds of one message (reader.rs). A damaged
+/// message still fails only its own events, and verify names the first.
+pub const FRAME_EVENTS_MAX: usize = 1_024;
+/// Most payload bytes the writer puts in one message: NATS's default `max_payload`
+/// (1 MiB) less room for headers. A server or stream configured lower lowers it
+/// (`bytes_max_for`).
+pub const FRAME_BYTES_MAX: usize = 1024 * 1024 - HEADER_BYTES_MAX;
 /// Bytes a frame adds around one element: a tag byte and a length varint of at most 3
 /// bytes (an element holds at most EVENT_BYTES_MAX = 64 KiB).
 const ELEMENT_OVERHEAD_MAX: usize = 4;
@@ -54,14 +57,21 @@ pub enum FrameError {
 }
 
 /// The frame payload bound for a server whose `max_payload` is `server_max_payload`
-/// (0 when unknown): FRAME_BYTES_MAX, or less so that a frame and its headers fit. An
-/// event alone is still sent whole: if it does not fit, the server refuses it, as it
-/// would without frames.
-pub fn bytes_max_for(server_max_payload: usize) -> usize {
-    match server_max_payload {
-        0 => FRAME_BYTES_MAX,
-        max => FRAME_BYTES_MAX.min(max.saturating_sub(HEADERS_BYTES_ALLOWANCE)),
+/// (0 when unknown) and a stream whose `max_msg_size` is `stream_max_message_size`
+/// (negative or 0: no limit): FRAME_BYTES_MAX, or less so that a frame and its headers
+/// fit both. A stream created before frames took 1 MiB allows 68 KiB, so frames there
+/// stay that small. An event alone is still sent whole: if it does not fit, the server
+/// refuses it, as it would without frames.
+pub fn bytes_max_for(server_max_payload: usize, stream_max_message_size: i32) -> usize {
+    let within = |limit: usize| limit.saturating_sub(HEADER_BYTES_MAX);
+    let mut max = FRAME_BYTES_MAX;
+    if server_max_payload > 0 {
+        max = max.min(within(server_max_payload));
     }
+    if let Ok(limit @ 1..) = usize::try_from(stream_max_message_size) {
+        max = max.min(within(limit));
+    }
+    max
 }
 
 /// Cuts a batch of events, given their encoded sizes in chain order, into frames:
@@ -128,20 +138,31 @@ mod tests {
         assert!(cut(&[], FRAME_BYTES_MAX).is_empty());
         assert_eq!(cut(&[300], FRAME_BYTES_MAX), vec![0..1]);
         assert_eq!(
-            cut(&[300; 33], FRAME_BYTES_MAX),
-            vec![0..16, 16..32, 32..33]
+            cut(&[300; 2 * FRAME_EVENTS_MAX + 1], FRAME_BYTES_MAX),
+            vec![
+                0..FRAME_EVENTS_MAX,
+                FRAME_EVENTS_MAX..2 * FRAME_EVENTS_MAX,
+                2 * FRAME_EVENTS_MAX..2 * FRAME_EVENTS_MAX + 1
+            ]
         );
-        // Four events of 64 KiB cannot share 256 KiB with their overhead: 3 + 1.
+        // Sixteen events of 64 KiB cannot share 1 MiB with their overhead and the
+        // headers' room: 15 + 1.
         let big = EVENT_BYTES_MAX;
-        assert_eq!(cut(&[big; 4], FRAME_BYTES_MAX), vec![0..3, 3..4]);
+        assert_eq!(cut(&[big; 16], FRAME_BYTES_MAX), vec![0..15, 15..16]);
         // A server with a small max_payload: 1,000-byte events, 3 to a 4 KiB frame.
-        let small = bytes_max_for(8 * 1024);
+        let small = bytes_max_for(8 * 1024, -1);
         assert_eq!(small, 4 * 1024);
+        assert_eq!(bytes_max_for(2 * 1024 * 1024, 8 * 1024), small);
         assert_eq!(cut(&[1000; 7], small), vec![0..4, 4..7]);
         // An event larger than the bound still goes, alone.
         assert_eq!(cut(&[10, 9000, 10], small), vec![0..1, 1..2, 2..3]);
-        assert_eq!(bytes_max_for(0), FRAME_BYTES_MAX);
-        assert_eq!(bytes_max_for(8 * 1024 * 1024), FRAME_BYTES_MAX);
+        assert_eq!(bytes_max_for(0, -1), FRAME_BYTES_MAX);
+        assert_eq!(bytes_max_for(0, 0), FRAME_BYTES_MAX);
+        assert_eq!(bytes_max_for(8 * 1024 * 1024, 1024 * 1024), FRAME_BYTES_MAX);
+        // A stream created before session 8 (68 KiB): one 64 KiB event fits alone.
+        let old_stream = bytes_max_for(1024 * 1024, (64 + 4) * 1024);
+        assert_eq!(old_stream, EVENT_BYTES_MAX);
+        assert_eq!(cut(&[big; 2], old_stream), vec![0..1, 1..2]);
         let sizes: Vec<usize> = (0..200).map(|i| (i * 7919) % big).collect();
         let frames = cut(&sizes, FRAME_BYTES_MAX);
         let mut next = 0;

@@ -43,7 +43,7 @@ pub struct Permit {
 }
 
 impl CommitGate {
-    /// Waits for the right to commit `events` events (1 = a lone plain publish).
+    /// Waits for the right to commit `events` events (1 = a lone event).
     pub async fn enter(&self, events: usize) -> Permit {
         let wait = {
             let mut state = self.state.lock().expect("gate lock poisoned");

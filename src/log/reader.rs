@@ -178,6 +178,25 @@ pub enum ReadError<E> {
 /// most READ_AHEAD_CHUNKS_MAX x (READ_CHUNK_EVENTS + FRAME_EVENTS_MAX) events.
 const READ_CHUNK_EVENTS: usize = 256;
 const READ_AHEAD_CHUNKS_MAX: usize = 16;
+/// Bytes one pull asks the server for at most. An ordered consumer asks for the next
+/// pull when half of the last has arrived, so up to 1.5 pulls are on their way to the
+/// client. That must stay well under what nats-server lets a client fall behind by
+/// (`max_pending`, 64 MiB by default) before it drops it as a slow consumer: async-nats
+/// asks for 500 messages a pull, which in frames of 1 MiB was the whole 90 MB log of a
+/// bench run, and the read hung (docs/BENCH.md, session 8).
+const READ_PULL_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// The most and fewest messages one pull asks for. async-nats's own default is the most.
+const READ_PULL_MESSAGES: std::ops::RangeInclusive<usize> = 8..=500;
+
+/// Messages one pull may ask for when a message can be `message_bytes_max` long (the
+/// stream's `max_msg_size`; 0 or less: unknown, so the server's largest payload).
+pub fn pull_messages_for(message_bytes_max: i32) -> usize {
+    let largest = usize::try_from(message_bytes_max)
+        .ok()
+        .filter(|n| *n > 0)
+        .unwrap_or(8 * 1024 * 1024); // the embedded server's max_payload
+    (READ_PULL_BYTES_MAX / largest).clamp(*READ_PULL_MESSAGES.start(), *READ_PULL_MESSAGES.end())
+}
 
 /// Visits every event on `filter` whose message has stream sequence in `start..=end`,
 /// in order; returns how many were visited. Memory is bounded by the consumer's pull
@@ -204,10 +223,16 @@ pub async fn read_range<E>(
             deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: start.max(1),
             },
+            // Caps the ordered consumer's pulls (see READ_PULL_BYTES_MAX).
+            max_batch: pull_messages_for(stream.cached_info().config.max_message_size) as i64,
             ..Default::default()
         })
         .await
         .map_err(|e| nats(&e))?;
+    let _remove = RemoveWhenDone {
+        stream: stream.clone(),
+        consumer: reader.cached_info().name.clone(),
+    };
     // With a filter, the stream's last message may be on another subject: `end` is then
     // never reached, and waiting for it would wait forever. The server's count of
     // messages still pending on the filter says when this subject is read out.
@@ -227,6 +252,31 @@ pub async fn read_range<E>(
         }
     }
     Ok(count)
+}
+
+/// Deletes a read's consumer when the read ends, however it ends. The server would
+/// remove the idle consumer by itself after a few seconds, but nats-server 2.15 allows a
+/// stream 1,000 consumers by default: a writer catching up after each of many failed
+/// commits (measured: a bench run whose every commit was refused) filled that within
+/// seconds, and then no reader, verify included, could start.
+struct RemoveWhenDone {
+    stream: stream::Stream,
+    consumer: String,
+}
+
+impl Drop for RemoveWhenDone {
+    fn drop(&mut self) {
+        let (stream, consumer) = (self.stream.clone(), std::mem::take(&mut self.consumer));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = stream.delete_consumer(&consumer).await {
+                    // Not found: the ordered consumer was recreated under another name,
+                    // which the server removes when it idles.
+                    tracing::debug!(consumer, error = %e, "read's consumer not deleted");
+                }
+            });
+        }
+    }
 }
 
 /// Visits every event on `filter` after `position`, up to the message at stream
@@ -342,4 +392,26 @@ pub async fn event_at(stream: &stream::Stream, at: EventAt) -> Result<Option<Raw
     Ok(at_sequence(stream, at.stream_sequence)
         .await?
         .and_then(|events| events.into_iter().nth(at.index as usize)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pull_stays_within_its_byte_budget() {
+        // A stream of the current format: frames of up to 1 MiB, 16 to a pull.
+        let frames = super::super::stream::MESSAGE_BYTES_MAX as i32;
+        assert_eq!(pull_messages_for(frames), 16);
+        // A stream created before session 8 (68 KiB messages): 240.
+        assert_eq!(pull_messages_for(68 * 1024), 240);
+        // Small messages only: async-nats's own 500. Unknown: the 8 MiB payload, 8.
+        assert_eq!(pull_messages_for(4 * 1024), 500);
+        assert_eq!(pull_messages_for(-1), 8);
+        for limit in [1, 1000, 1 << 20, 1 << 23, i32::MAX] {
+            let n = pull_messages_for(limit);
+            assert!(READ_PULL_MESSAGES.contains(&n));
+            assert!(n * limit as usize <= READ_PULL_BYTES_MAX || n == 8);
+        }
+    }
 }

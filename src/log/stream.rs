@@ -5,14 +5,19 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
-use crate::chain::{EVENT_BYTES_MAX, Partition};
+use crate::chain::Partition;
 
 /// How long JetStream itself remembers message ids. The ledger's writer sends none (its
 /// fence and index do the work, see `PartitionWriter::publish`); the window serves any
 /// other publisher that sets them.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
-/// Room for headers on top of the envelope in one message.
+/// Room for headers on top of a message's payload (the ledger's and a batch's take ~300
+/// bytes).
 pub const HEADER_BYTES_MAX: usize = 4 * 1024;
+/// Largest message the stream accepts: a full frame (frame.rs) and its headers. Streams
+/// created before session 8 allow one envelope and its headers (68 KiB); the writer
+/// keeps its frames within whatever the stream allows.
+pub const MESSAGE_BYTES_MAX: usize = super::frame::FRAME_BYTES_MAX + HEADER_BYTES_MAX;
 
 /// Names of the stream and its subjects. Production uses the defaults; tests use a
 /// fresh name each so they can share one server.
@@ -59,7 +64,7 @@ impl LogConfig {
             allow_rollup: false,
             allow_atomic_publish: true,
             duplicate_window: DUPLICATE_WINDOW,
-            max_message_size: (EVENT_BYTES_MAX + HEADER_BYTES_MAX) as i32,
+            max_message_size: MESSAGE_BYTES_MAX as i32,
             num_replicas: 1,
             ..Default::default()
         }

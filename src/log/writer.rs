@@ -5,10 +5,11 @@
 //! disk (~4k/s measured); a batch of up to 1,000 costs one fsync (~100k/s). The wait
 //! is bounded too: a pending append waits for at most the batch in flight plus its own.
 //!
-//! Group commit has two levels: consecutive events go into frames of up to
-//! FRAME_EVENTS_MAX events per message (frame.rs: the server's cost is per message),
-//! and the frames into one atomic batch. Up to FRAME_EVENTS_MAX waiting events are one
-//! message, a plain fenced publish (~0.4 ms) rather than an atomic batch (~4.5 ms).
+//! Group commit puts a batch's events into frames (frame.rs: the server's cost is per
+//! message), as few as the bytes allow: usually one, which goes as one plain fenced
+//! publish (~0.6 ms for 16 events, ~1.6 ms for 1,024) rather than an atomic batch
+//! (~4.5 ms and more). Only a batch whose bytes exceed one frame becomes an atomic
+//! batch of several frames.
 //!
 //! Why a task per partition: a chain is linear, so its appends must be ordered; the
 //! task owns the partition's head and is the only one in this process that extends it.
@@ -39,18 +40,15 @@ use crate::proto::{self, Envelope, envelope::Payload};
 
 /// Most messages in one atomic batch: the server's own limit (1,001 is refused).
 pub const BATCH_MESSAGES_MAX: usize = 1_000;
-/// Most events in one atomic batch, and so in one command: 64 full frames. Measured
-/// (docs/BENCH.md, session 7), back to back: 4,000 gave the same throughput but one
-/// command under saturating load waited longer (p99 22.8 vs 19.5 ms), since it waits
-/// for the commit in flight; 512 cut that to 14.9 ms but lost a third of the throughput
-/// to the server's fixed cost per commit.
+/// Most events in one commit, and so in one command: one full frame. A command under
+/// saturating load waits for the commit in flight, so this bounds that wait too.
 pub const BATCH_EVENTS_MAX: usize = 1_024;
-/// Most encoded bytes in one atomic batch: bounds a partition writer's memory, and with
+/// Most encoded bytes in one commit: bounds a partition writer's memory, and with
 /// BATCH_EVENTS_MAX the batch's messages. A frame closed for its bytes holds more than
-/// FRAME_BYTES_MAX - EVENT_BYTES_MAX, so a batch has at most 1,024 / 16 + 16 MiB /
-/// 192 KiB + 1 = 151 messages, well under BATCH_MESSAGES_MAX. (A server whose
-/// `max_payload` is below ~132 KiB makes frames smaller than this assumes; `publish`
-/// then refuses a batch of too many messages rather than send it.)
+/// FRAME_BYTES_MAX - EVENT_BYTES_MAX, so a batch has at most 1 + 16 MiB / 956 KiB + 1 =
+/// 20 messages, well under BATCH_MESSAGES_MAX. (A server whose `max_payload` is below
+/// ~86 KiB makes frames smaller than this assumes; `publish` then refuses a batch of too
+/// many messages rather than send it.)
 pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 // The bound above, checked at compile time: frames closed for their count, plus frames
 // closed for their bytes, plus the last one (hence "<").
@@ -220,7 +218,8 @@ struct Shared {
     writers: Mutex<HashMap<Partition, WriterTask>>,
     /// One commit of this process in flight on the stream, lone events first.
     gate: CommitGate,
-    /// Most payload bytes in one frame, within the server's `max_payload`.
+    /// Most payload bytes in one frame, within the server's `max_payload` and the
+    /// stream's `max_msg_size`.
     frame_bytes_max: usize,
 }
 
@@ -251,6 +250,16 @@ impl Ledger {
                 lost.push(LostData { partition, reason });
             }
         }
+        let frame_bytes_max = frame::bytes_max_for(
+            client.server_info().max_payload,
+            stream.cached_info().config.max_message_size,
+        );
+        if frame_bytes_max < frame::FRAME_BYTES_MAX {
+            tracing::info!(
+                frame_bytes_max,
+                "the server's max_payload or the stream's max_msg_size keeps frames small"
+            );
+        }
         let shared = Shared {
             client: client.clone(),
             js,
@@ -259,7 +268,7 @@ impl Ledger {
             store,
             writers: Mutex::new(HashMap::new()),
             gate: CommitGate::default(),
-            frame_bytes_max: frame::bytes_max_for(client.server_info().max_payload),
+            frame_bytes_max,
         };
         Ok((
             Self {
@@ -1036,7 +1045,8 @@ impl PartitionWriter {
         let (last_headers, last_payload) = messages.pop().expect("a batch has a message");
         // Held until the ack: the server commits one stream's batches one at a time, so a
         // second one in flight would only make a lone message wait longer (gate.rs).
-        let _permit = self.shared.gate.enter(frames.len()).await;
+        // A lone event goes before waiting batches (gate.rs), whatever their messages.
+        let _permit = self.shared.gate.enter(encoded.len()).await;
         for (headers, payload) in messages {
             self.shared
                 .client
