@@ -29,9 +29,9 @@ use crate::proto::Frame;
 pub const HEADER_FORMAT: &str = "Ansinh-Format";
 /// The one value of `Ansinh-Format` this version writes and reads.
 pub const FORMAT_FRAME: &str = "frame";
-/// Most events the writer puts in one message: as many as one group commit holds
-/// (writer::BATCH_EVENTS_MAX), so that a commit is one message unless its bytes need
-/// more. It also bounds what a reader holds of one message (reader.rs). A damaged
+/// Most events the writer puts in one message: at least as many as one group commit
+/// holds (writer::BATCH_EVENTS_MAX), so that a commit is one message unless its bytes
+/// need more. It also bounds what a reader holds of one message (reader.rs). A damaged
 /// message still fails only its own events, and verify names the first.
 pub const FRAME_EVENTS_MAX: usize = 1_024;
 /// Most payload bytes the writer puts in one message: NATS's default `max_payload`
