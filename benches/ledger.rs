@@ -68,8 +68,10 @@ const RAW_IN_FLIGHT: usize = 1_024;
 /// machine right now, without the ledger's hashing, headers, store or fences.
 const RAW_BATCHES: u64 = 50;
 const RAW_BATCH_EVENTS: u64 = 1_000;
-/// Batches the raw writer of step 2'''' commits while one publish at a time is timed.
-const RAW_FLOOR_BATCHES: u64 = 200;
+/// Commits the raw writer of step 2'''' makes while one publish at a time is timed: plain
+/// publishes of one ledger commit's bytes (BATCH_EVENTS_MAX envelopes), the shape of the
+/// ledger's commits under saturating load since session 8 (one frame each).
+const RAW_FLOOR_COMMITS: u64 = 2_000;
 
 /// Rounds of (raw read, verify), alternated so neither always gets the colder cache.
 const READ_ROUNDS: usize = 2;
@@ -298,9 +300,10 @@ async fn run() -> BenchResult<()> {
     );
 
     // 2''''. Diagnostic: the server's floor for 5b. One plain publish at a time while a
-    // raw writer commits batches of 1,000 back to back on the same stream: what a
-    // command waits with no ledger code at all (each waits for the commit in flight).
-    eprintln!("step 2'''': one publish at a time beside {RAW_FLOOR_BATCHES} raw batches");
+    // raw writer commits messages the size of the ledger's commits back to back on the
+    // same stream: what a command waits with no ledger code at all (each waits for the
+    // commit in flight).
+    eprintln!("step 2'''': one publish at a time beside {RAW_FLOOR_COMMITS} raw commits");
     match raw_floor_latencies(
         &client,
         &format!("RAWF_{tag}"),
@@ -722,9 +725,10 @@ async fn raw_batch(
     Ok(())
 }
 
-/// Times plain publishes on `<prefix>.lone`, one after another, while RAW_FLOOR_BATCHES
-/// atomic batches of RAW_BATCH_EVENTS commit back to back on `<prefix>.batch` of the
-/// same new stream; milliseconds (only publishes that finished while batches ran).
+/// Times plain publishes of `payload` on `<prefix>.lone`, one after another, while
+/// RAW_FLOOR_COMMITS plain publishes of BATCH_EVENTS_MAX payloads' bytes are stored back
+/// to back on `<prefix>.batch` of the same new stream; milliseconds (only publishes that
+/// finished while the commits ran).
 async fn raw_floor_latencies(
     client: &async_nats::Client,
     stream_name: &str,
@@ -758,17 +762,10 @@ async fn raw_floor_latencies(
         })
     };
     let subject = format!("{prefix}.batch");
+    let commit = Bytes::from(payload.repeat(ansinh::log::writer::BATCH_EVENTS_MAX));
     let written: BenchResult<()> = async {
-        for batch in 0..RAW_FLOOR_BATCHES {
-            raw_batch(
-                client,
-                &js,
-                &subject,
-                &format!("f{batch}"),
-                RAW_BATCH_EVENTS,
-                payload,
-            )
-            .await?;
+        for _ in 0..RAW_FLOOR_COMMITS {
+            js.publish(subject.clone(), commit.clone()).await?.await?;
         }
         Ok(())
     }
@@ -1195,7 +1192,8 @@ fn print_table(f: &Figures) {
         verdict(f.loaded_p99_ms, &|v| v <= 10.0)
     );
     println!(
-        "| 5b'. raw floor for 5b: one plain publish while a raw writer commits batches of {RAW_BATCH_EVENTS} on the same stream: p50 / p99 ({}) | {} / {} | | |",
+        "| 5b'. raw floor for 5b: one plain publish while a raw writer stores messages of {} envelopes' bytes back to back on the same stream: p50 / p99 ({}) | {} / {} | | |",
+        ansinh::log::writer::BATCH_EVENTS_MAX,
         f.raw_floor_samples,
         num(f.raw_floor_p50_ms, "ms"),
         num(f.raw_floor_p99_ms, "ms")
