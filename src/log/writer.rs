@@ -41,11 +41,11 @@ use crate::proto::{self, Envelope, envelope::Payload};
 pub const BATCH_MESSAGES_MAX: usize = 1_000;
 /// Most events in one commit, and so in one command; they fit one frame. A command
 /// under saturating load waits for the commit in flight, so this bounds that wait too.
-/// Measured (docs/BENCH.md, session 8), 300k runs back to back: 1,024 gave 177-201k
-/// appends/s with one command under saturating load at p99 22-25 ms; 512 gave 189k/s
-/// and 15.3 ms; 256 gave 156k/s (21x the raw durable rate, close to the 20x target) and
-/// 10.6 ms.
-pub const BATCH_EVENTS_MAX: usize = 512;
+/// Measured (docs/BENCH.md, session 8), 300k runs back to back with lone events past
+/// the gate: 512 gave 188-194k appends/s and one command under saturating load p99
+/// 10.2-11.3 ms; 384 gave 183k/s and 6.6 ms; 256 gave 155k/s (21x the raw durable rate,
+/// at the edge of the 20x target) and 5.8 ms.
+pub const BATCH_EVENTS_MAX: usize = 384;
 const _: () = assert!(BATCH_EVENTS_MAX <= frame::FRAME_EVENTS_MAX);
 /// Most encoded bytes in one commit: bounds a partition writer's memory, and with
 /// BATCH_EVENTS_MAX the batch's messages. A frame closed for its bytes holds more than
