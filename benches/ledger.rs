@@ -353,8 +353,7 @@ async fn run() -> BenchResult<()> {
         .await;
     for round in 0..READ_ROUNDS {
         match &single_stream {
-            // Messages of 301 bytes: async-nats's own 500 a pull.
-            Ok(stream) => match raw_read(stream, &format!("rawc{tag}"), 500).await {
+            Ok(stream) => match raw_read(stream, &format!("rawc{tag}")).await {
                 Ok((n, s)) => {
                     let rate = n as f64 / s;
                     eprintln!(
@@ -366,12 +365,7 @@ async fn run() -> BenchResult<()> {
             },
             Err(e) => eprintln!("  round {round}: no stream of one-event messages: {e}"),
         }
-        // The ledger's own bound on a pull: a raw reader of frames of up to 1 MiB must not
-        // ask for 500 of them at once either (the server drops it as a slow consumer).
-        let frames_a_pull = ansinh::log::reader::pull_messages_for(
-            ledger.stream().cached_info().config.max_message_size,
-        );
-        match raw_read(ledger.stream(), &config.wildcard(), frames_a_pull).await {
+        match raw_read(ledger.stream(), &config.wildcard()).await {
             Ok((n, s)) => {
                 eprintln!(
                     "  round {round}: raw read {n} msgs in {s:.3} s = {:.0}/s",
@@ -818,24 +812,28 @@ async fn raw_sequential_latencies(
 
 /// Reads the whole stream with an ordered pull consumer (as verify does), counting
 /// messages only: no decoding, no hashing. Returns (messages, seconds).
-/// Reads every message on `filter`, `max_batch` messages a pull at most.
-async fn raw_read(
-    stream: &stream::Stream,
-    filter: &str,
-    max_batch: usize,
-) -> BenchResult<(u64, f64)> {
+/// Reads every message on `filter`; returns (messages, seconds).
+async fn raw_read(stream: &stream::Stream, filter: &str) -> BenchResult<(u64, f64)> {
     let mut s = stream.clone();
     let end = s.info().await?.state.messages;
     let started = Instant::now();
+    // The consumer and pulls the ledger's reader uses (reader::read_range): a plain pull
+    // consumer acknowledging nothing, pulls bounded in messages and bytes.
     let reader = s
-        .create_consumer(consumer::pull::OrderedConfig {
+        .create_consumer(consumer::pull::Config {
             filter_subject: filter.to_string(),
             deliver_policy: consumer::DeliverPolicy::All,
-            max_batch: max_batch as i64,
+            ack_policy: consumer::AckPolicy::None,
+            memory_storage: true,
             ..Default::default()
         })
         .await?;
-    let mut messages = reader.messages().await?;
+    let mut messages = reader
+        .stream()
+        .max_messages_per_batch(ansinh::log::reader::READ_PULL_MESSAGES_MAX)
+        .max_bytes_per_batch(ansinh::log::reader::READ_PULL_BYTES_MAX)
+        .messages()
+        .await?;
     let mut count = 0u64;
     // Bounded by the message count read before starting, and by the phase timeout.
     let read = tokio::time::timeout(PHASE_TIMEOUT, async {

@@ -192,6 +192,10 @@ impl NatsServer {
                         tail.push(line);
                         ready_tx = Some((tx, child));
                     }
+                } else if line.contains("[WRN]") || line.contains("[ERR]") {
+                    // What the supervised server warns about (a slow consumer, a full
+                    // disk) reaches the operator's log rather than nowhere.
+                    tracing::warn!(target: "nats_server", "{line}");
                 }
             }
             if let Some((tx, _)) = ready_tx {

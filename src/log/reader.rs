@@ -178,25 +178,21 @@ pub enum ReadError<E> {
 /// most READ_AHEAD_CHUNKS_MAX x (READ_CHUNK_EVENTS + FRAME_EVENTS_MAX) events.
 const READ_CHUNK_EVENTS: usize = 256;
 const READ_AHEAD_CHUNKS_MAX: usize = 16;
-/// Bytes one pull asks the server for at most. An ordered consumer asks for the next
-/// pull when half of the last has arrived, so up to 1.5 pulls are on their way to the
-/// client. That must stay well under what nats-server lets a client fall behind by
-/// (`max_pending`, 64 MiB by default) before it drops it as a slow consumer: async-nats
-/// asks for 500 messages a pull, which in frames of 1 MiB was the whole 90 MB log of a
-/// bench run, and the read hung (docs/BENCH.md, session 8).
-const READ_PULL_BYTES_MAX: usize = 16 * 1024 * 1024;
-/// The most and fewest messages one pull asks for. async-nats's own default is the most.
-const READ_PULL_MESSAGES: std::ops::RangeInclusive<usize> = 8..=500;
-
-/// Messages one pull may ask for when a message can be `message_bytes_max` long (the
-/// stream's `max_msg_size`; 0 or less: unknown, so the server's largest payload).
-pub fn pull_messages_for(message_bytes_max: i32) -> usize {
-    let largest = usize::try_from(message_bytes_max)
-        .ok()
-        .filter(|n| *n > 0)
-        .unwrap_or(8 * 1024 * 1024); // the embedded server's max_payload
-    (READ_PULL_BYTES_MAX / largest).clamp(*READ_PULL_MESSAGES.start(), *READ_PULL_MESSAGES.end())
-}
+/// Bytes one pull asks the server for at most, with async-nats's own 500 messages. The
+/// next pull goes out when half of the last has arrived, so about 1.5 pulls are on their
+/// way to the client: that must stay well under what nats-server lets a client fall
+/// behind by (`max_pending`, 64 MiB by default) before it drops it as a slow consumer.
+/// An ordered consumer asks for 500 messages a pull whatever their size, which in frames
+/// of 1 MiB was the whole 90 MB log of a bench run, and verify hung (docs/BENCH.md,
+/// session 8). Capping the ordered consumer's `max_batch` instead made reads stall now
+/// and then (the demo failed 4 runs in 8), so reads use a plain pull consumer bounded in
+/// bytes.
+pub const READ_PULL_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Messages one pull asks for at most (async-nats's default).
+pub const READ_PULL_MESSAGES_MAX: usize = 500;
+/// How long the server keeps a read's consumer once nobody pulls from it (a reader that
+/// died); a read that ends deletes it at once.
+const READ_CONSUMER_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Visits every event on `filter` whose message has stream sequence in `start..=end`,
 /// in order; returns how many were visited. Memory is bounded by the consumer's pull
@@ -218,13 +214,15 @@ pub async fn read_range<E>(
     }
     let nats = |e: &dyn std::fmt::Display| ReadError::Nats(e.to_string());
     let reader = stream
-        .create_consumer(consumer::pull::OrderedConfig {
+        .create_consumer(consumer::pull::Config {
             filter_subject: filter.to_string(),
             deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: start.max(1),
             },
-            // Caps the ordered consumer's pulls (see READ_PULL_BYTES_MAX).
-            max_batch: pull_messages_for(stream.cached_info().config.max_message_size) as i64,
+            // A reader acknowledges nothing: the log is read, not consumed.
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: READ_CONSUMER_IDLE,
+            memory_storage: true,
             ..Default::default()
         })
         .await
@@ -239,7 +237,13 @@ pub async fn read_range<E>(
     if reader.cached_info().num_pending == 0 {
         return Ok(0);
     }
-    let messages = reader.messages().await.map_err(|e| nats(&e))?;
+    let messages = reader
+        .stream()
+        .max_messages_per_batch(READ_PULL_MESSAGES_MAX)
+        .max_bytes_per_batch(READ_PULL_BYTES_MAX)
+        .messages()
+        .await
+        .map_err(|e| nats(&e))?;
     let (chunks, mut received) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS_MAX);
     // Ends by itself when the range is read, on an error, or when the visitor stops
     // early (its receiver is dropped, so the next send fails).
@@ -255,7 +259,7 @@ pub async fn read_range<E>(
 }
 
 /// Deletes a read's consumer when the read ends, however it ends. The server would
-/// remove the idle consumer by itself after a few seconds, but nats-server 2.15 allows a
+/// remove the idle consumer by itself after READ_CONSUMER_IDLE, but nats-server 2.15 allows a
 /// stream 1,000 consumers by default: a writer catching up after each of many failed
 /// commits (measured: a bench run whose every commit was refused) filled that within
 /// seconds, and then no reader, verify included, could start.
@@ -270,8 +274,7 @@ impl Drop for RemoveWhenDone {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 if let Err(e) = stream.delete_consumer(&consumer).await {
-                    // Not found: the ordered consumer was recreated under another name,
-                    // which the server removes when it idles.
+                    // The server removes it when it idles anyway.
                     tracing::debug!(consumer, error = %e, "read's consumer not deleted");
                 }
             });
@@ -304,7 +307,7 @@ pub async fn read_after<E>(
 /// Pulls messages up to stream sequence `end` (or until none are pending) and hands
 /// their events over in chunks; an error is handed over last.
 async fn read_ahead(
-    mut messages: consumer::pull::Ordered,
+    mut messages: consumer::pull::Stream,
     end: u64,
     chunks: tokio::sync::mpsc::Sender<Result<Vec<RawEvent>, String>>,
 ) {
@@ -392,26 +395,4 @@ pub async fn event_at(stream: &stream::Stream, at: EventAt) -> Result<Option<Raw
     Ok(at_sequence(stream, at.stream_sequence)
         .await?
         .and_then(|events| events.into_iter().nth(at.index as usize)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_pull_stays_within_its_byte_budget() {
-        // A stream of the current format: frames of up to 1 MiB, 16 to a pull.
-        let frames = super::super::stream::MESSAGE_BYTES_MAX as i32;
-        assert_eq!(pull_messages_for(frames), 16);
-        // A stream created before session 8 (68 KiB messages): 240.
-        assert_eq!(pull_messages_for(68 * 1024), 240);
-        // Small messages only: async-nats's own 500. Unknown: the 8 MiB payload, 8.
-        assert_eq!(pull_messages_for(4 * 1024), 500);
-        assert_eq!(pull_messages_for(-1), 8);
-        for limit in [1, 1000, 1 << 20, 1 << 23, i32::MAX] {
-            let n = pull_messages_for(limit);
-            assert!(READ_PULL_MESSAGES.contains(&n));
-            assert!(n * limit as usize <= READ_PULL_BYTES_MAX || n == 8);
-        }
-    }
 }
