@@ -8,6 +8,7 @@
 
 mod envelope;
 pub mod frame;
+mod gate;
 pub mod reader;
 pub mod store;
 pub mod stream;

@@ -312,9 +312,21 @@ async fn read_ahead(
     chunks: tokio::sync::mpsc::Sender<Result<Vec<RawEvent>, String>>,
 ) {
     let mut chunk = Vec::with_capacity(READ_CHUNK_EVENTS + frame::FRAME_EVENTS_MAX);
+    let mut delivered = 0u64;
     while let Some(message) = messages.next().await {
         let read = message.map_err(|e| e.to_string()).and_then(|m| {
             let info = m.info().map_err(|e| e.to_string())?;
+            // A consumer that acknowledges nothing delivers each message once, numbered
+            // 1, 2, 3...: a number skipped is a message this client lost (unlike an
+            // ordered consumer, a plain one does not start over), so the read fails
+            // rather than go on without it.
+            delivered += 1;
+            if info.consumer_sequence != delivered {
+                return Err(format!(
+                    "message {delivered} of this read was lost on the way (delivery {} came next)",
+                    info.consumer_sequence
+                ));
+            }
             let (stream_sequence, pending) = (info.stream_sequence, info.pending);
             let raw = RawMessage::new(
                 stream_sequence,
