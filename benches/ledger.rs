@@ -20,7 +20,7 @@ use ansinh::chain::Partition;
 use ansinh::log::{AppendError, Draft, Ledger, LedgerStore, LogConfig, Receipt};
 use ansinh::nats_server::{NatsServer, Sync};
 use ansinh::proto::{self, Envelope, envelope::Payload};
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -817,23 +817,11 @@ async fn raw_read(stream: &stream::Stream, filter: &str) -> BenchResult<(u64, f6
     let mut s = stream.clone();
     let end = s.info().await?.state.messages;
     let started = Instant::now();
-    // The consumer and pulls the ledger's reader uses (reader::read_range): a plain pull
-    // consumer acknowledging nothing, pulls bounded in messages and bytes.
+    // The consumer and pulls the ledger's reader uses (reader::read_range).
     let reader = s
-        .create_consumer(consumer::pull::Config {
-            filter_subject: filter.to_string(),
-            deliver_policy: consumer::DeliverPolicy::All,
-            ack_policy: consumer::AckPolicy::None,
-            memory_storage: true,
-            ..Default::default()
-        })
+        .create_consumer(ansinh::log::reader::read_consumer(filter, 1))
         .await?;
-    let mut messages = reader
-        .stream()
-        .max_messages_per_batch(ansinh::log::reader::READ_PULL_MESSAGES_MAX)
-        .max_bytes_per_batch(ansinh::log::reader::READ_PULL_BYTES_MAX)
-        .messages()
-        .await?;
+    let mut messages = ansinh::log::reader::pull(&reader).await?;
     let mut count = 0u64;
     // Bounded by the message count read before starting, and by the phase timeout.
     let read = tokio::time::timeout(PHASE_TIMEOUT, async {

@@ -184,12 +184,10 @@ const READ_AHEAD_CHUNKS_MAX: usize = 16;
 /// behind by (`max_pending`, 64 MiB by default) before it drops it as a slow consumer.
 /// An ordered consumer asks for 500 messages a pull whatever their size, which in frames
 /// of 1 MiB was the whole 90 MB log of a bench run, and verify hung (docs/BENCH.md,
-/// session 8). Capping the ordered consumer's `max_batch` instead made reads stall now
-/// and then (the demo failed 4 runs in 8), so reads use a plain pull consumer bounded in
-/// bytes.
-pub const READ_PULL_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// session 8). So reads use a plain pull consumer whose pulls are bounded in bytes.
+const READ_PULL_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Messages one pull asks for at most (async-nats's default).
-pub const READ_PULL_MESSAGES_MAX: usize = 500;
+const READ_PULL_MESSAGES_MAX: usize = 500;
 /// How long the server keeps a read's consumer once nobody pulls from it (a reader that
 /// died); a read that ends deletes it at once.
 const READ_CONSUMER_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -214,17 +212,7 @@ pub async fn read_range<E>(
     }
     let nats = |e: &dyn std::fmt::Display| ReadError::Nats(e.to_string());
     let reader = stream
-        .create_consumer(consumer::pull::Config {
-            filter_subject: filter.to_string(),
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: start.max(1),
-            },
-            // A reader acknowledges nothing: the log is read, not consumed.
-            ack_policy: consumer::AckPolicy::None,
-            inactive_threshold: READ_CONSUMER_IDLE,
-            memory_storage: true,
-            ..Default::default()
-        })
+        .create_consumer(read_consumer(filter, start))
         .await
         .map_err(|e| nats(&e))?;
     let _remove = RemoveWhenDone {
@@ -237,13 +225,7 @@ pub async fn read_range<E>(
     if reader.cached_info().num_pending == 0 {
         return Ok(0);
     }
-    let messages = reader
-        .stream()
-        .max_messages_per_batch(READ_PULL_MESSAGES_MAX)
-        .max_bytes_per_batch(READ_PULL_BYTES_MAX)
-        .messages()
-        .await
-        .map_err(|e| nats(&e))?;
+    let messages = pull(&reader).await.map_err(|e| nats(&e))?;
     let (chunks, mut received) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS_MAX);
     // Ends by itself when the range is read, on an error, or when the visitor stops
     // early (its receiver is dropped, so the next send fails).
@@ -256,6 +238,34 @@ pub async fn read_range<E>(
         }
     }
     Ok(count)
+}
+
+/// The consumer a read of `filter` from stream sequence `start` uses: it acknowledges
+/// nothing (the log is read, not consumed), and the server drops it if its reader dies.
+pub fn read_consumer(filter: &str, start: u64) -> consumer::pull::Config {
+    consumer::pull::Config {
+        filter_subject: filter.to_string(),
+        deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: start.max(1),
+        },
+        ack_policy: consumer::AckPolicy::None,
+        inactive_threshold: READ_CONSUMER_IDLE,
+        memory_storage: true,
+        ..Default::default()
+    }
+}
+
+/// The messages of a read's consumer, pulled at most READ_PULL_MESSAGES_MAX and
+/// READ_PULL_BYTES_MAX at a time.
+pub async fn pull(
+    reader: &consumer::Consumer<consumer::pull::Config>,
+) -> Result<consumer::pull::Stream, consumer::StreamError> {
+    reader
+        .stream()
+        .max_messages_per_batch(READ_PULL_MESSAGES_MAX)
+        .max_bytes_per_batch(READ_PULL_BYTES_MAX)
+        .messages()
+        .await
 }
 
 /// Deletes a read's consumer when the read ends, however it ends. The server would
