@@ -821,7 +821,8 @@ async fn raw_read(stream: &stream::Stream, filter: &str) -> BenchResult<(u64, f6
     let reader = s
         .create_consumer(ansinh::log::reader::read_consumer(filter, 1))
         .await?;
-    let mut messages = ansinh::log::reader::pull(&reader).await?;
+    let pull_bytes = ansinh::log::reader::pull_bytes_for(s.cached_info().config.max_message_size);
+    let mut messages = ansinh::log::reader::pull(&reader, pull_bytes).await?;
     let mut count = 0u64;
     // Bounded by the message count read before starting, and by the phase timeout.
     let read = tokio::time::timeout(PHASE_TIMEOUT, async {

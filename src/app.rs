@@ -134,6 +134,14 @@ pub async fn connect(
     };
     options
         .name("ansinh")
+        // Disconnects, slow-consumer drops and server errors reach the operator's log:
+        // a request that then times out is otherwise a mystery.
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::debug!(target: "nats", "{event}"),
+                _ => tracing::warn!(target: "nats", "{event}"),
+            }
+        })
         .connect(url)
         .await
         .map_err(|e| AppError::Connect {

@@ -192,9 +192,14 @@ impl NatsServer {
                         tail.push(line);
                         ready_tx = Some((tx, child));
                     }
-                } else if line.contains("[WRN]") || line.contains("[ERR]") {
-                    // What the supervised server warns about (a slow consumer, a full
-                    // disk) reaches the operator's log rather than nowhere.
+                } else if line.contains("[WRN]")
+                    || line.contains("[ERR]")
+                    || line.contains("Slow Consumer")
+                {
+                    // What the supervised server warns about (a full disk) reaches the
+                    // operator's log rather than nowhere; so does a client dropped as a
+                    // slow consumer, which the server logs only as [INF] though every
+                    // ack and reply it held for the client is lost with it.
                     tracing::warn!(target: "nats_server", "{line}");
                 }
             }

@@ -1055,3 +1055,56 @@ async fn a_log_larger_than_a_clients_pending_limit_reads_in_bounded_pulls() {
         assert_eq!(verified(&config).await.events, 1_200);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_lookups_and_reads_of_large_frames_at_once_all_get_their_answers() {
+    // ~75 frames of ~1 MiB. 256 lookups (a citizen claim fetches the frame holding one
+    // event) and 8 reads at once on one connection would have the server queue far
+    // more than the 64 MiB it lets a client fall behind by; it then drops what it
+    // queued (acks, replies, read messages) and they time out or read as lost. The
+    // process's read budget keeps them within it, so every one gets its answer.
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    large_notes_commit(&ledger, &config, 1_200).await;
+    let messages = message_count(&config).await;
+    let stream = stream_of(&config).await;
+    let mut expected = Vec::new();
+    for sequence in 1..=messages {
+        let events = reader::at_sequence(&stream, sequence)
+            .await
+            .unwrap()
+            .unwrap();
+        expected.push(events.len());
+    }
+    assert_eq!(expected.iter().sum::<usize>(), 1_200);
+
+    let mut lookups = tokio::task::JoinSet::new();
+    for n in 0..256u64 {
+        let stream = stream.clone();
+        let sequence = 1 + n % messages;
+        lookups.spawn(async move {
+            let events = reader::at_sequence(&stream, sequence).await;
+            (sequence, events.map(|e| e.map(|e| e.len())))
+        });
+    }
+    let mut reads = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (config, mut stream) = (config.clone(), stream.clone());
+        reads.spawn(async move {
+            ansinh::verify::verify(&mut stream, &config, None, |_| {})
+                .await
+                .map(|report| report.events)
+        });
+    }
+    while let Some(lookup) = lookups.join_next().await {
+        let (sequence, events) = lookup.unwrap();
+        assert_eq!(
+            events.expect("the lookup is answered"),
+            Some(expected[sequence as usize - 1]),
+            "message {sequence}"
+        );
+    }
+    while let Some(read) = reads.join_next().await {
+        assert_eq!(read.unwrap().expect("the log reads whole"), 1_200);
+    }
+}

@@ -11,6 +11,7 @@ use futures::StreamExt;
 
 use super::HEADER_HASH;
 use super::frame::{self, FrameError, HEADER_FORMAT};
+use super::stream::HEADER_BYTES_MAX;
 use crate::chain::{self, ChainBreak, ChainHead, Digest};
 use crate::proto::Envelope;
 
@@ -178,14 +179,27 @@ pub enum ReadError<E> {
 /// most READ_AHEAD_CHUNKS_MAX x (READ_CHUNK_EVENTS + FRAME_EVENTS_MAX) events.
 const READ_CHUNK_EVENTS: usize = 256;
 const READ_AHEAD_CHUNKS_MAX: usize = 16;
-/// Bytes one pull asks the server for at most, with async-nats's own 500 messages. The
-/// next pull goes out when half of the last has arrived, so about 1.5 pulls are on their
-/// way to the client: that must stay well under what nats-server lets a client fall
-/// behind by (`max_pending`, 64 MiB by default) before it drops it as a slow consumer.
-/// An ordered consumer asks for 500 messages a pull whatever their size, which in frames
-/// of 1 MiB was the whole 90 MB log of a bench run, and verify hung (docs/BENCH.md,
+/// Bytes one pull asks the server for at most, with async-nats's own 500 messages,
+/// when the stream's messages are at most 1 MiB (its `max_msg_size`); a pull must have
+/// room for the largest message, or the server refuses it (`pull_bytes_for`). An
+/// ordered consumer asks for 500 messages a pull whatever their size, which in frames of
+/// 1 MiB was the whole 90 MB log of a bench run, and verify hung (docs/BENCH.md,
 /// session 8). So reads use a plain pull consumer whose pulls are bounded in bytes.
-const READ_PULL_BYTES_MAX: usize = 16 * 1024 * 1024;
+pub const READ_PULL_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Bytes all reads of this process may have asked the server for at once. nats-server
+/// drops whatever it has queued for a client beyond `max_pending` (64 MiB by default) as
+/// a slow consumer: pub acks, request replies and read messages alike. With frames of
+/// hundreds of events the demo hit that limit in one run of four and stalled for
+/// seconds on lost acks and replies (docs/BENCH.md, session 9): citizen claims fetched
+/// whole frames by the hundred, and reads of 16 MiB pulls add up the same way (a reader
+/// asks for its next pull when half of the last has arrived, so up to 1.5 pulls are on
+/// their way). So reads and fetches of whole messages (`at_sequence`,
+/// `last_on_subject`) reserve room in this budget while their bytes are on their way,
+/// and wait for room rather than overrun the server's limit. Half the server's default
+/// leaves the other half for everything else on the connection.
+pub const READS_BYTES_IN_FLIGHT_MAX: usize = 32 * 1024 * 1024;
+static READS_IN_FLIGHT: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(READS_BYTES_IN_FLIGHT_MAX);
 /// Messages one pull asks for at most (async-nats's default).
 const READ_PULL_MESSAGES_MAX: usize = 500;
 /// How long the server keeps a read's consumer once nobody pulls from it (a reader that
@@ -211,6 +225,14 @@ pub async fn read_range<E>(
         return Ok(0);
     }
     let nats = |e: &dyn std::fmt::Display| ReadError::Nats(e.to_string());
+    let pull_bytes = pull_bytes_for(stream.cached_info().config.max_message_size);
+    // Two pulls for as long as the read runs, held by the read-ahead, which does the
+    // pulling, until it stops. Reads never nest (a visitor cannot await), so a read
+    // waiting for room never holds room another needs.
+    let room = READS_IN_FLIGHT
+        .acquire_many(reserved_bytes(pull_bytes))
+        .await
+        .expect("the reads' budget is never closed");
     let reader = stream
         .create_consumer(read_consumer(filter, start))
         .await
@@ -225,11 +247,14 @@ pub async fn read_range<E>(
     if reader.cached_info().num_pending == 0 {
         return Ok(0);
     }
-    let messages = pull(&reader).await.map_err(|e| nats(&e))?;
+    let messages = pull(&reader, pull_bytes).await.map_err(|e| nats(&e))?;
     let (chunks, mut received) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS_MAX);
     // Ends by itself when the range is read, on an error, or when the visitor stops
     // early (its receiver is dropped, so the next send fails).
-    tokio::spawn(read_ahead(messages, end, chunks));
+    tokio::spawn(async move {
+        read_ahead(messages, end, chunks).await;
+        drop(room);
+    });
     let mut count = 0u64;
     while let Some(chunk) = received.recv().await {
         for event in chunk.map_err(ReadError::Nats)? {
@@ -256,16 +281,43 @@ pub fn read_consumer(filter: &str, start: u64) -> consumer::pull::Config {
 }
 
 /// The messages of a read's consumer, pulled at most READ_PULL_MESSAGES_MAX and
-/// READ_PULL_BYTES_MAX at a time.
+/// `pull_bytes` (`pull_bytes_for`) at a time.
 pub async fn pull(
     reader: &consumer::Consumer<consumer::pull::Config>,
+    pull_bytes: usize,
 ) -> Result<consumer::pull::Stream, consumer::StreamError> {
     reader
         .stream()
         .max_messages_per_batch(READ_PULL_MESSAGES_MAX)
-        .max_bytes_per_batch(READ_PULL_BYTES_MAX)
+        .max_bytes_per_batch(pull_bytes)
         .messages()
         .await
+}
+
+/// Bytes one pull of a stream whose `max_msg_size` is `max_message_size` asks for: the
+/// server refuses a pull with no room for the next message, so a stream that admits
+/// messages larger than READ_PULL_BYTES_MAX gets pulls as large as its largest message
+/// (with room for subject and headers), and one without a limit gets one read's whole
+/// share of the budget.
+pub fn pull_bytes_for(max_message_size: i32) -> usize {
+    largest_message(max_message_size).max(READ_PULL_BYTES_MAX)
+}
+
+/// The largest message, with subject and headers, a stream whose `max_msg_size` is
+/// `max_message_size` can hold; for one without a limit, one read's whole share of
+/// READS_BYTES_IN_FLIGHT_MAX.
+fn largest_message(max_message_size: i32) -> usize {
+    match usize::try_from(max_message_size) {
+        Ok(limit @ 1..) => (limit + HEADER_BYTES_MAX).min(READS_BYTES_IN_FLIGHT_MAX / 2),
+        _ => READS_BYTES_IN_FLIGHT_MAX / 2,
+    }
+}
+
+/// What one read reserves of READS_BYTES_IN_FLIGHT_MAX: two pulls (up to 1.5 are on
+/// their way), never more than the whole budget.
+fn reserved_bytes(pull_bytes: usize) -> u32 {
+    let bytes = (2 * pull_bytes).min(READS_BYTES_IN_FLIGHT_MAX);
+    u32::try_from(bytes).expect("the budget fits a semaphore's permits")
 }
 
 /// Deletes a read's consumer when the read ends, however it ends. The server would
@@ -387,12 +439,27 @@ pub async fn last_stream_sequence(stream: &mut stream::Stream) -> Result<u64, St
         .last_sequence)
 }
 
+/// Reserves room in READS_BYTES_IN_FLIGHT_MAX for one message of `stream` fetched
+/// whole, while it is on its way: up to 256 citizen claims at once each fetch the frame
+/// that holds one event. Room for the largest message the stream admits, a third more
+/// in case the server answers in JSON (base64) rather than by direct get.
+async fn room_for_one_message(stream: &stream::Stream) -> tokio::sync::SemaphorePermit<'static> {
+    let bytes = largest_message(stream.cached_info().config.max_message_size) / 3 * 4;
+    let bytes = u32::try_from(bytes.min(READS_BYTES_IN_FLIGHT_MAX))
+        .expect("the budget fits a semaphore's permits");
+    READS_IN_FLIGHT
+        .acquire_many(bytes)
+        .await
+        .expect("the reads' budget is never closed")
+}
+
 /// The last event of one subject (the last of its last message), or None when the
 /// subject is empty.
 pub async fn last_on_subject(
     stream: &stream::Stream,
     subject: &str,
 ) -> Result<Option<RawEvent>, String> {
+    let _room = room_for_one_message(stream).await;
     match stream.get_last_raw_message_by_subject(subject).await {
         Ok(m) => Ok(RawMessage::from_stored(m).into_events().pop()),
         Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
@@ -405,6 +472,7 @@ pub async fn at_sequence(
     stream: &stream::Stream,
     sequence: u64,
 ) -> Result<Option<Vec<RawEvent>>, String> {
+    let _room = room_for_one_message(stream).await;
     match stream.get_raw_message(sequence).await {
         Ok(m) => Ok(Some(RawMessage::from_stored(m).into_events())),
         Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
