@@ -202,6 +202,61 @@ async fn a_run_issues_one_instruction_per_entitlement_and_month_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_larger_than_one_commit_is_committed_whole_in_one_message() {
+    // 999 instructions and the run's closing event: more events than the writer gathers
+    // into one commit, but one command, so all or none of it is stored.
+    const N: u32 = 999;
+    let events = N as usize + 1;
+    assert!(events > ansinh::log::writer::BATCH_EVENTS_MAX);
+    assert!(events <= ansinh::log::writer::COMMAND_EVENTS_MAX);
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let service = service_at(&config, dir.path()).await;
+    let m = manager();
+    service
+        .payment(
+            &rq(&m, "alloc"),
+            &p01(),
+            CommandKind::Allocate {
+                budget: budget(),
+                amount: Decimal::from(500_000 * i64::from(N)),
+            },
+            d("2026-10-01"),
+        )
+        .await
+        .unwrap();
+    let mut set = tokio::task::JoinSet::new();
+    for n in 1..=N {
+        let service = service.clone();
+        set.spawn(async move {
+            register_household(&service, &format!("{COMMUNE}-{n:06}"), n).await;
+            let key = format!("grant-{n}");
+            service
+                .payment(&rq(&manager(), &key), &p01(), grant(n), d("2026-10-01"))
+                .await
+                .unwrap();
+        });
+    }
+    while let Some(done) = set.join_next().await {
+        done.unwrap();
+    }
+    let before = event_count(&config).await;
+    let receipt = service
+        .payment(&rq(&m, "run"), &p01(), run(None), d("2026-10-05"))
+        .await
+        .unwrap();
+    assert_eq!(event_count(&config).await, before + events as u64);
+    assert_eq!(receipt.sequence, before + events as u64);
+    let stored =
+        ansinh::log::reader::at_sequence(&stream_of(&config).await, receipt.stream_sequence)
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(stored.len(), events, "the whole run is one frame");
+    verified(&config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_racing_runs_never_pay_beyond_the_allocation() {
     let config = fresh_log();
     let dir = tempfile::tempdir().unwrap();

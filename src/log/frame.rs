@@ -4,9 +4,10 @@
 //! Why: nats-server's cost is per message, not per byte. Inside an atomic batch it
 //! spends ~15-20 µs per message on the 2-core machine, plus several milliseconds per
 //! commit, and one stream's commits run one after another, so one event per message
-//! caps the log at the server's 44-77k messages/s. Sixteen events per message lift that
-//! ceiling 2-3x on the same disk; a frame as large as a whole commit would lift it
-//! further (docs/BENCH.md, session 8), but is not used yet (FRAME_EVENTS_MAX).
+//! caps the log at the server's 44-77k messages/s. A frame as large as a whole group
+//! commit makes most commits one plain fenced publish, with no atomic batch at all: on
+//! the same disk the server then stores ~530 frames of 300 KiB a second (~540k events/s)
+//! against ~180k events/s in atomic batches of 16-event frames (docs/BENCH.md, session 8).
 //!
 //! What does not change: every event is still the exact bytes of one `Envelope`, and
 //! its hash covers those bytes; a frame only carries them. A message of one event stays
@@ -28,12 +29,11 @@ use crate::proto::Frame;
 pub const HEADER_FORMAT: &str = "Ansinh-Format";
 /// The one value of `Ansinh-Format` this version writes and reads.
 pub const FORMAT_FRAME: &str = "frame";
-/// Most events the writer puts in one message. Frames of a whole commit (1,024 events,
-/// one plain publish per commit) reached 190k appends/s in the bench, but the demo then
-/// stalled for seconds in about one run in four (requests to the server timed out; cause
-/// not found), and with 16 it passed every run (docs/BENCH.md, session 8). It also bounds
-/// what a reader holds of one message (reader.rs).
-pub const FRAME_EVENTS_MAX: usize = 16;
+/// Most events the writer puts in one message: at least as many as one group commit
+/// holds (writer::BATCH_EVENTS_MAX), so that a commit is one message unless its bytes
+/// need more. It also bounds what a reader holds of one message (reader.rs). A damaged
+/// message still fails only its own events, and verify names the first.
+pub const FRAME_EVENTS_MAX: usize = 1_024;
 /// Most payload bytes the writer puts in one message: NATS's default `max_payload`
 /// (1 MiB) less room for headers. A server or stream configured lower lowers it
 /// (`bytes_max_for`).

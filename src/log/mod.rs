@@ -8,7 +8,6 @@
 
 mod envelope;
 pub mod frame;
-mod gate;
 pub mod reader;
 pub mod store;
 pub mod stream;

@@ -5,10 +5,11 @@
 //! disk (~4k/s measured); a batch of up to 1,000 costs one fsync (~100k/s). The wait
 //! is bounded too: a pending append waits for at most the batch in flight plus its own.
 //!
-//! Group commit has two levels: consecutive events go into frames of up to
-//! FRAME_EVENTS_MAX events per message (frame.rs: the server's cost is per message),
-//! and the frames into one atomic batch. Up to FRAME_EVENTS_MAX waiting events are one
-//! message, a plain fenced publish (~0.4 ms) rather than an atomic batch (~2.5-4.5 ms).
+//! Group commit puts a batch's events into frames (frame.rs: the server's cost is per
+//! message), as few as the bytes allow: usually one, which goes as one plain fenced
+//! publish (~0.6 ms for 16 events, ~1.6 ms for 1,024) rather than an atomic batch
+//! (~4.5 ms and more). Only a batch whose bytes exceed one frame becomes an atomic
+//! batch of several frames.
 //!
 //! Why a task per partition: a chain is linear, so its appends must be ordered; the
 //! task owns the partition's head and is the only one in this process that extends it.
@@ -27,7 +28,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::envelope;
 use super::frame::{self, FORMAT_FRAME, HEADER_FORMAT};
-use super::gate::CommitGate;
 use super::reader::{self, EventAt, RawEvent};
 use super::store::{HeadRecord, LedgerStore, StoreError};
 use super::stream::{LogConfig, StreamError, ensure_stream};
@@ -39,23 +39,31 @@ use crate::proto::{self, Envelope, envelope::Payload};
 
 /// Most messages in one atomic batch: the server's own limit (1,001 is refused).
 pub const BATCH_MESSAGES_MAX: usize = 1_000;
-/// Most events in one atomic batch, and so in one command: 64 full frames. Measured
-/// (docs/BENCH.md, session 7), back to back: 4,000 gave the same throughput but one
-/// command under saturating load waited longer (p99 22.8 vs 19.5 ms), since it waits
-/// for the commit in flight; 512 cut that to 14.9 ms but lost a third of the throughput
-/// to the server's fixed cost per commit.
-pub const BATCH_EVENTS_MAX: usize = 1_024;
+/// Most events the writer gathers into one commit; they fit one frame. A command
+/// under saturating load waits for the commit in flight, so this bounds that wait too.
+/// Measured (docs/BENCH.md, session 8), 300k runs back to back with lone events past
+/// the gate: 512 gave 188-194k appends/s and one command under saturating load p99
+/// 10.2-11.3 ms; 384 gave 183k/s and 6.6 ms; 256 gave 155k/s (21x the raw durable rate,
+/// at the edge of the 20x target) and 5.8 ms.
+pub const BATCH_EVENTS_MAX: usize = 384;
+const _: () = assert!(BATCH_EVENTS_MAX <= frame::FRAME_EVENTS_MAX);
+/// Most events one command may yield (a payment run of a commune): they are committed
+/// all or none, so a command larger than BATCH_EVENTS_MAX is a commit of its own. Kept
+/// at what commands could yield before commits were cut to BATCH_EVENTS_MAX, and within
+/// one frame.
+pub const COMMAND_EVENTS_MAX: usize = 1_024;
+const _: () = assert!(COMMAND_EVENTS_MAX <= frame::FRAME_EVENTS_MAX);
 /// Most encoded bytes in one commit: bounds a partition writer's memory, and with
-/// BATCH_EVENTS_MAX the batch's messages. A frame closed for its bytes holds more than
-/// FRAME_BYTES_MAX - EVENT_BYTES_MAX, so a batch has at most 1,024 / 16 + 16 MiB /
-/// 956 KiB + 1 = 83 messages, well under BATCH_MESSAGES_MAX. (A server whose `max_payload` is below
+/// COMMAND_EVENTS_MAX the batch's messages. A frame closed for its bytes holds more than
+/// FRAME_BYTES_MAX - EVENT_BYTES_MAX, so a batch has at most 16 MiB / 956 KiB + 1 = 19
+/// messages, well under BATCH_MESSAGES_MAX. (A server whose `max_payload` is below
 /// ~86 KiB makes frames smaller than this assumes; `publish` then refuses a batch of too
 /// many messages rather than send it.)
 pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 // The bound above, checked at compile time: frames closed for their count, plus frames
 // closed for their bytes, plus the last one (hence "<").
 const _: () = assert!(
-    BATCH_EVENTS_MAX.div_ceil(frame::FRAME_EVENTS_MAX)
+    COMMAND_EVENTS_MAX.div_ceil(frame::FRAME_EVENTS_MAX)
         + BATCH_BYTES_MAX.div_ceil(frame::FRAME_BYTES_MAX - EVENT_BYTES_MAX - 4)
         < BATCH_MESSAGES_MAX
 );
@@ -218,8 +226,9 @@ struct Shared {
     config: LogConfig,
     store: LedgerStore,
     writers: Mutex<HashMap<Partition, WriterTask>>,
-    /// One commit of this process in flight on the stream, lone events first.
-    gate: CommitGate,
+    /// One commit of several events of this process in flight on the stream at a time;
+    /// tokio's mutex is fair, so partitions take turns in arrival order.
+    gate: tokio::sync::Mutex<()>,
     /// Most payload bytes in one frame, within the server's `max_payload` and the
     /// stream's `max_msg_size`.
     frame_bytes_max: usize,
@@ -269,7 +278,7 @@ impl Ledger {
             config,
             store,
             writers: Mutex::new(HashMap::new()),
-            gate: CommitGate::default(),
+            gate: tokio::sync::Mutex::new(()),
             frame_bytes_max,
         };
         Ok((
@@ -947,19 +956,21 @@ impl PartitionWriter {
                 })
                 .collect();
             let bytes: usize = encoded.iter().map(|e| e.bytes.len()).sum();
-            if encoded.len() > BATCH_EVENTS_MAX || bytes > BATCH_BYTES_MAX {
+            if encoded.len() > COMMAND_EVENTS_MAX || bytes > BATCH_BYTES_MAX {
                 let _ = pending
                     .reply
                     .send(Err(AppendError::Rejected(Rejection::UnsupportedCommand {
                         what: format!(
-                            "the command yields {} events of {bytes} bytes, more than one atomic batch ({BATCH_EVENTS_MAX} events, {BATCH_BYTES_MAX} bytes); split it (e.g. run payments per commune)",
+                            "the command yields {} events of {bytes} bytes, more than one atomic batch ({COMMAND_EVENTS_MAX} events, {BATCH_BYTES_MAX} bytes); split it (e.g. run payments per commune)",
                             encoded.len()
                         ),
                     })));
                 continue;
             }
-            if out.encoded.len() + encoded.len() > BATCH_EVENTS_MAX
-                || batch_bytes + bytes > BATCH_BYTES_MAX
+            // A command larger than BATCH_EVENTS_MAX is let in alone.
+            if !out.encoded.is_empty()
+                && (out.encoded.len() + encoded.len() > BATCH_EVENTS_MAX
+                    || batch_bytes + bytes > BATCH_BYTES_MAX)
             {
                 // Not folded into the book: it is decided again in the next batch.
                 out.leftover.push(pending);
@@ -991,7 +1002,7 @@ impl PartitionWriter {
         frames: &[std::ops::Range<usize>],
     ) -> Result<u64, String> {
         if frames.len() > BATCH_MESSAGES_MAX {
-            // BATCH_EVENTS_MAX and BATCH_BYTES_MAX rule this out; never send what the
+            // COMMAND_EVENTS_MAX and BATCH_BYTES_MAX rule this out; never send what the
             // server would refuse after it has taken part of it.
             return Err(format!(
                 "batch of {} messages exceeds {BATCH_MESSAGES_MAX}",
@@ -1045,10 +1056,17 @@ impl PartitionWriter {
             })
             .collect();
         let (last_headers, last_payload) = messages.pop().expect("a batch has a message");
-        // Held until the ack: the server stores one stream's commits one after another, so
-        // a second one in flight would only make a lone event wait longer (gate.rs). A
-        // lone event goes before waiting batches, whatever their messages.
-        let _permit = self.shared.gate.enter(encoded.len()).await;
+        // Commits of several events take turns (the gate, held until the ack): the server
+        // stores one stream's messages one after another, so a second large commit in
+        // flight would only make a lone event wait longer. A lone event does not wait for
+        // the gate: it is a few hundred bytes, the server stores it right after the commit
+        // in flight, and waiting for that commit's ack to reach this process and the gate
+        // to be handed over cost it most of its time under saturating load (docs/BENCH.md,
+        // session 8: p99 16.2 vs 10.2 ms, throughput unchanged).
+        let _turn = match encoded.len() {
+            1 => None,
+            _ => Some(self.shared.gate.lock().await),
+        };
         for (headers, payload) in messages {
             self.shared
                 .client
