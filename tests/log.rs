@@ -1108,3 +1108,37 @@ async fn many_lookups_and_reads_of_large_frames_at_once_all_get_their_answers() 
         assert_eq!(read.unwrap().expect("the log reads whole"), 1_200);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_of_a_receipt_is_the_stored_event_fresh_or_old() {
+    // A fresh receipt is answered from the writer's memory of what the server
+    // acknowledged, an old one (here: another ledger's) from the log; both are the
+    // stored bytes.
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let l = ledger.clone();
+        set.spawn(async move {
+            l.append(note("01", &format!("k{i}"), &format!("note {i}")))
+                .await
+        });
+    }
+    let mut receipts = Vec::new();
+    while let Some(r) = set.join_next().await {
+        receipts.push(r.unwrap().unwrap());
+    }
+    let (other, _other_dir) = common::ledger(&config).await;
+    let stream = stream_of(&config).await;
+    for receipt in &receipts {
+        let at = EventAt {
+            stream_sequence: receipt.stream_sequence,
+            index: receipt.index,
+        };
+        let stored = reader::event_at(&stream, at).await.unwrap().unwrap();
+        let stored = Envelope::decode(stored.payload.as_ref()).unwrap();
+        assert_eq!(stored.sequence, receipt.sequence);
+        assert_eq!(ledger.event_of(receipt).await.unwrap(), stored);
+        assert_eq!(other.event_of(receipt).await.unwrap(), stored);
+    }
+}
