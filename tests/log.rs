@@ -1058,8 +1058,8 @@ async fn a_log_larger_than_a_clients_pending_limit_reads_in_bounded_pulls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_lookups_and_reads_of_large_frames_at_once_all_get_their_answers() {
-    // ~75 frames of ~1 MiB. 256 lookups (a citizen claim fetches the frame holding one
-    // event) and 8 reads at once on one connection would have the server queue far
+    // ~75 frames of ~1 MiB. 256 lookups (looking up one event fetches the frame holding
+    // it) and 8 reads at once on one connection would have the server queue far
     // more than the 64 MiB it lets a client fall behind by; it then drops what it
     // queued (acks, replies, read messages) and they time out or read as lost. The
     // process's read budget keeps them within it, so every one gets its answer.

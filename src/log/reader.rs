@@ -190,8 +190,10 @@ pub const READ_PULL_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// drops whatever it has queued for a client beyond `max_pending` (64 MiB by default) as
 /// a slow consumer: pub acks, request replies and read messages alike. With frames of
 /// hundreds of events the demo hit that limit in one run of four and stalled for
-/// seconds on lost acks and replies (docs/BENCH.md, session 9): citizen claims fetched
-/// whole frames by the hundred, and reads of 16 MiB pulls add up the same way (a reader
+/// seconds on lost acks and replies (docs/BENCH.md, session 9): up to 2,048 households
+/// in flight each fetched the frame holding the event its command had just appended
+/// (`Ledger::event_of`, since answered from memory), and reads of 16 MiB pulls add up
+/// the same way (a reader
 /// asks for its next pull when half of the last has arrived, so up to 1.5 pulls are on
 /// their way). So reads and fetches of whole messages (`at_sequence`,
 /// `last_on_subject`) reserve room in this budget while their bytes are on their way,
@@ -440,9 +442,10 @@ pub async fn last_stream_sequence(stream: &mut stream::Stream) -> Result<u64, St
 }
 
 /// Reserves room in READS_BYTES_IN_FLIGHT_MAX for one message of `stream` fetched
-/// whole, while it is on its way: up to 256 citizen claims at once each fetch the frame
-/// that holds one event. Room for the largest message the stream admits, a third more
-/// in case the server answers in JSON (base64) rather than by direct get.
+/// whole, while it is on its way: whoever looks up one event (a household's personal
+/// data, an old receipt) fetches the whole frame that holds it. Room for the largest
+/// message the stream admits, a third more in case the server answers in JSON (base64)
+/// rather than by direct get.
 async fn room_for_one_message(stream: &stream::Stream) -> tokio::sync::SemaphorePermit<'static> {
     let bytes = largest_message(stream.cached_info().config.max_message_size) / 3 * 4;
     let bytes = u32::try_from(bytes.min(READS_BYTES_IN_FLIGHT_MAX))
