@@ -193,12 +193,11 @@ pub const READ_PULL_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// seconds on lost acks and replies (docs/BENCH.md, session 9): up to 2,048 households
 /// in flight each fetched the frame holding the event its command had just appended
 /// (`Ledger::event_of`, since answered from memory), and reads of 16 MiB pulls add up
-/// the same way (a reader
-/// asks for its next pull when half of the last has arrived, so up to 1.5 pulls are on
-/// their way). So reads and fetches of whole messages (`at_sequence`,
-/// `last_on_subject`) reserve room in this budget while their bytes are on their way,
-/// and wait for room rather than overrun the server's limit. Half the server's default
-/// leaves the other half for everything else on the connection.
+/// the same way (a reader asks for its next pull when half of the last has arrived, so
+/// up to 1.5 pulls are on their way). So reads and fetches of whole messages
+/// (`at_sequence`, `last_on_subject`) reserve room in this budget while their bytes are
+/// on their way, and wait for room rather than overrun the server's limit. Half the
+/// server's default leaves the other half for everything else on the connection.
 pub const READS_BYTES_IN_FLIGHT_MAX: usize = 32 * 1024 * 1024;
 static READS_IN_FLIGHT: tokio::sync::Semaphore =
     tokio::sync::Semaphore::const_new(READS_BYTES_IN_FLIGHT_MAX);
