@@ -98,18 +98,7 @@ fn grant(n: u32) -> CommandKind {
 /// and a budget of exactly two payments for October 2026.
 async fn setup(service: &Service) {
     let m = manager();
-    service
-        .payment(
-            &rq(&m, "alloc"),
-            &p01(),
-            CommandKind::Allocate {
-                budget: budget(),
-                amount: Decimal::from(1_000_000),
-            },
-            d("2026-10-01"),
-        )
-        .await
-        .unwrap();
+    allocate(service, 1_000_000).await;
     for n in 1..=2 {
         register_household(service, &format!("{COMMUNE}-{n:06}"), n).await;
         service
@@ -122,6 +111,22 @@ async fn setup(service: &Service) {
             .await
             .unwrap();
     }
+}
+
+/// Allocates `amount` VND to the October 2026 budget.
+async fn allocate(service: &Service, amount: i64) {
+    service
+        .payment(
+            &rq(&manager(), "alloc"),
+            &p01(),
+            CommandKind::Allocate {
+                budget: budget(),
+                amount: Decimal::from(amount),
+            },
+            d("2026-10-01"),
+        )
+        .await
+        .unwrap();
 }
 
 fn run(commune: Option<&str>) -> CommandKind {
@@ -213,18 +218,7 @@ async fn a_run_larger_than_one_commit_is_committed_whole_in_one_message() {
     let dir = tempfile::tempdir().unwrap();
     let service = service_at(&config, dir.path()).await;
     let m = manager();
-    service
-        .payment(
-            &rq(&m, "alloc"),
-            &p01(),
-            CommandKind::Allocate {
-                budget: budget(),
-                amount: Decimal::from(500_000 * i64::from(N)),
-            },
-            d("2026-10-01"),
-        )
-        .await
-        .unwrap();
+    allocate(&service, 500_000 * i64::from(N)).await;
     let mut set = tokio::task::JoinSet::new();
     for n in 1..=N {
         let service = service.clone();
