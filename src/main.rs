@@ -210,10 +210,16 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Recompute every hash and link; prints OK per partition or the first bad event.
+    /// Recompute every hash and link; prints OK per partition or the first bad event,
+    /// then one line per partition for its signed checkpoints.
     Verify {
+        /// Only this partition (a province code, e.g. 01); one the log has never seen is
+        /// an error.
         #[arg(long)]
         partition: Option<String>,
+        /// List every checkpoint with its cosigners, not one summary line per partition.
+        #[arg(long)]
+        checkpoints: bool,
     },
     /// Re-derive every eligibility decision from its recorded inputs; list mismatches.
     RecomputeEligibility {
@@ -520,13 +526,23 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             cli::staff::trial_balance(&runtime, &partitions, json).await
         }
         Command::Audit {
-            command: AuditCommand::Verify { partition },
+            command:
+                AuditCommand::Verify {
+                    partition,
+                    checkpoints: list_checkpoints,
+                },
         } => {
             let code = verify(&runtime, partition.clone(), json).await?;
             if code != ExitCode::SUCCESS {
                 return Ok(code);
             }
-            let ok = checkpoint::cli::verify(&runtime, &checkpoints, partition.as_deref(), json);
+            let ok = checkpoint::cli::verify(
+                &runtime,
+                &checkpoints,
+                partition.as_deref(),
+                list_checkpoints,
+                json,
+            );
             Ok(exit(ok.await?))
         }
         Command::Audit {
@@ -1070,6 +1086,23 @@ async fn verify(
         .await;
     bar.finish_and_clear();
     match result {
+        Ok(report)
+            if only
+                .as_ref()
+                .is_some_and(|p| !report.partitions.contains_key(p.as_str())) =>
+        {
+            // An auditor's typo must not read as a clean audit of nothing.
+            let p = only.as_ref().expect("checked above");
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "error": "unknown_partition", "partition": p.as_str()})
+                );
+            } else {
+                println!("FAILED partition {p}: the log has no event of this partition");
+            }
+            Ok(ExitCode::FAILURE)
+        }
         Ok(report) => {
             if json {
                 let parts: serde_json::Map<String, serde_json::Value> = report

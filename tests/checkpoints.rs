@@ -558,8 +558,22 @@ fn cli_checkpoint_prove_cosign_verify_and_offline_check() {
     assert_eq!(code, Some(0), "{out}{err}");
     let (code, out, err) = run(&["audit", "verify"]);
     assert_eq!(code, Some(0), "{out}{err}");
+    // One summary line per partition by default ...
+    assert!(
+        out.contains("CHECKPOINTS partition 01: 1 checkpoints, latest size 3"),
+        "{out}"
+    );
+    assert!(out.contains("cosigned by: office-1"), "{out}");
+    assert!(!out.contains("CHECKPOINT partition 01 size 3"), "{out}");
+    // ... and every checkpoint with --checkpoints.
+    let (code, out, err) = run(&["audit", "verify", "--checkpoints"]);
+    assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("CHECKPOINT partition 01 size 3"), "{out}");
     assert!(out.contains("cosigned by: office-1"), "{out}");
+    // A partition the log has never seen is not a clean audit of nothing.
+    let (code, out, err) = run(&["audit", "verify", "--partition", "99"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("partition 99: the log has no event"), "{out}");
     // Offline: a named server binary that does not exist proves none is started.
     let file = dir.path().join("proof.json");
     std::fs::write(&file, &proof).unwrap();

@@ -232,6 +232,7 @@ pub async fn verify(
     runtime: &Runtime,
     config: &CheckpointConfig,
     partition: Option<&str>,
+    every_checkpoint: bool,
     json: bool,
 ) -> Result<bool, BoxError> {
     let only = partition.map(Partition::new).transpose()?;
@@ -239,11 +240,18 @@ pub async fn verify(
         .await?
         .verify(only.as_ref())
         .await?;
-    print_audit(&audit, json)?;
+    print_audit(&audit, every_checkpoint, json)?;
     Ok(audit.ok())
 }
 
-fn print_audit(audit: &CheckpointAudit, json: bool) -> Result<(), BoxError> {
+/// For people: one line per partition (how many checkpoints, the latest's size and
+/// cosigners), or with `every_checkpoint` one line per checkpoint: a year of a large
+/// province has hundreds.
+fn print_audit(
+    audit: &CheckpointAudit,
+    every_checkpoint: bool,
+    json: bool,
+) -> Result<(), BoxError> {
     if json {
         println!(
             "{}",
@@ -252,6 +260,30 @@ fn print_audit(audit: &CheckpointAudit, json: bool) -> Result<(), BoxError> {
         return Ok(());
     }
     for (partition, checkpoints) in &audit.partitions {
+        if !every_checkpoint {
+            let Some(latest) = checkpoints.iter().max_by_key(|c| c.tree_size) else {
+                continue;
+            };
+            let cosigners: Vec<&str> = latest
+                .cosigners
+                .iter()
+                .map(|s| s.cosigner_id.as_str())
+                .collect();
+            println!(
+                "CHECKPOINTS partition {partition}: {} checkpoints, latest size {} root {} key {} issued {}; cosigned by: {}",
+                checkpoints.len(),
+                latest.tree_size,
+                latest.root,
+                latest.key_id,
+                time(latest.issued_at_unix_ms),
+                if cosigners.is_empty() {
+                    "nobody yet".to_string()
+                } else {
+                    cosigners.join(", ")
+                }
+            );
+            continue;
+        }
         for c in checkpoints {
             let cosigners: Vec<String> = c
                 .cosigners
