@@ -25,6 +25,7 @@ pub mod projection;
 pub mod rebuild_check;
 pub mod recompute;
 pub mod service;
+pub mod strict_json;
 pub mod verify;
 pub mod views;
 

@@ -599,6 +599,66 @@ async fn bad_input_is_refused_before_the_ledger_and_appends_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_json_and_text_that_is_not_text_are_refused_and_append_nothing() {
+    let s = server().await;
+    let loan = s.disbursed_loan().await;
+    let events = s.events().await;
+    // A member named twice: serde alone keeps the last, a reader may see the first.
+    let twice = s
+        .post_raw(
+            &s.staff.teller,
+            &format!("/v1/loans/{loan}/repayments"),
+            Some("twice"),
+            r#"{"amount": "1000", "amount": "29000000", "on": "2026-05-01"}"#.into(),
+        )
+        .await;
+    assert_eq!(
+        (twice.status, twice.kind()),
+        (StatusCode::BAD_REQUEST, "MalformedJson")
+    );
+    assert!(
+        twice.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"amount\""),
+        "{}",
+        twice.body
+    );
+    // A control character, escaped or not, is not part of a name.
+    let registration = |name: &str, key: &str| {
+        let body = json!({
+            "household_id": "0100007-000077", "area": "rural", "registered_on": "2026-01-05",
+            "personal": {"head_name": name, "head_citizen_id": "001085077701", "members": []}
+        });
+        (key.to_string(), body)
+    };
+    for name in ["An\u{0}", "An\u{1b}[2J", "An\u{85}"] {
+        let (key, body) = registration(name, "ctl");
+        let refused = s.post(&s.staff.officer, "/v1/households", &key, body).await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (StatusCode::BAD_REQUEST, "MalformedJson"),
+            "{name:?}"
+        );
+    }
+    assert_eq!(s.events().await, events);
+    // One name, two spellings: decomposed marks are read as the composed name, so the
+    // same request sent with the other spelling is the same request, recorded once.
+    let (key, decomposed) = registration("Nguye\u{302}\u{303}n Va\u{306}n An", "nfc");
+    let first = s
+        .post(&s.staff.officer, "/v1/households", &key, decomposed)
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let (key, composed) = registration("Nguy\u{1ec5}n V\u{103}n An", "nfc");
+    let again = s
+        .post(&s.staff.officer, "/v1/households", &key, composed)
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body["duplicate"], true);
+    assert_eq!(s.events().await, events + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_act_only_in_their_role_and_unit() {
     let s = server().await;
     let loan = s.disbursed_loan().await;

@@ -113,7 +113,7 @@ impl Registry {
     /// Parses and checks the JSON text of a registry.
     pub fn from_json(text: &str) -> Result<Self, RegistryError> {
         let entries: Vec<Entry> =
-            serde_json::from_str(text).map_err(|e| RegistryError::Json(e.to_string()))?;
+            crate::strict_json::from_str(text).map_err(|e| RegistryError::Json(e.to_string()))?;
         if entries.len() > REGISTRY_KEYS_MAX {
             return Err(RegistryError::TooManyKeys);
         }

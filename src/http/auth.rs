@@ -194,7 +194,7 @@ fn read_entries(path: &Path) -> Result<Vec<StaffEntry>, StaffFileError> {
             reason: format!("larger than {STAFF_FILE_BYTES_MAX} bytes"),
         });
     }
-    serde_json::from_str(&text).map_err(|e| StaffFileError::Invalid {
+    crate::strict_json::from_str(&text).map_err(|e| StaffFileError::Invalid {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })

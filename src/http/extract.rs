@@ -95,7 +95,8 @@ pub trait RequestBody: DeserializeOwned {
     const SCHEMA: &'static str;
 }
 
-/// A body that passed its schema, with the request's fingerprint: method, path and the
+/// A body read by `strict_json` (no repeated member, no control character, text in NFC)
+/// that passed its schema, with the request's fingerprint: method, path and the
 /// body in canonical form (serde_json's map keeps keys sorted), so the same request
 /// sent again with other spacing or key order has the same fingerprint.
 pub struct Body<T> {
@@ -120,8 +121,8 @@ impl<T: RequestBody> FromRequest<Api> for Body<T> {
         let bytes = Bytes::from_request(req, api)
             .await
             .map_err(body_rejection)?;
-        let value: Value =
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        let value: Value = crate::strict_json::parse(&bytes)
+            .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
         api.schemas()
             .validate(T::SCHEMA, &value)
             .map_err(ApiError::SchemaViolation)?;

@@ -157,7 +157,7 @@ pub async fn post(
         return Err(ApiError::UnsupportedMediaType);
     }
     let value: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        crate::strict_json::parse(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     api.schemas()
         .validate("gateway-post.request", &value)
         .map_err(ApiError::SchemaViolation)?;
