@@ -61,6 +61,10 @@ pub const CLAIMS_IN_FLIGHT_MAX: usize = 1_024;
 /// whole batch (a plain fenced publish is one fsync each: ~4k/s, NATS-NOTES.md).
 pub const CLAIM_BATCH_MAX: usize = 500;
 /// Claim writes queued for the batcher before their callers wait (backpressure).
+/// One batcher, one batch in flight: measured on 2.15.1, an atomic batch on the bucket
+/// takes 5-17 ms from first message to ack whatever its size (2 to 36 messages), and
+/// batches of several batchers in flight are stored one after another, each waiting
+/// longer (four lanes gave 1,074 HTTP registrations/s against ~1,500-1,800 with one).
 pub const CLAIM_QUEUE_MAX: usize = 4_096;
 const _: () = assert!(CLAIMS_IN_FLIGHT_MAX <= CLAIM_QUEUE_MAX);
 
