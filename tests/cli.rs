@@ -189,3 +189,126 @@ fn household_members_change_from_the_cli_and_citizens_stay_unique_across_provinc
     let (ok, _) = change(&["--reason", "typo", "--remove-member", "Nobody"]);
     assert!(!ok);
 }
+
+#[test]
+fn a_clerk_is_told_what_the_ledger_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut a = vec![
+            "--as",
+            "co:1",
+            "--role",
+            "credit-officer",
+            "--unit",
+            "0100007",
+        ];
+        a.extend_from_slice(args);
+        ansinh(dir.path(), &a)
+    };
+    let (ok, out) = run(&[
+        "household",
+        "register",
+        "--id",
+        "0100007-000001",
+        "--area",
+        "rural",
+        "--on",
+        "2026-01-05",
+        "--head-name",
+        "Lê Văn An",
+        "--head-citizen-id",
+        "001085012345",
+    ]);
+    assert!(ok, "{out}");
+    let classify = |deprived: &str| {
+        run(&[
+            "review",
+            "classify",
+            "--household",
+            "0100007-000001",
+            "--income",
+            "1200000",
+            "--area",
+            "rural",
+            "--deprived",
+            deprived,
+            "--year",
+            "2026",
+            "--on",
+            "2026-01-10",
+        ])
+    };
+    // A repeated indicator is a typo, not a set: refused, nothing recorded.
+    let (ok, out) = classify("employment,employment,nutrition");
+    assert!(!ok, "{out}");
+    let (ok, out) = classify("employment,nutrition,drinking_water");
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Household 0100007-000001 is poor") && out.contains("under standard "),
+        "{out}"
+    );
+    let (ok, out) = run(&[
+        "loans",
+        "approve",
+        "--household",
+        "0100007-000001",
+        "--programme",
+        "POOR_HOUSEHOLD",
+        "--amount",
+        "50000000",
+        "--term-months",
+        "36",
+        "--savings-group",
+        "TK-01",
+        "--entrusted",
+        "womens-union",
+        "--on",
+        "2026-02-02",
+        "--reason",
+        "credit board 2/2026",
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Loan 01-L1 approved: POOR_HOUSEHOLD 50.000.000 ₫ for 36 months"),
+        "{out}"
+    );
+    let (ok, out) = run(&[
+        "loans",
+        "disburse",
+        "--loan",
+        "01-L1",
+        "--amount",
+        "50000000",
+        "--on",
+        "2026-02-05",
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&[
+        "--json",
+        "loans",
+        "repay",
+        "--loan",
+        "01-L1",
+        "--amount",
+        "2000000",
+        "--on",
+        "2026-03-20",
+    ]);
+    assert!(ok, "{out}");
+    let split = &last_json(&out)["decided"];
+    let part = |k: &str| split[k].as_str().unwrap().parse::<u64>().unwrap();
+    assert!(part("to_interest") > 0, "{split}");
+    assert_eq!(
+        part("to_interest")
+            + part("to_overdue_interest")
+            + part("to_overdue_principal")
+            + part("to_principal"),
+        2_000_000,
+        "{split}"
+    );
+    // Registration, decision, approval, disbursement, repayment: the refused
+    // classification added nothing.
+    let (ok, out) = ansinh(dir.path(), &["audit", "verify", "--partition", "01"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("OK partition 01: 5 events"), "{out}");
+}

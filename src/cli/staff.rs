@@ -6,13 +6,15 @@ use std::process::ExitCode;
 
 use ansinh::access::{self, Caller, Operation, Role};
 use ansinh::app::Runtime;
-use ansinh::book::parse_loan_ref;
+use ansinh::book::{loan_ref, parse_loan_ref};
 use ansinh::domain::eligibility::{Area, ClassificationInputs};
 use ansinh::domain::ids::HouseholdId;
 use ansinh::domain::loans::{Channel, EntrustedOrganisation};
+use ansinh::domain::money::format_vnd;
 use ansinh::log::Receipt;
 use ansinh::personal::{Member, PersonalData};
 use ansinh::projection::Projector;
+use ansinh::proto::envelope::Payload;
 use ansinh::service::{LoanAction, Request, ServiceError};
 use ansinh::views::{self, ACCOUNTS};
 use chrono::NaiveDate;
@@ -172,17 +174,25 @@ pub enum HouseholdCommand {
 pub enum ReviewCommand {
     /// Record the yearly review's decision; the ledger applies the standard in force on --on.
     Classify {
+        /// The household reviewed, e.g. 0100007-000001.
         #[arg(long)]
         household: String,
-        /// Income per person per month, whole VND.
+        /// Income per person per month, whole VND, e.g. 1200000.
         #[arg(long)]
         income: Decimal,
         #[arg(long, value_enum)]
         area: AreaArg,
+        /// The indicators the household is deprived in, comma-separated, each at most once,
+        /// e.g. employment,nutrition,drinking_water. The 12 of the national standard:
+        /// employment, dependants, nutrition, health_insurance, adult_education,
+        /// children_school_attendance, housing_quality, housing_area_per_person,
+        /// drinking_water, hygienic_latrine, telecom_use, information_access_means.
         #[arg(long, value_delimiter = ',')]
         deprived: Vec<String>,
+        /// The review year, e.g. 2026.
         #[arg(long)]
         year: i32,
+        /// The date of the decision (YYYY-MM-DD); the standard in force on it applies.
         #[arg(long)]
         on: NaiveDate,
     },
@@ -289,20 +299,28 @@ pub enum LoanCommand {
 }
 
 fn print_receipt(receipt: &Receipt, key: &str, json: bool) {
+    print_receipt_decided(receipt, key, None, json);
+}
+
+fn print_receipt_decided(receipt: &Receipt, key: &str, decided: Option<&Decided>, json: bool) {
     if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "partition": receipt.partition,
-                "sequence": receipt.sequence,
-                "hash": receipt.hash.to_hex(),
-                "stream_sequence": receipt.stream_sequence,
-                "index": receipt.index,
-                "duplicate": receipt.duplicate,
-                "idempotency_key": key,
-            })
-        );
+        let mut out = serde_json::json!({
+            "partition": receipt.partition,
+            "sequence": receipt.sequence,
+            "hash": receipt.hash.to_hex(),
+            "stream_sequence": receipt.stream_sequence,
+            "index": receipt.index,
+            "duplicate": receipt.duplicate,
+            "idempotency_key": key,
+        });
+        if let Some(d) = decided {
+            out["decided"] = d.fields.clone();
+        }
+        println!("{out}");
     } else {
+        if let Some(d) = decided {
+            println!("{}", d.sentence);
+        }
         println!(
             "{} partition {} sequence {} hash {} (idempotency key {key})",
             if receipt.duplicate {
@@ -315,6 +333,86 @@ fn print_receipt(receipt: &Receipt, key: &str, json: bool) {
             receipt.hash
         );
     }
+}
+
+/// What the ledger decided, for the clerk who asked: the class and the standard of a
+/// review, the reference of a new loan (every next command needs it), the split of a
+/// repayment. `fields` is the same for `--json`, amounts as decimal strings.
+struct Decided {
+    sentence: String,
+    fields: serde_json::Value,
+}
+
+fn vnd(amount: &str) -> String {
+    amount
+        .parse::<Decimal>()
+        .map(format_vnd)
+        .unwrap_or_else(|_| amount.to_owned())
+}
+
+fn decided(partition: &str, payload: Option<&Payload>) -> Option<Decided> {
+    Some(match payload? {
+        Payload::EligibilityDecided(d) => Decided {
+            sentence: format!(
+                "Household {} is {} ({}) under standard {} for the {} review, valid {} to {}.",
+                d.household_id,
+                d.class,
+                d.status,
+                d.standard_id,
+                d.review_year,
+                d.valid_from,
+                d.valid_to
+            ),
+            fields: serde_json::json!({
+                "class": d.class, "status": d.status, "standard_id": d.standard_id,
+                "standard_hash": d.standard_hash, "valid_from": d.valid_from,
+                "valid_to": d.valid_to,
+            }),
+        },
+        Payload::LoanApproved(l) => {
+            let loan = loan_ref(partition, l.loan_number);
+            Decided {
+                sentence: format!(
+                    "Loan {loan} approved: {} {} for {} months. Use --loan {loan} for its next steps.",
+                    l.programme_id,
+                    vnd(&l.amount),
+                    l.term_months
+                ),
+                fields: serde_json::json!({"loan": loan, "programme": l.programme_id, "amount": l.amount}),
+            }
+        }
+        Payload::LoanTrancheDisbursed(l) => {
+            let loan = loan_ref(partition, l.loan_number);
+            Decided {
+                sentence: format!("Loan {loan}: {} disbursed, due {}.", vnd(&l.amount), l.due),
+                fields: serde_json::json!({"loan": loan, "amount": l.amount, "due": l.due}),
+            }
+        }
+        Payload::LoanRepaymentReceived(l) => {
+            let loan = loan_ref(partition, l.loan_number);
+            Decided {
+                sentence: format!(
+                    "Loan {loan}: {} received: {} interest, {} overdue interest, {} overdue principal, {} principal; the loan is {}.",
+                    vnd(&l.amount),
+                    vnd(&l.to_interest),
+                    vnd(&l.to_overdue_interest),
+                    vnd(&l.to_overdue_principal),
+                    vnd(&l.to_principal),
+                    l.status_after
+                ),
+                fields: serde_json::json!({
+                    "loan": loan, "amount": l.amount, "to_interest": l.to_interest,
+                    "to_overdue_interest": l.to_overdue_interest,
+                    "to_overdue_principal": l.to_overdue_principal,
+                    "to_principal": l.to_principal, "status_after": l.status_after,
+                }),
+            }
+        }
+        other => Decided {
+            sentence: views::detail(Some(other)),
+            fields: serde_json::Value::Null,
+        },
+    })
 }
 
 fn household(id: &str) -> Result<HouseholdId, BoxError> {
@@ -342,6 +440,22 @@ pub fn outcome(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Like `outcome`, and first says what the ledger decided (`Decided`).
+pub async fn outcome_decided(
+    runtime: &Runtime,
+    result: Result<Receipt, ServiceError>,
+    key: &str,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    let Ok(receipt) = &result else {
+        return outcome(result, key, json);
+    };
+    let event = runtime.ledger.event_of(receipt).await?;
+    let decided = decided(&receipt.partition, event.payload.as_ref());
+    print_receipt_decided(receipt, key, decided.as_ref(), json);
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn household_command(
@@ -518,6 +632,13 @@ pub async fn review_command(
         year,
         on,
     } = command;
+    let mut seen = BTreeSet::new();
+    if let Some(twice) = deprived.iter().find(|i| !seen.insert(i.as_str())) {
+        // A set would fold it silently: the clerk may have meant another indicator.
+        return Err(
+            format!("--deprived names {twice} more than once; name each indicator once").into(),
+        );
+    }
     let caller = who.caller()?;
     let key = who.key();
     let inputs = ClassificationInputs {
@@ -527,7 +648,8 @@ pub async fn review_command(
         review_year: year,
     };
     let req = request(&caller, &key);
-    outcome(
+    outcome_decided(
+        runtime,
         runtime
             .service()
             .classify(&req, &household(&h)?, inputs, on)
@@ -535,6 +657,7 @@ pub async fn review_command(
         &key,
         json,
     )
+    .await
 }
 
 pub async fn loan_command(
@@ -631,13 +754,15 @@ pub async fn loan_command(
             return mark_overdue(runtime, &caller, &partition, as_of, json).await;
         }
     };
-    outcome(
+    outcome_decided(
+        runtime,
         service
             .loan(&req, loan.as_deref(), action, on, &reason)
             .await,
         &key,
         json,
     )
+    .await
 }
 
 async fn mark_overdue(

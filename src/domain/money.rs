@@ -48,6 +48,32 @@ pub fn round_dong(x: Decimal) -> Decimal {
         .normalize()
 }
 
+/// An amount as Vietnamese readers write it: dots between thousands and the đồng sign,
+/// `1.500.000 ₫`. For people only (tables, summaries, CSV for people); JSON keeps the
+/// plain decimal string. A fractional amount (an interest accrual) keeps its decimals
+/// after a comma, as Vietnamese writes them: `1.234,5 ₫`.
+pub fn format_vnd(amount: Decimal) -> String {
+    let normal = amount.normalize();
+    let text = normal.abs().to_string();
+    let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
+    let mut out = String::with_capacity(text.len() + text.len() / 3 + 6);
+    if normal.is_sign_negative() && !normal.is_zero() {
+        out.push('-');
+    }
+    for (i, digit) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            out.push('.');
+        }
+        out.push(digit);
+    }
+    if !fraction.is_empty() {
+        out.push(',');
+        out.push_str(fraction);
+    }
+    out.push_str(" ₫");
+    out
+}
+
 pub(crate) fn add(a: Decimal, b: Decimal) -> Result<Decimal, Rejection> {
     a.checked_add(b).ok_or(Rejection::ArithmeticOverflow)
 }
@@ -67,6 +93,18 @@ pub(crate) fn div(a: Decimal, b: Decimal) -> Result<Decimal, Rejection> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amounts_are_written_as_vietnamese_readers_expect() {
+        assert_eq!(format_vnd(dec!(66095000000)), "66.095.000.000 ₫");
+        assert_eq!(format_vnd(dec!(1500000)), "1.500.000 ₫");
+        assert_eq!(format_vnd(dec!(999)), "999 ₫");
+        assert_eq!(format_vnd(dec!(1000)), "1.000 ₫");
+        assert_eq!(format_vnd(dec!(0)), "0 ₫");
+        assert_eq!(format_vnd(dec!(-25000)), "-25.000 ₫");
+        assert_eq!(format_vnd(dec!(1234.50)), "1.234,5 ₫");
+        assert_eq!(format_vnd(dec!(100.00)), "100 ₫");
+    }
 
     #[test]
     fn amounts_are_validated() {
