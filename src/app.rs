@@ -53,6 +53,8 @@ pub struct Runtime {
     /// The NATS URL the ledger uses (the embedded server's, or the one given), for
     /// other connections of this process (the demo's simulated gateways).
     pub nats_url: String,
+    /// Handed out by `service()`: one per process, so its clones share the claims batcher.
+    service: Service,
     _server: Option<NatsServer>,
 }
 
@@ -77,6 +79,7 @@ impl Runtime {
         let projector =
             Arc::new(Projector::open(store.db()).map_err(|e| AppError::Projection(e.to_string()))?);
         let (ledger, lost) = Ledger::open(client.clone(), connection.log.clone(), store).await?;
+        let service = Service::new(ledger.clone(), vault.clone(), projector.clone());
         Ok(Self {
             ledger,
             lost,
@@ -84,6 +87,7 @@ impl Runtime {
             vault,
             projector,
             nats_url: url,
+            service,
             _server: server,
         })
     }
@@ -111,11 +115,7 @@ impl Runtime {
     }
 
     pub fn service(&self) -> Service {
-        Service::new(
-            self.ledger.clone(),
-            self.vault.clone(),
-            self.projector.clone(),
-        )
+        self.service.clone()
     }
 }
 

@@ -139,16 +139,21 @@ impl Claims {
         let bucket = bucket_name(stream_name);
         let kv = match js.get_key_value(&bucket).await {
             Ok(kv) => kv,
-            Err(_) => js
+            Err(_) => match js
                 .create_key_value(kv::Config {
-                    bucket,
+                    bucket: bucket.clone(),
                     description: "ansinh: household holding each citizen (blind index)".into(),
                     history: CLAIM_HISTORY,
                     storage: jetstream::stream::StorageType::File,
                     ..Default::default()
                 })
                 .await
-                .map_err(nats)?,
+            {
+                Ok(kv) => kv,
+                // Another ledger (or task) created it first and may already have set the
+                // atomic flag below, so its configuration differs from ours: use it.
+                Err(created) => js.get_key_value(&bucket).await.map_err(|_| nats(created))?,
+            },
         };
         if kv.use_jetstream_prefix {
             // Only a bucket reached through another JetStream domain has one; the ledger

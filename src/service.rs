@@ -126,8 +126,9 @@ pub struct Service {
     pub vault: Arc<Vault>,
     /// Read side, for lookups a command needs (where a household's sealed data are).
     pub projector: Arc<Projector>,
-    /// Country-wide citizen claims (`claims`), opened on first use.
-    claims: tokio::sync::OnceCell<Claims>,
+    /// Country-wide citizen claims (`claims`), opened on first use and shared by every
+    /// clone, so a process gathers all its claim writes into one batcher.
+    claims: Arc<tokio::sync::OnceCell<Claims>>,
 }
 
 impl From<ClaimError> for ServiceError {
@@ -160,7 +161,7 @@ impl Service {
             ledger,
             vault,
             projector,
-            claims: tokio::sync::OnceCell::new(),
+            claims: Arc::new(tokio::sync::OnceCell::new()),
         }
     }
 

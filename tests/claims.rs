@@ -85,3 +85,14 @@ async fn a_retry_finds_its_own_claims_and_a_release_frees_them() {
     claims.release("0100007-000001", &[a, b]).await.unwrap();
     assert_eq!(claims.claim("0100007-000002", &[b]).await.unwrap(), vec![b]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledgers_opening_one_new_bucket_at_once_all_open_it() {
+    let js = async_nats::jetstream::new(client().await);
+    let stream = fresh_log().stream_name;
+    let opened = futures::future::join_all((0..4).map(|_| Claims::open(&js, &stream))).await;
+    for claims in opened {
+        let claims = claims.expect("every opener gets the bucket");
+        claims.claim("0100007-000001", &[citizen(1)]).await.unwrap();
+    }
+}
