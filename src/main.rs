@@ -644,6 +644,11 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             command: AuditCommand::RecomputeEligibility { partition },
         } => {
             let only = partition.as_deref().map(Partition::new).transpose()?;
+            if let Some(p) = &only {
+                if !cli::partition_exists(&runtime, p).await? {
+                    return Ok(cli::not_found(json, "partition", p.as_str()));
+                }
+            }
             let mut stream = runtime.ledger.stream().clone();
             let report = ansinh::recompute::recompute_eligibility(
                 &mut stream,
@@ -751,6 +756,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 .catch_up(&mut stream, runtime.ledger.config())
                 .await?;
             let trail = projector.trail(&subject)?;
+            if trail.is_empty() {
+                return Ok(cli::not_found(json, "event naming subject", &subject));
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&trail)?);
             } else {

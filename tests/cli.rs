@@ -10,10 +10,12 @@ fn ansinh(data_dir: &std::path::Path, args: &[&str]) -> (bool, String) {
         .env_remove("ANSINH_NATS_URL")
         .output()
         .expect("run ansinh");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        // What went wrong is on stderr; a failing assertion shows it.
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    (out.status.success(), text)
 }
 
 fn last_json(out: &str) -> serde_json::Value {
@@ -311,4 +313,60 @@ fn a_clerk_is_told_what_the_ledger_decided() {
     let (ok, out) = ansinh(dir.path(), &["audit", "verify", "--partition", "01"]);
     assert!(ok, "{out}");
     assert!(out.contains("OK partition 01: 5 events"), "{out}");
+}
+
+#[test]
+fn reports_and_audits_name_what_the_log_has_never_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = ansinh(
+        dir.path(),
+        &["note", "--partition", "01", "--text", "start"],
+    );
+    assert!(ok, "{out}");
+    let auditor = |args: &[&str]| {
+        let mut a = vec!["--as", "a:1", "--role", "auditor", "--unit", "01"];
+        a.extend_from_slice(args);
+        ansinh(dir.path(), &a)
+    };
+    for (args, says) in [
+        (
+            &["audit", "verify", "--partition", "99"][..],
+            "partition 99: the log has no event",
+        ),
+        (
+            &["audit", "recompute-eligibility", "--partition", "99"][..],
+            "the log has no partition 99",
+        ),
+        (
+            &["audit", "trail", "--subject", "household:0100007-999999"][..],
+            "the log has no event naming subject household:0100007-999999",
+        ),
+        (
+            &["portfolio", "--commune", "0109999"][..],
+            "the log has no commune 0109999",
+        ),
+        (
+            &["trial-balance", "--partitions", "01,99"][..],
+            "the log has no partition 99",
+        ),
+        (
+            &["household", "show", "0100007-999999"][..],
+            "the log has no household 0100007-999999",
+        ),
+    ] {
+        let (ok, out) = auditor(args);
+        assert!(!ok, "{args:?} must fail: {out}");
+        assert!(out.contains(says), "{args:?}: {out}");
+    }
+    // Structured with --json.
+    let (ok, out) = auditor(&["--json", "portfolio", "--commune", "0109999"]);
+    assert!(!ok);
+    assert_eq!(
+        last_json(&out),
+        serde_json::json!({"error": "not_found", "what": "commune", "value": "0109999"})
+    );
+    // What exists still answers.
+    let (ok, out) = auditor(&["trial-balance", "--partitions", "01"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("no money events yet"), "{out}");
 }

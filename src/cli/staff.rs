@@ -8,7 +8,7 @@ use ansinh::access::{self, Caller, Operation, Role};
 use ansinh::app::Runtime;
 use ansinh::book::{loan_ref, parse_loan_ref};
 use ansinh::domain::eligibility::{Area, ClassificationInputs};
-use ansinh::domain::ids::HouseholdId;
+use ansinh::domain::ids::{CommuneCode, HouseholdId};
 use ansinh::domain::loans::{Channel, EntrustedOrganisation};
 use ansinh::domain::money::format_vnd;
 use ansinh::log::Receipt;
@@ -835,8 +835,7 @@ async fn show_household(
 ) -> Result<ExitCode, BoxError> {
     let projector = caught_up(runtime).await?;
     let Some(view) = projector.household(h.as_str())? else {
-        println!("household {h} is not registered");
-        return Ok(ExitCode::from(1));
+        return Ok(super::not_found(json, "household", h.as_str()));
     };
     let as_of = as_of.unwrap_or_else(|| chrono::Utc::now().date_naive());
     let mut lines = Vec::new();
@@ -958,11 +957,16 @@ pub async fn portfolio(
     json: bool,
 ) -> Result<ExitCode, BoxError> {
     let projector = caught_up(runtime).await?;
-    let folios: Vec<_> = projector
-        .communes()?
-        .into_iter()
-        .filter(|c| commune.as_ref().is_none_or(|want| &c.commune == want))
-        .collect();
+    let folios: Vec<_> = match &commune {
+        Some(code) => {
+            let code = CommuneCode::parse(code)?;
+            match projector.commune(code.as_str())? {
+                Some(folio) => vec![folio],
+                None => return Ok(super::not_found(json, "commune", code.as_str())),
+            }
+        }
+        None => projector.communes()?,
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&folios)?);
         return Ok(ExitCode::SUCCESS);
@@ -982,10 +986,10 @@ pub async fn portfolio(
             c.commune,
             c.households_active,
             c.open_loans,
-            c.outstanding,
-            c.overdue,
+            format_vnd(c.outstanding),
+            format_vnd(c.overdue),
             c.overdue_ratio() * Decimal::ONE_HUNDRED,
-            c.written_off,
+            format_vnd(c.written_off),
             by.join(" ")
         );
     }
@@ -1000,8 +1004,16 @@ pub async fn trial_balance(
     let projector = caught_up(runtime).await?;
     let mut ok = true;
     let mut all = Vec::new();
+    let known = projector.summaries()?;
     for p in partitions {
+        if !known.contains_key(p) {
+            return Ok(super::not_found(json, "partition", p));
+        }
         let Some(tb) = projector.trial_balance(p)? else {
+            // Events, but none that moves money: balanced, with nothing to list.
+            if !json {
+                println!("Trial balance, partition {p}: no money events yet");
+            }
             continue;
         };
         ok &= tb.first_unbalanced_sequence.is_none() && tb.total_debits == tb.total_credits;
