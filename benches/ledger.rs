@@ -195,6 +195,7 @@ async fn run() -> BenchResult<()> {
     let config = LogConfig {
         stream_name: format!("BENCH_{tag}"),
         subject_prefix: format!("bench{tag}.events"),
+        replicas: 1,
     };
     let store = LedgerStore::open(&store_dir.path().join("ledger.sled"))?;
     let (ledger, lost) = Ledger::open(client.clone(), config.clone(), store).await?;

@@ -132,6 +132,16 @@ pub async fn connect(
             })?,
         None => async_nats::ConnectOptions::new(),
     };
+    // A cluster is named by several URLs; the client fails over between them.
+    let servers: Vec<async_nats::ServerAddr> = url
+        .split(',')
+        .map(|one| {
+            one.trim().parse().map_err(|e| AppError::Connect {
+                url: url.to_string(),
+                reason: format!("{one:?} is not a NATS URL: {e}"),
+            })
+        })
+        .collect::<Result<_, _>>()?;
     options
         .name("ansinh")
         // Disconnects, slow-consumer drops and server errors reach the operator's log:
@@ -142,7 +152,7 @@ pub async fn connect(
                 _ => tracing::warn!(target: "nats", "{event}"),
             }
         })
-        .connect(url)
+        .connect(servers)
         .await
         .map_err(|e| AppError::Connect {
             url: url.to_string(),

@@ -135,7 +135,11 @@ impl Bucket {
 impl Claims {
     /// Opens the bucket, creating it (file storage, so acknowledged = fsynced like the
     /// log) when missing, and lets its stream take atomic batches.
-    pub async fn open(js: &jetstream::Context, stream_name: &str) -> Result<Self, ClaimError> {
+    pub async fn open(
+        js: &jetstream::Context,
+        stream_name: &str,
+        replicas: usize,
+    ) -> Result<Self, ClaimError> {
         let bucket = bucket_name(stream_name);
         let kv = match js.get_key_value(&bucket).await {
             Ok(kv) => kv,
@@ -145,6 +149,7 @@ impl Claims {
                     description: "ansinh: household holding each citizen (blind index)".into(),
                     history: CLAIM_HISTORY,
                     storage: jetstream::stream::StorageType::File,
+                    num_replicas: replicas,
                     ..Default::default()
                 })
                 .await

@@ -34,9 +34,16 @@ struct Cli {
         global = true
     )]
     data_dir: PathBuf,
-    /// Use this NATS server or cluster instead of starting an embedded one.
+    /// Use this NATS server or cluster instead of starting an embedded one: one URL, or
+    /// several separated by commas (nats://n1:4222,nats://n2:4222,nats://n3:4222).
     #[arg(long, env = "ANSINH_NATS_URL", global = true)]
     nats: Option<String>,
+    /// Copies the cluster keeps of the event stream, the checkpoint stream and the
+    /// claims bucket when it creates them (3 on a 3-node cluster); an existing stream
+    /// with fewer is refused.
+    #[arg(long, env = "ANSINH_REPLICAS", default_value_t = 1, global = true,
+          value_parser = clap::value_parser!(u16).range(1..=5))]
+    replicas: u16,
     /// NATS credentials file (.creds) for --nats.
     #[arg(long, env = "ANSINH_NATS_CREDS", global = true)]
     nats_creds: Option<PathBuf>,
@@ -416,6 +423,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
     let checkpoints = checkpoint::CheckpointConfig {
         stream_name: cli.checkpoint_stream.clone(),
         subject_prefix: cli.checkpoint_prefix.clone(),
+        replicas: usize::from(cli.replicas),
         ..Default::default()
     };
     let staff_file = |staff: &Option<PathBuf>| {
@@ -451,6 +459,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         log: LogConfig {
             stream_name: cli.stream.clone(),
             subject_prefix: cli.subject_prefix.clone(),
+            replicas: usize::from(cli.replicas),
         },
     };
     let runtime = Runtime::open(&connection).await?;

@@ -140,6 +140,59 @@ impl NatsServer {
         Self::spawn(&binary, &config_path, env, port, store_dir)
     }
 
+    /// Starts a cluster of `nodes` servers on loopback, each with its own store in
+    /// `dir/n<i>`, routes to every other node, `sync_interval` as given. Node `i` is named
+    /// `n<i>` (the `server_name` JetStream reports as a stream's leader). The servers
+    /// are ready to accept connections; JetStream elects its leaders a moment later, so
+    /// a first request may answer "no leader" and should be retried.
+    pub fn start_cluster(dir: &Path, nodes: usize, sync: Sync) -> Result<Vec<Self>, ServerError> {
+        let binary = Self::find_binary()?;
+        check_version(&binary)?;
+        // Every port is chosen before any node starts, so each knows its routes.
+        let ports: Vec<(u16, u16)> = (0..nodes)
+            .map(|_| Ok((free_port()?, free_port()?)))
+            .collect::<Result<_, ServerError>>()?;
+        let sync_line = match sync {
+            Sync::Always => "sync_interval: always",
+            Sync::Lazy => "",
+        };
+        let mut servers = Vec::with_capacity(nodes);
+        for (i, (port, cluster_port)) in ports.iter().enumerate() {
+            let node_dir = dir.join(format!("n{i}"));
+            std::fs::create_dir_all(&node_dir)?;
+            let store_dir = node_dir.join("jetstream");
+            let routes: Vec<String> = ports
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, (_, route))| format!("nats-route://127.0.0.1:{route}"))
+                .collect();
+            let config = format!(
+                "server_name: n{i}\nlisten: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{\n  store_dir: {store:?}\n  {sync_line}\n}}\ncluster {{\n  name: ansinh\n  listen: 127.0.0.1:{cluster_port}\n  routes: [{routes}]\n}}\n",
+                store = store_dir.display(),
+                routes = routes.join(", ")
+            );
+            let config_path = node_dir.join("nats-server.conf");
+            std::fs::write(&config_path, config)?;
+            servers.push(Self::spawn(
+                &binary,
+                &config_path,
+                Vec::new(),
+                *port,
+                store_dir,
+            )?);
+        }
+        Ok(servers)
+    }
+
+    /// Kills the server at once (SIGKILL: no chance to close its files), then reaps it:
+    /// what a crash or a pulled plug does.
+    pub fn kill(&self) {
+        let mut child = self.child.lock().expect("child lock");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     fn spawn(
         binary: &Path,
         config: &Path,

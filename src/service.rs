@@ -169,7 +169,12 @@ impl Service {
         Ok(self
             .claims
             .get_or_try_init(|| {
-                Claims::open(self.ledger.jetstream(), &self.ledger.config().stream_name)
+                let config = self.ledger.config();
+                Claims::open(
+                    self.ledger.jetstream(),
+                    &config.stream_name,
+                    config.replicas,
+                )
             })
             .await?)
     }

@@ -13,7 +13,7 @@ fn citizen(n: u32) -> [u8; 32] {
 
 async fn claims() -> Claims {
     let js = async_nats::jetstream::new(client().await);
-    Claims::open(&js, &fresh_log().stream_name)
+    Claims::open(&js, &fresh_log().stream_name, 1)
         .await
         .expect("open claims")
 }
@@ -90,7 +90,7 @@ async fn a_retry_finds_its_own_claims_and_a_release_frees_them() {
 async fn ledgers_opening_one_new_bucket_at_once_all_open_it() {
     let js = async_nats::jetstream::new(client().await);
     let stream = fresh_log().stream_name;
-    let opened = futures::future::join_all((0..4).map(|_| Claims::open(&js, &stream))).await;
+    let opened = futures::future::join_all((0..4).map(|_| Claims::open(&js, &stream, 1))).await;
     for claims in opened {
         let claims = claims.expect("every opener gets the bucket");
         claims.claim("0100007-000001", &[citizen(1)]).await.unwrap();

@@ -23,6 +23,8 @@ pub struct CheckpointConfig {
     pub subject_prefix: String,
     /// The event-log partition that holds the ledger's `LedgerKeyRotated` events.
     pub keys_partition: Partition,
+    /// Copies the cluster keeps (as the event stream's `LogConfig::replicas`).
+    pub replicas: usize,
 }
 
 impl Default for CheckpointConfig {
@@ -31,6 +33,7 @@ impl Default for CheckpointConfig {
             stream_name: "ANSINH_CHECKPOINTS".into(),
             subject_prefix: "ansinh.v1".into(),
             keys_partition: Partition::new("ledger-keys").expect("valid partition name"),
+            replicas: 1,
         }
     }
 }
@@ -72,7 +75,7 @@ impl CheckpointConfig {
             allow_rollup: false,
             duplicate_window: DUPLICATE_WINDOW,
             max_message_size: CHECKPOINT_MESSAGE_BYTES_MAX,
-            num_replicas: 1,
+            num_replicas: self.replicas,
             ..Default::default()
         }
     }

@@ -26,6 +26,9 @@ pub struct LogConfig {
     pub stream_name: String,
     /// Subjects are `<prefix>.<partition>`.
     pub subject_prefix: String,
+    /// Copies of every message the cluster keeps (`--replicas`): 3 in production, so
+    /// the log outlives a node; 1 on a single server.
+    pub replicas: usize,
 }
 
 impl Default for LogConfig {
@@ -33,6 +36,7 @@ impl Default for LogConfig {
         Self {
             stream_name: "ANSINH_EVENTS".into(),
             subject_prefix: "ansinh.v1.events".into(),
+            replicas: 1,
         }
     }
 }
@@ -65,7 +69,7 @@ impl LogConfig {
             allow_atomic_publish: true,
             duplicate_window: DUPLICATE_WINDOW,
             max_message_size: MESSAGE_BYTES_MAX as i32,
-            num_replicas: 1,
+            num_replicas: self.replicas,
             ..Default::default()
         }
     }
@@ -87,7 +91,25 @@ pub async fn ensure_stream(
     js: &jetstream::Context,
     config: &LogConfig,
 ) -> Result<stream::Stream, StreamError> {
-    ensure(js, config.stream_config(), check_safe).await
+    let stream = ensure(js, config.stream_config(), check_safe).await?;
+    let mut info_of = stream.clone();
+    let replicas = info_of
+        .info()
+        .await
+        .map_err(|e| StreamError::Nats(e.to_string()))?
+        .config
+        .num_replicas;
+    // Fewer copies than asked is a weaker promise than the operator made; more is fine.
+    if replicas < config.replicas {
+        return Err(StreamError::Unsafe {
+            stream: config.stream_name.clone(),
+            reason: format!(
+                "it keeps {replicas} replica(s), --replicas asks for {}",
+                config.replicas
+            ),
+        });
+    }
+    Ok(stream)
 }
 
 /// Gets the stream `create.name` and checks it with `check`, or creates it from

@@ -37,6 +37,7 @@ pub fn fresh_log() -> LogConfig {
     LogConfig {
         stream_name: format!("T_{tag}"),
         subject_prefix: format!("t{tag}.events"),
+        replicas: 1,
     }
 }
 

@@ -1,0 +1,189 @@
+//! The ledger on a 3-node JetStream cluster of real nats-servers (loopback, own ports and
+//! stores, `sync_interval: always`), with the event stream on three replicas: the
+//! stream's leader is SIGKILLed in the middle of a durable load, and every acknowledged
+//! event is still in one linear chain afterwards.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ansinh::app;
+use ansinh::chain::Partition;
+use ansinh::log::{Draft, Ledger, LedgerStore, LogConfig, Receipt, reader};
+use ansinh::nats_server::{NatsServer, Sync};
+use ansinh::proto::{self, envelope::Payload};
+
+/// How long the cluster may take to elect its JetStream leaders, and a new stream
+/// leader after one is killed.
+const ELECTION_WAIT_MAX: Duration = Duration::from_secs(60);
+/// Appending tasks and appends each: the load the leader is killed under.
+const WRITERS: u64 = 8;
+const APPENDS_PER_WRITER: u64 = 150;
+/// Acknowledged appends before the leader is killed.
+const KILL_AFTER_ACKS: u64 = 300;
+
+fn note(partition: &Partition, key: String) -> Draft {
+    Draft {
+        partition: partition.clone(),
+        actor: proto::Actor {
+            id: "op:1".into(),
+            role: "operator".into(),
+            unit: String::new(),
+        },
+        idempotency_key: key,
+        correlation_id: String::new(),
+        subjects: vec![],
+        payload: Payload::Note(proto::Note {
+            text: "cluster load".into(),
+        }),
+    }
+}
+
+/// Opens the ledger once the cluster answers: its leaders are elected a moment after
+/// the servers start. Polls a condition with a bounded wait; no fixed sleep.
+async fn open_ledger(url: &str, config: &LogConfig, store_dir: &std::path::Path) -> Ledger {
+    let deadline = tokio::time::Instant::now() + ELECTION_WAIT_MAX;
+    loop {
+        let client = app::connect(url, None)
+            .await
+            .expect("connect to the cluster");
+        let store = LedgerStore::open(&store_dir.join("ledger.sled")).expect("open store");
+        match Ledger::open(client, config.clone(), store).await {
+            Ok((ledger, lost)) => {
+                assert!(lost.is_empty(), "{lost:?}");
+                return ledger;
+            }
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("cluster not ready yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the cluster never became ready: {e}"),
+        }
+    }
+}
+
+async fn stream_leader(ledger: &Ledger) -> Option<String> {
+    let mut stream = ledger.stream().clone();
+    let info = stream.info().await.ok()?;
+    info.cluster.as_ref().and_then(|c| c.leader.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_stream_leader_mid_load_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = NatsServer::start_cluster(dir.path(), 3, Sync::Always).expect("start cluster");
+    let url = nodes
+        .iter()
+        .map(NatsServer::url)
+        .collect::<Vec<_>>()
+        .join(",");
+    let config = LogConfig {
+        stream_name: "CLUSTER_EVENTS".into(),
+        subject_prefix: "cluster.events".into(),
+        replicas: 3,
+    };
+    let ledger = open_ledger(&url, &config, dir.path()).await;
+    let mut stream = ledger.stream().clone();
+    assert_eq!(stream.info().await.unwrap().config.num_replicas, 3);
+    let partition = Partition::new("01").unwrap();
+
+    let acked = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (ledger, partition, acked) = (ledger.clone(), partition.clone(), acked.clone());
+            tokio::spawn(async move {
+                let mut receipts: Vec<Receipt> = Vec::new();
+                let mut failed = 0u64;
+                for i in 0..APPENDS_PER_WRITER {
+                    match ledger.append(note(&partition, format!("w{w}-{i}"))).await {
+                        Ok(r) => {
+                            receipts.push(r);
+                            acked.fetch_add(1, Ordering::SeqCst);
+                        }
+                        // Refused while no leader answers: the caller's error, not a loss.
+                        Err(_) => failed += 1,
+                    }
+                }
+                (receipts, failed)
+            })
+        })
+        .collect();
+
+    // Kill the stream's leader once the load is well under way.
+    let leader = loop {
+        if acked.load(Ordering::SeqCst) >= KILL_AFTER_ACKS {
+            break stream_leader(&ledger)
+                .await
+                .expect("the stream has a leader");
+        }
+        tokio::task::yield_now().await;
+    };
+    let acked_before_kill = acked.load(Ordering::SeqCst);
+    let index: usize = leader.trim_start_matches('n').parse().unwrap();
+    nodes[index].kill();
+    eprintln!("killed the stream leader {leader} after {acked_before_kill} acknowledged appends");
+
+    let mut receipts = Vec::new();
+    let mut failed = 0;
+    for w in writers {
+        let (r, f) = w.await.unwrap();
+        receipts.extend(r);
+        failed += f;
+    }
+    eprintln!(
+        "{} acknowledged, {failed} refused while the cluster elected a new leader",
+        receipts.len()
+    );
+    assert!(
+        receipts.len() as u64 > acked_before_kill,
+        "appends continued after a new leader was elected"
+    );
+
+    // A new leader, on another node.
+    let deadline = tokio::time::Instant::now() + ELECTION_WAIT_MAX;
+    let new_leader = loop {
+        match stream_leader(&ledger).await {
+            Some(l) if l != leader => break l,
+            _ if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            other => panic!("no new leader: {other:?}"),
+        }
+    };
+    assert_ne!(new_leader, leader);
+
+    // Every acknowledged event is in the log, byte for byte where its receipt says, and
+    // the whole partition is one chain.
+    // The first read after the failover may find no responder while the client moves
+    // to a live node: a transient error, retried within the bound (a chain that does not
+    // verify is not retried).
+    let deadline = tokio::time::Instant::now() + ELECTION_WAIT_MAX;
+    let report = loop {
+        match ansinh::verify::verify(&mut stream, &config, None, |_| {}).await {
+            Ok(report) => break report,
+            Err(ansinh::verify::VerifyError::Nats(e)) if tokio::time::Instant::now() < deadline => {
+                eprintln!("reading after the failover: {e}; again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the chain does not verify after the failover: {e}"),
+        }
+    };
+    let events = report.partitions[partition.as_str()].events;
+    assert!(events >= receipts.len() as u64, "{events} events");
+    let mut sequences: Vec<u64> = receipts.iter().map(|r| r.sequence).collect();
+    sequences.sort_unstable();
+    sequences.dedup();
+    assert_eq!(
+        sequences.len(),
+        receipts.len(),
+        "no two receipts share a place"
+    );
+    for r in &receipts {
+        let stored = reader::at_sequence(ledger.stream(), r.stream_sequence)
+            .await
+            .expect("read")
+            .expect("the acknowledged message is there");
+        let event = &stored[r.index as usize];
+        assert_eq!(event.hash, r.hash, "receipt {r:?}");
+    }
+}
