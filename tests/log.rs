@@ -176,6 +176,28 @@ async fn a_forged_message_is_found_and_located_and_blocks_appends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_with_fewer_replicas_than_asked_is_refused() {
+    let config = fresh_log();
+    let js = jetstream::new(client().await);
+    ensure_stream(&js, &config)
+        .await
+        .expect("one replica, as asked");
+    let three = ansinh::log::LogConfig {
+        replicas: 3,
+        ..config
+    };
+    match ensure_stream(&js, &three).await {
+        Err(StreamError::Unsafe { reason, .. }) => {
+            assert!(
+                reason.contains("keeps 1 replica(s), --replicas asks for 3"),
+                "{reason}"
+            )
+        }
+        other => panic!("a weaker stream accepted: {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_allows_delete_or_purge_is_refused() {
     let config = fresh_log();
     let js = jetstream::new(client().await);
