@@ -185,6 +185,24 @@ impl NatsServer {
         Ok(servers)
     }
 
+    /// Starts the server again from its configuration and store (after `kill` or
+    /// `stop`), on the same port: what an operator's restart after a crash does.
+    pub fn restart(&self) -> Result<Self, ServerError> {
+        let binary = Self::find_binary()?;
+        let config = self
+            .store_dir
+            .parent()
+            .expect("the store lives in the server's directory")
+            .join("nats-server.conf");
+        Self::spawn(
+            &binary,
+            &config,
+            Vec::new(),
+            self.port,
+            self.store_dir.clone(),
+        )
+    }
+
     /// Kills the server at once (SIGKILL: no chance to close its files), then reaps it:
     /// what a crash or a pulled plug does.
     pub fn kill(&self) {
@@ -276,6 +294,10 @@ impl NatsServer {
     /// Stops the server gracefully (SIGTERM lets it close its files), then reaps it.
     pub fn stop(&self) {
         let mut child = self.child.lock().expect("child lock");
+        // Already gone (killed and reaped): its pid may belong to another process now.
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
         #[cfg(unix)]
         unsafe {
             libc::kill(child.id() as i32, libc::SIGTERM);

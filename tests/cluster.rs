@@ -1,7 +1,8 @@
-//! The ledger on a 3-node JetStream cluster of real nats-servers (loopback, own ports and
-//! stores, `sync_interval: always`), with the event stream on three replicas: the
-//! stream's leader is SIGKILLed in the middle of a durable load, and every acknowledged
-//! event is still in one linear chain afterwards.
+//! Faults of the servers under the ledger, with real nats-servers (loopback, own ports and
+//! stores, `sync_interval: always`): the stream leader of a 3-node cluster (stream on
+//! three replicas) SIGKILLed mid-load, a single server SIGKILLed mid-load and restarted,
+//! a node restarted with an empty store. Afterwards every acknowledged event is in one
+//! linear chain, byte for byte where its receipt says.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +13,7 @@ use ansinh::chain::Partition;
 use ansinh::log::{Draft, Ledger, LedgerStore, LogConfig, Receipt, reader};
 use ansinh::nats_server::{NatsServer, Sync};
 use ansinh::proto::{self, envelope::Payload};
+use tokio::task::JoinHandle;
 
 /// How long the cluster may take to elect its JetStream leaders, and a new stream
 /// leader after one is killed.
@@ -68,72 +70,143 @@ async fn stream_leader(ledger: &Ledger) -> Option<String> {
     info.cluster.as_ref().and_then(|c| c.leader.clone())
 }
 
+/// The load a fault strikes: `WRITERS` tasks appending notes to partition 01 one after
+/// another; each returns its receipts and how many appends were refused.
+struct Load {
+    acked: Arc<AtomicU64>,
+    writers: Vec<JoinHandle<(Vec<Receipt>, u64)>>,
+}
+
+impl Load {
+    fn start(ledger: &Ledger) -> Self {
+        let partition = Partition::new("01").unwrap();
+        let acked = Arc::new(AtomicU64::new(0));
+        let writers = (0..WRITERS)
+            .map(|w| {
+                let (ledger, partition, acked) = (ledger.clone(), partition.clone(), acked.clone());
+                tokio::spawn(async move {
+                    let mut receipts: Vec<Receipt> = Vec::new();
+                    let mut failed = 0u64;
+                    for i in 0..APPENDS_PER_WRITER {
+                        match ledger.append(note(&partition, format!("w{w}-{i}"))).await {
+                            Ok(r) => {
+                                receipts.push(r);
+                                acked.fetch_add(1, Ordering::SeqCst);
+                            }
+                            // Refused while no server answers: the caller's error (it
+                            // retries with the same key), not a loss.
+                            Err(_) => failed += 1,
+                        }
+                    }
+                    (receipts, failed)
+                })
+            })
+            .collect();
+        Load { acked, writers }
+    }
+
+    /// Waits until `n` appends are acknowledged; returns how many are.
+    async fn acknowledged(&self, n: u64) -> u64 {
+        loop {
+            let acked = self.acked.load(Ordering::SeqCst);
+            if acked >= n {
+                return acked;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    async fn finish(self) -> (Vec<Receipt>, u64) {
+        let mut receipts = Vec::new();
+        let mut failed = 0;
+        for w in self.writers {
+            let (r, f) = w.await.unwrap();
+            receipts.extend(r);
+            failed += f;
+        }
+        eprintln!(
+            "{} acknowledged, {failed} refused during the fault",
+            receipts.len()
+        );
+        (receipts, failed)
+    }
+}
+
+/// Every receipt's event is in the log where the receipt says, with its hash, and the
+/// partition is one chain.
+async fn every_acknowledged_event_is_there(
+    ledger: &Ledger,
+    config: &LogConfig,
+    receipts: &[Receipt],
+) {
+    // The first read after a fault may find no responder while the client moves to a
+    // live server: a transient error, retried within the bound (a chain that does not
+    // verify is not retried).
+    let deadline = tokio::time::Instant::now() + ELECTION_WAIT_MAX;
+    let mut stream = ledger.stream().clone();
+    let report = loop {
+        match ansinh::verify::verify(&mut stream, config, None, |_| {}).await {
+            Ok(report) => break report,
+            Err(ansinh::verify::VerifyError::Nats(e)) if tokio::time::Instant::now() < deadline => {
+                eprintln!("reading after the fault: {e}; again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the chain does not verify after the fault: {e}"),
+        }
+    };
+    let events = report.partitions["01"].events;
+    assert!(events >= receipts.len() as u64, "{events} events");
+    let mut sequences: Vec<u64> = receipts.iter().map(|r| r.sequence).collect();
+    sequences.sort_unstable();
+    sequences.dedup();
+    assert_eq!(
+        sequences.len(),
+        receipts.len(),
+        "no two receipts share a place"
+    );
+    for r in receipts {
+        let stored = reader::at_sequence(ledger.stream(), r.stream_sequence)
+            .await
+            .expect("read")
+            .expect("the acknowledged message is there");
+        assert_eq!(stored[r.index as usize].hash, r.hash, "receipt {r:?}");
+    }
+}
+
+fn cluster_config(name: &str) -> LogConfig {
+    LogConfig {
+        stream_name: format!("{name}_EVENTS"),
+        subject_prefix: format!("{}.events", name.to_lowercase()),
+        replicas: 3,
+    }
+}
+
+fn urls(nodes: &[NatsServer]) -> String {
+    nodes
+        .iter()
+        .map(NatsServer::url)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_stream_leader_mid_load_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = NatsServer::start_cluster(dir.path(), 3, Sync::Always).expect("start cluster");
-    let url = nodes
-        .iter()
-        .map(NatsServer::url)
-        .collect::<Vec<_>>()
-        .join(",");
-    let config = LogConfig {
-        stream_name: "CLUSTER_EVENTS".into(),
-        subject_prefix: "cluster.events".into(),
-        replicas: 3,
-    };
-    let ledger = open_ledger(&url, &config, dir.path()).await;
+    let config = cluster_config("LEADER");
+    let ledger = open_ledger(&urls(&nodes), &config, dir.path()).await;
     let mut stream = ledger.stream().clone();
     assert_eq!(stream.info().await.unwrap().config.num_replicas, 3);
-    let partition = Partition::new("01").unwrap();
 
-    let acked = Arc::new(AtomicU64::new(0));
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let (ledger, partition, acked) = (ledger.clone(), partition.clone(), acked.clone());
-            tokio::spawn(async move {
-                let mut receipts: Vec<Receipt> = Vec::new();
-                let mut failed = 0u64;
-                for i in 0..APPENDS_PER_WRITER {
-                    match ledger.append(note(&partition, format!("w{w}-{i}"))).await {
-                        Ok(r) => {
-                            receipts.push(r);
-                            acked.fetch_add(1, Ordering::SeqCst);
-                        }
-                        // Refused while no leader answers: the caller's error, not a loss.
-                        Err(_) => failed += 1,
-                    }
-                }
-                (receipts, failed)
-            })
-        })
-        .collect();
-
-    // Kill the stream's leader once the load is well under way.
-    let leader = loop {
-        if acked.load(Ordering::SeqCst) >= KILL_AFTER_ACKS {
-            break stream_leader(&ledger)
-                .await
-                .expect("the stream has a leader");
-        }
-        tokio::task::yield_now().await;
-    };
-    let acked_before_kill = acked.load(Ordering::SeqCst);
+    let load = Load::start(&ledger);
+    let acked_before_kill = load.acknowledged(KILL_AFTER_ACKS).await;
+    let leader = stream_leader(&ledger)
+        .await
+        .expect("the stream has a leader");
     let index: usize = leader.trim_start_matches('n').parse().unwrap();
     nodes[index].kill();
     eprintln!("killed the stream leader {leader} after {acked_before_kill} acknowledged appends");
-
-    let mut receipts = Vec::new();
-    let mut failed = 0;
-    for w in writers {
-        let (r, f) = w.await.unwrap();
-        receipts.extend(r);
-        failed += f;
-    }
-    eprintln!(
-        "{} acknowledged, {failed} refused while the cluster elected a new leader",
-        receipts.len()
-    );
+    let (receipts, _) = load.finish().await;
     assert!(
         receipts.len() as u64 > acked_before_kill,
         "appends continued after a new leader was elected"
@@ -151,39 +224,76 @@ async fn killing_the_stream_leader_mid_load_loses_no_acknowledged_event() {
         }
     };
     assert_ne!(new_leader, leader);
+    every_acknowledged_event_is_there(&ledger, &config, &receipts).await;
+}
 
-    // Every acknowledged event is in the log, byte for byte where its receipt says, and
-    // the whole partition is one chain.
-    // The first read after the failover may find no responder while the client moves
-    // to a live node: a transient error, retried within the bound (a chain that does not
-    // verify is not retried).
-    let deadline = tokio::time::Instant::now() + ELECTION_WAIT_MAX;
-    let report = loop {
-        match ansinh::verify::verify(&mut stream, &config, None, |_| {}).await {
-            Ok(report) => break report,
-            Err(ansinh::verify::VerifyError::Nats(e)) if tokio::time::Instant::now() < deadline => {
-                eprintln!("reading after the failover: {e}; again");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("the chain does not verify after the failover: {e}"),
-        }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_server_killed_mid_load_and_restarted_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(&dir.path().join("nats"), Sync::Always).expect("start");
+    let config = LogConfig {
+        replicas: 1,
+        ..cluster_config("SINGLE")
     };
-    let events = report.partitions[partition.as_str()].events;
-    assert!(events >= receipts.len() as u64, "{events} events");
-    let mut sequences: Vec<u64> = receipts.iter().map(|r| r.sequence).collect();
-    sequences.sort_unstable();
-    sequences.dedup();
-    assert_eq!(
-        sequences.len(),
-        receipts.len(),
-        "no two receipts share a place"
-    );
-    for r in &receipts {
-        let stored = reader::at_sequence(ledger.stream(), r.stream_sequence)
-            .await
-            .expect("read")
-            .expect("the acknowledged message is there");
-        let event = &stored[r.index as usize];
-        assert_eq!(event.hash, r.hash, "receipt {r:?}");
+    let ledger = open_ledger(&server.url(), &config, dir.path()).await;
+    let load = Load::start(&ledger);
+    let acked_before_kill = load.acknowledged(KILL_AFTER_ACKS).await;
+    server.kill();
+    eprintln!("killed the server after {acked_before_kill} acknowledged appends");
+    // The client reconnects by itself; appends in flight meanwhile fail, later ones land.
+    let _restarted = server.restart().expect("restart on the same store");
+    let (receipts, _) = load.finish().await;
+    assert!(receipts.len() as u64 > acked_before_kill, "appends resumed");
+    every_acknowledged_event_is_there(&ledger, &config, &receipts).await;
+    // The chain goes on from where it stood.
+    ledger
+        .append(note(&Partition::new("01").unwrap(), "after".into()))
+        .await
+        .expect("an append after the restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_with_an_empty_store_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = NatsServer::start_cluster(dir.path(), 3, Sync::Always).expect("start cluster");
+    let config = cluster_config("EMPTY");
+    let ledger = open_ledger(&urls(&nodes), &config, dir.path()).await;
+    let load = Load::start(&ledger);
+    let (receipts, failed) = load.finish().await;
+    assert_eq!(failed, 0);
+    // A follower loses its disk: killed, store deleted, started again empty.
+    let leader = stream_leader(&ledger).await.expect("a leader");
+    let (index, follower) = nodes
+        .iter()
+        .enumerate()
+        .find(|(i, _)| format!("n{i}") != leader)
+        .expect("a follower");
+    follower.kill();
+    std::fs::remove_dir_all(&follower.store_dir).unwrap();
+    let _restarted = follower.restart().expect("restart with an empty store");
+    // The new node copies the stream from the others: its replica reports no lag.
+    let name = format!("n{index}");
+    let deadline = tokio::time::Instant::now() + ELECTION_WAIT_MAX;
+    let mut stream = ledger.stream().clone();
+    loop {
+        let caught_up = stream.info().await.ok().and_then(|info| {
+            let cluster = info.cluster.as_ref()?;
+            let replica = cluster.replicas.iter().find(|r| r.name == name)?;
+            Some(replica.current && replica.lag.unwrap_or(0) == 0)
+        });
+        if caught_up == Some(true) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {name} never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Still the same log for the ledger, and appends go on.
+    every_acknowledged_event_is_there(&ledger, &config, &receipts).await;
+    ledger
+        .append(note(&Partition::new("01").unwrap(), "after".into()))
+        .await
+        .expect("an append after the node came back");
 }
