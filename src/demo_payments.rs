@@ -121,6 +121,13 @@ pub enum DemoPaymentsError {
     Connect(String),
     #[error("reading the registry: {0}")]
     Registry(String),
+    /// The ledger refused a step the demo expected to pass: the demo stops and says so,
+    /// rather than print a year with a month missing.
+    #[error("the ledger refused the demo step {step}: {reason}")]
+    Refused {
+        step: String,
+        reason: crate::domain::Rejection,
+    },
 }
 
 impl From<payments::Rejection> for DemoPaymentsError {
@@ -182,15 +189,16 @@ fn d(y: i32, m: u32, day: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, day).expect("valid demo date")
 }
 
-/// Submits, counting a refusal instead of failing (re-runs of the demo are refused
-/// with NothingToRecord or answered as duplicates).
+/// Submits one step. A rerun of the demo finds its steps done (answered as duplicates,
+/// or NothingToRecord for a run with nothing left): `None`. Any other refusal stops the
+/// demo, naming the step (its idempotency key).
 async fn officer(
     service: &Service,
     partition: &Partition,
     key: String,
     kind: CommandKind,
     on: NaiveDate,
-) -> Result<Option<crate::log::Receipt>, ServiceError> {
+) -> Result<Option<crate::log::Receipt>, DemoPaymentsError> {
     let caller = manager(partition.as_str());
     let req = Request {
         caller: &caller,
@@ -199,8 +207,11 @@ async fn officer(
     };
     match service.payment(&req, partition, kind, on).await {
         Ok(r) => Ok(Some(r)),
-        Err(ServiceError::Rejected(_)) => Ok(None),
-        Err(e) => Err(e),
+        Err(ServiceError::Rejected(crate::domain::Rejection::NothingToRecord)) => Ok(None),
+        Err(ServiceError::Rejected(reason)) => {
+            Err(DemoPaymentsError::Refused { step: key, reason })
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -293,7 +304,7 @@ pub async fn run(
             .with_books(|books| {
                 books
                     .iter()
-                    .map(|(p, book)| (p.clone(), reissuable(book, period)))
+                    .map(|(p, book)| (p.clone(), reissuable(book, period, d(year, month, 15))))
                     .collect::<Vec<_>>()
             })
             .await?;
@@ -370,11 +381,15 @@ fn count_sim(s: &mut PaymentsSummary, sim: &SimSummary) {
 
 /// The month's failed or returned instructions that are their entitlement's latest
 /// attempt and may be tried again.
-fn reissuable(book: &payments::book::Book, period: Month) -> Vec<InstructionId> {
+/// The month's failed and returned instructions to send again on `on`. Only results
+/// known by then: a rerun of the demo sees the whole first year in the book, and a
+/// result dated later cannot be acted on earlier (the book refuses it as back-dated).
+fn reissuable(book: &payments::book::Book, period: Month, on: NaiveDate) -> Vec<InstructionId> {
     book.instructions
         .iter()
         .filter(|(id, i)| {
             id.month == period
+                && i.last_change_on <= on
                 && i.status.is_reissuable()
                 && i.status != InstructionStatus::TimedOut
                 && id.attempt < ATTEMPTS_MAX

@@ -915,7 +915,18 @@ async fn demo(
     .await?;
     let projector = Projector::open(runtime.ledger.store().db())?;
     let mut stream = runtime.ledger.stream().clone();
-    let code = verify(runtime, None, json).await?;
+    let mut code = verify(runtime, None, json).await?;
+    if !summary.refused.is_empty() {
+        // Every step of the demo is one the book should accept: a refusal is a fault of
+        // the demo or of the ledger, and must not pass as a good year.
+        let r: Vec<String> = summary
+            .refused
+            .iter()
+            .map(|(k, v)| format!("{k} ({v})"))
+            .collect();
+        eprintln!("REFUSED: the ledger refused demo steps: {}", r.join(", "));
+        code = ExitCode::FAILURE;
+    }
     let mut stream2 = runtime.ledger.stream().clone();
     let recomputed =
         ansinh::recompute::recompute_eligibility(&mut stream2, runtime.ledger.config(), None)

@@ -476,3 +476,201 @@ async fn a_grant_to_a_household_the_registry_does_not_know_is_refused_and_append
     );
     assert_eq!(event_count(&config).await, before);
 }
+
+/// Registers `count` households in `commune` (numbered from `first`), each with one
+/// elderly member granted assistance from October 2026, and allocates exactly what
+/// their October payments need.
+async fn commune_of_beneficiaries(service: &Service, commune: &str, first: u32, count: u32) {
+    let m = manager();
+    let mut set = tokio::task::JoinSet::new();
+    for n in first..first + count {
+        let (service, commune) = (service.clone(), commune.to_string());
+        set.spawn(async move {
+            let household = format!("{commune}-{n:06}");
+            register_household(&service, &household, n).await;
+            let grant = CommandKind::Grant {
+                programme: ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY").unwrap(),
+                beneficiary: BeneficiaryRef {
+                    household: HouseholdRef::parse(&household).unwrap(),
+                    member: MemberRef::parse("m1").unwrap(),
+                },
+                commune: CommuneId::parse(&commune).unwrap(),
+                from: Month::parse("2026-10").unwrap(),
+                terms: Terms {
+                    category: CategoryId::parse("ELDERLY_80_PLUS_NO_PENSION").unwrap(),
+                    channel: Channel::BankAccount {
+                        gateway: GatewayId::parse("VCB").unwrap(),
+                    },
+                    provincial_base: None,
+                },
+            };
+            service
+                .payment(
+                    &rq(&manager(), &format!("grant-{n}")),
+                    &p01(),
+                    grant,
+                    d("2026-10-01"),
+                )
+                .await
+                .unwrap();
+        });
+    }
+    while let Some(done) = set.join_next().await {
+        done.unwrap();
+    }
+    let allocate = CommandKind::Allocate {
+        budget: BudgetKey {
+            commune: CommuneId::parse(commune).unwrap(),
+            ..budget()
+        },
+        amount: Decimal::from(500_000 * i64::from(count)),
+    };
+    service
+        .payment(
+            &rq(&m, &format!("alloc-{commune}")),
+            &p01(),
+            allocate,
+            d("2026-10-01"),
+        )
+        .await
+        .unwrap();
+}
+
+/// The October 2026 instructions in the log, per entitlement.
+async fn october_instructions(config: &LogConfig) -> std::collections::BTreeMap<u64, u32> {
+    let mut stream = stream_of(config).await;
+    let events = ansinh::payments_report::payment_events(&mut stream, config, None)
+        .await
+        .unwrap();
+    let mut per_entitlement = std::collections::BTreeMap::new();
+    for e in events.values().flatten() {
+        if let ansinh::domain::payments::EventBody::InstructionIssued { instruction, .. } = &e.body
+        {
+            if instruction.id.month == Month::parse("2026-10").unwrap() {
+                *per_entitlement
+                    .entry(instruction.id.entitlement)
+                    .or_default() += 1;
+            }
+        }
+    }
+    per_entitlement
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commune_of_10000_entitlements_is_paid_in_one_run() {
+    // Since the 2025 merger a commune has ~1,000 monthly beneficiaries on average and
+    // many far more; a run is one command, all or none, however large.
+    const N: u32 = 10_000;
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let service = service_at(&config, dir.path()).await;
+    commune_of_beneficiaries(&service, COMMUNE, 1, N).await;
+    let before = event_count(&config).await;
+    let started = std::time::Instant::now();
+    let receipt = service
+        .payment(
+            &rq(&manager(), "run"),
+            &p01(),
+            run(Some(COMMUNE)),
+            d("2026-10-05"),
+        )
+        .await
+        .unwrap();
+    eprintln!(
+        "a run of {N} instructions took {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(event_count(&config).await, before + u64::from(N) + 1);
+    assert_eq!(receipt.sequence, before + u64::from(N) + 1);
+    let per = october_instructions(&config).await;
+    assert_eq!(per.len(), N as usize);
+    assert!(
+        per.values().all(|n| *n == 1),
+        "one instruction per entitlement"
+    );
+    verified(&config).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_run_killed_half_way_is_completed_by_running_it_again() {
+    const PER_COMMUNE: u32 = 1_500;
+    let communes = ["0100007", "0100011", "0100015"];
+    let config = fresh_log();
+    let setup_dir = tempfile::tempdir().unwrap();
+    {
+        let service = service_at(&config, setup_dir.path()).await;
+        for (i, commune) in communes.iter().enumerate() {
+            commune_of_beneficiaries(&service, commune, 1 + i as u32 * 100_000, PER_COMMUNE).await;
+        }
+    }
+    // The operator's CLI, in its own process with its own data directory (the log is the
+    // record; it folds the partition from it).
+    let cli_dir = tempfile::tempdir().unwrap();
+    let ansinh = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ansinh"));
+        c.arg("--data-dir")
+            .arg(cli_dir.path())
+            .args(["--nats", &server_url(), "--stream", &config.stream_name])
+            .args(["--subject-prefix", &config.subject_prefix])
+            .args(["--checkpoint-stream", &format!("C{}", config.stream_name)])
+            .args([
+                "--as",
+                "staff:m",
+                "--role",
+                "branch-manager",
+                "--unit",
+                "01",
+            ])
+            .args(args);
+        c
+    };
+    let run_args = [
+        "payments",
+        "run",
+        "--partition",
+        "01",
+        "--period",
+        "2026-10",
+        "--on",
+        "2026-10-05",
+    ];
+    // Killed as soon as it reports the first commune paid.
+    let mut child = ansinh(&run_args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let first = lines.next().expect("a line").unwrap();
+    assert!(first.contains("1500 instructions"), "{first}");
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let paid_before = october_instructions(&config).await;
+    eprintln!("paid when the run was killed: {}", paid_before.len());
+    assert!(
+        paid_before.len() >= PER_COMMUNE as usize,
+        "{}",
+        paid_before.len()
+    );
+
+    // Running it again pays what is missing, and only that.
+    let again = ansinh(&run_args).output().unwrap();
+    let out = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{out}");
+    assert!(out.contains("nothing left to do"), "{out}");
+    let paid = october_instructions(&config).await;
+    assert_eq!(paid.len(), communes.len() * PER_COMMUNE as usize);
+    assert!(paid.values().all(|n| *n == 1), "nobody paid twice");
+    // A third run finds the month paid: a success that adds nothing.
+    let events = event_count(&config).await;
+    let third = ansinh(&run_args).output().unwrap();
+    let out = String::from_utf8_lossy(&third.stdout);
+    assert!(third.status.success(), "{out}");
+    assert_eq!(
+        out.matches("nothing left to do").count(),
+        communes.len(),
+        "{out}"
+    );
+    assert_eq!(event_count(&config).await, events);
+    verified(&config).await;
+}

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use ansinh::app::Runtime;
 use ansinh::chain::Partition;
+use ansinh::domain::ids::CommuneCode;
+use ansinh::domain::money::format_vnd;
 use ansinh::domain::payments::CommandKind;
 use ansinh::domain::payments::budget::BudgetKey;
 use ansinh::domain::payments::entitlements::{Channel, StopReason, Terms};
@@ -15,8 +17,10 @@ use ansinh::domain::payments::ids::{
     BeneficiaryRef, CategoryId, CommuneId, GatewayId, HouseholdRef, MemberRef, ProgrammeId,
 };
 use ansinh::domain::payments::instructions::InstructionId;
+use ansinh::domain::payments::instructions::Shortfall;
 use ansinh::domain::payments::month::Month;
 use ansinh::domain::payments::reconcile::MismatchKind;
+use ansinh::domain::{self as domain};
 use ansinh::service::Request;
 use chrono::NaiveDate;
 use clap::{Subcommand, ValueEnum};
@@ -171,8 +175,11 @@ pub async fn run(
             amount,
             on,
         } => {
-            let commune = CommuneId::parse(&commune)?;
-            let partition = Partition::new(&commune.to_string()[..2])?;
+            // The registry's rule for a commune code (7 digits, its province first), so a
+            // malformed unit never reaches a budget line of the log.
+            let code = CommuneCode::parse(&commune)?;
+            let commune = CommuneId::parse(code.as_str())?;
+            let partition = Partition::new(code.province().as_str())?;
             (
                 partition,
                 CommandKind::Allocate {
@@ -239,14 +246,24 @@ pub async fn run(
             period,
             commune,
             on,
-        } => (
-            Partition::new(&partition)?,
-            CommandKind::Run {
-                period: month(&period)?,
-                commune: commune.as_deref().map(CommuneId::parse).transpose()?,
-            },
-            on,
-        ),
+        } => {
+            let partition = Partition::new(&partition)?;
+            let commune = commune
+                .as_deref()
+                .map(|c| -> Result<CommuneId, BoxError> {
+                    let code = CommuneCode::parse(c)?;
+                    if code.province().as_str() != partition.as_str() {
+                        return Err(format!(
+                            "--commune {c} is not a commune of partition {partition}"
+                        )
+                        .into());
+                    }
+                    Ok(CommuneId::parse(code.as_str())?)
+                })
+                .transpose()?;
+            let period = month(&period)?;
+            return payment_run(runtime, who, &partition, period, commune, on, json).await;
+        }
         PaymentsCommand::Timeouts { partition, as_of } => {
             return timeouts(runtime, who, &Partition::new(&partition)?, as_of, json).await;
         }
@@ -282,6 +299,176 @@ pub async fn run(
     };
     let result = service.payment(&req, &partition, kind, on).await;
     super::staff::outcome(result, &key, json)
+}
+
+/// `payments run`: one command per commune (budgets are per commune, so each commune's
+/// run is all or none on its own), in commune order, each line printed as it lands. A
+/// run stopped half way (a crash, Ctrl-C) is completed by running it again: communes
+/// already paid answer "nothing left to do". A commune whose budget falls short is
+/// reported with the missing amount and makes the exit code 1; the others are paid.
+async fn payment_run(
+    runtime: &Runtime,
+    who: &ActorArgs,
+    partition: &Partition,
+    period: Month,
+    commune: Option<CommuneId>,
+    on: NaiveDate,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    let caller = who.caller()?;
+    let key = who.key();
+    let service = runtime.service();
+    let communes: Vec<CommuneId> = match commune {
+        Some(c) => vec![c],
+        None => {
+            if !super::partition_exists(runtime, partition).await? {
+                return Ok(super::not_found(json, "partition", partition.as_str()));
+            }
+            let mut stream = runtime.ledger.stream().clone();
+            runtime
+                .projector
+                .catch_up(&mut stream, runtime.ledger.config())
+                .await?;
+            runtime
+                .projector
+                .communes()?
+                .into_iter()
+                .filter(|c| c.commune.starts_with(partition.as_str()))
+                .map(|c| CommuneId::parse(&c.commune))
+                .collect::<Result<_, _>>()?
+        }
+    };
+    let (mut issued, mut amount, mut refused) = (0u64, Decimal::ZERO, 0u32);
+    for commune in &communes {
+        // One key per commune, derived from the run's: a retry of the same run under
+        // the same key finds each commune's receipt.
+        let commune_key = format!("{key}/{commune}");
+        let req = Request {
+            caller: &caller,
+            idempotency_key: &commune_key,
+            correlation_id: "cli:payments",
+        };
+        let kind = CommandKind::Run {
+            period,
+            commune: Some(commune.clone()),
+        };
+        let line = match service.payment(&req, partition, kind, on).await {
+            Ok(receipt) => {
+                let event = runtime.ledger.event_of(&receipt).await?;
+                let (n, total, short) = run_outcome(&event);
+                issued += n;
+                amount += total;
+                let shortfalls: Vec<String> = short.iter().map(shortfall_sentence).collect();
+                serde_json::json!({
+                    "commune": commune.to_string(), "outcome": "paid", "instructions": n,
+                    "amount": total.to_string(), "shortfalls": shortfalls,
+                    "duplicate": receipt.duplicate, "sequence": receipt.sequence,
+                })
+            }
+            Err(ansinh::service::ServiceError::Rejected(domain::Rejection::NothingToRecord)) => {
+                serde_json::json!({"commune": commune.to_string(), "outcome": "nothing_left"})
+            }
+            Err(ansinh::service::ServiceError::Rejected(domain::Rejection::Payment(
+                domain::payments::Rejection::RunUnfunded { shortfalls },
+            ))) => {
+                refused += 1;
+                let sentences: Vec<String> = shortfalls.iter().map(shortfall_sentence).collect();
+                serde_json::json!({
+                    "commune": commune.to_string(), "outcome": "unfunded",
+                    "shortfalls": sentences,
+                })
+            }
+            Err(e) => return super::staff::outcome(Err(e), &commune_key, json),
+        };
+        if json {
+            println!("{line}");
+        } else {
+            match line["outcome"].as_str() {
+                Some("paid") => {
+                    println!(
+                        "commune {commune}: {} instructions, {}",
+                        line["instructions"],
+                        format_vnd(line["amount"].as_str().unwrap_or("0").parse()?)
+                    );
+                    for s in line["shortfalls"].as_array().into_iter().flatten() {
+                        println!("  not paid: {}", s.as_str().unwrap_or_default());
+                    }
+                }
+                Some("nothing_left") => {
+                    println!("commune {commune}: nothing left to do for {period}")
+                }
+                _ => {
+                    for s in line["shortfalls"].as_array().into_iter().flatten() {
+                        println!(
+                            "commune {commune}: REFUSED: {}",
+                            s.as_str().unwrap_or_default()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "partition": partition.as_str(), "period": period.to_string(),
+                "communes": communes.len(), "instructions": issued,
+                "amount": amount.to_string(), "unfunded_communes": refused,
+                "idempotency_key": key,
+            })
+        );
+    } else {
+        println!(
+            "payment run {period} of partition {partition}: {issued} instructions, {} in {} communes{} (idempotency key {key})",
+            format_vnd(amount),
+            communes.len(),
+            if refused > 0 {
+                format!("; {refused} communes short of budget, not paid")
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(if refused > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// How many instructions a run's closing event says it issued, for how much, and which
+/// budgets fell short.
+fn run_outcome(envelope: &ansinh::proto::Envelope) -> (u64, Decimal, Vec<Shortfall>) {
+    let Some(ansinh::proto::envelope::Payload::PaymentRecorded(p)) = &envelope.payload else {
+        return (0, Decimal::ZERO, Vec::new());
+    };
+    match ansinh::book::payments::event_of(0, envelope.actor.as_ref(), p) {
+        Ok(domain::payments::Event {
+            body:
+                domain::payments::EventBody::PaymentRunCompleted {
+                    issued,
+                    amount,
+                    shortfalls,
+                    ..
+                },
+            ..
+        }) => (issued, amount, shortfalls),
+        _ => (0, Decimal::ZERO, Vec::new()),
+    }
+}
+
+fn shortfall_sentence(s: &Shortfall) -> String {
+    format!(
+        "the {} budget of commune {} for {} has {} available, {} short of the {} its {} instructions need",
+        s.budget.programme,
+        s.budget.commune,
+        s.budget.period,
+        format_vnd(s.available),
+        format_vnd(s.needed - s.available),
+        format_vnd(s.needed),
+        s.instructions
+    )
 }
 
 async fn timeouts(

@@ -47,24 +47,28 @@ pub const BATCH_MESSAGES_MAX: usize = 1_000;
 /// at the edge of the 20x target) and 5.8 ms.
 pub const BATCH_EVENTS_MAX: usize = 384;
 const _: () = assert!(BATCH_EVENTS_MAX <= frame::FRAME_EVENTS_MAX);
-/// Most events one command may yield (a payment run of a commune): they are committed
-/// all or none, so a command larger than BATCH_EVENTS_MAX is a commit of its own. Kept
-/// at what commands could yield before commits were cut to BATCH_EVENTS_MAX, and within
-/// one frame.
-pub const COMMAND_EVENTS_MAX: usize = 1_024;
-const _: () = assert!(COMMAND_EVENTS_MAX <= frame::FRAME_EVENTS_MAX);
-/// Most encoded bytes in one commit: bounds a partition writer's memory, and with
-/// COMMAND_EVENTS_MAX the batch's messages. A frame closed for its bytes holds more than
-/// FRAME_BYTES_MAX - EVENT_BYTES_MAX, so a batch has at most 16 MiB / 956 KiB + 1 = 19
-/// messages, well under BATCH_MESSAGES_MAX. (A server whose `max_payload` is below
-/// ~86 KiB makes frames smaller than this assumes; `publish` then refuses a batch of too
-/// many messages rather than send it.)
+/// Most events one command may yield: a payment run of the largest commune, one
+/// instruction per entitlement plus its closing event. A command is committed all or
+/// none, as one atomic batch of as many frames as it needs, so a command larger than
+/// BATCH_EVENTS_MAX is a commit of its own.
+pub const COMMAND_EVENTS_MAX: usize =
+    crate::domain::payments::instructions::RUN_INSTRUCTIONS_MAX + 1;
+/// Most encoded bytes in one commit of several commands gathered together: bounds a
+/// partition writer's memory in ordinary work.
 pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
-// The bound above, checked at compile time: frames closed for their count, plus frames
-// closed for their bytes, plus the last one (hence "<").
+/// Most encoded bytes of one command, committed alone (a run of 50,000 instructions is
+/// ~25-30 MB). Half the server's incoming queue for one stream (128 MiB, past which an
+/// atomic batch fails with 10167), since the frames are held twice while they are sent.
+pub const COMMAND_BYTES_MAX: usize = 64 * 1024 * 1024;
+const _: () = assert!(BATCH_BYTES_MAX <= COMMAND_BYTES_MAX);
+// Every commit fits one atomic batch, checked at compile time: frames closed for their
+// count, plus frames closed for their bytes (a frame closed for its bytes holds more than
+// FRAME_BYTES_MAX - EVENT_BYTES_MAX), plus the last one (hence "<"). (A server whose
+// `max_payload` is far below 1 MiB makes frames smaller than this assumes; `publish` then
+// refuses a batch of too many messages rather than send it.)
 const _: () = assert!(
     COMMAND_EVENTS_MAX.div_ceil(frame::FRAME_EVENTS_MAX)
-        + BATCH_BYTES_MAX.div_ceil(frame::FRAME_BYTES_MAX - EVENT_BYTES_MAX - 4)
+        + COMMAND_BYTES_MAX.div_ceil(frame::FRAME_BYTES_MAX - EVENT_BYTES_MAX - 4)
         < BATCH_MESSAGES_MAX
 );
 /// Index commits one partition writer may leave running while it goes on. More than
@@ -998,12 +1002,12 @@ impl PartitionWriter {
                 })
                 .collect();
             let bytes: usize = encoded.iter().map(|e| e.bytes.len()).sum();
-            if encoded.len() > COMMAND_EVENTS_MAX || bytes > BATCH_BYTES_MAX {
+            if encoded.len() > COMMAND_EVENTS_MAX || bytes > COMMAND_BYTES_MAX {
                 let _ = pending
                     .reply
                     .send(Err(AppendError::Rejected(Rejection::UnsupportedCommand {
                         what: format!(
-                            "the command yields {} events of {bytes} bytes, more than one atomic batch ({COMMAND_EVENTS_MAX} events, {BATCH_BYTES_MAX} bytes); split it (e.g. run payments per commune)",
+                            "the command yields {} events of {bytes} bytes, more than one atomic batch ({COMMAND_EVENTS_MAX} events, {COMMAND_BYTES_MAX} bytes); split it",
                             encoded.len()
                         ),
                     })));
