@@ -66,8 +66,33 @@ pub struct ReceivedLine {
     pub net: String,
 }
 
+/// What `household` received, per month and channel, from the projections: one prefix
+/// scan of the household's lines, O(result) (`views::apply_payment` keeps them as
+/// `household_received` folds them). What the staff API and the CLI show.
+pub fn household_received_projected(
+    projector: &crate::projection::Projector,
+    household: &crate::domain::ids::HouseholdId,
+) -> Result<Vec<ReceivedLine>, crate::projection::ProjectionError> {
+    Ok(projector
+        .received(household.as_str())?
+        .into_iter()
+        .filter(|(_, _, r)| r.settled.count + r.returned.count > 0)
+        .map(|(month, channel, r)| ReceivedLine {
+            month,
+            channel,
+            settled_count: r.settled.count,
+            settled: r.settled.amount.normalize().to_string(),
+            returned_count: r.returned.count,
+            returned: r.returned.amount.normalize().to_string(),
+            net: r.net.normalize().to_string(),
+        })
+        .collect())
+}
+
 /// What `household` received, per month and channel, folded from its partition's
-/// verified chain (the chain, not a projection, so the figure is the log's own).
+/// verified chain (the chain, not a projection, so the figure is the log's own). Reads
+/// the whole partition: for audits and to check the projection, not for a person
+/// waiting (`household_received_projected`).
 pub async fn household_received(
     stream: &mut Stream,
     config: &LogConfig,

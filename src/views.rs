@@ -16,6 +16,12 @@ use crate::book::{codec, loan_ref};
 use crate::domain::ids::HouseholdId;
 use crate::domain::ledger::{Account, Posting};
 use crate::domain::loans::{self, EventBody, Loan, LoanBook, LoanStatus};
+use crate::domain::payments::EventBody as PaymentBody;
+use crate::domain::payments::budget::MoveKind;
+use crate::domain::payments::entitlements::ChannelKind;
+use crate::domain::payments::instructions::{InstructionId, InstructionStatus};
+use crate::domain::payments::month::Month;
+use crate::domain::payments::reconcile::Received;
 use crate::domain::registry::Change;
 use crate::log::EventAt;
 use crate::proto::envelope::Payload;
@@ -119,6 +125,36 @@ pub fn trial_key(partition: &str) -> String {
 /// Stream sequence of the event holding a household's latest sealed personal data.
 pub fn sealed_key(id: &str) -> String {
     format!("sealed/{id}")
+}
+/// What one payment instruction pays, kept to credit its results to its household.
+pub fn instruction_key(partition: &str, instruction: &InstructionId) -> String {
+    format!("instr/{partition}/{instruction}")
+}
+/// What a household received in one month through one channel (`Received`); listed by
+/// `received_prefix` in month order.
+pub fn received_key(household: &str, month: Month, channel: ChannelKind) -> String {
+    format!("recv/{household}/{month}/{}", channel_name(channel))
+}
+pub fn received_prefix(household: &str) -> String {
+    format!("recv/{household}/")
+}
+
+/// The channel's name in views and reports: "bank_account", "mobile_money", "post_office".
+pub fn channel_name(channel: ChannelKind) -> &'static str {
+    match channel {
+        ChannelKind::BankAccount => "bank_account",
+        ChannelKind::MobileMoney => "mobile_money",
+        ChannelKind::PostOffice => "post_office",
+    }
+}
+
+/// The part of an instruction its results need.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstructionView {
+    pub household: String,
+    pub month: Month,
+    pub channel: ChannelKind,
+    pub amount: Decimal,
 }
 
 /// Where an event sits, as a view stores it: the stream sequence, and the index in the
@@ -300,6 +336,13 @@ pub fn apply<V: Views>(
             }
         }
     }
+    if let Payload::PaymentRecorded(p) = payload {
+        // An unreadable body changes no view, as it changes no book.
+        if let Ok(body) = crate::book::payments_codec::body_from_proto(&p.body) {
+            apply_payment(v, partition, &body)?;
+        }
+        return Ok(());
+    }
     let Ok(events) = codec::loan_events(sequence, actor, payload) else {
         return Ok(());
     };
@@ -386,6 +429,50 @@ fn apply_registry<V: Views>(
         }
     }
     Ok(())
+}
+
+/// Keeps what each household received per month and channel, as
+/// `reconcile::household_view` folds it from the whole log: a settlement adds, a return
+/// after settlement (a release) takes back, a return before settlement moved nothing.
+fn apply_payment<V: Views>(v: &V, partition: &str, body: &PaymentBody) -> Result<(), V::Error> {
+    match body {
+        PaymentBody::InstructionIssued { instruction, .. } => store(
+            v,
+            &instruction_key(partition, &instruction.id),
+            &InstructionView {
+                household: instruction.beneficiary.household.to_string(),
+                month: instruction.id.month,
+                channel: instruction.channel.kind(),
+                amount: instruction.amount,
+            },
+        ),
+        PaymentBody::GatewayPostAccepted {
+            instruction,
+            status_after,
+            budget,
+            ..
+        } => {
+            let Some(i) = load::<V, InstructionView>(v, &instruction_key(partition, instruction))?
+            else {
+                return Ok(());
+            };
+            let key = received_key(&i.household, i.month, i.channel);
+            let mut r: Received = load(v, &key)?.unwrap_or_default();
+            match (status_after, budget.kind) {
+                (InstructionStatus::Settled, _) => {
+                    r.settled.add(i.amount);
+                    r.net += i.amount;
+                }
+                (InstructionStatus::Returned, MoveKind::Release) => {
+                    r.returned.add(i.amount);
+                    r.net -= i.amount;
+                }
+                _ => return Ok(()),
+            }
+            store(v, &key, &r)
+        }
+        _ => Ok(()),
+    }
 }
 
 fn standing_view(d: &crate::proto::EligibilityDecided) -> StandingView {

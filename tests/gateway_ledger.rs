@@ -273,9 +273,24 @@ async fn over_nats_gateways_fetch_their_own_instructions_and_their_signed_result
         async move {
             let mut stream = service.ledger.stream().clone();
             let h = ansinh::domain::ids::HouseholdId::parse(&format!("{COMMUNE}-{n:06}")).unwrap();
-            ansinh::payments_report::household_received(&mut stream, service.ledger.config(), &h)
+            let folded = ansinh::payments_report::household_received(
+                &mut stream,
+                service.ledger.config(),
+                &h,
+            )
+            .await
+            .unwrap();
+            // The staff API's answer, from the projections, is the log's own.
+            service
+                .projector
+                .catch_up(&mut stream, service.ledger.config())
                 .await
-                .unwrap()
+                .unwrap();
+            let projected =
+                ansinh::payments_report::household_received_projected(&service.projector, &h)
+                    .unwrap();
+            assert_eq!(projected, folded);
+            folded
         }
     };
     let paid = received(1).await;

@@ -847,10 +847,7 @@ async fn show_household(
         }
     }
     let trail = projector.trail(&format!("household:{h}"))?;
-    let mut stream = runtime.ledger.stream().clone();
-    let assistance =
-        ansinh::payments_report::household_received(&mut stream, runtime.ledger.config(), h)
-            .await?;
+    let assistance = ansinh::payments_report::household_received_projected(&projector, h)?;
     if json {
         println!(
             "{}",

@@ -292,11 +292,7 @@ pub async fn show(
         }
     }
     let history = projector.trail(&format!("household:{h}"))?;
-    let ledger = &api.service().ledger;
-    let mut stream = ledger.stream().clone();
-    let assistance = crate::payments_report::household_received(&mut stream, ledger.config(), &h)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let assistance = crate::payments_report::household_received_projected(projector, &h)?;
     Ok(Json(serde_json::json!({
         "household": view,
         "as_of": as_of.to_string(),

@@ -30,7 +30,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, amount: Decimal) {
+    pub fn add(&mut self, amount: Decimal) {
         self.count += 1;
         self.amount += amount;
     }
