@@ -36,6 +36,12 @@ const PROJECTION_FORMAT: &[u8] = &[2];
 /// commit and the summary once. The batch's writes are held in memory until its
 /// commit, so this also bounds the projector's memory (a few MB).
 pub const PROJECTION_BATCH_EVENTS_MAX: usize = 4_096;
+/// One catch-up at a time in a process. A batch stages its changes from the trees as the
+/// last commit left them, so two catch-ups applying the same events at once would each
+/// stage from a state the other is changing (one transaction per event used to re-read
+/// the position inside it). A process has one projection store, so one lock suffices;
+/// `Batch::write` also refuses to commit over a position it did not start from.
+static CATCH_UP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -119,6 +125,8 @@ impl Views for Staged {
 /// its last event (`Batch::commit`).
 struct Batch<'p> {
     projector: &'p Projector,
+    /// The position the trees hold: where this batch started.
+    committed: Position,
     /// The last event applied, in this batch or before it.
     position: Position,
     /// Chain heads and summaries of the partitions seen, kept decoded between batches
@@ -226,9 +234,12 @@ impl Projector {
         end: u64,
         fail_at: Option<u64>,
     ) -> Result<u64, ProjectionError> {
+        let _one_at_a_time = CATCH_UP.lock().await;
+        let start = self.position()?;
         let mut batch = Batch {
             projector: self,
-            position: self.position()?,
+            committed: start,
+            position: start,
             heads: HashMap::new(),
             summaries: HashMap::new(),
             touched: Vec::new(),
@@ -526,11 +537,17 @@ impl Batch<'_> {
             .collect();
         let views = self.views.writes.borrow();
         let position = encode_position(&self.position);
+        let base = (self.committed != Position::START).then(|| encode_position(&self.committed));
         let trees = [&p.meta, &p.summary, &p.trail, &p.views];
         trees
             .as_slice()
             .transaction(|trees| {
                 let (meta, summary, trail, view) = (&trees[0], &trees[1], &trees[2], &trees[3]);
+                if meta.get(KEY_POSITION)?.as_deref() != base.as_deref() {
+                    return Err(ConflictableTransactionError::Abort(ProjectionError::Corrupt(
+                        "the projections moved under this catch-up (another writer)".into(),
+                    )));
+                }
                 for (k, v) in &summaries {
                     summary.insert(k.as_bytes(), v.as_slice())?;
                 }
@@ -551,6 +568,7 @@ impl Batch<'_> {
                 TransactionError::Storage(e) => ProjectionError::Sled(e),
             })?;
         drop(views);
+        self.committed = self.position;
         self.views.writes.borrow_mut().clear();
         self.trail.clear();
         self.touched.clear();
