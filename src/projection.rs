@@ -544,9 +544,11 @@ impl Batch<'_> {
             .transaction(|trees| {
                 let (meta, summary, trail, view) = (&trees[0], &trees[1], &trees[2], &trees[3]);
                 if meta.get(KEY_POSITION)?.as_deref() != base.as_deref() {
-                    return Err(ConflictableTransactionError::Abort(ProjectionError::Corrupt(
-                        "the projections moved under this catch-up (another writer)".into(),
-                    )));
+                    return Err(ConflictableTransactionError::Abort(
+                        ProjectionError::Corrupt(
+                            "the projections moved under this catch-up (another writer)".into(),
+                        ),
+                    ));
                 }
                 for (k, v) in &summaries {
                     summary.insert(k.as_bytes(), v.as_slice())?;

@@ -1071,3 +1071,48 @@ async fn the_binary_serves_with_a_token_from_add_staff() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_in_the_next_read_while_a_load_keeps_the_projector_busy() {
+    let s = server().await;
+    // A load of notes in another partition, appended as fast as the ledger takes them,
+    // for as long as the test reads.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|w| {
+            let (ledger, stop) = (s.service.ledger.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let key = format!("load-{w}-{n}");
+                    ledger.append(note("79", &key, "load")).await.unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    for i in 1..=20 {
+        let id = format!("0100007-{i:06}");
+        let written = s.register(&id, &format!("0010850{i:05}")).await;
+        assert_eq!(written.status, StatusCode::CREATED, "{}", written.body);
+        let after = written.body["stream_sequence"].as_u64().unwrap();
+        // With the receipt's position, and without it: both include the write.
+        for path in [
+            format!("/v1/households/{id}?after={after}"),
+            format!("/v1/households/{id}"),
+        ] {
+            let read = s
+                .get(&s.staff.officer, &path, "household-view.response")
+                .await;
+            assert_eq!(read.status, StatusCode::OK, "{path}: {}", read.body);
+            assert_eq!(read.body["household"]["household_id"], id.as_str());
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut appended = 0;
+    for l in load {
+        appended += l.await.unwrap();
+    }
+    assert!(appended > 0, "the load ran");
+}

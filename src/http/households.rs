@@ -261,6 +261,8 @@ pub async fn register(
 #[derive(Debug, Deserialize)]
 pub struct ShowQuery {
     as_of: Option<NaiveDate>,
+    /// A receipt's `stream_sequence`: answer once the view includes that write.
+    after: Option<u64>,
 }
 
 /// Same content as `ansinh household show --json`.
@@ -273,7 +275,7 @@ pub async fn show(
     let Query(query) = query.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
     let h = household(&id)?;
     access::authorize(&caller, Operation::Read, h.commune().as_str())?;
-    let projector = api.projector().await?;
+    let projector = api.projector_after(query.after).await?;
     let view = projector.household(h.as_str())?.ok_or_else(|| {
         crate::domain::Rejection::HouseholdNotRegistered {
             household: h.to_string(),

@@ -62,6 +62,47 @@ pub const REQUEST_TIMEOUT_MS: u64 = 15_000;
 pub const STAFF_FILE: &str = "staff.json";
 /// sled tree of this API's idempotency fingerprints: scoped key -> request hash.
 const TREE_REQUESTS: &str = "http.requests";
+/// Longest a read waits for the projections to reach what it must show.
+pub const READ_WAIT_MAX: Duration = Duration::from_secs(5);
+/// How long the background projector rests when it found no new event.
+const PROJECTOR_IDLE_POLL: Duration = Duration::from_millis(20);
+
+/// Keeps the projections caught up with the log for as long as an `Api` holds the
+/// receiver, publishing the stream sequence through which they are complete. Reads wait
+/// on it instead of each catching up under a lock. A failure (the server away, a broken
+/// chain) is logged and tried again after the rest; reads meanwhile time out with 503.
+async fn keep_projecting(service: Service, publish: tokio::sync::watch::Sender<u64>) {
+    loop {
+        let mut stream = service.ledger.stream().clone();
+        let applied = match service
+            .projector
+            .catch_up(&mut stream, service.ledger.config())
+            .await
+        {
+            Ok(applied) => applied,
+            Err(e) => {
+                tracing::warn!("projections: {e}");
+                0
+            }
+        };
+        if let Ok(position) = service.projector.position() {
+            // A position inside a frame has completed only the messages before it.
+            let through = if position.whole_message {
+                position.last.stream_sequence
+            } else {
+                position.last.stream_sequence.saturating_sub(1)
+            };
+            publish.send_replace(through);
+        }
+        if applied > 0 {
+            continue;
+        }
+        tokio::select! {
+            _ = publish.closed() => return,
+            _ = tokio::time::sleep(PROJECTOR_IDLE_POLL) => {}
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -97,10 +138,9 @@ struct Inner {
     service: Service,
     staff: StaffDirectory,
     schemas: Schemas,
-    /// One catch-up of the projections at a time: concurrent reads would otherwise
-    /// each read the same new events from the stream (correct, since applying is
-    /// exactly-once, but wasted work).
-    catch_up: tokio::sync::Mutex<()>,
+    /// The stream sequence through which the projections are complete, published by
+    /// the background projector (`keep_projecting`); reads wait on it.
+    projected: tokio::sync::watch::Receiver<u64>,
     /// Idempotency fingerprints (see `Api::claim`).
     requests: sled::Tree,
     /// The gateway routes' registry and ledger side; None: those routes answer 404.
@@ -128,11 +168,13 @@ impl Api {
         gateways: Option<GatewayEdge>,
     ) -> Result<Self, HttpError> {
         let requests = service.ledger.store().db().open_tree(TREE_REQUESTS)?;
+        let (publish, projected) = tokio::sync::watch::channel(0);
+        tokio::spawn(keep_projecting(service.clone(), publish));
         Ok(Self(Arc::new(Inner {
             service,
             staff,
             schemas: Schemas::compile(),
-            catch_up: tokio::sync::Mutex::new(()),
+            projected,
             requests,
             gateways,
         })))
@@ -154,16 +196,36 @@ impl Api {
         &self.0.schemas
     }
 
-    /// The projections, caught up with the whole log, so a read sees every write that
-    /// was answered before it.
+    /// The projections once they hold every event the log held when the request came,
+    /// so a read sees every write answered before it.
     async fn projector(&self) -> Result<&Projector, ApiError> {
-        let projector = &self.0.service.projector;
-        let _one_at_a_time = self.0.catch_up.lock().await;
-        let mut stream = self.0.service.ledger.stream().clone();
-        projector
-            .catch_up(&mut stream, self.0.service.ledger.config())
-            .await?;
-        Ok(projector)
+        self.projector_after(None).await
+    }
+
+    /// The projections once they hold the message at stream sequence `after` (a
+    /// receipt's `stream_sequence`: read your own write), or with None every event the log
+    /// held when the request came. Waits at most `READ_WAIT_MAX` for the background
+    /// projector, then answers 503 with Retry-After: the write is in the log, the read
+    /// model is behind.
+    async fn projector_after(&self, after: Option<u64>) -> Result<&Projector, ApiError> {
+        let target = match after {
+            Some(sequence) => sequence,
+            None => {
+                let mut stream = self.0.service.ledger.stream().clone();
+                crate::log::reader::last_stream_sequence(&mut stream)
+                    .await
+                    .map_err(ApiError::Unavailable)?
+            }
+        };
+        let mut projected = self.0.projected.clone();
+        match tokio::time::timeout(READ_WAIT_MAX, projected.wait_for(|p| *p >= target)).await {
+            Ok(Ok(_)) => Ok(&self.0.service.projector),
+            Ok(Err(_)) => Err(ApiError::Unavailable("the projector has stopped".into())),
+            Err(_) => Err(ApiError::Unavailable(format!(
+                "the read model has not reached stream sequence {target} within {} s; retry",
+                READ_WAIT_MAX.as_secs()
+            ))),
+        }
     }
 
     /// Before a write: binds this caller's key to this request's fingerprint, or refuses
