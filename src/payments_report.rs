@@ -77,7 +77,13 @@ pub fn household_received_projected(
         .received(household.as_str())?
         .into_iter()
         .filter(|(_, _, r)| r.settled.count + r.returned.count > 0)
-        .map(|(month, channel, r)| ReceivedLine {
+        .map(|(month, channel, r)| ReceivedLine::new(month, channel, &r))
+        .collect())
+}
+
+impl ReceivedLine {
+    fn new(month: String, channel: String, r: &reconcile::Received) -> Self {
+        ReceivedLine {
             month,
             channel,
             settled_count: r.settled.count,
@@ -85,8 +91,8 @@ pub fn household_received_projected(
             returned_count: r.returned.count,
             returned: r.returned.amount.normalize().to_string(),
             net: r.net.normalize().to_string(),
-        })
-        .collect())
+        }
+    }
 }
 
 /// What `household` received, per month and channel, folded from its partition's
@@ -113,19 +119,12 @@ pub async fn household_received(
         .into_iter()
         // A month whose only result was a failure moved no money: no line.
         .filter(|(_, r)| r.settled.count + r.returned.count > 0)
-        .map(|((month, channel), r)| ReceivedLine {
-            month: month.to_string(),
-            channel: match channel {
-                crate::domain::payments::entitlements::ChannelKind::BankAccount => "bank_account",
-                crate::domain::payments::entitlements::ChannelKind::MobileMoney => "mobile_money",
-                crate::domain::payments::entitlements::ChannelKind::PostOffice => "post_office",
-            }
-            .to_string(),
-            settled_count: r.settled.count,
-            settled: r.settled.amount.normalize().to_string(),
-            returned_count: r.returned.count,
-            returned: r.returned.amount.normalize().to_string(),
-            net: r.net.normalize().to_string(),
+        .map(|((month, channel), r)| {
+            ReceivedLine::new(
+                month.to_string(),
+                crate::views::channel_name(channel).to_string(),
+                &r,
+            )
         })
         .collect())
 }

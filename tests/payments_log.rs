@@ -79,10 +79,18 @@ fn beneficiary(n: u32) -> BeneficiaryRef {
 
 /// An elderly member of household `n` of COMMUNE, paid by bank "VCB" from October 2026.
 fn grant(n: u32) -> CommandKind {
+    grant_in(COMMUNE, n)
+}
+
+/// An elderly member of household `n` of `commune`, paid by bank "VCB" from October 2026.
+fn grant_in(commune: &str, n: u32) -> CommandKind {
     CommandKind::Grant {
         programme: ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY").unwrap(),
-        beneficiary: beneficiary(n),
-        commune: CommuneId::parse(COMMUNE).unwrap(),
+        beneficiary: BeneficiaryRef {
+            household: HouseholdRef::parse(&format!("{commune}-{n:06}")).unwrap(),
+            member: MemberRef::parse("m1").unwrap(),
+        },
+        commune: CommuneId::parse(commune).unwrap(),
         from: Month::parse("2026-10").unwrap(),
         terms: Terms {
             category: CategoryId::parse("ELDERLY_80_PLUS_NO_PENSION").unwrap(),
@@ -488,22 +496,7 @@ async fn commune_of_beneficiaries(service: &Service, commune: &str, first: u32, 
         set.spawn(async move {
             let household = format!("{commune}-{n:06}");
             register_household(&service, &household, n).await;
-            let grant = CommandKind::Grant {
-                programme: ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY").unwrap(),
-                beneficiary: BeneficiaryRef {
-                    household: HouseholdRef::parse(&household).unwrap(),
-                    member: MemberRef::parse("m1").unwrap(),
-                },
-                commune: CommuneId::parse(&commune).unwrap(),
-                from: Month::parse("2026-10").unwrap(),
-                terms: Terms {
-                    category: CategoryId::parse("ELDERLY_80_PLUS_NO_PENSION").unwrap(),
-                    channel: Channel::BankAccount {
-                        gateway: GatewayId::parse("VCB").unwrap(),
-                    },
-                    provincial_base: None,
-                },
-            };
+            let grant = grant_in(&commune, n);
             service
                 .payment(
                     &rq(&manager(), &format!("grant-{n}")),

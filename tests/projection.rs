@@ -41,26 +41,16 @@ async fn a_batch_that_fails_to_commit_is_applied_once_on_the_next_catch_up() {
         .catch_up_failing_at(&mut stream, &config, end, Some(fail_at))
         .await;
     assert!(failed.is_err(), "{failed:?}");
-    let applied: u64 = projector
-        .summaries()
-        .unwrap()
-        .values()
-        .map(|s| s.events)
-        .sum();
-    assert_eq!(applied, PROJECTION_BATCH_EVENTS_MAX as u64);
+    let applied =
+        |p: &Projector| -> u64 { p.summaries().unwrap().values().map(|s| s.events).sum() };
+    assert_eq!(applied(&projector), PROJECTION_BATCH_EVENTS_MAX as u64);
     // The next catch-up applies the rest, each event once.
     let rest = projector
         .catch_up_to(&mut stream, &config, end)
         .await
         .unwrap();
     assert_eq!(rest, (total - PROJECTION_BATCH_EVENTS_MAX) as u64);
-    let applied: u64 = projector
-        .summaries()
-        .unwrap()
-        .values()
-        .map(|s| s.events)
-        .sum();
-    assert_eq!(applied, total as u64);
+    assert_eq!(applied(&projector), total as u64);
 
     let clean_dir = tempfile::tempdir().unwrap();
     let clean_db = sled::open(clean_dir.path()).unwrap();
