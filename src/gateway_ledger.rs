@@ -17,7 +17,7 @@
 //! **Invariant:** a post whose instruction names no partition with payments is refused
 //! without being recorded, so a gateway cannot make the ledger open new partitions.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate};
@@ -163,6 +163,21 @@ struct PaymentsFold {
     position: Position,
     heads: HashMap<String, ChainHead>,
     books: BTreeMap<String, Book>,
+    /// Each gateway's instructions still waiting for a result, (partition, id) in the
+    /// order a fetch lists them: a fetch costs what it returns, not every instruction
+    /// the province ever issued.
+    pending: HashMap<String, BTreeSet<(String, InstructionId)>>,
+}
+
+/// The instruction a payments event changes the status of, if any.
+fn instruction_touched(body: &EventBody) -> Option<InstructionId> {
+    match body {
+        EventBody::InstructionIssued { instruction, .. } => Some(instruction.id),
+        EventBody::GatewayPostAccepted { instruction, .. }
+        | EventBody::InstructionTimedOut { instruction, .. }
+        | EventBody::InstructionCancelled { instruction, .. } => Some(*instruction),
+        _ => None,
+    }
 }
 
 impl PaymentsFold {
@@ -205,6 +220,20 @@ impl PaymentsFold {
             // number them; the writer never records an unreadable one.
             if let Ok(event) = event_of(book.last_event_id + 1, envelope.actor.as_ref(), p) {
                 payments::apply(book, &event);
+                let touched = instruction_touched(&event.body)
+                    .and_then(|id| book.instructions.get(&id).map(|i| (id, i)));
+                if let Some((id, i)) = touched {
+                    let waiting = self
+                        .pending
+                        .entry(i.issued.channel.gateway().to_string())
+                        .or_default();
+                    let entry = (name.to_string(), id);
+                    if i.status == InstructionStatus::Instructed {
+                        waiting.insert(entry);
+                    } else {
+                        waiting.remove(&entry);
+                    }
+                }
             }
         }
         Ok(())
@@ -229,6 +258,7 @@ impl LedgerSink {
                 position: Position::START,
                 heads: HashMap::new(),
                 books: BTreeMap::new(),
+                pending: HashMap::new(),
             }),
         }
     }
@@ -257,22 +287,20 @@ impl LedgerSink {
         max: u32,
     ) -> Result<Vec<PaymentInstruction>, SinkError> {
         let max = max.clamp(1, FETCH_INSTRUCTIONS_MAX) as usize;
-        self.with_books(|books| {
-            books
-                .iter()
-                .flat_map(|(partition, book)| {
-                    book.instructions
-                        .iter()
-                        .filter(|(_, i)| {
-                            i.status == InstructionStatus::Instructed
-                                && i.issued.channel.gateway().as_str() == gateway
-                        })
-                        .map(move |(id, i)| instruction_of(partition, id, i))
-                })
-                .take(max)
-                .collect()
-        })
-        .await
+        let mut fold = self.fold.lock().await;
+        fold.catch_up(self.service.ledger.stream(), self.service.ledger.config())
+            .await?;
+        let Some(waiting) = fold.pending.get(gateway) else {
+            return Ok(Vec::new());
+        };
+        Ok(waiting
+            .iter()
+            .take(max)
+            .filter_map(|(partition, id)| {
+                let i = fold.books.get(partition)?.instructions.get(id)?;
+                Some(instruction_of(partition, id, i))
+            })
+            .collect())
     }
 
     /// Records a post whose signature the transport verified, sent by `gateway` (the
