@@ -1,0 +1,418 @@
+//! A province at its real size, built durably through the ledger on a `sync_interval:
+//! always` nats-server of its own, then the read side measured on it:
+//!
+//! 1. households registered with personal data (citizen claims, sealing) and classified,
+//!    monthly assistance granted to one in eight and paid for a year, padded with notes
+//!    to `ANSINH_PROVINCE_EVENTS` events: the append rate of each part;
+//! 2. `GET /v1/households/{id}` with 8 clients when the log holds ~10% of the events and
+//!    again at the end: p50 / p99 (target: p99 <= 10 ms, flat);
+//! 3. verify beside a projection rebuild and a catch-up of the same log (target: >= 25%);
+//! 4. the first command after a restart (a new ledger process folds the partition).
+//!
+//! Run it:
+//!
+//!     cargo bench --bench province                        # 200,000 households, 1,000,000 events
+//!     ANSINH_PROVINCE_HOUSEHOLDS=20000 ANSINH_PROVINCE_EVENTS=100000 cargo bench --bench province
+//!
+//! Prints a table of figures beside their targets; docs/BENCH.md quotes it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ansinh::access::{Caller, Role};
+use ansinh::chain::Partition;
+use ansinh::domain::eligibility::{Area, ClassificationInputs};
+use ansinh::domain::ids::HouseholdId;
+use ansinh::http::{self, Api, auth::StaffDirectory};
+use ansinh::log::{Draft, Ledger, LedgerStore, LogConfig};
+use ansinh::nats_server::{NatsServer, Sync};
+use ansinh::personal::{PersonalData, Vault};
+use ansinh::projection::Projector;
+use ansinh::proto::{self, envelope::Payload};
+use ansinh::service::{Request, Service};
+use rust_decimal::Decimal;
+use tokio::task::JoinSet;
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + std::marker::Sync>>;
+
+/// Commands in flight at once while the province is built.
+const IN_FLIGHT: usize = 512;
+/// Communes of the province (households are spread over them in turn).
+const COMMUNES: u32 = 40;
+/// Requests each of the 8 readers sends per measurement.
+const READS_PER_CLIENT: usize = 500;
+const READERS: usize = 8;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn household(n: u64) -> HouseholdId {
+    let commune = 7 + (n % u64::from(COMMUNES)) as u32;
+    HouseholdId::parse(&format!("01{commune:05}-{n:06}")).expect("valid id")
+}
+
+fn officer() -> Caller {
+    Caller {
+        id: "staff:bench".into(),
+        role: Role::BranchManager,
+        unit: "01".into(),
+    }
+}
+
+fn main() -> BenchResult<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> BenchResult<()> {
+    let households = env_u64("ANSINH_PROVINCE_HOUSEHOLDS", 200_000);
+    let events_target = env_u64("ANSINH_PROVINCE_EVENTS", 1_000_000);
+    let dir = tempfile::tempdir()?;
+    let server = NatsServer::start(&dir.path().join("nats"), Sync::Always)?;
+    let config = LogConfig {
+        stream_name: "PROVINCE".into(),
+        subject_prefix: "province.events".into(),
+        replicas: 1,
+    };
+    let service = open_service(&server.url(), &config, dir.path()).await?;
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+
+    // 1. Registrations with personal data, then the yearly review.
+    let started = Instant::now();
+    let registered = in_flight(households, |n| {
+        let service = service.clone();
+        async move {
+            let h = household(n);
+            let key = format!("reg-{n}");
+            let caller = officer();
+            let req = Request {
+                caller: &caller,
+                idempotency_key: &key,
+                correlation_id: "bench",
+            };
+            let personal = PersonalData {
+                head_name: "Nguyễn Thị Hạnh".into(),
+                head_citizen_id: format!("0011{n:08}"),
+                phone: None,
+                account_number: None,
+                members: vec![],
+            };
+            service
+                .register(
+                    &req,
+                    &h,
+                    Area::Rural,
+                    "2026-01-05".parse().unwrap(),
+                    &personal,
+                )
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    let seconds = started.elapsed().as_secs_f64();
+    rows.push(row(
+        &format!("registrations with personal data ({registered} of {households})"),
+        format!("{:.0}/s", households as f64 / seconds),
+        "",
+    ));
+    let events_after_registrations = count(&service, &config).await?;
+
+    // The first GET measurement, at about a tenth of the events.
+    let (directory, token) = staff(dir.path())?;
+    let api = Api::new(service.clone(), directory)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(http::serve(listener, api, async {
+        let _ = stopped.await;
+    }));
+    let (p50, p99) = gets(&base, &token, households).await?;
+    rows.push(row(
+        &format!("GET /v1/households/{{id}}, 8 clients, at {events_after_registrations} events: p50 / p99"),
+        format!("{p50:.2} / {p99:.2} ms"),
+        "p99 <= 10 ms",
+    ));
+    let early_p99 = p99;
+
+    let started = Instant::now();
+    let classified = in_flight(households, |n| {
+        let service = service.clone();
+        async move {
+            let key = format!("review-{n}");
+            let caller = officer();
+            let req = Request {
+                caller: &caller,
+                idempotency_key: &key,
+                correlation_id: "bench",
+            };
+            let inputs = ClassificationInputs {
+                income_per_person_month: Decimal::from(1_200_000 + (n % 7) * 300_000),
+                area: Area::Rural,
+                deprived: ["employment", "nutrition", "drinking_water"]
+                    .into_iter()
+                    .take((n % 4) as usize)
+                    .map(String::from)
+                    .collect(),
+                review_year: 2026,
+            };
+            service
+                .classify(&req, &household(n), inputs, "2026-01-10".parse().unwrap())
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    rows.push(row(
+        &format!("classifications ({classified})"),
+        format!(
+            "{:.0}/s",
+            households as f64 / started.elapsed().as_secs_f64()
+        ),
+        "",
+    ));
+
+    // Padding to the event target with notes (the ledger's own append path).
+    let so_far = count(&service, &config).await?;
+    let notes = events_target.saturating_sub(so_far);
+    let started = Instant::now();
+    let partition = Partition::new("01")?;
+    in_flight(notes, |n| {
+        let (ledger, partition) = (service.ledger.clone(), partition.clone());
+        async move {
+            ledger
+                .append(Draft {
+                    partition,
+                    actor: proto::Actor {
+                        id: "staff:bench".into(),
+                        role: "operator".into(),
+                        unit: String::new(),
+                    },
+                    idempotency_key: format!("note-{n}"),
+                    correlation_id: String::new(),
+                    subjects: vec![format!("household:{}", household(n % households))],
+                    payload: Payload::Note(proto::Note {
+                        text: "field visit: house repaired after the storm".into(),
+                    }),
+                })
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    rows.push(row(
+        &format!("notes, durable appends ({notes})"),
+        format!(
+            "{:.0}/s",
+            notes as f64 / started.elapsed().as_secs_f64().max(1e-9)
+        ),
+        "",
+    ));
+    let events = count(&service, &config).await?;
+
+    // 2. GET at the end.
+    let (p50, p99) = gets(&base, &token, households).await?;
+    rows.push(row(
+        &format!("GET /v1/households/{{id}}, 8 clients, at {events} events: p50 / p99"),
+        format!("{p50:.2} / {p99:.2} ms"),
+        "p99 <= 10 ms",
+    ));
+    rows.push(row(
+        "GET p99 at the end / at the first measurement",
+        format!("{:.2}x", p99 / early_p99),
+        "<= 2x",
+    ));
+    let _ = stop.send(());
+    let _ = serving.await;
+
+    // 3. Verify beside a rebuild and a catch-up of the same log.
+    let mut stream = service.ledger.stream().clone();
+    let started = Instant::now();
+    let report = ansinh::verify::verify(&mut stream, &config, None, |_| {}).await?;
+    let verify_rate = report.events as f64 / started.elapsed().as_secs_f64();
+    let db = sled::open(dir.path().join("rebuild"))?;
+    let fresh = Projector::open(&db)?;
+    let started = Instant::now();
+    let rebuilt = fresh.rebuild(&mut stream, &config).await?;
+    let rebuild_rate = rebuilt as f64 / started.elapsed().as_secs_f64();
+    rows.push(row(
+        &format!("verify ({} events)", report.events),
+        format!("{verify_rate:.0} events/s"),
+        "",
+    ));
+    rows.push(row(
+        "projection rebuild, same log",
+        format!(
+            "{rebuild_rate:.0} events/s ({:.1}%)",
+            100.0 * rebuild_rate / verify_rate
+        ),
+        ">= 25% of verify",
+    ));
+
+    // 4. The first command after a restart: a new ledger on the same store folds the
+    // partition before it decides.
+    let (rss_before, _) = memory_kib();
+    let restarted = open_service(&server.url(), &config, &dir.path().join("restart")).await?;
+    let started = Instant::now();
+    let caller = officer();
+    let req = Request {
+        caller: &caller,
+        idempotency_key: "after-restart",
+        correlation_id: "bench",
+    };
+    restarted
+        .register(
+            &req,
+            &household(households + 1),
+            Area::Rural,
+            "2026-06-01".parse().unwrap(),
+            &PersonalData {
+                head_name: "Lê Văn An".into(),
+                head_citizen_id: "001299999999".into(),
+                phone: None,
+                account_number: None,
+                members: vec![],
+            },
+        )
+        .await?;
+    let first = started.elapsed().as_secs_f64();
+    let (rss_after, _) = memory_kib();
+    rows.push(row(
+        &format!("first command after a restart, {events} events"),
+        format!("{first:.2} s"),
+        "<= 1 s",
+    ));
+    rows.push(row(
+        "writer's book per household (RSS growth of the restarted ledger / households)",
+        format!(
+            "{:.0} B",
+            (rss_after.unwrap_or(0) as f64 - rss_before.unwrap_or(0) as f64) * 1024.0
+                / households as f64
+        ),
+        "",
+    ));
+
+    println!("| figure | value | target |");
+    println!("|---|---|---|");
+    for (figure, value, target) in rows {
+        println!("| {figure} | {value} | {target} |");
+    }
+    Ok(())
+}
+
+fn row(figure: &str, value: String, target: &str) -> (String, String, String) {
+    eprintln!("{figure}: {value}");
+    (figure.to_string(), value, target.to_string())
+}
+
+async fn open_service(
+    url: &str,
+    config: &LogConfig,
+    dir: &std::path::Path,
+) -> BenchResult<Service> {
+    std::fs::create_dir_all(dir)?;
+    let client = ansinh::app::connect(url, None).await?;
+    let store = LedgerStore::open(&dir.join("ledger.sled"))?;
+    let (ledger, _) = Ledger::open(client, config.clone(), store).await?;
+    let vault = Arc::new(Vault::open(ledger.store().db(), &dir.join("secrets.key"))?);
+    let projector = Arc::new(Projector::open(ledger.store().db())?);
+    Ok(Service::new(ledger, vault, projector))
+}
+
+/// The staff file of the bench: one auditor of the province, and its token.
+fn staff(dir: &std::path::Path) -> BenchResult<(StaffDirectory, String)> {
+    let path = dir.join(http::STAFF_FILE);
+    let token = http::auth::add_staff(&path, "staff:reader", Role::Auditor, "01")?;
+    Ok((StaffDirectory::load(&path)?, token))
+}
+
+/// Runs `make(n)` for n in 0..count, IN_FLIGHT at a time; returns how many succeeded.
+async fn in_flight<F, Fut>(count: u64, make: F) -> u64
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let mut set = JoinSet::new();
+    let mut ok = 0;
+    for n in 0..count {
+        while set.len() >= IN_FLIGHT {
+            ok += u64::from(set.join_next().await.and_then(|r| r.ok()).unwrap_or(false));
+        }
+        set.spawn(make(n));
+    }
+    while let Some(r) = set.join_next().await {
+        ok += u64::from(r.unwrap_or(false));
+    }
+    ok
+}
+
+async fn count(service: &Service, config: &LogConfig) -> BenchResult<u64> {
+    let mut stream = service.ledger.stream().clone();
+    let end = ansinh::log::reader::last_stream_sequence(&mut stream).await?;
+    Ok(
+        ansinh::log::read_range(&stream, &config.wildcard(), 1, end, |_| Ok::<_, ()>(()))
+            .await
+            .map_err(|e| format!("{e:?}"))?,
+    )
+}
+
+/// READERS clients each GET READS_PER_CLIENT household views at random; p50 and p99 ms.
+async fn gets(base: &str, token: &str, households: u64) -> BenchResult<(f64, f64)> {
+    let mut set = JoinSet::new();
+    for r in 0..READERS {
+        let (base, token) = (base.to_string(), token.to_string());
+        set.spawn(async move {
+            let client = reqwest::Client::new();
+            let mut latencies = Vec::with_capacity(READS_PER_CLIENT);
+            let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ r as u64;
+            for _ in 0..READS_PER_CLIENT {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let h = household(seed % households);
+                let started = Instant::now();
+                let response = client
+                    .get(format!("{base}/v1/households/{h}?as_of=2026-12-31"))
+                    .bearer_auth(&token)
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await;
+                if let Ok(response) = response {
+                    if response.status().is_success() {
+                        let _ = response.bytes().await;
+                        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }
+            }
+            latencies
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(l) = set.join_next().await {
+        all.extend(l?);
+    }
+    if all.is_empty() {
+        return Err("no GET succeeded".into());
+    }
+    all.sort_by(f64::total_cmp);
+    let at = |q: f64| all[((all.len() - 1) as f64 * q).round() as usize];
+    Ok((at(0.5), at(0.99)))
+}
+
+fn memory_kib() -> (Option<u64>, Option<u64>) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
