@@ -1116,3 +1116,39 @@ async fn a_write_is_in_the_next_read_while_a_load_keeps_the_projector_busy() {
     }
     assert!(appended > 0, "the load ran");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness_say_what_stops_the_ledger() {
+    let s = server().await;
+    let get = |path: &'static str| {
+        let (client, base) = (s.client.clone(), s.base.clone());
+        async move {
+            let r = client.get(format!("{base}{path}")).send().await.unwrap();
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(get("/healthz").await.0, StatusCode::OK);
+    let (status, ready) = get("/readyz").await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert_eq!(ready["ready"], true);
+    assert!(ready["projection_lag_messages"].is_u64(), "{ready}");
+    // A partition stopped for lost data: not ready, and it says which and why.
+    s.service
+        .ledger
+        .store()
+        .quarantine("01", "remembered head 7 is not in the stream")
+        .unwrap();
+    let (status, ready) = get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    assert_eq!(ready["ready"], false);
+    assert!(
+        ready["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("partition 01 is stopped for lost data"),
+        "{ready}"
+    );
+    // Liveness is not readiness: the process still answers.
+    assert_eq!(get("/healthz").await.0, StatusCode::OK);
+}

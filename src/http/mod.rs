@@ -20,6 +20,7 @@ pub mod auth;
 pub mod error;
 mod extract;
 pub mod gateways;
+mod health;
 mod households;
 mod loans;
 mod reports;
@@ -196,6 +197,11 @@ impl Api {
         &self.0.schemas
     }
 
+    /// The stream sequence through which the read model is complete.
+    fn projected_through(&self) -> u64 {
+        *self.0.projected.borrow()
+    }
+
     /// The projections once they hold every event the log held when the request came,
     /// so a read sees every write answered before it.
     async fn projector(&self) -> Result<&Projector, ApiError> {
@@ -292,6 +298,8 @@ pub fn router(api: Api) -> Router {
             "/v1/gateways/{gateway}/instructions",
             get(gateways::instructions),
         )
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/v1/communes/{code}/portfolio", get(reports::portfolio))
         .route(
             "/v1/partitions/{partition}/trial-balance",

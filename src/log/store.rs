@@ -320,6 +320,19 @@ impl LedgerStore {
         Ok(())
     }
 
+    /// Every quarantined partition with the reason (for readiness and operators).
+    pub fn quarantined_all(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let tx = self.index.db.begin_read()?;
+        let table = tx.open_table(QUARANTINE)?;
+        table
+            .iter()?
+            .map(|entry| {
+                let (k, v) = entry?;
+                Ok((k.value().to_owned(), v.value().to_owned()))
+            })
+            .collect()
+    }
+
     pub fn quarantined(&self, partition: &str) -> Result<Option<String>, StoreError> {
         let tx = self.index.db.begin_read()?;
         let table = tx.open_table(QUARANTINE)?;

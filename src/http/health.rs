@@ -1,0 +1,69 @@
+//! Liveness and readiness for the orchestrator and the operator: no token, no body.
+//!
+//! - `GET /healthz`: the process answers (200), whatever the state of NATS.
+//! - `GET /readyz`: 200 only when the event stream answers within `READY_CHECK_WAIT_MAX`
+//!   and no partition is quarantined for lost data; else 503 with the reasons. Either way
+//!   the body says how far the read model is behind the log.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::Api;
+
+/// Longest a readiness check waits for the event stream to answer.
+pub const READY_CHECK_WAIT_MAX: Duration = Duration::from_secs(2);
+
+pub async fn healthz() -> Response {
+    (StatusCode::OK, Json(serde_json::json!({"alive": true}))).into_response()
+}
+
+pub async fn readyz(State(api): State<Api>) -> Response {
+    let ledger = &api.service().ledger;
+    let mut reasons: Vec<String> = Vec::new();
+    let mut stream = ledger.stream().clone();
+    let last = match tokio::time::timeout(
+        READY_CHECK_WAIT_MAX,
+        crate::log::reader::last_stream_sequence(&mut stream),
+    )
+    .await
+    {
+        Ok(Ok(last)) => Some(last),
+        Ok(Err(e)) => {
+            reasons.push(format!("the event stream does not answer: {e}"));
+            None
+        }
+        Err(_) => {
+            reasons.push(format!(
+                "the event stream did not answer within {} s",
+                READY_CHECK_WAIT_MAX.as_secs()
+            ));
+            None
+        }
+    };
+    match ledger.store().quarantined_all() {
+        Ok(quarantined) => reasons.extend(
+            quarantined
+                .into_iter()
+                .map(|(p, why)| format!("partition {p} is stopped for lost data: {why}")),
+        ),
+        Err(e) => reasons.push(format!("the ledger's store: {e}")),
+    }
+    let projected = api.projected_through();
+    let status = if reasons.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "ready": reasons.is_empty(),
+        "reasons": reasons,
+        "stream_last_sequence": last,
+        "projected_through": projected,
+        "projection_lag_messages": last.map(|l| l.saturating_sub(projected)),
+    });
+    (status, Json(body)).into_response()
+}
