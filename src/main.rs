@@ -821,8 +821,18 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 .await?;
             let registry = cli.data_dir.join(ansinh::gateway::keys::REGISTRY_FILE);
             let served = ansinh::http::run(&runtime, listen, &staff_file(&staff), &registry).await;
-            // Stopped on every path, so a checkpoint under way completes before exit.
-            task.stop().await;
+            eprintln!("ansinh: stopping");
+            // Stopped on every path, so a checkpoint under way completes before exit; but
+            // with NATS away its last publish would wait for ever: bounded, and past the
+            // bound the process exits at once (dropping the runtime would wait for it).
+            let bound = ansinh::http::SHUTDOWN_STEP_WAIT_MAX;
+            if tokio::time::timeout(bound, task.stop()).await.is_err() {
+                eprintln!(
+                    "ansinh: the checkpointer did not stop within {} s (is NATS reachable?); exiting",
+                    bound.as_secs()
+                );
+                std::process::exit(if served.is_ok() { 0 } else { 2 });
+            }
             served?;
             Ok(ExitCode::SUCCESS)
         }

@@ -251,3 +251,60 @@ async fn a_single_server_killed_mid_load_and_restarted_loses_no_acknowledged_eve
         .await
         .expect("an append after the restart");
 }
+
+#[test]
+fn serve_stops_within_its_bound_on_sigterm_when_nats_has_gone_away() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start(&dir.path().join("nats"), Sync::Always).expect("start");
+    let data = dir.path().join("data");
+    let ansinh = || {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ansinh"));
+        c.arg("--data-dir")
+            .arg(&data)
+            .args(["--nats", &server.url()]);
+        c
+    };
+    let added = ansinh()
+        .args([
+            "admin",
+            "add-staff",
+            "--id",
+            "s:1",
+            "--role",
+            "auditor",
+            "--unit",
+            "01",
+        ])
+        .output()
+        .unwrap();
+    assert!(added.status.success());
+    let mut serve = ansinh()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(serve.stderr.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("serve said it listens").unwrap();
+        if line.contains("serving the staff API") {
+            break;
+        }
+    }
+    // NATS goes away for good; then the operator stops the service.
+    server.kill();
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    let bound = 2 * ansinh::http::SHUTDOWN_STEP_WAIT_MAX + Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + bound;
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = serve.kill();
+            panic!("serve still running {bound:?} after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("serve exited with {status}");
+}

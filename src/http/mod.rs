@@ -63,6 +63,10 @@ pub const REQUEST_TIMEOUT_MS: u64 = 15_000;
 pub const STAFF_FILE: &str = "staff.json";
 /// sled tree of this API's idempotency fingerprints: scoped key -> request hash.
 const TREE_REQUESTS: &str = "http.requests";
+/// Longest one step of shutting down `serve` may take (the gateway server, the
+/// checkpointer) once a stop signal came; a step past it is left behind, so the
+/// process exits in bounded time whatever the state of NATS.
+pub const SHUTDOWN_STEP_WAIT_MAX: Duration = Duration::from_secs(5);
 /// Longest a read waits for the projections to reach what it must show.
 pub const READ_WAIT_MAX: Duration = Duration::from_secs(5);
 /// How long the background projector rests when it found no new event.
@@ -389,9 +393,15 @@ pub async fn run(
     }));
     let served = serve(listener, api, stop_signal()).await;
     // Stop the gateway server whatever ended the HTTP one; it answers what it started.
+    // Bounded: with NATS away it could wait for ever to drain its subscriptions.
     let _ = stop.send(true);
-    if let Err(e) = gateways.await {
-        tracing::error!("the gateway server failed: {e}");
+    match tokio::time::timeout(SHUTDOWN_STEP_WAIT_MAX, gateways).await {
+        Ok(Err(e)) => tracing::error!("the gateway server failed: {e}"),
+        Ok(Ok(())) => {}
+        Err(_) => eprintln!(
+            "ansinh: the gateway server did not stop within {} s; leaving it",
+            SHUTDOWN_STEP_WAIT_MAX.as_secs()
+        ),
     }
     served.map_err(HttpError::Serve)
 }
