@@ -386,6 +386,7 @@ async fn main() -> ExitCode {
 }
 
 use cli::BoxError;
+use std::io::Write as _;
 
 async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
     let exit = |ok: bool| {
@@ -821,13 +822,15 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 .await?;
             let registry = cli.data_dir.join(ansinh::gateway::keys::REGISTRY_FILE);
             let served = ansinh::http::run(&runtime, listen, &staff_file(&staff), &registry).await;
-            eprintln!("ansinh: stopping");
             // Stopped on every path, so a checkpoint under way completes before exit; but
             // with NATS away its last publish would wait for ever: bounded, and past the
             // bound the process exits at once (dropping the runtime would wait for it).
             let bound = ansinh::http::SHUTDOWN_STEP_WAIT_MAX;
             if tokio::time::timeout(bound, task.stop()).await.is_err() {
-                eprintln!(
+                // Not eprintln!: whoever read our stderr may have gone, and a failed write
+                // must not turn a clean stop into a panic.
+                let _ = writeln!(
+                    std::io::stderr(),
                     "ansinh: the checkpointer did not stop within {} s (is NATS reachable?); exiting",
                     bound.as_secs()
                 );

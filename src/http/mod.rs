@@ -398,10 +398,16 @@ pub async fn run(
     match tokio::time::timeout(SHUTDOWN_STEP_WAIT_MAX, gateways).await {
         Ok(Err(e)) => tracing::error!("the gateway server failed: {e}"),
         Ok(Ok(())) => {}
-        Err(_) => eprintln!(
-            "ansinh: the gateway server did not stop within {} s; leaving it",
-            SHUTDOWN_STEP_WAIT_MAX.as_secs()
-        ),
+        // Not eprintln!: whoever read our stderr may have gone (a closed pipe), and a
+        // failed write must not turn a clean stop into a panic.
+        Err(_) => {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "ansinh: the gateway server did not stop within {} s; leaving it",
+                SHUTDOWN_STEP_WAIT_MAX.as_secs()
+            );
+        }
     }
     served.map_err(HttpError::Serve)
 }
