@@ -12,6 +12,8 @@
 //! stop flag), so a misbehaving server makes the bench fail, never hang forever:
 //! each phase also runs under a timeout.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -1110,15 +1112,7 @@ fn cpu_seconds(pid: &str) -> Option<f64> {
 
 /// (VmHWM, VmRSS) of this process in KiB. The nats-servers are other processes.
 fn memory_kib() -> (Option<u64>, Option<u64>) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-    };
-    (field("VmHWM:"), field("VmRSS:"))
+    (common::status_kib("VmHWM:"), common::status_kib("VmRSS:"))
 }
 
 /// p50 and p99 of a latency sample, or (None, None) with the failure printed.

@@ -16,6 +16,8 @@
 //!
 //! Prints a table of figures beside their targets; docs/BENCH.md quotes it.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -257,7 +259,7 @@ async fn run() -> BenchResult<()> {
 
     // 4. The first command after a restart: a new ledger on the same store folds the
     // partition before it decides.
-    let (rss_before, _) = memory_kib();
+    let rss_before = common::status_kib("VmRSS:");
     let restarted = open_service(&server.url(), &config, &dir.path().join("restart")).await?;
     let started = Instant::now();
     let caller = officer();
@@ -282,7 +284,7 @@ async fn run() -> BenchResult<()> {
         )
         .await?;
     let first = started.elapsed().as_secs_f64();
-    let (rss_after, _) = memory_kib();
+    let rss_after = common::status_kib("VmRSS:");
     rows.push(row(
         &format!("first command after a restart, {events} events"),
         format!("{first:.2} s"),
@@ -403,16 +405,4 @@ async fn gets(base: &str, token: &str, households: u64) -> BenchResult<(f64, f64
     all.sort_by(f64::total_cmp);
     let at = |q: f64| all[((all.len() - 1) as f64 * q).round() as usize];
     Ok((at(0.5), at(0.99)))
-}
-
-fn memory_kib() -> (Option<u64>, Option<u64>) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
