@@ -282,6 +282,36 @@ mod tests {
         assert!(matches!(e, JsonError::DuplicateMember { .. }), "{e:?}");
     }
 
+    proptest::proptest! {
+        /// Any bytes: an answer, never a panic; and what is accepted holds no bad text.
+        #[test]
+        fn any_bytes_are_answered_and_accepted_text_is_clean(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            if let Ok(value) = parse(&bytes) {
+                let text = value.to_string();
+                proptest::prop_assert!(!text.chars().any(|c| bad_char(c).is_some()));
+            }
+        }
+
+        /// Any string as a member value: refused exactly when it holds a bad character,
+        /// and when accepted it comes back as its NFC form, which parses to itself.
+        #[test]
+        fn a_string_value_round_trips_as_its_nfc_form(text in "\\PC{0,40}|[\\x00-\\x{10FFFF}]{0,8}") {
+            let doc = serde_json::json!({ "name": text.clone() }).to_string();
+            match parse(doc.as_bytes()) {
+                Ok(value) => {
+                    proptest::prop_assert!(!text.chars().any(|c| bad_char(c).is_some()));
+                    let nfc: String = text.nfc().collect();
+                    proptest::prop_assert_eq!(value["name"].as_str(), Some(nfc.as_str()));
+                    proptest::prop_assert_eq!(parse(value.to_string().as_bytes()).unwrap(), value);
+                }
+                Err(e) => {
+                    proptest::prop_assert!(matches!(e, JsonError::BadText { .. }), "{e:?}");
+                    proptest::prop_assert!(text.chars().any(|c| bad_char(c).is_some()));
+                }
+            }
+        }
+    }
+
     #[test]
     fn deep_nesting_is_refused() {
         let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
