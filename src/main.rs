@@ -385,6 +385,7 @@ async fn main() -> ExitCode {
     }
 }
 
+use ansinh::domain::money::format_vnd;
 use cli::BoxError;
 use std::io::Write as _;
 
@@ -1001,10 +1002,14 @@ async fn demo(
     for (p, n) in &summary.loans_by_programme {
         println!("    {p:<21} {n:>10}");
     }
-    println!("  disbursed (VND)         {:>18}", summary.disbursed);
     println!(
-        "  repayments              {:>10}  ({} VND)",
-        summary.repayments, summary.repaid
+        "  disbursed               {:>18}",
+        format_vnd(summary.disbursed)
+    );
+    println!(
+        "  repayments              {:>10}  ({})",
+        summary.repayments,
+        format_vnd(summary.repaid)
     );
     println!("  loans moved overdue     {:>10}", summary.marked_overdue);
     println!(
@@ -1024,13 +1029,16 @@ async fn demo(
         println!("  commands refused by the book: {}", r.join(" "));
     }
     println!(
-        "\nSocial assistance, {months} months of {year}: {} entitlements, {} payment runs, {} instructions ({} VND)",
-        payments.entitlements, payments.runs, payments.instructions, payments.instructed
+        "\nSocial assistance, {months} months of {year}: {} entitlements, {} payment runs, {} instructions ({})",
+        payments.entitlements,
+        payments.runs,
+        payments.instructions,
+        format_vnd(payments.instructed)
     );
     println!(
-        "  settled {} (net {} VND), failed {} (reissued as post-office cash {}), returned {}; over the gateway transport: {} posts, duplicate posts answered {}, posts refused {}, transport errors {}",
+        "  settled {} (net {}), failed {} (reissued as post-office cash {}), returned {}; over the gateway transport: {} posts, duplicate posts answered {}, posts refused {}, transport errors {}",
         payments.settled,
-        payments.settled_amount,
+        format_vnd(payments.settled_amount),
         payments.failed,
         payments.reissued_to_post_office,
         payments.returned,

@@ -1027,13 +1027,13 @@ pub async fn trial_balance(
             for account in ACCOUNTS {
                 let name = ansinh::book::codec::name(&account);
                 let (d, c) = tb.accounts.get(&name).copied().unwrap_or_default();
-                println!("  {name:<28} {d:>18} {c:>18}");
+                println!("  {name:<28} {:>24} {:>24}", format_vnd(d), format_vnd(c));
             }
             println!(
-                "  {:<28} {:>18} {:>18}  {}",
+                "  {:<28} {:>24} {:>24}  {}",
                 "TOTAL",
-                tb.total_debits,
-                tb.total_credits,
+                format_vnd(tb.total_debits),
+                format_vnd(tb.total_credits),
                 match tb.first_unbalanced_sequence {
                     None if tb.total_debits == tb.total_credits =>
                         "balanced at every event".to_string(),
