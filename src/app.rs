@@ -117,7 +117,25 @@ impl Runtime {
     pub fn service(&self) -> Service {
         self.service.clone()
     }
+
+    /// Closes the ledger: the partition writers finish their batches and save their
+    /// books (`log::snapshot`). Bounded, because with NATS gone the last flush would
+    /// wait for ever; past the bound nothing is lost (every acknowledged event is on
+    /// the stream), only the next start replays more.
+    pub async fn close(&self) {
+        match tokio::time::timeout(CLOSE_WAIT_MAX, self.ledger.clone().close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the ledger did not close cleanly"),
+            Err(_) => tracing::warn!(
+                seconds = CLOSE_WAIT_MAX.as_secs(),
+                "the ledger did not close in time"
+            ),
+        }
+    }
 }
+
+/// Longest a command waits for the ledger to close at its end.
+pub const CLOSE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn connect(
     url: &str,

@@ -476,424 +476,453 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         every_events: cli.checkpoint_every_events,
         every: std::time::Duration::from_secs(cli.checkpoint_every_secs),
     };
-    match cli.command {
-        Command::Demo {
-            households,
-            partitions,
-            year,
-            gateway_failure_rate,
-            gateway_return_rate,
-            gateway_duplicate_rate,
-            gateway_latency_ms,
-        } => {
-            let task = runtime
-                .start_checkpoints(&checkpoints, &cli.data_dir, policy)
-                .await?;
-            let gateways = ansinh::demo_payments::GatewayBehaviour {
-                failure_rate: gateway_failure_rate,
-                return_rate: gateway_return_rate,
-                duplicate_rate: gateway_duplicate_rate,
-                latency_ms: gateway_latency_ms,
-            };
-            let played = demo(&runtime, households, &partitions, year, gateways, json).await;
-            let mut checkpointer = task.stop().await;
-            let (code, report) = played?;
-            let first = Partition::new(&partitions[0])?;
-            let (household, dir, verified) = ansinh::demo::export_and_verify_bundle(
-                &runtime,
-                &mut checkpointer,
-                &first,
-                &cli.data_dir,
-            )
-            .await?;
-            if let Some(mut report) = report {
-                report["bundle"] = serde_json::json!({"household": household, "dir": dir.display().to_string(), "verified": verified});
-                println!("{report}");
-            } else {
-                println!(
-                    "\nbundle {household} verified offline: {} events, checkpoint size {} root {}, balances match ({})",
-                    verified.events,
-                    verified.checkpoint.tree_size,
-                    verified.checkpoint.root,
-                    dir.display()
-                );
-            }
-            Ok(code)
-        }
-        Command::Household { command } => {
-            cli::staff::household_command(&runtime, &cli.who, command, json).await
-        }
-        Command::Review { command } => {
-            cli::staff::review_command(&runtime, &cli.who, command, json).await
-        }
-        Command::Loans { command } => {
-            cli::staff::loan_command(&runtime, &cli.who, command, json).await
-        }
-        Command::Payments { command } => {
-            cli::payments::run(&runtime, &cli.who, command, json).await
-        }
-        Command::Portfolio { commune } => cli::staff::portfolio(&runtime, commune, json).await,
-        Command::TrialBalance { partitions } => {
-            cli::staff::trial_balance(&runtime, &partitions, json).await
-        }
-        Command::Audit {
-            command:
-                AuditCommand::Verify {
-                    partition,
-                    checkpoints: list_checkpoints,
-                },
-        } => {
-            let code = verify(&runtime, partition.clone(), json).await?;
-            if code != ExitCode::SUCCESS {
-                return Ok(code);
-            }
-            let ok = checkpoint::cli::verify(
-                &runtime,
-                &checkpoints,
-                partition.as_deref(),
-                list_checkpoints,
-                json,
-            );
-            Ok(exit(ok.await?))
-        }
-        Command::Audit {
-            command: AuditCommand::Checkpoint { partition },
-        } => {
-            let ok = checkpoint::cli::checkpoint(
-                &runtime,
-                &checkpoints,
-                &cli.data_dir,
-                partition.as_deref(),
-                json,
-            );
-            Ok(exit(ok.await?))
-        }
-        Command::Audit {
-            command:
-                AuditCommand::Cosign {
-                    partition,
-                    size,
-                    cosigner_id,
-                    key,
-                },
-        } => {
-            let ok = checkpoint::cli::cosign(
-                &runtime,
-                &checkpoints,
-                &partition,
-                size,
-                &cosigner_id,
-                &key,
-                json,
-            );
-            Ok(exit(ok.await?))
-        }
-        Command::Audit {
-            command:
-                AuditCommand::Prove {
-                    partition,
-                    seq,
-                    checkpoint_size,
-                },
-        } => {
-            let ok =
-                checkpoint::cli::prove(&runtime, &checkpoints, &partition, seq, checkpoint_size);
-            Ok(exit(ok.await?))
-        }
-        Command::Audit {
-            command:
-                AuditCommand::Consistency {
-                    partition,
-                    from,
-                    to,
-                },
-        } => {
-            let ok = checkpoint::cli::consistency(&runtime, &checkpoints, &partition, from, to);
-            Ok(exit(ok.await?))
-        }
-        Command::Audit {
-            command:
-                AuditCommand::Export {
-                    household,
-                    commune,
-                    from,
-                    to,
-                    checkpoint,
-                    out,
-                },
-        } => {
-            let scope = match (household, commune) {
-                (Some(h), _) => ansinh::bundle::Scope::Household(h),
-                (None, Some(c)) => ansinh::bundle::Scope::Commune(c),
-                (None, None) => unreachable!("clap requires one"),
-            };
-            let request = ansinh::bundle::export::ExportRequest { scope, from, to };
-            let ok = ansinh::bundle::cli::export_bundle(
-                &runtime,
-                &checkpoints,
-                &cli.data_dir,
-                &request,
-                checkpoint,
-                &out,
-                json,
-            );
-            Ok(exit(ok.await?))
-        }
-        Command::Audit {
-            command: AuditCommand::CheckProof { .. } | AuditCommand::VerifyBundle { .. },
-        }
-        | Command::GatewaySim(_)
-        | Command::Admin {
-            command: AdminCommand::AddGateway { .. },
-        } => unreachable!("run before the server starts"),
-        Command::Admin {
-            command: AdminCommand::RotateKey,
-        } => Ok(exit(
-            checkpoint::cli::rotate(&runtime, &checkpoints, &cli.data_dir).await?,
-        )),
-        Command::Audit {
-            command: AuditCommand::RecomputeEligibility { partition },
-        } => {
-            let only = partition.as_deref().map(Partition::new).transpose()?;
-            if let Some(p) = &only {
-                if !cli::partition_exists(&runtime, p).await? {
-                    return Ok(cli::not_found(json, "partition", p.as_str()));
-                }
-            }
-            let mut stream = runtime.ledger.stream().clone();
-            let report = ansinh::recompute::recompute_eligibility(
-                &mut stream,
-                runtime.ledger.config(),
-                only.as_ref(),
-            )
-            .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                for m in &report.mismatches {
-                    println!(
-                        "MISMATCH partition {} seq {} household {}: {}",
-                        m.partition, m.sequence, m.household_id, m.problem
-                    );
-                }
-                println!(
-                    "{} decisions rechecked, {} mismatches",
-                    report.decisions,
-                    report.mismatches.len()
-                );
-            }
-            Ok(if report.mismatches.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
-        Command::Audit {
-            command:
-                AuditCommand::Anomalies {
-                    pending_days,
-                    as_of,
-                },
-        } => {
-            let as_of = as_of.unwrap_or_else(|| chrono::Utc::now().date_naive());
-            let mut stream = runtime.ledger.stream().clone();
-            let report =
-                ansinh::anomalies::scan(&mut stream, runtime.ledger.config(), as_of, pending_days)
+    let outcome: Result<ExitCode, BoxError> = async {
+        match cli.command {
+            Command::Demo {
+                households,
+                partitions,
+                year,
+                gateway_failure_rate,
+                gateway_return_rate,
+                gateway_duplicate_rate,
+                gateway_latency_ms,
+            } => {
+                let task = runtime
+                    .start_checkpoints(&checkpoints, &cli.data_dir, policy)
                     .await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                for a in &report.anomalies {
-                    println!("{:<26} {}", a.kind(), serde_json::to_string(a)?);
-                }
-                println!(
-                    "{} events scanned as of {as_of}: {} anomalies{}",
-                    report.events,
-                    report.anomalies.len() as u64 + report.not_listed,
-                    if report.not_listed > 0 {
-                        format!(" ({} not listed)", report.not_listed)
-                    } else {
-                        String::new()
-                    }
-                );
-            }
-            Ok(exit(report.anomalies.is_empty()))
-        }
-        Command::Audit {
-            command: AuditCommand::RebuildCheck,
-        } => {
-            let mut stream = runtime.ledger.stream().clone();
-            let report = ansinh::rebuild_check::rebuild_check(
-                &runtime.projector,
-                &mut stream,
-                runtime.ledger.config(),
-            )
-            .await?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": report.ok(), "report": report})
-                );
-            } else if let Some(d) = &report.difference {
-                let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "(absent)".into());
-                println!(
-                    "DIFFERENT at stream sequence {}: tree {} key {}\n  live:    {}\n  rebuilt: {}",
-                    report.position,
-                    d.tree,
-                    d.key,
-                    shown(&d.live),
-                    shown(&d.rebuilt)
-                );
-            } else {
-                let counts: Vec<String> = report
-                    .trees
-                    .iter()
-                    .map(|t| format!("{} {}", t.tree, t.keys))
-                    .collect();
-                println!(
-                    "OK the projections rebuilt from the log at stream sequence {} equal the live ones (keys: {})",
-                    report.position,
-                    counts.join(", ")
-                );
-            }
-            Ok(exit(report.ok()))
-        }
-        Command::Audit {
-            command: AuditCommand::Trail { subject },
-        } => {
-            let projector = Projector::open(runtime.ledger.store().db())?;
-            let mut stream = runtime.ledger.stream().clone();
-            projector
-                .catch_up(&mut stream, runtime.ledger.config())
+                let gateways = ansinh::demo_payments::GatewayBehaviour {
+                    failure_rate: gateway_failure_rate,
+                    return_rate: gateway_return_rate,
+                    duplicate_rate: gateway_duplicate_rate,
+                    latency_ms: gateway_latency_ms,
+                };
+                let played = demo(&runtime, households, &partitions, year, gateways, json).await;
+                let mut checkpointer = task.stop().await;
+                let (code, report) = played?;
+                let first = Partition::new(&partitions[0])?;
+                let (household, dir, verified) = ansinh::demo::export_and_verify_bundle(
+                    &runtime,
+                    &mut checkpointer,
+                    &first,
+                    &cli.data_dir,
+                )
                 .await?;
-            let trail = projector.trail(&subject)?;
-            if trail.is_empty() {
-                return Ok(cli::not_found(json, "event naming subject", &subject));
-            }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&trail)?);
-            } else {
-                println!(
-                    "{:<4} {:>8} {:<20} {:<24} {:<34} HASH",
-                    "PART", "SEQ", "ACTOR", "ROLE", "EVENT"
-                );
-                for e in trail {
-                    println!(
-                        "{:<4} {:>8} {:<20} {:<24} {:<34} {}",
-                        e.partition,
-                        e.sequence,
-                        e.actor,
-                        e.role,
-                        e.event_type,
-                        &e.hash[..16]
-                    );
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Projections { command } => {
-            let projector = Projector::open(runtime.ledger.store().db())?;
-            let mut stream = runtime.ledger.stream().clone();
-            let config = runtime.ledger.config();
-            match command {
-                ProjectionCommand::CatchUp => {
-                    let n = projector.catch_up(&mut stream, config).await?;
-                    println!(
-                        "applied {n} events; position: stream sequence {}",
-                        projector.position()?.last.stream_sequence
-                    );
-                }
-                ProjectionCommand::Rebuild => {
-                    let n = projector.rebuild(&mut stream, config).await?;
-                    println!(
-                        "rebuilt from {n} events; fingerprint {}",
-                        projector.fingerprint()?
-                    );
-                }
-                ProjectionCommand::Summary => {
-                    projector.catch_up(&mut stream, config).await?;
-                    print_summaries(&projector, json)?;
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Serve { listen, staff } => {
-            let task = runtime
-                .start_checkpoints(&checkpoints, &cli.data_dir, policy)
-                .await?;
-            let registry = cli.data_dir.join(ansinh::gateway::keys::REGISTRY_FILE);
-            let served = ansinh::http::run(&runtime, listen, &staff_file(&staff), &registry).await;
-            // Stopped on every path, so a checkpoint under way completes before exit; but
-            // with NATS away its last publish would wait for ever: bounded, and past the
-            // bound the process exits at once (dropping the runtime would wait for it).
-            let bound = ansinh::http::SHUTDOWN_STEP_WAIT_MAX;
-            if tokio::time::timeout(bound, task.stop()).await.is_err() {
-                // Not eprintln!: whoever read our stderr may have gone, and a failed write
-                // must not turn a clean stop into a panic.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "ansinh: the checkpointer did not stop within {} s (is NATS reachable?); exiting",
-                    bound.as_secs()
-                );
-                std::process::exit(if served.is_ok() { 0 } else { 2 });
-            }
-            served?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Admin {
-            command: AdminCommand::AddStaff { .. },
-        } => unreachable!("handled before the ledger opens"),
-        Command::Admin {
-            command: AdminCommand::AcceptHead { partition },
-        } => {
-            let partition = Partition::new(&partition)?;
-            runtime
-                .ledger
-                .store()
-                .accept_stream_head(partition.as_str())?;
-            println!("partition {partition}: the stream's head is accepted; appending resumes");
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Note {
-            partition,
-            text,
-            idempotency_key,
-            actor,
-        } => {
-            let draft = Draft {
-                partition: Partition::new(&partition)?,
-                actor: proto::Actor {
-                    id: actor,
-                    role: "operator".into(),
-                    unit: String::new(),
-                },
-                idempotency_key: idempotency_key
-                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-                correlation_id: String::new(),
-                subjects: vec![format!("partition:{partition}")],
-                payload: Payload::Note(proto::Note { text }),
-            };
-            let receipt = runtime.ledger.append(draft).await?;
-            println!(
-                "{} partition {} sequence {} hash {}",
-                if receipt.duplicate {
-                    "duplicate"
+                if let Some(mut report) = report {
+                    report["bundle"] = serde_json::json!({"household": household, "dir": dir.display().to_string(), "verified": verified});
+                    println!("{report}");
                 } else {
-                    "appended"
-                },
-                receipt.partition,
-                receipt.sequence,
-                receipt.hash
-            );
-            Ok(ExitCode::SUCCESS)
+                    println!(
+                        "\nbundle {household} verified offline: {} events, checkpoint size {} root {}, balances match ({})",
+                        verified.events,
+                        verified.checkpoint.tree_size,
+                        verified.checkpoint.root,
+                        dir.display()
+                    );
+                }
+                Ok(code)
+            }
+            Command::Household { command } => {
+                cli::staff::household_command(&runtime, &cli.who, command, json).await
+            }
+            Command::Review { command } => {
+                cli::staff::review_command(&runtime, &cli.who, command, json).await
+            }
+            Command::Loans { command } => {
+                cli::staff::loan_command(&runtime, &cli.who, command, json).await
+            }
+            Command::Payments { command } => {
+                cli::payments::run(&runtime, &cli.who, command, json).await
+            }
+            Command::Portfolio { commune } => cli::staff::portfolio(&runtime, commune, json).await,
+            Command::TrialBalance { partitions } => {
+                cli::staff::trial_balance(&runtime, &partitions, json).await
+            }
+            Command::Audit {
+                command:
+                    AuditCommand::Verify {
+                        partition,
+                        checkpoints: list_checkpoints,
+                    },
+            } => {
+                let code = verify(&runtime, partition.clone(), json).await?;
+                if code != ExitCode::SUCCESS {
+                    return Ok(code);
+                }
+                let ok = checkpoint::cli::verify(
+                    &runtime,
+                    &checkpoints,
+                    partition.as_deref(),
+                    list_checkpoints,
+                    json,
+                );
+                Ok(exit(ok.await?))
+            }
+            Command::Audit {
+                command: AuditCommand::Checkpoint { partition },
+            } => {
+                let ok = checkpoint::cli::checkpoint(
+                    &runtime,
+                    &checkpoints,
+                    &cli.data_dir,
+                    partition.as_deref(),
+                    json,
+                );
+                Ok(exit(ok.await?))
+            }
+            Command::Audit {
+                command:
+                    AuditCommand::Cosign {
+                        partition,
+                        size,
+                        cosigner_id,
+                        key,
+                    },
+            } => {
+                let ok = checkpoint::cli::cosign(
+                    &runtime,
+                    &checkpoints,
+                    &partition,
+                    size,
+                    &cosigner_id,
+                    &key,
+                    json,
+                );
+                Ok(exit(ok.await?))
+            }
+            Command::Audit {
+                command:
+                    AuditCommand::Prove {
+                        partition,
+                        seq,
+                        checkpoint_size,
+                    },
+            } => {
+                let ok =
+                    checkpoint::cli::prove(&runtime, &checkpoints, &partition, seq, checkpoint_size);
+                Ok(exit(ok.await?))
+            }
+            Command::Audit {
+                command:
+                    AuditCommand::Consistency {
+                        partition,
+                        from,
+                        to,
+                    },
+            } => {
+                let ok = checkpoint::cli::consistency(&runtime, &checkpoints, &partition, from, to);
+                Ok(exit(ok.await?))
+            }
+            Command::Audit {
+                command:
+                    AuditCommand::Export {
+                        household,
+                        commune,
+                        from,
+                        to,
+                        checkpoint,
+                        out,
+                    },
+            } => {
+                let scope = match (household, commune) {
+                    (Some(h), _) => ansinh::bundle::Scope::Household(h),
+                    (None, Some(c)) => ansinh::bundle::Scope::Commune(c),
+                    (None, None) => unreachable!("clap requires one"),
+                };
+                let request = ansinh::bundle::export::ExportRequest { scope, from, to };
+                let ok = ansinh::bundle::cli::export_bundle(
+                    &runtime,
+                    &checkpoints,
+                    &cli.data_dir,
+                    &request,
+                    checkpoint,
+                    &out,
+                    json,
+                );
+                Ok(exit(ok.await?))
+            }
+            Command::Audit {
+                command: AuditCommand::CheckProof { .. } | AuditCommand::VerifyBundle { .. },
+            }
+            | Command::GatewaySim(_)
+            | Command::Admin {
+                command: AdminCommand::AddGateway { .. },
+            } => unreachable!("run before the server starts"),
+            Command::Admin {
+                command: AdminCommand::RotateKey,
+            } => Ok(exit(
+                checkpoint::cli::rotate(&runtime, &checkpoints, &cli.data_dir).await?,
+            )),
+            Command::Audit {
+                command: AuditCommand::RecomputeEligibility { partition },
+            } => {
+                let only = partition.as_deref().map(Partition::new).transpose()?;
+                if let Some(p) = &only {
+                    if !cli::partition_exists(&runtime, p).await? {
+                        return Ok(cli::not_found(json, "partition", p.as_str()));
+                    }
+                }
+                let mut stream = runtime.ledger.stream().clone();
+                let report = ansinh::recompute::recompute_eligibility(
+                    &mut stream,
+                    runtime.ledger.config(),
+                    only.as_ref(),
+                )
+                .await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    for m in &report.mismatches {
+                        println!(
+                            "MISMATCH partition {} seq {} household {}: {}",
+                            m.partition, m.sequence, m.household_id, m.problem
+                        );
+                    }
+                    println!(
+                        "{} decisions rechecked, {} mismatches",
+                        report.decisions,
+                        report.mismatches.len()
+                    );
+                }
+                Ok(if report.mismatches.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
+            }
+            Command::Audit {
+                command:
+                    AuditCommand::Anomalies {
+                        pending_days,
+                        as_of,
+                    },
+            } => {
+                let as_of = as_of.unwrap_or_else(|| chrono::Utc::now().date_naive());
+                let mut stream = runtime.ledger.stream().clone();
+                let report =
+                    ansinh::anomalies::scan(&mut stream, runtime.ledger.config(), as_of, pending_days)
+                        .await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    for a in &report.anomalies {
+                        println!("{:<26} {}", a.kind(), serde_json::to_string(a)?);
+                    }
+                    println!(
+                        "{} events scanned as of {as_of}: {} anomalies{}",
+                        report.events,
+                        report.anomalies.len() as u64 + report.not_listed,
+                        if report.not_listed > 0 {
+                            format!(" ({} not listed)", report.not_listed)
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                Ok(exit(report.anomalies.is_empty()))
+            }
+            Command::Audit {
+                command: AuditCommand::RebuildCheck,
+            } => {
+                let mut stream = runtime.ledger.stream().clone();
+                let report = ansinh::rebuild_check::rebuild_check(
+                    &runtime.projector,
+                    &mut stream,
+                    runtime.ledger.config(),
+                )
+                .await?;
+                // The writers' book snapshots, each against a fold of its chain from genesis.
+                let snapshots = ansinh::log::snapshot::check_all(
+                    runtime.ledger.store().path(),
+                    &stream,
+                    &runtime.ledger.config().subject_prefix,
+                )
+                .await?;
+                let snapshots_ok = snapshots.iter().all(|s| s.difference.is_none());
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"ok": report.ok() && snapshots_ok, "report": report, "snapshots": snapshots})
+                    );
+                    return Ok(exit(report.ok() && snapshots_ok));
+                }
+                if let Some(d) = &report.difference {
+                    let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "(absent)".into());
+                    println!(
+                        "DIFFERENT at stream sequence {}: tree {} key {}\n  live:    {}\n  rebuilt: {}",
+                        report.position,
+                        d.tree,
+                        d.key,
+                        shown(&d.live),
+                        shown(&d.rebuilt)
+                    );
+                } else {
+                    let counts: Vec<String> = report
+                        .trees
+                        .iter()
+                        .map(|t| format!("{} {}", t.tree, t.keys))
+                        .collect();
+                    println!(
+                        "OK the projections rebuilt from the log at stream sequence {} equal the live ones (keys: {})",
+                        report.position,
+                        counts.join(", ")
+                    );
+                }
+                for s in &snapshots {
+                    match &s.difference {
+                        None => println!(
+                            "OK the book snapshot of partition {} at sequence {} equals the fold from genesis",
+                            s.partition, s.sequence
+                        ),
+                        Some(d) => println!(
+                            "DIFFERENT book snapshot of partition {} at sequence {}: {d}",
+                            s.partition, s.sequence
+                        ),
+                    }
+                }
+                Ok(exit(report.ok() && snapshots_ok))
+            }
+            Command::Audit {
+                command: AuditCommand::Trail { subject },
+            } => {
+                let projector = Projector::open(runtime.ledger.store().db())?;
+                let mut stream = runtime.ledger.stream().clone();
+                projector
+                    .catch_up(&mut stream, runtime.ledger.config())
+                    .await?;
+                let trail = projector.trail(&subject)?;
+                if trail.is_empty() {
+                    return Ok(cli::not_found(json, "event naming subject", &subject));
+                }
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&trail)?);
+                } else {
+                    println!(
+                        "{:<4} {:>8} {:<20} {:<24} {:<34} HASH",
+                        "PART", "SEQ", "ACTOR", "ROLE", "EVENT"
+                    );
+                    for e in trail {
+                        println!(
+                            "{:<4} {:>8} {:<20} {:<24} {:<34} {}",
+                            e.partition,
+                            e.sequence,
+                            e.actor,
+                            e.role,
+                            e.event_type,
+                            &e.hash[..16]
+                        );
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Projections { command } => {
+                let projector = Projector::open(runtime.ledger.store().db())?;
+                let mut stream = runtime.ledger.stream().clone();
+                let config = runtime.ledger.config();
+                match command {
+                    ProjectionCommand::CatchUp => {
+                        let n = projector.catch_up(&mut stream, config).await?;
+                        println!(
+                            "applied {n} events; position: stream sequence {}",
+                            projector.position()?.last.stream_sequence
+                        );
+                    }
+                    ProjectionCommand::Rebuild => {
+                        let n = projector.rebuild(&mut stream, config).await?;
+                        println!(
+                            "rebuilt from {n} events; fingerprint {}",
+                            projector.fingerprint()?
+                        );
+                    }
+                    ProjectionCommand::Summary => {
+                        projector.catch_up(&mut stream, config).await?;
+                        print_summaries(&projector, json)?;
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Serve { listen, staff } => {
+                let task = runtime
+                    .start_checkpoints(&checkpoints, &cli.data_dir, policy)
+                    .await?;
+                let registry = cli.data_dir.join(ansinh::gateway::keys::REGISTRY_FILE);
+                let served = ansinh::http::run(&runtime, listen, &staff_file(&staff), &registry).await;
+                // Stopped on every path, so a checkpoint under way completes before exit; but
+                // with NATS away its last publish would wait for ever: bounded, and past the
+                // bound the process exits at once (dropping the runtime would wait for it).
+                let bound = ansinh::http::SHUTDOWN_STEP_WAIT_MAX;
+                if tokio::time::timeout(bound, task.stop()).await.is_err() {
+                    // Not eprintln!: whoever read our stderr may have gone, and a failed write
+                    // must not turn a clean stop into a panic.
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "ansinh: the checkpointer did not stop within {} s (is NATS reachable?); exiting",
+                        bound.as_secs()
+                    );
+                    std::process::exit(if served.is_ok() { 0 } else { 2 });
+                }
+                served?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Admin {
+                command: AdminCommand::AddStaff { .. },
+            } => unreachable!("handled before the ledger opens"),
+            Command::Admin {
+                command: AdminCommand::AcceptHead { partition },
+            } => {
+                let partition = Partition::new(&partition)?;
+                runtime
+                    .ledger
+                    .store()
+                    .accept_stream_head(partition.as_str())?;
+                println!("partition {partition}: the stream's head is accepted; appending resumes");
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Note {
+                partition,
+                text,
+                idempotency_key,
+                actor,
+            } => {
+                let draft = Draft {
+                    partition: Partition::new(&partition)?,
+                    actor: proto::Actor {
+                        id: actor,
+                        role: "operator".into(),
+                        unit: String::new(),
+                    },
+                    idempotency_key: idempotency_key
+                        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                    correlation_id: String::new(),
+                    subjects: vec![format!("partition:{partition}")],
+                    payload: Payload::Note(proto::Note { text }),
+                };
+                let receipt = runtime.ledger.append(draft).await?;
+                println!(
+                    "{} partition {} sequence {} hash {}",
+                    if receipt.duplicate {
+                        "duplicate"
+                    } else {
+                        "appended"
+                    },
+                    receipt.partition,
+                    receipt.sequence,
+                    receipt.hash
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Load {
+                partition,
+                count,
+                concurrency,
+                key_prefix,
+            } => load(&runtime, &partition, count, concurrency.max(1), &key_prefix).await,
         }
-        Command::Load {
-            partition,
-            count,
-            concurrency,
-            key_prefix,
-        } => load(&runtime, &partition, count, concurrency.max(1), &key_prefix).await,
     }
+    .await;
+    // Every command ends by closing the ledger: its writers finish and keep their
+    // books, so the next start replays only what came after.
+    runtime.close().await;
+    outcome
 }
 
 async fn demo(

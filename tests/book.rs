@@ -726,3 +726,175 @@ async fn claims_follow_members_moves_and_erasure() {
         .await
         .unwrap();
 }
+
+/// Closes a process's service: its writers finish and save their books, and the store
+/// is released for the next process over the same directory.
+async fn close(service: Service) {
+    let ledger = service.ledger.clone();
+    drop(service);
+    ledger.close().await.unwrap();
+}
+
+/// The service of a reopened process over the same store directory.
+async fn reopened(w: World, dir: &Path, secrets: &Path) -> World {
+    close(w.service).await;
+    World {
+        service: service_at(&w.config, dir, secrets).await,
+        config: w.config,
+        _dir: w._dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_writer_starts_from_its_book_snapshot_and_never_trusts_a_wrong_one() {
+    use ansinh::chain::Digest;
+    use ansinh::log::{HeadRecord, snapshot};
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let (store_dir, secrets) = (dir.path().join("a"), dir.path().join("secrets"));
+    let w = World {
+        service: service_at(&config, &store_dir, &secrets).await,
+        config,
+        _dir: dir,
+    };
+    let id = "0100007-000001";
+    w.register(id, &person("001085012345", None)).await.unwrap();
+    w.classify_poor(id).await;
+    let officer = staff(Role::CreditOfficer, "0100007");
+    let teller = staff(Role::Teller, "0100007");
+    w.loan(&officer, "approve", None, World::approve(id), "2026-02-02")
+        .await
+        .unwrap();
+    // Closing keeps the book: the snapshot names the head it was taken at.
+    let sled_dir = store_dir.join("ledger.sled");
+    let w = reopened(w, &store_dir, &secrets).await;
+    let (at, book) = snapshot::load(&sled_dir, "01")
+        .unwrap()
+        .expect("a snapshot");
+    assert_eq!((at.sequence, book.loans.loans.len()), (3, 1));
+    // The reopened writer decides on it: the loan is known, a second one refused.
+    w.loan(
+        &teller,
+        "disburse",
+        Some("01-L1"),
+        LoanAction::Disburse {
+            amount: Decimal::from(30_000_000),
+            channel: Channel::CommuneTransactionPoint,
+        },
+        "2026-02-05",
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        refused(
+            w.loan(
+                &officer,
+                "approve-2",
+                None,
+                World::approve(id),
+                "2026-02-06"
+            )
+            .await
+        ),
+        Rejection::ActiveLoanExists { .. }
+    ));
+    // A snapshot equals the fold from genesis (what `audit rebuild-check` compares).
+    let w = reopened(w, &store_dir, &secrets).await;
+    let stream = stream_of(&w.config).await;
+    let checks = snapshot::check_all(&sled_dir, &stream, &w.config.subject_prefix)
+        .await
+        .unwrap();
+    assert_eq!(checks.len(), 1);
+    assert_eq!((checks[0].sequence, &checks[0].difference), (4, &None));
+
+    // A snapshot whose position is not on the chain (a wrong hash) and that holds a
+    // book without the loan: trusted, it would refuse the repayment below.
+    let (at, _) = snapshot::load(&sled_dir, "01").unwrap().unwrap();
+    let mut empty = ansinh::book::PartitionBook::new("01");
+    empty.sequence = at.sequence;
+    let wrong = HeadRecord {
+        hash: Digest([9; 32]),
+        ..at
+    };
+    close(w.service).await;
+    snapshot::save(
+        &sled_dir,
+        "01",
+        &wrong,
+        &ansinh::book::snapshot::encode(&empty),
+    )
+    .unwrap();
+    let w = World {
+        service: service_at(&w.config, &store_dir, &secrets).await,
+        config: w.config,
+        _dir: w._dir,
+    };
+    let repay = LoanAction::Repay {
+        amount: Decimal::from(100_000),
+    };
+    w.loan(
+        &teller,
+        "repay-1",
+        Some("01-L1"),
+        repay.clone(),
+        "2026-03-20",
+    )
+    .await
+    .unwrap();
+    // Damaged bytes: discarded, folded from genesis, and a good snapshot taken at close.
+    close(w.service).await;
+    let file = snapshot::path(&sled_dir, "01");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let w = World {
+        service: service_at(&w.config, &store_dir, &secrets).await,
+        config: w.config,
+        _dir: w._dir,
+    };
+    w.loan(&teller, "repay-2", Some("01-L1"), repay, "2026-03-21")
+        .await
+        .unwrap();
+    // Right position, wrong book: the writer cannot tell, the audit does.
+    close(w.service).await;
+    let (at, _) = snapshot::load(&sled_dir, "01")
+        .unwrap()
+        .expect("taken at close");
+    assert_eq!(at.sequence, 6);
+    let mut empty = ansinh::book::PartitionBook::new("01");
+    empty.sequence = at.sequence;
+    snapshot::save(
+        &sled_dir,
+        "01",
+        &at,
+        &ansinh::book::snapshot::encode(&empty),
+    )
+    .unwrap();
+    let checks = snapshot::check_all(&sled_dir, &stream, &w.config.subject_prefix)
+        .await
+        .unwrap();
+    let difference = checks[0].difference.clone().expect("a difference");
+    assert!(
+        difference.contains("registry") && difference.contains("loans"),
+        "{difference}"
+    );
+    // And the writer does start from the snapshot, not from genesis: this one's book
+    // has no loan. (A snapshot is as trusted as the store directory it lives in.)
+    let w = World {
+        service: service_at(&w.config, &store_dir, &secrets).await,
+        config: w.config,
+        _dir: w._dir,
+    };
+    let repay = LoanAction::Repay {
+        amount: Decimal::from(100_000),
+    };
+    assert!(matches!(
+        refused(
+            w.loan(&teller, "repay-3", Some("01-L1"), repay, "2026-03-22")
+                .await
+        ),
+        Rejection::UnknownLoan { .. }
+    ));
+    assert_eq!(verified(&w.config).await.events, 6);
+}

@@ -40,6 +40,11 @@ fn the_demo_exports_a_bundle_that_verifies_offline_and_fails_when_changed() {
     let (code, out) = ansinh(dir.path(), &["audit", "rebuild-check"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("OK the projections rebuilt"), "{out}");
+    // And the writer's book snapshot, saved when the demo closed, equals a fold.
+    assert!(
+        out.contains("OK the book snapshot of partition 01 at sequence"),
+        "{out}"
+    );
 
     // Offline: no data directory, no server.
     let nowhere = dir.path().join("no-ledger-here");

@@ -13,6 +13,7 @@
 pub mod codec;
 pub mod payments;
 pub mod payments_codec;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 
@@ -97,13 +98,14 @@ pub fn parse_loan_ref(s: &str) -> Option<(String, LoanId)> {
     Some((partition.to_owned(), number.parse().ok()?))
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PartitionBook {
     pub partition: String,
     pub registry: Registry,
     pub loans: LoanBook,
     pub trial: TrialBalance,
     /// Latest eligibility decision per household, as recorded (a move carries it).
+    #[serde(with = "snapshot::standings")]
     pub standings: BTreeMap<HouseholdId, proto::EligibilityDecided>,
     /// Events folded in so far (the partition sequence of the last one).
     pub sequence: u64,

@@ -75,7 +75,7 @@ pub fn balanced(postings: &[Posting]) -> bool {
 }
 
 /// Running totals of debits and credits per account.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrialBalance {
     pub accounts: BTreeMap<Account, (Decimal, Decimal)>,
 }

@@ -9,6 +9,7 @@
 mod envelope;
 pub mod frame;
 pub mod reader;
+pub mod snapshot;
 pub mod store;
 pub mod stream;
 pub mod writer;

@@ -126,6 +126,8 @@ impl HeadRecord {
 #[derive(Clone)]
 pub struct LedgerStore {
     db: sled::Db,
+    /// The store directory (projections, the log index, the writers' book snapshots).
+    path: std::path::PathBuf,
     index: std::sync::Arc<Index>,
 }
 
@@ -157,6 +159,7 @@ impl LedgerStore {
         let index = index.create(path.join(INDEX_FILE))?;
         let store = Self {
             db,
+            path: path.to_path_buf(),
             index: std::sync::Arc::new(Index {
                 db: index,
                 last_sync: Mutex::new(Instant::now()),
@@ -215,6 +218,11 @@ impl LedgerStore {
         }
         self.db.flush()?;
         Ok(())
+    }
+
+    /// The store directory.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
     }
 
     /// The sled database, for projections that live beside the log's own index.
@@ -355,6 +363,9 @@ impl LedgerStore {
             tx.open_table(QUARANTINE)?.remove(partition)?;
         }
         tx.commit()?;
+        // The book snapshot was taken on the chain as remembered, which may be gone.
+        super::snapshot::discard(&self.path, partition)
+            .map_err(|e| StoreError::Index(e.to_string()))?;
         Ok(())
     }
 }

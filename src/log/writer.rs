@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::envelope;
 use super::frame::{self, FORMAT_FRAME, HEADER_FORMAT};
 use super::reader::{self, EventAt, RawEvent};
+use super::snapshot;
 use super::store::{HeadRecord, LedgerStore, StoreError};
 use super::stream::{LogConfig, StreamError, ensure_stream};
 use super::{HEADER_HASH, HEADER_SEQUENCE};
@@ -609,6 +610,10 @@ struct PartitionWriter {
     rerecord_from: Option<u64>,
     /// Signalled when the newest index commit is done: the next one waits for it.
     last_recorded: Option<oneshot::Receiver<()>>,
+    /// Partition sequence of the newest book snapshot taken or loaded (0 = none).
+    snapshot_sequence: u64,
+    /// The snapshot being written to disk, if any; at most one at a time.
+    snapshotting: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// An index commit that runs while the writer goes on with the next batches. One
@@ -654,6 +659,8 @@ impl PartitionWriter {
             recording: VecDeque::new(),
             rerecord_from: None,
             last_recorded: None,
+            snapshot_sequence: 0,
+            snapshotting: None,
         }
     }
 
@@ -673,9 +680,96 @@ impl PartitionWriter {
             while !leftover.is_empty() {
                 leftover = self.commit(leftover).await;
             }
+            if self.book.as_ref().is_some_and(|b| {
+                b.sequence >= self.snapshot_sequence + snapshot::SNAPSHOT_EVENTS_INTERVAL
+            }) {
+                self.take_snapshot().await;
+            }
         }
-        // The ledger is closing: the last batches' keys reach the index before it closes.
+        // The ledger is closing: the last batches' keys reach the index before it
+        // closes, and the book is kept so the next start replays nothing.
         self.finish_recording(0).await;
+        if self
+            .book
+            .as_ref()
+            .is_some_and(|b| b.sequence > self.snapshot_sequence)
+        {
+            self.take_snapshot().await;
+        }
+        if let Some(writing) = self.snapshotting.take() {
+            let _ = writing.await;
+        }
+    }
+
+    /// Saves the book as the partition's snapshot, at the head the index has recorded
+    /// durably (so a start from it never skips a key). The book is encoded here; the
+    /// file is written beside the next commits. Best effort: a snapshot that fails is
+    /// logged, and the next start folds a little more.
+    async fn take_snapshot(&mut self) {
+        if self.snapshotting.as_ref().is_some_and(|w| !w.is_finished()) {
+            return; // the previous one is still being written
+        }
+        self.finish_recording(0).await;
+        let store = self.shared.store.clone();
+        let partition = self.partition.to_string();
+        let (Some(book), true) = (self.book.as_ref(), self.caught_up) else {
+            return; // a failed index commit dropped the book
+        };
+        let at = match store.flush().and_then(|()| store.head(&partition)) {
+            Ok(Some(at)) if at.sequence == book.sequence => at,
+            Ok(_) => return, // nothing recorded yet, or the index is elsewhere
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "no book snapshot: the index did not flush");
+                return;
+            }
+        };
+        let body = book::snapshot::encode(book);
+        self.snapshot_sequence = book.sequence;
+        self.snapshotting = Some(tokio::task::spawn_blocking(move || {
+            if let Err(e) = snapshot::save(store.path(), &partition, &at, &body) {
+                tracing::warn!(partition, error = %e, "book snapshot not saved");
+            }
+        }));
+    }
+
+    /// The book and head of the partition's snapshot, when it can be trusted: its
+    /// position is on the chain the stream holds and the index has recorded every key
+    /// up to it (`recorded_through`). An unusable snapshot is discarded.
+    async fn load_snapshot(&self, recorded_through: u64) -> Option<(HeadRecord, PartitionBook)> {
+        let dir = self.shared.store.path().to_path_buf();
+        let partition = self.partition.to_string();
+        let loaded = {
+            let (dir, partition) = (dir.clone(), partition.clone());
+            tokio::task::spawn_blocking(move || snapshot::load(&dir, &partition)).await
+        };
+        let reason = match loaded {
+            Ok(Ok(None)) => return None,
+            Ok(Ok(Some((at, _)))) if at.stream_sequence > recorded_through => {
+                // Taken after an index commit that a crash then lost: the keys between
+                // are re-recorded by a fold from genesis.
+                format!(
+                    "it is at stream sequence {}, past the index's {recorded_through}",
+                    at.stream_sequence
+                )
+            }
+            Ok(Ok(Some((at, book)))) => {
+                match snapshot::mismatch(&self.shared.stream, &self.subject, &at).await {
+                    None => return Some((at, book)),
+                    Some(reason) => reason,
+                }
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("its reading failed: {e}"),
+        };
+        tracing::warn!(
+            partition,
+            reason,
+            "book snapshot discarded; folding the chain from genesis"
+        );
+        if let Err(e) = snapshot::discard(&dir, &partition) {
+            tracing::warn!(partition, error = %e, "book snapshot not removed");
+        }
+        None
     }
 
     /// Waits for the oldest index commits until at most `keep` are in flight; with
@@ -814,11 +908,29 @@ impl PartitionWriter {
                 Some(from) => stored.min(from - 1),
                 None => stored,
             };
-            self.head = Some(WriterHead {
-                chain: ChainHead::genesis(self.partition.clone()),
-                stream_sequence: 0,
-            });
-            self.book = Some(PartitionBook::new(self.partition.as_str()));
+            let (head, book) = match self.load_snapshot(self.keys_recorded_through).await {
+                Some((at, book)) => (
+                    WriterHead {
+                        chain: ChainHead {
+                            partition: self.partition.clone(),
+                            sequence: at.sequence,
+                            hash: at.hash,
+                        },
+                        stream_sequence: at.stream_sequence,
+                    },
+                    book,
+                ),
+                None => (
+                    WriterHead {
+                        chain: ChainHead::genesis(self.partition.clone()),
+                        stream_sequence: 0,
+                    },
+                    PartitionBook::new(self.partition.as_str()),
+                ),
+            };
+            self.snapshot_sequence = self.snapshot_sequence.max(book.sequence);
+            self.head = Some(head);
+            self.book = Some(book);
             self.caught_up = false;
         }
         if !self.caught_up {

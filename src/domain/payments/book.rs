@@ -32,7 +32,7 @@ use crate::domain::payments::reference::ReferenceHashes;
 pub type EventId = u64;
 
 /// The state `decide` reads and `apply` writes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Book {
     pub entitlements: BTreeMap<EntitlementId, Entitlement>,
     /// The running (not stopped) entitlement of each person, per programme.

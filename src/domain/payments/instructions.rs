@@ -242,7 +242,7 @@ pub struct PostAnswer {
 }
 
 /// A post as first recorded, with its answer (the idempotency table).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedPost {
     pub post: GatewayPost,
     pub answer: PostAnswer,
