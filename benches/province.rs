@@ -67,6 +67,11 @@ fn officer() -> Caller {
 }
 
 fn main() -> BenchResult<()> {
+    // RUST_LOG=ansinh=info shows where a restart spends its time.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

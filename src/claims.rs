@@ -24,27 +24,15 @@
 //!   releases them; a death keeps the deceased's claim (an id of a dead citizen must
 //!   not be registered again elsewhere).
 //!
-//! **Writes are batched.** Each claim write is one message on the bucket's stream,
-//! fenced with `Nats-Expected-Last-Subject-Sequence` on the revision read (0: never
-//! written). A task of its own gathers the writes waiting (up to `CLAIM_BATCH_MAX`, no
-//! key twice) into one atomic batch, so the server fsyncs once for all of them instead
-//! of once each. The batch is stored all or none; if the server refuses it (one fence
-//! failed: a race), every write of it is sent again on its own, so exactly the writes
-//! that lost their race are refused and read the key again.
+//! **Writes are batched** (`kv_writes`): each claim write is one compare-and-set
+//! message on the bucket's stream, and the writes waiting are stored in one atomic
+//! batch, one fsync for all of them.
 
-use std::collections::HashSet;
-
-use async_nats::jetstream::{
-    self,
-    context::PublishErrorKind,
-    kv::{self},
-    message::PublishMessage,
-};
-use async_nats::{HeaderMap, header};
+use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::registry::BlindIndex;
+use crate::kv_writes::{FencedWrites, KV_QUEUE_MAX, WriteError, open_bucket};
 
 /// Compare-and-set attempts per citizen before giving up: each lost race means another
 /// process changed the same claim in between, which is rare; an endless loop is not an
@@ -56,17 +44,7 @@ pub const CLAIM_HISTORY: i64 = 8;
 /// waiting for the batcher). Past this bound a claim waits here, where no request
 /// timeout runs.
 pub const CLAIMS_IN_FLIGHT_MAX: usize = 1_024;
-/// Most claim writes in one atomic batch: under the server's 1,000 messages a batch.
-/// A claim is one fsynced message either way; gathered, the server fsyncs once for the
-/// whole batch (a plain fenced publish is one fsync each: ~4k/s, NATS-NOTES.md).
-pub const CLAIM_BATCH_MAX: usize = 500;
-/// Claim writes queued for the batcher before their callers wait (backpressure).
-/// One batcher, one batch in flight: measured on 2.15.1, an atomic batch on the bucket
-/// takes 5-17 ms from first message to ack whatever its size (2 to 36 messages), and
-/// batches of several batchers in flight are stored one after another, each waiting
-/// longer (four lanes gave 1,074 HTTP registrations/s against ~1,500-1,800 with one).
-pub const CLAIM_QUEUE_MAX: usize = 4_096;
-const _: () = assert!(CLAIMS_IN_FLIGHT_MAX <= CLAIM_QUEUE_MAX);
+const _: () = assert!(CLAIMS_IN_FLIGHT_MAX <= KV_QUEUE_MAX);
 
 /// Why a claim could not be made or released.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +66,7 @@ pub enum ClaimError {
 pub struct Claims {
     kv: kv::Store,
     in_flight: std::sync::Arc<tokio::sync::Semaphore>,
-    writes: mpsc::Sender<Write>,
+    writes: FencedWrites,
 }
 
 fn nats(e: impl std::fmt::Display) -> ClaimError {
@@ -104,34 +82,6 @@ fn key(citizen: &BlindIndex) -> String {
     blake3::Hash::from_bytes(*citizen).to_hex().to_string()
 }
 
-/// One compare-and-set write of a claim: `value` at `key` if the key's last revision is
-/// still `revision` (0: the key was never written).
-struct Write {
-    key: String,
-    value: Bytes,
-    revision: u64,
-    reply: oneshot::Sender<Result<(), WriteError>>,
-}
-
-enum WriteError {
-    /// Someone wrote the key since `revision` was read: read it again.
-    WrongRevision,
-    Nats(String),
-}
-
-/// Where the batcher writes: the bucket's subjects and the context that publishes.
-struct Bucket {
-    js: jetstream::Context,
-    /// `$KV.<bucket>.` (or the mirror's put prefix), as async-nats's own `put` uses it.
-    put_prefix: String,
-}
-
-impl Bucket {
-    fn subject(&self, key: &str) -> String {
-        format!("{}{key}", self.put_prefix)
-    }
-}
-
 impl Claims {
     /// Opens the bucket, creating it (file storage, so acknowledged = fsynced like the
     /// log) when missing, and lets its stream take atomic batches.
@@ -140,47 +90,20 @@ impl Claims {
         stream_name: &str,
         replicas: usize,
     ) -> Result<Self, ClaimError> {
-        let bucket = bucket_name(stream_name);
-        let kv = match js.get_key_value(&bucket).await {
-            Ok(kv) => kv,
-            Err(_) => match js
-                .create_key_value(kv::Config {
-                    bucket: bucket.clone(),
-                    description: "ansinh: household holding each citizen (blind index)".into(),
-                    history: CLAIM_HISTORY,
-                    storage: jetstream::stream::StorageType::File,
-                    num_replicas: replicas,
-                    ..Default::default()
-                })
-                .await
-            {
-                Ok(kv) => kv,
-                // Another ledger (or task) created it first and may already have set the
-                // atomic flag below, so its configuration differs from ours: use it.
-                Err(created) => js.get_key_value(&bucket).await.map_err(|_| nats(created))?,
+        let kv = open_bucket(
+            js,
+            kv::Config {
+                bucket: bucket_name(stream_name),
+                description: "ansinh: household holding each citizen (blind index)".into(),
+                history: CLAIM_HISTORY,
+                storage: jetstream::stream::StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
             },
-        };
-        if kv.use_jetstream_prefix {
-            // Only a bucket reached through another JetStream domain has one; the ledger
-            // never configures domains.
-            return Err(ClaimError::Nats(
-                "a claims bucket behind a JetStream domain prefix is not supported".into(),
-            ));
-        }
-        // Buckets made before claims were batched lack the flag; setting it changes
-        // nothing else of the stream.
-        let mut stream = js.get_stream(&kv.stream_name).await.map_err(nats)?;
-        let mut config = stream.info().await.map_err(nats)?.config.clone();
-        if !config.allow_atomic_publish {
-            config.allow_atomic_publish = true;
-            js.update_stream(config).await.map_err(nats)?;
-        }
-        let (writes, queue) = mpsc::channel(CLAIM_QUEUE_MAX);
-        let bucket = Bucket {
-            js: js.clone(),
-            put_prefix: kv.put_prefix.clone().unwrap_or_else(|| kv.prefix.clone()),
-        };
-        tokio::spawn(batcher(bucket, queue));
+        )
+        .await
+        .map_err(ClaimError::Nats)?;
+        let writes = FencedWrites::spawn(js, &kv);
         Ok(Self {
             kv,
             in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(CLAIMS_IN_FLIGHT_MAX)),
@@ -194,20 +117,6 @@ impl Claims {
             .acquire()
             .await
             .expect("the semaphore is never closed")
-    }
-
-    /// Writes `value` at `key` if its revision is still `revision`, through the batcher.
-    async fn write(&self, key: &str, value: Bytes, revision: u64) -> Result<(), WriteError> {
-        let (reply, answer) = oneshot::channel();
-        let write = Write {
-            key: key.to_owned(),
-            value,
-            revision,
-            reply,
-        };
-        let gone = || WriteError::Nats("the claim batcher has stopped".into());
-        self.writes.send(write).await.map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
     }
 
     /// Makes `household` the holder of `citizen` if it is free or already held by
@@ -238,7 +147,7 @@ impl Claims {
                     e.revision
                 }
             };
-            match self.write(&key, value.clone(), revision).await {
+            match self.writes.write(&key, value.clone(), revision).await {
                 Ok(()) => return Ok(true),
                 Err(WriteError::WrongRevision) => continue,
                 Err(WriteError::Nats(e)) => return Err(ClaimError::Nats(e)),
@@ -318,7 +227,7 @@ impl Claims {
                 if e.value != household.as_bytes() {
                     continue 'citizens;
                 }
-                match self.write(&key, Bytes::new(), e.revision).await {
+                match self.writes.write(&key, Bytes::new(), e.revision).await {
                     Ok(()) => continue 'citizens,
                     Err(WriteError::WrongRevision) => {}
                     Err(WriteError::Nats(e)) => return Err(ClaimError::Nats(e)),
@@ -328,114 +237,4 @@ impl Claims {
         }
         Ok(())
     }
-}
-
-/// Gathers the claim writes waiting in `queue` into atomic batches, one batch in flight.
-/// Runs until every `Claims` handle is dropped.
-async fn batcher(bucket: Bucket, mut queue: mpsc::Receiver<Write>) {
-    // A write whose key is already in the batch being gathered waits for the next one:
-    // the server refuses a second fence on a subject the batch already wrote.
-    let mut held_over: Option<Write> = None;
-    loop {
-        let first = match held_over.take() {
-            Some(write) => write,
-            None => match queue.recv().await {
-                Some(write) => write,
-                None => return,
-            },
-        };
-        let mut keys = HashSet::from([first.key.clone()]);
-        let mut batch = vec![first];
-        while batch.len() < CLAIM_BATCH_MAX {
-            let Ok(write) = queue.try_recv() else { break };
-            if !keys.insert(write.key.clone()) {
-                held_over = Some(write);
-                break;
-            }
-            batch.push(write);
-        }
-        commit(&bucket, batch).await;
-    }
-}
-
-fn fenced(revision: u64) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-        revision.to_string().as_str(),
-    );
-    headers
-}
-
-/// Stores a batch all or none, each write fenced on its own key's revision. If the
-/// server refuses the batch (one fence failed, or anything else), each write is sent
-/// again on its own, so exactly the writes whose fence fails are refused.
-async fn commit(bucket: &Bucket, batch: Vec<Write>) {
-    if batch.len() > 1 && commit_atomic(bucket, &batch).await.is_ok() {
-        for write in batch {
-            let _ = write.reply.send(Ok(()));
-        }
-        return;
-    }
-    let context = &bucket.js;
-    let sends = batch.into_iter().map(|write| async move {
-        let outcome = async {
-            context
-                .publish_with_headers(
-                    bucket.subject(&write.key),
-                    fenced(write.revision),
-                    write.value.clone(),
-                )
-                .await?
-                .await
-        }
-        .await;
-        let answer = match outcome {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                Err(WriteError::WrongRevision)
-            }
-            Err(e) => Err(WriteError::Nats(e.to_string())),
-        };
-        let _ = write.reply.send(answer);
-    });
-    futures::future::join_all(sends).await;
-}
-
-/// One atomic batch of every write (NATS-NOTES.md: the first message may fence, later
-/// ones may fence subjects not yet written in the batch).
-async fn commit_atomic(bucket: &Bucket, batch: &[Write]) -> Result<(), String> {
-    let context = &bucket.js;
-    let client = context.client();
-    let batch_id = uuid::Uuid::new_v4().simple().to_string();
-    let last = batch.len() - 1;
-    for (index, write) in batch.iter().enumerate() {
-        let mut headers = fenced(write.revision);
-        headers.insert(header::NATS_BATCH_ID, batch_id.as_str());
-        headers.insert(
-            header::NATS_BATCH_SEQUENCE,
-            (index + 1).to_string().as_str(),
-        );
-        let subject = bucket.subject(&write.key);
-        if index == last {
-            headers.insert(header::NATS_BATCH_COMMIT, header::NATS_BATCH_COMMIT_FINAL);
-            context
-                .send_publish(
-                    subject,
-                    PublishMessage::build()
-                        .headers(headers)
-                        .payload(write.value.clone()),
-                )
-                .await
-                .map_err(|e| e.to_string())?
-                .await
-                .map_err(|e| e.to_string())?;
-        } else {
-            client
-                .publish_with_headers(subject, headers, write.value.clone())
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-    }
-    Ok(())
 }

@@ -16,6 +16,7 @@ pub mod events;
 pub mod gateway;
 pub mod gateway_ledger;
 pub mod http;
+pub mod kv_writes;
 pub mod log;
 pub mod merkle;
 pub mod nats_server;

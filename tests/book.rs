@@ -898,3 +898,82 @@ async fn a_restarted_writer_starts_from_its_book_snapshot_and_never_trusts_a_wro
     ));
     assert_eq!(verified(&w.config).await.events, 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_sent_to_another_process_right_after_is_decided_on_a_current_book() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    let a = service_at(&config, &dir.path().join("a"), &secrets).await;
+    let b = service_at(&config, &dir.path().join("b"), &secrets).await;
+    let w = World {
+        config: config.clone(),
+        service: a.clone(),
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    let officer = staff(Role::CreditOfficer, "0100007");
+    let teller = staff(Role::Teller, "0100007");
+    let disburse = || LoanAction::Disburse {
+        amount: Decimal::from(30_000_000),
+        channel: Channel::CommuneTransactionPoint,
+    };
+    const ROUNDS: u64 = 25;
+    for i in 1..=ROUNDS {
+        let id = format!("0100007-{i:06}");
+        w.register(&id, &person(&format!("0010850{i:05}"), None))
+            .await
+            .unwrap();
+        w.classify_poor(&id).await;
+        // Approved through A; B's book has not seen it when the disbursement arrives.
+        let approve = format!("approve-{i}");
+        a.loan(
+            &rq(&officer, &approve),
+            None,
+            World::approve(&id),
+            d("2026-02-02"),
+            "a",
+        )
+        .await
+        .unwrap();
+        let key = format!("disburse-{i}");
+        let loan = format!("01-L{i}");
+        b.loan(
+            &rq(&teller, &key),
+            Some(&loan),
+            disburse(),
+            d("2026-02-03"),
+            "b",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("round {i}: the disbursement through B was refused: {e}"));
+    }
+    // A refusal still stands once the book is current: a loan that does not exist, and
+    // a second disbursement of a loan paid out in full.
+    let after = w.events().await;
+    assert!(matches!(
+        refused(
+            b.loan(
+                &rq(&teller, "unknown"),
+                Some("01-L999"),
+                disburse(),
+                d("2026-02-04"),
+                "b"
+            )
+            .await
+        ),
+        Rejection::UnknownLoan { .. }
+    ));
+    let twice = refused(
+        a.loan(
+            &rq(&teller, "twice"),
+            Some("01-L1"),
+            disburse(),
+            d("2026-02-04"),
+            "a",
+        )
+        .await,
+    );
+    assert!(!matches!(twice, Rejection::UnknownLoan { .. }), "{twice:?}");
+    assert_eq!(w.events().await, after, "refusals append nothing");
+    assert_eq!(verified(&config).await.events, 4 * ROUNDS);
+}

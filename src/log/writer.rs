@@ -630,6 +630,9 @@ struct Recording {
 /// What `decide` let through for one batch, encoded.
 struct Decided {
     accepted: Vec<Pending>,
+    /// Commands the book refused, not yet answered: a refusal stands only once the book
+    /// is known to hold the whole partition (`commit`).
+    refused: Vec<(Pending, Rejection)>,
     /// The batch's events in chain order, with the idempotency key of each.
     encoded: Vec<Encoded>,
     /// For each event, the index in `accepted` of the append it belongs to.
@@ -738,10 +741,12 @@ impl PartitionWriter {
     async fn load_snapshot(&self, recorded_through: u64) -> Option<(HeadRecord, PartitionBook)> {
         let dir = self.shared.store.path().to_path_buf();
         let partition = self.partition.to_string();
+        let started = std::time::Instant::now();
         let loaded = {
             let (dir, partition) = (dir.clone(), partition.clone());
             tokio::task::spawn_blocking(move || snapshot::load(&dir, &partition)).await
         };
+        let read_in = started.elapsed();
         let reason = match loaded {
             Ok(Ok(None)) => return None,
             Ok(Ok(Some((at, _)))) if at.stream_sequence > recorded_through => {
@@ -754,7 +759,16 @@ impl PartitionWriter {
             }
             Ok(Ok(Some((at, book)))) => {
                 match snapshot::mismatch(&self.shared.stream, &self.subject, &at).await {
-                    None => return Some((at, book)),
+                    None => {
+                        tracing::info!(
+                            partition,
+                            sequence = at.sequence,
+                            read_ms = read_in.as_millis() as u64,
+                            checked_ms = started.elapsed().as_millis() as u64,
+                            "the book starts from its snapshot"
+                        );
+                        return Some((at, book));
+                    }
                     Some(reason) => reason,
                 }
             }
@@ -833,6 +847,7 @@ impl PartitionWriter {
                 .partition(|p| seen.insert(p.key().to_owned()));
             let Decided {
                 accepted: unique,
+                refused,
                 encoded,
                 owners,
                 leftover,
@@ -845,6 +860,28 @@ impl PartitionWriter {
             let mut leftover = leftover;
             leftover.append(&mut leftover_repeats);
             if unique.is_empty() {
+                // Nothing to publish, so no fence proves the book current: ask the
+                // stream. Another process may have appended what these commands need
+                // (the loan approved a moment ago); then catch up and decide again.
+                if !refused.is_empty() {
+                    let behind = match self.book_is_current().await {
+                        Ok(true) => None,
+                        Ok(false) => Some("the book was behind the stream".to_string()),
+                        Err(e) => Some(e),
+                    };
+                    if let Some(reason) = behind {
+                        last_error = reason;
+                        self.caught_up = false;
+                        batch = refused
+                            .into_iter()
+                            .map(|(p, _)| p)
+                            .chain(repeats)
+                            .chain(leftover)
+                            .collect();
+                        continue;
+                    }
+                }
+                answer_refusals(refused);
                 fail_all(repeats, || {
                     AppendError::Rejected(Rejection::UnsupportedCommand {
                         what: "the first command with this idempotency key was refused".into(),
@@ -856,6 +893,8 @@ impl PartitionWriter {
             let frames = frame::cut(&sizes, self.shared.frame_bytes_max);
             match self.publish(&encoded, &frames).await {
                 Ok(last_stream_sequence) => {
+                    // The fence held: the book was current when it refused these.
+                    answer_refusals(refused);
                     self.acknowledged(
                         unique,
                         &owners,
@@ -873,7 +912,12 @@ impl PartitionWriter {
                     self.caught_up = false;
                     // The book holds this batch's decisions: rebuild it from the log.
                     self.book = None;
-                    batch = unique.into_iter().chain(repeats).chain(leftover).collect();
+                    batch = unique
+                        .into_iter()
+                        .chain(refused.into_iter().map(|(p, _)| p))
+                        .chain(repeats)
+                        .chain(leftover)
+                        .collect();
                 }
             }
         }
@@ -882,6 +926,13 @@ impl PartitionWriter {
             last: last_error.clone(),
         });
         Vec::new()
+    }
+
+    /// Whether the book holds every event the stream has on the partition's subject.
+    async fn book_is_current(&self) -> Result<bool, String> {
+        let last = reader::last_on_subject(&self.shared.stream, &self.subject).await?;
+        let head = self.head.as_ref().map_or(0, |h| h.stream_sequence);
+        Ok(last.is_none_or(|last| last.stream_sequence <= head))
     }
 
     /// Loads the head and catches up with the log if needed.
@@ -1058,6 +1109,7 @@ impl PartitionWriter {
             .unwrap_or(0);
         let mut out = Decided {
             accepted: Vec::with_capacity(batch.len()),
+            refused: Vec::new(),
             encoded: Vec::with_capacity(batch.len()),
             owners: Vec::with_capacity(batch.len()),
             leftover: Vec::new(),
@@ -1097,7 +1149,7 @@ impl PartitionWriter {
                         &decided
                     }
                     Err(rejection) => {
-                        let _ = pending.reply.send(Err(AppendError::Rejected(rejection)));
+                        out.refused.push((pending, rejection));
                         continue;
                     }
                 },
@@ -1342,6 +1394,12 @@ impl PartitionWriter {
 
     fn receipt(&self, at: &HeadRecord, duplicate: bool) -> Receipt {
         Receipt::at(&self.partition, at, duplicate)
+    }
+}
+
+fn answer_refusals(refused: Vec<(Pending, Rejection)>) {
+    for (pending, rejection) in refused {
+        let _ = pending.reply.send(Err(AppendError::Rejected(rejection)));
     }
 }
 
