@@ -354,7 +354,15 @@ async fn open_service(
     let client = ansinh::app::connect(url, None).await?;
     let store = LedgerStore::open(&dir.join("ledger.sled"))?;
     let (ledger, _) = Ledger::open(client, config.clone(), store).await?;
-    let vault = Arc::new(Vault::open(ledger.store().db(), &dir.join("secrets.key"))?);
+    let vault = Arc::new(
+        Vault::open(
+            ledger.jetstream(),
+            &config.stream_name,
+            1,
+            &dir.join("secrets.key"),
+        )
+        .await?,
+    );
     let projector = Arc::new(Projector::open(ledger.store().db())?);
     Ok(Service::new(ledger, vault, projector))
 }

@@ -40,6 +40,18 @@ pub struct Connection {
     pub nats_url: Option<String>,
     pub credentials: Option<PathBuf>,
     pub log: LogConfig,
+    /// The secrets file (key-wrapping and blind-index keys); None: `SECRETS_FILE` in
+    /// `data_dir`, which suits one process. Several processes of one ledger are each
+    /// given the same file, kept outside their data directories.
+    pub secrets: Option<PathBuf>,
+}
+
+impl Connection {
+    pub fn secrets_path(&self) -> PathBuf {
+        self.secrets
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(SECRETS_FILE))
+    }
 }
 
 /// An open ledger with everything it depends on; the embedded server (if any) stops
@@ -72,13 +84,18 @@ impl Runtime {
         };
         let client = connect(&url, connection.credentials.as_deref()).await?;
         let store = LedgerStore::open(&connection.data_dir.join("ledger.sled"))?;
-        let vault = Arc::new(Vault::open(
-            store.db(),
-            &connection.data_dir.join(SECRETS_FILE),
-        )?);
         let projector =
             Arc::new(Projector::open(store.db()).map_err(|e| AppError::Projection(e.to_string()))?);
         let (ledger, lost) = Ledger::open(client.clone(), connection.log.clone(), store).await?;
+        let vault = Arc::new(
+            Vault::open(
+                ledger.jetstream(),
+                &connection.log.stream_name,
+                connection.log.replicas,
+                &connection.secrets_path(),
+            )
+            .await?,
+        );
         let service = Service::new(ledger.clone(), vault.clone(), projector.clone());
         Ok(Self {
             ledger,

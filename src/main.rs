@@ -47,6 +47,13 @@ struct Cli {
     /// NATS credentials file (.creds) for --nats.
     #[arg(long, env = "ANSINH_NATS_CREDS", global = true)]
     nats_creds: Option<PathBuf>,
+    /// The secrets file (64 bytes, mode 0600: the key-wrapping and blind-index keys of
+    /// personal data). Every process of one ledger needs the same file; keep it outside
+    /// the data directory, which holds only what can be rebuilt. Default: secrets.key in
+    /// the data directory, created on first use (fine for one process).
+    /// Example: --secrets /etc/ansinh/secrets.key
+    #[arg(long, env = "ANSINH_SECRETS", global = true)]
+    secrets: Option<PathBuf>,
     /// Event stream name (tests use their own).
     #[arg(
         long,
@@ -359,6 +366,11 @@ enum AdminCommand {
         #[arg(long)]
         staff: Option<PathBuf>,
     },
+    /// Move the household data keys an earlier version kept in this data directory into
+    /// the ledger's shared vault bucket, then delete the local copies. Safe to run again:
+    /// what the bucket already holds is counted and left. Needs the secrets file the
+    /// keys were made with (--secrets).
+    MigrateVault,
     /// Register a payment gateway: a new Ed25519 key pair, the private key written to
     /// FILE (0600), the public key appended to <data-dir>/gateways.json.
     AddGateway {
@@ -458,6 +470,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         data_dir: cli.data_dir.clone(),
         nats_url: cli.nats.clone(),
         credentials: cli.nats_creds.clone(),
+        secrets: cli.secrets.clone(),
         log: LogConfig {
             stream_name: cli.stream.clone(),
             subject_prefix: cli.subject_prefix.clone(),
@@ -465,6 +478,22 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         },
     };
     let runtime = Runtime::open(&connection).await?;
+    let migrating = matches!(
+        cli.command,
+        Command::Admin {
+            command: AdminCommand::MigrateVault
+        }
+    );
+    if !migrating && ansinh::personal::has_local_keys(runtime.ledger.store().db())? {
+        // Sealing or reading personal data now would miss these keys: refuse until they
+        // are in the shared bucket.
+        eprintln!(
+            "error: the data directory {} holds household data keys of an earlier version; run `ansinh admin migrate-vault` first",
+            cli.data_dir.display()
+        );
+        runtime.close().await;
+        return Ok(ExitCode::from(2));
+    }
     for lost in &runtime.lost {
         eprintln!(
             "LOST ACKNOWLEDGED DATA in partition {}: {}\nappending to it is stopped; after investigating, run: ansinh admin accept-head --partition {}",
@@ -866,6 +895,28 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Command::Admin {
                 command: AdminCommand::AddStaff { .. },
             } => unreachable!("handled before the ledger opens"),
+            Command::Admin {
+                command: AdminCommand::MigrateVault,
+            } => {
+                let report = runtime
+                    .vault
+                    .migrate_local(runtime.ledger.store().db())
+                    .await?;
+                if json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    println!(
+                        "moved {} data keys and {} erasures into the shared vault; {} were there already",
+                        report.keys, report.tombstones, report.already
+                    );
+                    for household in &report.conflicts {
+                        println!(
+                            "CONFLICT household {household}: the shared vault holds another key; the local one is kept in the data directory"
+                        );
+                    }
+                }
+                Ok(exit(report.conflicts.is_empty()))
+            }
             Command::Admin {
                 command: AdminCommand::AcceptHead { partition },
             } => {

@@ -274,7 +274,7 @@ impl Service {
             return Ok(receipt);
         }
         let citizens = self.indexes(data)?;
-        let sealed = self.vault.seal(household.as_str(), data)?;
+        let sealed = self.vault.seal(household.as_str(), data).await?;
         let change = Change::Registered {
             household: household.clone(),
             area,
@@ -313,7 +313,7 @@ impl Service {
             household: household.clone(),
             members: Self::members(data),
             citizens: citizens.clone(),
-            sealed: self.vault.seal(household.as_str(), data)?,
+            sealed: self.vault.seal(household.as_str(), data).await?,
             on,
             reason: reason.to_owned(),
         };
@@ -359,7 +359,7 @@ impl Service {
         let (citizens, sealed) = match remaining {
             Some(data) => (
                 self.indexes(data)?,
-                self.vault.seal(household.as_str(), data)?,
+                self.vault.seal(household.as_str(), data).await?,
             ),
             None => (Vec::new(), Vec::new()),
         };
@@ -436,7 +436,7 @@ impl Service {
             area,
             members: moved.members,
             citizens: citizens.clone(),
-            sealed: self.vault.seal(to.as_str(), &data)?,
+            sealed: self.vault.seal(to.as_str(), &data).await?,
             on,
         };
         let arrived = self
@@ -495,14 +495,14 @@ impl Service {
             .await?
             .release(household.as_str(), &citizens)
             .await?;
-        self.vault.erase(household.as_str(), now_unix_ms)?;
+        self.vault.erase(household.as_str(), now_unix_ms).await?;
         Ok(receipt)
     }
 
     /// The household's personal data in clear, from its latest sealed record.
     pub async fn personal(&self, household: &HouseholdId) -> Result<PersonalData, ServiceError> {
         let sealed = self.latest_sealed(household).await?;
-        Ok(self.vault.open_sealed(household.as_str(), &sealed)?)
+        Ok(self.vault.open_sealed(household.as_str(), &sealed).await?)
     }
 
     /// The latest sealed personal data of a household, located by the projection and

@@ -36,6 +36,7 @@ async fn the_app_start_path_checkpoints_every_n_events_and_stops_cleanly() {
         nats_url: Some(server_url()),
         credentials: None,
         log: log.clone(),
+        secrets: None,
     })
     .await
     .unwrap();

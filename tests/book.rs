@@ -14,7 +14,7 @@ use ansinh::domain::eligibility::{Area, ClassificationInputs};
 use ansinh::domain::ids::HouseholdId;
 use ansinh::domain::loans::{Channel, EntrustedOrganisation};
 use ansinh::log::{Ledger, LogConfig, Receipt};
-use ansinh::personal::{Member, PersonalData, Vault, VaultError};
+use ansinh::personal::{Member, PersonalData, VaultError};
 use ansinh::projection::Projector;
 use ansinh::proto::envelope::Payload;
 use ansinh::service::{LoanAction, Request, Service, ServiceError};
@@ -42,7 +42,7 @@ fn staff(role: Role, unit: &str) -> Caller {
 /// (two ledger processes of one deployment share it).
 async fn service_at(config: &LogConfig, dir: &Path, secrets: &Path) -> Service {
     let ledger: Ledger = ledger_at(config, dir).await;
-    let vault = Arc::new(Vault::open(ledger.store().db(), secrets).unwrap());
+    let vault = Arc::new(vault_for(&ledger, secrets).await);
     let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
     Service::new(ledger, vault, projector)
 }
@@ -976,4 +976,69 @@ async fn a_command_sent_to_another_process_right_after_is_decided_on_a_current_b
     assert!(!matches!(twice, Rejection::UnknownLoan { .. }), "{twice:?}");
     assert_eq!(w.events().await, after, "refusals append nothing");
     assert_eq!(verified(&config).await.events, 4 * ROUNDS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_data_directory_loses_nothing_and_another_process_reads_every_household() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    // The secrets file lives outside the data directories, as an operator keeps it.
+    let secrets = dir.path().join("secrets");
+    let data_dir = dir.path().join("a");
+    let a = service_at(&config, &data_dir, &secrets).await;
+    let officer = staff(Role::CreditOfficer, "01");
+    const HOUSEHOLDS: u64 = 40;
+    let ids: Vec<HouseholdId> = (1..=HOUSEHOLDS)
+        .map(|i| hh(&format!("0100007-{i:06}")))
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        let key = format!("reg-{i}");
+        a.register(
+            &rq(&officer, &key),
+            id,
+            Area::Rural,
+            d("2026-01-05"),
+            &person(&format!("0010860{i:05}"), Some(&format!("0011900{i:05}"))),
+        )
+        .await
+        .unwrap();
+    }
+    close(a).await;
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    // The same process restarted on an empty directory, and a second process.
+    let restarted = service_at(&config, &data_dir, &secrets).await;
+    let other = service_at(&config, &dir.path().join("b"), &secrets).await;
+    let mut stream = stream_of(&config).await;
+    for service in [&restarted, &other] {
+        service
+            .projector
+            .catch_up(&mut stream, &config)
+            .await
+            .unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            let data = service.personal(id).await.unwrap();
+            assert_eq!(
+                data,
+                person(&format!("0010860{i:05}"), Some(&format!("0011900{i:05}")))
+            );
+        }
+    }
+    // The citizens are still claimed: a new household with one of them is refused.
+    let refused = restarted
+        .register(
+            &rq(&officer, "dup"),
+            &hh("0100007-009999"),
+            Area::Rural,
+            d("2026-02-01"),
+            &person("001086000003", None),
+        )
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    // And a process started with another secrets file refuses to start, naming it.
+    let wrong = dir.path().join("other-secrets");
+    let ledger = ledger_at(&config, &dir.path().join("c")).await;
+    let e = ansinh::personal::Vault::open(ledger.jetstream(), &config.stream_name, 1, &wrong)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("other-secrets"), "{e}");
 }

@@ -13,7 +13,7 @@ use ansinh::book::{PartitionBook, loan_ref};
 use ansinh::domain::eligibility::{Area, ClassificationInputs};
 use ansinh::domain::ids::HouseholdId;
 use ansinh::domain::loans::{Channel, EntrustedOrganisation};
-use ansinh::personal::{PersonalData, Vault};
+use ansinh::personal::PersonalData;
 use ansinh::projection::Projector;
 use ansinh::proto::Envelope;
 use ansinh::service::{LoanAction, Request, Service, ServiceError};
@@ -81,7 +81,7 @@ async fn run_case(ops: Vec<Op>) {
     let config = fresh_log();
     let dir = tempfile::tempdir().unwrap();
     let ledger = ledger_at(&config, dir.path()).await;
-    let vault = Arc::new(Vault::open(ledger.store().db(), &dir.path().join("secrets")).unwrap());
+    let vault = Arc::new(vault_for(&ledger, &dir.path().join("secrets")).await);
     let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
     let service = Service::new(ledger.clone(), vault, projector.clone());
     let manager = Caller {

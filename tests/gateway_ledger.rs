@@ -28,10 +28,10 @@ use ansinh::gateway::{self, sign};
 use ansinh::gateway_ledger::{LedgerSink, system_clock};
 use ansinh::http::{self, Api, GatewayEdge, Schemas, StaffDirectory};
 use ansinh::log::{LedgerStore, LogConfig};
-use ansinh::personal::Vault;
 use ansinh::projection::Projector;
 use ansinh::proto::{self, GatewayPost, PaymentInstruction, envelope::Payload};
 use ansinh::service::{POST_REPLAY_WINDOW_MS, Request, Service};
+use common::vault_for;
 use common::{fresh_log, register_household, schema_checked};
 use prost::Message;
 use reqwest::StatusCode;
@@ -54,7 +54,7 @@ async fn service_on(
         .await
         .unwrap();
     assert!(lost.is_empty());
-    let vault = Arc::new(Vault::open(ledger.store().db(), &dir.join("secrets")).unwrap());
+    let vault = Arc::new(vault_for(&ledger, &dir.join("secrets")).await);
     let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
     Service::new(ledger, vault, projector)
 }

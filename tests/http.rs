@@ -9,7 +9,6 @@ use std::sync::Arc;
 use ansinh::access::Role;
 use ansinh::http::{self, Api, Schemas, StaffDirectory};
 use ansinh::log::LogConfig;
-use ansinh::personal::Vault;
 use ansinh::projection::Projector;
 use ansinh::proto::envelope::Payload;
 use ansinh::service::Service;
@@ -59,7 +58,7 @@ async fn server() -> Server {
     let config = fresh_log();
     let dir = tempfile::tempdir().unwrap();
     let ledger = ledger_at(&config, &dir.path().join("store")).await;
-    let vault = Arc::new(Vault::open(ledger.store().db(), &dir.path().join("secrets")).unwrap());
+    let vault = Arc::new(vault_for(&ledger, &dir.path().join("secrets")).await);
     let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
     let service = Service::new(ledger, vault, projector);
     let path = dir.path().join(http::STAFF_FILE);

@@ -21,7 +21,6 @@ use ansinh::domain::payments::ids::{
 use ansinh::domain::payments::instructions::{GatewayPost, Outcome};
 use ansinh::domain::payments::month::Month;
 use ansinh::log::{LogConfig, Receipt};
-use ansinh::personal::Vault;
 use ansinh::projection::Projector;
 use ansinh::service::{POST_REPLAY_WINDOW_MS, Request, Service, ServiceError};
 use chrono::NaiveDate;
@@ -37,7 +36,7 @@ fn d(s: &str) -> NaiveDate {
 
 async fn service_at(config: &LogConfig, dir: &Path) -> Service {
     let ledger = ledger_at(config, dir).await;
-    let vault = Arc::new(Vault::open(ledger.store().db(), &dir.join("secrets")).unwrap());
+    let vault = Arc::new(vault_for(&ledger, &secrets_of(config)).await);
     let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
     Service::new(ledger, vault, projector)
 }
@@ -604,6 +603,8 @@ async fn a_partition_run_killed_half_way_is_completed_by_running_it_again() {
         c.arg("--data-dir")
             .arg(cli_dir.path())
             .args(["--nats", &server_url(), "--stream", &config.stream_name])
+            .arg("--secrets")
+            .arg(secrets_of(&config))
             .args(["--subject-prefix", &config.subject_prefix])
             .args(["--checkpoint-stream", &format!("C{}", config.stream_name)])
             .args([

@@ -2,11 +2,15 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 use ansinh::personal::{
     KeyStatus, MAX_HOUSEHOLD_ID_LEN, MAX_PLAINTEXT_LEN, MAX_SEALED_LEN, Member, PersonalData,
     SEALED_OVERHEAD, Vault, VaultError,
 };
+mod common;
+
+use common::{client, fresh_log};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -31,74 +35,100 @@ fn sample() -> PersonalData {
     }
 }
 
-/// One store directory and secrets file. The sled store is opened once and shared by
-/// every "reopen": sled releases its file lock asynchronously after a drop, so opening
-/// the directory again at once could fail on the lock (it did, now and then). What a
-/// reopen tests is the vault reading back what it stored, which this keeps.
+/// One runtime for every test of this binary: the vault's bucket writer and the NATS
+/// client run as tasks on it between the calls a test blocks on.
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+});
+
+fn block<F: std::future::Future>(future: F) -> F::Output {
+    RUNTIME.block_on(future)
+}
+
+/// One ledger's vault bucket (on the binary's nats-server) and a secrets file.
 struct Env {
     _dir: tempfile::TempDir,
-    db: sled::Db,
+    js: async_nats::jetstream::Context,
+    stream: String,
     secrets: PathBuf,
 }
 
 impl Env {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let js = block(async { async_nats::jetstream::new(client().await) });
         Env {
-            db: sled::open(dir.path().join("db")).unwrap(),
+            js,
+            stream: fresh_log().stream_name,
             secrets: dir.path().join("vault.secret"),
             _dir: dir,
         }
     }
 
-    fn open(&self) -> (sled::Db, Vault) {
-        self.open_with(&self.secrets)
+    /// A process's vault: opened anew each time, over the same bucket.
+    fn open(&self) -> Vault {
+        self.open_with(&self.secrets).unwrap()
     }
 
-    fn open_with(&self, secrets: &Path) -> (sled::Db, Vault) {
-        let db = self.db.clone();
-        let vault = Vault::open(&db, secrets).unwrap();
-        (db, vault)
+    fn open_with(&self, secrets: &Path) -> Result<Vault, VaultError> {
+        block(Vault::open(&self.js, &self.stream, 1, secrets))
+    }
+
+    /// What the bucket holds at a household's key.
+    fn stored(&self, household: &str) -> Option<Vec<u8>> {
+        block(async {
+            let kv = self
+                .js
+                .get_key_value(ansinh::personal::bucket_name(&self.stream))
+                .await
+                .unwrap();
+            kv.get(format!("hh.{household}")).await.unwrap()
+        })
+        .map(|b| b.to_vec())
     }
 }
 
 #[test]
 fn round_trip() {
     let env = Env::new();
-    let (_db, vault) = env.open();
-    assert_eq!(vault.key_status("hh-1").unwrap(), KeyStatus::NoKey);
+    let vault = env.open();
+    assert_eq!(block(vault.key_status("hh-1")).unwrap(), KeyStatus::NoKey);
     let data = sample();
-    let sealed = vault.seal("hh-1", &data).unwrap();
-    assert_eq!(vault.key_status("hh-1").unwrap(), KeyStatus::Active);
+    let sealed = block(vault.seal("hh-1", &data)).unwrap();
+    assert_eq!(block(vault.key_status("hh-1")).unwrap(), KeyStatus::Active);
     assert_eq!(sealed[0], 1);
-    assert_eq!(vault.open_sealed("hh-1", &sealed).unwrap(), data);
+    assert_eq!(block(vault.open_sealed("hh-1", &sealed)).unwrap(), data);
     // A second seal reuses the household's key.
     let other = PersonalData {
         phone: None,
         members: vec![],
         ..data.clone()
     };
-    let sealed2 = vault.seal("hh-1", &other).unwrap();
-    assert_eq!(vault.open_sealed("hh-1", &sealed2).unwrap(), other);
-    assert_eq!(vault.open_sealed("hh-1", &sealed).unwrap(), data);
+    let sealed2 = block(vault.seal("hh-1", &other)).unwrap();
+    assert_eq!(block(vault.open_sealed("hh-1", &sealed2)).unwrap(), other);
+    assert_eq!(block(vault.open_sealed("hh-1", &sealed)).unwrap(), data);
 }
 
 #[test]
 fn round_trip_survives_reopen() {
     let env = Env::new();
     let sealed = {
-        let (_db, vault) = env.open();
-        vault.seal("hh-1", &sample()).unwrap()
+        let vault = env.open();
+        block(vault.seal("hh-1", &sample())).unwrap()
     };
-    let (_db, vault) = env.open();
-    assert_eq!(vault.open_sealed("hh-1", &sealed).unwrap(), sample());
+    let vault = env.open();
+    assert_eq!(block(vault.open_sealed("hh-1", &sealed)).unwrap(), sample());
 }
 
 #[test]
 fn sealed_bytes_hold_no_clear_personal_data() {
     let env = Env::new();
-    let (_db, vault) = env.open();
-    let sealed = vault.seal("hh-1", &sample()).unwrap();
+    let vault = env.open();
+    let sealed = block(vault.seal("hh-1", &sample())).unwrap();
     for needle in ["001085012345", "0912345678", "Nguy", "con"] {
         assert!(
             !sealed.windows(needle.len()).any(|w| w == needle.as_bytes()),
@@ -110,52 +140,52 @@ fn sealed_bytes_hold_no_clear_personal_data() {
 #[test]
 fn aad_binds_household() {
     let env = Env::new();
-    let (_db, vault) = env.open();
-    let sealed = vault.seal("hh-1", &sample()).unwrap();
+    let vault = env.open();
+    let sealed = block(vault.seal("hh-1", &sample())).unwrap();
     // Household without a key.
     assert!(matches!(
-        vault.open_sealed("hh-2", &sealed),
+        block(vault.open_sealed("hh-2", &sealed)),
         Err(VaultError::NoKey)
     ));
     // Household with its own key: the blob still does not open there.
-    vault.seal("hh-2", &sample()).unwrap();
+    block(vault.seal("hh-2", &sample())).unwrap();
     assert!(matches!(
-        vault.open_sealed("hh-2", &sealed),
+        block(vault.open_sealed("hh-2", &sealed)),
         Err(VaultError::Tampered)
     ));
-    assert_eq!(vault.open_sealed("hh-1", &sealed).unwrap(), sample());
+    assert_eq!(block(vault.open_sealed("hh-1", &sealed)).unwrap(), sample());
 }
 
 #[test]
 fn erasure_makes_data_unreadable_and_leaves_sealed_bytes_unchanged() {
     let env = Env::new();
     let (sealed, digest_before) = {
-        let (_db, vault) = env.open();
-        let sealed = vault.seal("hh-1", &sample()).unwrap();
-        vault.seal("hh-keep", &sample()).unwrap();
+        let vault = env.open();
+        let sealed = block(vault.seal("hh-1", &sample())).unwrap();
+        block(vault.seal("hh-keep", &sample())).unwrap();
         let digest = blake3::hash(&sealed);
         let copy = sealed.clone();
-        assert!(vault.erase("hh-1", 1_700_000_000_123).unwrap());
+        assert!(block(vault.erase("hh-1", 1_700_000_000_123)).unwrap());
         // Erasure touches only the vault: the caller's bytes (and their chain hash) are the same.
         assert_eq!(sealed, copy);
         assert_eq!(blake3::hash(&sealed), digest);
         assert!(matches!(
-            vault.open_sealed("hh-1", &sealed),
+            block(vault.open_sealed("hh-1", &sealed)),
             Err(VaultError::Erased {
                 erased_at_unix_ms: 1_700_000_000_123
             })
         ));
         // Idempotent, first time kept.
-        assert!(!vault.erase("hh-1", 1_800_000_000_000).unwrap());
+        assert!(!block(vault.erase("hh-1", 1_800_000_000_000)).unwrap());
         assert_eq!(
-            vault.key_status("hh-1").unwrap(),
+            block(vault.key_status("hh-1")).unwrap(),
             KeyStatus::Erased {
                 erased_at_unix_ms: 1_700_000_000_123
             }
         );
         // No new key is created for an erased household.
         assert!(matches!(
-            vault.seal("hh-1", &sample()),
+            block(vault.seal("hh-1", &sample())),
             Err(VaultError::Erased {
                 erased_at_unix_ms: 1_700_000_000_123
             })
@@ -163,37 +193,35 @@ fn erasure_makes_data_unreadable_and_leaves_sealed_bytes_unchanged() {
         (sealed, digest)
     };
     // Durable: after reopening, still erased; other households unaffected.
-    let (db, vault) = env.open();
+    let vault = env.open();
     assert_eq!(blake3::hash(&sealed), digest_before);
     assert!(matches!(
-        vault.open_sealed("hh-1", &sealed),
+        block(vault.open_sealed("hh-1", &sealed)),
         Err(VaultError::Erased {
             erased_at_unix_ms: 1_700_000_000_123
         })
     ));
-    assert!(
-        db.open_tree("vault.keys")
-            .unwrap()
-            .get("hh-1")
-            .unwrap()
-            .is_none()
+    // The bucket holds the tombstone, not the wrapped key.
+    assert_eq!(env.stored("hh-1").unwrap().len(), 9);
+    assert_eq!(
+        block(vault.key_status("hh-keep")).unwrap(),
+        KeyStatus::Active
     );
-    assert_eq!(vault.key_status("hh-keep").unwrap(), KeyStatus::Active);
 }
 
 #[test]
 fn erasing_unknown_household_records_tombstone() {
     let env = Env::new();
-    let (_db, vault) = env.open();
-    assert!(!vault.erase("hh-never", 5).unwrap());
+    let vault = env.open();
+    assert!(!block(vault.erase("hh-never", 5)).unwrap());
     assert_eq!(
-        vault.key_status("hh-never").unwrap(),
+        block(vault.key_status("hh-never")).unwrap(),
         KeyStatus::Erased {
             erased_at_unix_ms: 5
         }
     );
     assert!(matches!(
-        vault.seal("hh-never", &sample()),
+        block(vault.seal("hh-never", &sample())),
         Err(VaultError::Erased { .. })
     ));
 }
@@ -202,34 +230,34 @@ fn erasing_unknown_household_records_tombstone() {
 fn blind_index_stable_across_reopen_and_secret_specific() {
     let env = Env::new();
     let first = {
-        let (_db, vault) = env.open();
+        let vault = env.open();
         let a = vault.blind_index("001085012345");
         assert_eq!(a, vault.blind_index("001085012345"));
         assert_ne!(a, vault.blind_index("001085012346"));
         assert_eq!(vault.blind_index_hex("001085012345"), hex::encode(a));
         a
     };
-    let (_db, vault) = env.open();
+    let vault = env.open();
     assert_eq!(vault.blind_index("001085012345"), first);
 
     // Another secrets file (with another store) gives another index.
     let other = Env::new();
-    let (_db2, vault2) = other.open();
+    let vault2 = other.open();
     assert_ne!(vault2.blind_index("001085012345"), first);
 }
 
 #[test]
 fn sealing_twice_gives_different_ciphertexts() {
     let env = Env::new();
-    let (_db, vault) = env.open();
-    let a = vault.seal("hh-1", &sample()).unwrap();
-    let b = vault.seal("hh-1", &sample()).unwrap();
+    let vault = env.open();
+    let a = block(vault.seal("hh-1", &sample())).unwrap();
+    let b = block(vault.seal("hh-1", &sample())).unwrap();
     assert_ne!(a, b);
     assert_ne!(a[1..25], b[1..25], "nonces differ");
     assert_eq!(a.len(), b.len());
     assert_eq!(
-        vault.open_sealed("hh-1", &a).unwrap(),
-        vault.open_sealed("hh-1", &b).unwrap()
+        block(vault.open_sealed("hh-1", &a)).unwrap(),
+        block(vault.open_sealed("hh-1", &b)).unwrap()
     );
 }
 
@@ -238,7 +266,7 @@ fn sealing_twice_gives_different_ciphertexts() {
 fn secrets_file_created_0600_with_64_bytes() {
     use std::os::unix::fs::PermissionsExt;
     let env = Env::new();
-    let (_db, _vault) = env.open();
+    let _vault = env.open();
     let meta = fs::metadata(&env.secrets).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     assert_eq!(meta.len(), 64);
@@ -258,12 +286,10 @@ fn secrets_file_readable_by_others_is_refused() {
     let env = Env::new();
     drop(env.open());
     fs::set_permissions(&env.secrets, fs::Permissions::from_mode(0o644)).unwrap();
-    let db = env.db.clone();
     assert!(matches!(
-        Vault::open(&db, &env.secrets),
+        env.open_with(&env.secrets),
         Err(VaultError::SecretsPermissions { mode: 0o644, .. })
     ));
-    drop(db);
     fs::set_permissions(&env.secrets, fs::Permissions::from_mode(0o400)).unwrap();
     drop(env.open());
 }
@@ -273,7 +299,7 @@ fn secrets_file_readable_by_others_is_refused() {
 fn malformed_secrets_files_are_refused() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::Config::new().temporary(true).open().unwrap();
+    let env = Env::new();
     let write = |name: &str, bytes: &[u8]| {
         let p = dir.path().join(name);
         fs::write(&p, bytes).unwrap();
@@ -285,16 +311,16 @@ fn malformed_secrets_files_are_refused() {
     let zero_half = write("zero", &[[7u8; 32], [0u8; 32]].concat());
     for p in [short, long, zero_half] {
         assert!(
-            matches!(Vault::open(&db, &p), Err(VaultError::SecretsInvalid { .. })),
+            matches!(env.open_with(&p), Err(VaultError::SecretsInvalid { .. })),
             "{p:?}"
         );
     }
     assert!(matches!(
-        Vault::open(&db, dir.path()),
+        env.open_with(dir.path()),
         Err(VaultError::SecretsInvalid { .. } | VaultError::SecretsIo { .. })
     ));
     assert!(matches!(
-        Vault::open(&db, &dir.path().join("missing-dir/secret")),
+        env.open_with(&dir.path().join("missing-dir/secret")),
         Err(VaultError::SecretsIo { .. })
     ));
 }
@@ -304,17 +330,20 @@ fn wrong_secrets_file_for_existing_store_is_refused() {
     let env = Env::new();
     drop(env.open());
     let other_dir = tempfile::tempdir().unwrap();
-    let db = env.db.clone();
-    assert!(matches!(
-        Vault::open(&db, &other_dir.path().join("other.secret")),
-        Err(VaultError::WrongSecrets)
-    ));
+    let other = other_dir.path().join("other.secret");
+    match env.open_with(&other) {
+        Err(e @ VaultError::WrongSecrets { .. }) => {
+            // The refusal names the file, so an operator knows which one to replace.
+            assert!(e.to_string().contains(other.to_str().unwrap()), "{e}");
+        }
+        other => panic!("expected WrongSecrets, got {other:?}"),
+    }
 }
 
 #[test]
 fn oversized_personal_data_is_refused_without_creating_a_key() {
     let env = Env::new();
-    let (_db, vault) = env.open();
+    let vault = env.open();
     let mut data = sample();
     data.members = (0..2000)
         .map(|i| Member {
@@ -323,83 +352,83 @@ fn oversized_personal_data_is_refused_without_creating_a_key() {
             relation: "con".into(),
         })
         .collect();
-    match vault.seal("hh-big", &data) {
+    match block(vault.seal("hh-big", &data)) {
         Err(VaultError::PlaintextTooLarge { len, max }) => {
             assert_eq!(max, MAX_PLAINTEXT_LEN);
             assert_eq!(len, serde_json::to_vec(&data).unwrap().len());
         }
         other => panic!("expected PlaintextTooLarge, got {other:?}"),
     }
-    assert_eq!(vault.key_status("hh-big").unwrap(), KeyStatus::NoKey);
+    assert_eq!(block(vault.key_status("hh-big")).unwrap(), KeyStatus::NoKey);
 }
 
 #[test]
 fn household_id_is_bounded() {
     let env = Env::new();
-    let (_db, vault) = env.open();
+    let vault = env.open();
     let long = "h".repeat(MAX_HOUSEHOLD_ID_LEN + 1);
     let max = "h".repeat(MAX_HOUSEHOLD_ID_LEN);
     assert!(matches!(
-        vault.seal("", &sample()),
+        block(vault.seal("", &sample())),
         Err(VaultError::InvalidHouseholdId { len: 0 })
     ));
     assert!(matches!(
-        vault.seal(&long, &sample()),
+        block(vault.seal(&long, &sample())),
         Err(VaultError::InvalidHouseholdId { .. })
     ));
     assert!(matches!(
-        vault.open_sealed(&long, &[1; 60]),
+        block(vault.open_sealed(&long, &[1; 60])),
         Err(VaultError::InvalidHouseholdId { .. })
     ));
     assert!(matches!(
-        vault.erase("", 0),
+        block(vault.erase("", 0)),
         Err(VaultError::InvalidHouseholdId { .. })
     ));
-    let sealed = vault.seal(&max, &sample()).unwrap();
-    assert_eq!(vault.open_sealed(&max, &sealed).unwrap(), sample());
+    let sealed = block(vault.seal(&max, &sample())).unwrap();
+    assert_eq!(block(vault.open_sealed(&max, &sealed)).unwrap(), sample());
 }
 
 #[test]
 fn malformed_sealed_inputs_return_errors() {
     let env = Env::new();
-    let (_db, vault) = env.open();
-    let sealed = vault.seal("hh-1", &sample()).unwrap();
+    let vault = env.open();
+    let sealed = block(vault.seal("hh-1", &sample())).unwrap();
 
     assert!(matches!(
-        vault.open_sealed("hh-1", &[]),
+        block(vault.open_sealed("hh-1", &[])),
         Err(VaultError::Malformed { len: 0 })
     ));
     assert!(matches!(
-        vault.open_sealed("hh-1", &[1u8; SEALED_OVERHEAD - 1]),
+        block(vault.open_sealed("hh-1", &[1u8; SEALED_OVERHEAD - 1])),
         Err(VaultError::Malformed { .. })
     ));
     // Header and tag only: an empty ciphertext fails authentication.
     assert!(matches!(
-        vault.open_sealed("hh-1", &[1u8; SEALED_OVERHEAD]),
+        block(vault.open_sealed("hh-1", &[1u8; SEALED_OVERHEAD])),
         Err(VaultError::Tampered)
     ));
     let mut v2 = sealed.clone();
     v2[0] = 2;
     assert!(matches!(
-        vault.open_sealed("hh-1", &v2),
+        block(vault.open_sealed("hh-1", &v2)),
         Err(VaultError::UnsupportedVersion { version: 2 })
     ));
     assert!(matches!(
-        vault.open_sealed("hh-1", &vec![1u8; MAX_SEALED_LEN + 1]),
+        block(vault.open_sealed("hh-1", &vec![1u8; MAX_SEALED_LEN + 1])),
         Err(VaultError::SealedTooLarge { .. })
     ));
 
     // Every truncation and extension fails.
     for cut in 0..sealed.len() {
         assert!(
-            vault.open_sealed("hh-1", &sealed[..cut]).is_err(),
+            block(vault.open_sealed("hh-1", &sealed[..cut])).is_err(),
             "cut {cut}"
         );
     }
     let mut longer = sealed.clone();
     longer.push(0);
     assert!(matches!(
-        vault.open_sealed("hh-1", &longer),
+        block(vault.open_sealed("hh-1", &longer)),
         Err(VaultError::Tampered)
     ));
 
@@ -408,21 +437,21 @@ fn malformed_sealed_inputs_return_errors() {
         for bit in 0..8 {
             let mut m = sealed.clone();
             m[i] ^= 1 << bit;
-            match vault.open_sealed("hh-1", &m) {
+            match block(vault.open_sealed("hh-1", &m)) {
                 Err(VaultError::UnsupportedVersion { .. }) => assert_eq!(i, 0),
                 Err(VaultError::Tampered) => assert!(i > 0),
                 other => panic!("byte {i} bit {bit}: {other:?}"),
             }
         }
     }
-    assert_eq!(vault.open_sealed("hh-1", &sealed).unwrap(), sample());
+    assert_eq!(block(vault.open_sealed("hh-1", &sealed)).unwrap(), sample());
 }
 
 #[test]
 fn arbitrary_sealed_bytes_never_panic() {
     let env = Env::new();
-    let (_db, vault) = env.open();
-    let sealed = vault.seal("hh-1", &sample()).unwrap();
+    let vault = env.open();
+    let sealed = block(vault.seal("hh-1", &sample())).unwrap();
     let mut runner = TestRunner::new(Config {
         cases: 512,
         ..Config::default()
@@ -448,7 +477,7 @@ fn arbitrary_sealed_bytes_never_panic() {
                 random
             };
             for hh in ["hh-1", "hh-none"] {
-                prop_assert!(vault.open_sealed(hh, &input).is_err());
+                prop_assert!(block(vault.open_sealed(hh, &input)).is_err());
             }
             Ok(())
         })
@@ -458,7 +487,7 @@ fn arbitrary_sealed_bytes_never_panic() {
 #[test]
 fn arbitrary_personal_data_round_trips() {
     let env = Env::new();
-    let (_db, vault) = env.open();
+    let vault = env.open();
     let text = || "\\PC{0,40}";
     let member =
         (text(), prop::option::of(text()), text()).prop_map(|(name, citizen_id, relation)| {
@@ -490,41 +519,246 @@ fn arbitrary_personal_data_round_trips() {
     });
     runner
         .run(&data, |data| {
-            let sealed = vault.seal("hh-p", &data).unwrap();
+            let sealed = block(vault.seal("hh-p", &data)).unwrap();
             prop_assert_eq!(
                 sealed.len(),
                 SEALED_OVERHEAD + serde_json::to_vec(&data).unwrap().len()
             );
-            prop_assert_eq!(vault.open_sealed("hh-p", &sealed).unwrap(), data);
+            prop_assert_eq!(block(vault.open_sealed("hh-p", &sealed)).unwrap(), data);
             Ok(())
         })
         .unwrap();
 }
 
 #[test]
-fn concurrent_first_seals_share_one_key() {
+fn concurrent_first_seals_in_two_processes_share_one_key() {
     let env = Env::new();
-    let (_db, vault) = env.open();
+    let (a, b) = (env.open(), env.open());
     let blobs: Vec<Vec<u8>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..4)
-            .map(|_| s.spawn(|| vault.seal("hh-race", &sample()).unwrap()))
+        let handles: Vec<_> = [&a, &b, &a, &b]
+            .into_iter()
+            .map(|vault| s.spawn(|| block(vault.seal("hh-race", &sample())).unwrap()))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for blob in &blobs {
-        assert_eq!(vault.open_sealed("hh-race", blob).unwrap(), sample());
+        assert_eq!(block(a.open_sealed("hh-race", blob)).unwrap(), sample());
+        assert_eq!(block(b.open_sealed("hh-race", blob)).unwrap(), sample());
     }
+}
+
+#[test]
+fn an_erasure_through_one_process_is_final_in_every_other() {
+    let env = Env::new();
+    let (a, b) = (env.open(), env.open());
+    let sealed = block(a.seal("hh-1", &sample())).unwrap();
+    assert_eq!(block(b.open_sealed("hh-1", &sealed)).unwrap(), sample());
+    assert!(block(b.erase("hh-1", 42)).unwrap());
+    assert!(matches!(
+        block(a.open_sealed("hh-1", &sealed)),
+        Err(VaultError::Erased {
+            erased_at_unix_ms: 42
+        })
+    ));
+    assert!(matches!(
+        block(a.seal("hh-1", &sample())),
+        Err(VaultError::Erased { .. })
+    ));
 }
 
 #[test]
 fn concurrent_vault_opens_agree_on_secrets() {
     let env = Env::new();
-    let db = env.db.clone();
     let indexes: Vec<[u8; 32]> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
-            .map(|_| s.spawn(|| Vault::open(&db, &env.secrets).unwrap().blind_index("x")))
+            .map(|_| s.spawn(|| env.open().blind_index("x")))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert!(indexes.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[test]
+fn blind_index_matches_specified_construction() {
+    let env = Env::new();
+    let vault = env.open();
+    let secrets = fs::read(&env.secrets).unwrap();
+    let key: [u8; 32] = secrets[32..].try_into().unwrap();
+    let mut input = b"ansinh/v1/blind/citizen\0".to_vec();
+    input.extend_from_slice(b"001085012345");
+    let expected = blake3::keyed_hash(&key, &input);
+    assert_eq!(vault.blind_index("001085012345"), *expected.as_bytes());
+    assert_eq!(
+        vault.blind_index_hex("001085012345"),
+        expected.to_hex().as_str()
+    );
+}
+
+/// The data key of a household, unwrapped by hand from the bucket with the documented
+/// layout and the key-wrapping key of the secrets file.
+fn unwrap_by_hand(env: &Env, household: &str) -> [u8; 32] {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+    let wrapped = env.stored(household).expect("a wrapped key");
+    assert_eq!((wrapped.len(), wrapped[0]), (73, 1));
+    let secrets = fs::read(&env.secrets).unwrap();
+    let cipher = XChaCha20Poly1305::new(Key::from_slice(&secrets[..32]));
+    let dek = cipher
+        .decrypt(
+            XNonce::from_slice(&wrapped[1..25]),
+            Payload {
+                msg: &wrapped[25..],
+                aad: household.as_bytes(),
+            },
+        )
+        .expect("the wrapped key opens with the KEK and the household id");
+    dek.try_into().unwrap()
+}
+
+#[test]
+fn sealed_and_wrapped_layouts_are_as_specified_and_the_bucket_holds_no_clear_key() {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+    let env = Env::new();
+    let vault = env.open();
+    let data = sample();
+    let sealed = block(vault.seal("hh-1", &data)).unwrap();
+    let json = serde_json::to_vec(&data).unwrap();
+    assert_eq!(sealed[0], 1);
+    assert_eq!(sealed.len(), SEALED_OVERHEAD + json.len());
+    let dek = unwrap_by_hand(&env, "hh-1");
+    let cipher = XChaCha20Poly1305::new(Key::from_slice(&dek));
+    let plain = cipher
+        .decrypt(
+            XNonce::from_slice(&sealed[1..25]),
+            Payload {
+                msg: &sealed[25..],
+                aad: b"ansinh/v1/personal\0hh-1",
+            },
+        )
+        .unwrap();
+    assert_eq!(plain, json);
+    let stored = env.stored("hh-1").unwrap();
+    let contains = |needle: &[u8]| stored.windows(needle.len()).any(|w| w == needle);
+    assert!(!contains(&dek), "clear data key must not be in the bucket");
+}
+
+#[test]
+fn corrupt_values_in_the_bucket_are_typed_errors() {
+    let env = Env::new();
+    let vault = env.open();
+    block(async {
+        let kv = env
+            .js
+            .get_key_value(ansinh::personal::bucket_name(&env.stream))
+            .await
+            .unwrap();
+        kv.put("hh.hh-t", vec![0xE1u8, 1, 2].into()).await.unwrap();
+        kv.put("hh.hh-k", vec![1u8; 10].into()).await.unwrap();
+    });
+    assert!(matches!(
+        block(vault.open_sealed("hh-t", &[1u8; 60])),
+        Err(VaultError::StoreCorrupt { .. })
+    ));
+    assert!(matches!(
+        block(vault.seal("hh-k", &sample())),
+        Err(VaultError::StoreCorrupt { .. })
+    ));
+    let shown = format!("{vault:?}");
+    assert!(
+        shown.starts_with("Vault") && !shown.contains("kek"),
+        "{shown}"
+    );
+}
+
+/// A store of the version before the shared bucket, written by hand from its documented
+/// layout: household `hh-old` keyed (and a blob sealed under its key), `hh-gone` erased.
+fn local_store_of_an_earlier_version(env: &Env, dir: &Path) -> (sled::Db, Vec<u8>) {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+    let secrets = fs::read(&env.secrets).unwrap();
+    let db = sled::open(dir).unwrap();
+    let meta = db.open_tree("vault.meta").unwrap();
+    meta.insert("format", &[1u8][..]).unwrap();
+    let check = blake3::derive_key("ansinh v1 vault secrets check", &secrets);
+    meta.insert("secrets_check", &check[..]).unwrap();
+    meta.insert(b"erased\0hh-gone", &77i64.to_be_bytes()[..])
+        .unwrap();
+    let dek = [5u8; 32];
+    let nonce = [9u8; 24];
+    let kek = XChaCha20Poly1305::new(Key::from_slice(&secrets[..32]));
+    let mut wrapped = vec![1u8];
+    wrapped.extend_from_slice(&nonce);
+    wrapped.extend(
+        kek.encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: &dek,
+                aad: b"hh-old",
+            },
+        )
+        .unwrap(),
+    );
+    db.open_tree("vault.keys")
+        .unwrap()
+        .insert("hh-old", wrapped)
+        .unwrap();
+    let cipher = XChaCha20Poly1305::new(Key::from_slice(&dek));
+    let mut sealed = vec![1u8];
+    sealed.extend_from_slice(&nonce);
+    sealed.extend(
+        cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &serde_json::to_vec(&sample()).unwrap(),
+                    aad: b"ansinh/v1/personal\0hh-old",
+                },
+            )
+            .unwrap(),
+    );
+    (db, sealed)
+}
+
+#[test]
+fn keys_of_an_earlier_version_move_into_the_shared_vault_once() {
+    let env = Env::new();
+    let vault = env.open();
+    let dir = tempfile::tempdir().unwrap();
+    let (db, sealed) = local_store_of_an_earlier_version(&env, dir.path());
+    assert!(ansinh::personal::has_local_keys(&db).unwrap());
+    // Before the move, no process can open what the old one sealed.
+    assert!(matches!(
+        block(vault.open_sealed("hh-old", &sealed)),
+        Err(VaultError::NoKey)
+    ));
+    let report = block(vault.migrate_local(&db)).unwrap();
+    assert_eq!((report.keys, report.tombstones, report.already), (1, 1, 0));
+    assert!(report.conflicts.is_empty());
+    // Every process now opens it, the erasure holds, and no local copy is left.
+    assert_eq!(
+        block(env.open().open_sealed("hh-old", &sealed)).unwrap(),
+        sample()
+    );
+    assert_eq!(
+        block(vault.key_status("hh-gone")).unwrap(),
+        KeyStatus::Erased {
+            erased_at_unix_ms: 77
+        }
+    );
+    assert!(!ansinh::personal::has_local_keys(&db).unwrap());
+    // Run again (say the first run's output was lost, or on a copy): nothing moves twice.
+    drop(db);
+    let dir2 = tempfile::tempdir().unwrap();
+    let (db2, _) = local_store_of_an_earlier_version(&env, dir2.path());
+    let again = block(vault.migrate_local(&db2)).unwrap();
+    assert_eq!((again.keys, again.tombstones, again.already), (0, 0, 2));
+    // A store made with other secrets is refused, naming the file.
+    let other = Env::new();
+    drop(other.open()); // makes its secrets file
+    let dir3 = tempfile::tempdir().unwrap();
+    let (db3, _) = local_store_of_an_earlier_version(&other, dir3.path());
+    let e = block(vault.migrate_local(&db3)).unwrap_err();
+    assert!(matches!(e, VaultError::WrongSecrets { .. }), "{e}");
+    assert!(ansinh::personal::has_local_keys(&db3).unwrap(), "kept");
 }

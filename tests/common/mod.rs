@@ -63,6 +63,28 @@ pub async fn ledger_at(config: &LogConfig, dir: &std::path::Path) -> Ledger {
     ledger
 }
 
+/// Where the secrets file of the ledger `config` lives: one file per ledger, shared by
+/// every process of it (as an operator distributes it), outside any data directory.
+pub fn secrets_of(config: &LogConfig) -> std::path::PathBuf {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"))
+        .path()
+        .join(format!("{}.secrets", config.stream_name))
+}
+
+/// The vault of `ledger` (its bucket on the shared server), with the secrets file at
+/// `secrets` (created when missing).
+pub async fn vault_for(ledger: &Ledger, secrets: &std::path::Path) -> ansinh::personal::Vault {
+    ansinh::personal::Vault::open(
+        ledger.jetstream(),
+        &ledger.config().stream_name,
+        ledger.config().replicas,
+        secrets,
+    )
+    .await
+    .expect("open the vault")
+}
+
 pub fn note(partition: &str, key: &str, text: &str) -> Draft {
     Draft {
         partition: Partition::new(partition).expect("valid partition"),
