@@ -4,7 +4,11 @@
 
 use std::time::Instant;
 
-use ansinh::book::{PartitionBook, snapshot};
+// As in the binary and the benches.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use ansinh::book::{PartitionBook, RecordedStanding, snapshot};
 use ansinh::domain::eligibility::Area;
 use ansinh::domain::ids::HouseholdId;
 use ansinh::domain::registry::{Household, Residence};
@@ -35,7 +39,7 @@ fn main() {
         );
         book.standings.insert(
             id.clone(),
-            proto::EligibilityDecided {
+            RecordedStanding::of(&proto::EligibilityDecided {
                 household_id: id.to_string(),
                 review_year: 2026,
                 income_per_person_vnd: "1200000".into(),
@@ -50,7 +54,7 @@ fn main() {
                 prior_class: String::new(),
                 status: "poor".into(),
                 escaped_until: String::new(),
-            },
+            }),
         );
     }
     let started = Instant::now();
@@ -59,12 +63,17 @@ fn main() {
     let started = Instant::now();
     let back = snapshot::decode(&bytes).unwrap();
     let decoded = started.elapsed();
+    let started = Instant::now();
+    let again = snapshot::encode_sized(&book, bytes.len() + bytes.len() / 8);
+    let reencoded = started.elapsed();
+    assert_eq!(again, bytes);
     assert!(back == book);
     println!(
-        "{n} households: {} bytes ({:.0} B each), encode {:.3} s, decode {:.3} s",
+        "{n} households: {} bytes ({:.0} B each), encode {:.3} s, decode {:.3} s, encode into a buffer of the last size {:.3} s",
         bytes.len(),
         bytes.len() as f64 / n as f64,
         encoded.as_secs_f64(),
-        decoded.as_secs_f64()
+        decoded.as_secs_f64(),
+        reencoded.as_secs_f64()
     );
 }

@@ -79,6 +79,51 @@ pub struct Arrival {
     pub standing: Option<proto::EligibilityDecided>,
 }
 
+/// A household's latest eligibility decision as recorded, kept as its protobuf bytes:
+/// the book only carries it along on a move, and a province holds one per household.
+/// Decoded, its dozen strings cost a dozen allocations each, in the writer's memory and
+/// in every snapshot load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedStanding(Vec<u8>);
+
+impl RecordedStanding {
+    pub fn of(decided: &proto::EligibilityDecided) -> Self {
+        use prost::Message as _;
+        Self(decided.encode_to_vec())
+    }
+
+    pub fn decoded(&self) -> proto::EligibilityDecided {
+        use prost::Message as _;
+        // The bytes are our own encoding of a decoded message: they always decode.
+        proto::EligibilityDecided::decode(&self.0[..]).expect("a standing the book encoded")
+    }
+}
+
+impl serde::Serialize for RecordedStanding {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RecordedStanding {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = RecordedStanding;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("protobuf bytes of an EligibilityDecided")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+                use prost::Message as _;
+                // Checked here, so `decoded` never meets bytes it cannot read.
+                proto::EligibilityDecided::decode(v).map_err(E::custom)?;
+                Ok(RecordedStanding(v.to_vec()))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
 /// What `decide` proposes to append.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Proposal {
@@ -105,8 +150,7 @@ pub struct PartitionBook {
     pub loans: LoanBook,
     pub trial: TrialBalance,
     /// Latest eligibility decision per household, as recorded (a move carries it).
-    #[serde(with = "snapshot::standings")]
-    pub standings: BTreeMap<HouseholdId, proto::EligibilityDecided>,
+    pub standings: BTreeMap<HouseholdId, RecordedStanding>,
     /// Events folded in so far (the partition sequence of the last one).
     pub sequence: u64,
     /// Events `apply` could not read (should stay 0; `audit verify` reports them).
@@ -215,7 +259,7 @@ impl PartitionBook {
                 let link = MoveLink::Out {
                     members: h.members,
                     citizens: h.citizens.iter().copied().collect(),
-                    standing: self.standings.get(household).cloned(),
+                    standing: self.standings.get(household).map(RecordedStanding::decoded),
                 };
                 let mut subjects = self.subjects(household, None);
                 subjects.push(format!("household:{to}"));
@@ -399,12 +443,12 @@ impl PartitionBook {
         match payload {
             Payload::EligibilityDecided(p) => {
                 if let Ok(h) = HouseholdId::parse(&p.household_id) {
-                    self.standings.insert(h, p.clone());
+                    self.standings.insert(h, RecordedStanding::of(p));
                 }
             }
             Payload::HouseholdMovedIn(p) => {
                 if let (Some(s), Ok(h)) = (&p.standing, HouseholdId::parse(&p.household_id)) {
-                    self.standings.insert(h, s.clone());
+                    self.standings.insert(h, RecordedStanding::of(s));
                 }
             }
             _ => {}

@@ -18,6 +18,130 @@ use crate::domain::ids::HouseholdId;
 /// Keyed BLAKE3 hash of a citizen id (see `personal::Vault::blind_index`).
 pub type BlindIndex = [u8; 32];
 
+/// Blind indexes as serde bytes rather than 32 numbers: a book snapshot holds one or two
+/// per citizen, and reading 32 numbers one by one was most of a snapshot's decoding.
+/// (JSON still shows an array of numbers.)
+mod blind_bytes {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+
+    use super::BlindIndex;
+    use crate::domain::ids::HouseholdId;
+
+    struct Out<'a>(&'a BlindIndex);
+
+    impl serde::Serialize for Out<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+
+    struct In(BlindIndex);
+
+    impl<'de> serde::Deserialize<'de> for In {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = In;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("32 bytes")
+                }
+                fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<In, E> {
+                    v.try_into()
+                        .map(In)
+                        .map_err(|_| E::invalid_length(v.len(), &self))
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<In, A::Error> {
+                    let mut out = [0u8; 32];
+                    for (i, byte) in out.iter_mut().enumerate() {
+                        *byte = seq
+                            .next_element()?
+                            .ok_or_else(|| de::Error::invalid_length(i, &self))?;
+                    }
+                    if seq.next_element::<u8>()?.is_some() {
+                        return Err(de::Error::invalid_length(33, &self));
+                    }
+                    Ok(In(out))
+                }
+            }
+            d.deserialize_bytes(V)
+        }
+    }
+
+    pub mod set {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(
+            set: &BTreeSet<BlindIndex>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            let mut out = s.serialize_seq(Some(set.len()))?;
+            for index in set {
+                out.serialize_element(&Out(index))?;
+            }
+            out.end()
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<BTreeSet<BlindIndex>, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = BTreeSet<BlindIndex>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a list of blind indexes")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                    let mut out = BTreeSet::new();
+                    while let Some(In(index)) = seq.next_element()? {
+                        out.insert(index);
+                    }
+                    Ok(out)
+                }
+            }
+            d.deserialize_seq(V)
+        }
+    }
+
+    pub mod map {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(
+            map: &BTreeMap<BlindIndex, HouseholdId>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            let mut out = s.serialize_map(Some(map.len()))?;
+            for (index, household) in map {
+                out.serialize_entry(&Out(index), household)?;
+            }
+            out.end()
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<BTreeMap<BlindIndex, HouseholdId>, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = BTreeMap<BlindIndex, HouseholdId>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a map of blind indexes to households")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                    let mut out = BTreeMap::new();
+                    while let Some((In(index), household)) = map.next_entry()? {
+                        out.insert(index, household);
+                    }
+                    Ok(out)
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+}
+
 /// Most members one household may list; larger is a keying error.
 pub const MEMBERS_MAX: u32 = 60;
 /// Largest sealed personal-data blob accepted in an event, in bytes.
@@ -42,6 +166,7 @@ pub struct Household {
     pub id: HouseholdId,
     pub area: Area,
     pub members: u32,
+    #[serde(with = "blind_bytes::set")]
     pub citizens: BTreeSet<BlindIndex>,
     pub residence: Residence,
     pub since: NaiveDate,
@@ -53,6 +178,7 @@ pub struct Household {
 pub struct Registry {
     pub households: BTreeMap<HouseholdId, Household>,
     /// Citizens of active households only: a citizen may belong to one at a time.
+    #[serde(with = "blind_bytes::map")]
     pub citizens: BTreeMap<BlindIndex, HouseholdId>,
 }
 

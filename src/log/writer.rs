@@ -612,6 +612,8 @@ struct PartitionWriter {
     last_recorded: Option<oneshot::Receiver<()>>,
     /// Partition sequence of the newest book snapshot taken or loaded (0 = none).
     snapshot_sequence: u64,
+    /// Size of the last snapshot taken, in bytes: the next one's buffer starts there.
+    snapshot_bytes: usize,
     /// The snapshot being written to disk, if any; at most one at a time.
     snapshotting: Option<tokio::task::JoinHandle<()>>,
 }
@@ -663,6 +665,7 @@ impl PartitionWriter {
             rerecord_from: None,
             last_recorded: None,
             snapshot_sequence: 0,
+            snapshot_bytes: 0,
             snapshotting: None,
         }
     }
@@ -726,7 +729,17 @@ impl PartitionWriter {
                 return;
             }
         };
-        let body = book::snapshot::encode(book);
+        let started = std::time::Instant::now();
+        let body =
+            book::snapshot::encode_sized(book, self.snapshot_bytes + self.snapshot_bytes / 8);
+        tracing::info!(
+            partition,
+            sequence = book.sequence,
+            bytes = body.len(),
+            encode_ms = started.elapsed().as_millis() as u64,
+            "book snapshot taken"
+        );
+        self.snapshot_bytes = body.len();
         self.snapshot_sequence = book.sequence;
         self.snapshotting = Some(tokio::task::spawn_blocking(move || {
             if let Err(e) = snapshot::save(store.path(), &partition, &at, &body) {
