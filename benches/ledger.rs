@@ -72,7 +72,7 @@ const RAW_BATCHES: u64 = 50;
 const RAW_BATCH_EVENTS: u64 = 1_000;
 /// Commits the raw writer of step 2'''' makes while one publish at a time is timed: plain
 /// publishes of one ledger commit's bytes (BATCH_EVENTS_MAX envelopes), the shape of the
-/// ledger's commits under saturating load since session 8 (one frame each).
+/// ledger's commits under saturating load (one frame each).
 const RAW_FLOOR_COMMITS: u64 = 2_000;
 
 /// Rounds of (raw read, verify), alternated so neither always gets the colder cache.

@@ -36,6 +36,10 @@ use ansinh::service::{Request, Service};
 use rust_decimal::Decimal;
 use tokio::task::JoinSet;
 
+/// As in the binary: the writer and the snapshot's decoding allocate a lot.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + std::marker::Sync>>;
 
 /// Commands in flight at once while the province is built.
@@ -88,7 +92,8 @@ async fn run() -> BenchResult<()> {
         subject_prefix: "province.events".into(),
         replicas: 1,
     };
-    let service = open_service(&server.url(), &config, dir.path()).await?;
+    let secrets = dir.path().join("secrets.key");
+    let service = open_service(&server.url(), &config, dir.path(), &secrets).await?;
     let mut rows: Vec<(String, String, String)> = Vec::new();
 
     // 1. Registrations with personal data, then the yearly review.
@@ -269,7 +274,7 @@ async fn run() -> BenchResult<()> {
     let ledger = service.ledger.clone();
     drop(service);
     ledger.close().await?;
-    let same_store = open_service(&server.url(), &config, dir.path()).await?;
+    let same_store = open_service(&server.url(), &config, dir.path(), &secrets).await?;
     let first = first_command(&same_store, households, "after-restart").await?;
     rows.push(row(
         &format!("first command after a restart, {events} events (book from its snapshot)"),
@@ -277,7 +282,13 @@ async fn run() -> BenchResult<()> {
         "<= 1 s",
     ));
     let rss_before = common::status_kib("VmRSS:");
-    let restarted = open_service(&server.url(), &config, &dir.path().join("restart")).await?;
+    let restarted = open_service(
+        &server.url(),
+        &config,
+        &dir.path().join("restart"),
+        &secrets,
+    )
+    .await?;
     let first = first_command(&restarted, households + 1, "after-restart-cold").await?;
     let rss_after = common::status_kib("VmRSS:");
     rows.push(row(
@@ -345,24 +356,19 @@ fn row(figure: &str, value: String, target: &str) -> (String, String, String) {
     (figure.to_string(), value, target.to_string())
 }
 
+/// A ledger process with its own store in `dir`; every process of the ledger is given
+/// the same `secrets` file.
 async fn open_service(
     url: &str,
     config: &LogConfig,
     dir: &std::path::Path,
+    secrets: &std::path::Path,
 ) -> BenchResult<Service> {
     std::fs::create_dir_all(dir)?;
     let client = ansinh::app::connect(url, None).await?;
     let store = LedgerStore::open(&dir.join("ledger.sled"))?;
     let (ledger, _) = Ledger::open(client, config.clone(), store).await?;
-    let vault = Arc::new(
-        Vault::open(
-            ledger.jetstream(),
-            &config.stream_name,
-            1,
-            &dir.join("secrets.key"),
-        )
-        .await?,
-    );
+    let vault = Arc::new(Vault::open(ledger.jetstream(), &config.stream_name, 1, secrets).await?);
     let projector = Arc::new(Projector::open(ledger.store().db())?);
     Ok(Service::new(ledger, vault, projector))
 }

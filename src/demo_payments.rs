@@ -236,7 +236,7 @@ pub async fn run(
     let bound = server::bind(
         ledger_side,
         crate::gateway::DEFAULT_SUBJECT_PREFIX,
-        Arc::new(demo_registry()),
+        crate::directory::Shared::new(demo_registry()),
         sink.clone(),
     )
     .await?;

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod claims;
 pub mod demo;
 pub mod demo_payments;
+pub mod directory;
 pub mod domain;
 pub mod events;
 pub mod gateway;

@@ -353,15 +353,29 @@ enum AdminCommand {
     },
     /// Replace the ledger's checkpoint-signing key; the change is an event signed by the old key.
     RotateKey,
-    /// Make an HTTP API token for a caller: prints it once, stores only its hash.
+    /// Make an HTTP API token for a caller: prints it once; the ledger's directory bucket
+    /// keeps only its hash, and every running `serve` accepts it at once.
     AddStaff {
+        /// The caller's id, recorded as the actor of its events. Example: staff:nguyen.an
         #[arg(long)]
         id: String,
         #[arg(long, value_enum)]
         role: cli::staff::RoleArg,
         /// Commune (7 digits), province (2 digits), or "" for the head office.
+        /// Example: 0100007
         #[arg(long, default_value = "")]
         unit: String,
+    },
+    /// Withdraw every token of a member of staff; running processes refuse them at once.
+    RemoveStaff {
+        /// Example: staff:nguyen.an
+        #[arg(long)]
+        id: String,
+    },
+    /// Copy a staff file and <data-dir>/gateways.json (from `admin add-gateway`) into the
+    /// ledger's directory bucket; what it already holds is left. Running processes use
+    /// the new entries at once (`serve` also imports them when it starts).
+    ImportDirectory {
         /// Staff file [default: <data-dir>/staff.json].
         #[arg(long)]
         staff: Option<PathBuf>,
@@ -445,27 +459,6 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             .clone()
             .unwrap_or_else(|| cli.data_dir.join(ansinh::http::STAFF_FILE))
     };
-    // Needs no ledger: it only writes the staff file.
-    if let Command::Admin {
-        command:
-            AdminCommand::AddStaff {
-                id,
-                role,
-                unit,
-                staff,
-            },
-    } = &cli.command
-    {
-        std::fs::create_dir_all(&cli.data_dir)?;
-        let path = staff_file(staff);
-        let token = ansinh::http::auth::add_staff(&path, id, role.role(), unit)?;
-        println!("{token}");
-        eprintln!(
-            "added {id} to {}; the token above is shown only now (the file keeps its hash)",
-            path.display()
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
     let connection = Connection {
         data_dir: cli.data_dir.clone(),
         nats_url: cli.nats.clone(),
@@ -893,8 +886,41 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Admin {
-                command: AdminCommand::AddStaff { .. },
-            } => unreachable!("handled before the ledger opens"),
+                command: AdminCommand::AddStaff { id, role, unit },
+            } => {
+                let directory = open_directory(&runtime).await?;
+                let (token, _) = directory.add_staff(&id, role.role(), &unit).await?;
+                println!("{token}");
+                eprintln!(
+                    "added {id} to the ledger's directory: every running `ansinh serve` accepts the token above now. It is shown only now (the directory keeps its hash)"
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Admin {
+                command: AdminCommand::RemoveStaff { id },
+            } => {
+                let directory = open_directory(&runtime).await?;
+                match directory.remove_staff(&id).await? {
+                    Some(_) => {
+                        println!("removed {id}: no running process accepts its tokens now");
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    None => Ok(cli::not_found(json, "member of staff", &id)),
+                }
+            }
+            Command::Admin {
+                command: AdminCommand::ImportDirectory { staff },
+            } => {
+                let directory = open_directory(&runtime).await?;
+                let registry = cli.data_dir.join(ansinh::gateway::keys::REGISTRY_FILE);
+                let (staff_added, gateways_added) = directory
+                    .import_files(&staff_file(&staff), &registry)
+                    .await?;
+                println!(
+                    "imported {staff_added} staff and {gateways_added} gateway keys into the directory; running processes use them now"
+                );
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Admin {
                 command: AdminCommand::MigrateVault,
             } => {
@@ -974,6 +1000,19 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
     // books, so the next start replays only what came after.
     runtime.close().await;
     outcome
+}
+
+/// The ledger's directory of staff and gateways (its bucket on the ledger's NATS).
+async fn open_directory(
+    runtime: &Runtime,
+) -> Result<ansinh::directory::Directory, ansinh::directory::DirectoryError> {
+    let config = runtime.ledger.config();
+    ansinh::directory::Directory::open(
+        runtime.ledger.jetstream(),
+        &config.stream_name,
+        config.replicas,
+    )
+    .await
 }
 
 async fn demo(

@@ -78,6 +78,12 @@ pub fn from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, JsonErr
     serde_json::from_value(value).map_err(|e| JsonError::Syntax(e.to_string()))
 }
 
+/// Parses `bytes` strictly, then reads them as `T`.
+pub fn from_slice<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonError> {
+    let value = parse(bytes)?;
+    serde_json::from_value(value).map_err(|e| JsonError::Syntax(e.to_string()))
+}
+
 /// The marker the map visitor puts in its error, so `parse` can tell a duplicate apart
 /// from a syntax error without a second parse.
 const DUPLICATE_MARK: &str = "\u{1}duplicate member\u{1}";

@@ -6,7 +6,7 @@
 //! subjects.
 
 mod common_gateway;
-use common_gateway::{Net, key, registry, start_net};
+use common_gateway::{Net, key, registry, shared_registry, start_net};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -129,7 +129,7 @@ impl Serving {
         let bound = server::bind(
             net.ledger_client().await,
             gateway::DEFAULT_SUBJECT_PREFIX,
-            registry(),
+            shared_registry(),
             sink,
         )
         .await
@@ -626,9 +626,10 @@ async fn add_gateway_then_gateway_sim_over_the_real_transport() {
     );
     // No embedded server was started for it.
     assert!(!data.path().join("nats").exists());
-    let registry =
-        Arc::new(Registry::load(&data.path().join(ansinh::gateway::keys::REGISTRY_FILE)).unwrap());
-    assert_eq!(registry.gateways(), vec!["vcb"]);
+    let registry = ansinh::directory::Shared::new(
+        Registry::load(&data.path().join(ansinh::gateway::keys::REGISTRY_FILE)).unwrap(),
+    );
+    assert_eq!(registry.current().gateways(), vec!["vcb"]);
 
     let sink = Recorder::with_instructions((1..=12).map(|n| instruction("vcb", n)).collect());
     let bound = server::bind(

@@ -7,7 +7,7 @@
 //! HTTP: the axum API with its gateway routes, on the shared test server.
 
 mod common_gateway;
-use common_gateway::{key, registry, start_net};
+use common_gateway::{key, registry, shared_registry, start_net};
 
 mod common;
 
@@ -209,7 +209,7 @@ async fn over_nats_gateways_fetch_their_own_instructions_and_their_signed_result
     let bound = server::bind(
         ledger_client.clone(),
         gateway::DEFAULT_SUBJECT_PREFIX,
-        registry(),
+        shared_registry(),
         sink,
     )
     .await
@@ -397,12 +397,12 @@ async fn http_server() -> Http {
     let staff = dir.path().join(http::STAFF_FILE);
     http::auth::add_staff(&staff, "staff:m", Role::BranchManager, "01").unwrap();
     let edge = GatewayEdge {
-        registry: registry(),
+        registry: shared_registry(),
         sink: Arc::new(LedgerSink::new(service.clone(), system_clock())),
     };
     let api = Api::with_gateways(
         service.clone(),
-        StaffDirectory::load(&staff).unwrap(),
+        ansinh::directory::Shared::new(StaffDirectory::load(&staff).unwrap()),
         Some(edge),
     )
     .unwrap();

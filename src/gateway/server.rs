@@ -87,7 +87,7 @@ pub enum ServeError {
 pub struct Bound<S: PostSink> {
     client: async_nats::Client,
     prefix: String,
-    registry: Arc<Registry>,
+    registry: crate::directory::SharedRegistry,
     sink: Arc<S>,
     requests: futures::stream::Select<async_nats::Subscriber, async_nats::Subscriber>,
 }
@@ -98,7 +98,7 @@ pub struct Bound<S: PostSink> {
 pub async fn serve(
     client: async_nats::Client,
     subject_prefix: &str,
-    registry: Arc<Registry>,
+    registry: crate::directory::SharedRegistry,
     sink: Arc<impl PostSink>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
@@ -114,7 +114,7 @@ pub async fn serve(
 pub async fn bind<S: PostSink>(
     client: async_nats::Client,
     subject_prefix: &str,
-    registry: Arc<Registry>,
+    registry: crate::directory::SharedRegistry,
     sink: Arc<S>,
 ) -> Result<Bound<S>, ServeError> {
     let valid = !subject_prefix.is_empty()
@@ -187,7 +187,14 @@ impl<S: PostSink> Bound<S> {
             );
             tasks.spawn(async move {
                 let _slot = slot;
-                answer(&client, &prefix, &registry, sink.as_ref(), message).await;
+                answer(
+                    &client,
+                    &prefix,
+                    &registry.current(),
+                    sink.as_ref(),
+                    message,
+                )
+                .await;
             });
         }
         // Stop receiving (dropping the subscribers unsubscribes), then finish what started.

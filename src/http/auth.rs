@@ -171,7 +171,8 @@ fn io_error(path: &Path) -> impl Fn(io::Error) -> StaffFileError + '_ {
     }
 }
 
-fn read_entries(path: &Path) -> Result<Vec<StaffEntry>, StaffFileError> {
+/// Reads and checks the entries of a staff file (permissions, size, strict JSON).
+pub fn read_entries(path: &Path) -> Result<Vec<StaffEntry>, StaffFileError> {
     let file = File::open(path).map_err(io_error(path))?;
     let meta = file.metadata().map_err(io_error(path))?;
     {

@@ -115,7 +115,7 @@ fn authenticate(
     let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     let bytes = http_request_bytes(&signature.timestamp, method.as_str(), path, body);
     verify_http_request(
-        &edge.registry,
+        &edge.registry.current(),
         gateway,
         &signature.key_id,
         &signature.signature,

@@ -40,7 +40,7 @@ use tower::ServiceBuilder;
 
 use crate::app::Runtime;
 use crate::chain::Digest;
-use crate::gateway::keys::Registry;
+use crate::directory::{Directory, Shared, SharedStaff};
 use crate::gateway_ledger::LedgerSink;
 use crate::projection::Projector;
 use crate::service::Service;
@@ -133,6 +133,9 @@ pub enum HttpError {
     /// The gateway NATS subjects could not be subscribed.
     #[error(transparent)]
     GatewayServe(#[from] crate::gateway::server::ServeError),
+    /// The directory bucket (staff, gateways) could not be opened or an old file imported.
+    #[error(transparent)]
+    Directory(#[from] crate::directory::DirectoryError),
 }
 
 /// What every handler shares. Cheap to clone.
@@ -141,7 +144,8 @@ pub struct Api(Arc<Inner>);
 
 struct Inner {
     service: Service,
-    staff: StaffDirectory,
+    /// Followed live from the directory bucket by `serve` (`directory::Directory`).
+    staff: SharedStaff,
     schemas: Schemas,
     /// The stream sequence through which the projections are complete, published by
     /// the background projector (`keep_projecting`); reads wait on it.
@@ -156,20 +160,21 @@ struct Inner {
 /// shared with the NATS transport.
 #[derive(Clone)]
 pub struct GatewayEdge {
-    pub registry: Arc<Registry>,
+    pub registry: crate::directory::SharedRegistry,
     pub sink: Arc<LedgerSink>,
 }
 
 impl Api {
     /// Compiles every schema once and opens the API's tree in the ledger's store.
     pub fn new(service: Service, staff: StaffDirectory) -> Result<Self, HttpError> {
-        Self::with_gateways(service, staff, None)
+        Self::with_gateways(service, Shared::new(staff), None)
     }
 
-    /// Like `new`, also serving the gateway routes when `gateways` is given.
+    /// Like `new`, with a staff directory that may change while it serves, and also
+    /// serving the gateway routes when `gateways` is given.
     pub fn with_gateways(
         service: Service,
-        staff: StaffDirectory,
+        staff: SharedStaff,
         gateways: Option<GatewayEdge>,
     ) -> Result<Self, HttpError> {
         let requests = service.ledger.store().db().open_tree(TREE_REQUESTS)?;
@@ -193,8 +198,8 @@ impl Api {
         &self.0.service
     }
 
-    fn staff(&self) -> &StaffDirectory {
-        &self.0.staff
+    fn staff(&self) -> Arc<StaffDirectory> {
+        self.0.staff.current()
     }
 
     fn schemas(&self) -> &Schemas {
@@ -348,8 +353,26 @@ pub async fn run(
     staff_file: &Path,
     gateway_registry: &Path,
 ) -> Result<(), HttpError> {
-    let staff = StaffDirectory::load(staff_file)?;
-    let registry = Arc::new(Registry::load_or_empty(gateway_registry)?);
+    // Staff and gateways come from the ledger's directory bucket, followed live; the
+    // files of earlier versions are imported into it first.
+    let config = runtime.ledger.config();
+    let directory = Directory::open(
+        runtime.ledger.jetstream(),
+        &config.stream_name,
+        config.replicas,
+    )
+    .await?;
+    let (staff_imported, gateways_imported) =
+        directory.import_files(staff_file, gateway_registry).await?;
+    if staff_imported + gateways_imported > 0 {
+        eprintln!(
+            "ansinh: imported {staff_imported} staff and {gateways_imported} gateway keys from {} and {} into the directory bucket",
+            staff_file.display(),
+            gateway_registry.display()
+        );
+    }
+    let staff = directory.staff();
+    let registry = directory.gateways();
     let sink = Arc::new(LedgerSink::new(
         runtime.service(),
         crate::gateway_ledger::system_clock(),
@@ -374,16 +397,14 @@ pub async fn run(
     )
     .await?;
     eprintln!(
-        "ansinh: serving gateways on NATS {}.<id>.post|fetch and on http://{bound}/v1/gateways ({} gateways from {})",
+        "ansinh: serving gateways on NATS {}.<id>.post|fetch and on http://{bound}/v1/gateways ({} gateways in the directory bucket)",
         crate::gateway::DEFAULT_SUBJECT_PREFIX,
-        registry.gateways().len(),
-        gateway_registry.display()
+        registry.current().gateways().len(),
     );
     // Last, and in this form: tests and scripts wait for this line to know it listens.
     eprintln!(
-        "ansinh: serving the staff API on http://{bound} ({} staff from {})",
-        api.staff().len(),
-        staff_file.display()
+        "ansinh: serving the staff API on http://{bound} ({} staff in the directory bucket)",
+        api.staff().len()
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let gateways = tokio::spawn(gateway_server.run(async move {

@@ -7,7 +7,7 @@
 //! caps the log at the server's 44-77k messages/s. A frame as large as a whole group
 //! commit makes most commits one plain fenced publish, with no atomic batch at all: on
 //! the same disk the server then stores ~530 frames of 300 KiB a second (~540k events/s)
-//! against ~180k events/s in atomic batches of 16-event frames (docs/BENCH.md, session 8).
+//! against ~180k events/s in atomic batches of 16-event frames (ADR 0006).
 //!
 //! What does not change: every event is still the exact bytes of one `Envelope`, and
 //! its hash covers those bytes; a frame only carries them. A message of one event stays
@@ -159,7 +159,7 @@ mod tests {
         assert_eq!(bytes_max_for(0, -1), FRAME_BYTES_MAX);
         assert_eq!(bytes_max_for(0, 0), FRAME_BYTES_MAX);
         assert_eq!(bytes_max_for(8 * 1024 * 1024, 1024 * 1024), FRAME_BYTES_MAX);
-        // A stream created before session 8 (68 KiB): one 64 KiB event fits alone.
+        // A stream created before frames held whole commits (68 KiB): one 64 KiB event fits alone.
         let old_stream = bytes_max_for(1024 * 1024, (64 + 4) * 1024);
         assert_eq!(old_stream, EVENT_BYTES_MAX);
         assert_eq!(cut(&[big; 2], old_stream), vec![0..1, 1..2]);

@@ -15,7 +15,7 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// bytes).
 pub const HEADER_BYTES_MAX: usize = 4 * 1024;
 /// Largest message the stream accepts: a full frame (frame.rs) and its headers. Streams
-/// created before session 8 allow one envelope and its headers (68 KiB); the writer
+/// created before frames held whole commits allow one envelope and its headers (68 KiB); the writer
 /// keeps its frames within whatever the stream allows.
 pub const MESSAGE_BYTES_MAX: usize = super::frame::FRAME_BYTES_MAX + HEADER_BYTES_MAX;
 

@@ -42,7 +42,7 @@ use crate::proto::{self, Envelope, envelope::Payload};
 pub const BATCH_MESSAGES_MAX: usize = 1_000;
 /// Most events the writer gathers into one commit; they fit one frame. A command
 /// under saturating load waits for the commit in flight, so this bounds that wait too.
-/// Measured (docs/BENCH.md, session 8), 300k runs back to back with lone events past
+/// Measured with the ledger bench, 300k runs back to back with lone events past
 /// the gate: 512 gave 188-194k appends/s and one command under saturating load p99
 /// 10.2-11.3 ms; 384 gave 183k/s and 6.6 ms; 256 gave 155k/s (21x the raw durable rate,
 /// at the edge of the 20x target) and 5.8 ms.
@@ -345,7 +345,7 @@ impl Ledger {
     ///
     /// The draft is checked and boxed before the future is built, here and in `submit`: a
     /// `Draft` is ~1 KiB inline, and a future holding it is copied whenever it is spawned
-    /// or moved (docs/BENCH.md, session 7).
+    /// or moved (measured: the writer's copies of each draft were half its CPU per append).
     pub fn append(&self, draft: Draft) -> impl Future<Output = AppendResult> + Send + '_ {
         let work = if matches!(
             draft.payload,
@@ -1285,7 +1285,7 @@ impl PartitionWriter {
         // the gate: it is a few hundred bytes, the server stores it right after the commit
         // in flight, and waiting for that commit's ack to reach this process and the gate
         // to be handed over cost it most of its time under saturating load (docs/BENCH.md,
-        // session 8: p99 16.2 vs 10.2 ms, throughput unchanged).
+        // row 5b: p99 16.2 vs 10.2 ms, throughput unchanged).
         let _turn = match encoded.len() {
             1 => None,
             _ => Some(self.shared.gate.lock().await),

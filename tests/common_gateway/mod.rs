@@ -79,6 +79,11 @@ pub fn key(n: u8) -> KeyPair {
     KeyPair::from_seed(&[n; 32])
 }
 
+/// `registry()` as a server takes it: a directory that could change while it serves.
+pub fn shared_registry() -> ansinh::directory::SharedRegistry {
+    ansinh::directory::Shared::new((*registry()).clone())
+}
+
 /// vcb signs with key 1, momo with key 2, vnpost with key 3.
 pub fn registry() -> Arc<Registry> {
     let keys = [("vcb", 1), ("momo", 2), ("vnpost", 3)]
