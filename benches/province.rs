@@ -139,7 +139,7 @@ async fn run() -> BenchResult<()> {
 
     // The first GET measurement, at about a tenth of the events.
     let (directory, token) = staff(dir.path())?;
-    let api = Api::new(service.clone(), directory)?;
+    let api = Api::new(service.clone(), directory).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

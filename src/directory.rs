@@ -171,7 +171,16 @@ impl Directory {
         .await
         .map_err(DirectoryError::Nats)?;
         // Everything up to the bucket's last revision now, then a watch from the next.
-        let last = kv.status().await.map_err(nats)?.info.state.last_sequence;
+        // (`kv.status()` answers the stream info cached when the bucket was opened.)
+        let last = js
+            .get_stream(&kv.stream_name)
+            .await
+            .map_err(nats)?
+            .info()
+            .await
+            .map_err(nats)?
+            .state
+            .last_sequence;
         let mut entries = Entries::default();
         let mut keys = kv.keys().await.map_err(nats)?;
         while let Some(key) = keys.next().await {
@@ -267,19 +276,17 @@ impl Directory {
     /// Removes every token of staff member `id`; returns the bucket revision after the
     /// removal, None when `id` had none.
     pub async fn remove_staff(&self, id: &str) -> Result<Option<u64>, DirectoryError> {
-        let mut removed = false;
+        let mut last = None;
         for entry in self.current_staff_entries().await? {
             if entry.id == id {
                 let key = format!("{STAFF_PREFIX}{}", entry.token_blake3);
                 self.kv.delete(&key).await.map_err(nats)?;
-                removed = true;
+                // The deletion marker's revision.
+                let marker = self.kv.entry(&key).await.map_err(nats)?;
+                last = last.max(marker.map(|e| e.revision));
             }
         }
-        if !removed {
-            return Ok(None);
-        }
-        let status = self.kv.status().await.map_err(nats)?;
-        Ok(Some(status.info.state.last_sequence))
+        Ok(last)
     }
 
     /// Registers a gateway's public key; returns the bucket revision of the write.

@@ -405,6 +405,7 @@ async fn http_server() -> Http {
         ansinh::directory::Shared::new(StaffDirectory::load(&staff).unwrap()),
         Some(edge),
     )
+    .await
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -71,7 +71,9 @@ async fn server() -> Server {
         other_officer: add("staff:officer14", Role::CreditOfficer, "0100014"),
         other_teller: add("staff:teller14", Role::Teller, "0100014"),
     };
-    let api = Api::new(service.clone(), StaffDirectory::load(&path).unwrap()).unwrap();
+    let api = Api::new(service.clone(), StaffDirectory::load(&path).unwrap())
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -1159,7 +1161,9 @@ async fn staff_added_or_removed_elsewhere_reach_a_running_server_without_a_resta
     let serving = Directory::open(ledger.jetstream(), &config.stream_name, 1)
         .await
         .unwrap();
-    let api = Api::with_gateways(service, serving.staff(), None).unwrap();
+    let api = Api::with_gateways(service, serving.staff(), None)
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -182,7 +182,7 @@ pub async fn post(
     };
     check_post_shape(&post).map_err(ApiError::GatewayAuth)?;
     let scoped = format!("gw:{gateway}:{}", key.0);
-    api.claim(&scoped, &fingerprint)?;
+    api.claim(&scoped, &fingerprint).await?;
     let edge = api.gateways().ok_or(ApiError::GatewaysDisabled)?;
     let kept = SignedPost {
         bytes: signed_bytes,
@@ -205,7 +205,7 @@ pub async fn post(
         Err(e) => {
             // Nothing recorded: the gateway may correct the post and resend it under
             // the same key.
-            api.release(&scoped, &fingerprint)?;
+            api.release(&scoped, &fingerprint).await?;
             Err(e.into())
         }
     }

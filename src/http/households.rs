@@ -193,7 +193,7 @@ pub struct Write {
 
 impl Write {
     /// Binds the key to this request, or refuses a key bound to another (`Api::claim`).
-    pub fn begin(
+    pub async fn begin(
         api: &Api,
         caller: &Caller,
         key: &IdempotencyKey,
@@ -204,7 +204,7 @@ impl Write {
             correlation: format!("http:{}", key.0),
             fingerprint,
         };
-        api.claim(&write.key, &write.fingerprint)?;
+        api.claim(&write.key, &write.fingerprint).await?;
         Ok(write)
     }
 
@@ -219,16 +219,15 @@ impl Write {
     /// The service's answer. A refusal (any 4xx) recorded nothing, so the key is freed
     /// for a corrected request; after a 5xx the event may have been recorded, so the key
     /// stays bound to this request and a retry of it learns the receipt.
-    pub fn end<T>(&self, api: &Api, result: Result<T, ServiceError>) -> Result<T, ApiError> {
-        result.map_err(|e| {
-            let e = ApiError::from(e);
-            if e.status().is_client_error() {
-                if let Err(store) = api.release(&self.key, &self.fingerprint) {
-                    return store;
-                }
-            }
-            e
-        })
+    pub async fn end<T>(&self, api: &Api, result: Result<T, ServiceError>) -> Result<T, ApiError> {
+        let e = match result {
+            Ok(value) => return Ok(value),
+            Err(e) => ApiError::from(e),
+        };
+        if e.status().is_client_error() {
+            api.release(&self.key, &self.fingerprint).await?;
+        }
+        Err(e)
     }
 }
 
@@ -241,20 +240,22 @@ pub async fn register(
     Body { value, fingerprint }: Body<RegisterBody>,
 ) -> Result<Response, ApiError> {
     let h = household(&value.household_id)?;
-    let write = Write::begin(&api, &caller, &key, fingerprint)?;
+    let write = Write::begin(&api, &caller, &key, fingerprint).await?;
     let data = PersonalData::from(value.personal);
-    let receipt = write.end(
-        &api,
-        api.service()
-            .register(
-                &write.request(&caller),
-                &h,
-                value.area.into(),
-                value.registered_on,
-                &data,
-            )
-            .await,
-    )?;
+    let receipt = write
+        .end(
+            &api,
+            api.service()
+                .register(
+                    &write.request(&caller),
+                    &h,
+                    value.area.into(),
+                    value.registered_on,
+                    &data,
+                )
+                .await,
+        )
+        .await?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 
@@ -313,14 +314,16 @@ pub async fn change_members(
     Body { value, fingerprint }: Body<ChangeMembersBody>,
 ) -> Result<Response, ApiError> {
     let h = household(&id)?;
-    let write = Write::begin(&api, &caller, &key, fingerprint)?;
+    let write = Write::begin(&api, &caller, &key, fingerprint).await?;
     let data = PersonalData::from(value.personal);
-    let receipt = write.end(
-        &api,
-        api.service()
-            .change_members(&write.request(&caller), &h, value.on, &value.reason, &data)
-            .await,
-    )?;
+    let receipt = write
+        .end(
+            &api,
+            api.service()
+                .change_members(&write.request(&caller), &h, value.on, &value.reason, &data)
+                .await,
+        )
+        .await?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 
@@ -336,7 +339,7 @@ pub async fn record_death(
     let h = household(&id)?;
     // Authorize before the personal data are opened, not only when the command is built.
     access::authorize(&caller, Operation::RecordDeath, h.commune().as_str())?;
-    let write = Write::begin(&api, &caller, &key, fingerprint)?;
+    let write = Write::begin(&api, &caller, &key, fingerprint).await?;
     let citizen_id = value.citizen_id;
     let recorded = async {
         let mut data = api.service().personal(&h).await?;
@@ -366,7 +369,7 @@ pub async fn record_death(
             .await
     }
     .await;
-    let receipt = write.end(&api, recorded)?;
+    let receipt = write.end(&api, recorded).await?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 
@@ -386,19 +389,21 @@ pub async fn move_household(
 ) -> Result<Response, ApiError> {
     let from = household(&id)?;
     let to = household(&value.to_household_id)?;
-    let write = Write::begin(&api, &caller, &key, fingerprint)?;
-    let (out, arrived) = write.end(
-        &api,
-        api.service()
-            .move_household(
-                &write.request(&caller),
-                &from,
-                &to,
-                value.area.into(),
-                value.on,
-            )
-            .await,
-    )?;
+    let write = Write::begin(&api, &caller, &key, fingerprint).await?;
+    let (out, arrived) = write
+        .end(
+            &api,
+            api.service()
+                .move_household(
+                    &write.request(&caller),
+                    &from,
+                    &to,
+                    value.area.into(),
+                    value.on,
+                )
+                .await,
+        )
+        .await?;
     Ok(created(
         out.duplicate && arrived.duplicate,
         MoveAnswer {
@@ -416,21 +421,23 @@ pub async fn erase(
     Body { value, fingerprint }: Body<EraseBody>,
 ) -> Result<Response, ApiError> {
     let h = household(&id)?;
-    let write = Write::begin(&api, &caller, &key, fingerprint)?;
+    let write = Write::begin(&api, &caller, &key, fingerprint).await?;
     // The vault records when the key was destroyed; the clock is read here, at the edge.
     let now_unix_ms = chrono::Utc::now().timestamp_millis();
-    let receipt = write.end(
-        &api,
-        api.service()
-            .erase_personal_data(
-                &write.request(&caller),
-                &h,
-                value.on,
-                &value.reference,
-                now_unix_ms,
-            )
-            .await,
-    )?;
+    let receipt = write
+        .end(
+            &api,
+            api.service()
+                .erase_personal_data(
+                    &write.request(&caller),
+                    &h,
+                    value.on,
+                    &value.reference,
+                    now_unix_ms,
+                )
+                .await,
+        )
+        .await?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 
@@ -442,18 +449,20 @@ pub async fn classify(
     Body { value, fingerprint }: Body<ClassifyBody>,
 ) -> Result<Response, ApiError> {
     let h = household(&id)?;
-    let write = Write::begin(&api, &caller, &key, fingerprint)?;
+    let write = Write::begin(&api, &caller, &key, fingerprint).await?;
     let inputs = ClassificationInputs {
         income_per_person_month: value.income_per_person,
         area: value.area.into(),
         deprived: value.deprived,
         review_year: value.review_year,
     };
-    let receipt = write.end(
-        &api,
-        api.service()
-            .classify(&write.request(&caller), &h, inputs, value.decided_on)
-            .await,
-    )?;
+    let receipt = write
+        .end(
+            &api,
+            api.service()
+                .classify(&write.request(&caller), &h, inputs, value.decided_on)
+                .await,
+        )
+        .await?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }

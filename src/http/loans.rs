@@ -162,19 +162,21 @@ async fn command(
     reason: &str,
 ) -> Result<Response, ApiError> {
     let loan = loan_path(loan)?;
-    let write = Write::begin(api, caller, key, fingerprint)?;
-    let receipt = write.end(
-        api,
-        api.service()
-            .loan(
-                &write.request(caller),
-                Some(&loan),
-                action,
-                effective,
-                reason,
-            )
-            .await,
-    )?;
+    let write = Write::begin(api, caller, key, fingerprint).await?;
+    let receipt = write
+        .end(
+            api,
+            api.service()
+                .loan(
+                    &write.request(caller),
+                    Some(&loan),
+                    action,
+                    effective,
+                    reason,
+                )
+                .await,
+        )
+        .await?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 
@@ -185,7 +187,7 @@ pub async fn approve(
     Body { value, fingerprint }: Body<ApproveBody>,
 ) -> Result<Response, ApiError> {
     let h = household(&value.household_id)?;
-    let write = Write::begin(&api, &caller, &key, fingerprint)?;
+    let write = Write::begin(&api, &caller, &key, fingerprint).await?;
     let action = LoanAction::Approve {
         household: h,
         programme: value.programme,
@@ -194,18 +196,20 @@ pub async fn approve(
         savings_group: value.savings_group,
         entrusted: value.entrusted.into(),
     };
-    let receipt = write.end(
-        &api,
-        api.service()
-            .loan(
-                &write.request(&caller),
-                None,
-                action,
-                value.on,
-                &value.reason,
-            )
-            .await,
-    )?;
+    let receipt = write
+        .end(
+            &api,
+            api.service()
+                .loan(
+                    &write.request(&caller),
+                    None,
+                    action,
+                    value.on,
+                    &value.reason,
+                )
+                .await,
+        )
+        .await?;
     // The loan number is decided by the book: read it from the recorded event (the
     // original one, for a replay).
     let event = api.service().ledger.event_of(&receipt).await?;

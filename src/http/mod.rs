@@ -42,9 +42,12 @@ use crate::app::Runtime;
 use crate::chain::Digest;
 use crate::directory::{Directory, Shared, SharedStaff};
 use crate::gateway_ledger::LedgerSink;
+use crate::kv_writes::{FencedWrites, WriteError};
 use crate::projection::Projector;
 use crate::service::Service;
+use async_nats::jetstream::kv;
 pub use auth::{StaffDirectory, StaffFileError};
+use bytes::Bytes;
 pub use error::ApiError;
 pub use schema::Schemas;
 
@@ -62,7 +65,6 @@ pub const REQUEST_TIMEOUT_MS: u64 = 15_000;
 /// The staff file inside the data directory, unless `--staff` names another.
 pub const STAFF_FILE: &str = "staff.json";
 /// sled tree of this API's idempotency fingerprints: scoped key -> request hash.
-const TREE_REQUESTS: &str = "http.requests";
 /// Longest one step of shutting down `serve` may take (the gateway server, the
 /// checkpointer) once a stop signal came; a step past it is left behind, so the
 /// process exits in bounded time whatever the state of NATS.
@@ -133,6 +135,9 @@ pub enum HttpError {
     /// The gateway NATS subjects could not be subscribed.
     #[error(transparent)]
     GatewayServe(#[from] crate::gateway::server::ServeError),
+    /// The requests bucket (idempotency keys bound to requests) could not be opened.
+    #[error("requests bucket: {0}")]
+    Requests(String),
     /// The directory bucket (staff, gateways) could not be opened or an old file imported.
     #[error(transparent)]
     Directory(#[from] crate::directory::DirectoryError),
@@ -150,8 +155,9 @@ struct Inner {
     /// The stream sequence through which the projections are complete, published by
     /// the background projector (`keep_projecting`); reads wait on it.
     projected: tokio::sync::watch::Receiver<u64>,
-    /// Idempotency fingerprints (see `Api::claim`).
-    requests: sled::Tree,
+    /// Idempotency fingerprints (see `Api::claim`), shared by every process.
+    requests: kv::Store,
+    requests_writes: FencedWrites,
     /// The gateway routes' registry and ledger side; None: those routes answer 404.
     gateways: Option<GatewayEdge>,
 }
@@ -166,18 +172,32 @@ pub struct GatewayEdge {
 
 impl Api {
     /// Compiles every schema once and opens the API's tree in the ledger's store.
-    pub fn new(service: Service, staff: StaffDirectory) -> Result<Self, HttpError> {
-        Self::with_gateways(service, Shared::new(staff), None)
+    pub async fn new(service: Service, staff: StaffDirectory) -> Result<Self, HttpError> {
+        Self::with_gateways(service, Shared::new(staff), None).await
     }
 
     /// Like `new`, with a staff directory that may change while it serves, and also
     /// serving the gateway routes when `gateways` is given.
-    pub fn with_gateways(
+    pub async fn with_gateways(
         service: Service,
         staff: SharedStaff,
         gateways: Option<GatewayEdge>,
     ) -> Result<Self, HttpError> {
-        let requests = service.ledger.store().db().open_tree(TREE_REQUESTS)?;
+        let config = service.ledger.config();
+        let requests = crate::kv_writes::open_bucket(
+            service.ledger.jetstream(),
+            kv::Config {
+                bucket: requests_bucket_name(&config.stream_name),
+                description: "ansinh: each caller's idempotency key, bound to its request".into(),
+                history: 1,
+                storage: async_nats::jetstream::stream::StorageType::File,
+                num_replicas: config.replicas,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(HttpError::Requests)?;
+        let requests_writes = FencedWrites::spawn(service.ledger.jetstream(), &requests);
         let (publish, projected) = tokio::sync::watch::channel(0);
         tokio::spawn(keep_projecting(service.clone(), publish));
         Ok(Self(Arc::new(Inner {
@@ -186,6 +206,7 @@ impl Api {
             schemas: Schemas::compile(),
             projected,
             requests,
+            requests_writes,
             gateways,
         })))
     }
@@ -247,32 +268,94 @@ impl Api {
     /// the key if it is bound to another request. The ledger alone would answer such a
     /// retry with the first request's receipt, so a client that changed the amount and
     /// kept the key would believe the new amount was recorded. Binding before the
-    /// submission (an atomic compare-and-swap) also settles two different requests
-    /// racing on one key: the second is refused at once.
-    fn claim(&self, scoped_key: &str, fingerprint: &Digest) -> Result<(), ApiError> {
-        match self.0.requests.compare_and_swap(
-            scoped_key,
-            None as Option<&[u8]>,
-            Some(fingerprint.0.as_slice()),
-        )? {
-            Ok(()) => Ok(()),
-            Err(cas) if cas.current.as_deref() == Some(fingerprint.0.as_slice()) => Ok(()),
-            Err(_) => Err(ApiError::IdempotencyKeyReused),
+    /// submission (a compare-and-set in the shared requests bucket) also settles two
+    /// different requests racing on one key, through any number of processes: the
+    /// second is refused at once.
+    async fn claim(&self, scoped_key: &str, fingerprint: &Digest) -> Result<(), ApiError> {
+        let key = request_key(scoped_key);
+        for _ in 0..REQUEST_BIND_ATTEMPTS_MAX {
+            let revision = match self.binding(&key).await? {
+                (_, Some(bound)) if bound == fingerprint.0 => return Ok(()),
+                (_, Some(_)) => return Err(ApiError::IdempotencyKeyReused),
+                (revision, None) => revision,
+            };
+            match self
+                .0
+                .requests_writes
+                .write(&key, Bytes::copy_from_slice(&fingerprint.0), revision)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(WriteError::WrongRevision) => continue,
+                Err(WriteError::Nats(e)) => {
+                    return Err(ApiError::Unavailable(format!("idempotency keys: {e}")));
+                }
+            }
         }
+        Err(ApiError::Unavailable(
+            "an idempotency key was contended too often; retry".into(),
+        ))
     }
 
     /// After a refusal (nothing recorded): frees the key, so the caller may correct the
     /// request and send it again under the same key. Only a binding to this very request
-    /// is removed.
-    fn release(&self, scoped_key: &str, fingerprint: &Digest) -> Result<(), ApiError> {
-        // Err(current) means another request holds the key now: leave it alone.
-        let _ = self.0.requests.compare_and_swap(
-            scoped_key,
-            Some(fingerprint.0.as_slice()),
-            None as Option<&[u8]>,
-        )?;
+    /// is removed (an empty value: free).
+    async fn release(&self, scoped_key: &str, fingerprint: &Digest) -> Result<(), ApiError> {
+        let key = request_key(scoped_key);
+        for _ in 0..REQUEST_BIND_ATTEMPTS_MAX {
+            let revision = match self.binding(&key).await? {
+                (revision, Some(bound)) if bound == fingerprint.0 => revision,
+                // Free, or another request holds the key now: leave it alone.
+                _ => return Ok(()),
+            };
+            match self
+                .0
+                .requests_writes
+                .write(&key, Bytes::new(), revision)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(WriteError::WrongRevision) => continue,
+                Err(WriteError::Nats(e)) => {
+                    return Err(ApiError::Unavailable(format!("idempotency keys: {e}")));
+                }
+            }
+        }
         Ok(())
     }
+
+    /// The key's revision (0: never written) and the fingerprint bound to it, if any.
+    async fn binding(&self, key: &str) -> Result<(u64, Option<[u8; 32]>), ApiError> {
+        let entry = self
+            .0
+            .requests
+            .entry(key)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("idempotency keys: {e}")))?;
+        Ok(match entry {
+            None => (0, None),
+            Some(e) => (
+                e.revision,
+                (e.operation == kv::Operation::Put)
+                    .then(|| <[u8; 32]>::try_from(e.value.as_ref()).ok())
+                    .flatten(),
+            ),
+        })
+    }
+}
+
+/// Compare-and-set attempts on one idempotency key before the request fails.
+pub const REQUEST_BIND_ATTEMPTS_MAX: usize = 8;
+
+/// The bucket key of a caller's idempotency key: its BLAKE3 (caller ids and keys may hold
+/// characters a bucket key may not).
+fn request_key(scoped_key: &str) -> String {
+    blake3::hash(scoped_key.as_bytes()).to_hex().to_string()
+}
+
+/// The requests bucket's name for an event stream.
+pub fn requests_bucket_name(stream_name: &str) -> String {
+    format!("{stream_name}_REQUESTS")
 }
 
 /// The routes, with the body limit, the concurrency limit and the timeout.
@@ -381,7 +464,7 @@ pub async fn run(
         registry: registry.clone(),
         sink: sink.clone(),
     };
-    let api = Api::with_gateways(runtime.service(), staff, Some(edge))?;
+    let api = Api::with_gateways(runtime.service(), staff, Some(edge)).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| HttpError::Bind {
