@@ -125,10 +125,19 @@ impl Runtime {
             self.client.clone(),
             self.ledger.clone(),
             config.clone(),
-            data_dir,
+            self.key_home(data_dir),
         )
         .await?;
         CheckpointTask::spawn(checkpointer, policy).await
+    }
+
+    /// Where this ledger's checkpoint-signing key lives: its vault bucket, shared by
+    /// every process (a key file of an earlier version in `data_dir` is moved in).
+    pub fn key_home(&self, data_dir: &Path) -> crate::checkpoint::checkpointer::KeyHome {
+        crate::checkpoint::checkpointer::KeyHome::Vault {
+            vault: self.vault.clone(),
+            legacy_dir: data_dir.to_path_buf(),
+        }
     }
 
     pub fn service(&self) -> Service {

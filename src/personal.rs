@@ -616,6 +616,78 @@ impl Vault {
         Err(VaultError::Contended)
     }
 
+    /// A 32-byte secret of the ledger kept in the bucket (`secret.<name>`), wrapped under
+    /// the key-wrapping key with the key name as AAD (no household id holds a '.', so a
+    /// secret's AAD is never a household's): the checkpoint-signing key lives here, so
+    /// every process of the ledger signs with one key. None when absent or cleared.
+    pub async fn secret(&self, name: &str) -> Result<Option<Zeroizing<[u8; KEY_LEN]>>, VaultError> {
+        let key = format!("secret.{name}");
+        match self.slot(&key).await? {
+            Slot::Key { wrapped, .. } if !wrapped.is_empty() => {
+                self.unwrap_key(&key, &wrapped).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Stores `seed` as secret `name` unless one is there; returns the secret stored
+    /// (ours, or the one another process stored first).
+    pub async fn create_secret(
+        &self,
+        name: &str,
+        seed: &[u8; KEY_LEN],
+    ) -> Result<Zeroizing<[u8; KEY_LEN]>, VaultError> {
+        let key = format!("secret.{name}");
+        for _ in 0..VAULT_WRITE_ATTEMPTS_MAX {
+            let revision = match self.slot(&key).await? {
+                Slot::Key { wrapped, .. } if !wrapped.is_empty() => {
+                    return self.unwrap_key(&key, &wrapped);
+                }
+                Slot::Key { revision, .. } | Slot::Empty { revision } => revision,
+                Slot::Erased { .. } => {
+                    return Err(VaultError::StoreCorrupt {
+                        what: "a ledger secret holds an erasure tombstone",
+                    });
+                }
+            };
+            let wrapped = self.wrap_key(&key, seed)?;
+            if self
+                .write_over(&key, Bytes::from(wrapped), revision)
+                .await?
+            {
+                return Ok(Zeroizing::new(*seed));
+            }
+        }
+        Err(VaultError::Contended)
+    }
+
+    /// Sets secret `name` to `seed` (Some) or clears it (None), whatever it held.
+    pub async fn replace_secret(
+        &self,
+        name: &str,
+        seed: Option<&[u8; KEY_LEN]>,
+    ) -> Result<(), VaultError> {
+        let key = format!("secret.{name}");
+        let value = match seed {
+            Some(seed) => Bytes::from(self.wrap_key(&key, seed)?),
+            None => Bytes::new(),
+        };
+        for _ in 0..VAULT_WRITE_ATTEMPTS_MAX {
+            let revision = match self.slot(&key).await? {
+                Slot::Key { revision, .. } | Slot::Empty { revision } => revision,
+                Slot::Erased { .. } => {
+                    return Err(VaultError::StoreCorrupt {
+                        what: "a ledger secret holds an erasure tombstone",
+                    });
+                }
+            };
+            if self.write_over(&key, value.clone(), revision).await? {
+                return Ok(());
+            }
+        }
+        Err(VaultError::Contended)
+    }
+
     /// Moves the data keys and tombstones an earlier version kept in the sled trees
     /// of a local store into the shared bucket, then drops those trees. Idempotent: a
     /// household already in the bucket with the same key, or erased there, is counted

@@ -602,3 +602,81 @@ fn cli_checkpoint_prove_cosign_verify_and_offline_check() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.starts_with("REJECTED"), "{out}");
 }
+
+/// Two ledger processes, each with its own data directory, sign with the one key their
+/// vault holds: both start (the second no longer exits on "not the ledger's key"), they
+/// checkpoint one partition turn about and at once, and the checkpoint stream holds no
+/// two checkpoints of one size, all verifying; a rotation through one is followed by
+/// the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_sign_with_the_vaults_key_and_never_two_checkpoints_of_one_size() {
+    use ansinh::checkpoint::checkpointer::KeyHome;
+    use std::sync::Arc;
+    let (log, config) = fresh_checkpointed();
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    let (a, b) = (ledger_at(&log, &a_dir).await, ledger_at(&log, &b_dir).await);
+    // Process A's directory holds a key file of an earlier version: it becomes the
+    // vault's key, so the checkpoints it signed before keep their signer.
+    let legacy = ansinh::checkpoint::sign::KeyPair::from_seed(&[7u8; 32]);
+    keys::write_key_file(&a_dir.join(keys::LEDGER_KEY_FILE), &legacy).unwrap();
+    let home = |ledger: &Ledger, legacy_dir: &std::path::Path| {
+        let (ledger, legacy_dir, secrets) =
+            (ledger.clone(), legacy_dir.to_path_buf(), secrets.clone());
+        async move {
+            KeyHome::Vault {
+                vault: Arc::new(vault_for(&ledger, &secrets).await),
+                legacy_dir,
+            }
+        }
+    };
+    let mut ca = Checkpointer::open(
+        client().await,
+        a.clone(),
+        config.clone(),
+        home(&a, &a_dir).await,
+    )
+    .await
+    .unwrap();
+    let mut cb = Checkpointer::open(
+        client().await,
+        b.clone(),
+        config.clone(),
+        home(&b, &b_dir).await,
+    )
+    .await
+    .unwrap();
+    assert_eq!(ca.key_id(), legacy.key_id());
+    assert_eq!(cb.key_id(), legacy.key_id());
+    let mut appended = 0;
+    for round in 0..10u64 {
+        let ledger = if round % 2 == 0 { &a } else { &b };
+        append(ledger, appended, 3).await;
+        appended += 3;
+        // Both at once: one publishes, the other finds it raced or nothing new.
+        let p = p01();
+        let (ra, rb) = tokio::join!(ca.checkpoint(&p), cb.checkpoint(&p));
+        let published = [&ra, &rb]
+            .iter()
+            .filter(|r| matches!(r, Ok(Outcome::Published(_))))
+            .count();
+        assert!(published <= 1, "round {round}: {ra:?} {rb:?}");
+        if round == 4 {
+            let (_, new_id) = rotate_key(&a, &config, home(&a, &a_dir).await)
+                .await
+                .unwrap();
+            assert_ne!(new_id, legacy.key_id());
+        }
+    }
+    let audit = auditor(&log, &config).await.verify(None).await.unwrap();
+    assert!(audit.ok(), "{:?}", audit.problems);
+    let sizes: Vec<u64> = audit.partitions["01"].iter().map(|c| c.tree_size).collect();
+    let mut unique = sizes.clone();
+    unique.dedup();
+    assert_eq!(sizes, unique, "never two checkpoints of one size");
+    assert!(sizes.len() >= 5, "{sizes:?}");
+    assert_eq!(audit.keys.len(), 2, "the legacy key, then the rotated one");
+    // B signed with the new key after A rotated it.
+    assert!(audit.partitions["01"].last().unwrap().key_id == audit.keys[1]);
+}

@@ -28,7 +28,7 @@ pub async fn export_bundle(
             runtime.client.clone(),
             runtime.ledger.clone(),
             config.clone(),
-            data_dir,
+            runtime.key_home(data_dir),
         )
         .await?;
         checkpointer.checkpoint(&request.partition()?).await?;

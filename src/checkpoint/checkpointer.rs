@@ -21,6 +21,7 @@ use super::{CheckpointError, HEADER_TREE_SIZE, now_unix_ms};
 use crate::chain::Partition;
 use crate::log::{Draft, HEADER_SEQUENCE, Ledger, reader};
 use crate::merkle::Frontier;
+use crate::personal::Vault;
 use crate::proto::{self, envelope::Payload};
 
 /// When to checkpoint a partition: after `every_events` new events, or at least every
@@ -78,7 +79,8 @@ pub struct Checkpointer {
     js: jetstream::Context,
     checkpoints: Stream,
     config: CheckpointConfig,
-    key_path: PathBuf,
+    /// Where the signing key lives; read again when another process rotated it.
+    home: KeyHome,
     key: KeyPair,
     trees: HashMap<Partition, Tree>,
 }
@@ -111,12 +113,12 @@ impl Checkpointer {
         client: async_nats::Client,
         ledger: Ledger,
         config: CheckpointConfig,
-        data_dir: &Path,
+        home: impl Into<KeyHome>,
     ) -> Result<Self, CheckpointError> {
+        let home = home.into();
         let js = jetstream::new(client);
         let checkpoints = ensure_checkpoint_stream(&js, &config).await?;
-        let key_path = data_dir.join(LEDGER_KEY_FILE);
-        let (key, _created) = keys::load_or_create_key(&key_path)?;
+        let key = home.load_or_create().await?;
         let ring = read::read_key_ring(ledger.stream(), ledger.config(), &config).await?;
         match ring.current() {
             None => {
@@ -137,7 +139,7 @@ impl Checkpointer {
             js,
             checkpoints,
             config,
-            key_path,
+            home,
             key,
             trees: HashMap::new(),
         })
@@ -323,7 +325,7 @@ impl Checkpointer {
         match current {
             Some(id) if id == self.key.key_id() => Ok(()),
             Some(id) => {
-                self.key = keys::load_key(&self.key_path)?;
+                self.key = self.home.load().await?;
                 if id == self.key.key_id() {
                     Ok(())
                 } else {
@@ -385,19 +387,118 @@ impl Checkpointer {
     }
 }
 
-/// Replaces the ledger key in `data_dir` by a new one, recording the change as a
-/// `LedgerKeyRotated` event signed by the old key. Crash-safe: the new key waits in
-/// `NEXT_LEDGER_KEY_FILE` until its event is in the log, and a rerun finishes an
-/// interrupted rotation. Returns (old key id, new key id).
+/// Where the ledger's checkpoint-signing key lives.
+#[derive(Clone)]
+pub enum KeyHome {
+    /// Key files in a directory (`LEDGER_KEY_FILE`, `NEXT_LEDGER_KEY_FILE`): one process
+    /// (tests, tools).
+    Dir(PathBuf),
+    /// The vault bucket, wrapped under the secrets' key-wrapping key: every process of
+    /// the ledger signs with the same key, and no data directory holds it. A key file of
+    /// an earlier version found in `legacy_dir` is moved in on first use.
+    Vault {
+        vault: Arc<Vault>,
+        legacy_dir: PathBuf,
+    },
+}
+
+impl From<&Path> for KeyHome {
+    fn from(dir: &Path) -> Self {
+        KeyHome::Dir(dir.to_path_buf())
+    }
+}
+
+impl From<&PathBuf> for KeyHome {
+    fn from(dir: &PathBuf) -> Self {
+        KeyHome::Dir(dir.clone())
+    }
+}
+
+/// Names of the signing key and of a rotation's next key in the vault.
+const SECRET_KEY: &str = "ledger-key";
+const SECRET_NEXT_KEY: &str = "ledger-key-next";
+
+impl KeyHome {
+    /// The current key, created (once, whichever process is first) when there is none.
+    async fn load_or_create(&self) -> Result<KeyPair, CheckpointError> {
+        match self {
+            KeyHome::Dir(dir) => Ok(keys::load_or_create_key(&dir.join(LEDGER_KEY_FILE))?.0),
+            KeyHome::Vault { vault, legacy_dir } => {
+                if let Some(seed) = vault.secret(SECRET_KEY).await? {
+                    return Ok(KeyPair::from_seed(&seed));
+                }
+                let legacy = legacy_dir.join(LEDGER_KEY_FILE);
+                let seed = if legacy.exists() {
+                    keys::load_key(&legacy)?.seed()
+                } else {
+                    ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng).to_bytes()
+                };
+                let stored = vault.create_secret(SECRET_KEY, &seed).await?;
+                Ok(KeyPair::from_seed(&stored))
+            }
+        }
+    }
+
+    async fn load(&self) -> Result<KeyPair, CheckpointError> {
+        match self {
+            KeyHome::Dir(dir) => Ok(keys::load_key(&dir.join(LEDGER_KEY_FILE))?),
+            KeyHome::Vault { vault, .. } => match vault.secret(SECRET_KEY).await? {
+                Some(seed) => Ok(KeyPair::from_seed(&seed)),
+                None => Err(CheckpointError::KeyNotRegistered {
+                    local: "(none in the vault)".into(),
+                    registered: "(unknown)".into(),
+                }),
+            },
+        }
+    }
+
+    async fn load_or_create_next(&self) -> Result<KeyPair, CheckpointError> {
+        match self {
+            KeyHome::Dir(dir) => Ok(keys::load_or_create_key(&dir.join(NEXT_LEDGER_KEY_FILE))?.0),
+            KeyHome::Vault { vault, .. } => {
+                let seed = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng).to_bytes();
+                let stored = vault.create_secret(SECRET_NEXT_KEY, &seed).await?;
+                Ok(KeyPair::from_seed(&stored))
+            }
+        }
+    }
+
+    /// The next key becomes the current one (its rotation event is durable).
+    async fn promote_next(&self, next: &KeyPair) -> Result<(), CheckpointError> {
+        match self {
+            KeyHome::Dir(dir) => {
+                let (next_path, key_path) =
+                    (dir.join(NEXT_LEDGER_KEY_FILE), dir.join(LEDGER_KEY_FILE));
+                std::fs::rename(&next_path, &key_path).map_err(|source| {
+                    keys::KeyFileError::Io {
+                        path: key_path.clone(),
+                        source,
+                    }
+                })?;
+                keys::sync_parent(&key_path);
+                Ok(())
+            }
+            KeyHome::Vault { vault, .. } => {
+                vault.replace_secret(SECRET_KEY, Some(&next.seed())).await?;
+                vault.replace_secret(SECRET_NEXT_KEY, None).await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Replaces the ledger key by a new one, recording the change as a `LedgerKeyRotated`
+/// event signed by the old key. Crash-safe: the new key waits as the next key until its
+/// event is in the log, and a rerun finishes an interrupted rotation. Returns (old key
+/// id, new key id).
 pub async fn rotate_key(
     ledger: &Ledger,
     config: &CheckpointConfig,
-    data_dir: &Path,
+    home: impl Into<KeyHome>,
 ) -> Result<(String, String), CheckpointError> {
-    let key_path = data_dir.join(LEDGER_KEY_FILE);
-    let next_path = data_dir.join(NEXT_LEDGER_KEY_FILE);
-    let old = keys::load_key(&key_path)?;
-    let (next, _created) = keys::load_or_create_key(&next_path)?;
+    let home = home.into();
+    let old = home.load().await?;
+    let next = home.load_or_create_next().await?;
     let ring = read::read_key_ring(ledger.stream(), ledger.config(), config).await?;
     let current = ring.current().map(|k| k.key_id.clone()).unwrap_or_default();
     if current == old.key_id() {
@@ -411,11 +512,7 @@ pub async fn rotate_key(
         });
     }
     // The event is durable: only now may the old key go.
-    std::fs::rename(&next_path, &key_path).map_err(|source| keys::KeyFileError::Io {
-        path: key_path.clone(),
-        source,
-    })?;
-    keys::sync_parent(&key_path);
+    home.promote_next(&next).await?;
     Ok((old.key_id().to_string(), next.key_id().to_string()))
 }
 

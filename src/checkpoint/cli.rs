@@ -44,7 +44,7 @@ pub async fn checkpoint(
         runtime.client.clone(),
         runtime.ledger.clone(),
         config.clone(),
-        data_dir,
+        runtime.key_home(data_dir),
     )
     .await?;
     let outcomes = match partition {
@@ -330,7 +330,7 @@ pub async fn rotate(
     config: &CheckpointConfig,
     data_dir: &Path,
 ) -> Result<bool, BoxError> {
-    let (old, new) = rotate_key(&runtime.ledger, config, data_dir).await?;
+    let (old, new) = rotate_key(&runtime.ledger, config, runtime.key_home(data_dir)).await?;
     println!("ROTATED the ledger key {old} -> {new}; checkpoints signed by {old} still verify");
     Ok(true)
 }

@@ -65,6 +65,9 @@ pub enum CheckpointError {
     /// The key file cannot be used.
     #[error(transparent)]
     KeyFile(#[from] keys::KeyFileError),
+    /// The signing key in the vault cannot be read or written.
+    #[error(transparent)]
+    Vault(#[from] crate::personal::VaultError),
     /// The key history in the log is invalid, or a signer is not a valid ledger key.
     #[error(transparent)]
     KeyRing(#[from] KeyRingError),

@@ -35,10 +35,16 @@ const MAGIC: &[u8; 8] = b"ANSINHBK";
 /// indexes as bytes; 3: standings verified at decoding.
 pub const SNAPSHOT_FORMAT: u32 = 3;
 const HEADER_BYTES: usize = 8 + 4 + 8 + 32 + 8 + 4 + 32;
-/// A writer takes a snapshot after this many events since its last one. At ~175k
-/// events/s of refold (docs/BENCH.md) a crash then costs at most ~0.6 s of replay on
-/// the next start; encoding a 200,000-household book takes about a tenth of that.
+/// A writer takes a snapshot after this many events since its last one, and no sooner
+/// than `SNAPSHOT_TIME_INTERVAL_MIN` after it. Encoding holds the writer: ~0.2-0.9 s for
+/// a 200,000-household book on this machine (docs/BENCH.md). A province's ordinary
+/// day appends far fewer events than this, so after a crash the next start replays at
+/// most ~100,000 events (~0.6 s at the writer's refold rate); under a sustained
+/// saturating load, at most one time interval's appends.
 pub const SNAPSHOT_EVENTS_INTERVAL: u64 = 100_000;
+/// See `SNAPSHOT_EVENTS_INTERVAL`: bounds the writer's time spent encoding to about 1%
+/// under any load.
+pub const SNAPSHOT_TIME_INTERVAL_MIN: std::time::Duration = std::time::Duration::from_secs(60);
 /// Folder inside the store directory.
 pub const SNAPSHOT_DIR: &str = "book-snapshots";
 

@@ -614,6 +614,8 @@ struct PartitionWriter {
     snapshot_sequence: u64,
     /// Size of the last snapshot taken, in bytes: the next one's buffer starts there.
     snapshot_bytes: usize,
+    /// When this writer last took one.
+    snapshot_taken_at: Option<std::time::Instant>,
     /// The snapshot being written to disk, if any; at most one at a time.
     snapshotting: Option<tokio::task::JoinHandle<()>>,
 }
@@ -666,6 +668,7 @@ impl PartitionWriter {
             last_recorded: None,
             snapshot_sequence: 0,
             snapshot_bytes: 0,
+            snapshot_taken_at: None,
             snapshotting: None,
         }
     }
@@ -686,9 +689,12 @@ impl PartitionWriter {
             while !leftover.is_empty() {
                 leftover = self.commit(leftover).await;
             }
-            if self.book.as_ref().is_some_and(|b| {
+            let due = self.book.as_ref().is_some_and(|b| {
                 b.sequence >= self.snapshot_sequence + snapshot::SNAPSHOT_EVENTS_INTERVAL
-            }) {
+            }) && self
+                .snapshot_taken_at
+                .is_none_or(|at| at.elapsed() >= snapshot::SNAPSHOT_TIME_INTERVAL_MIN);
+            if due {
                 self.take_snapshot().await;
             }
         }
@@ -740,6 +746,7 @@ impl PartitionWriter {
             "book snapshot taken"
         );
         self.snapshot_bytes = body.len();
+        self.snapshot_taken_at = Some(std::time::Instant::now());
         self.snapshot_sequence = book.sequence;
         self.snapshotting = Some(tokio::task::spawn_blocking(move || {
             if let Err(e) = snapshot::save(store.path(), &partition, &at, &body) {
