@@ -7,7 +7,9 @@
 //! 2. `GET /v1/households/{id}` with 8 clients when the log holds ~10% of the events and
 //!    again at the end: p50 / p99 (target: p99 <= 10 ms, flat);
 //! 3. verify beside a projection rebuild and a catch-up of the same log (target: >= 25%);
-//! 4. the first command after a restart: from the book snapshot the writer saved when it
+//! 4. HTTP registrations from 64 clients (target >= 10,000/s, p99 <= 20 ms), and a
+//!    payment run of 10,000 instructions;
+//! 5. the first command after a restart: from the book snapshot the writer saved when it
 //!    closed (target <= 1 s), and on an empty store (a fold from genesis), for comparison.
 //!
 //! Run it:
@@ -138,7 +140,7 @@ async fn run() -> BenchResult<()> {
     let events_after_registrations = count(&service, &config).await?;
 
     // The first GET measurement, at about a tenth of the events.
-    let (directory, token) = staff(dir.path())?;
+    let (directory, token, officer_token) = staff(dir.path())?;
     let api = Api::new(service.clone(), directory).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -153,6 +155,14 @@ async fn run() -> BenchResult<()> {
         "p99 <= 10 ms",
     ));
     let early_p99 = p99;
+
+    // HTTP registrations: 64 clients, each household with personal data and two citizens.
+    let (rate, p99) = http_registrations(&base, &officer_token, households).await?;
+    rows.push(row(
+        &format!("HTTP registrations, {HTTP_CLIENTS} clients, two citizens each ({HTTP_REGISTRATIONS}): rate / p99"),
+        format!("{rate:.0}/s / {p99:.1} ms"),
+        ">= 10,000/s, p99 <= 20 ms",
+    ));
 
     let started = Instant::now();
     let classified = in_flight(households, |n| {
@@ -188,6 +198,15 @@ async fn run() -> BenchResult<()> {
             "{:.0}/s",
             households as f64 / started.elapsed().as_secs_f64()
         ),
+        "",
+    ));
+
+    // A payment run of 10,000 instructions: entitlements for every household of two
+    // communes (5,000 each), both budgets allocated, then one run of the partition.
+    let (instructions, seconds) = payment_run(&service, households).await?;
+    rows.push(row(
+        &format!("a payment run of {instructions} instructions (one command, all or none)"),
+        format!("{seconds:.2} s"),
         "",
     ));
 
@@ -374,10 +393,178 @@ async fn open_service(
 }
 
 /// The staff file of the bench: one auditor of the province, and its token.
-fn staff(dir: &std::path::Path) -> BenchResult<(StaffDirectory, String)> {
+fn staff(dir: &std::path::Path) -> BenchResult<(StaffDirectory, String, String)> {
     let path = dir.join(http::STAFF_FILE);
     let token = http::auth::add_staff(&path, "staff:reader", Role::Auditor, "01")?;
-    Ok((StaffDirectory::load(&path)?, token))
+    let officer = http::auth::add_staff(&path, "staff:registrar", Role::BranchManager, "01")?;
+    Ok((StaffDirectory::load(&path)?, token, officer))
+}
+
+/// Clients posting registrations at once, and how many they post in all.
+const HTTP_CLIENTS: usize = 64;
+const HTTP_REGISTRATIONS: u64 = 20_000;
+
+/// `POST /v1/households` from HTTP_CLIENTS clients: the rate and the p99 in ms. The
+/// households follow the province's (numbers from `first` on), each with a spouse.
+async fn http_registrations(base: &str, token: &str, first: u64) -> BenchResult<(f64, f64)> {
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = Instant::now();
+    let mut set = JoinSet::new();
+    for _ in 0..HTTP_CLIENTS {
+        let (base, token, next) = (base.to_string(), token.to_string(), next.clone());
+        set.spawn(async move {
+            let client = reqwest::Client::new();
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= HTTP_REGISTRATIONS {
+                    break;
+                }
+                let n = first + 1_000 + i;
+                let body = serde_json::json!({
+                    "household_id": household(n).to_string(),
+                    "area": "rural",
+                    "registered_on": "2026-02-01",
+                    "personal": {
+                        "head_name": "Nguyễn Thị Hạnh",
+                        "head_citizen_id": format!("0013{n:08}"),
+                        "members": [
+                            {"name": "Trần Văn Nam", "citizen_id": format!("0014{n:08}"), "relation": "spouse"}
+                        ]
+                    }
+                });
+                let sent = Instant::now();
+                let response = client
+                    .post(format!("{base}/v1/households"))
+                    .bearer_auth(&token)
+                    .header("idempotency-key", format!("http-reg-{n}"))
+                    .json(&body)
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await;
+                if let Ok(response) = response {
+                    if response.status().is_success() {
+                        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }
+            }
+            latencies
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(l) = set.join_next().await {
+        all.extend(l?);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if all.len() as u64 != HTTP_REGISTRATIONS {
+        return Err(format!(
+            "{} of {HTTP_REGISTRATIONS} registrations succeeded",
+            all.len()
+        )
+        .into());
+    }
+    all.sort_by(f64::total_cmp);
+    let p99 = all[((all.len() - 1) as f64 * 0.99).round() as usize];
+    Ok((all.len() as f64 / seconds, p99))
+}
+
+/// Entitlements granted for the payment run (two communes of the province).
+const RUN_ENTITLEMENTS: u64 = 10_000;
+
+/// Grants RUN_ENTITLEMENTS entitlements (households of the first two communes; fewer in
+/// a smaller province), allocates both communes' budgets, then times one run of the
+/// partition. Returns (instructions, seconds).
+async fn payment_run(service: &Service, households: u64) -> BenchResult<(u64, f64)> {
+    use ansinh::domain::payments::CommandKind;
+    use ansinh::domain::payments::budget::BudgetKey;
+    use ansinh::domain::payments::entitlements::{Channel, Terms};
+    use ansinh::domain::payments::ids::{
+        BeneficiaryRef, CategoryId, CommuneId, GatewayId, HouseholdRef, MemberRef, ProgrammeId,
+    };
+    use ansinh::domain::payments::month::Month;
+    let partition = Partition::new("01")?;
+    let period = Month::parse("2026-10")?;
+    let programme = ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY")?;
+    let on: chrono::NaiveDate = "2026-10-01".parse()?;
+    // Households n with n % COMMUNES in {0, 1} live in communes 0100007 and 0100008.
+    let chosen: Vec<u64> = (0..households)
+        .filter(|n| n % u64::from(COMMUNES) < 2)
+        .take(RUN_ENTITLEMENTS as usize)
+        .collect();
+    let entitlements = chosen.len() as u64;
+    let chosen = Arc::new(chosen);
+    let granted = in_flight(entitlements, |i| {
+        let (service, chosen, partition) = (service.clone(), chosen.clone(), partition.clone());
+        let programme = programme.clone();
+        async move {
+            let h = household(chosen[i as usize]);
+            let commune = h.commune().as_str().to_string();
+            let grant = CommandKind::Grant {
+                programme,
+                beneficiary: BeneficiaryRef {
+                    household: HouseholdRef::parse(h.as_str()).expect("household"),
+                    member: MemberRef::parse("m1").expect("member"),
+                },
+                commune: CommuneId::parse(&commune).expect("commune"),
+                from: period,
+                terms: Terms {
+                    category: CategoryId::parse("ELDERLY_80_PLUS_NO_PENSION").expect("category"),
+                    channel: Channel::BankAccount {
+                        gateway: GatewayId::parse("VCB").expect("gateway"),
+                    },
+                    provincial_base: None,
+                },
+            };
+            let caller = officer();
+            let key = format!("grant-{i}");
+            let req = Request {
+                caller: &caller,
+                idempotency_key: &key,
+                correlation_id: "bench",
+            };
+            service.payment(&req, &partition, grant, on).await.is_ok()
+        }
+    })
+    .await;
+    if granted != entitlements {
+        return Err(format!("{granted} of {entitlements} entitlements granted").into());
+    }
+    let caller = officer();
+    for commune in ["0100007", "0100008"] {
+        let key = format!("allocate-{commune}");
+        let req = Request {
+            caller: &caller,
+            idempotency_key: &key,
+            correlation_id: "bench",
+        };
+        let allocate = CommandKind::Allocate {
+            budget: BudgetKey {
+                programme: programme.clone(),
+                commune: CommuneId::parse(commune)?,
+                period,
+            },
+            amount: Decimal::from(1_000_000_000_000i64),
+        };
+        service.payment(&req, &partition, allocate, on).await?;
+    }
+    let req = Request {
+        caller: &caller,
+        idempotency_key: "run-2026-10",
+        correlation_id: "bench",
+    };
+    let started = Instant::now();
+    service
+        .payment(
+            &req,
+            &partition,
+            CommandKind::Run {
+                period,
+                commune: None,
+            },
+            "2026-10-05".parse()?,
+        )
+        .await?;
+    Ok((entitlements, started.elapsed().as_secs_f64()))
 }
 
 /// Runs `make(n)` for n in 0..count, IN_FLIGHT at a time; returns how many succeeded.

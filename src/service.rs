@@ -274,17 +274,38 @@ impl Service {
             return Ok(receipt);
         }
         let citizens = self.indexes(data)?;
-        let sealed = self.vault.seal(household.as_str(), data).await?;
+        // The data key and the citizen claims are writes to two buckets, each a batch of
+        // 5-17 ms: made at once, a registration waits for one of them, not both. A key
+        // made for a registration then refused is harmless (the household id's own key,
+        // reused if it is registered later).
+        let claims = self.claims().await?;
+        let (sealed, taken) = tokio::join!(
+            self.vault.seal(household.as_str(), data),
+            claims.claim(household.as_str(), &citizens)
+        );
+        let taken = taken?;
+        let sealed = match sealed {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                claims.release(household.as_str(), &taken).await?;
+                return Err(e.into());
+            }
+        };
         let change = Change::Registered {
             household: household.clone(),
             area,
             members: Self::members(data),
-            citizens: citizens.clone(),
+            citizens,
             sealed,
             on: registered_on,
         };
-        self.submit_claiming(req, household, None, &citizens, Command::Registry(change))
-            .await
+        let result = self
+            .submit(req, partition_of(household), Command::Registry(change))
+            .await;
+        if let Err(ServiceError::Rejected(_)) = &result {
+            claims.release(household.as_str(), &taken).await?;
+        }
+        result
     }
 
     pub async fn change_members(
