@@ -308,3 +308,264 @@ fn serve_stops_within_its_bound_on_sigterm_when_nats_has_gone_away() {
     };
     eprintln!("serve exited with {status}");
 }
+
+/// One `ansinh serve` process of a ledger on the cluster: its own data directory, the
+/// ledger's one secrets file.
+struct Process {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The CLI against the cluster ledger `name`, with data directory `data`.
+fn ansinh_on(
+    name: &str,
+    urls: &str,
+    data: &std::path::Path,
+    secrets: &std::path::Path,
+) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ansinh"));
+    c.arg("--data-dir")
+        .arg(data)
+        .arg("--secrets")
+        .arg(secrets)
+        .args(["--nats", urls, "--replicas", "3"])
+        .args(["--stream", &format!("{name}_EVENTS")])
+        .args([
+            "--subject-prefix",
+            &format!("{}.events", name.to_lowercase()),
+        ])
+        .args(["--checkpoint-stream", &format!("{name}_CHECKPOINTS")])
+        .args([
+            "--checkpoint-prefix",
+            &format!("{}.checkpoints", name.to_lowercase()),
+        ]);
+    c
+}
+
+/// Starts `serve` and waits for the line that says where it listens.
+fn start_serve(mut command: std::process::Command) -> Process {
+    use std::io::BufRead;
+    let mut child = command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    let base = loop {
+        let Some(line) = lines.next() else {
+            panic!("serve stopped before listening: {seen:?}");
+        };
+        let line = line.unwrap();
+        if let Some(rest) = line.split("serving the staff API on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+        seen.push(line);
+    };
+    // Keep draining its stderr so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Process { child, base }
+}
+
+/// POSTs `body` to `path` of `process` under an idempotency key; the status and body.
+async fn post(
+    client: &reqwest::Client,
+    process: &Process,
+    token: &str,
+    path: &str,
+    key: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = client
+        .post(format!("{}{path}", process.base))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(&body)
+        .send()
+        .await
+        .expect("the process answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+/// Three `serve` processes of one ledger on the 3-node cluster, each with its own data
+/// directory. Every household is registered through one process, classified through
+/// the next, its loan approved through the third and disbursed through the first again,
+/// and a member's death (which opens the sealed personal data) recorded through yet
+/// another: no valid command is refused, whichever process's book or vault it meets.
+/// Half way, one process is SIGKILLed, its data directory deleted, and it is started
+/// again: it reads every household, personal data included, and the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_serve_processes_share_one_ledger_and_one_loses_its_directory() {
+    const HOUSEHOLDS: usize = 18;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = NatsServer::start_cluster(&dir.path().join("cluster"), 3, Sync::Always).unwrap();
+    let urls = urls(&nodes);
+    let name = "THREE";
+    // The streams on three replicas once the cluster has its leaders.
+    drop(open_ledger(&urls, &cluster_config(name), &dir.path().join("probe")).await);
+    let secrets = dir.path().join("secrets.key");
+    let data = |i: usize| dir.path().join(format!("data-{i}"));
+    let added = ansinh_on(name, &urls, &data(9), &secrets)
+        .args([
+            "admin",
+            "add-staff",
+            "--id",
+            "staff:m",
+            "--role",
+            "branch-manager",
+            "--unit",
+            "01",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let token = String::from_utf8(added.stdout).unwrap().trim().to_owned();
+    let mut processes: Vec<Process> = (0..3)
+        .map(|i| start_serve(ansinh_on(name, &urls, &data(i), &secrets)))
+        .collect();
+    let client = reqwest::Client::new();
+    let mut receipts = 0u64;
+    for i in 0..HOUSEHOLDS {
+        if i == HOUSEHOLDS / 2 {
+            // One process dies with its disk; a new one starts on an empty directory.
+            drop(processes.remove(1));
+            std::fs::remove_dir_all(data(1)).unwrap();
+            processes.insert(1, start_serve(ansinh_on(name, &urls, &data(1), &secrets)));
+        }
+        let p = |k: usize| &processes[(i + k) % 3];
+        let id = format!("0100007-{:06}", i + 1);
+        let spouse = format!("0011900{:05}", i + 1);
+        let steps: Vec<(usize, String, String, serde_json::Value)> = vec![
+            (
+                0,
+                "/v1/households".into(),
+                format!("reg-{id}"),
+                serde_json::json!({
+                    "household_id": id, "area": "rural", "registered_on": "2026-01-05",
+                    "personal": {
+                        "head_name": "Nguyễn Thị Hạnh", "head_citizen_id": format!("0010860{:05}", i + 1),
+                        "members": [{"name": "Trần Văn Nam", "citizen_id": spouse, "relation": "spouse"}]
+                    }
+                }),
+            ),
+            (
+                1,
+                format!("/v1/households/{id}/classifications"),
+                format!("review-{id}"),
+                serde_json::json!({
+                    "income_per_person": "1200000", "area": "rural",
+                    "deprived": ["employment", "nutrition", "drinking_water"],
+                    "review_year": 2026, "decided_on": "2026-01-10"
+                }),
+            ),
+            (
+                2,
+                "/v1/loans".into(),
+                format!("approve-{id}"),
+                serde_json::json!({
+                    "household_id": id, "programme": "POOR_HOUSEHOLD", "amount": "30000000",
+                    "term_months": 36, "savings_group": "TK-01", "entrusted": "womens_union",
+                    "on": "2026-02-02", "reason": "production loan"
+                }),
+            ),
+        ];
+        let mut loan = String::new();
+        for (k, path, key, body) in steps {
+            let (status, answer) = post(&client, p(k), &token, &path, &key, body).await;
+            assert_eq!(
+                status,
+                201,
+                "household {i}, {path} through process {}: {answer}",
+                (i + k) % 3
+            );
+            if let Some(l) = answer["loan"].as_str() {
+                loan = l.to_owned();
+            }
+            receipts += 1;
+        }
+        let (status, answer) = post(
+            &client,
+            p(3),
+            &token,
+            &format!("/v1/loans/{loan}/disbursements"),
+            &format!("disburse-{id}"),
+            serde_json::json!({"amount": "30000000", "on": "2026-02-05"}),
+        )
+        .await;
+        assert_eq!(
+            status, 201,
+            "household {i}: disbursement through another process: {answer}"
+        );
+        let (status, answer) = post(
+            &client,
+            p(4),
+            &token,
+            &format!("/v1/households/{id}/deaths"),
+            &format!("death-{id}"),
+            serde_json::json!({"citizen_id": spouse, "died_on": "2026-03-01"}),
+        )
+        .await;
+        assert_eq!(
+            status, 201,
+            "household {i}: the sealed data opened through another process: {answer}"
+        );
+        receipts += 2;
+    }
+    // Every process, the restarted one too, reads every household.
+    for process in &processes {
+        for i in 0..HOUSEHOLDS {
+            let id = format!("0100007-{:06}", i + 1);
+            let response = client
+                .get(format!("{}/v1/households/{id}", process.base))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status().as_u16(),
+                200,
+                "{id} through {}",
+                process.base
+            );
+        }
+    }
+    drop(processes);
+    // The chain verifies and holds every acknowledged write (each one event, plus the
+    // ledger's key event), and no citizen is in two households.
+    let verify = ansinh_on(name, &urls, &data(9), &secrets)
+        .args(["--json", "audit", "verify", "--partition", "01"])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    let stdout = String::from_utf8(verify.stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        report["partitions"]["01"]["events"].as_u64(),
+        Some(receipts),
+        "{report}"
+    );
+    let anomalies = ansinh_on(name, &urls, &data(9), &secrets)
+        .args(["audit", "anomalies"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&anomalies.stdout);
+    assert!(text.contains("events scanned"), "{text}");
+    assert!(!text.contains("citizen_in_two_households"), "{text}");
+}

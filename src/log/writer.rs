@@ -80,6 +80,9 @@ const RECORDS_IN_FLIGHT_MAX: usize = 4;
 pub const QUEUE_APPENDS_MAX: usize = 8_192;
 /// Attempts to commit one batch (lost races, timeouts) before its callers get an error.
 pub const COMMIT_ATTEMPTS_MAX: u32 = 8;
+/// Wait before reading the log again after a failed read, times the attempt number
+/// (50, 100, ... 350 ms: 1.4 s in all, about a stream leader's election).
+pub const READ_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 /// Longest idempotency key, in bytes.
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
 /// Events this process committed last that `Ledger::event_of` answers from memory.
@@ -844,10 +847,23 @@ impl PartitionWriter {
     /// Commits one batch; returns the appends that did not fit (to commit next).
     async fn commit(&mut self, mut batch: Vec<Pending>) -> Vec<Pending> {
         let mut last_error = String::new();
-        for _attempt in 0..COMMIT_ATTEMPTS_MAX {
-            if let Err(e) = self.ready().await {
-                fail_all(batch, || clone_error(&e));
-                return Vec::new();
+        for attempt in 0..COMMIT_ATTEMPTS_MAX {
+            match self.ready().await {
+                Ok(()) => {}
+                // On a cluster a read may find no server to answer for a moment (a
+                // stream leader being elected, a replica catching up): wait a little
+                // and read again, within the batch's attempts.
+                Err(AppendError::Nats(e)) if attempt + 1 < COMMIT_ATTEMPTS_MAX => {
+                    tracing::warn!(partition = %self.partition, error = %e, "reading the log failed; retrying");
+                    last_error = e;
+                    self.caught_up = false;
+                    tokio::time::sleep(READ_RETRY_BACKOFF * (attempt + 1)).await;
+                    continue;
+                }
+                Err(e) => {
+                    fail_all(batch, || clone_error(&e));
+                    return Vec::new();
+                }
             }
             batch = match self.answer_duplicates(batch) {
                 Ok(rest) => rest,
