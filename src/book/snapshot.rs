@@ -7,27 +7,148 @@
 //! writer relies on it (a decided command must not depend on how the book was made),
 //! and `audit rebuild-check` compares each stored snapshot with a fold from genesis.
 
-use super::PartitionBook;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{PartitionBook, RecordedStanding};
+use crate::domain::ids::HouseholdId;
+use crate::domain::ledger::TrialBalance;
+use crate::domain::loans::LoanBook;
+use crate::domain::payments;
+use crate::domain::registry::Registry;
 
 #[derive(Debug, thiserror::Error)]
 #[error("the book snapshot does not decode: {0}")]
 pub struct DecodeError(String);
 
-/// The book in MessagePack: serde's own shape of every type, so a field added to a
-/// book type changes the bytes, and an older snapshot then fails to decode (it is
-/// discarded and the chain refolded) rather than decoding into a wrong book.
+/// Everything but the registry and the standings, borrowed for encoding. Its fields are
+/// in the order of `Rest`: MessagePack stores a struct by position.
+#[derive(Serialize)]
+struct RestRef<'a> {
+    partition: &'a String,
+    loans: &'a LoanBook,
+    trial: &'a TrialBalance,
+    sequence: u64,
+    unreadable: u64,
+    payments: &'a payments::Book,
+    payments_trial: &'a payments::ledger::TrialBalance,
+}
+
+#[derive(Deserialize)]
+struct Rest {
+    partition: String,
+    loans: LoanBook,
+    trial: TrialBalance,
+    sequence: u64,
+    unreadable: u64,
+    payments: payments::Book,
+    payments_trial: payments::ledger::TrialBalance,
+}
+
+fn pack<T: Serialize + ?Sized>(value: &T, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
+    rmp_serde::encode::write(&mut out, value).expect("a book is plain data: it always encodes");
+    out
+}
+
+/// The book in three parts, each MessagePack (serde's own shape of its types, so a field
+/// added to a book type changes the bytes, and an older snapshot then fails to decode
+/// and the chain is refolded rather than read wrongly): the registry, the standings,
+/// and the rest, each preceded by its length (u64, big-endian). Three parts, because
+/// they are encoded and decoded side by side, one thread each: a province's registry
+/// and standings are most of the book, and a start waits for the decoding.
 pub fn encode(book: &PartitionBook) -> Vec<u8> {
     encode_sized(book, 0)
 }
 
-/// `encode` into a buffer of `capacity` bytes to start with (the last snapshot's size):
-/// growing a buffer of tens of MB step by step costs more than the encoding.
+/// `encode` with buffers of `capacity` bytes in all to start with (the last snapshot's
+/// size): growing buffers of tens of MB step by step costs more than the encoding.
 pub fn encode_sized(book: &PartitionBook, capacity: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(capacity);
-    rmp_serde::encode::write(&mut out, book).expect("a book is plain data: it always encodes");
+    let rest = RestRef {
+        partition: &book.partition,
+        loans: &book.loans,
+        trial: &book.trial,
+        sequence: book.sequence,
+        unreadable: book.unreadable,
+        payments: &book.payments,
+        payments_trial: &book.payments_trial,
+    };
+    let (registry, standings, rest) = std::thread::scope(|scope| {
+        let registry = scope.spawn(|| pack(&book.registry, capacity / 2));
+        let standings = scope.spawn(|| pack(&book.standings, capacity / 2));
+        let rest = pack(&rest, capacity / 8);
+        (
+            registry.join().expect("encoding never panics"),
+            standings.join().expect("encoding never panics"),
+            rest,
+        )
+    });
+    let mut out = Vec::with_capacity(24 + registry.len() + standings.len() + rest.len());
+    for part in [&registry, &standings, &rest] {
+        out.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        out.extend_from_slice(part);
+    }
     out
 }
 
 pub fn decode(bytes: &[u8]) -> Result<PartitionBook, DecodeError> {
-    rmp_serde::from_slice(bytes).map_err(|e| DecodeError(e.to_string()))
+    let mut parts = Vec::with_capacity(3);
+    let mut at = 0usize;
+    for _ in 0..3 {
+        let len = bytes
+            .get(at..at + 8)
+            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")) as usize)
+            .ok_or_else(|| DecodeError("cut short".into()))?;
+        let part = bytes
+            .get(at + 8..at + 8 + len)
+            .ok_or_else(|| DecodeError("cut short".into()))?;
+        parts.push(part);
+        at += 8 + len;
+    }
+    if at != bytes.len() {
+        return Err(DecodeError("bytes after the last part".into()));
+    }
+    let err = |e: rmp_serde::decode::Error| DecodeError(e.to_string());
+    let (registry, standings, rest) = std::thread::scope(|scope| {
+        let registry = scope.spawn(|| rmp_serde::from_slice::<Registry>(parts[0]));
+        let standings = scope
+            .spawn(|| rmp_serde::from_slice::<BTreeMap<HouseholdId, RecordedStanding>>(parts[1]));
+        let rest = rmp_serde::from_slice::<Rest>(parts[2]);
+        (
+            registry.join().expect("decoding never panics"),
+            standings.join().expect("decoding never panics"),
+            rest,
+        )
+    });
+    let rest = rest.map_err(err)?;
+    Ok(PartitionBook {
+        partition: rest.partition,
+        registry: registry.map_err(err)?,
+        loans: rest.loans,
+        trial: rest.trial,
+        standings: standings.map_err(err)?,
+        sequence: rest.sequence,
+        unreadable: rest.unreadable,
+        payments: rest.payments,
+        payments_trial: rest.payments_trial,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_book_reads_back_as_itself_and_cut_bytes_are_refused() {
+        let mut book = PartitionBook::new("01");
+        book.sequence = 7;
+        book.unreadable = 1;
+        let bytes = encode(&book);
+        assert_eq!(decode(&bytes).unwrap(), book);
+        assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode(&longer).is_err());
+    }
 }
