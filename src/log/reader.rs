@@ -4,6 +4,8 @@
 //! (frame.rs) is handed over as its events in order, each with its place (stream
 //! sequence, index in the message).
 
+use std::time::Duration;
+
 use async_nats::HeaderMap;
 use async_nats::jetstream::{consumer, stream};
 use bytes::Bytes;
@@ -233,8 +235,7 @@ pub async fn read_range<E>(
         .acquire_many(reserved_bytes(pull_bytes))
         .await
         .expect("the reads' budget is never closed");
-    let reader = stream
-        .create_consumer(read_consumer(filter, start))
+    let reader = create_reader(stream, filter, start)
         .await
         .map_err(|e| nats(&e))?;
     let _remove = RemoveWhenDone {
@@ -263,6 +264,33 @@ pub async fn read_range<E>(
         }
     }
     Ok(count)
+}
+
+/// Attempts to create a read's consumer. On a cluster the request may find no server to
+/// answer for a moment (a stream leader being elected): the read waits a little and asks
+/// again rather than fail a verification or a catch-up.
+pub const READ_CONSUMER_ATTEMPTS_MAX: u32 = 6;
+/// The wait before the next attempt, times the attempt number (100 ms ... 500 ms).
+pub const READ_CONSUMER_BACKOFF: Duration = Duration::from_millis(100);
+
+async fn create_reader(
+    stream: &stream::Stream,
+    filter: &str,
+    start: u64,
+) -> Result<consumer::Consumer<consumer::pull::Config>, async_nats::jetstream::stream::ConsumerError>
+{
+    let mut attempt = 1;
+    loop {
+        match stream.create_consumer(read_consumer(filter, start)).await {
+            Ok(reader) => return Ok(reader),
+            Err(e) if attempt < READ_CONSUMER_ATTEMPTS_MAX => {
+                tracing::warn!(error = %e, attempt, "creating a log reader failed; retrying");
+                tokio::time::sleep(READ_CONSUMER_BACKOFF * attempt).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The consumer a read of `filter` from stream sequence `start` uses: it acknowledges
