@@ -33,6 +33,7 @@ impl Drop for Process {
 }
 
 fn ansinh(
+    replicas: &str,
     urls: &str,
     run: &str,
     data: &std::path::Path,
@@ -49,9 +50,12 @@ fn ansinh(
         .arg(data)
         .arg("--secrets")
         .arg(secrets)
-        .args(["--nats", urls, "--replicas", "3"])
+        .args(["--nats", urls, "--replicas", replicas])
         .args(["--stream", &format!("{run}_EVENTS")])
-        .args(["--subject-prefix", &format!("{}.events", run.to_lowercase())])
+        .args([
+            "--subject-prefix",
+            &format!("{}.events", run.to_lowercase()),
+        ])
         .args(["--checkpoint-stream", &format!("{run}_CHECKPOINTS")])
         .args([
             "--checkpoint-prefix",
@@ -87,7 +91,17 @@ async fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(600);
     let dir = tempfile::tempdir().unwrap();
-    let nodes = NatsServer::start_cluster(&dir.path().join("cluster"), 3, Sync::Always).unwrap();
+    // ANSINH_PROBE_NODES=1: one server and one replica, to tell the cluster's part.
+    let node_count: usize = std::env::var("ANSINH_PROBE_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let nodes = if node_count == 1 {
+        vec![NatsServer::start(&dir.path().join("single"), Sync::Always).unwrap()]
+    } else {
+        NatsServer::start_cluster(&dir.path().join("cluster"), node_count, Sync::Always).unwrap()
+    };
+    let replicas = node_count.min(3).to_string();
     let urls = nodes
         .iter()
         .map(NatsServer::url)
@@ -100,19 +114,25 @@ async fn main() {
         let secrets = dir.path().join(format!("{run}.secrets"));
         // The first command waits for the cluster's leaders.
         let token = loop {
-            let out = ansinh(&urls, &run, &dir.path().join(format!("{run}-admin")), &secrets)
-                .args([
-                    "admin",
-                    "add-staff",
-                    "--id",
-                    "staff:m",
-                    "--role",
-                    "branch-manager",
-                    "--unit",
-                    "01",
-                ])
-                .output()
-                .unwrap();
+            let out = ansinh(
+                &replicas,
+                &urls,
+                &run,
+                &dir.path().join(format!("{run}-admin")),
+                &secrets,
+            )
+            .args([
+                "admin",
+                "add-staff",
+                "--id",
+                "staff:m",
+                "--role",
+                "branch-manager",
+                "--unit",
+                "01",
+            ])
+            .output()
+            .unwrap();
             if out.status.success() {
                 break String::from_utf8(out.stdout).unwrap().trim().to_owned();
             }
@@ -122,6 +142,7 @@ async fn main() {
             (0..processes)
                 .map(|i| {
                     start_serve(ansinh(
+                        &replicas,
                         &urls,
                         &run,
                         &dir.path().join(format!("{run}-{i}")),
@@ -212,7 +233,9 @@ async fn main() {
             all.len() as f64 / seconds,
             at(0.5),
             at(0.99),
-            failures.first().map_or("none".to_string(), |f| format!("{} ({f})", failures.len()))
+            failures
+                .first()
+                .map_or("none".to_string(), |f| format!("{} ({f})", failures.len()))
         );
     }
 }

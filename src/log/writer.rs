@@ -79,7 +79,10 @@ const RECORDS_IN_FLIGHT_MAX: usize = 4;
 /// Pending appends queued per partition before callers wait (backpressure).
 pub const QUEUE_APPENDS_MAX: usize = 8_192;
 /// Attempts to commit one batch (lost races, timeouts) before its callers get an error.
-pub const COMMIT_ATTEMPTS_MAX: u32 = 8;
+pub const COMMIT_ATTEMPTS_MAX: u32 = 12;
+/// After a lost fence the writer waits a random time below this times the attempt
+/// number before it tries again (so at most 5 ms, 10 ms, ... 60 ms).
+pub const FENCE_BACKOFF_STEP: std::time::Duration = std::time::Duration::from_millis(5);
 /// Wait before reading the log again after a failed read, times the attempt number
 /// (50, 100, ... 350 ms: 1.4 s in all, about a stream leader's election).
 pub const READ_RETRY_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
@@ -948,6 +951,10 @@ impl PartitionWriter {
                     self.caught_up = false;
                     // The book holds this batch's decisions: rebuild it from the log.
                     self.book = None;
+                    // Another process's writer on this partition won the fence. Wait a
+                    // random moment, growing with the attempts, so two or three writers
+                    // do not keep colliding until the attempts run out.
+                    tokio::time::sleep(fence_backoff(attempt)).await;
                     batch = unique
                         .into_iter()
                         .chain(refused.into_iter().map(|(p, _)| p))
@@ -1431,6 +1438,14 @@ impl PartitionWriter {
     fn receipt(&self, at: &HeadRecord, duplicate: bool) -> Receipt {
         Receipt::at(&self.partition, at, duplicate)
     }
+}
+
+/// A random wait in [0, FENCE_BACKOFF_STEP × attempt).
+fn fence_backoff(attempt: u32) -> std::time::Duration {
+    let mut random = [0u8; 4];
+    let _ = getrandom::getrandom(&mut random);
+    let span = FENCE_BACKOFF_STEP.as_micros() as u64 * u64::from(attempt + 1);
+    std::time::Duration::from_micros(u64::from(u32::from_le_bytes(random)) % span.max(1))
 }
 
 fn answer_refusals(refused: Vec<(Pending, Rejection)>) {
