@@ -80,7 +80,18 @@ fn start_serve(mut command: std::process::Command) -> Process {
             break rest.split_whitespace().next().unwrap().to_owned();
         }
     };
-    std::thread::spawn(move || for _ in lines {});
+    // Its log goes to a file beside the probe's data (ANSINH_PROBE_LOG=dir), else away.
+    let log = std::env::var_os("ANSINH_PROBE_LOG")
+        .map(|dir| std::path::Path::new(&dir).join(format!("serve-{}.log", child.id())));
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut file = log.and_then(|p| std::fs::File::create(p).ok());
+        for line in lines.map_while(Result::ok) {
+            if let Some(f) = file.as_mut() {
+                let _ = writeln!(f, "{line}");
+            }
+        }
+    });
     Process { child, base }
 }
 

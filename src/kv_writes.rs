@@ -180,11 +180,24 @@ fn fenced(revision: u64) -> HeaderMap {
 /// server refuses the batch (one fence failed, or anything else), each write is sent
 /// again on its own, so exactly the writes whose fence fails are refused.
 async fn commit(bucket: &Bucket, batch: Vec<Write>) {
-    if batch.len() > 1 && commit_atomic(bucket, &batch).await.is_ok() {
-        for write in batch {
-            let _ = write.reply.send(Ok(()));
+    if batch.len() > 1 {
+        let started = std::time::Instant::now();
+        match commit_atomic(bucket, &batch).await {
+            Ok(()) => {
+                for write in batch {
+                    let _ = write.reply.send(Ok(()));
+                }
+                return;
+            }
+            // A lost race is expected now and then; anything else, or a slow refusal,
+            // is worth an operator's eye.
+            Err(e) => tracing::info!(
+                writes = batch.len(),
+                ms = started.elapsed().as_millis() as u64,
+                error = %e,
+                "a batch of bucket writes was refused; sending them one by one"
+            ),
         }
-        return;
     }
     let context = &bucket.js;
     let sends = batch.into_iter().map(|write| async move {
