@@ -143,7 +143,7 @@ pub fn parse_loan_ref(s: &str) -> Option<(String, LoanId)> {
     Some((partition.to_owned(), number.parse().ok()?))
 }
 
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PartitionBook {
     pub partition: String,
     pub registry: Registry,

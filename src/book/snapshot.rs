@@ -46,10 +46,8 @@ struct Rest {
     payments_trial: payments::ledger::TrialBalance,
 }
 
-fn pack<T: Serialize + ?Sized>(value: &T, capacity: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(capacity);
-    rmp_serde::encode::write(&mut out, value).expect("a book is plain data: it always encodes");
-    out
+fn pack<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    rmp_serde::to_vec(value).expect("a book is plain data: it always encodes")
 }
 
 /// The book in three parts, each MessagePack (serde's own shape of its types, so a field
@@ -59,12 +57,6 @@ fn pack<T: Serialize + ?Sized>(value: &T, capacity: usize) -> Vec<u8> {
 /// they are encoded and decoded side by side, one thread each: a province's registry
 /// and standings are most of the book, and a start waits for the decoding.
 pub fn encode(book: &PartitionBook) -> Vec<u8> {
-    encode_sized(book, 0)
-}
-
-/// `encode` with buffers of `capacity` bytes in all to start with (the last snapshot's
-/// size): growing buffers of tens of MB step by step costs more than the encoding.
-pub fn encode_sized(book: &PartitionBook, capacity: usize) -> Vec<u8> {
     let rest = RestRef {
         partition: &book.partition,
         loans: &book.loans,
@@ -75,9 +67,9 @@ pub fn encode_sized(book: &PartitionBook, capacity: usize) -> Vec<u8> {
         payments_trial: &book.payments_trial,
     };
     let (registry, standings, rest) = std::thread::scope(|scope| {
-        let registry = scope.spawn(|| pack(&book.registry, capacity / 2));
-        let standings = scope.spawn(|| pack(&book.standings, capacity / 2));
-        let rest = pack(&rest, capacity / 8);
+        let registry = scope.spawn(|| pack(&book.registry));
+        let standings = scope.spawn(|| pack(&book.standings));
+        let rest = pack(&rest);
         (
             registry.join().expect("encoding never panics"),
             standings.join().expect("encoding never panics"),

@@ -618,8 +618,6 @@ struct PartitionWriter {
     last_recorded: Option<oneshot::Receiver<()>>,
     /// Partition sequence of the newest book snapshot taken or loaded (0 = none).
     snapshot_sequence: u64,
-    /// Size of the last snapshot taken, in bytes: the next one's buffer starts there.
-    snapshot_bytes: usize,
     /// When this writer last took one.
     snapshot_taken_at: Option<std::time::Instant>,
     /// The snapshot being written to disk, if any; at most one at a time.
@@ -673,7 +671,6 @@ impl PartitionWriter {
             rerecord_from: None,
             last_recorded: None,
             snapshot_sequence: 0,
-            snapshot_bytes: 0,
             snapshot_taken_at: None,
             snapshotting: None,
         }
@@ -742,8 +739,7 @@ impl PartitionWriter {
             }
         };
         let started = std::time::Instant::now();
-        let body =
-            book::snapshot::encode_sized(book, self.snapshot_bytes + self.snapshot_bytes / 8);
+        let body = book::snapshot::encode(book);
         tracing::info!(
             partition,
             sequence = book.sequence,
@@ -751,7 +747,6 @@ impl PartitionWriter {
             encode_ms = started.elapsed().as_millis() as u64,
             "book snapshot taken"
         );
-        self.snapshot_bytes = body.len();
         self.snapshot_taken_at = Some(std::time::Instant::now());
         self.snapshot_sequence = book.sequence;
         self.snapshotting = Some(tokio::task::spawn_blocking(move || {
