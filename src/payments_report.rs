@@ -13,6 +13,7 @@ use crate::chain::Partition;
 use crate::domain::payments::Event;
 use crate::domain::payments::reconcile::{self, Reconciliation};
 use crate::log::LogConfig;
+use crate::projection::{ProjectionError, Projector};
 use crate::proto::envelope::Payload;
 use crate::verify::{VerifyError, verify_with};
 
@@ -64,6 +65,37 @@ pub struct ReceivedLine {
     pub returned: String,
     /// Settled − returned: what reached the household.
     pub net: String,
+}
+
+/// Reconciliation of one day in every partition, read from the projections in O(the
+/// day's lines) (`Projector::reconciliation_day`), in the shape `reconcile_all` gives.
+/// `None` when some partition has payment events recorded after `as_of`: fold the log.
+pub fn reconcile_day_projected(
+    projector: &Projector,
+    date: NaiveDate,
+    as_of: NaiveDate,
+    pending_days: u32,
+) -> Result<Option<BTreeMap<String, Reconciliation>>, ProjectionError> {
+    let mut all = BTreeMap::new();
+    for partition in projector.summaries()?.into_keys() {
+        let Some(lines) = projector.reconciliation_day(&partition, date, as_of, pending_days)?
+        else {
+            return Ok(None);
+        };
+        let days = lines
+            .into_iter()
+            .map(|(gateway, day)| ((gateway, date), day))
+            .collect();
+        all.insert(
+            partition,
+            Reconciliation {
+                as_of,
+                pending_days,
+                days,
+            },
+        );
+    }
+    Ok(Some(all))
 }
 
 /// What `household` received, per month and channel, from the projections: one prefix

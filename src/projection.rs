@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use async_nats::jetstream::stream::Stream;
+use chrono::NaiveDate;
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
@@ -18,9 +19,14 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::chain::{ChainBreak, ChainHead, Digest, Partition};
 use crate::domain::loans::Loan;
+use crate::domain::payments::ids::GatewayId;
+use crate::domain::payments::instructions::InstructionId;
+use crate::domain::payments::reconcile::{self, GatewayDay};
 use crate::log::{EventAt, LogConfig, Position, reader};
 use crate::proto::Envelope;
-use crate::views::{self, CommunePortfolio, HouseholdView, TrialBalanceView, Views};
+use crate::views::{
+    self, CommunePortfolio, HouseholdView, PendingLine, ReconcileProgress, TrialBalanceView, Views,
+};
 
 const TREE_META: &str = "proj.meta";
 const TREE_SUMMARY: &str = "proj.summary";
@@ -29,8 +35,9 @@ const TREE_VIEWS: &str = "proj.views";
 const KEY_POSITION: &[u8] = b"position";
 const KEY_FORMAT: &[u8] = b"format";
 /// The projections' format. 2: what each household received per month and channel
-/// (`recv/`), and each instruction's household (`instr/`).
-const PROJECTION_FORMAT: &[u8] = &[2];
+/// (`recv/`), and each instruction's household (`instr/`). 3: reconciliation per gateway
+/// and day (`rday/`, `rpend/`, `rseen/`, `rpos/`).
+const PROJECTION_FORMAT: &[u8] = &[3];
 /// Events applied per sled transaction. One transaction per event (with the partition
 /// summary decoded and encoded each time) applied ~6,400 events/s; a batch pays the
 /// commit and the summary once. The batch's writes are held in memory until its
@@ -96,24 +103,28 @@ pub struct Projector {
     views: sled::Tree,
 }
 
-/// The view records a batch changed, in memory until the batch commits; reads see them
-/// first, then the committed tree. Only the projector writes these trees, so the tree
-/// read here is the state after the last committed batch.
+/// The view records a batch changed (`None`: deleted), in memory until the batch commits;
+/// reads see them first, then the committed tree. Only the projector writes these trees,
+/// so the tree read here is the state after the last committed batch.
 struct Staged {
     tree: sled::Tree,
-    writes: RefCell<HashMap<String, Vec<u8>>>,
+    writes: RefCell<HashMap<String, Option<Vec<u8>>>>,
 }
 
 impl Views for Staged {
     type Error = ProjectionError;
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ProjectionError> {
         if let Some(v) = self.writes.borrow().get(key) {
-            return Ok(Some(v.clone()));
+            return Ok(v.clone());
         }
         Ok(self.tree.get(key)?.map(|v| v.to_vec()))
     }
     fn put(&self, key: &str, value: Vec<u8>) -> Result<(), ProjectionError> {
-        self.writes.borrow_mut().insert(key.to_owned(), value);
+        self.writes.borrow_mut().insert(key.to_owned(), Some(value));
+        Ok(())
+    }
+    fn delete(&self, key: &str) -> Result<(), ProjectionError> {
+        self.writes.borrow_mut().insert(key.to_owned(), None);
         Ok(())
     }
     fn corrupt(&self, what: String) -> ProjectionError {
@@ -368,6 +379,61 @@ impl Projector {
             .collect()
     }
 
+    /// One day's reconciliation of a partition, per gateway, as `reconcile::reconcile`
+    /// reports it for `date`: the day's lines and its instructions still without a result,
+    /// read from the projections in O(result). `None` when the partition has a payment
+    /// event recorded after `as_of`: a report as of an earlier day leaves those out, so it
+    /// is folded from the log instead.
+    pub fn reconciliation_day(
+        &self,
+        partition: &str,
+        date: NaiveDate,
+        as_of: NaiveDate,
+        pending_days: u32,
+    ) -> Result<Option<BTreeMap<GatewayId, GatewayDay>>, ProjectionError> {
+        let progress: ReconcileProgress = self
+            .view(&views::reconcile_progress_key(partition))?
+            .unwrap_or_default();
+        if progress.latest.is_some_and(|latest| latest > as_of) {
+            return Ok(None);
+        }
+        let mut days = BTreeMap::new();
+        if date > as_of {
+            return Ok(Some(days));
+        }
+        let prefix = views::reconcile_day_prefix(partition, date);
+        for kv in self.views.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            let gateway = std::str::from_utf8(&k[prefix.len()..])
+                .ok()
+                .and_then(|g| GatewayId::parse(g).ok())
+                .ok_or_else(|| corrupt("reconciliation day key"))?;
+            let day: GatewayDay =
+                serde_json::from_slice(&v).map_err(|e| corrupt(&e.to_string()))?;
+            days.insert(gateway, day);
+        }
+        if reconcile::pending_overdue(date, as_of, pending_days) {
+            let prefix = views::reconcile_pending_prefix(partition, date);
+            for kv in self.views.scan_prefix(&prefix) {
+                let (k, v) = kv?;
+                let id = std::str::from_utf8(&k[prefix.len()..])
+                    .ok()
+                    .and_then(InstructionId::parse)
+                    .ok_or_else(|| corrupt("pending instruction key"))?;
+                let line: PendingLine =
+                    serde_json::from_slice(&v).map_err(|e| corrupt(&e.to_string()))?;
+                let day = days.entry(line.gateway).or_default();
+                day.pending_overdue.add(line.amount);
+                day.pending_overdue_ids.push(id);
+            }
+            // In instruction order, as the report over the log lists them.
+            for day in days.values_mut() {
+                day.pending_overdue_ids.sort_unstable();
+            }
+        }
+        Ok(Some(days))
+    }
+
     /// Where the event with the household's latest sealed personal data sits.
     pub fn sealed_at(&self, id: &str) -> Result<Option<EventAt>, ProjectionError> {
         match self.views.get(views::sealed_key(id))? {
@@ -489,6 +555,7 @@ impl Batch<'_> {
             next.sequence,
             event.at(),
             &actor.id,
+            envelope.actor.as_ref(),
             envelope.payload.as_ref(),
         )?;
         *head = next;
@@ -557,7 +624,10 @@ impl Batch<'_> {
                     trail.insert(k.as_slice(), v.as_slice())?;
                 }
                 for (k, v) in views.iter() {
-                    view.insert(k.as_bytes(), v.as_slice())?;
+                    match v {
+                        Some(v) => view.insert(k.as_bytes(), v.as_slice())?,
+                        None => view.remove(k.as_bytes())?,
+                    };
                 }
                 for (k, v) in &heads {
                     meta.insert(k.as_slice(), v.as_slice())?;

@@ -19,9 +19,10 @@ use crate::domain::loans::{self, EventBody, Loan, LoanBook, LoanStatus};
 use crate::domain::payments::EventBody as PaymentBody;
 use crate::domain::payments::budget::MoveKind;
 use crate::domain::payments::entitlements::ChannelKind;
+use crate::domain::payments::ids::GatewayId;
 use crate::domain::payments::instructions::{InstructionId, InstructionStatus};
 use crate::domain::payments::month::Month;
-use crate::domain::payments::reconcile::Received;
+use crate::domain::payments::reconcile::{self, GatewayDay, Received, Records, Seen};
 use crate::domain::registry::Change;
 use crate::log::EventAt;
 use crate::proto::envelope::Payload;
@@ -107,6 +108,7 @@ pub trait Views {
     type Error;
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Self::Error>;
     fn put(&self, key: &str, value: Vec<u8>) -> Result<(), Self::Error>;
+    fn delete(&self, key: &str) -> Result<(), Self::Error>;
     fn corrupt(&self, what: String) -> Self::Error;
 }
 
@@ -137,6 +139,115 @@ pub fn received_key(household: &str, month: Month, channel: ChannelKind) -> Stri
 }
 pub fn received_prefix(household: &str) -> String {
     format!("recv/{household}/")
+}
+
+/// What reconciliation remembers of one instruction (`reconcile::Seen`).
+pub fn reconcile_seen_key(partition: &str, instruction: &InstructionId) -> String {
+    format!("rseen/{partition}/{instruction}")
+}
+/// One gateway's reconciliation line of one day (`GatewayDay`, without the pending
+/// instructions, which depend on the day the report is made for).
+pub fn reconcile_day_key(partition: &str, date: NaiveDate, gateway: &GatewayId) -> String {
+    format!("rday/{partition}/{date}/{gateway}")
+}
+pub fn reconcile_day_prefix(partition: &str, date: NaiveDate) -> String {
+    format!("rday/{partition}/{date}/")
+}
+/// An instruction issued on `date` still without a result (`PendingLine`).
+pub fn reconcile_pending_key(
+    partition: &str,
+    date: NaiveDate,
+    instruction: &InstructionId,
+) -> String {
+    format!("rpend/{partition}/{date}/{instruction}")
+}
+pub fn reconcile_pending_prefix(partition: &str, date: NaiveDate) -> String {
+    format!("rpend/{partition}/{date}/")
+}
+/// How far a partition's reconciliation records go (`ReconcileProgress`).
+pub fn reconcile_progress_key(partition: &str) -> String {
+    format!("rpos/{partition}")
+}
+
+/// An instruction still waiting for its result, listed under its issue day.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingLine {
+    pub gateway: GatewayId,
+    pub amount: Decimal,
+}
+
+/// How far a partition's reconciliation records go: the payment events folded (numbered
+/// like the book numbers them, for the mismatches' event ids) and the latest day any of
+/// them was recorded on. A report as of an earlier day must leave later events out, so
+/// it is folded from the log instead.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileProgress {
+    pub events: u64,
+    pub latest: Option<NaiveDate>,
+}
+
+/// The reconciliation records of one partition, in the views.
+struct ReconcileRecords<'v, V> {
+    v: &'v V,
+    partition: &'v str,
+}
+
+impl<V: Views> Records for ReconcileRecords<'_, V> {
+    type Error = V::Error;
+    fn seen(&mut self, id: &InstructionId) -> Result<Option<Seen>, V::Error> {
+        load(self.v, &reconcile_seen_key(self.partition, id))
+    }
+    fn set_seen(&mut self, id: InstructionId, seen: Seen) -> Result<(), V::Error> {
+        let pending = reconcile_pending_key(self.partition, seen.issued_on, &id);
+        if seen.status == InstructionStatus::Instructed {
+            store(
+                self.v,
+                &pending,
+                &PendingLine {
+                    gateway: seen.gateway.clone(),
+                    amount: seen.amount,
+                },
+            )?;
+        } else {
+            self.v.delete(&pending)?;
+        }
+        store(self.v, &reconcile_seen_key(self.partition, &id), &seen)
+    }
+    fn change_day(
+        &mut self,
+        gateway: &GatewayId,
+        date: NaiveDate,
+        change: &mut dyn FnMut(&mut GatewayDay),
+    ) -> Result<(), V::Error> {
+        let key = reconcile_day_key(self.partition, date, gateway);
+        let mut day: GatewayDay = load(self.v, &key)?.unwrap_or_default();
+        change(&mut day);
+        store(self.v, &key, &day)
+    }
+}
+
+/// Folds a payment event into its partition's reconciliation records, numbered as
+/// `payments_report::payment_events` numbers them (over the events it can read).
+fn apply_reconcile<V: Views>(
+    v: &V,
+    partition: &str,
+    actor: Option<&crate::proto::Actor>,
+    recorded: &crate::proto::PaymentRecorded,
+) -> Result<(), V::Error> {
+    let key = reconcile_progress_key(partition);
+    let mut progress: ReconcileProgress = load(v, &key)?.unwrap_or_default();
+    let Ok(event) = crate::book::payments::event_of(progress.events + 1, actor, recorded) else {
+        return Ok(());
+    };
+    progress.events += 1;
+    progress.latest = progress.latest.max(Some(event.effective));
+    store(v, &key, &progress)?;
+    reconcile::fold(
+        &mut ReconcileRecords { v, partition },
+        event.id,
+        event.effective,
+        &event.body,
+    )
 }
 
 /// The channel's name in views and reports: "bank_account", "mobile_money", "post_office".
@@ -310,6 +421,7 @@ pub fn apply<V: Views>(
     sequence: u64,
     at: EventAt,
     actor: &str,
+    actor_record: Option<&crate::proto::Actor>,
     payload: Option<&Payload>,
 ) -> Result<(), V::Error> {
     let Some(payload) = payload else {
@@ -341,7 +453,7 @@ pub fn apply<V: Views>(
         if let Ok(body) = crate::book::payments_codec::body_from_proto(&p.body) {
             apply_payment(v, partition, &body)?;
         }
-        return Ok(());
+        return apply_reconcile(v, partition, actor_record, p);
     }
     let Ok(events) = codec::loan_events(sequence, actor, payload) else {
         return Ok(());

@@ -419,6 +419,47 @@ async fn gateway_posts_are_idempotent_forever_and_out_of_order_posts_are_defined
     let mismatches: usize = rec["01"].days.values().map(|d| d.mismatches.len()).sum();
     assert_eq!((instructed, returned), (2, 1));
     assert!(mismatches >= 3, "{mismatches}");
+
+    // The projections answer for one day as the log does (lines, mismatches with their
+    // event ids, instructions still pending), for every day the log reports and one it
+    // does not, as of days after the last event; as of an earlier day they decline.
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let projector = Projector::open(&db).unwrap();
+    projector.catch_up(&mut stream, &config).await.unwrap();
+    let latest = rec["01"].days.keys().map(|(_, day)| *day).max().unwrap();
+    let mut days: Vec<NaiveDate> = rec["01"].days.keys().map(|(_, day)| *day).collect();
+    days.push(d("2026-01-01"));
+    let mut pending_seen = 0;
+    for as_of in [latest, d("2026-12-31"), d("2027-06-30")] {
+        let report = ansinh::payments_report::reconcile_all(&events, as_of, 10);
+        for &day in &days {
+            let projected =
+                ansinh::payments_report::reconcile_day_projected(&projector, day, as_of, 10)
+                    .unwrap()
+                    .expect("as of the last day or later the projections answer");
+            let from_log: std::collections::BTreeMap<_, _> = report["01"]
+                .days
+                .iter()
+                .filter(|((_, d), _)| *d == day)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            assert_eq!(projected["01"].days, from_log, "day {day} as of {as_of}");
+            pending_seen += from_log
+                .values()
+                .map(|d| d.pending_overdue.count)
+                .sum::<u64>();
+        }
+    }
+    assert!(
+        pending_seen > 0,
+        "the scenario leaves an instruction pending"
+    );
+    let before_latest = latest.pred_opt().unwrap();
+    assert_eq!(
+        ansinh::payments_report::reconcile_day_projected(&projector, latest, before_latest, 10)
+            .unwrap(),
+        None
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

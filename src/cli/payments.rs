@@ -530,9 +530,32 @@ async fn reconcile(
     json: bool,
 ) -> Result<ExitCode, BoxError> {
     let mut stream = runtime.ledger.stream().clone();
-    let events =
-        ansinh::payments_report::payment_events(&mut stream, runtime.ledger.config(), None).await?;
-    let all = ansinh::payments_report::reconcile_all(&events, as_of, pending_days);
+    // One day as of its latest events is read from the projections, O(the day's lines);
+    // anything else is folded from the verified log (a report, O(log)).
+    let projected = match date {
+        Some(date) => {
+            runtime
+                .projector
+                .catch_up(&mut stream, runtime.ledger.config())
+                .await?;
+            ansinh::payments_report::reconcile_day_projected(
+                &runtime.projector,
+                date,
+                as_of,
+                pending_days,
+            )?
+        }
+        None => None,
+    };
+    let all = match projected {
+        Some(all) => all,
+        None => {
+            let events =
+                ansinh::payments_report::payment_events(&mut stream, runtime.ledger.config(), None)
+                    .await?;
+            ansinh::payments_report::reconcile_all(&events, as_of, pending_days)
+        }
+    };
     let rows: Vec<_> = all
         .iter()
         .flat_map(|(p, r)| r.days.iter().map(move |((g, d), day)| (p, g, d, day)))

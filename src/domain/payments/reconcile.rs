@@ -91,138 +91,208 @@ pub struct Reconciliation {
 }
 
 /// What reconciliation remembers of an instruction.
-struct Seen {
-    gateway: GatewayId,
-    amount: Decimal,
-    issued_on: NaiveDate,
-    status: InstructionStatus,
-    settled_by: Option<GatewayTxnId>,
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    pub gateway: GatewayId,
+    pub amount: Decimal,
+    pub issued_on: NaiveDate,
+    pub status: InstructionStatus,
+    pub settled_by: Option<GatewayTxnId>,
 }
 
-fn day<'d>(
-    days: &'d mut BTreeMap<(GatewayId, NaiveDate), GatewayDay>,
-    gateway: &GatewayId,
-    date: NaiveDate,
-) -> &'d mut GatewayDay {
-    days.entry((gateway.clone(), date)).or_default()
+/// Where a reconciliation fold keeps what it remembers: in memory for a report over the
+/// log (`reconcile`), in the projections for the day view kept as events arrive
+/// (`views`). One fold for both, so the two cannot disagree.
+pub trait Records {
+    type Error;
+    fn seen(&mut self, id: &InstructionId) -> Result<Option<Seen>, Self::Error>;
+    fn set_seen(&mut self, id: InstructionId, seen: Seen) -> Result<(), Self::Error>;
+    /// Changes the line of `gateway` on `date` (a new line starts empty).
+    fn change_day(
+        &mut self,
+        gateway: &GatewayId,
+        date: NaiveDate,
+        change: &mut dyn FnMut(&mut GatewayDay),
+    ) -> Result<(), Self::Error>;
+}
+
+/// Folds one event, recorded on `effective`, into the records. A result for an instruction
+/// the records have not seen changes nothing (the book refuses such a post, so only a
+/// window of the log can show one).
+pub fn fold<R: Records>(
+    r: &mut R,
+    id: EventId,
+    effective: NaiveDate,
+    body: &EventBody,
+) -> Result<(), R::Error> {
+    match body {
+        EventBody::InstructionIssued { instruction, .. } => {
+            let gateway = instruction.channel.gateway().clone();
+            r.change_day(&gateway, effective, &mut |d| {
+                d.instructed.add(instruction.amount)
+            })?;
+            r.set_seen(
+                instruction.id,
+                Seen {
+                    gateway,
+                    amount: instruction.amount,
+                    issued_on: effective,
+                    status: InstructionStatus::Instructed,
+                    settled_by: None,
+                },
+            )?;
+        }
+        EventBody::GatewayPostAccepted {
+            post,
+            instruction,
+            status_after,
+            ..
+        } => {
+            let Some(mut s) = r.seen(instruction)? else {
+                return Ok(());
+            };
+            let mut mismatch = None;
+            match status_after {
+                InstructionStatus::Settled => s.settled_by = Some(post.gateway_txn.clone()),
+                InstructionStatus::Returned if s.status == InstructionStatus::Settled => {
+                    mismatch = Some(Mismatch {
+                        event: id,
+                        instruction: instruction.to_string(),
+                        kind: MismatchKind::ReturnedAfterSettlement {
+                            amount: s.amount,
+                            settled_by: s.settled_by.clone(),
+                        },
+                    });
+                }
+                InstructionStatus::Failed | InstructionStatus::Returned => {}
+                other => unreachable!("a post never leads to {other:?}"),
+            }
+            r.change_day(&s.gateway, effective, &mut |d| {
+                match status_after {
+                    InstructionStatus::Settled => d.settled.add(s.amount),
+                    InstructionStatus::Failed => d.failed.add(s.amount),
+                    _ => d.returned.add(s.amount),
+                }
+                d.mismatches.extend(mismatch.take());
+            })?;
+            s.status = *status_after;
+            r.set_seen(*instruction, s)?;
+        }
+        EventBody::GatewayPostRefused { post, refusal } => {
+            let mut mismatch = Some(Mismatch {
+                event: id,
+                instruction: post.instruction.to_string(),
+                kind: MismatchKind::RefusedPost {
+                    outcome: post.outcome,
+                    gateway_txn: post.gateway_txn.clone(),
+                    amount: post.amount,
+                    refusal: refusal.clone(),
+                },
+            });
+            r.change_day(&post.gateway, effective, &mut |d| {
+                d.mismatches.extend(mismatch.take())
+            })?;
+        }
+        EventBody::InstructionTimedOut { instruction, .. }
+        | EventBody::InstructionCancelled { instruction, .. } => {
+            let Some(mut s) = r.seen(instruction)? else {
+                return Ok(());
+            };
+            let timed_out = matches!(body, EventBody::InstructionTimedOut { .. });
+            r.change_day(&s.gateway, effective, &mut |d| {
+                if timed_out {
+                    d.timed_out.add(s.amount)
+                } else {
+                    d.cancelled.add(s.amount)
+                }
+            })?;
+            s.status = if timed_out {
+                InstructionStatus::TimedOut
+            } else {
+                InstructionStatus::Cancelled
+            };
+            r.set_seen(*instruction, s)?;
+        }
+        EventBody::EntitlementStopped { on, overpaid, .. } => {
+            for instruction in overpaid {
+                let Some(s) = r.seen(instruction)? else {
+                    continue;
+                };
+                let mut mismatch = Some(Mismatch {
+                    event: id,
+                    instruction: instruction.to_string(),
+                    kind: MismatchKind::PaidAfterStop {
+                        amount: s.amount,
+                        stopped_on: *on,
+                    },
+                });
+                r.change_day(&s.gateway, effective, &mut |d| {
+                    d.mismatches.extend(mismatch.take())
+                })?;
+            }
+        }
+        EventBody::BudgetAllocated { .. }
+        | EventBody::BudgetDeallocated { .. }
+        | EventBody::EntitlementGranted { .. }
+        | EventBody::EntitlementChanged { .. }
+        | EventBody::PaymentRunCompleted { .. } => {}
+    }
+    Ok(())
+}
+
+/// Whether an instruction issued on `issued_on`, still without a result on `as_of`, is
+/// overdue: `pending_days` or more days old.
+pub fn pending_overdue(issued_on: NaiveDate, as_of: NaiveDate, pending_days: u32) -> bool {
+    (as_of - issued_on).num_days() >= i64::from(pending_days)
+}
+
+/// The records of a report over the log, in memory.
+#[derive(Default)]
+struct InMemory {
+    seen: BTreeMap<InstructionId, Seen>,
+    days: BTreeMap<(GatewayId, NaiveDate), GatewayDay>,
+}
+
+impl Records for InMemory {
+    type Error = std::convert::Infallible;
+    fn seen(&mut self, id: &InstructionId) -> Result<Option<Seen>, Self::Error> {
+        Ok(self.seen.get(id).cloned())
+    }
+    fn set_seen(&mut self, id: InstructionId, seen: Seen) -> Result<(), Self::Error> {
+        self.seen.insert(id, seen);
+        Ok(())
+    }
+    fn change_day(
+        &mut self,
+        gateway: &GatewayId,
+        date: NaiveDate,
+        change: &mut dyn FnMut(&mut GatewayDay),
+    ) -> Result<(), Self::Error> {
+        change(self.days.entry((gateway.clone(), date)).or_default());
+        Ok(())
+    }
 }
 
 /// Per (gateway, day) report as of `as_of`. Events dated after `as_of` are
 /// left out, so a report for a past day can be made again and is the same.
 ///
 /// `events` is the log from its first event, in order: results refer to
-/// instructions issued earlier. Passing a window of the log is a programming
-/// error and panics rather than reporting wrong totals.
+/// instructions issued earlier (a window of the log misses those results).
 pub fn reconcile<'a>(
     events: impl IntoIterator<Item = &'a Event>,
     as_of: NaiveDate,
     pending_days: u32,
 ) -> Reconciliation {
-    let mut seen: BTreeMap<InstructionId, Seen> = BTreeMap::new();
-    let mut days: BTreeMap<(GatewayId, NaiveDate), GatewayDay> = BTreeMap::new();
+    let mut r = InMemory::default();
     for e in events.into_iter().filter(|e| e.effective <= as_of) {
-        match &e.body {
-            EventBody::InstructionIssued { instruction, .. } => {
-                let gateway = instruction.channel.gateway().clone();
-                day(&mut days, &gateway, e.effective)
-                    .instructed
-                    .add(instruction.amount);
-                seen.insert(
-                    instruction.id,
-                    Seen {
-                        gateway,
-                        amount: instruction.amount,
-                        issued_on: e.effective,
-                        status: InstructionStatus::Instructed,
-                        settled_by: None,
-                    },
-                );
-            }
-            EventBody::GatewayPostAccepted {
-                post,
-                instruction,
-                status_after,
-                ..
-            } => {
-                let s = seen
-                    .get_mut(instruction)
-                    .expect("an accepted post follows its instruction");
-                let d = day(&mut days, &s.gateway, e.effective);
-                match status_after {
-                    InstructionStatus::Settled => {
-                        d.settled.add(s.amount);
-                        s.settled_by = Some(post.gateway_txn.clone());
-                    }
-                    InstructionStatus::Failed => d.failed.add(s.amount),
-                    InstructionStatus::Returned => {
-                        d.returned.add(s.amount);
-                        if s.status == InstructionStatus::Settled {
-                            d.mismatches.push(Mismatch {
-                                event: e.id,
-                                instruction: instruction.to_string(),
-                                kind: MismatchKind::ReturnedAfterSettlement {
-                                    amount: s.amount,
-                                    settled_by: s.settled_by.clone(),
-                                },
-                            });
-                        }
-                    }
-                    other => unreachable!("a post never leads to {other:?}"),
-                }
-                s.status = *status_after;
-            }
-            EventBody::GatewayPostRefused { post, refusal } => {
-                day(&mut days, &post.gateway, e.effective)
-                    .mismatches
-                    .push(Mismatch {
-                        event: e.id,
-                        instruction: post.instruction.to_string(),
-                        kind: MismatchKind::RefusedPost {
-                            outcome: post.outcome,
-                            gateway_txn: post.gateway_txn.clone(),
-                            amount: post.amount,
-                            refusal: refusal.clone(),
-                        },
-                    });
-            }
-            EventBody::InstructionTimedOut { instruction, .. }
-            | EventBody::InstructionCancelled { instruction, .. } => {
-                let s = seen.get_mut(instruction).expect("follows its instruction");
-                let d = day(&mut days, &s.gateway, e.effective);
-                if matches!(e.body, EventBody::InstructionTimedOut { .. }) {
-                    d.timed_out.add(s.amount);
-                    s.status = InstructionStatus::TimedOut;
-                } else {
-                    d.cancelled.add(s.amount);
-                    s.status = InstructionStatus::Cancelled;
-                }
-            }
-            EventBody::EntitlementStopped { on, overpaid, .. } => {
-                for id in overpaid {
-                    let s = &seen[id];
-                    day(&mut days, &s.gateway, e.effective)
-                        .mismatches
-                        .push(Mismatch {
-                            event: e.id,
-                            instruction: id.to_string(),
-                            kind: MismatchKind::PaidAfterStop {
-                                amount: s.amount,
-                                stopped_on: *on,
-                            },
-                        });
-                }
-            }
-            EventBody::BudgetAllocated { .. }
-            | EventBody::BudgetDeallocated { .. }
-            | EventBody::EntitlementGranted { .. }
-            | EventBody::EntitlementChanged { .. }
-            | EventBody::PaymentRunCompleted { .. } => {}
-        }
+        let Ok(()) = fold(&mut r, e.id, e.effective, &e.body);
     }
+    let InMemory { seen, mut days } = r;
     for (id, s) in &seen {
-        let age_days = (as_of - s.issued_on).num_days();
-        if s.status == InstructionStatus::Instructed && age_days >= i64::from(pending_days) {
-            let d = day(&mut days, &s.gateway, s.issued_on);
+        if s.status == InstructionStatus::Instructed
+            && pending_overdue(s.issued_on, as_of, pending_days)
+        {
+            let d = days.entry((s.gateway.clone(), s.issued_on)).or_default();
             d.pending_overdue.add(s.amount);
             d.pending_overdue_ids.push(*id);
         }
