@@ -28,6 +28,7 @@ pub mod rebuild_check;
 pub mod recompute;
 pub mod service;
 pub mod strict_json;
+pub mod telemetry;
 pub mod verify;
 pub mod views;
 

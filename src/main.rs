@@ -110,6 +110,17 @@ struct Cli {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// How the process logs to stderr: `text` for people, `json` for a log collector
+    /// (one object per line). The level comes from RUST_LOG (e.g. RUST_LOG=info).
+    /// Example: --log-format json
+    #[arg(
+        long,
+        env = "ANSINH_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    log_format: ansinh::telemetry::LogFormat,
     #[command(flatten)]
     who: cli::staff::ActorArgs,
     #[command(subcommand)]
@@ -397,11 +408,8 @@ enum AdminCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    ansinh::telemetry::init_logs(cli.log_format);
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {

@@ -1065,6 +1065,207 @@ async fn the_binary_serves_with_a_token_from_add_staff() {
     assert!(status.success(), "{status:?}");
 }
 
+/// What an operator scrapes and collects from `ansinh serve`: `/metrics` in the
+/// Prometheus text format counts appends by type, refusals by type, commits, requests by
+/// route and status, and says the projection lag, each partition's checkpoint age and
+/// the last verify; `--log-format json` writes one JSON object per log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_exports_metrics_and_writes_json_logs() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let ansinh = |args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ansinh"));
+        command
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .env_remove("ANSINH_NATS_URL");
+        command
+    };
+    let added = ansinh(&[
+        "admin",
+        "add-staff",
+        "--id",
+        "staff:an",
+        "--role",
+        "credit-officer",
+        "--unit",
+        "0100007",
+    ])
+    .output()
+    .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    let token = String::from_utf8(added.stdout).unwrap().trim().to_owned();
+
+    let mut child = ansinh(&[
+        "--log-format",
+        "json",
+        "--checkpoint-every-events",
+        "1",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .env("RUST_LOG", "info")
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (base_tx, base_rx) = tokio::sync::oneshot::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut base_tx = Some(base_tx);
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            if let Some(rest) = line.split("serving the staff API on ").nth(1) {
+                if let Some(tx) = base_tx.take() {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap().to_owned());
+                }
+            }
+            let _ = lines_tx.send(line);
+        }
+    });
+    let base = base_rx
+        .await
+        .expect("ansinh serve stopped before it listened");
+    let client = reqwest::Client::new();
+    let post = |path: String, key: &'static str, body: Value| {
+        let (client, token) = (client.clone(), token.clone());
+        async move {
+            client
+                .post(path)
+                .bearer_auth(token)
+                .header("idempotency-key", key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let registered = post(
+        format!("{base}/v1/households"),
+        "register-1",
+        json!({
+            "household_id": "0100007-000001",
+            "area": "rural",
+            "registered_on": "2026-01-05",
+            "personal": {
+                "head_name": "Nguyễn Thị Hạnh",
+                "head_citizen_id": "001085000001",
+                "members": []
+            }
+        }),
+    )
+    .await;
+    assert_eq!(registered, StatusCode::CREATED);
+    // A household the ledger has never seen: the writer refuses the classification.
+    let refused = post(
+        format!("{base}/v1/households/0100007-000099/classifications"),
+        "review-99",
+        json!({
+            "income_per_person": "1200000",
+            "area": "rural",
+            "deprived": ["employment"],
+            "review_year": 2026,
+            "decided_on": "2026-01-10"
+        }),
+    )
+    .await;
+    assert!(refused.is_client_error(), "{refused}");
+
+    // The checkpoint (one per event here) and the verify at start run in the
+    // background: read the log until both said they were done.
+    let mut lines: Vec<String> = Vec::new();
+    let message = |line: &str| -> Option<(String, String)> {
+        let v: Value = serde_json::from_str(line).ok()?;
+        let fields = &v["fields"];
+        Some((
+            fields["message"].as_str()?.to_owned(),
+            fields["partition"].as_str().unwrap_or_default().to_owned(),
+        ))
+    };
+    let (mut verified_seen, mut checkpoint_seen) = (false, false);
+    while !(verified_seen && checkpoint_seen) {
+        // A bound, not a pace: a serve that never says so fails here rather than hang.
+        let line = tokio::time::timeout(std::time::Duration::from_secs(120), lines_rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no verify or checkpoint line in {lines:?}"))
+            .unwrap_or_else(|| panic!("ansinh serve stopped: {lines:?}"));
+        match message(&line) {
+            Some((m, _)) if m == "the log verifies" => verified_seen = true,
+            Some((m, p)) if m == "checkpoint signed" && p == "01" => checkpoint_seen = true,
+            _ => {}
+        }
+        lines.push(line);
+    }
+    let r = client.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"),
+    );
+    let text = r.text().await.unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+    };
+    assert_eq!(
+        value("ansinh_appends_total{partition=\"01\",type=\"ansinh.v1.HouseholdRegistered\"}"),
+        1.0
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ansinh_refusals_total{type=\"") && l.ends_with(" 1")),
+        "{text}"
+    );
+    assert!(value("ansinh_commit_events_count") >= 1.0);
+    assert!(value("ansinh_commit_seconds_count") >= 1.0);
+    assert_eq!(
+        value("ansinh_http_requests_total{route=\"/v1/households\",status=\"201\"}"),
+        1.0
+    );
+    assert_eq!(value("ansinh_verify_last_ok"), 1.0);
+    assert!(value("ansinh_verify_last_events") >= 0.0);
+    assert!(value("ansinh_checkpoint_age_seconds{partition=\"01\"}") >= 0.0);
+    assert!(value("ansinh_projection_lag_events") >= 0.0);
+    // A route template, never a household id, labels a request.
+    assert!(!text.contains("0100007-000099"), "{text}");
+
+    // SAFETY: plain kill(2) on the child we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    reader.join().unwrap();
+    while let Ok(line) = lines_rx.try_recv() {
+        lines.push(line);
+    }
+    let logged: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect();
+    assert!(!logged.is_empty(), "no JSON log line in {lines:?}");
+    for entry in &logged {
+        assert!(
+            entry["timestamp"].is_string() && entry["level"].is_string(),
+            "{entry}"
+        );
+    }
+    // Every log line is JSON but the operator's own lines (`ansinh: ...`).
+    for line in &lines {
+        assert!(
+            line.starts_with("ansinh: ") || serde_json::from_str::<Value>(line).is_ok(),
+            "not JSON: {line}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_is_in_the_next_read_while_a_load_keeps_the_projector_busy() {
     let s = server().await;

@@ -229,6 +229,8 @@ impl Checkpointer {
         let stream_sequence = self
             .publish(partition, &signed, size, previous.map_or(0, |p| p.1))
             .await?;
+        crate::telemetry::checkpoint_seen(partition.as_str(), body.issued_at_unix_ms);
+        tracing::info!(partition = %partition, tree_size = size, "checkpoint signed");
         let published = Published {
             body,
             signed,
@@ -269,6 +271,9 @@ impl Checkpointer {
                 last: None,
             };
             self.trees.insert(partition.clone(), tree);
+            if let Some(s) = &latest {
+                crate::telemetry::checkpoint_seen(partition.as_str(), s.body.issued_at_unix_ms);
+            }
             let pending = latest.map(|s| Published {
                 body: s.body,
                 signed: s.signed,

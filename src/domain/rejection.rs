@@ -259,3 +259,17 @@ pub enum Rejection {
     #[error("event {event} is not the loan's latest event ({latest:?})")]
     NotLatestEvent { event: u64, latest: Option<u64> },
 }
+
+impl Rejection {
+    /// The refusal's variant name ("Overpayment"): the `error` member of an HTTP answer
+    /// and the label of the refusal metric. Read from the derived `Debug`, which always
+    /// starts with the variant name (tested in `http::error`, so a hand-written `Debug`
+    /// would be caught).
+    pub fn kind(&self) -> String {
+        format!("{self:?}")
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}

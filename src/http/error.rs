@@ -235,15 +235,9 @@ impl From<crate::gateway_ledger::SinkError> for ApiError {
     }
 }
 
-/// A refusal's variant name ("Overpayment"), read from its derived `Debug`, which
-/// always starts with the variant name. Tested below, so a hand-written `Debug` on
-/// `Rejection` would be caught.
+/// A refusal's variant name ("Overpayment").
 pub fn rejection_kind(r: &Rejection) -> String {
-    format!("{r:?}")
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+    r.kind()
 }
 
 /// The status of each refusal (see the module doc). No wildcard arm: a new refusal

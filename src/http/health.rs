@@ -67,3 +67,35 @@ pub async fn readyz(State(api): State<Api>) -> Response {
     });
     (status, Json(body)).into_response()
 }
+
+/// `GET /metrics`: the Prometheus text (see `telemetry` for each metric). No token, like
+/// the probes: it names partitions, types and routes, never a household or an amount.
+/// The projection lag is measured now: the stream's last sequence against the read
+/// model's, bounded by `READY_CHECK_WAIT_MAX` (left as it was if the stream is away).
+pub async fn metrics(State(api): State<Api>) -> Response {
+    let mut stream = api.service().ledger.stream().clone();
+    if let Ok(Ok(last)) = tokio::time::timeout(
+        READY_CHECK_WAIT_MAX,
+        crate::log::reader::last_stream_sequence(&mut stream),
+    )
+    .await
+    {
+        let behind = last.saturating_sub(api.projected_through());
+        let behind_for = if behind == 0 {
+            Duration::ZERO
+        } else {
+            let since = crate::checkpoint::now_unix_ms() - api.caught_up_at();
+            Duration::from_millis(since.max(0) as u64)
+        };
+        crate::telemetry::projection_lag(behind, behind_for);
+    }
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::telemetry::render(),
+    )
+        .into_response()
+}

@@ -30,6 +30,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -78,7 +79,11 @@ const PROJECTOR_IDLE_POLL: Duration = Duration::from_millis(20);
 /// receiver, publishing the stream sequence through which they are complete. Reads wait
 /// on it instead of each catching up under a lock. A failure (the server away, a broken
 /// chain) is logged and tried again after the rest; reads meanwhile time out with 503.
-async fn keep_projecting(service: Service, publish: tokio::sync::watch::Sender<u64>) {
+async fn keep_projecting(
+    service: Service,
+    publish: tokio::sync::watch::Sender<u64>,
+    caught_up_at: Arc<AtomicI64>,
+) {
     loop {
         let mut stream = service.ledger.stream().clone();
         let applied = match service
@@ -102,12 +107,43 @@ async fn keep_projecting(service: Service, publish: tokio::sync::watch::Sender<u
             publish.send_replace(through);
         }
         if applied > 0 {
+            crate::telemetry::projected(applied);
             continue;
         }
+        // Nothing new: the projections held the whole log as it was a moment ago.
+        caught_up_at.store(crate::checkpoint::now_unix_ms(), Ordering::Relaxed);
         tokio::select! {
             _ = publish.closed() => return,
             _ = tokio::time::sleep(PROJECTOR_IDLE_POLL) => {}
         }
+    }
+}
+
+/// How often `serve` verifies the whole log again, for the metrics' last verify result
+/// (`ansinh_verify_last_ok`); the first runs at start. Verify reads ~1M events a second
+/// on a 2-core machine, so a province's year costs seconds a day.
+pub const VERIFY_INTERVAL: Duration = Duration::from_secs(24 * 3_600);
+
+/// Verifies the whole log at start and every `VERIFY_INTERVAL`, recording the outcome in
+/// the metrics; a failure is also logged with what `audit verify` would say.
+async fn keep_verifying(service: Service) {
+    loop {
+        let mut stream = service.ledger.stream().clone();
+        match crate::verify::verify(&mut stream, service.ledger.config(), None, |_| {}).await {
+            Ok(report) => {
+                crate::telemetry::verified(true, report.events);
+                tracing::info!(events = report.events, "the log verifies");
+            }
+            Err(crate::verify::VerifyError::Nats(e)) => {
+                // Not a verdict on the log: keep the last one and try again later.
+                tracing::warn!("verify could not read the log: {e}");
+            }
+            Err(e) => {
+                tracing::error!("the log does not verify: {e}");
+                crate::telemetry::verified(false, 0);
+            }
+        }
+        tokio::time::sleep(VERIFY_INTERVAL).await;
     }
 }
 
@@ -155,6 +191,9 @@ struct Inner {
     /// The stream sequence through which the projections are complete, published by
     /// the background projector (`keep_projecting`); reads wait on it.
     projected: tokio::sync::watch::Receiver<u64>,
+    /// When the background projector last found nothing new to apply (Unix ms): how long
+    /// the read model has been behind, for the metrics.
+    caught_up_at: Arc<AtomicI64>,
     /// Idempotency fingerprints (see `Api::claim`), shared by every process.
     requests: kv::Store,
     requests_writes: FencedWrites,
@@ -199,12 +238,19 @@ impl Api {
         .map_err(HttpError::Requests)?;
         let requests_writes = FencedWrites::spawn(service.ledger.jetstream(), &requests);
         let (publish, projected) = tokio::sync::watch::channel(0);
-        tokio::spawn(keep_projecting(service.clone(), publish));
+        let caught_up_at = Arc::new(AtomicI64::new(crate::checkpoint::now_unix_ms()));
+        tokio::spawn(keep_projecting(
+            service.clone(),
+            publish,
+            caught_up_at.clone(),
+        ));
+        crate::telemetry::install();
         Ok(Self(Arc::new(Inner {
             service,
             staff,
             schemas: Schemas::compile(),
             projected,
+            caught_up_at,
             requests,
             requests_writes,
             gateways,
@@ -225,6 +271,11 @@ impl Api {
 
     fn schemas(&self) -> &Schemas {
         &self.0.schemas
+    }
+
+    /// When the background projector last found nothing new to apply (Unix ms).
+    fn caught_up_at(&self) -> i64 {
+        self.0.caught_up_at.load(Ordering::Relaxed)
     }
 
     /// The stream sequence through which the read model is complete.
@@ -392,6 +443,7 @@ pub fn router(api: Api) -> Router {
         )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .route("/v1/communes/{code}/portfolio", get(reports::portfolio))
         .route(
             "/v1/partitions/{partition}/trial-balance",
@@ -402,7 +454,7 @@ pub fn router(api: Api) -> Router {
     v1.layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .layer(
             ServiceBuilder::new()
-                // Outermost: turns the timeout's error into a JSON answer.
+                // Outside the timeout: turns its error into a JSON answer.
                 .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
                     ApiError::Timeout
                 }))
@@ -411,7 +463,25 @@ pub fn router(api: Api) -> Router {
                 .timeout(Duration::from_millis(REQUEST_TIMEOUT_MS))
                 .concurrency_limit(REQUESTS_IN_FLIGHT_MAX),
         )
+        // Outermost, so a request that timed out is counted with its 503 too.
+        .layer(axum::middleware::from_fn(count_request))
         .with_state(api)
+}
+
+/// Counts each answer by route template (never the path itself: ids would make a series
+/// per household) and status, and times it.
+async fn count_request(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    crate::telemetry::http_answered(route, response.status().as_u16(), started.elapsed());
+    response
 }
 
 /// Serves `api` on `listener` until `shutdown` completes, then lets requests in flight
@@ -495,7 +565,9 @@ pub async fn run(
         // An error means the sender is gone: stop too.
         let _ = stopped.wait_for(|s| *s).await;
     }));
+    let verifier = tokio::spawn(keep_verifying(runtime.service()));
     let served = serve(listener, api, stop_signal()).await;
+    verifier.abort();
     // Stop the gateway server whatever ended the HTTP one; it answers what it started.
     // Bounded: with NATS away it could wait for ever to drain its subscriptions.
     let _ = stop.send(true);

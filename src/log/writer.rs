@@ -37,6 +37,7 @@ use crate::book::{self, PartitionBook};
 use crate::chain::{self, ChainBreak, ChainHead, Digest, EVENT_BYTES_MAX, Partition};
 use crate::domain::Rejection;
 use crate::proto::{self, Envelope, envelope::Payload};
+use crate::telemetry;
 
 /// Most messages in one atomic batch: the server's own limit (1,001 is refused).
 pub const BATCH_MESSAGES_MAX: usize = 1_000;
@@ -584,6 +585,7 @@ fn encode(draft: &Draft, sequence: u64, prev: &Digest, recorded_at_unix_ms: i64)
     );
     Encoded {
         key: draft.idempotency_key.clone(),
+        event_type: crate::events::type_name(&draft.payload),
         hash: chain::event_hash(&bytes),
         bytes,
         sequence,
@@ -651,6 +653,8 @@ struct Decided {
 
 struct Encoded {
     key: String,
+    /// For the metrics (`telemetry::committed`).
+    event_type: &'static str,
     bytes: Bytes,
     hash: Digest,
     sequence: u64,
@@ -925,8 +929,14 @@ impl PartitionWriter {
             }
             let sizes: Vec<usize> = encoded.iter().map(|e| e.bytes.len()).collect();
             let frames = frame::cut(&sizes, self.shared.frame_bytes_max);
+            let started = std::time::Instant::now();
             match self.publish(&encoded, &frames).await {
                 Ok(last_stream_sequence) => {
+                    telemetry::committed(
+                        self.partition.as_str(),
+                        started.elapsed(),
+                        encoded.iter().map(|e| e.event_type),
+                    );
                     // The fence held: the book was current when it refused these.
                     answer_refusals(refused);
                     self.acknowledged(
@@ -941,6 +951,7 @@ impl PartitionWriter {
                     return leftover;
                 }
                 Err(e) => {
+                    telemetry::commit_retried(self.partition.as_str());
                     tracing::warn!(partition = %self.partition, error = %e, "batch not committed; catching up");
                     last_error = e;
                     self.caught_up = false;
@@ -1445,6 +1456,7 @@ fn fence_backoff(attempt: u32) -> std::time::Duration {
 
 fn answer_refusals(refused: Vec<(Pending, Rejection)>) {
     for (pending, rejection) in refused {
+        telemetry::refused(rejection.kind());
         let _ = pending.reply.send(Err(AppendError::Rejected(rejection)));
     }
 }
