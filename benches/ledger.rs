@@ -193,7 +193,7 @@ async fn run() -> BenchResult<()> {
         lazy.store_dir.display()
     );
 
-    let client = ansinh::app::connect(&always.url(), None).await?;
+    let client = ansinh::app::connect(&always.url(), &ansinh::app::NatsAuth::default()).await?;
     let config = LogConfig {
         stream_name: format!("BENCH_{tag}"),
         subject_prefix: format!("bench{tag}.events"),
@@ -328,7 +328,7 @@ async fn run() -> BenchResult<()> {
 
     // 3. Raw lazy baseline on the second server.
     eprintln!("step 3: raw publish, lazy fsync, {RAW_LAZY_MESSAGES} messages");
-    let lazy_client = ansinh::app::connect(&lazy.url(), None).await?;
+    let lazy_client = ansinh::app::connect(&lazy.url(), &ansinh::app::NatsAuth::default()).await?;
     f.raw_lazy_per_s = report(
         "step 3",
         raw_publish(

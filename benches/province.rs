@@ -384,7 +384,7 @@ async fn open_service(
     secrets: &std::path::Path,
 ) -> BenchResult<Service> {
     std::fs::create_dir_all(dir)?;
-    let client = ansinh::app::connect(url, None).await?;
+    let client = ansinh::app::connect(url, &ansinh::app::NatsAuth::default()).await?;
     let store = LedgerStore::open(&dir.join("ledger.sled"))?;
     let (ledger, _) = Ledger::open(client, config.clone(), store).await?;
     let vault = Arc::new(Vault::open(ledger.jetstream(), &config.stream_name, 1, secrets).await?);

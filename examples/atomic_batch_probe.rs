@@ -80,7 +80,7 @@ async fn main() -> Result<()> {
     };
     let dir = tempfile::tempdir()?;
     let server = NatsServer::start(dir.path(), Sync::Always)?;
-    let client = ansinh::app::connect(&server.url(), None).await?;
+    let client = ansinh::app::connect(&server.url(), &ansinh::app::NatsAuth::default()).await?;
     let js = jetstream::new(client.clone());
     let stream_count = if separate_streams { writers } else { 1 };
     let mut names: Vec<String> = (0..stream_count).map(|s| s.to_string()).collect();

@@ -63,7 +63,7 @@ async fn run(
     };
     let deadline = Instant::now() + ELECTION_WAIT_MAX;
     let ledger = loop {
-        let client = app::connect(url, None).await?;
+        let client = app::connect(url, &ansinh::app::NatsAuth::default()).await?;
         let store = LedgerStore::open(&store.join("ledger.sled"))?;
         match Ledger::open(client, config.clone(), store).await {
             Ok((ledger, _)) => break ledger,

@@ -32,13 +32,36 @@ pub enum AppError {
     Projection(String),
 }
 
+/// Who this process is to NATS, and where its replies come back.
+#[derive(Clone, Default)]
+pub struct NatsAuth {
+    /// A credentials file (.creds: a JWT and its nkey seed).
+    pub credentials: Option<PathBuf>,
+    /// A user and its password (e.g. the read-only `auditor` of the shipped accounts).
+    pub user: Option<(String, String)>,
+    /// The prefix of this connection's reply subjects, when its permissions allow only
+    /// its own (`_INBOX_auditor`); None: `_INBOX`.
+    pub inbox_prefix: Option<String>,
+}
+
+impl std::fmt::Debug for NatsAuth {
+    // Never the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsAuth")
+            .field("credentials", &self.credentials)
+            .field("user", &self.user.as_ref().map(|(u, _)| u))
+            .field("inbox_prefix", &self.inbox_prefix)
+            .finish()
+    }
+}
+
 /// How to reach NATS: our own embedded server, or an existing one.
 #[derive(Clone, Debug)]
 pub struct Connection {
     pub data_dir: PathBuf,
     /// None: start and supervise a local nats-server inside `data_dir`.
     pub nats_url: Option<String>,
-    pub credentials: Option<PathBuf>,
+    pub auth: NatsAuth,
     pub log: LogConfig,
     /// The secrets file (key-wrapping and blind-index keys); None: `SECRETS_FILE` in
     /// `data_dir`, which suits one process. Several processes of one ledger are each
@@ -82,7 +105,7 @@ impl Runtime {
                 (Some(server), url)
             }
         };
-        let client = connect(&url, connection.credentials.as_deref()).await?;
+        let client = connect(&url, &connection.auth).await?;
         let store = LedgerStore::open(&connection.data_dir.join("ledger.sled"))?;
         let projector =
             Arc::new(Projector::open(store.db()).map_err(|e| AppError::Projection(e.to_string()))?);
@@ -163,19 +186,22 @@ impl Runtime {
 /// Longest a command waits for the ledger to close at its end.
 pub const CLOSE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
-pub async fn connect(
-    url: &str,
-    credentials: Option<&Path>,
-) -> Result<async_nats::Client, AppError> {
-    let options = match credentials {
-        Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+pub async fn connect(url: &str, auth: &NatsAuth) -> Result<async_nats::Client, AppError> {
+    let mut options = match (&auth.credentials, &auth.user) {
+        (Some(path), _) => async_nats::ConnectOptions::with_credentials_file(path)
             .await
             .map_err(|e| AppError::Connect {
                 url: url.to_string(),
                 reason: format!("credentials {}: {e}", path.display()),
             })?,
-        None => async_nats::ConnectOptions::new(),
+        (None, Some((user, password))) => {
+            async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+        }
+        (None, None) => async_nats::ConnectOptions::new(),
     };
+    if let Some(prefix) = &auth.inbox_prefix {
+        options = options.custom_inbox_prefix(prefix.clone());
+    }
     // A cluster is named by several URLs; the client fails over between them.
     let servers: Vec<async_nats::ServerAddr> = url
         .split(',')

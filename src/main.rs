@@ -47,6 +47,14 @@ struct Cli {
     /// NATS credentials file (.creds) for --nats.
     #[arg(long, env = "ANSINH_NATS_CREDS", global = true)]
     nats_creds: Option<PathBuf>,
+    /// NATS user for --nats, with its password in the environment variable
+    /// ANSINH_NATS_PASSWORD (never on the command line). Example: --nats-user auditor
+    #[arg(long, env = "ANSINH_NATS_USER", global = true)]
+    nats_user: Option<String>,
+    /// Prefix of this connection's reply subjects, for a NATS user allowed only its own
+    /// (the shipped `auditor` user: _INBOX_auditor). Example: --nats-inbox-prefix _INBOX_auditor
+    #[arg(long, env = "ANSINH_NATS_INBOX_PREFIX", global = true)]
+    nats_inbox_prefix: Option<String>,
     /// The secrets file (64 bytes, mode 0600: the key-wrapping and blind-index keys of
     /// personal data). Every process of one ledger needs the same file; keep it outside
     /// the data directory, which holds only what can be rebuilt. Default: secrets.key in
@@ -245,6 +253,12 @@ enum AuditCommand {
         /// List every checkpoint with its cosigners, not one summary line per partition.
         #[arg(long)]
         checkpoints: bool,
+        /// Read the ledger's streams and nothing else, as an auditor's read-only NATS
+        /// user may (--nats, --nats-user auditor, --nats-inbox-prefix _INBOX_auditor): no
+        /// data directory, no secrets, no bucket. The ledger's own lost-data check is not
+        /// made (it needs the ledger's data directory).
+        #[arg(long)]
+        read_only: bool,
     },
     /// Re-derive every eligibility decision from its recorded inputs; list mismatches.
     RecomputeEligibility {
@@ -470,7 +484,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
     let connection = Connection {
         data_dir: cli.data_dir.clone(),
         nats_url: cli.nats.clone(),
-        credentials: cli.nats_creds.clone(),
+        auth: nats_auth(&cli)?,
         secrets: cli.secrets.clone(),
         log: LogConfig {
             stream_name: cli.stream.clone(),
@@ -478,6 +492,24 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             replicas: usize::from(cli.replicas),
         },
     };
+    if let Command::Audit {
+        command:
+            AuditCommand::Verify {
+                partition,
+                checkpoints: list_checkpoints,
+                read_only: true,
+            },
+    } = &cli.command
+    {
+        return verify_read_only(
+            &connection,
+            &checkpoints,
+            partition.clone(),
+            *list_checkpoints,
+            cli.json,
+        )
+        .await;
+    }
     let runtime = Runtime::open(&connection).await?;
     let migrating = matches!(
         cli.command,
@@ -572,14 +604,18 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     AuditCommand::Verify {
                         partition,
                         checkpoints: list_checkpoints,
+                        ..
                     },
             } => {
-                let code = verify(&runtime, partition.clone(), json).await?;
+                let mut stream = runtime.ledger.stream().clone();
+                let code =
+                    verify(&mut stream, runtime.ledger.config(), partition.clone(), json).await?;
                 if code != ExitCode::SUCCESS {
                     return Ok(code);
                 }
                 let ok = checkpoint::cli::verify(
-                    &runtime,
+                    runtime.client.clone(),
+                    runtime.ledger.config(),
                     &checkpoints,
                     partition.as_deref(),
                     list_checkpoints,
@@ -1056,7 +1092,7 @@ async fn demo(
     .await?;
     let projector = Projector::open(runtime.ledger.store().db())?;
     let mut stream = runtime.ledger.stream().clone();
-    let mut code = verify(runtime, None, json).await?;
+    let mut code = verify(&mut stream.clone(), runtime.ledger.config(), None, json).await?;
     if !summary.refused.is_empty() {
         // Every step of the demo is one the book should accept: a refusal is a fault of
         // the demo or of the ledger, and must not pass as a good year.
@@ -1236,13 +1272,70 @@ fn print_summaries(projector: &Projector, json: bool) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// How this process authenticates to NATS, from the options and the environment.
+fn nats_auth(cli: &Cli) -> Result<ansinh::app::NatsAuth, BoxError> {
+    let user = match &cli.nats_user {
+        Some(user) => {
+            let password = std::env::var(NATS_PASSWORD_ENV).map_err(|_| {
+                format!("--nats-user {user} needs its password in the environment variable {NATS_PASSWORD_ENV}")
+            })?;
+            Some((user.clone(), password))
+        }
+        None => None,
+    };
+    Ok(ansinh::app::NatsAuth {
+        credentials: cli.nats_creds.clone(),
+        user,
+        inbox_prefix: cli.nats_inbox_prefix.clone(),
+    })
+}
+
+/// Where `--nats-user`'s password is read from.
+const NATS_PASSWORD_ENV: &str = "ANSINH_NATS_PASSWORD";
+
+/// `ansinh audit verify --read-only`: the chain and the checkpoints, read from the
+/// ledger's streams through a connection that may read them and nothing else. Nothing
+/// is created: a stream that does not exist is an error, not a new empty log.
+async fn verify_read_only(
+    connection: &Connection,
+    checkpoints: &checkpoint::CheckpointConfig,
+    partition: Option<String>,
+    list_checkpoints: bool,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    let Some(url) = &connection.nats_url else {
+        return Err("--read-only reads the ledger's NATS server: give --nats".into());
+    };
+    let client = ansinh::app::connect(url, &connection.auth).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let mut stream = ansinh::log::stream::open_existing(&js, &connection.log).await?;
+    let code = verify(&mut stream, &connection.log, partition.clone(), json).await?;
+    if code != ExitCode::SUCCESS {
+        return Ok(code);
+    }
+    let ok = checkpoint::cli::verify(
+        client,
+        &connection.log,
+        checkpoints,
+        partition.as_deref(),
+        list_checkpoints,
+        json,
+    )
+    .await?;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 async fn verify(
-    runtime: &Runtime,
+    stream: &mut async_nats::jetstream::stream::Stream,
+    config: &LogConfig,
     partition: Option<String>,
     json: bool,
 ) -> Result<ExitCode, BoxError> {
     let only = partition.as_deref().map(Partition::new).transpose()?;
-    let mut stream = runtime.ledger.stream().clone();
     let total = stream.info().await?.state.last_sequence;
     let bar = if json || total == 0 {
         ProgressBar::hidden()
@@ -1253,13 +1346,12 @@ async fn verify(
         ProgressStyle::with_template("verifying {bar:40} {pos}/{len} {per_sec}")
             .expect("valid template"),
     );
-    let result =
-        ansinh::verify::verify(&mut stream, runtime.ledger.config(), only.as_ref(), |seq| {
-            if seq % 1024 == 0 {
-                bar.set_position(seq)
-            }
-        })
-        .await;
+    let result = ansinh::verify::verify(stream, config, only.as_ref(), |seq| {
+        if seq % 1024 == 0 {
+            bar.set_position(seq)
+        }
+    })
+    .await;
     bar.finish_and_clear();
     match result {
         Ok(report)

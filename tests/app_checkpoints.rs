@@ -34,7 +34,7 @@ async fn the_app_start_path_checkpoints_every_n_events_and_stops_cleanly() {
     let runtime = Runtime::open(&Connection {
         data_dir: dir.path().to_path_buf(),
         nats_url: Some(server_url()),
-        credentials: None,
+        auth: Default::default(),
         log: log.clone(),
         secrets: None,
     })

@@ -46,7 +46,7 @@ fn note(partition: &Partition, key: String) -> Draft {
 async fn open_ledger(url: &str, config: &LogConfig, store_dir: &std::path::Path) -> Ledger {
     let deadline = tokio::time::Instant::now() + ELECTION_WAIT_MAX;
     loop {
-        let client = app::connect(url, None)
+        let client = app::connect(url, &ansinh::app::NatsAuth::default())
             .await
             .expect("connect to the cluster");
         let store = LedgerStore::open(&store_dir.join("ledger.sled")).expect("open store");

@@ -352,6 +352,160 @@ async fn a_gateway_cannot_publish_to_the_event_stream_nor_call_the_jetstream_api
     assert_eq!(stream_state(&js, &config.stream_name).await, (1, 1));
 }
 
+/// The shipped `auditor` user verifies the whole log with `ansinh audit verify
+/// --read-only`, and may do nothing else: no publish on a ledger subject, no stream
+/// change, no bucket read (household data keys live there), no one else's replies.
+#[tokio::test]
+async fn the_auditor_user_verifies_the_log_and_can_change_nothing() {
+    let net = start_net();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = LedgerStore::open(&store_dir.path().join("ledger.sled")).unwrap();
+    let config = LogConfig::default();
+    let (ledger, _) = Ledger::open(net.ledger_client().await, config.clone(), store)
+        .await
+        .unwrap();
+    for n in 0..3 {
+        ledger
+            .append(Draft {
+                partition: Partition::new("01").unwrap(),
+                actor: proto::Actor {
+                    id: "staff:test".into(),
+                    role: "teller".into(),
+                    unit: "0100007".into(),
+                },
+                idempotency_key: format!("note-{n}"),
+                correlation_id: String::new(),
+                subjects: vec![],
+                payload: Payload::Note(proto::Note {
+                    text: format!("note {n}"),
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    let js = async_nats::jetstream::new(net.ledger_client().await);
+    ansinh::checkpoint::stream::ensure_checkpoint_stream(
+        &js,
+        &ansinh::checkpoint::CheckpointConfig::default(),
+    )
+    .await
+    .unwrap();
+    // A bucket of the ledger's, as the vault keeps household data keys.
+    let bucket = js
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: format!("{}_VAULT", config.stream_name),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    bucket
+        .put("hh.0100007-000001", "wrapped key".into())
+        .await
+        .unwrap();
+    let before = stream_state(&js, &config.stream_name).await;
+
+    // The auditor's verify: OK, and it made no data directory of its own.
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("never-made");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ansinh"))
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args([
+            "--nats",
+            &net.server.url(),
+            "--nats-user",
+            gateway::AUDITOR_USER,
+            "--nats-inbox-prefix",
+            gateway::AUDITOR_INBOX_PREFIX,
+            "audit",
+            "verify",
+            "--read-only",
+        ])
+        .env(
+            "ANSINH_NATS_PASSWORD",
+            &net.passwords[gateway::AUDITOR_USER],
+        )
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("OK partition 01: 3 events"), "{stdout}");
+    assert!(!data_dir.exists());
+    // Without its password the auditor is not let in.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ansinh"))
+        .args(["--nats", &net.server.url(), "--nats-user", "auditor"])
+        .args(["audit", "verify", "--read-only"])
+        .env_remove("ANSINH_NATS_PASSWORD")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ANSINH_NATS_PASSWORD"),
+        "{out:?}"
+    );
+
+    // Everything else the auditor tries is refused by the server.
+    let (errors_tx, mut errors) = tokio::sync::broadcast::channel::<String>(16);
+    let auditor = async_nats::ConnectOptions::with_user_and_password(
+        gateway::AUDITOR_USER.into(),
+        net.passwords[gateway::AUDITOR_USER].clone(),
+    )
+    .custom_inbox_prefix(gateway::AUDITOR_INBOX_PREFIX)
+    .event_callback(move |event| {
+        let errors_tx = errors_tx.clone();
+        async move {
+            if let async_nats::Event::ServerError(e) = event {
+                let _ = errors_tx.send(e.to_string());
+            }
+        }
+    })
+    .connect(net.server.url())
+    .await
+    .unwrap();
+    let envelope = proto::Envelope::default().encode_to_vec();
+    for subject in [
+        "ansinh.v1.events.01".to_string(),
+        "ansinh.v1.checkpoints.01".to_string(),
+        format!("$JS.API.STREAM.PURGE.{}", config.stream_name),
+        format!("$JS.API.STREAM.DELETE.{}", config.stream_name),
+        format!("$JS.API.STREAM.MSG.DELETE.{}", config.stream_name),
+        format!("$JS.API.STREAM.UPDATE.{}", config.stream_name),
+        "$JS.API.STREAM.CREATE.AUDITOR_OWN".to_string(),
+        format!("$JS.API.DIRECT.GET.KV_{}_VAULT", config.stream_name),
+        format!("$JS.API.STREAM.INFO.KV_{}_VAULT", config.stream_name),
+        format!("$KV.{}_VAULT.hh.0100007-000001", config.stream_name),
+    ] {
+        auditor
+            .publish(subject.clone(), envelope.clone().into())
+            .await
+            .unwrap();
+        auditor.flush().await.unwrap();
+        let error = next_server_error(&mut errors).await;
+        assert!(
+            error.contains("Permissions Violation for Publish to") && error.contains(&subject),
+            "{subject}: {error}"
+        );
+    }
+    // Another connection's replies (the ledger's JetStream answers) stay unreadable.
+    let _sub = auditor.subscribe("_INBOX.>").await.unwrap();
+    auditor.flush().await.unwrap();
+    let error = next_server_error(&mut errors).await;
+    assert!(
+        error.contains("Permissions Violation for Subscription to"),
+        "{error}"
+    );
+
+    // The ledger's view: the stream unchanged, the bucket's key still there.
+    assert_eq!(stream_state(&js, &config.stream_name).await, before);
+    assert!(bucket.get("hh.0100007-000001").await.unwrap().is_some());
+}
+
 #[tokio::test]
 async fn only_the_configured_users_with_their_passwords_may_connect() {
     let net = start_net();

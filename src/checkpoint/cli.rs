@@ -229,14 +229,15 @@ fn report_check(
 /// their cosigners; false if any checkpoint or cosignature is invalid or disagrees with
 /// the log.
 pub async fn verify(
-    runtime: &Runtime,
+    client: async_nats::Client,
+    log: &crate::log::LogConfig,
     config: &CheckpointConfig,
     partition: Option<&str>,
     every_checkpoint: bool,
     json: bool,
 ) -> Result<bool, BoxError> {
     let only = partition.map(Partition::new).transpose()?;
-    let audit = auditor(runtime, config)
+    let audit = Auditor::open(client, log.clone(), config.clone())
         .await?
         .verify(only.as_ref())
         .await?;

@@ -32,6 +32,11 @@ pub const ACCOUNTS_CONF_FILE: &str = "ansinh-accounts.conf";
 pub const LEDGER_PASSWORD_ENV: &str = "ANSINH_NATS_LEDGER_PASSWORD";
 /// NATS user of the ledger process in the shipped accounts file.
 pub const LEDGER_USER: &str = "ledger";
+/// The read-only auditor of the shipped accounts file, its password's variable and the
+/// inbox prefix its permissions allow.
+pub const AUDITOR_USER: &str = "auditor";
+pub const AUDITOR_PASSWORD_ENV: &str = "ANSINH_NATS_AUDITOR_PASSWORD";
+pub const AUDITOR_INBOX_PREFIX: &str = "_INBOX_auditor";
 /// Longest gateway id, in bytes.
 pub const GATEWAY_ID_BYTES_MAX: usize = 32;
 

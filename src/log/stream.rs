@@ -84,6 +84,31 @@ pub enum StreamError {
     /// NATS could not be asked; retry when the server is reachable.
     #[error("jetstream: {0}")]
     Nats(String),
+    /// A reader found no such stream (check --nats and the stream's name, and that this
+    /// NATS user may see it); readers never create one.
+    #[error("stream {stream} not found: {reason}")]
+    Missing { stream: String, reason: String },
+}
+
+/// The existing event stream, checked like `ensure_stream` checks it, for a reader that
+/// may not (and must not) create anything: an auditor's read-only user.
+pub async fn open_existing(
+    js: &jetstream::Context,
+    config: &LogConfig,
+) -> Result<stream::Stream, StreamError> {
+    let mut stream =
+        js.get_stream(&config.stream_name)
+            .await
+            .map_err(|e| StreamError::Missing {
+                stream: config.stream_name.clone(),
+                reason: e.to_string(),
+            })?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| StreamError::Nats(e.to_string()))?;
+    check_safe(&config.stream_name, &info.config)?;
+    Ok(stream)
 }
 
 /// Creates the stream if it is missing, else checks that it is safe.

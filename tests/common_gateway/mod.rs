@@ -31,13 +31,20 @@ pub fn start_net() -> Net {
     .unwrap();
     let mut passwords = BTreeMap::new();
     passwords.insert(gateway::LEDGER_USER, password());
+    passwords.insert(gateway::AUDITOR_USER, password());
     for g in DEMO_GATEWAYS {
         passwords.insert(g.user, password());
     }
-    let mut env = vec![(
-        gateway::LEDGER_PASSWORD_ENV,
-        passwords[gateway::LEDGER_USER].as_str(),
-    )];
+    let mut env = vec![
+        (
+            gateway::LEDGER_PASSWORD_ENV,
+            passwords[gateway::LEDGER_USER].as_str(),
+        ),
+        (
+            gateway::AUDITOR_PASSWORD_ENV,
+            passwords[gateway::AUDITOR_USER].as_str(),
+        ),
+    ];
     for g in DEMO_GATEWAYS {
         env.push((g.password_env, passwords[g.user].as_str()));
     }
