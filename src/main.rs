@@ -608,8 +608,14 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     },
             } => {
                 let mut stream = runtime.ledger.stream().clone();
-                let code =
-                    verify(&mut stream, runtime.ledger.config(), partition.clone(), json).await?;
+                let code = verify(
+                    &mut stream,
+                    runtime.ledger.config(),
+                    partition.clone(),
+                    json,
+                    Some(runtime.ledger.store()),
+                )
+                .await?;
                 if code != ExitCode::SUCCESS {
                     return Ok(code);
                 }
@@ -1092,7 +1098,14 @@ async fn demo(
     .await?;
     let projector = Projector::open(runtime.ledger.store().db())?;
     let mut stream = runtime.ledger.stream().clone();
-    let mut code = verify(&mut stream.clone(), runtime.ledger.config(), None, json).await?;
+    let mut code = verify(
+        &mut stream.clone(),
+        runtime.ledger.config(),
+        None,
+        json,
+        Some(runtime.ledger.store()),
+    )
+    .await?;
     if !summary.refused.is_empty() {
         // Every step of the demo is one the book should accept: a refusal is a fault of
         // the demo or of the ledger, and must not pass as a good year.
@@ -1309,7 +1322,7 @@ async fn verify_read_only(
     let client = ansinh::app::connect(url, &connection.auth).await?;
     let js = async_nats::jetstream::new(client.clone());
     let mut stream = ansinh::log::stream::open_existing(&js, &connection.log).await?;
-    let code = verify(&mut stream, &connection.log, partition.clone(), json).await?;
+    let code = verify(&mut stream, &connection.log, partition.clone(), json, None).await?;
     if code != ExitCode::SUCCESS {
         return Ok(code);
     }
@@ -1329,11 +1342,15 @@ async fn verify_read_only(
     })
 }
 
+/// Verifies the log (or one partition) and prints the verdict. With the ledger's own
+/// store (`quarantine`), a partition whose chain is found broken is stopped for appends
+/// (`ansinh::verify::quarantine_broken`): nothing is built past the damage.
 async fn verify(
     stream: &mut async_nats::jetstream::stream::Stream,
     config: &LogConfig,
     partition: Option<String>,
     json: bool,
+    quarantine: Option<&ansinh::log::LedgerStore>,
 ) -> Result<ExitCode, BoxError> {
     let only = partition.as_deref().map(Partition::new).transpose()?;
     let total = stream.info().await?.state.last_sequence;
@@ -1396,13 +1413,22 @@ async fn verify(
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
+            let stopped = match quarantine {
+                Some(store) => ansinh::verify::quarantine_broken(store, &e)?,
+                None => None,
+            };
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"ok": false, "error": e.to_string()})
+                    serde_json::json!({"ok": false, "error": e.to_string(), "appends_stopped": stopped})
                 );
             } else {
                 println!("FAILED: {e}");
+                if let Some(p) = stopped {
+                    println!(
+                        "appends to partition {p} are stopped until the damage is repaired (docs/OPERATIONS.md, section 4); then run: ansinh admin accept-head --partition {p}"
+                    );
+                }
             }
             Ok(ExitCode::from(1))
         }

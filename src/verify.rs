@@ -43,6 +43,32 @@ pub enum VerifyError {
     Nats(String),
 }
 
+/// Stops appends to the partition whose chain `error` found broken (a damaged or
+/// missing message, a forgery), in the ledger's store, with the verdict as the reason;
+/// returns that partition. A read failure or a stray subject stops nothing: they say
+/// nothing about one partition's chain. The operator resumes appends with `ansinh admin
+/// accept-head` once the chain verifies again.
+pub fn quarantine_broken(
+    store: &crate::log::LedgerStore,
+    error: &VerifyError,
+) -> Result<Option<String>, crate::log::StoreError> {
+    let VerifyError::Broken {
+        partition,
+        stream_sequence,
+        ..
+    } = error
+    else {
+        return Ok(None);
+    };
+    if store.quarantined(partition)?.is_none() {
+        store.quarantine(
+            partition,
+            &format!("verify found the chain broken at stream sequence {stream_sequence}: {error}"),
+        )?;
+    }
+    Ok(Some(partition.clone()))
+}
+
 /// Verifies the whole log or one partition. `progress` is called with the stream
 /// sequence of every event checked (for a progress bar).
 pub async fn verify(

@@ -370,3 +370,118 @@ fn reports_and_audits_name_what_the_log_has_never_seen() {
     assert!(ok, "{out}");
     assert!(out.contains("no money events yet"), "{out}");
 }
+
+/// A byte flipped in the event stream's block file while the server is down: nats-server
+/// then silently drops the message it can no longer read back. `audit verify` finds the
+/// hole and names it (partition, partition sequence, stream sequence), and stops appends
+/// to that partition so nothing is built past it; the other partition goes on. After the
+/// block is repaired (here: the saved copy put back) the chain verifies again and the
+/// operator's `admin accept-head` resumes appends; the event appended to the other
+/// partition meanwhile is still there.
+#[test]
+fn a_byte_flipped_in_a_block_file_is_located_by_verify_and_stops_appends_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    // Interleaved runs of the two partitions, one event a message.
+    for round in 0..4 {
+        for partition in ["01", "92"] {
+            let key_prefix = format!("r{round}-{partition}");
+            let (ok, out) = ansinh(
+                &data,
+                &[
+                    "load",
+                    "--partition",
+                    partition,
+                    "--count",
+                    "50",
+                    "--concurrency",
+                    "1",
+                    "--key-prefix",
+                    &key_prefix,
+                ],
+            );
+            assert!(ok, "{out}");
+        }
+    }
+    let (ok, out) = ansinh(&data, &["audit", "verify"]);
+    assert!(ok, "{out}");
+    let block = data.join("nats/jetstream/jetstream/$G/streams/ANSINH_EVENTS/msgs/1.blk");
+    let good = std::fs::read(&block).unwrap();
+    let mut damaged = good.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x40;
+    std::fs::write(&block, &damaged).unwrap();
+
+    let (ok, out) = ansinh(&data, &["--json", "audit", "verify"]);
+    assert!(!ok, "{out}");
+    let verdict = last_json(&out);
+    assert_eq!(verdict["ok"], false, "{verdict}");
+    let error = verdict["error"].as_str().unwrap();
+    // "partition 92: event at stream sequence 196 (expected partition sequence 95) is bad: ..."
+    let damaged_partition = verdict["appends_stopped"].as_str().unwrap().to_owned();
+    assert!(
+        error.starts_with(&format!(
+            "partition {damaged_partition}: event at stream sequence "
+        )),
+        "{error}"
+    );
+    assert!(error.contains("(expected partition sequence "), "{error}");
+    let other = if damaged_partition == "01" {
+        "92"
+    } else {
+        "01"
+    };
+
+    let (ok, out) = ansinh(
+        &data,
+        &[
+            "note",
+            "--partition",
+            &damaged_partition,
+            "--text",
+            "past the hole",
+        ],
+    );
+    assert!(!ok, "an append past the damage: {out}");
+    assert!(
+        out.contains("verify found the chain broken at stream sequence"),
+        "{out}"
+    );
+    let (ok, out) = ansinh(&data, &["note", "--partition", other, "--text", "unharmed"]);
+    assert!(ok, "{out}");
+
+    // Repaired (the byte put back, as a copy of the block from a replica or a backup
+    // would): verify passes, and the operator resumes appends.
+    let mut repaired = std::fs::read(&block).unwrap();
+    assert!(
+        repaired.len() > good.len(),
+        "the other partition's note is in the block"
+    );
+    repaired[middle] ^= 0x40;
+    assert_eq!(repaired[..good.len()], good[..]);
+    std::fs::write(&block, &repaired).unwrap();
+    let (ok, out) = ansinh(&data, &["audit", "verify"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("OK partition {other}: 201 events")),
+        "{out}"
+    );
+    let (ok, out) = ansinh(
+        &data,
+        &["admin", "accept-head", "--partition", &damaged_partition],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = ansinh(
+        &data,
+        &[
+            "note",
+            "--partition",
+            &damaged_partition,
+            "--text",
+            "repaired",
+        ],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = ansinh(&data, &["audit", "verify"]);
+    assert!(ok, "{out}");
+}

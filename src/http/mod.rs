@@ -141,6 +141,13 @@ async fn keep_verifying(service: Service) {
             Err(e) => {
                 tracing::error!("the log does not verify: {e}");
                 crate::telemetry::verified(false, 0);
+                match crate::verify::quarantine_broken(service.ledger.store(), &e) {
+                    Ok(Some(p)) => {
+                        tracing::error!(partition = %p, "appends to the partition are stopped until the damage is repaired")
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!("could not stop appends: {e}"),
+                }
             }
         }
         tokio::time::sleep(VERIFY_INTERVAL).await;
