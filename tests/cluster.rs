@@ -600,3 +600,65 @@ async fn three_serve_processes_share_one_ledger_and_one_loses_its_directory() {
     assert!(text.contains("events scanned"), "{text}");
     assert!(!text.contains("citizen_in_two_households"), "{text}");
 }
+
+/// A node cut off from the other two (here: they stop answering, SIGSTOP) is a minority:
+/// the ledger that reaches the cluster only through it gets its append refused within
+/// the writer's bounds, never acknowledged on one node alone. When the two come back,
+/// the chain goes on: the same append retried lands once, and every acknowledged event
+/// is in one linear chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_refuses_appends_and_the_chain_goes_on_once_it_heals() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = NatsServer::start_cluster(dir.path(), 3, Sync::Always).expect("start cluster");
+    let config = cluster_config("MINORITY");
+    let ledger = open_ledger(&nodes[0].url(), &config, dir.path()).await;
+    let partition = Partition::new("01").unwrap();
+    let mut receipts = Vec::new();
+    for i in 0..20 {
+        receipts.push(
+            ledger
+                .append(note(&partition, format!("before-{i}")))
+                .await
+                .expect("an append on the whole cluster"),
+        );
+    }
+    let signal = |node: &NatsServer, signal: i32| {
+        // SAFETY: plain kill(2) on a server child this test started and has not reaped.
+        assert_eq!(unsafe { libc::kill(node.pid() as i32, signal) }, 0);
+    };
+    for node in &nodes[1..] {
+        signal(node, libc::SIGSTOP);
+    }
+    let started = std::time::Instant::now();
+    let during = ledger.append(note(&partition, "during".into())).await;
+    eprintln!(
+        "the minority answered in {:.1} s: {during:?}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(during.is_err(), "acknowledged by a minority: {during:?}");
+    for node in &nodes[1..] {
+        signal(node, libc::SIGCONT);
+    }
+    // The same append again (a client's retry): once a leader is elected, it lands, once.
+    let deadline = tokio::time::Instant::now() + ELECTION_WAIT_MAX;
+    let after = loop {
+        match ledger.append(note(&partition, "during".into())).await {
+            Ok(receipt) => break receipt,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("not yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("appends did not resume after the heal: {e}"),
+        }
+    };
+    receipts.push(after);
+    every_acknowledged_event_is_there(&ledger, &config, &receipts).await;
+    let mut stream = ledger.stream().clone();
+    let report = ansinh::verify::verify(&mut stream, &config, None, |_| {})
+        .await
+        .expect("one chain");
+    assert_eq!(
+        report.partitions["01"].events, 21,
+        "the retried append is there once"
+    );
+}
