@@ -77,6 +77,107 @@ impl Connection {
     }
 }
 
+/// The users of an embedded server: those of the shipped accounts file
+/// (deploy/nats/ansinh-accounts.conf), so that it grants what a deployment grants: only
+/// the ledger's user may publish on the event and checkpoint subjects, the auditor may
+/// only read the streams, each gateway only its own subjects. A password is taken from
+/// the environment variable the accounts file names when the operator set it (a gateway
+/// that connects from outside needs to know its own), else made at random for this run
+/// and never written anywhere: then only this process can use that user.
+#[derive(Clone)]
+pub struct EmbeddedUsers {
+    passwords: std::collections::BTreeMap<&'static str, String>,
+}
+
+impl EmbeddedUsers {
+    fn from_environment_or_random() -> Self {
+        let mut users: Vec<(&'static str, &'static str)> = vec![
+            (
+                crate::gateway::LEDGER_USER,
+                crate::gateway::LEDGER_PASSWORD_ENV,
+            ),
+            (
+                crate::gateway::AUDITOR_USER,
+                crate::gateway::AUDITOR_PASSWORD_ENV,
+            ),
+        ];
+        users.extend(
+            crate::gateway::DEMO_GATEWAYS
+                .iter()
+                .map(|g| (g.user, g.password_env)),
+        );
+        let passwords = users
+            .into_iter()
+            .map(|(user, env)| {
+                let password = std::env::var(env)
+                    .ok()
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(random_password);
+                (user, password)
+            })
+            .collect();
+        Self { passwords }
+    }
+
+    /// The password of `user` (e.g. "gw-vcb"), for this process's own connections.
+    pub fn password(&self, user: &str) -> Option<&str> {
+        self.passwords.get(user).map(String::as_str)
+    }
+
+    /// The environment of the server process: each password under its variable.
+    fn server_env(&self) -> Vec<(&'static str, &str)> {
+        let mut env = vec![
+            (
+                crate::gateway::LEDGER_PASSWORD_ENV,
+                self.passwords[crate::gateway::LEDGER_USER].as_str(),
+            ),
+            (
+                crate::gateway::AUDITOR_PASSWORD_ENV,
+                self.passwords[crate::gateway::AUDITOR_USER].as_str(),
+            ),
+        ];
+        env.extend(
+            crate::gateway::DEMO_GATEWAYS
+                .iter()
+                .map(|g| (g.password_env, self.passwords[g.user].as_str())),
+        );
+        env
+    }
+}
+
+/// The account of deploy/nats/ansinh-accounts.conf, where the streams live.
+const EMBEDDED_ACCOUNT: &str = "ANSINH";
+
+fn random_password() -> String {
+    let mut bytes = [0u8; 24];
+    getrandom::getrandom(&mut bytes).expect("the OS random source");
+    hex::encode(bytes)
+}
+
+/// Starts the embedded server in `dir` with the shipped accounts and `users`' passwords.
+fn start_embedded(dir: &Path, users: &EmbeddedUsers) -> Result<NatsServer, AppError> {
+    std::fs::create_dir_all(dir).map_err(crate::nats_server::ServerError::from)?;
+    std::fs::write(
+        dir.join(crate::gateway::ACCOUNTS_CONF_FILE),
+        crate::gateway::ACCOUNTS_CONF,
+    )
+    .map_err(crate::nats_server::ServerError::from)?;
+    // Versions before the users kept the streams in the server's global account; they
+    // move, once, to the accounts file's account (the server is not running yet).
+    let accounts = dir.join("jetstream").join("jetstream");
+    let (global, ours) = (accounts.join("$G"), accounts.join(EMBEDDED_ACCOUNT));
+    if global.is_dir() && !ours.exists() {
+        std::fs::rename(&global, &ours).map_err(crate::nats_server::ServerError::from)?;
+    }
+    let include = format!("include {:?}", crate::gateway::ACCOUNTS_CONF_FILE);
+    Ok(NatsServer::start_with(
+        dir,
+        Sync::Always,
+        &include,
+        &users.server_env(),
+    )?)
+}
+
 /// An open ledger with everything it depends on; the embedded server (if any) stops
 /// when this is dropped.
 pub struct Runtime {
@@ -88,6 +189,8 @@ pub struct Runtime {
     /// The NATS URL the ledger uses (the embedded server's, or the one given), for
     /// other connections of this process (the demo's simulated gateways).
     pub nats_url: String,
+    /// The embedded server's users and passwords; None with `--nats`.
+    pub embedded_users: Option<EmbeddedUsers>,
     /// Handed out by `service()`: one per process, so its clones share the claims batcher.
     service: Service,
     _server: Option<NatsServer>,
@@ -97,15 +200,29 @@ impl Runtime {
     pub async fn open(connection: &Connection) -> Result<Self, AppError> {
         std::fs::create_dir_all(&connection.data_dir)
             .map_err(crate::nats_server::ServerError::from)?;
-        let (server, url) = match &connection.nats_url {
-            Some(url) => (None, url.clone()),
+        let (server, url, users) = match &connection.nats_url {
+            Some(url) => (None, url.clone(), None),
             None => {
-                let server = NatsServer::start(&connection.data_dir.join("nats"), Sync::Always)?;
+                let users = EmbeddedUsers::from_environment_or_random();
+                let server = start_embedded(&connection.data_dir.join("nats"), &users)?;
                 let url = server.url();
-                (Some(server), url)
+                (Some(server), url, Some(users))
             }
         };
-        let client = connect(&url, &connection.auth).await?;
+        let auth = match &users {
+            Some(users) => NatsAuth {
+                user: Some((
+                    crate::gateway::LEDGER_USER.to_owned(),
+                    users
+                        .password(crate::gateway::LEDGER_USER)
+                        .expect("made above")
+                        .to_owned(),
+                )),
+                ..NatsAuth::default()
+            },
+            None => connection.auth.clone(),
+        };
+        let client = connect(&url, &auth).await?;
         let store = LedgerStore::open(&connection.data_dir.join("ledger.sled"))?;
         let projector =
             Arc::new(Projector::open(store.db()).map_err(|e| AppError::Projection(e.to_string()))?);
@@ -127,6 +244,7 @@ impl Runtime {
             vault,
             projector,
             nats_url: url,
+            embedded_users: users,
             service,
             _server: server,
         })

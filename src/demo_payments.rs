@@ -216,10 +216,17 @@ async fn officer(
 }
 
 /// A year of monthly payments in every partition, for `months` months, the gateways
-/// reached over NATS at `nats_url`.
+/// reached over NATS (`nats`).
+/// Where the demo's gateways and the ledger's gateway side connect: the server, and its
+/// users' passwords when it is the embedded one.
+pub struct Nats<'a> {
+    pub url: &'a str,
+    pub users: Option<&'a crate::app::EmbeddedUsers>,
+}
+
 pub async fn run(
     service: &Service,
-    nats_url: &str,
+    nats: Nats<'_>,
     partitions: &[Partition],
     households: u64,
     year: i32,
@@ -230,9 +237,22 @@ pub async fn run(
     let mut rng = Seeded::new(4242);
     let programme = ProgrammeId::parse(PROGRAMME)?;
     let sink = Arc::new(LedgerSink::new(service.clone(), Arc::new(demo_clock)));
-    let ledger_side = async_nats::connect(nats_url)
-        .await
-        .map_err(|e| DemoPaymentsError::Connect(e.to_string()))?;
+    // Each side connects as its own user of the server (the embedded server's passwords
+    // are this process's; on a server without users they are sent and ignored).
+    let (nats_url, users) = (nats.url, nats.users);
+    let password = |user: &str| {
+        users
+            .and_then(|u| u.password(user))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let ledger_side = async_nats::ConnectOptions::with_user_and_password(
+        crate::gateway::LEDGER_USER.into(),
+        password(crate::gateway::LEDGER_USER),
+    )
+    .connect(nats_url)
+    .await
+    .map_err(|e| DemoPaymentsError::Connect(e.to_string()))?;
     let bound = server::bind(
         ledger_side,
         crate::gateway::DEFAULT_SUBJECT_PREFIX,
@@ -244,9 +264,9 @@ pub async fn run(
     let serving = tokio::spawn(bound.run(async move {
         let _ = stopped.await;
     }));
-    // No NATS users in the embedded server: the user names are sent and ignored.
-    let bank = GatewayClient::connect(nats_url, BANK, "gw-vcb", "").await?;
-    let post_office = GatewayClient::connect(nats_url, POST_OFFICE, "gw-vnpost", "").await?;
+    let bank = GatewayClient::connect(nats_url, BANK, "gw-vcb", &password("gw-vcb")).await?;
+    let post_office =
+        GatewayClient::connect(nats_url, POST_OFFICE, "gw-vnpost", &password("gw-vnpost")).await?;
 
     let mut per_partition: Vec<(Partition, BTreeMap<String, u64>)> = Vec::new();
     for partition in partitions {

@@ -1088,7 +1088,10 @@ async fn demo(
     let months = ansinh::demo_payments::MONTHS_IN_YEAR;
     let payments = ansinh::demo_payments::run(
         &service,
-        &runtime.nats_url,
+        ansinh::demo_payments::Nats {
+            url: &runtime.nats_url,
+            users: runtime.embedded_users.as_ref(),
+        },
         &partitions,
         households,
         year,

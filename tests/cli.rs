@@ -405,7 +405,7 @@ fn a_byte_flipped_in_a_block_file_is_located_by_verify_and_stops_appends_past_it
     }
     let (ok, out) = ansinh(&data, &["audit", "verify"]);
     assert!(ok, "{out}");
-    let block = data.join("nats/jetstream/jetstream/$G/streams/ANSINH_EVENTS/msgs/1.blk");
+    let block = data.join("nats/jetstream/jetstream/ANSINH/streams/ANSINH_EVENTS/msgs/1.blk");
     let good = std::fs::read(&block).unwrap();
     let mut damaged = good.clone();
     let middle = damaged.len() / 2;
@@ -484,4 +484,135 @@ fn a_byte_flipped_in_a_block_file_is_located_by_verify_and_stops_appends_past_it
     assert!(ok, "{out}");
     let (ok, out) = ansinh(&data, &["audit", "verify"]);
     assert!(ok, "{out}");
+}
+
+/// The embedded server grants what a deployment's accounts file grants: a connection
+/// without a user is refused, a gateway (its password given by the operator) may not
+/// publish on a partition's subject, and only the ledger's own connection writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_server_lets_only_the_ledger_publish_events() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let gateway_password = "a-password-the-operator-gave-the-bank";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ansinh"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("ANSINH_NATS_URL")
+        .env("ANSINH_NATS_GW_VCB_PASSWORD", gateway_password)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    tokio::task::spawn_blocking(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            if line.unwrap().contains("serving the staff API on ") {
+                return;
+            }
+        }
+        panic!("ansinh serve stopped before it listened");
+    })
+    .await
+    .unwrap();
+    let config = std::fs::read_to_string(data.join("nats/nats-server.conf")).unwrap();
+    let port = config
+        .lines()
+        .find_map(|l| l.strip_prefix("listen: 127.0.0.1:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let url = format!("nats://127.0.0.1:{port}");
+
+    let anonymous = async_nats::ConnectOptions::new()
+        .max_reconnects(Some(0))
+        .connect(&url)
+        .await;
+    assert!(anonymous.is_err(), "a connection without a user got in");
+
+    let (errors_tx, mut errors) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let bank = async_nats::ConnectOptions::with_user_and_password(
+        "gw-vcb".into(),
+        gateway_password.into(),
+    )
+    .custom_inbox_prefix("_INBOX_vcb")
+    .event_callback(move |event| {
+        let errors_tx = errors_tx.clone();
+        async move {
+            if let async_nats::Event::ServerError(e) = event {
+                let _ = errors_tx.send(e.to_string());
+            }
+        }
+    })
+    .connect(&url)
+    .await
+    .expect("the gateway's user connects with the operator's password");
+    bank.publish("ansinh.v1.events.01", "forged".into())
+        .await
+        .unwrap();
+    bank.flush().await.unwrap();
+    let error = tokio::time::timeout(std::time::Duration::from_secs(10), errors.recv())
+        .await
+        .expect("the server reports the violation")
+        .unwrap();
+    assert!(
+        error.contains("Permissions Violation for Publish to \"ansinh.v1.events.01\""),
+        "{error}"
+    );
+    // SAFETY: plain kill(2) on the child we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert!(child.wait().unwrap().success());
+    // Nothing reached partition 01 (the ledger's own key event is in its partition).
+    let (ok, out) = ansinh(&data, &["audit", "verify"]);
+    assert!(ok, "{out}");
+    assert!(!out.contains("partition 01"), "{out}");
+    assert!(out.contains("OK partition ledger-keys: 1 events"), "{out}");
+}
+
+/// A data directory of a version before the embedded server had users kept its streams
+/// in the server's global account: they move to the accounts file's, and every event is
+/// still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_store_of_the_earlier_layout_keeps_its_events() {
+    use ansinh::log::{Draft, Ledger, LedgerStore, LogConfig};
+    use ansinh::nats_server::{NatsServer, Sync};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    {
+        // The earlier layout: a server without users, its store in data/nats.
+        let server = NatsServer::start(&data.join("nats"), Sync::Always).unwrap();
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let store = LedgerStore::open(&data.join("ledger.sled")).unwrap();
+        let (ledger, _) = Ledger::open(client, LogConfig::default(), store)
+            .await
+            .unwrap();
+        for n in 0..3 {
+            ledger
+                .append(Draft {
+                    partition: ansinh::chain::Partition::new("01").unwrap(),
+                    actor: ansinh::proto::Actor {
+                        id: "op:1".into(),
+                        role: "operator".into(),
+                        unit: String::new(),
+                    },
+                    idempotency_key: format!("old-{n}"),
+                    correlation_id: String::new(),
+                    subjects: vec![],
+                    payload: ansinh::proto::envelope::Payload::Note(ansinh::proto::Note {
+                        text: "before users".into(),
+                    }),
+                })
+                .await
+                .unwrap();
+        }
+        ledger.close().await.unwrap();
+        server.stop();
+    }
+    assert!(data.join("nats/jetstream/jetstream/$G").is_dir());
+    let (ok, out) = ansinh(&data, &["audit", "verify"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("OK partition 01: 3 events"), "{out}");
+    let (ok, out) = ansinh(&data, &["note", "--partition", "01", "--text", "after"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("sequence 4"), "{out}");
 }
