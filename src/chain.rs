@@ -12,6 +12,8 @@ use crate::proto::Envelope;
 
 /// Domain-separation prefix of an event hash (ASCII, then one zero byte).
 pub const EVENT_HASH_DOMAIN: &[u8] = b"ansinh/v1/event\0";
+/// Domain of `message_hash`: a whole stored message, as an operator's exclusion names it.
+pub const MESSAGE_HASH_DOMAIN: &[u8] = b"ansinh/v1/message\0";
 /// Domain-separation prefix of a partition's genesis value.
 pub const GENESIS_DOMAIN: &[u8] = b"ansinh/v1/genesis\0";
 /// The only envelope format this build writes and verifies.
@@ -110,6 +112,15 @@ impl std::fmt::Display for Partition {
     }
 }
 
+/// `BLAKE3(MESSAGE_HASH_DOMAIN || payload)`: the payload of one stream message as
+/// stored, whatever it holds (docs/CHAIN.md, section 4a).
+pub fn message_hash(payload: &[u8]) -> Digest {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(MESSAGE_HASH_DOMAIN);
+    hasher.update(payload);
+    Digest(*hasher.finalize().as_bytes())
+}
+
 /// `BLAKE3(EVENT_HASH_DOMAIN || stored_envelope_bytes)`.
 pub fn event_hash(stored: &[u8]) -> Digest {
     let mut hasher = blake3::Hasher::new();
@@ -175,6 +186,13 @@ pub enum ChainBreak {
     /// The hash carried in the message header differs from the recomputed one.
     #[error("header hash {header} differs from recomputed {computed}")]
     HashMismatch { header: String, computed: String },
+    /// An operator's exclusion names a message that did not break the chain (stream
+    /// sequence): an exclusion can never pass over a good event.
+    #[error("an exclusion names the message at stream sequence {0}, which did not break the chain")]
+    ExclusionOfNothing(u64),
+    /// A break recorded earlier, as its words (a reader's stored state).
+    #[error("{0}")]
+    Recorded(String),
 }
 
 /// Checks that `stored` is the next event after `head`, and returns the new head with

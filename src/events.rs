@@ -24,5 +24,6 @@ pub fn type_name(payload: &Payload) -> &'static str {
         Payload::LoanPostingReversed(_) => "ansinh.v1.LoanPostingReversed",
         Payload::PaymentRecorded(_) => "ansinh.v1.PaymentRecorded",
         Payload::LedgerKeyRotated(_) => "ansinh.v1.LedgerKeyRotated",
+        Payload::MessageExcluded(_) => "ansinh.v1.MessageExcluded",
     }
 }

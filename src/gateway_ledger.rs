@@ -39,6 +39,7 @@ use crate::gateway::server::{
     STATUS_REFUSED, failure_reply,
 };
 use crate::gateway::sign::parse_whole_vnd;
+use crate::log::follow::{Follower, Step};
 use crate::log::{LogConfig, Position, Receipt, reader};
 use crate::proto::{self, GatewayReply, InstructionList, PaymentInstruction, envelope::Payload};
 use crate::service::{Service, ServiceError};
@@ -161,7 +162,7 @@ pub fn refusal_kind(r: &PostRefusal) -> &'static str {
 struct PaymentsFold {
     /// The last event folded.
     position: Position,
-    heads: HashMap<String, ChainHead>,
+    heads: HashMap<String, Follower>,
     books: BTreeMap<String, Book>,
     /// Each gateway's instructions still waiting for a result, (partition, id) in the
     /// order a fetch lists them: a fetch costs what it returns, not every instruction
@@ -205,15 +206,20 @@ impl PaymentsFold {
         let stray = || SinkError::Broken(format!("stray subject at stream sequence {seq}"));
         let name = config.partition_of(&raw.subject).ok_or_else(stray)?;
         let partition = Partition::new(name).map_err(|_| stray())?;
-        let head = self
+        let follower = self
             .heads
             .entry(name.to_string())
-            .or_insert_with(|| ChainHead::genesis(partition));
-        let (next, envelope) = raw
-            .check_next(head)
-            .map_err(|cause| SinkError::Broken(format!("stream sequence {seq}: {cause}")))?;
-        *head = next;
+            .or_insert_with(|| Follower::new(ChainHead::genesis(partition)));
+        let step = follower.follow(raw).map_err(|b| {
+            SinkError::Broken(format!(
+                "stream sequence {}: {}",
+                b.stream_sequence, b.cause
+            ))
+        })?;
         self.position = Position::after(raw);
+        let Step::Event { envelope, .. } = step else {
+            return Ok(()); // held until the operator's exclusion
+        };
         if let Some(Payload::PaymentRecorded(p)) = &envelope.payload {
             let book = self.books.entry(name.to_string()).or_default();
             // Numbered over the readable ones, as the writer's book and reconciliation

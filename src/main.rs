@@ -370,6 +370,25 @@ enum ProjectionCommand {
 
 #[derive(Subcommand)]
 enum AdminCommand {
+    /// Exclude one message that breaks a partition's chain (a foreign message, or a
+    /// damaged one that cannot be repaired): records the decision, signed by the ledger
+    /// key, as the partition's next event; readers then pass over exactly that message
+    /// and appends resume. Nothing is deleted (docs/CHAIN.md, section 4a). Example:
+    /// admin exclude-message --partition 01 --stream-sequence 4711 --reason "INC-2026-17"
+    ExcludeMessage {
+        /// The partition whose chain the message breaks. Example: 01
+        #[arg(long)]
+        partition: String,
+        /// Where the message is in the stream, as `audit verify` names it. Example: 4711
+        #[arg(long)]
+        stream_sequence: u64,
+        /// Why, in the operator's words (the incident's reference), recorded with it.
+        #[arg(long)]
+        reason: String,
+        /// Who decides (recorded as the event's actor). Example: staff:nguyen.an
+        #[arg(long, default_value = "staff:operator")]
+        actor: String,
+    },
     /// After lost acknowledged data was reported: accept the stream's current head for
     /// PARTITION and resume appending. This is a recorded operator decision.
     AcceptHead {
@@ -611,6 +630,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 let code = verify(
                     &mut stream,
                     runtime.ledger.config(),
+                    &checkpoints,
                     partition.clone(),
                     json,
                     Some(runtime.ledger.store()),
@@ -1004,6 +1024,69 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 println!("partition {partition}: the stream's head is accepted; appending resumes");
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Admin {
+                command:
+                    AdminCommand::ExcludeMessage {
+                        partition,
+                        stream_sequence,
+                        reason,
+                        actor,
+                    },
+            } => {
+                let partition = Partition::new(&partition)?;
+                let message = runtime
+                    .ledger
+                    .stream()
+                    .get_raw_message(stream_sequence)
+                    .await
+                    .map_err(|e| format!("no message at stream sequence {stream_sequence}: {e}"))?;
+                let subject = runtime.ledger.config().subject(&partition);
+                if message.subject.as_str() != subject {
+                    return Err(format!(
+                        "the message at stream sequence {stream_sequence} is on {}, not on partition {partition}'s subject {subject}",
+                        message.subject
+                    )
+                    .into());
+                }
+                let hash = ansinh::chain::message_hash(&message.payload);
+                let key = runtime.key_home(&cli.data_dir).current_key().await?;
+                let signature = ansinh::checkpoint::sign::sign_exclusion(
+                    &key,
+                    partition.as_str(),
+                    stream_sequence,
+                    &hash.0,
+                );
+                let draft = Draft {
+                    partition: partition.clone(),
+                    actor: proto::Actor {
+                        id: actor,
+                        role: "operator".into(),
+                        unit: String::new(),
+                    },
+                    // One exclusion per message, however often the command is run.
+                    idempotency_key: format!("exclude:{stream_sequence}"),
+                    correlation_id: String::new(),
+                    subjects: vec![format!("message:{stream_sequence}")],
+                    payload: Payload::MessageExcluded(proto::MessageExcluded {
+                        stream_sequence,
+                        message_hash: hash.0.to_vec().into(),
+                        reason,
+                        key_id: key.key_id().to_owned(),
+                        signature: signature.to_vec().into(),
+                    }),
+                };
+                let receipt = runtime.ledger.append(draft).await?;
+                let said = if receipt.duplicate {
+                    "was already excluded"
+                } else {
+                    "is excluded"
+                };
+                println!(
+                    "partition {partition}: the message at stream sequence {stream_sequence} {said} by the event at sequence {} (hash {}); readers pass over it",
+                    receipt.sequence, receipt.hash
+                );
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Note {
                 partition,
                 text,
@@ -1104,6 +1187,7 @@ async fn demo(
     let mut code = verify(
         &mut stream.clone(),
         runtime.ledger.config(),
+        &checkpoint::CheckpointConfig::default(),
         None,
         json,
         Some(runtime.ledger.store()),
@@ -1325,7 +1409,15 @@ async fn verify_read_only(
     let client = ansinh::app::connect(url, &connection.auth).await?;
     let js = async_nats::jetstream::new(client.clone());
     let mut stream = ansinh::log::stream::open_existing(&js, &connection.log).await?;
-    let code = verify(&mut stream, &connection.log, partition.clone(), json, None).await?;
+    let code = verify(
+        &mut stream,
+        &connection.log,
+        checkpoints,
+        partition.clone(),
+        json,
+        None,
+    )
+    .await?;
     if code != ExitCode::SUCCESS {
         return Ok(code);
     }
@@ -1351,6 +1443,7 @@ async fn verify_read_only(
 async fn verify(
     stream: &mut async_nats::jetstream::stream::Stream,
     config: &LogConfig,
+    checkpoints: &checkpoint::CheckpointConfig,
     partition: Option<String>,
     json: bool,
     quarantine: Option<&ansinh::log::LedgerStore>,
@@ -1392,6 +1485,40 @@ async fn verify(
             Ok(ExitCode::FAILURE)
         }
         Ok(report) => {
+            // Each exclusion must be the ledger's own decision: signed by a ledger key in
+            // force when it was recorded.
+            let mut exclusions = Vec::new();
+            if !report.exclusions.is_empty() {
+                let ring = checkpoint::read::read_key_ring(stream, config, checkpoints).await?;
+                for x in &report.exclusions {
+                    let signature = x.check_signature(&ring);
+                    exclusions.push(serde_json::json!({
+                        "partition": x.partition,
+                        "stream_sequence": x.stream_sequence,
+                        "message_hash": x.message_hash.to_hex(),
+                        "cause": x.cause.to_string(),
+                        "decided_at_sequence": x.decided_at_sequence,
+                        "decided_at_stream_sequence": x.decided_at_stream_sequence,
+                        "reason": x.decision.reason,
+                        "key_id": x.decision.key_id,
+                        "signature_ok": signature.is_ok(),
+                    }));
+                    if let Err(e) = signature {
+                        if json {
+                            println!(
+                                "{}",
+                                serde_json::json!({"ok": false, "error": format!("the exclusion at sequence {} of partition {}: {e}", x.decided_at_sequence, x.partition), "exclusions": exclusions})
+                            );
+                        } else {
+                            println!(
+                                "FAILED partition {}: the exclusion at sequence {} (stream sequence {}) is not the ledger's: {e}",
+                                x.partition, x.decided_at_sequence, x.decided_at_stream_sequence
+                            );
+                        }
+                        return Ok(ExitCode::from(1));
+                    }
+                }
+            }
             if json {
                 let parts: serde_json::Map<String, serde_json::Value> = report
                     .partitions
@@ -1405,11 +1532,22 @@ async fn verify(
                     .collect();
                 println!(
                     "{}",
-                    serde_json::json!({"ok": true, "events": report.events, "partitions": parts})
+                    serde_json::json!({"ok": true, "events": report.events, "partitions": parts, "exclusions": exclusions})
                 );
             } else {
                 for (p, r) in &report.partitions {
                     println!("OK partition {p}: {} events, head {}", r.events, r.head);
+                }
+                for x in &report.exclusions {
+                    println!(
+                        "EXCLUDED partition {}: the message at stream sequence {} ({}), by the ledger-signed decision at sequence {} (stream sequence {}): {}",
+                        x.partition,
+                        x.stream_sequence,
+                        x.cause,
+                        x.decided_at_sequence,
+                        x.decided_at_stream_sequence,
+                        x.decision.reason
+                    );
                 }
                 println!("OK {} events verified", report.events);
             }

@@ -22,6 +22,7 @@ use crate::domain::loans::Loan;
 use crate::domain::payments::ids::GatewayId;
 use crate::domain::payments::instructions::InstructionId;
 use crate::domain::payments::reconcile::{self, GatewayDay};
+use crate::log::follow::{Follower, Held, Step};
 use crate::log::{EventAt, LogConfig, Position, reader};
 use crate::proto::Envelope;
 use crate::views::{
@@ -142,7 +143,7 @@ struct Batch<'p> {
     position: Position,
     /// Chain heads and summaries of the partitions seen, kept decoded between batches
     /// (they are what the trees hold after each commit).
-    heads: HashMap<String, ChainHead>,
+    heads: HashMap<String, Follower>,
     summaries: HashMap<String, PartitionSummary>,
     /// Partitions whose head and summary this batch changed.
     touched: Vec<String>,
@@ -160,6 +161,51 @@ struct Batch<'p> {
 
 fn head_key(partition: &str) -> Vec<u8> {
     [b"head/".as_slice(), partition.as_bytes()].concat()
+}
+
+fn held_key(partition: &str) -> Vec<u8> {
+    [b"held/".as_slice(), partition.as_bytes()].concat()
+}
+
+/// What a held message is stored as, between catch-ups (rare: only while a message
+/// waits for the operator's exclusion).
+#[derive(Serialize, Deserialize)]
+struct StoredHeld {
+    stream_sequence: u64,
+    message_hash: String,
+    expected_sequence: u64,
+    cause: String,
+}
+
+fn encode_held(held: &[Held]) -> Option<Vec<u8>> {
+    if held.is_empty() {
+        return None;
+    }
+    let stored: Vec<StoredHeld> = held
+        .iter()
+        .map(|h| StoredHeld {
+            stream_sequence: h.stream_sequence,
+            message_hash: h.message_hash.to_hex(),
+            expected_sequence: h.expected_sequence,
+            cause: h.cause.to_string(),
+        })
+        .collect();
+    Some(serde_json::to_vec(&stored).expect("held messages serialize"))
+}
+
+fn decode_held(bytes: &[u8]) -> Option<Vec<Held>> {
+    let stored: Vec<StoredHeld> = serde_json::from_slice(bytes).ok()?;
+    stored
+        .into_iter()
+        .map(|h| {
+            Some(Held {
+                stream_sequence: h.stream_sequence,
+                message_hash: Digest::from_hex(&h.message_hash)?,
+                expected_sequence: h.expected_sequence,
+                cause: crate::chain::ChainBreak::Recorded(h.cause),
+            })
+        })
+        .collect()
 }
 
 fn trail_key(subject: &str, partition: &str, sequence: u64) -> Vec<u8> {
@@ -291,6 +337,16 @@ impl Projector {
     ) -> Result<u64, ProjectionError> {
         self.clear()?;
         self.catch_up(stream, config).await
+    }
+
+    /// A partition's head and the messages it holds, as the last commit left them.
+    fn stored_follower(&self, partition: &Partition) -> Result<Follower, ProjectionError> {
+        let head = self.stored_head(partition)?;
+        let held = match self.meta.get(held_key(partition.as_str()))? {
+            Some(v) => decode_held(&v).ok_or_else(|| corrupt("held messages"))?,
+            None => Vec::new(),
+        };
+        Ok(Follower::resume(head, held))
     }
 
     fn stored_head(&self, partition: &Partition) -> Result<ChainHead, ProjectionError> {
@@ -512,18 +568,28 @@ impl Batch<'_> {
             .ok_or(ProjectionError::StraySubject(seq))?;
         let partition = Partition::new(name).map_err(|_| ProjectionError::StraySubject(seq))?;
         if !self.heads.contains_key(name) {
-            let head = self.projector.stored_head(&partition)?;
+            let follower = self.projector.stored_follower(&partition)?;
             let summary = self.projector.stored_summary(name)?;
-            self.heads.insert(name.to_owned(), head);
+            self.heads.insert(name.to_owned(), follower);
             self.summaries.insert(name.to_owned(), summary);
         }
-        let head = self.heads.get_mut(name).expect("loaded above");
-        let (next, envelope) = event
-            .check_next(head)
-            .map_err(|cause| ProjectionError::Broken {
-                stream_sequence: seq,
-                cause,
+        let follower = self.heads.get_mut(name).expect("loaded above");
+        let step = follower
+            .follow(event)
+            .map_err(|b| ProjectionError::Broken {
+                stream_sequence: b.stream_sequence,
+                cause: b.cause,
             })?;
+        if !self.touched.iter().any(|t| t == name) {
+            self.touched.push(name.to_owned());
+        }
+        self.position = Position::after(event);
+        self.events += 1;
+        let Step::Event { envelope, .. } = step else {
+            // Held until the operator's exclusion; it changes no view.
+            return Ok(());
+        };
+        let next = follower.head.clone();
         let s = self.summaries.get_mut(name).expect("loaded with the head");
         s.events += 1;
         s.head_sequence = next.sequence;
@@ -558,12 +624,6 @@ impl Batch<'_> {
             envelope.actor.as_ref(),
             envelope.payload.as_ref(),
         )?;
-        *head = next;
-        if !self.touched.iter().any(|t| t == name) {
-            self.touched.push(name.to_owned());
-        }
-        self.position = Position::after(event);
-        self.events += 1;
         self.applied += 1;
         Ok(())
     }
@@ -590,9 +650,15 @@ impl Batch<'_> {
             .touched
             .iter()
             .map(|name| {
-                let h = &self.heads[name];
+                let h = &self.heads[name].head;
                 (head_key(name), encode_head(h.sequence, &h.hash))
             })
+            .collect();
+        // The messages each touched partition holds (none: the key is removed).
+        let held: Vec<(Vec<u8>, Option<Vec<u8>>)> = self
+            .touched
+            .iter()
+            .map(|name| (held_key(name), encode_held(self.heads[name].held())))
             .collect();
         let summaries: Vec<(String, Vec<u8>)> = self
             .touched
@@ -631,6 +697,12 @@ impl Batch<'_> {
                 }
                 for (k, v) in &heads {
                     meta.insert(k.as_slice(), v.as_slice())?;
+                }
+                for (k, v) in &held {
+                    match v {
+                        Some(v) => meta.insert(k.as_slice(), v.as_slice())?,
+                        None => meta.remove(k.as_slice())?,
+                    };
                 }
                 meta.insert(KEY_POSITION, position.as_slice())?;
                 Ok::<(), ConflictableTransactionError<ProjectionError>>(())
@@ -714,6 +786,7 @@ mod tests {
             hash: Digest([0; 32]),
             header_hash: None,
             malformed: None,
+            message: bytes::Bytes::new(),
         }
     }
 

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use async_nats::jetstream::stream::Stream;
 
 use crate::chain::{ChainBreak, ChainHead, Digest, Partition};
+use crate::log::follow::{Follower, Step};
 use crate::log::{LogConfig, reader};
+use crate::proto::envelope::Payload;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionReport {
@@ -18,6 +20,37 @@ pub struct PartitionReport {
 pub struct VerifyReport {
     pub partitions: BTreeMap<String, PartitionReport>,
     pub events: u64,
+    /// The operator's exclusions met, in stream order (CHAIN.md, section 4a): each held
+    /// message and the event that excluded it. Their signatures are checked against the
+    /// ledger's keys by `checkpoint::audit::check_exclusions`.
+    pub exclusions: Vec<ExclusionSeen>,
+}
+
+/// A message passed over by an operator's exclusion: the verdict is "OK" only with every
+/// exclusion's signature checked too (`check_signature`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExclusionSeen {
+    pub partition: String,
+    /// The excluded message and why it broke the chain.
+    pub stream_sequence: u64,
+    pub message_hash: Digest,
+    pub cause: ChainBreak,
+    /// The exclusion event: its partition sequence and stream sequence, and what it says.
+    pub decided_at_sequence: u64,
+    pub decided_at_stream_sequence: u64,
+    pub recorded_at_unix_ms: i64,
+    pub decision: crate::proto::MessageExcluded,
+}
+
+impl ExclusionSeen {
+    /// Checks the decision's signature by a ledger key in force when it was recorded.
+    pub fn check_signature(&self, ring: &crate::checkpoint::keys::KeyRing) -> Result<(), String> {
+        let key = ring
+            .signer(&self.decision.key_id, self.recorded_at_unix_ms)
+            .map_err(|e| e.to_string())?;
+        crate::checkpoint::sign::verify_exclusion(&key.public_key, &self.partition, &self.decision)
+            .map_err(|e| e.to_string())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +128,7 @@ pub async fn verify_with(
         Some(p) => config.subject(p),
         None => config.wildcard(),
     };
-    let mut heads: BTreeMap<String, ChainHead> = BTreeMap::new();
+    let mut heads: BTreeMap<String, Follower> = BTreeMap::new();
     let mut report = VerifyReport::default();
     let visit = |event: reader::RawEvent| -> Result<(), VerifyError> {
         let stray = || VerifyError::StraySubject {
@@ -103,24 +136,38 @@ pub async fn verify_with(
             subject: event.subject.clone(),
         };
         let name = config.partition_of(&event.subject).ok_or_else(stray)?;
-        let head = match heads.get_mut(name) {
-            Some(h) => h,
+        let follower = match heads.get_mut(name) {
+            Some(f) => f,
             None => {
                 let partition = Partition::new(name).map_err(|_| stray())?;
                 heads
                     .entry(name.to_string())
-                    .or_insert(ChainHead::genesis(partition))
+                    .or_insert(Follower::new(ChainHead::genesis(partition)))
             }
         };
-        let (next, envelope) = event
-            .check_next(head)
-            .map_err(|cause| VerifyError::Broken {
+        let broken = |b: crate::log::follow::Broken| VerifyError::Broken {
+            partition: name.to_string(),
+            stream_sequence: b.stream_sequence,
+            expected_sequence: b.expected_sequence,
+            cause: b.cause,
+        };
+        let Step::Event { envelope, excluded } = follower.follow(&event).map_err(broken)? else {
+            return Ok(()); // held: an exclusion may follow
+        };
+        if let (Some(held), Some(Payload::MessageExcluded(decision))) =
+            (excluded, &envelope.payload)
+        {
+            report.exclusions.push(ExclusionSeen {
                 partition: name.to_string(),
-                stream_sequence: event.stream_sequence,
-                expected_sequence: head.sequence + 1,
-                cause,
-            })?;
-        *head = next;
+                stream_sequence: held.stream_sequence,
+                message_hash: held.message_hash,
+                cause: held.cause,
+                decided_at_sequence: envelope.sequence,
+                decided_at_stream_sequence: event.stream_sequence,
+                recorded_at_unix_ms: envelope.recorded_at_unix_ms,
+                decision: decision.clone(),
+            });
+        }
         report.events += 1;
         on_event(event.stream_sequence, &envelope);
         Ok(())
@@ -131,14 +178,22 @@ pub async fn verify_with(
             reader::ReadError::Nats(m) => VerifyError::Nats(m),
             reader::ReadError::Visit(v) => v,
         })?;
+    for (name, follower) in &heads {
+        follower.finish().map_err(|b| VerifyError::Broken {
+            partition: name.clone(),
+            stream_sequence: b.stream_sequence,
+            expected_sequence: b.expected_sequence,
+            cause: b.cause,
+        })?;
+    }
     report.partitions = heads
         .into_iter()
-        .map(|(name, head)| {
+        .map(|(name, follower)| {
             (
                 name,
                 PartitionReport {
-                    events: head.sequence,
-                    head: head.hash,
+                    events: follower.head.sequence,
+                    head: follower.head.hash,
                 },
             )
         })

@@ -361,6 +361,11 @@ pub fn detail(payload: Option<&Payload>) -> String {
         .trim_end()
         .to_string(),
         Payload::LedgerKeyRotated(k) => format!("ledger signing key is now {}", k.key_id),
+        Payload::MessageExcluded(x) => format!(
+            "message at stream sequence {} excluded: {}",
+            x.stream_sequence,
+            x.reason.chars().take(80).collect::<String>()
+        ),
         Payload::LoanPostingReversed(l) => format!(
             "loan L{} reversed event #{}",
             l.loan_number, l.original_sequence

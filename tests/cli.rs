@@ -616,3 +616,205 @@ async fn an_embedded_store_of_the_earlier_layout_keeps_its_events() {
     assert!(ok, "{out}");
     assert!(out.contains("sequence 4"), "{out}");
 }
+
+/// A foreign message on a partition's subject stops that partition's appends; the
+/// operator's recorded, ledger-signed exclusion of exactly that message lets them resume,
+/// nothing is deleted, and `audit verify`, the projections and an auditor's bundle all
+/// pass over exactly that message (docs/CHAIN.md, section 4a).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_exclusion_of_a_foreign_message_lets_appends_resume() {
+    use prost::Message as _;
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    // The embedded server's ledger user with a password the test knows: the forger here
+    // holds the ledger's own credentials (the worst case; anyone else is refused).
+    let ledger_password = "the-ledger-password-of-this-test";
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ansinh"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .env_remove("ANSINH_NATS_URL")
+            .env("ANSINH_NATS_LEDGER_PASSWORD", ledger_password)
+            .output()
+            .expect("run ansinh");
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            text.push_str(&String::from_utf8_lossy(&out.stderr));
+        }
+        (out.status.success(), text)
+    };
+    let officer = ["--as", "co:1", "--role", "credit-officer", "--unit", "01"];
+    let mut register = officer.to_vec();
+    register.extend_from_slice(&[
+        "household",
+        "register",
+        "--id",
+        "0100007-000001",
+        "--area",
+        "rural",
+        "--on",
+        "2026-01-05",
+        "--head-name",
+        "Lê Văn Tám",
+        "--head-citizen-id",
+        "001085012345",
+    ]);
+    let (ok, out) = run(&register);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["note", "--partition", "01", "--text", "before"]);
+    assert!(ok, "{out}");
+
+    // The forgery, while `serve` runs the embedded server.
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_ansinh"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("ANSINH_NATS_URL")
+        .env("ANSINH_NATS_LEDGER_PASSWORD", ledger_password)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = serve.stderr.take().unwrap();
+    tokio::task::spawn_blocking(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            if line.unwrap().contains("serving the staff API on ") {
+                return;
+            }
+        }
+        panic!("ansinh serve stopped before it listened");
+    })
+    .await
+    .unwrap();
+    let config = std::fs::read_to_string(data.join("nats/nats-server.conf")).unwrap();
+    let port = config
+        .lines()
+        .find_map(|l| l.strip_prefix("listen: 127.0.0.1:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let forger =
+        async_nats::ConnectOptions::with_user_and_password("ledger".into(), ledger_password.into())
+            .connect(format!("nats://127.0.0.1:{port}"))
+            .await
+            .unwrap();
+    let forged = ansinh::proto::Envelope {
+        format_version: 1,
+        partition: "01".into(),
+        sequence: 3,
+        prev_hash: vec![7; 32].into(),
+        event_type: "ansinh.v1.Note".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let ack = async_nats::jetstream::new(forger)
+        .publish("ansinh.v1.events.01", forged.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let foreign = ack.sequence;
+    // SAFETY: plain kill(2) on the child we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) }, 0);
+    assert!(serve.wait().unwrap().success());
+
+    // The partition is stopped at the foreign message; verify names it.
+    let (ok, out) = run(&["note", "--partition", "01", "--text", "blocked"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!("chain broken at stream sequence {foreign}")),
+        "{out}"
+    );
+    let (ok, out) = run(&["--json", "audit", "verify"]);
+    assert!(!ok, "{out}");
+    assert!(
+        last_json(&out)["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("stream sequence {foreign}")),
+        "{out}"
+    );
+    // An exclusion of a message that did not break the chain is refused.
+    let (ok, out) = run(&[
+        "admin",
+        "exclude-message",
+        "--partition",
+        "01",
+        "--stream-sequence",
+        &(foreign - 1).to_string(),
+        "--reason",
+        "wrong one",
+    ]);
+    assert!(!ok, "{out}");
+    // The accept-head that verify's stop asks for comes after the decision.
+    let (ok, out) = run(&["admin", "accept-head", "--partition", "01"]);
+    assert!(ok, "{out}");
+
+    let exclude = [
+        "admin",
+        "exclude-message",
+        "--partition",
+        "01",
+        "--stream-sequence",
+        &foreign.to_string(),
+        "--reason",
+        "INC-2026-17: published with stolen credentials",
+    ];
+    let (ok, out) = run(&exclude);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("is excluded by the event at sequence 3"),
+        "{out}"
+    );
+    // Run again: the decision is recorded once.
+    let (ok, out) = run(&exclude);
+    assert!(ok, "{out}");
+    assert!(out.contains("was already excluded"), "{out}");
+
+    let (ok, out) = run(&["note", "--partition", "01", "--text", "after"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("sequence 4"), "{out}");
+    let (ok, out) = run(&["--json", "audit", "verify"]);
+    assert!(ok, "{out}");
+    // The chain's verdict (the checkpoints' follows it).
+    let verdict: serde_json::Value =
+        serde_json::from_str(out.lines().next().expect("some output")).unwrap();
+    assert_eq!(
+        verdict["exclusions"][0]["stream_sequence"], foreign,
+        "{verdict}"
+    );
+    assert_eq!(verdict["exclusions"][0]["signature_ok"], true, "{verdict}");
+    assert_eq!(
+        verdict["exclusions"][0]["decided_at_sequence"], 3,
+        "{verdict}"
+    );
+    let (ok, text) = run(&["audit", "verify"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!(
+            "EXCLUDED partition 01: the message at stream sequence {foreign}"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("OK partition 01: 4 events"), "{text}");
+    // The projections pass over it, a rebuild gives the same store.
+    let (ok, out) = run(&["projections", "rebuild"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["audit", "rebuild-check"]);
+    assert!(ok, "{out}");
+    // An auditor's bundle of the household verifies offline.
+    let bundle = dir.path().join("bundle");
+    let (ok, out) = run(&[
+        "audit",
+        "export",
+        "--household",
+        "0100007-000001",
+        "--checkpoint",
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["audit", "verify-bundle", bundle.to_str().unwrap()]);
+    assert!(ok, "{out}");
+}

@@ -424,6 +424,12 @@ const SECRET_KEY: &str = "ledger-key";
 const SECRET_NEXT_KEY: &str = "ledger-key-next";
 
 impl KeyHome {
+    /// The ledger's current signing key (made, once, if the ledger has none yet): what
+    /// an operator's exclusion is signed with.
+    pub async fn current_key(&self) -> Result<KeyPair, CheckpointError> {
+        self.load_or_create().await
+    }
+
     /// The current key, created (once, whichever process is first) when there is none.
     async fn load_or_create(&self) -> Result<KeyPair, CheckpointError> {
         match self {

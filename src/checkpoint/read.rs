@@ -9,6 +9,7 @@ use super::sign::CheckpointBody;
 use super::stream::CheckpointConfig;
 use super::{CHECKPOINTS_READ_MAX, CheckpointError};
 use crate::chain::{ChainHead, Partition};
+use crate::log::follow::{Follower, Held, Step};
 use crate::log::{LogConfig, Position, RawEvent, reader};
 use crate::proto::{self, Envelope, envelope::Payload};
 
@@ -18,6 +19,9 @@ use crate::proto::{self, Envelope, envelope::Payload};
 pub struct ChainPosition {
     pub head: ChainHead,
     pub read: Position,
+    /// Messages read that broke the chain, waiting for the operator's exclusion
+    /// (`log::follow`).
+    pub held: Vec<Held>,
 }
 
 impl ChainPosition {
@@ -25,6 +29,7 @@ impl ChainPosition {
         Self {
             head: ChainHead::genesis(partition),
             read: Position::START,
+            held: Vec::new(),
         }
     }
 }
@@ -65,22 +70,31 @@ pub async fn read_chain(
         return Ok(position);
     }
     let after = position.read;
+    let partition = position.head.partition.to_string();
+    let mut follower = Follower::resume(position.head.clone(), std::mem::take(&mut position.held));
+    let mut read = position.read;
     let step = |event: RawEvent| -> Result<(), Halt> {
-        let (next, envelope) = event.check_next(&position.head).map_err(|cause| {
+        let followed = follower.follow(&event).map_err(|b| {
             Halt::Failed(CheckpointError::Chain {
-                partition: position.head.partition.to_string(),
-                stream_sequence: event.stream_sequence,
-                cause,
+                partition: partition.clone(),
+                stream_sequence: b.stream_sequence,
+                cause: b.cause,
             })
         })?;
-        position.head = next;
-        position.read = Position::after(&event);
-        match visit(&position.head, &event, &envelope).map_err(Halt::Failed)? {
+        read = Position::after(&event);
+        let Step::Event { envelope, .. } = followed else {
+            return Ok(()); // held: an exclusion may follow
+        };
+        match visit(&follower.head, &event, &envelope).map_err(Halt::Failed)? {
             Next::Continue => Ok(()),
             Next::Stop => Err(Halt::Stop),
         }
     };
-    match reader::read_after(events, &subject, after, last.stream_sequence, step).await {
+    let result = reader::read_after(events, &subject, after, last.stream_sequence, step).await;
+    position.head = follower.head.clone();
+    position.held = follower.held().to_vec();
+    position.read = read;
+    match result {
         Ok(_) | Err(reader::ReadError::Visit(Halt::Stop)) => Ok(position),
         Err(reader::ReadError::Visit(Halt::Failed(e))) => Err(e),
         Err(reader::ReadError::Nats(m)) => Err(CheckpointError::Nats(m)),

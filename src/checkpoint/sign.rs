@@ -24,6 +24,8 @@ pub const CHECKPOINT_HASH_DOMAIN: &[u8] = b"ansinh/v1/checkpoint-hash\0";
 pub const COSIGNATURE_DOMAIN: &[u8] = b"ansinh/v1/cosignature\0";
 /// Ed25519 by the previous ledger key over `KEY_ROTATION_DOMAIN || new public key`.
 pub const KEY_ROTATION_DOMAIN: &[u8] = b"ansinh/v1/key-rotation\0";
+/// Domain of an operator's exclusion of a message (docs/CHAIN.md, section 4a).
+pub const EXCLUSION_DOMAIN: &[u8] = b"ansinh/v1/exclusion\0";
 /// The only checkpoint format this build writes and accepts.
 pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
 /// A key id is this many lowercase hex digits of BLAKE3(public key).
@@ -361,6 +363,55 @@ pub fn key_rotation(new: &KeyPair, previous: Option<&KeyPair>) -> proto::LedgerK
             .unwrap_or_default()
             .into(),
     }
+}
+
+/// What an exclusion's signature covers: utf8(partition) || 0x00 ||
+/// be64(stream_sequence) || message_hash (32 bytes), after `EXCLUSION_DOMAIN`.
+fn exclusion_bytes(partition: &str, stream_sequence: u64, message_hash: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(partition.len() + 1 + 8 + message_hash.len());
+    bytes.extend_from_slice(partition.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(&stream_sequence.to_be_bytes());
+    bytes.extend_from_slice(message_hash);
+    bytes
+}
+
+/// The ledger key's signature of the exclusion of the message at `stream_sequence` of
+/// `partition`, whose `chain::message_hash` is `message_hash`.
+pub fn sign_exclusion(
+    key: &KeyPair,
+    partition: &str,
+    stream_sequence: u64,
+    message_hash: &[u8; 32],
+) -> [u8; 64] {
+    key.sign(
+        EXCLUSION_DOMAIN,
+        &exclusion_bytes(partition, stream_sequence, message_hash),
+    )
+}
+
+/// Checks an exclusion recorded in `partition` against the public key of the key it
+/// names.
+pub fn verify_exclusion(
+    public_key: &[u8; 32],
+    partition: &str,
+    x: &proto::MessageExcluded,
+) -> Result<(), SignatureError> {
+    let actual = key_id(public_key);
+    if actual != x.key_id {
+        return Err(SignatureError::WrongKey {
+            expected: x.key_id.clone(),
+            actual,
+        });
+    }
+    hash32(&x.message_hash, "message_hash")?;
+    verify(
+        public_key,
+        EXCLUSION_DOMAIN,
+        &exclusion_bytes(partition, x.stream_sequence, &x.message_hash),
+        &x.signature,
+        "exclusion",
+    )
 }
 
 /// Checks a rotation's own fields and, when `previous_public_key` is given, that the

@@ -7,6 +7,7 @@
 //! its batch against, so two writers can never fork a chain.
 
 mod envelope;
+pub mod follow;
 pub mod frame;
 pub mod reader;
 pub mod snapshot;

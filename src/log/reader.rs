@@ -37,6 +37,9 @@ pub struct RawEvent {
     /// Set when the message cannot be split into events (a damaged or forged frame):
     /// `payload` is then the whole message, and every check of this event fails.
     pub malformed: Option<FrameError>,
+    /// The whole payload of the message this event came in (shared, not copied): what an
+    /// operator's exclusion names by its hash (`chain::message_hash`).
+    pub message: Bytes,
 }
 
 impl RawEvent {
@@ -151,6 +154,7 @@ impl RawMessage {
                 payload,
                 header_hash: if last { self.header_hash.clone() } else { None },
                 malformed,
+                message: self.payload.clone(),
             };
         match frame::decode(&self.payload, self.format.as_deref()) {
             Ok(events) => {

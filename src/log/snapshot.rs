@@ -290,22 +290,23 @@ pub async fn fold(
     end: u64,
 ) -> Result<PartitionBook, String> {
     let mut book = PartitionBook::new(partition);
-    let mut head = ChainHead::genesis(
+    let mut follower = Follower::new(ChainHead::genesis(
         Partition::new(partition).map_err(|e| format!("partition {partition}: {e}"))?,
-    );
+    ));
     let visit = |event: RawEvent| -> Result<(), String> {
-        let (next, envelope) = event.check_next(&head).map_err(|cause| {
+        let step = follower.follow(&event).map_err(|b| {
             format!(
-                "the chain breaks at stream sequence {}: {cause}",
-                event.stream_sequence
+                "the chain breaks at stream sequence {}: {}",
+                b.stream_sequence, b.cause
             )
         })?;
-        head = next;
-        book.apply(
-            envelope.sequence,
-            envelope.actor.as_ref(),
-            envelope.payload.as_ref(),
-        );
+        if let Step::Event { envelope, .. } = step {
+            book.apply(
+                envelope.sequence,
+                envelope.actor.as_ref(),
+                envelope.payload.as_ref(),
+            );
+        }
         Ok(())
     };
     reader::read_range(stream, subject, 1, end, visit)
@@ -316,6 +317,8 @@ pub async fn fold(
         })?;
     Ok(book)
 }
+
+use crate::log::follow::{Follower, Step};
 
 #[cfg(test)]
 mod tests {

@@ -36,6 +36,7 @@ use super::{HEADER_HASH, HEADER_SEQUENCE};
 use crate::book::{self, PartitionBook};
 use crate::chain::{self, ChainBreak, ChainHead, Digest, EVENT_BYTES_MAX, Partition};
 use crate::domain::Rejection;
+use crate::log::follow::{Follower, Held, Step};
 use crate::proto::{self, Envelope, envelope::Payload};
 use crate::telemetry;
 
@@ -356,7 +357,7 @@ impl Ledger {
     pub fn append(&self, draft: Draft) -> impl Future<Output = AppendResult> + Send + '_ {
         let work = if matches!(
             draft.payload,
-            Payload::Note(_) | Payload::LedgerKeyRotated(_)
+            Payload::Note(_) | Payload::LedgerKeyRotated(_) | Payload::MessageExcluded(_)
         ) {
             draft_work(draft)
         } else {
@@ -609,6 +610,10 @@ struct PartitionWriter {
     /// None forces a rebuild: after a failed commit it may hold decisions that never
     /// reached the log (a clone per batch would cost more than a rare replay).
     book: Option<PartitionBook>,
+    /// Messages on the subject that broke the chain since its last good event, oldest
+    /// first (`log::follow`): while any is held, the only append taken is the operator's
+    /// exclusion of the oldest.
+    held: Vec<Held>,
     /// Idempotency keys up to this stream sequence are already in the store.
     keys_recorded_through: u64,
     /// Index commits of acknowledged batches that may still be running, oldest first;
@@ -670,6 +675,7 @@ impl PartitionWriter {
             head: None,
             caught_up: false,
             book: None,
+            held: Vec::new(),
             keys_recorded_through: 0,
             recording: VecDeque::new(),
             rerecord_from: None,
@@ -877,6 +883,40 @@ impl PartitionWriter {
             if batch.is_empty() {
                 return Vec::new();
             }
+            // An exclusion can only pass over a message the chain holds: one that names
+            // a good event, or none, would hide history.
+            if self.held.is_empty() {
+                let (exclusions, rest): (Vec<_>, Vec<_>) =
+                    batch.into_iter().partition(is_exclusion);
+                let partition = self.partition.to_string();
+                fail_all(exclusions, || {
+                    AppendError::Rejected(Rejection::UnsupportedCommand {
+                        what: format!(
+                            "an exclusion, while no message breaks partition {partition}'s chain"
+                        ),
+                    })
+                });
+                batch = rest;
+                if batch.is_empty() {
+                    return Vec::new();
+                }
+            }
+            // A message broke the chain: nothing is built past it but the operator's
+            // exclusion of exactly that message (CHAIN.md, section 4a).
+            if let Some(first) = self.held.first() {
+                let (exclusion, rest): (Vec<_>, Vec<_>) =
+                    batch.into_iter().partition(|p| excludes(p, first));
+                let partition = self.partition.to_string();
+                fail_all(rest, || AppendError::ChainBroken {
+                    partition: partition.clone(),
+                    stream_sequence: first.stream_sequence,
+                    cause: first.cause.clone(),
+                });
+                if exclusion.is_empty() {
+                    return Vec::new();
+                }
+                batch = exclusion;
+            }
             // Two appends with one key in one batch: the first is written, the later
             // ones answered with its receipt.
             let mut seen = HashSet::new();
@@ -932,6 +972,10 @@ impl PartitionWriter {
             let started = std::time::Instant::now();
             match self.publish(&encoded, &frames).await {
                 Ok(last_stream_sequence) => {
+                    if !self.held.is_empty() {
+                        // The batch was the exclusion of the oldest held message.
+                        self.held.remove(0);
+                    }
                     telemetry::committed(
                         self.partition.as_str(),
                         started.elapsed(),
@@ -1031,6 +1075,7 @@ impl PartitionWriter {
             self.snapshot_sequence = self.snapshot_sequence.max(book.sequence);
             self.head = Some(head);
             self.book = Some(book);
+            self.held.clear();
             self.caught_up = false;
         }
         if !self.caught_up {
@@ -1058,17 +1103,22 @@ impl PartitionWriter {
         let recorded_through = self.keys_recorded_through;
         let mut keys: Vec<(String, HeadRecord)> = Vec::new();
         let start = head.stream_sequence + 1;
+        let mut follower = Follower::resume(head.chain.clone(), std::mem::take(&mut self.held));
         let mut visit = |event: RawEvent| -> Result<(), AppendError> {
-            let (next, envelope) =
-                event
-                    .check_next(&head.chain)
-                    .map_err(|cause| AppendError::ChainBroken {
-                        partition: partition.clone(),
-                        stream_sequence: event.stream_sequence,
-                        cause,
-                    })?;
-            head.chain = next;
+            // The fence is the subject's last message, held or not: the operator's
+            // exclusion is published after the message it excludes.
             head.stream_sequence = event.stream_sequence;
+            let step = follower
+                .follow(&event)
+                .map_err(|b| AppendError::ChainBroken {
+                    partition: partition.clone(),
+                    stream_sequence: b.stream_sequence,
+                    cause: b.cause,
+                })?;
+            let Step::Event { envelope, .. } = step else {
+                return Ok(());
+            };
+            head.chain = follower.head.clone();
             let at = HeadRecord {
                 sequence: head.chain.sequence,
                 hash: head.chain.hash,
@@ -1104,6 +1154,7 @@ impl PartitionWriter {
             reader::ReadError::Nats(m) => AppendError::Nats(m),
             reader::ReadError::Visit(e) => e,
         })?;
+        self.held = follower.held().to_vec();
         if let Some((_, at)) = keys.last() {
             store.record(&partition, at, &keys)?;
         }
@@ -1452,6 +1503,23 @@ fn fence_backoff(attempt: u32) -> std::time::Duration {
     let _ = getrandom::getrandom(&mut random);
     let span = FENCE_BACKOFF_STEP.as_micros() as u64 * u64::from(attempt + 1);
     std::time::Duration::from_micros(u64::from(u32::from_le_bytes(random)) % span.max(1))
+}
+
+fn is_exclusion(pending: &Pending) -> bool {
+    matches!(&pending.work, Work::Draft(d) if matches!(d.payload, Payload::MessageExcluded(_)))
+}
+
+/// Whether `pending` is the operator's exclusion of the held message `held`.
+fn excludes(pending: &Pending, held: &Held) -> bool {
+    match &pending.work {
+        Work::Draft(d) => matches!(
+            &d.payload,
+            Payload::MessageExcluded(x)
+                if x.stream_sequence == held.stream_sequence
+                    && x.message_hash[..] == held.message_hash.0[..]
+        ),
+        Work::Command(_) => false,
+    }
 }
 
 fn answer_refusals(refused: Vec<(Pending, Rejection)>) {
