@@ -113,6 +113,61 @@ fn demo_year_on_an_embedded_server_and_a_rerun_appends_nothing() {
     let (ok, summary_after) = ansinh(dir.path(), &["--json", "portfolio"]);
     assert!(ok);
     assert_eq!(summary_before, summary_after);
+
+    // Reconciliation of every day, from the log; then of one of its days, from the
+    // projections (as of a later day): the same lines. People read đồng as `1.500.000 ₫`.
+    let (ok, out) = ansinh(
+        dir.path(),
+        &["--json", "payments", "reconcile", "--as-of", "2027-01-31"],
+    );
+    assert!(ok, "{out}");
+    let every_day: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let first_day = every_day[0]["date"].as_str().unwrap().to_owned();
+    let of_day: Vec<&serde_json::Value> = every_day
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["date"] == first_day.as_str())
+        .collect();
+    let (ok, out) = ansinh(
+        dir.path(),
+        &[
+            "--json",
+            "payments",
+            "reconcile",
+            "--as-of",
+            "2027-01-31",
+            "--date",
+            &first_day,
+        ],
+    );
+    assert!(ok, "{out}");
+    let projected: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        projected.as_array().unwrap().iter().collect::<Vec<_>>(),
+        of_day
+    );
+    let csv = dir.path().join("day.csv");
+    let (ok, out) = ansinh(
+        dir.path(),
+        &[
+            "payments",
+            "reconcile",
+            "--as-of",
+            "2027-01-31",
+            "--date",
+            &first_day,
+            "--csv",
+            csv.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains(" ₫"), "{out}");
+    let written = std::fs::read_to_string(&csv).unwrap();
+    assert!(
+        written.lines().nth(1).unwrap().contains(" ₫\""),
+        "{written}"
+    );
 }
 
 #[test]

@@ -25,6 +25,15 @@ pub async fn partition_exists(runtime: &Runtime, partition: &Partition) -> Resul
 
 /// Says that a report or audit named something the log has never seen, and returns the
 /// exit code for it (1): an empty answer would read as "nothing wrong with it".
+/// A decimal string of VND as people read it (`1.500.000 ₫`); text that is not an amount
+/// is shown as it is.
+pub fn vnd_text(amount: &str) -> String {
+    match amount.parse::<rust_decimal::Decimal>() {
+        Ok(d) => ansinh::domain::money::format_vnd(d),
+        Err(_) => amount.to_owned(),
+    }
+}
+
 pub fn not_found(json: bool, what: &str, value: &str) -> ExitCode {
     if json {
         println!(

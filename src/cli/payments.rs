@@ -572,7 +572,7 @@ async fn reconcile(
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
-            "{:<4} {:<10} {:<10} {:>15} {:>15} {:>13} {:>13} {:>15} {:>5}",
+            "{:<4} {:<10} {:<10} {:>24} {:>24} {:>22} {:>22} {:>24} {:>5}",
             "PART",
             "GATEWAY",
             "DAY",
@@ -585,13 +585,13 @@ async fn reconcile(
         );
         for (p, g, d, day) in &rows {
             let t = |t: &ansinh::domain::payments::reconcile::Tally| {
-                format!("{}/{}", t.count, t.amount)
+                format!("{} / {}", t.count, format_vnd(t.amount))
             };
             println!(
-                "{:<4} {:<10} {:<10} {:>15} {:>15} {:>13} {:>13} {:>15} {:>5}",
+                "{:<4} {:<10} {:<10} {:>24} {:>24} {:>22} {:>22} {:>24} {:>5}",
                 p,
                 g.to_string(),
-                d.to_string(),
+                d.format("%d/%m/%Y").to_string(),
                 t(&day.instructed),
                 t(&day.settled),
                 t(&day.failed),
@@ -612,20 +612,23 @@ async fn reconcile(
             f,
             "partition,gateway,day,instructed_count,instructed_amount,settled_count,settled_amount,failed_count,failed_amount,returned_count,returned_amount,pending_overdue_count,pending_overdue_amount,mismatches"
         )?;
+        // For people (a spreadsheet in Vietnamese): amounts as `1.500.000 ₫`, quoted
+        // for the commas a fractional amount would hold; JSON keeps decimal strings.
+        let vnd = |amount: rust_decimal::Decimal| format!("\"{}\"", format_vnd(amount));
         for (p, g, d, day) in &rows {
             writeln!(
                 f,
                 "{p},{g},{d},{},{},{},{},{},{},{},{},{},{},{}",
                 day.instructed.count,
-                day.instructed.amount,
+                vnd(day.instructed.amount),
                 day.settled.count,
-                day.settled.amount,
+                vnd(day.settled.amount),
                 day.failed.count,
-                day.failed.amount,
+                vnd(day.failed.amount),
                 day.returned.count,
-                day.returned.amount,
+                vnd(day.returned.amount),
                 day.pending_overdue.count,
-                day.pending_overdue.amount,
+                vnd(day.pending_overdue.amount),
                 day.mismatches.len()
             )?;
         }

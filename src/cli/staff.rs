@@ -894,7 +894,7 @@ async fn show_household(
     if !lines.is_empty() {
         println!("\n  Loans priced on {as_of}:");
         println!(
-            "  {:<10} {:<24} {:<11} {:>13} {:>13} {:>13} {:>11} {:>11} {:<10}",
+            "  {:<10} {:<24} {:<11} {:>16} {:>16} {:>16} {:>14} {:>14} {:<10}",
             "LOAN",
             "PROGRAMME",
             "STATUS",
@@ -907,15 +907,15 @@ async fn show_household(
         );
         for l in &lines {
             println!(
-                "  {:<10} {:<24} {:<11} {:>13} {:>13} {:>13} {:>11} {:>11} {:<10}",
+                "  {:<10} {:<24} {:<11} {:>16} {:>16} {:>16} {:>14} {:>14} {:<10}",
                 l.loan,
                 l.programme,
                 l.status,
-                l.approved,
-                l.principal_outstanding,
-                l.overdue_principal,
-                l.interest_to_date,
-                l.overdue_interest_to_date,
+                super::vnd_text(&l.approved.to_string()),
+                super::vnd_text(&l.principal_outstanding.to_string()),
+                super::vnd_text(&l.overdue_principal.to_string()),
+                super::vnd_text(&l.interest_to_date.to_string()),
+                super::vnd_text(&l.overdue_interest_to_date.to_string()),
                 l.due.map(|d| d.to_string()).unwrap_or_default()
             );
         }
@@ -923,13 +923,19 @@ async fn show_household(
     if !assistance.is_empty() {
         println!("\n  Social assistance received:");
         println!(
-            "  {:<8} {:<13} {:>8} {:>13} {:>9} {:>13} {:>13}",
-            "MONTH", "CHANNEL", "SETTLED", "VND", "RETURNED", "VND", "NET VND"
+            "  {:<8} {:<13} {:>8} {:>14} {:>9} {:>14} {:>14}",
+            "MONTH", "CHANNEL", "SETTLED", "AMOUNT", "RETURNED", "AMOUNT", "NET"
         );
         for a in &assistance {
             println!(
-                "  {:<8} {:<13} {:>8} {:>13} {:>9} {:>13} {:>13}",
-                a.month, a.channel, a.settled_count, a.settled, a.returned_count, a.returned, a.net
+                "  {:<8} {:<13} {:>8} {:>14} {:>9} {:>14} {:>14}",
+                a.month,
+                a.channel,
+                a.settled_count,
+                super::vnd_text(&a.settled),
+                a.returned_count,
+                super::vnd_text(&a.returned),
+                super::vnd_text(&a.net)
             );
         }
     }
