@@ -584,8 +584,9 @@ async fn three_serve_processes_share_one_ledger_and_one_loses_its_directory() {
         .unwrap();
     assert!(
         verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
+        "{}\n{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
     );
     let stdout = String::from_utf8(verify.stdout).unwrap();
     let report: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();

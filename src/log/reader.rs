@@ -492,24 +492,58 @@ pub async fn last_on_subject(
     stream: &stream::Stream,
     subject: &str,
 ) -> Result<Option<RawEvent>, String> {
-    let _room = room_for_one_message(stream).await;
-    match stream.get_last_raw_message_by_subject(subject).await {
-        Ok(m) => Ok(RawMessage::from_stored(m).into_events().pop()),
-        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(e) => Err(e.to_string()),
+    let mut attempt = 0;
+    loop {
+        let result = {
+            let _room = room_for_one_message(stream).await;
+            stream.get_last_raw_message_by_subject(subject).await
+        };
+        match result {
+            Ok(m) => return Ok(RawMessage::from_stored(m).into_events().pop()),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                return Ok(None);
+            }
+            Err(e)
+                if e.kind() == stream::LastRawMessageErrorKind::Other
+                    && attempt + 1 < TRANSIENT_READ_ATTEMPTS_MAX =>
+            {
+                attempt += 1;
+                tokio::time::sleep(TRANSIENT_READ_BACKOFF * attempt).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
     }
 }
+
+/// Attempts of a one-message read that found no server to answer (on a cluster, for a
+/// moment while a leader is elected or a replica catches up: "no responders", a timeout)
+/// before its caller gets the error, and the wait before the next, times the attempt.
+pub const TRANSIENT_READ_ATTEMPTS_MAX: u32 = 5;
+pub const TRANSIENT_READ_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The events of the message at one stream sequence, or None when there is none.
 pub async fn at_sequence(
     stream: &stream::Stream,
     sequence: u64,
 ) -> Result<Option<Vec<RawEvent>>, String> {
-    let _room = room_for_one_message(stream).await;
-    match stream.get_raw_message(sequence).await {
-        Ok(m) => Ok(Some(RawMessage::from_stored(m).into_events())),
-        Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(e) => Err(e.to_string()),
+    let mut attempt = 0;
+    loop {
+        let result = {
+            let _room = room_for_one_message(stream).await;
+            stream.get_raw_message(sequence).await
+        };
+        match result {
+            Ok(m) => return Ok(Some(RawMessage::from_stored(m).into_events())),
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => return Ok(None),
+            Err(e)
+                if e.kind() == stream::RawMessageErrorKind::Other
+                    && attempt + 1 < TRANSIENT_READ_ATTEMPTS_MAX =>
+            {
+                attempt += 1;
+                tokio::time::sleep(TRANSIENT_READ_BACKOFF * attempt).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
     }
 }
 
