@@ -48,8 +48,26 @@ impl RebuildReport {
     }
 }
 
-/// Bytes as text: escaped, and cut at VALUE_SHOWN_BYTES_MAX.
+/// A projection record (MessagePack, `views::encode_record`) as JSON text, when the
+/// bytes are exactly one such record.
+fn record_as_json(bytes: &[u8]) -> Option<String> {
+    let mut cursor = std::io::Cursor::new(bytes);
+    let value: serde_json::Value =
+        serde::Deserialize::deserialize(&mut rmp_serde::Deserializer::new(&mut cursor)).ok()?;
+    // Only a whole record: raw keys and positions (binary) would decode as a number.
+    (cursor.position() as usize == bytes.len() && (value.is_object() || value.is_array()))
+        .then(|| value.to_string())
+}
+
+/// Bytes as text: a record as JSON, other bytes escaped; cut at VALUE_SHOWN_BYTES_MAX.
 pub fn printable(bytes: &[u8]) -> String {
+    if let Some(json) = record_as_json(bytes) {
+        if json.len() <= VALUE_SHOWN_BYTES_MAX {
+            return json;
+        }
+        let cut: String = json.chars().take(VALUE_SHOWN_BYTES_MAX).collect();
+        return format!("{cut}... ({} bytes)", bytes.len());
+    }
     let cut = &bytes[..bytes.len().min(VALUE_SHOWN_BYTES_MAX)];
     let mut text = match std::str::from_utf8(cut) {
         Ok(s) if !s.chars().any(char::is_control) => s.to_string(),
