@@ -3,13 +3,21 @@
 use std::process::Command;
 
 fn ansinh(data_dir: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ansinh"))
+    ansinh_with(data_dir, &[], args)
+}
+
+/// `ansinh` with these environment variables set.
+fn ansinh_with(data_dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ansinh"));
+    command
         .arg("--data-dir")
         .arg(data_dir)
         .args(args)
-        .env_remove("ANSINH_NATS_URL")
-        .output()
-        .expect("run ansinh");
+        .env_remove("ANSINH_NATS_URL");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let out = command.output().expect("run ansinh");
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         // What went wrong is on stderr; a failing assertion shows it.
@@ -546,38 +554,11 @@ fn a_byte_flipped_in_a_block_file_is_located_by_verify_and_stops_appends_past_it
 /// publish on a partition's subject, and only the ledger's own connection writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_server_lets_only_the_ledger_publish_events() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
     let gateway_password = "a-password-the-operator-gave-the-bank";
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ansinh"))
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env_remove("ANSINH_NATS_URL")
-        .env("ANSINH_NATS_GW_VCB_PASSWORD", gateway_password)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    tokio::task::spawn_blocking(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            if line.unwrap().contains("serving the staff API on ") {
-                return;
-            }
-        }
-        panic!("ansinh serve stopped before it listened");
-    })
-    .await
-    .unwrap();
-    let config = std::fs::read_to_string(data.join("nats/nats-server.conf")).unwrap();
-    let port = config
-        .lines()
-        .find_map(|l| l.strip_prefix("listen: 127.0.0.1:"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let url = format!("nats://127.0.0.1:{port}");
+    let (mut child, url) =
+        serve_embedded(&data, &[("ANSINH_NATS_GW_VCB_PASSWORD", gateway_password)]).await;
 
     let anonymous = async_nats::ConnectOptions::new()
         .max_reconnects(Some(0))
@@ -679,26 +660,17 @@ async fn an_embedded_store_of_the_earlier_layout_keeps_its_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operators_exclusion_of_a_foreign_message_lets_appends_resume() {
     use prost::Message as _;
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
     // The embedded server's ledger user with a password the test knows: the forger here
     // holds the ledger's own credentials (the worst case; anyone else is refused).
     let ledger_password = "the-ledger-password-of-this-test";
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_ansinh"))
-            .arg("--data-dir")
-            .arg(&data)
-            .args(args)
-            .env_remove("ANSINH_NATS_URL")
-            .env("ANSINH_NATS_LEDGER_PASSWORD", ledger_password)
-            .output()
-            .expect("run ansinh");
-        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() {
-            text.push_str(&String::from_utf8_lossy(&out.stderr));
-        }
-        (out.status.success(), text)
+        ansinh_with(
+            &data,
+            &[("ANSINH_NATS_LEDGER_PASSWORD", ledger_password)],
+            args,
+        )
     };
     let officer = ["--as", "co:1", "--role", "credit-officer", "--unit", "01"];
     let mut register = officer.to_vec();
@@ -722,36 +694,11 @@ async fn an_operators_exclusion_of_a_foreign_message_lets_appends_resume() {
     assert!(ok, "{out}");
 
     // The forgery, while `serve` runs the embedded server.
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_ansinh"))
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env_remove("ANSINH_NATS_URL")
-        .env("ANSINH_NATS_LEDGER_PASSWORD", ledger_password)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = serve.stderr.take().unwrap();
-    tokio::task::spawn_blocking(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            if line.unwrap().contains("serving the staff API on ") {
-                return;
-            }
-        }
-        panic!("ansinh serve stopped before it listened");
-    })
-    .await
-    .unwrap();
-    let config = std::fs::read_to_string(data.join("nats/nats-server.conf")).unwrap();
-    let port = config
-        .lines()
-        .find_map(|l| l.strip_prefix("listen: 127.0.0.1:"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let (mut serve, url) =
+        serve_embedded(&data, &[("ANSINH_NATS_LEDGER_PASSWORD", ledger_password)]).await;
     let forger =
         async_nats::ConnectOptions::with_user_and_password("ledger".into(), ledger_password.into())
-            .connect(format!("nats://127.0.0.1:{port}"))
+            .connect(&url)
             .await
             .unwrap();
     let forged = ansinh::proto::Envelope {
@@ -872,4 +819,43 @@ async fn an_operators_exclusion_of_a_foreign_message_lets_appends_resume() {
     assert!(ok, "{out}");
     let (ok, out) = run(&["audit", "verify-bundle", bundle.to_str().unwrap()]);
     assert!(ok, "{out}");
+}
+
+/// `ansinh serve` on the embedded server of `data`, with `env` for it, once it listens:
+/// the process (stop it with SIGTERM) and the embedded server's URL.
+async fn serve_embedded(
+    data: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ansinh"));
+    command
+        .arg("--data-dir")
+        .arg(data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("ANSINH_NATS_URL")
+        .stderr(std::process::Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    tokio::task::spawn_blocking(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            if line.unwrap().contains("serving the staff API on ") {
+                return;
+            }
+        }
+        panic!("ansinh serve stopped before it listened");
+    })
+    .await
+    .unwrap();
+    let config = std::fs::read_to_string(data.join("nats/nats-server.conf")).unwrap();
+    let port = config
+        .lines()
+        .find_map(|l| l.strip_prefix("listen: 127.0.0.1:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    (child, format!("nats://127.0.0.1:{port}"))
 }
