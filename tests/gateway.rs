@@ -283,6 +283,50 @@ async fn a_gateway_cannot_publish_on_or_read_another_gateways_subjects() {
 }
 
 /// (messages, last sequence) of a stream, as the ledger user sees it.
+/// The ledger user creates the event stream (default names) and appends `count` notes
+/// to partition 01; the store's directory lives as long as the returned guard.
+async fn ledger_with_notes(net: &Net, count: u32) -> (tempfile::TempDir, LogConfig) {
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = LedgerStore::open(&store_dir.path().join("ledger.sled")).unwrap();
+    let config = LogConfig::default();
+    let (ledger, lost) = Ledger::open(net.ledger_client().await, config.clone(), store)
+        .await
+        .unwrap();
+    assert!(lost.is_empty());
+    for n in 0..count {
+        ledger
+            .append(Draft {
+                partition: Partition::new("01").unwrap(),
+                actor: proto::Actor {
+                    id: "staff:test".into(),
+                    role: "teller".into(),
+                    unit: "0100007".into(),
+                },
+                idempotency_key: format!("note-{n}"),
+                correlation_id: String::new(),
+                subjects: vec![],
+                payload: Payload::Note(proto::Note {
+                    text: format!("note {n}"),
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    ledger.close().await.unwrap();
+    (store_dir, config)
+}
+
+/// The stdout of a command that must have succeeded (its stderr in the failure).
+fn succeeded(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 async fn stream_state(js: &async_nats::jetstream::Context, name: &str) -> (u64, u64) {
     let mut stream = js.get_stream(name).await.unwrap();
     let info = stream.info().await.unwrap();
@@ -293,30 +337,7 @@ async fn stream_state(js: &async_nats::jetstream::Context, name: &str) -> (u64, 
 async fn a_gateway_cannot_publish_to_the_event_stream_nor_call_the_jetstream_api() {
     let net = start_net();
     // The ledger user creates the event stream and appends one event.
-    let store_dir = tempfile::tempdir().unwrap();
-    let store = LedgerStore::open(&store_dir.path().join("ledger.sled")).unwrap();
-    let config = LogConfig::default();
-    let (ledger, lost) = Ledger::open(net.ledger_client().await, config.clone(), store)
-        .await
-        .unwrap();
-    assert!(lost.is_empty());
-    ledger
-        .append(Draft {
-            partition: Partition::new("01").unwrap(),
-            actor: proto::Actor {
-                id: "staff:test".into(),
-                role: "teller".into(),
-                unit: "0100007".into(),
-            },
-            idempotency_key: "before".into(),
-            correlation_id: String::new(),
-            subjects: vec![],
-            payload: Payload::Note(proto::Note {
-                text: "before the gateway tries".into(),
-            }),
-        })
-        .await
-        .unwrap();
+    let (_store_dir, config) = ledger_with_notes(&net, 1).await;
     let js = async_nats::jetstream::new(net.ledger_client().await);
     assert_eq!(stream_state(&js, &config.stream_name).await, (1, 1));
 
@@ -358,31 +379,7 @@ async fn a_gateway_cannot_publish_to_the_event_stream_nor_call_the_jetstream_api
 #[tokio::test]
 async fn the_auditor_user_verifies_the_log_and_can_change_nothing() {
     let net = start_net();
-    let store_dir = tempfile::tempdir().unwrap();
-    let store = LedgerStore::open(&store_dir.path().join("ledger.sled")).unwrap();
-    let config = LogConfig::default();
-    let (ledger, _) = Ledger::open(net.ledger_client().await, config.clone(), store)
-        .await
-        .unwrap();
-    for n in 0..3 {
-        ledger
-            .append(Draft {
-                partition: Partition::new("01").unwrap(),
-                actor: proto::Actor {
-                    id: "staff:test".into(),
-                    role: "teller".into(),
-                    unit: "0100007".into(),
-                },
-                idempotency_key: format!("note-{n}"),
-                correlation_id: String::new(),
-                subjects: vec![],
-                payload: Payload::Note(proto::Note {
-                    text: format!("note {n}"),
-                }),
-            })
-            .await
-            .unwrap();
-    }
+    let (_store_dir, config) = ledger_with_notes(&net, 3).await;
     let js = async_nats::jetstream::new(net.ledger_client().await);
     ansinh::checkpoint::stream::ensure_checkpoint_stream(
         &js,
@@ -428,12 +425,7 @@ async fn the_auditor_user_verifies_the_log_and_can_change_nothing() {
         .output()
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(stdout.contains("OK partition 01: 3 events"), "{stdout}");
     assert!(!data_dir.exists());
     // Without its password the auditor is not let in.
@@ -821,12 +813,7 @@ async fn add_gateway_then_gateway_sim_over_the_real_transport() {
         .output()
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(stdout.contains("12 instructions"), "{stdout}");
     assert!(stdout.contains("accepted=12"), "{stdout}");
     assert_eq!(sink.state.lock().unwrap().accepted.len(), 12);

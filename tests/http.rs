@@ -988,17 +988,9 @@ async fn every_other_write_records_what_it_says() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_with_a_token_from_add_staff() {
     use std::io::BufRead;
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     let dir = tempfile::tempdir().unwrap();
-    let ansinh = |args: &[&str]| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ansinh"));
-        command
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(args)
-            .env_remove("ANSINH_NATS_URL");
-        command
-    };
+    let ansinh = |args: &[&str]| binary_on(dir.path(), args);
     let added = ansinh(&[
         "admin",
         "add-staff",
@@ -1072,17 +1064,9 @@ async fn the_binary_serves_with_a_token_from_add_staff() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_exports_metrics_and_writes_json_logs() {
     use std::io::BufRead;
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     let dir = tempfile::tempdir().unwrap();
-    let ansinh = |args: &[&str]| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ansinh"));
-        command
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(args)
-            .env_remove("ANSINH_NATS_URL");
-        command
-    };
+    let ansinh = |args: &[&str]| binary_on(dir.path(), args);
     let added = ansinh(&[
         "admin",
         "add-staff",
@@ -1410,4 +1394,15 @@ async fn staff_added_or_removed_elsewhere_reach_a_running_server_without_a_resta
     serving.applied(removed).await;
     assert_eq!(status(token).await, 401, "refused once removed");
     assert_eq!(operator.remove_staff("staff:new").await.unwrap(), None);
+}
+
+/// The `ansinh` binary on the data directory `dir`, its embedded server (no --nats).
+fn binary_on(dir: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ansinh"));
+    command
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("ANSINH_NATS_URL");
+    command
 }

@@ -492,26 +492,14 @@ pub async fn last_on_subject(
     stream: &stream::Stream,
     subject: &str,
 ) -> Result<Option<RawEvent>, String> {
-    let mut attempt = 0;
-    loop {
-        let result = {
-            let _room = room_for_one_message(stream).await;
-            stream.get_last_raw_message_by_subject(subject).await
-        };
-        match result {
-            Ok(m) => return Ok(RawMessage::from_stored(m).into_events().pop()),
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
-                return Ok(None);
-            }
-            Err(e)
-                if e.kind() == stream::LastRawMessageErrorKind::Other
-                    && attempt + 1 < TRANSIENT_READ_ATTEMPTS_MAX =>
-            {
-                attempt += 1;
-                tokio::time::sleep(TRANSIENT_READ_BACKOFF * attempt).await;
-            }
-            Err(e) => return Err(e.to_string()),
-        }
+    let read = || async {
+        let _room = room_for_one_message(stream).await;
+        stream.get_last_raw_message_by_subject(subject).await
+    };
+    match retrying_transient(read, |e| e.kind() == stream::LastRawMessageErrorKind::Other).await {
+        Ok(m) => Ok(RawMessage::from_stored(m).into_events().pop()),
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -521,29 +509,41 @@ pub async fn last_on_subject(
 pub const TRANSIENT_READ_ATTEMPTS_MAX: u32 = 5;
 pub const TRANSIENT_READ_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Runs `read` again, within `TRANSIENT_READ_ATTEMPTS_MAX`, while its error is
+/// `transient`; any other answer is returned at once.
+async fn retrying_transient<T, E, F, Fut>(
+    mut read: F,
+    transient: impl Fn(&E) -> bool,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut attempt = 1;
+    loop {
+        match read().await {
+            Err(e) if transient(&e) && attempt < TRANSIENT_READ_ATTEMPTS_MAX => {
+                tokio::time::sleep(TRANSIENT_READ_BACKOFF * attempt).await;
+                attempt += 1;
+            }
+            answer => return answer,
+        }
+    }
+}
+
 /// The events of the message at one stream sequence, or None when there is none.
 pub async fn at_sequence(
     stream: &stream::Stream,
     sequence: u64,
 ) -> Result<Option<Vec<RawEvent>>, String> {
-    let mut attempt = 0;
-    loop {
-        let result = {
-            let _room = room_for_one_message(stream).await;
-            stream.get_raw_message(sequence).await
-        };
-        match result {
-            Ok(m) => return Ok(Some(RawMessage::from_stored(m).into_events())),
-            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => return Ok(None),
-            Err(e)
-                if e.kind() == stream::RawMessageErrorKind::Other
-                    && attempt + 1 < TRANSIENT_READ_ATTEMPTS_MAX =>
-            {
-                attempt += 1;
-                tokio::time::sleep(TRANSIENT_READ_BACKOFF * attempt).await;
-            }
-            Err(e) => return Err(e.to_string()),
-        }
+    let read = || async {
+        let _room = room_for_one_message(stream).await;
+        stream.get_raw_message(sequence).await
+    };
+    match retrying_transient(read, |e| e.kind() == stream::RawMessageErrorKind::Other).await {
+        Ok(m) => Ok(Some(RawMessage::from_stored(m).into_events())),
+        Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(e.to_string()),
     }
 }
 
