@@ -140,10 +140,13 @@ enum Command {
     /// A province's year: households, the review, loans, monthly collections, the
     /// overdue run, a typhoon; then verify, recompute, project and summarise.
     Demo {
+        /// Households per province. Example: 45000
         #[arg(long, default_value_t = 1_500)]
         households: u64,
+        /// The provinces (2-digit codes), comma-separated. Example: 01,79
         #[arg(long, value_delimiter = ',', default_value = "01,79,92")]
         partitions: Vec<String>,
+        /// The year played. Example: 2026
         #[arg(long, default_value_t = 2026)]
         year: i32,
         /// Share of payments the simulated gateways report failed (0 to 1).
@@ -181,11 +184,13 @@ enum Command {
     },
     /// Per-commune portfolio: outstanding, overdue ratio, loans per programme.
     Portfolio {
+        /// Only this commune (7 digits) [default: every commune]. Example: 0100007
         #[arg(long)]
         commune: Option<String>,
     },
     /// Debits and credits per account, checked at every event.
     TrialBalance {
+        /// The provinces, comma-separated [default: every partition]. Example: 01,79
         #[arg(long, value_delimiter = ',', default_value = "01,79,92")]
         partitions: Vec<String>,
     },
@@ -201,6 +206,7 @@ enum Command {
     },
     /// Serve the staff HTTP JSON API (bearer tokens from the staff file).
     Serve {
+        /// The address the staff API (and /metrics, /healthz, /readyz) listens on. Example: 0.0.0.0:8080
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
         /// Staff file [default: <data-dir>/staff.json].
@@ -217,25 +223,32 @@ enum Command {
     GatewaySim(cli::gateway::SimArgs),
     /// Append a note (an annotation with no money) to a partition's chain.
     Note {
+        /// The partition (a province code). Example: 01
         #[arg(long)]
         partition: String,
+        /// The note, as recorded. Example: "quarterly audit started"
         #[arg(long)]
         text: String,
         /// Defaults to a fresh random key (the note is then not retry-safe).
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// Who writes it (recorded as the event's actor). Example: staff:operator
         #[arg(long, default_value = "staff:operator")]
         actor: String,
     },
     /// Append COUNT notes with up to CONCURRENCY in flight, printing "ack SEQ HASH" per
     /// acknowledged event (a load generator for operations and crash tests).
     Load {
+        /// The partition appended to. Example: 01
         #[arg(long)]
         partition: String,
+        /// How many notes. Example: 10000
         #[arg(long)]
         count: u64,
+        /// How many in flight at once. Example: 512
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
+        /// The prefix of their idempotency keys (the same prefix again appends nothing). Example: load-1
         #[arg(long, default_value = "load")]
         key_prefix: String,
     },
@@ -262,26 +275,31 @@ enum AuditCommand {
     },
     /// Re-derive every eligibility decision from its recorded inputs; list mismatches.
     RecomputeEligibility {
+        /// Only this partition. Example: 01
         #[arg(long)]
         partition: Option<String>,
     },
     /// The audit trail of one subject, e.g. household:0100007-000001.
     Trail {
+        /// What the events concern, as recorded. Example: household:0100007-000001
         #[arg(long)]
         subject: String,
     },
     /// Publish a signed checkpoint of one partition (or every partition) now.
     Checkpoint {
+        /// Only this partition [default: every one]. Example: 01
         #[arg(long)]
         partition: Option<String>,
     },
     /// Check a checkpoint against the recomputed log, then publish your cosignature.
     Cosign {
+        /// The partition whose latest checkpoint is cosigned. Example: 01
         #[arg(long)]
         partition: String,
         /// Tree size of the checkpoint to cosign.
         #[arg(long)]
         size: u64,
+        /// The cosigner's id (an auditor's office). Example: audit-office-hn
         #[arg(long)]
         cosigner_id: String,
         /// Your Ed25519 key file (created 0600 if missing).
@@ -290,8 +308,10 @@ enum AuditCommand {
     },
     /// Print (JSON) an inclusion proof of one event in a signed checkpoint.
     Prove {
+        /// The partition. Example: 01
         #[arg(long)]
         partition: String,
+        /// The event's partition sequence. Example: 42
         #[arg(long)]
         seq: u64,
         /// Default: the latest checkpoint (it contains SEQ if any does).
@@ -300,10 +320,13 @@ enum AuditCommand {
     },
     /// Print (JSON) a proof that the log only grew between two checkpoints.
     Consistency {
+        /// The partition. Example: 01
         #[arg(long)]
         partition: String,
+        /// The earlier checkpoint's size. Example: 1000
         #[arg(long)]
         from: u64,
+        /// The later checkpoint's size. Example: 2000
         #[arg(long)]
         to: u64,
     },
@@ -311,8 +334,10 @@ enum AuditCommand {
     /// proofs, the signed checkpoints, the key history, a balance statement and a CSV.
     #[command(group(clap::ArgGroup::new("scope").required(true).args(["household", "commune"])))]
     Export {
+        /// One household's events. Example: 0100007-000001
         #[arg(long)]
         household: Option<String>,
+        /// One commune's events. Example: 0100007
         #[arg(long)]
         commune: Option<String>,
         /// First business date (YYYY-MM-DD) of the events to include.
@@ -324,6 +349,7 @@ enum AuditCommand {
         /// Publish checkpoints first, so every event of the scope is covered.
         #[arg(long)]
         checkpoint: bool,
+        /// The bundle's directory (created). Example: bundle-0100007-000001
         #[arg(long)]
         out: PathBuf,
     },
@@ -392,6 +418,7 @@ enum AdminCommand {
     /// After lost acknowledged data was reported: accept the stream's current head for
     /// PARTITION and resume appending. This is a recorded operator decision.
     AcceptHead {
+        /// The partition whose stream head is accepted. Example: 01
         #[arg(long)]
         partition: String,
     },
@@ -403,6 +430,7 @@ enum AdminCommand {
         /// The caller's id, recorded as the actor of its events. Example: staff:nguyen.an
         #[arg(long)]
         id: String,
+        /// The member's role: teller, credit-officer, branch-manager or auditor.
         #[arg(long, value_enum)]
         role: cli::staff::RoleArg,
         /// Commune (7 digits), province (2 digits), or "" for the head office.
@@ -432,8 +460,10 @@ enum AdminCommand {
     /// Register a payment gateway: a new Ed25519 key pair, the private key written to
     /// FILE (0600), the public key appended to <data-dir>/gateways.json.
     AddGateway {
+        /// The gateway's id (its NATS subjects and registry entry). Example: vcb
         #[arg(long)]
         id: String,
+        /// Where to write the gateway's private key, for the gateway only (mode 0600). Example: vcb.key
         #[arg(long)]
         key_out: PathBuf,
     },

@@ -59,87 +59,119 @@ pub enum StopArg {
 pub enum PaymentsCommand {
     /// Allocate budget to a commune for a month (branch manager).
     Allocate {
+        /// The commune whose budget it is (7 digits). Example: 0100007
         #[arg(long)]
         commune: String,
+        /// The month the budget is for (YYYY-MM). Example: 2027-01
         #[arg(long)]
         period: String,
+        /// The amount allocated, whole VND. Example: 750000000
         #[arg(long)]
         amount: Decimal,
+        /// The date of the allocation (YYYY-MM-DD). Example: 2026-12-20
         #[arg(long)]
         on: NaiveDate,
     },
     /// Grant a monthly entitlement to a household member.
     Grant {
+        /// The household paid. Example: 0100007-000001
         #[arg(long)]
         household: String,
+        /// The member entitled, by citizen id (or name for a child without one). Example: 001190000001
         #[arg(long)]
         member: String,
+        /// The beneficiary category of the social assistance rules (data/social_assistance). Example: ELDERLY_80_PLUS
         #[arg(long)]
         category: String,
+        /// How it is paid: bank account, mobile money or post office.
         #[arg(long, value_enum)]
         channel: ChannelArg,
+        /// The gateway that pays through that channel (as registered). Example: vcb
         #[arg(long)]
         gateway: String,
+        /// The first month paid (YYYY-MM). Example: 2026-01
         #[arg(long)]
         from: String,
+        /// The province's base amount, whole VND, when it sets one above the national base. Example: 500000
         #[arg(long)]
         provincial_base: Option<Decimal>,
+        /// The date of the decision (YYYY-MM-DD). Example: 2025-12-20
         #[arg(long)]
         on: NaiveDate,
     },
     /// Stop an entitlement (death, move) from the month after `--on`.
     Stop {
+        /// The province (2 digits). Example: 01
         #[arg(long)]
         partition: String,
+        /// The entitlement's number, as grant printed it. Example: 7
         #[arg(long)]
         entitlement: u64,
+        /// Why it stops.
         #[arg(long, value_enum)]
         reason: StopArg,
+        /// The date it stops (YYYY-MM-DD); months after it are not paid. Example: 2026-08-14
         #[arg(long)]
         on: NaiveDate,
     },
     /// One instruction per active entitlement and month; running again adds nothing.
     Run {
+        /// The province (2 digits). Example: 01
         #[arg(long)]
         partition: String,
+        /// The month paid (YYYY-MM). Example: 2026-12
         #[arg(long)]
         period: String,
+        /// Only this commune (7 digits) [default: every commune of the province]. Example: 0100007
         #[arg(long)]
         commune: Option<String>,
+        /// The date of the run (YYYY-MM-DD): the instructions' issue day. Example: 2026-12-05
         #[arg(long)]
         on: NaiveDate,
     },
     /// Void the holds of instructions without a result past their timeout.
     Timeouts {
+        /// The province (2 digits). Example: 01
         #[arg(long)]
         partition: String,
+        /// Instructions past their timeout on this date (YYYY-MM-DD) are timed out. Example: 2026-12-20
         #[arg(long)]
         as_of: NaiveDate,
     },
     /// Issue a failed, returned or timed-out instruction again (e.g. as post-office cash).
     Reissue {
+        /// The province (2 digits). Example: 01
         #[arg(long)]
         partition: String,
+        /// The instruction issued again, as listed by reconcile. Example: pay:7:2026-12:1
         #[arg(long)]
         instruction: String,
+        /// Another channel to pay through [default: the same].
         #[arg(long, value_enum)]
         channel: Option<ChannelArg>,
+        /// Another gateway [default: the same]. Example: vnpost
         #[arg(long)]
         gateway: Option<String>,
+        /// The date (YYYY-MM-DD). Example: 2026-12-22
         #[arg(long)]
         on: NaiveDate,
     },
     /// Per gateway and day: instructed, settled, failed, returned, pending after N days,
     /// and every mismatch; prints a table and writes CSV.
     Reconcile {
+        /// Only this gateway. Example: vcb
         #[arg(long)]
         gateway: Option<String>,
+        /// Only this day (YYYY-MM-DD); read from the projections when --as-of is on or after the last payment event. Example: 2026-12-05
         #[arg(long)]
         date: Option<NaiveDate>,
+        /// The report as of this date (YYYY-MM-DD): later events are left out. Example: 2026-12-31
         #[arg(long)]
         as_of: NaiveDate,
+        /// Instructions without a result for this many days or more are listed as pending.
         #[arg(long, default_value_t = 10)]
         pending_days: u32,
+        /// Also write the lines as CSV for people (amounts as 1.500.000 ₫). Example: vcb-2026-12.csv
         #[arg(long)]
         csv: Option<PathBuf>,
     },

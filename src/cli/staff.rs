@@ -29,6 +29,7 @@ pub struct ActorArgs {
     /// Staff id of the caller.
     #[arg(long = "as", env = "ANSINH_ACTOR", global = true)]
     pub actor: Option<String>,
+    /// The caller's role (with --as and --unit): teller, credit-officer, branch-manager or auditor.
     #[arg(long, env = "ANSINH_ROLE", global = true, value_enum)]
     pub role: Option<RoleArg>,
     /// Commune (7 digits) or province (2 digits) the caller acts for.
@@ -97,18 +98,25 @@ impl From<AreaArg> for Area {
 pub enum HouseholdCommand {
     /// Register a household; personal data are sealed before they reach the log.
     Register {
+        /// The new household's id: its commune's 7-digit code, a dash, 6 digits. Example: 0100007-000001
         #[arg(long)]
         id: String,
+        /// Where it lives, as the poverty standard counts it. Example: rural
         #[arg(long, value_enum)]
         area: AreaArg,
+        /// The date of registration (YYYY-MM-DD). Example: 2026-01-05
         #[arg(long)]
         on: NaiveDate,
+        /// The head of household's full name, with its Vietnamese marks (sealed). Example: "Lê Văn Tám"
         #[arg(long)]
         head_name: String,
+        /// The head's 12-digit citizen id (sealed; only a blind index of it is in the log). Example: 001085012345
         #[arg(long)]
         head_citizen_id: String,
+        /// A phone number, for payments by mobile money (sealed). Example: 0912345678
         #[arg(long)]
         phone: Option<String>,
+        /// A bank account number, for payments by bank transfer (sealed). Example: 0071000123456
         #[arg(long)]
         account: Option<String>,
         /// "NAME:CITIZEN_ID:RELATION" (CITIZEN_ID may be empty for a child), repeatable.
@@ -118,17 +126,22 @@ pub enum HouseholdCommand {
     /// The household's view: class and validity, loans priced on --as-of, history.
     Show {
         id: String,
+        /// Price the loans (interest, overdue) on this date (YYYY-MM-DD) [default: today]. Example: 2026-12-31
         #[arg(long)]
         as_of: Option<NaiveDate>,
     },
     /// Move to a new id in another commune (another province too).
     Move {
+        /// The household's id now. Example: 0100007-000001
         #[arg(long)]
         from: String,
+        /// Its id in the commune it moves to (same rule: commune code, dash, 6 digits). Example: 7900007-000001
         #[arg(long)]
         to: String,
+        /// Where it lives after the move. Example: urban
         #[arg(long, value_enum)]
         area: AreaArg,
+        /// The date of the move (YYYY-MM-DD). Example: 2026-06-01
         #[arg(long)]
         on: NaiveDate,
     },
@@ -136,8 +149,10 @@ pub enum HouseholdCommand {
     /// The rest of the personal data stays; a citizen id held by another household,
     /// in any province, is refused.
     ChangeMembers {
+        /// The household. Example: 0100007-000001
         #[arg(long)]
         id: String,
+        /// The date of the change (YYYY-MM-DD). Example: 2026-03-01
         #[arg(long)]
         on: NaiveDate,
         /// Why, as recorded in the event (e.g. "birth", "marriage", "moved away").
@@ -152,19 +167,25 @@ pub enum HouseholdCommand {
     },
     /// Record a member's death.
     RecordDeath {
+        /// The household. Example: 0100007-000001
         #[arg(long)]
         id: String,
+        /// The deceased member's citizen id. Example: 001190000001
         #[arg(long)]
         citizen_id: String,
+        /// The date of death (YYYY-MM-DD). Example: 2026-08-14
         #[arg(long)]
         on: NaiveDate,
     },
     /// Destroy the household's data key (right to erasure); the chain still verifies.
     Erase {
+        /// The household whose personal data are erased. Example: 0100007-000001
         #[arg(long)]
         id: String,
+        /// The erasure request's reference, recorded in the event. Example: DPR-2026-0042
         #[arg(long)]
         reference: String,
+        /// The date of the erasure (YYYY-MM-DD). Example: 2026-09-30
         #[arg(long)]
         on: NaiveDate,
     },
@@ -180,6 +201,7 @@ pub enum ReviewCommand {
         /// Income per person per month, whole VND, e.g. 1200000.
         #[arg(long)]
         income: Decimal,
+        /// Where the household lives: the income line differs for rural and urban. Example: rural
         #[arg(long, value_enum)]
         area: AreaArg,
         /// The indicators the household is deprived in, comma-separated, each at most once,
@@ -214,85 +236,123 @@ pub enum ChannelArg {
 
 #[derive(Subcommand)]
 pub enum LoanCommand {
+    /// Approve a policy-credit loan for a household of the caller's commune; prints its
+    /// reference (e.g. 01-L1), which the next commands take.
     Approve {
+        /// The borrowing household. Example: 0100007-000001
         #[arg(long)]
         household: String,
+        /// The credit programme: POOR_HOUSEHOLD, NEAR_POOR_HOUSEHOLD or ESCAPED_POVERTY_HOUSEHOLD (data/programmes/programmes.json). Example: POOR_HOUSEHOLD
         #[arg(long)]
         programme: String,
+        /// The principal, whole VND, within the programme's cap. Example: 50000000
         #[arg(long)]
         amount: Decimal,
+        /// The term in months, within the programme's maximum. Example: 36
         #[arg(long)]
         term_months: u32,
+        /// The commune savings and loan group the borrower belongs to. Example: SG-0100007-03
         #[arg(long)]
         savings_group: String,
+        /// The association the bank entrusts the loan to.
         #[arg(long, value_enum)]
         entrusted: EntrustedArg,
+        /// The date of approval (YYYY-MM-DD); the programme's terms in force then apply. Example: 2026-02-01
         #[arg(long)]
         on: NaiveDate,
+        /// What the loan is for, as recorded. Example: "raise two cows"
         #[arg(long)]
         reason: String,
     },
+    /// Pay out a tranche of an approved loan.
     Disburse {
+        /// The loan's reference, as approve printed it. Example: 01-L1
         #[arg(long)]
         loan: String,
+        /// The tranche, whole VND, at most what is left to disburse. Example: 50000000
         #[arg(long)]
         amount: Decimal,
+        /// How the money is paid out: cash at the commune transaction point, or a bank transfer.
         #[arg(long, value_enum, default_value = "commune-point")]
         channel: ChannelArg,
+        /// The date of disbursement (YYYY-MM-DD). Example: 2026-02-15
         #[arg(long)]
         on: NaiveDate,
     },
+    /// Record a repayment collected at the commune transaction point; prints how it was
+    /// split between interest and principal.
     Repay {
+        /// The loan's reference. Example: 01-L1
         #[arg(long)]
         loan: String,
+        /// The amount received, whole VND; it pays overdue interest, interest, overdue principal, then principal. Example: 1500000
         #[arg(long)]
         amount: Decimal,
+        /// The date received (YYYY-MM-DD); interest is counted to it. Example: 2026-05-01
         #[arg(long)]
         on: NaiveDate,
     },
+    /// Extend a loan's final due date.
     Extend {
+        /// The loan's reference. Example: 01-L1
         #[arg(long)]
         loan: String,
+        /// The new final due date (YYYY-MM-DD). Example: 2029-12-31
         #[arg(long)]
         new_due: NaiveDate,
+        /// The date of the decision (YYYY-MM-DD). Example: 2026-10-01
         #[arg(long)]
         on: NaiveDate,
+        /// Why, as recorded. Example: "crop failure"
         #[arg(long)]
         reason: String,
     },
+    /// Freeze a loan after a disaster: no interest accrues while it is frozen.
     Freeze {
+        /// The loan's reference. Example: 01-L1
         #[arg(long)]
         loan: String,
+        /// The reference of the decision after a disaster that freezes it. Example: QD-123/UBND
         #[arg(long)]
         decision: String,
+        /// The date of the decision (YYYY-MM-DD). Example: 2026-09-20
         #[arg(long)]
         on: NaiveDate,
     },
+    /// Write a loan off after a disaster, by the competent authority's decision.
     WriteOff {
+        /// The loan's reference. Example: 01-L1
         #[arg(long)]
         loan: String,
+        /// The reference of the decision that writes it off. Example: QD-456/TTg
         #[arg(long)]
         decision: String,
+        /// The date of the decision (YYYY-MM-DD). Example: 2026-11-05
         #[arg(long)]
         on: NaiveDate,
     },
     /// Reverse a mistaken disbursement or repayment by a new event.
     Reverse {
+        /// The loan's reference. Example: 01-L1
         #[arg(long)]
         loan: String,
         /// Partition sequence of the event to reverse.
         #[arg(long)]
         sequence: u64,
+        /// The date of the reversal (YYYY-MM-DD). Example: 2026-05-02
         #[arg(long)]
         on: NaiveDate,
+        /// Why, as recorded. Example: "entered twice"
         #[arg(long)]
         reason: String,
     },
     /// Move unpaid instalments due before --as-of overdue, on every active loan of the
     /// caller's unit (only the overdue part moves). Safe to rerun for the same date.
     MarkOverdue {
+        /// Instalments due before this date (YYYY-MM-DD) and unpaid become overdue. Example: 2026-06-30
         #[arg(long)]
         as_of: NaiveDate,
+        /// The province whose loans are run (2 digits). Example: 01
         #[arg(long)]
         partition: String,
     },
