@@ -460,6 +460,85 @@ async fn gateway_posts_are_idempotent_forever_and_out_of_order_posts_are_defined
             .unwrap(),
         None
     );
+
+    // The same day through the staff API: the report's lines, checked against their
+    // schema; as of a day before the last events it is refused; another province's
+    // teller may not read it.
+    let staff_file = dir.path().join("staff.json");
+    let add = |id: &str, role, unit: &str| {
+        ansinh::http::auth::add_staff(&staff_file, id, role, unit).unwrap()
+    };
+    let auditor = add("staff:auditor", Role::Auditor, "");
+    let stranger = add("staff:teller79", Role::Teller, "7900007");
+    let api = ansinh::http::Api::new(
+        service.clone(),
+        ansinh::http::auth::StaffDirectory::load(&staff_file).unwrap(),
+    )
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(ansinh::http::serve(listener, api, async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let get = |token: String, path: String| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let r = client
+                .get(format!("{base}{path}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let schemas = ansinh::http::schema::Schemas::compile();
+    let report = ansinh::payments_report::reconcile_all(&events, d("2026-12-31"), 10);
+    for day in &days {
+        let (status, body) = get(
+            auditor.clone(),
+            format!("/v1/partitions/01/reconciliation/{day}?as_of=2026-12-31"),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            schemas.validate("reconciliation-day.response", &body),
+            Ok(())
+        );
+        let expected: Vec<serde_json::Value> = report["01"]
+            .days
+            .iter()
+            .filter(|((_, d), _)| d == day)
+            .map(|((g, _), line)| {
+                let mut v = serde_json::to_value(line).unwrap();
+                v["gateway"] = serde_json::json!(g.to_string());
+                v
+            })
+            .collect();
+        assert_eq!(body["gateways"], serde_json::json!(expected), "{day}");
+    }
+    let (status, body) = get(
+        auditor.clone(),
+        format!("/v1/partitions/01/reconciliation/{latest}?as_of={before_latest}"),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = get(
+        stranger,
+        format!("/v1/partitions/01/reconciliation/{latest}?as_of=2026-12-31"),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, body) = get(
+        auditor,
+        "/v1/partitions/01/reconciliation/2026-13-01".to_string(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -456,6 +456,10 @@ pub fn router(api: Api) -> Router {
             "/v1/partitions/{partition}/trial-balance",
             get(reports::trial_balance),
         )
+        .route(
+            "/v1/partitions/{partition}/reconciliation/{day}",
+            get(reports::reconciliation),
+        )
         .fallback(|| async { ApiError::NoSuchRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
     v1.layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))

@@ -45,6 +45,7 @@ pub const SOURCES: &[(&str, &str)] = schemas![
     "household-view.response",
     "portfolio.response",
     "trial-balance.response",
+    "reconciliation-day.response",
     "error.response",
     "gateway-post.request",
     "gateway-instructions.response",
