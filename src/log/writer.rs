@@ -1105,9 +1105,6 @@ impl PartitionWriter {
         let start = head.stream_sequence + 1;
         let mut follower = Follower::resume(head.chain.clone(), std::mem::take(&mut self.held));
         let mut visit = |event: RawEvent| -> Result<(), AppendError> {
-            // The fence is the subject's last message, held or not: the operator's
-            // exclusion is published after the message it excludes.
-            head.stream_sequence = event.stream_sequence;
             let step = follower
                 .follow(&event)
                 .map_err(|b| AppendError::ChainBroken {
@@ -1115,6 +1112,10 @@ impl PartitionWriter {
                     stream_sequence: b.stream_sequence,
                     cause: b.cause,
                 })?;
+            // The fence is the subject's last message, held or not: the operator's
+            // exclusion is published after the message it excludes. A message the chain
+            // cannot take at all is not passed: the next catch-up meets it again.
+            head.stream_sequence = event.stream_sequence;
             let Step::Event { envelope, .. } = step else {
                 return Ok(());
             };
@@ -1142,19 +1143,20 @@ impl PartitionWriter {
             }
             Ok(())
         };
-        reader::read_range(
+        let read = reader::read_range(
             stream,
             &self.subject,
             start,
             last.stream_sequence,
             &mut visit,
         )
-        .await
-        .map_err(|e| match e {
+        .await;
+        // What is held stays held whatever ended the read.
+        self.held = follower.held().to_vec();
+        read.map_err(|e| match e {
             reader::ReadError::Nats(m) => AppendError::Nats(m),
             reader::ReadError::Visit(e) => e,
         })?;
-        self.held = follower.held().to_vec();
         if let Some((_, at)) = keys.last() {
             store.record(&partition, at, &keys)?;
         }
