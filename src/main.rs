@@ -1597,7 +1597,7 @@ async fn verify(
                 println!("FAILED: {e}");
                 if let Some(p) = stopped {
                     println!(
-                        "appends to partition {p} are stopped until the damage is repaired (docs/OPERATIONS.md, section 4); then run: ansinh admin accept-head --partition {p}"
+                        "appends to partition {p} are stopped: repair the message and run `ansinh admin accept-head --partition {p}`, or for a foreign message accept the head and exclude it with `ansinh admin exclude-message` (docs/OPERATIONS.md, sections 4.2 and 4.3)"
                     );
                 }
             }

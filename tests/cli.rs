@@ -749,9 +749,16 @@ async fn an_operators_exclusion_of_a_foreign_message_lets_appends_resume() {
         "wrong one",
     ]);
     assert!(!ok, "{out}");
-    // The accept-head that verify's stop asks for comes after the decision.
+    // Verify stopped the partition; accepting its head lets the decision in, and
+    // nothing else while the message is held.
     let (ok, out) = run(&["admin", "accept-head", "--partition", "01"]);
     assert!(ok, "{out}");
+    let (ok, out) = run(&["note", "--partition", "01", "--text", "still blocked"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!("chain broken at stream sequence {foreign}")),
+        "{out}"
+    );
 
     let exclude = [
         "admin",
