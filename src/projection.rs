@@ -257,16 +257,30 @@ impl Projector {
         }
     }
 
-    /// Applies every event up to the stream's current end, then returns how many were applied.
+    /// Applies every event up to the stream's current end, then returns how many were
+    /// applied. A read that finds no server to answer (a cluster electing a leader) is
+    /// tried again within `reader::TRANSIENT_READ_ATTEMPTS_MAX`; what was applied before
+    /// it stays applied.
     pub async fn catch_up(
         &self,
         stream: &mut Stream,
         config: &LogConfig,
     ) -> Result<u64, ProjectionError> {
-        let end = reader::last_stream_sequence(stream)
-            .await
-            .map_err(ProjectionError::Nats)?;
-        self.catch_up_to(stream, config, end).await
+        let mut attempt = 1;
+        loop {
+            let caught_up = match reader::last_stream_sequence(stream).await {
+                Ok(end) => self.catch_up_to(stream, config, end).await,
+                Err(e) => Err(ProjectionError::Nats(e)),
+            };
+            match caught_up {
+                Err(ProjectionError::Nats(e)) if attempt < reader::TRANSIENT_READ_ATTEMPTS_MAX => {
+                    tracing::debug!(error = %e, attempt, "projections: reading the log failed; again");
+                    tokio::time::sleep(reader::TRANSIENT_READ_BACKOFF * attempt).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Applies the events up to the message at stream sequence `end`, all of it (so two
