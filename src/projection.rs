@@ -22,7 +22,7 @@ use crate::domain::loans::Loan;
 use crate::domain::payments::ids::GatewayId;
 use crate::domain::payments::instructions::InstructionId;
 use crate::domain::payments::reconcile::{self, GatewayDay};
-use crate::log::follow::{Follower, Held, Step};
+use crate::log::follow::{Checked, Follower, Held};
 use crate::log::{EventAt, LogConfig, Position, reader};
 use crate::proto::Envelope;
 use crate::views::{
@@ -594,22 +594,23 @@ impl Batch<'_> {
             self.summaries.insert(name.to_owned(), summary);
         }
         let follower = self.heads.get_mut(name).expect("loaded above");
-        let step = follower
-            .follow(event)
-            .map_err(|b| ProjectionError::Broken {
-                stream_sequence: b.stream_sequence,
-                cause: b.cause,
-            })?;
+        let checked = follower.check(event).map_err(|b| ProjectionError::Broken {
+            stream_sequence: b.stream_sequence,
+            cause: b.cause,
+        })?;
         if !self.touched.iter().any(|t| t == name) {
             self.touched.push(name.to_owned());
         }
-        self.position = Position::after(event);
-        self.events += 1;
-        let Step::Event { envelope, .. } = step else {
-            // Held until the operator's exclusion; it changes no view.
-            return Ok(());
+        let (next, envelope) = match &checked {
+            Checked::Event { next, envelope, .. } => (next.clone(), envelope),
+            Checked::Held(_) | Checked::HeldAlready => {
+                // Held until the operator's exclusion; it changes no view.
+                follower.accept(checked);
+                self.position = Position::after(event);
+                self.events += 1;
+                return Ok(());
+            }
         };
-        let next = follower.head.clone();
         let s = self.summaries.get_mut(name).expect("loaded with the head");
         s.events += 1;
         s.head_sequence = next.sequence;
@@ -644,6 +645,13 @@ impl Batch<'_> {
             envelope.actor.as_ref(),
             envelope.payload.as_ref(),
         )?;
+        // The head moves with the position, once the event's views are staged.
+        self.heads
+            .get_mut(name)
+            .expect("loaded above")
+            .accept(checked);
+        self.position = Position::after(event);
+        self.events += 1;
         self.applied += 1;
         Ok(())
     }

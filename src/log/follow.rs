@@ -58,6 +58,23 @@ pub enum Step {
     Held,
 }
 
+/// What one event would do, as `Follower::check` found it.
+// Like `Step`: returned by value once per event read, so the envelope is not boxed.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Checked {
+    Event {
+        next: ChainHead,
+        envelope: Envelope,
+        /// It is the operator's exclusion of the oldest held message.
+        excludes_oldest: bool,
+    },
+    /// The event's message breaks the chain and is held from now on.
+    Held(Held),
+    /// The rest of a message already held.
+    HeldAlready,
+}
+
 /// A partition's head and the messages held since its last good event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Follower {
@@ -85,21 +102,29 @@ impl Follower {
 
     /// Takes one event, in stream order, of this partition.
     pub fn follow(&mut self, event: &RawEvent) -> Result<Step, Broken> {
+        let checked = self.check(event)?;
+        Ok(self.accept(checked))
+    }
+
+    /// What `event` would do to the chain, changing nothing: a reader that must finish
+    /// its own work on the event before the head moves (the projector) checks first and
+    /// `accept`s after.
+    pub fn check(&self, event: &RawEvent) -> Result<Checked, Broken> {
         match event.check_next(&self.head) {
             Ok((next, envelope)) => {
                 let exclusion = match &envelope.payload {
                     Some(Payload::MessageExcluded(x)) => Some(x),
                     _ => None,
                 };
-                let excluded = match (self.held.first(), exclusion) {
-                    (None, None) => None,
+                let excludes_oldest = match (self.held.first(), exclusion) {
+                    (None, None) => false,
                     // An exclusion must name the oldest message held: it cannot pass
                     // over a good event (that one is in the chain) nor a later message.
                     (Some(first), Some(x))
                         if x.stream_sequence == first.stream_sequence
                             && x.message_hash[..] == first.message_hash.0[..] =>
                     {
-                        Some(self.held.remove(0))
+                        true
                     }
                     (Some(first), _) => return Err(first.into()),
                     (None, Some(x)) => {
@@ -110,8 +135,11 @@ impl Follower {
                         });
                     }
                 };
-                self.head = next;
-                Ok(Step::Event { envelope, excluded })
+                Ok(Checked::Event {
+                    next,
+                    envelope,
+                    excludes_oldest,
+                })
             }
             Err(cause) => {
                 // The rest of a message already held (a frame) is held with it.
@@ -120,20 +148,38 @@ impl Follower {
                     .last()
                     .is_some_and(|h| h.stream_sequence == event.stream_sequence)
                 {
-                    return Ok(Step::Held);
+                    return Ok(Checked::HeldAlready);
                 }
-                let held = Held {
+                if self.held.len() >= HELD_MESSAGES_MAX {
+                    return Err((&self.held[0]).into());
+                }
+                Ok(Checked::Held(Held {
                     stream_sequence: event.stream_sequence,
                     message_hash: crate::chain::message_hash(&event.message),
                     expected_sequence: self.head.sequence + 1,
                     cause,
-                };
-                if self.held.len() >= HELD_MESSAGES_MAX {
-                    return Err((&self.held[0]).into());
-                }
-                self.held.push(held);
-                Ok(Step::Held)
+                }))
             }
+        }
+    }
+
+    /// Applies what `check` found (on this follower, unchanged since).
+    pub fn accept(&mut self, checked: Checked) -> Step {
+        match checked {
+            Checked::Event {
+                next,
+                envelope,
+                excludes_oldest,
+            } => {
+                let excluded = excludes_oldest.then(|| self.held.remove(0));
+                self.head = next;
+                Step::Event { envelope, excluded }
+            }
+            Checked::Held(held) => {
+                self.held.push(held);
+                Step::Held
+            }
+            Checked::HeldAlready => Step::Held,
         }
     }
 
