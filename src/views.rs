@@ -256,10 +256,13 @@ fn apply_reconcile<V: Views>(
     partition: &str,
     actor: Option<&crate::proto::Actor>,
     recorded: &crate::proto::PaymentRecorded,
+    body: PaymentBody,
 ) -> Result<(), V::Error> {
     let key = reconcile_progress_key(partition);
     let mut progress: ReconcileProgress = load(v, &key)?.unwrap_or_default();
-    let Ok(event) = crate::book::payments::event_of(progress.events + 1, actor, recorded) else {
+    let Ok(event) =
+        crate::book::payments::event_with_body(progress.events + 1, actor, recorded, body)
+    else {
         return Ok(());
     };
     progress.events += 1;
@@ -495,10 +498,11 @@ pub fn apply<V: Views>(
     }
     if let Payload::PaymentRecorded(p) = payload {
         // An unreadable body changes no view, as it changes no book.
-        if let Ok(body) = crate::book::payments_codec::body_from_proto(&p.body) {
-            apply_payment(v, partition, &body)?;
-        }
-        return apply_reconcile(v, partition, actor_record, p);
+        let Ok(body) = crate::book::payments_codec::body_from_proto(&p.body) else {
+            return Ok(());
+        };
+        apply_payment(v, partition, &body)?;
+        return apply_reconcile(v, partition, actor_record, p, body);
     }
     let Ok(events) = codec::loan_events(sequence, actor, payload) else {
         return Ok(());

@@ -192,6 +192,16 @@ pub fn event_of(
     actor: Option<&proto::Actor>,
     p: &PaymentRecorded,
 ) -> Result<Event, codec::CodecError> {
+    event_with_body(id, actor, p, payments_codec::body_from_proto(&p.body)?)
+}
+
+/// `event_of` for a record whose body the caller has already decoded.
+pub fn event_with_body(
+    id: payments::book::EventId,
+    actor: Option<&proto::Actor>,
+    p: &PaymentRecorded,
+    body: payments::EventBody,
+) -> Result<Event, codec::CodecError> {
     let actor = actor
         .ok_or_else(|| codec::CodecError {
             field: "actor",
@@ -207,7 +217,7 @@ pub fn event_of(
         id,
         actor,
         effective: codec::parse_date("effective_on", &p.effective_on)?,
-        body: payments_codec::body_from_proto(&p.body)?,
+        body,
     })
 }
 
