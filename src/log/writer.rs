@@ -885,7 +885,7 @@ impl PartitionWriter {
             }
             // An exclusion can only pass over a message the chain holds: one that names
             // a good event, or none, would hide history.
-            if self.held.is_empty() {
+            if self.held.is_empty() && batch.iter().any(is_exclusion) {
                 let (exclusions, rest): (Vec<_>, Vec<_>) =
                     batch.into_iter().partition(is_exclusion);
                 let partition = self.partition.to_string();
