@@ -86,12 +86,14 @@ impl Connection {
 /// and never written anywhere: then only this process can use that user.
 #[derive(Clone)]
 pub struct EmbeddedUsers {
-    passwords: std::collections::BTreeMap<&'static str, String>,
+    /// Each user with the environment variable the accounts file reads its password
+    /// from, and that password.
+    users: Vec<(&'static str, &'static str, String)>,
 }
 
 impl EmbeddedUsers {
     fn from_environment_or_random() -> Self {
-        let mut users: Vec<(&'static str, &'static str)> = vec![
+        let mut names = vec![
             (
                 crate::gateway::LEDGER_USER,
                 crate::gateway::LEDGER_PASSWORD_ENV,
@@ -101,47 +103,38 @@ impl EmbeddedUsers {
                 crate::gateway::AUDITOR_PASSWORD_ENV,
             ),
         ];
-        users.extend(
+        names.extend(
             crate::gateway::DEMO_GATEWAYS
                 .iter()
                 .map(|g| (g.user, g.password_env)),
         );
-        let passwords = users
+        let users = names
             .into_iter()
             .map(|(user, env)| {
                 let password = std::env::var(env)
                     .ok()
                     .filter(|p| !p.is_empty())
                     .unwrap_or_else(random_password);
-                (user, password)
+                (user, env, password)
             })
             .collect();
-        Self { passwords }
+        Self { users }
     }
 
     /// The password of `user` (e.g. "gw-vcb"), for this process's own connections.
     pub fn password(&self, user: &str) -> Option<&str> {
-        self.passwords.get(user).map(String::as_str)
+        self.users
+            .iter()
+            .find(|(u, _, _)| *u == user)
+            .map(|(_, _, p)| p.as_str())
     }
 
     /// The environment of the server process: each password under its variable.
     fn server_env(&self) -> Vec<(&'static str, &str)> {
-        let mut env = vec![
-            (
-                crate::gateway::LEDGER_PASSWORD_ENV,
-                self.passwords[crate::gateway::LEDGER_USER].as_str(),
-            ),
-            (
-                crate::gateway::AUDITOR_PASSWORD_ENV,
-                self.passwords[crate::gateway::AUDITOR_USER].as_str(),
-            ),
-        ];
-        env.extend(
-            crate::gateway::DEMO_GATEWAYS
-                .iter()
-                .map(|g| (g.password_env, self.passwords[g.user].as_str())),
-        );
-        env
+        self.users
+            .iter()
+            .map(|(_, env, password)| (*env, password.as_str()))
+            .collect()
     }
 }
 
