@@ -96,18 +96,15 @@ pub async fn open_existing(
     js: &jetstream::Context,
     config: &LogConfig,
 ) -> Result<stream::Stream, StreamError> {
-    let mut stream =
-        js.get_stream(&config.stream_name)
-            .await
-            .map_err(|e| StreamError::Missing {
-                stream: config.stream_name.clone(),
-                reason: e.to_string(),
-            })?;
-    let info = stream
-        .info()
+    // Getting a stream reads its info: the check needs no second request.
+    let stream = js
+        .get_stream(&config.stream_name)
         .await
-        .map_err(|e| StreamError::Nats(e.to_string()))?;
-    check_safe(&config.stream_name, &info.config)?;
+        .map_err(|e| StreamError::Missing {
+            stream: config.stream_name.clone(),
+            reason: e.to_string(),
+        })?;
+    check_safe(&config.stream_name, &stream.cached_info().config)?;
     Ok(stream)
 }
 
@@ -117,13 +114,7 @@ pub async fn ensure_stream(
     config: &LogConfig,
 ) -> Result<stream::Stream, StreamError> {
     let stream = ensure(js, config.stream_config(), check_safe).await?;
-    let mut info_of = stream.clone();
-    let replicas = info_of
-        .info()
-        .await
-        .map_err(|e| StreamError::Nats(e.to_string()))?
-        .config
-        .num_replicas;
+    let replicas = stream.cached_info().config.num_replicas;
     // Fewer copies than asked is a weaker promise than the operator made; more is fine.
     if replicas < config.replicas {
         return Err(StreamError::Unsafe {
@@ -145,12 +136,9 @@ pub async fn ensure(
     check: fn(&str, &stream::Config) -> Result<(), StreamError>,
 ) -> Result<stream::Stream, StreamError> {
     match js.get_stream(&create.name).await {
-        Ok(mut existing) => {
-            let info = existing
-                .info()
-                .await
-                .map_err(|e| StreamError::Nats(e.to_string()))?;
-            check(&create.name, &info.config)?;
+        // Getting a stream reads its info (creating one returns it): no second request.
+        Ok(existing) => {
+            check(&create.name, &existing.cached_info().config)?;
             Ok(existing)
         }
         Err(e)
