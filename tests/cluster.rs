@@ -414,44 +414,30 @@ async fn three_serve_processes_share_one_ledger_and_one_loses_its_directory() {
     drop(open_ledger(&urls, &cluster_config(name), &dir.path().join("probe")).await);
     let secrets = dir.path().join("secrets.key");
     let data = |i: usize| dir.path().join(format!("data-{i}"));
-    let added = ansinh_on(name, &urls, &data(9), &secrets)
-        .args([
-            "admin",
-            "add-staff",
-            "--id",
-            "staff:m",
-            "--role",
-            "branch-manager",
-            "--unit",
-            "01",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        added.status.success(),
-        "{}",
-        String::from_utf8_lossy(&added.stderr)
-    );
-    let token_01 = String::from_utf8(added.stdout).unwrap().trim().to_owned();
-    let added = ansinh_on(name, &urls, &data(9), &secrets)
-        .args([
-            "admin",
-            "add-staff",
-            "--id",
-            "staff:n",
-            "--role",
-            "branch-manager",
-            "--unit",
-            "79",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        added.status.success(),
-        "{}",
-        String::from_utf8_lossy(&added.stderr)
-    );
-    let token_79 = String::from_utf8(added.stdout).unwrap().trim().to_owned();
+    // A branch manager of each province, added through the directory bucket.
+    let manager = |id: &str, unit: &str| {
+        let added = ansinh_on(name, &urls, &data(9), &secrets)
+            .args([
+                "admin",
+                "add-staff",
+                "--id",
+                id,
+                "--role",
+                "branch-manager",
+                "--unit",
+                unit,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            added.status.success(),
+            "{}",
+            String::from_utf8_lossy(&added.stderr)
+        );
+        String::from_utf8(added.stdout).unwrap().trim().to_owned()
+    };
+    let token_01 = manager("staff:m", "01");
+    let token_79 = manager("staff:n", "79");
     let mut processes: Vec<Process> = (0..3)
         .map(|i| start_serve(ansinh_on(name, &urls, &data(i), &secrets)))
         .collect();
