@@ -17,6 +17,7 @@ pub mod events;
 pub mod gateway;
 pub mod gateway_ledger;
 pub mod http;
+pub mod input;
 pub mod kv_writes;
 pub mod log;
 pub mod merkle;

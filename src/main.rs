@@ -13,9 +13,11 @@ use std::process::ExitCode;
 use ansinh::app::{Connection, Runtime};
 use ansinh::chain::Partition;
 use ansinh::checkpoint;
+use ansinh::domain::ids::{CommuneCode, HouseholdId};
 use ansinh::log::{Draft, LogConfig};
 use ansinh::projection::Projector;
 use ansinh::proto::{self, envelope::Payload};
+use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -144,8 +146,8 @@ enum Command {
         #[arg(long, default_value_t = 1_500)]
         households: u64,
         /// The provinces (2-digit codes), comma-separated. Example: 01,79
-        #[arg(long, value_delimiter = ',', default_value = "01,79,92")]
-        partitions: Vec<String>,
+        #[arg(long, value_delimiter = ',', default_value = "01,79,92", value_parser = ansinh::input::partition)]
+        partitions: Vec<Partition>,
         /// The year played. Example: 2026
         #[arg(long, default_value_t = 2026)]
         year: i32,
@@ -185,14 +187,14 @@ enum Command {
     /// Per-commune portfolio: outstanding, overdue ratio, loans per programme.
     Portfolio {
         /// Only this commune (7 digits) [default: every commune]. Example: 0100007
-        #[arg(long)]
-        commune: Option<String>,
+        #[arg(long, value_parser = ansinh::input::commune)]
+        commune: Option<CommuneCode>,
     },
     /// Debits and credits per account, checked at every event.
     TrialBalance {
         /// The provinces, comma-separated [default: every partition]. Example: 01,79
-        #[arg(long, value_delimiter = ',', default_value = "01,79,92")]
-        partitions: Vec<String>,
+        #[arg(long, value_delimiter = ',', default_value = "01,79,92", value_parser = ansinh::input::partition)]
+        partitions: Vec<Partition>,
     },
     /// Auditor tools.
     Audit {
@@ -224,24 +226,24 @@ enum Command {
     /// Append a note (an annotation with no money) to a partition's chain.
     Note {
         /// The partition (a province code). Example: 01
-        #[arg(long)]
-        partition: String,
+        #[arg(long, value_parser = ansinh::input::partition)]
+        partition: Partition,
         /// The note, as recorded. Example: "quarterly audit started"
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::text)]
         text: String,
         /// Defaults to a fresh random key (the note is then not retry-safe).
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::idempotency_key)]
         idempotency_key: Option<String>,
         /// Who writes it (recorded as the event's actor). Example: staff:operator
-        #[arg(long, default_value = "staff:operator")]
+        #[arg(long, default_value = "staff:operator", value_parser = ansinh::input::actor)]
         actor: String,
     },
     /// Append COUNT notes with up to CONCURRENCY in flight, printing "ack SEQ HASH" per
     /// acknowledged event (a load generator for operations and crash tests).
     Load {
         /// The partition appended to. Example: 01
-        #[arg(long)]
-        partition: String,
+        #[arg(long, value_parser = ansinh::input::partition)]
+        partition: Partition,
         /// How many notes. Example: 10000
         #[arg(long)]
         count: u64,
@@ -249,7 +251,7 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
         /// The prefix of their idempotency keys (the same prefix again appends nothing). Example: load-1
-        #[arg(long, default_value = "load")]
+        #[arg(long, default_value = "load", value_parser = ansinh::input::idempotency_key)]
         key_prefix: String,
     },
 }
@@ -261,8 +263,8 @@ enum AuditCommand {
     Verify {
         /// Only this partition (a province code, e.g. 01); one the log has never seen is
         /// an error.
-        #[arg(long)]
-        partition: Option<String>,
+        #[arg(long, value_parser = ansinh::input::partition)]
+        partition: Option<Partition>,
         /// List every checkpoint with its cosigners, not one summary line per partition.
         #[arg(long)]
         checkpoints: bool,
@@ -276,31 +278,31 @@ enum AuditCommand {
     /// Re-derive every eligibility decision from its recorded inputs; list mismatches.
     RecomputeEligibility {
         /// Only this partition. Example: 01
-        #[arg(long)]
-        partition: Option<String>,
+        #[arg(long, value_parser = ansinh::input::partition)]
+        partition: Option<Partition>,
     },
     /// The audit trail of one subject, e.g. household:0100007-000001.
     Trail {
         /// What the events concern, as recorded. Example: household:0100007-000001
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::reference_of)]
         subject: String,
     },
     /// Publish a signed checkpoint of one partition (or every partition) now.
     Checkpoint {
         /// Only this partition [default: every one]. Example: 01
-        #[arg(long)]
-        partition: Option<String>,
+        #[arg(long, value_parser = ansinh::input::partition)]
+        partition: Option<Partition>,
     },
     /// Check a checkpoint against the recomputed log, then publish your cosignature.
     Cosign {
         /// The partition whose latest checkpoint is cosigned. Example: 01
-        #[arg(long)]
-        partition: String,
+        #[arg(long, value_parser = ansinh::input::partition)]
+        partition: Partition,
         /// Tree size of the checkpoint to cosign.
         #[arg(long)]
         size: u64,
         /// The cosigner's id (an auditor's office). Example: audit-office-hn
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::key_id)]
         cosigner_id: String,
         /// Your Ed25519 key file (created 0600 if missing).
         #[arg(long)]
@@ -309,8 +311,8 @@ enum AuditCommand {
     /// Print (JSON) an inclusion proof of one event in a signed checkpoint.
     Prove {
         /// The partition. Example: 01
-        #[arg(long)]
-        partition: String,
+        #[arg(long, value_parser = ansinh::input::partition)]
+        partition: Partition,
         /// The event's partition sequence. Example: 42
         #[arg(long)]
         seq: u64,
@@ -321,8 +323,8 @@ enum AuditCommand {
     /// Print (JSON) a proof that the log only grew between two checkpoints.
     Consistency {
         /// The partition. Example: 01
-        #[arg(long)]
-        partition: String,
+        #[arg(long, value_parser = ansinh::input::partition)]
+        partition: Partition,
         /// The earlier checkpoint's size. Example: 1000
         #[arg(long)]
         from: u64,
@@ -335,17 +337,17 @@ enum AuditCommand {
     #[command(group(clap::ArgGroup::new("scope").required(true).args(["household", "commune"])))]
     Export {
         /// One household's events. Example: 0100007-000001
-        #[arg(long)]
-        household: Option<String>,
+        #[arg(long, value_parser = ansinh::input::household)]
+        household: Option<HouseholdId>,
         /// One commune's events. Example: 0100007
-        #[arg(long)]
-        commune: Option<String>,
+        #[arg(long, value_parser = ansinh::input::commune)]
+        commune: Option<CommuneCode>,
         /// First business date (YYYY-MM-DD) of the events to include.
-        #[arg(long)]
-        from: Option<chrono::NaiveDate>,
+        #[arg(long, value_parser = ansinh::input::date)]
+        from: Option<NaiveDate>,
         /// Last business date (YYYY-MM-DD) of the events to include.
-        #[arg(long)]
-        to: Option<chrono::NaiveDate>,
+        #[arg(long, value_parser = ansinh::input::date)]
+        to: Option<NaiveDate>,
         /// Publish checkpoints first, so every event of the scope is covered.
         #[arg(long)]
         checkpoint: bool,
@@ -358,7 +360,7 @@ enum AuditCommand {
     VerifyBundle {
         dir: PathBuf,
         /// A ledger key id you pinned out of band; it must start the signer's history.
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::key_id)]
         trust: Vec<String>,
     },
     /// List patterns to investigate: a citizen in two households, loans paid while
@@ -369,8 +371,8 @@ enum AuditCommand {
         #[arg(long, default_value_t = 10)]
         pending_days: i64,
         /// The date pending days are counted to [default: today].
-        #[arg(long)]
-        as_of: Option<chrono::NaiveDate>,
+        #[arg(long, value_parser = ansinh::input::date)]
+        as_of: Option<NaiveDate>,
     },
     /// Rebuild every projection from the log into a scratch store and compare it with
     /// the live one: the first difference (tree, key, both values), or OK with counts.
@@ -379,7 +381,7 @@ enum AuditCommand {
     CheckProof {
         file: PathBuf,
         /// Accept only checkpoints signed by these key ids.
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::key_id)]
         trust: Vec<String>,
     },
 }
@@ -403,24 +405,24 @@ enum AdminCommand {
     /// admin exclude-message --partition 01 --stream-sequence 4711 --reason "INC-2026-17"
     ExcludeMessage {
         /// The partition whose chain the message breaks. Example: 01
-        #[arg(long)]
-        partition: String,
+        #[arg(long, value_parser = ansinh::input::partition)]
+        partition: Partition,
         /// Where the message is in the stream, as `audit verify` names it. Example: 4711
         #[arg(long)]
         stream_sequence: u64,
         /// Why, in the operator's words (the incident's reference), recorded with it.
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::text)]
         reason: String,
         /// Who decides (recorded as the event's actor). Example: staff:nguyen.an
-        #[arg(long, default_value = "staff:operator")]
+        #[arg(long, default_value = "staff:operator", value_parser = ansinh::input::actor)]
         actor: String,
     },
     /// After lost acknowledged data was reported: accept the stream's current head for
     /// PARTITION and resume appending. This is a recorded operator decision.
     AcceptHead {
         /// The partition whose stream head is accepted. Example: 01
-        #[arg(long)]
-        partition: String,
+        #[arg(long, value_parser = ansinh::input::partition)]
+        partition: Partition,
     },
     /// Replace the ledger's checkpoint-signing key; the change is an event signed by the old key.
     RotateKey,
@@ -428,20 +430,20 @@ enum AdminCommand {
     /// keeps only its hash, and every running `serve` accepts it at once.
     AddStaff {
         /// The caller's id, recorded as the actor of its events. Example: staff:nguyen.an
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::actor)]
         id: String,
         /// The member's role: teller, credit-officer, branch-manager or auditor.
         #[arg(long, value_enum)]
         role: cli::staff::RoleArg,
         /// Commune (7 digits), province (2 digits), or "" for the head office.
         /// Example: 0100007
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", value_parser = ansinh::input::unit)]
         unit: String,
     },
     /// Withdraw every token of a member of staff; running processes refuse them at once.
     RemoveStaff {
         /// Example: staff:nguyen.an
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::actor)]
         id: String,
     },
     /// Copy a staff file and <data-dir>/gateways.json (from `admin add-gateway`) into the
@@ -461,8 +463,8 @@ enum AdminCommand {
     /// FILE (0600), the public key appended to <data-dir>/gateways.json.
     AddGateway {
         /// The gateway's id (its NATS subjects and registry entry). Example: vcb
-        #[arg(long)]
-        id: String,
+        #[arg(long, value_parser = ansinh::input::gateway)]
+        id: ansinh::domain::payments::ids::GatewayId,
         /// Where to write the gateway's private key, for the gateway only (mode 0600). Example: vcb.key
         #[arg(long)]
         key_out: PathBuf,
@@ -471,12 +473,23 @@ enum AdminCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return cli::usage_error(e),
+    };
     ansinh::telemetry::init_logs(cli.log_format);
+    let json = cli.json;
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"error": "Failed", "message": e.to_string()})
+                );
+            } else {
+                eprintln!("error: {e}");
+            }
             ExitCode::from(2)
         }
     }
@@ -516,7 +529,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         }
         Command::Admin {
             command: AdminCommand::AddGateway { id, key_out },
-        } => return cli::gateway::add_gateway(&cli.data_dir, &id, &key_out, cli.json),
+        } => return cli::gateway::add_gateway(&cli.data_dir, id.as_str(), &key_out, cli.json),
         _ => {}
     }
     let checkpoints = checkpoint::CheckpointConfig {
@@ -607,6 +620,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     duplicate_rate: gateway_duplicate_rate,
                     latency_ms: gateway_latency_ms,
                 };
+                let partitions: Vec<String> = partitions.iter().map(|p| p.to_string()).collect();
                 let played = demo(&runtime, households, &partitions, year, gateways, json).await;
                 let mut checkpointer = task.stop().await;
                 let (code, report) = played?;
@@ -644,8 +658,11 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Command::Payments { command } => {
                 cli::payments::run(&runtime, &cli.who, command, json).await
             }
-            Command::Portfolio { commune } => cli::staff::portfolio(&runtime, commune, json).await,
+            Command::Portfolio { commune } => {
+                cli::staff::portfolio(&runtime, commune.map(|c| c.as_str().to_owned()), json).await
+            }
             Command::TrialBalance { partitions } => {
+                let partitions: Vec<String> = partitions.iter().map(|p| p.to_string()).collect();
                 cli::staff::trial_balance(&runtime, &partitions, json).await
             }
             Command::Audit {
@@ -673,7 +690,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     runtime.client.clone(),
                     runtime.ledger.config(),
                     &checkpoints,
-                    partition.as_deref(),
+                    partition.as_ref().map(|p| p.as_str()),
                     list_checkpoints,
                     json,
                 );
@@ -686,7 +703,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     &runtime,
                     &checkpoints,
                     &cli.data_dir,
-                    partition.as_deref(),
+                    partition.as_ref().map(|p| p.as_str()),
                     json,
                 );
                 Ok(exit(ok.await?))
@@ -703,7 +720,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 let ok = checkpoint::cli::cosign(
                     &runtime,
                     &checkpoints,
-                    &partition,
+                    partition.as_str(),
                     size,
                     &cosigner_id,
                     &key,
@@ -720,7 +737,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     },
             } => {
                 let ok =
-                    checkpoint::cli::prove(&runtime, &checkpoints, &partition, seq, checkpoint_size);
+                    checkpoint::cli::prove(&runtime, &checkpoints, partition.as_str(), seq, checkpoint_size);
                 Ok(exit(ok.await?))
             }
             Command::Audit {
@@ -731,7 +748,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         to,
                     },
             } => {
-                let ok = checkpoint::cli::consistency(&runtime, &checkpoints, &partition, from, to);
+                let ok = checkpoint::cli::consistency(&runtime, &checkpoints, partition.as_str(), from, to);
                 Ok(exit(ok.await?))
             }
             Command::Audit {
@@ -746,8 +763,8 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     },
             } => {
                 let scope = match (household, commune) {
-                    (Some(h), _) => ansinh::bundle::Scope::Household(h),
-                    (None, Some(c)) => ansinh::bundle::Scope::Commune(c),
+                    (Some(h), _) => ansinh::bundle::Scope::Household(h.as_str().to_owned()),
+                    (None, Some(c)) => ansinh::bundle::Scope::Commune(c.as_str().to_owned()),
                     (None, None) => unreachable!("clap requires one"),
                 };
                 let request = ansinh::bundle::export::ExportRequest { scope, from, to };
@@ -777,7 +794,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Command::Audit {
                 command: AuditCommand::RecomputeEligibility { partition },
             } => {
-                let only = partition.as_deref().map(Partition::new).transpose()?;
+                let only = partition;
                 if let Some(p) = &only {
                     if !cli::partition_exists(&runtime, p).await? {
                         return Ok(cli::not_found(json, "partition", p.as_str()));
@@ -1046,8 +1063,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Command::Admin {
                 command: AdminCommand::AcceptHead { partition },
             } => {
-                let partition = Partition::new(&partition)?;
-                runtime
+                                runtime
                     .ledger
                     .store()
                     .accept_stream_head(partition.as_str())?;
@@ -1063,8 +1079,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         actor,
                     },
             } => {
-                let partition = Partition::new(&partition)?;
-                let message = runtime
+                                let message = runtime
                     .ledger
                     .stream()
                     .get_raw_message(stream_sequence)
@@ -1124,7 +1139,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 actor,
             } => {
                 let draft = Draft {
-                    partition: Partition::new(&partition)?,
+                    partition: partition.clone(),
                     actor: proto::Actor {
                         id: actor,
                         role: "operator".into(),
@@ -1155,7 +1170,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 count,
                 concurrency,
                 key_prefix,
-            } => load(&runtime, &partition, count, concurrency.max(1), &key_prefix).await,
+            } => load(&runtime, partition.as_str(), count, concurrency.max(1), &key_prefix).await,
         }
     }
     .await;
@@ -1429,7 +1444,7 @@ const NATS_PASSWORD_ENV: &str = "ANSINH_NATS_PASSWORD";
 async fn verify_read_only(
     connection: &Connection,
     checkpoints: &checkpoint::CheckpointConfig,
-    partition: Option<String>,
+    partition: Option<Partition>,
     list_checkpoints: bool,
     json: bool,
 ) -> Result<ExitCode, BoxError> {
@@ -1455,7 +1470,7 @@ async fn verify_read_only(
         client,
         &connection.log,
         checkpoints,
-        partition.as_deref(),
+        partition.as_ref().map(|p| p.as_str()),
         list_checkpoints,
         json,
     )
@@ -1474,11 +1489,11 @@ async fn verify(
     stream: &mut async_nats::jetstream::stream::Stream,
     config: &LogConfig,
     checkpoints: &checkpoint::CheckpointConfig,
-    partition: Option<String>,
+    partition: Option<Partition>,
     json: bool,
     quarantine: Option<&ansinh::log::LedgerStore>,
 ) -> Result<ExitCode, BoxError> {
-    let only = partition.as_deref().map(Partition::new).transpose()?;
+    let only = partition;
     let total = stream.info().await?.state.last_sequence;
     let bar = if json || total == 0 {
         ProgressBar::hidden()

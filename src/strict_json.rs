@@ -23,6 +23,8 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use unicode_normalization::UnicodeNormalization;
 
+use crate::input::bad_char;
+
 /// Nesting deeper than this is refused: no document the ledger reads needs more, and
 /// it bounds the recursion of the checks below (serde_json itself stops at 128).
 pub const DEPTH_MAX: usize = 32;
@@ -170,17 +172,6 @@ impl<'de> Visitor<'de> for UniqueVisitor {
             out.insert(key, value);
         }
         Ok(Value::Object(out))
-    }
-}
-
-fn bad_char(c: char) -> Option<&'static str> {
-    let code = c as u32;
-    match code {
-        0x00..=0x1F | 0x7F => Some("a control character"),
-        0x80..=0x9F => Some("a C1 control character"),
-        0xFDD0..=0xFDEF => Some("a Unicode non-character"),
-        _ if code & 0xFFFE == 0xFFFE => Some("a Unicode non-character"),
-        _ => None,
     }
 }
 

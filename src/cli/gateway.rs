@@ -14,8 +14,8 @@ use super::BoxError;
 #[derive(clap::Args)]
 pub struct SimArgs {
     /// The gateway to play, e.g. vcb.
-    #[arg(long)]
-    gateway: String,
+    #[arg(long, value_parser = ansinh::input::gateway)]
+    gateway: ansinh::domain::payments::ids::GatewayId,
     /// Its Ed25519 key file (from `admin add-gateway`).
     #[arg(long)]
     key: PathBuf,
@@ -56,7 +56,8 @@ pub async fn sim(nats: Option<&str>, args: SimArgs, json: bool) -> Result<ExitCo
     let user = args
         .nats_user
         .unwrap_or_else(|| format!("gw-{}", args.gateway));
-    let client = GatewayClient::connect(url, &args.gateway, &user, &args.nats_password).await?;
+    let client =
+        GatewayClient::connect(url, args.gateway.as_str(), &user, &args.nats_password).await?;
     let config = SimConfig {
         failure_rate: args.failure_rate,
         return_rate: args.return_rate,

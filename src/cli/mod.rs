@@ -11,6 +11,64 @@ use ansinh::chain::Partition;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Answers a command line clap refused (a malformed value, a missing or unknown
+/// argument) before anything ran: clap's message for people, or with `--json` one JSON
+/// object on stdout naming the argument, the value and the form expected. Help and
+/// version requests are printed as asked. Exit 2, as clap's own.
+pub fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    if !std::env::args().any(|a| a == "--json") {
+        let _ = e.print();
+        return ExitCode::from(2);
+    }
+    let text = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        Some(ContextValue::Strings(v)) => Some(v.join(", ")),
+        _ => None,
+    };
+    // The refusal of `ansinh::input`, when it was one of its parsers that refused.
+    let input =
+        std::error::Error::source(&e).and_then(|s| s.downcast_ref::<ansinh::input::InputError>());
+    let kind = match e.kind() {
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue => "InvalidArgument",
+        ErrorKind::MissingRequiredArgument => "MissingArgument",
+        ErrorKind::UnknownArgument => "UnknownArgument",
+        _ => "Usage",
+    };
+    let message = match input {
+        Some(i) => i.to_string(),
+        None => e
+            .render()
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ")
+            .to_owned(),
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "error": kind,
+            "argument": text(ContextKind::InvalidArg),
+            "value": text(ContextKind::InvalidValue),
+            "kind": input.map(|i| i.kind.name()),
+            "expected": input.map(|i| i.kind.expected()),
+            "message": message,
+        })
+    );
+    ExitCode::from(2)
+}
+
 /// Whether the log holds any event of `partition`: one look-up of its subject's last
 /// message, not a read.
 pub async fn partition_exists(runtime: &Runtime, partition: &Partition) -> Result<bool, BoxError> {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use ansinh::app::Runtime;
 use ansinh::chain::Partition;
-use ansinh::domain::ids::CommuneCode;
+use ansinh::domain::ids::{CommuneCode, HouseholdId};
 use ansinh::domain::money::format_vnd;
 use ansinh::domain::payments::CommandKind;
 use ansinh::domain::payments::budget::BudgetKey;
@@ -39,13 +39,12 @@ pub enum ChannelArg {
     PostOffice,
 }
 
-fn channel(kind: ChannelArg, gateway: &str) -> Result<Channel, BoxError> {
-    let gateway = GatewayId::parse(gateway)?;
-    Ok(match kind {
+fn channel(kind: ChannelArg, gateway: GatewayId) -> Channel {
+    match kind {
         ChannelArg::Bank => Channel::BankAccount { gateway },
         ChannelArg::MobileMoney => Channel::MobileMoney { gateway },
         ChannelArg::PostOffice => Channel::PostOffice { gateway },
-    })
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -60,50 +59,50 @@ pub enum PaymentsCommand {
     /// Allocate budget to a commune for a month (branch manager).
     Allocate {
         /// The commune whose budget it is (7 digits). Example: 0100007
-        #[arg(long)]
-        commune: String,
+        #[arg(long, value_parser = ansinh::input::commune)]
+        commune: CommuneCode,
         /// The month the budget is for (YYYY-MM). Example: 2027-01
-        #[arg(long)]
-        period: String,
+        #[arg(long, value_parser = ansinh::input::month)]
+        period: Month,
         /// The amount allocated, whole VND. Example: 750000000
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::money)]
         amount: Decimal,
         /// The date of the allocation (YYYY-MM-DD). Example: 2026-12-20
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
     },
     /// Grant a monthly entitlement to a household member.
     Grant {
         /// The household paid. Example: 0100007-000001
-        #[arg(long)]
-        household: String,
+        #[arg(long, value_parser = ansinh::input::household)]
+        household: HouseholdId,
         /// The member entitled, by citizen id (or name for a child without one). Example: 001190000001
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::reference_of)]
         member: String,
         /// The beneficiary category of the social assistance rules (data/social_assistance). Example: ELDERLY_80_PLUS
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::reference_of)]
         category: String,
         /// How it is paid: bank account, mobile money or post office.
         #[arg(long, value_enum)]
         channel: ChannelArg,
         /// The gateway that pays through that channel (as registered). Example: vcb
-        #[arg(long)]
-        gateway: String,
+        #[arg(long, value_parser = ansinh::input::gateway)]
+        gateway: GatewayId,
         /// The first month paid (YYYY-MM). Example: 2026-01
-        #[arg(long)]
-        from: String,
+        #[arg(long, value_parser = ansinh::input::month)]
+        from: Month,
         /// The province's base amount, whole VND, when it sets one above the national base. Example: 500000
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::money)]
         provincial_base: Option<Decimal>,
         /// The date of the decision (YYYY-MM-DD). Example: 2025-12-20
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
     },
     /// Stop an entitlement (death, move) from the month after `--on`.
     Stop {
         /// The province (2 digits). Example: 01
-        #[arg(long)]
-        partition: String,
+        #[arg(long, value_parser = ansinh::input::partition)]
+        partition: Partition,
         /// The entitlement's number, as grant printed it. Example: 7
         #[arg(long)]
         entitlement: u64,
@@ -111,62 +110,62 @@ pub enum PaymentsCommand {
         #[arg(long, value_enum)]
         reason: StopArg,
         /// The date it stops (YYYY-MM-DD); months after it are not paid. Example: 2026-08-14
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
     },
     /// One instruction per active entitlement and month; running again adds nothing.
     Run {
         /// The province (2 digits). Example: 01
-        #[arg(long)]
-        partition: String,
+        #[arg(long, value_parser = ansinh::input::partition)]
+        partition: Partition,
         /// The month paid (YYYY-MM). Example: 2026-12
-        #[arg(long)]
-        period: String,
+        #[arg(long, value_parser = ansinh::input::month)]
+        period: Month,
         /// Only this commune (7 digits) [default: every commune of the province]. Example: 0100007
-        #[arg(long)]
-        commune: Option<String>,
+        #[arg(long, value_parser = ansinh::input::commune)]
+        commune: Option<CommuneCode>,
         /// The date of the run (YYYY-MM-DD): the instructions' issue day. Example: 2026-12-05
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
     },
     /// Void the holds of instructions without a result past their timeout.
     Timeouts {
         /// The province (2 digits). Example: 01
-        #[arg(long)]
-        partition: String,
+        #[arg(long, value_parser = ansinh::input::partition)]
+        partition: Partition,
         /// Instructions past their timeout on this date (YYYY-MM-DD) are timed out. Example: 2026-12-20
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         as_of: NaiveDate,
     },
     /// Issue a failed, returned or timed-out instruction again (e.g. as post-office cash).
     Reissue {
         /// The province (2 digits). Example: 01
-        #[arg(long)]
-        partition: String,
+        #[arg(long, value_parser = ansinh::input::partition)]
+        partition: Partition,
         /// The instruction issued again, as listed by reconcile. Example: pay:7:2026-12:1
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::reference_of)]
         instruction: String,
         /// Another channel to pay through [default: the same].
         #[arg(long, value_enum)]
         channel: Option<ChannelArg>,
         /// Another gateway [default: the same]. Example: vnpost
-        #[arg(long)]
-        gateway: Option<String>,
+        #[arg(long, value_parser = ansinh::input::gateway)]
+        gateway: Option<GatewayId>,
         /// The date (YYYY-MM-DD). Example: 2026-12-22
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
     },
     /// Per gateway and day: instructed, settled, failed, returned, pending after N days,
     /// and every mismatch; prints a table and writes CSV.
     Reconcile {
         /// Only this gateway. Example: vcb
-        #[arg(long)]
-        gateway: Option<String>,
+        #[arg(long, value_parser = ansinh::input::gateway)]
+        gateway: Option<GatewayId>,
         /// Only this day (YYYY-MM-DD); read from the projections when --as-of is on or after the last payment event. Example: 2026-12-05
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         date: Option<NaiveDate>,
         /// The report as of this date (YYYY-MM-DD): later events are left out. Example: 2026-12-31
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         as_of: NaiveDate,
         /// Instructions without a result for this many days or more are listed as pending.
         #[arg(long, default_value_t = 10)]
@@ -175,10 +174,6 @@ pub enum PaymentsCommand {
         #[arg(long)]
         csv: Option<PathBuf>,
     },
-}
-
-fn month(s: &str) -> Result<Month, BoxError> {
-    Ok(Month::parse(s)?)
 }
 
 pub async fn run(
@@ -195,7 +190,16 @@ pub async fn run(
         csv,
     } = command
     {
-        return reconcile(runtime, gateway, date, as_of, pending_days, csv, json).await;
+        return reconcile(
+            runtime,
+            gateway.map(|g| g.to_string()),
+            date,
+            as_of,
+            pending_days,
+            csv,
+            json,
+        )
+        .await;
     }
     let caller = who.caller()?;
     let key = who.key();
@@ -209,7 +213,7 @@ pub async fn run(
         } => {
             // The registry's rule for a commune code (7 digits, its province first), so a
             // malformed unit never reaches a budget line of the log.
-            let code = CommuneCode::parse(&commune)?;
+            let code = commune;
             let commune = CommuneId::parse(code.as_str())?;
             let partition = Partition::new(code.province().as_str())?;
             (
@@ -218,7 +222,7 @@ pub async fn run(
                     budget: BudgetKey {
                         programme: ProgrammeId::parse(PROGRAMME)?,
                         commune,
-                        period: month(&period)?,
+                        period,
                     },
                     amount,
                 },
@@ -235,7 +239,7 @@ pub async fn run(
             provincial_base,
             on,
         } => {
-            let h = ansinh::domain::ids::HouseholdId::parse(&household)?;
+            let h = household;
             (
                 Partition::new(h.province().as_str())?,
                 CommandKind::Grant {
@@ -245,10 +249,10 @@ pub async fn run(
                         member: MemberRef::parse(&member)?,
                     },
                     commune: CommuneId::parse(h.commune().as_str())?,
-                    from: month(&from)?,
+                    from,
                     terms: Terms {
                         category: CategoryId::parse(&category)?,
-                        channel: channel(kind, &gateway)?,
+                        channel: channel(kind, gateway),
                         provincial_base,
                     },
                 },
@@ -261,7 +265,7 @@ pub async fn run(
             reason,
             on,
         } => (
-            Partition::new(&partition)?,
+            partition,
             CommandKind::Stop {
                 entitlement,
                 on,
@@ -279,25 +283,22 @@ pub async fn run(
             commune,
             on,
         } => {
-            let partition = Partition::new(&partition)?;
             let commune = commune
-                .as_deref()
-                .map(|c| -> Result<CommuneId, BoxError> {
-                    let code = CommuneCode::parse(c)?;
+                .map(|code| -> Result<CommuneId, BoxError> {
                     if code.province().as_str() != partition.as_str() {
                         return Err(format!(
-                            "--commune {c} is not a commune of partition {partition}"
+                            "--commune {} is not a commune of partition {partition}",
+                            code.as_str()
                         )
                         .into());
                     }
                     Ok(CommuneId::parse(code.as_str())?)
                 })
                 .transpose()?;
-            let period = month(&period)?;
             return payment_run(runtime, who, &partition, period, commune, on, json).await;
         }
         PaymentsCommand::Timeouts { partition, as_of } => {
-            return timeouts(runtime, who, &Partition::new(&partition)?, as_of, json).await;
+            return timeouts(runtime, who, &partition, as_of, json).await;
         }
         PaymentsCommand::Reissue {
             partition,
@@ -309,12 +310,12 @@ pub async fn run(
             let instruction = InstructionId::parse(&instruction)
                 .ok_or("an instruction id looks like pay:7:2026-12:1")?;
             let channel = match (kind, gateway) {
-                (Some(k), Some(g)) => Some(channel(k, &g)?),
+                (Some(k), Some(g)) => Some(channel(k, g)),
                 (None, None) => None,
                 _ => return Err("give both --channel and --gateway, or neither".into()),
             };
             (
-                Partition::new(&partition)?,
+                partition,
                 CommandKind::Reissue {
                     instruction,
                     channel,

@@ -7,10 +7,12 @@ use std::process::ExitCode;
 use ansinh::access::{self, Caller, Operation, Role};
 use ansinh::app::Runtime;
 use ansinh::book::{loan_ref, parse_loan_ref};
+use ansinh::chain::Partition;
 use ansinh::domain::eligibility::{Area, ClassificationInputs};
-use ansinh::domain::ids::{CommuneCode, HouseholdId};
+use ansinh::domain::ids::{CitizenId, CommuneCode, HouseholdId};
 use ansinh::domain::loans::{Channel, EntrustedOrganisation};
 use ansinh::domain::money::format_vnd;
+use ansinh::input::LoanRef;
 use ansinh::log::Receipt;
 use ansinh::personal::{Member, PersonalData};
 use ansinh::projection::Projector;
@@ -27,17 +29,17 @@ use super::BoxError;
 #[derive(Args, Clone, Debug)]
 pub struct ActorArgs {
     /// Staff id of the caller.
-    #[arg(long = "as", env = "ANSINH_ACTOR", global = true)]
+    #[arg(long = "as", env = "ANSINH_ACTOR", global = true, value_parser = ansinh::input::actor)]
     pub actor: Option<String>,
     /// The caller's role (with --as and --unit): teller, credit-officer, branch-manager or auditor.
     #[arg(long, env = "ANSINH_ROLE", global = true, value_enum)]
     pub role: Option<RoleArg>,
     /// Commune (7 digits) or province (2 digits) the caller acts for.
-    #[arg(long, env = "ANSINH_UNIT", global = true, default_value = "")]
+    #[arg(long, env = "ANSINH_UNIT", global = true, default_value = "", value_parser = ansinh::input::unit)]
     pub unit: String,
     /// Makes the command safe to retry: the same key never appends twice. Defaults to
     /// a fresh random key (printed).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = ansinh::input::idempotency_key)]
     pub idempotency_key: Option<String>,
 }
 
@@ -99,20 +101,20 @@ pub enum HouseholdCommand {
     /// Register a household; personal data are sealed before they reach the log.
     Register {
         /// The new household's id: its commune's 7-digit code, a dash, 6 digits. Example: 0100007-000001
-        #[arg(long)]
-        id: String,
+        #[arg(long, value_parser = ansinh::input::household)]
+        id: HouseholdId,
         /// Where it lives, as the poverty standard counts it. Example: rural
         #[arg(long, value_enum)]
         area: AreaArg,
         /// The date of registration (YYYY-MM-DD). Example: 2026-01-05
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
         /// The head of household's full name, with its Vietnamese marks (sealed). Example: "Lê Văn Tám"
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::name)]
         head_name: String,
         /// The head's 12-digit citizen id (sealed; only a blind index of it is in the log). Example: 001085012345
-        #[arg(long)]
-        head_citizen_id: String,
+        #[arg(long, value_parser = ansinh::input::citizen_id)]
+        head_citizen_id: CitizenId,
         /// A phone number, for payments by mobile money (sealed). Example: 0912345678
         #[arg(long)]
         phone: Option<String>,
@@ -125,24 +127,26 @@ pub enum HouseholdCommand {
     },
     /// The household's view: class and validity, loans priced on --as-of, history.
     Show {
-        id: String,
+        /// The household. Example: 0100007-000001
+        #[arg(value_parser = ansinh::input::household)]
+        id: HouseholdId,
         /// Price the loans (interest, overdue) on this date (YYYY-MM-DD) [default: today]. Example: 2026-12-31
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         as_of: Option<NaiveDate>,
     },
     /// Move to a new id in another commune (another province too).
     Move {
         /// The household's id now. Example: 0100007-000001
-        #[arg(long)]
-        from: String,
+        #[arg(long, value_parser = ansinh::input::household)]
+        from: HouseholdId,
         /// Its id in the commune it moves to (same rule: commune code, dash, 6 digits). Example: 7900007-000001
-        #[arg(long)]
-        to: String,
+        #[arg(long, value_parser = ansinh::input::household)]
+        to: HouseholdId,
         /// Where it lives after the move. Example: urban
         #[arg(long, value_enum)]
         area: AreaArg,
         /// The date of the move (YYYY-MM-DD). Example: 2026-06-01
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
     },
     /// Change the members: add and remove people (a birth, a marriage, someone leaving).
@@ -150,13 +154,13 @@ pub enum HouseholdCommand {
     /// in any province, is refused.
     ChangeMembers {
         /// The household. Example: 0100007-000001
-        #[arg(long)]
-        id: String,
+        #[arg(long, value_parser = ansinh::input::household)]
+        id: HouseholdId,
         /// The date of the change (YYYY-MM-DD). Example: 2026-03-01
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
         /// Why, as recorded in the event (e.g. "birth", "marriage", "moved away").
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::text)]
         reason: String,
         /// "NAME:CITIZEN_ID:RELATION" (CITIZEN_ID may be empty for a child), repeatable.
         #[arg(long = "add-member")]
@@ -168,25 +172,25 @@ pub enum HouseholdCommand {
     /// Record a member's death.
     RecordDeath {
         /// The household. Example: 0100007-000001
-        #[arg(long)]
-        id: String,
+        #[arg(long, value_parser = ansinh::input::household)]
+        id: HouseholdId,
         /// The deceased member's citizen id. Example: 001190000001
-        #[arg(long)]
-        citizen_id: String,
+        #[arg(long, value_parser = ansinh::input::citizen_id)]
+        citizen_id: CitizenId,
         /// The date of death (YYYY-MM-DD). Example: 2026-08-14
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
     },
     /// Destroy the household's data key (right to erasure); the chain still verifies.
     Erase {
         /// The household whose personal data are erased. Example: 0100007-000001
-        #[arg(long)]
-        id: String,
+        #[arg(long, value_parser = ansinh::input::household)]
+        id: HouseholdId,
         /// The erasure request's reference, recorded in the event. Example: DPR-2026-0042
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::text)]
         reference: String,
         /// The date of the erasure (YYYY-MM-DD). Example: 2026-09-30
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
     },
 }
@@ -196,10 +200,10 @@ pub enum ReviewCommand {
     /// Record the yearly review's decision; the ledger applies the standard in force on --on.
     Classify {
         /// The household reviewed, e.g. 0100007-000001.
-        #[arg(long)]
-        household: String,
+        #[arg(long, value_parser = ansinh::input::household)]
+        household: HouseholdId,
         /// Income per person per month, whole VND, e.g. 1200000.
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::money_or_zero)]
         income: Decimal,
         /// Where the household lives: the income line differs for rural and urban. Example: rural
         #[arg(long, value_enum)]
@@ -215,7 +219,7 @@ pub enum ReviewCommand {
         #[arg(long)]
         year: i32,
         /// The date of the decision (YYYY-MM-DD); the standard in force on it applies.
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
     },
 }
@@ -240,121 +244,121 @@ pub enum LoanCommand {
     /// reference (e.g. 01-L1), which the next commands take.
     Approve {
         /// The borrowing household. Example: 0100007-000001
-        #[arg(long)]
-        household: String,
+        #[arg(long, value_parser = ansinh::input::household)]
+        household: HouseholdId,
         /// The credit programme: POOR_HOUSEHOLD, NEAR_POOR_HOUSEHOLD or ESCAPED_POVERTY_HOUSEHOLD (data/programmes/programmes.json). Example: POOR_HOUSEHOLD
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::reference_of)]
         programme: String,
         /// The principal, whole VND, within the programme's cap. Example: 50000000
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::money)]
         amount: Decimal,
         /// The term in months, within the programme's maximum. Example: 36
         #[arg(long)]
         term_months: u32,
         /// The commune savings and loan group the borrower belongs to. Example: SG-0100007-03
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::reference_of)]
         savings_group: String,
         /// The association the bank entrusts the loan to.
         #[arg(long, value_enum)]
         entrusted: EntrustedArg,
         /// The date of approval (YYYY-MM-DD); the programme's terms in force then apply. Example: 2026-02-01
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
         /// What the loan is for, as recorded. Example: "raise two cows"
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::text)]
         reason: String,
     },
     /// Pay out a tranche of an approved loan.
     Disburse {
         /// The loan's reference, as approve printed it. Example: 01-L1
-        #[arg(long)]
-        loan: String,
+        #[arg(long, value_parser = ansinh::input::loan_ref)]
+        loan: LoanRef,
         /// The tranche, whole VND, at most what is left to disburse. Example: 50000000
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::money)]
         amount: Decimal,
         /// How the money is paid out: cash at the commune transaction point, or a bank transfer.
         #[arg(long, value_enum, default_value = "commune-point")]
         channel: ChannelArg,
         /// The date of disbursement (YYYY-MM-DD). Example: 2026-02-15
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
     },
     /// Record a repayment collected at the commune transaction point; prints how it was
     /// split between interest and principal.
     Repay {
         /// The loan's reference. Example: 01-L1
-        #[arg(long)]
-        loan: String,
+        #[arg(long, value_parser = ansinh::input::loan_ref)]
+        loan: LoanRef,
         /// The amount received, whole VND; it pays overdue interest, interest, overdue principal, then principal. Example: 1500000
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::money)]
         amount: Decimal,
         /// The date received (YYYY-MM-DD); interest is counted to it. Example: 2026-05-01
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
     },
     /// Extend a loan's final due date.
     Extend {
         /// The loan's reference. Example: 01-L1
-        #[arg(long)]
-        loan: String,
+        #[arg(long, value_parser = ansinh::input::loan_ref)]
+        loan: LoanRef,
         /// The new final due date (YYYY-MM-DD). Example: 2029-12-31
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         new_due: NaiveDate,
         /// The date of the decision (YYYY-MM-DD). Example: 2026-10-01
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
         /// Why, as recorded. Example: "crop failure"
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::text)]
         reason: String,
     },
     /// Freeze a loan after a disaster: no interest accrues while it is frozen.
     Freeze {
         /// The loan's reference. Example: 01-L1
-        #[arg(long)]
-        loan: String,
+        #[arg(long, value_parser = ansinh::input::loan_ref)]
+        loan: LoanRef,
         /// The reference of the decision after a disaster that freezes it. Example: QD-123/UBND
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::text)]
         decision: String,
         /// The date of the decision (YYYY-MM-DD). Example: 2026-09-20
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
     },
     /// Write a loan off after a disaster, by the competent authority's decision.
     WriteOff {
         /// The loan's reference. Example: 01-L1
-        #[arg(long)]
-        loan: String,
+        #[arg(long, value_parser = ansinh::input::loan_ref)]
+        loan: LoanRef,
         /// The reference of the decision that writes it off. Example: QD-456/TTg
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::text)]
         decision: String,
         /// The date of the decision (YYYY-MM-DD). Example: 2026-11-05
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
     },
     /// Reverse a mistaken disbursement or repayment by a new event.
     Reverse {
         /// The loan's reference. Example: 01-L1
-        #[arg(long)]
-        loan: String,
+        #[arg(long, value_parser = ansinh::input::loan_ref)]
+        loan: LoanRef,
         /// Partition sequence of the event to reverse.
         #[arg(long)]
         sequence: u64,
         /// The date of the reversal (YYYY-MM-DD). Example: 2026-05-02
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
         /// Why, as recorded. Example: "entered twice"
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::text)]
         reason: String,
     },
     /// Move unpaid instalments due before --as-of overdue, on every active loan of the
     /// caller's unit (only the overdue part moves). Safe to rerun for the same date.
     MarkOverdue {
         /// Instalments due before this date (YYYY-MM-DD) and unpaid become overdue. Example: 2026-06-30
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::date)]
         as_of: NaiveDate,
         /// The province whose loans are run (2 digits). Example: 01
-        #[arg(long)]
-        partition: String,
+        #[arg(long, value_parser = ansinh::input::partition)]
+        partition: Partition,
     },
 }
 
@@ -475,10 +479,6 @@ fn decided(partition: &str, payload: Option<&Payload>) -> Option<Decided> {
     })
 }
 
-fn household(id: &str) -> Result<HouseholdId, BoxError> {
-    Ok(HouseholdId::parse(id)?)
-}
-
 /// Prints a refusal and returns the exit code for it (1), or passes other errors on.
 pub fn outcome(
     result: Result<Receipt, ServiceError>,
@@ -529,7 +529,7 @@ pub async fn household_command(
     match command {
         HouseholdCommand::Show { id, as_of } => {
             let caller = who.caller()?;
-            let h = household(&id)?;
+            let h = id.clone();
             access::authorize(&caller, Operation::Read, h.commune().as_str())?;
             show_household(runtime, &h, as_of, json).await
         }
@@ -547,16 +547,14 @@ pub async fn household_command(
             let members = members.iter().map(|m| parse_member(m)).collect();
             let data = PersonalData {
                 head_name,
-                head_citizen_id,
+                head_citizen_id: head_citizen_id.to_string(),
                 phone,
                 account_number: account,
                 members,
             };
             let req = request(&caller, &key);
             outcome(
-                service
-                    .register(&req, &household(&id)?, area.into(), on, &data)
-                    .await,
+                service.register(&req, &id, area.into(), on, &data).await,
                 &key,
                 json,
             )
@@ -565,7 +563,7 @@ pub async fn household_command(
             let caller = who.caller()?;
             let req = request(&caller, &key);
             match service
-                .move_household(&req, &household(&from)?, &household(&to)?, area.into(), on)
+                .move_household(&req, &from, &to, area.into(), on)
                 .await
             {
                 Ok((out, arrived)) => {
@@ -584,7 +582,7 @@ pub async fn household_command(
             remove,
         } => {
             let caller = who.caller()?;
-            let h = household(&id)?;
+            let h = id.clone();
             let req = request(&caller, &key);
             let mut data = service.personal(&h).await?;
             for who in &remove {
@@ -604,10 +602,10 @@ pub async fn household_command(
         }
         HouseholdCommand::RecordDeath { id, citizen_id, on } => {
             let caller = who.caller()?;
-            let h = household(&id)?;
+            let h = id.clone();
             let req = request(&caller, &key);
             let mut data = service.personal(&h).await?;
-            let remaining = if data.head_citizen_id == citizen_id {
+            let remaining = if data.head_citizen_id == citizen_id.as_str() {
                 // The head died: the first adult member with a card becomes head.
                 match data.members.iter().position(|m| m.citizen_id.is_some()) {
                     Some(pos) => {
@@ -625,7 +623,7 @@ pub async fn household_command(
             };
             outcome(
                 service
-                    .record_death(&req, &h, &citizen_id, on, remaining.as_ref())
+                    .record_death(&req, &h, citizen_id.as_str(), on, remaining.as_ref())
                     .await,
                 &key,
                 json,
@@ -637,7 +635,7 @@ pub async fn household_command(
             let now = chrono::Utc::now().timestamp_millis();
             outcome(
                 service
-                    .erase_personal_data(&req, &household(&id)?, on, &reference, now)
+                    .erase_personal_data(&req, &id, on, &reference, now)
                     .await,
                 &key,
                 json,
@@ -710,10 +708,7 @@ pub async fn review_command(
     let req = request(&caller, &key);
     outcome_decided(
         runtime,
-        runtime
-            .service()
-            .classify(&req, &household(&h)?, inputs, on)
-            .await,
+        runtime.service().classify(&req, &h, inputs, on).await,
         &key,
         json,
     )
@@ -730,7 +725,7 @@ pub async fn loan_command(
     let key = who.key();
     let service = runtime.service();
     let req = request(&caller, &key);
-    let (loan, action, on, reason): (Option<String>, LoanAction, NaiveDate, String) = match command
+    let (loan, action, on, reason): (Option<LoanRef>, LoanAction, NaiveDate, String) = match command
     {
         LoanCommand::Approve {
             household: h,
@@ -744,7 +739,7 @@ pub async fn loan_command(
         } => (
             None,
             LoanAction::Approve {
-                household: household(&h)?,
+                household: h.clone(),
                 programme,
                 amount,
                 term_months,
@@ -811,13 +806,19 @@ pub async fn loan_command(
             reason,
         } => (Some(loan), LoanAction::Reverse { sequence }, on, reason),
         LoanCommand::MarkOverdue { as_of, partition } => {
-            return mark_overdue(runtime, &caller, &partition, as_of, json).await;
+            return mark_overdue(runtime, &caller, partition.as_str(), as_of, json).await;
         }
     };
     outcome_decided(
         runtime,
         service
-            .loan(&req, loan.as_deref(), action, on, &reason)
+            .loan(
+                &req,
+                loan.map(|l| l.to_string()).as_deref(),
+                action,
+                on,
+                &reason,
+            )
             .await,
         &key,
         json,

@@ -19,7 +19,7 @@ use super::{Api, ApiError};
 /// The longest accepted `Idempotency-Key`. The ledger key adds the caller id (at most
 /// `auth::STAFF_ID_BYTES_MAX`) and a suffix for moves, and must stay within
 /// `log::writer::IDEMPOTENCY_KEY_BYTES_MAX` (128).
-pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 64;
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = crate::input::IDEMPOTENCY_KEY_CHARS_MAX;
 const _: () = assert!(
     "http:".len() + super::auth::STAFF_ID_BYTES_MAX + 1 + IDEMPOTENCY_KEY_BYTES_MAX + "/out".len()
         <= crate::log::writer::IDEMPOTENCY_KEY_BYTES_MAX
@@ -79,13 +79,9 @@ impl IdempotencyKey {
         let key = value
             .to_str()
             .map_err(|_| ApiError::InvalidIdempotencyKey)?;
-        if key.is_empty()
-            || key.len() > IDEMPOTENCY_KEY_BYTES_MAX
-            || !key.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return Err(ApiError::InvalidIdempotencyKey);
-        }
-        Ok(IdempotencyKey(key.to_owned()))
+        crate::input::idempotency_key(key)
+            .map(IdempotencyKey)
+            .map_err(|_| ApiError::InvalidIdempotencyKey)
     }
 }
 

@@ -1,0 +1,386 @@
+//! One parser per kind of value a person or a program hands the ledger, used at every
+//! entrance: CLI arguments (as clap value parsers), HTTP paths, queries and headers, and
+//! the files the ledger reads. A value that leaves here is typed; what the domain builds
+//! commands from cannot be a raw string.
+//!
+//! Each parser refuses for what the value *is* (a commune of 5 digits is a malformed
+//! commune, not a commune nobody may act for), with the form expected, before anything
+//! asks who may act on it. Text is refused if it holds a control character or a Unicode
+//! non-character, and is returned in NFC (the rules of `strict_json`, which JSON bodies
+//! and files pass through).
+//!
+//! **Boundary:** pure; no I/O. `InputError` is the one refusal of this boundary; each
+//! entrance turns it into its own answer (a 400 naming the field, a CLI error naming the
+//! argument, a file error naming the file).
+
+use std::fmt;
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use unicode_normalization::UnicodeNormalization;
+
+use crate::chain::Partition;
+use crate::domain::ids::{CitizenId, CommuneCode, HouseholdId, ProvinceCode};
+use crate::domain::payments::ids::GatewayId;
+use crate::domain::payments::month::Month;
+
+/// Digits of the largest amount any entrance accepts, `domain::money::MAX_AMOUNT`
+/// (10^15 đồng), as the HTTP schemas (`defs.json`) bound it too.
+pub const MONEY_DIGITS_MAX: usize = 16;
+/// A person's name, in characters (schemas/http/defs.json `name`).
+pub const NAME_CHARS_MAX: usize = 200;
+/// A reason, a decision reference or a note, in characters (defs.json `text`).
+pub const TEXT_CHARS_MAX: usize = 500;
+/// A reference such as a gateway id, a key id or a savings group, in characters.
+pub const REF_CHARS_MAX: usize = 64;
+/// An idempotency key, in printable ASCII characters. The ledger scopes a key (by the
+/// caller, and a suffix for a command's second half) within the writer's 128 bytes.
+pub const IDEMPOTENCY_KEY_CHARS_MAX: usize = 64;
+
+/// The kinds of value, each with the form it must take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Commune,
+    Partition,
+    Household,
+    LoanRef,
+    CitizenId,
+    Money,
+    Date,
+    Month,
+    Gateway,
+    KeyId,
+    IdempotencyKey,
+    Actor,
+    Unit,
+    Reference,
+    Name,
+    Text,
+}
+
+impl Kind {
+    /// The kind's name in messages and in `--json` errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Commune => "commune",
+            Kind::Partition => "partition",
+            Kind::Household => "household",
+            Kind::LoanRef => "loan reference",
+            Kind::CitizenId => "citizen id",
+            Kind::Money => "amount",
+            Kind::Date => "date",
+            Kind::Month => "month",
+            Kind::Gateway => "gateway",
+            Kind::KeyId => "key id",
+            Kind::IdempotencyKey => "idempotency key",
+            Kind::Actor => "staff id",
+            Kind::Unit => "unit",
+            Kind::Reference => "reference",
+            Kind::Name => "name",
+            Kind::Text => "text",
+        }
+    }
+
+    /// The form a value of this kind takes, with an example.
+    pub fn expected(self) -> &'static str {
+        match self {
+            Kind::Commune => "7 digits: 2 of the province, 5 of the commune (0100007)",
+            Kind::Partition => "a 2-digit province code (01)",
+            Kind::Household => "a commune code, a dash and 6 digits (0100007-000123)",
+            Kind::LoanRef => "the province, -L and the loan's number (01-L7)",
+            Kind::CitizenId => "the 12 digits of a citizen identity card (001190000002)",
+            Kind::Money => "a whole number of đồng, digits only (1500000)",
+            Kind::Date => "a calendar date YYYY-MM-DD (2026-12-04)",
+            Kind::Month => "a month YYYY-MM (2026-12)",
+            Kind::Gateway => "1 to 64 printable ASCII characters without spaces (VBSP-BANK)",
+            Kind::KeyId => "1 to 64 printable ASCII characters without spaces (auditor-1)",
+            Kind::IdempotencyKey => {
+                "1 to 64 printable ASCII characters without spaces (reg-0100007-000123)"
+            }
+            Kind::Actor => "1 to 64 printable ASCII characters without spaces (staff:nguyen.an)",
+            Kind::Unit => {
+                "a commune (7 digits), a province (2 digits), or nothing for the head office"
+            }
+            Kind::Reference => {
+                "1 to 64 printable ASCII characters without spaces (ELDERLY_80_PLUS, pay:7:2026-12:1)"
+            }
+            Kind::Name => "1 to 200 characters of text, no control characters (Lê Văn Tám)",
+            Kind::Text => "1 to 500 characters of text, no control characters",
+        }
+    }
+}
+
+/// A value refused at the boundary: its kind, why, and (in `Display`) the form expected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid {}: {reason}; expected {}", kind.name(), kind.expected())]
+pub struct InputError {
+    pub kind: Kind,
+    pub reason: String,
+}
+
+impl InputError {
+    fn new(kind: Kind, reason: impl fmt::Display) -> Self {
+        Self {
+            kind,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// What a refused value is shown as: at most 32 characters, with escapes for control
+/// characters, so the refusal itself can be printed and logged safely.
+fn shown(s: &str) -> String {
+    let short: String = s.chars().take(32).collect();
+    let more = if s.chars().count() > 32 { "…" } else { "" };
+    format!("{:?}{more}", short)
+}
+
+pub fn commune(s: &str) -> Result<CommuneCode, InputError> {
+    CommuneCode::parse(s).map_err(|e| InputError::new(Kind::Commune, format!("{} ({e})", shown(s))))
+}
+
+/// A partition of the ledger: one province, by its 2-digit code.
+pub fn partition(s: &str) -> Result<Partition, InputError> {
+    let code = ProvinceCode::parse(s).map_err(|_| InputError::new(Kind::Partition, shown(s)))?;
+    Partition::new(code.as_str()).map_err(|e| InputError::new(Kind::Partition, e))
+}
+
+/// Several partitions, comma-separated (`01,79`); each once.
+pub fn partitions(s: &str) -> Result<Vec<Partition>, InputError> {
+    let mut out: Vec<Partition> = Vec::new();
+    for part in s.split(',') {
+        let p = partition(part)?;
+        if out.contains(&p) {
+            return Err(InputError::new(
+                Kind::Partition,
+                format!("{} is named twice", shown(part)),
+            ));
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+pub fn household(s: &str) -> Result<HouseholdId, InputError> {
+    HouseholdId::parse(s).map_err(|_| InputError::new(Kind::Household, shown(s)))
+}
+
+/// A loan reference as the ledger prints it (`01-L7`): its partition and number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoanRef {
+    pub partition: Partition,
+    pub number: u64,
+}
+
+impl fmt::Display for LoanRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-L{}", self.partition, self.number)
+    }
+}
+
+pub fn loan_ref(s: &str) -> Result<LoanRef, InputError> {
+    let bad = || InputError::new(Kind::LoanRef, shown(s));
+    let (p, number) = s.split_once("-L").ok_or_else(bad)?;
+    let partition = partition(p).map_err(|_| bad())?;
+    // Digits only, no sign, no leading zero: one spelling per loan.
+    if number.is_empty()
+        || !number.bytes().all(|b| b.is_ascii_digit())
+        || (number.len() > 1 && number.starts_with('0'))
+    {
+        return Err(bad());
+    }
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    if number == 0 {
+        return Err(bad());
+    }
+    Ok(LoanRef { partition, number })
+}
+
+pub fn citizen_id(s: &str) -> Result<CitizenId, InputError> {
+    CitizenId::parse(s).map_err(|e| InputError::new(Kind::CitizenId, format!("{} ({e})", shown(s))))
+}
+
+/// Whole đồng, zero or more: digits only, no sign, fraction, exponent or leading zero.
+pub fn money_or_zero(s: &str) -> Result<Decimal, InputError> {
+    let bad = |why: &str| InputError::new(Kind::Money, format!("{} {why}", shown(s)));
+    if s.is_empty() {
+        return Err(bad("is empty"));
+    }
+    if !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad("holds something other than digits"));
+    }
+    if s.len() > 1 && s.starts_with('0') {
+        return Err(bad("starts with 0"));
+    }
+    let too_large = || bad("is larger than any amount the ledger keeps");
+    if s.len() > MONEY_DIGITS_MAX {
+        return Err(too_large());
+    }
+    let amount = s.parse::<Decimal>().map_err(|e| bad(&e.to_string()))?;
+    if amount > crate::domain::money::MAX_AMOUNT {
+        return Err(too_large());
+    }
+    Ok(amount)
+}
+
+/// Whole đồng, more than zero.
+pub fn money(s: &str) -> Result<Decimal, InputError> {
+    let amount = money_or_zero(s)?;
+    if amount.is_zero() {
+        return Err(InputError::new(Kind::Money, "0 is not an amount to move"));
+    }
+    Ok(amount)
+}
+
+/// A calendar date in exactly one spelling: `YYYY-MM-DD`, zero-padded.
+pub fn date(s: &str) -> Result<NaiveDate, InputError> {
+    let b = s.as_bytes();
+    let shaped = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if !shaped {
+        return Err(InputError::new(Kind::Date, shown(s)));
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
+        InputError::new(
+            Kind::Date,
+            format!("{} is not a day of the calendar", shown(s)),
+        )
+    })
+}
+
+pub fn month(s: &str) -> Result<Month, InputError> {
+    let b = s.as_bytes();
+    let shaped = b.len() == 7
+        && b[4] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || c.is_ascii_digit());
+    if !shaped {
+        return Err(InputError::new(Kind::Month, shown(s)));
+    }
+    Month::parse(s).map_err(|_| InputError::new(Kind::Month, shown(s)))
+}
+
+pub fn gateway(s: &str) -> Result<GatewayId, InputError> {
+    GatewayId::parse(s).map_err(|_| InputError::new(Kind::Gateway, shown(s)))
+}
+
+fn reference(kind: Kind, s: &str, max: usize) -> Result<String, InputError> {
+    if s.is_empty() || s.len() > max || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(InputError::new(kind, shown(s)));
+    }
+    Ok(s.to_owned())
+}
+
+/// The id of a key (a cosigner's, a gateway's signing key).
+pub fn key_id(s: &str) -> Result<String, InputError> {
+    reference(Kind::KeyId, s, REF_CHARS_MAX)
+}
+
+pub fn idempotency_key(s: &str) -> Result<String, InputError> {
+    reference(Kind::IdempotencyKey, s, IDEMPOTENCY_KEY_CHARS_MAX)
+}
+
+/// Who acts, as recorded in an event's actor (`staff:nguyen.an`).
+pub fn actor(s: &str) -> Result<String, InputError> {
+    reference(Kind::Actor, s, REF_CHARS_MAX)
+}
+
+/// A reference the ledger keeps as given: a programme, a beneficiary category, a savings
+/// group, an instruction id, an audit-trail subject.
+pub fn reference_of(s: &str) -> Result<String, InputError> {
+    reference(Kind::Reference, s, REF_CHARS_MAX)
+}
+
+/// The unit a member of staff acts for: a commune, a province, or "" (the head office).
+pub fn unit(s: &str) -> Result<String, InputError> {
+    if s.is_empty() || ProvinceCode::parse(s).is_ok() || CommuneCode::parse(s).is_ok() {
+        Ok(s.to_owned())
+    } else {
+        Err(InputError::new(Kind::Unit, shown(s)))
+    }
+}
+
+/// Why a character may not stand in text, if it may not: C0 and C1 controls and the
+/// Unicode non-characters. (A lone surrogate cannot reach a Rust `str`.)
+pub fn bad_char(c: char) -> Option<&'static str> {
+    let code = c as u32;
+    match code {
+        0x00..=0x1F | 0x7F => Some("a control character"),
+        0x80..=0x9F => Some("a C1 control character"),
+        0xFDD0..=0xFDEF => Some("a Unicode non-character"),
+        _ if code & 0xFFFE == 0xFFFE => Some("a Unicode non-character"),
+        _ => None,
+    }
+}
+
+fn text_of(kind: Kind, s: &str, max: usize) -> Result<String, InputError> {
+    if let Some(c) = s.chars().find(|c| bad_char(*c).is_some()) {
+        return Err(InputError::new(
+            kind,
+            format!(
+                "it contains {} (U+{:04X})",
+                bad_char(c).expect("found above"),
+                c as u32
+            ),
+        ));
+    }
+    let normal: String = s.nfc().collect();
+    let chars = normal.chars().count();
+    if normal.trim().is_empty() {
+        return Err(InputError::new(kind, "it is empty"));
+    }
+    if chars > max {
+        return Err(InputError::new(
+            kind,
+            format!("it has {chars} characters, more than {max}"),
+        ));
+    }
+    Ok(normal)
+}
+
+/// A person's name, in NFC.
+pub fn name(s: &str) -> Result<String, InputError> {
+    text_of(Kind::Name, s, NAME_CHARS_MAX)
+}
+
+/// A reason, a decision reference or a note, in NFC.
+pub fn text(s: &str) -> Result<String, InputError> {
+    text_of(Kind::Text, s, TEXT_CHARS_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_refuses_what_it_is_not_and_names_the_form() {
+        let e = commune("01000").unwrap_err();
+        assert_eq!(e.kind, Kind::Commune);
+        assert!(e.to_string().contains("7 digits"), "{e}");
+        assert_eq!(partition("1").unwrap_err().kind, Kind::Partition);
+        assert_eq!(partition("01").unwrap().as_str(), "01");
+        assert!(partitions("01,01").is_err());
+        assert_eq!(loan_ref("01-L7").unwrap().to_string(), "01-L7");
+        for bad in ["01-L07", "01-L", "01-L-1", "1-L7", "01-L0", "01L7"] {
+            assert!(loan_ref(bad).is_err(), "{bad}");
+        }
+        for bad in ["5.5", "-5", "1e3", "+5", "05", "", " 5", "0"] {
+            assert!(money(bad).is_err(), "{bad}");
+        }
+        assert_eq!(money_or_zero("0").unwrap(), Decimal::ZERO);
+        for bad in ["2026-1-05", "2026-02-30", "20260105", "2026-01-05T00:00"] {
+            assert!(date(bad).is_err(), "{bad}");
+        }
+        assert!(month("2026-13").is_err());
+        assert!(month("2026-1").is_err());
+        assert_eq!(name("Le\u{0302}\u{0301}").unwrap(), "Lế");
+        assert!(name("An\u{0}").is_err());
+        assert!(text(" ").is_err());
+        assert!(idempotency_key("a b").is_err());
+    }
+}
