@@ -161,6 +161,14 @@ pub fn partitions(s: &str) -> Result<Vec<Partition>, InputError> {
     Ok(out)
 }
 
+/// Several partitions as one argument (`01,79`), each named once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionList(pub Vec<Partition>);
+
+pub fn partition_list(s: &str) -> Result<PartitionList, InputError> {
+    partitions(s).map(PartitionList)
+}
+
 pub fn household(s: &str) -> Result<HouseholdId, InputError> {
     HouseholdId::parse(s).map_err(|_| InputError::new(Kind::Household, shown(s)))
 }

@@ -146,8 +146,8 @@ enum Command {
         #[arg(long, default_value_t = 1_500)]
         households: u64,
         /// The provinces (2-digit codes), comma-separated. Example: 01,79
-        #[arg(long, value_delimiter = ',', default_value = "01,79,92", value_parser = ansinh::input::partition)]
-        partitions: Vec<Partition>,
+        #[arg(long, default_value = "01,79,92", value_parser = ansinh::input::partition_list)]
+        partitions: ansinh::input::PartitionList,
         /// The year played. Example: 2026
         #[arg(long, default_value_t = 2026)]
         year: i32,
@@ -193,8 +193,8 @@ enum Command {
     /// Debits and credits per account, checked at every event.
     TrialBalance {
         /// The provinces, comma-separated [default: every partition]. Example: 01,79
-        #[arg(long, value_delimiter = ',', default_value = "01,79,92", value_parser = ansinh::input::partition)]
-        partitions: Vec<Partition>,
+        #[arg(long, default_value = "01,79,92", value_parser = ansinh::input::partition_list)]
+        partitions: ansinh::input::PartitionList,
     },
     /// Auditor tools.
     Audit {
@@ -620,7 +620,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     duplicate_rate: gateway_duplicate_rate,
                     latency_ms: gateway_latency_ms,
                 };
-                let partitions: Vec<String> = partitions.iter().map(|p| p.to_string()).collect();
+                let partitions: Vec<String> = partitions.0.iter().map(|p| p.to_string()).collect();
                 let played = demo(&runtime, households, &partitions, year, gateways, json).await;
                 let mut checkpointer = task.stop().await;
                 let (code, report) = played?;
@@ -662,7 +662,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 cli::staff::portfolio(&runtime, commune.map(|c| c.as_str().to_owned()), json).await
             }
             Command::TrialBalance { partitions } => {
-                let partitions: Vec<String> = partitions.iter().map(|p| p.to_string()).collect();
+                let partitions: Vec<String> = partitions.0.iter().map(|p| p.to_string()).collect();
                 cli::staff::trial_balance(&runtime, &partitions, json).await
             }
             Command::Audit {

@@ -7,7 +7,7 @@
 //! HTTP: the axum API with its gateway routes, on the shared test server.
 
 mod common_gateway;
-use common_gateway::{key, registry, shared_registry, start_net};
+use common_gateway::{Signed, key, registry, shared_registry, sign_request, start_net};
 
 mod common;
 
@@ -364,27 +364,6 @@ struct Answer {
 impl Answer {
     fn kind(&self) -> &str {
         self.body["error"].as_str().unwrap_or_default()
-    }
-}
-
-/// A signed HTTP request as a gateway sends it.
-struct Signed {
-    path: String,
-    body: Vec<u8>,
-    timestamp: String,
-    key_id: String,
-    signature: String,
-}
-
-fn sign_request(signer: &KeyPair, method: &str, path: &str, body: &[u8], at_ms: i64) -> Signed {
-    let timestamp = at_ms.to_string();
-    let bytes = sign::http_request_bytes(&timestamp, method, path, body);
-    Signed {
-        path: path.into(),
-        body: body.to_vec(),
-        timestamp,
-        key_id: signer.key_id().into(),
-        signature: hex::encode(sign::sign_http_request(signer, &bytes)),
     }
 }
 

@@ -137,10 +137,10 @@ pub fn loan_ref(partition: &str, loan: LoanId) -> String {
     format!("{partition}-L{loan}")
 }
 
-/// Parses "<partition>-L<number>".
+/// Parses "<partition>-L<number>" in its one spelling (`input::loan_ref`).
 pub fn parse_loan_ref(s: &str) -> Option<(String, LoanId)> {
-    let (partition, number) = s.split_once("-L")?;
-    Some((partition.to_owned(), number.parse().ok()?))
+    let r = crate::input::loan_ref(s).ok()?;
+    Some((r.partition.to_string(), r.number))
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -302,7 +302,7 @@ fn parse_canonical<T: Serialize + DeserializeOwned>(
     file: &str,
     bytes: &[u8],
 ) -> Result<T, BundleError> {
-    let value: T = serde_json::from_slice(bytes).map_err(|e| BundleError::Json {
+    let value: T = crate::strict_json::from_slice(bytes).map_err(|e| BundleError::Json {
         file: file.to_string(),
         reason: e.to_string(),
     })?;

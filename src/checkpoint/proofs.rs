@@ -407,7 +407,7 @@ pub fn check_document(json: &[u8], trusted: &[String]) -> Result<Checked, CheckE
         return Err(CheckError::TooLarge(json.len()));
     }
     let value: serde_json::Value =
-        serde_json::from_slice(json).map_err(|e| CheckError::Json(e.to_string()))?;
+        crate::strict_json::from_slice(json).map_err(|e| CheckError::Json(e.to_string()))?;
     let format = value
         .get("format")
         .and_then(|f| f.as_str())

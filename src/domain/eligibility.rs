@@ -124,7 +124,7 @@ pub enum StandardDataError {
 /// Parse and check one standard file; the hash is of exactly `text`'s bytes.
 pub fn load_standard(text: &str) -> Result<Standard, StandardDataError> {
     let mut s: Standard =
-        serde_json::from_str(text).map_err(|e| StandardDataError::Json(e.to_string()))?;
+        crate::strict_json::from_str(text).map_err(|e| StandardDataError::Json(e.to_string()))?;
     let unique: BTreeSet<&str> = s.indicators().collect();
     if s.dimensions.len() != DIMENSION_COUNT
         || unique.len() != INDICATOR_COUNT

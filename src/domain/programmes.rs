@@ -84,7 +84,7 @@ struct ProgrammesFile {
 pub fn programmes() -> &'static [Programme] {
     static P: OnceLock<Vec<Programme>> = OnceLock::new();
     P.get_or_init(|| {
-        serde_json::from_str::<ProgrammesFile>(PROGRAMMES_JSON)
+        crate::strict_json::from_str::<ProgrammesFile>(PROGRAMMES_JSON)
             .expect("shipped programmes.json is invalid")
             .programmes
     })

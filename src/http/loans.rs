@@ -9,8 +9,8 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use crate::access::Caller;
-use crate::book::{loan_ref, parse_loan_ref};
-use crate::chain::{Digest, Partition};
+use crate::book::loan_ref;
+use crate::chain::Digest;
 use crate::domain::loans::{Channel, EntrustedOrganisation};
 use crate::proto::envelope::Payload;
 use crate::service::LoanAction;
@@ -137,16 +137,11 @@ impl RequestBody for OverdueBody {
     const SCHEMA: &'static str = "mark-overdue.request";
 }
 
-/// A loan reference from the path: "<partition>-L<number>".
+/// A loan reference from the path: "<partition>-L<number>", in its one spelling.
 fn loan_path(reference: &str) -> Result<String, ApiError> {
-    let valid =
-        parse_loan_ref(reference).is_some_and(|(partition, _)| Partition::new(&partition).is_ok());
-    if !valid {
-        return Err(ApiError::InvalidParameter(format!(
-            "{reference:?} is not a loan reference like 01-L7"
-        )));
-    }
-    Ok(reference.to_owned())
+    crate::input::loan_ref(reference)
+        .map(|r| r.to_string())
+        .map_err(|e| ApiError::InvalidParameter(e.to_string()))
 }
 
 /// One loan command, with the reasons the CLI records for the same command.

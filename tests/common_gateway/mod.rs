@@ -103,3 +103,24 @@ pub fn registry() -> Arc<Registry> {
         .collect();
     Arc::new(Registry::new(keys).unwrap())
 }
+
+/// A signed HTTP request as a gateway sends it.
+pub struct Signed {
+    pub path: String,
+    pub body: Vec<u8>,
+    pub timestamp: String,
+    pub key_id: String,
+    pub signature: String,
+}
+
+pub fn sign_request(signer: &KeyPair, method: &str, path: &str, body: &[u8], at_ms: i64) -> Signed {
+    let timestamp = at_ms.to_string();
+    let bytes = ansinh::gateway::sign::http_request_bytes(&timestamp, method, path, body);
+    Signed {
+        path: path.into(),
+        body: body.to_vec(),
+        timestamp,
+        key_id: signer.key_id().into(),
+        signature: hex::encode(ansinh::gateway::sign::sign_http_request(signer, &bytes)),
+    }
+}

@@ -167,16 +167,18 @@ fn hash_hex(text: &str) -> String {
 impl ReferenceData {
     /// Parse and check both files; hashes are of exactly these texts.
     pub fn load(base_levels_text: &str, categories_text: &str) -> Result<Self, ReferenceDataError> {
-        let base: BaseLevelsFile =
-            serde_json::from_str(base_levels_text).map_err(|e| ReferenceDataError::Json {
+        let base: BaseLevelsFile = crate::strict_json::from_str(base_levels_text).map_err(|e| {
+            ReferenceDataError::Json {
                 file: BASE_LEVELS_PATH,
                 message: e.to_string(),
-            })?;
-        let cats: CategoriesFile =
-            serde_json::from_str(categories_text).map_err(|e| ReferenceDataError::Json {
+            }
+        })?;
+        let cats: CategoriesFile = crate::strict_json::from_str(categories_text).map_err(|e| {
+            ReferenceDataError::Json {
                 file: CATEGORIES_PATH,
                 message: e.to_string(),
-            })?;
+            }
+        })?;
         for (file, entries) in [
             (BASE_LEVELS_PATH, base.levels.len()),
             (CATEGORIES_PATH, cats.categories.len()),
