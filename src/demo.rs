@@ -346,7 +346,8 @@ async fn household_year(
     let Some(Payload::LoanApproved(a)) = env.payload else {
         return Ok(s);
     };
-    let loan = crate::book::loan_ref(&partition, a.loan_number);
+    let loan = crate::input::loan_ref(&crate::book::loan_ref(&partition, a.loan_number))
+        .expect("a province's loan has a reference of one spelling");
     s.loans += 1;
     *s.loans_by_programme
         .entry(programme.to_owned())

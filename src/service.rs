@@ -590,7 +590,7 @@ impl Service {
     pub async fn loan(
         &self,
         req: &Request<'_>,
-        loan: Option<&str>,
+        loan: Option<&crate::input::LoanRef>,
         action: LoanAction,
         effective: NaiveDate,
         reason: &str,
@@ -602,16 +602,9 @@ impl Service {
                 (partition_of(household), None)
             }
             (_, Some(r)) => {
-                let (p, n) = book::parse_loan_ref(r).ok_or_else(|| {
-                    ServiceError::Rejected(Rejection::UnsupportedCommand {
-                        what: format!("{r:?} is not a loan reference like 01-L7"),
-                    })
-                })?;
-                let partition = Partition::new(&p)
-                    .map_err(|_| ServiceError::Rejected(Rejection::ProvinceCodeMalformed))?;
                 // Role here; the unit is checked against the loan's household by the book.
                 access::authorize_role(req.caller, op)?;
-                (partition, Some(n))
+                (r.partition.clone(), Some(r.number))
             }
             (_, None) => {
                 return Err(ServiceError::Rejected(Rejection::UnsupportedCommand {

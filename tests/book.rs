@@ -136,7 +136,13 @@ impl World {
         on: &str,
     ) -> Result<Receipt, ServiceError> {
         self.service
-            .loan(&rq(caller, key), loan, action, d(on), "test")
+            .loan(
+                &rq(caller, key),
+                loan.map(|l| ansinh::input::loan_ref(l).unwrap()).as_ref(),
+                action,
+                d(on),
+                "test",
+            )
             .await
     }
 
@@ -936,7 +942,7 @@ async fn a_command_sent_to_another_process_right_after_is_decided_on_a_current_b
         .await
         .unwrap();
         let key = format!("disburse-{i}");
-        let loan = format!("01-L{i}");
+        let loan = ansinh::input::loan_ref(&format!("01-L{i}")).unwrap();
         b.loan(
             &rq(&teller, &key),
             Some(&loan),
@@ -954,7 +960,7 @@ async fn a_command_sent_to_another_process_right_after_is_decided_on_a_current_b
         refused(
             b.loan(
                 &rq(&teller, "unknown"),
-                Some("01-L999"),
+                Some(&ansinh::input::loan_ref("01-L999").unwrap()),
                 disburse(),
                 d("2026-02-04"),
                 "b"
@@ -966,7 +972,7 @@ async fn a_command_sent_to_another_process_right_after_is_decided_on_a_current_b
     let twice = refused(
         a.loan(
             &rq(&teller, "twice"),
-            Some("01-L1"),
+            Some(&ansinh::input::loan_ref("01-L1").unwrap()),
             disburse(),
             d("2026-02-04"),
             "a",

@@ -184,20 +184,14 @@ async fn run_case(ops: Vec<Op>) {
                 (Some(1), LoanAction::Reverse { sequence })
             }
         };
-        let reference = loan.map(|n| loan_ref("01", n));
+        let reference = loan.map(|n| ansinh::input::loan_ref(&loan_ref("01", n)).unwrap());
         let is_money = matches!(
             action,
             LoanAction::Disburse { .. } | LoanAction::Repay { .. }
         );
         let k = next_key();
         match service
-            .loan(
-                &rq(&manager, &k),
-                reference.as_deref(),
-                action,
-                date,
-                "prop",
-            )
+            .loan(&rq(&manager, &k), reference.as_ref(), action, date, "prop")
             .await
         {
             Ok(receipt) => {

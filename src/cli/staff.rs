@@ -811,15 +811,7 @@ pub async fn loan_command(
     };
     outcome_decided(
         runtime,
-        service
-            .loan(
-                &req,
-                loan.map(|l| l.to_string()).as_deref(),
-                action,
-                on,
-                &reason,
-            )
-            .await,
+        service.loan(&req, loan.as_ref(), action, on, &reason).await,
         &key,
         json,
     )
@@ -844,7 +836,7 @@ async fn mark_overdue(
         {
             continue;
         }
-        let reference = ansinh::book::loan_ref(partition, loan.id);
+        let reference = ansinh::input::loan_ref(&ansinh::book::loan_ref(partition, loan.id))?;
         // One key per loan and date: rerunning the job for the same date adds nothing.
         let key = format!("overdue:{as_of}:{reference}");
         let req = request(caller, &key);

@@ -138,10 +138,8 @@ impl RequestBody for OverdueBody {
 }
 
 /// A loan reference from the path: "<partition>-L<number>", in its one spelling.
-fn loan_path(reference: &str) -> Result<String, ApiError> {
-    crate::input::loan_ref(reference)
-        .map(|r| r.to_string())
-        .map_err(|e| ApiError::InvalidParameter(e.to_string()))
+fn loan_path(reference: &str) -> Result<crate::input::LoanRef, ApiError> {
+    crate::input::loan_ref(reference).map_err(|e| ApiError::InvalidParameter(e.to_string()))
 }
 
 /// One loan command, with the reasons the CLI records for the same command.
