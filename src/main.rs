@@ -699,6 +699,11 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Command::Audit {
                 command: AuditCommand::Checkpoint { partition },
             } => {
+                if let Some(p) = &partition {
+                    if !cli::partition_exists(&runtime, p).await? {
+                        return Ok(cli::not_found(json, "partition", p.as_str()));
+                    }
+                }
                 let ok = checkpoint::cli::checkpoint(
                     &runtime,
                     &checkpoints,
@@ -717,6 +722,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         key,
                     },
             } => {
+                if !cli::partition_exists(&runtime, &partition).await? {
+                    return Ok(cli::not_found(json, "partition", partition.as_str()));
+                }
                 let ok = checkpoint::cli::cosign(
                     &runtime,
                     &checkpoints,
@@ -736,6 +744,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         checkpoint_size,
                     },
             } => {
+                if !cli::partition_exists(&runtime, &partition).await? {
+                    return Ok(cli::not_found(json, "partition", partition.as_str()));
+                }
                 let ok =
                     checkpoint::cli::prove(&runtime, &checkpoints, partition.as_str(), seq, checkpoint_size);
                 Ok(exit(ok.await?))
@@ -748,6 +759,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         to,
                     },
             } => {
+                if !cli::partition_exists(&runtime, &partition).await? {
+                    return Ok(cli::not_found(json, "partition", partition.as_str()));
+                }
                 let ok = checkpoint::cli::consistency(&runtime, &checkpoints, partition.as_str(), from, to);
                 Ok(exit(ok.await?))
             }
@@ -1519,15 +1533,7 @@ async fn verify(
         {
             // An auditor's typo must not read as a clean audit of nothing.
             let p = only.as_ref().expect("checked above");
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": false, "error": "unknown_partition", "partition": p.as_str()})
-                );
-            } else {
-                println!("FAILED partition {p}: the log has no event of this partition");
-            }
-            Ok(ExitCode::FAILURE)
+            Ok(cli::not_found(json, "partition", p.as_str()))
         }
         Ok(report) => {
             // Each exclusion must be the ledger's own decision: signed by a ledger key in

@@ -394,6 +394,11 @@ impl Projector {
         ]
     }
 
+    /// Whether an event of `partition` has been applied.
+    pub fn knows_partition(&self, partition: &str) -> Result<bool, ProjectionError> {
+        Ok(self.summary.contains_key(partition)?)
+    }
+
     pub fn summaries(&self) -> Result<BTreeMap<String, PartitionSummary>, ProjectionError> {
         self.summary
             .iter()

@@ -394,7 +394,7 @@ fn reports_and_audits_name_what_the_log_has_never_seen() {
     for (args, says) in [
         (
             &["audit", "verify", "--partition", "99"][..],
-            "partition 99: the log has no event",
+            "the log has no partition 99",
         ),
         (
             &["audit", "recompute-eligibility", "--partition", "99"][..],

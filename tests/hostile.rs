@@ -29,6 +29,9 @@ struct Ledger {
     config: LogConfig,
     schemas: Schemas,
     officer: String,
+    /// Head office: reads every partition.
+    auditor: String,
+    secrets: std::path::PathBuf,
     dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -44,6 +47,7 @@ async fn ledger() -> Ledger {
     let staff = dir.path().join(http::STAFF_FILE);
     let officer =
         http::auth::add_staff(&staff, "staff:officer", Role::CreditOfficer, "0100007").unwrap();
+    let auditor = http::auth::add_staff(&staff, "staff:auditor", Role::Auditor, "").unwrap();
     let edge = GatewayEdge {
         registry: shared_registry(),
         sink: Arc::new(LedgerSink::new(service.clone(), system_clock())),
@@ -67,6 +71,8 @@ async fn ledger() -> Ledger {
         config,
         schemas: Schemas::compile(),
         officer,
+        auditor,
+        secrets: dir.path().join("secrets"),
         dir,
         _stop: stop,
     };
@@ -209,8 +215,18 @@ impl Ledger {
     /// Runs the CLI against this very log (so an argument that got through would append
     /// to what the cases count), with `--json`.
     fn cli(&self, args: &[&str]) -> (Option<i32>, Value) {
+        self.cli_in(&[], args)
+    }
+
+    /// `cli` as a process of this ledger (its secrets file), for commands that run.
+    fn cli_with_secrets(&self, args: &[&str]) -> (Option<i32>, Value) {
+        self.cli_in(&["--secrets", self.secrets.to_str().unwrap()], args)
+    }
+
+    fn cli_in(&self, options: &[&str], args: &[&str]) -> (Option<i32>, Value) {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_ansinh"))
             .arg("--json")
+            .args(options)
             .args(["--data-dir", self.dir.path().join("cli").to_str().unwrap()])
             .args(["--nats", &server_url()])
             .args(["--stream", &self.config.stream_name])
@@ -1142,4 +1158,108 @@ fn with_reason() -> Value {
     post["outcome"] = json!("failed");
     post["reason"] = json!("account closed");
     post
+}
+
+/// Well-formed names of things the log has never seen: every report and audit says so
+/// (404, or exit 1 with `not_found`), where an empty answer would read as "nothing
+/// wrong with it".
+#[tokio::test]
+async fn reports_and_audits_name_what_the_log_has_never_seen() {
+    let l = ledger().await;
+    for (path, what) in [
+        ("/v1/households/0100007-999999", "HouseholdNotRegistered"),
+        ("/v1/communes/0100099/portfolio", "NotFound"),
+        ("/v1/partitions/99/trial-balance", "NotFound"),
+        (
+            "/v1/partitions/99/reconciliation/2026-12-05?as_of=2026-12-31",
+            "NotFound",
+        ),
+    ] {
+        let response = l
+            .client
+            .get(format!("{}{path}", l.base))
+            .bearer_auth(&l.auditor)
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = schema_checked(&l.schemas, response, "error.response").await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::NOT_FOUND, Some(what)),
+            "{path}: {body}"
+        );
+    }
+    // What exists answers.
+    for path in [
+        "/v1/communes/0100007/portfolio",
+        "/v1/partitions/01/trial-balance",
+    ] {
+        let response = l
+            .client
+            .get(format!("{}{path}", l.base))
+            .bearer_auth(&l.auditor)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+
+    let actor = ["--as", "staff:a", "--role", "auditor", "--unit", ""];
+    for (args, what, value) in [
+        (
+            vec!["audit", "verify", "--partition", "99"],
+            "partition",
+            "99",
+        ),
+        (
+            vec!["audit", "checkpoint", "--partition", "99"],
+            "partition",
+            "99",
+        ),
+        (
+            vec!["audit", "prove", "--partition", "99", "--seq", "1"],
+            "partition",
+            "99",
+        ),
+        (
+            vec![
+                "audit",
+                "consistency",
+                "--partition",
+                "99",
+                "--from",
+                "1",
+                "--to",
+                "2",
+            ],
+            "partition",
+            "99",
+        ),
+        // (recompute, trail, portfolio, trial balance and household show: tests/cli.rs)
+        (
+            vec![
+                "payments",
+                "reconcile",
+                "--gateway",
+                "nosuch",
+                "--as-of",
+                "2026-12-31",
+            ],
+            "gateway",
+            "nosuch",
+        ),
+    ] {
+        let args: Vec<&str> = actor.iter().copied().chain(args).collect();
+        let (code, answer) = l.cli_with_secrets(&args);
+        assert_eq!(code, Some(1), "{args:?}: {answer}");
+        assert_eq!(
+            (
+                answer["error"].as_str(),
+                answer["what"].as_str(),
+                answer["value"].as_str()
+            ),
+            (Some("not_found"), Some(what), Some(value)),
+            "{args:?}"
+        );
+    }
 }

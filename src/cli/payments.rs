@@ -580,6 +580,7 @@ async fn reconcile(
         }
         None => None,
     };
+    let folded = projected.is_none();
     let all = match projected {
         Some(all) => all,
         None => {
@@ -597,6 +598,27 @@ async fn reconcile(
                 && date.is_none_or(|want| **d == want)
         })
         .collect();
+    // A gateway with no line is either quiet that day or one the log never saw: an empty
+    // table would read as "nothing wrong with it", so the second is said (a report over
+    // the log, only on this rare path).
+    if let Some(want) = gateway.as_ref().filter(|_| rows.is_empty()) {
+        let fresh;
+        let everything = if folded {
+            &all
+        } else {
+            let events =
+                ansinh::payments_report::payment_events(&mut stream, runtime.ledger.config(), None)
+                    .await?;
+            fresh = ansinh::payments_report::reconcile_all(&events, as_of, pending_days);
+            &fresh
+        };
+        let seen = everything
+            .values()
+            .any(|r| r.days.keys().any(|(g, _)| g.as_str() == want));
+        if !seen {
+            return Ok(super::not_found(json, "gateway", want));
+        }
+    }
     if json {
         let v: Vec<_> = rows
             .iter()

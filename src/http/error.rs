@@ -93,6 +93,10 @@ pub enum ApiError {
     /// was recorded.
     #[error("instruction {0:?} is not an instruction of this ledger")]
     UnknownInstruction(String),
+    /// A report named something the log has never seen (a partition, a commune): an
+    /// empty answer would read as "nothing wrong with it".
+    #[error("the log has no {what} {value}")]
+    NotFound { what: &'static str, value: String },
     /// Gateway routes: the ledger refused the result **and recorded the refusal**
     /// (reconciliation lists it). The same post again gets this same answer.
     #[error("refused ({refusal:?}); recorded as partition {partition} sequence {sequence}")]
@@ -138,6 +142,7 @@ impl ApiError {
             ApiError::Internal(_) => "Internal".into(),
             ApiError::GatewayAuth(e) => gateway_auth_kind(e).into(),
             ApiError::UnknownInstruction(_) => "UnknownInstruction".into(),
+            ApiError::NotFound { .. } => "NotFound".into(),
             ApiError::PostRefused { refusal, .. } => format!("{refusal:?}")
                 .split(|c: char| !c.is_ascii_alphanumeric())
                 .next()
@@ -166,7 +171,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::GatewayAuth(e) => gateway_auth_status(e),
-            ApiError::UnknownInstruction(_) | ApiError::GatewaysDisabled => StatusCode::NOT_FOUND,
+            ApiError::UnknownInstruction(_)
+            | ApiError::GatewaysDisabled
+            | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::PostRefused { refusal, .. } => post_refusal_status(refusal),
         }
     }

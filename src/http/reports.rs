@@ -9,7 +9,6 @@ use serde::Serialize;
 use crate::access::{self, Operation};
 use crate::book::codec;
 use crate::chain::Partition;
-use crate::domain::ids::CommuneCode;
 use crate::views::{ACCOUNTS, CommunePortfolio, TrialBalanceView};
 
 use super::extract::Staff;
@@ -23,24 +22,24 @@ struct PortfolioAnswer {
     overdue_ratio: Decimal,
 }
 
-/// A commune with no household yet has an all-zero portfolio (not a 404): the commune
-/// exists on the map, it just has nothing recorded.
+/// A commune's portfolio; one the log has never seen is 404 (an all-zero portfolio
+/// would read as a commune with nothing wrong).
 pub async fn portfolio(
     State(api): State<Api>,
     Staff(caller): Staff,
     Path(code): Path<String>,
 ) -> Result<Response, ApiError> {
     let commune =
-        CommuneCode::parse(&code).map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+        crate::input::commune(&code).map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
     access::authorize(&caller, Operation::Read, commune.as_str())?;
     let portfolio = api
         .projector()
         .await?
         .commune(commune.as_str())?
-        .unwrap_or_else(|| CommunePortfolio {
-            commune: commune.to_string(),
-            ..CommunePortfolio::default()
-        });
+        .ok_or_else(|| ApiError::NotFound {
+            what: "commune",
+            value: commune.to_string(),
+        })?;
     let overdue_ratio = portfolio.overdue_ratio();
     Ok(Json(PortfolioAnswer {
         portfolio,
@@ -75,14 +74,14 @@ pub async fn trial_balance(
     Staff(caller): Staff,
     Path(partition): Path<String>,
 ) -> Result<Response, ApiError> {
-    let partition =
-        Partition::new(&partition).map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+    let partition = crate::input::partition(&partition)
+        .map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
     // A province code is a prefix of all its communes: `authorize` with the code itself
     // admits exactly that province's units and the head office.
     access::authorize(&caller, Operation::Read, partition.as_str())?;
-    let tb = api
-        .projector()
-        .await?
+    let projector = api.projector().await?;
+    known_partition(projector, &partition)?;
+    let tb = projector
         .trial_balance(partition.as_str())?
         .unwrap_or_else(|| TrialBalanceView {
             partition: partition.to_string(),
@@ -156,20 +155,18 @@ pub async fn reconciliation(
 ) -> Result<Response, ApiError> {
     let axum::extract::Query(query) =
         query.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
-    let partition =
-        Partition::new(&partition).map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
-    let day = chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d").map_err(|_| {
-        ApiError::InvalidParameter(format!("day {day:?} is not a date (YYYY-MM-DD)"))
-    })?;
+    let partition = crate::input::partition(&partition)
+        .map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+    let day = crate::input::date(&day).map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
     access::authorize(&caller, Operation::Read, partition.as_str())?;
     // The clock is read here, at the edge, as the CLI does.
     let as_of = query
         .as_of
         .unwrap_or_else(|| chrono::Utc::now().date_naive());
     let pending_days = query.pending_days.unwrap_or(PENDING_DAYS_DEFAULT);
-    let lines = api
-        .projector()
-        .await?
+    let projector = api.projector().await?;
+    known_partition(projector, &partition)?;
+    let lines = projector
         .reconciliation_day(partition.as_str(), day, as_of, pending_days)?
         .ok_or_else(|| {
             ApiError::InvalidParameter(format!(
@@ -190,4 +187,20 @@ pub async fn reconciliation(
             .collect(),
     })
     .into_response())
+}
+
+/// 404 for a partition the log has never seen (its summary is the projector's record of
+/// every partition it applied an event of).
+fn known_partition(
+    projector: &crate::projection::Projector,
+    partition: &Partition,
+) -> Result<(), ApiError> {
+    if projector.knows_partition(partition.as_str())? {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound {
+            what: "partition",
+            value: partition.to_string(),
+        })
+    }
 }
