@@ -361,6 +361,16 @@ pub fn text(s: &str) -> Result<String, InputError> {
     text_of(Kind::Text, s, TEXT_CHARS_MAX)
 }
 
+/// `date` for serde, for the query strings: `#[serde(default, deserialize_with =
+/// "input::optional_date")]` reads an optional date in its one spelling.
+pub fn optional_date<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<NaiveDate>, D::Error> {
+    let text: Option<String> = serde::Deserialize::deserialize(d)?;
+    text.map(|t| date(&t).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -778,6 +778,15 @@ async fn hostile_input_at_every_entrance_is_refused_for_what_it_is_and_appends_n
             "InvalidParameter",
         ),
         (
+            "an unpadded date in a query",
+            "GET",
+            "/v1/households/0100007-000001?as_of=2026-1-5",
+            None,
+            Vec::new(),
+            BAD,
+            "InvalidParameter",
+        ),
+        (
             "a position that is not a number",
             "GET",
             "/v1/households/0100007-000001?after=abc",

@@ -261,6 +261,7 @@ pub async fn register(
 
 #[derive(Debug, Deserialize)]
 pub struct ShowQuery {
+    #[serde(default, deserialize_with = "crate::input::optional_date")]
     as_of: Option<NaiveDate>,
     /// A receipt's `stream_sequence`: answer once the view includes that write.
     after: Option<u64>,

@@ -114,6 +114,7 @@ pub async fn trial_balance(
 
 #[derive(Debug, serde::Deserialize)]
 pub struct ReconciliationQuery {
+    #[serde(default, deserialize_with = "crate::input::optional_date")]
     as_of: Option<chrono::NaiveDate>,
     pending_days: Option<u32>,
 }
