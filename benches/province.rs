@@ -302,6 +302,28 @@ async fn run() -> BenchResult<()> {
         format!("{first:.2} s"),
         "<= 1 s",
     ));
+    // A gateway's first fetch after the restart: from the projections, against the
+    // payments books folded from the whole log (the reports' way).
+    let sink = ansinh::gateway_ledger::LedgerSink::new(
+        same_store.clone(),
+        ansinh::gateway_ledger::system_clock(),
+    );
+    let started = Instant::now();
+    let fetched = sink.pending("VCB", 100).await?;
+    let fetch = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let folded = sink
+        .with_books(|books| books.values().map(|b| b.instructions.len()).sum::<usize>())
+        .await?;
+    let fold = started.elapsed().as_secs_f64();
+    rows.push(row(
+        &format!(
+            "a gateway's first fetch after a restart ({} instructions; the books of {folded} folded from the log instead)",
+            fetched.len()
+        ),
+        format!("{:.1} ms ({:.2} s)", fetch * 1000.0, fold),
+        "O(result)",
+    ));
     let rss_before = common::status_kib("VmRSS:");
     let restarted = open_service(
         &server.url(),

@@ -8,16 +8,18 @@
 //!   `01/pay:17:2026-12:1`), because entitlement numbers are per partition; beneficiary
 //!   refs are `<household>/<member>`.
 //! - A fetch lists the gateway's instructions still `Instructed` (no final result yet),
-//!   read from an in-memory fold of the payments part of every partition's book,
-//!   caught up from the stream before each answer. Each event is chain-checked as it is
-//!   folded (paired check: the writer checked before publishing).
+//!   read from the projections (`gpend/`), caught up from the stream before each answer:
+//!   O(the instructions returned), and after a restart only the events since the
+//!   projections' position are applied, not the whole log.
+//! - `with_books` (the demo's totals and reissues) folds the payments part of every
+//!   partition's book from the log into memory: a report, O(log), built on first use.
 //!
 //! **Boundary:** no transport here (no NATS subjects, no HTTP); the transports have
 //! already checked the gateway's signature before calling in.
 //! **Invariant:** a post whose instruction names no partition with payments is refused
 //! without being recorded, so a gateway cannot make the ledger open new partitions.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate};
@@ -30,9 +32,7 @@ use crate::domain::payments::entitlements::ChannelKind;
 use crate::domain::payments::ids::{
     BeneficiaryRef, GatewayId, GatewayTxnId, HouseholdRef, InstructionRef, MemberRef,
 };
-use crate::domain::payments::instructions::{
-    GatewayPost, InstructionId, InstructionStatus, Outcome, PostRefusal,
-};
+use crate::domain::payments::instructions::{GatewayPost, Outcome, PostRefusal};
 use crate::domain::payments::{self, EventBody};
 use crate::gateway::server::{
     FETCH_INSTRUCTIONS_MAX, PostSink, STATUS_ACCEPTED, STATUS_DUPLICATE, STATUS_ERROR,
@@ -164,21 +164,6 @@ struct PaymentsFold {
     position: Position,
     heads: HashMap<String, Follower>,
     books: BTreeMap<String, Book>,
-    /// Each gateway's instructions still waiting for a result, (partition, id) in the
-    /// order a fetch lists them: a fetch costs what it returns, not every instruction
-    /// the province ever issued.
-    pending: HashMap<String, BTreeSet<(String, InstructionId)>>,
-}
-
-/// The instruction a payments event changes the status of, if any.
-fn instruction_touched(body: &EventBody) -> Option<InstructionId> {
-    match body {
-        EventBody::InstructionIssued { instruction, .. } => Some(instruction.id),
-        EventBody::GatewayPostAccepted { instruction, .. }
-        | EventBody::InstructionTimedOut { instruction, .. }
-        | EventBody::InstructionCancelled { instruction, .. } => Some(*instruction),
-        _ => None,
-    }
 }
 
 impl PaymentsFold {
@@ -226,20 +211,6 @@ impl PaymentsFold {
             // number them; the writer never records an unreadable one.
             if let Ok(event) = event_of(book.last_event_id + 1, envelope.actor.as_ref(), p) {
                 payments::apply(book, &event);
-                let touched = instruction_touched(&event.body)
-                    .and_then(|id| book.instructions.get(&id).map(|i| (id, i)));
-                if let Some((id, i)) = touched {
-                    let waiting = self
-                        .pending
-                        .entry(i.issued.channel.gateway().to_string())
-                        .or_default();
-                    let entry = (name.to_string(), id);
-                    if i.status == InstructionStatus::Instructed {
-                        waiting.insert(entry);
-                    } else {
-                        waiting.remove(&entry);
-                    }
-                }
             }
         }
         Ok(())
@@ -264,7 +235,6 @@ impl LedgerSink {
                 position: Position::START,
                 heads: HashMap::new(),
                 books: BTreeMap::new(),
-                pending: HashMap::new(),
             }),
         }
     }
@@ -285,6 +255,22 @@ impl LedgerSink {
         Ok(read(&fold.books))
     }
 
+    /// The projections, caught up with the whole log.
+    async fn projections(&self) -> Result<&crate::projection::Projector, SinkError> {
+        let projector = &*self.service.projector;
+        let mut stream = self.service.ledger.stream().clone();
+        projector
+            .catch_up(&mut stream, self.service.ledger.config())
+            .await
+            .map_err(|e| match e {
+                crate::projection::ProjectionError::Broken { .. } => {
+                    SinkError::Broken(e.to_string())
+                }
+                other => SinkError::Unavailable(other.to_string()),
+            })?;
+        Ok(projector)
+    }
+
     /// Up to `max` (capped at FETCH_INSTRUCTIONS_MAX) instructions routed to `gateway`
     /// and still waiting for a result, oldest partition and entitlement first.
     pub async fn pending(
@@ -293,19 +279,14 @@ impl LedgerSink {
         max: u32,
     ) -> Result<Vec<PaymentInstruction>, SinkError> {
         let max = max.clamp(1, FETCH_INSTRUCTIONS_MAX) as usize;
-        let mut fold = self.fold.lock().await;
-        fold.catch_up(self.service.ledger.stream(), self.service.ledger.config())
-            .await?;
-        let Some(waiting) = fold.pending.get(gateway) else {
-            return Ok(Vec::new());
-        };
-        Ok(waiting
+        let lines = self
+            .projections()
+            .await?
+            .gateway_pending(gateway, max)
+            .map_err(|e| SinkError::Unavailable(e.to_string()))?;
+        Ok(lines
             .iter()
-            .take(max)
-            .filter_map(|(partition, id)| {
-                let i = fold.books.get(partition)?.instructions.get(id)?;
-                Some(instruction_of(partition, id, i))
-            })
+            .map(|(partition, line)| instruction_of(partition, gateway, line))
             .collect())
     }
 
@@ -320,14 +301,12 @@ impl LedgerSink {
         let (partition, domain_post) = domain_post(gateway, post)?;
         // Catch up only when the partition is not known yet: partitions with payments
         // never go away, and a post needs no fresher view than that.
-        let known_before = {
-            let fold = self.fold.lock().await;
-            fold.books.contains_key(partition.as_str())
+        let has_payments = |p: &crate::projection::Projector| {
+            p.has_payments(partition.as_str())
+                .map_err(|e| SinkError::Unavailable(e.to_string()))
         };
-        let known = known_before
-            || self
-                .with_books(|books| books.contains_key(partition.as_str()))
-                .await?;
+        let known =
+            has_payments(&self.service.projector)? || has_payments(self.projections().await?)?;
         if !known {
             return Err(SinkError::UnknownInstruction(post.instruction_id.clone()));
         }
@@ -374,23 +353,23 @@ fn date_of(unix_ms: i64) -> NaiveDate {
 /// The instruction as a gateway sees it.
 fn instruction_of(
     partition: &str,
-    id: &InstructionId,
-    i: &payments::instructions::Instruction,
+    gateway: &str,
+    line: &crate::views::GatewayPendingView,
 ) -> PaymentInstruction {
-    let channel = match i.issued.channel.kind() {
+    let channel = match line.channel {
         ChannelKind::BankAccount => "bank",
         ChannelKind::MobileMoney => "mobile_money",
         ChannelKind::PostOffice => "post_office",
     };
     PaymentInstruction {
-        instruction_id: format!("{partition}{PARTITION_SEPARATOR}{id}"),
-        beneficiary_ref: i.issued.beneficiary.to_string(),
+        instruction_id: format!("{partition}{PARTITION_SEPARATOR}{}", line.instruction),
+        beneficiary_ref: line.beneficiary.clone(),
         // Whole đồng (the domain's rule), in the transport's one spelling.
-        amount: i.issued.amount.normalize().to_string(),
+        amount: line.amount.normalize().to_string(),
         channel: channel.to_string(),
-        period: id.month.to_string(),
-        commune: i.issued.budget.commune.to_string(),
-        gateway_id: i.issued.channel.gateway().to_string(),
+        period: line.instruction.month.to_string(),
+        commune: line.commune.clone(),
+        gateway_id: gateway.to_string(),
     }
 }
 

@@ -515,6 +515,37 @@ impl Projector {
         Ok(Some(days))
     }
 
+    /// Up to `max` instructions routed to `gateway` still waiting for a result, oldest
+    /// partition and entitlement first: O(max), whatever the log's length.
+    pub fn gateway_pending(
+        &self,
+        gateway: &str,
+        max: usize,
+    ) -> Result<Vec<(String, views::GatewayPendingView)>, ProjectionError> {
+        let prefix = views::gateway_pending_prefix(gateway);
+        self.views
+            .scan_prefix(&prefix)
+            .take(max)
+            .map(|kv| {
+                let (k, v) = kv?;
+                let partition = std::str::from_utf8(&k[prefix.len()..])
+                    .ok()
+                    .and_then(|rest| rest.split('/').next())
+                    .ok_or_else(|| corrupt("gateway pending key"))?
+                    .to_owned();
+                let line = views::decode_record(&v).map_err(|e| corrupt(&e.to_string()))?;
+                Ok((partition, line))
+            })
+            .collect()
+    }
+
+    /// Whether `partition` has a payment event applied.
+    pub fn has_payments(&self, partition: &str) -> Result<bool, ProjectionError> {
+        Ok(self
+            .views
+            .contains_key(views::reconcile_progress_key(partition))?)
+    }
+
     /// Where the event with the household's latest sealed personal data sits.
     pub fn sealed_at(&self, id: &str) -> Result<Option<EventAt>, ProjectionError> {
         match self.views.get(views::sealed_key(id))? {

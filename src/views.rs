@@ -172,6 +172,19 @@ pub fn reconcile_mismatch_key(partition: &str, date: NaiveDate, number: u64) -> 
 pub fn reconcile_mismatch_prefix(partition: &str, date: NaiveDate) -> String {
     format!("rmis/{partition}/{date}/")
 }
+/// An instruction routed to `gateway` still waiting for its result
+/// (`GatewayPendingView`), listed by `gateway_pending_prefix` oldest entitlement first:
+/// the numbers are zero-padded so the keys sort as `InstructionId`s do.
+pub fn gateway_pending_key(gateway: &str, partition: &str, id: &InstructionId) -> String {
+    format!(
+        "gpend/{gateway}/{partition}/{:020}/{}/{:010}",
+        id.entitlement, id.month, id.attempt
+    )
+}
+pub fn gateway_pending_prefix(gateway: &str) -> String {
+    format!("gpend/{gateway}/")
+}
+
 /// How far a partition's reconciliation records go (`ReconcileProgress`).
 pub fn reconcile_progress_key(partition: &str) -> String {
     format!("rpos/{partition}")
@@ -296,6 +309,18 @@ pub struct InstructionView {
     pub month: Month,
     pub channel: ChannelKind,
     pub amount: Decimal,
+    /// The gateway it is routed to (to find its `gateway_pending_key`).
+    pub gateway: String,
+}
+
+/// What a gateway fetches of an instruction still waiting for its result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayPendingView {
+    pub instruction: InstructionId,
+    pub beneficiary: String,
+    pub amount: Decimal,
+    pub channel: ChannelKind,
+    pub commune: String,
 }
 
 /// Where an event sits, as a view stores it: the stream sequence, and the index in the
@@ -597,16 +622,31 @@ fn apply_registry<V: Views>(
 /// after settlement (a release) takes back, a return before settlement moved nothing.
 fn apply_payment<V: Views>(v: &V, partition: &str, body: &PaymentBody) -> Result<(), V::Error> {
     match body {
-        PaymentBody::InstructionIssued { instruction, .. } => store(
-            v,
-            &instruction_key(partition, &instruction.id),
-            &InstructionView {
-                household: instruction.beneficiary.household.to_string(),
-                month: instruction.id.month,
-                channel: instruction.channel.kind(),
-                amount: instruction.amount,
-            },
-        ),
+        PaymentBody::InstructionIssued { instruction, .. } => {
+            let gateway = instruction.channel.gateway().to_string();
+            store(
+                v,
+                &instruction_key(partition, &instruction.id),
+                &InstructionView {
+                    household: instruction.beneficiary.household.to_string(),
+                    month: instruction.id.month,
+                    channel: instruction.channel.kind(),
+                    amount: instruction.amount,
+                    gateway: gateway.clone(),
+                },
+            )?;
+            store(
+                v,
+                &gateway_pending_key(&gateway, partition, &instruction.id),
+                &GatewayPendingView {
+                    instruction: instruction.id,
+                    beneficiary: instruction.beneficiary.to_string(),
+                    amount: instruction.amount,
+                    channel: instruction.channel.kind(),
+                    commune: instruction.budget.commune.to_string(),
+                },
+            )
+        }
         PaymentBody::GatewayPostAccepted {
             instruction,
             status_after,
@@ -617,6 +657,9 @@ fn apply_payment<V: Views>(v: &V, partition: &str, body: &PaymentBody) -> Result
             else {
                 return Ok(());
             };
+            if *status_after != InstructionStatus::Instructed {
+                v.delete(&gateway_pending_key(&i.gateway, partition, instruction))?;
+            }
             let key = received_key(&i.household, i.month, i.channel);
             let mut r: Received = load(v, &key)?.unwrap_or_default();
             match (status_after, budget.kind) {
@@ -631,6 +674,13 @@ fn apply_payment<V: Views>(v: &V, partition: &str, body: &PaymentBody) -> Result
                 _ => return Ok(()),
             }
             store(v, &key, &r)
+        }
+        PaymentBody::InstructionTimedOut { instruction, .. }
+        | PaymentBody::InstructionCancelled { instruction, .. } => {
+            match load::<V, InstructionView>(v, &instruction_key(partition, instruction))? {
+                Some(i) => v.delete(&gateway_pending_key(&i.gateway, partition, instruction)),
+                None => Ok(()),
+            }
         }
         _ => Ok(()),
     }

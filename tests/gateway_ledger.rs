@@ -343,6 +343,77 @@ async fn over_nats_gateways_fetch_their_own_instructions_and_their_signed_result
     serving.await.unwrap();
 }
 
+/// A gateway's pending list is read from the projections (O(the list), and a restarted
+/// process applies only what its projections lack): the same on a process with projections
+/// rebuilt from nothing, paged by `max`, and an instruction timed out leaves it.
+#[tokio::test]
+async fn a_gateways_pending_list_comes_from_the_projections_and_follows_timeouts() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = common::client().await;
+    let service = service_on(nats.clone(), &config, dir.path()).await;
+    issue_instructions(&service).await;
+    let ids = |list: Vec<PaymentInstruction>| -> Vec<String> {
+        list.into_iter().map(|i| i.instruction_id).collect()
+    };
+    let sink = LedgerSink::new(service.clone(), system_clock());
+    let vcb = ids(sink.pending("vcb", 10).await.unwrap());
+    assert_eq!(
+        vcb,
+        [
+            "01/pay:1:2026-10:1",
+            "01/pay:2:2026-10:1",
+            "01/pay:3:2026-10:1"
+        ]
+    );
+    assert_eq!(ids(sink.pending("vcb", 2).await.unwrap()), vcb[..2]);
+    assert_eq!(
+        ids(sink.pending("momo", 10).await.unwrap()),
+        ["01/pay:4:2026-10:1"]
+    );
+    assert!(sink.pending("vnpost", 10).await.unwrap().is_empty());
+
+    // Another process, its data directory empty but for the ledger's secrets: its
+    // projections are built from the log.
+    let other_dir = dir.path().join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    std::fs::copy(dir.path().join("secrets"), other_dir.join("secrets")).unwrap();
+    let other = service_on(nats.clone(), &config, &other_dir).await;
+    let other_sink = LedgerSink::new(other, system_clock());
+    assert_eq!(ids(other_sink.pending("vcb", 10).await.unwrap()), vcb);
+
+    // Pay:2 times out (its bank's 10 days are over): no gateway is asked for it again.
+    let m = Caller {
+        id: "staff:m".into(),
+        role: Role::BranchManager,
+        unit: "01".into(),
+    };
+    service
+        .payment(
+            &Request {
+                caller: &m,
+                idempotency_key: "timeout-2",
+                correlation_id: "test",
+            },
+            &Partition::new("01").unwrap(),
+            CommandKind::TimeOut {
+                instruction: ansinh::domain::payments::instructions::InstructionId::parse(
+                    "pay:2:2026-10:1",
+                )
+                .unwrap(),
+            },
+            "2026-10-20".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    for s in [&sink, &other_sink] {
+        assert_eq!(
+            ids(s.pending("vcb", 10).await.unwrap()),
+            ["01/pay:1:2026-10:1", "01/pay:3:2026-10:1"]
+        );
+    }
+}
+
 // ---- HTTP ----------------------------------------------------------------------------
 
 struct Http {
