@@ -42,19 +42,24 @@ pub enum WriteError {
 
 /// Opens the bucket `config.bucket`, creating it when missing, and lets its stream take
 /// atomic batches.
+///
+/// A missing bucket is made as its stream, with `allow_atomic_publish` from the start, in
+/// the configuration async-nats gives a bucket. Several processes starting together all
+/// create it, and JetStream answers each the same stream (the configurations are equal).
+/// Made as a bucket and then updated to take atomic batches, two processes' updates at
+/// once on a 3-node cluster timed out (5 s each) and failed their first requests.
 pub async fn open_bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, String> {
     let bucket = config.bucket.clone();
     let kv = match js.get_key_value(&bucket).await {
         Ok(kv) => kv,
-        Err(_) => match js.create_key_value(config).await {
-            Ok(kv) => kv,
-            // Another ledger (or task) created it first and may already have set the
-            // atomic flag below, so its configuration differs from ours: use it.
-            Err(created) => js
-                .get_key_value(&bucket)
+        Err(_) => {
+            js.get_or_create_stream(bucket_stream(&config))
                 .await
-                .map_err(|_| created.to_string())?,
-        },
+                .map_err(|e| format!("creating bucket {bucket}: {e}"))?;
+            js.get_key_value(&bucket)
+                .await
+                .map_err(|e| format!("opening bucket {bucket}: {e}"))?
+        }
     };
     if kv.use_jetstream_prefix {
         // Only a bucket reached through another JetStream domain has one; the ledger
@@ -82,6 +87,30 @@ pub async fn open_bucket(js: &jetstream::Context, config: kv::Config) -> Result<
             .map_err(|e| e.to_string())?;
     }
     Ok(kv)
+}
+
+/// The stream of a bucket, as `async_nats`'s `create_key_value` configures it for the
+/// buckets the ledger makes (no mirror, sources, republish or compression), and taking
+/// atomic batches.
+fn bucket_stream(config: &kv::Config) -> jetstream::stream::Config {
+    jetstream::stream::Config {
+        name: format!("KV_{}", config.bucket),
+        description: Some(config.description.clone()),
+        subjects: vec![format!("$KV.{}.>", config.bucket)],
+        max_messages_per_subject: config.history.max(1),
+        max_bytes: config.max_bytes,
+        max_age: config.max_age,
+        max_message_size: config.max_value_size,
+        storage: config.storage,
+        allow_rollup: true,
+        deny_delete: true,
+        deny_purge: false,
+        allow_direct: true,
+        num_replicas: config.num_replicas.max(1),
+        discard: jetstream::stream::DiscardPolicy::New,
+        allow_atomic_publish: true,
+        ..Default::default()
+    }
 }
 
 /// The write side of one bucket: a handle on its batcher. Cheap to clone; the batcher
@@ -214,14 +243,24 @@ async fn commit(bucket: &Bucket, batch: Vec<Write>) {
         .await;
         let answer = match outcome {
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                Err(WriteError::WrongRevision)
-            }
+            Err(e) if fence_failed(&e) => Err(WriteError::WrongRevision),
             Err(e) => Err(WriteError::Nats(e.to_string())),
         };
         let _ = write.reply.send(answer);
     });
     futures::future::join_all(sends).await;
+}
+
+/// Whether the server refused a publish for its fence: 10071 with the sequence it found,
+/// or 10164 without it, which a 3-node cluster answers when it checks the fence before it
+/// proposes the message (async-nats names only the first).
+fn fence_failed(e: &async_nats::jetstream::context::PublishError) -> bool {
+    /// JSStreamWrongLastSequenceConstantErr of nats-server.
+    const WRONG_LAST_SEQUENCE_CONSTANT: u64 = 10164;
+    e.kind() == PublishErrorKind::WrongLastSequence
+        || std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+            .is_some_and(|j| j.error_code().0 == WRONG_LAST_SEQUENCE_CONSTANT)
 }
 
 /// One atomic batch of every write (NATS-NOTES.md: the first message may fence, later

@@ -179,6 +179,12 @@ impl Service {
             .await?)
     }
 
+    /// Opens the citizen claims bucket now (creating it when missing), rather than on the
+    /// first command that needs it.
+    pub async fn open_claims(&self) -> Result<(), ServiceError> {
+        self.claims().await.map(|_| ())
+    }
+
     /// Submits a command that gives `household` the `citizens`, claiming them
     /// country-wide first (`claims`); if the book refuses it, the claims this call made
     /// are released again. Other failures keep them: the event may have landed, and a

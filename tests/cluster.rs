@@ -728,3 +728,62 @@ async fn a_node_restarted_with_an_empty_store_catches_up_and_can_lead() {
         .expect("an append after the catch-up");
     drop(n2);
 }
+
+/// Two processes making the citizen claims bucket at once on a 3-node cluster (R3), then
+/// claiming at once from both, as two `serve` processes do when they start together:
+/// every claim is answered (this once stalled ~10 s and failed with a JetStream timeout),
+/// and of a citizen claimed by both processes' households exactly one holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_making_the_claims_bucket_at_once_both_claim_at_once() {
+    use ansinh::claims::Claims;
+    type ClaimResult = Result<Vec<[u8; 32]>, ansinh::claims::ClaimError>;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = NatsServer::start_cluster(&dir.path().join("cluster"), 3, Sync::Always).unwrap();
+    let urls = urls(&nodes);
+    let config = cluster_config("CLAIMS");
+    let a = open_ledger(&urls, &config, &dir.path().join("a")).await;
+    let b = open_ledger(&urls, &config, &dir.path().join("b")).await;
+    let (ca, cb) = tokio::join!(
+        Claims::open(a.jetstream(), &config.stream_name, 3),
+        Claims::open(b.jetstream(), &config.stream_name, 3)
+    );
+    let (ca, cb) = (ca.unwrap(), cb.unwrap());
+    fn claims(
+        c: &Claims,
+        side: u8,
+    ) -> Vec<impl std::future::Future<Output = (ClaimResult, ClaimResult)> + '_> {
+        (0..16u8)
+            .map(move |i| {
+                let household = format!("010000{side}-{i:06}");
+                async move {
+                    let own = [side * 32 + i; 32];
+                    let shared = [200 + i; 32];
+                    (
+                        c.claim(&household, &[own]).await,
+                        c.claim(&household, &[shared]).await,
+                    )
+                }
+            })
+            .collect()
+    }
+    let (from_a, from_b) = tokio::join!(
+        futures::future::join_all(claims(&ca, 1)),
+        futures::future::join_all(claims(&cb, 2))
+    );
+    let mut shared_held = [0u32; 16];
+    for (i, ((own_a, shared_a), (own_b, shared_b))) in from_a.into_iter().zip(from_b).enumerate() {
+        assert_eq!(own_a.unwrap().len(), 1, "a's own citizen {i}");
+        assert_eq!(own_b.unwrap().len(), 1, "b's own citizen {i}");
+        for shared in [shared_a, shared_b] {
+            match shared {
+                Ok(taken) => shared_held[i] += taken.len() as u32,
+                Err(ansinh::claims::ClaimError::Held { .. }) => {}
+                Err(e) => panic!("shared citizen {i}: {e}"),
+            }
+        }
+    }
+    assert_eq!(
+        shared_held, [1; 16],
+        "each shared citizen in exactly one household"
+    );
+}

@@ -181,6 +181,9 @@ pub enum HttpError {
     /// The requests bucket (idempotency keys bound to requests) could not be opened.
     #[error("requests bucket: {0}")]
     Requests(String),
+    /// The citizen claims bucket could not be opened.
+    #[error("claims bucket: {0}")]
+    Claims(String),
     /// The directory bucket (staff, gateways) could not be opened or an old file imported.
     #[error(transparent)]
     Directory(#[from] crate::directory::DirectoryError),
@@ -535,6 +538,14 @@ pub async fn run(
             gateway_registry.display()
         );
     }
+    // The claims bucket is opened before the first request, not by it: made on a
+    // cluster by requests of several processes at once, it stalled their first
+    // registrations ~10 s (two JetStream timeouts).
+    runtime
+        .service()
+        .open_claims()
+        .await
+        .map_err(|e| HttpError::Claims(e.to_string()))?;
     let staff = directory.staff();
     let registry = directory.gateways();
     let sink = Arc::new(LedgerSink::new(
