@@ -1406,3 +1406,193 @@ fn binary_on(dir: &std::path::Path, args: &[&str]) -> std::process::Command {
         .env_remove("ANSINH_NATS_URL");
     command
 }
+
+/// Payments over HTTP, as `ansinh payments` does them: a grant answers the entitlement's
+/// number; a commune's run no budget covers is refused and appends nothing; once
+/// budgeted it pays, its replay answers the same receipt, and a new run of the month
+/// finds nothing left (200); an entitlement stops; malformed paths and a teller's budget
+/// are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_budget_grant_run_and_stop_over_http() {
+    let s = server().await;
+    assert_eq!(
+        s.register(HOUSEHOLD, "001090000001").await.status,
+        StatusCode::CREATED
+    );
+    let s = &s;
+    let send = |token: &str, path: &str, key: &str, body: Value, schema: &'static str| {
+        let request = s
+            .client
+            .post(format!("{}{path}", s.base))
+            .bearer_auth(token)
+            .header("idempotency-key", key)
+            .json(&body);
+        async move {
+            let (status, body) =
+                schema_checked(&s.schemas, request.send().await.unwrap(), schema).await;
+            Answer { status, body }
+        }
+    };
+    let m = &s.staff.manager;
+    let grant = json!({
+        "household_id": HOUSEHOLD, "member": "001090000001",
+        "category": "ELDERLY_80_PLUS_NO_PENSION", "channel": "bank", "gateway": "vcb",
+        "from": "2026-10", "on": "2026-10-01"
+    });
+    let granted = send(
+        m,
+        "/v1/entitlements",
+        "grant-1",
+        grant.clone(),
+        "entitlement.response",
+    )
+    .await;
+    assert_eq!(granted.status, StatusCode::CREATED, "{}", granted.body);
+    let number = granted.body["entitlement"].as_u64().unwrap();
+    let again = send(
+        m,
+        "/v1/entitlements",
+        "grant-1",
+        grant,
+        "entitlement.response",
+    )
+    .await;
+    assert_eq!(
+        (again.status, again.body["entitlement"].as_u64()),
+        (StatusCode::OK, Some(number))
+    );
+
+    let run = json!({"period": "2026-10", "on": "2026-10-05"});
+    let before = s.events().await;
+    let unfunded = send(
+        m,
+        "/v1/communes/0100007/payment-runs",
+        "run-0",
+        run.clone(),
+        "payment-run.response",
+    )
+    .await;
+    assert_eq!(
+        (unfunded.status, unfunded.kind()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "RunUnfunded"),
+        "{}",
+        unfunded.body
+    );
+    assert_eq!(s.events().await, before, "a refused run appends nothing");
+
+    let teller = send(
+        &s.staff.teller,
+        "/v1/communes/0100007/budgets",
+        "budget-t",
+        json!({"period": "2026-10", "amount": "2000000", "on": "2026-10-01"}),
+        "receipt.response",
+    )
+    .await;
+    assert_eq!(
+        (teller.status, teller.kind()),
+        (StatusCode::FORBIDDEN, "RoleDenied")
+    );
+    let budget = send(
+        m,
+        "/v1/communes/0100007/budgets",
+        "budget-1",
+        json!({"period": "2026-10", "amount": "2000000", "on": "2026-10-01"}),
+        "receipt.response",
+    )
+    .await;
+    assert_eq!(budget.status, StatusCode::CREATED, "{}", budget.body);
+
+    let paid = send(
+        m,
+        "/v1/communes/0100007/payment-runs",
+        "run-1",
+        run.clone(),
+        "payment-run.response",
+    )
+    .await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.body);
+    assert_eq!(
+        (
+            paid.body["outcome"].as_str(),
+            paid.body["instructions"].as_u64()
+        ),
+        (Some("paid"), Some(1))
+    );
+    let replay = send(
+        m,
+        "/v1/communes/0100007/payment-runs",
+        "run-1",
+        run.clone(),
+        "payment-run.response",
+    )
+    .await;
+    assert_eq!(replay.status, StatusCode::OK);
+    assert_eq!(
+        replay.body["receipt"]["sequence"],
+        paid.body["receipt"]["sequence"]
+    );
+    let after = s.events().await;
+    let done = send(
+        m,
+        "/v1/communes/0100007/payment-runs",
+        "run-2",
+        run,
+        "payment-run.response",
+    )
+    .await;
+    assert_eq!(
+        (done.status, done.body["outcome"].as_str()),
+        (StatusCode::OK, Some("nothing_left"))
+    );
+    assert_eq!(s.events().await, after, "nothing left: nothing appended");
+
+    let stopped = send(
+        m,
+        &format!("/v1/partitions/01/entitlements/{number}/stop"),
+        "stop-1",
+        json!({"reason": "death", "on": "2026-11-10"}),
+        "receipt.response",
+    )
+    .await;
+    assert_eq!(stopped.status, StatusCode::CREATED, "{}", stopped.body);
+    for (path, body) in [
+        (
+            "/v1/partitions/01/entitlements/01/stop",
+            json!({"reason": "death", "on": "2026-11-10"}),
+        ),
+        (
+            "/v1/partitions/1/entitlements/1/stop",
+            json!({"reason": "death", "on": "2026-11-10"}),
+        ),
+        (
+            "/v1/partitions/01/instructions/pay:01:2026-10:1/reissue",
+            json!({"on": "2026-11-10"}),
+        ),
+        (
+            "/v1/communes/01000/budgets",
+            json!({"period": "2026-10", "amount": "1", "on": "2026-10-01"}),
+        ),
+    ] {
+        let refused = send(m, path, "bad-1", body, "receipt.response").await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (StatusCode::BAD_REQUEST, "InvalidParameter"),
+            "{path}: {}",
+            refused.body
+        );
+    }
+    let halves = send(
+        m,
+        "/v1/partitions/01/instructions/pay:1:2026-10:1/reissue",
+        "bad-2",
+        json!({"channel": "bank", "on": "2026-11-10"}),
+        "receipt.response",
+    )
+    .await;
+    assert_eq!(
+        (halves.status, halves.kind()),
+        (StatusCode::BAD_REQUEST, "SchemaViolation"),
+        "{}",
+        halves.body
+    );
+}

@@ -391,7 +391,7 @@ async fn payment_run(
                 let (n, total, short) = run_outcome(&event);
                 issued += n;
                 amount += total;
-                let shortfalls: Vec<String> = short.iter().map(shortfall_sentence).collect();
+                let shortfalls: Vec<String> = short.iter().map(Shortfall::sentence).collect();
                 serde_json::json!({
                     "commune": commune.to_string(), "outcome": "paid", "instructions": n,
                     "amount": total.to_string(), "shortfalls": shortfalls,
@@ -405,7 +405,7 @@ async fn payment_run(
                 domain::payments::Rejection::RunUnfunded { shortfalls },
             ))) => {
                 refused += 1;
-                let sentences: Vec<String> = shortfalls.iter().map(shortfall_sentence).collect();
+                let sentences: Vec<String> = shortfalls.iter().map(Shortfall::sentence).collect();
                 serde_json::json!({
                     "commune": commune.to_string(), "outcome": "unfunded",
                     "shortfalls": sentences,
@@ -489,19 +489,6 @@ fn run_outcome(envelope: &ansinh::proto::Envelope) -> (u64, Decimal, Vec<Shortfa
         }) => (issued, amount, shortfalls),
         _ => (0, Decimal::ZERO, Vec::new()),
     }
-}
-
-fn shortfall_sentence(s: &Shortfall) -> String {
-    format!(
-        "the {} budget of commune {} for {} has {} available, {} short of the {} its {} instructions need",
-        s.budget.programme,
-        s.budget.commune,
-        s.budget.period,
-        format_vnd(s.available),
-        format_vnd(s.needed - s.available),
-        format_vnd(s.needed),
-        s.instructions
-    )
 }
 
 async fn timeouts(

@@ -266,7 +266,12 @@ impl Rejection {
     /// starts with the variant name (tested in `http::error`, so a hand-written `Debug`
     /// would be caught).
     pub fn kind(&self) -> String {
-        format!("{self:?}")
+        // A payments refusal is named for itself ("RunUnfunded"), not its wrapper.
+        let text = match self {
+            Rejection::Payment(r) => format!("{r:?}"),
+            other => format!("{other:?}"),
+        };
+        text
             .split(|c: char| !c.is_ascii_alphanumeric())
             .next()
             .unwrap_or_default()

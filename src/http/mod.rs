@@ -23,6 +23,7 @@ pub mod gateways;
 mod health;
 mod households;
 mod loans;
+mod payments;
 mod reports;
 pub mod schema;
 
@@ -437,6 +438,17 @@ pub fn router(api: Api) -> Router {
         .route(
             "/v1/households/{id}/classifications",
             post(households::classify),
+        )
+        .route("/v1/communes/{commune}/budgets", post(payments::allocate))
+        .route("/v1/communes/{commune}/payment-runs", post(payments::run))
+        .route("/v1/entitlements", post(payments::grant))
+        .route(
+            "/v1/partitions/{p}/entitlements/{n}/stop",
+            post(payments::stop),
+        )
+        .route(
+            "/v1/partitions/{p}/instructions/{id}/reissue",
+            post(payments::reissue),
         )
         .route("/v1/loans", post(loans::approve))
         .route("/v1/loans/{loan}/disbursements", post(loans::disburse))

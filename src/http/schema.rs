@@ -49,6 +49,13 @@ pub const SOURCES: &[(&str, &str)] = schemas![
     "error.response",
     "gateway-post.request",
     "gateway-instructions.response",
+    "allocate-budget.request",
+    "grant-entitlement.request",
+    "entitlement.response",
+    "stop-entitlement.request",
+    "payment-run.request",
+    "payment-run.response",
+    "reissue.request",
 ];
 
 /// Where a body breaks its schema.

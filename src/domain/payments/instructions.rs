@@ -175,6 +175,24 @@ pub struct Shortfall {
     pub available: Decimal,
 }
 
+impl Shortfall {
+    /// The shortfall in words, amounts as staff read them (`1.500.000 ₫`): what the CLI
+    /// prints and the HTTP API answers.
+    pub fn sentence(&self) -> String {
+        use crate::domain::money::format_vnd;
+        format!(
+            "the {} budget of commune {} for {} has {} available, {} short of the {} its {} instructions need",
+            self.budget.programme,
+            self.budget.commune,
+            self.budget.period,
+            format_vnd(self.available),
+            format_vnd(self.needed - self.available),
+            format_vnd(self.needed),
+            self.instructions
+        )
+    }
+}
+
 // ---------------------------------------------------------------- gateway posts
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -140,7 +140,7 @@ pub enum Rejection {
     RunTooLarge { max: usize },
     /// Every budget the run needed is short; nothing was issued. Top up the
     /// listed budgets and run again.
-    #[error("no budget covers the run: {shortfalls:?}")]
+    #[error("no budget covers the run: {}", sentences(shortfalls))]
     RunUnfunded { shortfalls: Vec<Shortfall> },
     /// No instruction with this id. Check the id.
     #[error("unknown instruction {instruction}")]
@@ -199,4 +199,13 @@ pub enum Rejection {
         day: NaiveDate,
         max: u32,
     },
+}
+
+/// Shortfalls in words, joined: what a person reads of a refused run.
+fn sentences(shortfalls: &[Shortfall]) -> String {
+    shortfalls
+        .iter()
+        .map(Shortfall::sentence)
+        .collect::<Vec<_>>()
+        .join("; ")
 }

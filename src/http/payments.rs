@@ -1,0 +1,387 @@
+//! Payments over HTTP, as `ansinh payments` does them: budgets, entitlements, a commune's
+//! monthly run, stopping an entitlement, reissuing an instruction. The roles and units
+//! are checked by `Service::payment` (a budget by the branch manager, the rest by the
+//! payments staff of the commune or province); values are parsed by `input` before.
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::chain::Partition;
+use crate::domain::Rejection;
+use crate::domain::ids::CommuneCode;
+use crate::domain::payments::budget::BudgetKey;
+use crate::domain::payments::entitlements::{Channel, StopReason, Terms};
+use crate::domain::payments::ids::{
+    BeneficiaryRef, CategoryId, CommuneId, GatewayId, HouseholdRef, MemberRef, ProgrammeId,
+};
+use crate::domain::payments::instructions::InstructionId;
+use crate::domain::payments::instructions::Shortfall;
+use crate::domain::payments::{CommandKind, EventBody};
+use crate::proto::envelope::Payload;
+use crate::service::ServiceError;
+
+use super::extract::{Body, IdempotencyKey, RequestBody, Staff};
+use super::households::{ReceiptBody, Write, created};
+use super::{Api, ApiError};
+
+/// The programme monthly social assistance is paid from (as the CLI).
+const PROGRAMME: &str = "SOCIAL_ASSISTANCE_MONTHLY";
+
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError::InvalidParameter(e.to_string())
+}
+
+fn commune_path(code: &str) -> Result<(CommuneCode, CommuneId, Partition), ApiError> {
+    let code = crate::input::commune(code).map_err(bad)?;
+    let id = CommuneId::parse(code.as_str()).map_err(bad)?;
+    let partition = crate::input::partition(code.province().as_str()).map_err(bad)?;
+    Ok((code, id, partition))
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelBody {
+    Bank,
+    MobileMoney,
+    PostOffice,
+}
+
+fn channel(kind: ChannelBody, gateway: &str) -> Result<Channel, ApiError> {
+    let gateway: GatewayId = crate::input::gateway(gateway).map_err(bad)?;
+    Ok(match kind {
+        ChannelBody::Bank => Channel::BankAccount { gateway },
+        ChannelBody::MobileMoney => Channel::MobileMoney { gateway },
+        ChannelBody::PostOffice => Channel::PostOffice { gateway },
+    })
+}
+
+/// One payments command under the request's idempotency key, answered with its receipt
+/// (and what the caller needs next, when `extra` reads it from the recorded event).
+async fn submit(
+    api: &Api,
+    caller: &crate::access::Caller,
+    key: &IdempotencyKey,
+    fingerprint: crate::chain::Digest,
+    partition: &Partition,
+    kind: CommandKind,
+    on: NaiveDate,
+) -> Result<crate::log::Receipt, ApiError> {
+    let write = Write::begin(api, caller, key, fingerprint).await?;
+    write
+        .end(
+            api,
+            api.service()
+                .payment(&write.request(caller), partition, kind, on)
+                .await,
+        )
+        .await
+}
+
+/// The payments event a receipt names (the original one, for a replay).
+async fn recorded(api: &Api, receipt: &crate::log::Receipt) -> Result<EventBody, ApiError> {
+    let event = api.service().ledger.event_of(receipt).await?;
+    let Some(Payload::PaymentRecorded(p)) = &event.payload else {
+        return Err(ApiError::Internal(format!(
+            "the receipt of a payments command names a {} event",
+            event.event_type
+        )));
+    };
+    crate::book::payments::event_of(0, event.actor.as_ref(), p)
+        .map(|e| e.body)
+        .map_err(|e| ApiError::Internal(format!("a recorded payments event: {e}")))
+}
+
+// ---- budgets ------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+pub struct AllocateBody {
+    period: String,
+    amount: Decimal,
+    on: NaiveDate,
+}
+impl RequestBody for AllocateBody {
+    const SCHEMA: &'static str = "allocate-budget.request";
+}
+
+/// `POST /v1/communes/{commune}/budgets`: budget for a month (branch manager).
+pub async fn allocate(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    key: IdempotencyKey,
+    Path(commune): Path<String>,
+    Body { value, fingerprint }: Body<AllocateBody>,
+) -> Result<Response, ApiError> {
+    let (_, commune, partition) = commune_path(&commune)?;
+    let kind = CommandKind::Allocate {
+        budget: BudgetKey {
+            programme: ProgrammeId::parse(PROGRAMME).map_err(bad)?,
+            commune,
+            period: crate::input::month(&value.period).map_err(bad)?,
+        },
+        amount: value.amount,
+    };
+    let receipt = submit(&api, &caller, &key, fingerprint, &partition, kind, value.on).await?;
+    Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
+}
+
+// ---- entitlements -------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+pub struct GrantBody {
+    household_id: String,
+    member: String,
+    category: String,
+    channel: ChannelBody,
+    gateway: String,
+    from: String,
+    provincial_base: Option<Decimal>,
+    on: NaiveDate,
+}
+impl RequestBody for GrantBody {
+    const SCHEMA: &'static str = "grant-entitlement.request";
+}
+
+/// schemas/http/entitlement.response.json
+#[derive(Serialize)]
+struct GrantAnswer {
+    #[serde(flatten)]
+    receipt: ReceiptBody,
+    entitlement: u64,
+}
+
+/// `POST /v1/entitlements`: a monthly entitlement for a household member; answers its
+/// number, which stopping it takes.
+pub async fn grant(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    key: IdempotencyKey,
+    Body { value, fingerprint }: Body<GrantBody>,
+) -> Result<Response, ApiError> {
+    let h = crate::input::household(&value.household_id).map_err(bad)?;
+    let partition = crate::input::partition(h.province().as_str()).map_err(bad)?;
+    let kind = CommandKind::Grant {
+        programme: ProgrammeId::parse(PROGRAMME).map_err(bad)?,
+        beneficiary: BeneficiaryRef {
+            household: HouseholdRef::parse(h.as_str()).map_err(bad)?,
+            member: MemberRef::parse(&value.member).map_err(bad)?,
+        },
+        commune: CommuneId::parse(h.commune().as_str()).map_err(bad)?,
+        from: crate::input::month(&value.from).map_err(bad)?,
+        terms: Terms {
+            category: CategoryId::parse(&value.category).map_err(bad)?,
+            channel: channel(value.channel, &value.gateway)?,
+            provincial_base: value.provincial_base,
+        },
+    };
+    let receipt = submit(&api, &caller, &key, fingerprint, &partition, kind, value.on).await?;
+    let EventBody::EntitlementGranted { entitlement, .. } = recorded(&api, &receipt).await? else {
+        return Err(ApiError::Internal(
+            "the receipt of a grant names another event".into(),
+        ));
+    };
+    let status = if receipt.duplicate {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::CREATED
+    };
+    Ok((
+        status,
+        axum::Json(GrantAnswer {
+            receipt: ReceiptBody::new(&receipt, None),
+            entitlement,
+        }),
+    )
+        .into_response())
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopBodyReason {
+    Death,
+    Move,
+    Other,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StopBody {
+    reason: StopBodyReason,
+    on: NaiveDate,
+}
+impl RequestBody for StopBody {
+    const SCHEMA: &'static str = "stop-entitlement.request";
+}
+
+/// `POST /v1/partitions/{p}/entitlements/{n}/stop`: no month after `on` is paid.
+pub async fn stop(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    key: IdempotencyKey,
+    Path((partition, number)): Path<(String, String)>,
+    Body { value, fingerprint }: Body<StopBody>,
+) -> Result<Response, ApiError> {
+    let partition = crate::input::partition(&partition).map_err(bad)?;
+    let entitlement = entitlement_number(&number)?;
+    let kind = CommandKind::Stop {
+        entitlement,
+        on: value.on,
+        reason: match value.reason {
+            StopBodyReason::Death => StopReason::Death,
+            StopBodyReason::Move => StopReason::Move,
+            StopBodyReason::Other => StopReason::Other,
+        },
+    };
+    let receipt = submit(&api, &caller, &key, fingerprint, &partition, kind, value.on).await?;
+    Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
+}
+
+/// An entitlement's number from the path: digits, no leading zero, not 0.
+fn entitlement_number(text: &str) -> Result<u64, ApiError> {
+    let one_spelling = !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && !(text.len() > 1 && text.starts_with('0'));
+    match text.parse::<u64>() {
+        Ok(n) if one_spelling && n > 0 => Ok(n),
+        _ => Err(ApiError::InvalidParameter(format!(
+            "{text:?} is not an entitlement number (digits, as the grant answered)"
+        ))),
+    }
+}
+
+// ---- runs and instructions ----------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+pub struct RunBody {
+    period: String,
+    on: NaiveDate,
+}
+impl RequestBody for RunBody {
+    const SCHEMA: &'static str = "payment-run.request";
+}
+
+/// schemas/http/payment-run.response.json
+#[derive(Serialize)]
+struct RunAnswer {
+    commune: String,
+    period: String,
+    /// "paid", or "nothing_left" when every active entitlement already has its
+    /// instruction for the month (a retry of a run that landed: success, nothing added).
+    outcome: &'static str,
+    instructions: u64,
+    amount: Decimal,
+    /// Each budget that could not cover its part, in words (amounts as `1.500.000 ₫`).
+    shortfalls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    receipt: Option<ReceiptBody>,
+}
+
+/// `POST /v1/communes/{commune}/payment-runs`: one instruction per active entitlement of
+/// the commune for the month, all or none, in one command (a commune of 10,000
+/// entitlements: well under a second). Running it again adds nothing and answers
+/// `nothing_left` (200).
+pub async fn run(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    key: IdempotencyKey,
+    Path(commune): Path<String>,
+    Body { value, fingerprint }: Body<RunBody>,
+) -> Result<Response, ApiError> {
+    let (code, commune, partition) = commune_path(&commune)?;
+    let period = crate::input::month(&value.period).map_err(bad)?;
+    let kind = CommandKind::Run {
+        period,
+        commune: Some(commune),
+    };
+    let write = Write::begin(&api, &caller, &key, fingerprint).await?;
+    let result = api
+        .service()
+        .payment(&write.request(&caller), &partition, kind, value.on)
+        .await;
+    let nothing_left = matches!(
+        &result,
+        Err(ServiceError::Rejected(Rejection::NothingToRecord))
+    );
+    let answer = |outcome, instructions, amount, shortfalls, receipt| RunAnswer {
+        commune: code.to_string(),
+        period: period.to_string(),
+        outcome,
+        instructions,
+        amount,
+        shortfalls,
+        receipt,
+    };
+    if nothing_left {
+        // Done before (by this request's first try or another): a success.
+        let body = answer("nothing_left", 0, Decimal::ZERO, Vec::new(), None);
+        return Ok((axum::http::StatusCode::OK, axum::Json(body)).into_response());
+    }
+    let receipt = write.end(&api, result).await?;
+    let EventBody::PaymentRunCompleted {
+        issued,
+        amount,
+        shortfalls,
+        ..
+    } = recorded(&api, &receipt).await?
+    else {
+        return Err(ApiError::Internal(
+            "the receipt of a run names another event".into(),
+        ));
+    };
+    let body = answer(
+        "paid",
+        issued,
+        amount,
+        shortfalls.iter().map(Shortfall::sentence).collect(),
+        Some(ReceiptBody::new(&receipt, None)),
+    );
+    let status = if receipt.duplicate {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::CREATED
+    };
+    Ok((status, axum::Json(body)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReissueBody {
+    channel: Option<ChannelBody>,
+    gateway: Option<String>,
+    on: NaiveDate,
+}
+impl RequestBody for ReissueBody {
+    const SCHEMA: &'static str = "reissue.request";
+}
+
+/// `POST /v1/partitions/{p}/instructions/{id}/reissue`: a failed, returned or timed-out
+/// instruction issued again, through another channel and gateway if the body names both.
+pub async fn reissue(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    key: IdempotencyKey,
+    Path((partition, instruction)): Path<(String, String)>,
+    Body { value, fingerprint }: Body<ReissueBody>,
+) -> Result<Response, ApiError> {
+    let partition = crate::input::partition(&partition).map_err(bad)?;
+    let instruction = InstructionId::parse(&instruction).ok_or_else(|| {
+        ApiError::InvalidParameter(format!(
+            "{instruction:?} is not an instruction id like pay:7:2026-12:1"
+        ))
+    })?;
+    let channel = match (value.channel, value.gateway.as_deref()) {
+        (Some(kind), Some(gateway)) => Some(channel(kind, gateway)?),
+        (None, None) => None,
+        _ => {
+            return Err(ApiError::InvalidParameter(
+                "give both channel and gateway, or neither".into(),
+            ));
+        }
+    };
+    let kind = CommandKind::Reissue {
+        instruction,
+        channel,
+    };
+    let receipt = submit(&api, &caller, &key, fingerprint, &partition, kind, value.on).await?;
+    Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
+}
