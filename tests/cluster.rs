@@ -396,13 +396,74 @@ async fn post(
     (status, response.json().await.unwrap_or_default())
 }
 
+/// A month of social assistance for the households of one commune through `processes`,
+/// each step through the next one: the commune's budget, an entitlement of each head,
+/// the month's run. Returns the events recorded (a run: one per instruction, and its
+/// close).
+async fn a_month_of_payments(
+    client: &reqwest::Client,
+    processes: &[Process],
+    token: &str,
+    commune: &str,
+    heads: &[(String, String)],
+) -> u64 {
+    let p = |k: usize| &processes[k % processes.len()];
+    let mut events = 0;
+    let (status, answer) = post(
+        client,
+        p(0),
+        token,
+        &format!("/v1/communes/{commune}/budgets"),
+        &format!("budget-{commune}"),
+        serde_json::json!({"period": "2026-10", "amount": "10000000", "on": "2026-10-01"}),
+    )
+    .await;
+    assert_eq!(status, 201, "budget of {commune}: {answer}");
+    events += 1;
+    for (n, (household, head)) in heads.iter().enumerate() {
+        let (status, answer) = post(
+            client,
+            p(n + 1),
+            token,
+            "/v1/entitlements",
+            &format!("grant-{household}"),
+            serde_json::json!({
+                "household_id": household, "member": head,
+                "category": "ELDERLY_80_PLUS_NO_PENSION", "channel": "bank",
+                "gateway": "vcb", "from": "2026-10", "on": "2026-10-01"
+            }),
+        )
+        .await;
+        assert_eq!(status, 201, "entitlement of {household}: {answer}");
+        events += 1;
+    }
+    let (status, answer) = post(
+        client,
+        p(heads.len() + 1),
+        token,
+        &format!("/v1/communes/{commune}/payment-runs"),
+        &format!("run-{commune}"),
+        serde_json::json!({"period": "2026-10", "on": "2026-10-05"}),
+    )
+    .await;
+    assert_eq!(status, 201, "run of {commune}: {answer}");
+    assert_eq!(
+        answer["instructions"].as_u64(),
+        Some(heads.len() as u64),
+        "{answer}"
+    );
+    events + heads.len() as u64 + 1
+}
+
 /// Three `serve` processes of one ledger on the 3-node cluster, each with its own data
 /// directory. Every household is registered through one process, classified through
 /// the next, its loan approved through the third and disbursed through the first again,
 /// and a member's death (which opens the sealed personal data) recorded through yet
 /// another: no valid command is refused, whichever process's book or vault it meets.
 /// Half way, one process is SIGKILLed, its data directory deleted, and it is started
-/// again: it reads every household, personal data included, and the chain verifies.
+/// again. Then a month of social assistance in both provinces at once (budget,
+/// entitlements, the run), each step through another process. Every process reads every
+/// household, personal data included, and the chain verifies with every write in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_serve_processes_share_one_ledger_and_one_loses_its_directory() {
     const HOUSEHOLDS: usize = 18;
@@ -539,6 +600,24 @@ async fn three_serve_processes_share_one_ledger_and_one_loses_its_directory() {
             receipts += 1;
         }
     }
+    // A month of payments in both provinces at once, each step through another process.
+    let heads = |parity: usize, commune: &str| -> Vec<(String, String)> {
+        (0..HOUSEHOLDS)
+            .filter(|i| i % 2 == parity)
+            .map(|i| {
+                (
+                    format!("{commune}-{:06}", i + 1),
+                    format!("0010860{:05}", i + 1),
+                )
+            })
+            .collect()
+    };
+    let (heads_01, heads_79) = (heads(0, "0100007"), heads(1, "7900001"));
+    let (paid_01, paid_79) = tokio::join!(
+        a_month_of_payments(&client, &processes, &token_01, "0100007", &heads_01),
+        a_month_of_payments(&client, &processes[1..], &token_79, "7900001", &heads_79),
+    );
+    receipts += paid_01 + paid_79;
     // Every process, the restarted one too, reads every household.
     for process in &processes {
         for i in 0..HOUSEHOLDS {

@@ -271,8 +271,7 @@ impl Rejection {
             Rejection::Payment(r) => format!("{r:?}"),
             other => format!("{other:?}"),
         };
-        text
-            .split(|c: char| !c.is_ascii_alphanumeric())
+        text.split(|c: char| !c.is_ascii_alphanumeric())
             .next()
             .unwrap_or_default()
             .to_owned()
