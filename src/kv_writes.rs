@@ -32,6 +32,12 @@ pub const KV_BATCH_MAX: usize = 500;
 /// longer (four lanes gave 1,074 HTTP registrations/s against ~1,500-1,800 with one).
 pub const KV_QUEUE_MAX: usize = 4_096;
 
+/// Tries to make (or find) a bucket before its opening fails: each a JetStream request
+/// of up to 5 s, so a cluster has ~20 s to form a new bucket's group.
+pub const BUCKET_OPEN_ATTEMPTS_MAX: u32 = 4;
+/// The wait before the next try, times the attempt.
+pub const BUCKET_OPEN_BACKOFF: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Why a write was not stored.
 #[derive(Debug)]
 pub enum WriteError {
@@ -50,15 +56,26 @@ pub enum WriteError {
 /// once on a 3-node cluster timed out (5 s each) and failed their first requests.
 pub async fn open_bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, String> {
     let bucket = config.bucket.clone();
-    let kv = match js.get_key_value(&bucket).await {
-        Ok(kv) => kv,
-        Err(_) => {
-            js.get_or_create_stream(bucket_stream(&config))
-                .await
-                .map_err(|e| format!("creating bucket {bucket}: {e}"))?;
-            js.get_key_value(&bucket)
-                .await
-                .map_err(|e| format!("opening bucket {bucket}: {e}"))?
+    let mut attempt = 1;
+    let kv = loop {
+        if let Ok(kv) = js.get_key_value(&bucket).await {
+            break kv;
+        }
+        match js.get_or_create_stream(bucket_stream(&config)).await {
+            Ok(_) => {
+                break js
+                    .get_key_value(&bucket)
+                    .await
+                    .map_err(|e| format!("opening bucket {bucket}: {e}"))?;
+            }
+            // A cluster forming the new stream's group while others create it too can
+            // take longer than one request's timeout; the stream may exist by now.
+            Err(e) if attempt < BUCKET_OPEN_ATTEMPTS_MAX => {
+                tracing::info!(bucket, attempt, error = %e, "creating a bucket: again");
+                tokio::time::sleep(BUCKET_OPEN_BACKOFF * attempt).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(format!("creating bucket {bucket}: {e}")),
         }
     };
     if kv.use_jetstream_prefix {
