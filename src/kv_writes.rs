@@ -58,25 +58,25 @@ pub async fn open_bucket(js: &jetstream::Context, config: kv::Config) -> Result<
     let bucket = config.bucket.clone();
     let mut attempt = 1;
     let kv = loop {
-        if let Ok(kv) = js.get_key_value(&bucket).await {
-            break kv;
+        let failed = match js.get_key_value(&bucket).await {
+            Ok(kv) => break kv,
+            // Missing: make it; the next look finds it. On a cluster, forming the new
+            // stream's group while others create it too can take longer than one
+            // request's timeout, and a server may not know a stream made a moment ago.
+            Err(_) => match js.get_or_create_stream(bucket_stream(&config)).await {
+                Ok(_) => match js.get_key_value(&bucket).await {
+                    Ok(kv) => break kv,
+                    Err(e) => format!("opening bucket {bucket}: {e}"),
+                },
+                Err(e) => format!("creating bucket {bucket}: {e}"),
+            },
+        };
+        if attempt >= BUCKET_OPEN_ATTEMPTS_MAX {
+            return Err(failed);
         }
-        match js.get_or_create_stream(bucket_stream(&config)).await {
-            Ok(_) => {
-                break js
-                    .get_key_value(&bucket)
-                    .await
-                    .map_err(|e| format!("opening bucket {bucket}: {e}"))?;
-            }
-            // A cluster forming the new stream's group while others create it too can
-            // take longer than one request's timeout; the stream may exist by now.
-            Err(e) if attempt < BUCKET_OPEN_ATTEMPTS_MAX => {
-                tracing::info!(bucket, attempt, error = %e, "creating a bucket: again");
-                tokio::time::sleep(BUCKET_OPEN_BACKOFF * attempt).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(format!("creating bucket {bucket}: {e}")),
-        }
+        tracing::info!(bucket, attempt, error = %failed, "opening a bucket: again");
+        tokio::time::sleep(BUCKET_OPEN_BACKOFF * attempt).await;
+        attempt += 1;
     };
     if kv.use_jetstream_prefix {
         // Only a bucket reached through another JetStream domain has one; the ledger
