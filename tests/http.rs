@@ -1591,3 +1591,86 @@ async fn payments_budget_grant_run_and_stop_over_http() {
         halves.body
     );
 }
+
+/// The OpenAPI 3.1 document: served at /v1/openapi.json without a token, equal to the
+/// copy in the repository (docs/openapi.json; `ANSINH_WRITE_OPENAPI=1` rewrites it), every
+/// reference in it resolves, and every route it lists is served with its method (the
+/// router and the document come from one list, `http::routes`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_every_route_and_every_reference_resolves() {
+    let s = server().await;
+    let response = s
+        .client
+        .get(format!("{}/v1/openapi.json", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let document: Value = response.json().await.unwrap();
+    assert_eq!(document["openapi"], json!("3.1.0"));
+
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json");
+    let text = serde_json::to_string_pretty(&document).unwrap() + "\n";
+    if std::env::var_os("ANSINH_WRITE_OPENAPI").is_some() {
+        std::fs::write(&path, &text).unwrap();
+    }
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap_or_default(),
+        text,
+        "docs/openapi.json is not the served document: run ANSINH_WRITE_OPENAPI=1 cargo test --test http openapi"
+    );
+
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("$ref", Value::String(r)) => out.push(r),
+                        _ => refs(v, out),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    refs(&document, &mut found);
+    assert!(found.len() > 50, "{} references", found.len());
+    for r in found {
+        let pointer = r
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("{r} is not local"));
+        assert!(document.pointer(pointer).is_some(), "{r} does not resolve");
+    }
+
+    let docs = ansinh::http::routes().docs;
+    assert!(docs.len() >= 29, "{} routes", docs.len());
+    for doc in &docs {
+        let operation = &document["paths"][doc.path][doc.method];
+        assert!(
+            operation.is_object(),
+            "{} {} is not in the document",
+            doc.method,
+            doc.path
+        );
+        // Served: any answer but "no such route" or "method not allowed".
+        let url = format!("{}{}", s.base, doc.path.replace('{', "x").replace('}', ""));
+        let request = match doc.method {
+            "get" => s.client.get(url),
+            _ => s.client.post(url).json(&json!({})),
+        };
+        let answer = request.send().await.unwrap();
+        let status = answer.status();
+        let body: Value = answer.json().await.unwrap_or_default();
+        assert!(
+            !matches!(
+                body["error"].as_str(),
+                Some("NoSuchRoute" | "MethodNotAllowed")
+            ),
+            "{} {}: {status} {body}",
+            doc.method,
+            doc.path
+        );
+    }
+}

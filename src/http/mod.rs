@@ -23,6 +23,7 @@ pub mod gateways;
 mod health;
 mod households;
 mod loans;
+pub mod openapi;
 mod payments;
 mod reports;
 pub mod schema;
@@ -37,7 +38,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use tower::ServiceBuilder;
 
 use crate::app::Runtime;
@@ -420,61 +420,244 @@ pub fn requests_bucket_name(stream_name: &str) -> String {
     format!("{stream_name}_REQUESTS")
 }
 
+/// Every route, each once with its documentation (`openapi`): what `router` serves and
+/// what `GET /v1/openapi.json` describes.
+pub fn routes() -> openapi::Routes {
+    use openapi::Caller::{Anyone, Gateway, Staff};
+    openapi::Routes::new()
+        .post(
+            "/v1/households",
+            "Register a household; personal data are sealed before they reach the log",
+            "register-household.request",
+            "receipt.response",
+            Staff,
+            households::register,
+        )
+        .get(
+            "/v1/households/{id}",
+            "A household: standing, loans priced on as_of, assistance received, history",
+            Some("household-view.response"),
+            Staff,
+            households::show,
+        )
+        .post(
+            "/v1/households/{id}/members",
+            "Change the members",
+            "change-members.request",
+            "receipt.response",
+            Staff,
+            households::change_members,
+        )
+        .post(
+            "/v1/households/{id}/deaths",
+            "Record a member's death",
+            "record-death.request",
+            "receipt.response",
+            Staff,
+            households::record_death,
+        )
+        .post(
+            "/v1/households/{id}/moves",
+            "Move to a new id in another commune",
+            "move-household.request",
+            "move.response",
+            Staff,
+            households::move_household,
+        )
+        .post(
+            "/v1/households/{id}/erasure",
+            "Erase the personal data (the data key is destroyed)",
+            "erase-personal-data.request",
+            "receipt.response",
+            Staff,
+            households::erase,
+        )
+        .post(
+            "/v1/households/{id}/classifications",
+            "The yearly review's decision under the standard in force",
+            "classify.request",
+            "receipt.response",
+            Staff,
+            households::classify,
+        )
+        .post(
+            "/v1/communes/{commune}/budgets",
+            "A month's social assistance budget of a commune",
+            "allocate-budget.request",
+            "receipt.response",
+            Staff,
+            payments::allocate,
+        )
+        .post(
+            "/v1/communes/{commune}/payment-runs",
+            "Pay a commune's active entitlements for a month, all or none",
+            "payment-run.request",
+            "payment-run.response",
+            Staff,
+            payments::run,
+        )
+        .post(
+            "/v1/entitlements",
+            "Grant a monthly entitlement to a household member",
+            "grant-entitlement.request",
+            "entitlement.response",
+            Staff,
+            payments::grant,
+        )
+        .post(
+            "/v1/partitions/{p}/entitlements/{n}/stop",
+            "Stop an entitlement from the month after `on`",
+            "stop-entitlement.request",
+            "receipt.response",
+            Staff,
+            payments::stop,
+        )
+        .post(
+            "/v1/partitions/{p}/instructions/{id}/reissue",
+            "Issue a failed, returned or timed-out instruction again",
+            "reissue.request",
+            "receipt.response",
+            Staff,
+            payments::reissue,
+        )
+        .post(
+            "/v1/loans",
+            "Approve a policy-credit loan; answers its reference",
+            "approve-loan.request",
+            "receipt.response",
+            Staff,
+            loans::approve,
+        )
+        .post(
+            "/v1/loans/{loan}/disbursements",
+            "Pay out a tranche",
+            "disburse.request",
+            "receipt.response",
+            Staff,
+            loans::disburse,
+        )
+        .post(
+            "/v1/loans/{loan}/repayments",
+            "A repayment collected at the commune transaction point",
+            "repay.request",
+            "receipt.response",
+            Staff,
+            loans::repay,
+        )
+        .post(
+            "/v1/loans/{loan}/extensions",
+            "Extend the final due date",
+            "extend.request",
+            "receipt.response",
+            Staff,
+            loans::extend,
+        )
+        .post(
+            "/v1/loans/{loan}/freeze",
+            "Freeze after a disaster: no interest accrues",
+            "freeze.request",
+            "receipt.response",
+            Staff,
+            loans::freeze,
+        )
+        .post(
+            "/v1/loans/{loan}/write-off",
+            "Write off after a disaster, by decision",
+            "write-off.request",
+            "receipt.response",
+            Staff,
+            loans::write_off,
+        )
+        .post(
+            "/v1/loans/{loan}/reversals",
+            "Reverse a mistaken disbursement or repayment",
+            "reverse.request",
+            "receipt.response",
+            Staff,
+            loans::reverse,
+        )
+        .post(
+            "/v1/loans/{loan}/overdue",
+            "Move unpaid instalments due before as_of overdue",
+            "mark-overdue.request",
+            "receipt.response",
+            Staff,
+            loans::mark_overdue,
+        )
+        .post(
+            "/v1/gateways/{gateway}/posts",
+            "A gateway's signed result for one instruction",
+            "gateway-post.request",
+            "receipt.response",
+            Gateway,
+            gateways::post,
+        )
+        .get(
+            "/v1/gateways/{gateway}/instructions",
+            "The gateway's instructions waiting for a result",
+            Some("gateway-instructions.response"),
+            Gateway,
+            gateways::instructions,
+        )
+        .get(
+            "/v1/communes/{code}/portfolio",
+            "A commune's portfolio: outstanding, overdue ratio, per programme",
+            Some("portfolio.response"),
+            Staff,
+            reports::portfolio,
+        )
+        .get(
+            "/v1/partitions/{partition}/trial-balance",
+            "Debits and credits per account of a province",
+            Some("trial-balance.response"),
+            Staff,
+            reports::trial_balance,
+        )
+        .get(
+            "/v1/partitions/{partition}/reconciliation/{day}",
+            "One day's reconciliation per gateway",
+            Some("reconciliation-day.response"),
+            Staff,
+            reports::reconciliation,
+        )
+        .get(
+            "/v1/openapi.json",
+            "This document",
+            None,
+            Anyone,
+            openapi_document,
+        )
+        .get("/healthz", "Alive", None, Anyone, health::healthz)
+        .get(
+            "/readyz",
+            "Ready: NATS reachable, the log verified, projections current",
+            None,
+            Anyone,
+            health::readyz,
+        )
+        .get(
+            "/metrics",
+            "Prometheus metrics",
+            None,
+            Anyone,
+            health::metrics,
+        )
+}
+
+/// `GET /v1/openapi.json`: the OpenAPI 3.1 document of `routes()`.
+async fn openapi_document() -> axum::Json<serde_json::Value> {
+    static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    axum::Json(
+        DOCUMENT
+            .get_or_init(|| openapi::document(&routes().docs))
+            .clone(),
+    )
+}
+
 /// The routes, with the body limit, the concurrency limit and the timeout.
 pub fn router(api: Api) -> Router {
-    let v1 = Router::new()
-        .route("/v1/households", post(households::register))
-        .route("/v1/households/{id}", get(households::show))
-        .route(
-            "/v1/households/{id}/members",
-            post(households::change_members),
-        )
-        .route("/v1/households/{id}/deaths", post(households::record_death))
-        .route(
-            "/v1/households/{id}/moves",
-            post(households::move_household),
-        )
-        .route("/v1/households/{id}/erasure", post(households::erase))
-        .route(
-            "/v1/households/{id}/classifications",
-            post(households::classify),
-        )
-        .route("/v1/communes/{commune}/budgets", post(payments::allocate))
-        .route("/v1/communes/{commune}/payment-runs", post(payments::run))
-        .route("/v1/entitlements", post(payments::grant))
-        .route(
-            "/v1/partitions/{p}/entitlements/{n}/stop",
-            post(payments::stop),
-        )
-        .route(
-            "/v1/partitions/{p}/instructions/{id}/reissue",
-            post(payments::reissue),
-        )
-        .route("/v1/loans", post(loans::approve))
-        .route("/v1/loans/{loan}/disbursements", post(loans::disburse))
-        .route("/v1/loans/{loan}/repayments", post(loans::repay))
-        .route("/v1/loans/{loan}/extensions", post(loans::extend))
-        .route("/v1/loans/{loan}/freeze", post(loans::freeze))
-        .route("/v1/loans/{loan}/write-off", post(loans::write_off))
-        .route("/v1/loans/{loan}/reversals", post(loans::reverse))
-        .route("/v1/loans/{loan}/overdue", post(loans::mark_overdue))
-        .route("/v1/gateways/{gateway}/posts", post(gateways::post))
-        .route(
-            "/v1/gateways/{gateway}/instructions",
-            get(gateways::instructions),
-        )
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route("/v1/communes/{code}/portfolio", get(reports::portfolio))
-        .route(
-            "/v1/partitions/{partition}/trial-balance",
-            get(reports::trial_balance),
-        )
-        .route(
-            "/v1/partitions/{partition}/reconciliation/{day}",
-            get(reports::reconciliation),
-        )
+    let v1 = routes()
+        .router
         .fallback(|| async { ApiError::NoSuchRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
     v1.layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))

@@ -1,0 +1,210 @@
+//! The routes, each declared once with its documentation, and the OpenAPI 3.1 document
+//! built from them and from the JSON Schemas the server validates with
+//! (`schema::SOURCES`). `router()` serves exactly the routes listed here, so a route
+//! cannot be served without being documented, nor documented without being served.
+
+use axum::Router;
+use axum::handler::Handler;
+use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+
+use super::Api;
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// A member of staff: `Authorization: Bearer <token>`.
+    Staff,
+    /// A payment gateway: an Ed25519 signature over the request (docs/GATEWAYS.md).
+    Gateway,
+    /// Anyone (health, metrics, this document).
+    Anyone,
+}
+
+/// One route's documentation.
+#[derive(Clone, Debug)]
+pub struct Doc {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    /// The request body's schema (`schemas/http/<name>.json`), for a write.
+    pub request: Option<&'static str>,
+    /// The success answer's schema; None for an answer that is not JSON.
+    pub response: Option<&'static str>,
+    pub caller: Caller,
+}
+
+/// The routes being declared: the router and the documentation side by side.
+pub struct Routes {
+    pub router: Router<Api>,
+    pub docs: Vec<Doc>,
+}
+
+impl Routes {
+    pub fn new() -> Self {
+        Self {
+            router: Router::new(),
+            docs: Vec::new(),
+        }
+    }
+
+    /// A POST route, a write: an idempotency key and a body of `request`'s schema.
+    pub fn post<H, T>(
+        mut self,
+        path: &'static str,
+        summary: &'static str,
+        request: &'static str,
+        response: &'static str,
+        caller: Caller,
+        handler: H,
+    ) -> Self
+    where
+        H: Handler<T, Api>,
+        T: 'static,
+    {
+        self.router = self.router.route(path, post(handler));
+        self.docs.push(Doc {
+            method: "post",
+            path,
+            summary,
+            request: Some(request),
+            response: Some(response),
+            caller,
+        });
+        self
+    }
+
+    /// A GET route answering `response`'s schema (None: not JSON).
+    pub fn get<H, T>(
+        mut self,
+        path: &'static str,
+        summary: &'static str,
+        response: Option<&'static str>,
+        caller: Caller,
+        handler: H,
+    ) -> Self
+    where
+        H: Handler<T, Api>,
+        T: 'static,
+    {
+        self.router = self.router.route(path, get(handler));
+        self.docs.push(Doc {
+            method: "get",
+            path,
+            summary,
+            request: None,
+            response,
+            caller,
+        });
+        self
+    }
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Where a schema of `schemas/http/` sits in the document.
+fn component(name: &str) -> String {
+    format!("#/components/schemas/{name}")
+}
+
+/// A schema file as a component: its own references (`#/...`) point into it, those to
+/// `defs.json` at the `defs` component, and the dialect is the document's own (JSON
+/// Schema 2020-12).
+fn as_component(name: &str, text: &str) -> Value {
+    let text = text
+        .replace("\"#/", &format!("\"#/components/schemas/{name}/"))
+        .replace("\"defs.json#/", "\"#/components/schemas/defs/");
+    let mut value: Value = serde_json::from_str(&text).expect("the schemas are JSON (tested)");
+    if let Value::Object(map) = &mut value {
+        map.remove("$schema");
+        map.remove("$id");
+    }
+    value
+}
+
+fn path_parameters(path: &str) -> Vec<Value> {
+    path.split('/')
+        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect()
+}
+
+/// The OpenAPI 3.1 document of every route `docs` lists.
+pub fn document(docs: &[Doc]) -> Value {
+    let mut schemas = Map::new();
+    for (name, text) in super::schema::SOURCES {
+        schemas.insert((*name).to_owned(), as_component(name, text));
+    }
+    let error = json!({
+        "description": "A refusal: the kind and a sentence (400 malformed input, 401, 403, 404, 409 or 422 refused by the book, 413, 503). Nothing was recorded.",
+        "content": {"application/json": {"schema": {"$ref": component("error.response")}}}
+    });
+    let mut paths = Map::new();
+    for doc in docs {
+        let mut parameters = path_parameters(doc.path);
+        if doc.request.is_some() {
+            parameters.push(json!({
+                "name": "Idempotency-Key", "in": "header", "required": true,
+                "description": "1 to 64 printable ASCII characters; the same key again answers the first receipt and appends nothing.",
+                "schema": {"type": "string", "pattern": "^[!-~]{1,64}$"}
+            }));
+        }
+        let success = match doc.response {
+            Some(schema) => json!({
+                "description": "Done (201 for a new event; 200 for the replay of a recorded one, or an answer that records nothing).",
+                "content": {"application/json": {"schema": {"$ref": component(schema)}}}
+            }),
+            None => json!({"description": "OK", "content": {"text/plain": {}}}),
+        };
+        let status = if doc.method == "post" { "201" } else { "200" };
+        let mut operation = json!({
+            "summary": doc.summary,
+            "operationId": format!("{} {}", doc.method, doc.path),
+            "parameters": parameters,
+            "responses": {status: success, "default": error.clone()},
+        });
+        if doc.method == "post" {
+            operation["responses"]["200"] = operation["responses"][status].clone();
+        }
+        if let Some(request) = doc.request {
+            operation["requestBody"] = json!({
+                "required": true,
+                "content": {"application/json": {"schema": {"$ref": component(request)}}}
+            });
+        }
+        operation["security"] = match doc.caller {
+            Caller::Staff => json!([{"staffToken": []}]),
+            Caller::Gateway => {
+                json!([{"gatewaySignature": [], "gatewayKeyId": [], "gatewayTimestamp": []}])
+            }
+            Caller::Anyone => json!([]),
+        };
+        let item = paths
+            .entry(doc.path.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        item[doc.method] = operation;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "ansinh staff and gateway HTTP API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Households, eligibility, policy-credit loans and social assistance payments, recorded in a hash-chained log. Money is whole VND as a decimal string; dates are YYYY-MM-DD; every string is read in one form (README, API section)."
+        },
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "staffToken": {"type": "http", "scheme": "bearer", "description": "A staff token from `ansinh admin add-staff`."},
+                "gatewaySignature": {"type": "apiKey", "in": "header", "name": "Ansinh-Gateway-Signature", "description": "Ed25519 over timestamp, method, path and body (docs/GATEWAYS.md)."},
+                "gatewayKeyId": {"type": "apiKey", "in": "header", "name": "Ansinh-Gateway-Key-Id"},
+                "gatewayTimestamp": {"type": "apiKey", "in": "header", "name": "Ansinh-Gateway-Timestamp"}
+            }
+        }
+    })
+}
