@@ -491,10 +491,18 @@ pub fn outcome(
             Ok(ExitCode::SUCCESS)
         }
         Err(e @ (ServiceError::Rejected(_) | ServiceError::Denied(_))) => {
+            // The refusal itself, once: `ServiceError` prefixes "refused: " for logs.
+            let (kind, sentence) = match &e {
+                ServiceError::Rejected(r) => (r.kind(), r.to_string()),
+                other => ("Denied".to_owned(), other.to_string()),
+            };
             if json {
-                println!("{}", serde_json::json!({"refused": e.to_string()}));
+                println!(
+                    "{}",
+                    serde_json::json!({"refused": sentence, "kind": kind})
+                );
             } else {
-                println!("REFUSED: {e}");
+                println!("REFUSED: {sentence}");
             }
             Ok(ExitCode::from(1))
         }
