@@ -998,7 +998,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     .start_checkpoints(&checkpoints, &cli.data_dir, policy)
                     .await?;
                 let registry = cli.data_dir.join(ansinh::gateway::keys::REGISTRY_FILE);
-                let served = ansinh::http::run(&runtime, listen, &staff_file(&staff), &registry).await;
+                let served = ansinh::http::run(&runtime, listen, &staff_file(&staff), &registry, &checkpoints).await;
                 // Stopped on every path, so a checkpoint under way completes before exit; but
                 // with NATS away its last publish would wait for ever: bounded, and past the
                 // bound the process exits at once (dropping the runtime would wait for it).

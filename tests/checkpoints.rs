@@ -680,3 +680,104 @@ async fn two_processes_sign_with_the_vaults_key_and_never_two_checkpoints_of_one
     // B signed with the new key after A rotated it.
     assert!(audit.partitions["01"].last().unwrap().key_id == audit.keys[1]);
 }
+
+/// `GET /v1/audit/partitions/{p}/status`: the head the projections verified, the latest
+/// checkpoint with the cosigner who signed it, and the read model's lag; a partition the
+/// log has never seen is 404, and the route wants a token.
+#[tokio::test]
+async fn the_audit_status_route_names_the_latest_checkpoint_and_its_cosigners() {
+    use ansinh::http::{self, Api, StaffDirectory};
+    let (log, config) = fresh_checkpointed();
+    let (ledger, dir) = ledger(&log).await;
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    append(&ledger, 0, 6).await;
+    publish_now(&mut c).await;
+    append(&ledger, 6, 2).await;
+    let latest = publish_now(&mut c).await;
+    let (office, _) = keys::load_or_create_key(&dir.path().join("office.key")).unwrap();
+    auditor(&log, &config)
+        .await
+        .cosign(
+            &p01(),
+            latest.tree_size,
+            "audit-office:region-1",
+            &office,
+            1_767_225_600_000,
+        )
+        .await
+        .unwrap();
+
+    let vault = vault_for(&ledger, &dir.path().join("secrets")).await;
+    let projector = ansinh::projection::Projector::open(ledger.store().db()).unwrap();
+    let service = ansinh::service::Service::new(
+        ledger.clone(),
+        std::sync::Arc::new(vault),
+        std::sync::Arc::new(projector),
+    );
+    let staff = dir.path().join(http::STAFF_FILE);
+    let token =
+        http::auth::add_staff(&staff, "staff:auditor", ansinh::access::Role::Auditor, "").unwrap();
+    let api = Api::new(service, StaffDirectory::load(&staff).unwrap())
+        .await
+        .unwrap();
+    api.set_checkpoints(config.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(http::serve(listener, api, async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let schemas = http::Schemas::compile();
+    let get = |path: &str, token: Option<&str>| {
+        let mut request = client.get(format!("{base}{path}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let schemas = &schemas;
+        async move {
+            schema_checked(
+                schemas,
+                request.send().await.unwrap(),
+                "audit-status.response",
+            )
+            .await
+        }
+    };
+    let (status, body) = get("/v1/audit/partitions/01/status", Some(&token)).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    assert_eq!(
+        (
+            &body["events"],
+            &body["head_sequence"],
+            &body["checkpoints"]
+        ),
+        (
+            &serde_json::json!(8),
+            &serde_json::json!(8),
+            &serde_json::json!(2)
+        ),
+        "{body}"
+    );
+    let checkpoint = &body["latest_checkpoint"];
+    assert_eq!(checkpoint["tree_size"], serde_json::json!(latest.tree_size));
+    assert_eq!(
+        checkpoint["root"],
+        serde_json::json!(hex::encode(latest.root))
+    );
+    assert_eq!(
+        checkpoint["cosigners"][0]["cosigner_id"],
+        serde_json::json!("audit-office:region-1")
+    );
+    assert!(
+        body["projected_stream_sequence"].as_u64() <= body["stream_last_sequence"].as_u64(),
+        "{body}"
+    );
+    let (status, body) = get("/v1/audit/partitions/99/status", Some(&token)).await;
+    assert_eq!(
+        (status.as_u16(), body["error"].as_str()),
+        (404, Some("NotFound"))
+    );
+    let (status, _) = get("/v1/audit/partitions/01/status", None).await;
+    assert_eq!(status.as_u16(), 401);
+}

@@ -497,10 +497,7 @@ pub fn outcome(
                 other => ("Denied".to_owned(), other.to_string()),
             };
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"refused": sentence, "kind": kind})
-                );
+                println!("{}", serde_json::json!({"refused": sentence, "kind": kind}));
             } else {
                 println!("REFUSED: {sentence}");
             }

@@ -16,6 +16,7 @@
 //! submitted before step 4), and one idempotency key of one caller appends at most
 //! once; the same key with another body is refused (`IdempotencyKeyReused`).
 
+mod audit;
 pub mod auth;
 pub mod error;
 mod extract;
@@ -210,6 +211,9 @@ struct Inner {
     requests_writes: FencedWrites,
     /// The gateway routes' registry and ledger side; None: those routes answer 404.
     gateways: Option<GatewayEdge>,
+    /// Where the signed checkpoints are (`serve` sets the command line's; default
+    /// otherwise), for the auditor routes.
+    checkpoints: std::sync::OnceLock<crate::checkpoint::CheckpointConfig>,
 }
 
 /// What the gateway routes need: the keys that authenticate gateways, and the ledger side
@@ -265,7 +269,18 @@ impl Api {
             requests,
             requests_writes,
             gateways,
+            checkpoints: std::sync::OnceLock::new(),
         })))
+    }
+
+    /// Names the checkpoint stream the auditor routes read (once; later calls change
+    /// nothing).
+    pub fn set_checkpoints(&self, config: crate::checkpoint::CheckpointConfig) {
+        let _ = self.0.checkpoints.set(config);
+    }
+
+    fn checkpoints(&self) -> crate::checkpoint::CheckpointConfig {
+        self.0.checkpoints.get().cloned().unwrap_or_default()
     }
 
     fn gateways(&self) -> Option<&GatewayEdge> {
@@ -621,6 +636,13 @@ pub fn routes() -> openapi::Routes {
             reports::reconciliation,
         )
         .get(
+            "/v1/audit/partitions/{p}/status",
+            "A partition's verified head, latest checkpoint and its cosigners, and the read model's lag",
+            Some("audit-status.response"),
+            Staff,
+            audit::status,
+        )
+        .get(
             "/v1/openapi.json",
             "This document",
             None,
@@ -714,6 +736,7 @@ pub async fn run(
     listen: SocketAddr,
     staff_file: &Path,
     gateway_registry: &Path,
+    checkpoints: &crate::checkpoint::CheckpointConfig,
 ) -> Result<(), HttpError> {
     // Staff and gateways come from the ledger's directory bucket, followed live; the
     // files of earlier versions are imported into it first.
@@ -752,6 +775,7 @@ pub async fn run(
         sink: sink.clone(),
     };
     let api = Api::with_gateways(runtime.service(), staff, Some(edge)).await?;
+    api.set_checkpoints(checkpoints.clone());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| HttpError::Bind {

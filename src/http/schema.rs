@@ -56,6 +56,7 @@ pub const SOURCES: &[(&str, &str)] = schemas![
     "payment-run.request",
     "payment-run.response",
     "reissue.request",
+    "audit-status.response",
 ];
 
 /// Where a body breaks its schema.

@@ -1,0 +1,126 @@
+//! Auditor routes: a partition's chain and checkpoint status. Readable by auditors and
+//! the staff whose unit covers the partition (`Operation::Read`).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::access::{self, Operation};
+use crate::checkpoint::read::{read_checkpoints, read_cosignatures};
+use crate::checkpoint::sign::checkpoint_hash;
+
+use super::extract::Staff;
+use super::{Api, ApiError};
+
+/// schemas/http/audit-status.response.json
+#[derive(Serialize)]
+struct StatusAnswer {
+    partition: String,
+    /// Events applied by the projections, each chain-checked as it was (paired check).
+    events: u64,
+    head_sequence: u64,
+    head_hash: String,
+    /// The stream's last message, and the last the projections applied: their
+    /// difference is how far the read model is behind.
+    stream_last_sequence: u64,
+    projected_stream_sequence: u64,
+    checkpoints: u64,
+    latest_checkpoint: Option<CheckpointLine>,
+}
+
+#[derive(Serialize)]
+struct CheckpointLine {
+    tree_size: u64,
+    root: String,
+    head_sequence: u64,
+    key_id: String,
+    issued_at_unix_ms: i64,
+    /// The cosignatures stored for it (their signatures are checked by `audit verify`
+    /// and by anyone holding the document, not here).
+    cosigners: Vec<Cosigner>,
+}
+
+#[derive(Serialize)]
+struct Cosigner {
+    cosigner_id: String,
+    key_id: String,
+    signed_at_unix_ms: i64,
+}
+
+/// `GET /v1/audit/partitions/{p}/status`: how far the partition's verified chain goes,
+/// its latest signed checkpoint and who cosigned it, and the read model's lag. Reads the
+/// partition's checkpoints and cosignatures (one a day or so), not its events.
+pub async fn status(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    Path(partition): Path<String>,
+) -> Result<Response, ApiError> {
+    let partition = crate::input::partition(&partition)
+        .map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+    access::authorize(&caller, Operation::Read, partition.as_str())?;
+    let projector = api.projector().await?;
+    let summary = projector
+        .summaries()?
+        .remove(partition.as_str())
+        .ok_or_else(|| ApiError::NotFound {
+            what: "partition",
+            value: partition.to_string(),
+        })?;
+    let ledger = &api.service().ledger;
+    let unavailable = |e: &dyn std::fmt::Display| ApiError::Unavailable(e.to_string());
+    let mut stream = ledger.stream().clone();
+    let stream_last_sequence = crate::log::reader::last_stream_sequence(&mut stream)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let projected_stream_sequence = projector.position()?.last.stream_sequence;
+    let config = api.checkpoints();
+    let checkpoints_stream = ledger
+        .jetstream()
+        .get_stream(&config.stream_name)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let stored: Vec<_> = read_checkpoints(&checkpoints_stream, &config, &partition)
+        .await
+        .map_err(|e| unavailable(&e))?
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect();
+    let latest = match stored.iter().max_by_key(|c| c.body.tree_size) {
+        None => None,
+        Some(c) => {
+            let hash = checkpoint_hash(&c.signed.checkpoint);
+            let cosigners = read_cosignatures(&checkpoints_stream, &config, &partition)
+                .await
+                .map_err(|e| unavailable(&e))?
+                .into_iter()
+                .filter_map(Result::ok)
+                .filter(|s| s.cosignature.checkpoint_hash.as_ref() == hash.as_slice())
+                .map(|s| Cosigner {
+                    cosigner_id: s.cosignature.cosigner_id,
+                    key_id: s.cosignature.key_id,
+                    signed_at_unix_ms: s.cosignature.signed_at_unix_ms,
+                })
+                .collect();
+            Some(CheckpointLine {
+                tree_size: c.body.tree_size,
+                root: hex::encode(c.body.root),
+                head_sequence: c.body.head_sequence,
+                key_id: c.body.key_id.clone(),
+                issued_at_unix_ms: c.body.issued_at_unix_ms,
+                cosigners,
+            })
+        }
+    };
+    Ok(Json(StatusAnswer {
+        partition: partition.to_string(),
+        events: summary.events,
+        head_sequence: summary.head_sequence,
+        head_hash: summary.head_hash,
+        stream_last_sequence,
+        projected_stream_sequence,
+        checkpoints: stored.len() as u64,
+        latest_checkpoint: latest,
+    })
+    .into_response())
+}
