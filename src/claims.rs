@@ -156,6 +156,15 @@ impl Claims {
         Err(ClaimError::Contended)
     }
 
+    /// The household holding `citizen`, if any: one read of the bucket.
+    pub async fn holder(&self, citizen: &BlindIndex) -> Result<Option<String>, ClaimError> {
+        let entry = self.kv.entry(key(citizen).as_str()).await.map_err(nats)?;
+        Ok(entry.and_then(|e| {
+            (e.operation == kv::Operation::Put && !e.value.is_empty())
+                .then(|| String::from_utf8_lossy(&e.value).into_owned())
+        }))
+    }
+
     /// Claims every citizen for `household`, all or nothing: on a refusal, the claims
     /// this call made are released again. Returns the citizens newly claimed (to release
     /// if the command is then refused).

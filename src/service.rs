@@ -179,6 +179,30 @@ impl Service {
             .await?)
     }
 
+    /// The household a citizen belongs to, through the blind index (no sealed data is
+    /// read or scanned), for staff who may change households: None when no household
+    /// holds the citizen, or when the one that does lies outside the caller's unit (so
+    /// the answer does not tell where else a person is registered).
+    pub async fn household_of_citizen(
+        &self,
+        caller: &crate::access::Caller,
+        citizen: &CitizenId,
+    ) -> Result<Option<HouseholdId>, ServiceError> {
+        access::authorize_role(caller, Operation::ChangeHousehold)?;
+        let index = self.vault.blind_index(citizen.as_str());
+        let Some(holder) = self.claims().await?.holder(&index).await? else {
+            return Ok(None);
+        };
+        // Only the ledger writes the bucket, always a household id: anything else is a
+        // damaged bucket, not an answer.
+        let household = HouseholdId::parse(&holder).map_err(|_| {
+            ServiceError::Append(AppendError::Nats(format!(
+                "the claims bucket names {holder:?}, not a household"
+            )))
+        })?;
+        Ok(access::within(&caller.unit, household.commune().as_str()).then_some(household))
+    }
+
     /// Opens the citizen claims bucket now (creating it when missing), rather than on the
     /// first command that needs it.
     pub async fn open_claims(&self) -> Result<(), ServiceError> {

@@ -1674,3 +1674,90 @@ async fn the_openapi_document_lists_every_route_and_every_reference_resolves() {
         );
     }
 }
+
+/// `POST /v1/households/search`: a citizen's household through the blind index, for the
+/// officers of its unit; another unit's officer and an unknown citizen get 404 (nothing
+/// says where else a person is registered), a teller or an auditor 403, and nothing is
+/// appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_household_is_found_by_a_citizen_id_within_the_callers_unit() {
+    let s = server().await;
+    assert_eq!(
+        s.register(HOUSEHOLD, "001090000007").await.status,
+        StatusCode::CREATED
+    );
+    let before = s.events().await;
+    let s = &s;
+    let search = |token: &str, citizen: &str| {
+        let request = s
+            .client
+            .post(format!("{}/v1/households/search", s.base))
+            .bearer_auth(token)
+            .json(&json!({ "citizen_id": citizen }));
+        async move {
+            let (status, body) = schema_checked(
+                &s.schemas,
+                request.send().await.unwrap(),
+                "household-search.response",
+            )
+            .await;
+            (status, body)
+        }
+    };
+    let (status, body) = search(&s.staff.officer, "001090000007").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"household_id": HOUSEHOLD, "commune": "0100007"})
+    );
+    // The spouse, registered with the household, finds it too.
+    let (status, body) = search(
+        &s.staff.manager,
+        &format!("0011900{}", &HOUSEHOLD[HOUSEHOLD.len() - 5..]),
+    )
+    .await;
+    assert_eq!(
+        (status, body["household_id"].as_str()),
+        (StatusCode::OK, Some(HOUSEHOLD))
+    );
+    for (token, citizen, expected, kind) in [
+        (
+            &s.staff.other_officer,
+            "001090000007",
+            StatusCode::NOT_FOUND,
+            "NotFound",
+        ),
+        (
+            &s.staff.officer,
+            "001090000999",
+            StatusCode::NOT_FOUND,
+            "NotFound",
+        ),
+        (
+            &s.staff.teller,
+            "001090000007",
+            StatusCode::FORBIDDEN,
+            "RoleDenied",
+        ),
+        (
+            &s.staff.auditor,
+            "001090000007",
+            StatusCode::FORBIDDEN,
+            "RoleDenied",
+        ),
+        (
+            &s.staff.officer,
+            "00109000000",
+            StatusCode::BAD_REQUEST,
+            "SchemaViolation",
+        ),
+    ] {
+        let (status, body) = search(token, citizen).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (expected, Some(kind)),
+            "{citizen}: {body}"
+        );
+    }
+    assert_eq!(s.events().await, before, "a search appends nothing");
+}

@@ -467,3 +467,36 @@ pub async fn classify(
         .await?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
+
+#[derive(Debug, Deserialize)]
+pub struct SearchBody {
+    citizen_id: String,
+}
+impl RequestBody for SearchBody {
+    const SCHEMA: &'static str = "household-search.request";
+}
+
+/// `POST /v1/households/search`: the household of a citizen id, through the blind index
+/// (the id travels in the body, never in a URL or a log). Credit officers and branch
+/// managers; a citizen of no household of the caller's unit is 404.
+pub async fn search(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    Body { value, .. }: Body<SearchBody>,
+) -> Result<Response, ApiError> {
+    let citizen = crate::input::citizen_id(&value.citizen_id)
+        .map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+    let found = api
+        .service()
+        .household_of_citizen(&caller, &citizen)
+        .await?
+        .ok_or(ApiError::NotFound {
+            what: "household of that citizen in unit",
+            value: caller.unit.clone(),
+        })?;
+    Ok(Json(serde_json::json!({
+        "household_id": found.as_str(),
+        "commune": found.commune().as_str(),
+    }))
+    .into_response())
+}

@@ -448,6 +448,14 @@ pub fn routes() -> openapi::Routes {
             Staff,
             households::register,
         )
+        .search(
+            "/v1/households/search",
+            "The household of a citizen id, through the blind index (officers and managers of the unit)",
+            "household-search.request",
+            "household-search.response",
+            Staff,
+            households::search,
+        )
         .get(
             "/v1/households/{id}",
             "A household: standing, loans priced on as_of, assistance received, history",

@@ -32,6 +32,9 @@ pub struct Doc {
     /// The success answer's schema; None for an answer that is not JSON.
     pub response: Option<&'static str>,
     pub caller: Caller,
+    /// A write, under an `Idempotency-Key`; false for a read that takes a body (a search
+    /// by personal data, which must not stand in a URL).
+    pub writes: bool,
 }
 
 /// The routes being declared: the router and the documentation side by side.
@@ -70,6 +73,34 @@ impl Routes {
             request: Some(request),
             response: Some(response),
             caller,
+            writes: true,
+        });
+        self
+    }
+
+    /// A POST route that reads: a body of `request`'s schema, no idempotency key.
+    pub fn search<H, T>(
+        mut self,
+        path: &'static str,
+        summary: &'static str,
+        request: &'static str,
+        response: &'static str,
+        caller: Caller,
+        handler: H,
+    ) -> Self
+    where
+        H: Handler<T, Api>,
+        T: 'static,
+    {
+        self.router = self.router.route(path, post(handler));
+        self.docs.push(Doc {
+            method: "post",
+            path,
+            summary,
+            request: Some(request),
+            response: Some(response),
+            caller,
+            writes: false,
         });
         self
     }
@@ -95,6 +126,7 @@ impl Routes {
             request: None,
             response,
             caller,
+            writes: false,
         });
         self
     }
@@ -146,7 +178,7 @@ pub fn document(docs: &[Doc]) -> Value {
     let mut paths = Map::new();
     for doc in docs {
         let mut parameters = path_parameters(doc.path);
-        if doc.request.is_some() {
+        if doc.writes {
             parameters.push(json!({
                 "name": "Idempotency-Key", "in": "header", "required": true,
                 "description": "1 to 64 printable ASCII characters; the same key again answers the first receipt and appends nothing.",
@@ -160,14 +192,14 @@ pub fn document(docs: &[Doc]) -> Value {
             }),
             None => json!({"description": "OK", "content": {"text/plain": {}}}),
         };
-        let status = if doc.method == "post" { "201" } else { "200" };
+        let status = if doc.writes { "201" } else { "200" };
         let mut operation = json!({
             "summary": doc.summary,
             "operationId": format!("{} {}", doc.method, doc.path),
             "parameters": parameters,
             "responses": {status: success, "default": error.clone()},
         });
-        if doc.method == "post" {
+        if doc.writes {
             operation["responses"]["200"] = operation["responses"][status].clone();
         }
         if let Some(request) = doc.request {

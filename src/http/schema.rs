@@ -57,6 +57,8 @@ pub const SOURCES: &[(&str, &str)] = schemas![
     "payment-run.response",
     "reissue.request",
     "audit-status.response",
+    "household-search.request",
+    "household-search.response",
 ];
 
 /// Where a body breaks its schema.
