@@ -683,7 +683,8 @@ async fn two_processes_sign_with_the_vaults_key_and_never_two_checkpoints_of_one
 
 /// `GET /v1/audit/partitions/{p}/status`: the head the projections verified, the latest
 /// checkpoint with the cosigner who signed it, and the read model's lag; a partition the
-/// log has never seen is 404, and the route wants a token.
+/// log has never seen is 404, and the route wants a token. The inclusion and consistency
+/// proofs served beside it check offline, and malformed or impossible asks are refused.
 #[tokio::test]
 async fn the_audit_status_route_names_the_latest_checkpoint_and_its_cosigners() {
     use ansinh::http::{self, Api, StaffDirectory};
@@ -780,4 +781,44 @@ async fn the_audit_status_route_names_the_latest_checkpoint_and_its_cosigners() 
     );
     let (status, _) = get("/v1/audit/partitions/01/status", None).await;
     assert_eq!(status.as_u16(), 401);
+
+    // The proofs an auditor checks offline, served: the same documents as the CLI's.
+    let proof = |path: String, schema: &'static str| {
+        let request = client.get(format!("{base}{path}")).bearer_auth(&token);
+        let schemas = &schemas;
+        async move { schema_checked(schemas, request.send().await.unwrap(), schema).await }
+    };
+    let (status, inclusion) = proof(
+        "/v1/audit/partitions/01/proofs/inclusion?seq=3".into(),
+        "inclusion-proof",
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{inclusion}");
+    check(&inclusion, &[]).expect("the served inclusion proof checks offline");
+    let (status, consistency) = proof(
+        format!(
+            "/v1/audit/partitions/01/proofs/consistency?from=6&to={}",
+            latest.tree_size
+        ),
+        "consistency-proof",
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{consistency}");
+    check(&consistency, &[]).expect("the served consistency proof checks offline");
+    for (path, code) in [
+        ("/v1/audit/partitions/01/proofs/inclusion?seq=0", 400),
+        ("/v1/audit/partitions/01/proofs/inclusion?seq=x", 400),
+        (
+            "/v1/audit/partitions/01/proofs/inclusion?seq=3&checkpoint_size=5",
+            404,
+        ),
+        ("/v1/audit/partitions/99/proofs/inclusion?seq=1", 404),
+        (
+            "/v1/audit/partitions/01/proofs/consistency?from=8&to=6",
+            400,
+        ),
+    ] {
+        let (status, body) = proof(path.into(), "inclusion-proof").await;
+        assert_eq!(status.as_u16(), code, "{path}: {body}");
+    }
 }

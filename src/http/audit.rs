@@ -2,7 +2,7 @@
 //! the staff whose unit covers the partition (`Operation::Read`).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -123,4 +123,91 @@ pub async fn status(
         latest_checkpoint: latest,
     })
     .into_response())
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct InclusionQuery {
+    seq: u64,
+    checkpoint_size: Option<u64>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct ConsistencyQuery {
+    from: u64,
+    to: u64,
+}
+
+/// An auditor's proof request: the partition known, the auditor side opened.
+async fn auditor_for(
+    api: &Api,
+    caller: &crate::access::Caller,
+    partition: &str,
+) -> Result<(crate::chain::Partition, crate::checkpoint::Auditor), ApiError> {
+    let partition = crate::input::partition(partition)
+        .map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+    access::authorize(caller, Operation::Read, partition.as_str())?;
+    if !api.projector().await?.knows_partition(partition.as_str())? {
+        return Err(ApiError::NotFound {
+            what: "partition",
+            value: partition.to_string(),
+        });
+    }
+    let ledger = &api.service().ledger;
+    let auditor = crate::checkpoint::Auditor::open(
+        ledger.jetstream().client(),
+        ledger.config().clone(),
+        api.checkpoints(),
+    )
+    .await
+    .map_err(proof_error)?;
+    Ok((partition, auditor))
+}
+
+/// A proof that cannot be made: asked wrongly (400), of no checkpoint (404), or the
+/// servers or the log could not answer (503).
+fn proof_error(e: crate::checkpoint::CheckpointError) -> ApiError {
+    use crate::checkpoint::CheckpointError as E;
+    match e {
+        E::BadRequest(m) => ApiError::InvalidParameter(m),
+        E::NoCheckpoint { partition, what } => ApiError::NotFound {
+            what: "checkpoint",
+            value: format!("of partition {partition} {what}"),
+        },
+        other => ApiError::Unavailable(other.to_string()),
+    }
+}
+
+/// `GET /v1/audit/partitions/{p}/proofs/inclusion?seq=N[&checkpoint_size=M]`: the
+/// inclusion proof document of event N in a signed checkpoint (the latest by default),
+/// as `ansinh audit prove` prints it; `ansinh audit check-proof` checks it offline.
+pub async fn inclusion(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    Path(partition): Path<String>,
+    query: Result<Query<InclusionQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
+    let (partition, auditor) = auditor_for(&api, &caller, &partition).await?;
+    let document = auditor
+        .prove(&partition, query.seq, query.checkpoint_size)
+        .await
+        .map_err(proof_error)?;
+    Ok(Json(document).into_response())
+}
+
+/// `GET /v1/audit/partitions/{p}/proofs/consistency?from=A&to=B`: the proof that the
+/// partition's log only grew between its checkpoints of sizes A and B.
+pub async fn consistency(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    Path(partition): Path<String>,
+    query: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
+    let (partition, auditor) = auditor_for(&api, &caller, &partition).await?;
+    let document = auditor
+        .consistency(&partition, query.from, query.to)
+        .await
+        .map_err(proof_error)?;
+    Ok(Json(document).into_response())
 }

@@ -651,6 +651,20 @@ pub fn routes() -> openapi::Routes {
             audit::status,
         )
         .get(
+            "/v1/audit/partitions/{p}/proofs/inclusion",
+            "An event's inclusion proof in a signed checkpoint (query: seq, checkpoint_size)",
+            Some("inclusion-proof"),
+            Staff,
+            audit::inclusion,
+        )
+        .get(
+            "/v1/audit/partitions/{p}/proofs/consistency",
+            "The proof that the log only grew between two checkpoints (query: from, to)",
+            Some("consistency-proof"),
+            Staff,
+            audit::consistency,
+        )
+        .get(
             "/v1/openapi.json",
             "This document",
             None,

@@ -18,12 +18,16 @@ pub const BASE_URI: &str = "https://ansinh.invalid/schemas/http/";
 pub const VIOLATIONS_MAX: usize = 32;
 
 macro_rules! schemas {
-    ($($name:literal),* $(,)?) => {
-        &[$(($name, include_str!(concat!("../../schemas/http/", $name, ".json")))),*]
+    ($($name:literal),* $(,)? ; $($document:literal),* $(,)?) => {
+        &[
+            $(($name, include_str!(concat!("../../schemas/http/", $name, ".json"))),)*
+            $(($document, include_str!(concat!("../../schemas/", $document, ".schema.json"))),)*
+        ]
     };
 }
 
-/// (name, text) of every schema; the file is `schemas/http/<name>.json`.
+/// (name, text) of every schema; the file is `schemas/http/<name>.json`, or for the
+/// documents auditors also hold offline (after the `;`), `schemas/<name>.schema.json`.
 pub const SOURCES: &[(&str, &str)] = schemas![
     "defs",
     "register-household.request",
@@ -58,7 +62,9 @@ pub const SOURCES: &[(&str, &str)] = schemas![
     "reissue.request",
     "audit-status.response",
     "household-search.request",
-    "household-search.response",
+    "household-search.response";
+    "inclusion-proof",
+    "consistency-proof",
 ];
 
 /// Where a body breaks its schema.
