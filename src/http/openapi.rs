@@ -51,9 +51,15 @@ impl Routes {
         }
     }
 
+    fn add(mut self, route: axum::routing::MethodRouter<Api>, doc: Doc) -> Self {
+        self.router = self.router.route(doc.path, route);
+        self.docs.push(doc);
+        self
+    }
+
     /// A POST route, a write: an idempotency key and a body of `request`'s schema.
     pub fn post<H, T>(
-        mut self,
+        self,
         path: &'static str,
         summary: &'static str,
         request: &'static str,
@@ -65,8 +71,7 @@ impl Routes {
         H: Handler<T, Api>,
         T: 'static,
     {
-        self.router = self.router.route(path, post(handler));
-        self.docs.push(Doc {
+        let doc = Doc {
             method: "post",
             path,
             summary,
@@ -74,13 +79,13 @@ impl Routes {
             response: Some(response),
             caller,
             writes: true,
-        });
-        self
+        };
+        self.add(post(handler), doc)
     }
 
     /// A POST route that reads: a body of `request`'s schema, no idempotency key.
     pub fn search<H, T>(
-        mut self,
+        self,
         path: &'static str,
         summary: &'static str,
         request: &'static str,
@@ -92,8 +97,7 @@ impl Routes {
         H: Handler<T, Api>,
         T: 'static,
     {
-        self.router = self.router.route(path, post(handler));
-        self.docs.push(Doc {
+        let doc = Doc {
             method: "post",
             path,
             summary,
@@ -101,13 +105,13 @@ impl Routes {
             response: Some(response),
             caller,
             writes: false,
-        });
-        self
+        };
+        self.add(post(handler), doc)
     }
 
     /// A GET route answering `response`'s schema (None: not JSON).
     pub fn get<H, T>(
-        mut self,
+        self,
         path: &'static str,
         summary: &'static str,
         response: Option<&'static str>,
@@ -118,8 +122,7 @@ impl Routes {
         H: Handler<T, Api>,
         T: 'static,
     {
-        self.router = self.router.route(path, get(handler));
-        self.docs.push(Doc {
+        let doc = Doc {
             method: "get",
             path,
             summary,
@@ -127,8 +130,8 @@ impl Routes {
             response,
             caller,
             writes: false,
-        });
-        self
+        };
+        self.add(get(handler), doc)
     }
 }
 

@@ -182,19 +182,13 @@ pub async fn grant(
             "the receipt of a grant names another event".into(),
         ));
     };
-    let status = if receipt.duplicate {
-        axum::http::StatusCode::OK
-    } else {
-        axum::http::StatusCode::CREATED
-    };
-    Ok((
-        status,
-        axum::Json(GrantAnswer {
+    Ok(created(
+        receipt.duplicate,
+        GrantAnswer {
             receipt: ReceiptBody::new(&receipt, None),
             entitlement,
-        }),
-    )
-        .into_response())
+        },
+    ))
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -336,12 +330,7 @@ pub async fn run(
         shortfalls.iter().map(Shortfall::sentence).collect(),
         Some(ReceiptBody::new(&receipt, None)),
     );
-    let status = if receipt.duplicate {
-        axum::http::StatusCode::OK
-    } else {
-        axum::http::StatusCode::CREATED
-    };
-    Ok((status, axum::Json(body)).into_response())
+    Ok(created(receipt.duplicate, body))
 }
 
 #[derive(Debug, Deserialize)]
