@@ -847,13 +847,21 @@ async fn serve_embedded(
     }
     let mut child = command.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
-    tokio::task::spawn_blocking(move || {
+    // The reader keeps draining stderr after the server listens: a pipe closed under it
+    // would fail the server's next line to stderr, and with it the server.
+    let (listening, listened) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr).lines() {
-            if line.unwrap().contains("serving the staff API on ") {
-                return;
+            let Ok(line) = line else { return };
+            if line.contains("serving the staff API on ") {
+                let _ = listening.send(());
             }
         }
-        panic!("ansinh serve stopped before it listened");
+    });
+    tokio::task::spawn_blocking(move || {
+        listened
+            .recv()
+            .expect("ansinh serve stopped before it listened")
     })
     .await
     .unwrap();

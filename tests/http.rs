@@ -1015,9 +1015,12 @@ async fn the_binary_serves_with_a_token_from_add_staff() {
     // The server says where it listens once it does; reading ends at EOF if it dies.
     let base = tokio::task::spawn_blocking(move || {
         let mut seen = Vec::new();
-        for line in std::io::BufReader::new(stderr).lines() {
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        for line in lines.by_ref() {
             let line = line.unwrap();
             if let Some(rest) = line.split("serving the staff API on ").nth(1) {
+                // Keep draining: a pipe closed under the server fails its next line.
+                std::thread::spawn(move || lines.for_each(drop));
                 return rest.split_whitespace().next().unwrap().to_owned();
             }
             seen.push(line);
