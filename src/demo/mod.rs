@@ -12,6 +12,9 @@
 //! Inputs come from a seeded generator: two runs decide the same events (only
 //! recorded-at times differ) and a second run appends nothing (idempotency keys).
 
+/// The demo's payments year: budgets, entitlements, runs and the gateways' results.
+pub mod payments;
+
 use std::collections::BTreeMap;
 use std::time::Instant;
 
