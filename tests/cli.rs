@@ -719,7 +719,8 @@ async fn an_operators_exclusion_of_a_foreign_message_lets_appends_resume() {
     let foreign = ack.sequence;
     // SAFETY: plain kill(2) on the child we spawned and have not reaped.
     assert_eq!(unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) }, 0);
-    assert!(serve.wait().unwrap().success());
+    let status = serve.wait().unwrap();
+    assert!(status.success(), "serve after SIGTERM: {status:?}");
 
     // The partition is stopped at the foreign message; verify names it.
     let (ok, out) = run(&["note", "--partition", "01", "--text", "blocked"]);

@@ -817,6 +817,8 @@ pub async fn run(
         crate::gateway::DEFAULT_SUBJECT_PREFIX,
         registry.current().gateways().len(),
     );
+    // Caught before anyone can know we listen (the line below).
+    let stopping = stop_signal();
     // Last, and in this form: tests and scripts wait for this line to know it listens.
     eprintln!(
         "ansinh: serving the staff API on http://{bound} ({} staff in the directory bucket)",
@@ -829,7 +831,7 @@ pub async fn run(
         let _ = stopped.wait_for(|s| *s).await;
     }));
     let verifier = tokio::spawn(keep_verifying(runtime.service()));
-    let served = serve(listener, api, stop_signal()).await;
+    let served = serve(listener, api, stopping).await;
     verifier.abort();
     // Stop the gateway server whatever ended the HTTP one; it answers what it started.
     // Bounded: with NATS away it could wait for ever to drain its subscriptions.
@@ -851,17 +853,25 @@ pub async fn run(
     served.map_err(HttpError::Serve)
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM (systemd, containers).
-async fn stop_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match terminate.as_mut() {
-                Some(s) => { s.recv().await; }
+/// Completes on SIGINT (Ctrl-C) or SIGTERM (systemd, containers). Both are caught from
+/// this call on, not from the first poll: a signal that comes between "serving" and the
+/// first poll would otherwise end the process with the signal's default action.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    async move {
+        async fn wait(s: Option<&mut tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
                 None => std::future::pending::<()>().await,
             }
-        } => {}
+        }
+        tokio::select! {
+            _ = wait(terminate.as_mut()) => {}
+            _ = wait(interrupt.as_mut()) => {}
+        }
     }
 }
