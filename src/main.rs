@@ -19,7 +19,6 @@ use ansinh::projection::Projector;
 use ansinh::proto::{self, envelope::Payload};
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
 #[command(
@@ -495,7 +494,6 @@ async fn main() -> ExitCode {
     }
 }
 
-use ansinh::domain::money::format_vnd;
 use cli::BoxError;
 use std::io::Write as _;
 
@@ -563,7 +561,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             },
     } = &cli.command
     {
-        return verify_read_only(
+        return cli::audit::verify_read_only(
             &connection,
             &checkpoints,
             partition.clone(),
@@ -621,7 +619,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     latency_ms: gateway_latency_ms,
                 };
                 let partitions: Vec<String> = partitions.0.iter().map(|p| p.to_string()).collect();
-                let played = demo(&runtime, households, &partitions, year, gateways, json).await;
+                let played = cli::demo::demo(&runtime, households, &partitions, year, gateways, json).await;
                 let mut checkpointer = task.stop().await;
                 let (code, report) = played?;
                 let first = Partition::new(&partitions[0])?;
@@ -674,7 +672,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     },
             } => {
                 let mut stream = runtime.ledger.stream().clone();
-                let code = verify(
+                let code = cli::audit::verify(
                     &mut stream,
                     runtime.ledger.config(),
                     &checkpoints,
@@ -988,7 +986,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     }
                     ProjectionCommand::Summary => {
                         projector.catch_up(&mut stream, config).await?;
-                        print_summaries(&projector, json)?;
+                        cli::demo::print_summaries(&projector, json)?;
                     }
                 }
                 Ok(ExitCode::SUCCESS)
@@ -1019,7 +1017,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Command::Admin {
                 command: AdminCommand::AddStaff { id, role, unit },
             } => {
-                let directory = open_directory(&runtime).await?;
+                let directory = cli::open_directory(&runtime).await?;
                 let (token, _) = directory.add_staff(&id, role.role(), &unit).await?;
                 println!("{token}");
                 eprintln!(
@@ -1030,7 +1028,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Command::Admin {
                 command: AdminCommand::RemoveStaff { id },
             } => {
-                let directory = open_directory(&runtime).await?;
+                let directory = cli::open_directory(&runtime).await?;
                 match directory.remove_staff(&id).await? {
                     Some(_) => {
                         println!("removed {id}: no running process accepts its tokens now");
@@ -1042,7 +1040,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Command::Admin {
                 command: AdminCommand::ImportDirectory { staff },
             } => {
-                let directory = open_directory(&runtime).await?;
+                let directory = cli::open_directory(&runtime).await?;
                 let registry = cli.data_dir.join(ansinh::gateway::keys::REGISTRY_FILE);
                 let (staff_added, gateways_added) = directory
                     .import_files(&staff_file(&staff), &registry)
@@ -1184,7 +1182,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 count,
                 concurrency,
                 key_prefix,
-            } => load(&runtime, partition.as_str(), count, concurrency.max(1), &key_prefix).await,
+            } => cli::load::load(&runtime, partition.as_str(), count, concurrency.max(1), &key_prefix).await,
         }
     }
     .await;
@@ -1192,243 +1190,6 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
     // books, so the next start replays only what came after.
     runtime.close().await;
     outcome
-}
-
-/// The ledger's directory of staff and gateways (its bucket on the ledger's NATS).
-async fn open_directory(
-    runtime: &Runtime,
-) -> Result<ansinh::directory::Directory, ansinh::directory::DirectoryError> {
-    let config = runtime.ledger.config();
-    ansinh::directory::Directory::open(
-        runtime.ledger.jetstream(),
-        &config.stream_name,
-        config.replicas,
-    )
-    .await
-}
-
-async fn demo(
-    runtime: &Runtime,
-    households: u64,
-    partitions: &[String],
-    year: i32,
-    gateways: ansinh::demo_payments::GatewayBehaviour,
-    json: bool,
-) -> Result<(ExitCode, Option<serde_json::Value>), BoxError> {
-    let partitions: Vec<Partition> = partitions
-        .iter()
-        .map(|p| Partition::new(p))
-        .collect::<Result<_, _>>()?;
-    eprintln!(
-        "playing {year}: {households} households in each of {} provinces ...",
-        partitions.len()
-    );
-    let service = runtime.service();
-    let summary = ansinh::demo::run(&service, &partitions, households, year).await?;
-    // All twelve months: the ledger side and the simulated gateways share the demo's
-    // clock, so December's results are dated in December even when played earlier.
-    let months = ansinh::demo_payments::MONTHS_IN_YEAR;
-    let payments = ansinh::demo_payments::run(
-        &service,
-        ansinh::demo_payments::Nats {
-            url: &runtime.nats_url,
-            users: runtime.embedded_users.as_ref(),
-        },
-        &partitions,
-        households,
-        year,
-        months,
-        gateways,
-    )
-    .await?;
-    let projector = Projector::open(runtime.ledger.store().db())?;
-    let mut stream = runtime.ledger.stream().clone();
-    let mut code = verify(
-        &mut stream.clone(),
-        runtime.ledger.config(),
-        &checkpoint::CheckpointConfig::default(),
-        None,
-        json,
-        Some(runtime.ledger.store()),
-    )
-    .await?;
-    if !summary.refused.is_empty() {
-        // Every step of the demo is one the book should accept: a refusal is a fault of
-        // the demo or of the ledger, and must not pass as a good year.
-        let r: Vec<String> = summary
-            .refused
-            .iter()
-            .map(|(k, v)| format!("{k} ({v})"))
-            .collect();
-        eprintln!("REFUSED: the ledger refused demo steps: {}", r.join(", "));
-        code = ExitCode::FAILURE;
-    }
-    let mut stream2 = runtime.ledger.stream().clone();
-    let recomputed =
-        ansinh::recompute::recompute_eligibility(&mut stream2, runtime.ledger.config(), None)
-            .await?;
-    let projected = projector
-        .catch_up(&mut stream, runtime.ledger.config())
-        .await?;
-    let events: u64 = projector.summaries()?.values().map(|s| s.events).sum();
-    let mut stream3 = runtime.ledger.stream().clone();
-    let payment_events =
-        ansinh::payments_report::payment_events(&mut stream3, runtime.ledger.config(), None)
-            .await?;
-    let as_of = chrono::NaiveDate::from_ymd_opt(year, months.max(1), 28).expect("valid date");
-    let reconciliation = ansinh::payments_report::reconcile_all(&payment_events, as_of, 10);
-    let mut by_gateway: std::collections::BTreeMap<String, [(u64, rust_decimal::Decimal); 5]> =
-        Default::default();
-    let mut mismatches = 0usize;
-    for r in reconciliation.values() {
-        for ((g, _), day) in &r.days {
-            let e = by_gateway.entry(g.to_string()).or_default();
-            for (i, t) in [
-                &day.instructed,
-                &day.settled,
-                &day.failed,
-                &day.returned,
-                &day.pending_overdue,
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                e[i].0 += t.count;
-                e[i].1 += t.amount;
-            }
-            mismatches += day.mismatches.len();
-        }
-    }
-    if json {
-        // Printed by the caller once the bundle step has added to it.
-        let report = serde_json::json!({"summary": summary, "payments": payments, "events": events, "recompute_mismatches": recomputed.mismatches.len(), "reconciliation_mismatches": mismatches});
-        return Ok((code, Some(report)));
-    }
-    eprintln!(
-        "the year took {:.1} s of appends (durable: fsync before every acknowledgement); {} events in the log (projected {} new)",
-        summary.seconds, events, projected
-    );
-    println!(
-        "{} eligibility decisions re-derived from their recorded inputs: {} mismatches",
-        recomputed.decisions,
-        recomputed.mismatches.len()
-    );
-    print_summaries(&projector, json)?;
-    println!("\nThe year {year}:");
-    println!("  households registered   {:>10}", summary.households);
-    println!("  review decisions        {:>10}", summary.decisions);
-    for (status, n) in &summary.by_status {
-        println!("    {status:<21} {n:>10}");
-    }
-    println!("  loans approved          {:>10}", summary.loans);
-    for (p, n) in &summary.loans_by_programme {
-        println!("    {p:<21} {n:>10}");
-    }
-    println!(
-        "  disbursed               {:>18}",
-        format_vnd(summary.disbursed)
-    );
-    println!(
-        "  repayments              {:>10}  ({})",
-        summary.repayments,
-        format_vnd(summary.repaid)
-    );
-    println!("  loans moved overdue     {:>10}", summary.marked_overdue);
-    println!(
-        "  frozen / written off    {:>10} / {}",
-        summary.frozen, summary.written_off
-    );
-    println!(
-        "  moves / deaths / erasures {:>8} / {} / {}",
-        summary.moves, summary.deaths, summary.erasures
-    );
-    if !summary.refused.is_empty() {
-        let r: Vec<String> = summary
-            .refused
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        println!("  commands refused by the book: {}", r.join(" "));
-    }
-    println!(
-        "\nSocial assistance, {months} months of {year}: {} entitlements, {} payment runs, {} instructions ({})",
-        payments.entitlements,
-        payments.runs,
-        payments.instructions,
-        format_vnd(payments.instructed)
-    );
-    println!(
-        "  settled {} (net {}), failed {} (reissued as post-office cash {}), returned {}; over the gateway transport: {} posts, duplicate posts answered {}, posts refused {}, transport errors {}",
-        payments.settled,
-        format_vnd(payments.settled_amount),
-        payments.failed,
-        payments.reissued_to_post_office,
-        payments.returned,
-        payments.posts_sent,
-        payments.duplicate_posts_answered,
-        payments.refused_posts,
-        payments.transport_errors
-    );
-    println!("\nReconciliation as of {as_of} (count / VND):");
-    println!(
-        "  {:<8} {:>22} {:>22} {:>18} {:>18} {:>16}",
-        "GATEWAY", "INSTRUCTED", "SETTLED", "FAILED", "RETURNED", "PENDING >10 DAYS"
-    );
-    for (g, t) in &by_gateway {
-        let f = |(c, a): &(u64, rust_decimal::Decimal)| format!("{c} / {a}");
-        println!(
-            "  {:<8} {:>22} {:>22} {:>18} {:>18} {:>16}",
-            g,
-            f(&t[0]),
-            f(&t[1]),
-            f(&t[2]),
-            f(&t[3]),
-            f(&t[4])
-        );
-    }
-    println!(
-        "  mismatches listed: {mismatches} (payments reconcile --as-of DATE --csv FILE for the detail)"
-    );
-    println!();
-    cli::staff::portfolio(runtime, None, false).await?;
-    println!();
-    let names: Vec<String> = partitions.iter().map(|p| p.to_string()).collect();
-    let tb = cli::staff::trial_balance(runtime, &names, false).await?;
-    Ok((
-        if code == ExitCode::SUCCESS && recomputed.mismatches.is_empty() {
-            tb
-        } else {
-            ExitCode::from(1)
-        },
-        None,
-    ))
-}
-
-fn print_summaries(projector: &Projector, json: bool) -> Result<(), BoxError> {
-    let summaries = projector.summaries()?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&summaries)?);
-        return Ok(());
-    }
-    println!(
-        "{:<10} {:>9} {:>9}  {:<64}  EVENTS BY TYPE",
-        "PARTITION", "EVENTS", "HEAD SEQ", "HEAD HASH"
-    );
-    for (partition, s) in summaries {
-        let types: Vec<String> = s
-            .events_by_type
-            .iter()
-            .map(|(t, n)| format!("{}={n}", t.trim_start_matches("ansinh.v1.")))
-            .collect();
-        println!(
-            "{partition:<10} {:>9} {:>9}  {:<64}  {}",
-            s.events,
-            s.head_sequence,
-            s.head_hash,
-            types.join(" ")
-        );
-    }
-    Ok(())
 }
 
 /// How this process authenticates to NATS, from the options and the environment.
@@ -1451,218 +1212,3 @@ fn nats_auth(cli: &Cli) -> Result<ansinh::app::NatsAuth, BoxError> {
 
 /// Where `--nats-user`'s password is read from.
 const NATS_PASSWORD_ENV: &str = "ANSINH_NATS_PASSWORD";
-
-/// `ansinh audit verify --read-only`: the chain and the checkpoints, read from the
-/// ledger's streams through a connection that may read them and nothing else. Nothing
-/// is created: a stream that does not exist is an error, not a new empty log.
-async fn verify_read_only(
-    connection: &Connection,
-    checkpoints: &checkpoint::CheckpointConfig,
-    partition: Option<Partition>,
-    list_checkpoints: bool,
-    json: bool,
-) -> Result<ExitCode, BoxError> {
-    let Some(url) = &connection.nats_url else {
-        return Err("--read-only reads the ledger's NATS server: give --nats".into());
-    };
-    let client = ansinh::app::connect(url, &connection.auth).await?;
-    let js = async_nats::jetstream::new(client.clone());
-    let mut stream = ansinh::log::stream::open_existing(&js, &connection.log).await?;
-    let code = verify(
-        &mut stream,
-        &connection.log,
-        checkpoints,
-        partition.clone(),
-        json,
-        None,
-    )
-    .await?;
-    if code != ExitCode::SUCCESS {
-        return Ok(code);
-    }
-    let ok = checkpoint::cli::verify(
-        client,
-        &connection.log,
-        checkpoints,
-        partition.as_ref().map(|p| p.as_str()),
-        list_checkpoints,
-        json,
-    )
-    .await?;
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-/// Verifies the log (or one partition) and prints the verdict. With the ledger's own
-/// store (`quarantine`), a partition whose chain is found broken is stopped for appends
-/// (`ansinh::verify::quarantine_broken`): nothing is built past the damage.
-async fn verify(
-    stream: &mut async_nats::jetstream::stream::Stream,
-    config: &LogConfig,
-    checkpoints: &checkpoint::CheckpointConfig,
-    partition: Option<Partition>,
-    json: bool,
-    quarantine: Option<&ansinh::log::LedgerStore>,
-) -> Result<ExitCode, BoxError> {
-    let only = partition;
-    let total = stream.info().await?.state.last_sequence;
-    let bar = if json || total == 0 {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("verifying {bar:40} {pos}/{len} {per_sec}")
-            .expect("valid template"),
-    );
-    let result = ansinh::verify::verify(stream, config, only.as_ref(), |seq| {
-        if seq % 1024 == 0 {
-            bar.set_position(seq)
-        }
-    })
-    .await;
-    bar.finish_and_clear();
-    match result {
-        Ok(report)
-            if only
-                .as_ref()
-                .is_some_and(|p| !report.partitions.contains_key(p.as_str())) =>
-        {
-            // An auditor's typo must not read as a clean audit of nothing.
-            let p = only.as_ref().expect("checked above");
-            Ok(cli::not_found(json, "partition", p.as_str()))
-        }
-        Ok(report) => {
-            // Each exclusion must be the ledger's own decision: signed by a ledger key in
-            // force when it was recorded.
-            let mut exclusions = Vec::new();
-            if !report.exclusions.is_empty() {
-                let ring = checkpoint::read::read_key_ring(stream, config, checkpoints).await?;
-                for x in &report.exclusions {
-                    let signature = x.check_signature(&ring);
-                    exclusions.push(serde_json::json!({
-                        "partition": x.partition,
-                        "stream_sequence": x.stream_sequence,
-                        "message_hash": x.message_hash.to_hex(),
-                        "cause": x.cause.to_string(),
-                        "decided_at_sequence": x.decided_at_sequence,
-                        "decided_at_stream_sequence": x.decided_at_stream_sequence,
-                        "reason": x.decision.reason,
-                        "key_id": x.decision.key_id,
-                        "signature_ok": signature.is_ok(),
-                    }));
-                    if let Err(e) = signature {
-                        if json {
-                            println!(
-                                "{}",
-                                serde_json::json!({"ok": false, "error": format!("the exclusion at sequence {} of partition {}: {e}", x.decided_at_sequence, x.partition), "exclusions": exclusions})
-                            );
-                        } else {
-                            println!(
-                                "FAILED partition {}: the exclusion at sequence {} (stream sequence {}) is not the ledger's: {e}",
-                                x.partition, x.decided_at_sequence, x.decided_at_stream_sequence
-                            );
-                        }
-                        return Ok(ExitCode::from(1));
-                    }
-                }
-            }
-            if json {
-                let parts: serde_json::Map<String, serde_json::Value> = report
-                    .partitions
-                    .iter()
-                    .map(|(p, r)| {
-                        (
-                            p.clone(),
-                            serde_json::json!({"events": r.events, "head": r.head.to_hex()}),
-                        )
-                    })
-                    .collect();
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": true, "events": report.events, "partitions": parts, "exclusions": exclusions})
-                );
-            } else {
-                for (p, r) in &report.partitions {
-                    println!("OK partition {p}: {} events, head {}", r.events, r.head);
-                }
-                for x in &report.exclusions {
-                    println!(
-                        "EXCLUDED partition {}: the message at stream sequence {} ({}), by the ledger-signed decision at sequence {} (stream sequence {}): {}",
-                        x.partition,
-                        x.stream_sequence,
-                        x.cause,
-                        x.decided_at_sequence,
-                        x.decided_at_stream_sequence,
-                        x.decision.reason
-                    );
-                }
-                println!("OK {} events verified", report.events);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            let stopped = match quarantine {
-                Some(store) => ansinh::verify::quarantine_broken(store, &e)?,
-                None => None,
-            };
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": false, "error": e.to_string(), "appends_stopped": stopped})
-                );
-            } else {
-                println!("FAILED: {e}");
-                if let Some(p) = stopped {
-                    println!(
-                        "appends to partition {p} are stopped: repair the message and run `ansinh admin accept-head --partition {p}`, or for a foreign message accept the head and exclude it with `ansinh admin exclude-message` (docs/OPERATIONS.md, sections 4.2 and 4.3)"
-                    );
-                }
-            }
-            Ok(ExitCode::from(1))
-        }
-    }
-}
-
-async fn load(
-    runtime: &Runtime,
-    partition: &str,
-    count: u64,
-    concurrency: usize,
-    prefix: &str,
-) -> Result<ExitCode, BoxError> {
-    use std::io::Write;
-    let partition = Partition::new(partition)?;
-    let mut tasks = tokio::task::JoinSet::new();
-    let stdout = std::io::stdout();
-    for n in 0..count {
-        while tasks.len() >= concurrency {
-            let receipt: ansinh::log::Receipt = tasks.join_next().await.expect("non-empty")??;
-            writeln!(stdout.lock(), "ack {} {}", receipt.sequence, receipt.hash)?;
-        }
-        let ledger = runtime.ledger.clone();
-        let draft = Draft {
-            partition: partition.clone(),
-            actor: proto::Actor {
-                id: "system:load".into(),
-                role: "system".into(),
-                unit: String::new(),
-            },
-            idempotency_key: format!("{prefix}:{n}"),
-            correlation_id: String::new(),
-            subjects: vec![],
-            payload: Payload::Note(proto::Note {
-                text: format!("load {n}"),
-            }),
-        };
-        tasks.spawn(async move { ledger.append(draft).await });
-    }
-    while let Some(r) = tasks.join_next().await {
-        let receipt = r??;
-        writeln!(stdout.lock(), "ack {} {}", receipt.sequence, receipt.hash)?;
-    }
-    Ok(ExitCode::SUCCESS)
-}

@@ -1,6 +1,9 @@
 //! Command-line front ends beside `main.rs`, one module per desk.
 
+pub mod audit;
+pub mod demo;
 pub mod gateway;
+pub mod load;
 pub mod payments;
 pub mod staff;
 
@@ -102,4 +105,17 @@ pub fn not_found(json: bool, what: &str, value: &str) -> ExitCode {
         println!("NOT FOUND: the log has no {what} {value}");
     }
     ExitCode::from(1)
+}
+
+/// The ledger's directory of staff and gateways (its bucket on the ledger's NATS).
+pub async fn open_directory(
+    runtime: &Runtime,
+) -> Result<ansinh::directory::Directory, ansinh::directory::DirectoryError> {
+    let config = runtime.ledger.config();
+    ansinh::directory::Directory::open(
+        runtime.ledger.jetstream(),
+        &config.stream_name,
+        config.replicas,
+    )
+    .await
 }

@@ -1,0 +1,236 @@
+//! `ansinh demo`: play a province's year through the ledger, then verify, recompute,
+//! project and summarise it, as the README's first command shows.
+
+use std::process::ExitCode;
+
+use ansinh::app::Runtime;
+use ansinh::chain::Partition;
+use ansinh::checkpoint;
+use ansinh::domain::money::format_vnd;
+use ansinh::projection::Projector;
+
+use super::BoxError;
+
+pub async fn demo(
+    runtime: &Runtime,
+    households: u64,
+    partitions: &[String],
+    year: i32,
+    gateways: ansinh::demo_payments::GatewayBehaviour,
+    json: bool,
+) -> Result<(ExitCode, Option<serde_json::Value>), BoxError> {
+    let partitions: Vec<Partition> = partitions
+        .iter()
+        .map(|p| Partition::new(p))
+        .collect::<Result<_, _>>()?;
+    eprintln!(
+        "playing {year}: {households} households in each of {} provinces ...",
+        partitions.len()
+    );
+    let service = runtime.service();
+    let summary = ansinh::demo::run(&service, &partitions, households, year).await?;
+    // All twelve months: the ledger side and the simulated gateways share the demo's
+    // clock, so December's results are dated in December even when played earlier.
+    let months = ansinh::demo_payments::MONTHS_IN_YEAR;
+    let payments = ansinh::demo_payments::run(
+        &service,
+        ansinh::demo_payments::Nats {
+            url: &runtime.nats_url,
+            users: runtime.embedded_users.as_ref(),
+        },
+        &partitions,
+        households,
+        year,
+        months,
+        gateways,
+    )
+    .await?;
+    let projector = Projector::open(runtime.ledger.store().db())?;
+    let mut stream = runtime.ledger.stream().clone();
+    let mut code = super::audit::verify(
+        &mut stream.clone(),
+        runtime.ledger.config(),
+        &checkpoint::CheckpointConfig::default(),
+        None,
+        json,
+        Some(runtime.ledger.store()),
+    )
+    .await?;
+    if !summary.refused.is_empty() {
+        // Every step of the demo is one the book should accept: a refusal is a fault of
+        // the demo or of the ledger, and must not pass as a good year.
+        let r: Vec<String> = summary
+            .refused
+            .iter()
+            .map(|(k, v)| format!("{k} ({v})"))
+            .collect();
+        eprintln!("REFUSED: the ledger refused demo steps: {}", r.join(", "));
+        code = ExitCode::FAILURE;
+    }
+    let mut stream2 = runtime.ledger.stream().clone();
+    let recomputed =
+        ansinh::recompute::recompute_eligibility(&mut stream2, runtime.ledger.config(), None)
+            .await?;
+    let projected = projector
+        .catch_up(&mut stream, runtime.ledger.config())
+        .await?;
+    let events: u64 = projector.summaries()?.values().map(|s| s.events).sum();
+    let mut stream3 = runtime.ledger.stream().clone();
+    let payment_events =
+        ansinh::payments_report::payment_events(&mut stream3, runtime.ledger.config(), None)
+            .await?;
+    let as_of = chrono::NaiveDate::from_ymd_opt(year, months.max(1), 28).expect("valid date");
+    let reconciliation = ansinh::payments_report::reconcile_all(&payment_events, as_of, 10);
+    let mut by_gateway: std::collections::BTreeMap<String, [(u64, rust_decimal::Decimal); 5]> =
+        Default::default();
+    let mut mismatches = 0usize;
+    for r in reconciliation.values() {
+        for ((g, _), day) in &r.days {
+            let e = by_gateway.entry(g.to_string()).or_default();
+            for (i, t) in [
+                &day.instructed,
+                &day.settled,
+                &day.failed,
+                &day.returned,
+                &day.pending_overdue,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                e[i].0 += t.count;
+                e[i].1 += t.amount;
+            }
+            mismatches += day.mismatches.len();
+        }
+    }
+    if json {
+        // Printed by the caller once the bundle step has added to it.
+        let report = serde_json::json!({"summary": summary, "payments": payments, "events": events, "recompute_mismatches": recomputed.mismatches.len(), "reconciliation_mismatches": mismatches});
+        return Ok((code, Some(report)));
+    }
+    eprintln!(
+        "the year took {:.1} s of appends (durable: fsync before every acknowledgement); {} events in the log (projected {} new)",
+        summary.seconds, events, projected
+    );
+    println!(
+        "{} eligibility decisions re-derived from their recorded inputs: {} mismatches",
+        recomputed.decisions,
+        recomputed.mismatches.len()
+    );
+    print_summaries(&projector, json)?;
+    println!("\nThe year {year}:");
+    println!("  households registered   {:>10}", summary.households);
+    println!("  review decisions        {:>10}", summary.decisions);
+    for (status, n) in &summary.by_status {
+        println!("    {status:<21} {n:>10}");
+    }
+    println!("  loans approved          {:>10}", summary.loans);
+    for (p, n) in &summary.loans_by_programme {
+        println!("    {p:<21} {n:>10}");
+    }
+    println!(
+        "  disbursed               {:>18}",
+        format_vnd(summary.disbursed)
+    );
+    println!(
+        "  repayments              {:>10}  ({})",
+        summary.repayments,
+        format_vnd(summary.repaid)
+    );
+    println!("  loans moved overdue     {:>10}", summary.marked_overdue);
+    println!(
+        "  frozen / written off    {:>10} / {}",
+        summary.frozen, summary.written_off
+    );
+    println!(
+        "  moves / deaths / erasures {:>8} / {} / {}",
+        summary.moves, summary.deaths, summary.erasures
+    );
+    if !summary.refused.is_empty() {
+        let r: Vec<String> = summary
+            .refused
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!("  commands refused by the book: {}", r.join(" "));
+    }
+    println!(
+        "\nSocial assistance, {months} months of {year}: {} entitlements, {} payment runs, {} instructions ({})",
+        payments.entitlements,
+        payments.runs,
+        payments.instructions,
+        format_vnd(payments.instructed)
+    );
+    println!(
+        "  settled {} (net {}), failed {} (reissued as post-office cash {}), returned {}; over the gateway transport: {} posts, duplicate posts answered {}, posts refused {}, transport errors {}",
+        payments.settled,
+        format_vnd(payments.settled_amount),
+        payments.failed,
+        payments.reissued_to_post_office,
+        payments.returned,
+        payments.posts_sent,
+        payments.duplicate_posts_answered,
+        payments.refused_posts,
+        payments.transport_errors
+    );
+    println!("\nReconciliation as of {as_of} (count / VND):");
+    println!(
+        "  {:<8} {:>22} {:>22} {:>18} {:>18} {:>16}",
+        "GATEWAY", "INSTRUCTED", "SETTLED", "FAILED", "RETURNED", "PENDING >10 DAYS"
+    );
+    for (g, t) in &by_gateway {
+        let f = |(c, a): &(u64, rust_decimal::Decimal)| format!("{c} / {a}");
+        println!(
+            "  {:<8} {:>22} {:>22} {:>18} {:>18} {:>16}",
+            g,
+            f(&t[0]),
+            f(&t[1]),
+            f(&t[2]),
+            f(&t[3]),
+            f(&t[4])
+        );
+    }
+    println!(
+        "  mismatches listed: {mismatches} (payments reconcile --as-of DATE --csv FILE for the detail)"
+    );
+    println!();
+    crate::cli::staff::portfolio(runtime, None, false).await?;
+    println!();
+    let names: Vec<String> = partitions.iter().map(|p| p.to_string()).collect();
+    let tb = crate::cli::staff::trial_balance(runtime, &names, false).await?;
+    Ok((
+        if code == ExitCode::SUCCESS && recomputed.mismatches.is_empty() {
+            tb
+        } else {
+            ExitCode::from(1)
+        },
+        None,
+    ))
+}
+
+pub fn print_summaries(projector: &Projector, json: bool) -> Result<(), BoxError> {
+    let summaries = projector.summaries()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summaries)?);
+        return Ok(());
+    }
+    println!(
+        "{:<10} {:>9} {:>9}  {:<64}  EVENTS BY TYPE",
+        "PARTITION", "EVENTS", "HEAD SEQ", "HEAD HASH"
+    );
+    for (partition, s) in summaries {
+        let types: Vec<String> = s
+            .events_by_type
+            .iter()
+            .map(|(t, n)| format!("{}={n}", t.trim_start_matches("ansinh.v1.")))
+            .collect();
+        println!(
+            "{partition:<10} {:>9} {:>9}  {:<64}  {}",
+            s.events,
+            s.head_sequence,
+            s.head_hash,
+            types.join(" ")
+        );
+    }
+    Ok(())
+}
