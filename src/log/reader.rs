@@ -511,7 +511,7 @@ pub const TRANSIENT_READ_BACKOFF: std::time::Duration = std::time::Duration::fro
 
 /// Runs `read` again, within `TRANSIENT_READ_ATTEMPTS_MAX`, while its error is
 /// `transient`; any other answer is returned at once.
-async fn retrying_transient<T, E, F, Fut>(
+pub async fn retrying_transient<T, E, F, Fut>(
     mut read: F,
     transient: impl Fn(&E) -> bool,
 ) -> Result<T, E>

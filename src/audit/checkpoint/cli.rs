@@ -237,10 +237,18 @@ pub async fn verify(
     json: bool,
 ) -> Result<bool, BoxError> {
     let only = partition.map(Partition::new).transpose()?;
-    let audit = Auditor::open(client, log.clone(), config.clone())
-        .await?
-        .verify(only.as_ref())
-        .await?;
+    // A cluster electing a stream's leader answers "no responders" for a moment; the
+    // audit reads again rather than failing (nothing is printed before it completes).
+    let audit = crate::log::reader::retrying_transient(
+        || async {
+            Auditor::open(client.clone(), log.clone(), config.clone())
+                .await?
+                .verify(only.as_ref())
+                .await
+        },
+        |e: &super::CheckpointError| e.to_string().contains("no responders"),
+    )
+    .await?;
     print_audit(&audit, every_checkpoint, json)?;
     Ok(audit.ok())
 }
