@@ -1107,6 +1107,12 @@ async fn hostile_input_at_every_entrance_is_refused_for_what_it_is_and_appends_n
     ];
 
     let mut cases = 0;
+    eprintln!(
+        "{} HTTP, {} gateway post and {} CLI cases",
+        http_cases.len(),
+        gateway_cases.len(),
+        cli_cases.len()
+    );
     for (what, method, path, key, body, status, kind) in http_cases {
         let (got, answer) = l.send(method, path, key, body).await;
         assert_eq!(
@@ -1160,6 +1166,7 @@ async fn hostile_input_at_every_entrance_is_refused_for_what_it_is_and_appends_n
         cases += 1;
     }
     assert!(cases >= 60, "{cases} cases");
+    eprintln!("{cases} hostile inputs refused, the log unchanged");
 }
 
 fn with_reason() -> Value {
