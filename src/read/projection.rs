@@ -38,7 +38,9 @@ const KEY_FORMAT: &[u8] = b"format";
 /// The projections' format. 2: what each household received per month and channel
 /// (`recv/`), and each instruction's household (`instr/`). 3: reconciliation per gateway
 /// and day (`rday/`, `rpend/`, `rseen/`, `rpos/`). 4: records in MessagePack, not JSON.
-const PROJECTION_FORMAT: &[u8] = &[4];
+/// 5: each gateway's instructions still waiting for a result (`gpend/`, the gateway id
+/// ended by a NUL), and each instruction's gateway.
+const PROJECTION_FORMAT: &[u8] = &[5];
 /// Events applied per sled transaction. One transaction per event (with the partition
 /// summary decoded and encoded each time) applied ~6,400 events/s; a batch pays the
 /// commit and the summary once. The batch's writes are held in memory until its

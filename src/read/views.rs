@@ -175,14 +175,16 @@ pub fn reconcile_mismatch_prefix(partition: &str, date: NaiveDate) -> String {
 /// An instruction routed to `gateway` still waiting for its result
 /// (`GatewayPendingView`), listed by `gateway_pending_prefix` oldest entitlement first:
 /// the numbers are zero-padded so the keys sort as `InstructionId`s do.
+/// The gateway id ends at a NUL, which no gateway id holds (printable ASCII), so one
+/// gateway's prefix never covers another's ("vcb" and "vcb/2").
 pub fn gateway_pending_key(gateway: &str, partition: &str, id: &InstructionId) -> String {
     format!(
-        "gpend/{gateway}/{partition}/{:020}/{}/{:010}",
+        "gpend/{gateway}\u{0}{partition}/{:020}/{}/{:010}",
         id.entitlement, id.month, id.attempt
     )
 }
 pub fn gateway_pending_prefix(gateway: &str) -> String {
-    format!("gpend/{gateway}/")
+    format!("gpend/{gateway}\u{0}")
 }
 
 /// How far a partition's reconciliation records go (`ReconcileProgress`).
@@ -893,5 +895,22 @@ mod tests {
         };
         assert_eq!(encode_event_at(at), before_frames);
         assert_eq!(decode_event_at(&[0u8; 9]), None);
+    }
+}
+
+#[cfg(test)]
+mod gateway_pending_tests {
+    use super::*;
+
+    #[test]
+    fn one_gateways_prefix_never_covers_anothers_keys() {
+        let id = InstructionId::parse("pay:7:2026-12:1").unwrap();
+        let other = gateway_pending_key("vcb/2", "01", &id);
+        assert!(!other.starts_with(&gateway_pending_prefix("vcb")));
+        assert!(gateway_pending_key("vcb", "01", &id).starts_with(&gateway_pending_prefix("vcb")));
+        // Entitlements sort by number, not by their digits as text.
+        let nine = InstructionId::parse("pay:9:2026-12:1").unwrap();
+        let ten = InstructionId::parse("pay:10:2026-12:1").unwrap();
+        assert!(gateway_pending_key("vcb", "01", &nine) < gateway_pending_key("vcb", "01", &ten));
     }
 }
