@@ -131,7 +131,13 @@ impl Claims {
         let value = Bytes::copy_from_slice(household.as_bytes());
         let _turn = self.turn().await;
         for _ in 0..CLAIM_ATTEMPTS_MAX {
-            let entry = self.kv.entry(key.as_str()).await.map_err(nats)?;
+            // A bucket just made on a cluster may answer "no responders" for a moment.
+            let entry = crate::log::reader::retrying_transient(
+                || self.kv.entry(key.as_str()),
+                |e| e.to_string().contains("no responders"),
+            )
+            .await
+            .map_err(nats)?;
             let revision = match entry {
                 None => 0,
                 Some(e) => {
@@ -158,7 +164,13 @@ impl Claims {
 
     /// The household holding `citizen`, if any: one read of the bucket.
     pub async fn holder(&self, citizen: &BlindIndex) -> Result<Option<String>, ClaimError> {
-        let entry = self.kv.entry(key(citizen).as_str()).await.map_err(nats)?;
+        let key = key(citizen);
+        let entry = crate::log::reader::retrying_transient(
+            || self.kv.entry(key.as_str()),
+            |e| e.to_string().contains("no responders"),
+        )
+        .await
+        .map_err(nats)?;
         Ok(entry.and_then(|e| {
             (e.operation == kv::Operation::Put && !e.value.is_empty())
                 .then(|| String::from_utf8_lossy(&e.value).into_owned())

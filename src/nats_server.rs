@@ -146,6 +146,24 @@ impl NatsServer {
     /// are ready to accept connections; JetStream elects its leaders a moment later, so
     /// a first request may answer "no leader" and should be retried.
     pub fn start_cluster(dir: &Path, nodes: usize, sync: Sync) -> Result<Vec<Self>, ServerError> {
+        // The ports are free when chosen, but another process may take one before the
+        // node binds it (tests start clusters side by side): then start again with
+        // other ports. The nodes already started are stopped when dropped.
+        let mut attempt = 1;
+        loop {
+            match Self::start_cluster_once(dir, nodes, sync) {
+                Err(ServerError::Start(log))
+                    if log.contains("address already in use")
+                        && attempt < CLUSTER_START_ATTEMPTS_MAX =>
+                {
+                    attempt += 1;
+                }
+                started => return started,
+            }
+        }
+    }
+
+    fn start_cluster_once(dir: &Path, nodes: usize, sync: Sync) -> Result<Vec<Self>, ServerError> {
         let binary = Self::find_binary()?;
         check_version(&binary)?;
         // Every port is chosen before any node starts, so each knows its routes.
@@ -311,6 +329,9 @@ impl Drop for NatsServer {
         self.stop();
     }
 }
+
+/// Starts of a cluster before a port taken by another process fails it.
+const CLUSTER_START_ATTEMPTS_MAX: u32 = 3;
 
 fn free_port() -> Result<u16, ServerError> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
