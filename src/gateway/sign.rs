@@ -14,7 +14,6 @@ use rust_decimal::Decimal;
 
 use super::keys::Registry;
 use crate::checkpoint::sign::KeyPair;
-use crate::domain::money::MAX_AMOUNT;
 use crate::proto::{GatewayPost, SignedGatewayPost};
 
 /// Ed25519 by the gateway key over `GATEWAY_POST_DOMAIN || post bytes`.
@@ -267,24 +266,10 @@ pub fn check_post_shape(post: &GatewayPost) -> Result<(), GatewayAuthError> {
 }
 
 /// A whole, positive number of đồng in its one canonical spelling: ASCII digits, no
-/// sign, separator, fraction or leading zero, at most `MAX_AMOUNT`.
+/// sign, separator, fraction or leading zero, at most `MAX_AMOUNT` (`input::money`, the
+/// one reading of an amount at every entrance).
 pub fn parse_whole_vnd(text: &str) -> Result<Decimal, String> {
-    let canonical = !text.is_empty()
-        && text.len() <= 16
-        && !text.starts_with('0')
-        && text.bytes().all(|b| b.is_ascii_digit());
-    if !canonical {
-        return Err(format!(
-            "{text:?} is not a whole positive number of VND in digits"
-        ));
-    }
-    let amount: Decimal = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number"))?;
-    if amount > MAX_AMOUNT {
-        return Err(format!("{text} exceeds {MAX_AMOUNT}"));
-    }
-    Ok(amount)
+    crate::input::money(text).map_err(|e| e.to_string())
 }
 
 fn check_text(
