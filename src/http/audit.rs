@@ -56,8 +56,7 @@ pub async fn status(
     Staff(caller): Staff,
     Path(partition): Path<String>,
 ) -> Result<Response, ApiError> {
-    let partition = crate::input::partition(&partition)
-        .map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+    let partition = crate::input::partition(&partition)?;
     access::authorize(&caller, Operation::Read, partition.as_str())?;
     let projector = api.projector().await?;
     let summary = projector
@@ -143,8 +142,7 @@ async fn auditor_for(
     caller: &crate::access::Caller,
     partition: &str,
 ) -> Result<(crate::chain::Partition, crate::checkpoint::Auditor), ApiError> {
-    let partition = crate::input::partition(partition)
-        .map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+    let partition = crate::input::partition(partition)?;
     access::authorize(caller, Operation::Read, partition.as_str())?;
     if !api.projector().await?.knows_partition(partition.as_str())? {
         return Err(ApiError::NotFound {

@@ -118,6 +118,13 @@ struct ErrorBody<'a> {
     violations: Option<&'a [Violation]>,
 }
 
+/// A malformed value, refused for what it is (400), before anyone's rights are asked.
+impl From<crate::input::InputError> for ApiError {
+    fn from(e: crate::input::InputError) -> Self {
+        ApiError::InvalidParameter(e.to_string())
+    }
+}
+
 impl ApiError {
     /// The stable name clients match on.
     pub fn kind(&self) -> String {

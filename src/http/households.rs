@@ -181,7 +181,7 @@ pub fn created<T: Serialize>(duplicate: bool, body: T) -> Response {
 
 /// A household id from the path or a body.
 pub fn household(id: &str) -> Result<HouseholdId, ApiError> {
-    HouseholdId::parse(id).map_err(|e| ApiError::InvalidParameter(e.to_string()))
+    Ok(crate::input::household(id)?)
 }
 
 /// A write in flight: the scoped idempotency key, bound to the request's fingerprint.
@@ -484,8 +484,7 @@ pub async fn search(
     Staff(caller): Staff,
     Body { value, .. }: Body<SearchBody>,
 ) -> Result<Response, ApiError> {
-    let citizen = crate::input::citizen_id(&value.citizen_id)
-        .map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+    let citizen = crate::input::citizen_id(&value.citizen_id)?;
     let found = api
         .service()
         .household_of_citizen(&caller, &citizen)

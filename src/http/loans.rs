@@ -139,7 +139,7 @@ impl RequestBody for OverdueBody {
 
 /// A loan reference from the path: "<partition>-L<number>", in its one spelling.
 fn loan_path(reference: &str) -> Result<crate::input::LoanRef, ApiError> {
-    crate::input::loan_ref(reference).map_err(|e| ApiError::InvalidParameter(e.to_string()))
+    Ok(crate::input::loan_ref(reference)?)
 }
 
 /// One loan command, with the reasons the CLI records for the same command.

@@ -35,9 +35,9 @@ fn bad(e: impl std::fmt::Display) -> ApiError {
 }
 
 fn commune_path(code: &str) -> Result<(CommuneCode, CommuneId, Partition), ApiError> {
-    let code = crate::input::commune(code).map_err(bad)?;
+    let code = crate::input::commune(code)?;
     let id = CommuneId::parse(code.as_str()).map_err(bad)?;
-    let partition = crate::input::partition(code.province().as_str()).map_err(bad)?;
+    let partition = crate::input::partition(code.province().as_str())?;
     Ok((code, id, partition))
 }
 
@@ -50,7 +50,7 @@ pub enum ChannelBody {
 }
 
 fn channel(kind: ChannelBody, gateway: &str) -> Result<Channel, ApiError> {
-    let gateway: GatewayId = crate::input::gateway(gateway).map_err(bad)?;
+    let gateway: GatewayId = crate::input::gateway(gateway)?;
     Ok(match kind {
         ChannelBody::Bank => Channel::BankAccount { gateway },
         ChannelBody::MobileMoney => Channel::MobileMoney { gateway },
@@ -119,7 +119,7 @@ pub async fn allocate(
         budget: BudgetKey {
             programme: ProgrammeId::parse(PROGRAMME).map_err(bad)?,
             commune,
-            period: crate::input::month(&value.period).map_err(bad)?,
+            period: crate::input::month(&value.period)?,
         },
         amount: value.amount,
     };
@@ -160,8 +160,8 @@ pub async fn grant(
     key: IdempotencyKey,
     Body { value, fingerprint }: Body<GrantBody>,
 ) -> Result<Response, ApiError> {
-    let h = crate::input::household(&value.household_id).map_err(bad)?;
-    let partition = crate::input::partition(h.province().as_str()).map_err(bad)?;
+    let h = crate::input::household(&value.household_id)?;
+    let partition = crate::input::partition(h.province().as_str())?;
     let kind = CommandKind::Grant {
         programme: ProgrammeId::parse(PROGRAMME).map_err(bad)?,
         beneficiary: BeneficiaryRef {
@@ -169,7 +169,7 @@ pub async fn grant(
             member: MemberRef::parse(&value.member).map_err(bad)?,
         },
         commune: CommuneId::parse(h.commune().as_str()).map_err(bad)?,
-        from: crate::input::month(&value.from).map_err(bad)?,
+        from: crate::input::month(&value.from)?,
         terms: Terms {
             category: CategoryId::parse(&value.category).map_err(bad)?,
             channel: channel(value.channel, &value.gateway)?,
@@ -216,7 +216,7 @@ pub async fn stop(
     Path((partition, number)): Path<(String, String)>,
     Body { value, fingerprint }: Body<StopBody>,
 ) -> Result<Response, ApiError> {
-    let partition = crate::input::partition(&partition).map_err(bad)?;
+    let partition = crate::input::partition(&partition)?;
     let entitlement = entitlement_number(&number)?;
     let kind = CommandKind::Stop {
         entitlement,
@@ -283,7 +283,7 @@ pub async fn run(
     Body { value, fingerprint }: Body<RunBody>,
 ) -> Result<Response, ApiError> {
     let (code, commune, partition) = commune_path(&commune)?;
-    let period = crate::input::month(&value.period).map_err(bad)?;
+    let period = crate::input::month(&value.period)?;
     let kind = CommandKind::Run {
         period,
         commune: Some(commune),
@@ -352,7 +352,7 @@ pub async fn reissue(
     Path((partition, instruction)): Path<(String, String)>,
     Body { value, fingerprint }: Body<ReissueBody>,
 ) -> Result<Response, ApiError> {
-    let partition = crate::input::partition(&partition).map_err(bad)?;
+    let partition = crate::input::partition(&partition)?;
     let instruction = InstructionId::parse(&instruction).ok_or_else(|| {
         ApiError::InvalidParameter(format!(
             "{instruction:?} is not an instruction id like pay:7:2026-12:1"

@@ -29,8 +29,7 @@ pub async fn portfolio(
     Staff(caller): Staff,
     Path(code): Path<String>,
 ) -> Result<Response, ApiError> {
-    let commune =
-        crate::input::commune(&code).map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+    let commune = crate::input::commune(&code)?;
     access::authorize(&caller, Operation::Read, commune.as_str())?;
     let portfolio = api
         .projector()
@@ -74,8 +73,7 @@ pub async fn trial_balance(
     Staff(caller): Staff,
     Path(partition): Path<String>,
 ) -> Result<Response, ApiError> {
-    let partition = crate::input::partition(&partition)
-        .map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+    let partition = crate::input::partition(&partition)?;
     // A province code is a prefix of all its communes: `authorize` with the code itself
     // admits exactly that province's units and the head office.
     access::authorize(&caller, Operation::Read, partition.as_str())?;
@@ -156,9 +154,8 @@ pub async fn reconciliation(
 ) -> Result<Response, ApiError> {
     let axum::extract::Query(query) =
         query.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
-    let partition = crate::input::partition(&partition)
-        .map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
-    let day = crate::input::date(&day).map_err(|e| ApiError::InvalidParameter(e.to_string()))?;
+    let partition = crate::input::partition(&partition)?;
+    let day = crate::input::date(&day)?;
     access::authorize(&caller, Operation::Read, partition.as_str())?;
     // The clock is read here, at the edge, as the CLI does.
     let as_of = query
