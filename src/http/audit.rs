@@ -59,13 +59,7 @@ pub async fn status(
     let partition = crate::input::partition(&partition)?;
     access::authorize(&caller, Operation::Read, partition.as_str())?;
     let projector = api.projector().await?;
-    let summary = projector
-        .summaries()?
-        .remove(partition.as_str())
-        .ok_or_else(|| ApiError::NotFound {
-            what: "partition",
-            value: partition.to_string(),
-        })?;
+    let summary = super::reports::known_partition(projector, &partition)?;
     let ledger = &api.service().ledger;
     let unavailable = |e: &dyn std::fmt::Display| ApiError::Unavailable(e.to_string());
     let mut stream = ledger.stream().clone();
@@ -144,12 +138,7 @@ async fn auditor_for(
 ) -> Result<(crate::chain::Partition, crate::checkpoint::Auditor), ApiError> {
     let partition = crate::input::partition(partition)?;
     access::authorize(caller, Operation::Read, partition.as_str())?;
-    if !api.projector().await?.knows_partition(partition.as_str())? {
-        return Err(ApiError::NotFound {
-            what: "partition",
-            value: partition.to_string(),
-        });
-    }
+    super::reports::known_partition(api.projector().await?, &partition)?;
     let ledger = &api.service().ledger;
     let auditor = crate::checkpoint::Auditor::open(
         ledger.jetstream().client(),

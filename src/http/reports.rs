@@ -187,18 +187,16 @@ pub async fn reconciliation(
     .into_response())
 }
 
-/// 404 for a partition the log has never seen (its summary is the projector's record of
-/// every partition it applied an event of).
-fn known_partition(
+/// The summary of a partition, or 404 when the log has never seen it (the summaries are
+/// the projector's record of every partition it applied an event of).
+pub(super) fn known_partition(
     projector: &crate::projection::Projector,
     partition: &Partition,
-) -> Result<(), ApiError> {
-    if projector.knows_partition(partition.as_str())? {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound {
+) -> Result<crate::projection::PartitionSummary, ApiError> {
+    projector
+        .summary(partition.as_str())?
+        .ok_or_else(|| ApiError::NotFound {
             what: "partition",
             value: partition.to_string(),
         })
-    }
 }

@@ -380,10 +380,7 @@ impl Projector {
     }
 
     fn stored_summary(&self, name: &str) -> Result<PartitionSummary, ProjectionError> {
-        Ok(match self.summary.get(name)? {
-            Some(v) => views::decode_record(&v).map_err(|e| corrupt(&e.to_string()))?,
-            None => PartitionSummary::default(),
-        })
+        Ok(self.summary(name)?.unwrap_or_default())
     }
 
     /// Every projection tree with its name, in a fixed order (for comparing stores).
@@ -396,9 +393,14 @@ impl Projector {
         ]
     }
 
-    /// Whether an event of `partition` has been applied.
-    pub fn knows_partition(&self, partition: &str) -> Result<bool, ProjectionError> {
-        Ok(self.summary.contains_key(partition)?)
+    /// The summary of `partition`; None when no event of it has been applied.
+    pub fn summary(&self, partition: &str) -> Result<Option<PartitionSummary>, ProjectionError> {
+        match self.summary.get(partition)? {
+            Some(v) => Ok(Some(
+                views::decode_record(&v).map_err(|e| corrupt(&e.to_string()))?,
+            )),
+            None => Ok(None),
+        }
     }
 
     pub fn summaries(&self) -> Result<BTreeMap<String, PartitionSummary>, ProjectionError> {
