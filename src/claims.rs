@@ -131,14 +131,7 @@ impl Claims {
         let value = Bytes::copy_from_slice(household.as_bytes());
         let _turn = self.turn().await;
         for _ in 0..CLAIM_ATTEMPTS_MAX {
-            // A bucket just made on a cluster may answer "no responders" for a moment.
-            let entry = crate::log::reader::retrying_transient(
-                || self.kv.entry(key.as_str()),
-                |e| e.to_string().contains("no responders"),
-            )
-            .await
-            .map_err(nats)?;
-            let revision = match entry {
+            let revision = match self.read(&key).await? {
                 None => 0,
                 Some(e) => {
                     let held = e.operation == kv::Operation::Put && !e.value.is_empty();
@@ -162,16 +155,20 @@ impl Claims {
         Err(ClaimError::Contended)
     }
 
-    /// The household holding `citizen`, if any: one read of the bucket.
-    pub async fn holder(&self, citizen: &BlindIndex) -> Result<Option<String>, ClaimError> {
-        let key = key(citizen);
-        let entry = crate::log::reader::retrying_transient(
-            || self.kv.entry(key.as_str()),
-            |e| e.to_string().contains("no responders"),
+    /// A claim's last entry. A bucket just made on a cluster may answer "no responders"
+    /// for a moment: read again within the reader's bounds for transient reads.
+    async fn read(&self, key: &str) -> Result<Option<kv::Entry>, ClaimError> {
+        crate::log::reader::retrying_transient(
+            || self.kv.entry(key),
+            |e| crate::log::reader::no_responders(e),
         )
         .await
-        .map_err(nats)?;
-        Ok(entry.and_then(|e| {
+        .map_err(nats)
+    }
+
+    /// The household holding `citizen`, if any: one read of the bucket.
+    pub async fn holder(&self, citizen: &BlindIndex) -> Result<Option<String>, ClaimError> {
+        Ok(self.read(&key(citizen)).await?.and_then(|e| {
             (e.operation == kv::Operation::Put && !e.value.is_empty())
                 .then(|| String::from_utf8_lossy(&e.value).into_owned())
         }))
@@ -242,7 +239,7 @@ impl Claims {
             let key = key(citizen);
             let _turn = self.turn().await;
             for _ in 0..CLAIM_ATTEMPTS_MAX {
-                let Some(e) = self.kv.entry(key.as_str()).await.map_err(nats)? else {
+                let Some(e) = self.read(&key).await? else {
                     continue 'citizens;
                 };
                 if e.value != household.as_bytes() {

@@ -509,6 +509,13 @@ pub async fn last_on_subject(
 pub const TRANSIENT_READ_ATTEMPTS_MAX: u32 = 5;
 pub const TRANSIENT_READ_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Whether a JetStream answer was "no responders": a cluster electing a stream's leader,
+/// or a stream made a moment ago, answers it for a moment (async-nats names it only in
+/// the text of some errors).
+pub fn no_responders(e: &dyn std::fmt::Display) -> bool {
+    e.to_string().contains("no responders")
+}
+
 /// Runs `read` again, within `TRANSIENT_READ_ATTEMPTS_MAX`, while its error is
 /// `transient`; any other answer is returned at once.
 pub async fn retrying_transient<T, E, F, Fut>(

@@ -246,7 +246,7 @@ pub async fn verify(
                 .verify(only.as_ref())
                 .await
         },
-        |e: &super::CheckpointError| e.to_string().contains("no responders"),
+        |e: &super::CheckpointError| crate::log::reader::no_responders(e),
     )
     .await?;
     print_audit(&audit, every_checkpoint, json)?;
