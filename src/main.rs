@@ -698,9 +698,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 command: AuditCommand::Checkpoint { partition },
             } => {
                 if let Some(p) = &partition {
-                    if !cli::partition_exists(&runtime, p).await? {
-                        return Ok(cli::not_found(json, "partition", p.as_str()));
-                    }
+                    if let Some(code) = cli::unknown_partition(&runtime, p, json).await? {
+                return Ok(code);
+            }
                 }
                 let ok = checkpoint::cli::checkpoint(
                     &runtime,
@@ -720,9 +720,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         key,
                     },
             } => {
-                if !cli::partition_exists(&runtime, &partition).await? {
-                    return Ok(cli::not_found(json, "partition", partition.as_str()));
-                }
+                if let Some(code) = cli::unknown_partition(&runtime, &partition, json).await? {
+                return Ok(code);
+            }
                 let ok = checkpoint::cli::cosign(
                     &runtime,
                     &checkpoints,
@@ -742,9 +742,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         checkpoint_size,
                     },
             } => {
-                if !cli::partition_exists(&runtime, &partition).await? {
-                    return Ok(cli::not_found(json, "partition", partition.as_str()));
-                }
+                if let Some(code) = cli::unknown_partition(&runtime, &partition, json).await? {
+                return Ok(code);
+            }
                 let ok =
                     checkpoint::cli::prove(&runtime, &checkpoints, partition.as_str(), seq, checkpoint_size);
                 Ok(exit(ok.await?))
@@ -757,9 +757,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         to,
                     },
             } => {
-                if !cli::partition_exists(&runtime, &partition).await? {
-                    return Ok(cli::not_found(json, "partition", partition.as_str()));
-                }
+                if let Some(code) = cli::unknown_partition(&runtime, &partition, json).await? {
+                return Ok(code);
+            }
                 let ok = checkpoint::cli::consistency(&runtime, &checkpoints, partition.as_str(), from, to);
                 Ok(exit(ok.await?))
             }
@@ -808,9 +808,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             } => {
                 let only = partition;
                 if let Some(p) = &only {
-                    if !cli::partition_exists(&runtime, p).await? {
-                        return Ok(cli::not_found(json, "partition", p.as_str()));
-                    }
+                    if let Some(code) = cli::unknown_partition(&runtime, p, json).await? {
+                return Ok(code);
+            }
                 }
                 let mut stream = runtime.ledger.stream().clone();
                 let report = ansinh::recompute::recompute_eligibility(

@@ -72,9 +72,20 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// For a report or audit naming a partition: the `not_found` answer when the log holds
+/// no event of it (one look-up of its subject's last message, not a read), else None.
+pub async fn unknown_partition(
+    runtime: &Runtime,
+    partition: &Partition,
+    json: bool,
+) -> Result<Option<ExitCode>, BoxError> {
+    Ok((!partition_exists(runtime, partition).await?)
+        .then(|| not_found(json, "partition", partition.as_str())))
+}
+
 /// Whether the log holds any event of `partition`: one look-up of its subject's last
 /// message, not a read.
-pub async fn partition_exists(runtime: &Runtime, partition: &Partition) -> Result<bool, BoxError> {
+async fn partition_exists(runtime: &Runtime, partition: &Partition) -> Result<bool, BoxError> {
     let subject = runtime.ledger.config().subject(partition);
     Ok(
         ansinh::log::reader::last_on_subject(runtime.ledger.stream(), &subject)

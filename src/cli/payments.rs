@@ -354,8 +354,8 @@ async fn payment_run(
     let communes: Vec<CommuneId> = match commune {
         Some(c) => vec![c],
         None => {
-            if !super::partition_exists(runtime, partition).await? {
-                return Ok(super::not_found(json, "partition", partition.as_str()));
+            if let Some(code) = super::unknown_partition(runtime, partition, json).await? {
+                return Ok(code);
             }
             let mut stream = runtime.ledger.stream().clone();
             runtime
