@@ -37,6 +37,29 @@ pub struct Doc {
     pub writes: bool,
 }
 
+impl Doc {
+    /// A POST route's documentation: its body's schema, its answer's, and whether it
+    /// writes (under an idempotency key).
+    fn with_body(
+        path: &'static str,
+        summary: &'static str,
+        request: &'static str,
+        response: &'static str,
+        caller: Caller,
+        writes: bool,
+    ) -> Self {
+        Doc {
+            method: "post",
+            path,
+            summary,
+            request: Some(request),
+            response: Some(response),
+            caller,
+            writes,
+        }
+    }
+}
+
 /// The routes being declared: the router and the documentation side by side.
 pub struct Routes {
     pub router: Router<Api>,
@@ -71,15 +94,7 @@ impl Routes {
         H: Handler<T, Api>,
         T: 'static,
     {
-        let doc = Doc {
-            method: "post",
-            path,
-            summary,
-            request: Some(request),
-            response: Some(response),
-            caller,
-            writes: true,
-        };
+        let doc = Doc::with_body(path, summary, request, response, caller, true);
         self.add(post(handler), doc)
     }
 
@@ -97,15 +112,7 @@ impl Routes {
         H: Handler<T, Api>,
         T: 'static,
     {
-        let doc = Doc {
-            method: "post",
-            path,
-            summary,
-            request: Some(request),
-            response: Some(response),
-            caller,
-            writes: false,
-        };
+        let doc = Doc::with_body(path, summary, request, response, caller, false);
         self.add(post(handler), doc)
     }
 
