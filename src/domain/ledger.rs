@@ -1,4 +1,9 @@
-//! Double entry: accounts, postings and a trial balance.
+//! Double entry, one home for both books: postings, the balance check and a trial
+//! balance, generic over a chart of accounts. The loan book's chart (`Account`) is
+//! here and is the default; the payments book's budget chart is
+//! `domain::payments::ledger::Account`. Two charts, because the bank's lending and a
+//! programme's budget are kept in separate books; one machinery, so a posting and a
+//! trial balance mean the same in both.
 
 use std::collections::BTreeMap;
 
@@ -30,21 +35,21 @@ pub enum Account {
 /// One line of a double-entry posting. Exactly one of debit/credit is
 /// non-zero, and both are >= 0 whole đồng.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Posting {
-    pub account: Account,
+pub struct Posting<A = Account> {
+    pub account: A,
     pub debit: Decimal,
     pub credit: Decimal,
 }
 
-impl Posting {
-    pub fn debit(account: Account, amount: Decimal) -> Self {
+impl<A: Copy> Posting<A> {
+    pub fn debit(account: A, amount: Decimal) -> Self {
         Self {
             account,
             debit: amount,
             credit: Decimal::ZERO,
         }
     }
-    pub fn credit(account: Account, amount: Decimal) -> Self {
+    pub fn credit(account: A, amount: Decimal) -> Self {
         Self {
             account,
             debit: Decimal::ZERO,
@@ -61,8 +66,16 @@ impl Posting {
     }
 }
 
+/// A debit line and a credit line of the same amount.
+pub fn transfer<A: Copy>(debit: A, credit: A, amount: Decimal) -> Vec<Posting<A>> {
+    vec![
+        Posting::debit(debit, amount),
+        Posting::credit(credit, amount),
+    ]
+}
+
 /// Sum of debits equals sum of credits, and no line is negative.
-pub fn balanced(postings: &[Posting]) -> bool {
+pub fn balanced<A>(postings: &[Posting<A>]) -> bool {
     let (dr, cr) = postings
         .iter()
         .fold((Decimal::ZERO, Decimal::ZERO), |(d, c), p| {
@@ -75,13 +88,22 @@ pub fn balanced(postings: &[Posting]) -> bool {
 }
 
 /// Running totals of debits and credits per account.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TrialBalance {
-    pub accounts: BTreeMap<Account, (Decimal, Decimal)>,
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(serialize = "A: Serialize", deserialize = "A: Ord + Deserialize<'de>"))]
+pub struct TrialBalance<A = Account> {
+    pub accounts: BTreeMap<A, (Decimal, Decimal)>,
 }
 
-impl TrialBalance {
-    pub fn post(&mut self, postings: &[Posting]) {
+impl<A> Default for TrialBalance<A> {
+    fn default() -> Self {
+        Self {
+            accounts: BTreeMap::new(),
+        }
+    }
+}
+
+impl<A: Ord + Copy> TrialBalance<A> {
+    pub fn post(&mut self, postings: &[Posting<A>]) {
         for p in postings {
             let e = self
                 .accounts
@@ -101,7 +123,7 @@ impl TrialBalance {
         self.total_debits() == self.total_credits()
     }
     /// Debit-side balance (debits − credits) of one account.
-    pub fn balance(&self, account: Account) -> Decimal {
+    pub fn balance(&self, account: A) -> Decimal {
         self.accounts
             .get(&account)
             .map(|(d, c)| d - c)

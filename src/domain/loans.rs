@@ -434,10 +434,10 @@ fn accrual(loan: &Loan, to: NaiveDate) -> Result<Option<EventBody>, Rejection> {
     let per_month = loan.day_count.days_per_month();
     // Multiply before dividing so the only inexact step is the final division.
     let exact = |principal: Decimal, rate: Decimal| -> Result<Decimal, Rejection> {
-        money::div(
+        Ok(money::div(
             money::mul(money::mul(principal, rate)?, days_dec)?,
             per_month,
-        )
+        )?)
     };
     let interest_exact = exact(p.principal, loan.monthly_rate)?;
     let overdue_exact = exact(p.overdue_principal, loan.overdue_monthly_rate)?;

@@ -1,22 +1,43 @@
-//! Whole-VND money helpers. VND has no minor unit, so every amount that
-//! moves money must be a whole number of đồng; only interest *accruals* are
-//! carried unrounded (in loan state) between postings.
+//! Whole-VND money, one home for the loan book and the payments book. VND has no
+//! minor unit, so every amount that moves money must be a whole number of đồng; only
+//! interest *accruals* are carried unrounded (in loan state) between postings.
+//!
+//! A check here fails with a `MoneyError`; each book turns it into its own refusal
+//! (`From<MoneyError>` in `domain::rejection` and `domain::payments::rejection`), so
+//! the two books keep their refusal kinds while sharing one rule.
 
 use rust_decimal::prelude::*;
 use rust_decimal_macros::dec;
 
-use crate::domain::Rejection;
-
-/// Sanity ceiling for any single amount: 10^15 VND (one quadrillion). The
-/// largest social-policy loan is 10^8; the ceiling only catches keying errors
-/// while keeping every product with rates/days far below Decimal's ~7.9e28.
+/// Sanity ceiling for any single amount, and for a budget allocation: 10^15 VND (one
+/// quadrillion). The largest social-policy loan is 10^8 and a monthly allowance ~10^6;
+/// the ceiling only catches keying errors while keeping every product with rates/days,
+/// and every sum of a payment run, far below Decimal's ~7.9e28.
 pub const MAX_AMOUNT: Decimal = dec!(1_000_000_000_000_000);
 
+/// Why an amount was refused, before a book names it its own way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoneyError {
+    Negative {
+        amount: Decimal,
+    },
+    Zero,
+    Fractional {
+        amount: Decimal,
+    },
+    TooLarge {
+        amount: Decimal,
+        max: Decimal,
+    },
+    /// Checked arithmetic overflowed: amounts far outside any real book.
+    Overflow,
+}
+
 /// Validate a whole-đồng amount that moves money (must be > 0).
-pub fn positive_vnd(amount: Decimal) -> Result<Decimal, Rejection> {
+pub fn positive_vnd(amount: Decimal) -> Result<Decimal, MoneyError> {
     let a = non_negative_vnd(amount)?;
     if a.is_zero() {
-        return Err(Rejection::ZeroAmount);
+        return Err(MoneyError::Zero);
     }
     Ok(a)
 }
@@ -24,15 +45,15 @@ pub fn positive_vnd(amount: Decimal) -> Result<Decimal, Rejection> {
 /// Validate a whole-đồng amount that may be zero (e.g. a household income).
 /// Returns the amount normalised to scale 0 so that equal amounts compare
 /// and serialise identically ("100.00" and "100" become "100").
-pub fn non_negative_vnd(amount: Decimal) -> Result<Decimal, Rejection> {
+pub fn non_negative_vnd(amount: Decimal) -> Result<Decimal, MoneyError> {
     if amount.is_sign_negative() && !amount.is_zero() {
-        return Err(Rejection::NegativeAmount { amount });
+        return Err(MoneyError::Negative { amount });
     }
     if !amount.fract().is_zero() {
-        return Err(Rejection::FractionalDong { amount });
+        return Err(MoneyError::Fractional { amount });
     }
     if amount > MAX_AMOUNT {
-        return Err(Rejection::AmountTooLarge {
+        return Err(MoneyError::TooLarge {
             amount,
             max: MAX_AMOUNT,
         });
@@ -74,20 +95,20 @@ pub fn format_vnd(amount: Decimal) -> String {
     out
 }
 
-pub(crate) fn add(a: Decimal, b: Decimal) -> Result<Decimal, Rejection> {
-    a.checked_add(b).ok_or(Rejection::ArithmeticOverflow)
+pub(crate) fn add(a: Decimal, b: Decimal) -> Result<Decimal, MoneyError> {
+    a.checked_add(b).ok_or(MoneyError::Overflow)
 }
 
-pub(crate) fn sub(a: Decimal, b: Decimal) -> Result<Decimal, Rejection> {
-    a.checked_sub(b).ok_or(Rejection::ArithmeticOverflow)
+pub(crate) fn sub(a: Decimal, b: Decimal) -> Result<Decimal, MoneyError> {
+    a.checked_sub(b).ok_or(MoneyError::Overflow)
 }
 
-pub(crate) fn mul(a: Decimal, b: Decimal) -> Result<Decimal, Rejection> {
-    a.checked_mul(b).ok_or(Rejection::ArithmeticOverflow)
+pub(crate) fn mul(a: Decimal, b: Decimal) -> Result<Decimal, MoneyError> {
+    a.checked_mul(b).ok_or(MoneyError::Overflow)
 }
 
-pub(crate) fn div(a: Decimal, b: Decimal) -> Result<Decimal, Rejection> {
-    a.checked_div(b).ok_or(Rejection::ArithmeticOverflow)
+pub(crate) fn div(a: Decimal, b: Decimal) -> Result<Decimal, MoneyError> {
+    a.checked_div(b).ok_or(MoneyError::Overflow)
 }
 
 #[cfg(test)]
@@ -109,19 +130,19 @@ mod tests {
     #[test]
     fn amounts_are_validated() {
         assert_eq!(positive_vnd(dec!(100.00)), Ok(dec!(100)));
-        assert_eq!(positive_vnd(dec!(0)), Err(Rejection::ZeroAmount));
+        assert_eq!(positive_vnd(dec!(0)), Err(MoneyError::Zero));
         assert_eq!(non_negative_vnd(dec!(0)), Ok(dec!(0)));
         assert_eq!(
             positive_vnd(dec!(-1)),
-            Err(Rejection::NegativeAmount { amount: dec!(-1) })
+            Err(MoneyError::Negative { amount: dec!(-1) })
         );
         assert_eq!(
             positive_vnd(dec!(1.5)),
-            Err(Rejection::FractionalDong { amount: dec!(1.5) })
+            Err(MoneyError::Fractional { amount: dec!(1.5) })
         );
         assert!(matches!(
             positive_vnd(Decimal::MAX),
-            Err(Rejection::AmountTooLarge { .. })
+            Err(MoneyError::TooLarge { .. })
         ));
     }
 
@@ -130,5 +151,8 @@ mod tests {
         assert_eq!(round_dong(dec!(0.5)), dec!(1));
         assert_eq!(round_dong(dec!(1.4999)), dec!(1));
         assert_eq!(round_dong(dec!(2.5)), dec!(3));
+        assert_eq!(round_dong(dec!(833332.5)), dec!(833333));
+        assert_eq!(round_dong(dec!(833332.49)), dec!(833332));
+        assert_eq!(round_dong(dec!(540000.0)).to_string(), "540000");
     }
 }

@@ -8,6 +8,7 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
 use crate::domain::eligibility::Status;
+use crate::domain::money::MoneyError;
 
 /// Why a command (or an input to one) was refused. Refusals never change state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -258,6 +259,18 @@ pub enum Rejection {
     /// on top of it. Reverse the later events first (newest first).
     #[error("event {event} is not the loan's latest event ({latest:?})")]
     NotLatestEvent { event: u64, latest: Option<u64> },
+}
+
+impl From<MoneyError> for Rejection {
+    fn from(e: MoneyError) -> Self {
+        match e {
+            MoneyError::Negative { amount } => Rejection::NegativeAmount { amount },
+            MoneyError::Zero => Rejection::ZeroAmount,
+            MoneyError::Fractional { amount } => Rejection::FractionalDong { amount },
+            MoneyError::TooLarge { amount, max } => Rejection::AmountTooLarge { amount, max },
+            MoneyError::Overflow => Rejection::ArithmeticOverflow,
+        }
+    }
 }
 
 impl Rejection {

@@ -14,6 +14,7 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::money::positive_vnd;
 use crate::domain::payments::Rejection;
 use crate::domain::payments::budget::{self, Budget, BudgetKey, BudgetMove, MoveKind};
 use crate::domain::payments::entitlements::{
@@ -25,7 +26,6 @@ use crate::domain::payments::instructions::{
     PostKey, PostRefusal, RecordedPost, Shortfall, Verdict, post_key,
 };
 use crate::domain::payments::ledger::Posting;
-use crate::domain::payments::money::positive_vnd;
 use crate::domain::payments::month::Month;
 use crate::domain::payments::reference::ReferenceHashes;
 

@@ -14,10 +14,10 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::money::{self, MAX_AMOUNT};
 use crate::domain::payments::Rejection;
 use crate::domain::payments::ids::{CommuneId, ProgrammeId};
 use crate::domain::payments::ledger::{Account, Posting, transfer};
-use crate::domain::payments::money::{self, MAX_AMOUNT};
 use crate::domain::payments::month::Month;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

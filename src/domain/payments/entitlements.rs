@@ -11,11 +11,11 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::money::{self, positive_vnd, round_dong};
 use crate::domain::payments::Rejection;
 use crate::domain::payments::book::{EventBody, Out};
 use crate::domain::payments::ids::{BeneficiaryRef, CategoryId, CommuneId, GatewayId, ProgrammeId};
 use crate::domain::payments::instructions;
-use crate::domain::payments::money::{self, positive_vnd, round_dong_half_up};
 use crate::domain::payments::month::Month;
 use crate::domain::payments::reference::{BaseLevelRef, CategoryRef, ReferenceData, reference};
 
@@ -194,7 +194,7 @@ pub fn amount_for_terms(
         _ => (level.amount, false),
     };
     // Half-up at the one place the product becomes money.
-    let amount = round_dong_half_up(money::mul(base, category.coefficient)?);
+    let amount = round_dong(money::mul(base, category.coefficient)?);
     Ok(MonthlyAmount {
         month,
         amount: positive_vnd(amount)?,

@@ -25,6 +25,7 @@ use chrono::{Days, NaiveDate};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::money::{self, positive_vnd};
 use crate::domain::payments::Rejection;
 use crate::domain::payments::book::{Book, EventBody, EventId, Out};
 use crate::domain::payments::budget::{BudgetKey, MoveKind};
@@ -34,7 +35,6 @@ use crate::domain::payments::entitlements::{
 use crate::domain::payments::ids::{
     BeneficiaryRef, CommuneId, GatewayId, GatewayTxnId, InstructionRef, check_ref,
 };
-use crate::domain::payments::money::{self, positive_vnd};
 use crate::domain::payments::month::Month;
 use crate::domain::payments::reference::reference;
 

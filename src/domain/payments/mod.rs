@@ -20,7 +20,6 @@ pub mod entitlements;
 pub mod ids;
 pub mod instructions;
 pub mod ledger;
-pub mod money;
 pub mod month;
 pub mod reconcile;
 pub mod reference;

@@ -15,9 +15,9 @@ use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::money::MAX_AMOUNT;
 use crate::domain::payments::Rejection;
 use crate::domain::payments::ids::CategoryId;
-use crate::domain::payments::money::MAX_AMOUNT;
 
 pub const BASE_LEVELS_PATH: &str = "data/social_assistance/base_levels.json";
 pub const CATEGORIES_PATH: &str = "data/social_assistance/categories.json";

@@ -4,6 +4,7 @@
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
+use crate::domain::money::MoneyError;
 use crate::domain::payments::budget::BudgetKey;
 use crate::domain::payments::entitlements::EntitlementId;
 use crate::domain::payments::ids::{CategoryId, GatewayId};
@@ -208,4 +209,50 @@ fn sentences(shortfalls: &[Shortfall]) -> String {
         .map(Shortfall::sentence)
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+impl From<MoneyError> for Rejection {
+    /// Payments name a negative and a zero amount alike: neither moves money.
+    fn from(e: MoneyError) -> Self {
+        match e {
+            MoneyError::Negative { amount } => Rejection::AmountNotPositive { amount },
+            MoneyError::Zero => Rejection::AmountNotPositive {
+                amount: Decimal::ZERO,
+            },
+            MoneyError::Fractional { amount } => Rejection::FractionalDong { amount },
+            MoneyError::TooLarge { amount, max } => Rejection::AmountTooLarge { amount, max },
+            MoneyError::Overflow => Rejection::ArithmeticOverflow,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal_macros::dec;
+
+    use super::*;
+    use crate::domain::money::{MAX_AMOUNT, positive_vnd};
+
+    /// The shared money rule, named as the payments book names it.
+    #[test]
+    fn amounts_are_refused_in_the_payments_books_words() {
+        let refused = |amount| Rejection::from(positive_vnd(amount).unwrap_err());
+        assert_eq!(
+            refused(dec!(0)),
+            Rejection::AmountNotPositive { amount: dec!(0) }
+        );
+        assert_eq!(
+            refused(dec!(-1)),
+            Rejection::AmountNotPositive { amount: dec!(-1) }
+        );
+        assert_eq!(
+            refused(dec!(1.5)),
+            Rejection::FractionalDong { amount: dec!(1.5) }
+        );
+        assert!(matches!(
+            refused(MAX_AMOUNT + dec!(1)),
+            Rejection::AmountTooLarge { .. }
+        ));
+        assert_eq!(positive_vnd(dec!(100.00)).unwrap().to_string(), "100");
+    }
 }
