@@ -210,7 +210,7 @@ enum Command {
         /// The address the staff API (and /metrics, /healthz, /readyz) listens on. Example: 0.0.0.0:8080
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
-        /// Staff file [default: <data-dir>/staff.json].
+        /// Staff file, e.g. /etc/ansinh/staff.json [default: <data-dir>/staff.json].
         #[arg(long)]
         staff: Option<PathBuf>,
     },
@@ -297,7 +297,8 @@ enum AuditCommand {
         /// The partition whose latest checkpoint is cosigned. Example: 01
         #[arg(long, value_parser = ansinh::input::partition)]
         partition: Partition,
-        /// Tree size of the checkpoint to cosign.
+        /// Tree size of the checkpoint to cosign, as `audit verify --checkpoints` lists it,
+        /// e.g. 4096.
         #[arg(long)]
         size: u64,
         /// The cosigner's id (an auditor's office). Example: audit-office-hn
@@ -357,8 +358,10 @@ enum AuditCommand {
     /// Verify a bundle offline (no server): every event against the signed checkpoint,
     /// the key history, the balance statement, the CSV and the manifest.
     VerifyBundle {
+        /// The bundle's folder, as `audit bundle` wrote it, e.g. bundle-0100007-000001.
         dir: PathBuf,
         /// A ledger key id you pinned out of band; it must start the signer's history.
+        /// 16 hex digits, e.g. 3f9a0c1d2e4b5a69; repeatable.
         #[arg(long, value_parser = ansinh::input::key_id)]
         trust: Vec<String>,
     },
@@ -369,7 +372,7 @@ enum AuditCommand {
         /// Instructions without a result for more than this many days are listed.
         #[arg(long, default_value_t = 10)]
         pending_days: i64,
-        /// The date pending days are counted to [default: today].
+        /// The date pending days are counted to, e.g. 2026-12-31 [default: today].
         #[arg(long, value_parser = ansinh::input::date)]
         as_of: Option<NaiveDate>,
     },
@@ -378,8 +381,10 @@ enum AuditCommand {
     RebuildCheck,
     /// Verify a proof document offline (no server): signatures, key ids, proof, hashes.
     CheckProof {
+        /// The proof document, as `audit prove` or the audit API wrote it, e.g. proof.json.
         file: PathBuf,
-        /// Accept only checkpoints signed by these key ids.
+        /// Accept only checkpoints signed by these key ids (16 hex digits each, e.g.
+        /// 3f9a0c1d2e4b5a69; repeatable).
         #[arg(long, value_parser = ansinh::input::key_id)]
         trust: Vec<String>,
     },
@@ -449,7 +454,7 @@ enum AdminCommand {
     /// ledger's directory bucket; what it already holds is left. Running processes use
     /// the new entries at once (`serve` also imports them when it starts).
     ImportDirectory {
-        /// Staff file [default: <data-dir>/staff.json].
+        /// Staff file, e.g. /etc/ansinh/staff.json [default: <data-dir>/staff.json].
         #[arg(long)]
         staff: Option<PathBuf>,
     },
@@ -1212,3 +1217,49 @@ fn nats_auth(cli: &Cli) -> Result<ansinh::app::NatsAuth, BoxError> {
 
 /// Where `--nats-user`'s password is read from.
 const NATS_PASSWORD_ENV: &str = "ANSINH_NATS_PASSWORD";
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every option of every command says what it takes, and an option that takes a
+    /// free value gives an example of it (or lists the values it accepts): `--help` is
+    /// the clerk's manual.
+    #[test]
+    fn every_option_says_what_it_takes_with_an_example() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                let help = arg
+                    .get_long_help()
+                    .or(arg.get_help())
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                if help.trim().is_empty() {
+                    missing.push(format!("{path} --{id}: no description"));
+                    continue;
+                }
+                let takes_value = arg.get_action().takes_values();
+                let listed = !arg.get_possible_values().is_empty();
+                let defaulted = !arg.get_default_values().is_empty();
+                let example = ["e.g.", "Example", "example", "(", "0100007", "2026"]
+                    .iter()
+                    .any(|m| help.contains(m));
+                if takes_value && !listed && !defaulted && !example {
+                    missing.push(format!("{path} --{id}: no example: {help}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "ansinh", &mut missing);
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
+}

@@ -22,7 +22,7 @@ pub struct SimArgs {
     /// NATS user (default: gw-<gateway>).
     #[arg(long)]
     nats_user: Option<String>,
-    /// NATS password of that user.
+    /// NATS password of that user, e.g. the one in the gateway's credentials letter.
     #[arg(long, env = "ANSINH_GATEWAY_NATS_PASSWORD", hide_env_values = true)]
     nats_password: String,
     /// Share of payments that fail.

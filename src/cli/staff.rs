@@ -28,7 +28,7 @@ use super::BoxError;
 /// Who is acting (authenticated by the operator's login on this host).
 #[derive(Args, Clone, Debug)]
 pub struct ActorArgs {
-    /// Staff id of the caller.
+    /// Staff id of the caller, e.g. staff:co-17.
     #[arg(long = "as", env = "ANSINH_ACTOR", global = true, value_parser = ansinh::input::actor)]
     pub actor: Option<String>,
     /// The caller's role (with --as and --unit): teller, credit-officer, branch-manager or auditor.
@@ -165,7 +165,8 @@ pub enum HouseholdCommand {
         /// "NAME:CITIZEN_ID:RELATION" (CITIZEN_ID may be empty for a child), repeatable.
         #[arg(long = "add-member")]
         add: Vec<String>,
-        /// A member's citizen id, or name when they have none, repeatable.
+        /// A member's citizen id, or name when they have none, repeatable, e.g.
+        /// --remove 001085012345 --remove "Lê Thị Bình".
         #[arg(long = "remove-member")]
         remove: Vec<String>,
     },
@@ -340,7 +341,8 @@ pub enum LoanCommand {
         /// The loan's reference. Example: 01-L1
         #[arg(long, value_parser = ansinh::input::loan_ref)]
         loan: LoanRef,
-        /// Partition sequence of the event to reverse.
+        /// Partition sequence of the event to reverse, as `audit verify` or a receipt
+        /// prints it, e.g. 42.
         #[arg(long)]
         sequence: u64,
         /// The date of the reversal (YYYY-MM-DD). Example: 2026-05-02
