@@ -8,8 +8,8 @@
 //!    again at the end: p50 / p99 (target: p99 <= 10 ms, flat);
 //! 3. verify beside a projection rebuild and a catch-up of the log's second half (target:
 //!    >= 25% of verify, each);
-//! 4. HTTP registrations from 64 clients (target >= 10,000/s, p99 <= 20 ms), and a
-//!    payment run of 10,000 instructions;
+//! 4. HTTP registrations from 64 clients (target >= 10,000/s, p99 <= 20 ms), HTTP
+//!    classifications of the same households, and a payment run of 10,000 instructions;
 //! 5. the first command after a restart: from the book snapshot the writer saved when it
 //!    closed (target <= 1 s), and on an empty store (a fold from genesis), for comparison.
 //!
@@ -163,6 +163,12 @@ async fn run() -> BenchResult<()> {
         &format!("HTTP registrations, {HTTP_CLIENTS} clients, two citizens each ({HTTP_REGISTRATIONS}): rate / p99"),
         format!("{rate:.0}/s / {p99:.1} ms"),
         ">= 10,000/s, p99 <= 20 ms",
+    ));
+    let (rate, p99) = http_classifications(&base, &officer_token, households).await?;
+    rows.push(row(
+        &format!("HTTP classifications, {HTTP_CLIENTS} clients ({HTTP_REGISTRATIONS}): rate / p99"),
+        format!("{rate:.0}/s / {p99:.1} ms"),
+        "",
     ));
 
     let started = Instant::now();
@@ -446,14 +452,27 @@ fn staff(dir: &std::path::Path) -> BenchResult<(StaffDirectory, String, String)>
 const HTTP_CLIENTS: usize = 64;
 const HTTP_REGISTRATIONS: u64 = 20_000;
 
-/// `POST /v1/households` from HTTP_CLIENTS clients: the rate and the p99 in ms. The
-/// households follow the province's (numbers from `first` on), each with a spouse.
-async fn http_registrations(base: &str, token: &str, first: u64) -> BenchResult<(f64, f64)> {
+/// One HTTP write of the load: path, idempotency key and body of the `i`-th request.
+type HttpWrite = (String, String, serde_json::Value);
+
+/// `HTTP_REGISTRATIONS` HTTP writes from `HTTP_CLIENTS` clients, each sending its next
+/// write when the last is answered; every one must succeed. Returns (writes/s, p99 ms).
+async fn http_writes(
+    base: &str,
+    token: &str,
+    write: impl Fn(u64) -> HttpWrite + Send + std::marker::Sync + 'static,
+) -> BenchResult<(f64, f64)> {
+    let write = Arc::new(write);
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let started = Instant::now();
     let mut set = JoinSet::new();
     for _ in 0..HTTP_CLIENTS {
-        let (base, token, next) = (base.to_string(), token.to_string(), next.clone());
+        let (base, token, next, write) = (
+            base.to_string(),
+            token.to_string(),
+            next.clone(),
+            write.clone(),
+        );
         set.spawn(async move {
             let client = reqwest::Client::new();
             let mut latencies = Vec::new();
@@ -462,24 +481,12 @@ async fn http_registrations(base: &str, token: &str, first: u64) -> BenchResult<
                 if i >= HTTP_REGISTRATIONS {
                     break;
                 }
-                let n = first + 1_000 + i;
-                let body = serde_json::json!({
-                    "household_id": household(n).to_string(),
-                    "area": "rural",
-                    "registered_on": "2026-02-01",
-                    "personal": {
-                        "head_name": "Nguyễn Thị Hạnh",
-                        "head_citizen_id": format!("0013{n:08}"),
-                        "members": [
-                            {"name": "Trần Văn Nam", "citizen_id": format!("0014{n:08}"), "relation": "spouse"}
-                        ]
-                    }
-                });
+                let (path, key, body) = write(i);
                 let sent = Instant::now();
                 let response = client
-                    .post(format!("{base}/v1/households"))
+                    .post(format!("{base}{path}"))
                     .bearer_auth(&token)
-                    .header("idempotency-key", format!("http-reg-{n}"))
+                    .header("idempotency-key", key)
                     .json(&body)
                     .timeout(Duration::from_secs(30))
                     .send()
@@ -499,15 +506,58 @@ async fn http_registrations(base: &str, token: &str, first: u64) -> BenchResult<
     }
     let seconds = started.elapsed().as_secs_f64();
     if all.len() as u64 != HTTP_REGISTRATIONS {
-        return Err(format!(
-            "{} of {HTTP_REGISTRATIONS} registrations succeeded",
-            all.len()
-        )
-        .into());
+        return Err(format!("{} of {HTTP_REGISTRATIONS} writes succeeded", all.len()).into());
     }
     all.sort_by(f64::total_cmp);
     let p99 = all[((all.len() - 1) as f64 * 0.99).round() as usize];
     Ok((all.len() as f64 / seconds, p99))
+}
+
+/// The household of the `i`-th HTTP registration.
+fn http_household(first: u64, i: u64) -> u64 {
+    first + 1_000 + i
+}
+
+/// Registrations over HTTP, each household with personal data and two citizens.
+async fn http_registrations(base: &str, token: &str, first: u64) -> BenchResult<(f64, f64)> {
+    http_writes(base, token, move |i| {
+        let n = http_household(first, i);
+        let body = serde_json::json!({
+            "household_id": household(n).to_string(),
+            "area": "rural",
+            "registered_on": "2026-02-01",
+            "personal": {
+                "head_name": "Nguyễn Thị Hạnh",
+                "head_citizen_id": format!("0013{n:08}"),
+                "members": [
+                    {"name": "Trần Văn Nam", "citizen_id": format!("0014{n:08}"), "relation": "spouse"}
+                ]
+            }
+        });
+        ("/v1/households".to_string(), format!("http-reg-{n}"), body)
+    })
+    .await
+}
+
+/// The yearly review over HTTP of the households `http_registrations` registered: a
+/// write with no personal data, so no citizen claim and no data key.
+async fn http_classifications(base: &str, token: &str, first: u64) -> BenchResult<(f64, f64)> {
+    http_writes(base, token, move |i| {
+        let n = http_household(first, i);
+        let body = serde_json::json!({
+            "income_per_person": "1500000",
+            "area": "rural",
+            "deprived": ["employment", "nutrition"],
+            "review_year": 2026,
+            "decided_on": "2026-02-10"
+        });
+        (
+            format!("/v1/households/{}/classifications", household(n)),
+            format!("http-review-{n}"),
+            body,
+        )
+    })
+    .await
 }
 
 /// Entitlements granted for the payment run (two communes of the province).
