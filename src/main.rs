@@ -357,6 +357,8 @@ enum AuditCommand {
     /// Verify a bundle offline (no server): every event against the signed checkpoint,
     /// the key history, the balance statement, the CSV and the manifest.
     VerifyBundle {
+        /// The bundle's directory, or the archive the staff API serves for download
+        /// (`bundle-<household>.tar`).
         dir: PathBuf,
         /// A ledger key id you pinned out of band; it must start the signer's history.
         #[arg(long, value_parser = ansinh::input::key_id)]

@@ -37,6 +37,8 @@ struct Server {
     service: Service,
     schemas: Schemas,
     staff: Tokens,
+    /// The checkpoint stream of this server's log (one per test: no other test signs it).
+    checkpoints: ansinh::checkpoint::CheckpointConfig,
     _stop: tokio::sync::oneshot::Sender<()>,
     _dir: tempfile::TempDir,
 }
@@ -55,7 +57,7 @@ impl Answer {
 }
 
 async fn server() -> Server {
-    let config = fresh_log();
+    let (config, checkpoints) = fresh_checkpointed();
     let dir = tempfile::tempdir().unwrap();
     let ledger = ledger_at(&config, &dir.path().join("store")).await;
     let vault = Arc::new(vault_for(&ledger, &dir.path().join("secrets")).await);
@@ -74,6 +76,7 @@ async fn server() -> Server {
     let api = Api::new(service.clone(), StaffDirectory::load(&path).unwrap())
         .await
         .unwrap();
+    api.set_checkpoints(checkpoints.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -87,6 +90,7 @@ async fn server() -> Server {
         service,
         schemas: Schemas::compile(),
         staff,
+        checkpoints,
         _stop: stop,
         _dir: dir,
     }
@@ -230,6 +234,85 @@ impl Server {
             .await;
         assert_eq!(disbursed.status, StatusCode::CREATED, "{}", disbursed.body);
         loan
+    }
+}
+
+impl Server {
+    /// A staff POST under `key`, its answer checked against `schema`.
+    async fn send(&self, token: &str, path: &str, key: &str, body: Value, schema: &str) -> Answer {
+        let request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("idempotency-key", key)
+            .json(&body);
+        self.answer(request.send().await.unwrap(), schema).await
+    }
+
+    /// The household registered, an entitlement granted from 2026-10, October's budget
+    /// allocated, and commune 0100007 paid for October on 2026-10-05 (one instruction
+    /// through gateway vcb): the run's answer.
+    async fn paid_october(&self) -> Answer {
+        assert_eq!(
+            self.register(HOUSEHOLD, "001090000001").await.status,
+            StatusCode::CREATED
+        );
+        let m = &self.staff.manager;
+        let granted = self
+            .send(
+                m,
+                "/v1/entitlements",
+                "grant-1",
+                json!({
+                    "household_id": HOUSEHOLD, "member": "001090000001",
+                    "category": "ELDERLY_80_PLUS_NO_PENSION", "channel": "bank", "gateway": "vcb",
+                    "from": "2026-10", "on": "2026-10-01"
+                }),
+                "entitlement.response",
+            )
+            .await;
+        assert_eq!(granted.status, StatusCode::CREATED, "{}", granted.body);
+        let budget = self
+            .send(
+                m,
+                "/v1/communes/0100007/budgets",
+                "budget-10",
+                json!({"period": "2026-10", "amount": "2000000", "on": "2026-10-01"}),
+                "receipt.response",
+            )
+            .await;
+        assert_eq!(budget.status, StatusCode::CREATED, "{}", budget.body);
+        let paid = self
+            .send(
+                m,
+                "/v1/communes/0100007/payment-runs",
+                "run-10",
+                json!({"period": "2026-10", "on": "2026-10-05"}),
+                "payment-run.response",
+            )
+            .await;
+        assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.body);
+        paid
+    }
+
+    /// A GET with extra headers, answering the status, the headers and the raw body.
+    async fn get_raw(
+        &self,
+        token: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
+        let mut request = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        (status, headers, response.bytes().await.unwrap().to_vec())
     }
 }
 
@@ -1763,4 +1846,210 @@ async fn a_household_is_found_by_a_citizen_id_within_the_callers_unit() {
         );
     }
     assert_eq!(s.events().await, before, "a search appends nothing");
+}
+
+/// `GET /v1/partitions/{p}/reconciliation?from&to`: every day of the range per gateway
+/// with totals, as JSON, and as CSV for people on `Accept: text/csv` or `format=csv` (the
+/// same figures, whole đồng digits); a reversed, too long or half-given range is a typed
+/// 400, and nothing is appended by any of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_of_days_reconciles_as_json_and_as_csv() {
+    let s = server().await;
+    let paid = s.paid_october().await;
+    let amount = money(&paid.body["amount"]);
+    let before = s.events().await;
+    let path = "/v1/partitions/01/reconciliation?from=2026-10-01&to=2026-10-31&as_of=2026-10-06";
+    let range = s
+        .get(&s.staff.auditor, path, "reconciliation-range.response")
+        .await;
+    assert_eq!(range.status, StatusCode::OK, "{}", range.body);
+    let lines = range.body["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 1, "{}", range.body);
+    assert_eq!(
+        (lines[0]["day"].as_str(), lines[0]["gateway"].as_str()),
+        (Some("2026-10-05"), Some("vcb"))
+    );
+    assert_eq!(lines[0]["instructed"]["count"], json!(1));
+    assert_eq!(money(&lines[0]["instructed"]["amount"]), amount);
+    assert_eq!(range.body["totals"]["instructed"], lines[0]["instructed"]);
+    assert_eq!(range.body["totals"]["settled"]["count"], json!(0));
+
+    for (extra, headers) in [("&format=csv", vec![]), ("", vec![("accept", "text/csv")])] {
+        let (status, answered, bytes) = s
+            .get_raw(&s.staff.manager, &format!("{path}{extra}"), &headers)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            answered["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/csv"),
+            "{answered:?}"
+        );
+        assert!(
+            answered["content-disposition"]
+                .to_str()
+                .unwrap()
+                .starts_with("attachment"),
+            "{answered:?}"
+        );
+        let text = String::from_utf8(bytes).unwrap();
+        let rows: Vec<&str> = text.trim_start_matches('\u{feff}').split("\r\n").collect();
+        assert_eq!(
+            rows,
+            vec![
+                ansinh::payments_report::RECONCILIATION_CSV_HEADER,
+                &format!("01,2026-10-05,vcb,1,{amount},0,0,0,0,0,0,0,0,0,0,0,0,0"),
+                "",
+            ]
+        );
+    }
+
+    for (query, why) in [
+        ("from=2026-10-31&to=2026-10-01", "reversed"),
+        ("from=2026-01-01&to=2027-01-02", "367 days"),
+        ("from=2026-10-01", "no end"),
+        ("from=2026-10-01&to=2026-10-1", "an unpadded day"),
+        (
+            "from=2026-10-01&to=2026-10-31&format=xml",
+            "an unknown format",
+        ),
+        (
+            "from=2026-10-01&to=2026-10-31&as_of=2026-10-04",
+            "as of before the run",
+        ),
+    ] {
+        let refused = s
+            .get(
+                &s.staff.auditor,
+                &format!("/v1/partitions/01/reconciliation?{query}"),
+                "reconciliation-range.response",
+            )
+            .await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (StatusCode::BAD_REQUEST, "InvalidParameter"),
+            "{why}: {}",
+            refused.body
+        );
+    }
+    let outside = s
+        .get(
+            &s.staff.officer,
+            "/v1/partitions/01/reconciliation?from=2026-10-01&to=2026-10-31",
+            "reconciliation-range.response",
+        )
+        .await;
+    assert_eq!(
+        (outside.status, outside.kind()),
+        (StatusCode::FORBIDDEN, "OutsideUnit")
+    );
+    assert_eq!(s.events().await, before, "reading a range appends nothing");
+}
+
+/// `GET /v1/audit/partitions/{p}/households/{id}/bundle`: before a checkpoint covers the
+/// household's events it is 409 `NotCovered`; after, the download is one tar archive
+/// that `ansinh audit verify-bundle` accepts offline (and refuses with one byte changed),
+/// holding every event of the household. A household of another partition, a malformed
+/// id, a commune officer and a household the log never saw are refused; nothing is
+/// appended by any of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_households_bundle_downloads_as_one_archive_that_verifies_offline() {
+    let s = server().await;
+    s.disbursed_loan().await;
+    let path = format!("/v1/audit/partitions/01/households/{HOUSEHOLD}/bundle");
+    let (status, _, body) = s.get_raw(&s.staff.auditor, &path, &[]).await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::CONFLICT, Some("NotCovered")),
+        "{body}"
+    );
+
+    let mut checkpointer = ansinh::checkpoint::Checkpointer::open(
+        client().await,
+        s.service.ledger.clone(),
+        s.checkpoints.clone(),
+        s._dir.path(),
+    )
+    .await
+    .unwrap();
+    for (partition, outcome) in checkpointer.checkpoint_all().await.unwrap() {
+        outcome.unwrap_or_else(|e| panic!("checkpoint of {partition}: {e}"));
+    }
+    let before = s.events().await;
+
+    let (status, headers, tar) = s.get_raw(&s.staff.auditor, &path, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&tar));
+    assert_eq!(headers["content-type"], "application/x-tar");
+    assert_eq!(
+        headers["content-disposition"],
+        format!("attachment; filename=\"bundle-{HOUSEHOLD}.tar\"").as_str()
+    );
+    let files = ansinh::bundle::archive::from_tar(&tar).unwrap();
+    let verified = ansinh::bundle::verify(&files, &[]).unwrap();
+    // Registered, classified, approved, disbursed.
+    assert_eq!(verified.events, 4, "{verified:?}");
+    assert_eq!(verified.households, 1);
+
+    // The same check `ansinh audit verify-bundle` makes, on the downloaded file.
+    let download = s._dir.path().join(format!("bundle-{HOUSEHOLD}.tar"));
+    std::fs::write(&download, &tar).unwrap();
+    let run = |file: &std::path::Path| {
+        binary_on(s._dir.path(), &["--json", "audit", "verify-bundle"])
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let accepted = run(&download);
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stdout)
+    );
+    let mut damaged = tar.clone();
+    // A byte of the first file's content (after the directory's and its own header).
+    damaged[2 * 512 + 10] ^= 1;
+    let changed = s._dir.path().join("changed.tar");
+    std::fs::write(&changed, &damaged).unwrap();
+    assert!(!run(&changed).status.success(), "a changed byte is refused");
+
+    for (token, path, expected, kind) in [
+        (
+            &s.staff.auditor,
+            format!("/v1/audit/partitions/02/households/{HOUSEHOLD}/bundle"),
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+        ),
+        (
+            &s.staff.auditor,
+            "/v1/audit/partitions/01/households/0100007-00001/bundle".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+        ),
+        (
+            &s.staff.officer,
+            path.clone(),
+            StatusCode::FORBIDDEN,
+            "OutsideUnit",
+        ),
+        (
+            &s.staff.auditor,
+            "/v1/audit/partitions/01/households/0100007-000999/bundle".to_owned(),
+            StatusCode::NOT_FOUND,
+            "NothingToExport",
+        ),
+    ] {
+        let (status, _, body) = s.get_raw(token, &path, &[]).await;
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        if let Err(v) = s.schemas.validate("error.response", &body) {
+            panic!("{path}: {v:?}");
+        }
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (expected, Some(kind)),
+            "{path}: {body}"
+        );
+    }
+    assert_eq!(s.events().await, before, "a download appends nothing");
 }

@@ -198,3 +198,50 @@ pub async fn consistency(
         .map_err(proof_error)?;
     Ok(Json(document).into_response())
 }
+
+/// `GET /v1/audit/partitions/{p}/households/{id}/bundle`: the household's auditor bundle
+/// (`ansinh audit export --household`) as one ustar archive (`bundle::archive`), to be
+/// checked offline with `ansinh audit verify-bundle bundle-<id>.tar` (or after `tar -xf`).
+/// Against the partition's latest signed checkpoint: events it does not cover yet are
+/// 409 `NotCovered` (the checkpointer of `serve` covers them within its policy). Reads the
+/// partition's chain, O(partition), like the CLI; at most `BUNDLE_EVENTS_MAX` events.
+pub async fn bundle(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    Path((partition, household)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    use crate::bundle::archive;
+    use crate::bundle::export::{ExportRequest, export};
+    let partition = crate::input::partition(&partition)?;
+    let household = crate::input::household(&household)?;
+    if household.province().as_str() != partition.as_str() {
+        return Err(ApiError::InvalidParameter(format!(
+            "household {household} is recorded in partition {}, not {partition}",
+            household.province().as_str()
+        )));
+    }
+    // Partition-wide readers only (auditors, the province's branch), as the proofs.
+    let (_, auditor) = auditor_for(&api, &caller, partition.as_str()).await?;
+    let request = ExportRequest {
+        scope: crate::bundle::Scope::Household(household.to_string()),
+        from: None,
+        to: None,
+    };
+    let files = export(&auditor, &request).await.map_err(ApiError::Export)?;
+    let name = archive::directory_name(household.as_str());
+    let tar = archive::to_tar(&files, &name);
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/x-tar".to_owned(),
+            ),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}.tar\""),
+            ),
+        ],
+        tar,
+    )
+        .into_response())
+}

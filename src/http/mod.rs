@@ -644,6 +644,24 @@ pub fn routes() -> openapi::Routes {
             reports::reconciliation,
         )
         .get(
+            "/v1/partitions/{partition}/reconciliation",
+            "A range of days' reconciliation per gateway, with totals, as JSON or CSV",
+            Some("reconciliation-range.response"),
+            Staff,
+            reports::reconciliation_range,
+        )
+        .queries(&[
+            ("from", "The first day, YYYY-MM-DD (required)."),
+            ("to", "The last day, YYYY-MM-DD, included (required); at most 366 days after from."),
+            ("as_of", "The report as of this day (default: today); refused (400) if the partition has payment events after it."),
+            ("pending_days", "Instructions without a result for this many days are pending (default 10)."),
+            ("format", "json (default) or csv; `Accept: text/csv` also asks for CSV."),
+        ])
+        .also_as(&["text/csv"])
+        .described(
+            "Read from the projections, O(the range's lines): each day is two prefix scans, at most `RECONCILIATION_RANGE_DAYS_MAX` (366) days; a reversed or longer range is refused (400). The CSV (RFC 4180, UTF-8 with a byte-order mark, CRLF line ends) has a header row and one row per day and gateway; amounts are whole đồng as plain digits (columns ending `_vnd`).",
+        )
+        .get(
             "/v1/audit/partitions/{p}/status",
             "A partition's verified head, latest checkpoint and its cosigners, and the read model's lag",
             Some("audit-status.response"),
@@ -663,6 +681,17 @@ pub fn routes() -> openapi::Routes {
             Some("consistency-proof"),
             Staff,
             audit::consistency,
+        )
+        .get(
+            "/v1/audit/partitions/{p}/households/{id}/bundle",
+            "A household's auditor bundle as one tar archive, to verify offline",
+            None,
+            Staff,
+            audit::bundle,
+        )
+        .also_as(&["application/x-tar"])
+        .described(
+            "The bundle of `ansinh audit export --household` (docs/BUNDLES.md) as a ustar archive of its directory, `Content-Disposition: attachment`; `ansinh audit verify-bundle bundle-<id>.tar` checks it with no server. Proved against the partition's latest signed checkpoint: events not yet covered answer 409 `NotCovered` until the next checkpoint. Reads the partition's chain (O(partition), as the CLI); at most `BUNDLE_EVENTS_MAX` events. Auditors and the province's branch, as the proofs.",
         )
         .get(
             "/v1/openapi.json",

@@ -50,6 +50,7 @@ pub const SOURCES: &[(&str, &str)] = schemas![
     "portfolio.response",
     "trial-balance.response",
     "reconciliation-day.response",
+    "reconciliation-range.response",
     "error.response",
     "gateway-post.request",
     "gateway-instructions.response",
