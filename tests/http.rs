@@ -2053,3 +2053,133 @@ async fn a_households_bundle_downloads_as_one_archive_that_verifies_offline() {
     }
     assert_eq!(s.events().await, before, "a download appends nothing");
 }
+
+/// `GET /v1/audit/partitions/{p}/anomalies` and `.../recompute`: what `ansinh audit
+/// anomalies` and `recompute-eligibility` find, for auditors, a page at a time: an
+/// instruction pending past the allowed days is listed as of a late day and not as of
+/// the day after it was issued; the review re-derives; pages are numbered from 1; a
+/// partition the log never saw is 404, a commune officer 403; nothing is appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auditors_read_the_anomalies_and_the_recomputed_decisions_a_page_at_a_time() {
+    let s = server().await;
+    s.paid_october().await;
+    assert_eq!(s.classify_poor(HOUSEHOLD).await.status, StatusCode::CREATED);
+    let before = s.events().await;
+    let a = &s.staff.auditor;
+    let late = s
+        .get(
+            a,
+            "/v1/audit/partitions/01/anomalies?as_of=2026-12-31&pending_days=10",
+            "anomalies.response",
+        )
+        .await;
+    assert_eq!(late.status, StatusCode::OK, "{}", late.body);
+    assert_eq!(late.body["total"], json!(1), "{}", late.body);
+    let found = &late.body["anomalies"][0];
+    assert_eq!(
+        (found["kind"].as_str(), found["household"].as_str()),
+        (Some("instruction_pending"), Some(HOUSEHOLD))
+    );
+    assert_eq!(found["at"]["partition"], json!("01"));
+    assert_eq!(late.body["events_scanned"], json!(before));
+    let early = s
+        .get(
+            a,
+            "/v1/audit/partitions/01/anomalies?as_of=2026-10-06",
+            "anomalies.response",
+        )
+        .await;
+    assert_eq!(
+        (early.status, &early.body["total"]),
+        (StatusCode::OK, &json!(0))
+    );
+    let past = s
+        .get(
+            a,
+            "/v1/audit/partitions/01/anomalies?as_of=2026-12-31&page=2",
+            "anomalies.response",
+        )
+        .await;
+    assert_eq!(past.status, StatusCode::OK, "{}", past.body);
+    assert_eq!(
+        (
+            &past.body["page"],
+            &past.body["pages"],
+            &past.body["anomalies"]
+        ),
+        (&json!(2), &json!(1), &json!([]))
+    );
+
+    let recomputed = s
+        .get(a, "/v1/audit/partitions/01/recompute", "recompute.response")
+        .await;
+    assert_eq!(recomputed.status, StatusCode::OK, "{}", recomputed.body);
+    assert_eq!(
+        (
+            &recomputed.body["decisions"],
+            &recomputed.body["total"],
+            &recomputed.body["mismatches"]
+        ),
+        (&json!(1), &json!(0), &json!([]))
+    );
+
+    for (token, path, expected, kind) in [
+        (
+            a,
+            "/v1/audit/partitions/01/anomalies?page=0",
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+        ),
+        (
+            a,
+            "/v1/audit/partitions/01/anomalies?as_of=2026-1-1",
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+        ),
+        (
+            a,
+            "/v1/audit/partitions/01/recompute?page=x",
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+        ),
+        (
+            a,
+            "/v1/audit/partitions/1/recompute",
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+        ),
+        (
+            a,
+            "/v1/audit/partitions/99/anomalies",
+            StatusCode::NOT_FOUND,
+            "NotFound",
+        ),
+        (
+            a,
+            "/v1/audit/partitions/99/recompute",
+            StatusCode::NOT_FOUND,
+            "NotFound",
+        ),
+        (
+            &s.staff.officer,
+            "/v1/audit/partitions/01/anomalies",
+            StatusCode::FORBIDDEN,
+            "OutsideUnit",
+        ),
+        (
+            &s.staff.officer,
+            "/v1/audit/partitions/01/recompute",
+            StatusCode::FORBIDDEN,
+            "OutsideUnit",
+        ),
+    ] {
+        let refused = s.get(token, path, "recompute.response").await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (expected, kind),
+            "{path}: {}",
+            refused.body
+        );
+    }
+    assert_eq!(s.events().await, before, "audits append nothing");
+}

@@ -694,6 +694,35 @@ pub fn routes() -> openapi::Routes {
             "The bundle of `ansinh audit export --household` (docs/BUNDLES.md) as a ustar archive of its directory, `Content-Disposition: attachment`; `ansinh audit verify-bundle bundle-<id>.tar` checks it with no server. Proved against the partition's latest signed checkpoint: events not yet covered answer 409 `NotCovered` until the next checkpoint. Reads the partition's chain (O(partition), as the CLI); at most `BUNDLE_EVENTS_MAX` events. Auditors and the province's branch, as the proofs.",
         )
         .get(
+            "/v1/audit/partitions/{p}/anomalies",
+            "Anomalies concerning a partition, as `ansinh audit anomalies` finds them, a page at a time",
+            Some("anomalies.response"),
+            Staff,
+            audit::anomalies,
+        )
+        .queries(&[
+            ("as_of", "Instructions pending are counted to this day (default: today)."),
+            ("pending_days", "Instructions without a result for more than this many days are listed (default 10)."),
+            ("page", "The page, from 1 (default 1); `FINDINGS_PAGE_MAX` (500) anomalies a page."),
+        ])
+        .described(
+            "Reads and verifies the whole log on every call (O(log), every partition in stream order: a citizen may be in households of two provinces), as the CLI; at most `LOG_SCANS_IN_FLIGHT_MAX` (2) such reads run at once in a process, and a call must end within the request timeout (15 s): for a log too large for that, run `ansinh audit anomalies`. The scan lists at most `ANOMALIES_LISTED_MAX` (10,000) and counts the rest (`not_listed`); the answer holds at most `FINDINGS_PAGE_MAX` (500) of them. Records nothing. Auditors and the province's branch.",
+        )
+        .get(
+            "/v1/audit/partitions/{p}/recompute",
+            "Eligibility decisions of a partition that do not re-derive from their recorded inputs, a page at a time",
+            Some("recompute.response"),
+            Staff,
+            audit::recompute,
+        )
+        .queries(&[(
+            "page",
+            "The page, from 1 (default 1); `FINDINGS_PAGE_MAX` (500) mismatches a page.",
+        )])
+        .described(
+            "`ansinh audit recompute-eligibility` for one partition: reads and verifies the partition's log on every call (O(partition)); at most `LOG_SCANS_IN_FLIGHT_MAX` (2) such reads run at once in a process, within the request timeout (15 s). The answer holds at most `FINDINGS_PAGE_MAX` (500) mismatches. Records nothing. Auditors and the province's branch.",
+        )
+        .get(
             "/v1/openapi.json",
             "This document",
             None,

@@ -51,6 +51,8 @@ pub const SOURCES: &[(&str, &str)] = schemas![
     "trial-balance.response",
     "reconciliation-day.response",
     "reconciliation-range.response",
+    "anomalies.response",
+    "recompute.response",
     "error.response",
     "gateway-post.request",
     "gateway-instructions.response",
