@@ -719,19 +719,7 @@ impl Service {
         };
         match commune {
             Some(c) => access::authorize(req.caller, op, &c)?,
-            None => {
-                access::authorize_role(req.caller, op)?;
-                // Without a commune in the command, the caller's unit must cover the
-                // whole partition (a provincial branch).
-                if !access::within(&req.caller.unit, partition.as_str()) {
-                    return Err(AccessError::OutsideUnit {
-                        caller: req.caller.id.clone(),
-                        unit: req.caller.unit.clone(),
-                        commune: partition.to_string(),
-                    }
-                    .into());
-                }
-            }
+            None => partition_wide(req.caller, op, partition)?,
         }
         self.submit(
             req,
@@ -795,6 +783,89 @@ impl Service {
                 what: "the post's idempotency key names another kind of event".into(),
             })),
         }
+    }
+}
+
+/// Without a commune in the command, the caller's unit must cover the whole partition
+/// (a provincial branch).
+fn partition_wide(
+    caller: &Caller,
+    op: Operation,
+    partition: &Partition,
+) -> Result<(), AccessError> {
+    access::authorize_role(caller, op)?;
+    if !access::within(&caller.unit, partition.as_str()) {
+        return Err(AccessError::OutsideUnit {
+            caller: caller.id.clone(),
+            unit: caller.unit.clone(),
+            commune: partition.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// What one `Service::time_out_due` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TimedOut {
+    /// Instructions this call timed out (their holds went back to the budget).
+    pub timed_out: Vec<crate::domain::payments::instructions::InstructionId>,
+    /// Due instructions left for another call, past the call's limit.
+    pub remaining: u64,
+}
+
+impl Service {
+    /// `payments timeouts`: every instruction of `partition` still without a result
+    /// past its channel's timeout on `as_of` is timed out, at most `limit` of them, one
+    /// command each under the key `timeout:<instruction>`, so a rerun (or the CLI and the
+    /// API both) times each out once. Which are due is the domain's
+    /// (`instructions::due_for_timeout`) over the partition's payments book folded from
+    /// the verified log (O(partition)). A credit officer or branch manager whose unit
+    /// covers the partition.
+    pub async fn time_out_due(
+        &self,
+        caller: &Caller,
+        correlation_id: &str,
+        partition: &Partition,
+        as_of: NaiveDate,
+        limit: usize,
+    ) -> Result<TimedOut, ServiceError> {
+        use crate::domain::payments::{CommandKind as K, instructions};
+        partition_wide(caller, Operation::ManagePayments, partition)?;
+        let mut stream = self.ledger.stream().clone();
+        let events = crate::payments_report::payment_events(
+            &mut stream,
+            self.ledger.config(),
+            Some(partition),
+        )
+        .await
+        .map_err(|e| ServiceError::Append(AppendError::Nats(e.to_string())))?;
+        let book =
+            crate::domain::payments::replay(events.get(partition.as_str()).into_iter().flatten());
+        let due: Vec<_> = instructions::due_for_timeout(&book, as_of)
+            .copied()
+            .collect();
+        let mut done = TimedOut {
+            remaining: due.len().saturating_sub(limit) as u64,
+            ..TimedOut::default()
+        };
+        for instruction in due.into_iter().take(limit) {
+            let key = format!("timeout:{instruction}");
+            let req = Request {
+                caller,
+                idempotency_key: &key,
+                correlation_id,
+            };
+            match self
+                .payment(&req, partition, K::TimeOut { instruction }, as_of)
+                .await
+            {
+                Ok(_) => done.timed_out.push(instruction),
+                // Settled, failed or timed out in the meantime: nothing left to do there.
+                Err(ServiceError::Rejected(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
     }
 }
 

@@ -2183,3 +2183,113 @@ async fn auditors_read_the_anomalies_and_the_recomputed_decisions_a_page_at_a_ti
     }
     assert_eq!(s.events().await, before, "audits append nothing");
 }
+
+/// `POST /v1/partitions/{p}/timeouts`: as `ansinh payments timeouts`; before the bank's
+/// timeout nothing is due (200 `nothing_left`, nothing appended); after it the instruction
+/// is timed out (201, one event), and a retry under the same key, or a new key, finds the
+/// work done (200 `nothing_left`) and appends nothing. Only the province's payments staff
+/// may; a missing key and a malformed partition or date are 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_over_http_time_out_each_instruction_once() {
+    let s = server().await;
+    s.paid_october().await;
+    let m = &s.staff.manager;
+    let path = "/v1/partitions/01/timeouts";
+    let before = s.events().await;
+    let early = s
+        .send(
+            m,
+            path,
+            "timeouts-early",
+            json!({"as_of": "2026-10-06"}),
+            "timeouts.response",
+        )
+        .await;
+    assert_eq!(
+        (early.status, early.body["outcome"].as_str()),
+        (StatusCode::OK, Some("nothing_left")),
+        "{}",
+        early.body
+    );
+    assert_eq!(s.events().await, before);
+
+    let late = json!({"as_of": "2026-12-31"});
+    let done = s
+        .send(m, path, "timeouts-1", late.clone(), "timeouts.response")
+        .await;
+    assert_eq!(done.status, StatusCode::CREATED, "{}", done.body);
+    assert_eq!(done.body["outcome"], json!("timed_out"));
+    let ids = done.body["timed_out"].as_array().unwrap();
+    assert_eq!(ids.len(), 1);
+    assert!(
+        ids[0].as_str().unwrap().starts_with("pay:"),
+        "{}",
+        done.body
+    );
+    assert_eq!(s.events().await, before + 1);
+
+    for key in ["timeouts-1", "timeouts-2"] {
+        let again = s
+            .send(m, path, key, late.clone(), "timeouts.response")
+            .await;
+        assert_eq!(
+            (again.status, again.body["outcome"].as_str()),
+            (StatusCode::OK, Some("nothing_left")),
+            "{key}: {}",
+            again.body
+        );
+    }
+    assert_eq!(s.events().await, before + 1, "a retry appends nothing");
+
+    for (token, path, key, body, expected, kind) in [
+        (
+            &s.staff.teller,
+            path,
+            Some("t"),
+            late.clone(),
+            StatusCode::FORBIDDEN,
+            "RoleDenied",
+        ),
+        (
+            &s.staff.officer,
+            path,
+            Some("t"),
+            late.clone(),
+            StatusCode::FORBIDDEN,
+            "OutsideUnit",
+        ),
+        (
+            m,
+            "/v1/partitions/1/timeouts",
+            Some("t"),
+            late.clone(),
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+        ),
+        (
+            m,
+            path,
+            None,
+            late.clone(),
+            StatusCode::BAD_REQUEST,
+            "MissingIdempotencyKey",
+        ),
+        (
+            m,
+            path,
+            Some("t"),
+            json!({"as_of": "2026-12-1"}),
+            StatusCode::BAD_REQUEST,
+            "SchemaViolation",
+        ),
+    ] {
+        let refused = s.post_raw(token, path, key, body.to_string()).await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (expected, kind),
+            "{path}: {}",
+            refused.body
+        );
+    }
+    assert_eq!(s.events().await, before + 1, "refusals append nothing");
+}

@@ -499,37 +499,15 @@ async fn timeouts(
     json: bool,
 ) -> Result<ExitCode, BoxError> {
     let caller = who.caller()?;
-    let service = runtime.service();
-    let mut stream = runtime.ledger.stream().clone();
-    let events = ansinh::payments_report::payment_events(
-        &mut stream,
-        runtime.ledger.config(),
-        Some(partition),
-    )
-    .await?;
-    let book =
-        ansinh::domain::payments::replay(events.get(partition.as_str()).into_iter().flatten());
-    let due: Vec<InstructionId> =
-        ansinh::domain::payments::instructions::due_for_timeout(&book, as_of)
-            .copied()
-            .collect();
-    let mut timed_out = 0;
-    for instruction in due {
-        // One key per instruction: rerunning the job adds nothing.
-        let key = format!("timeout:{instruction}");
-        let req = Request {
-            caller: &caller,
-            idempotency_key: &key,
-            correlation_id: "cli:timeouts",
-        };
-        if service
-            .payment(&req, partition, CommandKind::TimeOut { instruction }, as_of)
-            .await
-            .is_ok()
-        {
-            timed_out += 1;
-        }
-    }
+    // The command waits as long as the work takes: no limit per call.
+    let done = runtime
+        .service()
+        .time_out_due(&caller, "cli:timeouts", partition, as_of, usize::MAX)
+        .await;
+    let timed_out = match done {
+        Ok(done) => done.timed_out.len(),
+        Err(e) => return super::staff::outcome(Err(e), "timeout", json),
+    };
     if json {
         println!("{}", serde_json::json!({"timed_out": timed_out}));
     } else {

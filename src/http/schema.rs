@@ -53,6 +53,8 @@ pub const SOURCES: &[(&str, &str)] = schemas![
     "reconciliation-range.response",
     "anomalies.response",
     "recompute.response",
+    "timeouts.request",
+    "timeouts.response",
     "error.response",
     "gateway-post.request",
     "gateway-instructions.response",
