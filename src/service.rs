@@ -804,6 +804,78 @@ fn partition_wide(
     Ok(())
 }
 
+/// What one commune's payment run of a month did (`Service::run_commune`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommuneRun {
+    /// Its instructions were issued (or, `duplicate`, had been under this key).
+    Paid {
+        issued: u64,
+        amount: Decimal,
+        /// Budgets that could not cover their part: nothing was issued on them.
+        shortfalls: Vec<crate::domain::payments::instructions::Shortfall>,
+        receipt: Receipt,
+    },
+    /// Every active entitlement already had its instruction for the month.
+    NothingLeft,
+    /// No budget covered the run: nothing was issued, nothing appended.
+    Unfunded {
+        shortfalls: Vec<crate::domain::payments::instructions::Shortfall>,
+    },
+}
+
+impl Service {
+    /// One commune's payment run of `period`, all or none, as `payments run` and the
+    /// partition's run job do it commune by commune: `NothingLeft` and `Unfunded` are
+    /// answers, not errors, so a run over many communes goes on past them.
+    pub async fn run_commune(
+        &self,
+        req: &Request<'_>,
+        partition: &Partition,
+        period: crate::domain::payments::month::Month,
+        commune: crate::domain::payments::ids::CommuneId,
+        on: NaiveDate,
+    ) -> Result<CommuneRun, ServiceError> {
+        use crate::domain::payments::{self as pay, CommandKind as K, EventBody};
+        let kind = K::Run {
+            period,
+            commune: Some(commune),
+        };
+        let receipt = match self.payment(req, partition, kind, on).await {
+            Ok(receipt) => receipt,
+            Err(ServiceError::Rejected(Rejection::NothingToRecord)) => {
+                return Ok(CommuneRun::NothingLeft);
+            }
+            Err(ServiceError::Rejected(Rejection::Payment(pay::Rejection::RunUnfunded {
+                shortfalls,
+            }))) => return Ok(CommuneRun::Unfunded { shortfalls }),
+            Err(e) => return Err(e),
+        };
+        let event = self.ledger.event_of(&receipt).await?;
+        let recorded = match &event.payload {
+            Some(Payload::PaymentRecorded(p)) => {
+                book::payments::event_of(0, event.actor.as_ref(), p).ok()
+            }
+            _ => None,
+        };
+        match recorded.map(|e| e.body) {
+            Some(EventBody::PaymentRunCompleted {
+                issued,
+                amount,
+                shortfalls,
+                ..
+            }) => Ok(CommuneRun::Paid {
+                issued,
+                amount,
+                shortfalls,
+                receipt,
+            }),
+            _ => Err(ServiceError::Rejected(Rejection::UnsupportedCommand {
+                what: "the run's idempotency key names another kind of event".into(),
+            })),
+        }
+    }
+}
+
 /// What one `Service::time_out_due` did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TimedOut {

@@ -2293,3 +2293,191 @@ async fn timeouts_over_http_time_out_each_instruction_once() {
     }
     assert_eq!(s.events().await, before + 1, "refusals append nothing");
 }
+
+/// `POST /v1/partitions/{p}/payment-runs`: a whole province's run as a job, 202 with its
+/// `Location`; `GET /v1/jobs/{id}` follows it to `done` with the communes, instructions
+/// and amount. The same key again answers the same job (200) and another body under it
+/// 422; a second run of the month under a new key pays nothing twice. Commune desks,
+/// tellers and another province's branch are refused; a job is read only by who may
+/// read its partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provinces_payment_run_is_a_job_followed_to_its_result() {
+    let s = server().await;
+    // The setup of paid_october without its commune run.
+    assert_eq!(
+        s.register(HOUSEHOLD, "001090000001").await.status,
+        StatusCode::CREATED
+    );
+    let m = &s.staff.manager;
+    let granted = s
+        .send(
+            m,
+            "/v1/entitlements",
+            "grant-1",
+            json!({
+                "household_id": HOUSEHOLD, "member": "001090000001",
+                "category": "ELDERLY_80_PLUS_NO_PENSION", "channel": "bank", "gateway": "vcb",
+                "from": "2026-10", "on": "2026-10-01"
+            }),
+            "entitlement.response",
+        )
+        .await;
+    assert_eq!(granted.status, StatusCode::CREATED, "{}", granted.body);
+    let budget = s
+        .send(
+            m,
+            "/v1/communes/0100007/budgets",
+            "budget-10",
+            json!({"period": "2026-10", "amount": "2000000", "on": "2026-10-01"}),
+            "receipt.response",
+        )
+        .await;
+    assert_eq!(budget.status, StatusCode::CREATED, "{}", budget.body);
+
+    let s = &s;
+    let path = "/v1/partitions/01/payment-runs";
+    let run = json!({"period": "2026-10", "on": "2026-10-05"});
+    let start = |key: &'static str, body: Value| {
+        let request = s
+            .client
+            .post(format!("{}{path}", s.base))
+            .bearer_auth(m)
+            .header("idempotency-key", key)
+            .json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let location = response
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_owned());
+            (s.answer(response, "job.response").await, location)
+        }
+    };
+    // Follows a job until it is no longer running, within a bounded time.
+    let finished = |location: String| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let job = s.get(&s.staff.auditor, &location, "job.response").await;
+            assert_eq!(job.status, StatusCode::OK, "{}", job.body);
+            if job.body["state"] != json!("running") {
+                return job.body;
+            }
+            assert!(std::time::Instant::now() < deadline, "{}", job.body);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+
+    let before = s.events().await;
+    let (started, location) = start("prun-1", run.clone()).await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let id = started.body["job"].as_str().unwrap().to_owned();
+    let location = location.expect("a Location to follow");
+    assert_eq!(location, format!("/v1/jobs/{id}"));
+    let done = finished(location.clone()).await;
+    assert_eq!(done["state"], json!("done"), "{done}");
+    assert_eq!(
+        (
+            &done["communes_total"],
+            &done["communes_done"],
+            &done["instructions"]
+        ),
+        (&json!(1), &json!(1), &json!(1)),
+        "{done}"
+    );
+    assert_eq!(done["communes"][0]["commune"], json!("0100007"));
+    assert_eq!(done["communes"][0]["outcome"], json!("paid"));
+    assert!(money(&done["amount"]) > Decimal::ZERO, "{done}");
+    let paid = s.events().await;
+    assert!(paid > before);
+
+    let (again, again_location) = start("prun-1", run.clone()).await;
+    assert_eq!(
+        (again.status, again.body["job"].as_str()),
+        (StatusCode::OK, Some(id.as_str()))
+    );
+    assert_eq!(again_location.as_deref(), Some(location.as_str()));
+    let (reused, _) = start("prun-1", json!({"period": "2026-11", "on": "2026-11-05"})).await;
+    assert_eq!(
+        (reused.status, reused.kind()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "IdempotencyKeyReused")
+    );
+
+    let (rerun, rerun_location) = start("prun-2", run.clone()).await;
+    assert_eq!(rerun.status, StatusCode::ACCEPTED, "{}", rerun.body);
+    assert_ne!(rerun.body["job"].as_str(), Some(id.as_str()));
+    let rerun = finished(rerun_location.unwrap()).await;
+    assert_eq!(
+        (
+            &rerun["state"],
+            &rerun["instructions"],
+            &rerun["communes"][0]["outcome"]
+        ),
+        (&json!("done"), &json!(0), &json!("nothing_left")),
+        "{rerun}"
+    );
+    assert_eq!(s.events().await, paid, "a second run pays nothing twice");
+
+    for (token, path, expected, kind) in [
+        (
+            &s.staff.officer,
+            "/v1/partitions/01/payment-runs",
+            StatusCode::FORBIDDEN,
+            "OutsideUnit",
+        ),
+        (
+            &s.staff.teller,
+            "/v1/partitions/01/payment-runs",
+            StatusCode::FORBIDDEN,
+            "RoleDenied",
+        ),
+        (
+            m,
+            "/v1/partitions/79/payment-runs",
+            StatusCode::FORBIDDEN,
+            "OutsideUnit",
+        ),
+        (
+            m,
+            "/v1/partitions/1/payment-runs",
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+        ),
+    ] {
+        let refused = s.post(token, path, "prun-x", run.clone()).await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (expected, kind),
+            "{path}: {}",
+            refused.body
+        );
+    }
+    for (token, path, expected, kind) in [
+        (
+            &s.staff.officer,
+            location.clone(),
+            StatusCode::FORBIDDEN,
+            "OutsideUnit",
+        ),
+        (
+            m,
+            "/v1/jobs/0123456789abcdef0123456789abcdef".to_owned(),
+            StatusCode::NOT_FOUND,
+            "NotFound",
+        ),
+        (
+            m,
+            format!("/v1/jobs/{}", id.to_uppercase()),
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+        ),
+    ] {
+        let refused = s.get(token, &path, "job.response").await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (expected, kind),
+            "{path}: {}",
+            refused.body
+        );
+    }
+    assert_eq!(s.events().await, paid, "refusals append nothing");
+}

@@ -20,8 +20,7 @@ use ansinh::domain::payments::instructions::InstructionId;
 use ansinh::domain::payments::instructions::Shortfall;
 use ansinh::domain::payments::month::Month;
 use ansinh::domain::payments::reconcile::MismatchKind;
-use ansinh::domain::{self as domain};
-use ansinh::service::Request;
+use ansinh::service::{CommuneRun, Request};
 use chrono::NaiveDate;
 use clap::{Subcommand, ValueEnum};
 use rust_decimal::Decimal;
@@ -381,14 +380,16 @@ async fn payment_run(
             idempotency_key: &commune_key,
             correlation_id: "cli:payments",
         };
-        let kind = CommandKind::Run {
-            period,
-            commune: Some(commune.clone()),
-        };
-        let line = match service.payment(&req, partition, kind, on).await {
-            Ok(receipt) => {
-                let event = runtime.ledger.event_of(&receipt).await?;
-                let (n, total, short) = run_outcome(&event);
+        let run = service
+            .run_commune(&req, partition, period, commune.clone(), on)
+            .await;
+        let line = match run {
+            Ok(CommuneRun::Paid {
+                issued: n,
+                amount: total,
+                shortfalls: short,
+                receipt,
+            }) => {
                 issued += n;
                 amount += total;
                 let shortfalls: Vec<String> = short.iter().map(Shortfall::sentence).collect();
@@ -398,12 +399,10 @@ async fn payment_run(
                     "duplicate": receipt.duplicate, "sequence": receipt.sequence,
                 })
             }
-            Err(ansinh::service::ServiceError::Rejected(domain::Rejection::NothingToRecord)) => {
+            Ok(CommuneRun::NothingLeft) => {
                 serde_json::json!({"commune": commune.to_string(), "outcome": "nothing_left"})
             }
-            Err(ansinh::service::ServiceError::Rejected(domain::Rejection::Payment(
-                domain::payments::Rejection::RunUnfunded { shortfalls },
-            ))) => {
+            Ok(CommuneRun::Unfunded { shortfalls }) => {
                 refused += 1;
                 let sentences: Vec<String> = shortfalls.iter().map(Shortfall::sentence).collect();
                 serde_json::json!({
@@ -468,27 +467,6 @@ async fn payment_run(
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// How many instructions a run's closing event says it issued, for how much, and which
-/// budgets fell short.
-fn run_outcome(envelope: &ansinh::proto::Envelope) -> (u64, Decimal, Vec<Shortfall>) {
-    let Some(ansinh::proto::envelope::Payload::PaymentRecorded(p)) = &envelope.payload else {
-        return (0, Decimal::ZERO, Vec::new());
-    };
-    match ansinh::book::payments::event_of(0, envelope.actor.as_ref(), p) {
-        Ok(domain::payments::Event {
-            body:
-                domain::payments::EventBody::PaymentRunCompleted {
-                    issued,
-                    amount,
-                    shortfalls,
-                    ..
-                },
-            ..
-        }) => (issued, amount, shortfalls),
-        _ => (0, Decimal::ZERO, Vec::new()),
-    }
 }
 
 async fn timeouts(

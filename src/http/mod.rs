@@ -23,6 +23,7 @@ mod extract;
 pub mod gateways;
 mod health;
 mod households;
+mod jobs;
 mod loans;
 pub mod openapi;
 mod payments;
@@ -209,6 +210,8 @@ struct Inner {
     /// Idempotency fingerprints (see `Api::claim`), shared by every process.
     requests: kv::Store,
     requests_writes: FencedWrites,
+    /// Jobs' records (`jobs`), shared by every process.
+    jobs: kv::Store,
     /// The gateway routes' registry and ledger side; None: those routes answer 404.
     gateways: Option<GatewayEdge>,
     /// Where the signed checkpoints are (`serve` sets the command line's; default
@@ -252,6 +255,20 @@ impl Api {
         .await
         .map_err(HttpError::Requests)?;
         let requests_writes = FencedWrites::spawn(service.ledger.jetstream(), &requests);
+        let jobs = crate::kv_writes::open_bucket(
+            service.ledger.jetstream(),
+            kv::Config {
+                bucket: jobs::jobs_bucket_name(&config.stream_name),
+                description: "ansinh: jobs' progress and results (payment runs)".into(),
+                history: 1,
+                max_age: jobs::JOB_RECORD_AGE_MAX,
+                storage: async_nats::jetstream::stream::StorageType::File,
+                num_replicas: config.replicas,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(HttpError::Requests)?;
         let (publish, projected) = tokio::sync::watch::channel(0);
         let caught_up_at = Arc::new(AtomicI64::new(crate::checkpoint::now_unix_ms()));
         tokio::spawn(keep_projecting(
@@ -268,6 +285,7 @@ impl Api {
             caught_up_at,
             requests,
             requests_writes,
+            jobs,
             gateways,
             checkpoints: std::sync::OnceLock::new(),
         })))
@@ -281,6 +299,10 @@ impl Api {
 
     fn checkpoints(&self) -> crate::checkpoint::CheckpointConfig {
         self.0.checkpoints.get().cloned().unwrap_or_default()
+    }
+
+    fn jobs(&self) -> &kv::Store {
+        &self.0.jobs
     }
 
     fn gateways(&self) -> Option<&GatewayEdge> {
@@ -518,6 +540,28 @@ pub fn routes() -> openapi::Routes {
             "payment-run.response",
             Staff,
             payments::run,
+        )
+        .post(
+            "/v1/partitions/{p}/payment-runs",
+            "Pay every commune of a province for a month, as a job",
+            "payment-run.request",
+            "job.response",
+            Staff,
+            jobs::start_payment_run,
+        )
+        .accepted()
+        .described(
+            "Each commune is paid all or none, one after another, as `ansinh payments run` without `--commune` does; communes come from the projections. Answers 202 with the job's record and its `Location` (`/v1/jobs/{id}`); the same key again answers that job (200). The record lives in the shared bucket `<stream>_JOBS` (kept `JOB_RECORD_AGE_MAX`, 31 days), so any process answers `GET /v1/jobs/{id}`, but the work runs in the process that accepted it (docs/adr/0012): if that process stops, the record stays `running` with an old `updated_at_unix_ms`; post the run again under a new key and communes already paid answer `nothing_left`, since the domain issues one instruction per entitlement and month. At most `JOBS_RUNNING_MAX` (2) jobs run at once in a process (503 beyond). A branch's payments staff.",
+        )
+        .get(
+            "/v1/jobs/{id}",
+            "A job's progress (communes done of total, instructions, amount) and result",
+            Some("job.response"),
+            Staff,
+            jobs::show,
+        )
+        .described(
+            "From the shared jobs bucket: any ledger process answers it. `state` is running, done or failed (`error` says why). Readable by whoever may read the job's partition.",
         )
         .post(
             "/v1/entitlements",

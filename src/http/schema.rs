@@ -55,6 +55,7 @@ pub const SOURCES: &[(&str, &str)] = schemas![
     "recompute.response",
     "timeouts.request",
     "timeouts.response",
+    "job.response",
     "error.response",
     "gateway-post.request",
     "gateway-instructions.response",
