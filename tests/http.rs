@@ -2481,3 +2481,85 @@ async fn a_provinces_payment_run_is_a_job_followed_to_its_result() {
     }
     assert_eq!(s.events().await, paid, "refusals append nothing");
 }
+
+/// `POST /v1/households/search` with a household id: the same answer as by a citizen id,
+/// under the same rule (officers and managers of its unit; outside it, or unknown, 404);
+/// a body with both, neither, or a malformed id breaks the schema's `oneOf` (400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_household_is_found_by_its_id_in_the_same_search() {
+    let s = server().await;
+    assert_eq!(
+        s.register(HOUSEHOLD, "001090000008").await.status,
+        StatusCode::CREATED
+    );
+    let before = s.events().await;
+    let s = &s;
+    let search = |token: &str, body: Value| {
+        let request = s
+            .client
+            .post(format!("{}/v1/households/search", s.base))
+            .bearer_auth(token)
+            .json(&body);
+        async move {
+            s.answer(request.send().await.unwrap(), "household-search.response")
+                .await
+        }
+    };
+    let by_id = search(&s.staff.officer, json!({"household_id": HOUSEHOLD})).await;
+    let by_citizen = search(&s.staff.officer, json!({"citizen_id": "001090000008"})).await;
+    assert_eq!(by_id.status, StatusCode::OK, "{}", by_id.body);
+    assert_eq!(
+        by_id.body,
+        json!({"household_id": HOUSEHOLD, "commune": "0100007"})
+    );
+    assert_eq!(by_id.body, by_citizen.body);
+    let manager = search(&s.staff.manager, json!({"household_id": HOUSEHOLD})).await;
+    assert_eq!(manager.status, StatusCode::OK);
+    for (token, body, expected, kind) in [
+        (
+            &s.staff.other_officer,
+            json!({"household_id": HOUSEHOLD}),
+            StatusCode::NOT_FOUND,
+            "NotFound",
+        ),
+        (
+            &s.staff.officer,
+            json!({"household_id": "0100007-000999"}),
+            StatusCode::NOT_FOUND,
+            "NotFound",
+        ),
+        (
+            &s.staff.teller,
+            json!({"household_id": HOUSEHOLD}),
+            StatusCode::FORBIDDEN,
+            "RoleDenied",
+        ),
+        (
+            &s.staff.officer,
+            json!({"household_id": HOUSEHOLD, "citizen_id": "001090000008"}),
+            StatusCode::BAD_REQUEST,
+            "SchemaViolation",
+        ),
+        (
+            &s.staff.officer,
+            json!({}),
+            StatusCode::BAD_REQUEST,
+            "SchemaViolation",
+        ),
+        (
+            &s.staff.officer,
+            json!({"household_id": "0100007-00001"}),
+            StatusCode::BAD_REQUEST,
+            "SchemaViolation",
+        ),
+    ] {
+        let refused = search(token, body.clone()).await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (expected, kind),
+            "{body}: {}",
+            refused.body
+        );
+    }
+    assert_eq!(s.events().await, before, "a search appends nothing");
+}

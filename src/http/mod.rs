@@ -472,7 +472,7 @@ pub fn routes() -> openapi::Routes {
         )
         .search(
             "/v1/households/search",
-            "The household of a citizen id, through the blind index (officers and managers of the unit)",
+            "The household of a citizen id (through the blind index) or of a household id: exactly one (officers and managers of the unit)",
             "household-search.request",
             "household-search.response",
             Staff,
