@@ -391,6 +391,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_job_id_has_one_spelling() {
+        let id = "0123456789abcdef0123456789abcdef";
+        assert_eq!(job_id(id).unwrap(), id);
+        for bad in [
+            "",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "0123456789abcdef0123456789abcde",
+            "0123456789abcdef0123456789abcdef0",
+            "0123456789abcdef0123456789abcdeg",
+        ] {
+            assert_eq!(job_id(bad).unwrap_err().kind, Kind::Job, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn each_kind_refuses_what_it_is_not_and_names_the_form() {
         let e = commune("01000").unwrap_err();
         assert_eq!(e.kind, Kind::Commune);
