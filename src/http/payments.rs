@@ -21,7 +21,7 @@ use crate::domain::payments::instructions::InstructionId;
 use crate::domain::payments::instructions::Shortfall;
 use crate::domain::payments::{CommandKind, EventBody};
 use crate::proto::envelope::Payload;
-use crate::service::ServiceError;
+use crate::service::{CommuneRun, ServiceError};
 
 use super::extract::{Body, IdempotencyKey, RequestBody, Staff};
 use super::households::{ReceiptBody, Write, created};
@@ -284,19 +284,17 @@ pub async fn run(
 ) -> Result<Response, ApiError> {
     let (code, commune, partition) = commune_path(&commune)?;
     let period = crate::input::month(&value.period)?;
-    let kind = CommandKind::Run {
-        period,
-        commune: Some(commune),
-    };
     let write = Write::begin(&api, &caller, &key, fingerprint).await?;
-    let result = api
+    let ran = api
         .service()
-        .payment(&write.request(&caller), &partition, kind, value.on)
+        .run_commune(
+            &write.request(&caller),
+            &partition,
+            period,
+            commune,
+            value.on,
+        )
         .await;
-    let nothing_left = matches!(
-        &result,
-        Err(ServiceError::Rejected(Rejection::NothingToRecord))
-    );
     let answer = |outcome, instructions, amount, shortfalls, receipt| RunAnswer {
         commune: code.to_string(),
         period: period.to_string(),
@@ -306,31 +304,37 @@ pub async fn run(
         shortfalls,
         receipt,
     };
-    if nothing_left {
-        // Done before (by this request's first try or another): a success.
-        let body = answer("nothing_left", 0, Decimal::ZERO, Vec::new(), None);
-        return Ok((axum::http::StatusCode::OK, axum::Json(body)).into_response());
+    match ran {
+        Ok(CommuneRun::Paid {
+            issued,
+            amount,
+            shortfalls,
+            receipt,
+        }) => {
+            let body = answer(
+                "paid",
+                issued,
+                amount,
+                shortfalls.iter().map(Shortfall::sentence).collect(),
+                Some(ReceiptBody::new(&receipt, None)),
+            );
+            Ok(created(receipt.duplicate, body))
+        }
+        Ok(CommuneRun::NothingLeft) => {
+            // Done before (by this request's first try or another): a success.
+            let body = answer("nothing_left", 0, Decimal::ZERO, Vec::new(), None);
+            Ok((axum::http::StatusCode::OK, axum::Json(body)).into_response())
+        }
+        // No budget covered it: refused (422), nothing recorded, the key freed.
+        Ok(CommuneRun::Unfunded { shortfalls }) => {
+            let refused = Err(ServiceError::Rejected(Rejection::Payment(
+                crate::domain::payments::Rejection::RunUnfunded { shortfalls },
+            )));
+            // `end` answers an error with an error (and frees the key on a refusal).
+            Err(write.end::<()>(&api, refused).await.unwrap_err())
+        }
+        Err(e) => Err(write.end::<()>(&api, Err(e)).await.unwrap_err()),
     }
-    let receipt = write.end(&api, result).await?;
-    let EventBody::PaymentRunCompleted {
-        issued,
-        amount,
-        shortfalls,
-        ..
-    } = recorded(&api, &receipt).await?
-    else {
-        return Err(ApiError::Internal(
-            "the receipt of a run names another event".into(),
-        ));
-    };
-    let body = answer(
-        "paid",
-        issued,
-        amount,
-        shortfalls.iter().map(Shortfall::sentence).collect(),
-        Some(ReceiptBody::new(&receipt, None)),
-    );
-    Ok(created(receipt.duplicate, body))
 }
 
 #[derive(Debug, Deserialize)]
