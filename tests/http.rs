@@ -2296,7 +2296,7 @@ async fn timeouts_over_http_time_out_each_instruction_once() {
 
 /// `POST /v1/partitions/{p}/payment-runs`: a whole province's run as a job, 202 with its
 /// `Location`; `GET /v1/jobs/{id}` follows it to `done` with the communes, instructions
-/// and amount. The same key again answers the same job (200) and another body under it
+/// and amount, and another ledger process answers the same record. The same key again answers the same job (200) and another body under it
 /// 422; a second run of the month under a new key pays nothing twice. Commune desks,
 /// tellers and another province's branch are refused; a job is read only by who may
 /// read its partition.
@@ -2389,6 +2389,32 @@ async fn a_provinces_payment_run_is_a_job_followed_to_its_result() {
     assert!(money(&done["amount"]) > Decimal::ZERO, "{done}");
     let paid = s.events().await;
     assert!(paid > before);
+
+    // Another ledger process on the same log (its own store, the shared buckets) answers
+    // the job too: the record is in the jobs bucket, not in the process that ran it.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let ledger = ledger_at(&s.config, &elsewhere.path().join("store")).await;
+    let vault = Arc::new(vault_for(&ledger, &s._dir.path().join("secrets")).await);
+    let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
+    let staff = StaffDirectory::load(&s._dir.path().join(http::STAFF_FILE)).unwrap();
+    let other = Api::new(Service::new(ledger, vault, projector), staff)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other_base = format!("http://{}", listener.local_addr().unwrap());
+    let (_stop_other, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(http::serve(listener, other, async {
+        let _ = stopped.await;
+    }));
+    let response = s
+        .client
+        .get(format!("{other_base}{location}"))
+        .bearer_auth(&s.staff.auditor)
+        .send()
+        .await
+        .unwrap();
+    let there = s.answer(response, "job.response").await;
+    assert_eq!((there.status, &there.body), (StatusCode::OK, &done));
 
     let (again, again_location) = start("prun-1", run.clone()).await;
     assert_eq!(
