@@ -36,13 +36,16 @@ static JOBS_RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(
 /// How long the bucket keeps a job's record after its last change: a month's run is
 /// looked at within the month.
 pub const JOB_RECORD_AGE_MAX: std::time::Duration = std::time::Duration::from_secs(31 * 86_400);
-/// Most communes a job's record lists one by one (unfunded and failed first kept, then
-/// in commune order); its counts cover every commune. A province has a few hundred
-/// communes; the bound keeps the record well under the server's 1 MiB message.
+/// Most communes a job's record lists one by one, the first in commune order; its counts
+/// cover every commune. A province has a few hundred communes; the bound keeps the record
+/// (~150 bytes a line) well under the server's 1 MiB message.
 pub const JOB_COMMUNE_LINES_MAX: usize = 1_000;
 /// Attempts to save a job's record before its progress is left unsaved (logged); the
 /// next commune's save tries again.
 pub const JOB_SAVE_ATTEMPTS_MAX: u32 = 3;
+/// The wait before another attempt, times the attempt: a server restarting or a cluster
+/// electing a leader answers again within a few hundred milliseconds.
+const JOB_SAVE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 /// Domain separation of job ids.
 const JOB_ID_CONTEXT: &str = "ansinh v1 http job id";
 
@@ -154,7 +157,7 @@ async fn save(api: &Api, job: &mut PaymentRunJob) {
             Ok(_) => return,
             Err(e) => {
                 tracing::warn!(job = %job.job, attempt, "saving a job's progress: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100) * attempt).await;
+                tokio::time::sleep(JOB_SAVE_BACKOFF * attempt).await;
             }
         }
     }
