@@ -56,6 +56,7 @@ pub enum Kind {
     Reference,
     Name,
     Text,
+    Job,
 }
 
 impl Kind {
@@ -78,6 +79,7 @@ impl Kind {
             Kind::Reference => "reference",
             Kind::Name => "name",
             Kind::Text => "text",
+            Kind::Job => "job id",
         }
     }
 
@@ -106,6 +108,7 @@ impl Kind {
             }
             Kind::Name => "1 to 200 characters of text, no control characters (Lê Văn Tám)",
             Kind::Text => "1 to 500 characters of text, no control characters",
+            Kind::Job => "32 lowercase hex digits, as the job's Location named it",
         }
     }
 }
@@ -133,6 +136,18 @@ fn shown(s: &str) -> String {
     let short: String = s.chars().take(32).collect();
     let more = if s.chars().count() > 32 { "…" } else { "" };
     format!("{:?}{more}", short)
+}
+
+/// The length of a job id: 128 bits of a hash, in lowercase hex.
+pub const JOB_ID_CHARS: usize = 32;
+
+/// A job id (`http::jobs`): 32 lowercase hex digits (one spelling: no upper case).
+pub fn job_id(s: &str) -> Result<String, InputError> {
+    if s.len() == JOB_ID_CHARS && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        Ok(s.to_owned())
+    } else {
+        Err(InputError::new(Kind::Job, shown(s)))
+    }
 }
 
 pub fn commune(s: &str) -> Result<CommuneCode, InputError> {
@@ -374,6 +389,21 @@ pub fn optional_date<'de, D: serde::Deserializer<'de>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_id_has_one_spelling() {
+        let id = "0123456789abcdef0123456789abcdef";
+        assert_eq!(job_id(id).unwrap(), id);
+        for bad in [
+            "",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "0123456789abcdef0123456789abcde",
+            "0123456789abcdef0123456789abcdef0",
+            "0123456789abcdef0123456789abcdeg",
+        ] {
+            assert_eq!(job_id(bad).unwrap_err().kind, Kind::Job, "{bad:?}");
+        }
+    }
 
     #[test]
     fn each_kind_refuses_what_it_is_not_and_names_the_form() {

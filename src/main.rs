@@ -358,7 +358,8 @@ enum AuditCommand {
     /// Verify a bundle offline (no server): every event against the signed checkpoint,
     /// the key history, the balance statement, the CSV and the manifest.
     VerifyBundle {
-        /// The bundle's folder, as `audit bundle` wrote it, e.g. bundle-0100007-000001.
+        /// The bundle's folder as `audit bundle` wrote it, or the archive the staff API
+        /// serves for download, e.g. bundle-0100007-000001 or bundle-0100007-000001.tar.
         dir: PathBuf,
         /// A ledger key id you pinned out of band; it must start the signer's history.
         /// 16 hex digits, e.g. 3f9a0c1d2e4b5a69; repeatable.

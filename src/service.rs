@@ -719,19 +719,7 @@ impl Service {
         };
         match commune {
             Some(c) => access::authorize(req.caller, op, &c)?,
-            None => {
-                access::authorize_role(req.caller, op)?;
-                // Without a commune in the command, the caller's unit must cover the
-                // whole partition (a provincial branch).
-                if !access::within(&req.caller.unit, partition.as_str()) {
-                    return Err(AccessError::OutsideUnit {
-                        caller: req.caller.id.clone(),
-                        unit: req.caller.unit.clone(),
-                        commune: partition.to_string(),
-                    }
-                    .into());
-                }
-            }
+            None => partition_wide(req.caller, op, partition)?,
         }
         self.submit(
             req,
@@ -795,6 +783,161 @@ impl Service {
                 what: "the post's idempotency key names another kind of event".into(),
             })),
         }
+    }
+}
+
+/// Without a commune in the command, the caller's unit must cover the whole partition
+/// (a provincial branch).
+fn partition_wide(
+    caller: &Caller,
+    op: Operation,
+    partition: &Partition,
+) -> Result<(), AccessError> {
+    access::authorize_role(caller, op)?;
+    if !access::within(&caller.unit, partition.as_str()) {
+        return Err(AccessError::OutsideUnit {
+            caller: caller.id.clone(),
+            unit: caller.unit.clone(),
+            commune: partition.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// What one commune's payment run of a month did (`Service::run_commune`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommuneRun {
+    /// Its instructions were issued (or, `duplicate`, had been under this key).
+    Paid {
+        issued: u64,
+        amount: Decimal,
+        /// Budgets that could not cover their part: nothing was issued on them.
+        shortfalls: Vec<crate::domain::payments::instructions::Shortfall>,
+        receipt: Receipt,
+    },
+    /// Every active entitlement already had its instruction for the month.
+    NothingLeft,
+    /// No budget covered the run: nothing was issued, nothing appended.
+    Unfunded {
+        shortfalls: Vec<crate::domain::payments::instructions::Shortfall>,
+    },
+}
+
+impl Service {
+    /// One commune's payment run of `period`, all or none, as `payments run` and the
+    /// partition's run job do it commune by commune: `NothingLeft` and `Unfunded` are
+    /// answers, not errors, so a run over many communes goes on past them.
+    pub async fn run_commune(
+        &self,
+        req: &Request<'_>,
+        partition: &Partition,
+        period: crate::domain::payments::month::Month,
+        commune: crate::domain::payments::ids::CommuneId,
+        on: NaiveDate,
+    ) -> Result<CommuneRun, ServiceError> {
+        use crate::domain::payments::{self as pay, CommandKind as K, EventBody};
+        let kind = K::Run {
+            period,
+            commune: Some(commune),
+        };
+        let receipt = match self.payment(req, partition, kind, on).await {
+            Ok(receipt) => receipt,
+            Err(ServiceError::Rejected(Rejection::NothingToRecord)) => {
+                return Ok(CommuneRun::NothingLeft);
+            }
+            Err(ServiceError::Rejected(Rejection::Payment(pay::Rejection::RunUnfunded {
+                shortfalls,
+            }))) => return Ok(CommuneRun::Unfunded { shortfalls }),
+            Err(e) => return Err(e),
+        };
+        let event = self.ledger.event_of(&receipt).await?;
+        let recorded = match &event.payload {
+            Some(Payload::PaymentRecorded(p)) => {
+                book::payments::event_of(0, event.actor.as_ref(), p).ok()
+            }
+            _ => None,
+        };
+        match recorded.map(|e| e.body) {
+            Some(EventBody::PaymentRunCompleted {
+                issued,
+                amount,
+                shortfalls,
+                ..
+            }) => Ok(CommuneRun::Paid {
+                issued,
+                amount,
+                shortfalls,
+                receipt,
+            }),
+            _ => Err(ServiceError::Rejected(Rejection::UnsupportedCommand {
+                what: "the run's idempotency key names another kind of event".into(),
+            })),
+        }
+    }
+}
+
+/// What one `Service::time_out_due` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TimedOut {
+    /// Instructions this call timed out (their holds went back to the budget).
+    pub timed_out: Vec<crate::domain::payments::instructions::InstructionId>,
+    /// Due instructions left for another call, past the call's limit.
+    pub remaining: u64,
+}
+
+impl Service {
+    /// `payments timeouts`: every instruction of `partition` still without a result
+    /// past its channel's timeout on `as_of` is timed out, at most `limit` of them, one
+    /// command each under the key `timeout:<instruction>`, so a rerun (or the CLI and the
+    /// API both) times each out once. Which are due is the domain's
+    /// (`instructions::due_for_timeout`) over the partition's payments book folded from
+    /// the verified log (O(partition)). A credit officer or branch manager whose unit
+    /// covers the partition.
+    pub async fn time_out_due(
+        &self,
+        caller: &Caller,
+        correlation_id: &str,
+        partition: &Partition,
+        as_of: NaiveDate,
+        limit: usize,
+    ) -> Result<TimedOut, ServiceError> {
+        use crate::domain::payments::{CommandKind as K, instructions};
+        partition_wide(caller, Operation::ManagePayments, partition)?;
+        let mut stream = self.ledger.stream().clone();
+        let events = crate::payments_report::payment_events(
+            &mut stream,
+            self.ledger.config(),
+            Some(partition),
+        )
+        .await
+        .map_err(|e| ServiceError::Append(AppendError::Nats(e.to_string())))?;
+        let book =
+            crate::domain::payments::replay(events.get(partition.as_str()).into_iter().flatten());
+        let due: Vec<_> = instructions::due_for_timeout(&book, as_of)
+            .copied()
+            .collect();
+        let mut done = TimedOut {
+            remaining: due.len().saturating_sub(limit) as u64,
+            ..TimedOut::default()
+        };
+        for instruction in due.into_iter().take(limit) {
+            let key = format!("timeout:{instruction}");
+            let req = Request {
+                caller,
+                idempotency_key: &key,
+                correlation_id,
+            };
+            match self
+                .payment(&req, partition, K::TimeOut { instruction }, as_of)
+                .await
+            {
+                Ok(_) => done.timed_out.push(instruction),
+                // Settled, failed or timed out in the meantime: nothing left to do there.
+                Err(ServiceError::Rejected(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
     }
 }
 

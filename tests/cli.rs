@@ -176,6 +176,62 @@ fn demo_year_on_an_embedded_server_and_a_rerun_appends_nothing() {
         written.lines().nth(1).unwrap().contains(" ₫\""),
         "{written}"
     );
+
+    // The month the demo paid, run again for the whole province (`Service::run_commune`
+    // for each commune): nothing is paid twice. Then timeouts long after: each instruction
+    // still without a result is timed out once, and a second pass finds none.
+    let partition = every_day[0]["partition"].as_str().unwrap().to_owned();
+    let manager = [
+        "--as",
+        "bm:1",
+        "--role",
+        "branch-manager",
+        "--unit",
+        &partition,
+    ];
+    let with = |args: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = manager.iter().map(|a| a.to_string()).collect();
+        all.extend(args.iter().map(|a| a.to_string()));
+        all
+    };
+    let run_again = with(&[
+        "--json",
+        "payments",
+        "run",
+        "--partition",
+        &partition,
+        "--period",
+        &first_day[..7],
+        "--on",
+        &first_day,
+    ]);
+    let run_again: Vec<&str> = run_again.iter().map(String::as_str).collect();
+    let (_, out) = ansinh(dir.path(), &run_again);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(lines.len() > 1, "{out}");
+    assert!(
+        lines.iter().all(|l| l["outcome"] != "paid"),
+        "nothing is paid twice: {out}"
+    );
+    assert_eq!(lines.last().unwrap()["instructions"], 0, "{out}");
+    let timeouts = with(&[
+        "--json",
+        "payments",
+        "timeouts",
+        "--partition",
+        &partition,
+        "--as-of",
+        "2099-12-31",
+    ]);
+    let timeouts: Vec<&str> = timeouts.iter().map(String::as_str).collect();
+    let (ok, out) = ansinh(dir.path(), &timeouts);
+    assert!(ok, "{out}");
+    let (ok, again) = ansinh(dir.path(), &timeouts);
+    assert!(ok, "{again}");
+    assert_eq!(last_json(&again)["timed_out"], 0, "{out} then {again}");
 }
 
 #[test]

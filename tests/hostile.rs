@@ -795,6 +795,149 @@ async fn hostile_input_at_every_entrance_is_refused_for_what_it_is_and_appends_n
             BAD,
             "InvalidParameter",
         ),
+        (
+            "an unpadded last day of a reconciliation range",
+            "GET",
+            "/v1/partitions/01/reconciliation?from=2026-10-01&to=2026-10-1",
+            None,
+            Vec::new(),
+            BAD,
+            "InvalidParameter",
+        ),
+        (
+            "a reconciliation range in an unknown format",
+            "GET",
+            "/v1/partitions/01/reconciliation?from=2026-10-01&to=2026-10-31&format=xlsx",
+            None,
+            Vec::new(),
+            BAD,
+            "InvalidParameter",
+        ),
+        (
+            "a reconciliation range of a 3-digit partition",
+            "GET",
+            "/v1/partitions/001/reconciliation?from=2026-10-01&to=2026-10-31",
+            None,
+            Vec::new(),
+            BAD,
+            "InvalidParameter",
+        ),
+        (
+            "a bundle of a household with 7 serial digits",
+            "GET",
+            "/v1/audit/partitions/01/households/0100007-0000011/bundle",
+            None,
+            Vec::new(),
+            BAD,
+            "InvalidParameter",
+        ),
+        (
+            "a page of anomalies that is not a number",
+            "GET",
+            "/v1/audit/partitions/01/anomalies?page=x",
+            None,
+            Vec::new(),
+            BAD,
+            "InvalidParameter",
+        ),
+        (
+            "anomalies as of month 13",
+            "GET",
+            "/v1/audit/partitions/01/anomalies?as_of=2026-13-01",
+            None,
+            Vec::new(),
+            BAD,
+            "InvalidParameter",
+        ),
+        (
+            "a negative page of recomputed decisions",
+            "GET",
+            "/v1/audit/partitions/01/recompute?page=-1",
+            None,
+            Vec::new(),
+            BAD,
+            "InvalidParameter",
+        ),
+        (
+            "timeouts as of month 13",
+            "POST",
+            "/v1/partitions/01/timeouts",
+            k,
+            json!({"as_of": "2026-13-01"}).to_string().into_bytes(),
+            BAD,
+            "SchemaViolation",
+        ),
+        (
+            "timeouts of a 1-digit partition",
+            "POST",
+            "/v1/partitions/1/timeouts",
+            k,
+            json!({"as_of": "2026-12-01"}).to_string().into_bytes(),
+            BAD,
+            "InvalidParameter",
+        ),
+        (
+            "a province's run of month 13",
+            "POST",
+            "/v1/partitions/01/payment-runs",
+            k,
+            json!({"period": "2026-13", "on": "2026-12-05"})
+                .to_string()
+                .into_bytes(),
+            BAD,
+            "SchemaViolation",
+        ),
+        (
+            "a province's run of a 1-digit partition",
+            "POST",
+            "/v1/partitions/1/payment-runs",
+            k,
+            json!({"period": "2026-12", "on": "2026-12-05"})
+                .to_string()
+                .into_bytes(),
+            BAD,
+            "InvalidParameter",
+        ),
+        (
+            "a job id in upper case",
+            "GET",
+            "/v1/jobs/0123456789ABCDEF0123456789ABCDEF",
+            None,
+            Vec::new(),
+            BAD,
+            "InvalidParameter",
+        ),
+        (
+            "a job id of 33 digits",
+            "GET",
+            "/v1/jobs/0123456789abcdef0123456789abcdef0",
+            None,
+            Vec::new(),
+            BAD,
+            "InvalidParameter",
+        ),
+        (
+            "a search by a household id with 7 serial digits",
+            "POST",
+            "/v1/households/search",
+            None,
+            json!({"household_id": "0100007-0000011"})
+                .to_string()
+                .into_bytes(),
+            BAD,
+            "SchemaViolation",
+        ),
+        (
+            "a search by both a household id and a citizen id",
+            "POST",
+            "/v1/households/search",
+            None,
+            json!({"household_id": "0100007-000001", "citizen_id": "001090000001"})
+                .to_string()
+                .into_bytes(),
+            BAD,
+            "SchemaViolation",
+        ),
     ];
     let gateway_cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
@@ -1190,6 +1333,17 @@ async fn reports_and_audits_name_what_the_log_has_never_seen() {
             "/v1/partitions/99/reconciliation/2026-12-05?as_of=2026-12-31",
             "NotFound",
         ),
+        (
+            "/v1/partitions/99/reconciliation?from=2026-12-01&to=2026-12-31&as_of=2026-12-31",
+            "NotFound",
+        ),
+        ("/v1/audit/partitions/99/anomalies", "NotFound"),
+        ("/v1/audit/partitions/99/recompute", "NotFound"),
+        (
+            "/v1/audit/partitions/99/households/9900001-000001/bundle",
+            "NotFound",
+        ),
+        ("/v1/jobs/0123456789abcdef0123456789abcdef", "NotFound"),
     ] {
         let response = l
             .client

@@ -37,6 +37,8 @@ struct Server {
     service: Service,
     schemas: Schemas,
     staff: Tokens,
+    /// The checkpoint stream of this server's log (one per test: no other test signs it).
+    checkpoints: ansinh::checkpoint::CheckpointConfig,
     _stop: tokio::sync::oneshot::Sender<()>,
     _dir: tempfile::TempDir,
 }
@@ -55,7 +57,7 @@ impl Answer {
 }
 
 async fn server() -> Server {
-    let config = fresh_log();
+    let (config, checkpoints) = fresh_checkpointed();
     let dir = tempfile::tempdir().unwrap();
     let ledger = ledger_at(&config, &dir.path().join("store")).await;
     let vault = Arc::new(vault_for(&ledger, &dir.path().join("secrets")).await);
@@ -74,6 +76,7 @@ async fn server() -> Server {
     let api = Api::new(service.clone(), StaffDirectory::load(&path).unwrap())
         .await
         .unwrap();
+    api.set_checkpoints(checkpoints.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -87,6 +90,7 @@ async fn server() -> Server {
         service,
         schemas: Schemas::compile(),
         staff,
+        checkpoints,
         _stop: stop,
         _dir: dir,
     }
@@ -230,6 +234,85 @@ impl Server {
             .await;
         assert_eq!(disbursed.status, StatusCode::CREATED, "{}", disbursed.body);
         loan
+    }
+}
+
+impl Server {
+    /// A staff POST under `key`, its answer checked against `schema`.
+    async fn send(&self, token: &str, path: &str, key: &str, body: Value, schema: &str) -> Answer {
+        let request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("idempotency-key", key)
+            .json(&body);
+        self.answer(request.send().await.unwrap(), schema).await
+    }
+
+    /// The household registered, an entitlement granted from 2026-10, October's budget
+    /// allocated, and commune 0100007 paid for October on 2026-10-05 (one instruction
+    /// through gateway vcb): the run's answer.
+    async fn paid_october(&self) -> Answer {
+        assert_eq!(
+            self.register(HOUSEHOLD, "001090000001").await.status,
+            StatusCode::CREATED
+        );
+        let m = &self.staff.manager;
+        let granted = self
+            .send(
+                m,
+                "/v1/entitlements",
+                "grant-1",
+                json!({
+                    "household_id": HOUSEHOLD, "member": "001090000001",
+                    "category": "ELDERLY_80_PLUS_NO_PENSION", "channel": "bank", "gateway": "vcb",
+                    "from": "2026-10", "on": "2026-10-01"
+                }),
+                "entitlement.response",
+            )
+            .await;
+        assert_eq!(granted.status, StatusCode::CREATED, "{}", granted.body);
+        let budget = self
+            .send(
+                m,
+                "/v1/communes/0100007/budgets",
+                "budget-10",
+                json!({"period": "2026-10", "amount": "2000000", "on": "2026-10-01"}),
+                "receipt.response",
+            )
+            .await;
+        assert_eq!(budget.status, StatusCode::CREATED, "{}", budget.body);
+        let paid = self
+            .send(
+                m,
+                "/v1/communes/0100007/payment-runs",
+                "run-10",
+                json!({"period": "2026-10", "on": "2026-10-05"}),
+                "payment-run.response",
+            )
+            .await;
+        assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.body);
+        paid
+    }
+
+    /// A GET with extra headers, answering the status, the headers and the raw body.
+    async fn get_raw(
+        &self,
+        token: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
+        let mut request = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        (status, headers, response.bytes().await.unwrap().to_vec())
     }
 }
 
@@ -1760,6 +1843,748 @@ async fn a_household_is_found_by_a_citizen_id_within_the_callers_unit() {
             (status, body["error"].as_str()),
             (expected, Some(kind)),
             "{citizen}: {body}"
+        );
+    }
+    assert_eq!(s.events().await, before, "a search appends nothing");
+}
+
+/// `GET /v1/partitions/{p}/reconciliation?from&to`: every day of the range per gateway
+/// with totals, as JSON, and as CSV for people on `Accept: text/csv` or `format=csv` (the
+/// same figures, whole đồng digits); a reversed, too long or half-given range is a typed
+/// 400, and nothing is appended by any of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_of_days_reconciles_as_json_and_as_csv() {
+    let s = server().await;
+    let paid = s.paid_october().await;
+    let amount = money(&paid.body["amount"]);
+    let before = s.events().await;
+    let path = "/v1/partitions/01/reconciliation?from=2026-10-01&to=2026-10-31&as_of=2026-10-06";
+    let range = s
+        .get(&s.staff.auditor, path, "reconciliation-range.response")
+        .await;
+    assert_eq!(range.status, StatusCode::OK, "{}", range.body);
+    let lines = range.body["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 1, "{}", range.body);
+    assert_eq!(
+        (lines[0]["day"].as_str(), lines[0]["gateway"].as_str()),
+        (Some("2026-10-05"), Some("vcb"))
+    );
+    assert_eq!(lines[0]["instructed"]["count"], json!(1));
+    assert_eq!(money(&lines[0]["instructed"]["amount"]), amount);
+    assert_eq!(range.body["totals"]["instructed"], lines[0]["instructed"]);
+    assert_eq!(range.body["totals"]["settled"]["count"], json!(0));
+
+    for (extra, headers) in [("&format=csv", vec![]), ("", vec![("accept", "text/csv")])] {
+        let (status, answered, bytes) = s
+            .get_raw(&s.staff.manager, &format!("{path}{extra}"), &headers)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            answered["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/csv"),
+            "{answered:?}"
+        );
+        assert!(
+            answered["content-disposition"]
+                .to_str()
+                .unwrap()
+                .starts_with("attachment"),
+            "{answered:?}"
+        );
+        let text = String::from_utf8(bytes).unwrap();
+        let rows: Vec<&str> = text.trim_start_matches('\u{feff}').split("\r\n").collect();
+        assert_eq!(
+            rows,
+            vec![
+                ansinh::payments_report::RECONCILIATION_CSV_HEADER,
+                &format!("01,2026-10-05,vcb,1,{amount},0,0,0,0,0,0,0,0,0,0,0,0,0"),
+                "",
+            ]
+        );
+    }
+
+    for (query, why) in [
+        ("from=2026-10-31&to=2026-10-01", "reversed"),
+        ("from=2026-01-01&to=2027-01-02", "367 days"),
+        ("from=2026-10-01", "no end"),
+        ("from=2026-10-01&to=2026-10-1", "an unpadded day"),
+        (
+            "from=2026-10-01&to=2026-10-31&format=xml",
+            "an unknown format",
+        ),
+        (
+            "from=2026-10-01&to=2026-10-31&as_of=2026-10-04",
+            "as of before the run",
+        ),
+    ] {
+        let refused = s
+            .get(
+                &s.staff.auditor,
+                &format!("/v1/partitions/01/reconciliation?{query}"),
+                "reconciliation-range.response",
+            )
+            .await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (StatusCode::BAD_REQUEST, "InvalidParameter"),
+            "{why}: {}",
+            refused.body
+        );
+    }
+    let outside = s
+        .get(
+            &s.staff.officer,
+            "/v1/partitions/01/reconciliation?from=2026-10-01&to=2026-10-31",
+            "reconciliation-range.response",
+        )
+        .await;
+    assert_eq!(
+        (outside.status, outside.kind()),
+        (StatusCode::FORBIDDEN, "OutsideUnit")
+    );
+    assert_eq!(s.events().await, before, "reading a range appends nothing");
+}
+
+/// `GET /v1/audit/partitions/{p}/households/{id}/bundle`: before a checkpoint covers the
+/// household's events it is 409 `NotCovered`; after, the download is one tar archive
+/// that `ansinh audit verify-bundle` accepts offline (and refuses with one byte changed),
+/// holding every event of the household. A household of another partition, a malformed
+/// id, a commune officer and a household the log never saw are refused; nothing is
+/// appended by any of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_households_bundle_downloads_as_one_archive_that_verifies_offline() {
+    let s = server().await;
+    s.disbursed_loan().await;
+    let path = format!("/v1/audit/partitions/01/households/{HOUSEHOLD}/bundle");
+    let (status, _, body) = s.get_raw(&s.staff.auditor, &path, &[]).await;
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::CONFLICT, Some("NotCovered")),
+        "{body}"
+    );
+
+    let mut checkpointer = ansinh::checkpoint::Checkpointer::open(
+        client().await,
+        s.service.ledger.clone(),
+        s.checkpoints.clone(),
+        s._dir.path(),
+    )
+    .await
+    .unwrap();
+    for (partition, outcome) in checkpointer.checkpoint_all().await.unwrap() {
+        outcome.unwrap_or_else(|e| panic!("checkpoint of {partition}: {e}"));
+    }
+    let before = s.events().await;
+
+    let (status, headers, tar) = s.get_raw(&s.staff.auditor, &path, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&tar));
+    assert_eq!(headers["content-type"], "application/x-tar");
+    assert_eq!(
+        headers["content-disposition"],
+        format!("attachment; filename=\"bundle-{HOUSEHOLD}.tar\"").as_str()
+    );
+    let files = ansinh::bundle::archive::from_tar(&tar).unwrap();
+    let verified = ansinh::bundle::verify(&files, &[]).unwrap();
+    // Registered, classified, approved, disbursed.
+    assert_eq!(verified.events, 4, "{verified:?}");
+    assert_eq!(verified.households, 1);
+
+    // The same check `ansinh audit verify-bundle` makes, on the downloaded file.
+    let download = s._dir.path().join(format!("bundle-{HOUSEHOLD}.tar"));
+    std::fs::write(&download, &tar).unwrap();
+    let run = |file: &std::path::Path| {
+        binary_on(s._dir.path(), &["--json", "audit", "verify-bundle"])
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let accepted = run(&download);
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stdout)
+    );
+    let mut damaged = tar.clone();
+    // A byte of the first file's content (after the directory's and its own header).
+    damaged[2 * 512 + 10] ^= 1;
+    let changed = s._dir.path().join("changed.tar");
+    std::fs::write(&changed, &damaged).unwrap();
+    assert!(!run(&changed).status.success(), "a changed byte is refused");
+
+    for (token, path, expected, kind) in [
+        (
+            &s.staff.auditor,
+            format!("/v1/audit/partitions/02/households/{HOUSEHOLD}/bundle"),
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+        ),
+        (
+            &s.staff.auditor,
+            "/v1/audit/partitions/01/households/0100007-00001/bundle".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+        ),
+        (
+            &s.staff.officer,
+            path.clone(),
+            StatusCode::FORBIDDEN,
+            "OutsideUnit",
+        ),
+        (
+            &s.staff.auditor,
+            "/v1/audit/partitions/01/households/0100007-000999/bundle".to_owned(),
+            StatusCode::NOT_FOUND,
+            "NothingToExport",
+        ),
+    ] {
+        let (status, _, body) = s.get_raw(token, &path, &[]).await;
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        if let Err(v) = s.schemas.validate("error.response", &body) {
+            panic!("{path}: {v:?}");
+        }
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (expected, Some(kind)),
+            "{path}: {body}"
+        );
+    }
+    assert_eq!(s.events().await, before, "a download appends nothing");
+}
+
+/// `GET /v1/audit/partitions/{p}/anomalies` and `.../recompute`: what `ansinh audit
+/// anomalies` and `recompute-eligibility` find, for auditors, a page at a time: an
+/// instruction pending past the allowed days is listed as of a late day and not as of
+/// the day after it was issued; the review re-derives; pages are numbered from 1; a
+/// partition the log never saw is 404, a commune officer 403; nothing is appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auditors_read_the_anomalies_and_the_recomputed_decisions_a_page_at_a_time() {
+    let s = server().await;
+    s.paid_october().await;
+    assert_eq!(s.classify_poor(HOUSEHOLD).await.status, StatusCode::CREATED);
+    let before = s.events().await;
+    let a = &s.staff.auditor;
+    let late = s
+        .get(
+            a,
+            "/v1/audit/partitions/01/anomalies?as_of=2026-12-31&pending_days=10",
+            "anomalies.response",
+        )
+        .await;
+    assert_eq!(late.status, StatusCode::OK, "{}", late.body);
+    assert_eq!(late.body["total"], json!(1), "{}", late.body);
+    let found = &late.body["anomalies"][0];
+    assert_eq!(
+        (found["kind"].as_str(), found["household"].as_str()),
+        (Some("instruction_pending"), Some(HOUSEHOLD))
+    );
+    assert_eq!(found["at"]["partition"], json!("01"));
+    assert_eq!(late.body["events_scanned"], json!(before));
+    let early = s
+        .get(
+            a,
+            "/v1/audit/partitions/01/anomalies?as_of=2026-10-06",
+            "anomalies.response",
+        )
+        .await;
+    assert_eq!(
+        (early.status, &early.body["total"]),
+        (StatusCode::OK, &json!(0))
+    );
+    let past = s
+        .get(
+            a,
+            "/v1/audit/partitions/01/anomalies?as_of=2026-12-31&page=2",
+            "anomalies.response",
+        )
+        .await;
+    assert_eq!(past.status, StatusCode::OK, "{}", past.body);
+    assert_eq!(
+        (
+            &past.body["page"],
+            &past.body["pages"],
+            &past.body["anomalies"]
+        ),
+        (&json!(2), &json!(1), &json!([]))
+    );
+
+    let recomputed = s
+        .get(a, "/v1/audit/partitions/01/recompute", "recompute.response")
+        .await;
+    assert_eq!(recomputed.status, StatusCode::OK, "{}", recomputed.body);
+    assert_eq!(
+        (
+            &recomputed.body["decisions"],
+            &recomputed.body["total"],
+            &recomputed.body["mismatches"]
+        ),
+        (&json!(1), &json!(0), &json!([]))
+    );
+
+    for (token, path, expected, kind) in [
+        (
+            a,
+            "/v1/audit/partitions/01/anomalies?page=0",
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+        ),
+        (
+            a,
+            "/v1/audit/partitions/01/anomalies?as_of=2026-1-1",
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+        ),
+        (
+            a,
+            "/v1/audit/partitions/01/recompute?page=x",
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+        ),
+        (
+            a,
+            "/v1/audit/partitions/1/recompute",
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+        ),
+        (
+            a,
+            "/v1/audit/partitions/99/anomalies",
+            StatusCode::NOT_FOUND,
+            "NotFound",
+        ),
+        (
+            a,
+            "/v1/audit/partitions/99/recompute",
+            StatusCode::NOT_FOUND,
+            "NotFound",
+        ),
+        (
+            &s.staff.officer,
+            "/v1/audit/partitions/01/anomalies",
+            StatusCode::FORBIDDEN,
+            "OutsideUnit",
+        ),
+        (
+            &s.staff.officer,
+            "/v1/audit/partitions/01/recompute",
+            StatusCode::FORBIDDEN,
+            "OutsideUnit",
+        ),
+    ] {
+        let refused = s.get(token, path, "recompute.response").await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (expected, kind),
+            "{path}: {}",
+            refused.body
+        );
+    }
+    assert_eq!(s.events().await, before, "audits append nothing");
+}
+
+/// `POST /v1/partitions/{p}/timeouts`: as `ansinh payments timeouts`; before the bank's
+/// timeout nothing is due (200 `nothing_left`, nothing appended); after it the instruction
+/// is timed out (201, one event), and a retry under the same key, or a new key, finds the
+/// work done (200 `nothing_left`) and appends nothing. Only the province's payments staff
+/// may; a missing key and a malformed partition or date are 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_over_http_time_out_each_instruction_once() {
+    let s = server().await;
+    s.paid_october().await;
+    let m = &s.staff.manager;
+    let path = "/v1/partitions/01/timeouts";
+    let before = s.events().await;
+    let early = s
+        .send(
+            m,
+            path,
+            "timeouts-early",
+            json!({"as_of": "2026-10-06"}),
+            "timeouts.response",
+        )
+        .await;
+    assert_eq!(
+        (early.status, early.body["outcome"].as_str()),
+        (StatusCode::OK, Some("nothing_left")),
+        "{}",
+        early.body
+    );
+    assert_eq!(s.events().await, before);
+
+    let late = json!({"as_of": "2026-12-31"});
+    let done = s
+        .send(m, path, "timeouts-1", late.clone(), "timeouts.response")
+        .await;
+    assert_eq!(done.status, StatusCode::CREATED, "{}", done.body);
+    assert_eq!(done.body["outcome"], json!("timed_out"));
+    let ids = done.body["timed_out"].as_array().unwrap();
+    assert_eq!(ids.len(), 1);
+    assert!(
+        ids[0].as_str().unwrap().starts_with("pay:"),
+        "{}",
+        done.body
+    );
+    assert_eq!(s.events().await, before + 1);
+
+    for key in ["timeouts-1", "timeouts-2"] {
+        let again = s
+            .send(m, path, key, late.clone(), "timeouts.response")
+            .await;
+        assert_eq!(
+            (again.status, again.body["outcome"].as_str()),
+            (StatusCode::OK, Some("nothing_left")),
+            "{key}: {}",
+            again.body
+        );
+    }
+    assert_eq!(s.events().await, before + 1, "a retry appends nothing");
+
+    for (token, path, key, body, expected, kind) in [
+        (
+            &s.staff.teller,
+            path,
+            Some("t"),
+            late.clone(),
+            StatusCode::FORBIDDEN,
+            "RoleDenied",
+        ),
+        (
+            &s.staff.officer,
+            path,
+            Some("t"),
+            late.clone(),
+            StatusCode::FORBIDDEN,
+            "OutsideUnit",
+        ),
+        (
+            m,
+            "/v1/partitions/1/timeouts",
+            Some("t"),
+            late.clone(),
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+        ),
+        (
+            m,
+            path,
+            None,
+            late.clone(),
+            StatusCode::BAD_REQUEST,
+            "MissingIdempotencyKey",
+        ),
+        (
+            m,
+            path,
+            Some("t"),
+            json!({"as_of": "2026-12-1"}),
+            StatusCode::BAD_REQUEST,
+            "SchemaViolation",
+        ),
+    ] {
+        let refused = s.post_raw(token, path, key, body.to_string()).await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (expected, kind),
+            "{path}: {}",
+            refused.body
+        );
+    }
+    assert_eq!(s.events().await, before + 1, "refusals append nothing");
+}
+
+/// `POST /v1/partitions/{p}/payment-runs`: a whole province's run as a job, 202 with its
+/// `Location`; `GET /v1/jobs/{id}` follows it to `done` with the communes, instructions
+/// and amount, and another ledger process answers the same record. The same key again answers the same job (200) and another body under it
+/// 422; a second run of the month under a new key pays nothing twice. Commune desks,
+/// tellers and another province's branch are refused; a job is read only by who may
+/// read its partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provinces_payment_run_is_a_job_followed_to_its_result() {
+    let s = server().await;
+    // The setup of paid_october without its commune run.
+    assert_eq!(
+        s.register(HOUSEHOLD, "001090000001").await.status,
+        StatusCode::CREATED
+    );
+    let m = &s.staff.manager;
+    let granted = s
+        .send(
+            m,
+            "/v1/entitlements",
+            "grant-1",
+            json!({
+                "household_id": HOUSEHOLD, "member": "001090000001",
+                "category": "ELDERLY_80_PLUS_NO_PENSION", "channel": "bank", "gateway": "vcb",
+                "from": "2026-10", "on": "2026-10-01"
+            }),
+            "entitlement.response",
+        )
+        .await;
+    assert_eq!(granted.status, StatusCode::CREATED, "{}", granted.body);
+    let budget = s
+        .send(
+            m,
+            "/v1/communes/0100007/budgets",
+            "budget-10",
+            json!({"period": "2026-10", "amount": "2000000", "on": "2026-10-01"}),
+            "receipt.response",
+        )
+        .await;
+    assert_eq!(budget.status, StatusCode::CREATED, "{}", budget.body);
+
+    let s = &s;
+    let path = "/v1/partitions/01/payment-runs";
+    let run = json!({"period": "2026-10", "on": "2026-10-05"});
+    let start = |key: &'static str, body: Value| {
+        let request = s
+            .client
+            .post(format!("{}{path}", s.base))
+            .bearer_auth(m)
+            .header("idempotency-key", key)
+            .json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let location = response
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_owned());
+            (s.answer(response, "job.response").await, location)
+        }
+    };
+    // Follows a job until it is no longer running, within a bounded time.
+    let finished = |location: String| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let job = s.get(&s.staff.auditor, &location, "job.response").await;
+            assert_eq!(job.status, StatusCode::OK, "{}", job.body);
+            if job.body["state"] != json!("running") {
+                return job.body;
+            }
+            assert!(std::time::Instant::now() < deadline, "{}", job.body);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+
+    let before = s.events().await;
+    let (started, location) = start("prun-1", run.clone()).await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let id = started.body["job"].as_str().unwrap().to_owned();
+    let location = location.expect("a Location to follow");
+    assert_eq!(location, format!("/v1/jobs/{id}"));
+    let done = finished(location.clone()).await;
+    assert_eq!(done["state"], json!("done"), "{done}");
+    assert_eq!(
+        (
+            &done["communes_total"],
+            &done["communes_done"],
+            &done["instructions"]
+        ),
+        (&json!(1), &json!(1), &json!(1)),
+        "{done}"
+    );
+    assert_eq!(done["communes"][0]["commune"], json!("0100007"));
+    assert_eq!(done["communes"][0]["outcome"], json!("paid"));
+    assert!(money(&done["amount"]) > Decimal::ZERO, "{done}");
+    let paid = s.events().await;
+    assert!(paid > before);
+
+    // Another ledger process on the same log (its own store, the shared buckets) answers
+    // the job too: the record is in the jobs bucket, not in the process that ran it.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let ledger = ledger_at(&s.config, &elsewhere.path().join("store")).await;
+    let vault = Arc::new(vault_for(&ledger, &s._dir.path().join("secrets")).await);
+    let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
+    let staff = StaffDirectory::load(&s._dir.path().join(http::STAFF_FILE)).unwrap();
+    let other = Api::new(Service::new(ledger, vault, projector), staff)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other_base = format!("http://{}", listener.local_addr().unwrap());
+    let (_stop_other, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(http::serve(listener, other, async {
+        let _ = stopped.await;
+    }));
+    let response = s
+        .client
+        .get(format!("{other_base}{location}"))
+        .bearer_auth(&s.staff.auditor)
+        .send()
+        .await
+        .unwrap();
+    let there = s.answer(response, "job.response").await;
+    assert_eq!((there.status, &there.body), (StatusCode::OK, &done));
+
+    let (again, again_location) = start("prun-1", run.clone()).await;
+    assert_eq!(
+        (again.status, again.body["job"].as_str()),
+        (StatusCode::OK, Some(id.as_str()))
+    );
+    assert_eq!(again_location.as_deref(), Some(location.as_str()));
+    let (reused, _) = start("prun-1", json!({"period": "2026-11", "on": "2026-11-05"})).await;
+    assert_eq!(
+        (reused.status, reused.kind()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "IdempotencyKeyReused")
+    );
+
+    let (rerun, rerun_location) = start("prun-2", run.clone()).await;
+    assert_eq!(rerun.status, StatusCode::ACCEPTED, "{}", rerun.body);
+    assert_ne!(rerun.body["job"].as_str(), Some(id.as_str()));
+    let rerun = finished(rerun_location.unwrap()).await;
+    assert_eq!(
+        (
+            &rerun["state"],
+            &rerun["instructions"],
+            &rerun["communes"][0]["outcome"]
+        ),
+        (&json!("done"), &json!(0), &json!("nothing_left")),
+        "{rerun}"
+    );
+    assert_eq!(s.events().await, paid, "a second run pays nothing twice");
+
+    for (token, path, expected, kind) in [
+        (
+            &s.staff.officer,
+            "/v1/partitions/01/payment-runs",
+            StatusCode::FORBIDDEN,
+            "OutsideUnit",
+        ),
+        (
+            &s.staff.teller,
+            "/v1/partitions/01/payment-runs",
+            StatusCode::FORBIDDEN,
+            "RoleDenied",
+        ),
+        (
+            m,
+            "/v1/partitions/79/payment-runs",
+            StatusCode::FORBIDDEN,
+            "OutsideUnit",
+        ),
+        (
+            m,
+            "/v1/partitions/1/payment-runs",
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+        ),
+    ] {
+        let refused = s.post(token, path, "prun-x", run.clone()).await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (expected, kind),
+            "{path}: {}",
+            refused.body
+        );
+    }
+    for (token, path, expected, kind) in [
+        (
+            &s.staff.officer,
+            location.clone(),
+            StatusCode::FORBIDDEN,
+            "OutsideUnit",
+        ),
+        (
+            m,
+            "/v1/jobs/0123456789abcdef0123456789abcdef".to_owned(),
+            StatusCode::NOT_FOUND,
+            "NotFound",
+        ),
+        (
+            m,
+            format!("/v1/jobs/{}", id.to_uppercase()),
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+        ),
+    ] {
+        let refused = s.get(token, &path, "job.response").await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (expected, kind),
+            "{path}: {}",
+            refused.body
+        );
+    }
+    assert_eq!(s.events().await, paid, "refusals append nothing");
+}
+
+/// `POST /v1/households/search` with a household id: the same answer as by a citizen id,
+/// under the same rule (officers and managers of its unit; outside it, or unknown, 404);
+/// a body with both, neither, or a malformed id breaks the schema's `oneOf` (400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_household_is_found_by_its_id_in_the_same_search() {
+    let s = server().await;
+    assert_eq!(
+        s.register(HOUSEHOLD, "001090000008").await.status,
+        StatusCode::CREATED
+    );
+    let before = s.events().await;
+    let s = &s;
+    let search = |token: &str, body: Value| {
+        let request = s
+            .client
+            .post(format!("{}/v1/households/search", s.base))
+            .bearer_auth(token)
+            .json(&body);
+        async move {
+            s.answer(request.send().await.unwrap(), "household-search.response")
+                .await
+        }
+    };
+    let by_id = search(&s.staff.officer, json!({"household_id": HOUSEHOLD})).await;
+    let by_citizen = search(&s.staff.officer, json!({"citizen_id": "001090000008"})).await;
+    assert_eq!(by_id.status, StatusCode::OK, "{}", by_id.body);
+    assert_eq!(
+        by_id.body,
+        json!({"household_id": HOUSEHOLD, "commune": "0100007"})
+    );
+    assert_eq!(by_id.body, by_citizen.body);
+    let manager = search(&s.staff.manager, json!({"household_id": HOUSEHOLD})).await;
+    assert_eq!(manager.status, StatusCode::OK);
+    for (token, body, expected, kind) in [
+        (
+            &s.staff.other_officer,
+            json!({"household_id": HOUSEHOLD}),
+            StatusCode::NOT_FOUND,
+            "NotFound",
+        ),
+        (
+            &s.staff.officer,
+            json!({"household_id": "0100007-000999"}),
+            StatusCode::NOT_FOUND,
+            "NotFound",
+        ),
+        (
+            &s.staff.teller,
+            json!({"household_id": HOUSEHOLD}),
+            StatusCode::FORBIDDEN,
+            "RoleDenied",
+        ),
+        (
+            &s.staff.officer,
+            json!({"household_id": HOUSEHOLD, "citizen_id": "001090000008"}),
+            StatusCode::BAD_REQUEST,
+            "SchemaViolation",
+        ),
+        (
+            &s.staff.officer,
+            json!({}),
+            StatusCode::BAD_REQUEST,
+            "SchemaViolation",
+        ),
+        (
+            &s.staff.officer,
+            json!({"household_id": "0100007-00001"}),
+            StatusCode::BAD_REQUEST,
+            "SchemaViolation",
+        ),
+    ] {
+        let refused = search(token, body.clone()).await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (expected, kind),
+            "{body}: {}",
+            refused.body
         );
     }
     assert_eq!(s.events().await, before, "a search appends nothing");

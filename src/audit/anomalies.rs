@@ -107,6 +107,26 @@ pub enum Anomaly {
 }
 
 impl Anomaly {
+    /// Whether the anomaly concerns `partition`: it was found at an event of it, or (a
+    /// citizen in two households) one of the households is registered in it.
+    pub fn concerns(&self, partition: &str) -> bool {
+        let at = match self {
+            Anomaly::CitizenInTwoHouseholds { households, at, .. } => {
+                if households.iter().any(|h| h.starts_with(partition)) {
+                    return true;
+                }
+                at
+            }
+            Anomaly::PaidWhileIneligible { at, .. }
+            | Anomaly::AssistanceToNonResident { at, .. }
+            | Anomaly::LoanAboveCap { at, .. }
+            | Anomaly::AfterWriteOff { at, .. }
+            | Anomaly::AfterDeath { at, .. }
+            | Anomaly::InstructionPending { at, .. } => at,
+        };
+        at.partition == partition
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Anomaly::CitizenInTwoHouseholds { .. } => "citizen_in_two_households",

@@ -20,8 +20,7 @@ use ansinh::domain::payments::instructions::InstructionId;
 use ansinh::domain::payments::instructions::Shortfall;
 use ansinh::domain::payments::month::Month;
 use ansinh::domain::payments::reconcile::MismatchKind;
-use ansinh::domain::{self as domain};
-use ansinh::service::Request;
+use ansinh::service::{CommuneRun, Request};
 use chrono::NaiveDate;
 use clap::{Subcommand, ValueEnum};
 use rust_decimal::Decimal;
@@ -381,14 +380,16 @@ async fn payment_run(
             idempotency_key: &commune_key,
             correlation_id: "cli:payments",
         };
-        let kind = CommandKind::Run {
-            period,
-            commune: Some(commune.clone()),
-        };
-        let line = match service.payment(&req, partition, kind, on).await {
-            Ok(receipt) => {
-                let event = runtime.ledger.event_of(&receipt).await?;
-                let (n, total, short) = run_outcome(&event);
+        let run = service
+            .run_commune(&req, partition, period, commune.clone(), on)
+            .await;
+        let line = match run {
+            Ok(CommuneRun::Paid {
+                issued: n,
+                amount: total,
+                shortfalls: short,
+                receipt,
+            }) => {
                 issued += n;
                 amount += total;
                 let shortfalls: Vec<String> = short.iter().map(Shortfall::sentence).collect();
@@ -398,12 +399,10 @@ async fn payment_run(
                     "duplicate": receipt.duplicate, "sequence": receipt.sequence,
                 })
             }
-            Err(ansinh::service::ServiceError::Rejected(domain::Rejection::NothingToRecord)) => {
+            Ok(CommuneRun::NothingLeft) => {
                 serde_json::json!({"commune": commune.to_string(), "outcome": "nothing_left"})
             }
-            Err(ansinh::service::ServiceError::Rejected(domain::Rejection::Payment(
-                domain::payments::Rejection::RunUnfunded { shortfalls },
-            ))) => {
+            Ok(CommuneRun::Unfunded { shortfalls }) => {
                 refused += 1;
                 let sentences: Vec<String> = shortfalls.iter().map(Shortfall::sentence).collect();
                 serde_json::json!({
@@ -470,27 +469,6 @@ async fn payment_run(
     })
 }
 
-/// How many instructions a run's closing event says it issued, for how much, and which
-/// budgets fell short.
-fn run_outcome(envelope: &ansinh::proto::Envelope) -> (u64, Decimal, Vec<Shortfall>) {
-    let Some(ansinh::proto::envelope::Payload::PaymentRecorded(p)) = &envelope.payload else {
-        return (0, Decimal::ZERO, Vec::new());
-    };
-    match ansinh::book::payments::event_of(0, envelope.actor.as_ref(), p) {
-        Ok(domain::payments::Event {
-            body:
-                domain::payments::EventBody::PaymentRunCompleted {
-                    issued,
-                    amount,
-                    shortfalls,
-                    ..
-                },
-            ..
-        }) => (issued, amount, shortfalls),
-        _ => (0, Decimal::ZERO, Vec::new()),
-    }
-}
-
 async fn timeouts(
     runtime: &Runtime,
     who: &ActorArgs,
@@ -499,37 +477,15 @@ async fn timeouts(
     json: bool,
 ) -> Result<ExitCode, BoxError> {
     let caller = who.caller()?;
-    let service = runtime.service();
-    let mut stream = runtime.ledger.stream().clone();
-    let events = ansinh::payments_report::payment_events(
-        &mut stream,
-        runtime.ledger.config(),
-        Some(partition),
-    )
-    .await?;
-    let book =
-        ansinh::domain::payments::replay(events.get(partition.as_str()).into_iter().flatten());
-    let due: Vec<InstructionId> =
-        ansinh::domain::payments::instructions::due_for_timeout(&book, as_of)
-            .copied()
-            .collect();
-    let mut timed_out = 0;
-    for instruction in due {
-        // One key per instruction: rerunning the job adds nothing.
-        let key = format!("timeout:{instruction}");
-        let req = Request {
-            caller: &caller,
-            idempotency_key: &key,
-            correlation_id: "cli:timeouts",
-        };
-        if service
-            .payment(&req, partition, CommandKind::TimeOut { instruction }, as_of)
-            .await
-            .is_ok()
-        {
-            timed_out += 1;
-        }
-    }
+    // The command waits as long as the work takes: no limit per call.
+    let done = runtime
+        .service()
+        .time_out_due(&caller, "cli:timeouts", partition, as_of, usize::MAX)
+        .await;
+    let timed_out = match done {
+        Ok(done) => done.timed_out.len(),
+        Err(e) => return super::staff::outcome(Err(e), "timeout", json),
+    };
     if json {
         println!("{}", serde_json::json!({"timed_out": timed_out}));
     } else {

@@ -198,3 +198,226 @@ pub async fn consistency(
         .map_err(proof_error)?;
     Ok(Json(document).into_response())
 }
+
+/// `GET /v1/audit/partitions/{p}/households/{id}/bundle`: the household's auditor bundle
+/// (`ansinh audit export --household`) as one ustar archive (`bundle::archive`), to be
+/// checked offline with `ansinh audit verify-bundle bundle-<id>.tar` (or after `tar -xf`).
+/// Against the partition's latest signed checkpoint: events it does not cover yet are
+/// 409 `NotCovered` (the checkpointer of `serve` covers them within its policy). Reads the
+/// partition's chain, O(partition), like the CLI; at most `BUNDLE_EVENTS_MAX` events.
+pub async fn bundle(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    Path((partition, household)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    use crate::bundle::archive;
+    use crate::bundle::export::{ExportRequest, export};
+    let partition = crate::input::partition(&partition)?;
+    let household = crate::input::household(&household)?;
+    if household.province().as_str() != partition.as_str() {
+        return Err(ApiError::InvalidParameter(format!(
+            "household {household} is recorded in partition {}, not {partition}",
+            household.province().as_str()
+        )));
+    }
+    // Partition-wide readers only (auditors, the province's branch), as the proofs.
+    let (_, auditor) = auditor_for(&api, &caller, partition.as_str()).await?;
+    let _slot = log_scan_slot().await?;
+    let request = ExportRequest {
+        scope: crate::bundle::Scope::Household(household.to_string()),
+        from: None,
+        to: None,
+    };
+    let files = export(&auditor, &request).await.map_err(ApiError::Export)?;
+    let name = archive::directory_name(household.as_str());
+    let tar = archive::to_tar(&files, &name);
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/x-tar".to_owned(),
+            ),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}.tar\""),
+            ),
+        ],
+        tar,
+    )
+        .into_response())
+}
+
+/// Most findings (anomalies, recompute mismatches) in one page of an answer: a page of
+/// JSON stays within a few hundred KiB; ask for the next with `page=`.
+pub const FINDINGS_PAGE_MAX: usize = 500;
+/// Requests reading the whole verified log (anomalies, recompute, bundles) at once in
+/// this process. Each reads ~1M events a second and takes a core, so more would only
+/// slow every one of them and the writers; the others wait, within the request timeout.
+pub const LOG_SCANS_IN_FLIGHT_MAX: usize = 2;
+static LOG_SCANS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(LOG_SCANS_IN_FLIGHT_MAX);
+
+/// A slot among the `LOG_SCANS_IN_FLIGHT_MAX` reads of the whole log.
+pub(super) async fn log_scan_slot() -> Result<tokio::sync::SemaphorePermit<'static>, ApiError> {
+    LOG_SCANS
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Internal("the log scan slots are closed".into()))
+}
+
+impl From<crate::verify::VerifyError> for ApiError {
+    fn from(e: crate::verify::VerifyError) -> Self {
+        // A read that failed may pass later; a chain that does not verify stops the
+        // partition until an operator repairs it (docs/OPERATIONS.md): both are the
+        // ledger being unavailable, not the request being wrong.
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct FindingsQuery {
+    #[serde(default, deserialize_with = "crate::input::optional_date")]
+    as_of: Option<chrono::NaiveDate>,
+    pending_days: Option<u32>,
+    page: Option<u64>,
+}
+
+/// Days an instruction may stay without a result before the anomalies list it, unless
+/// the query says otherwise (as `ansinh audit anomalies`).
+pub const ANOMALY_PENDING_DAYS_DEFAULT: u32 = 10;
+
+/// The findings of page `page` (1 first), and how many pages there are.
+fn page_of<T>(all: Vec<T>, page: Option<u64>) -> Result<(u64, u64, Vec<T>), ApiError> {
+    let page = page.unwrap_or(1);
+    if page == 0 {
+        return Err(ApiError::InvalidParameter(
+            "pages are numbered from 1".into(),
+        ));
+    }
+    let pages = all.len().div_ceil(FINDINGS_PAGE_MAX).max(1) as u64;
+    let skip = usize::try_from(page - 1)
+        .ok()
+        .and_then(|p| p.checked_mul(FINDINGS_PAGE_MAX))
+        .unwrap_or(usize::MAX);
+    let items = all.into_iter().skip(skip).take(FINDINGS_PAGE_MAX).collect();
+    Ok((page, pages, items))
+}
+
+/// schemas/http/anomalies.response.json
+#[derive(Serialize)]
+struct AnomaliesAnswer {
+    partition: String,
+    as_of: chrono::NaiveDate,
+    pending_days: u32,
+    events_scanned: u64,
+    /// Anomalies concerning the partition, over every page.
+    total: u64,
+    /// Anomalies the scan found past `ANOMALIES_LISTED_MAX` in the whole log, counted
+    /// and not listed (so not in `total`).
+    not_listed: u64,
+    page: u64,
+    pages: u64,
+    page_size: usize,
+    anomalies: Vec<crate::anomalies::Anomaly>,
+}
+
+/// `GET /v1/audit/partitions/{p}/anomalies[?as_of=D][&pending_days=N][&page=K]`: what
+/// `ansinh audit anomalies` finds (`anomalies::scan`, over every partition's verified log
+/// in stream order, since a citizen may be in households of two provinces), the ones
+/// concerning this partition, `FINDINGS_PAGE_MAX` a page. O(log) on every call.
+pub async fn anomalies(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    Path(partition): Path<String>,
+    query: Result<Query<FindingsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
+    let partition = crate::input::partition(&partition)?;
+    access::authorize(&caller, Operation::Read, partition.as_str())?;
+    super::reports::known_partition(api.projector().await?, &partition)?;
+    // The clock is read here, at the edge, as the CLI does.
+    let as_of = query
+        .as_of
+        .unwrap_or_else(|| chrono::Utc::now().date_naive());
+    let pending_days = query.pending_days.unwrap_or(ANOMALY_PENDING_DAYS_DEFAULT);
+    let _slot = log_scan_slot().await?;
+    let ledger = &api.service().ledger;
+    let mut stream = ledger.stream().clone();
+    let report =
+        crate::anomalies::scan(&mut stream, ledger.config(), as_of, i64::from(pending_days))
+            .await?;
+    let concerning: Vec<_> = report
+        .anomalies
+        .into_iter()
+        .filter(|a| a.concerns(partition.as_str()))
+        .collect();
+    let total = concerning.len() as u64;
+    let (page, pages, anomalies) = page_of(concerning, query.page)?;
+    Ok(Json(AnomaliesAnswer {
+        partition: partition.to_string(),
+        as_of,
+        pending_days,
+        events_scanned: report.events,
+        total,
+        not_listed: report.not_listed,
+        page,
+        pages,
+        page_size: FINDINGS_PAGE_MAX,
+        anomalies,
+    })
+    .into_response())
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct PageQuery {
+    page: Option<u64>,
+}
+
+/// schemas/http/recompute.response.json
+#[derive(Serialize)]
+struct RecomputeAnswer {
+    partition: String,
+    /// Eligibility decisions re-derived.
+    decisions: u64,
+    /// Decisions that did not re-derive, over every page.
+    total: u64,
+    page: u64,
+    pages: u64,
+    page_size: usize,
+    mismatches: Vec<crate::recompute::Mismatch>,
+}
+
+/// `GET /v1/audit/partitions/{p}/recompute[?page=K]`: every eligibility decision of the
+/// partition re-derived from its recorded inputs and the standard it names, as `ansinh
+/// audit recompute-eligibility` does (`recompute::recompute_eligibility` over the
+/// partition's verified log), the mismatches `FINDINGS_PAGE_MAX` a page. O(partition)
+/// on every call; it records nothing.
+pub async fn recompute(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    Path(partition): Path<String>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
+    let partition = crate::input::partition(&partition)?;
+    access::authorize(&caller, Operation::Read, partition.as_str())?;
+    super::reports::known_partition(api.projector().await?, &partition)?;
+    let _slot = log_scan_slot().await?;
+    let ledger = &api.service().ledger;
+    let mut stream = ledger.stream().clone();
+    let report =
+        crate::recompute::recompute_eligibility(&mut stream, ledger.config(), Some(&partition))
+            .await?;
+    let total = report.mismatches.len() as u64;
+    let (page, pages, mismatches) = page_of(report.mismatches, query.page)?;
+    Ok(Json(RecomputeAnswer {
+        partition: partition.to_string(),
+        decisions: report.decisions,
+        total,
+        page,
+        pages,
+        page_size: FINDINGS_PAGE_MAX,
+        mismatches,
+    })
+    .into_response())
+}

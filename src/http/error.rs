@@ -108,6 +108,11 @@ pub enum ApiError {
     /// Gateway routes are not served by this process (no gateway registry).
     #[error("this server does not serve gateways")]
     GatewaysDisabled,
+    /// An auditor bundle could not be made: not yet covered by a signed checkpoint (409,
+    /// `NotCovered`: wait for the next checkpoint), nothing to put in it (404), too many
+    /// events (422), or the streams could not be read (503).
+    #[error("{0}")]
+    Export(crate::bundle::export::ExportError),
 }
 
 #[derive(Serialize)]
@@ -156,6 +161,7 @@ impl ApiError {
                 .unwrap_or_default()
                 .to_owned(),
             ApiError::GatewaysDisabled => "GatewaysDisabled".into(),
+            ApiError::Export(e) => export_kind(e).into(),
         }
     }
 
@@ -182,7 +188,35 @@ impl ApiError {
             | ApiError::GatewaysDisabled
             | ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::PostRefused { refusal, .. } => post_refusal_status(refusal),
+            ApiError::Export(e) => export_status(e),
         }
+    }
+}
+
+/// The kind of a bundle that could not be exported.
+fn export_kind(e: &crate::bundle::export::ExportError) -> &'static str {
+    use crate::bundle::export::ExportError as E;
+    use crate::checkpoint::CheckpointError as C;
+    match e {
+        E::NotCovered { .. } | E::Checkpoint(C::NoCheckpoint { .. }) => "NotCovered",
+        E::Empty(_) => "NothingToExport",
+        E::TooMany => "TooManyEvents",
+        E::BadScope(_) | E::Checkpoint(C::BadRequest(_)) => "InvalidParameter",
+        E::SelfCheck(_) => "Internal",
+        E::Checkpoint(_) => "LedgerUnavailable",
+    }
+}
+
+/// 409 until a checkpoint covers the scope (nothing is wrong; it comes with the next
+/// one), 404 for a scope the log says nothing of, 422 for one too large for a bundle.
+fn export_status(e: &crate::bundle::export::ExportError) -> StatusCode {
+    match export_kind(e) {
+        "NotCovered" => StatusCode::CONFLICT,
+        "NothingToExport" => StatusCode::NOT_FOUND,
+        "TooManyEvents" => StatusCode::UNPROCESSABLE_ENTITY,
+        "InvalidParameter" => StatusCode::BAD_REQUEST,
+        "Internal" => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

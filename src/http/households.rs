@@ -470,29 +470,50 @@ pub async fn classify(
 
 #[derive(Debug, Deserialize)]
 pub struct SearchBody {
-    citizen_id: String,
+    citizen_id: Option<String>,
+    household_id: Option<String>,
 }
 impl RequestBody for SearchBody {
     const SCHEMA: &'static str = "household-search.request";
 }
 
 /// `POST /v1/households/search`: the household of a citizen id, through the blind index
-/// (the id travels in the body, never in a URL or a log). Credit officers and branch
-/// managers; a citizen of no household of the caller's unit is 404.
+/// (the id travels in the body, never in a URL or a log), or a household by its id, from
+/// the projections. Exactly one of the two (the schema's `oneOf`). Credit officers and
+/// branch managers; a household outside the caller's unit, or none, is 404 either way.
 pub async fn search(
     State(api): State<Api>,
     Staff(caller): Staff,
     Body { value, .. }: Body<SearchBody>,
 ) -> Result<Response, ApiError> {
-    let citizen = crate::input::citizen_id(&value.citizen_id)?;
-    let found = api
-        .service()
-        .household_of_citizen(&caller, &citizen)
-        .await?
-        .ok_or(ApiError::NotFound {
-            what: "household of that citizen in unit",
-            value: caller.unit.clone(),
-        })?;
+    let found = match (value.citizen_id, value.household_id) {
+        (Some(citizen), None) => {
+            let citizen = crate::input::citizen_id(&citizen)?;
+            api.service()
+                .household_of_citizen(&caller, &citizen)
+                .await?
+        }
+        (None, Some(id)) => {
+            let h = household(&id)?;
+            // The same rule as by citizen: staff who may change households, of its unit.
+            access::authorize_role(&caller, Operation::ChangeHousehold)?;
+            if access::within(&caller.unit, h.commune().as_str()) {
+                api.projector().await?.household(h.as_str())?.map(|_| h)
+            } else {
+                None
+            }
+        }
+        // The schema admits exactly one.
+        _ => {
+            return Err(ApiError::InvalidParameter(
+                "give exactly one of citizen_id and household_id".into(),
+            ));
+        }
+    };
+    let found = found.ok_or(ApiError::NotFound {
+        what: "household matching the search in unit",
+        value: caller.unit.clone(),
+    })?;
     Ok(Json(serde_json::json!({
         "household_id": found.as_str(),
         "commune": found.commune().as_str(),

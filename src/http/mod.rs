@@ -23,6 +23,7 @@ mod extract;
 pub mod gateways;
 mod health;
 mod households;
+mod jobs;
 mod loans;
 pub mod openapi;
 mod payments;
@@ -209,6 +210,8 @@ struct Inner {
     /// Idempotency fingerprints (see `Api::claim`), shared by every process.
     requests: kv::Store,
     requests_writes: FencedWrites,
+    /// Jobs' records (`jobs`), shared by every process.
+    jobs: kv::Store,
     /// The gateway routes' registry and ledger side; None: those routes answer 404.
     gateways: Option<GatewayEdge>,
     /// Where the signed checkpoints are (`serve` sets the command line's; default
@@ -252,6 +255,20 @@ impl Api {
         .await
         .map_err(HttpError::Requests)?;
         let requests_writes = FencedWrites::spawn(service.ledger.jetstream(), &requests);
+        let jobs = crate::kv_writes::open_bucket(
+            service.ledger.jetstream(),
+            kv::Config {
+                bucket: jobs::jobs_bucket_name(&config.stream_name),
+                description: "ansinh: jobs' progress and results (payment runs)".into(),
+                history: 1,
+                max_age: jobs::JOB_RECORD_AGE_MAX,
+                storage: async_nats::jetstream::stream::StorageType::File,
+                num_replicas: config.replicas,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(HttpError::Requests)?;
         let (publish, projected) = tokio::sync::watch::channel(0);
         let caught_up_at = Arc::new(AtomicI64::new(crate::checkpoint::now_unix_ms()));
         tokio::spawn(keep_projecting(
@@ -268,6 +285,7 @@ impl Api {
             caught_up_at,
             requests,
             requests_writes,
+            jobs,
             gateways,
             checkpoints: std::sync::OnceLock::new(),
         })))
@@ -281,6 +299,10 @@ impl Api {
 
     fn checkpoints(&self) -> crate::checkpoint::CheckpointConfig {
         self.0.checkpoints.get().cloned().unwrap_or_default()
+    }
+
+    fn jobs(&self) -> &kv::Store {
+        &self.0.jobs
     }
 
     fn gateways(&self) -> Option<&GatewayEdge> {
@@ -450,7 +472,7 @@ pub fn routes() -> openapi::Routes {
         )
         .search(
             "/v1/households/search",
-            "The household of a citizen id, through the blind index (officers and managers of the unit)",
+            "The household of a citizen id (through the blind index) or of a household id: exactly one (officers and managers of the unit)",
             "household-search.request",
             "household-search.response",
             Staff,
@@ -520,6 +542,28 @@ pub fn routes() -> openapi::Routes {
             payments::run,
         )
         .post(
+            "/v1/partitions/{p}/payment-runs",
+            "Pay every commune of a province for a month, as a job",
+            "payment-run.request",
+            "job.response",
+            Staff,
+            jobs::start_payment_run,
+        )
+        .accepted()
+        .described(
+            "Each commune is paid all or none, one after another, as `ansinh payments run` without `--commune` does; communes come from the projections. Answers 202 with the job's record and its `Location` (`/v1/jobs/{id}`); the same key again answers that job (200). The record lives in the shared bucket `<stream>_JOBS` (kept `JOB_RECORD_AGE_MAX`, 31 days), so any process answers `GET /v1/jobs/{id}`, but the work runs in the process that accepted it (docs/adr/0012): if that process stops, the record stays `running` with an old `updated_at_unix_ms`; post the run again under a new key and communes already paid answer `nothing_left`, since the domain issues one instruction per entitlement and month. At most `JOBS_RUNNING_MAX` (2) jobs run at once in a process (503 beyond). A branch's payments staff.",
+        )
+        .get(
+            "/v1/jobs/{id}",
+            "A job's progress (communes done of total, instructions, amount) and result",
+            Some("job.response"),
+            Staff,
+            jobs::show,
+        )
+        .described(
+            "From the shared jobs bucket: any ledger process answers it. `state` is running, done or failed (`error` says why). Readable by whoever may read the job's partition.",
+        )
+        .post(
             "/v1/entitlements",
             "Grant a monthly entitlement to a household member",
             "grant-entitlement.request",
@@ -542,6 +586,17 @@ pub fn routes() -> openapi::Routes {
             "receipt.response",
             Staff,
             payments::reissue,
+        )
+        .post(
+            "/v1/partitions/{p}/timeouts",
+            "Time out the instructions without a result past their timeout; their holds go back to the budget",
+            "timeouts.request",
+            "timeouts.response",
+            Staff,
+            payments::timeouts,
+        )
+        .described(
+            "`ansinh payments timeouts`: which instructions are due is folded from the partition's verified log (O(partition), at most `LOG_SCANS_IN_FLIGHT_MAX` such reads at once); each is timed out by one command under its own key, at most `TIMEOUTS_PER_REQUEST_MAX` (1,000) a request (`more_left`: send it again). 201 when some were timed out; 200 `nothing_left` when none is due, which is also what a retry of a request that did its work gets. Payments staff whose unit covers the partition (a branch).",
         )
         .post(
             "/v1/loans",
@@ -644,6 +699,24 @@ pub fn routes() -> openapi::Routes {
             reports::reconciliation,
         )
         .get(
+            "/v1/partitions/{partition}/reconciliation",
+            "A range of days' reconciliation per gateway, with totals, as JSON or CSV",
+            Some("reconciliation-range.response"),
+            Staff,
+            reports::reconciliation_range,
+        )
+        .queries(&[
+            ("from", "The first day, YYYY-MM-DD (required)."),
+            ("to", "The last day, YYYY-MM-DD, included (required); at most 366 days after from."),
+            ("as_of", "The report as of this day (default: today); refused (400) if the partition has payment events after it."),
+            ("pending_days", "Instructions without a result for this many days are pending (default 10)."),
+            ("format", "json (default) or csv; `Accept: text/csv` also asks for CSV."),
+        ])
+        .also_as(&["text/csv"])
+        .described(
+            "Read from the projections, O(the range's lines): each day is two prefix scans, at most `RECONCILIATION_RANGE_DAYS_MAX` (366) days; a reversed or longer range is refused (400). The CSV (RFC 4180, UTF-8 with a byte-order mark, CRLF line ends) has a header row and one row per day and gateway; amounts are whole đồng as plain digits (columns ending `_vnd`).",
+        )
+        .get(
             "/v1/audit/partitions/{p}/status",
             "A partition's verified head, latest checkpoint and its cosigners, and the read model's lag",
             Some("audit-status.response"),
@@ -663,6 +736,46 @@ pub fn routes() -> openapi::Routes {
             Some("consistency-proof"),
             Staff,
             audit::consistency,
+        )
+        .get(
+            "/v1/audit/partitions/{p}/households/{id}/bundle",
+            "A household's auditor bundle as one tar archive, to verify offline",
+            None,
+            Staff,
+            audit::bundle,
+        )
+        .also_as(&["application/x-tar"])
+        .described(
+            "The bundle of `ansinh audit export --household` (docs/BUNDLES.md) as a ustar archive of its directory, `Content-Disposition: attachment`; `ansinh audit verify-bundle bundle-<id>.tar` checks it with no server. Proved against the partition's latest signed checkpoint: events not yet covered answer 409 `NotCovered` until the next checkpoint. Reads the partition's chain (O(partition), as the CLI); at most `BUNDLE_EVENTS_MAX` events. Auditors and the province's branch, as the proofs.",
+        )
+        .get(
+            "/v1/audit/partitions/{p}/anomalies",
+            "Anomalies concerning a partition, as `ansinh audit anomalies` finds them, a page at a time",
+            Some("anomalies.response"),
+            Staff,
+            audit::anomalies,
+        )
+        .queries(&[
+            ("as_of", "Instructions pending are counted to this day (default: today)."),
+            ("pending_days", "Instructions without a result for more than this many days are listed (default 10)."),
+            ("page", "The page, from 1 (default 1); `FINDINGS_PAGE_MAX` (500) anomalies a page."),
+        ])
+        .described(
+            "Reads and verifies the whole log on every call (O(log), every partition in stream order: a citizen may be in households of two provinces), as the CLI; at most `LOG_SCANS_IN_FLIGHT_MAX` (2) such reads run at once in a process, and a call must end within the request timeout (15 s): for a log too large for that, run `ansinh audit anomalies`. The scan lists at most `ANOMALIES_LISTED_MAX` (10,000) and counts the rest (`not_listed`); the answer holds at most `FINDINGS_PAGE_MAX` (500) of them. Records nothing. Auditors and the province's branch.",
+        )
+        .get(
+            "/v1/audit/partitions/{p}/recompute",
+            "Eligibility decisions of a partition that do not re-derive from their recorded inputs, a page at a time",
+            Some("recompute.response"),
+            Staff,
+            audit::recompute,
+        )
+        .queries(&[(
+            "page",
+            "The page, from 1 (default 1); `FINDINGS_PAGE_MAX` (500) mismatches a page.",
+        )])
+        .described(
+            "`ansinh audit recompute-eligibility` for one partition: reads and verifies the partition's log on every call (O(partition)); at most `LOG_SCANS_IN_FLIGHT_MAX` (2) such reads run at once in a process, within the request timeout (15 s). The answer holds at most `FINDINGS_PAGE_MAX` (500) mismatches. Records nothing. Auditors and the province's branch.",
         )
         .get(
             "/v1/openapi.json",

@@ -35,6 +35,15 @@ pub struct Doc {
     /// A write, under an `Idempotency-Key`; false for a read that takes a body (a search
     /// by personal data, which must not stand in a URL).
     pub writes: bool,
+    /// More than the summary: what the route costs, its bounds, where its state lives.
+    pub description: Option<&'static str>,
+    /// Query parameters: (name, what it is).
+    pub query: &'static [(&'static str, &'static str)],
+    /// Other media types the success answer comes in (`text/csv` on `Accept`, or the
+    /// only one for a download such as `application/x-tar`).
+    pub media: &'static [&'static str],
+    /// The write is started, not done: 202 Accepted with a `Location` to follow.
+    pub accepted: bool,
 }
 
 impl Doc {
@@ -56,6 +65,10 @@ impl Doc {
             response: Some(response),
             caller,
             writes,
+            description: None,
+            query: &[],
+            media: &[],
+            accepted: false,
         }
     }
 }
@@ -137,8 +150,42 @@ impl Routes {
             response,
             caller,
             writes: false,
+            description: None,
+            query: &[],
+            media: &[],
+            accepted: false,
         };
         self.add(get(handler), doc)
+    }
+
+    fn last(&mut self) -> &mut Doc {
+        self.docs
+            .last_mut()
+            .expect("a route is declared before it is described")
+    }
+
+    /// Describes the route just declared beyond its summary (its cost, bounds, state).
+    pub fn described(mut self, description: &'static str) -> Self {
+        self.last().description = Some(description);
+        self
+    }
+
+    /// The query parameters of the route just declared: (name, what it is).
+    pub fn queries(mut self, query: &'static [(&'static str, &'static str)]) -> Self {
+        self.last().query = query;
+        self
+    }
+
+    /// Other media types the answer of the route just declared comes in.
+    pub fn also_as(mut self, media: &'static [&'static str]) -> Self {
+        self.last().media = media;
+        self
+    }
+
+    /// The route just declared starts work and answers 202 Accepted with a `Location`.
+    pub fn accepted(mut self) -> Self {
+        self.last().accepted = true;
+        self
     }
 }
 
@@ -195,20 +242,45 @@ pub fn document(docs: &[Doc]) -> Value {
                 "schema": {"type": "string", "pattern": "^[!-~]{1,64}$"}
             }));
         }
-        let success = match doc.response {
+        for (name, description) in doc.query {
+            parameters.push(json!({
+                "name": name, "in": "query", "required": false,
+                "description": description, "schema": {"type": "string"}
+            }));
+        }
+        let mut success = match doc.response {
             Some(schema) => json!({
                 "description": "Done (201 for a new event; 200 for the replay of a recorded one, or an answer that records nothing).",
                 "content": {"application/json": {"schema": {"$ref": component(schema)}}}
             }),
-            None => json!({"description": "OK", "content": {"text/plain": {}}}),
+            None if doc.media.is_empty() => {
+                json!({"description": "OK", "content": {"text/plain": {}}})
+            }
+            None => json!({"description": "OK", "content": {}}),
         };
-        let status = if doc.writes { "201" } else { "200" };
+        for media in doc.media {
+            success["content"][*media] = json!({});
+        }
+        let status = match (doc.accepted, doc.writes) {
+            (true, _) => "202",
+            (false, true) => "201",
+            (false, false) => "200",
+        };
+        if doc.accepted {
+            success["description"] = json!(
+                "Started (202, with a Location to follow); 200 when this key's job already exists, with its state."
+            );
+            success["headers"] = json!({"Location": {"description": "Where the job's state is read.", "schema": {"type": "string"}}});
+        }
         let mut operation = json!({
             "summary": doc.summary,
             "operationId": format!("{} {}", doc.method, doc.path),
             "parameters": parameters,
             "responses": {status: success, "default": error.clone()},
         });
+        if let Some(description) = doc.description {
+            operation["description"] = json!(description);
+        }
         if doc.writes {
             operation["responses"]["200"] = operation["responses"][status].clone();
         }

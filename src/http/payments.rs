@@ -21,7 +21,7 @@ use crate::domain::payments::instructions::InstructionId;
 use crate::domain::payments::instructions::Shortfall;
 use crate::domain::payments::{CommandKind, EventBody};
 use crate::proto::envelope::Payload;
-use crate::service::ServiceError;
+use crate::service::{CommuneRun, ServiceError};
 
 use super::extract::{Body, IdempotencyKey, RequestBody, Staff};
 use super::households::{ReceiptBody, Write, created};
@@ -284,19 +284,17 @@ pub async fn run(
 ) -> Result<Response, ApiError> {
     let (code, commune, partition) = commune_path(&commune)?;
     let period = crate::input::month(&value.period)?;
-    let kind = CommandKind::Run {
-        period,
-        commune: Some(commune),
-    };
     let write = Write::begin(&api, &caller, &key, fingerprint).await?;
-    let result = api
+    let ran = api
         .service()
-        .payment(&write.request(&caller), &partition, kind, value.on)
+        .run_commune(
+            &write.request(&caller),
+            &partition,
+            period,
+            commune,
+            value.on,
+        )
         .await;
-    let nothing_left = matches!(
-        &result,
-        Err(ServiceError::Rejected(Rejection::NothingToRecord))
-    );
     let answer = |outcome, instructions, amount, shortfalls, receipt| RunAnswer {
         commune: code.to_string(),
         period: period.to_string(),
@@ -306,31 +304,37 @@ pub async fn run(
         shortfalls,
         receipt,
     };
-    if nothing_left {
-        // Done before (by this request's first try or another): a success.
-        let body = answer("nothing_left", 0, Decimal::ZERO, Vec::new(), None);
-        return Ok((axum::http::StatusCode::OK, axum::Json(body)).into_response());
+    match ran {
+        Ok(CommuneRun::Paid {
+            issued,
+            amount,
+            shortfalls,
+            receipt,
+        }) => {
+            let body = answer(
+                "paid",
+                issued,
+                amount,
+                shortfalls.iter().map(Shortfall::sentence).collect(),
+                Some(ReceiptBody::new(&receipt, None)),
+            );
+            Ok(created(receipt.duplicate, body))
+        }
+        Ok(CommuneRun::NothingLeft) => {
+            // Done before (by this request's first try or another): a success.
+            let body = answer("nothing_left", 0, Decimal::ZERO, Vec::new(), None);
+            Ok((axum::http::StatusCode::OK, axum::Json(body)).into_response())
+        }
+        // No budget covered it: refused (422), nothing recorded, the key freed.
+        Ok(CommuneRun::Unfunded { shortfalls }) => {
+            let refused = Err(ServiceError::Rejected(Rejection::Payment(
+                crate::domain::payments::Rejection::RunUnfunded { shortfalls },
+            )));
+            // `end` answers an error with an error (and frees the key on a refusal).
+            Err(write.end::<()>(&api, refused).await.unwrap_err())
+        }
+        Err(e) => Err(write.end::<()>(&api, Err(e)).await.unwrap_err()),
     }
-    let receipt = write.end(&api, result).await?;
-    let EventBody::PaymentRunCompleted {
-        issued,
-        amount,
-        shortfalls,
-        ..
-    } = recorded(&api, &receipt).await?
-    else {
-        return Err(ApiError::Internal(
-            "the receipt of a run names another event".into(),
-        ));
-    };
-    let body = answer(
-        "paid",
-        issued,
-        amount,
-        shortfalls.iter().map(Shortfall::sentence).collect(),
-        Some(ReceiptBody::new(&receipt, None)),
-    );
-    Ok(created(receipt.duplicate, body))
 }
 
 #[derive(Debug, Deserialize)]
@@ -373,4 +377,77 @@ pub async fn reissue(
     };
     let receipt = submit(&api, &caller, &key, fingerprint, &partition, kind, value.on).await?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
+}
+
+// ---- timeouts -----------------------------------------------------------------------
+
+/// Most instructions one `POST .../timeouts` times out: each is one command, appended
+/// one after another, and a thousand stay well within the request timeout; the answer
+/// says how many are left (`more_left`), and the same request again goes on.
+pub const TIMEOUTS_PER_REQUEST_MAX: usize = 1_000;
+
+#[derive(Debug, Deserialize)]
+pub struct TimeoutsBody {
+    as_of: NaiveDate,
+}
+impl RequestBody for TimeoutsBody {
+    const SCHEMA: &'static str = "timeouts.request";
+}
+
+/// schemas/http/timeouts.response.json
+#[derive(Serialize)]
+struct TimeoutsAnswer {
+    partition: String,
+    as_of: NaiveDate,
+    /// "timed_out"; "more_left" when more were due than one request times out;
+    /// "nothing_left" when none is due (a retry of a request that did its work: success).
+    outcome: &'static str,
+    timed_out: Vec<String>,
+    remaining: u64,
+}
+
+/// `POST /v1/partitions/{p}/timeouts`: `ansinh payments timeouts` (`Service::time_out_due`):
+/// instructions without a result past their timeout on `as_of` are timed out and their
+/// holds go back to the budget, at most `TIMEOUTS_PER_REQUEST_MAX` a request. 201 when it
+/// timed some out; 200 `nothing_left` when none is due, as for a retry that finds its work
+/// done. Each instruction is timed out under its own key, so nothing is done twice.
+pub async fn timeouts(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    key: IdempotencyKey,
+    Path(partition): Path<String>,
+    Body { value, fingerprint }: Body<TimeoutsBody>,
+) -> Result<Response, ApiError> {
+    let partition = crate::input::partition(&partition)?;
+    let write = Write::begin(&api, &caller, &key, fingerprint).await?;
+    let _slot = super::audit::log_scan_slot().await?;
+    let result = api
+        .service()
+        .time_out_due(
+            &caller,
+            &format!("http:{}", key.0),
+            &partition,
+            value.as_of,
+            TIMEOUTS_PER_REQUEST_MAX,
+        )
+        .await;
+    let done = write.end(&api, result).await?;
+    let outcome = match (done.timed_out.is_empty(), done.remaining) {
+        (true, 0) => "nothing_left",
+        (_, 0) => "timed_out",
+        _ => "more_left",
+    };
+    let status = if done.timed_out.is_empty() {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::CREATED
+    };
+    let body = TimeoutsAnswer {
+        partition: partition.to_string(),
+        as_of: value.as_of,
+        outcome,
+        timed_out: done.timed_out.iter().map(ToString::to_string).collect(),
+        remaining: done.remaining,
+    };
+    Ok((status, axum::Json(body)).into_response())
 }

@@ -187,6 +187,90 @@ pub async fn reconciliation(
     .into_response())
 }
 
+#[derive(Debug, serde::Deserialize)]
+pub struct RangeQuery {
+    #[serde(default, deserialize_with = "crate::input::optional_date")]
+    from: Option<chrono::NaiveDate>,
+    #[serde(default, deserialize_with = "crate::input::optional_date")]
+    to: Option<chrono::NaiveDate>,
+    #[serde(default, deserialize_with = "crate::input::optional_date")]
+    as_of: Option<chrono::NaiveDate>,
+    pending_days: Option<u32>,
+    format: Option<String>,
+}
+
+/// The CSV media type, and the other one a range is answered in.
+const CSV: &str = "text/csv";
+
+/// `GET /v1/partitions/{p}/reconciliation?from=D&to=D[&as_of=D][&pending_days=N][&format=csv]`:
+/// the reconciliation of every day of the range, per gateway, with totals, from the
+/// projections in O(the range's lines); at most `RECONCILIATION_RANGE_DAYS_MAX` days. As
+/// CSV for people (`Accept: text/csv` or `format=csv`: `payments_report::reconciliation_csv`)
+/// or JSON. Readable by the province's branch and the head office, as one day.
+pub async fn reconciliation_range(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    Path(partition): Path<String>,
+    headers: axum::http::HeaderMap,
+    query: Result<axum::extract::Query<RangeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    use crate::payments_report::{RangeError, reconciliation_csv, reconciliation_range};
+    let axum::extract::Query(query) =
+        query.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
+    let partition = crate::input::partition(&partition)?;
+    let (Some(from), Some(to)) = (query.from, query.to) else {
+        return Err(ApiError::InvalidParameter(
+            "give the range as from=YYYY-MM-DD and to=YYYY-MM-DD (both days included)".into(),
+        ));
+    };
+    let csv = match query.format.as_deref() {
+        Some("csv") => true,
+        Some("json") => false,
+        Some(other) => {
+            return Err(ApiError::InvalidParameter(format!(
+                "format {other:?} is neither json nor csv"
+            )));
+        }
+        None => headers
+            .get(axum::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|accept| {
+                accept
+                    .split(',')
+                    .any(|media| media.split(';').next().unwrap_or("").trim() == CSV)
+            }),
+    };
+    access::authorize(&caller, Operation::Read, partition.as_str())?;
+    // The clock is read here, at the edge, as the CLI does.
+    let as_of = query
+        .as_of
+        .unwrap_or_else(|| chrono::Utc::now().date_naive());
+    let pending_days = query.pending_days.unwrap_or(PENDING_DAYS_DEFAULT);
+    let projector = api.projector().await?;
+    known_partition(projector, &partition)?;
+    let range = reconciliation_range(projector, partition.as_str(), from, to, as_of, pending_days)
+        .map_err(|e| match e {
+            RangeError::Projection(e) => ApiError::from(e),
+            refused => ApiError::InvalidParameter(refused.to_string()),
+        })?;
+    if !csv {
+        return Ok(Json(range).into_response());
+    }
+    let disposition =
+        format!("attachment; filename=\"reconciliation-{partition}-{from}-{to}.csv\"");
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/csv; charset=utf-8; header=present".to_owned(),
+            ),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        reconciliation_csv(&range),
+    )
+        .into_response())
+}
+
 /// The summary of a partition, or 404 when the log has never seen it (the summaries are
 /// the projector's record of every partition it applied an event of).
 pub(super) fn known_partition(

@@ -160,3 +160,228 @@ pub async fn household_received(
         })
         .collect())
 }
+
+/// Most days one reconciliation over a range reads: a year and its leap day, so a yearly
+/// report is one request. Each day costs two prefix scans of the projections, O(the day's
+/// lines), so a range costs O(its lines) with at most this many empty scans.
+pub const RECONCILIATION_RANGE_DAYS_MAX: i64 = 366;
+
+/// One gateway's line of one day.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RangeLine {
+    pub day: NaiveDate,
+    pub gateway: String,
+    #[serde(flatten)]
+    pub lines: reconcile::GatewayDay,
+}
+
+/// The reconciliation of a partition's days `from..=to`, as of `as_of`, one line per day
+/// and gateway with anything that day (days without lines have none), and the totals of
+/// every line.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ReconciliationRange {
+    pub partition: String,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub as_of: NaiveDate,
+    pub pending_days: u32,
+    pub lines: Vec<RangeLine>,
+    pub totals: RangeTotals,
+}
+
+/// The sums of a range's lines.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RangeTotals {
+    pub instructed: reconcile::Tally,
+    pub settled: reconcile::Tally,
+    pub failed: reconcile::Tally,
+    pub returned: reconcile::Tally,
+    pub timed_out: reconcile::Tally,
+    pub cancelled: reconcile::Tally,
+    pub pending_overdue: reconcile::Tally,
+    pub mismatches: u64,
+}
+
+impl RangeTotals {
+    fn add(&mut self, day: &reconcile::GatewayDay) {
+        let sum = |total: &mut reconcile::Tally, t: &reconcile::Tally| {
+            total.count += t.count;
+            total.amount += t.amount;
+        };
+        sum(&mut self.instructed, &day.instructed);
+        sum(&mut self.settled, &day.settled);
+        sum(&mut self.failed, &day.failed);
+        sum(&mut self.returned, &day.returned);
+        sum(&mut self.timed_out, &day.timed_out);
+        sum(&mut self.cancelled, &day.cancelled);
+        sum(&mut self.pending_overdue, &day.pending_overdue);
+        self.mismatches += day.mismatches.len() as u64;
+    }
+}
+
+/// Why a range's reconciliation cannot be read from the projections.
+#[derive(Debug, thiserror::Error)]
+pub enum RangeError {
+    #[error("the range ends ({to}) before it starts ({from})")]
+    Reversed { from: NaiveDate, to: NaiveDate },
+    #[error(
+        "the range {from}..{to} holds {days} days; at most {RECONCILIATION_RANGE_DAYS_MAX} are read at once"
+    )]
+    TooLong {
+        from: NaiveDate,
+        to: NaiveDate,
+        days: i64,
+    },
+    /// The partition has payment events after `as_of`: the projections hold the days as
+    /// of their latest events only, so the report as of an earlier day is folded from
+    /// the log (`ansinh payments reconcile --as-of`).
+    #[error(
+        "partition {partition} has payment events recorded after {as_of}: ask as of a later day, or run `ansinh payments reconcile --as-of {as_of}` for the report over the log"
+    )]
+    AsOfTooEarly { partition: String, as_of: NaiveDate },
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+}
+
+/// The reconciliation of `partition`'s days `from..=to` from the projections
+/// (`Projector::reconciliation_day` for each day): O(the range's lines), at most
+/// `RECONCILIATION_RANGE_DAYS_MAX` days.
+pub fn reconciliation_range(
+    projector: &Projector,
+    partition: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+    as_of: NaiveDate,
+    pending_days: u32,
+) -> Result<ReconciliationRange, RangeError> {
+    if to < from {
+        return Err(RangeError::Reversed { from, to });
+    }
+    let days = (to - from).num_days() + 1;
+    if days > RECONCILIATION_RANGE_DAYS_MAX {
+        return Err(RangeError::TooLong { from, to, days });
+    }
+    let mut lines = Vec::new();
+    let mut totals = RangeTotals::default();
+    for day in from.iter_days().take(days as usize) {
+        let Some(gateways) = projector.reconciliation_day(partition, day, as_of, pending_days)?
+        else {
+            return Err(RangeError::AsOfTooEarly {
+                partition: partition.to_owned(),
+                as_of,
+            });
+        };
+        for (gateway, day_lines) in gateways {
+            totals.add(&day_lines);
+            lines.push(RangeLine {
+                day,
+                gateway: gateway.to_string(),
+                lines: day_lines,
+            });
+        }
+    }
+    Ok(ReconciliationRange {
+        partition: partition.to_owned(),
+        from,
+        to,
+        as_of,
+        pending_days,
+        lines,
+        totals,
+    })
+}
+
+/// The CSV header of `reconciliation_csv`. Amounts are whole đồng as plain digits (no
+/// thousands separators, no currency sign), so a spreadsheet sums them as numbers; the
+/// `_vnd` suffix says the unit.
+pub const RECONCILIATION_CSV_HEADER: &str = "partition,day,gateway,instructed_count,instructed_vnd,settled_count,settled_vnd,failed_count,failed_vnd,returned_count,returned_vnd,timed_out_count,timed_out_vnd,cancelled_count,cancelled_vnd,pending_overdue_count,pending_overdue_vnd,mismatches";
+
+/// A range's reconciliation as CSV for people (RFC 4180: CRLF line ends, a field holding
+/// a comma, a quote or a line end quoted with its quotes doubled), UTF-8 with a
+/// byte-order mark so spreadsheets open it as UTF-8: the header, then one row per day and
+/// gateway, in day then gateway order. Amounts as whole đồng digits
+/// (`RECONCILIATION_CSV_HEADER`). The staff API and the web console both answer this.
+pub fn reconciliation_csv(range: &ReconciliationRange) -> String {
+    let mut out = String::from("\u{feff}");
+    out.push_str(RECONCILIATION_CSV_HEADER);
+    out.push_str("\r\n");
+    let vnd = |amount: rust_decimal::Decimal| amount.normalize().to_string();
+    for line in &range.lines {
+        let d = &line.lines;
+        let fields = [
+            csv_field(&range.partition),
+            line.day.to_string(),
+            csv_field(&line.gateway),
+            d.instructed.count.to_string(),
+            vnd(d.instructed.amount),
+            d.settled.count.to_string(),
+            vnd(d.settled.amount),
+            d.failed.count.to_string(),
+            vnd(d.failed.amount),
+            d.returned.count.to_string(),
+            vnd(d.returned.amount),
+            d.timed_out.count.to_string(),
+            vnd(d.timed_out.amount),
+            d.cancelled.count.to_string(),
+            vnd(d.cancelled.amount),
+            d.pending_overdue.count.to_string(),
+            vnd(d.pending_overdue.amount),
+            d.mismatches.len().to_string(),
+        ];
+        out.push_str(&fields.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// One CSV field (RFC 4180): quoted, with its quotes doubled, when it holds a comma, a
+/// quote or a line end; as it is otherwise. A gateway id may hold any printable ASCII.
+pub fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_csv_field_is_quoted_only_when_it_must_be() {
+        assert_eq!(csv_field("vcb"), "vcb");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("two\r\nlines"), "\"two\r\nlines\"");
+    }
+
+    #[test]
+    fn a_range_renders_one_row_per_day_and_gateway_with_whole_dong() {
+        let day = NaiveDate::from_ymd_opt(2026, 12, 5).unwrap();
+        let mut lines = reconcile::GatewayDay::default();
+        lines.instructed.add(rust_decimal::Decimal::from(1_500_000));
+        let range = ReconciliationRange {
+            partition: "01".into(),
+            from: day,
+            to: day,
+            as_of: day,
+            pending_days: 10,
+            lines: vec![RangeLine {
+                day,
+                gateway: "v,\"cb".into(),
+                lines,
+            }],
+            totals: RangeTotals::default(),
+        };
+        let csv = reconciliation_csv(&range);
+        let rows: Vec<&str> = csv.trim_start_matches('\u{feff}').split("\r\n").collect();
+        assert_eq!(rows[0], RECONCILIATION_CSV_HEADER);
+        assert_eq!(
+            rows[1],
+            "01,2026-12-05,\"v,\"\"cb\",1,1500000,0,0,0,0,0,0,0,0,0,0,0,0,0"
+        );
+        assert_eq!(rows[2], "");
+        assert_eq!(rows.len(), 3);
+    }
+}

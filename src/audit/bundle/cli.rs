@@ -76,7 +76,13 @@ pub fn summary(verified: &Verified) -> String {
 
 /// `ansinh audit verify-bundle DIR [--trust KEY_ID]...`: offline, no server.
 pub fn verify_bundle(dir: &Path, trusted: &[String], json: bool) -> Result<bool, BoxError> {
-    let result = BundleFiles::read(dir).and_then(|files| super::verify(&files, trusted));
+    // A file is the archive the staff API serves; a directory what `export` writes.
+    let files = if dir.is_file() {
+        BundleFiles::read_archive(dir)
+    } else {
+        BundleFiles::read(dir)
+    };
+    let result = files.and_then(|files| super::verify(&files, trusted));
     match &result {
         Ok(v) if json => println!("{}", serde_json::json!({"ok": true, "verified": v})),
         Ok(v) => {

@@ -13,6 +13,7 @@
 //! from those and compared byte for byte (proofs, statement, manifest, CSV; JSON files
 //! must be in their one canonical form). So any changed byte fails verification.
 
+pub mod archive;
 pub mod cli;
 pub mod export;
 pub mod statement;
@@ -200,6 +201,28 @@ impl BundleFiles {
             }
         }
         Ok(out)
+    }
+
+    /// Reads a bundle archive (`archive::to_tar`), refusing a file larger than a bundle
+    /// at its bounds could be.
+    pub fn read_archive(path: &Path) -> Result<Self, BundleError> {
+        let read_error = |e: std::io::Error| BundleError::Read {
+            file: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let file = std::fs::File::open(path).map_err(read_error)?;
+        let mut bytes = Vec::new();
+        // Bounded even if the file grows while it is read.
+        file.take(archive::ARCHIVE_BYTES_MAX + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read_error)?;
+        if bytes.len() as u64 > archive::ARCHIVE_BYTES_MAX {
+            return Err(BundleError::TooLarge {
+                file: path.display().to_string(),
+                bytes: bytes.len() as u64,
+            });
+        }
+        archive::from_tar(&bytes)
     }
 
     /// Writes every file into `dir` (created if missing; files replaced).
