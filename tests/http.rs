@@ -249,10 +249,9 @@ impl Server {
         self.answer(request.send().await.unwrap(), schema).await
     }
 
-    /// The household registered, an entitlement granted from 2026-10, October's budget
-    /// allocated, and commune 0100007 paid for October on 2026-10-05 (one instruction
-    /// through gateway vcb): the run's answer.
-    async fn paid_october(&self) -> Answer {
+    /// The household registered, an entitlement granted from 2026-10 (gateway vcb) and
+    /// October's budget of commune 0100007 allocated: ready to be paid.
+    async fn funded_october(&self) {
         assert_eq!(
             self.register(HOUSEHOLD, "001090000001").await.status,
             StatusCode::CREATED
@@ -282,6 +281,13 @@ impl Server {
             )
             .await;
         assert_eq!(budget.status, StatusCode::CREATED, "{}", budget.body);
+    }
+
+    /// `funded_october`, then commune 0100007 paid for October on 2026-10-05 (one
+    /// instruction through gateway vcb): the run's answer.
+    async fn paid_october(&self) -> Answer {
+        self.funded_october().await;
+        let m = &self.staff.manager;
         let paid = self
             .send(
                 m,
@@ -2303,36 +2309,8 @@ async fn timeouts_over_http_time_out_each_instruction_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provinces_payment_run_is_a_job_followed_to_its_result() {
     let s = server().await;
-    // The setup of paid_october without its commune run.
-    assert_eq!(
-        s.register(HOUSEHOLD, "001090000001").await.status,
-        StatusCode::CREATED
-    );
+    s.funded_october().await;
     let m = &s.staff.manager;
-    let granted = s
-        .send(
-            m,
-            "/v1/entitlements",
-            "grant-1",
-            json!({
-                "household_id": HOUSEHOLD, "member": "001090000001",
-                "category": "ELDERLY_80_PLUS_NO_PENSION", "channel": "bank", "gateway": "vcb",
-                "from": "2026-10", "on": "2026-10-01"
-            }),
-            "entitlement.response",
-        )
-        .await;
-    assert_eq!(granted.status, StatusCode::CREATED, "{}", granted.body);
-    let budget = s
-        .send(
-            m,
-            "/v1/communes/0100007/budgets",
-            "budget-10",
-            json!({"period": "2026-10", "amount": "2000000", "on": "2026-10-01"}),
-            "receipt.response",
-        )
-        .await;
-    assert_eq!(budget.status, StatusCode::CREATED, "{}", budget.body);
 
     let s = &s;
     let path = "/v1/partitions/01/payment-runs";
