@@ -492,6 +492,16 @@ pub fn outcome(
             print_receipt(&receipt, key, json);
             Ok(ExitCode::SUCCESS)
         }
+        // The ledger already holds what the command would record (a rerun of a run, an
+        // overdue move of a loan with nothing due): done, not refused.
+        Err(ServiceError::Rejected(ansinh::domain::Rejection::NothingToRecord)) => {
+            if json {
+                println!("{}", serde_json::json!({"outcome": "nothing_left"}));
+            } else {
+                println!("nothing left to do: the ledger already holds what this command records");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Err(e @ (ServiceError::Rejected(_) | ServiceError::Denied(_))) => {
             // The refusal itself, once: `ServiceError` prefixes "refused: " for logs.
             let (kind, sentence) = match &e {
@@ -881,7 +891,8 @@ async fn mark_overdue(
         );
     } else {
         println!(
-            "overdue run as of {as_of}: {moved} loans moved {amount} VND overdue; {unchanged} unchanged; {refused} refused"
+            "overdue run as of {as_of}: {moved} loans moved {} overdue; {unchanged} unchanged; {refused} refused",
+            format_vnd(amount)
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -1114,4 +1125,27 @@ pub async fn trial_balance(
     } else {
         ExitCode::from(1)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A command whose work the ledger already holds is done, not refused: exit 0,
+    /// whatever command it was; a refusal proper still exits 1.
+    #[test]
+    fn nothing_left_to_record_is_a_success_and_a_refusal_is_not() {
+        let nothing = || {
+            Err(ServiceError::Rejected(
+                ansinh::domain::Rejection::NothingToRecord,
+            ))
+        };
+        for json in [false, true] {
+            assert_eq!(outcome(nothing(), "k", json).unwrap(), ExitCode::SUCCESS);
+            let refused = Err(ServiceError::Rejected(
+                ansinh::domain::Rejection::ZeroAmount,
+            ));
+            assert_eq!(outcome(refused, "k", json).unwrap(), ExitCode::from(1));
+        }
+    }
 }
