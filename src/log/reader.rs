@@ -354,8 +354,8 @@ fn reserved_bytes(pull_bytes: usize) -> u32 {
 /// Deletes a read's consumer when the read ends, however it ends. The server would
 /// remove the idle consumer by itself after READ_CONSUMER_IDLE, but nats-server 2.15 allows a
 /// stream 1,000 consumers by default: a writer catching up after each of many failed
-/// commits (measured: a bench run whose every commit was refused) filled that within
-/// seconds, and then no reader, verify included, could start.
+/// commits (every commit refused, say) fills that within seconds, and then no reader,
+/// verify included, can start.
 struct RemoveWhenDone {
     stream: stream::Stream,
     consumer: String,
