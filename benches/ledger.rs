@@ -352,8 +352,8 @@ async fn run() -> BenchResult<()> {
     let mut best_read: Option<f64> = None;
     let mut fastest_read_s: Option<f64> = None;
     let mut events_in_log: Option<u64> = None;
-    // 4b'. The same read of step 2'''s stream: one event-sized message per event, as the
-    // log was stored before frames (what verify used to be compared with).
+    // 4b'. The same read of step 2'''s stream: one event-sized message per event, the
+    // floor the verify target is held against (a log without frames, as before 2026-11-24).
     let mut best_single_read: Option<f64> = None;
     let single_stream = jetstream::new(client.clone())
         .get_stream(format!("RAWC_{tag}"))

@@ -80,8 +80,8 @@ async fn appends_form_a_verified_chain_per_partition() {
     );
     assert_eq!(env.event_type, "ansinh.v1.Note");
     // One partition alone, though the stream's last event is another's, and a partition
-    // with no events: both end (the timeout only bounds a failure; they used to wait for
-    // a message that never comes).
+    // with no events: both end (the timeout only bounds a failure: a reader that waited for
+    // a message that never comes would hit it).
     for (only, events) in [("01", 10), ("92", 0)] {
         let mut stream = stream_of(&config).await;
         let partition = Partition::new(only).unwrap();

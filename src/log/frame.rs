@@ -59,7 +59,7 @@ pub enum FrameError {
 /// The frame payload bound for a server whose `max_payload` is `server_max_payload`
 /// (0 when unknown) and a stream whose `max_msg_size` is `stream_max_message_size`
 /// (negative or 0: no limit): FRAME_BYTES_MAX, or less so that a frame and its headers
-/// fit both. A stream created before frames took 1 MiB allows 68 KiB, so frames there
+/// fit both. A stream created before 2026-11-24 allows 68 KiB, so frames there
 /// stay that small. An event alone is still sent whole: if it does not fit, the server
 /// refuses it, as it would without frames.
 pub fn bytes_max_for(server_max_payload: usize, stream_max_message_size: i32) -> usize {

@@ -188,18 +188,17 @@ const READ_AHEAD_CHUNKS_MAX: usize = 16;
 /// Bytes one pull asks the server for at most, with async-nats's own 500 messages,
 /// when the stream's messages are at most 1 MiB (its `max_msg_size`); a pull must have
 /// room for the largest message, or the server refuses it (`pull_bytes_for`). An
-/// ordered consumer asks for 500 messages a pull whatever their size, which in frames of
-/// 1 MiB was the whole 90 MB log of a bench run, and verify hung. So reads use a plain pull consumer whose pulls are bounded in bytes.
+/// ordered consumer asks for 500 messages a pull whatever their size: in frames of 1 MiB
+/// that is up to 500 MiB at once, more than a reader can hold, so reads use a plain pull
+/// consumer whose pulls are bounded in bytes (ADR 0006).
 pub const READ_PULL_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Bytes all reads of this process may have asked the server for at once. nats-server
 /// drops whatever it has queued for a client beyond `max_pending` (64 MiB by default) as
-/// a slow consumer: pub acks, request replies and read messages alike. With frames of
-/// hundreds of events the demo hit that limit in one run of four and stalled for
-/// seconds on lost acks and replies: up to 2,048 households
-/// in flight each fetched the frame holding the event its command had just appended
-/// (`Ledger::event_of`, since answered from memory), and reads of 16 MiB pulls add up
-/// the same way (a reader asks for its next pull when half of the last has arrived, so
-/// up to 1.5 pulls are on their way). So reads and fetches of whole messages
+/// a slow consumer: pub acks, request replies and read messages alike, so the process
+/// stalls for seconds on lost acks and replies. Frames of hundreds of events make that
+/// limit easy to reach: a few hundred fetches of ~1 MiB frames at once pass it, and so do
+/// concurrent reads (a reader asks for its next pull when half of the last has arrived,
+/// so up to 1.5 pulls are on their way; ADR 0006). So reads and fetches of whole messages
 /// (`at_sequence`, `last_on_subject`) reserve room in this budget while their bytes are
 /// on their way, and wait for room rather than overrun the server's limit. Half the
 /// server's default leaves the other half for everything else on the connection.
@@ -355,8 +354,8 @@ fn reserved_bytes(pull_bytes: usize) -> u32 {
 /// Deletes a read's consumer when the read ends, however it ends. The server would
 /// remove the idle consumer by itself after READ_CONSUMER_IDLE, but nats-server 2.15 allows a
 /// stream 1,000 consumers by default: a writer catching up after each of many failed
-/// commits (measured: a bench run whose every commit was refused) filled that within
-/// seconds, and then no reader, verify included, could start.
+/// commits (every commit refused, say) fills that within seconds, and then no reader,
+/// verify included, can start.
 struct RemoveWhenDone {
     stream: stream::Stream,
     consumer: String,

@@ -79,7 +79,7 @@ impl HeadRecord {
 const HEAD_RECORD_BYTES: usize = 8 + 32 + 8 + 4;
 /// Records written before frames had no index: it is 0 for them.
 const HEAD_RECORD_BYTES_V1: usize = 8 + 32 + 8;
-/// sled's page cache (its default is 1 GiB). sled now holds only projections.
+/// sled's page cache (its default is 1 GiB). sled holds only projections; the log index is in redb.
 pub const STORE_CACHE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// redb's page cache for the log index: hot pages are heads and recent keys; older
 /// keys are read from disk on the (rare) lookups that reach them.

@@ -48,8 +48,8 @@ const PROJECTION_FORMAT: &[u8] = &[5];
 pub const PROJECTION_BATCH_EVENTS_MAX: usize = 4_096;
 /// One catch-up at a time in a process. A batch stages its changes from the trees as the
 /// last commit left them, so two catch-ups applying the same events at once would each
-/// stage from a state the other is changing (one transaction per event used to re-read
-/// the position inside it). A process has one projection store, so one lock suffices;
+/// stage from a state the other is changing (nothing re-reads the position inside the
+/// batch's transaction). A process has one projection store, so one lock suffices;
 /// `Batch::write` also refuses to commit over a position it did not start from.
 static CATCH_UP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
