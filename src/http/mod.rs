@@ -18,6 +18,7 @@
 
 mod audit;
 pub mod auth;
+pub mod console;
 pub mod error;
 mod extract;
 pub mod gateways;
@@ -214,6 +215,8 @@ struct Inner {
     /// Where the signed checkpoints are (`serve` sets the command line's; default
     /// otherwise), for the auditor routes.
     checkpoints: std::sync::OnceLock<crate::checkpoint::CheckpointConfig>,
+    /// The console's session keys, derived from the shared ledger secret on first use.
+    console_keys: tokio::sync::OnceCell<console::session::Keys>,
 }
 
 /// What the gateway routes need: the keys that authenticate gateways, and the ledger side
@@ -270,6 +273,7 @@ impl Api {
             requests_writes,
             gateways,
             checkpoints: std::sync::OnceLock::new(),
+            console_keys: tokio::sync::OnceCell::new(),
         })))
     }
 
@@ -702,6 +706,7 @@ async fn openapi_document() -> axum::Json<serde_json::Value> {
 pub fn router(api: Api) -> Router {
     let v1 = routes()
         .router
+        .merge(console::routes())
         .fallback(|| async { ApiError::NoSuchRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
     v1.layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))

@@ -160,3 +160,44 @@ pub async fn household_received(
         })
         .collect())
 }
+
+/// The header of the reconciliation CSV for people.
+pub const RECONCILIATION_CSV_HEADER: &str = "partition,gateway,day,instructed_count,instructed_amount,settled_count,settled_amount,failed_count,failed_amount,returned_count,returned_amount,pending_overdue_count,pending_overdue_amount,mismatches";
+
+/// Reconciliation lines (partition, gateway, day, the day's tallies) as the CSV for
+/// people that `payments reconcile --csv` writes and the console downloads: a UTF-8
+/// byte-order mark so that spreadsheets open it as UTF-8, then one line per gateway and
+/// day, amounts as `1.500.000 ₫`, quoted for the commas a fractional amount would hold
+/// (JSON keeps decimal strings).
+pub fn reconciliation_csv<'a, P, G>(
+    rows: impl IntoIterator<Item = (P, G, NaiveDate, &'a reconcile::GatewayDay)>,
+) -> String
+where
+    P: std::fmt::Display,
+    G: std::fmt::Display,
+{
+    use crate::domain::money::format_vnd;
+    use std::fmt::Write as _;
+    let vnd = |amount: rust_decimal::Decimal| format!("\"{}\"", format_vnd(amount));
+    let mut out = String::from("\u{feff}");
+    out.push_str(RECONCILIATION_CSV_HEADER);
+    out.push('\n');
+    for (p, g, d, day) in rows {
+        let _ = writeln!(
+            out,
+            "{p},{g},{d},{},{},{},{},{},{},{},{},{},{},{}",
+            day.instructed.count,
+            vnd(day.instructed.amount),
+            day.settled.count,
+            vnd(day.settled.amount),
+            day.failed.count,
+            vnd(day.failed.amount),
+            day.returned.count,
+            vnd(day.returned.amount),
+            day.pending_overdue.count,
+            vnd(day.pending_overdue.amount),
+            day.mismatches.len()
+        );
+    }
+    out
+}

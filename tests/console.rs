@@ -1,0 +1,567 @@
+//! The staff and auditor console in a real headless Chromium, driven over WebDriver
+//! (chromedriver), against a real ledger on a real nats-server: one server, one ledger
+//! with its HTTP listener and one chromedriver per test binary, shared by the tests;
+//! each test has its own browser session and its own households.
+//!
+//! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's `chromium` and
+//! `chromium-driver`; scripts/test.sh installs them when missing).
+
+mod common;
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use ansinh::access::Role;
+use ansinh::http::{self, Api, StaffDirectory};
+use ansinh::log::LogConfig;
+use ansinh::projection::Projector;
+use ansinh::service::Service;
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// Longest a test waits for a page element, chromedriver's start or a read: generous on
+/// a loaded 2-core machine, and each wait polls the condition rather than sleeping.
+const WAIT_MAX: Duration = Duration::from_secs(30);
+/// Between two looks at a condition that is not met yet.
+const POLL_EVERY: Duration = Duration::from_millis(50);
+
+struct Tokens {
+    officer: String,
+    teller: String,
+    auditor: String,
+}
+
+struct Fixture {
+    base: String,
+    config: LogConfig,
+    tokens: Tokens,
+    /// A session cookie of the officer whose tag verifies but whose time has passed.
+    expired_cookie: String,
+    webdriver: String,
+}
+
+static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+
+/// The shared ledger, console and chromedriver, started by the first test that asks.
+fn fixture() -> &'static Fixture {
+    FIXTURE.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The server lives on a runtime of its own: each test's runtime ends with its
+        // test, and the server must outlive them all.
+        std::thread::spawn(move || {
+            // Started from this thread, which lives as long as the process: the child is
+            // killed when the thread that started it ends (PR_SET_PDEATHSIG).
+            let (webdriver, chromedriver) = start_chromedriver();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let config = fresh_log();
+                let dir = tempfile::tempdir().unwrap();
+                let ledger = ledger_at(&config, &dir.path().join("store")).await;
+                let vault = Arc::new(vault_for(&ledger, &dir.path().join("secrets")).await);
+                let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
+                let service = Service::new(ledger, vault.clone(), projector);
+                let path = dir.path().join(http::STAFF_FILE);
+                let add = |id: &str, role, unit: &str| {
+                    http::auth::add_staff(&path, id, role, unit).unwrap()
+                };
+                let tokens = Tokens {
+                    officer: add("staff:officer", Role::CreditOfficer, "0100007"),
+                    teller: add("staff:teller", Role::Teller, "0100007"),
+                    auditor: add("staff:auditor", Role::Auditor, ""),
+                };
+                add("staff:manager", Role::BranchManager, "01");
+                // The session secret, made here as the first process of a ledger makes
+                // it, so the test can forge an expired cookie with the real key.
+                let secret = vault
+                    .create_secret(http::console::session::SECRET_NAME, &[42; 32])
+                    .await
+                    .unwrap();
+                let keys = http::console::session::Keys::from_secret(&secret);
+                let expired_cookie = keys
+                    .issue(
+                        "staff:officer",
+                        chrono::Utc::now().timestamp()
+                            - http::console::session::SESSION_LIFETIME_S
+                            - 60,
+                    )
+                    .unwrap();
+                let api = Api::new(service, StaffDirectory::load(&path).unwrap())
+                    .await
+                    .unwrap();
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let base = format!("http://{}", listener.local_addr().unwrap());
+                tx.send((base, config, tokens, expired_cookie, webdriver))
+                    .unwrap();
+                let _dir = dir;
+                let _chromedriver = chromedriver;
+                http::serve(listener, api, std::future::pending())
+                    .await
+                    .unwrap();
+            });
+        });
+        let (base, config, tokens, expired_cookie, webdriver) = rx.recv().unwrap();
+        Fixture {
+            base,
+            config,
+            tokens,
+            expired_cookie,
+            webdriver,
+        }
+    })
+}
+
+/// chromedriver on a free loopback port, tied to this process (it dies with it).
+fn start_chromedriver() -> (String, std::process::Child) {
+    use std::os::unix::process::CommandExt;
+    assert!(
+        std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
+        "the console tests need {CHROMIUM} and {CHROMEDRIVER}: apt-get install chromium chromium-driver (scripts/test.sh does)"
+    );
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut command = std::process::Command::new(CHROMEDRIVER);
+    command
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child
+    // when this process dies.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let child = command.spawn().expect("start chromedriver");
+    let deadline = Instant::now() + WAIT_MAX;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not listen");
+        std::thread::sleep(POLL_EVERY);
+    }
+    (format!("http://127.0.0.1:{port}"), child)
+}
+
+/// One browser session with a fresh profile.
+struct Browser {
+    client: Client,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn open() -> Browser {
+        let f = fixture();
+        let profile = tempfile::tempdir().unwrap();
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--window-size=1280,1600",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            }),
+        );
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&f.webdriver)
+            .await
+            .expect("a chromium session");
+        Browser {
+            client,
+            _profile: profile,
+        }
+    }
+
+    async fn goto(&self, path: &str) {
+        self.client
+            .goto(&format!("{}{path}", fixture().base))
+            .await
+            .unwrap();
+    }
+
+    /// Waits (polling, bounded) for an element.
+    async fn wait(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(WAIT_MAX)
+            .every(POLL_EVERY)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.wait(css).await.text().await.unwrap()
+    }
+
+    async fn has(&self, css: &str) -> bool {
+        self.client.find(Locator::Css(css)).await.is_ok()
+    }
+
+    async fn fill(&self, name: &str, value: &str) {
+        let field = self.wait(&format!("[name='{name}']")).await;
+        field.clear().await.unwrap();
+        field.send_keys(value).await.unwrap();
+    }
+
+    async fn submit(&self) {
+        self.wait("#submit").await.click().await.unwrap();
+    }
+
+    async fn sign_in(&self, token: &str) {
+        self.goto("/").await;
+        self.fill("token", token).await;
+        self.wait("#sign-in-submit").await.click().await.unwrap();
+        self.wait("#who").await;
+    }
+
+    /// The session cookie, for a request made outside the browser.
+    async fn session_cookie(&self) -> String {
+        let cookie = self
+            .client
+            .get_named_cookie(http::console::session::SESSION_COOKIE)
+            .await
+            .unwrap();
+        format!("{}={}", cookie.name(), cookie.value())
+    }
+
+    /// The named form's fields as the browser would send them.
+    async fn form_body(&self, form_css: &str) -> String {
+        let script = format!(
+            "return new URLSearchParams(new FormData(document.querySelector(\"{form_css}\"))).toString();"
+        );
+        self.client
+            .execute(&script, vec![])
+            .await
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.unwrap();
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    }
+
+    async fn close(self) {
+        self.client.close().await.unwrap();
+    }
+}
+
+/// A POST from outside the browser with its session cookie: a forged or repeated form.
+async fn post_form(cookie: &str, path: &str, body: String) -> (reqwest::StatusCode, String) {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", fixture().base))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.text().await.unwrap())
+}
+
+/// Registers a household through the form, with Vietnamese names.
+async fn register(b: &Browser, household: &str, head: &str, head_id: &str, member: &str) {
+    b.goto("/console/households/new").await;
+    b.fill("household_id", household).await;
+    b.fill("registered_on", "05/01/2026").await;
+    b.fill("head_name", head).await;
+    b.fill("head_citizen_id", head_id).await;
+    b.fill("member1_name", member).await;
+    b.fill("member1_relation", "con").await;
+    b.submit().await;
+    b.wait("#recorded").await;
+}
+
+/// Classifies a household poor under the standard in force on 10/01/2026.
+async fn classify_poor(b: &Browser, household: &str) -> (String, String) {
+    b.goto(&format!("/console/households/{household}/classify"))
+        .await;
+    b.fill("income_per_person", "1.200.000").await;
+    for indicator in ["employment", "nutrition", "drinking_water"] {
+        b.wait(&format!("input[value='{indicator}']"))
+            .await
+            .click()
+            .await
+            .unwrap();
+    }
+    b.fill("review_year", "2026").await;
+    b.fill("decided_on", "10/01/2026").await;
+    b.submit().await;
+    (
+        b.text("#result-class").await,
+        b.text("#result-standard").await,
+    )
+}
+
+#[tokio::test]
+async fn sign_in_sign_out_csrf_and_expired_sessions() {
+    let f = fixture();
+    let b = Browser::open().await;
+    // Vietnamese by default, diacritics intact.
+    b.goto("/").await;
+    assert_eq!(b.text("h1").await, "Đăng nhập");
+    // An unknown token is refused on the sign-in page.
+    b.fill("token", "ansinh_0000").await;
+    b.wait("#sign-in-submit").await.click().await.unwrap();
+    assert_eq!(b.text("#sign-in-problem").await, "Mã truy cập không đúng.");
+
+    b.sign_in(&f.tokens.officer).await;
+    assert_eq!(b.text("#who").await, "staff:officer");
+    let cookie = b
+        .client
+        .get_named_cookie(http::console::session::SESSION_COOKIE)
+        .await
+        .unwrap();
+    assert_eq!(cookie.http_only(), Some(true));
+    assert_eq!(
+        cookie.same_site().map(|s| s.to_string()).as_deref(),
+        Some("Strict")
+    );
+    b.screenshot("home").await;
+
+    // The English switch, and back.
+    b.wait("#lang-switch").await.click().await.unwrap();
+    b.wait("#who").await;
+    assert_eq!(b.text("h1").await, "Home");
+    b.wait("#lang-switch").await.click().await.unwrap();
+    b.wait("#who").await;
+    assert_eq!(b.text("h1").await, "Trang chính");
+
+    // A form without the CSRF token is refused with 403, and records nothing.
+    let before = event_count(&f.config).await;
+    let session = b.session_cookie().await;
+    let forged = "idem=forged-1&household_id=0100007-000901&area=rural&registered_on=05/01/2026&head_name=K%E1%BA%BB+gi%E1%BA%A3&head_citizen_id=001099000901";
+    let (status, page) = post_form(&session, "/console/households/new", forged.into()).await;
+    assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
+    assert!(page.contains("id=\"forbidden\""), "{page}");
+    // The same from inside the browser: a form built without the token.
+    b.client
+        .execute(
+            "const f=document.createElement('form');f.method='post';f.action='/console/households/new';\
+             for (const [k,v] of [['idem','forged-2'],['household_id','0100007-000902']]) {\
+             const i=document.createElement('input');i.name=k;i.value=v;f.appendChild(i);}\
+             document.body.appendChild(f);f.submit();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.wait("#forbidden").await;
+    assert_eq!(event_count(&f.config).await, before);
+
+    // Sign-out clears the session: the console sends the reader to sign in.
+    b.goto("/console").await;
+    b.wait("#sign-out").await.click().await.unwrap();
+    b.wait("#sign-in").await;
+    b.goto("/console").await;
+    b.wait("#sign-in").await;
+    assert!(!b.has("#who").await);
+
+    // A cookie whose time has passed, or garbage: to sign-in, saying the session ended.
+    for value in [f.expired_cookie.as_str(), "garbage"] {
+        // WebDriver's add-cookie refuses a loopback IP as a domain; the page may set it
+        // (the session cookie was cleared at sign-out, so none is HttpOnly in the way).
+        let script = format!(
+            "document.cookie = '{}={value}; path=/; SameSite=Strict';",
+            http::console::session::SESSION_COOKIE
+        );
+        b.client.execute(&script, vec![]).await.unwrap();
+        b.goto("/console/households").await;
+        assert_eq!(
+            b.text("#sign-in-problem").await,
+            "Phiên làm việc đã hết hạn hoặc không hợp lệ. Vui lòng đăng nhập lại."
+        );
+    }
+    b.close().await;
+}
+
+#[tokio::test]
+async fn register_classify_and_the_household_page() {
+    let b = Browser::open().await;
+    b.sign_in(&fixture().tokens.officer).await;
+    let h = "0100007-000101";
+    register(
+        &b,
+        h,
+        "Nguyễn Thị Hồng Nhung",
+        "001095000101",
+        "Trần Văn Đức",
+    )
+    .await;
+    // A refusal is shown beside the field, in plain words, and records nothing.
+    b.goto("/console/households/new").await;
+    b.fill("household_id", "0100007-000102").await;
+    b.fill("head_name", "Lê Văn Tám").await;
+    b.fill("head_citizen_id", "12").await;
+    b.submit().await;
+    let refusal = b.text("span.err[data-field='head_citizen_id']").await;
+    assert!(!refusal.is_empty() && !refusal.contains('{'), "{refusal}");
+
+    let (class, standard) = classify_poor(&b, h).await;
+    assert_eq!(class, "poor");
+    assert_eq!(standard, "VN-MDP-2022-2025");
+
+    b.goto(&format!("/console/households/{h}")).await;
+    assert_eq!(b.text("#household-id").await, h);
+    assert_eq!(b.text("#head-name").await, "Nguyễn Thị Hồng Nhung");
+    assert!(b.text("#members").await.contains("Trần Văn Đức"));
+    assert_eq!(b.text("#standing-class").await, "poor");
+    // History with each event's hash: registration and classification.
+    let history = b
+        .client
+        .find_all(Locator::Css("#history tr.event"))
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 2);
+    let hash = b.text("#history tr.event td.hash").await;
+    assert_eq!(hash.len(), 64, "{hash}");
+    b.close().await;
+}
+
+#[tokio::test]
+async fn approve_disburse_repay_and_a_double_submit_records_once() {
+    let f = fixture();
+    let b = Browser::open().await;
+    b.sign_in(&f.tokens.officer).await;
+    let h = "0100007-000201";
+    register(&b, h, "Phạm Thị Ngọc Ánh", "001095000201", "Hoàng Văn Lợi").await;
+    classify_poor(&b, h).await;
+
+    // Approve: the answer names the new loan.
+    b.goto(&format!("/console/households/{h}")).await;
+    b.wait("#approve-link").await.click().await.unwrap();
+    b.fill("amount", "30.000.000").await;
+    b.fill("term_months", "36").await;
+    b.fill("savings_group", "TK-01").await;
+    b.fill("on", "02/02/2026").await;
+    b.fill("reason", "vay sản xuất chăn nuôi").await;
+    b.submit().await;
+    let loan = b.text("#loan-ref").await;
+    assert!(loan.starts_with("01-L"), "{loan}");
+
+    // Disburse, from the link on the answer.
+    b.wait("#disburse-link").await.click().await.unwrap();
+    b.fill("amount", "30.000.000").await;
+    b.fill("on", "05/02/2026").await;
+    b.submit().await;
+    b.wait("#recorded").await;
+
+    // Repay: the answer shows the split. Sent twice (the browser, then the very same
+    // form's fields again, as a double click or a reload of the POST sends them): the
+    // log grows by one, and the second answer says it was already recorded.
+    b.goto(&format!("/console/loans/{loan}/repay?household={h}"))
+        .await;
+    b.fill("amount", "2.000.000").await;
+    b.fill("on", "05/03/2026").await;
+    let form = b.form_body("#loan-form").await;
+    let before = event_count(&f.config).await;
+    b.submit().await;
+    assert_eq!(b.text("#split-amount").await, "2.000.000 ₫");
+    let interest = b.text("#split-interest").await;
+    let principal = b.text("#split-principal").await;
+    assert!(interest.ends_with(" ₫") && interest != "0 ₫", "{interest}");
+    assert!(principal.ends_with(" ₫"), "{principal}");
+    b.screenshot("repayment").await;
+    let cookie = b.session_cookie().await;
+    let path = format!("/console/loans/{loan}/repay?household={h}");
+    let (status, again) = post_form(&cookie, &path, form.clone()).await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    assert!(again.contains("id=\"duplicate\""), "{again}");
+    assert_eq!(event_count(&f.config).await, before + 1);
+    // The same key with another amount is refused, in plain words, and records nothing.
+    let changed = form.replace("amount=2.000.000", "amount=3.000.000");
+    assert_ne!(changed, form);
+    let (status, refused) = post_form(&cookie, &path, changed).await;
+    assert_eq!(status, reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.contains("id=\"refusal\""), "{refused}");
+    assert_eq!(event_count(&f.config).await, before + 1);
+
+    // The household page: the loan with its schedule, disbursed and outstanding.
+    b.goto(&format!("/console/households/{h}")).await;
+    let table = format!("table.loan[data-loan='{loan}']");
+    assert_eq!(
+        b.text(&format!("{table} td.disbursed")).await,
+        "30.000.000 ₫"
+    );
+    let schedule = b
+        .client
+        .find_all(Locator::Css("details.schedule tr"))
+        .await
+        .unwrap();
+    assert_eq!(schedule.len(), 1 + 36);
+    b.screenshot("household").await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn an_auditor_sees_no_write_form_and_a_forged_post_is_refused() {
+    let f = fixture();
+    let officer = Browser::open().await;
+    officer.sign_in(&f.tokens.officer).await;
+    let h = "0100007-000301";
+    register(&officer, h, "Đỗ Thị Thu Hà", "001095000301", "Vũ Minh Khôi").await;
+    officer.close().await;
+
+    let b = Browser::open().await;
+    b.sign_in(&f.tokens.auditor).await;
+    b.goto(&format!("/console/households/{h}")).await;
+    assert_eq!(b.text("#household-id").await, h);
+    for link in [
+        "#classify-link",
+        "#approve-link",
+        "#find-citizen",
+        "#head-name",
+    ] {
+        assert!(!b.has(link).await, "an auditor is offered {link}");
+    }
+    b.goto("/console/households/new").await;
+    b.wait("#refusal").await;
+    assert!(!b.has("#register").await);
+
+    // A forged POST with the auditor's own session and CSRF token: refused by `access`,
+    // 403, nothing recorded.
+    let csrf = b
+        .wait("form[action='/console/sign-out'] input[name='csrf']")
+        .await
+        .attr("value")
+        .await
+        .unwrap()
+        .unwrap();
+    let cookie = b.session_cookie().await;
+    let before = event_count(&f.config).await;
+    let body = format!(
+        "csrf={csrf}&idem=auditor-1&household_id=0100007-000302&area=rural&registered_on=05/01/2026&head_name=Ai+%C4%90%C3%B3&head_citizen_id=001095000302"
+    );
+    let (status, page) = post_form(&cookie, "/console/households/new", body).await;
+    assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
+    assert!(page.contains("id=\"refusal\""), "{page}");
+    let body = format!("csrf={csrf}&idem=auditor-2&amount=1000000&on=05/03/2026");
+    let (status, _) = post_form(&cookie, "/console/loans/01-L1/repay", body).await;
+    assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
+    assert_eq!(event_count(&f.config).await, before);
+    // A teller may repay but not register.
+    let teller = Browser::open().await;
+    teller.sign_in(&f.tokens.teller).await;
+    teller.goto("/console/households/new").await;
+    teller.wait("#refusal").await;
+    teller.close().await;
+    b.close().await;
+}
