@@ -31,6 +31,7 @@ struct Tokens {
     officer: String,
     teller: String,
     auditor: String,
+    manager: String,
 }
 
 struct Fixture {
@@ -74,8 +75,8 @@ fn fixture() -> &'static Fixture {
                     officer: add("staff:officer", Role::CreditOfficer, "0100007"),
                     teller: add("staff:teller", Role::Teller, "0100007"),
                     auditor: add("staff:auditor", Role::Auditor, ""),
+                    manager: add("staff:manager", Role::BranchManager, "01"),
                 };
-                add("staff:manager", Role::BranchManager, "01");
                 // The session secret, made here as the first process of a ledger makes
                 // it, so the test can forge an expired cookie with the real key.
                 let secret = vault
@@ -563,5 +564,162 @@ async fn an_auditor_sees_no_write_form_and_a_forged_post_is_refused() {
     teller.goto("/console/households/new").await;
     teller.wait("#refusal").await;
     teller.close().await;
+    b.close().await;
+}
+
+/// Approves and disburses a loan of `household` (already classified poor); its reference.
+async fn approve_and_disburse(b: &Browser, household: &str, amount: &str) -> String {
+    b.goto(&format!("/console/households/{household}/loans/new"))
+        .await;
+    b.fill("amount", amount).await;
+    b.fill("term_months", "24").await;
+    b.fill("savings_group", "TK-02").await;
+    b.fill("on", "02/02/2026").await;
+    b.fill("reason", "vay sản xuất").await;
+    b.submit().await;
+    let loan = b.text("#loan-ref").await;
+    b.wait("#disburse-link").await.click().await.unwrap();
+    b.fill("amount", amount).await;
+    b.fill("on", "05/02/2026").await;
+    b.submit().await;
+    b.wait("#recorded").await;
+    loan
+}
+
+#[tokio::test]
+async fn the_portfolio_charts_and_a_payment_run_reconciled_to_csv() {
+    let f = fixture();
+    let b = Browser::open().await;
+    b.sign_in(&f.tokens.manager).await;
+    let h = "0100007-000401";
+    register(&b, h, "Bùi Thị Xuân", "001095000401", "Lý Văn Thường").await;
+    classify_poor(&b, h).await;
+    approve_and_disburse(&b, h, "20.000.000").await;
+
+    // The portfolio: outstanding by programme and the month's disbursement, as bars.
+    b.goto("/console/communes/0100007/portfolio").await;
+    let bar = b
+        .wait("#chart-programmes rect.bar")
+        .await
+        .attr("data-value")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(bar.parse::<f64>().unwrap() > 0.0, "{bar}");
+    let flows = b
+        .client
+        .find_all(Locator::Css("#chart-flows rect.bar"))
+        .await
+        .unwrap();
+    let mut disbursed_in_february = false;
+    for bar in &flows {
+        let title = bar.find(Locator::Css("title")).await.unwrap();
+        let text = title.html(true).await.unwrap();
+        if text.starts_with("2026-02")
+            && bar
+                .attr("data-value")
+                .await
+                .unwrap()
+                .is_some_and(|v| v != "0")
+        {
+            disbursed_in_february = true;
+        }
+    }
+    assert!(disbursed_in_february, "no February disbursement bar");
+    b.screenshot("portfolio").await;
+
+    // A monthly entitlement (over the JSON API, on the same listener), a budget and a
+    // run through the console, then the run day's reconciliation and its CSV.
+    let grant = reqwest::Client::new()
+        .post(format!("{}/v1/entitlements", f.base))
+        .bearer_auth(&f.tokens.officer)
+        .header("idempotency-key", "console-grant-1")
+        .json(&serde_json::json!({
+            "household_id": h, "member": "001095000401",
+            "category": "ELDERLY_80_PLUS_NO_PENSION", "channel": "bank", "gateway": "vcb",
+            "from": "2026-10", "on": "2026-10-01"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(grant.status(), reqwest::StatusCode::CREATED);
+    b.goto("/console/payments").await;
+    b.fill("commune", "0100007").await;
+    let budget = b.wait("#budget").await;
+    for (name, value) in [
+        ("period", "2026-10"),
+        ("amount", "2.000.000"),
+        ("on", "01/10/2026"),
+    ] {
+        let field = budget
+            .find(Locator::Css(&format!("[name='{name}']")))
+            .await
+            .unwrap();
+        field.clear().await.unwrap();
+        field.send_keys(value).await.unwrap();
+    }
+    b.wait("#budget-submit").await.click().await.unwrap();
+    b.wait("#recorded").await;
+    b.goto("/console/payments").await;
+    let run = b.wait("#run").await;
+    for (name, value) in [
+        ("commune", "0100007"),
+        ("period", "2026-10"),
+        ("on", "05/10/2026"),
+    ] {
+        let field = run
+            .find(Locator::Css(&format!("[name='{name}']")))
+            .await
+            .unwrap();
+        field.clear().await.unwrap();
+        field.send_keys(value).await.unwrap();
+    }
+    b.wait("#run-submit").await.click().await.unwrap();
+    assert_eq!(b.text("#run-issued").await, "1");
+
+    b.goto("/console/payments/reconciliation?partition=01&day=05/10/2026")
+        .await;
+    let line = b.text("#reconciliation tr.gateway").await;
+    assert!(line.starts_with("vcb"), "{line}");
+    let href = b
+        .wait("#csv-link")
+        .await
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    let csv = reqwest::Client::new()
+        .get(format!("{}{href}", f.base))
+        .header("cookie", b.session_cookie().await)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.status(), reqwest::StatusCode::OK);
+    assert!(
+        csv.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let text = csv.text().await.unwrap();
+    let lines: Vec<&str> = text.trim_start_matches('\u{feff}').lines().collect();
+    assert_eq!(lines[0], ansinh::payments_report::RECONCILIATION_CSV_HEADER);
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[1].starts_with("01,vcb,2026-10-05,1,\""),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[1].contains(" ₫\""), "{}", lines[1]);
+    // Without a session, no CSV.
+    let anonymous = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}{href}", f.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(anonymous.status().is_redirection());
     b.close().await;
 }
