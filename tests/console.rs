@@ -41,6 +41,17 @@ struct Fixture {
     /// A session cookie of the officer whose tag verifies but whose time has passed.
     expired_cookie: String,
     webdriver: String,
+    /// Asks the server's thread to publish a signed checkpoint of every partition, and
+    /// answers when it did.
+    checkpoint: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Publishes checkpoints of every partition (as `serve`'s checkpointer would) and waits
+/// for them.
+async fn checkpoint_now() {
+    let (done, published) = tokio::sync::oneshot::channel();
+    fixture().checkpoint.send(done).await.unwrap();
+    published.await.unwrap();
 }
 
 static FIXTURE: OnceLock<Fixture> = OnceLock::new();
@@ -61,7 +72,7 @@ fn fixture() -> &'static Fixture {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let config = fresh_log();
+                let (config, checkpoints) = fresh_checkpointed();
                 let dir = tempfile::tempdir().unwrap();
                 let ledger = ledger_at(&config, &dir.path().join("store")).await;
                 let vault = Arc::new(vault_for(&ledger, &dir.path().join("secrets")).await);
@@ -92,12 +103,34 @@ fn fixture() -> &'static Fixture {
                             - 60,
                     )
                     .unwrap();
+                let ledger = service.ledger.clone();
                 let api = Api::new(service, StaffDirectory::load(&path).unwrap())
                     .await
                     .unwrap();
+                api.set_checkpoints(checkpoints.clone());
+                let (checkpoint, mut asked) =
+                    tokio::sync::mpsc::channel::<tokio::sync::oneshot::Sender<()>>(1);
+                let keys = dir.path().join("checkpoint-keys");
+                std::fs::create_dir_all(&keys).unwrap();
+                tokio::spawn(async move {
+                    while let Some(done) = asked.recv().await {
+                        let mut c = ansinh::checkpoint::Checkpointer::open(
+                            client().await,
+                            ledger.clone(),
+                            checkpoints.clone(),
+                            keys.as_path(),
+                        )
+                        .await
+                        .unwrap();
+                        for (partition, outcome) in c.checkpoint_all().await.unwrap() {
+                            outcome.unwrap_or_else(|e| panic!("checkpoint of {partition}: {e}"));
+                        }
+                        let _ = done.send(());
+                    }
+                });
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let base = format!("http://{}", listener.local_addr().unwrap());
-                tx.send((base, config, tokens, expired_cookie, webdriver))
+                tx.send((base, config, tokens, expired_cookie, webdriver, checkpoint))
                     .unwrap();
                 let _dir = dir;
                 let _chromedriver = chromedriver;
@@ -106,13 +139,14 @@ fn fixture() -> &'static Fixture {
                     .unwrap();
             });
         });
-        let (base, config, tokens, expired_cookie, webdriver) = rx.recv().unwrap();
+        let (base, config, tokens, expired_cookie, webdriver, checkpoint) = rx.recv().unwrap();
         Fixture {
             base,
             config,
             tokens,
             expired_cookie,
             webdriver,
+            checkpoint,
         }
     })
 }
@@ -721,5 +755,102 @@ async fn the_portfolio_charts_and_a_payment_run_reconciled_to_csv() {
         .await
         .unwrap();
     assert!(anonymous.status().is_redirection());
+    b.close().await;
+}
+
+#[tokio::test]
+async fn an_auditor_reads_checkpoints_proves_an_event_and_verifies_a_bundle_offline() {
+    let f = fixture();
+    let officer = Browser::open().await;
+    officer.sign_in(&f.tokens.officer).await;
+    let h = "0100007-000501";
+    register(
+        &officer,
+        h,
+        "Ngô Thị Thanh Hương",
+        "001095000501",
+        "Đặng Quốc Bảo",
+    )
+    .await;
+    classify_poor(&officer, h).await;
+    officer.close().await;
+    checkpoint_now().await;
+
+    let b = Browser::open().await;
+    b.sign_in(&f.tokens.auditor).await;
+    b.goto("/console/audit").await;
+    b.wait("#partitions a.partition-link[href='/console/audit/partitions/01']")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let checkpoints: u64 = b.text("#status-checkpoints").await.parse().unwrap();
+    assert!(checkpoints >= 1);
+    let size: u64 = b.text("#checkpoint-size").await.parse().unwrap();
+    assert!(size >= 2, "{size}");
+    b.screenshot("audit-status").await;
+
+    // An event's inclusion proof, shown and downloaded; it checks offline.
+    b.fill("seq", "1").await;
+    b.wait("#inclusion-form button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.wait("#proof").await;
+    let href = b
+        .wait("#proof-download")
+        .await
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    let cookie = b.session_cookie().await;
+    let get = |path: String| {
+        let cookie = cookie.clone();
+        async move {
+            reqwest::Client::new()
+                .get(format!("{}{path}", fixture().base))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let document = get(href).await;
+    assert_eq!(document.status(), reqwest::StatusCode::OK);
+    let checked =
+        ansinh::checkpoint::proofs::check_document(&document.bytes().await.unwrap(), &[]).unwrap();
+    assert_eq!(checked.partition, "01");
+
+    // The household's bundle: a tar of its directory that verify-bundle accepts.
+    b.goto("/console/audit").await;
+    b.fill("household", h).await;
+    let bundle = get(format!("/console/audit/bundle?household={h}")).await;
+    assert_eq!(bundle.status(), reqwest::StatusCode::OK);
+    let tar = bundle.bytes().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bundle.tar"), &tar).unwrap();
+    let untar = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg("bundle.tar")
+        .current_dir(dir.path())
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    let files = ansinh::bundle::BundleFiles::read(&dir.path().join(format!("bundle-{h}"))).unwrap();
+    let verified = ansinh::bundle::verify(&files, &[]).unwrap();
+    assert_eq!(verified.events, 2, "registration and classification");
+    // The CLI's own offline check agrees.
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_ansinh"))
+        .args(["audit", "verify-bundle"])
+        .arg(dir.path().join(format!("bundle-{h}")))
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stdout)
+    );
     b.close().await;
 }

@@ -202,6 +202,50 @@ impl BundleFiles {
         Ok(out)
     }
 
+    /// The bundle as one uncompressed POSIX tar (ustar) archive of the directory `dir`
+    /// holding its files: what a bundle download over HTTP sends, so that `tar -xf` then
+    /// `ansinh audit verify-bundle <dir>` checks it offline. The archive carries no time,
+    /// owner or mode beyond 0644, so the same bundle is the same bytes.
+    pub fn to_tar(&self, dir: &str) -> Vec<u8> {
+        const BLOCK: usize = 512;
+        fn octal(field: &mut [u8], value: u64) {
+            // Digits filling the field but its last byte, which stays NUL.
+            let text = format!("{value:0width$o}", width = field.len() - 1);
+            field[..text.len()].copy_from_slice(text.as_bytes());
+        }
+        let size: usize = self
+            .files()
+            .iter()
+            .map(|(_, b)| BLOCK + b.len().div_ceil(BLOCK) * BLOCK)
+            .sum();
+        let mut out = Vec::with_capacity(size + 2 * BLOCK);
+        for (name, bytes) in self.files() {
+            let path = format!("{dir}/{name}");
+            assert!(path.len() < 100, "bundle paths are short: {path}");
+            let mut header = [0u8; BLOCK];
+            header[..path.len()].copy_from_slice(path.as_bytes());
+            octal(&mut header[100..108], 0o644);
+            octal(&mut header[108..116], 0);
+            octal(&mut header[116..124], 0);
+            octal(&mut header[124..136], bytes.len() as u64);
+            octal(&mut header[136..148], 0);
+            header[156] = b'0';
+            header[257..263].copy_from_slice(b"ustar\0");
+            header[263..265].copy_from_slice(b"00");
+            // The checksum is summed with its own field as spaces.
+            header[148..156].copy_from_slice(b"        ");
+            let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
+            let text = format!("{sum:06o}\0 ");
+            header[148..156].copy_from_slice(text.as_bytes());
+            out.extend_from_slice(&header);
+            out.extend_from_slice(bytes);
+            out.resize(out.len().div_ceil(BLOCK) * BLOCK, 0);
+        }
+        // The end of the archive: two empty blocks.
+        out.resize(out.len() + 2 * BLOCK, 0);
+        out
+    }
+
     /// Writes every file into `dir` (created if missing; files replaced).
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
