@@ -822,6 +822,7 @@ pub async fn run(
         crate::gateway::DEFAULT_SUBJECT_PREFIX,
         registry.current().gateways().len(),
     );
+    eprintln!("ansinh: the web console is at http://{bound}/");
     // Caught before anyone can know we listen (the line below).
     let stopping = stop_signal();
     // Last, and in this form: tests and scripts wait for this line to know it listens.
