@@ -529,6 +529,17 @@ async fn approve_disburse_repay_and_a_double_submit_records_once() {
     assert!(refused.contains("id=\"refusal\""), "{refused}");
     assert_eq!(event_count(&f.config).await, before + 1);
 
+    // A book refusal is shown beside the field it concerns, in plain words.
+    b.goto(&format!("/console/loans/{loan}/repay?household={h}"))
+        .await;
+    b.fill("amount", "999.000.000").await;
+    b.fill("on", "06/03/2026").await;
+    let before = event_count(&f.config).await;
+    b.submit().await;
+    let refusal = b.text("span.err[data-field='amount']").await;
+    assert!(refusal.starts_with("Sổ từ chối"), "{refusal}");
+    assert_eq!(event_count(&f.config).await, before);
+
     // The household page: the loan with its schedule, disbursed and outstanding.
     b.goto(&format!("/console/households/{h}")).await;
     let table = format!("table.loan[data-loan='{loan}']");
@@ -592,6 +603,20 @@ async fn an_auditor_sees_no_write_form_and_a_forged_post_is_refused() {
     let (status, _) = post_form(&cookie, "/console/loans/01-L1/repay", body).await;
     assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
     assert_eq!(event_count(&f.config).await, before);
+    // An officer sees only their commune: another commune's pages are refused.
+    let officer = Browser::open().await;
+    officer.sign_in(&f.tokens.officer).await;
+    for path in [
+        "/console/households/0100014-000001",
+        "/console/communes/0100014/portfolio",
+    ] {
+        officer.goto(path).await;
+        assert_eq!(
+            officer.text("#refusal").await,
+            "Hộ hoặc khoản vay này không thuộc đơn vị của bạn."
+        );
+    }
+    officer.close().await;
     // A teller may repay but not register.
     let teller = Browser::open().await;
     teller.sign_in(&f.tokens.teller).await;

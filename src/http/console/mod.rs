@@ -189,8 +189,7 @@ fn field_of(e: &ApiError) -> Option<&'static str> {
     let ApiError::Rejected(r) = e else {
         return None;
     };
-    let kind = format!("{r:?}");
-    let kind = kind.split(['(', ' ', '{']).next().unwrap_or_default();
+    let kind = r.kind();
     if kind.contains("Amount") || kind.contains("Overpayment") || kind.contains("OverApproved") {
         Some("amount")
     } else if kind.contains("Citizen") {
