@@ -554,6 +554,44 @@ async fn approve_disburse_repay_and_a_double_submit_records_once() {
         .unwrap();
     assert_eq!(schedule.len(), 1 + 36);
     b.screenshot("household").await;
+
+    // A long history is paged: more events than a page, then the next page holds the rest.
+    let csrf = b
+        .wait("form[action='/console/sign-out'] input[name='csrf']")
+        .await
+        .attr("value")
+        .await
+        .unwrap()
+        .unwrap();
+    let shown = b
+        .client
+        .find_all(Locator::Css("#history tr.event"))
+        .await
+        .unwrap()
+        .len();
+    let more = http::console::households::HISTORY_PAGE_LINES + 3 - shown;
+    for i in 0..more {
+        let body = format!("csrf={csrf}&idem=page-{i}&amount=10.000&on=10/03/2026");
+        let (status, page) = post_form(&cookie, &path, body).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{page}");
+    }
+    b.goto(&format!("/console/households/{h}")).await;
+    let first = b
+        .client
+        .find_all(Locator::Css("#history tr.event"))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), http::console::households::HISTORY_PAGE_LINES);
+    assert!(!b.has("#history-previous").await);
+    b.wait("#history-next").await.click().await.unwrap();
+    b.wait("#history-previous").await;
+    let second = b
+        .client
+        .find_all(Locator::Css("#history tr.event"))
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 3);
+    assert!(!b.has("#history-next").await);
     b.close().await;
 }
 

@@ -13,7 +13,7 @@
 //! none, and a forged POST is refused by the same check as over the API.
 
 mod audit;
-mod households;
+pub mod households;
 pub mod i18n;
 mod loans;
 mod reports;
