@@ -454,7 +454,10 @@ async fn register_classify_and_the_household_page() {
     assert_eq!(class, "poor");
     assert_eq!(standard, "VN-MDP-2022-2025");
 
-    b.goto(&format!("/console/households/{h}")).await;
+    // Found again by a member's citizen id (a POST: the id never goes in a URL).
+    b.goto("/console/households").await;
+    b.fill("citizen_id", "001095000101").await;
+    b.wait("#find-citizen button").await.click().await.unwrap();
     assert_eq!(b.text("#household-id").await, h);
     assert_eq!(b.text("#head-name").await, "Nguyễn Thị Hồng Nhung");
     assert!(b.text("#members").await.contains("Trần Văn Đức"));

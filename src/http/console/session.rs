@@ -262,6 +262,25 @@ mod tests {
     }
 
     #[test]
+    fn cookies_are_strict_http_only_and_secure_behind_tls() {
+        let mut headers = HeaderMap::new();
+        let plain = set_cookie(&headers, SESSION_COOKIE, "v", 60);
+        assert_eq!(
+            plain.to_str().unwrap(),
+            "ansinh_console=v; Path=/; Max-Age=60; HttpOnly; SameSite=Strict"
+        );
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let tls = set_cookie(&headers, SESSION_COOKIE, "v", 60);
+        assert!(tls.to_str().unwrap().ends_with("; SameSite=Strict; Secure"));
+        headers.insert(
+            COOKIE,
+            HeaderValue::from_static("a=1; ansinh_console=xyz; b=2"),
+        );
+        assert_eq!(cookie(&headers, SESSION_COOKIE), Some("xyz"));
+        assert_eq!(cookie(&headers, "c"), None);
+    }
+
+    #[test]
     fn tokens_compare_as_hashes() {
         let t = blake3::hash(b"x").to_hex().to_string();
         assert!(tokens_equal(&t, &t));
