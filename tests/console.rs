@@ -56,6 +56,11 @@ async fn checkpoint_now() {
 
 static FIXTURE: OnceLock<Fixture> = OnceLock::new();
 
+/// Held by each test for its whole run: the tests share one log, and several assert that
+/// the whole log grew by exactly one event (or by none), which another test appending at
+/// the same moment would break.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The shared ledger, console and chromedriver, started by the first test that asks.
 fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
@@ -349,6 +354,7 @@ async fn classify_poor(b: &Browser, household: &str) -> (String, String) {
 
 #[tokio::test]
 async fn sign_in_sign_out_csrf_and_expired_sessions() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let f = fixture();
     let b = Browser::open().await;
     // Vietnamese by default, diacritics intact.
@@ -430,6 +436,7 @@ async fn sign_in_sign_out_csrf_and_expired_sessions() {
 
 #[tokio::test]
 async fn register_classify_and_the_household_page() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let b = Browser::open().await;
     b.sign_in(&fixture().tokens.officer).await;
     let h = "0100007-000101";
@@ -476,6 +483,7 @@ async fn register_classify_and_the_household_page() {
 
 #[tokio::test]
 async fn approve_disburse_repay_and_a_double_submit_records_once() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let f = fixture();
     let b = Browser::open().await;
     b.sign_in(&f.tokens.officer).await;
@@ -600,6 +608,7 @@ async fn approve_disburse_repay_and_a_double_submit_records_once() {
 
 #[tokio::test]
 async fn an_auditor_sees_no_write_form_and_a_forged_post_is_refused() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let f = fixture();
     let officer = Browser::open().await;
     officer.sign_in(&f.tokens.officer).await;
@@ -640,6 +649,10 @@ async fn an_auditor_sees_no_write_form_and_a_forged_post_is_refused() {
     let (status, page) = post_form(&cookie, "/console/households/new", body).await;
     assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
     assert!(page.contains("id=\"refusal\""), "{page}");
+    assert!(
+        !page.contains("id=\"register\""),
+        "a form is offered again: {page}"
+    );
     let body = format!("csrf={csrf}&idem=auditor-2&amount=1000000&on=05/03/2026");
     let (status, _) = post_form(&cookie, "/console/loans/01-L1/repay", body).await;
     assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
@@ -688,6 +701,7 @@ async fn approve_and_disburse(b: &Browser, household: &str, amount: &str) -> Str
 
 #[tokio::test]
 async fn the_portfolio_charts_and_a_payment_run_reconciled_to_csv() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let f = fixture();
     let b = Browser::open().await;
     b.sign_in(&f.tokens.manager).await;
@@ -826,6 +840,7 @@ async fn the_portfolio_charts_and_a_payment_run_reconciled_to_csv() {
 
 #[tokio::test]
 async fn an_auditor_reads_checkpoints_proves_an_event_and_verifies_a_bundle_offline() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let f = fixture();
     let officer = Browser::open().await;
     officer.sign_in(&f.tokens.officer).await;

@@ -456,6 +456,8 @@ async fn register(State(api): State<Api>, session: Session, FormBody(f): FormBod
             };
             page(lang, title, Some(&session), body).into_response()
         }
+        // Not allowed at all: no form to correct, only the refusal.
+        Err(e @ ApiError::Denied(_)) => error_in(&session, &e),
         Err(e) => again(&Problems::refusal(lang, &e), e.status()),
     }
 }
@@ -591,6 +593,8 @@ async fn classify(
             };
             page(lang, title, Some(&session), body).into_response()
         }
+        // Not allowed at all: no form to correct, only the refusal.
+        Err(e @ ApiError::Denied(_)) => error_in(&session, &e),
         Err(e) => again(&Problems::refusal(lang, &e), e.status()),
     }
 }

@@ -186,6 +186,8 @@ async fn approve(
             };
             page(lang, title, Some(&session), body).into_response()
         }
+        // Not allowed at all: no form to correct, only the refusal.
+        Err(e @ ApiError::Denied(_)) => error_in(&session, &e),
         Err(e) => again(&Problems::refusal(lang, &e), e.status()),
     }
 }
@@ -385,6 +387,8 @@ async fn action(
             };
             page(lang, &title, Some(&session), body).into_response()
         }
+        // Not allowed at all: no form to correct, only the refusal.
+        Err(e @ ApiError::Denied(_)) => error_in(&session, &e),
         Err(e) => again(&Problems::refusal(lang, &e), e.status()),
     }
 }

@@ -314,6 +314,8 @@ async fn allocate(State(api): State<Api>, session: Session, FormBody(f): FormBod
             let body = html! { (receipt_block(lang, &receipt)) p { a href="/console/payments" { (lang.t(T::Payments)) } } };
             page(lang, lang.t(T::Budget), Some(&session), body).into_response()
         }
+        // Not allowed at all: no form to correct, only the refusal.
+        Err(e @ ApiError::Denied(_)) => error_in(&session, &e),
         Err(e) => again(&Problems::refusal(lang, &e), e.status()),
     }
 }
@@ -398,6 +400,8 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
             };
             page(lang, lang.t(T::PaymentRun), Some(&session), body).into_response()
         }
+        // Not allowed at all: no form to correct, only the refusal.
+        Err(e @ ApiError::Denied(_)) => error_in(&session, &e),
         Err(e) => again(&Problems::refusal(lang, &e), e.status()),
     }
 }
