@@ -1905,7 +1905,11 @@ async fn a_range_of_days_reconciles_as_json_and_as_csv() {
             rows,
             vec![
                 ansinh::payments_report::RECONCILIATION_CSV_HEADER,
-                &format!("01,2026-10-05,vcb,1,{amount},0,0,0,0,0,0,0,0,0,0,0,0,0"),
+                &format!(
+                    "01,2026-10-05,vcb,1,\"{}\"{}",
+                    ansinh::domain::money::format_vnd(amount),
+                    ",0,\"0 ₫\"".repeat(6) + ",0"
+                ),
                 "",
             ]
         );

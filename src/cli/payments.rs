@@ -2,7 +2,6 @@
 //! reconciliation. Parsing and printing only; the work is in `ansinh::service` and
 //! `ansinh::payments_report`.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -603,33 +602,10 @@ async fn reconcile(
         }
     }
     if let Some(path) = csv {
-        let mut f = std::fs::File::create(&path)?;
-        // A UTF-8 byte-order mark so that spreadsheets open it as UTF-8.
-        f.write_all("\u{feff}".as_bytes())?;
-        writeln!(
-            f,
-            "partition,gateway,day,instructed_count,instructed_amount,settled_count,settled_amount,failed_count,failed_amount,returned_count,returned_amount,pending_overdue_count,pending_overdue_amount,mismatches"
-        )?;
-        // For people (a spreadsheet in Vietnamese): amounts as `1.500.000 ₫`, quoted
-        // for the commas a fractional amount would hold; JSON keeps decimal strings.
-        let vnd = |amount: rust_decimal::Decimal| format!("\"{}\"", format_vnd(amount));
-        for (p, g, d, day) in &rows {
-            writeln!(
-                f,
-                "{p},{g},{d},{},{},{},{},{},{},{},{},{},{},{}",
-                day.instructed.count,
-                vnd(day.instructed.amount),
-                day.settled.count,
-                vnd(day.settled.amount),
-                day.failed.count,
-                vnd(day.failed.amount),
-                day.returned.count,
-                vnd(day.returned.amount),
-                day.pending_overdue.count,
-                vnd(day.pending_overdue.amount),
-                day.mismatches.len()
-            )?;
-        }
+        let text = ansinh::payments_report::reconciliation_csv_rows(
+            rows.iter().map(|(p, g, d, day)| (p, **d, g, *day)),
+        );
+        std::fs::write(&path, text)?;
         if !json {
             println!("wrote {}", path.display());
         }

@@ -532,6 +532,30 @@ pub fn scheduled_due_before(
     Ok(round_dong(share))
 }
 
+/// The equal-principal schedule `scheduled_due_before` counts with: each instalment's
+/// date, the principal due on it and the cumulative principal due by then (the last
+/// instalment absorbs the rounding, so the cumulative ends at `disbursed`).
+pub fn schedule(
+    disbursed: Decimal,
+    start: NaiveDate,
+    due: NaiveDate,
+) -> Result<Vec<(NaiveDate, Decimal, Decimal)>, Rejection> {
+    let mut out = Vec::new();
+    let mut before = Decimal::ZERO;
+    let mut i = 1;
+    loop {
+        let d = add_months(start, i)?.min(due);
+        let day_after = d.succ_opt().ok_or(Rejection::ArithmeticOverflow)?;
+        let cumulative = scheduled_due_before(disbursed, start, due, day_after)?;
+        out.push((d, money::sub(cumulative, before)?, cumulative));
+        before = cumulative;
+        if d >= due {
+            return Ok(out);
+        }
+        i += 1;
+    }
+}
+
 /// Decide a command against the book. Refusals change nothing.
 pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
     if cmd.actor.trim().is_empty() {

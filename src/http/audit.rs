@@ -15,37 +15,37 @@ use super::{Api, ApiError};
 
 /// schemas/http/audit-status.response.json
 #[derive(Serialize)]
-struct StatusAnswer {
-    partition: String,
+pub struct StatusAnswer {
+    pub partition: String,
     /// Events applied by the projections, each chain-checked as it was (paired check).
-    events: u64,
-    head_sequence: u64,
-    head_hash: String,
+    pub events: u64,
+    pub head_sequence: u64,
+    pub head_hash: String,
     /// The stream's last message, and the last the projections applied: their
     /// difference is how far the read model is behind.
-    stream_last_sequence: u64,
-    projected_stream_sequence: u64,
-    checkpoints: u64,
-    latest_checkpoint: Option<CheckpointLine>,
+    pub stream_last_sequence: u64,
+    pub projected_stream_sequence: u64,
+    pub checkpoints: u64,
+    pub latest_checkpoint: Option<CheckpointLine>,
 }
 
 #[derive(Serialize)]
-struct CheckpointLine {
-    tree_size: u64,
-    root: String,
-    head_sequence: u64,
-    key_id: String,
-    issued_at_unix_ms: i64,
+pub struct CheckpointLine {
+    pub tree_size: u64,
+    pub root: String,
+    pub head_sequence: u64,
+    pub key_id: String,
+    pub issued_at_unix_ms: i64,
     /// The cosignatures stored for it (their signatures are checked by `audit verify`
     /// and by anyone holding the document, not here).
-    cosigners: Vec<Cosigner>,
+    pub cosigners: Vec<Cosigner>,
 }
 
 #[derive(Serialize)]
-struct Cosigner {
-    cosigner_id: String,
-    key_id: String,
-    signed_at_unix_ms: i64,
+pub struct Cosigner {
+    pub cosigner_id: String,
+    pub key_id: String,
+    pub signed_at_unix_ms: i64,
 }
 
 /// `GET /v1/audit/partitions/{p}/status`: how far the partition's verified chain goes,
@@ -56,8 +56,18 @@ pub async fn status(
     Staff(caller): Staff,
     Path(partition): Path<String>,
 ) -> Result<Response, ApiError> {
-    let partition = crate::input::partition(&partition)?;
-    access::authorize(&caller, Operation::Read, partition.as_str())?;
+    Ok(Json(status_of(&api, &caller, &partition).await?).into_response())
+}
+
+/// A partition's status for a caller who may read it: what the JSON route and the
+/// console show.
+pub async fn status_of(
+    api: &Api,
+    caller: &crate::access::Caller,
+    partition: &str,
+) -> Result<StatusAnswer, ApiError> {
+    let partition = crate::input::partition(partition)?;
+    access::authorize(caller, Operation::Read, partition.as_str())?;
     let projector = api.projector().await?;
     let summary = super::reports::known_partition(projector, &partition)?;
     let ledger = &api.service().ledger;
@@ -105,7 +115,7 @@ pub async fn status(
             })
         }
     };
-    Ok(Json(StatusAnswer {
+    Ok(StatusAnswer {
         partition: partition.to_string(),
         events: summary.events,
         head_sequence: summary.head_sequence,
@@ -115,7 +125,6 @@ pub async fn status(
         checkpoints: stored.len() as u64,
         latest_checkpoint: latest,
     })
-    .into_response())
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -131,7 +140,7 @@ pub struct ConsistencyQuery {
 }
 
 /// An auditor's proof request: the partition known, the auditor side opened.
-async fn auditor_for(
+pub(super) async fn auditor_for(
     api: &Api,
     caller: &crate::access::Caller,
     partition: &str,
@@ -152,7 +161,7 @@ async fn auditor_for(
 
 /// A proof that cannot be made: asked wrongly (400), of no checkpoint (404), or the
 /// servers or the log could not answer (503).
-fn proof_error(e: crate::checkpoint::CheckpointError) -> ApiError {
+pub(super) fn proof_error(e: crate::checkpoint::CheckpointError) -> ApiError {
     use crate::checkpoint::CheckpointError as E;
     match e {
         E::BadRequest(m) => ApiError::InvalidParameter(m),
@@ -210,8 +219,6 @@ pub async fn bundle(
     Staff(caller): Staff,
     Path((partition, household)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    use crate::bundle::archive;
-    use crate::bundle::export::{ExportRequest, export};
     let partition = crate::input::partition(&partition)?;
     let household = crate::input::household(&household)?;
     if household.province().as_str() != partition.as_str() {
@@ -220,8 +227,20 @@ pub async fn bundle(
             household.province().as_str()
         )));
     }
-    // Partition-wide readers only (auditors, the province's branch), as the proofs.
-    let (_, auditor) = auditor_for(&api, &caller, partition.as_str()).await?;
+    household_bundle(&api, &caller, &household).await
+}
+
+/// A household's bundle as the archive download the JSON route and the console answer:
+/// for partition-wide readers only (auditors, the province's branch), as the proofs;
+/// one of at most `LOG_SCANS_IN_FLIGHT_MAX` reads of a whole chain at once.
+pub(super) async fn household_bundle(
+    api: &Api,
+    caller: &crate::access::Caller,
+    household: &crate::domain::ids::HouseholdId,
+) -> Result<Response, ApiError> {
+    use crate::bundle::archive;
+    use crate::bundle::export::{ExportRequest, export};
+    let (_, auditor) = auditor_for(api, caller, household.province().as_str()).await?;
     let _slot = log_scan_slot().await?;
     let request = ExportRequest {
         scope: crate::bundle::Scope::Household(household.to_string()),

@@ -155,6 +155,12 @@ impl StaffDirectory {
         found
     }
 
+    /// The caller with staff id `id`, if the directory still lists it (a console session
+    /// names its staff member by id and is good only while they are listed).
+    pub fn by_id(&self, id: &str) -> Option<&Caller> {
+        self.entries.iter().map(|(_, c)| c).find(|c| c.id == id)
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

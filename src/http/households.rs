@@ -267,6 +267,49 @@ pub struct ShowQuery {
     after: Option<u64>,
 }
 
+/// What a household page shows, read from the projections in O(result): the view, its
+/// loans priced on `as_of` (each with the loan record, for its schedule) and the
+/// assistance it received per month. The JSON route and the console both read it here.
+pub struct HouseholdRead<'a> {
+    pub projector: &'a crate::projection::Projector,
+    pub view: views::HouseholdView,
+    pub loans: Vec<(views::LoanLine, crate::domain::loans::Loan)>,
+    pub assistance: Vec<crate::payments_report::ReceivedLine>,
+}
+
+/// Reads household `h` for `caller` (who must be allowed to read its commune), once the
+/// projections hold the write at stream sequence `after` (or every event the log held).
+pub async fn read_household<'a>(
+    api: &'a Api,
+    caller: &Caller,
+    h: &HouseholdId,
+    as_of: NaiveDate,
+    after: Option<u64>,
+) -> Result<HouseholdRead<'a>, ApiError> {
+    access::authorize(caller, Operation::Read, h.commune().as_str())?;
+    let projector = api.projector_after(after).await?;
+    let view = projector.household(h.as_str())?.ok_or_else(|| {
+        crate::domain::Rejection::HouseholdNotRegistered {
+            household: h.to_string(),
+        }
+    })?;
+    let mut loans = Vec::with_capacity(view.loans.len());
+    for reference in &view.loans {
+        if let Some((p, n)) = parse_loan_ref(reference) {
+            if let Some(loan) = projector.loan(&p, n)? {
+                loans.push((views::loan_line(&p, &loan, as_of), loan));
+            }
+        }
+    }
+    let assistance = crate::payments_report::household_received_projected(projector, h)?;
+    Ok(HouseholdRead {
+        projector,
+        view,
+        loans,
+        assistance,
+    })
+}
+
 /// Same content as `ansinh household show --json`.
 pub async fn show(
     State(api): State<Api>,
@@ -276,32 +319,18 @@ pub async fn show(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
     let h = household(&id)?;
-    access::authorize(&caller, Operation::Read, h.commune().as_str())?;
-    let projector = api.projector_after(query.after).await?;
-    let view = projector.household(h.as_str())?.ok_or_else(|| {
-        crate::domain::Rejection::HouseholdNotRegistered {
-            household: h.to_string(),
-        }
-    })?;
     // The clock is read here, at the edge, as the CLI does.
     let as_of = query
         .as_of
         .unwrap_or_else(|| chrono::Utc::now().date_naive());
-    let mut lines = Vec::with_capacity(view.loans.len());
-    for reference in &view.loans {
-        if let Some((p, n)) = parse_loan_ref(reference) {
-            if let Some(loan) = projector.loan(&p, n)? {
-                lines.push(views::loan_line(&p, &loan, as_of));
-            }
-        }
-    }
-    let history = projector.trail(&format!("household:{h}"))?;
-    let assistance = crate::payments_report::household_received_projected(projector, &h)?;
+    let read = read_household(&api, &caller, &h, as_of, query.after).await?;
+    let history = read.projector.trail(&format!("household:{h}"))?;
+    let lines: Vec<_> = read.loans.into_iter().map(|(line, _)| line).collect();
     Ok(Json(serde_json::json!({
-        "household": view,
+        "household": read.view,
         "as_of": as_of.to_string(),
         "loans": lines,
-        "assistance": assistance,
+        "assistance": read.assistance,
         "history": history,
     }))
     .into_response())

@@ -203,20 +203,24 @@ pub async fn approve(
                 .await,
         )
         .await?;
-    // The loan number is decided by the book: read it from the recorded event (the
-    // original one, for a replay).
-    let event = api.service().ledger.event_of(&receipt).await?;
+    let loan = approved_loan(&api, &receipt).await?;
+    Ok(created(
+        receipt.duplicate,
+        ReceiptBody::new(&receipt, Some(loan)),
+    ))
+}
+
+/// The reference of the loan an approval's receipt names. The loan number is decided by
+/// the book: it is read from the recorded event (the original one, for a replay).
+pub async fn approved_loan(api: &Api, receipt: &crate::log::Receipt) -> Result<String, ApiError> {
+    let event = api.service().ledger.event_of(receipt).await?;
     let Some(Payload::LoanApproved(approved)) = event.payload else {
         return Err(ApiError::Internal(format!(
             "the receipt of an approval names a {} event",
             event.event_type
         )));
     };
-    let loan = loan_ref(&receipt.partition, approved.loan_number);
-    Ok(created(
-        receipt.duplicate,
-        ReceiptBody::new(&receipt, Some(loan)),
-    ))
+    Ok(loan_ref(&receipt.partition, approved.loan_number))
 }
 
 pub async fn disburse(

@@ -18,6 +18,7 @@
 
 mod audit;
 pub mod auth;
+pub mod console;
 pub mod error;
 mod extract;
 pub mod gateways;
@@ -217,6 +218,8 @@ struct Inner {
     /// Where the signed checkpoints are (`serve` sets the command line's; default
     /// otherwise), for the auditor routes.
     checkpoints: std::sync::OnceLock<crate::checkpoint::CheckpointConfig>,
+    /// The console's session keys, derived from the shared ledger secret on first use.
+    console_keys: tokio::sync::OnceCell<console::session::Keys>,
 }
 
 /// What the gateway routes need: the keys that authenticate gateways, and the ledger side
@@ -288,6 +291,7 @@ impl Api {
             jobs,
             gateways,
             checkpoints: std::sync::OnceLock::new(),
+            console_keys: tokio::sync::OnceCell::new(),
         })))
     }
 
@@ -815,6 +819,7 @@ async fn openapi_document() -> axum::Json<serde_json::Value> {
 pub fn router(api: Api) -> Router {
     let v1 = routes()
         .router
+        .merge(console::routes())
         .fallback(|| async { ApiError::NoSuchRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
     v1.layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
@@ -930,6 +935,7 @@ pub async fn run(
         crate::gateway::DEFAULT_SUBJECT_PREFIX,
         registry.current().gateways().len(),
     );
+    eprintln!("ansinh: the web console is at http://{bound}/");
     // Caught before anyone can know we listen (the line below).
     let stopping = stop_signal();
     // Last, and in this form: tests and scripts wait for this line to know it listens.

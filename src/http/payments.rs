@@ -28,13 +28,13 @@ use super::households::{ReceiptBody, Write, created};
 use super::{Api, ApiError};
 
 /// The programme monthly social assistance is paid from (as the CLI).
-const PROGRAMME: &str = "SOCIAL_ASSISTANCE_MONTHLY";
+pub(super) const PROGRAMME: &str = "SOCIAL_ASSISTANCE_MONTHLY";
 
-fn bad(e: impl std::fmt::Display) -> ApiError {
+pub(super) fn bad(e: impl std::fmt::Display) -> ApiError {
     ApiError::InvalidParameter(e.to_string())
 }
 
-fn commune_path(code: &str) -> Result<(CommuneCode, CommuneId, Partition), ApiError> {
+pub(super) fn commune_path(code: &str) -> Result<(CommuneCode, CommuneId, Partition), ApiError> {
     let code = crate::input::commune(code)?;
     let id = CommuneId::parse(code.as_str()).map_err(bad)?;
     let partition = crate::input::partition(code.province().as_str())?;
@@ -81,7 +81,10 @@ async fn submit(
 }
 
 /// The payments event a receipt names (the original one, for a replay).
-async fn recorded(api: &Api, receipt: &crate::log::Receipt) -> Result<EventBody, ApiError> {
+pub(super) async fn recorded(
+    api: &Api,
+    receipt: &crate::log::Receipt,
+) -> Result<EventBody, ApiError> {
     let event = api.service().ledger.event_of(receipt).await?;
     let Some(Payload::PaymentRecorded(p)) = &event.payload else {
         return Err(ApiError::Internal(format!(

@@ -156,21 +156,12 @@ pub async fn reconciliation(
         query.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
     let partition = crate::input::partition(&partition)?;
     let day = crate::input::date(&day)?;
-    access::authorize(&caller, Operation::Read, partition.as_str())?;
     // The clock is read here, at the edge, as the CLI does.
     let as_of = query
         .as_of
         .unwrap_or_else(|| chrono::Utc::now().date_naive());
     let pending_days = query.pending_days.unwrap_or(PENDING_DAYS_DEFAULT);
-    let projector = api.projector().await?;
-    known_partition(projector, &partition)?;
-    let lines = projector
-        .reconciliation_day(partition.as_str(), day, as_of, pending_days)?
-        .ok_or_else(|| {
-            ApiError::InvalidParameter(format!(
-                "partition {partition} has payment events recorded after {as_of}: ask as of a later day, or run `ansinh payments reconcile --as-of {as_of}` for the report over the log"
-            ))
-        })?;
+    let lines = reconciliation_lines(&api, &caller, &partition, day, as_of, pending_days).await?;
     Ok(Json(ReconciliationAnswer {
         partition: partition.to_string(),
         day,
@@ -269,6 +260,51 @@ pub async fn reconciliation_range(
         reconciliation_csv(&range),
     )
         .into_response())
+}
+
+/// One day's reconciliation lines of a partition per gateway, from the projections, for
+/// a caller who may read the partition: what the JSON route and the console show.
+pub async fn reconciliation_lines(
+    api: &Api,
+    caller: &crate::access::Caller,
+    partition: &Partition,
+    day: chrono::NaiveDate,
+    as_of: chrono::NaiveDate,
+    pending_days: u32,
+) -> Result<
+    Vec<(
+        crate::domain::payments::ids::GatewayId,
+        crate::domain::payments::reconcile::GatewayDay,
+    )>,
+    ApiError,
+> {
+    access::authorize(caller, Operation::Read, partition.as_str())?;
+    let lines = reconciliation_day_of(api, partition, day, as_of, pending_days).await?;
+    Ok(lines.into_iter().collect())
+}
+
+async fn reconciliation_day_of(
+    api: &Api,
+    partition: &Partition,
+    day: chrono::NaiveDate,
+    as_of: chrono::NaiveDate,
+    pending_days: u32,
+) -> Result<
+    std::collections::BTreeMap<
+        crate::domain::payments::ids::GatewayId,
+        crate::domain::payments::reconcile::GatewayDay,
+    >,
+    ApiError,
+> {
+    let projector = api.projector().await?;
+    known_partition(projector, partition)?;
+    projector
+        .reconciliation_day(partition.as_str(), day, as_of, pending_days)?
+        .ok_or_else(|| {
+            ApiError::InvalidParameter(format!(
+                "partition {partition} has payment events recorded after {as_of}: ask as of a later day, or run `ansinh payments reconcile --as-of {as_of}` for the report over the log"
+            ))
+        })
 }
 
 /// The summary of a partition, or 404 when the log has never seen it (the summaries are

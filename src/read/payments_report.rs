@@ -291,27 +291,43 @@ pub fn reconciliation_range(
     })
 }
 
-/// The CSV header of `reconciliation_csv`. Amounts are whole đồng as plain digits (no
-/// thousands separators, no currency sign), so a spreadsheet sums them as numbers; the
-/// `_vnd` suffix says the unit.
-pub const RECONCILIATION_CSV_HEADER: &str = "partition,day,gateway,instructed_count,instructed_vnd,settled_count,settled_vnd,failed_count,failed_vnd,returned_count,returned_vnd,timed_out_count,timed_out_vnd,cancelled_count,cancelled_vnd,pending_overdue_count,pending_overdue_vnd,mismatches";
+/// The header of the reconciliation CSV for people.
+pub const RECONCILIATION_CSV_HEADER: &str = "partition,day,gateway,instructed_count,instructed_amount,settled_count,settled_amount,failed_count,failed_amount,returned_count,returned_amount,timed_out_count,timed_out_amount,cancelled_count,cancelled_amount,pending_overdue_count,pending_overdue_amount,mismatches";
 
-/// A range's reconciliation as CSV for people (RFC 4180: CRLF line ends, a field holding
-/// a comma, a quote or a line end quoted with its quotes doubled), UTF-8 with a
-/// byte-order mark so spreadsheets open it as UTF-8: the header, then one row per day and
-/// gateway, in day then gateway order. Amounts as whole đồng digits
-/// (`RECONCILIATION_CSV_HEADER`). The staff API and the web console both answer this.
+/// A range's reconciliation as the CSV for people (`reconciliation_csv_rows`).
 pub fn reconciliation_csv(range: &ReconciliationRange) -> String {
+    reconciliation_csv_rows(
+        range
+            .lines
+            .iter()
+            .map(|line| (&range.partition, line.day, &line.gateway, &line.lines)),
+    )
+}
+
+/// Reconciliation lines (partition, day, gateway, that day's tallies) as the CSV for
+/// people that `payments reconcile --csv` writes, the staff API answers for `text/csv`
+/// and the console downloads: RFC 4180 (CRLF line ends; a field holding a comma, a quote
+/// or a line end quoted, its quotes doubled), UTF-8 with a byte-order mark so spreadsheets
+/// open it as UTF-8, one row per day and gateway. Amounts as staff read them,
+/// `"1.500.000 ₫"`, always quoted (a fractional amount holds a comma); JSON keeps the
+/// decimal strings.
+pub fn reconciliation_csv_rows<'a, P, G>(
+    rows: impl IntoIterator<Item = (P, NaiveDate, G, &'a reconcile::GatewayDay)>,
+) -> String
+where
+    P: std::fmt::Display,
+    G: std::fmt::Display,
+{
+    use crate::domain::money::format_vnd;
+    let vnd = |amount: rust_decimal::Decimal| format!("\"{}\"", format_vnd(amount));
     let mut out = String::from("\u{feff}");
     out.push_str(RECONCILIATION_CSV_HEADER);
     out.push_str("\r\n");
-    let vnd = |amount: rust_decimal::Decimal| amount.normalize().to_string();
-    for line in &range.lines {
-        let d = &line.lines;
+    for (partition, day, gateway, d) in rows {
         let fields = [
-            csv_field(&range.partition),
-            line.day.to_string(),
-            csv_field(&line.gateway),
+            csv_field(&partition.to_string()),
+            day.to_string(),
+            csv_field(&gateway.to_string()),
             d.instructed.count.to_string(),
             vnd(d.instructed.amount),
             d.settled.count.to_string(),
@@ -357,7 +373,7 @@ mod tests {
     }
 
     #[test]
-    fn a_range_renders_one_row_per_day_and_gateway_with_whole_dong() {
+    fn a_range_renders_one_row_per_day_and_gateway_with_money_as_staff_read_it() {
         let day = NaiveDate::from_ymd_opt(2026, 12, 5).unwrap();
         let mut lines = reconcile::GatewayDay::default();
         lines.instructed.add(rust_decimal::Decimal::from(1_500_000));
@@ -379,7 +395,7 @@ mod tests {
         assert_eq!(rows[0], RECONCILIATION_CSV_HEADER);
         assert_eq!(
             rows[1],
-            "01,2026-12-05,\"v,\"\"cb\",1,1500000,0,0,0,0,0,0,0,0,0,0,0,0,0"
+            "01,2026-12-05,\"v,\"\"cb\",1,\"1.500.000 ₫\",0,\"0 ₫\",0,\"0 ₫\",0,\"0 ₫\",0,\"0 ₫\",0,\"0 ₫\",0,\"0 ₫\",0"
         );
         assert_eq!(rows[2], "");
         assert_eq!(rows.len(), 3);

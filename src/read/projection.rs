@@ -39,8 +39,9 @@ const KEY_FORMAT: &[u8] = b"format";
 /// (`recv/`), and each instruction's household (`instr/`). 3: reconciliation per gateway
 /// and day (`rday/`, `rpend/`, `rseen/`, `rpos/`). 4: records in MessagePack, not JSON.
 /// 5: each gateway's instructions still waiting for a result (`gpend/`, the gateway id
-/// ended by a NUL), and each instruction's gateway.
-const PROJECTION_FORMAT: &[u8] = &[5];
+/// ended by a NUL), and each instruction's gateway. 6: each commune's loan flows per
+/// month (`cmonth/`), for the console's charts.
+const PROJECTION_FORMAT: &[u8] = &[6];
 /// Events applied per sled transaction. One transaction per event (with the partition
 /// summary decoded and encoded each time) applied ~6,400 events/s; a batch pays the
 /// commit and the summary once. The batch's writes are held in memory until its
@@ -426,6 +427,29 @@ impl Projector {
             .collect()
     }
 
+    /// One page of a subject's audit trail: `take` entries after the first `skip`, and
+    /// whether more follow. Reads O(skip + take) keys and decodes only the page, so a long
+    /// history is shown a page at a time without reading all of it.
+    pub fn trail_page(
+        &self,
+        subject: &str,
+        skip: usize,
+        take: usize,
+    ) -> Result<(Vec<TrailEntry>, bool), ProjectionError> {
+        let mut prefix = subject.as_bytes().to_vec();
+        prefix.push(0);
+        let mut page = Vec::with_capacity(take);
+        let mut more = false;
+        for value in self.trail.scan_prefix(prefix).values().skip(skip) {
+            if page.len() == take {
+                more = true;
+                break;
+            }
+            page.push(views::decode_record(&value?).map_err(|e| corrupt(&e.to_string()))?);
+        }
+        Ok((page, more))
+    }
+
     fn view<T: serde::de::DeserializeOwned>(
         &self,
         key: &str,
@@ -575,6 +599,25 @@ impl Projector {
             .values()
             .map(|v| views::decode_record(&v?).map_err(|e| corrupt(&e.to_string())))
             .collect()
+    }
+
+    /// A commune's last `max` months with loan activity, oldest first: one reverse
+    /// prefix scan of `max` keys, whatever the commune's age.
+    pub fn commune_months(
+        &self,
+        commune: &str,
+        max: usize,
+    ) -> Result<Vec<views::CommuneMonth>, ProjectionError> {
+        let mut months = self
+            .views
+            .scan_prefix(views::commune_month_prefix(commune))
+            .values()
+            .rev()
+            .take(max)
+            .map(|v| views::decode_record(&v?).map_err(|e| corrupt(&e.to_string())))
+            .collect::<Result<Vec<views::CommuneMonth>, _>>()?;
+        months.reverse();
+        Ok(months)
     }
 
     pub fn commune(&self, commune: &str) -> Result<Option<CommunePortfolio>, ProjectionError> {

@@ -121,6 +121,27 @@ pub fn loan_key(partition: &str, loan: u64) -> String {
 pub fn commune_key(commune: &str) -> String {
     format!("commune/{commune}")
 }
+/// A commune's loan flows in one month, and its portfolio after the month's last loan
+/// event: what the console charts per month.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommuneMonth {
+    /// "YYYY-MM" of the events' effective dates.
+    pub month: String,
+    /// Tranches paid out, less reversed ones.
+    pub disbursed: Decimal,
+    /// Repayments collected, less reversed ones.
+    pub collected: Decimal,
+    pub outstanding: Decimal,
+    pub overdue: Decimal,
+}
+
+pub fn commune_month_key(commune: &str, month: &str) -> String {
+    format!("cmonth/{commune}/{month}")
+}
+pub fn commune_month_prefix(commune: &str) -> String {
+    format!("cmonth/{commune}/")
+}
+
 pub fn trial_key(partition: &str) -> String {
     format!("tb/{partition}")
 }
@@ -771,10 +792,35 @@ fn apply_loan_event<V: Views>(
             {
                 folio.written_off += principal + overdue_principal;
             }
+            let disbursed_before = record.position.disbursed;
             loans::apply_loan(&mut record, event);
             adjust_portfolio(&mut folio, &record, Decimal::ONE);
             store(v, &commune_key(&commune), &folio)?;
             store(v, &key, &record)?;
+            let disbursed = record.position.disbursed - disbursed_before;
+            let collected = match &event.body {
+                EventBody::RepaymentReceived { amount, .. } => *amount,
+                // A reversed repayment takes back the cash it brought in (a reversed
+                // tranche changes `disbursed` instead).
+                EventBody::Reversed { postings, .. } if disbursed.is_zero() => postings
+                    .iter()
+                    .filter(|p| p.account == Account::CashAtCommunePoint)
+                    .map(|p| p.debit - p.credit)
+                    .sum(),
+                _ => Decimal::ZERO,
+            };
+            let month_key =
+                commune_month_key(&commune, &event.effective.format("%Y-%m").to_string());
+            let mut month =
+                load::<V, CommuneMonth>(v, &month_key)?.unwrap_or_else(|| CommuneMonth {
+                    month: event.effective.format("%Y-%m").to_string(),
+                    ..CommuneMonth::default()
+                });
+            month.disbursed += disbursed;
+            month.collected += collected;
+            month.outstanding = folio.outstanding;
+            month.overdue = folio.overdue;
+            store(v, &month_key, &month)?;
         }
     }
     Ok(())

@@ -1,0 +1,202 @@
+//! Console pages for auditors (and staff whose unit covers a partition): each
+//! partition's chain and checkpoint status, an event's inclusion proof, and a household's
+//! audit bundle to download and verify offline (`ansinh audit verify-bundle`). They read
+//! through the JSON auditor routes' helpers (`http::audit`). The reports that read the
+//! whole log (recompute, anomalies) stay CLI commands (`ansinh audit recompute`,
+//! `ansinh audit anomalies`, src/audit/): a page never waits on an O(log) read.
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use maud::html;
+use serde::Deserialize;
+
+use crate::access::{self, Operation};
+
+use super::i18n::{self, T};
+use super::session::Session;
+use super::{Problems, error_in, page, text_field};
+use crate::http::audit::{auditor_for, household_bundle, proof_error, status_of};
+use crate::http::{Api, ApiError};
+
+pub fn routes() -> Router<Api> {
+    Router::new()
+        .route("/console/audit", get(partitions))
+        .route("/console/audit/partitions/{p}", get(status))
+        .route("/console/audit/partitions/{p}/inclusion", get(inclusion))
+        .route(
+            "/console/audit/partitions/{p}/inclusion.json",
+            get(inclusion_json),
+        )
+        .route("/console/audit/bundle", get(bundle))
+}
+
+/// `GET /console/audit`: every partition the projections know (one line each), and the
+/// bundle form.
+async fn partitions(State(api): State<Api>, session: Session) -> Response {
+    let lang = session.lang;
+    let summaries = match async { Ok::<_, ApiError>(api.projector().await?.summaries()?) }.await {
+        Ok(s) => s,
+        Err(e) => return error_in(&session, &e),
+    };
+    let body = html! {
+        table #partitions {
+            tr { th { (lang.t(T::Partition)) } th.num { (lang.t(T::Events)) } th { (lang.t(T::Head)) } }
+            @for (p, s) in &summaries {
+                @if access::authorize(&session.caller, Operation::Read, p).is_ok() {
+                    tr {
+                        td { a.partition-link href={ "/console/audit/partitions/" (p) } { (p) } }
+                        td.num { (s.events) }
+                        td.hash { (s.head_sequence) " · " (s.head_hash) }
+                    }
+                }
+            }
+        }
+        form.card #bundle-form method="get" action="/console/audit/bundle" {
+            h2 { (lang.t(T::Bundle)) }
+            (text_field(lang.t(T::HouseholdId), "household", "", &Problems::default()))
+            button type="submit" { (lang.t(T::Download)) }
+        }
+        p { "ansinh audit recompute · ansinh audit anomalies · ansinh audit verify-bundle" }
+    };
+    page(lang, lang.t(T::Audit), Some(&session), body).into_response()
+}
+
+/// `GET /console/audit/partitions/{p}`: the verified head, the latest checkpoint and its
+/// cosigners, the read model's lag; and the inclusion proof form.
+async fn status(State(api): State<Api>, session: Session, Path(p): Path<String>) -> Response {
+    let lang = session.lang;
+    let s = match status_of(&api, &session.caller, &p).await {
+        Ok(s) => s,
+        Err(e) => return error_in(&session, &e),
+    };
+    let body = html! {
+        table #status {
+            tr { th { (lang.t(T::Events)) } td.num #status-events { (s.events) } }
+            tr { th { (lang.t(T::Head)) } td.hash { (s.head_sequence) " · " (s.head_hash) } }
+            tr { th { "stream" } td.num { (s.projected_stream_sequence) " / " (s.stream_last_sequence) } }
+            tr { th { (lang.t(T::Checkpoints)) } td.num #status-checkpoints { (s.checkpoints) } }
+        }
+        @if let Some(c) = &s.latest_checkpoint {
+            h2 { (lang.t(T::LatestCheckpoint)) }
+            table #checkpoint {
+                tr { th { (lang.t(T::TreeSize)) } td.num #checkpoint-size { (c.tree_size) } }
+                tr { th { (lang.t(T::Root)) } td.hash { (c.root) } }
+                tr { th { "key" } td { (c.key_id) } }
+                tr { th { (lang.t(T::On)) } td { (i18n::timestamp(c.issued_at_unix_ms)) } }
+                tr { th { (lang.t(T::Cosigners)) } td {
+                    @for co in &c.cosigners { (co.cosigner_id) " (" (co.key_id) ") " }
+                } }
+            }
+        }
+        form.card #inclusion-form method="get" action={ "/console/audit/partitions/" (s.partition) "/inclusion" } {
+            h2 { (lang.t(T::InclusionProof)) }
+            (text_field(lang.t(T::Sequence), "seq", "", &Problems::default()))
+            button type="submit" { (lang.t(T::Show)) }
+        }
+    };
+    let title = format!("{} {}", lang.t(T::ChainStatus), s.partition);
+    page(lang, &title, Some(&session), body).into_response()
+}
+
+#[derive(Deserialize)]
+struct ProofQuery {
+    #[serde(default)]
+    seq: String,
+}
+
+/// The inclusion proof document of event `seq` in the partition's latest checkpoint, as
+/// `ansinh audit prove` prints it.
+async fn proof(
+    api: &Api,
+    session: &Session,
+    partition: &str,
+    seq: &str,
+) -> Result<serde_json::Value, ApiError> {
+    let seq: u64 = seq
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::InvalidParameter(format!("{seq:?} is not a sequence number")))?;
+    let (partition, auditor) = auditor_for(api, &session.caller, partition).await?;
+    let document = auditor
+        .prove(&partition, seq, None)
+        .await
+        .map_err(proof_error)?;
+    serde_json::to_value(document).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// `GET /console/audit/partitions/{p}/inclusion?seq=N`: the proof, and its download.
+async fn inclusion(
+    State(api): State<Api>,
+    session: Session,
+    Path(p): Path<String>,
+    Query(q): Query<ProofQuery>,
+) -> Response {
+    let lang = session.lang;
+    let document = match proof(&api, &session, &p, &q.seq).await {
+        Ok(d) => d,
+        Err(e) => return error_in(&session, &e),
+    };
+    let pretty = serde_json::to_string_pretty(&document).unwrap_or_default();
+    let body = html! {
+        p { a #proof-download href={ "/console/audit/partitions/" (p) "/inclusion.json?seq=" (q.seq.trim()) } { (lang.t(T::Download)) } " · ansinh audit check-proof" }
+        pre #proof { (pretty) }
+    };
+    let title = format!("{} {p}/{}", lang.t(T::InclusionProof), q.seq.trim());
+    page(lang, &title, Some(&session), body).into_response()
+}
+
+/// `GET /console/audit/partitions/{p}/inclusion.json?seq=N`: the proof document.
+async fn inclusion_json(
+    State(api): State<Api>,
+    session: Session,
+    Path(p): Path<String>,
+    Query(q): Query<ProofQuery>,
+) -> Response {
+    match proof(&api, &session, &p, &q.seq).await {
+        Ok(document) => (
+            [
+                (CONTENT_TYPE, "application/json".to_owned()),
+                (
+                    CONTENT_DISPOSITION,
+                    format!(
+                        "attachment; filename=\"inclusion-{p}-{}.json\"",
+                        q.seq.trim()
+                    ),
+                ),
+            ],
+            serde_json::to_vec_pretty(&document).unwrap_or_default(),
+        )
+            .into_response(),
+        Err(e) => error_in(&session, &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct BundleQuery {
+    #[serde(default)]
+    household: String,
+}
+
+/// `GET /console/audit/bundle?household=ID`: the household's audit bundle as the same
+/// archive the JSON route answers (`http::audit::household_bundle`). Like `ansinh audit
+/// export`, it reads the partition's chain: an audit tool, O(partition) by design, not a
+/// page.
+async fn bundle(
+    State(api): State<Api>,
+    session: Session,
+    Query(q): Query<BundleQuery>,
+) -> Response {
+    let made = async {
+        let h = crate::input::household(q.household.trim())?;
+        access::authorize(&session.caller, Operation::Read, h.commune().as_str())?;
+        household_bundle(&api, &session.caller, &h).await
+    }
+    .await;
+    match made {
+        Ok(response) => response,
+        Err(e) => error_in(&session, &e),
+    }
+}

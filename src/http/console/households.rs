@@ -1,0 +1,600 @@
+//! Console pages for households: find one, its page (standing, loans with their
+//! schedule, assistance per month, paged history with each event's hash), register,
+//! classify. Reads go through `http::households::read_household`, writes through
+//! `Service` under the form's idempotency key.
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use crate::access::Operation;
+use crate::domain::eligibility::{Area, ClassificationInputs};
+use crate::domain::ids::HouseholdId;
+use crate::personal::{Member, PersonalData};
+
+use super::i18n::{self, Lang, T};
+use super::session::Session;
+use super::{
+    Fields, FormBody, Problems, begin_write, error_in, fresh_key, general_problem, may, page,
+    protocol_fields, receipt_block, select_field, text_field,
+};
+use crate::http::households::read_household;
+use crate::http::{Api, ApiError};
+
+/// History lines on one page of a household: a screen's worth; older ones are a click
+/// away, and a page reads O(skip + this) trail keys.
+pub const HISTORY_PAGE_LINES: usize = 25;
+/// Member rows on the register form besides the head (more members: change them after).
+pub const MEMBER_ROWS: usize = 3;
+/// The indicators of the multidimensional standards (data/standards), offered as boxes;
+/// the book checks those ticked against the standard in force.
+const INDICATORS: [&str; 12] = [
+    "employment",
+    "dependants",
+    "nutrition",
+    "health_insurance",
+    "adult_education",
+    "children_school_attendance",
+    "housing_quality",
+    "housing_area_per_person",
+    "drinking_water",
+    "hygienic_latrine",
+    "telecom_use",
+    "information_access_means",
+];
+
+pub fn routes() -> Router<Api> {
+    Router::new()
+        .route("/console/households", get(find).post(search_citizen))
+        .route("/console/households/new", get(register_page).post(register))
+        .route("/console/households/{id}", get(show))
+        .route(
+            "/console/households/{id}/classify",
+            get(classify_page).post(classify),
+        )
+}
+
+fn today() -> chrono::NaiveDate {
+    chrono::Utc::now().date_naive()
+}
+
+/// The search forms: by household id (a GET: ids are not personal), by citizen id (a
+/// POST: a citizen id never goes in a URL or a log).
+pub fn search_form(session: &Session, id: &str, problems: &Problems) -> Markup {
+    let lang = session.lang;
+    html! {
+        form.card #find-household method="get" action="/console/households" {
+            (text_field(lang.t(T::HouseholdId), "id", id, problems))
+            button type="submit" { (lang.t(T::Find)) }
+        }
+        @if may(&session.caller, Operation::ChangeHousehold) {
+            form.card #find-citizen method="post" action="/console/households" {
+                (protocol_fields(session, &fresh_key()))
+                (text_field(lang.t(T::CitizenId), "citizen_id", "", problems))
+                button type="submit" { (lang.t(T::Find)) }
+            }
+        }
+        @if may(&session.caller, Operation::RegisterHousehold) {
+            p { a #register-link href="/console/households/new" { (lang.t(T::RegisterHousehold)) } }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct FindQuery {
+    id: Option<String>,
+}
+
+/// `GET /console/households[?id=]`: the search page, or straight to the household.
+async fn find(session: Session, Query(query): Query<FindQuery>) -> Response {
+    let lang = session.lang;
+    let mut problems = Problems::default();
+    let id = query.id.unwrap_or_default();
+    if !id.trim().is_empty() {
+        match crate::input::household(id.trim()) {
+            Ok(h) => return Redirect::to(&format!("/console/households/{h}")).into_response(),
+            Err(e) => problems.field("id", e),
+        }
+    }
+    let body = search_form(&session, &id, &problems);
+    page(lang, lang.t(T::FindHousehold), Some(&session), body).into_response()
+}
+
+/// `POST /console/households`: the household of a citizen id, through the blind index.
+async fn search_citizen(
+    State(api): State<Api>,
+    session: Session,
+    FormBody(fields): FormBody,
+) -> Response {
+    if let Some(refused) = session.csrf_refusal(&fields) {
+        return refused;
+    }
+    let lang = session.lang;
+    let mut problems = Problems::default();
+    match crate::input::citizen_id(fields.get("citizen_id")) {
+        Err(e) => problems.field("citizen_id", e),
+        Ok(citizen) => match api
+            .service()
+            .household_of_citizen(&session.caller, &citizen)
+            .await
+        {
+            Ok(Some(h)) => {
+                return Redirect::to(&format!("/console/households/{h}")).into_response();
+            }
+            Ok(None) => problems.field("citizen_id", lang.t(T::NotFound)),
+            Err(e) => problems.general = Some(super::plain_words(lang, &ApiError::from(e))),
+        },
+    }
+    let body = html! { (general_problem(&problems)) (search_form(&session, "", &problems)) };
+    page(lang, lang.t(T::FindHousehold), Some(&session), body).into_response()
+}
+
+#[derive(Deserialize)]
+struct ShowQuery {
+    /// History page, from 0.
+    #[serde(default)]
+    page: usize,
+    /// A receipt's stream sequence: show the page once it includes that write.
+    after: Option<u64>,
+}
+
+/// `GET /console/households/{id}`: the household page.
+async fn show(
+    State(api): State<Api>,
+    session: Session,
+    Path(id): Path<String>,
+    Query(query): Query<ShowQuery>,
+) -> Response {
+    match household_page(&api, &session, &id, &query).await {
+        Ok(r) => r,
+        Err(e) => error_in(&session, &e),
+    }
+}
+
+async fn household_page(
+    api: &Api,
+    session: &Session,
+    id: &str,
+    query: &ShowQuery,
+) -> Result<Response, ApiError> {
+    let lang = session.lang;
+    let h = crate::input::household(id)?;
+    // The clock is read here, at the edge, as the CLI does.
+    let read = read_household(api, &session.caller, &h, today(), query.after).await?;
+    let skip = query.page.saturating_mul(HISTORY_PAGE_LINES);
+    let (history, more) =
+        read.projector
+            .trail_page(&format!("household:{h}"), skip, HISTORY_PAGE_LINES)?;
+    let v = &read.view;
+    // Names in clear only for the staff who keep the registry (they typed them); the
+    // sealed data are opened through the vault, never read from the log in clear.
+    let personal = if may(&session.caller, Operation::ChangeHousehold) && !v.personal_data_erased {
+        api.service().personal(&h).await.ok()
+    } else {
+        None
+    };
+    let body = html! {
+        table #household {
+            tr { th { (lang.t(T::HouseholdId)) } td #household-id { (v.household_id) } }
+            tr { th { (lang.t(T::Commune)) } td { (v.commune) } }
+            tr { th { (lang.t(T::Area)) } td { (v.area) } }
+            tr { th { (lang.t(T::Members)) } td { (v.members) } }
+            @if let Some(p) = &personal {
+                tr { th { (lang.t(T::HeadName)) } td #head-name { (p.head_name) } }
+                tr { th { (lang.t(T::Member)) } td #members {
+                    @for m in &p.members { (m.name) " (" (m.relation) ")" br; }
+                } }
+            }
+            tr { th { (lang.t(T::RegisteredOn)) } td { (i18n::date_str(&v.since)) } }
+        }
+        h2 { (lang.t(T::Standing)) }
+        @match &v.standing {
+            None => p #standing { (lang.t(T::NoStanding)) },
+            Some(s) => table #standing {
+                tr { th { (lang.t(T::Class)) } td #standing-class { (s.class) } }
+                tr { th { (lang.t(T::Status)) } td { (s.status) } }
+                tr { th { (lang.t(T::ValidFrom)) } td { (i18n::date_str(&s.valid_from)) } }
+                tr { th { (lang.t(T::ValidTo)) } td { (i18n::date_str(&s.valid_to)) } }
+                tr { th { (lang.t(T::Standard)) } td { (s.standard_id) } }
+                tr { th { (lang.t(T::DecidedOn)) } td { (i18n::date_str(&s.decided_on)) } }
+            },
+        }
+        p {
+            @if may(&session.caller, Operation::Classify) {
+                a #classify-link href={ "/console/households/" (h) "/classify" } { (lang.t(T::Classify)) } " "
+            }
+            @if may(&session.caller, Operation::ApproveLoan) {
+                a #approve-link href={ "/console/households/" (h) "/loans/new" } { (lang.t(T::ApproveLoan)) }
+            }
+        }
+        h2 { (lang.t(T::Loans)) }
+        @if read.loans.is_empty() { p { (lang.t(T::Nothing)) } }
+        @for (line, loan) in &read.loans {
+            h3 { (lang.t(T::Loan)) " " span.loan-ref { (line.loan) } }
+            table.loan data-loan=(line.loan) {
+                tr { th { (lang.t(T::Programme)) } td { (line.programme) } }
+                tr { th { (lang.t(T::Status)) } td { (line.status) } }
+                tr { th { (lang.t(T::Approved)) } td.num { (i18n::money(line.approved)) } }
+                tr { th { (lang.t(T::Disbursed)) } td.num.disbursed { (i18n::money(line.disbursed)) } }
+                tr { th { (lang.t(T::Outstanding)) } td.num.outstanding { (i18n::money(line.principal_outstanding)) } }
+                tr { th { (lang.t(T::InterestToDate)) } td.num { (i18n::money(line.interest_to_date)) } }
+                tr { th { (lang.t(T::Overdue)) } td.num { (i18n::money(line.overdue_principal + line.overdue_interest_to_date)) } }
+                tr { th { (lang.t(T::Due)) } td { (line.due.map(i18n::date).unwrap_or_default()) } }
+            }
+            p {
+                @if may(&session.caller, Operation::Disburse) {
+                    a.disburse-link href={ "/console/loans/" (line.loan) "/disburse?household=" (h) } { (lang.t(T::Disburse)) } " "
+                }
+                @if may(&session.caller, Operation::Repay) {
+                    a.repay-link href={ "/console/loans/" (line.loan) "/repay?household=" (h) } { (lang.t(T::Repay)) }
+                }
+            }
+            @if let (Some(start), Some(due)) = (loan.position.schedule_start, loan.position.due) {
+                @if let Ok(schedule) = crate::domain::loans::schedule(loan.position.disbursed, start, due) {
+                    details.schedule {
+                        summary { (lang.t(T::Schedule)) " (" (schedule.len()) ")" }
+                        table {
+                            tr { th { (lang.t(T::Due)) } th.num { (lang.t(T::Instalment)) } th.num { (lang.t(T::Cumulative)) } }
+                            @for (d, amount, cumulative) in &schedule {
+                                tr { td { (i18n::date(*d)) } td.num { (i18n::money(*amount)) } td.num { (i18n::money(*cumulative)) } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { (lang.t(T::Assistance)) }
+        @if read.assistance.is_empty() { p { (lang.t(T::Nothing)) } } @else {
+            table #assistance {
+                tr { th { (lang.t(T::Month)) } th { (lang.t(T::Channel)) } th.num { (lang.t(T::Received)) } th.num { (lang.t(T::Returned)) } th.num { "Net" } }
+                @for a in &read.assistance {
+                    tr { td { (a.month) } td { (a.channel) } td.num { (i18n::money_str(&a.settled)) } td.num { (i18n::money_str(&a.returned)) } td.num { (i18n::money_str(&a.net)) } }
+                }
+            }
+        }
+        h2 { (lang.t(T::History)) " — " (lang.t(T::Page)) " " (query.page + 1) }
+        table #history {
+            tr { th { (lang.t(T::Sequence)) } th { (lang.t(T::Event)) } th { (lang.t(T::Actor)) } th { (lang.t(T::On)) } th { (lang.t(T::Detail)) } th { (lang.t(T::Hash)) } }
+            @for e in &history {
+                tr.event {
+                    td { (e.partition) "/" (e.sequence) }
+                    td { (e.event_type) }
+                    td { (e.actor) }
+                    td { (i18n::timestamp(e.recorded_at_unix_ms)) }
+                    td { (e.detail) }
+                    td.hash { (e.hash) }
+                }
+            }
+        }
+        nav.pages {
+            @if query.page > 0 {
+                a #history-previous href={ "/console/households/" (h) "?page=" (query.page - 1) } { (lang.t(T::Previous)) }
+            }
+            @if more {
+                a #history-next href={ "/console/households/" (h) "?page=" (query.page + 1) } { (lang.t(T::Next)) }
+            }
+        }
+    };
+    Ok(page(
+        lang,
+        &format!("{} {}", lang.t(T::Household), h),
+        Some(session),
+        body,
+    )
+    .into_response())
+}
+
+fn area_options(lang: Lang) -> [(&'static str, &'static str); 2] {
+    [("rural", lang.t(T::Rural)), ("urban", lang.t(T::Urban))]
+}
+
+fn area(value: &str) -> Area {
+    if value == "urban" {
+        Area::Urban
+    } else {
+        Area::Rural
+    }
+}
+
+fn register_form(session: &Session, key: &str, f: &Fields, problems: &Problems) -> Markup {
+    let lang = session.lang;
+    let on = match f.get("registered_on") {
+        "" => i18n::date(today()),
+        typed => typed.to_owned(),
+    };
+    html! {
+        (general_problem(problems))
+        form.card #register method="post" action="/console/households/new" {
+            (protocol_fields(session, key))
+            (text_field(lang.t(T::HouseholdId), "household_id", f.get("household_id"), problems))
+            (select_field(lang.t(T::Area), "area", &area_options(lang), f.get("area"), problems))
+            (text_field(lang.t(T::RegisteredOn), "registered_on", &on, problems))
+            (text_field(lang.t(T::HeadName), "head_name", f.get("head_name"), problems))
+            (text_field(lang.t(T::HeadCitizenId), "head_citizen_id", f.get("head_citizen_id"), problems))
+            (text_field(lang.t(T::Phone), "phone", f.get("phone"), problems))
+            @for i in 1..=MEMBER_ROWS {
+                fieldset {
+                    legend { (lang.t(T::Member)) " " (i) }
+                    (text_field(lang.t(T::Name), &format!("member{i}_name"), f.get(&format!("member{i}_name")), problems))
+                    (text_field(lang.t(T::CitizenId), &format!("member{i}_citizen_id"), f.get(&format!("member{i}_citizen_id")), problems))
+                    (text_field(lang.t(T::Relation), &format!("member{i}_relation"), f.get(&format!("member{i}_relation")), problems))
+                }
+            }
+            button #submit type="submit" { (lang.t(T::Submit)) }
+        }
+    }
+}
+
+/// `GET /console/households/new`.
+async fn register_page(session: Session) -> Response {
+    if let Some(refused) = super::refuse_role(&session, Operation::RegisterHousehold) {
+        return refused;
+    }
+    let lang = session.lang;
+    let body = register_form(
+        &session,
+        &fresh_key(),
+        &Fields::empty(),
+        &Problems::default(),
+    );
+    page(lang, lang.t(T::RegisterHousehold), Some(&session), body).into_response()
+}
+
+/// The register form's values, each read by its kind's parser; the first refusal of
+/// each field is kept beside it.
+fn read_register(
+    f: &Fields,
+    problems: &mut Problems,
+) -> Option<(HouseholdId, chrono::NaiveDate, PersonalData)> {
+    let h = crate::input::household(f.get("household_id"))
+        .map_err(|e| problems.field("household_id", e))
+        .ok();
+    let on = i18n::parse_date(f.get("registered_on"))
+        .map_err(|e| problems.field("registered_on", e))
+        .ok();
+    let head_name = crate::input::name(f.get("head_name"))
+        .map_err(|e| problems.field("head_name", e))
+        .ok();
+    let head_id = crate::input::citizen_id(f.get("head_citizen_id"))
+        .map_err(|e| problems.field("head_citizen_id", e))
+        .ok();
+    let phone = match f.get("phone") {
+        "" => None,
+        p => crate::input::text(p)
+            .map_err(|e| problems.field("phone", e))
+            .ok(),
+    };
+    let mut members = Vec::new();
+    for i in 1..=MEMBER_ROWS {
+        const NAMES: [&str; MEMBER_ROWS] = ["member1_name", "member2_name", "member3_name"];
+        const IDS: [&str; MEMBER_ROWS] = [
+            "member1_citizen_id",
+            "member2_citizen_id",
+            "member3_citizen_id",
+        ];
+        const RELATIONS: [&str; MEMBER_ROWS] =
+            ["member1_relation", "member2_relation", "member3_relation"];
+        let (name, id, relation) = (NAMES[i - 1], IDS[i - 1], RELATIONS[i - 1]);
+        if f.get(name).is_empty() {
+            continue;
+        }
+        let member_name = crate::input::name(f.get(name))
+            .map_err(|e| problems.field(name, e))
+            .ok();
+        let citizen = match f.get(id) {
+            "" => Some(None),
+            c => crate::input::citizen_id(c)
+                .map(|c| Some(c.as_str().to_owned()))
+                .map_err(|e| problems.field(id, e))
+                .ok(),
+        };
+        let rel = crate::input::text(f.get(relation))
+            .map_err(|e| problems.field(relation, e))
+            .ok();
+        if let (Some(name), Some(citizen_id), Some(relation)) = (member_name, citizen, rel) {
+            members.push(Member {
+                name,
+                citizen_id,
+                relation,
+            });
+        }
+    }
+    let (h, on, head_name, head_id) = (h?, on?, head_name?, head_id?);
+    if !problems.is_empty() {
+        return None;
+    }
+    Some((
+        h,
+        on,
+        PersonalData {
+            head_name,
+            head_citizen_id: head_id.as_str().to_owned(),
+            phone,
+            account_number: None,
+            members,
+        },
+    ))
+}
+
+/// `POST /console/households/new`.
+async fn register(State(api): State<Api>, session: Session, FormBody(f): FormBody) -> Response {
+    if let Some(refused) = session.csrf_refusal(&f) {
+        return refused;
+    }
+    let lang = session.lang;
+    let title = lang.t(T::RegisterHousehold);
+    let mut problems = Problems::default();
+    let key = f.get(super::IDEMPOTENCY_FIELD).to_owned();
+    let again = |problems: &Problems, status| {
+        let body = register_form(&session, &key, &f, problems);
+        (status, page(lang, title, Some(&session), body)).into_response()
+    };
+    let Some((h, on, data)) = read_register(&f, &mut problems) else {
+        return again(&problems, axum::http::StatusCode::BAD_REQUEST);
+    };
+    let result = async {
+        let write = begin_write(&api, &session.caller, &f, "POST /console/households/new").await?;
+        let caller = &session.caller;
+        write
+            .end(
+                &api,
+                api.service()
+                    .register(&write.request(caller), &h, area(f.get("area")), on, &data)
+                    .await,
+            )
+            .await
+    }
+    .await;
+    match result {
+        Ok(receipt) => {
+            let body = html! {
+                (receipt_block(lang, &receipt))
+                p { a #household-link href={ "/console/households/" (h) "?after=" (receipt.stream_sequence) } { (lang.t(T::Household)) " " (h) } }
+            };
+            page(lang, title, Some(&session), body).into_response()
+        }
+        // Not allowed at all: no form to correct, only the refusal.
+        Err(e @ ApiError::Denied(_)) => error_in(&session, &e),
+        Err(e) => again(&Problems::refusal(lang, &e), e.status()),
+    }
+}
+
+fn classify_form(
+    session: &Session,
+    h: &HouseholdId,
+    key: &str,
+    f: &Fields,
+    problems: &Problems,
+) -> Markup {
+    let lang = session.lang;
+    let year = match f.get("review_year") {
+        "" => today().format("%Y").to_string(),
+        y => y.to_owned(),
+    };
+    let on = match f.get("decided_on") {
+        "" => i18n::date(today()),
+        d => d.to_owned(),
+    };
+    let ticked: Vec<&str> = f.all("deprived").collect();
+    html! {
+        (general_problem(problems))
+        form.card #classify method="post" action={ "/console/households/" (h) "/classify" } {
+            (protocol_fields(session, key))
+            (text_field(lang.t(T::IncomePerPerson), "income_per_person", f.get("income_per_person"), problems))
+            (select_field(lang.t(T::Area), "area", &area_options(lang), f.get("area"), problems))
+            fieldset {
+                legend { (lang.t(T::Deprived)) }
+                @for indicator in INDICATORS {
+                    label { input type="checkbox" name="deprived" value=(indicator) checked[ticked.contains(&indicator)]; " " (indicator) }
+                }
+            }
+            (text_field(lang.t(T::ReviewYear), "review_year", &year, problems))
+            (text_field(lang.t(T::DecidedOn), "decided_on", &on, problems))
+            button #submit type="submit" { (lang.t(T::Submit)) }
+        }
+    }
+}
+
+/// `GET /console/households/{id}/classify`.
+async fn classify_page(session: Session, Path(id): Path<String>) -> Response {
+    if let Some(refused) = super::refuse_role(&session, Operation::Classify) {
+        return refused;
+    }
+    let lang = session.lang;
+    let h = match crate::input::household(&id) {
+        Ok(h) => h,
+        Err(e) => return error_in(&session, &e.into()),
+    };
+    let body = classify_form(
+        &session,
+        &h,
+        &fresh_key(),
+        &Fields::empty(),
+        &Problems::default(),
+    );
+    page(lang, lang.t(T::Classify), Some(&session), body).into_response()
+}
+
+/// `POST /console/households/{id}/classify`: the answer shows the class the book decided
+/// and the standard it applied, read back from the household's view.
+async fn classify(
+    State(api): State<Api>,
+    session: Session,
+    Path(id): Path<String>,
+    FormBody(f): FormBody,
+) -> Response {
+    if let Some(refused) = session.csrf_refusal(&f) {
+        return refused;
+    }
+    let lang = session.lang;
+    let title = lang.t(T::Classify);
+    let h = match crate::input::household(&id) {
+        Ok(h) => h,
+        Err(e) => return error_in(&session, &e.into()),
+    };
+    let key = f.get(super::IDEMPOTENCY_FIELD).to_owned();
+    let again = |problems: &Problems, status| {
+        let body = classify_form(&session, &h, &key, &f, problems);
+        (status, page(lang, title, Some(&session), body)).into_response()
+    };
+    let mut problems = Problems::default();
+    let income = i18n::parse_money(f.get("income_per_person"))
+        .map_err(|e| problems.field("income_per_person", e))
+        .ok();
+    let year = f
+        .get("review_year")
+        .parse::<i32>()
+        .map_err(|_| problems.field("review_year", "yyyy"))
+        .ok();
+    let on = i18n::parse_date(f.get("decided_on"))
+        .map_err(|e| problems.field("decided_on", e))
+        .ok();
+    let (Some(income), Some(year), Some(on)) = (income, year, on) else {
+        return again(&problems, axum::http::StatusCode::BAD_REQUEST);
+    };
+    let inputs = ClassificationInputs {
+        income_per_person_month: income,
+        area: area(f.get("area")),
+        deprived: f.all("deprived").map(str::to_owned).collect(),
+        review_year: year,
+    };
+    let route = format!("POST /console/households/{h}/classify");
+    let result = async {
+        let write = begin_write(&api, &session.caller, &f, &route).await?;
+        let caller = &session.caller;
+        let receipt = write
+            .end(
+                &api,
+                api.service()
+                    .classify(&write.request(caller), &h, inputs, on)
+                    .await,
+            )
+            .await?;
+        let read = read_household(&api, caller, &h, today(), Some(receipt.stream_sequence)).await?;
+        Ok::<_, ApiError>((receipt, read.view.standing))
+    }
+    .await;
+    match result {
+        Ok((receipt, standing)) => {
+            let body = html! {
+                (receipt_block(lang, &receipt))
+                @if let Some(s) = standing {
+                    table #classified {
+                        tr { th { (lang.t(T::ResultClass)) } td #result-class { (s.class) } }
+                        tr { th { (lang.t(T::Standard)) } td #result-standard { (s.standard_id) } }
+                        tr { th { (lang.t(T::ValidFrom)) } td { (i18n::date_str(&s.valid_from)) } }
+                        tr { th { (lang.t(T::ValidTo)) } td { (i18n::date_str(&s.valid_to)) } }
+                    }
+                }
+                p { a #household-link href={ "/console/households/" (h) } { (lang.t(T::BackToHousehold)) } }
+            };
+            page(lang, title, Some(&session), body).into_response()
+        }
+        // Not allowed at all: no form to correct, only the refusal.
+        Err(e @ ApiError::Denied(_)) => error_in(&session, &e),
+        Err(e) => again(&Problems::refusal(lang, &e), e.status()),
+    }
+}

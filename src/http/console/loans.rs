@@ -1,0 +1,394 @@
+//! Console forms for loans: approve (the answer names the new loan), disburse, repay
+//! (the answer shows how the book split the payment). Each goes through
+//! `Service::loan`, as `POST /v1/loans...` does; the book checks the loan's household
+//! lies in the caller's unit.
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use crate::domain::loans::{Channel, EntrustedOrganisation};
+use crate::proto::envelope::Payload;
+use crate::service::LoanAction;
+
+use super::i18n::{self, T};
+use super::session::Session;
+use super::{
+    Fields, FormBody, Problems, begin_write, error_in, fresh_key, general_problem, page,
+    protocol_fields, receipt_block, select_field, text_field,
+};
+use crate::http::{Api, ApiError};
+
+pub fn routes() -> Router<Api> {
+    Router::new()
+        .route(
+            "/console/households/{id}/loans/new",
+            get(approve_page).post(approve),
+        )
+        .route(
+            "/console/loans/{loan}/{action}",
+            get(action_page).post(action),
+        )
+}
+
+fn today() -> chrono::NaiveDate {
+    chrono::Utc::now().date_naive()
+}
+
+const PROGRAMMES: [&str; 4] = [
+    "POOR_HOUSEHOLD",
+    "NEAR_POOR_HOUSEHOLD",
+    "ESCAPED_POVERTY_HOUSEHOLD",
+    "RURAL_CLEAN_WATER_SANITATION",
+];
+
+const ENTRUSTED: [(&str, &str); 4] = [
+    ("womens_union", "Hội Liên hiệp Phụ nữ / Women's Union"),
+    ("farmers_union", "Hội Nông dân / Farmers' Union"),
+    ("veterans_association", "Hội Cựu chiến binh / Veterans"),
+    ("youth_union", "Đoàn Thanh niên / Youth Union"),
+];
+
+fn entrusted(value: &str) -> EntrustedOrganisation {
+    match value {
+        "farmers_union" => EntrustedOrganisation::FarmersUnion,
+        "veterans_association" => EntrustedOrganisation::VeteransAssociation,
+        "youth_union" => EntrustedOrganisation::YouthUnion,
+        _ => EntrustedOrganisation::WomensUnion,
+    }
+}
+
+fn or_today(f: &Fields, name: &str) -> String {
+    match f.get(name) {
+        "" => i18n::date(today()),
+        d => d.to_owned(),
+    }
+}
+
+fn approve_form(session: &Session, h: &str, key: &str, f: &Fields, p: &Problems) -> Markup {
+    let lang = session.lang;
+    let programmes: Vec<(&str, &str)> = PROGRAMMES.iter().map(|p| (*p, *p)).collect();
+    html! {
+        (general_problem(p))
+        form.card #approve method="post" action={ "/console/households/" (h) "/loans/new" } {
+            (protocol_fields(session, key))
+            (select_field(lang.t(T::Programme), "programme", &programmes, f.get("programme"), p))
+            (text_field(lang.t(T::Amount), "amount", f.get("amount"), p))
+            (text_field(lang.t(T::TermMonths), "term_months", f.get("term_months"), p))
+            (text_field(lang.t(T::SavingsGroup), "savings_group", f.get("savings_group"), p))
+            (select_field(lang.t(T::Entrusted), "entrusted", &ENTRUSTED, f.get("entrusted"), p))
+            (text_field(lang.t(T::On), "on", &or_today(f, "on"), p))
+            (text_field(lang.t(T::Reason), "reason", f.get("reason"), p))
+            button #submit type="submit" { (lang.t(T::Submit)) }
+        }
+    }
+}
+
+/// `GET /console/households/{id}/loans/new`.
+async fn approve_page(session: Session, Path(id): Path<String>) -> Response {
+    if let Some(refused) = super::refuse_role(&session, crate::access::Operation::ApproveLoan) {
+        return refused;
+    }
+    let lang = session.lang;
+    let h = match crate::input::household(&id) {
+        Ok(h) => h,
+        Err(e) => return error_in(&session, &e.into()),
+    };
+    let body = approve_form(
+        &session,
+        h.as_str(),
+        &fresh_key(),
+        &Fields::empty(),
+        &Problems::default(),
+    );
+    page(lang, lang.t(T::ApproveLoan), Some(&session), body).into_response()
+}
+
+/// `POST /console/households/{id}/loans/new`: the answer names the new loan.
+async fn approve(
+    State(api): State<Api>,
+    session: Session,
+    Path(id): Path<String>,
+    FormBody(f): FormBody,
+) -> Response {
+    if let Some(refused) = session.csrf_refusal(&f) {
+        return refused;
+    }
+    let lang = session.lang;
+    let title = lang.t(T::ApproveLoan);
+    let h = match crate::input::household(&id) {
+        Ok(h) => h,
+        Err(e) => return error_in(&session, &e.into()),
+    };
+    let key = f.get(super::IDEMPOTENCY_FIELD).to_owned();
+    let again = |p: &Problems, status| {
+        let body = approve_form(&session, h.as_str(), &key, &f, p);
+        (status, page(lang, title, Some(&session), body)).into_response()
+    };
+    let mut p = Problems::default();
+    let amount = i18n::parse_money(f.get("amount"))
+        .map_err(|e| p.field("amount", e))
+        .ok();
+    let term = f
+        .get("term_months")
+        .parse::<u32>()
+        .map_err(|_| p.field("term_months", "1-240"))
+        .ok();
+    let group = crate::input::text(f.get("savings_group"))
+        .map_err(|e| p.field("savings_group", e))
+        .ok();
+    let on = i18n::parse_date(f.get("on"))
+        .map_err(|e| p.field("on", e))
+        .ok();
+    let reason = crate::input::text(f.get("reason"))
+        .map_err(|e| p.field("reason", e))
+        .ok();
+    let (Some(amount), Some(term), Some(group), Some(on), Some(reason)) =
+        (amount, term, group, on, reason)
+    else {
+        return again(&p, axum::http::StatusCode::BAD_REQUEST);
+    };
+    let action = LoanAction::Approve {
+        household: h.clone(),
+        programme: f.get("programme").to_owned(),
+        amount,
+        term_months: term,
+        savings_group: group,
+        entrusted: entrusted(f.get("entrusted")),
+    };
+    let route = format!("POST /console/households/{h}/loans/new");
+    let result = async {
+        let write = begin_write(&api, &session.caller, &f, &route).await?;
+        let receipt = write
+            .end(
+                &api,
+                api.service()
+                    .loan(&write.request(&session.caller), None, action, on, &reason)
+                    .await,
+            )
+            .await?;
+        let loan = crate::http::loans::approved_loan(&api, &receipt).await?;
+        Ok::<_, ApiError>((receipt, loan))
+    }
+    .await;
+    match result {
+        Ok((receipt, loan)) => {
+            let body = html! {
+                (receipt_block(lang, &receipt))
+                table { tr { th { (lang.t(T::LoanReference)) } td #loan-ref { (loan) } } }
+                p {
+                    a #disburse-link href={ "/console/loans/" (loan) "/disburse?household=" (h) } { (lang.t(T::Disburse)) } " "
+                    a #household-link href={ "/console/households/" (h) "?after=" (receipt.stream_sequence) } { (lang.t(T::BackToHousehold)) }
+                }
+            };
+            page(lang, title, Some(&session), body).into_response()
+        }
+        // Not allowed at all: no form to correct, only the refusal.
+        Err(e @ ApiError::Denied(_)) => error_in(&session, &e),
+        Err(e) => again(&Problems::refusal(lang, &e), e.status()),
+    }
+}
+
+/// A loan form's kind, from the path.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Disburse,
+    Repay,
+}
+
+impl Kind {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "disburse" => Some(Kind::Disburse),
+            "repay" => Some(Kind::Repay),
+            _ => None,
+        }
+    }
+    fn path(self) -> &'static str {
+        match self {
+            Kind::Disburse => "disburse",
+            Kind::Repay => "repay",
+        }
+    }
+    fn operation(self) -> crate::access::Operation {
+        match self {
+            Kind::Disburse => crate::access::Operation::Disburse,
+            Kind::Repay => crate::access::Operation::Repay,
+        }
+    }
+    fn title(self) -> T {
+        match self {
+            Kind::Disburse => T::Disburse,
+            Kind::Repay => T::Repay,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct LoanQuery {
+    /// The household page to go back to.
+    household: Option<String>,
+}
+
+fn action_form(
+    session: &Session,
+    loan: &str,
+    kind: Kind,
+    household: &str,
+    key: &str,
+    f: &Fields,
+    p: &Problems,
+) -> Markup {
+    let lang = session.lang;
+    html! {
+        (general_problem(p))
+        form.card #loan-form method="post" action={ "/console/loans/" (loan) "/" (kind.path()) "?household=" (household) } {
+            (protocol_fields(session, key))
+            (text_field(lang.t(T::Amount), "amount", f.get("amount"), p))
+            @if kind == Kind::Disburse {
+                (select_field(lang.t(T::Channel), "channel", &[("commune_point", "Điểm giao dịch xã / commune point"), ("bank_transfer", "Chuyển khoản / bank transfer")], f.get("channel"), p))
+            }
+            (text_field(lang.t(T::On), "on", &or_today(f, "on"), p))
+            button #submit type="submit" { (lang.t(kind.title())) }
+        }
+    }
+}
+
+/// `GET /console/loans/{loan}/{disburse|repay}`.
+async fn action_page(
+    session: Session,
+    Path((loan, kind)): Path<(String, String)>,
+    Query(query): Query<LoanQuery>,
+) -> Response {
+    let lang = session.lang;
+    let (loan, kind) = match (crate::input::loan_ref(&loan), Kind::parse(&kind)) {
+        (Ok(loan), Some(kind)) => (loan, kind),
+        (Err(e), _) => return error_in(&session, &e.into()),
+        (_, None) => return error_in(&session, &ApiError::NoSuchRoute),
+    };
+    if let Some(refused) = super::refuse_role(&session, kind.operation()) {
+        return refused;
+    }
+    let household = query.household.unwrap_or_default();
+    let body = action_form(
+        &session,
+        &loan.to_string(),
+        kind,
+        &household,
+        &fresh_key(),
+        &Fields::empty(),
+        &Problems::default(),
+    );
+    let title = format!("{} {loan}", lang.t(kind.title()));
+    page(lang, &title, Some(&session), body).into_response()
+}
+
+/// `POST /console/loans/{loan}/{disburse|repay}`: a repayment's answer shows how the
+/// book split it between interest and principal.
+async fn action(
+    State(api): State<Api>,
+    session: Session,
+    Path((loan, kind)): Path<(String, String)>,
+    Query(query): Query<LoanQuery>,
+    FormBody(f): FormBody,
+) -> Response {
+    if let Some(refused) = session.csrf_refusal(&f) {
+        return refused;
+    }
+    let lang = session.lang;
+    let (loan, kind) = match (crate::input::loan_ref(&loan), Kind::parse(&kind)) {
+        (Ok(loan), Some(kind)) => (loan, kind),
+        (Err(e), _) => return error_in(&session, &e.into()),
+        (_, None) => return error_in(&session, &ApiError::NoSuchRoute),
+    };
+    let household = query
+        .household
+        .as_deref()
+        .and_then(|h| crate::input::household(h).ok())
+        .map(|h| h.to_string())
+        .unwrap_or_default();
+    let title = format!("{} {loan}", lang.t(kind.title()));
+    let key = f.get(super::IDEMPOTENCY_FIELD).to_owned();
+    let loan_text = loan.to_string();
+    let again = |p: &Problems, status| {
+        let body = action_form(&session, &loan_text, kind, &household, &key, &f, p);
+        (status, page(lang, &title, Some(&session), body)).into_response()
+    };
+    let mut p = Problems::default();
+    let amount = i18n::parse_money(f.get("amount"))
+        .map_err(|e| p.field("amount", e))
+        .ok();
+    let on = i18n::parse_date(f.get("on"))
+        .map_err(|e| p.field("on", e))
+        .ok();
+    let (Some(amount), Some(on)) = (amount, on) else {
+        return again(&p, axum::http::StatusCode::BAD_REQUEST);
+    };
+    let (action, reason) = match kind {
+        Kind::Disburse => (
+            LoanAction::Disburse {
+                amount,
+                channel: if f.get("channel") == "bank_transfer" {
+                    Channel::BankTransfer
+                } else {
+                    Channel::CommuneTransactionPoint
+                },
+            },
+            // The reasons the CLI and the API record for the same commands.
+            "disbursement",
+        ),
+        Kind::Repay => (
+            LoanAction::Repay { amount },
+            "repayment at the commune transaction point",
+        ),
+    };
+    let route = format!("POST /console/loans/{loan}/{}", kind.path());
+    let result = async {
+        let write = begin_write(&api, &session.caller, &f, &route).await?;
+        let receipt = write
+            .end(
+                &api,
+                api.service()
+                    .loan(
+                        &write.request(&session.caller),
+                        Some(&loan),
+                        action,
+                        on,
+                        reason,
+                    )
+                    .await,
+            )
+            .await?;
+        let event = api.service().ledger.event_of(&receipt).await?;
+        Ok::<_, ApiError>((receipt, event.payload))
+    }
+    .await;
+    match result {
+        Ok((receipt, payload)) => {
+            let body = html! {
+                (receipt_block(lang, &receipt))
+                @if let Some(Payload::LoanRepaymentReceived(r)) = &payload {
+                    h2 { (lang.t(T::Split)) }
+                    table #split {
+                        tr { th { (lang.t(T::Amount)) } td.num #split-amount { (i18n::money_str(&r.amount)) } }
+                        tr { th { (lang.t(T::ToInterest)) } td.num #split-interest { (i18n::money_str(&r.to_interest)) } }
+                        tr { th { (lang.t(T::ToOverdueInterest)) } td.num { (i18n::money_str(&r.to_overdue_interest)) } }
+                        tr { th { (lang.t(T::ToOverduePrincipal)) } td.num { (i18n::money_str(&r.to_overdue_principal)) } }
+                        tr { th { (lang.t(T::ToPrincipal)) } td.num #split-principal { (i18n::money_str(&r.to_principal)) } }
+                        tr { th { (lang.t(T::StatusAfter)) } td { (r.status_after) } }
+                    }
+                }
+                @if !household.is_empty() {
+                    p { a #household-link href={ "/console/households/" (household) "?after=" (receipt.stream_sequence) } { (lang.t(T::BackToHousehold)) } }
+                }
+            };
+            page(lang, &title, Some(&session), body).into_response()
+        }
+        // Not allowed at all: no form to correct, only the refusal.
+        Err(e @ ApiError::Denied(_)) => error_in(&session, &e),
+        Err(e) => again(&Problems::refusal(lang, &e), e.status()),
+    }
+}

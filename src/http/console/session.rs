@@ -1,0 +1,290 @@
+//! Console sessions and CSRF tokens, without server-side session state (ADR 0011).
+//!
+//! A session is a cookie any process of the ledger can check: `v1.<expiry unix
+//! s>.<random id>.<staff id in hex>.<tag>`, where the tag is a keyed BLAKE3 of the rest
+//! under a key derived from the ledger secret `console-session` (kept in the vault's
+//! shared bucket, like the checkpoint-signing key). The staff id is looked up again in
+//! the live staff directory on every request, so a removed staff member is signed out at
+//! once. The CSRF token of a session is a keyed BLAKE3 of its random id (under another
+//! derived key): one per session, carried in a hidden field of every form and checked on
+//! every POST; the cookie is also `SameSite=Strict`, so another site's form never sends it.
+//!
+//! **Invariant:** a cookie whose tag does not verify (constant time), whose expiry has
+//! passed or whose staff id is no longer in the directory is no session: the reader is
+//! sent to sign in.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::{COOKIE, SET_COOKIE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Redirect, Response};
+
+use crate::access::Caller;
+
+use super::super::Api;
+use super::i18n::{Lang, T};
+
+/// How long a session lasts after sign-in: a working day at the counter. A reader must
+/// sign in again after it, whatever they did in between.
+pub const SESSION_LIFETIME_S: i64 = 8 * 3_600;
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "ansinh_console";
+/// The language cookie's name ("vi" or "en").
+pub const LANG_COOKIE: &str = "ansinh_lang";
+/// The sign-in form's own CSRF cookie (there is no session yet to bind a token to).
+pub const SIGN_IN_COOKIE: &str = "ansinh_sign_in";
+/// The hidden form field that carries the CSRF token.
+pub const CSRF_FIELD: &str = "csrf";
+/// The ledger secret the session keys are derived from (`Vault::create_secret`).
+pub const SECRET_NAME: &str = "console-session";
+/// Random bytes of a session id.
+const SESSION_ID_BYTES: usize = 16;
+const SESSION_TAG_CONTEXT: &str = "ansinh v1 console session tag";
+const CSRF_CONTEXT: &str = "ansinh v1 console csrf token";
+/// Largest cookie value read (a staff id is at most 40 bytes: this is ample).
+const COOKIE_BYTES_MAX: usize = 512;
+
+/// The keys derived from the shared secret, made once per process.
+pub struct Keys {
+    tag: [u8; 32],
+    csrf: [u8; 32],
+}
+
+impl Keys {
+    pub fn from_secret(secret: &[u8; 32]) -> Self {
+        Self {
+            tag: blake3::derive_key(SESSION_TAG_CONTEXT, secret),
+            csrf: blake3::derive_key(CSRF_CONTEXT, secret),
+        }
+    }
+
+    fn tag(&self, body: &str) -> blake3::Hash {
+        blake3::keyed_hash(&self.tag, body.as_bytes())
+    }
+
+    /// A new session cookie value for `staff_id`, valid until `now + SESSION_LIFETIME_S`.
+    pub fn issue(&self, staff_id: &str, now_unix_s: i64) -> Result<String, getrandom::Error> {
+        let mut id = [0u8; SESSION_ID_BYTES];
+        getrandom::getrandom(&mut id)?;
+        let body = format!(
+            "v1.{}.{}.{}",
+            now_unix_s + SESSION_LIFETIME_S,
+            hex::encode(id),
+            hex::encode(staff_id)
+        );
+        let tag = self.tag(&body).to_hex();
+        Ok(format!("{body}.{tag}"))
+    }
+
+    /// The staff id and session id of a cookie value, if its tag verifies and it has not
+    /// expired at `now_unix_s`.
+    pub fn check(&self, value: &str, now_unix_s: i64) -> Option<(String, String)> {
+        if value.len() > COOKIE_BYTES_MAX {
+            return None;
+        }
+        let (body, tag) = value.rsplit_once('.')?;
+        let tag = blake3::Hash::from_hex(tag).ok()?;
+        // blake3::Hash equality is constant time.
+        if self.tag(body) != tag {
+            return None;
+        }
+        let mut parts = body.split('.');
+        let (Some("v1"), Some(expiry), Some(id), Some(staff), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
+        };
+        if expiry.parse::<i64>().ok()? <= now_unix_s {
+            return None;
+        }
+        let staff = String::from_utf8(hex::decode(staff).ok()?).ok()?;
+        Some((staff, id.to_owned()))
+    }
+
+    /// The CSRF token of session `id`.
+    pub fn csrf(&self, session_id: &str) -> String {
+        blake3::keyed_hash(&self.csrf, session_id.as_bytes())
+            .to_hex()
+            .to_string()
+    }
+}
+
+/// Whether two tokens are equal, in time independent of where they differ.
+pub fn tokens_equal(a: &str, b: &str) -> bool {
+    match (blake3::Hash::from_hex(a), blake3::Hash::from_hex(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// The value of cookie `name` in the request, if any.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// `Secure` when the request came over TLS (a proxy in front says so), so the cookie is
+/// never sent back in clear; plain HTTP on loopback (tests, a desk machine) works without.
+fn secure(headers: &HeaderMap) -> &'static str {
+    let tls = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    if tls { "; Secure" } else { "" }
+}
+
+/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, for the whole site.
+pub fn set_cookie(headers: &HeaderMap, name: &str, value: &str, max_age_s: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Max-Age={max_age_s}; HttpOnly; SameSite=Strict{}",
+        secure(headers)
+    ))
+    .expect("cookie values are ASCII")
+}
+
+/// The language of a request: `?lang=` if given, else the cookie, else Vietnamese.
+pub fn lang_of(parts: &Parts) -> Lang {
+    let from_query = parts.uri.query().and_then(|q| {
+        q.split('&')
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| *k == "lang")
+            .and_then(|(_, v)| Lang::parse(v))
+    });
+    from_query
+        .or_else(|| cookie(&parts.headers, LANG_COOKIE).and_then(Lang::parse))
+        .unwrap_or_default()
+}
+
+/// The language of a page, as an extractor.
+pub struct PageLang(pub Lang);
+
+impl FromRequestParts<Api> for PageLang {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &Api) -> Result<Self, Self::Rejection> {
+        Ok(PageLang(lang_of(parts)))
+    }
+}
+
+/// A signed-in reader: who, their CSRF token, and their language.
+pub struct Session {
+    pub caller: Caller,
+    pub csrf: String,
+    pub lang: Lang,
+}
+
+impl Session {
+    /// The refusal (403, nothing done) of a form that does not carry this session's CSRF
+    /// token; None when it does.
+    pub fn csrf_refusal(&self, fields: &super::Fields) -> Option<Response> {
+        (!tokens_equal(fields.get(CSRF_FIELD), &self.csrf))
+            .then(|| super::forbidden(self.lang, self.lang.t(T::CsrfRefused)))
+    }
+}
+
+/// To the sign-in page, saying why, with the session cookie cleared.
+fn to_sign_in(headers: &HeaderMap) -> Response {
+    let mut response = Redirect::to("/?expired=1").into_response();
+    response
+        .headers_mut()
+        .insert(SET_COOKIE, set_cookie(headers, SESSION_COOKIE, "", 0));
+    response
+}
+
+pub fn now_unix_s() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl FromRequestParts<Api> for Session {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Self, Response> {
+        let lang = lang_of(parts);
+        let Some(value) = cookie(&parts.headers, SESSION_COOKIE) else {
+            return Err(Redirect::to("/").into_response());
+        };
+        let keys = super::keys(api)
+            .await
+            .map_err(|e| super::error_page(lang, &e))?;
+        let Some((staff, id)) = keys.check(value, now_unix_s()) else {
+            return Err(to_sign_in(&parts.headers));
+        };
+        let Some(caller) = api.staff().by_id(&staff).cloned() else {
+            return Err(to_sign_in(&parts.headers));
+        };
+        Ok(Session {
+            caller,
+            csrf: keys.csrf(&id),
+            lang,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_verifies_until_it_expires_and_not_after_any_change() {
+        let keys = Keys::from_secret(&[7; 32]);
+        let cookie = keys.issue("staff:an", 1_000).unwrap();
+        let (staff, id) = keys.check(&cookie, 1_000).unwrap();
+        assert_eq!(staff, "staff:an");
+        assert_eq!(keys.csrf(&id).len(), 64);
+        assert!(keys.check(&cookie, 1_000 + SESSION_LIFETIME_S).is_none());
+        // Another key, a changed expiry or staff id, garbage: no session.
+        assert!(Keys::from_secret(&[8; 32]).check(&cookie, 1_000).is_none());
+        let later = cookie.replacen(
+            &format!("v1.{}", 1_000 + SESSION_LIFETIME_S),
+            &format!("v1.{}", 9_000 + SESSION_LIFETIME_S),
+            1,
+        );
+        assert!(keys.check(&later, 1_000).is_none());
+        let other = cookie.replacen(&hex::encode("staff:an"), &hex::encode("staff:bo"), 1);
+        assert!(keys.check(&other, 1_000).is_none());
+        assert!(keys.check("garbage", 1_000).is_none());
+        assert!(keys.check("", 1_000).is_none());
+        // Two sessions of one staff member have two CSRF tokens.
+        let (_, id2) = keys
+            .check(&keys.issue("staff:an", 1_000).unwrap(), 1_000)
+            .unwrap();
+        assert_ne!(keys.csrf(&id), keys.csrf(&id2));
+    }
+
+    #[test]
+    fn cookies_are_strict_http_only_and_secure_behind_tls() {
+        let mut headers = HeaderMap::new();
+        let plain = set_cookie(&headers, SESSION_COOKIE, "v", 60);
+        assert_eq!(
+            plain.to_str().unwrap(),
+            "ansinh_console=v; Path=/; Max-Age=60; HttpOnly; SameSite=Strict"
+        );
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let tls = set_cookie(&headers, SESSION_COOKIE, "v", 60);
+        assert!(tls.to_str().unwrap().ends_with("; SameSite=Strict; Secure"));
+        headers.insert(
+            COOKIE,
+            HeaderValue::from_static("a=1; ansinh_console=xyz; b=2"),
+        );
+        assert_eq!(cookie(&headers, SESSION_COOKIE), Some("xyz"));
+        assert_eq!(cookie(&headers, "c"), None);
+    }
+
+    #[test]
+    fn tokens_compare_as_hashes() {
+        let t = blake3::hash(b"x").to_hex().to_string();
+        assert!(tokens_equal(&t, &t));
+        assert!(!tokens_equal(&t, ""));
+        assert!(!tokens_equal("", ""));
+    }
+}
