@@ -7,9 +7,12 @@ cd "$(dirname "$0")/.."
 # The console's browser tests (tests/console.rs) drive Debian's headless Chromium through
 # chromedriver; installed only when missing, quietly.
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+    # Root on the CI machine; elsewhere through sudo.
+    as_root=""
+    if [ "$(id -u)" != 0 ]; then as_root="sudo"; fi
+    $as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    $as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
