@@ -26,7 +26,8 @@
 //!
 //! **Writes are batched** (`kv_writes`): each claim write is one compare-and-set
 //! message on the bucket's stream, and the writes waiting are stored in one atomic
-//! batch, one fsync for all of them.
+//! batch, one fsync for all of them; a few writes waiting (up to `KV_SINGLES_MAX`) go
+//! as single publishes instead, cheaper than a batch's fixed cost.
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;

@@ -3,11 +3,13 @@
 //!
 //! Each write is one message on the bucket's stream, fenced with
 //! `Nats-Expected-Last-Subject-Sequence` on the revision read (0: never written). A task
-//! of its own gathers the writes waiting (up to `KV_BATCH_MAX`, no key twice) into one
-//! atomic batch, so the server fsyncs once for all of them instead of once each. The
-//! batch is stored all or none; if the server refuses it (one fence failed: a race),
-//! every write of it is sent again on its own, so exactly the writes that lost their
-//! race are refused and read the key again.
+//! of its own gathers the writes waiting (up to `KV_BATCH_MAX`, no key twice) into a
+//! round. A small round (up to `KV_SINGLES_MAX`) goes out as single fenced publishes, all
+//! in flight at once: a few fsyncs cost less than one atomic batch's fixed cost. A larger
+//! round goes as one atomic batch, so the server fsyncs once for all of them instead of
+//! once each. The batch is stored all or none; if the server refuses it (one fence
+//! failed: a race), every write of it is sent again on its own, so exactly the writes
+//! that lost their race are refused and read the key again.
 
 use std::collections::HashSet;
 
@@ -25,11 +27,23 @@ use tokio::sync::{mpsc, oneshot};
 /// is one fsynced message either way; gathered, the server fsyncs once for the whole
 /// batch (a plain fenced publish is one fsync each: ~4k/s, NATS-NOTES.md).
 pub const KV_BATCH_MAX: usize = 500;
+/// Most writes of a round sent as single fenced publishes (all in flight, acks awaited
+/// together) instead of one atomic batch. On 2.15.1 with `sync_interval: always` an
+/// atomic batch costs 2-17 ms whatever its size (more on a busy machine), a single
+/// publish ~0.25 ms of the stream's one-at-a-time fsyncs (~4.1-4.5k/s), so a few
+/// singles finish first and many do not. `examples/kv_writes_probe` swept it (this
+/// 2-core machine, writers writing fresh keys): at 4 writers 8-24 gave ~4,000-4,400
+/// writes/s, p50 0.9 ms, against ~1,450/s, p50 2.3 ms, with every round of two or more
+/// as a batch; at 8-32 writers 8, 16 and 24 were even with batches (within ±10%); 32
+/// fell to ~6,400/s against ~10,000 at 32 writers and 64 to ~7,000/s against ~17,000
+/// at 64. 16 sits in the middle of the flat part (ADR 0007).
+pub const KV_SINGLES_MAX: usize = 16;
 /// Writes queued for a bucket's batcher before their callers wait (backpressure).
-/// One batcher, one batch in flight: measured on 2.15.1, an atomic batch on a bucket
-/// takes 5-17 ms from first message to ack whatever its size (2 to 36 messages), and
-/// batches of several batchers in flight are stored one after another, each waiting
-/// longer (four lanes gave 1,074 HTTP registrations/s against ~1,500-1,800 with one).
+/// One batcher, one round (batch or singles) in flight: measured on 2.15.1, an atomic
+/// batch on a bucket takes 5-17 ms from first message to ack whatever its size (2 to 36
+/// messages), and batches of several batchers in flight are stored one after another,
+/// each waiting longer (four lanes gave 1,074 HTTP registrations/s against ~1,500-1,800
+/// with one).
 pub const KV_QUEUE_MAX: usize = 4_096;
 
 /// Tries to make (or find) a bucket before its opening fails: each a JetStream request
@@ -139,10 +153,22 @@ pub struct FencedWrites {
 
 impl FencedWrites {
     pub fn spawn(js: &jetstream::Context, kv: &kv::Store) -> Self {
+        Self::spawn_with_singles_max(js, kv, KV_SINGLES_MAX)
+    }
+
+    /// Like [`spawn`](Self::spawn), sending rounds of up to `singles_max` writes as single
+    /// publishes instead of `KV_SINGLES_MAX`: the probe that chose that number sweeps it,
+    /// and tests force either path (a round of one write is always a single publish).
+    pub fn spawn_with_singles_max(
+        js: &jetstream::Context,
+        kv: &kv::Store,
+        singles_max: usize,
+    ) -> Self {
         let (writes, queue) = mpsc::channel(KV_QUEUE_MAX);
         let bucket = Bucket {
             js: js.clone(),
             put_prefix: kv.put_prefix.clone().unwrap_or_else(|| kv.prefix.clone()),
+            singles_max: singles_max.clamp(1, KV_BATCH_MAX),
         };
         tokio::spawn(batcher(bucket, queue));
         Self { writes }
@@ -177,6 +203,8 @@ struct Bucket {
     js: jetstream::Context,
     /// `$KV.<bucket>.` (or the mirror's put prefix), as async-nats's own `put` uses it.
     put_prefix: String,
+    /// Rounds of at most this many writes go as single publishes (`KV_SINGLES_MAX`).
+    singles_max: usize,
 }
 
 impl Bucket {
@@ -185,11 +213,14 @@ impl Bucket {
     }
 }
 
-/// Gathers the writes waiting in `queue` into atomic batches, one batch in flight.
-/// Runs until every handle is dropped.
+/// Gathers the writes waiting in `queue` into rounds, one round in flight: single
+/// publishes for a small round, one atomic batch for a larger one. Runs until every
+/// handle is dropped.
 async fn batcher(bucket: Bucket, mut queue: mpsc::Receiver<Write>) {
-    // A write whose key is already in the batch being gathered waits for the next one:
-    // the server refuses a second fence on a subject the batch already wrote.
+    // A write whose key is already in the round being gathered waits for the next one:
+    // the server refuses a second fence on a subject an atomic batch already wrote, and
+    // a round of singles keeps the same rule so either path refuses exactly the same
+    // writes.
     let mut held_over: Option<Write> = None;
     loop {
         let first = match held_over.take() {
@@ -222,11 +253,13 @@ fn fenced(revision: u64) -> HeaderMap {
     headers
 }
 
-/// Stores a batch all or none, each write fenced on its own key's revision. If the
-/// server refuses the batch (one fence failed, or anything else), each write is sent
-/// again on its own, so exactly the writes whose fence fails are refused.
+/// Stores a round, each write fenced on its own key's revision: up to the bucket's
+/// `singles_max` writes as single publishes, all in flight at once; more as one atomic
+/// batch, all or none. If the server refuses the batch (one fence failed, or anything
+/// else), each write is sent again on its own, so exactly the writes whose fence fails
+/// are refused.
 async fn commit(bucket: &Bucket, batch: Vec<Write>) {
-    if batch.len() > 1 {
+    if batch.len() > bucket.singles_max {
         let started = std::time::Instant::now();
         match commit_atomic(bucket, &batch).await {
             Ok(()) => {
@@ -245,6 +278,8 @@ async fn commit(bucket: &Bucket, batch: Vec<Write>) {
             ),
         }
     }
+    // Published in order on one connection and awaited together: the server fsyncs them
+    // one after another, with no round trip between them.
     let context = &bucket.js;
     let sends = batch.into_iter().map(|write| async move {
         let outcome = async {

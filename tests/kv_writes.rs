@@ -1,0 +1,193 @@
+//! A bucket's batcher against a real nats-server: a small round goes out as single fenced
+//! publishes and a larger one as one atomic batch, and either way exactly the writes that
+//! lost their race are refused.
+//!
+//! The rounds are made on a current-thread runtime: every write of a `join_all` reaches
+//! the batcher's queue before the batcher runs, so they form one round.
+
+mod common;
+
+use ansinh::kv_writes::{FencedWrites, KV_SINGLES_MAX, WriteError, open_bucket};
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use common::{client, fresh_log};
+
+/// Writes of one `join_all` polled together (futures' `join_all` polls up to 30 in one
+/// pass; past that it may let the batcher run between them).
+const ROUND_MAX: usize = 30;
+const _: () = assert!(KV_SINGLES_MAX + 4 <= ROUND_MAX);
+
+struct Bucket {
+    js: jetstream::Context,
+    kv: kv::Store,
+}
+
+async fn bucket() -> Bucket {
+    let js = jetstream::new(client().await);
+    let kv = open_bucket(
+        &js,
+        kv::Config {
+            bucket: format!("{}_KVW", fresh_log().stream_name),
+            history: 8,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("open bucket");
+    Bucket { js, kv }
+}
+
+impl Bucket {
+    async fn revision(&self, key: &str) -> u64 {
+        self.kv
+            .entry(key)
+            .await
+            .expect("read")
+            .map_or(0, |e| e.revision)
+    }
+
+    async fn value(&self, key: &str) -> Option<Bytes> {
+        self.kv.get(key).await.expect("read")
+    }
+
+    async fn messages(&self) -> u64 {
+        let mut stream = self.js.get_stream(&self.kv.stream_name).await.unwrap();
+        stream.info().await.unwrap().state.messages
+    }
+
+    /// The atomic batch a stored message came in, if any.
+    async fn batch_of(&self, sequence: u64) -> Option<String> {
+        let stream = self.js.get_stream(&self.kv.stream_name).await.unwrap();
+        let message = stream.get_raw_message(sequence).await.unwrap();
+        message
+            .headers
+            .get(async_nats::header::NATS_BATCH_ID)
+            .map(|id| id.to_string())
+    }
+}
+
+fn value(n: usize) -> Bytes {
+    Bytes::from(format!("0100007-{n:06}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_processes_writing_one_key_through_single_publishes_exactly_one_wins() {
+    let bucket = bucket().await;
+    // Two batchers, as two ledger processes have: each sends its write as a single
+    // publish, fenced on "never written".
+    let (a, b) = (
+        FencedWrites::spawn(&bucket.js, &bucket.kv),
+        FencedWrites::spawn(&bucket.js, &bucket.kv),
+    );
+    const KEYS: usize = 100;
+    for k in 0..KEYS {
+        let key = format!("k{k}");
+        let (first, second) = tokio::join!(a.write(&key, value(1), 0), b.write(&key, value(2), 0));
+        let stored = bucket.value(&key).await.expect("one write stored");
+        match (first, second) {
+            (Ok(()), Err(WriteError::WrongRevision)) => assert_eq!(stored, value(1)),
+            (Err(WriteError::WrongRevision), Ok(())) => assert_eq!(stored, value(2)),
+            other => panic!("key {key}: not exactly one winner: {other:?}"),
+        }
+        assert_eq!(
+            bucket.revision(&key).await,
+            (k + 1) as u64,
+            "one message a key"
+        );
+    }
+    assert_eq!(bucket.messages().await, KEYS as u64);
+}
+
+#[tokio::test]
+async fn a_round_of_single_publishes_refuses_only_the_writes_that_lost() {
+    let bucket = bucket().await;
+    let writes = &FencedWrites::spawn(&bucket.js, &bucket.kv);
+    // All fences hold: single publishes all the same, none of them in an atomic batch.
+    let outcomes = futures::future::join_all(
+        (0..KV_SINGLES_MAX)
+            .map(move |k| async move { writes.write(&format!("s{k}"), value(k), 0).await }),
+    )
+    .await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    assert_eq!(bucket.messages().await, KV_SINGLES_MAX as u64);
+    for sequence in 1..=KV_SINGLES_MAX as u64 {
+        assert_eq!(bucket.batch_of(sequence).await, None, "message {sequence}");
+    }
+
+    // Every third key is written first, so a write fenced on "never written" loses.
+    let taken: Vec<usize> = (0..KV_SINGLES_MAX).filter(|k| k % 3 == 0).collect();
+    for &k in &taken {
+        writes.write(&format!("k{k}"), value(0), 0).await.unwrap();
+    }
+    let before = bucket.messages().await;
+    let outcomes = futures::future::join_all(
+        (0..KV_SINGLES_MAX)
+            .map(move |k| async move { writes.write(&format!("k{k}"), value(k + 1), 0).await }),
+    )
+    .await;
+    for (k, outcome) in outcomes.iter().enumerate() {
+        let key = format!("k{k}");
+        if taken.contains(&k) {
+            assert!(
+                matches!(outcome, Err(WriteError::WrongRevision)),
+                "{key}: {outcome:?}"
+            );
+            assert_eq!(bucket.value(&key).await, Some(value(0)), "{key} unchanged");
+        } else {
+            assert!(outcome.is_ok(), "{key}: {outcome:?}");
+            assert_eq!(bucket.value(&key).await, Some(value(k + 1)), "{key} stored");
+        }
+    }
+    let stored = (KV_SINGLES_MAX - taken.len()) as u64;
+    assert_eq!(bucket.messages().await, before + stored);
+}
+
+#[tokio::test]
+async fn a_round_above_the_threshold_lands_as_one_batch_all_or_none() {
+    let bucket = bucket().await;
+    let writes = &FencedWrites::spawn(&bucket.js, &bucket.kv);
+    let round = KV_SINGLES_MAX + 4;
+
+    // All fences hold: one atomic batch, every message of it.
+    let outcomes = futures::future::join_all(
+        (0..round).map(move |k| async move { writes.write(&format!("a{k}"), value(k), 0).await }),
+    )
+    .await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    assert_eq!(bucket.messages().await, round as u64);
+    let batch = bucket.batch_of(1).await.expect("stored as an atomic batch");
+    for sequence in 2..=round as u64 {
+        assert_eq!(bucket.batch_of(sequence).await.as_ref(), Some(&batch));
+    }
+
+    // One fence fails (the key was written): the server stores none of the batch, and
+    // the writes sent again one by one store every other write once, the loser none.
+    let lost = round / 2;
+    writes
+        .write(&format!("b{lost}"), value(0), 0)
+        .await
+        .unwrap();
+    let before = bucket.messages().await;
+    let outcomes = futures::future::join_all(
+        (0..round)
+            .map(move |k| async move { writes.write(&format!("b{k}"), value(k + 1), 0).await }),
+    )
+    .await;
+    for (k, outcome) in outcomes.iter().enumerate() {
+        let key = format!("b{k}");
+        if k == lost {
+            assert!(
+                matches!(outcome, Err(WriteError::WrongRevision)),
+                "{key}: {outcome:?}"
+            );
+            assert_eq!(bucket.value(&key).await, Some(value(0)));
+        } else {
+            // Had part of the batch been stored, this write's resend would have found
+            // its key written and been refused.
+            assert!(outcome.is_ok(), "{key}: {outcome:?}");
+            assert_eq!(bucket.value(&key).await, Some(value(k + 1)));
+        }
+    }
+    assert_eq!(bucket.messages().await, before + round as u64 - 1);
+}
