@@ -461,13 +461,22 @@ async fn read_ahead(
 }
 
 /// Last stream sequence of the whole stream (0 when empty).
+///
+/// A cluster that just healed or is electing the stream's leader answers "no responders"
+/// for a moment: asked again within `TRANSIENT_READ_ATTEMPTS_MAX`, as one-message reads
+/// are.
 pub async fn last_stream_sequence(stream: &mut stream::Stream) -> Result<u64, String> {
-    Ok(stream
-        .info()
-        .await
-        .map_err(|e| e.to_string())?
-        .state
-        .last_sequence)
+    let mut attempt = 1;
+    loop {
+        match stream.info().await {
+            Ok(info) => return Ok(info.state.last_sequence),
+            Err(e) if no_responders(&e) && attempt < TRANSIENT_READ_ATTEMPTS_MAX => {
+                tokio::time::sleep(TRANSIENT_READ_BACKOFF * attempt).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
 }
 
 /// Reserves room in READS_BYTES_IN_FLIGHT_MAX for one message of `stream` fetched
