@@ -823,6 +823,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     &mut stream,
                     runtime.ledger.config(),
                     only.as_ref(),
+                    |_| {},
                 )
                 .await?;
                 if json {
@@ -856,7 +857,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 let as_of = as_of.unwrap_or_else(|| chrono::Utc::now().date_naive());
                 let mut stream = runtime.ledger.stream().clone();
                 let report =
-                    ansinh::anomalies::scan(&mut stream, runtime.ledger.config(), as_of, pending_days)
+                    ansinh::anomalies::scan(&mut stream, runtime.ledger.config(), as_of, pending_days, |_| {})
                         .await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&report)?);

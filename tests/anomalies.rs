@@ -51,7 +51,7 @@ impl Seed {
 
     async fn scan(&self, as_of: &str, pending_days: i64) -> AnomalyReport {
         let mut stream = stream_of(&self.log).await;
-        scan(&mut stream, &self.log, date(as_of), pending_days)
+        scan(&mut stream, &self.log, date(as_of), pending_days, |_| {})
             .await
             .unwrap()
     }

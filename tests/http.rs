@@ -115,6 +115,8 @@ impl Server {
         }
         let schema = if path.ends_with("/moves") {
             "move.response"
+        } else if path.ends_with("/scans") {
+            "job.response"
         } else {
             "receipt.response"
         };
@@ -124,6 +126,23 @@ impl Server {
     async fn post(&self, token: &str, path: &str, key: &str, body: Value) -> Answer {
         self.post_raw(token, path, Some(key), body.to_string())
             .await
+    }
+
+    /// Follows a job's `location` until it is no longer waiting or running, within a
+    /// bounded time; its last record.
+    async fn follow_job(&self, location: &str) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let job = self
+                .get(&self.staff.auditor, location, "job.response")
+                .await;
+            assert_eq!(job.status, StatusCode::OK, "{}", job.body);
+            if !matches!(job.body["state"].as_str(), Some("waiting" | "running")) {
+                return job.body;
+            }
+            assert!(std::time::Instant::now() < deadline, "{}", job.body);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     async fn get(&self, token: &str, path: &str, schema: &str) -> Answer {
@@ -2191,6 +2210,82 @@ async fn auditors_read_the_anomalies_and_the_recomputed_decisions_a_page_at_a_ti
             refused.body
         );
     }
+
+    // The same reports made in jobs, for logs too large to read within one request: the
+    // record says how far the scan has read and ends with the same findings.
+    let scans = "/v1/audit/partitions/01/scans";
+    let anomalies = json!({"report": "anomalies", "as_of": "2026-12-31", "pending_days": 10});
+    let started = s.post(a, scans, "scan-1", anomalies.clone()).await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    assert_eq!(started.body["kind"], json!("anomalies"));
+    let location = format!("/v1/jobs/{}", started.body["job"].as_str().unwrap());
+    let done = s.follow_job(&location).await;
+    assert_eq!(
+        (
+            &done["state"],
+            &done["findings_total"],
+            &done["events_scanned"]
+        ),
+        (&json!("done"), &json!(1), &json!(before)),
+        "{done}"
+    );
+    assert_eq!(
+        done["stream_sequence_reached"],
+        done["stream_last_sequence"]
+    );
+    assert_eq!(done["findings"][0], late.body["anomalies"][0]);
+    let again = s.post(a, scans, "scan-1", anomalies).await;
+    assert_eq!(
+        (again.status, &again.body["job"]),
+        (StatusCode::OK, &started.body["job"])
+    );
+    let started = s
+        .post(a, scans, "scan-2", json!({"report": "recompute"}))
+        .await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let location = format!("/v1/jobs/{}", started.body["job"].as_str().unwrap());
+    let done = s.follow_job(&location).await;
+    assert_eq!(
+        (
+            &done["kind"],
+            &done["state"],
+            &done["decisions"],
+            &done["findings_total"]
+        ),
+        (&json!("recompute"), &json!("done"), &json!(1), &json!(0)),
+        "{done}"
+    );
+    for (token, path, body, expected, kind) in [
+        (
+            a,
+            scans,
+            json!({"report": "verify"}),
+            StatusCode::BAD_REQUEST,
+            "SchemaViolation",
+        ),
+        (
+            a,
+            "/v1/audit/partitions/99/scans",
+            json!({"report": "recompute"}),
+            StatusCode::NOT_FOUND,
+            "NotFound",
+        ),
+        (
+            &s.staff.officer,
+            scans,
+            json!({"report": "recompute"}),
+            StatusCode::FORBIDDEN,
+            "OutsideUnit",
+        ),
+    ] {
+        let refused = s.post(token, path, "scan-refused", body).await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (expected, kind),
+            "{path}: {}",
+            refused.body
+        );
+    }
     assert_eq!(s.events().await, before, "audits append nothing");
 }
 
@@ -2335,19 +2430,6 @@ async fn a_provinces_payment_run_is_a_job_followed_to_its_result() {
             (s.answer(response, "job.response").await, location)
         }
     };
-    // Follows a job until it is no longer running, within a bounded time.
-    let finished = |location: String| async move {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let job = s.get(&s.staff.auditor, &location, "job.response").await;
-            assert_eq!(job.status, StatusCode::OK, "{}", job.body);
-            if job.body["state"] != json!("running") {
-                return job.body;
-            }
-            assert!(std::time::Instant::now() < deadline, "{}", job.body);
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    };
 
     let before = s.events().await;
     let (started, location) = start("prun-1", run.clone()).await;
@@ -2355,7 +2437,7 @@ async fn a_provinces_payment_run_is_a_job_followed_to_its_result() {
     let id = started.body["job"].as_str().unwrap().to_owned();
     let location = location.expect("a Location to follow");
     assert_eq!(location, format!("/v1/jobs/{id}"));
-    let done = finished(location.clone()).await;
+    let done = s.follow_job(&location).await;
     assert_eq!(done["state"], json!("done"), "{done}");
     assert_eq!(
         (
@@ -2413,7 +2495,7 @@ async fn a_provinces_payment_run_is_a_job_followed_to_its_result() {
     let (rerun, rerun_location) = start("prun-2", run.clone()).await;
     assert_eq!(rerun.status, StatusCode::ACCEPTED, "{}", rerun.body);
     assert_ne!(rerun.body["job"].as_str(), Some(id.as_str()));
-    let rerun = finished(rerun_location.unwrap()).await;
+    let rerun = s.follow_job(&rerun_location.unwrap()).await;
     assert_eq!(
         (
             &rerun["state"],

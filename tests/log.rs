@@ -595,7 +595,7 @@ async fn recompute_eligibility_finds_exactly_the_wrong_decision() {
     draft.payload = Payload::EligibilityDecided(decision("0100007-000002", "9000000", "poor"));
     let wrong = ledger.append_unchecked(draft).await.unwrap();
     let mut stream = stream_of(&config).await;
-    let report = ansinh::recompute::recompute_eligibility(&mut stream, &config, None)
+    let report = ansinh::recompute::recompute_eligibility(&mut stream, &config, None, |_| {})
         .await
         .unwrap();
     assert_eq!(report.decisions, 2);

@@ -469,13 +469,20 @@ fn to_vecs(indexes: &[bytes::Bytes]) -> Vec<Vec<u8>> {
 }
 
 /// Reads and verifies every partition's chain, in stream order, and scans it.
+/// `progress` is called with the stream sequence of every event scanned (for a
+/// progress bar).
 pub async fn scan(
     stream: &mut Stream,
     config: &LogConfig,
     as_of: NaiveDate,
     pending_days: i64,
+    mut progress: impl FnMut(u64),
 ) -> Result<AnomalyReport, VerifyError> {
     let mut scanner = Scanner::default();
-    verify_with(stream, config, None, |_, envelope| scanner.apply(envelope)).await?;
+    verify_with(stream, config, None, |seq, envelope| {
+        scanner.apply(envelope);
+        progress(seq);
+    })
+    .await?;
     Ok(scanner.finish(as_of, pending_days))
 }

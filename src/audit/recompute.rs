@@ -90,14 +90,17 @@ pub fn recheck(d: &EligibilityDecided) -> Option<String> {
     }
 }
 
-/// Verifies the chain and rechecks every decision on it.
+/// Verifies the chain and rechecks every decision on it. `progress` is called with the
+/// stream sequence of every event read (for a progress bar).
 pub async fn recompute_eligibility(
     stream: &mut Stream,
     config: &LogConfig,
     only: Option<&Partition>,
+    mut progress: impl FnMut(u64),
 ) -> Result<RecomputeReport, VerifyError> {
     let mut report = RecomputeReport::default();
     verify_with(stream, config, only, |stream_sequence, envelope| {
+        progress(stream_sequence);
         if let Some(Payload::EligibilityDecided(d)) = &envelope.payload {
             report.decisions += 1;
             if let Some(problem) = recheck(d) {

@@ -68,9 +68,13 @@ pub async fn demo(
         code = ExitCode::FAILURE;
     }
     let mut stream2 = runtime.ledger.stream().clone();
-    let recomputed =
-        ansinh::recompute::recompute_eligibility(&mut stream2, runtime.ledger.config(), None)
-            .await?;
+    let recomputed = ansinh::recompute::recompute_eligibility(
+        &mut stream2,
+        runtime.ledger.config(),
+        None,
+        |_| {},
+    )
+    .await?;
     let projected = projector
         .catch_up(&mut stream, runtime.ledger.config())
         .await?;

@@ -293,6 +293,50 @@ impl From<crate::verify::VerifyError> for ApiError {
     }
 }
 
+/// What `ansinh audit anomalies` finds (`anomalies::scan`, over every partition's
+/// verified log in stream order, since a citizen may be in households of two provinces),
+/// keeping the anomalies that concern `partition`. `progress` gets the stream sequence
+/// of every event scanned. O(log): the caller holds a `log_scan_slot`.
+pub(super) async fn anomalies_concerning(
+    api: &Api,
+    partition: &crate::chain::Partition,
+    as_of: chrono::NaiveDate,
+    pending_days: u32,
+    progress: impl FnMut(u64),
+) -> Result<crate::anomalies::AnomalyReport, ApiError> {
+    let ledger = &api.service().ledger;
+    let mut stream = ledger.stream().clone();
+    let mut report = crate::anomalies::scan(
+        &mut stream,
+        ledger.config(),
+        as_of,
+        i64::from(pending_days),
+        progress,
+    )
+    .await?;
+    report.anomalies.retain(|a| a.concerns(partition.as_str()));
+    Ok(report)
+}
+
+/// Every eligibility decision of `partition` re-derived from its recorded inputs and the
+/// standard it names (`recompute::recompute_eligibility` over the partition's verified
+/// log). O(partition): the caller holds a `log_scan_slot`.
+pub(super) async fn recompute_partition(
+    api: &Api,
+    partition: &crate::chain::Partition,
+    progress: impl FnMut(u64),
+) -> Result<crate::recompute::RecomputeReport, ApiError> {
+    let ledger = &api.service().ledger;
+    let mut stream = ledger.stream().clone();
+    Ok(crate::recompute::recompute_eligibility(
+        &mut stream,
+        ledger.config(),
+        Some(partition),
+        progress,
+    )
+    .await?)
+}
+
 #[derive(Debug, serde::Deserialize)]
 pub struct FindingsQuery {
     #[serde(default, deserialize_with = "crate::input::optional_date")]
@@ -360,18 +404,9 @@ pub async fn anomalies(
         .unwrap_or_else(|| chrono::Utc::now().date_naive());
     let pending_days = query.pending_days.unwrap_or(ANOMALY_PENDING_DAYS_DEFAULT);
     let _slot = log_scan_slot().await?;
-    let ledger = &api.service().ledger;
-    let mut stream = ledger.stream().clone();
-    let report =
-        crate::anomalies::scan(&mut stream, ledger.config(), as_of, i64::from(pending_days))
-            .await?;
-    let concerning: Vec<_> = report
-        .anomalies
-        .into_iter()
-        .filter(|a| a.concerns(partition.as_str()))
-        .collect();
-    let total = concerning.len() as u64;
-    let (page, pages, anomalies) = page_of(concerning, query.page)?;
+    let report = anomalies_concerning(&api, &partition, as_of, pending_days, |_| {}).await?;
+    let total = report.anomalies.len() as u64;
+    let (page, pages, anomalies) = page_of(report.anomalies, query.page)?;
     Ok(Json(AnomaliesAnswer {
         partition: partition.to_string(),
         as_of,
@@ -422,11 +457,7 @@ pub async fn recompute(
     access::authorize(&caller, Operation::Read, partition.as_str())?;
     super::reports::known_partition(api.projector().await?, &partition)?;
     let _slot = log_scan_slot().await?;
-    let ledger = &api.service().ledger;
-    let mut stream = ledger.stream().clone();
-    let report =
-        crate::recompute::recompute_eligibility(&mut stream, ledger.config(), Some(&partition))
-            .await?;
+    let report = recompute_partition(&api, &partition, |_| {}).await?;
     let total = report.mismatches.len() as u64;
     let (page, pages, mismatches) = page_of(report.mismatches, query.page)?;
     Ok(Json(RecomputeAnswer {

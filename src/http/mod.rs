@@ -551,7 +551,7 @@ pub fn routes() -> openapi::Routes {
             "payment-run.request",
             "job.response",
             Staff,
-            jobs::start_payment_run,
+            jobs::payment_run::start_payment_run,
         )
         .accepted()
         .described(
@@ -559,13 +559,13 @@ pub fn routes() -> openapi::Routes {
         )
         .get(
             "/v1/jobs/{id}",
-            "A job's progress (communes done of total, instructions, amount) and result",
+            "A job's progress and result: a payment run (communes done of total, instructions, amount) or an audit scan (how far it has read, its findings)",
             Some("job.response"),
             Staff,
             jobs::show,
         )
         .described(
-            "From the shared jobs bucket: any ledger process answers it. `state` is running, done or failed (`error` says why). Readable by whoever may read the job's partition.",
+            "From the shared jobs bucket: any ledger process answers it; `kind` says which record it is. `state` is waiting (a scan, for a reader of the log), running, done or failed (`error` says why). Readable by whoever may read the job's partition.",
         )
         .post(
             "/v1/entitlements",
@@ -780,6 +780,18 @@ pub fn routes() -> openapi::Routes {
         )])
         .described(
             "`ansinh audit recompute-eligibility` for one partition: reads and verifies the partition's log on every call (O(partition)); at most `LOG_SCANS_IN_FLIGHT_MAX` (2) such reads run at once in a process, within the request timeout (15 s). The answer holds at most `FINDINGS_PAGE_MAX` (500) mismatches. Records nothing. Auditors and the province's branch.",
+        )
+        .post(
+            "/v1/audit/partitions/{p}/scans",
+            "Make the anomalies or recompute report of a partition in a job, with progress",
+            "audit-scan.request",
+            "job.response",
+            Staff,
+            jobs::audit_scan::start_scan,
+        )
+        .accepted()
+        .described(
+            "The reports of `GET .../anomalies` and `GET .../recompute`, made in a job for logs too large to read within a request: 202 with the job's record and its `Location` (`/v1/jobs/{id}`), which says how far the scan has read (`stream_sequence_reached` of `stream_last_sequence`, saved every second) and, when done, the findings (at most `JOB_FINDINGS_MAX`, 1,000, listed; `findings_total` counts all). The same key again answers that job (200). Waits for one of the `LOG_SCANS_IN_FLIGHT_MAX` (2) readers of the log (`state` waiting); at most `JOBS_RUNNING_MAX` (2) jobs run at once in a process (503 beyond). Records nothing. Auditors and the province's branch.",
         )
         .get(
             "/v1/openapi.json",

@@ -60,6 +60,7 @@ pub const SOURCES: &[(&str, &str)] = schemas![
     "gateway-post.request",
     "gateway-instructions.response",
     "allocate-budget.request",
+    "audit-scan.request",
     "grant-entitlement.request",
     "entitlement.response",
     "stop-entitlement.request",

@@ -1,0 +1,206 @@
+//! Work that outlives its request: a whole partition's payment run, commune by commune
+//! (`payment_run`), and the audit reports that read the whole verified log: anomalies
+//! and the recompute of eligibility decisions (`audit_scan`). Starting one answers 202
+//! with the job's `Location`; `GET /v1/jobs/{id}` answers its progress and result, and so
+//! does the console's job page.
+//!
+//! A job's record lives in the shared key-value bucket `<stream>_JOBS`, so any ledger
+//! process answers `GET /v1/jobs/{id}`; the work runs in the process that accepted it
+//! (docs/adr/0012). If that process stops, the record stays `running` with an old
+//! `updated_at_unix_ms`: start it again under a new key. A payment run appends only what
+//! is missing (the domain issues one instruction per entitlement and month whatever the
+//! key); an audit scan records nothing.
+//!
+//! A page or a poll reads one record: O(the job's result), whatever the log's length.
+
+pub mod audit_scan;
+pub mod payment_run;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::access::{self, Operation};
+
+use super::extract::Staff;
+use super::{Api, ApiError};
+pub use audit_scan::AuditScanJob;
+pub use payment_run::PaymentRunJob;
+
+/// Jobs running at once in one process, of every kind; another is refused with 503
+/// (retry later). A payment run keeps a writer busy, a scan a core: two keep the
+/// machine busy without starving desk requests.
+pub const JOBS_RUNNING_MAX: usize = 2;
+static JOBS_RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(JOBS_RUNNING_MAX);
+/// How long the bucket keeps a job's record after its last change: a month's run is
+/// looked at within the month.
+pub const JOB_RECORD_AGE_MAX: std::time::Duration = std::time::Duration::from_secs(31 * 86_400);
+/// Attempts to save a job's record before its progress is left unsaved (logged); the
+/// next save tries again.
+pub const JOB_SAVE_ATTEMPTS_MAX: u32 = 3;
+/// The wait before another attempt, times the attempt: a server restarting or a cluster
+/// electing a leader answers again within a few hundred milliseconds.
+const JOB_SAVE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+/// Domain separation of job ids.
+const JOB_ID_CONTEXT: &str = "ansinh v1 http job id";
+
+/// The jobs bucket's name for an event stream.
+pub fn jobs_bucket_name(stream_name: &str) -> String {
+    format!("{stream_name}_JOBS")
+}
+
+/// schemas/http/job.response.json: a job's record, as stored and answered; `kind` says
+/// which.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Job {
+    PaymentRun(PaymentRunJob),
+    Anomalies(AuditScanJob),
+    Recompute(AuditScanJob),
+}
+
+impl Job {
+    pub fn id(&self) -> &str {
+        match self {
+            Job::PaymentRun(j) => &j.job,
+            Job::Anomalies(j) | Job::Recompute(j) => &j.job,
+        }
+    }
+
+    pub fn partition(&self) -> &str {
+        match self {
+            Job::PaymentRun(j) => &j.partition,
+            Job::Anomalies(j) | Job::Recompute(j) => &j.partition,
+        }
+    }
+
+    fn touch(&mut self) {
+        let now = crate::checkpoint::now_unix_ms();
+        match self {
+            Job::PaymentRun(j) => j.updated_at_unix_ms = now,
+            Job::Anomalies(j) | Job::Recompute(j) => j.updated_at_unix_ms = now,
+        }
+    }
+
+    /// Where the record is read.
+    pub fn location(&self) -> String {
+        format!("/v1/jobs/{}", self.id())
+    }
+
+    /// The answer: `status`, the record, and where to follow it.
+    fn answer(&self, status: StatusCode) -> Response {
+        let mut response = (status, Json(self)).into_response();
+        if let Ok(location) = axum::http::HeaderValue::from_str(&self.location()) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::LOCATION, location);
+        }
+        response
+    }
+}
+
+/// A job just asked for: its record, and whether this request made it (202) or found it
+/// made under the same key (200).
+pub struct Started {
+    pub job: Job,
+    pub status: StatusCode,
+}
+
+impl Started {
+    pub fn answer(&self) -> Response {
+        self.job.answer(self.status)
+    }
+}
+
+/// The job id of a caller's scoped idempotency key: the same request again names the
+/// same job.
+fn job_id(scoped_key: &str) -> String {
+    let hash = blake3::Hasher::new_derive_key(JOB_ID_CONTEXT)
+        .update(scoped_key.as_bytes())
+        .finalize();
+    hash.to_hex()[..crate::input::JOB_ID_CHARS].to_owned()
+}
+
+pub async fn read_job(api: &Api, id: &str) -> Result<Option<Job>, ApiError> {
+    let entry = api
+        .jobs()
+        .get(id)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("jobs: {e}")))?;
+    entry
+        .map(|bytes| {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::Internal(format!("a job record: {e}")))
+        })
+        .transpose()
+}
+
+/// A slot among the `JOBS_RUNNING_MAX`, or 503. Nothing is started without one; the
+/// request's key stays bound to it (as after any 5xx), so the same request again starts
+/// it.
+fn running_slot() -> Result<tokio::sync::SemaphorePermit<'static>, ApiError> {
+    JOBS_RUNNING.try_acquire().map_err(|_| {
+        ApiError::Unavailable(format!(
+            "{JOBS_RUNNING_MAX} jobs are running in this process; retry"
+        ))
+    })
+}
+
+/// Makes the job's first record, or finds the one another request under the same key
+/// made first: `Ok(Err(existing))`.
+async fn create(api: &Api, job: &Job) -> Result<Result<(), Job>, ApiError> {
+    let bytes = serde_json::to_vec(job).expect("a job record serializes");
+    if api.jobs().create(job.id(), bytes.into()).await.is_ok() {
+        return Ok(Ok(()));
+    }
+    match read_job(api, job.id()).await? {
+        Some(existing) => Ok(Err(existing)),
+        None => Err(ApiError::Unavailable(
+            "jobs: the record could not be made".into(),
+        )),
+    }
+}
+
+/// Saves the record's progress, retrying briefly; a record left unsaved is saved with
+/// the next progress (the work itself does not wait on the bucket).
+async fn save(api: &Api, job: &mut Job) {
+    job.touch();
+    let bytes = serde_json::to_vec(&*job).expect("a job record serializes");
+    for attempt in 1..=JOB_SAVE_ATTEMPTS_MAX {
+        match api.jobs().put(job.id(), bytes.clone().into()).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(job = %job.id(), attempt, "saving a job's progress: {e}");
+                tokio::time::sleep(JOB_SAVE_BACKOFF * attempt).await;
+            }
+        }
+    }
+}
+
+/// A job the caller may read: its partition is readable by them.
+pub async fn readable_job(api: &Api, caller: &access::Caller, id: &str) -> Result<Job, ApiError> {
+    let id = crate::input::job_id(id)?;
+    let job = read_job(api, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            what: "job",
+            value: id.clone(),
+        })?;
+    access::authorize(caller, Operation::Read, job.partition())?;
+    Ok(job)
+}
+
+/// `GET /v1/jobs/{id}`: a job's record: its progress while it runs, its result after.
+/// From the shared bucket, so any ledger process answers it. Readable by whoever may read
+/// the job's partition.
+pub async fn show(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(readable_job(&api, &caller, &id)
+        .await?
+        .answer(StatusCode::OK))
+}

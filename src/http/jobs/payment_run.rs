@@ -1,0 +1,263 @@
+//! A whole partition's payment run as a job: every commune paid for the month, one after
+//! another, each all or none (`Service::run_commune`, as `ansinh payments run` without
+//! `--commune`). Its record counts communes done of total, instructions and amount.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::access::{self, Caller, Operation};
+use crate::chain::{Digest, Partition};
+use crate::domain::payments::ids::CommuneId;
+use crate::domain::payments::instructions::Shortfall;
+use crate::domain::payments::month::Month;
+use crate::service::{CommuneRun, Request};
+
+use super::{Job, Started, create, job_id, running_slot, save};
+use crate::http::extract::{Body, IdempotencyKey, RequestBody, Staff};
+use crate::http::households::Write;
+use crate::http::{Api, ApiError};
+
+/// Most communes a job's record lists one by one, the first in commune order; its counts
+/// cover every commune. A province has a few hundred communes; the bound keeps the record
+/// (~150 bytes a line) well under the server's 1 MiB message.
+pub const JOB_COMMUNE_LINES_MAX: usize = 1_000;
+
+// A commune's key is the run's scoped key, a slash and the commune (7 digits).
+const _: () = assert!(
+    "http:".len()
+        + crate::http::auth::STAFF_ID_BYTES_MAX
+        + 1
+        + crate::http::extract::IDEMPOTENCY_KEY_BYTES_MAX
+        + "/0100007".len()
+        <= crate::log::writer::IDEMPOTENCY_KEY_BYTES_MAX
+);
+
+/// One commune's line in a job's record.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CommuneLine {
+    pub commune: String,
+    /// "paid", "nothing_left" (paid before) or "unfunded" (no budget covered it).
+    pub outcome: String,
+    pub instructions: u64,
+    pub amount: Decimal,
+    pub shortfalls: Vec<String>,
+}
+
+/// A payment run job's record (`kind` "payment_run").
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PaymentRunJob {
+    pub job: String,
+    pub partition: String,
+    pub period: String,
+    pub on: NaiveDate,
+    pub started_by: String,
+    /// "running", "done" (every commune answered), or "failed" (`error` says why; post
+    /// the run again: what was paid is not paid twice).
+    pub state: String,
+    pub communes_total: u64,
+    pub communes_done: u64,
+    pub instructions: u64,
+    pub amount: Decimal,
+    pub unfunded_communes: u64,
+    pub communes: Vec<CommuneLine>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub updated_at_unix_ms: i64,
+}
+
+impl PaymentRunJob {
+    fn add(&mut self, line: CommuneLine) {
+        self.communes_done += 1;
+        self.instructions += line.instructions;
+        self.amount += line.amount;
+        if line.outcome == "unfunded" {
+            self.unfunded_communes += 1;
+        }
+        if self.communes.len() < JOB_COMMUNE_LINES_MAX {
+            self.communes.push(line);
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PartitionRunBody {
+    period: String,
+    on: NaiveDate,
+}
+impl RequestBody for PartitionRunBody {
+    const SCHEMA: &'static str = "payment-run.request";
+}
+
+/// `POST /v1/partitions/{p}/payment-runs`: every commune of the partition paid for the
+/// month, each all or none (`Service::run_commune`, as `ansinh payments run` without
+/// `--commune`), in a job: 202 with its `Location`. The same key again answers the same
+/// job (200). A branch's payments staff (unit = the partition).
+pub async fn start_payment_run(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    key: IdempotencyKey,
+    Path(partition): Path<String>,
+    Body { value, fingerprint }: Body<PartitionRunBody>,
+) -> Result<Response, ApiError> {
+    let partition = crate::input::partition(&partition)?;
+    let period = crate::input::month(&value.period)?;
+    Ok(
+        begin(&api, caller, &key, fingerprint, partition, period, value.on)
+            .await?
+            .answer(),
+    )
+}
+
+/// Starts the partition's run for `period` under the caller's key (bound to the request's
+/// `fingerprint`), or finds the job this key started. Shared by the API and the console.
+pub async fn begin(
+    api: &Api,
+    caller: Caller,
+    key: &IdempotencyKey,
+    fingerprint: Digest,
+    partition: Partition,
+    period: Month,
+    on: NaiveDate,
+) -> Result<Started, ApiError> {
+    // The whole partition: a province's branch (or its manager), not a commune's desk.
+    access::authorize(&caller, Operation::ManagePayments, partition.as_str())?;
+    let projector = api.projector().await?;
+    crate::http::reports::known_partition(projector, &partition)?;
+    Write::begin(api, &caller, key, fingerprint).await?;
+    let scoped = key.scoped(&caller);
+    let id = job_id(&scoped);
+    if let Some(job) = super::read_job(api, &id).await? {
+        return Ok(Started {
+            job,
+            status: StatusCode::OK,
+        });
+    }
+    let permit = running_slot()?;
+    let communes: Vec<CommuneId> = projector
+        .communes()?
+        .into_iter()
+        .filter(|c| c.commune.starts_with(partition.as_str()))
+        .map(|c| CommuneId::parse(&c.commune))
+        .collect::<Result<_, _>>()
+        .map_err(|e| ApiError::Internal(format!("a commune of the projections: {e}")))?;
+    let mut job = Job::PaymentRun(PaymentRunJob {
+        job: id,
+        partition: partition.to_string(),
+        period: period.to_string(),
+        on,
+        started_by: caller.id.clone(),
+        state: "running".into(),
+        communes_total: communes.len() as u64,
+        communes_done: 0,
+        instructions: 0,
+        amount: Decimal::ZERO,
+        unfunded_communes: 0,
+        communes: Vec::new(),
+        error: None,
+        updated_at_unix_ms: crate::checkpoint::now_unix_ms(),
+    });
+    if let Err(existing) = create(api, &job).await? {
+        return Ok(Started {
+            job: existing,
+            status: StatusCode::OK,
+        });
+    }
+    let started = Started {
+        job: job.clone(),
+        status: StatusCode::ACCEPTED,
+    };
+    let correlation = format!("http:{}", key.0);
+    let api = api.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        run_communes(
+            &api,
+            &caller,
+            &scoped,
+            &correlation,
+            &partition,
+            period,
+            communes,
+            &mut job,
+        )
+        .await;
+    });
+    Ok(started)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_communes(
+    api: &Api,
+    caller: &Caller,
+    scoped_key: &str,
+    correlation: &str,
+    partition: &Partition,
+    period: Month,
+    communes: Vec<CommuneId>,
+    job: &mut Job,
+) {
+    for commune in communes {
+        // One key per commune, derived from the run's, as the CLI: a retry of the run
+        // under its key finds each commune's receipt.
+        let key = format!("{scoped_key}/{commune}");
+        let req = Request {
+            caller,
+            idempotency_key: &key,
+            correlation_id: correlation,
+        };
+        let ran = api
+            .service()
+            .run_commune(&req, partition, period, commune.clone(), run_of(job).on)
+            .await;
+        let sentences = |s: &[Shortfall]| s.iter().map(Shortfall::sentence).collect();
+        let line = match ran {
+            Ok(CommuneRun::Paid {
+                issued,
+                amount,
+                shortfalls,
+                ..
+            }) => CommuneLine {
+                commune: commune.to_string(),
+                outcome: "paid".into(),
+                instructions: issued,
+                amount,
+                shortfalls: sentences(&shortfalls),
+            },
+            Ok(CommuneRun::NothingLeft) => CommuneLine {
+                commune: commune.to_string(),
+                outcome: "nothing_left".into(),
+                instructions: 0,
+                amount: Decimal::ZERO,
+                shortfalls: Vec::new(),
+            },
+            Ok(CommuneRun::Unfunded { shortfalls }) => CommuneLine {
+                commune: commune.to_string(),
+                outcome: "unfunded".into(),
+                instructions: 0,
+                amount: Decimal::ZERO,
+                shortfalls: sentences(&shortfalls),
+            },
+            Err(e) => {
+                run_of(job).state = "failed".into();
+                run_of(job).error = Some(format!("commune {commune}: {}", ApiError::from(e)));
+                save(api, job).await;
+                return;
+            }
+        };
+        run_of(job).add(line);
+        save(api, job).await;
+    }
+    run_of(job).state = "done".into();
+    save(api, job).await;
+}
+
+fn run_of(job: &mut Job) -> &mut PaymentRunJob {
+    match job {
+        Job::PaymentRun(run) => run,
+        _ => unreachable!("run_communes is given a payment run's record"),
+    }
+}
