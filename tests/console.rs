@@ -935,3 +935,254 @@ async fn an_auditor_reads_checkpoints_proves_an_event_and_verifies_a_bundle_offl
     );
     b.close().await;
 }
+
+/// A JSON API request on the console's listener, for what a test needs recorded but does
+/// not exercise through pages (an entitlement, a month's budget, a commune's run).
+async fn api_post(token: &str, path: &str, key: &str, body: serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", fixture().base))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.text().await.unwrap()
+    );
+}
+
+/// The household's monthly entitlement from `from`, and the commune's budget for that
+/// month (10.000.000 ₫, enough for every entitlement the tests grant).
+async fn entitled_and_funded(h: &str, member: &str, from: &str, key: &str) {
+    let f = fixture();
+    api_post(
+        &f.tokens.officer,
+        "/v1/entitlements",
+        &format!("{key}-grant"),
+        serde_json::json!({
+            "household_id": h, "member": member,
+            "category": "ELDERLY_80_PLUS_NO_PENSION", "channel": "bank", "gateway": "vcb",
+            "from": from, "on": format!("{from}-01")
+        }),
+    )
+    .await;
+    api_post(
+        &f.tokens.manager,
+        "/v1/communes/0100007/budgets",
+        &format!("{key}-budget"),
+        serde_json::json!({"period": from, "amount": "10000000", "on": format!("{from}-01")}),
+    )
+    .await;
+}
+
+/// Waits for the job page (which reloads itself while the job runs) to say the job
+/// ended, and that it is done.
+async fn job_done(b: &Browser) {
+    let state = b
+        .wait("#job-state[data-state='done'], #job-state[data-state='failed']")
+        .await;
+    let state = state.attr("data-state").await.unwrap().unwrap();
+    if state != "done" {
+        panic!("the job {state}: {}", b.client.source().await.unwrap());
+    }
+}
+
+#[tokio::test]
+async fn a_provinces_payment_run_is_followed_on_its_job_page_and_a_resubmit_finds_it() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let f = fixture();
+    let b = Browser::open().await;
+    b.sign_in(&f.tokens.officer).await;
+    let h = "0100007-000601";
+    register(&b, h, "Trịnh Thị Huyền Trân", "001095000601", "Lê Văn Đức").await;
+    classify_poor(&b, h).await;
+    b.close().await;
+    entitled_and_funded(h, "001095000601", "2026-11", "console-prun").await;
+
+    let b = Browser::open().await;
+    b.sign_in(&f.tokens.manager).await;
+    b.goto("/console/payments").await;
+    let form = b.wait("#partition-run").await;
+    for (name, value) in [
+        ("partition", "01"),
+        ("period", "2026-11"),
+        ("on", "05/11/2026"),
+    ] {
+        let field = form
+            .find(Locator::Css(&format!("[name='{name}']")))
+            .await
+            .unwrap();
+        field.clear().await.unwrap();
+        field.send_keys(value).await.unwrap();
+    }
+    let fields = b.form_body("#partition-run").await;
+    b.wait("#partition-run-submit").await.click().await.unwrap();
+    let job = b.text("#job-id").await;
+    job_done(&b).await;
+    let url = b.client.current_url().await.unwrap();
+    assert_eq!(url.path(), format!("/console/jobs/{job}"));
+    let communes = b.text("#job-communes").await;
+    let (done, total) = communes.split_once(" / ").unwrap();
+    assert_eq!(done, total, "{communes}");
+    let row = b.text("#job-lines tr:nth-child(2)").await;
+    assert!(row.starts_with("0100007 paid"), "{row}");
+    let issued: u64 = b.text("#job-instructions").await.parse().unwrap();
+    assert!(issued >= 1, "{issued}");
+    assert!(b.text("#job-amount").await.ends_with(" ₫"));
+    b.screenshot("job-payment-run").await;
+
+    // The same form sent again (a reload of the POST) finds the same job, and pays
+    // nothing twice.
+    let before = event_count(&f.config).await;
+    let again = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/console/payments/partition-runs", f.base))
+        .header("cookie", b.session_cookie().await)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(fields.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), reqwest::StatusCode::SEE_OTHER);
+    assert_eq!(
+        again.headers()["location"].to_str().unwrap(),
+        format!("/console/jobs/{job}")
+    );
+    assert_eq!(event_count(&f.config).await, before);
+    // Without the session's CSRF token the form starts nothing.
+    let forged = fields
+        .split('&')
+        .filter(|kv| !kv.starts_with("csrf="))
+        .collect::<Vec<_>>()
+        .join("&")
+        .replace("idem=", "idem=x");
+    let (status, _) = post_form(
+        &b.session_cookie().await,
+        "/console/payments/partition-runs",
+        forged,
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
+    assert_eq!(event_count(&f.config).await, before);
+    b.close().await;
+
+    // A commune's officer neither reads a province's job nor starts a province's run.
+    let officer = Browser::open().await;
+    officer.sign_in(&f.tokens.officer).await;
+    let cookie = officer.session_cookie().await;
+    let job_page = reqwest::Client::new()
+        .get(format!("{}/console/jobs/{job}", f.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(job_page.status(), reqwest::StatusCode::FORBIDDEN);
+    officer.goto("/console/payments").await;
+    officer.wait("#partition-run").await;
+    let (status, page) = post_form(
+        &cookie,
+        "/console/payments/partition-runs",
+        officer
+            .form_body("#partition-run")
+            .await
+            .replace("period=&", "period=2026-11&"),
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::FORBIDDEN, "{page}");
+    assert!(page.contains("id=\"refusal\""), "{page}");
+    assert_eq!(event_count(&f.config).await, before);
+    officer.close().await;
+}
+
+#[tokio::test]
+async fn an_auditor_finds_anomalies_and_recomputes_decisions_in_jobs() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let f = fixture();
+    let b = Browser::open().await;
+    b.sign_in(&f.tokens.officer).await;
+    let h = "0100007-000701";
+    register(&b, h, "Đoàn Thị Mỹ Duyên", "001095000701", "Vũ Đình Khôi").await;
+    classify_poor(&b, h).await;
+    b.close().await;
+    // A November instruction that no gateway answers: pending past ten days by 2027.
+    // (Whether or not the province's run of November came first, this run issues the
+    // household's instruction: one per entitlement and month, whatever the run.) Every
+    // date is in the past, so the day's reconciliation can be read as of today.
+    entitled_and_funded(h, "001095000701", "2026-11", "console-scan").await;
+    api_post(
+        &f.tokens.manager,
+        "/v1/communes/0100007/payment-runs",
+        "console-scan-run",
+        serde_json::json!({"period": "2026-11", "on": "2026-11-05"}),
+    )
+    .await;
+    checkpoint_now().await;
+
+    let b = Browser::open().await;
+    b.sign_in(&f.tokens.auditor).await;
+    let before = event_count(&f.config).await;
+    b.goto("/console/audit/partitions/01").await;
+    let form = b.wait("#scan-anomalies").await;
+    for (name, value) in [("as_of", "31/01/2027"), ("pending_days", "10")] {
+        let field = form
+            .find(Locator::Css(&format!("[name='{name}']")))
+            .await
+            .unwrap();
+        field.clear().await.unwrap();
+        field.send_keys(value).await.unwrap();
+    }
+    b.wait("#scan-anomalies-submit")
+        .await
+        .click()
+        .await
+        .unwrap();
+    job_done(&b).await;
+    let reached = b.text("#job-reached").await;
+    let (read, last) = reached.split_once(" / ").unwrap();
+    assert_eq!(read, last, "the scan read the whole log: {reached}");
+    let events: u64 = b.text("#job-events").await.parse().unwrap();
+    assert!(events >= before, "{events} of {before}");
+    let findings: u64 = b.text("#job-findings").await.parse().unwrap();
+    assert!(findings >= 1, "{findings}");
+    let rows = b
+        .client
+        .find_all(Locator::Css("#job-lines tr.finding"))
+        .await
+        .unwrap();
+    let mut pending_here = None;
+    for row in &rows {
+        let text = row.text().await.unwrap();
+        if text.starts_with("instruction_pending") && text.contains(h) {
+            pending_here = Some(row.find(Locator::Css("a.proof-link")).await.unwrap());
+        }
+    }
+    let link = pending_here.expect("the November instruction is listed as pending");
+    b.screenshot("job-anomalies").await;
+    // Where it is in the log links to that event's inclusion proof.
+    link.click().await.unwrap();
+    b.wait("#proof").await;
+
+    // The partition's eligibility decisions, re-derived from their recorded inputs.
+    b.goto("/console/audit/partitions/01").await;
+    b.wait("#scan-recompute-submit")
+        .await
+        .click()
+        .await
+        .unwrap();
+    job_done(&b).await;
+    let decisions: u64 = b.text("#job-decisions").await.parse().unwrap();
+    assert!(decisions >= 1, "{decisions}");
+    assert_eq!(b.text("#job-findings").await, "0");
+    assert!(!b.has("#job-lines tr.finding").await);
+    assert_eq!(
+        event_count(&f.config).await,
+        before,
+        "audits record nothing"
+    );
+    b.close().await;
+}

@@ -2,24 +2,32 @@
 //! partition's chain and checkpoint status, an event's inclusion proof, and a household's
 //! audit bundle to download and verify offline (`ansinh audit verify-bundle`). They read
 //! through the JSON auditor routes' helpers (`http::audit`). The reports that read the
-//! whole log (recompute, anomalies) stay CLI commands (`ansinh audit recompute`,
-//! `ansinh audit anomalies`, src/audit/): a page never waits on an O(log) read.
+//! whole log (anomalies, the recompute of eligibility decisions) are made in jobs
+//! (`http::jobs::audit_scan`) and read on the job's page: a page never waits on an
+//! O(log) read.
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use maud::html;
+use axum::routing::{get, post};
+use maud::{Markup, html};
 use serde::Deserialize;
 
 use crate::access::{self, Operation};
 
 use super::i18n::{self, T};
 use super::session::Session;
-use super::{Problems, error_in, page, text_field};
+use super::{
+    Fields, FormBody, Problems, error_in, form_key, fresh_key, general_problem, page,
+    protocol_fields, text_field,
+};
 use crate::http::audit::{auditor_for, household_bundle, proof_error, status_of};
+use crate::http::jobs::Report;
 use crate::http::{Api, ApiError};
+
+/// Most days an instruction may wait that the anomalies form takes (as the API's schema).
+const PENDING_DAYS_MAX: u32 = 3_650;
 
 pub fn routes() -> Router<Api> {
     Router::new()
@@ -31,6 +39,7 @@ pub fn routes() -> Router<Api> {
             get(inclusion_json),
         )
         .route("/console/audit/bundle", get(bundle))
+        .route("/console/audit/partitions/{p}/scans", post(scan))
 }
 
 /// `GET /console/audit`: every partition the projections know (one line each), and the
@@ -59,7 +68,7 @@ async fn partitions(State(api): State<Api>, session: Session) -> Response {
             (text_field(lang.t(T::HouseholdId), "household", "", &Problems::default()))
             button type="submit" { (lang.t(T::Download)) }
         }
-        p { "ansinh audit recompute · ansinh audit anomalies · ansinh audit verify-bundle" }
+        p { "ansinh audit verify-bundle" }
     };
     page(lang, lang.t(T::Audit), Some(&session), body).into_response()
 }
@@ -96,6 +105,8 @@ async fn status(State(api): State<Api>, session: Session, Path(p): Path<String>)
             (text_field(lang.t(T::Sequence), "seq", "", &Problems::default()))
             button type="submit" { (lang.t(T::Show)) }
         }
+        (scan_form(&session, &s.partition, "anomalies", &fresh_key(), &Fields::empty(), &Problems::default()))
+        (scan_form(&session, &s.partition, "recompute", &fresh_key(), &Fields::empty(), &Problems::default()))
     };
     let title = format!("{} {}", lang.t(T::ChainStatus), s.partition);
     page(lang, &title, Some(&session), body).into_response()
@@ -198,5 +209,113 @@ async fn bundle(
     match made {
         Ok(response) => response,
         Err(e) => error_in(&session, &e),
+    }
+}
+
+/// The form that starts a report of the whole log in a job: anomalies (as of a day, with
+/// the days an instruction may wait) or the recompute of eligibility decisions.
+fn scan_form(
+    session: &Session,
+    partition: &str,
+    report: &str,
+    key: &str,
+    f: &Fields,
+    p: &Problems,
+) -> Markup {
+    let lang = session.lang;
+    let anomalies = report == "anomalies";
+    html! {
+        form.card id={ "scan-" (report) } method="post" action={ "/console/audit/partitions/" (partition) "/scans" } {
+            h2 { (lang.t(if anomalies { T::FindAnomalies } else { T::RecomputeDecisions })) }
+            (protocol_fields(session, key))
+            input type="hidden" name="report" value=(report);
+            @if anomalies {
+                (text_field(lang.t(T::AsOf), "as_of", &match f.get("as_of") { "" => i18n::date(chrono::Utc::now().date_naive()), d => d.to_owned() }, p))
+                (text_field(lang.t(T::PendingDays), "pending_days", match f.get("pending_days") { "" => "10", d => d }, p))
+            }
+            button id={ "scan-" (report) "-submit" } type="submit" { (lang.t(T::Start)) }
+        }
+    }
+}
+
+/// `POST /console/audit/partitions/{p}/scans`: the report the form names, made in a job
+/// (`http::jobs::audit_scan`, as the API's `POST /v1/audit/partitions/{p}/scans`); the
+/// browser is sent to the job's page. The same form sent again finds the same job.
+async fn scan(
+    State(api): State<Api>,
+    session: Session,
+    Path(partition): Path<String>,
+    FormBody(f): FormBody,
+) -> Response {
+    if let Some(refused) = session.csrf_refusal(&f) {
+        return refused;
+    }
+    let lang = session.lang;
+    let key = f.get(super::IDEMPOTENCY_FIELD).to_owned();
+    let report_name = match f.get("report") {
+        "recompute" => "recompute",
+        _ => "anomalies",
+    };
+    let again = |p: &Problems, status| {
+        let body = html! {
+            (general_problem(p))
+            (scan_form(&session, &partition, report_name, &key, &f, p))
+        };
+        (status, page(lang, lang.t(T::Audit), Some(&session), body)).into_response()
+    };
+    let mut p = Problems::default();
+    let report = match f.get("report") {
+        "recompute" => Some(Report::Recompute),
+        "anomalies" => {
+            let as_of = i18n::parse_date(f.get("as_of"))
+                .map_err(|e| p.field("as_of", e))
+                .ok();
+            let pending_days = f
+                .get("pending_days")
+                .parse::<u32>()
+                .ok()
+                .filter(|d| *d <= PENDING_DAYS_MAX)
+                .ok_or_else(|| {
+                    p.field(
+                        "pending_days",
+                        format!("a whole number of days from 0 to {PENDING_DAYS_MAX}"),
+                    )
+                })
+                .ok();
+            as_of
+                .zip(pending_days)
+                .map(|(as_of, pending_days)| Report::Anomalies {
+                    as_of,
+                    pending_days,
+                })
+        }
+        other => {
+            p.general = Some(format!("{other:?} is not a report of this console"));
+            None
+        }
+    };
+    let partition_code = crate::input::partition(&partition)
+        .map_err(|e| p.general = Some(e.to_string()))
+        .ok();
+    let (Some(report), Some(partition_code)) = (report, partition_code) else {
+        return again(&p, axum::http::StatusCode::BAD_REQUEST);
+    };
+    let started = async {
+        let (key, fingerprint) = form_key(&f, "POST /console/audit/partitions/scans")?;
+        crate::http::jobs::audit_scan::begin(
+            &api,
+            session.caller.clone(),
+            &key,
+            fingerprint,
+            partition_code,
+            report,
+        )
+        .await
+    }
+    .await;
+    match started {
+        Ok(started) => super::jobs::follow(&started),
+        Err(e @ (ApiError::Denied(_) | ApiError::NotFound { .. })) => error_in(&session, &e),
+        Err(e) => again(&Problems::refusal(lang, &e), e.status()),
     }
 }

@@ -15,6 +15,7 @@
 mod audit;
 pub mod households;
 pub mod i18n;
+mod jobs;
 mod loans;
 mod reports;
 pub mod session;
@@ -59,6 +60,7 @@ pub fn routes() -> Router<Api> {
         .merge(loans::routes())
         .merge(reports::routes())
         .merge(audit::routes())
+        .merge(jobs::routes())
 }
 
 /// The session keys, derived once per process from the ledger secret every process
@@ -273,9 +275,16 @@ pub async fn begin_write(
     fields: &Fields,
     route: &str,
 ) -> Result<Write, ApiError> {
+    let (key, fingerprint) = form_key(fields, route)?;
+    Write::begin(api, caller, &key, fingerprint).await
+}
+
+/// A form's idempotency key and the fingerprint of what it asks, for work that binds the
+/// key itself (a job: `http::jobs`).
+pub fn form_key(fields: &Fields, route: &str) -> Result<(IdempotencyKey, Digest), ApiError> {
     let key = crate::input::idempotency_key(fields.get(IDEMPOTENCY_FIELD))
         .map_err(|_| ApiError::InvalidIdempotencyKey)?;
-    Write::begin(api, caller, &IdempotencyKey(key), fields.fingerprint(route)).await
+    Ok((IdempotencyKey(key), fields.fingerprint(route)))
 }
 
 /// Whether the caller's role may do `op` at all: which forms a page offers. The unit is
@@ -310,17 +319,33 @@ input[type=text]{min-width:16em}
 .err{color:#b00020;font-weight:600;margin-left:.6em}
 .ok{color:#0b6b2b;font-weight:600}
 nav.pages a{margin-right:1em}
+progress{width:24em;height:1.1em}
 svg text{font-family:system-ui,sans-serif;font-size:11px}
 "#;
 
 /// The page frame: header with the areas the reader may use, language switch, sign-out.
 pub fn page(lang: Lang, title: &str, session: Option<&Session>, body: Markup) -> Html<String> {
+    framed(lang, title, session, None, body)
+}
+
+/// `page`, reloaded by the browser every `refresh_seconds` when given: a job's progress
+/// without a line of script.
+pub fn framed(
+    lang: Lang,
+    title: &str,
+    session: Option<&Session>,
+    refresh_seconds: Option<u32>,
+    body: Markup,
+) -> Html<String> {
     let markup = html! {
         (DOCTYPE)
         html lang=(lang.code()) {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(seconds) = refresh_seconds {
+                    meta http-equiv="refresh" content=(seconds);
+                }
                 title { (title) " · " (lang.t(T::Title)) }
                 style { (PreEscaped(STYLE)) }
             }

@@ -24,8 +24,8 @@ use crate::service::ServiceError;
 use super::i18n::{self, T};
 use super::session::Session;
 use super::{
-    Fields, FormBody, Problems, begin_write, error_in, fresh_key, general_problem, may, page,
-    protocol_fields, receipt_block, text_field,
+    Fields, FormBody, Problems, begin_write, error_in, form_key, fresh_key, general_problem, may,
+    page, protocol_fields, receipt_block, text_field,
 };
 use crate::http::payments::{PROGRAMME, bad, commune_path, recorded};
 use crate::http::reports::{PENDING_DAYS_DEFAULT, reconciliation_lines};
@@ -41,6 +41,7 @@ pub fn routes() -> Router<Api> {
         .route("/console/payments", get(payments_page))
         .route("/console/payments/budgets", post(allocate))
         .route("/console/payments/runs", post(run))
+        .route("/console/payments/partition-runs", post(partition_run))
         .route("/console/payments/reconciliation", get(reconciliation))
         .route(
             "/console/payments/reconciliation.csv",
@@ -227,6 +228,25 @@ fn run_form(session: &Session, key: &str, f: &Fields, p: &Problems) -> Markup {
     }
 }
 
+/// A whole province's run: a job, followed on its page commune by commune.
+fn partition_run_form(session: &Session, key: &str, f: &Fields, p: &Problems) -> Markup {
+    let lang = session.lang;
+    let partition = match f.get("partition") {
+        "" => session.caller.unit.get(..2).unwrap_or_default(),
+        p => p,
+    };
+    html! {
+        form.card #partition-run method="post" action="/console/payments/partition-runs" {
+            h2 { (lang.t(T::PartitionRun)) }
+            (protocol_fields(session, key))
+            (text_field(lang.t(T::Partition), "partition", partition, p))
+            (text_field(lang.t(T::Period), "period", f.get("period"), p))
+            (text_field(lang.t(T::On), "on", &match f.get("on") { "" => i18n::date(today()), d => d.to_owned() }, p))
+            button #partition-run-submit type="submit" { (lang.t(T::StartPartitionRun)) }
+        }
+    }
+}
+
 fn reconciliation_form(session: &Session, partition: &str, day: &str, p: &Problems) -> Markup {
     let lang = session.lang;
     let partition = match partition {
@@ -253,6 +273,7 @@ async fn payments_page(session: Session) -> Response {
         }
         @if may(&session.caller, Operation::ManagePayments) {
             (run_form(&session, &fresh_key(), &Fields::empty(), &none))
+            (partition_run_form(&session, &fresh_key(), &Fields::empty(), &none))
         }
         (reconciliation_form(&session, "", "", &none))
     };
@@ -400,6 +421,63 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
             };
             page(lang, lang.t(T::PaymentRun), Some(&session), body).into_response()
         }
+        // Not allowed at all: no form to correct, only the refusal.
+        Err(e @ ApiError::Denied(_)) => error_in(&session, &e),
+        Err(e) => again(&Problems::refusal(lang, &e), e.status()),
+    }
+}
+
+/// `POST /console/payments/partition-runs`: every commune of the province paid for the
+/// month, each all or none, in a job (`http::jobs::payment_run`, as the API's
+/// `POST /v1/partitions/{p}/payment-runs`); the browser is sent to the job's page. The
+/// same form sent again finds the same job.
+async fn partition_run(
+    State(api): State<Api>,
+    session: Session,
+    FormBody(f): FormBody,
+) -> Response {
+    if let Some(refused) = session.csrf_refusal(&f) {
+        return refused;
+    }
+    let lang = session.lang;
+    let key = f.get(super::IDEMPOTENCY_FIELD).to_owned();
+    let again = |p: &Problems, status| {
+        let body = html! { (general_problem(p)) (partition_run_form(&session, &key, &f, p)) };
+        (
+            status,
+            page(lang, lang.t(T::PartitionRun), Some(&session), body),
+        )
+            .into_response()
+    };
+    let mut p = Problems::default();
+    let partition = crate::input::partition(f.get("partition"))
+        .map_err(|e| p.field("partition", e))
+        .ok();
+    let period = crate::input::month(f.get("period"))
+        .map_err(|e| p.field("period", e))
+        .ok();
+    let on = i18n::parse_date(f.get("on"))
+        .map_err(|e| p.field("on", e))
+        .ok();
+    let (Some(partition), Some(period), Some(on)) = (partition, period, on) else {
+        return again(&p, axum::http::StatusCode::BAD_REQUEST);
+    };
+    let started = async {
+        let (key, fingerprint) = form_key(&f, "POST /console/payments/partition-runs")?;
+        crate::http::jobs::payment_run::begin(
+            &api,
+            session.caller.clone(),
+            &key,
+            fingerprint,
+            partition,
+            period,
+            on,
+        )
+        .await
+    }
+    .await;
+    match started {
+        Ok(started) => super::jobs::follow(&started),
         // Not allowed at all: no form to correct, only the refusal.
         Err(e @ ApiError::Denied(_)) => error_in(&session, &e),
         Err(e) => again(&Problems::refusal(lang, &e), e.status()),

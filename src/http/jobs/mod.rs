@@ -26,7 +26,7 @@ use crate::access::{self, Operation};
 
 use super::extract::Staff;
 use super::{Api, ApiError};
-pub use audit_scan::AuditScanJob;
+pub use audit_scan::{AuditScanJob, Report};
 pub use payment_run::PaymentRunJob;
 
 /// Jobs running at once in one process, of every kind; another is refused with 503
@@ -74,6 +74,19 @@ impl Job {
             Job::PaymentRun(j) => &j.partition,
             Job::Anomalies(j) | Job::Recompute(j) => &j.partition,
         }
+    }
+
+    /// "waiting" (for one of the log's readers; scans only), "running", "done" or
+    /// "failed".
+    pub fn state(&self) -> &str {
+        match self {
+            Job::PaymentRun(j) => &j.state,
+            Job::Anomalies(j) | Job::Recompute(j) => &j.state,
+        }
+    }
+
+    pub fn finished(&self) -> bool {
+        matches!(self.state(), "done" | "failed")
     }
 
     fn touch(&mut self) {
