@@ -1652,6 +1652,86 @@ async fn payments_budget_grant_run_and_stop_over_http() {
     );
     assert_eq!(s.events().await, after, "nothing left: nothing appended");
 
+    // The month's unused budget goes back; more than that is refused and appends nothing.
+    let spent = money(&paid.body["amount"]);
+    let unused = Decimal::from(2_000_000) - spent;
+    let release = |amount: Decimal| json!({"period": "2026-10", "amount": amount.to_string(), "on": "2026-10-20"});
+    let before = s.events().await;
+    let too_much = send(
+        m,
+        "/v1/communes/0100007/budget-releases",
+        "release-0",
+        release(unused + Decimal::ONE),
+        "receipt.response",
+    )
+    .await;
+    assert_eq!(
+        too_much.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        too_much.body
+    );
+    assert_eq!(s.events().await, before);
+    let by_teller = send(
+        &s.staff.teller,
+        "/v1/communes/0100007/budget-releases",
+        "release-t",
+        release(unused),
+        "receipt.response",
+    )
+    .await;
+    assert_eq!(
+        (by_teller.status, by_teller.kind()),
+        (StatusCode::FORBIDDEN, "RoleDenied")
+    );
+    let released = send(
+        m,
+        "/v1/communes/0100007/budget-releases",
+        "release-1",
+        release(unused),
+        "receipt.response",
+    )
+    .await;
+    assert_eq!(released.status, StatusCode::CREATED, "{}", released.body);
+    let replayed = send(
+        m,
+        "/v1/communes/0100007/budget-releases",
+        "release-1",
+        release(unused),
+        "receipt.response",
+    )
+    .await;
+    assert_eq!(
+        (replayed.status, &replayed.body["sequence"]),
+        (StatusCode::OK, &released.body["sequence"])
+    );
+    assert_eq!(s.events().await, before + 1);
+
+    // New terms from November: paid through the post office from then on.
+    let change = json!({
+        "category": "ELDERLY_80_PLUS_NO_PENSION", "channel": "post_office", "gateway": "vnpost",
+        "from": "2026-11", "on": "2026-10-25"
+    });
+    let changed = send(
+        m,
+        &format!("/v1/partitions/01/entitlements/{number}/changes"),
+        "change-1",
+        change.clone(),
+        "receipt.response",
+    )
+    .await;
+    assert_eq!(changed.status, StatusCode::CREATED, "{}", changed.body);
+    let unknown = send(
+        m,
+        "/v1/partitions/01/entitlements/999/changes",
+        "change-2",
+        change,
+        "receipt.response",
+    )
+    .await;
+    assert!(unknown.status.is_client_error(), "{}", unknown.body);
+    assert_eq!(s.events().await, before + 2, "the refusal appends nothing");
+
     let stopped = send(
         m,
         &format!("/v1/partitions/01/entitlements/{number}/stop"),

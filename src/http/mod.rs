@@ -538,6 +538,17 @@ pub fn routes() -> openapi::Routes {
             payments::allocate,
         )
         .post(
+            "/v1/communes/{commune}/budget-releases",
+            "Take back the unused part of a commune's monthly budget",
+            "release-budget.request",
+            "receipt.response",
+            Staff,
+            payments::release,
+        )
+        .described(
+            "Allocation that no instruction holds or spent goes back (a `BudgetDeallocated` event); asking more than that is refused by the book (422) and appends nothing. The branch manager, as for allocating.",
+        )
+        .post(
             "/v1/communes/{commune}/payment-runs",
             "Pay a commune's active entitlements for a month, all or none",
             "payment-run.request",
@@ -582,6 +593,17 @@ pub fn routes() -> openapi::Routes {
             "receipt.response",
             Staff,
             payments::stop,
+        )
+        .post(
+            "/v1/partitions/{p}/entitlements/{n}/changes",
+            "Change an entitlement's terms from a month on",
+            "change-entitlement.request",
+            "receipt.response",
+            Staff,
+            payments::change,
+        )
+        .described(
+            "New category, channel and gateway, and provincial base from `from` on (an `EntitlementChanged` event); instructions already issued keep their terms. Payments staff of the household's commune or province, as for granting.",
         )
         .post(
             "/v1/partitions/{p}/instructions/{id}/reissue",

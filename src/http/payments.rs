@@ -117,17 +117,53 @@ pub async fn allocate(
     Path(commune): Path<String>,
     Body { value, fingerprint }: Body<AllocateBody>,
 ) -> Result<Response, ApiError> {
-    let (_, commune, partition) = commune_path(&commune)?;
+    let (budget, partition) = budget_key(&commune, &value.period)?;
     let kind = CommandKind::Allocate {
-        budget: BudgetKey {
-            programme: ProgrammeId::parse(PROGRAMME).map_err(bad)?,
-            commune,
-            period: crate::input::month(&value.period)?,
-        },
+        budget,
         amount: value.amount,
     };
     let receipt = submit(&api, &caller, &key, fingerprint, &partition, kind, value.on).await?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReleaseBody {
+    period: String,
+    amount: Decimal,
+    on: NaiveDate,
+}
+impl RequestBody for ReleaseBody {
+    const SCHEMA: &'static str = "release-budget.request";
+}
+
+/// `POST /v1/communes/{commune}/budget-releases`: takes back allocation no instruction
+/// holds or spent (branch manager); the book refuses more than that.
+pub async fn release(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    key: IdempotencyKey,
+    Path(commune): Path<String>,
+    Body { value, fingerprint }: Body<ReleaseBody>,
+) -> Result<Response, ApiError> {
+    let (budget, partition) = budget_key(&commune, &value.period)?;
+    let kind = CommandKind::Deallocate {
+        budget,
+        amount: value.amount,
+    };
+    let receipt = submit(&api, &caller, &key, fingerprint, &partition, kind, value.on).await?;
+    Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
+}
+
+/// The monthly social assistance budget of the commune (path) for `period`, and its
+/// partition.
+fn budget_key(commune: &str, period: &str) -> Result<(BudgetKey, Partition), ApiError> {
+    let (_, commune, partition) = commune_path(commune)?;
+    let budget = BudgetKey {
+        programme: ProgrammeId::parse(PROGRAMME).map_err(bad)?,
+        commune,
+        period: crate::input::month(period)?,
+    };
+    Ok((budget, partition))
 }
 
 // ---- entitlements -------------------------------------------------------------------
@@ -228,6 +264,42 @@ pub async fn stop(
             StopBodyReason::Death => StopReason::Death,
             StopBodyReason::Move => StopReason::Move,
             StopBodyReason::Other => StopReason::Other,
+        },
+    };
+    let receipt = submit(&api, &caller, &key, fingerprint, &partition, kind, value.on).await?;
+    Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChangeBody {
+    category: String,
+    channel: ChannelBody,
+    gateway: String,
+    from: String,
+    provincial_base: Option<Decimal>,
+    on: NaiveDate,
+}
+impl RequestBody for ChangeBody {
+    const SCHEMA: &'static str = "change-entitlement.request";
+}
+
+/// `POST /v1/partitions/{p}/entitlements/{n}/changes`: new terms (category, channel and
+/// gateway, provincial base) from a month on; months already paid keep theirs.
+pub async fn change(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    key: IdempotencyKey,
+    Path((partition, number)): Path<(String, String)>,
+    Body { value, fingerprint }: Body<ChangeBody>,
+) -> Result<Response, ApiError> {
+    let partition = crate::input::partition(&partition)?;
+    let kind = CommandKind::Change {
+        entitlement: entitlement_number(&number)?,
+        from: crate::input::month(&value.from)?,
+        terms: Terms {
+            category: CategoryId::parse(&value.category).map_err(bad)?,
+            channel: channel(value.channel, &value.gateway)?,
+            provincial_base: value.provincial_base,
         },
     };
     let receipt = submit(&api, &caller, &key, fingerprint, &partition, kind, value.on).await?;

@@ -60,6 +60,8 @@ pub const SOURCES: &[(&str, &str)] = schemas![
     "gateway-post.request",
     "gateway-instructions.response",
     "allocate-budget.request",
+    "release-budget.request",
+    "change-entitlement.request",
     "audit-scan.request",
     "grant-entitlement.request",
     "entitlement.response",
