@@ -256,6 +256,19 @@ impl Browser {
         field.send_keys(value).await.unwrap();
     }
 
+    /// Fills the named fields of the form `form_css` (forms of one page share names).
+    async fn fill_in(&self, form_css: &str, fields: &[(&str, &str)]) {
+        let form = self.wait(form_css).await;
+        for (name, value) in fields {
+            let field = form
+                .find(Locator::Css(&format!("[name='{name}']")))
+                .await
+                .unwrap();
+            field.clear().await.unwrap();
+            field.send_keys(value).await.unwrap();
+        }
+    }
+
     async fn submit(&self) {
         self.wait("#submit").await.click().await.unwrap();
     }
@@ -759,35 +772,27 @@ async fn the_portfolio_charts_and_a_payment_run_reconciled_to_csv() {
     assert_eq!(grant.status(), reqwest::StatusCode::CREATED);
     b.goto("/console/payments").await;
     b.fill("commune", "0100007").await;
-    let budget = b.wait("#budget").await;
-    for (name, value) in [
-        ("period", "2026-10"),
-        ("amount", "2.000.000"),
-        ("on", "01/10/2026"),
-    ] {
-        let field = budget
-            .find(Locator::Css(&format!("[name='{name}']")))
-            .await
-            .unwrap();
-        field.clear().await.unwrap();
-        field.send_keys(value).await.unwrap();
-    }
+    b.fill_in(
+        "#budget",
+        &[
+            ("period", "2026-10"),
+            ("amount", "2.000.000"),
+            ("on", "01/10/2026"),
+        ],
+    )
+    .await;
     b.wait("#budget-submit").await.click().await.unwrap();
     b.wait("#recorded").await;
     b.goto("/console/payments").await;
-    let run = b.wait("#run").await;
-    for (name, value) in [
-        ("commune", "0100007"),
-        ("period", "2026-10"),
-        ("on", "05/10/2026"),
-    ] {
-        let field = run
-            .find(Locator::Css(&format!("[name='{name}']")))
-            .await
-            .unwrap();
-        field.clear().await.unwrap();
-        field.send_keys(value).await.unwrap();
-    }
+    b.fill_in(
+        "#run",
+        &[
+            ("commune", "0100007"),
+            ("period", "2026-10"),
+            ("on", "05/10/2026"),
+        ],
+    )
+    .await;
     b.wait("#run-submit").await.click().await.unwrap();
     assert_eq!(b.text("#run-issued").await, "1");
 
@@ -1005,19 +1010,15 @@ async fn a_provinces_payment_run_is_followed_on_its_job_page_and_a_resubmit_find
     let b = Browser::open().await;
     b.sign_in(&f.tokens.manager).await;
     b.goto("/console/payments").await;
-    let form = b.wait("#partition-run").await;
-    for (name, value) in [
-        ("partition", "01"),
-        ("period", "2026-11"),
-        ("on", "05/11/2026"),
-    ] {
-        let field = form
-            .find(Locator::Css(&format!("[name='{name}']")))
-            .await
-            .unwrap();
-        field.clear().await.unwrap();
-        field.send_keys(value).await.unwrap();
-    }
+    b.fill_in(
+        "#partition-run",
+        &[
+            ("partition", "01"),
+            ("period", "2026-11"),
+            ("on", "05/11/2026"),
+        ],
+    )
+    .await;
     let fields = b.form_body("#partition-run").await;
     b.wait("#partition-run-submit").await.click().await.unwrap();
     let job = b.text("#job-id").await;
@@ -1127,15 +1128,11 @@ async fn an_auditor_finds_anomalies_and_recomputes_decisions_in_jobs() {
     b.sign_in(&f.tokens.auditor).await;
     let before = event_count(&f.config).await;
     b.goto("/console/audit/partitions/01").await;
-    let form = b.wait("#scan-anomalies").await;
-    for (name, value) in [("as_of", "31/01/2027"), ("pending_days", "10")] {
-        let field = form
-            .find(Locator::Css(&format!("[name='{name}']")))
-            .await
-            .unwrap();
-        field.clear().await.unwrap();
-        field.send_keys(value).await.unwrap();
-    }
+    b.fill_in(
+        "#scan-anomalies",
+        &[("as_of", "31/01/2027"), ("pending_days", "10")],
+    )
+    .await;
     b.wait("#scan-anomalies-submit")
         .await
         .click()

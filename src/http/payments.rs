@@ -80,6 +80,20 @@ async fn submit(
         .await
 }
 
+/// `submit`, answered with the receipt alone (201, or 200 for a replay).
+async fn receipt_of(
+    api: &Api,
+    caller: &crate::access::Caller,
+    key: &IdempotencyKey,
+    fingerprint: crate::chain::Digest,
+    partition: &Partition,
+    kind: CommandKind,
+    on: NaiveDate,
+) -> Result<Response, ApiError> {
+    let receipt = submit(api, caller, key, fingerprint, partition, kind, on).await?;
+    Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
+}
+
 /// The payments event a receipt names (the original one, for a replay).
 pub(super) async fn recorded(
     api: &Api,
@@ -122,8 +136,7 @@ pub async fn allocate(
         budget,
         amount: value.amount,
     };
-    let receipt = submit(&api, &caller, &key, fingerprint, &partition, kind, value.on).await?;
-    Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
+    receipt_of(&api, &caller, &key, fingerprint, &partition, kind, value.on).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,8 +163,7 @@ pub async fn release(
         budget,
         amount: value.amount,
     };
-    let receipt = submit(&api, &caller, &key, fingerprint, &partition, kind, value.on).await?;
-    Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
+    receipt_of(&api, &caller, &key, fingerprint, &partition, kind, value.on).await
 }
 
 /// The monthly social assistance budget of the commune (path) for `period`, and its
@@ -266,8 +278,7 @@ pub async fn stop(
             StopBodyReason::Other => StopReason::Other,
         },
     };
-    let receipt = submit(&api, &caller, &key, fingerprint, &partition, kind, value.on).await?;
-    Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
+    receipt_of(&api, &caller, &key, fingerprint, &partition, kind, value.on).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -302,8 +313,7 @@ pub async fn change(
             provincial_base: value.provincial_base,
         },
     };
-    let receipt = submit(&api, &caller, &key, fingerprint, &partition, kind, value.on).await?;
-    Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
+    receipt_of(&api, &caller, &key, fingerprint, &partition, kind, value.on).await
 }
 
 /// An entitlement's number from the path: digits, no leading zero, not 0.
@@ -450,8 +460,7 @@ pub async fn reissue(
         instruction,
         channel,
     };
-    let receipt = submit(&api, &caller, &key, fingerprint, &partition, kind, value.on).await?;
-    Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
+    receipt_of(&api, &caller, &key, fingerprint, &partition, kind, value.on).await
 }
 
 // ---- timeouts -----------------------------------------------------------------------

@@ -9,7 +9,6 @@
 //! `JOB_FINDINGS_MAX` listed. A scan records nothing in the ledger.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -18,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::access::{self, Caller, Operation};
 use crate::chain::{Digest, Partition};
 
-use super::{Job, Started, create, job_id, running_slot, save};
+use super::{Job, Started, job_id, launch, save, started_before};
 use crate::http::audit::{
     ANOMALY_PENDING_DAYS_DEFAULT, anomalies_concerning, log_scan_slot, recompute_partition,
 };
@@ -128,13 +127,9 @@ pub async fn begin(
     crate::http::reports::known_partition(api.projector().await?, &partition)?;
     Write::begin(api, &caller, key, fingerprint).await?;
     let id = job_id(&key.scoped(&caller));
-    if let Some(job) = super::read_job(api, &id).await? {
-        return Ok(Started {
-            job,
-            status: StatusCode::OK,
-        });
+    if let Some(started) = started_before(api, &id).await? {
+        return Ok(started);
     }
-    let permit = running_slot()?;
     let (as_of, pending_days) = match report {
         Report::Anomalies {
             as_of,
@@ -158,26 +153,14 @@ pub async fn begin(
         error: None,
         updated_at_unix_ms: crate::checkpoint::now_unix_ms(),
     };
-    let mut job = match report {
+    let job = match report {
         Report::Anomalies { .. } => Job::Anomalies(record),
         Report::Recompute => Job::Recompute(record),
     };
-    if let Err(existing) = create(api, &job).await? {
-        return Ok(Started {
-            job: existing,
-            status: StatusCode::OK,
-        });
-    }
-    let started = Started {
-        job: job.clone(),
-        status: StatusCode::ACCEPTED,
-    };
-    let api = api.clone();
-    tokio::spawn(async move {
-        let _permit = permit;
+    launch(api, job, move |api, mut job| async move {
         run(&api, &partition, report, &mut job).await;
-    });
-    Ok(started)
+    })
+    .await
 }
 
 fn scan_of(job: &mut Job) -> &mut AuditScanJob {

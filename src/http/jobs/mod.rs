@@ -161,19 +161,39 @@ fn running_slot() -> Result<tokio::sync::SemaphorePermit<'static>, ApiError> {
     })
 }
 
-/// Makes the job's first record, or finds the one another request under the same key
-/// made first: `Ok(Err(existing))`.
-async fn create(api: &Api, job: &Job) -> Result<Result<(), Job>, ApiError> {
-    let bytes = serde_json::to_vec(job).expect("a job record serializes");
-    if api.jobs().create(job.id(), bytes.into()).await.is_ok() {
-        return Ok(Ok(()));
+/// The job this key started before, if any (200 with its record).
+async fn started_before(api: &Api, id: &str) -> Result<Option<Started>, ApiError> {
+    Ok(read_job(api, id).await?.map(|job| Started {
+        job,
+        status: StatusCode::OK,
+    }))
+}
+
+/// Takes one of the `JOBS_RUNNING_MAX` slots (or 503), makes the job's first record and
+/// runs `work` on it in the background (202); another request under the same key that
+/// made the record first is answered with that job (200).
+async fn launch<W, F>(api: &Api, job: Job, work: W) -> Result<Started, ApiError>
+where
+    W: FnOnce(Api, Job) -> F + Send + 'static,
+    F: std::future::Future<Output = ()> + Send,
+{
+    let permit = running_slot()?;
+    let bytes = serde_json::to_vec(&job).expect("a job record serializes");
+    if api.jobs().create(job.id(), bytes.into()).await.is_err() {
+        return started_before(api, job.id())
+            .await?
+            .ok_or_else(|| ApiError::Unavailable("jobs: the record could not be made".into()));
     }
-    match read_job(api, job.id()).await? {
-        Some(existing) => Ok(Err(existing)),
-        None => Err(ApiError::Unavailable(
-            "jobs: the record could not be made".into(),
-        )),
-    }
+    let started = Started {
+        job: job.clone(),
+        status: StatusCode::ACCEPTED,
+    };
+    let api = api.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        work(api, job).await;
+    });
+    Ok(started)
 }
 
 /// Saves the record's progress, retrying briefly; a record left unsaved is saved with

@@ -3,7 +3,6 @@
 //! `--commune`). Its record counts communes done of total, instructions and amount.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
@@ -16,7 +15,7 @@ use crate::domain::payments::instructions::Shortfall;
 use crate::domain::payments::month::Month;
 use crate::service::{CommuneRun, Request};
 
-use super::{Job, Started, create, job_id, running_slot, save};
+use super::{Job, Started, job_id, launch, save, started_before};
 use crate::http::extract::{Body, IdempotencyKey, RequestBody, Staff};
 use crate::http::households::Write;
 use crate::http::{Api, ApiError};
@@ -130,13 +129,9 @@ pub async fn begin(
     Write::begin(api, &caller, key, fingerprint).await?;
     let scoped = key.scoped(&caller);
     let id = job_id(&scoped);
-    if let Some(job) = super::read_job(api, &id).await? {
-        return Ok(Started {
-            job,
-            status: StatusCode::OK,
-        });
+    if let Some(started) = started_before(api, &id).await? {
+        return Ok(started);
     }
-    let permit = running_slot()?;
     let communes: Vec<CommuneId> = projector
         .communes()?
         .into_iter()
@@ -144,7 +139,7 @@ pub async fn begin(
         .map(|c| CommuneId::parse(&c.commune))
         .collect::<Result<_, _>>()
         .map_err(|e| ApiError::Internal(format!("a commune of the projections: {e}")))?;
-    let mut job = Job::PaymentRun(PaymentRunJob {
+    let job = Job::PaymentRun(PaymentRunJob {
         job: id,
         partition: partition.to_string(),
         period: period.to_string(),
@@ -160,20 +155,8 @@ pub async fn begin(
         error: None,
         updated_at_unix_ms: crate::checkpoint::now_unix_ms(),
     });
-    if let Err(existing) = create(api, &job).await? {
-        return Ok(Started {
-            job: existing,
-            status: StatusCode::OK,
-        });
-    }
-    let started = Started {
-        job: job.clone(),
-        status: StatusCode::ACCEPTED,
-    };
     let correlation = format!("http:{}", key.0);
-    let api = api.clone();
-    tokio::spawn(async move {
-        let _permit = permit;
+    launch(api, job, move |api, mut job| async move {
         run_communes(
             &api,
             &caller,
@@ -185,8 +168,8 @@ pub async fn begin(
             &mut job,
         )
         .await;
-    });
-    Ok(started)
+    })
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
