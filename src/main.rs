@@ -504,25 +504,20 @@ use cli::BoxError;
 use std::io::Write as _;
 
 async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
-    let exit = |ok: bool| {
-        if ok {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        }
-    };
     // Offline: no server is started or asked.
     if let Command::Audit {
         command: AuditCommand::CheckProof { file, trust },
     } = &cli.command
     {
-        return Ok(exit(checkpoint::cli::check_proof(file, trust, cli.json)?));
+        return Ok(cli::exit_code(checkpoint::cli::check_proof(
+            file, trust, cli.json,
+        )?));
     }
     if let Command::Audit {
         command: AuditCommand::VerifyBundle { dir, trust },
     } = &cli.command
     {
-        return Ok(exit(ansinh::bundle::cli::verify_bundle(
+        return Ok(cli::exit_code(ansinh::bundle::cli::verify_bundle(
             dir, trust, cli.json,
         )?));
     }
@@ -677,28 +672,8 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         ..
                     },
             } => {
-                let mut stream = runtime.ledger.stream().clone();
-                let code = cli::audit::verify(
-                    &mut stream,
-                    runtime.ledger.config(),
-                    &checkpoints,
-                    partition.clone(),
-                    json,
-                    Some(runtime.ledger.store()),
-                )
-                .await?;
-                if code != ExitCode::SUCCESS {
-                    return Ok(code);
-                }
-                let ok = checkpoint::cli::verify(
-                    runtime.client.clone(),
-                    runtime.ledger.config(),
-                    &checkpoints,
-                    partition.as_ref().map(|p| p.as_str()),
-                    list_checkpoints,
-                    json,
-                );
-                Ok(exit(ok.await?))
+                cli::audit::verify_ledger(&runtime, &checkpoints, partition, list_checkpoints, json)
+                    .await
             }
             Command::Audit {
                 command: AuditCommand::Checkpoint { partition },
@@ -715,7 +690,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     partition.as_ref().map(|p| p.as_str()),
                     json,
                 );
-                Ok(exit(ok.await?))
+                Ok(cli::exit_code(ok.await?))
             }
             Command::Audit {
                 command:
@@ -738,7 +713,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     &key,
                     json,
                 );
-                Ok(exit(ok.await?))
+                Ok(cli::exit_code(ok.await?))
             }
             Command::Audit {
                 command:
@@ -753,7 +728,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             }
                 let ok =
                     checkpoint::cli::prove(&runtime, &checkpoints, partition.as_str(), seq, checkpoint_size);
-                Ok(exit(ok.await?))
+                Ok(cli::exit_code(ok.await?))
             }
             Command::Audit {
                 command:
@@ -767,7 +742,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 return Ok(code);
             }
                 let ok = checkpoint::cli::consistency(&runtime, &checkpoints, partition.as_str(), from, to);
-                Ok(exit(ok.await?))
+                Ok(cli::exit_code(ok.await?))
             }
             Command::Audit {
                 command:
@@ -795,7 +770,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     &out,
                     json,
                 );
-                Ok(exit(ok.await?))
+                Ok(cli::exit_code(ok.await?))
             }
             Command::Audit {
                 command: AuditCommand::CheckProof { .. } | AuditCommand::VerifyBundle { .. },
@@ -806,172 +781,25 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             } => unreachable!("run before the server starts"),
             Command::Admin {
                 command: AdminCommand::RotateKey,
-            } => Ok(exit(
+            } => Ok(cli::exit_code(
                 checkpoint::cli::rotate(&runtime, &checkpoints, &cli.data_dir).await?,
             )),
             Command::Audit {
                 command: AuditCommand::RecomputeEligibility { partition },
-            } => {
-                let only = partition;
-                if let Some(p) = &only {
-                    if let Some(code) = cli::unknown_partition(&runtime, p, json).await? {
-                return Ok(code);
-            }
-                }
-                let mut stream = runtime.ledger.stream().clone();
-                let report = ansinh::recompute::recompute_eligibility(
-                    &mut stream,
-                    runtime.ledger.config(),
-                    only.as_ref(),
-                    |_| {},
-                )
-                .await?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else {
-                    for m in &report.mismatches {
-                        println!(
-                            "MISMATCH partition {} seq {} household {}: {}",
-                            m.partition, m.sequence, m.household_id, m.problem
-                        );
-                    }
-                    println!(
-                        "{} decisions rechecked, {} mismatches",
-                        report.decisions,
-                        report.mismatches.len()
-                    );
-                }
-                Ok(if report.mismatches.is_empty() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                })
-            }
+            } => cli::audit::recompute_eligibility(&runtime, partition, json).await,
             Command::Audit {
                 command:
                     AuditCommand::Anomalies {
                         pending_days,
                         as_of,
                     },
-            } => {
-                let as_of = as_of.unwrap_or_else(|| chrono::Utc::now().date_naive());
-                let mut stream = runtime.ledger.stream().clone();
-                let report =
-                    ansinh::anomalies::scan(&mut stream, runtime.ledger.config(), as_of, pending_days, |_| {})
-                        .await?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else {
-                    for a in &report.anomalies {
-                        println!("{:<26} {}", a.kind(), serde_json::to_string(a)?);
-                    }
-                    println!(
-                        "{} events scanned as of {as_of}: {} anomalies{}",
-                        report.events,
-                        report.anomalies.len() as u64 + report.not_listed,
-                        if report.not_listed > 0 {
-                            format!(" ({} not listed)", report.not_listed)
-                        } else {
-                            String::new()
-                        }
-                    );
-                }
-                Ok(exit(report.anomalies.is_empty()))
-            }
+            } => cli::audit::anomalies(&runtime, pending_days, as_of, json).await,
             Command::Audit {
                 command: AuditCommand::RebuildCheck,
-            } => {
-                let mut stream = runtime.ledger.stream().clone();
-                let report = ansinh::rebuild_check::rebuild_check(
-                    &runtime.projector,
-                    &mut stream,
-                    runtime.ledger.config(),
-                )
-                .await?;
-                // The writers' book snapshots, each against a fold of its chain from genesis.
-                let snapshots = ansinh::log::snapshot::check_all(
-                    runtime.ledger.store().path(),
-                    &stream,
-                    &runtime.ledger.config().subject_prefix,
-                )
-                .await?;
-                let snapshots_ok = snapshots.iter().all(|s| s.difference.is_none());
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({"ok": report.ok() && snapshots_ok, "report": report, "snapshots": snapshots})
-                    );
-                    return Ok(exit(report.ok() && snapshots_ok));
-                }
-                if let Some(d) = &report.difference {
-                    let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "(absent)".into());
-                    println!(
-                        "DIFFERENT at stream sequence {}: tree {} key {}\n  live:    {}\n  rebuilt: {}",
-                        report.position,
-                        d.tree,
-                        d.key,
-                        shown(&d.live),
-                        shown(&d.rebuilt)
-                    );
-                } else {
-                    let counts: Vec<String> = report
-                        .trees
-                        .iter()
-                        .map(|t| format!("{} {}", t.tree, t.keys))
-                        .collect();
-                    println!(
-                        "OK the projections rebuilt from the log at stream sequence {} equal the live ones (keys: {})",
-                        report.position,
-                        counts.join(", ")
-                    );
-                }
-                for s in &snapshots {
-                    match &s.difference {
-                        None => println!(
-                            "OK the book snapshot of partition {} at sequence {} equals the fold from genesis",
-                            s.partition, s.sequence
-                        ),
-                        Some(d) => println!(
-                            "DIFFERENT book snapshot of partition {} at sequence {}: {d}",
-                            s.partition, s.sequence
-                        ),
-                    }
-                }
-                Ok(exit(report.ok() && snapshots_ok))
-            }
+            } => cli::audit::rebuild_check(&runtime, json).await,
             Command::Audit {
                 command: AuditCommand::Trail { subject },
-            } => {
-                let projector = Projector::open(runtime.ledger.store().db())?;
-                let mut stream = runtime.ledger.stream().clone();
-                projector
-                    .catch_up(&mut stream, runtime.ledger.config())
-                    .await?;
-                let trail = projector.trail(&subject)?;
-                if trail.is_empty() {
-                    return Ok(cli::not_found(json, "event naming subject", &subject));
-                }
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&trail)?);
-                } else {
-                    println!(
-                        "{:<4} {:>8} {:<20} {:<24} {:<34} HASH",
-                        "PART", "SEQ", "ACTOR", "ROLE", "EVENT"
-                    );
-                    for e in trail {
-                        println!(
-                            "{:<4} {:>8} {:<20} {:<24} {:<34} {}",
-                            e.partition,
-                            e.sequence,
-                            e.actor,
-                            e.role,
-                            e.event_type,
-                            &e.hash[..16]
-                        );
-                    }
-                }
-                Ok(ExitCode::SUCCESS)
-            }
+            } => cli::audit::trail(&runtime, &subject, json).await,
             Command::Projections { command } => {
                 let projector = Projector::open(runtime.ledger.store().db())?;
                 let mut stream = runtime.ledger.stream().clone();
@@ -1077,7 +905,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         );
                     }
                 }
-                Ok(exit(report.conflicts.is_empty()))
+                Ok(cli::exit_code(report.conflicts.is_empty()))
             }
             Command::Admin {
                 command: AdminCommand::AcceptHead { partition },

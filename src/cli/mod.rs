@@ -95,8 +95,6 @@ async fn partition_exists(runtime: &Runtime, partition: &Partition) -> Result<bo
     )
 }
 
-/// Says that a report or audit named something the log has never seen, and returns the
-/// exit code for it (1): an empty answer would read as "nothing wrong with it".
 /// A decimal string of VND as people read it (`1.500.000 ₫`); text that is not an amount
 /// is shown as it is.
 pub fn vnd_text(amount: &str) -> String {
@@ -106,6 +104,18 @@ pub fn vnd_text(amount: &str) -> String {
     }
 }
 
+/// The exit code of a check: 0 when it passed, 1 when it found something (2 is kept for
+/// a command that could not run).
+pub fn exit_code(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Says that a report or audit named something the log has never seen, and returns the
+/// exit code for it (1): an empty answer would read as "nothing wrong with it".
 pub fn not_found(json: bool, what: &str, value: &str) -> ExitCode {
     if json {
         println!(
