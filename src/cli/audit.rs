@@ -103,22 +103,8 @@ pub async fn verify(
     quarantine: Option<&ansinh::log::LedgerStore>,
 ) -> Result<ExitCode, BoxError> {
     let only = partition;
-    let total = stream.info().await?.state.last_sequence;
-    let bar = if json || total == 0 {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("verifying {bar:40} {pos}/{len} {per_sec}")
-            .expect("valid template"),
-    );
-    let result = ansinh::verify::verify(stream, config, only.as_ref(), |seq| {
-        if seq % 1024 == 0 {
-            bar.set_position(seq)
-        }
-    })
-    .await;
+    let bar = progress_bar(stream, "verifying", json).await?;
+    let result = ansinh::verify::verify(stream, config, only.as_ref(), advance(&bar)).await;
     bar.finish_and_clear();
     match result {
         Ok(report)
@@ -236,13 +222,16 @@ pub async fn recompute_eligibility(
         }
     }
     let mut stream = runtime.ledger.stream().clone();
-    let report = ansinh::recompute::recompute_eligibility(
+    let bar = progress_bar(&mut stream, "recomputing", json).await?;
+    let result = ansinh::recompute::recompute_eligibility(
         &mut stream,
         runtime.ledger.config(),
         only.as_ref(),
-        |_| {},
+        advance(&bar),
     )
-    .await?;
+    .await;
+    bar.finish_and_clear();
+    let report = result?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -271,14 +260,17 @@ pub async fn anomalies(
 ) -> Result<ExitCode, BoxError> {
     let as_of = as_of.unwrap_or_else(|| chrono::Utc::now().date_naive());
     let mut stream = runtime.ledger.stream().clone();
-    let report = ansinh::anomalies::scan(
+    let bar = progress_bar(&mut stream, "scanning", json).await?;
+    let result = ansinh::anomalies::scan(
         &mut stream,
         runtime.ledger.config(),
         as_of,
         pending_days,
-        |_| {},
+        advance(&bar),
     )
-    .await?;
+    .await;
+    bar.finish_and_clear();
+    let report = result?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -394,4 +386,34 @@ pub async fn trail(runtime: &Runtime, subject: &str, json: bool) -> Result<ExitC
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A bar on stderr over the stream's sequences, for a command that reads the whole log:
+/// hidden with `--json` (a program reads the output) and for an empty stream.
+async fn progress_bar(
+    stream: &mut async_nats::jetstream::stream::Stream,
+    doing: &str,
+    json: bool,
+) -> Result<ProgressBar, BoxError> {
+    let total = stream.info().await?.state.last_sequence;
+    let bar = if json || total == 0 {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(&format!("{doing} {{bar:40}} {{pos}}/{{len}} {{per_sec}}"))
+            .expect("valid template"),
+    );
+    Ok(bar)
+}
+
+/// The progress callback of a scan: moves `bar` every 1024 stream sequences, as drawing
+/// at every event would cost more than reading it.
+fn advance(bar: &ProgressBar) -> impl FnMut(u64) + '_ {
+    move |seq| {
+        if seq % 1024 == 0 {
+            bar.set_position(seq)
+        }
+    }
 }
