@@ -678,19 +678,8 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Command::Audit {
                 command: AuditCommand::Checkpoint { partition },
             } => {
-                if let Some(p) = &partition {
-                    if let Some(code) = cli::unknown_partition(&runtime, p, json).await? {
-                return Ok(code);
-            }
-                }
-                let ok = checkpoint::cli::checkpoint(
-                    &runtime,
-                    &checkpoints,
-                    &cli.data_dir,
-                    partition.as_ref().map(|p| p.as_str()),
-                    json,
-                );
-                Ok(cli::exit_code(ok.await?))
+                cli::proofs::checkpoint(&runtime, &checkpoints, &cli.data_dir, partition, json)
+                    .await
             }
             Command::Audit {
                 command:
@@ -701,19 +690,8 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         key,
                     },
             } => {
-                if let Some(code) = cli::unknown_partition(&runtime, &partition, json).await? {
-                return Ok(code);
-            }
-                let ok = checkpoint::cli::cosign(
-                    &runtime,
-                    &checkpoints,
-                    partition.as_str(),
-                    size,
-                    &cosigner_id,
-                    &key,
-                    json,
-                );
-                Ok(cli::exit_code(ok.await?))
+                cli::proofs::cosign(&runtime, &checkpoints, &partition, size, &cosigner_id, &key, json)
+                    .await
             }
             Command::Audit {
                 command:
@@ -723,12 +701,8 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         checkpoint_size,
                     },
             } => {
-                if let Some(code) = cli::unknown_partition(&runtime, &partition, json).await? {
-                return Ok(code);
-            }
-                let ok =
-                    checkpoint::cli::prove(&runtime, &checkpoints, partition.as_str(), seq, checkpoint_size);
-                Ok(cli::exit_code(ok.await?))
+                cli::proofs::prove(&runtime, &checkpoints, &partition, seq, checkpoint_size, json)
+                    .await
             }
             Command::Audit {
                 command:
@@ -737,13 +711,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         from,
                         to,
                     },
-            } => {
-                if let Some(code) = cli::unknown_partition(&runtime, &partition, json).await? {
-                return Ok(code);
-            }
-                let ok = checkpoint::cli::consistency(&runtime, &checkpoints, partition.as_str(), from, to);
-                Ok(cli::exit_code(ok.await?))
-            }
+            } => cli::proofs::consistency(&runtime, &checkpoints, &partition, from, to, json).await,
             Command::Audit {
                 command:
                     AuditCommand::Export {
@@ -755,22 +723,10 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         out,
                     },
             } => {
-                let scope = match (household, commune) {
-                    (Some(h), _) => ansinh::bundle::Scope::Household(h.as_str().to_owned()),
-                    (None, Some(c)) => ansinh::bundle::Scope::Commune(c.as_str().to_owned()),
-                    (None, None) => unreachable!("clap requires one"),
-                };
+                let scope = cli::proofs::scope(household, commune);
                 let request = ansinh::bundle::export::ExportRequest { scope, from, to };
-                let ok = ansinh::bundle::cli::export_bundle(
-                    &runtime,
-                    &checkpoints,
-                    &cli.data_dir,
-                    &request,
-                    checkpoint,
-                    &out,
-                    json,
-                );
-                Ok(cli::exit_code(ok.await?))
+                cli::proofs::export(&runtime, &checkpoints, &cli.data_dir, &request, checkpoint, &out, json)
+                    .await
             }
             Command::Audit {
                 command: AuditCommand::CheckProof { .. } | AuditCommand::VerifyBundle { .. },

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod gateway;
 pub mod load;
 pub mod payments;
+pub mod proofs;
 pub mod staff;
 
 use std::process::ExitCode;
