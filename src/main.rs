@@ -807,72 +807,22 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             }
             Command::Admin {
                 command: AdminCommand::AddStaff { id, role, unit },
-            } => {
-                let directory = cli::open_directory(&runtime).await?;
-                let (token, _) = directory.add_staff(&id, role.role(), &unit).await?;
-                println!("{token}");
-                eprintln!(
-                    "added {id} to the ledger's directory: every running `ansinh serve` accepts the token above now. It is shown only now (the directory keeps its hash)"
-                );
-                Ok(ExitCode::SUCCESS)
-            }
+            } => cli::admin::add_staff(&runtime, &id, role, &unit).await,
             Command::Admin {
                 command: AdminCommand::RemoveStaff { id },
-            } => {
-                let directory = cli::open_directory(&runtime).await?;
-                match directory.remove_staff(&id).await? {
-                    Some(_) => {
-                        println!("removed {id}: no running process accepts its tokens now");
-                        Ok(ExitCode::SUCCESS)
-                    }
-                    None => Ok(cli::not_found(json, "member of staff", &id)),
-                }
-            }
+            } => cli::admin::remove_staff(&runtime, &id, json).await,
             Command::Admin {
                 command: AdminCommand::ImportDirectory { staff },
             } => {
-                let directory = cli::open_directory(&runtime).await?;
                 let registry = cli.data_dir.join(ansinh::gateway::keys::REGISTRY_FILE);
-                let (staff_added, gateways_added) = directory
-                    .import_files(&staff_file(&staff), &registry)
-                    .await?;
-                println!(
-                    "imported {staff_added} staff and {gateways_added} gateway keys into the directory; running processes use them now"
-                );
-                Ok(ExitCode::SUCCESS)
+                cli::admin::import_directory(&runtime, &staff_file(&staff), &registry).await
             }
             Command::Admin {
                 command: AdminCommand::MigrateVault,
-            } => {
-                let report = runtime
-                    .vault
-                    .migrate_local(runtime.ledger.store().db())
-                    .await?;
-                if json {
-                    println!("{}", serde_json::to_string(&report)?);
-                } else {
-                    println!(
-                        "moved {} data keys and {} erasures into the shared vault; {} were there already",
-                        report.keys, report.tombstones, report.already
-                    );
-                    for household in &report.conflicts {
-                        println!(
-                            "CONFLICT household {household}: the shared vault holds another key; the local one is kept in the data directory"
-                        );
-                    }
-                }
-                Ok(cli::exit_code(report.conflicts.is_empty()))
-            }
+            } => cli::admin::migrate_vault(&runtime, json).await,
             Command::Admin {
                 command: AdminCommand::AcceptHead { partition },
-            } => {
-                                runtime
-                    .ledger
-                    .store()
-                    .accept_stream_head(partition.as_str())?;
-                println!("partition {partition}: the stream's head is accepted; appending resumes");
-                Ok(ExitCode::SUCCESS)
-            }
+            } => cli::admin::accept_head(&runtime, &partition),
             Command::Admin {
                 command:
                     AdminCommand::ExcludeMessage {
@@ -882,58 +832,8 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         actor,
                     },
             } => {
-                                let message = runtime
-                    .ledger
-                    .stream()
-                    .get_raw_message(stream_sequence)
+                cli::admin::exclude_message(&runtime, &cli.data_dir, partition, stream_sequence, reason, actor)
                     .await
-                    .map_err(|e| format!("no message at stream sequence {stream_sequence}: {e}"))?;
-                let subject = runtime.ledger.config().subject(&partition);
-                if message.subject.as_str() != subject {
-                    return Err(format!(
-                        "the message at stream sequence {stream_sequence} is on {}, not on partition {partition}'s subject {subject}",
-                        message.subject
-                    )
-                    .into());
-                }
-                let hash = ansinh::chain::message_hash(&message.payload);
-                let key = runtime.key_home(&cli.data_dir).current_key().await?;
-                let signature = ansinh::checkpoint::sign::sign_exclusion(
-                    &key,
-                    partition.as_str(),
-                    stream_sequence,
-                    &hash.0,
-                );
-                let draft = Draft {
-                    partition: partition.clone(),
-                    actor: proto::Actor {
-                        id: actor,
-                        role: "operator".into(),
-                        unit: String::new(),
-                    },
-                    // One exclusion per message, however often the command is run.
-                    idempotency_key: format!("exclude:{stream_sequence}"),
-                    correlation_id: String::new(),
-                    subjects: vec![format!("message:{stream_sequence}")],
-                    payload: Payload::MessageExcluded(proto::MessageExcluded {
-                        stream_sequence,
-                        message_hash: hash.0.to_vec().into(),
-                        reason,
-                        key_id: key.key_id().to_owned(),
-                        signature: signature.to_vec().into(),
-                    }),
-                };
-                let receipt = runtime.ledger.append(draft).await?;
-                let said = if receipt.duplicate {
-                    "was already excluded"
-                } else {
-                    "is excluded"
-                };
-                println!(
-                    "partition {partition}: the message at stream sequence {stream_sequence} {said} by the event at sequence {} (hash {}); readers pass over it",
-                    receipt.sequence, receipt.hash
-                );
-                Ok(ExitCode::SUCCESS)
             }
             Command::Note {
                 partition,

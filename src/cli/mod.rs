@@ -1,5 +1,6 @@
 //! Command-line front ends beside `main.rs`, one module per desk.
 
+pub mod admin;
 pub mod audit;
 pub mod demo;
 pub mod gateway;
