@@ -14,9 +14,7 @@ use ansinh::app::{Connection, Runtime};
 use ansinh::chain::Partition;
 use ansinh::checkpoint;
 use ansinh::domain::ids::{CommuneCode, HouseholdId};
-use ansinh::log::{Draft, LogConfig};
-use ansinh::projection::Projector;
-use ansinh::proto::{self, envelope::Payload};
+use ansinh::log::LogConfig;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 
@@ -501,7 +499,6 @@ async fn main() -> ExitCode {
 }
 
 use cli::BoxError;
-use std::io::Write as _;
 
 async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
     // Offline: no server is started or asked.
@@ -610,9 +607,6 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 gateway_duplicate_rate,
                 gateway_latency_ms,
             } => {
-                let task = runtime
-                    .start_checkpoints(&checkpoints, &cli.data_dir, policy)
-                    .await?;
                 let gateways = ansinh::demo_payments::GatewayBehaviour {
                     failure_rate: gateway_failure_rate,
                     return_rate: gateway_return_rate,
@@ -620,30 +614,18 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     latency_ms: gateway_latency_ms,
                 };
                 let partitions: Vec<String> = partitions.0.iter().map(|p| p.to_string()).collect();
-                let played = cli::demo::demo(&runtime, households, &partitions, year, gateways, json).await;
-                let mut checkpointer = task.stop().await;
-                let (code, report) = played?;
-                let first = Partition::new(&partitions[0])?;
-                let (household, dir, verified) = ansinh::demo::export_and_verify_bundle(
+                cli::demo::demo(
                     &runtime,
-                    &mut checkpointer,
-                    &first,
+                    &checkpoints,
                     &cli.data_dir,
+                    policy,
+                    households,
+                    &partitions,
+                    year,
+                    gateways,
+                    json,
                 )
-                .await?;
-                if let Some(mut report) = report {
-                    report["bundle"] = serde_json::json!({"household": household, "dir": dir.display().to_string(), "verified": verified});
-                    println!("{report}");
-                } else {
-                    println!(
-                        "\nbundle {household} verified offline: {} events, checkpoint size {} root {}, balances match ({})",
-                        verified.events,
-                        verified.checkpoint.tree_size,
-                        verified.checkpoint.root,
-                        dir.display()
-                    );
-                }
-                Ok(code)
+                .await
             }
             Command::Household { command } => {
                 cli::staff::household_command(&runtime, &cli.who, command, json).await
@@ -690,8 +672,16 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         key,
                     },
             } => {
-                cli::proofs::cosign(&runtime, &checkpoints, &partition, size, &cosigner_id, &key, json)
-                    .await
+                cli::proofs::cosign(
+                    &runtime,
+                    &checkpoints,
+                    &partition,
+                    size,
+                    &cosigner_id,
+                    &key,
+                    json,
+                )
+                .await
             }
             Command::Audit {
                 command:
@@ -701,8 +691,15 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         checkpoint_size,
                     },
             } => {
-                cli::proofs::prove(&runtime, &checkpoints, &partition, seq, checkpoint_size, json)
-                    .await
+                cli::proofs::prove(
+                    &runtime,
+                    &checkpoints,
+                    &partition,
+                    seq,
+                    checkpoint_size,
+                    json,
+                )
+                .await
             }
             Command::Audit {
                 command:
@@ -725,8 +722,16 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             } => {
                 let scope = cli::proofs::scope(household, commune);
                 let request = ansinh::bundle::export::ExportRequest { scope, from, to };
-                cli::proofs::export(&runtime, &checkpoints, &cli.data_dir, &request, checkpoint, &out, json)
-                    .await
+                cli::proofs::export(
+                    &runtime,
+                    &checkpoints,
+                    &cli.data_dir,
+                    &request,
+                    checkpoint,
+                    &out,
+                    json,
+                )
+                .await
             }
             Command::Audit {
                 command: AuditCommand::CheckProof { .. } | AuditCommand::VerifyBundle { .. },
@@ -756,54 +761,21 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Command::Audit {
                 command: AuditCommand::Trail { subject },
             } => cli::audit::trail(&runtime, &subject, json).await,
-            Command::Projections { command } => {
-                let projector = Projector::open(runtime.ledger.store().db())?;
-                let mut stream = runtime.ledger.stream().clone();
-                let config = runtime.ledger.config();
-                match command {
-                    ProjectionCommand::CatchUp => {
-                        let n = projector.catch_up(&mut stream, config).await?;
-                        println!(
-                            "applied {n} events; position: stream sequence {}",
-                            projector.position()?.last.stream_sequence
-                        );
-                    }
-                    ProjectionCommand::Rebuild => {
-                        let n = projector.rebuild(&mut stream, config).await?;
-                        println!(
-                            "rebuilt from {n} events; fingerprint {}",
-                            projector.fingerprint()?
-                        );
-                    }
-                    ProjectionCommand::Summary => {
-                        projector.catch_up(&mut stream, config).await?;
-                        cli::demo::print_summaries(&projector, json)?;
-                    }
-                }
-                Ok(ExitCode::SUCCESS)
-            }
+            Command::Projections { command } => match command {
+                ProjectionCommand::CatchUp => cli::projections::catch_up(&runtime).await,
+                ProjectionCommand::Rebuild => cli::projections::rebuild(&runtime).await,
+                ProjectionCommand::Summary => cli::projections::summary(&runtime, json).await,
+            },
             Command::Serve { listen, staff } => {
-                let task = runtime
-                    .start_checkpoints(&checkpoints, &cli.data_dir, policy)
-                    .await?;
-                let registry = cli.data_dir.join(ansinh::gateway::keys::REGISTRY_FILE);
-                let served = ansinh::http::run(&runtime, listen, &staff_file(&staff), &registry, &checkpoints).await;
-                // Stopped on every path, so a checkpoint under way completes before exit; but
-                // with NATS away its last publish would wait for ever: bounded, and past the
-                // bound the process exits at once (dropping the runtime would wait for it).
-                let bound = ansinh::http::SHUTDOWN_STEP_WAIT_MAX;
-                if tokio::time::timeout(bound, task.stop()).await.is_err() {
-                    // Not eprintln!: whoever read our stderr may have gone, and a failed write
-                    // must not turn a clean stop into a panic.
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "ansinh: the checkpointer did not stop within {} s (is NATS reachable?); exiting",
-                        bound.as_secs()
-                    );
-                    std::process::exit(if served.is_ok() { 0 } else { 2 });
-                }
-                served?;
-                Ok(ExitCode::SUCCESS)
+                cli::serve::serve(
+                    &runtime,
+                    &checkpoints,
+                    &cli.data_dir,
+                    policy,
+                    listen,
+                    &staff_file(&staff),
+                )
+                .await
             }
             Command::Admin {
                 command: AdminCommand::AddStaff { id, role, unit },
@@ -832,48 +804,37 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         actor,
                     },
             } => {
-                cli::admin::exclude_message(&runtime, &cli.data_dir, partition, stream_sequence, reason, actor)
-                    .await
+                cli::admin::exclude_message(
+                    &runtime,
+                    &cli.data_dir,
+                    partition,
+                    stream_sequence,
+                    reason,
+                    actor,
+                )
+                .await
             }
             Command::Note {
                 partition,
                 text,
                 idempotency_key,
                 actor,
-            } => {
-                let draft = Draft {
-                    partition: partition.clone(),
-                    actor: proto::Actor {
-                        id: actor,
-                        role: "operator".into(),
-                        unit: String::new(),
-                    },
-                    idempotency_key: idempotency_key
-                        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-                    correlation_id: String::new(),
-                    subjects: vec![format!("partition:{partition}")],
-                    payload: Payload::Note(proto::Note { text }),
-                };
-                let receipt = runtime.ledger.append(draft).await?;
-                println!(
-                    "{} partition {} sequence {} hash {}",
-                    if receipt.duplicate {
-                        "duplicate"
-                    } else {
-                        "appended"
-                    },
-                    receipt.partition,
-                    receipt.sequence,
-                    receipt.hash
-                );
-                Ok(ExitCode::SUCCESS)
-            }
+            } => cli::load::note(&runtime, partition, text, idempotency_key, actor).await,
             Command::Load {
                 partition,
                 count,
                 concurrency,
                 key_prefix,
-            } => cli::load::load(&runtime, partition.as_str(), count, concurrency.max(1), &key_prefix).await,
+            } => {
+                cli::load::load(
+                    &runtime,
+                    partition.as_str(),
+                    count,
+                    concurrency.max(1),
+                    &key_prefix,
+                )
+                .await
+            }
         }
     }
     .await;

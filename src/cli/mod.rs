@@ -6,7 +6,9 @@ pub mod demo;
 pub mod gateway;
 pub mod load;
 pub mod payments;
+pub mod projections;
 pub mod proofs;
+pub mod serve;
 pub mod staff;
 
 use std::process::ExitCode;
