@@ -575,21 +575,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             command: AdminCommand::MigrateVault
         }
     );
-    if !migrating && ansinh::personal::has_local_keys(runtime.ledger.store().db())? {
-        // Sealing or reading personal data now would miss these keys: refuse until they
-        // are in the shared bucket.
-        eprintln!(
-            "error: the data directory {} holds household data keys of an earlier version; run `ansinh admin migrate-vault` first",
-            cli.data_dir.display()
-        );
+    if let Some(code) = cli::preflight(&runtime, &cli.data_dir, migrating)? {
         runtime.close().await;
-        return Ok(ExitCode::from(2));
-    }
-    for lost in &runtime.lost {
-        eprintln!(
-            "LOST ACKNOWLEDGED DATA in partition {}: {}\nappending to it is stopped; after investigating, run: ansinh admin accept-head --partition {}",
-            lost.partition, lost.reason, lost.partition
-        );
+        return Ok(code);
     }
     let json = cli.json;
     let policy = checkpoint::Policy {

@@ -11,6 +11,7 @@ pub mod proofs;
 pub mod serve;
 pub mod staff;
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use ansinh::app::Runtime;
@@ -74,6 +75,31 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
         })
     );
     ExitCode::from(2)
+}
+
+/// What is said before any command on an opened ledger. While the data directory holds
+/// household data keys of an earlier version, every command but `admin migrate-vault` is
+/// refused (exit 2): sealing or reading personal data would miss them. Each partition
+/// that lost acknowledged data is named, with how it resumes.
+pub fn preflight(
+    runtime: &Runtime,
+    data_dir: &Path,
+    migrating: bool,
+) -> Result<Option<ExitCode>, BoxError> {
+    if !migrating && ansinh::personal::has_local_keys(runtime.ledger.store().db())? {
+        eprintln!(
+            "error: the data directory {} holds household data keys of an earlier version; run `ansinh admin migrate-vault` first",
+            data_dir.display()
+        );
+        return Ok(Some(ExitCode::from(2)));
+    }
+    for lost in &runtime.lost {
+        eprintln!(
+            "LOST ACKNOWLEDGED DATA in partition {}: {}\nappending to it is stopped; after investigating, run: ansinh admin accept-head --partition {}",
+            lost.partition, lost.reason, lost.partition
+        );
+    }
+    Ok(None)
 }
 
 /// For a report or audit naming a partition: the `not_found` answer when the log holds
