@@ -1,4 +1,5 @@
-//! The `ansinh` command line. Parsing and printing only; the work is in the library.
+//! The `ansinh` command line: the options and the dispatch of each command to its
+//! function in `cli/`, which prints; the work is in the library.
 
 mod cli;
 
