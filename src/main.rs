@@ -1,4 +1,5 @@
-//! The `ansinh` command line. Parsing and printing only; the work is in the library.
+//! The `ansinh` command line: the options and the dispatch of each command to its
+//! function in `cli/`, which prints; the work is in the library.
 
 mod cli;
 
@@ -14,9 +15,7 @@ use ansinh::app::{Connection, Runtime};
 use ansinh::chain::Partition;
 use ansinh::checkpoint;
 use ansinh::domain::ids::{CommuneCode, HouseholdId};
-use ansinh::log::{Draft, LogConfig};
-use ansinh::projection::Projector;
-use ansinh::proto::{self, envelope::Payload};
+use ansinh::log::LogConfig;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 
@@ -501,28 +500,22 @@ async fn main() -> ExitCode {
 }
 
 use cli::BoxError;
-use std::io::Write as _;
 
 async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
-    let exit = |ok: bool| {
-        if ok {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        }
-    };
     // Offline: no server is started or asked.
     if let Command::Audit {
         command: AuditCommand::CheckProof { file, trust },
     } = &cli.command
     {
-        return Ok(exit(checkpoint::cli::check_proof(file, trust, cli.json)?));
+        return Ok(cli::exit_code(checkpoint::cli::check_proof(
+            file, trust, cli.json,
+        )?));
     }
     if let Command::Audit {
         command: AuditCommand::VerifyBundle { dir, trust },
     } = &cli.command
     {
-        return Ok(exit(ansinh::bundle::cli::verify_bundle(
+        return Ok(cli::exit_code(ansinh::bundle::cli::verify_bundle(
             dir, trust, cli.json,
         )?));
     }
@@ -583,21 +576,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             command: AdminCommand::MigrateVault
         }
     );
-    if !migrating && ansinh::personal::has_local_keys(runtime.ledger.store().db())? {
-        // Sealing or reading personal data now would miss these keys: refuse until they
-        // are in the shared bucket.
-        eprintln!(
-            "error: the data directory {} holds household data keys of an earlier version; run `ansinh admin migrate-vault` first",
-            cli.data_dir.display()
-        );
+    if let Some(code) = cli::preflight(&runtime, &cli.data_dir, migrating)? {
         runtime.close().await;
-        return Ok(ExitCode::from(2));
-    }
-    for lost in &runtime.lost {
-        eprintln!(
-            "LOST ACKNOWLEDGED DATA in partition {}: {}\nappending to it is stopped; after investigating, run: ansinh admin accept-head --partition {}",
-            lost.partition, lost.reason, lost.partition
-        );
+        return Ok(code);
     }
     let json = cli.json;
     let policy = checkpoint::Policy {
@@ -615,9 +596,6 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 gateway_duplicate_rate,
                 gateway_latency_ms,
             } => {
-                let task = runtime
-                    .start_checkpoints(&checkpoints, &cli.data_dir, policy)
-                    .await?;
                 let gateways = ansinh::demo_payments::GatewayBehaviour {
                     failure_rate: gateway_failure_rate,
                     return_rate: gateway_return_rate,
@@ -625,30 +603,18 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     latency_ms: gateway_latency_ms,
                 };
                 let partitions: Vec<String> = partitions.0.iter().map(|p| p.to_string()).collect();
-                let played = cli::demo::demo(&runtime, households, &partitions, year, gateways, json).await;
-                let mut checkpointer = task.stop().await;
-                let (code, report) = played?;
-                let first = Partition::new(&partitions[0])?;
-                let (household, dir, verified) = ansinh::demo::export_and_verify_bundle(
+                cli::demo::demo(
                     &runtime,
-                    &mut checkpointer,
-                    &first,
+                    &checkpoints,
                     &cli.data_dir,
+                    policy,
+                    households,
+                    &partitions,
+                    year,
+                    gateways,
+                    json,
                 )
-                .await?;
-                if let Some(mut report) = report {
-                    report["bundle"] = serde_json::json!({"household": household, "dir": dir.display().to_string(), "verified": verified});
-                    println!("{report}");
-                } else {
-                    println!(
-                        "\nbundle {household} verified offline: {} events, checkpoint size {} root {}, balances match ({})",
-                        verified.events,
-                        verified.checkpoint.tree_size,
-                        verified.checkpoint.root,
-                        dir.display()
-                    );
-                }
-                Ok(code)
+                .await
             }
             Command::Household { command } => {
                 cli::staff::household_command(&runtime, &cli.who, command, json).await
@@ -677,45 +643,14 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         ..
                     },
             } => {
-                let mut stream = runtime.ledger.stream().clone();
-                let code = cli::audit::verify(
-                    &mut stream,
-                    runtime.ledger.config(),
-                    &checkpoints,
-                    partition.clone(),
-                    json,
-                    Some(runtime.ledger.store()),
-                )
-                .await?;
-                if code != ExitCode::SUCCESS {
-                    return Ok(code);
-                }
-                let ok = checkpoint::cli::verify(
-                    runtime.client.clone(),
-                    runtime.ledger.config(),
-                    &checkpoints,
-                    partition.as_ref().map(|p| p.as_str()),
-                    list_checkpoints,
-                    json,
-                );
-                Ok(exit(ok.await?))
+                cli::audit::verify_ledger(&runtime, &checkpoints, partition, list_checkpoints, json)
+                    .await
             }
             Command::Audit {
                 command: AuditCommand::Checkpoint { partition },
             } => {
-                if let Some(p) = &partition {
-                    if let Some(code) = cli::unknown_partition(&runtime, p, json).await? {
-                return Ok(code);
-            }
-                }
-                let ok = checkpoint::cli::checkpoint(
-                    &runtime,
-                    &checkpoints,
-                    &cli.data_dir,
-                    partition.as_ref().map(|p| p.as_str()),
-                    json,
-                );
-                Ok(exit(ok.await?))
+                cli::proofs::checkpoint(&runtime, &checkpoints, &cli.data_dir, partition, json)
+                    .await
             }
             Command::Audit {
                 command:
@@ -726,19 +661,16 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         key,
                     },
             } => {
-                if let Some(code) = cli::unknown_partition(&runtime, &partition, json).await? {
-                return Ok(code);
-            }
-                let ok = checkpoint::cli::cosign(
+                cli::proofs::cosign(
                     &runtime,
                     &checkpoints,
-                    partition.as_str(),
+                    &partition,
                     size,
                     &cosigner_id,
                     &key,
                     json,
-                );
-                Ok(exit(ok.await?))
+                )
+                .await
             }
             Command::Audit {
                 command:
@@ -748,12 +680,15 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         checkpoint_size,
                     },
             } => {
-                if let Some(code) = cli::unknown_partition(&runtime, &partition, json).await? {
-                return Ok(code);
-            }
-                let ok =
-                    checkpoint::cli::prove(&runtime, &checkpoints, partition.as_str(), seq, checkpoint_size);
-                Ok(exit(ok.await?))
+                cli::proofs::prove(
+                    &runtime,
+                    &checkpoints,
+                    &partition,
+                    seq,
+                    checkpoint_size,
+                    json,
+                )
+                .await
             }
             Command::Audit {
                 command:
@@ -762,13 +697,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         from,
                         to,
                     },
-            } => {
-                if let Some(code) = cli::unknown_partition(&runtime, &partition, json).await? {
-                return Ok(code);
-            }
-                let ok = checkpoint::cli::consistency(&runtime, &checkpoints, partition.as_str(), from, to);
-                Ok(exit(ok.await?))
-            }
+            } => cli::proofs::consistency(&runtime, &checkpoints, &partition, from, to, json).await,
             Command::Audit {
                 command:
                     AuditCommand::Export {
@@ -780,13 +709,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         out,
                     },
             } => {
-                let scope = match (household, commune) {
-                    (Some(h), _) => ansinh::bundle::Scope::Household(h.as_str().to_owned()),
-                    (None, Some(c)) => ansinh::bundle::Scope::Commune(c.as_str().to_owned()),
-                    (None, None) => unreachable!("clap requires one"),
-                };
+                let scope = cli::proofs::scope(household, commune);
                 let request = ansinh::bundle::export::ExportRequest { scope, from, to };
-                let ok = ansinh::bundle::cli::export_bundle(
+                cli::proofs::export(
                     &runtime,
                     &checkpoints,
                     &cli.data_dir,
@@ -794,8 +719,8 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     checkpoint,
                     &out,
                     json,
-                );
-                Ok(exit(ok.await?))
+                )
+                .await
             }
             Command::Audit {
                 command: AuditCommand::CheckProof { .. } | AuditCommand::VerifyBundle { .. },
@@ -806,289 +731,59 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             } => unreachable!("run before the server starts"),
             Command::Admin {
                 command: AdminCommand::RotateKey,
-            } => Ok(exit(
+            } => Ok(cli::exit_code(
                 checkpoint::cli::rotate(&runtime, &checkpoints, &cli.data_dir).await?,
             )),
             Command::Audit {
                 command: AuditCommand::RecomputeEligibility { partition },
-            } => {
-                let only = partition;
-                if let Some(p) = &only {
-                    if let Some(code) = cli::unknown_partition(&runtime, p, json).await? {
-                return Ok(code);
-            }
-                }
-                let mut stream = runtime.ledger.stream().clone();
-                let report = ansinh::recompute::recompute_eligibility(
-                    &mut stream,
-                    runtime.ledger.config(),
-                    only.as_ref(),
-                    |_| {},
-                )
-                .await?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else {
-                    for m in &report.mismatches {
-                        println!(
-                            "MISMATCH partition {} seq {} household {}: {}",
-                            m.partition, m.sequence, m.household_id, m.problem
-                        );
-                    }
-                    println!(
-                        "{} decisions rechecked, {} mismatches",
-                        report.decisions,
-                        report.mismatches.len()
-                    );
-                }
-                Ok(if report.mismatches.is_empty() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                })
-            }
+            } => cli::audit::recompute_eligibility(&runtime, partition, json).await,
             Command::Audit {
                 command:
                     AuditCommand::Anomalies {
                         pending_days,
                         as_of,
                     },
-            } => {
-                let as_of = as_of.unwrap_or_else(|| chrono::Utc::now().date_naive());
-                let mut stream = runtime.ledger.stream().clone();
-                let report =
-                    ansinh::anomalies::scan(&mut stream, runtime.ledger.config(), as_of, pending_days, |_| {})
-                        .await?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else {
-                    for a in &report.anomalies {
-                        println!("{:<26} {}", a.kind(), serde_json::to_string(a)?);
-                    }
-                    println!(
-                        "{} events scanned as of {as_of}: {} anomalies{}",
-                        report.events,
-                        report.anomalies.len() as u64 + report.not_listed,
-                        if report.not_listed > 0 {
-                            format!(" ({} not listed)", report.not_listed)
-                        } else {
-                            String::new()
-                        }
-                    );
-                }
-                Ok(exit(report.anomalies.is_empty()))
-            }
+            } => cli::audit::anomalies(&runtime, pending_days, as_of, json).await,
             Command::Audit {
                 command: AuditCommand::RebuildCheck,
-            } => {
-                let mut stream = runtime.ledger.stream().clone();
-                let report = ansinh::rebuild_check::rebuild_check(
-                    &runtime.projector,
-                    &mut stream,
-                    runtime.ledger.config(),
-                )
-                .await?;
-                // The writers' book snapshots, each against a fold of its chain from genesis.
-                let snapshots = ansinh::log::snapshot::check_all(
-                    runtime.ledger.store().path(),
-                    &stream,
-                    &runtime.ledger.config().subject_prefix,
-                )
-                .await?;
-                let snapshots_ok = snapshots.iter().all(|s| s.difference.is_none());
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({"ok": report.ok() && snapshots_ok, "report": report, "snapshots": snapshots})
-                    );
-                    return Ok(exit(report.ok() && snapshots_ok));
-                }
-                if let Some(d) = &report.difference {
-                    let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "(absent)".into());
-                    println!(
-                        "DIFFERENT at stream sequence {}: tree {} key {}\n  live:    {}\n  rebuilt: {}",
-                        report.position,
-                        d.tree,
-                        d.key,
-                        shown(&d.live),
-                        shown(&d.rebuilt)
-                    );
-                } else {
-                    let counts: Vec<String> = report
-                        .trees
-                        .iter()
-                        .map(|t| format!("{} {}", t.tree, t.keys))
-                        .collect();
-                    println!(
-                        "OK the projections rebuilt from the log at stream sequence {} equal the live ones (keys: {})",
-                        report.position,
-                        counts.join(", ")
-                    );
-                }
-                for s in &snapshots {
-                    match &s.difference {
-                        None => println!(
-                            "OK the book snapshot of partition {} at sequence {} equals the fold from genesis",
-                            s.partition, s.sequence
-                        ),
-                        Some(d) => println!(
-                            "DIFFERENT book snapshot of partition {} at sequence {}: {d}",
-                            s.partition, s.sequence
-                        ),
-                    }
-                }
-                Ok(exit(report.ok() && snapshots_ok))
-            }
+            } => cli::audit::rebuild_check(&runtime, json).await,
             Command::Audit {
                 command: AuditCommand::Trail { subject },
-            } => {
-                let projector = Projector::open(runtime.ledger.store().db())?;
-                let mut stream = runtime.ledger.stream().clone();
-                projector
-                    .catch_up(&mut stream, runtime.ledger.config())
-                    .await?;
-                let trail = projector.trail(&subject)?;
-                if trail.is_empty() {
-                    return Ok(cli::not_found(json, "event naming subject", &subject));
-                }
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&trail)?);
-                } else {
-                    println!(
-                        "{:<4} {:>8} {:<20} {:<24} {:<34} HASH",
-                        "PART", "SEQ", "ACTOR", "ROLE", "EVENT"
-                    );
-                    for e in trail {
-                        println!(
-                            "{:<4} {:>8} {:<20} {:<24} {:<34} {}",
-                            e.partition,
-                            e.sequence,
-                            e.actor,
-                            e.role,
-                            e.event_type,
-                            &e.hash[..16]
-                        );
-                    }
-                }
-                Ok(ExitCode::SUCCESS)
-            }
-            Command::Projections { command } => {
-                let projector = Projector::open(runtime.ledger.store().db())?;
-                let mut stream = runtime.ledger.stream().clone();
-                let config = runtime.ledger.config();
-                match command {
-                    ProjectionCommand::CatchUp => {
-                        let n = projector.catch_up(&mut stream, config).await?;
-                        println!(
-                            "applied {n} events; position: stream sequence {}",
-                            projector.position()?.last.stream_sequence
-                        );
-                    }
-                    ProjectionCommand::Rebuild => {
-                        let n = projector.rebuild(&mut stream, config).await?;
-                        println!(
-                            "rebuilt from {n} events; fingerprint {}",
-                            projector.fingerprint()?
-                        );
-                    }
-                    ProjectionCommand::Summary => {
-                        projector.catch_up(&mut stream, config).await?;
-                        cli::demo::print_summaries(&projector, json)?;
-                    }
-                }
-                Ok(ExitCode::SUCCESS)
-            }
+            } => cli::audit::trail(&runtime, &subject, json).await,
+            Command::Projections { command } => match command {
+                ProjectionCommand::CatchUp => cli::projections::catch_up(&runtime).await,
+                ProjectionCommand::Rebuild => cli::projections::rebuild(&runtime).await,
+                ProjectionCommand::Summary => cli::projections::summary(&runtime, json).await,
+            },
             Command::Serve { listen, staff } => {
-                let task = runtime
-                    .start_checkpoints(&checkpoints, &cli.data_dir, policy)
-                    .await?;
-                let registry = cli.data_dir.join(ansinh::gateway::keys::REGISTRY_FILE);
-                let served = ansinh::http::run(&runtime, listen, &staff_file(&staff), &registry, &checkpoints).await;
-                // Stopped on every path, so a checkpoint under way completes before exit; but
-                // with NATS away its last publish would wait for ever: bounded, and past the
-                // bound the process exits at once (dropping the runtime would wait for it).
-                let bound = ansinh::http::SHUTDOWN_STEP_WAIT_MAX;
-                if tokio::time::timeout(bound, task.stop()).await.is_err() {
-                    // Not eprintln!: whoever read our stderr may have gone, and a failed write
-                    // must not turn a clean stop into a panic.
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "ansinh: the checkpointer did not stop within {} s (is NATS reachable?); exiting",
-                        bound.as_secs()
-                    );
-                    std::process::exit(if served.is_ok() { 0 } else { 2 });
-                }
-                served?;
-                Ok(ExitCode::SUCCESS)
+                cli::serve::serve(
+                    &runtime,
+                    &checkpoints,
+                    &cli.data_dir,
+                    policy,
+                    listen,
+                    &staff_file(&staff),
+                )
+                .await
             }
             Command::Admin {
                 command: AdminCommand::AddStaff { id, role, unit },
-            } => {
-                let directory = cli::open_directory(&runtime).await?;
-                let (token, _) = directory.add_staff(&id, role.role(), &unit).await?;
-                println!("{token}");
-                eprintln!(
-                    "added {id} to the ledger's directory: every running `ansinh serve` accepts the token above now. It is shown only now (the directory keeps its hash)"
-                );
-                Ok(ExitCode::SUCCESS)
-            }
+            } => cli::admin::add_staff(&runtime, &id, role, &unit).await,
             Command::Admin {
                 command: AdminCommand::RemoveStaff { id },
-            } => {
-                let directory = cli::open_directory(&runtime).await?;
-                match directory.remove_staff(&id).await? {
-                    Some(_) => {
-                        println!("removed {id}: no running process accepts its tokens now");
-                        Ok(ExitCode::SUCCESS)
-                    }
-                    None => Ok(cli::not_found(json, "member of staff", &id)),
-                }
-            }
+            } => cli::admin::remove_staff(&runtime, &id, json).await,
             Command::Admin {
                 command: AdminCommand::ImportDirectory { staff },
             } => {
-                let directory = cli::open_directory(&runtime).await?;
                 let registry = cli.data_dir.join(ansinh::gateway::keys::REGISTRY_FILE);
-                let (staff_added, gateways_added) = directory
-                    .import_files(&staff_file(&staff), &registry)
-                    .await?;
-                println!(
-                    "imported {staff_added} staff and {gateways_added} gateway keys into the directory; running processes use them now"
-                );
-                Ok(ExitCode::SUCCESS)
+                cli::admin::import_directory(&runtime, &staff_file(&staff), &registry).await
             }
             Command::Admin {
                 command: AdminCommand::MigrateVault,
-            } => {
-                let report = runtime
-                    .vault
-                    .migrate_local(runtime.ledger.store().db())
-                    .await?;
-                if json {
-                    println!("{}", serde_json::to_string(&report)?);
-                } else {
-                    println!(
-                        "moved {} data keys and {} erasures into the shared vault; {} were there already",
-                        report.keys, report.tombstones, report.already
-                    );
-                    for household in &report.conflicts {
-                        println!(
-                            "CONFLICT household {household}: the shared vault holds another key; the local one is kept in the data directory"
-                        );
-                    }
-                }
-                Ok(exit(report.conflicts.is_empty()))
-            }
+            } => cli::admin::migrate_vault(&runtime, json).await,
             Command::Admin {
                 command: AdminCommand::AcceptHead { partition },
-            } => {
-                                runtime
-                    .ledger
-                    .store()
-                    .accept_stream_head(partition.as_str())?;
-                println!("partition {partition}: the stream's head is accepted; appending resumes");
-                Ok(ExitCode::SUCCESS)
-            }
+            } => cli::admin::accept_head(&runtime, &partition),
             Command::Admin {
                 command:
                     AdminCommand::ExcludeMessage {
@@ -1098,98 +793,37 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         actor,
                     },
             } => {
-                                let message = runtime
-                    .ledger
-                    .stream()
-                    .get_raw_message(stream_sequence)
-                    .await
-                    .map_err(|e| format!("no message at stream sequence {stream_sequence}: {e}"))?;
-                let subject = runtime.ledger.config().subject(&partition);
-                if message.subject.as_str() != subject {
-                    return Err(format!(
-                        "the message at stream sequence {stream_sequence} is on {}, not on partition {partition}'s subject {subject}",
-                        message.subject
-                    )
-                    .into());
-                }
-                let hash = ansinh::chain::message_hash(&message.payload);
-                let key = runtime.key_home(&cli.data_dir).current_key().await?;
-                let signature = ansinh::checkpoint::sign::sign_exclusion(
-                    &key,
-                    partition.as_str(),
+                cli::admin::exclude_message(
+                    &runtime,
+                    &cli.data_dir,
+                    partition,
                     stream_sequence,
-                    &hash.0,
-                );
-                let draft = Draft {
-                    partition: partition.clone(),
-                    actor: proto::Actor {
-                        id: actor,
-                        role: "operator".into(),
-                        unit: String::new(),
-                    },
-                    // One exclusion per message, however often the command is run.
-                    idempotency_key: format!("exclude:{stream_sequence}"),
-                    correlation_id: String::new(),
-                    subjects: vec![format!("message:{stream_sequence}")],
-                    payload: Payload::MessageExcluded(proto::MessageExcluded {
-                        stream_sequence,
-                        message_hash: hash.0.to_vec().into(),
-                        reason,
-                        key_id: key.key_id().to_owned(),
-                        signature: signature.to_vec().into(),
-                    }),
-                };
-                let receipt = runtime.ledger.append(draft).await?;
-                let said = if receipt.duplicate {
-                    "was already excluded"
-                } else {
-                    "is excluded"
-                };
-                println!(
-                    "partition {partition}: the message at stream sequence {stream_sequence} {said} by the event at sequence {} (hash {}); readers pass over it",
-                    receipt.sequence, receipt.hash
-                );
-                Ok(ExitCode::SUCCESS)
+                    reason,
+                    actor,
+                )
+                .await
             }
             Command::Note {
                 partition,
                 text,
                 idempotency_key,
                 actor,
-            } => {
-                let draft = Draft {
-                    partition: partition.clone(),
-                    actor: proto::Actor {
-                        id: actor,
-                        role: "operator".into(),
-                        unit: String::new(),
-                    },
-                    idempotency_key: idempotency_key
-                        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-                    correlation_id: String::new(),
-                    subjects: vec![format!("partition:{partition}")],
-                    payload: Payload::Note(proto::Note { text }),
-                };
-                let receipt = runtime.ledger.append(draft).await?;
-                println!(
-                    "{} partition {} sequence {} hash {}",
-                    if receipt.duplicate {
-                        "duplicate"
-                    } else {
-                        "appended"
-                    },
-                    receipt.partition,
-                    receipt.sequence,
-                    receipt.hash
-                );
-                Ok(ExitCode::SUCCESS)
-            }
+            } => cli::load::note(&runtime, partition, text, idempotency_key, actor).await,
             Command::Load {
                 partition,
                 count,
                 concurrency,
                 key_prefix,
-            } => cli::load::load(&runtime, partition.as_str(), count, concurrency.max(1), &key_prefix).await,
+            } => {
+                cli::load::load(
+                    &runtime,
+                    partition.as_str(),
+                    count,
+                    concurrency.max(1),
+                    &key_prefix,
+                )
+                .await
+            }
         }
     }
     .await;

@@ -1,15 +1,51 @@
-//! `ansinh audit verify`: the chain, its exclusions and the signed checkpoints checked
-//! against the log, with the ledger's store (stopping a broken partition) or read-only.
+//! `ansinh audit ...` commands that read the log: verify (the chain, its exclusions and
+//! the signed checkpoints, with the ledger's store or read-only), the recomputed
+//! eligibility decisions, the anomalies, the rebuild check and a subject's trail.
 
 use std::process::ExitCode;
 
-use ansinh::app::Connection;
+use ansinh::app::{Connection, Runtime};
 use ansinh::chain::Partition;
 use ansinh::checkpoint;
 use ansinh::log::LogConfig;
+use ansinh::projection::Projector;
+use chrono::NaiveDate;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::BoxError;
+use super::{BoxError, exit_code};
+
+/// `ansinh audit verify` on the ledger's own connection: the chain (a broken partition
+/// is stopped for appends), then the signed checkpoints against it.
+pub async fn verify_ledger(
+    runtime: &Runtime,
+    checkpoints: &checkpoint::CheckpointConfig,
+    partition: Option<Partition>,
+    list_checkpoints: bool,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    let mut stream = runtime.ledger.stream().clone();
+    let code = verify(
+        &mut stream,
+        runtime.ledger.config(),
+        checkpoints,
+        partition.clone(),
+        json,
+        Some(runtime.ledger.store()),
+    )
+    .await?;
+    if code != ExitCode::SUCCESS {
+        return Ok(code);
+    }
+    let ok = checkpoint::cli::verify(
+        runtime.client.clone(),
+        runtime.ledger.config(),
+        checkpoints,
+        partition.as_ref().map(|p| p.as_str()),
+        list_checkpoints,
+        json,
+    );
+    Ok(exit_code(ok.await?))
+}
 
 /// `ansinh audit verify --read-only`: the chain and the checkpoints, read from the
 /// ledger's streams through a connection that may read them and nothing else. Nothing
@@ -67,22 +103,8 @@ pub async fn verify(
     quarantine: Option<&ansinh::log::LedgerStore>,
 ) -> Result<ExitCode, BoxError> {
     let only = partition;
-    let total = stream.info().await?.state.last_sequence;
-    let bar = if json || total == 0 {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("verifying {bar:40} {pos}/{len} {per_sec}")
-            .expect("valid template"),
-    );
-    let result = ansinh::verify::verify(stream, config, only.as_ref(), |seq| {
-        if seq % 1024 == 0 {
-            bar.set_position(seq)
-        }
-    })
-    .await;
+    let bar = progress_bar(stream, "verifying", json).await?;
+    let result = ansinh::verify::verify(stream, config, only.as_ref(), advance(&bar)).await;
     bar.finish_and_clear();
     match result {
         Ok(report)
@@ -182,6 +204,216 @@ pub async fn verify(
                 }
             }
             Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `ansinh audit recompute-eligibility`: every eligibility decision on the chain (or one
+/// partition's) re-derived from its recorded inputs; exit 1 when any differs.
+pub async fn recompute_eligibility(
+    runtime: &Runtime,
+    partition: Option<Partition>,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    let only = partition;
+    if let Some(p) = &only {
+        if let Some(code) = super::unknown_partition(runtime, p, json).await? {
+            return Ok(code);
+        }
+    }
+    let mut stream = runtime.ledger.stream().clone();
+    let bar = progress_bar(&mut stream, "recomputing", json).await?;
+    let result = ansinh::recompute::recompute_eligibility(
+        &mut stream,
+        runtime.ledger.config(),
+        only.as_ref(),
+        advance(&bar),
+    )
+    .await;
+    bar.finish_and_clear();
+    let report = result?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for m in &report.mismatches {
+            println!(
+                "MISMATCH partition {} seq {} household {}: {}",
+                m.partition, m.sequence, m.household_id, m.problem
+            );
+        }
+        println!(
+            "{} decisions rechecked, {} mismatches",
+            report.decisions,
+            report.mismatches.len()
+        );
+    }
+    Ok(exit_code(report.mismatches.is_empty()))
+}
+
+/// `ansinh audit anomalies`: the patterns worth an auditor's look, found in one scan of
+/// the log, counting pending days to `as_of` (default today); exit 1 when any is found.
+pub async fn anomalies(
+    runtime: &Runtime,
+    pending_days: i64,
+    as_of: Option<NaiveDate>,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    let as_of = as_of.unwrap_or_else(|| chrono::Utc::now().date_naive());
+    let mut stream = runtime.ledger.stream().clone();
+    let bar = progress_bar(&mut stream, "scanning", json).await?;
+    let result = ansinh::anomalies::scan(
+        &mut stream,
+        runtime.ledger.config(),
+        as_of,
+        pending_days,
+        advance(&bar),
+    )
+    .await;
+    bar.finish_and_clear();
+    let report = result?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for a in &report.anomalies {
+            println!("{:<26} {}", a.kind(), serde_json::to_string(a)?);
+        }
+        println!(
+            "{} events scanned as of {as_of}: {} anomalies{}",
+            report.events,
+            report.anomalies.len() as u64 + report.not_listed,
+            if report.not_listed > 0 {
+                format!(" ({} not listed)", report.not_listed)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(exit_code(report.anomalies.is_empty()))
+}
+
+/// `ansinh audit rebuild-check`: the projections rebuilt from the log into scratch and
+/// compared with the live ones, and each writer's book snapshot with a fold of its chain
+/// from genesis; exit 1 at the first difference.
+pub async fn rebuild_check(runtime: &Runtime, json: bool) -> Result<ExitCode, BoxError> {
+    let mut stream = runtime.ledger.stream().clone();
+    let report = ansinh::rebuild_check::rebuild_check(
+        &runtime.projector,
+        &mut stream,
+        runtime.ledger.config(),
+    )
+    .await?;
+    // The writers' book snapshots, each against a fold of its chain from genesis.
+    let snapshots = ansinh::log::snapshot::check_all(
+        runtime.ledger.store().path(),
+        &stream,
+        &runtime.ledger.config().subject_prefix,
+    )
+    .await?;
+    let snapshots_ok = snapshots.iter().all(|s| s.difference.is_none());
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"ok": report.ok() && snapshots_ok, "report": report, "snapshots": snapshots})
+        );
+        return Ok(exit_code(report.ok() && snapshots_ok));
+    }
+    if let Some(d) = &report.difference {
+        let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "(absent)".into());
+        println!(
+            "DIFFERENT at stream sequence {}: tree {} key {}\n  live:    {}\n  rebuilt: {}",
+            report.position,
+            d.tree,
+            d.key,
+            shown(&d.live),
+            shown(&d.rebuilt)
+        );
+    } else {
+        let counts: Vec<String> = report
+            .trees
+            .iter()
+            .map(|t| format!("{} {}", t.tree, t.keys))
+            .collect();
+        println!(
+            "OK the projections rebuilt from the log at stream sequence {} equal the live ones (keys: {})",
+            report.position,
+            counts.join(", ")
+        );
+    }
+    for s in &snapshots {
+        match &s.difference {
+            None => println!(
+                "OK the book snapshot of partition {} at sequence {} equals the fold from genesis",
+                s.partition, s.sequence
+            ),
+            Some(d) => println!(
+                "DIFFERENT book snapshot of partition {} at sequence {}: {d}",
+                s.partition, s.sequence
+            ),
+        }
+    }
+    Ok(exit_code(report.ok() && snapshots_ok))
+}
+
+/// `ansinh audit trail`: every event naming `subject`, read from the projections once
+/// they are caught up; exit 1 when none does.
+pub async fn trail(runtime: &Runtime, subject: &str, json: bool) -> Result<ExitCode, BoxError> {
+    let projector = Projector::open(runtime.ledger.store().db())?;
+    let mut stream = runtime.ledger.stream().clone();
+    projector
+        .catch_up(&mut stream, runtime.ledger.config())
+        .await?;
+    let trail = projector.trail(subject)?;
+    if trail.is_empty() {
+        return Ok(super::not_found(json, "event naming subject", subject));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&trail)?);
+    } else {
+        println!(
+            "{:<4} {:>8} {:<20} {:<24} {:<34} HASH",
+            "PART", "SEQ", "ACTOR", "ROLE", "EVENT"
+        );
+        for e in trail {
+            println!(
+                "{:<4} {:>8} {:<20} {:<24} {:<34} {}",
+                e.partition,
+                e.sequence,
+                e.actor,
+                e.role,
+                e.event_type,
+                &e.hash[..16]
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A bar on stderr over the stream's sequences, for a command that reads the whole log:
+/// hidden with `--json` (a program reads the output) and for an empty stream.
+async fn progress_bar(
+    stream: &mut async_nats::jetstream::stream::Stream,
+    doing: &str,
+    json: bool,
+) -> Result<ProgressBar, BoxError> {
+    let total = stream.info().await?.state.last_sequence;
+    let bar = if json || total == 0 {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(&format!("{doing} {{bar:40}} {{pos}}/{{len}} {{per_sec}}"))
+            .expect("valid template"),
+    );
+    Ok(bar)
+}
+
+/// The progress callback of a scan: moves `bar` every 1024 stream sequences, as drawing
+/// at every event would cost more than reading it.
+fn advance(bar: &ProgressBar) -> impl FnMut(u64) + '_ {
+    move |seq| {
+        if seq % 1024 == 0 {
+            bar.set_position(seq)
         }
     }
 }

@@ -1,22 +1,65 @@
 //! `ansinh demo`: play a province's year through the ledger, then verify, recompute,
 //! project and summarise it, as the README's first command shows.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use ansinh::app::Runtime;
 use ansinh::chain::Partition;
 use ansinh::checkpoint;
+use ansinh::demo_payments::GatewayBehaviour;
 use ansinh::domain::money::format_vnd;
 use ansinh::projection::Projector;
 
 use super::BoxError;
 
+/// `ansinh demo`: plays the year with checkpoints published as it goes, then exports the
+/// first province's bundle of one household and verifies it offline, as an auditor would.
+#[allow(clippy::too_many_arguments)]
 pub async fn demo(
+    runtime: &Runtime,
+    checkpoints: &checkpoint::CheckpointConfig,
+    data_dir: &Path,
+    policy: checkpoint::Policy,
+    households: u64,
+    partitions: &[String],
+    year: i32,
+    gateways: GatewayBehaviour,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    let task = runtime
+        .start_checkpoints(checkpoints, data_dir, policy)
+        .await?;
+    let played = play(runtime, households, partitions, year, gateways, json).await;
+    let mut checkpointer = task.stop().await;
+    let (code, report) = played?;
+    let first = Partition::new(&partitions[0])?;
+    let (household, dir, verified) =
+        ansinh::demo::export_and_verify_bundle(runtime, &mut checkpointer, &first, data_dir)
+            .await?;
+    if let Some(mut report) = report {
+        report["bundle"] = serde_json::json!({"household": household, "dir": dir.display().to_string(), "verified": verified});
+        println!("{report}");
+    } else {
+        println!(
+            "\nbundle {household} verified offline: {} events, checkpoint size {} root {}, balances match ({})",
+            verified.events,
+            verified.checkpoint.tree_size,
+            verified.checkpoint.root,
+            dir.display()
+        );
+    }
+    Ok(code)
+}
+
+/// Plays the year and reports on it; with `--json` the report is returned instead, for
+/// the bundle step to add to.
+async fn play(
     runtime: &Runtime,
     households: u64,
     partitions: &[String],
     year: i32,
-    gateways: ansinh::demo_payments::GatewayBehaviour,
+    gateways: GatewayBehaviour,
     json: bool,
 ) -> Result<(ExitCode, Option<serde_json::Value>), BoxError> {
     let partitions: Vec<Partition> = partitions

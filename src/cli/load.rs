@@ -1,4 +1,6 @@
-//! `ansinh load`: a load generator for operations and crash tests.
+//! `ansinh note` and `ansinh load`: notes (annotations with no money) appended to a
+//! partition's chain, one by an operator, or many at once to load the ledger for
+//! operations and crash tests.
 
 use std::process::ExitCode;
 
@@ -9,6 +11,44 @@ use ansinh::proto::{self, envelope::Payload};
 
 use super::BoxError;
 
+/// `ansinh note`: appends one note and prints where it landed; run again with the same
+/// idempotency key, it appends nothing and says so.
+pub async fn note(
+    runtime: &Runtime,
+    partition: Partition,
+    text: String,
+    idempotency_key: Option<String>,
+    actor: String,
+) -> Result<ExitCode, BoxError> {
+    let draft = Draft {
+        partition: partition.clone(),
+        actor: proto::Actor {
+            id: actor,
+            role: "operator".into(),
+            unit: String::new(),
+        },
+        idempotency_key: idempotency_key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        correlation_id: String::new(),
+        subjects: vec![format!("partition:{partition}")],
+        payload: Payload::Note(proto::Note { text }),
+    };
+    let receipt = runtime.ledger.append(draft).await?;
+    println!(
+        "{} partition {} sequence {} hash {}",
+        if receipt.duplicate {
+            "duplicate"
+        } else {
+            "appended"
+        },
+        receipt.partition,
+        receipt.sequence,
+        receipt.hash
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ansinh load`: appends `count` notes with up to `concurrency` in flight, printing
+/// "ack SEQ HASH" for each acknowledged one.
 pub async fn load(
     runtime: &Runtime,
     partition: &str,

@@ -1,12 +1,17 @@
 //! Command-line front ends beside `main.rs`, one module per desk.
 
+pub mod admin;
 pub mod audit;
 pub mod demo;
 pub mod gateway;
 pub mod load;
 pub mod payments;
+pub mod projections;
+pub mod proofs;
+pub mod serve;
 pub mod staff;
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use ansinh::app::Runtime;
@@ -72,6 +77,31 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// What is said before any command on an opened ledger. While the data directory holds
+/// household data keys of an earlier version, every command but `admin migrate-vault` is
+/// refused (exit 2): sealing or reading personal data would miss them. Each partition
+/// that lost acknowledged data is named, with how it resumes.
+pub fn preflight(
+    runtime: &Runtime,
+    data_dir: &Path,
+    migrating: bool,
+) -> Result<Option<ExitCode>, BoxError> {
+    if !migrating && ansinh::personal::has_local_keys(runtime.ledger.store().db())? {
+        eprintln!(
+            "error: the data directory {} holds household data keys of an earlier version; run `ansinh admin migrate-vault` first",
+            data_dir.display()
+        );
+        return Ok(Some(ExitCode::from(2)));
+    }
+    for lost in &runtime.lost {
+        eprintln!(
+            "LOST ACKNOWLEDGED DATA in partition {}: {}\nappending to it is stopped; after investigating, run: ansinh admin accept-head --partition {}",
+            lost.partition, lost.reason, lost.partition
+        );
+    }
+    Ok(None)
+}
+
 /// For a report or audit naming a partition: the `not_found` answer when the log holds
 /// no event of it (one look-up of its subject's last message, not a read), else None.
 pub async fn unknown_partition(
@@ -95,8 +125,6 @@ async fn partition_exists(runtime: &Runtime, partition: &Partition) -> Result<bo
     )
 }
 
-/// Says that a report or audit named something the log has never seen, and returns the
-/// exit code for it (1): an empty answer would read as "nothing wrong with it".
 /// A decimal string of VND as people read it (`1.500.000 ₫`); text that is not an amount
 /// is shown as it is.
 pub fn vnd_text(amount: &str) -> String {
@@ -106,6 +134,18 @@ pub fn vnd_text(amount: &str) -> String {
     }
 }
 
+/// The exit code of a check: 0 when it passed, 1 when it found something (2 is kept for
+/// a command that could not run).
+pub fn exit_code(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Says that a report or audit named something the log has never seen, and returns the
+/// exit code for it (1): an empty answer would read as "nothing wrong with it".
 pub fn not_found(json: bool, what: &str, value: &str) -> ExitCode {
     if json {
         println!(
