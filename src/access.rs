@@ -82,12 +82,24 @@ pub enum AccessError {
         operation: Operation,
     },
     /// The household is outside the caller's unit: the unit that serves it must act.
-    #[error("{caller} acts for unit {unit}, not for commune {commune}")]
+    #[error(
+        "{caller} acts for unit {unit}, not for {} {commune}",
+        place_word(commune)
+    )]
     OutsideUnit {
         caller: String,
         unit: String,
         commune: String,
     },
+}
+
+/// What a unit code names, for a sentence: a province's 2 digits, or a commune's 7.
+fn place_word(code: &str) -> &'static str {
+    if code.len() == 2 {
+        "province"
+    } else {
+        "commune"
+    }
 }
 
 fn allowed(role: Role, op: Operation) -> bool {

@@ -434,6 +434,130 @@ fn a_clerk_is_told_what_the_ledger_decided() {
     assert!(out.contains("OK partition 01: 5 events"), "{out}");
 }
 
+/// The payments commands say what the ledger decided: a grant the entitlement's number
+/// that stopping or changing it takes, a budget move how much is allocated and left; a
+/// release above the unused part is refused in a sentence and records nothing.
+#[test]
+fn payments_commands_say_the_entitlement_and_what_is_left_of_a_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let as_role = |role: &str, unit: &str, args: &[&str]| {
+        let mut a = vec!["--as", "staff:p", "--role", role, "--unit", unit];
+        a.extend_from_slice(args);
+        ansinh(dir.path(), &a)
+    };
+    let officer = |args: &[&str]| as_role("credit-officer", "0100007", args);
+    let manager = |args: &[&str]| as_role("branch-manager", "01", args);
+    let (ok, out) = officer(&[
+        "household",
+        "register",
+        "--id",
+        "0100007-000002",
+        "--area",
+        "rural",
+        "--on",
+        "2026-01-05",
+        "--head-name",
+        "Trần Thị Bích",
+        "--head-citizen-id",
+        "001190000002",
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = officer(&[
+        "payments",
+        "grant",
+        "--household",
+        "0100007-000002",
+        "--member",
+        "001190000002",
+        "--category",
+        "ELDERLY_80_PLUS_NO_PENSION",
+        "--channel",
+        "bank",
+        "--gateway",
+        "vcb",
+        "--from",
+        "2026-10",
+        "--on",
+        "2026-10-01",
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Entitlement 1 granted to ") && out.contains("Use --entitlement 1 "),
+        "{out}"
+    );
+    let (ok, out) = manager(&[
+        "payments",
+        "allocate",
+        "--commune",
+        "0100007",
+        "--period",
+        "2026-10",
+        "--amount",
+        "2000000",
+        "--on",
+        "2026-10-01",
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("2.000.000 ₫ allocated to the budget of commune 0100007 for 2026-10: 2.000.000 ₫ allocated, 2.000.000 ₫ available."),
+        "{out}"
+    );
+    let release = |amount: &str| {
+        manager(&[
+            "--json",
+            "payments",
+            "release",
+            "--commune",
+            "0100007",
+            "--period",
+            "2026-10",
+            "--amount",
+            amount,
+            "--on",
+            "2026-10-20",
+        ])
+    };
+    let (ok, out) = release("2500000");
+    assert!(!ok, "{out}");
+    assert!(last_json(&out)["refused"].is_string(), "{out}");
+    let (ok, out) = release("500000");
+    assert!(ok, "{out}");
+    let decided = &last_json(&out)["decided"];
+    assert_eq!(
+        (&decided["released"], &decided["available"]),
+        (&serde_json::json!("500000"), &serde_json::json!("1500000")),
+        "{out}"
+    );
+    // Changing or stopping names the entitlement by its province: the branch does it.
+    let (ok, out) = manager(&[
+        "payments",
+        "change",
+        "--partition",
+        "01",
+        "--entitlement",
+        "1",
+        "--category",
+        "ELDERLY_80_PLUS_NO_PENSION",
+        "--channel",
+        "post-office",
+        "--gateway",
+        "vnpost",
+        "--from",
+        "2026-11",
+        "--on",
+        "2026-10-25",
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Entitlement 1 from 2026-11: ELDERLY_80_PLUS_NO_PENSION, paid by post office through vnpost."),
+        "{out}"
+    );
+    // Registration, grant, allocation, release, change: the refused release added nothing.
+    let (ok, out) = ansinh(dir.path(), &["audit", "verify", "--partition", "01"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("OK partition 01: 5 events"), "{out}");
+}
+
 #[test]
 fn reports_and_audits_name_what_the_log_has_never_seen() {
     let dir = tempfile::tempdir().unwrap();

@@ -69,6 +69,22 @@ pub enum PaymentsCommand {
         #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
     },
+    /// Take back the part of a commune's budget for a month that no instruction holds or
+    /// spent (branch manager); more than that is refused.
+    Release {
+        /// The commune whose budget it is (7 digits). Example: 0100007
+        #[arg(long, value_parser = ansinh::input::commune)]
+        commune: CommuneCode,
+        /// The month the budget is for (YYYY-MM). Example: 2027-01
+        #[arg(long, value_parser = ansinh::input::month)]
+        period: Month,
+        /// The amount taken back, whole VND. Example: 50000000
+        #[arg(long, value_parser = ansinh::input::money)]
+        amount: Decimal,
+        /// The date of the release (YYYY-MM-DD). Example: 2027-01-25
+        #[arg(long, value_parser = ansinh::input::date)]
+        on: NaiveDate,
+    },
     /// Grant a monthly entitlement to a household member.
     Grant {
         /// The household paid. Example: 0100007-000001
@@ -93,6 +109,34 @@ pub enum PaymentsCommand {
         #[arg(long, value_parser = ansinh::input::money)]
         provincial_base: Option<Decimal>,
         /// The date of the decision (YYYY-MM-DD). Example: 2025-12-20
+        #[arg(long, value_parser = ansinh::input::date)]
+        on: NaiveDate,
+    },
+    /// New terms of an entitlement from a month on (category, channel and gateway,
+    /// provincial base); months already issued keep theirs.
+    Change {
+        /// The province (2 digits). Example: 01
+        #[arg(long, value_parser = ansinh::input::partition)]
+        partition: Partition,
+        /// The entitlement's number, as grant printed it. Example: 7
+        #[arg(long)]
+        entitlement: u64,
+        /// The beneficiary category from then on (data/social_assistance). Example: ELDERLY_80_PLUS_NO_PENSION
+        #[arg(long, value_parser = ansinh::input::reference_of)]
+        category: String,
+        /// How it is paid from then on: bank account, mobile money or post office.
+        #[arg(long, value_enum)]
+        channel: ChannelArg,
+        /// The gateway that pays through that channel (as registered). Example: vnpost
+        #[arg(long, value_parser = ansinh::input::gateway)]
+        gateway: GatewayId,
+        /// The first month on the new terms (YYYY-MM). Example: 2026-11
+        #[arg(long, value_parser = ansinh::input::month)]
+        from: Month,
+        /// The province's base amount, whole VND, when it sets one above the national base. Example: 500000
+        #[arg(long, value_parser = ansinh::input::money)]
+        provincial_base: Option<Decimal>,
+        /// The date of the decision (YYYY-MM-DD). Example: 2026-10-25
         #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
     },
@@ -209,24 +253,40 @@ pub async fn run(
             amount,
             on,
         } => {
-            // The registry's rule for a commune code (7 digits, its province first), so a
-            // malformed unit never reaches a budget line of the log.
-            let code = commune;
-            let commune = CommuneId::parse(code.as_str())?;
-            let partition = Partition::new(code.province().as_str())?;
-            (
-                partition,
-                CommandKind::Allocate {
-                    budget: BudgetKey {
-                        programme: ProgrammeId::parse(PROGRAMME)?,
-                        commune,
-                        period,
-                    },
-                    amount,
-                },
-                on,
-            )
+            let (partition, budget) = budget_of(&commune, period)?;
+            (partition, CommandKind::Allocate { budget, amount }, on)
         }
+        PaymentsCommand::Release {
+            commune,
+            period,
+            amount,
+            on,
+        } => {
+            let (partition, budget) = budget_of(&commune, period)?;
+            (partition, CommandKind::Deallocate { budget, amount }, on)
+        }
+        PaymentsCommand::Change {
+            partition,
+            entitlement,
+            category,
+            channel: kind,
+            gateway,
+            from,
+            provincial_base,
+            on,
+        } => (
+            partition,
+            CommandKind::Change {
+                entitlement,
+                from,
+                terms: Terms {
+                    category: CategoryId::parse(&category)?,
+                    channel: channel(kind, gateway),
+                    provincial_base,
+                },
+            },
+            on,
+        ),
         PaymentsCommand::Grant {
             household,
             member,
@@ -329,7 +389,19 @@ pub async fn run(
         correlation_id: "cli:payments",
     };
     let result = service.payment(&req, &partition, kind, on).await;
-    super::staff::outcome(result, &key, json)
+    super::staff::outcome_decided(runtime, result, &key, json).await
+}
+
+/// The commune's monthly social assistance budget for `period`, and its partition. The
+/// registry's rule for a commune code (7 digits, its province first) is kept, so a
+/// malformed unit never reaches a budget line of the log.
+fn budget_of(code: &CommuneCode, period: Month) -> Result<(Partition, BudgetKey), BoxError> {
+    let budget = BudgetKey {
+        programme: ProgrammeId::parse(PROGRAMME)?,
+        commune: CommuneId::parse(code.as_str())?,
+        period,
+    };
+    Ok((Partition::new(code.province().as_str())?, budget))
 }
 
 /// `payments run`: one command per commune (budgets are per commune, so each commune's
@@ -632,4 +704,85 @@ pub fn describe(kind: &MismatchKind) -> String {
             format!("paid {amount} after the entitlement stopped on {stopped_on}")
         }
     }
+}
+
+/// What a recorded payments event decided, in a sentence for the clerk and as fields for
+/// `--json`: the entitlement's number that every next command needs, a budget's amount
+/// and what is left of it.
+pub fn decided(body: &ansinh::domain::payments::EventBody) -> Option<(String, serde_json::Value)> {
+    use ansinh::domain::payments::EventBody as E;
+    let terms_words = |t: &Terms| {
+        let how = match t.channel {
+            Channel::BankAccount { .. } => "bank account",
+            Channel::MobileMoney { .. } => "mobile money",
+            Channel::PostOffice { .. } => "post office",
+        };
+        format!(
+            "{}, paid by {how} through {}",
+            t.category,
+            t.channel.gateway()
+        )
+    };
+    Some(match body {
+        E::BudgetAllocated { budget } | E::BudgetDeallocated { budget } => {
+            let (verb, field) = match body {
+                E::BudgetAllocated { .. } => ("allocated to", "allocated"),
+                _ => ("taken back from", "released"),
+            };
+            (
+                format!(
+                    "{} {verb} the budget of commune {} for {}: {} allocated, {} available.",
+                    format_vnd(budget.amount),
+                    budget.key.commune,
+                    budget.key.period,
+                    format_vnd(budget.after.allocated),
+                    format_vnd(budget.after.available())
+                ),
+                serde_json::json!({
+                    field: budget.amount.to_string(),
+                    "commune": budget.key.commune.to_string(),
+                    "period": budget.key.period.to_string(),
+                    "allocated": budget.after.allocated.to_string(),
+                    "available": budget.after.available().to_string(),
+                }),
+            )
+        }
+        E::EntitlementGranted {
+            entitlement,
+            beneficiary,
+            from,
+            terms,
+            ..
+        } => (
+            format!(
+                "Entitlement {entitlement} granted to {beneficiary} from {from}: {}. Use --entitlement {entitlement} for its next steps.",
+                terms_words(terms)
+            ),
+            serde_json::json!({"entitlement": entitlement, "from": from.to_string()}),
+        ),
+        E::EntitlementChanged {
+            entitlement,
+            from,
+            terms,
+        } => (
+            format!(
+                "Entitlement {entitlement} from {from}: {}.",
+                terms_words(terms)
+            ),
+            serde_json::json!({"entitlement": entitlement, "from": from.to_string()}),
+        ),
+        E::EntitlementStopped {
+            entitlement,
+            on,
+            overpaid,
+            ..
+        } => (
+            format!(
+                "Entitlement {entitlement} stopped on {on}; {} month(s) paid after it to recover.",
+                overpaid.len()
+            ),
+            serde_json::json!({"entitlement": entitlement, "on": on.to_string(), "overpaid": overpaid.len()}),
+        ),
+        _ => return None,
+    })
 }

@@ -474,6 +474,11 @@ fn decided(partition: &str, payload: Option<&Payload>) -> Option<Decided> {
                 }),
             }
         }
+        Payload::PaymentRecorded(p) => {
+            let body = ansinh::book::payments_codec::body_from_proto(&p.body).ok()?;
+            let (sentence, fields) = super::payments::decided(&body)?;
+            Decided { sentence, fields }
+        }
         other => Decided {
             sentence: views::detail(Some(other)),
             fields: serde_json::Value::Null,
