@@ -294,31 +294,80 @@ impl Service {
         registered_on: NaiveDate,
         data: &PersonalData,
     ) -> Result<Receipt, ServiceError> {
-        access::authorize(
+        let unchecked = std::future::ready(Ok::<(), std::convert::Infallible>(()));
+        match self
+            .register_checked(req, household, area, registered_on, data, unchecked)
+            .await
+        {
+            Ok(result) => result,
+            Err(never) => match never {},
+        }
+    }
+
+    /// `register`, with the caller's own `check` (the HTTP idempotency binding) awaited
+    /// at the same time as the citizen claims and the sealing: a registration waits for
+    /// one round of bucket writes before its commit, not two. Nothing is appended unless
+    /// `check` passes; if it fails, the claims just taken are released and its error is
+    /// answered.
+    pub async fn register_checked<E>(
+        &self,
+        req: &Request<'_>,
+        household: &HouseholdId,
+        area: Area,
+        registered_on: NaiveDate,
+        data: &PersonalData,
+        check: impl std::future::Future<Output = Result<(), E>>,
+    ) -> Result<Result<Receipt, ServiceError>, E> {
+        if let Err(e) = access::authorize(
             req.caller,
             Operation::RegisterHousehold,
             household.commune().as_str(),
-        )?;
-        // A retry is answered before sealing: the household may since have been erased.
-        if let Some(receipt) = self.already(req, household)? {
-            return Ok(receipt);
+        ) {
+            return Ok(Err(e.into()));
         }
-        let citizens = self.indexes(data)?;
-        // The data key and the citizen claims are writes to two buckets, each a batch of
-        // 5-17 ms: made at once, a registration waits for one of them, not both. A key
-        // made for a registration then refused is harmless (the household id's own key,
-        // reused if it is registered later).
-        let claims = self.claims().await?;
-        let (sealed, taken) = tokio::join!(
+        // A retry is answered before sealing: the household may since have been erased.
+        // The check still decides first whether this request may have that receipt.
+        match self.already(req, household) {
+            Ok(Some(receipt)) => return check.await.map(|()| Ok(receipt)),
+            Ok(None) => {}
+            Err(e) => return Ok(Err(e)),
+        }
+        let citizens = match self.indexes(data) {
+            Ok(citizens) => citizens,
+            Err(e) => return Ok(Err(e)),
+        };
+        let claims = match self.claims().await {
+            Ok(claims) => claims,
+            Err(e) => return Ok(Err(e)),
+        };
+        // The data key, the citizen claims and the caller's check are writes to three
+        // buckets, each a batch of 5-17 ms: made at once, a registration waits for one of
+        // them, not all. A key made for a registration then refused is harmless (the
+        // household id's own key, reused if it is registered later).
+        let (sealed, taken, checked) = tokio::join!(
             self.vault.seal(household.as_str(), data),
-            claims.claim(household.as_str(), &citizens)
+            claims.claim(household.as_str(), &citizens),
+            check
         );
-        let taken = taken?;
+        if let Err(e) = checked {
+            if let Ok(taken) = &taken {
+                if let Err(released) = claims.release(household.as_str(), taken).await {
+                    tracing::warn!(household = %household, "claims left after a failed check: {released}");
+                }
+            }
+            return Err(e);
+        }
+        let taken = match taken {
+            Ok(taken) => taken,
+            Err(e) => return Ok(Err(e.into())),
+        };
         let sealed = match sealed {
             Ok(sealed) => sealed,
             Err(e) => {
-                claims.release(household.as_str(), &taken).await?;
-                return Err(e.into());
+                return Ok(match claims.release(household.as_str(), &taken).await {
+                    Ok(()) => Err(e.into()),
+                    Err(released) => Err(released.into()),
+                });
             }
         };
         let change = Change::Registered {
@@ -333,9 +382,11 @@ impl Service {
             .submit(req, partition_of(household), Command::Registry(change))
             .await;
         if let Err(ServiceError::Rejected(_)) = &result {
-            claims.release(household.as_str(), &taken).await?;
+            if let Err(released) = claims.release(household.as_str(), &taken).await {
+                return Ok(Err(released.into()));
+            }
         }
-        result
+        Ok(result)
     }
 
     pub async fn change_members(

@@ -498,6 +498,33 @@ async fn replaying_a_write_returns_its_receipt_and_appends_nothing() {
         (StatusCode::UNPROCESSABLE_ENTITY, "IdempotencyKeyReused")
     );
     assert_eq!(s.events().await, events);
+    // Under that key, another household: the key's binding is checked while its citizen
+    // is claimed, and the refusal gives the claim back, so the household registers
+    // under its own key.
+    let other = "0100007-000002";
+    let body = json!({
+        "household_id": other, "area": "rural", "registered_on": "2026-01-06",
+        "personal": {"head_name": "Lò Văn Páo", "head_citizen_id": "001085066666", "members": []}
+    });
+    let reused = s
+        .post(
+            &s.staff.officer,
+            "/v1/households",
+            &format!("register-{HOUSEHOLD}"),
+            body.clone(),
+        )
+        .await;
+    assert_eq!(
+        (reused.status, reused.kind()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "IdempotencyKeyReused")
+    );
+    assert_eq!(s.events().await, events);
+    let own = s
+        .post(&s.staff.officer, "/v1/households", "register-other", body)
+        .await;
+    assert_eq!(own.status, StatusCode::CREATED, "{}", own.body);
+    let events = events + 1;
+    assert_eq!(s.events().await, events);
 
     // A refused request binds nothing: corrected, it may go again under its key.
     let refused = s

@@ -208,6 +208,47 @@ impl Write {
         Ok(write)
     }
 
+    /// The write with its key not bound yet: `register` binds it while the registration's
+    /// own bucket writes are made, and records nothing unless the binding holds.
+    pub fn unbound(
+        caller: &Caller,
+        key: &IdempotencyKey,
+        fingerprint: crate::chain::Digest,
+    ) -> Self {
+        Write {
+            key: key.scoped(caller),
+            correlation: format!("http:{}", key.0),
+            fingerprint,
+        }
+    }
+
+    /// A registration under this write (`Service::register_checked`): the key's binding,
+    /// the citizen claims and the sealing at once, then the commit; a key bound to another
+    /// request is refused and nothing is recorded.
+    pub async fn register(
+        &self,
+        api: &Api,
+        caller: &Caller,
+        household: &HouseholdId,
+        area: crate::domain::eligibility::Area,
+        registered_on: NaiveDate,
+        data: &PersonalData,
+    ) -> Result<crate::log::Receipt, ApiError> {
+        let bind = api.claim(&self.key, &self.fingerprint);
+        let result = api
+            .service()
+            .register_checked(
+                &self.request(caller),
+                household,
+                area,
+                registered_on,
+                data,
+                bind,
+            )
+            .await?;
+        self.end(api, result).await
+    }
+
     pub fn request<'a>(&'a self, caller: &'a Caller) -> ServiceRequest<'a> {
         ServiceRequest {
             caller,
@@ -240,20 +281,15 @@ pub async fn register(
     Body { value, fingerprint }: Body<RegisterBody>,
 ) -> Result<Response, ApiError> {
     let h = household(&value.household_id)?;
-    let write = Write::begin(&api, &caller, &key, fingerprint).await?;
     let data = PersonalData::from(value.personal);
-    let receipt = write
-        .end(
+    let receipt = Write::unbound(&caller, &key, fingerprint)
+        .register(
             &api,
-            api.service()
-                .register(
-                    &write.request(&caller),
-                    &h,
-                    value.area.into(),
-                    value.registered_on,
-                    &data,
-                )
-                .await,
+            &caller,
+            &h,
+            value.area.into(),
+            value.registered_on,
+            &data,
         )
         .await?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))

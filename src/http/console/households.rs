@@ -18,10 +18,10 @@ use crate::personal::{Member, PersonalData};
 use super::i18n::{self, Lang, T};
 use super::session::Session;
 use super::{
-    Fields, FormBody, Problems, begin_write, error_in, fresh_key, general_problem, may, page,
-    protocol_fields, receipt_block, select_field, text_field,
+    Fields, FormBody, Problems, begin_write, error_in, form_key, fresh_key, general_problem, may,
+    page, protocol_fields, receipt_block, select_field, text_field,
 };
-use crate::http::households::read_household;
+use crate::http::households::{Write, read_household};
 use crate::http::{Api, ApiError};
 
 /// History lines on one page of a household: a screen's worth; older ones are a click
@@ -436,15 +436,10 @@ async fn register(State(api): State<Api>, session: Session, FormBody(f): FormBod
         return again(&problems, axum::http::StatusCode::BAD_REQUEST);
     };
     let result = async {
-        let write = begin_write(&api, &session.caller, &f, "POST /console/households/new").await?;
+        let (key, fingerprint) = form_key(&f, "POST /console/households/new")?;
         let caller = &session.caller;
-        write
-            .end(
-                &api,
-                api.service()
-                    .register(&write.request(caller), &h, area(f.get("area")), on, &data)
-                    .await,
-            )
+        Write::unbound(caller, &key, fingerprint)
+            .register(&api, caller, &h, area(f.get("area")), on, &data)
             .await
     }
     .await;
