@@ -21,7 +21,7 @@ use ansinh::domain::payments::month::Month;
 use ansinh::domain::payments::reconcile::MismatchKind;
 use ansinh::service::{CommuneRun, Request};
 use chrono::NaiveDate;
-use clap::{Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use rust_decimal::Decimal;
 
 use super::BoxError;
@@ -50,6 +50,38 @@ pub enum StopArg {
     Death,
     Move,
     Other,
+}
+
+/// An entitlement's terms, as a grant sets them and a change replaces them.
+#[derive(Args)]
+pub struct TermsArgs {
+    /// The beneficiary category of the social assistance rules (data/social_assistance). Example: ELDERLY_80_PLUS_NO_PENSION
+    #[arg(long, value_parser = ansinh::input::reference_of)]
+    category: String,
+    /// How it is paid: bank account, mobile money or post office.
+    #[arg(long, value_enum)]
+    channel: ChannelArg,
+    /// The gateway that pays through that channel (as registered). Example: vcb
+    #[arg(long, value_parser = ansinh::input::gateway)]
+    gateway: GatewayId,
+    /// The first month on these terms (YYYY-MM). Example: 2026-01
+    #[arg(long, value_parser = ansinh::input::month)]
+    from: Month,
+    /// The province's base amount, whole VND, when it sets one above the national base. Example: 500000
+    #[arg(long, value_parser = ansinh::input::money)]
+    provincial_base: Option<Decimal>,
+}
+
+impl TermsArgs {
+    /// The first month on these terms, and the terms.
+    fn decided(self) -> Result<(Month, Terms), BoxError> {
+        let terms = Terms {
+            category: CategoryId::parse(&self.category)?,
+            channel: channel(self.channel, self.gateway),
+            provincial_base: self.provincial_base,
+        };
+        Ok((self.from, terms))
+    }
 }
 
 #[derive(Subcommand)]
@@ -93,21 +125,8 @@ pub enum PaymentsCommand {
         /// The member entitled, by citizen id (or name for a child without one). Example: 001190000001
         #[arg(long, value_parser = ansinh::input::reference_of)]
         member: String,
-        /// The beneficiary category of the social assistance rules (data/social_assistance). Example: ELDERLY_80_PLUS
-        #[arg(long, value_parser = ansinh::input::reference_of)]
-        category: String,
-        /// How it is paid: bank account, mobile money or post office.
-        #[arg(long, value_enum)]
-        channel: ChannelArg,
-        /// The gateway that pays through that channel (as registered). Example: vcb
-        #[arg(long, value_parser = ansinh::input::gateway)]
-        gateway: GatewayId,
-        /// The first month paid (YYYY-MM). Example: 2026-01
-        #[arg(long, value_parser = ansinh::input::month)]
-        from: Month,
-        /// The province's base amount, whole VND, when it sets one above the national base. Example: 500000
-        #[arg(long, value_parser = ansinh::input::money)]
-        provincial_base: Option<Decimal>,
+        #[command(flatten)]
+        terms: TermsArgs,
         /// The date of the decision (YYYY-MM-DD). Example: 2025-12-20
         #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
@@ -121,21 +140,8 @@ pub enum PaymentsCommand {
         /// The entitlement's number, as grant printed it. Example: 7
         #[arg(long)]
         entitlement: u64,
-        /// The beneficiary category from then on (data/social_assistance). Example: ELDERLY_80_PLUS_NO_PENSION
-        #[arg(long, value_parser = ansinh::input::reference_of)]
-        category: String,
-        /// How it is paid from then on: bank account, mobile money or post office.
-        #[arg(long, value_enum)]
-        channel: ChannelArg,
-        /// The gateway that pays through that channel (as registered). Example: vnpost
-        #[arg(long, value_parser = ansinh::input::gateway)]
-        gateway: GatewayId,
-        /// The first month on the new terms (YYYY-MM). Example: 2026-11
-        #[arg(long, value_parser = ansinh::input::month)]
-        from: Month,
-        /// The province's base amount, whole VND, when it sets one above the national base. Example: 500000
-        #[arg(long, value_parser = ansinh::input::money)]
-        provincial_base: Option<Decimal>,
+        #[command(flatten)]
+        terms: TermsArgs,
         /// The date of the decision (YYYY-MM-DD). Example: 2026-10-25
         #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
@@ -268,36 +274,28 @@ pub async fn run(
         PaymentsCommand::Change {
             partition,
             entitlement,
-            category,
-            channel: kind,
-            gateway,
-            from,
-            provincial_base,
+            terms,
             on,
-        } => (
-            partition,
-            CommandKind::Change {
-                entitlement,
-                from,
-                terms: Terms {
-                    category: CategoryId::parse(&category)?,
-                    channel: channel(kind, gateway),
-                    provincial_base,
+        } => {
+            let (from, terms) = terms.decided()?;
+            (
+                partition,
+                CommandKind::Change {
+                    entitlement,
+                    from,
+                    terms,
                 },
-            },
-            on,
-        ),
+                on,
+            )
+        }
         PaymentsCommand::Grant {
             household,
             member,
-            category,
-            channel: kind,
-            gateway,
-            from,
-            provincial_base,
+            terms,
             on,
         } => {
             let h = household;
+            let (from, terms) = terms.decided()?;
             (
                 Partition::new(h.province().as_str())?,
                 CommandKind::Grant {
@@ -308,11 +306,7 @@ pub async fn run(
                     },
                     commune: CommuneId::parse(h.commune().as_str())?,
                     from,
-                    terms: Terms {
-                        category: CategoryId::parse(&category)?,
-                        channel: channel(kind, gateway),
-                        provincial_base,
-                    },
+                    terms,
                 },
                 on,
             )
