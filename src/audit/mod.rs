@@ -2,11 +2,13 @@
 //! trusting the server. `verify` recomputes every hash and link; `recompute` re-derives
 //! every eligibility decision; `rebuild_check` rebuilds the projections beside the live
 //! ones; `anomalies` lists patterns to investigate; `checkpoint` signs Merkle checkpoints
-//! and makes proofs; `bundle` exports what an auditor verifies offline.
+//! and makes proofs over the log's Merkle tree (`merkle`); `bundle` exports what an
+//! auditor verifies offline.
 
 pub mod anomalies;
 pub mod bundle;
 pub mod checkpoint;
+pub mod merkle;
 pub mod rebuild_check;
 pub mod recompute;
 pub mod verify;

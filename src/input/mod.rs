@@ -13,6 +13,8 @@
 //! entrance turns it into its own answer (a 400 naming the field, a CLI error naming the
 //! argument, a file error naming the file).
 
+pub mod strict_json;
+
 use std::fmt;
 
 use chrono::NaiveDate;
