@@ -1028,8 +1028,18 @@ async fn a_provinces_payment_run_is_followed_on_its_job_page_and_a_resubmit_find
     let communes = b.text("#job-communes").await;
     let (done, total) = communes.split_once(" / ").unwrap();
     assert_eq!(done, total, "{communes}");
-    let row = b.text("#job-lines tr:nth-child(2)").await;
-    assert!(row.starts_with("0100007 paid"), "{row}");
+    let row = b.wait("#job-lines tr:nth-child(2)").await;
+    assert!(
+        row.text()
+            .await
+            .unwrap()
+            .starts_with("0100007 đã lập lệnh chi")
+    );
+    let outcome = row.find(Locator::Css("td.outcome")).await.unwrap();
+    assert_eq!(
+        outcome.attr("data-outcome").await.unwrap().as_deref(),
+        Some("paid")
+    );
     let issued: u64 = b.text("#job-instructions").await.parse().unwrap();
     assert!(issued >= 1, "{issued}");
     assert!(b.text("#job-amount").await.ends_with(" ₫"));

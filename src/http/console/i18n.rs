@@ -201,6 +201,10 @@ pub enum T {
     Where,
     Details,
     Start,
+    Instructions,
+    OutcomePaid,
+    OutcomeNothingLeft,
+    OutcomeUnfunded,
 }
 
 impl T {
@@ -398,6 +402,10 @@ impl T {
             Where => ("Vị trí trong sổ", "Where in the log"),
             Details => ("Chi tiết", "Details"),
             Start => ("Bắt đầu", "Start"),
+            Instructions => ("Số lệnh chi", "Instructions"),
+            OutcomePaid => ("đã lập lệnh chi", "paid"),
+            OutcomeNothingLeft => ("đã chi trước đó", "paid before"),
+            OutcomeUnfunded => ("thiếu ngân sách", "no budget covered it"),
         }
     }
 }

@@ -96,6 +96,16 @@ fn state_words(lang: Lang, state: &str) -> &'static str {
     })
 }
 
+/// A commune's outcome in a province's run, as the reader says it.
+fn outcome_words(lang: Lang, outcome: &str) -> &str {
+    match outcome {
+        "paid" => lang.t(T::OutcomePaid),
+        "nothing_left" => lang.t(T::OutcomeNothingLeft),
+        "unfunded" => lang.t(T::OutcomeUnfunded),
+        other => other,
+    }
+}
+
 /// Previous / next links of a job's list of `len` lines.
 fn pages(id: &str, page: usize, len: usize, lang: Lang) -> Markup {
     let more = (page + 1).saturating_mul(JOB_LINES_PER_PAGE) < len;
@@ -122,7 +132,7 @@ fn payment_run(lang: Lang, run: &PaymentRunJob, page: usize) -> Markup {
         progress #job-progress value=(run.communes_done) max=(run.communes_total.max(1)) {}
         table #job-summary {
             tr { th { (lang.t(T::CommunesDone)) } td.num #job-communes { (run.communes_done) " / " (run.communes_total) } }
-            tr { th { (lang.t(T::Events)) } td.num #job-instructions { (run.instructions) } }
+            tr { th { (lang.t(T::Instructions)) } td.num #job-instructions { (run.instructions) } }
             tr { th { (lang.t(T::Amount)) } td.num #job-amount { (i18n::money(run.amount)) } }
             tr { th { (lang.t(T::On)) } td { (i18n::date(run.on)) } }
         }
@@ -130,11 +140,12 @@ fn payment_run(lang: Lang, run: &PaymentRunJob, page: usize) -> Markup {
         table #job-lines {
             tr {
                 th { (lang.t(T::Commune)) } th { (lang.t(T::Outcome)) }
-                th.num { (lang.t(T::Events)) } th.num { (lang.t(T::Amount)) } th { (lang.t(T::Shortfalls)) }
+                th.num { (lang.t(T::Instructions)) } th.num { (lang.t(T::Amount)) } th { (lang.t(T::Shortfalls)) }
             }
             @for line in on_page(&run.communes, page) {
                 tr {
-                    td { (line.commune) } td.outcome { (line.outcome) }
+                    td { (line.commune) }
+                    td.outcome data-outcome=(line.outcome) { (outcome_words(lang, &line.outcome)) }
                     td.num { (line.instructions) } td.num { (i18n::money(line.amount)) }
                     td { @for s in &line.shortfalls { (s) br; } }
                 }

@@ -411,7 +411,7 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
                     Some((receipt, issued, amount, shortfalls)) => {
                         (receipt_block(lang, receipt))
                         table #run-result {
-                            tr { th { (lang.t(T::Events)) } td.num #run-issued { (issued) } }
+                            tr { th { (lang.t(T::Instructions)) } td.num #run-issued { (issued) } }
                             tr { th { (lang.t(T::Amount)) } td.num #run-amount { (i18n::money(*amount)) } }
                         }
                         @for s in shortfalls { p.err { (s) } }
