@@ -313,7 +313,19 @@ impl Browser {
     }
 
     async fn close(self) {
-        self.client.close().await.unwrap();
+        self.client.clone().close().await.unwrap();
+    }
+}
+
+/// A test that fails stops before `close`, and chromedriver's death does not take the
+/// browser with it: the browser of this profile is stopped here, by the profile's unique
+/// path (nothing is left to stop after a `close`).
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("pkill")
+            .arg("-f")
+            .arg(self._profile.path())
+            .status();
     }
 }
 
