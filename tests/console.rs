@@ -1205,3 +1205,58 @@ async fn an_auditor_finds_anomalies_and_recomputes_decisions_in_jobs() {
     );
     b.close().await;
 }
+
+#[tokio::test]
+async fn an_officer_grants_a_monthly_allowance_from_the_household_page_once() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let f = fixture();
+    let b = Browser::open().await;
+    b.sign_in(&f.tokens.officer).await;
+    let h = "0100007-000801";
+    register(&b, h, "Hà Thị Nguyệt", "001095000801", "Tạ Văn Sơn").await;
+    b.goto(&format!("/console/households/{h}")).await;
+    b.wait("#grant-link").await.click().await.unwrap();
+    // From 2027, a month no other test pays; decided on a past day, as every payments
+    // event of these tests (a day's reconciliation is read as of today).
+    b.fill_in(
+        "#grant",
+        &[
+            ("member", "001095000801"),
+            ("gateway", "vcb"),
+            ("from", "2027-01"),
+            ("on", "01/12/2026"),
+        ],
+    )
+    .await;
+    let form = b.form_body("#grant").await;
+    let before = event_count(&f.config).await;
+    b.submit().await;
+    b.wait("#recorded").await;
+    let number: u64 = b.text("#entitlement-number").await.parse().unwrap();
+    assert!(number >= 1, "{number}");
+    // The same form again (a reload of the POST): already recorded, the same number.
+    let path = format!("/console/households/{h}/entitlements/new");
+    let (status, again) = post_form(&b.session_cookie().await, &path, form.clone()).await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    assert!(again.contains("id=\"duplicate\""), "{again}");
+    assert!(
+        again.contains(&format!("id=\"entitlement-number\">{number}<")),
+        "{again}"
+    );
+    assert_eq!(event_count(&f.config).await, before + 1);
+    // A malformed month is refused beside its field, and records nothing.
+    b.goto(&path).await;
+    b.fill_in(
+        "#grant",
+        &[
+            ("member", "001095000801"),
+            ("gateway", "vcb"),
+            ("from", "2027-13"),
+        ],
+    )
+    .await;
+    b.submit().await;
+    b.wait("span.err[data-field='from']").await;
+    assert_eq!(event_count(&f.config).await, before + 1);
+    b.close().await;
+}

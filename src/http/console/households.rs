@@ -207,7 +207,10 @@ async fn household_page(
                 a #classify-link href={ "/console/households/" (h) "/classify" } { (lang.t(T::Classify)) } " "
             }
             @if may(&session.caller, Operation::ApproveLoan) {
-                a #approve-link href={ "/console/households/" (h) "/loans/new" } { (lang.t(T::ApproveLoan)) }
+                a #approve-link href={ "/console/households/" (h) "/loans/new" } { (lang.t(T::ApproveLoan)) } " "
+            }
+            @if may(&session.caller, Operation::ManagePayments) {
+                a #grant-link href={ "/console/households/" (h) "/entitlements/new" } { (lang.t(T::GrantEntitlement)) }
             }
         }
         h2 { (lang.t(T::Loans)) }

@@ -13,6 +13,7 @@
 //! none, and a forged POST is refused by the same check as over the API.
 
 mod audit;
+mod entitlements;
 pub mod households;
 pub mod i18n;
 mod jobs;
@@ -61,6 +62,7 @@ pub fn routes() -> Router<Api> {
         .merge(reports::routes())
         .merge(audit::routes())
         .merge(jobs::routes())
+        .merge(entitlements::routes())
 }
 
 /// The session keys, derived once per process from the ledger secret every process
