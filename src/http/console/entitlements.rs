@@ -19,8 +19,8 @@ use crate::domain::payments::{CommandKind, EventBody};
 use super::i18n::{self, Lang, T};
 use super::session::Session;
 use super::{
-    Fields, FormBody, Problems, begin_write, error_in, fresh_key, general_problem, page,
-    protocol_fields, receipt_block, select_field, text_field,
+    Fields, FormBody, Problems, begin_write, error_in, general_problem, household_form_page, page,
+    posted_household, protocol_fields, receipt_block, select_field, text_field,
 };
 use crate::http::payments::{PROGRAMME, bad, recorded};
 use crate::http::{Api, ApiError};
@@ -66,22 +66,10 @@ fn grant_form(session: &Session, h: &HouseholdId, key: &str, f: &Fields, p: &Pro
 
 /// `GET /console/households/{id}/entitlements/new`.
 async fn grant_page(session: Session, Path(id): Path<String>) -> Response {
-    if let Some(refused) = super::refuse_role(&session, Operation::ManagePayments) {
-        return refused;
-    }
-    let lang = session.lang;
-    let h = match crate::input::household(&id) {
-        Ok(h) => h,
-        Err(e) => return error_in(&session, &e.into()),
-    };
-    let body = grant_form(
-        &session,
-        &h,
-        &fresh_key(),
-        &Fields::empty(),
-        &Problems::default(),
-    );
-    page(lang, lang.t(T::GrantEntitlement), Some(&session), body).into_response()
+    let title = session.lang.t(T::GrantEntitlement);
+    household_form_page(&session, &id, Operation::ManagePayments, title, |h, key| {
+        grant_form(&session, h, key, &Fields::empty(), &Problems::default())
+    })
 }
 
 /// `POST /console/households/{id}/entitlements/new`: the grant; the answer names the
@@ -92,15 +80,12 @@ async fn grant(
     Path(id): Path<String>,
     FormBody(f): FormBody,
 ) -> Response {
-    if let Some(refused) = session.csrf_refusal(&f) {
-        return refused;
-    }
+    let h = match posted_household(&session, &id, &f) {
+        Ok(h) => h,
+        Err(refused) => return *refused,
+    };
     let lang = session.lang;
     let title = lang.t(T::GrantEntitlement);
-    let h = match crate::input::household(&id) {
-        Ok(h) => h,
-        Err(e) => return error_in(&session, &e.into()),
-    };
     let key = f.get(super::IDEMPOTENCY_FIELD).to_owned();
     let again = |p: &Problems, status| {
         let body = grant_form(&session, &h, &key, &f, p);

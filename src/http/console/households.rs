@@ -18,8 +18,9 @@ use crate::personal::{Member, PersonalData};
 use super::i18n::{self, Lang, T};
 use super::session::Session;
 use super::{
-    Fields, FormBody, Problems, begin_write, error_in, form_key, fresh_key, general_problem, may,
-    page, protocol_fields, receipt_block, select_field, text_field,
+    Fields, FormBody, Problems, begin_write, error_in, form_key, fresh_key, general_problem,
+    household_form_page, may, page, posted_household, protocol_fields, receipt_block, select_field,
+    text_field,
 };
 use crate::http::households::{Write, read_household};
 use crate::http::{Api, ApiError};
@@ -498,22 +499,10 @@ fn classify_form(
 
 /// `GET /console/households/{id}/classify`.
 async fn classify_page(session: Session, Path(id): Path<String>) -> Response {
-    if let Some(refused) = super::refuse_role(&session, Operation::Classify) {
-        return refused;
-    }
-    let lang = session.lang;
-    let h = match crate::input::household(&id) {
-        Ok(h) => h,
-        Err(e) => return error_in(&session, &e.into()),
-    };
-    let body = classify_form(
-        &session,
-        &h,
-        &fresh_key(),
-        &Fields::empty(),
-        &Problems::default(),
-    );
-    page(lang, lang.t(T::Classify), Some(&session), body).into_response()
+    let title = session.lang.t(T::Classify);
+    household_form_page(&session, &id, Operation::Classify, title, |h, key| {
+        classify_form(&session, h, key, &Fields::empty(), &Problems::default())
+    })
 }
 
 /// `POST /console/households/{id}/classify`: the answer shows the class the book decided
@@ -524,15 +513,12 @@ async fn classify(
     Path(id): Path<String>,
     FormBody(f): FormBody,
 ) -> Response {
-    if let Some(refused) = session.csrf_refusal(&f) {
-        return refused;
-    }
+    let h = match posted_household(&session, &id, &f) {
+        Ok(h) => h,
+        Err(refused) => return *refused,
+    };
     let lang = session.lang;
     let title = lang.t(T::Classify);
-    let h = match crate::input::household(&id) {
-        Ok(h) => h,
-        Err(e) => return error_in(&session, &e.into()),
-    };
     let key = f.get(super::IDEMPOTENCY_FIELD).to_owned();
     let again = |problems: &Problems, status| {
         let body = classify_form(&session, &h, &key, &f, problems);

@@ -17,8 +17,9 @@ use crate::service::LoanAction;
 use super::i18n::{self, T};
 use super::session::Session;
 use super::{
-    Fields, FormBody, Problems, begin_write, error_in, fresh_key, general_problem, page,
-    protocol_fields, receipt_block, select_field, text_field,
+    Fields, FormBody, Problems, begin_write, error_in, fresh_key, general_problem,
+    household_form_page, page, posted_household, protocol_fields, receipt_block, select_field,
+    text_field,
 };
 use crate::http::{Api, ApiError};
 
@@ -89,22 +90,22 @@ fn approve_form(session: &Session, h: &str, key: &str, f: &Fields, p: &Problems)
 
 /// `GET /console/households/{id}/loans/new`.
 async fn approve_page(session: Session, Path(id): Path<String>) -> Response {
-    if let Some(refused) = super::refuse_role(&session, crate::access::Operation::ApproveLoan) {
-        return refused;
-    }
-    let lang = session.lang;
-    let h = match crate::input::household(&id) {
-        Ok(h) => h,
-        Err(e) => return error_in(&session, &e.into()),
-    };
-    let body = approve_form(
+    let title = session.lang.t(T::ApproveLoan);
+    household_form_page(
         &session,
-        h.as_str(),
-        &fresh_key(),
-        &Fields::empty(),
-        &Problems::default(),
-    );
-    page(lang, lang.t(T::ApproveLoan), Some(&session), body).into_response()
+        &id,
+        crate::access::Operation::ApproveLoan,
+        title,
+        |h, key| {
+            approve_form(
+                &session,
+                h.as_str(),
+                key,
+                &Fields::empty(),
+                &Problems::default(),
+            )
+        },
+    )
 }
 
 /// `POST /console/households/{id}/loans/new`: the answer names the new loan.
@@ -114,15 +115,12 @@ async fn approve(
     Path(id): Path<String>,
     FormBody(f): FormBody,
 ) -> Response {
-    if let Some(refused) = session.csrf_refusal(&f) {
-        return refused;
-    }
+    let h = match posted_household(&session, &id, &f) {
+        Ok(h) => h,
+        Err(refused) => return *refused,
+    };
     let lang = session.lang;
     let title = lang.t(T::ApproveLoan);
-    let h = match crate::input::household(&id) {
-        Ok(h) => h,
-        Err(e) => return error_in(&session, &e.into()),
-    };
     let key = f.get(super::IDEMPOTENCY_FIELD).to_owned();
     let again = |p: &Problems, status| {
         let body = approve_form(&session, h.as_str(), &key, &f, p);

@@ -289,6 +289,38 @@ pub fn form_key(fields: &Fields, route: &str) -> Result<(IdempotencyKey, Digest)
     Ok((IdempotencyKey(key), fields.fingerprint(route)))
 }
 
+/// A form page about one household: refused (403) for a role that may not do `op`, and
+/// for an id that is not a household's; else the blank form `form(household, key)`, its
+/// idempotency key made now.
+pub fn household_form_page(
+    session: &Session,
+    id: &str,
+    op: Operation,
+    title: &str,
+    form: impl FnOnce(&crate::domain::ids::HouseholdId, &str) -> Markup,
+) -> Response {
+    if let Some(refused) = refuse_role(session, op) {
+        return refused;
+    }
+    match crate::input::household(id) {
+        Ok(h) => page(session.lang, title, Some(session), form(&h, &fresh_key())).into_response(),
+        Err(e) => error_in(session, &e.into()),
+    }
+}
+
+/// The household a form POST is about, once the form carries the session's CSRF token;
+/// else the refusal to answer (nothing is done either way).
+pub fn posted_household(
+    session: &Session,
+    id: &str,
+    f: &Fields,
+) -> Result<crate::domain::ids::HouseholdId, Box<Response>> {
+    if let Some(refused) = session.csrf_refusal(f) {
+        return Err(Box::new(refused));
+    }
+    crate::input::household(id).map_err(|e| Box::new(error_in(session, &e.into())))
+}
+
 /// Whether the caller's role may do `op` at all: which forms a page offers. The unit is
 /// checked by the operation itself when the form is sent.
 pub fn may(caller: &Caller, op: Operation) -> bool {
