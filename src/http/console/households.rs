@@ -20,7 +20,7 @@ use super::session::Session;
 use super::{
     Fields, FormBody, Problems, begin_write, error_in, form_key, fresh_key, general_problem,
     household_form_page, may, page, posted_household, protocol_fields, receipt_block, select_field,
-    text_field,
+    text_field, today,
 };
 use crate::http::households::{Write, read_household};
 use crate::http::{Api, ApiError};
@@ -56,10 +56,6 @@ pub fn routes() -> Router<Api> {
             "/console/households/{id}/classify",
             get(classify_page).post(classify),
         )
-}
-
-fn today() -> chrono::NaiveDate {
-    chrono::Utc::now().date_naive()
 }
 
 /// The search forms: by household id (a GET: ids are not personal), by citizen id (a
@@ -305,10 +301,7 @@ fn area(value: &str) -> Area {
 
 fn register_form(session: &Session, key: &str, f: &Fields, problems: &Problems) -> Markup {
     let lang = session.lang;
-    let on = match f.get("registered_on") {
-        "" => i18n::date(today()),
-        typed => typed.to_owned(),
-    };
+    let on = f.day_or_today("registered_on");
     html! {
         (general_problem(problems))
         form.card #register method="post" action="/console/households/new" {
@@ -473,10 +466,7 @@ fn classify_form(
         "" => today().format("%Y").to_string(),
         y => y.to_owned(),
     };
-    let on = match f.get("decided_on") {
-        "" => i18n::date(today()),
-        d => d.to_owned(),
-    };
+    let on = f.day_or_today("decided_on");
     let ticked: Vec<&str> = f.all("deprived").collect();
     html! {
         (general_problem(problems))

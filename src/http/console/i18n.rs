@@ -232,7 +232,7 @@ impl T {
             Forbidden => ("Không được phép", "Forbidden"),
             CsrfRefused => (
                 "Biểu mẫu không mang mã bảo vệ của phiên này nên bị từ chối; không có gì được ghi.",
-                "The form did not carry this session's protection token, so it was refused; nothing was recorded.",
+                "The form did not carry the protection token of your sign-in, so it was refused; nothing was recorded.",
             ),
             Home => ("Trang chính", "Home"),
             FindHousehold => ("Tìm hộ", "Find a household"),

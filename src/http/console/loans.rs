@@ -35,10 +35,6 @@ pub fn routes() -> Router<Api> {
         )
 }
 
-fn today() -> chrono::NaiveDate {
-    chrono::Utc::now().date_naive()
-}
-
 const PROGRAMMES: [&str; 4] = [
     "POOR_HOUSEHOLD",
     "NEAR_POOR_HOUSEHOLD",
@@ -62,13 +58,6 @@ fn entrusted(value: &str) -> EntrustedOrganisation {
     }
 }
 
-fn or_today(f: &Fields, name: &str) -> String {
-    match f.get(name) {
-        "" => i18n::date(today()),
-        d => d.to_owned(),
-    }
-}
-
 fn approve_form(session: &Session, h: &str, key: &str, f: &Fields, p: &Problems) -> Markup {
     let lang = session.lang;
     let programmes: Vec<(&str, &str)> = PROGRAMMES.iter().map(|p| (*p, *p)).collect();
@@ -81,7 +70,7 @@ fn approve_form(session: &Session, h: &str, key: &str, f: &Fields, p: &Problems)
             (text_field(lang.t(T::TermMonths), "term_months", f.get("term_months"), p))
             (text_field(lang.t(T::SavingsGroup), "savings_group", f.get("savings_group"), p))
             (select_field(lang.t(T::Entrusted), "entrusted", &ENTRUSTED, f.get("entrusted"), p))
-            (text_field(lang.t(T::On), "on", &or_today(f, "on"), p))
+            (text_field(lang.t(T::On), "on", &f.day_or_today("on"), p))
             (text_field(lang.t(T::Reason), "reason", f.get("reason"), p))
             button #submit type="submit" { (lang.t(T::Submit)) }
         }
@@ -249,7 +238,7 @@ fn action_form(
             @if kind == Kind::Disburse {
                 (select_field(lang.t(T::Channel), "channel", &[("commune_point", "Điểm giao dịch xã / commune point"), ("bank_transfer", "Chuyển khoản / bank transfer")], f.get("channel"), p))
             }
-            (text_field(lang.t(T::On), "on", &or_today(f, "on"), p))
+            (text_field(lang.t(T::On), "on", &f.day_or_today("on"), p))
             button #submit type="submit" { (lang.t(kind.title())) }
         }
     }

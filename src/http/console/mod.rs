@@ -85,6 +85,12 @@ pub(super) async fn keys(api: &Api) -> Result<&session::Keys, ApiError> {
         .await
 }
 
+/// Today, read from the clock here at the edge: the default day of a form, the day a
+/// page prices loans on.
+pub fn today() -> chrono::NaiveDate {
+    chrono::Utc::now().date_naive()
+}
+
 // ---- forms ----------------------------------------------------------------------------
 
 /// A submitted form's fields, in the order sent.
@@ -113,6 +119,15 @@ impl Fields {
 
     pub fn empty() -> Self {
         Self(Vec::new())
+    }
+
+    /// The day typed in the field, or today (dd/mm/yyyy) when it is empty: a form's
+    /// default day.
+    pub fn day_or_today(&self, name: &str) -> String {
+        match self.get(name) {
+            "" => i18n::date(today()),
+            typed => typed.to_owned(),
+        }
     }
 
     /// What the form asks, for the idempotency binding: the route and every field but the

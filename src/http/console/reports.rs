@@ -25,7 +25,7 @@ use super::i18n::{self, T};
 use super::session::Session;
 use super::{
     Fields, FormBody, Problems, begin_write, error_in, form_key, fresh_key, general_problem, may,
-    page, protocol_fields, receipt_block, text_field,
+    page, protocol_fields, receipt_block, text_field, today,
 };
 use crate::http::payments::{PROGRAMME, bad, commune_path, recorded};
 use crate::http::reports::{PENDING_DAYS_DEFAULT, reconciliation_lines};
@@ -47,10 +47,6 @@ pub fn routes() -> Router<Api> {
             "/console/payments/reconciliation.csv",
             get(reconciliation_csv),
         )
-}
-
-fn today() -> chrono::NaiveDate {
-    chrono::Utc::now().date_naive()
 }
 
 // ---- charts ---------------------------------------------------------------------------
@@ -183,20 +179,17 @@ async fn portfolio_page(api: &Api, session: &Session, code: &str) -> Result<Resp
 
 // ---- payments -------------------------------------------------------------------------
 
-fn unit_commune(session: &Session) -> &str {
-    if session.caller.unit.len() == 7 {
-        &session.caller.unit
-    } else {
-        ""
+/// The commune typed in the form, or the caller's own when its unit is one commune.
+fn commune_or_unit<'a>(session: &'a Session, f: &'a Fields) -> &'a str {
+    match f.get("commune") {
+        "" if session.caller.unit.len() == 7 => &session.caller.unit,
+        typed => typed,
     }
 }
 
 fn budget_form(session: &Session, key: &str, f: &Fields, p: &Problems) -> Markup {
     let lang = session.lang;
-    let commune = match f.get("commune") {
-        "" => unit_commune(session),
-        c => c,
-    };
+    let commune = commune_or_unit(session, f);
     html! {
         form.card #budget method="post" action="/console/payments/budgets" {
             h2 { (lang.t(T::Budget)) }
@@ -204,7 +197,7 @@ fn budget_form(session: &Session, key: &str, f: &Fields, p: &Problems) -> Markup
             (text_field(lang.t(T::Commune), "commune", commune, p))
             (text_field(lang.t(T::Period), "period", f.get("period"), p))
             (text_field(lang.t(T::Amount), "amount", f.get("amount"), p))
-            (text_field(lang.t(T::On), "on", &match f.get("on") { "" => i18n::date(today()), d => d.to_owned() }, p))
+            (text_field(lang.t(T::On), "on", &f.day_or_today("on"), p))
             button #budget-submit type="submit" { (lang.t(T::Submit)) }
         }
     }
@@ -212,17 +205,14 @@ fn budget_form(session: &Session, key: &str, f: &Fields, p: &Problems) -> Markup
 
 fn run_form(session: &Session, key: &str, f: &Fields, p: &Problems) -> Markup {
     let lang = session.lang;
-    let commune = match f.get("commune") {
-        "" => unit_commune(session),
-        c => c,
-    };
+    let commune = commune_or_unit(session, f);
     html! {
         form.card #run method="post" action="/console/payments/runs" {
             h2 { (lang.t(T::PaymentRun)) }
             (protocol_fields(session, key))
             (text_field(lang.t(T::Commune), "commune", commune, p))
             (text_field(lang.t(T::Period), "period", f.get("period"), p))
-            (text_field(lang.t(T::On), "on", &match f.get("on") { "" => i18n::date(today()), d => d.to_owned() }, p))
+            (text_field(lang.t(T::On), "on", &f.day_or_today("on"), p))
             button #run-submit type="submit" { (lang.t(T::PaymentRun)) }
         }
     }
@@ -241,7 +231,7 @@ fn partition_run_form(session: &Session, key: &str, f: &Fields, p: &Problems) ->
             (protocol_fields(session, key))
             (text_field(lang.t(T::Partition), "partition", partition, p))
             (text_field(lang.t(T::Period), "period", f.get("period"), p))
-            (text_field(lang.t(T::On), "on", &match f.get("on") { "" => i18n::date(today()), d => d.to_owned() }, p))
+            (text_field(lang.t(T::On), "on", &f.day_or_today("on"), p))
             button #partition-run-submit type="submit" { (lang.t(T::StartPartitionRun)) }
         }
     }

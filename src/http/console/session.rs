@@ -184,7 +184,7 @@ pub struct Session {
 }
 
 impl Session {
-    /// The refusal (403, nothing done) of a form that does not carry this session's CSRF
+    /// The refusal (403, nothing done) of a form that does not carry the caller's CSRF
     /// token; None when it does.
     pub fn csrf_refusal(&self, fields: &super::Fields) -> Option<Response> {
         (!tokens_equal(fields.get(CSRF_FIELD), &self.csrf))
