@@ -859,19 +859,8 @@ async fn the_portfolio_charts_and_a_payment_run_reconciled_to_csv() {
 async fn an_auditor_reads_checkpoints_proves_an_event_and_verifies_a_bundle_offline() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let f = fixture();
-    let officer = Browser::open().await;
-    officer.sign_in(&f.tokens.officer).await;
     let h = "0100007-000501";
-    register(
-        &officer,
-        h,
-        "Ngô Thị Thanh Hương",
-        "001095000501",
-        "Đặng Quốc Bảo",
-    )
-    .await;
-    classify_poor(&officer, h).await;
-    officer.close().await;
+    poor_household(h, "Ngô Thị Thanh Hương", "001095000501", "Đặng Quốc Bảo").await;
     checkpoint_now().await;
 
     let b = Browser::open().await;
@@ -953,6 +942,16 @@ async fn an_auditor_reads_checkpoints_proves_an_event_and_verifies_a_bundle_offl
     b.close().await;
 }
 
+/// A household registered and classified poor by the commune's officer, in a browser
+/// of its own, for a test that goes on as someone else.
+async fn poor_household(h: &str, head: &str, head_id: &str, member: &str) {
+    let officer = Browser::open().await;
+    officer.sign_in(&fixture().tokens.officer).await;
+    register(&officer, h, head, head_id, member).await;
+    classify_poor(&officer, h).await;
+    officer.close().await;
+}
+
 /// A JSON API request on the console's listener, for what a test needs recorded but does
 /// not exercise through pages (an entitlement, a month's budget, a commune's run).
 async fn api_post(token: &str, path: &str, key: &str, body: serde_json::Value) {
@@ -1011,12 +1010,8 @@ async fn job_done(b: &Browser) {
 async fn a_provinces_payment_run_is_followed_on_its_job_page_and_a_resubmit_finds_it() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let f = fixture();
-    let b = Browser::open().await;
-    b.sign_in(&f.tokens.officer).await;
     let h = "0100007-000601";
-    register(&b, h, "Trịnh Thị Huyền Trân", "001095000601", "Lê Văn Đức").await;
-    classify_poor(&b, h).await;
-    b.close().await;
+    poor_household(h, "Trịnh Thị Huyền Trân", "001095000601", "Lê Văn Đức").await;
     entitled_and_funded(h, "001095000601", "2026-11", "console-prun").await;
 
     let b = Browser::open().await;
@@ -1126,12 +1121,8 @@ async fn a_provinces_payment_run_is_followed_on_its_job_page_and_a_resubmit_find
 async fn an_auditor_finds_anomalies_and_recomputes_decisions_in_jobs() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let f = fixture();
-    let b = Browser::open().await;
-    b.sign_in(&f.tokens.officer).await;
     let h = "0100007-000701";
-    register(&b, h, "Đoàn Thị Mỹ Duyên", "001095000701", "Vũ Đình Khôi").await;
-    classify_poor(&b, h).await;
-    b.close().await;
+    poor_household(h, "Đoàn Thị Mỹ Duyên", "001095000701", "Vũ Đình Khôi").await;
     // A November instruction that no gateway answers: pending past ten days by 2027.
     // (Whether or not the province's run of November came first, this run issues the
     // household's instruction: one per entitlement and month, whatever the run.) Every
