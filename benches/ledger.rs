@@ -544,6 +544,7 @@ fn padded_note_text() -> (String, usize) {
         correlation_id: "bench".into(),
         subjects: vec![],
         event_type: "ansinh.v1.Note".into(),
+        request_fingerprint: Bytes::new(),
         payload: Some(Payload::Note(proto::Note { text })),
     };
     let overhead = probe(String::new()).encoded_len();
@@ -572,6 +573,7 @@ fn draft(partition: &Partition, prefix: &str, n: u64, text: &Arc<str>) -> Draft 
         // Fixed width so every envelope has the same size.
         idempotency_key: format!("{prefix}:{n:09}"),
         correlation_id: "bench".into(),
+        request_fingerprint: None,
         subjects: vec![],
         payload: Payload::Note(proto::Note {
             text: text.to_string(),
@@ -1069,6 +1071,7 @@ async fn register_many(ledger: &Ledger, count: u64) -> (u64, u64, f64) {
             actor: actor(),
             idempotency_key: format!("reg:{n:09}"),
             correlation_id: "bench".into(),
+            request_fingerprint: None,
             command: Command::Registry(Change::Registered {
                 household,
                 area: Area::Rural,

@@ -113,6 +113,7 @@ async fn run() -> BenchResult<()> {
                 caller: &caller,
                 idempotency_key: &key,
                 correlation_id: "bench",
+                fingerprint: None,
             };
             let personal = PersonalData {
                 head_name: "Nguyễn Thị Hạnh".into(),
@@ -183,6 +184,7 @@ async fn run() -> BenchResult<()> {
                 caller: &caller,
                 idempotency_key: &key,
                 correlation_id: "bench",
+                fingerprint: None,
             };
             let inputs = ClassificationInputs {
                 income_per_person_month: Decimal::from(1_200_000 + (n % 7) * 300_000),
@@ -237,6 +239,7 @@ async fn run() -> BenchResult<()> {
                     },
                     idempotency_key: format!("note-{n}"),
                     correlation_id: String::new(),
+                    request_fingerprint: None,
                     subjects: vec![format!("household:{}", household(n % households))],
                     payload: Payload::Note(proto::Note {
                         text: "field visit: house repaired after the storm".into(),
@@ -401,6 +404,7 @@ async fn first_command(service: &Service, n: u64, key: &str) -> BenchResult<f64>
         caller: &caller,
         idempotency_key: key,
         correlation_id: "bench",
+        fingerprint: None,
     };
     service
         .register(
@@ -615,6 +619,7 @@ async fn payment_run(service: &Service, households: u64) -> BenchResult<(u64, f6
                 caller: &caller,
                 idempotency_key: &key,
                 correlation_id: "bench",
+                fingerprint: None,
             };
             service.payment(&req, &partition, grant, on).await.is_ok()
         }
@@ -630,6 +635,7 @@ async fn payment_run(service: &Service, households: u64) -> BenchResult<(u64, f6
             caller: &caller,
             idempotency_key: &key,
             correlation_id: "bench",
+            fingerprint: None,
         };
         let allocate = CommandKind::Allocate {
             budget: BudgetKey {
@@ -645,6 +651,7 @@ async fn payment_run(service: &Service, households: u64) -> BenchResult<(u64, f6
         caller: &caller,
         idempotency_key: "run-2026-10",
         correlation_id: "bench",
+        fingerprint: None,
     };
     let started = Instant::now();
     service

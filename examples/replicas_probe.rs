@@ -99,6 +99,7 @@ async fn run(
                     },
                     idempotency_key: format!("probe-{n}"),
                     correlation_id: String::new(),
+                    request_fingerprint: None,
                     subjects: vec![],
                     payload: Payload::Note(proto::Note {
                         text: "x".repeat(200),

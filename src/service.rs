@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 
 use crate::access::{self, AccessError, Caller, Operation};
 use crate::book::{self, Command, codec};
-use crate::chain::Partition;
+use crate::chain::{Digest, Partition};
 use crate::claims::{ClaimError, Claims};
 use crate::domain::Rejection;
 use crate::domain::eligibility::{Area, ClassificationInputs};
@@ -38,6 +38,11 @@ pub enum ServiceError {
     /// The ledger could not append (retry with the same idempotency key), or is stopped.
     #[error(transparent)]
     Append(AppendError),
+    /// The idempotency key already names an event another request caused: nothing was
+    /// appended. Answering with that event's receipt would tell a caller who changed the
+    /// request (say, the amount) and kept the key that the change was recorded.
+    #[error("idempotency key {key} was used for another request")]
+    KeyReused { key: String },
 }
 
 impl From<Rejection> for ServiceError {
@@ -118,6 +123,9 @@ pub struct Request<'a> {
     pub caller: &'a Caller,
     pub idempotency_key: &'a str,
     pub correlation_id: &'a str,
+    /// What a staff HTTP request asked, hashed: recorded in its events, and compared when
+    /// its key turns out to be used already (`Service::same_request`). None elsewhere.
+    pub fingerprint: Option<&'a Digest>,
 }
 
 #[derive(Clone)]
@@ -231,7 +239,7 @@ impl Service {
             }
         };
         let result = self.submit(req, partition_of(household), command).await;
-        if let Err(ServiceError::Rejected(_)) = &result {
+        if let Err(ServiceError::Rejected(_) | ServiceError::KeyReused { .. }) = &result {
             claims.release(household.as_str(), &taken).await?;
         }
         result
@@ -243,16 +251,46 @@ impl Service {
         partition: Partition,
         command: Command,
     ) -> Result<Receipt, ServiceError> {
-        Ok(self
+        let receipt = self
             .ledger
             .submit(Submission {
                 partition,
                 actor: actor(req.caller),
                 idempotency_key: req.idempotency_key.to_owned(),
                 correlation_id: req.correlation_id.to_owned(),
+                request_fingerprint: req.fingerprint.copied(),
                 command,
             })
-            .await?)
+            .await?;
+        self.same_request(req, receipt).await
+    }
+
+    /// A receipt, checked against the request when it names an event appended before
+    /// (`duplicate`): a request with a fingerprint is answered with it only if that event
+    /// records the same fingerprint, and refused (`KeyReused`) if it records another.
+    /// The check is the ledger's, made in the partition's chain order, so it holds across
+    /// processes: two requests racing on one key land once, and the other is refused. An
+    /// event that records no fingerprint (appended before they were recorded, or not over
+    /// HTTP) answers as a retry, as the ledger always has.
+    ///
+    /// Costs nothing on a new event; a retry reads its event back (from the writer's
+    /// recent events, or one fetch).
+    async fn same_request(
+        &self,
+        req: &Request<'_>,
+        receipt: Receipt,
+    ) -> Result<Receipt, ServiceError> {
+        let Some(fingerprint) = req.fingerprint.filter(|_| receipt.duplicate) else {
+            return Ok(receipt);
+        };
+        let recorded = self.ledger.event_of(&receipt).await?.request_fingerprint;
+        if recorded.is_empty() || recorded.as_ref() == fingerprint.0.as_slice() {
+            Ok(receipt)
+        } else {
+            Err(ServiceError::KeyReused {
+                key: req.idempotency_key.to_owned(),
+            })
+        }
     }
 
     /// Validates every citizen id's shape, then returns their blind indexes (head first).
@@ -271,21 +309,29 @@ impl Service {
     }
 
     /// The receipt of the request's idempotency key in the household's partition, if
-    /// an earlier attempt already appended it.
-    fn already(
+    /// an earlier attempt of this request already appended it (another request under
+    /// the key is refused: `same_request`).
+    async fn already(
         &self,
         req: &Request<'_>,
         household: &HouseholdId,
     ) -> Result<Option<Receipt>, ServiceError> {
-        Ok(self
+        match self
             .ledger
-            .already_appended(&partition_of(household), req.idempotency_key)?)
+            .already_appended(&partition_of(household), req.idempotency_key)?
+        {
+            Some(receipt) => Ok(Some(self.same_request(req, receipt).await?)),
+            None => Ok(None),
+        }
     }
 
     fn members(data: &PersonalData) -> u32 {
         1 + data.members.len() as u32
     }
 
+    /// Registers a household: claims its citizens country-wide and seals its personal
+    /// data (at once: each is a write to a shared bucket), then submits. A refusal gives
+    /// the claims back; so does a key already used for another request.
     pub async fn register(
         &self,
         req: &Request<'_>,
@@ -294,80 +340,29 @@ impl Service {
         registered_on: NaiveDate,
         data: &PersonalData,
     ) -> Result<Receipt, ServiceError> {
-        let unchecked = std::future::ready(Ok::<(), std::convert::Infallible>(()));
-        match self
-            .register_checked(req, household, area, registered_on, data, unchecked)
-            .await
-        {
-            Ok(result) => result,
-            Err(never) => match never {},
-        }
-    }
-
-    /// `register`, with the caller's own `check` (the HTTP idempotency binding) awaited
-    /// at the same time as the citizen claims and the sealing: a registration waits for
-    /// one round of bucket writes before its commit, not two. Nothing is appended unless
-    /// `check` passes; if it fails, the claims just taken are released and its error is
-    /// answered.
-    pub async fn register_checked<E>(
-        &self,
-        req: &Request<'_>,
-        household: &HouseholdId,
-        area: Area,
-        registered_on: NaiveDate,
-        data: &PersonalData,
-        check: impl std::future::Future<Output = Result<(), E>>,
-    ) -> Result<Result<Receipt, ServiceError>, E> {
-        if let Err(e) = access::authorize(
+        access::authorize(
             req.caller,
             Operation::RegisterHousehold,
             household.commune().as_str(),
-        ) {
-            return Ok(Err(e.into()));
-        }
+        )?;
         // A retry is answered before sealing: the household may since have been erased.
-        // The check still decides first whether this request may have that receipt.
-        match self.already(req, household) {
-            Ok(Some(receipt)) => return check.await.map(|()| Ok(receipt)),
-            Ok(None) => {}
-            Err(e) => return Ok(Err(e)),
+        if let Some(receipt) = self.already(req, household).await? {
+            return Ok(receipt);
         }
-        let citizens = match self.indexes(data) {
-            Ok(citizens) => citizens,
-            Err(e) => return Ok(Err(e)),
-        };
-        let claims = match self.claims().await {
-            Ok(claims) => claims,
-            Err(e) => return Ok(Err(e)),
-        };
-        // The data key, the citizen claims and the caller's check are writes to three
-        // buckets, each a batch of 5-17 ms: made at once, a registration waits for one of
-        // them, not all. A key made for a registration then refused is harmless (the
-        // household id's own key, reused if it is registered later).
-        let (sealed, taken, checked) = tokio::join!(
+        let citizens = self.indexes(data)?;
+        let claims = self.claims().await?;
+        // A key made for a registration then refused is harmless (the household id's
+        // own key, reused if it is registered later).
+        let (sealed, taken) = tokio::join!(
             self.vault.seal(household.as_str(), data),
             claims.claim(household.as_str(), &citizens),
-            check
         );
-        if let Err(e) = checked {
-            if let Ok(taken) = &taken {
-                if let Err(released) = claims.release(household.as_str(), taken).await {
-                    tracing::warn!(household = %household, "claims left after a failed check: {released}");
-                }
-            }
-            return Err(e);
-        }
-        let taken = match taken {
-            Ok(taken) => taken,
-            Err(e) => return Ok(Err(e.into())),
-        };
+        let taken = taken?;
         let sealed = match sealed {
             Ok(sealed) => sealed,
             Err(e) => {
-                return Ok(match claims.release(household.as_str(), &taken).await {
-                    Ok(()) => Err(e.into()),
-                    Err(released) => Err(released.into()),
-                });
+                claims.release(household.as_str(), &taken).await?;
+                return Err(e.into());
             }
         };
         let change = Change::Registered {
@@ -381,12 +376,10 @@ impl Service {
         let result = self
             .submit(req, partition_of(household), Command::Registry(change))
             .await;
-        if let Err(ServiceError::Rejected(_)) = &result {
-            if let Err(released) = claims.release(household.as_str(), &taken).await {
-                return Ok(Err(released.into()));
-            }
+        if let Err(ServiceError::Rejected(_) | ServiceError::KeyReused { .. }) = &result {
+            claims.release(household.as_str(), &taken).await?;
         }
-        Ok(result)
+        result
     }
 
     pub async fn change_members(
@@ -402,7 +395,7 @@ impl Service {
             Operation::ChangeHousehold,
             household.commune().as_str(),
         )?;
-        if let Some(receipt) = self.already(req, household)? {
+        if let Some(receipt) = self.already(req, household).await? {
             return Ok(receipt);
         }
         let citizens = self.indexes(data)?;
@@ -452,7 +445,7 @@ impl Service {
             Operation::RecordDeath,
             household.commune().as_str(),
         )?;
-        if let Some(receipt) = self.already(req, household)? {
+        if let Some(receipt) = self.already(req, household).await? {
             return Ok(receipt);
         }
         let citizen = self
@@ -820,6 +813,7 @@ impl Service {
                 },
                 idempotency_key: key,
                 correlation_id: format!("gateway:{}", post.gateway),
+                request_fingerprint: None,
                 command: Command::Payment {
                     kind: crate::domain::payments::CommandKind::Post(post),
                     effective: received_on,
@@ -977,6 +971,7 @@ impl Service {
                 caller,
                 idempotency_key: &key,
                 correlation_id,
+                fingerprint: None,
             };
             match self
                 .payment(&req, partition, K::TimeOut { instruction }, as_of)

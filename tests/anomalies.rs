@@ -43,6 +43,7 @@ impl Seed {
             },
             idempotency_key: format!("seed-{}", self.n),
             correlation_id: String::new(),
+            request_fingerprint: None,
             subjects: vec![format!("household:{household}")],
             payload,
         };

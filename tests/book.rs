@@ -86,6 +86,7 @@ fn rq<'a>(caller: &'a Caller, key: &'a str) -> Request<'a> {
         caller,
         idempotency_key: key,
         correlation_id: "test",
+        fingerprint: None,
     }
 }
 
@@ -518,6 +519,7 @@ async fn a_household_moves_to_another_province_with_its_standing() {
         caller: &officer,
         idempotency_key: "move",
         correlation_id: "test",
+        fingerprint: None,
     };
     let (out, arrived) = w
         .service

@@ -99,6 +99,7 @@ async fn run_case(ops: Vec<Op>) {
             caller: manager,
             idempotency_key: k,
             correlation_id: "prop",
+            fingerprint: None,
         }
     }
     let mut date = NaiveDate::from_ymd_opt(2026, 1, 5).unwrap();

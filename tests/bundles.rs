@@ -35,6 +35,7 @@ fn draft(household: &str, key: &str, actor: &str, payload: Payload) -> Draft {
         },
         idempotency_key: key.into(),
         correlation_id: String::new(),
+        request_fingerprint: None,
         subjects,
         payload,
     }

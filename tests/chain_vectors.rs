@@ -23,6 +23,7 @@ fn vector_envelope(sequence: u64, prev: &chain::Digest, text: &str) -> Vec<u8> {
         }),
         idempotency_key: format!("vector-{sequence}"),
         correlation_id: String::new(),
+        request_fingerprint: Default::default(),
         subjects: vec!["household:0100007-000001".into()],
         event_type: "ansinh.v1.Note".into(),
         payload: Some(Payload::Note(proto::Note { text: text.into() })),

@@ -813,6 +813,7 @@ async fn an_embedded_store_of_the_earlier_layout_keeps_its_events() {
                     },
                     idempotency_key: format!("old-{n}"),
                     correlation_id: String::new(),
+                    request_fingerprint: None,
                     subjects: vec![],
                     payload: ansinh::proto::envelope::Payload::Note(ansinh::proto::Note {
                         text: "before users".into(),

@@ -34,6 +34,7 @@ fn note(partition: &Partition, key: String) -> Draft {
         },
         idempotency_key: key,
         correlation_id: String::new(),
+        request_fingerprint: None,
         subjects: vec![],
         payload: Payload::Note(proto::Note {
             text: "cluster load".into(),

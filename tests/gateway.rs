@@ -304,6 +304,7 @@ async fn ledger_with_notes(net: &Net, count: u32) -> (tempfile::TempDir, LogConf
                 },
                 idempotency_key: format!("note-{n}"),
                 correlation_id: String::new(),
+                request_fingerprint: None,
                 subjects: vec![],
                 payload: Payload::Note(proto::Note {
                     text: format!("note {n}"),

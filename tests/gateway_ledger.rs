@@ -72,6 +72,7 @@ async fn issue_instructions(service: &Service) {
         caller: &m,
         idempotency_key: key,
         correlation_id: "test",
+        fingerprint: None,
     };
     let p = Partition::new("01").unwrap();
     let d = |s: &str| s.parse::<chrono::NaiveDate>().unwrap();
@@ -394,6 +395,7 @@ async fn a_gateways_pending_list_comes_from_the_projections_and_follows_timeouts
                 caller: &m,
                 idempotency_key: "timeout-2",
                 correlation_id: "test",
+                fingerprint: None,
             },
             &Partition::new("01").unwrap(),
             CommandKind::TimeOut {

@@ -573,6 +573,97 @@ async fn replaying_a_write_returns_its_receipt_and_appends_nothing() {
     assert_eq!(s.events().await, events);
 }
 
+/// The ledger, not a process, tells a retry from another request under the same key: two
+/// different requests sent at once under one key to two processes on the same log land
+/// once, and the other is refused; afterwards each process answers the winner's retry
+/// with its receipt and refuses the loser's body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_requests_under_one_key_at_two_processes_land_once() {
+    let s = server().await;
+    assert_eq!(
+        s.register(HOUSEHOLD, "001085012345").await.status,
+        StatusCode::CREATED
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let ledger = ledger_at(&s.config, &elsewhere.path().join("store")).await;
+    let vault = Arc::new(vault_for(&ledger, &s._dir.path().join("secrets")).await);
+    let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
+    let staff = StaffDirectory::load(&s._dir.path().join(http::STAFF_FILE)).unwrap();
+    let other = Api::new(Service::new(ledger, vault, projector), staff)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other_base = format!("http://{}", listener.local_addr().unwrap());
+    let (_stop_other, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(http::serve(listener, other, async {
+        let _ = stopped.await;
+    }));
+    let review = |income: &str| {
+        json!({"income_per_person": income, "area": "rural", "deprived": ["employment"],
+               "review_year": 2026, "decided_on": "2026-01-10"})
+    };
+    let path = format!("/v1/households/{HOUSEHOLD}/classifications");
+    let send = |base: String, body: Value| {
+        let (client, token, path) = (s.client.clone(), s.staff.officer.clone(), path.clone());
+        async move {
+            client
+                .post(format!("{base}{path}"))
+                .bearer_auth(token)
+                .header("idempotency-key", "review-race")
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let events = s.events().await;
+    let (here, there) = tokio::join!(
+        send(s.base.clone(), review("1200000")),
+        send(other_base.clone(), review("2900000"))
+    );
+    let here = s.answer(here, "receipt.response").await;
+    let there = s.answer(there, "receipt.response").await;
+    let (won, lost, winner) = match (here.status, there.status) {
+        (StatusCode::CREATED, _) => (here, there, "1200000"),
+        (_, StatusCode::CREATED) => (there, here, "2900000"),
+        _ => panic!("neither landed: {} / {}", here.body, there.body),
+    };
+    assert_eq!(
+        (lost.status, lost.kind()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "IdempotencyKeyReused"),
+        "{}",
+        lost.body
+    );
+    assert_eq!(s.events().await, events + 1);
+    let loser = if winner == "1200000" {
+        "2900000"
+    } else {
+        "1200000"
+    };
+    for base in [s.base.clone(), other_base.clone()] {
+        let again = s
+            .answer(send(base.clone(), review(winner)).await, "receipt.response")
+            .await;
+        assert_eq!(
+            (
+                again.status,
+                &again.body["duplicate"],
+                &again.body["sequence"]
+            ),
+            (StatusCode::OK, &json!(true), &won.body["sequence"]),
+            "{base}"
+        );
+        let refused = s
+            .answer(send(base.clone(), review(loser)).await, "receipt.response")
+            .await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "IdempotencyKeyReused"),
+            "{base}"
+        );
+    }
+    assert_eq!(s.events().await, events + 1);
+}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_before_the_ledger_and_appends_nothing() {
     let s = server().await;

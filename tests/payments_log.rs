@@ -54,6 +54,7 @@ fn rq<'a>(caller: &'a Caller, key: &'a str) -> Request<'a> {
         caller,
         idempotency_key: key,
         correlation_id: "test",
+        fingerprint: None,
     }
 }
 

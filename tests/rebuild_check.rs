@@ -21,6 +21,7 @@ fn registered(household: &str) -> Draft {
         },
         idempotency_key: format!("reg:{household}"),
         correlation_id: String::new(),
+        request_fingerprint: None,
         subjects: vec![format!("household:{household}"), "commune:0100007".into()],
         payload: Payload::HouseholdRegistered(proto::HouseholdRegistered {
             household_id: household.into(),

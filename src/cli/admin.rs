@@ -134,6 +134,7 @@ pub async fn exclude_message(
         // One exclusion per message, however often the command is run.
         idempotency_key: format!("exclude:{stream_sequence}"),
         correlation_id: String::new(),
+        request_fingerprint: None,
         subjects: vec![format!("message:{stream_sequence}")],
         payload: Payload::MessageExcluded(proto::MessageExcluded {
             stream_sequence,

@@ -29,6 +29,7 @@ pub async fn note(
         },
         idempotency_key: idempotency_key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         correlation_id: String::new(),
+        request_fingerprint: None,
         subjects: vec![format!("partition:{partition}")],
         payload: Payload::Note(proto::Note { text }),
     };
@@ -75,6 +76,7 @@ pub async fn load(
             },
             idempotency_key: format!("{prefix}:{n}"),
             correlation_id: String::new(),
+            request_fingerprint: None,
             subjects: vec![],
             payload: Payload::Note(proto::Note {
                 text: format!("load {n}"),

@@ -381,6 +381,7 @@ pub async fn run(
         caller: &caller,
         idempotency_key: &key,
         correlation_id: "cli:payments",
+        fingerprint: None,
     };
     let result = service.payment(&req, &partition, kind, on).await;
     super::staff::outcome_decided(runtime, result, &key, json).await
@@ -444,6 +445,7 @@ async fn payment_run(
             caller: &caller,
             idempotency_key: &commune_key,
             correlation_id: "cli:payments",
+            fingerprint: None,
         };
         let run = service
             .run_commune(&req, partition, period, commune.clone(), on)

@@ -695,6 +695,7 @@ fn request<'a>(caller: &'a Caller, key: &'a str) -> Request<'a> {
         caller,
         idempotency_key: key,
         correlation_id: "cli",
+        fingerprint: None,
     }
 }
 

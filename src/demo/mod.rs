@@ -278,6 +278,7 @@ async fn household_year(
                 caller: &$caller,
                 idempotency_key: &k,
                 correlation_id: "demo",
+                fingerprint: None,
             };
             let $r = &request;
             match $call.await {
@@ -509,6 +510,7 @@ async fn registry_events(
                 caller: &officer,
                 idempotency_key: &key,
                 correlation_id: "demo:moves",
+                fingerprint: None,
             };
             match service
                 .move_household(&req, &from, &to, Area::Urban, d(year, 12, 10))
@@ -556,6 +558,7 @@ async fn death_and_erasure(
                 caller: manager,
                 idempotency_key: &key,
                 correlation_id: "demo:registry",
+                fingerprint: None,
             };
             service
                 .record_death(
@@ -572,6 +575,7 @@ async fn death_and_erasure(
                 caller: manager,
                 idempotency_key: &key,
                 correlation_id: "demo:registry",
+                fingerprint: None,
             };
             let now_ms = chrono::Utc::now().timestamp_millis();
             match service

@@ -204,6 +204,7 @@ async fn officer(
         caller: &caller,
         idempotency_key: &key,
         correlation_id: "demo:payments",
+        fingerprint: None,
     };
     match service.payment(&req, partition, kind, on).await {
         Ok(r) => Ok(Some(r)),

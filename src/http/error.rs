@@ -388,6 +388,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Rejected(r) => ApiError::Rejected(r),
             ServiceError::Vault(v) => v.into(),
             ServiceError::Append(a) => a.into(),
+            ServiceError::KeyReused { .. } => ApiError::IdempotencyKeyReused,
         }
     }
 }

@@ -184,7 +184,10 @@ pub fn household(id: &str) -> Result<HouseholdId, ApiError> {
     Ok(crate::input::household(id)?)
 }
 
-/// A write in flight: the scoped idempotency key, bound to the request's fingerprint.
+/// A write in flight: the caller's scoped idempotency key and the request's fingerprint.
+/// The ledger records the fingerprint in the write's events and refuses the key for a
+/// request with another (`Service::same_request`), so a write needs no binding of its
+/// own before it is submitted, and a refusal leaves the key free.
 pub struct Write {
     key: String,
     correlation: String,
@@ -192,29 +195,7 @@ pub struct Write {
 }
 
 impl Write {
-    /// Binds the key to this request, or refuses a key bound to another (`Api::claim`).
-    pub async fn begin(
-        api: &Api,
-        caller: &Caller,
-        key: &IdempotencyKey,
-        fingerprint: crate::chain::Digest,
-    ) -> Result<Self, ApiError> {
-        let write = Write {
-            key: key.scoped(caller),
-            correlation: format!("http:{}", key.0),
-            fingerprint,
-        };
-        api.claim(&write.key, &write.fingerprint).await?;
-        Ok(write)
-    }
-
-    /// The write with its key not bound yet: `register` binds it while the registration's
-    /// own bucket writes are made, and records nothing unless the binding holds.
-    pub fn unbound(
-        caller: &Caller,
-        key: &IdempotencyKey,
-        fingerprint: crate::chain::Digest,
-    ) -> Self {
+    pub fn new(caller: &Caller, key: &IdempotencyKey, fingerprint: crate::chain::Digest) -> Self {
         Write {
             key: key.scoped(caller),
             correlation: format!("http:{}", key.0),
@@ -222,53 +203,18 @@ impl Write {
         }
     }
 
-    /// A registration under this write (`Service::register_checked`): the key's binding,
-    /// the citizen claims and the sealing at once, then the commit; a key bound to another
-    /// request is refused and nothing is recorded.
-    pub async fn register(
-        &self,
-        api: &Api,
-        caller: &Caller,
-        household: &HouseholdId,
-        area: crate::domain::eligibility::Area,
-        registered_on: NaiveDate,
-        data: &PersonalData,
-    ) -> Result<crate::log::Receipt, ApiError> {
-        let bind = api.claim(&self.key, &self.fingerprint);
-        let result = api
-            .service()
-            .register_checked(
-                &self.request(caller),
-                household,
-                area,
-                registered_on,
-                data,
-                bind,
-            )
-            .await?;
-        self.end(api, result).await
-    }
-
     pub fn request<'a>(&'a self, caller: &'a Caller) -> ServiceRequest<'a> {
         ServiceRequest {
             caller,
             idempotency_key: &self.key,
             correlation_id: &self.correlation,
+            fingerprint: Some(&self.fingerprint),
         }
     }
 
-    /// The service's answer. A refusal (any 4xx) recorded nothing, so the key is freed
-    /// for a corrected request; after a 5xx the event may have been recorded, so the key
-    /// stays bound to this request and a retry of it learns the receipt.
-    pub async fn end<T>(&self, api: &Api, result: Result<T, ServiceError>) -> Result<T, ApiError> {
-        let e = match result {
-            Ok(value) => return Ok(value),
-            Err(e) => ApiError::from(e),
-        };
-        if e.status().is_client_error() {
-            api.release(&self.key, &self.fingerprint).await?;
-        }
-        Err(e)
+    /// The service's answer, as the API gives it.
+    pub fn end<T>(&self, result: Result<T, ServiceError>) -> Result<T, ApiError> {
+        result.map_err(ApiError::from)
     }
 }
 
@@ -282,16 +228,18 @@ pub async fn register(
 ) -> Result<Response, ApiError> {
     let h = household(&value.household_id)?;
     let data = PersonalData::from(value.personal);
-    let receipt = Write::unbound(&caller, &key, fingerprint)
-        .register(
-            &api,
-            &caller,
-            &h,
-            value.area.into(),
-            value.registered_on,
-            &data,
-        )
-        .await?;
+    let write = Write::new(&caller, &key, fingerprint);
+    let receipt = write.end(
+        api.service()
+            .register(
+                &write.request(&caller),
+                &h,
+                value.area.into(),
+                value.registered_on,
+                &data,
+            )
+            .await,
+    )?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 
@@ -380,16 +328,13 @@ pub async fn change_members(
     Body { value, fingerprint }: Body<ChangeMembersBody>,
 ) -> Result<Response, ApiError> {
     let h = household(&id)?;
-    let write = Write::begin(&api, &caller, &key, fingerprint).await?;
+    let write = Write::new(&caller, &key, fingerprint);
     let data = PersonalData::from(value.personal);
-    let receipt = write
-        .end(
-            &api,
-            api.service()
-                .change_members(&write.request(&caller), &h, value.on, &value.reason, &data)
-                .await,
-        )
-        .await?;
+    let receipt = write.end(
+        api.service()
+            .change_members(&write.request(&caller), &h, value.on, &value.reason, &data)
+            .await,
+    )?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 
@@ -405,7 +350,7 @@ pub async fn record_death(
     let h = household(&id)?;
     // Authorize before the personal data are opened, not only when the command is built.
     access::authorize(&caller, Operation::RecordDeath, h.commune().as_str())?;
-    let write = Write::begin(&api, &caller, &key, fingerprint).await?;
+    let write = Write::new(&caller, &key, fingerprint);
     let citizen_id = value.citizen_id;
     let recorded = async {
         let mut data = api.service().personal(&h).await?;
@@ -435,7 +380,7 @@ pub async fn record_death(
             .await
     }
     .await;
-    let receipt = write.end(&api, recorded).await?;
+    let receipt = write.end(recorded)?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 
@@ -455,21 +400,18 @@ pub async fn move_household(
 ) -> Result<Response, ApiError> {
     let from = household(&id)?;
     let to = household(&value.to_household_id)?;
-    let write = Write::begin(&api, &caller, &key, fingerprint).await?;
-    let (out, arrived) = write
-        .end(
-            &api,
-            api.service()
-                .move_household(
-                    &write.request(&caller),
-                    &from,
-                    &to,
-                    value.area.into(),
-                    value.on,
-                )
-                .await,
-        )
-        .await?;
+    let write = Write::new(&caller, &key, fingerprint);
+    let (out, arrived) = write.end(
+        api.service()
+            .move_household(
+                &write.request(&caller),
+                &from,
+                &to,
+                value.area.into(),
+                value.on,
+            )
+            .await,
+    )?;
     Ok(created(
         out.duplicate && arrived.duplicate,
         MoveAnswer {
@@ -487,23 +429,20 @@ pub async fn erase(
     Body { value, fingerprint }: Body<EraseBody>,
 ) -> Result<Response, ApiError> {
     let h = household(&id)?;
-    let write = Write::begin(&api, &caller, &key, fingerprint).await?;
+    let write = Write::new(&caller, &key, fingerprint);
     // The vault records when the key was destroyed; the clock is read here, at the edge.
     let now_unix_ms = chrono::Utc::now().timestamp_millis();
-    let receipt = write
-        .end(
-            &api,
-            api.service()
-                .erase_personal_data(
-                    &write.request(&caller),
-                    &h,
-                    value.on,
-                    &value.reference,
-                    now_unix_ms,
-                )
-                .await,
-        )
-        .await?;
+    let receipt = write.end(
+        api.service()
+            .erase_personal_data(
+                &write.request(&caller),
+                &h,
+                value.on,
+                &value.reference,
+                now_unix_ms,
+            )
+            .await,
+    )?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 
@@ -515,21 +454,18 @@ pub async fn classify(
     Body { value, fingerprint }: Body<ClassifyBody>,
 ) -> Result<Response, ApiError> {
     let h = household(&id)?;
-    let write = Write::begin(&api, &caller, &key, fingerprint).await?;
+    let write = Write::new(&caller, &key, fingerprint);
     let inputs = ClassificationInputs {
         income_per_person_month: value.income_per_person,
         area: value.area.into(),
         deprived: value.deprived,
         review_year: value.review_year,
     };
-    let receipt = write
-        .end(
-            &api,
-            api.service()
-                .classify(&write.request(&caller), &h, inputs, value.decided_on)
-                .await,
-        )
-        .await?;
+    let receipt = write.end(
+        api.service()
+            .classify(&write.request(&caller), &h, inputs, value.decided_on)
+            .await,
+    )?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 

@@ -155,21 +155,18 @@ async fn command(
     reason: &str,
 ) -> Result<Response, ApiError> {
     let loan = loan_path(loan)?;
-    let write = Write::begin(api, caller, key, fingerprint).await?;
-    let receipt = write
-        .end(
-            api,
-            api.service()
-                .loan(
-                    &write.request(caller),
-                    Some(&loan),
-                    action,
-                    effective,
-                    reason,
-                )
-                .await,
-        )
-        .await?;
+    let write = Write::new(caller, key, fingerprint);
+    let receipt = write.end(
+        api.service()
+            .loan(
+                &write.request(caller),
+                Some(&loan),
+                action,
+                effective,
+                reason,
+            )
+            .await,
+    )?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 
@@ -180,7 +177,7 @@ pub async fn approve(
     Body { value, fingerprint }: Body<ApproveBody>,
 ) -> Result<Response, ApiError> {
     let h = household(&value.household_id)?;
-    let write = Write::begin(&api, &caller, &key, fingerprint).await?;
+    let write = Write::new(&caller, &key, fingerprint);
     let action = LoanAction::Approve {
         household: h,
         programme: value.programme,
@@ -189,20 +186,17 @@ pub async fn approve(
         savings_group: value.savings_group,
         entrusted: value.entrusted.into(),
     };
-    let receipt = write
-        .end(
-            &api,
-            api.service()
-                .loan(
-                    &write.request(&caller),
-                    None,
-                    action,
-                    value.on,
-                    &value.reason,
-                )
-                .await,
-        )
-        .await?;
+    let receipt = write.end(
+        api.service()
+            .loan(
+                &write.request(&caller),
+                None,
+                action,
+                value.on,
+                &value.reason,
+            )
+            .await,
+    )?;
     let loan = approved_loan(&api, &receipt).await?;
     Ok(created(
         receipt.duplicate,

@@ -14,7 +14,11 @@
 //! `access` and from the book, so the CLI and the API cannot disagree.
 //! **Invariant:** a request that fails at steps 1-3 appends nothing (nothing is
 //! submitted before step 4), and one idempotency key of one caller appends at most
-//! once; the same key with another body is refused (`IdempotencyKeyReused`).
+//! once in a partition; the same key with another body is refused
+//! (`IdempotencyKeyReused`): the ledger records each write's fingerprint in its events
+//! and compares (`service::Service::same_request`); the writes that append under keys
+//! of their own (jobs, gateway posts) bind theirs in the shared requests bucket first
+//! (`Api::claim`).
 
 mod audit;
 pub mod auth;
@@ -367,13 +371,15 @@ impl Api {
         }
     }
 
-    /// Before a write: binds this caller's key to this request's fingerprint, or refuses
-    /// the key if it is bound to another request. The ledger alone would answer such a
-    /// retry with the first request's receipt, so a client that changed the amount and
-    /// kept the key would believe the new amount was recorded. Binding before the
-    /// submission (a compare-and-set in the shared requests bucket) also settles two
-    /// different requests racing on one key, through any number of processes: the
-    /// second is refused at once.
+    /// Before a job or a gateway post, whose events do not carry the request's key:
+    /// binds this caller's key to this request's fingerprint, or refuses the key if it
+    /// is bound to another request, so a client that changed the request and kept the
+    /// key does not believe the change was recorded. A compare-and-set in the shared
+    /// requests bucket: two different requests racing on one key, through any number of
+    /// processes, and the second is refused at once. A write the ledger records under the
+    /// request's own key needs none of this: its events carry the fingerprint
+    /// (`service::Service::same_request`), which saves a bucket write (an atomic batch of
+    /// 5-17 ms under load) before each commit.
     async fn claim(&self, scoped_key: &str, fingerprint: &Digest) -> Result<(), ApiError> {
         let key = request_key(scoped_key);
         for _ in 0..REQUEST_BIND_ATTEMPTS_MAX {

@@ -69,15 +69,12 @@ async fn submit(
     kind: CommandKind,
     on: NaiveDate,
 ) -> Result<crate::log::Receipt, ApiError> {
-    let write = Write::begin(api, caller, key, fingerprint).await?;
-    write
-        .end(
-            api,
-            api.service()
-                .payment(&write.request(caller), partition, kind, on)
-                .await,
-        )
-        .await
+    let write = Write::new(caller, key, fingerprint);
+    write.end(
+        api.service()
+            .payment(&write.request(caller), partition, kind, on)
+            .await,
+    )
 }
 
 /// `submit`, answered with the receipt alone (201, or 200 for a replay).
@@ -369,7 +366,7 @@ pub async fn run(
 ) -> Result<Response, ApiError> {
     let (code, commune, partition) = commune_path(&commune)?;
     let period = crate::input::month(&value.period)?;
-    let write = Write::begin(&api, &caller, &key, fingerprint).await?;
+    let write = Write::new(&caller, &key, fingerprint);
     let ran = api
         .service()
         .run_commune(
@@ -415,10 +412,9 @@ pub async fn run(
             let refused = Err(ServiceError::Rejected(Rejection::Payment(
                 crate::domain::payments::Rejection::RunUnfunded { shortfalls },
             )));
-            // `end` answers an error with an error (and frees the key on a refusal).
-            Err(write.end::<()>(&api, refused).await.unwrap_err())
+            Err(write.end::<()>(refused).unwrap_err())
         }
-        Err(e) => Err(write.end::<()>(&api, Err(e)).await.unwrap_err()),
+        Err(e) => Err(write.end::<()>(Err(e)).unwrap_err()),
     }
 }
 
@@ -503,7 +499,7 @@ pub async fn timeouts(
     Body { value, fingerprint }: Body<TimeoutsBody>,
 ) -> Result<Response, ApiError> {
     let partition = crate::input::partition(&partition)?;
-    let write = Write::begin(&api, &caller, &key, fingerprint).await?;
+    let write = Write::new(&caller, &key, fingerprint);
     let _slot = super::audit::log_scan_slot().await?;
     let result = api
         .service()
@@ -515,7 +511,7 @@ pub async fn timeouts(
             TIMEOUTS_PER_REQUEST_MAX,
         )
         .await;
-    let done = write.end(&api, result).await?;
+    let done = write.end(result)?;
     let outcome = match (done.timed_out.is_empty(), done.remaining) {
         (true, 0) => "nothing_left",
         (_, 0) => "timed_out",

@@ -47,6 +47,9 @@ pub fn encoded_len(draft: &Draft, sequence: u64, recorded_at_unix_ms: i64) -> us
             .map(|s| delimited_len(9, s.len()))
             .sum::<usize>()
         + text(10, crate::events::type_name(&draft.payload))
+        + draft
+            .request_fingerprint
+            .map_or(0, |_| delimited_len(11, 32))
         + draft.payload.encoded_len()
 }
 
@@ -74,6 +77,9 @@ pub fn encode(draft: &Draft, sequence: u64, prev: &Digest, recorded_at_unix_ms: 
         delimited(&mut buf, 9, subject.as_bytes());
     }
     text(&mut buf, 10, crate::events::type_name(&draft.payload));
+    if let Some(fingerprint) = &draft.request_fingerprint {
+        delimited(&mut buf, 11, &fingerprint.0);
+    }
     draft.payload.encode(&mut buf);
     buf
 }
@@ -113,6 +119,10 @@ mod tests {
             correlation_id: draft.correlation_id.clone(),
             subjects: draft.subjects.clone(),
             event_type: crate::events::type_name(&draft.payload).to_string(),
+            request_fingerprint: draft
+                .request_fingerprint
+                .map(|f| bytes::Bytes::copy_from_slice(&f.0))
+                .unwrap_or_default(),
             payload: Some(draft.payload.clone()),
         }
         .encode_to_vec()
@@ -128,6 +138,7 @@ mod tests {
             },
             idempotency_key: "k-1".into(),
             correlation_id: correlation.into(),
+            request_fingerprint: (correlation == "c").then_some(Digest([0x5a; 32])),
             subjects,
             payload,
         }
@@ -155,6 +166,8 @@ mod tests {
                     ..Default::default()
                 }),
                 Vec::new(),
+                // With a request fingerprint (field 11, between the metadata and the
+                // payload).
                 "c",
             ),
             draft(

@@ -105,6 +105,8 @@ pub struct Draft {
     pub actor: proto::Actor,
     pub idempotency_key: String,
     pub correlation_id: String,
+    /// What the staff HTTP request that caused it asked, hashed (Envelope field 11).
+    pub request_fingerprint: Option<Digest>,
     pub subjects: Vec<String>,
     pub payload: Payload,
 }
@@ -116,6 +118,9 @@ pub struct Submission {
     pub actor: proto::Actor,
     pub idempotency_key: String,
     pub correlation_id: String,
+    /// Recorded in every event the command yields, so a later request under the same
+    /// key can be told apart from a retry of this one (`Service::submit`).
+    pub request_fingerprint: Option<Digest>,
     pub command: book::Command,
 }
 
@@ -458,6 +463,8 @@ impl Ledger {
             actor: request.actor.unwrap_or_default(),
             idempotency_key: request.idempotency_key,
             correlation_id: request.correlation_id,
+            // Only the ledger's HTTP edge vouches for a request's fingerprint.
+            request_fingerprint: None,
             subjects: request.subjects,
             payload,
         };
@@ -1240,6 +1247,7 @@ impl PartitionWriter {
                                     format!("{}#{}", c.idempotency_key, i + 1)
                                 },
                                 correlation_id: c.correlation_id.clone(),
+                                request_fingerprint: c.request_fingerprint,
                                 subjects: proposal.subjects,
                                 payload: proposal.payload,
                             })

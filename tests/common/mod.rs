@@ -95,6 +95,7 @@ pub fn note(partition: &str, key: &str, text: &str) -> Draft {
         },
         idempotency_key: key.into(),
         correlation_id: "test".into(),
+        request_fingerprint: None,
         subjects: vec![format!("note:{key}")],
         payload: Payload::Note(proto::Note { text: text.into() }),
     }
@@ -185,6 +186,7 @@ pub async fn register_household(service: &ansinh::service::Service, household: &
                 caller: &officer,
                 idempotency_key: &key,
                 correlation_id: "test",
+                fingerprint: None,
             },
             &ansinh::domain::ids::HouseholdId::parse(household).unwrap(),
             ansinh::domain::eligibility::Area::Rural,

@@ -100,6 +100,7 @@ fn key_draft(config: &CheckpointConfig, rotation: proto::LedgerKeyRotated) -> Dr
         // One event per key, however often a registration is retried.
         idempotency_key: format!("ledger-key:{}", rotation.key_id),
         correlation_id: String::new(),
+        request_fingerprint: None,
         subjects: vec![format!("ledger-key:{}", rotation.key_id)],
         payload: Payload::LedgerKeyRotated(rotation),
     }

@@ -134,15 +134,12 @@ async fn grant(
                 provincial_base: None,
             },
         };
-        let write = begin_write(&api, &session.caller, &f, &route).await?;
-        let receipt = write
-            .end(
-                &api,
-                api.service()
-                    .payment(&write.request(&session.caller), &partition, kind, on)
-                    .await,
-            )
-            .await?;
+        let write = begin_write(&session.caller, &f, &route)?;
+        let receipt = write.end(
+            api.service()
+                .payment(&write.request(&session.caller), &partition, kind, on)
+                .await,
+        )?;
         let EventBody::EntitlementGranted { entitlement, .. } = recorded(&api, &receipt).await?
         else {
             return Err(ApiError::Internal(

@@ -435,9 +435,12 @@ async fn register(State(api): State<Api>, session: Session, FormBody(f): FormBod
     let result = async {
         let (key, fingerprint) = form_key(&f, "POST /console/households/new")?;
         let caller = &session.caller;
-        Write::unbound(caller, &key, fingerprint)
-            .register(&api, caller, &h, area(f.get("area")), on, &data)
-            .await
+        let write = Write::new(caller, &key, fingerprint);
+        write.end(
+            api.service()
+                .register(&write.request(caller), &h, area(f.get("area")), on, &data)
+                .await,
+        )
     }
     .await;
     match result {
@@ -537,16 +540,13 @@ async fn classify(
     };
     let route = format!("POST /console/households/{h}/classify");
     let result = async {
-        let write = begin_write(&api, &session.caller, &f, &route).await?;
+        let write = begin_write(&session.caller, &f, &route)?;
         let caller = &session.caller;
-        let receipt = write
-            .end(
-                &api,
-                api.service()
-                    .classify(&write.request(caller), &h, inputs, on)
-                    .await,
-            )
-            .await?;
+        let receipt = write.end(
+            api.service()
+                .classify(&write.request(caller), &h, inputs, on)
+                .await,
+        )?;
         let read = read_household(&api, caller, &h, today(), Some(receipt.stream_sequence)).await?;
         Ok::<_, ApiError>((receipt, read.view.standing))
     }

@@ -148,15 +148,12 @@ async fn approve(
     };
     let route = format!("POST /console/households/{h}/loans/new");
     let result = async {
-        let write = begin_write(&api, &session.caller, &f, &route).await?;
-        let receipt = write
-            .end(
-                &api,
-                api.service()
-                    .loan(&write.request(&session.caller), None, action, on, &reason)
-                    .await,
-            )
-            .await?;
+        let write = begin_write(&session.caller, &f, &route)?;
+        let receipt = write.end(
+            api.service()
+                .loan(&write.request(&session.caller), None, action, on, &reason)
+                .await,
+        )?;
         let loan = crate::http::loans::approved_loan(&api, &receipt).await?;
         Ok::<_, ApiError>((receipt, loan))
     }
@@ -334,21 +331,18 @@ async fn action(
     };
     let route = format!("POST /console/loans/{loan}/{}", kind.path());
     let result = async {
-        let write = begin_write(&api, &session.caller, &f, &route).await?;
-        let receipt = write
-            .end(
-                &api,
-                api.service()
-                    .loan(
-                        &write.request(&session.caller),
-                        Some(&loan),
-                        action,
-                        on,
-                        reason,
-                    )
-                    .await,
-            )
-            .await?;
+        let write = begin_write(&session.caller, &f, &route)?;
+        let receipt = write.end(
+            api.service()
+                .loan(
+                    &write.request(&session.caller),
+                    Some(&loan),
+                    action,
+                    on,
+                    reason,
+                )
+                .await,
+        )?;
         let event = api.service().ledger.event_of(&receipt).await?;
         Ok::<_, ApiError>((receipt, event.payload))
     }

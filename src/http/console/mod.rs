@@ -284,16 +284,11 @@ pub fn general_problem(problems: &Problems) -> Markup {
     html! { @if let Some(m) = &problems.general { p.err #refusal { (m) } } }
 }
 
-/// A form's write, as the API's: the form's key scoped by the caller and bound to what
-/// the form asks (`Write::begin`), or a refusal of the key.
-pub async fn begin_write(
-    api: &Api,
-    caller: &Caller,
-    fields: &Fields,
-    route: &str,
-) -> Result<Write, ApiError> {
+/// A form's write, as the API's: the form's key scoped by the caller, with the
+/// fingerprint of what the form asks, or a refusal of a malformed key.
+pub fn begin_write(caller: &Caller, fields: &Fields, route: &str) -> Result<Write, ApiError> {
     let (key, fingerprint) = form_key(fields, route)?;
-    Write::begin(api, caller, &key, fingerprint).await
+    Ok(Write::new(caller, &key, fingerprint))
 }
 
 /// A form's idempotency key and the fingerprint of what it asks, for work that binds the

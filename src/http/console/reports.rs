@@ -308,16 +308,12 @@ async fn allocate(State(api): State<Api>, session: Session, FormBody(f): FormBod
             },
             amount,
         };
-        let write =
-            begin_write(&api, &session.caller, &f, "POST /console/payments/budgets").await?;
-        write
-            .end(
-                &api,
-                api.service()
-                    .payment(&write.request(&session.caller), &partition, kind, on)
-                    .await,
-            )
-            .await
+        let write = begin_write(&session.caller, &f, "POST /console/payments/budgets")?;
+        write.end(
+            api.service()
+                .payment(&write.request(&session.caller), &partition, kind, on)
+                .await,
+        )
     }
     .await;
     match result {
@@ -366,7 +362,7 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
         commune: Some(commune),
     };
     let result = async {
-        let write = begin_write(&api, &session.caller, &f, "POST /console/payments/runs").await?;
+        let write = begin_write(&session.caller, &f, "POST /console/payments/runs")?;
         let result = api
             .service()
             .payment(&write.request(&session.caller), &partition, kind, on)
@@ -377,7 +373,7 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
         ) {
             return Ok(None);
         }
-        let receipt = write.end(&api, result).await?;
+        let receipt = write.end(result)?;
         let EventBody::PaymentRunCompleted {
             issued,
             amount,

@@ -22,7 +22,6 @@ use crate::http::audit::{
     ANOMALY_PENDING_DAYS_DEFAULT, anomalies_concerning, log_scan_slot, recompute_partition,
 };
 use crate::http::extract::{Body, IdempotencyKey, RequestBody, Staff};
-use crate::http::households::Write;
 use crate::http::{Api, ApiError};
 
 /// Most findings a scan's record lists; `findings_total` counts them all. An anomaly or a
@@ -125,8 +124,11 @@ pub async fn begin(
 ) -> Result<Started, ApiError> {
     access::authorize(&caller, Operation::Read, partition.as_str())?;
     crate::http::reports::known_partition(api.projector().await?, &partition)?;
-    Write::begin(api, &caller, key, fingerprint).await?;
-    let id = job_id(&key.scoped(&caller));
+    // A job appends under keys of its own, so its request's key is bound here, in the
+    // shared requests bucket: the same key with another body is refused.
+    let scoped = key.scoped(&caller);
+    api.claim(&scoped, &fingerprint).await?;
+    let id = job_id(&scoped);
     if let Some(started) = started_before(api, &id).await? {
         return Ok(started);
     }

@@ -17,7 +17,6 @@ use crate::service::{CommuneRun, Request};
 
 use super::{Job, Started, job_id, launch, save, started_before};
 use crate::http::extract::{Body, IdempotencyKey, RequestBody, Staff};
-use crate::http::households::Write;
 use crate::http::{Api, ApiError};
 
 /// Most communes a job's record lists one by one, the first in commune order; its counts
@@ -126,8 +125,10 @@ pub async fn begin(
     access::authorize(&caller, Operation::ManagePayments, partition.as_str())?;
     let projector = api.projector().await?;
     crate::http::reports::known_partition(projector, &partition)?;
-    Write::begin(api, &caller, key, fingerprint).await?;
+    // A job appends under keys of its own, so its request's key is bound here, in the
+    // shared requests bucket: the same key with another body is refused.
     let scoped = key.scoped(&caller);
+    api.claim(&scoped, &fingerprint).await?;
     let id = job_id(&scoped);
     if let Some(started) = started_before(api, &id).await? {
         return Ok(started);
@@ -191,6 +192,7 @@ async fn run_communes(
             caller,
             idempotency_key: &key,
             correlation_id: correlation,
+            fingerprint: None,
         };
         let ran = api
             .service()
