@@ -351,10 +351,9 @@ impl Service {
         }
         let citizens = self.indexes(data)?;
         let claims = self.claims().await?;
-        // A key made for a registration then refused is harmless (the household id's
-        // own key, reused if it is registered later).
+        // A pooled key used for a registration then refused protects nothing.
         let (sealed, taken) = tokio::join!(
-            self.vault.seal(household.as_str(), data),
+            self.vault.seal_new(household.as_str(), data),
             claims.claim(household.as_str(), &citizens),
         );
         let taken = taken?;
@@ -400,15 +399,19 @@ impl Service {
         }
         let citizens = self.indexes(data)?;
         // Who is in the household now (none readable: the book refuses the change).
-        let before = match self.personal(household).await {
-            Ok(data) => self.indexes(&data)?,
-            Err(_) => Vec::new(),
+        let latest = self.latest_sealed(household).await.ok();
+        let before = match &latest {
+            Some(sealed) => match self.vault.open_sealed(household.as_str(), sealed).await {
+                Ok(data) => self.indexes(&data)?,
+                Err(_) => Vec::new(),
+            },
+            None => Vec::new(),
         };
         let change = Change::MembersChanged {
             household: household.clone(),
             members: Self::members(data),
             citizens: citizens.clone(),
-            sealed: self.vault.seal(household.as_str(), data).await?,
+            sealed: self.seal_again(household, data, latest.as_deref()).await?,
             on,
             reason: reason.to_owned(),
         };
@@ -452,10 +455,13 @@ impl Service {
             .vault
             .blind_index(CitizenId::parse(deceased_citizen_id)?.as_str());
         let (citizens, sealed) = match remaining {
-            Some(data) => (
-                self.indexes(data)?,
-                self.vault.seal(household.as_str(), data).await?,
-            ),
+            Some(data) => {
+                let latest = self.latest_sealed(household).await.ok();
+                (
+                    self.indexes(data)?,
+                    self.seal_again(household, data, latest.as_deref()).await?,
+                )
+            }
             None => (Vec::new(), Vec::new()),
         };
         let change = Change::MemberDied {
@@ -531,7 +537,7 @@ impl Service {
             area,
             members: moved.members,
             citizens: citizens.clone(),
-            sealed: self.vault.seal(to.as_str(), &data).await?,
+            sealed: self.vault.seal_new(to.as_str(), &data).await?,
             on,
         };
         let arrived = self
@@ -574,9 +580,13 @@ impl Service {
         // The citizens to free, read while the data key still exists. A retry after the
         // key is gone finds no data and frees nothing more (claims, like the key, were
         // handled the first time, or stay held: refused elsewhere, never doubled).
-        let citizens = match self.personal(household).await {
-            Ok(data) => self.indexes(&data)?,
-            Err(_) => Vec::new(),
+        let latest = self.latest_sealed(household).await.ok();
+        let citizens = match &latest {
+            Some(sealed) => match self.vault.open_sealed(household.as_str(), sealed).await {
+                Ok(data) => self.indexes(&data)?,
+                Err(_) => Vec::new(),
+            },
+            None => Vec::new(),
         };
         let change = Change::Erased {
             household: household.clone(),
@@ -590,8 +600,30 @@ impl Service {
             .await?
             .release(household.as_str(), &citizens)
             .await?;
-        self.vault.erase(household.as_str(), now_unix_ms).await?;
+        // The key the household's blobs are sealed under: the erasure event does not move
+        // the projection's latest blob, so a retry finds the same key.
+        self.vault
+            .erase_sealed(household.as_str(), latest.as_deref(), now_unix_ms)
+            .await?;
         Ok(receipt)
+    }
+
+    /// New personal data of a household sealed under the key of its `latest` blob, or
+    /// under a pooled key when it has none (the book refuses a household not registered).
+    async fn seal_again(
+        &self,
+        household: &HouseholdId,
+        data: &PersonalData,
+        latest: Option<&[u8]>,
+    ) -> Result<Vec<u8>, ServiceError> {
+        Ok(match latest {
+            Some(latest) => {
+                self.vault
+                    .seal_again(household.as_str(), data, latest)
+                    .await?
+            }
+            None => self.vault.seal_new(household.as_str(), data).await?,
+        })
     }
 
     /// The household's personal data in clear, from its latest sealed record.

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use ansinh::personal::{
-    KeyStatus, MAX_HOUSEHOLD_ID_LEN, MAX_PLAINTEXT_LEN, MAX_SEALED_LEN, Member, PersonalData,
-    SEALED_OVERHEAD, Vault, VaultError,
+    KeyStatus, MAX_HOUSEHOLD_ID_LEN, MAX_PLAINTEXT_LEN, MAX_SEALED_LEN, Member,
+    POOL_REFILL_KEYS_MAX, PersonalData, SEALED_OVERHEAD, SEALED_POOLED_VERSION, Vault, VaultError,
+    pooled_key_id,
 };
 mod common;
 
@@ -407,11 +408,18 @@ fn malformed_sealed_inputs_return_errors() {
         block(vault.open_sealed("hh-1", &[1u8; SEALED_OVERHEAD])),
         Err(VaultError::Tampered)
     ));
+    let mut v3 = sealed.clone();
+    v3[0] = 3;
+    assert!(matches!(
+        block(vault.open_sealed("hh-1", &v3)),
+        Err(VaultError::UnsupportedVersion { version: 3 })
+    ));
+    // Version 2 names a pooled key: here the nonce's first bytes, a key never written.
     let mut v2 = sealed.clone();
     v2[0] = 2;
     assert!(matches!(
         block(vault.open_sealed("hh-1", &v2)),
-        Err(VaultError::UnsupportedVersion { version: 2 })
+        Err(VaultError::NoKey)
     ));
     assert!(matches!(
         block(vault.open_sealed("hh-1", &vec![1u8; MAX_SEALED_LEN + 1])),
@@ -761,4 +769,103 @@ fn keys_of_an_earlier_version_move_into_the_shared_vault_once() {
     let e = block(vault.migrate_local(&db3)).unwrap_err();
     assert!(matches!(e, VaultError::WrongSecrets { .. }), "{e}");
     assert!(ansinh::personal::has_local_keys(&db3).unwrap(), "kept");
+}
+
+/// A registration's seal takes a key written ahead (no bucket write of its own): the
+/// blob names it and opens in any process; later seals of the household reuse it; one
+/// erasure makes every blob unreadable and keeps any key from being made again.
+#[test]
+fn pooled_keys_seal_new_households_and_one_erasure_removes_them() {
+    let env = Env::new();
+    let (a, b) = (env.open(), env.open());
+    let first = block(a.seal_new("hh-p1", &sample())).unwrap();
+    let id = pooled_key_id(&first).expect("a version-2 blob naming its key");
+    assert_eq!(first[0], SEALED_POOLED_VERSION);
+    // The household has no key of its own: its key is the pooled one.
+    assert_eq!(env.stored("hh-p1"), None);
+    assert_eq!(block(b.open_sealed("hh-p1", &first)).unwrap(), sample());
+    // A blob cannot be moved to another household, whatever key it names.
+    assert!(matches!(
+        block(b.open_sealed("hh-p2", &first)),
+        Err(VaultError::Tampered)
+    ));
+
+    let mut changed = sample();
+    changed.members.pop();
+    let second = block(b.seal_again("hh-p1", &changed, &first)).unwrap();
+    assert_eq!(pooled_key_id(&second), Some(id));
+    assert_eq!(block(a.open_sealed("hh-p1", &second)).unwrap(), changed);
+
+    // Another household gets another key.
+    let other = block(a.seal_new("hh-p2", &sample())).unwrap();
+    assert_ne!(pooled_key_id(&other), Some(id));
+
+    assert!(block(b.erase_sealed("hh-p1", Some(&second), 77)).unwrap());
+    for blob in [&first, &second] {
+        assert!(matches!(
+            block(a.open_sealed("hh-p1", blob)),
+            Err(VaultError::Erased {
+                erased_at_unix_ms: 77
+            })
+        ));
+    }
+    assert!(matches!(
+        block(a.seal_new("hh-p1", &sample())),
+        Err(VaultError::Erased { .. })
+    ));
+    assert!(matches!(
+        block(a.seal_again("hh-p1", &sample(), &first)),
+        Err(VaultError::Erased { .. })
+    ));
+    // Again: nothing more to erase, the first time kept.
+    assert!(!block(a.erase_sealed("hh-p1", Some(&first), 99)).unwrap());
+    assert_eq!(block(b.open_sealed("hh-p2", &other)).unwrap(), sample());
+}
+
+/// Seals from many tasks at once drain and refill the pool many times over (its batches
+/// grow to `POOL_REFILL_KEYS_MAX`): every blob has a key of its own, and opens.
+#[test]
+fn many_registrations_at_once_each_get_their_own_pooled_key() {
+    let env = Env::new();
+    let vault = std::sync::Arc::new(env.open());
+    let count = 3 * POOL_REFILL_KEYS_MAX;
+    let blobs = block(async {
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..count {
+            let vault = vault.clone();
+            set.spawn(async move {
+                let household = format!("hh-many-{i}");
+                let blob = vault.seal_new(&household, &sample()).await.unwrap();
+                (household, blob)
+            });
+        }
+        set.join_all().await
+    });
+    let ids: std::collections::HashSet<_> = blobs
+        .iter()
+        .map(|(_, blob)| pooled_key_id(blob).expect("pooled"))
+        .collect();
+    assert_eq!(ids.len(), count);
+    let other = env.open();
+    for (household, blob) in blobs.iter().step_by(97) {
+        assert_eq!(block(other.open_sealed(household, blob)).unwrap(), sample());
+    }
+}
+
+/// A household with a key of its own (sealed by an earlier version) keeps it: new
+/// seals use it, and the erasure removes it.
+#[test]
+fn a_household_with_its_own_key_keeps_sealing_under_it() {
+    let env = Env::new();
+    let vault = env.open();
+    let old = block(vault.seal("hh-own", &sample())).unwrap();
+    assert_eq!(old[0], 1);
+    let again = block(vault.seal_again("hh-own", &sample(), &old)).unwrap();
+    let new = block(vault.seal_new("hh-own", &sample())).unwrap();
+    assert_eq!((again[0], new[0]), (1, 1));
+    assert!(block(vault.erase_sealed("hh-own", Some(&again), 5)).unwrap());
+    assert!(matches!(
+        block(vault.open_sealed("hh-own", &new)),
+        Err(VaultError::Erased { .. })
+    ));
 }

@@ -27,7 +27,17 @@
 //!   [`MAX_PLAINTEXT_LEN`] bytes.
 //! * Sealed bytes: `0x01 || nonce (24 random bytes) || XChaCha20-Poly1305
 //!   ciphertext+tag`, key = the household's DEK, AAD = `"ansinh/v1/personal\0"
-//!   || household id` (so a blob cannot be replayed under another household).
+//!   || household id` (so a blob cannot be replayed under another household);
+//!   or, sealed under a pooled key (below), `0x02 || key id (16 bytes) || nonce ||
+//!   ciphertext+tag`, the same AAD.
+//! * Pooled keys: a registration must not wait for a bucket write of its own (an
+//!   atomic batch of 5-17 ms under load, ADR 0007), so each process writes data keys
+//!   ahead of need, in batches (`KeyPool`), under `dk.<key id in hex>`, wrapped like a
+//!   household's with AAD = that bucket key. A household registered (or moved in) is
+//!   sealed under one of them ([`Vault::seal_new`]), and every later seal of it reuses
+//!   the key its latest blob names ([`Vault::seal_again`]); erasing it erases that key
+//!   and tombstones the household ([`Vault::erase_sealed`]). A process that stops
+//!   leaves the keys it wrote and never used, which protect nothing.
 //! * The bucket (history 1: a key holds only its latest value) maps
 //!   `hh.<household id>` to either the wrapped DEK = `0x01 || nonce (24) ||
 //!   XChaCha20-Poly1305(KEK, DEK, AAD = household id)` (73 bytes), or the
@@ -67,6 +77,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
@@ -77,8 +88,15 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::kv_writes::{FencedWrites, WriteError, open_bucket};
 
-/// Version byte that starts every sealed blob produced by this module.
+/// Version byte of a blob sealed under the household's own key (`hh.<id>`).
 pub const SEALED_VERSION: u8 = 1;
+/// Version byte of a blob sealed under a pooled key, whose id follows it.
+pub const SEALED_POOLED_VERSION: u8 = 2;
+/// Length of a pooled key's id.
+pub const KEY_ID_LEN: usize = 16;
+/// Most keys one refill of the pool writes: one atomic batch of the bucket
+/// (`kv_writes::KV_BATCH_MAX`).
+pub const POOL_REFILL_KEYS_MAX: usize = 500;
 /// Length of the XChaCha20-Poly1305 nonce.
 pub const NONCE_LEN: usize = 24;
 /// Length of the Poly1305 tag.
@@ -88,7 +106,7 @@ pub const MAX_PLAINTEXT_LEN: usize = 16 * 1024;
 /// Bytes a sealed blob adds to its plaintext: version, nonce and tag.
 pub const SEALED_OVERHEAD: usize = 1 + NONCE_LEN + TAG_LEN;
 /// Largest sealed blob [`Vault::seal`] can produce; longer input is refused.
-pub const MAX_SEALED_LEN: usize = SEALED_OVERHEAD + MAX_PLAINTEXT_LEN;
+pub const MAX_SEALED_LEN: usize = SEALED_OVERHEAD + KEY_ID_LEN + MAX_PLAINTEXT_LEN;
 /// Largest accepted household id, in UTF-8 bytes.
 pub const MAX_HOUSEHOLD_ID_LEN: usize = 256;
 /// Exact size of the secrets file.
@@ -285,6 +303,7 @@ pub enum VaultError {
 pub struct Vault {
     kv: kv::Store,
     writes: FencedWrites,
+    pool: Arc<KeyPool>,
     kek: Zeroizing<[u8; KEY_LEN]>,
     blind_key: Zeroizing<[u8; KEY_LEN]>,
     check: [u8; 32],
@@ -357,9 +376,19 @@ impl Vault {
         .await
         .map_err(VaultError::Storage)?;
         let writes = FencedWrites::spawn(js, &kv);
+        let pool = Arc::new(KeyPool {
+            state: std::sync::Mutex::new(PoolState {
+                keys: Vec::new(),
+                batch: 1,
+            }),
+            refilling: tokio::sync::Mutex::new(()),
+            writes: writes.clone(),
+            kek: kek.clone(),
+        });
         let vault = Self {
             kv,
             writes,
+            pool,
             kek,
             blind_key,
             check,
@@ -472,23 +501,71 @@ impl Vault {
         check_household_id(household_id)?;
         let plaintext = encode_bounded(data)?;
         let dek = self.data_key_or_create(household_id).await?;
-        let nonce = random_array::<NONCE_LEN>()?;
-        let aad = personal_aad(household_id);
-        let cipher = XChaCha20Poly1305::new(Key::from_slice(&dek[..]));
-        let ciphertext = cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: &plaintext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| VaultError::Crypto)?;
-        let mut sealed = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
-        sealed.push(SEALED_VERSION);
-        sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&ciphertext);
-        Ok(sealed)
+        seal_under(household_id, &dek, None, &plaintext)
+    }
+
+    /// Seals the data of a household being registered (or moved in) under a pooled key:
+    /// no bucket write waits on it, only a read that the household was never erased.
+    /// A household that already has a key of its own (`hh.<id>`, from an earlier
+    /// version) keeps sealing under it. The blob names its key (version 2), and every
+    /// later seal of the household reuses it ([`Vault::seal_again`]).
+    ///
+    /// Errors as [`Vault::seal`].
+    pub async fn seal_new(
+        &self,
+        household_id: &str,
+        data: &PersonalData,
+    ) -> Result<Vec<u8>, VaultError> {
+        check_household_id(household_id)?;
+        let plaintext = encode_bounded(data)?;
+        match self.slot(&bucket_key(household_id)?).await? {
+            Slot::Erased { at_unix_ms } => Err(VaultError::Erased {
+                erased_at_unix_ms: at_unix_ms,
+            }),
+            Slot::Key { wrapped, .. } => {
+                let dek = self.unwrap_key(household_id, &wrapped)?;
+                seal_under(household_id, &dek, None, &plaintext)
+            }
+            Slot::Empty { .. } => {
+                let pooled = self.pool.take().await?;
+                seal_under(household_id, &pooled.key, Some(&pooled.id), &plaintext)
+            }
+        }
+    }
+
+    /// Seals new data of a registered household under the key its `latest` sealed blob
+    /// names, so one erasure removes every blob of the household: the pooled key of a
+    /// version-2 blob, else the household's own key ([`Vault::seal`]).
+    ///
+    /// Errors as [`Vault::seal`]; [`VaultError::Erased`] once that key is erased.
+    pub async fn seal_again(
+        &self,
+        household_id: &str,
+        data: &PersonalData,
+        latest: &[u8],
+    ) -> Result<Vec<u8>, VaultError> {
+        let Some(id) = pooled_key_id(latest) else {
+            return self.seal(household_id, data).await;
+        };
+        check_household_id(household_id)?;
+        let plaintext = encode_bounded(data)?;
+        let dek = self.pooled_key(&id).await?;
+        seal_under(household_id, &dek, Some(&id), &plaintext)
+    }
+
+    /// A pooled key by id, unwrapped.
+    async fn pooled_key(
+        &self,
+        id: &[u8; KEY_ID_LEN],
+    ) -> Result<Zeroizing<[u8; KEY_LEN]>, VaultError> {
+        let name = pooled_bucket_key(id);
+        match self.slot(&name).await? {
+            Slot::Key { wrapped, .. } => unwrap_key_under(&self.kek, &name, &wrapped),
+            Slot::Erased { at_unix_ms } => Err(VaultError::Erased {
+                erased_at_unix_ms: at_unix_ms,
+            }),
+            Slot::Empty { .. } => Err(VaultError::NoKey),
+        }
     }
 
     /// Opens sealed bytes of `household_id`.
@@ -511,23 +588,33 @@ impl Vault {
                 max: MAX_SEALED_LEN,
             });
         }
-        if sealed.len() < SEALED_OVERHEAD {
+        let overhead = match sealed.first() {
+            Some(&SEALED_POOLED_VERSION) => SEALED_OVERHEAD + KEY_ID_LEN,
+            _ => SEALED_OVERHEAD,
+        };
+        if sealed.len() < overhead {
             return Err(VaultError::Malformed { len: sealed.len() });
         }
-        let (version, rest) = (sealed[0], &sealed[1..]);
-        if version != SEALED_VERSION {
-            return Err(VaultError::UnsupportedVersion { version });
-        }
-        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
-        let dek = match self.slot(&key).await? {
-            Slot::Key { wrapped, .. } => self.unwrap_key(household_id, &wrapped)?,
-            Slot::Erased { at_unix_ms, .. } => {
-                return Err(VaultError::Erased {
-                    erased_at_unix_ms: at_unix_ms,
-                });
+        let (dek, rest) = match sealed[0] {
+            SEALED_VERSION => {
+                let dek = match self.slot(&key).await? {
+                    Slot::Key { wrapped, .. } => self.unwrap_key(household_id, &wrapped)?,
+                    Slot::Erased { at_unix_ms, .. } => {
+                        return Err(VaultError::Erased {
+                            erased_at_unix_ms: at_unix_ms,
+                        });
+                    }
+                    Slot::Empty { .. } => return Err(VaultError::NoKey),
+                };
+                (dek, &sealed[1..])
             }
-            Slot::Empty { .. } => return Err(VaultError::NoKey),
+            SEALED_POOLED_VERSION => {
+                let id = pooled_key_id(sealed).expect("length checked above");
+                (self.pooled_key(&id).await?, &sealed[1 + KEY_ID_LEN..])
+            }
+            version => return Err(VaultError::UnsupportedVersion { version }),
         };
+        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
         let aad = personal_aad(household_id);
         let cipher = XChaCha20Poly1305::new(Key::from_slice(&dek[..]));
         let plaintext = Zeroizing::new(
@@ -544,6 +631,26 @@ impl Vault {
         serde_json::from_slice(&plaintext).map_err(|_| VaultError::Undecodable)
     }
 
+    /// Erases a household sealed as `latest` (its latest sealed blob, if any): first
+    /// the pooled key that blob names, if it names one, then the household's own slot
+    /// ([`Vault::erase`]: its key if it has one, and the tombstone that keeps any key
+    /// from being made for it again). Returns whether a key was erased. Idempotent.
+    pub async fn erase_sealed(
+        &self,
+        household_id: &str,
+        latest: Option<&[u8]>,
+        erased_at_unix_ms: i64,
+    ) -> Result<bool, VaultError> {
+        check_household_id(household_id)?;
+        let mut erased = false;
+        if let Some(id) = latest.and_then(pooled_key_id) {
+            erased = self
+                .tombstone(&pooled_bucket_key(&id), erased_at_unix_ms)
+                .await?;
+        }
+        Ok(self.erase(household_id, erased_at_unix_ms).await? || erased)
+    }
+
     /// Erases the household's data key by writing the tombstone with
     /// `erased_at_unix_ms` over it, so "erased" differs from "never had a key";
     /// returns whether a key was erased. Durable in the bucket before returning.
@@ -556,18 +663,23 @@ impl Vault {
         household_id: &str,
         erased_at_unix_ms: i64,
     ) -> Result<bool, VaultError> {
-        let key = bucket_key(household_id)?;
+        self.tombstone(&bucket_key(household_id)?, erased_at_unix_ms)
+            .await
+    }
+
+    /// Writes the erasure tombstone over the bucket key `key`; whether a key was there.
+    async fn tombstone(&self, key: &str, erased_at_unix_ms: i64) -> Result<bool, VaultError> {
         let mut tomb = Vec::with_capacity(TOMBSTONE_LEN);
         tomb.push(TOMBSTONE_VERSION);
         tomb.extend_from_slice(&erased_at_unix_ms.to_be_bytes());
         let tomb = Bytes::from(tomb);
         for _ in 0..VAULT_WRITE_ATTEMPTS_MAX {
-            let (had_key, revision) = match self.slot(&key).await? {
+            let (had_key, revision) = match self.slot(key).await? {
                 Slot::Erased { .. } => return Ok(false),
                 Slot::Key { revision, .. } => (true, revision),
                 Slot::Empty { revision } => (false, revision),
             };
-            if self.write_over(&key, tomb.clone(), revision).await? {
+            if self.write_over(key, tomb.clone(), revision).await? {
                 return Ok(had_key);
             }
         }
@@ -775,22 +887,7 @@ impl Vault {
     }
 
     fn wrap_key(&self, household_id: &str, dek: &[u8; KEY_LEN]) -> Result<Vec<u8>, VaultError> {
-        let nonce = random_array::<NONCE_LEN>()?;
-        let cipher = XChaCha20Poly1305::new(Key::from_slice(&self.kek[..]));
-        let ciphertext = cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: dek,
-                    aad: household_id.as_bytes(),
-                },
-            )
-            .map_err(|_| VaultError::Crypto)?;
-        let mut wrapped = Vec::with_capacity(WRAPPED_KEY_LEN);
-        wrapped.push(WRAP_VERSION);
-        wrapped.extend_from_slice(&nonce);
-        wrapped.extend_from_slice(&ciphertext);
-        Ok(wrapped)
+        wrap_key_under(&self.kek, household_id, dek)
     }
 
     fn unwrap_key(
@@ -798,28 +895,215 @@ impl Vault {
         household_id: &str,
         wrapped: &[u8],
     ) -> Result<Zeroizing<[u8; KEY_LEN]>, VaultError> {
-        if wrapped.len() != WRAPPED_KEY_LEN || wrapped[0] != WRAP_VERSION {
-            return Err(VaultError::StoreCorrupt {
-                what: "wrapped data key has wrong length or version",
-            });
+        unwrap_key_under(&self.kek, household_id, wrapped)
+    }
+}
+
+/// A data key wrapped under the key-wrapping key, bound to `aad` (a household id, or the
+/// bucket key of a pooled key or a secret).
+fn wrap_key_under(
+    kek: &[u8; KEY_LEN],
+    aad: &str,
+    dek: &[u8; KEY_LEN],
+) -> Result<Vec<u8>, VaultError> {
+    let nonce = random_array::<NONCE_LEN>()?;
+    let cipher = XChaCha20Poly1305::new(Key::from_slice(&kek[..]));
+    let ciphertext = cipher
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: dek,
+                aad: aad.as_bytes(),
+            },
+        )
+        .map_err(|_| VaultError::Crypto)?;
+    let mut wrapped = Vec::with_capacity(WRAPPED_KEY_LEN);
+    wrapped.push(WRAP_VERSION);
+    wrapped.extend_from_slice(&nonce);
+    wrapped.extend_from_slice(&ciphertext);
+    Ok(wrapped)
+}
+
+fn unwrap_key_under(
+    kek: &[u8; KEY_LEN],
+    aad: &str,
+    wrapped: &[u8],
+) -> Result<Zeroizing<[u8; KEY_LEN]>, VaultError> {
+    if wrapped.len() != WRAPPED_KEY_LEN || wrapped[0] != WRAP_VERSION {
+        return Err(VaultError::StoreCorrupt {
+            what: "wrapped data key has wrong length or version",
+        });
+    }
+    let (nonce, ciphertext) = wrapped[1..].split_at(NONCE_LEN);
+    let cipher = XChaCha20Poly1305::new(Key::from_slice(&kek[..]));
+    let plain = Zeroizing::new(
+        cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| VaultError::KeyUnwrap)?,
+    );
+    let mut dek = Zeroizing::new([0u8; KEY_LEN]);
+    // Length is fixed by the check above: 73 - 1 - 24 - 16 = 32.
+    dek.copy_from_slice(&plain[..]);
+    Ok(dek)
+}
+
+/// Sealed bytes of `plaintext` for `household_id` under `dek`: version 1, or version 2
+/// naming the pooled key `pooled` (module docs).
+fn seal_under(
+    household_id: &str,
+    dek: &[u8; KEY_LEN],
+    pooled: Option<&[u8; KEY_ID_LEN]>,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, VaultError> {
+    let nonce = random_array::<NONCE_LEN>()?;
+    let aad = personal_aad(household_id);
+    let cipher = XChaCha20Poly1305::new(Key::from_slice(&dek[..]));
+    let ciphertext = cipher
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad: &aad,
+            },
+        )
+        .map_err(|_| VaultError::Crypto)?;
+    let mut sealed = Vec::with_capacity(1 + KEY_ID_LEN + NONCE_LEN + ciphertext.len());
+    match pooled {
+        None => sealed.push(SEALED_VERSION),
+        Some(id) => {
+            sealed.push(SEALED_POOLED_VERSION);
+            sealed.extend_from_slice(id);
         }
-        let (nonce, ciphertext) = wrapped[1..].split_at(NONCE_LEN);
-        let cipher = XChaCha20Poly1305::new(Key::from_slice(&self.kek[..]));
-        let plain = Zeroizing::new(
-            cipher
-                .decrypt(
-                    XNonce::from_slice(nonce),
-                    Payload {
-                        msg: ciphertext,
-                        aad: household_id.as_bytes(),
-                    },
-                )
-                .map_err(|_| VaultError::KeyUnwrap)?,
-        );
-        let mut dek = Zeroizing::new([0u8; KEY_LEN]);
-        // Length is fixed by the check above: 73 - 1 - 24 - 16 = 32.
-        dek.copy_from_slice(&plain[..]);
-        Ok(dek)
+    }
+    sealed.extend_from_slice(&nonce);
+    sealed.extend_from_slice(&ciphertext);
+    Ok(sealed)
+}
+
+/// The pooled key a sealed blob names: Some for a version-2 blob long enough to hold one.
+pub fn pooled_key_id(sealed: &[u8]) -> Option<[u8; KEY_ID_LEN]> {
+    match sealed {
+        [SEALED_POOLED_VERSION, rest @ ..] if rest.len() >= KEY_ID_LEN + NONCE_LEN + TAG_LEN => {
+            rest[..KEY_ID_LEN].try_into().ok()
+        }
+        _ => None,
+    }
+}
+
+/// The bucket key of a pooled key (no household id holds a '.').
+fn pooled_bucket_key(id: &[u8; KEY_ID_LEN]) -> String {
+    format!("dk.{}", hex::encode(id))
+}
+
+/// Data keys written to the bucket before they are needed, so that sealing a new
+/// household waits for no bucket write (module docs). One per `Vault`.
+struct KeyPool {
+    state: std::sync::Mutex<PoolState>,
+    /// One refill at a time.
+    refilling: tokio::sync::Mutex<()>,
+    writes: FencedWrites,
+    kek: Zeroizing<[u8; KEY_LEN]>,
+}
+
+struct PoolState {
+    keys: Vec<PooledKey>,
+    /// Keys the next refill writes. It starts at one and doubles each time a seal finds
+    /// the pool empty, up to `POOL_REFILL_KEYS_MAX`: a command-line process that seals
+    /// once writes one key, a server registering thousands a second writes full batches.
+    batch: usize,
+}
+
+struct PooledKey {
+    id: [u8; KEY_ID_LEN],
+    key: Zeroizing<[u8; KEY_LEN]>,
+}
+
+impl KeyPool {
+    /// A key stored in the bucket that no blob uses yet. When fewer than half a batch
+    /// remain, a refill starts in the background; an empty pool waits for one.
+    async fn take(self: &Arc<Self>) -> Result<PooledKey, VaultError> {
+        for _ in 0..VAULT_WRITE_ATTEMPTS_MAX {
+            let (key, low) = {
+                let mut state = self.state.lock().expect("key pool lock");
+                let key = state.keys.pop();
+                (key, state.keys.len() < state.batch / 2)
+            };
+            match key {
+                Some(key) => {
+                    if low {
+                        let pool = Arc::clone(self);
+                        tokio::spawn(async move {
+                            if let Err(e) = pool.refill(false).await {
+                                tracing::warn!("data keys written ahead: {e}");
+                            }
+                        });
+                    }
+                    return Ok(key);
+                }
+                None => self.refill(true).await?,
+            }
+        }
+        Err(VaultError::Contended)
+    }
+
+    /// Writes a batch of fresh keys (one round of the bucket's writer: one atomic batch)
+    /// and adds those stored. `wait`: a seal found the pool empty, so queue behind a
+    /// refill under way (and skip this one if that one filled the pool) and grow the
+    /// next batch; else leave the work to a refill under way.
+    async fn refill(&self, wait: bool) -> Result<(), VaultError> {
+        let _one = if wait {
+            self.refilling.lock().await
+        } else {
+            match self.refilling.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return Ok(()),
+            }
+        };
+        let count = {
+            let mut state = self.state.lock().expect("key pool lock");
+            if wait && !state.keys.is_empty() {
+                return Ok(());
+            }
+            let count = state.batch;
+            if wait {
+                state.batch = (state.batch * 2).min(POOL_REFILL_KEYS_MAX);
+            }
+            count
+        };
+        let mut fresh = Vec::with_capacity(count);
+        for _ in 0..count {
+            let id = random_array::<KEY_ID_LEN>()?;
+            let key = Zeroizing::new(random_array::<KEY_LEN>()?);
+            let name = pooled_bucket_key(&id);
+            let wrapped = Bytes::from(wrap_key_under(&self.kek, &name, &key)?);
+            fresh.push((PooledKey { id, key }, name, wrapped));
+        }
+        let written = futures::future::join_all(
+            fresh
+                .iter()
+                .map(|(_, name, wrapped)| self.writes.write(name, wrapped.clone(), 0)),
+        )
+        .await;
+        let mut state = self.state.lock().expect("key pool lock");
+        let mut failed = None;
+        for ((key, _, _), written) in fresh.into_iter().zip(written) {
+            match written {
+                Ok(()) => state.keys.push(key),
+                // An id drawn twice (2^-128): that key is someone else's.
+                Err(WriteError::WrongRevision) => {}
+                Err(WriteError::Nats(e)) => failed = Some(e),
+            }
+        }
+        match failed {
+            Some(e) if state.keys.is_empty() => Err(VaultError::Storage(e)),
+            _ => Ok(()),
+        }
     }
 }
 
