@@ -39,7 +39,7 @@ struct Cli {
     #[arg(long, env = "ANSINH_NATS_URL", global = true)]
     nats: Option<String>,
     /// Copies the cluster keeps of the event stream, the checkpoint stream and the
-    /// claims bucket when it creates them (3 on a 3-node cluster); an existing stream
+    /// citizen claims stream when it creates them (3 on a 3-node cluster); an existing stream
     /// with fewer is refused.
     #[arg(long, env = "ANSINH_REPLICAS", default_value_t = 1, global = true,
           value_parser = clap::value_parser!(u16).range(1..=5))]

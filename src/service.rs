@@ -205,13 +205,13 @@ impl Service {
         // damaged bucket, not an answer.
         let household = HouseholdId::parse(&holder).map_err(|_| {
             ServiceError::Append(AppendError::Nats(format!(
-                "the claims bucket names {holder:?}, not a household"
+                "the citizen claims name {holder:?}, not a household"
             )))
         })?;
         Ok(access::within(&caller.unit, household.commune().as_str()).then_some(household))
     }
 
-    /// Opens the citizen claims bucket now (creating it when missing), rather than on the
+    /// Opens the citizen claims now (creating their stream when missing), rather than on the
     /// first command that needs it.
     pub async fn open_claims(&self) -> Result<(), ServiceError> {
         self.claims().await.map(|_| ())

@@ -1,6 +1,7 @@
-//! Citizen claims against a real nats-server: claims gathered into atomic batches keep
-//! compare-and-set semantics, so of two households claiming one citizen exactly one
-//! wins, even when both writes meet in one batch.
+//! Citizen claims against a real nats-server: claims gathered into frames, one message
+//! per shard and round, fenced on the shard's last sequence, keep compare-and-set
+//! semantics: of two households claiming one citizen exactly one wins, whether both
+//! claims meet in one frame or come through two processes.
 
 mod common;
 
@@ -87,7 +88,7 @@ async fn a_retry_finds_its_own_claims_and_a_release_frees_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ledgers_opening_one_new_bucket_at_once_all_open_it() {
+async fn ledgers_opening_one_new_claims_stream_at_once_all_open_it() {
     let js = async_nats::jetstream::new(client().await);
     let stream = fresh_log().stream_name;
     let opened = futures::future::join_all((0..4).map(|_| Claims::open(&js, &stream, 1))).await;
@@ -95,4 +96,184 @@ async fn ledgers_opening_one_new_bucket_at_once_all_open_it() {
         let claims = claims.expect("every opener gets the bucket");
         claims.claim("0100007-000001", &[citizen(1)]).await.unwrap();
     }
+}
+
+/// Two processes (connections of their own, each with its shard tasks) claiming at once:
+/// their frames meet at the fence, the loser folds the winner's frame and decides
+/// again, so every contested citizen ends in exactly one household, and each process
+/// then answers who holds it from what is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_processes_claiming_one_citizen_at_once_exactly_one_wins() {
+    let stream = fresh_log().stream_name;
+    let a = Claims::open(&async_nats::jetstream::new(client().await), &stream, 1)
+        .await
+        .unwrap();
+    let b = Claims::open(&async_nats::jetstream::new(client().await), &stream, 1)
+        .await
+        .unwrap();
+    const CONTESTED: u32 = 200;
+    let side = |claims: Claims, name: u32| {
+        futures::future::join_all((0..CONTESTED).map(move |k| {
+            let claims = claims.clone();
+            async move {
+                let household = format!("0{name}00007-{k:06}");
+                (
+                    k,
+                    household.clone(),
+                    claims.claim(&household, &[citizen(k)]).await,
+                )
+            }
+        }))
+    };
+    let (from_a, from_b) = tokio::join!(side(a.clone(), 1), side(b.clone(), 2));
+    for ((k, house_a, got_a), (_, house_b, got_b)) in from_a.into_iter().zip(from_b) {
+        let winner = match (got_a, got_b) {
+            (Ok(taken), Err(ClaimError::Held { holder })) => {
+                assert_eq!((taken.len(), &holder), (1, &house_a), "citizen {k}");
+                house_a
+            }
+            (Err(ClaimError::Held { holder }), Ok(taken)) => {
+                assert_eq!((taken.len(), &holder), (1, &house_b), "citizen {k}");
+                house_b
+            }
+            (x, y) => panic!("citizen {k}: {x:?} / {y:?}"),
+        };
+        for claims in [&a, &b] {
+            assert_eq!(
+                claims.holder(&citizen(k)).await.unwrap(),
+                Some(winner.clone())
+            );
+        }
+    }
+}
+
+/// A process that opens later folds every frame; one that was open all along learns of
+/// another's claims when it asks, or when its own frame meets the fence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_are_folded_at_open_and_seen_from_every_process() {
+    let stream = fresh_log().stream_name;
+    let js = async_nats::jetstream::new(client().await);
+    let first = Claims::open(&js, &stream, 1).await.unwrap();
+    let early = Claims::open(&js, &stream, 1).await.unwrap();
+    for k in 0..64 {
+        first
+            .claim(&format!("0100007-{k:06}"), &[citizen(5_000 + k)])
+            .await
+            .unwrap();
+    }
+    first
+        .release("0100007-000003", &[citizen(5_003)])
+        .await
+        .unwrap();
+    let late = Claims::open(&js, &stream, 1).await.unwrap();
+    for claims in [&late, &early] {
+        assert_eq!(
+            claims.holder(&citizen(5_010)).await.unwrap().as_deref(),
+            Some("0100007-000010")
+        );
+        assert_eq!(claims.holder(&citizen(5_003)).await.unwrap(), None);
+    }
+    // `early` never read citizen 5_020's shard since: its claim meets the fence first.
+    assert!(matches!(
+        early.claim("0200001-000001", &[citizen(5_020)]).await,
+        Err(ClaimError::Held { holder }) if holder == "0100007-000020"
+    ));
+    assert_eq!(
+        late.claim("0200001-000001", &[citizen(5_003)])
+            .await
+            .unwrap(),
+        vec![citizen(5_003)]
+    );
+}
+
+/// The claims an earlier version kept in its bucket are the first frames of their
+/// shards: held citizens stay held, released ones are free, and opening again copies
+/// nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_of_the_earlier_bucket_are_carried_into_the_frames_once() {
+    let stream = fresh_log().stream_name;
+    let js = async_nats::jetstream::new(client().await);
+    let bucket = js
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: ansinh::claims::bucket_name(&stream),
+            history: 8,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let key = |n: u32| hex::encode(citizen(n));
+    for n in 0..40 {
+        bucket
+            .put(key(n), format!("0100007-{n:06}").into())
+            .await
+            .unwrap();
+    }
+    // Released in the bucket: an empty value.
+    bucket.put(key(7), bytes::Bytes::new()).await.unwrap();
+    let claims = Claims::open(&js, &stream, 1).await.unwrap();
+    assert_eq!(
+        claims.holder(&citizen(12)).await.unwrap().as_deref(),
+        Some("0100007-000012")
+    );
+    assert_eq!(claims.holder(&citizen(7)).await.unwrap(), None);
+    assert!(matches!(
+        claims.claim("0200001-000001", &[citizen(12)]).await,
+        Err(ClaimError::Held { .. })
+    ));
+    let frames = || async {
+        js.get_stream(ansinh::claims::stream_name(&stream))
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages
+    };
+    let copied = frames().await;
+    assert!(copied > 0);
+    let again = Claims::open(&js, &stream, 1).await.unwrap();
+    assert_eq!(frames().await, copied);
+    assert_eq!(
+        again.holder(&citizen(39)).await.unwrap().as_deref(),
+        Some("0100007-000039")
+    );
+}
+
+/// Four processes claiming at once, as four `serve` processes in a registration
+/// campaign: every claim is decided (none gives up contended), and each contested
+/// citizen ends in exactly one household.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_claiming_at_once_all_get_answers() {
+    let stream = fresh_log().stream_name;
+    let mut processes = Vec::new();
+    for _ in 0..4 {
+        let js = async_nats::jetstream::new(client().await);
+        processes.push(Claims::open(&js, &stream, 1).await.unwrap());
+    }
+    const OWN: u32 = 150;
+    const SHARED: u32 = 40;
+    let outcomes =
+        futures::future::join_all(processes.iter().enumerate().flat_map(|(p, claims)| {
+            (0..OWN + SHARED).map(move |k| async move {
+                let household = format!("0{}00007-{k:06}", p + 1);
+                let who = if k < OWN {
+                    citizen(100_000 * (p as u32 + 1) + k)
+                } else {
+                    citizen(900_000 + k)
+                };
+                (k, claims.claim(&household, &[who]).await)
+            })
+        }))
+        .await;
+    let mut shared_held = vec![0u32; SHARED as usize];
+    for (k, outcome) in outcomes {
+        match outcome {
+            Ok(taken) if k >= OWN => shared_held[(k - OWN) as usize] += taken.len() as u32,
+            Ok(taken) => assert_eq!(taken.len(), 1, "own citizen {k}"),
+            Err(ClaimError::Held { .. }) if k >= OWN => {}
+            Err(e) => panic!("citizen {k}: {e}"),
+        }
+    }
+    assert_eq!(shared_held, vec![1; SHARED as usize]);
 }

@@ -809,12 +809,12 @@ async fn a_node_restarted_with_an_empty_store_catches_up_and_can_lead() {
     drop(n2);
 }
 
-/// Two processes making the citizen claims bucket at once on a 3-node cluster (R3), then
+/// Two processes making the citizen claims stream at once on a 3-node cluster (R3), then
 /// claiming at once from both, as two `serve` processes do when they start together:
 /// every claim is answered (this once stalled ~10 s and failed with a JetStream timeout),
 /// and of a citizen claimed by both processes' households exactly one holds it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_processes_making_the_claims_bucket_at_once_both_claim_at_once() {
+async fn two_processes_making_the_claims_stream_at_once_both_claim_at_once() {
     use ansinh::claims::Claims;
     type ClaimResult = Result<Vec<[u8; 32]>, ansinh::claims::ClaimError>;
     let dir = tempfile::tempdir().unwrap();

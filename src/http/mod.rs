@@ -189,8 +189,8 @@ pub enum HttpError {
     /// The requests bucket (idempotency keys bound to requests) could not be opened.
     #[error("requests bucket: {0}")]
     Requests(String),
-    /// The citizen claims bucket could not be opened.
-    #[error("claims bucket: {0}")]
+    /// The citizen claims stream could not be opened.
+    #[error("citizen claims: {0}")]
     Claims(String),
     /// The directory bucket (staff, gateways) could not be opened or an old file imported.
     #[error(transparent)]
@@ -936,7 +936,7 @@ pub async fn run(
             gateway_registry.display()
         );
     }
-    // The claims bucket is opened before the first request, not by it: made on a
+    // The claims stream is opened before the first request, not by it: made on a
     // cluster by requests of several processes at once, it stalled their first
     // registrations ~10 s (two JetStream timeouts).
     runtime

@@ -343,7 +343,7 @@ impl Ledger {
         &self.shared.stream
     }
 
-    /// The JetStream context the ledger appends with (for the citizen claims bucket).
+    /// The JetStream context the ledger appends with (for the citizen claims stream).
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.shared.js
     }
@@ -1508,7 +1508,7 @@ impl PartitionWriter {
 }
 
 /// A random wait in [0, FENCE_BACKOFF_STEP × attempt).
-fn fence_backoff(attempt: u32) -> std::time::Duration {
+pub(crate) fn fence_backoff(attempt: u32) -> std::time::Duration {
     let mut random = [0u8; 4];
     let _ = getrandom::getrandom(&mut random);
     let span = FENCE_BACKOFF_STEP.as_micros() as u64 * u64::from(attempt + 1);

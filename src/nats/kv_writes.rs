@@ -306,7 +306,7 @@ async fn commit(bucket: &Bucket, batch: Vec<Write>) {
 /// Whether the server refused a publish for its fence: 10071 with the sequence it found,
 /// or 10164 without it, which a 3-node cluster answers when it checks the fence before it
 /// proposes the message (async-nats names only the first).
-fn fence_failed(e: &async_nats::jetstream::context::PublishError) -> bool {
+pub(crate) fn fence_failed(e: &async_nats::jetstream::context::PublishError) -> bool {
     /// JSStreamWrongLastSequenceConstantErr of nats-server.
     const WRONG_LAST_SEQUENCE_CONSTANT: u64 = 10164;
     e.kind() == PublishErrorKind::WrongLastSequence
