@@ -400,13 +400,7 @@ impl Service {
         let citizens = self.indexes(data)?;
         // Who is in the household now (none readable: the book refuses the change).
         let latest = self.latest_sealed(household).await.ok();
-        let before = match &latest {
-            Some(sealed) => match self.vault.open_sealed(household.as_str(), sealed).await {
-                Ok(data) => self.indexes(&data)?,
-                Err(_) => Vec::new(),
-            },
-            None => Vec::new(),
-        };
+        let before = self.citizens_in(household, latest.as_deref()).await?;
         let change = Change::MembersChanged {
             household: household.clone(),
             members: Self::members(data),
@@ -581,13 +575,7 @@ impl Service {
         // key is gone finds no data and frees nothing more (claims, like the key, were
         // handled the first time, or stay held: refused elsewhere, never doubled).
         let latest = self.latest_sealed(household).await.ok();
-        let citizens = match &latest {
-            Some(sealed) => match self.vault.open_sealed(household.as_str(), sealed).await {
-                Ok(data) => self.indexes(&data)?,
-                Err(_) => Vec::new(),
-            },
-            None => Vec::new(),
-        };
+        let citizens = self.citizens_in(household, latest.as_deref()).await?;
         let change = Change::Erased {
             household: household.clone(),
             on,
@@ -606,6 +594,22 @@ impl Service {
             .erase_sealed(household.as_str(), latest.as_deref(), now_unix_ms)
             .await?;
         Ok(receipt)
+    }
+
+    /// The citizens of a household's `latest` sealed data, none when there is none or
+    /// it can no longer be opened (erased).
+    async fn citizens_in(
+        &self,
+        household: &HouseholdId,
+        latest: Option<&[u8]>,
+    ) -> Result<Vec<BlindIndex>, ServiceError> {
+        let Some(sealed) = latest else {
+            return Ok(Vec::new());
+        };
+        match self.vault.open_sealed(household.as_str(), sealed).await {
+            Ok(data) => self.indexes(&data),
+            Err(_) => Ok(Vec::new()),
+        }
     }
 
     /// New personal data of a household sealed under the key of its `latest` blob, or

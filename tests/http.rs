@@ -96,7 +96,30 @@ async fn server() -> Server {
     }
 }
 
+/// A second ledger process serving the API: its base URL, and what keeps it running.
+type Running = (tokio::sync::oneshot::Sender<()>, tempfile::TempDir);
+
 impl Server {
+    /// Another ledger process on the same log and shared buckets (its own store, the
+    /// same secrets and staff), serving the API on a port of its own.
+    async fn second_process(&self) -> (String, Running) {
+        let elsewhere = tempfile::tempdir().unwrap();
+        let ledger = ledger_at(&self.config, &elsewhere.path().join("store")).await;
+        let vault = Arc::new(vault_for(&ledger, &self._dir.path().join("secrets")).await);
+        let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
+        let staff = StaffDirectory::load(&self._dir.path().join(http::STAFF_FILE)).unwrap();
+        let other = Api::new(Service::new(ledger, vault, projector), staff)
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(http::serve(listener, other, async {
+            let _ = stopped.await;
+        }));
+        (base, (stop, elsewhere))
+    }
+
     async fn answer(&self, response: reqwest::Response, schema: &str) -> Answer {
         let (status, body) = schema_checked(&self.schemas, response, schema).await;
         Answer { status, body }
@@ -584,20 +607,7 @@ async fn two_requests_under_one_key_at_two_processes_land_once() {
         s.register(HOUSEHOLD, "001085012345").await.status,
         StatusCode::CREATED
     );
-    let elsewhere = tempfile::tempdir().unwrap();
-    let ledger = ledger_at(&s.config, &elsewhere.path().join("store")).await;
-    let vault = Arc::new(vault_for(&ledger, &s._dir.path().join("secrets")).await);
-    let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
-    let staff = StaffDirectory::load(&s._dir.path().join(http::STAFF_FILE)).unwrap();
-    let other = Api::new(Service::new(ledger, vault, projector), staff)
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let other_base = format!("http://{}", listener.local_addr().unwrap());
-    let (_stop_other, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(http::serve(listener, other, async {
-        let _ = stopped.await;
-    }));
+    let (other_base, _other) = s.second_process().await;
     let review = |income: &str| {
         json!({"income_per_person": income, "area": "rural", "deprived": ["employment"],
                "review_year": 2026, "decided_on": "2026-01-10"})
@@ -2654,20 +2664,7 @@ async fn a_provinces_payment_run_is_a_job_followed_to_its_result() {
 
     // Another ledger process on the same log (its own store, the shared buckets) answers
     // the job too: the record is in the jobs bucket, not in the process that ran it.
-    let elsewhere = tempfile::tempdir().unwrap();
-    let ledger = ledger_at(&s.config, &elsewhere.path().join("store")).await;
-    let vault = Arc::new(vault_for(&ledger, &s._dir.path().join("secrets")).await);
-    let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
-    let staff = StaffDirectory::load(&s._dir.path().join(http::STAFF_FILE)).unwrap();
-    let other = Api::new(Service::new(ledger, vault, projector), staff)
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let other_base = format!("http://{}", listener.local_addr().unwrap());
-    let (_stop_other, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(http::serve(listener, other, async {
-        let _ = stopped.await;
-    }));
+    let (other_base, _other) = s.second_process().await;
     let response = s
         .client
         .get(format!("{other_base}{location}"))

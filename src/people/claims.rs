@@ -208,6 +208,20 @@ impl Claims {
             .map_err(|_| ClaimError::Nats("the claims task has stopped".into()))?
     }
 
+    /// One request to each shard the citizens fall in, all at once.
+    async fn ask_each_shard(
+        &self,
+        citizens: &[BlindIndex],
+        ask: impl Fn() -> Ask,
+    ) -> Vec<Result<Answer, ClaimError>> {
+        futures::future::join_all(
+            by_shard(citizens)
+                .into_iter()
+                .map(|(shard, citizens)| self.ask(shard, ask(), citizens)),
+        )
+        .await
+    }
+
     /// The household holding `citizen`, if any, as stored when asked (the shard folds
     /// what other processes wrote first).
     pub async fn holder(&self, citizen: &BlindIndex) -> Result<Option<String>, ClaimError> {
@@ -249,18 +263,11 @@ impl Claims {
         citizens: &[BlindIndex],
     ) -> Result<Vec<BlindIndex>, ClaimError> {
         check_household(household)?;
-        // One request per shard touched, all at once.
-        let outcomes =
-            futures::future::join_all(by_shard(citizens).into_iter().map(|(shard, citizens)| {
-                self.ask(
-                    shard,
-                    Ask::Take {
-                        household: household.into(),
-                        from: from.map(Into::into),
-                    },
-                    citizens,
-                )
-            }))
+        let outcomes = self
+            .ask_each_shard(citizens, || Ask::Take {
+                household: household.into(),
+                from: from.map(Into::into),
+            })
             .await;
         let mut taken = Vec::new();
         let mut first_error = None;
@@ -289,16 +296,10 @@ impl Claims {
         citizens: &[BlindIndex],
     ) -> Result<(), ClaimError> {
         check_household(household)?;
-        let outcomes =
-            futures::future::join_all(by_shard(citizens).into_iter().map(|(shard, citizens)| {
-                self.ask(
-                    shard,
-                    Ask::Release {
-                        household: household.into(),
-                    },
-                    citizens,
-                )
-            }))
+        let outcomes = self
+            .ask_each_shard(citizens, || Ask::Release {
+                household: household.into(),
+            })
             .await;
         outcomes.into_iter().try_for_each(|o| o.map(|_| ()))
     }

@@ -614,20 +614,8 @@ impl Vault {
             }
             version => return Err(VaultError::UnsupportedVersion { version }),
         };
-        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
-        let aad = personal_aad(household_id);
-        let cipher = XChaCha20Poly1305::new(Key::from_slice(&dek[..]));
-        let plaintext = Zeroizing::new(
-            cipher
-                .decrypt(
-                    XNonce::from_slice(nonce),
-                    Payload {
-                        msg: ciphertext,
-                        aad: &aad,
-                    },
-                )
-                .map_err(|_| VaultError::Tampered)?,
-        );
+        let plaintext =
+            decrypt(&dek, rest, &personal_aad(household_id)).ok_or(VaultError::Tampered)?;
         serde_json::from_slice(&plaintext).map_err(|_| VaultError::Undecodable)
     }
 
@@ -906,21 +894,9 @@ fn wrap_key_under(
     aad: &str,
     dek: &[u8; KEY_LEN],
 ) -> Result<Vec<u8>, VaultError> {
-    let nonce = random_array::<NONCE_LEN>()?;
-    let cipher = XChaCha20Poly1305::new(Key::from_slice(&kek[..]));
-    let ciphertext = cipher
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: dek,
-                aad: aad.as_bytes(),
-            },
-        )
-        .map_err(|_| VaultError::Crypto)?;
     let mut wrapped = Vec::with_capacity(WRAPPED_KEY_LEN);
     wrapped.push(WRAP_VERSION);
-    wrapped.extend_from_slice(&nonce);
-    wrapped.extend_from_slice(&ciphertext);
+    encrypt(kek, dek, aad.as_bytes(), &mut wrapped)?;
     Ok(wrapped)
 }
 
@@ -934,19 +910,7 @@ fn unwrap_key_under(
             what: "wrapped data key has wrong length or version",
         });
     }
-    let (nonce, ciphertext) = wrapped[1..].split_at(NONCE_LEN);
-    let cipher = XChaCha20Poly1305::new(Key::from_slice(&kek[..]));
-    let plain = Zeroizing::new(
-        cipher
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: aad.as_bytes(),
-                },
-            )
-            .map_err(|_| VaultError::KeyUnwrap)?,
-    );
+    let plain = decrypt(kek, &wrapped[1..], aad.as_bytes()).ok_or(VaultError::KeyUnwrap)?;
     let mut dek = Zeroizing::new([0u8; KEY_LEN]);
     // Length is fixed by the check above: 73 - 1 - 24 - 16 = 32.
     dek.copy_from_slice(&plain[..]);
@@ -961,19 +925,7 @@ fn seal_under(
     pooled: Option<&[u8; KEY_ID_LEN]>,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, VaultError> {
-    let nonce = random_array::<NONCE_LEN>()?;
-    let aad = personal_aad(household_id);
-    let cipher = XChaCha20Poly1305::new(Key::from_slice(&dek[..]));
-    let ciphertext = cipher
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext,
-                aad: &aad,
-            },
-        )
-        .map_err(|_| VaultError::Crypto)?;
-    let mut sealed = Vec::with_capacity(1 + KEY_ID_LEN + NONCE_LEN + ciphertext.len());
+    let mut sealed = Vec::with_capacity(1 + KEY_ID_LEN + NONCE_LEN + plaintext.len() + TAG_LEN);
     match pooled {
         None => sealed.push(SEALED_VERSION),
         Some(id) => {
@@ -981,9 +933,34 @@ fn seal_under(
             sealed.extend_from_slice(id);
         }
     }
-    sealed.extend_from_slice(&nonce);
-    sealed.extend_from_slice(&ciphertext);
+    encrypt(dek, plaintext, &personal_aad(household_id), &mut sealed)?;
     Ok(sealed)
+}
+
+/// Appends a random nonce and XChaCha20-Poly1305(`key`, `msg`, `aad`) to `out`.
+fn encrypt(
+    key: &[u8; KEY_LEN],
+    msg: &[u8],
+    aad: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), VaultError> {
+    let nonce = random_array::<NONCE_LEN>()?;
+    let ciphertext = XChaCha20Poly1305::new(Key::from_slice(&key[..]))
+        .encrypt(XNonce::from_slice(&nonce), Payload { msg, aad })
+        .map_err(|_| VaultError::Crypto)?;
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ciphertext);
+    Ok(())
+}
+
+/// Opens `nonce || ciphertext` (as `encrypt` appends them) under `key`; None when the
+/// tag does not verify. The caller checked it is at least a nonce and a tag long.
+fn decrypt(key: &[u8; KEY_LEN], sealed: &[u8], aad: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let (nonce, msg) = sealed.split_at(NONCE_LEN);
+    XChaCha20Poly1305::new(Key::from_slice(&key[..]))
+        .decrypt(XNonce::from_slice(nonce), Payload { msg, aad })
+        .ok()
+        .map(Zeroizing::new)
 }
 
 /// The pooled key a sealed blob names: Some for a version-2 blob long enough to hold one.
