@@ -278,3 +278,44 @@ async fn four_processes_claiming_at_once_all_get_answers() {
     }
     assert_eq!(shared_held, vec![1; SHARED as usize]);
 }
+
+/// A message on a claims subject that no ledger process wrote (not a frame) is skipped
+/// by the fold at open and by a running process's catch-up alike: the claims before and
+/// after it hold, and claiming goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_message_among_the_frames_is_skipped_and_claiming_goes_on() {
+    let stream = fresh_log().stream_name;
+    let js = async_nats::jetstream::new(client().await);
+    let running = Claims::open(&js, &stream, 1).await.unwrap();
+    running
+        .claim("0100007-000001", &[citizen(1)])
+        .await
+        .unwrap();
+    js.publish(
+        format!("ansinh.claims.{stream}.00"),
+        bytes::Bytes::from_static(b"\x07not a frame"),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    // The running process's frame meets the fence, folds past the foreign message.
+    assert_eq!(
+        running
+            .claim("0100007-000002", &[citizen(2)])
+            .await
+            .unwrap(),
+        vec![citizen(2)]
+    );
+    let opened = Claims::open(&js, &stream, 1).await.unwrap();
+    for (n, household) in [(1, "0100007-000001"), (2, "0100007-000002")] {
+        assert_eq!(
+            opened.holder(&citizen(n)).await.unwrap().as_deref(),
+            Some(household)
+        );
+    }
+    assert!(matches!(
+        opened.claim("0200001-000001", &[citizen(1)]).await,
+        Err(ClaimError::Held { .. })
+    ));
+}
