@@ -329,9 +329,10 @@ impl Service {
         1 + data.members.len() as u32
     }
 
-    /// Registers a household: claims its citizens country-wide and seals its personal
-    /// data (at once: each is a write to a shared bucket), then submits. A refusal gives
-    /// the claims back; so does a key already used for another request.
+    /// Registers a household: claims its citizens country-wide (a share of one frame of
+    /// claims) and seals its personal data under a data key written ahead, at once, then
+    /// submits. A refusal gives the claims back; so does a key already used for another
+    /// request.
     pub async fn register(
         &self,
         req: &Request<'_>,
