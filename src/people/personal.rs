@@ -1003,9 +1003,11 @@ struct PooledKey {
 
 impl KeyPool {
     /// A key stored in the bucket that no blob uses yet. When fewer than half a batch
-    /// remain, a refill starts in the background; an empty pool waits for one.
+    /// remain, a refill starts in the background; an empty pool waits for one. Other
+    /// seals waiting too may take what a refill stored first, but each refill stores
+    /// keys or fails, and batches double while the pool runs dry, so the wait ends.
     async fn take(self: &Arc<Self>) -> Result<PooledKey, VaultError> {
-        for _ in 0..VAULT_WRITE_ATTEMPTS_MAX {
+        loop {
             let (key, low) = {
                 let mut state = self.state.lock().expect("key pool lock");
                 let key = state.keys.pop();
@@ -1026,7 +1028,6 @@ impl KeyPool {
                 None => self.refill(true).await?,
             }
         }
-        Err(VaultError::Contended)
     }
 
     /// Writes a batch of fresh keys (one round of the bucket's writer: one atomic batch)
@@ -1079,6 +1080,8 @@ impl KeyPool {
         }
         match failed {
             Some(e) if state.keys.is_empty() => Err(VaultError::Storage(e)),
+            // Every id drawn was taken (never, in practice): no key to wait for.
+            None if state.keys.is_empty() => Err(VaultError::Contended),
             _ => Ok(()),
         }
     }
