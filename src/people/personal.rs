@@ -498,8 +498,7 @@ impl Vault {
         household_id: &str,
         data: &PersonalData,
     ) -> Result<Vec<u8>, VaultError> {
-        check_household_id(household_id)?;
-        let plaintext = encode_bounded(data)?;
+        let plaintext = plaintext_of(household_id, data)?;
         let dek = self.data_key_or_create(household_id).await?;
         seal_under(household_id, &dek, None, &plaintext)
     }
@@ -516,8 +515,7 @@ impl Vault {
         household_id: &str,
         data: &PersonalData,
     ) -> Result<Vec<u8>, VaultError> {
-        check_household_id(household_id)?;
-        let plaintext = encode_bounded(data)?;
+        let plaintext = plaintext_of(household_id, data)?;
         match self.slot(&bucket_key(household_id)?).await? {
             Slot::Erased { at_unix_ms } => Err(VaultError::Erased {
                 erased_at_unix_ms: at_unix_ms,
@@ -547,8 +545,7 @@ impl Vault {
         let Some(id) = pooled_key_id(latest) else {
             return self.seal(household_id, data).await;
         };
-        check_household_id(household_id)?;
-        let plaintext = encode_bounded(data)?;
+        let plaintext = plaintext_of(household_id, data)?;
         let dek = self.pooled_key(&id).await?;
         seal_under(household_id, &dek, Some(&id), &plaintext)
     }
@@ -1169,6 +1166,12 @@ impl Write for BoundedBuf {
 }
 
 /// JSON encoding of `data`, refused past [`MAX_PLAINTEXT_LEN`].
+/// The plaintext to seal for a household, once its id is checked.
+fn plaintext_of(household_id: &str, data: &PersonalData) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+    check_household_id(household_id)?;
+    encode_bounded(data)
+}
+
 fn encode_bounded(data: &PersonalData) -> Result<Zeroizing<Vec<u8>>, VaultError> {
     let mut out = BoundedBuf {
         buf: Zeroizing::new(Vec::with_capacity(MAX_PLAINTEXT_LEN)),
