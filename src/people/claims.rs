@@ -73,14 +73,16 @@ pub const CLAIM_ATTEMPTS_MAX: usize = 8;
 /// Requests waiting for one shard's task; past this a claim waits to be queued, where
 /// no request timeout runs.
 pub const CLAIM_QUEUE_MAX: usize = 4_096;
-/// Bytes of one frame at most (its entries are up to 288 bytes): a request whose
-/// citizens would pass it waits for the next frame. Well under the server's 1 MiB
-/// `max_payload`.
+/// Bytes of one frame, about: a round takes the requests waiting until their entries
+/// (47 bytes each) reach half of it, so a frame passes it only by a household's
+/// citizens. Well under the server's 1 MiB `max_payload`.
 pub const CLAIM_FRAME_BYTES_MAX: usize = 256 * 1024;
 /// Tries to make (or find) the stream before opening fails, as for a bucket.
 const STREAM_OPEN_ATTEMPTS_MAX: u32 = crate::kv_writes::BUCKET_OPEN_ATTEMPTS_MAX;
 const FRAME_VERSION: u8 = 1;
-const ENTRY_BYTES_MAX: usize = 32 + 1 + u8::MAX as usize;
+/// A frame's entry: the blind index, a length byte, and a household id
+/// ("CCCCCCC-NNNNNN", the only holder there is) or nothing.
+const ENTRY_BYTES_MAX: usize = 32 + 1 + 14;
 
 /// Why a claim could not be made or released.
 #[derive(Debug, thiserror::Error)]
