@@ -2502,6 +2502,44 @@ async fn auditors_read_the_anomalies_and_the_recomputed_decisions_a_page_at_a_ti
 /// is timed out (201, one event), and a retry under the same key, or a new key, finds the
 /// work done (200 `nothing_left`) and appends nothing. Only the province's payments staff
 /// may; a missing key and a malformed partition or date are 400.
+/// The timeouts append under keys of their own, so their request's key is bound apart:
+/// the same key with another body is refused, whichever process is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeouts_key_sent_again_with_another_body_is_refused() {
+    let s = server().await;
+    let m = &s.staff.manager;
+    let path = "/v1/partitions/01/timeouts";
+    s.register(HOUSEHOLD, "001085012345").await;
+    let first = s
+        .send(
+            m,
+            path,
+            "timeouts-k",
+            json!({"as_of": "2026-10-06"}),
+            "timeouts.response",
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let (other_base, _other) = s.second_process().await;
+    for base in [s.base.clone(), other_base] {
+        let response = s
+            .client
+            .post(format!("{base}{path}"))
+            .bearer_auth(m)
+            .header("idempotency-key", "timeouts-k")
+            .json(&json!({"as_of": "2026-12-31"}))
+            .send()
+            .await
+            .unwrap();
+        let changed = s.answer(response, "timeouts.response").await;
+        assert_eq!(
+            (changed.status, changed.kind()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "IdempotencyKeyReused"),
+            "{base}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_over_http_time_out_each_instruction_once() {
     let s = server().await;

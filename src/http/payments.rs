@@ -499,7 +499,11 @@ pub async fn timeouts(
     Body { value, fingerprint }: Body<TimeoutsBody>,
 ) -> Result<Response, ApiError> {
     let partition = crate::input::partition(&partition)?;
-    let write = Write::new(&caller, &key, fingerprint);
+    // The timeouts append under keys of their own, so the request's key is bound here,
+    // in the shared requests bucket, as a job's is: the same key with another body is
+    // refused. A refusal records nothing and frees the key for the corrected request.
+    let scoped = key.scoped(&caller);
+    api.claim(&scoped, &fingerprint).await?;
     let _slot = super::audit::log_scan_slot().await?;
     let result = api
         .service()
@@ -511,7 +515,16 @@ pub async fn timeouts(
             TIMEOUTS_PER_REQUEST_MAX,
         )
         .await;
-    let done = write.end(result)?;
+    let done = match result {
+        Ok(done) => done,
+        Err(e) => {
+            let e = ApiError::from(e);
+            if e.status().is_client_error() {
+                api.release(&scoped, &fingerprint).await?;
+            }
+            return Err(e);
+        }
+    };
     let outcome = match (done.timed_out.is_empty(), done.remaining) {
         (true, 0) => "nothing_left",
         (_, 0) => "timed_out",
