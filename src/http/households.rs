@@ -18,7 +18,7 @@ use crate::domain::eligibility::{Area, ClassificationInputs};
 use crate::domain::ids::HouseholdId;
 use crate::log::Receipt;
 use crate::personal::{Member, PersonalData};
-use crate::service::{Request as ServiceRequest, ServiceError};
+use crate::service::Request as ServiceRequest;
 use crate::views;
 
 use super::extract::{Body, IdempotencyKey, RequestBody, Staff};
@@ -211,11 +211,6 @@ impl Write {
             fingerprint: Some(&self.fingerprint),
         }
     }
-
-    /// The service's answer, as the API gives it.
-    pub fn end<T>(&self, result: Result<T, ServiceError>) -> Result<T, ApiError> {
-        result.map_err(ApiError::from)
-    }
 }
 
 // ---- handlers -----------------------------------------------------------------------
@@ -229,17 +224,16 @@ pub async fn register(
     let h = household(&value.household_id)?;
     let data = PersonalData::from(value.personal);
     let write = Write::new(&caller, &key, fingerprint);
-    let receipt = write.end(
-        api.service()
-            .register(
-                &write.request(&caller),
-                &h,
-                value.area.into(),
-                value.registered_on,
-                &data,
-            )
-            .await,
-    )?;
+    let receipt = api
+        .service()
+        .register(
+            &write.request(&caller),
+            &h,
+            value.area.into(),
+            value.registered_on,
+            &data,
+        )
+        .await?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 
@@ -330,11 +324,10 @@ pub async fn change_members(
     let h = household(&id)?;
     let write = Write::new(&caller, &key, fingerprint);
     let data = PersonalData::from(value.personal);
-    let receipt = write.end(
-        api.service()
-            .change_members(&write.request(&caller), &h, value.on, &value.reason, &data)
-            .await,
-    )?;
+    let receipt = api
+        .service()
+        .change_members(&write.request(&caller), &h, value.on, &value.reason, &data)
+        .await?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 
@@ -380,7 +373,7 @@ pub async fn record_death(
             .await
     }
     .await;
-    let receipt = write.end(recorded)?;
+    let receipt = recorded?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 
@@ -401,17 +394,16 @@ pub async fn move_household(
     let from = household(&id)?;
     let to = household(&value.to_household_id)?;
     let write = Write::new(&caller, &key, fingerprint);
-    let (out, arrived) = write.end(
-        api.service()
-            .move_household(
-                &write.request(&caller),
-                &from,
-                &to,
-                value.area.into(),
-                value.on,
-            )
-            .await,
-    )?;
+    let (out, arrived) = api
+        .service()
+        .move_household(
+            &write.request(&caller),
+            &from,
+            &to,
+            value.area.into(),
+            value.on,
+        )
+        .await?;
     Ok(created(
         out.duplicate && arrived.duplicate,
         MoveAnswer {
@@ -432,17 +424,16 @@ pub async fn erase(
     let write = Write::new(&caller, &key, fingerprint);
     // The vault records when the key was destroyed; the clock is read here, at the edge.
     let now_unix_ms = chrono::Utc::now().timestamp_millis();
-    let receipt = write.end(
-        api.service()
-            .erase_personal_data(
-                &write.request(&caller),
-                &h,
-                value.on,
-                &value.reference,
-                now_unix_ms,
-            )
-            .await,
-    )?;
+    let receipt = api
+        .service()
+        .erase_personal_data(
+            &write.request(&caller),
+            &h,
+            value.on,
+            &value.reference,
+            now_unix_ms,
+        )
+        .await?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 
@@ -461,11 +452,10 @@ pub async fn classify(
         deprived: value.deprived,
         review_year: value.review_year,
     };
-    let receipt = write.end(
-        api.service()
-            .classify(&write.request(&caller), &h, inputs, value.decided_on)
-            .await,
-    )?;
+    let receipt = api
+        .service()
+        .classify(&write.request(&caller), &h, inputs, value.decided_on)
+        .await?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 

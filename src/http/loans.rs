@@ -156,17 +156,16 @@ async fn command(
 ) -> Result<Response, ApiError> {
     let loan = loan_path(loan)?;
     let write = Write::new(caller, key, fingerprint);
-    let receipt = write.end(
-        api.service()
-            .loan(
-                &write.request(caller),
-                Some(&loan),
-                action,
-                effective,
-                reason,
-            )
-            .await,
-    )?;
+    let receipt = api
+        .service()
+        .loan(
+            &write.request(caller),
+            Some(&loan),
+            action,
+            effective,
+            reason,
+        )
+        .await?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 
@@ -186,17 +185,16 @@ pub async fn approve(
         savings_group: value.savings_group,
         entrusted: value.entrusted.into(),
     };
-    let receipt = write.end(
-        api.service()
-            .loan(
-                &write.request(&caller),
-                None,
-                action,
-                value.on,
-                &value.reason,
-            )
-            .await,
-    )?;
+    let receipt = api
+        .service()
+        .loan(
+            &write.request(&caller),
+            None,
+            action,
+            value.on,
+            &value.reason,
+        )
+        .await?;
     let loan = approved_loan(&api, &receipt).await?;
     Ok(created(
         receipt.duplicate,

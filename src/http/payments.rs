@@ -21,7 +21,7 @@ use crate::domain::payments::instructions::InstructionId;
 use crate::domain::payments::instructions::Shortfall;
 use crate::domain::payments::{CommandKind, EventBody};
 use crate::proto::envelope::Payload;
-use crate::service::{CommuneRun, ServiceError};
+use crate::service::CommuneRun;
 
 use super::extract::{Body, IdempotencyKey, RequestBody, Staff};
 use super::households::{ReceiptBody, Write, created};
@@ -70,11 +70,10 @@ async fn submit(
     on: NaiveDate,
 ) -> Result<crate::log::Receipt, ApiError> {
     let write = Write::new(caller, key, fingerprint);
-    write.end(
-        api.service()
-            .payment(&write.request(caller), partition, kind, on)
-            .await,
-    )
+    api.service()
+        .payment(&write.request(caller), partition, kind, on)
+        .await
+        .map_err(ApiError::from)
 }
 
 /// `submit`, answered with the receipt alone (201, or 200 for a replay).
@@ -408,13 +407,10 @@ pub async fn run(
             Ok((axum::http::StatusCode::OK, axum::Json(body)).into_response())
         }
         // No budget covered it: refused (422), nothing recorded, the key freed.
-        Ok(CommuneRun::Unfunded { shortfalls }) => {
-            let refused = Err(ServiceError::Rejected(Rejection::Payment(
-                crate::domain::payments::Rejection::RunUnfunded { shortfalls },
-            )));
-            Err(write.end::<()>(refused).unwrap_err())
-        }
-        Err(e) => Err(write.end::<()>(Err(e)).unwrap_err()),
+        Ok(CommuneRun::Unfunded { shortfalls }) => Err(ApiError::Rejected(Rejection::Payment(
+            crate::domain::payments::Rejection::RunUnfunded { shortfalls },
+        ))),
+        Err(e) => Err(e.into()),
     }
 }
 

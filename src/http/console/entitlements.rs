@@ -135,11 +135,10 @@ async fn grant(
             },
         };
         let write = begin_write(&session.caller, &f, &route)?;
-        let receipt = write.end(
-            api.service()
-                .payment(&write.request(&session.caller), &partition, kind, on)
-                .await,
-        )?;
+        let receipt = api
+            .service()
+            .payment(&write.request(&session.caller), &partition, kind, on)
+            .await?;
         let EventBody::EntitlementGranted { entitlement, .. } = recorded(&api, &receipt).await?
         else {
             return Err(ApiError::Internal(

@@ -436,11 +436,10 @@ async fn register(State(api): State<Api>, session: Session, FormBody(f): FormBod
         let (key, fingerprint) = form_key(&f, "POST /console/households/new")?;
         let caller = &session.caller;
         let write = Write::new(caller, &key, fingerprint);
-        write.end(
-            api.service()
-                .register(&write.request(caller), &h, area(f.get("area")), on, &data)
-                .await,
-        )
+        api.service()
+            .register(&write.request(caller), &h, area(f.get("area")), on, &data)
+            .await
+            .map_err(ApiError::from)
     }
     .await;
     match result {
@@ -542,11 +541,10 @@ async fn classify(
     let result = async {
         let write = begin_write(&session.caller, &f, &route)?;
         let caller = &session.caller;
-        let receipt = write.end(
-            api.service()
-                .classify(&write.request(caller), &h, inputs, on)
-                .await,
-        )?;
+        let receipt = api
+            .service()
+            .classify(&write.request(caller), &h, inputs, on)
+            .await?;
         let read = read_household(&api, caller, &h, today(), Some(receipt.stream_sequence)).await?;
         Ok::<_, ApiError>((receipt, read.view.standing))
     }

@@ -149,11 +149,10 @@ async fn approve(
     let route = format!("POST /console/households/{h}/loans/new");
     let result = async {
         let write = begin_write(&session.caller, &f, &route)?;
-        let receipt = write.end(
-            api.service()
-                .loan(&write.request(&session.caller), None, action, on, &reason)
-                .await,
-        )?;
+        let receipt = api
+            .service()
+            .loan(&write.request(&session.caller), None, action, on, &reason)
+            .await?;
         let loan = crate::http::loans::approved_loan(&api, &receipt).await?;
         Ok::<_, ApiError>((receipt, loan))
     }
@@ -332,17 +331,16 @@ async fn action(
     let route = format!("POST /console/loans/{loan}/{}", kind.path());
     let result = async {
         let write = begin_write(&session.caller, &f, &route)?;
-        let receipt = write.end(
-            api.service()
-                .loan(
-                    &write.request(&session.caller),
-                    Some(&loan),
-                    action,
-                    on,
-                    reason,
-                )
-                .await,
-        )?;
+        let receipt = api
+            .service()
+            .loan(
+                &write.request(&session.caller),
+                Some(&loan),
+                action,
+                on,
+                reason,
+            )
+            .await?;
         let event = api.service().ledger.event_of(&receipt).await?;
         Ok::<_, ApiError>((receipt, event.payload))
     }

@@ -309,11 +309,10 @@ async fn allocate(State(api): State<Api>, session: Session, FormBody(f): FormBod
             amount,
         };
         let write = begin_write(&session.caller, &f, "POST /console/payments/budgets")?;
-        write.end(
-            api.service()
-                .payment(&write.request(&session.caller), &partition, kind, on)
-                .await,
-        )
+        api.service()
+            .payment(&write.request(&session.caller), &partition, kind, on)
+            .await
+            .map_err(ApiError::from)
     }
     .await;
     match result {
@@ -373,7 +372,7 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
         ) {
             return Ok(None);
         }
-        let receipt = write.end(result)?;
+        let receipt = result?;
         let EventBody::PaymentRunCompleted {
             issued,
             amount,
