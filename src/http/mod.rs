@@ -17,7 +17,7 @@
 //! once in a partition; the same key with another body is refused
 //! (`IdempotencyKeyReused`): the ledger records each write's fingerprint in its events
 //! and compares (`service::Service::same_request`); the writes that append under keys
-//! of their own (jobs, gateway posts) bind theirs in the shared requests bucket first
+//! of their own (jobs, timeouts, gateway posts) bind theirs in the shared requests bucket first
 //! (`Api::claim`).
 
 mod audit;
