@@ -215,7 +215,10 @@ async fn run() -> BenchResult<()> {
     let appends = appends();
     eprintln!("step 1: {appends} ledger appends, {IN_FLIGHT_APPENDS} in flight");
     let server_pid = always.pid().to_string();
-    let cpu_before = (cpu_seconds("self"), cpu_seconds(&server_pid));
+    let cpu_before = (
+        common::cpu_seconds("self"),
+        common::cpu_seconds(&server_pid),
+    );
     let step1 = tokio::time::timeout(
         PHASE_TIMEOUT,
         append_many(
@@ -232,7 +235,10 @@ async fn run() -> BenchResult<()> {
     match step1 {
         Ok(outcome) => {
             f.append_per_s = Some(outcome.ok as f64 / outcome.seconds);
-            let cpu_after = (cpu_seconds("self"), cpu_seconds(&server_pid));
+            let cpu_after = (
+                common::cpu_seconds("self"),
+                common::cpu_seconds(&server_pid),
+            );
             let per_event = |before: Option<f64>, after: Option<f64>| {
                 Some((after? - before?) * 1e6 / outcome.ok.max(1) as f64)
             };
@@ -1099,18 +1105,6 @@ fn percentile(values: &mut [f64], q: f64) -> f64 {
     values.sort_by(f64::total_cmp);
     let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
     values[rank - 1]
-}
-
-/// User plus system CPU seconds of a process so far (`self` or a pid), from
-/// /proc/PID/stat (utime and stime, in the kernel's fixed USER_HZ of 100 ticks a second).
-fn cpu_seconds(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; the fields after it are plain.
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
 }
 
 /// (VmHWM, VmRSS) of this process in KiB. The nats-servers are other processes.

@@ -217,16 +217,37 @@ async fn run() -> BenchResult<()> {
     let early_p99 = p99;
 
     // HTTP registrations: 64 clients, each household with personal data and two citizens.
-    let (rate, p99) = http_registrations(&base, &officer_token, households).await?;
+    let server_pid = server.pid().to_string();
+    let (registrations, cpu) = cpu_per_write(
+        &server_pid,
+        http_registrations(&base, &officer_token, households),
+    )
+    .await;
+    let (rate, p99) = registrations?;
     rows.push(row(
         &format!("HTTP registrations, {HTTP_CLIENTS} clients, two citizens each ({HTTP_REGISTRATIONS}): rate / p99"),
         format!("{rate:.0}/s / {p99:.1} ms"),
         ">= 10,000/s, p99 <= 20 ms",
     ));
-    let (rate, p99) = http_classifications(&base, &officer_token, households).await?;
+    rows.push(row(
+        "CPU per HTTP registration: this process (clients, API, projector) / nats-server",
+        cpu,
+        "",
+    ));
+    let (classifications, cpu) = cpu_per_write(
+        &server_pid,
+        http_classifications(&base, &officer_token, households),
+    )
+    .await;
+    let (rate, p99) = classifications?;
     rows.push(row(
         &format!("HTTP classifications, {HTTP_CLIENTS} clients ({HTTP_REGISTRATIONS}): rate / p99"),
         format!("{rate:.0}/s / {p99:.1} ms"),
+        "",
+    ));
+    rows.push(row(
+        "CPU per HTTP classification: this process / nats-server",
+        cpu,
         "",
     ));
 
@@ -593,6 +614,28 @@ async fn http_writes(
     all.sort_by(f64::total_cmp);
     let p99 = all[((all.len() - 1) as f64 * 0.99).round() as usize];
     Ok((all.len() as f64 / seconds, p99))
+}
+
+/// Runs one HTTP load step and says the CPU time it cost per write, in this process
+/// (the clients, the API and the projector) and in nats-server. Steadier than the rate on
+/// a host whose speed moves between runs, so it shows what a change saved.
+async fn cpu_per_write<T>(
+    server_pid: &str,
+    step: impl std::future::Future<Output = T>,
+) -> (T, String) {
+    let before = (common::cpu_seconds("self"), common::cpu_seconds(server_pid));
+    let out = step.await;
+    let after = (common::cpu_seconds("self"), common::cpu_seconds(server_pid));
+    let per_write = |b: Option<f64>, a: Option<f64>| match (b, a) {
+        (Some(b), Some(a)) => format!("{:.0}", (a - b) * 1e6 / HTTP_REGISTRATIONS as f64),
+        _ => "?".to_string(),
+    };
+    let cpu = format!(
+        "{} / {} µs",
+        per_write(before.0, after.0),
+        per_write(before.1, after.1)
+    );
+    (out, cpu)
 }
 
 /// The household of the `i`-th HTTP registration.

@@ -354,7 +354,7 @@ impl Service {
         let claims = self.claims().await?;
         // A pooled key used for a registration then refused protects nothing.
         let (sealed, taken) = tokio::join!(
-            self.vault.seal_new(household.as_str(), data),
+            self.vault.seal_registering(household.as_str(), data),
             claims.claim(household.as_str(), &citizens),
         );
         let taken = taken?;

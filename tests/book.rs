@@ -273,7 +273,8 @@ async fn erasing_a_household_key_leaves_the_chain_verifiable() {
     assert!(view.personal_data_erased);
     // A retried registration (same key) is answered with the first receipt, although
     // its data could no longer be sealed; a new registration of the erased household is
-    // refused by the vault. Neither appends anything.
+    // refused by the book, which refuses any household id it has seen. Neither appends
+    // anything.
     let retried = w
         .register(h.as_str(), &person("001085012345", None))
         .await
@@ -295,9 +296,17 @@ async fn erasing_a_household_key_leaves_the_chain_verifiable() {
         )
         .await;
     assert!(
-        matches!(fresh, Err(ServiceError::Vault(VaultError::Erased { .. }))),
+        matches!(
+            fresh,
+            Err(ServiceError::Rejected(Rejection::HouseholdExists { .. }))
+        ),
         "{fresh:?}"
     );
+    // And the household's data stays erased.
+    assert!(matches!(
+        w.service.personal(&h).await,
+        Err(ServiceError::Vault(VaultError::Erased { .. }))
+    ));
     assert_eq!(verified(&w.config).await.events, 2);
 }
 

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use ansinh::personal::{
-    KeyStatus, MAX_HOUSEHOLD_ID_LEN, MAX_PLAINTEXT_LEN, MAX_SEALED_LEN, Member,
-    POOL_REFILL_KEYS_MAX, PersonalData, SEALED_OVERHEAD, SEALED_POOLED_VERSION, Vault, VaultError,
-    pooled_key_id,
+    KeyStatus, MAX_HOUSEHOLD_ID_LEN, MAX_PLAINTEXT_LEN, MAX_SEALED_LEN, Member, PAGE_KEYS_MAX,
+    POOL_REFILL_KEYS_MAX, PersonalData, PooledKeyRef, SEALED_OVERHEAD, SEALED_PAGED_VERSION,
+    SEALED_POOLED_VERSION, Vault, VaultError, pooled_key_of,
 };
 mod common;
 
@@ -408,19 +408,22 @@ fn malformed_sealed_inputs_return_errors() {
         block(vault.open_sealed("hh-1", &[1u8; SEALED_OVERHEAD])),
         Err(VaultError::Tampered)
     ));
-    let mut v3 = sealed.clone();
-    v3[0] = 3;
+    let mut v4 = sealed.clone();
+    v4[0] = 4;
     assert!(matches!(
-        block(vault.open_sealed("hh-1", &v3)),
-        Err(VaultError::UnsupportedVersion { version: 3 })
+        block(vault.open_sealed("hh-1", &v4)),
+        Err(VaultError::UnsupportedVersion { version: 4 })
     ));
-    // Version 2 names a pooled key: here the nonce's first bytes, a key never written.
-    let mut v2 = sealed.clone();
-    v2[0] = 2;
-    assert!(matches!(
-        block(vault.open_sealed("hh-1", &v2)),
-        Err(VaultError::NoKey)
-    ));
+    // Versions 2 and 3 name a pooled key: here the nonce's first bytes, a key (a page)
+    // never written.
+    for version in [2, 3] {
+        let mut pooled = sealed.clone();
+        pooled[0] = version;
+        assert!(matches!(
+            block(vault.open_sealed("hh-1", &pooled)),
+            Err(VaultError::NoKey)
+        ));
+    }
     assert!(matches!(
         block(vault.open_sealed("hh-1", &vec![1u8; MAX_SEALED_LEN + 1])),
         Err(VaultError::SealedTooLarge { .. })
@@ -447,6 +450,8 @@ fn malformed_sealed_inputs_return_errors() {
             m[i] ^= 1 << bit;
             match block(vault.open_sealed("hh-1", &m)) {
                 Err(VaultError::UnsupportedVersion { .. }) => assert_eq!(i, 0),
+                // 1 ^ 2 = 3: a version-3 blob, whose page was never written.
+                Err(VaultError::NoKey) => assert_eq!((i, bit), (0, 1)),
                 Err(VaultError::Tampered) => assert!(i > 0),
                 other => panic!("byte {i} bit {bit}: {other:?}"),
             }
@@ -779,8 +784,8 @@ fn pooled_keys_seal_new_households_and_one_erasure_removes_them() {
     let env = Env::new();
     let (a, b) = (env.open(), env.open());
     let first = block(a.seal_new("hh-p1", &sample())).unwrap();
-    let id = pooled_key_id(&first).expect("a version-2 blob naming its key");
-    assert_eq!(first[0], SEALED_POOLED_VERSION);
+    let id = pooled_key_of(&first).expect("a version-3 blob naming its key");
+    assert_eq!(first[0], SEALED_PAGED_VERSION);
     // The household has no key of its own: its key is the pooled one.
     assert_eq!(env.stored("hh-p1"), None);
     assert_eq!(block(b.open_sealed("hh-p1", &first)).unwrap(), sample());
@@ -793,12 +798,12 @@ fn pooled_keys_seal_new_households_and_one_erasure_removes_them() {
     let mut changed = sample();
     changed.members.pop();
     let second = block(b.seal_again("hh-p1", &changed, &first)).unwrap();
-    assert_eq!(pooled_key_id(&second), Some(id));
+    assert_eq!(pooled_key_of(&second), Some(id));
     assert_eq!(block(a.open_sealed("hh-p1", &second)).unwrap(), changed);
 
     // Another household gets another key.
     let other = block(a.seal_new("hh-p2", &sample())).unwrap();
-    assert_ne!(pooled_key_id(&other), Some(id));
+    assert_ne!(pooled_key_of(&other), Some(id));
 
     assert!(block(b.erase_sealed("hh-p1", Some(&second), 77)).unwrap());
     for blob in [&first, &second] {
@@ -843,12 +848,160 @@ fn many_registrations_at_once_each_get_their_own_pooled_key() {
     });
     let ids: std::collections::HashSet<_> = blobs
         .iter()
-        .map(|(_, blob)| pooled_key_id(blob).expect("pooled"))
+        .map(|(_, blob)| pooled_key_of(blob).expect("pooled"))
         .collect();
     assert_eq!(ids.len(), count);
     let other = env.open();
     for (household, blob) in blobs.iter().step_by(97) {
         assert_eq!(block(other.open_sealed(household, blob)).unwrap(), sample());
+    }
+}
+
+/// Keys written ahead share pages (one bucket message holds many): erasing one
+/// household tombstones its slot and no other, two erasures in one page at once from two
+/// processes both land, and a blob that names another slot of its page does not open.
+#[test]
+fn households_whose_keys_share_a_page_are_erased_one_by_one() {
+    let env = Env::new();
+    let (a, b) = (env.open(), env.open());
+    // Seals at once run the pool dry, so its pages grow past one key.
+    let households: Vec<String> = (0..40).map(|i| format!("hh-page-{i}")).collect();
+    let data = sample();
+    let sealed = block(futures::future::join_all(
+        households.iter().map(|h| a.seal_new(h, &data)),
+    ));
+    let blobs: Vec<(String, Vec<u8>)> = households
+        .into_iter()
+        .zip(sealed)
+        .map(|(h, blob)| (h, blob.unwrap()))
+        .collect();
+    /// Each household sealed under a page's key: (slot, household, blob).
+    type Slots<'a> = Vec<(u16, &'a str, &'a [u8])>;
+    let mut pages: std::collections::HashMap<[u8; 16], Slots> = std::collections::HashMap::new();
+    for (household, blob) in &blobs {
+        match pooled_key_of(blob) {
+            Some(PooledKeyRef::Paged { page, slot }) => {
+                pages
+                    .entry(page)
+                    .or_default()
+                    .push((slot, household.as_str(), blob.as_slice()));
+            }
+            other => panic!("a version-3 blob names a page: {other:?}"),
+        }
+    }
+    let (_, shared) = pages
+        .into_iter()
+        .max_by_key(|(_, keys)| keys.len())
+        .unwrap();
+    assert!(
+        shared.len() >= 3 && shared.len() <= PAGE_KEYS_MAX,
+        "{}",
+        shared.len()
+    );
+    let [(s0, h0, b0), (_, h1, b1), (s2, h2, b2), ..] = shared[..] else {
+        unreachable!()
+    };
+
+    // Slot numbers are bound to their keys: a blob edited to name its neighbour's slot
+    // does not open.
+    let mut moved = b2.to_vec();
+    moved[17..19].copy_from_slice(&s0.to_be_bytes());
+    assert_ne!(s0, s2);
+    assert!(matches!(
+        block(a.open_sealed(h2, &moved)),
+        Err(VaultError::Tampered)
+    ));
+
+    // Two processes erase two households of the page at once: both land.
+    let (first, second) = block(async {
+        tokio::join!(
+            a.erase_sealed(h0, Some(b0), 10),
+            b.erase_sealed(h1, Some(b1), 11)
+        )
+    });
+    assert!(first.unwrap() && second.unwrap());
+    for (household, blob, at) in [(h0, b0, 10), (h1, b1, 11)] {
+        assert!(matches!(
+            block(b.open_sealed(household, blob)),
+            Err(VaultError::Erased { erased_at_unix_ms }) if erased_at_unix_ms == at
+        ));
+    }
+    // Its neighbours in the page still open, in either process.
+    for (_, household, blob) in &shared[2..] {
+        assert_eq!(block(b.open_sealed(household, blob)).unwrap(), sample());
+        assert_eq!(block(a.open_sealed(household, blob)).unwrap(), sample());
+    }
+    // Erasing again changes nothing and keeps the first time.
+    assert!(!block(b.erase_sealed(h0, Some(b0), 99)).unwrap());
+    assert!(matches!(
+        block(a.open_sealed(h0, b0)),
+        Err(VaultError::Erased {
+            erased_at_unix_ms: 10
+        })
+    ));
+}
+
+/// Blobs sealed under a pooled key of its own bucket key (sealed version 2, written by
+/// earlier versions) still open, take new seals under the same key, and are erased.
+#[test]
+fn blobs_of_the_earlier_pooled_format_open_and_are_erased() {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+    let env = Env::new();
+    let vault = env.open();
+    // What an earlier version wrote: a key under `dk.<id>`, wrapped under the secrets
+    // file's first 32 bytes with that bucket key as AAD, and a blob naming it.
+    let secrets = fs::read(&env.secrets).unwrap();
+    let kek = XChaCha20Poly1305::new(Key::from_slice(&secrets[..32]));
+    let (id, dek, nonce) = ([7u8; 16], [9u8; 32], [5u8; 24]);
+    let name = format!("dk.{}", hex::encode(id));
+    let mut wrapped = vec![1u8];
+    wrapped.extend_from_slice(&nonce);
+    wrapped.extend(
+        kek.encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: &dek,
+                aad: name.as_bytes(),
+            },
+        )
+        .unwrap(),
+    );
+    block(async {
+        let kv = env
+            .js
+            .get_key_value(ansinh::personal::bucket_name(&env.stream))
+            .await
+            .unwrap();
+        kv.put(&name, wrapped.into()).await.unwrap();
+    });
+    let plaintext = serde_json::to_vec(&sample()).unwrap();
+    let mut old = vec![SEALED_POOLED_VERSION];
+    old.extend_from_slice(&id);
+    old.extend_from_slice(&nonce);
+    old.extend(
+        XChaCha20Poly1305::new(Key::from_slice(&dek))
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &plaintext,
+                    aad: b"ansinh/v1/personal\0hh-old",
+                },
+            )
+            .unwrap(),
+    );
+    assert_eq!(pooled_key_of(&old), Some(PooledKeyRef::Single(id)));
+    assert_eq!(block(vault.open_sealed("hh-old", &old)).unwrap(), sample());
+    let again = block(vault.seal_again("hh-old", &sample(), &old)).unwrap();
+    assert_eq!(pooled_key_of(&again), Some(PooledKeyRef::Single(id)));
+    assert!(block(vault.erase_sealed("hh-old", Some(&again), 3)).unwrap());
+    for blob in [&old, &again] {
+        assert!(matches!(
+            block(vault.open_sealed("hh-old", blob)),
+            Err(VaultError::Erased {
+                erased_at_unix_ms: 3
+            })
+        ));
     }
 }
 

@@ -29,15 +29,23 @@
 //!   ciphertext+tag`, key = the household's DEK, AAD = `"ansinh/v1/personal\0"
 //!   || household id` (so a blob cannot be replayed under another household);
 //!   or, sealed under a pooled key (below), `0x02 || key id (16 bytes) || nonce ||
-//!   ciphertext+tag`, the same AAD.
+//!   ciphertext+tag`, the same AAD; or, sealed under a key of a page of pooled keys,
+//!   `0x03 || page id (16 bytes) || slot (u16, big-endian) || nonce || ciphertext+tag`,
+//!   the same AAD.
 //! * Pooled keys: a registration must not wait for a bucket write of its own (an
 //!   atomic batch of 5-17 ms under load, ADR 0007), so each process writes data keys
-//!   ahead of need, in batches (`KeyPool`), under `dk.<key id in hex>`, wrapped like a
-//!   household's with AAD = that bucket key. A household registered (or moved in) is
-//!   sealed under one of them ([`Vault::seal_new`]), and every later seal of it reuses
-//!   the key its latest blob names ([`Vault::seal_again`]); erasing it erases that key
-//!   and tombstones the household ([`Vault::erase_sealed`]). A process that stops
-//!   leaves the keys it wrote and never used, which protect nothing.
+//!   ahead of need (`KeyPool`), in pages of up to [`PAGE_KEYS_MAX`] keys: bucket key
+//!   `dp.<page id in hex>`, value = the slots one after another, 73 bytes each, a key
+//!   wrapped like a household's with AAD = `dp.<page id in hex>/<slot in decimal>`, or
+//!   an erased slot = the erasure tombstone (below) padded with zeros to 73 bytes.
+//!   Earlier versions wrote one key per bucket key, `dk.<key id in hex>` with AAD = that
+//!   bucket key (sealed version 2); those are still opened and erased. A household
+//!   registered (or moved in) is sealed under a pooled key ([`Vault::seal_new`],
+//!   [`Vault::seal_registering`]), and every later seal of it reuses the key its latest
+//!   blob names ([`Vault::seal_again`]); erasing it erases that key (a compare-and-set
+//!   of its page that tombstones its slot, the other slots unchanged) and tombstones the
+//!   household ([`Vault::erase_sealed`]). A process that stops leaves the keys it wrote
+//!   and never used, which protect nothing.
 //! * The bucket (history 1: a key holds only its latest value) maps
 //!   `hh.<household id>` to either the wrapped DEK = `0x01 || nonce (24) ||
 //!   XChaCha20-Poly1305(KEK, DEK, AAD = household id)` (73 bytes), or the
@@ -55,7 +63,8 @@
 //! # Erasure caveat
 //!
 //! An erasure writes the tombstone over the key; with history 1 the server then
-//! removes the message that held the wrapped DEK. nats-server marks it deleted
+//! removes the message that held the wrapped DEK (for a pooled key, the page's
+//! earlier revision, which held it among the others). nats-server marks it deleted
 //! in its block file and the bytes stay on each replica's disk until that block
 //! is compacted or removed (and in any backup of the server's store). What
 //! survives is only the *wrapped* DEK, useless without the KEK. Erasure is
@@ -90,13 +99,24 @@ use crate::kv_writes::{FencedWrites, WriteError, open_bucket};
 
 /// Version byte of a blob sealed under the household's own key (`hh.<id>`).
 pub const SEALED_VERSION: u8 = 1;
-/// Version byte of a blob sealed under a pooled key, whose id follows it.
+/// Version byte of a blob sealed under a pooled key of its own bucket key (`dk.<id>`),
+/// whose id follows it. Opened and erased still; new seals use pages (version 3).
 pub const SEALED_POOLED_VERSION: u8 = 2;
-/// Length of a pooled key's id.
+/// Version byte of a blob sealed under a pooled key kept in a page of keys (`dp.<page
+/// id>`), whose page id and slot follow it.
+pub const SEALED_PAGED_VERSION: u8 = 3;
+/// Length of a pooled key's id, and of a page's.
 pub const KEY_ID_LEN: usize = 16;
-/// Most keys one refill of the pool writes: one atomic batch of the bucket
-/// (`kv_writes::KV_BATCH_MAX`).
-pub const POOL_REFILL_KEYS_MAX: usize = 500;
+/// Length of a slot number in a version-3 blob (big-endian).
+const SLOT_LEN: usize = 2;
+/// Most keys one page holds. One page is one bucket message, so a registration no
+/// longer costs the server a message of its own (measured with the province bench: the
+/// pooled keys' messages, one per household, were a quarter of a registration's CPU);
+/// a read of a household's data fetches its page, 128 × 73 B = 9.3 KiB at most.
+pub const PAGE_KEYS_MAX: usize = 128;
+/// Most keys one refill of the pool writes (in pages of `PAGE_KEYS_MAX`, one round of
+/// the bucket's writer).
+pub const POOL_REFILL_KEYS_MAX: usize = 512;
 /// Length of the XChaCha20-Poly1305 nonce.
 pub const NONCE_LEN: usize = 24;
 /// Length of the Poly1305 tag.
@@ -106,7 +126,7 @@ pub const MAX_PLAINTEXT_LEN: usize = 16 * 1024;
 /// Bytes a sealed blob adds to its plaintext: version, nonce and tag.
 pub const SEALED_OVERHEAD: usize = 1 + NONCE_LEN + TAG_LEN;
 /// Largest sealed blob [`Vault::seal`] can produce; longer input is refused.
-pub const MAX_SEALED_LEN: usize = SEALED_OVERHEAD + KEY_ID_LEN + MAX_PLAINTEXT_LEN;
+pub const MAX_SEALED_LEN: usize = SEALED_OVERHEAD + KEY_ID_LEN + SLOT_LEN + MAX_PLAINTEXT_LEN;
 /// Largest accepted household id, in UTF-8 bytes.
 pub const MAX_HOUSEHOLD_ID_LEN: usize = 256;
 /// Exact size of the secrets file.
@@ -506,7 +526,7 @@ impl Vault {
     /// Seals the data of a household being registered (or moved in) under a pooled key:
     /// no bucket write waits on it, only a read that the household was never erased.
     /// A household that already has a key of its own (`hh.<id>`, from an earlier
-    /// version) keeps sealing under it. The blob names its key (version 2), and every
+    /// version) keeps sealing under it. The blob names its key (version 3), and every
     /// later seal of the household reuses it ([`Vault::seal_again`]).
     ///
     /// Errors as [`Vault::seal`].
@@ -526,14 +546,36 @@ impl Vault {
             }
             Slot::Empty { .. } => {
                 let pooled = self.pool.take().await?;
-                seal_under(household_id, &pooled.key, Some(&pooled.id), &plaintext)
+                seal_under(household_id, &pooled.key, Some(&pooled.at), &plaintext)
             }
+        }
+    }
+
+    /// Seals the data of a household being registered under a pooled key, without the
+    /// read of its own slot that [`Vault::seal_new`] makes: the book refuses to register
+    /// a household id it has seen in any state, erased included, so for a registration
+    /// that read only repeats the book's check. One bucket read less per registration
+    /// (a round trip and the server's work; measured as about a tenth of a
+    /// registration's CPU in the province bench). A registration the book refuses leaves
+    /// a pooled key unused, which protects nothing.
+    pub fn seal_registering(
+        &self,
+        household_id: &str,
+        data: &PersonalData,
+    ) -> impl Future<Output = Result<Vec<u8>, VaultError>> + Send + '_ {
+        let plaintext =
+            check_household_id(household_id).and_then(|()| plaintext_of(household_id, data));
+        let household_id = household_id.to_owned();
+        async move {
+            let plaintext = plaintext?;
+            let pooled = self.pool.take().await?;
+            seal_under(&household_id, &pooled.key, Some(&pooled.at), &plaintext)
         }
     }
 
     /// Seals new data of a registered household under the key its `latest` sealed blob
     /// names, so one erasure removes every blob of the household: the pooled key of a
-    /// version-2 blob, else the household's own key ([`Vault::seal`]).
+    /// version-2 or version-3 blob, else the household's own key ([`Vault::seal`]).
     ///
     /// Errors as [`Vault::seal`]; [`VaultError::Erased`] once that key is erased.
     pub async fn seal_again(
@@ -542,27 +584,79 @@ impl Vault {
         data: &PersonalData,
         latest: &[u8],
     ) -> Result<Vec<u8>, VaultError> {
-        let Some(id) = pooled_key_id(latest) else {
+        let Some(at) = pooled_key_of(latest) else {
             return self.seal(household_id, data).await;
         };
         let plaintext = plaintext_of(household_id, data)?;
-        let dek = self.pooled_key(&id).await?;
-        seal_under(household_id, &dek, Some(&id), &plaintext)
+        let dek = self.pooled_key(&at).await?;
+        seal_under(household_id, &dek, Some(&at), &plaintext)
     }
 
-    /// A pooled key by id, unwrapped.
-    async fn pooled_key(
-        &self,
-        id: &[u8; KEY_ID_LEN],
-    ) -> Result<Zeroizing<[u8; KEY_LEN]>, VaultError> {
-        let name = pooled_bucket_key(id);
-        match self.slot(&name).await? {
-            Slot::Key { wrapped, .. } => unwrap_key_under(&self.kek, &name, &wrapped),
-            Slot::Erased { at_unix_ms } => Err(VaultError::Erased {
-                erased_at_unix_ms: at_unix_ms,
-            }),
-            Slot::Empty { .. } => Err(VaultError::NoKey),
+    /// A pooled key, unwrapped.
+    async fn pooled_key(&self, at: &PooledKeyRef) -> Result<Zeroizing<[u8; KEY_LEN]>, VaultError> {
+        match at {
+            PooledKeyRef::Single(id) => {
+                let name = pooled_bucket_key(id);
+                match self.slot(&name).await? {
+                    Slot::Key { wrapped, .. } => unwrap_key_under(&self.kek, &name, &wrapped),
+                    Slot::Erased { at_unix_ms } => Err(VaultError::Erased {
+                        erased_at_unix_ms: at_unix_ms,
+                    }),
+                    Slot::Empty { .. } => Err(VaultError::NoKey),
+                }
+            }
+            PooledKeyRef::Paged { page, slot } => {
+                let name = page_bucket_key(page);
+                let Some(entry) = self.kv.entry(&name).await.map_err(storage)? else {
+                    return Err(VaultError::NoKey);
+                };
+                if entry.operation != kv::Operation::Put {
+                    return Err(VaultError::NoKey);
+                }
+                let wrapped = page_slot(&entry.value, *slot)?;
+                match wrapped.first() {
+                    Some(&TOMBSTONE_VERSION) => Err(VaultError::Erased {
+                        erased_at_unix_ms: decode_tombstone(&wrapped[..TOMBSTONE_LEN])?,
+                    }),
+                    _ => unwrap_key_under(&self.kek, &page_slot_aad(&name, *slot), wrapped),
+                }
+            }
         }
+    }
+
+    /// Writes the erasure tombstone over one slot of a page of pooled keys, the other
+    /// slots unchanged (a compare-and-set on the page's revision, so two erasures in
+    /// one page both land); whether a key was there.
+    async fn erase_page_slot(
+        &self,
+        page: &[u8; KEY_ID_LEN],
+        slot: u16,
+        erased_at_unix_ms: i64,
+    ) -> Result<bool, VaultError> {
+        let name = page_bucket_key(page);
+        for _ in 0..VAULT_WRITE_ATTEMPTS_MAX {
+            let Some(entry) = self.kv.entry(&name).await.map_err(storage)? else {
+                return Ok(false);
+            };
+            if entry.operation != kv::Operation::Put {
+                return Ok(false);
+            }
+            let at = usize::from(slot) * WRAPPED_KEY_LEN;
+            if page_slot(&entry.value, slot)?.first() == Some(&TOMBSTONE_VERSION) {
+                return Ok(false);
+            }
+            let mut erased = entry.value.to_vec();
+            erased[at..at + WRAPPED_KEY_LEN].fill(0);
+            erased[at] = TOMBSTONE_VERSION;
+            erased[at + 1..at + TOMBSTONE_LEN].copy_from_slice(&erased_at_unix_ms.to_be_bytes());
+            if self
+                .write_over(&name, Bytes::from(erased), entry.revision)
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Err(VaultError::Contended)
     }
 
     /// Opens sealed bytes of `household_id`.
@@ -587,6 +681,7 @@ impl Vault {
         }
         let overhead = match sealed.first() {
             Some(&SEALED_POOLED_VERSION) => SEALED_OVERHEAD + KEY_ID_LEN,
+            Some(&SEALED_PAGED_VERSION) => SEALED_OVERHEAD + KEY_ID_LEN + SLOT_LEN,
             _ => SEALED_OVERHEAD,
         };
         if sealed.len() < overhead {
@@ -605,9 +700,12 @@ impl Vault {
                 };
                 (dek, &sealed[1..])
             }
-            SEALED_POOLED_VERSION => {
-                let id = pooled_key_id(sealed).expect("length checked above");
-                (self.pooled_key(&id).await?, &sealed[1 + KEY_ID_LEN..])
+            SEALED_POOLED_VERSION | SEALED_PAGED_VERSION => {
+                let at = pooled_key_of(sealed).expect("length checked above");
+                (
+                    self.pooled_key(&at).await?,
+                    &sealed[overhead - NONCE_LEN - TAG_LEN..],
+                )
             }
             version => return Err(VaultError::UnsupportedVersion { version }),
         };
@@ -628,10 +726,16 @@ impl Vault {
     ) -> Result<bool, VaultError> {
         check_household_id(household_id)?;
         let mut erased = false;
-        if let Some(id) = latest.and_then(pooled_key_id) {
-            erased = self
-                .tombstone(&pooled_bucket_key(&id), erased_at_unix_ms)
-                .await?;
+        match latest.and_then(pooled_key_of) {
+            Some(PooledKeyRef::Single(id)) => {
+                erased = self
+                    .tombstone(&pooled_bucket_key(&id), erased_at_unix_ms)
+                    .await?;
+            }
+            Some(PooledKeyRef::Paged { page, slot }) => {
+                erased = self.erase_page_slot(&page, slot, erased_at_unix_ms).await?;
+            }
+            None => {}
         }
         Ok(self.erase(household_id, erased_at_unix_ms).await? || erased)
     }
@@ -915,19 +1019,25 @@ fn unwrap_key_under(
 }
 
 /// Sealed bytes of `plaintext` for `household_id` under `dek`: version 1, or version 2
-/// naming the pooled key `pooled` (module docs).
+/// or 3 naming the pooled key `pooled` (module docs).
 fn seal_under(
     household_id: &str,
     dek: &[u8; KEY_LEN],
-    pooled: Option<&[u8; KEY_ID_LEN]>,
+    pooled: Option<&PooledKeyRef>,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, VaultError> {
-    let mut sealed = Vec::with_capacity(1 + KEY_ID_LEN + NONCE_LEN + plaintext.len() + TAG_LEN);
+    let mut sealed =
+        Vec::with_capacity(1 + KEY_ID_LEN + SLOT_LEN + NONCE_LEN + plaintext.len() + TAG_LEN);
     match pooled {
         None => sealed.push(SEALED_VERSION),
-        Some(id) => {
+        Some(PooledKeyRef::Single(id)) => {
             sealed.push(SEALED_POOLED_VERSION);
             sealed.extend_from_slice(id);
+        }
+        Some(PooledKeyRef::Paged { page, slot }) => {
+            sealed.push(SEALED_PAGED_VERSION);
+            sealed.extend_from_slice(page);
+            sealed.extend_from_slice(&slot.to_be_bytes());
         }
     }
     encrypt(dek, plaintext, &personal_aad(household_id), &mut sealed)?;
@@ -960,19 +1070,63 @@ fn decrypt(key: &[u8; KEY_LEN], sealed: &[u8], aad: &[u8]) -> Option<Zeroizing<V
         .map(Zeroizing::new)
 }
 
-/// The pooled key a sealed blob names: Some for a version-2 blob long enough to hold one.
-pub fn pooled_key_id(sealed: &[u8]) -> Option<[u8; KEY_ID_LEN]> {
+/// Where a pooled key is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PooledKeyRef {
+    /// Alone under `dk.<id>` (sealed version 2).
+    Single([u8; KEY_ID_LEN]),
+    /// In slot `slot` of the page `dp.<page>` (sealed version 3).
+    Paged { page: [u8; KEY_ID_LEN], slot: u16 },
+}
+
+/// The pooled key a sealed blob names: Some for a version-2 or version-3 blob long
+/// enough to hold one.
+pub fn pooled_key_of(sealed: &[u8]) -> Option<PooledKeyRef> {
     match sealed {
         [SEALED_POOLED_VERSION, rest @ ..] if rest.len() >= KEY_ID_LEN + NONCE_LEN + TAG_LEN => {
-            rest[..KEY_ID_LEN].try_into().ok()
+            Some(PooledKeyRef::Single(rest[..KEY_ID_LEN].try_into().ok()?))
+        }
+        [SEALED_PAGED_VERSION, rest @ ..]
+            if rest.len() >= KEY_ID_LEN + SLOT_LEN + NONCE_LEN + TAG_LEN =>
+        {
+            Some(PooledKeyRef::Paged {
+                page: rest[..KEY_ID_LEN].try_into().ok()?,
+                slot: u16::from_be_bytes(rest[KEY_ID_LEN..KEY_ID_LEN + SLOT_LEN].try_into().ok()?),
+            })
         }
         _ => None,
     }
 }
 
-/// The bucket key of a pooled key (no household id holds a '.').
+/// The bucket key of a pooled key kept alone (no household id holds a '.').
 fn pooled_bucket_key(id: &[u8; KEY_ID_LEN]) -> String {
     format!("dk.{}", hex::encode(id))
+}
+
+/// The bucket key of a page of pooled keys.
+fn page_bucket_key(page: &[u8; KEY_ID_LEN]) -> String {
+    format!("dp.{}", hex::encode(page))
+}
+
+/// What a page's key in `slot` is wrapped with: the page's bucket key and the slot, so a
+/// wrapped key cannot be moved to another slot or page.
+fn page_slot_aad(page_name: &str, slot: u16) -> String {
+    format!("{page_name}/{slot}")
+}
+
+/// The 73 bytes of `slot` in a page: a wrapped key, or an erasure tombstone padded
+/// with zeros.
+fn page_slot(page: &[u8], slot: u16) -> Result<&[u8], VaultError> {
+    let at = usize::from(slot) * WRAPPED_KEY_LEN;
+    if page.len() % WRAPPED_KEY_LEN != 0 {
+        return Err(VaultError::StoreCorrupt {
+            what: "a page of pooled keys is not a whole number of slots",
+        });
+    }
+    page.get(at..at + WRAPPED_KEY_LEN)
+        .ok_or(VaultError::StoreCorrupt {
+            what: "a sealed blob names a slot its page does not have",
+        })
 }
 
 /// Data keys written to the bucket before they are needed, so that sealing a new
@@ -994,7 +1148,7 @@ struct PoolState {
 }
 
 struct PooledKey {
-    id: [u8; KEY_ID_LEN],
+    at: PooledKeyRef,
     key: Zeroizing<[u8; KEY_LEN]>,
 }
 
@@ -1051,25 +1205,41 @@ impl KeyPool {
             }
             count
         };
-        let mut fresh = Vec::with_capacity(count);
-        for _ in 0..count {
-            let id = random_array::<KEY_ID_LEN>()?;
-            let key = Zeroizing::new(random_array::<KEY_LEN>()?);
-            let name = pooled_bucket_key(&id);
-            let wrapped = Bytes::from(wrap_key_under(&self.kek, &name, &key)?);
-            fresh.push((PooledKey { id, key }, name, wrapped));
+        // Pages of up to PAGE_KEYS_MAX keys, each one bucket write of its own.
+        let mut fresh: Vec<(Vec<PooledKey>, String, Bytes)> = Vec::new();
+        let mut left = count;
+        while left > 0 {
+            let size = left.min(PAGE_KEYS_MAX);
+            left -= size;
+            let page = random_array::<KEY_ID_LEN>()?;
+            let name = page_bucket_key(&page);
+            let mut keys = Vec::with_capacity(size);
+            let mut value = Vec::with_capacity(size * WRAPPED_KEY_LEN);
+            for slot in 0..size as u16 {
+                let key = Zeroizing::new(random_array::<KEY_LEN>()?);
+                value.extend_from_slice(&wrap_key_under(
+                    &self.kek,
+                    &page_slot_aad(&name, slot),
+                    &key,
+                )?);
+                keys.push(PooledKey {
+                    at: PooledKeyRef::Paged { page, slot },
+                    key,
+                });
+            }
+            fresh.push((keys, name, Bytes::from(value)));
         }
         let written = futures::future::join_all(
             fresh
                 .iter()
-                .map(|(_, name, wrapped)| self.writes.write(name, wrapped.clone(), 0)),
+                .map(|(_, name, value)| self.writes.write(name, value.clone(), 0)),
         )
         .await;
         let mut state = self.state.lock().expect("key pool lock");
         let mut failed = None;
-        for ((key, _, _), written) in fresh.into_iter().zip(written) {
+        for ((keys, _, _), written) in fresh.into_iter().zip(written) {
             match written {
-                Ok(()) => state.keys.push(key),
+                Ok(()) => state.keys.extend(keys),
                 // An id drawn twice (2^-128): that key is someone else's.
                 Err(WriteError::WrongRevision) => {}
                 Err(WriteError::Nats(e)) => failed = Some(e),
