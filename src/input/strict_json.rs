@@ -21,7 +21,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
-use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
 
 use crate::input::bad_char;
 
@@ -175,7 +175,9 @@ impl<'de> Visitor<'de> for UniqueVisitor {
     }
 }
 
-fn check_str(s: &str, at: &str) -> Result<String, JsonError> {
+/// Refuses a bad character in `s` (named at `at`); returns the NFC form of `s` where it
+/// differs from `s`.
+fn check_str(s: &str, at: &str) -> Result<Option<String>, JsonError> {
     if let Some(c) = s.chars().find(|c| bad_char(*c).is_some()) {
         return Err(JsonError::BadText {
             at: at.to_string(),
@@ -183,7 +185,13 @@ fn check_str(s: &str, at: &str) -> Result<String, JsonError> {
             code: c as u32,
         });
     }
-    Ok(s.nfc().collect())
+    // Most strings are NFC already (every ASCII one is): the quick check answers those
+    // without a copy through the normaliser, which was half of parsing a registration.
+    if s.is_ascii() || is_nfc_quick(s.chars()) == IsNormalized::Yes {
+        return Ok(None);
+    }
+    let normal: String = s.nfc().collect();
+    Ok((normal != s).then_some(normal))
 }
 
 /// Refuses bad characters and normalises every string and member name to NFC, in place.
@@ -193,7 +201,9 @@ fn check_text(value: &mut Value, at: &mut String, depth: usize) -> Result<(), Js
     }
     match value {
         Value::String(s) => {
-            *s = check_str(s, at)?;
+            if let Some(normal) = check_str(s, at)? {
+                *s = normal;
+            }
         }
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
@@ -209,7 +219,10 @@ fn check_text(value: &mut Value, at: &mut String, depth: usize) -> Result<(), Js
                 let len = at.len();
                 at.push('.');
                 at.push_str(&key);
-                let normal = check_str(&key, at)?;
+                let normal = match check_str(&key, at)? {
+                    Some(normal) => normal,
+                    None => key,
+                };
                 check_text(&mut item, at, depth + 1)?;
                 at.truncate(len);
                 if map.insert(normal.clone(), item).is_some() {
