@@ -4,12 +4,14 @@
 //! 1. households registered with personal data (citizen claims, sealing) and classified,
 //!    monthly assistance granted to one in eight and paid for a year, padded with notes
 //!    to `ANSINH_PROVINCE_EVENTS` events: the append rate of each part;
-//! 2. `GET /v1/households/{id}` with 8 clients when the log holds ~10% of the events and
-//!    again at the end: p50 / p99 (target: p99 <= 10 ms, flat);
+//! 2. the API's first read, once its projections (empty at start) hold the registrations;
+//!    then `GET /v1/households/{id}` with 8 clients when the log holds ~10% of the events
+//!    and again at the end: p50 / p99 (target: p99 <= 10 ms, flat);
 //! 3. verify beside a projection rebuild and a catch-up of the log's second half (target:
 //!    >= 25% of verify, each);
 //! 4. HTTP registrations from 64 clients (target >= 10,000/s, p99 <= 20 ms), HTTP
-//!    classifications of the same households, and a payment run of 10,000 instructions;
+//!    classifications of the same households, each with the CPU time a write costs in this
+//!    process and in nats-server, and a payment run of 10,000 instructions;
 //! 5. the first command after a restart: from the book snapshot the writer saved when it
 //!    closed (target <= 1 s), and on an empty store (a fold from genesis), for comparison.
 //!
