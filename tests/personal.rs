@@ -937,6 +937,18 @@ fn households_whose_keys_share_a_page_are_erased_one_by_one() {
     // Erasing again changes nothing and keeps the first time.
     assert!(!block(b.erase_sealed(h0, Some(b0), 99)).unwrap());
     assert_eq!(erased_at(&a, h0, b0), Some(10));
+
+    // The rest of the page erased at once (a commune's households erased together):
+    // every erasure lands.
+    let rest = &shared[2..];
+    let erased = block(futures::future::join_all(
+        rest.iter()
+            .map(|(_, household, blob)| a.erase_sealed(household, Some(blob), 12)),
+    ));
+    assert!(erased.into_iter().all(|e| e.unwrap()));
+    for (_, household, blob) in rest {
+        assert_eq!(erased_at(&b, household, blob), Some(12));
+    }
 }
 
 /// Blobs sealed under a pooled key of its own bucket key (sealed version 2, written by

@@ -324,6 +324,10 @@ pub struct Vault {
     kv: kv::Store,
     writes: FencedWrites,
     pool: Arc<KeyPool>,
+    /// One erasure of a page's slot at a time in this process: households that share a
+    /// page were registered together, often in one commune, so erasing them together
+    /// would otherwise race on the page's revision until the attempts ran out.
+    erasing_slot: tokio::sync::Mutex<()>,
     kek: Zeroizing<[u8; KEY_LEN]>,
     blind_key: Zeroizing<[u8; KEY_LEN]>,
     check: [u8; 32],
@@ -409,6 +413,7 @@ impl Vault {
             kv,
             writes,
             pool,
+            erasing_slot: tokio::sync::Mutex::new(()),
             kek,
             blind_key,
             check,
@@ -626,7 +631,7 @@ impl Vault {
 
     /// Writes the erasure tombstone over one slot of a page of pooled keys, the other
     /// slots unchanged (a compare-and-set on the page's revision, so two erasures in
-    /// one page both land); whether a key was there.
+    /// one page both land; in one process they take turns); whether a key was there.
     async fn erase_page_slot(
         &self,
         page: &[u8; KEY_ID_LEN],
@@ -634,6 +639,7 @@ impl Vault {
         erased_at_unix_ms: i64,
     ) -> Result<bool, VaultError> {
         let name = page_bucket_key(page);
+        let _one_at_a_time = self.erasing_slot.lock().await;
         for _ in 0..VAULT_WRITE_ATTEMPTS_MAX {
             let Some(entry) = self.kv.entry(&name).await.map_err(storage)? else {
                 return Ok(false);
