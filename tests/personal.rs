@@ -672,15 +672,9 @@ fn sealed_and_wrapped_layouts_are_as_specified_and_the_bucket_holds_no_clear_key
 fn corrupt_values_in_the_bucket_are_typed_errors() {
     let env = Env::new();
     let vault = env.open();
-    block(async {
-        let kv = env
-            .js
-            .get_key_value(ansinh::personal::bucket_name(&env.stream))
-            .await
-            .unwrap();
-        kv.put("hh.hh-t", vec![0xE1u8, 1, 2].into()).await.unwrap();
-        kv.put("hh.hh-k", vec![1u8; 10].into()).await.unwrap();
-    });
+    let kv = env.bucket();
+    block(kv.put("hh.hh-t", vec![0xE1u8, 1, 2].into())).unwrap();
+    block(kv.put("hh.hh-k", vec![1u8; 10].into())).unwrap();
     assert!(matches!(
         block(vault.open_sealed("hh-t", &[1u8; 60])),
         Err(VaultError::StoreCorrupt { .. })
@@ -688,6 +682,22 @@ fn corrupt_values_in_the_bucket_are_typed_errors() {
     assert!(matches!(
         block(vault.seal("hh-k", &sample())),
         Err(VaultError::StoreCorrupt { .. })
+    ));
+    // A page of pooled keys cut short, or whose slot holds no key wrapped for it.
+    let blob = block(vault.seal_new("hh-p", &sample())).unwrap();
+    let Some(PooledKeyRef::Paged { page, .. }) = pooled_key_of(&blob) else {
+        panic!("a version-3 blob")
+    };
+    let page = format!("dp.{}", hex::encode(page));
+    block(kv.put(&page, vec![1u8; 10].into())).unwrap();
+    assert!(matches!(
+        block(vault.open_sealed("hh-p", &blob)),
+        Err(VaultError::StoreCorrupt { .. })
+    ));
+    block(kv.put(&page, vec![1u8; 73 * 128].into())).unwrap();
+    assert!(matches!(
+        block(vault.open_sealed("hh-p", &blob)),
+        Err(VaultError::KeyUnwrap)
     ));
     let shown = format!("{vault:?}");
     assert!(
