@@ -528,11 +528,12 @@ impl Vault {
         seal_under(household_id, &dek, None, &plaintext)
     }
 
-    /// Seals the data of a household being registered (or moved in) under a pooled key:
-    /// no bucket write waits on it, only a read that the household was never erased.
-    /// A household that already has a key of its own (`hh.<id>`, from an earlier
-    /// version) keeps sealing under it. The blob names its key (version 3), and every
-    /// later seal of the household reuses it ([`Vault::seal_again`]).
+    /// Seals the data of a household new here (moved in) under a pooled key: no bucket
+    /// write waits on it, only a read that the household was never erased. A household
+    /// that already has a key of its own (`hh.<id>`, from an earlier version) keeps
+    /// sealing under it. The blob names its key (version 3), and every later seal of the
+    /// household reuses it ([`Vault::seal_again`]). Registrations skip the read
+    /// ([`Vault::seal_registering`]).
     ///
     /// Errors as [`Vault::seal`].
     pub async fn seal_new(
