@@ -664,7 +664,12 @@ async fn three_serve_processes_share_one_ledger_and_one_loses_its_directory() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&anomalies.stdout);
-    assert!(text.contains("events scanned"), "{text}");
+    assert!(
+        text.contains("events scanned"),
+        "{}: {text}\n{}",
+        anomalies.status,
+        String::from_utf8_lossy(&anomalies.stderr)
+    );
     assert!(!text.contains("citizen_in_two_households"), "{text}");
 }
 
