@@ -40,8 +40,9 @@ const KEY_FORMAT: &[u8] = b"format";
 /// and day (`rday/`, `rpend/`, `rseen/`, `rpos/`). 4: records in MessagePack, not JSON.
 /// 5: each gateway's instructions still waiting for a result (`gpend/`, the gateway id
 /// ended by a NUL), and each instruction's gateway. 6: each commune's loan flows per
-/// month (`cmonth/`), for the console's charts.
-const PROJECTION_FORMAT: &[u8] = &[6];
+/// month (`cmonth/`), for the console's charts. 7: where a household's latest sealed data
+/// sits is kept in its record (`hh/`), no longer under `sealed/`.
+const PROJECTION_FORMAT: &[u8] = &[7];
 /// Events applied per sled transaction. One transaction per event (with the partition
 /// summary decoded and encoded each time) applied ~6,400 events/s; a batch pays the
 /// commit and the summary once. The batch's writes are held in memory until its
@@ -576,16 +577,21 @@ impl Projector {
 
     /// Where the event with the household's latest sealed personal data sits.
     pub fn sealed_at(&self, id: &str) -> Result<Option<EventAt>, ProjectionError> {
-        match self.views.get(views::sealed_key(id))? {
-            Some(v) => views::decode_event_at(&v)
-                .map(Some)
-                .ok_or_else(|| corrupt("sealed position")),
+        let key = views::household_key(id);
+        match self.views.get(&key)? {
+            Some(v) => views::decode_sealed_at(&v).map_err(|e| corrupt(&format!("{key}: {e}"))),
             None => Ok(None),
         }
     }
 
     pub fn household(&self, id: &str) -> Result<Option<HouseholdView>, ProjectionError> {
-        self.view(&views::household_key(id))
+        let key = views::household_key(id);
+        match self.views.get(&key)? {
+            Some(v) => views::decode_household(&v)
+                .map(Some)
+                .map_err(|e| corrupt(&format!("{key}: {e}"))),
+            None => Ok(None),
+        }
     }
 
     pub fn loan(&self, partition: &str, number: u64) -> Result<Option<Loan>, ProjectionError> {

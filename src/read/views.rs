@@ -40,6 +40,40 @@ pub struct StandingView {
     pub decided_on: String,
 }
 
+/// What the projections keep under a household's key: its view, and where the event
+/// with its latest sealed personal data sits (beside the view, so that a registration
+/// writes one record instead of two; sled's inserts bound the projector).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct HouseholdRecord {
+    view: HouseholdView,
+    /// Stream sequence and index in its message of that event.
+    sealed_at: Option<(u64, u32)>,
+}
+
+impl HouseholdRecord {
+    fn new(view: HouseholdView) -> Self {
+        Self {
+            view,
+            sealed_at: None,
+        }
+    }
+}
+
+/// A household's view as the projections hold it (`household_key`).
+pub fn decode_household(bytes: &[u8]) -> Result<HouseholdView, rmp_serde::decode::Error> {
+    decode_record::<HouseholdRecord>(bytes).map(|r| r.view)
+}
+
+/// Where the event with a household's latest sealed personal data sits, from its record.
+pub fn decode_sealed_at(bytes: &[u8]) -> Result<Option<EventAt>, rmp_serde::decode::Error> {
+    decode_record::<HouseholdRecord>(bytes).map(|r| {
+        r.sealed_at.map(|(stream_sequence, index)| EventAt {
+            stream_sequence,
+            index,
+        })
+    })
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HouseholdView {
     pub household_id: String,
@@ -144,10 +178,6 @@ pub fn commune_month_prefix(commune: &str) -> String {
 
 pub fn trial_key(partition: &str) -> String {
     format!("tb/{partition}")
-}
-/// Stream sequence of the event holding a household's latest sealed personal data.
-pub fn sealed_key(id: &str) -> String {
-    format!("sealed/{id}")
 }
 /// What one payment instruction pays, kept to credit its results to its household.
 pub fn instruction_key(partition: &str, instruction: &InstructionId) -> String {
@@ -346,31 +376,6 @@ pub struct GatewayPendingView {
     pub commune: String,
 }
 
-/// Where an event sits, as a view stores it: the stream sequence, and the index in the
-/// message unless it is 0. Index 0 is stored as before frames (8 bytes), so a store
-/// projected before them and one rebuilt now hold the same bytes (`audit rebuild-check`).
-pub fn encode_event_at(at: EventAt) -> Vec<u8> {
-    let mut out = at.stream_sequence.to_be_bytes().to_vec();
-    if at.index != 0 {
-        out.extend_from_slice(&at.index.to_be_bytes());
-    }
-    out
-}
-
-/// Reads `encode_event_at`; 8 bytes are a stream sequence stored before frames (index 0).
-pub fn decode_event_at(bytes: &[u8]) -> Option<EventAt> {
-    let stream_sequence = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
-    let index = match bytes.len() {
-        8 => 0,
-        12 => u32::from_be_bytes(bytes[8..].try_into().ok()?),
-        _ => return None,
-    };
-    Some(EventAt {
-        stream_sequence,
-        index,
-    })
-}
-
 /// The projections' record encoding: MessagePack with field names (self-describing, so
 /// Decimal and the string ids read back as written). Measured on the 403k-event demo log
 /// against JSON: see docs/BENCH.md.
@@ -540,7 +545,11 @@ pub fn apply<V: Views>(
         } = &change
         {
             if !sealed.is_empty() {
-                v.put(&sealed_key(household.as_str()), encode_event_at(at))?;
+                let key = household_key(household.as_str());
+                if let Some(mut record) = load::<V, HouseholdRecord>(v, &key)? {
+                    record.sealed_at = Some((at.stream_sequence, at.index));
+                    store(v, &key, &record)?;
+                }
             }
         }
     }
@@ -570,7 +579,7 @@ fn apply_registry<V: Views>(
     let id = change.household();
     let key = household_key(id.as_str());
     let commune = id.commune().to_string();
-    let existing: Option<HouseholdView> = load(v, &key)?;
+    let existing: Option<HouseholdRecord> = load(v, &key)?;
     match change {
         Change::Registered {
             area, members, on, ..
@@ -592,7 +601,7 @@ fn apply_registry<V: Views>(
             store(
                 v,
                 &key,
-                &HouseholdView {
+                &HouseholdRecord::new(HouseholdView {
                     household_id: id.to_string(),
                     partition: partition.to_owned(),
                     commune: commune.clone(),
@@ -605,36 +614,42 @@ fn apply_registry<V: Views>(
                     personal_data_erased: false,
                     standing,
                     loans: Vec::new(),
-                },
+                }),
             )?;
             let mut folio = portfolio(v, &commune)?;
             folio.households_active += 1;
             store(v, &commune_key(&commune), &folio)?;
         }
         Change::MembersChanged { members, .. } | Change::MemberDied { members, .. } => {
-            let Some(mut h) = existing else { return Ok(()) };
-            h.members = *members;
+            let Some(mut record) = existing else {
+                return Ok(());
+            };
+            record.view.members = *members;
             if *members == 0 {
-                h.residence = "dissolved".into();
+                record.view.residence = "dissolved".into();
                 let mut folio = portfolio(v, &commune)?;
                 folio.households_active = folio.households_active.saturating_sub(1);
                 store(v, &commune_key(&commune), &folio)?;
             }
-            store(v, &key, &h)?;
+            store(v, &key, &record)?;
         }
         Change::MovedOut { to, .. } => {
-            let Some(mut h) = existing else { return Ok(()) };
-            h.residence = "moved_out".into();
-            h.moved_to = Some(to.to_string());
-            store(v, &key, &h)?;
+            let Some(mut record) = existing else {
+                return Ok(());
+            };
+            record.view.residence = "moved_out".into();
+            record.view.moved_to = Some(to.to_string());
+            store(v, &key, &record)?;
             let mut folio = portfolio(v, &commune)?;
             folio.households_active = folio.households_active.saturating_sub(1);
             store(v, &commune_key(&commune), &folio)?;
         }
         Change::Erased { .. } => {
-            let Some(mut h) = existing else { return Ok(()) };
-            h.personal_data_erased = true;
-            store(v, &key, &h)?;
+            let Some(mut record) = existing else {
+                return Ok(());
+            };
+            record.view.personal_data_erased = true;
+            store(v, &key, &record)?;
         }
     }
     Ok(())
@@ -732,7 +747,7 @@ fn apply_loan_event<V: Views>(
     match &event.body {
         EventBody::HouseholdClassified { decision, .. } => {
             let key = household_key(decision.household.as_str());
-            let Some(mut h) = load::<V, HouseholdView>(v, &key)? else {
+            let Some(mut record) = load::<V, HouseholdRecord>(v, &key)? else {
                 return Ok(());
             };
             let escaped = match &event.body {
@@ -741,7 +756,7 @@ fn apply_loan_event<V: Views>(
                 }
                 _ => String::new(),
             };
-            h.standing = Some(StandingView {
+            record.view.standing = Some(StandingView {
                 class: codec::class_name(decision.class).into(),
                 status: codec::status_name(decision.status).into(),
                 valid_from: decision.valid_from.to_string(),
@@ -751,7 +766,7 @@ fn apply_loan_event<V: Views>(
                 review_year: decision.inputs.review_year as u32,
                 decided_on: decision.decision_date.to_string(),
             });
-            store(v, &key, &h)?;
+            store(v, &key, &record)?;
         }
         EventBody::LoanApproved {
             loan, household, ..
@@ -764,9 +779,9 @@ fn apply_loan_event<V: Views>(
                 .expect("approval creates the loan");
             store(v, &loan_key(partition, *loan), &record)?;
             let key = household_key(household.as_str());
-            if let Some(mut h) = load::<V, HouseholdView>(v, &key)? {
-                h.loans.push(loan_ref(partition, *loan));
-                store(v, &key, &h)?;
+            if let Some(mut record) = load::<V, HouseholdRecord>(v, &key)? {
+                record.view.loans.push(loan_ref(partition, *loan));
+                store(v, &key, &record)?;
             }
             let commune = household.commune().to_string();
             let mut folio = portfolio(v, &commune)?;
@@ -915,34 +930,6 @@ pub const ACCOUNTS: [Account; 9] = [
     Account::OverdueInterestIncome,
     Account::WriteOffReserve,
 ];
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn event_places_round_trip_and_index_0_keeps_the_bytes_from_before_frames() {
-        for at in [
-            EventAt {
-                stream_sequence: 7,
-                index: 0,
-            },
-            EventAt {
-                stream_sequence: 7,
-                index: 15,
-            },
-        ] {
-            assert_eq!(decode_event_at(&encode_event_at(at)), Some(at));
-        }
-        let before_frames = 7u64.to_be_bytes().to_vec();
-        let at = EventAt {
-            stream_sequence: 7,
-            index: 0,
-        };
-        assert_eq!(encode_event_at(at), before_frames);
-        assert_eq!(decode_event_at(&[0u8; 9]), None);
-    }
-}
 
 #[cfg(test)]
 mod gateway_pending_tests {
