@@ -148,8 +148,13 @@ pub fn bucket_name(ledger_stream: &str) -> String {
     format!("{ledger_stream}_CITIZENS")
 }
 
+/// What every shard's subject starts with; the shard number in hex follows.
+fn subject_prefix(ledger_stream: &str) -> String {
+    format!("ansinh.claims.{ledger_stream}.")
+}
+
 fn subject(ledger_stream: &str, shard: usize) -> String {
-    format!("ansinh.claims.{ledger_stream}.{shard:02x}")
+    format!("{}{shard:02x}", subject_prefix(ledger_stream))
 }
 
 // With one shard the modulo is 0, and stays the rule for more.
@@ -365,7 +370,7 @@ async fn open_stream(
     let config = stream::Config {
         name: stream_name(ledger_stream),
         description: Some("ansinh: citizen claims, frames of blind index -> household".into()),
-        subjects: vec![format!("ansinh.claims.{ledger_stream}.*")],
+        subjects: vec![format!("{}*", subject_prefix(ledger_stream))],
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
         deny_delete: true,
@@ -402,7 +407,7 @@ async fn fold_all(
     if last == 0 {
         return Ok(());
     }
-    let prefix = format!("ansinh.claims.{ledger_stream}.");
+    let prefix = subject_prefix(ledger_stream);
     let mut messages = stream
         .create_consumer(consumer::pull::OrderedConfig {
             deliver_policy: consumer::DeliverPolicy::All,

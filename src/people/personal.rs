@@ -613,12 +613,9 @@ impl Vault {
             }
             PooledKeyRef::Paged { page, slot } => {
                 let name = page_bucket_key(page);
-                let Some(entry) = self.kv.entry(&name).await.map_err(storage)? else {
+                let Some(entry) = self.page(&name).await? else {
                     return Err(VaultError::NoKey);
                 };
-                if entry.operation != kv::Operation::Put {
-                    return Err(VaultError::NoKey);
-                }
                 let wrapped = page_slot(&entry.value, *slot)?;
                 match wrapped.first() {
                     Some(&TOMBSTONE_VERSION) => Err(VaultError::Erased {
@@ -628,6 +625,13 @@ impl Vault {
                 }
             }
         }
+    }
+
+    /// A page of pooled keys as stored, with its revision; None when it was never
+    /// written.
+    async fn page(&self, name: &str) -> Result<Option<kv::Entry>, VaultError> {
+        let entry = self.kv.entry(name).await.map_err(storage)?;
+        Ok(entry.filter(|e| e.operation == kv::Operation::Put))
     }
 
     /// Writes the erasure tombstone over one slot of a page of pooled keys, the other
@@ -642,12 +646,9 @@ impl Vault {
         let name = page_bucket_key(page);
         let _one_at_a_time = self.erasing_slot.lock().await;
         for _ in 0..VAULT_WRITE_ATTEMPTS_MAX {
-            let Some(entry) = self.kv.entry(&name).await.map_err(storage)? else {
+            let Some(entry) = self.page(&name).await? else {
                 return Ok(false);
             };
-            if entry.operation != kv::Operation::Put {
-                return Ok(false);
-            }
             let at = usize::from(slot) * WRAPPED_KEY_LEN;
             if page_slot(&entry.value, slot)?.first() == Some(&TOMBSTONE_VERSION) {
                 return Ok(false);

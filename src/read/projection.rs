@@ -26,7 +26,8 @@ use crate::log::follow::{Checked, Follower, Held};
 use crate::log::{EventAt, LogConfig, Position, reader};
 use crate::proto::Envelope;
 use crate::views::{
-    self, CommunePortfolio, HouseholdView, PendingLine, ReconcileProgress, TrialBalanceView, Views,
+    self, CommunePortfolio, HouseholdRecord, HouseholdView, PendingLine, ReconcileProgress,
+    TrialBalanceView, Views,
 };
 
 const TREE_META: &str = "proj.meta";
@@ -577,21 +578,18 @@ impl Projector {
 
     /// Where the event with the household's latest sealed personal data sits.
     pub fn sealed_at(&self, id: &str) -> Result<Option<EventAt>, ProjectionError> {
-        let key = views::household_key(id);
-        match self.views.get(&key)? {
-            Some(v) => views::decode_sealed_at(&v).map_err(|e| corrupt(&format!("{key}: {e}"))),
-            None => Ok(None),
-        }
+        let record: Option<HouseholdRecord> = self.view(&views::household_key(id))?;
+        Ok(record
+            .and_then(|r| r.sealed_at)
+            .map(|(stream_sequence, index)| EventAt {
+                stream_sequence,
+                index,
+            }))
     }
 
     pub fn household(&self, id: &str) -> Result<Option<HouseholdView>, ProjectionError> {
-        let key = views::household_key(id);
-        match self.views.get(&key)? {
-            Some(v) => views::decode_household(&v)
-                .map(Some)
-                .map_err(|e| corrupt(&format!("{key}: {e}"))),
-            None => Ok(None),
-        }
+        let record: Option<HouseholdRecord> = self.view(&views::household_key(id))?;
+        Ok(record.map(|r| r.view))
     }
 
     pub fn loan(&self, partition: &str, number: u64) -> Result<Option<Loan>, ProjectionError> {

@@ -44,34 +44,10 @@ pub struct StandingView {
 /// with its latest sealed personal data sits (beside the view, so that a registration
 /// writes one record instead of two; sled's inserts bound the projector).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct HouseholdRecord {
-    view: HouseholdView,
+pub struct HouseholdRecord {
+    pub view: HouseholdView,
     /// Stream sequence and index in its message of that event.
-    sealed_at: Option<(u64, u32)>,
-}
-
-impl HouseholdRecord {
-    fn new(view: HouseholdView) -> Self {
-        Self {
-            view,
-            sealed_at: None,
-        }
-    }
-}
-
-/// A household's view as the projections hold it (`household_key`).
-pub fn decode_household(bytes: &[u8]) -> Result<HouseholdView, rmp_serde::decode::Error> {
-    decode_record::<HouseholdRecord>(bytes).map(|r| r.view)
-}
-
-/// Where the event with a household's latest sealed personal data sits, from its record.
-pub fn decode_sealed_at(bytes: &[u8]) -> Result<Option<EventAt>, rmp_serde::decode::Error> {
-    decode_record::<HouseholdRecord>(bytes).map(|r| {
-        r.sealed_at.map(|(stream_sequence, index)| EventAt {
-            stream_sequence,
-            index,
-        })
-    })
+    pub sealed_at: Option<(u64, u32)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -530,28 +506,7 @@ pub fn apply<V: Views>(
     };
     // Events the book cannot read change no view (the book skips them too).
     if let Ok(Some(change)) = codec::registry_change(payload) {
-        apply_registry(v, partition, &change, payload)?;
-        if let Change::Registered {
-            household, sealed, ..
-        }
-        | Change::MembersChanged {
-            household, sealed, ..
-        }
-        | Change::MemberDied {
-            household, sealed, ..
-        }
-        | Change::MovedIn {
-            household, sealed, ..
-        } = &change
-        {
-            if !sealed.is_empty() {
-                let key = household_key(household.as_str());
-                if let Some(mut record) = load::<V, HouseholdRecord>(v, &key)? {
-                    record.sealed_at = Some((at.stream_sequence, at.index));
-                    store(v, &key, &record)?;
-                }
-            }
-        }
+        apply_registry(v, partition, at, &change, payload)?;
     }
     if let Payload::PaymentRecorded(p) = payload {
         // An unreadable body changes no view, as it changes no book.
@@ -570,9 +525,11 @@ pub fn apply<V: Views>(
     Ok(())
 }
 
+/// Folds a registry change, at `at` in the log, into its household's record.
 fn apply_registry<V: Views>(
     v: &V,
     partition: &str,
+    at: EventAt,
     change: &Change,
     payload: &Payload,
 ) -> Result<(), V::Error> {
@@ -580,6 +537,18 @@ fn apply_registry<V: Views>(
     let key = household_key(id.as_str());
     let commune = id.commune().to_string();
     let existing: Option<HouseholdRecord> = load(v, &key)?;
+    // The household's latest sealed data, when this event carries some.
+    let sealed_here = match change {
+        Change::Registered { sealed, .. }
+        | Change::MembersChanged { sealed, .. }
+        | Change::MemberDied { sealed, .. }
+        | Change::MovedIn { sealed, .. }
+            if !sealed.is_empty() =>
+        {
+            Some((at.stream_sequence, at.index))
+        }
+        _ => None,
+    };
     match change {
         Change::Registered {
             area, members, on, ..
@@ -587,7 +556,12 @@ fn apply_registry<V: Views>(
         | Change::MovedIn {
             area, members, on, ..
         } => {
-            if existing.is_some() {
+            if let Some(mut record) = existing {
+                // Known already: only where its sealed data lie moves.
+                if sealed_here.is_some() {
+                    record.sealed_at = sealed_here;
+                    store(v, &key, &record)?;
+                }
                 return Ok(());
             }
             let moved_from = match change {
@@ -601,20 +575,23 @@ fn apply_registry<V: Views>(
             store(
                 v,
                 &key,
-                &HouseholdRecord::new(HouseholdView {
-                    household_id: id.to_string(),
-                    partition: partition.to_owned(),
-                    commune: commune.clone(),
-                    area: codec::area_name(*area).into(),
-                    members: *members,
-                    residence: "active".into(),
-                    moved_to: None,
-                    moved_from,
-                    since: on.to_string(),
-                    personal_data_erased: false,
-                    standing,
-                    loans: Vec::new(),
-                }),
+                &HouseholdRecord {
+                    view: HouseholdView {
+                        household_id: id.to_string(),
+                        partition: partition.to_owned(),
+                        commune: commune.clone(),
+                        area: codec::area_name(*area).into(),
+                        members: *members,
+                        residence: "active".into(),
+                        moved_to: None,
+                        moved_from,
+                        since: on.to_string(),
+                        personal_data_erased: false,
+                        standing,
+                        loans: Vec::new(),
+                    },
+                    sealed_at: sealed_here,
+                },
             )?;
             let mut folio = portfolio(v, &commune)?;
             folio.households_active += 1;
@@ -625,6 +602,9 @@ fn apply_registry<V: Views>(
                 return Ok(());
             };
             record.view.members = *members;
+            if sealed_here.is_some() {
+                record.sealed_at = sealed_here;
+            }
             if *members == 0 {
                 record.view.residence = "dissolved".into();
                 let mut folio = portfolio(v, &commune)?;
