@@ -722,12 +722,7 @@ async fn the_audit_status_route_names_the_latest_checkpoint_and_its_cosigners() 
         .await
         .unwrap();
     api.set_checkpoints(config.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(http::serve(listener, api, async {
-        let _ = stopped.await;
-    }));
+    let (base, _stop) = common::serve(api).await;
     let client = reqwest::Client::new();
     let schemas = http::Schemas::compile();
     let get = |path: &str, token: Option<&str>| {

@@ -459,12 +459,7 @@ async fn http_server() -> Http {
     )
     .await
     .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(http::serve(listener, api, async {
-        let _ = stopped.await;
-    }));
+    let (base, stop) = common::serve(api).await;
     Http {
         base,
         client: reqwest::Client::new(),

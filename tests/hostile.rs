@@ -59,12 +59,7 @@ async fn ledger() -> Ledger {
     )
     .await
     .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(http::serve(listener, api, async {
-        let _ = stopped.await;
-    }));
+    let (base, stop) = common::serve(api).await;
     let l = Ledger {
         base,
         client: reqwest::Client::new(),

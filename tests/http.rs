@@ -77,12 +77,7 @@ async fn server() -> Server {
         .await
         .unwrap();
     api.set_checkpoints(checkpoints.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(http::serve(listener, api, async {
-        let _ = stopped.await;
-    }));
+    let (base, stop) = common::serve(api).await;
     Server {
         base,
         client: reqwest::Client::new(),
@@ -111,12 +106,7 @@ impl Server {
         let other = Api::new(Service::new(ledger, vault, projector), staff)
             .await
             .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(http::serve(listener, other, async {
-            let _ = stopped.await;
-        }));
+        let (base, stop) = common::serve(other).await;
         (base, (stop, elsewhere))
     }
 
@@ -1583,12 +1573,7 @@ async fn staff_added_or_removed_elsewhere_reach_a_running_server_without_a_resta
     let api = Api::with_gateways(service, serving.staff(), None)
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(http::serve(listener, api, async {
-        let _ = stopped.await;
-    }));
+    let (base, _stop) = common::serve(api).await;
     let client = reqwest::Client::new();
     let status = |token: String| {
         let (client, base) = (client.clone(), base.clone());

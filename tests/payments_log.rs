@@ -477,12 +477,7 @@ async fn gateway_posts_are_idempotent_forever_and_out_of_order_posts_are_defined
     )
     .await
     .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(ansinh::http::serve(listener, api, async {
-        let _ = stopped.await;
-    }));
+    let (base, _stop) = common::serve(api).await;
     let client = reqwest::Client::new();
     let get = |token: String, path: String| {
         let (client, base) = (client.clone(), base.clone());

@@ -224,3 +224,15 @@ pub async fn schema_checked(
     }
     (status, body)
 }
+
+/// Serves `api` on a free loopback port; returns its base URL and the sender that stops
+/// it (dropping the sender stops it too, so keep it for as long as the test uses it).
+pub async fn serve(api: ansinh::http::Api) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(ansinh::http::serve(listener, api, async {
+        let _ = stopped.await;
+    }));
+    (base, stop)
+}
