@@ -10,7 +10,7 @@ use async_nats::jetstream::stream::Stream;
 use serde::Serialize;
 
 use crate::log::LogConfig;
-use crate::projection::{ProjectionError, Projector};
+use crate::projection::{ProjectionError, Projector, Records};
 
 /// Longest value shown in a report, in bytes (values are JSON of a few hundred bytes;
 /// a corrupt one could be anything).
@@ -96,8 +96,10 @@ pub async fn rebuild_check(
         .await?;
     let mut trees = Vec::new();
     let mut difference = None;
-    for ((name, live_tree), (_, rebuilt_tree)) in live.trees().into_iter().zip(scratch.trees()) {
-        let (keys, first) = compare(live_tree, rebuilt_tree)?;
+    for ((name, live_records), (_, rebuilt_records)) in
+        live.records().into_iter().zip(scratch.records())
+    {
+        let (keys, first) = compare(live_records, rebuilt_records)?;
         trees.push(TreeCount {
             tree: name.to_string(),
             keys,
@@ -120,14 +122,12 @@ pub async fn rebuild_check(
 
 type FirstDifference = Option<(Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>)>;
 
-/// Walks both trees in key order; returns the rebuilt tree's key count and the first
-/// key where they differ.
+/// Walks both trees' records in key order; returns the rebuilt tree's record count and
+/// the first key where they differ.
 fn compare(
-    live: &sled::Tree,
-    rebuilt: &sled::Tree,
+    mut a: Records<'_>,
+    mut b: Records<'_>,
 ) -> Result<(u64, FirstDifference), ProjectionError> {
-    let mut a = live.iter();
-    let mut b = rebuilt.iter();
     let (mut x, mut y) = (a.next().transpose()?, b.next().transpose()?);
     let mut keys = 0u64;
     let mut first: FirstDifference = None;
