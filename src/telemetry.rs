@@ -28,6 +28,10 @@ pub const COMMIT_RETRIES: &str = "ansinh_commit_retries_total";
 pub const PROJECTION_LAG_EVENTS: &str = "ansinh_projection_lag_events";
 /// Seconds since the projections last held every message of the log (0 when they do).
 pub const PROJECTION_LAG_SECONDS: &str = "ansinh_projection_lag_seconds";
+/// The process's resident memory (bytes), read at each scrape. sled keeps memory for the
+/// projection pages a process has written since it started (ADR 0014), so a `serve` that
+/// follows a busy log grows until restarted: this says when.
+pub const RESIDENT_BYTES: &str = "ansinh_process_resident_bytes";
 /// Events applied to the projections.
 pub const PROJECTED: &str = "ansinh_projected_events_total";
 /// Seconds since the latest signed checkpoint of a partition, by partition.
@@ -75,6 +79,9 @@ pub fn render() -> String {
     match install() {
         Some(handle) => {
             checkpoint_ages();
+            if let Some(bytes) = resident_bytes() {
+                gauge!(RESIDENT_BYTES).set(bytes as f64);
+            }
             handle.run_upkeep();
             handle.render()
         }
@@ -104,6 +111,7 @@ fn describe() {
         "Seconds since the projections last held the whole log"
     );
     describe_counter!(PROJECTED, "Events applied to the projections");
+    describe_gauge!(RESIDENT_BYTES, "Resident memory of this process, in bytes");
     describe_gauge!(
         CHECKPOINT_AGE_SECONDS,
         "Seconds since the latest signed checkpoint, by partition"
@@ -153,6 +161,19 @@ pub fn commit_retried(partition: &str) {
 
 pub fn projected(events: u64) {
     counter!(PROJECTED).increment(events);
+}
+
+/// `VmRSS` of /proc/self/status (Linux; None elsewhere).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line["VmRSS:".len()..]
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 pub fn projection_lag(events: u64, behind_for: Duration) {
