@@ -1109,7 +1109,10 @@ fn percentile(values: &mut [f64], q: f64) -> f64 {
 
 /// (VmHWM, VmRSS) of this process in KiB. The nats-servers are other processes.
 fn memory_kib() -> (Option<u64>, Option<u64>) {
-    (common::status_kib("VmHWM:"), common::status_kib("VmRSS:"))
+    (
+        ansinh::telemetry::status_kib("VmHWM:"),
+        ansinh::telemetry::status_kib("VmRSS:"),
+    )
 }
 
 /// p50 and p99 of a latency sample, or (None, None) with the failure printed.

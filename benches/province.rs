@@ -885,9 +885,6 @@ async fn count(service: &Service, config: &LogConfig) -> BenchResult<u64> {
     )
 }
 
-/// READERS clients each GET READS_PER_CLIENT household views at random; p50 and p99 ms
-/// of the answered ones, and how many were not answered (a 503 while the projections
-/// catch up, a timeout).
 /// GETs one household until it is answered: each GET waits up to `READ_WAIT_MAX` for the
 /// projections, then answers 503 and is sent again, at most `FIRST_READ_ATTEMPTS_MAX`
 /// times.
@@ -908,6 +905,9 @@ async fn first_read(base: &str, token: &str) -> BenchResult<()> {
     Err(format!("no answer after {FIRST_READ_ATTEMPTS_MAX} GETs").into())
 }
 
+/// READERS clients each GET READS_PER_CLIENT household views at random; p50 and p99 ms
+/// of the answered ones, and how many were not answered (a 503 while the projections
+/// catch up, a timeout).
 async fn gets(base: &str, token: &str, households: u64) -> BenchResult<(f64, f64, usize)> {
     let mut set = JoinSet::new();
     for r in 0..READERS {

@@ -63,15 +63,8 @@ fn key(n: u64, overwrite: bool) -> Vec<u8> {
 }
 
 fn heap() -> String {
-    let rss = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(|l| l["VmRSS:".len()..].trim().to_string())
-        })
-        .unwrap_or_default();
-    format!("heap {} MiB, RSS {rss}", HELD.load(Relaxed) >> 20)
+    let rss = ansinh::telemetry::status_kib("VmRSS:").unwrap_or_default();
+    format!("heap {} MiB, RSS {rss} kB", HELD.load(Relaxed) >> 20)
 }
 
 fn arg(args: &[String], name: &str) -> Option<u64> {
@@ -103,8 +96,10 @@ fn main() -> Result<()> {
             "new keys"
         }
     );
-    let sled_db = (!redb)
+    let sled_tree = (!redb)
         .then(|| sled::Config::new().path(&path).cache_capacity(cache).open())
+        .transpose()?
+        .map(|db| db.open_tree("t").map(|tree| (db, tree)))
         .transpose()?;
     let redb_db = if redb {
         let mut builder = redb::Builder::new();
@@ -119,12 +114,12 @@ fn main() -> Result<()> {
     let mut durable = Instant::now();
     while written < records {
         let end = (written + batch).min(records);
-        if let Some(db) = &sled_db {
+        if let Some((_, tree)) = &sled_tree {
             let mut b = sled::Batch::default();
             for n in written..end {
                 b.insert(key(n, overwrite), value.as_slice());
             }
-            db.open_tree("t")?.apply_batch(b)?;
+            tree.apply_batch(b)?;
         }
         if let Some(db) = &redb_db {
             let mut tx = db.begin_write()?;
@@ -151,7 +146,7 @@ fn main() -> Result<()> {
         written = end;
     }
     if args.iter().any(|a| a == "--reopen") {
-        drop((sled_db, redb_db));
+        drop((sled_tree, redb_db));
         // In a process of its own: sled frees a closed store's memory from its own
         // threads, later, which would be counted against the store opened next.
         let status = std::process::Command::new(std::env::current_exe()?)

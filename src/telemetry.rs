@@ -163,17 +163,19 @@ pub fn projected(events: u64) {
     counter!(PROJECTED).increment(events);
 }
 
-/// `VmRSS` of /proc/self/status (Linux; None elsewhere).
+/// A field of this process's /proc/self/status in KiB (e.g. "VmRSS:", "VmHWM:"; Linux,
+/// None elsewhere). The benches and probes read their memory through it too.
+pub fn status_kib(field: &str) -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
 fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line["VmRSS:".len()..]
-        .trim()
-        .strip_suffix("kB")?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
+    status_kib("VmRSS:").map(|kib| kib * 1024)
 }
 
 pub fn projection_lag(events: u64, behind_for: Duration) {

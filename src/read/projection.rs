@@ -279,10 +279,10 @@ fn trail_lines(tree: &sled::Tree) -> Records<'_> {
     Box::new(tree.iter().flat_map(|kv| {
         let lines = kv.map_err(ProjectionError::from).and_then(|(k, v)| {
             let prefix = k
-                .get(..k.len().saturating_sub(8))
-                .filter(|_| k.len() >= 8)
-                .ok_or_else(|| corrupt("trail key"))?
-                .to_vec();
+                .len()
+                .checked_sub(8)
+                .map(|n| k[..n].to_vec())
+                .ok_or_else(|| corrupt("trail key"))?;
             Ok(decode_run(&v)?
                 .into_iter()
                 .map(move |line| {
