@@ -9,6 +9,7 @@
 //!     cargo run --profile bench --example store_probe -- sled --records=1000000 --reopen
 //!
 //! `--overwrite` writes 200,000 keys over and over instead of a new key each time;
+//! `--sequential` writes new keys in ascending order (a line keyed by its chain position);
 //! `--cache=BYTES` sets the store's page cache (default: the ledger store's
 //! `STORE_CACHE_BYTES_MAX`); `--reopen` then opens the store again in a new process, reads
 //! every key and prints the heap before and after. The store lives in a temporary folder.
@@ -53,7 +54,11 @@ const REPORT_EVERY: u64 = 204_800;
 const DURABLE_EVERY: Duration = Duration::from_secs(2);
 const REDB_TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("t");
 
-fn key(n: u64, overwrite: bool) -> Vec<u8> {
+fn key(n: u64, overwrite: bool, sequential: bool) -> Vec<u8> {
+    if sequential {
+        // A line keyed by its chain position: `01 NUL <sequence>`.
+        return [b"01\x00".as_slice(), &n.to_be_bytes()].concat();
+    }
     let h = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) % HOUSEHOLDS;
     let sequence = if overwrite { h } else { n };
     let mut k = format!("household:01{:05}-{:06}", h / 1000, h % 1000).into_bytes();
@@ -77,6 +82,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let redb = args.iter().any(|a| a == "redb");
     let overwrite = args.iter().any(|a| a == "--overwrite");
+    let sequential = args.iter().any(|a| a == "--sequential");
     let records = arg(&args, "records").unwrap_or(2_000_000);
     let batch = arg(&args, "batch").unwrap_or(4_096);
     let value = vec![7u8; arg(&args, "value").unwrap_or(150) as usize];
@@ -92,6 +98,8 @@ fn main() -> Result<()> {
         value.len(),
         if overwrite {
             "overwrites of 200,000 keys"
+        } else if sequential {
+            "new keys in order"
         } else {
             "new keys"
         }
@@ -117,7 +125,7 @@ fn main() -> Result<()> {
         if let Some((_, tree)) = &sled_tree {
             let mut b = sled::Batch::default();
             for n in written..end {
-                b.insert(key(n, overwrite), value.as_slice());
+                b.insert(key(n, overwrite, sequential), value.as_slice());
             }
             tree.apply_batch(b)?;
         }
@@ -130,7 +138,9 @@ fn main() -> Result<()> {
             }
             {
                 let mut table = tx.open_table(REDB_TABLE)?;
-                let mut keys: Vec<Vec<u8>> = (written..end).map(|n| key(n, overwrite)).collect();
+                let mut keys: Vec<Vec<u8>> = (written..end)
+                    .map(|n| key(n, overwrite, sequential))
+                    .collect();
                 keys.sort();
                 for k in keys {
                     table.insert(k.as_slice(), value.as_slice())?;

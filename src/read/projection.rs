@@ -25,6 +25,7 @@ use crate::domain::payments::reconcile::{self, GatewayDay};
 use crate::log::follow::{Checked, Follower, Held};
 use crate::log::{EventAt, LogConfig, Position, reader};
 use crate::proto::Envelope;
+use crate::read::trail_codec;
 use crate::views::{
     self, CommunePortfolio, HouseholdRecord, HouseholdView, PendingLine, ReconcileProgress,
     TrialBalanceView, Views,
@@ -44,7 +45,8 @@ const KEY_FORMAT: &[u8] = b"format";
 /// month (`cmonth/`), for the console's charts. 7: where a household's latest sealed data
 /// sits is kept in its record (`hh/`), no longer under `sealed/`. 8: a subject's trail
 /// lines from one batch are stored together, a run of up to `TRAIL_RUN_LINES_MAX` a record.
-const PROJECTION_FORMAT: &[u8] = &[8];
+/// 9: trail lines without field names, their hash in 32 bytes (`trail_codec`).
+const PROJECTION_FORMAT: &[u8] = &[9];
 /// Trail lines of one subject from one batch stored in one record (a run), keyed by the
 /// first line's chain sequence. sled's cost is mostly per record (~7 µs here, against
 /// ~0.015 µs a byte; ADR 0014), and a commune, a gateway or a budget gets many lines in a
@@ -232,36 +234,8 @@ fn trail_prefix(subject: &str, partition: &str) -> Vec<u8> {
     k
 }
 
-/// A run of trail lines as one record: a MessagePack array of the lines, each encoded as
-/// a line alone is (`views::encode_record`), so the run decodes as `Vec<TrailEntry>`.
-fn encode_run(lines: &[(u64, Vec<u8>)]) -> Vec<u8> {
-    let n = lines.len();
-    let mut out = Vec::with_capacity(3 + lines.iter().map(|(_, l)| l.len()).sum::<usize>());
-    if n < 16 {
-        out.push(0x90 | n as u8); // fixarray
-    } else {
-        out.push(0xdc); // array 16
-        out.extend_from_slice(&(n as u16).to_be_bytes());
-    }
-    for (_, line) in lines {
-        out.extend_from_slice(line);
-    }
-    out
-}
-
-/// How many lines a run holds, read from its array header alone.
-fn run_len(run: &[u8]) -> Option<usize> {
-    match *run.first()? {
-        b @ 0x90..=0x9f => Some(usize::from(b & 0x0f)),
-        0xdc => Some(usize::from(u16::from_be_bytes(
-            run.get(1..3)?.try_into().ok()?,
-        ))),
-        _ => None,
-    }
-}
-
 fn decode_run(run: &[u8]) -> Result<Vec<TrailEntry>, ProjectionError> {
-    views::decode_record(run).map_err(|e| corrupt(&format!("trail run: {e}")))
+    trail_codec::decode_run(run).map_err(|e| corrupt(&e))
 }
 
 /// A tree's records as `(key, value)`, the trail's as one record a line (the key ending
@@ -521,7 +495,7 @@ impl Projector {
         let mut skip = skip;
         for run in self.trail.scan_prefix(prefix).values() {
             let run = run?;
-            let len = run_len(&run).ok_or_else(|| corrupt("trail run header"))?;
+            let len = trail_codec::run_len(&run).ok_or_else(|| corrupt("trail run header"))?;
             if skip >= len {
                 skip -= len;
                 continue;
@@ -792,18 +766,18 @@ impl Batch<'_> {
             .entry(envelope.event_type.clone())
             .or_default() += 1;
         let actor = envelope.actor.clone().unwrap_or_default();
-        let entry = TrailEntry {
-            partition: name.to_string(),
+        let detail = views::detail(envelope.payload.as_ref());
+        let entry_bytes = trail_codec::encode_line(&trail_codec::Line {
+            partition: name,
             sequence: next.sequence,
             stream_sequence: seq,
-            hash: next.hash.to_hex(),
+            hash: &next.hash,
             recorded_at_unix_ms: envelope.recorded_at_unix_ms,
-            actor: actor.id.clone(),
-            role: actor.role,
-            event_type: envelope.event_type.clone(),
-            detail: views::detail(envelope.payload.as_ref()),
-        };
-        let entry_bytes = views::encode_record(&entry);
+            actor: &actor.id,
+            role: &actor.role,
+            event_type: &envelope.event_type,
+            detail: &detail,
+        });
         for subject in &envelope.subjects {
             let lines = self.trail.entry(trail_prefix(subject, name)).or_default();
             // A subject named twice by one event is one line of its trail.
@@ -879,7 +853,10 @@ impl Batch<'_> {
             .flat_map(|(prefix, lines)| {
                 lines.chunks(TRAIL_RUN_LINES_MAX).map(move |run| {
                     let key = [prefix.as_slice(), &run[0].0.to_be_bytes()].concat();
-                    (key, encode_run(run))
+                    (
+                        key,
+                        trail_codec::encode_run(run.iter().map(|(_, l)| l.as_slice())),
+                    )
                 })
             })
             .collect();
