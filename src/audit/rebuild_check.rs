@@ -48,9 +48,9 @@ impl RebuildReport {
     }
 }
 
-/// A projection record (MessagePack, `views::encode_record`) as JSON text, when the
-/// bytes are exactly one such record.
-fn record_as_json(bytes: &[u8]) -> Option<String> {
+/// Any MessagePack value as JSON text, when the bytes are exactly one array or map: a
+/// record the projections do not know (a corrupt or foreign one), its fields unnamed.
+fn msgpack_as_json(bytes: &[u8]) -> Option<String> {
     let mut cursor = std::io::Cursor::new(bytes);
     let value: serde_json::Value =
         serde::Deserialize::deserialize(&mut rmp_serde::Deserializer::new(&mut cursor)).ok()?;
@@ -59,15 +59,25 @@ fn record_as_json(bytes: &[u8]) -> Option<String> {
         .then(|| value.to_string())
 }
 
-/// Bytes as text: a record as JSON, other bytes escaped; cut at VALUE_SHOWN_BYTES_MAX.
-pub fn printable(bytes: &[u8]) -> String {
-    if let Some(json) = record_as_json(bytes) {
+/// A tree's value as text: a record as JSON with its field names
+/// (`projection::record_as_json`), other MessagePack as unnamed JSON, other bytes
+/// escaped; cut at VALUE_SHOWN_BYTES_MAX.
+pub fn printable(tree: &str, key: &[u8], bytes: &[u8]) -> String {
+    let json = crate::projection::record_as_json(tree, key, bytes)
+        .map(|v| v.to_string())
+        .or_else(|| msgpack_as_json(bytes));
+    if let Some(json) = json {
         if json.len() <= VALUE_SHOWN_BYTES_MAX {
             return json;
         }
         let cut: String = json.chars().take(VALUE_SHOWN_BYTES_MAX).collect();
         return format!("{cut}... ({} bytes)", bytes.len());
     }
+    printable_bytes(bytes)
+}
+
+/// Bytes as text, escaped where not printable; cut at VALUE_SHOWN_BYTES_MAX.
+pub fn printable_bytes(bytes: &[u8]) -> String {
     let cut = &bytes[..bytes.len().min(VALUE_SHOWN_BYTES_MAX)];
     let mut text = match std::str::from_utf8(cut) {
         Ok(s) if !s.chars().any(char::is_control) => s.to_string(),
@@ -107,9 +117,9 @@ pub async fn rebuild_check(
         if difference.is_none() {
             difference = first.map(|(key, live, rebuilt)| Difference {
                 tree: name.to_string(),
-                key: printable(&key),
-                live: live.as_deref().map(printable),
-                rebuilt: rebuilt.as_deref().map(printable),
+                key: printable_bytes(&key),
+                live: live.as_deref().map(|v| printable(name, &key, v)),
+                rebuilt: rebuilt.as_deref().map(|v| printable(name, &key, v)),
             });
         }
     }

@@ -45,8 +45,9 @@ const KEY_FORMAT: &[u8] = b"format";
 /// month (`cmonth/`), for the console's charts. 7: where a household's latest sealed data
 /// sits is kept in its record (`hh/`), no longer under `sealed/`. 8: a subject's trail
 /// lines from one batch are stored together, a run of up to `TRAIL_RUN_LINES_MAX` a record.
-/// 9: trail lines without field names, their hash in 32 bytes (`trail_codec`).
-const PROJECTION_FORMAT: &[u8] = &[9];
+/// 9: trail lines without field names, their hash in 32 bytes (`trail_codec`). 10: every
+/// record without field names (`views::encode_record`).
+pub(crate) const PROJECTION_FORMAT: &[u8] = &[10];
 /// Trail lines of one subject from one batch stored in one record (a run), keyed by the
 /// first line's chain sequence. sled's cost is mostly per record (~7 µs here, against
 /// ~0.015 µs a byte; ADR 0014), and a commune, a gateway or a budget gets many lines in a
@@ -236,6 +237,20 @@ fn trail_prefix(subject: &str, partition: &str) -> Vec<u8> {
 
 fn decode_run(run: &[u8]) -> Result<Vec<TrailEntry>, ProjectionError> {
     trail_codec::decode_run(run).map_err(|e| corrupt(&e))
+}
+
+/// A record of one of the trees `records` lists, as JSON with its field names: the trees
+/// store records without them (`views::encode_record`). `None` for bytes that are not
+/// one of the tree's records (a head, a position: raw bytes).
+pub fn record_as_json(tree: &str, key: &[u8], value: &[u8]) -> Option<serde_json::Value> {
+    use views::named;
+    match tree {
+        TREE_VIEWS => views::record_as_json(key, value),
+        TREE_SUMMARY => named::<PartitionSummary>(value),
+        TREE_TRAIL => named::<TrailEntry>(value),
+        TREE_META if key.starts_with(b"held/") => named::<Vec<StoredHeld>>(value),
+        _ => None,
+    }
 }
 
 /// A tree's records as `(key, value)`, the trail's as one record a line (the key ending
