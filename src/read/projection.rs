@@ -177,6 +177,20 @@ struct Batch<'p> {
     failed: bool,
 }
 
+/// Runs a batch's commit, which holds its thread for milliseconds (longer when sled
+/// flushes): on a multi-threaded runtime through `block_in_place`, so that the tasks
+/// waiting on this worker (a `serve`'s HTTP requests) move to another one meanwhile
+/// instead of waiting behind the commit.
+fn off_the_workers<T>(commit: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(commit)
+        }
+        _ => commit(),
+    }
+}
+
 fn head_key(partition: &str) -> Vec<u8> {
     [b"head/".as_slice(), partition.as_bytes()].concat()
 }
@@ -396,14 +410,14 @@ impl Projector {
         let read = reader::read_after(stream, &config.wildcard(), batch.position, end, |event| {
             batch.apply(config, &event)?;
             if batch.events >= PROJECTION_BATCH_EVENTS_MAX {
-                batch.commit()?;
+                off_the_workers(|| batch.commit())?;
             }
             Ok(())
         })
         .await;
         // What was applied before a failure is committed, as it would have been one event
         // at a time; then the failure is reported.
-        let committed = batch.commit();
+        let committed = off_the_workers(|| batch.commit());
         read.map_err(|e| match e {
             reader::ReadError::Nats(m) => ProjectionError::Nats(m),
             reader::ReadError::Visit(v) => v,
