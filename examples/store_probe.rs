@@ -10,6 +10,10 @@
 //!
 //! `--overwrite` writes 200,000 keys over and over instead of a new key each time;
 //! `--sequential` writes new keys in ascending order (a line keyed by its chain position);
+//! `--transaction` writes each batch in a sled transaction, as the projector does, instead
+//! of `apply_batch`; `--collect=N` turns crossbeam-epoch's collector (through which sled
+//! frees retired page versions) N times after each batch; `--pause` prints the heap once
+//! the writes are flushed and again three seconds later;
 //! `--cache=BYTES` sets the store's page cache (default: the ledger store's
 //! `STORE_CACHE_BYTES_MAX`); `--reopen` then opens the store again in a new process, reads
 //! every key and prints the heap before and after. The store lives in a temporary folder.
@@ -83,6 +87,8 @@ fn main() -> Result<()> {
     let redb = args.iter().any(|a| a == "redb");
     let overwrite = args.iter().any(|a| a == "--overwrite");
     let sequential = args.iter().any(|a| a == "--sequential");
+    let transaction = args.iter().any(|a| a == "--transaction");
+    let collect = arg(&args, "collect").unwrap_or(0);
     let records = arg(&args, "records").unwrap_or(2_000_000);
     let batch = arg(&args, "batch").unwrap_or(4_096);
     let value = vec![7u8; arg(&args, "value").unwrap_or(150) as usize];
@@ -123,11 +129,24 @@ fn main() -> Result<()> {
     while written < records {
         let end = (written + batch).min(records);
         if let Some((_, tree)) = &sled_tree {
-            let mut b = sled::Batch::default();
-            for n in written..end {
-                b.insert(key(n, overwrite, sequential), value.as_slice());
+            if transaction {
+                tree.transaction(|tx| {
+                    for n in written..end {
+                        tx.insert(key(n, overwrite, sequential), value.as_slice())?;
+                    }
+                    Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+                })
+                .map_err(|e| format!("{e:?}"))?;
+            } else {
+                let mut b = sled::Batch::default();
+                for n in written..end {
+                    b.insert(key(n, overwrite, sequential), value.as_slice());
+                }
+                tree.apply_batch(b)?;
             }
-            tree.apply_batch(b)?;
+            for _ in 0..collect {
+                crossbeam_epoch::pin().flush();
+            }
         }
         if let Some(db) = &redb_db {
             let mut tx = db.begin_write()?;
@@ -154,6 +173,12 @@ fn main() -> Result<()> {
             (reported, started) = (end, Instant::now());
         }
         written = end;
+    }
+    if let (Some((db, _)), true) = (&sled_tree, args.iter().any(|a| a == "--pause")) {
+        db.flush()?;
+        println!("flushed · {}", heap());
+        std::thread::sleep(Duration::from_secs(3));
+        println!("3 s later · {}", heap());
     }
     if args.iter().any(|a| a == "--reopen") {
         drop((sled_tree, redb_db));
