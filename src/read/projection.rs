@@ -240,13 +240,14 @@ fn decode_held(bytes: &[u8]) -> Option<Vec<Held>> {
         .collect()
 }
 
+/// The keys of a subject's trail in every partition: `subject NUL`.
+fn subject_prefix(subject: &str) -> Vec<u8> {
+    [subject.as_bytes(), b"\0"].concat()
+}
+
+/// The keys of a subject's trail in one partition: `subject NUL partition NUL`.
 fn trail_prefix(subject: &str, partition: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(subject.len() + partition.len() + 10);
-    k.extend_from_slice(subject.as_bytes());
-    k.push(0);
-    k.extend_from_slice(partition.as_bytes());
-    k.push(0);
-    k
+    [subject.as_bytes(), b"\0", partition.as_bytes(), b"\0"].concat()
 }
 
 fn decode_run(run: &[u8]) -> Result<Vec<TrailEntry>, ProjectionError> {
@@ -499,10 +500,8 @@ impl Projector {
     /// The audit trail of one subject (e.g. "household:0100101-000001"), oldest first
     /// within each partition.
     pub fn trail(&self, subject: &str) -> Result<Vec<TrailEntry>, ProjectionError> {
-        let mut prefix = subject.as_bytes().to_vec();
-        prefix.push(0);
         let mut lines = Vec::new();
-        for run in self.trail.scan_prefix(prefix).values() {
+        for run in self.trail.scan_prefix(subject_prefix(subject)).values() {
             lines.extend(decode_run(&run?)?);
         }
         Ok(lines)
@@ -518,11 +517,9 @@ impl Projector {
         skip: usize,
         take: usize,
     ) -> Result<(Vec<TrailEntry>, bool), ProjectionError> {
-        let mut prefix = subject.as_bytes().to_vec();
-        prefix.push(0);
         let mut page = Vec::with_capacity(take);
         let mut skip = skip;
-        for run in self.trail.scan_prefix(prefix).values() {
+        for run in self.trail.scan_prefix(subject_prefix(subject)).values() {
             let run = run?;
             let len = trail_codec::run_len(&run).ok_or_else(|| corrupt("trail run header"))?;
             if skip >= len {
