@@ -29,9 +29,8 @@ pub const PROJECTION_LAG_EVENTS: &str = "ansinh_projection_lag_events";
 /// Seconds since the projections last held every message of the log (0 when they do).
 pub const PROJECTION_LAG_SECONDS: &str = "ansinh_projection_lag_seconds";
 /// The process's resident memory (bytes), read at each scrape. sled keeps ~55 B for each
-/// record the projections have written (ADR 0014, "sled's memory, measured again"; the
-/// trail adds about one a 16 events), so a `serve` that follows a busy log grows with it:
-/// this shows by how much.
+/// record the projections have written (ADR 0014, "sled's memory, measured again"), so a
+/// `serve` that follows a busy log grows with it: this shows by how much.
 pub const RESIDENT_BYTES: &str = "ansinh_process_resident_bytes";
 /// Events applied to the projections.
 pub const PROJECTED: &str = "ansinh_projected_events_total";

@@ -34,7 +34,6 @@ use crate::views::{
 const TREE_META: &str = "proj.meta";
 const TREE_SUMMARY: &str = "proj.summary";
 const TREE_TRAIL: &str = "proj.trail";
-const TREE_LINES: &str = "proj.lines";
 const TREE_VIEWS: &str = "proj.views";
 const KEY_POSITION: &[u8] = b"position";
 const KEY_FORMAT: &[u8] = b"format";
@@ -45,26 +44,17 @@ const KEY_FORMAT: &[u8] = b"format";
 /// ended by a NUL), and each instruction's gateway. 6: each commune's loan flows per
 /// month (`cmonth/`), for the console's charts. 7: where a household's latest sealed data
 /// sits is kept in its record (`hh/`), no longer under `sealed/`. 8: a subject's trail
-/// lines from one batch are stored together, a run of up to 64 a record.
+/// lines from one batch are stored together, a run of up to `TRAIL_RUN_LINES_MAX` a record.
 /// 9: trail lines without field names, their hash in 32 bytes (`trail_codec`). 10: every
-/// record without field names (`views::encode_record`). 11: the trail by position: lines
-/// in blocks of a partition's consecutive events (`proj.lines`), each subject's lines (chain
-/// sequence and block) in index chunks (`proj.trail`; `trail_codec`).
-pub(crate) const PROJECTION_FORMAT: &[u8] = &[11];
-/// Trail lines of a partition's consecutive events (from one batch) stored as one record,
-/// a block keyed by its first line's chain sequence. sled's cost is mostly per new record
-/// (~7 µs here, against ~0.015 µs a byte; ADR 0014), and blocks are new records in
-/// ascending order, one for this many events. The bound keeps a block near 2 KB, what a
-/// read of one line copies, and a page of sled's cache (which holds 16 or so records)
-/// near 40 KB: a household view reads its lines from blocks all over the log, most of
-/// them not in the cache (64 lines a block made the view's p99 1.5-2.5x slower at
-/// 1,000,000 events).
-pub const TRAIL_BLOCK_LINES_MAX: usize = 16;
-/// One subject's lines (chain sequence and block) in one index record (a chunk, ~4 B a
-/// line). A
-/// batch rewrites the subject's last chunk, so the bound is what that rewrite costs at
-/// most (~250 B), and how far a page of a trail reads past what it shows.
-pub const TRAIL_INDEX_CHUNK_MAX: usize = 64;
+/// record without field names (`views::encode_record`).
+pub(crate) const PROJECTION_FORMAT: &[u8] = &[10];
+/// Trail lines of one subject from one batch stored in one record (a run), keyed by the
+/// first line's chain sequence. sled's cost is mostly per record (~7 µs here, against
+/// ~0.015 µs a byte; ADR 0014), and a commune, a gateway or a budget gets many lines in a
+/// batch: one record for them instead of one a line. The bound keeps a record near 10 KB,
+/// where sled's cost turns to bytes, and a page of a trail reads at most this many lines
+/// more than it shows.
+pub const TRAIL_RUN_LINES_MAX: usize = 64;
 /// Events applied per sled transaction. One transaction per event (with the partition
 /// summary decoded and encoded each time) applied ~6,400 events/s; a batch pays the
 /// commit and the summary once. The batch's writes are held in memory until its
@@ -126,10 +116,7 @@ pub struct TrailEntry {
 pub struct Projector {
     meta: sled::Tree,
     summary: sled::Tree,
-    /// Each subject's lines (chain sequence, block), in index chunks (`trail_codec`).
     trail: sled::Tree,
-    /// The trail lines, in blocks by partition and chain sequence (`trail_codec`).
-    lines: sled::Tree,
     views: sled::Tree,
 }
 
@@ -177,11 +164,9 @@ struct Batch<'p> {
     /// Partitions whose head and summary this batch changed.
     touched: Vec<String>,
     views: Staged,
-    /// The batch's trail lines by partition, in chain order: (chain sequence, the line).
-    lines: HashMap<String, Vec<(u64, Vec<u8>)>>,
-    /// The batch's lines by subject (the key prefix `subject NUL partition NUL`), in chain
-    /// order: (chain sequence, the line's place in its partition's `lines`).
-    trail: HashMap<Vec<u8>, Vec<(u64, usize)>>,
+    /// The batch's trail lines by subject (the key prefix `subject NUL partition NUL`),
+    /// in chain order: (chain sequence, the encoded line).
+    trail: HashMap<Vec<u8>, Vec<(u64, Vec<u8>)>>,
     events: usize,
     applied: u64,
     /// Test hook: abort the commit of the batch holding this many applied events, as a
@@ -265,77 +250,8 @@ fn trail_prefix(subject: &str, partition: &str) -> Vec<u8> {
     [subject.as_bytes(), b"\0", partition.as_bytes(), b"\0"].concat()
 }
 
-/// Records to write, as `(key, value)`.
-type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// A block's key: `partition NUL sequence` (the sequence big-endian, so blocks sort in
-/// chain order).
-fn block_key(partition: &str, sequence: u64) -> Vec<u8> {
-    [partition.as_bytes(), b"\0", &sequence.to_be_bytes()].concat()
-}
-
-/// Reads trail lines by partition, block and chain sequence, keeping the last block it
-/// read with where its lines lie: a subject's lines are often neighbours (a commune's, a
-/// gateway's), and then one block serves many.
-struct LineReader<'t> {
-    lines: &'t sled::Tree,
-    block: Option<Block>,
-}
-
-struct Block {
-    key: Vec<u8>,
-    bytes: sled::IVec,
-    offsets: Vec<(u64, std::ops::Range<usize>)>,
-}
-
-impl<'t> LineReader<'t> {
-    fn new(lines: &'t sled::Tree) -> Self {
-        Self { lines, block: None }
-    }
-
-    fn line(
-        &mut self,
-        partition: &str,
-        at: trail_codec::IndexEntry,
-    ) -> Result<TrailEntry, ProjectionError> {
-        let missing = || {
-            corrupt(&format!(
-                "trail line {} of partition {partition} is not stored (block {})",
-                at.sequence, at.block
-            ))
-        };
-        let key = block_key(partition, at.block);
-        if self.block.as_ref().is_none_or(|b| b.key != key) {
-            let bytes = self.lines.get(&key)?.ok_or_else(missing)?;
-            let offsets = trail_codec::run_offsets(&bytes).map_err(|e| corrupt(&e))?;
-            self.block = Some(Block {
-                key,
-                bytes,
-                offsets,
-            });
-        }
-        let block = self.block.as_ref().expect("read above");
-        let i = block
-            .offsets
-            .binary_search_by_key(&at.sequence, |(s, _)| *s)
-            .map_err(|_| missing())?;
-        trail_codec::decode_one(&block.bytes[block.offsets[i].1.clone()]).map_err(|e| corrupt(&e))
-    }
-}
-
-/// An index chunk's partition (its key is `subject NUL partition NUL first-sequence`) and
-/// lines.
-fn index_chunk(
-    subject: &str,
-    key: &[u8],
-    chunk: &[u8],
-) -> Result<(String, Vec<trail_codec::IndexEntry>), ProjectionError> {
-    let partition = key
-        .get(subject.len() + 1..key.len().saturating_sub(9))
-        .and_then(|p| std::str::from_utf8(p).ok())
-        .ok_or_else(|| corrupt("trail index key"))?;
-    let sequences = trail_codec::decode_index(chunk).map_err(|e| corrupt(&e))?;
-    Ok((partition.to_owned(), sequences))
+fn decode_run(run: &[u8]) -> Result<Vec<TrailEntry>, ProjectionError> {
+    trail_codec::decode_run(run).map_err(|e| corrupt(&e))
 }
 
 /// A record of one of the trees `records` lists, as JSON with its field names: the trees
@@ -363,26 +279,21 @@ fn raw_records(tree: &sled::Tree) -> Records<'_> {
     }))
 }
 
-fn trail_lines<'t>(index: &'t sled::Tree, lines: &'t sled::Tree) -> Records<'t> {
-    let mut reader = LineReader::new(lines);
-    Box::new(index.iter().flat_map(move |kv| {
+fn trail_lines(tree: &sled::Tree) -> Records<'_> {
+    Box::new(tree.iter().flat_map(|kv| {
         let lines = kv.map_err(ProjectionError::from).and_then(|(k, v)| {
             let prefix = k
                 .len()
                 .checked_sub(8)
                 .map(|n| k[..n].to_vec())
                 .ok_or_else(|| corrupt("trail key"))?;
-            let subject_len = prefix.iter().position(|b| *b == 0).unwrap_or(0);
-            let subject = String::from_utf8_lossy(&prefix[..subject_len]);
-            let (partition, sequences) = index_chunk(&subject, &k, &v)?;
-            sequences
+            Ok(decode_run(&v)?
                 .into_iter()
-                .map(|at| {
-                    let line = reader.line(&partition, at)?;
-                    let key = [prefix.as_slice(), &at.sequence.to_be_bytes()].concat();
-                    Ok(Ok((key, views::encode_record(&line))))
+                .map(move |line| {
+                    let key = [prefix.as_slice(), &line.sequence.to_be_bytes()].concat();
+                    Ok((key, views::encode_record(&line)))
                 })
-                .collect::<Result<Vec<_>, ProjectionError>>()
+                .collect::<Vec<_>>())
         });
         match lines {
             Ok(lines) => lines,
@@ -405,7 +316,6 @@ impl Projector {
             meta: db.open_tree(TREE_META)?,
             summary: db.open_tree(TREE_SUMMARY)?,
             trail: db.open_tree(TREE_TRAIL)?,
-            lines: db.open_tree(TREE_LINES)?,
             views: db.open_tree(TREE_VIEWS)?,
         };
         if projector.meta.get(KEY_FORMAT)?.as_deref() != Some(PROJECTION_FORMAT) {
@@ -416,13 +326,7 @@ impl Projector {
 
     /// Empties every tree and marks them of the current format.
     fn clear(&self) -> Result<(), ProjectionError> {
-        for tree in [
-            &self.meta,
-            &self.summary,
-            &self.trail,
-            &self.lines,
-            &self.views,
-        ] {
+        for tree in [&self.meta, &self.summary, &self.trail, &self.views] {
             tree.clear()?;
         }
         self.meta.insert(KEY_FORMAT, PROJECTION_FORMAT)?;
@@ -498,7 +402,6 @@ impl Projector {
                 tree: self.views.clone(),
                 writes: RefCell::new(HashMap::new()),
             },
-            lines: HashMap::new(),
             trail: HashMap::new(),
             events: 0,
             applied: 0,
@@ -568,7 +471,7 @@ impl Projector {
         [
             (TREE_META, raw_records(&self.meta)),
             (TREE_SUMMARY, raw_records(&self.summary)),
-            (TREE_TRAIL, trail_lines(&self.trail, &self.lines)),
+            (TREE_TRAIL, trail_lines(&self.trail)),
             (TREE_VIEWS, raw_records(&self.views)),
         ]
     }
@@ -598,21 +501,16 @@ impl Projector {
     /// within each partition.
     pub fn trail(&self, subject: &str) -> Result<Vec<TrailEntry>, ProjectionError> {
         let mut lines = Vec::new();
-        let mut reader = LineReader::new(&self.lines);
-        for kv in self.trail.scan_prefix(subject_prefix(subject)) {
-            let (key, chunk) = kv?;
-            let (partition, sequences) = index_chunk(subject, &key, &chunk)?;
-            for at in sequences {
-                lines.push(reader.line(&partition, at)?);
-            }
+        for run in self.trail.scan_prefix(subject_prefix(subject)).values() {
+            lines.extend(decode_run(&run?)?);
         }
         Ok(lines)
     }
 
     /// One page of a subject's audit trail: `take` entries after the first `skip`, and
-    /// whether more follow. Reads O(skip / TRAIL_INDEX_CHUNK_MAX + take) records (an index
-    /// chunk counts its lines from its header) and decodes only the lines on the page, so a
-    /// long history is shown a page at a time without reading all of it.
+    /// whether more follow. Reads O(skip + take) keys (fewer: a run counts its lines from
+    /// its header) and decodes only the runs the page falls in, so a long history is shown
+    /// a page at a time without reading all of it.
     pub fn trail_page(
         &self,
         subject: &str,
@@ -621,21 +519,18 @@ impl Projector {
     ) -> Result<(Vec<TrailEntry>, bool), ProjectionError> {
         let mut page = Vec::with_capacity(take);
         let mut skip = skip;
-        let mut reader = LineReader::new(&self.lines);
-        for kv in self.trail.scan_prefix(subject_prefix(subject)) {
-            let (key, chunk) = kv?;
-            let len =
-                trail_codec::index_len(&chunk).ok_or_else(|| corrupt("trail index header"))?;
+        for run in self.trail.scan_prefix(subject_prefix(subject)).values() {
+            let run = run?;
+            let len = trail_codec::run_len(&run).ok_or_else(|| corrupt("trail run header"))?;
             if skip >= len {
                 skip -= len;
                 continue;
             }
-            let (partition, sequences) = index_chunk(subject, &key, &chunk)?;
-            for at in sequences.into_iter().skip(skip) {
+            for line in decode_run(&run)?.into_iter().skip(skip) {
                 if page.len() == take {
                     return Ok((page, true));
                 }
-                page.push(reader.line(&partition, at)?);
+                page.push(line);
             }
             skip = 0;
         }
@@ -909,19 +804,11 @@ impl Batch<'_> {
             event_type: &envelope.event_type,
             detail: &detail,
         });
-        if !envelope.subjects.is_empty() {
-            let lines = match self.lines.get_mut(name) {
-                Some(lines) => lines,
-                None => self.lines.entry(name.to_owned()).or_default(),
-            };
-            let place = lines.len();
-            lines.push((next.sequence, entry_bytes));
-            for subject in &envelope.subjects {
-                let sequences = self.trail.entry(trail_prefix(subject, name)).or_default();
-                // A subject named twice by one event is one line of its trail.
-                if sequences.last().is_none_or(|(s, _)| *s != next.sequence) {
-                    sequences.push((next.sequence, place));
-                }
+        for subject in &envelope.subjects {
+            let lines = self.trail.entry(trail_prefix(subject, name)).or_default();
+            // A subject named twice by one event is one line of its trail.
+            if lines.last().is_none_or(|(s, _)| *s != next.sequence) {
+                lines.push((next.sequence, entry_bytes.clone()));
             }
         }
         views::apply(
@@ -984,30 +871,29 @@ impl Batch<'_> {
                 (name.clone(), bytes)
             })
             .collect();
-        // Each partition's lines in blocks, keyed by the block's first chain sequence: a
-        // later batch's blocks sort after this one's.
-        let blocks: KeyValues = self
-            .lines
+        // Each subject's lines in runs, keyed by the run's first chain sequence: a later
+        // batch's runs sort after this one's, so a trail reads in chain order.
+        let runs: Vec<(Vec<u8>, Vec<u8>)> = self
+            .trail
             .iter()
-            .flat_map(|(partition, lines)| {
-                lines.chunks(TRAIL_BLOCK_LINES_MAX).map(move |block| {
+            .flat_map(|(prefix, lines)| {
+                lines.chunks(TRAIL_RUN_LINES_MAX).map(move |run| {
+                    let key = [prefix.as_slice(), &run[0].0.to_be_bytes()].concat();
                     (
-                        block_key(partition, block[0].0),
-                        trail_codec::encode_run(block.iter().map(|(_, l)| l.as_slice())),
+                        key,
+                        trail_codec::encode_run(run.iter().map(|(_, l)| l.as_slice())),
                     )
                 })
             })
             .collect();
-        let chunks = self.index_chunks()?;
         let views = self.views.writes.borrow();
         let position = encode_position(&self.position);
         let base = (self.committed != Position::START).then(|| encode_position(&self.committed));
-        let trees = [&p.meta, &p.summary, &p.trail, &p.lines, &p.views];
+        let trees = [&p.meta, &p.summary, &p.trail, &p.views];
         trees
             .as_slice()
             .transaction(|trees| {
-                let (meta, summary, trail, lines, view) =
-                    (&trees[0], &trees[1], &trees[2], &trees[3], &trees[4]);
+                let (meta, summary, trail, view) = (&trees[0], &trees[1], &trees[2], &trees[3]);
                 if meta.get(KEY_POSITION)?.as_deref() != base.as_deref() {
                     return Err(ConflictableTransactionError::Abort(
                         ProjectionError::Corrupt(
@@ -1018,10 +904,7 @@ impl Batch<'_> {
                 for (k, v) in &summaries {
                     summary.insert(k.as_bytes(), v.as_slice())?;
                 }
-                for (k, v) in &blocks {
-                    lines.insert(k.as_slice(), v.as_slice())?;
-                }
-                for (k, v) in &chunks {
+                for (k, v) in &runs {
                     trail.insert(k.as_slice(), v.as_slice())?;
                 }
                 for (k, v) in views.iter() {
@@ -1049,60 +932,10 @@ impl Batch<'_> {
         drop(views);
         self.committed = self.position;
         self.views.writes.borrow_mut().clear();
-        self.lines.clear();
         self.trail.clear();
         self.touched.clear();
         self.events = 0;
         Ok(())
-    }
-
-    /// The index chunks the batch writes: each subject's new sequences appended to its last
-    /// stored chunk while it has room (a key the store holds, rewritten), then in new chunks
-    /// keyed by their first sequence. Reads the committed trees: only the projector writes
-    /// them, one catch-up at a time.
-    fn index_chunks(&self) -> Result<KeyValues, ProjectionError> {
-        let mut out = Vec::with_capacity(self.trail.len());
-        for (prefix, new) in &self.trail {
-            // The partition is the prefix's second part (`subject NUL partition NUL`).
-            let partition = prefix
-                .split(|b| *b == 0)
-                .nth(1)
-                .and_then(|p| std::str::from_utf8(p).ok())
-                .ok_or_else(|| corrupt("trail prefix"))?;
-            let lines = &self.lines[partition];
-            let new: Vec<trail_codec::IndexEntry> = new
-                .iter()
-                .map(|&(sequence, place)| trail_codec::IndexEntry {
-                    sequence,
-                    // The block `write` puts the line in: its place's chunk.
-                    block: lines[place - place % TRAIL_BLOCK_LINES_MAX].0,
-                })
-                .collect();
-            let mut new = new.as_slice();
-            if let Some((key, chunk)) = self
-                .projector
-                .trail
-                .scan_prefix(prefix)
-                .next_back()
-                .transpose()?
-            {
-                let len =
-                    trail_codec::index_len(&chunk).ok_or_else(|| corrupt("trail index header"))?;
-                if len < TRAIL_INDEX_CHUNK_MAX {
-                    let mut sequences =
-                        trail_codec::decode_index(&chunk).map_err(|e| corrupt(&e))?;
-                    let room = (TRAIL_INDEX_CHUNK_MAX - len).min(new.len());
-                    sequences.extend_from_slice(&new[..room]);
-                    new = &new[room..];
-                    out.push((key.to_vec(), trail_codec::encode_index(&sequences)));
-                }
-            }
-            for chunk in new.chunks(TRAIL_INDEX_CHUNK_MAX) {
-                let key = [prefix.as_slice(), &chunk[0].sequence.to_be_bytes()].concat();
-                out.push((key, trail_codec::encode_index(chunk)));
-            }
-        }
-        Ok(out)
     }
 }
 
