@@ -104,31 +104,13 @@ pub fn quarantine_broken(
 
 /// Verifies the whole log or one partition. `progress` is called with the stream
 /// sequence of every event checked (for a progress bar).
-///
-/// A cluster electing the stream's leader answers "no responders" for a moment, also in
-/// the middle of a read (a healed partition, a leader moved): the verification starts
-/// again from the beginning, within `reader::TRANSIENT_READ_ATTEMPTS_MAX`, rather than
-/// fail an audit for the cluster's moment. Nothing of a failed attempt is kept, so the
-/// report is one whole read's.
 pub async fn verify(
     stream: &mut Stream,
     config: &LogConfig,
     only: Option<&Partition>,
     mut progress: impl FnMut(u64),
 ) -> Result<VerifyReport, VerifyError> {
-    let mut attempt = 1;
-    loop {
-        match verify_with(stream, config, only, |seq, _| progress(seq)).await {
-            Err(VerifyError::Nats(e))
-                if reader::no_responders(&e) && attempt < reader::TRANSIENT_READ_ATTEMPTS_MAX =>
-            {
-                tracing::debug!(error = %e, attempt, "verify: the log did not answer; again");
-                tokio::time::sleep(reader::TRANSIENT_READ_BACKOFF * attempt).await;
-                attempt += 1;
-            }
-            answer => return answer,
-        }
-    }
+    verify_with(stream, config, only, |seq, _| progress(seq)).await
 }
 
 /// Like `verify`, and hands every verified envelope (with its stream sequence) to
