@@ -111,6 +111,35 @@ fn demo_year_on_an_embedded_server_and_a_rerun_appends_nothing() {
     let view = last_json(&out);
     assert_eq!(view["household"]["household_id"], "0100014-000001");
     assert!(view["household"]["standing"]["status"].is_string());
+    // One line a page: the second page is the history's second line, and more follow it.
+    let page = |extra: &[&str]| {
+        let mut a = vec![
+            "--as",
+            "audit:1",
+            "--role",
+            "auditor",
+            "--json",
+            "household",
+            "show",
+            "0100014-000001",
+            "--as-of",
+            "2026-12-31",
+        ];
+        a.extend(extra);
+        ansinh(dir.path(), &a)
+    };
+    let (ok, out) = page(&["--history-lines", "1", "--history-page", "1"]);
+    assert!(ok, "{out}");
+    let second = last_json(&out);
+    assert_eq!(second["history"].as_array().unwrap().len(), 1, "{second}");
+    assert_eq!(second["history"][0], view["history"][1]);
+    assert_eq!(
+        (&second["history_page"], &second["history_more"]),
+        (&serde_json::json!(1), &serde_json::json!(true))
+    );
+    let (ok, out) = page(&["--history-lines", "0"]);
+    assert!(!ok, "a page of no lines is refused: {out}");
+    assert!(out.contains("--history-lines"), "{out}");
     let (ok, _) = show(&["--as", "t:9", "--role", "teller", "--unit", "7900007"]);
     assert!(!ok, "a teller of another province must not read it");
     // Rebuilt projections equal the incremental ones.

@@ -431,6 +431,35 @@ async fn a_loan_from_registration_to_repayment_reads_back_right() {
     assert_eq!(history.len(), 5, "{history:?}");
     assert!(history[0].ends_with("HouseholdRegistered"), "{history:?}");
     assert!(history[4].ends_with("LoanRepaymentReceived"), "{history:?}");
+    assert_eq!(
+        (&b["history_page"], &b["history_more"]),
+        (&json!(0), &json!(false))
+    );
+    // The history comes a page at a time: pages of two lines hold the same five lines in
+    // the same order, the last page saying that nothing follows it.
+    let mut paged = Vec::new();
+    for page in 0..3 {
+        let path = format!("/v1/households/{HOUSEHOLD}?history_lines=2&history_page={page}");
+        let answer = s
+            .get(&s.staff.officer, &path, "household-view.response")
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        let lines = answer.body["history"].as_array().unwrap().clone();
+        assert_eq!(lines.len(), if page < 2 { 2 } else { 1 }, "page {page}");
+        assert_eq!(answer.body["history_more"], json!(page < 2), "page {page}");
+        paged.extend(lines);
+    }
+    assert_eq!(&Value::Array(paged), &b["history"]);
+    for bad in ["history_lines=0", "history_lines=501", "history_page=-1"] {
+        let path = format!("/v1/households/{HOUSEHOLD}?{bad}");
+        let answer = s.get(&s.staff.officer, &path, "error.response").await;
+        assert_eq!(
+            (answer.status, answer.body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("InvalidParameter")),
+            "{bad}: {}",
+            answer.body
+        );
+    }
     // No personal data in the view: it is sealed in the log and not part of this answer.
     assert!(!b.to_string().contains("001085012345"));
 

@@ -133,6 +133,12 @@ pub enum HouseholdCommand {
         /// Price the loans (interest, overdue) on this date (YYYY-MM-DD) [default: today]. Example: 2026-12-31
         #[arg(long, value_parser = ansinh::input::date)]
         as_of: Option<NaiveDate>,
+        /// Which page of the history to show, from 0 (oldest first).
+        #[arg(long, default_value_t = 0)]
+        history_page: usize,
+        /// Lines a page of history holds [default: 100]. Example: 25
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=ansinh::projection::HISTORY_PAGE_LINES_MAX as i64))]
+        history_lines: Option<u16>,
     },
     /// Move to a new id in another commune (another province too).
     Move {
@@ -549,11 +555,17 @@ pub async fn household_command(
     let service = runtime.service();
     let key = who.key();
     match command {
-        HouseholdCommand::Show { id, as_of } => {
+        HouseholdCommand::Show {
+            id,
+            as_of,
+            history_page,
+            history_lines,
+        } => {
             let caller = who.caller()?;
             let h = id.clone();
             access::authorize(&caller, Operation::Read, h.commune().as_str())?;
-            show_household(runtime, &h, as_of, json).await
+            let page = (history_page, history_lines.map(usize::from));
+            show_household(runtime, &h, as_of, page, json).await
         }
         HouseholdCommand::Register {
             id,
@@ -908,6 +920,7 @@ async fn show_household(
     runtime: &Runtime,
     h: &HouseholdId,
     as_of: Option<NaiveDate>,
+    (history_page, history_lines): (usize, Option<usize>),
     json: bool,
 ) -> Result<ExitCode, BoxError> {
     let projector = caught_up(runtime).await?;
@@ -923,12 +936,17 @@ async fn show_household(
             }
         }
     }
-    let trail = projector.trail(&format!("household:{h}"))?;
+    let page = projector.household_history(
+        h.as_str(),
+        history_page,
+        history_lines.unwrap_or(ansinh::projection::HISTORY_PAGE_LINES_DEFAULT),
+    )?;
     let assistance = ansinh::payments_report::household_received_projected(&projector, h)?;
     if json {
         println!(
             "{}",
-            serde_json::json!({"household": view, "as_of": as_of.to_string(), "loans": lines, "assistance": assistance, "history": trail})
+            serde_json::json!({"household": view, "as_of": as_of.to_string(), "loans": lines, "assistance": assistance,
+                "history": page.history, "history_page": page.history_page, "history_more": page.history_more})
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -1016,8 +1034,8 @@ async fn show_household(
             );
         }
     }
-    println!("\n  History:");
-    for e in &trail {
+    println!("\n  History (page {}):", page.history_page);
+    for e in &page.history {
         println!(
             "  {:>3}#{:<7} {} {:<28} {:<16} {}",
             e.partition,
@@ -1026,6 +1044,12 @@ async fn show_household(
             e.actor,
             e.event_type.trim_start_matches("ansinh.v1."),
             e.detail
+        );
+    }
+    if page.history_more {
+        println!(
+            "  more follow: --history-page {}",
+            page.history_page.saturating_add(1)
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -18,6 +18,7 @@ use crate::domain::eligibility::{Area, ClassificationInputs};
 use crate::domain::ids::HouseholdId;
 use crate::log::Receipt;
 use crate::personal::{Member, PersonalData};
+use crate::projection::{HISTORY_PAGE_LINES_DEFAULT, HISTORY_PAGE_LINES_MAX, HistoryPage};
 use crate::service::Request as ServiceRequest;
 use crate::views;
 
@@ -243,6 +244,28 @@ pub struct ShowQuery {
     as_of: Option<NaiveDate>,
     /// A receipt's `stream_sequence`: answer once the view includes that write.
     after: Option<u64>,
+    /// Which page of the history, from 0.
+    #[serde(default)]
+    history_page: usize,
+    /// Lines a page of history holds, 1 to `HISTORY_PAGE_LINES_MAX`.
+    history_lines: Option<usize>,
+}
+
+/// Page `page` of household `h`'s history, `lines` a page (`None`: the default), the
+/// number of lines checked here at the edge.
+fn history_page(
+    projector: &crate::projection::Projector,
+    h: &HouseholdId,
+    page: usize,
+    lines: Option<usize>,
+) -> Result<HistoryPage, ApiError> {
+    let lines = lines.unwrap_or(HISTORY_PAGE_LINES_DEFAULT);
+    if !(1..=HISTORY_PAGE_LINES_MAX).contains(&lines) {
+        return Err(ApiError::InvalidParameter(format!(
+            "history_lines must be from 1 to {HISTORY_PAGE_LINES_MAX}, not {lines}"
+        )));
+    }
+    Ok(projector.household_history(h.as_str(), page, lines)?)
 }
 
 /// What a household page shows, read from the projections in O(result): the view, its
@@ -302,14 +325,16 @@ pub async fn show(
         .as_of
         .unwrap_or_else(|| chrono::Utc::now().date_naive());
     let read = read_household(&api, &caller, &h, as_of, query.after).await?;
-    let history = read.projector.trail(&format!("household:{h}"))?;
+    let page = history_page(read.projector, &h, query.history_page, query.history_lines)?;
     let lines: Vec<_> = read.loans.into_iter().map(|(line, _)| line).collect();
     Ok(Json(serde_json::json!({
         "household": read.view,
         "as_of": as_of.to_string(),
         "loans": lines,
         "assistance": read.assistance,
-        "history": history,
+        "history": page.history,
+        "history_page": page.history_page,
+        "history_more": page.history_more,
     }))
     .into_response())
 }

@@ -501,7 +501,7 @@ pub fn routes() -> openapi::Routes {
         )
         .get(
             "/v1/households/{id}",
-            "A household: standing, loans priced on as_of, assistance received, history",
+            "A household: standing, loans priced on as_of, assistance received, one page of its history (history_page, history_lines)",
             Some("household-view.response"),
             Staff,
             households::show,

@@ -113,6 +113,23 @@ pub struct TrailEntry {
     pub detail: String,
 }
 
+/// History lines in a household's view unless the caller asks fewer or more. A household
+/// paid monthly for years, with a loan repaid monthly, has hundreds of lines; its view
+/// (`GET /v1/households/{id}`, `household show`) shows one page of them, so what a view
+/// costs does not grow with the household's age.
+pub const HISTORY_PAGE_LINES_DEFAULT: usize = 100;
+/// The most lines a page of a household's history may hold.
+pub const HISTORY_PAGE_LINES_MAX: usize = 500;
+
+/// One page of a household's history, oldest first within each partition, and whether
+/// more lines follow it.
+#[derive(Debug)]
+pub struct HistoryPage {
+    pub history: Vec<TrailEntry>,
+    pub history_page: usize,
+    pub history_more: bool,
+}
+
 pub struct Projector {
     meta: sled::Tree,
     summary: sled::Tree,
@@ -535,6 +552,26 @@ impl Projector {
             skip = 0;
         }
         Ok((page, false))
+    }
+
+    /// Page `page` (from 0) of household `household`'s history, `lines` a page: reads
+    /// O((page + 1) × lines) trail lines, never the trail past the page.
+    pub fn household_history(
+        &self,
+        household: &str,
+        page: usize,
+        lines: usize,
+    ) -> Result<HistoryPage, ProjectionError> {
+        let (history, history_more) = self.trail_page(
+            &format!("household:{household}"),
+            page.saturating_mul(lines),
+            lines,
+        )?;
+        Ok(HistoryPage {
+            history,
+            history_page: page,
+            history_more,
+        })
     }
 
     fn view<T: serde::de::DeserializeOwned>(
