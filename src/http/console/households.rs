@@ -161,10 +161,13 @@ async fn household_page(
     let h = crate::input::household(id)?;
     // The clock is read here, at the edge, as the CLI does.
     let read = read_household(api, &session.caller, &h, today(), query.after).await?;
-    let skip = query.page.saturating_mul(HISTORY_PAGE_LINES);
-    let (history, more) =
-        read.projector
-            .trail_page(&format!("household:{h}"), skip, HISTORY_PAGE_LINES)?;
+    let crate::projection::HistoryPage {
+        history,
+        history_more: more,
+        ..
+    } = read
+        .projector
+        .household_history(h.as_str(), query.page, HISTORY_PAGE_LINES)?;
     let v = &read.view;
     // Names in clear only for the staff who keep the registry (they typed them); the
     // sealed data are opened through the vault, never read from the log in clear.
