@@ -94,7 +94,7 @@ fn demo_year_on_an_embedded_server_and_a_rerun_appends_nothing() {
         ]
     );
     // An auditor reads the household view; a teller of another commune may not.
-    let show = |who: &[&str]| {
+    let show = |who: &[&str], extra: &[&str]| {
         let mut a = who.to_vec();
         a.extend([
             "--json",
@@ -104,31 +104,17 @@ fn demo_year_on_an_embedded_server_and_a_rerun_appends_nothing() {
             "--as-of",
             "2026-12-31",
         ]);
+        a.extend(extra);
         ansinh(dir.path(), &a)
     };
-    let (ok, out) = show(&["--as", "audit:1", "--role", "auditor"]);
+    let auditor = ["--as", "audit:1", "--role", "auditor"];
+    let (ok, out) = show(&auditor, &[]);
     assert!(ok, "{out}");
     let view = last_json(&out);
     assert_eq!(view["household"]["household_id"], "0100014-000001");
     assert!(view["household"]["standing"]["status"].is_string());
     // One line a page: the second page is the history's second line, and more follow it.
-    let page = |extra: &[&str]| {
-        let mut a = vec![
-            "--as",
-            "audit:1",
-            "--role",
-            "auditor",
-            "--json",
-            "household",
-            "show",
-            "0100014-000001",
-            "--as-of",
-            "2026-12-31",
-        ];
-        a.extend(extra);
-        ansinh(dir.path(), &a)
-    };
-    let (ok, out) = page(&["--history-lines", "1", "--history-page", "1"]);
+    let (ok, out) = show(&auditor, &["--history-lines", "1", "--history-page", "1"]);
     assert!(ok, "{out}");
     let second = last_json(&out);
     assert_eq!(second["history"].as_array().unwrap().len(), 1, "{second}");
@@ -137,10 +123,13 @@ fn demo_year_on_an_embedded_server_and_a_rerun_appends_nothing() {
         (&second["history_page"], &second["history_more"]),
         (&serde_json::json!(1), &serde_json::json!(true))
     );
-    let (ok, out) = page(&["--history-lines", "0"]);
+    let (ok, out) = show(&auditor, &["--history-lines", "0"]);
     assert!(!ok, "a page of no lines is refused: {out}");
     assert!(out.contains("--history-lines"), "{out}");
-    let (ok, _) = show(&["--as", "t:9", "--role", "teller", "--unit", "7900007"]);
+    let (ok, _) = show(
+        &["--as", "t:9", "--role", "teller", "--unit", "7900007"],
+        &[],
+    );
     assert!(!ok, "a teller of another province must not read it");
     // Rebuilt projections equal the incremental ones.
     let (ok, summary_before) = ansinh(dir.path(), &["--json", "portfolio"]);
