@@ -1563,7 +1563,15 @@ async fn health_and_readiness_say_what_stops_the_ledger() {
         }
     };
     assert_eq!(get("/healthz").await.0, StatusCode::OK);
-    let (status, ready) = get("/readyz").await;
+    // Ready once the read model has held the log since start (a moment on a new log).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (status, ready) = loop {
+        let (status, ready) = get("/readyz").await;
+        if ready["ready"] == true || std::time::Instant::now() > deadline {
+            break (status, ready);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
     assert_eq!(status, StatusCode::OK, "{ready}");
     assert_eq!(ready["ready"], true);
     assert!(ready["projection_lag_messages"].is_u64(), "{ready}");
@@ -1585,6 +1593,71 @@ async fn health_and_readiness_say_what_stops_the_ledger() {
     );
     // Liveness is not readiness: the process still answers.
     assert_eq!(get("/healthz").await.0, StatusCode::OK);
+}
+
+/// A process started on a long log says it is not ready until its projections have held
+/// the whole log once (every read before that would wait, then answer 503), so a load
+/// balancer does not send staff to it; whenever it says ready, its read model holds every
+/// message the log held when it started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_is_ready_only_once_its_read_model_holds_the_log() {
+    let s = server().await;
+    let writers: Vec<_> = (0..64)
+        .map(|w| {
+            let ledger = s.service.ledger.clone();
+            tokio::spawn(async move {
+                for n in 0..300 {
+                    let key = format!("start-{w}-{n}");
+                    ledger.append(note("79", &key, "before")).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let mut stream = s.service.ledger.stream().clone();
+    let end = ansinh::log::reader::last_stream_sequence(&mut stream)
+        .await
+        .unwrap();
+    let (base, _other) = s.second_process().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let answer = s.client.get(format!("{base}/readyz")).send().await.unwrap();
+        let status = answer.status();
+        let ready: Value = answer.json().await.unwrap();
+        if ready["ready"] == true {
+            assert_eq!(status, StatusCode::OK, "{ready}");
+            let through = ready["projected_through"].as_u64().unwrap();
+            assert!(
+                through >= end,
+                "ready at {through}, the log held {end}: {ready}"
+            );
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+        assert!(
+            ready["reasons"][0].as_str().unwrap().starts_with(
+                "the read model is catching up with the log since the process started"
+            ),
+            "{ready}"
+        );
+        assert!(std::time::Instant::now() < deadline, "{ready}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Ready: a read answers at once, from the projections the probe waited for.
+    let view = s
+        .client
+        .get(format!("{base}/v1/households/0100007-000001"))
+        .bearer_auth(&s.staff.auditor)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        view.status(),
+        StatusCode::NOT_FOUND,
+        "no such household, answered"
+    );
 }
 
 /// Staff live in the ledger's directory bucket: a member added through one process (the

@@ -1,9 +1,11 @@
 //! Liveness and readiness for the orchestrator and the operator: no token, no body.
 //!
 //! - `GET /healthz`: the process answers (200), whatever the state of NATS.
-//! - `GET /readyz`: 200 only when the event stream answers within `READY_CHECK_WAIT_MAX`
-//!   and no partition is quarantined for lost data; else 503 with the reasons. Either way
-//!   the body says how far the read model is behind the log.
+//! - `GET /readyz`: 200 only when the event stream answers within `READY_CHECK_WAIT_MAX`,
+//!   no partition is quarantined for lost data and the read model has held the whole log
+//!   once since the process started; else 503 with the reasons. Either way the body says
+//!   how far the read model is behind the log. Later lag does not make a process unready:
+//!   writes still work, and every process of a busy province would lag alike.
 
 use std::time::Duration;
 
@@ -52,7 +54,17 @@ pub async fn readyz(State(api): State<Api>) -> Response {
         ),
         Err(e) => reasons.push(format!("the ledger's store: {e}")),
     }
+    // Read before the sequence, which the projector publishes first.
+    let started = api.read_model_started();
     let projected = api.projected_through();
+    if !started {
+        let behind = last
+            .map(|l| format!("{} messages behind", l.saturating_sub(projected)))
+            .unwrap_or_else(|| "the stream's end unknown".into());
+        reasons.push(format!(
+            "the read model is catching up with the log since the process started ({behind})"
+        ));
+    }
     let status = if reasons.is_empty() {
         StatusCode::OK
     } else {

@@ -39,7 +39,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -94,18 +94,22 @@ const PROJECTOR_BUSY_REST: Duration = Duration::from_millis(10);
 /// receiver, publishing the stream sequence through which they are complete. Reads wait
 /// on it instead of each catching up under a lock. A failure (the server away, a broken
 /// chain) is logged and tried again after the rest; reads meanwhile time out with 503.
+/// `held_whole_log` turns true after the first catch-up that reached the stream's end:
+/// until then the process is not ready (`health::readyz`).
 async fn keep_projecting(
     service: Service,
     publish: tokio::sync::watch::Sender<u64>,
     caught_up_at: Arc<AtomicI64>,
+    held_whole_log: Arc<AtomicBool>,
 ) {
     loop {
         let mut stream = service.ledger.stream().clone();
-        let applied = match service
+        let caught_up = service
             .projector
             .catch_up(&mut stream, service.ledger.config())
-            .await
-        {
+            .await;
+        let reached_end = caught_up.is_ok();
+        let applied = match caught_up {
             Ok(applied) => applied,
             Err(e) => {
                 tracing::warn!("projections: {e}");
@@ -120,6 +124,11 @@ async fn keep_projecting(
                 position.last.stream_sequence.saturating_sub(1)
             };
             publish.send_replace(through);
+            if reached_end {
+                // After the position is published: a probe that sees this true also
+                // sees the projections' sequence at the end the catch-up reached.
+                held_whole_log.store(true, Ordering::Release);
+            }
         }
         if applied > 0 {
             crate::telemetry::projected(applied);
@@ -223,6 +232,12 @@ struct Inner {
     /// When the background projector last found nothing new to apply (Unix ms): how long
     /// the read model has been behind, for the metrics.
     caught_up_at: Arc<AtomicI64>,
+    /// The projections have held the whole log at least once since the process started.
+    /// Until then every read waits for them (and answers 503 after `READ_WAIT_MAX`), so
+    /// the process says it is not ready: a new process on a province's log catches up
+    /// for seconds to minutes (docs/BENCH.md), and a load balancer should not send staff
+    /// to it meanwhile.
+    held_whole_log: Arc<AtomicBool>,
     /// Idempotency fingerprints (see `Api::claim`), shared by every process.
     requests: kv::Store,
     requests_writes: FencedWrites,
@@ -289,10 +304,12 @@ impl Api {
         .map_err(HttpError::Requests)?;
         let (publish, projected) = tokio::sync::watch::channel(0);
         let caught_up_at = Arc::new(AtomicI64::new(crate::checkpoint::now_unix_ms()));
+        let held_whole_log = Arc::new(AtomicBool::new(false));
         tokio::spawn(keep_projecting(
             service.clone(),
             publish,
             caught_up_at.clone(),
+            held_whole_log.clone(),
         ));
         crate::telemetry::install();
         Ok(Self(Arc::new(Inner {
@@ -301,6 +318,7 @@ impl Api {
             schemas: Schemas::compile(),
             projected,
             caught_up_at,
+            held_whole_log,
             requests,
             requests_writes,
             jobs,
@@ -343,6 +361,11 @@ impl Api {
     /// When the background projector last found nothing new to apply (Unix ms).
     fn caught_up_at(&self) -> i64 {
         self.0.caught_up_at.load(Ordering::Relaxed)
+    }
+
+    /// Whether the projections have held the whole log since the process started.
+    fn read_model_started(&self) -> bool {
+        self.0.held_whole_log.load(Ordering::Acquire)
     }
 
     /// The stream sequence through which the read model is complete.
@@ -842,7 +865,7 @@ pub fn routes() -> openapi::Routes {
         .get("/healthz", "Alive", None, Anyone, health::healthz)
         .get(
             "/readyz",
-            "Ready: NATS reachable, the log verified, projections current",
+            "Ready: the event stream answers, no partition is stopped for lost data, and the projections have held the whole log since the process started (503 with the reasons otherwise)",
             None,
             Anyone,
             health::readyz,
