@@ -385,14 +385,28 @@ impl Api {
     /// projector, then answers 503 with Retry-After: the write is in the log, the read
     /// model is behind.
     async fn projector_after(&self, after: Option<u64>) -> Result<&Projector, ApiError> {
+        let last = || async {
+            let mut stream = self.0.service.ledger.stream().clone();
+            crate::log::reader::last_stream_sequence(&mut stream)
+                .await
+                .map_err(ApiError::Unavailable)
+        };
         let target = match after {
-            Some(sequence) => sequence,
-            None => {
-                let mut stream = self.0.service.ledger.stream().clone();
-                crate::log::reader::last_stream_sequence(&mut stream)
-                    .await
-                    .map_err(ApiError::Unavailable)?
+            // Already held: no need to ask the stream anything.
+            Some(sequence) if sequence <= self.projected_through() => sequence,
+            Some(sequence) => {
+                // A receipt names a message the stream holds (it was acknowledged), so a
+                // position past the stream's end is no receipt: say so now rather than
+                // wait `READ_WAIT_MAX` for a message that may never come.
+                let end = last().await?;
+                if sequence > end {
+                    return Err(ApiError::InvalidParameter(format!(
+                        "after={sequence} is past the log's end (stream sequence {end}): pass a receipt's stream_sequence"
+                    )));
+                }
+                sequence
             }
+            None => last().await?,
         };
         let mut projected = self.0.projected.clone();
         match tokio::time::timeout(READ_WAIT_MAX, projected.wait_for(|p| *p >= target)).await {
