@@ -108,6 +108,14 @@ async fn a_trail_reads_the_same_whether_applied_in_runs_or_line_by_line() {
     assert_eq!(sequences, (1..=SHARED as u64).collect::<Vec<_>>());
     assert_eq!(following.trail("commune:0100007").unwrap(), trail);
     assert_eq!(rebuilt.trail("note:r149").unwrap().len(), 1);
+    // Run by run (as `audit trail` prints it): the same lines, none longer than a run.
+    let runs: Vec<_> = rebuilt
+        .trail_runs("commune:0100007")
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(runs.len() >= SHARED.div_ceil(TRAIL_RUN_LINES_MAX));
+    assert!(runs.iter().all(|r| r.len() <= TRAIL_RUN_LINES_MAX));
+    assert_eq!(runs.concat(), trail);
     // Pages that start and end inside runs, and past the end.
     for (skip, take) in [(0, 10), (60, 10), (63, 2), (64, 64), (140, 20), (150, 5)] {
         let end = (skip + take).min(SHARED);

@@ -355,36 +355,55 @@ pub async fn rebuild_check(runtime: &Runtime, json: bool) -> Result<ExitCode, Bo
 }
 
 /// `ansinh audit trail`: every event naming `subject`, read from the projections once
-/// they are caught up; exit 1 when none does.
+/// they are caught up; exit 1 when none does. Printed as the runs are read, so memory
+/// holds one run whatever the trail's length (a commune's year is hundreds of thousands
+/// of lines); `--json` writes one array, an entry a line.
 pub async fn trail(runtime: &Runtime, subject: &str, json: bool) -> Result<ExitCode, BoxError> {
+    use std::io::Write as _;
     let projector = Projector::open(runtime.ledger.store().db())?;
     let mut stream = runtime.ledger.stream().clone();
     projector
         .catch_up(&mut stream, runtime.ledger.config())
         .await?;
-    let trail = projector.trail(subject)?;
-    if trail.is_empty() {
+    let mut runs = projector.trail_runs(subject).peekable();
+    if runs.peek().is_none() {
         return Ok(super::not_found(json, "event naming subject", subject));
     }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
-        println!("{}", serde_json::to_string_pretty(&trail)?);
+        write!(out, "[")?;
     } else {
-        println!(
+        writeln!(
+            out,
             "{:<4} {:>8} {:<20} {:<24} {:<34} HASH",
             "PART", "SEQ", "ACTOR", "ROLE", "EVENT"
-        );
-        for e in trail {
-            println!(
-                "{:<4} {:>8} {:<20} {:<24} {:<34} {}",
-                e.partition,
-                e.sequence,
-                e.actor,
-                e.role,
-                e.event_type,
-                &e.hash[..16]
-            );
+        )?;
+    }
+    let mut first = true;
+    for run in runs {
+        for e in run? {
+            if json {
+                let separator = if first { "\n" } else { ",\n" };
+                write!(out, "{separator}{}", serde_json::to_string(&e)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<4} {:>8} {:<20} {:<24} {:<34} {}",
+                    e.partition,
+                    e.sequence,
+                    e.actor,
+                    e.role,
+                    e.event_type,
+                    &e.hash[..16]
+                )?;
+            }
+            first = false;
         }
     }
+    if json {
+        writeln!(out, "\n]")?;
+    }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 

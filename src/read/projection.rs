@@ -518,10 +518,23 @@ impl Projector {
     /// within each partition.
     pub fn trail(&self, subject: &str) -> Result<Vec<TrailEntry>, ProjectionError> {
         let mut lines = Vec::new();
-        for run in self.trail.scan_prefix(subject_prefix(subject)).values() {
-            lines.extend(decode_run(&run?)?);
+        for run in self.trail_runs(subject) {
+            lines.extend(run?);
         }
         Ok(lines)
+    }
+
+    /// A subject's audit trail in the order of `trail`, one stored run (at most
+    /// `TRAIL_RUN_LINES_MAX` lines) at a time: a commune's trail of a year holds hundreds
+    /// of thousands of lines, and a reader that prints them as they come holds one run.
+    pub fn trail_runs(
+        &self,
+        subject: &str,
+    ) -> impl Iterator<Item = Result<Vec<TrailEntry>, ProjectionError>> + '_ {
+        self.trail
+            .scan_prefix(subject_prefix(subject))
+            .values()
+            .map(|run| decode_run(&run?))
     }
 
     /// One page of a subject's audit trail: `take` entries after the first `skip`, and
