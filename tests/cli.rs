@@ -140,6 +140,46 @@ fn demo_year_on_an_embedded_server_and_a_rerun_appends_nothing() {
     assert!(ok);
     assert_eq!(summary_before, summary_after);
 
+    // The overdue run over a partition's loans (read one at a time), then again for the
+    // same date: the same answer, and nothing appended the second time.
+    let events_of_01 = || {
+        let (ok, out) = ansinh(dir.path(), &["--json", "projections", "summary"]);
+        assert!(ok, "{out}");
+        let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+        summary["01"]["events"].as_u64().unwrap()
+    };
+    let overdue = || {
+        let (ok, out) = ansinh(
+            dir.path(),
+            &[
+                "--json",
+                "--as",
+                "m:1",
+                "--role",
+                "branch-manager",
+                "--unit",
+                "01",
+                "loans",
+                "mark-overdue",
+                "--partition",
+                "01",
+                "--as-of",
+                "2027-06-30",
+            ],
+        );
+        assert!(ok, "{out}");
+        last_json(&out)
+    };
+    let before = events_of_01();
+    let first = overdue();
+    let moved = first["loans_moved"].as_u64().unwrap();
+    assert!(moved > 0, "{first}");
+    assert_eq!(first["refused"], 0, "{first}");
+    let after = events_of_01();
+    assert_eq!(after, before + moved, "one event a loan moved");
+    assert_eq!(overdue(), first);
+    assert_eq!(events_of_01(), after, "the rerun appended nothing");
+
     // Reconciliation of every day, from the log; then of one of its days, from the
     // projections (as of a later day): the same lines. People read đồng as `1.500.000 ₫`.
     let (ok, out) = ansinh(

@@ -865,7 +865,9 @@ async fn mark_overdue(
     let service = runtime.service();
     let (mut moved, mut unchanged, mut refused) = (0u64, 0u64, 0u64);
     let mut amount = Decimal::ZERO;
-    for loan in projector.loans(partition)? {
+    // One loan at a time: a province has hundreds of thousands.
+    for loan in projector.loans_iter(partition) {
+        let loan = loan?;
         if !views::is_active(&loan)
             || !access::within(&caller.unit, loan.household.commune().as_str())
         {

@@ -733,11 +733,19 @@ impl Projector {
 
     /// Every loan of a partition, in loan-number order.
     pub fn loans(&self, partition: &str) -> Result<Vec<Loan>, ProjectionError> {
+        self.loans_iter(partition).collect()
+    }
+
+    /// A partition's loans one at a time, in the order of `loans`: a job over a
+    /// province's loans (the overdue run) holds one loan, not hundreds of thousands.
+    pub fn loans_iter(
+        &self,
+        partition: &str,
+    ) -> impl Iterator<Item = Result<Loan, ProjectionError>> + use<'_> {
         self.views
             .scan_prefix(format!("loan/{partition}/"))
             .values()
             .map(|v| views::decode_record(&v?).map_err(|e| corrupt(&e.to_string())))
-            .collect()
     }
 
     /// A commune's last `max` months with loan activity, oldest first: one reverse
