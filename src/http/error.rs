@@ -356,7 +356,11 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Transient and answered with Retry-After: a read model behind a burst, a
+            // cluster electing a leader. A warning, so that errors stay what needs a person.
+            tracing::warn!(kind = %self.kind(), "http: {self}");
+        } else if status.is_server_error() {
             tracing::error!(kind = %self.kind(), "http: {self}");
         }
         let kind = self.kind();
