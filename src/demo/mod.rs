@@ -629,10 +629,12 @@ pub async fn export_and_verify_bundle(
     data_dir: &std::path::Path,
 ) -> Result<(String, std::path::PathBuf, crate::bundle::Verified), DemoBundleError> {
     use crate::bundle::{self, BundleFiles, Scope, export};
+    // The first loan only: a province's loans are not read for it.
     let household = runtime
         .projector
-        .loans(partition.as_str())?
-        .first()
+        .loans_iter(partition.as_str())
+        .next()
+        .transpose()?
         .map(|loan| loan.household.to_string())
         .ok_or_else(|| DemoBundleError::NoHousehold(partition.to_string()))?;
     let keys_partition = checkpointer.config().keys_partition.clone();
