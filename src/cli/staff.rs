@@ -564,8 +564,9 @@ pub async fn household_command(
             let caller = who.caller()?;
             let h = id.clone();
             access::authorize(&caller, Operation::Read, h.commune().as_str())?;
-            let page = (history_page, history_lines.map(usize::from));
-            show_household(runtime, &h, as_of, page, json).await
+            let lines =
+                history_lines.map_or(ansinh::projection::HISTORY_PAGE_LINES_DEFAULT, usize::from);
+            show_household(runtime, &h, as_of, (history_page, lines), json).await
         }
         HouseholdCommand::Register {
             id,
@@ -922,7 +923,7 @@ async fn show_household(
     runtime: &Runtime,
     h: &HouseholdId,
     as_of: Option<NaiveDate>,
-    (history_page, history_lines): (usize, Option<usize>),
+    (history_page, history_lines): (usize, usize),
     json: bool,
 ) -> Result<ExitCode, BoxError> {
     let projector = caught_up(runtime).await?;
@@ -938,17 +939,13 @@ async fn show_household(
             }
         }
     }
-    let page = projector.household_history(
-        h.as_str(),
-        history_page,
-        history_lines.unwrap_or(ansinh::projection::HISTORY_PAGE_LINES_DEFAULT),
-    )?;
+    let page = projector.household_history(h.as_str(), history_page, history_lines)?;
     let assistance = ansinh::payments_report::household_received_projected(&projector, h)?;
     if json {
         println!(
             "{}",
             serde_json::json!({"household": view, "as_of": as_of.to_string(), "loans": lines, "assistance": assistance,
-                "history": page.history, "history_page": page.history_page, "history_more": page.history_more})
+                "history": page.lines, "history_page": history_page, "history_more": page.more})
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -1036,8 +1033,8 @@ async fn show_household(
             );
         }
     }
-    println!("\n  History (page {}):", page.history_page);
-    for e in &page.history {
+    println!("\n  History (page {history_page}):");
+    for e in &page.lines {
         println!(
             "  {:>3}#{:<7} {} {:<28} {:<16} {}",
             e.partition,
@@ -1048,10 +1045,10 @@ async fn show_household(
             e.detail
         );
     }
-    if page.history_more {
+    if page.more {
         println!(
             "  more follow: --history-page {}",
-            page.history_page.saturating_add(1)
+            history_page.saturating_add(1)
         );
     }
     Ok(ExitCode::SUCCESS)

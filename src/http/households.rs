@@ -332,9 +332,9 @@ pub async fn show(
         "as_of": as_of.to_string(),
         "loans": lines,
         "assistance": read.assistance,
-        "history": page.history,
-        "history_page": page.history_page,
-        "history_more": page.history_more,
+        "history": page.lines,
+        "history_page": query.history_page,
+        "history_more": page.more,
     }))
     .into_response())
 }

@@ -125,9 +125,8 @@ pub const HISTORY_PAGE_LINES_MAX: usize = 500;
 /// more lines follow it.
 #[derive(Debug)]
 pub struct HistoryPage {
-    pub history: Vec<TrailEntry>,
-    pub history_page: usize,
-    pub history_more: bool,
+    pub lines: Vec<TrailEntry>,
+    pub more: bool,
 }
 
 pub struct Projector {
@@ -575,16 +574,12 @@ impl Projector {
         page: usize,
         lines: usize,
     ) -> Result<HistoryPage, ProjectionError> {
-        let (history, history_more) = self.trail_page(
+        let (lines, more) = self.trail_page(
             &format!("household:{household}"),
             page.saturating_mul(lines),
             lines,
         )?;
-        Ok(HistoryPage {
-            history,
-            history_page: page,
-            history_more,
-        })
+        Ok(HistoryPage { lines, more })
     }
 
     fn view<T: serde::de::DeserializeOwned>(

@@ -162,9 +162,8 @@ async fn household_page(
     // The clock is read here, at the edge, as the CLI does.
     let read = read_household(api, &session.caller, &h, today(), query.after).await?;
     let crate::projection::HistoryPage {
-        history,
-        history_more: more,
-        ..
+        lines: history,
+        more,
     } = read
         .projector
         .household_history(h.as_str(), query.page, HISTORY_PAGE_LINES)?;
