@@ -8,6 +8,13 @@
 //!     cargo run --profile bench --example store_probe -- sled --overwrite --value=600
 //!     cargo run --profile bench --example store_probe -- sled --records=1000000 --reopen
 //!
+//!     cargo run --profile bench --example store_probe -- redb --layout --cache=268435456
+//!
+//! `--layout` writes, for each record counted, what the layout ADR 0014 proposes writes for
+//! a household event: its trail line (140 B) keyed by chain position, in ascending order;
+//! the household's view (300 B) over again; and the last chunk of the household's index of
+//! its lines (128 B) over again, a new chunk every 64 of its lines. The two rewritten keys
+//! are bounded by the households, not by the log.
 //! `--overwrite` writes 200,000 keys over and over instead of a new key each time;
 //! `--sequential` writes new keys in ascending order (a line keyed by its chain position);
 //! `--transaction` writes each batch in a sled transaction, as the projector does, instead
@@ -71,6 +78,24 @@ fn key(n: u64, overwrite: bool, sequential: bool) -> Vec<u8> {
     k
 }
 
+/// The writes `--layout` makes for event `n`: (key, value length).
+fn layout(n: u64) -> [(Vec<u8>, usize); 3] {
+    let h = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) % HOUSEHOLDS;
+    let household = format!("hh/01{:05}-{:06}", h / 1000, h % 1000).into_bytes();
+    let chunk = (n / HOUSEHOLDS) / 64;
+    let mut index = [b"ix/".as_slice(), &household[3..], b"\x00"].concat();
+    index.extend_from_slice(&chunk.to_be_bytes());
+    [
+        (key(n, false, true), 140),
+        (household, 300),
+        (index, 128),
+    ]
+}
+
+fn value_of(len: usize) -> Vec<u8> {
+    vec![7u8; len]
+}
+
 fn heap() -> String {
     let rss = ansinh::telemetry::status_kib("VmRSS:").unwrap_or_default();
     format!("heap {} MiB, RSS {rss} kB", HELD.load(Relaxed) >> 20)
@@ -87,6 +112,7 @@ fn main() -> Result<()> {
     let redb = args.iter().any(|a| a == "redb");
     let overwrite = args.iter().any(|a| a == "--overwrite");
     let sequential = args.iter().any(|a| a == "--sequential");
+    let layout_mode = args.iter().any(|a| a == "--layout");
     let transaction = args.iter().any(|a| a == "--transaction");
     let collect = arg(&args, "collect").unwrap_or(0);
     let records = arg(&args, "records").unwrap_or(2_000_000);
@@ -102,7 +128,9 @@ fn main() -> Result<()> {
         "{} · {records} records of {} B · batches of {batch} · cache {cache} B · {}",
         if redb { "redb" } else { "sled" },
         value.len(),
-        if overwrite {
+        if layout_mode {
+            "the proposed layout: a line by position, a view and an index chunk rewritten"
+        } else if overwrite {
             "overwrites of 200,000 keys"
         } else if sequential {
             "new keys in order"
@@ -132,6 +160,12 @@ fn main() -> Result<()> {
             if transaction {
                 tree.transaction(|tx| {
                     for n in written..end {
+                        if layout_mode {
+                            for (k, len) in layout(n) {
+                                tx.insert(k, &value_of(len)[..])?;
+                            }
+                            continue;
+                        }
                         tx.insert(key(n, overwrite, sequential), value.as_slice())?;
                     }
                     Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
@@ -140,6 +174,12 @@ fn main() -> Result<()> {
             } else {
                 let mut b = sled::Batch::default();
                 for n in written..end {
+                    if layout_mode {
+                        for (k, len) in layout(n) {
+                            b.insert(k, value_of(len));
+                        }
+                        continue;
+                    }
                     b.insert(key(n, overwrite, sequential), value.as_slice());
                 }
                 tree.apply_batch(b)?;
@@ -157,12 +197,18 @@ fn main() -> Result<()> {
             }
             {
                 let mut table = tx.open_table(REDB_TABLE)?;
-                let mut keys: Vec<Vec<u8>> = (written..end)
-                    .map(|n| key(n, overwrite, sequential))
+                let mut keys: Vec<(Vec<u8>, usize)> = (written..end)
+                    .flat_map(|n| {
+                        if layout_mode {
+                            layout(n).to_vec()
+                        } else {
+                            vec![(key(n, overwrite, sequential), value.len())]
+                        }
+                    })
                     .collect();
                 keys.sort();
-                for k in keys {
-                    table.insert(k.as_slice(), value.as_slice())?;
+                for (k, len) in keys {
+                    table.insert(k.as_slice(), &value_of(len)[..])?;
                 }
             }
             tx.commit()?;
