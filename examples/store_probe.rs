@@ -85,11 +85,7 @@ fn layout(n: u64) -> [(Vec<u8>, usize); 3] {
     let chunk = (n / HOUSEHOLDS) / 64;
     let mut index = [b"ix/".as_slice(), &household[3..], b"\x00"].concat();
     index.extend_from_slice(&chunk.to_be_bytes());
-    [
-        (key(n, false, true), 140),
-        (household, 300),
-        (index, 128),
-    ]
+    [(key(n, false, true), 140), (household, 300), (index, 128)]
 }
 
 fn value_of(len: usize) -> Vec<u8> {
