@@ -187,13 +187,15 @@ impl PaymentsFold {
     }
 
     fn fold(&mut self, config: &LogConfig, raw: &reader::RawEvent) -> Result<(), SinkError> {
-        let seq = raw.stream_sequence;
-        let stray = || SinkError::Broken(format!("stray subject at stream sequence {seq}"));
-        let name = config.partition_of(&raw.subject).ok_or_else(stray)?;
-        let partition = Partition::new(name).map_err(|_| stray())?;
+        let Some(partition) = config.chain_of(&raw.subject) else {
+            // A stray message: in no chain (`LogConfig::chain_of`).
+            self.position = Position::after(raw);
+            return Ok(());
+        };
+        let name = partition.as_str().to_owned();
         let follower = self
             .heads
-            .entry(name.to_string())
+            .entry(name.clone())
             .or_insert_with(|| Follower::new(ChainHead::genesis(partition)));
         let step = follower.follow(raw).map_err(|b| {
             SinkError::Broken(format!(
@@ -206,7 +208,7 @@ impl PaymentsFold {
             return Ok(()); // held until the operator's exclusion
         };
         if let Some(Payload::PaymentRecorded(p)) = &envelope.payload {
-            let book = self.books.entry(name.to_string()).or_default();
+            let book = self.books.entry(name).or_default();
             // Numbered over the readable ones, as the writer's book and reconciliation
             // number them; the writer never records an unreadable one.
             if let Ok(event) = event_of(book.last_event_id + 1, envelope.actor.as_ref(), p) {

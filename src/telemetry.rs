@@ -41,6 +41,10 @@ pub const VERIFY_LAST_OK: &str = "ansinh_verify_last_ok";
 /// When that verify ended (Unix seconds), and how many events it checked.
 pub const VERIFY_LAST_UNIX_SECONDS: &str = "ansinh_verify_last_unix_seconds";
 pub const VERIFY_LAST_EVENTS: &str = "ansinh_verify_last_events";
+/// Stray messages (on a subject that names no partition, in no chain) the last verify
+/// passed over: anything above 0 means someone with a publish right on the log's
+/// subjects sent what the ledger never writes (docs/OPERATIONS.md).
+pub const VERIFY_LAST_STRAY_MESSAGES: &str = "ansinh_verify_last_stray_messages";
 /// HTTP requests answered, by route template and status code.
 pub const HTTP_REQUESTS: &str = "ansinh_http_requests_total";
 /// Seconds to answer an HTTP request, by route template.
@@ -125,6 +129,10 @@ fn describe() {
         "When the last verify ended (Unix seconds)"
     );
     describe_gauge!(VERIFY_LAST_EVENTS, "Events the last verify checked");
+    describe_gauge!(
+        VERIFY_LAST_STRAY_MESSAGES,
+        "Messages on no partition's subject the last verify passed over"
+    );
     describe_counter!(HTTP_REQUESTS, "HTTP requests answered, by route and status");
     describe_histogram!(HTTP_SECONDS, "Seconds to answer an HTTP request, by route");
 }
@@ -209,9 +217,10 @@ fn checkpoint_ages() {
     }
 }
 
-pub fn verified(ok: bool, events: u64) {
+pub fn verified(ok: bool, events: u64, stray_messages: u64) {
     gauge!(VERIFY_LAST_OK).set(if ok { 1.0 } else { 0.0 });
     gauge!(VERIFY_LAST_EVENTS).set(events as f64);
+    gauge!(VERIFY_LAST_STRAY_MESSAGES).set(stray_messages as f64);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();

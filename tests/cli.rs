@@ -892,6 +892,91 @@ async fn an_embedded_store_of_the_earlier_layout_keeps_its_events() {
     assert!(out.contains("sequence 4"), "{out}");
 }
 
+/// A message on the log's subjects that names no partition is in no chain: appends,
+/// `audit verify`, the projections and their check all pass over it, and verify names it
+/// (docs/CHAIN.md, section 4b), instead of every reader stopping there for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_on_no_partitions_subject_is_reported_and_passed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let ledger_password = "the-ledger-password-of-this-test";
+    let run = |args: &[&str]| {
+        ansinh_with(
+            &data,
+            &[("ANSINH_NATS_LEDGER_PASSWORD", ledger_password)],
+            args,
+        )
+    };
+    let (ok, out) = run(&["note", "--partition", "01", "--text", "before"]);
+    assert!(ok, "{out}");
+    let (mut serve, url) =
+        serve_embedded(&data, &[("ANSINH_NATS_LEDGER_PASSWORD", ledger_password)]).await;
+    let js = async_nats::jetstream::new(
+        async_nats::ConnectOptions::with_user_and_password("ledger".into(), ledger_password.into())
+            .connect(&url)
+            .await
+            .unwrap(),
+    );
+    let mut stray = Vec::new();
+    for subject in ["ansinh.v1.events.01.extra", "ansinh.v1.events.no+partition"] {
+        let ack = js
+            .publish(subject, "not the ledger's".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        stray.push(ack.sequence);
+    }
+    // SAFETY: plain kill(2) on the child we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) }, 0);
+    assert!(serve.wait().unwrap().success());
+
+    let (ok, out) = run(&["note", "--partition", "01", "--text", "after"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("sequence 2"), "{out}");
+    let (ok, text) = run(&["audit", "verify"]);
+    assert!(ok, "{text}");
+    for at in &stray {
+        assert!(
+            text.contains(&format!("STRAY stream sequence {at}:")),
+            "{text}"
+        );
+    }
+    assert!(text.contains("OK partition 01: 2 events"), "{text}");
+    let (ok, out) = run(&["--json", "audit", "verify"]);
+    assert!(ok, "{out}");
+    let verdict: serde_json::Value =
+        serde_json::from_str(out.lines().next().expect("some output")).unwrap();
+    assert_eq!(verdict["stray_messages"], 2, "{verdict}");
+    assert_eq!(
+        verdict["stray"][0]["stream_sequence"], stray[0],
+        "{verdict}"
+    );
+    assert_eq!(
+        verdict["stray"][1]["subject"], "ansinh.v1.events.no+partition",
+        "{verdict}"
+    );
+    // The projections pass over them to the note after them, and a rebuild agrees.
+    let (ok, out) = run(&["projections", "rebuild"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["--json", "audit", "trail", "--subject", "partition:01"]);
+    assert!(ok, "{out}");
+    let trail: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let sequences: Vec<u64> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|line| line["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        sequences,
+        [1, 2],
+        "the note after the stray messages: {out}"
+    );
+    let (ok, out) = run(&["audit", "rebuild-check"]);
+    assert!(ok, "{out}");
+}
+
 /// A foreign message on a partition's subject stops that partition's appends; the
 /// operator's recorded, ledger-signed exclusion of exactly that message lets them resume,
 /// nothing is deleted, and `audit verify`, the projections and an auditor's bundle all

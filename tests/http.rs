@@ -2982,3 +2982,83 @@ async fn a_household_is_found_by_its_id_in_the_same_search() {
     }
     assert_eq!(s.events().await, before, "a search appends nothing");
 }
+
+/// A message on the log's subjects that names no partition is in no chain: the read model
+/// passes over it and goes on (stopping there would stop every read for ever, at a message
+/// nobody can delete or exclude). A chain broken past what an operator may exclude stops
+/// the read model: the process then says it is not ready, and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stray_message_stops_no_read_and_a_stopped_read_model_is_not_ready() {
+    let s = server().await;
+    let js = s.service.ledger.jetstream().clone();
+    let publish = |subject: String| {
+        let js = js.clone();
+        async move {
+            js.publish(subject, "not the ledger's".into())
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+                .sequence
+        }
+    };
+    let prefix = &s.config.subject_prefix;
+    publish(format!("{prefix}.x.y")).await;
+    publish(format!("{prefix}.bad+name")).await;
+    let id = "0100007-000031";
+    let written = s.register(id, "001085000031").await;
+    assert_eq!(written.status, StatusCode::CREATED, "{}", written.body);
+    let after = written.body["stream_sequence"].as_u64().unwrap();
+    let read = s
+        .get(
+            &s.staff.officer,
+            &format!("/v1/households/{id}?after={after}"),
+            "household-view.response",
+        )
+        .await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    let ready = |s: &Server| {
+        let (client, base) = (s.client.clone(), s.base.clone());
+        async move {
+            let answer = client.get(format!("{base}/readyz")).send().await.unwrap();
+            (answer.status(), answer.json::<Value>().await.unwrap())
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, body) = ready(&s).await;
+        if status == StatusCode::OK {
+            assert!(
+                body["projected_through"].as_u64().unwrap() >= after,
+                "{body}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+
+    // More foreign messages in a row on one partition than may wait for exclusions
+    // (`HELD_MESSAGES_MAX`): every reader stops at the first of them.
+    let mut first = None;
+    for _ in 0..=ansinh::log::follow::HELD_MESSAGES_MAX {
+        let at = publish(format!("{prefix}.78")).await;
+        first.get_or_insert(at);
+    }
+    let first = first.unwrap();
+    loop {
+        let (status, body) = ready(&s).await;
+        let reasons = body["reasons"].to_string();
+        if reasons.contains("the read model stopped") {
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+            assert!(
+                reasons.contains(&format!("stream sequence {first}")),
+                "names the message it stopped at: {body}"
+            );
+            break;
+        }
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

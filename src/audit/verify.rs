@@ -24,6 +24,22 @@ pub struct VerifyReport {
     /// message and the event that excluded it. Their signatures are checked against the
     /// ledger's keys by `checkpoint::audit::check_exclusions`.
     pub exclusions: Vec<ExclusionSeen>,
+    /// Stray messages passed over (on a subject that names no partition, so in no chain:
+    /// `LogConfig::chain_of`): how many, and the first `STRAY_LISTED_MAX` of them.
+    pub stray_messages: u64,
+    pub stray: Vec<StrayMessage>,
+}
+
+/// Stray messages a verify report lists one by one; past these it counts them. The stream
+/// takes what anyone with a publish right sends, so a flood must not fill memory.
+pub const STRAY_LISTED_MAX: usize = 100;
+
+/// A message on the log's subjects that names no partition: in no chain, passed over by
+/// every reader, reported by verify (docs/CHAIN.md, section 4b).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StrayMessage {
+    pub stream_sequence: u64,
+    pub subject: String,
 }
 
 /// A message passed over by an operator's exclusion: the verdict is "OK" only with every
@@ -65,12 +81,6 @@ pub enum VerifyError {
         expected_sequence: u64,
         cause: ChainBreak,
     },
-    /// A message on the log's subjects names no valid partition.
-    #[error("stream sequence {stream_sequence}: subject {subject} is not a partition of this log")]
-    StraySubject {
-        stream_sequence: u64,
-        subject: String,
-    },
     /// The server could not be read; retry.
     #[error("reading the log: {0}")]
     Nats(String),
@@ -78,8 +88,8 @@ pub enum VerifyError {
 
 /// Stops appends to the partition whose chain `error` found broken (a damaged or
 /// missing message, a forgery), in the ledger's store, with the verdict as the reason;
-/// returns that partition. A read failure or a stray subject stops nothing: they say
-/// nothing about one partition's chain. The operator resumes appends with `ansinh admin
+/// returns that partition. A read failure stops nothing: it says nothing about one
+/// partition's chain. The operator resumes appends with `ansinh admin
 /// accept-head` once the chain verifies again.
 pub fn quarantine_broken(
     store: &crate::log::LedgerStore,
@@ -131,19 +141,22 @@ pub async fn verify_with(
     let mut heads: BTreeMap<String, Follower> = BTreeMap::new();
     let mut report = VerifyReport::default();
     let visit = |event: reader::RawEvent| -> Result<(), VerifyError> {
-        let stray = || VerifyError::StraySubject {
-            stream_sequence: event.stream_sequence,
-            subject: event.subject.clone(),
+        let Some(partition) = config.chain_of(&event.subject) else {
+            report.stray_messages += 1;
+            if report.stray.len() < STRAY_LISTED_MAX {
+                report.stray.push(StrayMessage {
+                    stream_sequence: event.stream_sequence,
+                    subject: event.subject.clone(),
+                });
+            }
+            return Ok(());
         };
-        let name = config.partition_of(&event.subject).ok_or_else(stray)?;
+        let name = partition.as_str();
         let follower = match heads.get_mut(name) {
             Some(f) => f,
-            None => {
-                let partition = Partition::new(name).map_err(|_| stray())?;
-                heads
-                    .entry(name.to_string())
-                    .or_insert(Follower::new(ChainHead::genesis(partition)))
-            }
+            None => heads
+                .entry(name.to_string())
+                .or_insert(Follower::new(ChainHead::genesis(partition.clone()))),
         };
         let broken = |b: crate::log::follow::Broken| VerifyError::Broken {
             partition: name.to_string(),

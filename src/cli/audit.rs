@@ -162,9 +162,14 @@ pub async fn verify(
                         )
                     })
                     .collect();
+                let stray: Vec<serde_json::Value> = report
+                    .stray
+                    .iter()
+                    .map(|m| serde_json::json!({"stream_sequence": m.stream_sequence, "subject": m.subject}))
+                    .collect();
                 println!(
                     "{}",
-                    serde_json::json!({"ok": true, "events": report.events, "partitions": parts, "exclusions": exclusions})
+                    serde_json::json!({"ok": true, "events": report.events, "partitions": parts, "exclusions": exclusions, "stray_messages": report.stray_messages, "stray": stray})
                 );
             } else {
                 for (p, r) in &report.partitions {
@@ -180,6 +185,16 @@ pub async fn verify(
                         x.decided_at_stream_sequence,
                         x.decision.reason
                     );
+                }
+                for m in &report.stray {
+                    println!(
+                        "STRAY stream sequence {}: subject {:?} names no partition; the message is in no chain and every reader passes over it",
+                        m.stream_sequence, m.subject
+                    );
+                }
+                let unlisted = report.stray_messages - report.stray.len() as u64;
+                if unlisted > 0 {
+                    println!("STRAY and {unlisted} more such messages");
                 }
                 println!("OK {} events verified", report.events);
             }

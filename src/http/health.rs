@@ -2,8 +2,9 @@
 //!
 //! - `GET /healthz`: the process answers (200), whatever the state of NATS.
 //! - `GET /readyz`: 200 only when the event stream answers within `READY_CHECK_WAIT_MAX`,
-//!   no partition is quarantined for lost data and the read model has held the whole log
-//!   once since the process started; else 503 with the reasons. Either way the body says
+//!   no partition is quarantined for lost data, the read model has held the whole log
+//!   once since the process started and its latest catch-up did not fail; else 503 with
+//!   the reasons. Either way the body says
 //!   how far the read model is behind the log. Later lag does not make a process unready:
 //!   writes still work, and every process of a busy province would lag alike.
 
@@ -63,6 +64,11 @@ pub async fn readyz(State(api): State<Api>) -> Response {
             .unwrap_or_else(|| "the stream's end unknown".into());
         reasons.push(format!(
             "the read model is catching up with the log since the process started ({behind})"
+        ));
+    }
+    if let Some(e) = api.projection_failure() {
+        reasons.push(format!(
+            "the read model stopped at stream sequence {projected}: {e}"
         ));
     }
     let status = if reasons.is_empty() {

@@ -90,17 +90,58 @@ const PROJECTOR_IDLE_POLL: Duration = Duration::from_millis(20);
 /// this much longer.
 const PROJECTOR_BUSY_REST: Duration = Duration::from_millis(10);
 
+/// How long the background projector rests after a catch-up that failed (a broken chain,
+/// the projection store): such a failure does not pass by itself within milliseconds, and
+/// each attempt reads from the position again.
+const PROJECTOR_FAILED_REST: Duration = Duration::from_secs(1);
+
+/// What the background projector tells the rest of the process, besides the sequence it
+/// publishes: for the metrics and readiness (`health`).
+struct ProjectorState {
+    /// When the projections last held every message of the log (Unix ms): how long the
+    /// read model has been behind, for the metrics.
+    caught_up_at: AtomicI64,
+    /// The projections have held the whole log at least once since the process started.
+    /// Until then every read waits for them (and answers 503 after `READ_WAIT_MAX`), so
+    /// the process says it is not ready: a new process on a province's log catches up
+    /// for seconds to minutes (docs/BENCH.md), and a load balancer should not send staff
+    /// to it meanwhile.
+    held_whole_log: AtomicBool,
+    /// Why the latest catch-up failed; `None` once one succeeds. While it is set the read
+    /// model does not move, so the process is not ready.
+    failure: std::sync::Mutex<Option<String>>,
+}
+
+impl ProjectorState {
+    fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Records the outcome of a catch-up; true when the failure is new (worth a log line:
+    /// the same one every second would bury everything else).
+    fn record(&self, failure: Option<String>) -> bool {
+        let mut slot = self
+            .failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let new = failure.is_some() && *slot != failure;
+        *slot = failure;
+        new
+    }
+}
+
 /// Keeps the projections caught up with the log for as long as an `Api` holds the
 /// receiver, publishing the stream sequence through which they are complete. Reads wait
 /// on it instead of each catching up under a lock. A failure (the server away, a broken
-/// chain) is logged and tried again after the rest; reads meanwhile time out with 503.
-/// `held_whole_log` turns true after the first catch-up that reached the stream's end:
-/// until then the process is not ready (`health::readyz`).
+/// chain) is logged when it is new, shown by readiness, and tried again after
+/// `PROJECTOR_FAILED_REST`; reads meanwhile time out with 503.
 async fn keep_projecting(
     service: Service,
     publish: tokio::sync::watch::Sender<u64>,
-    caught_up_at: Arc<AtomicI64>,
-    held_whole_log: Arc<AtomicBool>,
+    state: Arc<ProjectorState>,
 ) {
     loop {
         let mut stream = service.ledger.stream().clone();
@@ -108,13 +149,9 @@ async fn keep_projecting(
             .projector
             .catch_up(&mut stream, service.ledger.config())
             .await;
-        let reached_end = caught_up.is_ok();
-        let applied = match caught_up {
-            Ok(applied) => applied,
-            Err(e) => {
-                tracing::warn!("projections: {e}");
-                0
-            }
+        let (applied, failure) = match caught_up {
+            Ok(applied) => (applied, None),
+            Err(e) => (0, Some(e.to_string())),
         };
         if let Ok(position) = service.projector.position() {
             // A position inside a frame has completed only the messages before it.
@@ -124,12 +161,23 @@ async fn keep_projecting(
                 position.last.stream_sequence.saturating_sub(1)
             };
             publish.send_replace(through);
-            if reached_end {
+            if failure.is_none() {
                 // After the position is published: a probe that sees this true also
                 // sees the projections' sequence at the end the catch-up reached.
-                held_whole_log.store(true, Ordering::Release);
+                state.held_whole_log.store(true, Ordering::Release);
             }
         }
+        if let Some(e) = &failure {
+            if state.record(failure.clone()) {
+                tracing::warn!("projections: {e}");
+            }
+            tokio::select! {
+                _ = publish.closed() => return,
+                _ = tokio::time::sleep(PROJECTOR_FAILED_REST) => {}
+            }
+            continue;
+        }
+        state.record(None);
         if applied > 0 {
             crate::telemetry::projected(applied);
             tokio::select! {
@@ -139,7 +187,9 @@ async fn keep_projecting(
             continue;
         }
         // Nothing new: the projections held the whole log as it was a moment ago.
-        caught_up_at.store(crate::checkpoint::now_unix_ms(), Ordering::Relaxed);
+        state
+            .caught_up_at
+            .store(crate::checkpoint::now_unix_ms(), Ordering::Relaxed);
         tokio::select! {
             _ = publish.closed() => return,
             _ = tokio::time::sleep(PROJECTOR_IDLE_POLL) => {}
@@ -159,8 +209,16 @@ async fn keep_verifying(service: Service) {
         let mut stream = service.ledger.stream().clone();
         match crate::verify::verify(&mut stream, service.ledger.config(), None, |_| {}).await {
             Ok(report) => {
-                crate::telemetry::verified(true, report.events);
+                crate::telemetry::verified(true, report.events, report.stray_messages);
                 tracing::info!(events = report.events, "the log verifies");
+                if let Some(first) = report.stray.first() {
+                    tracing::warn!(
+                        stray_messages = report.stray_messages,
+                        first_stream_sequence = first.stream_sequence,
+                        first_subject = %first.subject,
+                        "the log holds messages on subjects that name no partition; every reader passes over them"
+                    );
+                }
             }
             Err(crate::verify::VerifyError::Nats(e)) => {
                 // Not a verdict on the log: keep the last one and try again later.
@@ -168,7 +226,7 @@ async fn keep_verifying(service: Service) {
             }
             Err(e) => {
                 tracing::error!("the log does not verify: {e}");
-                crate::telemetry::verified(false, 0);
+                crate::telemetry::verified(false, 0, 0);
                 match crate::verify::quarantine_broken(service.ledger.store(), &e) {
                     Ok(Some(p)) => {
                         tracing::error!(partition = %p, "appends to the partition are stopped until the damage is repaired")
@@ -229,15 +287,9 @@ struct Inner {
     /// The stream sequence through which the projections are complete, published by
     /// the background projector (`keep_projecting`); reads wait on it.
     projected: tokio::sync::watch::Receiver<u64>,
-    /// When the background projector last found nothing new to apply (Unix ms): how long
-    /// the read model has been behind, for the metrics.
-    caught_up_at: Arc<AtomicI64>,
-    /// The projections have held the whole log at least once since the process started.
-    /// Until then every read waits for them (and answers 503 after `READ_WAIT_MAX`), so
-    /// the process says it is not ready: a new process on a province's log catches up
-    /// for seconds to minutes (docs/BENCH.md), and a load balancer should not send staff
-    /// to it meanwhile.
-    held_whole_log: Arc<AtomicBool>,
+    /// What the background projector reports: how far behind, whether it ever held the
+    /// log, why it fails.
+    projector: Arc<ProjectorState>,
     /// Idempotency fingerprints (see `Api::claim`), shared by every process.
     requests: kv::Store,
     requests_writes: FencedWrites,
@@ -303,22 +355,19 @@ impl Api {
         .await
         .map_err(HttpError::Requests)?;
         let (publish, projected) = tokio::sync::watch::channel(0);
-        let caught_up_at = Arc::new(AtomicI64::new(crate::checkpoint::now_unix_ms()));
-        let held_whole_log = Arc::new(AtomicBool::new(false));
-        tokio::spawn(keep_projecting(
-            service.clone(),
-            publish,
-            caught_up_at.clone(),
-            held_whole_log.clone(),
-        ));
+        let projector = Arc::new(ProjectorState {
+            caught_up_at: AtomicI64::new(crate::checkpoint::now_unix_ms()),
+            held_whole_log: AtomicBool::new(false),
+            failure: std::sync::Mutex::new(None),
+        });
+        tokio::spawn(keep_projecting(service.clone(), publish, projector.clone()));
         crate::telemetry::install();
         Ok(Self(Arc::new(Inner {
             service,
             staff,
             schemas: Schemas::compile(),
             projected,
-            caught_up_at,
-            held_whole_log,
+            projector,
             requests,
             requests_writes,
             jobs,
@@ -358,14 +407,19 @@ impl Api {
         &self.0.schemas
     }
 
-    /// When the background projector last found nothing new to apply (Unix ms).
+    /// When the projections last held every message of the log (Unix ms).
     fn caught_up_at(&self) -> i64 {
-        self.0.caught_up_at.load(Ordering::Relaxed)
+        self.0.projector.caught_up_at.load(Ordering::Relaxed)
     }
 
     /// Whether the projections have held the whole log since the process started.
     fn read_model_started(&self) -> bool {
-        self.0.held_whole_log.load(Ordering::Acquire)
+        self.0.projector.held_whole_log.load(Ordering::Acquire)
+    }
+
+    /// Why the projections' latest catch-up failed, if it did.
+    fn projection_failure(&self) -> Option<String> {
+        self.0.projector.failure()
     }
 
     /// The stream sequence through which the read model is complete.

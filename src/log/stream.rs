@@ -57,6 +57,16 @@ impl LogConfig {
             .strip_prefix('.')
     }
 
+    /// The partition whose chain a message on `subject` belongs to; `None` for a **stray**
+    /// message, on a subject the stream takes (`<prefix>.>`) that names no partition
+    /// (`a.b`, `a+b`, too long). A stray message is in no chain: every reader passes over
+    /// it the same way, and verify reports it (docs/CHAIN.md, section 4b). Stopping there
+    /// instead would stop every partition's readers for ever at one message nobody can
+    /// delete or exclude (an exclusion is an event of the partition it names).
+    pub fn chain_of(&self, subject: &str) -> Option<Partition> {
+        Partition::new(self.partition_of(subject)?).ok()
+    }
+
     fn stream_config(&self) -> stream::Config {
         stream::Config {
             name: self.stream_name.clone(),

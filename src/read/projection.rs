@@ -75,9 +75,6 @@ pub enum ProjectionError {
         stream_sequence: u64,
         cause: ChainBreak,
     },
-    /// A message whose subject is not a partition of this log.
-    #[error("stream sequence {0}: not a partition subject")]
-    StraySubject(u64),
     #[error("projection store: {0}")]
     Sled(#[from] sled::Error),
     /// A stored record does not decode: rebuild the projections.
@@ -808,10 +805,18 @@ impl Batch<'_> {
             return Ok(()); // already applied: exactly once
         }
         let seq = event.stream_sequence;
-        let name = config
-            .partition_of(&event.subject)
-            .ok_or(ProjectionError::StraySubject(seq))?;
-        let partition = Partition::new(name).map_err(|_| ProjectionError::StraySubject(seq))?;
+        let Some(partition) = config.chain_of(&event.subject) else {
+            // A stray message: in no chain, so it changes nothing (`LogConfig::chain_of`).
+            tracing::warn!(
+                stream_sequence = seq,
+                subject = %event.subject,
+                "projections: a message on a subject that names no partition; passed over"
+            );
+            self.position = Position::after(event);
+            self.events += 1;
+            return Ok(());
+        };
+        let name = partition.as_str();
         if !self.heads.contains_key(name) {
             let follower = self.projector.stored_follower(&partition)?;
             let summary = self.projector.stored_summary(name)?;
