@@ -13,7 +13,8 @@
 //!    projections' heap peak over part of the log and over all of it (target: flat);
 //! 4. HTTP registrations from 64 clients (target >= 10,000/s, p99 <= 20 ms), HTTP
 //!    classifications of the same households, each with the CPU time a write costs in this
-//!    process and in nats-server, and a payment run of 10,000 instructions;
+//!    process and in nats-server, and a payment run of 10,000 instructions (and, at the end,
+//!    which of them are due for a timeout: from the projections and folded from the log);
 //! 5. the first command after a restart: from the book snapshot the writer saved when it
 //!    closed (target <= 1 s), and on an empty store (a fold from genesis), for comparison.
 //!
@@ -412,6 +413,18 @@ async fn run() -> BenchResult<()> {
     ));
     let _ = stop.send(());
     let _ = serving.await;
+
+    // 2a. Which of the run's instructions are due for a timeout, on their first due day:
+    // read from the projections (`payments timeouts`), against the fold of the partition's
+    // payments from the log that found them before.
+    let (projected, due, folded) = due_for_timeout(&service, &config, instructions).await?;
+    rows.push(row(
+        &format!(
+            "instructions due for a timeout ({due}), at {events} events: from the projections / folded from the log"
+        ),
+        format!("{:.1} ms / {:.2} s", projected * 1e3, folded),
+        "O(result)",
+    ));
 
     // 3. Verify beside a rebuild and a catch-up of the same log.
     let mut stream = service.ledger.stream().clone();
@@ -873,6 +886,44 @@ async fn payment_run(service: &Service, households: u64) -> BenchResult<(u64, f6
         )
         .await?;
     Ok((entitlements, started.elapsed().as_secs_f64()))
+}
+
+/// The payment run's instructions due for a timeout on their first due day (issued
+/// 2026-10-05 by bank: due 2026-10-15), found from the projections and by folding the
+/// partition's payments from the log; the seconds each took. Both must find all
+/// `instructions` of the run.
+async fn due_for_timeout(
+    service: &Service,
+    config: &LogConfig,
+    instructions: u64,
+) -> BenchResult<(f64, usize, f64)> {
+    let as_of: chrono::NaiveDate = "2026-10-15".parse()?;
+    let partition = Partition::new("01")?;
+    let mut stream = service.ledger.stream().clone();
+    service.projector.catch_up(&mut stream, config).await?;
+    let started = Instant::now();
+    let due = service.projector.due_for_timeout("01", as_of)?;
+    let projected = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let events =
+        ansinh::payments_report::payment_events(&mut stream, config, Some(&partition)).await?;
+    let book = ansinh::domain::payments::replay(events.get("01").into_iter().flatten());
+    let mut folded: Vec<_> = ansinh::domain::payments::instructions::due_for_timeout(&book, as_of)
+        .copied()
+        .collect();
+    let folded_seconds = started.elapsed().as_secs_f64();
+    let mut from_projections = due.clone();
+    from_projections.sort_unstable();
+    folded.sort_unstable();
+    if from_projections != folded || due.len() as u64 != instructions {
+        return Err(format!(
+            "due for a timeout: {} from the projections, {} folded from the log",
+            due.len(),
+            folded.len()
+        )
+        .into());
+    }
+    Ok((projected, due.len(), folded_seconds))
 }
 
 /// Runs `make(n)` for n in 0..count, IN_FLIGHT at a time; returns how many succeeded.

@@ -971,10 +971,11 @@ impl Service {
     /// `payments timeouts`: every instruction of `partition` still without a result
     /// past its channel's timeout on `as_of` is timed out, at most `limit` of them, one
     /// command each under the key `timeout:<instruction>`, so a rerun (or the CLI and the
-    /// API both) times each out once. Which are due is the domain's
-    /// (`instructions::due_for_timeout`) over the partition's payments book folded from
-    /// the verified log (O(partition)). A credit officer or branch manager whose unit
-    /// covers the partition.
+    /// API both) times each out once. Which are due is read from the projections, caught
+    /// up first (`Projector::due_for_timeout`: O(the instructions still pending past the
+    /// shortest timeout), not O(log)); the book decides each timeout again, so one the
+    /// projections named that got its result meanwhile is passed over. A credit officer
+    /// or branch manager whose unit covers the partition.
     pub async fn time_out_due(
         &self,
         caller: &Caller,
@@ -983,21 +984,17 @@ impl Service {
         as_of: NaiveDate,
         limit: usize,
     ) -> Result<TimedOut, ServiceError> {
-        use crate::domain::payments::{CommandKind as K, instructions};
+        use crate::domain::payments::CommandKind as K;
         partition_wide(caller, Operation::ManagePayments, partition)?;
         let mut stream = self.ledger.stream().clone();
-        let events = crate::payments_report::payment_events(
-            &mut stream,
-            self.ledger.config(),
-            Some(partition),
-        )
-        .await
-        .map_err(|e| ServiceError::Append(AppendError::Nats(e.to_string())))?;
-        let book =
-            crate::domain::payments::replay(events.get(partition.as_str()).into_iter().flatten());
-        let due: Vec<_> = instructions::due_for_timeout(&book, as_of)
-            .copied()
-            .collect();
+        self.projector
+            .catch_up(&mut stream, self.ledger.config())
+            .await
+            .map_err(|e| ServiceError::Append(AppendError::Nats(e.to_string())))?;
+        let due = self
+            .projector
+            .due_for_timeout(partition.as_str(), as_of)
+            .map_err(|e| ServiceError::Append(AppendError::Nats(e.to_string())))?;
         let mut done = TimedOut {
             remaining: due.len().saturating_sub(limit) as u64,
             ..TimedOut::default()

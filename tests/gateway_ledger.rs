@@ -810,3 +810,133 @@ async fn over_http_foreign_malformed_and_out_of_range_posts_are_refused_with_typ
     );
     assert_eq!(s.count().await, after_foreign + 1);
 }
+
+/// Which instructions are due for a timeout comes from the projections (the instructions
+/// still pending, by issue day), each channel with its own delay (bank and mobile money
+/// 10 days, post office 45): due ones are timed out oldest first, within the call's
+/// limit, the rest counted, and a second pass finds nothing.
+#[tokio::test]
+async fn timeouts_take_the_due_instructions_from_the_projections_by_channel() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let service = service_on(common::client().await, &config, dir.path()).await;
+    issue_instructions(&service).await;
+    let m = Caller {
+        id: "staff:m".into(),
+        role: Role::BranchManager,
+        unit: "01".into(),
+    };
+    let p = Partition::new("01").unwrap();
+    let d = |s: &str| s.parse::<chrono::NaiveDate>().unwrap();
+    let time_out = |as_of: &'static str, limit: usize| {
+        let (service, m, p) = (service.clone(), m.clone(), p.clone());
+        async move {
+            let done = service
+                .time_out_due(&m, "test", &p, as_of.parse().unwrap(), limit)
+                .await
+                .unwrap();
+            let ids: Vec<String> = done.timed_out.iter().map(|i| i.to_string()).collect();
+            (ids, done.remaining)
+        }
+    };
+    // Issued on 2026-10-05 by bank and mobile money: due from 2026-10-15.
+    assert_eq!(time_out("2026-10-14", usize::MAX).await, (vec![], 0));
+    assert_eq!(
+        time_out("2026-10-15", 1).await,
+        (vec!["pay:1:2026-10:1".to_string()], 3)
+    );
+
+    // November: the same four, and a fifth paid at the post office.
+    let rq = |key: &'static str| Request {
+        caller: &m,
+        idempotency_key: key,
+        correlation_id: "test",
+        fingerprint: None,
+    };
+    let programme = ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY").unwrap();
+    let november = Month::parse("2026-11").unwrap();
+    service
+        .payment(
+            &rq("alloc-11"),
+            &p,
+            CommandKind::Allocate {
+                budget: BudgetKey {
+                    programme: programme.clone(),
+                    commune: CommuneId::parse(COMMUNE).unwrap(),
+                    period: november,
+                },
+                amount: Decimal::from(2_500_000),
+            },
+            d("2026-11-01"),
+        )
+        .await
+        .unwrap();
+    register_household(&service, &format!("{COMMUNE}-000005"), 5).await;
+    service
+        .payment(
+            &rq("grant-5"),
+            &p,
+            CommandKind::Grant {
+                programme,
+                beneficiary: BeneficiaryRef {
+                    household: HouseholdRef::parse(&format!("{COMMUNE}-000005")).unwrap(),
+                    member: MemberRef::parse("m1").unwrap(),
+                },
+                commune: CommuneId::parse(COMMUNE).unwrap(),
+                from: november,
+                terms: Terms {
+                    category: CategoryId::parse("ELDERLY_80_PLUS_NO_PENSION").unwrap(),
+                    channel: Channel::PostOffice {
+                        gateway: GatewayId::parse("vnpost").unwrap(),
+                    },
+                    provincial_base: None,
+                },
+            },
+            d("2026-11-01"),
+        )
+        .await
+        .unwrap();
+    service
+        .payment(
+            &rq("run-11"),
+            &p,
+            CommandKind::Run {
+                period: november,
+                commune: None,
+            },
+            d("2026-11-05"),
+        )
+        .await
+        .unwrap();
+
+    // On 2026-11-30 every bank and mobile-money instruction is due, October's first; the
+    // post office's (due 2026-12-20) is not.
+    let (ids, remaining) = time_out("2026-11-30", usize::MAX).await;
+    assert_eq!(remaining, 0);
+    assert_eq!(
+        ids,
+        [
+            "pay:2:2026-10:1",
+            "pay:3:2026-10:1",
+            "pay:4:2026-10:1",
+            "pay:1:2026-11:1",
+            "pay:2:2026-11:1",
+            "pay:3:2026-11:1",
+            "pay:4:2026-11:1",
+        ]
+    );
+    assert_eq!(time_out("2026-12-19", usize::MAX).await, (vec![], 0));
+    assert_eq!(
+        time_out("2026-12-20", usize::MAX).await,
+        (vec!["pay:5:2026-11:1".to_string()], 0)
+    );
+    assert_eq!(time_out("2026-12-31", usize::MAX).await, (vec![], 0));
+    // Nothing is left pending for any gateway.
+    let sink = LedgerSink::new(service.clone(), system_clock());
+    for gateway in ["vcb", "momo", "vnpost"] {
+        assert!(
+            sink.pending(gateway, 10).await.unwrap().is_empty(),
+            "{gateway}"
+        );
+    }
+}

@@ -500,7 +500,6 @@ pub async fn timeouts(
     // refused. A refusal records nothing and frees the key for the corrected request.
     let scoped = key.scoped(&caller);
     api.claim(&scoped, &fingerprint).await?;
-    let _slot = super::audit::log_scan_slot().await?;
     let result = api
         .service()
         .time_out_due(

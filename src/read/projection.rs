@@ -672,6 +672,46 @@ impl Projector {
         Ok(Some(days))
     }
 
+    /// The instructions of `partition` still without a result whose channel's timeout has
+    /// run out by `as_of` (`Instruction::timeout_due_on`), oldest issue day first. Reads
+    /// the instructions still pending that were issued at least the shortest timeout
+    /// before `as_of`: the ones due, and the slower channels' (post office) of the days
+    /// between the shortest timeout and theirs; never the log.
+    pub fn due_for_timeout(
+        &self,
+        partition: &str,
+        as_of: NaiveDate,
+    ) -> Result<Vec<InstructionId>, ProjectionError> {
+        use crate::domain::payments::entitlements::TIMEOUT_DAYS_MIN;
+        let Some(latest_issue) =
+            as_of.checked_sub_days(chrono::Days::new(u64::from(TIMEOUT_DAYS_MIN)))
+        else {
+            return Ok(Vec::new());
+        };
+        let prefix = views::reconcile_pending_partition_prefix(partition);
+        let mut due = Vec::new();
+        for kv in self.views.scan_prefix(&prefix) {
+            let (k, _) = kv?;
+            let (issued_on, id) = std::str::from_utf8(&k[prefix.len()..])
+                .ok()
+                .and_then(|rest| rest.split_once('/'))
+                .and_then(|(date, id)| {
+                    Some((date.parse::<NaiveDate>().ok()?, InstructionId::parse(id)?))
+                })
+                .ok_or_else(|| corrupt("pending instruction key"))?;
+            if issued_on > latest_issue {
+                break;
+            }
+            let instruction: views::InstructionView = self
+                .view(&views::instruction_key(partition, &id))?
+                .ok_or_else(|| corrupt("pending instruction without its record"))?;
+            if instruction.channel.timeout_due_on(issued_on) <= as_of {
+                due.push(id);
+            }
+        }
+        Ok(due)
+    }
+
     /// Up to `max` instructions routed to `gateway` still waiting for a result, oldest
     /// partition and entitlement first: O(max), whatever the log's length.
     pub fn gateway_pending(

@@ -191,6 +191,11 @@ pub fn reconcile_pending_key(
 pub fn reconcile_pending_prefix(partition: &str, date: NaiveDate) -> String {
     format!("rpend/{partition}/{date}/")
 }
+/// Every instruction of a partition still without a result, oldest issue day first (ISO
+/// dates sort as they read).
+pub fn reconcile_pending_partition_prefix(partition: &str) -> String {
+    format!("rpend/{partition}/")
+}
 /// The `number`th mismatch of a partition (log order), recorded on `date`: its gateway and
 /// the `Mismatch`.
 pub fn reconcile_mismatch_key(partition: &str, date: NaiveDate, number: u64) -> String {

@@ -71,11 +71,40 @@ impl Channel {
         }
     }
     pub fn timeout_days(&self) -> u32 {
-        match self.kind() {
+        self.kind().timeout_days()
+    }
+}
+
+/// The shortest of the channels' timeouts: nothing issued less than this many days ago
+/// can be due for a timeout.
+pub const TIMEOUT_DAYS_MIN: u32 = {
+    let bank = if BANK_ACCOUNT_TIMEOUT_DAYS < MOBILE_MONEY_TIMEOUT_DAYS {
+        BANK_ACCOUNT_TIMEOUT_DAYS
+    } else {
+        MOBILE_MONEY_TIMEOUT_DAYS
+    };
+    if bank < POST_OFFICE_TIMEOUT_DAYS {
+        bank
+    } else {
+        POST_OFFICE_TIMEOUT_DAYS
+    }
+};
+
+impl ChannelKind {
+    pub fn timeout_days(self) -> u32 {
+        match self {
             ChannelKind::BankAccount => BANK_ACCOUNT_TIMEOUT_DAYS,
             ChannelKind::MobileMoney => MOBILE_MONEY_TIMEOUT_DAYS,
             ChannelKind::PostOffice => POST_OFFICE_TIMEOUT_DAYS,
         }
+    }
+
+    /// First day on which an instruction of this channel issued on `issued_on` may be
+    /// timed out (`Instruction::timeout_due_on`).
+    pub fn timeout_due_on(self, issued_on: chrono::NaiveDate) -> chrono::NaiveDate {
+        issued_on
+            .checked_add_days(chrono::Days::new(u64::from(self.timeout_days())))
+            .unwrap_or(chrono::NaiveDate::MAX)
     }
 }
 

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Bound;
 
-use chrono::{Days, NaiveDate};
+use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -158,9 +158,7 @@ pub struct Instruction {
 impl Instruction {
     /// First day on which it may be timed out.
     pub fn timeout_due_on(&self) -> NaiveDate {
-        self.issued_on
-            .checked_add_days(Days::new(u64::from(self.issued.channel.timeout_days())))
-            .unwrap_or(NaiveDate::MAX)
+        self.issued.channel.kind().timeout_due_on(self.issued_on)
     }
 }
 
