@@ -405,10 +405,24 @@ async fn gateway_posts_are_idempotent_forever_and_out_of_order_posts_are_defined
     assert_eq!(signed_posts, 5);
 
     // Reconciliation: one settled (then returned), the refusals listed as mismatches.
+    let read_again = stream.clone();
+    let from_log = |as_of: NaiveDate| {
+        let (mut stream, config) = (read_again.clone(), config.clone());
+        async move {
+            ansinh::payments_report::reconcile_from_log(&mut stream, &config, as_of, 10, |_| {})
+                .await
+                .unwrap()
+        }
+    };
+    let rec = from_log(d("2026-12-31")).await;
+    // Folded as the log is read, it is the fold of the partition's payment events.
     let events = ansinh::payments_report::payment_events(&mut stream, &config, None)
         .await
         .unwrap();
-    let rec = ansinh::payments_report::reconcile_all(&events, d("2026-12-31"), 10);
+    assert_eq!(
+        rec["01"],
+        ansinh::domain::payments::reconcile::reconcile(&events["01"], d("2026-12-31"), 10)
+    );
     let vcb: Vec<_> = rec["01"]
         .days
         .iter()
@@ -432,7 +446,13 @@ async fn gateway_posts_are_idempotent_forever_and_out_of_order_posts_are_defined
     days.push(d("2026-01-01"));
     let mut pending_seen = 0;
     for as_of in [latest, d("2026-12-31"), d("2027-06-30")] {
-        let report = ansinh::payments_report::reconcile_all(&events, as_of, 10);
+        let report = from_log(as_of).await;
+        // Every day at once, from the projections: the same report.
+        let every_day =
+            ansinh::payments_report::reconcile_every_day_projected(&projector, as_of, 10)
+                .unwrap()
+                .expect("as of the last day or later the projections answer");
+        assert_eq!(every_day, report, "every day as of {as_of}");
         for &day in &days {
             let projected =
                 ansinh::payments_report::reconcile_day_projected(&projector, day, as_of, 10)
@@ -458,6 +478,11 @@ async fn gateway_posts_are_idempotent_forever_and_out_of_order_posts_are_defined
     let before_latest = latest.pred_opt().unwrap();
     assert_eq!(
         ansinh::payments_report::reconcile_day_projected(&projector, latest, before_latest, 10)
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        ansinh::payments_report::reconcile_every_day_projected(&projector, before_latest, 10)
             .unwrap(),
         None
     );
@@ -493,7 +518,7 @@ async fn gateway_posts_are_idempotent_forever_and_out_of_order_posts_are_defined
         }
     };
     let schemas = ansinh::http::schema::Schemas::compile();
-    let report = ansinh::payments_report::reconcile_all(&events, d("2026-12-31"), 10);
+    let report = from_log(d("2026-12-31")).await;
     for day in &days {
         let (status, body) = get(
             auditor.clone(),

@@ -424,7 +424,7 @@ pub async fn trail(runtime: &Runtime, subject: &str, json: bool) -> Result<ExitC
 
 /// A bar on stderr over the stream's sequences, for a command that reads the whole log:
 /// hidden with `--json` (a program reads the output) and for an empty stream.
-async fn progress_bar(
+pub(super) async fn progress_bar(
     stream: &mut async_nats::jetstream::stream::Stream,
     doing: &str,
     json: bool,
@@ -444,7 +444,7 @@ async fn progress_bar(
 
 /// The progress callback of a scan: moves `bar` every 1024 stream sequences, as drawing
 /// at every event would cost more than reading it.
-fn advance(bar: &ProgressBar) -> impl FnMut(u64) + '_ {
+pub(super) fn advance(bar: &ProgressBar) -> impl FnMut(u64) + '_ {
     move |seq| {
         if seq % 1024 == 0 {
             bar.set_position(seq)

@@ -123,11 +123,15 @@ async fn play(
         .await?;
     let events: u64 = projector.summaries()?.values().map(|s| s.events).sum();
     let mut stream3 = runtime.ledger.stream().clone();
-    let payment_events =
-        ansinh::payments_report::payment_events(&mut stream3, runtime.ledger.config(), None)
-            .await?;
     let as_of = chrono::NaiveDate::from_ymd_opt(year, months.max(1), 28).expect("valid date");
-    let reconciliation = ansinh::payments_report::reconcile_all(&payment_events, as_of, 10);
+    let reconciliation = ansinh::payments_report::reconcile_from_log(
+        &mut stream3,
+        runtime.ledger.config(),
+        as_of,
+        10,
+        |_| {},
+    )
+    .await?;
     let mut by_gateway: std::collections::BTreeMap<String, [(u64, rust_decimal::Decimal); 5]> =
         Default::default();
     let mut mismatches = 0usize;

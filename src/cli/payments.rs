@@ -563,6 +563,31 @@ async fn timeouts(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Every partition's reconciliation as of `as_of`, folded from the verified log with a
+/// progress bar (hidden with `--json`).
+async fn reconcile_from_log(
+    runtime: &Runtime,
+    stream: &mut async_nats::jetstream::stream::Stream,
+    as_of: NaiveDate,
+    pending_days: u32,
+    json: bool,
+) -> Result<
+    std::collections::BTreeMap<String, ansinh::domain::payments::reconcile::Reconciliation>,
+    BoxError,
+> {
+    let bar = super::audit::progress_bar(stream, "reconciling", json).await?;
+    let all = ansinh::payments_report::reconcile_from_log(
+        stream,
+        runtime.ledger.config(),
+        as_of,
+        pending_days,
+        super::audit::advance(&bar),
+    )
+    .await;
+    bar.finish_and_clear();
+    Ok(all?)
+}
+
 async fn reconcile(
     runtime: &Runtime,
     gateway: Option<String>,
@@ -573,32 +598,31 @@ async fn reconcile(
     json: bool,
 ) -> Result<ExitCode, BoxError> {
     let mut stream = runtime.ledger.stream().clone();
-    // One day as of its latest events is read from the projections, O(the day's lines);
-    // anything else is folded from the verified log (a report, O(log)).
+    // As of the partitions' latest payment events (or later), the projections hold the
+    // reconciliation: one day, or every day, read in O(the lines). A report as of an
+    // earlier day is folded from the verified log (O(log), memory per instruction and
+    // day, with a progress bar).
+    runtime
+        .projector
+        .catch_up(&mut stream, runtime.ledger.config())
+        .await?;
     let projected = match date {
-        Some(date) => {
-            runtime
-                .projector
-                .catch_up(&mut stream, runtime.ledger.config())
-                .await?;
-            ansinh::payments_report::reconcile_day_projected(
-                &runtime.projector,
-                date,
-                as_of,
-                pending_days,
-            )?
-        }
-        None => None,
+        Some(date) => ansinh::payments_report::reconcile_day_projected(
+            &runtime.projector,
+            date,
+            as_of,
+            pending_days,
+        )?,
+        None => ansinh::payments_report::reconcile_every_day_projected(
+            &runtime.projector,
+            as_of,
+            pending_days,
+        )?,
     };
-    let folded = projected.is_none();
+    let every_day = date.is_none();
     let all = match projected {
         Some(all) => all,
-        None => {
-            let events =
-                ansinh::payments_report::payment_events(&mut stream, runtime.ledger.config(), None)
-                    .await?;
-            ansinh::payments_report::reconcile_all(&events, as_of, pending_days)
-        }
+        None => reconcile_from_log(runtime, &mut stream, as_of, pending_days, json).await?,
     };
     let rows: Vec<_> = all
         .iter()
@@ -613,13 +637,17 @@ async fn reconcile(
     // the log, only on this rare path).
     if let Some(want) = gateway.as_ref().filter(|_| rows.is_empty()) {
         let fresh;
-        let everything = if folded {
+        let everything = if every_day {
             &all
         } else {
-            let events =
-                ansinh::payments_report::payment_events(&mut stream, runtime.ledger.config(), None)
-                    .await?;
-            fresh = ansinh::payments_report::reconcile_all(&events, as_of, pending_days);
+            fresh = match ansinh::payments_report::reconcile_every_day_projected(
+                &runtime.projector,
+                as_of,
+                pending_days,
+            )? {
+                Some(projected) => projected,
+                None => reconcile_from_log(runtime, &mut stream, as_of, pending_days, json).await?,
+            };
             &fresh
         };
         let seen = everything

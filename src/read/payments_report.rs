@@ -38,16 +38,78 @@ pub async fn payment_events(
     Ok(out)
 }
 
-/// Reconciliation of every partition as of `as_of`.
-pub fn reconcile_all(
-    events: &BTreeMap<String, Vec<Event>>,
+/// Reconciliation of every partition as of `as_of`, folded from the verified log as it
+/// is read (`reconcile::Reconciler`): memory is what reconciliation remembers of each
+/// instruction and each gateway's day, not the events. `progress` gets the stream
+/// sequence of every event verified (for a progress bar). A report, O(log):
+/// `reconcile_every_day_projected` answers the same in O(result) when no payment event
+/// is recorded after `as_of`.
+pub async fn reconcile_from_log(
+    stream: &mut Stream,
+    config: &LogConfig,
     as_of: NaiveDate,
     pending_days: u32,
-) -> BTreeMap<String, Reconciliation> {
-    events
-        .iter()
-        .map(|(p, e)| (p.clone(), reconcile::reconcile(e, as_of, pending_days)))
-        .collect()
+    mut progress: impl FnMut(u64),
+) -> Result<BTreeMap<String, Reconciliation>, VerifyError> {
+    // Per partition: payment events read (numbered as `payment_events` numbers them)
+    // and the fold.
+    let mut folds: BTreeMap<String, (u64, reconcile::Reconciler)> = BTreeMap::new();
+    verify_with(stream, config, None, |seq, envelope| {
+        progress(seq);
+        if let Some(Payload::PaymentRecorded(p)) = &envelope.payload {
+            let (read, fold) = folds
+                .entry(envelope.partition.clone())
+                .or_insert_with(|| (0, reconcile::Reconciler::new(as_of, pending_days)));
+            if let Ok(e) = event_of(*read + 1, envelope.actor.as_ref(), p) {
+                *read += 1;
+                fold.fold(&e);
+            }
+        }
+    })
+    .await?;
+    Ok(folds
+        .into_iter()
+        .map(|(partition, (_, fold))| (partition, fold.finish()))
+        .collect())
+}
+
+/// Reconciliation of every day of every partition, read from the projections
+/// (`Projector::reconciliation_days`, then each day as `reconcile_day_projected` reads
+/// it): O(the lines), in the shape `reconcile_from_log` gives. `None` when some partition
+/// has payment events recorded after `as_of`: fold the log.
+pub fn reconcile_every_day_projected(
+    projector: &Projector,
+    as_of: NaiveDate,
+    pending_days: u32,
+) -> Result<Option<BTreeMap<String, Reconciliation>>, ProjectionError> {
+    let mut all = BTreeMap::new();
+    for partition in projector.summaries()?.into_keys() {
+        let mut days = BTreeMap::new();
+        for date in projector.reconciliation_days(&partition)? {
+            let Some(lines) =
+                projector.reconciliation_day(&partition, date, as_of, pending_days)?
+            else {
+                return Ok(None);
+            };
+            days.extend(
+                lines
+                    .into_iter()
+                    .map(|(gateway, day)| ((gateway, date), day)),
+            );
+        }
+        // As the fold of the log: only partitions with payments.
+        if !days.is_empty() {
+            all.insert(
+                partition,
+                Reconciliation {
+                    as_of,
+                    pending_days,
+                    days,
+                },
+            );
+        }
+    }
+    Ok(Some(all))
 }
 
 /// What a household received in one month through one channel (`household show`, the
@@ -68,7 +130,7 @@ pub struct ReceivedLine {
 }
 
 /// Reconciliation of one day in every partition, read from the projections in O(the
-/// day's lines) (`Projector::reconciliation_day`), in the shape `reconcile_all` gives.
+/// day's lines) (`Projector::reconciliation_day`), in the shape `reconcile_from_log` gives.
 /// `None` when some partition has payment events recorded after `as_of`: fold the log.
 pub fn reconcile_day_projected(
     projector: &Projector,

@@ -672,6 +672,25 @@ impl Projector {
         Ok(Some(days))
     }
 
+    /// The days on which `partition` has reconciliation lines (an instruction issued, a
+    /// result or a mismatch recorded), oldest first: O(the partition's day lines).
+    pub fn reconciliation_days(&self, partition: &str) -> Result<Vec<NaiveDate>, ProjectionError> {
+        let prefix = views::reconcile_days_prefix(partition);
+        let mut days: Vec<NaiveDate> = Vec::new();
+        for kv in self.views.scan_prefix(&prefix) {
+            let (k, _) = kv?;
+            let day = std::str::from_utf8(&k[prefix.len()..])
+                .ok()
+                .and_then(|rest| rest.split_once('/'))
+                .and_then(|(date, _gateway)| date.parse::<NaiveDate>().ok())
+                .ok_or_else(|| corrupt("reconciliation day key"))?;
+            if days.last() != Some(&day) {
+                days.push(day);
+            }
+        }
+        Ok(days)
+    }
+
     /// The instructions of `partition` still without a result whose channel's timeout has
     /// run out by `as_of` (`Instruction::timeout_due_on`), oldest issue day first. Reads
     /// the instructions still pending that were issued at least the shortest timeout

@@ -180,6 +180,10 @@ pub fn reconcile_day_key(partition: &str, date: NaiveDate, gateway: &GatewayId) 
 pub fn reconcile_day_prefix(partition: &str, date: NaiveDate) -> String {
     format!("rday/{partition}/{date}/")
 }
+/// Every gateway's line of every day of a partition, oldest day first.
+pub fn reconcile_days_prefix(partition: &str) -> String {
+    format!("rday/{partition}/")
+}
 /// An instruction issued on `date` still without a result (`PendingLine`).
 pub fn reconcile_pending_key(
     partition: &str,

@@ -283,24 +283,55 @@ pub fn reconcile<'a>(
     as_of: NaiveDate,
     pending_days: u32,
 ) -> Reconciliation {
-    let mut r = InMemory::default();
-    for e in events.into_iter().filter(|e| e.effective <= as_of) {
-        let Ok(()) = fold(&mut r, e.id, e.effective, &e.body);
+    let mut r = Reconciler::new(as_of, pending_days);
+    for e in events {
+        r.fold(e);
     }
-    let InMemory { seen, mut days } = r;
-    for (id, s) in &seen {
-        if s.status == InstructionStatus::Instructed
-            && pending_overdue(s.issued_on, as_of, pending_days)
-        {
-            let d = days.entry((s.gateway.clone(), s.issued_on)).or_default();
-            d.pending_overdue.add(s.amount);
-            d.pending_overdue_ids.push(*id);
+    r.finish()
+}
+
+/// A reconciliation folded one event at a time, as a report reads the log: it keeps
+/// what it knows of each instruction and each gateway's day, never the events, so a
+/// year's report holds a fraction of the year's payment events.
+pub struct Reconciler {
+    as_of: NaiveDate,
+    pending_days: u32,
+    records: InMemory,
+}
+
+impl Reconciler {
+    pub fn new(as_of: NaiveDate, pending_days: u32) -> Self {
+        Self {
+            as_of,
+            pending_days,
+            records: InMemory::default(),
         }
     }
-    Reconciliation {
-        as_of,
-        pending_days,
-        days,
+
+    /// Folds the next event of the partition, in chain order; an event recorded after
+    /// `as_of` is left out.
+    pub fn fold(&mut self, e: &Event) {
+        if e.effective <= self.as_of {
+            let Ok(()) = fold(&mut self.records, e.id, e.effective, &e.body);
+        }
+    }
+
+    pub fn finish(self) -> Reconciliation {
+        let InMemory { seen, mut days } = self.records;
+        for (id, s) in &seen {
+            if s.status == InstructionStatus::Instructed
+                && pending_overdue(s.issued_on, self.as_of, self.pending_days)
+            {
+                let d = days.entry((s.gateway.clone(), s.issued_on)).or_default();
+                d.pending_overdue.add(s.amount);
+                d.pending_overdue_ids.push(*id);
+            }
+        }
+        Reconciliation {
+            as_of: self.as_of,
+            pending_days: self.pending_days,
+            days,
+        }
     }
 }
 
