@@ -207,6 +207,13 @@ static READS_IN_FLIGHT: tokio::sync::Semaphore =
     tokio::sync::Semaphore::const_new(READS_BYTES_IN_FLIGHT_MAX);
 /// Messages one pull asks for at most (async-nats's default).
 const READ_PULL_MESSAGES_MAX: usize = 500;
+/// How long the server keeps one pull open. A read only waits on a pull when the server
+/// has nothing to send, or when the client's count of what is still on its way is off
+/// and it holds back the next pull until this one expires: async-nats's default is 30 s,
+/// and one verify of 1,000,000 events in the province bench took 36 s against about 1 s
+/// in every other run (docs/BENCH.md). A short expiry bounds such a wait; a read that
+/// has messages to get never meets it, since the server answers a pull at once.
+const READ_PULL_EXPIRES: Duration = Duration::from_secs(5);
 /// How long the server keeps a read's consumer once nobody pulls from it (a reader that
 /// died); a read that ends deletes it at once.
 const READ_CONSUMER_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -357,6 +364,7 @@ pub async fn pull(
         .stream()
         .max_messages_per_batch(READ_PULL_MESSAGES_MAX)
         .max_bytes_per_batch(pull_bytes)
+        .expires(READ_PULL_EXPIRES)
         .messages()
         .await
 }
