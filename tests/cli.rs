@@ -892,6 +892,26 @@ async fn an_embedded_store_of_the_earlier_layout_keeps_its_events() {
     assert!(out.contains("sequence 4"), "{out}");
 }
 
+/// The embedded server's ledger user gets a password the test knows, so a test can
+/// publish what only the ledger's own credentials may (the worst case: anyone else is
+/// refused by the server).
+const LEDGER_PASSWORD: &str = "the-ledger-password-of-this-test";
+const LEDGER_PASSWORD_ENV: [(&str, &str); 1] = [("ANSINH_NATS_LEDGER_PASSWORD", LEDGER_PASSWORD)];
+
+/// `ansinh` on `data`, with the ledger's password set as `LEDGER_PASSWORD`.
+fn as_ledger(data: &std::path::Path) -> impl Fn(&[&str]) -> (bool, String) + '_ {
+    move |args| ansinh_with(data, &LEDGER_PASSWORD_ENV, args)
+}
+
+/// A connection to the embedded server at `url` with the ledger's own credentials: a
+/// forger who stole them.
+async fn forger(url: &str) -> async_nats::Client {
+    async_nats::ConnectOptions::with_user_and_password("ledger".into(), LEDGER_PASSWORD.into())
+        .connect(url)
+        .await
+        .unwrap()
+}
+
 /// A message on the log's subjects that names no partition is in no chain: appends,
 /// `audit verify`, the projections and their check all pass over it, and verify names it
 /// (docs/CHAIN.md, section 4b), instead of every reader stopping there for ever.
@@ -899,24 +919,11 @@ async fn an_embedded_store_of_the_earlier_layout_keeps_its_events() {
 async fn a_message_on_no_partitions_subject_is_reported_and_passed_over() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
-    let ledger_password = "the-ledger-password-of-this-test";
-    let run = |args: &[&str]| {
-        ansinh_with(
-            &data,
-            &[("ANSINH_NATS_LEDGER_PASSWORD", ledger_password)],
-            args,
-        )
-    };
+    let run = as_ledger(&data);
     let (ok, out) = run(&["note", "--partition", "01", "--text", "before"]);
     assert!(ok, "{out}");
-    let (mut serve, url) =
-        serve_embedded(&data, &[("ANSINH_NATS_LEDGER_PASSWORD", ledger_password)]).await;
-    let js = async_nats::jetstream::new(
-        async_nats::ConnectOptions::with_user_and_password("ledger".into(), ledger_password.into())
-            .connect(&url)
-            .await
-            .unwrap(),
-    );
+    let (mut serve, url) = serve_embedded(&data, &LEDGER_PASSWORD_ENV).await;
+    let js = async_nats::jetstream::new(forger(&url).await);
     let mut stray = Vec::new();
     for subject in ["ansinh.v1.events.01.extra", "ansinh.v1.events.no+partition"] {
         let ack = js
@@ -986,16 +993,7 @@ async fn an_operators_exclusion_of_a_foreign_message_lets_appends_resume() {
     use prost::Message as _;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
-    // The embedded server's ledger user with a password the test knows: the forger here
-    // holds the ledger's own credentials (the worst case; anyone else is refused).
-    let ledger_password = "the-ledger-password-of-this-test";
-    let run = |args: &[&str]| {
-        ansinh_with(
-            &data,
-            &[("ANSINH_NATS_LEDGER_PASSWORD", ledger_password)],
-            args,
-        )
-    };
+    let run = as_ledger(&data);
     let officer = ["--as", "co:1", "--role", "credit-officer", "--unit", "01"];
     let mut register = officer.to_vec();
     register.extend_from_slice(&[
@@ -1018,13 +1016,8 @@ async fn an_operators_exclusion_of_a_foreign_message_lets_appends_resume() {
     assert!(ok, "{out}");
 
     // The forgery, while `serve` runs the embedded server.
-    let (mut serve, url) =
-        serve_embedded(&data, &[("ANSINH_NATS_LEDGER_PASSWORD", ledger_password)]).await;
-    let forger =
-        async_nats::ConnectOptions::with_user_and_password("ledger".into(), ledger_password.into())
-            .connect(&url)
-            .await
-            .unwrap();
+    let (mut serve, url) = serve_embedded(&data, &LEDGER_PASSWORD_ENV).await;
+    let forger = forger(&url).await;
     let forged = ansinh::proto::Envelope {
         format_version: 1,
         partition: "01".into(),

@@ -75,17 +75,36 @@ pub async fn reconcile_from_log(
 
 /// Reconciliation of every day of every partition, read from the projections
 /// (`Projector::reconciliation_days`, then each day as `reconcile_day_projected` reads
-/// it): O(the lines), in the shape `reconcile_from_log` gives. `None` when some partition
-/// has payment events recorded after `as_of`: fold the log.
+/// it): O(the lines), in the shape `reconcile_from_log` gives (only partitions with
+/// payments). `None` when some partition has payment events recorded after `as_of`: fold
+/// the log.
 pub fn reconcile_every_day_projected(
     projector: &Projector,
     as_of: NaiveDate,
     pending_days: u32,
 ) -> Result<Option<BTreeMap<String, Reconciliation>>, ProjectionError> {
+    let mut all = reconcile_projected(projector, as_of, pending_days, |partition| {
+        projector.reconciliation_days(partition)
+    })?;
+    if let Some(all) = &mut all {
+        all.retain(|_, r| !r.days.is_empty());
+    }
+    Ok(all)
+}
+
+/// Each partition's reconciliation of the days `days_of` names, read from the projections
+/// one day at a time (`Projector::reconciliation_day`); `None` as soon as one partition has
+/// payment events recorded after `as_of`.
+fn reconcile_projected(
+    projector: &Projector,
+    as_of: NaiveDate,
+    pending_days: u32,
+    days_of: impl Fn(&str) -> Result<Vec<NaiveDate>, ProjectionError>,
+) -> Result<Option<BTreeMap<String, Reconciliation>>, ProjectionError> {
     let mut all = BTreeMap::new();
     for partition in projector.summaries()?.into_keys() {
         let mut days = BTreeMap::new();
-        for date in projector.reconciliation_days(&partition)? {
+        for date in days_of(&partition)? {
             let Some(lines) =
                 projector.reconciliation_day(&partition, date, as_of, pending_days)?
             else {
@@ -97,17 +116,14 @@ pub fn reconcile_every_day_projected(
                     .map(|(gateway, day)| ((gateway, date), day)),
             );
         }
-        // As the fold of the log: only partitions with payments.
-        if !days.is_empty() {
-            all.insert(
-                partition,
-                Reconciliation {
-                    as_of,
-                    pending_days,
-                    days,
-                },
-            );
-        }
+        all.insert(
+            partition,
+            Reconciliation {
+                as_of,
+                pending_days,
+                days,
+            },
+        );
     }
     Ok(Some(all))
 }
@@ -138,26 +154,7 @@ pub fn reconcile_day_projected(
     as_of: NaiveDate,
     pending_days: u32,
 ) -> Result<Option<BTreeMap<String, Reconciliation>>, ProjectionError> {
-    let mut all = BTreeMap::new();
-    for partition in projector.summaries()?.into_keys() {
-        let Some(lines) = projector.reconciliation_day(&partition, date, as_of, pending_days)?
-        else {
-            return Ok(None);
-        };
-        let days = lines
-            .into_iter()
-            .map(|(gateway, day)| ((gateway, date), day))
-            .collect();
-        all.insert(
-            partition,
-            Reconciliation {
-                as_of,
-                pending_days,
-                days,
-            },
-        );
-    }
-    Ok(Some(all))
+    reconcile_projected(projector, as_of, pending_days, |_| Ok(vec![date]))
 }
 
 /// What `household` received, per month and channel, from the projections: one prefix
