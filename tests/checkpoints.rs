@@ -692,7 +692,7 @@ async fn the_audit_status_route_names_the_latest_checkpoint_and_its_cosigners() 
     let (ledger, dir) = ledger(&log).await;
     let mut c = checkpointer(&ledger, &config, dir.path()).await;
     append(&ledger, 0, 6).await;
-    publish_now(&mut c).await;
+    let first = publish_now(&mut c).await;
     append(&ledger, 6, 2).await;
     let latest = publish_now(&mut c).await;
     let (office, _) = keys::load_or_create_key(&dir.path().join("office.key")).unwrap();
@@ -703,6 +703,20 @@ async fn the_audit_status_route_names_the_latest_checkpoint_and_its_cosigners() 
             latest.tree_size,
             "audit-office:region-1",
             &office,
+            1_767_225_600_000,
+        )
+        .await
+        .unwrap();
+    // A cosignature of the earlier checkpoint, stored after the latest one: not the
+    // latest's.
+    let (late_office, _) = keys::load_or_create_key(&dir.path().join("late.key")).unwrap();
+    auditor(&log, &config)
+        .await
+        .cosign(
+            &p01(),
+            first.tree_size,
+            "audit-office:late",
+            &late_office,
             1_767_225_600_000,
         )
         .await
@@ -761,10 +775,13 @@ async fn the_audit_status_route_names_the_latest_checkpoint_and_its_cosigners() 
         checkpoint["root"],
         serde_json::json!(hex::encode(latest.root))
     );
-    assert_eq!(
-        checkpoint["cosigners"][0]["cosigner_id"],
-        serde_json::json!("audit-office:region-1")
-    );
+    let cosigners: Vec<&str> = checkpoint["cosigners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["cosigner_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(cosigners, ["audit-office:region-1"], "{body}");
     assert!(
         body["projected_stream_sequence"].as_u64() <= body["stream_last_sequence"].as_u64(),
         "{body}"

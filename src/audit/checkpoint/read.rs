@@ -242,20 +242,84 @@ pub async fn read_cosignatures(
         partition,
     )
     .await?;
-    Ok(raw
-        .iter()
-        .map(|e| {
-            proto::Cosignature::decode(e.payload.as_ref())
-                .map(|cosignature| StoredCosignature {
-                    stream_sequence: e.stream_sequence,
-                    cosignature,
-                })
-                .map_err(|err| CheckpointError::Undecodable {
-                    stream_sequence: e.stream_sequence,
-                    reason: format!("not a Cosignature: {err}"),
-                })
+    Ok(raw.iter().map(decode_cosignature).collect())
+}
+
+fn decode_cosignature(e: &RawEvent) -> Result<StoredCosignature, CheckpointError> {
+    proto::Cosignature::decode(e.payload.as_ref())
+        .map(|cosignature| StoredCosignature {
+            stream_sequence: e.stream_sequence,
+            cosignature,
         })
-        .collect())
+        .map_err(|err| CheckpointError::Undecodable {
+            stream_sequence: e.stream_sequence,
+            reason: format!("not a Cosignature: {err}"),
+        })
+}
+
+/// The latest checkpoint of a partition (the last message on its subject: each is
+/// published fenced on the one before, as the checkpointer builds on it) and how many
+/// its subject holds, without reading the others: what a status page shows.
+pub async fn latest_checkpoint(
+    checkpoints: &Stream,
+    config: &CheckpointConfig,
+    partition: &Partition,
+) -> Result<(u64, Option<Result<StoredCheckpoint, CheckpointError>>), CheckpointError> {
+    use futures::TryStreamExt;
+    let subject = config.checkpoint_subject(partition);
+    let latest = reader::last_on_subject(checkpoints, &subject)
+        .await
+        .map_err(nats)?
+        .map(|m| decode_checkpoint(&m));
+    let mut count = 0;
+    let mut subjects = checkpoints
+        .info_with_subjects(&subject)
+        .await
+        .map_err(nats)?;
+    while let Some((_, n)) = subjects.try_next().await.map_err(nats)? {
+        count += u64::try_from(n).unwrap_or(0);
+    }
+    Ok((count, latest))
+}
+
+/// The cosignatures of a partition stored after stream sequence `after` (a checkpoint's
+/// own: it is cosigned only once published), in stream order: O(those), not every
+/// cosignature the partition ever had.
+pub async fn read_cosignatures_after(
+    checkpoints: &Stream,
+    config: &CheckpointConfig,
+    partition: &Partition,
+    after: u64,
+) -> Result<Vec<Result<StoredCosignature, CheckpointError>>, CheckpointError> {
+    let subject = config.cosignature_subject(partition);
+    let Some(last) = reader::last_on_subject(checkpoints, &subject)
+        .await
+        .map_err(nats)?
+    else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    reader::read_range(
+        checkpoints,
+        &subject,
+        after + 1,
+        last.stream_sequence,
+        |e| {
+            if out.len() >= CHECKPOINTS_READ_MAX {
+                return Err(CheckpointError::TooManyCheckpoints {
+                    partition: partition.to_string(),
+                });
+            }
+            out.push(decode_cosignature(&e));
+            Ok(())
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        reader::ReadError::Nats(m) => CheckpointError::Nats(m),
+        reader::ReadError::Visit(v) => v,
+    })?;
+    Ok(out)
 }
 
 /// The partitions that have at least one message under `filter` on `stream`, found by
