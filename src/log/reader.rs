@@ -211,9 +211,10 @@ const READ_PULL_MESSAGES_MAX: usize = 500;
 /// has nothing to send, or when the client's count of what is still on its way is off
 /// and it holds back the next pull until this one expires: async-nats's default is 30 s,
 /// and one verify of 1,000,000 events in the province bench took 36 s against about 1 s
-/// in every other run (docs/BENCH.md). A short expiry bounds such a wait; a read that
+/// in most runs; with 5 s, one took 10.8 s (docs/BENCH.md). A short expiry bounds such a
+/// wait below `http::READ_WAIT_MAX`, so a serving process's reads outlast it; a read that
 /// has messages to get never meets it, since the server answers a pull at once.
-const READ_PULL_EXPIRES: Duration = Duration::from_secs(5);
+const READ_PULL_EXPIRES: Duration = Duration::from_secs(2);
 /// How long the server keeps a read's consumer once nobody pulls from it (a reader that
 /// died); a read that ends deletes it at once.
 const READ_CONSUMER_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
