@@ -588,6 +588,28 @@ async fn reconcile_from_log(
     Ok(all?)
 }
 
+/// Every day's reconciliation as of `as_of`: from the projections when they can answer
+/// (no payment event after `as_of`), else folded from the log.
+async fn reconcile_every_day(
+    runtime: &Runtime,
+    stream: &mut async_nats::jetstream::stream::Stream,
+    as_of: NaiveDate,
+    pending_days: u32,
+    json: bool,
+) -> Result<
+    std::collections::BTreeMap<String, ansinh::domain::payments::reconcile::Reconciliation>,
+    BoxError,
+> {
+    match ansinh::payments_report::reconcile_every_day_projected(
+        &runtime.projector,
+        as_of,
+        pending_days,
+    )? {
+        Some(projected) => Ok(projected),
+        None => reconcile_from_log(runtime, stream, as_of, pending_days, json).await,
+    }
+}
+
 async fn reconcile(
     runtime: &Runtime,
     gateway: Option<String>,
@@ -606,23 +628,17 @@ async fn reconcile(
         .projector
         .catch_up(&mut stream, runtime.ledger.config())
         .await?;
-    let projected = match date {
-        Some(date) => ansinh::payments_report::reconcile_day_projected(
+    let all = match date {
+        Some(date) => match ansinh::payments_report::reconcile_day_projected(
             &runtime.projector,
             date,
             as_of,
             pending_days,
-        )?,
-        None => ansinh::payments_report::reconcile_every_day_projected(
-            &runtime.projector,
-            as_of,
-            pending_days,
-        )?,
-    };
-    let every_day = date.is_none();
-    let all = match projected {
-        Some(all) => all,
-        None => reconcile_from_log(runtime, &mut stream, as_of, pending_days, json).await?,
+        )? {
+            Some(day) => day,
+            None => reconcile_from_log(runtime, &mut stream, as_of, pending_days, json).await?,
+        },
+        None => reconcile_every_day(runtime, &mut stream, as_of, pending_days, json).await?,
     };
     let rows: Vec<_> = all
         .iter()
@@ -637,17 +653,10 @@ async fn reconcile(
     // the log, only on this rare path).
     if let Some(want) = gateway.as_ref().filter(|_| rows.is_empty()) {
         let fresh;
-        let everything = if every_day {
+        let everything = if date.is_none() {
             &all
         } else {
-            fresh = match ansinh::payments_report::reconcile_every_day_projected(
-                &runtime.projector,
-                as_of,
-                pending_days,
-            )? {
-                Some(projected) => projected,
-                None => reconcile_from_log(runtime, &mut stream, as_of, pending_days, json).await?,
-            };
+            fresh = reconcile_every_day(runtime, &mut stream, as_of, pending_days, json).await?;
             &fresh
         };
         let seen = everything

@@ -4,9 +4,9 @@
 //! - `GET /readyz`: 200 only when the event stream answers within `READY_CHECK_WAIT_MAX`,
 //!   no partition is quarantined for lost data, the read model has held the whole log
 //!   once since the process started and its latest catch-up did not fail; else 503 with
-//!   the reasons. Either way the body says
-//!   how far the read model is behind the log. Later lag does not make a process unready:
-//!   writes still work, and every process of a busy province would lag alike.
+//!   the reasons. Either way the body says how far the read model is behind the log.
+//!   Later lag does not make a process unready: writes still work, and every process of a
+//!   busy province would lag alike.
 
 use std::time::Duration;
 

@@ -176,12 +176,13 @@ pub fn decode_checkpoint(event: &RawEvent) -> Result<StoredCheckpoint, Checkpoin
     })
 }
 
-/// The raw messages of one subject of the checkpoint stream, in order, bounded by
-/// CHECKPOINTS_READ_MAX.
+/// The raw messages of one subject of the checkpoint stream from stream sequence `from`,
+/// in order, bounded by CHECKPOINTS_READ_MAX.
 async fn read_subject(
     checkpoints: &Stream,
     subject: &str,
     partition: &Partition,
+    from: u64,
 ) -> Result<Vec<RawEvent>, CheckpointError> {
     let Some(last) = reader::last_on_subject(checkpoints, subject)
         .await
@@ -190,7 +191,7 @@ async fn read_subject(
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
-    reader::read_range(checkpoints, subject, 1, last.stream_sequence, |e| {
+    reader::read_range(checkpoints, subject, from, last.stream_sequence, |e| {
         if out.len() >= CHECKPOINTS_READ_MAX {
             return Err(CheckpointError::TooManyCheckpoints {
                 partition: partition.to_string(),
@@ -218,6 +219,7 @@ pub async fn read_checkpoints(
         checkpoints,
         &config.checkpoint_subject(partition),
         partition,
+        1,
     )
     .await?;
     Ok(raw.iter().map(decode_checkpoint).collect())
@@ -236,13 +238,7 @@ pub async fn read_cosignatures(
     config: &CheckpointConfig,
     partition: &Partition,
 ) -> Result<Vec<Result<StoredCosignature, CheckpointError>>, CheckpointError> {
-    let raw = read_subject(
-        checkpoints,
-        &config.cosignature_subject(partition),
-        partition,
-    )
-    .await?;
-    Ok(raw.iter().map(decode_cosignature).collect())
+    read_cosignatures_after(checkpoints, config, partition, 0).await
 }
 
 fn decode_cosignature(e: &RawEvent) -> Result<StoredCosignature, CheckpointError> {
@@ -292,34 +288,8 @@ pub async fn read_cosignatures_after(
     after: u64,
 ) -> Result<Vec<Result<StoredCosignature, CheckpointError>>, CheckpointError> {
     let subject = config.cosignature_subject(partition);
-    let Some(last) = reader::last_on_subject(checkpoints, &subject)
-        .await
-        .map_err(nats)?
-    else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    reader::read_range(
-        checkpoints,
-        &subject,
-        after + 1,
-        last.stream_sequence,
-        |e| {
-            if out.len() >= CHECKPOINTS_READ_MAX {
-                return Err(CheckpointError::TooManyCheckpoints {
-                    partition: partition.to_string(),
-                });
-            }
-            out.push(decode_cosignature(&e));
-            Ok(())
-        },
-    )
-    .await
-    .map_err(|e| match e {
-        reader::ReadError::Nats(m) => CheckpointError::Nats(m),
-        reader::ReadError::Visit(v) => v,
-    })?;
-    Ok(out)
+    let raw = read_subject(checkpoints, &subject, partition, after + 1).await?;
+    Ok(raw.iter().map(decode_cosignature).collect())
 }
 
 /// The partitions that have at least one message under `filter` on `stream`, found by
