@@ -431,8 +431,9 @@ async fn run() -> BenchResult<()> {
     let started = Instant::now();
     let report = ansinh::verify::verify(&mut stream, &config, None, |_| {}).await?;
     let verify_rate = report.events as f64 / started.elapsed().as_secs_f64();
-    let db = projection_db(&dir.path().join("rebuild"))?;
-    let fresh = Projector::open(&db)?;
+    let path = dir.path().join("rebuild");
+    let db = projection_db(&path)?;
+    let fresh = Projector::open(&db, &path)?;
     let started = Instant::now();
     let written = written_bytes();
     let rebuilt = fresh.rebuild(&mut stream, &config).await?;
@@ -459,8 +460,9 @@ async fn run() -> BenchResult<()> {
     // A catch-up: a store that holds the first half of the log applies the second half,
     // as a process does after a pause.
     let end = ansinh::log::reader::last_stream_sequence(&mut stream).await?;
-    let db = projection_db(&dir.path().join("catch-up"))?;
-    let behind = Projector::open(&db)?;
+    let path = dir.path().join("catch-up");
+    let db = projection_db(&path)?;
+    let behind = Projector::open(&db, &path)?;
     behind.catch_up_to(&mut stream, &config, end / 2).await?;
     let started = Instant::now();
     let caught_up = behind.catch_up(&mut stream, &config).await?;
@@ -477,14 +479,16 @@ async fn run() -> BenchResult<()> {
     // applies the first half of the log's messages from empty, and while another applies
     // all of them (not timed: counting costs each allocation two atomics).
     let mib = |bytes: i64| format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0));
-    let db = projection_db(&dir.path().join("heap-half"))?;
-    let half = Projector::open(&db)?;
+    let path = dir.path().join("heap-half");
+    let db = projection_db(&path)?;
+    let half = Projector::open(&db, &path)?;
     let (applied, _, half_peak) =
         heap_counted(half.catch_up_to(&mut stream, &config, end / 2)).await;
     let half_events = applied?;
     drop((half, db));
-    let db = projection_db(&dir.path().join("heap-whole"))?;
-    let whole = Projector::open(&db)?;
+    let path = dir.path().join("heap-whole");
+    let db = projection_db(&path)?;
+    let whole = Projector::open(&db, &path)?;
     let (applied, _, whole_peak) = heap_counted(whole.rebuild(&mut stream, &config)).await;
     let whole_events = applied?;
     drop((whole, db));
@@ -640,7 +644,7 @@ async fn open_service(
     let store = LedgerStore::open(&dir.join("ledger.sled"))?;
     let (ledger, _) = Ledger::open(client, config.clone(), store).await?;
     let vault = Arc::new(Vault::open(ledger.jetstream(), &config.stream_name, 1, secrets).await?);
-    let projector = Arc::new(Projector::open(ledger.store().db())?);
+    let projector = Arc::new(Projector::of_store(ledger.store())?);
     Ok(Service::new(ledger, vault, projector))
 }
 

@@ -218,7 +218,7 @@ impl Runtime {
         let client = connect(&url, &auth).await?;
         let store = LedgerStore::open(&connection.data_dir.join("ledger.sled"))?;
         let projector =
-            Arc::new(Projector::open(store.db()).map_err(|e| AppError::Projection(e.to_string()))?);
+            Arc::new(Projector::of_store(&store).map_err(|e| AppError::Projection(e.to_string()))?);
         let (ledger, lost) = Ledger::open(client.clone(), connection.log.clone(), store).await?;
         let vault = Arc::new(
             Vault::open(

@@ -43,7 +43,7 @@ fn staff(role: Role, unit: &str) -> Caller {
 async fn service_at(config: &LogConfig, dir: &Path, secrets: &Path) -> Service {
     let ledger: Ledger = ledger_at(config, dir).await;
     let vault = Arc::new(vault_for(&ledger, secrets).await);
-    let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
+    let projector = Arc::new(Projector::of_store(ledger.store()).unwrap());
     Service::new(ledger, vault, projector)
 }
 

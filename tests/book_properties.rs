@@ -82,7 +82,7 @@ async fn run_case(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
     let ledger = ledger_at(&config, dir.path()).await;
     let vault = Arc::new(vault_for(&ledger, &dir.path().join("secrets")).await);
-    let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
+    let projector = Arc::new(Projector::of_store(ledger.store()).unwrap());
     let service = Service::new(ledger.clone(), vault, projector.clone());
     let manager = Caller {
         id: "staff:m".into(),

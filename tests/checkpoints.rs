@@ -723,7 +723,7 @@ async fn the_audit_status_route_names_the_latest_checkpoint_and_its_cosigners() 
         .unwrap();
 
     let vault = vault_for(&ledger, &dir.path().join("secrets")).await;
-    let projector = ansinh::projection::Projector::open(ledger.store().db()).unwrap();
+    let projector = ansinh::projection::Projector::of_store(ledger.store()).unwrap();
     let service = ansinh::service::Service::new(
         ledger.clone(),
         std::sync::Arc::new(vault),

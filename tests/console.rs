@@ -81,7 +81,7 @@ fn fixture() -> &'static Fixture {
                 let dir = tempfile::tempdir().unwrap();
                 let ledger = ledger_at(&config, &dir.path().join("store")).await;
                 let vault = Arc::new(vault_for(&ledger, &dir.path().join("secrets")).await);
-                let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
+                let projector = Arc::new(Projector::of_store(ledger.store()).unwrap());
                 let service = Service::new(ledger, vault.clone(), projector);
                 let path = dir.path().join(http::STAFF_FILE);
                 let add = |id: &str, role, unit: &str| {

@@ -55,7 +55,7 @@ async fn service_on(
         .unwrap();
     assert!(lost.is_empty());
     let vault = Arc::new(vault_for(&ledger, &dir.join("secrets")).await);
-    let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
+    let projector = Arc::new(Projector::of_store(ledger.store()).unwrap());
     Service::new(ledger, vault, projector)
 }
 

@@ -41,7 +41,7 @@ async fn ledger() -> Ledger {
     let dir = tempfile::tempdir().unwrap();
     let ledger = ledger_at(&config, &dir.path().join("store")).await;
     let vault = Arc::new(vault_for(&ledger, &dir.path().join("secrets")).await);
-    let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
+    let projector = Arc::new(Projector::of_store(ledger.store()).unwrap());
     let service = Service::new(ledger, vault, projector);
     register_household(&service, HOUSEHOLD, 1).await;
     let staff = dir.path().join(http::STAFF_FILE);

@@ -61,7 +61,7 @@ async fn server() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let ledger = ledger_at(&config, &dir.path().join("store")).await;
     let vault = Arc::new(vault_for(&ledger, &dir.path().join("secrets")).await);
-    let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
+    let projector = Arc::new(Projector::of_store(ledger.store()).unwrap());
     let service = Service::new(ledger, vault, projector);
     let path = dir.path().join(http::STAFF_FILE);
     let add = |id: &str, role, unit: &str| http::auth::add_staff(&path, id, role, unit).unwrap();
@@ -101,7 +101,7 @@ impl Server {
         let elsewhere = tempfile::tempdir().unwrap();
         let ledger = ledger_at(&self.config, &elsewhere.path().join("store")).await;
         let vault = Arc::new(vault_for(&ledger, &self._dir.path().join("secrets")).await);
-        let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
+        let projector = Arc::new(Projector::of_store(ledger.store()).unwrap());
         let staff = StaffDirectory::load(&self._dir.path().join(http::STAFF_FILE)).unwrap();
         let other = Api::new(Service::new(ledger, vault, projector), staff)
             .await
@@ -1676,7 +1676,7 @@ async fn staff_added_or_removed_elsewhere_reach_a_running_server_without_a_resta
     let dir = tempfile::tempdir().unwrap();
     let ledger = ledger_at(&config, &dir.path().join("store")).await;
     let vault = Arc::new(vault_for(&ledger, &dir.path().join("secrets")).await);
-    let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
+    let projector = Arc::new(Projector::of_store(ledger.store()).unwrap());
     let service = Service::new(ledger.clone(), vault, projector);
     let serving = Directory::open(ledger.jetstream(), &config.stream_name, 1)
         .await

@@ -447,7 +447,7 @@ async fn projections_apply_each_event_once_and_rebuild_to_the_same_state() {
             .unwrap();
     }
     let mut stream = stream_of(&config).await;
-    let projector = Projector::open(ledger.store().db()).unwrap();
+    let projector = Projector::of_store(ledger.store()).unwrap();
     assert_eq!(projector.catch_up(&mut stream, &config).await.unwrap(), 40);
     assert_eq!(
         projector.catch_up(&mut stream, &config).await.unwrap(),
@@ -479,7 +479,7 @@ async fn projections_apply_each_event_once_and_rebuild_to_the_same_state() {
     assert_eq!(projector.fingerprint().unwrap(), incremental);
     // A separate scratch store rebuilt from the log holds the same projections.
     let scratch = sled::Config::new().temporary(true).open().unwrap();
-    let other = Projector::open(&scratch).unwrap();
+    let other = Projector::scratch(&scratch).unwrap();
     other.catch_up(&mut stream, &config).await.unwrap();
     assert_eq!(other.fingerprint().unwrap(), incremental);
     drop(dir);
@@ -793,7 +793,7 @@ async fn concurrent_appends_share_frames_and_every_reader_takes_each_event_once(
 
     // Projections take in every event of every frame once.
     let db = sled::Config::new().temporary(true).open().unwrap();
-    let projector = Projector::open(&db).unwrap();
+    let projector = Projector::scratch(&db).unwrap();
     let applied = projector.catch_up(&mut stream, &config).await.unwrap();
     assert_eq!(applied, CONCURRENT + 1);
     assert_eq!(projector.summaries().unwrap()["01"].events, CONCURRENT + 1);
@@ -985,7 +985,7 @@ async fn a_log_written_before_frames_verifies_and_is_continued_with_frames() {
     let report = verified(&config).await;
     assert_eq!(report.events, 103);
     let db = sled::Config::new().temporary(true).open().unwrap();
-    let projector = Projector::open(&db).unwrap();
+    let projector = Projector::scratch(&db).unwrap();
     let mut stream = stream_of(&config).await;
     assert_eq!(projector.catch_up(&mut stream, &config).await.unwrap(), 103);
     assert_eq!(

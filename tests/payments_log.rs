@@ -37,7 +37,7 @@ fn d(s: &str) -> NaiveDate {
 async fn service_at(config: &LogConfig, dir: &Path) -> Service {
     let ledger = ledger_at(config, dir).await;
     let vault = Arc::new(vault_for(&ledger, &secrets_of(config)).await);
-    let projector = Arc::new(Projector::open(ledger.store().db()).unwrap());
+    let projector = Arc::new(Projector::of_store(ledger.store()).unwrap());
     Service::new(ledger, vault, projector)
 }
 
@@ -439,7 +439,7 @@ async fn gateway_posts_are_idempotent_forever_and_out_of_order_posts_are_defined
     // event ids, instructions still pending), for every day the log reports and one it
     // does not, as of days after the last event; as of an earlier day they decline.
     let db = sled::Config::new().temporary(true).open().unwrap();
-    let projector = Projector::open(&db).unwrap();
+    let projector = Projector::scratch(&db).unwrap();
     projector.catch_up(&mut stream, &config).await.unwrap();
     let latest = rec["01"].days.keys().map(|(_, day)| *day).max().unwrap();
     let mut days: Vec<NaiveDate> = rec["01"].days.keys().map(|(_, day)| *day).collect();

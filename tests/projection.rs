@@ -8,6 +8,7 @@ mod common;
 use ansinh::log::reader;
 use ansinh::projection::{PROJECTION_BATCH_EVENTS_MAX, Projector, TRAIL_RUN_LINES_MAX};
 use common::*;
+use std::io::Write as _;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_that_fails_to_commit_is_applied_once_on_the_next_catch_up() {
@@ -35,7 +36,7 @@ async fn a_batch_that_fails_to_commit_is_applied_once_on_the_next_catch_up() {
 
     let store = tempfile::tempdir().unwrap();
     let db = sled::open(store.path()).unwrap();
-    let projector = Projector::open(&db).unwrap();
+    let projector = Projector::open(&db, store.path()).unwrap();
     // The commit of the second batch fails: the first batch stays, none of the second.
     let fail_at = (PROJECTION_BATCH_EVENTS_MAX + 10) as u64;
     let failed = projector
@@ -44,6 +45,14 @@ async fn a_batch_that_fails_to_commit_is_applied_once_on_the_next_catch_up() {
     assert!(failed.is_err(), "{failed:?}");
     let applied =
         |p: &Projector| -> u64 { p.summaries().unwrap().values().map(|s| s.events).sum() };
+    assert_eq!(applied(&projector), PROJECTION_BATCH_EVENTS_MAX as u64);
+    // The failed batch's trail runs are in the file past what sled recorded; opened
+    // again (as after a crash), the store cuts them off.
+    let lines_file = store.path().join("trail.lines");
+    let written = std::fs::metadata(&lines_file).unwrap().len();
+    drop(projector);
+    let projector = Projector::open(&db, store.path()).unwrap();
+    assert!(std::fs::metadata(&lines_file).unwrap().len() < written);
     assert_eq!(applied(&projector), PROJECTION_BATCH_EVENTS_MAX as u64);
     // The next catch-up applies the rest, each event once.
     let rest = projector
@@ -55,7 +64,7 @@ async fn a_batch_that_fails_to_commit_is_applied_once_on_the_next_catch_up() {
 
     let clean_dir = tempfile::tempdir().unwrap();
     let clean_db = sled::open(clean_dir.path()).unwrap();
-    let clean = Projector::open(&clean_db).unwrap();
+    let clean = Projector::open(&clean_db, clean_dir.path()).unwrap();
     assert_eq!(
         clean.rebuild(&mut stream, &config).await.unwrap(),
         total as u64
@@ -80,7 +89,7 @@ async fn a_trail_reads_the_same_whether_applied_in_runs_or_line_by_line() {
     const SHARED: usize = 150;
     let store = tempfile::tempdir().unwrap();
     let db = sled::open(store.path()).unwrap();
-    let following = Projector::open(&db).unwrap();
+    let following = Projector::open(&db, store.path()).unwrap();
     let mut stream = stream_of(&config).await;
     for n in 0..SHARED {
         let mut draft = note("01", &format!("r{n}"), "in a run");
@@ -97,7 +106,7 @@ async fn a_trail_reads_the_same_whether_applied_in_runs_or_line_by_line() {
 
     let rebuilt_dir = tempfile::tempdir().unwrap();
     let rebuilt_db = sled::open(rebuilt_dir.path()).unwrap();
-    let rebuilt = Projector::open(&rebuilt_db).unwrap();
+    let rebuilt = Projector::open(&rebuilt_db, rebuilt_dir.path()).unwrap();
     assert_eq!(
         rebuilt.rebuild(&mut stream, &config).await.unwrap(),
         SHARED as u64
@@ -133,17 +142,88 @@ async fn a_trail_reads_the_same_whether_applied_in_runs_or_line_by_line() {
         following.fingerprint().unwrap(),
         rebuilt.fingerprint().unwrap()
     );
-    // The rebuild stored the shared subject's 150 lines in three records, the follower
-    // in one a catch-up; each note's one line is a record of its own in both.
-    let records = |db: &sled::Db| db.open_tree("proj.trail").unwrap().len();
-    assert_eq!(
-        records(&rebuilt_db),
-        SHARED + SHARED.div_ceil(TRAIL_RUN_LINES_MAX)
-    );
-    assert!(
-        records(&db) > records(&rebuilt_db),
-        "{} {}",
-        records(&db),
-        records(&rebuilt_db)
-    );
+    // The rebuild stored the shared subject's 150 lines in three runs, the follower in
+    // one a catch-up (more runs, more bytes); neither in sled.
+    assert_eq!(runs.len(), SHARED.div_ceil(TRAIL_RUN_LINES_MAX));
+    let follower_runs = following.trail_runs("commune:0100007").count();
+    assert!(follower_runs > runs.len(), "{follower_runs}");
+    let lines_file =
+        |dir: &std::path::Path| std::fs::metadata(dir.join("trail.lines")).unwrap().len();
+    assert!(lines_file(store.path()) > lines_file(rebuilt_dir.path()));
+    for db in [&db, &rebuilt_db] {
+        assert!(!db.tree_names().iter().any(|n| n.as_ref() == b"proj.trail"));
+    }
+}
+
+/// The trail file and sled's record of its length agree after any crash: runs past that
+/// length (a batch that never committed) are cut off, a lost index file is rebuilt from
+/// the runs, and a file shorter than sled's record (writes lost by a machine crash) makes
+/// the store replay the log. Each time the store ends as a clean rebuild.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trail_file_comes_back_to_what_the_projections_committed() {
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    for n in 0..300 {
+        let mut draft = note(["01", "79"][n % 2], &format!("c{n}"), "kept");
+        draft.subjects.push("commune:0100007".into());
+        ledger.append(draft).await.unwrap();
+    }
+    let mut stream = stream_of(&config).await;
+    let clean_dir = tempfile::tempdir().unwrap();
+    let clean_db = sled::open(clean_dir.path()).unwrap();
+    let clean = Projector::open(&clean_db, clean_dir.path()).unwrap();
+    clean.rebuild(&mut stream, &config).await.unwrap();
+    let want = clean.fingerprint().unwrap();
+    let want_trail = clean.trail("commune:0100007").unwrap();
+    assert_eq!(want_trail.len(), 300);
+
+    let store = tempfile::tempdir().unwrap();
+    let db = sled::open(store.path()).unwrap();
+    let lines_file = store.path().join("trail.lines");
+    let index_file = store.path().join("trail.index");
+    {
+        // Followed a few events at a time; closing writes the index file.
+        let projector = Projector::open(&db, store.path()).unwrap();
+        let end = reader::last_stream_sequence(&mut stream).await.unwrap();
+        for upto in (10..=end).step_by(10) {
+            projector
+                .catch_up_to(&mut stream, &config, upto)
+                .await
+                .unwrap();
+        }
+        projector.catch_up(&mut stream, &config).await.unwrap();
+        assert_eq!(projector.fingerprint().unwrap(), want);
+        assert!(!index_file.exists());
+    }
+    assert!(index_file.exists());
+    // Garbage after the committed runs: cut off, the rest folded in after the index.
+    let len = std::fs::metadata(&lines_file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&lines_file)
+        .unwrap()
+        .write_all(&[0xA5; 4_000])
+        .unwrap();
+    let reopened = Projector::open(&db, store.path()).unwrap();
+    assert_eq!(std::fs::metadata(&lines_file).unwrap().len(), len);
+    assert_eq!(reopened.fingerprint().unwrap(), want);
+    assert_eq!(reopened.trail("commune:0100007").unwrap(), want_trail);
+    drop(reopened);
+    // No index file: every run folded again.
+    std::fs::remove_file(&index_file).unwrap();
+    let reopened = Projector::open(&db, store.path()).unwrap();
+    assert_eq!(reopened.fingerprint().unwrap(), want);
+    drop(reopened);
+    // The file lost its last bytes: the projections are dropped and replayed.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&lines_file)
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
+    let reopened = Projector::open(&db, store.path()).unwrap();
+    assert_eq!(reopened.position().unwrap(), ansinh::log::Position::START);
+    assert!(reopened.trail("commune:0100007").unwrap().is_empty());
+    reopened.catch_up(&mut stream, &config).await.unwrap();
+    assert_eq!(reopened.fingerprint().unwrap(), want);
 }

@@ -43,7 +43,7 @@ async fn a_live_store_equals_its_rebuild_until_a_view_is_changed_behind_its_back
     }
     ledger.append(note("01", "n1", "Xã Tân Phú")).await.unwrap();
     let db = ledger.store().db();
-    let projector = Projector::open(db).unwrap();
+    let projector = Projector::of_store(ledger.store()).unwrap();
     let mut stream = stream_of(&log).await;
 
     let report = rebuild_check(&projector, &mut stream, &log).await.unwrap();

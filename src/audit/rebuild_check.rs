@@ -100,7 +100,7 @@ pub async fn rebuild_check(
     let position = live.position()?;
     // A temporary sled store is removed when dropped; nothing of it outlives the check.
     let scratch_db = sled::Config::new().temporary(true).open()?;
-    let scratch = Projector::open(&scratch_db)?;
+    let scratch = Projector::scratch(&scratch_db)?;
     scratch
         .catch_up_to(stream, config, position.last.stream_sequence)
         .await?;

@@ -375,7 +375,7 @@ pub async fn rebuild_check(runtime: &Runtime, json: bool) -> Result<ExitCode, Bo
 /// of lines); `--json` writes one array, an entry a line.
 pub async fn trail(runtime: &Runtime, subject: &str, json: bool) -> Result<ExitCode, BoxError> {
     use std::io::Write as _;
-    let projector = Projector::open(runtime.ledger.store().db())?;
+    let projector = Projector::of_store(runtime.ledger.store())?;
     let mut stream = runtime.ledger.stream().clone();
     projector
         .catch_up(&mut stream, runtime.ledger.config())

@@ -88,7 +88,7 @@ async fn play(
         gateways,
     )
     .await?;
-    let projector = Projector::open(runtime.ledger.store().db())?;
+    let projector = Projector::of_store(runtime.ledger.store())?;
     let mut stream = runtime.ledger.stream().clone();
     let mut code = super::audit::verify(
         &mut stream.clone(),

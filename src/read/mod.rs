@@ -7,4 +7,5 @@
 pub mod payments_report;
 pub mod projection;
 pub mod trail_codec;
+pub mod trail_store;
 pub mod views;

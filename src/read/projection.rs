@@ -26,6 +26,7 @@ use crate::log::follow::{Checked, Follower, Held};
 use crate::log::{EventAt, LogConfig, Position, reader};
 use crate::proto::Envelope;
 use crate::read::trail_codec;
+use crate::read::trail_store::{Opened, TrailError, TrailStore};
 use crate::views::{
     self, CommunePortfolio, HouseholdRecord, HouseholdView, PendingLine, ReconcileProgress,
     TrialBalanceView, Views,
@@ -33,10 +34,14 @@ use crate::views::{
 
 const TREE_META: &str = "proj.meta";
 const TREE_SUMMARY: &str = "proj.summary";
+/// The trail's name in `records` (its lines live in `trail_store`'s file); before format
+/// 11, also a sled tree, dropped when the store opens.
 const TREE_TRAIL: &str = "proj.trail";
 const TREE_VIEWS: &str = "proj.views";
 const KEY_POSITION: &[u8] = b"position";
 const KEY_FORMAT: &[u8] = b"format";
+/// The trail file's length that the position covers, in the position's transaction.
+const KEY_TRAIL_LEN: &[u8] = b"trail-len";
 /// The projections' format. 2: what each household received per month and channel
 /// (`recv/`), and each instruction's household (`instr/`). 3: reconciliation per gateway
 /// and day (`rday/`, `rpend/`, `rseen/`, `rpos/`). 4: records in MessagePack, not JSON.
@@ -46,14 +51,11 @@ const KEY_FORMAT: &[u8] = b"format";
 /// sits is kept in its record (`hh/`), no longer under `sealed/`. 8: a subject's trail
 /// lines from one batch are stored together, a run of up to `TRAIL_RUN_LINES_MAX` a record.
 /// 9: trail lines without field names, their hash in 32 bytes (`trail_codec`). 10: every
-/// record without field names (`views::encode_record`).
-pub(crate) const PROJECTION_FORMAT: &[u8] = &[10];
-/// Trail lines of one subject from one batch stored in one record (a run), keyed by the
-/// first line's chain sequence. sled's cost is mostly per record (~7 µs here, against
-/// ~0.015 µs a byte; ADR 0014), and a commune, a gateway or a budget gets many lines in a
-/// batch: one record for them instead of one a line. The bound keeps a record near 10 KB,
-/// where sled's cost turns to bytes, and a page of a trail reads at most this many lines
-/// more than it shows.
+/// record without field names (`views::encode_record`). 11: the trail in a file of runs
+/// (`trail_store`), no longer in sled.
+pub(crate) const PROJECTION_FORMAT: &[u8] = &[11];
+/// Trail lines of one subject from one batch stored together (a run). A page of a trail
+/// reads at most this many lines more than it shows, and a run stays near 10 KB.
 pub const TRAIL_RUN_LINES_MAX: usize = 64;
 /// Events applied per sled transaction. One transaction per event (with the partition
 /// summary decoded and encoded each time) applied ~6,400 events/s; a batch pays the
@@ -77,6 +79,8 @@ pub enum ProjectionError {
     },
     #[error("projection store: {0}")]
     Sled(#[from] sled::Error),
+    #[error("projection {0}")]
+    Trail(#[from] TrailError),
     /// A stored record does not decode: rebuild the projections.
     #[error("projection record is corrupt: {0}")]
     Corrupt(String),
@@ -129,7 +133,7 @@ pub struct HistoryPage {
 pub struct Projector {
     meta: sled::Tree,
     summary: sled::Tree,
-    trail: sled::Tree,
+    trail: TrailStore,
     views: sled::Tree,
 }
 
@@ -263,10 +267,6 @@ fn trail_prefix(subject: &str, partition: &str) -> Vec<u8> {
     [subject.as_bytes(), b"\0", partition.as_bytes(), b"\0"].concat()
 }
 
-fn decode_run(run: &[u8]) -> Result<Vec<TrailEntry>, ProjectionError> {
-    trail_codec::decode_run(run).map_err(|e| corrupt(&e))
-}
-
 /// A record of one of the trees `records` lists, as JSON with its field names: the trees
 /// store records without them (`views::encode_record`). `None` for bytes that are not
 /// one of the tree's records (a head, a position: raw bytes).
@@ -292,26 +292,23 @@ fn raw_records(tree: &sled::Tree) -> Records<'_> {
     }))
 }
 
-fn trail_lines(tree: &sled::Tree) -> Records<'_> {
-    Box::new(tree.iter().flat_map(|kv| {
-        let lines = kv.map_err(ProjectionError::from).and_then(|(k, v)| {
-            let prefix = k
-                .len()
-                .checked_sub(8)
-                .map(|n| k[..n].to_vec())
-                .ok_or_else(|| corrupt("trail key"))?;
-            Ok(decode_run(&v)?
-                .into_iter()
-                .map(move |line| {
-                    let key = [prefix.as_slice(), &line.sequence.to_be_bytes()].concat();
-                    Ok((key, views::encode_record(&line)))
-                })
-                .collect::<Vec<_>>())
-        });
-        match lines {
-            Ok(lines) => lines,
-            Err(e) => vec![Err(e)],
-        }
+/// Every trail line as a record keyed `subject NUL partition NUL chain sequence`, in key
+/// order.
+fn trail_lines(trail: &TrailStore) -> Records<'_> {
+    Box::new(trail.keys().into_iter().flat_map(move |prefix| {
+        trail.runs(&prefix).flat_map(move |run| match run {
+            Ok(lines) => {
+                let prefix = prefix.clone();
+                lines
+                    .into_iter()
+                    .map(move |line| {
+                        let key = [prefix.as_slice(), &line.sequence.to_be_bytes()].concat();
+                        Ok((key, views::encode_record(&line)))
+                    })
+                    .collect::<Vec<_>>()
+            }
+            Err(e) => vec![Err(e.into())],
+        })
     }))
 }
 
@@ -324,24 +321,67 @@ impl Projector {
     /// was added) are dropped, and the next catch-up replays the log into the current
     /// format: a view that exists only for events applied after an upgrade would show a
     /// household half its history.
-    pub fn open(db: &sled::Db) -> Result<Self, ProjectionError> {
+    ///
+    /// The trail's files live in `dir` (the store's directory); sled records the length
+    /// of its lines file with the position, and a file that lost writes sled recorded (a
+    /// machine crash) drops the projections too, to be replayed.
+    pub fn open(db: &sled::Db, dir: &std::path::Path) -> Result<Self, ProjectionError> {
+        let meta = db.open_tree(TREE_META)?;
+        let current = meta.get(KEY_FORMAT)?.as_deref() == Some(PROJECTION_FORMAT);
+        let committed = match meta.get(KEY_TRAIL_LEN)? {
+            Some(v) if current => {
+                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| corrupt("trail length"))?)
+            }
+            _ => 0,
+        };
+        let (trail, lost) = match TrailStore::open(dir, committed)? {
+            Opened::Ready(trail) => (trail, None),
+            Opened::Lost(trail, why) => (trail, Some(why)),
+        };
+        Self::with(db, meta, trail, current, lost)
+    }
+
+    /// The projections of the ledger store: its sled database, the trail beside it.
+    pub fn of_store(store: &crate::log::store::LedgerStore) -> Result<Self, ProjectionError> {
+        Self::open(store.db(), store.path())
+    }
+
+    /// Projections in a temporary sled database, whose trail goes with this value: a
+    /// rebuild check's scratch copy, tests.
+    pub fn scratch(db: &sled::Db) -> Result<Self, ProjectionError> {
+        let meta = db.open_tree(TREE_META)?;
+        Self::with(db, meta, TrailStore::scratch()?, false, None)
+    }
+
+    fn with(
+        db: &sled::Db,
+        meta: sled::Tree,
+        trail: TrailStore,
+        current: bool,
+        lost: Option<TrailError>,
+    ) -> Result<Self, ProjectionError> {
+        db.drop_tree(TREE_TRAIL)?;
         let projector = Self {
-            meta: db.open_tree(TREE_META)?,
+            meta,
             summary: db.open_tree(TREE_SUMMARY)?,
-            trail: db.open_tree(TREE_TRAIL)?,
+            trail,
             views: db.open_tree(TREE_VIEWS)?,
         };
-        if projector.meta.get(KEY_FORMAT)?.as_deref() != Some(PROJECTION_FORMAT) {
+        if let Some(why) = &lost {
+            tracing::warn!(error = %why, "projections: the trail file lost writes; replaying the log");
+        }
+        if !current || lost.is_some() {
             projector.clear()?;
         }
         Ok(projector)
     }
 
-    /// Empties every tree and marks them of the current format.
+    /// Empties every tree and the trail, and marks them of the current format.
     fn clear(&self) -> Result<(), ProjectionError> {
-        for tree in [&self.meta, &self.summary, &self.trail, &self.views] {
+        for tree in [&self.meta, &self.summary, &self.views] {
             tree.clear()?;
         }
+        self.trail.reset()?;
         self.meta.insert(KEY_FORMAT, PROJECTION_FORMAT)?;
         Ok(())
     }
@@ -437,6 +477,7 @@ impl Projector {
             reader::ReadError::Visit(v) => v,
         })?;
         committed?;
+        self.trail.write_index(false)?;
         Ok(batch.applied)
     }
 
@@ -447,7 +488,9 @@ impl Projector {
         config: &LogConfig,
     ) -> Result<u64, ProjectionError> {
         self.clear()?;
-        self.catch_up(stream, config).await
+        let applied = self.catch_up(stream, config).await?;
+        self.trail.write_index(true)?;
+        Ok(applied)
     }
 
     /// A partition's head and the messages it holds, as the last commit left them.
@@ -482,7 +525,15 @@ impl Projector {
     /// (`trail_lines`), so what they show does not depend on how the log was batched.
     pub fn records(&self) -> [(&'static str, Records<'_>); 4] {
         [
-            (TREE_META, raw_records(&self.meta)),
+            // The trail file's length depends on how the log was batched into runs,
+            // not on what the projections hold.
+            (
+                TREE_META,
+                Box::new(
+                    raw_records(&self.meta)
+                        .filter(|kv| !matches!(kv, Ok((k, _)) if k == KEY_TRAIL_LEN)),
+                ),
+            ),
             (TREE_SUMMARY, raw_records(&self.summary)),
             (TREE_TRAIL, trail_lines(&self.trail)),
             (TREE_VIEWS, raw_records(&self.views)),
@@ -528,15 +579,14 @@ impl Projector {
         subject: &str,
     ) -> impl Iterator<Item = Result<Vec<TrailEntry>, ProjectionError>> + '_ {
         self.trail
-            .scan_prefix(subject_prefix(subject))
-            .values()
-            .map(|run| decode_run(&run?))
+            .runs(&subject_prefix(subject))
+            .map(|run| run.map_err(ProjectionError::from))
     }
 
     /// One page of a subject's audit trail: `take` entries after the first `skip`, and
-    /// whether more follow. Reads O(skip + take) keys (fewer: a run counts its lines from
-    /// its header) and decodes only the runs the page falls in, so a long history is shown
-    /// a page at a time without reading all of it.
+    /// whether more follow. Finds the run holding the page's last line in O(log runs)
+    /// reads (`trail_store`), then reads back to its first: a long history is shown a
+    /// page at a time without reading what comes before the page.
     pub fn trail_page(
         &self,
         subject: &str,
@@ -544,19 +594,19 @@ impl Projector {
         take: usize,
     ) -> Result<(Vec<TrailEntry>, bool), ProjectionError> {
         let mut page = Vec::with_capacity(take);
-        let mut skip = skip;
-        for run in self.trail.scan_prefix(subject_prefix(subject)).values() {
-            let run = run?;
-            let len = trail_codec::run_len(&run).ok_or_else(|| corrupt("trail run header"))?;
+        let mut skip = skip as u64;
+        for (key, len) in self.trail.lengths(&subject_prefix(subject)) {
             if skip >= len {
                 skip -= len;
                 continue;
             }
-            for line in decode_run(&run)?.into_iter().skip(skip) {
-                if page.len() == take {
-                    return Ok((page, true));
-                }
-                page.push(line);
+            if page.len() == take {
+                return Ok((page, true));
+            }
+            let want = take - page.len();
+            page.extend(self.trail.page(&key, skip, want)?);
+            if page.len() == take && skip + (want as u64) < len {
+                return Ok((page, true));
             }
             skip = 0;
         }
@@ -853,6 +903,16 @@ impl Projector {
     }
 }
 
+/// Closing the projections writes the trail's index file, so the next open reads it
+/// instead of folding the trail file's runs since it was last written.
+impl Drop for Projector {
+    fn drop(&mut self) {
+        if let Err(e) = self.trail.write_index(true) {
+            tracing::warn!(error = %e, "projections: writing the trail's index failed");
+        }
+    }
+}
+
 impl Batch<'_> {
     /// Checks the event against its partition's head and folds it into the batch.
     fn apply(
@@ -959,12 +1019,6 @@ impl Batch<'_> {
     }
 
     fn write(&mut self) -> Result<(), ProjectionError> {
-        if self.fail_at.is_some_and(|n| self.applied >= n) {
-            // Nothing of the batch is written: what a crash before the commit leaves.
-            return Err(ProjectionError::Corrupt(
-                "commit aborted by the test hook".into(),
-            ));
-        }
         let p = self.projector;
         let heads: Vec<(Vec<u8>, Vec<u8>)> = self
             .touched
@@ -988,29 +1042,32 @@ impl Batch<'_> {
                 (name.clone(), bytes)
             })
             .collect();
-        // Each subject's lines in runs, keyed by the run's first chain sequence: a later
-        // batch's runs sort after this one's, so a trail reads in chain order.
-        let runs: Vec<(Vec<u8>, Vec<u8>)> = self
-            .trail
-            .iter()
-            .flat_map(|(prefix, lines)| {
-                lines.chunks(TRAIL_RUN_LINES_MAX).map(move |run| {
-                    let key = [prefix.as_slice(), &run[0].0.to_be_bytes()].concat();
-                    (
-                        key,
-                        trail_codec::encode_run(run.iter().map(|(_, l)| l.as_slice())),
-                    )
-                })
-            })
-            .collect();
+        // Each subject's lines in runs, written to the trail file past its committed
+        // length before the transaction that records the new length with the position;
+        // readers see them once it committed (`trail_store`).
+        let mut runs = p.trail.begin();
+        for (prefix, lines) in &self.trail {
+            for run in lines.chunks(TRAIL_RUN_LINES_MAX) {
+                runs.append(prefix, run.iter().map(|(_, l)| l.as_slice()))?;
+            }
+        }
+        runs.write()?;
+        if self.fail_at.is_some_and(|n| self.applied >= n) {
+            // The batch's runs are in the file, nothing else: what a crash before the
+            // transaction leaves.
+            return Err(ProjectionError::Corrupt(
+                "commit aborted by the test hook".into(),
+            ));
+        }
+        let trail_len = runs.end().to_be_bytes();
         let views = self.views.writes.borrow();
         let position = encode_position(&self.position);
         let base = (self.committed != Position::START).then(|| encode_position(&self.committed));
-        let trees = [&p.meta, &p.summary, &p.trail, &p.views];
+        let trees = [&p.meta, &p.summary, &p.views];
         trees
             .as_slice()
             .transaction(|trees| {
-                let (meta, summary, trail, view) = (&trees[0], &trees[1], &trees[2], &trees[3]);
+                let (meta, summary, view) = (&trees[0], &trees[1], &trees[2]);
                 if meta.get(KEY_POSITION)?.as_deref() != base.as_deref() {
                     return Err(ConflictableTransactionError::Abort(
                         ProjectionError::Corrupt(
@@ -1020,9 +1077,6 @@ impl Batch<'_> {
                 }
                 for (k, v) in &summaries {
                     summary.insert(k.as_bytes(), v.as_slice())?;
-                }
-                for (k, v) in &runs {
-                    trail.insert(k.as_slice(), v.as_slice())?;
                 }
                 for (k, v) in views.iter() {
                     match v {
@@ -1040,6 +1094,7 @@ impl Batch<'_> {
                     };
                 }
                 meta.insert(KEY_POSITION, position.as_slice())?;
+                meta.insert(KEY_TRAIL_LEN, trail_len.as_slice())?;
                 Ok::<(), ConflictableTransactionError<ProjectionError>>(())
             })
             .map_err(|e| match e {
@@ -1047,6 +1102,7 @@ impl Batch<'_> {
                 TransactionError::Storage(e) => ProjectionError::Sled(e),
             })?;
         drop(views);
+        runs.publish();
         self.committed = self.position;
         self.views.writes.borrow_mut().clear();
         self.trail.clear();

@@ -56,11 +56,16 @@ pub fn encode_line(line: &Line<'_>) -> Vec<u8> {
 /// A run of encoded lines as one record: the array header, then the lines as they are.
 pub fn encode_run<'a>(lines: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(5 + lines.len() * 160);
-    let _ = encode::write_array_len(&mut out, lines.len() as u32);
+    write_run(&mut out, lines);
+    out
+}
+
+/// Appends a run of encoded lines to `out`, as `encode_run` would encode it.
+pub fn write_run<'a>(out: &mut Vec<u8>, lines: impl ExactSizeIterator<Item = &'a [u8]>) {
+    let _ = encode::write_array_len(out, lines.len() as u32);
     for line in lines {
         out.extend_from_slice(line);
     }
-    out
 }
 
 /// How many lines a run holds, read from its array header alone.

@@ -1050,7 +1050,7 @@ mod layout_tests {
         let digest = blake3::hash(layouts.as_bytes()).to_hex();
         assert_eq!(
             (crate::projection::PROJECTION_FORMAT, &digest[..16]),
-            (&[10u8][..], "d94bbb064431d9cb"),
+            (&[11u8][..], "d94bbb064431d9cb"),
             "{layouts}"
         );
     }
