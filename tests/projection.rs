@@ -227,3 +227,109 @@ async fn the_trail_file_comes_back_to_what_the_projections_committed() {
     reopened.catch_up(&mut stream, &config).await.unwrap();
     assert_eq!(reopened.fingerprint().unwrap(), want);
 }
+
+/// A batch's transaction runs while the next batch is applied, which reads the records
+/// the first one changed from memory until it is done. Households, the partition's trial
+/// balance and the commune's portfolio changed in every batch of a rebuild (several
+/// batches, their commits overlapping) end as in a store that applied the same events a
+/// few hundred at a time, each catch-up committing once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_changed_in_every_batch_end_as_when_applied_without_overlapping_commits() {
+    use ansinh::proto::{self, envelope::Payload};
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    let draft = |key: String, subjects: Vec<String>, payload: Payload| ansinh::log::Draft {
+        partition: ansinh::chain::Partition::new("01").unwrap(),
+        actor: proto::Actor {
+            id: "staff:t".into(),
+            role: "credit_officer".into(),
+            unit: "0100007".into(),
+        },
+        idempotency_key: key,
+        correlation_id: String::new(),
+        request_fingerprint: None,
+        subjects,
+        payload,
+    };
+    const HOUSEHOLDS: u64 = 600;
+    let loans = 2 * PROJECTION_BATCH_EVENTS_MAX as u64;
+    let household = |n: u64| format!("0100007-{:06}", n % HOUSEHOLDS + 1);
+    let mut set = tokio::task::JoinSet::new();
+    for n in 0..HOUSEHOLDS {
+        let ledger = ledger.clone();
+        let h = household(n);
+        let d = draft(
+            format!("reg:{h}"),
+            vec![format!("household:{h}"), "commune:0100007".into()],
+            Payload::HouseholdRegistered(proto::HouseholdRegistered {
+                household_id: h.clone(),
+                commune_code: "0100007".into(),
+                area: "rural".into(),
+                members: 3,
+                registered_on: "2026-01-05".into(),
+                ..Default::default()
+            }),
+        );
+        set.spawn(async move { ledger.append_unchecked(d).await.unwrap() });
+    }
+    while let Some(done) = set.join_next().await {
+        done.unwrap();
+    }
+    for loan in 1..=loans {
+        let ledger = ledger.clone();
+        let h = household(loan);
+        let d = draft(
+            format!("loan:{loan}"),
+            vec![format!("household:{h}"), "commune:0100007".into()],
+            match approved(loan, &h, &format!("{}", 1_000_000 + loan)) {
+                Payload::LoanApproved(p) => Payload::LoanApproved(proto::LoanApproved {
+                    monthly_rate: "0.0075".into(),
+                    overdue_monthly_rate: "0.00975".into(),
+                    day_count: "Actual30".into(),
+                    entrusted: "WomensUnion".into(),
+                    ..p
+                }),
+                _ => unreachable!("an approval"),
+            },
+        );
+        set.spawn(async move { ledger.append_unchecked(d).await.unwrap() });
+    }
+    while let Some(done) = set.join_next().await {
+        done.unwrap();
+    }
+    let mut stream = stream_of(&config).await;
+    let end = reader::last_stream_sequence(&mut stream).await.unwrap();
+
+    let rebuilt = Projector::scratch(&sled::Config::new().temporary(true).open().unwrap()).unwrap();
+    assert_eq!(
+        rebuilt.rebuild(&mut stream, &config).await.unwrap(),
+        HOUSEHOLDS + loans
+    );
+    let stepped = Projector::scratch(&sled::Config::new().temporary(true).open().unwrap()).unwrap();
+    let mut upto = 0;
+    while upto < end {
+        upto = (upto + 300).min(end);
+        stepped
+            .catch_up_to(&mut stream, &config, upto)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        rebuilt.fingerprint().unwrap(),
+        stepped.fingerprint().unwrap()
+    );
+    // What the views add up to: every loan of the partition, each household's share.
+    assert_eq!(rebuilt.loans("01").unwrap().len() as u64, loans);
+    let portfolio = rebuilt.commune("0100007").unwrap().unwrap();
+    let json = serde_json::to_value(&portfolio).unwrap();
+    assert!(json.to_string().contains(&format!("{loans}")), "{json}");
+    let view = rebuilt.household(&household(0)).unwrap().unwrap();
+    let held = serde_json::to_value(&view).unwrap()["loans"]
+        .as_array()
+        .unwrap()
+        .len() as u64;
+    assert_eq!(
+        held,
+        (1..=loans).filter(|l| l % HOUSEHOLDS == 0).count() as u64
+    );
+}

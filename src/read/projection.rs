@@ -9,6 +9,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use async_nats::jetstream::stream::Stream;
 use chrono::NaiveDate;
@@ -133,22 +134,30 @@ pub struct HistoryPage {
 pub struct Projector {
     meta: sled::Tree,
     summary: sled::Tree,
-    trail: TrailStore,
+    trail: Arc<TrailStore>,
     views: sled::Tree,
 }
 
-/// The view records a batch changed (`None`: deleted), in memory until the batch commits;
-/// reads see them first, then the committed tree. Only the projector writes these trees,
-/// so the tree read here is the state after the last committed batch.
+/// View records changed (`None`: deleted), by key.
+type ViewWrites = HashMap<String, Option<Vec<u8>>>;
+
+/// The view records a batch changed, in memory until the batch commits; reads see them
+/// first, then those of the previous batch while its transaction runs, then the tree.
+/// Only the projector writes these trees, so the tree read here is the state after the
+/// last committed batch.
 struct Staged {
     tree: sled::Tree,
-    writes: RefCell<HashMap<String, Option<Vec<u8>>>>,
+    writes: RefCell<ViewWrites>,
+    committing: RefCell<Option<Arc<ViewWrites>>>,
 }
 
 impl Views for Staged {
     type Error = ProjectionError;
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, ProjectionError> {
         if let Some(v) = self.writes.borrow().get(key) {
+            return Ok(v.clone());
+        }
+        if let Some(v) = self.committing.borrow().as_ref().and_then(|c| c.get(key)) {
             return Ok(v.clone());
         }
         Ok(self.tree.get(key)?.map(|v| v.to_vec()))
@@ -181,9 +190,14 @@ struct Batch<'p> {
     /// Partitions whose head and summary this batch changed.
     touched: Vec<String>,
     views: Staged,
-    /// The batch's trail lines by subject (the key prefix `subject NUL partition NUL`),
-    /// in chain order: (chain sequence, the encoded line).
-    trail: HashMap<Vec<u8>, Vec<(u64, Vec<u8>)>>,
+    /// The batch's trail lines, encoded, in chain order.
+    lines: Vec<Vec<u8>>,
+    /// Each subject's lines in the batch (its key prefix `subject NUL partition NUL`):
+    /// (chain sequence, index in `lines`).
+    trail: HashMap<Vec<u8>, Vec<(u64, usize)>>,
+    /// The previous batch's transaction, running while this batch is applied (the
+    /// projector's work is one thread's; the commit then takes the other core).
+    in_flight: Option<std::thread::JoinHandle<Result<(), ProjectionError>>>,
     events: usize,
     applied: u64,
     /// Test hook: abort the commit of the batch holding this many applied events, as a
@@ -364,7 +378,7 @@ impl Projector {
         let projector = Self {
             meta,
             summary: db.open_tree(TREE_SUMMARY)?,
-            trail,
+            trail: Arc::new(trail),
             views: db.open_tree(TREE_VIEWS)?,
         };
         if let Some(why) = &lost {
@@ -454,8 +468,11 @@ impl Projector {
             views: Staged {
                 tree: self.views.clone(),
                 writes: RefCell::new(HashMap::new()),
+                committing: RefCell::new(None),
             },
+            lines: Vec::new(),
             trail: HashMap::new(),
+            in_flight: None,
             events: 0,
             applied: 0,
             fail_at,
@@ -464,14 +481,17 @@ impl Projector {
         let read = reader::read_after(stream, &config.wildcard(), batch.position, end, |event| {
             batch.apply(config, &event)?;
             if batch.events >= PROJECTION_BATCH_EVENTS_MAX {
-                off_the_workers(|| batch.commit())?;
+                off_the_workers(|| batch.commit(false))?;
             }
             Ok(())
         })
         .await;
         // What was applied before a failure is committed, as it would have been one event
         // at a time; then the failure is reported.
-        let committed = off_the_workers(|| batch.commit());
+        let committed = off_the_workers(|| {
+            let committed = batch.commit(true);
+            committed.and(batch.join())
+        });
         read.map_err(|e| match e {
             reader::ReadError::Nats(m) => ProjectionError::Nats(m),
             reader::ReadError::Visit(v) => v,
@@ -963,7 +983,6 @@ impl Batch<'_> {
         let s = self.summaries.get_mut(name).expect("loaded with the head");
         s.events += 1;
         s.head_sequence = next.sequence;
-        s.head_hash = next.hash.to_hex();
         s.last_recorded_at_unix_ms = envelope.recorded_at_unix_ms;
         *s.events_by_type
             .entry(envelope.event_type.clone())
@@ -981,11 +1000,13 @@ impl Batch<'_> {
             event_type: &envelope.event_type,
             detail: &detail,
         });
+        let line = self.lines.len();
+        self.lines.push(entry_bytes);
         for subject in &envelope.subjects {
             let lines = self.trail.entry(trail_prefix(subject, name)).or_default();
             // A subject named twice by one event is one line of its trail.
             if lines.last().is_none_or(|(s, _)| *s != next.sequence) {
-                lines.push((next.sequence, entry_bytes.clone()));
+                lines.push((next.sequence, line));
             }
         }
         views::apply(
@@ -1008,17 +1029,27 @@ impl Batch<'_> {
         Ok(())
     }
 
-    /// Writes everything the batch changed and its last position in one transaction.
-    fn commit(&mut self) -> Result<(), ProjectionError> {
+    /// Writes everything the batch changed and its last position in one transaction: on
+    /// a thread of its own unless it is the `last` of the catch-up (`write`).
+    fn commit(&mut self, last: bool) -> Result<(), ProjectionError> {
         if self.events == 0 || self.failed {
             return Ok(());
         }
-        let result = self.write();
+        let result = self.write(last);
         self.failed = result.is_err();
         result
     }
 
-    fn write(&mut self) -> Result<(), ProjectionError> {
+    /// Starts the batch's commit on a thread of its own once the previous batch's has
+    /// ended, and returns: the next batch is applied meanwhile, reading this one's view
+    /// records from `Staged::committing` until the commit is done. The commit writes the
+    /// trail's runs (no sled lock), then the transaction, during which sled's global
+    /// lock holds the next batch's reads of the trees: what overlaps is the application
+    /// of events with the trail. One commit at a time, in order, each over the position
+    /// the previous one wrote. The `last` batch of a catch-up is committed here, as
+    /// nothing waits to be applied.
+    fn write(&mut self, last: bool) -> Result<(), ProjectionError> {
+        self.join()?;
         let p = self.projector;
         let heads: Vec<(Vec<u8>, Vec<u8>)> = self
             .touched
@@ -1038,77 +1069,124 @@ impl Batch<'_> {
             .touched
             .iter()
             .map(|name| {
-                let bytes = views::encode_record(&self.summaries[name]);
-                (name.clone(), bytes)
+                let summary = self.summaries.get_mut(name).expect("loaded with the head");
+                // Set here, not at each event: hex costs an allocation.
+                summary.head_hash = self.heads[name].head.hash.to_hex();
+                (name.clone(), views::encode_record(&*summary))
             })
             .collect();
-        // Each subject's lines in runs, written to the trail file past its committed
-        // length before the transaction that records the new length with the position;
-        // readers see them once it committed (`trail_store`).
-        let mut runs = p.trail.begin();
-        for (prefix, lines) in &self.trail {
-            for run in lines.chunks(TRAIL_RUN_LINES_MAX) {
-                runs.append(prefix, run.iter().map(|(_, l)| l.as_slice()))?;
-            }
-        }
-        runs.write()?;
-        if self.fail_at.is_some_and(|n| self.applied >= n) {
-            // The batch's runs are in the file, nothing else: what a crash before the
-            // transaction leaves.
-            return Err(ProjectionError::Corrupt(
-                "commit aborted by the test hook".into(),
-            ));
-        }
-        let trail_len = runs.end().to_be_bytes();
-        let views = self.views.writes.borrow();
+        let lines = std::mem::take(&mut self.lines);
+        let subjects = std::mem::take(&mut self.trail);
+        let fail = self.fail_at.is_some_and(|n| self.applied >= n);
+        let views = Arc::new(std::mem::take(&mut *self.views.writes.borrow_mut()));
+        *self.views.committing.borrow_mut() = Some(Arc::clone(&views));
         let position = encode_position(&self.position);
         let base = (self.committed != Position::START).then(|| encode_position(&self.committed));
-        let trees = [&p.meta, &p.summary, &p.views];
-        trees
-            .as_slice()
-            .transaction(|trees| {
-                let (meta, summary, view) = (&trees[0], &trees[1], &trees[2]);
-                if meta.get(KEY_POSITION)?.as_deref() != base.as_deref() {
-                    return Err(ConflictableTransactionError::Abort(
-                        ProjectionError::Corrupt(
-                            "the projections moved under this catch-up (another writer)".into(),
-                        ),
-                    ));
+        let (meta, summary, view) = (p.meta.clone(), p.summary.clone(), p.views.clone());
+        let trail = Arc::clone(&p.trail);
+        let transaction = move || -> Result<(), ProjectionError> {
+            // Each subject's lines in runs, written to the trail file past its committed
+            // length before the transaction that records the new length with the
+            // position; readers see them once it committed (`trail_store`).
+            let bytes = lines.iter().map(Vec::len).sum::<usize>() * 2;
+            let mut runs = trail.begin(subjects.len(), bytes);
+            for (prefix, at) in &subjects {
+                for run in at.chunks(TRAIL_RUN_LINES_MAX) {
+                    let run = run.iter().map(|(_, i)| lines[*i].as_slice());
+                    runs.append(&trail, prefix, run)?;
                 }
-                for (k, v) in &summaries {
-                    summary.insert(k.as_bytes(), v.as_slice())?;
-                }
-                for (k, v) in views.iter() {
-                    match v {
-                        Some(v) => view.insert(k.as_bytes(), v.as_slice())?,
-                        None => view.remove(k.as_bytes())?,
-                    };
-                }
-                for (k, v) in &heads {
-                    meta.insert(k.as_slice(), v.as_slice())?;
-                }
-                for (k, v) in &held {
-                    match v {
-                        Some(v) => meta.insert(k.as_slice(), v.as_slice())?,
-                        None => meta.remove(k.as_slice())?,
-                    };
-                }
-                meta.insert(KEY_POSITION, position.as_slice())?;
-                meta.insert(KEY_TRAIL_LEN, trail_len.as_slice())?;
-                Ok::<(), ConflictableTransactionError<ProjectionError>>(())
-            })
-            .map_err(|e| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => ProjectionError::Sled(e),
-            })?;
-        drop(views);
-        runs.publish();
+            }
+            trail.write(&runs)?;
+            if fail {
+                // The batch's runs are in the file, nothing else: what a crash before
+                // the transaction leaves.
+                return Err(ProjectionError::Corrupt(
+                    "commit aborted by the test hook".into(),
+                ));
+            }
+            let trail_len = runs.end().to_be_bytes();
+            let trees = [&meta, &summary, &view];
+            trees
+                .as_slice()
+                .transaction(|trees| {
+                    let (meta, summary, view) = (&trees[0], &trees[1], &trees[2]);
+                    if meta.get(KEY_POSITION)?.as_deref() != base.as_deref() {
+                        return Err(ConflictableTransactionError::Abort(
+                            ProjectionError::Corrupt(
+                                "the projections moved under this catch-up (another writer)".into(),
+                            ),
+                        ));
+                    }
+                    for (k, v) in &summaries {
+                        summary.insert(k.as_bytes(), v.as_slice())?;
+                    }
+                    for (k, v) in views.iter() {
+                        match v {
+                            Some(v) => view.insert(k.as_bytes(), v.as_slice())?,
+                            None => view.remove(k.as_bytes())?,
+                        };
+                    }
+                    for (k, v) in &heads {
+                        meta.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    for (k, v) in &held {
+                        match v {
+                            Some(v) => meta.insert(k.as_slice(), v.as_slice())?,
+                            None => meta.remove(k.as_slice())?,
+                        };
+                    }
+                    meta.insert(KEY_POSITION, position.as_slice())?;
+                    meta.insert(KEY_TRAIL_LEN, trail_len.as_slice())?;
+                    Ok::<(), ConflictableTransactionError<ProjectionError>>(())
+                })
+                .map_err(|e| match e {
+                    TransactionError::Abort(e) => e,
+                    TransactionError::Storage(e) => ProjectionError::Sled(e),
+                })?;
+            trail.publish(runs);
+            Ok(())
+        };
+        if last {
+            transaction()?;
+            *self.views.committing.borrow_mut() = None;
+        } else {
+            self.in_flight = Some(
+                std::thread::Builder::new()
+                    .name("projection-commit".into())
+                    .spawn(transaction)
+                    .map_err(|e| ProjectionError::Corrupt(format!("starting a commit: {e}")))?,
+            );
+        }
         self.committed = self.position;
-        self.views.writes.borrow_mut().clear();
-        self.trail.clear();
         self.touched.clear();
         self.events = 0;
         Ok(())
+    }
+
+    /// Waits for the batch's transaction started last, if any: its error is this
+    /// catch-up's, and nothing applied after it may be committed.
+    fn join(&mut self) -> Result<(), ProjectionError> {
+        let Some(commit) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let done = commit
+            .join()
+            .unwrap_or_else(|_| Err(ProjectionError::Corrupt("a commit panicked".into())));
+        *self.views.committing.borrow_mut() = None;
+        if done.is_err() {
+            self.failed = true;
+        }
+        done
+    }
+}
+
+/// A catch-up that ends early (its future dropped) still waits for its last transaction,
+/// so the next catch-up starts from the position that transaction wrote.
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.join() {
+            tracing::warn!(error = %e, "projections: a batch's commit failed");
+        }
     }
 }
 
@@ -1179,6 +1257,39 @@ mod tests {
             malformed: None,
             message: bytes::Bytes::new(),
         }
+    }
+
+    /// While a batch's transaction runs, the next batch reads its own changes first, then
+    /// the committing batch's (a deletion included), then the tree.
+    #[test]
+    fn a_batch_reads_the_records_of_the_batch_still_committing_before_the_tree() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("views").unwrap();
+        for key in ["a", "b", "c", "d"] {
+            tree.insert(key, b"tree".as_slice()).unwrap();
+        }
+        let committing: ViewWrites = [
+            ("a".to_owned(), Some(b"committing".to_vec())),
+            ("b".to_owned(), None),
+            ("c".to_owned(), Some(b"committing".to_vec())),
+        ]
+        .into();
+        let staged = Staged {
+            tree,
+            writes: RefCell::new([("c".to_owned(), Some(b"this batch".to_vec()))].into()),
+            committing: RefCell::new(Some(Arc::new(committing))),
+        };
+        assert_eq!(
+            staged.get("a").unwrap().as_deref(),
+            Some(&b"committing"[..])
+        );
+        assert_eq!(staged.get("b").unwrap(), None);
+        assert_eq!(
+            staged.get("c").unwrap().as_deref(),
+            Some(&b"this batch"[..])
+        );
+        assert_eq!(staged.get("d").unwrap().as_deref(), Some(&b"tree"[..]));
+        assert_eq!(staged.get("e").unwrap(), None);
     }
 
     #[test]

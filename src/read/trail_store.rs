@@ -293,14 +293,31 @@ impl TrailStore {
         trail_codec::decode_run(lines).map_err(|e| corrupt(format!("run at {}: {e}", h.offset)))
     }
 
-    /// Starts the runs of a batch, written after the committed length.
-    pub fn begin(&self) -> Appender<'_> {
+    /// Starts the runs of a batch, written after the committed length: `bytes` of lines
+    /// in `runs` runs, to size its buffer once.
+    pub fn begin(&self, runs: usize, bytes: usize) -> Appender {
         Appender {
-            store: self,
             base: self.committed(),
-            buf: Vec::new(),
-            heads: HashMap::new(),
+            buf: Vec::with_capacity(bytes + runs * (HEADER + 64)),
+            heads: HashMap::with_capacity(runs),
         }
+    }
+
+    /// Writes a batch's runs after the committed length (over whatever a batch that
+    /// failed to commit left there).
+    pub fn write(&self, batch: &Appender) -> Result<(), TrailError> {
+        if !batch.buf.is_empty() {
+            self.file.write_all_at(&batch.buf, batch.base)?;
+        }
+        Ok(())
+    }
+
+    /// After the projections' commit recorded `batch.end()`: readers see its runs.
+    pub fn publish(&self, batch: Appender) {
+        let mut index = self.index.write().expect("trail index lock");
+        let end = batch.end();
+        index.extend(batch.heads);
+        self.committed.store(end, Ordering::SeqCst);
     }
 
     /// The subject keys starting with `prefix` and their latest runs, in key order.
@@ -502,9 +519,9 @@ fn parse_index(bytes: &[u8]) -> Option<(Index, u64)> {
     Some((index, covered))
 }
 
-/// A batch's runs, in memory until `write`, in the index only after `publish`.
-pub struct Appender<'s> {
-    store: &'s TrailStore,
+/// A batch's runs, in memory until `TrailStore::write`, in the index only after
+/// `TrailStore::publish`.
+pub struct Appender {
     /// Where the batch's first run goes: the committed length.
     base: u64,
     buf: Vec<u8>,
@@ -512,13 +529,13 @@ pub struct Appender<'s> {
     heads: HashMap<Vec<u8>, Head>,
 }
 
-impl Appender<'_> {
+impl Appender {
     /// The file's length once the batch is written.
     pub fn end(&self) -> u64 {
         self.base + self.buf.len() as u64
     }
 
-    fn header(&self, offset: u64) -> Result<RunHeader, TrailError> {
+    fn header(&self, store: &TrailStore, offset: u64) -> Result<RunHeader, TrailError> {
         if offset >= self.base {
             let at = (offset - self.base) as usize;
             let b = self
@@ -527,13 +544,14 @@ impl Appender<'_> {
                 .ok_or_else(|| corrupt(format!("run at {offset}: past the batch")))?;
             RunHeader::parse(offset, b)
         } else {
-            self.store.header(offset)
+            store.header(offset)
         }
     }
 
     /// Appends a run of `lines` (encoded by `trail_codec::encode_line`) to `key`'s trail.
     pub fn append<'l>(
         &mut self,
+        store: &TrailStore,
         key: &[u8],
         lines: impl ExactSizeIterator<Item = &'l [u8]>,
     ) -> Result<(), TrailError> {
@@ -544,8 +562,7 @@ impl Appender<'_> {
         let offset = self.end();
         let previous = match self.heads.get(key) {
             Some(h) => Some(*h),
-            None => self
-                .store
+            None => store
                 .index
                 .read()
                 .expect("trail index lock")
@@ -567,7 +584,7 @@ impl Appender<'_> {
                 // one: every run is O(log depth) jumps from any other.
                 let (jump, jump_depth, jj, jj_depth) =
                     if p.depth - p.jump_depth == p.jump_depth - p.jj_depth {
-                        let far = self.header(p.jj)?;
+                        let far = self.header(store, p.jj)?;
                         (p.jj, p.jj_depth, far.jump, far.jump_depth)
                     } else {
                         (p.offset, p.depth, p.jump, p.jump_depth)
@@ -604,23 +621,6 @@ impl Appender<'_> {
         self.heads.insert(key.to_vec(), head);
         Ok(())
     }
-
-    /// Writes the batch's runs after the committed length (over whatever a batch that
-    /// failed to commit left there).
-    pub fn write(&self) -> Result<(), TrailError> {
-        if !self.buf.is_empty() {
-            self.store.file.write_all_at(&self.buf, self.base)?;
-        }
-        Ok(())
-    }
-
-    /// After the projections' commit recorded `end()`: readers see the batch's runs.
-    pub fn publish(self) {
-        let mut index = self.store.index.write().expect("trail index lock");
-        let end = self.end();
-        index.extend(self.heads);
-        self.store.committed.store(end, Ordering::SeqCst);
-    }
 }
 
 #[cfg(test)]
@@ -652,7 +652,7 @@ mod tests {
         };
         let mut sequence = 0u64;
         for batch in 0..60 {
-            let mut a = store.begin();
+            let mut a = store.begin(10, 2_000);
             for run in 0..5 {
                 let n = 1 + (batch + run) % 3;
                 let lines: Vec<Vec<u8>> = (0..n)
@@ -661,12 +661,13 @@ mod tests {
                         line(sequence)
                     })
                     .collect();
-                a.append(b"k", lines.iter().map(Vec::as_slice)).unwrap();
-                a.append(b"other", [line(0).as_slice()].into_iter())
+                a.append(&store, b"k", lines.iter().map(Vec::as_slice))
+                    .unwrap();
+                a.append(&store, b"other", [line(0).as_slice()].into_iter())
                     .unwrap();
             }
-            a.write().unwrap();
-            a.publish();
+            store.write(&a).unwrap();
+            store.publish(a);
             if batch == 30 {
                 store.write_index(true).unwrap();
             }
