@@ -8,7 +8,6 @@ use ansinh::app::{Connection, Runtime};
 use ansinh::chain::Partition;
 use ansinh::checkpoint;
 use ansinh::log::LogConfig;
-use ansinh::projection::Projector;
 use chrono::NaiveDate;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -375,7 +374,7 @@ pub async fn rebuild_check(runtime: &Runtime, json: bool) -> Result<ExitCode, Bo
 /// of lines); `--json` writes one array, an entry a line.
 pub async fn trail(runtime: &Runtime, subject: &str, json: bool) -> Result<ExitCode, BoxError> {
     use std::io::Write as _;
-    let projector = Projector::of_store(runtime.ledger.store())?;
+    let projector = &runtime.projector;
     let mut stream = runtime.ledger.stream().clone();
     projector
         .catch_up(&mut stream, runtime.ledger.config())

@@ -88,7 +88,7 @@ async fn play(
         gateways,
     )
     .await?;
-    let projector = Projector::of_store(runtime.ledger.store())?;
+    let projector = &runtime.projector;
     let mut stream = runtime.ledger.stream().clone();
     let mut code = super::audit::verify(
         &mut stream.clone(),
@@ -168,7 +168,7 @@ async fn play(
         recomputed.decisions,
         recomputed.mismatches.len()
     );
-    print_summaries(&projector, json)?;
+    print_summaries(projector, json)?;
     println!("\nThe year {year}:");
     println!("  households registered   {:>10}", summary.households);
     println!("  review decisions        {:>10}", summary.decisions);

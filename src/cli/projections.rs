@@ -4,14 +4,13 @@
 use std::process::ExitCode;
 
 use ansinh::app::Runtime;
-use ansinh::projection::Projector;
 
 use super::BoxError;
 
 /// `ansinh projections catch-up`: applies the events not yet projected and prints the
 /// position reached.
 pub async fn catch_up(runtime: &Runtime) -> Result<ExitCode, BoxError> {
-    let projector = Projector::of_store(runtime.ledger.store())?;
+    let projector = &runtime.projector;
     let mut stream = runtime.ledger.stream().clone();
     let n = projector
         .catch_up(&mut stream, runtime.ledger.config())
@@ -26,7 +25,7 @@ pub async fn catch_up(runtime: &Runtime) -> Result<ExitCode, BoxError> {
 /// `ansinh projections rebuild`: drops every projection, replays the log from the start
 /// and prints the fingerprint of the result (equal runs give equal fingerprints).
 pub async fn rebuild(runtime: &Runtime) -> Result<ExitCode, BoxError> {
-    let projector = Projector::of_store(runtime.ledger.store())?;
+    let projector = &runtime.projector;
     let mut stream = runtime.ledger.stream().clone();
     let n = projector
         .rebuild(&mut stream, runtime.ledger.config())
@@ -41,11 +40,11 @@ pub async fn rebuild(runtime: &Runtime) -> Result<ExitCode, BoxError> {
 /// `ansinh projections summary`: catches up, then prints each partition's events, head
 /// and events by type.
 pub async fn summary(runtime: &Runtime, json: bool) -> Result<ExitCode, BoxError> {
-    let projector = Projector::of_store(runtime.ledger.store())?;
+    let projector = &runtime.projector;
     let mut stream = runtime.ledger.stream().clone();
     projector
         .catch_up(&mut stream, runtime.ledger.config())
         .await?;
-    super::demo::print_summaries(&projector, json)?;
+    super::demo::print_summaries(projector, json)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -54,6 +54,36 @@ pub enum TrailError {
     /// The file does not hold what the index or sled say it holds.
     #[error("trail file: {0}")]
     Corrupt(String),
+    /// Two stores on one directory would each append at their own idea of its end.
+    #[error("the trail in {0} is already open in this process")]
+    AlreadyOpen(PathBuf),
+}
+
+/// The directories whose trail is open in this process (another process is kept out by
+/// sled's lock on the same directory).
+static OPEN: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Holds a directory in `OPEN` while its store lives.
+struct Claim(PathBuf);
+
+impl Claim {
+    fn take(dir: &Path) -> Result<Self, TrailError> {
+        let dir = dir.canonicalize()?;
+        let mut open = OPEN.lock().expect("open trails lock");
+        if open.contains(&dir) {
+            return Err(TrailError::AlreadyOpen(dir));
+        }
+        open.push(dir.clone());
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        OPEN.lock()
+            .expect("open trails lock")
+            .retain(|d| *d != self.0);
+    }
 }
 
 fn corrupt(what: impl Into<String>) -> TrailError {
@@ -141,6 +171,7 @@ pub struct TrailStore {
     file: File,
     /// Where the index file is written; `None` for a scratch store (never reopened).
     dir: Option<PathBuf>,
+    _claim: Option<Claim>,
     _scratch: Option<tempfile::TempDir>,
     /// Each subject key's latest committed run.
     index: RwLock<Index>,
@@ -163,16 +194,18 @@ impl TrailStore {
     /// position covers (0 when sled holds no length).
     pub fn open(dir: &Path, committed: u64) -> Result<Opened, TrailError> {
         std::fs::create_dir_all(dir)?;
+        let claim = Claim::take(dir)?;
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(dir.join(LINES_FILE))?;
-        let store = Self::new(file, Some(dir.to_path_buf()), None);
+        let mut store = Self::new(file, Some(dir.to_path_buf()), None);
+        store._claim = Some(claim);
         match store.recover(committed) {
             Ok(()) => Ok(Opened::Ready(store)),
-            Err(TrailError::Io(e)) => Err(TrailError::Io(e)),
+            Err(e @ (TrailError::Io(_) | TrailError::AlreadyOpen(_))) => Err(e),
             Err(lost) => {
                 store.reset()?;
                 Ok(Opened::Lost(store, lost))
@@ -196,6 +229,7 @@ impl TrailStore {
         Self {
             file,
             dir,
+            _claim: None,
             _scratch: scratch,
             index: RwLock::new(BTreeMap::new()),
             committed: AtomicU64::new(0),
@@ -708,9 +742,20 @@ mod tests {
         check(&store);
         drop(store);
         // Sled says more than the file holds: writes were lost.
+        let Opened::Lost(store, _) = TrailStore::open(dir.path(), committed + 10).unwrap() else {
+            panic!("a file shorter than sled's length lost writes");
+        };
+        assert_eq!(store.committed(), 0);
+        // One store a directory in a process: a second would append at its own idea of
+        // the end.
         assert!(matches!(
-            TrailStore::open(dir.path(), committed + 10).unwrap(),
-            Opened::Lost(..)
+            TrailStore::open(dir.path(), 0),
+            Err(TrailError::AlreadyOpen(_))
+        ));
+        drop(store);
+        assert!(matches!(
+            TrailStore::open(dir.path(), 0).unwrap(),
+            Opened::Ready(_)
         ));
     }
 }
