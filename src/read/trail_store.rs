@@ -248,7 +248,13 @@ impl TrailStore {
         }
         let (mut index, indexed) = match self.read_index_file()? {
             Some((index, indexed)) if indexed <= committed => (index, indexed),
-            _ => (BTreeMap::new(), 0),
+            _ => {
+                // An index of runs sled no longer covers (sled lost its last flush, or
+                // the projections were cleared before the file was): removed, or a
+                // later open would take it once the file grew past its length again.
+                self.remove_index_file()?;
+                (BTreeMap::new(), 0)
+            }
         };
         // Sequential reads of what follows the index file, one run at a time (through a
         // second handle: every other access reads and writes at explicit offsets).
@@ -293,12 +299,17 @@ impl TrailStore {
         Ok(())
     }
 
-    /// Empties the store: no runs, no index file.
+    /// Empties the store: no index file, no runs.
     pub fn reset(&self) -> Result<(), TrailError> {
+        self.remove_index_file()?;
         self.file.set_len(0)?;
         self.index.write().expect("trail index lock").clear();
         self.committed.store(0, Ordering::SeqCst);
         self.indexed.store(0, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn remove_index_file(&self) -> Result<(), TrailError> {
         if let Some(dir) = &self.dir {
             match std::fs::remove_file(dir.join(INDEX_FILE)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
@@ -685,6 +696,7 @@ mod tests {
             panic!("a new store is ready");
         };
         let mut sequence = 0u64;
+        let mut early = (0, 0); // (committed length, lines of "k") after batch 10
         for batch in 0..60 {
             let mut a = store.begin(10, 2_000);
             for run in 0..5 {
@@ -704,6 +716,9 @@ mod tests {
             store.publish(a);
             if batch == 30 {
                 store.write_index(true).unwrap();
+            }
+            if batch == 10 {
+                early = (store.committed(), sequence);
             }
         }
         let check = |store: &TrailStore| {
@@ -741,8 +756,26 @@ mod tests {
         };
         check(&store);
         drop(store);
+        // Sled lost its last flushes: its length is below the index file's, which is
+        // removed, and the runs up to sled's length are folded again.
+        let Opened::Ready(store) = TrailStore::open(dir.path(), committed).unwrap() else {
+            panic!("the file holds what sled says");
+        };
+        store.write_index(true).unwrap();
+        drop(store);
+        let Opened::Ready(store) = TrailStore::open(dir.path(), early.0).unwrap() else {
+            panic!("a run's end");
+        };
+        assert!(!dir.path().join(INDEX_FILE).exists());
+        assert_eq!(store.lengths(b"k"), vec![(b"k".to_vec(), early.1)]);
+        let last = store.page(b"k", early.1 - 1, 5).unwrap();
+        assert_eq!(
+            last.iter().map(|l| l.sequence).collect::<Vec<_>>(),
+            vec![early.1]
+        );
+        drop(store);
         // Sled says more than the file holds: writes were lost.
-        let Opened::Lost(store, _) = TrailStore::open(dir.path(), committed + 10).unwrap() else {
+        let Opened::Lost(store, _) = TrailStore::open(dir.path(), early.0 + 10).unwrap() else {
             panic!("a file shorter than sled's length lost writes");
         };
         assert_eq!(store.committed(), 0);
