@@ -1,15 +1,13 @@
-//! How the audit trail is stored: a subject's lines from one batch as one record (a run),
-//! each line a MessagePack array without field names, its hash as 32 raw bytes.
+//! How the audit trail's lines are encoded: a subject's lines from one batch as one run
+//! (stored by `trail_store`), each line a MessagePack array without field names, its
+//! hash as 32 raw bytes.
 //!
 //! Why not the views' encoding (MessagePack with field names, the hash in hex): the trail
-//! gets about one line an event, and sled's cost grows with the bytes written (~15 ns a
-//! byte here against ~7 µs a record; ADR 0014). A line with names and a hex hash took
-//! ~250 B, this one ~140 B, and a rebuild of the province bench's log wrote 2,229-2,288 B
-//! an event with the first against 1,763-1,773 B with names left out alone.
+//! gets about one line an event, so its bytes are most of what a rebuild writes. A line
+//! with names and a hex hash took ~250 B, this one ~140 B (ADR 0014).
 //!
 //! A line: `[partition, sequence, stream_sequence, hash (bin 32), recorded_at_unix_ms,
-//! actor, role, event_type, detail]`. A run: a MessagePack array of lines, so its length
-//! reads from its header alone (`run_len`).
+//! actor, role, event_type, detail]`. A run: a MessagePack array of lines.
 
 use rmp::decode::{self, NumValueReadError, ValueReadError};
 use rmp::encode;
@@ -53,26 +51,12 @@ pub fn encode_line(line: &Line<'_>) -> Vec<u8> {
     out
 }
 
-/// A run of encoded lines as one record: the array header, then the lines as they are.
-pub fn encode_run<'a>(lines: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5 + lines.len() * 160);
-    write_run(&mut out, lines);
-    out
-}
-
-/// Appends a run of encoded lines to `out`, as `encode_run` would encode it.
+/// Appends a run of encoded lines to `out`: the array header, then the lines as they are.
 pub fn write_run<'a>(out: &mut Vec<u8>, lines: impl ExactSizeIterator<Item = &'a [u8]>) {
     let _ = encode::write_array_len(out, lines.len() as u32);
     for line in lines {
         out.extend_from_slice(line);
     }
-}
-
-/// How many lines a run holds, read from its array header alone.
-pub fn run_len(run: &[u8]) -> Option<usize> {
-    decode::read_array_len(&mut &run[..])
-        .ok()
-        .map(|n| n as usize)
 }
 
 /// Every line of a run.
@@ -149,8 +133,8 @@ mod tests {
                 })
             })
             .collect();
-        let run = encode_run(lines.iter().map(Vec::as_slice));
-        assert_eq!(run_len(&run), Some(20));
+        let mut run = Vec::new();
+        write_run(&mut run, lines.iter().map(Vec::as_slice));
         let read = decode_run(&run).unwrap();
         assert_eq!(read.len(), 20);
         assert_eq!(read[19].sequence, 20);

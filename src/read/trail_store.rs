@@ -42,7 +42,7 @@ pub const INDEX_WRITE_AFTER_BYTES: u64 = 256 << 20;
 /// No run: a subject's first run names this as its previous one.
 const NONE: u64 = u64::MAX;
 /// `len u32 | check [8] | prev u64 | jump u64 | depth u32 | jump_depth u32 | before u64 |
-/// lines u32 | key_len u16`, then the key, then the lines (`trail_codec::encode_run`).
+/// lines u32 | key_len u16`, then the key, then the lines (`trail_codec::write_run`).
 const HEADER: usize = 4 + 8 + 8 + 8 + 4 + 4 + 8 + 4 + 2;
 /// The longest subject key a run can name (its length is a u16).
 pub const KEY_BYTES_MAX: usize = u16::MAX as usize;
