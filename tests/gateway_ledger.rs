@@ -59,21 +59,31 @@ async fn service_on(
     Service::new(ledger, vault, projector)
 }
 
+/// The branch manager of partition 01, who runs these tests' payments.
+fn manager() -> Caller {
+    Caller {
+        id: "staff:m".into(),
+        role: Role::BranchManager,
+        unit: "01".into(),
+    }
+}
+
+/// A request of `caller` under the idempotency key `key`.
+fn request<'a>(caller: &'a Caller, key: &'a str) -> Request<'a> {
+    Request {
+        caller,
+        idempotency_key: key,
+        correlation_id: "test",
+        fingerprint: None,
+    }
+}
+
 /// Three beneficiaries paid by bank "vcb" and one by mobile money "momo" (elderly,
 /// 500,000 VND each), a budget for all four, and the October 2026 run: four
 /// instructions, `01/pay:1..4:2026-10:1`.
 async fn issue_instructions(service: &Service) {
-    let m = Caller {
-        id: "staff:m".into(),
-        role: Role::BranchManager,
-        unit: "01".into(),
-    };
-    let rq = |key: &'static str| Request {
-        caller: &m,
-        idempotency_key: key,
-        correlation_id: "test",
-        fingerprint: None,
-    };
+    let m = manager();
+    let rq = |key: &'static str| request(&m, key);
     let p = Partition::new("01").unwrap();
     let d = |s: &str| s.parse::<chrono::NaiveDate>().unwrap();
     let programme = ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY").unwrap();
@@ -384,11 +394,7 @@ async fn a_gateways_pending_list_comes_from_the_projections_and_follows_timeouts
     assert_eq!(ids(other_sink.pending("vcb", 10).await.unwrap()), vcb);
 
     // Pay:2 times out (its bank's 10 days are over): no gateway is asked for it again.
-    let m = Caller {
-        id: "staff:m".into(),
-        role: Role::BranchManager,
-        unit: "01".into(),
-    };
+    let m = manager();
     service
         .payment(
             &Request {
@@ -821,11 +827,7 @@ async fn timeouts_take_the_due_instructions_from_the_projections_by_channel() {
     let dir = tempfile::tempdir().unwrap();
     let service = service_on(common::client().await, &config, dir.path()).await;
     issue_instructions(&service).await;
-    let m = Caller {
-        id: "staff:m".into(),
-        role: Role::BranchManager,
-        unit: "01".into(),
-    };
+    let m = manager();
     let p = Partition::new("01").unwrap();
     let d = |s: &str| s.parse::<chrono::NaiveDate>().unwrap();
     let time_out = |as_of: &'static str, limit: usize| {
@@ -847,12 +849,7 @@ async fn timeouts_take_the_due_instructions_from_the_projections_by_channel() {
     );
 
     // November: the same four, and a fifth paid at the post office.
-    let rq = |key: &'static str| Request {
-        caller: &m,
-        idempotency_key: key,
-        correlation_id: "test",
-        fingerprint: None,
-    };
+    let rq = |key: &'static str| request(&m, key);
     let programme = ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY").unwrap();
     let november = Month::parse("2026-11").unwrap();
     service

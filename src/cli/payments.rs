@@ -571,10 +571,7 @@ async fn reconcile_from_log(
     as_of: NaiveDate,
     pending_days: u32,
     json: bool,
-) -> Result<
-    std::collections::BTreeMap<String, ansinh::domain::payments::reconcile::Reconciliation>,
-    BoxError,
-> {
+) -> Result<ansinh::payments_report::Reconciliations, BoxError> {
     let bar = super::audit::progress_bar(stream, "reconciling", json).await?;
     let all = ansinh::payments_report::reconcile_from_log(
         stream,
@@ -596,10 +593,7 @@ async fn reconcile_every_day(
     as_of: NaiveDate,
     pending_days: u32,
     json: bool,
-) -> Result<
-    std::collections::BTreeMap<String, ansinh::domain::payments::reconcile::Reconciliation>,
-    BoxError,
-> {
+) -> Result<ansinh::payments_report::Reconciliations, BoxError> {
     match ansinh::payments_report::reconcile_every_day_projected(
         &runtime.projector,
         as_of,

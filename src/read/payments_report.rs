@@ -17,6 +17,9 @@ use crate::projection::{ProjectionError, Projector};
 use crate::proto::envelope::Payload;
 use crate::verify::{VerifyError, verify_with};
 
+/// Each partition's reconciliation, by partition name.
+pub type Reconciliations = BTreeMap<String, Reconciliation>;
+
 /// Every partition's payment events, in chain order, as domain events.
 pub async fn payment_events(
     stream: &mut Stream,
@@ -50,7 +53,7 @@ pub async fn reconcile_from_log(
     as_of: NaiveDate,
     pending_days: u32,
     mut progress: impl FnMut(u64),
-) -> Result<BTreeMap<String, Reconciliation>, VerifyError> {
+) -> Result<Reconciliations, VerifyError> {
     // Per partition: payment events read (numbered as `payment_events` numbers them)
     // and the fold.
     let mut folds: BTreeMap<String, (u64, reconcile::Reconciler)> = BTreeMap::new();
@@ -82,7 +85,7 @@ pub fn reconcile_every_day_projected(
     projector: &Projector,
     as_of: NaiveDate,
     pending_days: u32,
-) -> Result<Option<BTreeMap<String, Reconciliation>>, ProjectionError> {
+) -> Result<Option<Reconciliations>, ProjectionError> {
     let mut all = reconcile_projected(projector, as_of, pending_days, |partition| {
         projector.reconciliation_days(partition)
     })?;
@@ -100,7 +103,7 @@ fn reconcile_projected(
     as_of: NaiveDate,
     pending_days: u32,
     days_of: impl Fn(&str) -> Result<Vec<NaiveDate>, ProjectionError>,
-) -> Result<Option<BTreeMap<String, Reconciliation>>, ProjectionError> {
+) -> Result<Option<Reconciliations>, ProjectionError> {
     let mut all = BTreeMap::new();
     for partition in projector.summaries()?.into_keys() {
         let mut days = BTreeMap::new();
@@ -153,7 +156,7 @@ pub fn reconcile_day_projected(
     date: NaiveDate,
     as_of: NaiveDate,
     pending_days: u32,
-) -> Result<Option<BTreeMap<String, Reconciliation>>, ProjectionError> {
+) -> Result<Option<Reconciliations>, ProjectionError> {
     reconcile_projected(projector, as_of, pending_days, |_| Ok(vec![date]))
 }
 
