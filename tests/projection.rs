@@ -1,21 +1,19 @@
 //! Projections applied in batches against a real nats-server: a commit that fails inside
-//! a batch (what a crash before it leaves) writes nothing of the batch, and catching up
-//! again gives exactly the projections of a clean rebuild: every event applied once. A
+//! a batch (what a crash before it leaves) writes nothing of the batch, and one stopped
+//! inside its writes is completed from its journal record when the store opens; catching
+//! up again gives exactly the projections of a clean rebuild: every event applied once. A
 //! trail reads the same however the log was batched into runs.
 
 mod common;
 
 use ansinh::log::reader;
-use ansinh::projection::{PROJECTION_BATCH_EVENTS_MAX, Projector, TRAIL_RUN_LINES_MAX};
+use ansinh::log::{Ledger, LogConfig};
+use ansinh::projection::{Crash, PROJECTION_BATCH_EVENTS_MAX, Projector, TRAIL_RUN_LINES_MAX};
 use common::*;
 use std::io::Write as _;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_that_fails_to_commit_is_applied_once_on_the_next_catch_up() {
-    let config = fresh_log();
-    let (ledger, _dir) = ledger(&config).await;
-    // Three partitions, a little over two batches of events, several events a message.
-    let total = 2 * PROJECTION_BATCH_EVENTS_MAX + 500;
+/// Appends `total` notes over three partitions, several events a message.
+async fn notes(ledger: &Ledger, total: usize) {
     let mut set = tokio::task::JoinSet::new();
     for n in 0..total {
         let ledger = ledger.clone();
@@ -31,6 +29,32 @@ async fn a_batch_that_fails_to_commit_is_applied_once_on_the_next_catch_up() {
     while let Some(done) = set.join_next().await {
         done.unwrap();
     }
+}
+
+fn applied(p: &Projector) -> u64 {
+    p.summaries().unwrap().values().map(|s| s.events).sum()
+}
+
+/// The fingerprint of projections rebuilt from the whole log in one go.
+async fn clean_fingerprint(config: &LogConfig, total: usize) -> ansinh::chain::Digest {
+    let mut stream = stream_of(config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let clean = Projector::open(&db, dir.path()).unwrap();
+    assert_eq!(
+        clean.rebuild(&mut stream, config).await.unwrap(),
+        total as u64
+    );
+    clean.fingerprint().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_fails_to_commit_is_applied_once_on_the_next_catch_up() {
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    // Three partitions, a little over two batches of events.
+    let total = 2 * PROJECTION_BATCH_EVENTS_MAX + 500;
+    notes(&ledger, total).await;
     let mut stream = stream_of(&config).await;
     let end = reader::last_stream_sequence(&mut stream).await.unwrap();
 
@@ -43,8 +67,6 @@ async fn a_batch_that_fails_to_commit_is_applied_once_on_the_next_catch_up() {
         .catch_up_failing_at(&mut stream, &config, end, Some(fail_at))
         .await;
     assert!(failed.is_err(), "{failed:?}");
-    let applied =
-        |p: &Projector| -> u64 { p.summaries().unwrap().values().map(|s| s.events).sum() };
     assert_eq!(applied(&projector), PROJECTION_BATCH_EVENTS_MAX as u64);
     // The failed batch's trail runs are in the file past what sled recorded; opened
     // again (as after a crash), the store cuts them off.
@@ -61,20 +83,70 @@ async fn a_batch_that_fails_to_commit_is_applied_once_on_the_next_catch_up() {
         .unwrap();
     assert_eq!(rest, (total - PROJECTION_BATCH_EVENTS_MAX) as u64);
     assert_eq!(applied(&projector), total as u64);
-
-    let clean_dir = tempfile::tempdir().unwrap();
-    let clean_db = sled::open(clean_dir.path()).unwrap();
-    let clean = Projector::open(&clean_db, clean_dir.path()).unwrap();
-    assert_eq!(
-        clean.rebuild(&mut stream, &config).await.unwrap(),
-        total as u64
-    );
     assert_eq!(
         projector.fingerprint().unwrap(),
-        clean.fingerprint().unwrap()
+        clean_fingerprint(&config, total).await
     );
     // Every subject's trail holds its event once.
     assert_eq!(projector.trail("note:n7").unwrap().len(), 1);
+}
+
+/// A batch's writes are plain sled inserts after its journal record and marker: a crash
+/// among them leaves the trees ahead of the position, and opening the store applies the
+/// record again, which brings the batch in whole. A marker whose record is gone (a
+/// machine crash lost the unsynced file) drops the projections, which replay the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_stopped_inside_its_writes_is_completed_from_its_journal_on_open() {
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    let total = 2 * PROJECTION_BATCH_EVENTS_MAX + 500;
+    notes(&ledger, total).await;
+    let mut stream = stream_of(&config).await;
+    let end = reader::last_stream_sequence(&mut stream).await.unwrap();
+
+    let store = tempfile::tempdir().unwrap();
+    let db = sled::open(store.path()).unwrap();
+    let projector = Projector::open(&db, store.path()).unwrap();
+    let first_batch = PROJECTION_BATCH_EVENTS_MAX as u64;
+    let stopped = projector
+        .catch_up_crashing(
+            &mut stream,
+            &config,
+            end,
+            Some((first_batch + 10, Crash::InsideCommit)),
+        )
+        .await;
+    assert!(stopped.is_err(), "{stopped:?}");
+    // Torn: the summaries (written first) count the second batch, the position (written
+    // last) is still the first batch's end.
+    let torn_position = projector.position().unwrap();
+    assert_eq!(applied(&projector), 2 * first_batch);
+    drop(projector);
+    let projector = Projector::open(&db, store.path()).unwrap();
+    assert_ne!(projector.position().unwrap(), torn_position);
+    assert_eq!(applied(&projector), 2 * first_batch);
+    let rest = projector
+        .catch_up_to(&mut stream, &config, end)
+        .await
+        .unwrap();
+    assert_eq!(rest, total as u64 - 2 * first_batch);
+    let clean = clean_fingerprint(&config, total).await;
+    assert_eq!(projector.fingerprint().unwrap(), clean);
+    assert_eq!(projector.trail("note:n4100").unwrap().len(), 1);
+
+    // The journal's files lost what was written to them.
+    drop(projector);
+    for file in ansinh::read::journal::JOURNAL_FILES {
+        std::fs::write(store.path().join(file), b"").unwrap();
+    }
+    let projector = Projector::open(&db, store.path()).unwrap();
+    assert_eq!(applied(&projector), 0);
+    let replayed = projector
+        .catch_up_to(&mut stream, &config, end)
+        .await
+        .unwrap();
+    assert_eq!(replayed, total as u64);
+    assert_eq!(projector.fingerprint().unwrap(), clean);
 }
 
 /// A subject's trail lines from one batch are stored together (runs of at most

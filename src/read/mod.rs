@@ -1,9 +1,10 @@
 //! The read side: state derived from the log, served to people and gateways in
-//! O(result). `projection` applies events in batches into sled with its position in the
-//! same transaction; `views` are the read models it keeps; `trail_codec` how
+//! O(result). `projection` applies events in batches into sled, each batch with its position
+//! in one atomic step (`journal`); `views` are the read models it keeps; `trail_codec` how
 //! the audit trail's lines are stored; `payments_report` the
 //! payments reports, from the projections where one day is asked, from the log otherwise.
 
+pub mod journal;
 pub mod payments_report;
 pub mod projection;
 pub mod trail_codec;

@@ -1,9 +1,10 @@
 //! Projections: state derived from the log into sled, thrown away and rebuilt at will.
 //!
 //! **Invariant:** the position (the last applied event: stream sequence, index in its
-//! message) is written in the same sled transaction as the projection change, so each
-//! event is applied exactly once across crashes and restarts, also inside a frame of
-//! several events. Reading resumes after the position with an ordered consumer; the
+//! message) is written in the same journal record as the projection change it ends, and
+//! opening the projections applies the record of the batch written last again (`journal`),
+//! so each event is applied exactly once across crashes and restarts, also inside a frame
+//! of several events. Reading resumes after the position with an ordered consumer; the
 //! position lives only here, never in a second place (ADR 0002).
 //! **Paired check:** every event is chain-checked again before it is applied.
 
@@ -15,8 +16,6 @@ use async_nats::jetstream::stream::Stream;
 use chrono::NaiveDate;
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::chain::{ChainBreak, ChainHead, Digest, Partition};
 use crate::domain::loans::Loan;
@@ -26,8 +25,9 @@ use crate::domain::payments::reconcile::{self, GatewayDay};
 use crate::log::follow::{Checked, Follower, Held};
 use crate::log::{EventAt, LogConfig, Position, reader};
 use crate::proto::Envelope;
+use crate::read::journal::{self, Journal, JournalError, Marker, Record};
 use crate::read::trail_codec;
-use crate::read::trail_store::{Opened, TrailError, TrailStore};
+use crate::read::trail_store::{Claim, Opened, TrailError, TrailStore};
 use crate::views::{
     self, CommunePortfolio, HouseholdRecord, HouseholdView, PendingLine, ReconcileProgress,
     TrialBalanceView, Views,
@@ -41,8 +41,14 @@ const TREE_TRAIL: &str = "proj.trail";
 const TREE_VIEWS: &str = "proj.views";
 const KEY_POSITION: &[u8] = b"position";
 const KEY_FORMAT: &[u8] = b"format";
-/// The trail file's length that the position covers, in the position's transaction.
+/// The trail file's length that the position covers, written with it.
 const KEY_TRAIL_LEN: &[u8] = b"trail-len";
+/// Where the journal record of the batch written last is (`journal::Marker`).
+const KEY_JOURNAL: &[u8] = b"journal";
+/// The trees, as a journal record's writes name them.
+const META: u8 = 0;
+const SUMMARY: u8 = 1;
+const VIEWS: u8 = 2;
 /// The projections' format. 2: what each household received per month and channel
 /// (`recv/`), and each instruction's household (`instr/`). 3: reconciliation per gateway
 /// and day (`rday/`, `rpend/`, `rseen/`, `rpos/`). 4: records in MessagePack, not JSON.
@@ -58,7 +64,7 @@ pub(crate) const PROJECTION_FORMAT: &[u8] = &[11];
 /// Trail lines of one subject from one batch stored together (a run). A page of a trail
 /// reads at most this many lines more than it shows, and a run stays near 10 KB.
 pub const TRAIL_RUN_LINES_MAX: usize = 64;
-/// Events applied per sled transaction. One transaction per event (with the partition
+/// Events applied per commit. One sled transaction per event (with the partition
 /// summary decoded and encoded each time) applied ~6,400 events/s; a batch pays the
 /// commit and the summary once. The batch's writes are held in memory until its
 /// commit, so this also bounds the projector's memory (a few MB).
@@ -66,7 +72,7 @@ pub const PROJECTION_BATCH_EVENTS_MAX: usize = 4_096;
 /// One catch-up at a time in a process. A batch stages its changes from the trees as the
 /// last commit left them, so two catch-ups applying the same events at once would each
 /// stage from a state the other is changing (nothing re-reads the position inside the
-/// batch's transaction). A process has one projection store, so one lock suffices;
+/// batch's commit). A process has one projection store, so one lock suffices;
 /// `Batch::write` also refuses to commit over a position it did not start from.
 static CATCH_UP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -82,6 +88,8 @@ pub enum ProjectionError {
     Sled(#[from] sled::Error),
     #[error("projection {0}")]
     Trail(#[from] TrailError),
+    #[error("{0}")]
+    Journal(#[from] JournalError),
     /// A stored record does not decode: rebuild the projections.
     #[error("projection record is corrupt: {0}")]
     Corrupt(String),
@@ -135,6 +143,7 @@ pub struct Projector {
     meta: sled::Tree,
     summary: sled::Tree,
     trail: Arc<TrailStore>,
+    journal: Arc<Journal>,
     views: sled::Tree,
 }
 
@@ -142,7 +151,7 @@ pub struct Projector {
 type ViewWrites = HashMap<String, Option<Vec<u8>>>;
 
 /// The view records a batch changed, in memory until the batch commits; reads see them
-/// first, then those of the previous batch while its transaction runs, then the tree.
+/// first, then those of the previous batch while its commit runs, then the tree.
 /// Only the projector writes these trees, so the tree read here is the state after the
 /// last committed batch.
 struct Staged {
@@ -195,17 +204,27 @@ struct Batch<'p> {
     /// Each subject's lines in the batch (its key prefix `subject NUL partition NUL`):
     /// (chain sequence, index in `lines`).
     trail: HashMap<Vec<u8>, Vec<(u64, usize)>>,
-    /// The previous batch's transaction, running while this batch is applied (the
+    /// The previous batch's commit, running while this batch is applied (the
     /// projector's work is one thread's; the commit then takes the other core).
     in_flight: Option<std::thread::JoinHandle<Result<(), ProjectionError>>>,
     events: usize,
     applied: u64,
-    /// Test hook: abort the commit of the batch holding this many applied events, as a
-    /// crash before the commit would.
-    fail_at: Option<u64>,
+    /// Test hook: stop the commit of the batch holding this many applied events where
+    /// a crash would.
+    fail_at: Option<(u64, Crash)>,
     /// A commit failed: the batch's changes are not in the trees, and nothing more of
     /// this catch-up may be written on top of them.
     failed: bool,
+}
+
+/// Where a test stops a batch's commit, as a crash there would (`catch_up_crashing`).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Crash {
+    /// The batch's trail runs are written; nothing is in sled.
+    BeforeCommit,
+    /// The batch's journal record and marker are written, and half its writes.
+    InsideCommit,
 }
 
 /// Runs a batch's commit, which holds its thread for milliseconds (longer when sled
@@ -340,19 +359,44 @@ impl Projector {
     /// of its lines file with the position, and a file that lost writes sled recorded (a
     /// machine crash) drops the projections too, to be replayed.
     pub fn open(db: &sled::Db, dir: &std::path::Path) -> Result<Self, ProjectionError> {
+        // Held before anything is read: a second projector on the directory would apply
+        // the journal's record again over the first one's later batches.
+        let claim = Claim::take(dir)?;
         let meta = db.open_tree(TREE_META)?;
         let current = meta.get(KEY_FORMAT)?.as_deref() == Some(PROJECTION_FORMAT);
+        let marker = match meta.get(KEY_JOURNAL)? {
+            Some(m) if current => Some(Marker::decode(&m)),
+            _ => None,
+        };
+        let journal = Journal::open(claim.dir(), marker.as_ref().and_then(|m| m.as_ref().ok()))?;
+        // The batch written last may have stopped inside its writes (a crash): its
+        // record brings them all in, and its position.
+        let mut lost = None;
+        match marker.map(|m| m.and_then(|m| journal.read(&m))) {
+            Some(Ok(record)) => {
+                let (summary, views) = (db.open_tree(TREE_SUMMARY)?, db.open_tree(TREE_VIEWS)?);
+                journal::apply(&record, &[&meta, &summary, &views])?;
+            }
+            Some(Err(JournalError::Corrupt(why))) => {
+                lost = Some(ProjectionError::Journal(JournalError::Corrupt(why)));
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => {}
+        }
         let committed = match meta.get(KEY_TRAIL_LEN)? {
-            Some(v) if current => {
+            Some(v) if current && lost.is_none() => {
                 u64::from_be_bytes(v.as_ref().try_into().map_err(|_| corrupt("trail length"))?)
             }
             _ => 0,
         };
-        let (trail, lost) = match TrailStore::open(dir, committed)? {
-            Opened::Ready(trail) => (trail, None),
-            Opened::Lost(trail, why) => (trail, Some(why)),
+        let trail = match TrailStore::open_claimed(claim, committed)? {
+            Opened::Ready(trail) => trail,
+            Opened::Lost(trail, why) => {
+                lost.get_or_insert(why.into());
+                trail
+            }
         };
-        Self::with(db, meta, trail, current, lost)
+        Self::with(db, meta, trail, journal, current, lost)
     }
 
     /// The projections of the ledger store: its sled database, the trail beside it.
@@ -364,25 +408,34 @@ impl Projector {
     /// rebuild check's scratch copy, tests.
     pub fn scratch(db: &sled::Db) -> Result<Self, ProjectionError> {
         let meta = db.open_tree(TREE_META)?;
-        Self::with(db, meta, TrailStore::scratch()?, false, None)
+        Self::with(
+            db,
+            meta,
+            TrailStore::scratch()?,
+            Journal::scratch()?,
+            false,
+            None,
+        )
     }
 
     fn with(
         db: &sled::Db,
         meta: sled::Tree,
         trail: TrailStore,
+        journal: Journal,
         current: bool,
-        lost: Option<TrailError>,
+        lost: Option<ProjectionError>,
     ) -> Result<Self, ProjectionError> {
         db.drop_tree(TREE_TRAIL)?;
         let projector = Self {
             meta,
             summary: db.open_tree(TREE_SUMMARY)?,
             trail: Arc::new(trail),
+            journal: Arc::new(journal),
             views: db.open_tree(TREE_VIEWS)?,
         };
         if let Some(why) = &lost {
-            tracing::warn!(error = %why, "projections: the trail file lost writes; replaying the log");
+            tracing::warn!(error = %why, "projections: a file lost writes sled kept; replaying the log");
         }
         if !current || lost.is_some() {
             projector.clear()?;
@@ -392,7 +445,10 @@ impl Projector {
 
     /// Empties every tree and the trail, and marks them of the current format.
     fn clear(&self) -> Result<(), ProjectionError> {
-        for tree in [&self.meta, &self.summary, &self.views] {
+        // First: projections a crash leaves half cleared are of no format, and the next
+        // open clears them again (sled recovers a prefix of its writes).
+        self.meta.remove(KEY_FORMAT)?;
+        for tree in [&self.summary, &self.views, &self.meta] {
             tree.clear()?;
         }
         self.trail.reset()?;
@@ -446,7 +502,7 @@ impl Projector {
         self.catch_up_failing_at(stream, config, end, None).await
     }
 
-    /// `catch_up_to`, whose commit fails (as a crash before it would) once the batch
+    /// `catch_up_to`, whose commit stops (as a crash before it would) once the batch
     /// holds the `fail_at`-th event applied: for tests of exactly-once.
     #[doc(hidden)]
     pub async fn catch_up_failing_at(
@@ -455,6 +511,20 @@ impl Projector {
         config: &LogConfig,
         end: u64,
         fail_at: Option<u64>,
+    ) -> Result<u64, ProjectionError> {
+        let fail_at = fail_at.map(|n| (n, Crash::BeforeCommit));
+        self.catch_up_crashing(stream, config, end, fail_at).await
+    }
+
+    /// `catch_up_to`, whose commit stops at `crash` once the batch holds the `n`-th event
+    /// applied (`fail_at: (n, crash)`): for tests of exactly-once.
+    #[doc(hidden)]
+    pub async fn catch_up_crashing(
+        &self,
+        stream: &mut Stream,
+        config: &LogConfig,
+        end: u64,
+        fail_at: Option<(u64, Crash)>,
     ) -> Result<u64, ProjectionError> {
         let _one_at_a_time = CATCH_UP.lock().await;
         let start = self.position()?;
@@ -545,14 +615,13 @@ impl Projector {
     /// (`trail_lines`), so what they show does not depend on how the log was batched.
     pub fn records(&self) -> [(&'static str, Records<'_>); 4] {
         [
-            // The trail file's length depends on how the log was batched into runs,
-            // not on what the projections hold.
+            // The trail file's length and the journal's marker depend on how the log was
+            // batched, not on what the projections hold.
             (
                 TREE_META,
-                Box::new(
-                    raw_records(&self.meta)
-                        .filter(|kv| !matches!(kv, Ok((k, _)) if k == KEY_TRAIL_LEN)),
-                ),
+                Box::new(raw_records(&self.meta).filter(
+                    |kv| !matches!(kv, Ok((k, _)) if k == KEY_TRAIL_LEN || k == KEY_JOURNAL),
+                )),
             ),
             (TREE_SUMMARY, raw_records(&self.summary)),
             (TREE_TRAIL, trail_lines(&self.trail)),
@@ -1029,7 +1098,7 @@ impl Batch<'_> {
         Ok(())
     }
 
-    /// Writes everything the batch changed and its last position in one transaction: on
+    /// Writes everything the batch changed and its last position as one step: on
     /// a thread of its own unless it is the `last` of the catch-up (`write`).
     fn commit(&mut self, last: bool) -> Result<(), ProjectionError> {
         if self.events == 0 || self.failed {
@@ -1043,11 +1112,11 @@ impl Batch<'_> {
     /// Starts the batch's commit on a thread of its own once the previous batch's has
     /// ended, and returns: the next batch is applied meanwhile, reading this one's view
     /// records from `Staged::committing` until the commit is done. The commit writes the
-    /// trail's runs (no sled lock), then the transaction, during which sled's global
-    /// lock holds the next batch's reads of the trees: what overlaps is the application
-    /// of events with the trail. One commit at a time, in order, each over the position
-    /// the previous one wrote. The `last` batch of a catch-up is committed here, as
-    /// nothing waits to be applied.
+    /// trail's runs, then the batch's journal record and its marker, then the record's
+    /// writes as plain sled inserts (`journal`): they take sled's global lock shared,
+    /// so the next batch's reads of the trees go on meanwhile. One commit at a time, in
+    /// order, each over the position the previous one wrote. The `last` batch of a
+    /// catch-up is committed here, as nothing waits to be applied.
     fn write(&mut self, last: bool) -> Result<(), ProjectionError> {
         self.join()?;
         let p = self.projector;
@@ -1077,17 +1146,19 @@ impl Batch<'_> {
             .collect();
         let lines = std::mem::take(&mut self.lines);
         let subjects = std::mem::take(&mut self.trail);
-        let fail = self.fail_at.is_some_and(|n| self.applied >= n);
+        let crash = self
+            .fail_at
+            .and_then(|(n, crash)| (self.applied >= n).then_some(crash));
         let views = Arc::new(std::mem::take(&mut *self.views.writes.borrow_mut()));
         *self.views.committing.borrow_mut() = Some(Arc::clone(&views));
         let position = encode_position(&self.position);
         let base = (self.committed != Position::START).then(|| encode_position(&self.committed));
         let (meta, summary, view) = (p.meta.clone(), p.summary.clone(), p.views.clone());
-        let trail = Arc::clone(&p.trail);
-        let transaction = move || -> Result<(), ProjectionError> {
+        let (trail, journal) = (Arc::clone(&p.trail), Arc::clone(&p.journal));
+        let commit = move || -> Result<(), ProjectionError> {
             // Each subject's lines in runs, written to the trail file past its committed
-            // length before the transaction that records the new length with the
-            // position; readers see them once it committed (`trail_store`).
+            // length before the record that holds the new length with the position;
+            // readers see them once that is written (`trail_store`).
             let bytes = lines.iter().map(Vec::len).sum::<usize>() * 2;
             let mut runs = trail.begin(subjects.len(), bytes);
             for (prefix, at) in &subjects {
@@ -1097,63 +1168,65 @@ impl Batch<'_> {
                 }
             }
             trail.write(&runs)?;
-            if fail {
+            if crash == Some(Crash::BeforeCommit) {
                 // The batch's runs are in the file, nothing else: what a crash before
-                // the transaction leaves.
+                // the commit leaves.
                 return Err(ProjectionError::Corrupt(
                     "commit aborted by the test hook".into(),
                 ));
             }
-            let trail_len = runs.end().to_be_bytes();
+            let bytes = views
+                .iter()
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + 9)
+                .sum::<usize>();
+            let mut record = Record::with_capacity(bytes + 4096);
+            for (k, v) in &summaries {
+                record.put(SUMMARY, k.as_bytes(), v);
+            }
+            for (k, v) in views.iter() {
+                match v {
+                    Some(v) => record.put(VIEWS, k.as_bytes(), v),
+                    None => record.remove(VIEWS, k.as_bytes()),
+                }
+            }
+            for (k, v) in &heads {
+                record.put(META, k, v);
+            }
+            for (k, v) in &held {
+                match v {
+                    Some(v) => record.put(META, k, v),
+                    None => record.remove(META, k),
+                }
+            }
+            record.put(META, KEY_TRAIL_LEN, &runs.end().to_be_bytes());
+            // Last: a reader that sees the position sees every write before it.
+            record.put(META, KEY_POSITION, &position);
+            if meta.get(KEY_POSITION)?.as_deref() != base.as_deref() {
+                return Err(ProjectionError::Corrupt(
+                    "the projections moved under this catch-up (another writer)".into(),
+                ));
+            }
+            let marker = journal.write(&mut record, || meta.flush().map(drop))?;
+            meta.insert(KEY_JOURNAL, marker.encode().as_slice())?;
             let trees = [&meta, &summary, &view];
-            trees
-                .as_slice()
-                .transaction(|trees| {
-                    let (meta, summary, view) = (&trees[0], &trees[1], &trees[2]);
-                    if meta.get(KEY_POSITION)?.as_deref() != base.as_deref() {
-                        return Err(ConflictableTransactionError::Abort(
-                            ProjectionError::Corrupt(
-                                "the projections moved under this catch-up (another writer)".into(),
-                            ),
-                        ));
-                    }
-                    for (k, v) in &summaries {
-                        summary.insert(k.as_bytes(), v.as_slice())?;
-                    }
-                    for (k, v) in views.iter() {
-                        match v {
-                            Some(v) => view.insert(k.as_bytes(), v.as_slice())?,
-                            None => view.remove(k.as_bytes())?,
-                        };
-                    }
-                    for (k, v) in &heads {
-                        meta.insert(k.as_slice(), v.as_slice())?;
-                    }
-                    for (k, v) in &held {
-                        match v {
-                            Some(v) => meta.insert(k.as_slice(), v.as_slice())?,
-                            None => meta.remove(k.as_slice())?,
-                        };
-                    }
-                    meta.insert(KEY_POSITION, position.as_slice())?;
-                    meta.insert(KEY_TRAIL_LEN, trail_len.as_slice())?;
-                    Ok::<(), ConflictableTransactionError<ProjectionError>>(())
-                })
-                .map_err(|e| match e {
-                    TransactionError::Abort(e) => e,
-                    TransactionError::Storage(e) => ProjectionError::Sled(e),
-                })?;
+            if crash == Some(Crash::InsideCommit) {
+                journal::apply_some(&record, &trees, record.writes().count() / 2)?;
+                return Err(ProjectionError::Corrupt(
+                    "commit stopped inside its writes by the test hook".into(),
+                ));
+            }
+            journal::apply(&record, &trees)?;
             trail.publish(runs);
             Ok(())
         };
         if last {
-            transaction()?;
+            commit()?;
             *self.views.committing.borrow_mut() = None;
         } else {
             self.in_flight = Some(
                 std::thread::Builder::new()
                     .name("projection-commit".into())
-                    .spawn(transaction)
+                    .spawn(commit)
                     .map_err(|e| ProjectionError::Corrupt(format!("starting a commit: {e}")))?,
             );
         }
@@ -1163,7 +1236,7 @@ impl Batch<'_> {
         Ok(())
     }
 
-    /// Waits for the batch's transaction started last, if any: its error is this
+    /// Waits for the batch's commit started last, if any: its error is this
     /// catch-up's, and nothing applied after it may be committed.
     fn join(&mut self) -> Result<(), ProjectionError> {
         let Some(commit) = self.in_flight.take() else {
@@ -1180,8 +1253,8 @@ impl Batch<'_> {
     }
 }
 
-/// A catch-up that ends early (its future dropped) still waits for its last transaction,
-/// so the next catch-up starts from the position that transaction wrote.
+/// A catch-up that ends early (its future dropped) still waits for its last commit, so
+/// the next catch-up starts from the position that commit wrote.
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         if let Err(e) = self.join() {
@@ -1259,7 +1332,7 @@ mod tests {
         }
     }
 
-    /// While a batch's transaction runs, the next batch reads its own changes first, then
+    /// While a batch's commit runs, the next batch reads its own changes first, then
     /// the committing batch's (a deletion included), then the tree.
     #[test]
     fn a_batch_reads_the_records_of_the_batch_still_committing_before_the_tree() {

@@ -13,7 +13,7 @@
 //! O(log runs + page), never the trail before it.
 //!
 //! **Crash safety.** A batch's runs are written past the committed length before the
-//! projections' sled transaction, which records the new length with the position; the
+//! projections' journal record, which holds the new length with the position; the
 //! index in memory takes them only after that commit. On open the file is cut back to the
 //! length sled holds, and the runs between the index file's length and it are folded into
 //! the index again (checked by their checksums). A file shorter than sled's length, or a
@@ -63,11 +63,14 @@ pub enum TrailError {
 /// sled's lock on the same directory).
 static OPEN: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
 
-/// Holds a directory in `OPEN` while its store lives.
-struct Claim(PathBuf);
+/// Holds a directory in `OPEN` while its store lives. The projections take it before
+/// anything in the directory is read, so recovery runs once per open directory.
+pub struct Claim(PathBuf);
 
 impl Claim {
-    fn take(dir: &Path) -> Result<Self, TrailError> {
+    /// Claims `dir` (created if missing) for this process's one projection store on it.
+    pub fn take(dir: &Path) -> Result<Self, TrailError> {
+        std::fs::create_dir_all(dir)?;
         let dir = dir.canonicalize()?;
         let mut open = OPEN.lock().expect("open trails lock");
         if open.contains(&dir) {
@@ -75,6 +78,11 @@ impl Claim {
         }
         open.push(dir.clone());
         Ok(Self(dir))
+    }
+
+    /// The directory claimed, canonical.
+    pub fn dir(&self) -> &Path {
+        &self.0
     }
 }
 
@@ -193,15 +201,19 @@ impl TrailStore {
     /// Opens the store in `dir`, whose runs up to `committed` bytes the projections'
     /// position covers (0 when sled holds no length).
     pub fn open(dir: &Path, committed: u64) -> Result<Opened, TrailError> {
-        std::fs::create_dir_all(dir)?;
-        let claim = Claim::take(dir)?;
+        Self::open_claimed(Claim::take(dir)?, committed)
+    }
+
+    /// `open`, in the directory `claim` holds.
+    pub fn open_claimed(claim: Claim, committed: u64) -> Result<Opened, TrailError> {
+        let dir = claim.0.clone();
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(dir.join(LINES_FILE))?;
-        let mut store = Self::new(file, Some(dir.to_path_buf()), None);
+        let mut store = Self::new(file, Some(dir), None);
         store._claim = Some(claim);
         match store.recover(committed) {
             Ok(()) => Ok(Opened::Ready(store)),

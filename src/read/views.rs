@@ -1,7 +1,7 @@
 //! Read models folded from the log into sled by the projector: household view,
 //! one record per loan, commune portfolio, trial balance per partition.
 //!
-//! **Boundary:** called inside the projector's sled transaction with one event; reads
+//! **Boundary:** called by the projector with one event of its batch; reads
 //! and writes only through the `Views` handle, so the view change and the projector
 //! position commit together. Derived values come from the domain's own `apply`, so
 //! a view can never disagree with the book the writer decides against.
@@ -113,7 +113,7 @@ pub struct TrialBalanceView {
     pub first_unbalanced_sequence: Option<u64>,
 }
 
-/// Key-value access for the views, inside one transaction.
+/// Key-value access for the views, inside one batch.
 pub trait Views {
     type Error;
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Self::Error>;
