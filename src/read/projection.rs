@@ -9,11 +9,12 @@
 //! **Paired check:** every event is chain-checked again before it is applied.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_nats::jetstream::stream::Stream;
 use chrono::NaiveDate;
+use foldhash::{HashMap, HashMapExt as _};
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 
@@ -145,6 +146,76 @@ pub struct Projector {
     trail: Arc<TrailStore>,
     journal: Arc<Journal>,
     views: sled::Tree,
+    committer: Committer,
+}
+
+/// A batch's commit, run on the committer's thread.
+type CommitJob = Box<dyn FnOnce() -> Result<(), ProjectionError> + Send>;
+
+/// Commits started and not yet waited for: the next batch is applied while one commits,
+/// and waits for it before its own starts (each commit writes over the position the
+/// previous one wrote).
+const COMMITS_IN_FLIGHT_MAX: usize = 1;
+
+/// The thread that runs the batches' commits, one at a time, for the projector's life. A
+/// thread a batch cost a thread's start and its allocator heap each time: the memory the
+/// commit allocated was given back and faulted in again for the next batch.
+struct Committer {
+    jobs: Option<std::sync::mpsc::SyncSender<CommitJob>>,
+    done: std::sync::Mutex<std::sync::mpsc::Receiver<Result<(), ProjectionError>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Committer {
+    fn start() -> Result<Self, ProjectionError> {
+        let (jobs, queued) = std::sync::mpsc::sync_channel::<CommitJob>(COMMITS_IN_FLIGHT_MAX);
+        let (finished, done) = std::sync::mpsc::sync_channel(COMMITS_IN_FLIGHT_MAX);
+        let thread = std::thread::Builder::new()
+            .name("projection-commit".into())
+            .spawn(move || {
+                for job in queued {
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
+                        .unwrap_or_else(|_| {
+                            Err(ProjectionError::Corrupt("a commit panicked".into()))
+                        });
+                    if finished.send(result).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| ProjectionError::Corrupt(format!("starting the commit thread: {e}")))?;
+        Ok(Self {
+            jobs: Some(jobs),
+            done: std::sync::Mutex::new(done),
+            thread: Some(thread),
+        })
+    }
+
+    fn start_commit(&self, job: CommitJob) -> Result<(), ProjectionError> {
+        self.jobs
+            .as_ref()
+            .expect("open until dropped")
+            .send(job)
+            .map_err(|_| ProjectionError::Corrupt("the commit thread is gone".into()))
+    }
+
+    /// The result of the commit started last.
+    fn wait(&self) -> Result<(), ProjectionError> {
+        self.done
+            .lock()
+            .expect("commit results lock")
+            .recv()
+            .unwrap_or_else(|_| Err(ProjectionError::Corrupt("the commit thread is gone".into())))
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// View records changed (`None`: deleted), by key.
@@ -206,7 +277,7 @@ struct Batch<'p> {
     trail: HashMap<Vec<u8>, Vec<(u64, usize)>>,
     /// The previous batch's commit, running while this batch is applied (the
     /// projector's work is one thread's; the commit then takes the other core).
-    in_flight: Option<std::thread::JoinHandle<Result<(), ProjectionError>>>,
+    in_flight: bool,
     events: usize,
     applied: u64,
     /// Test hook: stop the commit of the batch holding this many applied events where
@@ -295,9 +366,14 @@ fn subject_prefix(subject: &str) -> Vec<u8> {
     [subject.as_bytes(), b"\0"].concat()
 }
 
-/// The keys of a subject's trail in one partition: `subject NUL partition NUL`.
-fn trail_prefix(subject: &str, partition: &str) -> Vec<u8> {
-    [subject.as_bytes(), b"\0", partition.as_bytes(), b"\0"].concat()
+/// The key of a subject's trail in one partition, `subject NUL partition NUL`, written
+/// into `key` (a buffer kept across events).
+fn trail_key(key: &mut Vec<u8>, subject: &str, partition: &str) {
+    key.clear();
+    key.extend_from_slice(subject.as_bytes());
+    key.push(0);
+    key.extend_from_slice(partition.as_bytes());
+    key.push(0);
 }
 
 /// A record of one of the trees `records` lists, as JSON with its field names: the trees
@@ -433,6 +509,7 @@ impl Projector {
             trail: Arc::new(trail),
             journal: Arc::new(journal),
             views: db.open_tree(TREE_VIEWS)?,
+            committer: Committer::start()?,
         };
         if let Some(why) = &lost {
             tracing::warn!(error = %why, "projections: a file lost writes sled kept; replaying the log");
@@ -542,7 +619,7 @@ impl Projector {
             },
             lines: Vec::new(),
             trail: HashMap::new(),
-            in_flight: None,
+            in_flight: false,
             events: 0,
             applied: 0,
             fail_at,
@@ -1053,10 +1130,16 @@ impl Batch<'_> {
         s.events += 1;
         s.head_sequence = next.sequence;
         s.last_recorded_at_unix_ms = envelope.recorded_at_unix_ms;
-        *s.events_by_type
-            .entry(envelope.event_type.clone())
-            .or_default() += 1;
-        let actor = envelope.actor.clone().unwrap_or_default();
+        // Looked up before it is inserted: the type's name is allocated once a partition,
+        // not once an event.
+        match s.events_by_type.get_mut(&envelope.event_type) {
+            Some(n) => *n += 1,
+            None => {
+                s.events_by_type.insert(envelope.event_type.clone(), 1);
+            }
+        }
+        let no_actor = crate::proto::Actor::default();
+        let actor = envelope.actor.as_ref().unwrap_or(&no_actor);
         let detail = views::detail(envelope.payload.as_ref());
         let entry_bytes = trail_codec::encode_line(&trail_codec::Line {
             partition: name,
@@ -1071,8 +1154,14 @@ impl Batch<'_> {
         });
         let line = self.lines.len();
         self.lines.push(entry_bytes);
+        let mut key = Vec::new();
         for subject in &envelope.subjects {
-            let lines = self.trail.entry(trail_prefix(subject, name)).or_default();
+            trail_key(&mut key, subject, name);
+            // Looked up by the bytes first: the key is allocated once a batch per subject.
+            let lines = match self.trail.get_mut(key.as_slice()) {
+                Some(lines) => lines,
+                None => self.trail.entry(key.clone()).or_default(),
+            };
             // A subject named twice by one event is one line of its trail.
             if lines.last().is_none_or(|(s, _)| *s != next.sequence) {
                 lines.push((next.sequence, line));
@@ -1099,7 +1188,7 @@ impl Batch<'_> {
     }
 
     /// Writes everything the batch changed and its last position as one step: on
-    /// a thread of its own unless it is the `last` of the catch-up (`write`).
+    /// the committer's thread unless it is the `last` of the catch-up (`write`).
     fn commit(&mut self, last: bool) -> Result<(), ProjectionError> {
         if self.events == 0 || self.failed {
             return Ok(());
@@ -1109,7 +1198,7 @@ impl Batch<'_> {
         result
     }
 
-    /// Starts the batch's commit on a thread of its own once the previous batch's has
+    /// Starts the batch's commit on the committer's thread once the previous batch's has
     /// ended, and returns: the next batch is applied meanwhile, reading this one's view
     /// records from `Staged::committing` until the commit is done. The commit writes the
     /// trail's runs, then the batch's journal record and its marker, then the record's
@@ -1223,12 +1312,8 @@ impl Batch<'_> {
             commit()?;
             *self.views.committing.borrow_mut() = None;
         } else {
-            self.in_flight = Some(
-                std::thread::Builder::new()
-                    .name("projection-commit".into())
-                    .spawn(commit)
-                    .map_err(|e| ProjectionError::Corrupt(format!("starting a commit: {e}")))?,
-            );
+            p.committer.start_commit(Box::new(commit))?;
+            self.in_flight = true;
         }
         self.committed = self.position;
         self.touched.clear();
@@ -1239,12 +1324,10 @@ impl Batch<'_> {
     /// Waits for the batch's commit started last, if any: its error is this
     /// catch-up's, and nothing applied after it may be committed.
     fn join(&mut self) -> Result<(), ProjectionError> {
-        let Some(commit) = self.in_flight.take() else {
+        if !std::mem::take(&mut self.in_flight) {
             return Ok(());
-        };
-        let done = commit
-            .join()
-            .unwrap_or_else(|_| Err(ProjectionError::Corrupt("a commit panicked".into())));
+        }
+        let done = self.projector.committer.wait();
         *self.views.committing.borrow_mut() = None;
         if done.is_err() {
             self.failed = true;
@@ -1346,10 +1429,15 @@ mod tests {
             ("b".to_owned(), None),
             ("c".to_owned(), Some(b"committing".to_vec())),
         ]
-        .into();
+        .into_iter()
+        .collect();
         let staged = Staged {
             tree,
-            writes: RefCell::new([("c".to_owned(), Some(b"this batch".to_vec()))].into()),
+            writes: RefCell::new(
+                [("c".to_owned(), Some(b"this batch".to_vec()))]
+                    .into_iter()
+                    .collect(),
+            ),
             committing: RefCell::new(Some(Arc::new(committing))),
         };
         assert_eq!(

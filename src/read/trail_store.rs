@@ -20,13 +20,15 @@
 //! run that does not check, means a machine crash lost writes: the caller drops the
 //! projections and replays the log.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use super::projection::TrailEntry;
 use super::trail_codec;
@@ -112,8 +114,71 @@ struct Head {
     lines: u64,
 }
 
-/// Each subject key's latest run.
-type Index = BTreeMap<Vec<u8>, Head>;
+/// Each subject key's latest run, in a hash map: a batch looks up and replaces one head
+/// for each subject it names (an ordered map's comparisons were a twelfth of the commit
+/// thread). A subject's keys in every partition are found through `suffixes`.
+#[derive(Default)]
+struct Index {
+    heads: HashMap<Box<[u8]>, Head>,
+    /// What follows the first NUL of the keys (`partition NUL`), each once, in order: a
+    /// province's store holds a handful.
+    suffixes: BTreeSet<Box<[u8]>>,
+}
+
+impl Index {
+    fn get(&self, key: &[u8]) -> Option<&Head> {
+        self.heads.get(key)
+    }
+
+    fn insert(&mut self, key: Vec<u8>, head: Head) {
+        if let Some(h) = self.heads.get_mut(key.as_slice()) {
+            *h = head;
+            return;
+        }
+        if let Some(nul) = key.iter().position(|&b| b == 0) {
+            let suffix = &key[nul + 1..];
+            if !self.suffixes.contains(suffix) {
+                self.suffixes.insert(suffix.into());
+            }
+        }
+        self.heads.insert(key.into_boxed_slice(), head);
+    }
+
+    fn len(&self) -> usize {
+        self.heads.len()
+    }
+
+    /// The keys starting with `prefix` and their heads, in key order. A prefix through
+    /// a NUL (`subject NUL`, or a whole key) costs a lookup per partition it may name; one
+    /// without (every key), a scan.
+    fn with_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Head)> {
+        if let Some(nul) = prefix.iter().position(|&b| b == 0) {
+            let (group, rest) = prefix.split_at(nul + 1);
+            let mut key = group.to_vec();
+            let mut found = Vec::new();
+            let suffixes = self
+                .suffixes
+                .range::<[u8], _>((std::ops::Bound::Included(rest), std::ops::Bound::Unbounded))
+                .take_while(|s| s.starts_with(rest));
+            for suffix in suffixes {
+                key.truncate(group.len());
+                key.extend_from_slice(suffix);
+                if let Some(h) = self.heads.get(key.as_slice()) {
+                    found.push((key.clone(), *h));
+                }
+            }
+            return found;
+        }
+        let mut found: Vec<(Vec<u8>, Head)> = self
+            .heads
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, h)| (k.to_vec(), *h))
+            .collect();
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        found
+    }
+}
 
 /// A run's fixed header, read without its lines.
 #[derive(Clone, Copy, Debug)]
@@ -243,7 +308,7 @@ impl TrailStore {
             dir,
             _claim: None,
             _scratch: scratch,
-            index: RwLock::new(BTreeMap::new()),
+            index: RwLock::new(Index::default()),
             committed: AtomicU64::new(0),
             indexed: AtomicU64::new(0),
         }
@@ -265,7 +330,7 @@ impl TrailStore {
                 // the projections were cleared before the file was): removed, or a
                 // later open would take it once the file grew past its length again.
                 self.remove_index_file()?;
-                (BTreeMap::new(), 0)
+                (Index::default(), 0)
             }
         };
         // Sequential reads of what follows the index file, one run at a time (through a
@@ -315,7 +380,7 @@ impl TrailStore {
     pub fn reset(&self) -> Result<(), TrailError> {
         self.remove_index_file()?;
         self.file.set_len(0)?;
-        self.index.write().expect("trail index lock").clear();
+        *self.index.write().expect("trail index lock") = Index::default();
         self.committed.store(0, Ordering::SeqCst);
         self.indexed.store(0, Ordering::SeqCst);
         Ok(())
@@ -373,18 +438,18 @@ impl TrailStore {
     pub fn publish(&self, batch: Appender) {
         let mut index = self.index.write().expect("trail index lock");
         let end = batch.end();
-        index.extend(batch.heads);
+        for (key, head) in batch.heads {
+            index.insert(key, head);
+        }
         self.committed.store(end, Ordering::SeqCst);
     }
 
     /// The subject keys starting with `prefix` and their latest runs, in key order.
     fn heads_with_prefix(&self, prefix: &[u8]) -> Vec<(Vec<u8>, Head)> {
-        let index = self.index.read().expect("trail index lock");
-        index
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, h)| (k.clone(), *h))
-            .collect()
+        self.index
+            .read()
+            .expect("trail index lock")
+            .with_prefix(prefix)
     }
 
     /// How many lines the trails of the keys starting with `prefix` hold, by key.
@@ -503,7 +568,7 @@ impl TrailStore {
             out.extend_from_slice(INDEX_MAGIC);
             out.extend_from_slice(&committed.to_le_bytes());
             out.extend_from_slice(&(index.len() as u64).to_le_bytes());
-            for (k, h) in index.iter() {
+            for (k, h) in index.heads.iter() {
                 out.extend_from_slice(&(k.len() as u16).to_le_bytes());
                 out.extend_from_slice(k);
                 for v in [h.offset, h.jump, h.jj, h.lines] {
@@ -558,7 +623,7 @@ fn parse_index(bytes: &[u8]) -> Option<(Index, u64)> {
     let u32_of = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4 bytes"));
     let covered = u64_of(take(8)?);
     let count = u64_of(take(8)?);
-    let mut index = BTreeMap::new();
+    let mut index = Index::default();
     for _ in 0..count {
         let key_len = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
         let key = take(key_len)?.to_vec();
@@ -697,6 +762,59 @@ mod tests {
             event_type: "note",
             detail: "",
         })
+    }
+
+    /// A subject's keys in every partition, a whole key, and every key come back in key
+    /// order, whatever order they were inserted in, and a replaced head is one key.
+    #[test]
+    fn the_index_finds_keys_by_prefix_in_key_order() {
+        let head = |lines| Head {
+            offset: 0,
+            depth: 0,
+            jump: 0,
+            jump_depth: 0,
+            jj: 0,
+            jj_depth: 0,
+            lines,
+        };
+        let mut index = Index::default();
+        for (key, lines) in [
+            (&b"household:2\x0079\x00"[..], 1),
+            (b"household:1\x0079\x00", 2),
+            (b"household:1\x0001\x00", 3),
+            (b"household:10\x0001\x00", 4),
+            (b"household:1\x0092\x00", 5),
+            (b"household:1\x0001\x00", 6),
+            (b"k", 7),
+        ] {
+            index.insert(key.to_vec(), head(lines));
+        }
+        let found = |prefix: &[u8]| -> Vec<(Vec<u8>, u64)> {
+            index
+                .with_prefix(prefix)
+                .into_iter()
+                .map(|(k, h)| (k, h.lines))
+                .collect()
+        };
+        assert_eq!(
+            found(b"household:1\x00"),
+            vec![
+                (b"household:1\x0001\x00".to_vec(), 6),
+                (b"household:1\x0079\x00".to_vec(), 2),
+                (b"household:1\x0092\x00".to_vec(), 5),
+            ]
+        );
+        assert_eq!(
+            found(b"household:1\x0079\x00"),
+            vec![(b"household:1\x0079\x00".to_vec(), 2)]
+        );
+        assert_eq!(found(b"household:3\x00"), vec![]);
+        let all: Vec<Vec<u8>> = found(b"").into_iter().map(|(k, _)| k).collect();
+        let mut sorted = all.clone();
+        sorted.sort();
+        assert_eq!(all, sorted);
+        assert_eq!(all.len(), 6);
+        assert_eq!(found(b"k"), vec![(b"k".to_vec(), 7)]);
     }
 
     /// Runs of 1 to 3 lines, appended in batches of several runs, then every page read

@@ -426,7 +426,14 @@ pub fn detail(payload: Option<&Payload>) -> String {
         return String::new();
     };
     match p {
-        Payload::Note(n) => n.text.chars().take(80).collect(),
+        Payload::Note(n) => {
+            let end = n
+                .text
+                .char_indices()
+                .nth(80)
+                .map_or(n.text.len(), |(i, _)| i);
+            n.text[..end].to_owned()
+        }
         Payload::HouseholdRegistered(h) => format!("registered, {} members, {}", h.members, h.area),
         Payload::HouseholdMembersChanged(h) => format!("members now {}: {}", h.members, h.reason),
         Payload::HouseholdMovedOut(h) => format!("moved out to {}", h.to_household_id),
