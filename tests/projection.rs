@@ -48,44 +48,66 @@ async fn clean_fingerprint(config: &LogConfig, total: usize) -> ansinh::chain::D
     clean.fingerprint().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_that_fails_to_commit_is_applied_once_on_the_next_catch_up() {
+/// A log of a little over two batches of notes, and an empty store on it.
+struct TwoBatches {
+    config: LogConfig,
+    _ledger: (Ledger, tempfile::TempDir),
+    stream: async_nats::jetstream::stream::Stream,
+    end: u64,
+    total: usize,
+    store: tempfile::TempDir,
+    db: sled::Db,
+}
+
+async fn two_batches() -> TwoBatches {
     let config = fresh_log();
-    let (ledger, _dir) = ledger(&config).await;
-    // Three partitions, a little over two batches of events.
+    let ledger = ledger(&config).await;
     let total = 2 * PROJECTION_BATCH_EVENTS_MAX + 500;
-    notes(&ledger, total).await;
+    notes(&ledger.0, total).await;
     let mut stream = stream_of(&config).await;
     let end = reader::last_stream_sequence(&mut stream).await.unwrap();
-
     let store = tempfile::tempdir().unwrap();
     let db = sled::open(store.path()).unwrap();
-    let projector = Projector::open(&db, store.path()).unwrap();
+    TwoBatches {
+        config,
+        _ledger: ledger,
+        stream,
+        end,
+        total,
+        store,
+        db,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_fails_to_commit_is_applied_once_on_the_next_catch_up() {
+    let mut t = two_batches().await;
+    let projector = Projector::open(&t.db, t.store.path()).unwrap();
     // The commit of the second batch fails: the first batch stays, none of the second.
     let fail_at = (PROJECTION_BATCH_EVENTS_MAX + 10) as u64;
     let failed = projector
-        .catch_up_failing_at(&mut stream, &config, end, Some(fail_at))
+        .catch_up_failing_at(&mut t.stream, &t.config, t.end, Some(fail_at))
         .await;
     assert!(failed.is_err(), "{failed:?}");
     assert_eq!(applied(&projector), PROJECTION_BATCH_EVENTS_MAX as u64);
     // The failed batch's trail runs are in the file past what sled recorded; opened
     // again (as after a crash), the store cuts them off.
-    let lines_file = store.path().join("trail.lines");
+    let lines_file = t.store.path().join("trail.lines");
     let written = std::fs::metadata(&lines_file).unwrap().len();
     drop(projector);
-    let projector = Projector::open(&db, store.path()).unwrap();
+    let projector = Projector::open(&t.db, t.store.path()).unwrap();
     assert!(std::fs::metadata(&lines_file).unwrap().len() < written);
     assert_eq!(applied(&projector), PROJECTION_BATCH_EVENTS_MAX as u64);
     // The next catch-up applies the rest, each event once.
     let rest = projector
-        .catch_up_to(&mut stream, &config, end)
+        .catch_up_to(&mut t.stream, &t.config, t.end)
         .await
         .unwrap();
-    assert_eq!(rest, (total - PROJECTION_BATCH_EVENTS_MAX) as u64);
-    assert_eq!(applied(&projector), total as u64);
+    assert_eq!(rest, (t.total - PROJECTION_BATCH_EVENTS_MAX) as u64);
+    assert_eq!(applied(&projector), t.total as u64);
     assert_eq!(
         projector.fingerprint().unwrap(),
-        clean_fingerprint(&config, total).await
+        clean_fingerprint(&t.config, t.total).await
     );
     // Every subject's trail holds its event once.
     assert_eq!(projector.trail("note:n7").unwrap().len(), 1);
@@ -97,22 +119,14 @@ async fn a_batch_that_fails_to_commit_is_applied_once_on_the_next_catch_up() {
 /// machine crash lost the unsynced file) drops the projections, which replay the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_stopped_inside_its_writes_is_completed_from_its_journal_on_open() {
-    let config = fresh_log();
-    let (ledger, _dir) = ledger(&config).await;
-    let total = 2 * PROJECTION_BATCH_EVENTS_MAX + 500;
-    notes(&ledger, total).await;
-    let mut stream = stream_of(&config).await;
-    let end = reader::last_stream_sequence(&mut stream).await.unwrap();
-
-    let store = tempfile::tempdir().unwrap();
-    let db = sled::open(store.path()).unwrap();
-    let projector = Projector::open(&db, store.path()).unwrap();
+    let mut t = two_batches().await;
+    let projector = Projector::open(&t.db, t.store.path()).unwrap();
     let first_batch = PROJECTION_BATCH_EVENTS_MAX as u64;
     let stopped = projector
         .catch_up_crashing(
-            &mut stream,
-            &config,
-            end,
+            &mut t.stream,
+            &t.config,
+            t.end,
             Some((first_batch + 10, Crash::InsideCommit)),
         )
         .await;
@@ -122,30 +136,30 @@ async fn a_batch_stopped_inside_its_writes_is_completed_from_its_journal_on_open
     let torn_position = projector.position().unwrap();
     assert_eq!(applied(&projector), 2 * first_batch);
     drop(projector);
-    let projector = Projector::open(&db, store.path()).unwrap();
+    let projector = Projector::open(&t.db, t.store.path()).unwrap();
     assert_ne!(projector.position().unwrap(), torn_position);
     assert_eq!(applied(&projector), 2 * first_batch);
     let rest = projector
-        .catch_up_to(&mut stream, &config, end)
+        .catch_up_to(&mut t.stream, &t.config, t.end)
         .await
         .unwrap();
-    assert_eq!(rest, total as u64 - 2 * first_batch);
-    let clean = clean_fingerprint(&config, total).await;
+    assert_eq!(rest, t.total as u64 - 2 * first_batch);
+    let clean = clean_fingerprint(&t.config, t.total).await;
     assert_eq!(projector.fingerprint().unwrap(), clean);
     assert_eq!(projector.trail("note:n4100").unwrap().len(), 1);
 
     // The journal's files lost what was written to them.
     drop(projector);
     for file in ansinh::read::journal::JOURNAL_FILES {
-        std::fs::write(store.path().join(file), b"").unwrap();
+        std::fs::write(t.store.path().join(file), b"").unwrap();
     }
-    let projector = Projector::open(&db, store.path()).unwrap();
+    let projector = Projector::open(&t.db, t.store.path()).unwrap();
     assert_eq!(applied(&projector), 0);
     let replayed = projector
-        .catch_up_to(&mut stream, &config, end)
+        .catch_up_to(&mut t.stream, &t.config, t.end)
         .await
         .unwrap();
-    assert_eq!(replayed, total as u64);
+    assert_eq!(replayed, t.total as u64);
     assert_eq!(projector.fingerprint().unwrap(), clean);
 }
 

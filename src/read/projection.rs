@@ -1272,7 +1272,11 @@ impl Batch<'_> {
             for (k, v) in &summaries {
                 record.put(SUMMARY, k.as_bytes(), v);
             }
-            for (k, v) in views.iter() {
+            // In key order: consecutive inserts land in the same sled leaf, whose path
+            // from the root is then in cache.
+            let mut views: Vec<_> = views.iter().collect();
+            views.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (k, v) in views {
                 match v {
                     Some(v) => record.put(VIEWS, k.as_bytes(), v),
                     None => record.remove(VIEWS, k.as_bytes()),

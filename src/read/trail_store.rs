@@ -131,17 +131,21 @@ impl Index {
     }
 
     fn insert(&mut self, key: Vec<u8>, head: Head) {
-        if let Some(h) = self.heads.get_mut(key.as_slice()) {
-            *h = head;
-            return;
-        }
-        if let Some(nul) = key.iter().position(|&b| b == 0) {
-            let suffix = &key[nul + 1..];
-            if !self.suffixes.contains(suffix) {
-                self.suffixes.insert(suffix.into());
+        match self.heads.entry(key.into_boxed_slice()) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                *e.get_mut() = head;
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let key = e.key();
+                if let Some(nul) = key.iter().position(|&b| b == 0) {
+                    let suffix = &key[nul + 1..];
+                    if !self.suffixes.contains(suffix) {
+                        self.suffixes.insert(suffix.into());
+                    }
+                }
+                e.insert(head);
             }
         }
-        self.heads.insert(key.into_boxed_slice(), head);
     }
 
     fn len(&self) -> usize {
