@@ -270,8 +270,11 @@ struct Batch<'p> {
     /// Partitions whose head and summary this batch changed.
     touched: Vec<String>,
     views: Staged,
-    /// The batch's trail lines, encoded, in chain order.
-    lines: Vec<Vec<u8>>,
+    /// The batch's trail lines, encoded one after another in chain order (one buffer,
+    /// not an allocation a line).
+    lines: Vec<u8>,
+    /// Where each line ends in `lines`.
+    line_ends: Vec<usize>,
     /// Each subject's lines in the batch (its key prefix `subject NUL partition NUL`):
     /// (chain sequence, index in `lines`).
     trail: HashMap<Vec<u8>, Vec<(u64, usize)>>,
@@ -618,6 +621,7 @@ impl Projector {
                 committing: RefCell::new(None),
             },
             lines: Vec::new(),
+            line_ends: Vec::new(),
             trail: HashMap::new(),
             in_flight: false,
             events: 0,
@@ -1090,7 +1094,23 @@ impl Batch<'_> {
             return Ok(()); // already applied: exactly once
         }
         let seq = event.stream_sequence;
-        let Some(partition) = config.chain_of(&event.subject) else {
+        // `LogConfig::chain_of`, with the partition's name checked (and allocated) once a
+        // batch, when its head is loaded, not once an event.
+        let name = match config.partition_of(&event.subject) {
+            Some(name) if self.heads.contains_key(name) => Some(name),
+            Some(name) => match Partition::new(name) {
+                Ok(partition) => {
+                    let follower = self.projector.stored_follower(&partition)?;
+                    let summary = self.projector.stored_summary(name)?;
+                    self.heads.insert(name.to_owned(), follower);
+                    self.summaries.insert(name.to_owned(), summary);
+                    Some(name)
+                }
+                Err(_) => None,
+            },
+            None => None,
+        };
+        let Some(name) = name else {
             // A stray message: in no chain, so it changes nothing (`LogConfig::chain_of`).
             tracing::warn!(
                 stream_sequence = seq,
@@ -1101,13 +1121,6 @@ impl Batch<'_> {
             self.events += 1;
             return Ok(());
         };
-        let name = partition.as_str();
-        if !self.heads.contains_key(name) {
-            let follower = self.projector.stored_follower(&partition)?;
-            let summary = self.projector.stored_summary(name)?;
-            self.heads.insert(name.to_owned(), follower);
-            self.summaries.insert(name.to_owned(), summary);
-        }
         let follower = self.heads.get_mut(name).expect("loaded above");
         let checked = follower.check(event).map_err(|b| ProjectionError::Broken {
             stream_sequence: b.stream_sequence,
@@ -1117,7 +1130,7 @@ impl Batch<'_> {
             self.touched.push(name.to_owned());
         }
         let (next, envelope) = match &checked {
-            Checked::Event { next, envelope, .. } => (next.clone(), envelope),
+            Checked::Event { next, envelope, .. } => (next, envelope),
             Checked::Held(_) | Checked::HeldAlready => {
                 // Held until the operator's exclusion; it changes no view.
                 follower.accept(checked);
@@ -1141,19 +1154,22 @@ impl Batch<'_> {
         let no_actor = crate::proto::Actor::default();
         let actor = envelope.actor.as_ref().unwrap_or(&no_actor);
         let detail = views::detail(envelope.payload.as_ref());
-        let entry_bytes = trail_codec::encode_line(&trail_codec::Line {
-            partition: name,
-            sequence: next.sequence,
-            stream_sequence: seq,
-            hash: &next.hash,
-            recorded_at_unix_ms: envelope.recorded_at_unix_ms,
-            actor: &actor.id,
-            role: &actor.role,
-            event_type: &envelope.event_type,
-            detail: &detail,
-        });
-        let line = self.lines.len();
-        self.lines.push(entry_bytes);
+        trail_codec::encode_line_into(
+            &mut self.lines,
+            &trail_codec::Line {
+                partition: name,
+                sequence: next.sequence,
+                stream_sequence: seq,
+                hash: &next.hash,
+                recorded_at_unix_ms: envelope.recorded_at_unix_ms,
+                actor: &actor.id,
+                role: &actor.role,
+                event_type: &envelope.event_type,
+                detail: &detail,
+            },
+        );
+        let line = self.line_ends.len();
+        self.line_ends.push(self.lines.len());
         let mut key = Vec::new();
         for subject in &envelope.subjects {
             trail_key(&mut key, subject, name);
@@ -1234,6 +1250,7 @@ impl Batch<'_> {
             })
             .collect();
         let lines = std::mem::take(&mut self.lines);
+        let line_ends = std::mem::take(&mut self.line_ends);
         let subjects = std::mem::take(&mut self.trail);
         let crash = self
             .fail_at
@@ -1248,11 +1265,13 @@ impl Batch<'_> {
             // Each subject's lines in runs, written to the trail file past its committed
             // length before the record that holds the new length with the position;
             // readers see them once that is written (`trail_store`).
-            let bytes = lines.iter().map(Vec::len).sum::<usize>() * 2;
+            let bytes = lines.len() * 2;
+            let line =
+                |i: usize| &lines[i.checked_sub(1).map_or(0, |p| line_ends[p])..line_ends[i]];
             let mut runs = trail.begin(subjects.len(), bytes);
             for (prefix, at) in &subjects {
                 for run in at.chunks(TRAIL_RUN_LINES_MAX) {
-                    let run = run.iter().map(|(_, i)| lines[*i].as_slice());
+                    let run = run.iter().map(|(_, i)| line(*i));
                     runs.append(&trail, prefix, run)?;
                 }
             }

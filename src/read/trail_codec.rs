@@ -31,7 +31,15 @@ pub struct Line<'a> {
 }
 
 pub fn encode_line(line: &Line<'_>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(
+    let mut out = Vec::new();
+    encode_line_into(&mut out, line);
+    out
+}
+
+/// `encode_line`, appended to `out` (the projector encodes a batch's lines into one
+/// buffer).
+pub fn encode_line_into(out: &mut Vec<u8>, line: &Line<'_>) {
+    out.reserve(
         64 + line.partition.len()
             + line.actor.len()
             + line.role.len()
@@ -39,16 +47,15 @@ pub fn encode_line(line: &Line<'_>) -> Vec<u8> {
             + line.detail.len(),
     );
     // Writing into a Vec cannot fail.
-    let _ = encode::write_array_len(&mut out, LINE_FIELDS);
-    let _ = encode::write_str(&mut out, line.partition);
-    let _ = encode::write_uint(&mut out, line.sequence);
-    let _ = encode::write_uint(&mut out, line.stream_sequence);
-    let _ = encode::write_bin(&mut out, &line.hash.0);
-    let _ = encode::write_sint(&mut out, line.recorded_at_unix_ms);
+    let _ = encode::write_array_len(out, LINE_FIELDS);
+    let _ = encode::write_str(out, line.partition);
+    let _ = encode::write_uint(out, line.sequence);
+    let _ = encode::write_uint(out, line.stream_sequence);
+    let _ = encode::write_bin(out, &line.hash.0);
+    let _ = encode::write_sint(out, line.recorded_at_unix_ms);
     for text in [line.actor, line.role, line.event_type, line.detail] {
-        let _ = encode::write_str(&mut out, text);
+        let _ = encode::write_str(out, text);
     }
-    out
 }
 
 /// Appends a run of encoded lines to `out`: the array header, then the lines as they are.
