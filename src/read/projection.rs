@@ -275,6 +275,9 @@ struct Batch<'p> {
     lines: Vec<u8>,
     /// Where each line ends in `lines`.
     line_ends: Vec<usize>,
+    /// The trail key of the subject being added, built here (`trail_key`) rather than
+    /// allocated for every event.
+    trail_key: Vec<u8>,
     /// Each subject's lines in the batch (its key prefix `subject NUL partition NUL`):
     /// (chain sequence, index in `lines`).
     trail: HashMap<Vec<u8>, Vec<(u64, usize)>>,
@@ -622,6 +625,7 @@ impl Projector {
             },
             lines: Vec::new(),
             line_ends: Vec::new(),
+            trail_key: Vec::new(),
             trail: HashMap::new(),
             in_flight: false,
             events: 0,
@@ -1170,9 +1174,9 @@ impl Batch<'_> {
         );
         let line = self.line_ends.len();
         self.line_ends.push(self.lines.len());
-        let mut key = Vec::new();
         for subject in &envelope.subjects {
-            trail_key(&mut key, subject, name);
+            let key = &mut self.trail_key;
+            trail_key(key, subject, name);
             // Looked up by the bytes first: the key is allocated once a batch per subject.
             let lines = match self.trail.get_mut(key.as_slice()) {
                 Some(lines) => lines,
