@@ -50,6 +50,7 @@ async fn open_ledger(url: &str, config: &LogConfig, store_dir: &std::path::Path)
         let client = app::connect(url, &ansinh::app::NatsAuth::default())
             .await
             .expect("connect to the cluster");
+        wait_for_meta_leader(&client, deadline).await;
         let store = LedgerStore::open(&store_dir.join("ledger.sled")).expect("open store");
         match Ledger::open(client, config.clone(), store).await {
             Ok((ledger, lost)) => {
@@ -62,6 +63,22 @@ async fn open_ledger(url: &str, config: &LogConfig, store_dir: &std::path::Path)
             }
             Err(e) => panic!("the cluster never became ready: {e}"),
         }
+    }
+}
+
+/// Waits until the cluster's JetStream answers an account query, which its meta leader
+/// serves. Asked with a short timeout: a request sent before the election goes unanswered
+/// for the context's whole timeout, which would add seconds to every cluster test.
+async fn wait_for_meta_leader(client: &async_nats::Client, deadline: tokio::time::Instant) {
+    const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+    let mut js = async_nats::jetstream::new(client.clone());
+    js.set_timeout(PROBE_TIMEOUT);
+    while js.query_account().await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cluster elected no JetStream meta leader"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
