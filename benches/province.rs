@@ -10,7 +10,8 @@
 //!    <= 10 ms, flat);
 //! 3. verify beside a projection rebuild and a catch-up of the log's second half (target: at
 //!    least 25% of verify, each), on sled configured as the ledger's store configures it; the
-//!    projections' heap peak over part of the log and over all of it (target: flat);
+//!    projections' heap peak over part of the log and over all of it (target: flat), with
+//!    the store's sled cache and with a small one, full at both;
 //! 4. HTTP registrations from 64 clients (target >= 10,000/s, p99 <= 20 ms), HTTP
 //!    classifications of the same households, each with the CPU time a write costs in this
 //!    process and in nats-server, and a payment run of 10,000 instructions (and, at the end,
@@ -140,6 +141,9 @@ fn projection_db(path: &std::path::Path) -> BenchResult<sled::Db> {
 }
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + std::marker::Sync>>;
+
+/// A sled cache that is full well before half of the bench's log is applied.
+const HEAP_SLED_CACHE_SMALL: u64 = 8 << 20;
 
 /// Commands in flight at once while the province is built.
 const IN_FLIGHT: usize = 512;
@@ -477,27 +481,47 @@ async fn run() -> BenchResult<()> {
     ));
     // The projector's memory, against the log's length: the heap's peak while a store
     // applies the first half of the log's messages from empty, and while another applies
-    // all of them (not timed: counting costs each allocation two atomics).
+    // all of them (not timed: counting costs each allocation two atomics). Twice: with
+    // the store's sled cache, which fills between the two, and with one small enough to
+    // be full at both, which leaves what grows with the log, if anything.
     let mib = |bytes: i64| format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0));
-    let path = dir.path().join("heap-half");
-    let db = projection_db(&path)?;
-    let half = Projector::open(&db, &path)?;
-    let (applied, _, half_peak) =
-        heap_counted(half.catch_up_to(&mut stream, &config, end / 2)).await;
-    let half_events = applied?;
-    drop((half, db));
-    let path = dir.path().join("heap-whole");
-    let db = projection_db(&path)?;
-    let whole = Projector::open(&db, &path)?;
-    let (applied, _, whole_peak) = heap_counted(whole.rebuild(&mut stream, &config)).await;
-    let whole_events = applied?;
-    drop((whole, db));
+    let mut table_bytes = 0;
+    for cache in [None, Some(HEAP_SLED_CACHE_SMALL)] {
+        let mut peaks = Vec::new();
+        for upto in [Some(end / 2), None] {
+            let path = dir.path().join(format!("heap-{cache:?}-{upto:?}"));
+            let db = match cache {
+                None => projection_db(&path)?,
+                Some(bytes) => sled::Config::new()
+                    .path(&path)
+                    .cache_capacity(bytes)
+                    .open()?,
+            };
+            let projector = Projector::open(&db, &path)?;
+            let (applied, _, peak) = match upto {
+                Some(upto) => heap_counted(projector.catch_up_to(&mut stream, &config, upto)).await,
+                None => heap_counted(projector.rebuild(&mut stream, &config)).await,
+            };
+            peaks.push((applied?, peak));
+            table_bytes = projector.trail_table_bytes();
+        }
+        let cache = match cache {
+            None => "the store's sled cache".to_string(),
+            Some(bytes) => format!("a sled cache of {}", mib(bytes as i64)),
+        };
+        rows.push(row(
+            &format!(
+                "projections' heap peak while applying {} / {} events from empty, {cache}",
+                peaks[0].0, peaks[1].0
+            ),
+            format!("{} / {}", mib(peaks[0].1), mib(peaks[1].1)),
+            "flat in log length",
+        ));
+    }
     rows.push(row(
-        &format!(
-            "projections' heap peak while applying {half_events} / {whole_events} events from empty"
-        ),
-        format!("{} / {}", mib(half_peak), mib(whole_peak)),
-        "flat in log length",
+        "the trail's index on disk (a file in the page cache, not heap), all events",
+        mib(table_bytes as i64),
+        "",
     ));
 
     // 4. The first command after a restart. The ledger closes as a command or `serve`

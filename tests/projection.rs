@@ -314,6 +314,73 @@ async fn the_trail_file_comes_back_to_what_the_projections_committed() {
     assert_eq!(reopened.fingerprint().unwrap(), want);
 }
 
+/// The trail's index lives in a table on disk, which takes a batch's heads only once a
+/// sled flush made the batch durable. Here every few heads are settled so: a store closed
+/// halfway (its index file written), then followed to the end and dropped as a crash
+/// leaves it (the table holding heads past what the index file names, no index file
+/// written) opens to the clean rebuild's trails, folding again the runs after the index
+/// file over a table already ahead of them. A table file that is not one is rebuilt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trail_index_on_disk_comes_back_after_a_crash_with_heads_settled_past_it() {
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    for n in 0..400 {
+        let mut draft = note(["01", "79"][n % 2], &format!("s{n}"), "kept");
+        draft.subjects.push(format!("instruction:{n}"));
+        draft.subjects.push("commune:0100007".into());
+        ledger.append(draft).await.unwrap();
+    }
+    let mut stream = stream_of(&config).await;
+    let end = reader::last_stream_sequence(&mut stream).await.unwrap();
+    let clean_dir = tempfile::tempdir().unwrap();
+    let clean_db = sled::open(clean_dir.path()).unwrap();
+    let clean = Projector::open(&clean_db, clean_dir.path()).unwrap();
+    clean.rebuild(&mut stream, &config).await.unwrap();
+    let want = clean.fingerprint().unwrap();
+    let want_trail = clean.trail("commune:0100007").unwrap();
+    assert_eq!(want_trail.len(), 400);
+
+    let store = tempfile::tempdir().unwrap();
+    let db = sled::open(store.path()).unwrap();
+    let index_file = store.path().join("trail.index");
+    {
+        let projector = Projector::open(&db, store.path()).unwrap();
+        projector.trail_test_hooks(7, true);
+        projector
+            .catch_up_to(&mut stream, &config, end / 2)
+            .await
+            .unwrap();
+    }
+    let written = std::fs::read(&index_file).unwrap();
+    {
+        let projector = Projector::open(&db, store.path()).unwrap();
+        projector.trail_test_hooks(7, false);
+        for upto in (end / 2 + 5..=end).step_by(5) {
+            projector
+                .catch_up_to(&mut stream, &config, upto)
+                .await
+                .unwrap();
+        }
+        projector.catch_up(&mut stream, &config).await.unwrap();
+        assert_eq!(projector.fingerprint().unwrap(), want);
+    }
+    assert_eq!(
+        std::fs::read(&index_file).unwrap(),
+        written,
+        "no index file written at the crash"
+    );
+    let reopened = Projector::open(&db, store.path()).unwrap();
+    assert_eq!(reopened.fingerprint().unwrap(), want);
+    assert_eq!(reopened.trail("commune:0100007").unwrap(), want_trail);
+    assert_eq!(reopened.trail("instruction:399").unwrap().len(), 1);
+    drop(reopened);
+    // A table file that is not one: every run folded again into a new table.
+    std::fs::write(store.path().join("trail.heads"), b"not a table").unwrap();
+    let reopened = Projector::open(&db, store.path()).unwrap();
+    assert_eq!(reopened.fingerprint().unwrap(), want);
+    assert_eq!(reopened.trail("commune:0100007").unwrap(), want_trail);
+}
+
 /// A batch's transaction runs while the next batch is applied, which reads the records
 /// the first one changed from memory until it is done. Households, the partition's trial
 /// balance and the commune's portfolio changed in every batch of a rebuild (several

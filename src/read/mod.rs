@@ -8,5 +8,6 @@ pub mod journal;
 pub mod payments_report;
 pub mod projection;
 pub mod trail_codec;
+mod trail_heads;
 pub mod trail_store;
 pub mod views;

@@ -11,6 +11,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use async_nats::jetstream::stream::Stream;
 use chrono::NaiveDate;
@@ -28,7 +29,7 @@ use crate::log::{EventAt, LogConfig, Position, reader};
 use crate::proto::Envelope;
 use crate::read::journal::{self, Journal, JournalError, Marker, Record};
 use crate::read::trail_codec;
-use crate::read::trail_store::{Claim, Opened, TrailError, TrailStore};
+use crate::read::trail_store::{Claim, Opened, TrailError, TrailStore, UNSETTLED_HEADS_MAX};
 use crate::views::{
     self, CommunePortfolio, HouseholdRecord, HouseholdView, PendingLine, ReconcileProgress,
     TrialBalanceView, Views,
@@ -147,6 +148,12 @@ pub struct Projector {
     journal: Arc<Journal>,
     views: sled::Tree,
     committer: Committer,
+    /// The trail's heads committed in memory past which a commit flushes sled and
+    /// settles them: `UNSETTLED_HEADS_MAX`, less in tests.
+    settle_after: std::sync::atomic::AtomicUsize,
+    /// Whether dropping the projector writes the trail's index file (not in a test that
+    /// stands for a crash).
+    index_on_drop: std::sync::atomic::AtomicBool,
 }
 
 /// A batch's commit, run on the committer's thread.
@@ -410,7 +417,11 @@ fn raw_records(tree: &sled::Tree) -> Records<'_> {
 /// Every trail line as a record keyed `subject NUL partition NUL chain sequence`, in key
 /// order.
 fn trail_lines(trail: &TrailStore) -> Records<'_> {
-    Box::new(trail.keys().into_iter().flat_map(move |prefix| {
+    let keys = match trail.keys() {
+        Ok(keys) => keys,
+        Err(e) => return Box::new(std::iter::once(Err(e.into()))),
+    };
+    Box::new(keys.into_iter().flat_map(move |prefix| {
         trail.runs(&prefix).flat_map(move |run| match run {
             Ok(lines) => {
                 let prefix = prefix.clone();
@@ -471,6 +482,9 @@ impl Projector {
             }
             _ => 0,
         };
+        // What sled recovered, and the record applied above, made durable: the trail's
+        // table may then take the heads it folds again (`TrailStore::settle`).
+        db.flush()?;
         let trail = match TrailStore::open_claimed(claim, committed)? {
             Opened::Ready(trail) => trail,
             Opened::Lost(trail, why) => {
@@ -516,6 +530,8 @@ impl Projector {
             journal: Arc::new(journal),
             views: db.open_tree(TREE_VIEWS)?,
             committer: Committer::start()?,
+            settle_after: UNSETTLED_HEADS_MAX.into(),
+            index_on_drop: true.into(),
         };
         if let Some(why) = &lost {
             tracing::warn!(error = %why, "projections: a file lost writes sled kept; replaying the log");
@@ -587,6 +603,20 @@ impl Projector {
 
     /// `catch_up_to`, whose commit stops (as a crash before it would) once the batch
     /// holds the `fail_at`-th event applied: for tests of exactly-once.
+    /// Bytes of the file holding the trail's index (`trail_heads`): page cache, not heap.
+    pub fn trail_table_bytes(&self) -> u64 {
+        self.trail.table_bytes()
+    }
+
+    /// Test hook: settle the trail's heads into its table once `settle_after` are
+    /// waiting, and, unless `index_on_drop`, leave the index file as it is on drop, as a
+    /// crash does.
+    #[doc(hidden)]
+    pub fn trail_test_hooks(&self, settle_after: usize, index_on_drop: bool) {
+        self.settle_after.store(settle_after, Ordering::Relaxed);
+        self.index_on_drop.store(index_on_drop, Ordering::Relaxed);
+    }
+
     #[doc(hidden)]
     pub async fn catch_up_failing_at(
         &self,
@@ -652,7 +682,7 @@ impl Projector {
             reader::ReadError::Visit(v) => v,
         })?;
         committed?;
-        self.trail.write_index(false)?;
+        self.trail.write_index(false, || self.flush_sled())?;
         Ok(batch.applied)
     }
 
@@ -664,8 +694,14 @@ impl Projector {
     ) -> Result<u64, ProjectionError> {
         self.clear()?;
         let applied = self.catch_up(stream, config).await?;
-        self.trail.write_index(true)?;
+        self.trail.write_index(true, || self.flush_sled())?;
         Ok(applied)
+    }
+
+    /// Makes every batch committed so far durable: then the trail's table may take
+    /// their heads (`TrailStore::settle`).
+    fn flush_sled(&self) -> Result<(), TrailError> {
+        Ok(self.meta.flush().map(drop)?)
     }
 
     /// A partition's head and the messages it holds, as the last commit left them.
@@ -769,7 +805,7 @@ impl Projector {
     ) -> Result<(Vec<TrailEntry>, bool), ProjectionError> {
         let mut page = Vec::with_capacity(take);
         let mut skip = skip as u64;
-        for (key, len) in self.trail.lengths(&subject_prefix(subject)) {
+        for (key, len) in self.trail.lengths(&subject_prefix(subject))? {
             if skip >= len {
                 skip -= len;
                 continue;
@@ -1081,7 +1117,10 @@ impl Projector {
 /// instead of folding the trail file's runs since it was last written.
 impl Drop for Projector {
     fn drop(&mut self) {
-        if let Err(e) = self.trail.write_index(true) {
+        if !self.index_on_drop.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = self.trail.write_index(true, || self.flush_sled()) {
             tracing::warn!(error = %e, "projections: writing the trail's index failed");
         }
     }
@@ -1265,6 +1304,7 @@ impl Batch<'_> {
         let base = (self.committed != Position::START).then(|| encode_position(&self.committed));
         let (meta, summary, view) = (p.meta.clone(), p.summary.clone(), p.views.clone());
         let (trail, journal) = (Arc::clone(&p.trail), Arc::clone(&p.journal));
+        let settle_after = p.settle_after.load(Ordering::Relaxed);
         let commit = move || -> Result<(), ProjectionError> {
             // Each subject's lines in runs, written to the trail file past its committed
             // length before the record that holds the new length with the position;
@@ -1322,7 +1362,21 @@ impl Batch<'_> {
                     "the projections moved under this catch-up (another writer)".into(),
                 ));
             }
-            let marker = journal.write(&mut record, || meta.flush().map(drop))?;
+            // The trail's heads wait in memory for a sled flush that makes their batches
+            // durable (`TrailStore::settle`): at a journal switch, or when they are many.
+            if trail.unsettled() >= settle_after {
+                meta.flush()?;
+                trail.settle()?;
+            }
+            let mut flushed = false;
+            let marker = journal.write(&mut record, || {
+                meta.flush()?;
+                flushed = true;
+                Ok(())
+            })?;
+            if flushed {
+                trail.settle()?;
+            }
             meta.insert(KEY_JOURNAL, marker.encode().as_slice())?;
             let trees = [&meta, &summary, &view];
             if crash == Some(Crash::InsideCommit) {
