@@ -121,8 +121,11 @@ pub(super) struct Head {
 
 /// Heads committed since the projector last made sled durable, past which it flushes
 /// sled and moves them into the table (`TrailStore::settle`). They are what the heap
-/// holds of the index, whatever the log's length: ~80 B each, ~10 MiB at most.
-pub const UNSETTLED_HEADS_MAX: usize = 1 << 17;
+/// holds of the index, whatever the log's length: a map of 2^16 slots, ~4 MiB (with
+/// 2^17 waiting, 2^18 slots: the projections' heap peaked ~12 MiB higher in the province
+/// bench, at the same rates). A settle's sled flush writes little when the batches since
+/// wrote few views, and is due every 32,768 subjects at most.
+pub const UNSETTLED_HEADS_MAX: usize = 1 << 15;
 
 /// Each subject key's latest run. A batch looks up and replaces one head for each
 /// subject it names; a subject's keys in every partition are found through `suffixes`.
