@@ -1,7 +1,8 @@
 //! The read side: state derived from the log, served to people and gateways in
 //! O(result). `projection` applies events in batches into sled, each batch with its position
 //! in one atomic step (`journal`); `views` are the read models it keeps; `trail_codec` how
-//! the audit trail's lines are stored; `payments_report` the
+//! the audit trail's lines are stored, `trail_store` the file of their runs and
+//! `trail_heads` its index of subjects on disk; `payments_report` the
 //! payments reports, from the projections where one day is asked, from the log otherwise.
 
 pub mod journal;
