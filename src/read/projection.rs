@@ -601,8 +601,6 @@ impl Projector {
         self.catch_up_failing_at(stream, config, end, None).await
     }
 
-    /// `catch_up_to`, whose commit stops (as a crash before it would) once the batch
-    /// holds the `fail_at`-th event applied: for tests of exactly-once.
     /// Bytes of the file holding the trail's index (`trail_heads`): page cache, not heap.
     pub fn trail_table_bytes(&self) -> u64 {
         self.trail.table_bytes()
@@ -617,6 +615,8 @@ impl Projector {
         self.index_on_drop.store(index_on_drop, Ordering::Relaxed);
     }
 
+    /// `catch_up_to`, whose commit stops (as a crash before it would) once the batch
+    /// holds the `fail_at`-th event applied: for tests of exactly-once.
     #[doc(hidden)]
     pub async fn catch_up_failing_at(
         &self,
@@ -694,6 +694,9 @@ impl Projector {
     ) -> Result<u64, ProjectionError> {
         self.clear()?;
         let applied = self.catch_up(stream, config).await?;
+        // Under the catch-up lock: no commit may publish heads between the flush and the
+        // settle in `write_index`.
+        let _one_at_a_time = CATCH_UP.lock().await;
         self.trail.write_index(true, || self.flush_sled())?;
         Ok(applied)
     }

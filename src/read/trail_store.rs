@@ -663,7 +663,9 @@ impl TrailStore {
     /// runs (any, with `always`) were committed since it was last written. First
     /// `flush_sled` makes every commit durable, so every head may go into the table;
     /// then the file's runs and the table are made durable, and the index file naming
-    /// the length they cover is written to a new file renamed over the old.
+    /// the length they cover is written to a new file renamed over the old. No batch may
+    /// be published meanwhile (its heads would be settled unflushed): the projector calls
+    /// this under its catch-up lock, or when it is dropped.
     pub fn write_index(
         &self,
         always: bool,
