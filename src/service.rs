@@ -831,13 +831,17 @@ impl Service {
     ) -> Result<(Receipt, proto::PaymentRecorded), ServiceError> {
         let content = serde_json::to_vec(&post).expect("posts serialize");
         let key = format!("post:{}", &blake3::hash(&content).to_hex()[..48]);
-        if self.ledger.already_appended(partition, &key)?.is_none() {
-            let skew_ms = now_unix_ms.saturating_sub(posted_at_unix_ms).abs();
-            if skew_ms > POST_REPLAY_WINDOW_MS {
-                return Err(ServiceError::Rejected(Rejection::PostOutsideReplayWindow {
-                    skew_ms,
-                }));
-            }
+        let skew_ms = now_unix_ms.saturating_sub(posted_at_unix_ms).abs();
+        if skew_ms > POST_REPLAY_WINDOW_MS
+            && self
+                .ledger
+                .already_appended_settled(partition, &key)
+                .await?
+                .is_none()
+        {
+            return Err(ServiceError::Rejected(Rejection::PostOutsideReplayWindow {
+                skew_ms,
+            }));
         }
         let receipt = self
             .ledger
