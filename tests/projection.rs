@@ -48,6 +48,38 @@ async fn clean_fingerprint(config: &LogConfig, total: usize) -> ansinh::chain::D
     clean.fingerprint().unwrap()
 }
 
+/// A clean rebuild's fingerprint and the trail of `subject` in it, with the number of
+/// lines that trail must hold.
+async fn clean_trail(
+    config: &LogConfig,
+    subject: &str,
+    lines: usize,
+) -> (ansinh::chain::Digest, Vec<ansinh::projection::TrailEntry>) {
+    let mut stream = stream_of(config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let clean = Projector::open(&db, dir.path()).unwrap();
+    clean.rebuild(&mut stream, config).await.unwrap();
+    let trail = clean.trail(subject).unwrap();
+    assert_eq!(trail.len(), lines);
+    (clean.fingerprint().unwrap(), trail)
+}
+
+/// Catches up to message `from`, then every `step` messages, then to the end of the log.
+async fn follow_in_steps(
+    projector: &Projector,
+    stream: &mut async_nats::jetstream::stream::Stream,
+    config: &LogConfig,
+    from: u64,
+    step: usize,
+) {
+    let end = reader::last_stream_sequence(stream).await.unwrap();
+    for upto in (from..=end).step_by(step) {
+        projector.catch_up_to(stream, config, upto).await.unwrap();
+    }
+    projector.catch_up(stream, config).await.unwrap();
+}
+
 /// A log of a little over two batches of notes, and an empty store on it.
 struct TwoBatches {
     config: LogConfig,
@@ -255,13 +287,7 @@ async fn the_trail_file_comes_back_to_what_the_projections_committed() {
         ledger.append(draft).await.unwrap();
     }
     let mut stream = stream_of(&config).await;
-    let clean_dir = tempfile::tempdir().unwrap();
-    let clean_db = sled::open(clean_dir.path()).unwrap();
-    let clean = Projector::open(&clean_db, clean_dir.path()).unwrap();
-    clean.rebuild(&mut stream, &config).await.unwrap();
-    let want = clean.fingerprint().unwrap();
-    let want_trail = clean.trail("commune:0100007").unwrap();
-    assert_eq!(want_trail.len(), 300);
+    let (want, want_trail) = clean_trail(&config, "commune:0100007", 300).await;
 
     let store = tempfile::tempdir().unwrap();
     let db = sled::open(store.path()).unwrap();
@@ -270,14 +296,7 @@ async fn the_trail_file_comes_back_to_what_the_projections_committed() {
     {
         // Followed a few events at a time; closing writes the index file.
         let projector = Projector::open(&db, store.path()).unwrap();
-        let end = reader::last_stream_sequence(&mut stream).await.unwrap();
-        for upto in (10..=end).step_by(10) {
-            projector
-                .catch_up_to(&mut stream, &config, upto)
-                .await
-                .unwrap();
-        }
-        projector.catch_up(&mut stream, &config).await.unwrap();
+        follow_in_steps(&projector, &mut stream, &config, 10, 10).await;
         assert_eq!(projector.fingerprint().unwrap(), want);
         assert!(!index_file.exists());
     }
@@ -332,13 +351,7 @@ async fn the_trail_index_on_disk_comes_back_after_a_crash_with_heads_settled_pas
     }
     let mut stream = stream_of(&config).await;
     let end = reader::last_stream_sequence(&mut stream).await.unwrap();
-    let clean_dir = tempfile::tempdir().unwrap();
-    let clean_db = sled::open(clean_dir.path()).unwrap();
-    let clean = Projector::open(&clean_db, clean_dir.path()).unwrap();
-    clean.rebuild(&mut stream, &config).await.unwrap();
-    let want = clean.fingerprint().unwrap();
-    let want_trail = clean.trail("commune:0100007").unwrap();
-    assert_eq!(want_trail.len(), 400);
+    let (want, want_trail) = clean_trail(&config, "commune:0100007", 400).await;
 
     let store = tempfile::tempdir().unwrap();
     let db = sled::open(store.path()).unwrap();
@@ -355,13 +368,7 @@ async fn the_trail_index_on_disk_comes_back_after_a_crash_with_heads_settled_pas
     {
         let projector = Projector::open(&db, store.path()).unwrap();
         projector.trail_test_hooks(7, false);
-        for upto in (end / 2 + 5..=end).step_by(5) {
-            projector
-                .catch_up_to(&mut stream, &config, upto)
-                .await
-                .unwrap();
-        }
-        projector.catch_up(&mut stream, &config).await.unwrap();
+        follow_in_steps(&projector, &mut stream, &config, end / 2 + 5, 5).await;
         assert_eq!(projector.fingerprint().unwrap(), want);
     }
     assert_eq!(
