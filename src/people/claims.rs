@@ -588,20 +588,19 @@ impl Shard {
     /// process writing one shard meets few of them).
     async fn catch_up(&mut self) -> Result<(), ClaimError> {
         loop {
-            // "No responders" and a timeout are tried again, as for a publish: a stream
-            // made a moment ago may have no replica answering direct gets on this
-            // server yet.
+            // "No responders" is tried again, as for a publish: a stream made a moment ago
+            // may have no replica answering direct gets on this server yet. A timeout is
+            // not: it already took the context's whole wait.
             let (stream, subject, after) = (&self.stream, self.subject.as_str(), self.last + 1);
             let next = crate::log::reader::retrying_transient(
                 || stream.direct_get_next_for_subject(subject, Some(after)),
                 |e: &stream::DirectGetError| {
                     matches!(
                         e.kind(),
-                        stream::DirectGetErrorKind::TimedOut
-                            | stream::DirectGetErrorKind::ErrorResponse(
-                                async_nats::StatusCode::NO_RESPONDERS,
-                                _
-                            )
+                        stream::DirectGetErrorKind::ErrorResponse(
+                            async_nats::StatusCode::NO_RESPONDERS,
+                            _
+                        )
                     )
                 },
             )
