@@ -274,12 +274,14 @@ struct Recordings {
 
 impl Recordings {
     fn begin(&self, partition: &str) {
-        *self
-            .in_flight
-            .lock()
-            .expect("recordings lock")
-            .entry(partition.to_owned())
-            .or_default() += 1;
+        let mut in_flight = self.in_flight.lock().expect("recordings lock");
+        // Looked up first: the name is allocated once a partition, not once a batch.
+        match in_flight.get_mut(partition) {
+            Some(n) => *n += 1,
+            None => {
+                in_flight.insert(partition.to_owned(), 1);
+            }
+        }
     }
 
     fn end(&self, partition: &str) {

@@ -51,7 +51,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, consumer, kv, stream};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
@@ -613,38 +613,34 @@ impl Shard {
         }
     }
 
-    /// Publishes `frame` fenced on the last frame folded. "No responders" is tried again,
-    /// within `TRANSIENT_READ_ATTEMPTS_MAX`: on a cluster, a stream made a moment ago by
-    /// another process (or electing its leader) has no subscriber on this server yet, and
-    /// a message nobody received is not stored, so sending it again is safe.
+    /// Publishes `frame` fenced on the last frame folded. "No responders" is tried again
+    /// (`reader::retrying_transient`): on a cluster, a stream made a moment ago by another
+    /// process (or electing its leader) has no subscriber on this server yet, and a
+    /// message nobody received is not stored, so sending it again is safe.
     async fn publish(&self, frame: Bytes) -> Result<u64, Published> {
-        use crate::log::reader::{TRANSIENT_READ_ATTEMPTS_MAX, TRANSIENT_READ_BACKOFF};
-        let mut attempt = 1;
-        loop {
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-                self.last.to_string().as_str(),
-            );
-            let ack = self
-                .js
-                .publish_with_headers(self.subject.clone(), headers, frame.clone())
-                .await
-                .map_err(|e| Published::Failed(e.to_string()))?;
-            match ack.await {
-                Ok(ack) => return Ok(ack.sequence),
-                Err(e) if crate::kv_writes::fence_failed(&e) => return Err(Published::Fenced),
-                Err(e)
-                    if e.kind() == PublishErrorKind::StreamNotFound
-                        && attempt < TRANSIENT_READ_ATTEMPTS_MAX =>
-                {
-                    tracing::info!(attempt, subject = %self.subject, "claims frame: no responders; again");
-                    tokio::time::sleep(TRANSIENT_READ_BACKOFF * attempt).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(Published::Failed(e.to_string())),
-            }
+        let acked = crate::log::reader::retrying_transient(
+            || self.publish_once(frame.clone()),
+            |e: &PublishError| e.kind() == PublishErrorKind::StreamNotFound,
+        )
+        .await;
+        match acked {
+            Ok(sequence) => Ok(sequence),
+            Err(e) if crate::kv_writes::fence_failed(&e) => Err(Published::Fenced),
+            Err(e) => Err(Published::Failed(e.to_string())),
         }
+    }
+
+    async fn publish_once(&self, frame: Bytes) -> Result<u64, PublishError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            self.last.to_string().as_str(),
+        );
+        let ack = self
+            .js
+            .publish_with_headers(self.subject.clone(), headers, frame)
+            .await?;
+        Ok(ack.await?.sequence)
     }
 
     async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
