@@ -207,14 +207,16 @@ pub fn check_next(
 
 /// `check_next` for bytes whose `event_hash` was already computed from them (readers
 /// hash in their read-ahead task, so checking and hashing use both cores).
+/// `stored` may be `bytes::Bytes`: the envelope's bytes fields are then slices of it, not
+/// copies (a reader's events are).
 pub fn check_next_hashed(
     head: &ChainHead,
-    stored: &[u8],
+    stored: impl bytes::Buf,
     computed: Digest,
     header_hash: Option<&str>,
 ) -> Result<(ChainHead, Envelope), ChainBreak> {
-    if stored.len() > EVENT_BYTES_MAX {
-        return Err(ChainBreak::Oversized(stored.len()));
+    if stored.remaining() > EVENT_BYTES_MAX {
+        return Err(ChainBreak::Oversized(stored.remaining()));
     }
     let envelope = Envelope::decode(stored).map_err(|e| ChainBreak::Undecodable(e.to_string()))?;
     if envelope.format_version != FORMAT_VERSION {

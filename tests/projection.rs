@@ -80,8 +80,10 @@ async fn follow_in_steps(
     projector.catch_up(stream, config).await.unwrap();
 }
 
-/// A log of a little over two batches of notes, and an empty store on it.
-struct TwoBatches {
+/// A log of a little over three batches of notes, and an empty store on it: when the
+/// second batch's commit fails, the third's is queued behind it (two commits in flight)
+/// and must not run over what the failure left.
+struct ThreeBatches {
     config: LogConfig,
     _ledger: (Ledger, tempfile::TempDir),
     stream: async_nats::jetstream::stream::Stream,
@@ -91,16 +93,16 @@ struct TwoBatches {
     db: sled::Db,
 }
 
-async fn two_batches() -> TwoBatches {
+async fn three_batches() -> ThreeBatches {
     let config = fresh_log();
     let ledger = ledger(&config).await;
-    let total = 2 * PROJECTION_BATCH_EVENTS_MAX + 500;
+    let total = 3 * PROJECTION_BATCH_EVENTS_MAX + 500;
     notes(&ledger.0, total).await;
     let mut stream = stream_of(&config).await;
     let end = reader::last_stream_sequence(&mut stream).await.unwrap();
     let store = tempfile::tempdir().unwrap();
     let db = sled::open(store.path()).unwrap();
-    TwoBatches {
+    ThreeBatches {
         config,
         _ledger: ledger,
         stream,
@@ -113,7 +115,7 @@ async fn two_batches() -> TwoBatches {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_that_fails_to_commit_is_applied_once_on_the_next_catch_up() {
-    let mut t = two_batches().await;
+    let mut t = three_batches().await;
     let projector = Projector::open(&t.db, t.store.path()).unwrap();
     // The commit of the second batch fails: the first batch stays, none of the second.
     let fail_at = (PROJECTION_BATCH_EVENTS_MAX + 10) as u64;
@@ -151,7 +153,7 @@ async fn a_batch_that_fails_to_commit_is_applied_once_on_the_next_catch_up() {
 /// machine crash lost the unsynced file) drops the projections, which replay the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_stopped_inside_its_writes_is_completed_from_its_journal_on_open() {
-    let mut t = two_batches().await;
+    let mut t = three_batches().await;
     let projector = Projector::open(&t.db, t.store.path()).unwrap();
     let first_batch = PROJECTION_BATCH_EVENTS_MAX as u64;
     let stopped = projector

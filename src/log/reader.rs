@@ -56,7 +56,12 @@ impl RawEvent {
         if let Some(e) = &self.malformed {
             return Err(ChainBreak::Message(e.to_string()));
         }
-        chain::check_next_hashed(head, &self.payload, self.hash, self.header_hash.as_deref())
+        chain::check_next_hashed(
+            head,
+            self.payload.clone(),
+            self.hash,
+            self.header_hash.as_deref(),
+        )
     }
 }
 

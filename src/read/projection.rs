@@ -159,10 +159,13 @@ pub struct Projector {
 /// A batch's commit, run on the committer's thread.
 type CommitJob = Box<dyn FnOnce() -> Result<(), ProjectionError> + Send>;
 
-/// Commits started and not yet waited for: the next batch is applied while one commits,
-/// and waits for it before its own starts (each commit writes over the position the
-/// previous one wrote).
-const COMMITS_IN_FLIGHT_MAX: usize = 1;
+/// Commits started and not yet waited for: batches are applied while the ones before
+/// them commit, in order on one thread (each commit writes over the position the
+/// previous one wrote). Two, not one: a batch's apply and its commit take about as long,
+/// but which is longer changes from batch to batch, and with one in flight each side
+/// waited for the other ~15% of a rebuild (docs/BENCH.md). Each costs a batch's staged
+/// view records in memory.
+const COMMITS_IN_FLIGHT_MAX: usize = 2;
 
 /// The thread that runs the batches' commits, one at a time, for the projector's life. A
 /// thread a batch cost a thread's start and its allocator heap each time: the memory the
@@ -229,13 +232,13 @@ impl Drop for Committer {
 type ViewWrites = HashMap<String, Option<Vec<u8>>>;
 
 /// The view records a batch changed, in memory until the batch commits; reads see them
-/// first, then those of the previous batch while its commit runs, then the tree.
+/// first, then those of the batches still committing (newest first), then the tree.
 /// Only the projector writes these trees, so the tree read here is the state after the
 /// last committed batch.
 struct Staged {
     tree: sled::Tree,
     writes: RefCell<ViewWrites>,
-    committing: RefCell<Option<Arc<ViewWrites>>>,
+    committing: RefCell<std::collections::VecDeque<Arc<ViewWrites>>>,
 }
 
 impl Views for Staged {
@@ -244,7 +247,13 @@ impl Views for Staged {
         if let Some(v) = self.writes.borrow().get(key) {
             return Ok(v.clone());
         }
-        if let Some(v) = self.committing.borrow().as_ref().and_then(|c| c.get(key)) {
+        if let Some(v) = self
+            .committing
+            .borrow()
+            .iter()
+            .rev()
+            .find_map(|c| c.get(key))
+        {
             return Ok(v.clone());
         }
         Ok(self.tree.get(key)?.map(|v| v.to_vec()))
@@ -288,9 +297,13 @@ struct Batch<'p> {
     /// Each subject's lines in the batch (its key prefix `subject NUL partition NUL`):
     /// (chain sequence, index in `lines`).
     trail: HashMap<Vec<u8>, Vec<(u64, usize)>>,
-    /// The previous batch's commit, running while this batch is applied (the
-    /// projector's work is one thread's; the commit then takes the other core).
-    in_flight: bool,
+    /// The previous batches' commits, queued or running while this batch is applied (the
+    /// projector's work is one thread's; the commits then take the other core), at most
+    /// `COMMITS_IN_FLIGHT_MAX`.
+    in_flight: usize,
+    /// Set by the first commit of this catch-up that fails: the commits queued behind it
+    /// are then answered with an error, not run over the state it left.
+    abandoned: Arc<std::sync::atomic::AtomicBool>,
     events: usize,
     applied: u64,
     /// Test hook: stop the commit of the batch holding this many applied events where
@@ -651,13 +664,14 @@ impl Projector {
             views: Staged {
                 tree: self.views.clone(),
                 writes: RefCell::new(HashMap::new()),
-                committing: RefCell::new(None),
+                committing: RefCell::new(std::collections::VecDeque::new()),
             },
             lines: Vec::new(),
             line_ends: Vec::new(),
             trail_key: Vec::new(),
             trail: HashMap::new(),
-            in_flight: false,
+            in_flight: 0,
+            abandoned: Arc::default(),
             events: 0,
             applied: 0,
             fail_at,
@@ -1260,8 +1274,9 @@ impl Batch<'_> {
         result
     }
 
-    /// Starts the batch's commit on the committer's thread once the previous batch's has
-    /// ended, and returns: the next batch is applied meanwhile, reading this one's view
+    /// Starts the batch's commit on the committer's thread once fewer than
+    /// `COMMITS_IN_FLIGHT_MAX` are in flight, and returns: the next batch is applied
+    /// meanwhile, reading this one's view
     /// records from `Staged::committing` until the commit is done. The commit writes the
     /// trail's runs, then the batch's journal record and its marker, then the record's
     /// writes as plain sled inserts (`journal`): they take sled's global lock shared,
@@ -1269,7 +1284,13 @@ impl Batch<'_> {
     /// order, each over the position the previous one wrote. The `last` batch of a
     /// catch-up is committed here, as nothing waits to be applied.
     fn write(&mut self, last: bool) -> Result<(), ProjectionError> {
-        self.join()?;
+        if last {
+            self.join()?;
+        } else {
+            while self.in_flight >= COMMITS_IN_FLIGHT_MAX {
+                self.join_one()?;
+            }
+        }
         let p = self.projector;
         let heads: Vec<(Vec<u8>, Vec<u8>)> = self
             .touched
@@ -1295,14 +1316,25 @@ impl Batch<'_> {
                 (name.clone(), views::encode_record(&*summary))
             })
             .collect();
-        let lines = std::mem::take(&mut self.lines);
-        let line_ends = std::mem::take(&mut self.line_ends);
-        let subjects = std::mem::take(&mut self.trail);
+        // Handed to the commit; the next batch's start at this one's size, as batches are
+        // alike: growing them from empty again cost reallocations and rehashes, each a
+        // copy of what they held.
+        let sizes = (self.lines.len(), self.line_ends.len(), self.trail.len());
+        let lines = std::mem::replace(&mut self.lines, Vec::with_capacity(sizes.0));
+        let line_ends = std::mem::replace(&mut self.line_ends, Vec::with_capacity(sizes.1));
+        let subjects = std::mem::replace(&mut self.trail, HashMap::with_capacity(sizes.2));
         let crash = self
             .fail_at
             .and_then(|(n, crash)| (self.applied >= n).then_some(crash));
-        let views = Arc::new(std::mem::take(&mut *self.views.writes.borrow_mut()));
-        *self.views.committing.borrow_mut() = Some(Arc::clone(&views));
+        let views = {
+            let mut writes = self.views.writes.borrow_mut();
+            let next = HashMap::with_capacity(writes.len());
+            Arc::new(std::mem::replace(&mut *writes, next))
+        };
+        self.views
+            .committing
+            .borrow_mut()
+            .push_back(Arc::clone(&views));
         let position = encode_position(&self.position);
         let base = (self.committed != Position::START).then(|| encode_position(&self.committed));
         let (meta, summary, view) = (p.meta.clone(), p.summary.clone(), p.views.clone());
@@ -1392,12 +1424,26 @@ impl Batch<'_> {
             trail.publish(runs);
             Ok(())
         };
+        let abandoned = Arc::clone(&self.abandoned);
+        let commit = move || {
+            if abandoned.load(Ordering::Acquire) {
+                return Err(ProjectionError::Corrupt(
+                    "an earlier commit of this catch-up failed".into(),
+                ));
+            }
+            let result = commit();
+            if result.is_err() {
+                abandoned.store(true, Ordering::Release);
+            }
+            result
+        };
         if last {
-            commit()?;
-            *self.views.committing.borrow_mut() = None;
+            let result = commit();
+            self.views.committing.borrow_mut().clear();
+            result?;
         } else {
             p.committer.start_commit(Box::new(commit))?;
-            self.in_flight = true;
+            self.in_flight += 1;
         }
         self.committed = self.position;
         self.touched.clear();
@@ -1405,14 +1451,27 @@ impl Batch<'_> {
         Ok(())
     }
 
-    /// Waits for the batch's commit started last, if any: its error is this
+    /// Waits for every commit started and not yet waited for: the first error is this
     /// catch-up's, and nothing applied after it may be committed.
     fn join(&mut self) -> Result<(), ProjectionError> {
-        if !std::mem::take(&mut self.in_flight) {
+        let mut first = Ok(());
+        while self.in_flight > 0 {
+            let done = self.join_one();
+            if first.is_ok() {
+                first = done;
+            }
+        }
+        first
+    }
+
+    /// Waits for the oldest commit in flight, if any.
+    fn join_one(&mut self) -> Result<(), ProjectionError> {
+        if self.in_flight == 0 {
             return Ok(());
         }
         let done = self.projector.committer.wait();
-        *self.views.committing.borrow_mut() = None;
+        self.in_flight -= 1;
+        self.views.committing.borrow_mut().pop_front();
         if done.is_err() {
             self.failed = true;
         }
@@ -1499,15 +1558,22 @@ mod tests {
         }
     }
 
-    /// While a batch's commit runs, the next batch reads its own changes first, then
-    /// the committing batch's (a deletion included), then the tree.
+    /// While batches commit, the next batch reads its own changes first, then the
+    /// committing batches' from the newest (a deletion included), then the tree.
     #[test]
-    fn a_batch_reads_the_records_of_the_batch_still_committing_before_the_tree() {
+    fn a_batch_reads_the_records_of_the_batches_still_committing_before_the_tree() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let tree = db.open_tree("views").unwrap();
-        for key in ["a", "b", "c", "d"] {
+        for key in ["a", "b", "c", "d", "f"] {
             tree.insert(key, b"tree".as_slice()).unwrap();
         }
+        let older: ViewWrites = [
+            ("a".to_owned(), Some(b"older".to_vec())),
+            ("b".to_owned(), Some(b"older".to_vec())),
+            ("f".to_owned(), Some(b"older".to_vec())),
+        ]
+        .into_iter()
+        .collect();
         let committing: ViewWrites = [
             ("a".to_owned(), Some(b"committing".to_vec())),
             ("b".to_owned(), None),
@@ -1522,7 +1588,7 @@ mod tests {
                     .into_iter()
                     .collect(),
             ),
-            committing: RefCell::new(Some(Arc::new(committing))),
+            committing: RefCell::new([Arc::new(older), Arc::new(committing)].into()),
         };
         assert_eq!(
             staged.get("a").unwrap().as_deref(),
@@ -1535,6 +1601,7 @@ mod tests {
         );
         assert_eq!(staged.get("d").unwrap().as_deref(), Some(&b"tree"[..]));
         assert_eq!(staged.get("e").unwrap(), None);
+        assert_eq!(staged.get("f").unwrap().as_deref(), Some(&b"older"[..]));
     }
 
     #[test]
