@@ -1341,6 +1341,13 @@ impl Batch<'_> {
         let (trail, journal) = (Arc::clone(&p.trail), Arc::clone(&p.journal));
         let settle_after = p.settle_after.load(Ordering::Relaxed);
         let commit = move || -> Result<(), ProjectionError> {
+            // First, before anything is written: the commits before this one all ended
+            // (they run in order on one thread), so the position is the one it builds on.
+            if meta.get(KEY_POSITION)?.as_deref() != base.as_deref() {
+                return Err(ProjectionError::Corrupt(
+                    "the projections moved under this catch-up (another writer)".into(),
+                ));
+            }
             // Each subject's lines in runs, written to the trail file past its committed
             // length before the record that holds the new length with the position;
             // readers see them once that is written (`trail_store`).
@@ -1392,11 +1399,6 @@ impl Batch<'_> {
             record.put(META, KEY_TRAIL_LEN, &runs.end().to_be_bytes());
             // Last: a reader that sees the position sees every write before it.
             record.put(META, KEY_POSITION, &position);
-            if meta.get(KEY_POSITION)?.as_deref() != base.as_deref() {
-                return Err(ProjectionError::Corrupt(
-                    "the projections moved under this catch-up (another writer)".into(),
-                ));
-            }
             // The trail's heads wait in memory for a sled flush that makes their batches
             // durable (`TrailStore::settle`): at a journal switch, or when they are many.
             if trail.unsettled() >= settle_after {
