@@ -1276,13 +1276,13 @@ impl Batch<'_> {
 
     /// Starts the batch's commit on the committer's thread once fewer than
     /// `COMMITS_IN_FLIGHT_MAX` are in flight, and returns: the next batch is applied
-    /// meanwhile, reading this one's view
-    /// records from `Staged::committing` until the commit is done. The commit writes the
-    /// trail's runs, then the batch's journal record and its marker, then the record's
-    /// writes as plain sled inserts (`journal`): they take sled's global lock shared,
-    /// so the next batch's reads of the trees go on meanwhile. One commit at a time, in
-    /// order, each over the position the previous one wrote. The `last` batch of a
-    /// catch-up is committed here, as nothing waits to be applied.
+    /// meanwhile, reading this one's view records from `Staged::committing` until the
+    /// commit is done. The commit writes the trail's runs, then the batch's journal
+    /// record and its marker, then the record's writes as plain sled inserts
+    /// (`journal`): they take sled's global lock shared, so the next batch's reads of the
+    /// trees go on meanwhile. One commit at a time, in order, each over the position the
+    /// previous one wrote. The `last` batch of a catch-up is committed here, after the
+    /// others, as nothing waits to be applied.
     fn write(&mut self, last: bool) -> Result<(), ProjectionError> {
         if last {
             self.join()?;

@@ -369,13 +369,14 @@ pub struct GatewayPendingView {
 /// (`record_as_json`); a change to a stored type's fields changes the projections'
 /// format (a unit test below pins the stored types' fields with it).
 pub fn encode_record<T: Serialize>(value: &T) -> Vec<u8> {
-    // Room for most records at once: grown from empty, a household's took ~6 copies.
+    // Room for most records at once: grown from empty (as `rmp_serde::to_vec` does), a
+    // buffer is copied at each doubling on its way to the record's size.
     let mut out = Vec::with_capacity(RECORD_BYTES_USUAL);
     rmp_serde::encode::write(&mut out, value).expect("projection records serialize");
     out
 }
 
-/// What most view records take encoded (a household's ~200 B).
+/// Bytes a view record is given to encode into at first: most records fit.
 const RECORD_BYTES_USUAL: usize = 256;
 
 pub fn decode_record<T: serde::de::DeserializeOwned>(
