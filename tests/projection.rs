@@ -35,16 +35,21 @@ fn applied(p: &Projector) -> u64 {
     p.summaries().unwrap().values().map(|s| s.events).sum()
 }
 
-/// The fingerprint of projections rebuilt from the whole log in one go.
-async fn clean_fingerprint(config: &LogConfig, total: usize) -> ansinh::chain::Digest {
+/// Projections rebuilt from the whole log in one go, in a directory of their own, and
+/// how many events the rebuild applied.
+async fn clean(config: &LogConfig) -> (tempfile::TempDir, Projector, u64) {
     let mut stream = stream_of(config).await;
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();
     let clean = Projector::open(&db, dir.path()).unwrap();
-    assert_eq!(
-        clean.rebuild(&mut stream, config).await.unwrap(),
-        total as u64
-    );
+    let applied = clean.rebuild(&mut stream, config).await.unwrap();
+    (dir, clean, applied)
+}
+
+/// The fingerprint of a clean rebuild, which must have applied `total` events.
+async fn clean_fingerprint(config: &LogConfig, total: usize) -> ansinh::chain::Digest {
+    let (_dir, clean, applied) = clean(config).await;
+    assert_eq!(applied, total as u64);
     clean.fingerprint().unwrap()
 }
 
@@ -55,11 +60,7 @@ async fn clean_trail(
     subject: &str,
     lines: usize,
 ) -> (ansinh::chain::Digest, Vec<ansinh::projection::TrailEntry>) {
-    let mut stream = stream_of(config).await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path()).unwrap();
-    let clean = Projector::open(&db, dir.path()).unwrap();
-    clean.rebuild(&mut stream, config).await.unwrap();
+    let (_dir, clean, _) = clean(config).await;
     let trail = clean.trail(subject).unwrap();
     assert_eq!(trail.len(), lines);
     (clean.fingerprint().unwrap(), trail)
