@@ -185,6 +185,47 @@ fn disbursement_in_tranches_up_to_approved() {
     });
 }
 
+/// A carry of exactly -0.5 đồng (an accrual that posted x.5 up) meets an accrual with no
+/// normal interest once the principal is overdue: it posts nothing, never -1 đồng.
+#[test]
+fn a_carry_of_minus_half_a_dong_never_posts_a_negative_amount() {
+    // Disbursed on 6 February, due on 6 March (term: one month), overdue from the 7th:
+    // 30 000 × 0.0055 × 29 / 30 = 159.5 → 160 posted, -0.5 carried, and the whole
+    // principal moves to overdue.
+    let h = history(&[
+        classify("2025-01-02", 1_200_000, POOR3, 2025),
+        approve("2025-02-05", "POOR_HOUSEHOLD", 10_000_000, 1),
+        disburse("2025-02-06", 1, 30_000),
+        cmd("2025-03-07", CommandKind::MarkOverdue { loan: 1 }),
+    ]);
+    let before = given(&h).book.loans[&1].position.clone();
+    assert_eq!(before.carry_interest, dec!(-0.5));
+    assert_eq!(
+        (before.principal, before.overdue_principal),
+        (dec!(0), dec!(30000))
+    );
+    given(&h)
+        .when(cmd("2025-03-08", CommandKind::AccrueInterest { loan: 1 }))
+        .then(|b, evs| {
+            let EventBody::InterestAccrued {
+                interest_posted,
+                overdue_interest_posted,
+                carry_interest_after,
+                ref postings,
+                ..
+            } = evs[0].body
+            else {
+                panic!("an accrual: {evs:?}")
+            };
+            assert_eq!(interest_posted, dec!(0));
+            assert_eq!(carry_interest_after, dec!(-0.5));
+            // 30 000 × 0.00715 / 30 = 7.15 → 7.
+            assert_eq!(overdue_interest_posted, dec!(7));
+            assert!(ansinh::domain::ledger::balanced(postings), "{postings:?}");
+            assert_eq!(b.loans[&1].position.carry_interest, dec!(-0.5));
+        });
+}
+
 #[test]
 fn repayment_pays_interest_first_then_principal() {
     given(&poor_loan_history())

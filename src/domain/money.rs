@@ -62,11 +62,23 @@ pub fn non_negative_vnd(amount: Decimal) -> Result<Decimal, MoneyError> {
     Ok(amount.trunc().abs().normalize())
 }
 
-/// Round an accrued amount to whole đồng for posting. Half-up for the
-/// positive values we post (MidpointAwayFromZero), as the bank's rule says.
+/// Round an accrued amount to whole đồng for posting: half-up, as the bank's rule says,
+/// a midpoint toward the larger whole đồng. An accrual rounds its exact interest plus the
+/// carried remainder, which lies in [-0.5, 0.5): a carry of -0.5 with no interest to add
+/// (the principal all overdue) rounds to 0, not to -1, so no posting is ever negative.
 pub fn round_dong(x: Decimal) -> Decimal {
-    x.round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero)
-        .normalize()
+    let strategy = if x.is_sign_negative() {
+        RoundingStrategy::MidpointTowardZero
+    } else {
+        RoundingStrategy::MidpointAwayFromZero
+    };
+    // Rounding -0.4 gives a negative zero, which would print as "-0".
+    let rounded = x.round_dp_with_strategy(0, strategy).normalize();
+    if rounded.is_zero() {
+        Decimal::ZERO
+    } else {
+        rounded
+    }
 }
 
 /// An amount as Vietnamese readers write it: dots between thousands and the đồng sign,
@@ -154,5 +166,10 @@ mod tests {
         assert_eq!(round_dong(dec!(833332.5)), dec!(833333));
         assert_eq!(round_dong(dec!(833332.49)), dec!(833332));
         assert_eq!(round_dong(dec!(540000.0)).to_string(), "540000");
+        // Half-up below zero too: only a carried remainder is ever negative.
+        assert_eq!(round_dong(dec!(-0.5)).to_string(), "0");
+        assert_eq!(round_dong(dec!(-0.4)).to_string(), "0");
+        assert_eq!(round_dong(dec!(-1.5)), dec!(-1));
+        assert_eq!(round_dong(dec!(-1.6)), dec!(-2));
     }
 }
