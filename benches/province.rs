@@ -299,12 +299,7 @@ async fn run() -> BenchResult<()> {
         async move {
             let key = format!("review-{n}");
             let caller = officer();
-            let req = Request {
-                caller: &caller,
-                idempotency_key: &key,
-                correlation_id: "bench",
-                fingerprint: None,
-            };
+            let req = request(&caller, &key);
             let inputs = ClassificationInputs {
                 income_per_person_month: Decimal::from(1_200_000 + (n % 7) * 300_000),
                 area: Area::Rural,
@@ -614,12 +609,7 @@ async fn run() -> BenchResult<()> {
 async fn first_command(service: &Service, n: u64, key: &str) -> BenchResult<f64> {
     let started = Instant::now();
     let caller = officer();
-    let req = Request {
-        caller: &caller,
-        idempotency_key: key,
-        correlation_id: "bench",
-        fingerprint: None,
-    };
+    let req = request(&caller, key);
     service
         .register(
             &req,
@@ -886,12 +876,7 @@ async fn payment_run(service: &Service, households: u64) -> BenchResult<(u64, f6
             };
             let caller = officer();
             let key = format!("grant-{i}");
-            let req = Request {
-                caller: &caller,
-                idempotency_key: &key,
-                correlation_id: "bench",
-                fingerprint: None,
-            };
+            let req = request(&caller, &key);
             service.payment(&req, &partition, grant, on).await.is_ok()
         }
     })
@@ -902,12 +887,7 @@ async fn payment_run(service: &Service, households: u64) -> BenchResult<(u64, f6
     let caller = officer();
     for commune in ["0100007", "0100008"] {
         let key = format!("allocate-{commune}");
-        let req = Request {
-            caller: &caller,
-            idempotency_key: &key,
-            correlation_id: "bench",
-            fingerprint: None,
-        };
+        let req = request(&caller, &key);
         let allocate = CommandKind::Allocate {
             budget: BudgetKey {
                 programme: programme.clone(),
@@ -918,12 +898,7 @@ async fn payment_run(service: &Service, households: u64) -> BenchResult<(u64, f6
         };
         service.payment(&req, &partition, allocate, on).await?;
     }
-    let req = Request {
-        caller: &caller,
-        idempotency_key: "run-2026-10",
-        correlation_id: "bench",
-        fingerprint: None,
-    };
+    let req = request(&caller, "run-2026-10");
     let started = Instant::now();
     service
         .payment(
@@ -977,6 +952,16 @@ async fn due_for_timeout(
     Ok((projected, due.len(), folded_seconds))
 }
 
+/// A request of the bench's, under `key`.
+fn request<'a>(caller: &'a Caller, key: &'a str) -> Request<'a> {
+    Request {
+        caller,
+        idempotency_key: key,
+        correlation_id: "bench",
+        fingerprint: None,
+    }
+}
+
 /// Registers households `from..to` with personal data through the service, `IN_FLIGHT`
 /// at a time: how many succeeded, and the seconds it took.
 async fn register(service: &Service, from: u64, to: u64) -> (u64, f64) {
@@ -988,12 +973,7 @@ async fn register(service: &Service, from: u64, to: u64) -> (u64, f64) {
             let h = household(n);
             let key = format!("reg-{n}");
             let caller = officer();
-            let req = Request {
-                caller: &caller,
-                idempotency_key: &key,
-                correlation_id: "bench",
-                fingerprint: None,
-            };
+            let req = request(&caller, &key);
             let personal = PersonalData {
                 head_name: "Nguyễn Thị Hạnh".into(),
                 head_citizen_id: format!("0011{n:08}"),
