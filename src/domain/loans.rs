@@ -8,8 +8,9 @@
 //! Interest: principal × monthly rate × actual days / 30, overdue principal at
 //! the overdue rate (130 %). Each accrual posts whole đồng, half-up (never a
 //! negative amount: `round_dong`), and keeps the unrounded remainder (`carry_*`)
-//! in the loan so nothing leaks over many postings. Accrual runs implicitly before every command that changes
-//! principal or status, so balances are always priced up to the effective date.
+//! in the loan so nothing leaks over many postings. Accrual runs implicitly
+//! before every command that changes principal or status, so balances are always
+//! priced up to the effective date.
 
 use std::collections::BTreeMap;
 
