@@ -808,8 +808,16 @@ impl Appender {
                 // one: every run is O(log depth) jumps from any other.
                 let (jump, jump_depth, jj, jj_depth) =
                     if p.depth - p.jump_depth == p.jump_depth - p.jj_depth {
-                        let far = self.header(store, p.jj)?;
-                        (p.jj, p.jj_depth, far.jump, far.jump_depth)
+                        // A subject's first run (depth 0) jumps to itself, so its header
+                        // need not be read: nearly every two-hop jump of a shallow trail (a
+                        // household's few runs) lands there (ADR 0015).
+                        let (far_jump, far_jump_depth) = if p.jj_depth == 0 {
+                            (p.jj, 0)
+                        } else {
+                            let far = self.header(store, p.jj)?;
+                            (far.jump, far.jump_depth)
+                        };
+                        (p.jj, p.jj_depth, far_jump, far_jump_depth)
                     } else {
                         (p.offset, p.depth, p.jump, p.jump_depth)
                     };
@@ -924,6 +932,51 @@ mod tests {
             vec![(b"household:1\x0079\x00".to_vec(), 2)]
         );
         assert_eq!(found(b"household:3\x00"), vec![]);
+    }
+
+    /// Each run's jump lands on the run at the depth Myers' rule gives, computed here from
+    /// depths alone: whether its two-hop target was the subject's first run (not read)
+    /// or a later one (read), within the batch or committed before it.
+    #[test]
+    fn every_jump_lands_where_the_rule_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let Opened::Ready(store) = TrailStore::open(dir.path(), 0).unwrap() else {
+            panic!("a new store is ready");
+        };
+        let mut sequence = 0u64;
+        for batch in 0..100 {
+            let mut a = store.begin(4, 1_000);
+            // One run a batch, and now and then a second one within the batch.
+            for _ in 0..1 + batch % 2 {
+                sequence += 1;
+                a.append(&store, b"k", [line(sequence).as_slice()].into_iter())
+                    .unwrap();
+            }
+            store.write(&a).unwrap();
+            store.publish(a);
+        }
+        // J(0) = 0; after a run at depth p, J(p + 1) = J(J(p)) when the two hops before
+        // are equal, else p.
+        let mut rule = vec![0u32];
+        for p in 0..sequence as usize {
+            let (j, jj) = (rule[p] as usize, rule[rule[p] as usize] as usize);
+            rule.push(if p - j == j - jj { jj as u32 } else { p as u32 });
+        }
+        let mut at = store.index.read().unwrap().get(b"k").unwrap().offset;
+        let mut runs = 0;
+        while at != NONE {
+            let h = store.header(at).unwrap();
+            let target = store.header(h.jump).unwrap();
+            assert_eq!(
+                target.depth, rule[h.depth as usize],
+                "run at depth {}",
+                h.depth
+            );
+            assert_eq!(h.jump_depth, target.depth);
+            runs += 1;
+            at = h.prev;
+        }
+        assert_eq!(runs, sequence);
     }
 
     /// Runs of 1 to 3 lines, appended in batches of several runs, then every page read
