@@ -934,15 +934,20 @@ mod tests {
         assert_eq!(found(b"household:3\x00"), vec![]);
     }
 
+    fn new_store(dir: &Path) -> TrailStore {
+        let Opened::Ready(store) = TrailStore::open(dir, 0).unwrap() else {
+            panic!("a new store is ready");
+        };
+        store
+    }
+
     /// Each run's jump lands on the run at the depth Myers' rule gives, computed here from
     /// depths alone: whether its two-hop target was the subject's first run (not read)
     /// or a later one (read), within the batch or committed before it.
     #[test]
     fn every_jump_lands_where_the_rule_says() {
         let dir = tempfile::tempdir().unwrap();
-        let Opened::Ready(store) = TrailStore::open(dir.path(), 0).unwrap() else {
-            panic!("a new store is ready");
-        };
+        let store = new_store(dir.path());
         let mut sequence = 0u64;
         for batch in 0..100 {
             let mut a = store.begin(4, 1_000);
@@ -985,9 +990,7 @@ mod tests {
     #[test]
     fn every_page_of_a_long_trail_reads_back_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let Opened::Ready(store) = TrailStore::open(dir.path(), 0).unwrap() else {
-            panic!("a new store is ready");
-        };
+        let store = new_store(dir.path());
         let mut sequence = 0u64;
         let mut early = (0, 0); // (committed length, lines of "k") after batch 10
         for batch in 0..60 {
