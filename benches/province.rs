@@ -253,7 +253,7 @@ async fn run() -> BenchResult<()> {
     let caught_up = Instant::now();
     first_read(&base, &token).await?;
     rows.push(row(
-        "the API's projections, then catching up with the second half",
+        "the API's projections catching up with the second half",
         format!("{:.1} s", caught_up.elapsed().as_secs_f64()),
         "",
     ));

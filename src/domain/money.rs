@@ -72,13 +72,8 @@ pub fn round_dong(x: Decimal) -> Decimal {
     } else {
         RoundingStrategy::MidpointAwayFromZero
     };
-    // Rounding -0.4 gives a negative zero, which would print as "-0".
-    let rounded = x.round_dp_with_strategy(0, strategy).normalize();
-    if rounded.is_zero() {
-        Decimal::ZERO
-    } else {
-        rounded
-    }
+    // `normalize` also turns the negative zero that rounding -0.4 gives into 0.
+    x.round_dp_with_strategy(0, strategy).normalize()
 }
 
 /// An amount as Vietnamese readers write it: dots between thousands and the đồng sign,

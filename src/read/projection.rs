@@ -9,7 +9,7 @@
 //! **Paired check:** every event is chain-checked again before it is applied.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -238,7 +238,7 @@ type ViewWrites = HashMap<String, Option<Vec<u8>>>;
 struct Staged {
     tree: sled::Tree,
     writes: RefCell<ViewWrites>,
-    committing: RefCell<std::collections::VecDeque<Arc<ViewWrites>>>,
+    committing: RefCell<VecDeque<Arc<ViewWrites>>>,
 }
 
 impl Views for Staged {
@@ -664,7 +664,7 @@ impl Projector {
             views: Staged {
                 tree: self.views.clone(),
                 writes: RefCell::new(HashMap::new()),
-                committing: RefCell::new(std::collections::VecDeque::new()),
+                committing: RefCell::new(VecDeque::new()),
             },
             lines: Vec::new(),
             line_ends: Vec::new(),
