@@ -272,7 +272,7 @@ async fn run() -> BenchResult<()> {
         ">= 10,000/s, p99 <= 20 ms",
     ));
     rows.push(row(
-        "CPU per HTTP registration: this process (clients, API, projector) / nats-server",
+        "CPU per HTTP registration: this process (clients, API, projector) / nats-server; the machine idle",
         cpu,
         "",
     ));
@@ -288,7 +288,7 @@ async fn run() -> BenchResult<()> {
         "",
     ));
     rows.push(row(
-        "CPU per HTTP classification: this process / nats-server",
+        "CPU per HTTP classification: this process / nats-server; the machine idle",
         cpu,
         "",
     ));
@@ -423,9 +423,29 @@ async fn run() -> BenchResult<()> {
     let fresh = Projector::open(&db, &path)?;
     let started = Instant::now();
     let written = written_bytes();
+    let threads = common::thread_cpu_seconds();
     let rebuilt = fresh.rebuild(&mut stream, &config).await?;
-    let rebuild_rate = rebuilt as f64 / started.elapsed().as_secs_f64();
+    let rebuild_seconds = started.elapsed().as_secs_f64();
+    let rebuild_rate = rebuilt as f64 / rebuild_seconds;
     let written = written_bytes().saturating_sub(written);
+    // Where the rebuild's CPU went, by thread: this one applies the events, the
+    // projector's commit thread writes the batches, the runtime's workers read the log
+    // ahead and hash it. Their sum against twice the wall time says how much of the
+    // two cores the rebuild used.
+    let spent = |name: &str| {
+        let now = common::thread_cpu_seconds();
+        now.get(name).copied().unwrap_or(0.0) - threads.get(name).copied().unwrap_or(0.0)
+    };
+    // `block_on`'s thread, named after the binary by the kernel.
+    let this_thread = std::fs::read_to_string("/proc/thread-self/comm")
+        .map(|n| n.trim().to_string())
+        .unwrap_or_default();
+    let rebuild_cpu = format!(
+        "{:.2} / {:.2} / {:.2} s in {rebuild_seconds:.2} s",
+        spent(&this_thread),
+        spent("projection-comm"),
+        spent("tokio-rt-worker"),
+    );
     rows.push(row(
         &format!("verify ({} events)", report.events),
         format!("{verify_rate:.0} events/s"),
@@ -438,6 +458,11 @@ async fn run() -> BenchResult<()> {
             100.0 * rebuild_rate / verify_rate
         ),
         ">= 25% of verify",
+    ));
+    rows.push(row(
+        "the rebuild's CPU: applying / committing / reading the log, and its wall time",
+        rebuild_cpu,
+        "",
     ));
     rows.push(row(
         "bytes the rebuild wrote, per event applied",
@@ -760,20 +785,31 @@ async fn http_writes(
 
 /// Runs one HTTP load step and says the CPU time it cost per write, in this process
 /// (the clients, the API and the projector) and in nats-server. Steadier than the rate on
-/// a host whose speed moves between runs, so it shows what a change saved.
+/// a host whose speed moves between runs, so it shows what a change saved. Also the
+/// share of the machine's two cores left idle (or waiting on the disk) meanwhile: a step
+/// bound by CPU alone leaves none.
 async fn cpu_per_write<T>(
     server_pid: &str,
     step: impl std::future::Future<Output = T>,
 ) -> (T, String) {
+    let started = Instant::now();
+    let idle = common::machine_idle_seconds();
     let before = (common::cpu_seconds("self"), common::cpu_seconds(server_pid));
     let out = step.await;
     let after = (common::cpu_seconds("self"), common::cpu_seconds(server_pid));
+    let idle = match (idle, common::machine_idle_seconds()) {
+        (Some(b), Some(a)) => format!(
+            "{:.0}%",
+            100.0 * (a - b) / (2.0 * started.elapsed().as_secs_f64())
+        ),
+        _ => "?".to_string(),
+    };
     let per_write = |b: Option<f64>, a: Option<f64>| match (b, a) {
         (Some(b), Some(a)) => format!("{:.0}", (a - b) * 1e6 / HTTP_REGISTRATIONS as f64),
         _ => "?".to_string(),
     };
     let cpu = format!(
-        "{} / {} µs",
+        "{} / {} µs; {idle}",
         per_write(before.0, after.0),
         per_write(before.1, after.1)
     );

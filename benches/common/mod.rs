@@ -11,3 +11,46 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(ticks as f64 / 100.0)
 }
+
+#[allow(dead_code)] // the province bench's
+/// Seconds both cores of the machine sat idle or waiting on the disk so far (the idle
+/// and iowait columns of /proc/stat's `cpu` line, in USER_HZ ticks).
+pub fn machine_idle_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    Some((cpu.get(3)? + cpu.get(4)?) as f64 / 100.0)
+}
+
+#[allow(dead_code)] // the province bench's
+/// CPU seconds of this process's threads so far, summed by thread name (a thread that
+/// ended is not counted: callers measure threads that outlive the step).
+pub fn thread_cpu_seconds() -> std::collections::HashMap<String, f64> {
+    let mut by_name = std::collections::HashMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_string();
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let ticks = fields
+            .get(11)
+            .zip(fields.get(12))
+            .and_then(|(u, s)| Some(u.parse::<u64>().ok()? + s.parse::<u64>().ok()?));
+        if let Some(ticks) = ticks {
+            *by_name.entry(name).or_insert(0.0) += ticks as f64 / 100.0;
+        }
+    }
+    by_name
+}
