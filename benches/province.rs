@@ -430,12 +430,10 @@ async fn run() -> BenchResult<()> {
     let written = written_bytes().saturating_sub(written);
     // Where the rebuild's CPU went, by thread: this one applies the events, the
     // projector's commit thread writes the batches, the runtime's workers read the log
-    // ahead and hash it. Their sum against twice the wall time says how much of the
-    // two cores the rebuild used.
-    let spent = |name: &str| {
-        let now = common::thread_cpu_seconds();
-        now.get(name).copied().unwrap_or(0.0) - threads.get(name).copied().unwrap_or(0.0)
-    };
+    // ahead and hash it. Their sum against the wall time times the cores says how much
+    // of the machine the rebuild used.
+    let now = common::thread_cpu_seconds();
+    let spent = |name: &str| now.get(name).unwrap_or(&0.0) - threads.get(name).unwrap_or(&0.0);
     // `block_on`'s thread, named after the binary by the kernel.
     let this_thread = std::fs::read_to_string("/proc/thread-self/comm")
         .map(|n| n.trim().to_string())
@@ -786,7 +784,7 @@ async fn http_writes(
 /// Runs one HTTP load step and says the CPU time it cost per write, in this process
 /// (the clients, the API and the projector) and in nats-server. Steadier than the rate on
 /// a host whose speed moves between runs, so it shows what a change saved. Also the
-/// share of the machine's two cores left idle (or waiting on the disk) meanwhile: a step
+/// share of the machine's cores left idle (or waiting on the disk) meanwhile: a step
 /// bound by CPU alone leaves none.
 async fn cpu_per_write<T>(
     server_pid: &str,
@@ -797,10 +795,11 @@ async fn cpu_per_write<T>(
     let before = (common::cpu_seconds("self"), common::cpu_seconds(server_pid));
     let out = step.await;
     let after = (common::cpu_seconds("self"), common::cpu_seconds(server_pid));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let idle = match (idle, common::machine_idle_seconds()) {
         (Some(b), Some(a)) => format!(
             "{:.0}%",
-            100.0 * (a - b) / (2.0 * started.elapsed().as_secs_f64())
+            100.0 * (a - b) / (cores * started.elapsed().as_secs_f64())
         ),
         _ => "?".to_string(),
     };

@@ -12,9 +12,9 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
+/// Seconds the machine's cores, all together, sat idle or waiting on the disk so far
+/// (the idle and iowait columns of /proc/stat's `cpu` line, in USER_HZ ticks).
 #[allow(dead_code)] // the province bench's
-/// Seconds both cores of the machine sat idle or waiting on the disk so far (the idle
-/// and iowait columns of /proc/stat's `cpu` line, in USER_HZ ticks).
 pub fn machine_idle_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let cpu: Vec<u64> = stat
@@ -27,9 +27,9 @@ pub fn machine_idle_seconds() -> Option<f64> {
     Some((cpu.get(3)? + cpu.get(4)?) as f64 / 100.0)
 }
 
-#[allow(dead_code)] // the province bench's
 /// CPU seconds of this process's threads so far, summed by thread name (a thread that
 /// ended is not counted: callers measure threads that outlive the step).
+#[allow(dead_code)] // the province bench's
 pub fn thread_cpu_seconds() -> std::collections::HashMap<String, f64> {
     let mut by_name = std::collections::HashMap::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
