@@ -4,12 +4,18 @@
 /// /proc/PID/stat (utime and stime, in the kernel's fixed USER_HZ of 100 ticks a second).
 pub fn cpu_seconds(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(name_and_cpu_seconds(&stat)?.1)
+}
+
+/// The command name and the user plus system CPU seconds of a process's or a thread's
+/// `stat` line.
+fn name_and_cpu_seconds(stat: &str) -> Option<(&str, f64)> {
     // The command name (field 2) may hold spaces; the fields after it are plain.
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
+    Some((&stat[open + 1..close], ticks as f64 / 100.0))
 }
 
 /// Seconds the machine's cores, all together, sat idle or waiting on the disk so far
@@ -39,17 +45,8 @@ pub fn thread_cpu_seconds() -> std::collections::HashMap<String, f64> {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let name = stat[open + 1..close].to_string();
-        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        let ticks = fields
-            .get(11)
-            .zip(fields.get(12))
-            .and_then(|(u, s)| Some(u.parse::<u64>().ok()? + s.parse::<u64>().ok()?));
-        if let Some(ticks) = ticks {
-            *by_name.entry(name).or_insert(0.0) += ticks as f64 / 100.0;
+        if let Some((name, seconds)) = name_and_cpu_seconds(&stat) {
+            *by_name.entry(name.to_string()).or_insert(0.0) += seconds;
         }
     }
     by_name
