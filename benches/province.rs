@@ -433,7 +433,7 @@ async fn run() -> BenchResult<()> {
     // ahead and hash it. Their sum against the wall time times the cores says how much
     // of the machine the rebuild used.
     let now = common::thread_cpu_seconds();
-    let spent = |name: &str| now.get(name).unwrap_or(&0.0) - threads.get(name).unwrap_or(&0.0);
+    let spent = |name: &str| common::thread_cpu_spent(&threads, &now, name);
     // `block_on`'s thread, named after the binary by the kernel.
     let this_thread = std::fs::read_to_string("/proc/thread-self/comm")
         .map(|n| n.trim().to_string())

@@ -33,21 +33,40 @@ pub fn machine_idle_seconds() -> Option<f64> {
     Some((cpu.get(3)? + cpu.get(4)?) as f64 / 100.0)
 }
 
-/// CPU seconds of this process's threads so far, summed by thread name (a thread that
-/// ended is not counted: callers measure threads that outlive the step).
+/// CPU seconds of this process's threads so far, by thread id, with each thread's name.
 #[allow(dead_code)] // the province bench's
-pub fn thread_cpu_seconds() -> std::collections::HashMap<String, f64> {
-    let mut by_name = std::collections::HashMap::new();
+pub fn thread_cpu_seconds() -> std::collections::HashMap<u64, (String, f64)> {
+    let mut by_id = std::collections::HashMap::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return by_name;
+        return by_id;
     };
     for task in tasks.flatten() {
+        let Some(id) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
         if let Some((name, seconds)) = name_and_cpu_seconds(&stat) {
-            *by_name.entry(name.to_string()).or_insert(0.0) += seconds;
+            by_id.insert(id, (name.to_string(), seconds));
         }
     }
-    by_name
+    by_id
+}
+
+/// CPU seconds the threads named `name` spent from `before` to `after`
+/// (`thread_cpu_seconds`), per thread: a thread that began meanwhile counts from zero, and
+/// one that ended meanwhile is not counted (its last figure is not known), so that the
+/// threads a runtime starts and stops cannot make the sum fall.
+#[allow(dead_code)] // the province bench's
+pub fn thread_cpu_spent(
+    before: &std::collections::HashMap<u64, (String, f64)>,
+    after: &std::collections::HashMap<u64, (String, f64)>,
+    name: &str,
+) -> f64 {
+    after
+        .iter()
+        .filter(|(_, (n, _))| n == name)
+        .map(|(id, (_, now))| now - before.get(id).map_or(0.0, |(_, then)| *then))
+        .sum()
 }
