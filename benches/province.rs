@@ -13,9 +13,11 @@
 //!    projections' heap peak over part of the log and over all of it (target: flat), with
 //!    the store's sled cache and with a small one, full at both;
 //! 4. HTTP registrations from 64 clients (target >= 10,000/s, p99 <= 20 ms), HTTP
-//!    classifications of the same households, each with the CPU time a write costs in this
-//!    process and in nats-server, and a payment run of 10,000 instructions (and, at the end,
-//!    which of them are due for a timeout: from the projections and folded from the log);
+//!    classifications of the same households, each with the CPU time a write costs the
+//!    clients (a thread of their own), the rest of this process and nats-server, and the
+//!    rate the server side's CPU alone would allow; a payment run of 10,000 instructions
+//!    (and, at the end, which of them are due for a timeout: from the projections and
+//!    folded from the log);
 //! 5. the first command after a restart: from the book snapshot the writer saved when it
 //!    closed (target <= 1 s), and on an empty store (a fold from genesis), for comparison.
 //!
@@ -265,15 +267,20 @@ async fn run() -> BenchResult<()> {
         http_registrations(&base, &officer_token, households),
     )
     .await;
-    let (rate, p99) = registrations?;
+    let registrations = registrations?;
     rows.push(row(
         &format!("HTTP registrations, {HTTP_CLIENTS} clients, two citizens each ({HTTP_REGISTRATIONS}): rate / p99"),
-        format!("{rate:.0}/s / {p99:.1} ms"),
+        format!("{:.0}/s / {:.1} ms", registrations.rate, registrations.p99_ms),
         ">= 10,000/s, p99 <= 20 ms",
     ));
     rows.push(row(
-        "CPU per HTTP registration: this process (clients, API, projector) / nats-server; the machine idle",
-        cpu,
+        "CPU per HTTP registration: the clients' thread / the rest of this process (API, projector, ledger) / nats-server; the machine idle",
+        cpu.row(),
+        "",
+    ));
+    rows.push(row(
+        "HTTP registrations the server side's CPU would allow on this machine's cores, the clients elsewhere (a bound, not measured)",
+        cpu.server_bound(),
         "",
     ));
     let (classifications, cpu) = cpu_per_write(
@@ -281,15 +288,18 @@ async fn run() -> BenchResult<()> {
         http_classifications(&base, &officer_token, households),
     )
     .await;
-    let (rate, p99) = classifications?;
+    let classifications = classifications?;
     rows.push(row(
         &format!("HTTP classifications, {HTTP_CLIENTS} clients ({HTTP_REGISTRATIONS}): rate / p99"),
-        format!("{rate:.0}/s / {p99:.1} ms"),
+        format!(
+            "{:.0}/s / {:.1} ms",
+            classifications.rate, classifications.p99_ms
+        ),
         "",
     ));
     rows.push(row(
-        "CPU per HTTP classification: this process / nats-server; the machine idle",
-        cpu,
+        "CPU per HTTP classification: the clients' thread / the rest of this process / nats-server; the machine idle",
+        cpu.row(),
         "",
     ));
 
@@ -688,22 +698,31 @@ const HTTP_REGISTRATIONS: u64 = 20_000;
 /// One HTTP write of the load: path, idempotency key and body of the `i`-th request.
 type HttpWrite = (String, String, serde_json::Value);
 
+/// What one HTTP load step measured: writes a second, p99 in ms, and the CPU seconds the
+/// clients' thread spent.
+struct HttpLoad {
+    rate: f64,
+    p99_ms: f64,
+    clients_cpu: Option<f64>,
+}
+
 /// `HTTP_REGISTRATIONS` HTTP writes from `HTTP_CLIENTS` clients, each on its own
 /// keep-alive connection and sending its next write when the last is answered; every one
-/// must succeed. Returns (writes/s, p99 ms).
+/// must succeed.
 ///
 /// The clients share this 2-core machine with the server, so they are kept as lean as
 /// `wrk` is: each request is encoded before the clock starts, and sent on a bare HTTP/1.1
 /// connection (hyper), not through reqwest, whose pool, URL parsing and JSON encoding
 /// per request cost more CPU than the API's own HTTP layer did in a profile of this step.
+/// They run on a thread of their own (one core's runtime, as `wrk` runs a thread a core),
+/// whose CPU time is counted apart from the API's: what a registration costs the server
+/// side, whose clients would be on other machines in a deployment.
 async fn http_writes(
     base: &str,
     token: &str,
     write: impl Fn(u64) -> HttpWrite,
-) -> BenchResult<(f64, f64)> {
-    use bytes::Bytes;
-    use http_body_util::{BodyExt, Full};
-    use hyper::http::{HeaderValue, Request as HttpRequest, header};
+) -> BenchResult<HttpLoad> {
+    use hyper::http::HeaderValue;
     let address = base.trim_start_matches("http://").to_string();
     let authorization = HeaderValue::from_str(&format!("Bearer {token}"))?;
     let mut requests = Vec::with_capacity(HTTP_REGISTRATIONS as usize);
@@ -712,17 +731,56 @@ async fn http_writes(
         requests.push((
             path,
             HeaderValue::from_str(&key)?,
-            Bytes::from(serde_json::to_vec(&body)?),
+            bytes::Bytes::from(serde_json::to_vec(&body)?),
         ));
     }
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("http-clients".into())
+        .spawn(move || {
+            let load = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|runtime| {
+                    let before = common::cpu_seconds("thread-self");
+                    let out = runtime.block_on(http_clients(address, authorization, requests));
+                    let clients_cpu = before
+                        .zip(common::cpu_seconds("thread-self"))
+                        .map(|(b, a)| a - b);
+                    out.map(|(rate, p99_ms)| HttpLoad {
+                        rate,
+                        p99_ms,
+                        clients_cpu,
+                    })
+                });
+            let _ = done.send(load);
+        })?;
+    Ok(result
+        .await
+        .map_err(|_| "the HTTP clients' thread ended early")??)
+}
+
+/// The clients of `http_writes`, on the runtime of their thread: (writes/s, p99 ms).
+async fn http_clients(
+    address: String,
+    authorization: hyper::http::HeaderValue,
+    requests: Vec<(String, hyper::http::HeaderValue, bytes::Bytes)>,
+) -> Result<(f64, f64), String> {
+    use http_body_util::{BodyExt, Full};
+    use hyper::http::{Request as HttpRequest, header};
     let requests = Arc::new(requests);
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut connections = Vec::with_capacity(HTTP_CLIENTS);
     for _ in 0..HTTP_CLIENTS {
-        let stream = tokio::net::TcpStream::connect(&address).await?;
-        stream.set_nodelay(true)?;
+        let stream = tokio::net::TcpStream::connect(&address)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
         let (sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| e.to_string())?;
         tokio::spawn(connection);
         connections.push(sender);
     }
@@ -770,48 +828,88 @@ async fn http_writes(
     }
     let mut all = Vec::new();
     while let Some(l) = set.join_next().await {
-        all.extend(l?);
+        all.extend(l.map_err(|e| e.to_string())?);
     }
     let seconds = started.elapsed().as_secs_f64();
     if all.len() as u64 != HTTP_REGISTRATIONS {
-        return Err(format!("{} of {HTTP_REGISTRATIONS} writes succeeded", all.len()).into());
+        return Err(format!(
+            "{} of {HTTP_REGISTRATIONS} writes succeeded",
+            all.len()
+        ));
     }
     all.sort_by(f64::total_cmp);
     let p99 = all[((all.len() - 1) as f64 * 0.99).round() as usize];
     Ok((all.len() as f64 / seconds, p99))
 }
 
-/// Runs one HTTP load step and says the CPU time it cost per write, in this process
-/// (the clients, the API and the projector) and in nats-server. Steadier than the rate on
-/// a host whose speed moves between runs, so it shows what a change saved. Also the
-/// share of the machine's cores left idle (or waiting on the disk) meanwhile: a step
-/// bound by CPU alone leaves none.
-async fn cpu_per_write<T>(
+/// What one HTTP load step cost in CPU, per write.
+struct WriteCpu {
+    /// The clients' thread, the rest of this process (the API, its projector and the
+    /// ledger), nats-server: µs a write.
+    clients: Option<f64>,
+    api: Option<f64>,
+    nats: Option<f64>,
+    /// The share of the machine's cores left idle (or waiting on the disk) meanwhile.
+    idle: Option<f64>,
+}
+
+impl WriteCpu {
+    fn row(&self) -> String {
+        let us = |v: Option<f64>| v.map_or_else(|| "?".to_string(), |v| format!("{v:.0}"));
+        let idle = self
+            .idle
+            .map_or_else(|| "?".to_string(), |v| format!("{:.0}%", 100.0 * v));
+        format!(
+            "{} / {} / {} µs; {idle}",
+            us(self.clients),
+            us(self.api),
+            us(self.nats)
+        )
+    }
+
+    /// Writes a second that this machine's cores would serve if the server side (the API
+    /// and nats-server) had them all and every one were busy: the bound its CPU sets, with
+    /// the clients elsewhere, as in a deployment.
+    fn server_bound(&self) -> String {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        match (self.api, self.nats) {
+            (Some(api), Some(nats)) if api + nats > 0.0 => {
+                format!("{:.0}/s", cores * 1e6 / (api + nats))
+            }
+            _ => "?".to_string(),
+        }
+    }
+}
+
+/// Runs one HTTP load step and says the CPU time it cost per write: in the clients'
+/// thread, in the rest of this process (the API, the projector and the ledger) and in
+/// nats-server. Steadier than the rate on a host whose speed moves between runs, so it
+/// shows what a change saved. Also the share of the machine's cores left idle (or
+/// waiting on the disk) meanwhile: a step bound by CPU alone leaves none.
+async fn cpu_per_write(
     server_pid: &str,
-    step: impl std::future::Future<Output = T>,
-) -> (T, String) {
+    step: impl std::future::Future<Output = BenchResult<HttpLoad>>,
+) -> (BenchResult<HttpLoad>, WriteCpu) {
     let started = Instant::now();
     let idle = common::machine_idle_seconds();
     let before = (common::cpu_seconds("self"), common::cpu_seconds(server_pid));
     let out = step.await;
     let after = (common::cpu_seconds("self"), common::cpu_seconds(server_pid));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let idle = match (idle, common::machine_idle_seconds()) {
-        (Some(b), Some(a)) => format!(
-            "{:.0}%",
-            100.0 * (a - b) / (cores * started.elapsed().as_secs_f64())
-        ),
-        _ => "?".to_string(),
+    let idle = idle
+        .zip(common::machine_idle_seconds())
+        .map(|(b, a)| (a - b) / (cores * started.elapsed().as_secs_f64()));
+    let per_write = |seconds: f64| seconds * 1e6 / HTTP_REGISTRATIONS as f64;
+    let clients = out.as_ref().ok().and_then(|l| l.clients_cpu);
+    let process = before.0.zip(after.0).map(|(b, a)| a - b);
+    let cpu = WriteCpu {
+        clients: clients.map(per_write),
+        api: process
+            .zip(clients)
+            .map(|(process, clients)| per_write(process - clients)),
+        nats: before.1.zip(after.1).map(|(b, a)| per_write(a - b)),
+        idle,
     };
-    let per_write = |b: Option<f64>, a: Option<f64>| match (b, a) {
-        (Some(b), Some(a)) => format!("{:.0}", (a - b) * 1e6 / HTTP_REGISTRATIONS as f64),
-        _ => "?".to_string(),
-    };
-    let cpu = format!(
-        "{} / {} µs; {idle}",
-        per_write(before.0, after.0),
-        per_write(before.1, after.1)
-    );
     (out, cpu)
 }
 
@@ -821,7 +919,7 @@ fn http_household(first: u64, i: u64) -> u64 {
 }
 
 /// Registrations over HTTP, each household with personal data and two citizens.
-async fn http_registrations(base: &str, token: &str, first: u64) -> BenchResult<(f64, f64)> {
+async fn http_registrations(base: &str, token: &str, first: u64) -> BenchResult<HttpLoad> {
     http_writes(base, token, move |i| {
         let n = http_household(first, i);
         let body = serde_json::json!({
@@ -843,7 +941,7 @@ async fn http_registrations(base: &str, token: &str, first: u64) -> BenchResult<
 
 /// The yearly review over HTTP of the households `http_registrations` registered: a
 /// write with no personal data, so no citizen claim and no data key.
-async fn http_classifications(base: &str, token: &str, first: u64) -> BenchResult<(f64, f64)> {
+async fn http_classifications(base: &str, token: &str, first: u64) -> BenchResult<HttpLoad> {
     http_writes(base, token, move |i| {
         let n = http_household(first, i);
         let body = serde_json::json!({
