@@ -262,11 +262,9 @@ async fn run() -> BenchResult<()> {
 
     // HTTP registrations: 64 clients, each household with personal data and two citizens.
     let server_pid = server.pid().to_string();
-    let (registrations, cpu) = cpu_per_write(
-        &server_pid,
-        http_registrations(&base, &officer_token, households),
-    )
-    .await;
+    let requests = http_registrations(households)?;
+    let (registrations, cpu) =
+        cpu_per_write(&server_pid, http_writes(&base, &officer_token, requests)).await;
     let registrations = registrations?;
     rows.push(row(
         &format!("HTTP registrations, {HTTP_CLIENTS} clients, two citizens each ({HTTP_REGISTRATIONS}): rate / p99"),
@@ -283,11 +281,9 @@ async fn run() -> BenchResult<()> {
         cpu.server_bound(),
         "",
     ));
-    let (classifications, cpu) = cpu_per_write(
-        &server_pid,
-        http_classifications(&base, &officer_token, households),
-    )
-    .await;
+    let requests = http_classifications(households)?;
+    let (classifications, cpu) =
+        cpu_per_write(&server_pid, http_writes(&base, &officer_token, requests)).await;
     let classifications = classifications?;
     rows.push(row(
         &format!("HTTP classifications, {HTTP_CLIENTS} clients ({HTTP_REGISTRATIONS}): rate / p99"),
@@ -706,12 +702,30 @@ struct HttpLoad {
     clients_cpu: Option<f64>,
 }
 
-/// `HTTP_REGISTRATIONS` HTTP writes from `HTTP_CLIENTS` clients, each on its own
-/// keep-alive connection and sending its next write when the last is answered; every one
-/// must succeed.
+/// A write encoded ahead: path, idempotency key, body.
+type EncodedWrite = (String, hyper::http::HeaderValue, bytes::Bytes);
+
+/// The `HTTP_REGISTRATIONS` writes of a load, encoded before it starts (and before its CPU
+/// is counted).
+fn encode_writes(write: impl Fn(u64) -> HttpWrite) -> BenchResult<Vec<EncodedWrite>> {
+    let mut requests = Vec::with_capacity(HTTP_REGISTRATIONS as usize);
+    for i in 0..HTTP_REGISTRATIONS {
+        let (path, key, body) = write(i);
+        requests.push((
+            path,
+            hyper::http::HeaderValue::from_str(&key)?,
+            bytes::Bytes::from(serde_json::to_vec(&body)?),
+        ));
+    }
+    Ok(requests)
+}
+
+/// `requests` as HTTP writes from `HTTP_CLIENTS` clients, each on its own keep-alive
+/// connection and sending its next write when the last is answered; every one must
+/// succeed.
 ///
 /// The clients share this 2-core machine with the server, so they are kept as lean as
-/// `wrk` is: each request is encoded before the clock starts, and sent on a bare HTTP/1.1
+/// `wrk` is: each request is encoded before the load starts, and sent on a bare HTTP/1.1
 /// connection (hyper), not through reqwest, whose pool, URL parsing and JSON encoding
 /// per request cost more CPU than the API's own HTTP layer did in a profile of this step.
 /// They run on a thread of their own (one core's runtime, as `wrk` runs a thread a core),
@@ -720,20 +734,10 @@ struct HttpLoad {
 async fn http_writes(
     base: &str,
     token: &str,
-    write: impl Fn(u64) -> HttpWrite,
+    requests: Vec<EncodedWrite>,
 ) -> BenchResult<HttpLoad> {
-    use hyper::http::HeaderValue;
     let address = base.trim_start_matches("http://").to_string();
-    let authorization = HeaderValue::from_str(&format!("Bearer {token}"))?;
-    let mut requests = Vec::with_capacity(HTTP_REGISTRATIONS as usize);
-    for i in 0..HTTP_REGISTRATIONS {
-        let (path, key, body) = write(i);
-        requests.push((
-            path,
-            HeaderValue::from_str(&key)?,
-            bytes::Bytes::from(serde_json::to_vec(&body)?),
-        ));
-    }
+    let authorization = hyper::http::HeaderValue::from_str(&format!("Bearer {token}"))?;
     let (done, result) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("http-clients".into())
@@ -765,7 +769,7 @@ async fn http_writes(
 async fn http_clients(
     address: String,
     authorization: hyper::http::HeaderValue,
-    requests: Vec<(String, hyper::http::HeaderValue, bytes::Bytes)>,
+    requests: Vec<EncodedWrite>,
 ) -> Result<(f64, f64), String> {
     use http_body_util::{BodyExt, Full};
     use hyper::http::{Request as HttpRequest, header};
@@ -919,8 +923,8 @@ fn http_household(first: u64, i: u64) -> u64 {
 }
 
 /// Registrations over HTTP, each household with personal data and two citizens.
-async fn http_registrations(base: &str, token: &str, first: u64) -> BenchResult<HttpLoad> {
-    http_writes(base, token, move |i| {
+fn http_registrations(first: u64) -> BenchResult<Vec<EncodedWrite>> {
+    encode_writes(move |i| {
         let n = http_household(first, i);
         let body = serde_json::json!({
             "household_id": household(n).to_string(),
@@ -936,13 +940,12 @@ async fn http_registrations(base: &str, token: &str, first: u64) -> BenchResult<
         });
         ("/v1/households".to_string(), format!("http-reg-{n}"), body)
     })
-    .await
 }
 
 /// The yearly review over HTTP of the households `http_registrations` registered: a
 /// write with no personal data, so no citizen claim and no data key.
-async fn http_classifications(base: &str, token: &str, first: u64) -> BenchResult<HttpLoad> {
-    http_writes(base, token, move |i| {
+fn http_classifications(first: u64) -> BenchResult<Vec<EncodedWrite>> {
+    encode_writes(move |i| {
         let n = http_household(first, i);
         let body = serde_json::json!({
             "income_per_person": "1500000",
@@ -957,7 +960,6 @@ async fn http_classifications(base: &str, token: &str, first: u64) -> BenchResul
             body,
         )
     })
-    .await
 }
 
 /// Entitlements granted for the payment run (two communes of the province).
