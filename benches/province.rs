@@ -142,7 +142,8 @@ fn projection_db(path: &std::path::Path) -> BenchResult<sled::Db> {
         .open()?)
 }
 
-type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + std::marker::Sync>>;
+type BenchError = Box<dyn std::error::Error + Send + std::marker::Sync>;
+type BenchResult<T> = Result<T, BenchError>;
 
 /// A sled cache that is full well before half of the bench's log is applied.
 const HEAP_SLED_CACHE_SMALL: u64 = 8 << 20;
@@ -745,7 +746,7 @@ async fn http_writes(
             let load = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| e.to_string())
+                .map_err(BenchError::from)
                 .and_then(|runtime| {
                     let before = common::cpu_seconds("thread-self");
                     let out = runtime.block_on(http_clients(address, authorization, requests));
@@ -760,9 +761,9 @@ async fn http_writes(
                 });
             let _ = done.send(load);
         })?;
-    Ok(result
+    result
         .await
-        .map_err(|_| "the HTTP clients' thread ended early")??)
+        .map_err(|_| "the HTTP clients' thread ended early")?
 }
 
 /// The clients of `http_writes`, on the runtime of their thread: (writes/s, p99 ms).
@@ -770,21 +771,17 @@ async fn http_clients(
     address: String,
     authorization: hyper::http::HeaderValue,
     requests: Vec<EncodedWrite>,
-) -> Result<(f64, f64), String> {
+) -> BenchResult<(f64, f64)> {
     use http_body_util::{BodyExt, Full};
     use hyper::http::{Request as HttpRequest, header};
     let requests = Arc::new(requests);
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut connections = Vec::with_capacity(HTTP_CLIENTS);
     for _ in 0..HTTP_CLIENTS {
-        let stream = tokio::net::TcpStream::connect(&address)
-            .await
-            .map_err(|e| e.to_string())?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let stream = tokio::net::TcpStream::connect(&address).await?;
+        stream.set_nodelay(true)?;
         let (sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
         tokio::spawn(connection);
         connections.push(sender);
     }
@@ -832,18 +829,20 @@ async fn http_clients(
     }
     let mut all = Vec::new();
     while let Some(l) = set.join_next().await {
-        all.extend(l.map_err(|e| e.to_string())?);
+        all.extend(l?);
     }
     let seconds = started.elapsed().as_secs_f64();
     if all.len() as u64 != HTTP_REGISTRATIONS {
-        return Err(format!(
-            "{} of {HTTP_REGISTRATIONS} writes succeeded",
-            all.len()
-        ));
+        return Err(format!("{} of {HTTP_REGISTRATIONS} writes succeeded", all.len()).into());
     }
     all.sort_by(f64::total_cmp);
     let p99 = all[((all.len() - 1) as f64 * 0.99).round() as usize];
     Ok((all.len() as f64 / seconds, p99))
+}
+
+/// The machine's cores.
+fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
 }
 
 /// What one HTTP load step cost in CPU, per write.
@@ -875,10 +874,9 @@ impl WriteCpu {
     /// and nats-server) had them all and every one were busy: the bound its CPU sets, with
     /// the clients elsewhere, as in a deployment.
     fn server_bound(&self) -> String {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         match (self.api, self.nats) {
             (Some(api), Some(nats)) if api + nats > 0.0 => {
-                format!("{:.0}/s", cores * 1e6 / (api + nats))
+                format!("{:.0}/s", cores() * 1e6 / (api + nats))
             }
             _ => "?".to_string(),
         }
@@ -899,10 +897,9 @@ async fn cpu_per_write(
     let before = (common::cpu_seconds("self"), common::cpu_seconds(server_pid));
     let out = step.await;
     let after = (common::cpu_seconds("self"), common::cpu_seconds(server_pid));
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let idle = idle
         .zip(common::machine_idle_seconds())
-        .map(|(b, a)| (a - b) / (cores * started.elapsed().as_secs_f64()));
+        .map(|(b, a)| (a - b) / (cores() * started.elapsed().as_secs_f64()));
     let per_write = |seconds: f64| seconds * 1e6 / HTTP_REGISTRATIONS as f64;
     let clients = out.as_ref().ok().and_then(|l| l.clients_cpu);
     let process = before.0.zip(after.0).map(|(b, a)| a - b);
