@@ -431,8 +431,16 @@ async fn run() -> BenchResult<()> {
     let started = Instant::now();
     let written = written_bytes();
     let threads = common::thread_cpu_seconds();
+    let idle = common::machine_idle_seconds();
     let rebuilt = fresh.rebuild(&mut stream, &config).await?;
     let rebuild_seconds = started.elapsed().as_secs_f64();
+    // The share of the cores left idle: what the rebuild's threads, waiting on each
+    // other, did not use (ADR 0016).
+    let idle = idle
+        .zip(common::machine_idle_seconds())
+        .map_or("unknown".to_string(), |(b, a)| {
+            format!("{:.0}%", 100.0 * (a - b) / (cores() * rebuild_seconds))
+        });
     let rebuild_rate = rebuilt as f64 / rebuild_seconds;
     let written = written_bytes().saturating_sub(written);
     // Where the rebuild's CPU went, by thread: this one applies the events, the
@@ -446,7 +454,7 @@ async fn run() -> BenchResult<()> {
         .map(|n| n.trim().to_string())
         .unwrap_or_default();
     let rebuild_cpu = format!(
-        "{:.2} / {:.2} / {:.2} s in {rebuild_seconds:.2} s",
+        "{:.2} / {:.2} / {:.2} s in {rebuild_seconds:.2} s; {idle}",
         spent(&this_thread),
         spent("projection-comm"),
         spent("tokio-rt-worker"),
@@ -465,7 +473,7 @@ async fn run() -> BenchResult<()> {
         ">= 25% of verify",
     ));
     rows.push(row(
-        "the rebuild's CPU: applying / committing / reading the log, and its wall time",
+        "the rebuild's CPU: applying / committing / reading the log, and its wall time; the machine idle",
         rebuild_cpu,
         "",
     ));
