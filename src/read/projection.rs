@@ -164,9 +164,9 @@ type CommitJob = Box<dyn FnOnce() -> Result<(), ProjectionError> + Send>;
 /// previous one wrote). More than one: a batch's apply and its commit take about as
 /// long, but which is longer changes from batch to batch, and with one in flight each
 /// side waited for the other ~15% of a rebuild. Four, not two: with two the machine
-/// still sat idle 9-10% of a full-size rebuild, with four 5-8%, and the rebuild ran 1-14%
-/// faster in five alternated runs (docs/BENCH.md). Each costs a batch's staged view
-/// records in memory (~5 MiB at a province's size).
+/// still sat idle 11-15% of a full-size rebuild, with four 9-10% (ADR 0016); eight were
+/// no better. Each costs a batch's staged view records in memory (~5 MiB at a
+/// province's size).
 const COMMITS_IN_FLIGHT_MAX: usize = 4;
 
 /// The thread that runs the batches' commits, one at a time, for the projector's life. A
