@@ -72,6 +72,10 @@ async fn the_files_of_an_earlier_version_are_imported_once() {
             .unwrap(),
         (1, 1)
     );
+    // In this process's views as soon as the import returns: a second import checks
+    // against them (it once found the key missing there and failed to create it again).
+    assert!(directory.gateways().current().has_gateway("vcb"));
+    assert!(directory.staff().current().authenticate(&token).is_some());
     assert_eq!(
         directory
             .import_files(&staff_file, &registry_file)

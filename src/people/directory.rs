@@ -35,6 +35,9 @@ use crate::http::auth::{StaffDirectory, StaffEntry, StaffFileError};
 pub const DIRECTORY_HISTORY: i64 = 8;
 const STAFF_PREFIX: &str = "staff.";
 const GATEWAY_PREFIX: &str = "gateway.";
+/// Longest an import waits for this process's watcher to apply a write it just made
+/// (normally a few milliseconds): past it the watch is stuck, and the import says so.
+pub const APPLIED_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
@@ -305,7 +308,9 @@ impl Directory {
     }
 
     /// Imports the staff and gateway files of an earlier version, if present: entries the
-    /// bucket does not hold yet are added. Returns how many of each were added.
+    /// bucket does not hold yet are added, each in this process's views before the call
+    /// returns (so a second import right after finds nothing to add). Returns how many of
+    /// each were added.
     pub async fn import_files(
         &self,
         staff_file: &Path,
@@ -316,22 +321,39 @@ impl Directory {
             let known = self.current_staff_entries().await?;
             for entry in crate::http::auth::read_entries(staff_file)? {
                 if !known.iter().any(|k| k.token_blake3 == entry.token_blake3) {
-                    self.put_staff(&entry).await?;
+                    let revision = self.put_staff(&entry).await?;
+                    self.applied_within(revision).await?;
                     staff_added += 1;
                 }
             }
         }
         let mut gateways_added = 0;
         if registry_file.exists() {
-            let known = self.gateways.current();
             for key in Registry::load(registry_file)?.keys() {
+                // The view this process's watcher keeps: each key added below is waited
+                // for in it, so the next key is checked against it, and an import run
+                // again right after this one finds its work done.
+                let known = self.gateways.current();
                 if !known.keys().iter().any(|k| k.key_id == key.key_id) {
-                    self.add_gateway_key(key).await?;
+                    let revision = self.add_gateway_key(key).await?;
+                    self.applied_within(revision).await?;
                     gateways_added += 1;
                 }
             }
         }
         Ok((staff_added, gateways_added))
+    }
+
+    /// `applied`, bounded by `APPLIED_WAIT_MAX`.
+    async fn applied_within(&self, revision: u64) -> Result<(), DirectoryError> {
+        tokio::time::timeout(APPLIED_WAIT_MAX, self.applied(revision))
+            .await
+            .map_err(|_| {
+                DirectoryError::Nats(format!(
+                    "this process's view of the bucket did not reach revision {revision} \
+                     within {APPLIED_WAIT_MAX:?}: its watch is stuck"
+                ))
+            })
     }
 }
 
