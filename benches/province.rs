@@ -434,13 +434,8 @@ async fn run() -> BenchResult<()> {
     let idle = common::machine_idle_seconds();
     let rebuilt = fresh.rebuild(&mut stream, &config).await?;
     let rebuild_seconds = started.elapsed().as_secs_f64();
-    // The share of the cores left idle: what the rebuild's threads, waiting on each
-    // other, did not use (ADR 0016).
-    let idle = idle
-        .zip(common::machine_idle_seconds())
-        .map_or("unknown".to_string(), |(b, a)| {
-            format!("{:.0}%", 100.0 * (a - b) / (cores() * rebuild_seconds))
-        });
+    // What the rebuild's threads, waiting on each other, left of the cores (ADR 0016).
+    let idle = percent(idle_share(idle, rebuild_seconds));
     let rebuild_rate = rebuilt as f64 / rebuild_seconds;
     let written = written_bytes().saturating_sub(written);
     // Where the rebuild's CPU went, by thread: this one applies the events, the
@@ -853,6 +848,19 @@ fn cores() -> f64 {
     std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
 }
 
+/// The share of the machine's cores left idle (or waiting on the disk) over the last
+/// `seconds`, from `machine_idle_seconds` taken at their start.
+fn idle_share(before: Option<f64>, seconds: f64) -> Option<f64> {
+    before
+        .zip(common::machine_idle_seconds())
+        .map(|(b, a)| (a - b) / (cores() * seconds))
+}
+
+/// `share` as a whole percentage, "?" when unknown.
+fn percent(share: Option<f64>) -> String {
+    share.map_or_else(|| "?".to_string(), |v| format!("{:.0}%", 100.0 * v))
+}
+
 /// What one HTTP load step cost in CPU, per write.
 struct WriteCpu {
     /// The clients' thread, the rest of this process (the API, its projector and the
@@ -867,9 +875,7 @@ struct WriteCpu {
 impl WriteCpu {
     fn row(&self) -> String {
         let us = |v: Option<f64>| v.map_or_else(|| "?".to_string(), |v| format!("{v:.0}"));
-        let idle = self
-            .idle
-            .map_or_else(|| "?".to_string(), |v| format!("{:.0}%", 100.0 * v));
+        let idle = percent(self.idle);
         format!(
             "{} / {} / {} µs; {idle}",
             us(self.clients),
@@ -905,9 +911,7 @@ async fn cpu_per_write(
     let before = (common::cpu_seconds("self"), common::cpu_seconds(server_pid));
     let out = step.await;
     let after = (common::cpu_seconds("self"), common::cpu_seconds(server_pid));
-    let idle = idle
-        .zip(common::machine_idle_seconds())
-        .map(|(b, a)| (a - b) / (cores() * started.elapsed().as_secs_f64()));
+    let idle = idle_share(idle, started.elapsed().as_secs_f64());
     let per_write = |seconds: f64| seconds * 1e6 / HTTP_REGISTRATIONS as f64;
     let clients = out.as_ref().ok().and_then(|l| l.clients_cpu);
     let process = before.0.zip(after.0).map(|(b, a)| a - b);

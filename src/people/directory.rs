@@ -35,8 +35,8 @@ use crate::http::auth::{StaffDirectory, StaffEntry, StaffFileError};
 pub const DIRECTORY_HISTORY: i64 = 8;
 const STAFF_PREFIX: &str = "staff.";
 const GATEWAY_PREFIX: &str = "gateway.";
-/// Longest an import waits for this process's watcher to apply a write it just made
-/// (normally a few milliseconds): past it the watch is stuck, and the import says so.
+/// Longest a write waits for this process's watcher to apply it (normally a few
+/// milliseconds): past it the watch is stuck, and the write says so.
 pub const APPLIED_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -227,7 +227,8 @@ impl Directory {
     }
 
     /// Adds a member of staff: a fresh token, of which only the hash is stored. Returns
-    /// the token (shown once) and the bucket revision of the write.
+    /// the token (shown once) and the bucket revision of the write, once this process's
+    /// views hold it.
     pub async fn add_staff(
         &self,
         id: &str,
@@ -247,7 +248,7 @@ impl Directory {
     }
 
     /// Stores one staff entry, refused if the directory would then be invalid (the id
-    /// already used, say).
+    /// already used, say); returns once this process's views hold it.
     async fn put_staff(&self, entry: &StaffEntry) -> Result<u64, DirectoryError> {
         let mut entries: Vec<StaffEntry> = self.current_staff_entries().await?;
         entries.push(entry.clone());
@@ -255,7 +256,9 @@ impl Directory {
         let key = format!("{STAFF_PREFIX}{}", entry.token_blake3);
         let value = serde_json::to_vec(entry).expect("a staff entry serializes");
         // Create, not put: a token hash is never written twice.
-        self.kv.create(&key, value.into()).await.map_err(nats)
+        let revision = self.kv.create(&key, value.into()).await.map_err(nats)?;
+        self.applied_within(revision).await?;
+        Ok(revision)
     }
 
     async fn current_staff_entries(&self) -> Result<Vec<StaffEntry>, DirectoryError> {
@@ -292,7 +295,9 @@ impl Directory {
         Ok(last)
     }
 
-    /// Registers a gateway's public key; returns the bucket revision of the write.
+    /// Registers a gateway's public key; returns the bucket revision of the write, once
+    /// this process's views hold it: the next key is checked against them (a key checked
+    /// against a view that lagged once failed to create a key the bucket held).
     pub async fn add_gateway_key(&self, key: &GatewayKey) -> Result<u64, DirectoryError> {
         self.gateways.current().with_key(key.clone())?;
         let entry = GatewayEntry {
@@ -301,15 +306,18 @@ impl Directory {
             key_id: key.key_id.clone(),
         };
         let value = serde_json::to_vec(&entry).expect("a gateway entry serializes");
-        self.kv
+        let revision = self
+            .kv
             .create(format!("{GATEWAY_PREFIX}{}", key.key_id), value.into())
             .await
-            .map_err(nats)
+            .map_err(nats)?;
+        self.applied_within(revision).await?;
+        Ok(revision)
     }
 
     /// Imports the staff and gateway files of an earlier version, if present: entries the
-    /// bucket does not hold yet are added, each in this process's views before the call
-    /// returns (so a second import right after finds nothing to add). Returns how many of
+    /// bucket does not hold yet are added, each in this process's views before the next is
+    /// checked (so a second import right after finds nothing to add). Returns how many of
     /// each were added.
     pub async fn import_files(
         &self,
@@ -321,8 +329,7 @@ impl Directory {
             let known = self.current_staff_entries().await?;
             for entry in crate::http::auth::read_entries(staff_file)? {
                 if !known.iter().any(|k| k.token_blake3 == entry.token_blake3) {
-                    let revision = self.put_staff(&entry).await?;
-                    self.applied_within(revision).await?;
+                    self.put_staff(&entry).await?;
                     staff_added += 1;
                 }
             }
@@ -330,13 +337,10 @@ impl Directory {
         let mut gateways_added = 0;
         if registry_file.exists() {
             for key in Registry::load(registry_file)?.keys() {
-                // The view this process's watcher keeps: each key added below is waited
-                // for in it, so the next key is checked against it, and an import run
-                // again right after this one finds its work done.
+                // This process's view, which holds every key added before this one.
                 let known = self.gateways.current();
                 if !known.keys().iter().any(|k| k.key_id == key.key_id) {
-                    let revision = self.add_gateway_key(key).await?;
-                    self.applied_within(revision).await?;
+                    self.add_gateway_key(key).await?;
                     gateways_added += 1;
                 }
             }
