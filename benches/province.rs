@@ -728,8 +728,9 @@ type EncodedWrite = (String, hyper::http::HeaderValue, bytes::Bytes);
 /// The `http_writes_count()` writes of a load, encoded before it starts (and before its CPU
 /// is counted).
 fn encode_writes(write: impl Fn(u64) -> HttpWrite) -> BenchResult<Vec<EncodedWrite>> {
-    let mut requests = Vec::with_capacity(http_writes_count() as usize);
-    for i in 0..http_writes_count() {
+    let count = http_writes_count();
+    let mut requests = Vec::with_capacity(count as usize);
+    for i in 0..count {
         let (path, key, body) = write(i);
         requests.push((
             path,
@@ -851,8 +852,8 @@ async fn http_clients(
         all.extend(l?);
     }
     let seconds = started.elapsed().as_secs_f64();
-    if all.len() as u64 != http_writes_count() {
-        let wanted = http_writes_count();
+    let wanted = http_writes_count();
+    if all.len() as u64 != wanted {
         return Err(format!("{} of {wanted} writes succeeded", all.len()).into());
     }
     all.sort_by(f64::total_cmp);
