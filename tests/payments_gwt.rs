@@ -155,6 +155,76 @@ fn grant_is_checked() {
 }
 
 #[test]
+fn a_new_grant_never_pays_a_month_a_stopped_entitlement_still_pays() {
+    // Stopped on 2026-03-01 (a move): March is still paid by entitlement 1.
+    let h = history(&[
+        allocate("2025-12-20", COMMUNE, "2026-01", 10_000_000),
+        allocate("2025-12-20", COMMUNE, "2026-02", 10_000_000),
+        allocate("2025-12-20", COMMUNE, "2026-03", 10_000_000),
+        grant(
+            "2025-12-20",
+            1,
+            "2026-01",
+            terms(ELDERLY_POOR, bank(), None),
+        ),
+        stop("2026-03-01", 1, "2026-03-01", StopReason::Move),
+    ]);
+    for from in ["2026-03", "2026-02"] {
+        given(&h)
+            .when(grant(
+                "2026-03-02",
+                1,
+                from,
+                terms(ELDERLY_POOR, bank(), None),
+            ))
+            .then_rejects(Rejection::GrantOverlapsStopped {
+                entitlement: 1,
+                last_payable: m("2026-03"),
+            });
+    }
+    // From the month after, the new entitlement takes over: one instruction a month.
+    let h = history_from(
+        &h,
+        &[
+            allocate("2026-03-02", COMMUNE, "2026-04", 10_000_000),
+            grant(
+                "2026-03-02",
+                1,
+                "2026-04",
+                terms(ELDERLY_POOR, bank(), None),
+            ),
+        ],
+    );
+    for (date, month, id) in [
+        ("2026-03-02", "2026-03", "pay:1:2026-03:1"),
+        ("2026-04-01", "2026-04", "pay:2:2026-04:1"),
+    ] {
+        given(&h).when(run(date, month, None)).then(|b, _| {
+            let issued: Vec<String> = b.instructions.keys().map(|i| i.to_string()).collect();
+            assert_eq!(issued, [id]);
+        });
+    }
+    // An entitlement stopped before its first month paid nothing: no overlap.
+    let h = history(&[
+        grant(
+            "2026-01-05",
+            1,
+            "2026-05",
+            terms(ELDERLY_POOR, bank(), None),
+        ),
+        stop("2026-03-02", 1, "2026-03-01", StopReason::Other),
+    ]);
+    given(&h)
+        .when(grant(
+            "2026-03-02",
+            1,
+            "2026-03",
+            terms(ELDERLY_POOR, bank(), None),
+        ))
+        .then(|b, _| assert_eq!(b.active.len(), 1));
+}
+
+#[test]
 fn change_applies_from_its_month_and_never_to_instructed_months() {
     let h = one_instruction();
     let change = |from: &str| {

@@ -37,6 +37,9 @@ pub struct Book {
     pub entitlements: BTreeMap<EntitlementId, Entitlement>,
     /// The running (not stopped) entitlement of each person, per programme.
     pub active: BTreeMap<(ProgrammeId, BeneficiaryRef), EntitlementId>,
+    /// Of each person's stopped entitlements in a programme, the one that pays the
+    /// latest month, and that month: a new grant must start after it.
+    pub stopped_paying_through: BTreeMap<(ProgrammeId, BeneficiaryRef), (EntitlementId, Month)>,
     pub budgets: BTreeMap<BudgetKey, Budget>,
     pub instructions: BTreeMap<InstructionId, Instruction>,
     /// Latest attempt per (entitlement, month).
@@ -455,6 +458,14 @@ pub fn apply(book: &mut Book, event: &Event) {
                 reason: *reason,
             });
             let key = (e.programme.clone(), e.beneficiary.clone());
+            let last_payable = e.stopped.as_ref().expect("just stopped").last_payable();
+            // One that stopped before its first month paid nothing, and is no bound.
+            let paid_a_month = e.from() <= last_payable;
+            let latest = book.stopped_paying_through.get(&key).map(|(_, m)| *m);
+            if paid_a_month && latest.is_none_or(|m| m < last_payable) {
+                book.stopped_paying_through
+                    .insert(key.clone(), (*entitlement, last_payable));
+            }
             book.active.remove(&key);
         }
         EventBody::InstructionIssued { instruction, .. } => {

@@ -268,6 +268,19 @@ pub(crate) fn decide_grant(
             entitlement: *existing,
         });
     }
+    // A stopped entitlement still pays through the month of its stop: the new one
+    // starts after, or the run would issue two instructions for one month.
+    if let Some((entitlement, last_payable)) = out
+        .book
+        .stopped_paying_through
+        .get(&(programme.clone(), beneficiary.clone()))
+        .filter(|(_, last_payable)| from <= *last_payable)
+    {
+        return Err(Rejection::GrantOverlapsStopped {
+            entitlement: *entitlement,
+            last_payable: *last_payable,
+        });
+    }
     let terms = checked_terms(terms, from)?;
     let entitlement = out
         .book

@@ -80,6 +80,17 @@ pub enum Rejection {
     /// allowance per person: the highest coefficient). Change that one instead.
     #[error("an entitlement is already running for this person: {entitlement}")]
     ActiveEntitlementExists { entitlement: EntitlementId },
+    /// An earlier entitlement of this person in this programme was stopped but
+    /// still pays every month through `last_payable` (the month of the stop), so a
+    /// grant from that month or earlier would pay a month twice. Grant from the
+    /// month after `last_payable`.
+    #[error(
+        "entitlement {entitlement} of this person still pays through {last_payable}; grant from a later month"
+    )]
+    GrantOverlapsStopped {
+        entitlement: EntitlementId,
+        last_payable: Month,
+    },
     /// No entitlement with this id. Check the id.
     #[error("unknown entitlement {entitlement}")]
     UnknownEntitlement { entitlement: EntitlementId },
