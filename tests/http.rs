@@ -2007,6 +2007,58 @@ async fn payments_budget_grant_run_and_stop_over_http() {
     );
 }
 
+/// A gateway id is one NATS subject token and one HTTP path segment (`a-z`, `0-9`, `-`,
+/// at most 32): an entitlement paid through any other could never be fetched nor
+/// settled. Grant, change and reissue refuse it (400) and append nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_no_transport_can_serve_is_refused_and_nothing_is_appended() {
+    let s = server().await;
+    s.paid_october().await;
+    let m = &s.staff.manager;
+    let before = s.events().await;
+    for gateway in ["VBSP-BANK", "VCB", "-vcb", &"v".repeat(33)] {
+        let grant = json!({
+            "household_id": HOUSEHOLD, "member": "001190000001",
+            "category": "ELDERLY_80_PLUS_NO_PENSION", "channel": "bank", "gateway": gateway,
+            "from": "2026-11", "on": "2026-10-20"
+        });
+        let change = json!({
+            "category": "ELDERLY_80_PLUS_NO_PENSION", "channel": "bank", "gateway": gateway,
+            "from": "2026-11", "on": "2026-10-20"
+        });
+        let reissue = json!({"channel": "post_office", "gateway": gateway, "on": "2026-10-20"});
+        for (path, body, schema) in [
+            ("/v1/entitlements", grant, "entitlement.response"),
+            (
+                "/v1/partitions/01/entitlements/1/changes",
+                change,
+                "receipt.response",
+            ),
+            (
+                "/v1/partitions/01/instructions/pay:1:2026-10:1/reissue",
+                reissue,
+                "receipt.response",
+            ),
+        ] {
+            let refused = s
+                .send(m, path, &format!("bad-{gateway}"), body, schema)
+                .await;
+            assert_eq!(
+                refused.status,
+                StatusCode::BAD_REQUEST,
+                "{path} {gateway}: {}",
+                refused.body
+            );
+            assert!(
+                refused.body.to_string().contains("gateway"),
+                "{path} {gateway}: the answer names the gateway: {}",
+                refused.body
+            );
+        }
+    }
+    assert_eq!(s.events().await, before, "nothing appended");
+}
+
 /// The OpenAPI 3.1 document: served at /v1/openapi.json without a token, equal to the
 /// copy in the repository (docs/openapi.json; `ANSINH_WRITE_OPENAPI=1` rewrites it), every
 /// reference in it resolves, and every route it lists is served with its method (the

@@ -56,6 +56,7 @@ fn check_all(s: &str) -> Result<(), TestCaseError> {
     }
     if let Ok(v) = input::gateway(s) {
         prop_assert_eq!(v.as_str(), s);
+        prop_assert!(ansinh::gateway::is_gateway_id(s));
     }
     for parse in [
         input::key_id,
@@ -154,12 +155,21 @@ proptest! {
     #[test]
     fn reference_like_values_refuse_spaces_and_non_ascii(s in "[a-zA-Z0-9:._-]{1,40}", junk in "[ \\x{e0}\\x{0}]") {
         prop_assert_eq!(input::reference_of(&s).unwrap(), s.clone());
-        prop_assert_eq!(input::gateway(&s).unwrap().as_str().to_owned(), s.clone());
         let bad = format!("{s}{junk}");
         prop_assert!(input::reference_of(&bad).is_err());
         prop_assert!(input::idempotency_key(&bad).is_err());
         prop_assert!(input::actor(&bad).is_err());
         prop_assert!(input::key_id(&bad).is_err());
         prop_assert!(input::gateway(&bad).is_err());
+    }
+
+    /// A gateway id is what its NATS subjects and HTTP path can name, nothing more.
+    #[test]
+    fn gateway_ids_are_what_the_transports_can_name(s in "[a-z0-9][a-z0-9-]{0,31}", upper in "[A-Z]", other in "[._:A-Z]") {
+        prop_assert_eq!(input::gateway(&s).unwrap().as_str().to_owned(), s.clone());
+        let refused = [format!("{s}{upper}"), format!("{s}{other}"), format!("-{s}")];
+        for bad in &refused {
+            prop_assert!(input::gateway(bad).is_err(), "{:?}", bad);
+        }
     }
 }

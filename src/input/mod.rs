@@ -96,7 +96,9 @@ impl Kind {
             Kind::Money => "a whole number of đồng, digits only (1500000)",
             Kind::Date => "a calendar date YYYY-MM-DD (2026-12-04)",
             Kind::Month => "a month YYYY-MM (2026-12)",
-            Kind::Gateway => "1 to 64 printable ASCII characters without spaces (VBSP-BANK)",
+            Kind::Gateway => {
+                "1 to 32 lowercase letters, digits and dashes, not starting with a dash (vbsp-bank)"
+            }
             Kind::KeyId => "1 to 64 printable ASCII characters without spaces (auditor-1)",
             Kind::IdempotencyKey => {
                 "1 to 64 printable ASCII characters without spaces (reg-0100007-000123)"
@@ -290,7 +292,13 @@ pub fn month(s: &str) -> Result<Month, InputError> {
     Month::parse(s).map_err(|_| InputError::new(Kind::Month, shown(s)))
 }
 
+/// A gateway's id, by the transports' rule (`gateway::is_gateway_id`): it names the
+/// gateway's NATS subjects and its HTTP path, so an entitlement paid through any other
+/// id could never be fetched nor settled.
 pub fn gateway(s: &str) -> Result<GatewayId, InputError> {
+    if !crate::gateway::is_gateway_id(s) {
+        return Err(InputError::new(Kind::Gateway, shown(s)));
+    }
     GatewayId::parse(s).map_err(|_| InputError::new(Kind::Gateway, shown(s)))
 }
 
@@ -426,6 +434,20 @@ mod tests {
         for bad in ["2026-1-05", "2026-02-30", "20260105", "2026-01-05T00:00"] {
             assert!(date(bad).is_err(), "{bad}");
         }
+        for bad in ["VBSP-BANK", "VCB", "-vcb", "vcb.1", "v cb", ""] {
+            let e = gateway(bad).unwrap_err();
+            assert_eq!(e.kind, Kind::Gateway, "{bad:?}");
+            assert!(e.to_string().contains("lowercase letters"), "{e}");
+        }
+        let longest = "v".repeat(crate::gateway::GATEWAY_ID_BYTES_MAX);
+        assert_eq!(gateway(&longest).unwrap().as_str(), longest);
+        assert!(gateway(&format!("{longest}v")).is_err());
+        assert_eq!(gateway("vbsp-bank").unwrap().as_str(), "vbsp-bank");
+        assert!(
+            Kind::Gateway
+                .expected()
+                .contains(&crate::gateway::GATEWAY_ID_BYTES_MAX.to_string())
+        );
         assert!(month("2026-13").is_err());
         assert!(month("2026-1").is_err());
         assert_eq!(name("Le\u{0302}\u{0301}").unwrap(), "Lế");
