@@ -20,9 +20,6 @@
 //! without being recorded, so a gateway cannot make the ledger open new partitions.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-
-use chrono::{DateTime, NaiveDate};
 
 use crate::book::payments::{SignedPost, event_of};
 use crate::chain::{ChainHead, Partition};
@@ -47,13 +44,7 @@ use crate::service::{Service, ServiceError};
 /// Separates the partition from the instruction id in the ids gateways see.
 pub const PARTITION_SEPARATOR: char = '/';
 
-/// The ledger's clock, Unix milliseconds (injected: the demo plays past months).
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-/// The system clock.
-pub fn system_clock() -> Clock {
-    Arc::new(|| chrono::Utc::now().timestamp_millis())
-}
+pub use crate::clock::{Clock, system_clock};
 
 /// Why a post was not recorded, or a fetch not answered. `kind()` is the reply's
 /// `error_kind`.
@@ -321,7 +312,8 @@ impl LedgerSink {
                 signed,
                 post.posted_at_unix_ms,
                 now_ms,
-                date_of(now_ms),
+                // Received on the day it is in Vietnam, as every business date.
+                crate::clock::date_in_vietnam(now_ms),
             )
             .await?;
         Ok(Recorded {
@@ -342,14 +334,6 @@ fn refusal_in(receipt: &Receipt, event: &proto::PaymentRecorded) -> Option<PostR
         Ok(EventBody::GatewayPostRefused { refusal, .. }) => Some(refusal),
         _ => None,
     }
-}
-
-/// The UTC day of a Unix time in milliseconds (a time outside chrono's range is a
-/// broken clock: the day of the epoch, which no instruction precedes).
-fn date_of(unix_ms: i64) -> NaiveDate {
-    DateTime::from_timestamp_millis(unix_ms)
-        .map(|t| t.date_naive())
-        .unwrap_or_default()
 }
 
 /// The instruction as a gateway sees it.

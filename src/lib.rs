@@ -5,6 +5,7 @@ pub mod app;
 pub mod audit;
 pub mod book;
 pub mod chain;
+pub mod clock;
 pub mod demo;
 pub mod domain;
 pub mod events;

@@ -422,6 +422,81 @@ async fn a_gateways_pending_list_comes_from_the_projections_and_follows_timeouts
     }
 }
 
+/// Business dates are days in Vietnam (UTC+7): a settlement received at 06:30 on
+/// 5 December there (23:30 UTC on the 4th) for an instruction issued on the 5th is
+/// accepted, dated the 5th, and counted in that day's reconciliation.
+#[tokio::test]
+async fn a_result_received_early_in_the_morning_in_vietnam_is_that_days() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let service = service_on(common::client().await, &config, dir.path()).await;
+    issue_instructions(&service).await;
+    let m = manager();
+    let p = Partition::new("01").unwrap();
+    let d = |s: &str| s.parse::<chrono::NaiveDate>().unwrap();
+    let december = Month::parse("2026-12").unwrap();
+    service
+        .payment(
+            &request(&m, "alloc-12"),
+            &p,
+            CommandKind::Allocate {
+                budget: BudgetKey {
+                    programme: ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY").unwrap(),
+                    commune: CommuneId::parse(COMMUNE).unwrap(),
+                    period: december,
+                },
+                amount: Decimal::from(2_000_000),
+            },
+            d("2026-12-01"),
+        )
+        .await
+        .unwrap();
+    service
+        .payment(
+            &request(&m, "run-12"),
+            &p,
+            CommandKind::Run {
+                period: december,
+                commune: None,
+            },
+            d("2026-12-05"),
+        )
+        .await
+        .unwrap();
+
+    let at = chrono::DateTime::parse_from_rfc3339("2026-12-05T06:30:00+07:00")
+        .unwrap()
+        .timestamp_millis();
+    let sink = LedgerSink::new(service.clone(), Arc::new(move || at));
+    let list = sink.pending("vcb", 10).await.unwrap();
+    let first = list
+        .iter()
+        .find(|i| i.instruction_id == "01/pay:1:2026-12:1")
+        .unwrap();
+    let mut post = post_for("vcb", first, "settled", "VCB-DEC-1");
+    post.posted_at_unix_ms = at;
+    let reply =
+        server::PostSink::post(&sink, "vcb", post.clone(), sign::sign_post(&key(1), &post)).await;
+    assert_eq!(reply.status, STATUS_ACCEPTED, "{reply:?}");
+    let event = payment_event(&service, reply.sequence).await;
+    assert_eq!(event.kind, "GatewayPostAccepted");
+    assert_eq!(event.effective_on, "2026-12-05");
+
+    let mut stream = service.ledger.stream().clone();
+    service
+        .projector
+        .catch_up(&mut stream, service.ledger.config())
+        .await
+        .unwrap();
+    let day = service
+        .projector
+        .reconciliation_day("01", d("2026-12-05"), d("2026-12-05"), 10)
+        .unwrap()
+        .expect("as of the day's last events");
+    let vcb = &day[&GatewayId::parse("vcb").unwrap()];
+    assert_eq!((vcb.instructed.count, vcb.settled.count), (3, 1));
+}
+
 // ---- HTTP ----------------------------------------------------------------------------
 
 struct Http {

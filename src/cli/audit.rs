@@ -272,7 +272,7 @@ pub async fn anomalies(
     as_of: Option<NaiveDate>,
     json: bool,
 ) -> Result<ExitCode, BoxError> {
-    let as_of = as_of.unwrap_or_else(|| chrono::Utc::now().date_naive());
+    let as_of = as_of.unwrap_or_else(ansinh::clock::today);
     let mut stream = runtime.ledger.stream().clone();
     let bar = progress_bar(&mut stream, "scanning", json).await?;
     let result = ansinh::anomalies::scan(

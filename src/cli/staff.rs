@@ -930,7 +930,7 @@ async fn show_household(
     let Some(view) = projector.household(h.as_str())? else {
         return Ok(super::not_found(json, "household", h.as_str()));
     };
-    let as_of = as_of.unwrap_or_else(|| chrono::Utc::now().date_naive());
+    let as_of = as_of.unwrap_or_else(ansinh::clock::today);
     let mut lines = Vec::new();
     for r in &view.loans {
         if let Some((p, n)) = parse_loan_ref(r) {

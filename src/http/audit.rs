@@ -402,10 +402,8 @@ pub async fn anomalies(
     let partition = crate::input::partition(&partition)?;
     access::authorize(&caller, Operation::Read, partition.as_str())?;
     super::reports::known_partition(api.projector().await?, &partition)?;
-    // The clock is read here, at the edge, as the CLI does.
-    let as_of = query
-        .as_of
-        .unwrap_or_else(|| chrono::Utc::now().date_naive());
+    // The clock is read here, at the edge, as the CLI does: today in Vietnam.
+    let as_of = query.as_of.unwrap_or_else(|| api.today());
     let pending_days = query.pending_days.unwrap_or(ANOMALY_PENDING_DAYS_DEFAULT);
     let _slot = log_scan_slot().await?;
     let report = anomalies_concerning(&api, &partition, as_of, pending_days, |_| {}).await?;

@@ -320,10 +320,8 @@ pub async fn show(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
     let h = household(&id)?;
-    // The clock is read here, at the edge, as the CLI does.
-    let as_of = query
-        .as_of
-        .unwrap_or_else(|| chrono::Utc::now().date_naive());
+    // The clock is read here, at the edge, as the CLI does: today in Vietnam.
+    let as_of = query.as_of.unwrap_or_else(|| api.today());
     let read = read_household(&api, &caller, &h, as_of, query.after).await?;
     let page = history_page(read.projector, &h, query.history_page, query.history_lines)?;
     let lines: Vec<_> = read.loans.into_iter().map(|(line, _)| line).collect();

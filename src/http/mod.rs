@@ -300,6 +300,9 @@ struct Inner {
     /// Where the signed checkpoints are (`serve` sets the command line's; default
     /// otherwise), for the auditor routes.
     checkpoints: std::sync::OnceLock<crate::checkpoint::CheckpointConfig>,
+    /// The clock today is read from (`serve` sets the one its gateway sink reads; the
+    /// system clock otherwise).
+    clock: std::sync::OnceLock<crate::clock::Clock>,
     /// The console's session keys, derived from the shared ledger secret on first use.
     console_keys: tokio::sync::OnceCell<console::session::Keys>,
 }
@@ -373,6 +376,7 @@ impl Api {
             jobs,
             gateways,
             checkpoints: std::sync::OnceLock::new(),
+            clock: std::sync::OnceLock::new(),
             console_keys: tokio::sync::OnceCell::new(),
         })))
     }
@@ -381,6 +385,20 @@ impl Api {
     /// nothing).
     pub fn set_checkpoints(&self, config: crate::checkpoint::CheckpointConfig) {
         let _ = self.0.checkpoints.set(config);
+    }
+
+    /// Sets the clock the API reads today from (once; later calls change nothing), so a
+    /// test can pin the day.
+    pub fn set_clock(&self, clock: crate::clock::Clock) {
+        let _ = self.0.clock.set(clock);
+    }
+
+    /// Today in Vietnam, read here at the edge: the default day of a read.
+    pub fn today(&self) -> chrono::NaiveDate {
+        match self.0.clock.get() {
+            Some(clock) => crate::clock::today_by(clock),
+            None => crate::clock::today(),
+        }
     }
 
     fn checkpoints(&self) -> crate::checkpoint::CheckpointConfig {
@@ -842,7 +860,7 @@ pub fn routes() -> openapi::Routes {
         .queries(&[
             ("from", "The first day, YYYY-MM-DD (required)."),
             ("to", "The last day, YYYY-MM-DD, included (required); at most 366 days after from."),
-            ("as_of", "The report as of this day (default: today); refused (400) if the partition has payment events after it."),
+            ("as_of", "The report as of this day (default: today in Vietnam); refused (400) if the partition has payment events after it."),
             ("pending_days", "Instructions without a result for this many days are pending (default 10)."),
             ("format", "json (default) or csv; `Accept: text/csv` also asks for CSV."),
         ])
@@ -890,7 +908,7 @@ pub fn routes() -> openapi::Routes {
             audit::anomalies,
         )
         .queries(&[
-            ("as_of", "Instructions pending are counted to this day (default: today)."),
+            ("as_of", "Instructions pending are counted to this day (default: today in Vietnam)."),
             ("pending_days", "Instructions without a result for more than this many days are listed (default 10)."),
             ("page", "The page, from 1 (default 1); `FINDINGS_PAGE_MAX` (500) anomalies a page."),
         ])
@@ -1048,16 +1066,17 @@ pub async fn run(
         .map_err(|e| HttpError::Claims(e.to_string()))?;
     let staff = directory.staff();
     let registry = directory.gateways();
-    let sink = Arc::new(LedgerSink::new(
-        runtime.service(),
-        crate::gateway_ledger::system_clock(),
-    ));
+    // One clock for the gateway sink and the staff routes: a result and a recording of
+    // the same moment get the same day.
+    let clock = crate::clock::system_clock();
+    let sink = Arc::new(LedgerSink::new(runtime.service(), clock.clone()));
     let edge = GatewayEdge {
         registry: registry.clone(),
         sink: sink.clone(),
     };
     let api = Api::with_gateways(runtime.service(), staff, Some(edge)).await?;
     api.set_checkpoints(checkpoints.clone());
+    api.set_clock(clock);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| HttpError::Bind {

@@ -156,10 +156,8 @@ pub async fn reconciliation(
         query.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
     let partition = crate::input::partition(&partition)?;
     let day = crate::input::date(&day)?;
-    // The clock is read here, at the edge, as the CLI does.
-    let as_of = query
-        .as_of
-        .unwrap_or_else(|| chrono::Utc::now().date_naive());
+    // The clock is read here, at the edge, as the CLI does: today in Vietnam.
+    let as_of = query.as_of.unwrap_or_else(|| api.today());
     let pending_days = query.pending_days.unwrap_or(PENDING_DAYS_DEFAULT);
     let lines = reconciliation_lines(&api, &caller, &partition, day, as_of, pending_days).await?;
     Ok(Json(ReconciliationAnswer {
@@ -232,10 +230,8 @@ pub async fn reconciliation_range(
             }),
     };
     access::authorize(&caller, Operation::Read, partition.as_str())?;
-    // The clock is read here, at the edge, as the CLI does.
-    let as_of = query
-        .as_of
-        .unwrap_or_else(|| chrono::Utc::now().date_naive());
+    // The clock is read here, at the edge, as the CLI does: today in Vietnam.
+    let as_of = query.as_of.unwrap_or_else(|| api.today());
     let pending_days = query.pending_days.unwrap_or(PENDING_DAYS_DEFAULT);
     let projector = api.projector().await?;
     known_partition(projector, &partition)?;

@@ -85,10 +85,10 @@ pub(super) async fn keys(api: &Api) -> Result<&session::Keys, ApiError> {
         .await
 }
 
-/// Today, read from the clock here at the edge: the default day of a form, the day a
-/// page prices loans on.
+/// Today in Vietnam, read from the clock here at the edge: the default day of a form, the
+/// day a page prices loans on.
 pub fn today() -> chrono::NaiveDate {
-    chrono::Utc::now().date_naive()
+    crate::clock::today()
 }
 
 // ---- forms ----------------------------------------------------------------------------

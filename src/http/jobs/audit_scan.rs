@@ -94,10 +94,8 @@ pub async fn start_scan(
     let partition = crate::input::partition(&partition)?;
     let report = match value.report.as_str() {
         "anomalies" => Report::Anomalies {
-            // The clock is read here, at the edge, as the CLI does.
-            as_of: value
-                .as_of
-                .unwrap_or_else(|| chrono::Utc::now().date_naive()),
+            // The clock is read here, at the edge, as the CLI does: today in Vietnam.
+            as_of: value.as_of.unwrap_or_else(|| api.today()),
             pending_days: value.pending_days.unwrap_or(ANOMALY_PENDING_DAYS_DEFAULT),
         },
         "recompute" => Report::Recompute,
