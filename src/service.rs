@@ -979,17 +979,26 @@ impl Service {
     /// up first (`Projector::due_for_timeout`: O(the instructions still pending past the
     /// shortest timeout), not O(log)); the book decides each timeout again, so one the
     /// projections named that got its result meanwhile is passed over. A credit officer
-    /// or branch manager whose unit covers the partition.
+    /// or branch manager whose unit covers the partition. `today` is the edge's (in
+    /// Vietnam, by its clock): `as_of` may not be later, since a gateway may still be
+    /// paying what is not yet due.
     pub async fn time_out_due(
         &self,
         caller: &Caller,
         correlation_id: &str,
         partition: &Partition,
         as_of: NaiveDate,
+        today: NaiveDate,
         limit: usize,
     ) -> Result<TimedOut, ServiceError> {
         use crate::domain::payments::CommandKind as K;
         partition_wide(caller, Operation::ManagePayments, partition)?;
+        if as_of > today {
+            return Err(ServiceError::Rejected(Rejection::TimeoutsAsOfInFuture {
+                as_of,
+                today,
+            }));
+        }
         let mut stream = self.ledger.stream().clone();
         self.projector
             .catch_up(&mut stream, self.ledger.config())

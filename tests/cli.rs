@@ -236,8 +236,9 @@ fn demo_year_on_an_embedded_server_and_a_rerun_appends_nothing() {
     );
 
     // The month the demo paid, run again for the whole province (`Service::run_commune`
-    // for each commune): nothing is paid twice. Then timeouts long after: each instruction
-    // still without a result is timed out once, and a second pass finds none.
+    // for each commune): nothing is paid twice. Then timeouts as of today (the latest day
+    // they may be asked as of), long after that month: each instruction still without a
+    // result is timed out once, and a second pass finds none.
     let partition = every_day[0]["partition"].as_str().unwrap().to_owned();
     let manager = [
         "--as",
@@ -275,6 +276,7 @@ fn demo_year_on_an_embedded_server_and_a_rerun_appends_nothing() {
         "nothing is paid twice: {out}"
     );
     assert_eq!(lines.last().unwrap()["instructions"], 0, "{out}");
+    let today = ansinh::clock::today().to_string();
     let timeouts = with(&[
         "--json",
         "payments",
@@ -282,7 +284,7 @@ fn demo_year_on_an_embedded_server_and_a_rerun_appends_nothing() {
         "--partition",
         &partition,
         "--as-of",
-        "2099-12-31",
+        &today,
     ]);
     let timeouts: Vec<&str> = timeouts.iter().map(String::as_str).collect();
     let (ok, out) = ansinh(dir.path(), &timeouts);
@@ -610,7 +612,51 @@ fn payments_commands_say_the_entitlement_and_what_is_left_of_a_budget() {
         out.contains("Entitlement 1 from 2026-11: ELDERLY_80_PLUS_NO_PENSION, paid by post office through vnpost."),
         "{out}"
     );
-    // Registration, grant, allocation, release, change: the refused release added nothing.
+    // A stop, and timeouts, dated after today: refused, in words, and nothing recorded.
+    for (args, kind) in [
+        (
+            [
+                "payments",
+                "stop",
+                "--partition",
+                "01",
+                "--entitlement",
+                "1",
+                "--reason",
+                "death",
+                "--on",
+                "2099-12-31",
+            ]
+            .as_slice(),
+            "StopDateInFuture",
+        ),
+        (
+            [
+                "payments",
+                "timeouts",
+                "--partition",
+                "01",
+                "--as-of",
+                "2099-12-31",
+            ]
+            .as_slice(),
+            "TimeoutsAsOfInFuture",
+        ),
+    ] {
+        let mut json = vec!["--json"];
+        json.extend_from_slice(args);
+        let (ok, out) = manager(&json);
+        assert!(!ok, "{out}");
+        assert_eq!(last_json(&out)["kind"], kind, "{out}");
+        let (ok, out) = manager(args);
+        assert!(!ok, "{out}");
+        assert!(
+            out.contains("REFUSED: ") && out.contains("2099-12-31"),
+            "{out}"
+        );
+    }
+    // Registration, grant, allocation, release, change: the refused release, stops and
+    // timeouts added nothing.
     let (ok, out) = ansinh(dir.path(), &["audit", "verify", "--partition", "01"]);
     assert!(ok, "{out}");
     assert!(out.contains("OK partition 01: 5 events"), "{out}");

@@ -909,7 +909,14 @@ async fn timeouts_take_the_due_instructions_from_the_projections_by_channel() {
         let (service, m, p) = (service.clone(), m.clone(), p.clone());
         async move {
             let done = service
-                .time_out_due(&m, "test", &p, as_of.parse().unwrap(), limit)
+                .time_out_due(
+                    &m,
+                    "test",
+                    &p,
+                    as_of.parse().unwrap(),
+                    d("2026-12-31"),
+                    limit,
+                )
                 .await
                 .unwrap();
             let ids: Vec<String> = done.timed_out.iter().map(|i| i.to_string()).collect();

@@ -57,6 +57,18 @@ impl Answer {
 }
 
 async fn server() -> Server {
+    serve_with_clock(None).await
+}
+
+/// A server whose clock reads `instant` (RFC 3339) for ever: today is its day in Vietnam.
+async fn server_at(instant: &str) -> Server {
+    let ms = chrono::DateTime::parse_from_rfc3339(instant)
+        .unwrap()
+        .timestamp_millis();
+    serve_with_clock(Some(Arc::new(move || ms))).await
+}
+
+async fn serve_with_clock(clock: Option<ansinh::clock::Clock>) -> Server {
     let (config, checkpoints) = fresh_checkpointed();
     let dir = tempfile::tempdir().unwrap();
     let ledger = ledger_at(&config, &dir.path().join("store")).await;
@@ -77,6 +89,9 @@ async fn server() -> Server {
         .await
         .unwrap();
     api.set_checkpoints(checkpoints.clone());
+    if let Some(clock) = clock {
+        api.set_clock(clock);
+    }
     let (base, stop) = common::serve(api).await;
     Server {
         base,
@@ -2645,6 +2660,133 @@ async fn auditors_read_the_anomalies_and_the_recomputed_decisions_a_page_at_a_ti
     assert_eq!(s.events().await, before, "audits append nothing");
 }
 
+/// A stop is recorded on the day it is recorded, today in Vietnam by the ledger's clock,
+/// whatever day it names: one naming a later day is refused (422 `StopDateInFuture`), and
+/// the cancellations of a past stop are dated today, so the reconciliation of the days
+/// before stays as it was. Timeouts as of a later day than today are refused (422
+/// `TimeoutsAsOfInFuture`): they would give up on payments the gateway may be making.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stops_and_timeouts_are_dated_by_the_ledgers_clock() {
+    // 00:30 on 2026-11-20 in Vietnam: still the 19th in UTC.
+    let s = &server_at("2026-11-20T00:30:00+07:00").await;
+    s.paid_october().await;
+    let m = &s.staff.manager;
+    // November paid ahead, by a run dated 2026-10-25.
+    let allocated = s
+        .send(
+            m,
+            "/v1/communes/0100007/budgets",
+            "budget-11",
+            json!({"period": "2026-11", "amount": "2000000", "on": "2026-10-20"}),
+            "receipt.response",
+        )
+        .await;
+    assert_eq!(allocated.status, StatusCode::CREATED, "{}", allocated.body);
+    let ahead = s
+        .send(
+            m,
+            "/v1/communes/0100007/payment-runs",
+            "run-11",
+            json!({"period": "2026-11", "on": "2026-10-25"}),
+            "payment-run.response",
+        )
+        .await;
+    assert_eq!(ahead.status, StatusCode::CREATED, "{}", ahead.body);
+    // A day's lines as of today, but for what is still pending (which the cancellation
+    // below rightly ends): what the day's own events recorded.
+    let day = |day: &'static str| async move {
+        let path = format!("/v1/partitions/01/reconciliation/{day}");
+        let answer = s.get(m, &path, "reconciliation-day.response").await;
+        assert_eq!(answer.status, StatusCode::OK, "{day}: {}", answer.body);
+        let mut gateways = answer.body["gateways"].clone();
+        for line in gateways.as_array_mut().unwrap() {
+            let line = line.as_object_mut().unwrap();
+            line.remove("pending_overdue");
+            line.remove("pending_overdue_ids");
+        }
+        gateways
+    };
+    let run_day = day("2026-10-25").await;
+    let before = s.events().await;
+
+    for (key, on) in [("stop-future", "2026-11-21"), ("stop-far", "2099-12-31")] {
+        let refused = s
+            .send(
+                m,
+                "/v1/partitions/01/entitlements/1/stop",
+                key,
+                json!({"reason": "death", "on": on}),
+                "receipt.response",
+            )
+            .await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "StopDateInFuture"),
+            "{on}: {}",
+            refused.body
+        );
+        assert!(
+            refused.body["message"]
+                .as_str()
+                .unwrap()
+                .contains("2026-11-20"),
+            "{}",
+            refused.body
+        );
+    }
+    for as_of in ["2026-11-21", "2099-12-31"] {
+        let refused = s
+            .send(
+                m,
+                "/v1/partitions/01/timeouts",
+                &format!("timeouts-{as_of}"),
+                json!({ "as_of": as_of }),
+                "timeouts.response",
+            )
+            .await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "TimeoutsAsOfInFuture"),
+            "{as_of}: {}",
+            refused.body
+        );
+    }
+    assert_eq!(s.events().await, before, "the refusals append nothing");
+
+    // A death on 2026-10-31, recorded today: November's instruction is cancelled today.
+    let stopped = s
+        .send(
+            m,
+            "/v1/partitions/01/entitlements/1/stop",
+            "stop-1",
+            json!({"reason": "death", "on": "2026-10-31"}),
+            "receipt.response",
+        )
+        .await;
+    assert_eq!(stopped.status, StatusCode::CREATED, "{}", stopped.body);
+    let today = day("2026-11-20").await;
+    assert_eq!(today[0]["cancelled"]["count"], json!(1), "{today}");
+    assert_eq!(day("2026-10-31").await, json!([]));
+    assert_eq!(
+        day("2026-10-25").await,
+        run_day,
+        "a past day stays as it was"
+    );
+
+    // Timeouts as of today: October's bank transfer, due since 2026-10-15.
+    let done = s
+        .send(
+            m,
+            "/v1/partitions/01/timeouts",
+            "timeouts-today",
+            json!({"as_of": "2026-11-20"}),
+            "timeouts.response",
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::CREATED, "{}", done.body);
+    assert_eq!(done.body["timed_out"], json!(["pay:1:2026-10:1"]));
+}
+
 /// `POST /v1/partitions/{p}/timeouts`: as `ansinh payments timeouts`; before the bank's
 /// timeout nothing is due (200 `nothing_left`, nothing appended); after it the instruction
 /// is timed out (201, one event), and a retry under the same key, or a new key, finds the
@@ -2690,7 +2832,7 @@ async fn a_timeouts_key_sent_again_with_another_body_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_over_http_time_out_each_instruction_once() {
-    let s = server().await;
+    let s = server_at("2026-12-31T09:00:00+07:00").await;
     s.paid_october().await;
     let m = &s.staff.manager;
     let path = "/v1/partitions/01/timeouts";

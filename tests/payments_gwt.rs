@@ -282,6 +282,35 @@ fn stop_date_cannot_be_in_the_future() {
 }
 
 #[test]
+fn a_stop_may_not_cancel_an_instruction_changed_after_its_recording_date() {
+    // January instructed by a run dated 2026-12-20; a stop recorded on 2026-12-10 would
+    // date its cancellation before the instruction's issue.
+    let h = history_from(
+        &one_instruction(),
+        &[
+            allocate("2026-12-01", COMMUNE, "2027-01", 10_000_000),
+            run("2026-12-20", "2027-01", None),
+        ],
+    );
+    given(&h)
+        .when(stop("2026-12-10", 1, "2026-11-28", StopReason::Death))
+        .then_rejects(Rejection::BackDated {
+            last: d("2026-12-20"),
+            effective: d("2026-12-10"),
+        });
+    // Recorded on or after that day, the cancellation carries the recording date.
+    given(&h)
+        .when(stop("2026-12-20", 1, "2026-11-28", StopReason::Death))
+        .then(|b, evs| {
+            assert!(evs.iter().all(|e| e.effective == d("2026-12-20")));
+            assert_eq!(
+                b.instructions[&iid("pay:1:2027-01:1")].last_change_on,
+                d("2026-12-20")
+            );
+        });
+}
+
+#[test]
 fn stop_on_death_leaves_no_instruction_for_later_months() {
     let h = history(&[
         allocate("2026-09-20", COMMUNE, "2026-11", 10_000_000),

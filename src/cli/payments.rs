@@ -157,7 +157,8 @@ pub enum PaymentsCommand {
         /// Why it stops.
         #[arg(long, value_enum)]
         reason: StopArg,
-        /// The date it stops (YYYY-MM-DD); months after it are not paid. Example: 2026-08-14
+        /// The date it stops (YYYY-MM-DD), today or earlier; months after it are not paid.
+        /// The stop is recorded today. Example: 2026-08-14
         #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
     },
@@ -181,7 +182,7 @@ pub enum PaymentsCommand {
         /// The province (2 digits). Example: 01
         #[arg(long, value_parser = ansinh::input::partition)]
         partition: Partition,
-        /// Instructions past their timeout on this date (YYYY-MM-DD) are timed out. Example: 2026-12-20
+        /// Instructions past their timeout on this date (YYYY-MM-DD), today or earlier, are timed out. Example: 2026-12-20
         #[arg(long, value_parser = ansinh::input::date)]
         as_of: NaiveDate,
     },
@@ -327,7 +328,10 @@ pub async fn run(
                     StopArg::Other => StopReason::Other,
                 },
             },
-            on,
+            // Recorded today in Vietnam, whatever day it names: the book refuses a stop
+            // dated later, and its cancellations are dated today, never on a day whose
+            // reconciliation was already read.
+            ansinh::clock::today(),
         ),
         PaymentsCommand::Run {
             partition,
@@ -547,7 +551,14 @@ async fn timeouts(
     // The command waits as long as the work takes: no limit per call.
     let done = runtime
         .service()
-        .time_out_due(&caller, "cli:timeouts", partition, as_of, usize::MAX)
+        .time_out_due(
+            &caller,
+            "cli:timeouts",
+            partition,
+            as_of,
+            ansinh::clock::today(),
+            usize::MAX,
+        )
         .await;
     let timed_out = match done {
         Ok(done) => done.timed_out.len(),

@@ -165,6 +165,11 @@ pub enum Rejection {
     /// already answered is never refused: it gets its first answer.)
     #[error("gateway post dated {skew_ms} ms away from the ledger's clock")]
     PostOutsideReplayWindow { skew_ms: i64 },
+    /// Timeouts asked as of a day after today (in Vietnam, by the ledger's clock): they
+    /// would give up on payments a gateway may still be making, and a reissue would pay
+    /// them twice. Ask as of today or an earlier day.
+    #[error("timeouts as of {as_of} cannot be asked before that day (today is {today})")]
+    TimeoutsAsOfInFuture { as_of: NaiveDate, today: NaiveDate },
     /// Area must be "rural" or "urban".
     #[error("area {found:?} is neither rural nor urban")]
     AreaMalformed { found: String },

@@ -348,7 +348,8 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         | ExtensionTooLong { .. }
         | MissingDisasterReference
         | Payment(_)
-        | PostOutsideReplayWindow { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        | PostOutsideReplayWindow { .. }
+        | TimeoutsAsOfInFuture { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         ArithmeticOverflow => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

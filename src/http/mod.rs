@@ -748,7 +748,7 @@ pub fn routes() -> openapi::Routes {
             payments::timeouts,
         )
         .described(
-            "`ansinh payments timeouts`: which instructions are due is read from the projections (the instructions still pending, by issue day, each with its channel's delay: O(the pending ones past the shortest timeout), never the log); each is timed out by one command under its own key, at most `TIMEOUTS_PER_REQUEST_MAX` (1,000) a request (`more_left`: send it again). 201 when some were timed out; 200 `nothing_left` when none is due, which is also what a retry of a request that did its work gets. Payments staff whose unit covers the partition (a branch).",
+            "`ansinh payments timeouts`: which instructions are due is read from the projections (the instructions still pending, by issue day, each with its channel's delay: O(the pending ones past the shortest timeout), never the log); each is timed out by one command under its own key, at most `TIMEOUTS_PER_REQUEST_MAX` (1,000) a request (`more_left`: send it again). 201 when some were timed out; 200 `nothing_left` when none is due, which is also what a retry of a request that did its work gets. `as_of` later than today (in Vietnam, by the ledger's clock) is refused (422 `TimeoutsAsOfInFuture`). Payments staff whose unit covers the partition (a branch).",
         )
         .post(
             "/v1/loans",

@@ -274,7 +274,11 @@ pub async fn stop(
             StopBodyReason::Other => StopReason::Other,
         },
     };
-    receipt_of(&api, &caller, &key, fingerprint, &partition, kind, value.on).await
+    // Recorded today (in Vietnam, by the API's clock), whatever day it names: the book
+    // refuses a stop dated later, and its cancellations are dated today, never on a day
+    // whose reconciliation was already read.
+    let today = api.today();
+    receipt_of(&api, &caller, &key, fingerprint, &partition, kind, today).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -507,6 +511,7 @@ pub async fn timeouts(
             &format!("http:{}", key.0),
             &partition,
             value.as_of,
+            api.today(),
             TIMEOUTS_PER_REQUEST_MAX,
         )
         .await;

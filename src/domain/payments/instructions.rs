@@ -456,7 +456,9 @@ pub(crate) fn decide_timeout(out: &mut Out<'_>, id: InstructionId) -> Result<(),
     Ok(())
 }
 
-/// Cancel a pending instruction because its entitlement stopped.
+/// Cancel a pending instruction because its entitlement stopped. Dated the stop's
+/// recording date, which may not precede the instruction's last change, as for every
+/// other move of an instruction.
 pub(crate) fn cancel(out: &mut Out<'_>, id: &InstructionId) -> Result<(), Rejection> {
     let i = get(out.book, id)?;
     assert_eq!(
@@ -464,6 +466,7 @@ pub(crate) fn cancel(out: &mut Out<'_>, id: &InstructionId) -> Result<(), Reject
         InstructionStatus::Instructed,
         "only pending instructions are cancelled"
     );
+    not_back_dated(i, out.effective())?;
     let budget = out.decide_move(&i.issued.budget, MoveKind::Void, i.issued.amount)?;
     out.push(EventBody::InstructionCancelled {
         instruction: *id,

@@ -116,9 +116,9 @@ pub enum Rejection {
     /// a new one.
     #[error("entitlement already has the maximum of {max} terms periods")]
     TooManyChanges { max: usize },
-    /// A stop dated after the decision date. Record it on or after the day it
-    /// happened.
-    #[error("stop date {on} is after the decision date {effective}")]
+    /// A stop dated after the day it is recorded (the edges record a stop today, in
+    /// Vietnam). Record it on or after the day it happened.
+    #[error("stop date {on} is after the day it is recorded, {effective}")]
     StopDateInFuture { on: NaiveDate, effective: NaiveDate },
 
     // ---- budgets --------------------------------------------------------
