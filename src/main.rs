@@ -273,7 +273,9 @@ enum AuditCommand {
         #[arg(long)]
         read_only: bool,
     },
-    /// Re-derive every eligibility decision from its recorded inputs; list mismatches.
+    /// Re-derive every eligibility decision (class, status, validity, escaped-poverty
+    /// window) from its recorded inputs and the household's previous decision; list
+    /// mismatches.
     RecomputeEligibility {
         /// Only this partition. Example: 01
         #[arg(long, value_parser = ansinh::input::partition)]

@@ -593,13 +593,22 @@ async fn recompute_eligibility_finds_exactly_the_wrong_decision() {
     draft.idempotency_key = "d2".into();
     // Recorded as poor although the income is far above the line.
     draft.payload = Payload::EligibilityDecided(decision("0100007-000002", "9000000", "poor"));
-    let wrong = ledger.append_unchecked(draft).await.unwrap();
+    let wrong = ledger.append_unchecked(draft.clone()).await.unwrap();
+    draft.idempotency_key = "d3".into();
+    // The right class, but recorded as escaped poverty with a window of its own: the
+    // status and the window a loan approval trusts.
+    let mut escaped = decision("0100007-000003", "2000000", "average");
+    escaped.status = "escaped_poverty".into();
+    escaped.valid_to = "2029-11-14".into();
+    escaped.escaped_until = "2029-11-14".into();
+    draft.payload = Payload::EligibilityDecided(escaped);
+    let wrong_status = ledger.append_unchecked(draft).await.unwrap();
     let mut stream = stream_of(&config).await;
     let report = ansinh::recompute::recompute_eligibility(&mut stream, &config, None, |_| {})
         .await
         .unwrap();
-    assert_eq!(report.decisions, 2);
-    assert_eq!(report.mismatches.len(), 1);
+    assert_eq!(report.decisions, 3);
+    assert_eq!(report.mismatches.len(), 2, "{:?}", report.mismatches);
     assert_eq!(report.mismatches[0].sequence, wrong.sequence);
     assert!(
         report.mismatches[0]
@@ -607,6 +616,14 @@ async fn recompute_eligibility_finds_exactly_the_wrong_decision() {
             .contains("recorded class poor, inputs give not_poor"),
         "{}",
         report.mismatches[0].problem
+    );
+    assert_eq!(report.mismatches[1].sequence, wrong_status.sequence);
+    assert!(
+        report.mismatches[1]
+            .problem
+            .contains("recorded status escaped_poverty, class and prior class give average"),
+        "{}",
+        report.mismatches[1].problem
     );
 }
 
