@@ -311,3 +311,84 @@ async fn each_kind_of_anomaly_is_found() {
         }
     }
 }
+
+/// A recorded decision of `household` in the shape the book writes (the fields the scan
+/// reads).
+fn decided(household: &str, status: &str, valid: (&str, &str), escaped_until: &str) -> Payload {
+    Payload::EligibilityDecided(proto::EligibilityDecided {
+        household_id: household.into(),
+        review_year: valid.0[..4].parse().unwrap(),
+        class: if status == "escaped_poverty" {
+            "average".into()
+        } else {
+            status.into()
+        },
+        status: status.into(),
+        decided_on: valid.0.into(),
+        valid_from: valid.0.into(),
+        valid_to: valid.1.into(),
+        escaped_until: escaped_until.into(),
+        ..Default::default()
+    })
+}
+
+/// An escaped-poverty loan runs on the window a household's escape opened, which later
+/// reviews above the line carry on (`HouseholdStanding::statuses_on`): the book lends on
+/// it, so the scan does not flag it, and flags it once the window has closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loan_within_a_carried_escaped_poverty_window_is_not_flagged() {
+    let mut s = Seed::new().await;
+    let h = "0100007-000060";
+    s.add(h, registered(h, &[60])).await;
+    // Given: poor, then escaped poverty until 2027-02-28, then average again on
+    // 2025-01-10 (status average, the window carried);
+    s.add(h, decided(h, "poor", ("2024-01-05", "2024-12-31"), ""))
+        .await;
+    s.add(
+        h,
+        decided(
+            h,
+            "escaped_poverty",
+            ("2024-03-01", "2027-02-28"),
+            "2027-02-28",
+        ),
+    )
+    .await;
+    s.add(
+        h,
+        decided(h, "average", ("2025-01-10", "2025-12-31"), "2027-02-28"),
+    )
+    .await;
+    // when an escaped-poverty loan is disbursed inside the window, and after it,
+    s.add(
+        h,
+        Payload::LoanApproved(proto::LoanApproved {
+            loan_number: 1,
+            household_id: h.into(),
+            programme_id: "ESCAPED_POVERTY_HOUSEHOLD".into(),
+            programme_version: 1,
+            amount: "30000000".into(),
+            term_months: 36,
+            effective_on: "2025-05-20".into(),
+            ..Default::default()
+        }),
+    )
+    .await;
+    s.add(h, disbursed(1, "20000000", "2025-06-01")).await;
+    s.add(h, disbursed(1, "10000000", "2027-03-15")).await;
+    // then only the disbursement after the window is flagged.
+    let report = s.scan("2027-03-20", 10).await;
+    assert_eq!(report.anomalies.len(), 1, "{:#?}", report.anomalies);
+    match &report.anomalies[0] {
+        Anomaly::PaidWhileIneligible {
+            household,
+            date,
+            standing,
+            ..
+        } => assert_eq!(
+            (household.as_str(), date.as_str(), standing.as_str()),
+            (h, "2027-03-15", "")
+        ),
+        other => panic!("{other:?}"),
+    }
+}
