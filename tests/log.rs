@@ -87,7 +87,13 @@ async fn appends_form_a_verified_chain_per_partition() {
         let partition = Partition::new(only).unwrap();
         let report = tokio::time::timeout(
             std::time::Duration::from_secs(30),
-            verify(&mut stream, &config, Some(&partition), |_| {}),
+            verify(
+                &mut stream,
+                &config,
+                &keys_partition(),
+                Some(&partition),
+                |_| {},
+            ),
         )
         .await
         .expect("verifying one partition ends")
@@ -130,7 +136,7 @@ async fn a_forged_message_is_found_and_located_and_blocks_appends() {
         .await
         .unwrap();
     let mut stream = stream_of(&config).await;
-    match verify(&mut stream, &config, None, |_| {}).await {
+    match verify(&mut stream, &config, &keys_partition(), None, |_| {}).await {
         Err(VerifyError::Broken {
             partition,
             stream_sequence,
@@ -157,7 +163,7 @@ async fn a_forged_message_is_found_and_located_and_blocks_appends() {
         .await
         .unwrap();
     let mut stream2 = stream_of(&config2).await;
-    match verify(&mut stream2, &config2, None, |_| {}).await {
+    match verify(&mut stream2, &config2, &keys_partition(), None, |_| {}).await {
         Err(VerifyError::Broken {
             stream_sequence,
             cause: ChainBreak::Undecodable(_),
@@ -533,7 +539,7 @@ async fn a_writer_killed_mid_batch_loses_no_acknowledged_event() {
         ));
     }
     let mut stream = stream_of(&config).await;
-    let report = verify(&mut stream, &config, None, |_| {})
+    let report = verify(&mut stream, &config, &keys_partition(), None, |_| {})
         .await
         .expect("the chain is valid after the kill");
     let chain = chain_of(&config, "01").await;
@@ -604,9 +610,15 @@ async fn recompute_eligibility_finds_exactly_the_wrong_decision() {
     draft.payload = Payload::EligibilityDecided(escaped);
     let wrong_status = ledger.append_unchecked(draft).await.unwrap();
     let mut stream = stream_of(&config).await;
-    let report = ansinh::recompute::recompute_eligibility(&mut stream, &config, None, |_| {})
-        .await
-        .unwrap();
+    let report = ansinh::recompute::recompute_eligibility(
+        &mut stream,
+        &config,
+        &keys_partition(),
+        None,
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!(report.decisions, 3);
     assert_eq!(report.mismatches.len(), 2, "{:?}", report.mismatches);
     assert_eq!(report.mismatches[0].sequence, wrong.sequence);
@@ -910,7 +922,10 @@ async fn a_forged_or_damaged_frame_is_found_and_located_and_blocks_appends() {
             .await
             .unwrap();
         let mut stream = stream_of(&config).await;
-        match (case, verify(&mut stream, &config, None, |_| {}).await) {
+        match (
+            case,
+            verify(&mut stream, &config, &keys_partition(), None, |_| {}).await,
+        ) {
             (
                 "relinked",
                 Err(VerifyError::Broken {
@@ -1130,7 +1145,7 @@ async fn many_lookups_and_reads_of_large_frames_at_once_all_get_their_answers() 
     for _ in 0..8 {
         let (config, mut stream) = (config.clone(), stream.clone());
         reads.spawn(async move {
-            ansinh::verify::verify(&mut stream, &config, None, |_| {})
+            ansinh::verify::verify(&mut stream, &config, &keys_partition(), None, |_| {})
                 .await
                 .map(|report| report.events)
         });

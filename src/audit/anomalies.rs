@@ -30,6 +30,7 @@ use serde::Serialize;
 
 use crate::book::codec;
 use crate::bundle::statement::{PAID_TO_BENEFICIARIES, event_date, subject_of, vnd};
+use crate::chain::Partition;
 use crate::domain::loans::HouseholdStanding;
 use crate::domain::programmes::{self, ProgrammeRef};
 use crate::log::LogConfig;
@@ -482,12 +483,13 @@ fn to_vecs(indexes: &[bytes::Bytes]) -> Vec<Vec<u8>> {
 pub async fn scan(
     stream: &mut Stream,
     config: &LogConfig,
+    keys_partition: &Partition,
     as_of: NaiveDate,
     pending_days: i64,
     mut progress: impl FnMut(u64),
 ) -> Result<AnomalyReport, VerifyError> {
     let mut scanner = Scanner::default();
-    verify_with(stream, config, None, |seq, envelope| {
+    verify_with(stream, config, keys_partition, None, |seq, envelope| {
         scanner.apply(envelope);
         progress(seq);
     })

@@ -183,29 +183,36 @@ impl Rechecker {
 pub async fn recompute_eligibility(
     stream: &mut Stream,
     config: &LogConfig,
+    keys_partition: &Partition,
     only: Option<&Partition>,
     mut progress: impl FnMut(u64),
 ) -> Result<RecomputeReport, VerifyError> {
     let mut report = RecomputeReport::default();
     let mut rechecker = Rechecker::default();
-    verify_with(stream, config, only, |stream_sequence, envelope| {
-        progress(stream_sequence);
-        if let Some(Payload::HouseholdMovedIn(m)) = &envelope.payload {
-            rechecker.moved_in(&envelope.partition, m);
-        }
-        if let Some(Payload::EligibilityDecided(d)) = &envelope.payload {
-            report.decisions += 1;
-            if let Some(problem) = rechecker.decision(&envelope.partition, d) {
-                report.mismatches.push(Mismatch {
-                    partition: envelope.partition.clone(),
-                    sequence: envelope.sequence,
-                    stream_sequence,
-                    household_id: d.household_id.clone(),
-                    problem,
-                });
+    verify_with(
+        stream,
+        config,
+        keys_partition,
+        only,
+        |stream_sequence, envelope| {
+            progress(stream_sequence);
+            if let Some(Payload::HouseholdMovedIn(m)) = &envelope.payload {
+                rechecker.moved_in(&envelope.partition, m);
             }
-        }
-    })
+            if let Some(Payload::EligibilityDecided(d)) = &envelope.payload {
+                report.decisions += 1;
+                if let Some(problem) = rechecker.decision(&envelope.partition, d) {
+                    report.mismatches.push(Mismatch {
+                        partition: envelope.partition.clone(),
+                        sequence: envelope.sequence,
+                        stream_sequence,
+                        household_id: d.household_id.clone(),
+                        problem,
+                    });
+                }
+            }
+        },
+    )
     .await?;
     Ok(report)
 }

@@ -315,6 +315,7 @@ pub(super) async fn anomalies_concerning(
     let mut report = crate::anomalies::scan(
         &mut stream,
         ledger.config(),
+        &api.checkpoints().keys_partition,
         as_of,
         i64::from(pending_days),
         progress,
@@ -337,6 +338,7 @@ pub(super) async fn recompute_partition(
     Ok(crate::recompute::recompute_eligibility(
         &mut stream,
         ledger.config(),
+        &api.checkpoints().keys_partition,
         Some(partition),
         progress,
     )
