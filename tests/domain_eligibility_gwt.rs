@@ -285,3 +285,48 @@ fn the_audit_recheck_reports_a_wrong_status_validity_prior_class_or_window() {
         "{problem}"
     );
 }
+
+/// A decision records the standard's hash, BLAKE3 of its data file's exact bytes, and a
+/// payment run the reference files' hashes the same way: a checkout that changed line
+/// endings would hash other bytes, and no recorded decision would re-derive. Git keeps
+/// those files byte for byte (`.gitattributes`), and the hashes are pinned here.
+#[test]
+fn hashed_reference_data_is_kept_byte_for_byte() {
+    let attributes = include_str!("../.gitattributes");
+    for pattern in ["data/standards/*.json", "data/social_assistance/*.json"] {
+        assert!(
+            attributes
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == [pattern, "-text"]),
+            "{pattern} is not marked -text in .gitattributes"
+        );
+    }
+    let hashes: Vec<(&str, &str)> = standards()
+        .iter()
+        .map(|s| (s.id.as_str(), s.content_hash.as_str()))
+        .collect();
+    assert_eq!(
+        hashes,
+        [
+            (
+                "VN-MDP-2022-2025",
+                "a85f6f7fbb34857ae7a7de805bd3759ae336b752c6268e25e3c8fd20f34246bd"
+            ),
+            (
+                "VN-MDP-2027-2030",
+                "541dad596964daf1254efb449de674bf26167e3cb5ef1f25adf60ab5969075ac"
+            )
+        ]
+    );
+    let reference = &ansinh::domain::payments::reference::reference().hashes;
+    assert_eq!(
+        (
+            reference.base_levels.as_str(),
+            reference.categories.as_str()
+        ),
+        (
+            "9038b23066d088ca1d5d0f4f6751928cf610a4f2756d6f5cfaed8bb4fb598e9e",
+            "debdfb43a701807c1f7a41558eddebe7955b74f555a219e3ed68a0ece4fe1419"
+        )
+    );
+}
