@@ -393,7 +393,13 @@ async fn run() -> BenchResult<()> {
         let started = Instant::now();
         let verified = tokio::time::timeout(
             PHASE_TIMEOUT,
-            ansinh::verify::verify(&mut stream, &config, None, |_| {}),
+            ansinh::verify::verify(
+                &mut stream,
+                &config,
+                &ansinh::checkpoint::CheckpointConfig::default().keys_partition,
+                None,
+                |_| {},
+            ),
         )
         .await;
         let s = started.elapsed().as_secs_f64();

@@ -435,7 +435,14 @@ async fn run() -> BenchResult<()> {
     // 3. Verify beside a rebuild and a catch-up of the same log.
     let mut stream = service.ledger.stream().clone();
     let started = Instant::now();
-    let report = ansinh::verify::verify(&mut stream, &config, None, |_| {}).await?;
+    let report = ansinh::verify::verify(
+        &mut stream,
+        &config,
+        &ansinh::checkpoint::CheckpointConfig::default().keys_partition,
+        None,
+        |_| {},
+    )
+    .await?;
     let verify_rate = report.events as f64 / started.elapsed().as_secs_f64();
     let path = dir.path().join("rebuild");
     let db = projection_db(&path)?;
@@ -1093,8 +1100,14 @@ async fn due_for_timeout(
     let due = service.projector.due_for_timeout("01", as_of)?;
     let projected = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let events =
-        ansinh::payments_report::payment_events(&mut stream, config, Some(&partition)).await?;
+    let keys_partition = ansinh::checkpoint::CheckpointConfig::default().keys_partition;
+    let events = ansinh::payments_report::payment_events(
+        &mut stream,
+        config,
+        &keys_partition,
+        Some(&partition),
+    )
+    .await?;
     let book = ansinh::domain::payments::replay(events.get("01").into_iter().flatten());
     let mut folded: Vec<_> = ansinh::domain::payments::instructions::due_for_timeout(&book, as_of)
         .copied()

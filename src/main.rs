@@ -273,7 +273,9 @@ enum AuditCommand {
         #[arg(long)]
         read_only: bool,
     },
-    /// Re-derive every eligibility decision from its recorded inputs; list mismatches.
+    /// Re-derive every eligibility decision (class, status, validity, escaped-poverty
+    /// window) from its recorded inputs and the household's previous decision; list
+    /// mismatches.
     RecomputeEligibility {
         /// Only this partition. Example: 01
         #[arg(long, value_parser = ansinh::input::partition)]
@@ -626,7 +628,14 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 cli::staff::loan_command(&runtime, &cli.who, command, json).await
             }
             Command::Payments { command } => {
-                cli::payments::run(&runtime, &cli.who, command, json).await
+                cli::payments::run(
+                    &runtime,
+                    &checkpoints.keys_partition,
+                    &cli.who,
+                    command,
+                    json,
+                )
+                .await
             }
             Command::Portfolio { commune } => {
                 cli::staff::portfolio(&runtime, commune.map(|c| c.as_str().to_owned()), json).await
@@ -736,14 +745,14 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             )),
             Command::Audit {
                 command: AuditCommand::RecomputeEligibility { partition },
-            } => cli::audit::recompute_eligibility(&runtime, partition, json).await,
+            } => cli::audit::recompute_eligibility(&runtime, &checkpoints, partition, json).await,
             Command::Audit {
                 command:
                     AuditCommand::Anomalies {
                         pending_days,
                         as_of,
                     },
-            } => cli::audit::anomalies(&runtime, pending_days, as_of, json).await,
+            } => cli::audit::anomalies(&runtime, &checkpoints, pending_days, as_of, json).await,
             Command::Audit {
                 command: AuditCommand::RebuildCheck,
             } => cli::audit::rebuild_check(&runtime, json).await,

@@ -8,6 +8,7 @@ use ansinh::anomalies::{Anomaly, AnomalyReport, scan};
 use ansinh::chain::Partition;
 use ansinh::log::{Draft, Ledger, LogConfig};
 use ansinh::proto::{self, envelope::Payload};
+use ansinh::verify::VerifyError;
 use chrono::NaiveDate;
 
 use common::*;
@@ -52,9 +53,16 @@ impl Seed {
 
     async fn scan(&self, as_of: &str, pending_days: i64) -> AnomalyReport {
         let mut stream = stream_of(&self.log).await;
-        scan(&mut stream, &self.log, date(as_of), pending_days, |_| {})
-            .await
-            .unwrap()
+        scan(
+            &mut stream,
+            &self.log,
+            &keys_partition(),
+            date(as_of),
+            pending_days,
+            |_| {},
+        )
+        .await
+        .unwrap()
     }
 }
 
@@ -310,4 +318,181 @@ async fn each_kind_of_anomaly_is_found() {
             }
         }
     }
+}
+
+/// A recorded decision of `household` in the shape the book writes (the fields the scan
+/// reads).
+fn decided(household: &str, status: &str, valid: (&str, &str), escaped_until: &str) -> Payload {
+    Payload::EligibilityDecided(proto::EligibilityDecided {
+        household_id: household.into(),
+        review_year: valid.0[..4].parse().unwrap(),
+        class: if status == "escaped_poverty" {
+            "average".into()
+        } else {
+            status.into()
+        },
+        status: status.into(),
+        decided_on: valid.0.into(),
+        valid_from: valid.0.into(),
+        valid_to: valid.1.into(),
+        escaped_until: escaped_until.into(),
+        ..Default::default()
+    })
+}
+
+/// An escaped-poverty loan runs on the window a household's escape opened, which later
+/// reviews above the line carry on (`HouseholdStanding::statuses_on`): the book lends on
+/// it, so the scan does not flag it, and flags it once the window has closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loan_within_a_carried_escaped_poverty_window_is_not_flagged() {
+    let mut s = Seed::new().await;
+    let h = "0100007-000060";
+    s.add(h, registered(h, &[60])).await;
+    // Given: poor, then escaped poverty until 2027-02-28, then average again on
+    // 2025-01-10 (status average, the window carried);
+    s.add(h, decided(h, "poor", ("2024-01-05", "2024-12-31"), ""))
+        .await;
+    s.add(
+        h,
+        decided(
+            h,
+            "escaped_poverty",
+            ("2024-03-01", "2027-02-28"),
+            "2027-02-28",
+        ),
+    )
+    .await;
+    s.add(
+        h,
+        decided(h, "average", ("2025-01-10", "2025-12-31"), "2027-02-28"),
+    )
+    .await;
+    // when an escaped-poverty loan is disbursed inside the window, and after it,
+    s.add(
+        h,
+        Payload::LoanApproved(proto::LoanApproved {
+            loan_number: 1,
+            household_id: h.into(),
+            programme_id: "ESCAPED_POVERTY_HOUSEHOLD".into(),
+            programme_version: 1,
+            amount: "30000000".into(),
+            term_months: 36,
+            effective_on: "2025-05-20".into(),
+            ..Default::default()
+        }),
+    )
+    .await;
+    s.add(h, disbursed(1, "20000000", "2025-06-01")).await;
+    s.add(h, disbursed(1, "10000000", "2027-03-15")).await;
+    // then only the disbursement after the window is flagged.
+    let report = s.scan("2027-03-20", 10).await;
+    assert_eq!(report.anomalies.len(), 1, "{:#?}", report.anomalies);
+    match &report.anomalies[0] {
+        Anomaly::PaidWhileIneligible {
+            household,
+            date,
+            standing,
+            ..
+        } => assert_eq!(
+            (household.as_str(), date.as_str(), standing.as_str()),
+            (h, "2027-03-15", "")
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A foreign message on partition 01's subject, then an exclusion of exactly it whose
+/// signature is no ledger key's: what someone who may publish on the log could forge.
+async fn forged_exclusion(s: &mut Seed) {
+    let h = "0100007-000070";
+    s.add(h, registered(h, &[70])).await;
+    let foreign: &[u8] = b"not the ledger's";
+    let stream_sequence = async_nats::jetstream::new(client().await)
+        .publish(
+            s.log.subject(&Partition::new("01").unwrap()),
+            foreign.to_vec().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    // The writer meets the message (and refuses the note): the chain breaks there.
+    assert!(
+        s.ledger
+            .append(common::note("01", "after the foreign message", ""))
+            .await
+            .is_err()
+    );
+    s.ledger
+        .append(Draft {
+            partition: Partition::new("01").unwrap(),
+            actor: proto::Actor {
+                id: "operator:forger".into(),
+                role: "operator".into(),
+                unit: String::new(),
+            },
+            idempotency_key: format!("exclude:{stream_sequence}"),
+            correlation_id: String::new(),
+            request_fingerprint: None,
+            subjects: vec![format!("message:{stream_sequence}")],
+            payload: Payload::MessageExcluded(proto::MessageExcluded {
+                stream_sequence,
+                message_hash: ansinh::chain::message_hash(foreign).0.to_vec().into(),
+                reason: "forged".into(),
+                key_id: "0123456789abcdef".into(),
+                signature: vec![7; 64].into(),
+            }),
+        })
+        .await
+        .unwrap();
+}
+
+/// An exclusion no ledger key signed lets no reader past its message: verify fails (as
+/// `audit verify` and serve's periodic verify report it), and so do the scans that read
+/// through it, each with the same verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclusion_the_ledger_did_not_sign_fails_verify_and_every_scan() {
+    // Given a foreign message and an exclusion of it with a made-up signature,
+    let mut s = Seed::new().await;
+    forged_exclusion(&mut s).await;
+    let keys = keys_partition();
+    let not_the_ledgers = |e: &VerifyError| {
+        matches!(
+            e,
+            VerifyError::Exclusion {
+                partition,
+                decided_at_sequence: 2,
+                ..
+            } if partition == "01"
+        ) && e.to_string().contains("is not the ledger's")
+    };
+    // when the log is verified, or scanned for anomalies or decisions,
+    let mut stream = stream_of(&s.log).await;
+    let verdict = ansinh::verify::verify(&mut stream, &s.log, &keys, None, |_| {}).await;
+    let scanned = scan(&mut stream, &s.log, &keys, date("2026-03-20"), 10, |_| {}).await;
+    let recomputed = ansinh::recompute::recompute_eligibility(
+        &mut stream,
+        &s.log,
+        &keys,
+        Some(&Partition::new("01").unwrap()),
+        |_| {},
+    )
+    .await;
+    // then each fails at the exclusion.
+    assert!(
+        verdict.as_ref().is_err_and(not_the_ledgers),
+        "{:?}",
+        verdict.map(|r| r.exclusions)
+    );
+    assert!(
+        scanned.as_ref().is_err_and(not_the_ledgers),
+        "{:?}",
+        scanned.map(|r| r.events)
+    );
+    assert!(
+        recomputed.as_ref().is_err_and(not_the_ledgers),
+        "{:?}",
+        recomputed.map(|r| r.decisions)
+    );
 }

@@ -221,7 +221,7 @@ async fn one_citizen_cannot_be_in_two_households_and_a_refusal_appends_nothing()
     // No clear personal data in the log: the name and the citizen id appear nowhere.
     let mut stream = stream_of(&w.config).await;
     let mut clear = 0;
-    ansinh::verify::verify_with(&mut stream, &w.config, None, |_, env| {
+    ansinh::verify::verify_with(&mut stream, &w.config, &keys_partition(), None, |_, env| {
         let bytes = prost::Message::encode_to_vec(env);
         let text = String::from_utf8_lossy(&bytes);
         if text.contains("001085012345") || text.contains("Hạnh") {

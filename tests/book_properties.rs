@@ -210,9 +210,15 @@ async fn run_case(ops: Vec<Op>) {
     // Fold the log independently of the writer and the projector.
     let mut stream = stream_of(&config).await;
     let mut book = PartitionBook::new("01");
-    ansinh::verify::verify_with(&mut stream, &config, None, |_, env: &Envelope| {
-        book.apply(env.sequence, env.actor.as_ref(), env.payload.as_ref());
-    })
+    ansinh::verify::verify_with(
+        &mut stream,
+        &config,
+        &keys_partition(),
+        None,
+        |_, env: &Envelope| {
+            book.apply(env.sequence, env.actor.as_ref(), env.payload.as_ref());
+        },
+    )
     .await
     .unwrap();
     assert_eq!(book.unreadable, 0);

@@ -179,3 +179,45 @@ fn framing_has_one_encoding() {
         Err(BundleError::TooManyEvents { .. })
     ));
 }
+
+/// What a statement lists (docs/BUNDLES.md §5): a household named by a payment that moved
+/// money stays, with empty maps, after its month nets to zero; a payment that moves none
+/// names no household. Bundles already exported keep verifying only if this holds.
+#[test]
+fn a_household_whose_assistance_was_settled_and_returned_in_one_month_is_listed_empty() {
+    let (paid, unpaid) = ("0100007-000002", "0100007-000003");
+    let payment = |debit: &str, credit: &str, on: &str| {
+        Payload::PaymentRecorded(proto::PaymentRecorded {
+            kind: "GatewayPostAccepted".into(),
+            effective_on: on.into(),
+            postings: vec![proto::Posting {
+                account: "PaidToBeneficiaries".into(),
+                debit: debit.into(),
+                credit: credit.into(),
+            }],
+            ..Default::default()
+        })
+    };
+    // Given assistance settled on 2 March and returned on 20 March, and a payment event
+    // whose posting nets to zero,
+    let events = vec![
+        event(1, paid, payment("500000", "0", "2026-03-02")),
+        event(2, paid, payment("0", "500000", "2026-03-20")),
+        event(3, unpaid, payment("500000", "500000", "2026-03-02")),
+    ];
+    // when the balances are folded,
+    let b = balances(&events);
+    // then the first household is listed with no loan and no month line, and the second
+    // is not listed.
+    assert_eq!(b.keys().collect::<Vec<_>>(), [paid]);
+    assert_eq!(b[paid], Default::default());
+    let json = serde_json::to_value(&b[paid]).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "loans": {},
+            "repayments_received_by_month": {},
+            "assistance_paid_by_month": {}
+        })
+    );
+}

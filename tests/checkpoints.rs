@@ -334,6 +334,69 @@ async fn cosignatures_are_checked_published_and_listed_by_verify() {
     );
 }
 
+/// A cosigner who cosigns a checkpoint again and again (or anyone who publishes more of
+/// its cosignatures), and one key under two cosigner ids, are one cosigner: the proofs
+/// carry the key's earliest cosignature and still check offline, and verify lists the
+/// key once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_cosignatures_by_one_key_count_once_and_proofs_still_check() {
+    let (log, config) = fresh_checkpointed();
+    let (ledger, dir) = ledger(&log).await;
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    append(&ledger, 0, 3).await;
+    let signed = match c.checkpoint(&p01()).await.unwrap() {
+        Outcome::Published(p) => p.signed,
+        other => panic!("nothing published: {other:?}"),
+    };
+    // Given more cosignatures by one key than a document may carry, each signed at
+    // another time (so no copy the server's dedupe window drops), and the same key
+    // under a second cosigner id,
+    let office = sign::KeyPair::from_seed(&[7; 32]);
+    let js = jetstream::new(client().await);
+    let first_at = 1_767_225_600_000;
+    let mut cosignatures: Vec<proto::Cosignature> = (0..=proofs::COSIGNATURES_MAX as i64)
+        .map(|i| sign::cosign(&office, "office-1", &signed.checkpoint, first_at + i).unwrap())
+        .collect();
+    cosignatures
+        .push(sign::cosign(&office, "office-1-again", &signed.checkpoint, first_at).unwrap());
+    for cosignature in cosignatures {
+        js.publish(
+            config.cosignature_subject(&p01()),
+            cosignature.encode_to_vec().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    // when an auditor asks for proofs and verifies,
+    let a = auditor(&log, &config).await;
+    let trusted = [c.key_id().to_string()];
+    let doc = a.prove(&p01(), 2, None).await.unwrap();
+    let consistency = a.consistency(&p01(), 3, 3).await.unwrap();
+    // then each document carries the key's earliest cosignature once, and checks;
+    assert_eq!(doc.checkpoint.cosignatures.len(), 1);
+    assert_eq!(
+        (
+            doc.checkpoint.cosignatures[0].cosigner_id.as_str(),
+            doc.checkpoint.cosignatures[0].signed_at_unix_ms
+        ),
+        ("office-1", first_at)
+    );
+    let checked = check(&doc, &trusted).unwrap();
+    assert_eq!(
+        checked.cosigners,
+        [format!("office-1 (key {})", office.key_id())]
+    );
+    check(&consistency, &trusted).unwrap();
+    // and verify finds nothing wrong and lists the key once.
+    let audit = a.verify(Some(&p01())).await.unwrap();
+    assert!(audit.ok(), "{:?}", audit.problems);
+    let cosigners = &audit.partitions["01"][0].cosigners;
+    assert_eq!(cosigners.len(), 1, "{cosigners:?}");
+    assert_eq!(cosigners[0].key_id, office.key_id());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_checkpoints_are_found_and_nothing_is_signed_over_them() {
     let (log, config) = fresh_checkpointed();
@@ -563,13 +626,19 @@ fn cli_checkpoint_prove_cosign_verify_and_offline_check() {
         out.contains("CHECKPOINTS partition 01: 1 checkpoints, latest size 3"),
         "{out}"
     );
-    assert!(out.contains("cosigned by: office-1"), "{out}");
+    assert!(
+        out.contains("cosigned by 1 distinct key: office-1 (key "),
+        "{out}"
+    );
     assert!(!out.contains("CHECKPOINT partition 01 size 3"), "{out}");
     // ... and every checkpoint with --checkpoints.
     let (code, out, err) = run(&["audit", "verify", "--checkpoints"]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("CHECKPOINT partition 01 size 3"), "{out}");
-    assert!(out.contains("cosigned by: office-1"), "{out}");
+    assert!(
+        out.contains("cosigned by 1 distinct key: office-1 (key "),
+        "{out}"
+    );
     // A partition the log has never seen is not a clean audit of nothing.
     let (code, out, err) = run(&["audit", "verify", "--partition", "99"]);
     assert_eq!(code, Some(1), "{out}{err}");

@@ -229,6 +229,65 @@ fn cosignatures_bind_the_checkpoint_the_cosigner_and_the_time() {
 }
 
 #[test]
+fn a_checkpoint_document_carries_at_most_one_cosignature_per_key() {
+    let signed = sign::sign_checkpoint(&vector_key(), &vector_body());
+    let document = |cosignatures: &[proto::Cosignature]| {
+        CheckpointDocument::new(
+            &signed,
+            &vector_body(),
+            &vector_key().public_key(),
+            cosignatures,
+        )
+    };
+    let office = sign::cosign(&other_key(7), "audit-office", &signed.checkpoint, 5).unwrap();
+    let other_office =
+        sign::cosign(&other_key(8), "audit-office-2", &signed.checkpoint, 6).unwrap();
+    let (_, cosigners) = document(&[office.clone(), other_office.clone()])
+        .check("checkpoint", &[])
+        .unwrap();
+    assert_eq!(cosigners.len(), 2);
+    // The same key again, later or under another cosigner id: one cosigner counted
+    // twice, refused.
+    let again = sign::cosign(&other_key(7), "audit-office", &signed.checkpoint, 9).unwrap();
+    let renamed = sign::cosign(&other_key(7), "another-name", &signed.checkpoint, 5).unwrap();
+    for twice in [again, renamed] {
+        let refused = document(&[office.clone(), other_office.clone(), twice])
+            .check("checkpoint", &[])
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains(&format!(
+                "checkpoint.cosignatures[2]: key {} cosigns twice",
+                other_key(7).key_id()
+            )),
+            "{refused}"
+        );
+    }
+    // The distinct cosignatures of a checkpoint a document may carry: one per key, the
+    // earliest stored, at most COSIGNATURES_MAX.
+    let stored: Vec<proto::Cosignature> = (0..=proofs::COSIGNATURES_MAX as u8 + 1)
+        .flat_map(|n| {
+            let key = other_key(n + 10);
+            [
+                sign::cosign(&key, "first", &signed.checkpoint, 1).unwrap(),
+                sign::cosign(&key, "again", &signed.checkpoint, 2).unwrap(),
+            ]
+        })
+        .chain([sign::cosign(
+            &other_key(7),
+            "other checkpoint",
+            &vector_key().public_key(),
+            1,
+        )
+        .unwrap()])
+        .collect();
+    let kept = proofs::distinct_cosignatures(&signed.checkpoint, stored);
+    assert_eq!(kept.len(), proofs::COSIGNATURES_MAX);
+    assert!(kept.iter().all(|c| c.cosigner_id == "first"));
+    let (_, cosigners) = document(&kept).check("checkpoint", &[]).unwrap();
+    assert_eq!(cosigners.len(), proofs::COSIGNATURES_MAX);
+}
+
+#[test]
 fn the_key_ring_accepts_only_rotations_signed_by_the_previous_key() {
     let (a, b, c) = (other_key(1), other_key(2), other_key(3));
     let mut ring = KeyRing::default();

@@ -163,7 +163,15 @@ async fn every_acknowledged_event_is_there(
     let deadline = tokio::time::Instant::now() + ELECTION_WAIT_MAX;
     let mut stream = ledger.stream().clone();
     let report = loop {
-        match ansinh::verify::verify(&mut stream, config, None, |_| {}).await {
+        match ansinh::verify::verify(
+            &mut stream,
+            config,
+            &ansinh::checkpoint::CheckpointConfig::default().keys_partition,
+            None,
+            |_| {},
+        )
+        .await
+        {
             Ok(report) => break report,
             Err(ansinh::verify::VerifyError::Nats(e)) if tokio::time::Instant::now() < deadline => {
                 eprintln!("reading after the fault: {e}; again");
@@ -743,9 +751,15 @@ async fn a_minority_refuses_appends_and_the_chain_goes_on_once_it_heals() {
     receipts.push(after);
     every_acknowledged_event_is_there(&ledger, &config, &receipts).await;
     let mut stream = ledger.stream().clone();
-    let report = ansinh::verify::verify(&mut stream, &config, None, |_| {})
-        .await
-        .expect("one chain");
+    let report = ansinh::verify::verify(
+        &mut stream,
+        &config,
+        &ansinh::checkpoint::CheckpointConfig::default().keys_partition,
+        None,
+        |_| {},
+    )
+    .await
+    .expect("one chain");
     assert_eq!(
         report.partitions["01"].events, 21,
         "the retried append is there once"

@@ -2,12 +2,15 @@
 mod common;
 use common::*;
 
+use ansinh::book::codec::decided_to_proto;
 use ansinh::domain::Rejection;
 use ansinh::domain::eligibility::{
     Area, Class, Mismatch, Status, classify as classify_fn, load_standard, recompute,
     recompute_against, standard_in_force, standards,
 };
 use ansinh::domain::loans::EventBody;
+use ansinh::proto;
+use ansinh::recompute::Rechecker;
 use rust_decimal_macros::dec;
 
 #[test]
@@ -159,4 +162,171 @@ fn recompute_detects_tampering_and_changed_standard() {
         recompute(&unknown),
         Err(Mismatch::UnknownStandard { .. })
     ));
+}
+
+/// The decisions of `commands` as the book records them (`EligibilityDecided`).
+fn recorded(commands: &[ansinh::domain::loans::Command]) -> Vec<proto::EligibilityDecided> {
+    history(commands)
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::HouseholdClassified {
+                decision,
+                escaped_until,
+            } => Some(decided_to_proto(decision, *escaped_until)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Folds `chain` (decisions of partition 01) and returns the problem found at each.
+fn rechecked(chain: &[proto::EligibilityDecided]) -> Vec<Option<String>> {
+    let mut rechecker = Rechecker::default();
+    chain.iter().map(|d| rechecker.decision("01", d)).collect()
+}
+
+/// Poor, then above the line on 2024-03-01 (escaped poverty until 2027-02-28), then
+/// above it again on 2025-01-10 (status average, the window carried).
+fn poor_escaped_reviewed() -> Vec<proto::EligibilityDecided> {
+    recorded(&[
+        classify("2024-01-05", 1_200_000, POOR3, 2024),
+        classify("2024-03-01", 2_000_000, &[], 2024),
+        classify("2025-01-10", 2_000_000, &[], 2025),
+    ])
+}
+
+#[test]
+fn the_audit_recheck_passes_genuine_decisions_and_a_standing_carried_by_a_move() {
+    let genuine = poor_escaped_reviewed();
+    assert_eq!(
+        (
+            genuine[1].status.as_str(),
+            genuine[1].escaped_until.as_str()
+        ),
+        ("escaped_poverty", "2027-02-28")
+    );
+    assert_eq!(
+        (
+            genuine[2].status.as_str(),
+            genuine[2].escaped_until.as_str()
+        ),
+        ("average", "2027-02-28")
+    );
+    assert_eq!(rechecked(&genuine), [None, None, None]);
+
+    // Given the escaped-poverty standing carried by a move into a new household,
+    let mut rechecker = Rechecker::default();
+    let arrived = "0100101-000002";
+    rechecker.moved_in(
+        "01",
+        &proto::HouseholdMovedIn {
+            household_id: arrived.into(),
+            standing: Some(genuine[1].clone()),
+            ..Default::default()
+        },
+    );
+    // when it is reviewed above the line again, then its prior class and window follow
+    // from the standing it brought.
+    let mut review = genuine[2].clone();
+    review.household_id = arrived.into();
+    assert_eq!(rechecker.decision("01", &review), None);
+}
+
+#[test]
+fn the_audit_recheck_reports_a_wrong_status_validity_prior_class_or_window() {
+    let genuine = poor_escaped_reviewed();
+    let problem_of = |chain: &[proto::EligibilityDecided]| {
+        rechecked(chain)
+            .last()
+            .cloned()
+            .flatten()
+            .unwrap_or_else(|| panic!("{:?} passed", chain.last()))
+    };
+
+    // A first decision of class average recorded as escaped poverty for three years.
+    let mut escaped = genuine[1].clone();
+    escaped.prior_class = String::new();
+    let problem = problem_of(&[escaped.clone()]);
+    assert!(
+        problem.contains("recorded status escaped_poverty, class and prior class give average"),
+        "{problem}"
+    );
+    // The same with a prior class the chain never recorded.
+    escaped.prior_class = "poor".into();
+    let problem = problem_of(&[escaped]);
+    assert!(
+        problem.contains("recorded prior class poor, the household's previous decision gives none"),
+        "{problem}"
+    );
+    // A poor decision valid until 2030 instead of the end of its review year.
+    let mut poor = genuine[0].clone();
+    poor.valid_to = "2030-12-31".into();
+    let problem = problem_of(&[poor]);
+    assert!(
+        problem.contains(
+            "recorded validity 2024-01-05 to 2030-12-31, the rule gives 2024-01-05 to 2024-12-31"
+        ),
+        "{problem}"
+    );
+    // A review above the line that stretches the escaped-poverty window it carries.
+    let mut stretched = genuine.clone();
+    stretched[2].escaped_until = "2029-12-31".into();
+    let problem = problem_of(&stretched);
+    assert!(
+        problem
+            .contains("recorded escaped-poverty window to 2029-12-31, the rule gives 2027-02-28"),
+        "{problem}"
+    );
+    // A review above the line that opens a window nothing before it opened.
+    let mut opened = recorded(&[classify("2025-01-10", 2_000_000, &[], 2025)]);
+    opened[0].escaped_until = "2027-12-31".into();
+    let problem = problem_of(&opened);
+    assert!(
+        problem.contains("recorded escaped-poverty window to 2027-12-31, the rule gives none"),
+        "{problem}"
+    );
+}
+
+/// A decision records the standard's hash, BLAKE3 of its data file's exact bytes, and a
+/// payment run the reference files' hashes the same way: a checkout that changed line
+/// endings would hash other bytes, and no recorded decision would re-derive. Git keeps
+/// those files byte for byte (`.gitattributes`), and the hashes are pinned here.
+#[test]
+fn hashed_reference_data_is_kept_byte_for_byte() {
+    let attributes = include_str!("../.gitattributes");
+    for pattern in ["data/standards/*.json", "data/social_assistance/*.json"] {
+        assert!(
+            attributes
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == [pattern, "-text"]),
+            "{pattern} is not marked -text in .gitattributes"
+        );
+    }
+    let hashes: Vec<(&str, &str)> = standards()
+        .iter()
+        .map(|s| (s.id.as_str(), s.content_hash.as_str()))
+        .collect();
+    assert_eq!(
+        hashes,
+        [
+            (
+                "VN-MDP-2022-2025",
+                "a85f6f7fbb34857ae7a7de805bd3759ae336b752c6268e25e3c8fd20f34246bd"
+            ),
+            (
+                "VN-MDP-2027-2030",
+                "541dad596964daf1254efb449de674bf26167e3cb5ef1f25adf60ab5969075ac"
+            )
+        ]
+    );
+    let reference = &ansinh::domain::payments::reference::reference().hashes;
+    assert_eq!(
+        (
+            reference.base_levels.as_str(),
+            reference.categories.as_str()
+        ),
+        (
+            "9038b23066d088ca1d5d0f4f6751928cf610a4f2756d6f5cfaed8bb4fb598e9e",
+            "debdfb43a701807c1f7a41558eddebe7955b74f555a219e3ed68a0ece4fe1419"
+        )
+    );
 }

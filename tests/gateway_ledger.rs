@@ -287,6 +287,7 @@ async fn over_nats_gateways_fetch_their_own_instructions_and_their_signed_result
             let folded = ansinh::payments_report::household_received(
                 &mut stream,
                 service.ledger.config(),
+                &common::keys_partition(),
                 &h,
             )
             .await

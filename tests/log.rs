@@ -87,7 +87,13 @@ async fn appends_form_a_verified_chain_per_partition() {
         let partition = Partition::new(only).unwrap();
         let report = tokio::time::timeout(
             std::time::Duration::from_secs(30),
-            verify(&mut stream, &config, Some(&partition), |_| {}),
+            verify(
+                &mut stream,
+                &config,
+                &keys_partition(),
+                Some(&partition),
+                |_| {},
+            ),
         )
         .await
         .expect("verifying one partition ends")
@@ -130,7 +136,7 @@ async fn a_forged_message_is_found_and_located_and_blocks_appends() {
         .await
         .unwrap();
     let mut stream = stream_of(&config).await;
-    match verify(&mut stream, &config, None, |_| {}).await {
+    match verify(&mut stream, &config, &keys_partition(), None, |_| {}).await {
         Err(VerifyError::Broken {
             partition,
             stream_sequence,
@@ -157,7 +163,7 @@ async fn a_forged_message_is_found_and_located_and_blocks_appends() {
         .await
         .unwrap();
     let mut stream2 = stream_of(&config2).await;
-    match verify(&mut stream2, &config2, None, |_| {}).await {
+    match verify(&mut stream2, &config2, &keys_partition(), None, |_| {}).await {
         Err(VerifyError::Broken {
             stream_sequence,
             cause: ChainBreak::Undecodable(_),
@@ -533,7 +539,7 @@ async fn a_writer_killed_mid_batch_loses_no_acknowledged_event() {
         ));
     }
     let mut stream = stream_of(&config).await;
-    let report = verify(&mut stream, &config, None, |_| {})
+    let report = verify(&mut stream, &config, &keys_partition(), None, |_| {})
         .await
         .expect("the chain is valid after the kill");
     let chain = chain_of(&config, "01").await;
@@ -593,13 +599,28 @@ async fn recompute_eligibility_finds_exactly_the_wrong_decision() {
     draft.idempotency_key = "d2".into();
     // Recorded as poor although the income is far above the line.
     draft.payload = Payload::EligibilityDecided(decision("0100007-000002", "9000000", "poor"));
-    let wrong = ledger.append_unchecked(draft).await.unwrap();
+    let wrong = ledger.append_unchecked(draft.clone()).await.unwrap();
+    draft.idempotency_key = "d3".into();
+    // The right class, but recorded as escaped poverty with a window of its own: the
+    // status and the window a loan approval trusts.
+    let mut escaped = decision("0100007-000003", "2000000", "average");
+    escaped.status = "escaped_poverty".into();
+    escaped.valid_to = "2029-11-14".into();
+    escaped.escaped_until = "2029-11-14".into();
+    draft.payload = Payload::EligibilityDecided(escaped);
+    let wrong_status = ledger.append_unchecked(draft).await.unwrap();
     let mut stream = stream_of(&config).await;
-    let report = ansinh::recompute::recompute_eligibility(&mut stream, &config, None, |_| {})
-        .await
-        .unwrap();
-    assert_eq!(report.decisions, 2);
-    assert_eq!(report.mismatches.len(), 1);
+    let report = ansinh::recompute::recompute_eligibility(
+        &mut stream,
+        &config,
+        &keys_partition(),
+        None,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.decisions, 3);
+    assert_eq!(report.mismatches.len(), 2, "{:?}", report.mismatches);
     assert_eq!(report.mismatches[0].sequence, wrong.sequence);
     assert!(
         report.mismatches[0]
@@ -607,6 +628,14 @@ async fn recompute_eligibility_finds_exactly_the_wrong_decision() {
             .contains("recorded class poor, inputs give not_poor"),
         "{}",
         report.mismatches[0].problem
+    );
+    assert_eq!(report.mismatches[1].sequence, wrong_status.sequence);
+    assert!(
+        report.mismatches[1]
+            .problem
+            .contains("recorded status escaped_poverty, class and prior class give average"),
+        "{}",
+        report.mismatches[1].problem
     );
 }
 
@@ -893,7 +922,10 @@ async fn a_forged_or_damaged_frame_is_found_and_located_and_blocks_appends() {
             .await
             .unwrap();
         let mut stream = stream_of(&config).await;
-        match (case, verify(&mut stream, &config, None, |_| {}).await) {
+        match (
+            case,
+            verify(&mut stream, &config, &keys_partition(), None, |_| {}).await,
+        ) {
             (
                 "relinked",
                 Err(VerifyError::Broken {
@@ -1113,7 +1145,7 @@ async fn many_lookups_and_reads_of_large_frames_at_once_all_get_their_answers() 
     for _ in 0..8 {
         let (config, mut stream) = (config.clone(), stream.clone());
         reads.spawn(async move {
-            ansinh::verify::verify(&mut stream, &config, None, |_| {})
+            ansinh::verify::verify(&mut stream, &config, &keys_partition(), None, |_| {})
                 .await
                 .map(|report| report.events)
         });

@@ -279,9 +279,10 @@ async fn two_racing_runs_never_pay_beyond_the_allocation() {
     );
     // Fold the log independently: exactly two instructions, holds within the allocation.
     let mut stream = stream_of(&config).await;
-    let events = ansinh::payments_report::payment_events(&mut stream, &config, None)
-        .await
-        .unwrap();
+    let events =
+        ansinh::payments_report::payment_events(&mut stream, &config, &keys_partition(), None)
+            .await
+            .unwrap();
     let book = ansinh::domain::payments::replay(&events["01"]);
     assert_eq!(book.instructions.len(), 2);
     let budget = book.budget(&budget());
@@ -392,7 +393,7 @@ async fn gateway_posts_are_idempotent_forever_and_out_of_order_posts_are_defined
     // The signed bytes and the signature are in the log.
     let mut stream = stream_of(&config).await;
     let mut signed_posts = 0;
-    ansinh::verify::verify_with(&mut stream, &config, None, |_, env| {
+    ansinh::verify::verify_with(&mut stream, &config, &keys_partition(), None, |_, env| {
         if let Some(ansinh::proto::envelope::Payload::PaymentRecorded(p)) = &env.payload {
             if p.kind.starts_with("GatewayPost") {
                 assert!(!p.signed_post.is_empty() && !p.post_signature.is_empty());
@@ -409,16 +410,24 @@ async fn gateway_posts_are_idempotent_forever_and_out_of_order_posts_are_defined
     let from_log = |as_of: NaiveDate| {
         let (mut stream, config) = (read_again.clone(), config.clone());
         async move {
-            ansinh::payments_report::reconcile_from_log(&mut stream, &config, as_of, 10, |_| {})
-                .await
-                .unwrap()
+            ansinh::payments_report::reconcile_from_log(
+                &mut stream,
+                &config,
+                &keys_partition(),
+                as_of,
+                10,
+                |_| {},
+            )
+            .await
+            .unwrap()
         }
     };
     let rec = from_log(d("2026-12-31")).await;
     // Folded as the log is read, it is the fold of the partition's payment events.
-    let events = ansinh::payments_report::payment_events(&mut stream, &config, None)
-        .await
-        .unwrap();
+    let events =
+        ansinh::payments_report::payment_events(&mut stream, &config, &keys_partition(), None)
+            .await
+            .unwrap();
     assert_eq!(
         rec["01"],
         ansinh::domain::payments::reconcile::reconcile(&events["01"], d("2026-12-31"), 10)
@@ -672,9 +681,10 @@ async fn commune_of_beneficiaries(service: &Service, commune: &str, first: u32, 
 /// The October 2026 instructions in the log, per entitlement.
 async fn october_instructions(config: &LogConfig) -> std::collections::BTreeMap<u64, u32> {
     let mut stream = stream_of(config).await;
-    let events = ansinh::payments_report::payment_events(&mut stream, config, None)
-        .await
-        .unwrap();
+    let events =
+        ansinh::payments_report::payment_events(&mut stream, config, &keys_partition(), None)
+            .await
+            .unwrap();
     let mut per_entitlement = std::collections::BTreeMap::new();
     for e in events.values().flatten() {
         if let ansinh::domain::payments::EventBody::InstructionIssued { instruction, .. } = &e.body

@@ -8,7 +8,9 @@
 //! What is found (docs/BUNDLES.md §9 says the same for auditors):
 //! - one citizen (blind index) in two active households at once, across partitions;
 //! - a loan disbursement to a household whose recorded standing, on the disbursement
-//!   date, is not one the loan's programme lends to (or no standing covers the date);
+//!   date, is not one the loan's programme lends to (or no standing covers the date),
+//!   by the book's rule (`HouseholdStanding::statuses_on`): the status within its
+//!   validity, and escaped poverty within a window a later review carried on;
 //! - social assistance paid to a household that, on the payment date, was not
 //!   registered in the paying partition (never, not yet, or moved out before). Who is
 //!   entitled to assistance is a matter of category, not poverty class; residence is
@@ -28,6 +30,8 @@ use serde::Serialize;
 
 use crate::book::codec;
 use crate::bundle::statement::{PAID_TO_BENEFICIARIES, event_date, subject_of, vnd};
+use crate::chain::Partition;
+use crate::domain::loans::HouseholdStanding;
 use crate::domain::programmes::{self, ProgrammeRef};
 use crate::log::LogConfig;
 use crate::proto::{EligibilityDecided, Envelope, envelope::Payload};
@@ -59,7 +63,7 @@ pub enum Anomaly {
         loan: String,
         programme: String,
         date: String,
-        /// The standing recorded then ("" when none covered the date).
+        /// The first status the recorded standing gave on that date ("" when none).
         standing: String,
         at: At,
     },
@@ -169,7 +173,8 @@ pub struct Scanner {
     /// Household → its current citizen indexes.
     members: BTreeMap<String, Vec<Vec<u8>>>,
     reported_pairs: BTreeSet<(Vec<u8>, Vec<String>)>,
-    standings: BTreeMap<String, EligibilityDecided>,
+    /// Household → the standing its latest readable decision gives it, as the book holds it.
+    standings: BTreeMap<String, HouseholdStanding>,
     /// (partition, loan number) → loan.
     loans: BTreeMap<(String, u64), Loan>,
     /// Household → date its last member died.
@@ -296,8 +301,7 @@ impl Scanner {
             Payload::HouseholdMovedIn(e) => {
                 self.arrived(partition, &e.household_id, envelope);
                 if let Some(standing) = &e.standing {
-                    self.standings
-                        .insert(e.household_id.clone(), standing.clone());
+                    self.standing(&e.household_id, standing, &at);
                 }
                 self.set_members(&e.household_id, &to_vecs(&e.citizen_indexes), &at)
             }
@@ -316,9 +320,7 @@ impl Scanner {
                     self.died.insert(e.household_id.clone(), e.died_on.clone());
                 }
             }
-            Payload::EligibilityDecided(e) => {
-                self.standings.insert(e.household_id.clone(), e.clone());
-            }
+            Payload::EligibilityDecided(e) => self.standing(&e.household_id, e, &at),
             Payload::LoanApproved(e) => {
                 let programme = ProgrammeRef {
                     id: e.programme_id.clone(),
@@ -391,6 +393,14 @@ impl Scanner {
         }
     }
 
+    /// Files a recorded decision's standing under `household`. One the book cannot read
+    /// leaves it the standing it held, as here (recompute-eligibility reports it).
+    fn standing(&mut self, household: &str, decided: &EligibilityDecided, at: &At) {
+        if let Ok(standing) = codec::standing_from_proto(decided, codec::main_id(at.sequence)) {
+            self.standings.insert(household.to_string(), standing);
+        }
+    }
+
     fn loan_money(
         &mut self,
         partition: &str,
@@ -416,26 +426,25 @@ impl Scanner {
         }
         if disbursement {
             let date = event_date(envelope);
-            let standing = self.standings.get(&household);
-            let covering = standing.filter(|s| {
-                let parse = |d: &str| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok();
-                parse(&s.valid_from).is_some_and(|f| f <= date)
-                    && parse(&s.valid_to).is_some_and(|t| date <= t)
-            });
-            let eligible = programmes::programme_version(&programme).is_some_and(|p| {
-                covering.is_some_and(|s| {
-                    p.eligible
-                        .iter()
-                        .any(|e| codec::status_name(*e) == s.status)
-                })
-            });
+            // The book's own rule: the decision's status within its validity, and escaped
+            // poverty within a window a later review above the line carried on.
+            let statuses = self
+                .standings
+                .get(&household)
+                .and_then(|s| s.statuses_on(date).ok())
+                .unwrap_or_default();
+            let eligible = programmes::programme_version(&programme)
+                .is_some_and(|p| statuses.iter().any(|s| p.eligible.contains(s)));
             if !eligible {
                 self.flag(Anomaly::PaidWhileIneligible {
                     household: household.clone(),
                     loan: label,
                     programme: format!("{} v{}", programme.id, programme.version),
                     date: date.to_string(),
-                    standing: covering.map(|s| s.status.clone()).unwrap_or_default(),
+                    standing: statuses
+                        .first()
+                        .map(|s| codec::status_name(*s).to_string())
+                        .unwrap_or_default(),
                     at: at.clone(),
                 });
             }
@@ -474,12 +483,13 @@ fn to_vecs(indexes: &[bytes::Bytes]) -> Vec<Vec<u8>> {
 pub async fn scan(
     stream: &mut Stream,
     config: &LogConfig,
+    keys_partition: &Partition,
     as_of: NaiveDate,
     pending_days: i64,
     mut progress: impl FnMut(u64),
 ) -> Result<AnomalyReport, VerifyError> {
     let mut scanner = Scanner::default();
-    verify_with(stream, config, None, |seq, envelope| {
+    verify_with(stream, config, keys_partition, None, |seq, envelope| {
         scanner.apply(envelope);
         progress(seq);
     })

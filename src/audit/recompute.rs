@@ -1,21 +1,24 @@
 //! `ansinh audit recompute-eligibility`: re-derives every recorded eligibility decision
-//! from its recorded inputs and the standard it names, and lists every mismatch.
+//! from its recorded inputs, the standard it names and the household's previous
+//! decision on the chain, and lists every mismatch.
 //!
 //! The chain proves a decision was not changed after it was recorded; this proves it
 //! was computed right when it was recorded (or that the standard file has changed since).
+//! Every field the book trusts when it approves a loan is re-derived: the class, the
+//! status (escaped poverty follows from the previous class), the validity and the
+//! escaped-poverty window (`HouseholdStanding::statuses_on` reads all of them).
 
-use std::collections::BTreeSet;
-use std::str::FromStr;
+use std::collections::HashMap;
 
 use async_nats::jetstream::stream::Stream;
 use chrono::NaiveDate;
-use rust_decimal::Decimal;
 
-use crate::book::codec::class_name;
+use crate::book::codec::{self, class_name, status_name};
 use crate::chain::Partition;
-use crate::domain::eligibility::{self, Area, ClassificationInputs};
+use crate::domain::eligibility::{self, Class, Mismatch as Differs};
+use crate::domain::ids::HouseholdId;
 use crate::log::LogConfig;
-use crate::proto::{EligibilityDecided, envelope::Payload};
+use crate::proto::{EligibilityDecided, HouseholdMovedIn, envelope::Payload};
 use crate::verify::{VerifyError, verify_with};
 
 /// One decision that does not re-derive.
@@ -34,8 +37,17 @@ pub struct RecomputeReport {
     pub mismatches: Vec<Mismatch>,
 }
 
-/// Pure: what is wrong with one recorded decision, if anything.
-pub fn recheck(d: &EligibilityDecided) -> Option<String> {
+/// What a partition's book held for a household when a decision came, as the chain
+/// recorded it: a new decision's prior class and escaped-poverty window follow from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Before {
+    pub class: Class,
+    pub escaped_until: Option<NaiveDate>,
+}
+
+/// Pure: what is wrong with one recorded decision, if anything, given what the book
+/// held for its household before it (`None`: no decision yet).
+pub fn recheck(d: &EligibilityDecided, before: Option<Before>) -> Option<String> {
     let Some(standard) = eligibility::standard_by_id(&d.standard_id) else {
         return Some(format!("unknown standard {:?}", d.standard_id));
     };
@@ -45,9 +57,14 @@ pub fn recheck(d: &EligibilityDecided) -> Option<String> {
             d.standard_id, standard.content_hash, d.standard_hash
         ));
     }
-    let Ok(decided_on) = NaiveDate::from_str(&d.decided_on) else {
-        return Some(format!("decision date {:?} is not a date", d.decided_on));
+    let (decision, escaped_until) = match HouseholdId::parse(&d.household_id)
+        .map_err(|e| e.to_string())
+        .and_then(|h| codec::decided_from_proto(d, h, "").map_err(|e| e.to_string()))
+    {
+        Ok(decoded) => decoded,
+        Err(e) => return Some(format!("the decision cannot be read: {e}")),
     };
+    let decided_on = decision.decision_date;
     match eligibility::standard_in_force(decided_on) {
         Ok(in_force) if in_force.id == d.standard_id => {}
         Ok(in_force) => {
@@ -58,35 +75,106 @@ pub fn recheck(d: &EligibilityDecided) -> Option<String> {
         }
         Err(e) => return Some(e.to_string()),
     }
-    let area = match d.area.as_str() {
-        "rural" => Area::Rural,
-        "urban" => Area::Urban,
-        other => return Some(format!("area {other:?} is neither rural nor urban")),
-    };
-    let Ok(income) = Decimal::from_str(&d.income_per_person_vnd) else {
+    let prior = before.map(|b| b.class);
+    if decision.prior_class != prior {
+        let name = |c: Option<Class>| c.map_or("none", class_name);
         return Some(format!(
-            "income {:?} is not a decimal amount",
-            d.income_per_person_vnd
+            "recorded prior class {}, the household's previous decision gives {}",
+            name(decision.prior_class),
+            name(prior)
         ));
-    };
-    let inputs = ClassificationInputs {
-        income_per_person_month: income,
-        area,
-        deprived: d
-            .deprived_indicators
-            .iter()
-            .cloned()
-            .collect::<BTreeSet<_>>(),
-        review_year: d.review_year as i32,
-    };
-    match eligibility::classify(standard, &inputs) {
-        Ok(class) if class_name(class) == d.class => None,
-        Ok(class) => Some(format!(
-            "recorded class {}, inputs give {}",
-            d.class,
-            class_name(class)
-        )),
-        Err(e) => Some(format!("recorded inputs are refused now: {e}")),
+    }
+    // Class, then status from class and prior class, then validity: the first that differs.
+    if let Err(differs) = eligibility::recompute_against(std::slice::from_ref(standard), &decision)
+    {
+        return Some(match differs {
+            Differs::ClassDiffers {
+                recorded,
+                recomputed,
+            } => format!(
+                "recorded class {}, inputs give {}",
+                class_name(recorded),
+                class_name(recomputed)
+            ),
+            Differs::StatusDiffers {
+                recorded,
+                recomputed,
+            } => format!(
+                "recorded status {}, class and prior class give {}",
+                status_name(recorded),
+                status_name(recomputed)
+            ),
+            Differs::ValidityDiffers {
+                recorded,
+                recomputed,
+            } => format!(
+                "recorded validity {} to {}, the rule gives {} to {}",
+                recorded.0, recorded.1, recomputed.0, recomputed.1
+            ),
+            Differs::InputsRefused(e) => format!("recorded inputs are refused now: {e}"),
+            other => other.to_string(),
+        });
+    }
+    let window = eligibility::escaped_until_after(
+        decision.status,
+        decision.valid_to,
+        before.and_then(|b| b.escaped_until),
+    );
+    if escaped_until != window {
+        let name = |d: Option<NaiveDate>| d.map_or("none".to_string(), |d| d.to_string());
+        return Some(format!(
+            "recorded escaped-poverty window to {}, the rule gives {}",
+            name(escaped_until),
+            name(window)
+        ));
+    }
+    None
+}
+
+/// What the book holds after a recorded decision, filed under `household` (a move-in
+/// files the standing it carries under the new id); `None` when the book cannot read
+/// it, and so keeps what it held.
+fn held_after(d: &EligibilityDecided, household: &str) -> Option<Before> {
+    let household = HouseholdId::parse(household).ok()?;
+    let (decision, escaped_until) = codec::decided_from_proto(d, household, "").ok()?;
+    Some(Before {
+        class: decision.class,
+        escaped_until,
+    })
+}
+
+/// The pure fold: feed it every verified event of a partition in chain order. It
+/// follows each household's standing as the partition's book holds it, recorded
+/// values and all, so each decision is checked against what its book knew.
+#[derive(Debug, Default)]
+pub struct Rechecker {
+    /// (partition, household) → the standing its book holds.
+    held: HashMap<(String, String), Before>,
+}
+
+impl Rechecker {
+    /// Rechecks a recorded decision of `partition`; its problem, if any.
+    pub fn decision(&mut self, partition: &str, d: &EligibilityDecided) -> Option<String> {
+        let key = (partition.to_string(), d.household_id.clone());
+        let problem = recheck(d, self.held.get(&key).copied());
+        // The book applies what was recorded, right or wrong, and decides the next
+        // decision from it.
+        if let Some(after) = held_after(d, &d.household_id) {
+            self.held.insert(key, after);
+        }
+        problem
+    }
+
+    /// A household moved into `partition`: its book holds the standing the move carries.
+    pub fn moved_in(&mut self, partition: &str, m: &HouseholdMovedIn) {
+        if let Some(after) = m
+            .standing
+            .as_ref()
+            .and_then(|s| held_after(s, &m.household_id))
+        {
+            self.held
+                .insert((partition.to_string(), m.household_id.clone()), after);
+        }
     }
 }
 
@@ -95,25 +183,36 @@ pub fn recheck(d: &EligibilityDecided) -> Option<String> {
 pub async fn recompute_eligibility(
     stream: &mut Stream,
     config: &LogConfig,
+    keys_partition: &Partition,
     only: Option<&Partition>,
     mut progress: impl FnMut(u64),
 ) -> Result<RecomputeReport, VerifyError> {
     let mut report = RecomputeReport::default();
-    verify_with(stream, config, only, |stream_sequence, envelope| {
-        progress(stream_sequence);
-        if let Some(Payload::EligibilityDecided(d)) = &envelope.payload {
-            report.decisions += 1;
-            if let Some(problem) = recheck(d) {
-                report.mismatches.push(Mismatch {
-                    partition: envelope.partition.clone(),
-                    sequence: envelope.sequence,
-                    stream_sequence,
-                    household_id: d.household_id.clone(),
-                    problem,
-                });
+    let mut rechecker = Rechecker::default();
+    verify_with(
+        stream,
+        config,
+        keys_partition,
+        only,
+        |stream_sequence, envelope| {
+            progress(stream_sequence);
+            if let Some(Payload::HouseholdMovedIn(m)) = &envelope.payload {
+                rechecker.moved_in(&envelope.partition, m);
             }
-        }
-    })
+            if let Some(Payload::EligibilityDecided(d)) = &envelope.payload {
+                report.decisions += 1;
+                if let Some(problem) = rechecker.decision(&envelope.partition, d) {
+                    report.mismatches.push(Mismatch {
+                        partition: envelope.partition.clone(),
+                        sequence: envelope.sequence,
+                        stream_sequence,
+                        household_id: d.household_id.clone(),
+                        problem,
+                    });
+                }
+            }
+        },
+    )
     .await?;
     Ok(report)
 }

@@ -21,8 +21,8 @@ pub struct VerifyReport {
     pub partitions: BTreeMap<String, PartitionReport>,
     pub events: u64,
     /// The operator's exclusions met, in stream order (CHAIN.md, section 4a): each held
-    /// message and the event that excluded it. Their signatures are checked against the
-    /// ledger's keys by `checkpoint::audit::check_exclusions`.
+    /// message and the event that excluded it. A report holds them only once each
+    /// signature checked out against the ledger's keys (`verify_with`).
     pub exclusions: Vec<ExclusionSeen>,
     /// Stray messages passed over (on a subject that names no partition, so in no chain:
     /// `LogConfig::chain_of`): how many, and the first `STRAY_LISTED_MAX` of them.
@@ -42,8 +42,8 @@ pub struct StrayMessage {
     pub subject: String,
 }
 
-/// A message passed over by an operator's exclusion: the verdict is "OK" only with every
-/// exclusion's signature checked too (`check_signature`).
+/// A message passed over by an operator's exclusion, whose signature `verify_with` checked
+/// (`check_signature`) before it reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExclusionSeen {
     pub partition: String,
@@ -81,6 +81,20 @@ pub enum VerifyError {
         expected_sequence: u64,
         cause: ChainBreak,
     },
+    /// An operator's exclusion is not the ledger's: no ledger key in force when it was
+    /// recorded signed it, or the key history cannot be read. The message it passes over
+    /// still breaks the chain; whoever could publish both on the log is the incident
+    /// (docs/OPERATIONS.md, section 4.3).
+    #[error(
+        "partition {partition}: the exclusion at sequence {decided_at_sequence} (stream sequence {decided_at_stream_sequence}) of the message at stream sequence {stream_sequence} is not the ledger's: {cause}"
+    )]
+    Exclusion {
+        partition: String,
+        stream_sequence: u64,
+        decided_at_sequence: u64,
+        decided_at_stream_sequence: u64,
+        cause: String,
+    },
     /// The server could not be read; retry.
     #[error("reading the log: {0}")]
     Nats(String),
@@ -112,22 +126,27 @@ pub fn quarantine_broken(
     Ok(Some(partition.clone()))
 }
 
-/// Verifies the whole log or one partition. `progress` is called with the stream
+/// Verifies the whole log or one partition, and the signature of every exclusion met
+/// against the ledger's keys in `keys_partition`. `progress` is called with the stream
 /// sequence of every event checked (for a progress bar).
 pub async fn verify(
     stream: &mut Stream,
     config: &LogConfig,
+    keys_partition: &Partition,
     only: Option<&Partition>,
     mut progress: impl FnMut(u64),
 ) -> Result<VerifyReport, VerifyError> {
-    verify_with(stream, config, only, |seq, _| progress(seq)).await
+    verify_with(stream, config, keys_partition, only, |seq, _| progress(seq)).await
 }
 
 /// Like `verify`, and hands every verified envelope (with its stream sequence) to
-/// `on_event`: audits that read payloads see only events whose chain checked out.
+/// `on_event`: audits that read payloads see only events whose chain checked out. Every
+/// caller (`audit verify`, serve's periodic verify, the scans) gets the same verdict: a
+/// chain passes over a message only by an exclusion the ledger signed.
 pub async fn verify_with(
     stream: &mut Stream,
     config: &LogConfig,
+    keys_partition: &Partition,
     only: Option<&Partition>,
     mut on_event: impl FnMut(u64, &crate::proto::Envelope),
 ) -> Result<VerifyReport, VerifyError> {
@@ -211,5 +230,42 @@ pub async fn verify_with(
             )
         })
         .collect();
+    check_exclusions(stream, config, keys_partition, &report.exclusions).await?;
     Ok(report)
+}
+
+/// Checks each exclusion's signature by a ledger key in force when it was recorded; the
+/// key history is read only when there is an exclusion to check.
+async fn check_exclusions(
+    stream: &Stream,
+    config: &LogConfig,
+    keys_partition: &Partition,
+    exclusions: &[ExclusionSeen],
+) -> Result<(), VerifyError> {
+    let Some(first) = exclusions.first() else {
+        return Ok(());
+    };
+    let not_the_ledgers = |x: &ExclusionSeen, cause: String| VerifyError::Exclusion {
+        partition: x.partition.clone(),
+        stream_sequence: x.stream_sequence,
+        decided_at_sequence: x.decided_at_sequence,
+        decided_at_stream_sequence: x.decided_at_stream_sequence,
+        cause,
+    };
+    let ring = match crate::checkpoint::read::read_key_ring_in(stream, config, keys_partition).await
+    {
+        Ok(ring) => ring,
+        Err(crate::checkpoint::CheckpointError::Nats(m)) => return Err(VerifyError::Nats(m)),
+        Err(e) => {
+            return Err(not_the_ledgers(
+                first,
+                format!("the key history in partition {keys_partition} cannot be read: {e}"),
+            ));
+        }
+    };
+    for x in exclusions {
+        x.check_signature(&ring)
+            .map_err(|cause| not_the_ledgers(x, cause))?;
+    }
+    Ok(())
 }

@@ -391,6 +391,23 @@ pub fn decided_from_proto(
     Ok((decision, parse_opt_date("escaped_until", &p.escaped_until)?))
 }
 
+/// The standing a recorded decision gives its household in the book (what `loans::apply`
+/// keeps of it), read from the fields the book's rule (`HouseholdStanding::statuses_on`)
+/// reads: an audit judges money against it without deciding anything.
+pub fn standing_from_proto(
+    p: &proto::EligibilityDecided,
+    decision_event: EventId,
+) -> Result<loans::HouseholdStanding, CodecError> {
+    Ok(loans::HouseholdStanding {
+        class: parse_class(&p.class)?,
+        status: parse_status(&p.status)?,
+        valid_from: parse_date("valid_from", &p.valid_from)?,
+        valid_to: parse_date("valid_to", &p.valid_to)?,
+        escaped_until: parse_opt_date("escaped_until", &p.escaped_until)?,
+        decision_event,
+    })
+}
+
 // ------------------------------------------------------------------ credit
 
 fn postings_to_proto(list: &[Posting]) -> Vec<proto::Posting> {

@@ -30,7 +30,16 @@ pub async fn demo(
     let task = runtime
         .start_checkpoints(checkpoints, data_dir, policy)
         .await?;
-    let played = play(runtime, households, partitions, year, gateways, json).await;
+    let played = play(
+        runtime,
+        checkpoints,
+        households,
+        partitions,
+        year,
+        gateways,
+        json,
+    )
+    .await;
     let mut checkpointer = task.stop().await;
     let (code, report) = played?;
     let first = Partition::new(&partitions[0])?;
@@ -56,6 +65,7 @@ pub async fn demo(
 /// the bundle step to add to.
 async fn play(
     runtime: &Runtime,
+    checkpoints: &checkpoint::CheckpointConfig,
     households: u64,
     partitions: &[String],
     year: i32,
@@ -93,7 +103,7 @@ async fn play(
     let mut code = super::audit::verify(
         &mut stream.clone(),
         runtime.ledger.config(),
-        &checkpoint::CheckpointConfig::default(),
+        checkpoints,
         None,
         json,
         Some(runtime.ledger.store()),
@@ -114,6 +124,7 @@ async fn play(
     let recomputed = ansinh::recompute::recompute_eligibility(
         &mut stream2,
         runtime.ledger.config(),
+        &checkpoints.keys_partition,
         None,
         |_| {},
     )
@@ -127,6 +138,7 @@ async fn play(
     let reconciliation = ansinh::payments_report::reconcile_from_log(
         &mut stream3,
         runtime.ledger.config(),
+        &checkpoints.keys_partition,
         as_of,
         10,
         |_| {},

@@ -225,8 +225,11 @@ pub enum PaymentsCommand {
     },
 }
 
+/// `keys_partition` holds the ledger's keys: a reconciliation folded from the log checks
+/// each exclusion's signature with them, as `audit verify` does.
 pub async fn run(
     runtime: &Runtime,
+    keys_partition: &Partition,
     who: &ActorArgs,
     command: PaymentsCommand,
     json: bool,
@@ -241,6 +244,7 @@ pub async fn run(
     {
         return reconcile(
             runtime,
+            keys_partition,
             gateway.map(|g| g.to_string()),
             date,
             as_of,
@@ -578,6 +582,7 @@ async fn timeouts(
 /// progress bar (hidden with `--json`).
 async fn reconcile_from_log(
     runtime: &Runtime,
+    keys_partition: &Partition,
     stream: &mut async_nats::jetstream::stream::Stream,
     as_of: NaiveDate,
     pending_days: u32,
@@ -587,6 +592,7 @@ async fn reconcile_from_log(
     let all = ansinh::payments_report::reconcile_from_log(
         stream,
         runtime.ledger.config(),
+        keys_partition,
         as_of,
         pending_days,
         super::audit::advance(&bar),
@@ -600,6 +606,7 @@ async fn reconcile_from_log(
 /// (no payment event after `as_of`), else folded from the log.
 async fn reconcile_every_day(
     runtime: &Runtime,
+    keys_partition: &Partition,
     stream: &mut async_nats::jetstream::stream::Stream,
     as_of: NaiveDate,
     pending_days: u32,
@@ -611,12 +618,17 @@ async fn reconcile_every_day(
         pending_days,
     )? {
         Some(projected) => Ok(projected),
-        None => reconcile_from_log(runtime, stream, as_of, pending_days, json).await,
+        None => {
+            reconcile_from_log(runtime, keys_partition, stream, as_of, pending_days, json).await
+        }
     }
 }
 
+// The command's own options, one argument each, as clap parsed them.
+#[allow(clippy::too_many_arguments)]
 async fn reconcile(
     runtime: &Runtime,
+    keys_partition: &Partition,
     gateway: Option<String>,
     date: Option<NaiveDate>,
     as_of: NaiveDate,
@@ -641,9 +653,29 @@ async fn reconcile(
             pending_days,
         )? {
             Some(day) => day,
-            None => reconcile_from_log(runtime, &mut stream, as_of, pending_days, json).await?,
+            None => {
+                reconcile_from_log(
+                    runtime,
+                    keys_partition,
+                    &mut stream,
+                    as_of,
+                    pending_days,
+                    json,
+                )
+                .await?
+            }
         },
-        None => reconcile_every_day(runtime, &mut stream, as_of, pending_days, json).await?,
+        None => {
+            reconcile_every_day(
+                runtime,
+                keys_partition,
+                &mut stream,
+                as_of,
+                pending_days,
+                json,
+            )
+            .await?
+        }
     };
     let rows: Vec<_> = all
         .iter()
@@ -661,7 +693,15 @@ async fn reconcile(
         let everything = if date.is_none() {
             &all
         } else {
-            fresh = reconcile_every_day(runtime, &mut stream, as_of, pending_days, json).await?;
+            fresh = reconcile_every_day(
+                runtime,
+                keys_partition,
+                &mut stream,
+                as_of,
+                pending_days,
+                json,
+            )
+            .await?;
             &fresh
         };
         let seen = everything

@@ -268,6 +268,22 @@ pub fn derive_status(class: Class, prior_class: Option<Class>) -> Status {
     }
 }
 
+/// The escaped-poverty window a household holds after a decision: a new window for
+/// EscapedPoverty (to the end of its validity), none after a Poor or NearPoor decision,
+/// and otherwise the window `before` it, kept running across later reviews above the
+/// line. The book decides with this and the audit re-derives recorded windows with it.
+pub fn escaped_until_after(
+    status: Status,
+    valid_to: NaiveDate,
+    before: Option<NaiveDate>,
+) -> Option<NaiveDate> {
+    match status {
+        Status::EscapedPoverty => Some(valid_to),
+        Status::Poor | Status::NearPoor => None,
+        Status::AverageLivingStandard | Status::NotPoor => before,
+    }
+}
+
 /// Validity of a decision (both ends inclusive).
 ///
 /// Decision: a Poor/NearPoor/other class is valid from the decision date to

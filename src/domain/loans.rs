@@ -581,11 +581,11 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
                 &cmd.actor,
                 date,
             )?;
-            let escaped_until = match decision.status {
-                Status::EscapedPoverty => Some(decision.valid_to),
-                Status::Poor | Status::NearPoor => None,
-                _ => previous.and_then(|h| h.escaped_until),
-            };
+            let escaped_until = eligibility::escaped_until_after(
+                decision.status,
+                decision.valid_to,
+                previous.and_then(|h| h.escaped_until),
+            );
             out.push(EventBody::HouseholdClassified {
                 decision,
                 escaped_until,

@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::access::{self, Operation};
+use crate::checkpoint::proofs::distinct_cosignatures;
 use crate::checkpoint::read::{latest_checkpoint, read_cosignatures_after};
-use crate::checkpoint::sign::checkpoint_hash;
 
 use super::extract::Staff;
 use super::{Api, ApiError};
@@ -36,8 +36,8 @@ pub struct CheckpointLine {
     pub head_sequence: u64,
     pub key_id: String,
     pub issued_at_unix_ms: i64,
-    /// The cosignatures stored for it (their signatures are checked by `audit verify`
-    /// and by anyone holding the document, not here).
+    /// Its valid cosignatures, one per key (the earliest), at most
+    /// `proofs::COSIGNATURES_MAX`: what its documents carry.
     pub cosigners: Vec<Cosigner>,
 }
 
@@ -91,8 +91,7 @@ pub async fn status_of(
     let latest = match latest.and_then(Result::ok) {
         None => None,
         Some(c) => {
-            let hash = checkpoint_hash(&c.signed.checkpoint);
-            let cosigners = read_cosignatures_after(
+            let stored = read_cosignatures_after(
                 &checkpoints_stream,
                 &config,
                 &partition,
@@ -102,13 +101,16 @@ pub async fn status_of(
             .map_err(|e| unavailable(&e))?
             .into_iter()
             .filter_map(Result::ok)
-            .filter(|s| s.cosignature.checkpoint_hash.as_ref() == hash.as_slice())
-            .map(|s| Cosigner {
-                cosigner_id: s.cosignature.cosigner_id,
-                key_id: s.cosignature.key_id,
-                signed_at_unix_ms: s.cosignature.signed_at_unix_ms,
-            })
-            .collect();
+            .map(|s| s.cosignature);
+            // The latest's valid cosignatures, one per key, as its documents carry them.
+            let cosigners = distinct_cosignatures(&c.signed.checkpoint, stored)
+                .into_iter()
+                .map(|c| Cosigner {
+                    cosigner_id: c.cosigner_id,
+                    key_id: c.key_id,
+                    signed_at_unix_ms: c.signed_at_unix_ms,
+                })
+                .collect();
             Some(CheckpointLine {
                 tree_size: c.body.tree_size,
                 root: hex::encode(c.body.root),
@@ -313,6 +315,7 @@ pub(super) async fn anomalies_concerning(
     let mut report = crate::anomalies::scan(
         &mut stream,
         ledger.config(),
+        &api.checkpoints().keys_partition,
         as_of,
         i64::from(pending_days),
         progress,
@@ -335,6 +338,7 @@ pub(super) async fn recompute_partition(
     Ok(crate::recompute::recompute_eligibility(
         &mut stream,
         ledger.config(),
+        &api.checkpoints().keys_partition,
         Some(partition),
         progress,
     )

@@ -203,11 +203,14 @@ async fn keep_projecting(
 pub const VERIFY_INTERVAL: Duration = Duration::from_secs(24 * 3_600);
 
 /// Verifies the whole log at start and every `VERIFY_INTERVAL`, recording the outcome in
-/// the metrics; a failure is also logged with what `audit verify` would say.
-async fn keep_verifying(service: Service) {
+/// the metrics; a failure is also logged with what `audit verify` would say. The verdict
+/// is `audit verify`'s: exclusions count only with the ledger's signature
+/// (`keys_partition` holds its keys).
+async fn keep_verifying(service: Service, keys_partition: crate::chain::Partition) {
     loop {
         let mut stream = service.ledger.stream().clone();
-        match crate::verify::verify(&mut stream, service.ledger.config(), None, |_| {}).await {
+        let config = service.ledger.config();
+        match crate::verify::verify(&mut stream, config, &keys_partition, None, |_| {}).await {
             Ok(report) => {
                 crate::telemetry::verified(true, report.events, report.stray_messages);
                 tracing::info!(events = report.events, "the log verifies");
@@ -1110,7 +1113,10 @@ pub async fn run(
         // An error means the sender is gone: stop too.
         let _ = stopped.wait_for(|s| *s).await;
     }));
-    let verifier = tokio::spawn(keep_verifying(runtime.service()));
+    let verifier = tokio::spawn(keep_verifying(
+        runtime.service(),
+        checkpoints.keys_partition.clone(),
+    ));
     let served = serve(listener, api, stopping).await;
     verifier.abort();
     // Stop the gateway server whatever ended the HTTP one; it answers what it started.

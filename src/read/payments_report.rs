@@ -24,10 +24,11 @@ pub type Reconciliations = BTreeMap<String, Reconciliation>;
 pub async fn payment_events(
     stream: &mut Stream,
     config: &LogConfig,
+    keys_partition: &Partition,
     only: Option<&Partition>,
 ) -> Result<BTreeMap<String, Vec<Event>>, VerifyError> {
     let mut out: BTreeMap<String, Vec<Event>> = BTreeMap::new();
-    verify_with(stream, config, only, |_, envelope| {
+    verify_with(stream, config, keys_partition, only, |_, envelope| {
         if let Some(Payload::PaymentRecorded(p)) = &envelope.payload {
             let events = out.entry(envelope.partition.clone()).or_default();
             // Numbered over the readable ones, as the book numbers them.
@@ -50,6 +51,7 @@ pub async fn payment_events(
 pub async fn reconcile_from_log(
     stream: &mut Stream,
     config: &LogConfig,
+    keys_partition: &Partition,
     as_of: NaiveDate,
     pending_days: u32,
     mut progress: impl FnMut(u64),
@@ -57,7 +59,7 @@ pub async fn reconcile_from_log(
     // Per partition: payment events read (numbered as `payment_events` numbers them)
     // and the fold.
     let mut folds: BTreeMap<String, (u64, reconcile::Reconciler)> = BTreeMap::new();
-    verify_with(stream, config, None, |seq, envelope| {
+    verify_with(stream, config, keys_partition, None, |seq, envelope| {
         progress(seq);
         if let Some(Payload::PaymentRecorded(p)) = &envelope.payload {
             let (read, fold) = folds
@@ -196,6 +198,7 @@ impl ReceivedLine {
 pub async fn household_received(
     stream: &mut Stream,
     config: &LogConfig,
+    keys_partition: &Partition,
     household: &crate::domain::ids::HouseholdId,
 ) -> Result<Vec<ReceivedLine>, VerifyError> {
     let Ok(partition) = Partition::new(household.province().as_str()) else {
@@ -204,7 +207,7 @@ pub async fn household_received(
     let Ok(who) = crate::domain::payments::ids::HouseholdRef::parse(household.as_str()) else {
         return Ok(Vec::new());
     };
-    let events = payment_events(stream, config, Some(&partition)).await?;
+    let events = payment_events(stream, config, keys_partition, Some(&partition)).await?;
     let events = events
         .get(partition.as_str())
         .map(Vec::as_slice)

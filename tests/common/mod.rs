@@ -137,10 +137,16 @@ pub async fn message_count(config: &LogConfig) -> u64 {
         .messages
 }
 
+/// The partition of the ledger's keys, where verify reads the keys that sign exclusions:
+/// the checkpoints' default, which every test uses.
+pub fn keys_partition() -> Partition {
+    ansinh::checkpoint::CheckpointConfig::default().keys_partition
+}
+
 /// Verifies the whole log and returns the report; panics if it does not verify.
 pub async fn verified(config: &LogConfig) -> ansinh::verify::VerifyReport {
     let mut stream = stream_of(config).await;
-    ansinh::verify::verify(&mut stream, config, None, |_| {})
+    ansinh::verify::verify(&mut stream, config, &keys_partition(), None, |_| {})
         .await
         .expect("the log verifies")
 }

@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use super::keys::KeyRing;
 use super::proofs::{
-    CONSISTENCY_FORMAT, CheckpointDocument, ConsistencyDocument, INCLUSION_FORMAT,
-    InclusionDocument,
+    CONSISTENCY_FORMAT, COSIGNATURES_MAX, CheckpointDocument, ConsistencyDocument,
+    INCLUSION_FORMAT, InclusionDocument, distinct_cosignatures,
 };
 use super::read::{self, ChainPosition, Next, StoredCheckpoint};
 use super::sign::{self, KeyPair};
@@ -50,6 +50,7 @@ pub struct CheckpointStatus {
     pub key_id: String,
     pub issued_at_unix_ms: i64,
     pub stream_sequence: u64,
+    /// One per key (the earliest valid cosignature), at most `COSIGNATURES_MAX`.
     pub cosigners: Vec<CosignerStatus>,
 }
 
@@ -140,21 +141,21 @@ impl Auditor {
         Ok(out)
     }
 
-    /// Valid cosignatures of one checkpoint.
+    /// Valid cosignatures of one checkpoint, one per key, at most `COSIGNATURES_MAX`
+    /// (`proofs::distinct_cosignatures`): what a document carries.
     pub async fn cosignatures_of(
         &self,
         partition: &Partition,
         checkpoint: &StoredCheckpoint,
     ) -> Result<Vec<proto::Cosignature>, CheckpointError> {
-        Ok(
+        Ok(distinct_cosignatures(
+            &checkpoint.signed.checkpoint,
             read::read_cosignatures(&self.checkpoints, &self.config, partition)
                 .await?
                 .into_iter()
                 .filter_map(Result::ok)
-                .map(|s| s.cosignature)
-                .filter(|c| sign::verify_cosignature(c, &checkpoint.signed.checkpoint).is_ok())
-                .collect(),
-        )
+                .map(|s| s.cosignature),
+        ))
     }
 
     /// The event hashes 1..=tree_size of a partition (chain checked), and the stored
@@ -565,11 +566,21 @@ impl Auditor {
                 continue;
             }
             match sign::verify_cosignature(c, &valid[i].stored.signed.checkpoint) {
-                Ok(()) => statuses[i].cosigners.push(CosignerStatus {
-                    cosigner_id: c.cosigner_id.clone(),
-                    key_id: c.key_id.clone(),
-                    signed_at_unix_ms: c.signed_at_unix_ms,
-                }),
+                // One key is one cosigner: its earliest cosignature is listed, a later
+                // one (the cosigner signing again) adds nothing, and past
+                // COSIGNATURES_MAX keys none is, as no document carries more.
+                Ok(()) => {
+                    let cosigners = &mut statuses[i].cosigners;
+                    if cosigners.len() < COSIGNATURES_MAX
+                        && !cosigners.iter().any(|k| k.key_id == c.key_id)
+                    {
+                        cosigners.push(CosignerStatus {
+                            cosigner_id: c.cosigner_id.clone(),
+                            key_id: c.key_id.clone(),
+                            signed_at_unix_ms: c.signed_at_unix_ms,
+                        });
+                    }
+                }
                 Err(e) => problem(audit, s.stream_sequence, format!("cosignature: {e}")),
             }
         }

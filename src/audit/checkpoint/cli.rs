@@ -273,23 +273,19 @@ fn print_audit(
             let Some(latest) = checkpoints.iter().max_by_key(|c| c.tree_size) else {
                 continue;
             };
-            let cosigners: Vec<&str> = latest
+            let cosigners: Vec<String> = latest
                 .cosigners
                 .iter()
-                .map(|s| s.cosigner_id.as_str())
+                .map(|s| format!("{} (key {})", s.cosigner_id, s.key_id))
                 .collect();
             println!(
-                "CHECKPOINTS partition {partition}: {} checkpoints, latest size {} root {} key {} issued {}; cosigned by: {}",
+                "CHECKPOINTS partition {partition}: {} checkpoints, latest size {} root {} key {} issued {}; {}",
                 checkpoints.len(),
                 latest.tree_size,
                 latest.root,
                 latest.key_id,
                 time(latest.issued_at_unix_ms),
-                if cosigners.is_empty() {
-                    "nobody yet".to_string()
-                } else {
-                    cosigners.join(", ")
-                }
+                cosigned_by(&cosigners)
             );
             continue;
         }
@@ -307,16 +303,12 @@ fn print_audit(
                 })
                 .collect();
             println!(
-                "CHECKPOINT partition {partition} size {} root {} key {} issued {}; cosigned by: {}",
+                "CHECKPOINT partition {partition} size {} root {} key {} issued {}; {}",
                 c.tree_size,
                 c.root,
                 c.key_id,
                 time(c.issued_at_unix_ms),
-                if cosigners.is_empty() {
-                    "nobody yet".to_string()
-                } else {
-                    cosigners.join(", ")
-                }
+                cosigned_by(&cosigners)
             );
         }
     }
@@ -331,6 +323,17 @@ fn print_audit(
         println!("OK {count} checkpoints match the log");
     }
     Ok(())
+}
+
+/// Who cosigned a checkpoint, for people. The count is of distinct keys: a checkpoint
+/// lists one cosignature a key (`CheckpointStatus::cosigners`), so a cosigner who signs
+/// again, or one key under two names, counts once.
+fn cosigned_by(cosigners: &[String]) -> String {
+    match cosigners.len() {
+        0 => "cosigned by nobody yet".to_string(),
+        1 => format!("cosigned by 1 distinct key: {}", cosigners[0]),
+        n => format!("cosigned by {n} distinct keys: {}", cosigners.join(", ")),
+    }
 }
 
 /// `ansinh admin rotate-key`: a new ledger key, recorded as an event signed by the old.

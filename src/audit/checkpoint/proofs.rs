@@ -20,8 +20,26 @@ pub const CONSISTENCY_FORMAT: &str = "ansinh/v1/consistency-proof";
 /// Largest document accepted, in bytes: an event is at most 64 KiB (128 KiB as hex) and
 /// a path at most 128 hashes; anything larger is refused before parsing.
 pub const PROOF_DOCUMENT_BYTES_MAX: usize = 1 << 20;
-/// Most cosignatures carried with one checkpoint.
+/// Most cosignatures carried with one checkpoint, each by another key.
 pub const COSIGNATURES_MAX: usize = 64;
+
+/// The cosignatures a checkpoint carries, from those stored (in stream order): the ones
+/// that verify over its signed bytes, one per key, the earliest (a cosigner who signs
+/// again adds nothing, and one key under two cosigner ids is one cosigner), and at most
+/// COSIGNATURES_MAX. Everything that gathers cosignatures for a document or a listing
+/// goes through here, so no gathering makes a document the check refuses.
+pub fn distinct_cosignatures(
+    checkpoint: &[u8],
+    stored: impl IntoIterator<Item = proto::Cosignature>,
+) -> Vec<proto::Cosignature> {
+    let mut keys = std::collections::BTreeSet::new();
+    stored
+        .into_iter()
+        .filter(|c| sign::verify_cosignature(c, checkpoint).is_ok())
+        .filter(|c| keys.insert(c.key_id.clone()))
+        .take(COSIGNATURES_MAX)
+        .collect()
+}
 
 /// Why a document was refused. Every variant means "do not trust it".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -187,8 +205,8 @@ impl CheckpointDocument {
     }
 
     /// Checks the signature with the carried key, the view against the signed bytes,
-    /// every cosignature, and the key against `trusted` (when not empty). Returns the
-    /// body and the cosigner ids.
+    /// every cosignature (at most COSIGNATURES_MAX, no two by one key), and the key
+    /// against `trusted` (when not empty). Returns the body and the cosigner ids.
     pub fn check(
         &self,
         name: &str,
@@ -226,11 +244,18 @@ impl CheckpointDocument {
             ));
         }
         let mut cosigners = Vec::with_capacity(self.cosignatures.len());
+        let mut keys = std::collections::BTreeSet::new();
         for (i, c) in self.cosignatures.iter().enumerate() {
             let what = format!("{name}.cosignatures[{i}]");
             let c = c.to_proto(&what)?;
-            sign::verify_cosignature(&c, &bytes)
-                .map_err(|cause| CheckError::Signature { what, cause })?;
+            sign::verify_cosignature(&c, &bytes).map_err(|cause| CheckError::Signature {
+                what: what.clone(),
+                cause,
+            })?;
+            // The key id is the verified key's: one key is one cosigner, however named.
+            if !keys.insert(c.key_id.clone()) {
+                return Err(field(&what, format!("key {} cosigns twice", c.key_id)));
+            }
             cosigners.push(format!("{} (key {})", c.cosigner_id, c.key_id));
         }
         Ok((body, cosigners))

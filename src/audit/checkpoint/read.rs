@@ -107,11 +107,20 @@ pub async fn read_key_ring(
     log: &LogConfig,
     config: &CheckpointConfig,
 ) -> Result<KeyRing, CheckpointError> {
+    read_key_ring_in(events, log, &config.keys_partition).await
+}
+
+/// The ledger's key history from `keys_partition` (its chain checked too).
+pub async fn read_key_ring_in(
+    events: &Stream,
+    log: &LogConfig,
+    keys_partition: &Partition,
+) -> Result<KeyRing, CheckpointError> {
     let mut ring = KeyRing::default();
     read_chain(
         events,
         log,
-        ChainPosition::genesis(config.keys_partition.clone()),
+        ChainPosition::genesis(keys_partition.clone()),
         |head, _, envelope| {
             // Other payloads in the key partition are not keys; they are ignored.
             if let Some(Payload::LedgerKeyRotated(r)) = &envelope.payload {
