@@ -95,7 +95,8 @@ pub enum LoanAction {
     WriteOff {
         disaster_ref: String,
     },
-    /// Reverse the event at this partition sequence (a disbursement or repayment).
+    /// Reverse the event at this partition sequence (a disbursement or repayment) of the
+    /// loan named with it; the event of another loan is refused.
     Reverse {
         sequence: u64,
     },
@@ -752,6 +753,7 @@ impl Service {
             LoanAction::Freeze { disaster_ref } => CommandKind::Freeze { loan, disaster_ref },
             LoanAction::WriteOff { disaster_ref } => CommandKind::WriteOff { loan, disaster_ref },
             LoanAction::Reverse { sequence } => CommandKind::Reverse {
+                loan,
                 event: codec::main_id(sequence),
             },
         };

@@ -515,6 +515,85 @@ async fn a_loan_year_keeps_books_balanced_and_refuses_what_it_must() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reversal_named_on_one_loan_never_reverses_another_loans_event() {
+    let w = world().await;
+    let (mine, theirs) = ("0100007-000001", "0100014-000001");
+    for (id, citizen) in [(mine, "001085012345"), (theirs, "001085012346")] {
+        w.register(id, &person(citizen, None)).await.unwrap();
+        w.classify_poor(id).await;
+    }
+    let manager = staff(Role::BranchManager, "01");
+    // Approved in this order, they are 01-L1 and 01-L2.
+    for (id, loan) in [(mine, "01-L1"), (theirs, "01-L2")] {
+        w.loan(
+            &manager,
+            &format!("approve:{id}"),
+            None,
+            World::approve(id),
+            "2026-02-02",
+        )
+        .await
+        .unwrap();
+        w.loan(
+            &manager,
+            &format!("disburse:{id}"),
+            Some(loan),
+            LoanAction::Disburse {
+                amount: Decimal::from(30_000_000),
+                channel: Channel::CommuneTransactionPoint,
+            },
+            "2026-02-05",
+        )
+        .await
+        .unwrap();
+    }
+    let theirs_repaid = w
+        .loan(
+            &manager,
+            "repay:theirs",
+            Some("01-L2"),
+            LoanAction::Repay {
+                amount: Decimal::from(1_000_000),
+            },
+            "2026-03-20",
+        )
+        .await
+        .unwrap();
+    let before = w.events().await;
+    let named_on_mine = w
+        .loan(
+            &manager,
+            "reverse:on-mine",
+            Some("01-L1"),
+            LoanAction::Reverse {
+                sequence: theirs_repaid.sequence,
+            },
+            "2026-03-21",
+        )
+        .await;
+    assert_eq!(
+        refused(named_on_mine),
+        Rejection::EventOfAnotherLoan {
+            event: theirs_repaid.sequence,
+            loan: 1
+        }
+    );
+    assert_eq!(w.events().await, before);
+    // Named on its own loan, the same event is reversed.
+    w.loan(
+        &manager,
+        "reverse:on-theirs",
+        Some("01-L2"),
+        LoanAction::Reverse {
+            sequence: theirs_repaid.sequence,
+        },
+        "2026-03-21",
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_household_moves_to_another_province_with_its_standing() {
     let w = world().await;
     let from = hh("0100007-000001");

@@ -360,6 +360,7 @@ fn repayment_reversal_restores_and_is_not_an_edit() {
         .when(loan_cmd(
             "2025-02-12",
             CommandKind::Reverse {
+                loan: 1,
                 event: repayment_id,
             },
         ))
@@ -386,6 +387,7 @@ fn repayment_reversal_restores_and_is_not_an_edit() {
                     loan_cmd(
                         "2025-02-12",
                         CommandKind::Reverse {
+                            loan: 1,
                             event: repayment_id
                         }
                     )
@@ -400,21 +402,33 @@ fn repayment_reversal_restores_and_is_not_an_edit() {
     given(&h)
         .when(loan_cmd(
             "2025-02-12",
-            CommandKind::Reverse { event: disb_id },
+            CommandKind::Reverse {
+                loan: 1,
+                event: disb_id,
+            },
         ))
         .then_rejects(Rejection::NotLatestEvent {
             event: disb_id,
             latest: Some(repayment_id),
         });
     given(&h)
-        .when(loan_cmd("2025-02-12", CommandKind::Reverse { event: 999 }))
+        .when(loan_cmd(
+            "2025-02-12",
+            CommandKind::Reverse {
+                loan: 1,
+                event: 999,
+            },
+        ))
         .then_rejects(Rejection::UnknownEvent { event: 999 });
 }
 
 #[test]
 fn disbursement_reversal_returns_loan_to_approved() {
     given(&poor_loan_history())
-        .when(loan_cmd("2025-01-10", CommandKind::Reverse { event: 3 }))
+        .when(loan_cmd(
+            "2025-01-10",
+            CommandKind::Reverse { loan: 1, event: 3 },
+        ))
         .then(|b, _| {
             let p = &b.loans[&1].position;
             assert_eq!(p.status, LoanStatus::Approved);
@@ -586,6 +600,47 @@ fn reversal_cannot_reopen_a_second_loan_of_one_programme() {
     );
     let payoff = more[1].id;
     given(&[base, more].concat())
-        .when(cmd("2025-02-12", CommandKind::Reverse { event: payoff }))
+        .when(cmd(
+            "2025-02-12",
+            CommandKind::Reverse {
+                loan: 1,
+                event: payoff,
+            },
+        ))
         .then_rejects(Rejection::ActiveLoanExists { loan: 2 });
+}
+
+#[test]
+fn a_reversal_of_another_loans_event_refused() {
+    let base = poor_loan_history();
+    let water = history_from(
+        &base,
+        &[
+            approve("2025-01-11", "RURAL_CLEAN_WATER_SANITATION", 20_000_000, 60),
+            disburse("2025-01-12", 2, 20_000_000),
+        ],
+    );
+    let water_tranche = water.last().unwrap().id;
+    let h = [base, water].concat();
+    given(&h)
+        .when(cmd(
+            "2025-01-13",
+            CommandKind::Reverse {
+                loan: 1,
+                event: water_tranche,
+            },
+        ))
+        .then_rejects(Rejection::EventOfAnotherLoan {
+            event: water_tranche,
+            loan: 1,
+        });
+    given(&h)
+        .when(cmd(
+            "2025-01-13",
+            CommandKind::Reverse {
+                loan: 2,
+                event: water_tranche,
+            },
+        ))
+        .then(|b, _| assert_eq!(b.loans[&2].position.status, LoanStatus::Approved));
 }

@@ -56,8 +56,8 @@ pub enum Command {
         effective: NaiveDate,
         signed: Option<payments::SignedPost>,
     },
-    /// A loan command. To reverse the event at partition sequence `s`, use
-    /// `CommandKind::Reverse { event: codec::main_id(s) }`.
+    /// A loan command. To reverse the event at partition sequence `s` of loan `l`, use
+    /// `CommandKind::Reverse { loan: l, event: codec::main_id(s) }`.
     Loan {
         kind: CommandKind,
         effective: NaiveDate,
@@ -141,6 +141,19 @@ pub fn loan_ref(partition: &str, loan: LoanId) -> String {
 pub fn parse_loan_ref(s: &str) -> Option<(String, LoanId)> {
     let r = crate::input::loan_ref(s).ok()?;
     Some((r.partition.to_string(), r.number))
+}
+
+/// A loan refusal as a person reads it: the loan domain counts its events with ids of
+/// its own (`codec::main_id`), people know an event by its partition sequence (on its
+/// receipt, in `audit verify`).
+fn in_sequences(refusal: Rejection) -> Rejection {
+    match refusal {
+        Rejection::EventOfAnotherLoan { event, loan } => Rejection::EventOfAnotherLoan {
+            event: codec::sequence_of(event),
+            loan,
+        },
+        other => other,
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -356,22 +369,17 @@ impl PartitionBook {
                         self.registry.active(household)?;
                         (household.clone(), self.loans.last_loan_id + 1)
                     }
-                    CommandKind::Reverse { event } => {
-                        let loan = self
-                            .loans
-                            .reversible_events
-                            .get(event)
-                            .copied()
-                            .ok_or(Rejection::UnknownEvent { event: *event })?;
-                        (self.loans.loans[&loan].household.clone(), loan)
-                    }
+                    // A reversal names its loan like every other loan command: the unit
+                    // is checked against that loan's household, and the domain refuses
+                    // an event that is not that loan's.
                     CommandKind::Disburse { loan, .. }
                     | CommandKind::Repay { loan, .. }
                     | CommandKind::AccrueInterest { loan }
                     | CommandKind::MarkOverdue { loan }
                     | CommandKind::Extend { loan, .. }
                     | CommandKind::Freeze { loan, .. }
-                    | CommandKind::WriteOff { loan, .. } => {
+                    | CommandKind::WriteOff { loan, .. }
+                    | CommandKind::Reverse { loan, .. } => {
                         let l = self
                             .loans
                             .loans
@@ -395,7 +403,8 @@ impl PartitionBook {
                         effective: *effective,
                         kind: kind.clone(),
                     },
-                )?;
+                )
+                .map_err(in_sequences)?;
                 let payload = codec::loan_payload(&events).ok_or(Rejection::NothingToRecord)?;
                 Ok(Proposal {
                     payload,

@@ -344,7 +344,7 @@ pub enum LoanCommand {
     },
     /// Reverse a mistaken disbursement or repayment by a new event.
     Reverse {
-        /// The loan's reference. Example: 01-L1
+        /// The loan's reference; the event must be this loan's. Example: 01-L1
         #[arg(long, value_parser = ansinh::input::loan_ref)]
         loan: LoanRef,
         /// Partition sequence of the event to reverse, as `audit verify` or a receipt

@@ -255,6 +255,10 @@ pub enum Rejection {
     /// can), or it was already reversed. Post a correcting command instead.
     #[error("event {event} cannot be reversed")]
     NotReversible { event: u64 },
+    /// The event is not one of the loan named: a reversal names both, and they must
+    /// agree. Check the loan's reference and the event's sequence (on its receipt).
+    #[error("event {event} is not an event of loan {loan}")]
+    EventOfAnotherLoan { event: u64, loan: u64 },
     /// Only a loan's latest event can be reversed; later events were computed
     /// on top of it. Reverse the later events first (newest first).
     #[error("event {event} is not the loan's latest event ({latest:?})")]
