@@ -9,14 +9,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ansinh::access::{Caller, Role};
+use ansinh::book::{Command, PartitionBook, Proposal, codec};
 use ansinh::domain::Rejection;
 use ansinh::domain::eligibility::{Area, ClassificationInputs};
 use ansinh::domain::ids::HouseholdId;
-use ansinh::domain::loans::{Channel, EntrustedOrganisation};
+use ansinh::domain::loans::{Channel, CommandKind, EntrustedOrganisation, LoanStatus};
+use ansinh::domain::registry::Change;
 use ansinh::log::{Ledger, LogConfig, Receipt};
 use ansinh::personal::{Member, PersonalData, VaultError};
 use ansinh::projection::Projector;
-use ansinh::proto::envelope::Payload;
+use ansinh::proto::{self, envelope::Payload};
 use ansinh::service::{LoanAction, Request, Service, ServiceError};
 use chrono::NaiveDate;
 use common::*;
@@ -81,6 +83,19 @@ fn person(head_id: &str, member_id: Option<&str>) -> PersonalData {
     }
 }
 
+/// A 2026 review that finds a rural household poor.
+fn poor_inputs() -> ClassificationInputs {
+    ClassificationInputs {
+        income_per_person_month: Decimal::from(1_200_000),
+        area: Area::Rural,
+        deprived: ["employment", "nutrition", "drinking_water"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>(),
+        review_year: 2026,
+    }
+}
+
 fn rq<'a>(caller: &'a Caller, key: &'a str) -> Request<'a> {
     Request {
         caller,
@@ -108,20 +123,11 @@ impl World {
     async fn classify_poor(&self, id: &str) -> Receipt {
         let officer = staff(Role::CreditOfficer, "01");
         let h = hh(id);
-        let inputs = ClassificationInputs {
-            income_per_person_month: Decimal::from(1_200_000),
-            area: Area::Rural,
-            deprived: ["employment", "nutrition", "drinking_water"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<BTreeSet<_>>(),
-            review_year: 2026,
-        };
         self.service
             .classify(
                 &rq(&officer, &format!("review:{id}")),
                 &h,
-                inputs,
+                poor_inputs(),
                 d("2026-01-10"),
             )
             .await
@@ -1137,4 +1143,130 @@ async fn a_deleted_data_directory_loses_nothing_and_another_process_reads_every_
         .await
         .unwrap_err();
     assert!(e.to_string().contains("other-secrets"), "{e}");
+}
+
+// ---- the book alone: each command decided and folded in memory, as its writer does
+
+/// One partition's book folded in memory: each command decided against it, then its
+/// events applied at the next sequences, as the partition writer does.
+struct Folded(PartitionBook);
+
+fn branch_manager() -> proto::Actor {
+    proto::Actor {
+        id: "staff:manager".into(),
+        role: "branch_manager".into(),
+        unit: "01".into(),
+    }
+}
+
+/// A loan command of a branch manager of province 01.
+fn loan_command(kind: CommandKind, on: &str) -> Command {
+    Command::Loan {
+        kind,
+        effective: d(on),
+        reason: "test".into(),
+        unit: "01".into(),
+    }
+}
+
+fn approval(id: &str) -> CommandKind {
+    CommandKind::Approve {
+        household: hh(id),
+        programme: "POOR_HOUSEHOLD".into(),
+        amount: Decimal::from(30_000_000),
+        term_months: 36,
+        savings_group: "TK-01".into(),
+        entrusted: EntrustedOrganisation::WomensUnion,
+    }
+}
+
+fn tranche(loan: u64, amount: i64) -> CommandKind {
+    CommandKind::Disburse {
+        loan,
+        amount: Decimal::from(amount),
+        channel: Channel::CommuneTransactionPoint,
+    }
+}
+
+fn repayment(loan: u64, amount: i64) -> CommandKind {
+    CommandKind::Repay {
+        loan,
+        amount: Decimal::from(amount),
+    }
+}
+
+/// The reversal of the event at partition `sequence`, named on `loan`.
+fn reversal(loan: u64, sequence: u64) -> CommandKind {
+    CommandKind::Reverse {
+        loan,
+        event: codec::main_id(sequence),
+    }
+}
+
+impl Folded {
+    fn new() -> Self {
+        Folded(PartitionBook::new("01"))
+    }
+
+    fn decide(&self, command: &Command) -> Result<Vec<Proposal>, Rejection> {
+        self.0.decide(command, &branch_manager())
+    }
+
+    /// Records `command` (a fixture: a refusal panics); the sequence of its last event.
+    fn record(&mut self, command: Command) -> u64 {
+        let proposals = self
+            .decide(&command)
+            .unwrap_or_else(|r| panic!("{command:?}: {r}"));
+        for p in proposals {
+            let next = self.0.sequence + 1;
+            self.0
+                .apply(next, Some(&branch_manager()), Some(&p.payload));
+        }
+        assert_eq!(self.0.unreadable, 0);
+        self.0.sequence
+    }
+
+    /// `id` registered (one member, citizen `citizen`) and found poor.
+    fn poor_household(&mut self, id: &str, citizen: u8) {
+        self.record(Command::Registry(Change::Registered {
+            household: hh(id),
+            area: Area::Rural,
+            members: 1,
+            citizens: vec![[citizen; 32]],
+            sealed: vec![1],
+            on: d("2026-01-05"),
+        }));
+        self.record(Command::Classify {
+            household: hh(id),
+            inputs: poor_inputs(),
+            decided_on: d("2026-01-10"),
+        });
+    }
+}
+
+#[test]
+fn a_reversal_never_reopens_a_loan_of_a_household_that_moved_away() {
+    let mut book = Folded::new();
+    let id = "0100007-000001";
+    book.poor_household(id, 1);
+    book.record(loan_command(approval(id), "2026-02-02"));
+    book.record(loan_command(tranche(1, 30_000_000), "2026-02-05"));
+    // Paid off the day it was disbursed: nothing accrued, the loan closes.
+    let payoff = book.record(loan_command(repayment(1, 30_000_000), "2026-02-05"));
+    assert_eq!(book.0.loans.loans[&1].position.status, LoanStatus::Closed);
+    // While the household lives here, the payoff can be reversed.
+    let reverse_payoff = loan_command(reversal(1, payoff), "2026-03-02");
+    assert!(book.decide(&reverse_payoff).is_ok());
+    // A closed loan does not hold the household back.
+    book.record(Command::MoveOut {
+        household: hh(id),
+        to: hh("7900007-000001"),
+        on: d("2026-03-01"),
+    });
+    assert_eq!(
+        book.decide(&reverse_payoff),
+        Err(Rejection::HouseholdInactive {
+            household: id.into()
+        })
+    );
 }

@@ -405,6 +405,23 @@ impl PartitionBook {
                     },
                 )
                 .map_err(in_sequences)?;
+                // A reversal that reopens a paid-off loan needs its household still living
+                // here: a closed loan does not hold a household back from moving (MoveOut
+                // refuses open loans only), and a reopened loan of a household gone would
+                // be owed in a partition that no longer serves it.
+                if let [
+                    loans::Event {
+                        body: loans::EventBody::Reversed { loan, restored, .. },
+                        ..
+                    },
+                ] = events.as_slice()
+                {
+                    if restored.status.is_open()
+                        && !self.loans.loans[loan].position.status.is_open()
+                    {
+                        self.registry.active(&household)?;
+                    }
+                }
                 let payload = codec::loan_payload(&events).ok_or(Rejection::NothingToRecord)?;
                 Ok(Proposal {
                     payload,
