@@ -1226,8 +1226,8 @@ impl Folded {
         self.0.sequence
     }
 
-    /// `id` registered (one member, citizen `citizen`) and found poor.
-    fn poor_household(&mut self, id: &str, citizen: u8) {
+    /// `id` registered, with one member, citizen `citizen`; the registration's sequence.
+    fn register(&mut self, id: &str, citizen: u8) -> u64 {
         self.record(Command::Registry(Change::Registered {
             household: hh(id),
             area: Area::Rural,
@@ -1235,7 +1235,12 @@ impl Folded {
             citizens: vec![[citizen; 32]],
             sealed: vec![1],
             on: d("2026-01-05"),
-        }));
+        }))
+    }
+
+    /// `id` registered (one member, citizen `citizen`) and found poor.
+    fn poor_household(&mut self, id: &str, citizen: u8) {
+        self.register(id, citizen);
         self.record(Command::Classify {
             household: hh(id),
             inputs: poor_inputs(),
@@ -1267,6 +1272,46 @@ fn a_reversal_never_reopens_a_loan_of_a_household_that_moved_away() {
         book.decide(&reverse_payoff),
         Err(Rejection::HouseholdInactive {
             household: id.into()
+        })
+    );
+}
+
+#[test]
+fn a_refused_reversal_says_why_and_names_events_by_their_partition_sequence() {
+    let mut book = Folded::new();
+    let id = "0100007-000001";
+    book.poor_household(id, 1);
+    let approved = book.record(loan_command(approval(id), "2026-02-02"));
+    let disbursed = book.record(loan_command(tranche(1, 30_000_000), "2026-02-05"));
+    let repaid = book.record(loan_command(repayment(1, 1_000_000), "2026-03-20"));
+    let reverse = |sequence| loan_command(reversal(1, sequence), "2026-03-21");
+    // Later events were computed on top of the tranche.
+    assert_eq!(
+        book.decide(&reverse(disbursed)),
+        Err(Rejection::NotLatestEvent {
+            event: disbursed,
+            latest: Some(repaid)
+        })
+    );
+    book.record(reverse(repaid));
+    // Once reversed, an event is known and not reversible; so is an approval.
+    for event in [repaid, approved] {
+        assert_eq!(
+            book.decide(&reverse(event)),
+            Err(Rejection::NotReversible { event })
+        );
+    }
+    // So is an event of the partition after the loan book's last (a registration).
+    let registered = book.register("0100007-000002", 2);
+    assert_eq!(
+        book.decide(&reverse(registered)),
+        Err(Rejection::NotReversible { event: registered })
+    );
+    // A sequence the partition has not reached is unknown.
+    assert_eq!(
+        book.decide(&reverse(registered + 1)),
+        Err(Rejection::UnknownEvent {
+            event: registered + 1
         })
     );
 }

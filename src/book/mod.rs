@@ -143,19 +143,6 @@ pub fn parse_loan_ref(s: &str) -> Option<(String, LoanId)> {
     Some((r.partition.to_string(), r.number))
 }
 
-/// A loan refusal as a person reads it: the loan domain counts its events with ids of
-/// its own (`codec::main_id`), people know an event by its partition sequence (on its
-/// receipt, in `audit verify`).
-fn in_sequences(refusal: Rejection) -> Rejection {
-    match refusal {
-        Rejection::EventOfAnotherLoan { event, loan } => Rejection::EventOfAnotherLoan {
-            event: codec::sequence_of(event),
-            loan,
-        },
-        other => other,
-    }
-}
-
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PartitionBook {
     pub partition: String,
@@ -404,7 +391,7 @@ impl PartitionBook {
                         kind: kind.clone(),
                     },
                 )
-                .map_err(in_sequences)?;
+                .map_err(|r| self.in_sequences(r))?;
                 // A reversal that reopens a paid-off loan needs its household still living
                 // here: a closed loan does not hold a household back from moving (MoveOut
                 // refuses open loans only), and a reopened loan of a household gone would
@@ -428,6 +415,34 @@ impl PartitionBook {
                     subjects: self.subjects(&household, Some(loan)),
                 })
             }
+        }
+    }
+
+    /// A loan refusal as a person reads it. The loan domain counts its events with ids
+    /// of its own (`codec::main_id`); people know an event by its partition sequence (on
+    /// its receipt, in `audit verify`). And the loan book counts only loan events, so an
+    /// event it does not know may still be one the partition holds (a registration after
+    /// the last loan event): that one is there, and not reversible, rather than unknown.
+    fn in_sequences(&self, refusal: Rejection) -> Rejection {
+        let sequence = codec::sequence_of;
+        match refusal {
+            Rejection::UnknownEvent { event } | Rejection::NotReversible { event } => {
+                let event = sequence(event);
+                if (1..=self.sequence).contains(&event) {
+                    Rejection::NotReversible { event }
+                } else {
+                    Rejection::UnknownEvent { event }
+                }
+            }
+            Rejection::NotLatestEvent { event, latest } => Rejection::NotLatestEvent {
+                event: sequence(event),
+                latest: latest.map(sequence),
+            },
+            Rejection::EventOfAnotherLoan { event, loan } => Rejection::EventOfAnotherLoan {
+                event: sequence(event),
+                loan,
+            },
+            other => other,
         }
     }
 
