@@ -754,7 +754,10 @@ impl Service {
             LoanAction::WriteOff { disaster_ref } => CommandKind::WriteOff { loan, disaster_ref },
             LoanAction::Reverse { sequence } => CommandKind::Reverse {
                 loan,
-                event: codec::main_id(sequence),
+                // The entrances bound it (`input::SEQUENCE_MAX`); this holds for any caller.
+                event: codec::checked_main_id(sequence).ok_or(ServiceError::Rejected(
+                    Rejection::UnknownEvent { event: sequence },
+                ))?,
             },
         };
         self.submit(

@@ -585,6 +585,27 @@ async fn a_reversal_named_on_one_loan_never_reverses_another_loans_event() {
         }
     );
     assert_eq!(w.events().await, before);
+    // A sequence past any the chain can reach is unknown, not another event: doubled,
+    // 2^63 + 42 would wrap around to the domain id of sequence 42.
+    let past_the_chain = 9_223_372_036_854_775_850;
+    assert_eq!(
+        refused(
+            w.loan(
+                &manager,
+                "reverse:past-the-chain",
+                Some("01-L2"),
+                LoanAction::Reverse {
+                    sequence: past_the_chain
+                },
+                "2026-03-21",
+            )
+            .await
+        ),
+        Rejection::UnknownEvent {
+            event: past_the_chain
+        }
+    );
+    assert_eq!(w.events().await, before);
     // Named on its own loan, the same event is reversed.
     w.loan(
         &manager,
@@ -1314,4 +1335,30 @@ fn a_refused_reversal_says_why_and_names_events_by_their_partition_sequence() {
             event: registered + 1
         })
     );
+}
+
+#[test]
+fn a_recorded_reversal_naming_a_sequence_past_any_chain_is_unreadable_not_a_panic() {
+    let mut book = Folded::new();
+    let id = "0100007-000001";
+    book.poor_household(id, 1);
+    book.record(loan_command(approval(id), "2026-02-02"));
+    book.record(loan_command(tranche(1, 30_000_000), "2026-02-05"));
+    // Only a forgery that chains could hold it: the book leaves it out and counts it.
+    let forged = proto::LoanPostingReversed {
+        loan_number: 1,
+        original_sequence: u64::MAX,
+        restored: Some(codec::position_to_proto(&book.0.loans.loans[&1].position)),
+        effective_on: "2026-02-06".into(),
+        reason: "forged".into(),
+        ..Default::default()
+    };
+    let before = book.0.loans.clone();
+    let next = book.0.sequence + 1;
+    book.0.apply(
+        next,
+        Some(&branch_manager()),
+        Some(&Payload::LoanPostingReversed(forged)),
+    );
+    assert_eq!((book.0.unreadable, &book.0.loans), (1, &before));
 }

@@ -349,7 +349,7 @@ pub enum LoanCommand {
         loan: LoanRef,
         /// Partition sequence of the event to reverse, as `audit verify` or a receipt
         /// prints it, e.g. 42.
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::sequence)]
         sequence: u64,
         /// The date of the reversal (YYYY-MM-DD). Example: 2026-05-02
         #[arg(long, value_parser = ansinh::input::date)]
