@@ -644,3 +644,56 @@ fn a_reversal_of_another_loans_event_refused() {
         ))
         .then(|b, _| assert_eq!(b.loans[&2].position.status, LoanStatus::Approved));
 }
+
+#[test]
+fn repayment_pays_interest_then_overdue_interest_then_principal() {
+    let base = poor_loan_history();
+    // On 2025-03-15 two instalments (2 000 000) fall overdue; a month later interest
+    // has accrued on both parts.
+    let behind = history_from(
+        &base,
+        &[
+            loan_cmd("2025-03-15", CommandKind::MarkOverdue { loan: 1 }),
+            loan_cmd("2025-04-14", CommandKind::AccrueInterest { loan: 1 }),
+        ],
+    );
+    let h = [base, behind].concat();
+    let p = &given(&h).book.loans[&1].position;
+    // 12 000 000 × 0.55 % × 64/30, then 10 000 000 × 0.55 % × 30/30; 2 000 000 × 0.715 %.
+    assert_eq!(
+        (p.interest_receivable, p.overdue_interest_receivable),
+        (dec!(195800), dec!(14300))
+    );
+    // Less than both interests: the interest is paid whole, the overdue interest in part.
+    given(&h)
+        .when(repay("2025-04-14", 1, dec!(200000)))
+        .then_events(&[EventBody::RepaymentReceived {
+            loan: 1,
+            amount: dec!(200000),
+            to_interest: dec!(195800),
+            to_overdue_interest: dec!(4200),
+            to_overdue_principal: dec!(0),
+            to_principal: dec!(0),
+            status_after: LoanStatus::Active,
+            postings: vec![
+                Posting::debit(Account::CashAtCommunePoint, dec!(200000)),
+                Posting::credit(Account::InterestReceivable, dec!(195800)),
+                Posting::credit(Account::OverdueInterestReceivable, dec!(4200)),
+            ],
+        }]);
+    // Then the overdue principal before the principal.
+    given(&h)
+        .when(repay("2025-04-14", 1, dec!(2310100)))
+        .then(|_, evs| {
+            assert!(matches!(
+                &evs[0].body,
+                EventBody::RepaymentReceived {
+                    to_overdue_interest,
+                    to_overdue_principal,
+                    to_principal,
+                    ..
+                } if (*to_overdue_interest, *to_overdue_principal, *to_principal)
+                    == (dec!(14300), dec!(2000000), dec!(100000))
+            ));
+        });
+}

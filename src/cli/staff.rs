@@ -296,7 +296,7 @@ pub enum LoanCommand {
         /// The loan's reference. Example: 01-L1
         #[arg(long, value_parser = ansinh::input::loan_ref)]
         loan: LoanRef,
-        /// The amount received, whole VND; it pays overdue interest, interest, overdue principal, then principal. Example: 1500000
+        /// The amount received, whole VND; it pays interest, overdue interest, overdue principal, then principal. Example: 1500000
         #[arg(long, value_parser = ansinh::input::money)]
         amount: Decimal,
         /// The date received (YYYY-MM-DD); interest is counted to it. Example: 2026-05-01
