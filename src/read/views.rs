@@ -465,12 +465,14 @@ pub fn detail(payload: Option<&Payload>) -> String {
             "loan L{} repaid {} (interest {}, principal {})",
             l.loan_number,
             l.amount,
-            l.to_interest,
+            add_strs(&l.to_interest, &l.to_overdue_interest),
             add_strs(&l.to_principal, &l.to_overdue_principal)
         ),
         Payload::LoanInterestAccrued(l) => format!(
             "loan L{} interest {} to {}",
-            l.loan_number, l.interest_posted, l.to
+            l.loan_number,
+            add_strs(&l.interest_posted, &l.overdue_interest_posted),
+            l.to
         ),
         Payload::LoanMovedToOverdue(l) => {
             format!("loan L{} overdue {}", l.loan_number, l.amount)
@@ -505,7 +507,9 @@ pub fn detail(payload: Option<&Payload>) -> String {
 fn add_strs(a: &str, b: &str) -> String {
     let a = a.parse::<Decimal>().unwrap_or_default();
     let b = b.parse::<Decimal>().unwrap_or_default();
-    (a + b).to_string()
+    // Checked: a line is made of whatever an event holds, and projecting never panics.
+    a.checked_add(b)
+        .map_or_else(|| format!("{a} + {b}"), |sum| sum.to_string())
 }
 
 /// A loan's contribution to its commune's portfolio.
@@ -972,6 +976,42 @@ pub const ACCOUNTS: [Account; 9] = [
 ];
 
 #[cfg(test)]
+mod detail_tests {
+    use super::*;
+    use crate::proto;
+
+    /// A line's interest is all the interest: a payment that went to overdue interest
+    /// only must not read as paying nothing.
+    #[test]
+    fn a_trail_line_counts_overdue_interest_in_the_interest() {
+        let repaid = Payload::LoanRepaymentReceived(proto::LoanRepaymentReceived {
+            loan_number: 1,
+            amount: "1000000".into(),
+            to_interest: "0".into(),
+            to_overdue_interest: "1000000".into(),
+            to_overdue_principal: "0".into(),
+            to_principal: "0".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            detail(Some(&repaid)),
+            "loan L1 repaid 1000000 (interest 1000000, principal 0)"
+        );
+        let accrued = Payload::LoanInterestAccrued(proto::LoanInterestAccrued {
+            loan_number: 1,
+            interest_posted: "55000".into(),
+            overdue_interest_posted: "14300".into(),
+            to: "2025-04-14".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            detail(Some(&accrued)),
+            "loan L1 interest 69300 to 2025-04-14"
+        );
+    }
+}
+
+#[cfg(test)]
 mod trial_tests {
     use std::cell::RefCell;
 
@@ -1142,7 +1182,7 @@ mod layout_tests {
         let digest = blake3::hash(layouts.as_bytes()).to_hex();
         assert_eq!(
             (crate::projection::PROJECTION_FORMAT, &digest[..16]),
-            (&[11u8][..], "d94bbb064431d9cb"),
+            (&[12u8][..], "d94bbb064431d9cb"),
             "{layouts}"
         );
     }
