@@ -95,7 +95,8 @@ pub enum LoanAction {
     WriteOff {
         disaster_ref: String,
     },
-    /// Reverse the event at this partition sequence (a disbursement or repayment).
+    /// Reverse the event at this partition sequence (a disbursement or repayment) of the
+    /// loan named with it; the event of another loan is refused.
     Reverse {
         sequence: u64,
     },
@@ -752,7 +753,11 @@ impl Service {
             LoanAction::Freeze { disaster_ref } => CommandKind::Freeze { loan, disaster_ref },
             LoanAction::WriteOff { disaster_ref } => CommandKind::WriteOff { loan, disaster_ref },
             LoanAction::Reverse { sequence } => CommandKind::Reverse {
-                event: codec::main_id(sequence),
+                loan,
+                // The entrances bound it (`input::SEQUENCE_MAX`); this holds for any caller.
+                event: codec::checked_main_id(sequence).ok_or(ServiceError::Rejected(
+                    Rejection::UnknownEvent { event: sequence },
+                ))?,
             },
         };
         self.submit(

@@ -9,14 +9,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ansinh::access::{Caller, Role};
+use ansinh::book::{Command, PartitionBook, Proposal, codec};
 use ansinh::domain::Rejection;
 use ansinh::domain::eligibility::{Area, ClassificationInputs};
 use ansinh::domain::ids::HouseholdId;
-use ansinh::domain::loans::{Channel, EntrustedOrganisation};
+use ansinh::domain::loans::{Channel, CommandKind, EntrustedOrganisation, LoanStatus};
+use ansinh::domain::registry::Change;
 use ansinh::log::{Ledger, LogConfig, Receipt};
 use ansinh::personal::{Member, PersonalData, VaultError};
 use ansinh::projection::Projector;
-use ansinh::proto::envelope::Payload;
+use ansinh::proto::{self, envelope::Payload};
 use ansinh::service::{LoanAction, Request, Service, ServiceError};
 use chrono::NaiveDate;
 use common::*;
@@ -81,6 +83,19 @@ fn person(head_id: &str, member_id: Option<&str>) -> PersonalData {
     }
 }
 
+/// A 2026 review that finds a rural household poor.
+fn poor_inputs() -> ClassificationInputs {
+    ClassificationInputs {
+        income_per_person_month: Decimal::from(1_200_000),
+        area: Area::Rural,
+        deprived: ["employment", "nutrition", "drinking_water"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>(),
+        review_year: 2026,
+    }
+}
+
 fn rq<'a>(caller: &'a Caller, key: &'a str) -> Request<'a> {
     Request {
         caller,
@@ -108,20 +123,11 @@ impl World {
     async fn classify_poor(&self, id: &str) -> Receipt {
         let officer = staff(Role::CreditOfficer, "01");
         let h = hh(id);
-        let inputs = ClassificationInputs {
-            income_per_person_month: Decimal::from(1_200_000),
-            area: Area::Rural,
-            deprived: ["employment", "nutrition", "drinking_water"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<BTreeSet<_>>(),
-            review_year: 2026,
-        };
         self.service
             .classify(
                 &rq(&officer, &format!("review:{id}")),
                 &h,
-                inputs,
+                poor_inputs(),
                 d("2026-01-10"),
             )
             .await
@@ -512,6 +518,106 @@ async fn a_loan_year_keeps_books_balanced_and_refuses_what_it_must() {
     let mut stream = stream_of(&w.config).await;
     projector.rebuild(&mut stream, &w.config).await.unwrap();
     assert_eq!(projector.fingerprint().unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reversal_named_on_one_loan_never_reverses_another_loans_event() {
+    let w = world().await;
+    let (mine, theirs) = ("0100007-000001", "0100014-000001");
+    for (id, citizen) in [(mine, "001085012345"), (theirs, "001085012346")] {
+        w.register(id, &person(citizen, None)).await.unwrap();
+        w.classify_poor(id).await;
+    }
+    let manager = staff(Role::BranchManager, "01");
+    // Approved in this order, they are 01-L1 and 01-L2.
+    for (id, loan) in [(mine, "01-L1"), (theirs, "01-L2")] {
+        w.loan(
+            &manager,
+            &format!("approve:{id}"),
+            None,
+            World::approve(id),
+            "2026-02-02",
+        )
+        .await
+        .unwrap();
+        w.loan(
+            &manager,
+            &format!("disburse:{id}"),
+            Some(loan),
+            LoanAction::Disburse {
+                amount: Decimal::from(30_000_000),
+                channel: Channel::CommuneTransactionPoint,
+            },
+            "2026-02-05",
+        )
+        .await
+        .unwrap();
+    }
+    let theirs_repaid = w
+        .loan(
+            &manager,
+            "repay:theirs",
+            Some("01-L2"),
+            LoanAction::Repay {
+                amount: Decimal::from(1_000_000),
+            },
+            "2026-03-20",
+        )
+        .await
+        .unwrap();
+    let before = w.events().await;
+    let named_on_mine = w
+        .loan(
+            &manager,
+            "reverse:on-mine",
+            Some("01-L1"),
+            LoanAction::Reverse {
+                sequence: theirs_repaid.sequence,
+            },
+            "2026-03-21",
+        )
+        .await;
+    assert_eq!(
+        refused(named_on_mine),
+        Rejection::EventOfAnotherLoan {
+            event: theirs_repaid.sequence,
+            loan: 1
+        }
+    );
+    assert_eq!(w.events().await, before);
+    // A sequence past any the chain can reach is unknown, not another event: doubled,
+    // 2^63 + 42 would wrap around to the domain id of sequence 42.
+    let past_the_chain = 9_223_372_036_854_775_850;
+    assert_eq!(
+        refused(
+            w.loan(
+                &manager,
+                "reverse:past-the-chain",
+                Some("01-L2"),
+                LoanAction::Reverse {
+                    sequence: past_the_chain
+                },
+                "2026-03-21",
+            )
+            .await
+        ),
+        Rejection::UnknownEvent {
+            event: past_the_chain
+        }
+    );
+    assert_eq!(w.events().await, before);
+    // Named on its own loan, the same event is reversed.
+    w.loan(
+        &manager,
+        "reverse:on-theirs",
+        Some("01-L2"),
+        LoanAction::Reverse {
+            sequence: theirs_repaid.sequence,
+        },
+        "2026-03-21",
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1058,4 +1164,201 @@ async fn a_deleted_data_directory_loses_nothing_and_another_process_reads_every_
         .await
         .unwrap_err();
     assert!(e.to_string().contains("other-secrets"), "{e}");
+}
+
+// ---- the book alone: each command decided and folded in memory, as its writer does
+
+/// One partition's book folded in memory: each command decided against it, then its
+/// events applied at the next sequences, as the partition writer does.
+struct Folded(PartitionBook);
+
+fn branch_manager() -> proto::Actor {
+    proto::Actor {
+        id: "staff:manager".into(),
+        role: "branch_manager".into(),
+        unit: "01".into(),
+    }
+}
+
+/// A loan command of a branch manager of province 01.
+fn loan_command(kind: CommandKind, on: &str) -> Command {
+    Command::Loan {
+        kind,
+        effective: d(on),
+        reason: "test".into(),
+        unit: "01".into(),
+    }
+}
+
+fn approval(id: &str) -> CommandKind {
+    CommandKind::Approve {
+        household: hh(id),
+        programme: "POOR_HOUSEHOLD".into(),
+        amount: Decimal::from(30_000_000),
+        term_months: 36,
+        savings_group: "TK-01".into(),
+        entrusted: EntrustedOrganisation::WomensUnion,
+    }
+}
+
+fn tranche(loan: u64, amount: i64) -> CommandKind {
+    CommandKind::Disburse {
+        loan,
+        amount: Decimal::from(amount),
+        channel: Channel::CommuneTransactionPoint,
+    }
+}
+
+fn repayment(loan: u64, amount: i64) -> CommandKind {
+    CommandKind::Repay {
+        loan,
+        amount: Decimal::from(amount),
+    }
+}
+
+/// The reversal of the event at partition `sequence`, named on `loan`.
+fn reversal(loan: u64, sequence: u64) -> CommandKind {
+    CommandKind::Reverse {
+        loan,
+        event: codec::main_id(sequence),
+    }
+}
+
+impl Folded {
+    fn new() -> Self {
+        Folded(PartitionBook::new("01"))
+    }
+
+    fn decide(&self, command: &Command) -> Result<Vec<Proposal>, Rejection> {
+        self.0.decide(command, &branch_manager())
+    }
+
+    /// Records `command` (a fixture: a refusal panics); the sequence of its last event.
+    fn record(&mut self, command: Command) -> u64 {
+        let proposals = self
+            .decide(&command)
+            .unwrap_or_else(|r| panic!("{command:?}: {r}"));
+        for p in proposals {
+            let next = self.0.sequence + 1;
+            self.0
+                .apply(next, Some(&branch_manager()), Some(&p.payload));
+        }
+        assert_eq!(self.0.unreadable, 0);
+        self.0.sequence
+    }
+
+    /// `id` registered, with one member, citizen `citizen`; the registration's sequence.
+    fn register(&mut self, id: &str, citizen: u8) -> u64 {
+        self.record(Command::Registry(Change::Registered {
+            household: hh(id),
+            area: Area::Rural,
+            members: 1,
+            citizens: vec![[citizen; 32]],
+            sealed: vec![1],
+            on: d("2026-01-05"),
+        }))
+    }
+
+    /// `id` registered (one member, citizen `citizen`) and found poor.
+    fn poor_household(&mut self, id: &str, citizen: u8) {
+        self.register(id, citizen);
+        self.record(Command::Classify {
+            household: hh(id),
+            inputs: poor_inputs(),
+            decided_on: d("2026-01-10"),
+        });
+    }
+}
+
+#[test]
+fn a_reversal_never_reopens_a_loan_of_a_household_that_moved_away() {
+    let mut book = Folded::new();
+    let id = "0100007-000001";
+    book.poor_household(id, 1);
+    book.record(loan_command(approval(id), "2026-02-02"));
+    book.record(loan_command(tranche(1, 30_000_000), "2026-02-05"));
+    // Paid off the day it was disbursed: nothing accrued, the loan closes.
+    let payoff = book.record(loan_command(repayment(1, 30_000_000), "2026-02-05"));
+    assert_eq!(book.0.loans.loans[&1].position.status, LoanStatus::Closed);
+    // While the household lives here, the payoff can be reversed.
+    let reverse_payoff = loan_command(reversal(1, payoff), "2026-03-02");
+    assert!(book.decide(&reverse_payoff).is_ok());
+    // A closed loan does not hold the household back.
+    book.record(Command::MoveOut {
+        household: hh(id),
+        to: hh("7900007-000001"),
+        on: d("2026-03-01"),
+    });
+    assert_eq!(
+        book.decide(&reverse_payoff),
+        Err(Rejection::HouseholdInactive {
+            household: id.into()
+        })
+    );
+}
+
+#[test]
+fn a_refused_reversal_says_why_and_names_events_by_their_partition_sequence() {
+    let mut book = Folded::new();
+    let id = "0100007-000001";
+    book.poor_household(id, 1);
+    let approved = book.record(loan_command(approval(id), "2026-02-02"));
+    let disbursed = book.record(loan_command(tranche(1, 30_000_000), "2026-02-05"));
+    let repaid = book.record(loan_command(repayment(1, 1_000_000), "2026-03-20"));
+    let reverse = |sequence| loan_command(reversal(1, sequence), "2026-03-21");
+    // Later events were computed on top of the tranche.
+    assert_eq!(
+        book.decide(&reverse(disbursed)),
+        Err(Rejection::NotLatestEvent {
+            event: disbursed,
+            latest: Some(repaid)
+        })
+    );
+    book.record(reverse(repaid));
+    // Once reversed, an event is known and not reversible; so is an approval.
+    for event in [repaid, approved] {
+        assert_eq!(
+            book.decide(&reverse(event)),
+            Err(Rejection::NotReversible { event })
+        );
+    }
+    // So is an event of the partition after the loan book's last (a registration).
+    let registered = book.register("0100007-000002", 2);
+    assert_eq!(
+        book.decide(&reverse(registered)),
+        Err(Rejection::NotReversible { event: registered })
+    );
+    // A sequence the partition has not reached is unknown.
+    assert_eq!(
+        book.decide(&reverse(registered + 1)),
+        Err(Rejection::UnknownEvent {
+            event: registered + 1
+        })
+    );
+}
+
+#[test]
+fn a_recorded_reversal_naming_a_sequence_past_any_chain_is_unreadable_not_a_panic() {
+    let mut book = Folded::new();
+    let id = "0100007-000001";
+    book.poor_household(id, 1);
+    book.record(loan_command(approval(id), "2026-02-02"));
+    book.record(loan_command(tranche(1, 30_000_000), "2026-02-05"));
+    // Only a forgery that chains could hold it: the book leaves it out and counts it.
+    let forged = proto::LoanPostingReversed {
+        loan_number: 1,
+        original_sequence: u64::MAX,
+        restored: Some(codec::position_to_proto(&book.0.loans.loans[&1].position)),
+        effective_on: "2026-02-06".into(),
+        reason: "forged".into(),
+        ..Default::default()
+    };
+    let before = book.0.loans.clone();
+    let next = book.0.sequence + 1;
+    book.0.apply(
+        next,
+        Some(&branch_manager()),
+        Some(&Payload::LoanPostingReversed(forged)),
+    );
+    assert_eq!((book.0.unreadable, &book.0.loans), (1, &before));
 }

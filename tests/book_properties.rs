@@ -131,7 +131,7 @@ async fn run_case(ops: Vec<Op>) {
             .await
             .unwrap();
     }
-    let mut money_events: Vec<u64> = Vec::new();
+    let mut money_events: Vec<(u64, u64)> = Vec::new();
     for op in ops {
         let (loan, action) = match op {
             Op::Wait { days } => {
@@ -179,25 +179,26 @@ async fn run_case(ops: Vec<Op>) {
                 },
             ),
             Op::Reverse { back } => {
-                let Some(&sequence) = money_events.iter().rev().nth(back as usize) else {
+                let Some(&(loan, sequence)) = money_events.iter().rev().nth(back as usize) else {
                     continue;
                 };
-                (Some(1), LoanAction::Reverse { sequence })
+                (Some(loan), LoanAction::Reverse { sequence })
             }
         };
         let reference = loan.map(|n| ansinh::input::loan_ref(&loan_ref("01", n)).unwrap());
-        let is_money = matches!(
-            action,
-            LoanAction::Disburse { .. } | LoanAction::Repay { .. }
-        );
+        // The loan a money event is of, so a reversal names its own loan.
+        let money_loan = match action {
+            LoanAction::Disburse { .. } | LoanAction::Repay { .. } => loan,
+            _ => None,
+        };
         let k = next_key();
         match service
             .loan(&rq(&manager, &k), reference.as_ref(), action, date, "prop")
             .await
         {
             Ok(receipt) => {
-                if is_money {
-                    money_events.push(receipt.sequence);
+                if let Some(loan) = money_loan {
+                    money_events.push((loan, receipt.sequence));
                 }
             }
             // Refusals are part of the property: they must append nothing and

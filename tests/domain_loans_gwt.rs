@@ -360,6 +360,7 @@ fn repayment_reversal_restores_and_is_not_an_edit() {
         .when(loan_cmd(
             "2025-02-12",
             CommandKind::Reverse {
+                loan: 1,
                 event: repayment_id,
             },
         ))
@@ -386,6 +387,7 @@ fn repayment_reversal_restores_and_is_not_an_edit() {
                     loan_cmd(
                         "2025-02-12",
                         CommandKind::Reverse {
+                            loan: 1,
                             event: repayment_id
                         }
                     )
@@ -400,21 +402,33 @@ fn repayment_reversal_restores_and_is_not_an_edit() {
     given(&h)
         .when(loan_cmd(
             "2025-02-12",
-            CommandKind::Reverse { event: disb_id },
+            CommandKind::Reverse {
+                loan: 1,
+                event: disb_id,
+            },
         ))
         .then_rejects(Rejection::NotLatestEvent {
             event: disb_id,
             latest: Some(repayment_id),
         });
     given(&h)
-        .when(loan_cmd("2025-02-12", CommandKind::Reverse { event: 999 }))
+        .when(loan_cmd(
+            "2025-02-12",
+            CommandKind::Reverse {
+                loan: 1,
+                event: 999,
+            },
+        ))
         .then_rejects(Rejection::UnknownEvent { event: 999 });
 }
 
 #[test]
 fn disbursement_reversal_returns_loan_to_approved() {
     given(&poor_loan_history())
-        .when(loan_cmd("2025-01-10", CommandKind::Reverse { event: 3 }))
+        .when(loan_cmd(
+            "2025-01-10",
+            CommandKind::Reverse { loan: 1, event: 3 },
+        ))
         .then(|b, _| {
             let p = &b.loans[&1].position;
             assert_eq!(p.status, LoanStatus::Approved);
@@ -586,6 +600,100 @@ fn reversal_cannot_reopen_a_second_loan_of_one_programme() {
     );
     let payoff = more[1].id;
     given(&[base, more].concat())
-        .when(cmd("2025-02-12", CommandKind::Reverse { event: payoff }))
+        .when(cmd(
+            "2025-02-12",
+            CommandKind::Reverse {
+                loan: 1,
+                event: payoff,
+            },
+        ))
         .then_rejects(Rejection::ActiveLoanExists { loan: 2 });
+}
+
+#[test]
+fn a_reversal_of_another_loans_event_refused() {
+    let base = poor_loan_history();
+    let water = history_from(
+        &base,
+        &[
+            approve("2025-01-11", "RURAL_CLEAN_WATER_SANITATION", 20_000_000, 60),
+            disburse("2025-01-12", 2, 20_000_000),
+        ],
+    );
+    let water_tranche = water.last().unwrap().id;
+    let h = [base, water].concat();
+    given(&h)
+        .when(cmd(
+            "2025-01-13",
+            CommandKind::Reverse {
+                loan: 1,
+                event: water_tranche,
+            },
+        ))
+        .then_rejects(Rejection::EventOfAnotherLoan {
+            event: water_tranche,
+            loan: 1,
+        });
+    given(&h)
+        .when(cmd(
+            "2025-01-13",
+            CommandKind::Reverse {
+                loan: 2,
+                event: water_tranche,
+            },
+        ))
+        .then(|b, _| assert_eq!(b.loans[&2].position.status, LoanStatus::Approved));
+}
+
+#[test]
+fn repayment_pays_interest_then_overdue_interest_then_principal() {
+    let base = poor_loan_history();
+    // On 2025-03-15 two instalments (2 000 000) fall overdue; a month later interest
+    // has accrued on both parts.
+    let behind = history_from(
+        &base,
+        &[
+            loan_cmd("2025-03-15", CommandKind::MarkOverdue { loan: 1 }),
+            loan_cmd("2025-04-14", CommandKind::AccrueInterest { loan: 1 }),
+        ],
+    );
+    let h = [base, behind].concat();
+    let p = &given(&h).book.loans[&1].position;
+    // 12 000 000 × 0.55 % × 64/30, then 10 000 000 × 0.55 % × 30/30; 2 000 000 × 0.715 %.
+    assert_eq!(
+        (p.interest_receivable, p.overdue_interest_receivable),
+        (dec!(195800), dec!(14300))
+    );
+    // Less than both interests: the interest is paid whole, the overdue interest in part.
+    given(&h)
+        .when(repay("2025-04-14", 1, dec!(200000)))
+        .then_events(&[EventBody::RepaymentReceived {
+            loan: 1,
+            amount: dec!(200000),
+            to_interest: dec!(195800),
+            to_overdue_interest: dec!(4200),
+            to_overdue_principal: dec!(0),
+            to_principal: dec!(0),
+            status_after: LoanStatus::Active,
+            postings: vec![
+                Posting::debit(Account::CashAtCommunePoint, dec!(200000)),
+                Posting::credit(Account::InterestReceivable, dec!(195800)),
+                Posting::credit(Account::OverdueInterestReceivable, dec!(4200)),
+            ],
+        }]);
+    // Then the overdue principal before the principal.
+    given(&h)
+        .when(repay("2025-04-14", 1, dec!(2310100)))
+        .then(|_, evs| {
+            assert!(matches!(
+                &evs[0].body,
+                EventBody::RepaymentReceived {
+                    to_overdue_interest,
+                    to_overdue_principal,
+                    to_principal,
+                    ..
+                } if (*to_overdue_interest, *to_overdue_principal, *to_principal)
+                    == (dec!(14300), dec!(2000000), dec!(100000))
+            ));
+        });
 }

@@ -114,9 +114,14 @@ fn to_kind(book: &LoanBook, op: &Op) -> CommandKind {
             loan,
             disaster_ref: "QD-2".into(),
         },
-        Op::Reverse { back } => CommandKind::Reverse {
-            event: book.last_event_id.saturating_sub(back),
-        },
+        Op::Reverse { back } => {
+            let event = book.last_event_id.saturating_sub(back);
+            CommandKind::Reverse {
+                // The event's own loan where it has one, so reversals get past that check.
+                loan: book.reversible_events.get(&event).copied().unwrap_or(1),
+                event,
+            }
+        }
     }
 }
 

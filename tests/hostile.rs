@@ -290,6 +290,16 @@ async fn hostile_input_at_every_entrance_is_refused_for_what_it_is_and_appends_n
             "MalformedJson",
         ),
         (
+            "a sequence to reverse past any the chain can reach",
+            "POST",
+            "/v1/loans/01-L1/reversals",
+            k,
+            br#"{"sequence": 9223372036854775850, "on": "2026-05-01", "reason": "keyed twice"}"#
+                .to_vec(),
+            BAD,
+            "SchemaViolation",
+        ),
+        (
             "the amount named twice",
             "POST",
             repay,
@@ -1112,6 +1122,22 @@ async fn hostile_input_at_every_entrance_is_refused_for_what_it_is_and_appends_n
                 "2026-05-01",
             ],
             "loan reference",
+        ),
+        (
+            "a sequence to reverse past any the chain can reach",
+            vec![
+                "loans",
+                "reverse",
+                "--loan",
+                "01-L1",
+                "--sequence",
+                "9223372036854775850",
+                "--on",
+                "2026-05-01",
+                "--reason",
+                "keyed twice",
+            ],
+            "sequence",
         ),
         (
             "a repayment of 0",

@@ -48,6 +48,10 @@ fn check_all(s: &str) -> Result<(), TestCaseError> {
             prop_assert!(positive > rust_decimal::Decimal::ZERO);
         }
     }
+    if let Ok(v) = input::sequence(s) {
+        prop_assert_eq!(v.to_string(), s);
+        prop_assert!((1..=input::SEQUENCE_MAX).contains(&v));
+    }
     if let Ok(v) = input::date(s) {
         prop_assert_eq!(v.format("%Y-%m-%d").to_string(), s);
     }
@@ -128,6 +132,18 @@ proptest! {
         prop_assert!(input::money(&padded).is_err());
         let above = (u128::from(n) + 1_000_000_000_000_001).to_string();
         prop_assert!(input::money(&above).is_err());
+    }
+
+    #[test]
+    fn sequences_round_trip_up_to_the_last_a_chain_can_reach(n in 1u64..=input::SEQUENCE_MAX) {
+        let s = n.to_string();
+        prop_assert_eq!(input::sequence(&s).unwrap(), n);
+        // Past it, doubled, a sequence would wrap around to another event's id.
+        let past = (u128::from(n) + u128::from(input::SEQUENCE_MAX)).to_string();
+        prop_assert_eq!(input::sequence(&past).unwrap_err().kind, Kind::Sequence);
+        for refused in ["0".to_owned(), format!("0{n}"), format!("+{n}")] {
+            prop_assert!(input::sequence(&refused).is_err(), "{}", refused);
+        }
     }
 
     #[test]

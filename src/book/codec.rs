@@ -38,13 +38,23 @@ fn bad(field: &'static str, problem: impl ToString) -> CodecError {
     }
 }
 
-/// Id of the accrual a command triggered, inside the event at `sequence`.
+/// Id of the accrual a command triggered, inside the event at `sequence` (a position in
+/// the chain, as for `main_id`).
 pub fn accrual_id(sequence: u64) -> EventId {
-    sequence * 2
+    sequence
+        .checked_mul(2)
+        .expect("a chain position below 2^63")
 }
-/// Id of the main domain event carried by the event at `sequence`.
+/// Id of the main domain event carried by the event at `sequence`, a position in the
+/// chain: no chain comes near 2^63 events. A sequence from outside (a person, a payload's
+/// `original_sequence`) goes through `checked_main_id`.
 pub fn main_id(sequence: u64) -> EventId {
-    sequence * 2 + 1
+    checked_main_id(sequence).expect("a chain position below 2^63")
+}
+/// `main_id` of a sequence given from outside: None past 2^63 - 1, where the id would not
+/// fit (wrapped, 2^63 + s would name the event at s).
+pub fn checked_main_id(sequence: u64) -> Option<EventId> {
+    sequence.checked_mul(2)?.checked_add(1)
 }
 /// The partition sequence that carries domain event `id`.
 pub fn sequence_of(id: EventId) -> u64 {
@@ -837,7 +847,8 @@ pub fn loan_events(
             p.effective_on.as_str(),
             p.reason.as_str(),
             EventBody::Reversed {
-                original: main_id(p.original_sequence),
+                original: checked_main_id(p.original_sequence)
+                    .ok_or_else(|| bad("original_sequence", "past any sequence of a chain"))?,
                 loan: p.loan_number,
                 restored: position_from_proto(
                     p.restored

@@ -56,8 +56,8 @@ pub enum Command {
         effective: NaiveDate,
         signed: Option<payments::SignedPost>,
     },
-    /// A loan command. To reverse the event at partition sequence `s`, use
-    /// `CommandKind::Reverse { event: codec::main_id(s) }`.
+    /// A loan command. To reverse the event at partition sequence `s` of loan `l`, use
+    /// `CommandKind::Reverse { loan: l, event: codec::main_id(s) }`.
     Loan {
         kind: CommandKind,
         effective: NaiveDate,
@@ -356,22 +356,17 @@ impl PartitionBook {
                         self.registry.active(household)?;
                         (household.clone(), self.loans.last_loan_id + 1)
                     }
-                    CommandKind::Reverse { event } => {
-                        let loan = self
-                            .loans
-                            .reversible_events
-                            .get(event)
-                            .copied()
-                            .ok_or(Rejection::UnknownEvent { event: *event })?;
-                        (self.loans.loans[&loan].household.clone(), loan)
-                    }
+                    // A reversal names its loan like every other loan command: the unit
+                    // is checked against that loan's household, and the domain refuses
+                    // an event that is not that loan's.
                     CommandKind::Disburse { loan, .. }
                     | CommandKind::Repay { loan, .. }
                     | CommandKind::AccrueInterest { loan }
                     | CommandKind::MarkOverdue { loan }
                     | CommandKind::Extend { loan, .. }
                     | CommandKind::Freeze { loan, .. }
-                    | CommandKind::WriteOff { loan, .. } => {
+                    | CommandKind::WriteOff { loan, .. }
+                    | CommandKind::Reverse { loan, .. } => {
                         let l = self
                             .loans
                             .loans
@@ -395,13 +390,59 @@ impl PartitionBook {
                         effective: *effective,
                         kind: kind.clone(),
                     },
-                )?;
+                )
+                .map_err(|r| self.in_sequences(r))?;
+                // A reversal that reopens a paid-off loan needs its household still living
+                // here: a closed loan does not hold a household back from moving (MoveOut
+                // refuses open loans only), and a reopened loan of a household gone would
+                // be owed in a partition that no longer serves it.
+                if let [
+                    loans::Event {
+                        body: loans::EventBody::Reversed { loan, restored, .. },
+                        ..
+                    },
+                ] = events.as_slice()
+                {
+                    if restored.status.is_open()
+                        && !self.loans.loans[loan].position.status.is_open()
+                    {
+                        self.registry.active(&household)?;
+                    }
+                }
                 let payload = codec::loan_payload(&events).ok_or(Rejection::NothingToRecord)?;
                 Ok(Proposal {
                     payload,
                     subjects: self.subjects(&household, Some(loan)),
                 })
             }
+        }
+    }
+
+    /// A loan refusal as a person reads it. The loan domain counts its events with ids
+    /// of its own (`codec::main_id`); people know an event by its partition sequence (on
+    /// its receipt, in `audit verify`). And the loan book counts only loan events, so an
+    /// event it does not know may still be one the partition holds (a registration after
+    /// the last loan event): that one is there, and not reversible, rather than unknown.
+    fn in_sequences(&self, refusal: Rejection) -> Rejection {
+        let sequence = codec::sequence_of;
+        match refusal {
+            Rejection::UnknownEvent { event } | Rejection::NotReversible { event } => {
+                let event = sequence(event);
+                if (1..=self.sequence).contains(&event) {
+                    Rejection::NotReversible { event }
+                } else {
+                    Rejection::UnknownEvent { event }
+                }
+            }
+            Rejection::NotLatestEvent { event, latest } => Rejection::NotLatestEvent {
+                event: sequence(event),
+                latest: latest.map(sequence),
+            },
+            Rejection::EventOfAnotherLoan { event, loan } => Rejection::EventOfAnotherLoan {
+                event: sequence(event),
+                loan,
+            },
+            other => other,
         }
     }
 

@@ -296,7 +296,7 @@ pub enum LoanCommand {
         /// The loan's reference. Example: 01-L1
         #[arg(long, value_parser = ansinh::input::loan_ref)]
         loan: LoanRef,
-        /// The amount received, whole VND; it pays overdue interest, interest, overdue principal, then principal. Example: 1500000
+        /// The amount received, whole VND; it pays interest, overdue interest, overdue principal, then principal. Example: 1500000
         #[arg(long, value_parser = ansinh::input::money)]
         amount: Decimal,
         /// The date received (YYYY-MM-DD); interest is counted to it. Example: 2026-05-01
@@ -344,12 +344,12 @@ pub enum LoanCommand {
     },
     /// Reverse a mistaken disbursement or repayment by a new event.
     Reverse {
-        /// The loan's reference. Example: 01-L1
+        /// The loan's reference; the event must be this loan's. Example: 01-L1
         #[arg(long, value_parser = ansinh::input::loan_ref)]
         loan: LoanRef,
         /// Partition sequence of the event to reverse, as `audit verify` or a receipt
         /// prints it, e.g. 42.
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::sequence)]
         sequence: u64,
         /// The date of the reversal (YYYY-MM-DD). Example: 2026-05-02
         #[arg(long, value_parser = ansinh::input::date)]

@@ -260,8 +260,11 @@ pub enum CommandKind {
         loan: LoanId,
         disaster_ref: String,
     },
-    /// Reverse a mistaken disbursement or repayment (must be the loan's latest event).
+    /// Reverse a mistaken disbursement or repayment of `loan` (must be its latest
+    /// event). The loan is named as well as the event, so a mistyped event can never
+    /// reverse another loan's money.
     Reverse {
+        loan: LoanId,
         event: EventId,
     },
 }
@@ -855,15 +858,24 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
                 postings,
             });
         }
-        CommandKind::Reverse { event } => {
-            let Some(loan_id) = book.reversible_events.get(event) else {
-                return Err(if *event >= 1 && *event <= book.last_event_id {
-                    Rejection::NotReversible { event: *event }
-                } else {
-                    Rejection::UnknownEvent { event: *event }
-                });
-            };
-            let loan = get_loan(book, *loan_id, date)?;
+        CommandKind::Reverse { loan, event } => {
+            let loan = get_loan(book, *loan, date)?;
+            match book.reversible_events.get(event) {
+                Some(owner) if *owner == loan.id => {}
+                Some(_) => {
+                    return Err(Rejection::EventOfAnotherLoan {
+                        event: *event,
+                        loan: loan.id,
+                    });
+                }
+                None => {
+                    return Err(if *event >= 1 && *event <= book.last_event_id {
+                        Rejection::NotReversible { event: *event }
+                    } else {
+                        Rejection::UnknownEvent { event: *event }
+                    });
+                }
+            }
             let rev = loan
                 .reversible
                 .as_ref()

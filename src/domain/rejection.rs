@@ -253,13 +253,18 @@ pub enum Rejection {
     /// competent authority's decision reference.
     #[error("disaster decision reference is missing")]
     MissingDisasterReference,
-    /// No event with that id is in the book. Check the id.
+    /// No event with that number: through the book, the partition has not reached that
+    /// sequence. Check the sequence on the event's receipt.
     #[error("unknown event {event}")]
     UnknownEvent { event: u64 },
-    /// That event kind cannot be reversed (only disbursements and repayments
-    /// can), or it was already reversed. Post a correcting command instead.
+    /// That event cannot be reversed: only disbursements and repayments can, once.
+    /// It may already be reversed; else post a correcting command instead.
     #[error("event {event} cannot be reversed")]
     NotReversible { event: u64 },
+    /// The event is not one of the loan named: a reversal names both, and they must
+    /// agree. Check the loan's reference and the event's sequence (on its receipt).
+    #[error("event {event} is not an event of loan {loan}")]
+    EventOfAnotherLoan { event: u64, loan: u64 },
     /// Only a loan's latest event can be reversed; later events were computed
     /// on top of it. Reverse the later events first (newest first).
     #[error("event {event} is not the loan's latest event ({latest:?})")]

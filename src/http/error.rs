@@ -336,6 +336,7 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         | NotAMember { .. }
         | SealedDataMalformed { .. }
         | WrongPartition { .. }
+        | EventOfAnotherLoan { .. }
         | UnsupportedCommand { .. }
         | AreaMalformed { .. }
         | NotEligible { .. }

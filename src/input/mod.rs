@@ -33,6 +33,10 @@ pub const MONEY_DIGITS_MAX: usize = 16;
 pub const NAME_CHARS_MAX: usize = 200;
 /// A reason, a decision reference or a note, in characters (defs.json `text`).
 pub const TEXT_CHARS_MAX: usize = 500;
+/// The largest partition sequence any entrance accepts (2^63 - 1), as the HTTP schemas
+/// bound it too (`reverse.request.json`): the loan domain's id of an event is twice its
+/// sequence plus one (`book::codec::main_id`), which must fit in 64 bits.
+pub const SEQUENCE_MAX: u64 = i64::MAX as u64;
 /// A reference such as a gateway id, a key id or a savings group, in characters.
 pub const REF_CHARS_MAX: usize = 64;
 /// An idempotency key, in printable ASCII characters. The ledger scopes a key (by the
@@ -59,6 +63,7 @@ pub enum Kind {
     Name,
     Text,
     Job,
+    Sequence,
 }
 
 impl Kind {
@@ -82,6 +87,7 @@ impl Kind {
             Kind::Name => "name",
             Kind::Text => "text",
             Kind::Job => "job id",
+            Kind::Sequence => "sequence",
         }
     }
 
@@ -113,6 +119,9 @@ impl Kind {
             Kind::Name => "1 to 200 characters of text, no control characters (Lê Văn Tám)",
             Kind::Text => "1 to 500 characters of text, no control characters",
             Kind::Job => "32 lowercase hex digits, as the job's Location named it",
+            Kind::Sequence => {
+                "an event's partition sequence, as its receipt shows it: digits, 1 to 9223372036854775807 (42)"
+            }
         }
     }
 }
@@ -225,6 +234,22 @@ pub fn loan_ref(s: &str) -> Result<LoanRef, InputError> {
 
 pub fn citizen_id(s: &str) -> Result<CitizenId, InputError> {
     CitizenId::parse(s).map_err(|e| InputError::new(Kind::CitizenId, format!("{} ({e})", shown(s))))
+}
+
+/// An event's partition sequence: digits only, no sign or leading zero, 1 to
+/// `SEQUENCE_MAX`.
+pub fn sequence(s: &str) -> Result<u64, InputError> {
+    let bad = |why: &str| InputError::new(Kind::Sequence, format!("{} {why}", shown(s)));
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad("is not digits only"));
+    }
+    if s.starts_with('0') {
+        return Err(bad("starts with 0"));
+    }
+    match s.parse::<u64>() {
+        Ok(n) if n <= SEQUENCE_MAX => Ok(n),
+        _ => Err(bad("is past any sequence of a chain")),
+    }
 }
 
 /// Whole đồng, zero or more: digits only, no sign, fraction, exponent or leading zero.

@@ -61,8 +61,10 @@ const VIEWS: u8 = 2;
 /// lines from one batch are stored together, a run of up to `TRAIL_RUN_LINES_MAX` a record.
 /// 9: trail lines without field names, their hash in 32 bytes (`trail_codec`). 10: every
 /// record without field names (`views::encode_record`). 11: the trail in a file of runs
-/// (`trail_store`), no longer in sled.
-pub(crate) const PROJECTION_FORMAT: &[u8] = &[11];
+/// (`trail_store`), no longer in sled. 12: a trail line's interest counts the overdue
+/// interest too (`views::detail`), and a trial balance posts an event only of a loan
+/// approved in its partition, as the book does: stored lines and balances are rebuilt.
+pub(crate) const PROJECTION_FORMAT: &[u8] = &[12];
 /// Trail lines of one subject from one batch stored together (a run). A page of a trail
 /// reads at most this many lines more than it shows, and a run stays near 10 KB.
 pub const TRAIL_RUN_LINES_MAX: usize = 64;

@@ -465,12 +465,14 @@ pub fn detail(payload: Option<&Payload>) -> String {
             "loan L{} repaid {} (interest {}, principal {})",
             l.loan_number,
             l.amount,
-            l.to_interest,
+            add_strs(&l.to_interest, &l.to_overdue_interest),
             add_strs(&l.to_principal, &l.to_overdue_principal)
         ),
         Payload::LoanInterestAccrued(l) => format!(
             "loan L{} interest {} to {}",
-            l.loan_number, l.interest_posted, l.to
+            l.loan_number,
+            add_strs(&l.interest_posted, &l.overdue_interest_posted),
+            l.to
         ),
         Payload::LoanMovedToOverdue(l) => {
             format!("loan L{} overdue {}", l.loan_number, l.amount)
@@ -505,7 +507,9 @@ pub fn detail(payload: Option<&Payload>) -> String {
 fn add_strs(a: &str, b: &str) -> String {
     let a = a.parse::<Decimal>().unwrap_or_default();
     let b = b.parse::<Decimal>().unwrap_or_default();
-    (a + b).to_string()
+    // Checked: a line is made of whatever an event holds, and projecting never panics.
+    a.checked_add(b)
+        .map_or_else(|| format!("{a} + {b}"), |sum| sum.to_string())
 }
 
 /// A loan's contribution to its commune's portfolio.
@@ -780,7 +784,6 @@ fn apply_loan_event<V: Views>(
     sequence: u64,
     event: &loans::Event,
 ) -> Result<(), V::Error> {
-    post_trial(v, partition, sequence, event.postings())?;
     match &event.body {
         EventBody::HouseholdClassified { decision, .. } => {
             let key = household_key(decision.household.as_str());
@@ -833,6 +836,10 @@ fn apply_loan_event<V: Views>(
             let Some(mut record) = load::<V, Loan>(v, &key)? else {
                 return Ok(());
             };
+            // Posted once the loan is known, as the book posts: an event of a loan never
+            // approved here changes no trial balance. (Classifications and approvals
+            // carry no postings.)
+            post_trial(v, partition, sequence, event.postings())?;
             let commune = record.household.commune().to_string();
             let mut folio = portfolio(v, &commune)?;
             adjust_portfolio(&mut folio, &record, Decimal::NEGATIVE_ONE);
@@ -969,6 +976,117 @@ pub const ACCOUNTS: [Account; 9] = [
 ];
 
 #[cfg(test)]
+mod detail_tests {
+    use super::*;
+    use crate::proto;
+
+    /// A line's interest is all the interest: a payment that went to overdue interest
+    /// only must not read as paying nothing.
+    #[test]
+    fn a_trail_line_counts_overdue_interest_in_the_interest() {
+        let repaid = Payload::LoanRepaymentReceived(proto::LoanRepaymentReceived {
+            loan_number: 1,
+            amount: "1000000".into(),
+            to_interest: "0".into(),
+            to_overdue_interest: "1000000".into(),
+            to_overdue_principal: "0".into(),
+            to_principal: "0".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            detail(Some(&repaid)),
+            "loan L1 repaid 1000000 (interest 1000000, principal 0)"
+        );
+        let accrued = Payload::LoanInterestAccrued(proto::LoanInterestAccrued {
+            loan_number: 1,
+            interest_posted: "55000".into(),
+            overdue_interest_posted: "14300".into(),
+            to: "2025-04-14".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            detail(Some(&accrued)),
+            "loan L1 interest 69300 to 2025-04-14"
+        );
+    }
+}
+
+#[cfg(test)]
+mod trial_tests {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::book::PartitionBook;
+    use crate::proto;
+
+    /// The views of one batch, in memory.
+    #[derive(Default)]
+    struct Memory(RefCell<BTreeMap<String, Vec<u8>>>);
+
+    impl Views for Memory {
+        type Error = String;
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+            Ok(self.0.borrow().get(key).cloned())
+        }
+        fn put(&self, key: &str, value: Vec<u8>) -> Result<(), String> {
+            self.0.borrow_mut().insert(key.to_owned(), value);
+            Ok(())
+        }
+        fn delete(&self, key: &str) -> Result<(), String> {
+            self.0.borrow_mut().remove(key);
+            Ok(())
+        }
+        fn corrupt(&self, what: String) -> String {
+            what
+        }
+    }
+
+    /// Only a forgery that chains could record it; the book leaves it out, and the
+    /// projected trial balance must agree with the book's.
+    #[test]
+    fn an_event_of_a_loan_never_approved_here_changes_neither_trial_balance() {
+        let posting = |account: Account, debit: &str, credit: &str| proto::Posting {
+            account: codec::name(&account),
+            debit: debit.into(),
+            credit: credit.into(),
+        };
+        let repaid = Payload::LoanRepaymentReceived(proto::LoanRepaymentReceived {
+            loan_number: 99,
+            amount: "1000000".into(),
+            to_interest: "0".into(),
+            to_overdue_interest: "0".into(),
+            to_overdue_principal: "0".into(),
+            to_principal: "1000000".into(),
+            status_after: "Active".into(),
+            postings: vec![
+                posting(Account::CashAtCommunePoint, "1000000", "0"),
+                posting(Account::LoanReceivable, "0", "1000000"),
+            ],
+            effective_on: "2026-03-20".into(),
+            reason: "forged".into(),
+            ..Default::default()
+        });
+        let mut book = PartitionBook::new("01");
+        book.apply(1, None, Some(&repaid));
+        assert_eq!(
+            (book.unreadable, book.trial.accounts.len()),
+            (1, 0),
+            "the book leaves it out"
+        );
+        let views = Memory::default();
+        let at = EventAt {
+            stream_sequence: 1,
+            index: 0,
+        };
+        apply(&views, "01", 1, at, "staff:x", None, Some(&repaid)).unwrap();
+        assert_eq!(
+            load::<_, TrialBalanceView>(&views, &trial_key("01")).unwrap(),
+            None
+        );
+    }
+}
+
+#[cfg(test)]
 mod gateway_pending_tests {
     use super::*;
 
@@ -1064,7 +1182,7 @@ mod layout_tests {
         let digest = blake3::hash(layouts.as_bytes()).to_hex();
         assert_eq!(
             (crate::projection::PROJECTION_FORMAT, &digest[..16]),
-            (&[11u8][..], "d94bbb064431d9cb"),
+            (&[12u8][..], "d94bbb064431d9cb"),
             "{layouts}"
         );
     }
