@@ -1314,6 +1314,11 @@ fn a_refused_reversal_says_why_and_names_events_by_their_partition_sequence() {
             latest: Some(repaid)
         })
     );
+    // In words a clerk can act on.
+    assert_eq!(
+        book.decide(&reverse(disbursed)).unwrap_err().to_string(),
+        format!("event {disbursed} is not the loan's latest event: reverse event {repaid} first")
+    );
     book.record(reverse(repaid));
     // Once reversed, an event is known and not reversible; so is an approval.
     for event in [repaid, approved] {

@@ -267,7 +267,10 @@ pub enum Rejection {
     EventOfAnotherLoan { event: u64, loan: u64 },
     /// Only a loan's latest event can be reversed; later events were computed
     /// on top of it. Reverse the later events first (newest first).
-    #[error("event {event} is not the loan's latest event ({latest:?})")]
+    #[error(
+        "event {event} is not the loan's latest event{}",
+        latest.map_or_else(String::new, |l| format!(": reverse event {l} first"))
+    )]
     NotLatestEvent { event: u64, latest: Option<u64> },
 }
 
