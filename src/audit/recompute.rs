@@ -15,7 +15,7 @@ use chrono::NaiveDate;
 
 use crate::book::codec::{self, class_name, status_name};
 use crate::chain::Partition;
-use crate::domain::eligibility::{self, Class, Mismatch as Differs};
+use crate::domain::eligibility::{self, Class, ClassificationDecided, Mismatch as Differs};
 use crate::domain::ids::HouseholdId;
 use crate::log::LogConfig;
 use crate::proto::{EligibilityDecided, HouseholdMovedIn, envelope::Payload};
@@ -45,9 +45,23 @@ pub struct Before {
     pub escaped_until: Option<NaiveDate>,
 }
 
-/// Pure: what is wrong with one recorded decision, if anything, given what the book
-/// held for its household before it (`None`: no decision yet).
-pub fn recheck(d: &EligibilityDecided, before: Option<Before>) -> Option<String> {
+/// A recorded decision as the book reads it (under `household`: a move-in files the
+/// standing it carries under the new id), or why it cannot be read.
+fn read(
+    d: &EligibilityDecided,
+    household: &str,
+) -> Result<(ClassificationDecided, Option<NaiveDate>), String> {
+    let household = HouseholdId::parse(household).map_err(|e| e.to_string())?;
+    codec::decided_from_proto(d, household, "").map_err(|e| e.to_string())
+}
+
+/// Pure: what is wrong with one recorded decision (`read` is its reading), if anything,
+/// given what the book held for its household before it (`None`: no decision yet).
+fn recheck(
+    d: &EligibilityDecided,
+    read: &Result<(ClassificationDecided, Option<NaiveDate>), String>,
+    before: Option<Before>,
+) -> Option<String> {
     let Some(standard) = eligibility::standard_by_id(&d.standard_id) else {
         return Some(format!("unknown standard {:?}", d.standard_id));
     };
@@ -57,11 +71,8 @@ pub fn recheck(d: &EligibilityDecided, before: Option<Before>) -> Option<String>
             d.standard_id, standard.content_hash, d.standard_hash
         ));
     }
-    let (decision, escaped_until) = match HouseholdId::parse(&d.household_id)
-        .map_err(|e| e.to_string())
-        .and_then(|h| codec::decided_from_proto(d, h, "").map_err(|e| e.to_string()))
-    {
-        Ok(decoded) => decoded,
+    let (decision, escaped_until) = match read {
+        Ok((decision, escaped_until)) => (decision, *escaped_until),
         Err(e) => return Some(format!("the decision cannot be read: {e}")),
     };
     let decided_on = decision.decision_date;
@@ -85,8 +96,7 @@ pub fn recheck(d: &EligibilityDecided, before: Option<Before>) -> Option<String>
         ));
     }
     // Class, then status from class and prior class, then validity: the first that differs.
-    if let Err(differs) = eligibility::recompute_against(std::slice::from_ref(standard), &decision)
-    {
+    if let Err(differs) = eligibility::recompute_against(std::slice::from_ref(standard), decision) {
         return Some(match differs {
             Differs::ClassDiffers {
                 recorded,
@@ -131,15 +141,12 @@ pub fn recheck(d: &EligibilityDecided, before: Option<Before>) -> Option<String>
     None
 }
 
-/// What the book holds after a recorded decision, filed under `household` (a move-in
-/// files the standing it carries under the new id); `None` when the book cannot read
-/// it, and so keeps what it held.
-fn held_after(d: &EligibilityDecided, household: &str) -> Option<Before> {
-    let household = HouseholdId::parse(household).ok()?;
-    let (decision, escaped_until) = codec::decided_from_proto(d, household, "").ok()?;
-    Some(Before {
+/// What the book holds after a recorded decision it could read (one it cannot read
+/// leaves it what it held).
+fn held_after(read: &Result<(ClassificationDecided, Option<NaiveDate>), String>) -> Option<Before> {
+    read.as_ref().ok().map(|(decision, escaped_until)| Before {
         class: decision.class,
-        escaped_until,
+        escaped_until: *escaped_until,
     })
 }
 
@@ -156,10 +163,11 @@ impl Rechecker {
     /// Rechecks a recorded decision of `partition`; its problem, if any.
     pub fn decision(&mut self, partition: &str, d: &EligibilityDecided) -> Option<String> {
         let key = (partition.to_string(), d.household_id.clone());
-        let problem = recheck(d, self.held.get(&key).copied());
+        let read = read(d, &d.household_id);
+        let problem = recheck(d, &read, self.held.get(&key).copied());
         // The book applies what was recorded, right or wrong, and decides the next
         // decision from it.
-        if let Some(after) = held_after(d, &d.household_id) {
+        if let Some(after) = held_after(&read) {
             self.held.insert(key, after);
         }
         problem
@@ -170,7 +178,7 @@ impl Rechecker {
         if let Some(after) = m
             .standing
             .as_ref()
-            .and_then(|s| held_after(s, &m.household_id))
+            .and_then(|s| held_after(&read(s, &m.household_id)))
         {
             self.held
                 .insert((partition.to_string(), m.household_id.clone()), after);

@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use super::keys::KeyRing;
 use super::proofs::{
-    CONSISTENCY_FORMAT, COSIGNATURES_MAX, CheckpointDocument, ConsistencyDocument,
-    INCLUSION_FORMAT, InclusionDocument, distinct_cosignatures,
+    CONSISTENCY_FORMAT, CheckpointDocument, ConsistencyDocument, INCLUSION_FORMAT,
+    InclusionDocument, distinct_cosignatures, one_per_key,
 };
 use super::read::{self, ChainPosition, Next, StoredCheckpoint};
 use super::sign::{self, KeyPair};
@@ -537,6 +537,7 @@ impl Auditor {
             .enumerate()
             .map(|(i, v)| (sign::checkpoint_hash(&v.stored.signed.checkpoint), i))
             .collect();
+        let mut verified: Vec<Vec<proto::Cosignature>> = vec![Vec::new(); statuses.len()];
         for stored in read::read_cosignatures(&self.checkpoints, &self.config, partition).await? {
             let s = match stored {
                 Ok(s) => s,
@@ -566,23 +567,21 @@ impl Auditor {
                 continue;
             }
             match sign::verify_cosignature(c, &valid[i].stored.signed.checkpoint) {
-                // One key is one cosigner: its earliest cosignature is listed, a later
-                // one (the cosigner signing again) adds nothing, and past
-                // COSIGNATURES_MAX keys none is, as no document carries more.
-                Ok(()) => {
-                    let cosigners = &mut statuses[i].cosigners;
-                    if cosigners.len() < COSIGNATURES_MAX
-                        && !cosigners.iter().any(|k| k.key_id == c.key_id)
-                    {
-                        cosigners.push(CosignerStatus {
-                            cosigner_id: c.cosigner_id.clone(),
-                            key_id: c.key_id.clone(),
-                            signed_at_unix_ms: c.signed_at_unix_ms,
-                        });
-                    }
-                }
+                Ok(()) => verified[i].push(s.cosignature),
                 Err(e) => problem(audit, s.stream_sequence, format!("cosignature: {e}")),
             }
+        }
+        // Listed as a document carries them (`proofs::one_per_key`): one key is one
+        // cosigner, its earliest cosignature, and at most COSIGNATURES_MAX.
+        for (status, verified) in statuses.iter_mut().zip(verified) {
+            status.cosigners = one_per_key(verified)
+                .into_iter()
+                .map(|c| CosignerStatus {
+                    cosigner_id: c.cosigner_id,
+                    key_id: c.key_id,
+                    signed_at_unix_ms: c.signed_at_unix_ms,
+                })
+                .collect();
         }
         // Only checkpoints that match the log are listed; the others are problems.
         let statuses = statuses

@@ -32,10 +32,21 @@ pub fn distinct_cosignatures(
     checkpoint: &[u8],
     stored: impl IntoIterator<Item = proto::Cosignature>,
 ) -> Vec<proto::Cosignature> {
+    one_per_key(
+        stored
+            .into_iter()
+            .filter(|c| sign::verify_cosignature(c, checkpoint).is_ok()),
+    )
+}
+
+/// Of cosignatures already verified, in stream order: the earliest of each key, at most
+/// COSIGNATURES_MAX (`distinct_cosignatures`'s rule, for a caller that verified them).
+pub fn one_per_key(
+    verified: impl IntoIterator<Item = proto::Cosignature>,
+) -> Vec<proto::Cosignature> {
     let mut keys = std::collections::BTreeSet::new();
-    stored
+    verified
         .into_iter()
-        .filter(|c| sign::verify_cosignature(c, checkpoint).is_ok())
         .filter(|c| keys.insert(c.key_id.clone()))
         .take(COSIGNATURES_MAX)
         .collect()
