@@ -319,7 +319,8 @@ pub fn month(s: &str) -> Result<Month, InputError> {
 
 /// A gateway's id, by the transports' rule (`gateway::is_gateway_id`): it names the
 /// gateway's NATS subjects and its HTTP path, so an entitlement paid through any other
-/// id could never be fetched nor settled.
+/// id could never be fetched nor settled. Checked here, where new ids enter, not in
+/// `GatewayId::parse`: the books still read events recorded with the wider rule.
 pub fn gateway(s: &str) -> Result<GatewayId, InputError> {
     if !crate::gateway::is_gateway_id(s) {
         return Err(InputError::new(Kind::Gateway, shown(s)));
