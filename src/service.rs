@@ -95,6 +95,8 @@ pub enum LoanAction {
     WriteOff {
         disaster_ref: String,
     },
+    /// Cancel the approval of a loan that has nothing disbursed.
+    CancelApproval,
     /// Reverse the event at this partition sequence (a disbursement or repayment) of the
     /// loan named with it; the event of another loan is refused.
     Reverse {
@@ -113,6 +115,7 @@ impl LoanAction {
             LoanAction::Extend { .. } => Operation::Extend,
             LoanAction::Freeze { .. } => Operation::Freeze,
             LoanAction::WriteOff { .. } => Operation::WriteOff,
+            LoanAction::CancelApproval => Operation::CancelApproval,
             LoanAction::Reverse { .. } => Operation::Reverse,
         }
     }
@@ -752,6 +755,7 @@ impl Service {
             LoanAction::Extend { new_due } => CommandKind::Extend { loan, new_due },
             LoanAction::Freeze { disaster_ref } => CommandKind::Freeze { loan, disaster_ref },
             LoanAction::WriteOff { disaster_ref } => CommandKind::WriteOff { loan, disaster_ref },
+            LoanAction::CancelApproval => CommandKind::CancelApproval { loan },
             LoanAction::Reverse { sequence } => CommandKind::Reverse {
                 loan,
                 // The entrances bound it (`input::SEQUENCE_MAX`); this holds for any caller.

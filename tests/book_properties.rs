@@ -50,6 +50,9 @@ enum Op {
     WriteOff {
         loan: u64,
     },
+    CancelApproval {
+        loan: u64,
+    },
     Reverse {
         back: u64,
     },
@@ -68,6 +71,7 @@ fn op() -> impl Strategy<Value = Op> {
         loan.clone().prop_map(|loan| Op::Overdue { loan }),
         loan.clone().prop_map(|loan| Op::Freeze { loan }),
         loan.clone().prop_map(|loan| Op::WriteOff { loan }),
+        loan.clone().prop_map(|loan| Op::CancelApproval { loan }),
         (0u64..4).prop_map(|back| Op::Reverse { back }),
         (1u64..90).prop_map(|days| Op::Wait { days }),
     ]
@@ -178,6 +182,7 @@ async fn run_case(ops: Vec<Op>) {
                     disaster_ref: "QĐ-1".into(),
                 },
             ),
+            Op::CancelApproval { loan } => (Some(loan), LoanAction::CancelApproval),
             Op::Reverse { back } => {
                 let Some(&(loan, sequence)) = money_events.iter().rev().nth(back as usize) else {
                     continue;

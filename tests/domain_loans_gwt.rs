@@ -697,3 +697,73 @@ fn repayment_pays_interest_then_overdue_interest_then_principal() {
             ));
         });
 }
+
+#[test]
+fn an_approval_with_nothing_disbursed_is_cancelled_and_frees_its_programme() {
+    let h = history(&[
+        classify("2025-01-02", 1_200_000, POOR3, 2025),
+        approve("2025-01-05", "POOR_HOUSEHOLD", 10_000_000, 12),
+    ]);
+    let cancel = |date: &str| loan_cmd(date, CommandKind::CancelApproval { loan: 1 });
+    let cancelled = given(&h).when(cancel("2025-01-06"));
+    cancelled
+        .then_events(&[EventBody::ApprovalCancelled { loan: 1 }])
+        .then(|b, _| {
+            let l = &b.loans[&1];
+            assert_eq!(l.position.status, LoanStatus::Cancelled);
+            assert_eq!(l.position.owed(), dec!(0));
+            // Nothing more happens to a cancelled loan: no money, no second cancellation.
+            assert_eq!(
+                decide(b, disburse("2025-01-07", 1, 1_000_000)),
+                Err(Rejection::WrongLoanStatus {
+                    loan: 1,
+                    status: LoanStatus::Cancelled
+                })
+            );
+            assert_eq!(
+                decide(b, cancel("2025-01-07")),
+                Err(Rejection::WrongLoanStatus {
+                    loan: 1,
+                    status: LoanStatus::Cancelled
+                })
+            );
+        });
+    // The household may be approved again in the programme the cancelled loan held.
+    let after = [h.clone(), cancelled.events().to_vec()].concat();
+    given(&after)
+        .when(approve("2025-01-07", "POOR_HOUSEHOLD", 8_000_000, 12))
+        .then(|b, _| assert_eq!(b.loans[&2].position.status, LoanStatus::Approved));
+    // Not before the approval's own date.
+    given(&h)
+        .when(cancel("2025-01-04"))
+        .then_rejects(Rejection::BackDated {
+            last: d("2025-01-05"),
+            effective: d("2025-01-04"),
+        });
+}
+
+#[test]
+fn an_approval_with_money_out_is_not_cancelled_until_the_tranche_is_reversed() {
+    let base = poor_loan_history();
+    let cancel = loan_cmd("2025-01-10", CommandKind::CancelApproval { loan: 1 });
+    given(&base)
+        .when(cancel.clone())
+        .then_rejects(Rejection::WrongLoanStatus {
+            loan: 1,
+            status: LoanStatus::Active,
+        });
+    let disbursement = base.last().unwrap().id;
+    let reversed = history_from(
+        &base,
+        &[loan_cmd(
+            "2025-01-10",
+            CommandKind::Reverse {
+                loan: 1,
+                event: disbursement,
+            },
+        )],
+    );
+    given(&[base, reversed].concat())
+        .when(cancel)
+        .then_events(&[EventBody::ApprovalCancelled { loan: 1 }]);
+}

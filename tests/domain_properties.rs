@@ -17,6 +17,7 @@ enum Op {
     Extend { loan: u64, months: u32 },
     Freeze { loan: u64 },
     WriteOff { loan: u64 },
+    CancelApproval { loan: u64 },
     Reverse { back: u64 },
 }
 
@@ -39,6 +40,7 @@ fn op() -> impl Strategy<Value = Op> {
         (loan.clone(), 1u32..40).prop_map(|(loan, months)| Op::Extend { loan, months }),
         loan.clone().prop_map(|loan| Op::Freeze { loan }),
         loan.clone().prop_map(|loan| Op::WriteOff { loan }),
+        loan.clone().prop_map(|loan| Op::CancelApproval { loan }),
         (0u64..4).prop_map(|back| Op::Reverse { back }),
     ]
 }
@@ -114,6 +116,7 @@ fn to_kind(book: &LoanBook, op: &Op) -> CommandKind {
             loan,
             disaster_ref: "QD-2".into(),
         },
+        Op::CancelApproval { loan } => CommandKind::CancelApproval { loan },
         Op::Reverse { back } => {
             let event = book.last_event_id.saturating_sub(back);
             CommandKind::Reverse {

@@ -1258,6 +1258,111 @@ async fn every_other_write_records_what_it_says() {
     verified(&s.config).await;
 }
 
+/// A loan approved by mistake is cancelled by the branch manager before money goes out:
+/// the loan reads Cancelled, no longer counts as open, and the household is approved again
+/// in the same programme; once a tranche is out, the cancellation is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mistaken_approval_is_cancelled_and_the_household_approved_again() {
+    let s = server().await;
+    let (officer, manager) = (&s.staff.officer, &s.staff.manager);
+    assert_eq!(
+        s.register(HOUSEHOLD, "001085012345").await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(s.classify_poor(HOUSEHOLD).await.status, StatusCode::CREATED);
+    let approved = s
+        .post(officer, "/v1/loans", "approve", Server::approval(HOUSEHOLD))
+        .await;
+    assert_eq!(approved.status, StatusCode::CREATED, "{}", approved.body);
+    let loan = approved.body["loan"].as_str().unwrap().to_owned();
+    let cancellation = format!("/v1/loans/{loan}/cancellation");
+    let body = json!({"on": "2026-02-03", "reason": "approved for the wrong household"});
+    let events = s.events().await;
+
+    let by_officer = s
+        .post(officer, &cancellation, "cancel-o", body.clone())
+        .await;
+    assert_eq!(
+        (by_officer.status, by_officer.kind()),
+        (StatusCode::FORBIDDEN, "RoleDenied")
+    );
+    let without_reason = s
+        .post(
+            manager,
+            &cancellation,
+            "cancel-r",
+            json!({"on": "2026-02-03"}),
+        )
+        .await;
+    assert!(
+        without_reason.status.is_client_error(),
+        "{}",
+        without_reason.body
+    );
+    assert_eq!(s.events().await, events);
+
+    let cancelled = s.post(manager, &cancellation, "cancel", body.clone()).await;
+    assert_eq!(cancelled.status, StatusCode::CREATED, "{}", cancelled.body);
+    let events = events + 1;
+    assert_eq!(s.events().await, events);
+    // A retry finds the work done and succeeds with the same receipt.
+    let again = s.post(manager, &cancellation, "cancel", body.clone()).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body["sequence"], cancelled.body["sequence"]);
+    // A second cancellation under another key is refused: nothing is left to cancel.
+    let twice = s.post(manager, &cancellation, "cancel-2", body).await;
+    assert_eq!(
+        (twice.status, twice.kind()),
+        (StatusCode::CONFLICT, "WrongLoanStatus"),
+        "{}",
+        twice.body
+    );
+    assert_eq!(s.events().await, events);
+
+    let view = s.view(officer, HOUSEHOLD).await;
+    assert_eq!(view["loans"][0]["status"], "Cancelled");
+    let folio = s
+        .get(
+            officer,
+            "/v1/communes/0100007/portfolio",
+            "portfolio.response",
+        )
+        .await;
+    assert_eq!(folio.body["open_loans"], 0);
+
+    // Approved again in the programme the cancelled loan held; once its tranche is out,
+    // it cannot be cancelled.
+    let mut second = Server::approval(HOUSEHOLD);
+    second["on"] = json!("2026-02-04");
+    let approved = s.post(officer, "/v1/loans", "approve-2", second).await;
+    assert_eq!(approved.status, StatusCode::CREATED, "{}", approved.body);
+    let loan = approved.body["loan"].as_str().unwrap().to_owned();
+    let disbursed = s
+        .post(
+            &s.staff.teller,
+            &format!("/v1/loans/{loan}/disbursements"),
+            "disburse-2",
+            json!({"amount": "30000000", "on": "2026-02-05"}),
+        )
+        .await;
+    assert_eq!(disbursed.status, StatusCode::CREATED, "{}", disbursed.body);
+    let late = s
+        .post(
+            manager,
+            &format!("/v1/loans/{loan}/cancellation"),
+            "cancel-3",
+            json!({"on": "2026-02-06", "reason": "too late"}),
+        )
+        .await;
+    assert_eq!(
+        (late.status, late.kind()),
+        (StatusCode::CONFLICT, "WrongLoanStatus"),
+        "{}",
+        late.body
+    );
+    verified(&s.config).await;
+}
+
 /// `ansinh admin add-staff` then `ansinh serve` as an operator runs them: the token it
 /// prints opens the API, no file of tokens is written, and SIGTERM stops the server
 /// cleanly.

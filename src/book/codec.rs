@@ -688,6 +688,13 @@ pub fn loan_payload(events: &[loans::Event]) -> Option<Payload> {
             reason,
             accrual: acc,
         }),
+        EventBody::ApprovalCancelled { loan } => {
+            Payload::LoanApprovalCancelled(proto::LoanApprovalCancelled {
+                loan_number: *loan,
+                effective_on: eff,
+                reason,
+            })
+        }
         EventBody::Reversed {
             original,
             loan,
@@ -840,6 +847,14 @@ pub fn loan_events(
                 interest: parse_money("interest", &p.interest)?,
                 overdue_interest: parse_money("overdue_interest", &p.overdue_interest)?,
                 postings: postings_from_proto(&p.postings)?,
+            },
+        ),
+        Payload::LoanApprovalCancelled(p) => (
+            &none,
+            p.effective_on.as_str(),
+            p.reason.as_str(),
+            EventBody::ApprovalCancelled {
+                loan: p.loan_number,
             },
         ),
         Payload::LoanPostingReversed(p) => (

@@ -366,6 +366,7 @@ impl PartitionBook {
                     | CommandKind::Extend { loan, .. }
                     | CommandKind::Freeze { loan, .. }
                     | CommandKind::WriteOff { loan, .. }
+                    | CommandKind::CancelApproval { loan }
                     | CommandKind::Reverse { loan, .. } => {
                         let l = self
                             .loans

@@ -342,6 +342,19 @@ pub enum LoanCommand {
         #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
     },
+    /// Cancel a loan's approval before anything is disbursed (a mistaken approval, or
+    /// one the household no longer takes up); the household may then be approved again.
+    CancelApproval {
+        /// The loan's reference. Example: 01-L1
+        #[arg(long, value_parser = ansinh::input::loan_ref)]
+        loan: LoanRef,
+        /// The date of the cancellation (YYYY-MM-DD). Example: 2026-05-02
+        #[arg(long, value_parser = ansinh::input::date)]
+        on: NaiveDate,
+        /// Why, as recorded. Example: "approved for the wrong household"
+        #[arg(long, value_parser = ansinh::input::text)]
+        reason: String,
+    },
     /// Reverse a mistaken disbursement or repayment by a new event.
     Reverse {
         /// The loan's reference; the event must be this loan's. Example: 01-L1
@@ -835,6 +848,9 @@ pub async fn loan_command(
             on,
             "risk debt written off by decision".into(),
         ),
+        LoanCommand::CancelApproval { loan, on, reason } => {
+            (Some(loan), LoanAction::CancelApproval, on, reason)
+        }
         LoanCommand::Reverse {
             loan,
             sequence,

@@ -76,6 +76,9 @@ pub enum LoanStatus {
     Closed,
     /// Risk debt written off.
     WrittenOff,
+    /// The approval was cancelled before any money went out (a mistaken approval): the
+    /// loan holds nothing and no longer counts as the household's loan of its programme.
+    Cancelled,
 }
 
 impl LoanStatus {
@@ -260,6 +263,12 @@ pub enum CommandKind {
         loan: LoanId,
         disaster_ref: String,
     },
+    /// Cancel the approval of `loan`, which has nothing disbursed (an approval made by
+    /// mistake, or one the household no longer takes up). An approval is never reversed:
+    /// it carries no money, and the cancellation says why it no longer counts.
+    CancelApproval {
+        loan: LoanId,
+    },
     /// Reverse a mistaken disbursement or repayment of `loan` (must be its latest
     /// event). The loan is named as well as the event, so a mistyped event can never
     /// reverse another loan's money.
@@ -363,6 +372,10 @@ pub enum EventBody {
         restored: LoanPosition,
         postings: Vec<Posting>,
     },
+    // Last, so variants stored by position keep their places.
+    ApprovalCancelled {
+        loan: LoanId,
+    },
 }
 
 impl Event {
@@ -389,6 +402,7 @@ impl Event {
             | EventBody::Extended { loan, .. }
             | EventBody::Frozen { loan, .. }
             | EventBody::WrittenOff { loan, .. }
+            | EventBody::ApprovalCancelled { loan }
             | EventBody::Reversed { loan, .. } => Some(*loan),
         }
     }
@@ -858,6 +872,20 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
                 postings,
             });
         }
+        CommandKind::CancelApproval { loan } => {
+            let l = get_loan(book, *loan, date)?;
+            require_status(l, &[LoanStatus::Approved])?;
+            // Approved means nothing disbursed (a first tranche makes it Active, and a
+            // reversed one restores the position before it); checked all the same, since a
+            // cancelled loan must hold no money.
+            if !l.position.disbursed.is_zero() || !l.position.owed().is_zero() {
+                return Err(Rejection::WrongLoanStatus {
+                    loan: l.id,
+                    status: l.position.status,
+                });
+            }
+            out.push(EventBody::ApprovalCancelled { loan: l.id });
+        }
         CommandKind::Reverse { loan, event } => {
             let loan = get_loan(book, *loan, date)?;
             match book.reversible_events.get(event) {
@@ -1096,6 +1124,7 @@ pub fn apply_loan(loan: &mut Loan, event: &Event) {
             p.extensions += 1;
         }
         EventBody::Frozen { .. } => p.status = LoanStatus::Frozen,
+        EventBody::ApprovalCancelled { .. } => p.status = LoanStatus::Cancelled,
         EventBody::WrittenOff { .. } => {
             p.status = LoanStatus::WrittenOff;
             p.principal = Decimal::ZERO;

@@ -120,6 +120,15 @@ impl RequestBody for WriteOffBody {
 }
 
 #[derive(Debug, Deserialize)]
+pub struct CancelApprovalBody {
+    on: NaiveDate,
+    reason: String,
+}
+impl RequestBody for CancelApprovalBody {
+    const SCHEMA: &'static str = "cancel-approval.request";
+}
+
+#[derive(Debug, Deserialize)]
 pub struct ReverseBody {
     sequence: u64,
     on: NaiveDate,
@@ -330,6 +339,26 @@ pub async fn write_off(
         action,
         value.on,
         reason,
+    )
+    .await
+}
+
+pub async fn cancel_approval(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    key: IdempotencyKey,
+    Path(loan): Path<String>,
+    Body { value, fingerprint }: Body<CancelApprovalBody>,
+) -> Result<Response, ApiError> {
+    command(
+        &api,
+        &caller,
+        &key,
+        fingerprint,
+        &loan,
+        LoanAction::CancelApproval,
+        value.on,
+        &value.reason,
     )
     .await
 }

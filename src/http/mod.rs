@@ -802,6 +802,14 @@ pub fn routes() -> openapi::Routes {
             loans::write_off,
         )
         .post(
+            "/v1/loans/{loan}/cancellation",
+            "Cancel the approval of a loan with nothing disbursed (a branch manager); 409 WrongLoanStatus once money went out",
+            "cancel-approval.request",
+            "receipt.response",
+            Staff,
+            loans::cancel_approval,
+        )
+        .post(
             "/v1/loans/{loan}/reversals",
             "Reverse a mistaken disbursement or repayment",
             "reverse.request",

@@ -43,6 +43,7 @@ pub const SOURCES: &[(&str, &str)] = schemas![
     "freeze.request",
     "write-off.request",
     "reverse.request",
+    "cancel-approval.request",
     "mark-overdue.request",
     "receipt.response",
     "move.response",

@@ -66,6 +66,9 @@ pub enum Operation {
     Extend,
     Freeze,
     WriteOff,
+    /// Cancel a loan's approval before anything is disbursed: like a reversal, a
+    /// correction of what another officer decided, so a branch manager's.
+    CancelApproval,
     Reverse,
     /// Grant, change, stop entitlements; payment runs, timeouts, reissues.
     ManagePayments,

@@ -479,6 +479,7 @@ pub fn detail(payload: Option<&Payload>) -> String {
         }
         Payload::LoanExtended(l) => format!("loan L{} extended to {}", l.loan_number, l.new_due),
         Payload::LoanFrozen(l) => format!("loan L{} frozen ({})", l.loan_number, l.disaster_ref),
+        Payload::LoanApprovalCancelled(l) => format!("loan L{} approval cancelled", l.loan_number),
         Payload::LoanWrittenOff(l) => format!(
             "loan L{} written off ({}): principal {}",
             l.loan_number,

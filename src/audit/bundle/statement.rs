@@ -58,6 +58,7 @@ pub fn event_date(envelope: &Envelope) -> NaiveDate {
         Payload::LoanFrozen(e) => Some(e.effective_on.as_str()),
         Payload::LoanWrittenOff(e) => Some(e.effective_on.as_str()),
         Payload::LoanPostingReversed(e) => Some(e.effective_on.as_str()),
+        Payload::LoanApprovalCancelled(e) => Some(e.effective_on.as_str()),
         Payload::PaymentRecorded(e) => Some(e.effective_on.as_str()),
         Payload::Note(_) | Payload::LedgerKeyRotated(_) | Payload::MessageExcluded(_) => None,
     });
