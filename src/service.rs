@@ -404,7 +404,7 @@ impl Service {
         }
         let citizens = self.indexes(data)?;
         // Who is in the household now (none readable: the book refuses the change).
-        let latest = self.latest_sealed(household).await.ok();
+        let latest = self.latest_sealed_if_any(household).await?;
         let before = self.citizens_in(household, latest.as_deref()).await?;
         let change = Change::MembersChanged {
             household: household.clone(),
@@ -455,7 +455,7 @@ impl Service {
             .blind_index(CitizenId::parse(deceased_citizen_id)?.as_str());
         let (citizens, sealed) = match remaining {
             Some(data) => {
-                let latest = self.latest_sealed(household).await.ok();
+                let latest = self.latest_sealed_if_any(household).await?;
                 (
                     self.indexes(data)?,
                     self.seal_again(household, data, latest.as_deref()).await?,
@@ -494,6 +494,13 @@ impl Service {
             from.commune().as_str(),
         )?;
         let out_key = format!("{}/out", req.idempotency_key);
+        if self
+            .ledger
+            .already_appended(&partition_of(from), &out_key)?
+            .is_none()
+        {
+            self.check_move_in(from, to).await?;
+        }
         let out = self
             .submit(
                 &Request {
@@ -560,6 +567,32 @@ impl Service {
         Ok((out, arrived))
     }
 
+    /// What would refuse a move's second half, checked before its first is appended: the
+    /// move-out cannot be taken back, so a move-in refused after it (a destination id
+    /// already registered, personal data that can no longer be opened) would leave the
+    /// household active nowhere. The destination is read from the projections caught up
+    /// to the end of the stream; a registration of that id landing between this check and
+    /// the move-in is the one case left, and it needs two offices to pick one new id at
+    /// once.
+    async fn check_move_in(
+        &self,
+        from: &HouseholdId,
+        to: &HouseholdId,
+    ) -> Result<(), ServiceError> {
+        // Opens the data as the move-in will (it catches the projections up first).
+        self.personal(from).await?;
+        let registered = self
+            .projector
+            .household(to.as_str())
+            .map_err(|e| AppendError::Nats(e.to_string()))?;
+        if registered.is_some() || to == from {
+            return Err(ServiceError::Rejected(Rejection::HouseholdExists {
+                household: to.to_string(),
+            }));
+        }
+        Ok(())
+    }
+
     /// Destroys the household's data key after recording the erasure. The order
     /// matters: the event first, so an erasure is never unrecorded; a failure after it
     /// is retried by calling again (the event is idempotent, the erase too).
@@ -579,16 +612,25 @@ impl Service {
         // The citizens to free, read while the data key still exists. A retry after the
         // key is gone finds no data and frees nothing more (claims, like the key, were
         // handled the first time, or stay held: refused elsewhere, never doubled).
-        let latest = self.latest_sealed(household).await.ok();
+        let latest = self.latest_sealed_if_any(household).await?;
         let citizens = self.citizens_in(household, latest.as_deref()).await?;
         let change = Change::Erased {
             household: household.clone(),
             on,
             reference: reference.to_owned(),
         };
-        let receipt = self
+        // An erasure already recorded (a retry under another key, as the CLI makes one
+        // per call) still finishes what a failure after its event left undone: the key
+        // destroyed and the citizens freed. Both are idempotent; the caller then hears
+        // that the household was already erased.
+        let recorded = match self
             .submit(req, partition_of(household), Command::Registry(change))
-            .await?;
+            .await
+        {
+            Ok(receipt) => Ok(receipt),
+            Err(e @ ServiceError::Rejected(Rejection::AlreadyErased { .. })) => Err(e),
+            Err(e) => return Err(e),
+        };
         self.claims()
             .await?
             .release(household.as_str(), &citizens)
@@ -598,7 +640,7 @@ impl Service {
         self.vault
             .erase_sealed(household.as_str(), latest.as_deref(), now_unix_ms)
             .await?;
-        Ok(receipt)
+        recorded
     }
 
     /// The citizens of a household's `latest` sealed data, none when there is none or
@@ -641,6 +683,21 @@ impl Service {
         Ok(self.vault.open_sealed(household.as_str(), &sealed).await?)
     }
 
+    /// Like `latest_sealed`, and None for a household the ledger does not know (the book
+    /// refuses the command then). Any other failure is an error: taken for "no data", it
+    /// would seal a household's new data under a second key, or record an erasure that
+    /// destroys no key and frees no citizen.
+    async fn latest_sealed_if_any(
+        &self,
+        household: &HouseholdId,
+    ) -> Result<Option<Vec<u8>>, ServiceError> {
+        match self.latest_sealed(household).await {
+            Ok(sealed) => Ok(Some(sealed)),
+            Err(ServiceError::Rejected(Rejection::HouseholdNotRegistered { .. })) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The latest sealed personal data of a household, located by the projection and
     /// read from the log (the projection stores where, never the data).
     async fn latest_sealed(&self, household: &HouseholdId) -> Result<Vec<u8>, ServiceError> {
@@ -659,10 +716,18 @@ impl Service {
             .sealed_at(household.as_str())
             .map_err(|e| AppendError::Nats(e.to_string()))?
             .ok_or_else(not_registered)?;
+        // The projection names an event the stream must hold: its absence, or another
+        // kind of event there, is damage to report, never "no data".
+        let damaged = |what: String| {
+            AppendError::Undecodable(format!(
+                "household {household}'s personal data at stream sequence {} (event {} of its message): {what}",
+                at.stream_sequence, at.index
+            ))
+        };
         let raw = crate::log::reader::event_at(self.ledger.stream(), at)
             .await
             .map_err(AppendError::Nats)?
-            .ok_or_else(not_registered)?;
+            .ok_or_else(|| damaged("no such message".into()))?;
         let envelope = proto::Envelope::decode(raw.payload.as_ref())
             .map_err(|e| AppendError::Undecodable(e.to_string()))?;
         let sealed = match &envelope.payload {
@@ -670,7 +735,7 @@ impl Service {
             Some(Payload::HouseholdMembersChanged(p)) => &p.sealed_personal,
             Some(Payload::MemberDied(p)) => &p.sealed_personal,
             Some(Payload::HouseholdMovedIn(p)) => &p.sealed_personal,
-            _ => return Err(not_registered()),
+            _ => return Err(damaged("not an event that seals personal data".into()).into()),
         };
         Ok(sealed.to_vec())
     }

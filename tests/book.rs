@@ -679,6 +679,92 @@ async fn a_household_moves_to_another_province_with_its_standing() {
     assert_eq!(verified(&w.config).await.events, 5);
 }
 
+/// A move whose second half would be refused is refused whole: the move-out cannot be
+/// taken back, and appended alone it would leave the household active nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_onto_a_registered_id_or_with_erased_data_appends_nothing() {
+    let w = world().await;
+    let from = hh("0100007-000001");
+    register_in(&w.service, from.as_str(), &person("001085012345", None))
+        .await
+        .unwrap();
+    register_in(&w.service, "7900007-000001", &person("079085000001", None))
+        .await
+        .unwrap();
+    let officer = staff(Role::CreditOfficer, "01");
+    let before = w.events().await;
+    for to in ["7900007-000001", "0100007-000001"] {
+        let r = w
+            .service
+            .move_household(
+                &rq(&officer, &format!("move-{to}")),
+                &from,
+                &hh(to),
+                Area::Urban,
+                d("2026-05-01"),
+            )
+            .await;
+        assert_eq!(
+            refused(r.map(|(out, _)| out)),
+            Rejection::HouseholdExists {
+                household: to.into()
+            }
+        );
+    }
+    assert_eq!(w.events().await, before);
+    let projector = w.projector().await;
+    assert_eq!(
+        projector
+            .household(from.as_str())
+            .unwrap()
+            .unwrap()
+            .residence,
+        "active"
+    );
+
+    // Data that can no longer be opened cannot move either.
+    let erased = hh("0100007-000002");
+    register_in(&w.service, erased.as_str(), &person("001085022222", None))
+        .await
+        .unwrap();
+    let manager = staff(Role::BranchManager, "01");
+    w.service
+        .erase_personal_data(
+            &rq(&manager, "erase"),
+            &erased,
+            d("2026-04-01"),
+            "QĐ 1/2026",
+            1,
+        )
+        .await
+        .unwrap();
+    let before = w.events().await;
+    let moved = w
+        .service
+        .move_household(
+            &rq(&officer, "move-erased"),
+            &erased,
+            &hh("7900007-000077"),
+            Area::Urban,
+            d("2026-05-01"),
+        )
+        .await;
+    assert!(moved.is_err(), "{moved:?}");
+    assert_eq!(w.events().await, before);
+
+    // To an id nobody holds, the same household moves.
+    w.service
+        .move_household(
+            &rq(&officer, "move"),
+            &from,
+            &hh("7900007-000042"),
+            Area::Urban,
+            d("2026-05-01"),
+        )
+        .await
+        .unwrap();
+}
+
 /// Registers `id` by a credit officer of its own province.
 async fn register_in(
     service: &Service,
