@@ -141,6 +141,10 @@ pub struct Service {
     /// Country-wide citizen claims (`claims`), opened on first use and shared by every
     /// clone, so a process gathers all its claim writes into one batcher.
     claims: Arc<tokio::sync::OnceCell<Claims>>,
+    /// The clock today is read from (`set_clock`; the system clock otherwise), shared by
+    /// every clone: `serve` sets the one its gateway sink dates results by, the demo its
+    /// played days, a test a pinned day.
+    clock: Arc<std::sync::OnceLock<crate::clock::Clock>>,
 }
 
 impl From<ClaimError> for ServiceError {
@@ -174,6 +178,21 @@ impl Service {
             vault,
             projector,
             claims: Arc::new(tokio::sync::OnceCell::new()),
+            clock: Arc::new(std::sync::OnceLock::new()),
+        }
+    }
+
+    /// Sets the clock today is read from, for this service and its clones (once; later
+    /// calls change nothing).
+    pub fn set_clock(&self, clock: crate::clock::Clock) {
+        let _ = self.clock.set(clock);
+    }
+
+    /// Today in Vietnam by the service's clock.
+    pub fn today(&self) -> NaiveDate {
+        match self.clock.get() {
+            Some(clock) => crate::clock::today_by(clock),
+            None => crate::clock::today(),
         }
     }
 
@@ -875,6 +894,15 @@ impl Service {
         match commune {
             Some(c) => access::authorize(req.caller, op, &c)?,
             None => partition_wide(req.caller, op, partition)?,
+        }
+        if let K::Run { .. } | K::Reissue { .. } = &kind {
+            let today = self.today();
+            if effective > today {
+                return Err(ServiceError::Rejected(Rejection::IssuedInFuture {
+                    on: effective,
+                    today,
+                }));
+            }
         }
         self.submit(
             req,

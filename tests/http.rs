@@ -1258,6 +1258,66 @@ async fn every_other_write_records_what_it_says() {
     verified(&s.config).await;
 }
 
+/// Instructions are never issued on a day still to come: gateways fetch them at once, and
+/// every result they posted before that day would be refused as back-dated, leaving money
+/// paid and unrecorded. A run, a province's run job and a reissue are dated today at most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instructions_are_never_issued_on_a_day_still_to_come() {
+    // 23:30 on 2026-10-10 in Vietnam: the 11th is still to come.
+    let s = server_at("2026-10-10T23:30:00+07:00").await;
+    s.funded_october().await;
+    let m = &s.staff.manager;
+    let before = s.events().await;
+    for (path, key, schema) in [
+        (
+            "/v1/communes/0100007/payment-runs",
+            "run-ahead",
+            "payment-run.response",
+        ),
+        (
+            "/v1/partitions/01/payment-runs",
+            "job-ahead",
+            "job.response",
+        ),
+    ] {
+        let refused = s
+            .send(
+                m,
+                path,
+                key,
+                json!({"period": "2026-10", "on": "2026-10-11"}),
+                schema,
+            )
+            .await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "IssuedInFuture"),
+            "{path}: {}",
+            refused.body
+        );
+        assert!(
+            refused.body["message"]
+                .as_str()
+                .unwrap()
+                .contains("2026-10-10"),
+            "{}",
+            refused.body
+        );
+    }
+    assert_eq!(s.events().await, before);
+    let paid = s
+        .send(
+            m,
+            "/v1/communes/0100007/payment-runs",
+            "run",
+            json!({"period": "2026-10", "on": "2026-10-10"}),
+            "payment-run.response",
+        )
+        .await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.body);
+    assert_eq!(paid.body["instructions"], 1);
+}
+
 /// A loan approved by mistake is cancelled by the branch manager before money goes out:
 /// the loan reads Cancelled, no longer counts as open, and the household is approved again
 /// in the same programme; once a tranche is out, the cancellation is refused.

@@ -238,6 +238,8 @@ pub async fn run(
     let mut rng = Seeded::new(4242);
     let programme = ProgrammeId::parse(PROGRAMME)?;
     let sink = Arc::new(LedgerSink::new(service.clone(), Arc::new(demo_clock)));
+    // The staff side's today too: a run is issued on a day already played, never later.
+    service.set_clock(Arc::new(demo_clock));
     // Each side connects as its own user of the server (the embedded server's passwords
     // are this process's; on a server without users they are sent and ignored).
     let (nats_url, users) = (nats.url, nats.users);
@@ -281,6 +283,7 @@ pub async fn run(
     }
     for month in 1..=months {
         let period = Month::new(year, month)?;
+        set_demo_clock(d(year, month, 5));
         for (partition, per_commune) in &per_partition {
             for (commune, count) in per_commune {
                 let kind = CommandKind::Allocate {

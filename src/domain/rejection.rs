@@ -170,6 +170,12 @@ pub enum Rejection {
     /// them twice. Ask as of today or an earlier day.
     #[error("timeouts as of {as_of} cannot be asked before that day (today is {today})")]
     TimeoutsAsOfInFuture { as_of: NaiveDate, today: NaiveDate },
+    /// A payment run or reissue dated after today (in Vietnam, by the ledger's clock):
+    /// gateways fetch an instruction as soon as it is issued, and every result they post
+    /// before its date would be refused as back-dated, leaving money paid and unrecorded.
+    /// Issue it on today or an earlier day.
+    #[error("instructions cannot be issued on {on}, a day still to come (today is {today})")]
+    IssuedInFuture { on: NaiveDate, today: NaiveDate },
     /// Area must be "rural" or "urban".
     #[error("area {found:?} is neither rural nor urban")]
     AreaMalformed { found: String },

@@ -350,7 +350,8 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         | MissingDisasterReference
         | Payment(_)
         | PostOutsideReplayWindow { .. }
-        | TimeoutsAsOfInFuture { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        | TimeoutsAsOfInFuture { .. }
+        | IssuedInFuture { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         ArithmeticOverflow => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

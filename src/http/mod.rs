@@ -303,9 +303,6 @@ struct Inner {
     /// Where the signed checkpoints are (`serve` sets the command line's; default
     /// otherwise), for the auditor routes.
     checkpoints: std::sync::OnceLock<crate::checkpoint::CheckpointConfig>,
-    /// The clock today is read from (`serve` sets the one its gateway sink reads; the
-    /// system clock otherwise).
-    clock: std::sync::OnceLock<crate::clock::Clock>,
     /// The console's session keys, derived from the shared ledger secret on first use.
     console_keys: tokio::sync::OnceCell<console::session::Keys>,
 }
@@ -379,7 +376,6 @@ impl Api {
             jobs,
             gateways,
             checkpoints: std::sync::OnceLock::new(),
-            clock: std::sync::OnceLock::new(),
             console_keys: tokio::sync::OnceCell::new(),
         })))
     }
@@ -390,18 +386,15 @@ impl Api {
         let _ = self.0.checkpoints.set(config);
     }
 
-    /// Sets the clock the API reads today from (once; later calls change nothing), so a
-    /// test can pin the day.
+    /// Sets the clock the API and its service read today from (once; later calls change
+    /// nothing), so a test can pin the day.
     pub fn set_clock(&self, clock: crate::clock::Clock) {
-        let _ = self.0.clock.set(clock);
+        self.0.service.set_clock(clock);
     }
 
-    /// Today in Vietnam, read here at the edge: the default day of a read.
+    /// Today in Vietnam, by the service's clock: the default day of a read.
     pub fn today(&self) -> chrono::NaiveDate {
-        match self.0.clock.get() {
-            Some(clock) => crate::clock::today_by(clock),
-            None => crate::clock::today(),
-        }
+        self.0.service.today()
     }
 
     fn checkpoints(&self) -> crate::checkpoint::CheckpointConfig {
