@@ -864,6 +864,37 @@ async fn over_http_foreign_malformed_and_out_of_range_posts_are_refused_with_typ
         (a.status, a.kind()),
         (StatusCode::UNAUTHORIZED, "StaleRequest")
     );
+    // A query nothing can read: unsigned, the signature is asked for first; signed, a
+    // typed refusal naming the parameter, never the framework's plain text.
+    let unreadable = "/v1/gateways/vcb/instructions?max=abc";
+    let response = s
+        .client
+        .get(format!("{}{unreadable}", s.base))
+        .send()
+        .await
+        .unwrap();
+    let a = s.answer(response, "gateway-instructions.response").await;
+    assert_eq!(
+        (a.status, a.kind()),
+        (StatusCode::UNAUTHORIZED, "MissingSignature")
+    );
+    let signed = sign_request(&key(1), "GET", unreadable, b"", now_ms());
+    let response = s
+        .client
+        .get(format!("{}{unreadable}", s.base))
+        .header("ansinh-gateway-timestamp", &signed.timestamp)
+        .header("ansinh-gateway-key-id", &signed.key_id)
+        .header("ansinh-gateway-signature", &signed.signature)
+        .send()
+        .await
+        .unwrap();
+    let a = s.answer(response, "gateway-instructions.response").await;
+    assert_eq!(
+        (a.status, a.kind()),
+        (StatusCode::BAD_REQUEST, "InvalidParameter"),
+        "{}",
+        a.body
+    );
     assert_eq!(s.count().await, after_foreign + 1);
 
     // A well-formed post without an Idempotency-Key: 400, nothing appended.

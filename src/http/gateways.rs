@@ -203,10 +203,16 @@ pub async fn post(
             )),
         },
         Err(e) => {
-            // Nothing recorded: the gateway may correct the post and resend it under
-            // the same key.
-            api.release(&scoped, &fingerprint).await?;
-            Err(e.into())
+            // A refusal (4xx) recorded nothing: the gateway may correct the post and
+            // resend it under the same key. A failure (5xx) may have come after the
+            // event was stored (its acknowledgement lost, the event's read back failed),
+            // so the key stays bound to this post, as for the staff routes (ADR 0013): a
+            // resend of the same post gets its answer, another post under it is refused.
+            let e = ApiError::from(e);
+            if e.status().is_client_error() {
+                api.release(&scoped, &fingerprint).await?;
+            }
+            Err(e)
         }
     }
 }
@@ -250,12 +256,15 @@ struct InstructionsBody {
 pub async fn instructions(
     State(api): State<Api>,
     Path(gateway): Path<String>,
-    Query(query): Query<FetchQuery>,
+    query: Result<Query<FetchQuery>, axum::extract::rejection::QueryRejection>,
     method: Method,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (signature, _) = authenticate(&api, &gateway, &method, &uri, &headers, &[])?;
+    // Read only once the signature (which covers the query) verifies, and refused as a
+    // typed error like every other parameter.
+    let Query(query) = query.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
     let edge = api.gateways().ok_or(ApiError::GatewaysDisabled)?;
     // A fetch records nothing, so nothing makes a replayed one a duplicate: refuse one
     // dated outside the window instead.
