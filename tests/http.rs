@@ -1258,6 +1258,54 @@ async fn every_other_write_records_what_it_says() {
     verified(&s.config).await;
 }
 
+/// Payments refusals answer by the rule of every refusal (ADR 0013): 404 for what does
+/// not exist, 409 for a state that forbids the command, 422 for a value to correct.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_refusals_answer_404_409_or_422_by_what_the_caller_can_do() {
+    let s = &server().await;
+    s.funded_october().await;
+    let m = &s.staff.manager;
+    let stop = |n: u32, key: &'static str, on: &'static str| {
+        let path = format!("/v1/partitions/01/entitlements/{n}/stop");
+        async move {
+            s.send(
+                m,
+                &path,
+                key,
+                json!({"reason": "death", "on": on}),
+                "receipt.response",
+            )
+            .await
+        }
+    };
+    let unknown = stop(999, "stop-999", "2026-11-01").await;
+    assert_eq!(
+        (unknown.status, unknown.kind()),
+        (StatusCode::NOT_FOUND, "UnknownEntitlement"),
+        "{}",
+        unknown.body
+    );
+    let stopped = stop(1, "stop-1", "2026-11-01").await;
+    assert_eq!(stopped.status, StatusCode::CREATED, "{}", stopped.body);
+    let again = stop(1, "stop-1-again", "2026-11-02").await;
+    assert_eq!(
+        (again.status, again.kind()),
+        (StatusCode::CONFLICT, "EntitlementStopped"),
+        "{}",
+        again.body
+    );
+    let run = s
+        .send(
+            m,
+            "/v1/communes/0100007/payment-runs",
+            "run-far",
+            json!({"period": "2026-13", "on": "2026-11-01"}),
+            "payment-run.response",
+        )
+        .await;
+    assert!(run.status.is_client_error(), "{}", run.body);
+}
+
 /// Instructions are never issued on a day still to come: gateways fetch them at once, and
 /// every result they posted before that day would be refused as back-dated, leaving money
 /// paid and unrecorded. A run, a province's run job and a reissue are dated today at most.

@@ -348,10 +348,54 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         | ExtensionNotLater { .. }
         | ExtensionTooLong { .. }
         | MissingDisasterReference
-        | Payment(_)
         | PostOutsideReplayWindow { .. }
         | TimeoutsAsOfInFuture { .. }
         | IssuedInFuture { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        ArithmeticOverflow => StatusCode::INTERNAL_SERVER_ERROR,
+        Payment(r) => payment_rejection_status(r),
+    }
+}
+
+/// The status of each payments refusal, by the same rule as the others (ADR 0013): 404
+/// for an entitlement or instruction that does not exist, 409 when the entitlement's,
+/// instruction's or budget's state forbids it whatever the values, 422 when a corrected
+/// value would pass. No wildcard arm either.
+fn payment_rejection_status(r: &crate::domain::payments::Rejection) -> StatusCode {
+    use crate::domain::payments::Rejection::*;
+    match r {
+        UnknownEntitlement { .. } | UnknownInstruction { .. } => StatusCode::NOT_FOUND,
+        // The credentials do not allow the command: the same as an access refusal.
+        OfficerOnly | GatewayOnly | GatewayIdentityMismatch { .. } => StatusCode::FORBIDDEN,
+        ActiveEntitlementExists { .. }
+        | EntitlementStopped { .. }
+        | TooManyChanges { .. }
+        | BudgetExceeded { .. }
+        | InstructionNotPending { .. }
+        | NotDueForTimeout { .. }
+        | NotReissuable { .. }
+        | AlreadyReissued { .. }
+        | TooManyAttempts { .. }
+        | MonthNotPayable { .. }
+        | BackDated { .. }
+        | RefusalLimitReached { .. } => StatusCode::CONFLICT,
+        RefMissing { .. }
+        | RefMalformed { .. }
+        | MonthMalformed { .. }
+        | AmountNotPositive { .. }
+        | FractionalDong { .. }
+        | AmountTooLarge { .. }
+        | NoBaseLevelInForce { .. }
+        | UnknownCategory { .. }
+        | CategoryNotInForce { .. }
+        | GrantOverlapsStopped { .. }
+        | ChangeNotAfterPrevious { .. }
+        | ChangeBeforeInstructedMonth { .. }
+        | StopDateInFuture { .. }
+        | AllocationTooLarge { .. }
+        | DeallocationOverAvailable { .. }
+        | RunTooLarge { .. }
+        // Documented as 422 since the route answered it: top up, then run again.
+        | RunUnfunded { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         ArithmeticOverflow => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
