@@ -582,7 +582,7 @@ async fn run() -> BenchResult<()> {
         ansinh::gateway_ledger::system_clock(),
     );
     let started = Instant::now();
-    let fetched = sink.pending("VCB", 100).await?;
+    let fetched = sink.pending("VCB", "", 100).await?;
     let fetch = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let folded = sink

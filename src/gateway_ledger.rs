@@ -29,7 +29,7 @@ use crate::domain::payments::entitlements::ChannelKind;
 use crate::domain::payments::ids::{
     BeneficiaryRef, GatewayId, GatewayTxnId, HouseholdRef, InstructionRef, MemberRef,
 };
-use crate::domain::payments::instructions::{GatewayPost, Outcome, PostRefusal};
+use crate::domain::payments::instructions::{GatewayPost, InstructionId, Outcome, PostRefusal};
 use crate::domain::payments::{self, EventBody};
 use crate::gateway::server::{
     FETCH_INSTRUCTIONS_MAX, PostSink, STATUS_ACCEPTED, STATUS_DUPLICATE, STATUS_ERROR,
@@ -269,13 +269,22 @@ impl LedgerSink {
     pub async fn pending(
         &self,
         gateway: &str,
+        after: &str,
         max: u32,
     ) -> Result<Vec<PaymentInstruction>, SinkError> {
         let max = max.clamp(1, FETCH_INSTRUCTIONS_MAX) as usize;
+        let after = match after {
+            "" => None,
+            id => Some(
+                id.split_once(PARTITION_SEPARATOR)
+                    .and_then(|(p, i)| Some((Partition::new(p).ok()?, InstructionId::parse(i)?)))
+                    .ok_or_else(|| SinkError::UnknownInstruction(id.to_owned()))?,
+            ),
+        };
         let lines = self
             .projections()
             .await?
-            .gateway_pending(gateway, max)
+            .gateway_pending(gateway, after.as_ref().map(|(p, i)| (p.as_str(), i)), max)
             .map_err(|e| SinkError::Unavailable(e.to_string()))?;
         Ok(lines
             .iter()
@@ -429,14 +438,21 @@ impl PostSink for LedgerSink {
         }
     }
 
-    async fn fetch(&self, gateway: &str, max: u32) -> InstructionList {
-        match self.pending(gateway, max).await {
-            Ok(instructions) => InstructionList { instructions },
+    async fn fetch(
+        &self,
+        gateway: &str,
+        max: u32,
+        after: &str,
+    ) -> Result<InstructionList, GatewayReply> {
+        match self.pending(gateway, after, max).await {
+            Ok(instructions) => Ok(InstructionList { instructions }),
+            // A cursor that is no instruction id: the gateway must fix its request.
+            Err(e @ SinkError::UnknownInstruction(_)) => Err(e.reply()),
             Err(e) => {
-                // The trait answers a list; an empty one makes the gateway come back
-                // later, which is what it should do while the ledger has trouble.
+                // An empty list makes the gateway come back later, which is what it
+                // should do while the ledger has trouble.
                 tracing::warn!(gateway, "listing a gateway's instructions: {e}");
-                InstructionList::default()
+                Ok(InstructionList::default())
             }
         }
     }

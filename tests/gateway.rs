@@ -108,13 +108,18 @@ impl PostSink for Recorder {
         })
     }
 
-    fn fetch(&self, gateway: &str, max: u32) -> impl Future<Output = InstructionList> + Send {
+    fn fetch(
+        &self,
+        gateway: &str,
+        max: u32,
+        _after: &str,
+    ) -> impl Future<Output = Result<InstructionList, GatewayReply>> + Send {
         let mut s = self.state.lock().unwrap();
         s.fetches.push((gateway.to_string(), max));
         // Deliberately careless: hands out every gateway's instructions, so the
         // server's own filter is what keeps them apart.
         let instructions = s.waiting.iter().take(max as usize + 2).cloned().collect();
-        std::future::ready(InstructionList { instructions })
+        std::future::ready(Ok(InstructionList { instructions }))
     }
 }
 
@@ -244,7 +249,11 @@ async fn a_gateway_cannot_publish_on_or_read_another_gateways_subjects() {
         &post_subject,
     );
     let fetch_subject = gateway::fetch_subject(gateway::DEFAULT_SUBJECT_PREFIX, "vcb");
-    let fetch = proto::FetchInstructions { max: 10 }.encode_to_vec();
+    let fetch = proto::FetchInstructions {
+        max: 10,
+        after: String::new(),
+    }
+    .encode_to_vec();
     assert_denied(
         momo.request(&fetch_subject, fetch.into()).await,
         &fetch_subject,

@@ -249,6 +249,24 @@ async fn over_nats_gateways_fetch_their_own_instructions_and_their_signed_result
         && i.period == "2026-10"));
     assert_eq!(list[0].beneficiary_ref, "0100007-000001/m1");
     assert_eq!(vcb.fetch(2).await.unwrap().instructions.len(), 2);
+    // Pages: after the last of one page come the next, so instructions a gateway is still
+    // working on never hide the later ones.
+    let mut paged = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = vcb.fetch_after(2, &after).await.unwrap().instructions;
+        let Some(last) = page.last() else { break };
+        after = last.instruction_id.clone();
+        paged.extend(page.into_iter().map(|i| i.instruction_id));
+    }
+    assert_eq!(paged, ids);
+    let refused = vcb.fetch_after(2, "not an instruction").await.unwrap_err();
+    match refused {
+        ansinh::gateway::client::GatewayClientError::Refused(reply) => {
+            assert_eq!(reply.error_kind, "unknown_instruction")
+        }
+        other => panic!("{other:?}"),
+    }
     let momo_list = momo.fetch(10).await.unwrap().instructions;
     assert_eq!(momo_list.len(), 1);
     assert_eq!(momo_list[0].instruction_id, "01/pay:4:2026-10:1");
@@ -369,7 +387,7 @@ async fn a_gateways_pending_list_comes_from_the_projections_and_follows_timeouts
         list.into_iter().map(|i| i.instruction_id).collect()
     };
     let sink = LedgerSink::new(service.clone(), system_clock());
-    let vcb = ids(sink.pending("vcb", 10).await.unwrap());
+    let vcb = ids(sink.pending("vcb", "", 10).await.unwrap());
     assert_eq!(
         vcb,
         [
@@ -378,12 +396,12 @@ async fn a_gateways_pending_list_comes_from_the_projections_and_follows_timeouts
             "01/pay:3:2026-10:1"
         ]
     );
-    assert_eq!(ids(sink.pending("vcb", 2).await.unwrap()), vcb[..2]);
+    assert_eq!(ids(sink.pending("vcb", "", 2).await.unwrap()), vcb[..2]);
     assert_eq!(
-        ids(sink.pending("momo", 10).await.unwrap()),
+        ids(sink.pending("momo", "", 10).await.unwrap()),
         ["01/pay:4:2026-10:1"]
     );
-    assert!(sink.pending("vnpost", 10).await.unwrap().is_empty());
+    assert!(sink.pending("vnpost", "", 10).await.unwrap().is_empty());
 
     // Another process, its data directory empty but for the ledger's secrets: its
     // projections are built from the log.
@@ -392,7 +410,7 @@ async fn a_gateways_pending_list_comes_from_the_projections_and_follows_timeouts
     std::fs::copy(dir.path().join("secrets"), other_dir.join("secrets")).unwrap();
     let other = service_on(nats.clone(), &config, &other_dir).await;
     let other_sink = LedgerSink::new(other, system_clock());
-    assert_eq!(ids(other_sink.pending("vcb", 10).await.unwrap()), vcb);
+    assert_eq!(ids(other_sink.pending("vcb", "", 10).await.unwrap()), vcb);
 
     // Pay:2 times out (its bank's 10 days are over): no gateway is asked for it again.
     let m = manager();
@@ -417,7 +435,7 @@ async fn a_gateways_pending_list_comes_from_the_projections_and_follows_timeouts
         .unwrap();
     for s in [&sink, &other_sink] {
         assert_eq!(
-            ids(s.pending("vcb", 10).await.unwrap()),
+            ids(s.pending("vcb", "", 10).await.unwrap()),
             ["01/pay:1:2026-10:1", "01/pay:3:2026-10:1"]
         );
     }
@@ -469,7 +487,7 @@ async fn a_result_received_early_in_the_morning_in_vietnam_is_that_days() {
         .unwrap()
         .timestamp_millis();
     let sink = LedgerSink::new(service.clone(), Arc::new(move || at));
-    let list = sink.pending("vcb", 10).await.unwrap();
+    let list = sink.pending("vcb", "", 10).await.unwrap();
     let first = list
         .iter()
         .find(|i| i.instruction_id == "01/pay:1:2026-12:1")
@@ -1046,7 +1064,7 @@ async fn timeouts_take_the_due_instructions_from_the_projections_by_channel() {
     let sink = LedgerSink::new(service.clone(), system_clock());
     for gateway in ["vcb", "momo", "vnpost"] {
         assert!(
-            sink.pending(gateway, 10).await.unwrap().is_empty(),
+            sink.pending(gateway, "", 10).await.unwrap().is_empty(),
             "{gateway}"
         );
     }

@@ -130,10 +130,24 @@ impl GatewayClient {
         self.server_errors.subscribe()
     }
 
-    /// Asks for up to `max` instructions waiting for this gateway.
+    /// Asks for up to `max` instructions waiting for this gateway, from the first.
     pub async fn fetch(&self, max: u32) -> Result<InstructionList, GatewayClientError> {
+        self.fetch_after(max, "").await
+    }
+
+    /// Asks for up to `max` instructions waiting for this gateway after the instruction
+    /// `after` (the last of the previous page; empty: from the first).
+    pub async fn fetch_after(
+        &self,
+        max: u32,
+        after: &str,
+    ) -> Result<InstructionList, GatewayClientError> {
         let subject = fetch_subject(&self.subject_prefix, &self.gateway_id);
-        let payload = FetchInstructions { max }.encode_to_vec();
+        let payload = FetchInstructions {
+            max,
+            after: after.to_owned(),
+        }
+        .encode_to_vec();
         let reply = self.request(&subject, payload.into()).await?;
         let is_failure = reply
             .headers

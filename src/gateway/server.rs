@@ -68,8 +68,15 @@ pub trait PostSink: Send + Sync + 'static {
         signed: SignedGatewayPost,
     ) -> impl Future<Output = GatewayReply> + Send;
 
-    /// Up to `max` (1..=FETCH_INSTRUCTIONS_MAX) instructions waiting for `gateway`.
-    fn fetch(&self, gateway: &str, max: u32) -> impl Future<Output = InstructionList> + Send;
+    /// Up to `max` (1..=FETCH_INSTRUCTIONS_MAX) instructions waiting for `gateway`, after
+    /// the instruction `after` in the ledger's order (empty: from the first); a reply
+    /// instead when `after` is not an instruction id the ledger gives out.
+    fn fetch(
+        &self,
+        gateway: &str,
+        max: u32,
+        after: &str,
+    ) -> impl Future<Output = Result<InstructionList, GatewayReply>> + Send;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -352,7 +359,10 @@ async fn decide<S: PostSink>(
                 }
             };
             let max = request.max.clamp(1, FETCH_INSTRUCTIONS_MAX);
-            let mut list = sink.fetch(gateway, max).await;
+            let mut list = match sink.fetch(gateway, max, &request.after).await {
+                Ok(list) => list,
+                Err(reply) => return Answer::Reply(reply),
+            };
             // Paired check: never hand a gateway more than it asked for, nor another
             // gateway's instructions.
             list.instructions.retain(|i| i.gateway_id == gateway);

@@ -220,6 +220,9 @@ pub async fn post(
 #[derive(Debug, Deserialize)]
 pub struct FetchQuery {
     max: Option<u32>,
+    /// The last instruction id of the previous page.
+    #[serde(default)]
+    after: String,
 }
 
 #[derive(Serialize)]
@@ -280,7 +283,7 @@ pub async fn instructions(
     }
     let list = edge
         .sink
-        .pending(&gateway, query.max.unwrap_or(FETCH_DEFAULT))
+        .pending(&gateway, &query.after, query.max.unwrap_or(FETCH_DEFAULT))
         .await?;
     Ok(Json(InstructionsBody {
         instructions: list

@@ -1013,15 +1013,28 @@ impl Projector {
     }
 
     /// Up to `max` instructions routed to `gateway` still waiting for a result, oldest
-    /// partition and entitlement first: O(max), whatever the log's length.
+    /// partition and entitlement first, after the instruction `after` of its partition
+    /// when given (a page's last): O(max), whatever the log's length.
     pub fn gateway_pending(
         &self,
         gateway: &str,
+        after: Option<(&str, &InstructionId)>,
         max: usize,
     ) -> Result<Vec<(String, views::GatewayPendingView)>, ProjectionError> {
+        use std::ops::Bound;
         let prefix = views::gateway_pending_prefix(gateway);
+        let start = match after {
+            Some((partition, id)) => {
+                Bound::Excluded(views::gateway_pending_key(gateway, partition, id).into_bytes())
+            }
+            None => Bound::Included(prefix.clone().into_bytes()),
+        };
         self.views
-            .scan_prefix(&prefix)
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take_while(|kv| {
+                kv.as_ref()
+                    .map_or(true, |(k, _)| k.starts_with(prefix.as_bytes()))
+            })
             .take(max)
             .map(|kv| {
                 let (k, v) = kv?;
