@@ -549,8 +549,12 @@ impl Service {
         if let Some(arrived) = self.ledger.already_appended(&partition_of(to), &in_key)? {
             return Ok((out, arrived));
         }
-        // The personal data move under the new id: open with the old key, seal with a new one.
-        let data = self.personal(from).await?;
+        // The personal data move under the new id, sealed under the key of the old id's
+        // latest blob: one key still covers all of these people's data, so an erasure
+        // under the new id leaves nothing readable under the old one. (A blob of the
+        // format before pooled keys is sealed under a key of the new id's own.)
+        let latest = self.latest_sealed(from).await?;
+        let data = self.vault.open_sealed(from.as_str(), &latest).await?;
         let citizens: Vec<BlindIndex> = moved
             .citizen_indexes
             .iter()
@@ -562,7 +566,7 @@ impl Service {
             area,
             members: moved.members,
             citizens: citizens.clone(),
-            sealed: self.vault.seal_new(to.as_str(), &data).await?,
+            sealed: self.vault.seal_again(to.as_str(), &data, &latest).await?,
             on,
         };
         let arrived = self

@@ -660,7 +660,7 @@ async fn a_household_moves_to_another_province_with_its_standing() {
     let new = projector.household(to.as_str()).unwrap().unwrap();
     assert_eq!(new.partition, "79");
     assert_eq!(new.standing.unwrap().status, "poor");
-    // Its personal data moved with it, under a new key.
+    // Its personal data moved with it, readable under the new id.
     assert_eq!(
         w.service.personal(&to).await.unwrap().head_citizen_id,
         "001085012345"
@@ -927,10 +927,21 @@ async fn claims_follow_members_moves_and_erasure() {
     );
     // Erasure frees the citizen to be registered again, anywhere.
     let manager = staff(Role::BranchManager, "79");
+    assert!(w.service.personal(&h1).await.is_ok());
     w.service
         .erase_personal_data(&rq(&manager, "erase"), &to, d("2026-06-01"), "QĐ 2/2026", 1)
         .await
         .unwrap();
+    // The same people's data under the id they moved from is gone with it.
+    assert!(
+        matches!(
+            w.service.personal(&h1).await,
+            Err(ServiceError::Vault(
+                ansinh::personal::VaultError::Erased { .. }
+            ))
+        ),
+        "the data under the old id still opens"
+    );
     register_in(&w.service, "9200007-000002", &person("001085012345", None))
         .await
         .unwrap();
