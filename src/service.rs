@@ -419,12 +419,13 @@ impl Service {
             household.commune().as_str(),
         )?;
         if let Some(receipt) = self.already(req, household).await? {
+            // The first call may have failed after its event, before freeing those who
+            // left: a retry frees them (releasing is idempotent).
+            self.release_left(household, &receipt).await?;
             return Ok(receipt);
         }
         let citizens = self.indexes(data)?;
-        // Who is in the household now (none readable: the book refuses the change).
         let latest = self.latest_sealed_if_any(household).await?;
-        let before = self.citizens_in(household, latest.as_deref()).await?;
         let change = Change::MembersChanged {
             household: household.clone(),
             members: Self::members(data),
@@ -439,15 +440,100 @@ impl Service {
         // Members who left are free to join another household. Released only after the
         // event is durable; a failure here leaves them claimed (refused elsewhere, never
         // doubled) until the same command is retried.
-        let left: Vec<BlindIndex> = before
+        self.release_left(household, &receipt).await?;
+        Ok(receipt)
+    }
+
+    /// Frees the citizens who left `household` in the member change recorded at
+    /// `receipt`: those of the household's event before it that recorded its members
+    /// (registration, member change, death, move-in), less the change's own. Read from the
+    /// log through the household's trail (O(its history)), so a retry finds them as the
+    /// first call did, though the household's latest data no longer name them.
+    async fn release_left(
+        &self,
+        household: &HouseholdId,
+        receipt: &Receipt,
+    ) -> Result<(), ServiceError> {
+        let internal = |e: String| ServiceError::Append(AppendError::Nats(e));
+        let citizens_of = |payload: &Option<Payload>| -> Option<Vec<Vec<u8>>> {
+            Some(
+                match payload.as_ref()? {
+                    Payload::HouseholdRegistered(p) => &p.citizen_indexes,
+                    Payload::HouseholdMembersChanged(p) => &p.citizen_indexes,
+                    Payload::MemberDied(p) => &p.citizen_indexes,
+                    Payload::HouseholdMovedIn(p) => &p.citizen_indexes,
+                    _ => return None,
+                }
+                .iter()
+                .map(|b| b.to_vec())
+                .collect(),
+            )
+        };
+        let change = self.ledger.event_of(receipt).await?;
+        let Some(Payload::HouseholdMembersChanged(_)) = &change.payload else {
+            return Ok(());
+        };
+        let after = citizens_of(&change.payload).unwrap_or_default();
+        let mut stream = self.ledger.stream().clone();
+        self.projector
+            .catch_up(&mut stream, self.ledger.config())
+            .await
+            .map_err(|e| internal(e.to_string()))?;
+        let trail = self
+            .projector
+            .trail(&format!("household:{household}"))
+            .map_err(|e| internal(e.to_string()))?;
+        let members_event = |t: &str| {
+            matches!(
+                t,
+                "ansinh.v1.HouseholdRegistered"
+                    | "ansinh.v1.HouseholdMembersChanged"
+                    | "ansinh.v1.MemberDied"
+                    | "ansinh.v1.HouseholdMovedIn"
+            )
+        };
+        let same_chain = |e: &&crate::projection::TrailEntry| e.partition == receipt.partition;
+        let Some(at) = trail
+            .iter()
+            .position(|e| e.partition == receipt.partition && e.sequence == receipt.sequence)
+        else {
+            return Ok(());
+        };
+        let Some(before) = trail[..at]
+            .iter()
+            .rev()
+            .filter(same_chain)
+            .find(|e| members_event(&e.event_type))
+        else {
+            return Ok(());
+        };
+        let events = crate::log::reader::at_sequence(self.ledger.stream(), before.stream_sequence)
+            .await
+            .map_err(internal)?
+            .unwrap_or_default();
+        let mut earlier = None;
+        for event in events {
+            let envelope = proto::Envelope::decode(event.payload.as_ref())
+                .map_err(|e| ServiceError::Append(AppendError::Undecodable(e.to_string())))?;
+            if envelope.sequence == before.sequence && envelope.partition == receipt.partition {
+                earlier = citizens_of(&envelope.payload);
+                break;
+            }
+        }
+        let left: Vec<BlindIndex> = earlier
+            .unwrap_or_default()
             .into_iter()
-            .filter(|c| !citizens.contains(c))
+            .filter(|c| !after.contains(c))
+            .filter_map(|c| <BlindIndex>::try_from(c.as_slice()).ok())
             .collect();
+        if left.is_empty() {
+            return Ok(());
+        }
         self.claims()
             .await?
             .release(household.as_str(), &left)
             .await?;
-        Ok(receipt)
+        Ok(())
     }
 
     /// Records a member's death. `remaining` is the household's personal data

@@ -765,6 +765,56 @@ async fn a_move_onto_a_registered_id_or_with_erased_data_appends_nothing() {
         .unwrap();
 }
 
+/// A member change retried after its event landed frees the members who left, though
+/// the household's data no longer name them: a failure after the append (here, the
+/// spouse's claim held again as if freeing it had failed) must not keep them claimed for
+/// ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_member_change_frees_the_members_who_left() {
+    let w = world().await;
+    let h1 = hh("0100007-000001");
+    register_in(
+        &w.service,
+        h1.as_str(),
+        &person("001085012345", Some("001190000001")),
+    )
+    .await
+    .unwrap();
+    let officer = staff(Role::CreditOfficer, "01");
+    let change = |key: &'static str| {
+        let (service, officer, h1) = (&w.service, &officer, &h1);
+        async move {
+            service
+                .change_members(
+                    &rq(officer, key),
+                    h1,
+                    d("2026-03-01"),
+                    "moved away",
+                    &person("001085012345", None),
+                )
+                .await
+        }
+    };
+    change("members").await.unwrap();
+    let spouse_alone = person("001190000001", None);
+    let elsewhere = || register_in(&w.service, "7900007-000001", &spouse_alone);
+    let js = async_nats::jetstream::new(client().await);
+    let claims = ansinh::claims::Claims::open(&js, &w.config.stream_name, 1)
+        .await
+        .unwrap();
+    let spouse = w.service.vault.blind_index("001190000001");
+    claims.claim(h1.as_str(), &[spouse]).await.unwrap();
+    assert_eq!(
+        refused(elsewhere().await),
+        Rejection::CitizenAlreadyRegistered {
+            household: h1.to_string()
+        }
+    );
+    let again = change("members").await.unwrap();
+    assert!(again.duplicate);
+    elsewhere().await.unwrap();
+}
+
 /// Registers `id` by a credit officer of its own province.
 async fn register_in(
     service: &Service,
