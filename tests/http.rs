@@ -3243,6 +3243,39 @@ async fn a_provinces_payment_run_is_a_job_followed_to_its_result() {
     );
     assert_eq!(s.events().await, paid, "a second run pays nothing twice");
 
+    // A commune's own run under a key that spells the job's key and that commune is its
+    // own request, not taken for the job's run of that commune.
+    let budget = s
+        .send(
+            m,
+            "/v1/communes/0100007/budgets",
+            "budget-11",
+            json!({"period": "2026-11", "amount": "2000000", "on": "2026-10-20"}),
+            "receipt.response",
+        )
+        .await;
+    assert_eq!(budget.status, StatusCode::CREATED, "{}", budget.body);
+    let november = s
+        .send(
+            m,
+            "/v1/communes/0100007/payment-runs",
+            "prun-1/0100007",
+            json!({"period": "2026-11", "on": "2026-10-25"}),
+            "payment-run.response",
+        )
+        .await;
+    assert_eq!(
+        (
+            november.status,
+            &november.body["outcome"],
+            &november.body["period"]
+        ),
+        (StatusCode::CREATED, &json!("paid"), &json!("2026-11")),
+        "{}",
+        november.body
+    );
+    let paid = s.events().await;
+
     for (token, path, expected, kind) in [
         (
             &s.staff.officer,

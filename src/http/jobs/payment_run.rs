@@ -190,9 +190,11 @@ async fn run_communes(
     job: &mut Job,
 ) {
     for commune in communes {
-        // One key per commune, derived from the run's, as the CLI: a retry of the run
-        // under its key finds each commune's receipt.
-        let key = format!("{scoped_key}/{commune}");
+        // One key per commune, derived from the run's: a retry of the run under its key
+        // finds each commune's receipt. Joined by a space, which no client's key holds
+        // (`input::idempotency_key`), so no request of the caller's can name it: "K/0100007"
+        // would, and its run of another month would be answered with this one's receipt.
+        let key = format!("{scoped_key} {commune}");
         let req = Request {
             caller,
             idempotency_key: &key,
