@@ -54,6 +54,10 @@ pub enum FrameError {
     /// `Ansinh-Format` names a format this version does not know.
     #[error("unknown message format {0:?}")]
     UnknownFormat(String),
+    /// More events than a writer ever puts in one message: a message of empty elements
+    /// would otherwise become half a million events in every reader's read-ahead.
+    #[error("frame holds {0} events, more than {FRAME_EVENTS_MAX}")]
+    TooManyEvents(usize),
 }
 
 /// The frame payload bound for a server whose `max_payload` is `server_max_payload`
@@ -122,6 +126,9 @@ pub fn decode(payload: &Bytes, format: Option<&str>) -> Result<Vec<Bytes>, Frame
                 .map_err(|e| FrameError::Undecodable(e.to_string()))?;
             if frame.events.is_empty() {
                 return Err(FrameError::Empty);
+            }
+            if frame.events.len() > FRAME_EVENTS_MAX {
+                return Err(FrameError::TooManyEvents(frame.events.len()));
             }
             Ok(frame.events)
         }
@@ -217,6 +224,19 @@ mod tests {
         assert_eq!(
             decode(&Bytes::from_static(b"x"), Some("zip")),
             Err(FrameError::UnknownFormat("zip".into()))
+        );
+        // Empty elements cost two bytes each: a message of them is refused whole past
+        // the writer's bound, before any reader turns it into events.
+        let empties = |n: usize| Bytes::from(b"\x0a\x00".repeat(n));
+        assert_eq!(
+            decode(&empties(FRAME_EVENTS_MAX), Some(FORMAT_FRAME))
+                .unwrap()
+                .len(),
+            FRAME_EVENTS_MAX
+        );
+        assert_eq!(
+            decode(&empties(FRAME_EVENTS_MAX + 1), Some(FORMAT_FRAME)),
+            Err(FrameError::TooManyEvents(FRAME_EVENTS_MAX + 1))
         );
     }
 }
