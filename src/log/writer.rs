@@ -1184,6 +1184,9 @@ impl PartitionWriter {
         let mut keys: Vec<(String, HeadRecord)> = Vec::new();
         let start = head.stream_sequence + 1;
         let mut follower = Follower::resume(head.chain.clone(), std::mem::take(&mut self.held));
+        // Whether the last event taken in closed its message: then the head, the book and
+        // `keys` all stop at a message's end, and the keys can be recorded as they are.
+        let mut whole = true;
         let mut visit = |event: RawEvent| -> Result<(), AppendError> {
             let step = follower
                 .follow(&event)
@@ -1192,6 +1195,7 @@ impl PartitionWriter {
                     stream_sequence: b.stream_sequence,
                     cause: b.cause,
                 })?;
+            whole = event.last_in_message;
             // The fence is the subject's last message, held or not: the operator's
             // exclusion is published after the message it excludes. A message the chain
             // cannot take at all is not passed: the next catch-up meets it again.
@@ -1233,14 +1237,34 @@ impl PartitionWriter {
         .await;
         // What is held stays held whatever ended the read.
         self.held = follower.held().to_vec();
-        read.map_err(|e| match e {
-            reader::ReadError::Nats(m) => AppendError::Nats(m),
-            reader::ReadError::Visit(e) => e,
-        })?;
+        let reached = head.stream_sequence;
+        if let Err(e) = read {
+            // The events taken in moved the head and the book past keys not recorded yet;
+            // the next catch-up starts after them, so they are recorded now, or never: a
+            // retry of one of them would be decided again and appended twice. Stopped
+            // inside a message, the book is dropped instead, and the next command folds
+            // again from what the index and the snapshot hold.
+            if whole {
+                if let Some((_, at)) = keys.last() {
+                    store.record(&partition, at, &keys)?;
+                }
+                self.keys_recorded_through = self.keys_recorded_through.max(reached);
+            } else {
+                self.book = None;
+                self.head = None;
+                self.held.clear();
+            }
+            return Err(match e {
+                reader::ReadError::Nats(m) => AppendError::Nats(m),
+                reader::ReadError::Visit(e) => e,
+            });
+        }
         if let Some((_, at)) = keys.last() {
             store.record(&partition, at, &keys)?;
         }
-        self.keys_recorded_through = self.keys_recorded_through.max(last.stream_sequence);
+        // As far as the read went, which a read that ended early leaves short of `last`:
+        // the events past it are read, and their keys recorded, by the next catch-up.
+        self.keys_recorded_through = self.keys_recorded_through.max(reached);
         Ok(())
     }
 
