@@ -794,6 +794,16 @@ impl PartitionWriter {
         // The ledger is closing: the last batches' keys reach the index before it
         // closes, and the book is kept so the next start replays nothing.
         self.finish_recording(0).await;
+        if self.rerecord_from.is_some() {
+            // An index commit failed and a later one moved the store's head past its keys:
+            // only this process knows. The fold that records them again runs now, before a
+            // restart takes the store's head for "recorded through".
+            if let Err(e) = self.ready().await {
+                tracing::error!(partition = %self.partition, error = %e,
+                    "closing with idempotency keys the index may lack; the log still holds them");
+            }
+            self.finish_recording(0).await;
+        }
         if self
             .book
             .as_ref()
