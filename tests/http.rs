@@ -1306,6 +1306,44 @@ async fn payments_refusals_answer_404_409_or_422_by_what_the_caller_can_do() {
     assert!(run.status.is_client_error(), "{}", run.body);
 }
 
+/// A budget allocated (or an entitlement granted) on a day still to come changes no day's
+/// reconciliation: the day's lines are still served from the projections, as of today.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_dated_ahead_leaves_todays_reconciliation_served() {
+    let s = &server_at("2026-10-10T12:00:00+07:00").await;
+    s.funded_october().await;
+    let m = &s.staff.manager;
+    let paid = s
+        .send(
+            m,
+            "/v1/communes/0100007/payment-runs",
+            "run",
+            json!({"period": "2026-10", "on": "2026-10-10"}),
+            "payment-run.response",
+        )
+        .await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.body);
+    let ahead = s
+        .send(
+            m,
+            "/v1/communes/0100007/budgets",
+            "budget-ahead",
+            json!({"period": "2027-01", "amount": "2000000", "on": "2027-01-02"}),
+            "receipt.response",
+        )
+        .await;
+    assert_eq!(ahead.status, StatusCode::CREATED, "{}", ahead.body);
+    let day = s
+        .get(
+            m,
+            "/v1/partitions/01/reconciliation/2026-10-10",
+            "reconciliation-day.response",
+        )
+        .await;
+    assert_eq!(day.status, StatusCode::OK, "{}", day.body);
+    assert_eq!(day.body["gateways"][0]["gateway"], "vcb", "{}", day.body);
+}
+
 /// Instructions are never issued on a day still to come: gateways fetch them at once, and
 /// every result they posted before that day would be refused as back-dated, leaving money
 /// paid and unrecorded. A run, a province's run job and a reissue are dated today at most.

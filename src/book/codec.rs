@@ -82,8 +82,18 @@ fn parse_opt_date(field: &'static str, s: &str) -> Result<Option<NaiveDate>, Cod
 fn money(d: &Decimal) -> String {
     d.normalize().to_string()
 }
+/// An amount as recorded: within the domain's bound (`money::MAX_AMOUNT`), which every
+/// decision keeps, so that no sum a reader folds can overflow a Decimal (and panic) on a
+/// forged record that chains.
 pub fn parse_money(field: &'static str, s: &str) -> Result<Decimal, CodecError> {
-    Decimal::from_str(s).map_err(|e| bad(field, format!("{s:?}: {e}")))
+    let d = Decimal::from_str(s).map_err(|e| bad(field, format!("{s:?}: {e}")))?;
+    if d.abs() > crate::domain::money::MAX_AMOUNT {
+        return Err(bad(
+            field,
+            format!("{s} is beyond the largest amount recorded"),
+        ));
+    }
+    Ok(d)
 }
 /// Unit enum variants travel as their Rust names ("WomensUnion", "Actual30").
 pub fn name<T: Serialize>(v: &T) -> String {

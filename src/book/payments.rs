@@ -202,6 +202,21 @@ pub fn event_with_body(
     p: &PaymentRecorded,
     body: payments::EventBody,
 ) -> Result<Event, codec::CodecError> {
+    let (actor, effective) = event_header(actor, p)?;
+    Ok(Event {
+        id,
+        actor,
+        effective,
+        body,
+    })
+}
+
+/// The actor and date of a payment record, as the book reads them: a record without
+/// them is left out by the book, and so by every view.
+pub fn event_header(
+    actor: Option<&proto::Actor>,
+    p: &PaymentRecorded,
+) -> Result<(payments::Actor, NaiveDate), codec::CodecError> {
     let actor = actor
         .ok_or_else(|| codec::CodecError {
             field: "actor",
@@ -213,12 +228,7 @@ pub fn event_with_body(
                 problem: e.to_string(),
             })
         })?;
-    Ok(Event {
-        id,
-        actor,
-        effective: codec::parse_date("effective_on", &p.effective_on)?,
-        body,
-    })
+    Ok((actor, codec::parse_date("effective_on", &p.effective_on)?))
 }
 
 /// Folds a payment event into the book.

@@ -67,6 +67,21 @@ fn month(field: &'static str, s: &str) -> Result<Month, CodecError> {
 fn instruction(field: &'static str, s: &str) -> Result<InstructionId, CodecError> {
     InstructionId::parse(s).ok_or_else(|| bad(field, format!("{s:?} is not an instruction id")))
 }
+/// What an accepted post leaves its instruction as: settled, failed or returned, the only
+/// statuses a post decides. Any other is a record no decision wrote, read as unreadable
+/// by the book and every view alike.
+fn post_status(
+    s: &str,
+) -> Result<crate::domain::payments::instructions::InstructionStatus, CodecError> {
+    use crate::domain::payments::instructions::InstructionStatus as S;
+    match codec::parse_name("status_after", s)? {
+        status @ (S::Settled | S::Failed | S::Returned) => Ok(status),
+        other => Err(bad(
+            "status_after",
+            format!("{other:?} is not what a gateway's post leaves"),
+        )),
+    }
+}
 fn date(field: &'static str, s: &str) -> Result<NaiveDate, CodecError> {
     codec::parse_date(field, s)
 }
@@ -520,7 +535,7 @@ pub fn body_from_proto(body: &Option<Body>) -> Result<EventBody, CodecError> {
         Body::GatewayPostAccepted(b) => EventBody::GatewayPostAccepted {
             post: post_from_proto(&b.post)?,
             instruction: instruction("instruction", &b.instruction)?,
-            status_after: codec::parse_name("status_after", &b.status_after)?,
+            status_after: post_status(&b.status_after)?,
             budget: move_from_proto(&b.budget)?,
         },
         Body::GatewayPostRefused(b) => EventBody::GatewayPostRefused {
@@ -832,5 +847,33 @@ mod tests {
             body_from_proto(&Some(timed_out)).unwrap_err().field,
             "instruction"
         );
+    }
+
+    /// A record no decision could write, chained by a forger, is unreadable for the book
+    /// and every view alike, never a panic in a fold: a post that leaves its instruction
+    /// timed out, an amount past the ledger's bound (sums of two near Decimal's limit
+    /// overflow).
+    #[test]
+    fn a_post_status_or_an_amount_no_decision_writes_is_unreadable() {
+        let accepted = EventBody::GatewayPostAccepted {
+            post: post(Outcome::Settled),
+            instruction: iid("pay:1:2026-12:1"),
+            status_after: InstructionStatus::Settled,
+            budget: mv(MoveKind::Post),
+        };
+        let Body::GatewayPostAccepted(good) = body_to_proto(&accepted) else {
+            unreachable!()
+        };
+        assert!(body_from_proto(&Some(Body::GatewayPostAccepted(good.clone()))).is_ok());
+        for status in ["TimedOut", "Instructed", "Cancelled"] {
+            let mut forged = good.clone();
+            forged.status_after = status.into();
+            let e = body_from_proto(&Some(Body::GatewayPostAccepted(forged))).unwrap_err();
+            assert_eq!(e.field, "status_after", "{status}");
+        }
+        let mut huge = good;
+        huge.budget.as_mut().unwrap().amount = "50000000000000000000000000000".into();
+        let e = body_from_proto(&Some(Body::GatewayPostAccepted(huge))).unwrap_err();
+        assert_eq!(e.field, "budget.amount");
     }
 }

@@ -64,7 +64,9 @@ const VIEWS: u8 = 2;
 /// (`trail_store`), no longer in sled. 12: a trail line's interest counts the overdue
 /// interest too (`views::detail`), and a trial balance posts an event only of a loan
 /// approved in its partition, as the book does: stored lines and balances are rebuilt.
-pub(crate) const PROJECTION_FORMAT: &[u8] = &[12];
+/// 13: a partition's reconciliation is dated only by the events that change it
+/// (`reconcile::changes_records`), and no view takes a payment record the book leaves out.
+pub(crate) const PROJECTION_FORMAT: &[u8] = &[13];
 /// Trail lines of one subject from one batch stored together (a run). A page of a trail
 /// reads at most this many lines more than it shows, and a run stays near 10 KB.
 pub const TRAIL_RUN_LINES_MAX: usize = 64;

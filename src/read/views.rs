@@ -317,7 +317,11 @@ fn apply_reconcile<V: Views>(
         return Ok(());
     };
     progress.events += 1;
-    progress.latest = progress.latest.max(Some(event.effective));
+    // Only what changes the records dates them: a budget allocated, or an entitlement
+    // granted, on a later day leaves every day's lines as a fold up to today gives them.
+    if reconcile::changes_records(&event.body) {
+        progress.latest = progress.latest.max(Some(event.effective));
+    }
     reconcile::fold(
         &mut ReconcileRecords {
             v,
@@ -575,6 +579,10 @@ pub fn apply<V: Views>(
         let Ok(body) = crate::book::payments_codec::body_from_proto(&p.body) else {
             return Ok(());
         };
+        // Nor does a record whose actor or date the book cannot read.
+        if crate::book::payments::event_header(actor_record, p).is_err() {
+            return Ok(());
+        }
         apply_payment(v, partition, &body)?;
         return apply_reconcile(v, partition, actor_record, p, body);
     }

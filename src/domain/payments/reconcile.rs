@@ -116,6 +116,24 @@ pub trait Records {
     ) -> Result<(), Self::Error>;
 }
 
+/// Whether `fold` changes the records for this kind of event: a view of the records as
+/// of a day is out of date only once such an event is dated after it.
+pub fn changes_records(body: &EventBody) -> bool {
+    match body {
+        EventBody::InstructionIssued { .. }
+        | EventBody::GatewayPostAccepted { .. }
+        | EventBody::GatewayPostRefused { .. }
+        | EventBody::InstructionTimedOut { .. }
+        | EventBody::InstructionCancelled { .. }
+        | EventBody::EntitlementStopped { .. } => true,
+        EventBody::BudgetAllocated { .. }
+        | EventBody::BudgetDeallocated { .. }
+        | EventBody::EntitlementGranted { .. }
+        | EventBody::EntitlementChanged { .. }
+        | EventBody::PaymentRunCompleted { .. } => false,
+    }
+}
+
 /// Folds one event, recorded on `effective`, into the records. A result for an instruction
 /// the records have not seen changes nothing (the book refuses such a post, so only a
 /// window of the log can show one).
