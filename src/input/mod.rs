@@ -22,7 +22,10 @@ use rust_decimal::Decimal;
 use unicode_normalization::UnicodeNormalization;
 
 use crate::chain::Partition;
+use crate::domain::eligibility::Area;
 use crate::domain::ids::{CitizenId, CommuneCode, HouseholdId, ProvinceCode};
+use crate::domain::loans::{Channel as DisbursementChannel, EntrustedOrganisation};
+use crate::domain::payments::entitlements::ChannelKind;
 use crate::domain::payments::ids::GatewayId;
 use crate::domain::payments::month::Month;
 
@@ -33,6 +36,11 @@ pub const MONEY_DIGITS_MAX: usize = 16;
 pub const NAME_CHARS_MAX: usize = 200;
 /// A reason, a decision reference or a note, in characters (defs.json `text`).
 pub const TEXT_CHARS_MAX: usize = 500;
+/// A member's relation to the head of household, in characters (defs.json `member`).
+pub const RELATION_CHARS_MAX: usize = 50;
+/// Digits of a phone number, after an optional `+` (defs.json `personal.phone`).
+pub const PHONE_DIGITS_MIN: usize = 6;
+pub const PHONE_DIGITS_MAX: usize = 15;
 /// The largest partition sequence any entrance accepts (2^63 - 1), as the HTTP schemas
 /// bound it too (`reverse.request.json`): the loan domain's id of an event is twice its
 /// sequence plus one (`book::codec::main_id`), which must fit in 64 bits.
@@ -64,6 +72,12 @@ pub enum Kind {
     Text,
     Job,
     Sequence,
+    Phone,
+    Relation,
+    Area,
+    Entrusted,
+    DisbursementChannel,
+    PaymentChannel,
 }
 
 impl Kind {
@@ -88,6 +102,12 @@ impl Kind {
             Kind::Text => "text",
             Kind::Job => "job id",
             Kind::Sequence => "sequence",
+            Kind::Phone => "phone number",
+            Kind::Relation => "relation",
+            Kind::Area => "area",
+            Kind::Entrusted => "entrusted organisation",
+            Kind::DisbursementChannel => "disbursement channel",
+            Kind::PaymentChannel => "payment channel",
         }
     }
 
@@ -122,6 +142,12 @@ impl Kind {
             Kind::Sequence => {
                 "an event's partition sequence, as its receipt shows it: digits, 1 to 9223372036854775807 (42)"
             }
+            Kind::Phone => "6 to 15 digits, with a + before them or not (0912345678, +84912345678)",
+            Kind::Relation => "1 to 50 characters of text, no control characters (con gái)",
+            Kind::Area => "rural or urban",
+            Kind::Entrusted => "womens_union, farmers_union, veterans_association or youth_union",
+            Kind::DisbursementChannel => "commune_point or bank_transfer",
+            Kind::PaymentChannel => "bank, mobile_money or post_office",
         }
     }
 }
@@ -412,6 +438,66 @@ pub fn text(s: &str) -> Result<String, InputError> {
     text_of(Kind::Text, s, TEXT_CHARS_MAX)
 }
 
+/// A member's relation to the head of household (con gái, vợ), in NFC.
+pub fn relation(s: &str) -> Result<String, InputError> {
+    text_of(Kind::Relation, s, RELATION_CHARS_MAX)
+}
+
+/// A phone number, for payments by mobile money: an optional `+`, then 6 to 15 digits,
+/// nothing else (no spaces or dashes: one spelling per number).
+pub fn phone(s: &str) -> Result<String, InputError> {
+    let digits = s.strip_prefix('+').unwrap_or(s);
+    let shaped = (PHONE_DIGITS_MIN..=PHONE_DIGITS_MAX).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit());
+    if !shaped {
+        return Err(InputError::new(Kind::Phone, shown(s)));
+    }
+    Ok(s.to_owned())
+}
+
+// The choices below are spelled as the API's JSON spells them (defs.json `area`,
+// approve-loan, disburse and grant-entitlement requests), so the console and the API
+// accept the same words; anything else is refused, never taken for a default.
+
+/// Where a household lives, for the poverty line that applies to it.
+pub fn area(s: &str) -> Result<Area, InputError> {
+    match s {
+        "rural" => Ok(Area::Rural),
+        "urban" => Ok(Area::Urban),
+        _ => Err(InputError::new(Kind::Area, shown(s))),
+    }
+}
+
+/// The mass organisation a loan is entrusted to.
+pub fn entrusted(s: &str) -> Result<EntrustedOrganisation, InputError> {
+    match s {
+        "womens_union" => Ok(EntrustedOrganisation::WomensUnion),
+        "farmers_union" => Ok(EntrustedOrganisation::FarmersUnion),
+        "veterans_association" => Ok(EntrustedOrganisation::VeteransAssociation),
+        "youth_union" => Ok(EntrustedOrganisation::YouthUnion),
+        _ => Err(InputError::new(Kind::Entrusted, shown(s))),
+    }
+}
+
+/// How a loan's tranche reaches the borrower.
+pub fn disbursement_channel(s: &str) -> Result<DisbursementChannel, InputError> {
+    match s {
+        "commune_point" => Ok(DisbursementChannel::CommuneTransactionPoint),
+        "bank_transfer" => Ok(DisbursementChannel::BankTransfer),
+        _ => Err(InputError::new(Kind::DisbursementChannel, shown(s))),
+    }
+}
+
+/// How an allowance reaches its beneficiary (the gateway is a value of its own).
+pub fn payment_channel(s: &str) -> Result<ChannelKind, InputError> {
+    match s {
+        "bank" => Ok(ChannelKind::BankAccount),
+        "mobile_money" => Ok(ChannelKind::MobileMoney),
+        "post_office" => Ok(ChannelKind::PostOffice),
+        _ => Err(InputError::new(Kind::PaymentChannel, shown(s))),
+    }
+}
+
 /// `date` for serde, for the query strings: `#[serde(default, deserialize_with =
 /// "input::optional_date")]` reads an optional date in its one spelling.
 pub fn optional_date<'de, D: serde::Deserializer<'de>>(
@@ -480,5 +566,56 @@ mod tests {
         assert!(name("An\u{0}").is_err());
         assert!(text(" ").is_err());
         assert!(idempotency_key("a b").is_err());
+        for good in ["0912345678", "+84912345678", "123456", "123456789012345"] {
+            assert_eq!(phone(good).unwrap(), good);
+        }
+        for bad in [
+            "call neighbour",
+            "12345",
+            "1234567890123456",
+            "+",
+            "++123456",
+            "091 234 5678",
+            "-123456",
+            "١٢٣٤٥٦",
+        ] {
+            assert_eq!(phone(bad).unwrap_err().kind, Kind::Phone, "{bad:?}");
+        }
+        assert_eq!(
+            relation(&"c".repeat(RELATION_CHARS_MAX)).unwrap().len(),
+            RELATION_CHARS_MAX
+        );
+        assert_eq!(
+            relation(&"c".repeat(RELATION_CHARS_MAX + 1))
+                .unwrap_err()
+                .kind,
+            Kind::Relation
+        );
+        assert_eq!(relation("con gái").unwrap(), "con gái");
+        assert_eq!(area("urban").unwrap(), Area::Urban);
+        for bad in ["URBAN", "Urban", "", "city"] {
+            assert_eq!(area(bad).unwrap_err().kind, Kind::Area, "{bad:?}");
+        }
+        assert_eq!(
+            entrusted("youth_union").unwrap(),
+            EntrustedOrganisation::YouthUnion
+        );
+        assert_eq!(entrusted("red_cross").unwrap_err().kind, Kind::Entrusted);
+        assert_eq!(
+            disbursement_channel("bank_transfer").unwrap(),
+            DisbursementChannel::BankTransfer
+        );
+        assert_eq!(
+            disbursement_channel("cash").unwrap_err().kind,
+            Kind::DisbursementChannel
+        );
+        assert_eq!(
+            payment_channel("mobile_money").unwrap(),
+            ChannelKind::MobileMoney
+        );
+        assert_eq!(
+            payment_channel("bank_account").unwrap_err().kind,
+            Kind::PaymentChannel
+        );
     }
 }

@@ -293,14 +293,6 @@ fn area_options(lang: Lang) -> [(&'static str, &'static str); 2] {
     [("rural", lang.t(T::Rural)), ("urban", lang.t(T::Urban))]
 }
 
-fn area(value: &str) -> Area {
-    if value == "urban" {
-        Area::Urban
-    } else {
-        Area::Rural
-    }
-}
-
 fn register_form(session: &Session, key: &str, f: &Fields, problems: &Problems) -> Markup {
     let lang = session.lang;
     let on = f.day_or_today("registered_on");
@@ -342,14 +334,24 @@ async fn register_page(session: Session) -> Response {
     page(lang, lang.t(T::RegisterHousehold), Some(&session), body).into_response()
 }
 
-/// The register form's values, each read by its kind's parser; the first refusal of
-/// each field is kept beside it.
-fn read_register(
-    f: &Fields,
-    problems: &mut Problems,
-) -> Option<(HouseholdId, chrono::NaiveDate, PersonalData)> {
+/// What the register form asks: the household, where it lives, since when, and its
+/// people.
+struct Registration {
+    household: HouseholdId,
+    area: Area,
+    on: chrono::NaiveDate,
+    data: PersonalData,
+}
+
+/// The register form's values, each read by its kind's parser, the one that holds the
+/// API's rule for the same field (register-household.request.json); the first refusal
+/// of each field is kept beside it.
+fn read_register(f: &Fields, problems: &mut Problems) -> Option<Registration> {
     let h = crate::input::household(f.get("household_id"))
         .map_err(|e| problems.field("household_id", e))
+        .ok();
+    let area = crate::input::area(f.get("area"))
+        .map_err(|e| problems.field("area", e))
         .ok();
     let on = i18n::parse_date(f.get("registered_on"))
         .map_err(|e| problems.field("registered_on", e))
@@ -362,7 +364,7 @@ fn read_register(
         .ok();
     let phone = match f.get("phone") {
         "" => None,
-        p => crate::input::text(p)
+        p => crate::input::phone(p)
             .map_err(|e| problems.field("phone", e))
             .ok(),
     };
@@ -390,7 +392,7 @@ fn read_register(
                 .map_err(|e| problems.field(id, e))
                 .ok(),
         };
-        let rel = crate::input::text(f.get(relation))
+        let rel = crate::input::relation(f.get(relation))
             .map_err(|e| problems.field(relation, e))
             .ok();
         if let (Some(name), Some(citizen_id), Some(relation)) = (member_name, citizen, rel) {
@@ -401,21 +403,22 @@ fn read_register(
             });
         }
     }
-    let (h, on, head_name, head_id) = (h?, on?, head_name?, head_id?);
+    let (household, area, on, head_name, head_id) = (h?, area?, on?, head_name?, head_id?);
     if !problems.is_empty() {
         return None;
     }
-    Some((
-        h,
+    Some(Registration {
+        household,
+        area,
         on,
-        PersonalData {
+        data: PersonalData {
             head_name,
             head_citizen_id: head_id.as_str().to_owned(),
             phone,
             account_number: None,
             members,
         },
-    ))
+    })
 }
 
 /// `POST /console/households/new`.
@@ -431,7 +434,13 @@ async fn register(State(api): State<Api>, session: Session, FormBody(f): FormBod
         let body = register_form(&session, &key, &f, problems);
         (status, page(lang, title, Some(&session), body)).into_response()
     };
-    let Some((h, on, data)) = read_register(&f, &mut problems) else {
+    let Some(Registration {
+        household: h,
+        area,
+        on,
+        data,
+    }) = read_register(&f, &mut problems)
+    else {
         return again(&problems, axum::http::StatusCode::BAD_REQUEST);
     };
     let result = async {
@@ -439,7 +448,7 @@ async fn register(State(api): State<Api>, session: Session, FormBody(f): FormBod
         let caller = &session.caller;
         let write = Write::new(caller, &key, fingerprint);
         api.service()
-            .register(&write.request(caller), &h, area(f.get("area")), on, &data)
+            .register(&write.request(caller), &h, area, on, &data)
             .await
             .map_err(ApiError::from)
     }
@@ -522,6 +531,9 @@ async fn classify(
     let income = i18n::parse_money(f.get("income_per_person"))
         .map_err(|e| problems.field("income_per_person", e))
         .ok();
+    let area = crate::input::area(f.get("area"))
+        .map_err(|e| problems.field("area", e))
+        .ok();
     let year = f
         .get("review_year")
         .parse::<i32>()
@@ -530,12 +542,12 @@ async fn classify(
     let on = i18n::parse_date(f.get("decided_on"))
         .map_err(|e| problems.field("decided_on", e))
         .ok();
-    let (Some(income), Some(year), Some(on)) = (income, year, on) else {
+    let (Some(income), Some(area), Some(year), Some(on)) = (income, area, year, on) else {
         return again(&problems, axum::http::StatusCode::BAD_REQUEST);
     };
     let inputs = ClassificationInputs {
         income_per_person_month: income,
-        area: area(f.get("area")),
+        area,
         deprived: f.all("deprived").map(str::to_owned).collect(),
         review_year: year,
     };
