@@ -24,6 +24,10 @@ use reqwest::StatusCode;
 struct Tokens {
     /// A credit officer of commune 0100007.
     officer: String,
+    /// A credit officer and a branch manager of the head office (unit ""): they read
+    /// every household but change none.
+    head_office_officer: String,
+    head_office_manager: String,
 }
 
 struct Console {
@@ -74,6 +78,8 @@ async fn console() -> Console {
     let add = |id: &str, role, unit: &str| http::auth::add_staff(&path, id, role, unit).unwrap();
     let tokens = Tokens {
         officer: add("staff:officer", Role::CreditOfficer, "0100007"),
+        head_office_officer: add("staff:hq-officer", Role::CreditOfficer, ""),
+        head_office_manager: add("staff:hq-manager", Role::BranchManager, ""),
     };
     let api = Api::new(service, StaffDirectory::load(&path).unwrap())
         .await
@@ -284,6 +290,43 @@ fn register_fields<'a>(household: &'a str, p: &Person<'a>) -> Vec<(&'a str, &'a 
         ("member1_citizen_id", ""),
         ("member1_relation", p.relation),
     ]
+}
+
+#[tokio::test]
+async fn the_head_office_reads_a_household_without_its_personal_data() {
+    let c = console().await;
+    let officer = c.sign_in(&c.tokens.officer).await;
+    let h = "0100007-000101";
+    let person = Person {
+        head: "Lương Thị Bích Ngọc",
+        head_id: "001095000101",
+        member: "Trịnh Quốc Bảo",
+        relation: "con trai",
+    };
+    c.register(&officer, h, &person).await;
+    let path = format!("/console/households/{h}");
+    // The commune's officer keeps the registry: the names are shown to them.
+    let theirs = c.get(&officer.cookie, &path).await;
+    assert_eq!(theirs.status, StatusCode::OK, "{}", theirs.main());
+    assert_eq!(text_of(&theirs.page, "head-name"), person.head);
+    assert!(theirs.page.contains(person.member), "{}", theirs.main());
+    // The head office may read the household (its standing, loans, history) but may not
+    // change it: no name, no relation, in clear, for either role that could elsewhere.
+    for token in [&c.tokens.head_office_officer, &c.tokens.head_office_manager] {
+        let reader = c.sign_in(token).await;
+        let page = c.get(&reader.cookie, &path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.main());
+        assert_eq!(text_of(&page.page, "household-id"), h);
+        for shown in [
+            person.head,
+            person.member,
+            person.relation,
+            "id=\"head-name\"",
+            "id=\"members\"",
+        ] {
+            assert!(!page.page.contains(shown), "{shown} shown: {}", page.main());
+        }
+    }
 }
 
 #[tokio::test]

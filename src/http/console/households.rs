@@ -10,7 +10,7 @@ use axum::routing::get;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::access::Operation;
+use crate::access::{self, Operation};
 use crate::domain::eligibility::{Area, ClassificationInputs};
 use crate::domain::ids::HouseholdId;
 use crate::personal::{Member, PersonalData};
@@ -168,9 +168,18 @@ async fn household_page(
         .projector
         .household_history(h.as_str(), query.page, HISTORY_PAGE_LINES)?;
     let v = &read.view;
-    // Names in clear only for the staff who keep the registry (they typed them); the
-    // sealed data are opened through the vault, never read from the log in clear.
-    let personal = if may(&session.caller, Operation::ChangeHousehold) && !v.personal_data_erased {
+    // Names in clear only for the staff who keep this household's registry (they typed
+    // them): the role and the unit, as a change of the household is authorized. The role
+    // alone would show them to the head office, which reads every household but changes
+    // none, and to which the API shows no personal data either. The sealed data are
+    // opened through the vault, never read from the log in clear.
+    let keeps_registry = access::authorize(
+        &session.caller,
+        Operation::ChangeHousehold,
+        h.commune().as_str(),
+    )
+    .is_ok();
+    let personal = if keeps_registry && !v.personal_data_erased {
         api.service().personal(&h).await.ok()
     } else {
         None
