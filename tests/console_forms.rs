@@ -12,6 +12,7 @@ mod common;
 use std::sync::Arc;
 
 use ansinh::access::Role;
+use ansinh::http::console::i18n::{Lang, T};
 use ansinh::http::console::session::{CSRF_FIELD, SESSION_COOKIE, SIGN_IN_COOKIE};
 use ansinh::http::{self, Api, StaffDirectory};
 use ansinh::log::LogConfig;
@@ -28,6 +29,7 @@ struct Tokens {
     /// every household but change none.
     head_office_officer: String,
     head_office_manager: String,
+    auditor: String,
 }
 
 struct Console {
@@ -35,6 +37,7 @@ struct Console {
     /// Follows no redirect: a test looks at where a form sends the browser.
     client: reqwest::Client,
     config: LogConfig,
+    service: Service,
     tokens: Tokens,
     _stop: tokio::sync::oneshot::Sender<()>,
     _dir: tempfile::TempDir,
@@ -46,9 +49,10 @@ struct Reader {
     csrf: String,
 }
 
-/// An answer: its status and its page.
+/// An answer: its status, where it redirects (if it does) and its page.
 struct Answer {
     status: StatusCode,
+    location: Option<String>,
     page: String,
 }
 
@@ -80,8 +84,9 @@ async fn console() -> Console {
         officer: add("staff:officer", Role::CreditOfficer, "0100007"),
         head_office_officer: add("staff:hq-officer", Role::CreditOfficer, ""),
         head_office_manager: add("staff:hq-manager", Role::BranchManager, ""),
+        auditor: add("staff:auditor", Role::Auditor, ""),
     };
-    let api = Api::new(service, StaffDirectory::load(&path).unwrap())
+    let api = Api::new(service.clone(), StaffDirectory::load(&path).unwrap())
         .await
         .unwrap();
     api.set_checkpoints(checkpoints);
@@ -93,6 +98,7 @@ async fn console() -> Console {
             .build()
             .unwrap(),
         config,
+        service,
         tokens,
         _stop: stop,
         _dir: dir,
@@ -264,8 +270,14 @@ impl Console {
 
 async fn answer(response: reqwest::Response) -> Answer {
     let status = response.status();
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     Answer {
         status,
+        location,
         page: response.text().await.unwrap(),
     }
 }
@@ -556,6 +568,71 @@ async fn loan_and_grant_forms_refuse_a_choice_the_api_does_not_offer() {
         granted.main()
     );
     assert_eq!(c.events().await, before + 3);
+}
+
+#[tokio::test]
+async fn one_scan_key_sent_to_another_partition_is_refused_not_redirected() {
+    let c = console().await;
+    // A household in each of two provinces: both partitions are known to the ledger.
+    register_household(&c.service, "0100007-000105", 105).await;
+    register_household(&c.service, "7900007-000105", 106).await;
+    let auditor = c.sign_in(&c.tokens.auditor).await;
+    let scan = [("report", "recompute")];
+    let first = c
+        .post(
+            &auditor,
+            "/console/audit/partitions/01/scans",
+            "scan-1",
+            &scan,
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::SEE_OTHER, "{}", first.main());
+    let first_job = first.location.expect("the job's page");
+    assert!(first_job.starts_with("/console/jobs/"), "{first_job}");
+    // The same form again finds the same job.
+    let again = c
+        .post(
+            &auditor,
+            "/console/audit/partitions/01/scans",
+            "scan-1",
+            &scan,
+        )
+        .await;
+    assert_eq!(again.location.as_deref(), Some(first_job.as_str()));
+    // The same key and body for partition 79 asks for another scan: refused as a reused
+    // key, in plain words; it does not send the reader to partition 01's job.
+    let other = c
+        .post(
+            &auditor,
+            "/console/audit/partitions/79/scans",
+            "scan-1",
+            &scan,
+        )
+        .await;
+    assert_eq!(
+        other.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?} {}",
+        other.location,
+        other.main()
+    );
+    assert!(
+        other.page.contains(Lang::Vi.t(T::KeyReused)),
+        "{}",
+        other.main()
+    );
+    // Under a fresh key, partition 79's scan starts: a job of its own.
+    let fresh = c
+        .post(
+            &auditor,
+            "/console/audit/partitions/79/scans",
+            "scan-2",
+            &scan,
+        )
+        .await;
+    assert_eq!(fresh.status, StatusCode::SEE_OTHER, "{}", fresh.main());
+    let fresh_job = fresh.location.expect("the job's page");
+    assert_ne!(fresh_job, first_job);
 }
 
 /// A register request with `phone`, `area` and a member of `relation`, as the API takes it.
