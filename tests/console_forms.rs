@@ -635,6 +635,46 @@ async fn one_scan_key_sent_to_another_partition_is_refused_not_redirected() {
     assert_ne!(fresh_job, first_job);
 }
 
+#[tokio::test]
+async fn the_largest_page_number_is_answered() {
+    let c = console().await;
+    let officer = c.sign_in(&c.tokens.officer).await;
+    let h = "0100007-000106";
+    let person = Person {
+        head: "Lâm Thị Xuân",
+        head_id: "001095000106",
+        member: "Lâm Văn Đức",
+        relation: "con",
+    };
+    c.register(&officer, h, &person).await;
+    let auditor = c.sign_in(&c.tokens.auditor).await;
+    let started = c
+        .post(
+            &auditor,
+            "/console/audit/partitions/01/scans",
+            "scan-pages",
+            &[("report", "recompute")],
+        )
+        .await;
+    let job = started.location.expect("the job's page");
+    let last = u64::MAX.to_string();
+    for (reader, path) in [
+        (&auditor, format!("{job}?page={last}")),
+        (&auditor, format!("{job}?page={}", u64::MAX - 1)),
+        (&officer, format!("/console/households/{h}?page={last}")),
+    ] {
+        // An answer, not a dropped connection (an overflow would panic the handler).
+        let page = c.get(&reader.cookie, &path).await;
+        assert!(
+            matches!(page.status, StatusCode::OK | StatusCode::BAD_REQUEST),
+            "{path}: {}",
+            page.status
+        );
+        // A page past the last one offers no next page.
+        assert!(!page.page.contains("-next\""), "{path}: {}", page.main());
+    }
+}
+
 /// A register request with `phone`, `area` and a member of `relation`, as the API takes it.
 fn register_request(phone: &str, area: &str, relation: &str) -> serde_json::Value {
     serde_json::json!({

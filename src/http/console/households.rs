@@ -131,7 +131,9 @@ async fn search_citizen(
 
 #[derive(Deserialize)]
 struct ShowQuery {
-    /// History page, from 0.
+    /// History page, from 0. Any number a query can carry is answered: the arithmetic on
+    /// it saturates or is checked, never overflows (a page past the last is an empty page
+    /// with no next one).
     #[serde(default)]
     page: usize,
     /// A receipt's stream sequence: show the page once it includes that write.
@@ -266,7 +268,7 @@ async fn household_page(
                 }
             }
         }
-        h2 { (lang.t(T::History)) " — " (lang.t(T::Page)) " " (query.page + 1) }
+        h2 { (lang.t(T::History)) " — " (lang.t(T::Page)) " " (query.page.saturating_add(1)) }
         table #history {
             tr { th { (lang.t(T::Sequence)) } th { (lang.t(T::Event)) } th { (lang.t(T::Actor)) } th { (lang.t(T::On)) } th { (lang.t(T::Detail)) } th { (lang.t(T::Hash)) } }
             @for e in &history {
@@ -281,11 +283,11 @@ async fn household_page(
             }
         }
         nav.pages {
-            @if query.page > 0 {
-                a #history-previous href={ "/console/households/" (h) "?page=" (query.page - 1) } { (lang.t(T::Previous)) }
+            @if let Some(previous) = query.page.checked_sub(1) {
+                a #history-previous href={ "/console/households/" (h) "?page=" (previous) } { (lang.t(T::Previous)) }
             }
-            @if more {
-                a #history-next href={ "/console/households/" (h) "?page=" (query.page + 1) } { (lang.t(T::Next)) }
+            @if let (true, Some(next)) = (more, query.page.checked_add(1)) {
+                a #history-next href={ "/console/households/" (h) "?page=" (next) } { (lang.t(T::Next)) }
             }
         }
     };
