@@ -342,6 +342,43 @@ async fn the_head_office_reads_a_household_without_its_personal_data() {
 }
 
 #[tokio::test]
+async fn a_household_without_income_is_classified_from_the_console() {
+    let c = console().await;
+    let officer = c.sign_in(&c.tokens.officer).await;
+    let h = "0100007-000102";
+    let person = Person {
+        head: "Mai Văn Thắng",
+        head_id: "001095000102",
+        member: "Mai Thị Hoa",
+        relation: "vợ",
+    };
+    c.register(&officer, h, &person).await;
+    let before = c.events().await;
+    let classified = c.classify(&officer, h, "classify-zero", "0").await;
+    assert_eq!(classified.status, StatusCode::OK, "{}", classified.main());
+    assert!(
+        !classified.refuses("income_per_person"),
+        "{}",
+        classified.main()
+    );
+    assert_eq!(text_of(&classified.page, "result-class"), "poor");
+    assert_eq!(c.events().await, before + 1);
+    // What is not an amount at all is still refused beside the field, recording nothing.
+    for (n, typed) in ["-1", "không", ""].into_iter().enumerate() {
+        let refused = c
+            .classify(&officer, h, &format!("classify-refused-{n}"), typed)
+            .await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{typed:?}");
+        assert!(
+            refused.refuses("income_per_person"),
+            "{typed:?}: {}",
+            refused.main()
+        );
+    }
+    assert_eq!(c.events().await, before + 1);
+}
+
+#[tokio::test]
 async fn the_register_form_refuses_what_the_api_refuses_beside_each_field() {
     let c = console().await;
     let officer = c.sign_in(&c.tokens.officer).await;

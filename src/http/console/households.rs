@@ -539,7 +539,8 @@ async fn classify(
         (status, page(lang, title, Some(&session), body)).into_response()
     };
     let mut problems = Problems::default();
-    let income = i18n::parse_money(f.get("income_per_person"))
+    // Zero is an income (a household may have none), as the API's `money_non_negative`.
+    let income = i18n::parse_money_or_zero(f.get("income_per_person"))
         .map_err(|e| problems.field("income_per_person", e))
         .ok();
     let area = crate::input::area(f.get("area"))

@@ -463,16 +463,28 @@ pub fn parse_date(typed: &str) -> Result<NaiveDate, crate::input::InputError> {
     crate::input::date(typed)
 }
 
-/// An amount typed by a person: `1.500.000`, `1500000` or `1.500.000 ₫` (dots group
-/// thousands; amounts are whole đồng), then read by the ledger's money parser.
+/// An amount to move typed by a person: `1.500.000`, `1500000` or `1.500.000 ₫` (dots
+/// group thousands; amounts are whole đồng), then read by the ledger's money parser,
+/// which refuses 0.
 pub fn parse_money(typed: &str) -> Result<Decimal, crate::input::InputError> {
-    let plain: String = typed
+    crate::input::money(&plain_money(typed))
+}
+
+/// An amount that may be 0, typed as `parse_money` reads it: a household's income,
+/// which the API takes as `money_non_negative` (a household may have none).
+pub fn parse_money_or_zero(typed: &str) -> Result<Decimal, crate::input::InputError> {
+    crate::input::money_or_zero(&plain_money(typed))
+}
+
+/// The digits of a typed amount, without the dots grouping thousands, spaces or the
+/// đồng sign.
+fn plain_money(typed: &str) -> String {
+    typed
         .trim()
         .trim_end_matches('₫')
         .chars()
         .filter(|c| *c != '.' && !c.is_whitespace())
-        .collect();
-    crate::input::money(&plain)
+        .collect()
 }
 
 /// A Unix time in milliseconds as `dd/mm/yyyy hh:mm` (UTC).
@@ -502,6 +514,12 @@ mod tests {
         assert_eq!(parse_money(" 1.500.000 ₫ ").unwrap(), dec!(1500000));
         assert!(parse_money("một triệu").is_err());
         assert!(parse_money("-5").is_err());
+        assert!(parse_money("0").is_err());
+        assert_eq!(parse_money_or_zero("0").unwrap(), dec!(0));
+        assert_eq!(parse_money_or_zero("0 ₫").unwrap(), dec!(0));
+        assert_eq!(parse_money_or_zero("1.200.000").unwrap(), dec!(1200000));
+        assert!(parse_money_or_zero("-5").is_err());
+        assert!(parse_money_or_zero("").is_err());
     }
 
     #[test]
