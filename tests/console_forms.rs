@@ -254,15 +254,7 @@ impl Console {
             reader,
             &format!("/console/households/{household}/classify"),
             key,
-            &[
-                ("income_per_person", income),
-                ("area", "rural"),
-                ("deprived", "employment"),
-                ("deprived", "nutrition"),
-                ("deprived", "drinking_water"),
-                ("review_year", "2026"),
-                ("decided_on", "10/01/2026"),
-            ],
+            &classify_fields(income),
         )
         .await
     }
@@ -280,6 +272,31 @@ async fn answer(response: reqwest::Response) -> Answer {
         location,
         page: response.text().await.unwrap(),
     }
+}
+
+/// The classify form's fields: `income` a person a month, three deprivations, the
+/// review of 2026 decided on 10/01/2026.
+fn classify_fields(income: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("income_per_person", income),
+        ("area", "rural"),
+        ("deprived", "employment"),
+        ("deprived", "nutrition"),
+        ("deprived", "drinking_water"),
+        ("review_year", "2026"),
+        ("decided_on", "10/01/2026"),
+    ]
+}
+
+/// `fields` with every value of `name` replaced by `values`.
+fn replaced<'a>(
+    fields: &[(&'a str, &'a str)],
+    name: &'a str,
+    values: &[&'a str],
+) -> Vec<(&'a str, &'a str)> {
+    let mut out: Vec<_> = fields.iter().copied().filter(|(k, _)| *k != name).collect();
+    out.extend(values.iter().map(|v| (name, *v)));
+    out
 }
 
 /// The people of a household as the register form takes them.
@@ -710,6 +727,124 @@ async fn the_largest_page_number_is_answered() {
         // A page past the last one offers no next page.
         assert!(!page.page.contains("-next\""), "{path}: {}", page.main());
     }
+}
+
+#[tokio::test]
+async fn the_forms_numbers_codes_and_names_keep_the_apis_bounds() {
+    let c = console().await;
+    let officer = c.sign_in(&c.tokens.officer).await;
+    let h = "0100007-000107";
+    let person = Person {
+        head: "Tôn Nữ Minh Châu",
+        head_id: "001095000107",
+        member: "Tôn Thất Quang",
+        relation: "con",
+    };
+    c.register(&officer, h, &person).await;
+    let classified = c.classify(&officer, h, "classify-107", "1.200.000").await;
+    assert_eq!(text_of(&classified.page, "result-class"), "poor");
+    let before = c.events().await;
+    let classify = classify_fields("1.200.000");
+    let approve = [
+        ("programme", "POOR_HOUSEHOLD"),
+        ("amount", "30.000.000"),
+        ("term_months", "36"),
+        ("savings_group", "TK-01"),
+        ("entrusted", "womens_union"),
+        ("on", "02/02/2026"),
+        ("reason", "vay sản xuất"),
+    ];
+    let grant = [
+        ("member", "001095000107"),
+        ("category", "ELDERLY_80_PLUS_NO_PENSION"),
+        ("channel", "bank"),
+        ("gateway", "vcb"),
+        ("from", "2026-02"),
+        ("on", "01/02/2026"),
+    ];
+    let long_group = "Tổ tiết kiệm và vay vốn thôn Đông, xã Yên Phú, huyện Yên Mỹ, tỉnh Hưng Yên";
+    assert!(long_group.chars().count() > 64);
+    let classify_path = format!("/console/households/{h}/classify");
+    let approve_path = format!("/console/households/{h}/loans/new");
+    let grant_path = format!("/console/households/{h}/entitlements/new");
+    // Each a value the API's schema refuses, alone in an otherwise good form: refused
+    // beside its field, 400, nothing appended.
+    for (n, (path, fields, field)) in [
+        (
+            &classify_path,
+            replaced(&classify, "deprived", &["nutrition", "nutrition"]),
+            "deprived",
+        ),
+        (
+            &classify_path,
+            replaced(&classify, "deprived", &["clean water"]),
+            "deprived",
+        ),
+        (
+            &classify_path,
+            replaced(&classify, "review_year", &["2101"]),
+            "review_year",
+        ),
+        (
+            &approve_path,
+            replaced(&approve, "savings_group", &[long_group]),
+            "savings_group",
+        ),
+        (
+            &approve_path,
+            replaced(&approve, "term_months", &["601"]),
+            "term_months",
+        ),
+        (
+            &approve_path,
+            replaced(&approve, "term_months", &["+36"]),
+            "term_months",
+        ),
+        (
+            &approve_path,
+            replaced(&approve, "programme", &["poor household"]),
+            "programme",
+        ),
+        (
+            &grant_path,
+            replaced(&grant, "category", &["elderly 80+"]),
+            "category",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let refused = c
+            .post(&officer, path, &format!("bounds-{n}"), &fields)
+            .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::BAD_REQUEST,
+            "{field}: {}",
+            refused.main()
+        );
+        assert!(refused.refuses(field), "{field}: {}", refused.main());
+        assert_eq!(c.events().await, before, "{field}");
+    }
+    // The same forms with good values are recorded.
+    for (path, fields, key) in [
+        (&approve_path, &approve[..], "approve-107"),
+        (&grant_path, &grant[..], "grant-107"),
+    ] {
+        let recorded = c.post(&officer, path, key, fields).await;
+        assert_eq!(
+            recorded.status,
+            StatusCode::OK,
+            "{path}: {}",
+            recorded.main()
+        );
+        assert!(
+            recorded.page.contains("id=\"recorded\""),
+            "{}",
+            recorded.main()
+        );
+    }
+    assert_eq!(c.events().await, before + 2);
 }
 
 /// A register request with `phone`, `area` and a member of `relation`, as the API takes it.

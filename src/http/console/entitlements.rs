@@ -95,7 +95,7 @@ async fn grant(
     let member = crate::input::reference_of(f.get("member"))
         .map_err(|e| p.field("member", e))
         .ok();
-    let category = crate::input::reference_of(f.get("category"))
+    let category = crate::input::code(f.get("category"))
         .map_err(|e| p.field("category", e))
         .ok();
     let gateway = crate::input::gateway(f.get("gateway"))

@@ -503,6 +503,7 @@ fn classify_form(
                 @for indicator in INDICATORS {
                     label { input type="checkbox" name="deprived" value=(indicator) checked[ticked.contains(&indicator)]; " " (indicator) }
                 }
+                @if let Some(m) = problems.of("deprived") { span.err data-field="deprived" { (m) } }
             }
             (text_field(lang.t(T::ReviewYear), "review_year", &year, problems))
             (text_field(lang.t(T::DecidedOn), "decided_on", &on, problems))
@@ -546,21 +547,26 @@ async fn classify(
     let area = crate::input::area(f.get("area"))
         .map_err(|e| problems.field("area", e))
         .ok();
-    let year = f
-        .get("review_year")
-        .parse::<i32>()
-        .map_err(|_| problems.field("review_year", "yyyy"))
+    let year = crate::input::review_year(f.get("review_year"))
+        .map_err(|e| problems.field("review_year", e))
         .ok();
     let on = i18n::parse_date(f.get("decided_on"))
         .map_err(|e| problems.field("decided_on", e))
         .ok();
-    let (Some(income), Some(area), Some(year), Some(on)) = (income, area, year, on) else {
+    // The boxes a browser sends are each one of INDICATORS, once; a forged form may name
+    // others or one twice, which the API's schema refuses too.
+    let deprived = crate::input::indicators(f.all("deprived"))
+        .map_err(|e| problems.field("deprived", e))
+        .ok();
+    let (Some(income), Some(area), Some(year), Some(on), Some(deprived)) =
+        (income, area, year, on, deprived)
+    else {
         return again(&problems, axum::http::StatusCode::BAD_REQUEST);
     };
     let inputs = ClassificationInputs {
         income_per_person_month: income,
         area,
-        deprived: f.all("deprived").map(str::to_owned).collect(),
+        deprived,
         review_year: year,
     };
     let route = format!("POST /console/households/{h}/classify");

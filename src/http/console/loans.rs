@@ -110,12 +110,15 @@ async fn approve(
     let amount = i18n::parse_money(f.get("amount"))
         .map_err(|e| p.field("amount", e))
         .ok();
-    let term = f
-        .get("term_months")
-        .parse::<u32>()
-        .map_err(|_| p.field("term_months", "1-240"))
+    // The programme comes from a list, but a forged form may send anything: it is read
+    // as the API reads it, and the book refuses one it does not know.
+    let programme = crate::input::code(f.get("programme"))
+        .map_err(|e| p.field("programme", e))
         .ok();
-    let group = crate::input::text(f.get("savings_group"))
+    let term = crate::input::term_months(f.get("term_months"))
+        .map_err(|e| p.field("term_months", e))
+        .ok();
+    let group = crate::input::savings_group(f.get("savings_group"))
         .map_err(|e| p.field("savings_group", e))
         .ok();
     let on = i18n::parse_date(f.get("on"))
@@ -127,14 +130,21 @@ async fn approve(
     let entrusted = crate::input::entrusted(f.get("entrusted"))
         .map_err(|e| p.field("entrusted", e))
         .ok();
-    let (Some(amount), Some(term), Some(group), Some(on), Some(reason), Some(entrusted)) =
-        (amount, term, group, on, reason, entrusted)
+    let (
+        Some(programme),
+        Some(amount),
+        Some(term),
+        Some(group),
+        Some(on),
+        Some(reason),
+        Some(entrusted),
+    ) = (programme, amount, term, group, on, reason, entrusted)
     else {
         return again(&p, axum::http::StatusCode::BAD_REQUEST);
     };
     let action = LoanAction::Approve {
         household: h.clone(),
-        programme: f.get("programme").to_owned(),
+        programme,
         amount,
         term_months: term,
         savings_group: group,
