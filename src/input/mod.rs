@@ -22,7 +22,10 @@ use rust_decimal::Decimal;
 use unicode_normalization::UnicodeNormalization;
 
 use crate::chain::Partition;
+use crate::domain::eligibility::Area;
 use crate::domain::ids::{CitizenId, CommuneCode, HouseholdId, ProvinceCode};
+use crate::domain::loans::{Channel as DisbursementChannel, EntrustedOrganisation};
+use crate::domain::payments::entitlements::ChannelKind;
 use crate::domain::payments::ids::GatewayId;
 use crate::domain::payments::month::Month;
 
@@ -33,6 +36,23 @@ pub const MONEY_DIGITS_MAX: usize = 16;
 pub const NAME_CHARS_MAX: usize = 200;
 /// A reason, a decision reference or a note, in characters (defs.json `text`).
 pub const TEXT_CHARS_MAX: usize = 500;
+/// A member's relation to the head of household, in characters (defs.json `member`).
+pub const RELATION_CHARS_MAX: usize = 50;
+/// Digits of a phone number, after an optional `+` (defs.json `personal.phone`).
+pub const PHONE_DIGITS_MIN: usize = 6;
+pub const PHONE_DIGITS_MAX: usize = 15;
+/// A savings group's name, in characters (approve-loan.request.json `savings_group`).
+pub const SAVINGS_GROUP_CHARS_MAX: usize = 64;
+/// The longest loan term any entrance accepts, in months (approve-loan.request.json);
+/// each programme has its own, shorter maximum, which the book checks.
+pub const TERM_MONTHS_MAX: u32 = 600;
+/// The years a review may be for (defs.json `review_year`); the book checks the year
+/// against the day of the decision.
+pub const REVIEW_YEAR_MIN: u32 = 2000;
+pub const REVIEW_YEAR_MAX: u32 = 2100;
+/// Deprivation indicators one review may name (classify.request.json `deprived`: the
+/// standard lists 12).
+pub const INDICATORS_MAX: usize = 12;
 /// The largest partition sequence any entrance accepts (2^63 - 1), as the HTTP schemas
 /// bound it too (`reverse.request.json`): the loan domain's id of an event is twice its
 /// sequence plus one (`book::codec::main_id`), which must fit in 64 bits.
@@ -64,6 +84,17 @@ pub enum Kind {
     Text,
     Job,
     Sequence,
+    Phone,
+    Relation,
+    Area,
+    Entrusted,
+    DisbursementChannel,
+    PaymentChannel,
+    Code,
+    SavingsGroup,
+    TermMonths,
+    ReviewYear,
+    Indicators,
 }
 
 impl Kind {
@@ -88,6 +119,17 @@ impl Kind {
             Kind::Text => "text",
             Kind::Job => "job id",
             Kind::Sequence => "sequence",
+            Kind::Phone => "phone number",
+            Kind::Relation => "relation",
+            Kind::Area => "area",
+            Kind::Entrusted => "entrusted organisation",
+            Kind::DisbursementChannel => "disbursement channel",
+            Kind::PaymentChannel => "payment channel",
+            Kind::Code => "code",
+            Kind::SavingsGroup => "savings group",
+            Kind::TermMonths => "term",
+            Kind::ReviewYear => "review year",
+            Kind::Indicators => "list of deprivation indicators",
         }
     }
 
@@ -121,6 +163,19 @@ impl Kind {
             Kind::Job => "32 lowercase hex digits, as the job's Location named it",
             Kind::Sequence => {
                 "an event's partition sequence, as its receipt shows it: digits, 1 to 9223372036854775807 (42)"
+            }
+            Kind::Phone => "6 to 15 digits, with a + before them or not (0912345678, +84912345678)",
+            Kind::Relation => "1 to 50 characters of text, no control characters (con gái)",
+            Kind::Area => "rural or urban",
+            Kind::Entrusted => "womens_union, farmers_union, veterans_association or youth_union",
+            Kind::DisbursementChannel => "commune_point or bank_transfer",
+            Kind::PaymentChannel => "bank, mobile_money or post_office",
+            Kind::Code => "1 to 64 capital letters, digits and underscores (POOR_HOUSEHOLD)",
+            Kind::SavingsGroup => "1 to 64 characters of text, no control characters (TK-01)",
+            Kind::TermMonths => "a whole number of months, digits only, 1 to 600 (36)",
+            Kind::ReviewYear => "a year from 2000 to 2100, 4 digits (2026)",
+            Kind::Indicators => {
+                "at most 12 indicators, each named once in lowercase letters and underscores (drinking_water)"
             }
         }
     }
@@ -412,6 +467,135 @@ pub fn text(s: &str) -> Result<String, InputError> {
     text_of(Kind::Text, s, TEXT_CHARS_MAX)
 }
 
+/// A member's relation to the head of household (con gái, vợ), in NFC.
+pub fn relation(s: &str) -> Result<String, InputError> {
+    text_of(Kind::Relation, s, RELATION_CHARS_MAX)
+}
+
+/// A phone number, for payments by mobile money: an optional `+`, then 6 to 15 digits,
+/// nothing else (no spaces or dashes: one spelling per number).
+pub fn phone(s: &str) -> Result<String, InputError> {
+    let digits = s.strip_prefix('+').unwrap_or(s);
+    let shaped = (PHONE_DIGITS_MIN..=PHONE_DIGITS_MAX).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit());
+    if !shaped {
+        return Err(InputError::new(Kind::Phone, shown(s)));
+    }
+    Ok(s.to_owned())
+}
+
+// The choices below are spelled as the API's JSON spells them (defs.json `area`,
+// approve-loan, disburse and grant-entitlement requests), so the console and the API
+// accept the same words; anything else is refused, never taken for a default.
+
+/// Where a household lives, for the poverty line that applies to it.
+pub fn area(s: &str) -> Result<Area, InputError> {
+    match s {
+        "rural" => Ok(Area::Rural),
+        "urban" => Ok(Area::Urban),
+        _ => Err(InputError::new(Kind::Area, shown(s))),
+    }
+}
+
+/// The mass organisation a loan is entrusted to.
+pub fn entrusted(s: &str) -> Result<EntrustedOrganisation, InputError> {
+    match s {
+        "womens_union" => Ok(EntrustedOrganisation::WomensUnion),
+        "farmers_union" => Ok(EntrustedOrganisation::FarmersUnion),
+        "veterans_association" => Ok(EntrustedOrganisation::VeteransAssociation),
+        "youth_union" => Ok(EntrustedOrganisation::YouthUnion),
+        _ => Err(InputError::new(Kind::Entrusted, shown(s))),
+    }
+}
+
+/// How a loan's tranche reaches the borrower.
+pub fn disbursement_channel(s: &str) -> Result<DisbursementChannel, InputError> {
+    match s {
+        "commune_point" => Ok(DisbursementChannel::CommuneTransactionPoint),
+        "bank_transfer" => Ok(DisbursementChannel::BankTransfer),
+        _ => Err(InputError::new(Kind::DisbursementChannel, shown(s))),
+    }
+}
+
+/// How an allowance reaches its beneficiary (the gateway is a value of its own).
+pub fn payment_channel(s: &str) -> Result<ChannelKind, InputError> {
+    match s {
+        "bank" => Ok(ChannelKind::BankAccount),
+        "mobile_money" => Ok(ChannelKind::MobileMoney),
+        "post_office" => Ok(ChannelKind::PostOffice),
+        _ => Err(InputError::new(Kind::PaymentChannel, shown(s))),
+    }
+}
+
+/// A name the reference data gives as a code: a programme (POOR_HOUSEHOLD), a
+/// beneficiary category (ELDERLY_80_PLUS_NO_PENSION). The book refuses a code it does
+/// not know; this refuses what cannot be one.
+pub fn code(s: &str) -> Result<String, InputError> {
+    let shaped = !s.is_empty()
+        && s.len() <= REF_CHARS_MAX
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    if !shaped {
+        return Err(InputError::new(Kind::Code, shown(s)));
+    }
+    Ok(s.to_owned())
+}
+
+/// The commune savings and loan group a borrower belongs to, as its members name it.
+pub fn savings_group(s: &str) -> Result<String, InputError> {
+    text_of(Kind::SavingsGroup, s, SAVINGS_GROUP_CHARS_MAX)
+}
+
+/// A whole number in one spelling: digits only, no sign or leading zero, from `min` to
+/// `max`.
+fn whole_number(kind: Kind, s: &str, min: u32, max: u32) -> Result<u32, InputError> {
+    let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && !s.starts_with('0');
+    match s.parse::<u32>() {
+        Ok(n) if digits && (min..=max).contains(&n) => Ok(n),
+        _ => Err(InputError::new(kind, shown(s))),
+    }
+}
+
+/// A loan's term in months, within the bound of every entrance.
+pub fn term_months(s: &str) -> Result<u32, InputError> {
+    whole_number(Kind::TermMonths, s, 1, TERM_MONTHS_MAX)
+}
+
+/// The year whose household list a review produces.
+pub fn review_year(s: &str) -> Result<i32, InputError> {
+    let year = whole_number(Kind::ReviewYear, s, REVIEW_YEAR_MIN, REVIEW_YEAR_MAX)?;
+    Ok(i32::try_from(year).expect("REVIEW_YEAR_MAX fits in an i32"))
+}
+
+/// The deprivation indicators a review names: each once, at most `INDICATORS_MAX`, each
+/// a name the standards could hold (the book refuses one its standard does not list).
+pub fn indicators<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<std::collections::BTreeSet<String>, InputError> {
+    let mut set = std::collections::BTreeSet::new();
+    for name in names {
+        let shaped = !name.is_empty()
+            && name.len() <= REF_CHARS_MAX
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+        if !shaped {
+            return Err(InputError::new(Kind::Indicators, shown(name)));
+        }
+        if !set.insert(name.to_owned()) {
+            return Err(InputError::new(
+                Kind::Indicators,
+                format!("{} is named twice", shown(name)),
+            ));
+        }
+        if set.len() > INDICATORS_MAX {
+            return Err(InputError::new(
+                Kind::Indicators,
+                format!("more than {INDICATORS_MAX} are named"),
+            ));
+        }
+    }
+    Ok(set)
+}
+
 /// `date` for serde, for the query strings: `#[serde(default, deserialize_with =
 /// "input::optional_date")]` reads an optional date in its one spelling.
 pub fn optional_date<'de, D: serde::Deserializer<'de>>(
@@ -480,5 +664,108 @@ mod tests {
         assert!(name("An\u{0}").is_err());
         assert!(text(" ").is_err());
         assert!(idempotency_key("a b").is_err());
+        for good in ["0912345678", "+84912345678", "123456", "123456789012345"] {
+            assert_eq!(phone(good).unwrap(), good);
+        }
+        for bad in [
+            "call neighbour",
+            "12345",
+            "1234567890123456",
+            "+",
+            "++123456",
+            "091 234 5678",
+            "-123456",
+            "١٢٣٤٥٦",
+        ] {
+            assert_eq!(phone(bad).unwrap_err().kind, Kind::Phone, "{bad:?}");
+        }
+        assert_eq!(
+            relation(&"c".repeat(RELATION_CHARS_MAX)).unwrap().len(),
+            RELATION_CHARS_MAX
+        );
+        assert_eq!(
+            relation(&"c".repeat(RELATION_CHARS_MAX + 1))
+                .unwrap_err()
+                .kind,
+            Kind::Relation
+        );
+        assert_eq!(relation("con gái").unwrap(), "con gái");
+        assert_eq!(area("urban").unwrap(), Area::Urban);
+        for bad in ["URBAN", "Urban", "", "city"] {
+            assert_eq!(area(bad).unwrap_err().kind, Kind::Area, "{bad:?}");
+        }
+        assert_eq!(
+            entrusted("youth_union").unwrap(),
+            EntrustedOrganisation::YouthUnion
+        );
+        assert_eq!(entrusted("red_cross").unwrap_err().kind, Kind::Entrusted);
+        assert_eq!(
+            disbursement_channel("bank_transfer").unwrap(),
+            DisbursementChannel::BankTransfer
+        );
+        assert_eq!(
+            disbursement_channel("cash").unwrap_err().kind,
+            Kind::DisbursementChannel
+        );
+        assert_eq!(
+            payment_channel("mobile_money").unwrap(),
+            ChannelKind::MobileMoney
+        );
+        assert_eq!(
+            payment_channel("bank_account").unwrap_err().kind,
+            Kind::PaymentChannel
+        );
+        assert_eq!(code("POOR_HOUSEHOLD").unwrap(), "POOR_HOUSEHOLD");
+        for bad in [
+            "poor_household",
+            "POOR-HOUSEHOLD",
+            "",
+            &"A".repeat(REF_CHARS_MAX + 1),
+        ] {
+            assert_eq!(code(bad).unwrap_err().kind, Kind::Code, "{bad:?}");
+        }
+        assert_eq!(savings_group("Tổ TK 01").unwrap(), "Tổ TK 01");
+        let long_group = "ổ".repeat(SAVINGS_GROUP_CHARS_MAX + 1);
+        assert_eq!(
+            savings_group(&long_group).unwrap_err().kind,
+            Kind::SavingsGroup
+        );
+        assert_eq!(term_months("36").unwrap(), 36);
+        assert_eq!(term_months("600").unwrap(), TERM_MONTHS_MAX);
+        for bad in ["0", "601", "036", "+36", "-1", "", "3 6", "99999999999"] {
+            assert_eq!(
+                term_months(bad).unwrap_err().kind,
+                Kind::TermMonths,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(review_year("2026").unwrap(), 2026);
+        for bad in ["1999", "2101", "26", "02026", "+2026"] {
+            assert_eq!(
+                review_year(bad).unwrap_err().kind,
+                Kind::ReviewYear,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            indicators(["nutrition", "drinking_water"]).unwrap().len(),
+            2
+        );
+        assert!(indicators([]).unwrap().is_empty());
+        let names: Vec<String> = (0..=INDICATORS_MAX).map(|i| "x".repeat(i + 1)).collect();
+        let too_many = indicators(names.iter().map(String::as_str)).unwrap_err();
+        assert!(too_many.to_string().contains("more than 12"), "{too_many}");
+        for bad in [
+            vec!["nutrition", "nutrition"],
+            vec!["Nutrition"],
+            vec![""],
+            vec!["drinking water"],
+        ] {
+            assert_eq!(
+                indicators(bad.clone()).unwrap_err().kind,
+                Kind::Indicators,
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -301,7 +301,11 @@ async fn scan(
         return again(&p, axum::http::StatusCode::BAD_REQUEST);
     };
     let started = async {
-        let (key, fingerprint) = form_key(&f, "POST /console/audit/partitions/scans")?;
+        // The partition is in the path, not among the fields: the route with it is what
+        // the form asks, as the API's fingerprint holds its path. Without it, one key sent
+        // to another partition's route would find the first partition's job.
+        let route = format!("POST /console/audit/partitions/{partition_code}/scans");
+        let (key, fingerprint) = form_key(&f, &route)?;
         crate::http::jobs::audit_scan::begin(
             &api,
             session.caller.clone(),

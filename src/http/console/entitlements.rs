@@ -10,7 +10,7 @@ use maud::{Markup, html};
 
 use crate::access::Operation;
 use crate::domain::ids::HouseholdId;
-use crate::domain::payments::entitlements::{Channel, Terms};
+use crate::domain::payments::entitlements::{Channel, ChannelKind, Terms};
 use crate::domain::payments::ids::{
     BeneficiaryRef, CategoryId, CommuneId, HouseholdRef, MemberRef, ProgrammeId,
 };
@@ -95,7 +95,7 @@ async fn grant(
     let member = crate::input::reference_of(f.get("member"))
         .map_err(|e| p.field("member", e))
         .ok();
-    let category = crate::input::reference_of(f.get("category"))
+    let category = crate::input::code(f.get("category"))
         .map_err(|e| p.field("category", e))
         .ok();
     let gateway = crate::input::gateway(f.get("gateway"))
@@ -107,15 +107,18 @@ async fn grant(
     let on = i18n::parse_date(f.get("on"))
         .map_err(|e| p.field("on", e))
         .ok();
-    let (Some(member), Some(category), Some(gateway), Some(from), Some(on)) =
-        (member, category, gateway, from, on)
+    let channel = crate::input::payment_channel(f.get("channel"))
+        .map_err(|e| p.field("channel", e))
+        .ok();
+    let (Some(member), Some(category), Some(gateway), Some(from), Some(on), Some(channel)) =
+        (member, category, gateway, from, on, channel)
     else {
         return again(&p, axum::http::StatusCode::BAD_REQUEST);
     };
-    let channel = match f.get("channel") {
-        "mobile_money" => Channel::MobileMoney { gateway },
-        "post_office" => Channel::PostOffice { gateway },
-        _ => Channel::BankAccount { gateway },
+    let channel = match channel {
+        ChannelKind::BankAccount => Channel::BankAccount { gateway },
+        ChannelKind::MobileMoney => Channel::MobileMoney { gateway },
+        ChannelKind::PostOffice => Channel::PostOffice { gateway },
     };
     let route = format!("POST /console/households/{h}/entitlements/new");
     let result = async {

@@ -10,7 +10,7 @@ use axum::routing::get;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::access::Operation;
+use crate::access::{self, Operation};
 use crate::domain::eligibility::{Area, ClassificationInputs};
 use crate::domain::ids::HouseholdId;
 use crate::personal::{Member, PersonalData};
@@ -131,7 +131,9 @@ async fn search_citizen(
 
 #[derive(Deserialize)]
 struct ShowQuery {
-    /// History page, from 0.
+    /// History page, from 0. Any number a query can carry is answered: the arithmetic on
+    /// it saturates or is checked, never overflows (a page past the last is an empty page
+    /// with no next one).
     #[serde(default)]
     page: usize,
     /// A receipt's stream sequence: show the page once it includes that write.
@@ -168,9 +170,18 @@ async fn household_page(
         .projector
         .household_history(h.as_str(), query.page, HISTORY_PAGE_LINES)?;
     let v = &read.view;
-    // Names in clear only for the staff who keep the registry (they typed them); the
-    // sealed data are opened through the vault, never read from the log in clear.
-    let personal = if may(&session.caller, Operation::ChangeHousehold) && !v.personal_data_erased {
+    // Names in clear only for the staff who keep this household's registry (they typed
+    // them): the role and the unit, as a change of the household is authorized. The role
+    // alone would show them to the head office, which reads every household but changes
+    // none, and to which the API shows no personal data either. The sealed data are
+    // opened through the vault, never read from the log in clear.
+    let keeps_registry = access::authorize(
+        &session.caller,
+        Operation::ChangeHousehold,
+        h.commune().as_str(),
+    )
+    .is_ok();
+    let personal = if keeps_registry && !v.personal_data_erased {
         api.service().personal(&h).await.ok()
     } else {
         None
@@ -257,7 +268,7 @@ async fn household_page(
                 }
             }
         }
-        h2 { (lang.t(T::History)) " — " (lang.t(T::Page)) " " (query.page + 1) }
+        h2 { (lang.t(T::History)) " — " (lang.t(T::Page)) " " (query.page.saturating_add(1)) }
         table #history {
             tr { th { (lang.t(T::Sequence)) } th { (lang.t(T::Event)) } th { (lang.t(T::Actor)) } th { (lang.t(T::On)) } th { (lang.t(T::Detail)) } th { (lang.t(T::Hash)) } }
             @for e in &history {
@@ -272,11 +283,11 @@ async fn household_page(
             }
         }
         nav.pages {
-            @if query.page > 0 {
-                a #history-previous href={ "/console/households/" (h) "?page=" (query.page - 1) } { (lang.t(T::Previous)) }
+            @if let Some(previous) = query.page.checked_sub(1) {
+                a #history-previous href={ "/console/households/" (h) "?page=" (previous) } { (lang.t(T::Previous)) }
             }
-            @if more {
-                a #history-next href={ "/console/households/" (h) "?page=" (query.page + 1) } { (lang.t(T::Next)) }
+            @if let (true, Some(next)) = (more, query.page.checked_add(1)) {
+                a #history-next href={ "/console/households/" (h) "?page=" (next) } { (lang.t(T::Next)) }
             }
         }
     };
@@ -291,14 +302,6 @@ async fn household_page(
 
 fn area_options(lang: Lang) -> [(&'static str, &'static str); 2] {
     [("rural", lang.t(T::Rural)), ("urban", lang.t(T::Urban))]
-}
-
-fn area(value: &str) -> Area {
-    if value == "urban" {
-        Area::Urban
-    } else {
-        Area::Rural
-    }
 }
 
 fn register_form(session: &Session, key: &str, f: &Fields, problems: &Problems) -> Markup {
@@ -342,14 +345,24 @@ async fn register_page(session: Session) -> Response {
     page(lang, lang.t(T::RegisterHousehold), Some(&session), body).into_response()
 }
 
-/// The register form's values, each read by its kind's parser; the first refusal of
-/// each field is kept beside it.
-fn read_register(
-    f: &Fields,
-    problems: &mut Problems,
-) -> Option<(HouseholdId, chrono::NaiveDate, PersonalData)> {
+/// What the register form asks: the household, where it lives, since when, and its
+/// people.
+struct Registration {
+    household: HouseholdId,
+    area: Area,
+    on: chrono::NaiveDate,
+    data: PersonalData,
+}
+
+/// The register form's values, each read by its kind's parser, the one that holds the
+/// API's rule for the same field (register-household.request.json); the first refusal
+/// of each field is kept beside it.
+fn read_register(f: &Fields, problems: &mut Problems) -> Option<Registration> {
     let h = crate::input::household(f.get("household_id"))
         .map_err(|e| problems.field("household_id", e))
+        .ok();
+    let area = crate::input::area(f.get("area"))
+        .map_err(|e| problems.field("area", e))
         .ok();
     let on = i18n::parse_date(f.get("registered_on"))
         .map_err(|e| problems.field("registered_on", e))
@@ -362,7 +375,7 @@ fn read_register(
         .ok();
     let phone = match f.get("phone") {
         "" => None,
-        p => crate::input::text(p)
+        p => crate::input::phone(p)
             .map_err(|e| problems.field("phone", e))
             .ok(),
     };
@@ -390,7 +403,7 @@ fn read_register(
                 .map_err(|e| problems.field(id, e))
                 .ok(),
         };
-        let rel = crate::input::text(f.get(relation))
+        let rel = crate::input::relation(f.get(relation))
             .map_err(|e| problems.field(relation, e))
             .ok();
         if let (Some(name), Some(citizen_id), Some(relation)) = (member_name, citizen, rel) {
@@ -401,21 +414,22 @@ fn read_register(
             });
         }
     }
-    let (h, on, head_name, head_id) = (h?, on?, head_name?, head_id?);
+    let (household, area, on, head_name, head_id) = (h?, area?, on?, head_name?, head_id?);
     if !problems.is_empty() {
         return None;
     }
-    Some((
-        h,
+    Some(Registration {
+        household,
+        area,
         on,
-        PersonalData {
+        data: PersonalData {
             head_name,
             head_citizen_id: head_id.as_str().to_owned(),
             phone,
             account_number: None,
             members,
         },
-    ))
+    })
 }
 
 /// `POST /console/households/new`.
@@ -431,7 +445,13 @@ async fn register(State(api): State<Api>, session: Session, FormBody(f): FormBod
         let body = register_form(&session, &key, &f, problems);
         (status, page(lang, title, Some(&session), body)).into_response()
     };
-    let Some((h, on, data)) = read_register(&f, &mut problems) else {
+    let Some(Registration {
+        household: h,
+        area,
+        on,
+        data,
+    }) = read_register(&f, &mut problems)
+    else {
         return again(&problems, axum::http::StatusCode::BAD_REQUEST);
     };
     let result = async {
@@ -439,7 +459,7 @@ async fn register(State(api): State<Api>, session: Session, FormBody(f): FormBod
         let caller = &session.caller;
         let write = Write::new(caller, &key, fingerprint);
         api.service()
-            .register(&write.request(caller), &h, area(f.get("area")), on, &data)
+            .register(&write.request(caller), &h, area, on, &data)
             .await
             .map_err(ApiError::from)
     }
@@ -483,6 +503,7 @@ fn classify_form(
                 @for indicator in INDICATORS {
                     label { input type="checkbox" name="deprived" value=(indicator) checked[ticked.contains(&indicator)]; " " (indicator) }
                 }
+                @if let Some(m) = problems.of("deprived") { span.err data-field="deprived" { (m) } }
             }
             (text_field(lang.t(T::ReviewYear), "review_year", &year, problems))
             (text_field(lang.t(T::DecidedOn), "decided_on", &on, problems))
@@ -519,24 +540,33 @@ async fn classify(
         (status, page(lang, title, Some(&session), body)).into_response()
     };
     let mut problems = Problems::default();
-    let income = i18n::parse_money(f.get("income_per_person"))
+    // Zero is an income (a household may have none), as the API's `money_non_negative`.
+    let income = i18n::parse_money_or_zero(f.get("income_per_person"))
         .map_err(|e| problems.field("income_per_person", e))
         .ok();
-    let year = f
-        .get("review_year")
-        .parse::<i32>()
-        .map_err(|_| problems.field("review_year", "yyyy"))
+    let area = crate::input::area(f.get("area"))
+        .map_err(|e| problems.field("area", e))
+        .ok();
+    let year = crate::input::review_year(f.get("review_year"))
+        .map_err(|e| problems.field("review_year", e))
         .ok();
     let on = i18n::parse_date(f.get("decided_on"))
         .map_err(|e| problems.field("decided_on", e))
         .ok();
-    let (Some(income), Some(year), Some(on)) = (income, year, on) else {
+    // The boxes a browser sends are each one of INDICATORS, once; a forged form may name
+    // others or one twice, which the API's schema refuses too.
+    let deprived = crate::input::indicators(f.all("deprived"))
+        .map_err(|e| problems.field("deprived", e))
+        .ok();
+    let (Some(income), Some(area), Some(year), Some(on), Some(deprived)) =
+        (income, area, year, on, deprived)
+    else {
         return again(&problems, axum::http::StatusCode::BAD_REQUEST);
     };
     let inputs = ClassificationInputs {
         income_per_person_month: income,
-        area: area(f.get("area")),
-        deprived: f.all("deprived").map(str::to_owned).collect(),
+        area,
+        deprived,
         review_year: year,
     };
     let route = format!("POST /console/households/{h}/classify");

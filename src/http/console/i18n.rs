@@ -463,16 +463,40 @@ pub fn parse_date(typed: &str) -> Result<NaiveDate, crate::input::InputError> {
     crate::input::date(typed)
 }
 
-/// An amount typed by a person: `1.500.000`, `1500000` or `1.500.000 ₫` (dots group
-/// thousands; amounts are whole đồng), then read by the ledger's money parser.
+/// An amount to move typed by a person: `1.500.000`, `1500000` or `1.500.000 ₫` (dots
+/// group thousands; amounts are whole đồng), then read by the ledger's money parser,
+/// which refuses 0.
 pub fn parse_money(typed: &str) -> Result<Decimal, crate::input::InputError> {
-    let plain: String = typed
-        .trim()
-        .trim_end_matches('₫')
-        .chars()
-        .filter(|c| *c != '.' && !c.is_whitespace())
+    crate::input::money(&plain_money(typed)?)
+}
+
+/// An amount that may be 0, typed as `parse_money` reads it: a household's income,
+/// which the API takes as `money_non_negative` (a household may have none).
+pub fn parse_money_or_zero(typed: &str) -> Result<Decimal, crate::input::InputError> {
+    crate::input::money_or_zero(&plain_money(typed)?)
+}
+
+/// The digits of a typed amount, without the đồng sign and the dots (or spaces) that
+/// group its thousands. Separators anywhere else are refused, not dropped: `1.5` (one
+/// and a half, in English) is not 15 đồng, nor `1.50.000` 150.000.
+fn plain_money(typed: &str) -> Result<String, crate::input::InputError> {
+    let amount = typed.trim().trim_end_matches('₫').trim_end();
+    let groups: Vec<&str> = amount
+        .split(|c: char| c == '.' || c.is_whitespace())
         .collect();
-    crate::input::money(&plain)
+    let in_thousands = match groups.split_first() {
+        Some((_, [])) | None => true,
+        Some((first, rest)) => {
+            (1..=3).contains(&first.len()) && rest.iter().all(|group| group.len() == 3)
+        }
+    };
+    if !in_thousands {
+        return Err(crate::input::InputError {
+            kind: crate::input::Kind::Money,
+            reason: "its dots or spaces do not group its digits in thousands (1.500.000)".into(),
+        });
+    }
+    Ok(groups.concat())
 }
 
 /// A Unix time in milliseconds as `dd/mm/yyyy hh:mm` (UTC).
@@ -502,6 +526,23 @@ mod tests {
         assert_eq!(parse_money(" 1.500.000 ₫ ").unwrap(), dec!(1500000));
         assert!(parse_money("một triệu").is_err());
         assert!(parse_money("-5").is_err());
+        assert!(parse_money("0").is_err());
+        assert_eq!(parse_money_or_zero("0").unwrap(), dec!(0));
+        assert_eq!(parse_money_or_zero("0 ₫").unwrap(), dec!(0));
+        assert_eq!(parse_money_or_zero("1.200.000").unwrap(), dec!(1200000));
+        assert!(parse_money_or_zero("-5").is_err());
+        assert!(parse_money_or_zero("").is_err());
+        assert_eq!(parse_money("1 500 000").unwrap(), dec!(1500000));
+        assert_eq!(parse_money("15.000").unwrap(), dec!(15000));
+        assert_eq!(parse_money("150.000 ₫").unwrap(), dec!(150000));
+        // A separator that does not group thousands is not dropped: the amount is refused.
+        for typed in [
+            "1.5", "1.50.000", "1500.000", ".500", "1..500", "1.500.", "1 5", "1.5000",
+        ] {
+            let e = parse_money(typed).unwrap_err();
+            assert_eq!(e.kind, crate::input::Kind::Money, "{typed:?}");
+            assert!(e.to_string().contains("thousands"), "{typed:?}: {e}");
+        }
     }
 
     #[test]

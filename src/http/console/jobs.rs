@@ -106,16 +106,20 @@ fn outcome_words(lang: Lang, outcome: &str) -> &str {
     }
 }
 
-/// Previous / next links of a job's list of `len` lines.
+/// Previous / next links of a job's list of `len` lines. `page` is whatever the query
+/// said, up to `usize::MAX`: the arithmetic saturates or is checked, so a page past the
+/// last is an empty page with no next one, never an overflow.
 fn pages(id: &str, page: usize, len: usize, lang: Lang) -> Markup {
-    let more = (page + 1).saturating_mul(JOB_LINES_PER_PAGE) < len;
+    let next = page
+        .checked_add(1)
+        .filter(|next| next.saturating_mul(JOB_LINES_PER_PAGE) < len);
     html! {
         nav.pages {
-            @if page > 0 {
-                a #job-previous href={ "/console/jobs/" (id) "?page=" (page - 1) } { (lang.t(T::Previous)) }
+            @if let Some(previous) = page.checked_sub(1) {
+                a #job-previous href={ "/console/jobs/" (id) "?page=" (previous) } { (lang.t(T::Previous)) }
             }
-            @if more {
-                a #job-next href={ "/console/jobs/" (id) "?page=" (page + 1) } { (lang.t(T::Next)) }
+            @if let Some(next) = next {
+                a #job-next href={ "/console/jobs/" (id) "?page=" (next) } { (lang.t(T::Next)) }
             }
         }
     }

@@ -10,7 +10,7 @@ use axum::routing::get;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::domain::loans::{Channel, EntrustedOrganisation};
+use crate::domain::loans::Channel;
 use crate::proto::envelope::Payload;
 use crate::service::LoanAction;
 
@@ -48,15 +48,6 @@ const ENTRUSTED: [(&str, &str); 4] = [
     ("veterans_association", "Hội Cựu chiến binh / Veterans"),
     ("youth_union", "Đoàn Thanh niên / Youth Union"),
 ];
-
-fn entrusted(value: &str) -> EntrustedOrganisation {
-    match value {
-        "farmers_union" => EntrustedOrganisation::FarmersUnion,
-        "veterans_association" => EntrustedOrganisation::VeteransAssociation,
-        "youth_union" => EntrustedOrganisation::YouthUnion,
-        _ => EntrustedOrganisation::WomensUnion,
-    }
-}
 
 fn approve_form(session: &Session, h: &str, key: &str, f: &Fields, p: &Problems) -> Markup {
     let lang = session.lang;
@@ -119,12 +110,15 @@ async fn approve(
     let amount = i18n::parse_money(f.get("amount"))
         .map_err(|e| p.field("amount", e))
         .ok();
-    let term = f
-        .get("term_months")
-        .parse::<u32>()
-        .map_err(|_| p.field("term_months", "1-240"))
+    // The programme comes from a list, but a forged form may send anything: it is read
+    // as the API reads it, and the book refuses one it does not know.
+    let programme = crate::input::code(f.get("programme"))
+        .map_err(|e| p.field("programme", e))
         .ok();
-    let group = crate::input::text(f.get("savings_group"))
+    let term = crate::input::term_months(f.get("term_months"))
+        .map_err(|e| p.field("term_months", e))
+        .ok();
+    let group = crate::input::savings_group(f.get("savings_group"))
         .map_err(|e| p.field("savings_group", e))
         .ok();
     let on = i18n::parse_date(f.get("on"))
@@ -133,18 +127,28 @@ async fn approve(
     let reason = crate::input::text(f.get("reason"))
         .map_err(|e| p.field("reason", e))
         .ok();
-    let (Some(amount), Some(term), Some(group), Some(on), Some(reason)) =
-        (amount, term, group, on, reason)
+    let entrusted = crate::input::entrusted(f.get("entrusted"))
+        .map_err(|e| p.field("entrusted", e))
+        .ok();
+    let (
+        Some(programme),
+        Some(amount),
+        Some(term),
+        Some(group),
+        Some(on),
+        Some(reason),
+        Some(entrusted),
+    ) = (programme, amount, term, group, on, reason, entrusted)
     else {
         return again(&p, axum::http::StatusCode::BAD_REQUEST);
     };
     let action = LoanAction::Approve {
         household: h.clone(),
-        programme: f.get("programme").to_owned(),
+        programme,
         amount,
         term_months: term,
         savings_group: group,
-        entrusted: entrusted(f.get("entrusted")),
+        entrusted,
     };
     let route = format!("POST /console/households/{h}/loans/new");
     let result = async {
@@ -307,19 +311,20 @@ async fn action(
     let on = i18n::parse_date(f.get("on"))
         .map_err(|e| p.field("on", e))
         .ok();
-    let (Some(amount), Some(on)) = (amount, on) else {
+    // A disbursement's channel as the API reads it: absent is the commune point (the
+    // schema's default), a word it does not know is refused. A repayment has none.
+    let channel = match (kind, f.get("channel")) {
+        (Kind::Repay, _) | (Kind::Disburse, "") => Some(Channel::CommuneTransactionPoint),
+        (Kind::Disburse, typed) => crate::input::disbursement_channel(typed)
+            .map_err(|e| p.field("channel", e))
+            .ok(),
+    };
+    let (Some(amount), Some(on), Some(channel)) = (amount, on, channel) else {
         return again(&p, axum::http::StatusCode::BAD_REQUEST);
     };
     let (action, reason) = match kind {
         Kind::Disburse => (
-            LoanAction::Disburse {
-                amount,
-                channel: if f.get("channel") == "bank_transfer" {
-                    Channel::BankTransfer
-                } else {
-                    Channel::CommuneTransactionPoint
-                },
-            },
+            LoanAction::Disburse { amount, channel },
             // The reasons the CLI and the API record for the same commands.
             "disbursement",
         ),

@@ -1,0 +1,895 @@
+//! The console's forms and pages over plain HTTP, without a browser: each test signs in
+//! through the sign-in page as a browser would (its CSRF cookie and hidden field), then
+//! reads pages and posts forms with the session cookie and the session's CSRF token.
+//! Each test has its own ledger (its own stream) on the binary's nats-server, so counting
+//! the log's events is exact.
+//!
+//! What a browser adds (rendering, a click, a reload) is in `tests/console.rs`; what is
+//! here is what the server decides of a form or a page.
+
+mod common;
+
+use std::sync::Arc;
+
+use ansinh::access::Role;
+use ansinh::http::console::i18n::{Lang, T};
+use ansinh::http::console::session::{CSRF_FIELD, SESSION_COOKIE, SIGN_IN_COOKIE};
+use ansinh::http::{self, Api, StaffDirectory};
+use ansinh::log::LogConfig;
+use ansinh::projection::Projector;
+use ansinh::service::Service;
+use common::*;
+use reqwest::StatusCode;
+
+/// Tokens of the staff the tests act as.
+struct Tokens {
+    /// A credit officer of commune 0100007.
+    officer: String,
+    /// A credit officer and a branch manager of the head office (unit ""): they read
+    /// every household but change none.
+    head_office_officer: String,
+    head_office_manager: String,
+    auditor: String,
+}
+
+struct Console {
+    base: String,
+    /// Follows no redirect: a test looks at where a form sends the browser.
+    client: reqwest::Client,
+    config: LogConfig,
+    service: Service,
+    tokens: Tokens,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+/// A signed-in reader: the session cookie (as a `Cookie` header) and its CSRF token.
+struct Reader {
+    cookie: String,
+    csrf: String,
+}
+
+/// An answer: its status, where it redirects (if it does) and its page.
+struct Answer {
+    status: StatusCode,
+    location: Option<String>,
+    page: String,
+}
+
+impl Answer {
+    /// The page's content without its frame (the header and the style), for a failure's
+    /// message.
+    fn main(&self) -> &str {
+        let start = self.page.find("<main>").unwrap_or(0);
+        &self.page[start..]
+    }
+
+    /// Whether the page shows a refusal beside the form field `name`.
+    fn refuses(&self, name: &str) -> bool {
+        self.page.contains(&format!("data-field=\"{name}\""))
+    }
+}
+
+/// A ledger serving the API and the console on a free loopback port.
+async fn console() -> Console {
+    let (config, checkpoints) = fresh_checkpointed();
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger_at(&config, &dir.path().join("store")).await;
+    let vault = Arc::new(vault_for(&ledger, &dir.path().join("secrets")).await);
+    let projector = Arc::new(Projector::of_store(ledger.store()).unwrap());
+    let service = Service::new(ledger, vault, projector);
+    let path = dir.path().join(http::STAFF_FILE);
+    let add = |id: &str, role, unit: &str| http::auth::add_staff(&path, id, role, unit).unwrap();
+    let tokens = Tokens {
+        officer: add("staff:officer", Role::CreditOfficer, "0100007"),
+        head_office_officer: add("staff:hq-officer", Role::CreditOfficer, ""),
+        head_office_manager: add("staff:hq-manager", Role::BranchManager, ""),
+        auditor: add("staff:auditor", Role::Auditor, ""),
+    };
+    let api = Api::new(service.clone(), StaffDirectory::load(&path).unwrap())
+        .await
+        .unwrap();
+    api.set_checkpoints(checkpoints);
+    let (base, stop) = common::serve(api).await;
+    Console {
+        base,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        config,
+        service,
+        tokens,
+        _stop: stop,
+        _dir: dir,
+    }
+}
+
+/// The value of cookie `name` that an answer sets.
+fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next()?.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// The value of the first hidden field `name` on a page.
+fn hidden_field(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no field {name} on the page: {page}"))
+        + marker.len();
+    let end = start + page[start..].find('"').unwrap();
+    page[start..end].to_owned()
+}
+
+/// The text of the element with id `id` on a page (no markup inside it).
+fn text_of(page: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\">");
+    let start = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no #{id} on the page: {page}"))
+        + marker.len();
+    let end = start + page[start..].find('<').unwrap();
+    page[start..end].to_owned()
+}
+
+/// A form body, each name and value percent-encoded (UTF-8) as a browser sends them.
+fn form_body(fields: &[(&str, &str)]) -> String {
+    fn encode(s: &str) -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                    (b as char).to_string()
+                }
+                b' ' => "+".to_owned(),
+                other => format!("%{other:02X}"),
+            })
+            .collect()
+    }
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+impl Console {
+    /// Signs in through the sign-in page with `token`, as a browser does.
+    async fn sign_in(&self, token: &str) -> Reader {
+        let form = self
+            .client
+            .get(format!("{}/", self.base))
+            .send()
+            .await
+            .unwrap();
+        let sign_in = set_cookie(&form, SIGN_IN_COOKIE).expect("a sign-in cookie");
+        let page = form.text().await.unwrap();
+        assert_eq!(hidden_field(&page, CSRF_FIELD), sign_in);
+        let signed_in = self
+            .client
+            .post(format!("{}/sign-in", self.base))
+            .header("cookie", format!("{SIGN_IN_COOKIE}={sign_in}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&[(CSRF_FIELD, &sign_in), ("token", token)]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+        let session = set_cookie(&signed_in, SESSION_COOKIE).expect("a session cookie");
+        let cookie = format!("{SESSION_COOKIE}={session}");
+        let home = self.get(&cookie, "/console").await;
+        assert_eq!(home.status, StatusCode::OK, "{}", home.main());
+        // The session's CSRF token, as every form of the session carries it (the
+        // sign-out form in the page's header is on every page).
+        let csrf = hidden_field(&home.page, CSRF_FIELD);
+        Reader { cookie, csrf }
+    }
+
+    async fn get(&self, cookie: &str, path: &str) -> Answer {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: no answer: {e}"));
+        answer(response).await
+    }
+
+    /// Posts a form of `reader`'s session, with its CSRF token and the idempotency key
+    /// `key` the form would carry.
+    async fn post(
+        &self,
+        reader: &Reader,
+        path: &str,
+        key: &str,
+        fields: &[(&str, &str)],
+    ) -> Answer {
+        let mut all = vec![(CSRF_FIELD, reader.csrf.as_str()), ("idem", key)];
+        all.extend_from_slice(fields);
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("cookie", &reader.cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&all))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: no answer: {e}"));
+        answer(response).await
+    }
+
+    async fn events(&self) -> u64 {
+        event_count(&self.config).await
+    }
+
+    /// Registers `household` through the form as `reader`, with a head and one member.
+    async fn register(&self, reader: &Reader, household: &str, person: &Person<'_>) {
+        let registered = self
+            .post(
+                reader,
+                "/console/households/new",
+                &format!("register-{household}"),
+                &register_fields(household, person),
+            )
+            .await;
+        assert_eq!(registered.status, StatusCode::OK, "{}", registered.main());
+        assert!(
+            registered.page.contains("id=\"recorded\""),
+            "{}",
+            registered.main()
+        );
+    }
+
+    /// Classifies `household` through the form as `reader`, with `income` a person a
+    /// month and three deprivations, under the standard in force on 10/01/2026.
+    async fn classify(&self, reader: &Reader, household: &str, key: &str, income: &str) -> Answer {
+        self.post(
+            reader,
+            &format!("/console/households/{household}/classify"),
+            key,
+            &classify_fields(income),
+        )
+        .await
+    }
+}
+
+async fn answer(response: reqwest::Response) -> Answer {
+    let status = response.status();
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Answer {
+        status,
+        location,
+        page: response.text().await.unwrap(),
+    }
+}
+
+/// The classify form's fields: `income` a person a month, three deprivations, the
+/// review of 2026 decided on 10/01/2026.
+fn classify_fields(income: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("income_per_person", income),
+        ("area", "rural"),
+        ("deprived", "employment"),
+        ("deprived", "nutrition"),
+        ("deprived", "drinking_water"),
+        ("review_year", "2026"),
+        ("decided_on", "10/01/2026"),
+    ]
+}
+
+/// `fields` with every value of `name` replaced by `values`.
+fn replaced<'a>(
+    fields: &[(&'a str, &'a str)],
+    name: &'a str,
+    values: &[&'a str],
+) -> Vec<(&'a str, &'a str)> {
+    let mut out: Vec<_> = fields.iter().copied().filter(|(k, _)| *k != name).collect();
+    out.extend(values.iter().map(|v| (name, *v)));
+    out
+}
+
+/// The people of a household as the register form takes them.
+struct Person<'a> {
+    head: &'a str,
+    head_id: &'a str,
+    member: &'a str,
+    relation: &'a str,
+}
+
+fn register_fields<'a>(household: &'a str, p: &Person<'a>) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("household_id", household),
+        ("area", "rural"),
+        ("registered_on", "05/01/2026"),
+        ("head_name", p.head),
+        ("head_citizen_id", p.head_id),
+        ("phone", ""),
+        ("member1_name", p.member),
+        ("member1_citizen_id", ""),
+        ("member1_relation", p.relation),
+    ]
+}
+
+#[tokio::test]
+async fn the_head_office_reads_a_household_without_its_personal_data() {
+    let c = console().await;
+    let officer = c.sign_in(&c.tokens.officer).await;
+    let h = "0100007-000101";
+    let person = Person {
+        head: "Lương Thị Bích Ngọc",
+        head_id: "001095000101",
+        member: "Trịnh Quốc Bảo",
+        relation: "con trai",
+    };
+    c.register(&officer, h, &person).await;
+    let path = format!("/console/households/{h}");
+    // The commune's officer keeps the registry: the names are shown to them.
+    let theirs = c.get(&officer.cookie, &path).await;
+    assert_eq!(theirs.status, StatusCode::OK, "{}", theirs.main());
+    assert_eq!(text_of(&theirs.page, "head-name"), person.head);
+    assert!(theirs.page.contains(person.member), "{}", theirs.main());
+    // The head office may read the household (its standing, loans, history) but may not
+    // change it: no name, no relation, in clear, for either role that could elsewhere.
+    for token in [&c.tokens.head_office_officer, &c.tokens.head_office_manager] {
+        let reader = c.sign_in(token).await;
+        let page = c.get(&reader.cookie, &path).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.main());
+        assert_eq!(text_of(&page.page, "household-id"), h);
+        for shown in [
+            person.head,
+            person.member,
+            person.relation,
+            "id=\"head-name\"",
+            "id=\"members\"",
+        ] {
+            assert!(!page.page.contains(shown), "{shown} shown: {}", page.main());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_household_without_income_is_classified_from_the_console() {
+    let c = console().await;
+    let officer = c.sign_in(&c.tokens.officer).await;
+    let h = "0100007-000102";
+    let person = Person {
+        head: "Mai Văn Thắng",
+        head_id: "001095000102",
+        member: "Mai Thị Hoa",
+        relation: "vợ",
+    };
+    c.register(&officer, h, &person).await;
+    let before = c.events().await;
+    let classified = c.classify(&officer, h, "classify-zero", "0").await;
+    assert_eq!(classified.status, StatusCode::OK, "{}", classified.main());
+    assert!(
+        !classified.refuses("income_per_person"),
+        "{}",
+        classified.main()
+    );
+    assert_eq!(text_of(&classified.page, "result-class"), "poor");
+    assert_eq!(c.events().await, before + 1);
+    // What is not an amount at all is still refused beside the field, recording nothing.
+    for (n, typed) in ["-1", "không", ""].into_iter().enumerate() {
+        let refused = c
+            .classify(&officer, h, &format!("classify-refused-{n}"), typed)
+            .await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{typed:?}");
+        assert!(
+            refused.refuses("income_per_person"),
+            "{typed:?}: {}",
+            refused.main()
+        );
+    }
+    assert_eq!(c.events().await, before + 1);
+}
+
+#[tokio::test]
+async fn the_register_form_refuses_what_the_api_refuses_beside_each_field() {
+    let c = console().await;
+    let officer = c.sign_in(&c.tokens.officer).await;
+    let h = "0100007-000103";
+    let person = Person {
+        head: "Cao Thị Lan",
+        head_id: "001095000103",
+        member: "Cao Văn Nam",
+        relation: "con",
+    };
+    let before = c.events().await;
+    // A phone that is not a number and an area the API does not know: 400, both named,
+    // nothing appended (an unknown area is not taken for rural).
+    let mut fields = register_fields(h, &person);
+    fields.retain(|(k, _)| !matches!(*k, "phone" | "area"));
+    fields.extend([("phone", "call neighbour"), ("area", "URBAN")]);
+    let refused = c
+        .post(&officer, "/console/households/new", "register-bad", &fields)
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        refused.main()
+    );
+    assert!(refused.refuses("phone"), "{}", refused.main());
+    assert!(refused.refuses("area"), "{}", refused.main());
+    assert_eq!(c.events().await, before);
+    // A relation longer than the API's 50 characters, alone: refused beside it.
+    let long = "c".repeat(51);
+    let mut fields = register_fields(h, &person);
+    fields.retain(|(k, _)| *k != "member1_relation");
+    fields.push(("member1_relation", &long));
+    let refused = c
+        .post(
+            &officer,
+            "/console/households/new",
+            "register-long",
+            &fields,
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        refused.main()
+    );
+    assert!(refused.refuses("member1_relation"), "{}", refused.main());
+    assert_eq!(c.events().await, before);
+    // The API refuses the same values in its JSON (the rule the form follows).
+    for (phone, area, relation) in [
+        ("call neighbour", "rural", "con"),
+        ("0912345678", "URBAN", "con"),
+        ("0912345678", "rural", long.as_str()),
+    ] {
+        let response = c
+            .client
+            .post(format!("{}/v1/households", c.base))
+            .bearer_auth(&c.tokens.officer)
+            .header("idempotency-key", "api-register")
+            .json(&serde_json::json!({
+                "household_id": h, "area": area, "registered_on": "2026-01-05",
+                "personal": {
+                    "head_name": person.head, "head_citizen_id": person.head_id,
+                    "phone": phone,
+                    "members": [{"name": person.member, "relation": relation}]
+                }
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{phone} {area}");
+    }
+    assert_eq!(c.events().await, before);
+    // The same form with a phone number and a known area records the household.
+    let mut fields = register_fields(h, &person);
+    fields.retain(|(k, _)| !matches!(*k, "phone" | "area"));
+    fields.extend([("phone", "+84912345678"), ("area", "urban")]);
+    let recorded = c
+        .post(
+            &officer,
+            "/console/households/new",
+            "register-good",
+            &fields,
+        )
+        .await;
+    assert_eq!(recorded.status, StatusCode::OK, "{}", recorded.main());
+    assert!(
+        recorded.page.contains("id=\"recorded\""),
+        "{}",
+        recorded.main()
+    );
+    assert_eq!(c.events().await, before + 1);
+}
+
+#[tokio::test]
+async fn loan_and_grant_forms_refuse_a_choice_the_api_does_not_offer() {
+    let c = console().await;
+    let officer = c.sign_in(&c.tokens.officer).await;
+    let h = "0100007-000104";
+    let person = Person {
+        head: "Kiều Thị Mận",
+        head_id: "001095000104",
+        member: "Kiều Văn Tùng",
+        relation: "chồng",
+    };
+    c.register(&officer, h, &person).await;
+    let classified = c.classify(&officer, h, "classify-104", "1.200.000").await;
+    assert_eq!(text_of(&classified.page, "result-class"), "poor");
+    let approve_path = format!("/console/households/{h}/loans/new");
+    let approval = |entrusted: &'static str| {
+        [
+            ("programme", "POOR_HOUSEHOLD"),
+            ("amount", "30.000.000"),
+            ("term_months", "36"),
+            ("savings_group", "TK-01"),
+            ("entrusted", entrusted),
+            ("on", "02/02/2026"),
+            ("reason", "vay sản xuất"),
+        ]
+    };
+    let before = c.events().await;
+    // An organisation the API does not know is refused, not taken for the Women's Union.
+    let refused = c
+        .post(
+            &officer,
+            &approve_path,
+            "approve-bad",
+            &approval("red_cross"),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        refused.main()
+    );
+    assert!(refused.refuses("entrusted"), "{}", refused.main());
+    assert_eq!(c.events().await, before);
+    let approved = c
+        .post(
+            &officer,
+            &approve_path,
+            "approve-good",
+            &approval("farmers_union"),
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.main());
+    let loan = text_of(&approved.page, "loan-ref");
+    assert_eq!(c.events().await, before + 1);
+
+    // A disbursement channel the API does not know is refused, not taken for the
+    // commune point.
+    let disburse_path = format!("/console/loans/{loan}/disburse?household={h}");
+    let disbursement = |channel: &'static str| {
+        [
+            ("amount", "30.000.000"),
+            ("channel", channel),
+            ("on", "05/02/2026"),
+        ]
+    };
+    let refused = c
+        .post(
+            &officer,
+            &disburse_path,
+            "disburse-bad",
+            &disbursement("cash"),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        refused.main()
+    );
+    assert!(refused.refuses("channel"), "{}", refused.main());
+    assert_eq!(c.events().await, before + 1);
+    let disbursed = c
+        .post(
+            &officer,
+            &disburse_path,
+            "disburse-good",
+            &disbursement("bank_transfer"),
+        )
+        .await;
+    assert_eq!(disbursed.status, StatusCode::OK, "{}", disbursed.main());
+    assert!(
+        disbursed.page.contains("id=\"recorded\""),
+        "{}",
+        disbursed.main()
+    );
+    assert_eq!(c.events().await, before + 2);
+
+    // A payment channel the API does not know is refused, not taken for a bank account.
+    let grant_path = format!("/console/households/{h}/entitlements/new");
+    let grant = |channel: &'static str| {
+        [
+            ("member", "001095000104"),
+            ("category", "ELDERLY_80_PLUS_NO_PENSION"),
+            ("channel", channel),
+            ("gateway", "vcb"),
+            ("from", "2026-02"),
+            ("on", "01/02/2026"),
+        ]
+    };
+    let refused = c
+        .post(&officer, &grant_path, "grant-bad", &grant("carrier_pigeon"))
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        refused.main()
+    );
+    assert!(refused.refuses("channel"), "{}", refused.main());
+    assert_eq!(c.events().await, before + 2);
+    let granted = c
+        .post(&officer, &grant_path, "grant-good", &grant("post_office"))
+        .await;
+    assert_eq!(granted.status, StatusCode::OK, "{}", granted.main());
+    assert!(
+        granted.page.contains("id=\"entitlement-number\""),
+        "{}",
+        granted.main()
+    );
+    assert_eq!(c.events().await, before + 3);
+}
+
+#[tokio::test]
+async fn one_scan_key_sent_to_another_partition_is_refused_not_redirected() {
+    let c = console().await;
+    // A household in each of two provinces: both partitions are known to the ledger.
+    register_household(&c.service, "0100007-000105", 105).await;
+    register_household(&c.service, "7900007-000105", 106).await;
+    let auditor = c.sign_in(&c.tokens.auditor).await;
+    let scan = [("report", "recompute")];
+    let first = c
+        .post(
+            &auditor,
+            "/console/audit/partitions/01/scans",
+            "scan-1",
+            &scan,
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::SEE_OTHER, "{}", first.main());
+    let first_job = first.location.expect("the job's page");
+    assert!(first_job.starts_with("/console/jobs/"), "{first_job}");
+    // The same form again finds the same job.
+    let again = c
+        .post(
+            &auditor,
+            "/console/audit/partitions/01/scans",
+            "scan-1",
+            &scan,
+        )
+        .await;
+    assert_eq!(again.location.as_deref(), Some(first_job.as_str()));
+    // The same key and body for partition 79 asks for another scan: refused as a reused
+    // key, in plain words; it does not send the reader to partition 01's job.
+    let other = c
+        .post(
+            &auditor,
+            "/console/audit/partitions/79/scans",
+            "scan-1",
+            &scan,
+        )
+        .await;
+    assert_eq!(
+        other.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?} {}",
+        other.location,
+        other.main()
+    );
+    assert!(
+        other.page.contains(Lang::Vi.t(T::KeyReused)),
+        "{}",
+        other.main()
+    );
+    // Under a fresh key, partition 79's scan starts: a job of its own.
+    let fresh = c
+        .post(
+            &auditor,
+            "/console/audit/partitions/79/scans",
+            "scan-2",
+            &scan,
+        )
+        .await;
+    assert_eq!(fresh.status, StatusCode::SEE_OTHER, "{}", fresh.main());
+    let fresh_job = fresh.location.expect("the job's page");
+    assert_ne!(fresh_job, first_job);
+}
+
+#[tokio::test]
+async fn the_largest_page_number_is_answered() {
+    let c = console().await;
+    let officer = c.sign_in(&c.tokens.officer).await;
+    let h = "0100007-000106";
+    let person = Person {
+        head: "Lâm Thị Xuân",
+        head_id: "001095000106",
+        member: "Lâm Văn Đức",
+        relation: "con",
+    };
+    c.register(&officer, h, &person).await;
+    let auditor = c.sign_in(&c.tokens.auditor).await;
+    let started = c
+        .post(
+            &auditor,
+            "/console/audit/partitions/01/scans",
+            "scan-pages",
+            &[("report", "recompute")],
+        )
+        .await;
+    let job = started.location.expect("the job's page");
+    let last = u64::MAX.to_string();
+    for (reader, path) in [
+        (&auditor, format!("{job}?page={last}")),
+        (&auditor, format!("{job}?page={}", u64::MAX - 1)),
+        (&officer, format!("/console/households/{h}?page={last}")),
+    ] {
+        // An answer, not a dropped connection (an overflow would panic the handler).
+        let page = c.get(&reader.cookie, &path).await;
+        assert!(
+            matches!(page.status, StatusCode::OK | StatusCode::BAD_REQUEST),
+            "{path}: {}",
+            page.status
+        );
+        // A page past the last one offers no next page.
+        assert!(!page.page.contains("-next\""), "{path}: {}", page.main());
+    }
+}
+
+#[tokio::test]
+async fn the_forms_numbers_codes_and_names_keep_the_apis_bounds() {
+    let c = console().await;
+    let officer = c.sign_in(&c.tokens.officer).await;
+    let h = "0100007-000107";
+    let person = Person {
+        head: "Tôn Nữ Minh Châu",
+        head_id: "001095000107",
+        member: "Tôn Thất Quang",
+        relation: "con",
+    };
+    c.register(&officer, h, &person).await;
+    let classified = c.classify(&officer, h, "classify-107", "1.200.000").await;
+    assert_eq!(text_of(&classified.page, "result-class"), "poor");
+    let before = c.events().await;
+    let classify = classify_fields("1.200.000");
+    let approve = [
+        ("programme", "POOR_HOUSEHOLD"),
+        ("amount", "30.000.000"),
+        ("term_months", "36"),
+        ("savings_group", "TK-01"),
+        ("entrusted", "womens_union"),
+        ("on", "02/02/2026"),
+        ("reason", "vay sản xuất"),
+    ];
+    let grant = [
+        ("member", "001095000107"),
+        ("category", "ELDERLY_80_PLUS_NO_PENSION"),
+        ("channel", "bank"),
+        ("gateway", "vcb"),
+        ("from", "2026-02"),
+        ("on", "01/02/2026"),
+    ];
+    let long_group = "Tổ tiết kiệm và vay vốn thôn Đông, xã Yên Phú, huyện Yên Mỹ, tỉnh Hưng Yên";
+    assert!(long_group.chars().count() > 64);
+    let classify_path = format!("/console/households/{h}/classify");
+    let approve_path = format!("/console/households/{h}/loans/new");
+    let grant_path = format!("/console/households/{h}/entitlements/new");
+    // Each a value the API's schema refuses, alone in an otherwise good form: refused
+    // beside its field, 400, nothing appended.
+    for (n, (path, fields, field)) in [
+        (
+            &classify_path,
+            replaced(&classify, "deprived", &["nutrition", "nutrition"]),
+            "deprived",
+        ),
+        (
+            &classify_path,
+            replaced(&classify, "deprived", &["clean water"]),
+            "deprived",
+        ),
+        (
+            &classify_path,
+            replaced(&classify, "review_year", &["2101"]),
+            "review_year",
+        ),
+        (
+            &approve_path,
+            replaced(&approve, "savings_group", &[long_group]),
+            "savings_group",
+        ),
+        (
+            &approve_path,
+            replaced(&approve, "term_months", &["601"]),
+            "term_months",
+        ),
+        (
+            &approve_path,
+            replaced(&approve, "term_months", &["+36"]),
+            "term_months",
+        ),
+        (
+            &approve_path,
+            replaced(&approve, "programme", &["poor household"]),
+            "programme",
+        ),
+        (
+            &grant_path,
+            replaced(&grant, "category", &["elderly 80+"]),
+            "category",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let refused = c
+            .post(&officer, path, &format!("bounds-{n}"), &fields)
+            .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::BAD_REQUEST,
+            "{field}: {}",
+            refused.main()
+        );
+        assert!(refused.refuses(field), "{field}: {}", refused.main());
+        assert_eq!(c.events().await, before, "{field}");
+    }
+    // The same forms with good values are recorded.
+    for (path, fields, key) in [
+        (&approve_path, &approve[..], "approve-107"),
+        (&grant_path, &grant[..], "grant-107"),
+    ] {
+        let recorded = c.post(&officer, path, key, fields).await;
+        assert_eq!(
+            recorded.status,
+            StatusCode::OK,
+            "{path}: {}",
+            recorded.main()
+        );
+        assert!(
+            recorded.page.contains("id=\"recorded\""),
+            "{}",
+            recorded.main()
+        );
+    }
+    assert_eq!(c.events().await, before + 2);
+}
+
+/// A register request with `phone`, `area` and a member of `relation`, as the API takes it.
+fn register_request(phone: &str, area: &str, relation: &str) -> serde_json::Value {
+    serde_json::json!({
+        "household_id": "0100007-000199", "area": area, "registered_on": "2026-01-05",
+        "personal": {
+            "head_name": "Hồ Thị Thu", "head_citizen_id": "001095000199", "phone": phone,
+            "members": [{"name": "Hồ Văn Vũ", "relation": relation}]
+        }
+    })
+}
+
+proptest::proptest! {
+    /// The parsers the register form reads its phone, area and relations with accept
+    /// exactly what the API's schema accepts.
+    #[test]
+    fn the_register_forms_rules_are_the_apis_schema(
+        phone in "\\+{0,2}[0-9a -]{0,17}",
+        area in "(rural|urban|URBAN|Rural|city|)",
+        relation_chars in 0usize..60,
+    ) {
+        static SCHEMAS: std::sync::OnceLock<http::Schemas> = std::sync::OnceLock::new();
+        let schemas = SCHEMAS.get_or_init(http::Schemas::compile);
+        // A letter of two bytes: the limit is in characters, as the schema counts them.
+        let relation = "ậ".repeat(relation_chars);
+        let valid = |phone: &str, area: &str, relation: &str| {
+            schemas
+                .validate("register-household.request", &register_request(phone, area, relation))
+                .is_ok()
+        };
+        proptest::prop_assert_eq!(
+            ansinh::input::phone(&phone).is_ok(),
+            valid(&phone, "rural", "con"),
+            "phone {:?}", phone
+        );
+        proptest::prop_assert_eq!(
+            ansinh::input::area(&area).is_ok(),
+            valid("0912345678", &area, "con"),
+            "area {:?}", area
+        );
+        proptest::prop_assert_eq!(
+            ansinh::input::relation(&relation).is_ok(),
+            valid("0912345678", "rural", &relation),
+            "relation of {} characters", relation_chars
+        );
+    }
+}
