@@ -1191,7 +1191,7 @@ mod layout_tests {
         let digest = blake3::hash(layouts.as_bytes()).to_hex();
         assert_eq!(
             (crate::projection::PROJECTION_FORMAT, &digest[..16]),
-            (&[12u8][..], "d94bbb064431d9cb"),
+            (&[13u8][..], "d94bbb064431d9cb"),
             "{layouts}"
         );
     }
