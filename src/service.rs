@@ -1001,6 +1001,7 @@ impl Service {
                 kind,
                 effective,
                 signed: None,
+                outside_replay_window: None,
             },
         )
         .await
@@ -1023,18 +1024,11 @@ impl Service {
     ) -> Result<(Receipt, proto::PaymentRecorded), ServiceError> {
         let content = serde_json::to_vec(&post).expect("posts serialize");
         let key = format!("post:{}", &blake3::hash(&content).to_hex()[..48]);
+        // Past the window, the book refuses the post, after the writer has answered a key
+        // already in the log: a copy of a recorded post gets its first answer from any
+        // process, however late.
         let skew_ms = now_unix_ms.saturating_sub(posted_at_unix_ms).abs();
-        if skew_ms > POST_REPLAY_WINDOW_MS
-            && self
-                .ledger
-                .already_appended_settled(partition, &key)
-                .await?
-                .is_none()
-        {
-            return Err(ServiceError::Rejected(Rejection::PostOutsideReplayWindow {
-                skew_ms,
-            }));
-        }
+        let outside_replay_window = (skew_ms > POST_REPLAY_WINDOW_MS).then_some(skew_ms);
         let receipt = self
             .ledger
             .submit(Submission {
@@ -1051,6 +1045,7 @@ impl Service {
                     kind: crate::domain::payments::CommandKind::Post(post),
                     effective: received_on,
                     signed: Some(signed),
+                    outside_replay_window,
                 },
             })
             .await?;

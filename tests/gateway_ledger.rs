@@ -516,6 +516,68 @@ async fn a_result_received_early_in_the_morning_in_vietnam_is_that_days() {
     assert_eq!((vcb.instructed.count, vcb.settled.count), (3, 1));
 }
 
+/// A copy of a recorded post gets its first answer from any process, however late: past
+/// the replay window only a post the log does not hold is refused, and a process whose
+/// index has not seen another's commit of it learns that from the log.
+#[tokio::test]
+async fn a_late_copy_of_a_post_another_process_recorded_gets_its_first_answer() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = common::client().await;
+    let service = service_on(nats.clone(), &config, dir.path()).await;
+    issue_instructions(&service).await;
+    let other_dir = dir.path().join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    std::fs::copy(dir.path().join("secrets"), other_dir.join("secrets")).unwrap();
+    let other = service_on(nats.clone(), &config, &other_dir).await;
+    // The other process's writer of partition 01 is ready (it folded the log for a
+    // command of its own) before the post is recorded elsewhere.
+    let m = manager();
+    other
+        .payment(
+            &request(&m, "alloc-11"),
+            &Partition::new("01").unwrap(),
+            CommandKind::Allocate {
+                budget: BudgetKey {
+                    programme: ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY").unwrap(),
+                    commune: CommuneId::parse(COMMUNE).unwrap(),
+                    period: Month::parse("2026-11").unwrap(),
+                },
+                amount: Decimal::from(2_000_000),
+            },
+            "2026-10-20".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+
+    let here = LedgerSink::new(service.clone(), system_clock());
+    let list = here.pending("vcb", "", 10).await.unwrap();
+    let post = post_for("vcb", &list[0], "settled", "VCB-LATE-1");
+    let signed = sign::sign_post(&key(1), &post);
+    let first = server::PostSink::post(&here, "vcb", post.clone(), signed.clone()).await;
+    assert_eq!(first.status, STATUS_ACCEPTED, "{first:?}");
+
+    // Six minutes later, the same signed post reaches the other process.
+    let there = LedgerSink::new(other, Arc::new(|| now_ms() + 6 * 60_000));
+    let again = server::PostSink::post(&there, "vcb", post.clone(), signed).await;
+    assert_eq!(
+        (again.status.as_str(), again.sequence),
+        (STATUS_DUPLICATE, first.sequence),
+        "{again:?}"
+    );
+    // A post the log does not hold, as late, is still refused.
+    let mut unseen = post_for("vcb", &list[1], "settled", "VCB-LATE-2");
+    unseen.posted_at_unix_ms = now_ms() - 6 * 60_000;
+    let refused = server::PostSink::post(
+        &here,
+        "vcb",
+        unseen.clone(),
+        sign::sign_post(&key(1), &unseen),
+    )
+    .await;
+    assert_eq!(refused.error_kind, "outside_replay_window", "{refused:?}");
+}
+
 // ---- HTTP ----------------------------------------------------------------------------
 
 struct Http {

@@ -55,6 +55,12 @@ pub enum Command {
         kind: crate::domain::payments::CommandKind,
         effective: NaiveDate,
         signed: Option<payments::SignedPost>,
+        /// A gateway's post dated this far (ms) from the ledger's clock, past the replay
+        /// window: refused, unless its key is already in the log. Decided here, after
+        /// the writer has answered repeated keys, so a process that has not seen
+        /// another's commit of the post learns it from the log (a refusal makes the
+        /// writer check that its book is current) instead of refusing a copy.
+        outside_replay_window: Option<i64>,
     },
     /// A loan command. To reverse the event at partition sequence `s` of loan `l`, use
     /// `CommandKind::Reverse { loan: l, event: codec::main_id(s) }`.
@@ -203,8 +209,12 @@ impl PartitionBook {
             kind,
             effective,
             signed,
+            outside_replay_window,
         } = command
         {
+            if let Some(skew_ms) = outside_replay_window {
+                return Err(Rejection::PostOutsideReplayWindow { skew_ms: *skew_ms });
+            }
             // Assistance is granted to a household of the registry that lives here: a
             // grant to an id the registry never had (or that moved away) is refused
             // before the payments domain sees it.
