@@ -438,6 +438,44 @@ async fn lost_acknowledged_data_is_detected_and_stops_appends_until_an_operator_
     assert_eq!(verified(&config).await.events, 2);
 }
 
+/// Acknowledged events lost while a writer runs (the stream replaced under it) stop that
+/// partition at its next command, as they would at the next start: deciding on, or
+/// fencing on a stream sequence the new stream reaches again, would fork the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_data_lost_under_a_running_writer_quarantines_the_partition() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let store = LedgerStore::open(&dir.path().join("ledger.sled")).unwrap();
+    let (ledger, lost) = Ledger::open(client().await, config.clone(), store.clone())
+        .await
+        .unwrap();
+    assert!(lost.is_empty());
+    for i in 0..3 {
+        ledger
+            .append(note("01", &format!("k{i}"), "acknowledged"))
+            .await
+            .unwrap();
+    }
+    // The stream is lost and made again empty, while the ledger runs.
+    let js = jetstream::new(client().await);
+    js.delete_stream(&config.stream_name).await.unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let other_store = LedgerStore::open(&other.path().join("ledger.sled")).unwrap();
+    let (remade, _) = Ledger::open(client().await, config.clone(), other_store)
+        .await
+        .unwrap();
+    remade.close().await.unwrap();
+
+    let refused = ledger.append(note("01", "k9", "x")).await;
+    assert!(
+        matches!(refused, Err(AppendError::LostAcknowledgedData { .. })),
+        "{refused:?}"
+    );
+    assert!(store.quarantined("01").unwrap().is_some());
+    assert_eq!(event_count(&config).await, 0);
+    ledger.append(note("02", "other", "x")).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projections_apply_each_event_once_and_rebuild_to_the_same_state() {
     let config = fresh_log();

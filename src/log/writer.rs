@@ -1115,7 +1115,9 @@ impl PartitionWriter {
     async fn book_is_current(&self) -> Result<bool, String> {
         let last = reader::last_on_subject(&self.shared.stream, &self.subject).await?;
         let head = self.head.as_ref().map_or(0, |h| h.stream_sequence);
-        Ok(last.is_none_or(|last| last.stream_sequence <= head))
+        // Short of the head is not current either: the catch-up that follows finds
+        // acknowledged events gone and quarantines the partition.
+        Ok(last.map_or(0, |last| last.stream_sequence) == head)
     }
 
     /// Loads the head and catches up with the log if needed.
@@ -1135,9 +1137,21 @@ impl PartitionWriter {
         if self.book.is_none() {
             // Fold the whole chain from its genesis; the store's head only says which
             // idempotency keys are already recorded.
-            let stored = store
-                .head(self.partition.as_str())?
-                .map_or(0, |h| h.stream_sequence);
+            let remembered = store.head(self.partition.as_str())?;
+            if let Some(remembered) = &remembered {
+                // As at open (`Ledger::open`): a stream that no longer holds what this
+                // ledger acknowledged would be folded, and continued, from what is left.
+                if let Some(reason) =
+                    check_remembered(&self.shared.stream, &self.subject, remembered).await?
+                {
+                    store.quarantine(self.partition.as_str(), &reason)?;
+                    return Err(AppendError::LostAcknowledgedData {
+                        partition: self.partition.to_string(),
+                        reason,
+                    });
+                }
+            }
+            let stored = remembered.map_or(0, |h| h.stream_sequence);
             self.keys_recorded_through = match self.rerecord_from.take() {
                 Some(from) => stored.min(from - 1),
                 None => stored,
@@ -1183,6 +1197,26 @@ impl PartitionWriter {
             .await
             .map_err(AppendError::Nats)?;
         let head = self.head.as_mut().expect("head loaded before catch-up");
+        let ends_at = last.as_ref().map_or(0, |l| l.stream_sequence);
+        if ends_at < head.stream_sequence {
+            // The stream lost what this writer had acknowledged (a failover that dropped
+            // its tail, a restore): deciding on, or publishing fenced on the same stream
+            // sequence reached again by another writer's events, would fork the chain.
+            let reason = format!(
+                "the stream's last message on the partition is at stream sequence {ends_at}, \
+                 but the ledger acknowledged up to {} (partition sequence {})",
+                head.stream_sequence, head.chain.sequence
+            );
+            self.shared
+                .store
+                .quarantine(self.partition.as_str(), &reason)?;
+            self.book = None;
+            self.head = None;
+            return Err(AppendError::LostAcknowledgedData {
+                partition: self.partition.to_string(),
+                reason,
+            });
+        }
         let Some(last) = last else { return Ok(()) };
         if last.stream_sequence <= head.stream_sequence {
             return Ok(());
