@@ -437,9 +437,8 @@ async fn payment_run(
                 .await?;
             runtime
                 .projector
-                .communes()?
+                .communes_in(partition.as_str())?
                 .into_iter()
-                .filter(|c| c.commune.starts_with(partition.as_str()))
                 .map(|c| CommuneId::parse(&c.commune))
                 .collect::<Result<_, _>>()?
         }

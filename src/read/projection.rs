@@ -1119,8 +1119,14 @@ impl Projector {
     }
 
     pub fn communes(&self) -> Result<Vec<CommunePortfolio>, ProjectionError> {
+        self.communes_in("")
+    }
+
+    /// The communes whose code starts with `prefix` (a partition's: its province code),
+    /// in code order: one prefix scan of them, not of every commune of the country.
+    pub fn communes_in(&self, prefix: &str) -> Result<Vec<CommunePortfolio>, ProjectionError> {
         self.views
-            .scan_prefix("commune/")
+            .scan_prefix(views::commune_key(prefix))
             .values()
             .map(|v| views::decode_record(&v?).map_err(|e| corrupt(&e.to_string())))
             .collect()

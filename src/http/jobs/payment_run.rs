@@ -139,9 +139,8 @@ pub async fn begin(
         return Ok(started);
     }
     let communes: Vec<CommuneId> = projector
-        .communes()?
+        .communes_in(partition.as_str())?
         .into_iter()
-        .filter(|c| c.commune.starts_with(partition.as_str()))
         .map(|c| CommuneId::parse(&c.commune))
         .collect::<Result<_, _>>()
         .map_err(|e| ApiError::Internal(format!("a commune of the projections: {e}")))?;
