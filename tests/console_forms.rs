@@ -68,6 +68,14 @@ impl Answer {
     fn refuses(&self, name: &str) -> bool {
         self.page.contains(&format!("data-field=\"{name}\""))
     }
+
+    /// The form came back refused (400), with a refusal beside each of `fields`.
+    fn assert_refused_at(&self, fields: &[&str]) {
+        assert_eq!(self.status, StatusCode::BAD_REQUEST, "{}", self.main());
+        for field in fields {
+            assert!(self.refuses(field), "{field}: {}", self.main());
+        }
+    }
 }
 
 /// A ledger serving the API and the console on a free loopback port.
@@ -415,14 +423,7 @@ async fn the_register_form_refuses_what_the_api_refuses_beside_each_field() {
     let refused = c
         .post(&officer, "/console/households/new", "register-bad", &fields)
         .await;
-    assert_eq!(
-        refused.status,
-        StatusCode::BAD_REQUEST,
-        "{}",
-        refused.main()
-    );
-    assert!(refused.refuses("phone"), "{}", refused.main());
-    assert!(refused.refuses("area"), "{}", refused.main());
+    refused.assert_refused_at(&["phone", "area"]);
     assert_eq!(c.events().await, before);
     // A relation longer than the API's 50 characters, alone: refused beside it.
     let long = "c".repeat(51);
@@ -437,13 +438,7 @@ async fn the_register_form_refuses_what_the_api_refuses_beside_each_field() {
             &fields,
         )
         .await;
-    assert_eq!(
-        refused.status,
-        StatusCode::BAD_REQUEST,
-        "{}",
-        refused.main()
-    );
-    assert!(refused.refuses("member1_relation"), "{}", refused.main());
+    refused.assert_refused_at(&["member1_relation"]);
     assert_eq!(c.events().await, before);
     // The API refuses the same values in its JSON (the rule the form follows).
     for (phone, area, relation) in [
@@ -527,13 +522,7 @@ async fn loan_and_grant_forms_refuse_a_choice_the_api_does_not_offer() {
             &approval("red_cross"),
         )
         .await;
-    assert_eq!(
-        refused.status,
-        StatusCode::BAD_REQUEST,
-        "{}",
-        refused.main()
-    );
-    assert!(refused.refuses("entrusted"), "{}", refused.main());
+    refused.assert_refused_at(&["entrusted"]);
     assert_eq!(c.events().await, before);
     let approved = c
         .post(
@@ -565,13 +554,7 @@ async fn loan_and_grant_forms_refuse_a_choice_the_api_does_not_offer() {
             &disbursement("cash"),
         )
         .await;
-    assert_eq!(
-        refused.status,
-        StatusCode::BAD_REQUEST,
-        "{}",
-        refused.main()
-    );
-    assert!(refused.refuses("channel"), "{}", refused.main());
+    refused.assert_refused_at(&["channel"]);
     assert_eq!(c.events().await, before + 1);
     let disbursed = c
         .post(
@@ -604,13 +587,7 @@ async fn loan_and_grant_forms_refuse_a_choice_the_api_does_not_offer() {
     let refused = c
         .post(&officer, &grant_path, "grant-bad", &grant("carrier_pigeon"))
         .await;
-    assert_eq!(
-        refused.status,
-        StatusCode::BAD_REQUEST,
-        "{}",
-        refused.main()
-    );
-    assert!(refused.refuses("channel"), "{}", refused.main());
+    refused.assert_refused_at(&["channel"]);
     assert_eq!(c.events().await, before + 2);
     let granted = c
         .post(&officer, &grant_path, "grant-good", &grant("post_office"))
