@@ -658,16 +658,20 @@ impl Http {
 
     async fn fetch(&self, signer: &KeyPair, gateway: &str) -> Answer {
         let path = format!("/v1/gateways/{gateway}/instructions?max=10");
-        let s = sign_request(signer, "GET", &path, b"", now_ms());
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .header("ansinh-gateway-timestamp", &s.timestamp)
-            .header("ansinh-gateway-key-id", &s.key_id)
-            .header("ansinh-gateway-signature", &s.signature)
-            .send()
-            .await
-            .unwrap();
+        self.fetch_at(Some(signer), &path, now_ms()).await
+    }
+
+    /// A GET of `path` signed by `signer` as of `at_ms` (unsigned without one).
+    async fn fetch_at(&self, signer: Option<&KeyPair>, path: &str, at_ms: i64) -> Answer {
+        let mut request = self.client.get(format!("{}{path}", self.base));
+        if let Some(signer) = signer {
+            let s = sign_request(signer, "GET", path, b"", at_ms);
+            request = request
+                .header("ansinh-gateway-timestamp", &s.timestamp)
+                .header("ansinh-gateway-key-id", &s.key_id)
+                .header("ansinh-gateway-signature", &s.signature);
+        }
+        let response = request.send().await.unwrap();
         self.answer(response, "gateway-instructions.response").await
     }
 
@@ -923,23 +927,8 @@ async fn over_http_foreign_malformed_and_out_of_range_posts_are_refused_with_typ
         (StatusCode::UNAUTHORIZED, "MissingSignature")
     );
     let path = "/v1/gateways/vcb/instructions?max=10";
-    let old = sign_request(
-        &key(1),
-        "GET",
-        path,
-        b"",
-        now_ms() - POST_REPLAY_WINDOW_MS - 60_000,
-    );
-    let response = s
-        .client
-        .get(format!("{}{path}", s.base))
-        .header("ansinh-gateway-timestamp", &old.timestamp)
-        .header("ansinh-gateway-key-id", &old.key_id)
-        .header("ansinh-gateway-signature", &old.signature)
-        .send()
-        .await
-        .unwrap();
-    let a = s.answer(response, "gateway-instructions.response").await;
+    let stale = now_ms() - POST_REPLAY_WINDOW_MS - 60_000;
+    let a = s.fetch_at(Some(&key(1)), path, stale).await;
     assert_eq!(
         (a.status, a.kind()),
         (StatusCode::UNAUTHORIZED, "StaleRequest")
@@ -947,28 +936,12 @@ async fn over_http_foreign_malformed_and_out_of_range_posts_are_refused_with_typ
     // A query nothing can read: unsigned, the signature is asked for first; signed, a
     // typed refusal naming the parameter, never the framework's plain text.
     let unreadable = "/v1/gateways/vcb/instructions?max=abc";
-    let response = s
-        .client
-        .get(format!("{}{unreadable}", s.base))
-        .send()
-        .await
-        .unwrap();
-    let a = s.answer(response, "gateway-instructions.response").await;
+    let a = s.fetch_at(None, unreadable, now_ms()).await;
     assert_eq!(
         (a.status, a.kind()),
         (StatusCode::UNAUTHORIZED, "MissingSignature")
     );
-    let signed = sign_request(&key(1), "GET", unreadable, b"", now_ms());
-    let response = s
-        .client
-        .get(format!("{}{unreadable}", s.base))
-        .header("ansinh-gateway-timestamp", &signed.timestamp)
-        .header("ansinh-gateway-key-id", &signed.key_id)
-        .header("ansinh-gateway-signature", &signed.signature)
-        .send()
-        .await
-        .unwrap();
-    let a = s.answer(response, "gateway-instructions.response").await;
+    let a = s.fetch_at(Some(&key(1)), unreadable, now_ms()).await;
     assert_eq!(
         (a.status, a.kind()),
         (StatusCode::BAD_REQUEST, "InvalidParameter"),
