@@ -391,13 +391,8 @@ async fn unknown_payloads_still_verify() {
     assert_eq!(report.partitions["01"].events, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lost_acknowledged_data_is_detected_and_stops_appends_until_an_operator_decides() {
-    let config = fresh_log();
-    let dir = tempfile::tempdir().unwrap();
-    // One store handle for both "runs": sled releases its file lock asynchronously, so a
-    // test that reopened the files at once could race it; a restart reuses the same data.
-    let store = LedgerStore::open(&dir.path().join("ledger.sled")).unwrap();
+/// A ledger on `store` that has acknowledged three events of partition 01.
+async fn three_acknowledged(config: &ansinh::log::LogConfig, store: &LedgerStore) -> Ledger {
     let (ledger, lost) = Ledger::open(client().await, config.clone(), store.clone())
         .await
         .unwrap();
@@ -408,6 +403,17 @@ async fn lost_acknowledged_data_is_detected_and_stops_appends_until_an_operator_
             .await
             .unwrap();
     }
+    ledger
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_acknowledged_data_is_detected_and_stops_appends_until_an_operator_decides() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    // One store handle for both "runs": sled releases its file lock asynchronously, so a
+    // test that reopened the files at once could race it; a restart reuses the same data.
+    let store = LedgerStore::open(&dir.path().join("ledger.sled")).unwrap();
+    let ledger = three_acknowledged(&config, &store).await;
     ledger.close().await.unwrap();
     // The server loses the stream (a disk replaced, a bad restore): simulate by deleting it.
     let js = jetstream::new(client().await);
@@ -446,16 +452,7 @@ async fn acknowledged_data_lost_under_a_running_writer_quarantines_the_partition
     let config = fresh_log();
     let dir = tempfile::tempdir().unwrap();
     let store = LedgerStore::open(&dir.path().join("ledger.sled")).unwrap();
-    let (ledger, lost) = Ledger::open(client().await, config.clone(), store.clone())
-        .await
-        .unwrap();
-    assert!(lost.is_empty());
-    for i in 0..3 {
-        ledger
-            .append(note("01", &format!("k{i}"), "acknowledged"))
-            .await
-            .unwrap();
-    }
+    let ledger = three_acknowledged(&config, &store).await;
     // The stream is lost and made again empty, while the ledger runs.
     let js = jetstream::new(client().await);
     js.delete_stream(&config.stream_name).await.unwrap();
