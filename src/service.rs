@@ -479,10 +479,6 @@ impl Service {
             .catch_up(&mut stream, self.ledger.config())
             .await
             .map_err(|e| internal(e.to_string()))?;
-        let trail = self
-            .projector
-            .trail(&format!("household:{household}"))
-            .map_err(|e| internal(e.to_string()))?;
         let members_event = |t: &str| {
             matches!(
                 t,
@@ -492,19 +488,23 @@ impl Service {
                     | "ansinh.v1.HouseholdMovedIn"
             )
         };
-        let same_chain = |e: &&crate::projection::TrailEntry| e.partition == receipt.partition;
-        let Some(at) = trail
-            .iter()
-            .position(|e| e.partition == receipt.partition && e.sequence == receipt.sequence)
-        else {
-            return Ok(());
-        };
-        let Some(before) = trail[..at]
-            .iter()
-            .rev()
-            .filter(same_chain)
-            .find(|e| members_event(&e.event_type))
-        else {
+        // Back from the newest line to the change, then to the event before it that
+        // recorded the members: O(the lines since then), not the household's history.
+        let mut before = None;
+        let mut passed_change = false;
+        for line in self
+            .projector
+            .trail_newest_first(&format!("household:{household}"), &receipt.partition)
+        {
+            let line = line.map_err(|e| internal(e.to_string()))?;
+            if line.sequence == receipt.sequence {
+                passed_change = true;
+            } else if passed_change && members_event(&line.event_type) {
+                before = Some(line);
+                break;
+            }
+        }
+        let Some(before) = before else {
             return Ok(());
         };
         let events = crate::log::reader::at_sequence(self.ledger.stream(), before.stream_sequence)

@@ -259,6 +259,18 @@ async fn a_trail_reads_the_same_whether_applied_in_runs_or_line_by_line() {
             assert_eq!(more, end < SHARED, "skip {skip} take {take}");
         }
     }
+    // Newest first, a run's worth at a time from the end: the same lines reversed; in
+    // another partition, none.
+    for p in [&following, &rebuilt] {
+        let newest_first: Vec<_> = p
+            .trail_newest_first("commune:0100007", "01")
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut reversed = trail.clone();
+        reversed.reverse();
+        assert_eq!(newest_first, reversed);
+        assert_eq!(p.trail_newest_first("commune:0100007", "79").count(), 0);
+    }
     assert_eq!(
         following.fingerprint().unwrap(),
         rebuilt.fingerprint().unwrap()

@@ -804,6 +804,41 @@ impl Projector {
         Ok(lines)
     }
 
+    /// A subject's audit trail in one partition, newest line first, read a run's worth of
+    /// lines at a time from the end: a reader looking for a recent line reads back only
+    /// as far as it goes, not the subject's whole history.
+    pub fn trail_newest_first<'s>(
+        &'s self,
+        subject: &str,
+        partition: &str,
+    ) -> impl Iterator<Item = Result<TrailEntry, ProjectionError>> + 's {
+        let mut key = Vec::new();
+        trail_key(&mut key, subject, partition);
+        let lines = match self.trail.lengths(&key) {
+            Ok(keys) => Ok(keys
+                .into_iter()
+                .find(|(k, _)| *k == key)
+                .map_or(0, |(_, lines)| lines)),
+            Err(e) => Err(ProjectionError::from(e)),
+        };
+        let step = TRAIL_RUN_LINES_MAX as u64;
+        let (lines, failed) = match lines {
+            Ok(lines) => (lines, None),
+            Err(e) => (0, Some(Err(e))),
+        };
+        let pages = (0..lines.div_ceil(step)).rev().map(move |page| {
+            let from = page * step;
+            let take = step.min(lines - from) as usize;
+            self.trail
+                .page(&key, from, take)
+                .map_err(ProjectionError::from)
+        });
+        failed.into_iter().chain(pages.flat_map(|page| match page {
+            Ok(lines) => lines.into_iter().rev().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e)],
+        }))
+    }
+
     /// A subject's audit trail in the order of `trail`, one stored run (at most
     /// `TRAIL_RUN_LINES_MAX` lines) at a time: a commune's trail of a year holds hundreds
     /// of thousands of lines, and a reader that prints them as they come holds one run.
