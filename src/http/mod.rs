@@ -828,7 +828,7 @@ pub fn routes() -> openapi::Routes {
         )
         .get(
             "/v1/gateways/{gateway}/instructions",
-            "The gateway's instructions waiting for a result",
+            "The gateway's instructions waiting for a result, at most max (default 100, at most 500), after the instruction id after (the last of the previous page) when given",
             Some("gateway-instructions.response"),
             Gateway,
             gateways::instructions,
