@@ -693,6 +693,55 @@ fn body_for(i: &Value, outcome: &str, txn: &str) -> Vec<u8> {
 
 const VCB_POSTS: &str = "/v1/gateways/vcb/posts";
 
+/// A post that failed with a 5xx keeps its Idempotency-Key bound to it: the failure may
+/// have come after the event was stored, so another post under that key is refused, and
+/// the same post sent again is recorded (once).
+#[tokio::test]
+async fn a_post_failed_with_a_5xx_keeps_its_key_for_that_post() {
+    let s = http_server().await;
+    let vcb = s.fetch(&key(1), "vcb").await.body["instructions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let post = sign_request(
+        &key(1),
+        "POST",
+        VCB_POSTS,
+        &body_for(&vcb[0], "settled", "VCB-5XX-1"),
+        now_ms(),
+    );
+    let before = s.count().await;
+    // The partition cannot take an append (quarantined): the post fails on the ledger's
+    // side, not on its own content.
+    let store = s.service.ledger.store();
+    store
+        .quarantine("01", "a test holds the partition")
+        .unwrap();
+    let failed = s.send_post(&post, "k-5xx").await;
+    assert!(failed.status.is_server_error(), "{:?}", failed.body);
+    assert_eq!(s.count().await, before);
+    store.accept_stream_head("01").unwrap();
+
+    let other = sign_request(
+        &key(1),
+        "POST",
+        VCB_POSTS,
+        &body_for(&vcb[1], "settled", "VCB-5XX-2"),
+        now_ms(),
+    );
+    let reused = s.send_post(&other, "k-5xx").await;
+    assert_eq!(
+        (reused.status, reused.kind()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "IdempotencyKeyReused"),
+        "{:?}",
+        reused.body
+    );
+    assert_eq!(s.count().await, before);
+    let recorded = s.send_post(&post, "k-5xx").await;
+    assert_eq!(recorded.status, StatusCode::CREATED, "{:?}", recorded.body);
+    assert_eq!(s.count().await, before + 1);
+}
+
 #[tokio::test]
 async fn over_http_a_signed_post_settles_once_and_forged_or_stale_posts_append_nothing() {
     let s = http_server().await;
