@@ -256,50 +256,6 @@ struct Shared {
     /// stream's `max_msg_size`.
     frame_bytes_max: usize,
     recent: Mutex<RecentEvents>,
-    recordings: Recordings,
-}
-
-/// Longest `already_appended_settled` waits for the index commits in flight on a
-/// partition (each is one redb commit, milliseconds).
-pub const RECORDED_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Index commits in flight, by partition. A writer answers its callers before their
-/// keys reach the store (`acknowledged`), so a lookup that must not miss a key already
-/// answered waits for these first.
-#[derive(Default)]
-struct Recordings {
-    in_flight: Mutex<HashMap<String, usize>>,
-    done: tokio::sync::Notify,
-}
-
-impl Recordings {
-    fn begin(&self, partition: &str) {
-        let mut in_flight = self.in_flight.lock().expect("recordings lock");
-        // Looked up first: the name is allocated once a partition, not once a batch.
-        match in_flight.get_mut(partition) {
-            Some(n) => *n += 1,
-            None => {
-                in_flight.insert(partition.to_owned(), 1);
-            }
-        }
-    }
-
-    fn end(&self, partition: &str) {
-        let mut in_flight = self.in_flight.lock().expect("recordings lock");
-        if let Some(n) = in_flight.get_mut(partition) {
-            *n = n.saturating_sub(1);
-        }
-        drop(in_flight);
-        self.done.notify_waiters();
-    }
-
-    fn any(&self, partition: &str) -> bool {
-        self.in_flight
-            .lock()
-            .expect("recordings lock")
-            .get(partition)
-            .is_some_and(|n| *n > 0)
-    }
 }
 
 /// The last RECENT_EVENTS_MAX events this process committed, by where they are stored:
@@ -370,7 +326,6 @@ impl Ledger {
             gate: tokio::sync::Mutex::new(()),
             frame_bytes_max,
             recent: Mutex::default(),
-            recordings: Recordings::default(),
         };
         Ok((
             Self {
@@ -465,34 +420,6 @@ impl Ledger {
             .store
             .idempotent(partition.as_str(), key)?
             .map(|at| Receipt::at(partition, &at, true)))
-    }
-
-    /// `already_appended`, for a decision that must not take a key already answered
-    /// for a new one: a miss waits (within `RECORDED_WAIT_MAX`) for the partition's index
-    /// commits in flight and looks again. A gateway's post outside the replay window is
-    /// refused unless it is a repeat, and the repeat of a post answered a moment ago may
-    /// not be in the store yet.
-    pub async fn already_appended_settled(
-        &self,
-        partition: &Partition,
-        key: &str,
-    ) -> Result<Option<Receipt>, AppendError> {
-        let recordings = &self.shared.recordings;
-        let deadline = tokio::time::Instant::now() + RECORDED_WAIT_MAX;
-        loop {
-            // Registered before looking, so an end between the look and the wait wakes it.
-            let done = recordings.done.notified();
-            tokio::pin!(done);
-            done.as_mut().enable();
-            if let Some(receipt) = self.already_appended(partition, key)? {
-                return Ok(Some(receipt));
-            }
-            if !recordings.any(partition.as_str())
-                || tokio::time::timeout_at(deadline, done).await.is_err()
-            {
-                return Ok(None);
-            }
-        }
     }
 
     /// The event a receipt names, as stored.
@@ -1589,9 +1516,6 @@ impl PartitionWriter {
             }
         }
         let last = records.last().expect("non-empty batch").1;
-        // Before any caller is answered: its key is in flight until the index commit
-        // below ends (`already_appended_settled`).
-        self.shared.recordings.begin(self.partition.as_str());
         let head = self.head.as_mut().expect("head loaded");
         head.chain.sequence = last.sequence;
         head.chain.hash = last.hash;
@@ -1627,7 +1551,6 @@ impl PartitionWriter {
         // which the next catch-up records again from the log.
         self.finish_recording(RECORDS_IN_FLIGHT_MAX - 1).await;
         let store = self.shared.store.clone();
-        let shared = self.shared.clone();
         let partition = self.partition.to_string();
         let keys = Arc::new(records);
         let (done, done_signal) = oneshot::channel::<()>();
@@ -1640,7 +1563,6 @@ impl PartitionWriter {
                     let _ = previous.blocking_recv();
                 }
                 let stored = store.record(&partition, &last, &keys);
-                shared.recordings.end(&partition);
                 let _ = done.send(());
                 stored
             })
