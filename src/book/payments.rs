@@ -192,16 +192,7 @@ pub fn event_of(
     actor: Option<&proto::Actor>,
     p: &PaymentRecorded,
 ) -> Result<Event, codec::CodecError> {
-    event_with_body(id, actor, p, payments_codec::body_from_proto(&p.body)?)
-}
-
-/// `event_of` for a record whose body the caller has already decoded.
-pub fn event_with_body(
-    id: payments::book::EventId,
-    actor: Option<&proto::Actor>,
-    p: &PaymentRecorded,
-    body: payments::EventBody,
-) -> Result<Event, codec::CodecError> {
+    let body = payments_codec::body_from_proto(&p.body)?;
     let (actor, effective) = event_header(actor, p)?;
     Ok(Event {
         id,

@@ -305,32 +305,27 @@ impl<V: Views> Records for ReconcileRecords<'_, V> {
 fn apply_reconcile<V: Views>(
     v: &V,
     partition: &str,
-    actor: Option<&crate::proto::Actor>,
-    recorded: &crate::proto::PaymentRecorded,
-    body: PaymentBody,
+    effective: NaiveDate,
+    body: &PaymentBody,
 ) -> Result<(), V::Error> {
     let key = reconcile_progress_key(partition);
     let mut progress: ReconcileProgress = load(v, &key)?.unwrap_or_default();
-    let Ok(event) =
-        crate::book::payments::event_with_body(progress.events + 1, actor, recorded, body)
-    else {
-        return Ok(());
-    };
     progress.events += 1;
     // Only what changes the records dates them: a budget allocated, or an entitlement
     // granted, on a later day leaves every day's lines as a fold up to today gives them.
-    if reconcile::changes_records(&event.body) {
-        progress.latest = progress.latest.max(Some(event.effective));
+    if reconcile::changes_records(body) {
+        progress.latest = progress.latest.max(Some(effective));
     }
+    let id = progress.events;
     reconcile::fold(
         &mut ReconcileRecords {
             v,
             partition,
             progress: &mut progress,
         },
-        event.id,
-        event.effective,
-        &event.body,
+        id,
+        effective,
+        body,
     )?;
     store(v, &key, &progress)
 }
@@ -580,11 +575,11 @@ pub fn apply<V: Views>(
             return Ok(());
         };
         // Nor does a record whose actor or date the book cannot read.
-        if crate::book::payments::event_header(actor_record, p).is_err() {
+        let Ok((_, effective)) = crate::book::payments::event_header(actor_record, p) else {
             return Ok(());
-        }
+        };
         apply_payment(v, partition, &body)?;
-        return apply_reconcile(v, partition, actor_record, p, body);
+        return apply_reconcile(v, partition, effective, &body);
     }
     let Ok(events) = codec::loan_events(sequence, actor, payload) else {
         return Ok(());
