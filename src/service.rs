@@ -474,11 +474,7 @@ impl Service {
             return Ok(());
         };
         let after = citizens_of(&change.payload).unwrap_or_default();
-        let mut stream = self.ledger.stream().clone();
-        self.projector
-            .catch_up(&mut stream, self.ledger.config())
-            .await
-            .map_err(|e| internal(e.to_string()))?;
+        self.caught_up().await?;
         let members_event = |t: &str| {
             matches!(
                 t,
@@ -599,13 +595,13 @@ impl Service {
             from.commune().as_str(),
         )?;
         let out_key = format!("{}/out", req.idempotency_key);
-        if self
+        let opened = match self
             .ledger
             .already_appended(&partition_of(from), &out_key)?
-            .is_none()
         {
-            self.check_move_in(from, to).await?;
-        }
+            None => Some(self.check_move_in(from, to).await?),
+            Some(_) => None,
+        };
         let out = self
             .submit(
                 &Request {
@@ -639,8 +635,10 @@ impl Service {
         // latest blob: one key still covers all of these people's data, so an erasure
         // under the new id leaves nothing readable under the old one. (A blob of the
         // format before pooled keys is sealed under a key of the new id's own.)
-        let latest = self.latest_sealed(from).await?;
-        let data = self.vault.open_sealed(from.as_str(), &latest).await?;
+        let (latest, data) = match opened {
+            Some(opened) => opened,
+            None => self.sealed_and_opened(from).await?,
+        };
         let citizens: Vec<BlindIndex> = moved
             .citizen_indexes
             .iter()
@@ -683,13 +681,15 @@ impl Service {
     /// to the end of the stream; a registration of that id landing between this check and
     /// the move-in is the one case left, and it needs two offices to pick one new id at
     /// once.
+    /// Returns the old id's latest sealed data and the data in clear, which the move-in
+    /// seals again under the new id.
     async fn check_move_in(
         &self,
         from: &HouseholdId,
         to: &HouseholdId,
-    ) -> Result<(), ServiceError> {
-        // Opens the data as the move-in will (it catches the projections up first).
-        self.personal(from).await?;
+    ) -> Result<(Vec<u8>, PersonalData), ServiceError> {
+        // Catches the projections up first, for the destination's lookup too.
+        let opened = self.sealed_and_opened(from).await?;
         let registered = self
             .projector
             .household(to.as_str())
@@ -699,7 +699,7 @@ impl Service {
                 household: to.to_string(),
             }));
         }
-        Ok(())
+        Ok(opened)
     }
 
     /// Destroys the household's data key after recording the erasure. The order
@@ -788,8 +788,28 @@ impl Service {
 
     /// The household's personal data in clear, from its latest sealed record.
     pub async fn personal(&self, household: &HouseholdId) -> Result<PersonalData, ServiceError> {
+        Ok(self.sealed_and_opened(household).await?.1)
+    }
+
+    /// The household's latest sealed record, and its data in clear.
+    async fn sealed_and_opened(
+        &self,
+        household: &HouseholdId,
+    ) -> Result<(Vec<u8>, PersonalData), ServiceError> {
         let sealed = self.latest_sealed(household).await?;
-        Ok(self.vault.open_sealed(household.as_str(), &sealed).await?)
+        let data = self.vault.open_sealed(household.as_str(), &sealed).await?;
+        Ok((sealed, data))
+    }
+
+    /// Catches the projections up with the end of the stream, for a lookup a command
+    /// needs to see every event before it.
+    async fn caught_up(&self) -> Result<(), ServiceError> {
+        let mut stream = self.ledger.stream().clone();
+        self.projector
+            .catch_up(&mut stream, self.ledger.config())
+            .await
+            .map(|_| ())
+            .map_err(|e| ServiceError::Append(AppendError::Nats(e.to_string())))
     }
 
     /// Like `latest_sealed`, and None for a household the ledger does not know (the book
@@ -815,11 +835,7 @@ impl Service {
                 household: household.to_string(),
             })
         };
-        let mut stream = self.ledger.stream().clone();
-        self.projector
-            .catch_up(&mut stream, self.ledger.config())
-            .await
-            .map_err(|e| AppendError::Nats(e.to_string()))?;
+        self.caught_up().await?;
         let at = self
             .projector
             .sealed_at(household.as_str())
@@ -1186,11 +1202,7 @@ impl Service {
                 today,
             }));
         }
-        let mut stream = self.ledger.stream().clone();
-        self.projector
-            .catch_up(&mut stream, self.ledger.config())
-            .await
-            .map_err(|e| ServiceError::Append(AppendError::Nats(e.to_string())))?;
+        self.caught_up().await?;
         let due = self
             .projector
             .due_for_timeout(partition.as_str(), as_of)
