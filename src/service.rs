@@ -196,6 +196,15 @@ impl Service {
         }
     }
 
+    /// Instructions (a run, a reissue) may be issued on `on`: today or earlier.
+    pub fn may_issue_on(&self, on: NaiveDate) -> Result<(), Rejection> {
+        let today = self.today();
+        if on > today {
+            return Err(Rejection::IssuedInFuture { on, today });
+        }
+        Ok(())
+    }
+
     async fn claims(&self) -> Result<&Claims, ServiceError> {
         Ok(self
             .claims
@@ -1002,13 +1011,7 @@ impl Service {
             None => partition_wide(req.caller, op, partition)?,
         }
         if let K::Run { .. } | K::Reissue { .. } = &kind {
-            let today = self.today();
-            if effective > today {
-                return Err(ServiceError::Rejected(Rejection::IssuedInFuture {
-                    on: effective,
-                    today,
-                }));
-            }
+            self.may_issue_on(effective)?;
         }
         self.submit(
             req,

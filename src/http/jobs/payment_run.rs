@@ -123,11 +123,8 @@ pub async fn begin(
 ) -> Result<Started, ApiError> {
     // The whole partition: a province's branch (or its manager), not a commune's desk.
     access::authorize(&caller, Operation::ManagePayments, partition.as_str())?;
-    // Refused before the job starts, as each commune's run would be (`IssuedInFuture`).
-    let today = api.today();
-    if on > today {
-        return Err(crate::domain::Rejection::IssuedInFuture { on, today }.into());
-    }
+    // Refused before the job starts, as each commune's run would be.
+    api.service().may_issue_on(on)?;
     let projector = api.projector().await?;
     crate::http::reports::known_partition(projector, &partition)?;
     // A job appends under keys of its own, so its request's key is bound here, in the
