@@ -1071,11 +1071,7 @@ impl PartitionWriter {
                 if let Some(reason) =
                     check_remembered(&self.shared.stream, &self.subject, remembered).await?
                 {
-                    store.quarantine(self.partition.as_str(), &reason)?;
-                    return Err(AppendError::LostAcknowledgedData {
-                        partition: self.partition.to_string(),
-                        reason,
-                    });
+                    return Err(self.quarantine(reason));
                 }
             }
             let stored = remembered.map_or(0, |h| h.stream_sequence);
@@ -1116,6 +1112,24 @@ impl PartitionWriter {
         Ok(())
     }
 
+    /// Stops the partition for acknowledged events the stream no longer holds, until an
+    /// operator decides (as `Ledger::open` does): the error to answer with.
+    fn quarantine(&mut self, reason: String) -> AppendError {
+        self.book = None;
+        self.head = None;
+        if let Err(e) = self
+            .shared
+            .store
+            .quarantine(self.partition.as_str(), &reason)
+        {
+            return e.into();
+        }
+        AppendError::LostAcknowledgedData {
+            partition: self.partition.to_string(),
+            reason,
+        }
+    }
+
     /// Reads every event after our head (written by another writer, or by us before a
     /// lost ack), checks the chain, and records heads and keys.
     async fn catch_up(&mut self) -> Result<(), AppendError> {
@@ -1134,15 +1148,7 @@ impl PartitionWriter {
                  but the ledger acknowledged up to {} (partition sequence {})",
                 head.stream_sequence, head.chain.sequence
             );
-            self.shared
-                .store
-                .quarantine(self.partition.as_str(), &reason)?;
-            self.book = None;
-            self.head = None;
-            return Err(AppendError::LostAcknowledgedData {
-                partition: self.partition.to_string(),
-                reason,
-            });
+            return Err(self.quarantine(reason));
         }
         let Some(last) = last else { return Ok(()) };
         if last.stream_sequence <= head.stream_sequence {
