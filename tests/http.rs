@@ -285,6 +285,24 @@ impl Server {
 }
 
 impl Server {
+    /// The branch manager allocates 2,000,000 đồng of commune 0100007's budget for
+    /// `period`, on `on`, under `key`.
+    async fn allocate(&self, key: &str, period: &str, on: &str) -> Answer {
+        let body = json!({"period": period, "amount": "2000000", "on": on});
+        let path = "/v1/communes/0100007/budgets";
+        self.send(&self.staff.manager, path, key, body, "receipt.response")
+            .await
+    }
+
+    /// The branch manager's payment run of commune 0100007 for `period`, dated `on`,
+    /// under `key`.
+    async fn run_commune(&self, key: &str, period: &str, on: &str) -> Answer {
+        let body = json!({"period": period, "on": on});
+        let path = "/v1/communes/0100007/payment-runs";
+        self.send(&self.staff.manager, path, key, body, "payment-run.response")
+            .await
+    }
+
     /// A staff POST under `key`, its answer checked against `schema`.
     async fn send(&self, token: &str, path: &str, key: &str, body: Value, schema: &str) -> Answer {
         let request = self
@@ -318,15 +336,7 @@ impl Server {
             )
             .await;
         assert_eq!(granted.status, StatusCode::CREATED, "{}", granted.body);
-        let budget = self
-            .send(
-                m,
-                "/v1/communes/0100007/budgets",
-                "budget-10",
-                json!({"period": "2026-10", "amount": "2000000", "on": "2026-10-01"}),
-                "receipt.response",
-            )
-            .await;
+        let budget = self.allocate("budget-10", "2026-10", "2026-10-01").await;
         assert_eq!(budget.status, StatusCode::CREATED, "{}", budget.body);
     }
 
@@ -334,16 +344,7 @@ impl Server {
     /// instruction through gateway vcb): the run's answer.
     async fn paid_october(&self) -> Answer {
         self.funded_october().await;
-        let m = &self.staff.manager;
-        let paid = self
-            .send(
-                m,
-                "/v1/communes/0100007/payment-runs",
-                "run-10",
-                json!({"period": "2026-10", "on": "2026-10-05"}),
-                "payment-run.response",
-            )
-            .await;
+        let paid = self.run_commune("run-10", "2026-10", "2026-10-05").await;
         assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.body);
         paid
     }
@@ -1294,15 +1295,7 @@ async fn payments_refusals_answer_404_409_or_422_by_what_the_caller_can_do() {
         "{}",
         again.body
     );
-    let run = s
-        .send(
-            m,
-            "/v1/communes/0100007/payment-runs",
-            "run-far",
-            json!({"period": "2026-13", "on": "2026-11-01"}),
-            "payment-run.response",
-        )
-        .await;
+    let run = s.run_commune("run-far", "2026-13", "2026-11-01").await;
     assert!(run.status.is_client_error(), "{}", run.body);
 }
 
@@ -1313,25 +1306,9 @@ async fn a_budget_dated_ahead_leaves_todays_reconciliation_served() {
     let s = &server_at("2026-10-10T12:00:00+07:00").await;
     s.funded_october().await;
     let m = &s.staff.manager;
-    let paid = s
-        .send(
-            m,
-            "/v1/communes/0100007/payment-runs",
-            "run",
-            json!({"period": "2026-10", "on": "2026-10-10"}),
-            "payment-run.response",
-        )
-        .await;
+    let paid = s.run_commune("run", "2026-10", "2026-10-10").await;
     assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.body);
-    let ahead = s
-        .send(
-            m,
-            "/v1/communes/0100007/budgets",
-            "budget-ahead",
-            json!({"period": "2027-01", "amount": "2000000", "on": "2027-01-02"}),
-            "receipt.response",
-        )
-        .await;
+    let ahead = s.allocate("budget-ahead", "2027-01", "2027-01-02").await;
     assert_eq!(ahead.status, StatusCode::CREATED, "{}", ahead.body);
     let day = s
         .get(
@@ -1391,15 +1368,7 @@ async fn instructions_are_never_issued_on_a_day_still_to_come() {
         );
     }
     assert_eq!(s.events().await, before);
-    let paid = s
-        .send(
-            m,
-            "/v1/communes/0100007/payment-runs",
-            "run",
-            json!({"period": "2026-10", "on": "2026-10-10"}),
-            "payment-run.response",
-        )
-        .await;
+    let paid = s.run_commune("run", "2026-10", "2026-10-10").await;
     assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.body);
     assert_eq!(paid.body["instructions"], 1);
 }
@@ -2923,25 +2892,9 @@ async fn stops_and_timeouts_are_dated_by_the_ledgers_clock() {
     s.paid_october().await;
     let m = &s.staff.manager;
     // November paid ahead, by a run dated 2026-10-25.
-    let allocated = s
-        .send(
-            m,
-            "/v1/communes/0100007/budgets",
-            "budget-11",
-            json!({"period": "2026-11", "amount": "2000000", "on": "2026-10-20"}),
-            "receipt.response",
-        )
-        .await;
+    let allocated = s.allocate("budget-11", "2026-11", "2026-10-20").await;
     assert_eq!(allocated.status, StatusCode::CREATED, "{}", allocated.body);
-    let ahead = s
-        .send(
-            m,
-            "/v1/communes/0100007/payment-runs",
-            "run-11",
-            json!({"period": "2026-11", "on": "2026-10-25"}),
-            "payment-run.response",
-        )
-        .await;
+    let ahead = s.run_commune("run-11", "2026-11", "2026-10-25").await;
     assert_eq!(ahead.status, StatusCode::CREATED, "{}", ahead.body);
     // A day's lines as of today, but for what is still pending (which the cancellation
     // below rightly ends): what the day's own events recorded.
@@ -3283,24 +3236,10 @@ async fn a_provinces_payment_run_is_a_job_followed_to_its_result() {
 
     // A commune's own run under a key that spells the job's key and that commune is its
     // own request, not taken for the job's run of that commune.
-    let budget = s
-        .send(
-            m,
-            "/v1/communes/0100007/budgets",
-            "budget-11",
-            json!({"period": "2026-11", "amount": "2000000", "on": "2026-10-20"}),
-            "receipt.response",
-        )
-        .await;
+    let budget = s.allocate("budget-11", "2026-11", "2026-10-20").await;
     assert_eq!(budget.status, StatusCode::CREATED, "{}", budget.body);
     let november = s
-        .send(
-            m,
-            "/v1/communes/0100007/payment-runs",
-            "prun-1/0100007",
-            json!({"period": "2026-11", "on": "2026-10-25"}),
-            "payment-run.response",
-        )
+        .run_commune("prun-1/0100007", "2026-11", "2026-10-25")
         .await;
     assert_eq!(
         (
