@@ -271,16 +271,21 @@ impl Server {
             .await;
         assert_eq!(approved.status, StatusCode::CREATED, "{}", approved.body);
         let loan = approved.body["loan"].as_str().unwrap().to_owned();
+        self.disburse_all(&loan, "disburse").await;
+        loan
+    }
+
+    /// The teller pays out `loan`'s whole 30,000,000 on 2026-02-05, under `key`.
+    async fn disburse_all(&self, loan: &str, key: &str) {
         let disbursed = self
             .post(
                 &self.staff.teller,
                 &format!("/v1/loans/{loan}/disbursements"),
-                "disburse",
+                key,
                 json!({"amount": "30000000", "on": "2026-02-05"}),
             )
             .await;
         assert_eq!(disbursed.status, StatusCode::CREATED, "{}", disbursed.body);
-        loan
     }
 }
 
@@ -1452,15 +1457,7 @@ async fn a_mistaken_approval_is_cancelled_and_the_household_approved_again() {
     let approved = s.post(officer, "/v1/loans", "approve-2", second).await;
     assert_eq!(approved.status, StatusCode::CREATED, "{}", approved.body);
     let loan = approved.body["loan"].as_str().unwrap().to_owned();
-    let disbursed = s
-        .post(
-            &s.staff.teller,
-            &format!("/v1/loans/{loan}/disbursements"),
-            "disburse-2",
-            json!({"amount": "30000000", "on": "2026-02-05"}),
-        )
-        .await;
-    assert_eq!(disbursed.status, StatusCode::CREATED, "{}", disbursed.body);
+    s.disburse_all(&loan, "disburse-2").await;
     let late = s
         .post(
             manager,
