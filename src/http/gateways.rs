@@ -202,18 +202,8 @@ pub async fn post(
                 ReceiptBody::new(&recorded.receipt, None),
             )),
         },
-        Err(e) => {
-            // A refusal (4xx) recorded nothing: the gateway may correct the post and
-            // resend it under the same key. A failure (5xx) may have come after the
-            // event was stored (its acknowledgement lost, the event's read back failed),
-            // so the key stays bound to this post, as for the staff routes (ADR 0013): a
-            // resend of the same post gets its answer, another post under it is refused.
-            let e = ApiError::from(e);
-            if e.status().is_client_error() {
-                api.release(&scoped, &fingerprint).await?;
-            }
-            Err(e)
-        }
+        // A refusal frees the key for the corrected post; a failure keeps it bound.
+        Err(e) => Err(api.failed(&scoped, &fingerprint, e.into()).await),
     }
 }
 

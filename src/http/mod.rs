@@ -522,6 +522,20 @@ impl Api {
         ))
     }
 
+    /// The answer to a request bound under `scoped_key` that failed with `e`. A refusal
+    /// (4xx) recorded nothing, so the key is freed for the corrected request; a failure
+    /// (5xx) may have come after the event was stored (its acknowledgement lost, its read
+    /// back failed), so the key stays bound to this request (ADR 0013): the same request
+    /// again gets its answer, another one under the key is refused.
+    async fn failed(&self, scoped_key: &str, fingerprint: &Digest, e: ApiError) -> ApiError {
+        if e.status().is_client_error() {
+            if let Err(released) = self.release(scoped_key, fingerprint).await {
+                return released;
+            }
+        }
+        e
+    }
+
     /// After a refusal (nothing recorded): frees the key, so the caller may correct the
     /// request and send it again under the same key. Only a binding to this very request
     /// is removed (an empty value: free).

@@ -517,13 +517,7 @@ pub async fn timeouts(
         .await;
     let done = match result {
         Ok(done) => done,
-        Err(e) => {
-            let e = ApiError::from(e);
-            if e.status().is_client_error() {
-                api.release(&scoped, &fingerprint).await?;
-            }
-            return Err(e);
-        }
+        Err(e) => return Err(api.failed(&scoped, &fingerprint, e.into()).await),
     };
     let outcome = match (done.timed_out.is_empty(), done.remaining) {
         (true, 0) => "nothing_left",
