@@ -276,8 +276,8 @@ impl LedgerSink {
         let after = match after {
             "" => None,
             id => Some(
-                id.split_once(PARTITION_SEPARATOR)
-                    .and_then(|(p, i)| Some((Partition::new(p).ok()?, InstructionId::parse(i)?)))
+                ledger_instruction_id(id)
+                    .and_then(|(p, i)| Some((p, InstructionId::parse(i)?)))
                     .ok_or_else(|| SinkError::UnknownInstruction(id.to_owned()))?,
             ),
         };
@@ -368,18 +368,21 @@ fn instruction_of(
     }
 }
 
+/// The partition and the partition's own instruction id of an id the ledger gives out
+/// (`<partition>/<instruction id>`).
+fn ledger_instruction_id(id: &str) -> Option<(Partition, &str)> {
+    let (partition, instruction) = id.split_once(PARTITION_SEPARATOR)?;
+    Some((Partition::new(partition).ok()?, instruction))
+}
+
 /// The partition and the domain post of a transport post (shapes already checked by
 /// the transport: `gateway::sign::check_post_shape`).
 fn domain_post(
     gateway: &str,
     post: &proto::GatewayPost,
 ) -> Result<(Partition, GatewayPost), SinkError> {
-    let unknown = || SinkError::UnknownInstruction(post.instruction_id.clone());
-    let (partition, instruction) = post
-        .instruction_id
-        .split_once(PARTITION_SEPARATOR)
-        .ok_or_else(unknown)?;
-    let partition = Partition::new(partition).map_err(|_| unknown())?;
+    let (partition, instruction) = ledger_instruction_id(&post.instruction_id)
+        .ok_or_else(|| SinkError::UnknownInstruction(post.instruction_id.clone()))?;
     let rejected = |r: payments::Rejection| SinkError::Rejected(Rejection::Payment(r));
     let (household, member) = post
         .beneficiary_ref
