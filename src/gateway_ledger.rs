@@ -74,6 +74,9 @@ impl SinkError {
             SinkError::Rejected(Rejection::PostOutsideReplayWindow { .. }) => {
                 "outside_replay_window"
             }
+            SinkError::Rejected(Rejection::TransactionIdUsedElsewhere { .. }) => {
+                "transaction_id_used_elsewhere"
+            }
             SinkError::Rejected(Rejection::Payment(payments::Rejection::RefusalLimitReached {
                 ..
             })) => "refusal_limit_reached",
@@ -301,17 +304,35 @@ impl LedgerSink {
         signed: SignedPost,
     ) -> Result<Recorded, SinkError> {
         let (partition, domain_post) = domain_post(gateway, post)?;
-        // Catch up only when the partition is not known yet: partitions with payments
-        // never go away, and a post needs no fresher view than that.
-        let has_payments = |p: &crate::projection::Projector| {
-            p.has_payments(partition.as_str())
-                .map_err(|e| SinkError::Unavailable(e.to_string()))
-        };
-        let known =
-            has_payments(&self.service.projector)? || has_payments(self.projections().await?)?;
-        if !known {
+        // Caught up to the log's end: every post accepted before this one is seen, in
+        // any partition.
+        let projections = self.projections().await?;
+        let unavailable =
+            |e: crate::projection::ProjectionError| SinkError::Unavailable(e.to_string());
+        if !projections
+            .has_payments(partition.as_str())
+            .map_err(unavailable)?
+        {
             return Err(SinkError::UnknownInstruction(post.instruction_id.clone()));
         }
+        // One transfer settles (or returns) one instruction. The book refuses a reused
+        // transaction id within its partition; another partition's use is found here.
+        // Two posts racing in two partitions can both pass: `audit anomalies` reports
+        // them (ADR 0018).
+        let used_elsewhere = projections
+            .transaction_use(
+                domain_post.gateway.as_str(),
+                domain_post.outcome,
+                domain_post.gateway_txn.as_str(),
+            )
+            .map_err(unavailable)?
+            .filter(|used| used.partition != partition.as_str())
+            .map(|used| {
+                format!(
+                    "{}{PARTITION_SEPARATOR}{}",
+                    used.partition, used.instruction
+                )
+            });
         let now_ms = (self.clock)();
         let (receipt, event) = self
             .service
@@ -323,6 +344,7 @@ impl LedgerSink {
                 now_ms,
                 // Received on the day it is in Vietnam, as every business date.
                 crate::clock::date_in_vietnam(now_ms),
+                used_elsewhere,
             )
             .await?;
         Ok(Recorded {

@@ -1021,6 +1021,7 @@ impl Service {
                 effective,
                 signed: None,
                 outside_replay_window: None,
+                used_elsewhere: None,
             },
         )
         .await
@@ -1030,7 +1031,9 @@ impl Service {
     /// signature check) and signature-verified over `signed.bytes`. The same post again
     /// (same content, whenever it comes) returns the first answer and appends nothing;
     /// a new post must be dated within `POST_REPLAY_WINDOW_MS` of `now_unix_ms`, so a
-    /// captured post cannot be replayed as a new one.
+    /// captured post cannot be replayed as a new one. A new post is refused too when
+    /// `used_elsewhere` names the instruction of another partition whose post with the
+    /// same transaction id and outcome was accepted (ADR 0018).
     #[allow(clippy::too_many_arguments)]
     pub async fn gateway_post(
         &self,
@@ -1040,6 +1043,7 @@ impl Service {
         posted_at_unix_ms: i64,
         now_unix_ms: i64,
         received_on: NaiveDate,
+        used_elsewhere: Option<String>,
     ) -> Result<(Receipt, proto::PaymentRecorded), ServiceError> {
         let content = serde_json::to_vec(&post).expect("posts serialize");
         let key = format!("post:{}", &blake3::hash(&content).to_hex()[..48]);
@@ -1065,6 +1069,7 @@ impl Service {
                     effective: received_on,
                     signed: Some(signed),
                     outside_replay_window,
+                    used_elsewhere,
                 },
             })
             .await?;

@@ -316,7 +316,86 @@ async fn each_kind_of_anomaly_is_found() {
                 assert_eq!(residence, "moved out on 2026-02-01");
                 assert_eq!(at.partition, "79");
             }
+            Anomaly::TransactionInTwoPartitions { .. } => panic!("no transaction twice: {a:?}"),
         }
+    }
+}
+
+/// A settlement accepted from gateway "vcb" under its transaction `txn`, as the book
+/// records it.
+fn settled_by(instruction: &str, on: &str, txn: &str) -> Payload {
+    let Payload::PaymentRecorded(mut p) = settled(instruction, on) else {
+        unreachable!()
+    };
+    p.gateway_id = "vcb".into();
+    p.body = Some(proto::payment_recorded::Body::GatewayPostAccepted(
+        proto::GatewayPostAccepted {
+            post: Some(proto::PaymentGatewayPost {
+                gateway: "vcb".into(),
+                instruction: instruction.into(),
+                outcome: "Settled".into(),
+                gateway_txn: txn.into(),
+                amount: "500000".into(),
+                beneficiary: None,
+            }),
+            instruction: instruction.into(),
+            status_after: "Settled".into(),
+            budget: None,
+        },
+    ));
+    Payload::PaymentRecorded(p)
+}
+
+/// Instruction ids are numbered per partition: the same id in two provinces is two
+/// instructions, and a result for one leaves the other pending. One bank transaction
+/// accepted for instructions of two provinces (posts that raced past the ledger's
+/// check) is found, naming where it was accepted first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instructions_are_per_partition_and_a_transaction_settles_one_of_them() {
+    let mut s = Seed::new().await;
+    let (here, there) = ("0100007-000001", "7900003-000001");
+    s.add(here, registered(here, &[1])).await;
+    s.add(there, registered(there, &[2])).await;
+    s.add(here, issued("pay:1:2026-10:1", "2026-10-01")).await;
+    s.add(there, issued("pay:1:2026-10:1", "2026-10-01")).await;
+    s.add(here, settled_by("pay:1:2026-10:1", "2026-10-02", "VCB-9"))
+        .await;
+    let report = s.scan("2026-10-20", 10).await;
+    assert_eq!(report.anomalies.len(), 1, "{:#?}", report.anomalies);
+    match &report.anomalies[0] {
+        Anomaly::InstructionPending {
+            instruction, at, ..
+        } => assert_eq!(
+            (instruction.as_str(), at.partition.as_str()),
+            ("pay:1:2026-10:1", "79")
+        ),
+        other => panic!("{other:?}"),
+    }
+
+    // The same transaction settles 79's instruction too.
+    s.add(there, settled_by("pay:1:2026-10:1", "2026-10-03", "VCB-9"))
+        .await;
+    let report = s.scan("2026-10-20", 10).await;
+    assert_eq!(report.anomalies.len(), 1, "{:#?}", report.anomalies);
+    match &report.anomalies[0] {
+        Anomaly::TransactionInTwoPartitions {
+            gateway,
+            transaction,
+            outcome,
+            first,
+            at,
+        } => {
+            assert_eq!(
+                (gateway.as_str(), transaction.as_str(), outcome.as_str()),
+                ("vcb", "VCB-9", "Settled")
+            );
+            assert_eq!(
+                (first.partition.as_str(), at.partition.as_str()),
+                ("01", "79")
+            );
+            assert!(report.anomalies[0].concerns("01") && report.anomalies[0].concerns("79"));
+        }
+        other => panic!("{other:?}"),
     }
 }
 

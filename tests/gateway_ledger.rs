@@ -61,10 +61,14 @@ async fn service_on(
 
 /// The branch manager of partition 01, who runs these tests' payments.
 fn manager() -> Caller {
+    manager_of("01")
+}
+
+fn manager_of(partition: &str) -> Caller {
     Caller {
         id: "staff:m".into(),
         role: Role::BranchManager,
-        unit: "01".into(),
+        unit: partition.into(),
     }
 }
 
@@ -82,19 +86,30 @@ fn request<'a>(caller: &'a Caller, key: &'a str) -> Request<'a> {
 /// 500,000 VND each), a budget for all four, and the October 2026 run: four
 /// instructions, `01/pay:1..4:2026-10:1`.
 async fn issue_instructions(service: &Service) {
-    let m = manager();
-    let rq = |key: &'static str| request(&m, key);
-    let p = Partition::new("01").unwrap();
+    issue_instructions_in(service, "01").await
+}
+
+/// `issue_instructions` in `partition`, in its commune 00007, to citizens of its own.
+async fn issue_instructions_in(service: &Service, partition: &str) {
+    let m = manager_of(partition);
+    let commune = format!("{partition}00007");
+    // Partition 01 keeps the keys other tests' commands must not meet.
+    let key = |k: &str| match partition {
+        "01" => k.to_string(),
+        _ => format!("{partition}-{k}"),
+    };
+    let p = Partition::new(partition).unwrap();
+    let citizens_from: u32 = (partition.parse::<u32>().unwrap() - 1) * 100;
     let d = |s: &str| s.parse::<chrono::NaiveDate>().unwrap();
     let programme = ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY").unwrap();
     service
         .payment(
-            &rq("alloc"),
+            &request(&m, &key("alloc")),
             &p,
             CommandKind::Allocate {
                 budget: BudgetKey {
                     programme: programme.clone(),
-                    commune: CommuneId::parse(COMMUNE).unwrap(),
+                    commune: CommuneId::parse(&commune).unwrap(),
                     period: Month::parse("2026-10").unwrap(),
                 },
                 amount: Decimal::from(2_000_000),
@@ -103,13 +118,13 @@ async fn issue_instructions(service: &Service) {
         )
         .await
         .unwrap();
-    for (n, key, gateway) in [
+    for (n, grant, gateway) in [
         (1, "grant-1", "vcb"),
         (2, "grant-2", "vcb"),
         (3, "grant-3", "vcb"),
         (4, "grant-4", "momo"),
     ] {
-        register_household(service, &format!("{COMMUNE}-{n:06}"), n).await;
+        register_household(service, &format!("{commune}-{n:06}"), citizens_from + n).await;
         let channel = if gateway == "momo" {
             Channel::MobileMoney {
                 gateway: GatewayId::parse(gateway).unwrap(),
@@ -121,15 +136,15 @@ async fn issue_instructions(service: &Service) {
         };
         service
             .payment(
-                &rq(key),
+                &request(&m, &key(grant)),
                 &p,
                 CommandKind::Grant {
                     programme: programme.clone(),
                     beneficiary: BeneficiaryRef {
-                        household: HouseholdRef::parse(&format!("{COMMUNE}-{n:06}")).unwrap(),
+                        household: HouseholdRef::parse(&format!("{commune}-{n:06}")).unwrap(),
                         member: MemberRef::parse("m1").unwrap(),
                     },
-                    commune: CommuneId::parse(COMMUNE).unwrap(),
+                    commune: CommuneId::parse(&commune).unwrap(),
                     from: Month::parse("2026-10").unwrap(),
                     terms: Terms {
                         category: CategoryId::parse("ELDERLY_80_PLUS_NO_PENSION").unwrap(),
@@ -144,7 +159,7 @@ async fn issue_instructions(service: &Service) {
     }
     service
         .payment(
-            &rq("run"),
+            &request(&m, &key("run")),
             &p,
             CommandKind::Run {
                 period: Month::parse("2026-10").unwrap(),
@@ -576,6 +591,77 @@ async fn a_late_copy_of_a_post_another_process_recorded_gets_its_first_answer() 
     )
     .await;
     assert_eq!(refused.error_kind, "outside_replay_window", "{refused:?}");
+}
+
+/// One bank transfer settles one instruction. A gateway that posts the transaction id
+/// of a settlement accepted in one partition for an instruction of another is refused,
+/// typed, and nothing is appended; the first post's copy still gets its first answer.
+#[tokio::test]
+async fn a_transaction_id_accepted_in_one_partition_is_refused_for_another() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = common::client().await;
+    let service = service_on(nats.clone(), &config, dir.path()).await;
+    issue_instructions_in(&service, "01").await;
+    issue_instructions_in(&service, "02").await;
+    let sink = LedgerSink::new(service.clone(), system_clock());
+    let list = sink.pending("vcb", "", 10).await.unwrap();
+    let in_01 = list
+        .iter()
+        .find(|i| i.instruction_id.starts_with("01/"))
+        .unwrap();
+    let in_02 = list
+        .iter()
+        .find(|i| i.instruction_id.starts_with("02/"))
+        .unwrap();
+    let sink = &sink;
+    let post = |i: &PaymentInstruction, outcome: &str, txn: &str| {
+        let post = post_for("vcb", i, outcome, txn);
+        let signed = sign::sign_post(&key(1), &post);
+        async move { server::PostSink::post(sink, "vcb", post, signed).await }
+    };
+
+    let first = post(in_01, "settled", "VCB-ONCE").await;
+    assert_eq!(first.status, STATUS_ACCEPTED, "{first:?}");
+    let before = event_count(&nats, &config).await;
+    let elsewhere = post(in_02, "settled", "VCB-ONCE").await;
+    assert_eq!(
+        (elsewhere.status.as_str(), elsewhere.error_kind.as_str()),
+        (STATUS_REFUSED, "transaction_id_used_elsewhere"),
+        "{elsewhere:?}"
+    );
+    assert!(
+        elsewhere.message.contains(&in_01.instruction_id),
+        "names the instruction it settled: {elsewhere:?}"
+    );
+    assert_eq!(
+        event_count(&nats, &config).await,
+        before,
+        "nothing appended"
+    );
+
+    // The first post again: its first answer. The same instruction of partition 02 with a
+    // transaction id of its own: accepted.
+    let again = post(in_01, "settled", "VCB-ONCE").await;
+    assert_eq!(
+        (again.status.as_str(), again.sequence),
+        (STATUS_DUPLICATE, first.sequence),
+        "{again:?}"
+    );
+    let own = post(in_02, "settled", "VCB-TWICE").await;
+    assert_eq!(
+        (own.status.as_str(), own.partition.as_str()),
+        (STATUS_ACCEPTED, "02"),
+        "{own:?}"
+    );
+    // A failure under the settled transaction's id is another key (the book's too).
+    let in_02_next = list
+        .iter()
+        .filter(|i| i.instruction_id.starts_with("02/"))
+        .nth(1)
+        .unwrap();
+    let failed = post(in_02_next, "failed", "VCB-ONCE").await;
+    assert_eq!(failed.status, STATUS_ACCEPTED, "{failed:?}");
 }
 
 // ---- HTTP ----------------------------------------------------------------------------

@@ -173,7 +173,7 @@ async fn send(
 ) -> Result<(Receipt, String), ServiceError> {
     let s = signed(&p);
     service
-        .gateway_post(&p01(), p, s, posted_at, now, d("2026-10-10"))
+        .gateway_post(&p01(), p, s, posted_at, now, d("2026-10-10"), None)
         .await
         .map(|(r, event)| (r, event.kind))
 }

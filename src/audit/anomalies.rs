@@ -19,9 +19,17 @@
 //! - a repayment or disbursement on a loan after it was written off, and a loan or
 //!   social-assistance payment to a household after its last member died;
 //! - a payment instruction older than N days with no result (settled, failed,
-//!   returned, timed out or cancelled).
+//!   returned, timed out or cancelled);
+//! - one gateway transaction id (with one outcome) accepted for instructions of two
+//!   partitions: one transfer cannot settle two payments. The ledger refuses it when
+//!   its projections already hold the first (ADR 0018); two posts racing in two
+//!   partitions are found here.
+//!
+//! Memory: a few records per household and loan, each instruction still without a
+//! result, and about 40 bytes per accepted gateway post (a digest of its transaction
+//! key and where it was first accepted).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_nats::jetstream::stream::Stream;
 use chrono::NaiveDate;
@@ -34,7 +42,8 @@ use crate::chain::Partition;
 use crate::domain::loans::HouseholdStanding;
 use crate::domain::programmes::{self, ProgrammeRef};
 use crate::log::LogConfig;
-use crate::proto::{EligibilityDecided, Envelope, envelope::Payload};
+use crate::proto::payment_recorded::Body;
+use crate::proto::{EligibilityDecided, Envelope, GatewayPostAccepted, envelope::Payload};
 use crate::verify::{VerifyError, verify_with};
 
 /// Most anomalies kept; more are counted, not listed (a broken feed could flag every
@@ -108,6 +117,15 @@ pub enum Anomaly {
         days: i64,
         at: At,
     },
+    /// A gateway's transaction id, with one outcome, accepted for an instruction of
+    /// another partition before (`first`).
+    TransactionInTwoPartitions {
+        gateway: String,
+        transaction: String,
+        outcome: String,
+        first: At,
+        at: At,
+    },
 }
 
 impl Anomaly {
@@ -127,6 +145,12 @@ impl Anomaly {
             | Anomaly::AfterWriteOff { at, .. }
             | Anomaly::AfterDeath { at, .. }
             | Anomaly::InstructionPending { at, .. } => at,
+            Anomaly::TransactionInTwoPartitions { first, at, .. } => {
+                if first.partition == partition {
+                    return true;
+                }
+                at
+            }
         };
         at.partition == partition
     }
@@ -140,6 +164,7 @@ impl Anomaly {
             Anomaly::AfterWriteOff { .. } => "after_write_off",
             Anomaly::AfterDeath { .. } => "after_death",
             Anomaly::InstructionPending { .. } => "instruction_pending",
+            Anomaly::TransactionInTwoPartitions { .. } => "transaction_in_two_partitions",
         }
     }
 }
@@ -179,7 +204,13 @@ pub struct Scanner {
     loans: BTreeMap<(String, u64), Loan>,
     /// Household → date its last member died.
     died: BTreeMap<String, String>,
-    pending: BTreeMap<String, Instruction>,
+    /// (partition, instruction id) → instruction still without a result: ids are
+    /// numbered per partition.
+    pending: BTreeMap<(String, String), Instruction>,
+    /// Digest of (gateway, outcome, transaction id) → where it was first accepted
+    /// (an index into `partitions`, and the sequence).
+    transactions: HashMap<[u8; 16], (u16, u64)>,
+    partitions: Vec<String>,
     /// (partition, household) → (arrived on, left on): residence as the log records it.
     residence: BTreeMap<(String, String), (NaiveDate, Option<NaiveDate>)>,
     report: AnomalyReport,
@@ -365,7 +396,7 @@ impl Scanner {
                 match p.kind.as_str() {
                     "InstructionIssued" => {
                         self.pending.insert(
-                            p.instruction_id.clone(),
+                            (partition.to_string(), p.instruction_id.clone()),
                             Instruction {
                                 household: household.clone(),
                                 issued_on: event_date(envelope),
@@ -374,7 +405,11 @@ impl Scanner {
                         );
                     }
                     "GatewayPostAccepted" | "InstructionTimedOut" | "InstructionCancelled" => {
-                        self.pending.remove(&p.instruction_id);
+                        self.pending
+                            .remove(&(partition.to_string(), p.instruction_id.clone()));
+                        if let Some(Body::GatewayPostAccepted(accepted)) = &p.body {
+                            self.transaction_accepted(accepted, &at);
+                        }
                     }
                     _ => {}
                 }
@@ -390,6 +425,50 @@ impl Scanner {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Notes where a gateway's transaction id was accepted; flags it when another
+    /// partition accepted it first.
+    fn transaction_accepted(&mut self, accepted: &GatewayPostAccepted, at: &At) {
+        let Some(post) = &accepted.post else {
+            return;
+        };
+        let mut key = blake3::Hasher::new();
+        for part in [&post.gateway, &post.outcome, &post.gateway_txn] {
+            key.update(part.as_bytes());
+            key.update(&[0]);
+        }
+        let digest: [u8; 16] = key.finalize().as_bytes()[..16]
+            .try_into()
+            .expect("16 of 32 bytes");
+        let partition = match self.partitions.iter().position(|p| *p == at.partition) {
+            Some(i) => i,
+            None => {
+                self.partitions.push(at.partition.clone());
+                self.partitions.len() - 1
+            }
+        };
+        let partition = u16::try_from(partition).expect("fewer than 65,536 partitions");
+        match self.transactions.entry(digest) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert((partition, at.sequence));
+            }
+            std::collections::hash_map::Entry::Occupied(o) => {
+                let (first_partition, first_sequence) = *o.get();
+                if first_partition != partition {
+                    self.flag(Anomaly::TransactionInTwoPartitions {
+                        gateway: post.gateway.clone(),
+                        transaction: post.gateway_txn.clone(),
+                        outcome: post.outcome.clone(),
+                        first: At {
+                            partition: self.partitions[usize::from(first_partition)].clone(),
+                            sequence: first_sequence,
+                        },
+                        at: at.clone(),
+                    });
+                }
+            }
         }
     }
 
@@ -456,7 +535,7 @@ impl Scanner {
     /// on `as_of`, in the order found (pending instructions last).
     pub fn finish(mut self, as_of: NaiveDate, pending_days: i64) -> AnomalyReport {
         let pending = std::mem::take(&mut self.pending);
-        for (instruction, i) in pending {
+        for ((_, instruction), i) in pending {
             let days = (as_of - i.issued_on).num_days();
             if days > pending_days {
                 self.flag(Anomaly::InstructionPending {

@@ -61,6 +61,10 @@ pub enum Command {
         /// another's commit of the post learns it from the log (a refusal makes the
         /// writer check that its book is current) instead of refusing a copy.
         outside_replay_window: Option<i64>,
+        /// A gateway's post whose (gateway, transaction id, outcome) the projections hold
+        /// as accepted for this instruction of another partition: refused, unless its key
+        /// is already in the log (decided here for the same reason as the window).
+        used_elsewhere: Option<String>,
     },
     /// A loan command. To reverse the event at partition sequence `s` of loan `l`, use
     /// `CommandKind::Reverse { loan: l, event: codec::main_id(s) }`.
@@ -210,10 +214,16 @@ impl PartitionBook {
             effective,
             signed,
             outside_replay_window,
+            used_elsewhere,
         } = command
         {
             if let Some(skew_ms) = outside_replay_window {
                 return Err(Rejection::PostOutsideReplayWindow { skew_ms: *skew_ms });
+            }
+            if let Some(instruction) = used_elsewhere {
+                return Err(Rejection::TransactionIdUsedElsewhere {
+                    instruction: instruction.clone(),
+                });
             }
             // Assistance is granted to a household of the registry that lives here: a
             // grant to an id the registry never had (or that moved away) is refused

@@ -165,6 +165,13 @@ pub enum Rejection {
     /// already answered is never refused: it gets its first answer.)
     #[error("gateway post dated {skew_ms} ms away from the ledger's clock")]
     PostOutsideReplayWindow { skew_ms: i64 },
+    /// A new gateway post whose transaction id and outcome the same gateway already had
+    /// accepted for an instruction of another partition (`instruction`, as gateways name
+    /// it): one bank transfer cannot settle (or return) two instructions. Within one
+    /// partition the book records such a post as refused (`TransactionIdReused`); across
+    /// partitions the projections find it, so it appends nothing (ADR 0018).
+    #[error("this gateway's transaction id was already accepted for instruction {instruction}")]
+    TransactionIdUsedElsewhere { instruction: String },
     /// Timeouts asked as of a day after today (in Vietnam, by the ledger's clock): they
     /// would give up on payments a gateway may still be making, and a reissue would pay
     /// them twice. Ask as of today or an earlier day.

@@ -313,7 +313,8 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         | AlreadyExtended
         | NotReversible { .. }
         | NotLatestEvent { .. }
-        | DuplicatePost { .. } => StatusCode::CONFLICT,
+        | DuplicatePost { .. }
+        | TransactionIdUsedElsewhere { .. } => StatusCode::CONFLICT,
         CitizenIdLength { .. }
         | CitizenIdNonDigit { .. }
         | CommuneCodeLength { .. }

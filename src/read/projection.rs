@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::chain::{ChainBreak, ChainHead, Digest, Partition};
 use crate::domain::loans::Loan;
 use crate::domain::payments::ids::GatewayId;
-use crate::domain::payments::instructions::InstructionId;
+use crate::domain::payments::instructions::{InstructionId, Outcome};
 use crate::domain::payments::reconcile::{self, GatewayDay};
 use crate::log::follow::{Checked, Follower, Held};
 use crate::log::{EventAt, LogConfig, Position, reader};
@@ -66,7 +66,8 @@ const VIEWS: u8 = 2;
 /// approved in its partition, as the book does: stored lines and balances are rebuilt.
 /// 13: a partition's reconciliation is dated only by the events that change it
 /// (`reconcile::changes_records`), and no view takes a payment record the book leaves out.
-pub(crate) const PROJECTION_FORMAT: &[u8] = &[13];
+/// 14: the instruction each gateway transaction id was first accepted for (`gtxn/`).
+pub(crate) const PROJECTION_FORMAT: &[u8] = &[14];
 /// Trail lines of one subject from one batch stored together (a run). A page of a trail
 /// reads at most this many lines more than it shows, and a run stays near 10 KB.
 pub const TRAIL_RUN_LINES_MAX: usize = 64;
@@ -1084,6 +1085,17 @@ impl Projector {
                 Ok((partition, line))
             })
             .collect()
+    }
+
+    /// The partition and instruction whose post by `gateway` with transaction id `txn`
+    /// and `outcome` was accepted first, across every partition applied.
+    pub fn transaction_use(
+        &self,
+        gateway: &str,
+        outcome: Outcome,
+        txn: &str,
+    ) -> Result<Option<views::TransactionUse>, ProjectionError> {
+        self.view(&views::transaction_use_key(gateway, outcome, txn))
     }
 
     /// Whether `partition` has a payment event applied.

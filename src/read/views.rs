@@ -20,7 +20,7 @@ use crate::domain::payments::EventBody as PaymentBody;
 use crate::domain::payments::budget::MoveKind;
 use crate::domain::payments::entitlements::ChannelKind;
 use crate::domain::payments::ids::GatewayId;
-use crate::domain::payments::instructions::{InstructionId, InstructionStatus};
+use crate::domain::payments::instructions::{InstructionId, InstructionStatus, Outcome};
 use crate::domain::payments::month::Month;
 use crate::domain::payments::reconcile::{self, GatewayDay, Received, Records, Seen};
 use crate::domain::registry::Change;
@@ -223,6 +223,18 @@ pub fn gateway_pending_prefix(gateway: &str) -> String {
     format!("gpend/{gateway}\u{0}")
 }
 
+/// The instruction whose post with this gateway's transaction id and outcome was
+/// accepted first, in log order across partitions (`TransactionUse`). Ids end at a NUL,
+/// which neither a gateway id nor a transaction id holds.
+pub fn transaction_use_key(gateway: &str, outcome: Outcome, txn: &str) -> String {
+    let outcome = match outcome {
+        Outcome::Settled => "settled",
+        Outcome::Failed => "failed",
+        Outcome::Returned => "returned",
+    };
+    format!("gtxn/{gateway}\u{0}{outcome}\u{0}{txn}")
+}
+
 /// How far a partition's reconciliation records go (`ReconcileProgress`).
 pub fn reconcile_progress_key(partition: &str) -> String {
     format!("rpos/{partition}")
@@ -360,6 +372,14 @@ pub struct GatewayPendingView {
     pub commune: String,
 }
 
+/// The instruction a gateway's transaction id (with an outcome) was first accepted for:
+/// a post of the same id for an instruction of another partition is refused (ADR 0018).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionUse {
+    pub partition: String,
+    pub instruction: InstructionId,
+}
+
 /// The projections' record encoding: MessagePack, a struct as an array of its fields
 /// without their names. sled's cost grows with the bytes it writes (ADR 0014): with the
 /// names, a rebuild of the province bench's log wrote ~1,570 B an event, without them
@@ -409,6 +429,7 @@ pub fn record_as_json(key: &[u8], bytes: &[u8]) -> Option<serde_json::Value> {
         "rpend" => named::<PendingLine>(bytes),
         "rmis" => named::<(GatewayId, reconcile::Mismatch)>(bytes),
         "gpend" => named::<GatewayPendingView>(bytes),
+        "gtxn" => named::<TransactionUse>(bytes),
         "rpos" => named::<ReconcileProgress>(bytes),
         _ => None,
     }
@@ -731,11 +752,28 @@ fn apply_payment<V: Views>(v: &V, partition: &str, body: &PaymentBody) -> Result
             )
         }
         PaymentBody::GatewayPostAccepted {
+            post,
             instruction,
             status_after,
             budget,
-            ..
         } => {
+            let used = transaction_use_key(
+                post.gateway.as_str(),
+                post.outcome,
+                post.gateway_txn.as_str(),
+            );
+            // The first acceptance stays: a second one (posts raced in two partitions)
+            // is what `audit anomalies` reports.
+            if load::<V, TransactionUse>(v, &used)?.is_none() {
+                store(
+                    v,
+                    &used,
+                    &TransactionUse {
+                        partition: partition.to_owned(),
+                        instruction: *instruction,
+                    },
+                )?;
+            }
             let Some(i) = load::<V, InstructionView>(v, &instruction_key(partition, instruction))?
             else {
                 return Ok(());
@@ -1178,6 +1216,7 @@ mod layout_tests {
             layout::<Mismatch>(),
             layout::<PendingLine>(),
             layout::<GatewayPendingView>(),
+            layout::<TransactionUse>(),
             layout::<ReconcileProgress>(),
             layout::<PartitionSummary>(),
         ];
@@ -1186,7 +1225,7 @@ mod layout_tests {
         let digest = blake3::hash(layouts.as_bytes()).to_hex();
         assert_eq!(
             (crate::projection::PROJECTION_FORMAT, &digest[..16]),
-            (&[13u8][..], "d94bbb064431d9cb"),
+            (&[14u8][..], "2d5660aacefd58bb"),
             "{layouts}"
         );
     }
