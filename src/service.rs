@@ -1110,6 +1110,8 @@ pub enum CommuneRun {
         amount: Decimal,
         /// Budgets that could not cover their part: nothing was issued on them.
         shortfalls: Vec<crate::domain::payments::instructions::Shortfall>,
+        /// Entitlements left unpaid: their household no longer lives in the partition.
+        not_resident: Vec<crate::domain::payments::entitlements::EntitlementId>,
         receipt: Receipt,
     },
     /// Every active entitlement already had its instruction for the month.
@@ -1159,11 +1161,13 @@ impl Service {
                 issued,
                 amount,
                 shortfalls,
+                not_resident,
                 ..
             }) => Ok(CommuneRun::Paid {
                 issued,
                 amount,
                 shortfalls,
+                not_resident,
                 receipt,
             }),
             _ => Err(ServiceError::Rejected(Rejection::UnsupportedCommand {

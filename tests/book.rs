@@ -1514,3 +1514,117 @@ fn a_recorded_reversal_naming_a_sequence_past_any_chain_is_unreadable_not_a_pani
     );
     assert_eq!((book.0.unreadable, &book.0.loans), (1, &before));
 }
+
+/// A payments command of the branch manager, decided on `on`.
+fn payment_command(kind: ansinh::domain::payments::CommandKind, on: &str) -> Command {
+    Command::Payment {
+        kind,
+        effective: d(on),
+        signed: None,
+        outside_replay_window: None,
+        used_elsewhere: None,
+    }
+}
+
+/// A monthly allowance of the household's member "m1", paid by bank from 2026-10.
+fn allowance(household: &str) -> ansinh::domain::payments::CommandKind {
+    use ansinh::domain::payments::entitlements::{Channel, Terms};
+    use ansinh::domain::payments::ids::*;
+    use ansinh::domain::payments::month::Month;
+    ansinh::domain::payments::CommandKind::Grant {
+        programme: ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY").unwrap(),
+        beneficiary: BeneficiaryRef {
+            household: HouseholdRef::parse(household).unwrap(),
+            member: MemberRef::parse("m1").unwrap(),
+        },
+        commune: CommuneId::parse(&household[..7]).unwrap(),
+        from: Month::parse("2026-10").unwrap(),
+        terms: Terms {
+            category: CategoryId::parse("ELDERLY_80_PLUS_NO_PENSION").unwrap(),
+            channel: Channel::BankAccount {
+                gateway: GatewayId::parse("vcb").unwrap(),
+            },
+            provincial_base: None,
+        },
+    }
+}
+
+/// A run pays nobody whose household has left the partition or has no member left: it
+/// names their entitlements for an officer to stop.
+#[test]
+fn a_run_pays_no_household_that_moved_out_or_died_out_and_names_their_entitlements() {
+    use ansinh::domain::payments::budget::BudgetKey;
+    use ansinh::domain::payments::ids::{CommuneId, ProgrammeId};
+    use ansinh::domain::payments::month::Month;
+    use ansinh::domain::payments::{CommandKind as Pay, EventBody};
+    let mut book = Folded::new();
+    let (stays, moves, dies) = ("0100007-000001", "0100007-000002", "0100007-000003");
+    for (n, id) in [stays, moves, dies].into_iter().enumerate() {
+        book.register(id, n as u8 + 1);
+        book.record(payment_command(allowance(id), "2026-10-01"));
+    }
+    for period in ["2026-10", "2026-11"] {
+        book.record(payment_command(
+            Pay::Allocate {
+                budget: BudgetKey {
+                    programme: ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY").unwrap(),
+                    commune: CommuneId::parse("0100007").unwrap(),
+                    period: Month::parse(period).unwrap(),
+                },
+                amount: Decimal::from(10_000_000),
+            },
+            "2026-10-01",
+        ));
+    }
+    book.record(Command::MoveOut {
+        household: hh(moves),
+        to: hh("7900007-000002"),
+        on: d("2026-10-20"),
+    });
+    book.record(Command::Registry(Change::MemberDied {
+        household: hh(dies),
+        citizen: [3; 32],
+        members: 0,
+        citizens: vec![],
+        sealed: vec![],
+        on: d("2026-10-21"),
+    }));
+
+    let run = payment_command(
+        Pay::Run {
+            period: Month::parse("2026-11").unwrap(),
+            commune: None,
+        },
+        "2026-11-01",
+    );
+    let proposals = book.decide(&run).unwrap();
+    let events: Vec<EventBody> = proposals
+        .iter()
+        .map(|p| match &p.payload {
+            Payload::PaymentRecorded(r) => {
+                ansinh::book::payments::event_of(0, Some(&branch_manager()), r)
+                    .unwrap()
+                    .body
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let paid: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            EventBody::InstructionIssued { instruction, .. } => {
+                Some(instruction.beneficiary.household.to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(paid, [stays]);
+    match events.last() {
+        Some(EventBody::PaymentRunCompleted {
+            issued,
+            not_resident,
+            ..
+        }) => assert_eq!((*issued, not_resident.as_slice()), (1, &[2, 3][..])),
+        other => panic!("{other:?}"),
+    }
+}

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{PartitionBook, Proposal, codec, payments_codec};
 use crate::domain::Rejection;
-use crate::domain::payments::ids::{GatewayId, OfficerId};
+use crate::domain::ids::HouseholdId;
+use crate::domain::payments::ids::{GatewayId, HouseholdRef, OfficerId};
 use crate::domain::payments::{self, Actor, CommandKind, Decision, Event, EventBody};
 use crate::proto::{self, PaymentRecorded, envelope::Payload};
 
@@ -173,7 +174,12 @@ pub fn decide(
         effective,
         kind: kind.clone(),
     };
-    match payments::decide(&book.payments, command)? {
+    let resident = |h: &HouseholdRef| {
+        HouseholdId::parse(h.as_str())
+            .ok()
+            .is_some_and(|id| book.registry.active(&id).is_ok())
+    };
+    match payments::decide_for(&book.payments, command, &resident)? {
         Decision::Duplicate(first) => Err(Rejection::DuplicatePost { first: first.event }),
         Decision::Append(events) if events.is_empty() => Err(Rejection::NothingToRecord),
         Decision::Append(events) => Ok(events

@@ -426,6 +426,7 @@ pub fn body_to_proto(body: &EventBody) -> Body {
             amount,
             shortfalls,
             reference,
+            not_resident,
         } => Body::PaymentRunCompleted(proto::PaymentRunCompleted {
             period: period.to_string(),
             commune: commune
@@ -435,6 +436,7 @@ pub fn body_to_proto(body: &EventBody) -> Body {
             issued: *issued,
             amount: money(amount),
             shortfalls: shortfalls.iter().map(shortfall_to_proto).collect(),
+            not_resident: not_resident.clone(),
             reference: Some(proto::ReferenceHashes {
                 base_levels: reference.base_levels.clone(),
                 categories: reference.categories.clone(),
@@ -530,6 +532,7 @@ pub fn body_from_proto(body: &Option<Body>) -> Result<EventBody, CodecError> {
                     base_levels: reference.base_levels.clone(),
                     categories: reference.categories.clone(),
                 },
+                not_resident: b.not_resident.clone(),
             }
         }
         Body::GatewayPostAccepted(b) => EventBody::GatewayPostAccepted {
@@ -698,6 +701,7 @@ mod tests {
                     base_levels: "ab".repeat(32),
                     categories: "cd".repeat(32),
                 },
+                not_resident: vec![],
             },
             EventBody::PaymentRunCompleted {
                 period: m("2026-12"),
@@ -714,6 +718,7 @@ mod tests {
                     base_levels: "ab".repeat(32),
                     categories: "cd".repeat(32),
                 },
+                not_resident: vec![4, 9],
             },
             EventBody::InstructionTimedOut {
                 instruction: iid("pay:1:2026-12:1"),

@@ -462,6 +462,7 @@ async fn payment_run(
                 issued: n,
                 amount: total,
                 shortfalls: short,
+                not_resident,
                 receipt,
             }) => {
                 issued += n;
@@ -470,6 +471,7 @@ async fn payment_run(
                 serde_json::json!({
                     "commune": commune.to_string(), "outcome": "paid", "instructions": n,
                     "amount": total.to_string(), "shortfalls": shortfalls,
+                    "not_resident": not_resident,
                     "duplicate": receipt.duplicate, "sequence": receipt.sequence,
                 })
             }
@@ -498,6 +500,18 @@ async fn payment_run(
                     );
                     for s in line["shortfalls"].as_array().into_iter().flatten() {
                         println!("  not paid: {}", s.as_str().unwrap_or_default());
+                    }
+                    let gone: Vec<String> = line["not_resident"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(ToString::to_string)
+                        .collect();
+                    if !gone.is_empty() {
+                        println!(
+                            "  not paid, the household no longer lives here (stop them): entitlements {}",
+                            gone.join(", ")
+                        );
                     }
                 }
                 Some("nothing_left") => {

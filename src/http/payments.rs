@@ -352,6 +352,9 @@ struct RunAnswer {
     amount: Decimal,
     /// Each budget that could not cover its part, in words (amounts as `1.500.000 ₫`).
     shortfalls: Vec<String>,
+    /// Entitlements left unpaid because their household no longer lives in the
+    /// partition: an officer stops them.
+    not_resident: Vec<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     receipt: Option<ReceiptBody>,
 }
@@ -380,13 +383,14 @@ pub async fn run(
             value.on,
         )
         .await;
-    let answer = |outcome, instructions, amount, shortfalls, receipt| RunAnswer {
+    let answer = |outcome, instructions, amount, shortfalls, not_resident, receipt| RunAnswer {
         commune: code.to_string(),
         period: period.to_string(),
         outcome,
         instructions,
         amount,
         shortfalls,
+        not_resident,
         receipt,
     };
     match ran {
@@ -394,6 +398,7 @@ pub async fn run(
             issued,
             amount,
             shortfalls,
+            not_resident,
             receipt,
         }) => {
             let body = answer(
@@ -401,13 +406,21 @@ pub async fn run(
                 issued,
                 amount,
                 shortfalls.iter().map(Shortfall::sentence).collect(),
+                not_resident,
                 Some(ReceiptBody::new(&receipt, None)),
             );
             Ok(created(receipt.duplicate, body))
         }
         Ok(CommuneRun::NothingLeft) => {
             // Done before (by this request's first try or another): a success.
-            let body = answer("nothing_left", 0, Decimal::ZERO, Vec::new(), None);
+            let body = answer(
+                "nothing_left",
+                0,
+                Decimal::ZERO,
+                Vec::new(),
+                Vec::new(),
+                None,
+            );
             Ok((axum::http::StatusCode::OK, axum::Json(body)).into_response())
         }
         // No budget covered it: refused (422), nothing recorded, the key freed.

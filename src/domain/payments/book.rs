@@ -20,7 +20,9 @@ use crate::domain::payments::budget::{self, Budget, BudgetKey, BudgetMove, MoveK
 use crate::domain::payments::entitlements::{
     self, Entitlement, EntitlementId, StopReason, Stopped, Terms, TermsPeriod,
 };
-use crate::domain::payments::ids::{BeneficiaryRef, CommuneId, GatewayId, OfficerId, ProgrammeId};
+use crate::domain::payments::ids::{
+    BeneficiaryRef, CommuneId, GatewayId, HouseholdRef, OfficerId, ProgrammeId,
+};
 use crate::domain::payments::instructions::{
     self, GatewayPost, Instruction, InstructionId, InstructionStatus, NewInstruction, PostAnswer,
     PostKey, PostRefusal, RecordedPost, Shortfall, Verdict, post_key,
@@ -177,6 +179,10 @@ pub enum EventBody {
         amount: Decimal,
         shortfalls: Vec<Shortfall>,
         reference: ReferenceHashes,
+        /// Entitlements of the run's period left unpaid because their household no
+        /// longer lives in the partition (moved out, or dissolved by its last member's
+        /// death): to be stopped by an officer.
+        not_resident: Vec<EntitlementId>,
     },
     GatewayPostAccepted {
         post: GatewayPost,
@@ -281,6 +287,9 @@ impl Decision {
 /// of the same decision see earlier ones.
 pub(crate) struct Out<'a> {
     pub(crate) book: &'a Book,
+    /// Whether a household lives in the partition now: a fact of the registry, which
+    /// this book does not hold (`decide_for`).
+    pub(crate) resident: &'a dyn Fn(&HouseholdRef) -> bool,
     actor: Actor,
     effective: NaiveDate,
     next_id: EventId,
@@ -289,9 +298,15 @@ pub(crate) struct Out<'a> {
 }
 
 impl<'a> Out<'a> {
-    fn new(book: &'a Book, actor: Actor, effective: NaiveDate) -> Self {
+    fn new(
+        book: &'a Book,
+        resident: &'a dyn Fn(&HouseholdRef) -> bool,
+        actor: Actor,
+        effective: NaiveDate,
+    ) -> Self {
         Self {
             book,
+            resident,
             actor,
             effective,
             next_id: book.last_event_id,
@@ -339,7 +354,17 @@ impl<'a> Out<'a> {
 /// Decide a command against the book. Pure: the same book and command give
 /// the same decision.
 pub fn decide(book: &Book, command: Command) -> Result<Decision, Rejection> {
-    let mut out = Out::new(book, command.actor.clone(), command.effective);
+    decide_for(book, command, &|_| true)
+}
+
+/// `decide`, where `resident` says whether a household lives in the partition now (the
+/// registry's answer): a run pays no one whose household has left.
+pub fn decide_for(
+    book: &Book,
+    command: Command,
+    resident: &dyn Fn(&HouseholdRef) -> bool,
+) -> Result<Decision, Rejection> {
+    let mut out = Out::new(book, resident, command.actor.clone(), command.effective);
     match (command.actor, command.kind) {
         (Actor::Gateway(authenticated), CommandKind::Post(post)) => {
             if post.gateway != authenticated {

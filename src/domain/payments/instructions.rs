@@ -327,6 +327,7 @@ pub(crate) fn decide_run(
     let data = reference();
     let mut by_budget: BTreeMap<BudgetKey, Vec<NewInstruction>> = BTreeMap::new();
     let mut count = 0usize;
+    let mut not_resident = Vec::new();
     for e in out.book.entitlements.values() {
         if commune.as_ref().is_some_and(|c| *c != e.commune)
             || out.book.attempts.contains_key(&(e.id, period))
@@ -336,6 +337,12 @@ pub(crate) fn decide_run(
         let Some(terms) = e.terms_for(period) else {
             continue;
         };
+        // Nobody is paid for a household that has left (or has no member left) until an
+        // officer stops the entitlement: the run names it instead.
+        if !(out.resident)(&e.beneficiary.household) {
+            not_resident.push(e.id);
+            continue;
+        }
         count += 1;
         if count > RUN_INSTRUCTIONS_MAX {
             return Err(Rejection::RunTooLarge {
@@ -400,6 +407,7 @@ pub(crate) fn decide_run(
                 amount: total,
                 shortfalls,
                 reference: data.hashes.clone(),
+                not_resident,
             });
             Ok(())
         }

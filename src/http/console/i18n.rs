@@ -188,6 +188,7 @@ pub enum T {
     CommunesDone,
     Outcome,
     Shortfalls,
+    NotResident,
     Anomalies,
     FindAnomalies,
     Recompute,
@@ -387,6 +388,10 @@ impl T {
             CommunesDone => ("Số xã đã xong", "Communes done"),
             Outcome => ("Kết quả", "Outcome"),
             Shortfalls => ("Thiếu ngân sách", "Budget shortfalls"),
+            NotResident => (
+                "Không chi trả vì hộ không còn cư trú tại đây (cần dừng trợ cấp)",
+                "Not paid: the household no longer lives here (stop these entitlements)",
+            ),
             Anomalies => ("Bất thường", "Anomalies"),
             FindAnomalies => ("Tìm bất thường", "Find anomalies"),
             Recompute => (

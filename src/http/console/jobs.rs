@@ -151,7 +151,13 @@ fn payment_run(lang: Lang, run: &PaymentRunJob, page: usize) -> Markup {
                     td { (line.commune) }
                     td.outcome data-outcome=(line.outcome) { (outcome_words(lang, &line.outcome)) }
                     td.num { (line.instructions) } td.num { (i18n::money(line.amount)) }
-                    td { @for s in &line.shortfalls { (s) br; } }
+                    td {
+                        @for s in &line.shortfalls { (s) br; }
+                        @if !line.not_resident.is_empty() {
+                            (lang.t(T::NotResident)) ": "
+                            (line.not_resident.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))
+                        }
+                    }
                 }
             }
         }

@@ -377,6 +377,7 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
             issued,
             amount,
             shortfalls,
+            not_resident,
             ..
         } = recorded(&api, &receipt).await?
         else {
@@ -385,7 +386,7 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
             ));
         };
         let shortfalls: Vec<String> = shortfalls.iter().map(Shortfall::sentence).collect();
-        Ok(Some((receipt, issued, amount, shortfalls)))
+        Ok(Some((receipt, issued, amount, shortfalls, not_resident)))
     }
     .await;
     match result {
@@ -393,13 +394,19 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
             let body = html! {
                 @match &outcome {
                     None => p.ok #nothing-left { (lang.t(T::Nothing)) },
-                    Some((receipt, issued, amount, shortfalls)) => {
+                    Some((receipt, issued, amount, shortfalls, not_resident)) => {
                         (receipt_block(lang, receipt))
                         table #run-result {
                             tr { th { (lang.t(T::Instructions)) } td.num #run-issued { (issued) } }
                             tr { th { (lang.t(T::Amount)) } td.num #run-amount { (i18n::money(*amount)) } }
                         }
                         @for s in shortfalls { p.err { (s) } }
+                        @if !not_resident.is_empty() {
+                            p.err #run-not-resident {
+                                (lang.t(T::NotResident)) ": "
+                                (not_resident.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))
+                            }
+                        }
                     },
                 }
                 p { a href="/console/payments" { (lang.t(T::Payments)) } }

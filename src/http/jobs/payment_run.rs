@@ -43,6 +43,9 @@ pub struct CommuneLine {
     pub instructions: u64,
     pub amount: Decimal,
     pub shortfalls: Vec<String>,
+    /// Entitlements left unpaid: their household no longer lives in the partition.
+    #[serde(default)]
+    pub not_resident: Vec<u64>,
 }
 
 /// A payment run job's record (`kind` "payment_run").
@@ -207,6 +210,7 @@ async fn run_communes(
                 issued,
                 amount,
                 shortfalls,
+                not_resident,
                 ..
             }) => CommuneLine {
                 commune: commune.to_string(),
@@ -214,6 +218,7 @@ async fn run_communes(
                 instructions: issued,
                 amount,
                 shortfalls: sentences(&shortfalls),
+                not_resident,
             },
             Ok(CommuneRun::NothingLeft) => CommuneLine {
                 commune: commune.to_string(),
@@ -221,6 +226,7 @@ async fn run_communes(
                 instructions: 0,
                 amount: Decimal::ZERO,
                 shortfalls: Vec::new(),
+                not_resident: Vec::new(),
             },
             Ok(CommuneRun::Unfunded { shortfalls }) => CommuneLine {
                 commune: commune.to_string(),
@@ -228,6 +234,7 @@ async fn run_communes(
                 instructions: 0,
                 amount: Decimal::ZERO,
                 shortfalls: sentences(&shortfalls),
+                not_resident: Vec::new(),
             },
             Err(e) => {
                 run_of(job).state = "failed".into();
