@@ -1628,3 +1628,31 @@ fn a_run_pays_no_household_that_moved_out_or_died_out_and_names_their_entitlemen
         other => panic!("{other:?}"),
     }
 }
+
+/// A household whose last member died keeps its loan to collect, and gets no tranche.
+#[test]
+fn no_tranche_goes_to_a_household_with_no_member_left() {
+    let mut book = Folded::new();
+    let id = "0100007-000001";
+    book.poor_household(id, 1);
+    book.record(loan_command(approval(id), "2026-02-02"));
+    book.record(loan_command(tranche(1, 10_000_000), "2026-02-05"));
+    book.record(Command::Registry(Change::MemberDied {
+        household: hh(id),
+        citizen: [1; 32],
+        members: 0,
+        citizens: vec![],
+        sealed: vec![],
+        on: d("2026-03-01"),
+    }));
+    assert_eq!(
+        book.decide(&loan_command(tranche(1, 10_000_000), "2026-03-05")),
+        Err(Rejection::HouseholdInactive {
+            household: id.into()
+        })
+    );
+    assert!(
+        book.decide(&loan_command(repayment(1, 1_000_000), "2026-03-05"))
+            .is_ok()
+    );
+}

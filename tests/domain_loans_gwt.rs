@@ -185,6 +185,53 @@ fn disbursement_in_tranches_up_to_approved() {
     });
 }
 
+/// A tranche is lent on the standing of its own date, as an approval is (and as `audit
+/// anomalies` checks every disbursement): approved in December, it is refused in January
+/// once the year's list has lapsed, and after a review lifted the household above the
+/// programme's statuses; a new review that keeps it poor lets it through.
+#[test]
+fn a_tranche_is_refused_once_the_standing_no_longer_qualifies() {
+    let approved = [
+        classify("2025-01-10", 1_200_000, POOR3, 2025),
+        approve("2025-12-20", "POOR_HOUSEHOLD", 50_000_000, 36),
+    ];
+    given(&history(&approved))
+        .when(disburse("2026-01-05", 1, 50_000_000))
+        .then_rejects(Rejection::ClassificationExpired {
+            valid_to: d("2025-12-31"),
+        });
+    let mut lifted = approved.to_vec();
+    lifted.push(classify("2025-12-28", 3_000_000, &[], 2026));
+    given(&history(&lifted))
+        .when(disburse("2026-01-05", 1, 50_000_000))
+        .then_rejects(Rejection::NotEligible {
+            status: Status::EscapedPoverty,
+            programme: "POOR_HOUSEHOLD".into(),
+        });
+    let mut still_poor = approved.to_vec();
+    still_poor.push(classify("2025-12-28", 1_200_000, POOR3, 2026));
+    given(&history(&still_poor))
+        .when(disburse("2026-01-05", 1, 50_000_000))
+        .then(|b, _| assert_eq!(b.loans[&1].position.disbursed, dec!(50000000)));
+}
+
+/// A review dated before the household's latest decision would replace the newer
+/// standing and take the newer class as its prior one: refused. One on the same day
+/// (a correction) is recorded.
+#[test]
+fn a_review_dated_before_the_latest_decision_is_refused() {
+    let h = history(&[classify("2026-03-01", 1_200_000, POOR3, 2026)]);
+    given(&h)
+        .when(classify("2026-02-01", 2_000_000, &[], 2026))
+        .then_rejects(Rejection::ClassificationBackDated {
+            latest: d("2026-03-01"),
+            effective: d("2026-02-01"),
+        });
+    given(&h)
+        .when(classify("2026-03-01", 1_200_000, &POOR3[..2], 2026))
+        .then(|b, _| assert_eq!(b.households[&hh()].status, Status::NearPoor));
+}
+
 /// A carry of exactly -0.5 đồng (an accrual that posted x.5 up) meets an accrual with no
 /// normal interest once the principal is overdue: it posts nothing, never -1 đồng.
 #[test]

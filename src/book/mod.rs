@@ -396,6 +396,11 @@ impl PartitionBook {
                         (l.household.clone(), *loan)
                     }
                 };
+                // Money goes only to a household living here: one whose last member died
+                // (dissolved) keeps its loan to collect, and gets no tranche.
+                if let CommandKind::Disburse { .. } = kind {
+                    self.registry.active(&household)?;
+                }
                 let commune = household.commune();
                 if !crate::access::within(unit, commune.as_str()) {
                     return Err(Rejection::OutsideUnit {

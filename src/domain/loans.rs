@@ -591,6 +591,12 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
     match &cmd.kind {
         CommandKind::Classify { household, inputs } => {
             let previous = book.households.get(household);
+            if let Some(latest) = previous.filter(|h| date < h.valid_from) {
+                return Err(Rejection::ClassificationBackDated {
+                    latest: latest.valid_from,
+                    effective: date,
+                });
+            }
             let decision = eligibility::decide_classification(
                 household.clone(),
                 previous.map(|h| h.class),
@@ -674,6 +680,27 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
             let loan = get_loan(book, *loan, date)?;
             require_status(loan, &[LoanStatus::Approved, LoanStatus::Active])?;
             let amount = positive_vnd(*amount)?;
+            // Each tranche is lent on the household's standing on its own date, by the
+            // rule an approval is decided by (and that `audit anomalies` checks every
+            // disbursement against): a list that lapsed or a review that lifted the
+            // household out of the programme's statuses stops further money.
+            let prog = programmes::programme_version(&loan.programme).ok_or_else(|| {
+                Rejection::UnknownProgramme {
+                    id: loan.programme.id.clone(),
+                }
+            })?;
+            let standing = book.households.get(&loan.household).ok_or_else(|| {
+                Rejection::UnknownHousehold {
+                    household: loan.household.to_string(),
+                }
+            })?;
+            let statuses = standing.statuses_on(date)?;
+            if !statuses.iter().any(|s| prog.eligible.contains(s)) {
+                return Err(Rejection::NotEligible {
+                    status: statuses[0],
+                    programme: prog.id.clone(),
+                });
+            }
             let already = loan.position.disbursed;
             if money::add(already, amount)? > loan.approved_amount {
                 return Err(Rejection::DisbursementOverApproved {

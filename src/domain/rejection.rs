@@ -237,6 +237,16 @@ pub enum Rejection {
     /// and principal as of the effective date). Take at most `owed`.
     #[error("payment {offered} exceeds amount owed {owed}")]
     Overpayment { owed: Decimal, offered: Decimal },
+    /// A classification dated before the household's latest decision: it would replace
+    /// the newer standing and take the newer class as its prior one. Record reviews in
+    /// date order (a correction on the latest decision's day or later).
+    #[error(
+        "decision dated {effective} is before the household's latest decision on {latest}; record reviews in date order"
+    )]
+    ClassificationBackDated {
+        latest: NaiveDate,
+        effective: NaiveDate,
+    },
     /// The effective date is before the loan's last recorded event; back-dated
     /// postings would rewrite accrued interest. Use a date on/after `last`,
     /// or reverse and re-post.

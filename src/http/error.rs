@@ -310,6 +310,7 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         | ActiveLoanExists { .. }
         | WrongLoanStatus { .. }
         | BackDated { .. }
+        | ClassificationBackDated { .. }
         | AlreadyExtended
         | NotReversible { .. }
         | NotLatestEvent { .. }
