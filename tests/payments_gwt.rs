@@ -154,6 +154,35 @@ fn grant_is_checked() {
         .then(|b, _| assert_eq!(b.active.len(), 1));
 }
 
+/// The member's reference is recorded in clear in every payments event and sent to the
+/// gateway: a citizen id (12 digits) or an old card's number (9) is refused; a
+/// reference of the household record is granted.
+#[test]
+fn a_grant_naming_its_member_by_an_id_number_is_refused() {
+    use ansinh::domain::payments::CommandKind;
+    use ansinh::domain::payments::ids::MemberRef;
+    let grant_to = |member: &str| {
+        let mut c = grant(
+            "2026-01-01",
+            1,
+            "2026-01",
+            terms(ELDERLY_POOR, bank(), None),
+        );
+        if let CommandKind::Grant { beneficiary, .. } = &mut c.kind {
+            beneficiary.member = MemberRef::parse(member).unwrap();
+        }
+        c
+    };
+    for id in ["001190000001", "012345678"] {
+        given(&[])
+            .when(grant_to(id))
+            .then_rejects(Rejection::MemberIsAnIdNumber);
+    }
+    given(&[])
+        .when(grant_to("m2"))
+        .then(|b, _| assert_eq!(b.active.len(), 1));
+}
+
 #[test]
 fn a_new_grant_never_pays_a_month_a_stopped_entitlement_still_pays() {
     // Stopped on 2026-03-01 (a move): March is still paid by entitlement 1.

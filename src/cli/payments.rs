@@ -122,7 +122,8 @@ pub enum PaymentsCommand {
         /// The household paid. Example: 0100007-000001
         #[arg(long, value_parser = ansinh::input::household)]
         household: HouseholdId,
-        /// The member entitled, by citizen id (or name for a child without one). Example: 001190000001
+        /// The member entitled, by their reference in the household record (m1 for the
+        /// head), never a name or an id number: it is recorded in clear. Example: m1
         #[arg(long, value_parser = ansinh::input::reference_of)]
         member: String,
         #[command(flatten)]

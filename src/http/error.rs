@@ -382,6 +382,7 @@ fn payment_rejection_status(r: &crate::domain::payments::Rejection) -> StatusCod
         | RefusalLimitReached { .. } => StatusCode::CONFLICT,
         RefMissing { .. }
         | RefMalformed { .. }
+        | MemberIsAnIdNumber
         | MonthMalformed { .. }
         | AmountNotPositive { .. }
         | FractionalDong { .. }

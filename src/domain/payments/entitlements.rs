@@ -257,6 +257,12 @@ pub(crate) fn decide_grant(
     from: Month,
     terms: Terms,
 ) -> Result<(), Rejection> {
+    // The member's reference goes into every payments event and to the gateway: a
+    // citizen id (12 digits; 9 for the old cards) there would be personal data in clear.
+    let member = beneficiary.member.as_str();
+    if member.len() >= 9 && member.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Rejection::MemberIsAnIdNumber);
+    }
     // One allowance per person and programme: the law pays the highest
     // coefficient only, so a second category is a Change, not a Grant.
     if let Some(existing) = out

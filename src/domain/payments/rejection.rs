@@ -40,6 +40,14 @@ pub enum Rejection {
         field: &'static str,
         max_chars: usize,
     },
+    /// The member of a grant was given as an id number (9 or more digits): every
+    /// payments event, and the instruction a gateway fetches, would hold it in clear,
+    /// beyond the reach of an erasure. Name the member by their reference in the
+    /// household record ("m1" for the head).
+    #[error(
+        "the member must be named by their reference in the household record (e.g. m1), not an id number"
+    )]
+    MemberIsAnIdNumber,
     /// Not a month of the shape "YYYY-MM" within the supported years.
     #[error("month {found:?} is not YYYY-MM")]
     MonthMalformed { found: String },
