@@ -452,9 +452,18 @@ enum AdminCommand {
         #[arg(long, value_parser = ansinh::input::actor)]
         id: String,
     },
+    /// Withdraw one gateway key (the old key after a rotation, or a compromised one):
+    /// running processes refuse its signatures at once, and no import (`serve` at start,
+    /// `admin import-directory`) brings it back.
+    RemoveGatewayKey {
+        /// The key's id, as `admin add-gateway` printed it. Example: 3f2a9c0d1e4b5a67
+        #[arg(long, value_parser = ansinh::input::key_id)]
+        key_id: String,
+    },
     /// Copy a staff file and <data-dir>/gateways.json (from `admin add-gateway`) into the
-    /// ledger's directory bucket; what it already holds is left. Running processes use
-    /// the new entries at once (`serve` also imports them when it starts).
+    /// ledger's directory bucket; what it already holds is left, and so is what was
+    /// removed from it (`admin remove-staff`, `admin remove-gateway-key`). Running
+    /// processes use the new entries at once (`serve` also imports them when it starts).
     ImportDirectory {
         /// Staff file, e.g. /etc/ansinh/staff.json [default: <data-dir>/staff.json].
         #[arg(long)]
@@ -781,6 +790,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Command::Admin {
                 command: AdminCommand::RemoveStaff { id },
             } => cli::admin::remove_staff(&runtime, &id, json).await,
+            Command::Admin {
+                command: AdminCommand::RemoveGatewayKey { key_id },
+            } => cli::admin::remove_gateway_key(&runtime, &key_id, json).await,
             Command::Admin {
                 command: AdminCommand::ImportDirectory { staff },
             } => {

@@ -43,6 +43,32 @@ pub async fn remove_staff(runtime: &Runtime, id: &str, json: bool) -> Result<Exi
     }
 }
 
+/// `ansinh admin remove-gateway-key`: withdraws one gateway key from the directory;
+/// exit 1 when the directory has no such key.
+pub async fn remove_gateway_key(
+    runtime: &Runtime,
+    key_id: &str,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    let directory = open_directory(runtime).await?;
+    match directory.remove_gateway_key(key_id).await? {
+        Some(revision) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"removed_key_id": key_id, "directory_revision": revision})
+                );
+            } else {
+                println!(
+                    "removed gateway key {key_id}: no running process accepts its signatures now, and no import adds it again"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        None => Ok(not_found(json, "gateway key", key_id)),
+    }
+}
+
 /// `ansinh admin import-directory`: copies the staff file and the gateway registry into
 /// the directory bucket, leaving what it already holds.
 pub async fn import_directory(
