@@ -52,6 +52,10 @@ pub enum DirectoryError {
     StaffFile(#[from] StaffFileError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The bucket could not be opened: NATS unreachable (retry), or it exists on fewer
+    /// replicas than `--replicas` asks (an operator raises them; retrying changes nothing).
+    #[error("directory: {0}")]
+    Bucket(#[from] crate::log::stream::StreamError),
 }
 
 fn nats(e: impl std::fmt::Display) -> DirectoryError {
@@ -171,8 +175,7 @@ impl Directory {
                 ..Default::default()
             },
         )
-        .await
-        .map_err(DirectoryError::Nats)?;
+        .await?;
         // Everything up to the bucket's last revision now, then a watch from the next.
         // (`kv.status()` answers the stream info cached when the bucket was opened.)
         let last = js

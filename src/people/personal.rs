@@ -252,6 +252,12 @@ pub enum VaultError {
     /// Handle: fail the request; a retry may succeed.
     #[error("vault storage: {0}")]
     Storage(String),
+    /// The vault's bucket could not be opened: NATS unreachable (retry), or the bucket
+    /// exists but is unsafe for the vault, kept on fewer replicas than `--replicas` asks.
+    /// Handle: an operator raises its replicas (`nats stream edit KV_<stream>_VAULT
+    /// --replicas N`); the vault never runs on fewer copies than promised.
+    #[error("vault: {0}")]
+    Bucket(#[from] crate::log::stream::StreamError),
     /// Lost the compare-and-set race on one key too often. Handle: retry.
     #[error("vault key contended {VAULT_WRITE_ATTEMPTS_MAX} times; retry")]
     Contended,
@@ -397,8 +403,7 @@ impl Vault {
                 ..Default::default()
             },
         )
-        .await
-        .map_err(VaultError::Storage)?;
+        .await?;
         let writes = FencedWrites::spawn(js, &kv);
         let pool = Arc::new(KeyPool {
             state: std::sync::Mutex::new(PoolState {
