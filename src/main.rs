@@ -498,10 +498,7 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"error": "Failed", "message": e.to_string()})
-                );
+                println!("{}", cli::failed_json(e.as_ref()));
             } else {
                 eprintln!("error: {e}");
             }
