@@ -190,9 +190,9 @@ enum Command {
     },
     /// Debits and credits per account, checked at every event.
     TrialBalance {
-        /// The provinces, comma-separated [default: every partition]. Example: 01,79
-        #[arg(long, default_value = "01,79,92", value_parser = ansinh::input::partition_list)]
-        partitions: ansinh::input::PartitionList,
+        /// The provinces, comma-separated [default: every partition of the log]. Example: 01,79
+        #[arg(long, value_parser = ansinh::input::partition_list)]
+        partitions: Option<ansinh::input::PartitionList>,
     },
     /// Auditor tools.
     Audit {
@@ -647,8 +647,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 cli::staff::portfolio(&runtime, commune.map(|c| c.as_str().to_owned()), json).await
             }
             Command::TrialBalance { partitions } => {
-                let partitions: Vec<String> = partitions.0.iter().map(|p| p.to_string()).collect();
-                cli::staff::trial_balance(&runtime, &partitions, json).await
+                let partitions: Option<Vec<String>> =
+                    partitions.map(|list| list.0.iter().map(|p| p.to_string()).collect());
+                cli::staff::trial_balance(&runtime, partitions.as_deref(), json).await
             }
             Command::Audit {
                 command:

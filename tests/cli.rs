@@ -1238,3 +1238,19 @@ async fn serve_embedded(
         .to_owned();
     (child, format!("nats://127.0.0.1:{port}"))
 }
+
+/// Without `--partitions`, `trial-balance` checks every partition the log has, not a
+/// fixed list: a deployment holding only province 48 is checked, and passes.
+#[test]
+fn trial_balance_without_partitions_checks_every_partition_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = ansinh(dir.path(), &["note", "--partition", "48", "--text", "x"]);
+    assert!(ok, "{out}");
+    let (ok, out) = ansinh(dir.path(), &["trial-balance"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Trial balance, partition 48: no money events yet"),
+        "{out}"
+    );
+    assert!(!out.contains("partition 01"), "{out}");
+}

@@ -1146,13 +1146,19 @@ pub async fn portfolio(
 
 pub async fn trial_balance(
     runtime: &Runtime,
-    partitions: &[String],
+    partitions: Option<&[String]>,
     json: bool,
 ) -> Result<ExitCode, BoxError> {
     let projector = caught_up(runtime).await?;
     let mut ok = true;
     let mut all = Vec::new();
     let known = projector.summaries()?;
+    // None: every partition the projections hold, whatever provinces this deployment has.
+    let every: Vec<String> = known.keys().cloned().collect();
+    let partitions = partitions.unwrap_or(&every);
+    if partitions.is_empty() && !json {
+        println!("Trial balance: the log has no partition yet");
+    }
     for p in partitions {
         if !known.contains_key(p) {
             return Ok(super::not_found(json, "partition", p));
