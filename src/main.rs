@@ -424,7 +424,9 @@ enum AdminCommand {
         actor: String,
     },
     /// After lost acknowledged data was reported: accept the stream's current head for
-    /// PARTITION and resume appending. This is a recorded operator decision.
+    /// PARTITION and resume appending. Refused (exit 1) when this data directory has not
+    /// stopped PARTITION. Not recorded in the log: it changes this data directory's index
+    /// only, so run it on each data directory that stopped the partition.
     AcceptHead {
         /// The partition whose stream head is accepted. Example: 01
         #[arg(long, value_parser = ansinh::input::partition)]
@@ -802,7 +804,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             } => cli::admin::migrate_vault(&runtime, json).await,
             Command::Admin {
                 command: AdminCommand::AcceptHead { partition },
-            } => cli::admin::accept_head(&runtime, &partition),
+            } => cli::admin::accept_head(&runtime, &partition, json),
             Command::Admin {
                 command:
                     AdminCommand::ExcludeMessage {
