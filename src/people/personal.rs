@@ -69,9 +69,12 @@
 //! is compacted or removed (and in any backup of the server's store). What
 //! survives is only the *wrapped* DEK, useless without the KEK. Erasure is
 //! therefore final against anyone who has the server's files but not the
-//! secrets file; against someone who also holds the secrets file (or an old
-//! backup of both) it is final only once the blocks are rewritten or the KEK is
-//! rotated and the old secrets file destroyed (docs/OPERATIONS.md).
+//! secrets file; against someone who also holds the secrets file it is final
+//! only once no copy of the wrapped DEK is left: the blocks rewritten and every
+//! older backup of the store gone (docs/OPERATIONS.md, section 3). The KEK cannot
+//! be rotated: nothing re-wraps the vault, `open` refuses any other secrets file
+//! (`WrongSecrets`), and the file's second half is the blind-index key the
+//! claims are computed with.
 //!
 //! Versions before the shared bucket kept the keys in the sled trees
 //! `vault.keys` and `vault.meta` of one process's store; `admin migrate-vault`
