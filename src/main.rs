@@ -190,9 +190,9 @@ enum Command {
     },
     /// Debits and credits per account, checked at every event.
     TrialBalance {
-        /// The provinces, comma-separated [default: every partition]. Example: 01,79
-        #[arg(long, default_value = "01,79,92", value_parser = ansinh::input::partition_list)]
-        partitions: ansinh::input::PartitionList,
+        /// The provinces, comma-separated [default: every partition of the log]. Example: 01,79
+        #[arg(long, value_parser = ansinh::input::partition_list)]
+        partitions: Option<ansinh::input::PartitionList>,
     },
     /// Auditor tools.
     Audit {
@@ -424,7 +424,9 @@ enum AdminCommand {
         actor: String,
     },
     /// After lost acknowledged data was reported: accept the stream's current head for
-    /// PARTITION and resume appending. This is a recorded operator decision.
+    /// PARTITION and resume appending. Refused (exit 1) when this data directory has not
+    /// stopped PARTITION. Not recorded in the log: it changes this data directory's index
+    /// only, so run it on each data directory that stopped the partition.
     AcceptHead {
         /// The partition whose stream head is accepted. Example: 01
         #[arg(long, value_parser = ansinh::input::partition)]
@@ -452,9 +454,18 @@ enum AdminCommand {
         #[arg(long, value_parser = ansinh::input::actor)]
         id: String,
     },
+    /// Withdraw one gateway key (the old key after a rotation, or a compromised one):
+    /// running processes refuse its signatures at once, and no import (`serve` at start,
+    /// `admin import-directory`) brings it back.
+    RemoveGatewayKey {
+        /// The key's id, as `admin add-gateway` printed it. Example: 3f2a9c0d1e4b5a67
+        #[arg(long, value_parser = ansinh::input::key_id)]
+        key_id: String,
+    },
     /// Copy a staff file and <data-dir>/gateways.json (from `admin add-gateway`) into the
-    /// ledger's directory bucket; what it already holds is left. Running processes use
-    /// the new entries at once (`serve` also imports them when it starts).
+    /// ledger's directory bucket; what it already holds is left, and so is what was
+    /// removed from it (`admin remove-staff`, `admin remove-gateway-key`). Running
+    /// processes use the new entries at once (`serve` also imports them when it starts).
     ImportDirectory {
         /// Staff file, e.g. /etc/ansinh/staff.json [default: <data-dir>/staff.json].
         #[arg(long)]
@@ -489,10 +500,7 @@ async fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"error": "Failed", "message": e.to_string()})
-                );
+                println!("{}", cli::failed_json(e.as_ref()));
             } else {
                 eprintln!("error: {e}");
             }
@@ -641,8 +649,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 cli::staff::portfolio(&runtime, commune.map(|c| c.as_str().to_owned()), json).await
             }
             Command::TrialBalance { partitions } => {
-                let partitions: Vec<String> = partitions.0.iter().map(|p| p.to_string()).collect();
-                cli::staff::trial_balance(&runtime, &partitions, json).await
+                let partitions: Option<Vec<String>> =
+                    partitions.map(|list| list.0.iter().map(|p| p.to_string()).collect());
+                cli::staff::trial_balance(&runtime, partitions.as_deref(), json).await
             }
             Command::Audit {
                 command:
@@ -782,6 +791,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 command: AdminCommand::RemoveStaff { id },
             } => cli::admin::remove_staff(&runtime, &id, json).await,
             Command::Admin {
+                command: AdminCommand::RemoveGatewayKey { key_id },
+            } => cli::admin::remove_gateway_key(&runtime, &key_id, json).await,
+            Command::Admin {
                 command: AdminCommand::ImportDirectory { staff },
             } => {
                 let registry = cli.data_dir.join(ansinh::gateway::keys::REGISTRY_FILE);
@@ -792,7 +804,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             } => cli::admin::migrate_vault(&runtime, json).await,
             Command::Admin {
                 command: AdminCommand::AcceptHead { partition },
-            } => cli::admin::accept_head(&runtime, &partition),
+            } => cli::admin::accept_head(&runtime, &partition, json),
             Command::Admin {
                 command:
                     AdminCommand::ExcludeMessage {

@@ -1238,3 +1238,46 @@ async fn serve_embedded(
         .to_owned();
     (child, format!("nats://127.0.0.1:{port}"))
 }
+
+/// Without `--partitions`, `trial-balance` checks every partition the log has, not a
+/// fixed list: a deployment holding only province 48 is checked, and passes.
+#[test]
+fn trial_balance_without_partitions_checks_every_partition_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = ansinh(dir.path(), &["note", "--partition", "48", "--text", "x"]);
+    assert!(ok, "{out}");
+    let (ok, out) = ansinh(dir.path(), &["trial-balance"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Trial balance, partition 48: no money events yet"),
+        "{out}"
+    );
+    assert!(!out.contains("partition 01"), "{out}");
+}
+
+/// `admin accept-head` on a partition that is not stopped (a typo, say) is refused and
+/// changes nothing: the partition's remembered head, which detects a stream restored
+/// from an older copy, is kept.
+#[test]
+fn accept_head_on_a_partition_not_stopped_is_refused_and_keeps_its_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = ansinh(dir.path(), &["note", "--partition", "01", "--text", "x"]);
+    assert!(ok, "{out}");
+    let (ok, out) = ansinh(
+        dir.path(),
+        &["--json", "admin", "accept-head", "--partition", "01"],
+    );
+    assert!(!ok, "{out}");
+    let refusal = last_json(&out);
+    assert_eq!(refusal["error"], "not_stopped", "{out}");
+    assert_eq!(refusal["partition"], "01", "{out}");
+    let (ok, out) = ansinh(dir.path(), &["admin", "accept-head", "--partition", "10"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("REFUSED: partition 10 is not stopped"),
+        "{out}"
+    );
+    // The head is still remembered.
+    let store = ansinh::log::LedgerStore::open(&dir.path().join("ledger.sled")).unwrap();
+    assert_eq!(store.head("01").unwrap().map(|h| h.sequence), Some(1));
+}

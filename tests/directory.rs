@@ -97,3 +97,50 @@ async fn the_files_of_an_earlier_version_are_imported_once() {
     );
     assert!(later.gateways().current().has_gateway("vcb"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_or_gateway_key_is_not_imported_again() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let staff_file = dir.path().join(http::STAFF_FILE);
+    let token = http::auth::add_staff(&staff_file, "staff:lan", Role::Teller, "0100007").unwrap();
+    let registry_file = dir.path().join(ansinh::gateway::keys::REGISTRY_FILE);
+    let key = gateway_key("vcb", 4);
+    Registry::new(vec![key.clone()])
+        .unwrap()
+        .save(&registry_file)
+        .unwrap();
+    let directory = open(&config).await;
+    assert_eq!(
+        directory
+            .import_files(&staff_file, &registry_file)
+            .await
+            .unwrap(),
+        (1, 1)
+    );
+    assert!(directory.remove_staff("staff:lan").await.unwrap().is_some());
+    let revision = directory
+        .remove_gateway_key(&key.key_id)
+        .await
+        .unwrap()
+        .expect("the key was there");
+    directory.applied(revision).await;
+    assert!(!directory.gateways().current().has_gateway("vcb"));
+    assert_eq!(
+        directory.remove_gateway_key(&key.key_id).await.unwrap(),
+        None,
+        "a key removed is no longer there to remove"
+    );
+    // Both files still list them, as they do at every `serve` start.
+    assert_eq!(
+        directory
+            .import_files(&staff_file, &registry_file)
+            .await
+            .unwrap(),
+        (0, 0),
+        "a removal sticks"
+    );
+    let later = open(&config).await;
+    assert!(later.staff().current().authenticate(&token).is_none());
+    assert!(!later.gateways().current().has_gateway("vcb"));
+}

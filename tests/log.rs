@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use ansinh::chain::{self, ChainBreak, Digest, Partition};
+use ansinh::checkpoint::ensure_checkpoint_stream;
 use ansinh::log::{
     AppendError, EventAt, Ledger, LedgerStore, Position, StreamError, ensure_stream, frame, reader,
 };
@@ -201,6 +202,89 @@ async fn a_stream_with_fewer_replicas_than_asked_is_refused() {
         }
         other => panic!("a weaker stream accepted: {:?}", other.map(|_| ())),
     }
+}
+
+/// Asserts `result` is the refusal of stream `stream` for keeping 1 replica of 3.
+fn refused_for_replicas(result: Result<(), StreamError>, stream: &str) {
+    match result {
+        Err(StreamError::Unsafe {
+            stream: named,
+            reason,
+        }) => {
+            assert_eq!(named, stream);
+            assert!(
+                reason.contains("keeps 1 replica(s), --replicas asks for 3"),
+                "{reason}"
+            );
+        }
+        other => panic!("{stream} on fewer replicas than asked: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shared_bucket_and_stream_on_fewer_replicas_than_asked_is_refused() {
+    use ansinh::claims::{ClaimError, Claims};
+    use ansinh::directory::{Directory, DirectoryError};
+    use ansinh::personal::{Vault, VaultError};
+    let (config, checkpoints) = fresh_checkpointed();
+    let name = config.stream_name.as_str();
+    let js = jetstream::new(client().await);
+    let secrets = secrets_of(&config);
+    let bucket = |bucket: String, replicas: usize| async_nats::jetstream::kv::Config {
+        bucket,
+        history: 1,
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    };
+    let requests = ansinh::http::requests_bucket_name(name);
+    // Made on one replica, as a command run without --replicas makes them.
+    Vault::open(&js, name, 1, &secrets).await.expect("vault");
+    Directory::open(&js, name, 1).await.expect("directory");
+    Claims::open(&js, name, 1).await.expect("claims");
+    ensure_checkpoint_stream(&js, &checkpoints)
+        .await
+        .expect("checkpoints");
+    // The requests bucket; the jobs bucket opens through the same function.
+    ansinh::kv_writes::open_bucket(&js, bucket(requests.clone(), 1))
+        .await
+        .expect("requests bucket");
+    // Then a process asks for three: each is refused, naming what it refuses.
+    refused_for_replicas(
+        match Vault::open(&js, name, 3, &secrets).await {
+            Err(VaultError::Bucket(e)) => Err(e),
+            other => panic!("vault: {:?}", other.map(|_| ())),
+        },
+        &format!("KV_{}", ansinh::personal::bucket_name(name)),
+    );
+    refused_for_replicas(
+        match Directory::open(&js, name, 3).await {
+            Err(DirectoryError::Bucket(e)) => Err(e),
+            other => panic!("directory: {:?}", other.map(|_| ())),
+        },
+        &format!("KV_{}", ansinh::directory::bucket_name(name)),
+    );
+    refused_for_replicas(
+        match Claims::open(&js, name, 3).await {
+            Err(ClaimError::Unsafe(e)) => Err(e),
+            other => panic!("claims: {:?}", other.map(|_| ())),
+        },
+        &ansinh::claims::stream_name(name),
+    );
+    let three = ansinh::checkpoint::CheckpointConfig {
+        replicas: 3,
+        ..checkpoints.clone()
+    };
+    refused_for_replicas(
+        ensure_checkpoint_stream(&js, &three).await.map(|_| ()),
+        &checkpoints.stream_name,
+    );
+    refused_for_replicas(
+        ansinh::kv_writes::open_bucket(&js, bucket(requests.clone(), 3))
+            .await
+            .map(|_| ()),
+        &format!("KV_{requests}"),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,6 +43,32 @@ pub async fn remove_staff(runtime: &Runtime, id: &str, json: bool) -> Result<Exi
     }
 }
 
+/// `ansinh admin remove-gateway-key`: withdraws one gateway key from the directory;
+/// exit 1 when the directory has no such key.
+pub async fn remove_gateway_key(
+    runtime: &Runtime,
+    key_id: &str,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    let directory = open_directory(runtime).await?;
+    match directory.remove_gateway_key(key_id).await? {
+        Some(revision) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"removed_key_id": key_id, "directory_revision": revision})
+                );
+            } else {
+                println!(
+                    "removed gateway key {key_id}: no running process accepts its signatures now, and no import adds it again"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        None => Ok(not_found(json, "gateway key", key_id)),
+    }
+}
+
 /// `ansinh admin import-directory`: copies the staff file and the gateway registry into
 /// the directory bucket, leaving what it already holds.
 pub async fn import_directory(
@@ -82,14 +108,46 @@ pub async fn migrate_vault(runtime: &Runtime, json: bool) -> Result<ExitCode, Bo
 }
 
 /// `ansinh admin accept-head`: takes the stream's head of `partition` as it is, after
-/// lost acknowledged data was investigated, and lets appends resume.
-pub fn accept_head(runtime: &Runtime, partition: &Partition) -> Result<ExitCode, BoxError> {
-    runtime
+/// lost acknowledged data was investigated, and lets appends resume. Exit 1, changing
+/// nothing, when this data directory has not stopped the partition.
+pub fn accept_head(
+    runtime: &Runtime,
+    partition: &Partition,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    match runtime
         .ledger
         .store()
-        .accept_stream_head(partition.as_str())?;
-    println!("partition {partition}: the stream's head is accepted; appending resumes");
-    Ok(ExitCode::SUCCESS)
+        .accept_stream_head(partition.as_str())?
+    {
+        Some(reason) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"partition": partition.as_str(), "accepted": true, "was_stopped_for": reason})
+                );
+            } else {
+                println!(
+                    "partition {partition}: the stream's head is accepted; appending resumes (it was stopped for: {reason})"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            let message = format!(
+                "partition {partition} is not stopped in this data directory: nothing to accept, and its remembered head, index and snapshot are kept"
+            );
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"error": "not_stopped", "partition": partition.as_str(), "message": message})
+                );
+            } else {
+                println!("REFUSED: {message}");
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 /// `ansinh admin exclude-message`: appends the ledger-signed decision that readers pass

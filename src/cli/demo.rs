@@ -260,7 +260,7 @@ async fn play(
     crate::cli::staff::portfolio(runtime, None, false).await?;
     println!();
     let names: Vec<String> = partitions.iter().map(|p| p.to_string()).collect();
-    let tb = crate::cli::staff::trial_balance(runtime, &names, false).await?;
+    let tb = crate::cli::staff::trial_balance(runtime, Some(&names), false).await?;
     Ok((
         if code == ExitCode::SUCCESS && recomputed.mismatches.is_empty() {
             tb

@@ -115,15 +115,17 @@ pub fn add_gateway(
             key_out.display(),
             registry.display()
         );
+        println!(
+            "run `ansinh admin import-directory` (or restart `ansinh serve`) to put the new key in the ledger's directory"
+        );
         if added.keys_of_gateway > 1 {
+            // Editing the file revokes nothing: the directory bucket is the record, and
+            // only a removal there withdraws a key.
             println!(
-                "gateway {} now has {} keys: remove the old entry from {} once it signs with the new one",
-                added.gateway_id,
-                added.keys_of_gateway,
-                registry.display()
+                "gateway {} now has {} keys: once it signs with the new one, withdraw each old key with `ansinh admin remove-gateway-key --key-id <old key id>`",
+                added.gateway_id, added.keys_of_gateway
             );
         }
-        println!("restart the ledger's gateway server to load the new key");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -19,6 +19,29 @@ use ansinh::chain::Partition;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A command that records failed in a way that is not a refusal (NATS, a commit that
+/// ran out of attempts): its event may be in the log. The key it used, perhaps one it
+/// made up, is the only safe retry (the same key never appends twice), so the error
+/// carries it: in its message, and as `idempotency_key` in the `--json` error object.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{source}; the command may be recorded: retry it with --idempotency-key {idempotency_key}, which never records it twice"
+)]
+pub struct Unsettled {
+    pub idempotency_key: String,
+    pub source: BoxError,
+}
+
+/// The `--json` object of a command that failed (exit 2): its message, and the
+/// idempotency key to retry with when the command may be recorded.
+pub fn failed_json(e: &(dyn std::error::Error + Send + Sync + 'static)) -> serde_json::Value {
+    let mut error = serde_json::json!({"error": "Failed", "message": e.to_string()});
+    if let Some(unsettled) = e.downcast_ref::<Unsettled>() {
+        error["idempotency_key"] = unsettled.idempotency_key.clone().into();
+    }
+    error
+}
+
 /// Answers a command line clap refused (a malformed value, a missing or unknown
 /// argument) before anything ran: clap's message for people, or with `--json` one JSON
 /// object on stdout naming the argument, the value and the form expected. Help and

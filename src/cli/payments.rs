@@ -487,7 +487,9 @@ async fn payment_run(
                     "shortfalls": sentences,
                 })
             }
-            Err(e) => return super::staff::outcome(Err(e), &commune_key, json),
+            // The run's key, not the commune's: a retry of the whole run under it
+            // finds each commune already paid.
+            Err(e) => return super::staff::outcome(Err(e), &key, json),
         };
         if json {
             println!("{line}");
@@ -580,7 +582,8 @@ async fn timeouts(
         .await;
     let timed_out = match done {
         Ok(done) => done.timed_out.len(),
-        Err(e) => return super::staff::outcome(Err(e), "timeout", json),
+        // Timeouts are keyed by instruction, whatever the run: no key to show.
+        Err(e) => return Ok(super::staff::refusal(e, json)?),
     };
     if json {
         println!("{}", serde_json::json!({"timed_out": timed_out}));

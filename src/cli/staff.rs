@@ -505,7 +505,9 @@ fn decided(partition: &str, payload: Option<&Payload>) -> Option<Decided> {
     })
 }
 
-/// Prints a refusal and returns the exit code for it (1), or passes other errors on.
+/// Prints the receipt, or a refusal and returns the exit code for it (1), or passes
+/// other errors on with `key` (`Unsettled`): the event may be recorded, and a retry
+/// under another key could record it twice.
 pub fn outcome(
     result: Result<Receipt, ServiceError>,
     key: &str,
@@ -516,9 +518,28 @@ pub fn outcome(
             print_receipt(&receipt, key, json);
             Ok(ExitCode::SUCCESS)
         }
+        Err(e) => refusal(e, json).map_err(|e| unsettled(key, e)),
+    }
+}
+
+/// `e` as a failure the key can settle: every error but a reused key, which was refused
+/// (nothing appended) and whose retry under the same key would be refused again.
+fn unsettled(key: &str, e: ServiceError) -> BoxError {
+    match e {
+        e @ ServiceError::KeyReused { .. } => e.into(),
+        e => Box::new(super::Unsettled {
+            idempotency_key: key.to_owned(),
+            source: e.into(),
+        }),
+    }
+}
+
+/// Prints a refusal and returns the exit code for it (1), or hands other errors back.
+pub fn refusal(e: ServiceError, json: bool) -> Result<ExitCode, ServiceError> {
+    match e {
         // The ledger already holds what the command would record (a rerun of a run, an
         // overdue move of a loan with nothing due): done, not refused.
-        Err(ServiceError::Rejected(ansinh::domain::Rejection::NothingToRecord)) => {
+        ServiceError::Rejected(ansinh::domain::Rejection::NothingToRecord) => {
             if json {
                 println!("{}", serde_json::json!({"outcome": "nothing_left"}));
             } else {
@@ -526,7 +547,7 @@ pub fn outcome(
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(e @ (ServiceError::Rejected(_) | ServiceError::Denied(_))) => {
+        e @ (ServiceError::Rejected(_) | ServiceError::Denied(_)) => {
             // The refusal itself, once: `ServiceError` prefixes "refused: " for logs.
             let (kind, sentence) = match &e {
                 ServiceError::Rejected(r) => (r.kind(), r.to_string()),
@@ -539,7 +560,7 @@ pub fn outcome(
             }
             Ok(ExitCode::from(1))
         }
-        Err(e) => Err(e.into()),
+        e => Err(e),
     }
 }
 
@@ -553,7 +574,15 @@ pub async fn outcome_decided(
     let Ok(receipt) = &result else {
         return outcome(result, key, json);
     };
-    let event = runtime.ledger.event_of(receipt).await?;
+    // Recorded, but not yet shown: a retry under the key prints the receipt.
+    let event = runtime
+        .ledger
+        .event_of(receipt)
+        .await
+        .map_err(|e| super::Unsettled {
+            idempotency_key: key.to_owned(),
+            source: e.into(),
+        })?;
     let decided = decided(&receipt.partition, event.payload.as_ref());
     print_receipt_decided(receipt, key, decided.as_ref(), json);
     Ok(ExitCode::SUCCESS)
@@ -1117,13 +1146,19 @@ pub async fn portfolio(
 
 pub async fn trial_balance(
     runtime: &Runtime,
-    partitions: &[String],
+    partitions: Option<&[String]>,
     json: bool,
 ) -> Result<ExitCode, BoxError> {
     let projector = caught_up(runtime).await?;
     let mut ok = true;
     let mut all = Vec::new();
     let known = projector.summaries()?;
+    // None: every partition the projections hold, whatever provinces this deployment has.
+    let every: Vec<String> = known.keys().cloned().collect();
+    let partitions = partitions.unwrap_or(&every);
+    if partitions.is_empty() && !json {
+        println!("Trial balance: the log has no partition yet");
+    }
     for p in partitions {
         if !known.contains_key(p) {
             return Ok(super::not_found(json, "partition", p));
@@ -1192,5 +1227,27 @@ mod tests {
             ));
             assert_eq!(outcome(refused, "k", json).unwrap(), ExitCode::from(1));
         }
+    }
+
+    /// An append that failed without a refusal may be in the log: the error names the
+    /// key the command used (here, as if made up for it), in words and in the JSON
+    /// object, so the clerk's retry cannot record it twice. A reused key was refused:
+    /// no retry under it is offered.
+    #[test]
+    fn a_failure_that_may_be_recorded_names_the_key_to_retry_with() {
+        use ansinh::log::AppendError;
+        for json in [false, true] {
+            let cut = Err(ServiceError::Append(AppendError::Nats("cut".into())));
+            let e = outcome(cut, "K-123", json).unwrap_err();
+            assert!(e.to_string().contains("cut"), "{e}");
+            assert!(e.to_string().contains("--idempotency-key K-123"), "{e}");
+            let object = crate::cli::failed_json(e.as_ref());
+            assert_eq!(object["error"], "Failed");
+            assert_eq!(object["idempotency_key"], "K-123", "{object}");
+        }
+        let reused = Err(ServiceError::KeyReused { key: "K-9".into() });
+        let e = outcome(reused, "K-9", true).unwrap_err();
+        assert!(!e.to_string().contains("--idempotency-key"), "{e}");
+        assert!(crate::cli::failed_json(e.as_ref())["idempotency_key"].is_null());
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! The registry is `<data-dir>/gateways.json`, a JSON array of
 //! `{ "id": "vcb", "public_key": "<64 hex>", "key_id": "<16 hex>" }`. A gateway may have
-//! several keys (a rotation: add the new key, move the gateway to it, then delete the old
-//! entry); a key belongs to exactly one gateway. It is checked whole when read: a registry
+//! several keys (a rotation: add the new key, move the gateway to it, then withdraw the
+//! old key from the ledger's directory with `admin remove-gateway-key`; the file keeps
+//! it, and no import adds a withdrawn key again); a key belongs to exactly one gateway. It is checked whole when read: a registry
 //! with one bad entry is refused, never partly used.
 //!
 //! A gateway's key file has the format of the ledger's (`checkpoint::keys`): the 32-byte

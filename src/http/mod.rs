@@ -267,9 +267,11 @@ pub enum HttpError {
     /// The gateway NATS subjects could not be subscribed.
     #[error(transparent)]
     GatewayServe(#[from] crate::gateway::server::ServeError),
-    /// The requests bucket (idempotency keys bound to requests) could not be opened.
-    #[error("requests bucket: {0}")]
-    Requests(String),
+    /// The requests bucket (idempotency keys bound to requests) or the jobs bucket could
+    /// not be opened: NATS unreachable (retry), or the bucket exists on fewer replicas
+    /// than `--replicas` asks (an operator raises them; retrying changes nothing).
+    #[error(transparent)]
+    Bucket(#[from] crate::log::stream::StreamError),
     /// The citizen claims stream could not be opened.
     #[error("citizen claims: {0}")]
     Claims(String),
@@ -340,8 +342,7 @@ impl Api {
                 ..Default::default()
             },
         )
-        .await
-        .map_err(HttpError::Requests)?;
+        .await?;
         let requests_writes = FencedWrites::spawn(service.ledger.jetstream(), &requests);
         let jobs = crate::kv_writes::open_bucket(
             service.ledger.jetstream(),
@@ -355,8 +356,7 @@ impl Api {
                 ..Default::default()
             },
         )
-        .await
-        .map_err(HttpError::Requests)?;
+        .await?;
         let (publish, projected) = tokio::sync::watch::channel(0);
         let projector = Arc::new(ProjectorState {
             caught_up_at: AtomicI64::new(crate::checkpoint::now_unix_ms()),

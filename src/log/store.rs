@@ -350,8 +350,23 @@ impl LedgerStore {
     /// The operator's decision after lost data: forget the remembered head and adopt
     /// what the stream holds. The idempotency index is dropped for that partition too,
     /// since it may name events that no longer exist; catch-up rebuilds it from the log.
-    pub fn accept_stream_head(&self, partition: &str) -> Result<(), StoreError> {
+    /// Returns why the partition was stopped, or None, changing nothing, when it is not
+    /// stopped: a healthy partition's remembered head is what detects a stream restored
+    /// from an older copy, and a mistyped partition must not lose it.
+    pub fn accept_stream_head(&self, partition: &str) -> Result<Option<String>, StoreError> {
         let tx = self.index.db.begin_write()?;
+        // Checked in the same transaction as the removal: nothing stops or resumes the
+        // partition in between.
+        let stopped = {
+            let mut quarantine = tx.open_table(QUARANTINE)?;
+            quarantine
+                .remove(partition)?
+                .map(|reason| reason.value().to_owned())
+        };
+        let Some(reason) = stopped else {
+            tx.abort()?;
+            return Ok(None);
+        };
         {
             tx.open_table(HEADS)?.remove(partition)?;
             let mut from = partition.as_bytes().to_vec();
@@ -360,13 +375,12 @@ impl LedgerStore {
             to.push(1);
             tx.open_table(IDEMPOTENCY)?
                 .retain_in(&from[..]..&to[..], |_, _| false)?;
-            tx.open_table(QUARANTINE)?.remove(partition)?;
         }
         tx.commit()?;
         // The book snapshot was taken on the chain as remembered, which may be gone.
         super::snapshot::discard(&self.path, partition)
             .map_err(|e| StoreError::Index(e.to_string()))?;
-        Ok(())
+        Ok(Some(reason))
     }
 }
 
@@ -436,8 +450,14 @@ mod tests {
             .record("01", &at(2), &[("a".into(), at(1)), ("b".into(), at(2))])
             .unwrap();
         store.record("011", &at(3), &[("a".into(), at(3))]).unwrap();
+        // A partition not stopped keeps everything: its head still guards it.
+        assert_eq!(store.accept_stream_head("011").unwrap(), None);
+        assert_eq!(store.head("011").unwrap(), Some(at(3)));
         store.quarantine("01", "lost").unwrap();
-        store.accept_stream_head("01").unwrap();
+        assert_eq!(
+            store.accept_stream_head("01").unwrap().as_deref(),
+            Some("lost")
+        );
         assert_eq!(store.head("01").unwrap(), None);
         assert_eq!(store.quarantined("01").unwrap(), None);
         assert_eq!(

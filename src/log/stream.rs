@@ -124,18 +124,31 @@ pub async fn ensure_stream(
     config: &LogConfig,
 ) -> Result<stream::Stream, StreamError> {
     let stream = ensure(js, config.stream_config(), check_safe).await?;
-    let replicas = stream.cached_info().config.num_replicas;
-    // Fewer copies than asked is a weaker promise than the operator made; more is fine.
-    if replicas < config.replicas {
+    check_replicas(
+        &config.stream_name,
+        &stream.cached_info().config,
+        config.replicas,
+    )?;
+    Ok(stream)
+}
+
+/// Refuses an existing stream (or a bucket's stream) kept on fewer replicas than
+/// `asked` (`--replicas`). Fewer copies than asked is a weaker promise than the operator
+/// made; more is fine. Every stream and bucket the ledger opens is checked, not only the
+/// event stream: the first process to touch one may have been a command run without
+/// `--replicas`, which made it on one node, and the loss of that node would then lose it
+/// (the vault's keys with it) while the event stream survives.
+pub fn check_replicas(name: &str, c: &stream::Config, asked: usize) -> Result<(), StreamError> {
+    if c.num_replicas < asked {
         return Err(StreamError::Unsafe {
-            stream: config.stream_name.clone(),
+            stream: name.to_string(),
             reason: format!(
-                "it keeps {replicas} replica(s), --replicas asks for {}",
-                config.replicas
+                "it keeps {} replica(s), --replicas asks for {asked}",
+                c.num_replicas
             ),
         });
     }
-    Ok(stream)
+    Ok(())
 }
 
 /// Gets the stream `create.name` and checks it with `check`, or creates it from

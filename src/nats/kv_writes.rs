@@ -23,6 +23,8 @@ use async_nats::{HeaderMap, header};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::log::stream::{StreamError, check_replicas};
+
 /// Most writes in one atomic batch: under the server's 1,000 messages a batch. A write
 /// is one fsynced message either way; gathered, the server fsyncs once for the whole
 /// batch (a plain fenced publish is one fsync each: ~4k/s, NATS-NOTES.md).
@@ -61,14 +63,19 @@ pub enum WriteError {
 }
 
 /// Opens the bucket `config.bucket`, creating it when missing, and lets its stream take
-/// atomic batches.
+/// atomic batches. An existing bucket kept on fewer replicas than
+/// `config.num_replicas` is refused (`StreamError::Unsafe`, naming its stream), as the
+/// event stream is: these buckets hold what the log cannot rebuild (the vault's keys).
 ///
 /// A missing bucket is made as its stream, with `allow_atomic_publish` from the start, in
 /// the configuration async-nats gives a bucket. Several processes starting together all
 /// create it, and JetStream answers each the same stream (the configurations are equal).
 /// Made as a bucket and then updated to take atomic batches, two processes' updates at
 /// once on a 3-node cluster timed out (5 s each) and failed their first requests.
-pub async fn open_bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, String> {
+pub async fn open_bucket(
+    js: &jetstream::Context,
+    config: kv::Config,
+) -> Result<kv::Store, StreamError> {
     let bucket = config.bucket.clone();
     let mut attempt = 1;
     let kv = loop {
@@ -86,7 +93,7 @@ pub async fn open_bucket(js: &jetstream::Context, config: kv::Config) -> Result<
             },
         };
         if attempt >= BUCKET_OPEN_ATTEMPTS_MAX {
-            return Err(failed);
+            return Err(StreamError::Nats(failed));
         }
         tracing::info!(bucket, attempt, error = %failed, "opening a bucket: again");
         tokio::time::sleep(BUCKET_OPEN_BACKOFF * attempt).await;
@@ -95,27 +102,23 @@ pub async fn open_bucket(js: &jetstream::Context, config: kv::Config) -> Result<
     if kv.use_jetstream_prefix {
         // Only a bucket reached through another JetStream domain has one; the ledger
         // never configures domains.
-        return Err(format!(
-            "bucket {bucket} behind a JetStream domain prefix is not supported"
-        ));
+        return Err(StreamError::Unsafe {
+            stream: kv.stream_name.clone(),
+            reason: "a bucket behind a JetStream domain prefix is not supported".into(),
+        });
     }
+    let nats = |e: &dyn std::fmt::Display| StreamError::Nats(format!("bucket {bucket}: {e}"));
+    let mut stream = js.get_stream(&kv.stream_name).await.map_err(|e| nats(&e))?;
+    let mut stream_config = stream.info().await.map_err(|e| nats(&e))?.config.clone();
+    // Checked before anything is changed: an unsafe bucket is left as the operator has it.
+    check_replicas(&kv.stream_name, &stream_config, config.num_replicas)?;
     // Buckets made before writes were batched lack the flag; setting it changes
     // nothing else of the stream.
-    let mut stream = js
-        .get_stream(&kv.stream_name)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut stream_config = stream
-        .info()
-        .await
-        .map_err(|e| e.to_string())?
-        .config
-        .clone();
     if !stream_config.allow_atomic_publish {
         stream_config.allow_atomic_publish = true;
         js.update_stream(stream_config)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| nats(&e))?;
     }
     Ok(kv)
 }

@@ -58,7 +58,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::registry::BlindIndex;
-use crate::log::stream::check_append_only;
+use crate::log::stream::{check_append_only, check_replicas};
 
 /// Shards of the claims: subjects, each written by one task per process. The server
 /// stores a stream's messages one after another (~0.25 ms each), so a registration waits
@@ -100,6 +100,11 @@ pub enum ClaimError {
     /// Only a household id ("CCCCCCC-NNNNNN") can hold a claim: the caller's mistake.
     #[error("{id:?} is not a household id and cannot hold a claim")]
     NotAHousehold { id: String },
+    /// The claims stream exists but could lose claims (it allows deletes, or keeps fewer
+    /// replicas than `--replicas` asks). Handle: an operator fixes the stream; retrying
+    /// changes nothing.
+    #[error("citizen claims: {0}")]
+    Unsafe(crate::log::stream::StreamError),
 }
 
 /// A citizen as the fold keys it: the first 16 bytes of its blind index. Two citizens
@@ -394,7 +399,9 @@ async fn open_stream(
         tokio::time::sleep(crate::kv_writes::BUCKET_OPEN_BACKOFF * attempt).await;
         attempt += 1;
     };
-    check_append_only(&config.name, &stream.cached_info().config, "claims").map_err(nats)?;
+    let existing = &stream.cached_info().config;
+    check_append_only(&config.name, existing, "claims").map_err(ClaimError::Unsafe)?;
+    check_replicas(&config.name, existing, replicas).map_err(ClaimError::Unsafe)?;
     Ok(stream)
 }
 

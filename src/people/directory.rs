@@ -52,6 +52,10 @@ pub enum DirectoryError {
     StaffFile(#[from] StaffFileError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The bucket could not be opened: NATS unreachable (retry), or it exists on fewer
+    /// replicas than `--replicas` asks (an operator raises them; retrying changes nothing).
+    #[error("directory: {0}")]
+    Bucket(#[from] crate::log::stream::StreamError),
 }
 
 fn nats(e: impl std::fmt::Display) -> DirectoryError {
@@ -171,8 +175,7 @@ impl Directory {
                 ..Default::default()
             },
         )
-        .await
-        .map_err(DirectoryError::Nats)?;
+        .await?;
         // Everything up to the bucket's last revision now, then a watch from the next.
         // (`kv.status()` answers the stream info cached when the bucket was opened.)
         let last = js
@@ -295,6 +298,36 @@ impl Directory {
         Ok(last)
     }
 
+    /// Withdraws gateway key `key_id`; returns the bucket revision of the removal, once
+    /// this process's views hold it, None when the bucket holds no such key. The deletion
+    /// marker stays in the key's history, so `import_files` never brings the key back.
+    pub async fn remove_gateway_key(&self, key_id: &str) -> Result<Option<u64>, DirectoryError> {
+        let key = format!("{GATEWAY_PREFIX}{key_id}");
+        if self.kv.get(&key).await.map_err(nats)?.is_none() {
+            return Ok(None);
+        }
+        self.kv.delete(&key).await.map_err(nats)?;
+        let Some(marker) = self.kv.entry(&key).await.map_err(nats)? else {
+            return Err(DirectoryError::Nats(format!(
+                "{key}: deleted, but the bucket answers no deletion marker"
+            )));
+        };
+        self.applied_within(marker.revision).await?;
+        Ok(Some(marker.revision))
+    }
+
+    /// Whether `key`'s latest revision is a deletion or purge marker: it was removed on
+    /// purpose, and an import must not create it again (`kv.create` succeeds over a
+    /// marker).
+    async fn was_removed(&self, key: &str) -> Result<bool, DirectoryError> {
+        Ok(self
+            .kv
+            .entry(key)
+            .await
+            .map_err(nats)?
+            .is_some_and(|e| e.operation != kv::Operation::Put))
+    }
+
     /// Registers a gateway's public key; returns the bucket revision of the write, once
     /// this process's views hold it: the next key is checked against them (a key checked
     /// against a view that lagged once failed to create a key the bucket held).
@@ -317,7 +350,9 @@ impl Directory {
 
     /// Imports the staff and gateway files of an earlier version, if present: entries the
     /// bucket does not hold yet are added, each in this process's views before the next is
-    /// checked (so a second import right after finds nothing to add). Returns how many of
+    /// checked (so a second import right after finds nothing to add). A token or key
+    /// removed from the bucket (`remove_staff`, `remove_gateway_key`) is skipped: the
+    /// files still list it, and `serve` imports them at every start. Returns how many of
     /// each were added.
     pub async fn import_files(
         &self,
@@ -328,7 +363,10 @@ impl Directory {
         if staff_file.exists() {
             let known = self.current_staff_entries().await?;
             for entry in crate::http::auth::read_entries(staff_file)? {
-                if !known.iter().any(|k| k.token_blake3 == entry.token_blake3) {
+                let key = format!("{STAFF_PREFIX}{}", entry.token_blake3);
+                if !known.iter().any(|k| k.token_blake3 == entry.token_blake3)
+                    && !self.was_removed(&key).await?
+                {
                     self.put_staff(&entry).await?;
                     staff_added += 1;
                 }
@@ -339,7 +377,11 @@ impl Directory {
             for key in Registry::load(registry_file)?.keys() {
                 // This process's view, which holds every key added before this one.
                 let known = self.gateways.current();
-                if !known.keys().iter().any(|k| k.key_id == key.key_id) {
+                if !known.keys().iter().any(|k| k.key_id == key.key_id)
+                    && !self
+                        .was_removed(&format!("{GATEWAY_PREFIX}{}", key.key_id))
+                        .await?
+                {
                     self.add_gateway_key(key).await?;
                     gateways_added += 1;
                 }

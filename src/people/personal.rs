@@ -69,9 +69,12 @@
 //! is compacted or removed (and in any backup of the server's store). What
 //! survives is only the *wrapped* DEK, useless without the KEK. Erasure is
 //! therefore final against anyone who has the server's files but not the
-//! secrets file; against someone who also holds the secrets file (or an old
-//! backup of both) it is final only once the blocks are rewritten or the KEK is
-//! rotated and the old secrets file destroyed (docs/OPERATIONS.md).
+//! secrets file; against someone who also holds the secrets file it is final
+//! only once no copy of the wrapped DEK is left: the blocks rewritten and every
+//! older backup of the store gone (docs/OPERATIONS.md, section 3). The KEK cannot
+//! be rotated: nothing re-wraps the vault, `open` refuses any other secrets file
+//! (`WrongSecrets`), and the file's second half is the blind-index key the
+//! claims are computed with.
 //!
 //! Versions before the shared bucket kept the keys in the sled trees
 //! `vault.keys` and `vault.meta` of one process's store; `admin migrate-vault`
@@ -252,6 +255,12 @@ pub enum VaultError {
     /// Handle: fail the request; a retry may succeed.
     #[error("vault storage: {0}")]
     Storage(String),
+    /// The vault's bucket could not be opened: NATS unreachable (retry), or the bucket
+    /// exists but is unsafe for the vault, kept on fewer replicas than `--replicas` asks.
+    /// Handle: an operator raises its replicas (`nats stream edit KV_<stream>_VAULT
+    /// --replicas N`); the vault never runs on fewer copies than promised.
+    #[error("vault: {0}")]
+    Bucket(#[from] crate::log::stream::StreamError),
     /// Lost the compare-and-set race on one key too often. Handle: retry.
     #[error("vault key contended {VAULT_WRITE_ATTEMPTS_MAX} times; retry")]
     Contended,
@@ -397,8 +406,7 @@ impl Vault {
                 ..Default::default()
             },
         )
-        .await
-        .map_err(VaultError::Storage)?;
+        .await?;
         let writes = FencedWrites::spawn(js, &kv);
         let pool = Arc::new(KeyPool {
             state: std::sync::Mutex::new(PoolState {

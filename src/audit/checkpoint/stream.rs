@@ -81,12 +81,19 @@ impl CheckpointConfig {
     }
 }
 
-/// Creates the checkpoint stream if it is missing, else checks that it is safe.
+/// Creates the checkpoint stream if it is missing, else checks that it is safe and kept
+/// on at least `config.replicas` replicas.
 pub async fn ensure_checkpoint_stream(
     js: &jetstream::Context,
     config: &CheckpointConfig,
 ) -> Result<stream::Stream, StreamError> {
-    crate::log::stream::ensure(js, config.stream_config(), check_safe).await
+    let stream = crate::log::stream::ensure(js, config.stream_config(), check_safe).await?;
+    crate::log::stream::check_replicas(
+        &config.stream_name,
+        &stream.cached_info().config,
+        config.replicas,
+    )?;
+    Ok(stream)
 }
 
 /// Pure check of an existing checkpoint stream's configuration: the same rules as the
