@@ -528,7 +528,7 @@ fn payments_commands_say_the_entitlement_and_what_is_left_of_a_budget() {
         "--household",
         "0100007-000002",
         "--member",
-        "001190000002",
+        "m1",
         "--category",
         "ELDERLY_80_PLUS_NO_PENSION",
         "--channel",

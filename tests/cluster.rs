@@ -454,7 +454,7 @@ async fn a_month_of_payments(
             "/v1/entitlements",
             &format!("grant-{household}"),
             serde_json::json!({
-                "household_id": household, "member": head,
+                "household_id": household, "member": "m1",
                 "category": "ELDERLY_80_PLUS_NO_PENSION", "channel": "bank",
                 "gateway": "vcb", "from": "2026-10", "on": "2026-10-01"
             }),

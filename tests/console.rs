@@ -774,7 +774,7 @@ async fn the_portfolio_charts_and_a_payment_run_reconciled_to_csv() {
         .bearer_auth(&f.tokens.officer)
         .header("idempotency-key", "console-grant-1")
         .json(&serde_json::json!({
-            "household_id": h, "member": "001095000401",
+            "household_id": h, "member": "m1",
             "category": "ELDERLY_80_PLUS_NO_PENSION", "channel": "bank", "gateway": "vcb",
             "from": "2026-10", "on": "2026-10-01"
         }))
@@ -1012,7 +1012,7 @@ async fn a_provinces_payment_run_is_followed_on_its_job_page_and_a_resubmit_find
     let f = fixture();
     let h = "0100007-000601";
     poor_household(h, "Trịnh Thị Huyền Trân", "001095000601", "Lê Văn Đức").await;
-    entitled_and_funded(h, "001095000601", "2026-11", "console-prun").await;
+    entitled_and_funded(h, "m1", "2026-11", "console-prun").await;
 
     let b = Browser::open().await;
     b.sign_in(&f.tokens.manager).await;
@@ -1127,7 +1127,7 @@ async fn an_auditor_finds_anomalies_and_recomputes_decisions_in_jobs() {
     // (Whether or not the province's run of November came first, this run issues the
     // household's instruction: one per entitlement and month, whatever the run.) Every
     // date is in the past, so the day's reconciliation can be read as of today.
-    entitled_and_funded(h, "001095000701", "2026-11", "console-scan").await;
+    entitled_and_funded(h, "m1", "2026-11", "console-scan").await;
     api_post(
         &f.tokens.manager,
         "/v1/communes/0100007/payment-runs",
@@ -1212,7 +1212,7 @@ async fn an_officer_grants_a_monthly_allowance_from_the_household_page_once() {
     b.fill_in(
         "#grant",
         &[
-            ("member", "001095000801"),
+            ("member", "m1"),
             ("gateway", "vcb"),
             ("from", "2027-01"),
             ("on", "01/12/2026"),
@@ -1239,11 +1239,7 @@ async fn an_officer_grants_a_monthly_allowance_from_the_household_page_once() {
     b.goto(&path).await;
     b.fill_in(
         "#grant",
-        &[
-            ("member", "001095000801"),
-            ("gateway", "vcb"),
-            ("from", "2027-13"),
-        ],
+        &[("member", "m1"), ("gateway", "vcb"), ("from", "2027-13")],
     )
     .await;
     b.submit().await;

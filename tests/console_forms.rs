@@ -576,7 +576,7 @@ async fn loan_and_grant_forms_refuse_a_choice_the_api_does_not_offer() {
     let grant_path = format!("/console/households/{h}/entitlements/new");
     let grant = |channel: &'static str| {
         [
-            ("member", "001095000104"),
+            ("member", "m1"),
             ("category", "ELDERLY_80_PLUS_NO_PENSION"),
             ("channel", channel),
             ("gateway", "vcb"),
@@ -732,7 +732,7 @@ async fn the_forms_numbers_codes_and_names_keep_the_apis_bounds() {
         ("reason", "vay sản xuất"),
     ];
     let grant = [
-        ("member", "001095000107"),
+        ("member", "m1"),
         ("category", "ELDERLY_80_PLUS_NO_PENSION"),
         ("channel", "bank"),
         ("gateway", "vcb"),
