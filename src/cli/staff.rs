@@ -18,7 +18,7 @@ use ansinh::personal::{Member, PersonalData};
 use ansinh::projection::Projector;
 use ansinh::proto::envelope::Payload;
 use ansinh::service::{LoanAction, Request, ServiceError};
-use ansinh::views::{self, ACCOUNTS};
+use ansinh::views;
 use chrono::NaiveDate;
 use clap::{Args, Subcommand, ValueEnum};
 use rust_decimal::Decimal;
@@ -1181,8 +1181,7 @@ pub async fn trial_balance(
                 "Trial balance, partition {} ({} money events checked):",
                 tb.partition, tb.events_checked
             );
-            for account in ACCOUNTS {
-                let name = ansinh::book::codec::name(&account);
+            for name in views::chart() {
                 let (d, c) = tb.accounts.get(&name).copied().unwrap_or_default();
                 println!("  {name:<28} {:>24} {:>24}", format_vnd(d), format_vnd(c));
             }

@@ -7,9 +7,8 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::access::{self, Operation};
-use crate::book::codec;
 use crate::chain::Partition;
-use crate::views::{ACCOUNTS, CommunePortfolio, TrialBalanceView};
+use crate::views::{self, CommunePortfolio, TrialBalanceView};
 
 use super::extract::Staff;
 use super::{Api, ApiError};
@@ -85,10 +84,9 @@ pub async fn trial_balance(
             partition: partition.to_string(),
             ..TrialBalanceView::default()
         });
-    let accounts = ACCOUNTS
-        .iter()
-        .map(|account| {
-            let name = codec::name(account);
+    let accounts = views::chart()
+        .into_iter()
+        .map(|name| {
             let (debit, credit) = tb.accounts.get(&name).copied().unwrap_or_default();
             AccountLine {
                 account: name,

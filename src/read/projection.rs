@@ -67,7 +67,8 @@ const VIEWS: u8 = 2;
 /// 13: a partition's reconciliation is dated only by the events that change it
 /// (`reconcile::changes_records`), and no view takes a payment record the book leaves out.
 /// 14: the instruction each gateway transaction id was first accepted for (`gtxn/`).
-pub(crate) const PROJECTION_FORMAT: &[u8] = &[14];
+/// 15: a partition's trial balance takes the budget side's postings too (`tb/`).
+pub(crate) const PROJECTION_FORMAT: &[u8] = &[15];
 /// Trail lines of one subject from one batch stored together (a run). A page of a trail
 /// reads at most this many lines more than it shows, and a run stays near 10 KB.
 pub const TRAIL_RUN_LINES_MAX: usize = 64;

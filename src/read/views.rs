@@ -600,7 +600,10 @@ pub fn apply<V: Views>(
             return Ok(());
         };
         apply_payment(v, partition, &body)?;
-        return apply_reconcile(v, partition, effective, &body);
+        apply_reconcile(v, partition, effective, &body)?;
+        // The budget side's postings go into the partition's one trial balance, beside
+        // the loans': every money event of the partition is checked there.
+        return post_trial(v, partition, sequence, body.postings());
     }
     let Ok(events) = codec::loan_events(sequence, actor, payload) else {
         return Ok(());
@@ -927,11 +930,11 @@ fn apply_loan_event<V: Views>(
     Ok(())
 }
 
-fn post_trial<V: Views>(
+fn post_trial<V: Views, A: Serialize>(
     v: &V,
     partition: &str,
     sequence: u64,
-    postings: &[Posting],
+    postings: &[Posting<A>],
 ) -> Result<(), V::Error> {
     if postings.is_empty() {
         return Ok(());
@@ -1016,6 +1019,25 @@ pub const ACCOUNTS: [Account; 9] = [
     Account::OverdueInterestIncome,
     Account::WriteOffReserve,
 ];
+
+/// The budget side's accounts (`domain::payments::ledger`), after the loans' in the
+/// partition's trial balance.
+pub const PAYMENTS_ACCOUNTS: [crate::domain::payments::ledger::Account; 4] = [
+    crate::domain::payments::ledger::Account::Appropriation,
+    crate::domain::payments::ledger::Account::BudgetAvailable,
+    crate::domain::payments::ledger::Account::BudgetReserved,
+    crate::domain::payments::ledger::Account::PaidToBeneficiaries,
+];
+
+/// Every account of a partition's trial balance by name, in chart order: the loans',
+/// then the budget side's.
+pub fn chart() -> Vec<String> {
+    ACCOUNTS
+        .iter()
+        .map(codec::name)
+        .chain(PAYMENTS_ACCOUNTS.iter().map(codec::name))
+        .collect()
+}
 
 #[cfg(test)]
 mod detail_tests {
@@ -1126,6 +1148,78 @@ mod trial_tests {
             None
         );
     }
+
+    /// The budget side's money is in the partition's served trial balance, line for
+    /// line as the book holds it, and every such event is counted as checked.
+    #[test]
+    fn a_budget_allocation_is_in_the_trial_balance_as_the_book_holds_it() {
+        use crate::domain::payments::budget::BudgetKey;
+        use crate::domain::payments::ids::{CommuneId, ProgrammeId};
+        use crate::domain::payments::month::Month;
+        let officer = proto::Actor {
+            id: "staff:m".into(),
+            role: "branch_manager".into(),
+            unit: "01".into(),
+        };
+        let mut book = PartitionBook::new("01");
+        let allocate = crate::book::Command::Payment {
+            kind: crate::domain::payments::CommandKind::Allocate {
+                budget: BudgetKey {
+                    programme: ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY").unwrap(),
+                    commune: CommuneId::parse("0100007").unwrap(),
+                    period: Month::parse("2026-10").unwrap(),
+                },
+                amount: Decimal::from(2_000_000),
+            },
+            effective: "2026-10-01".parse().unwrap(),
+            signed: None,
+            outside_replay_window: None,
+            used_elsewhere: None,
+        };
+        let proposals = book.decide(&allocate, &officer).unwrap();
+        let views = Memory::default();
+        for (n, p) in proposals.iter().enumerate() {
+            let sequence = n as u64 + 1;
+            book.apply(sequence, Some(&officer), Some(&p.payload));
+            let at = EventAt {
+                stream_sequence: sequence,
+                index: 0,
+            };
+            apply(
+                &views,
+                "01",
+                sequence,
+                at,
+                &officer.id,
+                Some(&officer),
+                Some(&p.payload),
+            )
+            .unwrap();
+        }
+        let tb: TrialBalanceView = load(&views, &trial_key("01"))
+            .unwrap()
+            .expect("a trial balance");
+        let held: BTreeMap<String, (Decimal, Decimal)> = book
+            .payments_trial
+            .accounts
+            .iter()
+            .map(|(a, lines)| (codec::name(a), *lines))
+            .collect();
+        assert_eq!(tb.accounts, held);
+        assert_eq!(
+            tb.accounts["Appropriation"],
+            (Decimal::ZERO, Decimal::from(2_000_000))
+        );
+        assert_eq!(
+            (
+                tb.events_checked,
+                tb.total_debits,
+                tb.first_unbalanced_sequence
+            ),
+            (1, Decimal::from(2_000_000), None)
+        );
+        assert!(chart().contains(&"PaidToBeneficiaries".to_string()));
+    }
 }
 
 #[cfg(test)]
@@ -1225,7 +1319,7 @@ mod layout_tests {
         let digest = blake3::hash(layouts.as_bytes()).to_hex();
         assert_eq!(
             (crate::projection::PROJECTION_FORMAT, &digest[..16]),
-            (&[14u8][..], "2d5660aacefd58bb"),
+            (&[15u8][..], "2d5660aacefd58bb"),
             "{layouts}"
         );
     }

@@ -207,7 +207,19 @@ pub enum EventBody {
 impl Event {
     /// The budget move of a money event.
     pub fn budget_move(&self) -> Option<&BudgetMove> {
-        match &self.body {
+        self.body.budget_move()
+    }
+
+    /// Double-entry lines (empty for events that move no money).
+    pub fn postings(&self) -> &[Posting] {
+        self.body.postings()
+    }
+}
+
+impl EventBody {
+    /// The budget move of a money event.
+    pub fn budget_move(&self) -> Option<&BudgetMove> {
+        match self {
             EventBody::BudgetAllocated { budget }
             | EventBody::BudgetDeallocated { budget }
             | EventBody::InstructionIssued { budget, .. }
@@ -226,7 +238,9 @@ impl Event {
     pub fn postings(&self) -> &[Posting] {
         self.budget_move().map_or(&[], |m| &m.postings)
     }
+}
 
+impl Event {
     /// The answer this event gives to the gateway post it records.
     pub fn post_answer(&self) -> Option<PostAnswer> {
         let verdict = match &self.body {
