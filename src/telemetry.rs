@@ -45,6 +45,9 @@ pub const VERIFY_LAST_EVENTS: &str = "ansinh_verify_last_events";
 /// passed over: anything above 0 means someone with a publish right on the log's
 /// subjects sent what the ledger never writes (docs/OPERATIONS.md).
 pub const VERIFY_LAST_STRAY_MESSAGES: &str = "ansinh_verify_last_stray_messages";
+/// 1 for each partition this process has stopped appending to (lost acknowledged data, a
+/// chain that does not verify), by partition; 0 once an operator let it go on.
+pub const PARTITION_STOPPED: &str = "ansinh_partition_stopped";
 /// HTTP requests answered, by route template and status code.
 pub const HTTP_REQUESTS: &str = "ansinh_http_requests_total";
 /// Seconds to answer an HTTP request, by route template.
@@ -132,6 +135,10 @@ fn describe() {
     describe_gauge!(
         VERIFY_LAST_STRAY_MESSAGES,
         "Messages on no partition's subject the last verify passed over"
+    );
+    describe_gauge!(
+        PARTITION_STOPPED,
+        "1 for a partition this process stopped appending to (lost data, a broken chain)"
     );
     describe_counter!(HTTP_REQUESTS, "HTTP requests answered, by route and status");
     describe_histogram!(HTTP_SECONDS, "Seconds to answer an HTTP request, by route");
@@ -225,6 +232,23 @@ pub fn verified(ok: bool, events: u64, stray_messages: u64) {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     gauge!(VERIFY_LAST_UNIX_SECONDS).set(now.as_secs_f64());
+}
+
+/// Partitions reported stopped at an earlier scrape: set back to 0 once let go on.
+static STOPPED: Mutex<std::collections::BTreeSet<String>> =
+    Mutex::new(std::collections::BTreeSet::new());
+
+/// The partitions this process's store holds stopped now (set at each scrape).
+pub fn partitions_stopped<'a>(stopped: impl IntoIterator<Item = &'a str>) {
+    let now: std::collections::BTreeSet<String> = stopped.into_iter().map(str::to_owned).collect();
+    let mut before = STOPPED.lock().unwrap_or_else(|e| e.into_inner());
+    for gone in before.difference(&now) {
+        gauge!(PARTITION_STOPPED, "partition" => gone.clone()).set(0.0);
+    }
+    for p in &now {
+        gauge!(PARTITION_STOPPED, "partition" => p.clone()).set(1.0);
+    }
+    *before = now;
 }
 
 pub fn http_answered(route: String, status: u16, elapsed: Duration) {

@@ -1814,20 +1814,38 @@ async fn health_and_readiness_say_what_stops_the_ledger() {
     assert_eq!(status, StatusCode::OK, "{ready}");
     assert_eq!(ready["ready"], true);
     assert!(ready["projection_lag_messages"].is_u64(), "{ready}");
-    // A partition stopped for lost data: not ready, and it says which and why.
+    // A partition stopped for lost data: the process stays ready (its other partitions
+    // and every read still work), says which partition and why, and the metric shows it.
     s.service
         .ledger
         .store()
         .quarantine("01", "remembered head 7 is not in the stream")
         .unwrap();
     let (status, ready) = get("/readyz").await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
-    assert_eq!(ready["ready"], false);
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert_eq!(
+        ready["stopped_partitions"],
+        serde_json::json!([{"partition": "01", "reason": "remembered head 7 is not in the stream"}]),
+        "{ready}"
+    );
+    let metrics = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
-        ready["reasons"][0]
-            .as_str()
-            .unwrap()
-            .contains("partition 01 is stopped for lost data"),
+        metrics.contains("ansinh_partition_stopped{partition=\"01\"} 1"),
+        "{metrics}"
+    );
+    s.service.ledger.store().accept_stream_head("01").unwrap();
+    let (_, ready) = get("/readyz").await;
+    assert_eq!(
+        ready["stopped_partitions"],
+        serde_json::json!([]),
         "{ready}"
     );
     // Liveness is not readiness: the process still answers.

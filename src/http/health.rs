@@ -2,11 +2,15 @@
 //!
 //! - `GET /healthz`: the process answers (200), whatever the state of NATS.
 //! - `GET /readyz`: 200 only when the event stream answers within `READY_CHECK_WAIT_MAX`,
-//!   no partition is quarantined for lost data, the read model has held the whole log
-//!   once since the process started and its latest catch-up did not fail; else 503 with
-//!   the reasons. Either way the body says how far the read model is behind the log.
-//!   Later lag does not make a process unready: writes still work, and every process of a
-//!   busy province would lag alike.
+//!   the read model has held the whole log once since the process started and its latest
+//!   catch-up did not fail; else 503 with the reasons. Either way the body says how far
+//!   the read model is behind the log, and which partitions this process has stopped
+//!   (lost data, a chain that does not verify) and why. A stopped partition does not make
+//!   the process unready: the load balancer would then take every province off it for
+//!   one, while its other partitions, and every read, still work; the metric
+//!   `ansinh_partition_stopped` is what to alert on. Later lag does not make a process
+//!   unready either: writes still work, and every process of a busy province would lag
+//!   alike.
 
 use std::time::Duration;
 
@@ -47,14 +51,16 @@ pub async fn readyz(State(api): State<Api>) -> Response {
             None
         }
     };
-    match ledger.store().quarantined_all() {
-        Ok(quarantined) => reasons.extend(
-            quarantined
-                .into_iter()
-                .map(|(p, why)| format!("partition {p} is stopped for lost data: {why}")),
-        ),
-        Err(e) => reasons.push(format!("the ledger's store: {e}")),
-    }
+    let stopped: Vec<serde_json::Value> = match ledger.store().quarantined_all() {
+        Ok(quarantined) => quarantined
+            .into_iter()
+            .map(|(partition, why)| serde_json::json!({"partition": partition, "reason": why}))
+            .collect(),
+        Err(e) => {
+            reasons.push(format!("the ledger's store: {e}"));
+            Vec::new()
+        }
+    };
     // Read before the sequence, which the projector publishes first.
     let started = api.read_model_started();
     let projected = api.projected_through();
@@ -82,6 +88,7 @@ pub async fn readyz(State(api): State<Api>) -> Response {
         "stream_last_sequence": last,
         "projected_through": projected,
         "projection_lag_messages": last.map(|l| l.saturating_sub(projected)),
+        "stopped_partitions": stopped,
     });
     (status, Json(body)).into_response()
 }
@@ -106,6 +113,9 @@ pub async fn metrics(State(api): State<Api>) -> Response {
             Duration::from_millis(since.max(0) as u64)
         };
         crate::telemetry::projection_lag(behind, behind_for);
+    }
+    if let Ok(stopped) = api.service().ledger.store().quarantined_all() {
+        crate::telemetry::partitions_stopped(stopped.iter().map(|(p, _)| p.as_str()));
     }
     (
         StatusCode::OK,
