@@ -446,7 +446,7 @@ async fn a_month_of_payments(
     .await;
     assert_eq!(status, 201, "budget of {commune}: {answer}");
     events += 1;
-    for (n, (household, head)) in heads.iter().enumerate() {
+    for (n, (household, _head)) in heads.iter().enumerate() {
         let (status, answer) = post(
             client,
             p(n + 1),
