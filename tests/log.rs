@@ -287,6 +287,34 @@ async fn every_shared_bucket_and_stream_on_fewer_replicas_than_asked_is_refused(
     );
 }
 
+/// A vault bucket that keeps earlier values of a key (made or edited by hand) would keep
+/// an erased household's data key readable: the ledger refuses to open it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_that_keeps_earlier_values_of_a_key_is_refused() {
+    use ansinh::personal::{Vault, VaultError};
+    let config = fresh_log();
+    let name = config.stream_name.as_str();
+    let js = jetstream::new(client().await);
+    js.create_key_value(async_nats::jetstream::kv::Config {
+        bucket: ansinh::personal::bucket_name(name),
+        history: 5,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    match Vault::open(&js, name, 1, &secrets_of(&config)).await {
+        Err(VaultError::Bucket(StreamError::Unsafe { stream, reason })) => {
+            assert_eq!(
+                stream,
+                format!("KV_{}", ansinh::personal::bucket_name(name))
+            );
+            assert!(reason.contains("keeps 5 values per key"), "{reason}");
+        }
+        other => panic!("vault: {:?}", other.map(|_| ())),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_that_allows_delete_or_purge_is_refused() {
     let config = fresh_log();

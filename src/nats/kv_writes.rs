@@ -112,6 +112,7 @@ pub async fn open_bucket(
     let mut stream_config = stream.info().await.map_err(|e| nats(&e))?.config.clone();
     // Checked before anything is changed: an unsafe bucket is left as the operator has it.
     check_replicas(&kv.stream_name, &stream_config, config.num_replicas)?;
+    check_history(&kv.stream_name, &stream_config, config.history)?;
     // Buckets made before writes were batched lack the flag; setting it changes
     // nothing else of the stream.
     if !stream_config.allow_atomic_publish {
@@ -121,6 +122,32 @@ pub async fn open_bucket(
             .map_err(|e| nats(&e))?;
     }
     Ok(kv)
+}
+
+/// Refuses a bucket that keeps more values per key than the ledger made it keep: in the
+/// vault (history 1) an erased household's data key would stay readable as an earlier
+/// value, so an erasure would not be final. 0 or less is "no limit".
+fn check_history(
+    name: &str,
+    c: &jetstream::stream::Config,
+    history: i64,
+) -> Result<(), StreamError> {
+    let kept = c.max_messages_per_subject;
+    if kept <= 0 || kept > history.max(1) {
+        return Err(StreamError::Unsafe {
+            stream: name.to_string(),
+            reason: format!(
+                "it keeps {} values per key, the ledger keeps {}: a key deleted or overwritten would stay readable",
+                if kept <= 0 {
+                    "unlimited".to_string()
+                } else {
+                    kept.to_string()
+                },
+                history.max(1)
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The stream of a bucket, as `async_nats`'s `create_key_value` configures it for the
