@@ -1549,8 +1549,9 @@ fn allowance(household: &str) -> ansinh::domain::payments::CommandKind {
     }
 }
 
-/// A run pays nobody whose household has left the partition or has no member left: it
-/// names their entitlements for an officer to stop.
+/// A run pays nobody for a month after their household left the partition or lost its
+/// last member (as a stop dated that day pays through its month): it names their
+/// entitlements for an officer to stop. The month they left is still paid.
 #[test]
 fn a_run_pays_no_household_that_moved_out_or_died_out_and_names_their_entitlements() {
     use ansinh::domain::payments::budget::BudgetKey;
@@ -1590,14 +1591,22 @@ fn a_run_pays_no_household_that_moved_out_or_died_out_and_names_their_entitlemen
         on: d("2026-10-21"),
     }));
 
-    let run = payment_command(
-        Pay::Run {
-            period: Month::parse("2026-11").unwrap(),
-            commune: None,
-        },
-        "2026-11-01",
+    let run = |period: &str, on: &str| {
+        payment_command(
+            Pay::Run {
+                period: Month::parse(period).unwrap(),
+                commune: None,
+            },
+            on,
+        )
+    };
+    let october = book.decide(&run("2026-10", "2026-10-25")).unwrap();
+    assert_eq!(
+        october.len(),
+        4,
+        "three instructions and the run's completion"
     );
-    let proposals = book.decide(&run).unwrap();
+    let proposals = book.decide(&run("2026-11", "2026-11-01")).unwrap();
     let events: Vec<EventBody> = proposals
         .iter()
         .map(|p| match &p.payload {

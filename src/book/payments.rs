@@ -13,7 +13,9 @@ use super::{PartitionBook, Proposal, codec, payments_codec};
 use crate::domain::Rejection;
 use crate::domain::ids::HouseholdId;
 use crate::domain::payments::ids::{GatewayId, HouseholdRef, OfficerId};
+use crate::domain::payments::month::Month;
 use crate::domain::payments::{self, Actor, CommandKind, Decision, Event, EventBody};
+use crate::domain::registry::Residence;
 use crate::proto::{self, PaymentRecorded, envelope::Payload};
 
 /// A gateway's result as it signed it: the exact bytes and the signature, kept in
@@ -174,10 +176,14 @@ pub fn decide(
         effective,
         kind: kind.clone(),
     };
-    let resident = |h: &HouseholdRef| {
-        HouseholdId::parse(h.as_str())
+    let resident = |h: &HouseholdRef, month: Month| {
+        let household = HouseholdId::parse(h.as_str())
             .ok()
-            .is_some_and(|id| book.registry.active(&id).is_ok())
+            .and_then(|id| book.registry.households.get(&id));
+        household.is_some_and(|h| match h.residence {
+            Residence::Active => true,
+            Residence::MovedOut { on, .. } | Residence::Dissolved { on } => Month::of(on) >= month,
+        })
     };
     match payments::decide_for(&book.payments, command, &resident)? {
         Decision::Duplicate(first) => Err(Rejection::DuplicatePost { first: first.event }),

@@ -179,9 +179,9 @@ pub enum EventBody {
         amount: Decimal,
         shortfalls: Vec<Shortfall>,
         reference: ReferenceHashes,
-        /// Entitlements of the run's period left unpaid because their household no
-        /// longer lives in the partition (moved out, or dissolved by its last member's
-        /// death): to be stopped by an officer.
+        /// Entitlements of the run's period left unpaid because their household left
+        /// the partition before that month (moved out, or dissolved by its last
+        /// member's death): to be stopped by an officer.
         not_resident: Vec<EntitlementId>,
     },
     GatewayPostAccepted {
@@ -301,9 +301,9 @@ impl Decision {
 /// of the same decision see earlier ones.
 pub(crate) struct Out<'a> {
     pub(crate) book: &'a Book,
-    /// Whether a household lives in the partition now: a fact of the registry, which
-    /// this book does not hold (`decide_for`).
-    pub(crate) resident: &'a dyn Fn(&HouseholdRef) -> bool,
+    /// Whether a household lived in the partition in a month (left in it or later, or
+    /// not at all): a fact of the registry, which this book does not hold (`decide_for`).
+    pub(crate) resident: &'a dyn Fn(&HouseholdRef, Month) -> bool,
     actor: Actor,
     effective: NaiveDate,
     next_id: EventId,
@@ -314,7 +314,7 @@ pub(crate) struct Out<'a> {
 impl<'a> Out<'a> {
     fn new(
         book: &'a Book,
-        resident: &'a dyn Fn(&HouseholdRef) -> bool,
+        resident: &'a dyn Fn(&HouseholdRef, Month) -> bool,
         actor: Actor,
         effective: NaiveDate,
     ) -> Self {
@@ -368,15 +368,16 @@ impl<'a> Out<'a> {
 /// Decide a command against the book. Pure: the same book and command give
 /// the same decision.
 pub fn decide(book: &Book, command: Command) -> Result<Decision, Rejection> {
-    decide_for(book, command, &|_| true)
+    decide_for(book, command, &|_, _| true)
 }
 
-/// `decide`, where `resident` says whether a household lives in the partition now (the
-/// registry's answer): a run pays no one whose household has left.
+/// `decide`, where `resident` says whether a household lived in the partition in a month
+/// (the registry's answer): a run pays no one for a month after their household left,
+/// as a stop pays through the month of its date.
 pub fn decide_for(
     book: &Book,
     command: Command,
-    resident: &dyn Fn(&HouseholdRef) -> bool,
+    resident: &dyn Fn(&HouseholdRef, Month) -> bool,
 ) -> Result<Decision, Rejection> {
     let mut out = Out::new(book, resident, command.actor.clone(), command.effective);
     match (command.actor, command.kind) {

@@ -337,9 +337,10 @@ pub(crate) fn decide_run(
         let Some(terms) = e.terms_for(period) else {
             continue;
         };
-        // Nobody is paid for a household that has left (or has no member left) until an
-        // officer stops the entitlement: the run names it instead.
-        if !(out.resident)(&e.beneficiary.household) {
+        // Nobody is paid for a month after their household left (or lost its last
+        // member), as a stop dated that day would pay through its month: the run names
+        // the entitlement for an officer to stop instead.
+        if !(out.resident)(&e.beneficiary.household, period) {
             not_resident.push(e.id);
             continue;
         }
