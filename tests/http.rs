@@ -3155,6 +3155,88 @@ async fn timeouts_over_http_time_out_each_instruction_once() {
     assert_eq!(s.events().await, before + 1, "refusals append nothing");
 }
 
+/// A province's run whose process stopped mid-way stays `running` with an old time: the
+/// same request again, once `JOB_ABANDONED_AFTER` has passed, takes the job over and runs
+/// it to its end, paying nothing twice; while the record is fresh, it is only answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_process_stopped_is_taken_over_by_the_same_request() {
+    let s = server().await;
+    s.funded_october().await;
+    let m = &s.staff.manager;
+    let path = "/v1/partitions/01/payment-runs";
+    let run = json!({"period": "2026-10", "on": "2026-10-05"});
+    let start = || async {
+        let response = s
+            .client
+            .post(format!("{}{path}", s.base))
+            .bearer_auth(m)
+            .header("idempotency-key", "prun-stopped")
+            .json(&run)
+            .send()
+            .await
+            .unwrap();
+        s.answer(response, "job.response").await
+    };
+    let started = start().await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let id = started.body["job"].as_str().unwrap().to_owned();
+    let location = format!("/v1/jobs/{id}");
+    let done = s.follow_job(&location).await;
+    assert_eq!(
+        (&done["state"], &done["instructions"]),
+        (&json!("done"), &json!(1))
+    );
+    let paid = s.events().await;
+
+    // The record as a process that stopped after starting leaves it, last saved `ago`.
+    let jobs = async_nats::jetstream::new(common::client().await)
+        .get_key_value(ansinh::http::jobs_bucket_name(&s.config.stream_name))
+        .await
+        .unwrap();
+    let left_running = |ago: std::time::Duration| {
+        let mut record = done.clone();
+        record["state"] = json!("running");
+        record["communes_done"] = json!(0);
+        record["instructions"] = json!(0);
+        record["amount"] = json!("0");
+        record["communes"] = json!([]);
+        record["updated_at_unix_ms"] =
+            json!(chrono::Utc::now().timestamp_millis() - ago.as_millis() as i64);
+        serde_json::to_vec(&record).unwrap()
+    };
+    jobs.put(&id, left_running(std::time::Duration::ZERO).into())
+        .await
+        .unwrap();
+    let fresh = start().await;
+    assert_eq!(
+        (fresh.status, &fresh.body["state"]),
+        (StatusCode::OK, &json!("running")),
+        "a job still saving is answered, not run twice: {}",
+        fresh.body
+    );
+
+    let stopped = ansinh::http::JOB_ABANDONED_AFTER + std::time::Duration::from_secs(60);
+    jobs.put(&id, left_running(stopped).into()).await.unwrap();
+    let taken = start().await;
+    assert_eq!(taken.status, StatusCode::ACCEPTED, "{}", taken.body);
+    assert_eq!(taken.body["job"].as_str(), Some(id.as_str()));
+    let finished = s.follow_job(&location).await;
+    assert_eq!(
+        (
+            &finished["state"],
+            &finished["communes_done"],
+            &finished["instructions"]
+        ),
+        (&json!("done"), &json!(1), &json!(1)),
+        "{finished}"
+    );
+    assert_eq!(
+        s.events().await,
+        paid,
+        "the communes paid before are not paid twice"
+    );
+}
+
 /// `POST /v1/partitions/{p}/payment-runs`: a whole province's run as a job, 202 with its
 /// `Location`; `GET /v1/jobs/{id}` follows it to `done` with the communes, instructions
 /// and amount, and another ledger process answers the same record. The same key again answers the same job (200) and another body under it

@@ -29,6 +29,7 @@ pub mod gateways;
 mod health;
 mod households;
 mod jobs;
+pub use jobs::{JOB_ABANDONED_AFTER, jobs_bucket_name};
 mod loans;
 pub mod openapi;
 mod payments;

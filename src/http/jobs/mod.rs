@@ -7,9 +7,11 @@
 //! A job's record lives in the shared key-value bucket `<stream>_JOBS`, so any ledger
 //! process answers `GET /v1/jobs/{id}`; the work runs in the process that accepted it
 //! (docs/adr/0012). If that process stops, the record stays `running` with an old
-//! `updated_at_unix_ms`: start it again under a new key. A payment run appends only what
-//! is missing (the domain issues one instruction per entitlement and month whatever the
-//! key); an audit scan records nothing.
+//! `updated_at_unix_ms`; once it has not changed for `JOB_ABANDONED_AFTER`, the same
+//! request again (same key, same body, to any process) takes the job over and runs it
+//! again from the start: a payment run appends only what is missing (each commune's run
+//! under its own key answers with its first receipt), and an audit scan records nothing.
+//! Starting it under a new key works too.
 //!
 //! A page or a poll reads one record: O(the job's result), whatever the log's length.
 
@@ -37,6 +39,12 @@ static JOBS_RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(
 /// How long the bucket keeps a job's record after its last change: a month's run is
 /// looked at within the month.
 pub const JOB_RECORD_AGE_MAX: std::time::Duration = std::time::Duration::from_secs(31 * 86_400);
+/// A `running` record whose process has saved nothing for this long is taken as
+/// abandoned (that process stopped): the same request again takes the job over. A
+/// running job saves at least every commune (a commune of 10,000 takes under a second)
+/// or every `audit_scan::SCAN_PROGRESS_EVERY`, so this is many missed saves, not a slow
+/// step.
+pub const JOB_ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
 /// Attempts to save a job's record before its progress is left unsaved (logged); the
 /// next save tries again.
 pub const JOB_SAVE_ATTEMPTS_MAX: u32 = 3;
@@ -87,6 +95,20 @@ impl Job {
 
     pub fn finished(&self) -> bool {
         matches!(self.state(), "done" | "failed")
+    }
+
+    fn updated_at_unix_ms(&self) -> i64 {
+        match self {
+            Job::PaymentRun(j) => j.updated_at_unix_ms,
+            Job::Anomalies(j) | Job::Recompute(j) => j.updated_at_unix_ms,
+        }
+    }
+
+    /// Running, with nothing saved for `JOB_ABANDONED_AFTER`: its process stopped.
+    fn abandoned(&self, now_unix_ms: i64) -> bool {
+        self.state() == "running"
+            && now_unix_ms.saturating_sub(self.updated_at_unix_ms())
+                > JOB_ABANDONED_AFTER.as_millis() as i64
     }
 
     fn touch(&mut self) {
@@ -161,17 +183,42 @@ fn running_slot() -> Result<tokio::sync::SemaphorePermit<'static>, ApiError> {
     })
 }
 
-/// The job this key started before, if any (200 with its record).
+/// The job this key started before, if any (200 with its record); none when it was
+/// abandoned, to be taken over.
 async fn started_before(api: &Api, id: &str) -> Result<Option<Started>, ApiError> {
-    Ok(read_job(api, id).await?.map(|job| Started {
-        job,
-        status: StatusCode::OK,
-    }))
+    let now = crate::checkpoint::now_unix_ms();
+    Ok(read_job(api, id)
+        .await?
+        .filter(|job| !job.abandoned(now))
+        .map(|job| Started {
+            job,
+            status: StatusCode::OK,
+        }))
 }
 
-/// Takes one of the `JOBS_RUNNING_MAX` slots (or 503), makes the job's first record and
-/// runs `work` on it in the background (202); another request under the same key that
-/// made the record first is answered with that job (200).
+/// Replaces an abandoned record of the job with `bytes`, if it is still the one read:
+/// of several processes taking it over at once, one does.
+async fn take_over(api: &Api, id: &str, bytes: &[u8]) -> Result<bool, ApiError> {
+    let unavailable = |e: &dyn std::fmt::Display| ApiError::Unavailable(format!("jobs: {e}"));
+    let Some(entry) = api.jobs().entry(id).await.map_err(|e| unavailable(&e))? else {
+        return Ok(false);
+    };
+    let abandoned = entry.operation == async_nats::jetstream::kv::Operation::Put
+        && serde_json::from_slice::<Job>(&entry.value)
+            .is_ok_and(|old| old.abandoned(crate::checkpoint::now_unix_ms()));
+    if !abandoned {
+        return Ok(false);
+    }
+    Ok(api
+        .jobs()
+        .update(id, bytes.to_vec().into(), entry.revision)
+        .await
+        .is_ok())
+}
+
+/// Takes one of the `JOBS_RUNNING_MAX` slots (or 503), makes the job's first record (or
+/// takes over an abandoned one) and runs `work` on it in the background (202); another
+/// request under the same key that made the record first is answered with that job (200).
 async fn launch<W, F>(api: &Api, job: Job, work: W) -> Result<Started, ApiError>
 where
     W: FnOnce(Api, Job) -> F + Send + 'static,
@@ -179,9 +226,19 @@ where
 {
     let permit = running_slot()?;
     let bytes = serde_json::to_vec(&job).expect("a job record serializes");
-    if api.jobs().create(job.id(), bytes.into()).await.is_err() {
-        return started_before(api, job.id())
+    if api
+        .jobs()
+        .create(job.id(), bytes.clone().into())
+        .await
+        .is_err()
+        && !take_over(api, job.id(), &bytes).await?
+    {
+        return read_job(api, job.id())
             .await?
+            .map(|job| Started {
+                job,
+                status: StatusCode::OK,
+            })
             .ok_or_else(|| ApiError::Unavailable("jobs: the record could not be made".into()));
     }
     let started = Started {
