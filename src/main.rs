@@ -362,8 +362,9 @@ enum AuditCommand {
         /// The bundle's folder as `audit bundle` wrote it, or the archive the staff API
         /// serves for download, e.g. bundle-0100007-000001 or bundle-0100007-000001.tar.
         dir: PathBuf,
-        /// A ledger key id you pinned out of band; it must start the signer's history.
-        /// 16 hex digits, e.g. 3f9a0c1d2e4b5a69; repeatable.
+        /// The latest ledger key id you know, pinned out of band: it must be in the
+        /// bundle's key history at or before the signing key. 16 hex digits, e.g.
+        /// 3f9a0c1d2e4b5a69; repeatable (every one must hold).
         #[arg(long, value_parser = ansinh::input::key_id)]
         trust: Vec<String>,
     },
