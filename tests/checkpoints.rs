@@ -568,6 +568,45 @@ async fn key_rotation_is_an_event_and_both_keys_keep_verifying() {
     ));
 }
 
+/// The key that signs is the key ring's last, not whatever message ends the key
+/// partition: a note there, or a foreign message every reader holds, stops no partition's
+/// checkpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_go_on_whatever_follows_the_last_key_event_in_the_key_partition() {
+    let (log, config) = fresh_checkpointed();
+    let (ledger, dir) = ledger(&log).await;
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    let key_id = c.key_id().to_string();
+    // Given a note after the key event (the ledger appends one to any partition),
+    ledger
+        .append(note(
+            config.keys_partition.as_str(),
+            "ops-1",
+            "key ceremony done",
+        ))
+        .await
+        .unwrap();
+    append(&ledger, 0, 2).await;
+    // when partition 01 is checkpointed, then the ring's current key signs it.
+    assert_eq!(publish_now(&mut c).await.key_id, key_id);
+    // Given a foreign message at the key partition's tail, which readers hold,
+    jetstream::new(client().await)
+        .publish(
+            log.subject(&config.keys_partition),
+            b"not the ledger's".to_vec().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    append(&ledger, 2, 1).await;
+    // then this checkpointer and a fresh one still checkpoint 01.
+    assert_eq!(publish_now(&mut c).await.tree_size, 3);
+    let mut fresh = checkpointer(&ledger, &config, dir.path()).await;
+    append(&ledger, 3, 1).await;
+    assert_eq!(publish_now(&mut fresh).await.tree_size, 4);
+}
+
 /// The binary end to end on its embedded server, and check-proof with no server at all.
 #[test]
 fn cli_checkpoint_prove_cosign_verify_and_offline_check() {

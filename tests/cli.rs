@@ -1259,6 +1259,59 @@ async fn the_json_verdict_of_verify_is_false_when_a_checkpoint_is_forged() {
     );
 }
 
+/// The key partition is a partition of the log like a province's: the commands that
+/// repair, verify or checkpoint a chain take its name.
+#[test]
+fn the_repair_and_audit_commands_take_the_key_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let (ok, out) = ansinh(&data, &["note", "--partition", "01", "--text", "first"]);
+    assert!(ok, "{out}");
+    let (ok, out) = ansinh(&data, &["audit", "checkpoint"]);
+    assert!(ok, "{out}");
+    let (ok, out) = ansinh(&data, &["audit", "verify", "--partition", "ledger-keys"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("OK partition ledger-keys: 1 events"), "{out}");
+    let (ok, out) = ansinh(
+        &data,
+        &["audit", "checkpoint", "--partition", "ledger-keys"],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = ansinh(
+        &data,
+        &["admin", "accept-head", "--partition", "ledger-keys"],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("partition ledger-keys: the stream's head is accepted"),
+        "{out}"
+    );
+    // The ledger, not the argument parser, answers an exclusion of another subject's
+    // message (the note on 01, at stream sequence 1).
+    let (ok, out) = ansinh(
+        &data,
+        &[
+            "admin",
+            "exclude-message",
+            "--partition",
+            "ledger-keys",
+            "--stream-sequence",
+            "1",
+            "--reason",
+            "wrong one",
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("not on partition ledger-keys's subject"),
+        "{out}"
+    );
+    // Other names are still refused by the parser, with the forms it takes.
+    let (ok, out) = ansinh(&data, &["admin", "accept-head", "--partition", "ledger"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("or ledger-keys"), "{out}");
+}
+
 /// `ansinh serve` on the embedded server of `data`, with `env` for it, once it listens:
 /// the process (stop it with SIGTERM) and the embedded server's URL.
 async fn serve_embedded(

@@ -14,7 +14,7 @@ use prost::Message;
 use tokio::sync::{Notify, oneshot};
 
 use super::keys::{self, LEDGER_KEY_FILE, NEXT_LEDGER_KEY_FILE};
-use super::read::{self, ChainPosition, Next};
+use super::read::{self, ChainPosition, KeyRingAt, Next};
 use super::sign::{self, CheckpointBody, KeyPair};
 use super::stream::{CheckpointConfig, ensure_checkpoint_stream};
 use super::{CheckpointError, HEADER_TREE_SIZE, now_unix_ms};
@@ -82,6 +82,8 @@ pub struct Checkpointer {
     /// Where the signing key lives; read again when another process rotated it.
     home: KeyHome,
     key: KeyPair,
+    /// The key ring as far as read; None until first needed, and after a failed read.
+    keys: Option<KeyRingAt>,
     trees: HashMap<Partition, Tree>,
 }
 
@@ -142,6 +144,7 @@ impl Checkpointer {
             config,
             home,
             key,
+            keys: None,
             trees: HashMap::new(),
         })
     }
@@ -323,12 +326,23 @@ impl Checkpointer {
         Ok(())
     }
 
-    /// Before signing: if the key partition names another key (a rotation by another
+    /// The ledger's current key id: the ring's last key, read on from where the last
+    /// call stopped.
+    async fn current_key_id(&mut self) -> Result<Option<String>, CheckpointError> {
+        let at = self
+            .keys
+            .take()
+            .unwrap_or_else(|| KeyRingAt::genesis(self.config.keys_partition.clone()));
+        let at = read::extend_key_ring(self.ledger.stream(), self.ledger.config(), at).await?;
+        let current = at.ring.current().map(|k| k.key_id.clone());
+        self.keys = Some(at);
+        Ok(current)
+    }
+
+    /// Before signing: if the key ring names another key (a rotation by another
     /// process), reload the key file; refuse if it is still not the current key.
     async fn ensure_current_key(&mut self) -> Result<(), CheckpointError> {
-        let current =
-            read::current_key_id(self.ledger.stream(), self.ledger.config(), &self.config).await?;
-        match current {
+        match self.current_key_id().await? {
             Some(id) if id == self.key.key_id() => Ok(()),
             Some(id) => {
                 self.key = self.home.load().await?;
