@@ -259,9 +259,9 @@ enum AuditCommand {
     /// Recompute every hash and link; prints OK per partition or the first bad event,
     /// then one line per partition for its signed checkpoints.
     Verify {
-        /// Only this partition (a province code, e.g. 01); one the log has never seen is
-        /// an error.
-        #[arg(long, value_parser = ansinh::input::partition)]
+        /// Only this partition (a province code, e.g. 01, or ledger-keys); one the log has
+        /// never seen is an error.
+        #[arg(long, value_parser = ansinh::input::ledger_partition)]
         partition: Option<Partition>,
         /// List every checkpoint with its cosigners, not one summary line per partition.
         #[arg(long)]
@@ -289,14 +289,14 @@ enum AuditCommand {
     },
     /// Publish a signed checkpoint of one partition (or every partition) now.
     Checkpoint {
-        /// Only this partition [default: every one]. Example: 01
-        #[arg(long, value_parser = ansinh::input::partition)]
+        /// Only this partition [default: every one]. Example: 01 (or ledger-keys)
+        #[arg(long, value_parser = ansinh::input::ledger_partition)]
         partition: Option<Partition>,
     },
     /// Check a checkpoint against the recomputed log, then publish your cosignature.
     Cosign {
-        /// The partition whose latest checkpoint is cosigned. Example: 01
-        #[arg(long, value_parser = ansinh::input::partition)]
+        /// The partition whose latest checkpoint is cosigned. Example: 01 (or ledger-keys)
+        #[arg(long, value_parser = ansinh::input::ledger_partition)]
         partition: Partition,
         /// Tree size of the checkpoint to cosign, as `audit verify --checkpoints` lists it,
         /// e.g. 4096.
@@ -312,7 +312,7 @@ enum AuditCommand {
     /// Print (JSON) an inclusion proof of one event in a signed checkpoint.
     Prove {
         /// The partition. Example: 01
-        #[arg(long, value_parser = ansinh::input::partition)]
+        #[arg(long, value_parser = ansinh::input::ledger_partition)]
         partition: Partition,
         /// The event's partition sequence. Example: 42
         #[arg(long)]
@@ -324,7 +324,7 @@ enum AuditCommand {
     /// Print (JSON) a proof that the log only grew between two checkpoints.
     Consistency {
         /// The partition. Example: 01
-        #[arg(long, value_parser = ansinh::input::partition)]
+        #[arg(long, value_parser = ansinh::input::ledger_partition)]
         partition: Partition,
         /// The earlier checkpoint's size. Example: 1000
         #[arg(long)]
@@ -362,8 +362,9 @@ enum AuditCommand {
         /// The bundle's folder as `audit bundle` wrote it, or the archive the staff API
         /// serves for download, e.g. bundle-0100007-000001 or bundle-0100007-000001.tar.
         dir: PathBuf,
-        /// A ledger key id you pinned out of band; it must start the signer's history.
-        /// 16 hex digits, e.g. 3f9a0c1d2e4b5a69; repeatable.
+        /// The latest ledger key id you know, pinned out of band: it must be in the
+        /// bundle's key history at or before the signing key. 16 hex digits, e.g.
+        /// 3f9a0c1d2e4b5a69; repeatable (every one must hold).
         #[arg(long, value_parser = ansinh::input::key_id)]
         trust: Vec<String>,
     },
@@ -410,8 +411,8 @@ enum AdminCommand {
     /// and appends resume. Nothing is deleted (docs/CHAIN.md, section 4a). Example:
     /// admin exclude-message --partition 01 --stream-sequence 4711 --reason "INC-2026-17"
     ExcludeMessage {
-        /// The partition whose chain the message breaks. Example: 01
-        #[arg(long, value_parser = ansinh::input::partition)]
+        /// The partition whose chain the message breaks. Example: 01 (or ledger-keys)
+        #[arg(long, value_parser = ansinh::input::ledger_partition)]
         partition: Partition,
         /// Where the message is in the stream, as `audit verify` names it. Example: 4711
         #[arg(long)]
@@ -428,8 +429,8 @@ enum AdminCommand {
     /// stopped PARTITION. Not recorded in the log: it changes this data directory's index
     /// only, so run it on each data directory that stopped the partition.
     AcceptHead {
-        /// The partition whose stream head is accepted. Example: 01
-        #[arg(long, value_parser = ansinh::input::partition)]
+        /// The partition whose stream head is accepted. Example: 01 (or ledger-keys)
+        #[arg(long, value_parser = ansinh::input::ledger_partition)]
         partition: Partition,
     },
     /// Replace the ledger's checkpoint-signing key; the change is an event signed by the old key.

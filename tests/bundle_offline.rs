@@ -1,10 +1,18 @@
 //! The pure parts of bundles, without a server: the many-proof builder agrees with the
-//! reference proof, balances and CSV rules, and the framing's one encoding.
+//! reference proof, balances and CSV rules, the framing's one encoding, and what pinned
+//! keys a bundle's own key history must hold.
 
 use ansinh::bundle::statement::{balances, render_csv};
-use ansinh::bundle::{BundleError, decode_delimited, encode_delimited};
-use ansinh::merkle::{Hash32, InclusionProof, Prover};
+use ansinh::bundle::{
+    self, BundleError, BundleFiles, CheckpointRef, Manifest, ManifestEvent, Scope, Statement,
+    canonical_json, decode_delimited, encode_delimited,
+};
+use ansinh::chain::{self, Digest, Partition};
+use ansinh::checkpoint::proofs::CheckpointDocument;
+use ansinh::checkpoint::sign::{self, CheckpointBody, KeyPair};
+use ansinh::merkle::{self, Hash32, InclusionProof, Prover};
 use ansinh::proto::{self, Envelope, envelope::Payload};
+use prost::Message;
 use rust_decimal::Decimal;
 
 fn hashes(n: usize) -> Vec<Hash32> {
@@ -220,4 +228,217 @@ fn a_household_whose_assistance_was_settled_and_returned_in_one_month_is_listed_
             "assistance_paid_by_month": {}
         })
     );
+}
+
+/// One event of `partition` after `prev`, as the ledger stores it.
+fn stored(partition: &str, sequence: u64, prev: &Digest, at: i64, payload: Payload) -> Vec<u8> {
+    Envelope {
+        format_version: 1,
+        partition: partition.into(),
+        sequence,
+        prev_hash: prev.0.to_vec().into(),
+        recorded_at_unix_ms: at,
+        subjects: match &payload {
+            Payload::LedgerKeyRotated(r) => vec![format!("ledger-key:{}", r.key_id)],
+            _ => vec![format!("household:{HOUSEHOLD}")],
+        },
+        event_type: ansinh::events::type_name(&payload).into(),
+        payload: Some(payload),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// Stored events chained from the partition's genesis, with their hashes.
+fn chained(partition: &str, payloads: Vec<(i64, Payload)>) -> (Vec<Vec<u8>>, Vec<Hash32>) {
+    let mut prev = chain::genesis(&Partition::new(partition).unwrap());
+    let (mut bytes, mut hashes) = (Vec::new(), Vec::new());
+    for (i, (at, payload)) in payloads.into_iter().enumerate() {
+        let b = stored(partition, i as u64 + 1, &prev, at, payload);
+        prev = chain::event_hash(&b);
+        hashes.push(prev.0);
+        bytes.push(b);
+    }
+    (bytes, hashes)
+}
+
+const HOUSEHOLD: &str = "0100007-000001";
+
+fn as_slices(messages: &[Vec<u8>]) -> Vec<&[u8]> {
+    messages.iter().map(Vec::as_slice).collect()
+}
+
+/// A signed checkpoint document over `hashes`, as the exporter writes it.
+fn signed(
+    key: &KeyPair,
+    partition: &str,
+    hashes: &[Hash32],
+    at: i64,
+) -> (CheckpointDocument, CheckpointBody) {
+    let body = CheckpointBody {
+        partition: Partition::new(partition).unwrap(),
+        tree_size: hashes.len() as u64,
+        root: merkle::root(hashes),
+        head_sequence: hashes.len() as u64,
+        head_hash: *hashes.last().unwrap(),
+        issued_at_unix_ms: at,
+        key_id: key.key_id().into(),
+    };
+    let document = CheckpointDocument::new(
+        &sign::sign_checkpoint(key, &body),
+        &body,
+        &key.public_key(),
+        &[],
+    );
+    (document, body)
+}
+
+/// A whole bundle of household HOUSEHOLD built with the library's own functions: the key
+/// history `key_events`, and a loan paid out to the household that `signer` signs at
+/// `issued_at` (nothing stops the holder of a key from doing that).
+fn bundle_signed_by(
+    key_events: &[Vec<u8>],
+    key_hashes: &[Hash32],
+    signer: &KeyPair,
+    issued_at: i64,
+) -> BundleFiles {
+    let (keys_document, keys_body) = signed(signer, "ledger-keys", key_hashes, issued_at);
+    let (events, hashes) = chained(
+        "01",
+        vec![
+            (
+                issued_at,
+                Payload::LoanApproved(proto::LoanApproved {
+                    loan_number: 1,
+                    household_id: HOUSEHOLD.into(),
+                    amount: "90000000".into(),
+                    ..Default::default()
+                }),
+            ),
+            (
+                issued_at,
+                Payload::LoanTrancheDisbursed(proto::LoanTrancheDisbursed {
+                    loan_number: 1,
+                    amount: "90000000".into(),
+                    effective_on: "2026-02-05".into(),
+                    ..Default::default()
+                }),
+            ),
+        ],
+    );
+    let (document, body) = signed(signer, "01", &hashes, issued_at);
+    let prover = Prover::new("01", &hashes);
+    let proofs: Vec<InclusionProof> = (0..2).map(|i| prover.inclusion(i).unwrap()).collect();
+    let envelopes: Vec<Envelope> = events
+        .iter()
+        .map(|b| Envelope::decode(b.as_slice()).unwrap())
+        .collect();
+    let rows: Vec<(Envelope, String)> = envelopes
+        .iter()
+        .zip(&hashes)
+        .map(|(e, h)| (e.clone(), merkle::encode_hash(h)))
+        .collect();
+    let folded: Vec<(u64, Envelope)> = envelopes.iter().map(|e| (e.sequence, e.clone())).collect();
+    let scope = Scope::Household(HOUSEHOLD.into());
+    let key_ids = key_events
+        .iter()
+        .map(|b| match Envelope::decode(b.as_slice()).unwrap().payload {
+            Some(Payload::LedgerKeyRotated(r)) => r.key_id,
+            _ => unreachable!("only key events"),
+        })
+        .collect();
+    let manifest = Manifest {
+        format: bundle::BUNDLE_FORMAT.into(),
+        scope: scope.clone(),
+        from: None,
+        to: None,
+        checkpoint: CheckpointRef::from(&body),
+        keys_partition: "ledger-keys".into(),
+        keys_checkpoint: CheckpointRef::from(&keys_body),
+        key_ids,
+        signed_by: signer.key_id().into(),
+        events: rows
+            .iter()
+            .map(|(e, h)| ManifestEvent {
+                sequence: e.sequence,
+                event_type: e.event_type.clone(),
+                event_hash: h.clone(),
+            })
+            .collect(),
+        files: bundle::FILES.iter().map(|f| f.to_string()).collect(),
+    };
+    let statement = Statement {
+        format: bundle::STATEMENT_FORMAT.into(),
+        checkpoint: CheckpointRef::from(&body),
+        scope,
+        households: balances(&folded),
+    };
+    BundleFiles {
+        manifest: canonical_json(&manifest),
+        checkpoint: canonical_json(&document),
+        keys_checkpoint: canonical_json(&keys_document),
+        keys: encode_delimited(&as_slices(key_events)),
+        events: encode_delimited(&as_slices(&events)),
+        proofs: canonical_json(&proofs),
+        statement: canonical_json(&statement),
+        csv: render_csv(&rows),
+    }
+}
+
+/// docs/PROOFS.md §7.4: a bundle carries its own key history, so a retired key that
+/// leaked can sign one cut short at itself. Every pinned key must be in the history at
+/// or before the signer, so pinning the latest key refuses it; the first key alone does
+/// not, and says so.
+#[test]
+fn a_key_history_cut_short_at_a_retired_key_fails_against_the_latest_pinned_key() {
+    // Given the ledger's keys K0 -> K1 -> K2 (K1 retired at 300, when K2 was recorded),
+    let k: Vec<KeyPair> = (1..=3u8).map(|s| KeyPair::from_seed(&[s; 32])).collect();
+    let (key_events, key_hashes) = chained(
+        "ledger-keys",
+        vec![
+            (
+                100,
+                Payload::LedgerKeyRotated(sign::key_rotation(&k[0], None)),
+            ),
+            (
+                200,
+                Payload::LedgerKeyRotated(sign::key_rotation(&k[1], Some(&k[0]))),
+            ),
+            (
+                300,
+                Payload::LedgerKeyRotated(sign::key_rotation(&k[2], Some(&k[1]))),
+            ),
+        ],
+    );
+    let id = |i: usize| k[i].key_id().to_string();
+    // a bundle the current key signs passes against the first, the latest, or both,
+    let honest = bundle_signed_by(&key_events, &key_hashes, &k[2], 400);
+    for pinned in [vec![id(0)], vec![id(2)], vec![id(0), id(2)]] {
+        bundle::verify(&honest, &pinned).unwrap();
+    }
+    // when the holder of the retired K1 signs fabricated money under the first two key
+    // events only (public: every bundle holds them), with a time after K1's retirement,
+    let forged = bundle_signed_by(&key_events[..2], &key_hashes[..2], &k[1], 1_000);
+    // then the bundle on its own shows K1 as the last key, which is all it can show,
+    let verified = bundle::verify(&forged, &[]).unwrap();
+    assert_eq!((verified.first_key, verified.latest_key), (id(0), id(1)));
+    // and pinning the latest key refuses it, alone or with the first key;
+    for pinned in [vec![id(2)], vec![id(0), id(2)]] {
+        assert!(
+            matches!(
+                bundle::verify(&forged, &pinned),
+                Err(BundleError::Untrusted { pinned, signer }) if pinned == id(2) && signer == id(1)
+            ),
+            "pinned {pinned:?}"
+        );
+    }
+    // pinning the first key alone proves only descent from it, so it passes.
+    bundle::verify(&forged, &[id(0)]).unwrap();
+    // A backdated signature by K1 under the whole history names a key before K2: refused.
+    let backdated = bundle_signed_by(&key_events, &key_hashes, &k[1], 250);
+    bundle::verify(&backdated, &[]).unwrap();
+    assert!(matches!(
+        bundle::verify(&backdated, &[id(2)]),
+        Err(BundleError::Untrusted { .. })
+    ));
 }

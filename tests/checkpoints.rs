@@ -8,8 +8,8 @@ use ansinh::chain::Partition;
 use ansinh::checkpoint::proofs::{self, CheckError};
 use ansinh::checkpoint::sign::{self, CheckpointBody};
 use ansinh::checkpoint::{
-    Auditor, CheckpointConfig, CheckpointError, CheckpointTask, Checkpointer, KeyRingError,
-    Outcome, Policy, ensure_checkpoint_stream, keys, load_key, rotate_key,
+    Auditor, CheckpointConfig, CheckpointError, CheckpointTask, Checkpointer, Outcome, Policy,
+    ensure_checkpoint_stream, keys, load_key, rotate_key,
 };
 use ansinh::log::{Ledger, LogConfig, StreamError};
 use ansinh::merkle::{self, Hash32};
@@ -469,12 +469,13 @@ async fn forged_checkpoints_are_found_and_nothing_is_signed_over_them() {
         a.cosign(&p01(), 5, "audit-office", &office, 0).await,
         Err(CheckpointError::Fork { .. })
     ));
-    // A fresh checkpointer finds the forgery and signs nothing more for the partition.
+    // A fresh checkpointer passes over the stranger's message (not the ledger's), finds
+    // the forgery the ledger's key signed, and signs nothing more for the partition.
     let mut fresh_checkpointer = checkpointer(&ledger, &config, dir.path()).await;
     append(&ledger, 5, 1).await;
     assert!(matches!(
         fresh_checkpointer.checkpoint(&p01()).await,
-        Err(CheckpointError::KeyRing(KeyRingError::UnknownKey(_)))
+        Err(CheckpointError::Fork { tree_size: 5, .. })
     ));
     // Other partitions are still checkpointed.
     ledger.append(note("02", "other", "fine")).await.unwrap();
@@ -566,6 +567,109 @@ async fn key_rotation_is_an_event_and_both_keys_keep_verifying() {
         .await,
         Err(CheckpointError::KeyNotRegistered { .. })
     ));
+}
+
+/// The key that signs is the key ring's last, not whatever message ends the key
+/// partition: a note there, or a foreign message every reader holds, stops no partition's
+/// checkpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_go_on_whatever_follows_the_last_key_event_in_the_key_partition() {
+    let (log, config) = fresh_checkpointed();
+    let (ledger, dir) = ledger(&log).await;
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    let key_id = c.key_id().to_string();
+    // Given a note after the key event (the ledger appends one to any partition),
+    ledger
+        .append(note(
+            config.keys_partition.as_str(),
+            "ops-1",
+            "key ceremony done",
+        ))
+        .await
+        .unwrap();
+    append(&ledger, 0, 2).await;
+    // when partition 01 is checkpointed, then the ring's current key signs it.
+    assert_eq!(publish_now(&mut c).await.key_id, key_id);
+    // Given a foreign message at the key partition's tail, which readers hold,
+    jetstream::new(client().await)
+        .publish(
+            log.subject(&config.keys_partition),
+            b"not the ledger's".to_vec().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    append(&ledger, 2, 1).await;
+    // then this checkpointer and a fresh one still checkpoint 01.
+    assert_eq!(publish_now(&mut c).await.tree_size, 3);
+    let mut fresh = checkpointer(&ledger, &config, dir.path()).await;
+    append(&ledger, 3, 1).await;
+    assert_eq!(publish_now(&mut fresh).await.tree_size, 4);
+}
+
+/// A checkpoint issued after its key was retired (signed while another process rotated
+/// the key) is invalid for ever, since the stream keeps it: a checkpointer that starts
+/// later reports it and builds past it, fenced on it, instead of refusing the partition
+/// on every attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_signed_by_a_key_retired_meanwhile_does_not_stop_the_partition() {
+    let (log, config) = fresh_checkpointed();
+    let (ledger, dir) = ledger(&log).await;
+    let c = checkpointer(&ledger, &config, dir.path()).await;
+    let old_key = load_key(&dir.path().join(keys::LEDGER_KEY_FILE)).unwrap();
+    let hashes = append(&ledger, 0, 3).await;
+    drop(c);
+    rotate_key(&ledger, &config, dir.path()).await.unwrap();
+    let a = auditor(&log, &config).await;
+    let retired_at = a.key_ring().await.unwrap().keys()[0]
+        .retired_at_unix_ms
+        .unwrap();
+    // Given a checkpoint of 01 that matches the log, signed by the old key 1 ms after
+    // its retirement: what a checkpointer that read the key before the rotation was
+    // stored publishes,
+    let late = CheckpointBody {
+        partition: p01(),
+        tree_size: 3,
+        root: merkle::root(&hashes),
+        head_sequence: 3,
+        head_hash: hashes[2],
+        issued_at_unix_ms: retired_at + 1,
+        key_id: old_key.key_id().into(),
+    };
+    let late_at = jetstream::new(client().await)
+        .publish(
+            config.checkpoint_subject(&p01()),
+            sign::sign_checkpoint(&old_key, &late)
+                .encode_to_vec()
+                .into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    // when a checkpointer starts with the new key and the partition grows,
+    let mut fresh = checkpointer(&ledger, &config, dir.path()).await;
+    append(&ledger, 3, 1).await;
+    let published = match fresh.checkpoint(&p01()).await.expect("checkpoint") {
+        Outcome::Published(p) => p,
+        other => panic!("nothing published: {other:?}"),
+    };
+    // then it publishes after the late checkpoint, and verify still reports that one.
+    assert_eq!(published.body.tree_size, 4);
+    assert!(published.stream_sequence > late_at);
+    assert!(matches!(
+        fresh.checkpoint(&p01()).await,
+        Ok(Outcome::Unchanged { tree_size: 4 })
+    ));
+    let audit = a.verify(Some(&p01())).await.unwrap();
+    assert_eq!(audit.problems.len(), 1, "{:?}", audit.problems);
+    assert!(
+        audit.problems[0].problem.contains("retired"),
+        "{:?}",
+        audit.problems
+    );
 }
 
 /// The binary end to end on its embedded server, and check-proof with no server at all.

@@ -1150,7 +1150,7 @@ async fn an_operators_exclusion_of_a_foreign_message_lets_appends_resume() {
     assert!(out.contains("sequence 4"), "{out}");
     let (ok, out) = run(&["--json", "audit", "verify"]);
     assert!(ok, "{out}");
-    // The chain's verdict (the checkpoints' follows it).
+    // One verdict: the chain's, with the checkpoints'.
     let verdict: serde_json::Value =
         serde_json::from_str(out.lines().next().expect("some output")).unwrap();
     assert_eq!(
@@ -1190,6 +1190,126 @@ async fn an_operators_exclusion_of_a_foreign_message_lets_appends_resume() {
     assert!(ok, "{out}");
     let (ok, out) = run(&["audit", "verify-bundle", bundle.to_str().unwrap()]);
     assert!(ok, "{out}");
+}
+
+/// `--json audit verify` prints one document whose `ok` is the exit code's verdict: a
+/// checkpoint no ledger key signed makes it false, though the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_verdict_of_verify_is_false_when_a_checkpoint_is_forged() {
+    use ansinh::checkpoint::sign::{self, CheckpointBody, KeyPair};
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let run = as_ledger(&data);
+    let (ok, out) = run(&["note", "--partition", "01", "--text", "checkpointed"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["audit", "checkpoint"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["--json", "audit", "verify"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let verdict = last_json(&out);
+    assert_eq!(
+        (&verdict["ok"], &verdict["checkpoints_ok"]),
+        (&true.into(), &true.into()),
+        "{verdict}"
+    );
+
+    // Given a checkpoint of 01 signed by a key that was never the ledger's,
+    let (mut serve, url) = serve_embedded(&data, &LEDGER_PASSWORD_ENV).await;
+    let stranger = KeyPair::from_seed(&[9; 32]);
+    let body = CheckpointBody {
+        partition: ansinh::chain::Partition::new("01").unwrap(),
+        tree_size: 1,
+        root: [1; 32],
+        head_sequence: 1,
+        head_hash: [1; 32],
+        issued_at_unix_ms: 0,
+        key_id: stranger.key_id().into(),
+    };
+    async_nats::jetstream::new(forger(&url).await)
+        .publish(
+            "ansinh.v1.checkpoints.01",
+            sign::sign_checkpoint(&stranger, &body)
+                .encode_to_vec()
+                .into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // SAFETY: plain kill(2) on the child we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) }, 0);
+    assert!(serve.wait().unwrap().success());
+
+    // when verify runs with --json, then its one document says what its exit code does.
+    let (ok, out) = run(&["--json", "audit", "verify"]);
+    assert!(!ok, "{out}");
+    let first: serde_json::Value =
+        serde_json::from_str(out.lines().next().expect("some output")).unwrap();
+    assert_eq!(first["ok"], false, "{first}");
+    assert_eq!(first["checkpoints_ok"], false, "{first}");
+    assert_eq!(first["partitions"]["01"]["events"], 1, "{first}");
+    assert!(
+        first["checkpoints"]["problems"][0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("never a ledger key"),
+        "{first}"
+    );
+}
+
+/// The key partition is a partition of the log like a province's: the commands that
+/// repair, verify or checkpoint a chain take its name.
+#[test]
+fn the_repair_and_audit_commands_take_the_key_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let (ok, out) = ansinh(&data, &["note", "--partition", "01", "--text", "first"]);
+    assert!(ok, "{out}");
+    let (ok, out) = ansinh(&data, &["audit", "checkpoint"]);
+    assert!(ok, "{out}");
+    let (ok, out) = ansinh(&data, &["audit", "verify", "--partition", "ledger-keys"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("OK partition ledger-keys: 1 events"), "{out}");
+    let (ok, out) = ansinh(
+        &data,
+        &["audit", "checkpoint", "--partition", "ledger-keys"],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = ansinh(
+        &data,
+        &["admin", "accept-head", "--partition", "ledger-keys"],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("partition ledger-keys: the stream's head is accepted"),
+        "{out}"
+    );
+    // The ledger, not the argument parser, answers an exclusion of another subject's
+    // message (the note on 01, at stream sequence 1).
+    let (ok, out) = ansinh(
+        &data,
+        &[
+            "admin",
+            "exclude-message",
+            "--partition",
+            "ledger-keys",
+            "--stream-sequence",
+            "1",
+            "--reason",
+            "wrong one",
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("not on partition ledger-keys's subject"),
+        "{out}"
+    );
+    // Other names are still refused by the parser, with the forms it takes.
+    let (ok, out) = ansinh(&data, &["admin", "accept-head", "--partition", "ledger"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("or ledger-keys"), "{out}");
 }
 
 /// `ansinh serve` on the embedded server of `data`, with `env` for it, once it listens:

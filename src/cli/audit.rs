@@ -23,7 +23,7 @@ pub async fn verify_ledger(
     json: bool,
 ) -> Result<ExitCode, BoxError> {
     let mut stream = runtime.ledger.stream().clone();
-    let code = verify(
+    let chain = verify_chain(
         &mut stream,
         runtime.ledger.config(),
         checkpoints,
@@ -32,18 +32,16 @@ pub async fn verify_ledger(
         Some(runtime.ledger.store()),
     )
     .await?;
-    if code != ExitCode::SUCCESS {
-        return Ok(code);
-    }
-    let ok = checkpoint::cli::verify(
+    then_checkpoints(
+        chain,
         runtime.client.clone(),
         runtime.ledger.config(),
         checkpoints,
-        partition.as_ref().map(|p| p.as_str()),
+        partition,
         list_checkpoints,
         json,
-    );
-    Ok(exit_code(ok.await?))
+    )
+    .await
 }
 
 /// `ansinh audit verify --read-only`: the chain and the checkpoints, read from the
@@ -62,7 +60,7 @@ pub async fn verify_read_only(
     let client = ansinh::app::connect(url, &connection.auth).await?;
     let js = async_nats::jetstream::new(client.clone());
     let mut stream = ansinh::log::stream::open_existing(&js, &connection.log).await?;
-    let code = verify(
+    let chain = verify_chain(
         &mut stream,
         &connection.log,
         checkpoints,
@@ -71,23 +69,63 @@ pub async fn verify_read_only(
         None,
     )
     .await?;
-    if code != ExitCode::SUCCESS {
-        return Ok(code);
-    }
-    let ok = checkpoint::cli::verify(
+    then_checkpoints(
+        chain,
         client,
         &connection.log,
         checkpoints,
-        partition.as_ref().map(|p| p.as_str()),
+        partition,
         list_checkpoints,
         json,
     )
-    .await?;
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    .await
+}
+
+/// The checkpoint part of `audit verify`, after the chain's verdict `chain`. With
+/// `--json` the two are one document whose `ok` is the exit code's verdict: a reader of
+/// `.ok` must not see the chain's success when a checkpoint is forged or the checkpoint
+/// audit could not run.
+async fn then_checkpoints(
+    chain: (ExitCode, Option<serde_json::Value>),
+    client: async_nats::Client,
+    log: &LogConfig,
+    checkpoints: &checkpoint::CheckpointConfig,
+    partition: Option<Partition>,
+    list_checkpoints: bool,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    let (code, document) = chain;
+    if code != ExitCode::SUCCESS {
+        if let Some(d) = document {
+            println!("{d}");
+        }
+        return Ok(code);
+    }
+    if !json {
+        // For people: the chain's lines are printed, the checkpoints' follow.
+        let audit = checkpoint::cli::audit(client, log, checkpoints, partition.as_ref()).await?;
+        checkpoint::cli::print_audit(&audit, list_checkpoints);
+        return Ok(exit_code(audit.ok()));
+    }
+    let Some(serde_json::Value::Object(mut document)) = document else {
+        unreachable!("a chain that verifies hands back its JSON verdict");
+    };
+    let audit = checkpoint::cli::audit(client, log, checkpoints, partition.as_ref()).await;
+    let ok = match audit {
+        Ok(audit) => {
+            document.insert("checkpoints_ok".into(), audit.ok().into());
+            document.insert("checkpoints".into(), serde_json::to_value(&audit)?);
+            audit.ok()
+        }
+        Err(e) => {
+            document.insert("checkpoints_ok".into(), false.into());
+            document.insert("checkpoints_error".into(), e.to_string().into());
+            false
+        }
+    };
+    document.insert("ok".into(), ok.into());
+    println!("{}", serde_json::Value::Object(document));
+    Ok(exit_code(ok))
 }
 
 /// Verifies the log (or one partition) and prints the verdict. With the ledger's own
@@ -101,6 +139,24 @@ pub async fn verify(
     json: bool,
     quarantine: Option<&ansinh::log::LedgerStore>,
 ) -> Result<ExitCode, BoxError> {
+    let (code, document) =
+        verify_chain(stream, config, checkpoints, partition, json, quarantine).await?;
+    if let Some(d) = document {
+        println!("{d}");
+    }
+    Ok(code)
+}
+
+/// `verify`, except that with `json` the verdict's document is handed back, not printed,
+/// for `then_checkpoints` to complete (a partition not found is printed here).
+async fn verify_chain(
+    stream: &mut async_nats::jetstream::stream::Stream,
+    config: &LogConfig,
+    checkpoints: &checkpoint::CheckpointConfig,
+    partition: Option<Partition>,
+    json: bool,
+    quarantine: Option<&ansinh::log::LedgerStore>,
+) -> Result<(ExitCode, Option<serde_json::Value>), BoxError> {
     let only = partition;
     let bar = progress_bar(stream, "verifying", json).await?;
     let result = ansinh::verify::verify(
@@ -120,7 +176,7 @@ pub async fn verify(
         {
             // An auditor's typo must not read as a clean audit of nothing.
             let p = only.as_ref().expect("checked above");
-            Ok(crate::cli::not_found(json, "partition", p.as_str()))
+            Ok((crate::cli::not_found(json, "partition", p.as_str()), None))
         }
         Ok(report) => {
             // A report lists an exclusion only once verify checked that a ledger key in
@@ -159,10 +215,8 @@ pub async fn verify(
                     .iter()
                     .map(|m| serde_json::json!({"stream_sequence": m.stream_sequence, "subject": m.subject}))
                     .collect();
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": true, "events": report.events, "partitions": parts, "exclusions": exclusions, "stray_messages": report.stray_messages, "stray": stray})
-                );
+                let document = serde_json::json!({"ok": true, "events": report.events, "partitions": parts, "exclusions": exclusions, "stray_messages": report.stray_messages, "stray": stray});
+                return Ok((ExitCode::SUCCESS, Some(document)));
             } else {
                 for (p, r) in &report.partitions {
                     println!("OK partition {p}: {} events, head {}", r.events, r.head);
@@ -190,7 +244,7 @@ pub async fn verify(
                 }
                 println!("OK {} events verified", report.events);
             }
-            Ok(ExitCode::SUCCESS)
+            Ok((ExitCode::SUCCESS, None))
         }
         Err(e) => {
             let stopped = match quarantine {
@@ -198,10 +252,8 @@ pub async fn verify(
                 None => None,
             };
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": false, "error": e.to_string(), "appends_stopped": stopped})
-                );
+                let document = serde_json::json!({"ok": false, "error": e.to_string(), "appends_stopped": stopped});
+                return Ok((ExitCode::from(1), Some(document)));
             } else {
                 println!("FAILED: {e}");
                 if let Some(p) = stopped {
@@ -210,7 +262,7 @@ pub async fn verify(
                     );
                 }
             }
-            Ok(ExitCode::from(1))
+            Ok((ExitCode::from(1), None))
         }
     }
 }

@@ -68,6 +68,7 @@ pub const IDEMPOTENCY_KEY_CHARS_MAX: usize = 64;
 pub enum Kind {
     Commune,
     Partition,
+    LedgerPartition,
     Household,
     LoanRef,
     CitizenId,
@@ -102,7 +103,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Commune => "commune",
-            Kind::Partition => "partition",
+            Kind::Partition | Kind::LedgerPartition => "partition",
             Kind::Household => "household",
             Kind::LoanRef => "loan reference",
             Kind::CitizenId => "citizen id",
@@ -138,6 +139,7 @@ impl Kind {
         match self {
             Kind::Commune => "7 digits: 2 of the province, 5 of the commune (0100007)",
             Kind::Partition => "a 2-digit province code (01)",
+            Kind::LedgerPartition => "a 2-digit province code (01), or ledger-keys",
             Kind::Household => "a commune code, a dash and 6 digits (0100007-000123)",
             Kind::LoanRef => "the province, -L and the loan's number (01-L7)",
             Kind::CitizenId => "the 12 digits of a citizen identity card (001190000002)",
@@ -226,6 +228,16 @@ pub fn commune(s: &str) -> Result<CommuneCode, InputError> {
 pub fn partition(s: &str) -> Result<Partition, InputError> {
     let code = ProvinceCode::parse(s).map_err(|_| InputError::new(Kind::Partition, shown(s)))?;
     Partition::new(code.as_str()).map_err(|e| InputError::new(Kind::Partition, e))
+}
+
+/// Any partition of the ledger's log: a province, or the ledger's key partition
+/// (`checkpoint::stream::KEYS_PARTITION`). For the commands that repair, checkpoint, prove
+/// or verify a chain, which the key partition is as much as a province's.
+pub fn ledger_partition(s: &str) -> Result<Partition, InputError> {
+    if s == crate::checkpoint::stream::KEYS_PARTITION {
+        return Partition::new(s).map_err(|e| InputError::new(Kind::LedgerPartition, e));
+    }
+    partition(s).map_err(|_| InputError::new(Kind::LedgerPartition, shown(s)))
 }
 
 /// Several partitions, comma-separated (`01,79`); each once.
@@ -632,6 +644,17 @@ mod tests {
         assert!(e.to_string().contains("7 digits"), "{e}");
         assert_eq!(partition("1").unwrap_err().kind, Kind::Partition);
         assert_eq!(partition("01").unwrap().as_str(), "01");
+        // The key partition is a partition of the log, not a province.
+        assert_eq!(partition("ledger-keys").unwrap_err().kind, Kind::Partition);
+        assert_eq!(
+            ledger_partition("ledger-keys").unwrap().as_str(),
+            "ledger-keys"
+        );
+        assert_eq!(ledger_partition("01").unwrap().as_str(), "01");
+        assert_eq!(
+            ledger_partition("ledger").unwrap_err().kind,
+            Kind::LedgerPartition
+        );
         assert!(partitions("01,01").is_err());
         assert_eq!(loan_ref("01-L7").unwrap().to_string(), "01-L7");
         for bad in ["01-L07", "01-L", "01-L-1", "1-L7", "01-L0", "01L7"] {

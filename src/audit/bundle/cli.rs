@@ -92,8 +92,8 @@ pub fn verify_bundle(dir: &Path, trusted: &[String], json: bool) -> Result<bool,
             }
             if trusted.is_empty() {
                 println!(
-                    "NOTE the key history starts at key {}: compare it with the ledger's published key, or pass --trust KEY_ID",
-                    v.first_key
+                    "NOTE signed by key {}; the bundle's key history ends at key {}: compare that with the latest ledger key you know, or pass it as --trust KEY_ID (the first key {} alone only shows the signer descends from it, and a retired key can sign a history cut short at itself)",
+                    v.signed_by, v.latest_key, v.first_key
                 );
             }
         }

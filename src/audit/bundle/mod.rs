@@ -126,9 +126,15 @@ pub enum BundleError {
     /// The manifest does not describe the bundle's contents.
     #[error("manifest.json: {0}")]
     Manifest(String),
-    /// No key the caller trusts (`--trust`) starts the signing key's history.
-    #[error("signed under the key history starting at {first}, which no --trust key pins")]
-    Untrusted { first: String },
+    /// A key the caller pins (`--trust`) is not in the bundle's key history at or before
+    /// the key that signed: the history may be cut short (a retired key signing with
+    /// the rotations after it left out), or the bundle was signed before that key was
+    /// the ledger's. Ask for a bundle under a checkpoint signed by the pinned key or a
+    /// later one.
+    #[error(
+        "pinned key {pinned} is not in the bundle's key history at or before the signing key {signer}"
+    )]
+    Untrusted { pinned: String, signer: String },
 }
 
 /// The bytes of a bundle's files.
@@ -307,8 +313,11 @@ pub struct Verified {
     pub events: usize,
     pub checkpoint: CheckpointRef,
     pub signed_by: String,
-    /// The first key of the ledger's history (pin it out of band, or pass --trust).
+    /// The first key of the bundle's key history.
     pub first_key: String,
+    /// The last key of the bundle's key history: compare it with the ledger's latest
+    /// published key, or pin that with --trust.
+    pub latest_key: String,
     pub cosigners: Vec<String>,
     pub households: usize,
 }
@@ -493,8 +502,9 @@ fn parse_date(
 /// Checks a bundle completely, with no server, clock or file system: the signed
 /// checkpoints, the key history, every event's bytes → hash → inclusion proof →
 /// signed root, the scope, the statement's balances recomputed from the events, the
-/// CSV and the manifest. `trusted`: key ids the caller pins; one of them must be in the
-/// signing key's history (empty: report the first key id for the caller to compare).
+/// CSV and the manifest. `trusted`: key ids the caller pins; each must be in the key
+/// history at or before the signing key (empty: the caller compares `latest_key` with
+/// the ledger's published latest key itself).
 pub fn verify(files: &BundleFiles, trusted: &[String]) -> Result<Verified, BundleError> {
     let manifest: Manifest = parse_canonical(MANIFEST_FILE, &files.manifest)?;
     if manifest.format != BUNDLE_FORMAT {
@@ -518,22 +528,26 @@ pub fn verify(files: &BundleFiles, trusted: &[String]) -> Result<Verified, Bundl
         &keys_body,
         &keys_document.public_key,
     )?;
-    let first_key = ring
-        .keys()
-        .first()
-        .map(|k| k.key_id.clone())
-        .unwrap_or_default();
+    let key_id_at = |k: Option<&crate::checkpoint::keys::KeyRecord>| {
+        k.map(|k| k.key_id.clone()).unwrap_or_default()
+    };
+    let (first_key, latest_key) = (key_id_at(ring.keys().first()), key_id_at(ring.current()));
 
     // 2. The checkpoint of the events' partition, signed by a key of that history.
     let (_, body, cosigners) = check_checkpoint(CHECKPOINT_FILE, &files.checkpoint, Some(&ring))?;
-    if !trusted.is_empty() {
-        let signer = ring.get(&body.key_id).map_or(0, |k| k.sequence);
-        let pinned = ring
-            .keys()
-            .iter()
-            .any(|k| k.sequence <= signer && trusted.contains(&k.key_id));
-        if !pinned {
-            return Err(BundleError::Untrusted { first: first_key });
+    // Every pinned key, not just one of them: the bundle alone cannot show that its key
+    // history is whole, since a retired key that leaked can sign a history that stops
+    // at itself (and backdate what it signs). Such a history lacks every later key, so
+    // a pinned key that must sit at or before the signer admits only checkpoints signed
+    // by that key or a later one; pinning the latest key the auditor knows shuts out
+    // every retired key.
+    let signer = ring.get(&body.key_id).map_or(0, |k| k.sequence);
+    for pinned in trusted {
+        if ring.get(pinned).is_none_or(|k| k.sequence > signer) {
+            return Err(BundleError::Untrusted {
+                pinned: pinned.clone(),
+                signer: body.key_id.clone(),
+            });
         }
     }
 
@@ -691,6 +705,7 @@ pub fn verify(files: &BundleFiles, trusted: &[String]) -> Result<Verified, Bundl
         checkpoint,
         signed_by: body.key_id,
         first_key,
+        latest_key,
         cosigners,
         households: recomputed.len(),
     })

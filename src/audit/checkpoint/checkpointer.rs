@@ -13,8 +13,8 @@ use futures::StreamExt;
 use prost::Message;
 use tokio::sync::{Notify, oneshot};
 
-use super::keys::{self, LEDGER_KEY_FILE, NEXT_LEDGER_KEY_FILE};
-use super::read::{self, ChainPosition, Next};
+use super::keys::{self, KeyRing, LEDGER_KEY_FILE, NEXT_LEDGER_KEY_FILE};
+use super::read::{self, ChainPosition, KeyRingAt, Next, StoredCheckpoint};
 use super::sign::{self, CheckpointBody, KeyPair};
 use super::stream::{CheckpointConfig, ensure_checkpoint_stream};
 use super::{CheckpointError, HEADER_TREE_SIZE, now_unix_ms};
@@ -68,9 +68,13 @@ pub type PartitionOutcome = (Partition, Result<Outcome, CheckpointError>);
 struct Tree {
     frontier: Frontier,
     position: ChainPosition,
-    /// The partition's latest checkpoint, once the frontier has passed its size (and
-    /// its root matched).
+    /// The partition's latest valid checkpoint, once the frontier has passed its size
+    /// (and its root matched).
     last: Option<Published>,
+    /// The stream sequence of the last message on the partition's checkpoint subject,
+    /// which the next checkpoint is fenced on: `last`'s, unless an invalid message was
+    /// stored after it.
+    fence: u64,
 }
 
 /// Publishes checkpoints signed with the ledger key of one data directory.
@@ -82,6 +86,8 @@ pub struct Checkpointer {
     /// Where the signing key lives; read again when another process rotated it.
     home: KeyHome,
     key: KeyPair,
+    /// The key ring as far as read; None until first needed, and after a failed read.
+    keys: Option<KeyRingAt>,
     trees: HashMap<Partition, Tree>,
 }
 
@@ -142,6 +148,7 @@ impl Checkpointer {
             config,
             home,
             key,
+            keys: None,
             trees: HashMap::new(),
         })
     }
@@ -205,31 +212,45 @@ impl Checkpointer {
         if size == 0 {
             return Ok(Outcome::Empty);
         }
-        let previous = tree
-            .last
-            .as_ref()
-            .map(|p| (p.body.tree_size, p.stream_sequence));
-        if let Some((tree_size, _)) = previous {
+        if let Some(tree_size) = tree.last.as_ref().map(|p| p.body.tree_size) {
             if tree_size == size {
                 return Ok(Outcome::Unchanged { tree_size });
             }
         }
+        // The time is read before the key, and the key again after signing: a rotation
+        // retires the key at the time its event was recorded, so one stored before the
+        // second read makes this process refuse rather than publish a checkpoint issued
+        // after its key's retirement, which would be invalid for ever. What is left is a
+        // rotation recorded before this time but stored after the second read (its
+        // commit latency, plus clock skew between hosts); `catch_up` builds past such a
+        // checkpoint and `audit verify` reports it.
+        let issued_at_unix_ms = now_unix_ms();
         self.ensure_current_key().await?;
         let tree = self.trees.get(partition).expect("caught up");
+        let fence = tree.fence;
         let body = CheckpointBody {
             partition: partition.clone(),
             tree_size: size,
             root: tree.frontier.root(),
             head_sequence: tree.position.head.sequence,
             head_hash: tree.position.head.hash.0,
-            issued_at_unix_ms: now_unix_ms(),
+            issued_at_unix_ms,
             key_id: self.key.key_id().to_string(),
         };
         assert_eq!(body.head_sequence, body.tree_size, "one leaf per event");
         let signed = sign::sign_checkpoint(&self.key, &body);
-        let stream_sequence = self
-            .publish(partition, &signed, size, previous.map_or(0, |p| p.1))
-            .await?;
+        let current = self.current_key_id().await?;
+        if current.as_deref() != Some(self.key.key_id()) {
+            return Err(CheckpointError::Raced {
+                partition: partition.to_string(),
+                reason: format!(
+                    "the ledger key was rotated from {} to {} while the checkpoint was signed",
+                    self.key.key_id(),
+                    current.unwrap_or_else(|| "(none)".into())
+                ),
+            });
+        }
+        let stream_sequence = self.publish(partition, &signed, size, fence).await?;
         crate::telemetry::checkpoint_seen(partition.as_str(), body.issued_at_unix_ms);
         tracing::info!(partition = %partition, tree_size = size, "checkpoint signed");
         let published = Published {
@@ -237,32 +258,47 @@ impl Checkpointer {
             signed,
             stream_sequence,
         };
-        self.trees.get_mut(partition).expect("caught up").last = Some(published.clone());
+        let tree = self.trees.get_mut(partition).expect("caught up");
+        tree.last = Some(published.clone());
+        tree.fence = stream_sequence;
         Ok(Outcome::Published(Box::new(published)))
     }
 
     /// Reads the events added since the last call into the partition's frontier. On
-    /// first use it also loads the partition's latest checkpoint and checks, when the
-    /// frontier passes its size, that its root and head still match the log.
+    /// first use it also loads the partition's latest valid checkpoint and checks, when
+    /// the frontier passes its size, that its root and head still match the log.
     async fn catch_up(&mut self, partition: &Partition) -> Result<(), CheckpointError> {
         if !self.trees.contains_key(partition) {
             let subject = self.config.checkpoint_subject(partition);
-            let latest = reader::last_on_subject(&self.checkpoints, &subject)
+            let last = reader::last_on_subject(&self.checkpoints, &subject)
                 .await
-                .map_err(nats)?
-                .map(|m| read::decode_checkpoint(&m))
-                .transpose()?;
-            // Paired check: what we build on must be the ledger's own signature, not a
-            // message someone else put on the checkpoint stream.
-            let latest = match latest {
-                Some(stored) => {
+                .map_err(nats)?;
+            let fence = last.as_ref().map_or(0, |m| m.stream_sequence);
+            let latest = match last {
+                Some(message) => {
                     let ring = read::read_key_ring(
                         self.ledger.stream(),
                         self.ledger.config(),
                         &self.config,
                     )
                     .await?;
-                    Some(super::audit::check_signature(&ring, stored)?.stored)
+                    // Paired check: what we build on must be the ledger's own signature,
+                    // not a message someone else put on the checkpoint stream.
+                    match valid_checkpoint(&ring, partition, read::decode_checkpoint(&message)) {
+                        Ok(stored) => Some(stored),
+                        // The stream denies delete, so refusing here would stop the
+                        // partition for good: build on the latest valid checkpoint
+                        // instead, fenced on this message. `audit verify` lists it.
+                        Err(e) => {
+                            tracing::warn!(
+                                partition = %partition,
+                                stream_sequence = fence,
+                                error = %e,
+                                "the latest checkpoint message is not valid; building on the latest valid one"
+                            );
+                            self.latest_valid(partition, &ring).await?
+                        }
+                    }
                 }
                 None => None,
             };
@@ -270,6 +306,7 @@ impl Checkpointer {
                 frontier: Frontier::new(),
                 position: ChainPosition::genesis(partition.clone()),
                 last: None,
+                fence,
             };
             self.trees.insert(partition.clone(), tree);
             if let Some(s) = &latest {
@@ -283,6 +320,20 @@ impl Checkpointer {
             return self.read_into(partition, pending).await;
         }
         self.read_into(partition, None).await
+    }
+
+    /// The partition's last stored checkpoint signed by a ledger key valid when it was
+    /// issued (every message of the subject read: only after the last one was invalid).
+    async fn latest_valid(
+        &self,
+        partition: &Partition,
+        ring: &KeyRing,
+    ) -> Result<Option<StoredCheckpoint>, CheckpointError> {
+        let stored = read::read_checkpoints(&self.checkpoints, &self.config, partition).await?;
+        Ok(stored
+            .into_iter()
+            .rev()
+            .find_map(|s| valid_checkpoint(ring, partition, s).ok()))
     }
 
     async fn read_into(
@@ -323,12 +374,23 @@ impl Checkpointer {
         Ok(())
     }
 
-    /// Before signing: if the key partition names another key (a rotation by another
+    /// The ledger's current key id: the ring's last key, read on from where the last
+    /// call stopped.
+    async fn current_key_id(&mut self) -> Result<Option<String>, CheckpointError> {
+        let at = self
+            .keys
+            .take()
+            .unwrap_or_else(|| KeyRingAt::genesis(self.config.keys_partition.clone()));
+        let at = read::extend_key_ring(self.ledger.stream(), self.ledger.config(), at).await?;
+        let current = at.ring.current().map(|k| k.key_id.clone());
+        self.keys = Some(at);
+        Ok(current)
+    }
+
+    /// Before signing: if the key ring names another key (a rotation by another
     /// process), reload the key file; refuse if it is still not the current key.
     async fn ensure_current_key(&mut self) -> Result<(), CheckpointError> {
-        let current =
-            read::current_key_id(self.ledger.stream(), self.ledger.config(), &self.config).await?;
-        match current {
+        match self.current_key_id().await? {
             Some(id) if id == self.key.key_id() => Ok(()),
             Some(id) => {
                 self.key = self.home.load().await?;
@@ -391,6 +453,23 @@ impl Checkpointer {
         }
         Ok(ack.sequence)
     }
+}
+
+/// `stored`, if it is a checkpoint of `partition` signed by a ledger key valid when it
+/// was issued.
+fn valid_checkpoint(
+    ring: &KeyRing,
+    partition: &Partition,
+    stored: Result<StoredCheckpoint, CheckpointError>,
+) -> Result<StoredCheckpoint, CheckpointError> {
+    let stored = super::audit::check_signature(ring, stored?)?.stored;
+    if stored.body.partition != *partition {
+        return Err(CheckpointError::Undecodable {
+            stream_sequence: stored.stream_sequence,
+            reason: format!("a checkpoint of partition {}", stored.body.partition),
+        });
+    }
+    Ok(stored)
 }
 
 /// Where the ledger's checkpoint-signing key lives.

@@ -225,49 +225,34 @@ fn report_check(
     Ok(())
 }
 
-/// The checkpoint part of `ansinh audit verify`: list checkpoints per partition with
-/// their cosigners; false if any checkpoint or cosignature is invalid or disagrees with
-/// the log.
-pub async fn verify(
+/// The checkpoint part of `ansinh audit verify`: every checkpoint and cosignature of
+/// the log (or of `partition`) checked against it. Printing is the caller's: with
+/// `--json` it is one document with the chain's verdict.
+pub async fn audit(
     client: async_nats::Client,
     log: &crate::log::LogConfig,
     config: &CheckpointConfig,
-    partition: Option<&str>,
-    every_checkpoint: bool,
-    json: bool,
-) -> Result<bool, BoxError> {
-    let only = partition.map(Partition::new).transpose()?;
+    partition: Option<&Partition>,
+) -> Result<CheckpointAudit, BoxError> {
     // A cluster electing a stream's leader answers "no responders" for a moment; the
     // audit reads again rather than failing (nothing is printed before it completes).
     let audit = crate::log::reader::retrying_transient(
         || async {
             Auditor::open(client.clone(), log.clone(), config.clone())
                 .await?
-                .verify(only.as_ref())
+                .verify(partition)
                 .await
         },
         |e: &super::CheckpointError| crate::log::reader::no_responders(e),
     )
     .await?;
-    print_audit(&audit, every_checkpoint, json)?;
-    Ok(audit.ok())
+    Ok(audit)
 }
 
 /// For people: one line per partition (how many checkpoints, the latest's size and
 /// cosigners), or with `every_checkpoint` one line per checkpoint: a year of a large
 /// province has hundreds.
-fn print_audit(
-    audit: &CheckpointAudit,
-    every_checkpoint: bool,
-    json: bool,
-) -> Result<(), BoxError> {
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"checkpoints_ok": audit.ok(), "checkpoints": audit})
-        );
-        return Ok(());
-    }
+pub fn print_audit(audit: &CheckpointAudit, every_checkpoint: bool) {
     for (partition, checkpoints) in &audit.partitions {
         if !every_checkpoint {
             let Some(latest) = checkpoints.iter().max_by_key(|c| c.tree_size) else {
@@ -322,7 +307,6 @@ fn print_audit(
     if audit.ok() {
         println!("OK {count} checkpoints match the log");
     }
-    Ok(())
 }
 
 /// Who cosigned a checkpoint, for people. The count is of distinct keys: a checkpoint

@@ -13,8 +13,8 @@
 //! **Boundary:** the only code that publishes to the checkpoint stream. It appends to
 //! the event log only `LedgerKeyRotated` events, through `log::Ledger`.
 //! **Invariant:** a checkpoint is published only after the checkpointer recomputed the
-//! root from the log and found the previous checkpoint of the partition still matching
-//! it (paired check: verify, cosign and prove recompute again).
+//! root from the log and found the partition's latest valid checkpoint still matching it
+//! (paired check: verify, cosign and prove recompute again).
 
 pub mod audit;
 pub mod checkpointer;

@@ -116,45 +116,48 @@ pub async fn read_key_ring_in(
     log: &LogConfig,
     keys_partition: &Partition,
 ) -> Result<KeyRing, CheckpointError> {
-    let mut ring = KeyRing::default();
-    read_chain(
-        events,
-        log,
-        ChainPosition::genesis(keys_partition.clone()),
-        |head, _, envelope| {
-            // Other payloads in the key partition are not keys; they are ignored.
-            if let Some(Payload::LedgerKeyRotated(r)) = &envelope.payload {
-                ring.apply(r, head.sequence, envelope.recorded_at_unix_ms)?;
-            }
-            Ok(Next::Continue)
-        },
+    Ok(
+        extend_key_ring(events, log, KeyRingAt::genesis(keys_partition.clone()))
+            .await?
+            .ring,
     )
-    .await?;
-    Ok(ring)
 }
 
-/// The key id of the last key event in the key partition, if any (cheap: one message).
-pub async fn current_key_id(
+/// A key ring and the position in the key partition it was read to: a reader that asks
+/// for the current key often keeps one and reads only the key events added since.
+#[derive(Clone, Debug)]
+pub struct KeyRingAt {
+    pub ring: KeyRing,
+    pub position: ChainPosition,
+}
+
+impl KeyRingAt {
+    pub fn genesis(keys_partition: Partition) -> Self {
+        Self {
+            ring: KeyRing::default(),
+            position: ChainPosition::genesis(keys_partition),
+        }
+    }
+}
+
+/// `at` with the key events stored after it folded in (their chain checked too). The
+/// current key is the ring's last, that is the last *key event* of the chain: a note at
+/// the partition's tail, or a foreign message held there, does not hide it.
+pub async fn extend_key_ring(
     events: &Stream,
     log: &LogConfig,
-    config: &CheckpointConfig,
-) -> Result<Option<String>, CheckpointError> {
-    let subject = log.subject(&config.keys_partition);
-    let Some(last) = reader::last_on_subject(events, &subject)
-        .await
-        .map_err(nats)?
-    else {
-        return Ok(None);
-    };
-    let envelope =
-        Envelope::decode(last.payload.as_ref()).map_err(|e| CheckpointError::Undecodable {
-            stream_sequence: last.stream_sequence,
-            reason: e.to_string(),
-        })?;
-    Ok(match envelope.payload {
-        Some(Payload::LedgerKeyRotated(r)) => Some(r.key_id),
-        _ => None,
+    at: KeyRingAt,
+) -> Result<KeyRingAt, CheckpointError> {
+    let KeyRingAt { mut ring, position } = at;
+    let position = read_chain(events, log, position, |head, _, envelope| {
+        // Other payloads in the key partition are not keys; they are ignored.
+        if let Some(Payload::LedgerKeyRotated(r)) = &envelope.payload {
+            ring.apply(r, head.sequence, envelope.recorded_at_unix_ms)?;
+        }
+        Ok(Next::Continue)
     })
+    .await?;
+    Ok(KeyRingAt { ring, position })
 }
 
 /// A checkpoint as stored. `body` is decoded but its signature is not yet checked.

@@ -14,6 +14,10 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// few hundred bytes.
 pub const CHECKPOINT_MESSAGE_BYTES_MAX: i32 = 8 * 1024;
 
+/// The event-log partition of the ledger's keys (`CheckpointConfig::keys_partition`'s
+/// default, and the one name besides a province code the CLI accepts as a partition).
+pub const KEYS_PARTITION: &str = "ledger-keys";
+
 /// Names of the checkpoint stream, its subjects and the key partition. Production uses
 /// the defaults; tests use fresh names so they can share one server.
 #[derive(Clone, Debug)]
@@ -32,7 +36,7 @@ impl Default for CheckpointConfig {
         Self {
             stream_name: "ANSINH_CHECKPOINTS".into(),
             subject_prefix: "ansinh.v1".into(),
-            keys_partition: Partition::new("ledger-keys").expect("valid partition name"),
+            keys_partition: Partition::new(KEYS_PARTITION).expect("valid partition name"),
             replicas: 1,
         }
     }
