@@ -604,6 +604,17 @@ impl Service {
             from.commune().as_str(),
         )?;
         let out_key = format!("{}/out", req.idempotency_key);
+        let in_key = format!("{}/in", req.idempotency_key);
+        let in_req = Request {
+            idempotency_key: &in_key,
+            ..req.clone()
+        };
+        // A client's key may itself end in "/in": a write under it in the destination is
+        // not this move's arrival. Found before the move-out is appended, it refuses the
+        // move; taken for the arrival, it would leave the household active nowhere.
+        if let Some(receipt) = self.ledger.already_appended(&partition_of(to), &in_key)? {
+            self.arrival(&in_req, receipt, from, to).await?;
+        }
         let opened = match self
             .ledger
             .already_appended(&partition_of(from), &out_key)?
@@ -636,9 +647,8 @@ impl Service {
                 what: format!("household already moved to {}", moved.to_household_id),
             }));
         }
-        let in_key = format!("{}/in", req.idempotency_key);
-        if let Some(arrived) = self.ledger.already_appended(&partition_of(to), &in_key)? {
-            return Ok((out, arrived));
+        if let Some(receipt) = self.ledger.already_appended(&partition_of(to), &in_key)? {
+            return Ok((out, self.arrival(&in_req, receipt, from, to).await?));
         }
         // The personal data move under the new id, sealed under the key of the old id's
         // latest blob: one key still covers all of these people's data, so an erasure
@@ -664,10 +674,7 @@ impl Service {
         };
         let arrived = self
             .submit_claiming(
-                &Request {
-                    idempotency_key: &in_key,
-                    ..req.clone()
-                },
+                &in_req,
                 to,
                 Some(from),
                 &citizens,
@@ -681,6 +688,29 @@ impl Service {
             )
             .await?;
         Ok((out, arrived))
+    }
+
+    /// The receipt of a move's arrival found under its key, if the event it names is the
+    /// arrival of `to` from `from` made by the same request; else the key is another
+    /// write's (`KeyReused`).
+    async fn arrival(
+        &self,
+        req: &Request<'_>,
+        receipt: Receipt,
+        from: &HouseholdId,
+        to: &HouseholdId,
+    ) -> Result<Receipt, ServiceError> {
+        let receipt = self.same_request(req, receipt).await?;
+        match self.ledger.event_of(&receipt).await?.payload {
+            Some(Payload::HouseholdMovedIn(m))
+                if m.household_id == to.as_str() && m.from_household_id == from.as_str() =>
+            {
+                Ok(receipt)
+            }
+            _ => Err(ServiceError::KeyReused {
+                key: req.idempotency_key.to_owned(),
+            }),
+        }
     }
 
     /// What would refuse a move's second half, checked before its first is appended: the

@@ -3155,6 +3155,56 @@ async fn timeouts_over_http_time_out_each_instruction_once() {
     assert_eq!(s.events().await, before + 1, "refusals append nothing");
 }
 
+/// A move's arrival is recorded under the move's key with "/in": a client's own write
+/// under a key that ends so is not taken for it. The move is refused before its first
+/// half is appended, and the household stays where it lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_is_never_answered_by_another_write_under_its_arrivals_key() {
+    let s = &server().await;
+    let officer = &s.staff.officer;
+    assert_eq!(
+        s.register("0100007-000006", "001085066666").await.status,
+        StatusCode::CREATED
+    );
+    let other = s
+        .post(
+            officer,
+            "/v1/households",
+            "m/in",
+            json!({
+                "household_id": "0100007-000007", "area": "rural", "registered_on": "2026-01-05",
+                "personal": {"head_name": "Lê An", "head_citizen_id": "001085077777", "members": []}
+            }),
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::CREATED, "{}", other.body);
+    let before = s.events().await;
+    let moved = s
+        .post(
+            officer,
+            "/v1/households/0100007-000006/moves",
+            "m",
+            json!({"to_household_id": "0100008-000001", "area": "rural", "on": "2026-06-01"}),
+        )
+        .await;
+    assert_eq!(
+        (moved.status, moved.kind()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "IdempotencyKeyReused"),
+        "{}",
+        moved.body
+    );
+    assert_eq!(s.events().await, before, "a refused move appends nothing");
+    let home = s
+        .get(
+            officer,
+            "/v1/households/0100007-000006",
+            "household-view.response",
+        )
+        .await;
+    assert_eq!(home.status, StatusCode::OK, "{}", home.body);
+    assert_eq!(home.body["household"]["residence"], json!("active"), "{}", home.body);
+}
+
 /// A province's run whose process stopped mid-way stays `running` with an old time: the
 /// same request again, once `JOB_ABANDONED_AFTER` has passed, takes the job over and runs
 /// it to its end, paying nothing twice; while the record is fresh, it is only answered.
