@@ -196,6 +196,17 @@ impl Service {
         }
     }
 
+    /// A loan or registry command may be dated `on`: today or earlier. Dated ahead (a
+    /// mistyped year), a repayment would accrue years of interest and every later command
+    /// on the loan or household would be refused as back-dated.
+    pub fn not_in_future(&self, on: NaiveDate) -> Result<(), Rejection> {
+        let today = self.today();
+        if on > today {
+            return Err(Rejection::DatedInFuture { on, today });
+        }
+        Ok(())
+    }
+
     /// Instructions (a run, a reissue) may be issued on `on`: today or earlier.
     pub fn may_issue_on(&self, on: NaiveDate) -> Result<(), Rejection> {
         let today = self.today();
@@ -378,6 +389,7 @@ impl Service {
             Operation::RegisterHousehold,
             household.commune().as_str(),
         )?;
+        self.not_in_future(registered_on)?;
         // A retry is answered before sealing: the household may since have been erased.
         if let Some(receipt) = self.already(req, household).await? {
             return Ok(receipt);
@@ -427,6 +439,7 @@ impl Service {
             Operation::ChangeHousehold,
             household.commune().as_str(),
         )?;
+        self.not_in_future(on)?;
         if let Some(receipt) = self.already(req, household).await? {
             // The first call may have failed after its event, before freeing those who
             // left: a retry frees them (releasing is idempotent).
@@ -557,6 +570,7 @@ impl Service {
             Operation::RecordDeath,
             household.commune().as_str(),
         )?;
+        self.not_in_future(died_on)?;
         if let Some(receipt) = self.already(req, household).await? {
             return Ok(receipt);
         }
@@ -603,6 +617,7 @@ impl Service {
             Operation::MoveHousehold,
             from.commune().as_str(),
         )?;
+        self.not_in_future(on)?;
         let out_key = format!("{}/out", req.idempotency_key);
         let in_key = format!("{}/in", req.idempotency_key);
         let in_req = Request {
@@ -757,6 +772,7 @@ impl Service {
             Operation::ErasePersonalData,
             household.commune().as_str(),
         )?;
+        self.not_in_future(on)?;
         // The citizens to free, read while the data key still exists. A retry after the
         // key is gone finds no data and frees nothing more (claims, like the key, were
         // handled the first time, or stay held: refused elsewhere, never doubled).
@@ -916,6 +932,7 @@ impl Service {
             Operation::Classify,
             household.commune().as_str(),
         )?;
+        self.not_in_future(decided_on)?;
         self.submit(
             req,
             partition_of(household),
@@ -956,6 +973,7 @@ impl Service {
                 }));
             }
         };
+        self.not_in_future(effective)?;
         let loan = number.unwrap_or_default();
         let kind = match action {
             LoanAction::Approve {

@@ -1148,7 +1148,7 @@ async fn every_other_write_records_what_it_says() {
     // A typhoon: frozen, then written off by decision.
     for (path, key, on, status) in [
         ("freeze", "freeze", "2026-12-01", "Frozen"),
-        ("write-off", "write-off", "2026-12-15", "WrittenOff"),
+        ("write-off", "write-off", "2026-12-05", "WrittenOff"),
     ] {
         let done = s
             .post(
@@ -3155,6 +3155,61 @@ async fn timeouts_over_http_time_out_each_instruction_once() {
     assert_eq!(s.events().await, before + 1, "refusals append nothing");
 }
 
+/// A loan or registry command dated after today is refused and appends nothing: a
+/// repayment with a mistyped year would accrue decades of interest and leave every
+/// correctly dated command on the loan refused as back-dated. The loan stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_dated_after_today_is_refused_and_the_loan_stays_usable() {
+    let s = &server().await;
+    let loan = s.disbursed_loan().await;
+    let teller = &s.staff.teller;
+    let before = s.events().await;
+    let tomorrow = (ansinh::clock::today() + chrono::Days::new(1)).to_string();
+    for (path, key, body) in [
+        (
+            format!("/v1/loans/{loan}/repayments"),
+            "far",
+            json!({"amount": "1000000", "on": "2062-03-20"}),
+        ),
+        (
+            format!("/v1/loans/{loan}/repayments"),
+            "tomorrow",
+            json!({"amount": "1000000", "on": tomorrow}),
+        ),
+        (
+            "/v1/households".to_string(),
+            "later",
+            json!({
+                "household_id": "0100007-000009", "area": "rural", "registered_on": "2099-01-01",
+                "personal": {"head_name": "Lê An", "head_citizen_id": "001085099999", "members": []}
+            }),
+        ),
+    ] {
+        let who = if path == "/v1/households" {
+            &s.staff.officer
+        } else {
+            teller
+        };
+        let refused = s.post(who, &path, key, body).await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "DatedInFuture"),
+            "{path}: {}",
+            refused.body
+        );
+    }
+    assert_eq!(s.events().await, before, "refusals append nothing");
+    let now = s
+        .post(
+            teller,
+            &format!("/v1/loans/{loan}/repayments"),
+            "now",
+            json!({"amount": "1000000", "on": "2026-03-20"}),
+        )
+        .await;
+    assert_eq!(now.status, StatusCode::CREATED, "{}", now.body);
+}
+
 /// A move's arrival is recorded under the move's key with "/in": a client's own write
 /// under a key that ends so is not taken for it. The move is refused before its first
 /// half is appended, and the household stays where it lives.
@@ -3202,7 +3257,12 @@ async fn a_move_is_never_answered_by_another_write_under_its_arrivals_key() {
         )
         .await;
     assert_eq!(home.status, StatusCode::OK, "{}", home.body);
-    assert_eq!(home.body["household"]["residence"], json!("active"), "{}", home.body);
+    assert_eq!(
+        home.body["household"]["residence"],
+        json!("active"),
+        "{}",
+        home.body
+    );
 }
 
 /// A province's run whose process stopped mid-way stays `running` with an old time: the

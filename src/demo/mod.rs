@@ -448,6 +448,11 @@ pub async fn run(
     year: i32,
 ) -> Result<DemoSummary, ServiceError> {
     let started = Instant::now();
+    // The year is played as it stands at its end: the ledger refuses commands dated after
+    // its today, and the households' steps run through December. The payments months then
+    // move the same clock day by day.
+    payments::set_demo_clock(d(year, 12, 31));
+    service.set_clock(std::sync::Arc::new(payments::demo_clock));
     let mut tally = Tally::default();
     let mut rng = Seeded::new(2026);
     let review_date = d(year, 1, 10);

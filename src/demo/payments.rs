@@ -141,11 +141,11 @@ impl From<payments::Rejection> for DemoPaymentsError {
 /// process.
 static DEMO_NOW_MS: AtomicI64 = AtomicI64::new(0);
 
-fn demo_clock() -> i64 {
+pub(crate) fn demo_clock() -> i64 {
     DEMO_NOW_MS.load(Ordering::SeqCst)
 }
 
-fn set_demo_clock(day: NaiveDate) {
+pub(crate) fn set_demo_clock(day: NaiveDate) {
     let noon = day
         .and_hms_opt(12, 0, 0)
         .expect("noon exists")
@@ -238,7 +238,8 @@ pub async fn run(
     let mut rng = Seeded::new(4242);
     let programme = ProgrammeId::parse(PROGRAMME)?;
     let sink = Arc::new(LedgerSink::new(service.clone(), Arc::new(demo_clock)));
-    // The staff side's today too: a run is issued on a day already played, never later.
+    // The staff side's today too: a run is issued on a day already played, never later
+    // (the same clock `demo::run` set; setting it again changes nothing).
     service.set_clock(Arc::new(demo_clock));
     // Each side connects as its own user of the server (the embedded server's passwords
     // are this process's; on a server without users they are sent and ignored).

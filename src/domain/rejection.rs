@@ -183,6 +183,12 @@ pub enum Rejection {
     /// Issue it on today or an earlier day.
     #[error("instructions cannot be issued on {on}, a day still to come (today is {today})")]
     IssuedInFuture { on: NaiveDate, today: NaiveDate },
+    /// A loan, review or registry command dated after today (in Vietnam, by the ledger's
+    /// clock): a mistyped year would accrue years of interest, or date the household so
+    /// far ahead that every later command is refused as back-dated. Date it today or
+    /// earlier.
+    #[error("dated {on}, a day still to come (today is {today})")]
+    DatedInFuture { on: NaiveDate, today: NaiveDate },
     /// Area must be "rural" or "urban".
     #[error("area {found:?} is neither rural nor urban")]
     AreaMalformed { found: String },

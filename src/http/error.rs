@@ -352,7 +352,8 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         | MissingDisasterReference
         | PostOutsideReplayWindow { .. }
         | TimeoutsAsOfInFuture { .. }
-        | IssuedInFuture { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        | IssuedInFuture { .. }
+        | DatedInFuture { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         ArithmeticOverflow => StatusCode::INTERNAL_SERVER_ERROR,
         Payment(r) => payment_rejection_status(r),
     }
