@@ -362,10 +362,11 @@ enum AuditCommand {
         /// The bundle's folder as `audit bundle` wrote it, or the archive the staff API
         /// serves for download, e.g. bundle-0100007-000001 or bundle-0100007-000001.tar.
         dir: PathBuf,
-        /// The latest ledger key id you know, pinned out of band: it must be in the
-        /// bundle's key history at or before the signing key. 16 hex digits, e.g.
-        /// 3f9a0c1d2e4b5a69; repeatable (every one must hold).
-        #[arg(long, value_parser = ansinh::input::key_id)]
+        /// The latest ledger key you know, pinned out of band: it must be in the
+        /// bundle's key history at or before the signing key. Its public key (64 hex
+        /// digits; an id of 16, e.g. 3f9a0c1d2e4b5a69, proves less: see docs/PROOFS.md);
+        /// repeatable (every one must hold).
+        #[arg(long, value_parser = ansinh::input::pinned_key)]
         trust: Vec<String>,
     },
     /// List patterns to investigate: a citizen in two households, loans paid while
@@ -386,9 +387,10 @@ enum AuditCommand {
     CheckProof {
         /// The proof document, as `audit prove` or the audit API wrote it, e.g. proof.json.
         file: PathBuf,
-        /// Accept only checkpoints signed by these key ids (16 hex digits each, e.g.
-        /// 3f9a0c1d2e4b5a69; repeatable).
-        #[arg(long, value_parser = ansinh::input::key_id)]
+        /// Accept only checkpoints signed by these ledger keys: public keys (64 hex digits)
+        /// or key ids (16, e.g. 3f9a0c1d2e4b5a69, which prove less: see docs/PROOFS.md);
+        /// repeatable.
+        #[arg(long, value_parser = ansinh::input::pinned_key)]
         trust: Vec<String>,
     },
 }

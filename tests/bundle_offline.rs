@@ -434,6 +434,17 @@ fn a_key_history_cut_short_at_a_retired_key_fails_against_the_latest_pinned_key(
     }
     // pinning the first key alone proves only descent from it, so it passes.
     bundle::verify(&forged, &[id(0)]).unwrap();
+    // A pin by public key holds as one by id, and the verdict names the last key's.
+    let public = |i: usize| hex::encode(k[i].public_key());
+    bundle::verify(&honest, &[public(2)]).unwrap();
+    assert_eq!(
+        bundle::verify(&honest, &[]).unwrap().latest_public_key,
+        public(2)
+    );
+    assert!(matches!(
+        bundle::verify(&forged, &[public(2)]),
+        Err(BundleError::Untrusted { .. })
+    ));
     // A backdated signature by K1 under the whole history names a key before K2: refused.
     let backdated = bundle_signed_by(&key_events, &key_hashes, &k[1], 250);
     bundle::verify(&backdated, &[]).unwrap();

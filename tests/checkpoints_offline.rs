@@ -485,6 +485,36 @@ fn pinned_keys_decide_trust() {
         proofs::check_document(&json, &trusted()),
         Err(CheckError::Untrusted(_))
     ));
+    // A pin may be the public key itself: it must be the key that signed, whatever id
+    // the document names (an id is 64 bits: a second key can share it).
+    let public = |k: &KeyPair| hex::encode(k.public_key());
+    assert!(proofs::check_document(&json, &[public(&other_key(5))]).is_ok());
+    assert!(matches!(
+        proofs::check_document(&json, &[public(&vector_key())]),
+        Err(CheckError::Untrusted(_))
+    ));
+}
+
+/// `--trust` takes a public key (64 hex digits) or a key id (16), in either case; anything
+/// else is refused by the parser, naming what it expects.
+#[test]
+fn a_pin_is_a_public_key_or_a_key_id() {
+    let key = "03A107BFF3CE10BE1D70DD18E74BC09967E4D6309BA50D5F1DDC8664125531B8";
+    assert_eq!(ansinh::input::pinned_key(key).unwrap(), key.to_lowercase());
+    assert_eq!(
+        ansinh::input::pinned_key("3f9a0c1d2e4b5a69").unwrap(),
+        "3f9a0c1d2e4b5a69"
+    );
+    for bad in [
+        "3f9a0c1d2e4b5a6",
+        "auditor-1",
+        "",
+        &key[..63],
+        "zz9a0c1d2e4b5a69",
+    ] {
+        let e = ansinh::input::pinned_key(bad).unwrap_err();
+        assert!(e.to_string().contains("64 hex digits"), "{bad}: {e}");
+    }
 }
 
 // ---- Fuzzing: mutations of genuine documents ------------------------------------------

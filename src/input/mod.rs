@@ -77,6 +77,7 @@ pub enum Kind {
     Month,
     Gateway,
     KeyId,
+    PinnedKey,
     IdempotencyKey,
     Actor,
     Unit,
@@ -112,6 +113,7 @@ impl Kind {
             Kind::Month => "month",
             Kind::Gateway => "gateway",
             Kind::KeyId => "key id",
+            Kind::PinnedKey => "ledger key",
             Kind::IdempotencyKey => "idempotency key",
             Kind::Actor => "staff id",
             Kind::Unit => "unit",
@@ -150,6 +152,9 @@ impl Kind {
                 "1 to 32 lowercase letters, digits and dashes, not starting with a dash (vbsp-bank)"
             }
             Kind::KeyId => "1 to 64 printable ASCII characters without spaces (auditor-1)",
+            Kind::PinnedKey => {
+                "the ledger's public key, 64 hex digits, or its key id, 16 (3f9a0c1d2e4b5a69)"
+            }
             Kind::IdempotencyKey => {
                 "1 to 64 printable ASCII characters without spaces (reg-0100007-000123)"
             }
@@ -400,6 +405,27 @@ fn reference(kind: Kind, s: &str, max: usize) -> Result<String, InputError> {
         return Err(InputError::new(kind, shown(s)));
     }
     Ok(s.to_owned())
+}
+
+/// A ledger key an auditor pins (`--trust`): its public key (64 hex digits), or its key
+/// id (16), in lowercase. The id is 64 bits of the key's hash: whoever makes the keys can
+/// find a second key with the same id in about 2^32 tries, so the key itself is the pin
+/// to use; an id is kept for what it can show.
+pub fn pinned_key(s: &str) -> Result<String, InputError> {
+    let pin = s.to_ascii_lowercase();
+    if !matches!(pin.len(), 16 | 64) || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(InputError::new(Kind::PinnedKey, shown(s)));
+    }
+    Ok(pin)
+}
+
+/// Whether a pin (`pinned_key`) names the key with this id and public key.
+pub fn pins(pin: &str, key_id: &str, public_key: &[u8; 32]) -> bool {
+    if pin.len() == 64 {
+        pin == hex::encode(public_key)
+    } else {
+        pin == key_id
+    }
 }
 
 /// The id of a key (a cosigner's, a gateway's signing key).

@@ -92,8 +92,8 @@ pub fn verify_bundle(dir: &Path, trusted: &[String], json: bool) -> Result<bool,
             }
             if trusted.is_empty() {
                 println!(
-                    "NOTE signed by key {}; the bundle's key history ends at key {}: compare that with the latest ledger key you know, or pass it as --trust KEY_ID (the first key {} alone only shows the signer descends from it, and a retired key can sign a history cut short at itself)",
-                    v.signed_by, v.latest_key, v.first_key
+                    "NOTE signed by key {}; the bundle's key history ends at key {} (public key {}): compare that with the latest ledger key you know, or pass its public key as --trust (the first key {} alone only shows the signer descends from it, and a retired key can sign a history cut short at itself)",
+                    v.signed_by, v.latest_key, v.latest_public_key, v.first_key
                 );
             }
         }

@@ -318,6 +318,8 @@ pub struct Verified {
     /// The last key of the bundle's key history: compare it with the ledger's latest
     /// published key, or pin that with --trust.
     pub latest_key: String,
+    /// That key's public key (hex), the pin to pass: a key id alone is 64 bits.
+    pub latest_public_key: String,
     pub cosigners: Vec<String>,
     pub households: usize,
 }
@@ -532,6 +534,10 @@ pub fn verify(files: &BundleFiles, trusted: &[String]) -> Result<Verified, Bundl
         k.map(|k| k.key_id.clone()).unwrap_or_default()
     };
     let (first_key, latest_key) = (key_id_at(ring.keys().first()), key_id_at(ring.current()));
+    let latest_public_key = ring
+        .current()
+        .map(|k| hex::encode(k.public_key))
+        .unwrap_or_default();
 
     // 2. The checkpoint of the events' partition, signed by a key of that history.
     let (_, body, cosigners) = check_checkpoint(CHECKPOINT_FILE, &files.checkpoint, Some(&ring))?;
@@ -543,7 +549,11 @@ pub fn verify(files: &BundleFiles, trusted: &[String]) -> Result<Verified, Bundl
     // every retired key.
     let signer = ring.get(&body.key_id).map_or(0, |k| k.sequence);
     for pinned in trusted {
-        if ring.get(pinned).is_none_or(|k| k.sequence > signer) {
+        let key = ring
+            .keys()
+            .iter()
+            .find(|k| crate::input::pins(pinned, &k.key_id, &k.public_key));
+        if key.is_none_or(|k| k.sequence > signer) {
             return Err(BundleError::Untrusted {
                 pinned: pinned.clone(),
                 signer: body.key_id.clone(),
@@ -706,6 +716,7 @@ pub fn verify(files: &BundleFiles, trusted: &[String]) -> Result<Verified, Bundl
         signed_by: body.key_id,
         first_key,
         latest_key,
+        latest_public_key,
         cosigners,
         households: recomputed.len(),
     })

@@ -205,7 +205,7 @@ fn report_check(
                 }
                 if trusted.is_empty() {
                     println!(
-                        "NOTE the signing key(s) {} were not pinned: compare them with the ledger's published keys, or pass --trust KEY_ID",
+                        "NOTE the signing key(s) {} were not pinned: compare them with the ledger's published keys, or pass --trust with the public key (64 hex digits)",
                         checked.key_ids.join(", ")
                     );
                 }

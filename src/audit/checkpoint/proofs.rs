@@ -245,7 +245,11 @@ impl CheckpointDocument {
                 "{name}.decoded differs from the signed checkpoint bytes"
             )));
         }
-        if !trusted.is_empty() && !trusted.contains(&body.key_id) {
+        if !trusted.is_empty()
+            && !trusted
+                .iter()
+                .any(|pin| crate::input::pins(pin, &body.key_id, &public_key))
+        {
             return Err(CheckError::Untrusted(body.key_id));
         }
         if self.cosignatures.len() > COSIGNATURES_MAX {
