@@ -959,6 +959,25 @@ async fn the_audit_status_route_names_the_latest_checkpoint_and_its_cosigners() 
         body["projected_stream_sequence"].as_u64() <= body["stream_last_sequence"].as_u64(),
         "{body}"
     );
+    assert_eq!(
+        body["latest_checkpoint_problem"],
+        serde_json::Value::Null,
+        "{body}"
+    );
+    // A message on the checkpoint subject that no ledger key signed: the status says so,
+    // instead of showing it as the latest checkpoint or hiding it.
+    async_nats::jetstream::new(common::client().await)
+        .publish(
+            config.checkpoint_subject(&p01()),
+            b"not a checkpoint".to_vec().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let (status, forged) = get("/v1/audit/partitions/01/status", Some(&token)).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{forged}");
+    assert!(forged["latest_checkpoint_problem"].is_string(), "{forged}");
     let (status, body) = get("/v1/audit/partitions/99/status", Some(&token)).await;
     assert_eq!(
         (status.as_u16(), body["error"].as_str()),

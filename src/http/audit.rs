@@ -27,6 +27,11 @@ pub struct StatusAnswer {
     pub projected_stream_sequence: u64,
     pub checkpoints: u64,
     pub latest_checkpoint: Option<CheckpointLine>,
+    /// Why the latest message on the partition's checkpoint subject is not a valid
+    /// checkpoint of the ledger (undecodable, an unknown or retired key, a bad
+    /// signature): someone published there who should not, or a key was rotated while
+    /// it was signed. None when it verifies, or when there is none.
+    pub latest_checkpoint_problem: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -88,6 +93,18 @@ pub async fn status_of(
     let (count, latest) = latest_checkpoint(&checkpoints_stream, &config, &partition)
         .await
         .map_err(|e| unavailable(&e))?;
+    // Its signature, against the ledger's key history (a few events): the checkpointers
+    // build past an invalid latest message, so this is where it shows.
+    let ring = crate::checkpoint::read::read_key_ring(&stream, ledger.config(), &config)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let latest_checkpoint_problem = match &latest {
+        Some(Err(e)) => Some(e.to_string()),
+        Some(Ok(c)) => crate::checkpoint::audit::check_signature(&ring, c.clone())
+            .err()
+            .map(|e| e.to_string()),
+        None => None,
+    };
     let latest = match latest.and_then(Result::ok) {
         None => None,
         Some(c) => {
@@ -130,6 +147,7 @@ pub async fn status_of(
         projected_stream_sequence,
         checkpoints: count,
         latest_checkpoint: latest,
+        latest_checkpoint_problem,
     })
 }
 

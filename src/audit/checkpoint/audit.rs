@@ -609,7 +609,7 @@ fn stream_sequence_of(e: &CheckpointError) -> u64 {
 
 /// Checks a stored checkpoint's signature against the ring (key known, not retired
 /// before the checkpoint was issued).
-pub(crate) fn check_signature(
+pub fn check_signature(
     ring: &KeyRing,
     stored: StoredCheckpoint,
 ) -> Result<VerifiedCheckpoint, CheckpointError> {

@@ -88,6 +88,9 @@ async fn status(State(api): State<Api>, session: Session, Path(p): Path<String>)
             tr { th { "stream" } td.num { (s.projected_stream_sequence) " / " (s.stream_last_sequence) } }
             tr { th { (lang.t(T::Checkpoints)) } td.num #status-checkpoints { (s.checkpoints) } }
         }
+        @if let Some(problem) = &s.latest_checkpoint_problem {
+            p.err #checkpoint-problem { (problem) }
+        }
         @if let Some(c) = &s.latest_checkpoint {
             h2 { (lang.t(T::LatestCheckpoint)) }
             table #checkpoint {
