@@ -446,6 +446,10 @@ impl Auditor {
         };
         let mut valid: Vec<VerifiedCheckpoint> = Vec::new();
         for stored in read::read_checkpoints(&self.checkpoints, &self.config, partition).await? {
+            // Where the message is, kept before its check: a key error does not say.
+            let at = stored
+                .as_ref()
+                .map_or_else(stream_sequence_of, |s| s.stream_sequence);
             match stored.and_then(|s| check_signature(ring, s)) {
                 Ok(v) if v.stored.body.partition == *partition => valid.push(v),
                 Ok(v) => problem(
@@ -453,7 +457,7 @@ impl Auditor {
                     v.stored.stream_sequence,
                     format!("checkpoint names partition {}", v.stored.body.partition),
                 ),
-                Err(e) => problem(audit, stream_sequence_of(&e), e.to_string()),
+                Err(e) => problem(audit, at, e.to_string()),
             }
         }
         // One pass over the chain checks every checkpoint at its size.
