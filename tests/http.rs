@@ -1265,6 +1265,53 @@ async fn every_other_write_records_what_it_says() {
     verified(&s.config).await;
 }
 
+/// A death recorded, then the household's data erased: the same request again is the
+/// first one's receipt, as a registration's retry is, not a refusal to open the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_death_sent_again_after_the_erasure_gets_its_first_receipt() {
+    let s = &server().await;
+    let (officer, manager) = (&s.staff.officer, &s.staff.manager);
+    assert_eq!(
+        s.register("0100007-000031", "001085031031").await.status,
+        StatusCode::CREATED
+    );
+    let path = "/v1/households/0100007-000031/deaths";
+    let body = json!({"citizen_id": "001190000031", "died_on": "2026-07-01"});
+    let first = s.post(officer, path, "death-31", body.clone()).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let erased = s
+        .post(
+            manager,
+            "/v1/households/0100007-000031/erasure",
+            "erase-31",
+            json!({"reference": "request 2026/31", "on": "2026-07-02"}),
+        )
+        .await;
+    assert_eq!(erased.status, StatusCode::CREATED, "{}", erased.body);
+    let events = s.events().await;
+
+    let again = s.post(officer, path, "death-31", body).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body["duplicate"], true);
+    assert_eq!(again.body["sequence"], first.body["sequence"]);
+    assert_eq!(s.events().await, events);
+
+    // Another death needs the data, which are gone.
+    let other = s
+        .post(
+            officer,
+            path,
+            "death-31-head",
+            json!({"citizen_id": "001085031031", "died_on": "2026-07-03"}),
+        )
+        .await;
+    assert_eq!(
+        (other.status, other.kind()),
+        (StatusCode::CONFLICT, "PersonalDataErased")
+    );
+    assert_eq!(s.events().await, events);
+}
+
 /// Payments refusals answer by the rule of every refusal (ADR 0013): 404 for what does
 /// not exist, 409 for a state that forbids the command, 422 for a value to correct.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

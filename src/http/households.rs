@@ -367,36 +367,15 @@ pub async fn record_death(
     // Authorize before the personal data are opened, not only when the command is built.
     access::authorize(&caller, Operation::RecordDeath, h.commune().as_str())?;
     let write = Write::new(&caller, &key, fingerprint);
-    let citizen_id = value.citizen_id;
-    let recorded = async {
-        let mut data = api.service().personal(&h).await?;
-        let remaining = if data.head_citizen_id == citizen_id {
-            match data.members.iter().position(|m| m.citizen_id.is_some()) {
-                Some(pos) => {
-                    let next = data.members.remove(pos);
-                    data.head_name = next.name;
-                    data.head_citizen_id = next.citizen_id.expect("chosen with an id");
-                    Some(data)
-                }
-                None => None,
-            }
-        } else {
-            data.members
-                .retain(|m| m.citizen_id.as_deref() != Some(citizen_id.as_str()));
-            Some(data)
-        };
-        api.service()
-            .record_death(
-                &write.request(&caller),
-                &h,
-                &citizen_id,
-                value.died_on,
-                remaining.as_ref(),
-            )
-            .await
-    }
-    .await;
-    let receipt = recorded?;
+    let receipt = api
+        .service()
+        .record_death(
+            &write.request(&caller),
+            &h,
+            &value.citizen_id,
+            value.died_on,
+        )
+        .await?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 
