@@ -1,5 +1,5 @@
-//! Extractors: the caller (bearer token), the idempotency key, and a body checked
-//! against its schema. Handlers list them in this order, so a request is refused for
+//! Extractors: the caller (bearer token), the idempotency key, the path's parameters,
+//! and a body checked against its schema. Handlers list them in this order, so a request is refused for
 //! authentication before its headers, and for its headers before its body.
 
 use axum::body::Bytes;
@@ -51,12 +51,44 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .then_some(token.trim())
 }
 
+/// The route's path parameters, as `axum::extract::Path` reads them, refused in the
+/// API's JSON error body: axum's own rejection is plain text, which a client matching
+/// on `error` cannot read (a segment that percent-decodes to bytes that are not UTF-8,
+/// a number that does not parse).
+pub struct Path<T>(pub T);
+
+impl<T> FromRequestParts<Api> for Path<T>
+where
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, api).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            // The router's parameters missing or of the wrong count: a route and its
+            // handler disagree, which no request can fix.
+            Err(e) if e.status().is_server_error() => Err(ApiError::Internal(e.body_text())),
+            Err(e) => Err(ApiError::InvalidParameter(e.body_text())),
+        }
+    }
+}
+
 /// The `Idempotency-Key` header of a write.
 pub struct IdempotencyKey(pub String);
 
 impl IdempotencyKey {
     /// The key handed to the ledger: scoped by the caller, so two callers' keys never
     /// meet, and nobody can read another caller's receipt by guessing its key.
+    ///
+    /// `http:<caller id>:<key>` when the key holds no `:`, else `http:<caller id>#<key>`.
+    /// Staff ids may hold `:` but never `#` (`auth`), and keys may hold both, so joining
+    /// always with `:` was ambiguous: `staff:an` with `2:K` and `staff:an:2` with `K` met
+    /// in one ledger key. Now each text has one reading: a key without `:` ends after
+    /// the last `:`, and a key with one follows the first `#`, which the other form's
+    /// caller id could not hold. Keys without `:` keep the text they had, so a request
+    /// sent again across an upgrade is still found in the requests bucket and the ledger
+    /// index; only a key with `:`, the kind that could meet another caller's, moves.
     pub fn scoped(&self, caller: &Caller) -> String {
         format!("http:{}:{}", caller.id, self.0)
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDate;
@@ -22,7 +22,7 @@ use crate::projection::{HISTORY_PAGE_LINES_DEFAULT, HISTORY_PAGE_LINES_MAX, Hist
 use crate::service::Request as ServiceRequest;
 use crate::views;
 
-use super::extract::{Body, IdempotencyKey, RequestBody, Staff};
+use super::extract::{Body, IdempotencyKey, Path, RequestBody, Staff};
 use super::{Api, ApiError};
 
 // ---- wire types ---------------------------------------------------------------------
