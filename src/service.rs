@@ -554,16 +554,15 @@ impl Service {
         Ok(())
     }
 
-    /// Records a member's death. `remaining` is the household's personal data
-    /// without the deceased (sealed again; the deceased's data stay only in older,
-    /// sealed events).
+    /// Records a member's death. The household's personal data are sealed again
+    /// without the deceased ([`PersonalData::after_death`]); the deceased's data stay
+    /// only in older, sealed events.
     pub async fn record_death(
         &self,
         req: &Request<'_>,
         household: &HouseholdId,
         deceased_citizen_id: &str,
         died_on: NaiveDate,
-        remaining: Option<&PersonalData>,
     ) -> Result<Receipt, ServiceError> {
         access::authorize(
             req.caller,
@@ -571,20 +570,22 @@ impl Service {
             household.commune().as_str(),
         )?;
         self.not_in_future(died_on)?;
+        // A retry is answered before the data are opened: the household may since have
+        // been erased, and the death is recorded all the same.
         if let Some(receipt) = self.already(req, household).await? {
             return Ok(receipt);
         }
         let citizen = self
             .vault
             .blind_index(CitizenId::parse(deceased_citizen_id)?.as_str());
-        let (citizens, sealed) = match remaining {
-            Some(data) => {
-                let latest = self.latest_sealed_if_any(household).await?;
-                (
-                    self.indexes(data)?,
-                    self.seal_again(household, data, latest.as_deref()).await?,
-                )
-            }
+        let (latest, data) = self.sealed_and_opened(household).await?;
+        let (citizens, sealed) = match data.after_death(deceased_citizen_id) {
+            Some(remaining) => (
+                self.indexes(&remaining)?,
+                self.vault
+                    .seal_again(household.as_str(), &remaining, &latest)
+                    .await?,
+            ),
             None => (Vec::new(), Vec::new()),
         };
         let change = Change::MemberDied {

@@ -440,6 +440,29 @@ async fn the_register_form_refuses_what_the_api_refuses_beside_each_field() {
         .await;
     refused.assert_refused_at(&["member1_relation"]);
     assert_eq!(c.events().await, before);
+    // A member row with a citizen id and a relation but no name is a member to record,
+    // not a row to drop: refused beside the name, in the page's words.
+    let mut fields = register_fields(h, &person);
+    fields.retain(|(k, _)| !matches!(*k, "member1_name" | "member1_citizen_id"));
+    fields.extend([
+        ("member1_name", " "),
+        ("member1_citizen_id", "001190000103"),
+    ]);
+    let refused = c
+        .post(
+            &officer,
+            "/console/households/new",
+            "register-noname",
+            &fields,
+        )
+        .await;
+    refused.assert_refused_at(&["member1_name"]);
+    assert!(
+        refused.page.contains(Lang::Vi.t(T::MemberNameMissing)),
+        "{}",
+        refused.main()
+    );
+    assert_eq!(c.events().await, before);
     // The API refuses the same values in its JSON (the rule the form follows).
     for (phone, area, relation) in [
         ("call neighbour", "rural", "con"),

@@ -390,6 +390,87 @@ async fn hostile_input_at_every_entrance_is_refused_for_what_it_is_and_appends_n
             "SchemaViolation",
         ),
         (
+            "a name of spaces",
+            "POST",
+            register,
+            k,
+            with(registration(), "personal.head_name", json!("   ")),
+            BAD,
+            "SchemaViolation",
+        ),
+        (
+            "a name of a zero-width space",
+            "POST",
+            register,
+            k,
+            with(registration(), "personal.head_name", json!("\u{200B}")),
+            BAD,
+            "SchemaViolation",
+        ),
+        (
+            "a member's relation of a space",
+            "POST",
+            register,
+            k,
+            with(
+                registration(),
+                "personal.members",
+                json!([{"name": "Lê An", "relation": " "}]),
+            ),
+            BAD,
+            "SchemaViolation",
+        ),
+        (
+            "a member's name of invisible characters",
+            "POST",
+            register,
+            k,
+            with(
+                registration(),
+                "personal.members",
+                json!([{"name": " \u{2060}\u{FEFF}", "relation": "con"}]),
+            ),
+            BAD,
+            "SchemaViolation",
+        ),
+        (
+            "a member change naming nobody",
+            "POST",
+            "/v1/households/0100007-000001/members",
+            k,
+            json!({
+                "on": "2026-05-01",
+                "reason": "a child born",
+                "personal": {
+                    "head_name": "\u{3164}",
+                    "head_citizen_id": "001190000101",
+                    "members": []
+                }
+            })
+            .to_string()
+            .into_bytes(),
+            BAD,
+            "SchemaViolation",
+        ),
+        (
+            "a household path that is not UTF-8",
+            "GET",
+            "/v1/households/%FF",
+            None,
+            Vec::new(),
+            BAD,
+            "InvalidParameter",
+        ),
+        (
+            "a loan path that is not UTF-8",
+            "POST",
+            "/v1/loans/%FF-L1/repayments",
+            k,
+            repayment().to_string().into_bytes(),
+            BAD,
+            "InvalidParameter",
+        ),
+        (
             "a citizen id of 11 digits",
             "POST",
             register,

@@ -681,26 +681,9 @@ pub async fn household_command(
             let caller = who.caller()?;
             let h = id.clone();
             let req = request(&caller, &key);
-            let mut data = service.personal(&h).await?;
-            let remaining = if data.head_citizen_id == citizen_id.as_str() {
-                // The head died: the first adult member with a card becomes head.
-                match data.members.iter().position(|m| m.citizen_id.is_some()) {
-                    Some(pos) => {
-                        let next = data.members.remove(pos);
-                        data.head_name = next.name;
-                        data.head_citizen_id = next.citizen_id.expect("chosen with an id");
-                        Some(data)
-                    }
-                    None => None,
-                }
-            } else {
-                data.members
-                    .retain(|m| m.citizen_id.as_deref() != Some(citizen_id.as_str()));
-                Some(data)
-            };
             outcome(
                 service
-                    .record_death(&req, &h, citizen_id.as_str(), on, remaining.as_ref())
+                    .record_death(&req, &h, citizen_id.as_str(), on)
                     .await,
                 &key,
                 json,

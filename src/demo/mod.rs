@@ -553,11 +553,9 @@ async fn death_and_erasure(
                 }
                 Err(_) => continue,
             };
-            let Some(pos) = data.members.iter().position(|m| m.citizen_id.is_some()) else {
+            let Some(deceased) = data.members.iter().find(|m| m.citizen_id.is_some()) else {
                 continue;
             };
-            let mut remaining = data.clone();
-            let deceased = remaining.members.remove(pos);
             let key = format!("demo:{year}:death:{h}");
             let req = Request {
                 caller: manager,
@@ -571,7 +569,6 @@ async fn death_and_erasure(
                     &h,
                     deceased.citizen_id.as_deref().expect("chosen with an id"),
                     d(year, 12, 12),
-                    Some(&remaining),
                 )
                 .await?;
             s.deaths += 1;

@@ -2,7 +2,7 @@
 //! the staff whose unit covers the partition (`Operation::Read`).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -10,7 +10,7 @@ use crate::access::{self, Operation};
 use crate::checkpoint::proofs::distinct_cosignatures;
 use crate::checkpoint::read::{latest_checkpoint, read_cosignatures_after};
 
-use super::extract::Staff;
+use super::extract::{Path, Staff};
 use super::{Api, ApiError};
 
 /// schemas/http/audit-status.response.json

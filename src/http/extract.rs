@@ -1,5 +1,5 @@
-//! Extractors: the caller (bearer token), the idempotency key, and a body checked
-//! against its schema. Handlers list them in this order, so a request is refused for
+//! Extractors: the caller (bearer token), the idempotency key, the path's parameters,
+//! and a body checked against its schema. Handlers list them in this order, so a request is refused for
 //! authentication before its headers, and for its headers before its body.
 
 use axum::body::Bytes;
@@ -24,6 +24,9 @@ const _: () = assert!(
     "http:".len() + super::auth::STAFF_ID_BYTES_MAX + 1 + IDEMPOTENCY_KEY_BYTES_MAX + "/out".len()
         <= crate::log::writer::IDEMPOTENCY_KEY_BYTES_MAX
 );
+/// What joins the caller and a key that holds `:` in a ledger key (`IdempotencyKey::scoped`):
+/// a character no staff id holds (`auth` admits only A-Z a-z 0-9 . _ : @ - in one).
+const SCOPE_SEPARATOR_WIDE: char = '#';
 /// Domain separation of request fingerprints (see `Api::claim`).
 const FINGERPRINT_CONTEXT: &str = "ansinh v1 http request fingerprint";
 
@@ -51,14 +54,54 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .then_some(token.trim())
 }
 
+/// The route's path parameters, as `axum::extract::Path` reads them, refused in the
+/// API's JSON error body: axum's own rejection is plain text, which a client matching
+/// on `error` cannot read (a segment that percent-decodes to bytes that are not UTF-8,
+/// a number that does not parse).
+pub struct Path<T>(pub T);
+
+impl<T> FromRequestParts<Api> for Path<T>
+where
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, api).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            // The router's parameters missing or of the wrong count: a route and its
+            // handler disagree, which no request can fix.
+            Err(e) if e.status().is_server_error() => Err(ApiError::Internal(e.body_text())),
+            Err(e) => Err(ApiError::InvalidParameter(e.body_text())),
+        }
+    }
+}
+
 /// The `Idempotency-Key` header of a write.
 pub struct IdempotencyKey(pub String);
 
 impl IdempotencyKey {
     /// The key handed to the ledger: scoped by the caller, so two callers' keys never
     /// meet, and nobody can read another caller's receipt by guessing its key.
+    ///
+    /// `http:<caller id>:<key>` when the key holds no `:`, else `http:<caller id>#<key>`.
+    /// Staff ids may hold `:` but never `#` (`auth`), and keys may hold both, so joining
+    /// always with `:` was ambiguous: `staff:an` with `2:K` and `staff:an:2` with `K` met
+    /// in one ledger key. Now each text has one reading: a key without `:` ends after
+    /// the last `:`, and a key with one follows the first `#`, which the other form's
+    /// caller id could not hold. Keys without `:` keep the text they had, so a request
+    /// sent again across an upgrade is still found in the requests bucket and the ledger
+    /// index; only a key with `:`, the kind that could meet another caller's, moves.
     pub fn scoped(&self, caller: &Caller) -> String {
-        format!("http:{}:{}", caller.id, self.0)
+        assert!(
+            !caller.id.contains(SCOPE_SEPARATOR_WIDE),
+            "staff ids are checked when the directory is read"
+        );
+        if self.0.contains(':') {
+            format!("http:{}{SCOPE_SEPARATOR_WIDE}{}", caller.id, self.0)
+        } else {
+            format!("http:{}:{}", caller.id, self.0)
+        }
     }
 }
 
@@ -140,5 +183,46 @@ fn body_rejection(e: BytesRejection) -> ApiError {
         ApiError::PayloadTooLarge
     } else {
         ApiError::MalformedJson(e.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::Role;
+
+    fn caller(id: &str) -> Caller {
+        Caller {
+            id: id.to_owned(),
+            role: Role::Teller,
+            unit: "0100007".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_key_without_a_colon_keeps_the_ledger_key_it_always_had() {
+        let key = IdempotencyKey("repay-03/a#1".to_owned());
+        assert_eq!(
+            key.scoped(&caller("staff:teller")),
+            "http:staff:teller:repay-03/a#1"
+        );
+    }
+
+    #[test]
+    fn two_callers_whose_id_and_key_join_alike_get_two_ledger_keys() {
+        let pairs = [
+            ("staff:an", "2:K"),
+            ("staff:an:2", "K"),
+            ("staff", "an:2:K"),
+            ("staff:an", "2#K"),
+            ("staff:an:2", "#K"),
+            ("staff:an:2", ":K"),
+            ("staff:an", "2:#K"),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for (id, key) in pairs {
+            let scoped = IdempotencyKey(key.to_owned()).scoped(&caller(id));
+            assert!(seen.insert(scoped.clone()), "{id} {key}: {scoped}");
+        }
     }
 }

@@ -16,7 +16,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{OriginalUri, Path, Query, State};
+use axum::extract::{OriginalUri, Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
@@ -32,7 +32,7 @@ use crate::gateway::sign::{
 use crate::proto::{self, PaymentInstruction};
 use crate::service::POST_REPLAY_WINDOW_MS;
 
-use super::extract::IdempotencyKey;
+use super::extract::{IdempotencyKey, Path};
 use super::households::{ReceiptBody, created};
 use super::{Api, ApiError};
 

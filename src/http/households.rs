@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDate;
@@ -22,7 +22,8 @@ use crate::projection::{HISTORY_PAGE_LINES_DEFAULT, HISTORY_PAGE_LINES_MAX, Hist
 use crate::service::Request as ServiceRequest;
 use crate::views;
 
-use super::extract::{Body, IdempotencyKey, RequestBody, Staff};
+use super::extract::{Body, IdempotencyKey, Path, RequestBody, Staff};
+use super::schema::Violation;
 use super::{Api, ApiError};
 
 // ---- wire types ---------------------------------------------------------------------
@@ -59,23 +60,50 @@ pub struct PersonalBody {
     members: Vec<MemberBody>,
 }
 
-impl From<PersonalBody> for PersonalData {
-    fn from(p: PersonalBody) -> Self {
-        PersonalData {
-            head_name: p.head_name,
+impl TryFrom<PersonalBody> for PersonalData {
+    type Error = ApiError;
+
+    /// Names and relations are read by the parsers the console and the CLI use
+    /// (`input::name`, `input::relation`): the schema's `\S` refuses text of spaces, and
+    /// these refuse also text of only invisible characters, which no schema pattern can
+    /// say as plainly. A refusal names the field, as the schema's would.
+    fn try_from(p: PersonalBody) -> Result<Self, ApiError> {
+        let field = |path: String, read: Result<String, crate::input::InputError>| {
+            read.map_err(|e| {
+                ApiError::SchemaViolation(vec![Violation {
+                    path,
+                    message: e.to_string(),
+                }])
+            })
+        };
+        let members = p
+            .members
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| {
+                Ok(Member {
+                    name: field(
+                        format!("/personal/members/{i}/name"),
+                        crate::input::name(&m.name),
+                    )?,
+                    citizen_id: m.citizen_id,
+                    relation: field(
+                        format!("/personal/members/{i}/relation"),
+                        crate::input::relation(&m.relation),
+                    )?,
+                })
+            })
+            .collect::<Result<_, ApiError>>()?;
+        Ok(PersonalData {
+            head_name: field(
+                "/personal/head_name".to_owned(),
+                crate::input::name(&p.head_name),
+            )?,
             head_citizen_id: p.head_citizen_id,
             phone: p.phone,
             account_number: p.account_number,
-            members: p
-                .members
-                .into_iter()
-                .map(|m| Member {
-                    name: m.name,
-                    citizen_id: m.citizen_id,
-                    relation: m.relation,
-                })
-                .collect(),
-        }
+            members,
+        })
     }
 }
 
@@ -223,7 +251,7 @@ pub async fn register(
     Body { value, fingerprint }: Body<RegisterBody>,
 ) -> Result<Response, ApiError> {
     let h = household(&value.household_id)?;
-    let data = PersonalData::from(value.personal);
+    let data = PersonalData::try_from(value.personal)?;
     let write = Write::new(&caller, &key, fingerprint);
     let receipt = api
         .service()
@@ -346,7 +374,7 @@ pub async fn change_members(
 ) -> Result<Response, ApiError> {
     let h = household(&id)?;
     let write = Write::new(&caller, &key, fingerprint);
-    let data = PersonalData::from(value.personal);
+    let data = PersonalData::try_from(value.personal)?;
     let receipt = api
         .service()
         .change_members(&write.request(&caller), &h, value.on, &value.reason, &data)
@@ -364,39 +392,16 @@ pub async fn record_death(
     Body { value, fingerprint }: Body<DeathBody>,
 ) -> Result<Response, ApiError> {
     let h = household(&id)?;
-    // Authorize before the personal data are opened, not only when the command is built.
-    access::authorize(&caller, Operation::RecordDeath, h.commune().as_str())?;
     let write = Write::new(&caller, &key, fingerprint);
-    let citizen_id = value.citizen_id;
-    let recorded = async {
-        let mut data = api.service().personal(&h).await?;
-        let remaining = if data.head_citizen_id == citizen_id {
-            match data.members.iter().position(|m| m.citizen_id.is_some()) {
-                Some(pos) => {
-                    let next = data.members.remove(pos);
-                    data.head_name = next.name;
-                    data.head_citizen_id = next.citizen_id.expect("chosen with an id");
-                    Some(data)
-                }
-                None => None,
-            }
-        } else {
-            data.members
-                .retain(|m| m.citizen_id.as_deref() != Some(citizen_id.as_str()));
-            Some(data)
-        };
-        api.service()
-            .record_death(
-                &write.request(&caller),
-                &h,
-                &citizen_id,
-                value.died_on,
-                remaining.as_ref(),
-            )
-            .await
-    }
-    .await;
-    let receipt = recorded?;
+    let receipt = api
+        .service()
+        .record_death(
+            &write.request(&caller),
+            &h,
+            &value.citizen_id,
+            value.died_on,
+        )
+        .await?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
 

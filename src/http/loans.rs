@@ -2,7 +2,7 @@
 //! `service`; the unit by the book against the loan's household (only the book knows it
 //! for certain), which refuses with `OutsideUnit` (403).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
@@ -15,7 +15,7 @@ use crate::domain::loans::{Channel, EntrustedOrganisation};
 use crate::proto::envelope::Payload;
 use crate::service::LoanAction;
 
-use super::extract::{Body, IdempotencyKey, RequestBody, Staff};
+use super::extract::{Body, IdempotencyKey, Path, RequestBody, Staff};
 use super::households::{ReceiptBody, Write, created, household};
 use super::{Api, ApiError};
 

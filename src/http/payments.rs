@@ -3,7 +3,7 @@
 //! are checked by `Service::payment` (a budget by the branch manager, the rest by the
 //! payments staff of the commune or province); values are parsed by `input` before.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
@@ -23,7 +23,7 @@ use crate::domain::payments::{CommandKind, EventBody};
 use crate::proto::envelope::Payload;
 use crate::service::CommuneRun;
 
-use super::extract::{Body, IdempotencyKey, RequestBody, Staff};
+use super::extract::{Body, IdempotencyKey, Path, RequestBody, Staff};
 use super::households::{ReceiptBody, Write, created};
 use super::{Api, ApiError};
 

@@ -1,7 +1,7 @@
 //! Read models: a commune's portfolio and a partition's trial balance.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -10,7 +10,7 @@ use crate::access::{self, Operation};
 use crate::chain::Partition;
 use crate::views::{self, CommunePortfolio, TrialBalanceView};
 
-use super::extract::Staff;
+use super::extract::{Path, Staff};
 use super::{Api, ApiError};
 
 /// schemas/http/portfolio.response.json: the view plus its overdue ratio.

@@ -470,6 +470,34 @@ pub fn bad_char(c: char) -> Option<&'static str> {
     }
 }
 
+/// Whether a character is drawn as nothing: Unicode's Default_Ignorable_Code_Point
+/// (Unicode 16, DerivedCoreProperties.txt), such as the zero-width space U+200B, the
+/// word joiner U+2060, bidi controls and the Hangul fillers. They may stand inside a
+/// text (a joiner in a name is harmless), but a text of only these and spaces is blank
+/// to whoever reads it, and a name nobody can read identifies nobody.
+pub fn invisible(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x00AD
+            | 0x034F
+            | 0x061C
+            | 0x115F..=0x1160
+            | 0x17B4..=0x17B5
+            | 0x180B..=0x180F
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x206F
+            | 0x3164
+            | 0xFE00..=0xFE0F
+            | 0xFEFF
+            | 0xFFA0
+            | 0xFFF0..=0xFFF8
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0000..=0xE0FFF
+    )
+}
+
 fn text_of(kind: Kind, s: &str, max: usize) -> Result<String, InputError> {
     if let Some(c) = s.chars().find(|c| bad_char(*c).is_some()) {
         return Err(InputError::new(
@@ -485,6 +513,12 @@ fn text_of(kind: Kind, s: &str, max: usize) -> Result<String, InputError> {
     let chars = normal.chars().count();
     if normal.trim().is_empty() {
         return Err(InputError::new(kind, "it is empty"));
+    }
+    if normal.chars().all(|c| c.is_whitespace() || invisible(c)) {
+        return Err(InputError::new(
+            kind,
+            "it has no visible character, only spaces and invisible ones",
+        ));
     }
     if chars > max {
         return Err(InputError::new(
@@ -661,6 +695,31 @@ mod tests {
         ] {
             assert_eq!(job_id(bad).unwrap_err().kind, Kind::Job, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_name_or_relation_of_spaces_and_invisible_characters_is_blank() {
+        for blank in [
+            "",
+            "   ",
+            "\u{3000}",
+            "\u{2028}",
+            "\u{200B}",
+            " \u{2060} ",
+            "\u{FEFF}",
+            "\u{3164}",
+            "\u{202E}\u{200D}",
+        ] {
+            assert_eq!(name(blank).unwrap_err().kind, Kind::Name, "{blank:?}");
+            assert_eq!(
+                relation(blank).unwrap_err().kind,
+                Kind::Relation,
+                "{blank:?}"
+            );
+        }
+        // An invisible character beside visible ones is kept as typed.
+        assert_eq!(name("An\u{200D}h").unwrap(), "An\u{200D}h");
+        assert_eq!(relation(" con ").unwrap(), " con ");
     }
 
     #[test]

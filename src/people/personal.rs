@@ -173,6 +173,24 @@ pub struct Member {
     pub relation: String,
 }
 
+impl PersonalData {
+    /// The data left after the death of the citizen `deceased`: without them, and if the
+    /// head died, the first member with a citizen id as head. None when the head died
+    /// and no member has an id to take their place (the household then has no head).
+    pub fn after_death(mut self, deceased: &str) -> Option<PersonalData> {
+        if self.head_citizen_id == deceased {
+            let pos = self.members.iter().position(|m| m.citizen_id.is_some())?;
+            let next = self.members.remove(pos);
+            self.head_name = next.name;
+            self.head_citizen_id = next.citizen_id.expect("chosen with an id");
+        } else {
+            self.members
+                .retain(|m| m.citizen_id.as_deref() != Some(deceased));
+        }
+        Some(self)
+    }
+}
+
 impl Zeroize for PersonalData {
     /// Best-effort wipe of every string (and clears the member list).
     fn zeroize(&mut self) {

@@ -357,7 +357,7 @@ struct Registration {
 /// The register form's values, each read by its kind's parser, the one that holds the
 /// API's rule for the same field (register-household.request.json); the first refusal
 /// of each field is kept beside it.
-fn read_register(f: &Fields, problems: &mut Problems) -> Option<Registration> {
+fn read_register(lang: Lang, f: &Fields, problems: &mut Problems) -> Option<Registration> {
     let h = crate::input::household(f.get("household_id"))
         .map_err(|e| problems.field("household_id", e))
         .ok();
@@ -390,12 +390,21 @@ fn read_register(f: &Fields, problems: &mut Problems) -> Option<Registration> {
         const RELATIONS: [&str; MEMBER_ROWS] =
             ["member1_relation", "member2_relation", "member3_relation"];
         let (name, id, relation) = (NAMES[i - 1], IDS[i - 1], RELATIONS[i - 1]);
-        if f.get(name).is_empty() {
+        let blank = |field: &str| f.get(field).trim().is_empty();
+        // Only a row left wholly blank is no member. A row with an id or a relation but
+        // no name is a member the clerk meant to record: dropped, the household would be
+        // registered without them and without their citizen claimed.
+        if blank(name) && blank(id) && blank(relation) {
             continue;
         }
-        let member_name = crate::input::name(f.get(name))
-            .map_err(|e| problems.field(name, e))
-            .ok();
+        let member_name = if blank(name) {
+            problems.field(name, lang.t(T::MemberNameMissing));
+            None
+        } else {
+            crate::input::name(f.get(name))
+                .map_err(|e| problems.field(name, e))
+                .ok()
+        };
         let citizen = match f.get(id) {
             "" => Some(None),
             c => crate::input::citizen_id(c)
@@ -450,7 +459,7 @@ async fn register(State(api): State<Api>, session: Session, FormBody(f): FormBod
         area,
         on,
         data,
-    }) = read_register(&f, &mut problems)
+    }) = read_register(lang, &f, &mut problems)
     else {
         return again(&problems, axum::http::StatusCode::BAD_REQUEST);
     };

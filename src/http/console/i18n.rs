@@ -213,6 +213,7 @@ pub enum T {
     OutcomePaid,
     OutcomeNothingLeft,
     OutcomeUnfunded,
+    MemberNameMissing,
 }
 
 impl T {
@@ -425,6 +426,10 @@ impl T {
             OutcomePaid => ("đã lập lệnh chi", "paid"),
             OutcomeNothingLeft => ("đã chi trước đó", "paid before"),
             OutcomeUnfunded => ("thiếu ngân sách", "no budget covered it"),
+            MemberNameMissing => (
+                "Chưa nhập họ tên thành viên",
+                "The member's name is missing",
+            ),
         }
     }
 }

@@ -8,7 +8,7 @@
 //! last when it began), saved every `SCAN_PROGRESS_EVERY`, then the findings, at most
 //! `JOB_FINDINGS_MAX` listed. A scan records nothing in the ledger.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -21,7 +21,7 @@ use super::{Job, Started, job_id, launch, save, started_before};
 use crate::http::audit::{
     ANOMALY_PENDING_DAYS_DEFAULT, anomalies_concerning, log_scan_slot, recompute_partition,
 };
-use crate::http::extract::{Body, IdempotencyKey, RequestBody, Staff};
+use crate::http::extract::{Body, IdempotencyKey, Path, RequestBody, Staff};
 use crate::http::{Api, ApiError};
 
 /// Most findings a scan's record lists; `findings_total` counts them all. An anomaly or a

@@ -19,14 +19,14 @@ pub mod audit_scan;
 pub mod payment_run;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::access::{self, Operation};
 
-use super::extract::Staff;
+use super::extract::{Path, Staff};
 use super::{Api, ApiError};
 pub use audit_scan::{AuditScanJob, Report};
 pub use payment_run::PaymentRunJob;

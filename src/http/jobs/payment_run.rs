@@ -2,7 +2,7 @@
 //! another, each all or none (`Service::run_commune`, as `ansinh payments run` without
 //! `--commune`). Its record counts communes done of total, instructions and amount.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
@@ -16,7 +16,7 @@ use crate::domain::payments::month::Month;
 use crate::service::{CommuneRun, Request};
 
 use super::{Job, Started, job_id, launch, save, started_before};
-use crate::http::extract::{Body, IdempotencyKey, RequestBody, Staff};
+use crate::http::extract::{Body, IdempotencyKey, Path, RequestBody, Staff};
 use crate::http::{Api, ApiError};
 
 /// Most communes a job's record lists one by one, the first in commune order; its counts
