@@ -28,8 +28,6 @@ struct Tokens {
     /// A credit officer and a teller of another commune (0100014) of the same province.
     other_officer: String,
     other_teller: String,
-    /// A teller of 0100007 whose id is the teller's id, a colon and a 2.
-    teller_2: String,
 }
 
 struct Server {
@@ -86,7 +84,6 @@ async fn serve_with_clock(clock: Option<ansinh::clock::Clock>) -> Server {
         auditor: add("staff:auditor", Role::Auditor, ""),
         other_officer: add("staff:officer14", Role::CreditOfficer, "0100014"),
         other_teller: add("staff:teller14", Role::Teller, "0100014"),
-        teller_2: add("staff:teller:2", Role::Teller, "0100007"),
     };
     let api = Api::new(service.clone(), StaffDirectory::load(&path).unwrap())
         .await
@@ -1266,28 +1263,6 @@ async fn every_other_write_records_what_it_says() {
         .await;
     assert_eq!(tb.body["balanced"], true);
     verified(&s.config).await;
-}
-
-/// Keys are per caller even when a caller's id and key, joined, spell another caller's:
-/// two tellers entering two equal repayments each record theirs.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_callers_whose_id_and_key_join_alike_each_record_their_write() {
-    let s = &server().await;
-    let loan = s.disbursed_loan().await;
-    let repay = format!("/v1/loans/{loan}/repayments");
-    let body = json!({"amount": "1000000", "on": "2026-03-20"});
-    let before = s.events().await;
-    let first = s.post(&s.staff.teller, &repay, "2:K", body.clone()).await;
-    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
-    let after_first = s.events().await;
-    let second = s.post(&s.staff.teller_2, &repay, "K", body.clone()).await;
-    assert_eq!(second.status, StatusCode::CREATED, "{}", second.body);
-    assert_ne!(second.body["sequence"], first.body["sequence"]);
-    assert_eq!(s.events().await - after_first, after_first - before);
-    // Each is still its own caller's: sent again, each gets its own receipt.
-    let again = s.post(&s.staff.teller_2, &repay, "K", body).await;
-    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
-    assert_eq!(again.body["sequence"], second.body["sequence"]);
 }
 
 /// A death recorded, then the household's data erased: the same request again is the

