@@ -574,6 +574,30 @@ pub fn schedule(
     }
 }
 
+/// Whether `prog` lends to the household on `date`, by the standing its latest decision
+/// gives it then: the rule of an approval and of every tranche.
+fn lends_to(
+    book: &LoanBook,
+    household: &HouseholdId,
+    prog: &programmes::Programme,
+    date: NaiveDate,
+) -> Result<(), Rejection> {
+    let standing = book
+        .households
+        .get(household)
+        .ok_or_else(|| Rejection::UnknownHousehold {
+            household: household.to_string(),
+        })?;
+    let statuses = standing.statuses_on(date)?;
+    if !statuses.iter().any(|s| prog.eligible.contains(s)) {
+        return Err(Rejection::NotEligible {
+            status: statuses[0],
+            programme: prog.id.clone(),
+        });
+    }
+    Ok(())
+}
+
 /// Decide a command against the book. Refusals change nothing.
 pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
     if cmd.actor.trim().is_empty() {
@@ -624,19 +648,7 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
         } => {
             let prog = programmes::programme_on(programme, date)?;
             let amount = positive_vnd(*amount)?;
-            let standing =
-                book.households
-                    .get(household)
-                    .ok_or_else(|| Rejection::UnknownHousehold {
-                        household: household.to_string(),
-                    })?;
-            let statuses = standing.statuses_on(date)?;
-            if !statuses.iter().any(|s| prog.eligible.contains(s)) {
-                return Err(Rejection::NotEligible {
-                    status: statuses[0],
-                    programme: prog.id.clone(),
-                });
-            }
+            lends_to(book, household, prog, date)?;
             if amount > prog.cap {
                 return Err(Rejection::AmountOverCap {
                     amount,
@@ -689,18 +701,7 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
                     id: loan.programme.id.clone(),
                 }
             })?;
-            let standing = book.households.get(&loan.household).ok_or_else(|| {
-                Rejection::UnknownHousehold {
-                    household: loan.household.to_string(),
-                }
-            })?;
-            let statuses = standing.statuses_on(date)?;
-            if !statuses.iter().any(|s| prog.eligible.contains(s)) {
-                return Err(Rejection::NotEligible {
-                    status: statuses[0],
-                    programme: prog.id.clone(),
-                });
-            }
+            lends_to(book, &loan.household, prog, date)?;
             let already = loan.position.disbursed;
             if money::add(already, amount)? > loan.approved_amount {
                 return Err(Rejection::DisbursementOverApproved {
