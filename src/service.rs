@@ -440,10 +440,7 @@ impl Service {
             household.commune().as_str(),
         )?;
         self.not_in_future(on)?;
-        if let Some(receipt) = self.already(req, household).await? {
-            // The first call may have failed after its event, before freeing those who
-            // left: a retry frees them (releasing is idempotent).
-            self.release_left(household, &receipt).await?;
+        if let Some(receipt) = self.member_change_recorded(req, household).await? {
             return Ok(receipt);
         }
         let citizens = self.indexes(data)?;
@@ -464,6 +461,28 @@ impl Service {
         // doubled) until the same command is retried.
         self.release_left(household, &receipt).await?;
         Ok(receipt)
+    }
+
+    /// The receipt of the member change this request recorded before, if any, after
+    /// freeing those who left (the first call may have failed after its event, before
+    /// freeing them; releasing is idempotent). A caller that builds the new member list
+    /// from the household's current data asks this first: after the change, or after an
+    /// erasure, that data no longer gives the same list.
+    pub async fn member_change_recorded(
+        &self,
+        req: &Request<'_>,
+        household: &HouseholdId,
+    ) -> Result<Option<Receipt>, ServiceError> {
+        access::authorize(
+            req.caller,
+            Operation::ChangeHousehold,
+            household.commune().as_str(),
+        )?;
+        let Some(receipt) = self.already(req, household).await? else {
+            return Ok(None);
+        };
+        self.release_left(household, &receipt).await?;
+        Ok(Some(receipt))
     }
 
     /// Frees the citizens who left `household` in the member change recorded at

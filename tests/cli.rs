@@ -365,8 +365,21 @@ fn household_members_change_from_the_cli_and_citizens_stay_unique_across_provinc
     // The new spouse cannot head a household in Hồ Chí Minh City while she is in Hà Nội's.
     let (ok, out) = register("7900007-000001", "001190000001");
     assert!(!ok, "{out}");
-    let (ok, out) = change(&["--reason", "moved away", "--remove-member", "001190000001"]);
+    let removal = [
+        "--reason",
+        "moved away",
+        "--remove-member",
+        "001190000001",
+        "--idempotency-key",
+        "remove-mai",
+    ];
+    let (ok, out) = change(&removal);
     assert!(ok, "{out}");
+    // The same command again, as after a lost answer: its first receipt, though the
+    // member it removes is no longer there to remove.
+    let (ok, again) = change(&removal);
+    assert!(ok, "{again}");
+    assert!(again.contains("remove-mai"), "{again}");
     let (ok, out) = register("7900007-000001", "001190000001");
     assert!(ok, "{out}");
     // Removing someone who is not a member is an error, not a silent no-op.

@@ -661,6 +661,14 @@ pub async fn household_command(
             let caller = who.caller()?;
             let h = id.clone();
             let req = request(&caller, &key);
+            // A retry is answered before the list is rebuilt from the current data: after
+            // the change that data lacks the members removed, and after an erasure it
+            // cannot be opened.
+            match service.member_change_recorded(&req, &h).await {
+                Ok(Some(receipt)) => return outcome(Ok(receipt), &key, json),
+                Ok(None) => {}
+                Err(e) => return outcome(Err(e), &key, json),
+            }
             let mut data = service.personal(&h).await?;
             for who in &remove {
                 let before = data.members.len();
