@@ -664,6 +664,49 @@ async fn a_transaction_id_accepted_in_one_partition_is_refused_for_another() {
     assert_eq!(failed.status, STATUS_ACCEPTED, "{failed:?}");
 }
 
+/// A chain broken in another partition stops the read model's catch-up; posts to a
+/// partition already known still go through, decided by its book.
+#[tokio::test]
+async fn a_broken_chain_elsewhere_does_not_stop_posts_to_a_known_partition() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = common::client().await;
+    let service = service_on(nats.clone(), &config, dir.path()).await;
+    issue_instructions(&service).await;
+    let sink = LedgerSink::new(service.clone(), system_clock());
+    let list = sink.pending("vcb", "", 10).await.unwrap();
+    // Messages the ledger never wrote on partition 02's subject, more than its readers
+    // hold: 02's chain stops every catch-up of the projections (CHAIN.md §4a).
+    let js = async_nats::jetstream::new(nats.clone());
+    for n in 0..17u8 {
+        js.publish(
+            config.subject(&Partition::new("02").unwrap()),
+            vec![b'x', n].into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let mut stream = service.ledger.stream().clone();
+    assert!(
+        service
+            .projector
+            .catch_up(&mut stream, service.ledger.config())
+            .await
+            .is_err(),
+        "the projections cannot catch up"
+    );
+    let post = post_for("vcb", &list[0], "settled", "VCB-STILL");
+    let signed = sign::sign_post(&key(1), &post);
+    let answer = server::PostSink::post(&sink, "vcb", post, signed).await;
+    assert_eq!(
+        (answer.status.as_str(), answer.partition.as_str()),
+        (STATUS_ACCEPTED, "01"),
+        "{answer:?}"
+    );
+}
+
 // ---- HTTP ----------------------------------------------------------------------------
 
 struct Http {
