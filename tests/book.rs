@@ -1636,6 +1636,25 @@ fn a_run_pays_no_household_that_moved_out_or_died_out_and_names_their_entitlemen
         }) => assert_eq!((*issued, not_resident.as_slice()), (1, &[2, 3][..])),
         other => panic!("{other:?}"),
     }
+    // Run again once the household still here is paid: nothing to pay, and the run is
+    // recorded all the same, naming whom to stop.
+    book.record(run("2026-11", "2026-11-01"));
+    let again = book.decide(&run("2026-11", "2026-11-02")).unwrap();
+    let Payload::PaymentRecorded(r) = &again[..].first().unwrap().payload else {
+        panic!("{again:?}")
+    };
+    match ansinh::book::payments::event_of(0, Some(&branch_manager()), r)
+        .unwrap()
+        .body
+    {
+        EventBody::PaymentRunCompleted {
+            issued,
+            not_resident,
+            ..
+        } => assert_eq!((issued, not_resident), (0, vec![2, 3])),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(again.len(), 1);
 }
 
 /// A household whose last member died keeps its loan to collect, and gets no tranche.

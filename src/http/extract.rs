@@ -81,14 +81,10 @@ impl IdempotencyKey {
     /// The key handed to the ledger: scoped by the caller, so two callers' keys never
     /// meet, and nobody can read another caller's receipt by guessing its key.
     ///
-    /// `http:<caller id>:<key>` when the key holds no `:`, else `http:<caller id>#<key>`.
-    /// Staff ids may hold `:` but never `#` (`auth`), and keys may hold both, so joining
-    /// always with `:` was ambiguous: `staff:an` with `2:K` and `staff:an:2` with `K` met
-    /// in one ledger key. Now each text has one reading: a key without `:` ends after
-    /// the last `:`, and a key with one follows the first `#`, which the other form's
-    /// caller id could not hold. Keys without `:` keep the text they had, so a request
-    /// sent again across an upgrade is still found in the requests bucket and the ledger
-    /// index; only a key with `:`, the kind that could meet another caller's, moves.
+    /// `http:<caller id>:<key>`. Staff ids and keys may both hold `:`, so two texts can
+    /// meet: `staff:an` with `2:K` and `staff:an:2` with `K`. Changing the form needs both
+    /// readings looked up (the requests bucket, the ledger index, the job id), or a
+    /// request sent before an upgrade and again after it would be taken as new.
     pub fn scoped(&self, caller: &Caller) -> String {
         format!("http:{}:{}", caller.id, self.0)
     }

@@ -398,7 +398,21 @@ pub(crate) fn decide_run(
         total = money::add(total, needed)?;
     }
     match (issued, shortfalls.is_empty()) {
-        (0, true) => Ok(()),
+        (0, true) if not_resident.is_empty() => Ok(()),
+        // Nothing to pay but people skipped: the run is recorded all the same, so that
+        // the officer is told whom to stop (and the log says the month was run).
+        (0, true) => {
+            out.push(EventBody::PaymentRunCompleted {
+                period,
+                commune,
+                issued: 0,
+                amount: Decimal::ZERO,
+                shortfalls,
+                reference: data.hashes.clone(),
+                not_resident,
+            });
+            Ok(())
+        }
         (0, false) => Err(Rejection::RunUnfunded { shortfalls }),
         _ => {
             out.push(EventBody::PaymentRunCompleted {
