@@ -200,20 +200,24 @@ impl Service {
     /// mistyped year), a repayment would accrue years of interest and every later command
     /// on the loan or household would be refused as back-dated.
     pub fn not_in_future(&self, on: NaiveDate) -> Result<(), Rejection> {
-        let today = self.today();
-        if on > today {
-            return Err(Rejection::DatedInFuture { on, today });
+        match self.ahead(on) {
+            Some(today) => Err(Rejection::DatedInFuture { on, today }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Instructions (a run, a reissue) may be issued on `on`: today or earlier.
     pub fn may_issue_on(&self, on: NaiveDate) -> Result<(), Rejection> {
-        let today = self.today();
-        if on > today {
-            return Err(Rejection::IssuedInFuture { on, today });
+        match self.ahead(on) {
+            Some(today) => Err(Rejection::IssuedInFuture { on, today }),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Today, when `on` is after it.
+    fn ahead(&self, on: NaiveDate) -> Option<NaiveDate> {
+        let today = self.today();
+        (on > today).then_some(today)
     }
 
     async fn claims(&self) -> Result<&Claims, ServiceError> {
@@ -647,9 +651,10 @@ impl Service {
         // A client's key may itself end in "/in": a write under it in the destination is
         // not this move's arrival. Found before the move-out is appended, it refuses the
         // move; taken for the arrival, it would leave the household active nowhere.
-        if let Some(receipt) = self.ledger.already_appended(&partition_of(to), &in_key)? {
-            self.arrival(&in_req, receipt, from, to).await?;
-        }
+        let arrived = match self.ledger.already_appended(&partition_of(to), &in_key)? {
+            Some(receipt) => Some(self.arrival(&in_req, receipt, from, to).await?),
+            None => None,
+        };
         let opened = match self
             .ledger
             .already_appended(&partition_of(from), &out_key)?
@@ -682,8 +687,11 @@ impl Service {
                 what: format!("household already moved to {}", moved.to_household_id),
             }));
         }
-        if let Some(receipt) = self.ledger.already_appended(&partition_of(to), &in_key)? {
-            return Ok((out, self.arrival(&in_req, receipt, from, to).await?));
+        // Found before the move-out: a retry whose two halves had landed. (Two copies
+        // racing both reach the arrival's submit, which answers the second with the
+        // first's receipt.)
+        if let Some(arrived) = arrived {
+            return Ok((out, arrived));
         }
         // The personal data move under the new id, sealed under the key of the old id's
         // latest blob: one key still covers all of these people's data, so an erasure
