@@ -14,6 +14,8 @@ use crate::proto::Envelope;
 pub const EVENT_HASH_DOMAIN: &[u8] = b"ansinh/v1/event\0";
 /// Domain of `message_hash`: a whole stored message, as an operator's exclusion names it.
 pub const MESSAGE_HASH_DOMAIN: &[u8] = b"ansinh/v1/message\0";
+/// Domain of `run_hash_next`: the messages one exclusion passes over at once.
+pub const EXCLUDED_RUN_DOMAIN: &[u8] = b"ansinh/v1/excluded-run\0";
 /// Domain-separation prefix of a partition's genesis value.
 pub const GENESIS_DOMAIN: &[u8] = b"ansinh/v1/genesis\0";
 /// The only envelope format this build writes and verifies.
@@ -118,6 +120,19 @@ pub fn message_hash(payload: &[u8]) -> Digest {
     let mut hasher = blake3::Hasher::new();
     hasher.update(MESSAGE_HASH_DOMAIN);
     hasher.update(payload);
+    Digest(*hasher.finalize().as_bytes())
+}
+
+/// A run of held messages' hash, extended by one message: `BLAKE3(EXCLUDED_RUN_DOMAIN ||
+/// previous || be64(stream_sequence) || message_hash)`; the empty run's is 32 zero bytes
+/// (docs/CHAIN.md, section 4a). Chained rather than one hasher so that a reader can store
+/// it between reads: holding any number of messages costs the same 32 bytes.
+pub fn run_hash_next(previous: &Digest, stream_sequence: u64, message_hash: &Digest) -> Digest {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(EXCLUDED_RUN_DOMAIN);
+    hasher.update(&previous.0);
+    hasher.update(&stream_sequence.to_be_bytes());
+    hasher.update(&message_hash.0);
     Digest(*hasher.finalize().as_bytes())
 }
 
@@ -263,6 +278,22 @@ pub fn check_next_hashed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The run hash vector of docs/CHAIN.md, section 5.
+    #[test]
+    fn the_run_hash_vector_is_what_the_code_computes() {
+        let m5 = message_hash(b"foreign 1");
+        let m6 = message_hash(b"foreign 2");
+        let r1 = run_hash_next(&Digest([0; 32]), 5, &m5);
+        let r2 = run_hash_next(&r1, 6, &m6);
+        assert_eq!(
+            (m5.to_hex(), r2.to_hex()),
+            (
+                "5577a11cba565d4c32ef454ca7377403663937591f19adb1bf9a3486ddb834c6".to_string(),
+                "375245b78bbfff9d2cfa07b1066515b5e5e1566f23d3d61378707f92ca6bda17".to_string()
+            )
+        );
+    }
 
     #[test]
     fn partition_names_are_checked() {

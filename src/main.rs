@@ -407,18 +407,25 @@ enum ProjectionCommand {
 
 #[derive(Subcommand)]
 enum AdminCommand {
-    /// Exclude one message that breaks a partition's chain (a foreign message, or a
+    /// Exclude the messages that break a partition's chain (foreign messages, or a
     /// damaged one that cannot be repaired): records the decision, signed by the ledger
-    /// key, as the partition's next event; readers then pass over exactly that message
-    /// and appends resume. Nothing is deleted (docs/CHAIN.md, section 4a). Example:
-    /// admin exclude-message --partition 01 --stream-sequence 4711 --reason "INC-2026-17"
+    /// key, as the partition's next event; readers then pass over exactly those messages
+    /// and appends resume. Nothing is deleted (docs/CHAIN.md, section 4a). Every message
+    /// held since the last good event is named at once, from the first through the last.
+    /// Example: admin exclude-message --partition 01 --stream-sequence 4711 --through 4790
+    /// --reason "INC-2026-17"
     ExcludeMessage {
         /// The partition whose chain the message breaks. Example: 01 (or ledger-keys)
         #[arg(long, value_parser = ansinh::input::ledger_partition)]
         partition: Partition,
-        /// Where the message is in the stream, as `audit verify` names it. Example: 4711
+        /// Where the first message held is in the stream, as `audit verify` names it.
+        /// Example: 4711
         #[arg(long)]
         stream_sequence: u64,
+        /// Where the last message held is (default: the first; the refusal says where
+        /// the run ends when more are held). Example: 4790
+        #[arg(long)]
+        through: Option<u64>,
         /// Why, in the operator's words (the incident's reference), recorded with it.
         #[arg(long, value_parser = ansinh::input::text)]
         reason: String,
@@ -813,6 +820,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     AdminCommand::ExcludeMessage {
                         partition,
                         stream_sequence,
+                        through,
                         reason,
                         actor,
                     },
@@ -821,7 +829,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     &runtime,
                     &cli.data_dir,
                     partition,
-                    stream_sequence,
+                    stream_sequence..=through.unwrap_or(stream_sequence),
                     reason,
                     actor,
                 )

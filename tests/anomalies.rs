@@ -521,6 +521,7 @@ async fn forged_exclusion(s: &mut Seed) {
                 reason: "forged".into(),
                 key_id: "0123456789abcdef".into(),
                 signature: vec![7; 64].into(),
+                ..Default::default()
             }),
         })
         .await

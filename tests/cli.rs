@@ -1208,6 +1208,120 @@ async fn an_operators_exclusion_of_a_foreign_message_lets_appends_resume() {
     assert!(ok, "{out}");
 }
 
+/// A flood of foreign messages, more than a reader lists one by one, does not stop a
+/// partition for good: one ledger-signed exclusion names the whole run (its first and
+/// last stream sequences, count and hash), an exclusion that names too few is refused
+/// with where the run ends, and verify, the projections and appends all go on past
+/// exactly those messages (docs/CHAIN.md, section 4a).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_exclusion_passes_over_a_flood_of_foreign_messages() {
+    use prost::Message as _;
+    const FLOOD: u64 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let run = as_ledger(&data);
+    let (ok, out) = run(&["note", "--partition", "01", "--text", "before"]);
+    assert!(ok, "{out}");
+
+    let (mut serve, url) = serve_embedded(&data, &LEDGER_PASSWORD_ENV).await;
+    let js = async_nats::jetstream::new(forger(&url).await);
+    let mut sequences = Vec::new();
+    for i in 0..FLOOD {
+        let forged = ansinh::proto::Envelope {
+            format_version: 1,
+            partition: "01".into(),
+            sequence: 2,
+            prev_hash: vec![i as u8; 32].into(),
+            event_type: "ansinh.v1.Note".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let ack = js
+            .publish("ansinh.v1.events.01", forged.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        sequences.push(ack.sequence);
+    }
+    // SAFETY: plain kill(2) on the child we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) }, 0);
+    assert!(serve.wait().unwrap().success());
+    let (first, last) = (sequences[0], sequences[FLOOD as usize - 1]);
+
+    let (ok, out) = run(&["audit", "verify"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains(&format!("stream sequence {first}")), "{out}");
+    let (ok, out) = run(&["admin", "accept-head", "--partition", "01"]);
+    assert!(ok, "{out}");
+    // Naming part of the run is refused, and the refusal says where it ends.
+    let (ok, out) = run(&[
+        "admin",
+        "exclude-message",
+        "--partition",
+        "01",
+        "--stream-sequence",
+        &first.to_string(),
+        "--through",
+        &(last - 1).to_string(),
+        "--reason",
+        "INC-2026-18",
+    ]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!("--stream-sequence {first} --through {last}")),
+        "{out}"
+    );
+    let (ok, out) = run(&["note", "--partition", "01", "--text", "still blocked"]);
+    assert!(!ok, "{out}");
+
+    let exclude = [
+        "admin",
+        "exclude-message",
+        "--partition",
+        "01",
+        "--stream-sequence",
+        &first.to_string(),
+        "--through",
+        &last.to_string(),
+        "--reason",
+        "INC-2026-18: a flood with stolen credentials",
+    ];
+    let (ok, out) = run(&exclude);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "the {FLOOD} messages at stream sequences {first} through {last} are excluded by the event at sequence 2"
+        )),
+        "{out}"
+    );
+    let (ok, out) = run(&exclude);
+    assert!(ok, "{out}");
+    assert!(out.contains("were already excluded"), "{out}");
+    let (ok, out) = run(&["note", "--partition", "01", "--text", "after"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("sequence 3"), "{out}");
+
+    let (ok, out) = run(&["--json", "audit", "verify"]);
+    assert!(ok, "{out}");
+    let verdict = last_json(&out);
+    let x = &verdict["exclusions"][0];
+    assert_eq!(
+        (
+            &x["stream_sequence"],
+            &x["through_stream_sequence"],
+            &x["message_count"],
+            &x["signature_ok"]
+        ),
+        (&first.into(), &last.into(), &FLOOD.into(), &true.into()),
+        "{verdict}"
+    );
+    let (ok, out) = run(&["projections", "rebuild"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["audit", "rebuild-check"]);
+    assert!(ok, "{out}");
+}
+
 /// `--json audit verify` prints one document whose `ok` is the exit code's verdict: a
 /// checkpoint no ledger key signed makes it false, though the chain verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

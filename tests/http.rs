@@ -3657,8 +3657,9 @@ async fn a_household_is_found_by_its_id_in_the_same_search() {
 
 /// A message on the log's subjects that names no partition is in no chain: the read model
 /// passes over it and goes on (stopping there would stop every read for ever, at a message
-/// nobody can delete or exclude). A chain broken past what an operator may exclude stops
-/// the read model: the process then says it is not ready, and why.
+/// nobody can delete or exclude). So does a flood of foreign messages on one partition,
+/// held for the operator's exclusion. A chain broken past what an operator may exclude
+/// stops the read model: the process then says it is not ready, and why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stray_message_stops_no_read_and_a_stopped_read_model_is_not_ready() {
     let s = server().await;
@@ -3710,14 +3711,52 @@ async fn a_stray_message_stops_no_read_and_a_stopped_read_model_is_not_ready() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 
-    // More foreign messages in a row on one partition than may wait for exclusions
-    // (`HELD_MESSAGES_MAX`): every reader stops at the first of them.
-    let mut first = None;
-    for _ in 0..=ansinh::log::follow::HELD_MESSAGES_MAX {
-        let at = publish(format!("{prefix}.78")).await;
-        first.get_or_insert(at);
+    // A flood of foreign messages on one partition, more than a reader lists one by one:
+    // held until an exclusion names them, and the read model goes on past them.
+    let mut flood = 0;
+    for _ in 0..=2 * ansinh::log::follow::HELD_LISTED_MAX {
+        flood = publish(format!("{prefix}.77")).await;
     }
-    let first = first.unwrap();
+    loop {
+        let (status, body) = ready(&s).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if body["projected_through"].as_u64().unwrap() >= flood {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+
+    // An event that continues partition 78's chain but excludes a message that broke
+    // nothing: no exclusion can pass over it (it is in the chain), so every reader stops
+    // there.
+    let hiding = {
+        use prost::Message as _;
+        let genesis =
+            ansinh::chain::ChainHead::genesis(ansinh::chain::Partition::new("78").unwrap());
+        ansinh::proto::Envelope {
+            format_version: 1,
+            partition: "78".into(),
+            sequence: 1,
+            prev_hash: genesis.hash.0.to_vec().into(),
+            payload: Some(ansinh::proto::envelope::Payload::MessageExcluded(
+                ansinh::proto::MessageExcluded {
+                    stream_sequence: 1,
+                    message_hash: vec![0; 32].into(),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    let first = js
+        .publish(format!("{prefix}.78"), hiding.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
     loop {
         let (status, body) = ready(&s).await;
         let reasons = body["reasons"].to_string();

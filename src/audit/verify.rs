@@ -47,10 +47,13 @@ pub struct StrayMessage {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExclusionSeen {
     pub partition: String,
-    /// The excluded message and why it broke the chain.
+    /// The excluded message (of a run: its first) and why it broke the chain.
     pub stream_sequence: u64,
     pub message_hash: Digest,
     pub cause: ChainBreak,
+    /// The run's last message and how many it holds (one message: itself and 1).
+    pub through_stream_sequence: u64,
+    pub count: u64,
     /// The exclusion event: its partition sequence and stream sequence, and what it says.
     pub decided_at_sequence: u64,
     pub decided_at_stream_sequence: u64,
@@ -191,9 +194,11 @@ pub async fn verify_with(
         {
             report.exclusions.push(ExclusionSeen {
                 partition: name.to_string(),
-                stream_sequence: held.stream_sequence,
-                message_hash: held.message_hash,
-                cause: held.cause,
+                stream_sequence: held.first.stream_sequence,
+                message_hash: held.first.message_hash,
+                cause: held.first.cause,
+                through_stream_sequence: held.through_stream_sequence,
+                count: held.count,
                 decided_at_sequence: envelope.sequence,
                 decided_at_stream_sequence: event.stream_sequence,
                 recorded_at_unix_ms: envelope.recorded_at_unix_ms,

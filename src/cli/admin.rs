@@ -151,37 +151,84 @@ pub fn accept_head(
 }
 
 /// `ansinh admin exclude-message`: appends the ledger-signed decision that readers pass
-/// over the message at `stream_sequence`, which breaks `partition`'s chain.
+/// over the messages of `partition`'s subject in `run` (stream sequences), which break its
+/// chain: every one held since its last good event, named by its first and last, its
+/// count and the hash of the run (docs/CHAIN.md, section 4a).
 pub async fn exclude_message(
     runtime: &Runtime,
     data_dir: &Path,
     partition: Partition,
-    stream_sequence: u64,
+    run: std::ops::RangeInclusive<u64>,
     reason: String,
     actor: String,
 ) -> Result<ExitCode, BoxError> {
-    let message = runtime
-        .ledger
-        .stream()
-        .get_raw_message(stream_sequence)
+    let (first, through) = (*run.start(), *run.end());
+    if through < first {
+        return Err(format!(
+            "--through {through} is before --stream-sequence {first}: a run goes forward"
+        )
+        .into());
+    }
+    let stream = runtime.ledger.stream();
+    let message = stream
+        .get_raw_message(first)
         .await
-        .map_err(|e| format!("no message at stream sequence {stream_sequence}: {e}"))?;
+        .map_err(|e| format!("no message at stream sequence {first}: {e}"))?;
     let subject = runtime.ledger.config().subject(&partition);
     if message.subject.as_str() != subject {
         return Err(format!(
-            "the message at stream sequence {stream_sequence} is on {}, not on partition {partition}'s subject {subject}",
+            "the message at stream sequence {first} is on {}, not on partition {partition}'s subject {subject}",
             message.subject
         )
         .into());
     }
-    let hash = ansinh::chain::message_hash(&message.payload);
+    // Each message of the subject in the run once (a frame's events share it), hashed as
+    // every reader hashes what it holds: in constant memory, however many there are.
+    let mut hashes = RunHashes::default();
+    ansinh::log::reader::read_range(stream, &subject, first, through, |event| {
+        hashes.take(event.stream_sequence, &event.message);
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .await
+    .map_err(|e| match e {
+        ansinh::log::reader::ReadError::Nats(m) => m,
+        ansinh::log::reader::ReadError::Visit(never) => match never {},
+    })?;
+    let Some(first_hash) = hashes.first_hash else {
+        return Err(
+            format!("no message of partition {partition} at stream sequence {first}").into(),
+        );
+    };
+    if hashes.last != through {
+        return Err(format!(
+            "the message at stream sequence {through} is not on partition {partition}'s subject; its last message in the run is at {}",
+            hashes.last
+        )
+        .into());
+    }
     let key = runtime.key_home(data_dir).current_key().await?;
-    let signature = ansinh::checkpoint::sign::sign_exclusion(
-        &key,
-        partition.as_str(),
-        stream_sequence,
-        &hash.0,
-    );
+    let mut decision = proto::MessageExcluded {
+        stream_sequence: first,
+        message_hash: first_hash.0.to_vec().into(),
+        reason,
+        key_id: key.key_id().to_owned(),
+        signature: Default::default(),
+        through_stream_sequence: through,
+        message_count: hashes.count,
+        run_hash: hashes.run_hash.0.to_vec().into(),
+    };
+    decision.signature =
+        ansinh::checkpoint::sign::sign_exclusion(&key, partition.as_str(), &decision)?
+            .to_vec()
+            .into();
+    let what = if hashes.count == 1 {
+        format!("the message at stream sequence {first}")
+    } else {
+        format!(
+            "the {} messages at stream sequences {first} through {through}",
+            hashes.count
+        )
+    };
     let draft = Draft {
         partition: partition.clone(),
         actor: proto::Actor {
@@ -189,28 +236,60 @@ pub async fn exclude_message(
             role: "operator".into(),
             unit: String::new(),
         },
-        // One exclusion per message, however often the command is run.
-        idempotency_key: format!("exclude:{stream_sequence}"),
+        // One exclusion per run, however often the command is run (one message keeps the
+        // key it always had, so a retry across an upgrade finds its decision).
+        idempotency_key: if first == through {
+            format!("exclude:{first}")
+        } else {
+            format!("exclude:{first}-{through}")
+        },
         correlation_id: String::new(),
         request_fingerprint: None,
-        subjects: vec![format!("message:{stream_sequence}")],
-        payload: Payload::MessageExcluded(proto::MessageExcluded {
-            stream_sequence,
-            message_hash: hash.0.to_vec().into(),
-            reason,
-            key_id: key.key_id().to_owned(),
-            signature: signature.to_vec().into(),
-        }),
+        subjects: vec![format!("message:{first}")],
+        payload: Payload::MessageExcluded(decision),
     };
     let receipt = runtime.ledger.append(draft).await?;
-    let said = if receipt.duplicate {
-        "was already excluded"
-    } else {
-        "is excluded"
+    let (said, them) = match (hashes.count, receipt.duplicate) {
+        (1, true) => ("was already excluded", "it"),
+        (1, false) => ("is excluded", "it"),
+        (_, true) => ("were already excluded", "them"),
+        (_, false) => ("are excluded", "them"),
     };
     println!(
-        "partition {partition}: the message at stream sequence {stream_sequence} {said} by the event at sequence {} (hash {}); readers pass over it",
+        "partition {partition}: {what} {said} by the event at sequence {} (hash {}); readers pass over {them}",
         receipt.sequence, receipt.hash
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The messages of a run, as `log::follow::Holding` counts and hashes them.
+struct RunHashes {
+    first_hash: Option<ansinh::chain::Digest>,
+    last: u64,
+    count: u64,
+    run_hash: ansinh::chain::Digest,
+}
+
+impl Default for RunHashes {
+    fn default() -> Self {
+        Self {
+            first_hash: None,
+            last: 0,
+            count: 0,
+            run_hash: ansinh::chain::Digest([0; 32]),
+        }
+    }
+}
+
+impl RunHashes {
+    fn take(&mut self, stream_sequence: u64, message: &[u8]) {
+        if self.count > 0 && stream_sequence == self.last {
+            return;
+        }
+        let hash = ansinh::chain::message_hash(message);
+        self.first_hash.get_or_insert(hash);
+        self.run_hash = ansinh::chain::run_hash_next(&self.run_hash, stream_sequence, &hash);
+        self.last = stream_sequence;
+        self.count += 1;
+    }
 }

@@ -191,6 +191,8 @@ async fn verify_chain(
                         "stream_sequence": x.stream_sequence,
                         "message_hash": x.message_hash.to_hex(),
                         "cause": x.cause.to_string(),
+                        "through_stream_sequence": x.through_stream_sequence,
+                        "message_count": x.count,
                         "decided_at_sequence": x.decided_at_sequence,
                         "decided_at_stream_sequence": x.decided_at_stream_sequence,
                         "reason": x.decision.reason,
@@ -222,10 +224,17 @@ async fn verify_chain(
                     println!("OK partition {p}: {} events, head {}", r.events, r.head);
                 }
                 for x in &report.exclusions {
+                    let what = if x.count == 1 {
+                        format!("the message at stream sequence {}", x.stream_sequence)
+                    } else {
+                        format!(
+                            "the {} messages at stream sequences {} through {}, the first",
+                            x.count, x.stream_sequence, x.through_stream_sequence
+                        )
+                    };
                     println!(
-                        "EXCLUDED partition {}: the message at stream sequence {} ({}), by the ledger-signed decision at sequence {} (stream sequence {}): {}",
+                        "EXCLUDED partition {}: {what} ({}), by the ledger-signed decision at sequence {} (stream sequence {}): {}",
                         x.partition,
-                        x.stream_sequence,
                         x.cause,
                         x.decided_at_sequence,
                         x.decided_at_stream_sequence,

@@ -1,18 +1,23 @@
 //! One partition's chain, followed as every reader of the stream follows it
 //! (docs/CHAIN.md, sections 4 and 4a): each event must continue the head. A message that
 //! does not (a foreign message, a damaged one) is held; the chain may go on past it only
-//! through the operator's exclusion of exactly that message (`MessageExcluded`, naming its
-//! stream sequence and hash), recorded as the next event of the chain. The verifier, the
-//! writer, the projector and the checkpointer all follow with this one type, so none of
-//! them passes over a message another would stop at, and nothing is ever deleted.
+//! through the operator's exclusion (`MessageExcluded`), recorded as the next event of the
+//! chain: of exactly the oldest held message, or of the whole run held, named by its
+//! first and last stream sequences, its count and a hash over every message in it. The
+//! verifier, the writer, the projector and the checkpointer all follow with this one
+//! type, so none of them passes over a message another would stop at, and nothing is
+//! ever deleted.
 
-use crate::chain::{ChainBreak, ChainHead, Digest};
+use crate::chain::{ChainBreak, ChainHead, Digest, run_hash_next};
 use crate::log::RawEvent;
-use crate::proto::{Envelope, envelope::Payload};
+use crate::proto::{Envelope, MessageExcluded, envelope::Payload};
 
-/// Messages held at once in one partition before a reader stops at the first: each needs
-/// its own exclusion, and more than a few in a row is an attack to stop, not to skip.
-pub const HELD_MESSAGES_MAX: usize = 16;
+/// Held messages listed one by one, oldest first; past these a reader only counts and
+/// hashes them. Whoever can publish on the subject can send any number, and the stream
+/// denies delete: a reader that stopped at some count would stop the partition for
+/// ever, so the run is kept in constant memory and one exclusion names it all. An
+/// exclusion of one message at a time (the first form) needs the list complete.
+pub const HELD_LISTED_MAX: usize = 16;
 
 /// A message that broke the chain, waiting for the operator's exclusion.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +27,149 @@ pub struct Held {
     /// The partition sequence the chain expected there.
     pub expected_sequence: u64,
     pub cause: ChainBreak,
+}
+
+/// Every message held since the partition's last good event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holding {
+    /// The oldest ones, at most `HELD_LISTED_MAX`.
+    listed: Vec<Held>,
+    /// How many, the last one's stream sequence and `run_hash_next` over all of them.
+    count: u64,
+    last_stream_sequence: u64,
+    run_hash: Digest,
+}
+
+impl Default for Holding {
+    fn default() -> Self {
+        Self {
+            listed: Vec::new(),
+            count: 0,
+            last_stream_sequence: 0,
+            run_hash: Digest([0; 32]),
+        }
+    }
+}
+
+/// What an exclusion passed over: the run's first message (why it broke the chain), its
+/// last one and how many.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Excluded {
+    pub first: Held,
+    pub through_stream_sequence: u64,
+    pub count: u64,
+}
+
+impl Holding {
+    /// As stored: the listed messages and the run's count, last stream sequence and hash.
+    /// None when they do not agree (a list longer than the limit or than the count, or a
+    /// complete list whose hash is another).
+    pub fn from_parts(
+        listed: Vec<Held>,
+        count: u64,
+        last_stream_sequence: u64,
+        run_hash: Digest,
+    ) -> Option<Self> {
+        let complete = listed.len() as u64 == count;
+        let holding = Self {
+            listed,
+            count,
+            last_stream_sequence,
+            run_hash,
+        };
+        let sound = holding.listed.len() <= HELD_LISTED_MAX
+            && holding.listed.len() as u64 <= count
+            && (count == 0) == holding.listed.is_empty()
+            && (!complete || Self::of_list(holding.listed.clone()) == holding);
+        sound.then_some(holding)
+    }
+
+    /// A complete list (at most `HELD_LISTED_MAX`), as readers stored it before runs were
+    /// counted.
+    pub fn of_list(listed: Vec<Held>) -> Self {
+        let mut holding = Self::default();
+        for held in listed {
+            holding.hold(held);
+        }
+        holding
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The oldest held message: where a reader stops while nothing excludes it.
+    pub fn first(&self) -> Option<&Held> {
+        self.listed.first()
+    }
+
+    /// The oldest held messages, at most `HELD_LISTED_MAX`.
+    pub fn listed(&self) -> &[Held] {
+        &self.listed
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn last_stream_sequence(&self) -> u64 {
+        self.last_stream_sequence
+    }
+
+    pub fn run_hash(&self) -> Digest {
+        self.run_hash
+    }
+
+    fn hold(&mut self, held: Held) {
+        self.run_hash = run_hash_next(&self.run_hash, held.stream_sequence, &held.message_hash);
+        self.last_stream_sequence = held.stream_sequence;
+        self.count += 1;
+        if self.listed.len() < HELD_LISTED_MAX {
+            self.listed.push(held);
+        }
+    }
+
+    /// Whether `x` excludes what is held: the oldest message alone (while every held
+    /// message is listed), or the whole run. It can never pass over a good event (that
+    /// one is in the chain) nor a message held after the ones it names.
+    pub fn admits(&self, x: &MessageExcluded) -> bool {
+        let Some(first) = self.listed.first() else {
+            return false;
+        };
+        let names_first = x.stream_sequence == first.stream_sequence
+            && x.message_hash[..] == first.message_hash.0[..];
+        if x.message_count == 0 {
+            return names_first && self.count as usize <= HELD_LISTED_MAX;
+        }
+        names_first
+            && x.message_count == self.count
+            && x.through_stream_sequence == self.last_stream_sequence
+            && x.run_hash[..] == self.run_hash.0[..]
+    }
+
+    /// Takes out what `x`, which `admits` let in, excludes.
+    pub fn exclude(&mut self, x: &MessageExcluded) -> Excluded {
+        if x.message_count == 0 {
+            let first = self.listed.remove(0);
+            let through_stream_sequence = first.stream_sequence;
+            *self = Self::of_list(std::mem::take(&mut self.listed));
+            return Excluded {
+                first,
+                through_stream_sequence,
+                count: 1,
+            };
+        }
+        let all = std::mem::take(self);
+        Excluded {
+            first: all
+                .listed
+                .into_iter()
+                .next()
+                .expect("admitted: something held"),
+            through_stream_sequence: all.last_stream_sequence,
+            count: all.count,
+        }
+    }
 }
 
 /// Where and why a partition's chain cannot be followed.
@@ -48,11 +196,11 @@ impl From<&Held> for Broken {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Step {
-    /// The event continues the chain (`excluded`: it is the operator's exclusion of that
-    /// held message).
+    /// The event continues the chain (`excluded`: it is the operator's exclusion of what
+    /// it names).
     Event {
         envelope: Envelope,
-        excluded: Option<Held>,
+        excluded: Option<Excluded>,
     },
     /// The event's message broke the chain: held until an exclusion names it.
     Held,
@@ -66,8 +214,8 @@ pub enum Checked {
     Event {
         next: ChainHead,
         envelope: Envelope,
-        /// It is the operator's exclusion of the oldest held message.
-        excludes_oldest: bool,
+        /// It is the operator's exclusion of held messages (`Holding::admits`).
+        excludes: bool,
     },
     /// The event's message breaks the chain and is held from now on.
     Held(Held),
@@ -79,24 +227,24 @@ pub enum Checked {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Follower {
     pub head: ChainHead,
-    held: Vec<Held>,
+    held: Holding,
 }
 
 impl Follower {
     pub fn new(head: ChainHead) -> Self {
         Self {
             head,
-            held: Vec::new(),
+            held: Holding::default(),
         }
     }
 
     /// A follower resumed from a stored head and the messages it held then.
-    pub fn resume(head: ChainHead, held: Vec<Held>) -> Self {
+    pub fn resume(head: ChainHead, held: Holding) -> Self {
         Self { head, held }
     }
 
-    /// The messages held, oldest first.
-    pub fn held(&self) -> &[Held] {
+    /// The messages held.
+    pub fn held(&self) -> &Holding {
         &self.held
     }
 
@@ -116,16 +264,9 @@ impl Follower {
                     Some(Payload::MessageExcluded(x)) => Some(x),
                     _ => None,
                 };
-                let excludes_oldest = match (self.held.first(), exclusion) {
+                let excludes = match (self.held.first(), exclusion) {
                     (None, None) => false,
-                    // An exclusion must name the oldest message held: it cannot pass
-                    // over a good event (that one is in the chain) nor a later message.
-                    (Some(first), Some(x))
-                        if x.stream_sequence == first.stream_sequence
-                            && x.message_hash[..] == first.message_hash.0[..] =>
-                    {
-                        true
-                    }
+                    (Some(_), Some(x)) if self.held.admits(x) => true,
                     (Some(first), _) => return Err(first.into()),
                     (None, Some(x)) => {
                         return Err(Broken {
@@ -138,20 +279,15 @@ impl Follower {
                 Ok(Checked::Event {
                     next,
                     envelope,
-                    excludes_oldest,
+                    excludes,
                 })
             }
             Err(cause) => {
                 // The rest of a message already held (a frame) is held with it.
-                if self
-                    .held
-                    .last()
-                    .is_some_and(|h| h.stream_sequence == event.stream_sequence)
+                if !self.held.is_empty()
+                    && self.held.last_stream_sequence() == event.stream_sequence
                 {
                     return Ok(Checked::HeldAlready);
-                }
-                if self.held.len() >= HELD_MESSAGES_MAX {
-                    return Err((&self.held[0]).into());
                 }
                 Ok(Checked::Held(Held {
                     stream_sequence: event.stream_sequence,
@@ -169,14 +305,17 @@ impl Follower {
             Checked::Event {
                 next,
                 envelope,
-                excludes_oldest,
+                excludes,
             } => {
-                let excluded = excludes_oldest.then(|| self.held.remove(0));
+                let excluded = match (&envelope.payload, excludes) {
+                    (Some(Payload::MessageExcluded(x)), true) => Some(self.held.exclude(x)),
+                    _ => None,
+                };
                 self.head = next;
                 Step::Event { envelope, excluded }
             }
             Checked::Held(held) => {
-                self.held.push(held);
+                self.held.hold(held);
                 Step::Held
             }
             Checked::HeldAlready => Step::Held,
@@ -247,7 +386,7 @@ mod tests {
         ));
         let foreign = envelope(2, &Digest([7; 32]), None);
         assert!(matches!(f.follow(&raw(2, foreign.clone())), Ok(Step::Held)));
-        assert_eq!(f.held().len(), 1);
+        assert_eq!(f.held().count(), 1);
         (f, event_hash(&first), foreign)
     }
 
@@ -257,8 +396,11 @@ mod tests {
         let decision = envelope(2, &head, exclusion(2, &foreign));
         match f.follow(&raw(3, decision)) {
             Ok(Step::Event {
-                excluded: Some(h), ..
-            }) => assert_eq!(h.stream_sequence, 2),
+                excluded: Some(x), ..
+            }) => {
+                assert_eq!(x.first.stream_sequence, 2);
+                assert_eq!(x.count, 1);
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(f.head.sequence, 2);
@@ -295,5 +437,131 @@ mod tests {
         let hiding = envelope(2, &event_hash(&first), exclusion(1, &first));
         let broken = f.follow(&raw(2, hiding)).unwrap_err();
         assert_eq!(broken.cause, ChainBreak::ExclusionOfNothing(1));
+    }
+
+    fn run_exclusion(held: &Holding) -> Option<Payload> {
+        let first = held.first().unwrap();
+        Some(Payload::MessageExcluded(MessageExcluded {
+            stream_sequence: first.stream_sequence,
+            message_hash: first.message_hash.0.to_vec().into(),
+            through_stream_sequence: held.last_stream_sequence(),
+            message_count: held.count(),
+            run_hash: held.run_hash().0.to_vec().into(),
+            ..Default::default()
+        }))
+    }
+
+    /// `started`, then `more` foreign messages after the first, at stream sequences 3...
+    fn flooded(more: u64) -> (Follower, Digest) {
+        let (mut f, head, _) = started();
+        for i in 0..more {
+            let foreign = envelope(2, &Digest([i as u8; 32]), None);
+            assert!(matches!(f.follow(&raw(3 + i, foreign)), Ok(Step::Held)));
+        }
+        (f, head)
+    }
+
+    #[test]
+    fn one_exclusion_passes_over_any_number_of_held_messages_in_constant_memory() {
+        let (mut f, head) = flooded(999);
+        assert_eq!(f.held().count(), 1000);
+        assert_eq!(f.held().listed().len(), HELD_LISTED_MAX);
+        assert_eq!(f.held().last_stream_sequence(), 1001);
+        let decision = envelope(2, &head, run_exclusion(f.held()));
+        match f.follow(&raw(1002, decision)) {
+            Ok(Step::Event {
+                excluded: Some(x), ..
+            }) => {
+                assert_eq!(x.first.stream_sequence, 2);
+                assert_eq!(x.through_stream_sequence, 1001);
+                assert_eq!(x.count, 1000);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(f.held().is_empty());
+        assert!(f.finish().is_ok());
+        // And the chain goes on.
+        let next = envelope(3, &f.head.hash, None);
+        assert!(matches!(f.follow(&raw(1003, next)), Ok(Step::Event { .. })));
+    }
+
+    #[test]
+    fn a_run_exclusion_must_name_every_held_message_and_their_hash() {
+        let (f, head) = flooded(20);
+        let Some(Payload::MessageExcluded(right)) = run_exclusion(f.held()) else {
+            unreachable!()
+        };
+        let wrongs = [
+            MessageExcluded {
+                message_count: right.message_count - 1,
+                ..right.clone()
+            },
+            MessageExcluded {
+                through_stream_sequence: right.through_stream_sequence - 1,
+                ..right.clone()
+            },
+            MessageExcluded {
+                run_hash: vec![0; 32].into(),
+                ..right.clone()
+            },
+            MessageExcluded {
+                stream_sequence: 3,
+                ..right.clone()
+            },
+            // The first form, one message, while more are held than are listed.
+            MessageExcluded {
+                message_count: 0,
+                through_stream_sequence: 0,
+                run_hash: Default::default(),
+                ..right.clone()
+            },
+        ];
+        for wrong in wrongs {
+            let mut g = f.clone();
+            let decision = envelope(2, &head, Some(Payload::MessageExcluded(wrong)));
+            let broken = g.follow(&raw(100, decision)).unwrap_err();
+            assert_eq!(broken.stream_sequence, 2);
+        }
+        let mut g = f.clone();
+        let decision = envelope(2, &head, Some(Payload::MessageExcluded(right)));
+        assert!(g.follow(&raw(100, decision)).is_ok());
+    }
+
+    #[test]
+    fn the_first_form_excludes_the_oldest_and_a_run_the_rest() {
+        let (mut f, head) = flooded(2);
+        let first = f.held().first().unwrap().clone();
+        let one = envelope(2, &head, exclusion(2, &envelope(2, &Digest([7; 32]), None)));
+        assert!(matches!(
+            f.follow(&raw(5, one.clone())),
+            Ok(Step::Event { excluded: Some(ref x), .. }) if x.first == first && x.count == 1
+        ));
+        assert_eq!(f.held().count(), 2);
+        assert_eq!(f.held().first().unwrap().stream_sequence, 3);
+        // What is left is a run of its own, hashed from its first message.
+        let rest = Holding::of_list(f.held().listed().to_vec());
+        assert_eq!(&rest, f.held());
+        let decision = envelope(3, &event_hash(&one), run_exclusion(f.held()));
+        assert!(matches!(
+            f.follow(&raw(6, decision)),
+            Ok(Step::Event { excluded: Some(ref x), .. }) if x.count == 2 && x.through_stream_sequence == 4
+        ));
+        assert!(f.finish().is_ok());
+    }
+
+    #[test]
+    fn stored_parts_that_do_not_agree_are_refused() {
+        let (f, _) = flooded(20);
+        let h = f.held();
+        let parts = |listed: Vec<Held>, count| {
+            Holding::from_parts(listed, count, h.last_stream_sequence(), h.run_hash())
+        };
+        assert_eq!(parts(h.listed().to_vec(), h.count()).as_ref(), Some(h));
+        assert!(
+            parts(h.listed()[..3].to_vec(), 3).is_none(),
+            "a complete list of another hash"
+        );
+        assert!(parts(Vec::new(), h.count()).is_none());
+        assert!(parts(h.listed().to_vec(), 2).is_none());
     }
 }

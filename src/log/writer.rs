@@ -36,7 +36,7 @@ use super::{HEADER_HASH, HEADER_SEQUENCE};
 use crate::book::{self, PartitionBook};
 use crate::chain::{self, ChainBreak, ChainHead, Digest, EVENT_BYTES_MAX, Partition};
 use crate::domain::Rejection;
-use crate::log::follow::{Follower, Held, Step};
+use crate::log::follow::{Follower, Holding, Step};
 use crate::proto::{self, Envelope, envelope::Payload};
 use crate::telemetry;
 
@@ -617,10 +617,10 @@ struct PartitionWriter {
     /// None forces a rebuild: after a failed commit it may hold decisions that never
     /// reached the log (a clone per batch would cost more than a rare replay).
     book: Option<PartitionBook>,
-    /// Messages on the subject that broke the chain since its last good event, oldest
-    /// first (`log::follow`): while any is held, the only append taken is the operator's
-    /// exclusion of the oldest.
-    held: Vec<Held>,
+    /// Messages on the subject that broke the chain since its last good event
+    /// (`log::follow`): while any is held, the only append taken is the operator's
+    /// exclusion of them.
+    held: Holding,
     /// Idempotency keys up to this stream sequence are already in the store.
     keys_recorded_through: u64,
     /// Index commits of acknowledged batches that may still be running, oldest first;
@@ -682,7 +682,7 @@ impl PartitionWriter {
             head: None,
             caught_up: false,
             book: None,
-            held: Vec::new(),
+            held: Holding::default(),
             keys_recorded_through: 0,
             recording: VecDeque::new(),
             rerecord_from: None,
@@ -919,19 +919,47 @@ impl PartitionWriter {
                 }
             }
             // A message broke the chain: nothing is built past it but the operator's
-            // exclusion of exactly that message (CHAIN.md, section 4a).
+            // exclusion of what is held (CHAIN.md, section 4a).
             if let Some(first) = self.held.first() {
                 let (exclusion, rest): (Vec<_>, Vec<_>) =
-                    batch.into_iter().partition(|p| excludes(p, first));
+                    batch.into_iter().partition(|p| excludes(p, &self.held));
+                let (exclusions, rest): (Vec<_>, Vec<_>) = rest.into_iter().partition(is_exclusion);
                 let partition = self.partition.to_string();
                 fail_all(rest, || AppendError::ChainBroken {
                     partition: partition.clone(),
                     stream_sequence: first.stream_sequence,
                     cause: first.cause.clone(),
                 });
-                if exclusion.is_empty() {
+                // An exclusion of other messages: say what is held, so the operator can
+                // name it (one more message may have come since the command read them).
+                let held = &self.held;
+                fail_all(exclusions, || {
+                    AppendError::Rejected(Rejection::UnsupportedCommand {
+                        what: format!(
+                            "an exclusion of other messages than the {} held on partition {partition}, \
+                             from stream sequence {} through {}; name them all \
+                             (--stream-sequence {} --through {})",
+                            held.count(),
+                            first.stream_sequence,
+                            held.last_stream_sequence(),
+                            first.stream_sequence,
+                            held.last_stream_sequence()
+                        ),
+                    })
+                });
+                // One decision: after it nothing is held, so a second one, under another
+                // key, would be an exclusion of nothing. Repeats of its key are answered
+                // by its receipt below.
+                let Some(key) = exclusion.first().map(|p| p.key().to_owned()) else {
                     return Vec::new();
-                }
+                };
+                let (exclusion, others): (Vec<_>, Vec<_>) =
+                    exclusion.into_iter().partition(|p| p.key() == key);
+                fail_all(others, || {
+                    AppendError::Rejected(Rejection::UnsupportedCommand {
+                        what: "a second exclusion of the same messages, under another key".into(),
+                    })
+                });
                 batch = exclusion;
             }
             // Two appends with one key in one batch: the first is written, the later
@@ -989,9 +1017,9 @@ impl PartitionWriter {
             let started = std::time::Instant::now();
             match self.publish(&encoded, &frames).await {
                 Ok(last_stream_sequence) => {
-                    if !self.held.is_empty() {
-                        // The batch was the exclusion of the oldest held message.
-                        self.held.remove(0);
+                    if let Some(Payload::MessageExcluded(x)) = encoded_exclusion(&unique) {
+                        // The batch was the exclusion of what is held.
+                        self.held.exclude(x);
                     }
                     telemetry::committed(
                         self.partition.as_str(),
@@ -1102,7 +1130,7 @@ impl PartitionWriter {
             self.snapshot_sequence = self.snapshot_sequence.max(book.sequence);
             self.head = Some(head);
             self.book = Some(book);
-            self.held.clear();
+            self.held = Holding::default();
             self.caught_up = false;
         }
         if !self.caught_up {
@@ -1213,7 +1241,7 @@ impl PartitionWriter {
         )
         .await;
         // What is held stays held whatever ended the read.
-        self.held = follower.held().to_vec();
+        self.held = follower.held().clone();
         let reached = head.stream_sequence;
         if let Err(e) = read {
             // The events taken in moved the head and the book past keys not recorded yet;
@@ -1229,7 +1257,7 @@ impl PartitionWriter {
             } else {
                 self.book = None;
                 self.head = None;
-                self.held.clear();
+                self.held = Holding::default();
             }
             return Err(match e {
                 reader::ReadError::Nats(m) => AppendError::Nats(m),
@@ -1593,15 +1621,18 @@ fn is_exclusion(pending: &Pending) -> bool {
     matches!(&pending.work, Work::Draft(d) if matches!(d.payload, Payload::MessageExcluded(_)))
 }
 
-/// Whether `pending` is the operator's exclusion of the held message `held`.
-fn excludes(pending: &Pending, held: &Held) -> bool {
+/// The operator's exclusion among appends a batch accepted.
+fn encoded_exclusion(accepted: &[Pending]) -> Option<&Payload> {
+    accepted.iter().find_map(|p| match &p.work {
+        Work::Draft(d) if matches!(d.payload, Payload::MessageExcluded(_)) => Some(&d.payload),
+        _ => None,
+    })
+}
+
+/// Whether `pending` is an operator's exclusion of what `held` holds.
+fn excludes(pending: &Pending, held: &Holding) -> bool {
     match &pending.work {
-        Work::Draft(d) => matches!(
-            &d.payload,
-            Payload::MessageExcluded(x)
-                if x.stream_sequence == held.stream_sequence
-                    && x.message_hash[..] == held.message_hash.0[..]
-        ),
+        Work::Draft(d) => matches!(&d.payload, Payload::MessageExcluded(x) if held.admits(x)),
         Work::Command(_) => false,
     }
 }

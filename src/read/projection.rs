@@ -24,7 +24,7 @@ use crate::domain::loans::Loan;
 use crate::domain::payments::ids::GatewayId;
 use crate::domain::payments::instructions::{InstructionId, Outcome};
 use crate::domain::payments::reconcile::{self, GatewayDay};
-use crate::log::follow::{Checked, Follower, Held};
+use crate::log::follow::{Checked, Follower, Held, Holding};
 use crate::log::{EventAt, LogConfig, Position, reader};
 use crate::proto::Envelope;
 use crate::read::journal::{self, Journal, JournalError, Marker, Record};
@@ -68,7 +68,8 @@ const VIEWS: u8 = 2;
 /// (`reconcile::changes_records`), and no view takes a payment record the book leaves out.
 /// 14: the instruction each gateway transaction id was first accepted for (`gtxn/`).
 /// 15: a partition's trial balance takes the budget side's postings too (`tb/`).
-pub(crate) const PROJECTION_FORMAT: &[u8] = &[15];
+/// 16: the messages a partition holds are a counted, hashed run (`held/`), not a list.
+pub(crate) const PROJECTION_FORMAT: &[u8] = &[16];
 /// Trail lines of one subject from one batch stored together (a run). A page of a trail
 /// reads at most this many lines more than it shows, and a run stays near 10 KB.
 pub const TRAIL_RUN_LINES_MAX: usize = 64;
@@ -364,11 +365,22 @@ struct StoredHeld {
     cause: String,
 }
 
-fn encode_held(held: &[Held]) -> Option<Vec<u8>> {
+/// What a partition holds, as stored: the listed messages and the run's count, last
+/// stream sequence and hash (`log::follow::Holding`).
+#[derive(Serialize, Deserialize)]
+struct StoredHolding {
+    listed: Vec<StoredHeld>,
+    count: u64,
+    last_stream_sequence: u64,
+    run_hash: String,
+}
+
+fn encode_held(held: &Holding) -> Option<Vec<u8>> {
     if held.is_empty() {
         return None;
     }
-    let stored: Vec<StoredHeld> = held
+    let listed: Vec<StoredHeld> = held
+        .listed()
         .iter()
         .map(|h| StoredHeld {
             stream_sequence: h.stream_sequence,
@@ -377,12 +389,18 @@ fn encode_held(held: &[Held]) -> Option<Vec<u8>> {
             cause: h.cause.to_string(),
         })
         .collect();
-    Some(views::encode_record(&stored))
+    Some(views::encode_record(&StoredHolding {
+        listed,
+        count: held.count(),
+        last_stream_sequence: held.last_stream_sequence(),
+        run_hash: held.run_hash().to_hex(),
+    }))
 }
 
-fn decode_held(bytes: &[u8]) -> Option<Vec<Held>> {
-    let stored: Vec<StoredHeld> = views::decode_record(bytes).ok()?;
-    stored
+fn decode_held(bytes: &[u8]) -> Option<Holding> {
+    let stored: StoredHolding = views::decode_record(bytes).ok()?;
+    let listed = stored
+        .listed
         .into_iter()
         .map(|h| {
             Some(Held {
@@ -392,7 +410,13 @@ fn decode_held(bytes: &[u8]) -> Option<Vec<Held>> {
                 cause: crate::chain::ChainBreak::Recorded(h.cause),
             })
         })
-        .collect()
+        .collect::<Option<Vec<_>>>()?;
+    Holding::from_parts(
+        listed,
+        stored.count,
+        stored.last_stream_sequence,
+        Digest::from_hex(&stored.run_hash)?,
+    )
 }
 
 /// The keys of a subject's trail in every partition: `subject NUL`.
@@ -419,7 +443,7 @@ pub fn record_as_json(tree: &str, key: &[u8], value: &[u8]) -> Option<serde_json
         TREE_VIEWS => views::record_as_json(key, value),
         TREE_SUMMARY => named::<PartitionSummary>(value),
         TREE_TRAIL => named::<TrailEntry>(value),
-        TREE_META if key.starts_with(b"held/") => named::<Vec<StoredHeld>>(value),
+        TREE_META if key.starts_with(b"held/") => named::<StoredHolding>(value),
         _ => None,
     }
 }
@@ -734,7 +758,7 @@ impl Projector {
         let head = self.stored_head(partition)?;
         let held = match self.meta.get(held_key(partition.as_str()))? {
             Some(v) => decode_held(&v).ok_or_else(|| corrupt("held messages"))?,
-            None => Vec::new(),
+            None => Holding::default(),
         };
         Ok(Follower::resume(head, held))
     }

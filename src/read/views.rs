@@ -513,6 +513,13 @@ pub fn detail(payload: Option<&Payload>) -> String {
         .trim_end()
         .to_string(),
         Payload::LedgerKeyRotated(k) => format!("ledger signing key is now {}", k.key_id),
+        Payload::MessageExcluded(x) if x.message_count > 1 => format!(
+            "{} messages at stream sequences {} through {} excluded: {}",
+            x.message_count,
+            x.stream_sequence,
+            x.through_stream_sequence,
+            x.reason.chars().take(80).collect::<String>()
+        ),
         Payload::MessageExcluded(x) => format!(
             "message at stream sequence {} excluded: {}",
             x.stream_sequence,
@@ -1319,7 +1326,7 @@ mod layout_tests {
         let digest = blake3::hash(layouts.as_bytes()).to_hex();
         assert_eq!(
             (crate::projection::PROJECTION_FORMAT, &digest[..16]),
-            (&[15u8][..], "2d5660aacefd58bb"),
+            (&[16u8][..], "2d5660aacefd58bb"),
             "{layouts}"
         );
     }

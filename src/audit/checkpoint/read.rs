@@ -9,7 +9,7 @@ use super::sign::CheckpointBody;
 use super::stream::CheckpointConfig;
 use super::{CHECKPOINTS_READ_MAX, CheckpointError};
 use crate::chain::{ChainHead, Partition};
-use crate::log::follow::{Follower, Held, Step};
+use crate::log::follow::{Follower, Holding, Step};
 use crate::log::{LogConfig, Position, RawEvent, reader};
 use crate::proto::{self, Envelope, envelope::Payload};
 
@@ -21,7 +21,7 @@ pub struct ChainPosition {
     pub read: Position,
     /// Messages read that broke the chain, waiting for the operator's exclusion
     /// (`log::follow`).
-    pub held: Vec<Held>,
+    pub held: Holding,
 }
 
 impl ChainPosition {
@@ -29,7 +29,7 @@ impl ChainPosition {
         Self {
             head: ChainHead::genesis(partition),
             read: Position::START,
-            held: Vec::new(),
+            held: Holding::default(),
         }
     }
 }
@@ -92,7 +92,7 @@ pub async fn read_chain(
     };
     let result = reader::read_after(events, &subject, after, last.stream_sequence, step).await;
     position.head = follower.head.clone();
-    position.held = follower.held().to_vec();
+    position.held = follower.held().clone();
     position.read = read;
     match result {
         Ok(_) | Err(reader::ReadError::Visit(Halt::Stop)) => Ok(position),

@@ -26,6 +26,8 @@ pub const COSIGNATURE_DOMAIN: &[u8] = b"ansinh/v1/cosignature\0";
 pub const KEY_ROTATION_DOMAIN: &[u8] = b"ansinh/v1/key-rotation\0";
 /// Domain of an operator's exclusion of a message (docs/CHAIN.md, section 4a).
 pub const EXCLUSION_DOMAIN: &[u8] = b"ansinh/v1/exclusion\0";
+/// Domain of an operator's exclusion of a run of messages (docs/CHAIN.md, section 4a).
+pub const EXCLUSION_RUN_DOMAIN: &[u8] = b"ansinh/v1/exclusion-run\0";
 /// The only checkpoint format this build writes and accepts.
 pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
 /// A key id is this many lowercase hex digits of BLAKE3(public key).
@@ -365,29 +367,36 @@ pub fn key_rotation(new: &KeyPair, previous: Option<&KeyPair>) -> proto::LedgerK
     }
 }
 
-/// What an exclusion's signature covers: utf8(partition) || 0x00 ||
-/// be64(stream_sequence) || message_hash (32 bytes), after `EXCLUSION_DOMAIN`.
-fn exclusion_bytes(partition: &str, stream_sequence: u64, message_hash: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(partition.len() + 1 + 8 + message_hash.len());
+/// What an exclusion's signature covers, and under which domain: utf8(partition) ||
+/// 0x00 || be64(stream_sequence) || message_hash (32 bytes) for one message, followed by
+/// be64(through_stream_sequence) || be64(message_count) || run_hash (32 bytes) for a run.
+fn exclusion_bytes(
+    partition: &str,
+    x: &proto::MessageExcluded,
+) -> Result<(&'static [u8], Vec<u8>), SignatureError> {
+    let mut bytes = Vec::with_capacity(partition.len() + 1 + 8 + 32 + 8 + 8 + 32);
     bytes.extend_from_slice(partition.as_bytes());
     bytes.push(0);
-    bytes.extend_from_slice(&stream_sequence.to_be_bytes());
-    bytes.extend_from_slice(message_hash);
-    bytes
+    bytes.extend_from_slice(&x.stream_sequence.to_be_bytes());
+    bytes.extend_from_slice(&hash32(&x.message_hash, "message_hash")?);
+    if x.message_count == 0 {
+        return Ok((EXCLUSION_DOMAIN, bytes));
+    }
+    bytes.extend_from_slice(&x.through_stream_sequence.to_be_bytes());
+    bytes.extend_from_slice(&x.message_count.to_be_bytes());
+    bytes.extend_from_slice(&hash32(&x.run_hash, "run_hash")?);
+    Ok((EXCLUSION_RUN_DOMAIN, bytes))
 }
 
-/// The ledger key's signature of the exclusion of the message at `stream_sequence` of
-/// `partition`, whose `chain::message_hash` is `message_hash`.
+/// The ledger key's signature of the exclusion `x` (its signature field aside) recorded
+/// in `partition`.
 pub fn sign_exclusion(
     key: &KeyPair,
     partition: &str,
-    stream_sequence: u64,
-    message_hash: &[u8; 32],
-) -> [u8; 64] {
-    key.sign(
-        EXCLUSION_DOMAIN,
-        &exclusion_bytes(partition, stream_sequence, message_hash),
-    )
+    x: &proto::MessageExcluded,
+) -> Result<[u8; 64], SignatureError> {
+    let (domain, bytes) = exclusion_bytes(partition, x)?;
+    Ok(key.sign(domain, &bytes))
 }
 
 /// Checks an exclusion recorded in `partition` against the public key of the key it
@@ -404,14 +413,8 @@ pub fn verify_exclusion(
             actual,
         });
     }
-    hash32(&x.message_hash, "message_hash")?;
-    verify(
-        public_key,
-        EXCLUSION_DOMAIN,
-        &exclusion_bytes(partition, x.stream_sequence, &x.message_hash),
-        &x.signature,
-        "exclusion",
-    )
+    let (domain, bytes) = exclusion_bytes(partition, x)?;
+    verify(public_key, domain, &bytes, &x.signature, "exclusion")
 }
 
 /// Checks a rotation's own fields and, when `previous_public_key` is given, that the
