@@ -105,6 +105,41 @@ fn raw_blake3_vectors() {
     );
 }
 
+/// The run hash of held messages an exclusion names (CHAIN.md, sections 4a and 5),
+/// computed here from its definition with plain BLAKE3, and printed in the document.
+#[test]
+fn the_run_hash_vector_in_chain_md_is_what_the_code_computes() {
+    let message = |payload: &[u8]| {
+        let mut h = blake3::Hasher::new();
+        h.update(b"ansinh/v1/message\0");
+        h.update(payload);
+        *h.finalize().as_bytes()
+    };
+    let next = |prev: [u8; 32], sequence: u64, message_hash: [u8; 32]| {
+        let mut h = blake3::Hasher::new();
+        h.update(b"ansinh/v1/excluded-run\0");
+        h.update(&prev);
+        h.update(&sequence.to_be_bytes());
+        h.update(&message_hash);
+        *h.finalize().as_bytes()
+    };
+    let (m5, m6) = (message(b"foreign 1"), message(b"foreign 2"));
+    let r2 = next(next([0; 32], 5, m5), 6, m6);
+    let code = chain::run_hash_next(
+        &chain::run_hash_next(
+            &chain::Digest([0; 32]),
+            5,
+            &chain::message_hash(b"foreign 1"),
+        ),
+        6,
+        &chain::message_hash(b"foreign 2"),
+    );
+    assert_eq!(code.0, r2);
+    for value in [hex::encode(m5), hex::encode(r2)] {
+        assert!(DOC.contains(&value), "CHAIN.md lacks {value}");
+    }
+}
+
 #[test]
 fn a_flipped_bit_anywhere_breaks_the_link() {
     let p = Partition::new("01").unwrap();
