@@ -975,7 +975,31 @@ async fn claims_follow_members_moves_and_erasure() {
             household: to.to_string()
         }
     );
-    // Erasure frees the citizen to be registered again, anywhere.
+    // The household it was is not erased there: its data went, under the same key, to
+    // the household it became, which lives on.
+    let manager_01 = staff(Role::BranchManager, "01");
+    let before = w.events().await;
+    let r = w
+        .service
+        .erase_personal_data(
+            &rq(&manager_01, "erase-old"),
+            &h1,
+            d("2026-06-01"),
+            "QĐ 1/2026",
+            1,
+        )
+        .await;
+    assert_eq!(
+        refused(r),
+        Rejection::HouseholdMovedAway {
+            household: h1.to_string(),
+            to: to.to_string()
+        }
+    );
+    assert_eq!(w.events().await, before);
+    assert!(w.service.personal(&to).await.is_ok());
+    // Erasure frees the citizen to be registered again, anywhere: in the province that
+    // erased it too, whose book no longer names the erased household.
     let manager = staff(Role::BranchManager, "79");
     assert!(w.service.personal(&h1).await.is_ok());
     w.service
@@ -992,9 +1016,21 @@ async fn claims_follow_members_moves_and_erasure() {
         ),
         "the data under the old id still opens"
     );
-    register_in(&w.service, "9200007-000002", &person("001085012345", None))
+    register_in(&w.service, "7900007-000050", &person("001085012345", None))
         .await
         .unwrap();
+    // An erased household takes no change of members: its citizens are free.
+    let r = w
+        .service
+        .change_members(
+            &rq(&officer, "members-erased"),
+            &to,
+            d("2026-07-01"),
+            "marriage",
+            &person("001085099999", None),
+        )
+        .await;
+    assert!(r.is_err(), "{r:?}");
 }
 
 /// Closes a process's service: its writers finish and save their books, and the store

@@ -261,6 +261,19 @@ impl Registry {
         }
     }
 
+    /// The household if it is active and its personal data are not erased: only then
+    /// may its members change or it move (its data could not be opened, and an erased
+    /// household's citizens are free).
+    fn changeable(&self, id: &HouseholdId) -> Result<&Household, Rejection> {
+        let h = self.active(id)?;
+        if h.erased {
+            return Err(Rejection::AlreadyErased {
+                household: id.to_string(),
+            });
+        }
+        Ok(h)
+    }
+
     /// Refuses citizens already in another active household (or twice in this list).
     fn check_citizens(
         &self,
@@ -349,7 +362,7 @@ pub fn decide(registry: &Registry, change: Change) -> Result<Change, Rejection> 
             reason,
             on,
         } => {
-            let h = registry.active(household)?;
+            let h = registry.changeable(household)?;
             check_not_before(h, *on)?;
             if reason.trim().is_empty() {
                 return Err(Rejection::MissingReason);
@@ -366,7 +379,7 @@ pub fn decide(registry: &Registry, change: Change) -> Result<Change, Rejection> 
             on,
             ..
         } => {
-            let h = registry.active(household)?;
+            let h = registry.changeable(household)?;
             check_not_before(h, *on)?;
             if !h.citizens.contains(citizen) {
                 return Err(Rejection::NotAMember {
@@ -393,7 +406,7 @@ pub fn decide(registry: &Registry, change: Change) -> Result<Change, Rejection> 
             })
         }
         Change::MovedOut { household, to, on } => {
-            let h = registry.active(household)?;
+            let h = registry.changeable(household)?;
             check_not_before(h, *on)?;
             if to == household {
                 return Err(Rejection::HouseholdExists {
@@ -415,6 +428,14 @@ pub fn decide(registry: &Registry, change: Change) -> Result<Change, Rejection> 
             if h.erased {
                 return Err(Rejection::AlreadyErased {
                     household: household.to_string(),
+                });
+            }
+            // A move seals the new household's data under this one's key: erasing it
+            // here would destroy the data of the household it became, which lives on.
+            if let Residence::MovedOut { to, .. } = &h.residence {
+                return Err(Rejection::HouseholdMovedAway {
+                    household: household.to_string(),
+                    to: to.to_string(),
                 });
             }
             if reference.trim().is_empty() {
@@ -490,6 +511,9 @@ pub fn apply(registry: &mut Registry, change: &Change) {
             let Some(h) = registry.households.get_mut(household) else {
                 return;
             };
+            if h.erased {
+                return;
+            }
             for c in &h.citizens {
                 registry.citizens.remove(c);
             }
@@ -509,6 +533,9 @@ pub fn apply(registry: &mut Registry, change: &Change) {
             let Some(h) = registry.households.get_mut(household) else {
                 return;
             };
+            if h.erased {
+                return;
+            }
             for c in &h.citizens {
                 registry.citizens.remove(c);
             }
@@ -518,8 +545,15 @@ pub fn apply(registry: &mut Registry, change: &Change) {
             };
         }
         Change::Erased { household, .. } => {
+            // Its citizens are free, as the country-wide claims release them: the
+            // province's book must not keep refusing them, naming the erased household.
             if let Some(h) = registry.households.get_mut(household) {
                 h.erased = true;
+                for c in std::mem::take(&mut h.citizens) {
+                    if registry.citizens.get(&c) == Some(household) {
+                        registry.citizens.remove(&c);
+                    }
+                }
             }
         }
     }

@@ -127,6 +127,12 @@ pub enum Rejection {
     /// The household's personal data were already erased.
     #[error("personal data of household {household} are already erased")]
     AlreadyErased { household: String },
+    /// The household moved away, and its data went with it under the same data key:
+    /// they are erased where it lives now, which erases both.
+    #[error(
+        "household {household} moved to {to}; its personal data went with it under the same key: erase them at {to}"
+    )]
+    HouseholdMovedAway { household: String, to: String },
     /// The change is dated before the household's registration here.
     #[error("effective date {effective} is before the household's registration on {since}")]
     RegistryBackDated {

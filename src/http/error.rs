@@ -302,6 +302,7 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         | CitizenAlreadyRegistered { .. }
         | HouseholdInactive { .. }
         | AlreadyErased { .. }
+        | HouseholdMovedAway { .. }
         | RegistryBackDated { .. }
         | OpenLoans { .. }
         | NothingToRecord
