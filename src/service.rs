@@ -287,7 +287,7 @@ impl Service {
         };
         let result = self.submit(req, partition_of(household), command).await;
         if let Err(ServiceError::Rejected(_) | ServiceError::KeyReused { .. }) = &result {
-            claims.release(household.as_str(), &taken).await?;
+            self.give_back(claims, household, &taken).await?;
         }
         result
     }
@@ -425,7 +425,7 @@ impl Service {
             .submit(req, partition_of(household), Command::Registry(change))
             .await;
         if let Err(ServiceError::Rejected(_) | ServiceError::KeyReused { .. }) = &result {
-            claims.release(household.as_str(), &taken).await?;
+            self.give_back(claims, household, &taken).await?;
         }
         result
     }
@@ -832,6 +832,23 @@ impl Service {
         self.vault
             .erase_sealed(household.as_str(), latest.as_deref(), now_unix_ms)
             .await?;
+        // The households it was before a move: their data went into this one's, under
+        // the same pooled key, except data sealed before keys were pooled, which has a
+        // key of its own per household id and would stay readable there.
+        let mut before = self
+            .projector
+            .household(household.as_str())
+            .map_err(|e| AppendError::Nats(e.to_string()))?
+            .and_then(|v| v.moved_from);
+        for _ in 0..MOVES_FOLLOWED_MAX {
+            let Some(id) = before.take() else { break };
+            self.vault.erase(&id, now_unix_ms).await?;
+            before = self
+                .projector
+                .household(&id)
+                .map_err(|e| AppendError::Nats(e.to_string()))?
+                .and_then(|v| v.moved_from);
+        }
         recorded
     }
 
@@ -847,8 +864,37 @@ impl Service {
         };
         match self.vault.open_sealed(household.as_str(), sealed).await {
             Ok(data) => self.indexes(&data),
-            Err(_) => Ok(Vec::new()),
+            // Erased: a retry, whose first call freed them. Any other failure (the
+            // vault's bucket away a moment) is the caller's to retry: taken as "no
+            // citizens", the erasure would go on with its key destroyed and leave them
+            // held by an erased household for good.
+            Err(VaultError::Erased { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
         }
+    }
+
+    /// Gives back the claims `taken` for `household` by a command the book refused,
+    /// but those its recorded data hold: a concurrent request for the same household
+    /// (another key, another process) may have landed first relying on them, since a
+    /// claim already held by the household is not `taken` again by it.
+    async fn give_back(
+        &self,
+        claims: &Claims,
+        household: &HouseholdId,
+        taken: &[BlindIndex],
+    ) -> Result<(), ServiceError> {
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let latest = self.latest_sealed_if_any(household).await?;
+        let held = self.citizens_in(household, latest.as_deref()).await?;
+        let free: Vec<BlindIndex> = taken
+            .iter()
+            .filter(|c| !held.contains(c))
+            .copied()
+            .collect();
+        claims.release(household.as_str(), &free).await?;
+        Ok(())
     }
 
     /// New personal data of a household sealed under the key of its `latest` blob, or
@@ -1323,3 +1369,8 @@ impl Service {
 
 /// How far a new gateway post's own timestamp may be from the ledger's clock.
 pub const POST_REPLAY_WINDOW_MS: i64 = 5 * 60 * 1_000;
+
+/// Moves followed back from an erased household to erase the data keys of the
+/// households it was before (a household moves a few times in its life; the bound stops
+/// a cycle that only a log not written by the ledger could hold).
+pub const MOVES_FOLLOWED_MAX: usize = 64;

@@ -1033,6 +1033,73 @@ async fn claims_follow_members_moves_and_erasure() {
     assert!(r.is_err(), "{r:?}");
 }
 
+/// Data sealed before data keys were pooled has a key per household id: a move seals
+/// the new household's data under a key of its own. Erasing where the household lives
+/// now erases the data under every id it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_after_a_move_reaches_data_sealed_under_a_key_of_its_own() {
+    let w = world().await;
+    let old = hh("0100007-000077");
+    let data = person("001085077777", None);
+    // A registration as the ledger recorded them before pooled keys.
+    let sealed = w.service.vault.seal(old.as_str(), &data).await.unwrap();
+    w.service
+        .ledger
+        .submit(ansinh::log::Submission {
+            partition: ansinh::chain::Partition::new("01").unwrap(),
+            actor: proto::Actor {
+                id: "staff:credit_officer".into(),
+                role: "credit-officer".into(),
+                unit: "01".into(),
+            },
+            idempotency_key: "reg:old-format".into(),
+            correlation_id: String::new(),
+            request_fingerprint: None,
+            command: Command::Registry(Change::Registered {
+                household: old.clone(),
+                area: Area::Rural,
+                members: 1,
+                citizens: vec![w.service.vault.blind_index("001085077777")],
+                sealed: sealed.clone(),
+                on: d("2026-01-05"),
+            }),
+        })
+        .await
+        .unwrap();
+    let to = hh("7900007-000077");
+    let officer = staff(Role::CreditOfficer, "01");
+    w.service
+        .move_household(
+            &rq(&officer, "move-77"),
+            &old,
+            &to,
+            Area::Urban,
+            d("2026-05-01"),
+        )
+        .await
+        .unwrap();
+    assert!(w.service.personal(&old).await.is_ok());
+    w.service
+        .erase_personal_data(
+            &rq(&staff(Role::BranchManager, "79"), "erase-77"),
+            &to,
+            d("2026-06-01"),
+            "QĐ 7/2026",
+            1,
+        )
+        .await
+        .unwrap();
+    for id in [&old, &to] {
+        assert!(
+            matches!(
+                w.service.personal(id).await,
+                Err(ServiceError::Vault(VaultError::Erased { .. }))
+            ),
+            "{id}'s data still opens"
+        );
+    }
+}
+
 /// Closes a process's service: its writers finish and save their books, and the store
 /// is released for the next process over the same directory.
 async fn close(service: Service) {
