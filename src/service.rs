@@ -727,6 +727,7 @@ impl Service {
                     from_sequence: out.sequence,
                     from_hash: out.hash.0,
                     standing: moved.standing.clone(),
+                    paid_before_move: moved.paid_before_move.clone(),
                 })),
             )
             .await?;

@@ -1760,6 +1760,82 @@ fn a_run_pays_no_household_that_moved_out_or_died_out_and_names_their_entitlemen
     assert_eq!(again.len(), 1);
 }
 
+/// "One allowance per person" survives a move: the household's members are paid where
+/// it lived through the month it left, and a move makes a new household id, so a grant
+/// where it arrives starts after that month, in another province too.
+#[test]
+fn a_grant_after_a_move_never_pays_the_month_already_paid_before_it() {
+    use ansinh::domain::payments::ids::{BeneficiaryRef, HouseholdRef, MemberRef};
+    use ansinh::domain::payments::month::Month;
+    use ansinh::domain::payments::{CommandKind as Pay, Rejection as PayRejection};
+    let (from, to) = ("0100007-000002", "7900007-000002");
+    let mut before = Folded::new();
+    before.register(from, 2);
+    before.record(payment_command(allowance(from), "2026-10-01"));
+    let moved_out = before
+        .decide(&Command::MoveOut {
+            household: hh(from),
+            to: hh(to),
+            on: d("2026-10-20"),
+        })
+        .unwrap();
+    let Payload::HouseholdMovedOut(out) = &moved_out[0].payload else {
+        panic!("{moved_out:?}")
+    };
+    assert_eq!(out.paid_before_move.len(), 1, "{out:?}");
+    assert_eq!(out.paid_before_move[0].through_month, "2026-10");
+
+    let mut after = Folded(PartitionBook::new("79"));
+    after.record(Command::MoveIn(Box::new(ansinh::book::Arrival {
+        change: Change::MovedIn {
+            household: hh(to),
+            from: hh(from),
+            area: Area::Urban,
+            members: 1,
+            citizens: vec![[2; 32]],
+            sealed: vec![1],
+            on: d("2026-10-20"),
+        },
+        from_partition: "01".into(),
+        from_sequence: 3,
+        from_hash: [9; 32],
+        standing: None,
+        paid_before_move: out.paid_before_move.clone(),
+    })));
+    let grant_from = |month: &str| {
+        let Pay::Grant {
+            programme,
+            commune,
+            terms,
+            ..
+        } = allowance(to)
+        else {
+            unreachable!()
+        };
+        payment_command(
+            Pay::Grant {
+                programme,
+                beneficiary: BeneficiaryRef {
+                    household: HouseholdRef::parse(to).unwrap(),
+                    member: MemberRef::parse("m1").unwrap(),
+                },
+                commune,
+                from: Month::parse(month).unwrap(),
+                terms,
+            },
+            "2026-10-25",
+        )
+    };
+    assert_eq!(
+        after.decide(&grant_from("2026-10")).unwrap_err(),
+        Rejection::Payment(PayRejection::GrantOverlapsPaidBeforeMove {
+            household: HouseholdRef::parse(from).unwrap(),
+            last_payable: Month::parse("2026-10").unwrap(),
+        })
+    );
+    after.record(grant_from("2026-11"));
+}
+
 /// A household whose last member died keeps its loan to collect, and gets no tranche.
 #[test]
 fn no_tranche_goes_to_a_household_with_no_member_left() {

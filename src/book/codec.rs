@@ -221,6 +221,7 @@ pub fn registry_payload(change: &Change, extra: MoveLink) -> Payload {
                 members,
                 citizens,
                 standing,
+                paid_before_move,
             } = extra
             else {
                 unreachable!("a move-out is encoded with its MoveLink::Out")
@@ -232,6 +233,7 @@ pub fn registry_payload(change: &Change, extra: MoveLink) -> Payload {
                 members,
                 citizen_indexes: index_bytes(&citizens),
                 standing,
+                paid_before_move,
             })
         }
         Change::MovedIn {
@@ -248,6 +250,7 @@ pub fn registry_payload(change: &Change, extra: MoveLink) -> Payload {
                 from_sequence,
                 from_hash,
                 standing,
+                paid_before_move,
             } = extra
             else {
                 unreachable!("a move-in is encoded with its MoveLink::In")
@@ -265,6 +268,7 @@ pub fn registry_payload(change: &Change, extra: MoveLink) -> Payload {
                 from_sequence,
                 from_hash: Bytes::copy_from_slice(&from_hash),
                 standing,
+                paid_before_move,
             })
         }
         Change::Erased {
@@ -288,12 +292,14 @@ pub enum MoveLink {
         members: u32,
         citizens: Vec<BlindIndex>,
         standing: Option<proto::EligibilityDecided>,
+        paid_before_move: Vec<proto::PaidBeforeMove>,
     },
     In {
         from_partition: String,
         from_sequence: u64,
         from_hash: [u8; 32],
         standing: Option<proto::EligibilityDecided>,
+        paid_before_move: Vec<proto::PaidBeforeMove>,
     },
 }
 

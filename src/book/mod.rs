@@ -87,7 +87,25 @@ pub struct Arrival {
     pub from_sequence: u64,
     pub from_hash: [u8; 32],
     pub standing: Option<proto::EligibilityDecided>,
+    /// Copied from the move-out (`HouseholdMovedOut.paid_before_move`).
+    pub paid_before_move: Vec<proto::PaidBeforeMove>,
 }
+
+/// Allowances a household's members were paid where it lived before a move, per
+/// (programme, beneficiary under the new household id): the household it was paid in
+/// and the last month paid there. The payments book keys "one allowance per person" by
+/// household, and a move makes a new household id, so without this a grant from the
+/// month of arrival would pay that month twice.
+pub type PaidBeforeMove = BTreeMap<
+    (
+        crate::domain::payments::ids::ProgrammeId,
+        crate::domain::payments::ids::BeneficiaryRef,
+    ),
+    (
+        crate::domain::payments::ids::HouseholdRef,
+        crate::domain::payments::month::Month,
+    ),
+>;
 
 /// A household's latest eligibility decision as recorded, kept as its protobuf bytes:
 /// the book only carries it along on a move, and a province holds one per household.
@@ -168,6 +186,7 @@ pub struct PartitionBook {
     /// Cashless social-assistance payments: budgets, entitlements, instructions.
     pub payments: crate::domain::payments::Book,
     pub payments_trial: crate::domain::payments::ledger::TrialBalance,
+    pub paid_before_move: PaidBeforeMove,
 }
 
 impl PartitionBook {
@@ -175,6 +194,87 @@ impl PartitionBook {
         Self {
             partition: partition.to_owned(),
             ..Self::default()
+        }
+    }
+
+    /// What the household's members are paid here through its move-out on `on`: a
+    /// running entitlement through that month (a run pays the month a household leaves,
+    /// not later), a stopped one through its last payable month, and what they were paid
+    /// before an earlier move, carried on. Scans the partition's entitlements: a move is
+    /// rare beside the runs and posts, and they are keyed by programme first.
+    fn paid_through_move(
+        &self,
+        household: &HouseholdId,
+        on: NaiveDate,
+    ) -> Vec<proto::PaidBeforeMove> {
+        use crate::domain::payments::ids::{MemberRef, ProgrammeId};
+        use crate::domain::payments::month::Month;
+        let left = Month::of(on);
+        let ours = |b: &crate::domain::payments::ids::BeneficiaryRef| {
+            b.household.as_str() == household.as_str()
+        };
+        let mut through: BTreeMap<(ProgrammeId, MemberRef), Month> = BTreeMap::new();
+        let mut take = |programme: &ProgrammeId, member: &MemberRef, last: Month| {
+            let last = last.min(left);
+            let month = through
+                .entry((programme.clone(), member.clone()))
+                .or_insert(last);
+            *month = (*month).max(last);
+        };
+        let payments = &self.payments;
+        for ((programme, b), id) in &payments.active {
+            // One that starts after the move pays nothing here.
+            let starts = payments.entitlements.get(id).map(|e| e.from());
+            if ours(b) && starts.is_some_and(|m| m <= left) {
+                take(programme, &b.member, left);
+            }
+        }
+        for ((programme, b), (_, last)) in &payments.stopped_paying_through {
+            if ours(b) {
+                take(programme, &b.member, *last);
+            }
+        }
+        for ((programme, b), (_, last)) in &self.paid_before_move {
+            if ours(b) {
+                take(programme, &b.member, *last);
+            }
+        }
+        through
+            .into_iter()
+            .map(|((programme, member), month)| proto::PaidBeforeMove {
+                programme: programme.to_string(),
+                member: member.to_string(),
+                through_month: month.to_string(),
+            })
+            .collect()
+    }
+
+    /// Records what a household that moved in was paid where it lived before. Never
+    /// fails: an entry it cannot read (only a log not written by the ledger holds one)
+    /// is passed over, the same way by every replica.
+    fn record_paid_before_move(&mut self, p: &proto::HouseholdMovedIn) {
+        use crate::domain::payments::ids::{BeneficiaryRef, HouseholdRef, MemberRef, ProgrammeId};
+        use crate::domain::payments::month::Month;
+        let (Ok(household), Ok(before)) = (
+            HouseholdRef::parse(&p.household_id),
+            HouseholdRef::parse(&p.from_household_id),
+        ) else {
+            return;
+        };
+        for paid in &p.paid_before_move {
+            let (Ok(programme), Ok(member), Ok(month)) = (
+                ProgrammeId::parse(&paid.programme),
+                MemberRef::parse(&paid.member),
+                Month::parse(&paid.through_month),
+            ) else {
+                continue;
+            };
+            let beneficiary = BeneficiaryRef {
+                household: household.clone(),
+                member,
+            };
+            self.paid_before_move
+                .insert((programme, beneficiary), (before.clone(), month));
         }
     }
 
@@ -228,9 +328,29 @@ impl PartitionBook {
             // Assistance is granted to a household of the registry that lives here: a
             // grant to an id the registry never had (or that moved away) is refused
             // before the payments domain sees it.
-            if let crate::domain::payments::CommandKind::Grant { beneficiary, .. } = kind {
+            if let crate::domain::payments::CommandKind::Grant {
+                beneficiary,
+                programme,
+                from,
+                ..
+            } = kind
+            {
                 let household = HouseholdId::parse(beneficiary.household.as_str())?;
                 self.registry.active(&household)?;
+                // Paid where the household lived before its move through that month: a
+                // grant here from then or earlier would pay a month twice.
+                if let Some((before, last_payable)) = self
+                    .paid_before_move
+                    .get(&(programme.clone(), beneficiary.clone()))
+                    .filter(|(_, last)| from <= last)
+                {
+                    return Err(Rejection::Payment(
+                        crate::domain::payments::Rejection::GrantOverlapsPaidBeforeMove {
+                            household: before.clone(),
+                            last_payable: *last_payable,
+                        },
+                    ));
+                }
             }
             return payments::decide(self, kind, *effective, signed.as_ref(), actor);
         }
@@ -280,6 +400,7 @@ impl PartitionBook {
                     members: h.members,
                     citizens: h.citizens.iter().copied().collect(),
                     standing: self.standings.get(household).map(RecordedStanding::decoded),
+                    paid_before_move: self.paid_through_move(household, *on),
                 };
                 let mut subjects = self.subjects(household, None);
                 subjects.push(format!("household:{to}"));
@@ -295,6 +416,7 @@ impl PartitionBook {
                     from_sequence,
                     from_hash,
                     standing,
+                    paid_before_move,
                 } = arrival.as_ref();
                 let Change::MovedIn {
                     household, from, ..
@@ -311,6 +433,7 @@ impl PartitionBook {
                     from_sequence: *from_sequence,
                     from_hash: *from_hash,
                     standing: standing.clone(),
+                    paid_before_move: paid_before_move.clone(),
                 };
                 let mut subjects = self.subjects(household, None);
                 subjects.push(format!("household:{from}"));
@@ -517,6 +640,7 @@ impl PartitionBook {
                 if let (Some(s), Ok(h)) = (&p.standing, HouseholdId::parse(&p.household_id)) {
                     self.standings.insert(h, RecordedStanding::of(s));
                 }
+                self.record_paid_before_move(p);
             }
             _ => {}
         }

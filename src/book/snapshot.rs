@@ -33,6 +33,7 @@ struct RestRef<'a> {
     unreadable: u64,
     payments: &'a payments::Book,
     payments_trial: &'a payments::ledger::TrialBalance,
+    paid_before_move: &'a super::PaidBeforeMove,
 }
 
 #[derive(Deserialize)]
@@ -44,6 +45,7 @@ struct Rest {
     unreadable: u64,
     payments: payments::Book,
     payments_trial: payments::ledger::TrialBalance,
+    paid_before_move: super::PaidBeforeMove,
 }
 
 fn pack<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
@@ -65,6 +67,7 @@ pub fn encode(book: &PartitionBook) -> Vec<u8> {
         unreadable: book.unreadable,
         payments: &book.payments,
         payments_trial: &book.payments_trial,
+        paid_before_move: &book.paid_before_move,
     };
     let (registry, standings, rest) = std::thread::scope(|scope| {
         let registry = scope.spawn(|| pack(&book.registry));
@@ -124,6 +127,7 @@ pub fn decode(bytes: &[u8]) -> Result<PartitionBook, DecodeError> {
         unreadable: rest.unreadable,
         payments: rest.payments,
         payments_trial: rest.payments_trial,
+        paid_before_move: rest.paid_before_move,
     })
 }
 

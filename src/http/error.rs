@@ -393,6 +393,7 @@ fn payment_rejection_status(r: &crate::domain::payments::Rejection) -> StatusCod
         | UnknownCategory { .. }
         | CategoryNotInForce { .. }
         | GrantOverlapsStopped { .. }
+        | GrantOverlapsPaidBeforeMove { .. }
         | ChangeNotAfterPrevious { .. }
         | ChangeBeforeInstructedMonth { .. }
         | StopDateInFuture { .. }

@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use crate::domain::money::MoneyError;
 use crate::domain::payments::budget::BudgetKey;
 use crate::domain::payments::entitlements::EntitlementId;
-use crate::domain::payments::ids::{CategoryId, GatewayId};
+use crate::domain::payments::ids::{CategoryId, GatewayId, HouseholdRef};
 use crate::domain::payments::instructions::{InstructionId, InstructionStatus, Shortfall};
 use crate::domain::payments::month::Month;
 
@@ -97,6 +97,17 @@ pub enum Rejection {
     )]
     GrantOverlapsStopped {
         entitlement: EntitlementId,
+        last_payable: Month,
+    },
+    /// The person's household moved here, and where it lived before it was paid this
+    /// allowance through `last_payable` (a run pays the month a household leaves), so a
+    /// grant from that month or earlier would pay a month twice. Grant from the month
+    /// after `last_payable`.
+    #[error(
+        "this person was paid this allowance in household {household} before its move, through {last_payable}; grant from a later month"
+    )]
+    GrantOverlapsPaidBeforeMove {
+        household: HouseholdRef,
         last_payable: Month,
     },
     /// No entitlement with this id. Check the id.
