@@ -675,19 +675,41 @@ async fn a_broken_chain_elsewhere_does_not_stop_posts_to_a_known_partition() {
     issue_instructions(&service).await;
     let sink = LedgerSink::new(service.clone(), system_clock());
     let list = sink.pending("vcb", "", 10).await.unwrap();
-    // Messages the ledger never wrote on partition 02's subject, more than its readers
-    // hold: 02's chain stops every catch-up of the projections (CHAIN.md §4a).
+    // An event the ledger never wrote on partition 02's subject that continues its chain
+    // but excludes a message that broke nothing: no exclusion can pass over it, so 02's
+    // chain stops every catch-up of the projections (CHAIN.md §4a).
     let js = async_nats::jetstream::new(nats.clone());
-    for n in 0..17u8 {
-        js.publish(
-            config.subject(&Partition::new("02").unwrap()),
-            vec![b'x', n].into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    }
+    let hiding = {
+        use prost::Message as _;
+        let partition = Partition::new("02").unwrap();
+        ansinh::proto::Envelope {
+            format_version: 1,
+            partition: "02".into(),
+            sequence: 1,
+            prev_hash: ansinh::chain::ChainHead::genesis(partition)
+                .hash
+                .0
+                .to_vec()
+                .into(),
+            payload: Some(ansinh::proto::envelope::Payload::MessageExcluded(
+                ansinh::proto::MessageExcluded {
+                    stream_sequence: 1,
+                    message_hash: vec![0; 32].into(),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    js.publish(
+        config.subject(&Partition::new("02").unwrap()),
+        hiding.into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
     let mut stream = service.ledger.stream().clone();
     assert!(
         service
