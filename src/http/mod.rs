@@ -29,7 +29,7 @@ pub mod gateways;
 mod health;
 mod households;
 mod jobs;
-pub use jobs::{JOB_ABANDONED_AFTER, jobs_bucket_name};
+pub use jobs::{HeldJobs, JOB_ABANDONED_AFTER, jobs_bucket_name};
 mod loans;
 pub mod openapi;
 mod payments;
@@ -301,6 +301,11 @@ struct Inner {
     requests_writes: FencedWrites,
     /// Jobs' records (`jobs`), shared by every process.
     jobs: kv::Store,
+    /// The `jobs::JOBS_RUNNING_MAX` slots of this process's jobs: one `Api` a process
+    /// (`serve`), and each of the processes a test runs side by side has its own.
+    jobs_running: Arc<tokio::sync::Semaphore>,
+    /// Test hook: holds the jobs' runs (`hold_jobs`).
+    jobs_hold: std::sync::OnceLock<jobs::Hold>,
     /// The gateway routes' registry and ledger side; None: those routes answer 404.
     gateways: Option<GatewayEdge>,
     /// Where the signed checkpoints are (`serve` sets the command line's; default
@@ -375,6 +380,8 @@ impl Api {
             requests,
             requests_writes,
             jobs,
+            jobs_running: Arc::new(tokio::sync::Semaphore::new(jobs::JOBS_RUNNING_MAX)),
+            jobs_hold: std::sync::OnceLock::new(),
             gateways,
             checkpoints: std::sync::OnceLock::new(),
             console_keys: tokio::sync::OnceCell::new(),
@@ -404,6 +411,23 @@ impl Api {
 
     fn jobs(&self) -> &kv::Store {
         &self.0.jobs
+    }
+
+    fn jobs_running(&self) -> Arc<tokio::sync::Semaphore> {
+        self.0.jobs_running.clone()
+    }
+
+    fn jobs_hold(&self) -> Option<jobs::Hold> {
+        self.0.jobs_hold.get().cloned()
+    }
+
+    /// Test hook: every job this API starts from now on waits, before any work, until the
+    /// test lets it go (`HeldJobs::release_one`), and tells the test when its run ended,
+    /// so a test can stop a run at a known point while another process acts. None if the
+    /// jobs are held already.
+    pub fn hold_jobs(&self) -> Option<HeldJobs> {
+        let (hold, held) = HeldJobs::new();
+        self.0.jobs_hold.set(hold).ok().map(|_| held)
     }
 
     fn gateways(&self) -> Option<&GatewayEdge> {

@@ -31,11 +31,10 @@ use super::{Api, ApiError};
 pub use audit_scan::{AuditScanJob, Report};
 pub use payment_run::PaymentRunJob;
 
-/// Jobs running at once in one process, of every kind; another is refused with 503
-/// (retry later). A payment run keeps a writer busy, a scan a core: two keep the
+/// Jobs running at once in one process (one `Api`), of every kind; another is refused
+/// with 503 (retry later). A payment run keeps a writer busy, a scan a core: two keep the
 /// machine busy without starving desk requests.
 pub const JOBS_RUNNING_MAX: usize = 2;
-static JOBS_RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(JOBS_RUNNING_MAX);
 /// How long the bucket keeps a job's record after its last change: a month's run is
 /// looked at within the month.
 pub const JOB_RECORD_AGE_MAX: std::time::Duration = std::time::Duration::from_secs(31 * 86_400);
@@ -172,11 +171,11 @@ pub async fn read_job(api: &Api, id: &str) -> Result<Option<Job>, ApiError> {
         .transpose()
 }
 
-/// A slot among the `JOBS_RUNNING_MAX`, or 503. Nothing is started without one; the
-/// request's key stays bound to it (as after any 5xx), so the same request again starts
-/// it.
-fn running_slot() -> Result<tokio::sync::SemaphorePermit<'static>, ApiError> {
-    JOBS_RUNNING.try_acquire().map_err(|_| {
+/// A slot among the process's `JOBS_RUNNING_MAX`, or 503. Nothing is started without
+/// one; the request's key stays bound to it (as after any 5xx), so the same request again
+/// starts it.
+fn running_slot(api: &Api) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    api.jobs_running().try_acquire_owned().map_err(|_| {
         ApiError::Unavailable(format!(
             "{JOBS_RUNNING_MAX} jobs are running in this process; retry"
         ))
@@ -224,7 +223,7 @@ where
     W: FnOnce(Api, Job) -> F + Send + 'static,
     F: std::future::Future<Output = ()> + Send,
 {
-    let permit = running_slot()?;
+    let permit = running_slot(api)?;
     let bytes = serde_json::to_vec(&job).expect("a job record serializes");
     if api
         .jobs()
@@ -246,9 +245,17 @@ where
         status: StatusCode::ACCEPTED,
     };
     let api = api.clone();
+    let hold = api.jobs_hold();
     tokio::spawn(async move {
         let _permit = permit;
+        let id = job.id().to_owned();
+        if let Some(hold) = &hold {
+            hold.before_work().await;
+        }
         work(api, job).await;
+        if let Some(hold) = &hold {
+            hold.ended(id).await;
+        }
     });
     Ok(started)
 }
@@ -266,6 +273,60 @@ async fn save(api: &Api, job: &mut Job) {
                 tokio::time::sleep(JOB_SAVE_BACKOFF * attempt).await;
             }
         }
+    }
+}
+
+/// Test hook (`Api::hold_jobs`): the runs an API starts wait for a permit of `start`
+/// before any work, and send their job's id on `ended` when they end.
+#[derive(Clone)]
+pub(crate) struct Hold {
+    start: std::sync::Arc<tokio::sync::Semaphore>,
+    ended: tokio::sync::mpsc::Sender<String>,
+}
+
+impl Hold {
+    async fn before_work(&self) {
+        if let Ok(permit) = self.start.acquire().await {
+            permit.forget();
+        }
+    }
+
+    async fn ended(&self, id: String) {
+        let _ = self.ended.send(id).await;
+    }
+}
+
+/// A test's side of `Api::hold_jobs`: lets the held runs go one at a time and hears them
+/// end.
+pub struct HeldJobs {
+    start: std::sync::Arc<tokio::sync::Semaphore>,
+    ended: tokio::sync::mpsc::Receiver<String>,
+}
+
+impl HeldJobs {
+    pub(crate) fn new() -> (Hold, HeldJobs) {
+        let start = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+        let (sender, ended) = tokio::sync::mpsc::channel(JOBS_RUNNING_MAX);
+        (
+            Hold {
+                start: start.clone(),
+                ended: sender,
+            },
+            HeldJobs { start, ended },
+        )
+    }
+
+    /// Lets one held run (the first to wait) do its work.
+    pub fn release_one(&self) {
+        self.start.add_permits(1);
+    }
+
+    /// The id of the next job whose run in this process ended.
+    pub async fn next_ended(&mut self) -> String {
+        self.ended
+            .recv()
+            .await
+            .expect("the API holding the jobs is alive")
     }
 }
 
