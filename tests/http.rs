@@ -3400,6 +3400,78 @@ async fn a_job_whose_process_stopped_is_taken_over_by_the_same_request() {
     );
 }
 
+/// A scan whose process stopped while it waited for one of the log's readers stays
+/// `waiting`: once its record has not changed for `JOB_ABANDONED_AFTER`, the same request
+/// takes it over and runs it, as it does a running job's. A waiting record still fresh is
+/// answered, not run twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_job_whose_process_stopped_is_taken_over_by_the_same_request() {
+    let s = server().await;
+    assert_eq!(
+        s.register(HOUSEHOLD, "001090000001").await.status,
+        StatusCode::CREATED
+    );
+    let a = &s.staff.auditor;
+    let scans = "/v1/audit/partitions/01/scans";
+    let recompute = json!({"report": "recompute"});
+    let started = s.post(a, scans, "scan-stopped", recompute.clone()).await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let id = started.body["job"].as_str().unwrap().to_owned();
+    let location = format!("/v1/jobs/{id}");
+    let done = s.follow_job(&location).await;
+    assert_eq!(done["state"], json!("done"), "{done}");
+
+    // The record as a process that stopped before its turn came leaves it, last saved
+    // `ago`.
+    let jobs = async_nats::jetstream::new(common::client().await)
+        .get_key_value(ansinh::http::jobs_bucket_name(&s.config.stream_name))
+        .await
+        .unwrap();
+    let left_waiting = |ago: std::time::Duration| {
+        let mut record = done.clone();
+        record["state"] = json!("waiting");
+        for count in [
+            "stream_last_sequence",
+            "stream_sequence_reached",
+            "events_scanned",
+            "decisions",
+            "findings_total",
+        ] {
+            record[count] = json!(0);
+        }
+        record["findings"] = json!([]);
+        record["updated_at_unix_ms"] =
+            json!(chrono::Utc::now().timestamp_millis() - ago.as_millis() as i64);
+        serde_json::to_vec(&record).unwrap()
+    };
+    jobs.put(&id, left_waiting(std::time::Duration::ZERO).into())
+        .await
+        .unwrap();
+    let fresh = s.post(a, scans, "scan-stopped", recompute.clone()).await;
+    assert_eq!(
+        (fresh.status, &fresh.body["state"]),
+        (StatusCode::OK, &json!("waiting")),
+        "a job still saving is answered, not run twice: {}",
+        fresh.body
+    );
+
+    let stopped = ansinh::http::JOB_ABANDONED_AFTER + std::time::Duration::from_secs(60);
+    jobs.put(&id, left_waiting(stopped).into()).await.unwrap();
+    let taken = s.post(a, scans, "scan-stopped", recompute).await;
+    assert_eq!(
+        (taken.status, &taken.body["job"]),
+        (StatusCode::ACCEPTED, &json!(id)),
+        "{}",
+        taken.body
+    );
+    let finished = s.follow_job(&location).await;
+    assert_eq!(
+        (&finished["state"], &finished["events_scanned"]),
+        (&json!("done"), &done["events_scanned"]),
+        "{finished}"
+    );
+}
+
 /// A job taken over while its first runner is still alive (its saves failed for two
 /// minutes, or its host's clock is behind the taker's): the first runner's next save is
 /// refused, it stops there, and the record stays the one the taker wrote. Nothing is paid

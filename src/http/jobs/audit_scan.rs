@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::access::{self, Caller, Operation};
 use crate::chain::{Digest, Partition};
 
-use super::{Held, Job, Started, TakenOver, job_id, launch, save, started_before};
+use super::{
+    Held, JOB_WAITING_SAVE_EVERY, Job, Started, TakenOver, job_id, launch, save, started_before,
+};
 use crate::http::audit::{
     ANOMALY_PENDING_DAYS_DEFAULT, anomalies_concerning, log_scan_slot, recompute_partition,
 };
@@ -46,8 +48,9 @@ pub struct AuditScanJob {
     pub job: String,
     pub partition: String,
     pub started_by: String,
-    /// "waiting" (for one of the `LOG_SCANS_IN_FLIGHT_MAX` readers of the log),
-    /// "running", "done", or "failed" (`error` says why; start it again).
+    /// "waiting" (for one of the `LOG_SCANS_IN_FLIGHT_MAX` readers of the log, saved
+    /// every `JOB_WAITING_SAVE_EVERY`), "running", "done", or "failed" (`error` says why;
+    /// start it again).
     pub state: String,
     /// Anomalies: the day they are judged on, and the days an instruction may wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -230,13 +233,33 @@ async fn run(
     save(api, held).await
 }
 
+/// One of the log's readers, once one is free; meanwhile the waiting record is saved
+/// every `JOB_WAITING_SAVE_EVERY`, so a long wait is not taken for a stopped process.
+async fn turn(
+    api: &Api,
+    held: &mut Held,
+) -> Result<tokio::sync::SemaphorePermit<'static>, Stopped> {
+    let mut slot = std::pin::pin!(log_scan_slot());
+    let mut beat = tokio::time::interval_at(
+        tokio::time::Instant::now() + JOB_WAITING_SAVE_EVERY,
+        JOB_WAITING_SAVE_EVERY,
+    );
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            slot = &mut slot => return Ok(slot?),
+            _ = beat.tick() => save(api, held).await?,
+        }
+    }
+}
+
 async fn scan_log(
     api: &Api,
     partition: &Partition,
     report: Report,
     held: &mut Held,
 ) -> Result<Made, Stopped> {
-    let _slot = log_scan_slot().await?;
+    let _slot = turn(api, held).await?;
     let last = crate::log::reader::last_stream_sequence(&mut api.service().ledger.stream().clone())
         .await
         .map_err(|e| ApiError::Unavailable(format!("the log: {e}")))?;

@@ -6,8 +6,8 @@
 //!
 //! A job's record lives in the shared key-value bucket `<stream>_JOBS`, so any ledger
 //! process answers `GET /v1/jobs/{id}`; the work runs in the process that accepted it
-//! (docs/adr/0012). If that process stops, the record stays `running` with an old
-//! `updated_at_unix_ms`; once it has not changed for `JOB_ABANDONED_AFTER`, the same
+//! (docs/adr/0012). If that process stops, the record stays `waiting` or `running` with
+//! an old `updated_at_unix_ms`; once it has not changed for `JOB_ABANDONED_AFTER`, the same
 //! request again (same key, same body, to any process) takes the job over and runs it
 //! again from the start: a payment run appends only what is missing (each commune's run
 //! under its own key answers with its first receipt), and an audit scan records nothing.
@@ -45,14 +45,19 @@ pub const JOBS_RUNNING_MAX: usize = 2;
 /// How long the bucket keeps a job's record after its last change: a month's run is
 /// looked at within the month.
 pub const JOB_RECORD_AGE_MAX: std::time::Duration = std::time::Duration::from_secs(31 * 86_400);
-/// A `running` record whose process has saved nothing for this long is taken as
-/// abandoned (that process stopped): the same request again takes the job over. A
-/// running job saves at least every commune (a commune of 10,000 takes under a second)
-/// or every `audit_scan::SCAN_PROGRESS_EVERY`, so this is many missed saves, not a slow
-/// step. Compared by wall clocks, the record's against the reader's: hosts whose clocks
+/// A `waiting` or `running` record whose process has saved nothing for this long is
+/// taken as abandoned (that process stopped): the same request again takes the job over.
+/// A running job saves at least every commune (a commune of 10,000 takes under a second)
+/// or every `audit_scan::SCAN_PROGRESS_EVERY`, and a waiting one every
+/// `JOB_WAITING_SAVE_EVERY`, so this is many missed saves, not a slow step. Compared by wall clocks, the record's against the reader's: hosts whose clocks
 /// disagree by more could take over a job still running, which the fenced saves make
 /// safe (module doc).
 pub const JOB_ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
+/// How often a job waiting for its turn (a scan, for one of the log's readers) saves its
+/// record: a quarter of `JOB_ABANDONED_AFTER`, so a wait, however long, is not taken for
+/// a stopped process.
+pub const JOB_WAITING_SAVE_EVERY: std::time::Duration =
+    std::time::Duration::from_secs(JOB_ABANDONED_AFTER.as_secs() / 4);
 /// Attempts to save a job's record before its progress is left unsaved (logged); the
 /// next save tries again.
 pub const JOB_SAVE_ATTEMPTS_MAX: u32 = 3;
@@ -117,9 +122,10 @@ impl Job {
         }
     }
 
-    /// Running, with nothing saved for `JOB_ABANDONED_AFTER`: its process stopped.
+    /// Waiting or running, with nothing saved for `JOB_ABANDONED_AFTER`: its process
+    /// stopped.
     fn abandoned(&self, now_unix_ms: i64) -> bool {
-        self.state() == "running"
+        !self.finished()
             && now_unix_ms.saturating_sub(self.updated_at_unix_ms())
                 > JOB_ABANDONED_AFTER.as_millis() as i64
     }
