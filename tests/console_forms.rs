@@ -893,3 +893,52 @@ proptest::proptest! {
         );
     }
 }
+
+/// A path segment no parser can read (bytes that are not UTF-8 once percent-decoded) is
+/// answered on every console route that takes one with the console's own error page
+/// (400), as the API answers it in its JSON error body: never the framework's plain text.
+#[tokio::test]
+async fn a_path_segment_that_is_not_text_is_answered_with_a_console_page() {
+    let c = console().await;
+    let officer = c.sign_in(&c.tokens.officer).await;
+    let auditor = c.sign_in(&c.tokens.auditor).await;
+    for (reader, path) in [
+        (&officer, "/console/households/%FF"),
+        (&officer, "/console/households/%FF/classify"),
+        (&officer, "/console/households/%FF/loans/new"),
+        (&officer, "/console/households/%FF/entitlements/new"),
+        (&officer, "/console/loans/%FF-L1/disburse"),
+        (&officer, "/console/loans/01-L1/%FF"),
+        (&officer, "/console/communes/%FF/portfolio"),
+        (&auditor, "/console/audit/partitions/%FF"),
+        (&auditor, "/console/audit/partitions/%FF/inclusion"),
+        (&auditor, "/console/audit/partitions/%FF/inclusion.json"),
+        (&auditor, "/console/jobs/%FF"),
+        (&officer, "/lang/%FF"),
+    ] {
+        let page = c.get(&reader.cookie, path).await;
+        assert_eq!(
+            page.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            page.page
+        );
+        assert!(
+            page.page.starts_with("<!DOCTYPE html>") && page.page.contains("id=\"refusal\""),
+            "{path}: {}",
+            page.page
+        );
+    }
+    let before = c.events().await;
+    let posted = c
+        .post(
+            &auditor,
+            "/console/audit/partitions/%FF/scans",
+            "scan-bad-path",
+            &[("report", "recompute")],
+        )
+        .await;
+    assert_eq!(posted.status, StatusCode::BAD_REQUEST, "{}", posted.page);
+    assert!(posted.page.contains("id=\"refusal\""), "{}", posted.page);
+    assert_eq!(c.events().await, before);
+}

@@ -818,6 +818,125 @@ async fn hostile_input_at_every_entrance_is_refused_for_what_it_is_and_appends_n
             BAD,
             "SchemaViolation",
         ),
+        // A reason or a decision's reference is what the audit trail reads: text of
+        // spaces breaks the schema's `\S`, and text of only invisible characters reads
+        // as nothing too, refused as the book refuses an empty one.
+        (
+            "a reason of spaces",
+            "POST",
+            "/v1/loans/01-L1/extensions",
+            k,
+            json!({"new_due": "2030-01-01", "on": "2026-05-01", "reason": "   "})
+                .to_string()
+                .into_bytes(),
+            BAD,
+            "SchemaViolation",
+        ),
+        (
+            "a decision of an ideographic space",
+            "POST",
+            "/v1/loans/01-L1/freeze",
+            k,
+            json!({"decision": "\u{3000}", "on": "2026-05-01"})
+                .to_string()
+                .into_bytes(),
+            BAD,
+            "SchemaViolation",
+        ),
+        (
+            "a loan's reason of a zero-width space",
+            "POST",
+            "/v1/loans",
+            k,
+            with(approval(), "reason", json!("\u{200B}")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "MissingReason",
+        ),
+        (
+            "an extension's reason of a word joiner",
+            "POST",
+            "/v1/loans/01-L1/extensions",
+            k,
+            json!({"new_due": "2030-01-01", "on": "2026-05-01", "reason": " \u{2060} "})
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "MissingReason",
+        ),
+        (
+            "a cancellation's reason of a Hangul filler",
+            "POST",
+            "/v1/loans/01-L1/cancellation",
+            k,
+            json!({"on": "2026-05-01", "reason": "\u{3164}"})
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "MissingReason",
+        ),
+        (
+            "a reversal's reason of bidi controls",
+            "POST",
+            "/v1/loans/01-L1/reversals",
+            k,
+            json!({"sequence": 3, "on": "2026-05-01", "reason": "\u{202E}\u{200D}"})
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "MissingReason",
+        ),
+        (
+            "a freeze's decision of a word joiner and a zero-width space",
+            "POST",
+            "/v1/loans/01-L1/freeze",
+            k,
+            json!({"decision": "\u{2060}\u{200B}", "on": "2026-05-01"})
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "MissingDisasterReference",
+        ),
+        (
+            "a write-off's decision of a zero-width space",
+            "POST",
+            "/v1/loans/01-L1/write-off",
+            k,
+            json!({"decision": "\u{200B}", "on": "2026-05-01"})
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "MissingDisasterReference",
+        ),
+        (
+            "a member change's reason of a zero-width space",
+            "POST",
+            "/v1/households/0100007-000001/members",
+            k,
+            json!({
+                "on": "2026-05-01",
+                "reason": "\u{200B}",
+                "personal": {
+                    "head_name": "Đinh Thị Lụa",
+                    "head_citizen_id": "001045000001",
+                    "members": []
+                }
+            })
+            .to_string()
+            .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "MissingReason",
+        ),
+        (
+            "an erasure's reference of a word joiner",
+            "POST",
+            "/v1/households/0100007-000001/erasure",
+            k,
+            json!({"reference": "\u{2060}", "on": "2026-05-01"})
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "MissingReason",
+        ),
         (
             "an empty savings group",
             "POST",
@@ -1247,6 +1366,36 @@ async fn hostile_input_at_every_entrance_is_refused_for_what_it_is_and_appends_n
                 "2026-05-01",
                 "--reason",
                 "",
+            ],
+            "text",
+        ),
+        (
+            "a reason of a zero-width space",
+            vec![
+                "loans",
+                "extend",
+                "--loan",
+                "01-L1",
+                "--new-due",
+                "2030-01-01",
+                "--on",
+                "2026-05-01",
+                "--reason",
+                "\u{200B}",
+            ],
+            "text",
+        ),
+        (
+            "a disaster decision of spaces and a word joiner",
+            vec![
+                "loans",
+                "freeze",
+                "--loan",
+                "01-L1",
+                "--decision",
+                " \u{2060} ",
+                "--on",
+                "2026-05-01",
             ],
             "text",
         ),

@@ -113,6 +113,11 @@ impl Server {
     /// Another ledger process on the same log and shared buckets (its own store, the
     /// same secrets and staff), serving the API on a port of its own.
     async fn second_process(&self) -> (String, Running) {
+        self.second_process_with(|_| {}).await
+    }
+
+    /// `second_process`, its API given to `prepare` before it serves (a test hook).
+    async fn second_process_with(&self, prepare: impl FnOnce(&Api)) -> (String, Running) {
         let elsewhere = tempfile::tempdir().unwrap();
         let ledger = ledger_at(&self.config, &elsewhere.path().join("store")).await;
         let vault = Arc::new(vault_for(&ledger, &self._dir.path().join("secrets")).await);
@@ -121,6 +126,7 @@ impl Server {
         let other = Api::new(Service::new(ledger, vault, projector), staff)
             .await
             .unwrap();
+        prepare(&other);
         let (base, stop) = common::serve(other).await;
         (base, (stop, elsewhere))
     }
@@ -3392,6 +3398,146 @@ async fn a_job_whose_process_stopped_is_taken_over_by_the_same_request() {
         paid,
         "the communes paid before are not paid twice"
     );
+}
+
+/// A scan whose process stopped while it waited for one of the log's readers stays
+/// `waiting`: once its record has not changed for `JOB_ABANDONED_AFTER`, the same request
+/// takes it over and runs it, as it does a running job's. A waiting record still fresh is
+/// answered, not run twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_job_whose_process_stopped_is_taken_over_by_the_same_request() {
+    let s = server().await;
+    assert_eq!(
+        s.register(HOUSEHOLD, "001090000001").await.status,
+        StatusCode::CREATED
+    );
+    let a = &s.staff.auditor;
+    let scans = "/v1/audit/partitions/01/scans";
+    let recompute = json!({"report": "recompute"});
+    let started = s.post(a, scans, "scan-stopped", recompute.clone()).await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let id = started.body["job"].as_str().unwrap().to_owned();
+    let location = format!("/v1/jobs/{id}");
+    let done = s.follow_job(&location).await;
+    assert_eq!(done["state"], json!("done"), "{done}");
+
+    // The record as a process that stopped before its turn came leaves it, last saved
+    // `ago`.
+    let jobs = async_nats::jetstream::new(common::client().await)
+        .get_key_value(ansinh::http::jobs_bucket_name(&s.config.stream_name))
+        .await
+        .unwrap();
+    let left_waiting = |ago: std::time::Duration| {
+        let mut record = done.clone();
+        record["state"] = json!("waiting");
+        for count in [
+            "stream_last_sequence",
+            "stream_sequence_reached",
+            "events_scanned",
+            "decisions",
+            "findings_total",
+        ] {
+            record[count] = json!(0);
+        }
+        record["findings"] = json!([]);
+        record["updated_at_unix_ms"] =
+            json!(chrono::Utc::now().timestamp_millis() - ago.as_millis() as i64);
+        serde_json::to_vec(&record).unwrap()
+    };
+    jobs.put(&id, left_waiting(std::time::Duration::ZERO).into())
+        .await
+        .unwrap();
+    let fresh = s.post(a, scans, "scan-stopped", recompute.clone()).await;
+    assert_eq!(
+        (fresh.status, &fresh.body["state"]),
+        (StatusCode::OK, &json!("waiting")),
+        "a job still saving is answered, not run twice: {}",
+        fresh.body
+    );
+
+    let stopped = ansinh::http::JOB_ABANDONED_AFTER + std::time::Duration::from_secs(60);
+    jobs.put(&id, left_waiting(stopped).into()).await.unwrap();
+    let taken = s.post(a, scans, "scan-stopped", recompute).await;
+    assert_eq!(
+        (taken.status, &taken.body["job"]),
+        (StatusCode::ACCEPTED, &json!(id)),
+        "{}",
+        taken.body
+    );
+    let finished = s.follow_job(&location).await;
+    assert_eq!(
+        (&finished["state"], &finished["events_scanned"]),
+        (&json!("done"), &done["events_scanned"]),
+        "{finished}"
+    );
+}
+
+/// A job taken over while its first runner is still alive (its saves failed for two
+/// minutes, or its host's clock is behind the taker's): the first runner's next save is
+/// refused, it stops there, and the record stays the one the taker wrote. Nothing is paid
+/// twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_whose_job_was_taken_over_writes_nothing_more() {
+    let s = &server().await;
+    s.funded_october().await;
+    let mut held = None;
+    let (first_base, _first) = s.second_process_with(|api| held = api.hold_jobs()).await;
+    let mut held = held.expect("the first process's jobs are held");
+    let start = |base: String| {
+        let request = s
+            .client
+            .post(format!("{base}/v1/partitions/01/payment-runs"))
+            .bearer_auth(&s.staff.manager)
+            .header("idempotency-key", "prun-two-runners")
+            .json(&json!({"period": "2026-10", "on": "2026-10-05"}));
+        async move {
+            s.answer(request.send().await.unwrap(), "job.response")
+                .await
+        }
+    };
+
+    // The first process accepts the run; its runner waits before any work.
+    let first = start(first_base).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
+    let id = first.body["job"].as_str().unwrap().to_owned();
+    let jobs = async_nats::jetstream::new(common::client().await)
+        .get_key_value(ansinh::http::jobs_bucket_name(&s.config.stream_name))
+        .await
+        .unwrap();
+    // Its record as it stands after two minutes of saves that did not reach the bucket.
+    let mut record: Value = serde_json::from_slice(&jobs.get(&id).await.unwrap().unwrap()).unwrap();
+    assert_eq!(record["state"], json!("running"), "{record}");
+    let stopped = ansinh::http::JOB_ABANDONED_AFTER + std::time::Duration::from_secs(60);
+    record["updated_at_unix_ms"] =
+        json!(chrono::Utc::now().timestamp_millis() - stopped.as_millis() as i64);
+    jobs.put(&id, serde_json::to_vec(&record).unwrap().into())
+        .await
+        .unwrap();
+
+    // The same request to another process takes the job over and runs it to its end.
+    let taken = start(s.base.clone()).await;
+    assert_eq!(taken.status, StatusCode::ACCEPTED, "{}", taken.body);
+    let finished = s.follow_job(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(
+        (&finished["state"], &finished["instructions"]),
+        (&json!("done"), &json!(1)),
+        "{finished}"
+    );
+    let paid = s.events().await;
+    let taker = jobs.entry(&id).await.unwrap().unwrap();
+
+    // The first runner goes on: its commune was paid by the taker, and its save is
+    // refused, so it ends without writing.
+    held.release_one();
+    assert_eq!(held.next_ended().await, id);
+    let after = jobs.entry(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (after.revision, &after.value),
+        (taker.revision, &taker.value),
+        "the record stays the taker's: {}",
+        String::from_utf8_lossy(&after.value)
+    );
+    assert_eq!(s.events().await, paid, "nothing is paid twice");
 }
 
 /// `POST /v1/partitions/{p}/payment-runs`: a whole province's run as a job, 202 with its

@@ -13,7 +13,8 @@
 //!   Re-read the state before retrying. `NothingToRecord` is here too.
 //! - 422 (Unprocessable): the values break a rule. Some rules compare with the book
 //!   (`Overpayment`: more than is owed; `DisbursementOverApproved`; `AmountOverCap`),
-//!   but a corrected value would pass. Also `IdempotencyKeyReused`.
+//!   but a corrected value would pass. Also `IdempotencyKeyReused`, and a reason that
+//!   reads as nothing (`BlankText`, under the book's own kind for an empty one).
 //! - 413 body too large, 415 not JSON, 503 ledger unavailable or request timed out
 //!   (retry with the same `Idempotency-Key`), 500 a defect.
 
@@ -62,6 +63,16 @@ pub enum ApiError {
     /// A path or query parameter cannot name anything (e.g. "abc" as a household id).
     #[error("invalid parameter: {0}")]
     InvalidParameter(String),
+    /// A text the audit trail records (a reason, a decision's or an erasure's reference)
+    /// that reads as nothing: only spaces and invisible characters (U+200B, U+2060...).
+    /// 422 under the kind the book refuses an empty one with (`missing`:
+    /// `MissingReason`, `MissingDisasterReference`), so a client matches one kind
+    /// whichever refused it: write what the trail should say.
+    #[error("{field} has no visible character, only spaces and invisible ones: {missing}")]
+    BlankText {
+        field: &'static str,
+        missing: Rejection,
+    },
     #[error("a valid bearer token is required")]
     Unauthenticated,
     #[error("{0}")]
@@ -142,6 +153,7 @@ impl ApiError {
             ApiError::InvalidIdempotencyKey => "InvalidIdempotencyKey".into(),
             ApiError::IdempotencyKeyReused => "IdempotencyKeyReused".into(),
             ApiError::InvalidParameter(_) => "InvalidParameter".into(),
+            ApiError::BlankText { missing, .. } => rejection_kind(missing),
             ApiError::Unauthenticated => "Unauthenticated".into(),
             ApiError::Denied(AccessError::RoleDenied { .. }) => "RoleDenied".into(),
             ApiError::Denied(AccessError::OutsideUnit { .. }) => "OutsideUnit".into(),
@@ -175,6 +187,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BlankText { missing, .. } => rejection_status(missing),
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::Denied(_) => StatusCode::FORBIDDEN,
             ApiError::Rejected(r) => rejection_status(r),

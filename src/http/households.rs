@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::{self, Caller, Operation};
 use crate::book::parse_loan_ref;
+use crate::domain::Rejection;
 use crate::domain::eligibility::{Area, ClassificationInputs};
 use crate::domain::ids::HouseholdId;
 use crate::log::Receipt;
@@ -213,6 +214,18 @@ pub fn household(id: &str) -> Result<HouseholdId, ApiError> {
     Ok(crate::input::household(id)?)
 }
 
+/// A body's text the audit trail records (its member `field`: a reason, a decision's or
+/// an erasure's reference), read by `input::text` as the CLI and the console read it,
+/// before anything is submitted. The schema's `\S` refuses text of spaces; text of only
+/// invisible characters reads as nothing too, and is refused as the book refuses an
+/// empty one (`missing`, 422).
+pub fn audit_text(field: &'static str, text: &str, missing: Rejection) -> Result<String, ApiError> {
+    if crate::input::blank(text) {
+        return Err(ApiError::BlankText { field, missing });
+    }
+    Ok(crate::input::text(text)?)
+}
+
 /// A write in flight: the caller's scoped idempotency key and the request's fingerprint.
 /// The ledger records the fingerprint in the write's events and refuses the key for a
 /// request with another (`Service::same_request`), so a write needs no binding of its
@@ -317,11 +330,12 @@ pub async fn read_household<'a>(
 ) -> Result<HouseholdRead<'a>, ApiError> {
     access::authorize(caller, Operation::Read, h.commune().as_str())?;
     let projector = api.projector_after(after).await?;
-    let view = projector.household(h.as_str())?.ok_or_else(|| {
-        crate::domain::Rejection::HouseholdNotRegistered {
-            household: h.to_string(),
-        }
-    })?;
+    let view =
+        projector
+            .household(h.as_str())?
+            .ok_or_else(|| Rejection::HouseholdNotRegistered {
+                household: h.to_string(),
+            })?;
     let mut loans = Vec::with_capacity(view.loans.len());
     for reference in &view.loans {
         if let Some((p, n)) = parse_loan_ref(reference) {
@@ -373,11 +387,12 @@ pub async fn change_members(
     Body { value, fingerprint }: Body<ChangeMembersBody>,
 ) -> Result<Response, ApiError> {
     let h = household(&id)?;
+    let reason = audit_text("reason", &value.reason, Rejection::MissingReason)?;
     let write = Write::new(&caller, &key, fingerprint);
     let data = PersonalData::try_from(value.personal)?;
     let receipt = api
         .service()
-        .change_members(&write.request(&caller), &h, value.on, &value.reason, &data)
+        .change_members(&write.request(&caller), &h, value.on, &reason, &data)
         .await?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }
@@ -449,6 +464,7 @@ pub async fn erase(
     Body { value, fingerprint }: Body<EraseBody>,
 ) -> Result<Response, ApiError> {
     let h = household(&id)?;
+    let reference = audit_text("reference", &value.reference, Rejection::MissingReason)?;
     let write = Write::new(&caller, &key, fingerprint);
     // The vault records when the key was destroyed; the clock is read here, at the edge.
     let now_unix_ms = chrono::Utc::now().timestamp_millis();
@@ -458,7 +474,7 @@ pub async fn erase(
             &write.request(&caller),
             &h,
             value.on,
-            &value.reference,
+            &reference,
             now_unix_ms,
         )
         .await?;

@@ -11,12 +11,13 @@ use serde::Deserialize;
 use crate::access::Caller;
 use crate::book::loan_ref;
 use crate::chain::Digest;
+use crate::domain::Rejection;
 use crate::domain::loans::{Channel, EntrustedOrganisation};
 use crate::proto::envelope::Payload;
 use crate::service::LoanAction;
 
 use super::extract::{Body, IdempotencyKey, Path, RequestBody, Staff};
-use super::households::{ReceiptBody, Write, created, household};
+use super::households::{ReceiptBody, Write, audit_text, created, household};
 use super::{Api, ApiError};
 
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -158,12 +159,11 @@ async fn command(
     caller: &Caller,
     key: &IdempotencyKey,
     fingerprint: Digest,
-    loan: &str,
+    loan: crate::input::LoanRef,
     action: LoanAction,
     effective: NaiveDate,
     reason: &str,
 ) -> Result<Response, ApiError> {
-    let loan = loan_path(loan)?;
     let write = Write::new(caller, key, fingerprint);
     let receipt = api
         .service()
@@ -185,6 +185,7 @@ pub async fn approve(
     Body { value, fingerprint }: Body<ApproveBody>,
 ) -> Result<Response, ApiError> {
     let h = household(&value.household_id)?;
+    let reason = audit_text("reason", &value.reason, Rejection::MissingReason)?;
     let write = Write::new(&caller, &key, fingerprint);
     let action = LoanAction::Approve {
         household: h,
@@ -196,13 +197,7 @@ pub async fn approve(
     };
     let receipt = api
         .service()
-        .loan(
-            &write.request(&caller),
-            None,
-            action,
-            value.on,
-            &value.reason,
-        )
+        .loan(&write.request(&caller), None, action, value.on, &reason)
         .await?;
     let loan = approved_loan(&api, &receipt).await?;
     Ok(created(
@@ -231,6 +226,7 @@ pub async fn disburse(
     Path(loan): Path<String>,
     Body { value, fingerprint }: Body<DisburseBody>,
 ) -> Result<Response, ApiError> {
+    let loan = loan_path(&loan)?;
     let action = LoanAction::Disburse {
         amount: value.amount,
         channel: value.channel.into(),
@@ -240,7 +236,7 @@ pub async fn disburse(
         &caller,
         &key,
         fingerprint,
-        &loan,
+        loan,
         action,
         value.on,
         "disbursement",
@@ -255,6 +251,7 @@ pub async fn repay(
     Path(loan): Path<String>,
     Body { value, fingerprint }: Body<RepayBody>,
 ) -> Result<Response, ApiError> {
+    let loan = loan_path(&loan)?;
     let action = LoanAction::Repay {
         amount: value.amount,
     };
@@ -264,7 +261,7 @@ pub async fn repay(
         &caller,
         &key,
         fingerprint,
-        &loan,
+        loan,
         action,
         value.on,
         reason,
@@ -279,18 +276,20 @@ pub async fn extend(
     Path(loan): Path<String>,
     Body { value, fingerprint }: Body<ExtendBody>,
 ) -> Result<Response, ApiError> {
+    let loan = loan_path(&loan)?;
     let action = LoanAction::Extend {
         new_due: value.new_due,
     };
+    let reason = audit_text("reason", &value.reason, Rejection::MissingReason)?;
     command(
         &api,
         &caller,
         &key,
         fingerprint,
-        &loan,
+        loan,
         action,
         value.on,
-        &value.reason,
+        &reason,
     )
     .await
 }
@@ -302,8 +301,13 @@ pub async fn freeze(
     Path(loan): Path<String>,
     Body { value, fingerprint }: Body<FreezeBody>,
 ) -> Result<Response, ApiError> {
+    let loan = loan_path(&loan)?;
     let action = LoanAction::Freeze {
-        disaster_ref: value.decision,
+        disaster_ref: audit_text(
+            "decision",
+            &value.decision,
+            Rejection::MissingDisasterReference,
+        )?,
     };
     let reason = "frozen by disaster decision";
     command(
@@ -311,7 +315,7 @@ pub async fn freeze(
         &caller,
         &key,
         fingerprint,
-        &loan,
+        loan,
         action,
         value.on,
         reason,
@@ -326,8 +330,13 @@ pub async fn write_off(
     Path(loan): Path<String>,
     Body { value, fingerprint }: Body<WriteOffBody>,
 ) -> Result<Response, ApiError> {
+    let loan = loan_path(&loan)?;
     let action = LoanAction::WriteOff {
-        disaster_ref: value.decision,
+        disaster_ref: audit_text(
+            "decision",
+            &value.decision,
+            Rejection::MissingDisasterReference,
+        )?,
     };
     let reason = "risk debt written off by decision";
     command(
@@ -335,7 +344,7 @@ pub async fn write_off(
         &caller,
         &key,
         fingerprint,
-        &loan,
+        loan,
         action,
         value.on,
         reason,
@@ -350,15 +359,17 @@ pub async fn cancel_approval(
     Path(loan): Path<String>,
     Body { value, fingerprint }: Body<CancelApprovalBody>,
 ) -> Result<Response, ApiError> {
+    let loan = loan_path(&loan)?;
+    let reason = audit_text("reason", &value.reason, Rejection::MissingReason)?;
     command(
         &api,
         &caller,
         &key,
         fingerprint,
-        &loan,
+        loan,
         LoanAction::CancelApproval,
         value.on,
-        &value.reason,
+        &reason,
     )
     .await
 }
@@ -370,18 +381,20 @@ pub async fn reverse(
     Path(loan): Path<String>,
     Body { value, fingerprint }: Body<ReverseBody>,
 ) -> Result<Response, ApiError> {
+    let loan = loan_path(&loan)?;
     let action = LoanAction::Reverse {
         sequence: value.sequence,
     };
+    let reason = audit_text("reason", &value.reason, Rejection::MissingReason)?;
     command(
         &api,
         &caller,
         &key,
         fingerprint,
-        &loan,
+        loan,
         action,
         value.on,
-        &value.reason,
+        &reason,
     )
     .await
 }
@@ -395,13 +408,14 @@ pub async fn mark_overdue(
     Path(loan): Path<String>,
     Body { value, fingerprint }: Body<OverdueBody>,
 ) -> Result<Response, ApiError> {
+    let loan = loan_path(&loan)?;
     let action = LoanAction::MarkOverdue;
     command(
         &api,
         &caller,
         &key,
         fingerprint,
-        &loan,
+        loan,
         action,
         value.as_of,
         "overdue run",

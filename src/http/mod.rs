@@ -29,7 +29,7 @@ pub mod gateways;
 mod health;
 mod households;
 mod jobs;
-pub use jobs::{JOB_ABANDONED_AFTER, jobs_bucket_name};
+pub use jobs::{HeldJobs, JOB_ABANDONED_AFTER, jobs_bucket_name};
 mod loans;
 pub mod openapi;
 mod payments;
@@ -301,6 +301,11 @@ struct Inner {
     requests_writes: FencedWrites,
     /// Jobs' records (`jobs`), shared by every process.
     jobs: kv::Store,
+    /// The `jobs::JOBS_RUNNING_MAX` slots of this process's jobs: one `Api` a process
+    /// (`serve`), and each of the processes a test runs side by side has its own.
+    jobs_running: Arc<tokio::sync::Semaphore>,
+    /// Test hook: holds the jobs' runs (`hold_jobs`).
+    jobs_hold: std::sync::OnceLock<jobs::Hold>,
     /// The gateway routes' registry and ledger side; None: those routes answer 404.
     gateways: Option<GatewayEdge>,
     /// Where the signed checkpoints are (`serve` sets the command line's; default
@@ -375,6 +380,8 @@ impl Api {
             requests,
             requests_writes,
             jobs,
+            jobs_running: Arc::new(tokio::sync::Semaphore::new(jobs::JOBS_RUNNING_MAX)),
+            jobs_hold: std::sync::OnceLock::new(),
             gateways,
             checkpoints: std::sync::OnceLock::new(),
             console_keys: tokio::sync::OnceCell::new(),
@@ -404,6 +411,23 @@ impl Api {
 
     fn jobs(&self) -> &kv::Store {
         &self.0.jobs
+    }
+
+    fn jobs_running(&self) -> Arc<tokio::sync::Semaphore> {
+        self.0.jobs_running.clone()
+    }
+
+    fn jobs_hold(&self) -> Option<jobs::Hold> {
+        self.0.jobs_hold.get().cloned()
+    }
+
+    /// Test hook: every job this API starts from now on waits, before any work, until the
+    /// test lets it go (`HeldJobs::release_one`), and tells the test when its run ended,
+    /// so a test can stop a run at a known point while another process acts. None if the
+    /// jobs are held already.
+    pub fn hold_jobs(&self) -> Option<HeldJobs> {
+        let (hold, held) = HeldJobs::new();
+        self.0.jobs_hold.set(hold).ok().map(|_| held)
     }
 
     fn gateways(&self) -> Option<&GatewayEdge> {
@@ -703,7 +727,7 @@ pub fn routes() -> openapi::Routes {
         )
         .accepted()
         .described(
-            "Each commune is paid all or none, one after another, as `ansinh payments run` without `--commune` does; communes come from the projections. Answers 202 with the job's record and its `Location` (`/v1/jobs/{id}`); the same key again answers that job (200). The record lives in the shared bucket `<stream>_JOBS` (kept `JOB_RECORD_AGE_MAX`, 31 days), so any process answers `GET /v1/jobs/{id}`, but the work runs in the process that accepted it (docs/adr/0012): if that process stops, the record stays `running` with an old `updated_at_unix_ms`; post the run again under a new key and communes already paid answer `nothing_left`, since the domain issues one instruction per entitlement and month. At most `JOBS_RUNNING_MAX` (2) jobs run at once in a process (503 beyond). A branch's payments staff.",
+            "Each commune is paid all or none, one after another, as `ansinh payments run` without `--commune` does; communes come from the projections. Answers 202 with the job's record and its `Location` (`/v1/jobs/{id}`); the same key again answers that job (200). The record lives in the shared bucket `<stream>_JOBS` (kept `JOB_RECORD_AGE_MAX`, 31 days), so any process answers `GET /v1/jobs/{id}`, but the work runs in the process that accepted it (docs/adr/0012): if that process stops, the record stays `running` with an old `updated_at_unix_ms`, and once it is `JOB_ABANDONED_AFTER` (2 minutes) old the same request again takes the job over; post the run again, under the same key or a new one, and communes already paid answer `nothing_left`, since the domain issues one instruction per entitlement and month. At most `JOBS_RUNNING_MAX` (2) jobs run at once in a process (503 beyond). A branch's payments staff.",
         )
         .get(
             "/v1/jobs/{id}",
@@ -958,7 +982,7 @@ pub fn routes() -> openapi::Routes {
         )
         .accepted()
         .described(
-            "The reports of `GET .../anomalies` and `GET .../recompute`, made in a job for logs too large to read within a request: 202 with the job's record and its `Location` (`/v1/jobs/{id}`), which says how far the scan has read (`stream_sequence_reached` of `stream_last_sequence`, saved every second) and, when done, the findings (at most `JOB_FINDINGS_MAX`, 1,000, listed; `findings_total` counts all). The same key again answers that job (200). Waits for one of the `LOG_SCANS_IN_FLIGHT_MAX` (2) readers of the log (`state` waiting); at most `JOBS_RUNNING_MAX` (2) jobs run at once in a process (503 beyond). Records nothing. Auditors and the province's branch.",
+            "The reports of `GET .../anomalies` and `GET .../recompute`, made in a job for logs too large to read within a request: 202 with the job's record and its `Location` (`/v1/jobs/{id}`), which says how far the scan has read (`stream_sequence_reached` of `stream_last_sequence`, saved every second) and, when done, the findings (at most `JOB_FINDINGS_MAX`, 1,000, listed; `findings_total` counts all). The same key again answers that job (200). Waits for one of the `LOG_SCANS_IN_FLIGHT_MAX` (2) readers of the log (`state` waiting, the record saved every `JOB_WAITING_SAVE_EVERY`, 30 s); a waiting or running scan whose process stopped is taken over by the same request again once its record is `JOB_ABANDONED_AFTER` (2 minutes) old. At most `JOBS_RUNNING_MAX` (2) jobs run at once in a process (503 beyond). Records nothing. Auditors and the province's branch.",
         )
         .get(
             "/v1/openapi.json",

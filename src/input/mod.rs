@@ -165,14 +165,20 @@ impl Kind {
             Kind::Reference => {
                 "1 to 64 printable ASCII characters without spaces (ELDERLY_80_PLUS, pay:7:2026-12:1)"
             }
-            Kind::Name => "1 to 200 characters of text, no control characters (Lê Văn Tám)",
-            Kind::Text => "1 to 500 characters of text, no control characters",
+            Kind::Name => {
+                "1 to 200 characters of text, some visible, no control characters (Lê Văn Tám)"
+            }
+            Kind::Text => {
+                "1 to 500 characters of text, some visible, no control characters (crop failure)"
+            }
             Kind::Job => "32 lowercase hex digits, as the job's Location named it",
             Kind::Sequence => {
                 "an event's partition sequence, as its receipt shows it: digits, 1 to 9223372036854775807 (42)"
             }
             Kind::Phone => "6 to 15 digits, with a + before them or not (0912345678, +84912345678)",
-            Kind::Relation => "1 to 50 characters of text, no control characters (con gái)",
+            Kind::Relation => {
+                "1 to 50 characters of text, some visible, no control characters (con gái)"
+            }
             Kind::Area => "rural or urban",
             Kind::Entrusted => "womens_union, farmers_union, veterans_association or youth_union",
             Kind::DisbursementChannel => "commune_point or bank_transfer",
@@ -498,6 +504,13 @@ pub fn invisible(c: char) -> bool {
     )
 }
 
+/// Whether a text reads as nothing: only spaces and invisible characters (or none). What
+/// the text parsers (`name`, `text`, `relation`) refuse as blank, for an entrance that
+/// answers it in its own words.
+pub fn blank(s: &str) -> bool {
+    s.chars().all(|c| c.is_whitespace() || invisible(c))
+}
+
 fn text_of(kind: Kind, s: &str, max: usize) -> Result<String, InputError> {
     if let Some(c) = s.chars().find(|c| bad_char(*c).is_some()) {
         return Err(InputError::new(
@@ -514,7 +527,7 @@ fn text_of(kind: Kind, s: &str, max: usize) -> Result<String, InputError> {
     if normal.trim().is_empty() {
         return Err(InputError::new(kind, "it is empty"));
     }
-    if normal.chars().all(|c| c.is_whitespace() || invisible(c)) {
+    if blank(&normal) {
         return Err(InputError::new(
             kind,
             "it has no visible character, only spaces and invisible ones",

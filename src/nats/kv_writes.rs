@@ -345,6 +345,16 @@ pub(crate) fn fence_failed(e: &async_nats::jetstream::context::PublishError) -> 
             .is_some_and(|j| j.error_code().0 == WRONG_LAST_SEQUENCE_CONSTANT)
 }
 
+/// Whether a key-value `update` was refused for its fence (`fence_failed` of the publish
+/// under it): async-nats names only 10071 `WrongLastRevision`, and a cluster's 10164
+/// comes as `Other`.
+pub(crate) fn update_fence_failed(e: &async_nats::jetstream::kv::UpdateError) -> bool {
+    e.kind() == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision
+        || std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<async_nats::jetstream::context::PublishError>())
+            .is_some_and(fence_failed)
+}
+
 /// One atomic batch of every write (NATS-NOTES.md: the first message may fence, later
 /// ones may fence subjects not yet written in the batch).
 async fn commit_atomic(bucket: &Bucket, batch: &[Write]) -> Result<(), String> {

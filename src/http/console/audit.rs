@@ -7,7 +7,7 @@
 //! O(log) read.
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::access::{self, Operation};
 
+use super::Path;
 use super::i18n::{self, T};
 use super::session::Session;
 use super::{

@@ -3,7 +3,7 @@
 //! answer names the entitlement's number, which stopping or changing it takes.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use maud::{Markup, html};
@@ -16,6 +16,7 @@ use crate::domain::payments::ids::{
 };
 use crate::domain::payments::{CommandKind, EventBody};
 
+use super::Path;
 use super::i18n::{self, Lang, T};
 use super::session::Session;
 use super::{

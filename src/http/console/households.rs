@@ -4,7 +4,7 @@
 //! `Service` under the form's idempotency key.
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use maud::{Markup, html};
@@ -15,6 +15,7 @@ use crate::domain::eligibility::{Area, ClassificationInputs};
 use crate::domain::ids::HouseholdId;
 use crate::personal::{Member, PersonalData};
 
+use super::Path;
 use super::i18n::{self, Lang, T};
 use super::session::Session;
 use super::{

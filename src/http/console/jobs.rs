@@ -4,7 +4,7 @@
 //! log's length; while the job runs it reloads itself (`framed`, no script).
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -12,6 +12,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::Path;
 use super::i18n::{self, Lang, T};
 use super::session::Session;
 use super::{error_in, framed};

@@ -4,7 +4,7 @@
 //! lies in the caller's unit.
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use maud::{Markup, html};
@@ -14,6 +14,7 @@ use crate::domain::loans::Channel;
 use crate::proto::envelope::Payload;
 use crate::service::LoanAction;
 
+use super::Path;
 use super::i18n::{self, T};
 use super::session::Session;
 use super::{

@@ -22,7 +22,7 @@ mod reports;
 pub mod session;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::header::SET_COOKIE;
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -63,6 +63,34 @@ pub fn routes() -> Router<Api> {
         .merge(audit::routes())
         .merge(jobs::routes())
         .merge(entitlements::routes())
+}
+
+/// The route's path parameters, read as the API reads them (`extract::Path`), a
+/// refusal answered with the console's error page (400) in the reader's frame and
+/// language: axum's own rejection is plain text, which a browser shows bare (a segment
+/// that percent-decodes to bytes that are not UTF-8).
+pub struct Path<T>(pub T);
+
+impl<T> FromRequestParts<Api> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        api: &Api,
+    ) -> Result<Self, Response> {
+        match super::extract::Path::<T>::from_request_parts(parts, api).await {
+            Ok(super::extract::Path(value)) => Ok(Path(value)),
+            // Only now is the session read again, for the page's frame: a reader not
+            // signed in gets the page without it.
+            Err(e) => Err(match Session::from_request_parts(parts, api).await {
+                Ok(session) => error_in(&session, &e),
+                Err(_) => error_page(session::lang_of(parts), &e),
+            }),
+        }
+    }
 }
 
 /// The session keys, derived once per process from the ledger secret every process
@@ -593,10 +621,7 @@ async fn sign_out(
 }
 
 /// `GET /lang/{vi|en}`: remembers the language and goes back to the page it came from.
-async fn switch_language(
-    axum::extract::Path(code): axum::extract::Path<String>,
-    headers: axum::http::HeaderMap,
-) -> Response {
+async fn switch_language(Path(code): Path<String>, headers: axum::http::HeaderMap) -> Response {
     let lang = Lang::parse(&code).unwrap_or_default();
     // Back to the referring page of this site only: its path, never another host.
     let back = headers

@@ -4,7 +4,7 @@
 //! helpers; writes go through `Service::payment` under the form's idempotency key.
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,6 +21,7 @@ use crate::domain::payments::instructions::Shortfall;
 use crate::domain::payments::{CommandKind, EventBody};
 use crate::service::ServiceError;
 
+use super::Path;
 use super::i18n::{self, T};
 use super::session::Session;
 use super::{

@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::access::{self, Caller, Operation};
 use crate::chain::{Digest, Partition};
 
-use super::{Job, Started, job_id, launch, save, started_before};
+use super::{
+    Held, JOB_WAITING_SAVE_EVERY, Job, Started, TakenOver, job_id, launch, save, started_before,
+};
 use crate::http::audit::{
     ANOMALY_PENDING_DAYS_DEFAULT, anomalies_concerning, log_scan_slot, recompute_partition,
 };
@@ -46,8 +48,9 @@ pub struct AuditScanJob {
     pub job: String,
     pub partition: String,
     pub started_by: String,
-    /// "waiting" (for one of the `LOG_SCANS_IN_FLIGHT_MAX` readers of the log),
-    /// "running", "done", or "failed" (`error` says why; start it again).
+    /// "waiting" (for one of the `LOG_SCANS_IN_FLIGHT_MAX` readers of the log, saved
+    /// every `JOB_WAITING_SAVE_EVERY`), "running", "done", or "failed" (`error` says why;
+    /// start it again).
     pub state: String,
     /// Anomalies: the day they are judged on, and the days an instruction may wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -157,14 +160,14 @@ pub async fn begin(
         Report::Anomalies { .. } => Job::Anomalies(record),
         Report::Recompute => Job::Recompute(record),
     };
-    launch(api, job, move |api, mut job| async move {
-        run(&api, &partition, report, &mut job).await;
+    launch(api, job, move |api, mut held| async move {
+        run(&api, &partition, report, &mut held).await
     })
     .await
 }
 
-fn scan_of(job: &mut Job) -> &mut AuditScanJob {
-    match job {
+fn scan_of(held: &mut Held) -> &mut AuditScanJob {
+    match &mut held.job {
         Job::Anomalies(scan) | Job::Recompute(scan) => scan,
         Job::PaymentRun(_) => unreachable!("run is given a scan's record"),
     }
@@ -179,60 +182,39 @@ fn listed<T: Serialize>(findings: &[T]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-async fn run(api: &Api, partition: &Partition, report: Report, job: &mut Job) {
-    let result = async {
-        let _slot = log_scan_slot().await?;
-        let last =
-            crate::log::reader::last_stream_sequence(&mut api.service().ledger.stream().clone())
-                .await
-                .map_err(|e| ApiError::Unavailable(format!("the log: {e}")))?;
-        scan_of(job).state = "running".into();
-        scan_of(job).stream_last_sequence = last;
-        save(api, job).await;
-        let reached = AtomicU64::new(0);
-        let events = AtomicU64::new(0);
-        let progress = |seq: u64| {
-            reached.store(seq, Ordering::Relaxed);
-            events.fetch_add(1, Ordering::Relaxed);
-        };
-        // (decisions re-derived, findings over all, findings listed)
-        let scan = async {
-            match report {
-                Report::Anomalies {
-                    as_of,
-                    pending_days,
-                } => anomalies_concerning(api, partition, as_of, pending_days, progress)
-                    .await
-                    .map(|r| (0, r.anomalies.len() as u64, listed(&r.anomalies))),
-                Report::Recompute => recompute_partition(api, partition, progress)
-                    .await
-                    .map(|r| {
-                        (
-                            r.decisions,
-                            r.mismatches.len() as u64,
-                            listed(&r.mismatches),
-                        )
-                    }),
-            }
-        };
-        let mut scan = std::pin::pin!(scan);
-        let mut tick = tokio::time::interval(SCAN_PROGRESS_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let made = loop {
-            tokio::select! {
-                done = &mut scan => break done,
-                _ = tick.tick() => {
-                    scan_of(job).stream_sequence_reached = reached.load(Ordering::Relaxed);
-                    save(api, job).await;
-                }
-            }
-        };
-        made.map(|(decisions, total, findings)| {
-            (events.load(Ordering::Relaxed), decisions, total, findings)
-        })
+/// Why a scan ended without its report: it failed (its record says why), or another
+/// process took the job over (this run writes nothing more).
+enum Stopped {
+    Failed(ApiError),
+    TakenOver(TakenOver),
+}
+
+impl From<ApiError> for Stopped {
+    fn from(e: ApiError) -> Self {
+        Stopped::Failed(e)
     }
-    .await;
-    let record = scan_of(job);
+}
+
+impl From<TakenOver> for Stopped {
+    fn from(t: TakenOver) -> Self {
+        Stopped::TakenOver(t)
+    }
+}
+
+/// What a scan made: events scanned, decisions re-derived, findings over all, the
+/// findings listed.
+type Made = (u64, u64, u64, Vec<serde_json::Value>);
+
+/// Runs the scan and saves its result; stops at the first save refused because another
+/// process took the job over (`TakenOver`), the scan dropped where it was.
+async fn run(
+    api: &Api,
+    partition: &Partition,
+    report: Report,
+    held: &mut Held,
+) -> Result<(), TakenOver> {
+    let result = scan_log(api, partition, report, held).await;
+    let record = scan_of(held);
     match result {
         Ok((events, decisions, total, findings)) => {
             record.state = "done".into();
@@ -242,10 +224,85 @@ async fn run(api: &Api, partition: &Partition, report: Report, job: &mut Job) {
             record.findings_total = total;
             record.findings = findings;
         }
-        Err(e) => {
+        Err(Stopped::Failed(e)) => {
             record.state = "failed".into();
             record.error = Some(e.to_string());
         }
+        Err(Stopped::TakenOver(taken)) => return Err(taken),
     }
-    save(api, job).await;
+    save(api, held).await
+}
+
+/// One of the log's readers, once one is free; meanwhile the waiting record is saved
+/// every `JOB_WAITING_SAVE_EVERY`, so a long wait is not taken for a stopped process.
+async fn turn(
+    api: &Api,
+    held: &mut Held,
+) -> Result<tokio::sync::SemaphorePermit<'static>, Stopped> {
+    let mut slot = std::pin::pin!(log_scan_slot());
+    let mut beat = tokio::time::interval_at(
+        tokio::time::Instant::now() + JOB_WAITING_SAVE_EVERY,
+        JOB_WAITING_SAVE_EVERY,
+    );
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            slot = &mut slot => return Ok(slot?),
+            _ = beat.tick() => save(api, held).await?,
+        }
+    }
+}
+
+async fn scan_log(
+    api: &Api,
+    partition: &Partition,
+    report: Report,
+    held: &mut Held,
+) -> Result<Made, Stopped> {
+    let _slot = turn(api, held).await?;
+    let last = crate::log::reader::last_stream_sequence(&mut api.service().ledger.stream().clone())
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the log: {e}")))?;
+    scan_of(held).state = "running".into();
+    scan_of(held).stream_last_sequence = last;
+    save(api, held).await?;
+    let reached = AtomicU64::new(0);
+    let events = AtomicU64::new(0);
+    let progress = |seq: u64| {
+        reached.store(seq, Ordering::Relaxed);
+        events.fetch_add(1, Ordering::Relaxed);
+    };
+    // (decisions re-derived, findings over all, findings listed)
+    let scan = async {
+        match report {
+            Report::Anomalies {
+                as_of,
+                pending_days,
+            } => anomalies_concerning(api, partition, as_of, pending_days, progress)
+                .await
+                .map(|r| (0, r.anomalies.len() as u64, listed(&r.anomalies))),
+            Report::Recompute => recompute_partition(api, partition, progress)
+                .await
+                .map(|r| {
+                    (
+                        r.decisions,
+                        r.mismatches.len() as u64,
+                        listed(&r.mismatches),
+                    )
+                }),
+        }
+    };
+    let mut scan = std::pin::pin!(scan);
+    let mut tick = tokio::time::interval(SCAN_PROGRESS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (decisions, total, findings) = loop {
+        tokio::select! {
+            done = &mut scan => break done?,
+            _ = tick.tick() => {
+                scan_of(held).stream_sequence_reached = reached.load(Ordering::Relaxed);
+                save(api, held).await?;
+            }
+        }
+    };
+    Ok((events.load(Ordering::Relaxed), decisions, total, findings))
 }

@@ -6,12 +6,19 @@
 //!
 //! A job's record lives in the shared key-value bucket `<stream>_JOBS`, so any ledger
 //! process answers `GET /v1/jobs/{id}`; the work runs in the process that accepted it
-//! (docs/adr/0012). If that process stops, the record stays `running` with an old
-//! `updated_at_unix_ms`; once it has not changed for `JOB_ABANDONED_AFTER`, the same
+//! (docs/adr/0012). If that process stops, the record stays `waiting` or `running` with
+//! an old `updated_at_unix_ms`; once it has not changed for `JOB_ABANDONED_AFTER`, the same
 //! request again (same key, same body, to any process) takes the job over and runs it
 //! again from the start: a payment run appends only what is missing (each commune's run
 //! under its own key answers with its first receipt), and an audit scan records nothing.
 //! Starting it under a new key works too.
+//!
+//! The record has one writer at a time: whoever made it or took it over. Every save
+//! after the first is a compare-and-set on the revision its runner last wrote (`Held`),
+//! so a runner that is still alive after another process took its job over (its saves
+//! failed for two minutes, or the hosts' clocks disagree) has its next save refused, and
+//! stops there: it never writes over the taker's record. Whatever it ran meanwhile was
+//! under the job's own keys, so nothing is paid twice.
 //!
 //! A page or a poll reads one record: O(the job's result), whatever the log's length.
 
@@ -31,26 +38,37 @@ use super::{Api, ApiError};
 pub use audit_scan::{AuditScanJob, Report};
 pub use payment_run::PaymentRunJob;
 
-/// Jobs running at once in one process, of every kind; another is refused with 503
-/// (retry later). A payment run keeps a writer busy, a scan a core: two keep the
+/// Jobs running at once in one process (one `Api`), of every kind; another is refused
+/// with 503 (retry later). A payment run keeps a writer busy, a scan a core: two keep the
 /// machine busy without starving desk requests.
 pub const JOBS_RUNNING_MAX: usize = 2;
-static JOBS_RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(JOBS_RUNNING_MAX);
 /// How long the bucket keeps a job's record after its last change: a month's run is
 /// looked at within the month.
 pub const JOB_RECORD_AGE_MAX: std::time::Duration = std::time::Duration::from_secs(31 * 86_400);
-/// A `running` record whose process has saved nothing for this long is taken as
-/// abandoned (that process stopped): the same request again takes the job over. A
-/// running job saves at least every commune (a commune of 10,000 takes under a second)
-/// or every `audit_scan::SCAN_PROGRESS_EVERY`, so this is many missed saves, not a slow
-/// step.
+/// A `waiting` or `running` record whose process has saved nothing for this long is
+/// taken as abandoned (that process stopped): the same request again takes the job over.
+/// A running job saves at least every commune (a commune of 10,000 takes under a second)
+/// or every `audit_scan::SCAN_PROGRESS_EVERY`, and a waiting one every
+/// `JOB_WAITING_SAVE_EVERY`, so this is many missed saves, not a slow step. Compared by wall clocks, the record's against the reader's: hosts whose clocks
+/// disagree by more could take over a job still running, which the fenced saves make
+/// safe (module doc).
 pub const JOB_ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
+/// How often a job waiting for its turn (a scan, for one of the log's readers) saves its
+/// record: a quarter of `JOB_ABANDONED_AFTER`, so a wait, however long, is not taken for
+/// a stopped process.
+pub const JOB_WAITING_SAVE_EVERY: std::time::Duration =
+    std::time::Duration::from_secs(JOB_ABANDONED_AFTER.as_secs() / 4);
 /// Attempts to save a job's record before its progress is left unsaved (logged); the
 /// next save tries again.
 pub const JOB_SAVE_ATTEMPTS_MAX: u32 = 3;
 /// The wait before another attempt, times the attempt: a server restarting or a cluster
 /// electing a leader answers again within a few hundred milliseconds.
 const JOB_SAVE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+/// Saves whose answer never came that a runner remembers, to recognise one of them as
+/// the record it finds when a later save is refused (its own write, stored after all);
+/// past this many, a refused save is taken as the job taken over, which only stops this
+/// runner (the job is taken over again after `JOB_ABANDONED_AFTER`).
+const JOB_UNANSWERED_SAVES_MAX: usize = 8;
 /// Domain separation of job ids.
 const JOB_ID_CONTEXT: &str = "ansinh v1 http job id";
 
@@ -104,9 +122,10 @@ impl Job {
         }
     }
 
-    /// Running, with nothing saved for `JOB_ABANDONED_AFTER`: its process stopped.
+    /// Waiting or running, with nothing saved for `JOB_ABANDONED_AFTER`: its process
+    /// stopped.
     fn abandoned(&self, now_unix_ms: i64) -> bool {
-        self.state() == "running"
+        !self.finished()
             && now_unix_ms.saturating_sub(self.updated_at_unix_ms())
                 > JOB_ABANDONED_AFTER.as_millis() as i64
     }
@@ -172,11 +191,11 @@ pub async fn read_job(api: &Api, id: &str) -> Result<Option<Job>, ApiError> {
         .transpose()
 }
 
-/// A slot among the `JOBS_RUNNING_MAX`, or 503. Nothing is started without one; the
-/// request's key stays bound to it (as after any 5xx), so the same request again starts
-/// it.
-fn running_slot() -> Result<tokio::sync::SemaphorePermit<'static>, ApiError> {
-    JOBS_RUNNING.try_acquire().map_err(|_| {
+/// A slot among the process's `JOBS_RUNNING_MAX`, or 503. Nothing is started without
+/// one; the request's key stays bound to it (as after any 5xx), so the same request again
+/// starts it.
+fn running_slot(api: &Api) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    api.jobs_running().try_acquire_owned().map_err(|_| {
         ApiError::Unavailable(format!(
             "{JOBS_RUNNING_MAX} jobs are running in this process; retry"
         ))
@@ -196,24 +215,24 @@ async fn started_before(api: &Api, id: &str) -> Result<Option<Started>, ApiError
         }))
 }
 
-/// Replaces an abandoned record of the job with `bytes`, if it is still the one read:
-/// of several processes taking it over at once, one does.
-async fn take_over(api: &Api, id: &str, bytes: &[u8]) -> Result<bool, ApiError> {
+/// Replaces an abandoned record of the job with `bytes`, if it is still the one read: of
+/// several processes taking it over at once, one does. The revision written, or None.
+async fn take_over(api: &Api, id: &str, bytes: &[u8]) -> Result<Option<u64>, ApiError> {
     let unavailable = |e: &dyn std::fmt::Display| ApiError::Unavailable(format!("jobs: {e}"));
     let Some(entry) = api.jobs().entry(id).await.map_err(|e| unavailable(&e))? else {
-        return Ok(false);
+        return Ok(None);
     };
     let abandoned = entry.operation == async_nats::jetstream::kv::Operation::Put
         && serde_json::from_slice::<Job>(&entry.value)
             .is_ok_and(|old| old.abandoned(crate::checkpoint::now_unix_ms()));
     if !abandoned {
-        return Ok(false);
+        return Ok(None);
     }
     Ok(api
         .jobs()
         .update(id, bytes.to_vec().into(), entry.revision)
         .await
-        .is_ok())
+        .ok())
 }
 
 /// Takes one of the `JOBS_RUNNING_MAX` slots (or 503), makes the job's first record (or
@@ -221,18 +240,16 @@ async fn take_over(api: &Api, id: &str, bytes: &[u8]) -> Result<bool, ApiError> 
 /// request under the same key that made the record first is answered with that job (200).
 async fn launch<W, F>(api: &Api, job: Job, work: W) -> Result<Started, ApiError>
 where
-    W: FnOnce(Api, Job) -> F + Send + 'static,
-    F: std::future::Future<Output = ()> + Send,
+    W: FnOnce(Api, Held) -> F + Send + 'static,
+    F: std::future::Future<Output = Result<(), TakenOver>> + Send,
 {
-    let permit = running_slot()?;
+    let permit = running_slot(api)?;
     let bytes = serde_json::to_vec(&job).expect("a job record serializes");
-    if api
-        .jobs()
-        .create(job.id(), bytes.clone().into())
-        .await
-        .is_err()
-        && !take_over(api, job.id(), &bytes).await?
-    {
+    let revision = match api.jobs().create(job.id(), bytes.clone().into()).await {
+        Ok(revision) => Some(revision),
+        Err(_) => take_over(api, job.id(), &bytes).await?,
+    };
+    let Some(revision) = revision else {
         return read_job(api, job.id())
             .await?
             .map(|job| Started {
@@ -240,32 +257,168 @@ where
                 status: StatusCode::OK,
             })
             .ok_or_else(|| ApiError::Unavailable("jobs: the record could not be made".into()));
-    }
+    };
     let started = Started {
         job: job.clone(),
         status: StatusCode::ACCEPTED,
     };
     let api = api.clone();
+    let hold = api.jobs_hold();
     tokio::spawn(async move {
         let _permit = permit;
-        work(api, job).await;
+        let id = job.id().to_owned();
+        if let Some(hold) = &hold {
+            hold.before_work().await;
+        }
+        // A run that lost its job has said so where its save was refused.
+        let _ = work(api, Held::new(job, revision)).await;
+        if let Some(hold) = &hold {
+            hold.ended(id).await;
+        }
     });
     Ok(started)
 }
 
-/// Saves the record's progress, retrying briefly; a record left unsaved is saved with
-/// the next progress (the work itself does not wait on the bucket).
-async fn save(api: &Api, job: &mut Job) {
-    job.touch();
-    let bytes = serde_json::to_vec(&*job).expect("a job record serializes");
+/// A job's record as its runner last wrote it, with the bucket's revision of that write:
+/// what the runner's next save is fenced on.
+pub struct Held {
+    pub job: Job,
+    revision: u64,
+    /// The bytes of saves whose answer never came since the last one answered (the
+    /// newest last, at most `JOB_UNANSWERED_SAVES_MAX`): any of them may be stored.
+    unanswered: std::collections::VecDeque<bytes::Bytes>,
+}
+
+/// A save refused because another process wrote the record since this runner's last
+/// write: it took the job over. The runner writes nothing more and stops working on it.
+#[derive(Debug)]
+pub struct TakenOver;
+
+impl Held {
+    fn new(job: Job, revision: u64) -> Self {
+        Self {
+            job,
+            revision,
+            unanswered: std::collections::VecDeque::new(),
+        }
+    }
+
+    fn remember_unanswered(&mut self, bytes: bytes::Bytes) {
+        if self.unanswered.len() == JOB_UNANSWERED_SAVES_MAX {
+            self.unanswered.pop_front();
+        }
+        self.unanswered.push_back(bytes);
+    }
+
+    /// After a refused save: the revision of the stored record if it is one this runner
+    /// sent and never heard back about, so the refusal was of its own late write.
+    async fn own_late_write(&self, api: &Api) -> Option<u64> {
+        if self.unanswered.is_empty() {
+            return None;
+        }
+        let entry = api.jobs().entry(self.job.id()).await.ok()??;
+        (entry.operation == async_nats::jetstream::kv::Operation::Put
+            && self.unanswered.iter().any(|sent| *sent == entry.value))
+        .then_some(entry.revision)
+    }
+}
+
+/// Saves the record's progress, fenced on the revision the runner last wrote. Refused
+/// because someone else wrote the record since: `TakenOver` (logged), and the caller stops.
+/// A save whose answer does not come is tried again briefly, then left for the next
+/// progress (the work itself does not wait on the bucket).
+async fn save(api: &Api, held: &mut Held) -> Result<(), TakenOver> {
+    held.job.touch();
+    let bytes: bytes::Bytes = serde_json::to_vec(&held.job)
+        .expect("a job record serializes")
+        .into();
     for attempt in 1..=JOB_SAVE_ATTEMPTS_MAX {
-        match api.jobs().put(job.id(), bytes.clone().into()).await {
-            Ok(_) => return,
+        match api
+            .jobs()
+            .update(held.job.id(), bytes.clone(), held.revision)
+            .await
+        {
+            Ok(revision) => {
+                held.revision = revision;
+                held.unanswered.clear();
+                return Ok(());
+            }
+            Err(e) if crate::kv_writes::update_fence_failed(&e) => {
+                match held.own_late_write(api).await {
+                    Some(revision) => {
+                        held.revision = revision;
+                        held.unanswered.clear();
+                    }
+                    None => {
+                        tracing::warn!(
+                            job = %held.job.id(),
+                            "another process took the job over (its record changed since this process wrote it): this process stops running it"
+                        );
+                        return Err(TakenOver);
+                    }
+                }
+            }
             Err(e) => {
-                tracing::warn!(job = %job.id(), attempt, "saving a job's progress: {e}");
+                held.remember_unanswered(bytes.clone());
+                tracing::warn!(job = %held.job.id(), attempt, "saving a job's progress: {e}");
                 tokio::time::sleep(JOB_SAVE_BACKOFF * attempt).await;
             }
         }
+    }
+    Ok(())
+}
+
+/// Test hook (`Api::hold_jobs`): the runs an API starts wait for a permit of `start`
+/// before any work, and send their job's id on `ended` when they end.
+#[derive(Clone)]
+pub(crate) struct Hold {
+    start: std::sync::Arc<tokio::sync::Semaphore>,
+    ended: tokio::sync::mpsc::Sender<String>,
+}
+
+impl Hold {
+    async fn before_work(&self) {
+        if let Ok(permit) = self.start.acquire().await {
+            permit.forget();
+        }
+    }
+
+    async fn ended(&self, id: String) {
+        let _ = self.ended.send(id).await;
+    }
+}
+
+/// A test's side of `Api::hold_jobs`: lets the held runs go one at a time and hears them
+/// end.
+pub struct HeldJobs {
+    start: std::sync::Arc<tokio::sync::Semaphore>,
+    ended: tokio::sync::mpsc::Receiver<String>,
+}
+
+impl HeldJobs {
+    pub(crate) fn new() -> (Hold, HeldJobs) {
+        let start = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+        let (sender, ended) = tokio::sync::mpsc::channel(JOBS_RUNNING_MAX);
+        (
+            Hold {
+                start: start.clone(),
+                ended: sender,
+            },
+            HeldJobs { start, ended },
+        )
+    }
+
+    /// Lets one held run (the first to wait) do its work.
+    pub fn release_one(&self) {
+        self.start.add_permits(1);
+    }
+
+    /// The id of the next job whose run in this process ended.
+    pub async fn next_ended(&mut self) -> String {
+        self.ended
+            .recv()
+            .await
+            .expect("the API holding the jobs is alive")
     }
 }
 

@@ -15,7 +15,7 @@ use crate::domain::payments::instructions::Shortfall;
 use crate::domain::payments::month::Month;
 use crate::service::{CommuneRun, Request};
 
-use super::{Job, Started, job_id, launch, save, started_before};
+use super::{Held, Job, Started, TakenOver, job_id, launch, save, started_before};
 use crate::http::extract::{Body, IdempotencyKey, Path, RequestBody, Staff};
 use crate::http::{Api, ApiError};
 
@@ -161,7 +161,7 @@ pub async fn begin(
         updated_at_unix_ms: crate::checkpoint::now_unix_ms(),
     });
     let correlation = format!("http:{}", key.0);
-    launch(api, job, move |api, mut job| async move {
+    launch(api, job, move |api, mut held| async move {
         run_communes(
             &api,
             &caller,
@@ -170,13 +170,15 @@ pub async fn begin(
             &partition,
             period,
             communes,
-            &mut job,
+            &mut held,
         )
-        .await;
+        .await
     })
     .await
 }
 
+/// Runs each commune in turn, saving the record after each; stops at the first save
+/// refused because another process took the job over (`TakenOver`).
 #[allow(clippy::too_many_arguments)]
 async fn run_communes(
     api: &Api,
@@ -186,8 +188,8 @@ async fn run_communes(
     partition: &Partition,
     period: Month,
     communes: Vec<CommuneId>,
-    job: &mut Job,
-) {
+    held: &mut Held,
+) -> Result<(), TakenOver> {
     for commune in communes {
         // One key per commune, derived from the run's: a retry of the run under its key
         // finds each commune's receipt. Joined by a space, which no client's key holds
@@ -202,7 +204,7 @@ async fn run_communes(
         };
         let ran = api
             .service()
-            .run_commune(&req, partition, period, commune.clone(), run_of(job).on)
+            .run_commune(&req, partition, period, commune.clone(), run_of(held).on)
             .await;
         let sentences = |s: &[Shortfall]| s.iter().map(Shortfall::sentence).collect();
         let line = match ran {
@@ -237,21 +239,20 @@ async fn run_communes(
                 not_resident: Vec::new(),
             },
             Err(e) => {
-                run_of(job).state = "failed".into();
-                run_of(job).error = Some(format!("commune {commune}: {}", ApiError::from(e)));
-                save(api, job).await;
-                return;
+                run_of(held).state = "failed".into();
+                run_of(held).error = Some(format!("commune {commune}: {}", ApiError::from(e)));
+                return save(api, held).await;
             }
         };
-        run_of(job).add(line);
-        save(api, job).await;
+        run_of(held).add(line);
+        save(api, held).await?;
     }
-    run_of(job).state = "done".into();
-    save(api, job).await;
+    run_of(held).state = "done".into();
+    save(api, held).await
 }
 
-fn run_of(job: &mut Job) -> &mut PaymentRunJob {
-    match job {
+fn run_of(held: &mut Held) -> &mut PaymentRunJob {
+    match &mut held.job {
         Job::PaymentRun(run) => run,
         _ => unreachable!("run_communes is given a payment run's record"),
     }
