@@ -508,3 +508,111 @@ async fn views_changed_in_every_batch_end_as_when_applied_without_overlapping_co
         (1..=loans).filter(|l| l % HOUSEHOLDS == 0).count() as u64
     );
 }
+
+/// A registry event, appended as it is, in partition 01 for household `id`.
+fn registry_draft(
+    key: &str,
+    id: &str,
+    payload: ansinh::proto::envelope::Payload,
+) -> ansinh::log::Draft {
+    ansinh::log::Draft {
+        subjects: vec![format!("household:{id}")],
+        payload,
+        ..note("01", key, "")
+    }
+}
+
+/// An event whose views cannot be applied (a stored record that no longer decodes)
+/// leaves nothing of itself behind: neither the partition's count nor the household's
+/// trail takes it, however often the catch-up is tried again (before, the events of its
+/// batch were committed with part of it, and each retry added that part again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_whose_views_fail_is_not_half_applied_by_any_retry() {
+    use ansinh::proto::{self, envelope::Payload};
+    let config = fresh_log();
+    let (ledger, _ledger_dir) = ledger(&config).await;
+    let id = "0100007-000001";
+    ledger
+        .append_unchecked(registry_draft(
+            "reg",
+            id,
+            Payload::HouseholdRegistered(proto::HouseholdRegistered {
+                household_id: id.into(),
+                commune_code: "0100007".into(),
+                area: "rural".into(),
+                members: 1,
+                citizen_indexes: vec![vec![1; 32].into()],
+                sealed_personal: vec![1].into(),
+                registered_on: "2026-01-05".into(),
+            }),
+        ))
+        .await
+        .unwrap();
+    let mut stream = stream_of(&config).await;
+    let store = tempfile::tempdir().unwrap();
+    let db = sled::open(store.path()).unwrap();
+    let projector = Projector::open(&db, store.path()).unwrap();
+    projector.catch_up(&mut stream, &config).await.unwrap();
+    // A good event first, in the same batch: it is not committed without the failed one
+    // (their batch is written whole or not at all), and is applied again with it.
+    ledger.append(note("01", "before", "fine")).await.unwrap();
+    ledger
+        .append_unchecked(registry_draft(
+            "members",
+            id,
+            Payload::HouseholdMembersChanged(proto::HouseholdMembersChanged {
+                household_id: id.into(),
+                members: 2,
+                citizen_indexes: vec![vec![1; 32].into(), vec![2; 32].into()],
+                sealed_personal: vec![2].into(),
+                changed_on: "2026-02-01".into(),
+                reason: "marriage".into(),
+            }),
+        ))
+        .await
+        .unwrap();
+    // The household's record no longer decodes.
+    db.open_tree("proj.views")
+        .unwrap()
+        .insert(ansinh::views::household_key(id), &[0xc1][..])
+        .unwrap();
+    for _ in 0..2 {
+        assert!(projector.catch_up(&mut stream, &config).await.is_err());
+        assert_eq!(applied(&projector), 1);
+        assert_eq!(
+            projector.trail(&format!("household:{id}")).unwrap().len(),
+            1
+        );
+    }
+}
+
+/// Projections past the log's end (a stream restored from an older copy) refuse to
+/// catch up, rather than skip the events written again at those sequences.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_past_the_logs_end_refuse_to_catch_up() {
+    let ahead = fresh_log();
+    let (ahead_ledger, _ahead_dir) = ledger(&ahead).await;
+    notes(&ahead_ledger, 20).await;
+    let store = tempfile::tempdir().unwrap();
+    let db = sled::open(store.path()).unwrap();
+    let projector = Projector::open(&db, store.path()).unwrap();
+    projector
+        .catch_up(&mut stream_of(&ahead).await, &ahead)
+        .await
+        .unwrap();
+    // The same store over a log that holds fewer messages.
+    let behind = fresh_log();
+    let (behind_ledger, _behind_dir) = ledger(&behind).await;
+    notes(&behind_ledger, 3).await;
+    let refused = projector
+        .catch_up(&mut stream_of(&behind).await, &behind)
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(ansinh::projection::ProjectionError::AheadOfLog { .. })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(applied(&projector), 20);
+}

@@ -104,6 +104,13 @@ pub enum ProjectionError {
     Corrupt(String),
     #[error("reading the log: {0}")]
     Nats(String),
+    /// The projections are past the log's end: the stream lost its tail or was restored
+    /// from an older copy. Catching up would skip the events written at those sequences
+    /// again; rebuild the projections (`ansinh projections rebuild`).
+    #[error(
+        "the projections are at stream sequence {position}, past the log's end at {end}: the log was restored or lost its tail; rebuild them (ansinh projections rebuild)"
+    )]
+    AheadOfLog { position: u64, end: u64 },
 }
 
 /// Per-partition summary.
@@ -620,7 +627,13 @@ impl Projector {
         let mut attempt = 1;
         loop {
             let caught_up = match reader::last_stream_sequence(stream).await {
-                Ok(end) => self.catch_up_to(stream, config, end).await,
+                Ok(end) => match self.position()? {
+                    at if at.last.stream_sequence > end => Err(ProjectionError::AheadOfLog {
+                        position: at.last.stream_sequence,
+                        end,
+                    }),
+                    _ => self.catch_up_to(stream, config, end).await,
+                },
                 Err(e) => Err(ProjectionError::Nats(e)),
             };
             match caught_up {
@@ -718,7 +731,8 @@ impl Projector {
         })
         .await;
         // What was applied before a failure is committed, as it would have been one event
-        // at a time; then the failure is reported.
+        // at a time (unless an event failed halfway through its views: then its batch is
+        // not written at all, `Batch::failed`); then the failure is reported.
         let committed = off_the_workers(|| {
             let committed = batch.commit(true);
             committed.and(batch.join())
@@ -728,7 +742,8 @@ impl Projector {
             reader::ReadError::Visit(v) => v,
         })?;
         committed?;
-        self.trail.write_index(false, || self.flush_sled())?;
+        // fsync of the lines file and the index: off the workers, as the commits are.
+        off_the_workers(|| self.trail.write_index(false, || self.flush_sled()))?;
         Ok(batch.applied)
     }
 
@@ -1012,6 +1027,15 @@ impl Projector {
             for day in days.values_mut() {
                 day.pending_overdue_ids.sort_unstable();
             }
+        }
+        // A batch committed during the scans inserts its day and pending lines before its
+        // progress record (keys in order): lines dated after `as_of` may have been read
+        // although the progress read first allowed the report. Read it again.
+        let after: ReconcileProgress = self
+            .view(&views::reconcile_progress_key(partition))?
+            .unwrap_or_default();
+        if after != progress && after.latest.is_some_and(|latest| latest > as_of) {
+            return Ok(None);
         }
         Ok(Some(days))
     }
@@ -1340,7 +1364,7 @@ impl Batch<'_> {
                 lines.push((next.sequence, line));
             }
         }
-        views::apply(
+        if let Err(e) = views::apply(
             &self.views,
             name,
             next.sequence,
@@ -1348,7 +1372,14 @@ impl Batch<'_> {
             &actor.id,
             envelope.actor.as_ref(),
             envelope.payload.as_ref(),
-        )?;
+        ) {
+            // The summary, the trail and some of the views already took part of this
+            // event, and the position does not move past it: committed, they would be
+            // taken again by every retry (a trial balance posted twice). Nothing of the
+            // batch is written; the next catch-up applies it again from its start.
+            self.failed = true;
+            return Err(e);
+        }
         // The head moves with the position, once the event's views are staged.
         self.heads
             .get_mut(name)
@@ -1582,7 +1613,9 @@ impl Batch<'_> {
 /// the next catch-up starts from the position that commit wrote.
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
-        if let Err(e) = self.join() {
+        // Dropped on a worker when a request that caught up is cancelled (a timeout, a
+        // gateway gone): the wait for commits and their flushes must not hold it.
+        if let Err(e) = off_the_workers(|| self.join()) {
             tracing::warn!(error = %e, "projections: a batch's commit failed");
         }
     }
