@@ -191,3 +191,36 @@ async fn a_round_above_the_threshold_lands_as_one_batch_all_or_none() {
     }
     assert_eq!(bucket.messages().await, before + round as u64 - 1);
 }
+
+/// A bucket made before the ledger gave its values a lifetime takes it when opened, so
+/// its keys (one per gateway post for the requests bucket) stop growing for ever.
+#[tokio::test]
+async fn a_bucket_made_without_a_lifetime_takes_the_one_asked_for() {
+    let js = jetstream::new(client().await);
+    let config = kv::Config {
+        bucket: format!("{}_AGE", fresh_log().stream_name),
+        history: 1,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    let made = open_bucket(&js, config.clone()).await.unwrap();
+    let age = |kv: kv::Store| {
+        let js = js.clone();
+        async move {
+            let mut stream = js.get_stream(&kv.stream_name).await.unwrap();
+            stream.info().await.unwrap().config.max_age
+        }
+    };
+    assert_eq!(age(made).await, std::time::Duration::ZERO);
+    let lifetime = std::time::Duration::from_secs(7 * 86_400);
+    let opened = open_bucket(
+        &js,
+        kv::Config {
+            max_age: lifetime,
+            ..config
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(age(opened).await, lifetime);
+}

@@ -343,6 +343,7 @@ impl Api {
                 bucket: requests_bucket_name(&config.stream_name),
                 description: "ansinh: each caller's idempotency key, bound to its request".into(),
                 history: 1,
+                max_age: REQUEST_BINDING_AGE_MAX,
                 storage: async_nats::jetstream::stream::StorageType::File,
                 num_replicas: config.replicas,
                 ..Default::default()
@@ -610,6 +611,14 @@ impl Api {
 
 /// Compare-and-set attempts on one idempotency key before the request fails.
 pub const REQUEST_BIND_ATTEMPTS_MAX: usize = 8;
+
+/// How long the requests bucket keeps a key's binding after its last change. Every
+/// gateway post over HTTP binds one, ~40 million a year for the country, and the server
+/// holds each key's state in memory: kept for ever, they would grow without end. Past
+/// this age the same key with another request is taken as new: a gateway post's own
+/// idempotency is its content in the ledger, for ever, and a job's record is gone after
+/// `JOB_RECORD_AGE_MAX` (the same age) anyway.
+pub const REQUEST_BINDING_AGE_MAX: std::time::Duration = jobs::JOB_RECORD_AGE_MAX;
 
 /// The bucket key of a caller's idempotency key: its BLAKE3 (caller ids and keys may hold
 /// characters a bucket key may not).

@@ -114,9 +114,11 @@ pub async fn open_bucket(
     check_replicas(&kv.stream_name, &stream_config, config.num_replicas)?;
     check_history(&kv.stream_name, &stream_config, config.history)?;
     // Buckets made before writes were batched lack the flag; setting it changes
-    // nothing else of the stream.
-    if !stream_config.allow_atomic_publish {
+    // nothing else of the stream. A bucket made before the ledger gave it a lifetime
+    // for its values (the requests bucket) takes it, so its keys stop growing for ever.
+    if !stream_config.allow_atomic_publish || stream_config.max_age != config.max_age {
         stream_config.allow_atomic_publish = true;
+        stream_config.max_age = config.max_age;
         js.update_stream(stream_config)
             .await
             .map_err(|e| nats(&e))?;
