@@ -488,10 +488,11 @@ async fn sign_in_page(
         session::cookie(&headers, session::SESSION_COOKIE),
         keys(&api).await,
     ) {
-        if let Some((staff, _)) = keys.check(value, session::now_unix_s()) {
-            if api.staff().by_id(&staff).is_some() {
-                return Redirect::to("/console").into_response();
-            }
+        if keys
+            .signed_in(value, &api.staff(), session::now_unix_s())
+            .is_some()
+        {
+            return Redirect::to("/console").into_response();
         }
     }
     let message = query.expired.map(|_| lang.t(T::SessionExpired));
@@ -552,7 +553,9 @@ async fn sign_in(
         Ok(keys) => keys,
         Err(e) => return error_page(lang, &e),
     };
-    let value = match keys.issue(&caller.id, session::now_unix_s()) {
+    // Bound to the token just presented: replacing it ends the session.
+    let token_hash = crate::http::auth::token_hash(fields.get("token"));
+    let value = match keys.issue(&caller.id, &token_hash, session::now_unix_s()) {
         Ok(v) => v,
         Err(e) => return error_page(lang, &ApiError::Internal(format!("random: {e}"))),
     };

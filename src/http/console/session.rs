@@ -1,17 +1,21 @@
 //! Console sessions and CSRF tokens, without server-side session state (ADR 0011).
 //!
-//! A session is a cookie any process of the ledger can check: `v1.<expiry unix
-//! s>.<random id>.<staff id in hex>.<tag>`, where the tag is a keyed BLAKE3 of the rest
-//! under a key derived from the ledger secret `console-session` (kept in the vault's
-//! shared bucket, like the checkpoint-signing key). The staff id is looked up again in
-//! the live staff directory on every request, so a removed staff member is signed out at
-//! once. The CSRF token of a session is a keyed BLAKE3 of its random id (under another
-//! derived key): one per session, carried in a hidden field of every form and checked on
-//! every POST; the cookie is also `SameSite=Strict`, so another site's form never sends it.
+//! A session is a cookie any process of the ledger can check: `v2.<expiry unix
+//! s>.<random id>.<staff id in hex>.<token binding>.<tag>`, where the tag is a keyed
+//! BLAKE3 of the rest under a key derived from the ledger secret `console-session` (kept
+//! in the vault's shared bucket, like the checkpoint-signing key), and the token binding
+//! a hash of the hash of the staff token its reader signed in with. On every request the
+//! staff id is looked up again in the live staff directory and its token's binding
+//! compared with the cookie's, so a removed staff member, or one whose token was
+//! replaced, is signed out at once. The CSRF token of a session is a keyed BLAKE3 of its
+//! random id (under another derived key): one per session, carried in a hidden field of
+//! every form and checked on every POST; the cookie is also `SameSite=Strict`, so
+//! another site's form never sends it.
 //!
 //! **Invariant:** a cookie whose tag does not verify (constant time), whose expiry has
-//! passed or whose staff id is no longer in the directory is no session: the reader is
-//! sent to sign in.
+//! passed, whose staff id is no longer in the directory or whose token binding is not
+//! that of the id's token now (constant time) is no session: the reader is sent to sign
+//! in.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::{COOKIE, SET_COOKIE};
@@ -20,6 +24,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 
 use crate::access::Caller;
+use crate::http::auth::StaffDirectory;
 
 use super::super::Api;
 use super::i18n::{Lang, T};
@@ -41,13 +46,33 @@ pub const SECRET_NAME: &str = "console-session";
 const SESSION_ID_BYTES: usize = 16;
 const SESSION_TAG_CONTEXT: &str = "ansinh v1 console session tag";
 const CSRF_CONTEXT: &str = "ansinh v1 console csrf token";
-/// Largest cookie value read (a staff id is at most 40 bytes: this is ample).
+/// Hashes a staff entry's token hash into the binding a cookie carries: not the token
+/// hash itself, which the directory keeps to itself.
+const TOKEN_BINDING_CONTEXT: &str = "ansinh v2 console session token binding";
+/// The cookie format; a `v1` cookie names no token, so it is no session.
+const COOKIE_VERSION: &str = "v2";
+/// Largest cookie value read (a staff id is at most 40 bytes, hex 80; the cookie is
+/// about 260 bytes at most: this is ample).
 const COOKIE_BYTES_MAX: usize = 512;
 
-/// The keys derived from the shared secret, made once per process.
+/// The keys derived from the shared secret.
 pub struct Keys {
     tag: [u8; 32],
     csrf: [u8; 32],
+}
+
+/// What a cookie whose tag verifies says.
+struct Claims {
+    staff_id: String,
+    session_id: String,
+    token_binding: blake3::Hash,
+}
+
+/// The binding of a session to the staff token whose hash is `token_hash`.
+fn token_binding(token_hash: &blake3::Hash) -> blake3::Hash {
+    blake3::Hasher::new_derive_key(TOKEN_BINDING_CONTEXT)
+        .update(token_hash.as_bytes())
+        .finalize()
 }
 
 impl Keys {
@@ -62,23 +87,30 @@ impl Keys {
         blake3::keyed_hash(&self.tag, body.as_bytes())
     }
 
-    /// A new session cookie value for `staff_id`, valid until `now + SESSION_LIFETIME_S`.
-    pub fn issue(&self, staff_id: &str, now_unix_s: i64) -> Result<String, getrandom::Error> {
+    /// A new session cookie value for `staff_id`, signed in with the token whose hash is
+    /// `token_hash`, valid until `now + SESSION_LIFETIME_S`.
+    pub fn issue(
+        &self,
+        staff_id: &str,
+        token_hash: &blake3::Hash,
+        now_unix_s: i64,
+    ) -> Result<String, getrandom::Error> {
         let mut id = [0u8; SESSION_ID_BYTES];
         getrandom::getrandom(&mut id)?;
         let body = format!(
-            "v1.{}.{}.{}",
+            "{COOKIE_VERSION}.{}.{}.{}.{}",
             now_unix_s + SESSION_LIFETIME_S,
             hex::encode(id),
-            hex::encode(staff_id)
+            hex::encode(staff_id),
+            token_binding(token_hash).to_hex()
         );
         let tag = self.tag(&body).to_hex();
         Ok(format!("{body}.{tag}"))
     }
 
-    /// The staff id and session id of a cookie value, if its tag verifies and it has not
-    /// expired at `now_unix_s`.
-    pub fn check(&self, value: &str, now_unix_s: i64) -> Option<(String, String)> {
+    /// What a cookie value says, if its tag verifies and it has not expired at
+    /// `now_unix_s`.
+    fn check(&self, value: &str, now_unix_s: i64) -> Option<Claims> {
         if value.len() > COOKIE_BYTES_MAX {
             return None;
         }
@@ -89,7 +121,8 @@ impl Keys {
             return None;
         }
         let mut parts = body.split('.');
-        let (Some("v1"), Some(expiry), Some(id), Some(staff), None) = (
+        let (Some(COOKIE_VERSION), Some(expiry), Some(id), Some(staff), Some(binding), None) = (
+            parts.next(),
             parts.next(),
             parts.next(),
             parts.next(),
@@ -101,8 +134,27 @@ impl Keys {
         if expiry.parse::<i64>().ok()? <= now_unix_s {
             return None;
         }
-        let staff = String::from_utf8(hex::decode(staff).ok()?).ok()?;
-        Some((staff, id.to_owned()))
+        Some(Claims {
+            staff_id: String::from_utf8(hex::decode(staff).ok()?).ok()?,
+            session_id: id.to_owned(),
+            token_binding: blake3::Hash::from_hex(binding).ok()?,
+        })
+    }
+
+    /// The reader a cookie value signs in at `now_unix_s`, and its session id: its tag
+    /// verifies, it has not expired, and its staff id is in `staff` with the token it
+    /// was issued for.
+    pub fn signed_in(
+        &self,
+        value: &str,
+        staff: &StaffDirectory,
+        now_unix_s: i64,
+    ) -> Option<(Caller, String)> {
+        let claims = self.check(value, now_unix_s)?;
+        let (token_hash, caller) = staff.with_token_hash(&claims.staff_id)?;
+        // blake3::Hash equality is constant time.
+        (token_binding(token_hash) == claims.token_binding)
+            .then(|| (caller.clone(), claims.session_id))
     }
 
     /// The CSRF token of session `id`.
@@ -216,10 +268,7 @@ impl FromRequestParts<Api> for Session {
         let keys = super::keys(api)
             .await
             .map_err(|e| super::error_page(lang, &e))?;
-        let Some((staff, id)) = keys.check(value, now_unix_s()) else {
-            return Err(to_sign_in(&parts.headers));
-        };
-        let Some(caller) = api.staff().by_id(&staff).cloned() else {
+        let Some((caller, id)) = keys.signed_in(value, &api.staff(), now_unix_s()) else {
             return Err(to_sign_in(&parts.headers));
         };
         Ok(Session {
@@ -234,31 +283,87 @@ impl FromRequestParts<Api> for Session {
 mod tests {
     use super::*;
 
+    fn staff(entries: &[(&str, &str)]) -> StaffDirectory {
+        let entries: Vec<_> = entries
+            .iter()
+            .map(|(id, token)| crate::http::auth::StaffEntry {
+                token_blake3: crate::http::auth::token_hash(token).to_hex().to_string(),
+                id: (*id).into(),
+                role: crate::access::Role::Teller,
+                unit: "0100007".into(),
+            })
+            .collect();
+        StaffDirectory::from_entries(&entries).unwrap()
+    }
+
     #[test]
     fn a_session_verifies_until_it_expires_and_not_after_any_change() {
         let keys = Keys::from_secret(&[7; 32]);
-        let cookie = keys.issue("staff:an", 1_000).unwrap();
-        let (staff, id) = keys.check(&cookie, 1_000).unwrap();
-        assert_eq!(staff, "staff:an");
+        let directory = staff(&[("staff:an", "ansinh_an"), ("staff:bo", "ansinh_bo")]);
+        let token_hash = crate::http::auth::token_hash("ansinh_an");
+        let cookie = keys.issue("staff:an", &token_hash, 1_000).unwrap();
+        let (caller, id) = keys.signed_in(&cookie, &directory, 1_000).unwrap();
+        assert_eq!(caller.id, "staff:an");
         assert_eq!(keys.csrf(&id).len(), 64);
-        assert!(keys.check(&cookie, 1_000 + SESSION_LIFETIME_S).is_none());
+        assert!(
+            keys.signed_in(&cookie, &directory, 1_000 + SESSION_LIFETIME_S)
+                .is_none()
+        );
         // Another key, a changed expiry or staff id, garbage: no session.
-        assert!(Keys::from_secret(&[8; 32]).check(&cookie, 1_000).is_none());
+        assert!(
+            Keys::from_secret(&[8; 32])
+                .signed_in(&cookie, &directory, 1_000)
+                .is_none()
+        );
         let later = cookie.replacen(
-            &format!("v1.{}", 1_000 + SESSION_LIFETIME_S),
-            &format!("v1.{}", 9_000 + SESSION_LIFETIME_S),
+            &format!("v2.{}", 1_000 + SESSION_LIFETIME_S),
+            &format!("v2.{}", 9_000 + SESSION_LIFETIME_S),
             1,
         );
-        assert!(keys.check(&later, 1_000).is_none());
+        assert!(keys.signed_in(&later, &directory, 1_000).is_none());
         let other = cookie.replacen(&hex::encode("staff:an"), &hex::encode("staff:bo"), 1);
-        assert!(keys.check(&other, 1_000).is_none());
-        assert!(keys.check("garbage", 1_000).is_none());
-        assert!(keys.check("", 1_000).is_none());
+        assert!(keys.signed_in(&other, &directory, 1_000).is_none());
+        assert!(keys.signed_in("garbage", &directory, 1_000).is_none());
+        assert!(keys.signed_in("", &directory, 1_000).is_none());
         // Two sessions of one staff member have two CSRF tokens.
         let (_, id2) = keys
-            .check(&keys.issue("staff:an", 1_000).unwrap(), 1_000)
+            .signed_in(
+                &keys.issue("staff:an", &token_hash, 1_000).unwrap(),
+                &directory,
+                1_000,
+            )
             .unwrap();
         assert_ne!(keys.csrf(&id), keys.csrf(&id2));
+    }
+
+    #[test]
+    fn a_session_ends_with_its_staff_token() {
+        let keys = Keys::from_secret(&[7; 32]);
+        let cookie = keys
+            .issue(
+                "staff:an",
+                &crate::http::auth::token_hash("ansinh_an"),
+                1_000,
+            )
+            .unwrap();
+        // The id given a new token, or gone: no session.
+        assert!(
+            keys.signed_in(&cookie, &staff(&[("staff:an", "ansinh_new")]), 1_000)
+                .is_none()
+        );
+        assert!(keys.signed_in(&cookie, &staff(&[]), 1_000).is_none());
+        // A cookie of the earlier format, tagged with the right key, names no token.
+        let body = format!(
+            "v1.{}.{}.{}",
+            1_000 + SESSION_LIFETIME_S,
+            "00".repeat(SESSION_ID_BYTES),
+            hex::encode("staff:an")
+        );
+        let v1 = format!("{body}.{}", keys.tag(&body).to_hex());
+        assert!(
+            keys.signed_in(&v1, &staff(&[("staff:an", "ansinh_an")]), 1_000)
+                .is_none()
+        );
     }
 
     #[test]
