@@ -895,7 +895,8 @@ proptest::proptest! {
 }
 
 /// A console whose staff are the ledger's directory bucket, followed live as `serve`
-/// follows it, with that directory.
+/// follows it, with that directory; it reads the session secret again at every request,
+/// so a test sees a replaced secret at once.
 async fn console_on_directory() -> (Console, ansinh::directory::Directory) {
     let (config, checkpoints) = fresh_checkpointed();
     let dir = tempfile::tempdir().unwrap();
@@ -921,6 +922,7 @@ async fn console_on_directory() -> (Console, ansinh::directory::Directory) {
         .await
         .unwrap();
     api.set_checkpoints(checkpoints);
+    api.set_console_secret_recheck(std::time::Duration::ZERO);
     let (base, stop) = common::serve(api).await;
     let console = Console {
         base,
@@ -974,4 +976,21 @@ async fn a_session_ends_when_its_staff_token_is_replaced() {
         StatusCode::OK
     );
     c.sign_in(&token).await;
+}
+
+/// Replacing the console's session secret (`admin end-console-sessions`) signs everyone
+/// out of a running server; signing in again works.
+#[tokio::test]
+async fn replacing_the_session_secret_signs_everyone_out() {
+    let (c, _directory) = console_on_directory().await;
+    let reader = c.sign_in(&c.tokens.auditor).await;
+    c.service
+        .vault
+        .replace_secret(http::console::session::SECRET_NAME, Some(&[9; 32]))
+        .await
+        .unwrap();
+    let old = c.get(&reader.cookie, "/console").await;
+    assert_eq!(old.status, StatusCode::SEE_OTHER, "{}", old.main());
+    assert_eq!(old.location.as_deref(), Some("/?expired=1"));
+    c.sign_in(&c.tokens.auditor).await;
 }

@@ -65,24 +65,18 @@ pub fn routes() -> Router<Api> {
         .merge(entitlements::routes())
 }
 
-/// The session keys, derived once per process from the ledger secret every process
-/// shares (made by the first process that needs it).
-pub(super) async fn keys(api: &Api) -> Result<&session::Keys, ApiError> {
+/// The session keys of the ledger secret every process shares (made by the first process
+/// that needs it), read again at most `session::SECRET_RECHECK_S` after the last read, so
+/// a replaced secret signs everyone out of this process too.
+pub(super) async fn keys(api: &Api) -> Result<std::sync::Arc<session::Keys>, ApiError> {
     api.0
         .console_keys
-        .get_or_try_init(|| async {
-            let mut seed = zeroize::Zeroizing::new([0u8; 32]);
-            getrandom::getrandom(&mut seed[..])
-                .map_err(|e| ApiError::Internal(format!("random: {e}")))?;
-            let secret = api
-                .service()
-                .vault
-                .create_secret(session::SECRET_NAME, &seed)
-                .await
-                .map_err(|e| ApiError::Unavailable(format!("console secret: {e}")))?;
-            Ok(session::Keys::from_secret(&secret))
-        })
+        .current(&api.service().vault)
         .await
+        .map_err(|e| match e {
+            session::KeysError::Random(_) => ApiError::Internal(e.to_string()),
+            session::KeysError::Vault(_) => ApiError::Unavailable(e.to_string()),
+        })
 }
 
 /// Today in Vietnam, read from the clock here at the edge: the default day of a form, the

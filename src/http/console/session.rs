@@ -7,7 +7,9 @@
 //! a hash of the hash of the staff token its reader signed in with. On every request the
 //! staff id is looked up again in the live staff directory and its token's binding
 //! compared with the cookie's, so a removed staff member, or one whose token was
-//! replaced, is signed out at once. The CSRF token of a session is a keyed BLAKE3 of its
+//! replaced, is signed out at once. Each process reads the secret again at most
+//! `SECRET_RECHECK_S` after it last did (`KeyCache`), so replacing it signs everyone out
+//! of every process within that. The CSRF token of a session is a keyed BLAKE3 of its
 //! random id (under another derived key): one per session, carried in a hidden field of
 //! every form and checked on every POST; the cookie is also `SameSite=Strict`, so
 //! another site's form never sends it.
@@ -25,6 +27,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 
 use crate::access::Caller;
 use crate::http::auth::StaffDirectory;
+use crate::personal::{Vault, VaultError};
 
 use super::super::Api;
 use super::i18n::{Lang, T};
@@ -54,6 +57,11 @@ const COOKIE_VERSION: &str = "v2";
 /// Largest cookie value read (a staff id is at most 40 bytes, hex 80; the cookie is
 /// about 260 bytes at most: this is ample).
 const COOKIE_BYTES_MAX: usize = 512;
+/// Longest a process checks sessions with keys of a secret it has not read again:
+/// replacing the secret (`ansinh admin end-console-sessions`) signs everyone out of every
+/// running process within this. A read of one key of the vault bucket per process per
+/// interval, not per request (ADR 0011).
+pub const SECRET_RECHECK_S: u64 = 10;
 
 /// The keys derived from the shared secret.
 pub struct Keys {
@@ -163,6 +171,91 @@ impl Keys {
             .to_hex()
             .to_string()
     }
+}
+
+/// Why the session keys could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    /// No randomness for a first secret: the host is broken.
+    #[error("random: {0}")]
+    Random(getrandom::Error),
+    /// The vault bucket could not be read or written: NATS unreachable (retry).
+    #[error("console secret: {0}")]
+    Vault(#[from] VaultError),
+}
+
+/// The session keys of one process, read again from the shared secret at most
+/// `SECRET_RECHECK_S` (or what `set_recheck` says) after the last read.
+pub struct KeyCache {
+    recheck: std::sync::OnceLock<std::time::Duration>,
+    /// Held across a read of the secret, so one request reads it and the others wait
+    /// for what it read.
+    loaded: tokio::sync::Mutex<Option<Loaded>>,
+}
+
+struct Loaded {
+    keys: std::sync::Arc<Keys>,
+    read_at: tokio::time::Instant,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        Self {
+            recheck: std::sync::OnceLock::new(),
+            loaded: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl KeyCache {
+    /// Sets how long keys are used before the secret is read again (once; later calls
+    /// change nothing), so a test can see a replaced secret at once.
+    pub fn set_recheck(&self, recheck: std::time::Duration) {
+        let _ = self.recheck.set(recheck);
+    }
+
+    /// The keys of the secret as of at most the recheck interval ago; the first process
+    /// of a ledger to need the secret makes it.
+    pub async fn current(&self, vault: &Vault) -> Result<std::sync::Arc<Keys>, KeysError> {
+        let recheck = *self
+            .recheck
+            .get_or_init(|| std::time::Duration::from_secs(SECRET_RECHECK_S));
+        let mut loaded = self.loaded.lock().await;
+        if let Some(l) = loaded.as_ref().filter(|l| l.read_at.elapsed() < recheck) {
+            return Ok(l.keys.clone());
+        }
+        match read_secret(vault).await {
+            Ok(secret) => {
+                let keys = std::sync::Arc::new(Keys::from_secret(&secret));
+                *loaded = Some(Loaded {
+                    keys: keys.clone(),
+                    read_at: tokio::time::Instant::now(),
+                });
+                Ok(keys)
+            }
+            // The bucket unreachable: go on with the keys read last, as the staff
+            // directory goes on with its last view, rather than sign everyone out of a
+            // console that reads local projections; try again after another interval.
+            Err(KeysError::Vault(e)) if loaded.is_some() => {
+                tracing::warn!(error = %e, "console secret not read again; its last keys stay in use");
+                let l = loaded.as_mut().expect("checked above");
+                l.read_at = tokio::time::Instant::now();
+                Ok(l.keys.clone())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The console secret, made when the ledger has none (its first process, or after it
+/// was cleared).
+async fn read_secret(vault: &Vault) -> Result<zeroize::Zeroizing<[u8; 32]>, KeysError> {
+    if let Some(secret) = vault.secret(SECRET_NAME).await? {
+        return Ok(secret);
+    }
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::getrandom(&mut seed[..]).map_err(KeysError::Random)?;
+    Ok(vault.create_secret(SECRET_NAME, &seed).await?)
 }
 
 /// Whether two tokens are equal, in time independent of where they differ.
