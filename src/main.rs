@@ -458,6 +458,10 @@ enum AdminCommand {
         #[arg(long, default_value = "", value_parser = ansinh::input::unit)]
         unit: String,
     },
+    /// Sign everyone out of the web console: replaces the console's session secret, and
+    /// every running `serve` refuses every session signed with the old one within
+    /// 10 seconds (when it next reads the secret). Staff sign in again with their tokens.
+    EndConsoleSessions,
     /// Withdraw every token of a member of staff; running processes refuse them at once.
     RemoveStaff {
         /// Example: staff:nguyen.an
@@ -800,6 +804,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Command::Admin {
                 command: AdminCommand::RemoveStaff { id },
             } => cli::admin::remove_staff(&runtime, &id, json).await,
+            Command::Admin {
+                command: AdminCommand::EndConsoleSessions,
+            } => cli::admin::end_console_sessions(&runtime).await,
             Command::Admin {
                 command: AdminCommand::RemoveGatewayKey { key_id },
             } => cli::admin::remove_gateway_key(&runtime, &key_id, json).await,

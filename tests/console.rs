@@ -103,6 +103,7 @@ fn fixture() -> &'static Fixture {
                 let expired_cookie = keys
                     .issue(
                         "staff:officer",
+                        &http::auth::token_hash(&tokens.officer),
                         chrono::Utc::now().timestamp()
                             - http::console::session::SESSION_LIFETIME_S
                             - 60,

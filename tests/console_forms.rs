@@ -942,3 +942,104 @@ async fn a_path_segment_that_is_not_text_is_answered_with_a_console_page() {
     assert!(posted.page.contains("id=\"refusal\""), "{}", posted.page);
     assert_eq!(c.events().await, before);
 }
+
+/// A console whose staff are the ledger's directory bucket, followed live as `serve`
+/// follows it, with that directory; it reads the session secret again at every request,
+/// so a test sees a replaced secret at once.
+async fn console_on_directory() -> (Console, ansinh::directory::Directory) {
+    let (config, checkpoints) = fresh_checkpointed();
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger_at(&config, &dir.path().join("store")).await;
+    let vault = Arc::new(vault_for(&ledger, &dir.path().join("secrets")).await);
+    let projector = Arc::new(Projector::of_store(ledger.store()).unwrap());
+    let directory = ansinh::directory::Directory::open(ledger.jetstream(), &config.stream_name, 1)
+        .await
+        .unwrap();
+    let service = Service::new(ledger, vault, projector);
+    let mut tokens = Vec::new();
+    for (id, role, unit) in [
+        ("staff:officer", Role::CreditOfficer, "0100007"),
+        ("staff:hq-officer", Role::CreditOfficer, ""),
+        ("staff:hq-manager", Role::BranchManager, ""),
+        ("staff:auditor", Role::Auditor, ""),
+    ] {
+        tokens.push(directory.add_staff(id, role, unit).await.unwrap().0);
+    }
+    let [officer, head_office_officer, head_office_manager, auditor] =
+        <[String; 4]>::try_from(tokens).unwrap();
+    let api = Api::with_gateways(service.clone(), directory.staff(), None)
+        .await
+        .unwrap();
+    api.set_checkpoints(checkpoints);
+    api.set_console_secret_recheck(std::time::Duration::ZERO);
+    let (base, stop) = common::serve(api).await;
+    let console = Console {
+        base,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        config,
+        service,
+        tokens: Tokens {
+            officer,
+            head_office_officer,
+            head_office_manager,
+            auditor,
+        },
+        _stop: stop,
+        _dir: dir,
+    };
+    (console, directory)
+}
+
+/// A leaked token is replaced by removing the member and adding the same id again: every
+/// session signed in with the old token ends then, in a running server, though the id is
+/// still in the directory; the new token signs in.
+#[tokio::test]
+async fn a_session_ends_when_its_staff_token_is_replaced() {
+    let (c, directory) = console_on_directory().await;
+    let leaked = c.sign_in(&c.tokens.officer).await;
+    let other = c.sign_in(&c.tokens.auditor).await;
+    directory
+        .remove_staff("staff:officer")
+        .await
+        .unwrap()
+        .unwrap();
+    let (token, _) = directory
+        .add_staff("staff:officer", Role::CreditOfficer, "0100007")
+        .await
+        .unwrap();
+    let old = c.get(&leaked.cookie, "/console").await;
+    assert_eq!(old.status, StatusCode::SEE_OTHER, "{}", old.main());
+    assert_eq!(old.location.as_deref(), Some("/?expired=1"));
+    let sign_in_page = c.get(&leaked.cookie, "/").await;
+    assert_eq!(
+        sign_in_page.status,
+        StatusCode::OK,
+        "the sign-in form, not /console"
+    );
+    // Another member's session goes on; the new token signs in.
+    assert_eq!(
+        c.get(&other.cookie, "/console").await.status,
+        StatusCode::OK
+    );
+    c.sign_in(&token).await;
+}
+
+/// Replacing the console's session secret (`admin end-console-sessions`) signs everyone
+/// out of a running server; signing in again works.
+#[tokio::test]
+async fn replacing_the_session_secret_signs_everyone_out() {
+    let (c, _directory) = console_on_directory().await;
+    let reader = c.sign_in(&c.tokens.auditor).await;
+    c.service
+        .vault
+        .replace_secret(http::console::session::SECRET_NAME, Some(&[9; 32]))
+        .await
+        .unwrap();
+    let old = c.get(&reader.cookie, "/console").await;
+    assert_eq!(old.status, StatusCode::SEE_OTHER, "{}", old.main());
+    assert_eq!(old.location.as_deref(), Some("/?expired=1"));
+    c.sign_in(&c.tokens.auditor).await;
+}

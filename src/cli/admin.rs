@@ -43,6 +43,23 @@ pub async fn remove_staff(runtime: &Runtime, id: &str, json: bool) -> Result<Exi
     }
 }
 
+/// `ansinh admin end-console-sessions`: a new console session secret, so every session
+/// signed with the old one is refused by every running process once it reads the secret
+/// again (ADR 0011).
+pub async fn end_console_sessions(runtime: &Runtime) -> Result<ExitCode, BoxError> {
+    use ansinh::http::console::session::{SECRET_NAME, SECRET_RECHECK_S};
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::getrandom(&mut seed[..])?;
+    runtime
+        .vault
+        .replace_secret(SECRET_NAME, Some(&seed))
+        .await?;
+    println!(
+        "replaced the console session secret: every running process signs everyone out of the console within {SECRET_RECHECK_S} s"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `ansinh admin remove-gateway-key`: withdraws one gateway key from the directory;
 /// exit 1 when the directory has no such key.
 pub async fn remove_gateway_key(

@@ -80,35 +80,71 @@ struct Entry {
     key_id: String,
 }
 
+/// The checks of one key alone: its gateway id, a valid Ed25519 point, its own key id.
+fn check_key(k: &GatewayKey) -> Result<(), RegistryError> {
+    if !is_gateway_id(&k.gateway_id) {
+        return Err(RegistryError::InvalidGatewayId(k.gateway_id.clone()));
+    }
+    if ed25519_dalek::VerifyingKey::from_bytes(&k.public_key).is_err() {
+        return Err(RegistryError::InvalidPublicKey {
+            gateway: k.gateway_id.clone(),
+        });
+    }
+    let actual = key_id(&k.public_key);
+    if k.key_id != actual {
+        return Err(RegistryError::KeyIdMismatch {
+            gateway: k.gateway_id.clone(),
+            stated: k.key_id.clone(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
 impl Registry {
     /// A registry of these keys, checked.
     pub fn new(keys: Vec<GatewayKey>) -> Result<Self, RegistryError> {
         if keys.len() > REGISTRY_KEYS_MAX {
             return Err(RegistryError::TooManyKeys);
         }
+        let (registry, refused) = Self::admitting(keys.into_iter().map(|k| ((), Ok(k))));
+        match refused.into_iter().next() {
+            Some(((), e)) => Err(e),
+            None => Ok(registry),
+        }
+    }
+
+    /// Admits `keys` in the order given, each checked on its own against the ones
+    /// admitted before it: a key that is none (`Err`), fails a check of `new`, repeats an
+    /// admitted key id or comes past `REGISTRY_KEYS_MAX` is refused alone and handed back
+    /// with its label `L` and why. The same keys in the same order always give the same
+    /// registry.
+    pub fn admitting<L>(
+        keys: impl IntoIterator<Item = (L, Result<GatewayKey, RegistryError>)>,
+    ) -> (Self, Vec<(L, RegistryError)>) {
+        let mut registry = Self::default();
         let mut seen = BTreeSet::new();
-        for k in &keys {
-            if !is_gateway_id(&k.gateway_id) {
-                return Err(RegistryError::InvalidGatewayId(k.gateway_id.clone()));
-            }
-            if ed25519_dalek::VerifyingKey::from_bytes(&k.public_key).is_err() {
-                return Err(RegistryError::InvalidPublicKey {
-                    gateway: k.gateway_id.clone(),
-                });
-            }
-            let actual = key_id(&k.public_key);
-            if k.key_id != actual {
-                return Err(RegistryError::KeyIdMismatch {
-                    gateway: k.gateway_id.clone(),
-                    stated: k.key_id.clone(),
-                    actual,
-                });
-            }
-            if !seen.insert(k.key_id.clone()) {
-                return Err(RegistryError::DuplicateKey(k.key_id.clone()));
+        let mut refused = Vec::new();
+        for (label, key) in keys {
+            let admitted = key.and_then(|k| {
+                check_key(&k)?;
+                if seen.contains(&k.key_id) {
+                    return Err(RegistryError::DuplicateKey(k.key_id.clone()));
+                }
+                if registry.keys.len() >= REGISTRY_KEYS_MAX {
+                    return Err(RegistryError::TooManyKeys);
+                }
+                Ok(k)
+            });
+            match admitted {
+                Ok(k) => {
+                    seen.insert(k.key_id.clone());
+                    registry.keys.push(k);
+                }
+                Err(e) => refused.push((label, e)),
             }
         }
-        Ok(Self { keys })
+        (registry, refused)
     }
 
     /// Parses and checks the JSON text of a registry.

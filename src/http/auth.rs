@@ -120,15 +120,49 @@ impl StaffDirectory {
         if entries.len() > STAFF_ENTRIES_MAX {
             return Err(format!("more than {STAFF_ENTRIES_MAX} entries"));
         }
-        let mut checked: Vec<(blake3::Hash, Caller)> = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let (hash, caller) = check_entry(entry)?;
-            if checked.iter().any(|(h, c)| *h == hash || c.id == caller.id) {
-                return Err(format!("{}: id or token listed twice", caller.id));
-            }
-            checked.push((hash, caller));
+        let (directory, refused) = Self::admitting(entries.iter().map(|e| ((), Ok(e.clone()))));
+        match refused.into_iter().next() {
+            Some(((), reason)) => Err(reason),
+            None => Ok(directory),
         }
-        Ok(Self { entries: checked })
+    }
+
+    /// Admits `entries` in the order given, each checked on its own against the ones
+    /// admitted before it: an entry that is no staff entry (`Err` with why), fails
+    /// `check_entry`, repeats an admitted id or token, or comes past `STAFF_ENTRIES_MAX`
+    /// is refused alone and handed back with its label `K` and why. The same entries in
+    /// the same order always give the same directory.
+    pub fn admitting<K>(
+        entries: impl IntoIterator<Item = (K, Result<StaffEntry, String>)>,
+    ) -> (Self, Vec<(K, String)>) {
+        let mut directory = Self::default();
+        let mut ids = std::collections::HashSet::new();
+        let mut hashes = std::collections::HashSet::new();
+        let mut refused = Vec::new();
+        for (label, entry) in entries {
+            let admitted = entry.and_then(|entry| {
+                let (hash, caller) = check_entry(&entry)?;
+                if ids.contains(&caller.id) || hashes.contains(hash.as_bytes()) {
+                    return Err(format!("{}: id or token listed twice", caller.id));
+                }
+                if directory.entries.len() >= STAFF_ENTRIES_MAX {
+                    return Err(format!(
+                        "{}: more than {STAFF_ENTRIES_MAX} entries",
+                        caller.id
+                    ));
+                }
+                Ok((hash, caller))
+            });
+            match admitted {
+                Ok((hash, caller)) => {
+                    ids.insert(caller.id.clone());
+                    hashes.insert(*hash.as_bytes());
+                    directory.entries.push((hash, caller));
+                }
+                Err(reason) => refused.push((label, reason)),
+            }
+        }
+        (directory, refused)
     }
 
     /// Reads and checks the staff file.
@@ -158,7 +192,16 @@ impl StaffDirectory {
     /// The caller with staff id `id`, if the directory still lists it (a console session
     /// names its staff member by id and is good only while they are listed).
     pub fn by_id(&self, id: &str) -> Option<&Caller> {
-        self.entries.iter().map(|(_, c)| c).find(|c| c.id == id)
+        self.with_token_hash(id).map(|(_, c)| c)
+    }
+
+    /// The caller with staff id `id` and the hash of its token now: a console session is
+    /// bound to the token its reader signed in with, so a replaced token ends it.
+    pub fn with_token_hash(&self, id: &str) -> Option<(&blake3::Hash, &Caller)> {
+        self.entries
+            .iter()
+            .find(|(_, c)| c.id == id)
+            .map(|(h, c)| (h, c))
     }
 
     pub fn len(&self) -> usize {

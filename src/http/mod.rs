@@ -311,8 +311,9 @@ struct Inner {
     /// Where the signed checkpoints are (`serve` sets the command line's; default
     /// otherwise), for the auditor routes.
     checkpoints: std::sync::OnceLock<crate::checkpoint::CheckpointConfig>,
-    /// The console's session keys, derived from the shared ledger secret on first use.
-    console_keys: tokio::sync::OnceCell<console::session::Keys>,
+    /// The console's session keys, derived from the shared ledger secret and read again
+    /// at a bounded interval.
+    console_keys: console::session::KeyCache,
 }
 
 /// What the gateway routes need: the keys that authenticate gateways, and the ledger side
@@ -385,7 +386,7 @@ impl Api {
             jobs_hold: std::sync::OnceLock::new(),
             gateways,
             checkpoints: std::sync::OnceLock::new(),
-            console_keys: tokio::sync::OnceCell::new(),
+            console_keys: console::session::KeyCache::default(),
         })))
     }
 
@@ -399,6 +400,13 @@ impl Api {
     /// nothing), so a test can pin the day.
     pub fn set_clock(&self, clock: crate::clock::Clock) {
         self.0.service.set_clock(clock);
+    }
+
+    /// Sets how long the console checks sessions with the keys of the secret it read last
+    /// (once; later calls change nothing; default `SECRET_RECHECK_S`), so a test sees a
+    /// replaced secret at once.
+    pub fn set_console_secret_recheck(&self, recheck: std::time::Duration) {
+        self.0.console_keys.set_recheck(recheck);
     }
 
     /// Today in Vietnam, by the service's clock: the default day of a read.

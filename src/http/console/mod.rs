@@ -93,24 +93,18 @@ where
     }
 }
 
-/// The session keys, derived once per process from the ledger secret every process
-/// shares (made by the first process that needs it).
-pub(super) async fn keys(api: &Api) -> Result<&session::Keys, ApiError> {
+/// The session keys of the ledger secret every process shares (made by the first process
+/// that needs it), read again at most `session::SECRET_RECHECK_S` after the last read, so
+/// a replaced secret signs everyone out of this process too.
+pub(super) async fn keys(api: &Api) -> Result<std::sync::Arc<session::Keys>, ApiError> {
     api.0
         .console_keys
-        .get_or_try_init(|| async {
-            let mut seed = zeroize::Zeroizing::new([0u8; 32]);
-            getrandom::getrandom(&mut seed[..])
-                .map_err(|e| ApiError::Internal(format!("random: {e}")))?;
-            let secret = api
-                .service()
-                .vault
-                .create_secret(session::SECRET_NAME, &seed)
-                .await
-                .map_err(|e| ApiError::Unavailable(format!("console secret: {e}")))?;
-            Ok(session::Keys::from_secret(&secret))
-        })
+        .current(&api.service().vault)
         .await
+        .map_err(|e| match e {
+            session::KeysError::Random(_) => ApiError::Internal(e.to_string()),
+            session::KeysError::Vault(_) => ApiError::Unavailable(e.to_string()),
+        })
 }
 
 /// Today in Vietnam, read from the clock here at the edge: the default day of a form, the
@@ -516,10 +510,11 @@ async fn sign_in_page(
         session::cookie(&headers, session::SESSION_COOKIE),
         keys(&api).await,
     ) {
-        if let Some((staff, _)) = keys.check(value, session::now_unix_s()) {
-            if api.staff().by_id(&staff).is_some() {
-                return Redirect::to("/console").into_response();
-            }
+        if keys
+            .signed_in(value, &api.staff(), session::now_unix_s())
+            .is_some()
+        {
+            return Redirect::to("/console").into_response();
         }
     }
     let message = query.expired.map(|_| lang.t(T::SessionExpired));
@@ -580,7 +575,9 @@ async fn sign_in(
         Ok(keys) => keys,
         Err(e) => return error_page(lang, &e),
     };
-    let value = match keys.issue(&caller.id, session::now_unix_s()) {
+    // Bound to the token just presented: replacing it ends the session.
+    let token_hash = crate::http::auth::token_hash(fields.get("token"));
+    let value = match keys.issue(&caller.id, &token_hash, session::now_unix_s()) {
         Ok(v) => v,
         Err(e) => return error_page(lang, &ApiError::Internal(format!("random: {e}"))),
     };

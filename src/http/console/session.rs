@@ -1,17 +1,23 @@
 //! Console sessions and CSRF tokens, without server-side session state (ADR 0011).
 //!
-//! A session is a cookie any process of the ledger can check: `v1.<expiry unix
-//! s>.<random id>.<staff id in hex>.<tag>`, where the tag is a keyed BLAKE3 of the rest
-//! under a key derived from the ledger secret `console-session` (kept in the vault's
-//! shared bucket, like the checkpoint-signing key). The staff id is looked up again in
-//! the live staff directory on every request, so a removed staff member is signed out at
-//! once. The CSRF token of a session is a keyed BLAKE3 of its random id (under another
-//! derived key): one per session, carried in a hidden field of every form and checked on
-//! every POST; the cookie is also `SameSite=Strict`, so another site's form never sends it.
+//! A session is a cookie any process of the ledger can check: `v2.<expiry unix
+//! s>.<random id>.<staff id in hex>.<token binding>.<tag>`, where the tag is a keyed
+//! BLAKE3 of the rest under a key derived from the ledger secret `console-session` (kept
+//! in the vault's shared bucket, like the checkpoint-signing key), and the token binding
+//! a hash of the hash of the staff token its reader signed in with. On every request the
+//! staff id is looked up again in the live staff directory and its token's binding
+//! compared with the cookie's, so a removed staff member, or one whose token was
+//! replaced, is signed out at once. Each process reads the secret again at most
+//! `SECRET_RECHECK_S` after it last did (`KeyCache`), so replacing it signs everyone out
+//! of every process within that. The CSRF token of a session is a keyed BLAKE3 of its
+//! random id (under another derived key): one per session, carried in a hidden field of
+//! every form and checked on every POST; the cookie is also `SameSite=Strict`, so
+//! another site's form never sends it.
 //!
 //! **Invariant:** a cookie whose tag does not verify (constant time), whose expiry has
-//! passed or whose staff id is no longer in the directory is no session: the reader is
-//! sent to sign in.
+//! passed, whose staff id is no longer in the directory or whose token binding is not
+//! that of the id's token now (constant time) is no session: the reader is sent to sign
+//! in.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::{COOKIE, SET_COOKIE};
@@ -20,6 +26,8 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Redirect, Response};
 
 use crate::access::Caller;
+use crate::http::auth::StaffDirectory;
+use crate::personal::{Vault, VaultError};
 
 use super::super::Api;
 use super::i18n::{Lang, T};
@@ -41,13 +49,38 @@ pub const SECRET_NAME: &str = "console-session";
 const SESSION_ID_BYTES: usize = 16;
 const SESSION_TAG_CONTEXT: &str = "ansinh v1 console session tag";
 const CSRF_CONTEXT: &str = "ansinh v1 console csrf token";
-/// Largest cookie value read (a staff id is at most 40 bytes: this is ample).
+/// Hashes a staff entry's token hash into the binding a cookie carries: not the token
+/// hash itself, which the directory keeps to itself.
+const TOKEN_BINDING_CONTEXT: &str = "ansinh v2 console session token binding";
+/// The cookie format; a `v1` cookie names no token, so it is no session.
+const COOKIE_VERSION: &str = "v2";
+/// Largest cookie value read (a staff id is at most 40 bytes, hex 80; the cookie is
+/// about 260 bytes at most: this is ample).
 const COOKIE_BYTES_MAX: usize = 512;
+/// Longest a process checks sessions with keys of a secret it has not read again:
+/// replacing the secret (`ansinh admin end-console-sessions`) signs everyone out of every
+/// running process within this. A read of one key of the vault bucket per process per
+/// interval, not per request (ADR 0011).
+pub const SECRET_RECHECK_S: u64 = 10;
 
-/// The keys derived from the shared secret, made once per process.
+/// The keys derived from the shared secret.
 pub struct Keys {
     tag: [u8; 32],
     csrf: [u8; 32],
+}
+
+/// What a cookie whose tag verifies says.
+struct Claims {
+    staff_id: String,
+    session_id: String,
+    token_binding: blake3::Hash,
+}
+
+/// The binding of a session to the staff token whose hash is `token_hash`.
+fn token_binding(token_hash: &blake3::Hash) -> blake3::Hash {
+    blake3::Hasher::new_derive_key(TOKEN_BINDING_CONTEXT)
+        .update(token_hash.as_bytes())
+        .finalize()
 }
 
 impl Keys {
@@ -62,23 +95,30 @@ impl Keys {
         blake3::keyed_hash(&self.tag, body.as_bytes())
     }
 
-    /// A new session cookie value for `staff_id`, valid until `now + SESSION_LIFETIME_S`.
-    pub fn issue(&self, staff_id: &str, now_unix_s: i64) -> Result<String, getrandom::Error> {
+    /// A new session cookie value for `staff_id`, signed in with the token whose hash is
+    /// `token_hash`, valid until `now + SESSION_LIFETIME_S`.
+    pub fn issue(
+        &self,
+        staff_id: &str,
+        token_hash: &blake3::Hash,
+        now_unix_s: i64,
+    ) -> Result<String, getrandom::Error> {
         let mut id = [0u8; SESSION_ID_BYTES];
         getrandom::getrandom(&mut id)?;
         let body = format!(
-            "v1.{}.{}.{}",
+            "{COOKIE_VERSION}.{}.{}.{}.{}",
             now_unix_s + SESSION_LIFETIME_S,
             hex::encode(id),
-            hex::encode(staff_id)
+            hex::encode(staff_id),
+            token_binding(token_hash).to_hex()
         );
         let tag = self.tag(&body).to_hex();
         Ok(format!("{body}.{tag}"))
     }
 
-    /// The staff id and session id of a cookie value, if its tag verifies and it has not
-    /// expired at `now_unix_s`.
-    pub fn check(&self, value: &str, now_unix_s: i64) -> Option<(String, String)> {
+    /// What a cookie value says, if its tag verifies and it has not expired at
+    /// `now_unix_s`.
+    fn check(&self, value: &str, now_unix_s: i64) -> Option<Claims> {
         if value.len() > COOKIE_BYTES_MAX {
             return None;
         }
@@ -89,7 +129,8 @@ impl Keys {
             return None;
         }
         let mut parts = body.split('.');
-        let (Some("v1"), Some(expiry), Some(id), Some(staff), None) = (
+        let (Some(COOKIE_VERSION), Some(expiry), Some(id), Some(staff), Some(binding), None) = (
+            parts.next(),
             parts.next(),
             parts.next(),
             parts.next(),
@@ -101,8 +142,27 @@ impl Keys {
         if expiry.parse::<i64>().ok()? <= now_unix_s {
             return None;
         }
-        let staff = String::from_utf8(hex::decode(staff).ok()?).ok()?;
-        Some((staff, id.to_owned()))
+        Some(Claims {
+            staff_id: String::from_utf8(hex::decode(staff).ok()?).ok()?,
+            session_id: id.to_owned(),
+            token_binding: blake3::Hash::from_hex(binding).ok()?,
+        })
+    }
+
+    /// The reader a cookie value signs in at `now_unix_s`, and its session id: its tag
+    /// verifies, it has not expired, and its staff id is in `staff` with the token it
+    /// was issued for.
+    pub fn signed_in(
+        &self,
+        value: &str,
+        staff: &StaffDirectory,
+        now_unix_s: i64,
+    ) -> Option<(Caller, String)> {
+        let claims = self.check(value, now_unix_s)?;
+        let (token_hash, caller) = staff.with_token_hash(&claims.staff_id)?;
+        // blake3::Hash equality is constant time.
+        (token_binding(token_hash) == claims.token_binding)
+            .then(|| (caller.clone(), claims.session_id))
     }
 
     /// The CSRF token of session `id`.
@@ -111,6 +171,91 @@ impl Keys {
             .to_hex()
             .to_string()
     }
+}
+
+/// Why the session keys could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    /// No randomness for a first secret: the host is broken.
+    #[error("random: {0}")]
+    Random(getrandom::Error),
+    /// The vault bucket could not be read or written: NATS unreachable (retry).
+    #[error("console secret: {0}")]
+    Vault(#[from] VaultError),
+}
+
+/// The session keys of one process, read again from the shared secret at most
+/// `SECRET_RECHECK_S` (or what `set_recheck` says) after the last read.
+pub struct KeyCache {
+    recheck: std::sync::OnceLock<std::time::Duration>,
+    /// Held across a read of the secret, so one request reads it and the others wait
+    /// for what it read.
+    loaded: tokio::sync::Mutex<Option<Loaded>>,
+}
+
+struct Loaded {
+    keys: std::sync::Arc<Keys>,
+    read_at: tokio::time::Instant,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        Self {
+            recheck: std::sync::OnceLock::new(),
+            loaded: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl KeyCache {
+    /// Sets how long keys are used before the secret is read again (once; later calls
+    /// change nothing), so a test can see a replaced secret at once.
+    pub fn set_recheck(&self, recheck: std::time::Duration) {
+        let _ = self.recheck.set(recheck);
+    }
+
+    /// The keys of the secret as of at most the recheck interval ago; the first process
+    /// of a ledger to need the secret makes it.
+    pub async fn current(&self, vault: &Vault) -> Result<std::sync::Arc<Keys>, KeysError> {
+        let recheck = *self
+            .recheck
+            .get_or_init(|| std::time::Duration::from_secs(SECRET_RECHECK_S));
+        let mut loaded = self.loaded.lock().await;
+        if let Some(l) = loaded.as_ref().filter(|l| l.read_at.elapsed() < recheck) {
+            return Ok(l.keys.clone());
+        }
+        match read_secret(vault).await {
+            Ok(secret) => {
+                let keys = std::sync::Arc::new(Keys::from_secret(&secret));
+                *loaded = Some(Loaded {
+                    keys: keys.clone(),
+                    read_at: tokio::time::Instant::now(),
+                });
+                Ok(keys)
+            }
+            // The bucket unreachable: go on with the keys read last, as the staff
+            // directory goes on with its last view, rather than sign everyone out of a
+            // console that reads local projections; try again after another interval.
+            Err(KeysError::Vault(e)) if loaded.is_some() => {
+                tracing::warn!(error = %e, "console secret not read again; its last keys stay in use");
+                let l = loaded.as_mut().expect("checked above");
+                l.read_at = tokio::time::Instant::now();
+                Ok(l.keys.clone())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The console secret, made when the ledger has none (its first process, or after it
+/// was cleared).
+async fn read_secret(vault: &Vault) -> Result<zeroize::Zeroizing<[u8; 32]>, KeysError> {
+    if let Some(secret) = vault.secret(SECRET_NAME).await? {
+        return Ok(secret);
+    }
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::getrandom(&mut seed[..]).map_err(KeysError::Random)?;
+    Ok(vault.create_secret(SECRET_NAME, &seed).await?)
 }
 
 /// Whether two tokens are equal, in time independent of where they differ.
@@ -216,10 +361,7 @@ impl FromRequestParts<Api> for Session {
         let keys = super::keys(api)
             .await
             .map_err(|e| super::error_page(lang, &e))?;
-        let Some((staff, id)) = keys.check(value, now_unix_s()) else {
-            return Err(to_sign_in(&parts.headers));
-        };
-        let Some(caller) = api.staff().by_id(&staff).cloned() else {
+        let Some((caller, id)) = keys.signed_in(value, &api.staff(), now_unix_s()) else {
             return Err(to_sign_in(&parts.headers));
         };
         Ok(Session {
@@ -234,31 +376,87 @@ impl FromRequestParts<Api> for Session {
 mod tests {
     use super::*;
 
+    fn staff(entries: &[(&str, &str)]) -> StaffDirectory {
+        let entries: Vec<_> = entries
+            .iter()
+            .map(|(id, token)| crate::http::auth::StaffEntry {
+                token_blake3: crate::http::auth::token_hash(token).to_hex().to_string(),
+                id: (*id).into(),
+                role: crate::access::Role::Teller,
+                unit: "0100007".into(),
+            })
+            .collect();
+        StaffDirectory::from_entries(&entries).unwrap()
+    }
+
     #[test]
     fn a_session_verifies_until_it_expires_and_not_after_any_change() {
         let keys = Keys::from_secret(&[7; 32]);
-        let cookie = keys.issue("staff:an", 1_000).unwrap();
-        let (staff, id) = keys.check(&cookie, 1_000).unwrap();
-        assert_eq!(staff, "staff:an");
+        let directory = staff(&[("staff:an", "ansinh_an"), ("staff:bo", "ansinh_bo")]);
+        let token_hash = crate::http::auth::token_hash("ansinh_an");
+        let cookie = keys.issue("staff:an", &token_hash, 1_000).unwrap();
+        let (caller, id) = keys.signed_in(&cookie, &directory, 1_000).unwrap();
+        assert_eq!(caller.id, "staff:an");
         assert_eq!(keys.csrf(&id).len(), 64);
-        assert!(keys.check(&cookie, 1_000 + SESSION_LIFETIME_S).is_none());
+        assert!(
+            keys.signed_in(&cookie, &directory, 1_000 + SESSION_LIFETIME_S)
+                .is_none()
+        );
         // Another key, a changed expiry or staff id, garbage: no session.
-        assert!(Keys::from_secret(&[8; 32]).check(&cookie, 1_000).is_none());
+        assert!(
+            Keys::from_secret(&[8; 32])
+                .signed_in(&cookie, &directory, 1_000)
+                .is_none()
+        );
         let later = cookie.replacen(
-            &format!("v1.{}", 1_000 + SESSION_LIFETIME_S),
-            &format!("v1.{}", 9_000 + SESSION_LIFETIME_S),
+            &format!("v2.{}", 1_000 + SESSION_LIFETIME_S),
+            &format!("v2.{}", 9_000 + SESSION_LIFETIME_S),
             1,
         );
-        assert!(keys.check(&later, 1_000).is_none());
+        assert!(keys.signed_in(&later, &directory, 1_000).is_none());
         let other = cookie.replacen(&hex::encode("staff:an"), &hex::encode("staff:bo"), 1);
-        assert!(keys.check(&other, 1_000).is_none());
-        assert!(keys.check("garbage", 1_000).is_none());
-        assert!(keys.check("", 1_000).is_none());
+        assert!(keys.signed_in(&other, &directory, 1_000).is_none());
+        assert!(keys.signed_in("garbage", &directory, 1_000).is_none());
+        assert!(keys.signed_in("", &directory, 1_000).is_none());
         // Two sessions of one staff member have two CSRF tokens.
         let (_, id2) = keys
-            .check(&keys.issue("staff:an", 1_000).unwrap(), 1_000)
+            .signed_in(
+                &keys.issue("staff:an", &token_hash, 1_000).unwrap(),
+                &directory,
+                1_000,
+            )
             .unwrap();
         assert_ne!(keys.csrf(&id), keys.csrf(&id2));
+    }
+
+    #[test]
+    fn a_session_ends_with_its_staff_token() {
+        let keys = Keys::from_secret(&[7; 32]);
+        let cookie = keys
+            .issue(
+                "staff:an",
+                &crate::http::auth::token_hash("ansinh_an"),
+                1_000,
+            )
+            .unwrap();
+        // The id given a new token, or gone: no session.
+        assert!(
+            keys.signed_in(&cookie, &staff(&[("staff:an", "ansinh_new")]), 1_000)
+                .is_none()
+        );
+        assert!(keys.signed_in(&cookie, &staff(&[]), 1_000).is_none());
+        // A cookie of the earlier format, tagged with the right key, names no token.
+        let body = format!(
+            "v1.{}.{}.{}",
+            1_000 + SESSION_LIFETIME_S,
+            "00".repeat(SESSION_ID_BYTES),
+            hex::encode("staff:an")
+        );
+        let v1 = format!("{body}.{}", keys.tag(&body).to_hex());
+        assert!(
+            keys.signed_in(&v1, &staff(&[("staff:an", "ansinh_an")]), 1_000)
+                .is_none()
+        );
     }
 
     #[test]
