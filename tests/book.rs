@@ -349,6 +349,77 @@ async fn two_writer_processes_racing_approvals_give_one_loan() {
     assert_eq!(verified(&config).await.events, 3);
 }
 
+/// A commune's monthly chart closes each month on the balances its own events left,
+/// whatever order they were recorded in: a tranche dated in March recorded after
+/// April's is March's, and April closes on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_communes_months_close_on_their_own_events_in_any_recording_order() {
+    let w = world().await;
+    let officer = staff(Role::CreditOfficer, "0100007");
+    let teller = staff(Role::Teller, "0100007");
+    let mut loans = Vec::new();
+    for (n, id) in ["0100007-000001", "0100007-000002"].into_iter().enumerate() {
+        w.register(id, &person(&format!("00108501234{n}"), None))
+            .await
+            .unwrap();
+        w.classify_poor(id).await;
+        let approved = w
+            .loan(
+                &officer,
+                &format!("approve-{n}"),
+                None,
+                World::approve(id),
+                "2026-02-02",
+            )
+            .await
+            .unwrap();
+        let Some(Payload::LoanApproved(a)) =
+            w.service.ledger.event_of(&approved).await.unwrap().payload
+        else {
+            panic!("approval event");
+        };
+        loans.push(format!("01-L{}", a.loan_number));
+    }
+    // April's tranche first, then March's.
+    for (loan, amount, on) in [
+        (&loans[0], 10_000_000, "2026-04-05"),
+        (&loans[1], 5_000_000, "2026-03-20"),
+    ] {
+        w.loan(
+            &teller,
+            &format!("disburse-{loan}"),
+            Some(loan),
+            LoanAction::Disburse {
+                amount: Decimal::from(amount),
+                channel: Channel::CommuneTransactionPoint,
+            },
+            on,
+        )
+        .await
+        .unwrap();
+    }
+    let months = w.projector().await.commune_months("0100007", 12).unwrap();
+    let closing: Vec<(&str, Decimal, Decimal)> = months
+        .iter()
+        .map(|m| (m.month.as_str(), m.disbursed, m.outstanding))
+        .collect();
+    assert_eq!(
+        closing,
+        [
+            (
+                "2026-03",
+                Decimal::from(5_000_000),
+                Decimal::from(5_000_000)
+            ),
+            (
+                "2026-04",
+                Decimal::from(10_000_000),
+                Decimal::from(15_000_000)
+            ),
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_loan_year_keeps_books_balanced_and_refuses_what_it_must() {
     let w = world().await;

@@ -69,7 +69,9 @@ const VIEWS: u8 = 2;
 /// 14: the instruction each gateway transaction id was first accepted for (`gtxn/`).
 /// 15: a partition's trial balance takes the budget side's postings too (`tb/`).
 /// 16: the messages a partition holds are a counted, hashed run (`held/`), not a list.
-pub(crate) const PROJECTION_FORMAT: &[u8] = &[16];
+/// 17: a commune's month keeps what its events changed of the balances (`cmonth/`), not
+/// the balances after its last recorded event.
+pub(crate) const PROJECTION_FORMAT: &[u8] = &[17];
 /// Trail lines of one subject from one batch stored together (a run). A page of a trail
 /// reads at most this many lines more than it shows, and a run stays near 10 KB.
 pub const TRAIL_RUN_LINES_MAX: usize = 64;
@@ -1197,8 +1199,8 @@ impl Projector {
         &self,
         commune: &str,
         max: usize,
-    ) -> Result<Vec<views::CommuneMonth>, ProjectionError> {
-        let mut months = self
+    ) -> Result<Vec<views::CommuneMonthView>, ProjectionError> {
+        let stored = self
             .views
             .scan_prefix(views::commune_month_prefix(commune))
             .values()
@@ -1206,6 +1208,22 @@ impl Projector {
             .take(max)
             .map(|v| views::decode_record(&v?).map_err(|e| corrupt(&e.to_string())))
             .collect::<Result<Vec<views::CommuneMonth>, _>>()?;
+        // Newest first: the latest month closes on the portfolio as it stands (no event
+        // is dated after today), each earlier one on the next one's less its changes.
+        let folio = self.commune(commune)?.unwrap_or_default();
+        let (mut outstanding, mut overdue) = (folio.outstanding, folio.overdue);
+        let mut months = Vec::with_capacity(stored.len());
+        for m in stored {
+            months.push(views::CommuneMonthView {
+                month: m.month,
+                disbursed: m.disbursed,
+                collected: m.collected,
+                outstanding,
+                overdue,
+            });
+            outstanding -= m.outstanding_change;
+            overdue -= m.overdue_change;
+        }
         months.reverse();
         Ok(months)
     }

@@ -131,8 +131,12 @@ pub fn loan_key(partition: &str, loan: u64) -> String {
 pub fn commune_key(commune: &str) -> String {
     format!("commune/{commune}")
 }
-/// A commune's loan flows in one month, and its portfolio after the month's last loan
-/// event: what the console charts per month.
+/// A commune's loan flows in one month, and what the month's events changed of its
+/// outstanding and overdue balances, as stored. The changes, not the balances after the
+/// month's last event: events are recorded in the order they come, not of their dates,
+/// so a repayment dated in March recorded after April's events would make March's
+/// stored balance hold April's changes. The closing balances are summed back from the
+/// portfolio when read (`CommuneMonthView`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommuneMonth {
     /// "YYYY-MM" of the events' effective dates.
@@ -140,6 +144,17 @@ pub struct CommuneMonth {
     /// Tranches paid out, less reversed ones.
     pub disbursed: Decimal,
     /// Repayments collected, less reversed ones.
+    pub collected: Decimal,
+    pub outstanding_change: Decimal,
+    pub overdue_change: Decimal,
+}
+
+/// A commune's month as the console charts it: the flows, and the outstanding and
+/// overdue balances at the month's end.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CommuneMonthView {
+    pub month: String,
+    pub disbursed: Decimal,
     pub collected: Decimal,
     pub outstanding: Decimal,
     pub overdue: Decimal,
@@ -894,6 +909,7 @@ fn apply_loan_event<V: Views>(
             post_trial(v, partition, sequence, event.postings())?;
             let commune = record.household.commune().to_string();
             let mut folio = portfolio(v, &commune)?;
+            let (outstanding_before, overdue_before) = (folio.outstanding, folio.overdue);
             adjust_portfolio(&mut folio, &record, Decimal::NEGATIVE_ONE);
             if let EventBody::WrittenOff {
                 principal,
@@ -929,8 +945,8 @@ fn apply_loan_event<V: Views>(
                 });
             month.disbursed += disbursed;
             month.collected += collected;
-            month.outstanding = folio.outstanding;
-            month.overdue = folio.overdue;
+            month.outstanding_change += folio.outstanding - outstanding_before;
+            month.overdue_change += folio.overdue - overdue_before;
             store(v, &month_key, &month)?;
         }
     }
@@ -1326,7 +1342,7 @@ mod layout_tests {
         let digest = blake3::hash(layouts.as_bytes()).to_hex();
         assert_eq!(
             (crate::projection::PROJECTION_FORMAT, &digest[..16]),
-            (&[16u8][..], "2d5660aacefd58bb"),
+            (&[17u8][..], "046f98cbac596a0c"),
             "{layouts}"
         );
     }
