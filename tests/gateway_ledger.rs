@@ -679,29 +679,7 @@ async fn a_broken_chain_elsewhere_does_not_stop_posts_to_a_known_partition() {
     // but excludes a message that broke nothing: no exclusion can pass over it, so 02's
     // chain stops every catch-up of the projections (CHAIN.md §4a).
     let js = async_nats::jetstream::new(nats.clone());
-    let hiding = {
-        use prost::Message as _;
-        let partition = Partition::new("02").unwrap();
-        ansinh::proto::Envelope {
-            format_version: 1,
-            partition: "02".into(),
-            sequence: 1,
-            prev_hash: ansinh::chain::ChainHead::genesis(partition)
-                .hash
-                .0
-                .to_vec()
-                .into(),
-            payload: Some(ansinh::proto::envelope::Payload::MessageExcluded(
-                ansinh::proto::MessageExcluded {
-                    stream_sequence: 1,
-                    message_hash: vec![0; 32].into(),
-                    ..Default::default()
-                },
-            )),
-            ..Default::default()
-        }
-        .encode_to_vec()
-    };
+    let hiding = common::exclusion_of_nothing("02");
     js.publish(
         config.subject(&Partition::new("02").unwrap()),
         hiding.into(),

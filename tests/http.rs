@@ -3876,26 +3876,7 @@ async fn a_stray_message_stops_no_read_and_a_stopped_read_model_is_not_ready() {
     // An event that continues partition 78's chain but excludes a message that broke
     // nothing: no exclusion can pass over it (it is in the chain), so every reader stops
     // there.
-    let hiding = {
-        use prost::Message as _;
-        let genesis =
-            ansinh::chain::ChainHead::genesis(ansinh::chain::Partition::new("78").unwrap());
-        ansinh::proto::Envelope {
-            format_version: 1,
-            partition: "78".into(),
-            sequence: 1,
-            prev_hash: genesis.hash.0.to_vec().into(),
-            payload: Some(ansinh::proto::envelope::Payload::MessageExcluded(
-                ansinh::proto::MessageExcluded {
-                    stream_sequence: 1,
-                    message_hash: vec![0; 32].into(),
-                    ..Default::default()
-                },
-            )),
-            ..Default::default()
-        }
-        .encode_to_vec()
-    };
+    let hiding = common::exclusion_of_nothing("78");
     let first = js
         .publish(format!("{prefix}.78"), hiding.into())
         .await

@@ -85,6 +85,27 @@ pub async fn vault_for(ledger: &Ledger, secrets: &std::path::Path) -> ansinh::pe
     .expect("open the vault")
 }
 
+/// The bytes of an event that continues a new partition's chain from its genesis but
+/// excludes a message that broke nothing: no exclusion can pass over it (it is in the
+/// chain), so every reader stops there (docs/CHAIN.md, section 4a).
+pub fn exclusion_of_nothing(partition: &str) -> Vec<u8> {
+    use prost::Message as _;
+    let genesis = ansinh::chain::ChainHead::genesis(Partition::new(partition).unwrap());
+    proto::Envelope {
+        format_version: 1,
+        partition: partition.into(),
+        sequence: 1,
+        prev_hash: genesis.hash.0.to_vec().into(),
+        payload: Some(Payload::MessageExcluded(proto::MessageExcluded {
+            stream_sequence: 1,
+            message_hash: vec![0; 32].into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
 pub fn note(partition: &str, key: &str, text: &str) -> Draft {
     Draft {
         partition: Partition::new(partition).expect("valid partition"),
