@@ -4,6 +4,7 @@
 //! (no altered post verifies, none panics).
 
 use ansinh::checkpoint::sign::KeyPair;
+use ansinh::domain::payments::ids;
 use ansinh::gateway::keys::{self, AddGatewayError, GatewayKey, Registry, RegistryError};
 use ansinh::gateway::sign::{self, GatewayAuthError};
 use ansinh::proto::{GatewayPost, SignedGatewayPost};
@@ -250,6 +251,42 @@ fn malformed_fields_are_refused_even_when_signed() {
         &signed_by(&key, |p| p.amount = "1000000000000000".into()),
     )
     .unwrap();
+}
+
+/// A transaction id follows the book's rule for references
+/// (`domain::payments::ids::check_ref`: 1 to 64 printable ASCII characters, no space), so
+/// an id the book would refuse is refused at the transport, typed, before the sink: no
+/// gateway is told its result verified and then finds it can never be recorded.
+#[test]
+fn a_transaction_id_the_book_refuses_is_refused_at_the_transport() {
+    let key = vector_key();
+    for txn in [
+        "x".repeat(ids::REF_CHARS_MAX + 1),
+        "VCB 20260305 000042".to_string(),
+        "VCB-Ö-000042".to_string(),
+        "VCB\u{a0}000042".to_string(),
+    ] {
+        assert!(ids::GatewayTxnId::parse(&txn).is_err(), "{txn:?}");
+        let error = refused("vcb", &signed_by(&key, |p| p.gateway_txn_id = txn.clone()));
+        match &error {
+            GatewayAuthError::Malformed { field, reason } => {
+                assert_eq!(*field, "gateway_txn_id", "{txn:?}");
+                assert!(reason.contains("64"), "says the bound: {reason}");
+            }
+            other => panic!("{txn:?}: {other:?}"),
+        }
+        assert_eq!(error.kind(), "malformed_post");
+    }
+    // The longest id the book takes passes the transport too.
+    let longest = "V".repeat(ids::REF_CHARS_MAX);
+    assert!(ids::GatewayTxnId::parse(&longest).is_ok());
+    let post = sign::verify_post(
+        &registry(),
+        "vcb",
+        &signed_by(&key, |p| p.gateway_txn_id = longest.clone()),
+    )
+    .unwrap();
+    assert_eq!(post.gateway_txn_id, longest);
 }
 
 #[test]

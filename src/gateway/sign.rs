@@ -14,6 +14,7 @@ use rust_decimal::Decimal;
 
 use super::keys::Registry;
 use crate::checkpoint::sign::KeyPair;
+use crate::domain::payments::ids::GatewayTxnId;
 use crate::proto::{GatewayPost, SignedGatewayPost};
 
 /// Ed25519 by the gateway key over `GATEWAY_POST_DOMAIN || post bytes`.
@@ -21,7 +22,8 @@ pub const GATEWAY_POST_DOMAIN: &[u8] = b"ansinh/v1/gateway-post\0";
 /// Largest encoded `GatewayPost` accepted. A real one is about 150 bytes; anything
 /// larger is refused before any signature check or decoding.
 pub const POST_BYTES_MAX: usize = 2048;
-/// Longest id or reference field (instruction id, transaction id, beneficiary), in bytes.
+/// Longest id a gateway quotes back from an instruction (instruction id, beneficiary),
+/// in bytes. Its own transaction id follows the book's rule instead (`check_post_shape`).
 pub const POST_ID_BYTES_MAX: usize = 128;
 /// Longest `reason`, in bytes.
 pub const POST_REASON_BYTES_MAX: usize = 512;
@@ -238,7 +240,13 @@ pub fn verify_http_request(
 /// Shape checks of a post's fields (what they are, not whether the ledger agrees).
 pub fn check_post_shape(post: &GatewayPost) -> Result<(), GatewayAuthError> {
     check_text("instruction_id", &post.instruction_id, 1, POST_ID_BYTES_MAX)?;
-    check_text("gateway_txn_id", &post.gateway_txn_id, 1, POST_ID_BYTES_MAX)?;
+    // The book's own rule for a reference (at most `ids::REF_CHARS_MAX` printable ASCII
+    // characters, no space): an id it would refuse is refused here, typed, rather than
+    // verified and then refused unrecorded by the ledger.
+    GatewayTxnId::parse(&post.gateway_txn_id).map_err(|rejection| GatewayAuthError::Malformed {
+        field: "gateway_txn_id",
+        reason: rejection.to_string(),
+    })?;
     check_text(
         "beneficiary_ref",
         &post.beneficiary_ref,
