@@ -1002,6 +1002,49 @@ async fn over_http_a_signed_post_settles_once_and_forged_or_stale_posts_append_n
     assert_eq!(s.count().await, before + 2);
 }
 
+/// The gateway id is read from the path as sent, the bytes the signature covers and the
+/// event keeps: a percent-encoded id (`vc%62`, which decodes to `vcb`) is refused, so no
+/// recorded request names in its signed path another spelling of the gateway that was
+/// authenticated.
+#[tokio::test]
+async fn over_http_a_percent_encoded_gateway_id_in_the_path_is_refused() {
+    let s = http_server().await;
+    let vcb = s.fetch(&key(1), "vcb").await.body["instructions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let before = s.count().await;
+    let body = body_for(&vcb[0], "settled", "VCB-ENCODED");
+    let encoded = sign_request(&key(1), "POST", "/v1/gateways/vc%62/posts", &body, now_ms());
+    let a = s.send_post(&encoded, "k-encoded").await;
+    assert_eq!(
+        (a.status, a.kind()),
+        (StatusCode::BAD_REQUEST, "InvalidParameter"),
+        "{:?}",
+        a.body
+    );
+    let a = s
+        .fetch_at(
+            Some(&key(1)),
+            "/v1/gateways/vc%62/instructions?max=10",
+            now_ms(),
+        )
+        .await;
+    assert_eq!(
+        (a.status, a.kind()),
+        (StatusCode::BAD_REQUEST, "InvalidParameter"),
+        "{:?}",
+        a.body
+    );
+    assert_eq!(s.count().await, before, "nothing recorded");
+    // The same post on the path as the gateway id spells it: recorded.
+    let plain = sign_request(&key(1), "POST", VCB_POSTS, &body, now_ms());
+    assert_eq!(
+        s.send_post(&plain, "k-plain").await.status,
+        StatusCode::CREATED
+    );
+}
+
 #[tokio::test]
 async fn over_http_foreign_malformed_and_out_of_range_posts_are_refused_with_typed_errors() {
     let s = http_server().await;

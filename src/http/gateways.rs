@@ -4,7 +4,8 @@
 //! bearer token.
 //!
 //! Steps, in this order, so that nothing unauthenticated is even parsed:
-//! 1. the path's gateway id -> 400; gateway routes served at all -> 404;
+//! 1. the path's gateway id, as sent (no escapes) -> 400; gateway routes served at
+//!    all -> 404;
 //! 2. the signature headers and the signature over the exact request bytes -> 401/403;
 //! 3. (posts) the `Idempotency-Key` header -> 400; `Content-Type` -> 415; JSON, schema
 //!    and field shapes -> 400;
@@ -44,6 +45,8 @@ pub const KEY_ID_HEADER: &str = "ansinh-gateway-key-id";
 pub const SIGNATURE_HEADER: &str = "ansinh-gateway-signature";
 /// Longest timestamp header: 15 digits reach the year 33658.
 const TIMESTAMP_DIGITS_MAX: usize = 15;
+/// The routes' path up to the gateway id.
+const GATEWAYS_PATH: &str = "/v1/gateways/";
 /// Instructions per fetch unless `max` says otherwise.
 pub const FETCH_DEFAULT: u32 = 100;
 /// Domain separation of post fingerprints (idempotency keys, see `Api::claim`).
@@ -103,6 +106,19 @@ fn authenticate(
     if !is_gateway_id(gateway) {
         return Err(ApiError::InvalidParameter(format!(
             "{gateway:?} is not a gateway id"
+        )));
+    }
+    // The router hands over the id percent-decoded, while the signed bytes (and the event
+    // that keeps them) hold the path as sent: `vc%62` would authenticate `vcb` and be
+    // recorded under another spelling. A gateway id needs no escape, so only its own
+    // spelling is taken.
+    let sent = uri
+        .path()
+        .strip_prefix(GATEWAYS_PATH)
+        .and_then(|rest| rest.split('/').next());
+    if sent != Some(gateway) {
+        return Err(ApiError::InvalidParameter(format!(
+            "the path's gateway id must be sent as {gateway:?}, without escapes"
         )));
     }
     let edge = api.gateways().ok_or(ApiError::GatewaysDisabled)?;
