@@ -481,13 +481,14 @@ impl PostSink for LedgerSink {
     ) -> Result<InstructionList, GatewayReply> {
         match self.pending(gateway, after, max).await {
             Ok(instructions) => Ok(InstructionList { instructions }),
-            // A cursor that is no instruction id: the gateway must fix its request.
-            Err(e @ SinkError::UnknownInstruction(_)) => Err(e.reply()),
+            // Typed, never an empty list: that would read as "nothing to pay". A cursor
+            // that is no instruction id is refused (the gateway fixes its request); the
+            // ledger's trouble is an error (it comes back later).
             Err(e) => {
-                // An empty list makes the gateway come back later, which is what it
-                // should do while the ledger has trouble.
-                tracing::warn!(gateway, "listing a gateway's instructions: {e}");
-                Ok(InstructionList::default())
+                if matches!(e, SinkError::Unavailable(_) | SinkError::Broken(_)) {
+                    tracing::warn!(gateway, "listing a gateway's instructions: {e}");
+                }
+                Err(e.reply())
             }
         }
     }

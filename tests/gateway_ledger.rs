@@ -664,6 +664,22 @@ async fn a_transaction_id_accepted_in_one_partition_is_refused_for_another() {
     assert_eq!(failed.status, STATUS_ACCEPTED, "{failed:?}");
 }
 
+/// Publishes an event the ledger never wrote on partition 02's subject that continues
+/// its chain but excludes a message that broke nothing: no exclusion can pass over it,
+/// so 02's chain stops every catch-up of the projections (CHAIN.md §4a).
+async fn break_partition_02(nats: &async_nats::Client, config: &LogConfig) {
+    let js = async_nats::jetstream::new(nats.clone());
+    let hiding = common::exclusion_of_nothing("02");
+    js.publish(
+        config.subject(&Partition::new("02").unwrap()),
+        hiding.into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+}
+
 /// A chain broken in another partition stops the read model's catch-up; posts to a
 /// partition already known still go through, decided by its book.
 #[tokio::test]
@@ -675,19 +691,7 @@ async fn a_broken_chain_elsewhere_does_not_stop_posts_to_a_known_partition() {
     issue_instructions(&service).await;
     let sink = LedgerSink::new(service.clone(), system_clock());
     let list = sink.pending("vcb", "", 10).await.unwrap();
-    // An event the ledger never wrote on partition 02's subject that continues its chain
-    // but excludes a message that broke nothing: no exclusion can pass over it, so 02's
-    // chain stops every catch-up of the projections (CHAIN.md §4a).
-    let js = async_nats::jetstream::new(nats.clone());
-    let hiding = common::exclusion_of_nothing("02");
-    js.publish(
-        config.subject(&Partition::new("02").unwrap()),
-        hiding.into(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    break_partition_02(&nats, &config).await;
     let mut stream = service.ledger.stream().clone();
     assert!(
         service
@@ -705,6 +709,33 @@ async fn a_broken_chain_elsewhere_does_not_stop_posts_to_a_known_partition() {
         (STATUS_ACCEPTED, "01"),
         "{answer:?}"
     );
+}
+
+/// A fetch the ledger cannot answer (its projections cannot catch up past a broken
+/// chain) is answered with the protocol's typed error, never with an empty list that
+/// reads as "nothing to pay".
+#[tokio::test]
+async fn a_fetch_the_projections_cannot_answer_gets_a_typed_error_not_an_empty_list() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = common::client().await;
+    let service = service_on(nats.clone(), &config, dir.path()).await;
+    issue_instructions(&service).await;
+    let sink = LedgerSink::new(service.clone(), system_clock());
+    let listed = server::PostSink::fetch(&sink, "vcb", 10, "").await.unwrap();
+    assert_eq!(listed.instructions.len(), 3);
+
+    break_partition_02(&nats, &config).await;
+    let reply = server::PostSink::fetch(&sink, "vcb", 10, "")
+        .await
+        .expect_err("a fetch over a broken chain is not an instruction list");
+    assert_eq!(
+        (reply.status.as_str(), reply.error_kind.as_str()),
+        (server::STATUS_ERROR, "ledger_broken"),
+        "{reply:?}"
+    );
+    assert!(!reply.message.is_empty());
+    assert_eq!(reply.sequence, 0, "nothing recorded");
 }
 
 // ---- HTTP ----------------------------------------------------------------------------
