@@ -733,6 +733,145 @@ async fn the_simulator_posts_a_result_per_instruction_and_its_duplicates_are_rec
     );
 }
 
+/// The clock of `WindowedSink` and of the simulator facing it: one test's, moved on by
+/// the sink at each fetch.
+static WINDOW_CLOCK_MS: std::sync::atomic::AtomicI64 =
+    std::sync::atomic::AtomicI64::new(1_772_699_400_000);
+
+fn window_clock() -> i64 {
+    WINDOW_CLOCK_MS.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// A sink that keeps the ledger's replay window (docs/GATEWAYS.md §10): a post whose
+/// content (all but `posted_at_unix_ms`) it recorded gets the first answer whenever it
+/// comes; a new one must be dated within `POST_REPLAY_WINDOW_MS` of its clock. It has
+/// trouble with the first post of each instruction ("error", nothing recorded), and
+/// every fetch comes six minutes after the one before, as a gateway that comes back
+/// much later.
+#[derive(Default)]
+struct WindowedSink {
+    state: Mutex<WindowedState>,
+}
+
+#[derive(Default)]
+struct WindowedState {
+    waiting: Vec<PaymentInstruction>,
+    troubled: BTreeSet<String>,
+    /// Recorded posts by their content's encoding (`posted_at_unix_ms` left out).
+    recorded: BTreeMap<Vec<u8>, u64>,
+    posts: Vec<GatewayPost>,
+}
+
+impl PostSink for WindowedSink {
+    fn post(
+        &self,
+        _gateway: &str,
+        post: GatewayPost,
+        _signed: SignedGatewayPost,
+    ) -> impl Future<Output = GatewayReply> + Send {
+        let mut s = self.state.lock().unwrap();
+        s.posts.push(post.clone());
+        let content = GatewayPost {
+            posted_at_unix_ms: 0,
+            ..post.clone()
+        }
+        .encode_to_vec();
+        let reply = |status: &str, sequence: u64, kind: &str| GatewayReply {
+            status: status.into(),
+            sequence,
+            error_kind: kind.into(),
+            ..Default::default()
+        };
+        let answer = if let Some(&sequence) = s.recorded.get(&content) {
+            reply(server::STATUS_DUPLICATE, sequence, "")
+        } else if (window_clock() - post.posted_at_unix_ms).abs()
+            > ansinh::service::POST_REPLAY_WINDOW_MS
+        {
+            reply(server::STATUS_REFUSED, 0, "outside_replay_window")
+        } else if s.troubled.insert(post.instruction_id.clone()) {
+            reply(server::STATUS_ERROR, 0, "ledger_unavailable")
+        } else {
+            let sequence = s.recorded.len() as u64 + 1;
+            s.recorded.insert(content, sequence);
+            s.waiting
+                .retain(|i| i.instruction_id != post.instruction_id);
+            reply(server::STATUS_ACCEPTED, sequence, "")
+        };
+        std::future::ready(answer)
+    }
+
+    fn fetch(
+        &self,
+        _gateway: &str,
+        max: u32,
+        _after: &str,
+    ) -> impl Future<Output = Result<InstructionList, GatewayReply>> + Send {
+        WINDOW_CLOCK_MS.fetch_add(6 * 60_000, std::sync::atomic::Ordering::SeqCst);
+        let s = self.state.lock().unwrap();
+        let instructions = s.waiting.iter().take(max as usize).cloned().collect();
+        std::future::ready(Ok(InstructionList { instructions }))
+    }
+}
+
+/// A result the ledger did not record the first time is posted again when its
+/// instruction is offered again, however much later: the same content signed again
+/// with a fresh `posted_at_unix_ms`, not the old bytes, which would by then fall outside
+/// the replay window and be refused for ever.
+#[tokio::test]
+async fn the_simulator_signs_a_result_offered_again_with_a_fresh_time() {
+    let net = start_net();
+    let sink = Arc::new(WindowedSink::default());
+    sink.state.lock().unwrap().waiting = vec![instruction("vcb", 1)];
+    let bound = server::bind(
+        net.ledger_client().await,
+        gateway::DEFAULT_SUBJECT_PREFIX,
+        shared_registry(),
+        sink.clone(),
+    )
+    .await
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(bound.run(async move {
+        let _ = stopped.await;
+    }));
+    let vcb = net.gateway("vcb").await;
+    let config = SimConfig {
+        failure_rate: 0.0,
+        return_rate: 0.0,
+        duplicate_rate: 0.0,
+        latency_ms: 0,
+        rounds: 10,
+        fetch_max: 10,
+        clock: window_clock,
+        ..SimConfig::new(key(1), 5)
+    };
+    let summary = sim::run(&vcb, &config).await.unwrap();
+    stop.send(()).unwrap();
+    serving.await.unwrap();
+
+    assert_eq!(summary.reoffered, 1, "{summary:?}");
+    assert_eq!(
+        summary.by_status,
+        BTreeMap::from([("accepted".into(), 1), ("error".into(), 1)]),
+        "{}",
+        summary.line()
+    );
+    let posts = sink.state.lock().unwrap().posts.clone();
+    assert_eq!(posts.len(), 2);
+    // The same result, the same transaction id: only the time differs.
+    assert!(posts[1].posted_at_unix_ms > posts[0].posted_at_unix_ms);
+    assert_eq!(
+        GatewayPost {
+            posted_at_unix_ms: 0,
+            ..posts[0].clone()
+        },
+        GatewayPost {
+            posted_at_unix_ms: 0,
+            ..posts[1].clone()
+        }
+    );
+}
+
 #[tokio::test]
 async fn the_simulator_refuses_impossible_settings() {
     let net = start_net();

@@ -2,8 +2,11 @@
 //! inbox prefix its permissions allow (`_INBOX_<gateway>`), fetches instructions and
 //! posts signed results, with a timeout per request and a bounded number of attempts.
 //!
-//! Resending a post is safe: the same signed bytes name the same result, and the
-//! ledger answers a second copy with "duplicate".
+//! Resending a post is safe: the ledger knows a result by its content (all of it but
+//! `posted_at_unix_ms`) and answers a second copy with "duplicate". A request's own
+//! attempts resend the same bytes within seconds; a post sent again later is the same
+//! content signed again with a fresh `posted_at_unix_ms`, since a new post dated outside
+//! the ledger's replay window (docs/GATEWAYS.md §5) is refused.
 
 use std::time::Duration;
 
@@ -30,7 +33,8 @@ pub const SERVER_ERRORS_BUFFERED: usize = 64;
 
 /// Why a request failed. `PermissionDenied`, `Refused` and `MalformedReply` are final;
 /// `TimedOut`, `NoResponders` and `Transport` may pass (the ledger restarting): retry
-/// later with the same signed post.
+/// later with the same result signed again with a fresh `posted_at_unix_ms` (the old
+/// bytes may be dated outside the ledger's replay window by then).
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayClientError {
     #[error("gateway id {0:?} is not 1-32 characters of a-z, 0-9 and '-'")]

@@ -1,7 +1,9 @@
 //! A simulated payment gateway for the demo and the tests: fetches its instructions over
 //! the real transport and posts signed results (settled, failed or returned) with its own
 //! transaction ids, after a configurable latency, re-posting some results to exercise
-//! the ledger's idempotency.
+//! the ledger's idempotency. A result the ledger did not record (its instruction offered
+//! again) is signed again with a fresh time, as a real gateway must: the old bytes would
+//! fall outside the ledger's replay window.
 //!
 //! Deterministic with the seed: the same seed and the same instructions give the same
 //! outcomes, transaction ids and re-posts (only `posted_at_unix_ms` comes from the
@@ -20,7 +22,7 @@ use crate::proto::{GatewayPost, PaymentInstruction, SignedGatewayPost};
 
 /// Most fetch-and-post rounds in one run.
 pub const ROUNDS_MAX: u32 = 100_000;
-/// Results remembered to answer an instruction offered again with the same post; the
+/// Results remembered to answer an instruction offered again with the same result; the
 /// oldest are forgotten first.
 pub const REMEMBERED_RESULTS_MAX: usize = 100_000;
 /// Longest simulated latency.
@@ -195,14 +197,14 @@ fn check(config: &SimConfig) -> Result<(), SimError> {
     Ok(())
 }
 
-/// The result the gateway reports for one instruction, signed.
+/// The result the gateway reports for one instruction, dated by its clock now.
 fn result_for(
     gateway: &str,
     config: &SimConfig,
     rng: &mut Rng,
     serial: u64,
     instruction: &PaymentInstruction,
-) -> (&'static str, SignedGatewayPost) {
+) -> (&'static str, GatewayPost) {
     // Always the same draws per instruction, whatever the outcome, so later results do
     // not depend on earlier ones' outcomes.
     let draw = rng.unit();
@@ -225,12 +227,13 @@ fn result_for(
         posted_at_unix_ms: (config.clock)(),
         reason: reason.to_string(),
     };
-    (outcome, sign_post(&config.key, &post))
+    (outcome, post)
 }
 
 /// Runs the simulated gateway: each round fetches up to `fetch_max` instructions and
-/// posts a result for each (after `latency_ms`), some twice; an instruction offered
-/// again gets the result posted before, byte for byte. Stops after `rounds` rounds, or
+/// posts a result for each (after `latency_ms`), some twice (the same bytes); an
+/// instruction offered again gets the result posted before, signed again with the time
+/// now (`resign`). Stops after `rounds` rounds, or
 /// at the first round with nothing to do. A fetch failure stops the run with an error;
 /// a post without a reply is counted and the run goes on.
 pub async fn run(client: &GatewayClient, config: &SimConfig) -> Result<SimSummary, SimError> {
@@ -241,7 +244,7 @@ pub async fn run(client: &GatewayClient, config: &SimConfig) -> Result<SimSummar
         gateway_id: gateway.clone(),
         ..Default::default()
     };
-    let mut results: HashMap<String, SignedGatewayPost> = HashMap::new();
+    let mut results: HashMap<String, GatewayPost> = HashMap::new();
     let mut order: VecDeque<String> = VecDeque::new();
     let mut serial = 0u64;
     for _ in 0..config.rounds {
@@ -261,13 +264,13 @@ pub async fn run(client: &GatewayClient, config: &SimConfig) -> Result<SimSummar
             }
             let duplicate = rng.unit() < config.duplicate_rate;
             let signed = match results.get(&instruction.instruction_id) {
-                Some(signed) => {
+                Some(post) => {
                     summary.reoffered += 1;
-                    signed.clone()
+                    resign(config, post)
                 }
                 None => {
                     serial += 1;
-                    let (outcome, signed) =
+                    let (outcome, post) =
                         result_for(&gateway, config, &mut rng, serial, instruction);
                     *summary.by_outcome.entry(outcome.to_string()).or_default() += 1;
                     if order.len() >= REMEMBERED_RESULTS_MAX {
@@ -276,7 +279,8 @@ pub async fn run(client: &GatewayClient, config: &SimConfig) -> Result<SimSummar
                         }
                     }
                     order.push_back(instruction.instruction_id.clone());
-                    results.insert(instruction.instruction_id.clone(), signed.clone());
+                    let signed = sign_post(&config.key, &post);
+                    results.insert(instruction.instruction_id.clone(), post);
                     signed
                 }
             };
@@ -291,6 +295,19 @@ pub async fn run(client: &GatewayClient, config: &SimConfig) -> Result<SimSummar
         }
     }
     Ok(summary)
+}
+
+/// A result posted before, signed again with the time now. The ledger offers an
+/// instruction again only while it has no result for it, so the first post was not
+/// recorded, and its bytes may by now be dated outside the ledger's replay window (a new
+/// post is refused for ever then). The ledger's key for a result leaves the time out, so
+/// a first post recorded after all is answered `duplicate`, not recorded twice.
+fn resign(config: &SimConfig, post: &GatewayPost) -> SignedGatewayPost {
+    let fresh = GatewayPost {
+        posted_at_unix_ms: (config.clock)(),
+        ..post.clone()
+    };
+    sign_post(&config.key, &fresh)
 }
 
 async fn send(client: &GatewayClient, signed: &SignedGatewayPost, summary: &mut SimSummary) {
