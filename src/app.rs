@@ -184,6 +184,8 @@ pub struct Runtime {
     pub nats_url: String,
     /// The embedded server's users and passwords; None with `--nats`.
     pub embedded_users: Option<EmbeddedUsers>,
+    /// Who the ledger is to NATS, for this process's other connections.
+    auth: NatsAuth,
     /// Handed out by `service()`: one per process, so its clones share the claims batcher.
     service: Service,
     _server: Option<NatsServer>,
@@ -238,6 +240,7 @@ impl Runtime {
             projector,
             nats_url: url,
             embedded_users: users,
+            auth,
             service,
             _server: server,
         })
@@ -278,6 +281,18 @@ impl Runtime {
         self.service.clone()
     }
 
+    /// The gateway server's own connection (`gateway::server::connect`), as the ledger's
+    /// user: gateway requests are never read on the connection the log writer gets its
+    /// acknowledgements on.
+    pub async fn gateway_connection(
+        &self,
+    ) -> Result<crate::gateway::server::Connection, crate::gateway::server::ServeError> {
+        let (servers, options) = connect_options(&self.nats_url, &self.auth)
+            .await
+            .map_err(|e| crate::gateway::server::ServeError::Connect(e.to_string()))?;
+        crate::gateway::server::connect(servers, options.name("ansinh-gateways")).await
+    }
+
     /// Closes the ledger: the partition writers finish their batches and save their
     /// books (`log::snapshot`). Bounded, because with NATS gone the last flush would
     /// wait for ever; past the bound nothing is lost (every acknowledged event is on
@@ -298,6 +313,22 @@ impl Runtime {
 pub const CLOSE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn connect(url: &str, auth: &NatsAuth) -> Result<async_nats::Client, AppError> {
+    let (servers, options) = connect_options(url, auth).await?;
+    options
+        .connect(servers)
+        .await
+        .map_err(|e| AppError::Connect {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// The servers `url` names and the options of a connection as `auth`, for `connect` and
+/// for a process's other connections (`Runtime::gateway_connection`).
+pub async fn connect_options(
+    url: &str,
+    auth: &NatsAuth,
+) -> Result<(Vec<async_nats::ServerAddr>, async_nats::ConnectOptions), AppError> {
     let mut options = match (&auth.credentials, &auth.user) {
         (Some(path), _) => async_nats::ConnectOptions::with_credentials_file(path)
             .await
@@ -323,7 +354,7 @@ pub async fn connect(url: &str, auth: &NatsAuth) -> Result<async_nats::Client, A
             })
         })
         .collect::<Result<_, _>>()?;
-    options
+    let options = options
         .name("ansinh")
         // Disconnects, slow-consumer drops and server errors reach the operator's log:
         // a request that then times out is otherwise a mystery.
@@ -332,11 +363,6 @@ pub async fn connect(url: &str, auth: &NatsAuth) -> Result<async_nats::Client, A
                 async_nats::Event::Connected => tracing::debug!(target: "nats", "{event}"),
                 _ => tracing::warn!(target: "nats", "{event}"),
             }
-        })
-        .connect(servers)
-        .await
-        .map_err(|e| AppError::Connect {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })
+        });
+    Ok((servers, options))
 }

@@ -23,6 +23,7 @@ use ansinh::proto::{
     self, GatewayPost, GatewayReply, InstructionList, PaymentInstruction, SignedGatewayPost,
     envelope::Payload,
 };
+use futures::StreamExt;
 use prost::Message;
 
 // ---- Harness --------------------------------------------------------------------------
@@ -132,7 +133,7 @@ struct Serving {
 impl Serving {
     async fn start(net: &Net, sink: Arc<Recorder>) -> Self {
         let bound = server::bind(
-            net.ledger_client().await,
+            net.server_connection().await,
             gateway::DEFAULT_SUBJECT_PREFIX,
             shared_registry(),
             sink,
@@ -155,6 +156,9 @@ impl Serving {
 /// Longest wait for the server's error after a forbidden act; only reached when the act
 /// was wrongly allowed (then the test fails instead of hanging).
 const SERVER_ERROR_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Requests a flood sends beyond what the server's connection may buffer.
+const FLOOD_BEYOND_CAPACITY: usize = 64;
 
 async fn next_server_error(errors: &mut tokio::sync::broadcast::Receiver<String>) -> String {
     tokio::time::timeout(SERVER_ERROR_WAIT, errors.recv())
@@ -557,6 +561,170 @@ fn the_server_refuses_an_empty_secret_and_fails_closed_without_one() {
     }
 }
 
+// ---- A flood of requests ----------------------------------------------------------------
+
+/// A sink whose fetches wait until the test lets them go; it counts them.
+struct HeldSink {
+    released: tokio::sync::watch::Receiver<bool>,
+    fetches: tokio::sync::watch::Sender<u64>,
+}
+
+impl PostSink for HeldSink {
+    fn post(
+        &self,
+        _gateway: &str,
+        _post: GatewayPost,
+        _signed: SignedGatewayPost,
+    ) -> impl Future<Output = GatewayReply> + Send {
+        std::future::ready(GatewayReply {
+            status: server::STATUS_ACCEPTED.into(),
+            sequence: 1,
+            ..Default::default()
+        })
+    }
+
+    fn fetch(
+        &self,
+        _gateway: &str,
+        _max: u32,
+        _after: &str,
+    ) -> impl Future<Output = Result<InstructionList, GatewayReply>> + Send {
+        self.fetches.send_modify(|n| *n += 1);
+        let mut released = self.released.clone();
+        async move {
+            let _ = released.wait_for(|r| *r).await;
+            Ok(InstructionList::default())
+        }
+    }
+}
+
+/// A gateway that sends more than the server can hold is shed, not buffered without
+/// bound: with every request slot taken by fetches the ledger is slow to answer, the
+/// server's connection keeps at most `SUBSCRIPTION_CAPACITY` further requests of a
+/// subject and drops the rest (a slow consumer), so a flood of large requests costs the
+/// ledger bounded memory. Oversized requests it does read are refused, and the server
+/// goes on answering well-formed ones.
+#[tokio::test]
+async fn a_flood_of_requests_is_shed_past_a_bounded_buffer_and_the_server_keeps_answering() {
+    let net = start_net();
+    let (release, released) = tokio::sync::watch::channel(false);
+    let sink = Arc::new(HeldSink {
+        released,
+        fetches: tokio::sync::watch::Sender::new(0),
+    });
+    let connection = net.server_connection().await;
+    let client = connection.client().clone();
+    let post_subject = gateway::post_subject(gateway::DEFAULT_SUBJECT_PREFIX, "vcb");
+    let fetch_subject = gateway::fetch_subject(gateway::DEFAULT_SUBJECT_PREFIX, "vcb");
+    // A plain subscription beside the server's queue group, on its connection: a message
+    // seen here was delivered to that connection after everything the gateway sent
+    // before it (NATS keeps one publisher's order to one subscriber).
+    let mut seen = client.subscribe(post_subject.clone()).await.unwrap();
+    let bound = server::bind(
+        connection,
+        gateway::DEFAULT_SUBJECT_PREFIX,
+        shared_registry(),
+        sink.clone(),
+    )
+    .await
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(bound.run(async move {
+        let _ = stopped.await;
+    }));
+
+    let vcb = net.gateway("vcb").await;
+    let inbox = vcb.nats().new_inbox();
+    let mut replies = vcb.nats().subscribe(format!("{inbox}.>")).await.unwrap();
+    vcb.nats().flush().await.unwrap();
+    let fetch = proto::FetchInstructions {
+        max: 1,
+        after: String::new(),
+    }
+    .encode_to_vec();
+    let held = server::IN_FLIGHT_REQUESTS_MAX;
+    for n in 0..held {
+        vcb.nats()
+            .publish_with_reply(
+                fetch_subject.clone(),
+                format!("{inbox}.held.{n}"),
+                fetch.clone().into(),
+            )
+            .await
+            .unwrap();
+    }
+    // Every slot is taken once the sink has all of them: then the flood.
+    sink.fetches
+        .subscribe()
+        .wait_for(|n| *n == held as u64)
+        .await
+        .unwrap();
+    let oversized = server::SUBSCRIPTION_CAPACITY + FLOOD_BEYOND_CAPACITY;
+    let large = bytes::Bytes::from(vec![0u8; server::REQUEST_BYTES_MAX + 1]);
+    for n in 0..oversized {
+        vcb.nats()
+            .publish_with_reply(
+                fetch_subject.clone(),
+                format!("{inbox}.large.{n}"),
+                large.clone(),
+            )
+            .await
+            .unwrap();
+    }
+    // A post without a reply subject (dropped unanswered by the server) marks the end.
+    vcb.nats()
+        .publish(post_subject.clone(), bytes::Bytes::new())
+        .await
+        .unwrap();
+    vcb.nats().flush().await.unwrap();
+    seen.next()
+        .await
+        .expect("the mark reaches the server's connection");
+
+    // The held fetches are answered, and a well-formed post after the flood.
+    release.send(true).unwrap();
+    let signed = sign::sign_post(&key(1), &post_for("vcb", &instruction("vcb", 1), "settled"));
+    assert_eq!(
+        vcb.post(&signed).await.unwrap().status,
+        server::STATUS_ACCEPTED
+    );
+    stop.send(()).unwrap();
+    serving.await.unwrap();
+    // After every reply the server sent, on its connection: the end of the replies.
+    client
+        .publish(format!("{inbox}.end"), bytes::Bytes::new())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+
+    let (mut answered_held, mut answered_large) = (0, 0);
+    while let Some(reply) = replies.next().await {
+        let kind = reply.subject.as_str()[inbox.len() + 1..]
+            .split('.')
+            .next()
+            .unwrap()
+            .to_owned();
+        match kind.as_str() {
+            "held" => {
+                InstructionList::decode(reply.payload).unwrap();
+                answered_held += 1;
+            }
+            "large" => {
+                let refused = GatewayReply::decode(reply.payload).unwrap();
+                assert_eq!(refused.error_kind, "oversized_request");
+                answered_large += 1;
+            }
+            _ => break,
+        }
+    }
+    assert_eq!(answered_held, held);
+    assert_eq!(*sink.fetches.borrow(), held as u64);
+    assert!(
+        answered_large <= server::SUBSCRIPTION_CAPACITY,
+        "{answered_large} of {oversized} oversized requests were kept and answered"
+    );
+}
+
 // ---- Forged and malformed requests ------------------------------------------------------
 
 #[tokio::test]
@@ -823,7 +991,7 @@ async fn the_simulator_signs_a_result_offered_again_with_a_fresh_time() {
     let sink = Arc::new(WindowedSink::default());
     sink.state.lock().unwrap().waiting = vec![instruction("vcb", 1)];
     let bound = server::bind(
-        net.ledger_client().await,
+        net.server_connection().await,
         gateway::DEFAULT_SUBJECT_PREFIX,
         shared_registry(),
         sink.clone(),
@@ -928,7 +1096,7 @@ async fn add_gateway_then_gateway_sim_over_the_real_transport() {
 
     let sink = Recorder::with_instructions((1..=12).map(|n| instruction("vcb", n)).collect());
     let bound = server::bind(
-        net.ledger_client().await,
+        net.server_connection().await,
         gateway::DEFAULT_SUBJECT_PREFIX,
         registry,
         sink.clone(),

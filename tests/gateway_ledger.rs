@@ -233,7 +233,7 @@ async fn over_nats_gateways_fetch_their_own_instructions_and_their_signed_result
     issue_instructions(&service).await;
     let sink = Arc::new(LedgerSink::new(service.clone(), system_clock()));
     let bound = server::bind(
-        ledger_client.clone(),
+        net.server_connection().await,
         gateway::DEFAULT_SUBJECT_PREFIX,
         shared_registry(),
         sink,

@@ -117,8 +117,6 @@ pub enum DemoPaymentsError {
     Client(#[from] GatewayClientError),
     #[error("simulated gateway: {0}")]
     Sim(#[from] SimError),
-    #[error("connecting the gateway server to NATS: {0}")]
-    Connect(String),
     #[error("reading the registry: {0}")]
     Registry(String),
     /// The ledger refused a step the demo expected to pass: the demo stops and says so,
@@ -250,13 +248,14 @@ pub async fn run(
             .unwrap_or_default()
             .to_owned()
     };
-    let ledger_side = async_nats::ConnectOptions::with_user_and_password(
-        crate::gateway::LEDGER_USER.into(),
-        password(crate::gateway::LEDGER_USER),
+    let ledger_side = server::connect(
+        nats_url,
+        async_nats::ConnectOptions::with_user_and_password(
+            crate::gateway::LEDGER_USER.into(),
+            password(crate::gateway::LEDGER_USER),
+        ),
     )
-    .connect(nats_url)
-    .await
-    .map_err(|e| DemoPaymentsError::Connect(e.to_string()))?;
+    .await?;
     let bound = server::bind(
         ledger_side,
         crate::gateway::DEFAULT_SUBJECT_PREFIX,

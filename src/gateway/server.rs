@@ -15,6 +15,11 @@
 //! keep a gateway from reading other inboxes, and this keeps the ledger from writing
 //! into them on a gateway's say-so.
 //!
+//! The server reads on a NATS connection of its own (`connect`), never on the one the log
+//! writer gets its acknowledgements on, with a small buffer a subscription: a gateway
+//! that floods it is shed (NATS drops what the buffer cannot hold, and the gateways
+//! retry) instead of costing the ledger memory and delaying its writes.
+//!
 //! **Boundary:** knows nothing of the event log. Idempotency and the replay window are
 //! the sink's (it receives `posted_at_unix_ms`).
 
@@ -35,9 +40,15 @@ use crate::proto::{
 };
 
 /// Requests handled at once. When all are busy, the server stops reading new requests
-/// (they wait in the subscription's buffer, then in the server's, and the gateways'
-/// requests time out and are retried).
+/// (they wait in the subscription's buffer, `SUBSCRIPTION_CAPACITY`; what comes beyond
+/// is dropped, and the gateways' requests time out and are retried).
 pub const IN_FLIGHT_REQUESTS_MAX: usize = 64;
+/// Requests of one subscription (posts, fetches) the server's connection holds while
+/// every slot is busy; the client drops what comes beyond (a slow consumer), and the
+/// gateways retry. `REQUEST_BYTES_MAX` is checked only once a request is read, so a
+/// flood of large requests holds at most this many messages of the NATS server's
+/// `max_payload` a subscription (async-nats' default holds 65,536).
+pub const SUBSCRIPTION_CAPACITY: usize = 2 * IN_FLIGHT_REQUESTS_MAX;
 /// Largest request payload read; larger ones get an "error" reply without decoding.
 pub const REQUEST_BYTES_MAX: usize = 8 * 1024;
 /// Most instructions in one fetch reply, whatever the gateway asks for.
@@ -87,6 +98,39 @@ pub enum ServeError {
     /// Could not subscribe or flush: the connection is down or lacks the permission.
     #[error("subscribing to gateway requests: {0}")]
     Subscribe(String),
+    /// Could not open the server's own connection: NATS unreachable or the credentials
+    /// refused.
+    #[error("connecting the gateway server to NATS: {0}")]
+    Connect(String),
+}
+
+/// The gateway server's own NATS connection, made by `connect` only, so that no caller
+/// serves gateways on a connection the ledger shares or with an unbounded buffer.
+pub struct Connection {
+    client: async_nats::Client,
+}
+
+impl Connection {
+    /// The underlying client, e.g. to flush or to watch what reaches this connection.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+}
+
+/// Opens the gateway server's connection to `servers` with `options` (the ledger's user
+/// and credentials), each subscription buffering at most `SUBSCRIPTION_CAPACITY`
+/// requests. A connection of its own: on the ledger's, a flood of gateway requests would
+/// be read off the socket the writer's acknowledgements arrive on, and held beside them.
+pub async fn connect(
+    servers: impl async_nats::ToServerAddrs,
+    options: async_nats::ConnectOptions,
+) -> Result<Connection, ServeError> {
+    let client = options
+        .subscription_capacity(SUBSCRIPTION_CAPACITY)
+        .connect(servers)
+        .await
+        .map_err(|e| ServeError::Connect(e.to_string()))?;
+    Ok(Connection { client })
 }
 
 /// A gateway request server whose subscriptions are in place at the NATS server (so a
@@ -103,23 +147,23 @@ pub struct Bound<S: PostSink> {
 /// waits for the requests under way to be answered. Requests not yet started when it
 /// stops are left unanswered; gateways retry them, and posts are idempotent.
 pub async fn serve(
-    client: async_nats::Client,
+    connection: Connection,
     subject_prefix: &str,
     registry: crate::directory::SharedRegistry,
     sink: Arc<impl PostSink>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    bind(client, subject_prefix, registry, sink)
+    bind(connection, subject_prefix, registry, sink)
         .await?
         .run(shutdown)
         .await;
     Ok(())
 }
 
-/// Subscribes (queue group QUEUE_GROUP) to `<prefix>.*.post` and `<prefix>.*.fetch` and
-/// waits until the NATS server has the subscriptions.
+/// Subscribes (queue group QUEUE_GROUP) to `<prefix>.*.post` and `<prefix>.*.fetch` on
+/// the server's own `connection` and waits until the NATS server has the subscriptions.
 pub async fn bind<S: PostSink>(
-    client: async_nats::Client,
+    connection: Connection,
     subject_prefix: &str,
     registry: crate::directory::SharedRegistry,
     sink: Arc<S>,
@@ -131,6 +175,7 @@ pub async fn bind<S: PostSink>(
     if !valid {
         return Err(ServeError::InvalidPrefix(subject_prefix.to_string()));
     }
+    let Connection { client } = connection;
     let subscribe = |op: &str| {
         let client = client.clone();
         let subject = format!("{subject_prefix}.*.{op}");

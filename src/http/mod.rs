@@ -1088,7 +1088,8 @@ pub async fn serve(
 }
 
 /// `ansinh serve`: loads the staff file and the gateway registry, binds `listen` and the
-/// gateway NATS subjects (docs/GATEWAYS.md), and serves both until SIGINT or SIGTERM.
+/// gateway NATS subjects (docs/GATEWAYS.md, on a connection of their own), and serves
+/// both until SIGINT or SIGTERM.
 /// One command for both, so an operator cannot run the HTTP gateway routes without
 /// the NATS ones or forget either: they share the registry and the ledger side.
 pub async fn run(
@@ -1145,7 +1146,7 @@ pub async fn run(
         })?;
     let bound = listener.local_addr().map_err(HttpError::Serve)?;
     let gateway_server = crate::gateway::server::bind(
-        runtime.client.clone(),
+        runtime.gateway_connection().await?,
         crate::gateway::DEFAULT_SUBJECT_PREFIX,
         registry.clone(),
         sink,

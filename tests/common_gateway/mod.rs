@@ -59,14 +59,26 @@ pub fn start_net() -> Net {
 }
 
 impl Net {
-    pub async fn ledger_client(&self) -> async_nats::Client {
+    /// How the ledger user connects: its user and password.
+    pub fn ledger_options(&self) -> async_nats::ConnectOptions {
         async_nats::ConnectOptions::with_user_and_password(
             gateway::LEDGER_USER.into(),
             self.passwords[gateway::LEDGER_USER].clone(),
         )
-        .connect(self.server.url())
-        .await
-        .expect("the ledger user connects")
+    }
+
+    /// The gateway server's own connection, as the ledger user.
+    pub async fn server_connection(&self) -> gateway::server::Connection {
+        gateway::server::connect(self.server.url(), self.ledger_options())
+            .await
+            .expect("the gateway server connects")
+    }
+
+    pub async fn ledger_client(&self) -> async_nats::Client {
+        self.ledger_options()
+            .connect(self.server.url())
+            .await
+            .expect("the ledger user connects")
     }
 
     pub async fn gateway(&self, id: &str) -> GatewayClient {
