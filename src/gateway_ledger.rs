@@ -10,7 +10,8 @@
 //! - A fetch lists the gateway's instructions still `Instructed` (no final result yet),
 //!   read from the projections (`gpend/`), caught up from the stream before each answer:
 //!   O(the instructions returned), and after a restart only the events since the
-//!   projections' position are applied, not the whole log.
+//!   projections' position are applied, not the whole log. A request waits for that
+//!   catch-up at most `PROJECTIONS_WAIT_MAX`, then is told to come back.
 //! - `with_books` (the demo's totals and reissues) folds the payments part of every
 //!   partition's book from the log into memory: a report, O(log), built on first use.
 //!
@@ -20,6 +21,8 @@
 //! without being recorded, so a gateway cannot make the ledger open new partitions.
 
 use std::collections::{BTreeMap, HashMap};
+
+use tokio::sync::watch;
 
 use crate::book::payments::{SignedPost, event_of};
 use crate::chain::{ChainHead, Partition};
@@ -32,8 +35,8 @@ use crate::domain::payments::ids::{
 use crate::domain::payments::instructions::{GatewayPost, InstructionId, Outcome, PostRefusal};
 use crate::domain::payments::{self, EventBody};
 use crate::gateway::server::{
-    FETCH_INSTRUCTIONS_MAX, PostSink, STATUS_ACCEPTED, STATUS_DUPLICATE, STATUS_ERROR,
-    STATUS_REFUSED, failure_reply,
+    FETCH_INSTRUCTIONS_MAX, KIND_LEDGER_UNAVAILABLE, PostSink, STATUS_ACCEPTED, STATUS_DUPLICATE,
+    STATUS_ERROR, STATUS_REFUSED, failure_reply,
 };
 use crate::gateway::sign::parse_whole_vnd;
 use crate::log::follow::{Follower, Step};
@@ -81,7 +84,7 @@ impl SinkError {
                 ..
             })) => "refusal_limit_reached",
             SinkError::Rejected(_) => "rejected",
-            SinkError::Unavailable(_) => "ledger_unavailable",
+            SinkError::Unavailable(_) => KIND_LEDGER_UNAVAILABLE,
             SinkError::Broken(_) => "ledger_broken",
         }
     }
@@ -213,6 +216,73 @@ impl PaymentsFold {
     }
 }
 
+/// Longest a gateway request waits for the projections to hold the log as it was when
+/// the request came; then it is answered "ledger unavailable, retry" (`ledger_unavailable`,
+/// 503 over HTTP). A new process replays a province's log for minutes (docs/BENCH.md),
+/// and one that fell behind catches up for as long as it lags: a gateway must not wait
+/// through that with its request slot held. Under the gateway client's `REQUEST_TIMEOUT`
+/// (5 s), so the gateway gets the typed answer rather than a timeout.
+pub const PROJECTIONS_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// How the last catch-up of the projections ended, as a reply says it.
+#[derive(Clone, Debug)]
+enum CatchUpFailure {
+    Broken(String),
+    Unavailable(String),
+}
+
+/// The sink's catch-ups of the projections, run one at a time by a task of their own
+/// (`keep_catching_up`) on behalf of the requests, which wait for them at most
+/// `PROJECTIONS_WAIT_MAX`. A request never catches up itself: the catch-up lock is one
+/// per process and may be held for a whole replay, and a catch-up stopped halfway by a
+/// request that gave up would throw away what it applied and did not commit.
+struct CatchUps {
+    /// Raised by each request: it is served by the first catch-up that begins after it,
+    /// which reads the log's end after the request came.
+    asked: watch::Sender<u64>,
+    /// The number of the last catch-up finished (the `asked` it began at), and its end.
+    done: watch::Receiver<(u64, Result<(), CatchUpFailure>)>,
+}
+
+impl CatchUps {
+    fn start(service: Service) -> Self {
+        let (asked, asked_by) = watch::channel(0);
+        let (finished, done) = watch::channel((0, Ok(())));
+        tokio::spawn(keep_catching_up(service, asked_by, finished));
+        Self { asked, done }
+    }
+}
+
+/// Catches the projections up whenever a request asked after the last catch-up began,
+/// until the sink (the sender of `asked`) is gone. One catch-up serves every request that
+/// asked before it began.
+async fn keep_catching_up(
+    service: Service,
+    mut asked: watch::Receiver<u64>,
+    done: watch::Sender<(u64, Result<(), CatchUpFailure>)>,
+) {
+    loop {
+        let served = done.borrow().0;
+        let round = match asked.wait_for(|a| *a > served).await {
+            Ok(a) => *a,
+            Err(_) => return,
+        };
+        let mut stream = service.ledger.stream().clone();
+        let ended = service
+            .projector
+            .catch_up(&mut stream, service.ledger.config())
+            .await
+            .map(drop)
+            .map_err(|e| match e {
+                crate::projection::ProjectionError::Broken { .. } => {
+                    CatchUpFailure::Broken(e.to_string())
+                }
+                other => CatchUpFailure::Unavailable(other.to_string()),
+            });
+        done.send_modify(|last| *last = (round, ended));
+    }
+}
+
 /// The ledger-side sink for both gateway transports.
 pub struct LedgerSink {
     service: Service,
@@ -220,6 +290,8 @@ pub struct LedgerSink {
     /// One fold, caught up under the lock: concurrent fetches would otherwise each read
     /// the same new events.
     fold: tokio::sync::Mutex<PaymentsFold>,
+    /// Started by the first request, in its runtime.
+    catch_ups: std::sync::OnceLock<CatchUps>,
 }
 
 impl LedgerSink {
@@ -232,6 +304,7 @@ impl LedgerSink {
                 heads: HashMap::new(),
                 books: BTreeMap::new(),
             }),
+            catch_ups: std::sync::OnceLock::new(),
         }
     }
 
@@ -251,20 +324,35 @@ impl LedgerSink {
         Ok(read(&fold.books))
     }
 
-    /// The projections, caught up with the whole log.
+    /// The projections, caught up with the log as it was when this was called, or
+    /// `Unavailable` if they do not get there within `PROJECTIONS_WAIT_MAX`.
     async fn projections(&self) -> Result<&crate::projection::Projector, SinkError> {
-        let projector = &*self.service.projector;
-        let mut stream = self.service.ledger.stream().clone();
-        projector
-            .catch_up(&mut stream, self.service.ledger.config())
-            .await
-            .map_err(|e| match e {
-                crate::projection::ProjectionError::Broken { .. } => {
-                    SinkError::Broken(e.to_string())
-                }
-                other => SinkError::Unavailable(other.to_string()),
-            })?;
-        Ok(projector)
+        let catch_ups = self
+            .catch_ups
+            .get_or_init(|| CatchUps::start(self.service.clone()));
+        let mut ticket = 0;
+        catch_ups.asked.send_modify(|asked| {
+            *asked += 1;
+            ticket = *asked;
+        });
+        let mut done = catch_ups.done.clone();
+        let waited =
+            tokio::time::timeout(PROJECTIONS_WAIT_MAX, done.wait_for(|(n, _)| *n >= ticket)).await;
+        let ended = match waited {
+            Ok(Ok(done)) => done.1.clone(),
+            Ok(Err(_)) => Err(CatchUpFailure::Unavailable(
+                "the projections' catch-up has stopped".into(),
+            )),
+            Err(_) => Err(CatchUpFailure::Unavailable(format!(
+                "the projections have not caught up with the log within {} s; retry",
+                PROJECTIONS_WAIT_MAX.as_secs()
+            ))),
+        };
+        match ended {
+            Ok(()) => Ok(&*self.service.projector),
+            Err(CatchUpFailure::Broken(m)) => Err(SinkError::Broken(m)),
+            Err(CatchUpFailure::Unavailable(m)) => Err(SinkError::Unavailable(m)),
+        }
     }
 
     /// Up to `max` (capped at FETCH_INSTRUCTIONS_MAX) instructions routed to `gateway`
@@ -311,9 +399,10 @@ impl LedgerSink {
         };
         // Caught up to the log's end: every post accepted before this one is seen, in
         // any partition. A catch-up that fails (another partition's chain broken, the
-        // server away) does not stop posts to a partition already known: the book
-        // decides them, and the transaction check below is then made on the view as it
-        // stands, its gap left to `audit anomalies` as for a race.
+        // server away) or does not end within `PROJECTIONS_WAIT_MAX` (a process behind
+        // the log) does not stop posts to a partition already known: the book decides
+        // them, and the transaction check below is then made on the view as it stands,
+        // its gap left to `audit anomalies` as for a race.
         let projections = match self.projections().await {
             Ok(p) => p,
             Err(e) if known(&self.service.projector)? => {

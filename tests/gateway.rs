@@ -1040,6 +1040,80 @@ async fn the_simulator_signs_a_result_offered_again_with_a_fresh_time() {
     );
 }
 
+/// A ledger whose first fetch is answered "unavailable" (its read model catching up),
+/// and which otherwise is the `Recorder`.
+struct CatchingUp {
+    first: std::sync::atomic::AtomicBool,
+    recorder: Arc<Recorder>,
+}
+
+impl PostSink for CatchingUp {
+    fn post(
+        &self,
+        gateway: &str,
+        post: GatewayPost,
+        signed: SignedGatewayPost,
+    ) -> impl Future<Output = GatewayReply> + Send {
+        self.recorder.post(gateway, post, signed)
+    }
+
+    fn fetch(
+        &self,
+        gateway: &str,
+        max: u32,
+        after: &str,
+    ) -> impl Future<Output = Result<InstructionList, GatewayReply>> + Send {
+        let first = self.first.swap(false, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            if first {
+                return Err(server::failure_reply(
+                    server::STATUS_ERROR,
+                    server::KIND_LEDGER_UNAVAILABLE,
+                    "catching up",
+                ));
+            }
+            self.recorder.fetch(gateway, max, after).await
+        }
+    }
+}
+
+/// A fetch answered "ledger unavailable" is sent again later, not taken for the end of
+/// the run.
+#[tokio::test]
+async fn the_simulator_comes_back_when_the_ledger_is_unavailable() {
+    let net = start_net();
+    let recorder = Recorder::with_instructions(vec![instruction("vcb", 1)]);
+    let sink = Arc::new(CatchingUp {
+        first: true.into(),
+        recorder: recorder.clone(),
+    });
+    let bound = server::bind(
+        net.server_connection().await,
+        gateway::DEFAULT_SUBJECT_PREFIX,
+        shared_registry(),
+        sink,
+    )
+    .await
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(bound.run(async move {
+        let _ = stopped.await;
+    }));
+    let vcb = net.gateway("vcb").await;
+    let config = SimConfig {
+        latency_ms: 0,
+        duplicate_rate: 0.0,
+        clock: fixed_clock,
+        ..SimConfig::new(key(1), 9)
+    };
+    let summary = sim::run(&vcb, &config).await.unwrap();
+    stop.send(()).unwrap();
+    serving.await.unwrap();
+    assert_eq!(summary.instructions, 1, "{}", summary.line());
+    assert_eq!(summary.by_status["accepted"], 1);
+    assert_eq!(recorder.calls().len(), 1);
+}
+
 #[tokio::test]
 async fn the_simulator_refuses_impossible_settings() {
     let net = start_net();

@@ -65,6 +65,9 @@ pub const STATUS_ACCEPTED: &str = "accepted";
 pub const STATUS_DUPLICATE: &str = "duplicate";
 pub const STATUS_REFUSED: &str = "refused";
 pub const STATUS_ERROR: &str = "error";
+/// The `error_kind` of an "error" reply while the ledger cannot read or append (its read
+/// model catching up, NATS away): the same request may pass later.
+pub const KIND_LEDGER_UNAVAILABLE: &str = "ledger_unavailable";
 
 /// Where verified posts go, and where instructions come from: the ledger's payment
 /// domain, or a test's recorder.

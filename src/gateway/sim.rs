@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::client::{GatewayClient, GatewayClientError};
-use super::server::FETCH_INSTRUCTIONS_MAX;
+use super::server::{FETCH_INSTRUCTIONS_MAX, KIND_LEDGER_UNAVAILABLE};
 use super::sign::sign_post;
 use crate::checkpoint::sign::KeyPair;
 use crate::proto::{GatewayPost, PaymentInstruction, SignedGatewayPost};
@@ -27,6 +27,11 @@ pub const ROUNDS_MAX: u32 = 100_000;
 pub const REMEMBERED_RESULTS_MAX: usize = 100_000;
 /// Longest simulated latency.
 pub const LATENCY_MS_MAX: u64 = 60_000;
+/// Fetches of one round answered "ledger unavailable" (its read model catching up, say
+/// after a restart) before the run gives up, and the wait before each next one: a
+/// gateway comes back later.
+pub const FETCH_UNAVAILABLE_ATTEMPTS_MAX: u32 = 30;
+pub const FETCH_UNAVAILABLE_BACKOFF: Duration = Duration::from_secs(1);
 /// Why simulated payments fail, and why they come back.
 const FAILURE_REASONS: [&str; 3] = [
     "beneficiary account closed",
@@ -248,8 +253,7 @@ pub async fn run(client: &GatewayClient, config: &SimConfig) -> Result<SimSummar
     let mut order: VecDeque<String> = VecDeque::new();
     let mut serial = 0u64;
     for _ in 0..config.rounds {
-        let list = client
-            .fetch(config.fetch_max)
+        let list = fetch(client, config.fetch_max)
             .await
             .map_err(SimError::Fetch)?;
         summary.rounds += 1;
@@ -295,6 +299,28 @@ pub async fn run(client: &GatewayClient, config: &SimConfig) -> Result<SimSummar
         }
     }
     Ok(summary)
+}
+
+/// Up to `max` instructions, fetched again while the ledger answers "unavailable", at
+/// most FETCH_UNAVAILABLE_ATTEMPTS_MAX times.
+async fn fetch(
+    client: &GatewayClient,
+    max: u32,
+) -> Result<crate::proto::InstructionList, GatewayClientError> {
+    let mut attempt = 1;
+    loop {
+        match client.fetch(max).await {
+            Err(GatewayClientError::Refused(reply))
+                if reply.error_kind == KIND_LEDGER_UNAVAILABLE
+                    && attempt < FETCH_UNAVAILABLE_ATTEMPTS_MAX =>
+            {
+                tracing::debug!(attempt, "the ledger is unavailable: {}", reply.message);
+                tokio::time::sleep(FETCH_UNAVAILABLE_BACKOFF).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// A result posted before, signed again with the time now. The ledger offers an

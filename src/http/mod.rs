@@ -1145,6 +1145,10 @@ pub async fn run(
             source,
         })?;
     let bound = listener.local_addr().map_err(HttpError::Serve)?;
+    // Bound now, not once the projections have caught up: a process that falls behind
+    // later would hold requests all the same, and a lone process would leave the
+    // gateways with no responder instead of a typed answer. The sink bounds each
+    // request's wait instead (`gateway_ledger::PROJECTIONS_WAIT_MAX`).
     let gateway_server = crate::gateway::server::bind(
         runtime.gateway_connection().await?,
         crate::gateway::DEFAULT_SUBJECT_PREFIX,

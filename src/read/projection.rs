@@ -749,6 +749,13 @@ impl Projector {
         Ok(batch.applied)
     }
 
+    /// Test hook: holds every catch-up of this process until the guard is dropped, as a
+    /// long one (a replay from the start) does.
+    #[doc(hidden)]
+    pub async fn hold_catch_ups() -> tokio::sync::MutexGuard<'static, ()> {
+        CATCH_UP.lock().await
+    }
+
     /// Drops every projection and replays the log from the start.
     pub async fn rebuild(
         &self,
