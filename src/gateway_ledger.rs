@@ -467,6 +467,14 @@ fn refusal_in(receipt: &Receipt, event: &proto::PaymentRecorded) -> Option<PostR
 }
 
 /// The instruction as a gateway sees it.
+///
+/// Its `gateway_id` is the one whose key prefix (`gpend/<gateway>\0`) the line was read
+/// under: `GatewayPendingView` stores no gateway of its own. So the transports' check
+/// that a fetched instruction is the requesting gateway's (`gateway::server`, the HTTP
+/// route) guards against a sink that hands out another gateway's lines, not against a
+/// line filed under the wrong gateway's prefix. A check against the instruction's own
+/// gateway needs that gateway stored in the view, a change of the projections' format
+/// (`PROJECTION_FORMAT`); until then the prefix is the only record of it.
 fn instruction_of(
     partition: &str,
     gateway: &str,

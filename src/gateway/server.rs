@@ -411,8 +411,11 @@ async fn decide<S: PostSink>(
                 Ok(list) => list,
                 Err(reply) => return Answer::Reply(reply),
             };
-            // Paired check: never hand a gateway more than it asked for, nor another
-            // gateway's instructions.
+            // Never hand a gateway more than it asked for, nor an instruction the sink
+            // says is another gateway's. The ledger's sink fills `gateway_id` from the
+            // key it read the line under (`gateway_ledger::instruction_of`), so this
+            // catches a sink that lists the wrong gateway's lines, not a line stored
+            // under the wrong gateway.
             list.instructions.retain(|i| i.gateway_id == gateway);
             list.instructions.truncate(max as usize);
             Answer::Instructions(list)
