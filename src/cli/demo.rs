@@ -109,7 +109,10 @@ async fn play(
         Some(runtime.ledger.store()),
     )
     .await?;
-    if let Some(report) = summary.refusals_report() {
+    for report in [summary.refusals_report(), payments.refusals_report()]
+        .into_iter()
+        .flatten()
+    {
         eprintln!("{report}");
         code = ExitCode::FAILURE;
     }
