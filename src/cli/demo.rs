@@ -109,15 +109,11 @@ async fn play(
         Some(runtime.ledger.store()),
     )
     .await?;
-    if !summary.refused.is_empty() {
-        // Every step of the demo is one the book should accept: a refusal is a fault of
-        // the demo or of the ledger, and must not pass as a good year.
-        let r: Vec<String> = summary
-            .refused
-            .iter()
-            .map(|(k, v)| format!("{k} ({v})"))
-            .collect();
-        eprintln!("REFUSED: the ledger refused demo steps: {}", r.join(", "));
+    for report in [summary.refusals_report(), payments.refusals_report()]
+        .into_iter()
+        .flatten()
+    {
+        eprintln!("{report}");
         code = ExitCode::FAILURE;
     }
     let mut stream2 = runtime.ledger.stream().clone();
@@ -211,7 +207,7 @@ async fn play(
     );
     if !summary.refused.is_empty() {
         let r: Vec<String> = summary
-            .refused
+            .refused_by_kind()
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();

@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use crate::access::{Caller, Role};
 use crate::book::codec;
 use crate::chain::Partition;
+use crate::domain::Rejection;
 use crate::domain::eligibility::{self, Area, ClassificationInputs};
 use crate::domain::ids::{CommuneCode, HouseholdId};
 use crate::domain::loans::{Channel, EntrustedOrganisation};
@@ -160,6 +161,8 @@ fn plan(rng: &mut Seeded, partition: &str, n: u64, indicators: &[String], year: 
         deprived,
         review_year: year,
     };
+    // Only to plan a loan: a household whose review the rules refuse plans none, and
+    // the review itself, submitted to the ledger, is refused there and recorded.
     let class = eligibility::standard_in_force(d(year, 1, 10))
         .and_then(|s| eligibility::classify(s, &inputs))
         .ok();
@@ -211,8 +214,116 @@ pub struct DemoSummary {
     pub moves: u64,
     pub deaths: u64,
     pub erasures: u64,
-    pub refused: BTreeMap<String, u64>,
+    /// Steps the ledger refused that the demo expected it to accept; any one makes
+    /// `ansinh demo` exit non-zero.
+    pub refused: Vec<Refusal>,
     pub seconds: f64,
+}
+
+/// A step the ledger refused, named so that an operator can find it in the log: the
+/// step (its idempotency key reads `demo:<year>:<step>:<household>`), the household
+/// and the ledger's own words.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Refusal {
+    pub step: String,
+    pub household: String,
+    /// The rejection's kind (its variant's name), for counts by kind.
+    pub kind: String,
+    pub reason: String,
+}
+
+/// Refusals named one per line; past this many, only counted by kind (a fault that
+/// refuses every household would otherwise print thousands of lines).
+pub const REFUSALS_NAMED_MAX: usize = 20;
+
+impl DemoSummary {
+    fn refuse(&mut self, step: &str, household: &HouseholdId, rejection: &Rejection) {
+        let kind = format!("{rejection:?}");
+        let kind = kind
+            .split([' ', '{', '('])
+            .next()
+            .unwrap_or(&kind)
+            .to_owned();
+        self.refused.push(Refusal {
+            step: step.to_owned(),
+            household: household.to_string(),
+            kind,
+            reason: rejection.to_string(),
+        });
+    }
+
+    /// Refusals counted by kind.
+    pub fn refused_by_kind(&self) -> BTreeMap<&str, u64> {
+        let mut by_kind = BTreeMap::new();
+        for r in &self.refused {
+            *by_kind.entry(r.kind.as_str()).or_default() += 1;
+        }
+        by_kind
+    }
+
+    /// What makes the year a failure, to print: None when the ledger accepted every
+    /// step. A year with a refused step must not pass as a good one: each step is one
+    /// the book should accept, so a refusal is a fault of the demo or of the ledger.
+    pub fn refusals_report(&self) -> Option<String> {
+        if self.refused.is_empty() {
+            return None;
+        }
+        let counts: Vec<String> = self
+            .refused_by_kind()
+            .iter()
+            .map(|(k, n)| format!("{k} ({n})"))
+            .collect();
+        let mut report = format!(
+            "REFUSED: the ledger refused {} demo steps: {}",
+            self.refused.len(),
+            counts.join(", ")
+        );
+        for r in self.refused.iter().take(REFUSALS_NAMED_MAX) {
+            report.push_str(&format!(
+                "\n  {} of household {}: {}",
+                r.step, r.household, r.reason
+            ));
+        }
+        if self.refused.len() > REFUSALS_NAMED_MAX {
+            report.push_str(&format!(
+                "\n  ... and {} more",
+                self.refused.len() - REFUSALS_NAMED_MAX
+            ));
+        }
+        Some(report)
+    }
+}
+
+/// A step's outcome for the demo: the ledger's answer, or None when it refused the
+/// step, which is then recorded in `s` by step, household and reason. Any other error
+/// stops the demo.
+fn accepted<T>(
+    s: &mut DemoSummary,
+    step: &str,
+    household: &HouseholdId,
+    outcome: Result<T, ServiceError>,
+) -> Result<Option<T>, ServiceError> {
+    match outcome {
+        Ok(answer) => Ok(Some(answer)),
+        Err(ServiceError::Rejected(r)) => {
+            s.refuse(step, household, &r);
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A refused move that only tells the search to try the next household: the serial
+/// lives in another of the partition's communes, or the household still owes a loan.
+/// Both name the household moving out and are answered before its move-out is
+/// appended (the first when its data are read, the second by the move-out's own
+/// decision), so neither can leave a household moved out and arrived nowhere.
+fn move_refusal_expected(rejection: &Rejection, from: &HouseholdId) -> bool {
+    match rejection {
+        Rejection::HouseholdNotRegistered { household }
+        | Rejection::OpenLoans { household, .. } => household == from.as_str(),
+        _ => false,
+    }
 }
 
 #[derive(Default)]
@@ -241,9 +352,7 @@ impl Tally {
         s.moves += o.moves;
         s.deaths += o.deaths;
         s.erasures += o.erasures;
-        for (k, v) in o.refused {
-            *s.refused.entry(k).or_default() += v;
-        }
+        s.refused.extend(o.refused);
     }
 }
 
@@ -255,8 +364,8 @@ fn staff(role: Role, unit: &str) -> Caller {
     }
 }
 
-/// Runs one household's year; refusals are counted, not fatal (the book is right to
-/// refuse, e.g. a repayment larger than what is owed).
+/// Runs one household's year. A refused step is recorded (it makes the demo fail) and
+/// ends the steps that depend on it; an error of the ledger stops the demo.
 async fn household_year(
     service: Service,
     partition: String,
@@ -269,11 +378,16 @@ async fn household_year(
     let teller = staff(Role::Teller, &partition);
     let manager = staff(Role::BranchManager, &partition);
     let h = &plan.household;
-    let key = |what: &str| format!("demo:{year}:{what}:{h}");
+
+    let key = |step: &str| format!("demo:{year}:{step}:{h}");
+    // A receipt naming another kind of event than its step records: the step's key was
+    // used for another request, as the service calls it.
+    let reused = |step: &str| ServiceError::KeyReused { key: key(step) };
 
     macro_rules! submit {
-        ($caller:expr, $key:expr, |$r:ident| $call:expr) => {{
-            let k = $key;
+        ($caller:expr, $step:expr, |$r:ident| $call:expr) => {{
+            let step: &str = &$step;
+            let k = key(step);
             let request = Request {
                 caller: &$caller,
                 idempotency_key: &k,
@@ -281,20 +395,12 @@ async fn household_year(
                 fingerprint: None,
             };
             let $r = &request;
-            match $call.await {
-                Ok(receipt) => Some(receipt),
-                Err(ServiceError::Rejected(r)) => {
-                    let kind = format!("{r:?}");
-                    let kind = kind.split([' ', '{', '(']).next().unwrap_or("").to_string();
-                    *s.refused.entry(kind).or_default() += 1;
-                    None
-                }
-                Err(e) => return Err(e),
-            }
+            let outcome = $call.await;
+            accepted(&mut s, step, h, outcome)?
         }};
     }
 
-    let registered = submit!(officer, key("register"), |r| service.register(
+    let registered = submit!(officer, "register", |r| service.register(
         r,
         h,
         plan.area,
@@ -305,7 +411,7 @@ async fn household_year(
         return Ok(s);
     }
     s.households += 1;
-    let Some(receipt) = submit!(officer, key("review"), |r| service.classify(
+    let Some(receipt) = submit!(officer, "review", |r| service.classify(
         r,
         h,
         plan.inputs.clone(),
@@ -314,11 +420,12 @@ async fn household_year(
         return Ok(s);
     };
     s.decisions += 1;
-    if let Ok(env) = service.ledger.event_of(&receipt).await {
-        if let Some(Payload::EligibilityDecided(e)) = env.payload {
-            *s.by_status.entry(e.status).or_default() += 1;
-        }
-    }
+    let Some(Payload::EligibilityDecided(decided)) =
+        service.ledger.event_of(&receipt).await?.payload
+    else {
+        return Err(reused("review"));
+    };
+    *s.by_status.entry(decided.status).or_default() += 1;
     let Some((programme, amount, term)) = plan.loan else {
         return Ok(s);
     };
@@ -328,7 +435,7 @@ async fn household_year(
         EntrustedOrganisation::VeteransAssociation,
         EntrustedOrganisation::YouthUnion,
     ][(h.as_str().len() + amount.to_string().len()) % 4];
-    let Some(approved) = submit!(officer, key("approve"), |r| service.loan(
+    let Some(approved) = submit!(officer, "approve", |r| service.loan(
         r,
         None,
         LoanAction::Approve {
@@ -344,11 +451,8 @@ async fn household_year(
     )) else {
         return Ok(s);
     };
-    let Ok(env) = service.ledger.event_of(&approved).await else {
-        return Ok(s);
-    };
-    let Some(Payload::LoanApproved(a)) = env.payload else {
-        return Ok(s);
+    let Some(Payload::LoanApproved(a)) = service.ledger.event_of(&approved).await?.payload else {
+        return Err(reused("approve"));
     };
     let loan = crate::input::loan_ref(&crate::book::loan_ref(&partition, a.loan_number))
         .expect("a province's loan has a reference of one spelling");
@@ -361,7 +465,7 @@ async fn household_year(
     } else {
         Channel::CommuneTransactionPoint
     };
-    if submit!(teller, key("disburse"), |r| service.loan(
+    if submit!(teller, "disburse", |r| service.loan(
         r,
         Some(&loan),
         LoanAction::Disburse { amount, channel },
@@ -373,14 +477,20 @@ async fn household_year(
         return Ok(s);
     }
     s.disbursed += amount;
-    // Monthly collection: the scheduled principal plus about a month of interest.
-    let monthly_rate = codec::parse_money("monthly_rate", &a.monthly_rate).unwrap_or_default();
+    // Monthly collection: the scheduled principal plus about a month of interest. The
+    // rate is the one the ledger recorded; one it cannot read is damage to report, not
+    // a loan without interest.
+    let monthly_rate = codec::parse_money("monthly_rate", &a.monthly_rate).map_err(|e| {
+        ServiceError::Append(crate::log::AppendError::Undecodable(format!(
+            "the approval of household {h}'s loan: {e}"
+        )))
+    })?;
     let instalment = round_dong(amount / Decimal::from(term) + amount * monthly_rate);
     for month in 3..=11u32 {
         if plan.missed.contains(&month) || plan.stops_paying_after.is_some_and(|m| month > m) {
             continue;
         }
-        if submit!(teller, key(&format!("repay-{month:02}")), |r| service.loan(
+        if submit!(teller, format!("repay-{month:02}"), |r| service.loan(
             r,
             Some(&loan),
             LoanAction::Repay { amount: instalment },
@@ -394,22 +504,23 @@ async fn household_year(
         }
     }
     let as_of = d(year, 11, 30);
-    if let Some(receipt) = submit!(manager, key("overdue"), |r| service.loan(
+    if let Some(receipt) = submit!(manager, "overdue", |r| service.loan(
         r,
         Some(&loan),
         LoanAction::MarkOverdue,
         as_of,
         "month-end overdue run"
     )) {
-        if let Ok(env) = service.ledger.event_of(&receipt).await {
-            if matches!(env.payload, Some(Payload::LoanMovedToOverdue(_))) {
-                s.marked_overdue += 1;
-            }
+        match service.ledger.event_of(&receipt).await?.payload {
+            Some(Payload::LoanMovedToOverdue(_)) => s.marked_overdue += 1,
+            // A loan paid up to date: the run records only the interest accrued.
+            Some(Payload::LoanInterestAccrued(_)) => {}
+            _ => return Err(reused("overdue")),
         }
     }
     if h.commune() == typhoon_commune && (h.as_str().ends_with('3') || h.as_str().ends_with('7')) {
         let decision = format!("QĐ-{year}-BAO-{}", typhoon_commune.local());
-        if submit!(manager, key("freeze"), |r| service.loan(
+        if submit!(manager, "freeze", |r| service.loan(
             r,
             Some(&loan),
             LoanAction::Freeze {
@@ -422,7 +533,7 @@ async fn household_year(
         {
             s.frozen += 1;
             if h.as_str().ends_with('3')
-                && submit!(manager, key("write-off"), |r| service.loan(
+                && submit!(manager, "write-off", |r| service.loan(
                     r,
                     Some(&loan),
                     LoanAction::WriteOff {
@@ -503,16 +614,31 @@ async fn registry_events(
 ) -> Result<(), ServiceError> {
     let officer = staff(Role::CreditOfficer, first.as_str());
     let manager = staff(Role::BranchManager, first.as_str());
-    // Households that did not borrow can move; the rule refuses a move with open loans.
+    move_one(service, first, second, year, s, &officer).await?;
+    death_and_erasure(service, first, year, s, &manager).await
+}
+
+/// Moves the first household that can move to the second partition. Households that
+/// did not borrow can move; the rule refuses a move with open loans, and the search
+/// passes over those refusals and over serials registered in another commune. Any
+/// other refusal is recorded and ends the search: moving another household would hide
+/// it, and after a move-out it would leave this one active nowhere.
+async fn move_one(
+    service: &Service,
+    first: &Partition,
+    second: &Partition,
+    year: i32,
+    s: &mut DemoSummary,
+    officer: &Caller,
+) -> Result<(), ServiceError> {
     for n in 1..=40u64 {
-        let from_commune = &communes(first.as_str());
-        for c in from_commune {
+        for c in &communes(first.as_str()) {
             let from = HouseholdId::new(c, n as u32).expect("serial");
             let to = HouseholdId::new(&communes(second.as_str())[0], 900_000 + n as u32)
                 .expect("serial");
             let key = format!("demo:{year}:move:{from}");
             let req = Request {
-                caller: &officer,
+                caller: officer,
                 idempotency_key: &key,
                 correlation_id: "demo:moves",
                 fingerprint: None,
@@ -523,14 +649,18 @@ async fn registry_events(
             {
                 Ok(_) => {
                     s.moves += 1;
-                    return death_and_erasure(service, first, year, s, &manager).await;
+                    return Ok(());
                 }
-                Err(ServiceError::Rejected(_)) => continue,
+                Err(ServiceError::Rejected(r)) if move_refusal_expected(&r, &from) => continue,
+                Err(ServiceError::Rejected(r)) => {
+                    s.refuse("move", &from, &r);
+                    return Ok(());
+                }
                 Err(e) => return Err(e),
             }
         }
     }
-    death_and_erasure(service, first, year, s, &manager).await
+    Ok(())
 }
 
 async fn death_and_erasure(
@@ -551,7 +681,15 @@ async fn death_and_erasure(
                 Err(ServiceError::Vault(crate::personal::VaultError::Erased { .. })) => {
                     return Ok(());
                 }
-                Err(_) => continue,
+                // The serial lives in another of the partition's communes. Any other
+                // failure to read stops the demo: skipping the household would choose
+                // another one for the step, and a rerun could choose differently.
+                Err(ServiceError::Rejected(Rejection::HouseholdNotRegistered { household }))
+                    if household == h.as_str() =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             let Some(deceased) = data.members.iter().find(|m| m.citizen_id.is_some()) else {
                 continue;
@@ -563,14 +701,17 @@ async fn death_and_erasure(
                 correlation_id: "demo:registry",
                 fingerprint: None,
             };
-            service
+            let died = service
                 .record_death(
                     &req,
                     &h,
                     deceased.citizen_id.as_deref().expect("chosen with an id"),
                     d(year, 12, 12),
                 )
-                .await?;
+                .await;
+            if accepted(s, "death", &h, died)?.is_none() {
+                return Ok(());
+            }
             s.deaths += 1;
             let key = format!("demo:{year}:erase:{h}");
             let req = Request {
@@ -580,7 +721,7 @@ async fn death_and_erasure(
                 fingerprint: None,
             };
             let now_ms = chrono::Utc::now().timestamp_millis();
-            match service
+            let erased = service
                 .erase_personal_data(
                     &req,
                     &h,
@@ -588,10 +729,9 @@ async fn death_and_erasure(
                     "request under Decree 13/2023",
                     now_ms,
                 )
-                .await
-            {
-                Ok(_) | Err(ServiceError::Rejected(_)) => s.erasures += 1,
-                Err(e) => return Err(e),
+                .await;
+            if accepted(s, "erase", &h, erased)?.is_some() {
+                s.erasures += 1;
             }
             return Ok(());
         }
@@ -657,4 +797,123 @@ pub async fn export_and_verify_bundle(
     export::export(&auditor, &request).await?.write(&dir)?;
     let verified = bundle::verify(&BundleFiles::read(&dir)?, &[])?;
     Ok((household, dir, verified))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::AppendError;
+
+    fn household(id: &str) -> HouseholdId {
+        HouseholdId::parse(id).expect("a household id")
+    }
+
+    #[test]
+    fn a_refused_step_is_recorded_by_name_and_fails_the_year() {
+        let h = household("0100014-000001");
+        let mut s = DemoSummary::default();
+        let accepted_step = accepted(&mut s, "register", &h, Ok::<_, ServiceError>(7));
+        assert_eq!(accepted_step.unwrap(), Some(7));
+        assert!(
+            s.refusals_report().is_none(),
+            "every step accepted: a good year"
+        );
+
+        let overpaid = Rejection::Overpayment {
+            owed: Decimal::from(100),
+            offered: Decimal::from(250),
+        };
+        let words = overpaid.to_string();
+        let refused = accepted::<()>(
+            &mut s,
+            "repay-05",
+            &h,
+            Err(ServiceError::Rejected(overpaid)),
+        );
+        assert_eq!(
+            refused.unwrap(),
+            None,
+            "a refusal ends the step, not the demo"
+        );
+        assert_eq!(
+            s.refused,
+            [Refusal {
+                step: "repay-05".into(),
+                household: "0100014-000001".into(),
+                kind: "Overpayment".into(),
+                reason: words.clone(),
+            }]
+        );
+
+        // Households' years merge into the year's tally, refusals with them.
+        let mut tally = Tally::default();
+        tally.merge(s);
+        let report = tally
+            .s
+            .refusals_report()
+            .expect("a refused step fails the year");
+        assert!(report.starts_with("REFUSED: "), "{report}");
+        assert!(report.contains("Overpayment (1)"), "{report}");
+        assert!(
+            report.contains(&format!("repay-05 of household 0100014-000001: {words}")),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn an_error_that_is_not_a_refusal_stops_the_demo() {
+        let mut s = DemoSummary::default();
+        let h = household("0100014-000001");
+        let outcome = accepted::<()>(
+            &mut s,
+            "review",
+            &h,
+            Err(ServiceError::Append(AppendError::Nats("gone".into()))),
+        );
+        assert!(matches!(outcome, Err(ServiceError::Append(_))));
+        assert!(s.refused.is_empty());
+    }
+
+    #[test]
+    fn a_long_list_of_refusals_is_named_up_to_its_bound_and_counted_whole() {
+        let mut s = DemoSummary::default();
+        for n in 1..=REFUSALS_NAMED_MAX as u32 + 5 {
+            let h = household(&format!("0100014-{n:06}"));
+            s.refuse("disburse", &h, &Rejection::ZeroAmount);
+        }
+        let report = s.refusals_report().unwrap();
+        assert!(report.contains("ZeroAmount (25)"), "{report}");
+        assert_eq!(report.matches("disburse of household").count(), 20);
+        assert!(report.ends_with("... and 5 more"), "{report}");
+    }
+
+    #[test]
+    fn the_move_search_passes_over_only_the_moving_households_own_expected_refusals() {
+        let from = household("0100014-000003");
+        let to = "7900007-900003".to_string();
+        let not_here = Rejection::HouseholdNotRegistered {
+            household: from.to_string(),
+        };
+        let owes = Rejection::OpenLoans {
+            household: from.to_string(),
+            loan: 12,
+        };
+        assert!(move_refusal_expected(&not_here, &from));
+        assert!(move_refusal_expected(&owes, &from));
+        // Refusals of the arrival, or of another household, are not the search's.
+        for unexpected in [
+            Rejection::HouseholdExists {
+                household: to.clone(),
+            },
+            Rejection::HouseholdNotRegistered {
+                household: to.clone(),
+            },
+            Rejection::CitizenAlreadyRegistered { household: to },
+            Rejection::UnsupportedCommand {
+                what: "household already moved to 7900007-900009".into(),
+            },
+        ] {
+            assert!(!move_refusal_expected(&unexpected, &from), "{unexpected:?}");
+        }
+    }
 }

@@ -103,6 +103,35 @@ pub struct PaymentsSummary {
     pub posts_sent: u64,
     /// Posts without an answer, or answered "error".
     pub transport_errors: u64,
+    /// The first refused posts, by gateway, with the ledger's words (all are counted in
+    /// `refused_posts`).
+    pub refused_post_reasons: Vec<String>,
+}
+
+impl PaymentsSummary {
+    /// What makes the year a failure, to print: None when the ledger refused no
+    /// gateway post. The simulated gateways post only results of instructions they
+    /// fetched, signed with their own keys, so a refused post is a fault of the demo or
+    /// of the ledger (and leaves its payment waiting), never part of the show.
+    pub fn refusals_report(&self) -> Option<String> {
+        if self.refused_posts == 0 {
+            return None;
+        }
+        let mut report = format!(
+            "REFUSED: the ledger refused {} gateway posts",
+            self.refused_posts
+        );
+        for r in &self.refused_post_reasons {
+            report.push_str(&format!("\n  {r}"));
+        }
+        let unnamed = self
+            .refused_posts
+            .saturating_sub(self.refused_post_reasons.len() as u64);
+        if unnamed > 0 {
+            report.push_str(&format!("\n  ... and {unnamed} more"));
+        }
+        Some(report)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +148,8 @@ pub enum DemoPaymentsError {
     Sim(#[from] SimError),
     #[error("reading the registry: {0}")]
     Registry(String),
+    #[error("the demo's gateway server failed: {0}")]
+    ServerStopped(String),
     /// The ledger refused a step the demo expected to pass: the demo stops and says so,
     /// rather than print a year with a month missing.
     #[error("the ledger refused the demo step {step}: {reason}")]
@@ -187,9 +218,10 @@ fn d(y: i32, m: u32, day: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, day).expect("valid demo date")
 }
 
-/// Submits one step. A rerun of the demo finds its steps done (answered as duplicates,
-/// or NothingToRecord for a run with nothing left): `None`. Any other refusal stops the
-/// demo, naming the step (its idempotency key).
+/// Submits one step. A payment run with nothing to pay (a province with no
+/// beneficiary, as with fewer households than `BENEFICIARY_EVERY`) records nothing:
+/// `None`. Any other refusal stops the demo, naming the step (its idempotency key); a
+/// rerun's steps are answered with their first receipts, never refused.
 async fn officer(
     service: &Service,
     partition: &Partition,
@@ -204,9 +236,10 @@ async fn officer(
         correlation_id: "demo:payments",
         fingerprint: None,
     };
+    let run = matches!(kind, CommandKind::Run { .. });
     match service.payment(&req, partition, kind, on).await {
         Ok(r) => Ok(Some(r)),
-        Err(ServiceError::Rejected(crate::domain::Rejection::NothingToRecord)) => Ok(None),
+        Err(ServiceError::Rejected(crate::domain::Rejection::NothingToRecord)) if run => Ok(None),
         Err(ServiceError::Rejected(reason)) => {
             Err(DemoPaymentsError::Refused { step: key, reason })
         }
@@ -265,6 +298,7 @@ pub async fn run(
     .await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(bound.run(async move {
+        // A sender dropped without sending stops the server too: the demo is over.
         let _ = stopped.await;
     }));
     let bank = GatewayClient::connect(nats_url, BANK, "gw-vcb", &password("gw-vcb")).await?;
@@ -333,9 +367,10 @@ pub async fn run(
             })
             .await?;
         for (partition, ids) in again {
-            let Ok(partition) = Partition::new(&partition) else {
-                continue;
-            };
+            // The books are the demo's own partitions: a name that is not one is a
+            // fault, and skipping it would drop its reissues unseen.
+            let partition = Partition::new(&partition)
+                .map_err(|e| ServiceError::from(crate::log::AppendError::from(e)))?;
             for id in ids {
                 let key = format!("demo:{year}:reissue:{partition}:{id}");
                 let kind = CommandKind::Reissue {
@@ -356,10 +391,13 @@ pub async fn run(
         let cash = sim::run(&post_office, &sim_config(POST_OFFICE, behaviour, seed(3))).await?;
         count_sim(&mut s, &cash);
     }
+    // Fails only when the server has already ended, which the join below reports.
     let _ = stop.send(());
-    if let Err(e) = serving.await {
-        tracing::error!("the demo's gateway server failed: {e}");
-    }
+    // A server that panicked may have left posts unanswered: the year's figures would
+    // be short, so the demo fails rather than print them.
+    serving
+        .await
+        .map_err(|e| DemoPaymentsError::ServerStopped(e.to_string()))?;
     // The totals, from the book (what the ledger recorded, not what the gateways sent).
     sink.with_books(|books| {
         for book in books.values() {
@@ -401,6 +439,13 @@ fn count_sim(s: &mut PaymentsSummary, sim: &SimSummary) {
     s.duplicate_posts_answered += status(server::STATUS_DUPLICATE);
     s.refused_posts += status(server::STATUS_REFUSED);
     s.transport_errors += sim.transport_errors + status(server::STATUS_ERROR);
+    let room = sim::REFUSALS_KEPT_MAX.saturating_sub(s.refused_post_reasons.len());
+    s.refused_post_reasons.extend(
+        sim.refusals
+            .iter()
+            .take(room)
+            .map(|r| format!("gateway {}, {r}", sim.gateway_id)),
+    );
 }
 
 /// The month's failed or returned instructions that are their entitlement's latest
@@ -499,3 +544,44 @@ async fn grant(
 
 /// Months of monthly payment runs the demo plays: a whole year.
 pub const MONTHS_IN_YEAR: u32 = 12;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_gateway_post_fails_the_year_and_is_named() {
+        let mut s = PaymentsSummary::default();
+        let accepted = SimSummary {
+            gateway_id: BANK.into(),
+            posts: 3,
+            by_status: [(server::STATUS_ACCEPTED.to_string(), 3)].into(),
+            ..Default::default()
+        };
+        count_sim(&mut s, &accepted);
+        assert_eq!(
+            s.refusals_report(),
+            None,
+            "every post accepted: a good year"
+        );
+
+        let refused = SimSummary {
+            gateway_id: POST_OFFICE.into(),
+            posts: 2,
+            by_status: [(server::STATUS_REFUSED.to_string(), 2)].into(),
+            refusals: vec!["instruction 01-7: signed by an unknown key (bad_signature)".into()],
+            ..Default::default()
+        };
+        count_sim(&mut s, &refused);
+        let report = s.refusals_report().expect("a refused post fails the year");
+        assert!(
+            report.starts_with("REFUSED: the ledger refused 2 gateway posts"),
+            "{report}"
+        );
+        assert!(
+            report.contains("gateway vnpost, instruction 01-7: signed by an unknown key"),
+            "{report}"
+        );
+        assert!(report.ends_with("... and 1 more"), "{report}");
+    }
+}

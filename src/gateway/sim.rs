@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::client::{GatewayClient, GatewayClientError};
-use super::server::{FETCH_INSTRUCTIONS_MAX, KIND_LEDGER_UNAVAILABLE};
+use super::server::{FETCH_INSTRUCTIONS_MAX, KIND_LEDGER_UNAVAILABLE, STATUS_REFUSED};
 use super::sign::sign_post;
 use crate::checkpoint::sign::KeyPair;
 use crate::proto::{GatewayPost, PaymentInstruction, SignedGatewayPost};
@@ -32,6 +32,9 @@ pub const LATENCY_MS_MAX: u64 = 60_000;
 /// gateway comes back later.
 pub const FETCH_UNAVAILABLE_ATTEMPTS_MAX: u32 = 30;
 pub const FETCH_UNAVAILABLE_BACKOFF: Duration = Duration::from_secs(1);
+/// Refused posts whose words a run keeps (all are counted in `by_status`): enough to
+/// name the fault, bounded when every post is refused.
+pub const REFUSALS_KEPT_MAX: usize = 20;
 /// Why simulated payments fail, and why they come back.
 const FAILURE_REASONS: [&str; 3] = [
     "beneficiary account closed",
@@ -108,6 +111,9 @@ pub struct SimSummary {
     pub by_status: BTreeMap<String, u64>,
     /// Posts that got no reply (timed out or transport failure).
     pub transport_errors: u64,
+    /// The first refused posts (`REFUSALS_KEPT_MAX`): the instruction and the ledger's
+    /// words, so that a run reporting refusals can say which and why.
+    pub refusals: Vec<String>,
 }
 
 impl SimSummary {
@@ -291,10 +297,11 @@ pub async fn run(client: &GatewayClient, config: &SimConfig) -> Result<SimSummar
             if config.latency_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(config.latency_ms)).await;
             }
-            send(client, &signed, &mut summary).await;
+            let id = &instruction.instruction_id;
+            send(client, id, &signed, &mut summary).await;
             if duplicate {
                 summary.duplicates_sent += 1;
-                send(client, &signed, &mut summary).await;
+                send(client, id, &signed, &mut summary).await;
             }
         }
     }
@@ -336,10 +343,23 @@ fn resign(config: &SimConfig, post: &GatewayPost) -> SignedGatewayPost {
     sign_post(&config.key, &fresh)
 }
 
-async fn send(client: &GatewayClient, signed: &SignedGatewayPost, summary: &mut SimSummary) {
+async fn send(
+    client: &GatewayClient,
+    instruction: &str,
+    signed: &SignedGatewayPost,
+    summary: &mut SimSummary,
+) {
     summary.posts += 1;
     match client.post(signed).await {
-        Ok(reply) => *summary.by_status.entry(reply.status).or_default() += 1,
+        Ok(reply) => {
+            if reply.status == STATUS_REFUSED && summary.refusals.len() < REFUSALS_KEPT_MAX {
+                summary.refusals.push(format!(
+                    "instruction {instruction}: {} ({})",
+                    reply.message, reply.error_kind
+                ));
+            }
+            *summary.by_status.entry(reply.status).or_default() += 1
+        }
         Err(e) => {
             tracing::warn!("posting a result: {e}");
             summary.transport_errors += 1;
