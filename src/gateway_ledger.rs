@@ -379,7 +379,7 @@ impl LedgerSink {
             .map_err(|e| SinkError::Unavailable(e.to_string()))?;
         Ok(lines
             .iter()
-            .map(|(partition, line)| instruction_of(partition, gateway, line))
+            .map(|(partition, line)| instruction_of(partition, line))
             .collect())
     }
 
@@ -466,20 +466,11 @@ fn refusal_in(receipt: &Receipt, event: &proto::PaymentRecorded) -> Option<PostR
     }
 }
 
-/// The instruction as a gateway sees it.
-///
-/// Its `gateway_id` is the one whose key prefix (`gpend/<gateway>\0`) the line was read
-/// under: `GatewayPendingView` stores no gateway of its own. So the transports' check
-/// that a fetched instruction is the requesting gateway's (`gateway::server`, the HTTP
-/// route) guards against a sink that hands out another gateway's lines, not against a
-/// line filed under the wrong gateway's prefix. A check against the instruction's own
-/// gateway needs that gateway stored in the view, a change of the projections' format
-/// (`PROJECTION_FORMAT`); until then the prefix is the only record of it.
-fn instruction_of(
-    partition: &str,
-    gateway: &str,
-    line: &crate::views::GatewayPendingView,
-) -> PaymentInstruction {
+/// The instruction as a gateway sees it. Its `gateway_id` is the one it was issued to,
+/// stored with the line, not the key prefix it was found under: the transports' check
+/// that a fetched instruction is the requesting gateway's then also catches a line filed
+/// under the wrong gateway's prefix.
+fn instruction_of(partition: &str, line: &crate::views::GatewayPendingView) -> PaymentInstruction {
     let channel = match line.channel {
         ChannelKind::BankAccount => "bank",
         ChannelKind::MobileMoney => "mobile_money",
@@ -493,7 +484,7 @@ fn instruction_of(
         channel: channel.to_string(),
         period: line.instruction.month.to_string(),
         commune: line.commune.clone(),
-        gateway_id: gateway.to_string(),
+        gateway_id: line.gateway.clone(),
     }
 }
 

@@ -70,7 +70,8 @@ const VIEWS: u8 = 2;
 /// 15: a partition's trial balance takes the budget side's postings too (`tb/`).
 /// 16: the messages a partition holds are a counted, hashed run (`held/`), not a list.
 /// 17: a commune's month keeps what its events changed of the balances (`cmonth/`), not
-/// the balances after its last recorded event.
+/// the balances after its last recorded event; a gateway's pending line names the gateway
+/// it was issued to (`gpend/`).
 pub(crate) const PROJECTION_FORMAT: &[u8] = &[17];
 /// Trail lines of one subject from one batch stored together (a run). A page of a trail
 /// reads at most this many lines more than it shows, and a run stays near 10 KB.

@@ -385,6 +385,9 @@ pub struct GatewayPendingView {
     pub amount: Decimal,
     pub channel: ChannelKind,
     pub commune: String,
+    /// The gateway the instruction is routed to, as issued: what the transports compare
+    /// with the gateway that fetches it, whatever key the line was found under.
+    pub gateway: String,
 }
 
 /// The instruction a gateway's transaction id (with an outcome) was first accepted for:
@@ -773,6 +776,7 @@ fn apply_payment<V: Views>(v: &V, partition: &str, body: &PaymentBody) -> Result
                     amount: instruction.amount,
                     channel: instruction.channel.kind(),
                     commune: instruction.budget.commune.to_string(),
+                    gateway: instruction.channel.gateway().to_string(),
                 },
             )
         }
@@ -1342,7 +1346,7 @@ mod layout_tests {
         let digest = blake3::hash(layouts.as_bytes()).to_hex();
         assert_eq!(
             (crate::projection::PROJECTION_FORMAT, &digest[..16]),
-            (&[17u8][..], "046f98cbac596a0c"),
+            (&[17u8][..], "cd06b7759ea36915"),
             "{layouts}"
         );
     }
