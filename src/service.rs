@@ -836,19 +836,20 @@ impl Service {
         // The households it was before a move: their data went into this one's, under
         // the same pooled key, except data sealed before keys were pooled, which has a
         // key of its own per household id and would stay readable there.
-        let mut before = self
-            .projector
-            .household(household.as_str())
-            .map_err(|e| AppendError::Nats(e.to_string()))?
-            .and_then(|v| v.moved_from);
-        for _ in 0..MOVES_FOLLOWED_MAX {
-            let Some(id) = before.take() else { break };
-            self.vault.erase(&id, now_unix_ms).await?;
-            before = self
+        let moved_from = |id: &str| -> Result<Option<String>, ServiceError> {
+            Ok(self
                 .projector
-                .household(&id)
+                .household(id)
                 .map_err(|e| AppendError::Nats(e.to_string()))?
-                .and_then(|v| v.moved_from);
+                .and_then(|v| v.moved_from))
+        };
+        let mut at = household.to_string();
+        for _ in 0..MOVES_FOLLOWED_MAX {
+            let Some(before) = moved_from(&at)? else {
+                break;
+            };
+            self.vault.erase(&before, now_unix_ms).await?;
+            at = before;
         }
         recorded
     }

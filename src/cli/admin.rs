@@ -201,9 +201,14 @@ pub async fn exclude_message(
     }
     // Each message of the subject in the run once (a frame's events share it), hashed as
     // every reader hashes what it holds: in constant memory, however many there are.
-    let mut hashes = RunHashes::default();
+    let mut hashes = ansinh::log::follow::Run::default();
+    let mut first_hash = None;
     ansinh::log::reader::read_range(stream, &subject, first, through, |event| {
-        hashes.take(event.stream_sequence, &event.message);
+        if hashes.count == 0 || event.stream_sequence != hashes.last_stream_sequence {
+            let hash = ansinh::chain::message_hash(&event.message);
+            first_hash.get_or_insert(hash);
+            hashes.take(event.stream_sequence, &hash);
+        }
         Ok::<(), std::convert::Infallible>(())
     })
     .await
@@ -211,15 +216,15 @@ pub async fn exclude_message(
         ansinh::log::reader::ReadError::Nats(m) => m,
         ansinh::log::reader::ReadError::Visit(never) => match never {},
     })?;
-    let Some(first_hash) = hashes.first_hash else {
+    let Some(first_hash) = first_hash else {
         return Err(
             format!("no message of partition {partition} at stream sequence {first}").into(),
         );
     };
-    if hashes.last != through {
+    if hashes.last_stream_sequence != through {
         return Err(format!(
             "the message at stream sequence {through} is not on partition {partition}'s subject; its last message in the run is at {}",
-            hashes.last
+            hashes.last_stream_sequence
         )
         .into());
     }
@@ -277,36 +282,4 @@ pub async fn exclude_message(
         receipt.sequence, receipt.hash
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// The messages of a run, as `log::follow::Holding` counts and hashes them.
-struct RunHashes {
-    first_hash: Option<ansinh::chain::Digest>,
-    last: u64,
-    count: u64,
-    run_hash: ansinh::chain::Digest,
-}
-
-impl Default for RunHashes {
-    fn default() -> Self {
-        Self {
-            first_hash: None,
-            last: 0,
-            count: 0,
-            run_hash: ansinh::chain::Digest([0; 32]),
-        }
-    }
-}
-
-impl RunHashes {
-    fn take(&mut self, stream_sequence: u64, message: &[u8]) {
-        if self.count > 0 && stream_sequence == self.last {
-            return;
-        }
-        let hash = ansinh::chain::message_hash(message);
-        self.first_hash.get_or_insert(hash);
-        self.run_hash = ansinh::chain::run_hash_next(&self.run_hash, stream_sequence, &hash);
-        self.last = stream_sequence;
-        self.count += 1;
-    }
 }

@@ -29,26 +29,42 @@ pub struct Held {
     pub cause: ChainBreak,
 }
 
-/// Every message held since the partition's last good event.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Holding {
-    /// The oldest ones, at most `HELD_LISTED_MAX`.
-    listed: Vec<Held>,
-    /// How many, the last one's stream sequence and `run_hash_next` over all of them.
-    count: u64,
-    last_stream_sequence: u64,
-    run_hash: Digest,
+/// A run of messages as an exclusion names it: how many, the last one's stream
+/// sequence and `run_hash_next` over all of them. Readers keep one for what they hold;
+/// the operator's command makes one of the messages it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    pub count: u64,
+    pub last_stream_sequence: u64,
+    pub run_hash: Digest,
 }
 
-impl Default for Holding {
+impl Default for Run {
     fn default() -> Self {
         Self {
-            listed: Vec::new(),
             count: 0,
             last_stream_sequence: 0,
             run_hash: Digest([0; 32]),
         }
     }
+}
+
+impl Run {
+    /// The run with the message at `stream_sequence`, of hash `message_hash`, after it.
+    pub fn take(&mut self, stream_sequence: u64, message_hash: &Digest) {
+        self.run_hash = run_hash_next(&self.run_hash, stream_sequence, message_hash);
+        self.last_stream_sequence = stream_sequence;
+        self.count += 1;
+    }
+}
+
+/// Every message held since the partition's last good event.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Holding {
+    /// The oldest ones, at most `HELD_LISTED_MAX`.
+    listed: Vec<Held>,
+    /// All of them.
+    run: Run,
 }
 
 /// What an exclusion passed over: the run's first message (why it broke the chain), its
@@ -73,9 +89,11 @@ impl Holding {
         let complete = listed.len() as u64 == count;
         let holding = Self {
             listed,
-            count,
-            last_stream_sequence,
-            run_hash,
+            run: Run {
+                count,
+                last_stream_sequence,
+                run_hash,
+            },
         };
         let sound = holding.listed.len() <= HELD_LISTED_MAX
             && holding.listed.len() as u64 <= count
@@ -95,7 +113,7 @@ impl Holding {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.run.count == 0
     }
 
     /// The oldest held message: where a reader stops while nothing excludes it.
@@ -109,21 +127,19 @@ impl Holding {
     }
 
     pub fn count(&self) -> u64 {
-        self.count
+        self.run.count
     }
 
     pub fn last_stream_sequence(&self) -> u64 {
-        self.last_stream_sequence
+        self.run.last_stream_sequence
     }
 
     pub fn run_hash(&self) -> Digest {
-        self.run_hash
+        self.run.run_hash
     }
 
     fn hold(&mut self, held: Held) {
-        self.run_hash = run_hash_next(&self.run_hash, held.stream_sequence, &held.message_hash);
-        self.last_stream_sequence = held.stream_sequence;
-        self.count += 1;
+        self.run.take(held.stream_sequence, &held.message_hash);
         if self.listed.len() < HELD_LISTED_MAX {
             self.listed.push(held);
         }
@@ -139,12 +155,12 @@ impl Holding {
         let names_first = x.stream_sequence == first.stream_sequence
             && x.message_hash[..] == first.message_hash.0[..];
         if x.message_count == 0 {
-            return names_first && self.count as usize <= HELD_LISTED_MAX;
+            return names_first && self.run.count as usize <= HELD_LISTED_MAX;
         }
         names_first
-            && x.message_count == self.count
-            && x.through_stream_sequence == self.last_stream_sequence
-            && x.run_hash[..] == self.run_hash.0[..]
+            && x.message_count == self.run.count
+            && x.through_stream_sequence == self.run.last_stream_sequence
+            && x.run_hash[..] == self.run.run_hash.0[..]
     }
 
     /// Takes out what `x`, which `admits` let in, excludes.
@@ -166,8 +182,8 @@ impl Holding {
                 .into_iter()
                 .next()
                 .expect("admitted: something held"),
-            through_stream_sequence: all.last_stream_sequence,
-            count: all.count,
+            through_stream_sequence: all.run.last_stream_sequence,
+            count: all.run.count,
         }
     }
 }
