@@ -6,7 +6,7 @@
 //! subjects.
 
 mod common_gateway;
-use common_gateway::{Net, key, registry, shared_registry, start_net};
+use common_gateway::{Net, Serving, key, registry, shared_registry, start_net};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -121,35 +121,6 @@ impl PostSink for Recorder {
         // server's own filter is what keeps them apart.
         let instructions = s.waiting.iter().take(max as usize + 2).cloned().collect();
         std::future::ready(Ok(InstructionList { instructions }))
-    }
-}
-
-/// `serve` running in the background until `stop` is called.
-struct Serving {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Serving {
-    async fn start(net: &Net, sink: Arc<Recorder>) -> Self {
-        let bound = server::bind(
-            net.server_connection().await,
-            gateway::DEFAULT_SUBJECT_PREFIX,
-            shared_registry(),
-            sink,
-        )
-        .await
-        .expect("bind");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(bound.run(async move {
-            let _ = stopped.await;
-        }));
-        Self { stop, task }
-    }
-
-    async fn stop(self) {
-        self.stop.send(()).unwrap();
-        self.task.await.expect("serve ends cleanly");
     }
 }
 
@@ -990,18 +961,7 @@ async fn the_simulator_signs_a_result_offered_again_with_a_fresh_time() {
     let net = start_net();
     let sink = Arc::new(WindowedSink::default());
     sink.state.lock().unwrap().waiting = vec![instruction("vcb", 1)];
-    let bound = server::bind(
-        net.server_connection().await,
-        gateway::DEFAULT_SUBJECT_PREFIX,
-        shared_registry(),
-        sink.clone(),
-    )
-    .await
-    .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(bound.run(async move {
-        let _ = stopped.await;
-    }));
+    let serving = Serving::start(&net, sink.clone()).await;
     let vcb = net.gateway("vcb").await;
     let config = SimConfig {
         failure_rate: 0.0,
@@ -1014,8 +974,7 @@ async fn the_simulator_signs_a_result_offered_again_with_a_fresh_time() {
         ..SimConfig::new(key(1), 5)
     };
     let summary = sim::run(&vcb, &config).await.unwrap();
-    stop.send(()).unwrap();
-    serving.await.unwrap();
+    serving.stop().await;
 
     assert_eq!(summary.reoffered, 1, "{summary:?}");
     assert_eq!(
@@ -1087,18 +1046,7 @@ async fn the_simulator_comes_back_when_the_ledger_is_unavailable() {
         first: true.into(),
         recorder: recorder.clone(),
     });
-    let bound = server::bind(
-        net.server_connection().await,
-        gateway::DEFAULT_SUBJECT_PREFIX,
-        shared_registry(),
-        sink,
-    )
-    .await
-    .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(bound.run(async move {
-        let _ = stopped.await;
-    }));
+    let serving = Serving::start(&net, sink).await;
     let vcb = net.gateway("vcb").await;
     let config = SimConfig {
         latency_ms: 0,
@@ -1107,8 +1055,7 @@ async fn the_simulator_comes_back_when_the_ledger_is_unavailable() {
         ..SimConfig::new(key(1), 9)
     };
     let summary = sim::run(&vcb, &config).await.unwrap();
-    stop.send(()).unwrap();
-    serving.await.unwrap();
+    serving.stop().await;
     assert_eq!(summary.instructions, 1, "{}", summary.line());
     assert_eq!(summary.by_status["accepted"], 1);
     assert_eq!(recorder.calls().len(), 1);

@@ -9,7 +9,7 @@
 //! replay does; beside other tests' projections it would stall them too.
 
 mod common_gateway;
-use common_gateway::{Net, key, shared_registry, start_net};
+use common_gateway::{Net, Serving, key, start_net};
 
 mod common;
 
@@ -25,8 +25,8 @@ use ansinh::domain::payments::ids::{
 };
 use ansinh::domain::payments::month::Month;
 use ansinh::gateway::client::{GatewayClient, GatewayClientError};
-use ansinh::gateway::server::{self, STATUS_ACCEPTED, STATUS_ERROR};
-use ansinh::gateway::{self, sign};
+use ansinh::gateway::server::{STATUS_ACCEPTED, STATUS_ERROR};
+use ansinh::gateway::sign;
 use ansinh::gateway_ledger::{LedgerSink, system_clock};
 use ansinh::log::{LedgerStore, LogConfig};
 use ansinh::projection::Projector;
@@ -170,18 +170,7 @@ async fn a_process_whose_projections_are_behind_answers_gateways_ledger_unavaila
     issue_instructions(&first).await;
     let second = service_on(&net, &config, &second_dir).await;
     let sink = Arc::new(LedgerSink::new(second, system_clock()));
-    let bound = server::bind(
-        net.server_connection().await,
-        gateway::DEFAULT_SUBJECT_PREFIX,
-        shared_registry(),
-        sink,
-    )
-    .await
-    .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(bound.run(async move {
-        let _ = stopped.await;
-    }));
+    let serving = Serving::start(&net, sink).await;
     let vcb = net.gateway("vcb").await;
     let instruction = |n: u32| PaymentInstruction {
         instruction_id: format!("01/pay:{n}:2026-10:1"),
@@ -251,6 +240,5 @@ async fn a_process_whose_projections_are_behind_answers_gateways_ledger_unavaila
     drop(held);
     assert!(fetch_when_ready(&vcb).await.instructions.is_empty());
 
-    stop.send(()).unwrap();
-    serving.await.unwrap();
+    serving.stop().await;
 }

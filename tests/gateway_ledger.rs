@@ -7,7 +7,7 @@
 //! HTTP: the axum API with its gateway routes, on the shared test server.
 
 mod common_gateway;
-use common_gateway::{Signed, key, registry, shared_registry, sign_request, start_net};
+use common_gateway::{Serving, Signed, key, registry, shared_registry, sign_request, start_net};
 
 mod common;
 
@@ -24,7 +24,7 @@ use ansinh::domain::payments::ids::{
 };
 use ansinh::domain::payments::month::Month;
 use ansinh::gateway::server::{self, STATUS_ACCEPTED, STATUS_DUPLICATE, STATUS_REFUSED};
-use ansinh::gateway::{self, sign};
+use ansinh::gateway::sign;
 use ansinh::gateway_ledger::{LedgerSink, system_clock};
 use ansinh::http::{self, Api, GatewayEdge, Schemas, StaffDirectory};
 use ansinh::log::{LedgerStore, LogConfig};
@@ -232,18 +232,7 @@ async fn over_nats_gateways_fetch_their_own_instructions_and_their_signed_result
     let service = service_on(ledger_client.clone(), &config, dir.path()).await;
     issue_instructions(&service).await;
     let sink = Arc::new(LedgerSink::new(service.clone(), system_clock()));
-    let bound = server::bind(
-        net.server_connection().await,
-        gateway::DEFAULT_SUBJECT_PREFIX,
-        shared_registry(),
-        sink,
-    )
-    .await
-    .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(bound.run(async move {
-        let _ = stopped.await;
-    }));
+    let serving = Serving::start(&net, sink).await;
 
     let vcb = net.gateway("vcb").await;
     let momo = net.gateway("momo").await;
@@ -384,8 +373,7 @@ async fn over_nats_gateways_fetch_their_own_instructions_and_their_signed_result
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].instruction_id, "01/pay:3:2026-10:1");
 
-    stop.send(()).unwrap();
-    serving.await.unwrap();
+    serving.stop().await;
 }
 
 /// A gateway's pending list is read from the projections (O(the list), and a restarted

@@ -94,6 +94,36 @@ impl Net {
     }
 }
 
+/// A gateway server bound for `sink` on the net's ledger connection, serving in the
+/// background until `stop` is called.
+pub struct Serving {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Serving {
+    pub async fn start<S: gateway::server::PostSink>(net: &Net, sink: Arc<S>) -> Self {
+        let bound = gateway::server::bind(
+            net.server_connection().await,
+            gateway::DEFAULT_SUBJECT_PREFIX,
+            shared_registry(),
+            sink,
+        )
+        .await
+        .expect("bind");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(bound.run(async move {
+            let _ = stopped.await;
+        }));
+        Self { stop, task }
+    }
+
+    pub async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.expect("serve ends cleanly");
+    }
+}
+
 pub fn key(n: u8) -> KeyPair {
     KeyPair::from_seed(&[n; 32])
 }
