@@ -814,3 +814,195 @@ fn an_approval_with_money_out_is_not_cancelled_until_the_tranche_is_reversed() {
         .when(cancel)
         .then_events(&[EventBody::ApprovalCancelled { loan: 1 }]);
 }
+
+/// A later tranche is repaid over the months from its own date, not as if it had been
+/// lent on the first tranche's date: a borrower who paid every instalment of the first
+/// 6,000,000 owes nothing overdue the day after a second 6,000,000 is paid out.
+#[test]
+fn a_later_tranche_is_scheduled_from_its_own_date() {
+    let start = history(&[
+        classify("2025-01-02", 1_200_000, POOR3, 2025),
+        approve("2025-01-05", "POOR_HOUSEHOLD", 12_000_000, 12),
+        disburse("2025-01-10", 1, 6_000_000),
+        disburse("2025-07-15", 1, 6_000_000),
+    ]);
+    // Nothing repaid: of the first tranche 6 of 12 instalments (02-10 .. 07-10) are due,
+    // 3,000,000; of the second none (its first falls on 08-15).
+    given(&start)
+        .when(loan_cmd("2025-07-16", CommandKind::MarkOverdue { loan: 1 }))
+        .then(|b, evs| {
+            assert!(matches!(
+                &evs[1].body,
+                EventBody::MovedToOverdue { scheduled_due, amount, .. }
+                    if *scheduled_due == dec!(3000000) && *amount == dec!(3000000)
+            ));
+            // The schedule the console shows: the first tranche's 12 dates and the
+            // second's 6 (08-15 .. 12-15, then the due date), summing to all that was lent.
+            let schedule = b.loans[&1].schedule().unwrap();
+            assert_eq!(schedule.len(), 12 + 5);
+            assert_eq!(schedule.last().unwrap().2, dec!(12000000));
+            assert_eq!(
+                schedule.iter().map(|(_, due, _)| *due).sum::<Decimal>(),
+                dec!(12000000)
+            );
+            let on = |date: &str| {
+                schedule
+                    .iter()
+                    .find(|(d0, ..)| *d0 == d(date))
+                    .map(|(_, due, _)| *due)
+            };
+            assert_eq!(on("2025-07-10"), Some(dec!(500000)));
+            assert_eq!(on("2025-08-10"), Some(dec!(500000)));
+            assert_eq!(on("2025-08-15"), Some(dec!(1000000)));
+            assert_eq!(on("2026-01-10"), Some(dec!(1500000)));
+        });
+    // Each instalment of the first tranche paid on its date, with its interest: nothing
+    // moves to overdue the day after the second tranche.
+    let mut book = LoanBook::default();
+    for e in &history(&[
+        classify("2025-01-02", 1_200_000, POOR3, 2025),
+        approve("2025-01-05", "POOR_HOUSEHOLD", 12_000_000, 12),
+        disburse("2025-01-10", 1, 6_000_000),
+    ]) {
+        apply(&mut book, e);
+    }
+    let decided = |book: &mut LoanBook, c| {
+        let evs = decide(book, c).unwrap();
+        for e in &evs {
+            apply(book, e);
+        }
+        evs
+    };
+    for month in ["02", "03", "04", "05", "06", "07"] {
+        let date = format!("2025-{month}-10");
+        let (interest, overdue) =
+            ansinh::domain::loans::interest_owed_on(&book.loans[&1], d(&date)).unwrap();
+        decided(
+            &mut book,
+            repay(&date, 1, interest + overdue + dec!(500000)),
+        );
+    }
+    decided(&mut book, disburse("2025-07-15", 1, 6_000_000));
+    let evs = decided(
+        &mut book,
+        loan_cmd("2025-07-16", CommandKind::MarkOverdue { loan: 1 }),
+    );
+    assert!(
+        evs.iter()
+            .all(|e| !matches!(e.body, EventBody::MovedToOverdue { .. })),
+        "an up-to-date borrower is not overdue: {evs:?}"
+    );
+    assert_eq!(book.loans[&1].position.overdue_principal, dec!(0));
+}
+
+/// Money paid out on or after the loan's due date would be due, and overdue, the moment
+/// it leaves: such a tranche is refused.
+#[test]
+fn a_tranche_on_or_after_the_due_date_is_refused() {
+    let h = history(&[
+        classify("2025-01-02", 1_200_000, POOR3, 2025),
+        approve("2025-01-05", "POOR_HOUSEHOLD", 12_000_000, 3),
+        disburse("2025-01-10", 1, 6_000_000),
+    ]);
+    given(&h)
+        .when(disburse("2025-04-10", 1, 1_000_000))
+        .then_rejects(Rejection::TrancheNotBeforeDue {
+            due: d("2025-04-10"),
+        });
+    given(&h)
+        .when(disburse("2025-04-09", 1, 1_000_000))
+        .then(|b, _| assert_eq!(b.loans[&1].position.disbursed, dec!(7000000)));
+}
+
+/// A routine accrual (the overdue job finding nothing to move) does not take away the
+/// chance to correct a mistaken repayment: the reversal also undoes the interest posted
+/// since, and the next accrual prices those days again on the corrected balance.
+#[test]
+fn a_repayment_stays_reversible_across_accruals_that_followed_it() {
+    let base = poor_loan_history();
+    let paid = history_from(&base, &[repay("2025-02-10", 1, dec!(1068200))]);
+    let accrued = history_from(
+        &[base.clone(), paid.clone()].concat(),
+        &[loan_cmd("2025-02-20", CommandKind::MarkOverdue { loan: 1 })],
+    );
+    assert_eq!(accrued.len(), 1, "only an accrual: nothing was due unpaid");
+    let h = [base, paid.clone(), accrued.clone()].concat();
+    let repayment = paid[1].id;
+    given(&h)
+        .when(loan_cmd(
+            "2025-02-21",
+            CommandKind::Reverse {
+                loan: 1,
+                event: repayment,
+            },
+        ))
+        .then(|b, evs| {
+            let EventBody::Reversed { postings, .. } = &evs[0].body else {
+                panic!("{evs:?}")
+            };
+            // The repayment's postings and the accrual's, each reversed.
+            let mut undone = paid[1].postings().to_vec();
+            undone.extend_from_slice(accrued[0].postings());
+            let undone: Vec<Posting> = undone.iter().map(Posting::reversed).collect();
+            assert_eq!(postings, &undone);
+            let p = &b.loans[&1].position;
+            assert_eq!(p.principal, dec!(12000000));
+            assert_eq!(p.interest_receivable, dec!(68200));
+            assert_eq!(p.accrued_to, Some(d("2025-02-10")));
+            // The next accrual prices 02-10 .. 02-25 on the restored 12,000,000.
+            let next = decide(
+                b,
+                loan_cmd("2025-02-25", CommandKind::AccrueInterest { loan: 1 }),
+            )
+            .unwrap();
+            assert!(matches!(
+                next[0].body,
+                EventBody::InterestAccrued { days: 15, interest_posted, .. }
+                    if interest_posted == dec!(33000)
+            ));
+        });
+    // A later event that is not an accrual still ends the chance, as before.
+    let moved = history_from(
+        &h,
+        &[loan_cmd("2025-03-15", CommandKind::MarkOverdue { loan: 1 })],
+    );
+    assert!(matches!(moved[1].body, EventBody::MovedToOverdue { .. }));
+    given(&[h, moved.clone()].concat())
+        .when(loan_cmd(
+            "2025-03-16",
+            CommandKind::Reverse {
+                loan: 1,
+                event: repayment,
+            },
+        ))
+        .then_rejects(Rejection::NotLatestEvent {
+            event: repayment,
+            latest: Some(moved[1].id),
+        });
+}
+
+/// An extension is decided before the loan falls due; after that day the unpaid
+/// principal is overdue, and a new due date already past would make no sense.
+#[test]
+fn an_extension_after_the_due_date_is_refused() {
+    given(&poor_loan_history())
+        .when(loan_cmd(
+            "2026-01-11",
+            CommandKind::Extend {
+                loan: 1,
+                new_due: d("2026-06-10"),
+            },
+        ))
+        .then_rejects(Rejection::ExtensionAfterDue {
+            due: d("2026-01-10"),
+        });
+    given(&poor_loan_history())
+        .when(loan_cmd(
+            "2026-01-10",
+            CommandKind::Extend {
+                loan: 1,
+                new_due: d("2026-06-10"),
+            },
+        ))
+        .then(|b, _| assert_eq!(b.loans[&1].position.due, Some(d("2026-06-10"))));
+}

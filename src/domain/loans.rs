@@ -191,6 +191,17 @@ pub struct Loan {
     pub position: LoanPosition,
     pub last_event: EventId,
     pub reversible: Option<Reversible>,
+    /// The tranches paid out and not reversed, oldest first: each is repaid over the
+    /// months from its own date to the loan's due date (`scheduled_due_before`).
+    pub tranches: Vec<Tranche>,
+}
+
+/// One tranche of a loan: the event that paid it out, its date and amount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tranche {
+    pub event: EventId,
+    pub on: NaiveDate,
+    pub amount: Decimal,
 }
 
 /// The state `decide` reads and `apply` writes.
@@ -519,17 +530,33 @@ fn add_months(d: NaiveDate, m: u32) -> Result<NaiveDate, Rejection> {
         .ok_or(Rejection::ArithmeticOverflow)
 }
 
-/// Cumulative scheduled principal due strictly before `as_of`, under an
-/// equal-principal monthly schedule: instalments on start + 1..n months
-/// (the last one on the due date, which an extension may move). Cumulative
-/// amounts are rounded half-up so the last instalment absorbs rounding and
-/// the total is exactly the disbursed amount.
-pub fn scheduled_due_before(
-    disbursed: Decimal,
+/// Cumulative principal of one tranche due strictly before `as_of`, under an
+/// equal-principal monthly schedule: instalments on `start` + 1..n months (the last one
+/// on the due date, which an extension may move). Cumulative amounts are rounded
+/// half-up so the last instalment absorbs rounding and the total is exactly `amount`.
+fn tranche_due_before(
+    amount: Decimal,
     start: NaiveDate,
     due: NaiveDate,
     as_of: NaiveDate,
 ) -> Result<Decimal, Rejection> {
+    let mut n = 0usize;
+    let mut k = 0usize;
+    for d in instalment_dates(start, due)? {
+        n += 1;
+        if d < as_of {
+            k += 1;
+        }
+    }
+    if k >= n {
+        return Ok(amount);
+    }
+    let share = money::div(money::mul(amount, Decimal::from(k))?, Decimal::from(n))?;
+    Ok(round_dong(share))
+}
+
+/// A tranche's instalment dates: monthly from the month after `start`, the last on `due`.
+fn instalment_dates(start: NaiveDate, due: NaiveDate) -> Result<Vec<NaiveDate>, Rejection> {
     let mut dates = Vec::new();
     let mut i = 1;
     loop {
@@ -541,36 +568,44 @@ pub fn scheduled_due_before(
         i += 1;
     }
     dates.push(due);
-    let n = dates.len();
-    let k = dates.iter().filter(|d| **d < as_of).count();
-    if k >= n {
-        return Ok(disbursed);
-    }
-    let share = money::div(money::mul(disbursed, Decimal::from(k))?, Decimal::from(n))?;
-    Ok(round_dong(share))
+    Ok(dates)
 }
 
-/// The equal-principal schedule `scheduled_due_before` counts with: each instalment's
-/// date, the principal due on it and the cumulative principal due by then (the last
-/// instalment absorbs the rounding, so the cumulative ends at `disbursed`).
-pub fn schedule(
-    disbursed: Decimal,
-    start: NaiveDate,
-    due: NaiveDate,
-) -> Result<Vec<(NaiveDate, Decimal, Decimal)>, Rejection> {
-    let mut out = Vec::new();
-    let mut before = Decimal::ZERO;
-    let mut i = 1;
-    loop {
-        let d = add_months(start, i)?.min(due);
-        let day_after = d.succ_opt().ok_or(Rejection::ArithmeticOverflow)?;
-        let cumulative = scheduled_due_before(disbursed, start, due, day_after)?;
-        out.push((d, money::sub(cumulative, before)?, cumulative));
-        before = cumulative;
-        if d >= due {
-            return Ok(out);
+impl Loan {
+    /// Cumulative principal scheduled strictly before `as_of`: the sum of each tranche's
+    /// own schedule, from its date to the loan's due date. A tranche paid out in July is
+    /// not owed as if it had been lent with the first one in January.
+    pub fn scheduled_due_before(&self, as_of: NaiveDate) -> Result<Decimal, Rejection> {
+        let Some(due) = self.position.due else {
+            return Ok(Decimal::ZERO);
+        };
+        let mut total = Decimal::ZERO;
+        for t in &self.tranches {
+            total = money::add(total, tranche_due_before(t.amount, t.on, due, as_of)?)?;
         }
-        i += 1;
+        Ok(total)
+    }
+
+    /// The schedule `scheduled_due_before` counts with: each instalment date of any
+    /// tranche, the principal due on it and the cumulative principal due by then (it
+    /// ends at all that was paid out).
+    pub fn schedule(&self) -> Result<Vec<(NaiveDate, Decimal, Decimal)>, Rejection> {
+        let Some(due) = self.position.due else {
+            return Ok(Vec::new());
+        };
+        let mut dates = std::collections::BTreeSet::new();
+        for t in &self.tranches {
+            dates.extend(instalment_dates(t.on, due)?);
+        }
+        let mut out = Vec::with_capacity(dates.len());
+        let mut before = Decimal::ZERO;
+        for d in dates {
+            let day_after = d.succ_opt().ok_or(Rejection::ArithmeticOverflow)?;
+            let cumulative = self.scheduled_due_before(day_after)?;
+            out.push((d, money::sub(cumulative, before)?, cumulative));
+            before = cumulative;
+        }
+        Ok(out)
     }
 }
 
@@ -715,6 +750,10 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
                 (Some(s), Some(d)) => (s, d),
                 _ => (date, add_months(date, l.term_months)?),
             };
+            // Money paid out on or after the due date would be overdue as it leaves.
+            if date >= due {
+                return Err(Rejection::TrancheNotBeforeDue { due });
+            }
             let mut postings = Vec::new();
             pair(
                 Account::LoanReceivable,
@@ -795,11 +834,7 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
             require_status(loan, &[LoanStatus::Active])?;
             let l = accrue_first(&mut out, loan)?;
             let p = &l.position;
-            let (start, due) = p
-                .schedule_start
-                .zip(p.due)
-                .expect("an Active loan has a schedule");
-            let scheduled_due = scheduled_due_before(p.disbursed, start, due, date)?;
+            let scheduled_due = l.scheduled_due_before(date)?;
             let unpaid = (scheduled_due - p.principal_repaid).max(Decimal::ZERO);
             // Only what is due, unpaid and not already overdue moves.
             let amount = (unpaid - p.overdue_principal)
@@ -832,6 +867,11 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
                 .due
                 .zip(loan.position.original_due)
                 .expect("an Active loan has a due date");
+            // An extension is decided by the due date; after it, what is unpaid is
+            // overdue (and a new due date could already be past).
+            if date > current {
+                return Err(Rejection::ExtensionAfterDue { due: current });
+            }
             if *new_due <= current {
                 return Err(Rejection::ExtensionNotLater {
                     current_due: current,
@@ -1069,6 +1109,7 @@ pub fn apply(book: &mut LoanBook, event: &Event) {
                     },
                     last_event: event.id,
                     reversible: None,
+                    tranches: Vec::new(),
                 },
             );
         }
@@ -1125,6 +1166,11 @@ pub fn apply_loan(loan: &mut Loan, event: &Event) {
             p.original_due = p.original_due.or(Some(*due));
             p.due = Some(p.due.unwrap_or(*due));
             reversible = Some(postings.clone());
+            loan.tranches.push(Tranche {
+                event: event.id,
+                on: event.effective,
+                amount: *amount,
+            });
         }
         EventBody::RepaymentReceived {
             to_interest,
@@ -1160,11 +1206,41 @@ pub fn apply_loan(loan: &mut Loan, event: &Event) {
             p.interest_receivable = Decimal::ZERO;
             p.overdue_interest_receivable = Decimal::ZERO;
         }
-        EventBody::Reversed { restored, .. } => *p = restored.clone(),
+        EventBody::Reversed {
+            original, restored, ..
+        } => {
+            *p = restored.clone();
+            loan.tranches.retain(|t| t.event != *original);
+        }
         EventBody::HouseholdClassified { .. } | EventBody::LoanApproved { .. } => {}
     }
     p.last_event_on = event.effective;
     loan.last_event = event.id;
+    if let EventBody::InterestAccrued { postings, .. } = &event.body {
+        // An accrual (the month's, or the overdue job's when nothing is due unpaid) keeps
+        // the last repayment or tranche reversible: a reversal then also undoes the
+        // interest posted since, and restores the date interest was accrued to, so the
+        // next accrual prices those days again on the corrected balance.
+        // Lines of one account and side are summed, so that a year of daily accruals
+        // keeps a handful of lines, not hundreds.
+        if let Some(r) = &mut loan.reversible {
+            for line in postings {
+                let credit = line.debit.is_zero();
+                match r
+                    .postings
+                    .iter_mut()
+                    .find(|l| l.account == line.account && l.debit.is_zero() == credit)
+                {
+                    Some(same) => {
+                        same.debit += line.debit;
+                        same.credit += line.credit;
+                    }
+                    None => r.postings.push(line.clone()),
+                }
+            }
+        }
+        return;
+    }
     loan.reversible = reversible.map(|postings| Reversible {
         event: event.id,
         before,

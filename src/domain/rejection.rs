@@ -271,6 +271,14 @@ pub enum Rejection {
     /// outside this system.
     #[error("loan already extended")]
     AlreadyExtended,
+    /// The loan fell due before the extension's date: an extension is decided by the due
+    /// date, and what is unpaid after it is overdue. Mark it overdue, or restructure.
+    #[error("the loan fell due on {due}; an extension is decided on or before that day")]
+    ExtensionAfterDue { due: NaiveDate },
+    /// A tranche dated on or after the loan's due date: it would be overdue as it is paid
+    /// out. Extend the loan first (before it falls due), or approve a new loan.
+    #[error("the loan falls due on {due}; a tranche is paid out before that day")]
+    TrancheNotBeforeDue { due: NaiveDate },
     /// The new due date is not after the current one. Give a later date.
     #[error("new due date {new_due} is not after current due date {current_due}")]
     ExtensionNotLater {

@@ -326,6 +326,8 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         | BackDated { .. }
         | ClassificationBackDated { .. }
         | AlreadyExtended
+        | ExtensionAfterDue { .. }
+        | TrancheNotBeforeDue { .. }
         | NotReversible { .. }
         | NotLatestEvent { .. }
         | DuplicatePost { .. }

@@ -72,7 +72,8 @@ const VIEWS: u8 = 2;
 /// 17: a commune's month keeps what its events changed of the balances (`cmonth/`), not
 /// the balances after its last recorded event; a gateway's pending line names the gateway
 /// it was issued to (`gpend/`).
-pub(crate) const PROJECTION_FORMAT: &[u8] = &[17];
+/// 18: a loan keeps its tranches (`Loan::tranches`), each repaid from its own date.
+pub(crate) const PROJECTION_FORMAT: &[u8] = &[18];
 /// Trail lines of one subject from one batch stored together (a run). A page of a trail
 /// reads at most this many lines more than it shows, and a run stays near 10 KB.
 pub const TRAIL_RUN_LINES_MAX: usize = 64;

@@ -1346,7 +1346,7 @@ mod layout_tests {
         let digest = blake3::hash(layouts.as_bytes()).to_hex();
         assert_eq!(
             (crate::projection::PROJECTION_FORMAT, &digest[..16]),
-            (&[17u8][..], "cd06b7759ea36915"),
+            (&[18u8][..], "c3910c73c8b68fdf"),
             "{layouts}"
         );
     }

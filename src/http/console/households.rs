@@ -246,8 +246,8 @@ async fn household_page(
                     a.repay-link href={ "/console/loans/" (line.loan) "/repay?household=" (h) } { (lang.t(T::Repay)) }
                 }
             }
-            @if let (Some(start), Some(due)) = (loan.position.schedule_start, loan.position.due) {
-                @if let Ok(schedule) = crate::domain::loans::schedule(loan.position.disbursed, start, due) {
+            @if let Ok(schedule) = loan.schedule() {
+                @if !schedule.is_empty() {
                     details.schedule {
                         summary { (lang.t(T::Schedule)) " (" (schedule.len()) ")" }
                         table {
