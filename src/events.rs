@@ -21,6 +21,7 @@ pub fn type_name(payload: &Payload) -> &'static str {
         Payload::LoanExtended(_) => "ansinh.v1.LoanExtended",
         Payload::LoanFrozen(_) => "ansinh.v1.LoanFrozen",
         Payload::LoanApprovalCancelled(_) => "ansinh.v1.LoanApprovalCancelled",
+        Payload::LoanUnfrozen(_) => "ansinh.v1.LoanUnfrozen",
         Payload::LoanWrittenOff(_) => "ansinh.v1.LoanWrittenOff",
         Payload::LoanPostingReversed(_) => "ansinh.v1.LoanPostingReversed",
         Payload::PaymentRecorded(_) => "ansinh.v1.PaymentRecorded",

@@ -97,6 +97,10 @@ pub enum LoanAction {
     },
     /// Cancel the approval of a loan that has nothing disbursed.
     CancelApproval,
+    /// End a freeze; the due date may move on by at most the days frozen.
+    Unfreeze {
+        new_due: Option<NaiveDate>,
+    },
     /// Reverse the event at this partition sequence (a disbursement or repayment) of the
     /// loan named with it; the event of another loan is refused.
     Reverse {
@@ -116,6 +120,8 @@ impl LoanAction {
             LoanAction::Freeze { .. } => Operation::Freeze,
             LoanAction::WriteOff { .. } => Operation::WriteOff,
             LoanAction::CancelApproval => Operation::CancelApproval,
+            // Ending a freeze is the same authority's as ordering one.
+            LoanAction::Unfreeze { .. } => Operation::Freeze,
             LoanAction::Reverse { .. } => Operation::Reverse,
         }
     }
@@ -1079,6 +1085,7 @@ impl Service {
             LoanAction::Freeze { disaster_ref } => CommandKind::Freeze { loan, disaster_ref },
             LoanAction::WriteOff { disaster_ref } => CommandKind::WriteOff { loan, disaster_ref },
             LoanAction::CancelApproval => CommandKind::CancelApproval { loan },
+            LoanAction::Unfreeze { new_due } => CommandKind::Unfreeze { loan, new_due },
             LoanAction::Reverse { sequence } => CommandKind::Reverse {
                 loan,
                 // The entrances bound it (`input::SEQUENCE_MAX`); this holds for any caller.

@@ -53,6 +53,9 @@ enum Op {
     CancelApproval {
         loan: u64,
     },
+    Unfreeze {
+        loan: u64,
+    },
     Reverse {
         back: u64,
     },
@@ -72,6 +75,7 @@ fn op() -> impl Strategy<Value = Op> {
         loan.clone().prop_map(|loan| Op::Freeze { loan }),
         loan.clone().prop_map(|loan| Op::WriteOff { loan }),
         loan.clone().prop_map(|loan| Op::CancelApproval { loan }),
+        loan.clone().prop_map(|loan| Op::Unfreeze { loan }),
         (0u64..4).prop_map(|back| Op::Reverse { back }),
         (1u64..90).prop_map(|days| Op::Wait { days }),
     ]
@@ -183,6 +187,7 @@ async fn run_case(ops: Vec<Op>) {
                 },
             ),
             Op::CancelApproval { loan } => (Some(loan), LoanAction::CancelApproval),
+            Op::Unfreeze { loan } => (Some(loan), LoanAction::Unfreeze { new_due: None }),
             Op::Reverse { back } => {
                 let Some(&(loan, sequence)) = money_events.iter().rev().nth(back as usize) else {
                     continue;

@@ -1006,3 +1006,79 @@ fn an_extension_after_the_due_date_is_refused() {
         ))
         .then(|b, _| assert_eq!(b.loans[&1].position.due, Some(d("2026-06-10"))));
 }
+
+/// A freeze ends by a new event: interest accrues again from that day and never for the
+/// days frozen; the due date may move on by at most the days frozen, so that instalments
+/// that fell due during the freeze are not overdue at once.
+#[test]
+fn a_freeze_ends_and_interest_runs_again_from_that_day_only() {
+    let h = poor_loan_history();
+    let frozen = history_from(
+        &h,
+        &[loan_cmd(
+            "2025-02-10",
+            CommandKind::Freeze {
+                loan: 1,
+                disaster_ref: "QD-123/UBND".into(),
+            },
+        )],
+    );
+    let h = [h, frozen].concat();
+    let unfreeze = |date: &str, new_due: Option<&str>| {
+        loan_cmd(
+            date,
+            CommandKind::Unfreeze {
+                loan: 1,
+                new_due: new_due.map(d),
+            },
+        )
+    };
+    // Frozen 2025-02-10 .. 2025-08-10: 181 days, so the due date 2026-01-10 may move on
+    // to 2026-07-10 at most.
+    given(&h)
+        .when(unfreeze("2025-08-10", Some("2026-07-11")))
+        .then_rejects(Rejection::ExtensionTooLong {
+            max_due: d("2026-07-10"),
+            new_due: d("2026-07-11"),
+        });
+    given(&h)
+        .when(unfreeze("2025-08-10", Some("2026-07-10")))
+        .then(|b, evs| {
+            assert_eq!(evs.len(), 1, "no accrual for the days frozen");
+            assert_eq!(evs[0].postings(), &[]);
+            let p = &b.loans[&1].position;
+            assert_eq!(p.status, LoanStatus::Active);
+            assert_eq!(p.due, Some(d("2026-07-10")));
+            assert_eq!(p.accrued_to, Some(d("2025-08-10")));
+            // 30 days later: 30 days of interest on 12,000,000 (66,000), and nothing
+            // for the 181 frozen ones.
+            let next = decide(
+                b,
+                loan_cmd("2025-09-09", CommandKind::AccrueInterest { loan: 1 }),
+            )
+            .unwrap();
+            assert!(matches!(
+                next[0].body,
+                EventBody::InterestAccrued { days: 30, interest_posted, .. }
+                    if interest_posted == dec!(66000)
+            ));
+            // A second unfreeze is refused: the loan is no longer frozen.
+            assert_eq!(
+                decide(b, unfreeze("2025-09-09", None)),
+                Err(Rejection::WrongLoanStatus {
+                    loan: 1,
+                    status: LoanStatus::Active,
+                })
+            );
+        });
+    given(&h)
+        .when(unfreeze("2025-08-10", None))
+        .then(|b, _| assert_eq!(b.loans[&1].position.due, Some(d("2026-01-10"))));
+    // Only a frozen loan is unfrozen.
+    given(&poor_loan_history())
+        .when(unfreeze("2025-03-01", None))
+        .then_rejects(Rejection::WrongLoanStatus {
+            loan: 1,
+            status: LoanStatus::Active,
+        });
+}

@@ -18,6 +18,7 @@ enum Op {
     Freeze { loan: u64 },
     WriteOff { loan: u64 },
     CancelApproval { loan: u64 },
+    Unfreeze { loan: u64, days: u32 },
     Reverse { back: u64 },
 }
 
@@ -41,6 +42,7 @@ fn op() -> impl Strategy<Value = Op> {
         loan.clone().prop_map(|loan| Op::Freeze { loan }),
         loan.clone().prop_map(|loan| Op::WriteOff { loan }),
         loan.clone().prop_map(|loan| Op::CancelApproval { loan }),
+        (loan.clone(), 0u32..60).prop_map(|(loan, days)| Op::Unfreeze { loan, days }),
         (0u64..4).prop_map(|back| Op::Reverse { back }),
     ]
 }
@@ -117,6 +119,16 @@ fn to_kind(book: &LoanBook, op: &Op) -> CommandKind {
             disaster_ref: "QD-2".into(),
         },
         Op::CancelApproval { loan } => CommandKind::CancelApproval { loan },
+        Op::Unfreeze { loan, days } => CommandKind::Unfreeze {
+            loan,
+            // Half the time the due date stays, else it moves on a few days.
+            new_due: book
+                .loans
+                .get(&loan)
+                .and_then(|l| l.position.due)
+                .filter(|_| days % 2 == 1)
+                .map(|due| due + chrono::Days::new(u64::from(days))),
+        },
         Op::Reverse { back } => {
             let event = book.last_event_id.saturating_sub(back);
             CommandKind::Reverse {

@@ -1151,18 +1151,34 @@ async fn every_other_write_records_what_it_says() {
         Decimal::from(30_000_000)
     );
 
-    // A typhoon: frozen, then written off by decision.
+    // A typhoon: frozen; unfrozen (by the branch manager only), frozen again, then
+    // written off by decision.
+    let unfreeze = json!({"on": "2026-12-03", "reason": "frozen under the wrong decision"});
+    let by_officer = s
+        .post(
+            officer,
+            &format!("/v1/loans/{loan}/unfreeze"),
+            "unfreeze-o",
+            unfreeze.clone(),
+        )
+        .await;
+    assert_eq!(
+        (by_officer.status, by_officer.kind()),
+        (StatusCode::FORBIDDEN, "RoleDenied")
+    );
     for (path, key, on, status) in [
         ("freeze", "freeze", "2026-12-01", "Frozen"),
+        ("unfreeze", "unfreeze", "2026-12-03", "Active"),
+        ("freeze", "freeze-2", "2026-12-04", "Frozen"),
         ("write-off", "write-off", "2026-12-05", "WrittenOff"),
     ] {
+        let body = if path == "unfreeze" {
+            unfreeze.clone()
+        } else {
+            json!({"decision": "QĐ 77/2026/UBND", "on": on})
+        };
         let done = s
-            .post(
-                manager,
-                &format!("/v1/loans/{loan}/{path}"),
-                key,
-                json!({"decision": "QĐ 77/2026/UBND", "on": on}),
-            )
+            .post(manager, &format!("/v1/loans/{loan}/{path}"), key, body)
             .await;
         assert_eq!(done.status, StatusCode::CREATED, "{path}: {}", done.body);
         assert_eq!(

@@ -711,6 +711,17 @@ pub fn loan_payload(events: &[loans::Event]) -> Option<Payload> {
                 reason,
             })
         }
+        EventBody::Unfrozen {
+            loan,
+            previous_due,
+            new_due,
+        } => Payload::LoanUnfrozen(proto::LoanUnfrozen {
+            loan_number: *loan,
+            previous_due: date(previous_due),
+            new_due: date(new_due),
+            effective_on: eff,
+            reason,
+        }),
         EventBody::Reversed {
             original,
             loan,
@@ -871,6 +882,16 @@ pub fn loan_events(
             p.reason.as_str(),
             EventBody::ApprovalCancelled {
                 loan: p.loan_number,
+            },
+        ),
+        Payload::LoanUnfrozen(p) => (
+            &none,
+            p.effective_on.as_str(),
+            p.reason.as_str(),
+            EventBody::Unfrozen {
+                loan: p.loan_number,
+                previous_due: parse_date("previous_due", &p.previous_due)?,
+                new_due: parse_date("new_due", &p.new_due)?,
             },
         ),
         Payload::LoanPostingReversed(p) => (

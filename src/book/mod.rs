@@ -510,6 +510,7 @@ impl PartitionBook {
                     | CommandKind::Freeze { loan, .. }
                     | CommandKind::WriteOff { loan, .. }
                     | CommandKind::CancelApproval { loan }
+                    | CommandKind::Unfreeze { loan, .. }
                     | CommandKind::Reverse { loan, .. } => {
                         let l = self
                             .loans

@@ -330,6 +330,23 @@ pub enum LoanCommand {
         #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
     },
+    /// End a loan's freeze: interest accrues again from this date, never for the days
+    /// frozen.
+    Unfreeze {
+        /// The loan's reference. Example: 01-L1
+        #[arg(long, value_parser = ansinh::input::loan_ref)]
+        loan: LoanRef,
+        /// A later due date, by at most the days the loan was frozen, so that instalments
+        /// that fell due while frozen are not overdue at once (YYYY-MM-DD). Example: 2027-03-10
+        #[arg(long, value_parser = ansinh::input::date)]
+        new_due: Option<NaiveDate>,
+        /// The date the freeze ends (YYYY-MM-DD). Example: 2027-03-01
+        #[arg(long, value_parser = ansinh::input::date)]
+        on: NaiveDate,
+        /// Why, as recorded. Example: "freeze period of QD-123/UBND over"
+        #[arg(long, value_parser = ansinh::input::text)]
+        reason: String,
+    },
     /// Write a loan off after a disaster, by the competent authority's decision.
     WriteOff {
         /// The loan's reference. Example: 01-L1
@@ -868,6 +885,12 @@ pub async fn loan_command(
             on,
             "risk debt written off by decision".into(),
         ),
+        LoanCommand::Unfreeze {
+            loan,
+            new_due,
+            on,
+            reason,
+        } => (Some(loan), LoanAction::Unfreeze { new_due }, on, reason),
         LoanCommand::CancelApproval { loan, on, reason } => {
             (Some(loan), LoanAction::CancelApproval, on, reason)
         }

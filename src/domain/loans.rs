@@ -194,6 +194,8 @@ pub struct Loan {
     /// The tranches paid out and not reversed, oldest first: each is repaid over the
     /// months from its own date to the loan's due date (`scheduled_due_before`).
     pub tranches: Vec<Tranche>,
+    /// The date the loan was frozen, while it is (the bound of `Unfreeze`'s new due date).
+    pub frozen_on: Option<NaiveDate>,
 }
 
 /// One tranche of a loan: the event that paid it out, its date and amount.
@@ -286,6 +288,14 @@ pub enum CommandKind {
     Reverse {
         loan: LoanId,
         event: EventId,
+    },
+    /// End the freeze of `loan` (the period the disaster decision granted is over, or it
+    /// was frozen by mistake): interest accrues again from this date, never for the days
+    /// frozen. `new_due` moves the due date on by at most the days the loan was frozen,
+    /// so instalments that fell due during the freeze are not overdue at once.
+    Unfreeze {
+        loan: LoanId,
+        new_due: Option<NaiveDate>,
     },
 }
 
@@ -387,6 +397,13 @@ pub enum EventBody {
     ApprovalCancelled {
         loan: LoanId,
     },
+    /// The freeze ended: the loan is Active again, interest accrues from this event's
+    /// date, and the due date is `new_due` (the same as `previous_due` if not moved).
+    Unfrozen {
+        loan: LoanId,
+        previous_due: NaiveDate,
+        new_due: NaiveDate,
+    },
 }
 
 impl Event {
@@ -414,6 +431,7 @@ impl Event {
             | EventBody::Frozen { loan, .. }
             | EventBody::WrittenOff { loan, .. }
             | EventBody::ApprovalCancelled { loan }
+            | EventBody::Unfrozen { loan, .. }
             | EventBody::Reversed { loan, .. } => Some(*loan),
         }
     }
@@ -954,6 +972,43 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
             }
             out.push(EventBody::ApprovalCancelled { loan: l.id });
         }
+        CommandKind::Unfreeze { loan, new_due } => {
+            let loan = get_loan(book, *loan, date)?;
+            require_status(loan, &[LoanStatus::Frozen])?;
+            let (current, frozen_on) = loan
+                .position
+                .due
+                .zip(loan.frozen_on)
+                .expect("a Frozen loan has a due date and the date it was frozen");
+            let new_due = match new_due {
+                None => current,
+                Some(new_due) => {
+                    if *new_due <= current {
+                        return Err(Rejection::ExtensionNotLater {
+                            current_due: current,
+                            new_due: *new_due,
+                        });
+                    }
+                    // The schedule stood still while the loan was frozen; it moves on by
+                    // no more than that. A longer delay is an extension's, by its rules.
+                    let max_due = current
+                        .checked_add_signed(date - frozen_on)
+                        .ok_or(Rejection::ArithmeticOverflow)?;
+                    if *new_due > max_due {
+                        return Err(Rejection::ExtensionTooLong {
+                            max_due,
+                            new_due: *new_due,
+                        });
+                    }
+                    *new_due
+                }
+            };
+            out.push(EventBody::Unfrozen {
+                loan: loan.id,
+                previous_due: current,
+                new_due,
+            });
+        }
         CommandKind::Reverse { loan, event } => {
             let loan = get_loan(book, *loan, date)?;
             match book.reversible_events.get(event) {
@@ -1110,6 +1165,7 @@ pub fn apply(book: &mut LoanBook, event: &Event) {
                     last_event: event.id,
                     reversible: None,
                     tranches: Vec::new(),
+                    frozen_on: None,
                 },
             );
         }
@@ -1197,7 +1253,17 @@ pub fn apply_loan(loan: &mut Loan, event: &Event) {
             p.due = Some(*new_due);
             p.extensions += 1;
         }
-        EventBody::Frozen { .. } => p.status = LoanStatus::Frozen,
+        EventBody::Frozen { .. } => {
+            p.status = LoanStatus::Frozen;
+            loan.frozen_on = Some(event.effective);
+        }
+        EventBody::Unfrozen { new_due, .. } => {
+            p.status = LoanStatus::Active;
+            // The days frozen are never priced: interest runs again from today.
+            p.accrued_to = Some(event.effective);
+            p.due = Some(*new_due);
+            loan.frozen_on = None;
+        }
         EventBody::ApprovalCancelled { .. } => p.status = LoanStatus::Cancelled,
         EventBody::WrittenOff { .. } => {
             p.status = LoanStatus::WrittenOff;

@@ -121,6 +121,17 @@ impl RequestBody for WriteOffBody {
 }
 
 #[derive(Debug, Deserialize)]
+pub struct UnfreezeBody {
+    on: NaiveDate,
+    reason: String,
+    #[serde(default)]
+    new_due: Option<NaiveDate>,
+}
+impl RequestBody for UnfreezeBody {
+    const SCHEMA: &'static str = "unfreeze.request";
+}
+
+#[derive(Debug, Deserialize)]
 pub struct CancelApprovalBody {
     on: NaiveDate,
     reason: String,
@@ -348,6 +359,30 @@ pub async fn write_off(
         action,
         value.on,
         reason,
+    )
+    .await
+}
+
+pub async fn unfreeze(
+    State(api): State<Api>,
+    Staff(caller): Staff,
+    key: IdempotencyKey,
+    Path(loan): Path<String>,
+    Body { value, fingerprint }: Body<UnfreezeBody>,
+) -> Result<Response, ApiError> {
+    let loan = loan_path(&loan)?;
+    let reason = audit_text("reason", &value.reason, Rejection::MissingReason)?;
+    command(
+        &api,
+        &caller,
+        &key,
+        fingerprint,
+        loan,
+        LoanAction::Unfreeze {
+            new_due: value.new_due,
+        },
+        value.on,
+        &reason,
     )
     .await
 }

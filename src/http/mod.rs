@@ -851,6 +851,14 @@ pub fn routes() -> openapi::Routes {
             loans::write_off,
         )
         .post(
+            "/v1/loans/{loan}/unfreeze",
+            "End a freeze: interest accrues again from its date; the due date may move on by at most the days frozen",
+            "unfreeze.request",
+            "receipt.response",
+            Staff,
+            loans::unfreeze,
+        )
+        .post(
             "/v1/loans/{loan}/cancellation",
             "Cancel the approval of a loan with nothing disbursed (a branch manager); 409 WrongLoanStatus once money went out",
             "cancel-approval.request",

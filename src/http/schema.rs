@@ -44,6 +44,7 @@ pub const SOURCES: &[(&str, &str)] = schemas![
     "write-off.request",
     "reverse.request",
     "cancel-approval.request",
+    "unfreeze.request",
     "mark-overdue.request",
     "receipt.response",
     "move.response",

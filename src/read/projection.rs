@@ -73,7 +73,8 @@ const VIEWS: u8 = 2;
 /// the balances after its last recorded event; a gateway's pending line names the gateway
 /// it was issued to (`gpend/`).
 /// 18: a loan keeps its tranches (`Loan::tranches`), each repaid from its own date.
-pub(crate) const PROJECTION_FORMAT: &[u8] = &[18];
+/// 19: a frozen loan keeps the date it was frozen (`Loan::frozen_on`).
+pub(crate) const PROJECTION_FORMAT: &[u8] = &[19];
 /// Trail lines of one subject from one batch stored together (a run). A page of a trail
 /// reads at most this many lines more than it shows, and a run stays near 10 KB.
 pub const TRAIL_RUN_LINES_MAX: usize = 64;

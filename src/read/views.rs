@@ -518,6 +518,10 @@ pub fn detail(payload: Option<&Payload>) -> String {
         Payload::LoanExtended(l) => format!("loan L{} extended to {}", l.loan_number, l.new_due),
         Payload::LoanFrozen(l) => format!("loan L{} frozen ({})", l.loan_number, l.disaster_ref),
         Payload::LoanApprovalCancelled(l) => format!("loan L{} approval cancelled", l.loan_number),
+        Payload::LoanUnfrozen(l) if l.new_due != l.previous_due => {
+            format!("loan L{} unfrozen, due {}", l.loan_number, l.new_due)
+        }
+        Payload::LoanUnfrozen(l) => format!("loan L{} unfrozen", l.loan_number),
         Payload::LoanWrittenOff(l) => format!(
             "loan L{} written off ({}): principal {}",
             l.loan_number,
@@ -1346,7 +1350,7 @@ mod layout_tests {
         let digest = blake3::hash(layouts.as_bytes()).to_hex();
         assert_eq!(
             (crate::projection::PROJECTION_FORMAT, &digest[..16]),
-            (&[18u8][..], "c3910c73c8b68fdf"),
+            (&[19u8][..], "a00fc2fe89cad265"),
             "{layouts}"
         );
     }

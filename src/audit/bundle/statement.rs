@@ -59,6 +59,7 @@ pub fn event_date(envelope: &Envelope) -> NaiveDate {
         Payload::LoanWrittenOff(e) => Some(e.effective_on.as_str()),
         Payload::LoanPostingReversed(e) => Some(e.effective_on.as_str()),
         Payload::LoanApprovalCancelled(e) => Some(e.effective_on.as_str()),
+        Payload::LoanUnfrozen(e) => Some(e.effective_on.as_str()),
         Payload::PaymentRecorded(e) => Some(e.effective_on.as_str()),
         Payload::Note(_) | Payload::LedgerKeyRotated(_) | Payload::MessageExcluded(_) => None,
     });
