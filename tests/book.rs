@@ -1934,3 +1934,57 @@ fn no_tranche_goes_to_a_household_with_no_member_left() {
             .is_ok()
     );
 }
+
+/// The income line depends on the area, so a review is decided in the area the household
+/// is registered in: a rural household reviewed as urban (whose line is higher) is
+/// refused, and nothing is recorded.
+#[test]
+fn a_review_in_another_area_than_the_registered_one_is_refused() {
+    let mut book = Folded::new();
+    let id = "0100007-000001";
+    book.register(id, 1);
+    let mut urban = poor_inputs();
+    urban.area = Area::Urban;
+    assert_eq!(
+        book.decide(&Command::Classify {
+            household: hh(id),
+            inputs: urban,
+            decided_on: d("2026-01-10"),
+        })
+        .err(),
+        Some(Rejection::AreaDiffersFromRegistry {
+            registered: Area::Rural,
+            given: Area::Urban,
+        })
+    );
+    assert!(book.0.standings.is_empty());
+}
+
+/// A recorded decision that names an indicator twice would count it once in the book and
+/// twice for a reader of the event: the book leaves it out and counts it unreadable.
+#[test]
+fn a_recorded_decision_naming_an_indicator_twice_is_unreadable() {
+    let mut book = Folded::new();
+    let id = "0100007-000001";
+    book.register(id, 1);
+    let mut proposals = book
+        .decide(&Command::Classify {
+            household: hh(id),
+            inputs: poor_inputs(),
+            decided_on: d("2026-01-10"),
+        })
+        .unwrap();
+    let Payload::EligibilityDecided(mut decided) = proposals.remove(0).payload else {
+        panic!("a review records EligibilityDecided")
+    };
+    let first = decided.deprived_indicators[0].clone();
+    decided.deprived_indicators.insert(0, first);
+    let next = book.0.sequence + 1;
+    book.0.apply(
+        next,
+        Some(&branch_manager()),
+        Some(&Payload::EligibilityDecided(decided)),
+    );
+    assert_eq!(book.0.unreadable, 1);
+    assert!(book.0.standings.is_empty());
+}

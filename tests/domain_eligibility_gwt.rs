@@ -123,10 +123,50 @@ fn validity_is_cut_at_review_year_end_and_standard_end() {
     given(&[])
         .when(classify("2025-03-01", 1_200_000, POOR3, 2025))
         .then(|b, _| assert_eq!(b.households[&hh()].valid_to, d("2025-12-31")));
-    // A Q4-2026 review for 2027 under the old standard would have no validity left.
+    // A Q4-2026 review for 2027's list holds through 2027.
     given(&[])
         .when(classify("2026-12-31", 1_200_000, POOR3, 2027))
-        .then(|b, _| assert_eq!(b.households[&hh()].valid_to, d("2026-12-31")));
+        .then(|b, _| assert_eq!(b.households[&hh()].valid_to, d("2027-12-31")));
+}
+
+/// A review at a year's end draws up the next year's list, so it takes the lines that
+/// list is held against: 2,100,000 a person in a rural household is near-poor under the
+/// 2027-2030 standard (line 2,200,000) and above the line under 2022-2025 (1,500,000),
+/// whatever the date the review is made on. The year before the first standard has a
+/// list too: reviewed at the end of 2021 under the standard of 2022.
+#[test]
+fn a_review_is_decided_under_the_standard_of_its_review_year() {
+    let standard_of = |evs: &[ansinh::domain::loans::Event]| {
+        let EventBody::HouseholdClassified { decision, .. } = &evs[0].body else {
+            panic!("{evs:?}")
+        };
+        (decision.standard_id.clone(), decision.class)
+    };
+    given(&[])
+        .when(classify("2026-11-20", 2_100_000, &[], 2027))
+        .then(|_, evs| {
+            assert_eq!(
+                standard_of(evs),
+                ("VN-MDP-2027-2030".to_string(), Class::NearPoor)
+            );
+        });
+    given(&[])
+        .when(classify("2026-11-20", 2_100_000, &[], 2026))
+        .then(|_, evs| {
+            assert_eq!(
+                standard_of(evs),
+                ("VN-MDP-2022-2025".to_string(), Class::AverageLivingStandard)
+            );
+        });
+    given(&[])
+        .when(classify("2021-11-15", 1_200_000, POOR3, 2022))
+        .then(|b, evs| {
+            assert_eq!(
+                standard_of(evs),
+                ("VN-MDP-2022-2025".to_string(), Class::Poor)
+            );
+            assert_eq!(b.households[&hh()].valid_to, d("2022-12-31"));
+        });
 }
 
 #[test]

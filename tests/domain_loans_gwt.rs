@@ -116,7 +116,7 @@ fn escaped_household_gets_escaped_programme_only() {
     for e in &h {
         apply(&mut book, e);
     }
-    let evs = decide(&book, classify("2026-11-20", 2_100_000, &[], 2027)).unwrap();
+    let evs = decide(&book, classify("2026-11-20", 2_500_000, &[], 2027)).unwrap();
     apply(&mut book, &evs[0]);
     let s = &book.households[&hh()];
     assert_eq!(s.status, Status::AverageLivingStandard);

@@ -75,13 +75,13 @@ fn recheck(
         Ok((decision, escaped_until)) => (decision, *escaped_until),
         Err(e) => return Some(format!("the decision cannot be read: {e}")),
     };
-    let decided_on = decision.decision_date;
-    match eligibility::standard_in_force(decided_on) {
-        Ok(in_force) if in_force.id == d.standard_id => {}
-        Ok(in_force) => {
+    let year = decision.inputs.review_year;
+    match eligibility::standard_for_review_year(year) {
+        Ok(of_year) if of_year.id == d.standard_id => {}
+        Ok(of_year) => {
             return Some(format!(
-                "standard {} was not in force on {decided_on}; {} was",
-                d.standard_id, in_force.id
+                "standard {} is not the one of review year {year}; {} is",
+                d.standard_id, of_year.id
             ));
         }
         Err(e) => return Some(e.to_string()),

@@ -389,6 +389,22 @@ pub fn decided_from_proto(
 ) -> Result<(ClassificationDecided, Option<NaiveDate>), CodecError> {
     let review_year =
         i32::try_from(p.review_year).map_err(|_| bad("review_year", p.review_year))?;
+    // The ledger writes the indicators as a set, in order and once each. A repeated name
+    // would be dropped by the set here while a reader of the event counts it: refused,
+    // so that every reader counts the same indicators.
+    if let Some(pair) = p
+        .deprived_indicators
+        .windows(2)
+        .find(|pair| pair[0] >= pair[1])
+    {
+        return Err(bad(
+            "deprived_indicators",
+            format!(
+                "{:?} then {:?}: not in order, or named twice",
+                pair[0], pair[1]
+            ),
+        ));
+    }
     let decision = ClassificationDecided {
         household,
         inputs: ClassificationInputs {

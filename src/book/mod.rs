@@ -448,7 +448,13 @@ impl PartitionBook {
                 decided_on,
             } => {
                 self.own(household)?;
-                self.registry.active(household)?;
+                let registered = self.registry.active(household)?.area;
+                if inputs.area != registered {
+                    return Err(Rejection::AreaDiffersFromRegistry {
+                        registered,
+                        given: inputs.area,
+                    });
+                }
                 let events = loans::decide(
                     &self.loans,
                     loans::Command {
@@ -628,7 +634,31 @@ impl PartitionBook {
         actor: &str,
         payload: &Payload,
     ) -> Result<(), codec::CodecError> {
-        if let Some(change) = codec::registry_change(payload)? {
+        // Everything is read and checked before anything is applied: an event the book
+        // cannot fold leaves it as it was, never half changed.
+        let change = codec::registry_change(payload)?;
+        let events = codec::loan_events(sequence, actor, payload)?;
+        let mut approved_here = Vec::new();
+        for event in &events {
+            // A loan event for a loan this book never approved cannot be folded.
+            let known = match &event.body {
+                loans::EventBody::HouseholdClassified { .. } => true,
+                loans::EventBody::LoanApproved { loan, .. } => {
+                    approved_here.push(*loan);
+                    true
+                }
+                _ => event.loan().is_some_and(|l| {
+                    self.loans.loans.contains_key(&l) || approved_here.contains(&l)
+                }),
+            };
+            if !known {
+                return Err(codec::CodecError {
+                    field: "loan_number",
+                    problem: "loan was never approved in this partition".into(),
+                });
+            }
+        }
+        if let Some(change) = change {
             registry::apply(&mut self.registry, &change);
         }
         match payload {
@@ -645,21 +675,7 @@ impl PartitionBook {
             }
             _ => {}
         }
-        for event in codec::loan_events(sequence, actor, payload)? {
-            // A loan event for a loan this book never approved cannot be folded.
-            let known = match &event.body {
-                loans::EventBody::HouseholdClassified { .. }
-                | loans::EventBody::LoanApproved { .. } => true,
-                _ => event
-                    .loan()
-                    .is_some_and(|l| self.loans.loans.contains_key(&l)),
-            };
-            if !known {
-                return Err(codec::CodecError {
-                    field: "loan_number",
-                    problem: "loan was never approved in this partition".into(),
-                });
-            }
+        for event in events {
             self.trial.post(event.postings());
             loans::apply(&mut self.loans, &event);
         }

@@ -170,6 +170,18 @@ pub fn standard_in_force(date: NaiveDate) -> Result<&'static Standard, Rejection
     standard_in_force_in(standards(), date)
 }
 
+/// The standard a review for `review_year`'s list is decided under: the one in force on
+/// 1 January of that year. A review in the last months of a year draws up the next
+/// year's list, so it takes the lines that list will be held against, not those of the
+/// year it is made in (ADR 0021).
+pub fn standard_for_review_year(review_year: i32) -> Result<&'static Standard, Rejection> {
+    // Only a year past chrono's range (±262,143) has no first day; `review_year_in_range`
+    // keeps commands far inside it.
+    let first_day =
+        NaiveDate::from_ymd_opt(review_year, 1, 1).ok_or(Rejection::ArithmeticOverflow)?;
+    standard_in_force(first_day)
+}
+
 fn standard_in_force_in(list: &[Standard], date: NaiveDate) -> Result<&Standard, Rejection> {
     list.iter()
         .find(|s| s.in_force_on(date))
@@ -298,15 +310,11 @@ pub fn validity(
     review_year: i32,
     decision_date: NaiveDate,
 ) -> Result<(NaiveDate, NaiveDate), Rejection> {
+    review_year_in_range(review_year, decision_date)?;
     let out_of_range = Rejection::ReviewYearOutOfRange {
         review_year,
         decision_date,
     };
-    if review_year < decision_date.year()
-        || review_year > decision_date.year() + MAX_REVIEW_LEAD_YEARS
-    {
-        return Err(out_of_range);
-    }
     let year_end = NaiveDate::from_ymd_opt(review_year, 12, 31).ok_or(out_of_range.clone())?;
     let to = match status {
         Status::EscapedPoverty => decision_date
@@ -319,6 +327,19 @@ pub fn validity(
         return Err(out_of_range);
     }
     Ok((decision_date, to))
+}
+
+/// A review is for the year it is made in, or (the review at a year's end) the next.
+fn review_year_in_range(review_year: i32, decision_date: NaiveDate) -> Result<(), Rejection> {
+    if review_year < decision_date.year()
+        || review_year > decision_date.year() + MAX_REVIEW_LEAD_YEARS
+    {
+        return Err(Rejection::ReviewYearOutOfRange {
+            review_year,
+            decision_date,
+        });
+    }
+    Ok(())
 }
 
 /// A recorded classification decision (the event body).
@@ -339,7 +360,8 @@ pub struct ClassificationDecided {
     pub valid_to: NaiveDate,
 }
 
-/// Decide a classification under the standard in force on `decision_date`.
+/// Decide a classification under the standard of its review year
+/// (`standard_for_review_year`).
 pub fn decide_classification(
     household: HouseholdId,
     prior_class: Option<Class>,
@@ -347,7 +369,8 @@ pub fn decide_classification(
     decided_by: &str,
     decision_date: NaiveDate,
 ) -> Result<ClassificationDecided, Rejection> {
-    let standard = standard_in_force(decision_date)?;
+    review_year_in_range(inputs.review_year, decision_date)?;
+    let standard = standard_for_review_year(inputs.review_year)?;
     let class = classify(standard, &inputs)?;
     let status = derive_status(class, prior_class);
     let (valid_from, valid_to) = validity(standard, status, inputs.review_year, decision_date)?;

@@ -7,7 +7,7 @@
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
-use crate::domain::eligibility::Status;
+use crate::domain::eligibility::{Area, Status};
 use crate::domain::money::MoneyError;
 
 /// Why a command (or an input to one) was refused. Refusals never change state.
@@ -208,6 +208,13 @@ pub enum Rejection {
     /// new review's decision first, then retry.
     #[error("household classification expired on {valid_to}")]
     ClassificationExpired { valid_to: NaiveDate },
+    /// A review's area is not the one the household is registered in: the income line
+    /// depends on it, so a review must use the registered one. If the household lives
+    /// elsewhere now, record its move first.
+    #[error(
+        "the review gives area {given:?}; the household is registered in a {registered:?} area"
+    )]
+    AreaDiffersFromRegistry { registered: Area, given: Area },
     /// The household's status on that date is not among the programme's
     /// eligible statuses. Offer a programme that fits, or refuse the loan.
     #[error("status {status:?} is not eligible for programme {programme}")]

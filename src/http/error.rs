@@ -358,6 +358,7 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         | UnsupportedCommand { .. }
         | AreaMalformed { .. }
         | NotEligible { .. }
+        | AreaDiffersFromRegistry { .. }
         | AmountOverCap { .. }
         | TermOutOfRange { .. }
         | MissingSavingsGroup
