@@ -449,6 +449,20 @@ async fn a_loan_from_registration_to_repayment_reads_back_right() {
     assert_eq!(money(&line["overdue_principal"]), Decimal::ZERO);
     // Interest was paid up to the repayment date: nothing more is owed on it.
     assert_eq!(money(&line["interest_to_date"]), Decimal::ZERO);
+    assert_eq!(line["interest_counted_to"], "2026-03-20");
+    // Priced on an earlier day, the view says the interest is counted to the day it was
+    // last posted to, not to the day asked for.
+    let earlier = s
+        .get(
+            &s.staff.officer,
+            &format!("/v1/households/{HOUSEHOLD}?as_of=2026-03-01"),
+            "household-view.response",
+        )
+        .await;
+    assert_eq!(
+        earlier.body["loans"][0]["interest_counted_to"],
+        "2026-03-20"
+    );
     let history: Vec<&str> = b["history"]
         .as_array()
         .unwrap()

@@ -1005,6 +1005,11 @@ pub struct LoanLine {
     /// Interest owed if settled on `as_of` (posted plus accrued since), whole VND.
     pub interest_to_date: Decimal,
     pub overdue_interest_to_date: Decimal,
+    /// The date the interest above is counted to: `as_of`, or the date interest was last
+    /// posted to if that is later (a position is current: interest already posted past
+    /// `as_of` is owed, and is not taken back to price an earlier day). None before
+    /// anything is disbursed.
+    pub interest_counted_to: Option<NaiveDate>,
     pub due: Option<NaiveDate>,
 }
 
@@ -1023,6 +1028,7 @@ pub fn loan_line(partition: &str, loan: &Loan, as_of: NaiveDate) -> LoanLine {
         overdue_principal: loan.position.overdue_principal,
         interest_to_date: interest,
         overdue_interest_to_date: overdue_interest,
+        interest_counted_to: loan.position.accrued_to.map(|to| to.max(as_of)),
         due: loan.position.due,
     }
 }
