@@ -271,6 +271,38 @@ fn the_audit_recheck_passes_genuine_decisions_and_a_standing_carried_by_a_move()
     assert_eq!(rechecker.decision("01", &review), None);
 }
 
+/// What the book refuses, the audit reports when a chain holds it anyway: a decision
+/// dated before the household's previous one, and one decided in another area than the
+/// household is registered in (ADR 0021).
+#[test]
+fn the_audit_recheck_reports_a_back_dated_decision_and_one_in_another_area() {
+    let genuine = poor_escaped_reviewed();
+    let early = recorded(&[classify("2024-02-01", 1_200_000, POOR3, 2024)]);
+    let found = rechecked(&[genuine[0].clone(), genuine[1].clone(), early[0].clone()]);
+    let problem = found[2].clone().expect("a back-dated decision is reported");
+    assert!(
+        problem.contains(
+            "dated 2024-02-01 before the household's previous decision, which holds from 2024-03-01"
+        ),
+        "{problem}"
+    );
+
+    let mut rechecker = Rechecker::default();
+    rechecker.registered("01", &genuine[0].household_id, "urban");
+    let problem = rechecker
+        .decision("01", &genuine[0])
+        .expect("a review in another area is reported");
+    assert!(
+        problem
+            .contains("decided for the rural area; the household is registered in the urban one"),
+        "{problem}"
+    );
+    // Registered rural, the same decision passes.
+    let mut rechecker = Rechecker::default();
+    rechecker.registered("01", &genuine[0].household_id, "rural");
+    assert_eq!(rechecker.decision("01", &genuine[0]), None);
+}
+
 #[test]
 fn the_audit_recheck_reports_a_wrong_status_validity_prior_class_or_window() {
     let genuine = poor_escaped_reviewed();

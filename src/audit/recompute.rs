@@ -43,6 +43,8 @@ pub struct RecomputeReport {
 pub struct Before {
     pub class: Class,
     pub escaped_until: Option<NaiveDate>,
+    /// The date the standing holds from: a decision dated earlier is refused by the book.
+    pub valid_from: NaiveDate,
 }
 
 /// A recorded decision as the book reads it (under `household`: a move-in files the
@@ -85,6 +87,12 @@ fn recheck(
             ));
         }
         Err(e) => return Some(e.to_string()),
+    }
+    if let Some(b) = before.filter(|b| decision.decision_date < b.valid_from) {
+        return Some(format!(
+            "dated {} before the household's previous decision, which holds from {}",
+            decision.decision_date, b.valid_from
+        ));
     }
     let prior = before.map(|b| b.class);
     if decision.prior_class != prior {
@@ -147,6 +155,7 @@ fn held_after(read: &Result<(ClassificationDecided, Option<NaiveDate>), String>)
     read.as_ref().ok().map(|(decision, escaped_until)| Before {
         class: decision.class,
         escaped_until: *escaped_until,
+        valid_from: decision.valid_from,
     })
 }
 
@@ -157,6 +166,9 @@ fn held_after(read: &Result<(ClassificationDecided, Option<NaiveDate>), String>)
 pub struct Rechecker {
     /// (partition, household) → the standing its book holds.
     held: HashMap<(String, String), Before>,
+    /// (partition, household) → the area it is registered in (its registration's or its
+    /// move-in's, the book's rule for a review's area, ADR 0021).
+    areas: HashMap<(String, String), eligibility::Area>,
 }
 
 impl Rechecker {
@@ -164,7 +176,17 @@ impl Rechecker {
     pub fn decision(&mut self, partition: &str, d: &EligibilityDecided) -> Option<String> {
         let key = (partition.to_string(), d.household_id.clone());
         let read = read(d, &d.household_id);
-        let problem = recheck(d, &read, self.held.get(&key).copied());
+        let problem = recheck(d, &read, self.held.get(&key).copied()).or_else(|| {
+            let (decision, _) = read.as_ref().ok()?;
+            let registered = *self.areas.get(&key)?;
+            (decision.inputs.area != registered).then(|| {
+                format!(
+                    "decided for the {} area; the household is registered in the {} one",
+                    codec::area_name(decision.inputs.area),
+                    codec::area_name(registered)
+                )
+            })
+        });
         // The book applies what was recorded, right or wrong, and decides the next
         // decision from it.
         if let Some(after) = held_after(&read) {
@@ -173,8 +195,17 @@ impl Rechecker {
         problem
     }
 
+    /// A household registered in `partition`, in `area` (as recorded).
+    pub fn registered(&mut self, partition: &str, household_id: &str, area: &str) {
+        if let Ok(area) = codec::parse_area(area) {
+            self.areas
+                .insert((partition.to_string(), household_id.to_string()), area);
+        }
+    }
+
     /// A household moved into `partition`: its book holds the standing the move carries.
     pub fn moved_in(&mut self, partition: &str, m: &HouseholdMovedIn) {
+        self.registered(partition, &m.household_id, &m.area);
         if let Some(after) = m
             .standing
             .as_ref()
@@ -206,6 +237,9 @@ pub async fn recompute_eligibility(
             progress(stream_sequence);
             if let Some(Payload::HouseholdMovedIn(m)) = &envelope.payload {
                 rechecker.moved_in(&envelope.partition, m);
+            }
+            if let Some(Payload::HouseholdRegistered(r)) = &envelope.payload {
+                rechecker.registered(&envelope.partition, &r.household_id, &r.area);
             }
             if let Some(Payload::EligibilityDecided(d)) = &envelope.payload {
                 report.decisions += 1;
