@@ -652,6 +652,16 @@ async fn hostile_input_at_every_entrance_is_refused_for_what_it_is_and_appends_n
             "InvalidIdempotencyKey",
         ),
         (
+            // Staff ids hold ':', so a key with one could meet another caller's scoped key.
+            "an idempotency key with a colon",
+            "POST",
+            register,
+            Some("2:K"),
+            registration().to_string().into_bytes(),
+            BAD,
+            "InvalidIdempotencyKey",
+        ),
+        (
             "an idempotency key of 65 characters",
             "POST",
             register,

@@ -81,10 +81,9 @@ impl IdempotencyKey {
     /// The key handed to the ledger: scoped by the caller, so two callers' keys never
     /// meet, and nobody can read another caller's receipt by guessing its key.
     ///
-    /// `http:<caller id>:<key>`. Staff ids and keys may both hold `:`, so two texts can
-    /// meet: `staff:an` with `2:K` and `staff:an:2` with `K`. Changing the form needs both
-    /// readings looked up (the requests bucket, the ledger index, the job id), or a
-    /// request sent before an upgrade and again after it would be taken as new.
+    /// `http:<caller id>:<key>`. Staff ids may hold `:` but a key may not
+    /// (`from_headers`), so the text after the last `:` is the key and the rest names the
+    /// caller: `staff:an` with key `2:K` and `staff:an:2` with `K` can never meet.
     pub fn scoped(&self, caller: &Caller) -> String {
         format!("http:{}:{}", caller.id, self.0)
     }
@@ -107,6 +106,15 @@ impl IdempotencyKey {
         let key = value
             .to_str()
             .map_err(|_| ApiError::InvalidIdempotencyKey)?;
+        Self::parse(key)
+    }
+
+    /// A key a client chose (a header, a console form's field): 1 to 64 visible ASCII
+    /// characters, and no `:`, so that the scoped key reads back one way only (`scoped`).
+    pub fn parse(key: &str) -> Result<Self, ApiError> {
+        if key.contains(':') {
+            return Err(ApiError::InvalidIdempotencyKey);
+        }
         crate::input::idempotency_key(key)
             .map(IdempotencyKey)
             .map_err(|_| ApiError::InvalidIdempotencyKey)

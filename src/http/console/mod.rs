@@ -316,9 +316,8 @@ pub fn begin_write(caller: &Caller, fields: &Fields, route: &str) -> Result<Writ
 /// A form's idempotency key and the fingerprint of what it asks, for work that binds the
 /// key itself (a job: `http::jobs`).
 pub fn form_key(fields: &Fields, route: &str) -> Result<(IdempotencyKey, Digest), ApiError> {
-    let key = crate::input::idempotency_key(fields.get(IDEMPOTENCY_FIELD))
-        .map_err(|_| ApiError::InvalidIdempotencyKey)?;
-    Ok((IdempotencyKey(key), fields.fingerprint(route)))
+    let key = IdempotencyKey::parse(fields.get(IDEMPOTENCY_FIELD))?;
+    Ok((key, fields.fingerprint(route)))
 }
 
 /// A form page about one household: refused (403) for a role that may not do `op`, and
