@@ -495,7 +495,8 @@ fn parse_date(
 ) -> Result<Option<chrono::NaiveDate>, BundleError> {
     text.as_ref()
         .map(|t| {
-            chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
+            // Exactly YYYY-MM-DD (chrono's parser alone also takes "2026-1-5").
+            crate::input::date(t)
                 .map_err(|_| BundleError::Manifest(format!("{field} is not a YYYY-MM-DD date")))
         })
         .transpose()

@@ -63,8 +63,10 @@ pub fn event_date(envelope: &Envelope) -> NaiveDate {
         Payload::PaymentRecorded(e) => Some(e.effective_on.as_str()),
         Payload::Note(_) | Payload::LedgerKeyRotated(_) | Payload::MessageExcluded(_) => None,
     });
+    // Exactly YYYY-MM-DD, as BUNDLES.md says: chrono's own parser also takes "2026-1-5"
+    // and "+2026-01-05", which an auditor's tool reading the spec would not.
     carried
-        .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+        .and_then(|d| crate::input::date(d).ok())
         .unwrap_or_else(|| recorded_at(envelope.recorded_at_unix_ms).date_naive())
 }
 
@@ -378,4 +380,36 @@ pub fn render_csv(events: &[(Envelope, String)]) -> Vec<u8> {
         text.push_str("\r\n");
     }
     [UTF8_BOM, text.as_bytes()].concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::LoanApproved;
+
+    fn approved_on(date: &str) -> Envelope {
+        Envelope {
+            // 2026-03-04T00:00:00Z
+            recorded_at_unix_ms: 1_772_582_400_000,
+            payload: Some(Payload::LoanApproved(LoanApproved {
+                effective_on: date.into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    /// BUNDLES.md: an event's date is its carried date if that is exactly YYYY-MM-DD,
+    /// else the UTC day it was recorded; forms chrono would also read count as neither.
+    #[test]
+    fn only_an_exact_yyyy_mm_dd_is_an_events_date() {
+        let recorded = NaiveDate::from_ymd_opt(2026, 3, 4).unwrap();
+        assert_eq!(
+            event_date(&approved_on("2026-01-05")),
+            NaiveDate::from_ymd_opt(2026, 1, 5).unwrap()
+        );
+        for loose in ["2026-1-5", "+2026-01-05", " 2026-01-05", "2026-02-30", ""] {
+            assert_eq!(event_date(&approved_on(loose)), recorded, "{loose:?}");
+        }
+    }
 }
