@@ -45,6 +45,35 @@ pub enum ServiceError {
     KeyReused { key: String },
 }
 
+impl ServiceError {
+    /// Whether the command certainly appended nothing, so what it claimed may be given
+    /// back: a refusal, a reused key, a request the ledger could not take, a partition
+    /// stopped (acknowledged data lost, or its chain broken) before anything was
+    /// published. A commit that failed, NATS, the store or a shutdown leave it unknown:
+    /// the retry with the same key finds out, and its claims stay until then.
+    pub fn appended_nothing(&self) -> bool {
+        match self {
+            ServiceError::Denied(_)
+            | ServiceError::Rejected(_)
+            | ServiceError::KeyReused { .. } => true,
+            ServiceError::Vault(_) => false,
+            ServiceError::Append(e) => matches!(
+                e,
+                AppendError::Partition(_)
+                    | AppendError::MissingIdempotencyKey
+                    | AppendError::InvalidIdempotencyKey
+                    | AppendError::Oversized { .. }
+                    | AppendError::Undecodable(_)
+                    | AppendError::UnknownPayload
+                    | AppendError::RequiresCommand { .. }
+                    | AppendError::Rejected(_)
+                    | AppendError::LostAcknowledgedData { .. }
+                    | AppendError::ChainBroken { .. }
+            ),
+        }
+    }
+}
+
 impl From<Rejection> for ServiceError {
     fn from(r: Rejection) -> Self {
         ServiceError::Rejected(r)
@@ -292,7 +321,7 @@ impl Service {
             }
         };
         let result = self.submit(req, partition_of(household), command).await;
-        if let Err(ServiceError::Rejected(_) | ServiceError::KeyReused { .. }) = &result {
+        if result.as_ref().is_err_and(ServiceError::appended_nothing) {
             self.give_back(claims, household, &taken).await?;
         }
         result
@@ -430,7 +459,7 @@ impl Service {
         let result = self
             .submit(req, partition_of(household), Command::Registry(change))
             .await;
-        if let Err(ServiceError::Rejected(_) | ServiceError::KeyReused { .. }) = &result {
+        if result.as_ref().is_err_and(ServiceError::appended_nothing) {
             self.give_back(claims, household, &taken).await?;
         }
         result

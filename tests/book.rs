@@ -1988,3 +1988,37 @@ fn a_recorded_decision_naming_an_indicator_twice_is_unreadable() {
     assert_eq!(book.0.unreadable, 1);
     assert!(book.0.standings.is_empty());
 }
+
+/// A registration the ledger could not append (here: its partition's chain stopped at a
+/// foreign message) gives its citizens back: nothing holds them, so the same citizen
+/// registers in another province once, and not never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_that_appends_nothing_for_any_reason_gives_its_citizens_back() {
+    let w = world().await;
+    w.register("0100007-000001", &person("001085012345", None))
+        .await
+        .unwrap();
+    let js = w.service.ledger.jetstream().clone();
+    let subject = w
+        .config
+        .subject(&ansinh::chain::Partition::new("01").unwrap());
+    js.publish(subject, "not the ledger's".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let stopped = w
+        .register("0100007-000002", &person("001190000002", None))
+        .await;
+    assert!(
+        matches!(
+            stopped,
+            Err(ServiceError::Append(
+                ansinh::log::AppendError::ChainBroken { .. }
+            ))
+        ),
+        "{stopped:?}"
+    );
+    let elsewhere = register_in(&w.service, "7900007-000002", &person("001190000002", None)).await;
+    assert!(elsewhere.is_ok(), "{elsewhere:?}");
+}
