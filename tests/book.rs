@@ -2022,3 +2022,42 @@ async fn a_registration_that_appends_nothing_for_any_reason_gives_its_citizens_b
     let elsewhere = register_in(&w.service, "7900007-000002", &person("001190000002", None)).await;
     assert!(elsewhere.is_ok(), "{elsewhere:?}");
 }
+
+/// A command of several events keys the earlier ones K#1, K#2, ...: a command whose own
+/// key holds '#' could name one of them, so the ledger refuses it, appending nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_key_holding_a_hash_sign_is_refused() {
+    let w = world().await;
+    let before = w.events().await;
+    let submitted = w
+        .service
+        .ledger
+        .submit(ansinh::log::Submission {
+            partition: ansinh::chain::Partition::new("01").unwrap(),
+            actor: proto::Actor {
+                id: "staff:credit_officer".into(),
+                role: "credit-officer".into(),
+                unit: "01".into(),
+            },
+            idempotency_key: "reg#1".into(),
+            correlation_id: String::new(),
+            request_fingerprint: None,
+            command: Command::Registry(Change::Registered {
+                household: hh("0100007-000088"),
+                area: Area::Rural,
+                members: 1,
+                citizens: vec![w.service.vault.blind_index("001085088888")],
+                sealed: vec![1],
+                on: d("2026-01-05"),
+            }),
+        })
+        .await;
+    assert!(
+        matches!(
+            submitted,
+            Err(ansinh::log::AppendError::InvalidIdempotencyKey)
+        ),
+        "{submitted:?}"
+    );
+    assert_eq!(w.events().await, before);
+}

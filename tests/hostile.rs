@@ -662,6 +662,16 @@ async fn hostile_input_at_every_entrance_is_refused_for_what_it_is_and_appends_n
             "InvalidIdempotencyKey",
         ),
         (
+            // '#' names the ledger's keys of a command's earlier events (K#1, ...).
+            "an idempotency key with a hash sign",
+            "POST",
+            register,
+            Some("K#1"),
+            registration().to_string().into_bytes(),
+            BAD,
+            "InvalidIdempotencyKey",
+        ),
+        (
             "an idempotency key of 65 characters",
             "POST",
             register,

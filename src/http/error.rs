@@ -53,7 +53,7 @@ pub enum ApiError {
     #[error("the Idempotency-Key header is missing")]
     MissingIdempotencyKey,
     #[error(
-        "the Idempotency-Key header must be 1 to {} visible ASCII characters other than ':'",
+        "the Idempotency-Key header must be 1 to {} visible ASCII characters other than ':' and '#'",
         super::extract::IDEMPOTENCY_KEY_BYTES_MAX
     )]
     InvalidIdempotencyKey,

@@ -238,7 +238,7 @@ pub fn document(docs: &[Doc]) -> Value {
         if doc.writes {
             parameters.push(json!({
                 "name": "Idempotency-Key", "in": "header", "required": true,
-                "description": "1 to 64 printable ASCII characters other than ':'; the same key again answers the first receipt and appends nothing.",
+                "description": "1 to 64 printable ASCII characters other than ':' and '#'; the same key again answers the first receipt and appends nothing.",
                 "schema": {"type": "string", "pattern": "^[!-~]{1,64}$"}
             }));
         }

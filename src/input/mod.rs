@@ -156,7 +156,7 @@ impl Kind {
                 "the ledger's public key, 64 hex digits, or its key id, 16 (3f9a0c1d2e4b5a69)"
             }
             Kind::IdempotencyKey => {
-                "1 to 64 printable ASCII characters without spaces (reg-0100007-000123)"
+                "1 to 64 printable ASCII characters without spaces or '#' (reg-0100007-000123)"
             }
             Kind::Actor => "1 to 64 printable ASCII characters without spaces (staff:nguyen.an)",
             Kind::Unit => {
@@ -440,6 +440,10 @@ pub fn key_id(s: &str) -> Result<String, InputError> {
 }
 
 pub fn idempotency_key(s: &str) -> Result<String, InputError> {
+    // '#' is the ledger's: a command's earlier events are keyed K#1, K#2, ...
+    if s.contains('#') {
+        return Err(InputError::new(Kind::IdempotencyKey, shown(s)));
+    }
     reference(Kind::IdempotencyKey, s, IDEMPOTENCY_KEY_CHARS_MAX)
 }
 
@@ -785,6 +789,7 @@ mod tests {
         assert!(name("An\u{0}").is_err());
         assert!(text(" ").is_err());
         assert!(idempotency_key("a b").is_err());
+        assert!(idempotency_key("K#1").is_err());
         for good in ["0912345678", "+84912345678", "123456", "123456789012345"] {
             assert_eq!(phone(good).unwrap(), good);
         }

@@ -159,9 +159,10 @@ pub enum AppendError {
     /// Every append needs a key so that retries are safe: fix the request.
     #[error("idempotency key is missing")]
     MissingIdempotencyKey,
-    /// Key too long or with control characters: fix the request.
+    /// Key too long, with control characters, or (a command's) holding `#`, which names the
+    /// keys of a command's earlier events (`K#1`, ...): fix the request.
     #[error(
-        "idempotency key is longer than {IDEMPOTENCY_KEY_BYTES_MAX} bytes or has control characters"
+        "idempotency key is longer than {IDEMPOTENCY_KEY_BYTES_MAX} bytes, has control characters, or (a command's) holds '#'"
     )]
     InvalidIdempotencyKey,
     /// The encoded event would exceed EVENT_BYTES_MAX: fix the request.
@@ -386,12 +387,21 @@ impl Ledger {
     /// (`AppendError::Rejected`). The idempotency key makes retries safe: a key already
     /// used answers with the first event's receipt, whatever the command.
     pub fn submit(&self, submission: Submission) -> impl Future<Output = AppendResult> + Send + '_ {
-        let work = validate_key(&submission.idempotency_key).map(|()| {
-            (
-                submission.partition.clone(),
-                Work::Command(Box::new(submission)),
-            )
-        });
+        // A command of several events keys the earlier ones K#1, K#2, ...: a command's own
+        // key with '#' could name one of another command's events.
+        let reserved = if submission.idempotency_key.contains('#') {
+            Err(AppendError::InvalidIdempotencyKey)
+        } else {
+            Ok(())
+        };
+        let work = reserved
+            .and_then(|()| validate_key(&submission.idempotency_key))
+            .map(|()| {
+                (
+                    submission.partition.clone(),
+                    Work::Command(Box::new(submission)),
+                )
+            });
         self.enqueue(work)
     }
 
