@@ -253,6 +253,84 @@ fn a_new_grant_never_pays_a_month_a_stopped_entitlement_still_pays() {
         .then(|b, _| assert_eq!(b.active.len(), 1));
 }
 
+/// A month paid ahead and settled before a stop was paid: the stop lists it as overpaid,
+/// and a new grant for the person starts after it, or the run would pay it again. A month
+/// paid ahead whose instruction the stop cancels was not paid, and the new grant pays it.
+#[test]
+fn a_new_grant_never_pays_again_a_month_paid_ahead_before_a_stop() {
+    // January paid ahead in December and settled; the person moved on 2026-12-10.
+    let h = history_from(
+        &one_instruction(),
+        &[
+            allocate("2026-12-01", COMMUNE, "2027-01", 10_000_000),
+            allocate("2026-12-01", COMMUNE, "2027-02", 10_000_000),
+            run("2026-12-01", "2027-01", None),
+            Post::new(BANK, "pay:1:2027-01:1", Outcome::Settled, "T1", AMOUNT).on("2026-12-02"),
+            stop("2026-12-11", 1, "2026-12-10", StopReason::Move),
+        ],
+    );
+    for from in ["2027-01", "2026-12"] {
+        given(&h)
+            .when(grant(
+                "2026-12-12",
+                1,
+                from,
+                terms(ELDERLY_POOR, bank(), None),
+            ))
+            .then_rejects(Rejection::GrantOverlapsStopped {
+                entitlement: 1,
+                last_payable: m("2027-01"),
+            });
+    }
+    // From February the new entitlement pays, and January is not paid again.
+    let h = history_from(
+        &h,
+        &[grant(
+            "2026-12-12",
+            1,
+            "2027-02",
+            terms(ELDERLY_POOR, bank(), None),
+        )],
+    );
+    given(&h)
+        .when(run("2026-12-12", "2027-01", None))
+        .then_nothing();
+    given(&h)
+        .when(run("2026-12-12", "2027-02", None))
+        .then(|b, _| {
+            assert!(b.instructions.contains_key(&iid("pay:2:2027-02:1")));
+        });
+
+    // January run ahead but still pending at the stop: cancelled, so not paid, and a new
+    // grant from January pays it.
+    let h = history_from(
+        &one_instruction(),
+        &[
+            allocate("2026-12-01", COMMUNE, "2027-01", 10_000_000),
+            run("2026-12-01", "2027-01", None),
+            stop("2026-12-11", 1, "2026-12-10", StopReason::Move),
+            grant(
+                "2026-12-12",
+                1,
+                "2027-01",
+                terms(ELDERLY_POOR, bank(), None),
+            ),
+        ],
+    );
+    given(&h)
+        .when(run("2026-12-12", "2027-01", None))
+        .then(|b, _| {
+            assert_eq!(
+                b.instructions[&iid("pay:1:2027-01:1")].status,
+                InstructionStatus::Cancelled
+            );
+            assert_eq!(
+                b.instructions[&iid("pay:2:2027-01:1")].status,
+                InstructionStatus::Instructed
+            );
+        });
+}
+
 #[test]
 fn change_applies_from_its_month_and_never_to_instructed_months() {
     let h = one_instruction();

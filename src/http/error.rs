@@ -318,6 +318,7 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         | HouseholdMovedAway { .. }
         | RegistryBackDated { .. }
         | OpenLoans { .. }
+        | PaymentsPendingAfterMove { .. }
         | NothingToRecord
         | UnknownHousehold { .. }
         | ClassificationExpired { .. }

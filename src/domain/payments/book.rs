@@ -39,8 +39,10 @@ pub struct Book {
     pub entitlements: BTreeMap<EntitlementId, Entitlement>,
     /// The running (not stopped) entitlement of each person, per programme.
     pub active: BTreeMap<(ProgrammeId, BeneficiaryRef), EntitlementId>,
-    /// Of each person's stopped entitlements in a programme, the one that pays the
-    /// latest month, and that month: a new grant must start after it.
+    /// Of each person's stopped entitlements in a programme, the one paid for the latest
+    /// month, and that month: the month of its stop, or a later month it had already paid
+    /// ahead (settled before the stop, listed as overpaid). A new grant must start after
+    /// it, or a run would pay that month again.
     pub stopped_paying_through: BTreeMap<(ProgrammeId, BeneficiaryRef), (EntitlementId, Month)>,
     pub budgets: BTreeMap<BudgetKey, Budget>,
     pub instructions: BTreeMap<InstructionId, Instruction>,
@@ -490,7 +492,7 @@ pub fn apply(book: &mut Book, event: &Event) {
             entitlement,
             on,
             reason,
-            ..
+            overpaid,
         } => {
             let e = entitlement_mut(book, *entitlement);
             e.stopped = Some(Stopped {
@@ -499,12 +501,20 @@ pub fn apply(book: &mut Book, event: &Event) {
             });
             let key = (e.programme.clone(), e.beneficiary.clone());
             let last_payable = e.stopped.as_ref().expect("just stopped").last_payable();
-            // One that stopped before its first month paid nothing, and is no bound.
-            let paid_a_month = e.from() <= last_payable;
+            // A month paid ahead and settled before the stop was paid all the same: the
+            // stop's own decision lists those months (its pending ones it cancels, and
+            // they paid nothing), so the limit is read from the event, not the book.
+            let paid_through = overpaid
+                .iter()
+                .map(|i| i.month)
+                .fold(last_payable, Month::max);
+            // One that stopped before its first month, and paid none ahead, paid nothing
+            // and is no bound.
+            let paid_a_month = e.from() <= paid_through;
             let latest = book.stopped_paying_through.get(&key).map(|(_, m)| *m);
-            if paid_a_month && latest.is_none_or(|m| m < last_payable) {
+            if paid_a_month && latest.is_none_or(|m| m < paid_through) {
                 book.stopped_paying_through
-                    .insert(key.clone(), (*entitlement, last_payable));
+                    .insert(key.clone(), (*entitlement, paid_through));
             }
             book.active.remove(&key);
         }

@@ -274,8 +274,9 @@ pub(crate) fn decide_grant(
             entitlement: *existing,
         });
     }
-    // A stopped entitlement still pays through the month of its stop: the new one
-    // starts after, or the run would issue two instructions for one month.
+    // A stopped entitlement still pays through the month of its stop, or a later month
+    // it had already paid ahead: the new one starts after, or a run would pay that month
+    // a second time.
     if let Some((entitlement, last_payable)) = out
         .book
         .stopped_paying_through

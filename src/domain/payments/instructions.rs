@@ -317,6 +317,32 @@ pub(crate) fn after_month(
     (pending, settled)
 }
 
+/// The latest month `entitlement` may have paid: the latest with an attempt still
+/// instructed or settled. A failed, returned, timed-out or cancelled attempt paid nothing,
+/// so its month may be paid by a later entitlement of the person.
+pub fn latest_paid_month(book: &Book, entitlement: EntitlementId) -> Option<Month> {
+    let from = InstructionId {
+        entitlement,
+        month: Month::MIN,
+        attempt: 0,
+    };
+    let to = InstructionId {
+        entitlement,
+        month: Month::MAX,
+        attempt: u32::MAX,
+    };
+    book.instructions
+        .range(from..=to)
+        .rev()
+        .find(|(_, i)| {
+            matches!(
+                i.status,
+                InstructionStatus::Instructed | InstructionStatus::Settled
+            )
+        })
+        .map(|(id, _)| id.month)
+}
+
 // ---------------------------------------------------------------- decide
 
 pub(crate) fn decide_run(

@@ -89,18 +89,19 @@ pub enum Rejection {
     #[error("an entitlement is already running for this person: {entitlement}")]
     ActiveEntitlementExists { entitlement: EntitlementId },
     /// An earlier entitlement of this person in this programme was stopped but
-    /// still pays every month through `last_payable` (the month of the stop), so a
-    /// grant from that month or earlier would pay a month twice. Grant from the
-    /// month after `last_payable`.
+    /// pays every month through `last_payable` (the month of the stop, or a later month
+    /// it had already paid ahead), so a grant from that month or earlier would pay a
+    /// month twice. Grant from the month after `last_payable`.
     #[error(
-        "entitlement {entitlement} of this person still pays through {last_payable}; grant from a later month"
+        "entitlement {entitlement} of this person pays through {last_payable}, months paid ahead included; grant from a later month"
     )]
     GrantOverlapsStopped {
         entitlement: EntitlementId,
         last_payable: Month,
     },
     /// The person's household moved here, and where it lived before it was paid this
-    /// allowance through `last_payable` (a run pays the month a household leaves), so a
+    /// allowance through `last_payable` (a run pays the month a household leaves, and a
+    /// month may have been paid ahead before the move), so a
     /// grant from that month or earlier would pay a month twice. Grant from the month
     /// after `last_payable`.
     #[error(
