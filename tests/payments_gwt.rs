@@ -1212,6 +1212,68 @@ fn timeout_voids_the_hold() {
         });
 }
 
+/// A `settled` post that arrives after the ledger gave up on the instruction is refused
+/// and recorded, and the person may hold the money: no attempt of that month is reissued
+/// until the gateway's word is reconciled. Without such a post, a timed-out instruction
+/// is reissued as before.
+#[test]
+fn a_month_its_gateway_says_it_settled_late_is_not_reissued() {
+    use ansinh::domain::payments::ids::GatewayTxnId;
+    let h = history_from(&one_instruction(), &[time_out("2026-12-11", FIRST)]);
+    given(&h)
+        .when(reissue("2026-12-12", FIRST, Some(post_office())))
+        .then(|b, _| {
+            assert_eq!(
+                b.instructions[&iid("pay:1:2026-12:2")].status,
+                InstructionStatus::Instructed
+            );
+        });
+    let late = history_from(
+        &h,
+        &[Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-12")],
+    );
+    assert!(matches!(
+        &late.last().unwrap().body,
+        EventBody::GatewayPostRefused {
+            refusal: PostRefusal::NotPending {
+                status: InstructionStatus::TimedOut
+            },
+            ..
+        }
+    ));
+    let to_reconcile = Rejection::LateSettlementToReconcile {
+        instruction: iid(FIRST),
+        gateway: gw(BANK),
+        gateway_txn: GatewayTxnId::parse("T1").unwrap(),
+    };
+    given(&late)
+        .when(reissue("2026-12-13", FIRST, Some(post_office())))
+        .then_rejects(to_reconcile.clone());
+    // Remembered from the log alone.
+    assert_eq!(
+        replay(&late).late_settlements.keys().collect::<Vec<_>>(),
+        [&iid(FIRST)]
+    );
+
+    // A later attempt of the month is held back too: the first one's late settlement may
+    // have paid the month.
+    let h = history_from(
+        &h,
+        &[
+            reissue("2026-12-12", FIRST, None),
+            Post::new(BANK, "pay:1:2026-12:2", Outcome::Failed, "T2", AMOUNT).on("2026-12-13"),
+            Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-14"),
+        ],
+    );
+    given(&h)
+        .when(reissue(
+            "2026-12-15",
+            "pay:1:2026-12:2",
+            Some(post_office()),
+        ))
+        .then_rejects(to_reconcile);
+}
+
 // ---------------------------------------------------------------- reconciliation
 
 #[test]

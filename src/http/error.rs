@@ -394,6 +394,7 @@ fn payment_rejection_status(r: &crate::domain::payments::Rejection) -> StatusCod
         | NotDueForTimeout { .. }
         | NotReissuable { .. }
         | AlreadyReissued { .. }
+        | LateSettlementToReconcile { .. }
         | TooManyAttempts { .. }
         | MonthNotPayable { .. }
         | BackDated { .. }

@@ -21,11 +21,11 @@ use crate::domain::payments::entitlements::{
     self, Entitlement, EntitlementId, StopReason, Stopped, Terms, TermsPeriod,
 };
 use crate::domain::payments::ids::{
-    BeneficiaryRef, CommuneId, GatewayId, HouseholdRef, OfficerId, ProgrammeId,
+    BeneficiaryRef, CommuneId, GatewayId, GatewayTxnId, HouseholdRef, OfficerId, ProgrammeId,
 };
 use crate::domain::payments::instructions::{
-    self, GatewayPost, Instruction, InstructionId, InstructionStatus, NewInstruction, PostAnswer,
-    PostKey, PostRefusal, RecordedPost, Shortfall, Verdict, post_key,
+    self, GatewayPost, Instruction, InstructionId, InstructionStatus, NewInstruction, Outcome,
+    PostAnswer, PostKey, PostRefusal, RecordedPost, Shortfall, Verdict, post_key,
 };
 use crate::domain::payments::ledger::Posting;
 use crate::domain::payments::month::Month;
@@ -54,6 +54,12 @@ pub struct Book {
     /// The latest refused post per key, kept apart so that a refusal never
     /// displaces an accepted post of the same key (a reused transaction id).
     pub refused_posts: BTreeMap<PostKey, RecordedPost>,
+    /// Instructions their gateway posted as settled after the ledger had stopped waiting
+    /// for them (timed out, failed or cancelled), with the gateway's
+    /// transaction id: the post is refused and recorded, but the person may hold the
+    /// money, so the month is not reissued (`decide_reissue`). Kept from the first such
+    /// post; rebuilt from the recorded refusals.
+    pub late_settlements: BTreeMap<InstructionId, GatewayTxnId>,
     /// Refused posts recorded per (gateway, day), for the daily bound.
     pub refused_per_gateway_day: BTreeMap<(GatewayId, NaiveDate), u32>,
     /// Id of the last event applied (0 = none); ids are consecutive from 1.
@@ -547,7 +553,17 @@ pub fn apply(book: &mut Book, event: &Event) {
             let recorded = recorded(event, post);
             book.accepted_posts.insert(post_key(post), recorded);
         }
-        EventBody::GatewayPostRefused { post, .. } => {
+        EventBody::GatewayPostRefused { post, refusal } => {
+            // Refused only for the instruction's status (failed, timed out, cancelled), so
+            // it matched the instruction in every other field: the gateway says it paid.
+            let late = matches!(refusal, PostRefusal::NotPending { .. });
+            if post.outcome == Outcome::Settled && late {
+                if let Some(id) = InstructionId::parse(post.instruction.as_str()) {
+                    book.late_settlements
+                        .entry(id)
+                        .or_insert_with(|| post.gateway_txn.clone());
+                }
+            }
             let n = book
                 .refused_per_gateway_day
                 .entry((post.gateway.clone(), event.effective))

@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use crate::domain::money::MoneyError;
 use crate::domain::payments::budget::BudgetKey;
 use crate::domain::payments::entitlements::EntitlementId;
-use crate::domain::payments::ids::{CategoryId, GatewayId, HouseholdRef};
+use crate::domain::payments::ids::{CategoryId, GatewayId, GatewayTxnId, HouseholdRef};
 use crate::domain::payments::instructions::{InstructionId, InstructionStatus, Shortfall};
 use crate::domain::payments::month::Month;
 
@@ -196,6 +196,18 @@ pub enum Rejection {
     NotReissuable {
         instruction: InstructionId,
         status: InstructionStatus,
+    },
+    /// The gateway posted that `instruction` (an attempt of this month) was settled, in
+    /// its transaction `gateway_txn`, after the ledger had stopped waiting for it; the post
+    /// was refused and recorded, but the person may hold the money. Reconcile with the
+    /// gateway before paying the month by any other means.
+    #[error(
+        "gateway {gateway} posted that instruction {instruction} was settled (transaction {gateway_txn}) after the ledger had stopped waiting for it; reconcile with the gateway before paying this month again"
+    )]
+    LateSettlementToReconcile {
+        instruction: InstructionId,
+        gateway: GatewayId,
+        gateway_txn: GatewayTxnId,
     },
     /// A later attempt exists; act on `latest` instead.
     #[error("instruction {instruction} was already reissued as {latest}")]
