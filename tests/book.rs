@@ -1907,6 +1907,51 @@ fn a_grant_after_a_move_never_pays_the_month_already_paid_before_it() {
     after.record(grant_from("2026-11"));
 }
 
+/// A grant names a member the household record lists: in a household of two, "m3" is
+/// no one, and would be a second allowance under a made-up key.
+#[test]
+fn a_grant_names_a_member_of_the_household_record() {
+    use ansinh::domain::payments::CommandKind as Pay;
+    use ansinh::domain::payments::Rejection as PayRejection;
+    use ansinh::domain::payments::ids::{HouseholdRef, MemberRef};
+    let id = "0100007-000001";
+    let mut book = Folded::new();
+    book.record(Command::Registry(Change::Registered {
+        household: hh(id),
+        area: Area::Rural,
+        members: 2,
+        citizens: vec![[1; 32], [2; 32]],
+        sealed: vec![1],
+        on: d("2026-01-05"),
+    }));
+    let grant_to = |member: &str| {
+        let mut kind = allowance(id);
+        if let Pay::Grant { beneficiary, .. } = &mut kind {
+            beneficiary.member = MemberRef::parse(member).unwrap();
+        }
+        payment_command(kind, "2026-10-01")
+    };
+    for member in ["m3", "m9"] {
+        assert_eq!(
+            book.decide(&grant_to(member)),
+            Err(Rejection::Payment(PayRejection::NoSuchMember {
+                household: HouseholdRef::parse(id).unwrap(),
+                member: MemberRef::parse(member).unwrap(),
+                members: 2,
+            }))
+        );
+    }
+    assert_eq!(
+        book.decide(&grant_to("M1")),
+        Err(Rejection::Payment(PayRejection::MemberRefNotCanonical {
+            member: MemberRef::parse("M1").unwrap(),
+        }))
+    );
+    book.record(grant_to("m1"));
+    book.record(grant_to("m2"));
+    assert_eq!(book.0.payments.active.len(), 2);
+}
+
 /// The budget of commune 0100007 for `period`, allocated on `on`.
 fn budget_for(period: &str, on: &str) -> Command {
     use ansinh::domain::payments::budget::BudgetKey;

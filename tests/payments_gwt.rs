@@ -183,6 +183,38 @@ fn a_grant_naming_its_member_by_an_id_number_is_refused() {
         .then(|b, _| assert_eq!(b.active.len(), 1));
 }
 
+/// "One allowance per person" is keyed by the member's reference, so a reference has one
+/// spelling: "M1" or "m01" beside "m1" would be the same person under a second key, with
+/// a second allowance.
+#[test]
+fn a_member_is_named_in_one_spelling_only() {
+    use ansinh::domain::payments::CommandKind;
+    use ansinh::domain::payments::ids::MemberRef;
+    let grant_to = |member: &str| {
+        let mut c = grant(
+            "2026-01-01",
+            1,
+            "2026-01",
+            terms(ELDERLY_POOR, bank(), None),
+        );
+        if let CommandKind::Grant { beneficiary, .. } = &mut c.kind {
+            beneficiary.member = MemberRef::parse(member).unwrap();
+        }
+        c
+    };
+    let h = history(&[grant_to("m1")]);
+    for other in ["M1", "m01", "m0", "1", "head"] {
+        given(&h)
+            .when(grant_to(other))
+            .then_rejects(Rejection::MemberRefNotCanonical {
+                member: MemberRef::parse(other).unwrap(),
+            });
+    }
+    given(&h)
+        .when(grant_to("m1"))
+        .then_rejects(Rejection::ActiveEntitlementExists { entitlement: 1 });
+}
+
 #[test]
 fn a_new_grant_never_pays_a_month_a_stopped_entitlement_still_pays() {
     // Stopped on 2026-03-01 (a move): March is still paid by entitlement 1.

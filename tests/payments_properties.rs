@@ -202,7 +202,7 @@ fn command(book: &Book, today: NaiveDate, op: &Op) -> Option<Command> {
             };
             let mut beneficiary = i.issued.beneficiary.clone();
             if *other_person {
-                beneficiary.member = ansinh::domain::payments::ids::MemberRef::parse("M2").unwrap();
+                beneficiary.member = ansinh::domain::payments::ids::MemberRef::parse("m2").unwrap();
             }
             let amount = i.issued.amount
                 + if *amount_off {

@@ -359,7 +359,20 @@ impl PartitionBook {
             } = kind
             {
                 let household = HouseholdId::parse(beneficiary.household.as_str())?;
-                self.registry.active(&household)?;
+                let registered = self.registry.active(&household)?;
+                // The member is one the record lists ("m3" of a household of two is no
+                // one, and a second key for nobody in particular). Its spelling is the
+                // payments book's to check.
+                let number = crate::domain::payments::ids::member_number(&beneficiary.member);
+                if number.is_some_and(|n| n > registered.members) {
+                    return Err(Rejection::Payment(
+                        crate::domain::payments::Rejection::NoSuchMember {
+                            household: beneficiary.household.clone(),
+                            member: beneficiary.member.clone(),
+                            members: registered.members,
+                        },
+                    ));
+                }
                 // Paid where the household lived before its move through that month: a
                 // grant here from then or earlier would pay a month twice.
                 if let Some((before, last_payable)) = self

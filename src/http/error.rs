@@ -402,6 +402,8 @@ fn payment_rejection_status(r: &crate::domain::payments::Rejection) -> StatusCod
         RefMissing { .. }
         | RefMalformed { .. }
         | MemberIsAnIdNumber
+        | MemberRefNotCanonical { .. }
+        | NoSuchMember { .. }
         | MonthMalformed { .. }
         | AmountNotPositive { .. }
         | FractionalDong { .. }

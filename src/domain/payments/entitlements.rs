@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::domain::money::{self, positive_vnd, round_dong};
 use crate::domain::payments::Rejection;
 use crate::domain::payments::book::{EventBody, Out};
-use crate::domain::payments::ids::{BeneficiaryRef, CategoryId, CommuneId, GatewayId, ProgrammeId};
+use crate::domain::payments::ids::{
+    BeneficiaryRef, CategoryId, CommuneId, GatewayId, ProgrammeId, member_number,
+};
 use crate::domain::payments::instructions;
 use crate::domain::payments::month::Month;
 use crate::domain::payments::reference::{BaseLevelRef, CategoryRef, ReferenceData, reference};
@@ -262,6 +264,13 @@ pub(crate) fn decide_grant(
     let member = beneficiary.member.as_str();
     if member.len() >= 9 && member.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Rejection::MemberIsAnIdNumber);
+    }
+    // "One allowance per person" is keyed by the reference: "M1" or "m01" beside "m1"
+    // would be a second key for the same person, and both would be paid.
+    if member_number(&beneficiary.member).is_none() {
+        return Err(Rejection::MemberRefNotCanonical {
+            member: beneficiary.member,
+        });
     }
     // One allowance per person and programme: the law pays the highest
     // coefficient only, so a second category is a Change, not a Grant.

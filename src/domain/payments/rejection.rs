@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use crate::domain::money::MoneyError;
 use crate::domain::payments::budget::BudgetKey;
 use crate::domain::payments::entitlements::EntitlementId;
-use crate::domain::payments::ids::{CategoryId, GatewayId, GatewayTxnId, HouseholdRef};
+use crate::domain::payments::ids::{CategoryId, GatewayId, GatewayTxnId, HouseholdRef, MemberRef};
 use crate::domain::payments::instructions::{InstructionId, InstructionStatus, Shortfall};
 use crate::domain::payments::month::Month;
 
@@ -48,6 +48,23 @@ pub enum Rejection {
         "the member must be named by their reference in the household record (e.g. m1), not an id number"
     )]
     MemberIsAnIdNumber,
+    /// The member is not named in the one spelling of the household record's references:
+    /// "m" and the member's number, "m1" for the head, lower case, no leading zeros.
+    /// Another spelling would be a second key for the same person, paid twice.
+    #[error(
+        "member {member} is not written as a reference of the household record (m1 for the head, then m2, m3, ...: lower case, no leading zeros)"
+    )]
+    MemberRefNotCanonical { member: MemberRef },
+    /// The household record lists `members` members, and `member` names none of them.
+    /// Name a member of the record (m1 to m`members`).
+    #[error(
+        "household {household} lists {members} members (m1 to m{members}); {member} is none of them"
+    )]
+    NoSuchMember {
+        household: HouseholdRef,
+        member: MemberRef,
+        members: u32,
+    },
     /// Not a month of the shape "YYYY-MM" within the supported years.
     #[error("month {found:?} is not YYYY-MM")]
     MonthMalformed { found: String },
