@@ -1907,6 +1907,169 @@ fn a_grant_after_a_move_never_pays_the_month_already_paid_before_it() {
     after.record(grant_from("2026-11"));
 }
 
+/// A grant names a member the household record lists: in a household of two, "m3" is
+/// no one, and would be a second allowance under a made-up key.
+#[test]
+fn a_grant_names_a_member_of_the_household_record() {
+    use ansinh::domain::payments::CommandKind as Pay;
+    use ansinh::domain::payments::Rejection as PayRejection;
+    use ansinh::domain::payments::ids::{HouseholdRef, MemberRef};
+    let id = "0100007-000001";
+    let mut book = Folded::new();
+    book.record(Command::Registry(Change::Registered {
+        household: hh(id),
+        area: Area::Rural,
+        members: 2,
+        citizens: vec![[1; 32], [2; 32]],
+        sealed: vec![1],
+        on: d("2026-01-05"),
+    }));
+    let grant_to = |member: &str| {
+        let mut kind = allowance(id);
+        if let Pay::Grant { beneficiary, .. } = &mut kind {
+            beneficiary.member = MemberRef::parse(member).unwrap();
+        }
+        payment_command(kind, "2026-10-01")
+    };
+    for member in ["m3", "m9"] {
+        assert_eq!(
+            book.decide(&grant_to(member)),
+            Err(Rejection::Payment(PayRejection::NoSuchMember {
+                household: HouseholdRef::parse(id).unwrap(),
+                member: MemberRef::parse(member).unwrap(),
+                members: 2,
+            }))
+        );
+    }
+    assert_eq!(
+        book.decide(&grant_to("M1")),
+        Err(Rejection::Payment(PayRejection::MemberRefNotCanonical {
+            member: MemberRef::parse("M1").unwrap(),
+        }))
+    );
+    book.record(grant_to("m1"));
+    book.record(grant_to("m2"));
+    assert_eq!(book.0.payments.active.len(), 2);
+}
+
+/// The budget of commune 0100007 for `period`, allocated on `on`.
+fn budget_for(period: &str, on: &str) -> Command {
+    use ansinh::domain::payments::budget::BudgetKey;
+    use ansinh::domain::payments::ids::{CommuneId, ProgrammeId};
+    use ansinh::domain::payments::month::Month;
+    payment_command(
+        ansinh::domain::payments::CommandKind::Allocate {
+            budget: BudgetKey {
+                programme: ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY").unwrap(),
+                commune: CommuneId::parse("0100007").unwrap(),
+                period: Month::parse(period).unwrap(),
+            },
+            amount: Decimal::from(10_000_000),
+        },
+        on,
+    )
+}
+
+/// The gateway "vcb" posts that `instruction` of the book was settled, on `on`.
+fn settle(book: &mut Folded, instruction: &str, on: &str) {
+    use ansinh::domain::payments::ids::{GatewayId, GatewayTxnId, InstructionRef};
+    use ansinh::domain::payments::instructions::{GatewayPost, InstructionId, Outcome};
+    let issued = &book.0.payments.instructions[&InstructionId::parse(instruction).unwrap()];
+    let post = GatewayPost {
+        gateway: GatewayId::parse("vcb").unwrap(),
+        instruction: InstructionRef::parse(instruction).unwrap(),
+        outcome: Outcome::Settled,
+        gateway_txn: GatewayTxnId::parse(&format!("T-{instruction}")).unwrap(),
+        amount: issued.issued.amount,
+        beneficiary: issued.issued.beneficiary.clone(),
+    };
+    let gateway = proto::Actor {
+        id: "vcb".into(),
+        role: ansinh::book::payments::GATEWAY_ROLE.into(),
+        unit: String::new(),
+    };
+    let command = payment_command(ansinh::domain::payments::CommandKind::Post(post), on);
+    for p in book.0.decide(&command, &gateway).unwrap() {
+        let next = book.0.sequence + 1;
+        book.0.apply(next, Some(&gateway), Some(&p.payload));
+    }
+    assert_eq!(book.0.unreadable, 0);
+}
+
+/// A month paid ahead before a move was paid where the household lived: the move-out
+/// records it, and a grant where the household arrives starts after it. One still pending
+/// holds the move back (nothing would cancel it once the household has left): until its
+/// gateway answers, or a stop dated the move cancels it.
+#[test]
+fn a_month_paid_ahead_before_a_move_is_not_paid_again_after_it() {
+    use ansinh::domain::payments::CommandKind as Pay;
+    use ansinh::domain::payments::entitlements::StopReason;
+    use ansinh::domain::payments::month::Month;
+    let (from, to) = ("0100007-000002", "7900007-000002");
+    let move_out = Command::MoveOut {
+        household: hh(from),
+        to: hh(to),
+        on: d("2026-10-20"),
+    };
+    let ahead = |book: &mut Folded| {
+        book.register(from, 2);
+        book.record(payment_command(allowance(from), "2026-10-01"));
+        book.record(budget_for("2026-11", "2026-10-01"));
+        book.record(payment_command(
+            Pay::Run {
+                period: Month::parse("2026-11").unwrap(),
+                commune: None,
+            },
+            "2026-10-15",
+        ));
+    };
+    let through = |proposals: &[Proposal]| {
+        let Payload::HouseholdMovedOut(out) = &proposals[0].payload else {
+            panic!("{proposals:?}")
+        };
+        assert_eq!(out.paid_before_move.len(), 1, "{out:?}");
+        out.paid_before_move[0].through_month.clone()
+    };
+
+    // November instructed in October, no answer yet: the move waits.
+    let mut pending = Folded::new();
+    ahead(&mut pending);
+    assert_eq!(
+        pending.decide(&move_out),
+        Err(Rejection::PaymentsPendingAfterMove {
+            household: from.into(),
+            instructions: vec!["pay:1:2026-11:1".into()],
+        })
+    );
+    // A stop dated the move cancels it: November was not paid, and the move records
+    // October.
+    pending.record(payment_command(
+        Pay::Stop {
+            entitlement: 1,
+            on: d("2026-10-20"),
+            reason: StopReason::Move,
+        },
+        "2026-10-20",
+    ));
+    assert_eq!(through(&pending.decide(&move_out).unwrap()), "2026-10");
+
+    // Settled before the move: November was paid here, and the move records it.
+    let mut paid = Folded::new();
+    ahead(&mut paid);
+    settle(&mut paid, "pay:1:2026-11:1", "2026-10-16");
+    assert_eq!(through(&paid.decide(&move_out).unwrap()), "2026-11");
+    // So is a month paid ahead by an entitlement stopped before the move.
+    paid.record(payment_command(
+        Pay::Stop {
+            entitlement: 1,
+            on: d("2026-10-18"),
+            reason: StopReason::Move,
+        },
+        "2026-10-18",
+    ));
+    assert_eq!(through(&paid.decide(&move_out).unwrap()), "2026-11");
+}
+
 /// A household whose last member died keeps its loan to collect, and gets no tranche.
 #[test]
 fn no_tranche_goes_to_a_household_with_no_member_left() {

@@ -183,6 +183,38 @@ fn a_grant_naming_its_member_by_an_id_number_is_refused() {
         .then(|b, _| assert_eq!(b.active.len(), 1));
 }
 
+/// "One allowance per person" is keyed by the member's reference, so a reference has one
+/// spelling: "M1" or "m01" beside "m1" would be the same person under a second key, with
+/// a second allowance.
+#[test]
+fn a_member_is_named_in_one_spelling_only() {
+    use ansinh::domain::payments::CommandKind;
+    use ansinh::domain::payments::ids::MemberRef;
+    let grant_to = |member: &str| {
+        let mut c = grant(
+            "2026-01-01",
+            1,
+            "2026-01",
+            terms(ELDERLY_POOR, bank(), None),
+        );
+        if let CommandKind::Grant { beneficiary, .. } = &mut c.kind {
+            beneficiary.member = MemberRef::parse(member).unwrap();
+        }
+        c
+    };
+    let h = history(&[grant_to("m1")]);
+    for other in ["M1", "m01", "m0", "1", "head"] {
+        given(&h)
+            .when(grant_to(other))
+            .then_rejects(Rejection::MemberRefNotCanonical {
+                member: MemberRef::parse(other).unwrap(),
+            });
+    }
+    given(&h)
+        .when(grant_to("m1"))
+        .then_rejects(Rejection::ActiveEntitlementExists { entitlement: 1 });
+}
+
 #[test]
 fn a_new_grant_never_pays_a_month_a_stopped_entitlement_still_pays() {
     // Stopped on 2026-03-01 (a move): March is still paid by entitlement 1.
@@ -251,6 +283,84 @@ fn a_new_grant_never_pays_a_month_a_stopped_entitlement_still_pays() {
             terms(ELDERLY_POOR, bank(), None),
         ))
         .then(|b, _| assert_eq!(b.active.len(), 1));
+}
+
+/// A month paid ahead and settled before a stop was paid: the stop lists it as overpaid,
+/// and a new grant for the person starts after it, or the run would pay it again. A month
+/// paid ahead whose instruction the stop cancels was not paid, and the new grant pays it.
+#[test]
+fn a_new_grant_never_pays_again_a_month_paid_ahead_before_a_stop() {
+    // January paid ahead in December and settled; the person moved on 2026-12-10.
+    let h = history_from(
+        &one_instruction(),
+        &[
+            allocate("2026-12-01", COMMUNE, "2027-01", 10_000_000),
+            allocate("2026-12-01", COMMUNE, "2027-02", 10_000_000),
+            run("2026-12-01", "2027-01", None),
+            Post::new(BANK, "pay:1:2027-01:1", Outcome::Settled, "T1", AMOUNT).on("2026-12-02"),
+            stop("2026-12-11", 1, "2026-12-10", StopReason::Move),
+        ],
+    );
+    for from in ["2027-01", "2026-12"] {
+        given(&h)
+            .when(grant(
+                "2026-12-12",
+                1,
+                from,
+                terms(ELDERLY_POOR, bank(), None),
+            ))
+            .then_rejects(Rejection::GrantOverlapsStopped {
+                entitlement: 1,
+                last_payable: m("2027-01"),
+            });
+    }
+    // From February the new entitlement pays, and January is not paid again.
+    let h = history_from(
+        &h,
+        &[grant(
+            "2026-12-12",
+            1,
+            "2027-02",
+            terms(ELDERLY_POOR, bank(), None),
+        )],
+    );
+    given(&h)
+        .when(run("2026-12-12", "2027-01", None))
+        .then_nothing();
+    given(&h)
+        .when(run("2026-12-12", "2027-02", None))
+        .then(|b, _| {
+            assert!(b.instructions.contains_key(&iid("pay:2:2027-02:1")));
+        });
+
+    // January run ahead but still pending at the stop: cancelled, so not paid, and a new
+    // grant from January pays it.
+    let h = history_from(
+        &one_instruction(),
+        &[
+            allocate("2026-12-01", COMMUNE, "2027-01", 10_000_000),
+            run("2026-12-01", "2027-01", None),
+            stop("2026-12-11", 1, "2026-12-10", StopReason::Move),
+            grant(
+                "2026-12-12",
+                1,
+                "2027-01",
+                terms(ELDERLY_POOR, bank(), None),
+            ),
+        ],
+    );
+    given(&h)
+        .when(run("2026-12-12", "2027-01", None))
+        .then(|b, _| {
+            assert_eq!(
+                b.instructions[&iid("pay:1:2027-01:1")].status,
+                InstructionStatus::Cancelled
+            );
+            assert_eq!(
+                b.instructions[&iid("pay:2:2027-01:1")].status,
+                InstructionStatus::Instructed
+            );
+        });
 }
 
 #[test]
@@ -1132,6 +1242,68 @@ fn timeout_voids_the_hold() {
         .then(|b, _| {
             assert_eq!(b.budget(&key(COMMUNE, "2026-12")).reserved, dec!(750000));
         });
+}
+
+/// A `settled` post that arrives after the ledger gave up on the instruction is refused
+/// and recorded, and the person may hold the money: no attempt of that month is reissued
+/// until the gateway's word is reconciled. Without such a post, a timed-out instruction
+/// is reissued as before.
+#[test]
+fn a_month_its_gateway_says_it_settled_late_is_not_reissued() {
+    use ansinh::domain::payments::ids::GatewayTxnId;
+    let h = history_from(&one_instruction(), &[time_out("2026-12-11", FIRST)]);
+    given(&h)
+        .when(reissue("2026-12-12", FIRST, Some(post_office())))
+        .then(|b, _| {
+            assert_eq!(
+                b.instructions[&iid("pay:1:2026-12:2")].status,
+                InstructionStatus::Instructed
+            );
+        });
+    let late = history_from(
+        &h,
+        &[Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-12")],
+    );
+    assert!(matches!(
+        &late.last().unwrap().body,
+        EventBody::GatewayPostRefused {
+            refusal: PostRefusal::NotPending {
+                status: InstructionStatus::TimedOut
+            },
+            ..
+        }
+    ));
+    let to_reconcile = Rejection::LateSettlementToReconcile {
+        instruction: iid(FIRST),
+        gateway: gw(BANK),
+        gateway_txn: GatewayTxnId::parse("T1").unwrap(),
+    };
+    given(&late)
+        .when(reissue("2026-12-13", FIRST, Some(post_office())))
+        .then_rejects(to_reconcile.clone());
+    // Remembered from the log alone.
+    assert_eq!(
+        replay(&late).late_settlements.keys().collect::<Vec<_>>(),
+        [&iid(FIRST)]
+    );
+
+    // A later attempt of the month is held back too: the first one's late settlement may
+    // have paid the month.
+    let h = history_from(
+        &h,
+        &[
+            reissue("2026-12-12", FIRST, None),
+            Post::new(BANK, "pay:1:2026-12:2", Outcome::Failed, "T2", AMOUNT).on("2026-12-13"),
+            Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-14"),
+        ],
+    );
+    given(&h)
+        .when(reissue(
+            "2026-12-15",
+            "pay:1:2026-12:2",
+            Some(post_office()),
+        ))
+        .then_rejects(to_reconcile);
 }
 
 // ---------------------------------------------------------------- reconciliation

@@ -202,7 +202,7 @@ fn command(book: &Book, today: NaiveDate, op: &Op) -> Option<Command> {
             };
             let mut beneficiary = i.issued.beneficiary.clone();
             if *other_person {
-                beneficiary.member = ansinh::domain::payments::ids::MemberRef::parse("M2").unwrap();
+                beneficiary.member = ansinh::domain::payments::ids::MemberRef::parse("m2").unwrap();
             }
             let amount = i.issued.amount
                 + if *amount_off {
@@ -302,32 +302,28 @@ fn check_book(book: &Book, events: &[Event]) -> Result<(), TestCaseError> {
     }
     // Never two live payments for one entitlement and month.
     prop_assert!(live.values().all(|n| *n == 1), "{:?}", live);
-    // Nor for one person and month across entitlements, counting the months each
-    // entitlement still covers (a settled month after a stop is an overpayment,
-    // listed for recovery, not a month owed).
-    let mut owed: BTreeMap<_, Vec<_>> = BTreeMap::new();
+    // Nor for one person and month across entitlements, a month paid ahead before a stop
+    // included: it was paid, so no later entitlement of the person pays it again.
+    let mut paid: BTreeMap<_, Vec<_>> = BTreeMap::new();
     for i in book.instructions.values() {
         let id = i.issued.id;
-        let covers = book.entitlements[&id.entitlement]
-            .terms_for(id.month)
-            .is_some();
-        if covers
-            && matches!(
-                i.status,
-                InstructionStatus::Instructed | InstructionStatus::Settled
-            )
-        {
-            owed.entry((i.issued.beneficiary.clone(), id.month))
+        if matches!(
+            i.status,
+            InstructionStatus::Instructed | InstructionStatus::Settled
+        ) {
+            paid.entry((i.issued.beneficiary.clone(), id.month))
                 .or_insert_with(Vec::new)
                 .push(id);
         }
     }
-    prop_assert!(owed.values().all(|ids| ids.len() == 1), "{:?}", owed);
+    prop_assert!(paid.values().all(|ids| ids.len() == 1), "{:?}", paid);
     Ok(())
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    // 2,000 cases (about two seconds): a month paid ahead, a stop and a new grant for
+    // the same person in one sequence is rare, and 200 cases did not reach it.
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
     #[test]
     fn random_sequences_keep_the_money_right(ops in prop::collection::vec(op(), 1..100)) {

@@ -199,15 +199,17 @@ impl PartitionBook {
 
     /// What the household's members are paid here through its move-out on `on`: a
     /// running entitlement through that month (a run pays the month a household leaves,
-    /// not later), a stopped one through its last payable month, and what they were paid
-    /// before an earlier move, carried on. Scans the partition's entitlements: a move is
-    /// rare beside the runs and posts, and they are keyed by programme first.
+    /// not later), a stopped one through its last payable month, either of them through a
+    /// later month it had already paid ahead (an instruction still instructed or settled),
+    /// and what they were paid before an earlier move, carried on. Scans the partition's
+    /// entitlements: a move is rare beside the runs and posts.
     fn paid_through_move(
         &self,
         household: &HouseholdId,
         on: NaiveDate,
     ) -> Vec<proto::PaidBeforeMove> {
         use crate::domain::payments::ids::{MemberRef, ProgrammeId};
+        use crate::domain::payments::instructions::latest_paid_month;
         use crate::domain::payments::month::Month;
         let left = Month::of(on);
         let ours = |b: &crate::domain::payments::ids::BeneficiaryRef| {
@@ -215,23 +217,27 @@ impl PartitionBook {
         };
         let mut through: BTreeMap<(ProgrammeId, MemberRef), Month> = BTreeMap::new();
         let mut take = |programme: &ProgrammeId, member: &MemberRef, last: Month| {
-            let last = last.min(left);
             let month = through
                 .entry((programme.clone(), member.clone()))
                 .or_insert(last);
             *month = (*month).max(last);
         };
         let payments = &self.payments;
-        for ((programme, b), id) in &payments.active {
-            // One that starts after the move pays nothing here.
-            let starts = payments.entitlements.get(id).map(|e| e.from());
-            if ours(b) && starts.is_some_and(|m| m <= left) {
-                take(programme, &b.member, left);
-            }
-        }
-        for ((programme, b), (_, last)) in &payments.stopped_paying_through {
-            if ours(b) {
-                take(programme, &b.member, *last);
+        for e in payments
+            .entitlements
+            .values()
+            .filter(|e| ours(&e.beneficiary))
+        {
+            // Runs pay no month after the one it leaves (nor after a stop's month)...
+            let covered = e
+                .stopped
+                .as_ref()
+                .map_or(left, |s| s.last_payable().min(left));
+            // ...and one that starts after that pays nothing by runs here...
+            let covered = (e.from() <= covered).then_some(covered);
+            // ...but a month paid ahead before the move was paid all the same.
+            if let Some(last) = covered.max(latest_paid_month(payments, e.id)) {
+                take(&e.programme, &e.beneficiary.member, last);
             }
         }
         for ((programme, b), (_, last)) in &self.paid_before_move {
@@ -246,6 +252,23 @@ impl PartitionBook {
                 member: member.to_string(),
                 through_month: month.to_string(),
             })
+            .collect()
+    }
+
+    /// The household's instructions for months after the one it leaves on `on` that no
+    /// gateway has answered yet. Nothing cancels them once it has left (its entitlement is
+    /// stopped by an officer, later), so a gateway could still settle them after a grant
+    /// where it arrives paid the same months: the move waits for them.
+    fn pending_after_move(&self, household: &HouseholdId, on: NaiveDate) -> Vec<String> {
+        use crate::domain::payments::instructions::after_month;
+        use crate::domain::payments::month::Month;
+        let left = Month::of(on);
+        self.payments
+            .entitlements
+            .values()
+            .filter(|e| e.beneficiary.household.as_str() == household.as_str())
+            .flat_map(|e| after_month(&self.payments, e.id, left).0)
+            .map(|id| id.to_string())
             .collect()
     }
 
@@ -336,7 +359,20 @@ impl PartitionBook {
             } = kind
             {
                 let household = HouseholdId::parse(beneficiary.household.as_str())?;
-                self.registry.active(&household)?;
+                let registered = self.registry.active(&household)?;
+                // The member is one the record lists ("m3" of a household of two is no
+                // one, and a second key for nobody in particular). Its spelling is the
+                // payments book's to check.
+                let number = crate::domain::payments::ids::member_number(&beneficiary.member);
+                if number.is_some_and(|n| n > registered.members) {
+                    return Err(Rejection::Payment(
+                        crate::domain::payments::Rejection::NoSuchMember {
+                            household: beneficiary.household.clone(),
+                            member: beneficiary.member.clone(),
+                            members: registered.members,
+                        },
+                    ));
+                }
                 // Paid where the household lived before its move through that month: a
                 // grant here from then or earlier would pay a month twice.
                 if let Some((before, last_payable)) = self
@@ -393,6 +429,13 @@ impl PartitionBook {
                     return Err(Rejection::OpenLoans {
                         household: household.to_string(),
                         loan: loan.id,
+                    });
+                }
+                let instructions = self.pending_after_move(household, *on);
+                if !instructions.is_empty() {
+                    return Err(Rejection::PaymentsPendingAfterMove {
+                        household: household.to_string(),
+                        instructions,
                     });
                 }
                 let h = &self.registry.households[household];

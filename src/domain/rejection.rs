@@ -142,6 +142,19 @@ pub enum Rejection {
     /// The household still has open loans; settle, write off or transfer them first.
     #[error("household {household} has open loan {loan}")]
     OpenLoans { household: String, loan: u64 },
+    /// The household's members have payments instructed for months after the month it
+    /// leaves that no gateway has answered yet. Once it has left, nothing would cancel
+    /// them, and a grant where it arrives would pay those months again. Wait for the
+    /// gateways' results (or the timeouts), or stop the entitlement dated the move, which
+    /// cancels them; then move.
+    #[error(
+        "household {household} has payments for months after its move still pending ({}): wait for the gateway's result or the timeout, or stop the entitlement dated the move, then move",
+        instructions.join(", ")
+    )]
+    PaymentsPendingAfterMove {
+        household: String,
+        instructions: Vec<String>,
+    },
     /// The household belongs to another partition (province) than the one asked.
     #[error("household {household} does not belong to partition {partition}")]
     WrongPartition {

@@ -318,6 +318,7 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         | HouseholdMovedAway { .. }
         | RegistryBackDated { .. }
         | OpenLoans { .. }
+        | PaymentsPendingAfterMove { .. }
         | NothingToRecord
         | UnknownHousehold { .. }
         | ClassificationExpired { .. }
@@ -394,6 +395,7 @@ fn payment_rejection_status(r: &crate::domain::payments::Rejection) -> StatusCod
         | NotDueForTimeout { .. }
         | NotReissuable { .. }
         | AlreadyReissued { .. }
+        | LateSettlementToReconcile { .. }
         | TooManyAttempts { .. }
         | MonthNotPayable { .. }
         | BackDated { .. }
@@ -401,6 +403,8 @@ fn payment_rejection_status(r: &crate::domain::payments::Rejection) -> StatusCod
         RefMissing { .. }
         | RefMalformed { .. }
         | MemberIsAnIdNumber
+        | MemberRefNotCanonical { .. }
+        | NoSuchMember { .. }
         | MonthMalformed { .. }
         | AmountNotPositive { .. }
         | FractionalDong { .. }

@@ -55,11 +55,11 @@ pub fn post_office() -> Channel {
     }
 }
 
-/// Household n, member "M1".
+/// Household n, member "m1" (the head).
 pub fn person(n: u32) -> BeneficiaryRef {
     BeneficiaryRef {
         household: HouseholdRef::parse(&format!("{COMMUNE}-{n:06}")).unwrap(),
-        member: MemberRef::parse("M1").unwrap(),
+        member: MemberRef::parse("m1").unwrap(),
     }
 }
 

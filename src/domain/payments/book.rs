@@ -21,11 +21,11 @@ use crate::domain::payments::entitlements::{
     self, Entitlement, EntitlementId, StopReason, Stopped, Terms, TermsPeriod,
 };
 use crate::domain::payments::ids::{
-    BeneficiaryRef, CommuneId, GatewayId, HouseholdRef, OfficerId, ProgrammeId,
+    BeneficiaryRef, CommuneId, GatewayId, GatewayTxnId, HouseholdRef, OfficerId, ProgrammeId,
 };
 use crate::domain::payments::instructions::{
-    self, GatewayPost, Instruction, InstructionId, InstructionStatus, NewInstruction, PostAnswer,
-    PostKey, PostRefusal, RecordedPost, Shortfall, Verdict, post_key,
+    self, GatewayPost, Instruction, InstructionId, InstructionStatus, NewInstruction, Outcome,
+    PostAnswer, PostKey, PostRefusal, RecordedPost, Shortfall, Verdict, post_key,
 };
 use crate::domain::payments::ledger::Posting;
 use crate::domain::payments::month::Month;
@@ -39,8 +39,10 @@ pub struct Book {
     pub entitlements: BTreeMap<EntitlementId, Entitlement>,
     /// The running (not stopped) entitlement of each person, per programme.
     pub active: BTreeMap<(ProgrammeId, BeneficiaryRef), EntitlementId>,
-    /// Of each person's stopped entitlements in a programme, the one that pays the
-    /// latest month, and that month: a new grant must start after it.
+    /// Of each person's stopped entitlements in a programme, the one paid for the latest
+    /// month, and that month: the month of its stop, or a later month it had already paid
+    /// ahead (settled before the stop, listed as overpaid). A new grant must start after
+    /// it, or a run would pay that month again.
     pub stopped_paying_through: BTreeMap<(ProgrammeId, BeneficiaryRef), (EntitlementId, Month)>,
     pub budgets: BTreeMap<BudgetKey, Budget>,
     pub instructions: BTreeMap<InstructionId, Instruction>,
@@ -52,6 +54,12 @@ pub struct Book {
     /// The latest refused post per key, kept apart so that a refusal never
     /// displaces an accepted post of the same key (a reused transaction id).
     pub refused_posts: BTreeMap<PostKey, RecordedPost>,
+    /// Instructions their gateway posted as settled after the ledger had stopped waiting
+    /// for them (timed out, failed or cancelled), with the gateway's
+    /// transaction id: the post is refused and recorded, but the person may hold the
+    /// money, so the month is not reissued (`decide_reissue`). Kept from the first such
+    /// post; rebuilt from the recorded refusals.
+    pub late_settlements: BTreeMap<InstructionId, GatewayTxnId>,
     /// Refused posts recorded per (gateway, day), for the daily bound.
     pub refused_per_gateway_day: BTreeMap<(GatewayId, NaiveDate), u32>,
     /// Id of the last event applied (0 = none); ids are consecutive from 1.
@@ -490,7 +498,7 @@ pub fn apply(book: &mut Book, event: &Event) {
             entitlement,
             on,
             reason,
-            ..
+            overpaid,
         } => {
             let e = entitlement_mut(book, *entitlement);
             e.stopped = Some(Stopped {
@@ -499,12 +507,20 @@ pub fn apply(book: &mut Book, event: &Event) {
             });
             let key = (e.programme.clone(), e.beneficiary.clone());
             let last_payable = e.stopped.as_ref().expect("just stopped").last_payable();
-            // One that stopped before its first month paid nothing, and is no bound.
-            let paid_a_month = e.from() <= last_payable;
+            // A month paid ahead and settled before the stop was paid all the same: the
+            // stop's own decision lists those months (its pending ones it cancels, and
+            // they paid nothing), so the limit is read from the event, not the book.
+            let paid_through = overpaid
+                .iter()
+                .map(|i| i.month)
+                .fold(last_payable, Month::max);
+            // One that stopped before its first month, and paid none ahead, paid nothing
+            // and is no bound.
+            let paid_a_month = e.from() <= paid_through;
             let latest = book.stopped_paying_through.get(&key).map(|(_, m)| *m);
-            if paid_a_month && latest.is_none_or(|m| m < last_payable) {
+            if paid_a_month && latest.is_none_or(|m| m < paid_through) {
                 book.stopped_paying_through
-                    .insert(key.clone(), (*entitlement, last_payable));
+                    .insert(key.clone(), (*entitlement, paid_through));
             }
             book.active.remove(&key);
         }
@@ -537,7 +553,17 @@ pub fn apply(book: &mut Book, event: &Event) {
             let recorded = recorded(event, post);
             book.accepted_posts.insert(post_key(post), recorded);
         }
-        EventBody::GatewayPostRefused { post, .. } => {
+        EventBody::GatewayPostRefused { post, refusal } => {
+            // Refused only for the instruction's status (failed, timed out, cancelled), so
+            // it matched the instruction in every other field: the gateway says it paid.
+            let late = matches!(refusal, PostRefusal::NotPending { .. });
+            if post.outcome == Outcome::Settled && late {
+                if let Some(id) = InstructionId::parse(post.instruction.as_str()) {
+                    book.late_settlements
+                        .entry(id)
+                        .or_insert_with(|| post.gateway_txn.clone());
+                }
+            }
             let n = book
                 .refused_per_gateway_day
                 .entry((post.gateway.clone(), event.effective))

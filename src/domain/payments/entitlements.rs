@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::domain::money::{self, positive_vnd, round_dong};
 use crate::domain::payments::Rejection;
 use crate::domain::payments::book::{EventBody, Out};
-use crate::domain::payments::ids::{BeneficiaryRef, CategoryId, CommuneId, GatewayId, ProgrammeId};
+use crate::domain::payments::ids::{
+    BeneficiaryRef, CategoryId, CommuneId, GatewayId, ProgrammeId, member_number,
+};
 use crate::domain::payments::instructions;
 use crate::domain::payments::month::Month;
 use crate::domain::payments::reference::{BaseLevelRef, CategoryRef, ReferenceData, reference};
@@ -263,6 +265,13 @@ pub(crate) fn decide_grant(
     if member.len() >= 9 && member.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Rejection::MemberIsAnIdNumber);
     }
+    // "One allowance per person" is keyed by the reference: "M1" or "m01" beside "m1"
+    // would be a second key for the same person, and both would be paid.
+    if member_number(&beneficiary.member).is_none() {
+        return Err(Rejection::MemberRefNotCanonical {
+            member: beneficiary.member,
+        });
+    }
     // One allowance per person and programme: the law pays the highest
     // coefficient only, so a second category is a Change, not a Grant.
     if let Some(existing) = out
@@ -274,8 +283,9 @@ pub(crate) fn decide_grant(
             entitlement: *existing,
         });
     }
-    // A stopped entitlement still pays through the month of its stop: the new one
-    // starts after, or the run would issue two instructions for one month.
+    // A stopped entitlement still pays through the month of its stop, or a later month
+    // it had already paid ahead: the new one starts after, or a run would pay that month
+    // a second time.
     if let Some((entitlement, last_payable)) = out
         .book
         .stopped_paying_through

@@ -119,6 +119,16 @@ string_ref!(
     "officer"
 );
 
+/// The number of a member reference in its one spelling: "m" and the member's position
+/// in the household record, from 1 (the head), lower case, without leading zeros. None
+/// for any other spelling ("M1", "m01", "m0", "1"), each of which would be a second key
+/// for the same person.
+pub fn member_number(member: &MemberRef) -> Option<u32> {
+    let digits = member.as_str().strip_prefix('m')?;
+    let n: u32 = digits.parse().ok()?;
+    (n >= 1 && n.to_string() == digits).then_some(n)
+}
+
 /// Who receives the money: a member of a household.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct BeneficiaryRef {
@@ -154,6 +164,15 @@ mod tests {
             );
         }
         assert!(GatewayId::parse(&"x".repeat(REF_CHARS_MAX)).is_ok());
+    }
+
+    #[test]
+    fn a_member_reference_has_one_spelling() {
+        let number = |s: &str| member_number(&MemberRef::parse(s).unwrap());
+        assert_eq!((number("m1"), number("m12")), (Some(1), Some(12)));
+        for other in ["M1", "m01", "m0", "m+1", "1", "m", "m1a", "mm1", "m-1"] {
+            assert_eq!(number(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //! Failed / Returned / TimedOut ──reissue──▶ attempt + 1, Instructed (new hold)
 //! ```
 //!
+//! A `settled` post for an instruction the ledger stopped waiting for (timed out, failed,
+//! cancelled) is refused and recorded; the month is then not reissued until the gateway's
+//! word is reconciled, since the person may already hold the money.
+//!
 //! Gateway results are idempotent on (gateway, gateway transaction id,
 //! outcome): the same post again gets the first answer and appends nothing.
 //! Refused posts are recorded (reconciliation lists them), bounded per
@@ -317,6 +321,32 @@ pub(crate) fn after_month(
     (pending, settled)
 }
 
+/// The latest month `entitlement` may have paid: the latest with an attempt still
+/// instructed or settled. A failed, returned, timed-out or cancelled attempt paid nothing,
+/// so its month may be paid by a later entitlement of the person.
+pub fn latest_paid_month(book: &Book, entitlement: EntitlementId) -> Option<Month> {
+    let from = InstructionId {
+        entitlement,
+        month: Month::MIN,
+        attempt: 0,
+    };
+    let to = InstructionId {
+        entitlement,
+        month: Month::MAX,
+        attempt: u32::MAX,
+    };
+    book.instructions
+        .range(from..=to)
+        .rev()
+        .find(|(_, i)| {
+            matches!(
+                i.status,
+                InstructionStatus::Instructed | InstructionStatus::Settled
+            )
+        })
+        .map(|(id, _)| id.month)
+}
+
 // ---------------------------------------------------------------- decide
 
 pub(crate) fn decide_run(
@@ -523,6 +553,21 @@ pub(crate) fn decide_reissue(
                 attempt: latest,
                 ..id
             },
+        });
+    }
+    // Its gateway said it paid an attempt of this month after the ledger had given up on
+    // it (the post was refused and recorded): the person may hold the money, so another
+    // attempt would pay twice. The gateway's word is reconciled first.
+    let month = InstructionId { attempt: 0, ..id }..=InstructionId {
+        attempt: u32::MAX,
+        ..id
+    };
+    if let Some((settled, gateway_txn)) = out.book.late_settlements.range(month).next() {
+        let gateway = get(out.book, settled)?.issued.channel.gateway().clone();
+        return Err(Rejection::LateSettlementToReconcile {
+            instruction: *settled,
+            gateway,
+            gateway_txn: gateway_txn.clone(),
         });
     }
     if id.attempt >= ATTEMPTS_MAX {

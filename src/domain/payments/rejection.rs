@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use crate::domain::money::MoneyError;
 use crate::domain::payments::budget::BudgetKey;
 use crate::domain::payments::entitlements::EntitlementId;
-use crate::domain::payments::ids::{CategoryId, GatewayId, HouseholdRef};
+use crate::domain::payments::ids::{CategoryId, GatewayId, GatewayTxnId, HouseholdRef, MemberRef};
 use crate::domain::payments::instructions::{InstructionId, InstructionStatus, Shortfall};
 use crate::domain::payments::month::Month;
 
@@ -48,6 +48,23 @@ pub enum Rejection {
         "the member must be named by their reference in the household record (e.g. m1), not an id number"
     )]
     MemberIsAnIdNumber,
+    /// The member is not named in the one spelling of the household record's references:
+    /// "m" and the member's number, "m1" for the head, lower case, no leading zeros.
+    /// Another spelling would be a second key for the same person, paid twice.
+    #[error(
+        "member {member} is not written as a reference of the household record (m1 for the head, then m2, m3, ...: lower case, no leading zeros)"
+    )]
+    MemberRefNotCanonical { member: MemberRef },
+    /// The household record lists `members` members, and `member` names none of them.
+    /// Name a member of the record (m1 to m`members`).
+    #[error(
+        "household {household} lists {members} members (m1 to m{members}); {member} is none of them"
+    )]
+    NoSuchMember {
+        household: HouseholdRef,
+        member: MemberRef,
+        members: u32,
+    },
     /// Not a month of the shape "YYYY-MM" within the supported years.
     #[error("month {found:?} is not YYYY-MM")]
     MonthMalformed { found: String },
@@ -89,18 +106,19 @@ pub enum Rejection {
     #[error("an entitlement is already running for this person: {entitlement}")]
     ActiveEntitlementExists { entitlement: EntitlementId },
     /// An earlier entitlement of this person in this programme was stopped but
-    /// still pays every month through `last_payable` (the month of the stop), so a
-    /// grant from that month or earlier would pay a month twice. Grant from the
-    /// month after `last_payable`.
+    /// pays every month through `last_payable` (the month of the stop, or a later month
+    /// it had already paid ahead), so a grant from that month or earlier would pay a
+    /// month twice. Grant from the month after `last_payable`.
     #[error(
-        "entitlement {entitlement} of this person still pays through {last_payable}; grant from a later month"
+        "entitlement {entitlement} of this person pays through {last_payable}, months paid ahead included; grant from a later month"
     )]
     GrantOverlapsStopped {
         entitlement: EntitlementId,
         last_payable: Month,
     },
     /// The person's household moved here, and where it lived before it was paid this
-    /// allowance through `last_payable` (a run pays the month a household leaves), so a
+    /// allowance through `last_payable` (a run pays the month a household leaves, and a
+    /// month may have been paid ahead before the move), so a
     /// grant from that month or earlier would pay a month twice. Grant from the month
     /// after `last_payable`.
     #[error(
@@ -195,6 +213,18 @@ pub enum Rejection {
     NotReissuable {
         instruction: InstructionId,
         status: InstructionStatus,
+    },
+    /// The gateway posted that `instruction` (an attempt of this month) was settled, in
+    /// its transaction `gateway_txn`, after the ledger had stopped waiting for it; the post
+    /// was refused and recorded, but the person may hold the money. Reconcile with the
+    /// gateway before paying the month by any other means.
+    #[error(
+        "gateway {gateway} posted that instruction {instruction} was settled (transaction {gateway_txn}) after the ledger had stopped waiting for it; reconcile with the gateway before paying this month again"
+    )]
+    LateSettlementToReconcile {
+        instruction: InstructionId,
+        gateway: GatewayId,
+        gateway_txn: GatewayTxnId,
     },
     /// A later attempt exists; act on `latest` instead.
     #[error("instruction {instruction} was already reissued as {latest}")]
