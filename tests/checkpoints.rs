@@ -987,6 +987,54 @@ async fn the_audit_status_route_names_the_latest_checkpoint_and_its_cosigners() 
     let (status, forged) = get("/v1/audit/partitions/01/status", Some(&token)).await;
     assert_eq!(status, reqwest::StatusCode::OK, "{forged}");
     assert!(forged["latest_checkpoint_problem"].is_string(), "{forged}");
+    assert_eq!(
+        forged["latest_checkpoint"]["root"],
+        serde_json::json!(hex::encode(latest.root)),
+        "the latest valid checkpoint is still shown: {forged}"
+    );
+    // A checkpoint that decodes and is well signed, but by a key that was never the
+    // ledger's: it is not the latest checkpoint either, however plausible it looks.
+    let stranger = sign::KeyPair::from_seed(&[3u8; 32]);
+    let strangers = CheckpointBody {
+        root: [7u8; 32],
+        head_hash: [7u8; 32],
+        key_id: stranger.key_id().into(),
+        ..latest.clone()
+    };
+    async_nats::jetstream::new(common::client().await)
+        .publish(
+            config.checkpoint_subject(&p01()),
+            sign::sign_checkpoint(&stranger, &strangers)
+                .encode_to_vec()
+                .into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let (status, forged) = get("/v1/audit/partitions/01/status", Some(&token)).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{forged}");
+    assert!(
+        forged["latest_checkpoint_problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("never a ledger key")),
+        "{forged}"
+    );
+    assert_eq!(
+        (
+            &forged["latest_checkpoint"]["root"],
+            &forged["latest_checkpoint"]["key_id"],
+            &forged["latest_checkpoint"]["cosigners"][0]["cosigner_id"],
+        ),
+        (
+            &serde_json::json!(hex::encode(latest.root)),
+            &serde_json::json!(latest.key_id),
+            &serde_json::json!("audit-office:region-1"),
+        ),
+        "{forged}"
+    );
+    // The count is of messages on the subject, as documented: two checkpoints, two not.
+    assert_eq!(forged["checkpoints"], serde_json::json!(4), "{forged}");
     let (status, body) = get("/v1/audit/partitions/99/status", Some(&token)).await;
     assert_eq!(
         (status.as_u16(), body["error"].as_str()),

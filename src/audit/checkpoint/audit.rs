@@ -611,6 +611,77 @@ fn stream_sequence_of(e: &CheckpointError) -> u64 {
     }
 }
 
+/// A stored checkpoint that is the ledger's checkpoint of `partition`: signed by a key
+/// of the ring valid when it was issued, and naming that partition.
+pub fn valid_checkpoint(
+    ring: &KeyRing,
+    partition: &Partition,
+    stored: Result<StoredCheckpoint, CheckpointError>,
+) -> Result<VerifiedCheckpoint, CheckpointError> {
+    let verified = check_signature(ring, stored?)?;
+    if verified.stored.body.partition != *partition {
+        return Err(CheckpointError::Undecodable {
+            stream_sequence: verified.stored.stream_sequence,
+            reason: format!(
+                "a checkpoint of partition {}",
+                verified.stored.body.partition
+            ),
+        });
+    }
+    Ok(verified)
+}
+
+/// A partition's checkpoint subject as a status page shows it.
+#[derive(Debug)]
+pub struct LatestCheckpoint {
+    /// Messages on the subject, valid checkpoints or not.
+    pub messages: u64,
+    /// The latest message that is a valid checkpoint of the partition.
+    pub valid: Option<VerifiedCheckpoint>,
+    /// Why the subject's last message is not one, when it is not.
+    pub latest_problem: Option<CheckpointError>,
+}
+
+/// The partition's latest valid checkpoint. Reads the subject's last message only,
+/// unless it is not valid: then every message of the subject (at most
+/// `CHECKPOINTS_READ_MAX`), since anyone holding a publish right can put a decodable
+/// checkpoint signed by a stranger's key last, and showing it would hide the real one.
+pub async fn latest_valid_checkpoint(
+    checkpoints: &Stream,
+    config: &CheckpointConfig,
+    partition: &Partition,
+    ring: &KeyRing,
+) -> Result<LatestCheckpoint, CheckpointError> {
+    let (messages, latest) = read::latest_checkpoint(checkpoints, config, partition).await?;
+    let Some(latest) = latest else {
+        return Ok(LatestCheckpoint {
+            messages,
+            valid: None,
+            latest_problem: None,
+        });
+    };
+    let latest_problem = match valid_checkpoint(ring, partition, latest) {
+        Ok(valid) => {
+            return Ok(LatestCheckpoint {
+                messages,
+                valid: Some(valid),
+                latest_problem: None,
+            });
+        }
+        Err(e) => e,
+    };
+    let valid = read::read_checkpoints(checkpoints, config, partition)
+        .await?
+        .into_iter()
+        .rev()
+        .find_map(|s| valid_checkpoint(ring, partition, s).ok());
+    Ok(LatestCheckpoint {
+        messages,
+        valid,
+        latest_problem: Some(latest_problem),
+    })
+}
+
 /// Checks a stored checkpoint's signature against the ring (key known, not retired
 /// before the checkpoint was issued).
 pub fn check_signature(
