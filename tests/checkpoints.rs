@@ -398,6 +398,81 @@ async fn repeated_cosignatures_by_one_key_count_once_and_proofs_still_check() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_carry_the_cosignatures_stored_after_their_checkpoint_and_still_check() {
+    let (log, config) = fresh_checkpointed();
+    let (ledger, dir) = ledger(&log).await;
+    let hashes = append(&ledger, 0, 3).await;
+    // Given a checkpoint the ledger's key signed, cosigned before it was stored (only
+    // one who held the signed bytes before publication could), then published,
+    let _c = checkpointer(&ledger, &config, dir.path()).await;
+    let key = load_key(&dir.path().join(keys::LEDGER_KEY_FILE)).unwrap();
+    let body = CheckpointBody {
+        partition: p01(),
+        tree_size: 3,
+        root: merkle::root(&hashes),
+        head_sequence: 3,
+        head_hash: hashes[2],
+        issued_at_unix_ms: ansinh::checkpoint::now_unix_ms(),
+        key_id: key.key_id().into(),
+    };
+    let signed = sign::sign_checkpoint(&key, &body);
+    let early = sign::KeyPair::from_seed(&[5; 32]);
+    let js = jetstream::new(client().await);
+    for (subject, payload) in [
+        (
+            config.cosignature_subject(&p01()),
+            sign::cosign(&early, "office-early", &signed.checkpoint, 1)
+                .unwrap()
+                .encode_to_vec(),
+        ),
+        (config.checkpoint_subject(&p01()), signed.encode_to_vec()),
+    ] {
+        js.publish(subject, payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    // and cosigned after it was stored by an office that checked it against the log,
+    let a = auditor(&log, &config).await;
+    let office = sign::KeyPair::from_seed(&[6; 32]);
+    a.cosign(&p01(), 3, "office-after", &office, 2)
+        .await
+        .unwrap();
+    // when an auditor asks for proofs (which read the cosignatures after the checkpoint
+    // only),
+    let trusted = [hex::encode(key.public_key())];
+    let inclusion = a.prove(&p01(), 2, None).await.unwrap();
+    let consistency = a.consistency(&p01(), 3, 3).await.unwrap();
+    // then they carry the one stored after it, and check offline;
+    let carried: Vec<&str> = inclusion
+        .checkpoint
+        .cosignatures
+        .iter()
+        .map(|c| c.cosigner_id.as_str())
+        .collect();
+    assert_eq!(carried, ["office-after"]);
+    assert_eq!(
+        check(&inclusion, &trusted).unwrap().cosigners,
+        [format!("office-after (key {})", office.key_id())]
+    );
+    assert_eq!(
+        consistency.new_checkpoint.cosignatures.len(),
+        1,
+        "{consistency:?}"
+    );
+    check(&consistency, &trusted).unwrap();
+    // and verify lists the same cosigners as the documents carry.
+    let audit = a.verify(Some(&p01())).await.unwrap();
+    let listed: Vec<&str> = audit.partitions["01"][0]
+        .cosigners
+        .iter()
+        .map(|c| c.cosigner_id.as_str())
+        .collect();
+    assert_eq!(listed, ["office-after"], "{:?}", audit.problems);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_checkpoints_are_found_and_nothing_is_signed_over_them() {
     let (log, config) = fresh_checkpointed();
     let (ledger, dir) = ledger(&log).await;

@@ -205,6 +205,8 @@ pub(super) fn proof_error(e: crate::checkpoint::CheckpointError) -> ApiError {
 /// `GET /v1/audit/partitions/{p}/proofs/inclusion?seq=N[&checkpoint_size=M]`: the
 /// inclusion proof document of event N in a signed checkpoint (the latest by default),
 /// as `ansinh audit prove` prints it; `ansinh audit check-proof` checks it offline.
+/// O(partition) (the tree is rebuilt from the log): one of the `LOG_SCANS_IN_FLIGHT_MAX`
+/// reads of a whole chain at once.
 pub async fn inclusion(
     State(api): State<Api>,
     Staff(caller): Staff,
@@ -213,6 +215,8 @@ pub async fn inclusion(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
     let (partition, auditor) = auditor_for(&api, &caller, &partition).await?;
+    // A proof reads the partition's chain from genesis to the checkpoint's size.
+    let _slot = log_scan_slot().await?;
     let document = auditor
         .prove(&partition, query.seq, query.checkpoint_size)
         .await
@@ -221,7 +225,8 @@ pub async fn inclusion(
 }
 
 /// `GET /v1/audit/partitions/{p}/proofs/consistency?from=A&to=B`: the proof that the
-/// partition's log only grew between its checkpoints of sizes A and B.
+/// partition's log only grew between its checkpoints of sizes A and B. O(partition), in
+/// a `log_scan_slot` as the inclusion proof.
 pub async fn consistency(
     State(api): State<Api>,
     Staff(caller): Staff,
@@ -230,6 +235,8 @@ pub async fn consistency(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
     let (partition, auditor) = auditor_for(&api, &caller, &partition).await?;
+    // A proof reads the partition's chain from genesis to the larger checkpoint's size.
+    let _slot = log_scan_slot().await?;
     let document = auditor
         .consistency(&partition, query.from, query.to)
         .await

@@ -142,7 +142,10 @@ impl Auditor {
     }
 
     /// Valid cosignatures of one checkpoint, one per key, at most `COSIGNATURES_MAX`
-    /// (`proofs::distinct_cosignatures`): what a document carries.
+    /// (`proofs::distinct_cosignatures`): what a document carries. Only those stored
+    /// after the checkpoint are read (a checkpoint is cosigned once published, as the
+    /// status route reads them): O(the cosignatures since it), not every cosignature the
+    /// partition ever had.
     pub async fn cosignatures_of(
         &self,
         partition: &Partition,
@@ -150,11 +153,16 @@ impl Auditor {
     ) -> Result<Vec<proto::Cosignature>, CheckpointError> {
         Ok(distinct_cosignatures(
             &checkpoint.signed.checkpoint,
-            read::read_cosignatures(&self.checkpoints, &self.config, partition)
-                .await?
-                .into_iter()
-                .filter_map(Result::ok)
-                .map(|s| s.cosignature),
+            read::read_cosignatures_after(
+                &self.checkpoints,
+                &self.config,
+                partition,
+                checkpoint.stream_sequence,
+            )
+            .await?
+            .into_iter()
+            .filter_map(Result::ok)
+            .map(|s| s.cosignature),
         ))
     }
 
@@ -568,6 +576,12 @@ impl Auditor {
                     s.stream_sequence,
                     "cosignature of a checkpoint that does not match the log".into(),
                 );
+                continue;
+            }
+            // Listed as documents carry them (`cosignatures_of`): a checkpoint is cosigned
+            // once stored, so one stored before it is not read for it. Not a problem to
+            // report: the stream keeps it for ever, and the cosigner can sign again.
+            if s.stream_sequence < valid[i].stored.stream_sequence {
                 continue;
             }
             match sign::verify_cosignature(c, &valid[i].stored.signed.checkpoint) {
