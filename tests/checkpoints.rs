@@ -807,8 +807,57 @@ fn cli_checkpoint_prove_cosign_verify_and_offline_check() {
         key_file.to_str().unwrap(),
     ]);
     assert_eq!(code, Some(0), "{out}{err}");
+    // Events no checkpoint covers yet: two past partition 01's, and a partition never
+    // checkpointed.
+    for (partition, key) in [("01", "n3"), ("01", "n4"), ("02", "m0")] {
+        let (code, out, err) = run(&[
+            "note",
+            "--partition",
+            partition,
+            "--text",
+            "x",
+            "--idempotency-key",
+            key,
+        ]);
+        assert_eq!(code, Some(0), "{out}{err}");
+    }
     let (code, out, err) = run(&["audit", "verify"]);
+    // They pass (a checkpointer runs periodically), but each partition says so.
     assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(
+            "UNCOVERED partition 01: events 4..5 not yet under a checkpoint (the latest valid one covers 3)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "UNCOVERED partition 02: event 1 not yet under a checkpoint (the partition has no valid checkpoint)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("OK 1 checkpoints match the log; ")
+                && l.contains("not yet under one")),
+        "{out}"
+    );
+    let (code, verdict, err) = run(&["audit", "verify", "--json"]);
+    assert_eq!(code, Some(0), "{verdict}{err}");
+    let verdict: serde_json::Value = serde_json::from_str(&verdict).unwrap();
+    let uncovered = verdict["uncovered"].as_array().expect("uncovered listed");
+    assert!(
+        uncovered.contains(&serde_json::json!(
+            {"partition": "01", "checkpointed": 3, "first": 4, "last": 5}
+        )),
+        "{verdict}"
+    );
+    assert!(
+        uncovered.contains(&serde_json::json!(
+            {"partition": "02", "checkpointed": 0, "first": 1, "last": 1}
+        )),
+        "{verdict}"
+    );
     // One summary line per partition by default ...
     assert!(
         out.contains("CHECKPOINTS partition 01: 1 checkpoints, latest size 3"),

@@ -85,6 +85,65 @@ impl CheckpointAudit {
     }
 }
 
+/// The events of a partition past its latest valid checkpoint: `first..=last`, not yet
+/// under any checkpoint an auditor can check them against.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Uncovered {
+    pub partition: String,
+    /// The latest valid checkpoint's `tree_size`; 0 when the partition has none.
+    pub checkpointed: u64,
+    pub first: u64,
+    pub last: u64,
+}
+
+impl Uncovered {
+    pub fn events(&self) -> u64 {
+        self.last - self.first + 1
+    }
+}
+
+impl std::fmt::Display for Uncovered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "partition {}: ", self.partition)?;
+        if self.first == self.last {
+            write!(f, "event {}", self.first)?;
+        } else {
+            write!(f, "events {}..{}", self.first, self.last)?;
+        }
+        write!(f, " not yet under a checkpoint")?;
+        if self.checkpointed == 0 {
+            write!(f, " (the partition has no valid checkpoint)")
+        } else {
+            write!(f, " (the latest valid one covers {})", self.checkpointed)
+        }
+    }
+}
+
+/// Each partition whose chain goes past its latest valid checkpoint (`audit.partitions`
+/// lists only checkpoints that match the log), given each partition's verified event
+/// count (= its head sequence: sequences are contiguous from 1).
+pub fn uncovered<'a>(
+    audit: &CheckpointAudit,
+    heads: impl IntoIterator<Item = (&'a str, u64)>,
+) -> Vec<Uncovered> {
+    heads
+        .into_iter()
+        .filter_map(|(partition, events)| {
+            let checkpointed = audit
+                .partitions
+                .get(partition)
+                .and_then(|c| c.iter().map(|c| c.tree_size).max())
+                .unwrap_or(0);
+            (events > checkpointed).then(|| Uncovered {
+                partition: partition.to_string(),
+                checkpointed,
+                first: checkpointed + 1,
+                last: events,
+            })
+        })
+        .collect()
+}
+
 impl Auditor {
     pub async fn open(
         client: async_nats::Client,
