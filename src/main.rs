@@ -357,7 +357,9 @@ enum AuditCommand {
         out: PathBuf,
     },
     /// Verify a bundle offline (no server): every event against the signed checkpoint,
-    /// the key history, the balance statement, the CSV and the manifest.
+    /// the key history, the balance statement, the CSV and the manifest. Exit 0 (OK)
+    /// only with --trust; with none, a bundle that checks is UNANCHORED, exit 3 (anyone
+    /// can make one with keys of their own); 1 when refused.
     VerifyBundle {
         /// The bundle's folder as `audit bundle` wrote it, or the archive the staff API
         /// serves for download, e.g. bundle-0100007-000001 or bundle-0100007-000001.tar.
@@ -384,6 +386,8 @@ enum AuditCommand {
     /// the live one: the first difference (tree, key, both values), or OK with counts.
     RebuildCheck,
     /// Verify a proof document offline (no server): signatures, key ids, proof, hashes.
+    /// Exit 0 (OK) only with --trust; with none, a document that checks is UNANCHORED,
+    /// exit 3 (anyone can make one with keys of their own); 1 when refused.
     CheckProof {
         /// The proof document, as `audit prove` or the audit API wrote it, e.g. proof.json.
         file: PathBuf,
@@ -531,17 +535,15 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         command: AuditCommand::CheckProof { file, trust },
     } = &cli.command
     {
-        return Ok(cli::exit_code(checkpoint::cli::check_proof(
-            file, trust, cli.json,
-        )?));
+        let verdict = checkpoint::cli::check_proof(file, trust, cli.json)?;
+        return Ok(ExitCode::from(verdict.exit_code()));
     }
     if let Command::Audit {
         command: AuditCommand::VerifyBundle { dir, trust },
     } = &cli.command
     {
-        return Ok(cli::exit_code(ansinh::bundle::cli::verify_bundle(
-            dir, trust, cli.json,
-        )?));
+        let verdict = ansinh::bundle::cli::verify_bundle(dir, trust, cli.json)?;
+        return Ok(ExitCode::from(verdict.exit_code()));
     }
     // Gateway commands open no ledger: one is a gateway's side, the other edits a file.
     match cli.command {

@@ -361,6 +361,80 @@ async fn a_bundle_signed_after_a_key_rotation_carries_the_history() {
     assert_eq!(verified.first_key, manifest.key_ids[0]);
 }
 
+/// A bundle made whole by someone with a ledger of their own (their key, their key
+/// history, their checkpoints) checks against the keys it carries. Without `--trust`
+/// verify-bundle must not call that OK: it says UNANCHORED, `keys_pinned: false`, and
+/// exits 3. Pinned to the real ledger's key it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_made_bundle_is_unanchored_without_trust_and_refused_when_pinned() {
+    let real = world().await;
+    let forger = world().await;
+    let public_key = |w: &World| {
+        let key = ansinh::checkpoint::load_key(
+            &w.dir.path().join(ansinh::checkpoint::keys::LEDGER_KEY_FILE),
+        )
+        .unwrap();
+        hex::encode(key.public_key())
+    };
+    let (real_key, forger_key) = (public_key(&real), public_key(&forger));
+    assert_ne!(real_key, forger_key);
+    let made = forger.export(Scope::Household(H1.into())).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    made.write(out.path()).unwrap();
+    let verify_bundle = |more: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_ansinh"))
+            .args(["audit", "verify-bundle"])
+            .arg(out.path())
+            .args(more)
+            .env_remove("ANSINH_NATS_URL")
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+
+    let (code, text) = verify_bundle(&[]);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.starts_with("UNANCHORED bundle"), "{text}");
+    assert!(text.contains("no ledger key was pinned"), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("OK")), "{text}");
+    let (code, text) = verify_bundle(&["--json"]);
+    assert_eq!(code, Some(3), "{text}");
+    let verdict: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (&verdict["ok"], &verdict["verdict"], &verdict["keys_pinned"]),
+        (
+            &serde_json::json!(false),
+            &serde_json::json!("unanchored"),
+            &serde_json::json!(false)
+        ),
+        "{verdict}"
+    );
+
+    let (code, text) = verify_bundle(&["--trust", &real_key]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.starts_with("REJECTED: "), "{text}");
+    let (code, text) = verify_bundle(&["--json", "--trust", &real_key]);
+    assert_eq!(code, Some(1), "{text}");
+    let verdict: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (&verdict["ok"], &verdict["verdict"], &verdict["keys_pinned"]),
+        (
+            &serde_json::json!(false),
+            &serde_json::json!("rejected"),
+            &serde_json::json!(true)
+        ),
+        "{verdict}"
+    );
+    // What pinning decides is whose key signed, not whether the files agree: the
+    // forger's own key accepts the forger's bundle.
+    let (code, text) = verify_bundle(&["--trust", &forger_key]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.starts_with("OK bundle"), "{text}");
+}
+
 /// Splits one CSV line (RFC 4180 quoting) into fields.
 fn csv_fields(line: &str) -> Vec<String> {
     let mut fields = vec![String::new()];

@@ -883,10 +883,11 @@ fn cli_checkpoint_prove_cosign_verify_and_offline_check() {
     // Offline: a named server binary that does not exist proves none is started.
     let file = dir.path().join("proof.json");
     std::fs::write(&file, &proof).unwrap();
-    let offline = |file: &std::path::Path| {
+    let offline = |file: &std::path::Path, more: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_ansinh"))
             .args(["audit", "check-proof"])
             .arg(file)
+            .args(more)
             .env("ANSINH_NATS_SERVER", "/nonexistent/nats-server")
             .output()
             .unwrap();
@@ -895,7 +896,29 @@ fn cli_checkpoint_prove_cosign_verify_and_offline_check() {
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )
     };
-    let (code, out) = offline(&file);
+    // Without a pinned key it checks, but only against the key it carries: not OK.
+    let (code, out) = offline(&file, &[]);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.starts_with("UNANCHORED event 2 of partition 01"),
+        "{out}"
+    );
+    assert!(!out.lines().any(|l| l.starts_with("OK")), "{out}");
+    let (code, out) = offline(&file, &["--json"]);
+    assert_eq!(code, Some(3), "{out}");
+    let verdict: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (&verdict["ok"], &verdict["verdict"], &verdict["keys_pinned"]),
+        (
+            &serde_json::json!(false),
+            &serde_json::json!("unanchored"),
+            &serde_json::json!(false)
+        ),
+        "{verdict}"
+    );
+    let document: serde_json::Value = serde_json::from_str(&proof).unwrap();
+    let ledger_key = document["checkpoint"]["public_key"].as_str().unwrap();
+    let (code, out) = offline(&file, &["--trust", ledger_key]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.starts_with("OK event 2 of partition 01"), "{out}");
     let mut doc: serde_json::Value = serde_json::from_str(&proof).unwrap();
@@ -904,7 +927,7 @@ fn cli_checkpoint_prove_cosign_verify_and_offline_check() {
     doc["proof"]["root"] = flipped.into();
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, serde_json::to_vec(&doc).unwrap()).unwrap();
-    let (code, out) = offline(&bad);
+    let (code, out) = offline(&bad, &["--trust", ledger_key]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.starts_with("REJECTED"), "{out}");
 }

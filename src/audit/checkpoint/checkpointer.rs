@@ -158,6 +158,11 @@ impl Checkpointer {
         self.key.key_id()
     }
 
+    /// The public key of the key it signs with: what an auditor pins (`--trust`).
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.public_key()
+    }
+
     pub fn config(&self) -> &CheckpointConfig {
         &self.config
     }

@@ -170,42 +170,99 @@ pub async fn consistency(
     Ok(true)
 }
 
-/// `ansinh audit check-proof FILE [--trust KEY_ID]...`: offline, no server.
-pub fn check_proof(file: &Path, trusted: &[String], json: bool) -> Result<bool, BoxError> {
+/// Exit code of an offline check (`check-proof`, `verify-bundle`) that found nothing
+/// wrong while no ledger key was pinned (`--trust`): the files agree with each other and
+/// with the keys they carry, which anyone can make with keys of their own. Distinct from
+/// 0 so a script cannot take it for a check against the ledger, from 1 (refused) and
+/// from 2 (an operating error: a file that cannot be read).
+pub const EXIT_UNANCHORED: u8 = 3;
+
+/// What an offline check concluded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OfflineVerdict {
+    /// Everything checks, and signed by a key pinned with `--trust`: exit 0.
+    Ok,
+    /// Everything checks, but no key was pinned: exit `EXIT_UNANCHORED`.
+    Unanchored,
+    /// Something does not check: exit 1.
+    Rejected,
+}
+
+impl OfflineVerdict {
+    pub fn of(passed: bool, keys_pinned: bool) -> Self {
+        match (passed, keys_pinned) {
+            (false, _) => Self::Rejected,
+            (true, true) => Self::Ok,
+            (true, false) => Self::Unanchored,
+        }
+    }
+
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Ok => 0,
+            Self::Rejected => 1,
+            Self::Unanchored => EXIT_UNANCHORED,
+        }
+    }
+
+    /// The word that starts its line for people, and its `verdict` in `--json`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Ok => "OK",
+            Self::Unanchored => "UNANCHORED",
+            Self::Rejected => "REJECTED",
+        }
+    }
+
+    /// `--json`: the verdict, whether it is the anchored success exit 0 means, and
+    /// whether a key was pinned.
+    pub fn json_fields(self, keys_pinned: bool) -> serde_json::Map<String, serde_json::Value> {
+        let mut fields = serde_json::Map::new();
+        fields.insert("ok".into(), (self == Self::Ok).into());
+        fields.insert("verdict".into(), self.word().to_lowercase().into());
+        fields.insert("keys_pinned".into(), keys_pinned.into());
+        fields
+    }
+}
+
+/// `ansinh audit check-proof FILE [--trust KEY]...`: offline, no server.
+pub fn check_proof(
+    file: &Path,
+    trusted: &[String],
+    json: bool,
+) -> Result<OfflineVerdict, BoxError> {
     let named = |e: std::io::Error| format!("{}: {e}", file.display());
     let length = std::fs::metadata(file).map_err(named)?.len();
     if length > proofs::PROOF_DOCUMENT_BYTES_MAX as u64 {
         let e = proofs::CheckError::TooLarge(length as usize);
-        report_check(Err(e), trusted, json)?;
-        return Ok(false);
+        return report_check(Err(e), trusted, json);
     }
     let bytes = std::fs::read(file).map_err(named)?;
-    let result = proofs::check_document(&bytes, trusted);
-    let ok = result.is_ok();
-    report_check(result, trusted, json)?;
-    Ok(ok)
+    report_check(proofs::check_document(&bytes, trusted), trusted, json)
 }
 
 fn report_check(
     result: Result<proofs::Checked, proofs::CheckError>,
     trusted: &[String],
     json: bool,
-) -> Result<(), BoxError> {
+) -> Result<OfflineVerdict, BoxError> {
+    let pinned = !trusted.is_empty();
+    let verdict = OfflineVerdict::of(result.is_ok(), pinned);
+    let word = verdict.word();
     match result {
         Ok(checked) => {
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": true, "checked": checked, "keys_pinned": !trusted.is_empty()})
-                );
+                let mut fields = verdict.json_fields(pinned);
+                fields.insert("checked".into(), serde_json::to_value(&checked)?);
+                println!("{}", serde_json::Value::Object(fields));
             } else {
-                println!("OK {}", checked.summary);
+                println!("{word} {}", checked.summary);
                 for c in &checked.cosigners {
-                    println!("OK cosigned by {c}");
+                    println!("{word} cosigned by {c}");
                 }
-                if trusted.is_empty() {
+                if !pinned {
                     println!(
-                        "NOTE the signing key(s) {} were not pinned: compare them with the ledger's published keys, or pass --trust with the public key (64 hex digits)",
+                        "UNANCHORED: every signature and hash checks, but against the keys the document carries; no ledger key was pinned, so anyone could have made it. The signing key(s) {}: compare them with the ledger's published keys, then pass --trust with the public key (64 hex digits)",
                         checked.key_ids.join(", ")
                     );
                 }
@@ -213,16 +270,15 @@ fn report_check(
         }
         Err(e) => {
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": false, "error": e.to_string()})
-                );
+                let mut fields = verdict.json_fields(pinned);
+                fields.insert("error".into(), e.to_string().into());
+                println!("{}", serde_json::Value::Object(fields));
             } else {
-                println!("REJECTED: {e}");
+                println!("{word}: {e}");
             }
         }
     }
-    Ok(())
+    Ok(verdict)
 }
 
 /// The checkpoint part of `ansinh audit verify`: every checkpoint and cosignature of
