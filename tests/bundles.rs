@@ -435,6 +435,58 @@ async fn a_self_made_bundle_is_unanchored_without_trust_and_refused_when_pinned(
     assert!(text.starts_with("OK bundle"), "{text}");
 }
 
+/// The scope ties a bundle to a partition: events of province 01's log that name a
+/// household of province 79 prove nothing about that household, whose history is in
+/// partition 79. A bundle re-scoped to it, every other file consistent, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_scoped_to_another_provinces_household_is_refused() {
+    const HERE: &str = "0100007-000077";
+    const ELSEWHERE: &str = "7900001-000001";
+    let w = world().await;
+    let mut both = draft(HERE, "both", "staff:x", note("names two households"));
+    both.subjects.push(format!("household:{ELSEWHERE}"));
+    w.append(both).await;
+    w.checkpoint().await;
+    let files = w.export(Scope::Household(HERE.into())).await.unwrap();
+    bundle::verify(&files, &[]).expect("the bundle as exported verifies");
+    let mut moved = files.clone();
+    let mut manifest: bundle::Manifest = serde_json::from_slice(&files.manifest).unwrap();
+    manifest.scope = Scope::Household(ELSEWHERE.into());
+    moved.manifest = bundle::canonical_json(&manifest);
+    let mut statement: bundle::Statement = serde_json::from_slice(&files.statement).unwrap();
+    statement.scope = Scope::Household(ELSEWHERE.into());
+    moved.statement = bundle::canonical_json(&statement);
+    let e = bundle::verify(&moved, &[]).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            BundleError::OutsidePartition { scope_partition, checkpoint_partition }
+                if scope_partition == "79" && checkpoint_partition == "01"
+        ),
+        "{e}"
+    );
+}
+
+/// A bundle proves at least one event: one emptied of its events, every other file
+/// consistent with that, is refused (the exporter never writes one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_with_no_event_is_refused() {
+    let w = world().await;
+    let files = w.export(Scope::Household(H1.into())).await.unwrap();
+    let mut empty = files.clone();
+    empty.events = Vec::new();
+    empty.proofs = bundle::canonical_json(&Vec::<ansinh::merkle::InclusionProof>::new());
+    let mut manifest: bundle::Manifest = serde_json::from_slice(&files.manifest).unwrap();
+    manifest.events.clear();
+    empty.manifest = bundle::canonical_json(&manifest);
+    let mut statement: bundle::Statement = serde_json::from_slice(&files.statement).unwrap();
+    statement.households.clear();
+    empty.statement = bundle::canonical_json(&statement);
+    empty.csv = bundle::statement::render_csv(&[]);
+    let e = bundle::verify(&empty, &[]).unwrap_err();
+    assert!(matches!(e, BundleError::NoEvents), "{e}");
+}
+
 /// Splits one CSV line (RFC 4180 quoting) into fields.
 fn csv_fields(line: &str) -> Vec<String> {
     let mut fields = vec![String::new()];

@@ -135,6 +135,20 @@ pub enum BundleError {
         "pinned key {pinned} is not in the bundle's key history at or before the signing key {signer}"
     )]
     Untrusted { pinned: String, signer: String },
+    /// The scope's household or commune belongs to another partition (province) than
+    /// the checkpoint's: its events are not in this partition's log, whatever subjects
+    /// the events carry.
+    #[error(
+        "manifest.json: the scope is in partition {scope_partition}, the checkpoint is of partition {checkpoint_partition}"
+    )]
+    OutsidePartition {
+        scope_partition: String,
+        checkpoint_partition: String,
+    },
+    /// `events.bin` holds no event: a bundle proves at least one (the exporter refuses
+    /// an empty scope).
+    #[error("events.bin: no event; a bundle holds at least one")]
+    NoEvents,
 }
 
 /// The bytes of a bundle's files.
@@ -519,6 +533,10 @@ pub fn verify(files: &BundleFiles, trusted: &[String]) -> Result<Verified, Bundl
         .map_err(|e| BundleError::Manifest(format!("keys_partition: {e}")))?;
     let from = parse_date("from", &manifest.from)?;
     let to = parse_date("to", &manifest.to)?;
+    let scope_partition = manifest
+        .scope
+        .partition()
+        .map_err(|e| BundleError::Manifest(format!("scope: {e}")))?;
 
     // 1. The key history, anchored by the key partition's own signed checkpoint.
     let (keys_document, keys_body, _) =
@@ -541,6 +559,14 @@ pub fn verify(files: &BundleFiles, trusted: &[String]) -> Result<Verified, Bundl
 
     // 2. The checkpoint of the events' partition, signed by a key of that history.
     let (_, body, cosigners) = check_checkpoint(CHECKPOINT_FILE, &files.checkpoint, Some(&ring))?;
+    // An event naming the scope in another province's log proves nothing about the
+    // scope's own history, which lives in its province's partition.
+    if body.partition != scope_partition {
+        return Err(BundleError::OutsidePartition {
+            scope_partition: scope_partition.to_string(),
+            checkpoint_partition: body.partition.to_string(),
+        });
+    }
     // Every pinned key, not just one of them: the bundle alone cannot show that its key
     // history is whole, since a retired key that leaked can sign a history that stops
     // at itself (and backdate what it signs). Such a history lacks every later key, so
@@ -563,6 +589,9 @@ pub fn verify(files: &BundleFiles, trusted: &[String]) -> Result<Verified, Bundl
 
     // 3. Every event: bytes → hash → proof → the signed root; in order; in scope.
     let messages = decode_delimited(EVENTS_FILE, &files.events, BUNDLE_EVENTS_MAX)?;
+    if messages.is_empty() {
+        return Err(BundleError::NoEvents);
+    }
     let proofs: Vec<InclusionProof> = parse_canonical(PROOFS_FILE, &files.proofs)?;
     if proofs.len() != messages.len() {
         return Err(BundleError::Manifest(format!(
