@@ -90,6 +90,53 @@ fn chain_md_carries_the_vectors_this_code_computes() {
     }
 }
 
+/// Negative vectors (CHAIN.md, sections 1 and 5): the frame vector with its first
+/// length written in three bytes, and with an unknown field between its elements. A
+/// conforming protobuf decoder reads the same two events from each; the chain format
+/// does not, since only the canonical encoding is a valid frame. Built here by editing
+/// the frame vector's bytes as the document describes, not by any encoder.
+#[test]
+fn non_canonical_frame_vectors_are_unreadable() {
+    let v = vectors();
+    let good = hex::decode(&v.frame_bytes).unwrap();
+    assert_eq!(&good[..3], b"\x0a\x92\x01", "tag, then 146 as a varint");
+    let first_end = 3 + 146;
+    assert_eq!(&good[first_end..first_end + 3], b"\x0a\xa6\x01");
+    let mut overlong = b"\x0a\x92\x81\x00".to_vec();
+    overlong.extend_from_slice(&good[3..]);
+    let mut unknown = good[..first_end].to_vec();
+    unknown.extend_from_slice(b"\x10\x00");
+    unknown.extend_from_slice(&good[first_end..]);
+    for (name, forged, in_doc) in [
+        ("overlong length", overlong, "0a928100080112"),
+        ("unknown field", unknown, "c3a06f10000aa601"),
+    ] {
+        assert!(
+            hex::encode(&forged).contains(in_doc),
+            "{name}: the document's excerpt is of this vector"
+        );
+        assert!(
+            DOC.contains(in_doc),
+            "docs/CHAIN.md lacks the {name} vector"
+        );
+        let decoded = proto::Frame::decode(forged.as_slice()).expect("valid protobuf");
+        assert_eq!(decoded.events.len(), 2, "{name}");
+        assert_eq!(
+            hex::encode(&decoded.events[1]),
+            v.event2_bytes,
+            "{name}: the same events"
+        );
+        let refused = frame::decode(&Bytes::from(forged), Some(frame::FORMAT_FRAME));
+        assert!(
+            matches!(
+                refused,
+                Err(frame::FrameError::NotCanonical { canonical: 318, .. })
+            ),
+            "{name}: {refused:?}"
+        );
+    }
+}
+
 #[test]
 fn raw_blake3_vectors() {
     // Independent of prost: the domain-separated hash of fixed bytes.

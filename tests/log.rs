@@ -1028,7 +1028,7 @@ async fn a_forged_or_damaged_frame_is_found_and_located_and_blocks_appends() {
     let js = jetstream::new(client().await);
     // (case, Ansinh-Format header, what the forger publishes from three chained events)
     type Forge = fn(Vec<Bytes>) -> Bytes;
-    let cases: [(&str, &str, Forge); 3] = [
+    let cases: [(&str, &str, Forge); 5] = [
         // Three chained events, the middle one relinked: found at the second event.
         ("relinked", frame::FORMAT_FRAME, |events| {
             let mut e = events;
@@ -1041,6 +1041,26 @@ async fn a_forged_or_damaged_frame_is_found_and_located_and_blocks_appends() {
             Bytes::from_static(b"\x0a\x05ab")
         }),
         ("unknown format", "zip", |events| events[0].clone()),
+        // Three good events, in a frame a protobuf decoder reads but the ledger never
+        // writes: an unknown field after the first element, or its length overlong.
+        ("unknown field", frame::FORMAT_FRAME, |events| {
+            let first = frame::encode(&events[..1]).0;
+            let mut p = frame::encode(&events).0.to_vec();
+            let at = 1 + prost::length_delimiter_len(first.len()) + first.len();
+            p.splice(at..at, [0x10, 0x00]);
+            p.into()
+        }),
+        ("overlong length", frame::FORMAT_FRAME, |events| {
+            let mut p = vec![0x0a];
+            let mut length = Vec::new();
+            prost::encoding::encode_varint(events[0].len() as u64, &mut length);
+            *length.last_mut().unwrap() |= 0x80;
+            length.push(0x00);
+            p.extend_from_slice(&length);
+            p.extend_from_slice(&events[0]);
+            p.extend_from_slice(&frame::encode(&events[1..]).0);
+            p.into()
+        }),
     ];
     for (case, format, forge) in cases {
         let config = fresh_log();
@@ -1093,6 +1113,18 @@ async fn a_forged_or_damaged_frame_is_found_and_located_and_blocks_appends() {
             ) => {
                 assert_eq!((stream_sequence, expected_sequence), (ack.sequence, 4));
                 assert!(m.contains("undecodable frame"), "{m}");
+            }
+            (
+                "unknown field" | "overlong length",
+                Err(VerifyError::Broken {
+                    stream_sequence,
+                    expected_sequence,
+                    cause: ChainBreak::Message(m),
+                    ..
+                }),
+            ) => {
+                assert_eq!((stream_sequence, expected_sequence), (ack.sequence, 4));
+                assert!(m.contains("not in canonical form"), "{case}: {m}");
             }
             (
                 "unknown format",
