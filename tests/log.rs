@@ -1150,6 +1150,61 @@ async fn a_forged_or_damaged_frame_is_found_and_located_and_blocks_appends() {
     }
 }
 
+/// `Ansinh-Seq` names the message's last event (docs/CHAIN.md section 1): a message of
+/// good events whose header says another sequence is reported where it stands, as a
+/// wrong `Ansinh-Hash` is, in a frame and in a single-event message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequence_header_that_disagrees_with_the_payload_is_reported() {
+    let js = jetstream::new(client().await);
+    // (case, events in the message, its Ansinh-Seq, the last event's sequence)
+    for (case, count, header, last) in [
+        ("frame naming its first event", 3, "4", 6),
+        ("single event, not a number", 1, "four", 4),
+    ] {
+        let config = fresh_log();
+        let (ledger, _dir) = ledger(&config).await;
+        let mut head = None;
+        for i in 0..3 {
+            head = Some(
+                ledger
+                    .append(note("01", &format!("k{i}"), "real"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let events = chained("01", 4, head.unwrap().hash, count);
+        let (payload, framed) = frame::encode(&events);
+        let mut headers = async_nats::HeaderMap::new();
+        if framed {
+            headers.insert(frame::HEADER_FORMAT, frame::FORMAT_FRAME);
+        }
+        headers.insert(ansinh::log::HEADER_SEQUENCE, header);
+        let ack = js
+            .publish_with_headers(
+                config.subject(&Partition::new("01").unwrap()),
+                headers,
+                payload,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let mut stream = stream_of(&config).await;
+        match verify(&mut stream, &config, &keys_partition(), None, |_| {}).await {
+            Err(VerifyError::Broken {
+                stream_sequence,
+                cause: ChainBreak::SequenceMismatch { header: h, found },
+                ..
+            }) => assert_eq!(
+                (stream_sequence, h.as_str(), found),
+                (ack.sequence, header, last),
+                "{case}"
+            ),
+            other => panic!("{case}: the header's disagreement not reported: {other:?}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_written_before_frames_verifies_and_is_continued_with_frames() {
     let config = fresh_log();
