@@ -239,6 +239,18 @@ async fn a_household_bundle_verifies_offline_and_its_balances_are_recomputed() {
         bundle::verify(&read, &["0123456789abcdef".to_string()]),
         Err(BundleError::Untrusted { .. })
     ));
+    // A cosigner pinned that did not cosign the checkpoint: refused.
+    let pins = ansinh::checkpoint::proofs::CosignerPins {
+        keys: vec!["ab".repeat(32)],
+        required: None,
+    };
+    assert!(matches!(
+        bundle::verify_pinned(&read, &[], &pins),
+        Err(BundleError::Checkpoint {
+            cause: ansinh::checkpoint::proofs::CheckError::CosignersMissing { .. },
+            ..
+        })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -397,6 +397,127 @@ async fn repeated_cosignatures_by_one_key_count_once_and_proofs_still_check() {
     assert_eq!(cosigners[0].key_id, office.key_id());
 }
 
+/// A cosignature names its own key and cosigner id, and a document carries at most 64:
+/// whoever publishes 64 cosignatures by fresh keys before the real office's crowds it
+/// out. An auditor who pins the office (`--cosigner`) gets it carried first, a check
+/// that requires it refuses a document without it, and verify lists and requires it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_cosigner_is_carried_however_many_other_keys_cosigned_first() {
+    use ansinh::checkpoint::proofs::CosignerPins;
+    let (log, mut config) = fresh_checkpointed();
+    let (ledger, dir) = ledger(&log).await;
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    append(&ledger, 0, 3).await;
+    let signed = match c.checkpoint(&p01()).await.unwrap() {
+        Outcome::Published(p) => p.signed,
+        other => panic!("nothing published: {other:?}"),
+    };
+    // Given 64 cosignatures by keys nobody pinned, stored first,
+    let js = jetstream::new(client().await);
+    for i in 0..proofs::COSIGNATURES_MAX {
+        let crowd = sign::KeyPair::from_seed(&[100 + i as u8; 32]);
+        let cosignature =
+            sign::cosign(&crowd, "audit-office:real", &signed.checkpoint, i as i64).unwrap();
+        js.publish(
+            config.cosignature_subject(&p01()),
+            cosignature.encode_to_vec().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    // and then the real office's, which checked the checkpoint against the log,
+    let office = sign::KeyPair::from_seed(&[7; 32]);
+    auditor(&log, &config)
+        .await
+        .cosign(&p01(), 3, "audit-office:real", &office, 1_000)
+        .await
+        .unwrap();
+    let office_pin = CosignerPins {
+        keys: vec![hex::encode(office.public_key())],
+        required: None,
+    };
+    let carries_office = |doc: &proofs::InclusionDocument| {
+        doc.checkpoint
+            .cosignatures
+            .iter()
+            .any(|c| c.key_id == office.key_id())
+    };
+    // unpinned, a proof carries the crowd only, and a check requiring the office fails;
+    let crowded = auditor(&log, &config)
+        .await
+        .prove(&p01(), 2, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        crowded.checkpoint.cosignatures.len(),
+        proofs::COSIGNATURES_MAX
+    );
+    assert!(!carries_office(&crowded));
+    let json = |doc: &proofs::InclusionDocument| serde_json::to_vec(doc).unwrap();
+    assert!(matches!(
+        proofs::check_document_pinned(&json(&crowded), &[], &office_pin),
+        Err(CheckError::CosignersMissing {
+            found: 0,
+            required: 1,
+            ..
+        })
+    ));
+    // pinned, it is carried first and the check marks every other cosigner unpinned;
+    config.cosigners = office_pin.clone();
+    let pinned = auditor(&log, &config)
+        .await
+        .prove(&p01(), 2, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        pinned.checkpoint.cosignatures.len(),
+        proofs::COSIGNATURES_MAX
+    );
+    assert_eq!(pinned.checkpoint.cosignatures[0].key_id, office.key_id());
+    let checked = proofs::check_document_pinned(&json(&pinned), &[], &office_pin).unwrap();
+    assert_eq!(
+        checked.unpinned_cosigners.len(),
+        proofs::COSIGNATURES_MAX - 1
+    );
+    assert!(
+        !checked
+            .unpinned_cosigners
+            .iter()
+            .any(|c| c.contains(office.key_id()))
+    );
+    // and verify lists the office, pinned, and passes;
+    let audit = auditor(&log, &config)
+        .await
+        .verify(Some(&p01()))
+        .await
+        .unwrap();
+    assert!(audit.ok(), "{:?}", audit.problems);
+    let listed = &audit.partitions["01"][0].cosigners;
+    assert!(
+        listed[0].pinned && listed[0].key_id == office.key_id(),
+        "{listed:?}"
+    );
+    // a pinned cosigner that never cosigned makes verify fail on the latest checkpoint.
+    config.cosigners = CosignerPins {
+        keys: vec![hex::encode(sign::KeyPair::from_seed(&[8; 32]).public_key())],
+        required: None,
+    };
+    let audit = auditor(&log, &config)
+        .await
+        .verify(Some(&p01()))
+        .await
+        .unwrap();
+    assert!(
+        audit.problems.iter().any(|p| p
+            .problem
+            .contains("cosigned by 0 of the pinned cosigners, 1 required")),
+        "{:?}",
+        audit.problems
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proofs_carry_the_cosignatures_stored_after_their_checkpoint_and_still_check() {
     let (log, config) = fresh_checkpointed();
@@ -921,6 +1042,32 @@ fn cli_checkpoint_prove_cosign_verify_and_offline_check() {
     let (code, out) = offline(&file, &["--trust", ledger_key]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.starts_with("OK event 2 of partition 01"), "{out}");
+    // The proof was made before office-1 cosigned: it carries no cosigner, so pinning
+    // one is refused, and a proof made now carries office-1, shown as pinned or not.
+    let office = keys::load_key(&key_file).unwrap();
+    let office_pin = hex::encode(office.public_key());
+    let (code, out) = offline(&file, &["--trust", ledger_key, "--cosigner", &office_pin]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("cosigned by 0 of the pinned cosigners, 1 required"),
+        "{out}"
+    );
+    let (code, cosigned, err) = run(&["audit", "prove", "--partition", "01", "--seq", "2"]);
+    assert_eq!(code, Some(0), "{err}");
+    let cosigned_file = dir.path().join("cosigned.json");
+    std::fs::write(&cosigned_file, &cosigned).unwrap();
+    let (code, out) = offline(&cosigned_file, &["--trust", ledger_key]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("\nUNPINNED cosigned by office-1 (key "),
+        "{out}"
+    );
+    let (code, out) = offline(
+        &cosigned_file,
+        &["--trust", ledger_key, "--cosigner", &office_pin],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("\nOK cosigned by office-1 (key "), "{out}");
     let mut doc: serde_json::Value = serde_json::from_str(&proof).unwrap();
     let mut flipped = doc["proof"]["root"].as_str().unwrap().to_string();
     flip(&mut flipped, 0);

@@ -125,7 +125,7 @@ pub async fn status_of(
             .filter_map(Result::ok)
             .map(|s| s.cosignature);
             // The latest's valid cosignatures, one per key, as its documents carry them.
-            let cosigners = distinct_cosignatures(&c.signed.checkpoint, stored)
+            let cosigners = distinct_cosignatures(&c.signed.checkpoint, stored, &config.cosigners)
                 .into_iter()
                 .map(|c| Cosigner {
                     cosigner_id: c.cosigner_id,

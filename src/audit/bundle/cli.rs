@@ -81,6 +81,7 @@ pub fn summary(verified: &Verified) -> String {
 pub fn verify_bundle(
     dir: &Path,
     trusted: &[String],
+    pins: &crate::checkpoint::proofs::CosignerPins,
     json: bool,
 ) -> Result<OfflineVerdict, BoxError> {
     // A file is the archive the staff API serves; a directory what `export` writes.
@@ -89,7 +90,7 @@ pub fn verify_bundle(
     } else {
         BundleFiles::read(dir)
     };
-    let result = files.and_then(|files| super::verify(&files, trusted));
+    let result = files.and_then(|files| super::verify_pinned(&files, trusted, pins));
     let pinned = !trusted.is_empty();
     let verdict = OfflineVerdict::of(result.is_ok(), pinned);
     let word = verdict.word();
@@ -101,9 +102,7 @@ pub fn verify_bundle(
         }
         Ok(v) => {
             println!("{word} bundle {}: {}", dir.display(), summary(v));
-            for c in &v.cosigners {
-                println!("{word} cosigned by {c}");
-            }
+            crate::checkpoint::cli::print_cosigners(word, &v.cosigners, &v.unpinned_cosigners);
             if !pinned {
                 println!(
                     "UNANCHORED: every file checks against the keys the bundle carries, but no ledger key was pinned, so anyone could have made it. Signed by key {}; the bundle's key history ends at key {} (public key {}): compare that with the latest ledger key you know, then pass its public key as --trust (the first key {} alone only shows the signer descends from it, and a retired key can sign a history cut short at itself)",

@@ -59,6 +59,8 @@ pub struct CosignerStatus {
     pub cosigner_id: String,
     pub key_id: String,
     pub signed_at_unix_ms: i64,
+    /// By a key the auditor pinned (`audit verify --cosigner`).
+    pub pinned: bool,
 }
 
 /// Something wrong with a stored checkpoint or cosignature.
@@ -222,6 +224,7 @@ impl Auditor {
             .into_iter()
             .filter_map(Result::ok)
             .map(|s| s.cosignature),
+            &self.config.cosigners,
         ))
     }
 
@@ -651,14 +654,42 @@ impl Auditor {
         // Listed as a document carries them (`proofs::one_per_key`): one key is one
         // cosigner, its earliest cosignature, and at most COSIGNATURES_MAX.
         for (status, verified) in statuses.iter_mut().zip(verified) {
-            status.cosigners = one_per_key(verified)
+            let pins = &self.config.cosigners;
+            status.cosigners = one_per_key(verified, pins)
                 .into_iter()
                 .map(|c| CosignerStatus {
+                    pinned: pins.pins(&c),
                     cosigner_id: c.cosigner_id,
                     key_id: c.key_id,
                     signed_at_unix_ms: c.signed_at_unix_ms,
                 })
                 .collect();
+        }
+        // With pinned cosigners, the partition's latest checkpoint that matches the log
+        // must carry as many of them as required: what an auditor relying on cosigning
+        // asks of the head it checks against.
+        let pins = &self.config.cosigners;
+        if !pins.is_empty() {
+            let latest = statuses
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !bad.contains(i))
+                .max_by_key(|(_, s)| s.tree_size)
+                .map(|(_, s)| s);
+            if let Some(latest) = latest {
+                let found = latest.cosigners.iter().filter(|c| c.pinned).count();
+                if found < pins.required() {
+                    problem(
+                        audit,
+                        latest.stream_sequence,
+                        format!(
+                            "the latest checkpoint (size {}) is cosigned by {found} of the pinned cosigners, {} required",
+                            latest.tree_size,
+                            pins.required()
+                        ),
+                    );
+                }
+            }
         }
         // Only checkpoints that match the log are listed; the others are problems.
         let statuses = statuses

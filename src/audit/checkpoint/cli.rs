@@ -225,10 +225,12 @@ impl OfflineVerdict {
     }
 }
 
-/// `ansinh audit check-proof FILE [--trust KEY]...`: offline, no server.
+/// `ansinh audit check-proof FILE [--trust KEY]... [--cosigner KEY]...`: offline, no
+/// server.
 pub fn check_proof(
     file: &Path,
     trusted: &[String],
+    pins: &proofs::CosignerPins,
     json: bool,
 ) -> Result<OfflineVerdict, BoxError> {
     let named = |e: std::io::Error| format!("{}: {e}", file.display());
@@ -238,7 +240,11 @@ pub fn check_proof(
         return report_check(Err(e), trusted, json);
     }
     let bytes = std::fs::read(file).map_err(named)?;
-    report_check(proofs::check_document(&bytes, trusted), trusted, json)
+    report_check(
+        proofs::check_document_pinned(&bytes, trusted, pins),
+        trusted,
+        json,
+    )
 }
 
 fn report_check(
@@ -257,9 +263,7 @@ fn report_check(
                 println!("{}", serde_json::Value::Object(fields));
             } else {
                 println!("{word} {}", checked.summary);
-                for c in &checked.cosigners {
-                    println!("{word} cosigned by {c}");
-                }
+                print_cosigners(word, &checked.cosigners, &checked.unpinned_cosigners);
                 if !pinned {
                     println!(
                         "UNANCHORED: every signature and hash checks, but against the keys the document carries; no ledger key was pinned, so anyone could have made it. The signing key(s) {}: compare them with the ledger's published keys, then pass --trust with the public key (64 hex digits)",
@@ -279,6 +283,18 @@ fn report_check(
         }
     }
     Ok(verdict)
+}
+
+/// One line per cosigner of a checked document: under the verdict's word when its key
+/// was pinned (`--cosigner`), UNPINNED when it is only a key the document carries.
+pub fn print_cosigners(word: &str, cosigners: &[String], unpinned: &[String]) {
+    for c in cosigners {
+        if unpinned.contains(c) {
+            println!("UNPINNED cosigned by {c}");
+        } else {
+            println!("{word} cosigned by {c}");
+        }
+    }
 }
 
 /// The checkpoint part of `ansinh audit verify`: every checkpoint and cosignature of
@@ -319,7 +335,7 @@ pub fn print_audit(audit: &CheckpointAudit, every_checkpoint: bool, uncovered: &
             let cosigners: Vec<String> = latest
                 .cosigners
                 .iter()
-                .map(|s| format!("{} (key {})", s.cosigner_id, s.key_id))
+                .map(|s| format!("{} (key {}{})", s.cosigner_id, s.key_id, unpinned(s)))
                 .collect();
             println!(
                 "CHECKPOINTS partition {partition}: {} checkpoints, latest size {} root {} key {} issued {}; {}",
@@ -338,10 +354,11 @@ pub fn print_audit(audit: &CheckpointAudit, every_checkpoint: bool, uncovered: &
                 .iter()
                 .map(|s| {
                     format!(
-                        "{} (key {}, {})",
+                        "{} (key {}, {}{})",
                         s.cosigner_id,
                         s.key_id,
-                        time(s.signed_at_unix_ms)
+                        time(s.signed_at_unix_ms),
+                        unpinned(s)
                     )
                 })
                 .collect();
@@ -375,6 +392,11 @@ pub fn print_audit(audit: &CheckpointAudit, every_checkpoint: bool, uncovered: &
         };
         println!("OK {count} checkpoints match the log{tail}");
     }
+}
+
+/// Marks a cosigner whose key `audit verify --cosigner` did not pin.
+fn unpinned(s: &super::audit::CosignerStatus) -> &'static str {
+    if s.pinned { "" } else { ", UNPINNED" }
 }
 
 /// Who cosigned a checkpoint, for people. The count is of distinct keys: a checkpoint
