@@ -33,3 +33,14 @@ cs = co.sign(b"ansinh/v1/cosignature\x00" + ch + (1767225600004).to_bytes(8, "bi
 print("cosignature", cs.hex())
 new = Ed25519PrivateKey.from_private_bytes(bytes([9]*32)).public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 print("rotation signature", sk.sign(b"ansinh/v1/key-rotation\x00" + new).hex())
+# Exclusion signatures (docs/CHAIN.md §4a and §5) by the same ledger key: the held
+# messages "foreign 1" at stream sequence 5 and "foreign 2" at 6, in partition 01.
+m = lambda p: blake3.blake3(b"ansinh/v1/message\x00" + p).digest()
+r = lambda prev, seq, mh: blake3.blake3(b"ansinh/v1/excluded-run\x00" + prev + seq.to_bytes(8, "big") + mh).digest()
+m5, m6 = m(b"foreign 1"), m(b"foreign 2")
+run = r(r(bytes(32), 5, m5), 6, m6)
+one = b"ansinh/v1/exclusion\x00" + b"01" + b"\x00" + (5).to_bytes(8, "big") + m5
+print("exclusion of one message", sk.sign(one).hex())
+both = (b"ansinh/v1/exclusion-run\x00" + b"01" + b"\x00" + (5).to_bytes(8, "big") + m5
+        + (6).to_bytes(8, "big") + (2).to_bytes(8, "big") + run)
+print("exclusion of the run", sk.sign(both).hex())

@@ -201,6 +201,9 @@ pub enum ChainBreak {
     /// The hash carried in the message header differs from the recomputed one.
     #[error("header hash {header} differs from recomputed {computed}")]
     HashMismatch { header: String, computed: String },
+    /// The `Ansinh-Seq` header differs from the sequence of the message's last event.
+    #[error("header sequence {header:?} differs from the event's sequence {found}")]
+    SequenceMismatch { header: String, found: u64 },
     /// An operator's exclusion names a message that did not break the chain (stream
     /// sequence): an exclusion can never pass over a good event.
     #[error("an exclusion names the message at stream sequence {0}, which did not break the chain")]

@@ -272,6 +272,15 @@ enum AuditCommand {
         /// made (it needs the ledger's data directory).
         #[arg(long)]
         read_only: bool,
+        /// A cosigner you pin (an audit office's public key, 64 hex digits, or key id,
+        /// 16), obtained out of band; repeatable. Its cosignatures come before any other
+        /// key's, so no number of cosignatures by other keys keeps it out of the 64 a
+        /// checkpoint carries; a cosigner you did not pin is shown as UNPINNED.
+        #[arg(long = "cosigner", value_parser = ansinh::input::pinned_key)]
+        cosigners: Vec<String>,
+        /// How many of the pinned cosigners must cosign [default: all of them].
+        #[arg(long)]
+        cosigners_required: Option<usize>,
     },
     /// Re-derive every eligibility decision (class, status, validity, escaped-poverty
     /// window) from its recorded inputs and the household's previous decision; list
@@ -320,6 +329,12 @@ enum AuditCommand {
         /// Default: the latest checkpoint (it contains SEQ if any does).
         #[arg(long)]
         checkpoint_size: Option<u64>,
+        /// A cosigner you pin (an audit office's public key, 64 hex digits, or key id,
+        /// 16), obtained out of band; repeatable. Its cosignatures come before any other
+        /// key's, so no number of cosignatures by other keys keeps it out of the 64 a
+        /// checkpoint carries; a cosigner you did not pin is shown as UNPINNED.
+        #[arg(long = "cosigner", value_parser = ansinh::input::pinned_key)]
+        cosigners: Vec<String>,
     },
     /// Print (JSON) a proof that the log only grew between two checkpoints.
     Consistency {
@@ -332,6 +347,12 @@ enum AuditCommand {
         /// The later checkpoint's size. Example: 2000
         #[arg(long)]
         to: u64,
+        /// A cosigner you pin (an audit office's public key, 64 hex digits, or key id,
+        /// 16), obtained out of band; repeatable. Its cosignatures come before any other
+        /// key's, so no number of cosignatures by other keys keeps it out of the 64 a
+        /// checkpoint carries; a cosigner you did not pin is shown as UNPINNED.
+        #[arg(long = "cosigner", value_parser = ansinh::input::pinned_key)]
+        cosigners: Vec<String>,
     },
     /// Write an auditor bundle: the events of a household or commune with inclusion
     /// proofs, the signed checkpoints, the key history, a balance statement and a CSV.
@@ -355,9 +376,17 @@ enum AuditCommand {
         /// The bundle's directory (created). Example: bundle-0100007-000001
         #[arg(long)]
         out: PathBuf,
+        /// A cosigner you pin (an audit office's public key, 64 hex digits, or key id,
+        /// 16), obtained out of band; repeatable. Its cosignatures come before any other
+        /// key's, so no number of cosignatures by other keys keeps it out of the 64 a
+        /// checkpoint carries; a cosigner you did not pin is shown as UNPINNED.
+        #[arg(long = "cosigner", value_parser = ansinh::input::pinned_key)]
+        cosigners: Vec<String>,
     },
     /// Verify a bundle offline (no server): every event against the signed checkpoint,
-    /// the key history, the balance statement, the CSV and the manifest.
+    /// the key history, the balance statement, the CSV and the manifest. Exit 0 (OK)
+    /// only with --trust; with none, a bundle that checks is UNANCHORED, exit 3 (anyone
+    /// can make one with keys of their own); 1 when refused.
     VerifyBundle {
         /// The bundle's folder as `audit bundle` wrote it, or the archive the staff API
         /// serves for download, e.g. bundle-0100007-000001 or bundle-0100007-000001.tar.
@@ -368,6 +397,15 @@ enum AuditCommand {
         /// repeatable (every one must hold).
         #[arg(long, value_parser = ansinh::input::pinned_key)]
         trust: Vec<String>,
+        /// A cosigner you pin (an audit office's public key, 64 hex digits, or key id,
+        /// 16), obtained out of band; repeatable. Its cosignatures come before any other
+        /// key's, so no number of cosignatures by other keys keeps it out of the 64 a
+        /// checkpoint carries; a cosigner you did not pin is shown as UNPINNED.
+        #[arg(long = "cosigner", value_parser = ansinh::input::pinned_key)]
+        cosigners: Vec<String>,
+        /// How many of the pinned cosigners must cosign [default: all of them].
+        #[arg(long)]
+        cosigners_required: Option<usize>,
     },
     /// List patterns to investigate: a citizen in two households, loans paid while
     /// ineligible or above their cap, money after a write-off or a death, payment
@@ -384,6 +422,8 @@ enum AuditCommand {
     /// the live one: the first difference (tree, key, both values), or OK with counts.
     RebuildCheck,
     /// Verify a proof document offline (no server): signatures, key ids, proof, hashes.
+    /// Exit 0 (OK) only with --trust; with none, a document that checks is UNANCHORED,
+    /// exit 3 (anyone can make one with keys of their own); 1 when refused.
     CheckProof {
         /// The proof document, as `audit prove` or the audit API wrote it, e.g. proof.json.
         file: PathBuf,
@@ -392,6 +432,15 @@ enum AuditCommand {
         /// repeatable.
         #[arg(long, value_parser = ansinh::input::pinned_key)]
         trust: Vec<String>,
+        /// A cosigner you pin (an audit office's public key, 64 hex digits, or key id,
+        /// 16), obtained out of band; repeatable. Its cosignatures come before any other
+        /// key's, so no number of cosignatures by other keys keeps it out of the 64 a
+        /// checkpoint carries; a cosigner you did not pin is shown as UNPINNED.
+        #[arg(long = "cosigner", value_parser = ansinh::input::pinned_key)]
+        cosigners: Vec<String>,
+        /// How many of the pinned cosigners must cosign [default: all of them].
+        #[arg(long)]
+        cosigners_required: Option<usize>,
     },
 }
 
@@ -525,23 +574,43 @@ async fn main() -> ExitCode {
 
 use cli::BoxError;
 
+/// The pins of `--cosigner` and `--cosigners-required` (default: every pinned one).
+fn cosigner_pins(keys: &[String], required: Option<usize>) -> checkpoint::proofs::CosignerPins {
+    checkpoint::proofs::CosignerPins {
+        keys: keys.to_vec(),
+        required,
+    }
+}
+
 async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
     // Offline: no server is started or asked.
     if let Command::Audit {
-        command: AuditCommand::CheckProof { file, trust },
+        command:
+            AuditCommand::CheckProof {
+                file,
+                trust,
+                cosigners,
+                cosigners_required,
+            },
     } = &cli.command
     {
-        return Ok(cli::exit_code(checkpoint::cli::check_proof(
-            file, trust, cli.json,
-        )?));
+        let pins = cosigner_pins(cosigners, *cosigners_required);
+        let verdict = checkpoint::cli::check_proof(file, trust, &pins, cli.json)?;
+        return Ok(ExitCode::from(verdict.exit_code()));
     }
     if let Command::Audit {
-        command: AuditCommand::VerifyBundle { dir, trust },
+        command:
+            AuditCommand::VerifyBundle {
+                dir,
+                trust,
+                cosigners,
+                cosigners_required,
+            },
     } = &cli.command
     {
-        return Ok(cli::exit_code(ansinh::bundle::cli::verify_bundle(
-            dir, trust, cli.json,
-        )?));
+        let pins = cosigner_pins(cosigners, *cosigners_required);
+        let verdict = ansinh::bundle::cli::verify_bundle(dir, trust, &pins, cli.json)?;
+        return Ok(ExitCode::from(verdict.exit_code()));
     }
     // Gateway commands open no ledger: one is a gateway's side, the other edits a file.
     match cli.command {
@@ -553,10 +622,30 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         } => return cli::gateway::add_gateway(&cli.data_dir, id.as_str(), &key_out, cli.json),
         _ => {}
     }
+    // The cosigners an auditor's command pins: the documents it makes carry them first,
+    // and verify requires them.
+    let cosigners = match &cli.command {
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    cosigners,
+                    cosigners_required,
+                    ..
+                },
+        } => cosigner_pins(cosigners, *cosigners_required),
+        Command::Audit {
+            command:
+                AuditCommand::Prove { cosigners, .. }
+                | AuditCommand::Consistency { cosigners, .. }
+                | AuditCommand::Export { cosigners, .. },
+        } => cosigner_pins(cosigners, Some(0)),
+        _ => Default::default(),
+    };
     let checkpoints = checkpoint::CheckpointConfig {
         stream_name: cli.checkpoint_stream.clone(),
         subject_prefix: cli.checkpoint_prefix.clone(),
         replicas: usize::from(cli.replicas),
+        cosigners,
         ..Default::default()
     };
     let staff_file = |staff: &Option<PathBuf>| {
@@ -581,6 +670,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 partition,
                 checkpoints: list_checkpoints,
                 read_only: true,
+                ..
             },
     } = &cli.command
     {
@@ -710,6 +800,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         partition,
                         seq,
                         checkpoint_size,
+                        ..
                     },
             } => {
                 cli::proofs::prove(
@@ -728,6 +819,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         partition,
                         from,
                         to,
+                        ..
                     },
             } => cli::proofs::consistency(&runtime, &checkpoints, &partition, from, to, json).await,
             Command::Audit {
@@ -739,6 +831,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         to,
                         checkpoint,
                         out,
+                        ..
                     },
             } => {
                 let scope = cli::proofs::scope(household, commune);

@@ -239,6 +239,18 @@ async fn a_household_bundle_verifies_offline_and_its_balances_are_recomputed() {
         bundle::verify(&read, &["0123456789abcdef".to_string()]),
         Err(BundleError::Untrusted { .. })
     ));
+    // A cosigner pinned that did not cosign the checkpoint: refused.
+    let pins = ansinh::checkpoint::proofs::CosignerPins {
+        keys: vec!["ab".repeat(32)],
+        required: None,
+    };
+    assert!(matches!(
+        bundle::verify_pinned(&read, &[], &pins),
+        Err(BundleError::Checkpoint {
+            cause: ansinh::checkpoint::proofs::CheckError::CosignersMissing { .. },
+            ..
+        })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,6 +371,132 @@ async fn a_bundle_signed_after_a_key_rotation_carries_the_history() {
     assert_eq!(manifest.signed_by, manifest.key_ids[1]);
     let verified = bundle::verify(&files, &manifest.key_ids[..1]).unwrap();
     assert_eq!(verified.first_key, manifest.key_ids[0]);
+}
+
+/// A bundle made whole by someone with a ledger of their own (their key, their key
+/// history, their checkpoints) checks against the keys it carries. Without `--trust`
+/// verify-bundle must not call that OK: it says UNANCHORED, `keys_pinned: false`, and
+/// exits 3. Pinned to the real ledger's key it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_made_bundle_is_unanchored_without_trust_and_refused_when_pinned() {
+    let real = world().await;
+    let forger = world().await;
+    let public_key = |w: &World| {
+        let key = ansinh::checkpoint::load_key(
+            &w.dir.path().join(ansinh::checkpoint::keys::LEDGER_KEY_FILE),
+        )
+        .unwrap();
+        hex::encode(key.public_key())
+    };
+    let (real_key, forger_key) = (public_key(&real), public_key(&forger));
+    assert_ne!(real_key, forger_key);
+    let made = forger.export(Scope::Household(H1.into())).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    made.write(out.path()).unwrap();
+    let verify_bundle = |more: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_ansinh"))
+            .args(["audit", "verify-bundle"])
+            .arg(out.path())
+            .args(more)
+            .env_remove("ANSINH_NATS_URL")
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+
+    let (code, text) = verify_bundle(&[]);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.starts_with("UNANCHORED bundle"), "{text}");
+    assert!(text.contains("no ledger key was pinned"), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("OK")), "{text}");
+    let (code, text) = verify_bundle(&["--json"]);
+    assert_eq!(code, Some(3), "{text}");
+    let verdict: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (&verdict["ok"], &verdict["verdict"], &verdict["keys_pinned"]),
+        (
+            &serde_json::json!(false),
+            &serde_json::json!("unanchored"),
+            &serde_json::json!(false)
+        ),
+        "{verdict}"
+    );
+
+    let (code, text) = verify_bundle(&["--trust", &real_key]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.starts_with("REJECTED: "), "{text}");
+    let (code, text) = verify_bundle(&["--json", "--trust", &real_key]);
+    assert_eq!(code, Some(1), "{text}");
+    let verdict: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (&verdict["ok"], &verdict["verdict"], &verdict["keys_pinned"]),
+        (
+            &serde_json::json!(false),
+            &serde_json::json!("rejected"),
+            &serde_json::json!(true)
+        ),
+        "{verdict}"
+    );
+    // What pinning decides is whose key signed, not whether the files agree: the
+    // forger's own key accepts the forger's bundle.
+    let (code, text) = verify_bundle(&["--trust", &forger_key]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.starts_with("OK bundle"), "{text}");
+}
+
+/// The scope ties a bundle to a partition: events of province 01's log that name a
+/// household of province 79 prove nothing about that household, whose history is in
+/// partition 79. A bundle re-scoped to it, every other file consistent, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_scoped_to_another_provinces_household_is_refused() {
+    const HERE: &str = "0100007-000077";
+    const ELSEWHERE: &str = "7900001-000001";
+    let w = world().await;
+    let mut both = draft(HERE, "both", "staff:x", note("names two households"));
+    both.subjects.push(format!("household:{ELSEWHERE}"));
+    w.append(both).await;
+    w.checkpoint().await;
+    let files = w.export(Scope::Household(HERE.into())).await.unwrap();
+    bundle::verify(&files, &[]).expect("the bundle as exported verifies");
+    let mut moved = files.clone();
+    let mut manifest: bundle::Manifest = serde_json::from_slice(&files.manifest).unwrap();
+    manifest.scope = Scope::Household(ELSEWHERE.into());
+    moved.manifest = bundle::canonical_json(&manifest);
+    let mut statement: bundle::Statement = serde_json::from_slice(&files.statement).unwrap();
+    statement.scope = Scope::Household(ELSEWHERE.into());
+    moved.statement = bundle::canonical_json(&statement);
+    let e = bundle::verify(&moved, &[]).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            BundleError::OutsidePartition { scope_partition, checkpoint_partition }
+                if scope_partition == "79" && checkpoint_partition == "01"
+        ),
+        "{e}"
+    );
+}
+
+/// A bundle proves at least one event: one emptied of its events, every other file
+/// consistent with that, is refused (the exporter never writes one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_with_no_event_is_refused() {
+    let w = world().await;
+    let files = w.export(Scope::Household(H1.into())).await.unwrap();
+    let mut empty = files.clone();
+    empty.events = Vec::new();
+    empty.proofs = bundle::canonical_json(&Vec::<ansinh::merkle::InclusionProof>::new());
+    let mut manifest: bundle::Manifest = serde_json::from_slice(&files.manifest).unwrap();
+    manifest.events.clear();
+    empty.manifest = bundle::canonical_json(&manifest);
+    let mut statement: bundle::Statement = serde_json::from_slice(&files.statement).unwrap();
+    statement.households.clear();
+    empty.statement = bundle::canonical_json(&statement);
+    empty.csv = bundle::statement::render_csv(&[]);
+    let e = bundle::verify(&empty, &[]).unwrap_err();
+    assert!(matches!(e, BundleError::NoEvents), "{e}");
 }
 
 /// Splits one CSV line (RFC 4180 quoting) into fields.

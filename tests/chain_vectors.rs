@@ -90,6 +90,53 @@ fn chain_md_carries_the_vectors_this_code_computes() {
     }
 }
 
+/// Negative vectors (CHAIN.md, sections 1 and 5): the frame vector with its first
+/// length written in three bytes, and with an unknown field between its elements. A
+/// conforming protobuf decoder reads the same two events from each; the chain format
+/// does not, since only the canonical encoding is a valid frame. Built here by editing
+/// the frame vector's bytes as the document describes, not by any encoder.
+#[test]
+fn non_canonical_frame_vectors_are_unreadable() {
+    let v = vectors();
+    let good = hex::decode(&v.frame_bytes).unwrap();
+    assert_eq!(&good[..3], b"\x0a\x92\x01", "tag, then 146 as a varint");
+    let first_end = 3 + 146;
+    assert_eq!(&good[first_end..first_end + 3], b"\x0a\xa6\x01");
+    let mut overlong = b"\x0a\x92\x81\x00".to_vec();
+    overlong.extend_from_slice(&good[3..]);
+    let mut unknown = good[..first_end].to_vec();
+    unknown.extend_from_slice(b"\x10\x00");
+    unknown.extend_from_slice(&good[first_end..]);
+    for (name, forged, in_doc) in [
+        ("overlong length", overlong, "0a928100080112"),
+        ("unknown field", unknown, "c3a06f10000aa601"),
+    ] {
+        assert!(
+            hex::encode(&forged).contains(in_doc),
+            "{name}: the document's excerpt is of this vector"
+        );
+        assert!(
+            DOC.contains(in_doc),
+            "docs/CHAIN.md lacks the {name} vector"
+        );
+        let decoded = proto::Frame::decode(forged.as_slice()).expect("valid protobuf");
+        assert_eq!(decoded.events.len(), 2, "{name}");
+        assert_eq!(
+            hex::encode(&decoded.events[1]),
+            v.event2_bytes,
+            "{name}: the same events"
+        );
+        let refused = frame::decode(&Bytes::from(forged), Some(frame::FORMAT_FRAME));
+        assert!(
+            matches!(
+                refused,
+                Err(frame::FrameError::NotCanonical { canonical: 318, .. })
+            ),
+            "{name}: {refused:?}"
+        );
+    }
+}
+
 #[test]
 fn raw_blake3_vectors() {
     // Independent of prost: the domain-separated hash of fixed bytes.
@@ -137,6 +184,86 @@ fn the_run_hash_vector_in_chain_md_is_what_the_code_computes() {
     assert_eq!(code.0, r2);
     for value in [hex::encode(m5), hex::encode(r2)] {
         assert!(DOC.contains(&value), "CHAIN.md lacks {value}");
+    }
+}
+
+/// The exclusion signature vectors of CHAIN.md section 5, one message and a run: the
+/// signed bytes are built here from section 4a with plain BLAKE3 and signed with
+/// ed25519-dalek, then the ledger's own signing and checking must agree with them and
+/// with the document (scripts/proofs-vector.py reproduces them in Python).
+#[test]
+fn the_exclusion_signature_vectors_in_chain_md_are_what_the_code_computes() {
+    use ansinh::checkpoint::sign::{self, KeyPair};
+    use ed25519_dalek::Signer;
+    let seed: [u8; 32] = std::array::from_fn(|i| i as u8);
+    let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let message =
+        |payload: &[u8]| *blake3::hash(&[b"ansinh/v1/message\0", payload].concat()).as_bytes();
+    let (m5, m6) = (message(b"foreign 1"), message(b"foreign 2"));
+    let next = |prev: [u8; 32], sequence: u64, m: [u8; 32]| {
+        *blake3::hash(
+            &[
+                &b"ansinh/v1/excluded-run\0"[..],
+                &prev,
+                &sequence.to_be_bytes(),
+                &m,
+            ]
+            .concat(),
+        )
+        .as_bytes()
+    };
+    let run = next(next([0; 32], 5, m5), 6, m6);
+    let one_bytes = [
+        &b"ansinh/v1/exclusion\0"[..],
+        b"01\0",
+        &5u64.to_be_bytes(),
+        &m5,
+    ]
+    .concat();
+    let run_bytes = [
+        &b"ansinh/v1/exclusion-run\0"[..],
+        b"01\0",
+        &5u64.to_be_bytes(),
+        &m5,
+        &6u64.to_be_bytes(),
+        &2u64.to_be_bytes(),
+        &run,
+    ]
+    .concat();
+    let key = KeyPair::from_seed(&seed);
+    assert_eq!(key.key_id(), "98ba85304ac639f0");
+    let one = proto::MessageExcluded {
+        stream_sequence: 5,
+        message_hash: m5.to_vec().into(),
+        reason: "not the ledger's".into(),
+        key_id: key.key_id().into(),
+        ..Default::default()
+    };
+    let of_run = proto::MessageExcluded {
+        through_stream_sequence: 6,
+        message_count: 2,
+        run_hash: run.to_vec().into(),
+        ..one.clone()
+    };
+    for (form, x, signed) in [("one message", one, one_bytes), ("run", of_run, run_bytes)] {
+        let independent = signing.sign(&signed).to_bytes();
+        let computed = sign::sign_exclusion(&key, "01", &x).unwrap();
+        assert_eq!(hex::encode(computed), hex::encode(independent), "{form}");
+        assert!(
+            DOC.contains(&hex::encode(independent)),
+            "docs/CHAIN.md lacks the {form} exclusion signature {}",
+            hex::encode(independent)
+        );
+        let x = proto::MessageExcluded {
+            signature: computed.to_vec().into(),
+            ..x
+        };
+        sign::verify_exclusion(&key.public_key(), "01", &x).unwrap();
+        // The signature covers the partition it is recorded in.
+        assert!(
+            sign::verify_exclusion(&key.public_key(), "02", &x).is_err(),
+            "{form}"
+        );
     }
 }
 

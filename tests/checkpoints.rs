@@ -397,6 +397,202 @@ async fn repeated_cosignatures_by_one_key_count_once_and_proofs_still_check() {
     assert_eq!(cosigners[0].key_id, office.key_id());
 }
 
+/// A cosignature names its own key and cosigner id, and a document carries at most 64:
+/// whoever publishes 64 cosignatures by fresh keys before the real office's crowds it
+/// out. An auditor who pins the office (`--cosigner`) gets it carried first, a check
+/// that requires it refuses a document without it, and verify lists and requires it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_cosigner_is_carried_however_many_other_keys_cosigned_first() {
+    use ansinh::checkpoint::proofs::CosignerPins;
+    let (log, mut config) = fresh_checkpointed();
+    let (ledger, dir) = ledger(&log).await;
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    append(&ledger, 0, 3).await;
+    let signed = match c.checkpoint(&p01()).await.unwrap() {
+        Outcome::Published(p) => p.signed,
+        other => panic!("nothing published: {other:?}"),
+    };
+    // Given 64 cosignatures by keys nobody pinned, stored first,
+    let js = jetstream::new(client().await);
+    for i in 0..proofs::COSIGNATURES_MAX {
+        let crowd = sign::KeyPair::from_seed(&[100 + i as u8; 32]);
+        let cosignature =
+            sign::cosign(&crowd, "audit-office:real", &signed.checkpoint, i as i64).unwrap();
+        js.publish(
+            config.cosignature_subject(&p01()),
+            cosignature.encode_to_vec().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    // and then the real office's, which checked the checkpoint against the log,
+    let office = sign::KeyPair::from_seed(&[7; 32]);
+    auditor(&log, &config)
+        .await
+        .cosign(&p01(), 3, "audit-office:real", &office, 1_000)
+        .await
+        .unwrap();
+    let office_pin = CosignerPins {
+        keys: vec![hex::encode(office.public_key())],
+        required: None,
+    };
+    let carries_office = |doc: &proofs::InclusionDocument| {
+        doc.checkpoint
+            .cosignatures
+            .iter()
+            .any(|c| c.key_id == office.key_id())
+    };
+    // unpinned, a proof carries the crowd only, and a check requiring the office fails;
+    let crowded = auditor(&log, &config)
+        .await
+        .prove(&p01(), 2, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        crowded.checkpoint.cosignatures.len(),
+        proofs::COSIGNATURES_MAX
+    );
+    assert!(!carries_office(&crowded));
+    let json = |doc: &proofs::InclusionDocument| serde_json::to_vec(doc).unwrap();
+    assert!(matches!(
+        proofs::check_document_pinned(&json(&crowded), &[], &office_pin),
+        Err(CheckError::CosignersMissing {
+            found: 0,
+            required: 1,
+            ..
+        })
+    ));
+    // pinned, it is carried first and the check marks every other cosigner unpinned;
+    config.cosigners = office_pin.clone();
+    let pinned = auditor(&log, &config)
+        .await
+        .prove(&p01(), 2, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        pinned.checkpoint.cosignatures.len(),
+        proofs::COSIGNATURES_MAX
+    );
+    assert_eq!(pinned.checkpoint.cosignatures[0].key_id, office.key_id());
+    let checked = proofs::check_document_pinned(&json(&pinned), &[], &office_pin).unwrap();
+    assert_eq!(
+        checked.unpinned_cosigners.len(),
+        proofs::COSIGNATURES_MAX - 1
+    );
+    assert!(
+        !checked
+            .unpinned_cosigners
+            .iter()
+            .any(|c| c.contains(office.key_id()))
+    );
+    // and verify lists the office, pinned, and passes;
+    let audit = auditor(&log, &config)
+        .await
+        .verify(Some(&p01()))
+        .await
+        .unwrap();
+    assert!(audit.ok(), "{:?}", audit.problems);
+    let listed = &audit.partitions["01"][0].cosigners;
+    assert!(
+        listed[0].pinned && listed[0].key_id == office.key_id(),
+        "{listed:?}"
+    );
+    // a pinned cosigner that never cosigned makes verify fail on the latest checkpoint.
+    config.cosigners = CosignerPins {
+        keys: vec![hex::encode(sign::KeyPair::from_seed(&[8; 32]).public_key())],
+        required: None,
+    };
+    let audit = auditor(&log, &config)
+        .await
+        .verify(Some(&p01()))
+        .await
+        .unwrap();
+    assert!(
+        audit.problems.iter().any(|p| p
+            .problem
+            .contains("cosigned by 0 of the pinned cosigners, 1 required")),
+        "{:?}",
+        audit.problems
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_carry_the_cosignatures_stored_after_their_checkpoint_and_still_check() {
+    let (log, config) = fresh_checkpointed();
+    let (ledger, dir) = ledger(&log).await;
+    let hashes = append(&ledger, 0, 3).await;
+    // Given a checkpoint the ledger's key signed, cosigned before it was stored (only
+    // one who held the signed bytes before publication could), then published,
+    let _c = checkpointer(&ledger, &config, dir.path()).await;
+    let key = load_key(&dir.path().join(keys::LEDGER_KEY_FILE)).unwrap();
+    let body = CheckpointBody {
+        partition: p01(),
+        tree_size: 3,
+        root: merkle::root(&hashes),
+        head_sequence: 3,
+        head_hash: hashes[2],
+        issued_at_unix_ms: ansinh::checkpoint::now_unix_ms(),
+        key_id: key.key_id().into(),
+    };
+    let signed = sign::sign_checkpoint(&key, &body);
+    let early = sign::KeyPair::from_seed(&[5; 32]);
+    let js = jetstream::new(client().await);
+    for (subject, payload) in [
+        (
+            config.cosignature_subject(&p01()),
+            sign::cosign(&early, "office-early", &signed.checkpoint, 1)
+                .unwrap()
+                .encode_to_vec(),
+        ),
+        (config.checkpoint_subject(&p01()), signed.encode_to_vec()),
+    ] {
+        js.publish(subject, payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    // and cosigned after it was stored by an office that checked it against the log,
+    let a = auditor(&log, &config).await;
+    let office = sign::KeyPair::from_seed(&[6; 32]);
+    a.cosign(&p01(), 3, "office-after", &office, 2)
+        .await
+        .unwrap();
+    // when an auditor asks for proofs (which read the cosignatures after the checkpoint
+    // only),
+    let trusted = [hex::encode(key.public_key())];
+    let inclusion = a.prove(&p01(), 2, None).await.unwrap();
+    let consistency = a.consistency(&p01(), 3, 3).await.unwrap();
+    // then they carry the one stored after it, and check offline;
+    let carried: Vec<&str> = inclusion
+        .checkpoint
+        .cosignatures
+        .iter()
+        .map(|c| c.cosigner_id.as_str())
+        .collect();
+    assert_eq!(carried, ["office-after"]);
+    assert_eq!(
+        check(&inclusion, &trusted).unwrap().cosigners,
+        [format!("office-after (key {})", office.key_id())]
+    );
+    assert_eq!(
+        consistency.new_checkpoint.cosignatures.len(),
+        1,
+        "{consistency:?}"
+    );
+    check(&consistency, &trusted).unwrap();
+    // and verify lists the same cosigners as the documents carry.
+    let audit = a.verify(Some(&p01())).await.unwrap();
+    let listed: Vec<&str> = audit.partitions["01"][0]
+        .cosigners
+        .iter()
+        .map(|c| c.cosigner_id.as_str())
+        .collect();
+    assert_eq!(listed, ["office-after"], "{:?}", audit.problems);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_checkpoints_are_found_and_nothing_is_signed_over_them() {
     let (log, config) = fresh_checkpointed();
@@ -732,8 +928,57 @@ fn cli_checkpoint_prove_cosign_verify_and_offline_check() {
         key_file.to_str().unwrap(),
     ]);
     assert_eq!(code, Some(0), "{out}{err}");
+    // Events no checkpoint covers yet: two past partition 01's, and a partition never
+    // checkpointed.
+    for (partition, key) in [("01", "n3"), ("01", "n4"), ("02", "m0")] {
+        let (code, out, err) = run(&[
+            "note",
+            "--partition",
+            partition,
+            "--text",
+            "x",
+            "--idempotency-key",
+            key,
+        ]);
+        assert_eq!(code, Some(0), "{out}{err}");
+    }
     let (code, out, err) = run(&["audit", "verify"]);
+    // They pass (a checkpointer runs periodically), but each partition says so.
     assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(
+            "UNCOVERED partition 01: events 4..5 not yet under a checkpoint (the latest valid one covers 3)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "UNCOVERED partition 02: event 1 not yet under a checkpoint (the partition has no valid checkpoint)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("OK 1 checkpoints match the log; ")
+                && l.contains("not yet under one")),
+        "{out}"
+    );
+    let (code, verdict, err) = run(&["audit", "verify", "--json"]);
+    assert_eq!(code, Some(0), "{verdict}{err}");
+    let verdict: serde_json::Value = serde_json::from_str(&verdict).unwrap();
+    let uncovered = verdict["uncovered"].as_array().expect("uncovered listed");
+    assert!(
+        uncovered.contains(&serde_json::json!(
+            {"partition": "01", "checkpointed": 3, "first": 4, "last": 5}
+        )),
+        "{verdict}"
+    );
+    assert!(
+        uncovered.contains(&serde_json::json!(
+            {"partition": "02", "checkpointed": 0, "first": 1, "last": 1}
+        )),
+        "{verdict}"
+    );
     // One summary line per partition by default ...
     assert!(
         out.contains("CHECKPOINTS partition 01: 1 checkpoints, latest size 3"),
@@ -759,10 +1004,11 @@ fn cli_checkpoint_prove_cosign_verify_and_offline_check() {
     // Offline: a named server binary that does not exist proves none is started.
     let file = dir.path().join("proof.json");
     std::fs::write(&file, &proof).unwrap();
-    let offline = |file: &std::path::Path| {
+    let offline = |file: &std::path::Path, more: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_ansinh"))
             .args(["audit", "check-proof"])
             .arg(file)
+            .args(more)
             .env("ANSINH_NATS_SERVER", "/nonexistent/nats-server")
             .output()
             .unwrap();
@@ -771,16 +1017,64 @@ fn cli_checkpoint_prove_cosign_verify_and_offline_check() {
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )
     };
-    let (code, out) = offline(&file);
+    // Without a pinned key it checks, but only against the key it carries: not OK.
+    let (code, out) = offline(&file, &[]);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.starts_with("UNANCHORED event 2 of partition 01"),
+        "{out}"
+    );
+    assert!(!out.lines().any(|l| l.starts_with("OK")), "{out}");
+    let (code, out) = offline(&file, &["--json"]);
+    assert_eq!(code, Some(3), "{out}");
+    let verdict: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (&verdict["ok"], &verdict["verdict"], &verdict["keys_pinned"]),
+        (
+            &serde_json::json!(false),
+            &serde_json::json!("unanchored"),
+            &serde_json::json!(false)
+        ),
+        "{verdict}"
+    );
+    let document: serde_json::Value = serde_json::from_str(&proof).unwrap();
+    let ledger_key = document["checkpoint"]["public_key"].as_str().unwrap();
+    let (code, out) = offline(&file, &["--trust", ledger_key]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.starts_with("OK event 2 of partition 01"), "{out}");
+    // The proof was made before office-1 cosigned: it carries no cosigner, so pinning
+    // one is refused, and a proof made now carries office-1, shown as pinned or not.
+    let office = keys::load_key(&key_file).unwrap();
+    let office_pin = hex::encode(office.public_key());
+    let (code, out) = offline(&file, &["--trust", ledger_key, "--cosigner", &office_pin]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("cosigned by 0 of the pinned cosigners, 1 required"),
+        "{out}"
+    );
+    let (code, cosigned, err) = run(&["audit", "prove", "--partition", "01", "--seq", "2"]);
+    assert_eq!(code, Some(0), "{err}");
+    let cosigned_file = dir.path().join("cosigned.json");
+    std::fs::write(&cosigned_file, &cosigned).unwrap();
+    let (code, out) = offline(&cosigned_file, &["--trust", ledger_key]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("\nUNPINNED cosigned by office-1 (key "),
+        "{out}"
+    );
+    let (code, out) = offline(
+        &cosigned_file,
+        &["--trust", ledger_key, "--cosigner", &office_pin],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("\nOK cosigned by office-1 (key "), "{out}");
     let mut doc: serde_json::Value = serde_json::from_str(&proof).unwrap();
     let mut flipped = doc["proof"]["root"].as_str().unwrap().to_string();
     flip(&mut flipped, 0);
     doc["proof"]["root"] = flipped.into();
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, serde_json::to_vec(&doc).unwrap()).unwrap();
-    let (code, out) = offline(&bad);
+    let (code, out) = offline(&bad, &["--trust", ledger_key]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.starts_with("REJECTED"), "{out}");
 }
@@ -987,6 +1281,54 @@ async fn the_audit_status_route_names_the_latest_checkpoint_and_its_cosigners() 
     let (status, forged) = get("/v1/audit/partitions/01/status", Some(&token)).await;
     assert_eq!(status, reqwest::StatusCode::OK, "{forged}");
     assert!(forged["latest_checkpoint_problem"].is_string(), "{forged}");
+    assert_eq!(
+        forged["latest_checkpoint"]["root"],
+        serde_json::json!(hex::encode(latest.root)),
+        "the latest valid checkpoint is still shown: {forged}"
+    );
+    // A checkpoint that decodes and is well signed, but by a key that was never the
+    // ledger's: it is not the latest checkpoint either, however plausible it looks.
+    let stranger = sign::KeyPair::from_seed(&[3u8; 32]);
+    let strangers = CheckpointBody {
+        root: [7u8; 32],
+        head_hash: [7u8; 32],
+        key_id: stranger.key_id().into(),
+        ..latest.clone()
+    };
+    async_nats::jetstream::new(common::client().await)
+        .publish(
+            config.checkpoint_subject(&p01()),
+            sign::sign_checkpoint(&stranger, &strangers)
+                .encode_to_vec()
+                .into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let (status, forged) = get("/v1/audit/partitions/01/status", Some(&token)).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{forged}");
+    assert!(
+        forged["latest_checkpoint_problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("never a ledger key")),
+        "{forged}"
+    );
+    assert_eq!(
+        (
+            &forged["latest_checkpoint"]["root"],
+            &forged["latest_checkpoint"]["key_id"],
+            &forged["latest_checkpoint"]["cosigners"][0]["cosigner_id"],
+        ),
+        (
+            &serde_json::json!(hex::encode(latest.root)),
+            &serde_json::json!(latest.key_id),
+            &serde_json::json!("audit-office:region-1"),
+        ),
+        "{forged}"
+    );
+    // The count is of messages on the subject, as documented: two checkpoints, two not.
+    assert_eq!(forged["checkpoints"], serde_json::json!(4), "{forged}");
     let (status, body) = get("/v1/audit/partitions/99/status", Some(&token)).await;
     assert_eq!(
         (status.as_u16(), body["error"].as_str()),

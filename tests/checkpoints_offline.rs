@@ -243,16 +243,16 @@ fn a_checkpoint_document_carries_at_most_one_cosignature_per_key() {
     let other_office =
         sign::cosign(&other_key(8), "audit-office-2", &signed.checkpoint, 6).unwrap();
     let (_, cosigners) = document(&[office.clone(), other_office.clone()])
-        .check("checkpoint", &[])
+        .check("checkpoint", &[], &Default::default())
         .unwrap();
-    assert_eq!(cosigners.len(), 2);
+    assert_eq!(cosigners.unpinned.len(), 2);
     // The same key again, later or under another cosigner id: one cosigner counted
     // twice, refused.
     let again = sign::cosign(&other_key(7), "audit-office", &signed.checkpoint, 9).unwrap();
     let renamed = sign::cosign(&other_key(7), "another-name", &signed.checkpoint, 5).unwrap();
     for twice in [again, renamed] {
         let refused = document(&[office.clone(), other_office.clone(), twice])
-            .check("checkpoint", &[])
+            .check("checkpoint", &[], &Default::default())
             .unwrap_err();
         assert!(
             refused.to_string().contains(&format!(
@@ -280,11 +280,13 @@ fn a_checkpoint_document_carries_at_most_one_cosignature_per_key() {
         )
         .unwrap()])
         .collect();
-    let kept = proofs::distinct_cosignatures(&signed.checkpoint, stored);
+    let kept = proofs::distinct_cosignatures(&signed.checkpoint, stored, &Default::default());
     assert_eq!(kept.len(), proofs::COSIGNATURES_MAX);
     assert!(kept.iter().all(|c| c.cosigner_id == "first"));
-    let (_, cosigners) = document(&kept).check("checkpoint", &[]).unwrap();
-    assert_eq!(cosigners.len(), proofs::COSIGNATURES_MAX);
+    let (_, cosigners) = document(&kept)
+        .check("checkpoint", &[], &Default::default())
+        .unwrap();
+    assert_eq!(cosigners.unpinned.len(), proofs::COSIGNATURES_MAX);
 }
 
 #[test]

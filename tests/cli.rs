@@ -1204,7 +1204,17 @@ async fn an_operators_exclusion_of_a_foreign_message_lets_appends_resume() {
         bundle.to_str().unwrap(),
     ]);
     assert!(ok, "{out}");
-    let (ok, out) = run(&["audit", "verify-bundle", bundle.to_str().unwrap()]);
+    let files = ansinh::bundle::BundleFiles::read(&bundle).unwrap();
+    let key = ansinh::bundle::verify(&files, &[])
+        .unwrap()
+        .latest_public_key;
+    let (ok, out) = run(&[
+        "audit",
+        "verify-bundle",
+        bundle.to_str().unwrap(),
+        "--trust",
+        &key,
+    ]);
     assert!(ok, "{out}");
 }
 

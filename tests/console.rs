@@ -929,10 +929,11 @@ async fn an_auditor_reads_checkpoints_proves_an_event_and_verifies_a_bundle_offl
     let files = ansinh::bundle::BundleFiles::read(&dir.path().join(format!("bundle-{h}"))).unwrap();
     let verified = ansinh::bundle::verify(&files, &[]).unwrap();
     assert_eq!(verified.events, 2, "registration and classification");
-    // The CLI's own offline check agrees.
+    // The CLI's own offline check agrees, pinned to the key the bundle's history ends at.
     let cli = std::process::Command::new(env!("CARGO_BIN_EXE_ansinh"))
         .args(["audit", "verify-bundle"])
         .arg(dir.path().join(format!("bundle-{h}")))
+        .args(["--trust", &verified.latest_public_key])
         .output()
         .unwrap();
     assert!(

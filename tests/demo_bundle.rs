@@ -49,7 +49,16 @@ fn the_demo_exports_a_bundle_that_verifies_offline_and_fails_when_changed() {
     // Offline: no data directory, no server.
     let nowhere = dir.path().join("no-ledger-here");
     let bundle_arg = bundle_dir.to_str().unwrap();
+    // With no key pinned, the files only agree with the keys they carry: not OK.
     let (code, out) = ansinh(&nowhere, &["audit", "verify-bundle", bundle_arg]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.starts_with("UNANCHORED bundle"), "{out}");
+    // Pinned to the demo ledger's key (the demo printed it), it is OK.
+    let key = bundle["verified"]["latest_public_key"].as_str().unwrap();
+    let (code, out) = ansinh(
+        &nowhere,
+        &["audit", "verify-bundle", bundle_arg, "--trust", key],
+    );
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("OK bundle"), "{out}");
     assert!(
@@ -62,7 +71,10 @@ fn the_demo_exports_a_bundle_that_verifies_offline_and_fails_when_changed() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x20;
     std::fs::write(&events, bytes).unwrap();
-    let (code, out) = ansinh(&nowhere, &["audit", "verify-bundle", bundle_arg]);
+    let (code, out) = ansinh(
+        &nowhere,
+        &["audit", "verify-bundle", bundle_arg, "--trust", key],
+    );
     assert_eq!(code, 1, "{out}");
     assert!(out.starts_with("REJECTED: "), "{out}");
     assert!(

@@ -2717,6 +2717,7 @@ async fn a_households_bundle_downloads_as_one_archive_that_verifies_offline() {
     let run = |file: &std::path::Path| {
         binary_on(s._dir.path(), &["--json", "audit", "verify-bundle"])
             .arg(file)
+            .args(["--trust", &verified.latest_public_key])
             .output()
             .unwrap()
     };

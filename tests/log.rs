@@ -1028,7 +1028,7 @@ async fn a_forged_or_damaged_frame_is_found_and_located_and_blocks_appends() {
     let js = jetstream::new(client().await);
     // (case, Ansinh-Format header, what the forger publishes from three chained events)
     type Forge = fn(Vec<Bytes>) -> Bytes;
-    let cases: [(&str, &str, Forge); 3] = [
+    let cases: [(&str, &str, Forge); 5] = [
         // Three chained events, the middle one relinked: found at the second event.
         ("relinked", frame::FORMAT_FRAME, |events| {
             let mut e = events;
@@ -1041,6 +1041,26 @@ async fn a_forged_or_damaged_frame_is_found_and_located_and_blocks_appends() {
             Bytes::from_static(b"\x0a\x05ab")
         }),
         ("unknown format", "zip", |events| events[0].clone()),
+        // Three good events, in a frame a protobuf decoder reads but the ledger never
+        // writes: an unknown field after the first element, or its length overlong.
+        ("unknown field", frame::FORMAT_FRAME, |events| {
+            let first = frame::encode(&events[..1]).0;
+            let mut p = frame::encode(&events).0.to_vec();
+            let at = 1 + prost::length_delimiter_len(first.len()) + first.len();
+            p.splice(at..at, [0x10, 0x00]);
+            p.into()
+        }),
+        ("overlong length", frame::FORMAT_FRAME, |events| {
+            let mut p = vec![0x0a];
+            let mut length = Vec::new();
+            prost::encoding::encode_varint(events[0].len() as u64, &mut length);
+            *length.last_mut().unwrap() |= 0x80;
+            length.push(0x00);
+            p.extend_from_slice(&length);
+            p.extend_from_slice(&events[0]);
+            p.extend_from_slice(&frame::encode(&events[1..]).0);
+            p.into()
+        }),
     ];
     for (case, format, forge) in cases {
         let config = fresh_log();
@@ -1095,6 +1115,18 @@ async fn a_forged_or_damaged_frame_is_found_and_located_and_blocks_appends() {
                 assert!(m.contains("undecodable frame"), "{m}");
             }
             (
+                "unknown field" | "overlong length",
+                Err(VerifyError::Broken {
+                    stream_sequence,
+                    expected_sequence,
+                    cause: ChainBreak::Message(m),
+                    ..
+                }),
+            ) => {
+                assert_eq!((stream_sequence, expected_sequence), (ack.sequence, 4));
+                assert!(m.contains("not in canonical form"), "{case}: {m}");
+            }
+            (
                 "unknown format",
                 Err(VerifyError::Broken {
                     stream_sequence,
@@ -1114,6 +1146,61 @@ async fn a_forged_or_damaged_frame_is_found_and_located_and_blocks_appends() {
                 stream_sequence, ..
             }) => assert_eq!(stream_sequence, ack.sequence, "{case}"),
             other => panic!("{case}: append on a forged chain: {other:?}"),
+        }
+    }
+}
+
+/// `Ansinh-Seq` names the message's last event (docs/CHAIN.md section 1): a message of
+/// good events whose header says another sequence is reported where it stands, as a
+/// wrong `Ansinh-Hash` is, in a frame and in a single-event message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequence_header_that_disagrees_with_the_payload_is_reported() {
+    let js = jetstream::new(client().await);
+    // (case, events in the message, its Ansinh-Seq, the last event's sequence)
+    for (case, count, header, last) in [
+        ("frame naming its first event", 3, "4", 6),
+        ("single event, not a number", 1, "four", 4),
+    ] {
+        let config = fresh_log();
+        let (ledger, _dir) = ledger(&config).await;
+        let mut head = None;
+        for i in 0..3 {
+            head = Some(
+                ledger
+                    .append(note("01", &format!("k{i}"), "real"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let events = chained("01", 4, head.unwrap().hash, count);
+        let (payload, framed) = frame::encode(&events);
+        let mut headers = async_nats::HeaderMap::new();
+        if framed {
+            headers.insert(frame::HEADER_FORMAT, frame::FORMAT_FRAME);
+        }
+        headers.insert(ansinh::log::HEADER_SEQUENCE, header);
+        let ack = js
+            .publish_with_headers(
+                config.subject(&Partition::new("01").unwrap()),
+                headers,
+                payload,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let mut stream = stream_of(&config).await;
+        match verify(&mut stream, &config, &keys_partition(), None, |_| {}).await {
+            Err(VerifyError::Broken {
+                stream_sequence,
+                cause: ChainBreak::SequenceMismatch { header: h, found },
+                ..
+            }) => assert_eq!(
+                (stream_sequence, h.as_str(), found),
+                (ack.sequence, header, last),
+                "{case}"
+            ),
+            other => panic!("{case}: the header's disagreement not reported: {other:?}"),
         }
     }
 }

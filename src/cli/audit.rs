@@ -86,7 +86,7 @@ pub async fn verify_read_only(
 /// `.ok` must not see the chain's success when a checkpoint is forged or the checkpoint
 /// audit could not run.
 async fn then_checkpoints(
-    chain: (ExitCode, Option<serde_json::Value>),
+    chain: ChainVerdict,
     client: async_nats::Client,
     log: &LogConfig,
     checkpoints: &checkpoint::CheckpointConfig,
@@ -94,7 +94,11 @@ async fn then_checkpoints(
     list_checkpoints: bool,
     json: bool,
 ) -> Result<ExitCode, BoxError> {
-    let (code, document) = chain;
+    let ChainVerdict {
+        code,
+        document,
+        heads,
+    } = chain;
     if code != ExitCode::SUCCESS {
         if let Some(d) = document {
             println!("{d}");
@@ -104,7 +108,8 @@ async fn then_checkpoints(
     if !json {
         // For people: the chain's lines are printed, the checkpoints' follow.
         let audit = checkpoint::cli::audit(client, log, checkpoints, partition.as_ref()).await?;
-        checkpoint::cli::print_audit(&audit, list_checkpoints);
+        let uncovered = uncovered(&audit, &heads);
+        checkpoint::cli::print_audit(&audit, list_checkpoints, &uncovered);
         return Ok(exit_code(audit.ok()));
     }
     let Some(serde_json::Value::Object(mut document)) = document else {
@@ -114,6 +119,10 @@ async fn then_checkpoints(
     let ok = match audit {
         Ok(audit) => {
             document.insert("checkpoints_ok".into(), audit.ok().into());
+            document.insert(
+                "uncovered".into(),
+                serde_json::to_value(uncovered(&audit, &heads))?,
+            );
             document.insert("checkpoints".into(), serde_json::to_value(&audit)?);
             audit.ok()
         }
@@ -139,12 +148,40 @@ pub async fn verify(
     json: bool,
     quarantine: Option<&ansinh::log::LedgerStore>,
 ) -> Result<ExitCode, BoxError> {
-    let (code, document) =
+    let ChainVerdict { code, document, .. } =
         verify_chain(stream, config, checkpoints, partition, json, quarantine).await?;
     if let Some(d) = document {
         println!("{d}");
     }
     Ok(code)
+}
+
+/// What the chain part of `audit verify` hands the checkpoint part.
+struct ChainVerdict {
+    code: ExitCode,
+    /// With `--json`, the verdict's document, to complete.
+    document: Option<serde_json::Value>,
+    /// Each verified partition and its event count (its head sequence), for the events
+    /// past the latest checkpoint.
+    heads: Vec<(String, u64)>,
+}
+
+impl ChainVerdict {
+    fn failed(code: ExitCode, document: Option<serde_json::Value>) -> Self {
+        Self {
+            code,
+            document,
+            heads: Vec::new(),
+        }
+    }
+}
+
+/// The events of each verified partition past its latest valid checkpoint.
+fn uncovered(
+    audit: &checkpoint::audit::CheckpointAudit,
+    heads: &[(String, u64)],
+) -> Vec<checkpoint::audit::Uncovered> {
+    checkpoint::audit::uncovered(audit, heads.iter().map(|(p, n)| (p.as_str(), *n)))
 }
 
 /// `verify`, except that with `json` the verdict's document is handed back, not printed,
@@ -156,7 +193,7 @@ async fn verify_chain(
     partition: Option<Partition>,
     json: bool,
     quarantine: Option<&ansinh::log::LedgerStore>,
-) -> Result<(ExitCode, Option<serde_json::Value>), BoxError> {
+) -> Result<ChainVerdict, BoxError> {
     let only = partition;
     let bar = progress_bar(stream, "verifying", json).await?;
     let result = ansinh::verify::verify(
@@ -176,9 +213,17 @@ async fn verify_chain(
         {
             // An auditor's typo must not read as a clean audit of nothing.
             let p = only.as_ref().expect("checked above");
-            Ok((crate::cli::not_found(json, "partition", p.as_str()), None))
+            Ok(ChainVerdict::failed(
+                crate::cli::not_found(json, "partition", p.as_str()),
+                None,
+            ))
         }
         Ok(report) => {
+            let heads = report
+                .partitions
+                .iter()
+                .map(|(p, r)| (p.clone(), r.events))
+                .collect();
             // A report lists an exclusion only once verify checked that a ledger key in
             // force when it was recorded signed it (an exclusion that is not the
             // ledger's fails verify, below).
@@ -218,7 +263,11 @@ async fn verify_chain(
                     .map(|m| serde_json::json!({"stream_sequence": m.stream_sequence, "subject": m.subject}))
                     .collect();
                 let document = serde_json::json!({"ok": true, "events": report.events, "partitions": parts, "exclusions": exclusions, "stray_messages": report.stray_messages, "stray": stray});
-                return Ok((ExitCode::SUCCESS, Some(document)));
+                return Ok(ChainVerdict {
+                    code: ExitCode::SUCCESS,
+                    document: Some(document),
+                    heads,
+                });
             } else {
                 for (p, r) in &report.partitions {
                     println!("OK partition {p}: {} events, head {}", r.events, r.head);
@@ -253,7 +302,11 @@ async fn verify_chain(
                 }
                 println!("OK {} events verified", report.events);
             }
-            Ok((ExitCode::SUCCESS, None))
+            Ok(ChainVerdict {
+                code: ExitCode::SUCCESS,
+                document: None,
+                heads,
+            })
         }
         Err(e) => {
             let stopped = match quarantine {
@@ -262,7 +315,7 @@ async fn verify_chain(
             };
             if json {
                 let document = serde_json::json!({"ok": false, "error": e.to_string(), "appends_stopped": stopped});
-                return Ok((ExitCode::from(1), Some(document)));
+                return Ok(ChainVerdict::failed(ExitCode::from(1), Some(document)));
             } else {
                 println!("FAILED: {e}");
                 if let Some(p) = stopped {
@@ -271,7 +324,7 @@ async fn verify_chain(
                     );
                 }
             }
-            Ok((ExitCode::from(1), None))
+            Ok(ChainVerdict::failed(ExitCode::from(1), None))
         }
     }
 }

@@ -51,11 +51,16 @@ pub async fn demo(
         println!("{report}");
     } else {
         println!(
-            "\nbundle {household} verified offline: {} events, checkpoint size {} root {}, balances match ({})",
+            "\nbundle {household} verified offline against the ledger's key: {} events, checkpoint size {} root {}, balances match ({})",
             verified.events,
             verified.checkpoint.tree_size,
             verified.checkpoint.root,
             dir.display()
+        );
+        println!(
+            "check it yourself: ansinh audit verify-bundle {} --trust {}",
+            dir.display(),
+            verified.latest_public_key
         );
     }
     Ok(code)

@@ -763,7 +763,8 @@ pub enum DemoBundleError {
 
 /// The demo's last act: checkpoint the partition (and the key partition), export the
 /// bundle of the first household with a loan into `<data-dir>/bundles/<household>`,
-/// and verify it from the files alone, with the code of `ansinh audit verify-bundle`.
+/// and verify it from the files alone, with the code of `ansinh audit verify-bundle`,
+/// pinned to the key the demo's ledger signs with (an auditor's `--trust`).
 pub async fn export_and_verify_bundle(
     runtime: &crate::app::Runtime,
     checkpointer: &mut crate::checkpoint::Checkpointer,
@@ -795,7 +796,8 @@ pub async fn export_and_verify_bundle(
     };
     let dir = data_dir.join("bundles").join(&household);
     export::export(&auditor, &request).await?.write(&dir)?;
-    let verified = bundle::verify(&BundleFiles::read(&dir)?, &[])?;
+    let pinned = [hex::encode(checkpointer.public_key())];
+    let verified = bundle::verify(&BundleFiles::read(&dir)?, &pinned)?;
     Ok((household, dir, verified))
 }
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::access::{self, Operation};
 use crate::checkpoint::proofs::distinct_cosignatures;
-use crate::checkpoint::read::{latest_checkpoint, read_cosignatures_after};
+use crate::checkpoint::read::read_cosignatures_after;
 
 use super::extract::{Path, Staff};
 use super::{Api, ApiError};
@@ -25,12 +25,16 @@ pub struct StatusAnswer {
     /// difference is how far the read model is behind.
     pub stream_last_sequence: u64,
     pub projected_stream_sequence: u64,
+    /// Messages on the partition's checkpoint subject, valid checkpoints or not:
+    /// counting only the valid ones would mean checking every one on each request.
     pub checkpoints: u64,
+    /// The latest checkpoint whose signature verifies against the ledger's key history.
     pub latest_checkpoint: Option<CheckpointLine>,
     /// Why the latest message on the partition's checkpoint subject is not a valid
     /// checkpoint of the ledger (undecodable, an unknown or retired key, a bad
     /// signature): someone published there who should not, or a key was rotated while
-    /// it was signed. None when it verifies, or when there is none.
+    /// it was signed. `latest_checkpoint` is then the latest valid one before it. None
+    /// when it verifies, or when there is none.
     pub latest_checkpoint_problem: Option<String>,
 }
 
@@ -88,24 +92,25 @@ pub async fn status_of(
         .get_stream(&config.stream_name)
         .await
         .map_err(|e| unavailable(&e))?;
-    // The latest checkpoint, the count and the latest's cosignatures: O(the cosignatures
-    // since it), never every checkpoint of the partition (one per ~1,000 events).
-    let (count, latest) = latest_checkpoint(&checkpoints_stream, &config, &partition)
-        .await
-        .map_err(|e| unavailable(&e))?;
-    // Its signature, against the ledger's key history (a few events): the checkpointers
+    // The latest valid checkpoint, the count and the latest's cosignatures: O(the
+    // cosignatures since it), never every checkpoint of the partition (one per ~1,000
+    // events), unless the subject's last message is not a valid checkpoint. Signatures
+    // are checked against the ledger's key history (a few events): the checkpointers
     // build past an invalid latest message, so this is where it shows.
     let ring = crate::checkpoint::read::read_key_ring(&stream, ledger.config(), &config)
         .await
         .map_err(|e| unavailable(&e))?;
-    let latest_checkpoint_problem = match &latest {
-        Some(Err(e)) => Some(e.to_string()),
-        Some(Ok(c)) => crate::checkpoint::audit::check_signature(&ring, c.clone())
-            .err()
-            .map(|e| e.to_string()),
-        None => None,
-    };
-    let latest = match latest.and_then(Result::ok) {
+    let found = crate::checkpoint::audit::latest_valid_checkpoint(
+        &checkpoints_stream,
+        &config,
+        &partition,
+        &ring,
+    )
+    .await
+    .map_err(|e| unavailable(&e))?;
+    let count = found.messages;
+    let latest_checkpoint_problem = found.latest_problem.map(|e| e.to_string());
+    let latest = match found.valid.map(|v| v.stored) {
         None => None,
         Some(c) => {
             let stored = read_cosignatures_after(
@@ -120,7 +125,7 @@ pub async fn status_of(
             .filter_map(Result::ok)
             .map(|s| s.cosignature);
             // The latest's valid cosignatures, one per key, as its documents carry them.
-            let cosigners = distinct_cosignatures(&c.signed.checkpoint, stored)
+            let cosigners = distinct_cosignatures(&c.signed.checkpoint, stored, &config.cosigners)
                 .into_iter()
                 .map(|c| Cosigner {
                     cosigner_id: c.cosigner_id,
@@ -200,6 +205,8 @@ pub(super) fn proof_error(e: crate::checkpoint::CheckpointError) -> ApiError {
 /// `GET /v1/audit/partitions/{p}/proofs/inclusion?seq=N[&checkpoint_size=M]`: the
 /// inclusion proof document of event N in a signed checkpoint (the latest by default),
 /// as `ansinh audit prove` prints it; `ansinh audit check-proof` checks it offline.
+/// O(partition) (the tree is rebuilt from the log): one of the `LOG_SCANS_IN_FLIGHT_MAX`
+/// reads of a whole chain at once.
 pub async fn inclusion(
     State(api): State<Api>,
     Staff(caller): Staff,
@@ -208,6 +215,8 @@ pub async fn inclusion(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
     let (partition, auditor) = auditor_for(&api, &caller, &partition).await?;
+    // A proof reads the partition's chain from genesis to the checkpoint's size.
+    let _slot = log_scan_slot().await?;
     let document = auditor
         .prove(&partition, query.seq, query.checkpoint_size)
         .await
@@ -216,7 +225,8 @@ pub async fn inclusion(
 }
 
 /// `GET /v1/audit/partitions/{p}/proofs/consistency?from=A&to=B`: the proof that the
-/// partition's log only grew between its checkpoints of sizes A and B.
+/// partition's log only grew between its checkpoints of sizes A and B. O(partition), in
+/// a `log_scan_slot` as the inclusion proof.
 pub async fn consistency(
     State(api): State<Api>,
     Staff(caller): Staff,
@@ -225,6 +235,8 @@ pub async fn consistency(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
     let (partition, auditor) = auditor_for(&api, &caller, &partition).await?;
+    // A proof reads the partition's chain from genesis to the larger checkpoint's size.
+    let _slot = log_scan_slot().await?;
     let document = auditor
         .consistency(&partition, query.from, query.to)
         .await

@@ -378,6 +378,7 @@ mod tests {
             hash: event_hash(&bytes),
             payload: bytes.clone(),
             header_hash: None,
+            header_sequence: None,
             malformed: None,
             message: bytes,
         }

@@ -58,6 +58,16 @@ pub enum FrameError {
     /// would otherwise become half a million events in every reader's read-ahead.
     #[error("frame holds {0} events, more than {FRAME_EVENTS_MAX}")]
     TooManyEvents(usize),
+    /// The payload decodes, but is not the one encoding of its events the ledger writes
+    /// (unknown fields, overlong lengths or tags): docs/CHAIN.md section 1.
+    #[error(
+        "frame not in canonical form: {bytes} bytes, where its {events} events encode to {canonical}"
+    )]
+    NotCanonical {
+        bytes: usize,
+        canonical: usize,
+        events: usize,
+    },
 }
 
 /// The frame payload bound for a server whose `max_payload` is `server_max_payload`
@@ -130,6 +140,26 @@ pub fn decode(payload: &Bytes, format: Option<&str>) -> Result<Vec<Bytes>, Frame
             if frame.events.len() > FRAME_EVENTS_MAX {
                 return Err(FrameError::TooManyEvents(frame.events.len()));
             }
+            // Canonical only: a conforming decoder also accepts unknown fields between
+            // the elements and overlong length varints, so one list of events would
+            // have many payloads, and the spec promises one. Comparing lengths is
+            // enough: every other encoding of the same elements adds bytes (a tag of
+            // one byte, minimal varints and nothing else is the shortest, and the only
+            // one of that length), so equal lengths mean equal bytes. It costs a sum
+            // over the elements, no copy: verify reads ~1M events a second.
+            let canonical = frame.encoded_len();
+            if canonical != payload.len() {
+                return Err(FrameError::NotCanonical {
+                    bytes: payload.len(),
+                    canonical,
+                    events: frame.events.len(),
+                });
+            }
+            debug_assert_eq!(
+                frame.encode_to_vec(),
+                payload.as_ref(),
+                "equal lengths, equal bytes"
+            );
             Ok(frame.events)
         }
         Some(other) => Err(FrameError::UnknownFormat(other.to_string())),
@@ -204,6 +234,48 @@ mod tests {
         // The elements point into the message's own buffer.
         let range = payload.as_ptr_range();
         assert!(range.contains(&events[1].as_ptr()));
+    }
+
+    #[test]
+    fn only_the_canonical_encoding_of_a_frame_is_read() {
+        let (payload, _) = encode(&[
+            Bytes::from_static(b"\x08\x01first"),
+            Bytes::from_static(b"\x08\x01second"),
+        ]);
+        let first = 2 + 7; // tag, length, "\x08\x01first"
+        let edited = |at: usize, remove: usize, insert: &[u8]| {
+            let mut p = payload.to_vec();
+            p.splice(at..at + remove, insert.iter().copied());
+            Bytes::from(p)
+        };
+        for (case, forged) in [
+            (
+                "unknown varint field between",
+                edited(first, 0, b"\x10\x00"),
+            ),
+            (
+                "unknown bytes field at the end",
+                edited(payload.len(), 0, b"\x1a\x01z"),
+            ),
+            ("overlong length", edited(1, 1, b"\x87\x00")),
+            ("overlong tag", edited(0, 1, b"\x8a\x00")),
+        ] {
+            // A conforming decoder takes each, with the same events ...
+            assert_eq!(
+                Frame::decode(forged.clone()).unwrap().events,
+                Frame::decode(payload.clone()).unwrap().events,
+                "{case}"
+            );
+            // ... and the ledger's reader refuses each.
+            assert!(
+                matches!(
+                    decode(&forged, Some(FORMAT_FRAME)),
+                    Err(FrameError::NotCanonical { canonical, .. }) if canonical == payload.len()
+                ),
+                "{case}"
+            );
+        }
+        assert!(decode(&payload, Some(FORMAT_FRAME)).is_ok());
     }
 
     #[test]

@@ -11,9 +11,9 @@ use async_nats::jetstream::{consumer, stream};
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::HEADER_HASH;
 use super::frame::{self, FrameError, HEADER_FORMAT};
 use super::stream::HEADER_BYTES_MAX;
+use super::{HEADER_HASH, HEADER_SEQUENCE};
 use crate::chain::{self, ChainBreak, ChainHead, Digest};
 use crate::proto::Envelope;
 
@@ -34,6 +34,9 @@ pub struct RawEvent {
     /// The `Ansinh-Hash` header, if the message carried one. It names the message's last
     /// event, so only that event carries it.
     pub header_hash: Option<String>,
+    /// The `Ansinh-Seq` header, if the message carried one: the last event's sequence,
+    /// so only that event carries it.
+    pub header_sequence: Option<String>,
     /// Set when the message cannot be split into events (a damaged or forged frame):
     /// `payload` is then the whole message, and every check of this event fails.
     pub malformed: Option<FrameError>,
@@ -51,17 +54,29 @@ impl RawEvent {
         }
     }
 
-    /// `chain::check_next` for this event; a malformed message fails it.
+    /// `chain::check_next` for this event; a malformed message fails it, and so does an
+    /// `Ansinh-Seq` header that is not the event's sequence (docs/CHAIN.md section 1: a
+    /// verifier reports every header that disagrees with the payload). The header must
+    /// be exactly the decimal the writer puts there: one short string a message.
     pub fn check_next(&self, head: &ChainHead) -> Result<(ChainHead, Envelope), ChainBreak> {
         if let Some(e) = &self.malformed {
             return Err(ChainBreak::Message(e.to_string()));
         }
-        chain::check_next_hashed(
+        let (next, envelope) = chain::check_next_hashed(
             head,
             self.payload.clone(),
             self.hash,
             self.header_hash.as_deref(),
-        )
+        )?;
+        if let Some(header) = &self.header_sequence {
+            if *header != envelope.sequence.to_string() {
+                return Err(ChainBreak::SequenceMismatch {
+                    header: header.clone(),
+                    found: envelope.sequence,
+                });
+            }
+        }
+        Ok((next, envelope))
     }
 }
 
@@ -119,6 +134,7 @@ struct RawMessage {
     subject: String,
     payload: Bytes,
     header_hash: Option<String>,
+    header_sequence: Option<String>,
     format: Option<String>,
 }
 
@@ -138,6 +154,7 @@ impl RawMessage {
             stream_sequence,
             subject: subject.to_string(),
             header_hash: header(HEADER_HASH),
+            header_sequence: header(HEADER_SEQUENCE),
             format: header(HEADER_FORMAT),
             payload,
         }
@@ -158,6 +175,11 @@ impl RawMessage {
                 hash: chain::event_hash(&payload),
                 payload,
                 header_hash: if last { self.header_hash.clone() } else { None },
+                header_sequence: if last {
+                    self.header_sequence.clone()
+                } else {
+                    None
+                },
                 malformed,
                 message: self.payload.clone(),
             };

@@ -1713,6 +1713,7 @@ mod tests {
             payload: bytes::Bytes::new(),
             hash: Digest([0; 32]),
             header_hash: None,
+            header_sequence: None,
             malformed: None,
             message: bytes::Bytes::new(),
         }

@@ -1,12 +1,13 @@
-//! What `ansinh audit export` and `ansinh audit verify-bundle` print. Each returns
-//! whether the command succeeded (exit 0) or found a problem (exit 1); `Err` is an
-//! operating error.
+//! What `ansinh audit export` and `ansinh audit verify-bundle` print. Export returns
+//! whether it succeeded (exit 0); verify-bundle its `OfflineVerdict` (exit 0, 1, or
+//! `EXIT_UNANCHORED` when no key was pinned); `Err` is an operating error.
 
 use std::path::Path;
 
 use super::export::{self, ExportRequest};
 use super::{BundleFiles, Verified};
 use crate::app::Runtime;
+use crate::checkpoint::cli::OfflineVerdict;
 use crate::checkpoint::{Auditor, CheckpointConfig, Checkpointer};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -74,34 +75,47 @@ pub fn summary(verified: &Verified) -> String {
     )
 }
 
-/// `ansinh audit verify-bundle DIR [--trust KEY_ID]...`: offline, no server.
-pub fn verify_bundle(dir: &Path, trusted: &[String], json: bool) -> Result<bool, BoxError> {
+/// `ansinh audit verify-bundle DIR [--trust KEY]...`: offline, no server. Without a
+/// pinned key the verdict is UNANCHORED (`checkpoint::cli::EXIT_UNANCHORED`), never OK:
+/// a bundle made whole with keys of one's own checks just as well.
+pub fn verify_bundle(
+    dir: &Path,
+    trusted: &[String],
+    pins: &crate::checkpoint::proofs::CosignerPins,
+    json: bool,
+) -> Result<OfflineVerdict, BoxError> {
     // A file is the archive the staff API serves; a directory what `export` writes.
     let files = if dir.is_file() {
         BundleFiles::read_archive(dir)
     } else {
         BundleFiles::read(dir)
     };
-    let result = files.and_then(|files| super::verify(&files, trusted));
+    let result = files.and_then(|files| super::verify_pinned(&files, trusted, pins));
+    let pinned = !trusted.is_empty();
+    let verdict = OfflineVerdict::of(result.is_ok(), pinned);
+    let word = verdict.word();
     match &result {
-        Ok(v) if json => println!("{}", serde_json::json!({"ok": true, "verified": v})),
+        Ok(v) if json => {
+            let mut fields = verdict.json_fields(pinned);
+            fields.insert("verified".into(), serde_json::to_value(v)?);
+            println!("{}", serde_json::Value::Object(fields));
+        }
         Ok(v) => {
-            println!("OK bundle {}: {}", dir.display(), summary(v));
-            for c in &v.cosigners {
-                println!("OK cosigned by {c}");
-            }
-            if trusted.is_empty() {
+            println!("{word} bundle {}: {}", dir.display(), summary(v));
+            crate::checkpoint::cli::print_cosigners(word, &v.cosigners, &v.unpinned_cosigners);
+            if !pinned {
                 println!(
-                    "NOTE signed by key {}; the bundle's key history ends at key {} (public key {}): compare that with the latest ledger key you know, or pass its public key as --trust (the first key {} alone only shows the signer descends from it, and a retired key can sign a history cut short at itself)",
+                    "UNANCHORED: every file checks against the keys the bundle carries, but no ledger key was pinned, so anyone could have made it. Signed by key {}; the bundle's key history ends at key {} (public key {}): compare that with the latest ledger key you know, then pass its public key as --trust (the first key {} alone only shows the signer descends from it, and a retired key can sign a history cut short at itself)",
                     v.signed_by, v.latest_key, v.latest_public_key, v.first_key
                 );
             }
         }
-        Err(e) if json => println!(
-            "{}",
-            serde_json::json!({"ok": false, "error": e.to_string()})
-        ),
-        Err(e) => println!("REJECTED: {e}"),
+        Err(e) if json => {
+            let mut fields = verdict.json_fields(pinned);
+            fields.insert("error".into(), e.to_string().into());
+            println!("{}", serde_json::Value::Object(fields));
+        }
+        Err(e) => println!("{word}: {e}"),
     }
-    Ok(result.is_ok())
+    Ok(verdict)
 }

@@ -19,7 +19,6 @@ use crate::checkpoint::audit::{Auditor, VerifiedCheckpoint, check_root};
 use crate::checkpoint::proofs::CheckpointDocument;
 use crate::checkpoint::read::{self, ChainPosition, Next};
 use crate::checkpoint::{CheckpointError, PROOF_LEAVES_MAX};
-use crate::domain::ids::{CommuneCode, HouseholdId};
 use crate::merkle::{self, Hash32, Prover};
 use crate::proto::Envelope;
 
@@ -66,15 +65,7 @@ pub struct ExportRequest {
 impl ExportRequest {
     /// The partition (province) holding the scope's events.
     pub fn partition(&self) -> Result<Partition, ExportError> {
-        let province = match &self.scope {
-            Scope::Household(h) => HouseholdId::parse(h)
-                .map_err(|e| ExportError::BadScope(e.to_string()))?
-                .province(),
-            Scope::Commune(c) => CommuneCode::parse(c)
-                .map_err(|e| ExportError::BadScope(e.to_string()))?
-                .province(),
-        };
-        Partition::new(province.as_str()).map_err(|e| ExportError::BadScope(e.to_string()))
+        self.scope.partition().map_err(ExportError::BadScope)
     }
 
     fn wants(&self, envelope: &Envelope) -> bool {

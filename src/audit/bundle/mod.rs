@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::chain::{self, ChainBreak, ChainHead, EVENT_BYTES_MAX, Partition};
 use crate::checkpoint::keys::{KeyRing, KeyRingError};
-use crate::checkpoint::proofs::{CheckError, CheckpointDocument};
+use crate::checkpoint::proofs::{CheckError, CheckpointDocument, CosignerPins, Cosigners};
 use crate::checkpoint::sign::CheckpointBody;
 use crate::merkle::{self, Hash32, InclusionProof, ProofError};
 use crate::proto::{Envelope, envelope::Payload};
@@ -135,6 +135,20 @@ pub enum BundleError {
         "pinned key {pinned} is not in the bundle's key history at or before the signing key {signer}"
     )]
     Untrusted { pinned: String, signer: String },
+    /// The scope's household or commune belongs to another partition (province) than
+    /// the checkpoint's: its events are not in this partition's log, whatever subjects
+    /// the events carry.
+    #[error(
+        "manifest.json: the scope is in partition {scope_partition}, the checkpoint is of partition {checkpoint_partition}"
+    )]
+    OutsidePartition {
+        scope_partition: String,
+        checkpoint_partition: String,
+    },
+    /// `events.bin` holds no event: a bundle proves at least one (the exporter refuses
+    /// an empty scope).
+    #[error("events.bin: no event; a bundle holds at least one")]
+    NoEvents,
 }
 
 /// The bytes of a bundle's files.
@@ -320,7 +334,10 @@ pub struct Verified {
     pub latest_key: String,
     /// That key's public key (hex), the pin to pass: a key id alone is 64 bits.
     pub latest_public_key: String,
+    /// Every cosigner of the events' checkpoint ("id (key k)").
     pub cosigners: Vec<String>,
+    /// Those of `cosigners` by no key the caller pinned (`--cosigner`).
+    pub unpinned_cosigners: Vec<String>,
     pub households: usize,
 }
 
@@ -416,9 +433,12 @@ fn check_checkpoint(
     file: &str,
     bytes: &[u8],
     ring: Option<&KeyRing>,
-) -> Result<(CheckpointDocument, CheckpointBody, Vec<String>), BundleError> {
+    pins: &CosignerPins,
+) -> Result<(CheckpointDocument, CheckpointBody, Cosigners), BundleError> {
     let document: CheckpointDocument = parse_canonical(file, bytes)?;
-    let (body, cosigners) = document.check(file, &[]).map_err(checkpoint_error(file))?;
+    let (body, cosigners) = document
+        .check(file, &[], pins)
+        .map_err(checkpoint_error(file))?;
     if let Some(ring) = ring {
         check_signer(file, ring, &body, &document.public_key)?;
     }
@@ -509,6 +529,16 @@ fn parse_date(
 /// history at or before the signing key (empty: the caller compares `latest_key` with
 /// the ledger's published latest key itself).
 pub fn verify(files: &BundleFiles, trusted: &[String]) -> Result<Verified, BundleError> {
+    verify_pinned(files, trusted, &CosignerPins::default())
+}
+
+/// `verify`, with the cosigners the caller pins (`--cosigner`) and how many of them must
+/// cosign the events' checkpoint (`--cosigners-required`).
+pub fn verify_pinned(
+    files: &BundleFiles,
+    trusted: &[String],
+    pins: &CosignerPins,
+) -> Result<Verified, BundleError> {
     let manifest: Manifest = parse_canonical(MANIFEST_FILE, &files.manifest)?;
     if manifest.format != BUNDLE_FORMAT {
         return Err(BundleError::UnknownFormat {
@@ -520,10 +550,18 @@ pub fn verify(files: &BundleFiles, trusted: &[String]) -> Result<Verified, Bundl
         .map_err(|e| BundleError::Manifest(format!("keys_partition: {e}")))?;
     let from = parse_date("from", &manifest.from)?;
     let to = parse_date("to", &manifest.to)?;
+    let scope_partition = manifest
+        .scope
+        .partition()
+        .map_err(|e| BundleError::Manifest(format!("scope: {e}")))?;
 
     // 1. The key history, anchored by the key partition's own signed checkpoint.
-    let (keys_document, keys_body, _) =
-        check_checkpoint(KEYS_CHECKPOINT_FILE, &files.keys_checkpoint, None)?;
+    let (keys_document, keys_body, _) = check_checkpoint(
+        KEYS_CHECKPOINT_FILE,
+        &files.keys_checkpoint,
+        None,
+        &CosignerPins::default(),
+    )?;
     let ring = check_keys(&keys_partition, &files.keys, &keys_body)?;
     check_signer(
         KEYS_CHECKPOINT_FILE,
@@ -541,7 +579,16 @@ pub fn verify(files: &BundleFiles, trusted: &[String]) -> Result<Verified, Bundl
         .unwrap_or_default();
 
     // 2. The checkpoint of the events' partition, signed by a key of that history.
-    let (_, body, cosigners) = check_checkpoint(CHECKPOINT_FILE, &files.checkpoint, Some(&ring))?;
+    let (_, body, cosigners) =
+        check_checkpoint(CHECKPOINT_FILE, &files.checkpoint, Some(&ring), pins)?;
+    // An event naming the scope in another province's log proves nothing about the
+    // scope's own history, which lives in its province's partition.
+    if body.partition != scope_partition {
+        return Err(BundleError::OutsidePartition {
+            scope_partition: scope_partition.to_string(),
+            checkpoint_partition: body.partition.to_string(),
+        });
+    }
     // Every pinned key, not just one of them: the bundle alone cannot show that its key
     // history is whole, since a retired key that leaked can sign a history that stops
     // at itself (and backdate what it signs). Such a history lacks every later key, so
@@ -564,6 +611,9 @@ pub fn verify(files: &BundleFiles, trusted: &[String]) -> Result<Verified, Bundl
 
     // 3. Every event: bytes → hash → proof → the signed root; in order; in scope.
     let messages = decode_delimited(EVENTS_FILE, &files.events, BUNDLE_EVENTS_MAX)?;
+    if messages.is_empty() {
+        return Err(BundleError::NoEvents);
+    }
     let proofs: Vec<InclusionProof> = parse_canonical(PROOFS_FILE, &files.proofs)?;
     if proofs.len() != messages.len() {
         return Err(BundleError::Manifest(format!(
@@ -718,7 +768,8 @@ pub fn verify(files: &BundleFiles, trusted: &[String]) -> Result<Verified, Bundl
         first_key,
         latest_key,
         latest_public_key,
-        cosigners,
+        cosigners: [cosigners.pinned, cosigners.unpinned.clone()].concat(),
+        unpinned_cosigners: cosigners.unpinned,
         households: recomputed.len(),
     })
 }

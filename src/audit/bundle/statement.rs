@@ -107,6 +107,19 @@ pub enum Scope {
     Commune(String),
 }
 
+impl Scope {
+    /// The partition that holds the scope's events: the province its household id or
+    /// commune code begins with. Err names what is malformed.
+    pub fn partition(&self) -> Result<crate::chain::Partition, String> {
+        use crate::domain::ids::{CommuneCode, HouseholdId};
+        let province = match self {
+            Scope::Household(h) => HouseholdId::parse(h).map_err(|e| e.to_string())?.province(),
+            Scope::Commune(c) => CommuneCode::parse(c).map_err(|e| e.to_string())?.province(),
+        };
+        crate::chain::Partition::new(province.as_str()).map_err(|e| e.to_string())
+    }
+}
+
 /// Largest amount counted, in VND (10^18, far above any real amount): sums of up to
 /// BUNDLE_EVENTS_MAX such amounts cannot overflow a Decimal, so folding hostile or
 /// corrupt values never panics.

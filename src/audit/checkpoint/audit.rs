@@ -59,6 +59,8 @@ pub struct CosignerStatus {
     pub cosigner_id: String,
     pub key_id: String,
     pub signed_at_unix_ms: i64,
+    /// By a key the auditor pinned (`audit verify --cosigner`).
+    pub pinned: bool,
 }
 
 /// Something wrong with a stored checkpoint or cosignature.
@@ -83,6 +85,65 @@ impl CheckpointAudit {
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
+}
+
+/// The events of a partition past its latest valid checkpoint: `first..=last`, not yet
+/// under any checkpoint an auditor can check them against.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Uncovered {
+    pub partition: String,
+    /// The latest valid checkpoint's `tree_size`; 0 when the partition has none.
+    pub checkpointed: u64,
+    pub first: u64,
+    pub last: u64,
+}
+
+impl Uncovered {
+    pub fn events(&self) -> u64 {
+        self.last - self.first + 1
+    }
+}
+
+impl std::fmt::Display for Uncovered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "partition {}: ", self.partition)?;
+        if self.first == self.last {
+            write!(f, "event {}", self.first)?;
+        } else {
+            write!(f, "events {}..{}", self.first, self.last)?;
+        }
+        write!(f, " not yet under a checkpoint")?;
+        if self.checkpointed == 0 {
+            write!(f, " (the partition has no valid checkpoint)")
+        } else {
+            write!(f, " (the latest valid one covers {})", self.checkpointed)
+        }
+    }
+}
+
+/// Each partition whose chain goes past its latest valid checkpoint (`audit.partitions`
+/// lists only checkpoints that match the log), given each partition's verified event
+/// count (= its head sequence: sequences are contiguous from 1).
+pub fn uncovered<'a>(
+    audit: &CheckpointAudit,
+    heads: impl IntoIterator<Item = (&'a str, u64)>,
+) -> Vec<Uncovered> {
+    heads
+        .into_iter()
+        .filter_map(|(partition, events)| {
+            let checkpointed = audit
+                .partitions
+                .get(partition)
+                .and_then(|c| c.iter().map(|c| c.tree_size).max())
+                .unwrap_or(0);
+            (events > checkpointed).then(|| Uncovered {
+                partition: partition.to_string(),
+                checkpointed,
+                first: checkpointed + 1,
+                last: events,
+            })
+        })
+        .collect()
 }
 
 impl Auditor {
@@ -142,7 +203,10 @@ impl Auditor {
     }
 
     /// Valid cosignatures of one checkpoint, one per key, at most `COSIGNATURES_MAX`
-    /// (`proofs::distinct_cosignatures`): what a document carries.
+    /// (`proofs::distinct_cosignatures`): what a document carries. Only those stored
+    /// after the checkpoint are read (a checkpoint is cosigned once published, as the
+    /// status route reads them): O(the cosignatures since it), not every cosignature the
+    /// partition ever had.
     pub async fn cosignatures_of(
         &self,
         partition: &Partition,
@@ -150,11 +214,17 @@ impl Auditor {
     ) -> Result<Vec<proto::Cosignature>, CheckpointError> {
         Ok(distinct_cosignatures(
             &checkpoint.signed.checkpoint,
-            read::read_cosignatures(&self.checkpoints, &self.config, partition)
-                .await?
-                .into_iter()
-                .filter_map(Result::ok)
-                .map(|s| s.cosignature),
+            read::read_cosignatures_after(
+                &self.checkpoints,
+                &self.config,
+                partition,
+                checkpoint.stream_sequence,
+            )
+            .await?
+            .into_iter()
+            .filter_map(Result::ok)
+            .map(|s| s.cosignature),
+            &self.config.cosigners,
         ))
     }
 
@@ -570,6 +640,12 @@ impl Auditor {
                 );
                 continue;
             }
+            // Listed as documents carry them (`cosignatures_of`): a checkpoint is cosigned
+            // once stored, so one stored before it is not read for it. Not a problem to
+            // report: the stream keeps it for ever, and the cosigner can sign again.
+            if s.stream_sequence < valid[i].stored.stream_sequence {
+                continue;
+            }
             match sign::verify_cosignature(c, &valid[i].stored.signed.checkpoint) {
                 Ok(()) => verified[i].push(s.cosignature),
                 Err(e) => problem(audit, s.stream_sequence, format!("cosignature: {e}")),
@@ -578,14 +654,42 @@ impl Auditor {
         // Listed as a document carries them (`proofs::one_per_key`): one key is one
         // cosigner, its earliest cosignature, and at most COSIGNATURES_MAX.
         for (status, verified) in statuses.iter_mut().zip(verified) {
-            status.cosigners = one_per_key(verified)
+            let pins = &self.config.cosigners;
+            status.cosigners = one_per_key(verified, pins)
                 .into_iter()
                 .map(|c| CosignerStatus {
+                    pinned: pins.pins(&c),
                     cosigner_id: c.cosigner_id,
                     key_id: c.key_id,
                     signed_at_unix_ms: c.signed_at_unix_ms,
                 })
                 .collect();
+        }
+        // With pinned cosigners, the partition's latest checkpoint that matches the log
+        // must carry as many of them as required: what an auditor relying on cosigning
+        // asks of the head it checks against.
+        let pins = &self.config.cosigners;
+        if !pins.is_empty() {
+            let latest = statuses
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !bad.contains(i))
+                .max_by_key(|(_, s)| s.tree_size)
+                .map(|(_, s)| s);
+            if let Some(latest) = latest {
+                let found = latest.cosigners.iter().filter(|c| c.pinned).count();
+                if found < pins.required() {
+                    problem(
+                        audit,
+                        latest.stream_sequence,
+                        format!(
+                            "the latest checkpoint (size {}) is cosigned by {found} of the pinned cosigners, {} required",
+                            latest.tree_size,
+                            pins.required()
+                        ),
+                    );
+                }
+            }
         }
         // Only checkpoints that match the log are listed; the others are problems.
         let statuses = statuses
@@ -609,6 +713,77 @@ fn stream_sequence_of(e: &CheckpointError) -> u64 {
         } => *stream_sequence,
         _ => 0,
     }
+}
+
+/// A stored checkpoint that is the ledger's checkpoint of `partition`: signed by a key
+/// of the ring valid when it was issued, and naming that partition.
+pub fn valid_checkpoint(
+    ring: &KeyRing,
+    partition: &Partition,
+    stored: Result<StoredCheckpoint, CheckpointError>,
+) -> Result<VerifiedCheckpoint, CheckpointError> {
+    let verified = check_signature(ring, stored?)?;
+    if verified.stored.body.partition != *partition {
+        return Err(CheckpointError::Undecodable {
+            stream_sequence: verified.stored.stream_sequence,
+            reason: format!(
+                "a checkpoint of partition {}",
+                verified.stored.body.partition
+            ),
+        });
+    }
+    Ok(verified)
+}
+
+/// A partition's checkpoint subject as a status page shows it.
+#[derive(Debug)]
+pub struct LatestCheckpoint {
+    /// Messages on the subject, valid checkpoints or not.
+    pub messages: u64,
+    /// The latest message that is a valid checkpoint of the partition.
+    pub valid: Option<VerifiedCheckpoint>,
+    /// Why the subject's last message is not one, when it is not.
+    pub latest_problem: Option<CheckpointError>,
+}
+
+/// The partition's latest valid checkpoint. Reads the subject's last message only,
+/// unless it is not valid: then every message of the subject (at most
+/// `CHECKPOINTS_READ_MAX`), since anyone holding a publish right can put a decodable
+/// checkpoint signed by a stranger's key last, and showing it would hide the real one.
+pub async fn latest_valid_checkpoint(
+    checkpoints: &Stream,
+    config: &CheckpointConfig,
+    partition: &Partition,
+    ring: &KeyRing,
+) -> Result<LatestCheckpoint, CheckpointError> {
+    let (messages, latest) = read::latest_checkpoint(checkpoints, config, partition).await?;
+    let Some(latest) = latest else {
+        return Ok(LatestCheckpoint {
+            messages,
+            valid: None,
+            latest_problem: None,
+        });
+    };
+    let latest_problem = match valid_checkpoint(ring, partition, latest) {
+        Ok(valid) => {
+            return Ok(LatestCheckpoint {
+                messages,
+                valid: Some(valid),
+                latest_problem: None,
+            });
+        }
+        Err(e) => e,
+    };
+    let valid = read::read_checkpoints(checkpoints, config, partition)
+        .await?
+        .into_iter()
+        .rev()
+        .find_map(|s| valid_checkpoint(ring, partition, s).ok());
+    Ok(LatestCheckpoint {
+        messages,
+        valid,
+        latest_problem: Some(latest_problem),
+    })
 }
 
 /// Checks a stored checkpoint's signature against the ring (key known, not retired

@@ -13,6 +13,7 @@ use futures::StreamExt;
 use prost::Message;
 use tokio::sync::{Notify, oneshot};
 
+use super::audit::valid_checkpoint;
 use super::keys::{self, KeyRing, LEDGER_KEY_FILE, NEXT_LEDGER_KEY_FILE};
 use super::read::{self, ChainPosition, KeyRingAt, Next, StoredCheckpoint};
 use super::sign::{self, CheckpointBody, KeyPair};
@@ -157,6 +158,11 @@ impl Checkpointer {
         self.key.key_id()
     }
 
+    /// The public key of the key it signs with: what an auditor pins (`--trust`).
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.public_key()
+    }
+
     pub fn config(&self) -> &CheckpointConfig {
         &self.config
     }
@@ -285,7 +291,7 @@ impl Checkpointer {
                     // Paired check: what we build on must be the ledger's own signature,
                     // not a message someone else put on the checkpoint stream.
                     match valid_checkpoint(&ring, partition, read::decode_checkpoint(&message)) {
-                        Ok(stored) => Some(stored),
+                        Ok(valid) => Some(valid.stored),
                         // The stream denies delete, so refusing here would stop the
                         // partition for good: build on the latest valid checkpoint
                         // instead, fenced on this message. `audit verify` lists it.
@@ -333,7 +339,8 @@ impl Checkpointer {
         Ok(stored
             .into_iter()
             .rev()
-            .find_map(|s| valid_checkpoint(ring, partition, s).ok()))
+            .find_map(|s| valid_checkpoint(ring, partition, s).ok())
+            .map(|v| v.stored))
     }
 
     async fn read_into(
@@ -453,23 +460,6 @@ impl Checkpointer {
         }
         Ok(ack.sequence)
     }
-}
-
-/// `stored`, if it is a checkpoint of `partition` signed by a ledger key valid when it
-/// was issued.
-fn valid_checkpoint(
-    ring: &KeyRing,
-    partition: &Partition,
-    stored: Result<StoredCheckpoint, CheckpointError>,
-) -> Result<StoredCheckpoint, CheckpointError> {
-    let stored = super::audit::check_signature(ring, stored?)?.stored;
-    if stored.body.partition != *partition {
-        return Err(CheckpointError::Undecodable {
-            stream_sequence: stored.stream_sequence,
-            reason: format!("a checkpoint of partition {}", stored.body.partition),
-        });
-    }
-    Ok(stored)
 }
 
 /// Where the ledger's checkpoint-signing key lives.

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
-use super::audit::{Auditor, CheckpointAudit};
+use super::audit::{Auditor, CheckpointAudit, Uncovered};
 use super::checkpointer::{Checkpointer, Outcome};
 use super::proofs::{self, CheckpointDocument};
 use super::stream::CheckpointConfig;
@@ -170,42 +170,103 @@ pub async fn consistency(
     Ok(true)
 }
 
-/// `ansinh audit check-proof FILE [--trust KEY_ID]...`: offline, no server.
-pub fn check_proof(file: &Path, trusted: &[String], json: bool) -> Result<bool, BoxError> {
+/// Exit code of an offline check (`check-proof`, `verify-bundle`) that found nothing
+/// wrong while no ledger key was pinned (`--trust`): the files agree with each other and
+/// with the keys they carry, which anyone can make with keys of their own. Distinct from
+/// 0 so a script cannot take it for a check against the ledger, from 1 (refused) and
+/// from 2 (an operating error: a file that cannot be read).
+pub const EXIT_UNANCHORED: u8 = 3;
+
+/// What an offline check concluded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OfflineVerdict {
+    /// Everything checks, and signed by a key pinned with `--trust`: exit 0.
+    Ok,
+    /// Everything checks, but no key was pinned: exit `EXIT_UNANCHORED`.
+    Unanchored,
+    /// Something does not check: exit 1.
+    Rejected,
+}
+
+impl OfflineVerdict {
+    pub fn of(passed: bool, keys_pinned: bool) -> Self {
+        match (passed, keys_pinned) {
+            (false, _) => Self::Rejected,
+            (true, true) => Self::Ok,
+            (true, false) => Self::Unanchored,
+        }
+    }
+
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Ok => 0,
+            Self::Rejected => 1,
+            Self::Unanchored => EXIT_UNANCHORED,
+        }
+    }
+
+    /// The word that starts its line for people, and its `verdict` in `--json`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Ok => "OK",
+            Self::Unanchored => "UNANCHORED",
+            Self::Rejected => "REJECTED",
+        }
+    }
+
+    /// `--json`: the verdict, whether it is the anchored success exit 0 means, and
+    /// whether a key was pinned.
+    pub fn json_fields(self, keys_pinned: bool) -> serde_json::Map<String, serde_json::Value> {
+        let mut fields = serde_json::Map::new();
+        fields.insert("ok".into(), (self == Self::Ok).into());
+        fields.insert("verdict".into(), self.word().to_lowercase().into());
+        fields.insert("keys_pinned".into(), keys_pinned.into());
+        fields
+    }
+}
+
+/// `ansinh audit check-proof FILE [--trust KEY]... [--cosigner KEY]...`: offline, no
+/// server.
+pub fn check_proof(
+    file: &Path,
+    trusted: &[String],
+    pins: &proofs::CosignerPins,
+    json: bool,
+) -> Result<OfflineVerdict, BoxError> {
     let named = |e: std::io::Error| format!("{}: {e}", file.display());
     let length = std::fs::metadata(file).map_err(named)?.len();
     if length > proofs::PROOF_DOCUMENT_BYTES_MAX as u64 {
         let e = proofs::CheckError::TooLarge(length as usize);
-        report_check(Err(e), trusted, json)?;
-        return Ok(false);
+        return report_check(Err(e), trusted, json);
     }
     let bytes = std::fs::read(file).map_err(named)?;
-    let result = proofs::check_document(&bytes, trusted);
-    let ok = result.is_ok();
-    report_check(result, trusted, json)?;
-    Ok(ok)
+    report_check(
+        proofs::check_document_pinned(&bytes, trusted, pins),
+        trusted,
+        json,
+    )
 }
 
 fn report_check(
     result: Result<proofs::Checked, proofs::CheckError>,
     trusted: &[String],
     json: bool,
-) -> Result<(), BoxError> {
+) -> Result<OfflineVerdict, BoxError> {
+    let pinned = !trusted.is_empty();
+    let verdict = OfflineVerdict::of(result.is_ok(), pinned);
+    let word = verdict.word();
     match result {
         Ok(checked) => {
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": true, "checked": checked, "keys_pinned": !trusted.is_empty()})
-                );
+                let mut fields = verdict.json_fields(pinned);
+                fields.insert("checked".into(), serde_json::to_value(&checked)?);
+                println!("{}", serde_json::Value::Object(fields));
             } else {
-                println!("OK {}", checked.summary);
-                for c in &checked.cosigners {
-                    println!("OK cosigned by {c}");
-                }
-                if trusted.is_empty() {
+                println!("{word} {}", checked.summary);
+                print_cosigners(word, &checked.cosigners, &checked.unpinned_cosigners);
+                if !pinned {
                     println!(
-                        "NOTE the signing key(s) {} were not pinned: compare them with the ledger's published keys, or pass --trust with the public key (64 hex digits)",
+                        "UNANCHORED: every signature and hash checks, but against the keys the document carries; no ledger key was pinned, so anyone could have made it. The signing key(s) {}: compare them with the ledger's published keys, then pass --trust with the public key (64 hex digits)",
                         checked.key_ids.join(", ")
                     );
                 }
@@ -213,16 +274,27 @@ fn report_check(
         }
         Err(e) => {
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": false, "error": e.to_string()})
-                );
+                let mut fields = verdict.json_fields(pinned);
+                fields.insert("error".into(), e.to_string().into());
+                println!("{}", serde_json::Value::Object(fields));
             } else {
-                println!("REJECTED: {e}");
+                println!("{word}: {e}");
             }
         }
     }
-    Ok(())
+    Ok(verdict)
+}
+
+/// One line per cosigner of a checked document: under the verdict's word when its key
+/// was pinned (`--cosigner`), UNPINNED when it is only a key the document carries.
+pub fn print_cosigners(word: &str, cosigners: &[String], unpinned: &[String]) {
+    for c in cosigners {
+        if unpinned.contains(c) {
+            println!("UNPINNED cosigned by {c}");
+        } else {
+            println!("{word} cosigned by {c}");
+        }
+    }
 }
 
 /// The checkpoint part of `ansinh audit verify`: every checkpoint and cosignature of
@@ -251,8 +323,10 @@ pub async fn audit(
 
 /// For people: one line per partition (how many checkpoints, the latest's size and
 /// cosigners), or with `every_checkpoint` one line per checkpoint: a year of a large
-/// province has hundreds.
-pub fn print_audit(audit: &CheckpointAudit, every_checkpoint: bool) {
+/// province has hundreds. Then the events no valid checkpoint covers yet (`uncovered`),
+/// one line per partition: they pass, since a checkpointer runs periodically and a
+/// short tail is normal, but "OK" must not read as "every event is checkpointed".
+pub fn print_audit(audit: &CheckpointAudit, every_checkpoint: bool, uncovered: &[Uncovered]) {
     for (partition, checkpoints) in &audit.partitions {
         if !every_checkpoint {
             let Some(latest) = checkpoints.iter().max_by_key(|c| c.tree_size) else {
@@ -261,7 +335,7 @@ pub fn print_audit(audit: &CheckpointAudit, every_checkpoint: bool) {
             let cosigners: Vec<String> = latest
                 .cosigners
                 .iter()
-                .map(|s| format!("{} (key {})", s.cosigner_id, s.key_id))
+                .map(|s| format!("{} (key {}{})", s.cosigner_id, s.key_id, unpinned(s)))
                 .collect();
             println!(
                 "CHECKPOINTS partition {partition}: {} checkpoints, latest size {} root {} key {} issued {}; {}",
@@ -280,10 +354,11 @@ pub fn print_audit(audit: &CheckpointAudit, every_checkpoint: bool) {
                 .iter()
                 .map(|s| {
                     format!(
-                        "{} (key {}, {})",
+                        "{} (key {}, {}{})",
                         s.cosigner_id,
                         s.key_id,
-                        time(s.signed_at_unix_ms)
+                        time(s.signed_at_unix_ms),
+                        unpinned(s)
                     )
                 })
                 .collect();
@@ -303,10 +378,25 @@ pub fn print_audit(audit: &CheckpointAudit, every_checkpoint: bool) {
             p.partition, p.stream_sequence, p.problem
         );
     }
+    for u in uncovered {
+        println!("UNCOVERED {u}");
+    }
     let count: usize = audit.partitions.values().map(Vec::len).sum();
     if audit.ok() {
-        println!("OK {count} checkpoints match the log");
+        let tail = match uncovered.len() {
+            0 => String::new(),
+            n => format!(
+                "; {} events of {n} partition(s) are not yet under one (UNCOVERED above)",
+                uncovered.iter().map(Uncovered::events).sum::<u64>()
+            ),
+        };
+        println!("OK {count} checkpoints match the log{tail}");
     }
+}
+
+/// Marks a cosigner whose key `audit verify --cosigner` did not pin.
+fn unpinned(s: &super::audit::CosignerStatus) -> &'static str {
+    if s.pinned { "" } else { ", UNPINNED" }
 }
 
 /// Who cosigned a checkpoint, for people. The count is of distinct keys: a checkpoint

@@ -23,31 +23,74 @@ pub const PROOF_DOCUMENT_BYTES_MAX: usize = 1 << 20;
 /// Most cosignatures carried with one checkpoint, each by another key.
 pub const COSIGNATURES_MAX: usize = 64;
 
+/// The cosigners an auditor pins (`--cosigner`: public keys, 64 hex digits, or key ids,
+/// 16), and how many of them a checkpoint must carry (`--cosigners-required`, by default
+/// all of them). A cosignature carries its own public key and names its own
+/// `cosigner_id`, so without a pin a cosigner is only "some key": an operator could sign
+/// 64 cosignatures with fresh keys of its own and call them anything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CosignerPins {
+    pub keys: Vec<String>,
+    pub required: Option<usize>,
+}
+
+impl CosignerPins {
+    /// Whether `c` is by a pinned key (its public key, or its key id for a short pin).
+    pub fn pins(&self, c: &proto::Cosignature) -> bool {
+        let Ok(public_key) = <[u8; 32]>::try_from(c.public_key.as_ref()) else {
+            return false;
+        };
+        self.keys
+            .iter()
+            .any(|pin| crate::input::pins(pin, &c.key_id, &public_key))
+    }
+
+    /// Pinned cosigners a checkpoint must carry: `required`, or every pin.
+    pub fn required(&self) -> usize {
+        self.required.unwrap_or(self.keys.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.required.is_none()
+    }
+}
+
 /// The cosignatures a checkpoint carries, from those stored (in stream order): the ones
 /// that verify over its signed bytes, one per key, the earliest (a cosigner who signs
-/// again adds nothing, and one key under two cosigner ids is one cosigner), and at most
-/// COSIGNATURES_MAX. Everything that gathers cosignatures for a document or a listing
-/// goes through here, so no gathering makes a document the check refuses.
+/// again adds nothing, and one key under two cosigner ids is one cosigner), pinned keys
+/// first, and at most COSIGNATURES_MAX. Everything that gathers cosignatures for a
+/// document or a listing goes through here, so no gathering makes a document the check
+/// refuses.
 pub fn distinct_cosignatures(
     checkpoint: &[u8],
     stored: impl IntoIterator<Item = proto::Cosignature>,
+    pins: &CosignerPins,
 ) -> Vec<proto::Cosignature> {
     one_per_key(
         stored
             .into_iter()
             .filter(|c| sign::verify_cosignature(c, checkpoint).is_ok()),
+        pins,
     )
 }
 
-/// Of cosignatures already verified, in stream order: the earliest of each key, at most
+/// Of cosignatures already verified, in stream order: the earliest of each key, the
+/// pinned keys' before the others (each group in stream order), at most
 /// COSIGNATURES_MAX (`distinct_cosignatures`'s rule, for a caller that verified them).
+/// Pins are applied before the cap: 64 cosignatures stored first by keys nobody pinned
+/// cannot keep a pinned cosigner out.
 pub fn one_per_key(
     verified: impl IntoIterator<Item = proto::Cosignature>,
+    pins: &CosignerPins,
 ) -> Vec<proto::Cosignature> {
     let mut keys = std::collections::BTreeSet::new();
-    verified
+    let (pinned, others): (Vec<_>, Vec<_>) = verified
         .into_iter()
         .filter(|c| keys.insert(c.key_id.clone()))
+        .partition(|c| pins.pins(c));
+    pinned
+        .into_iter()
+        .chain(others)
         .take(COSIGNATURES_MAX)
         .collect()
 }
@@ -77,6 +120,13 @@ pub enum CheckError {
     /// Signed by a key the caller does not trust (`--trust`).
     #[error("checkpoint signed by key {0}, which is not among the trusted keys")]
     Untrusted(String),
+    /// Fewer pinned cosigners (`--cosigner`) than `--cosigners-required` cosign it.
+    #[error("{what}: cosigned by {found} of the pinned cosigners, {required} required")]
+    CosignersMissing {
+        what: String,
+        found: usize,
+        required: usize,
+    },
 }
 
 fn field(name: &str, reason: impl Into<String>) -> CheckError {
@@ -216,13 +266,15 @@ impl CheckpointDocument {
     }
 
     /// Checks the signature with the carried key, the view against the signed bytes,
-    /// every cosignature (at most COSIGNATURES_MAX, no two by one key), and the key
-    /// against `trusted` (when not empty). Returns the body and the cosigner ids.
+    /// every cosignature (at most COSIGNATURES_MAX, no two by one key), the key against
+    /// `trusted` (when not empty), and that at least `pins.required()` pinned cosigners
+    /// cosign it. Returns the body and the cosigners, pinned or not.
     pub fn check(
         &self,
         name: &str,
         trusted: &[String],
-    ) -> Result<(CheckpointBody, Vec<String>), CheckError> {
+        pins: &CosignerPins,
+    ) -> Result<(CheckpointBody, Cosigners), CheckError> {
         let bytes = decode_hex(
             &self.checkpoint,
             &format!("{name}.checkpoint"),
@@ -258,7 +310,7 @@ impl CheckpointDocument {
                 format!("more than {COSIGNATURES_MAX}"),
             ));
         }
-        let mut cosigners = Vec::with_capacity(self.cosignatures.len());
+        let mut cosigners = Cosigners::default();
         let mut keys = std::collections::BTreeSet::new();
         for (i, c) in self.cosignatures.iter().enumerate() {
             let what = format!("{name}.cosignatures[{i}]");
@@ -271,9 +323,36 @@ impl CheckpointDocument {
             if !keys.insert(c.key_id.clone()) {
                 return Err(field(&what, format!("key {} cosigns twice", c.key_id)));
             }
-            cosigners.push(format!("{} (key {})", c.cosigner_id, c.key_id));
+            let line = format!("{} (key {})", c.cosigner_id, c.key_id);
+            if pins.pins(&c) {
+                cosigners.pinned.push(line);
+            } else {
+                cosigners.unpinned.push(line);
+            }
+        }
+        if cosigners.pinned.len() < pins.required() {
+            return Err(CheckError::CosignersMissing {
+                what: name.to_string(),
+                found: cosigners.pinned.len(),
+                required: pins.required(),
+            });
         }
         Ok((body, cosigners))
+    }
+}
+
+/// The cosigners of a checked checkpoint, for people ("id (key k)"): those by a key the
+/// caller pinned, and the others, which are only keys the document carries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Cosigners {
+    pub pinned: Vec<String>,
+    pub unpinned: Vec<String>,
+}
+
+impl Cosigners {
+    fn extend(&mut self, other: Cosigners) {
+        self.pinned.extend(other.pinned);
+        self.unpinned.extend(other.unpinned);
     }
 }
 
@@ -315,8 +394,10 @@ pub struct Checked {
     pub summary: String,
     /// The ledger keys whose signatures were checked.
     pub key_ids: Vec<String>,
-    /// Cosigners whose signatures were checked ("id (key k)").
+    /// Cosigners whose signatures were checked ("id (key k)"), every one.
     pub cosigners: Vec<String>,
+    /// Those of `cosigners` by no key the caller pinned (`--cosigner`).
+    pub unpinned_cosigners: Vec<String>,
 }
 
 fn same_hash(a: &Hash32, b: &Hash32) -> bool {
@@ -324,11 +405,11 @@ fn same_hash(a: &Hash32, b: &Hash32) -> bool {
 }
 
 impl InclusionDocument {
-    pub fn check(&self, trusted: &[String]) -> Result<Checked, CheckError> {
+    pub fn check(&self, trusted: &[String], pins: &CosignerPins) -> Result<Checked, CheckError> {
         if self.format != INCLUSION_FORMAT {
             return Err(CheckError::UnknownFormat(self.format.clone()));
         }
-        let (body, cosigners) = self.checkpoint.check("checkpoint", trusted)?;
+        let (body, cosigners) = self.checkpoint.check("checkpoint", trusted, pins)?;
         if body.partition.as_str() != self.partition || self.proof.partition != self.partition {
             return Err(CheckError::Mismatch(
                 "the document, proof and checkpoint name different partitions".into(),
@@ -386,18 +467,19 @@ impl InclusionDocument {
                 self.sequence, self.partition, self.event_hash, body.tree_size, body.key_id
             ),
             key_ids: vec![body.key_id],
-            cosigners,
+            cosigners: [cosigners.pinned, cosigners.unpinned.clone()].concat(),
+            unpinned_cosigners: cosigners.unpinned,
         })
     }
 }
 
 impl ConsistencyDocument {
-    pub fn check(&self, trusted: &[String]) -> Result<Checked, CheckError> {
+    pub fn check(&self, trusted: &[String], pins: &CosignerPins) -> Result<Checked, CheckError> {
         if self.format != CONSISTENCY_FORMAT {
             return Err(CheckError::UnknownFormat(self.format.clone()));
         }
-        let (old, mut cosigners) = self.old_checkpoint.check("old_checkpoint", trusted)?;
-        let (new, new_cosigners) = self.new_checkpoint.check("new_checkpoint", trusted)?;
+        let (old, mut cosigners) = self.old_checkpoint.check("old_checkpoint", trusted, pins)?;
+        let (new, new_cosigners) = self.new_checkpoint.check("new_checkpoint", trusted, pins)?;
         cosigners.extend(new_cosigners);
         if old.partition.as_str() != self.partition
             || new.partition.as_str() != self.partition
@@ -435,14 +517,25 @@ impl ConsistencyDocument {
                 self.partition, old.tree_size, new.tree_size
             ),
             key_ids,
-            cosigners,
+            cosigners: [cosigners.pinned, cosigners.unpinned.clone()].concat(),
+            unpinned_cosigners: cosigners.unpinned,
         })
     }
 }
 
 /// Checks a proof document (either format) from its JSON text. `trusted`: key ids the
 /// caller trusts; empty means "any key the document carries" (print and compare it).
+/// No cosigner is pinned (`check_document_pinned`).
 pub fn check_document(json: &[u8], trusted: &[String]) -> Result<Checked, CheckError> {
+    check_document_pinned(json, trusted, &CosignerPins::default())
+}
+
+/// `check_document`, with the cosigners the caller pins and how many must cosign.
+pub fn check_document_pinned(
+    json: &[u8],
+    trusted: &[String],
+    pins: &CosignerPins,
+) -> Result<Checked, CheckError> {
     if json.len() > PROOF_DOCUMENT_BYTES_MAX {
         return Err(CheckError::TooLarge(json.len()));
     }
@@ -456,10 +549,10 @@ pub fn check_document(json: &[u8], trusted: &[String]) -> Result<Checked, CheckE
     match format.as_str() {
         INCLUSION_FORMAT => serde_json::from_value::<InclusionDocument>(value)
             .map_err(|e| CheckError::Json(e.to_string()))?
-            .check(trusted),
+            .check(trusted, pins),
         CONSISTENCY_FORMAT => serde_json::from_value::<ConsistencyDocument>(value)
             .map_err(|e| CheckError::Json(e.to_string()))?
-            .check(trusted),
+            .check(trusted, pins),
         _ => Err(CheckError::UnknownFormat(format)),
     }
 }

@@ -29,6 +29,10 @@ pub struct CheckpointConfig {
     pub keys_partition: Partition,
     /// Copies the cluster keeps (as the event stream's `LogConfig::replicas`).
     pub replicas: usize,
+    /// The cosigners an auditor's command pins (`--cosigner`): documents it makes carry
+    /// their cosignatures first, and `audit verify` lists them first and requires them.
+    /// None on the ledger's own side.
+    pub cosigners: super::proofs::CosignerPins,
 }
 
 impl Default for CheckpointConfig {
@@ -38,6 +42,7 @@ impl Default for CheckpointConfig {
             subject_prefix: "ansinh.v1".into(),
             keys_partition: Partition::new(KEYS_PARTITION).expect("valid partition name"),
             replicas: 1,
+            cosigners: Default::default(),
         }
     }
 }

@@ -23,7 +23,7 @@ use super::{
     Fields, FormBody, Problems, error_in, form_key, fresh_key, general_problem, page,
     protocol_fields, text_field,
 };
-use crate::http::audit::{auditor_for, household_bundle, proof_error, status_of};
+use crate::http::audit::{auditor_for, household_bundle, log_scan_slot, proof_error, status_of};
 use crate::http::jobs::Report;
 use crate::http::{Api, ApiError};
 
@@ -135,6 +135,8 @@ async fn proof(
         .parse()
         .map_err(|_| ApiError::InvalidParameter(format!("{seq:?} is not a sequence number")))?;
     let (partition, auditor) = auditor_for(api, &session.caller, partition).await?;
+    // O(partition), as the JSON route: one of the reads of a whole chain at once.
+    let _slot = log_scan_slot().await?;
     let document = auditor
         .prove(&partition, seq, None)
         .await
