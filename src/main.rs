@@ -278,8 +278,9 @@ enum AuditCommand {
         /// checkpoint carries; a cosigner you did not pin is shown as UNPINNED.
         #[arg(long = "cosigner", value_parser = ansinh::input::pinned_key)]
         cosigners: Vec<String>,
-        /// How many of the pinned cosigners must cosign [default: all of them].
-        #[arg(long)]
+        /// How many of the pinned cosigners (--cosigner) must cosign; all of them if not
+        /// given. Example: --cosigners-required 2
+        #[arg(long, requires = "cosigners")]
         cosigners_required: Option<usize>,
     },
     /// Re-derive every eligibility decision (class, status, validity, escaped-poverty
@@ -403,8 +404,9 @@ enum AuditCommand {
         /// checkpoint carries; a cosigner you did not pin is shown as UNPINNED.
         #[arg(long = "cosigner", value_parser = ansinh::input::pinned_key)]
         cosigners: Vec<String>,
-        /// How many of the pinned cosigners must cosign [default: all of them].
-        #[arg(long)]
+        /// How many of the pinned cosigners (--cosigner) must cosign; all of them if not
+        /// given. Example: --cosigners-required 2
+        #[arg(long, requires = "cosigners")]
         cosigners_required: Option<usize>,
     },
     /// List patterns to investigate: a citizen in two households, loans paid while
@@ -438,8 +440,9 @@ enum AuditCommand {
         /// checkpoint carries; a cosigner you did not pin is shown as UNPINNED.
         #[arg(long = "cosigner", value_parser = ansinh::input::pinned_key)]
         cosigners: Vec<String>,
-        /// How many of the pinned cosigners must cosign [default: all of them].
-        #[arg(long)]
+        /// How many of the pinned cosigners (--cosigner) must cosign; all of them if not
+        /// given. Example: --cosigners-required 2
+        #[arg(long, requires = "cosigners")]
         cosigners_required: Option<usize>,
     },
 }
