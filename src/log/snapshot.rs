@@ -187,24 +187,32 @@ pub fn partitions(store_dir: &Path) -> Result<Vec<String>, SnapshotError> {
     Ok(out)
 }
 
-/// Why a snapshot's position is not on the chain the stream holds.
-pub async fn mismatch(stream: &Stream, subject: &str, at: &HeadRecord) -> Option<String> {
-    match reader::event_at(stream, at.at()).await {
-        Err(e) => Some(format!("its position could not be read: {e}")),
-        Ok(None) => Some(format!(
+/// Why a snapshot's position is not on the chain the stream holds: `Ok(None)` when it
+/// is, `Err` when the stream could not be read to tell (a leader election, a timeout),
+/// which says nothing against the snapshot.
+pub async fn mismatch(
+    stream: &Stream,
+    subject: &str,
+    at: &HeadRecord,
+) -> Result<Option<String>, String> {
+    let event = reader::event_at(stream, at.at())
+        .await
+        .map_err(|e| format!("its position could not be read: {e}"))?;
+    Ok(match event {
+        None => Some(format!(
             "the stream holds no message at stream sequence {}",
             at.stream_sequence
         )),
-        Ok(Some(event)) if event.subject != subject => Some(format!(
+        Some(event) if event.subject != subject => Some(format!(
             "stream sequence {} is on {}, not {subject}",
             at.stream_sequence, event.subject
         )),
-        Ok(Some(event)) if event.hash != at.hash || event.malformed.is_some() => Some(format!(
+        Some(event) if event.hash != at.hash || event.malformed.is_some() => Some(format!(
             "the event at stream sequence {} does not have the snapshot's hash",
             at.stream_sequence
         )),
-        Ok(Some(_)) => None,
-    }
+        Some(_) => None,
+    })
 }
 
 /// One snapshot compared with a fold of its partition from genesis to its position.
@@ -241,8 +249,8 @@ pub async fn check_all(
             }
         };
         let difference = match mismatch(stream, &subject, &at).await {
-            Some(reason) => Some(reason),
-            None => match fold(stream, &subject, &partition, at.stream_sequence).await {
+            Err(reason) | Ok(Some(reason)) => Some(reason),
+            Ok(None) => match fold(stream, &subject, &partition, at.stream_sequence).await {
                 Err(e) => Some(e),
                 Ok(folded) => describe_difference(&snapshot, &folded),
             },

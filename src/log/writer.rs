@@ -817,7 +817,17 @@ impl PartitionWriter {
             }
             Ok(Ok(Some((at, book)))) => {
                 match snapshot::mismatch(&self.shared.stream, &self.subject, &at).await {
-                    None => {
+                    // The stream could not be read to check it: nothing against the
+                    // snapshot, so it is kept for the next start; this one folds.
+                    Err(reason) => {
+                        tracing::warn!(
+                            partition,
+                            reason,
+                            "book snapshot not checked; folding the chain from genesis, the snapshot kept"
+                        );
+                        return None;
+                    }
+                    Ok(None) => {
                         tracing::info!(
                             partition,
                             sequence = at.sequence,
@@ -827,7 +837,7 @@ impl PartitionWriter {
                         );
                         return Some((at, book));
                     }
-                    Some(reason) => reason,
+                    Ok(Some(reason)) => reason,
                 }
             }
             Ok(Err(e)) => e.to_string(),
