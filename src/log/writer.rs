@@ -638,8 +638,9 @@ struct PartitionWriter {
     recording: VecDeque<Recording>,
     /// After a failed index commit: re-record keys from this stream sequence on.
     rerecord_from: Option<u64>,
-    /// Signalled when the newest index commit is done: the next one waits for it.
-    last_recorded: Option<oneshot::Receiver<()>>,
+    /// Signalled when the newest index commit is done, with whether it succeeded: the
+    /// next one waits for it, and writes nothing after a failed one.
+    last_recorded: Option<oneshot::Receiver<bool>>,
     /// Partition sequence of the newest book snapshot taken or loaded (0 = none).
     snapshot_sequence: u64,
     /// When this writer last took one.
@@ -1100,7 +1101,12 @@ impl PartitionWriter {
         self.take_finished_recordings().await; // they may report a failure
         if self.book.is_none() || !self.caught_up {
             // Catch-up reads the store's head and writes keys: the commits in flight first.
+            // One after a failed commit failed too (it writes nothing), and its keys are
+            // among those the fold records again, so the next commit waits on none of them.
             self.finish_recording(0).await;
+            if self.book.is_none() {
+                self.last_recorded = None;
+            }
         }
         let store = &self.shared.store;
         if let Some(reason) = store.quarantined(self.partition.as_str())? {
@@ -1607,17 +1613,24 @@ impl PartitionWriter {
         let store = self.shared.store.clone();
         let partition = self.partition.to_string();
         let keys = Arc::new(records);
-        let (done, done_signal) = oneshot::channel::<()>();
+        let (done, done_signal) = oneshot::channel::<bool>();
         let previous = self.last_recorded.replace(done_signal);
         let task = {
             let keys = keys.clone();
             tokio::task::spawn_blocking(move || {
-                if let Some(previous) = previous {
-                    // Returns once the previous commit is done, or its task is gone.
-                    let _ = previous.blocking_recv();
-                }
-                let stored = store.record(&partition, &last, &keys);
-                let _ = done.send(());
+                // After a failed commit (or one whose task is gone) this one writes
+                // nothing: its head would stand in the index without the keys before it,
+                // and a crash before they are recorded again would forget them for good.
+                // It fails too, so its own keys are recorded again with them.
+                let previous_stored = previous.is_none_or(|p| p.blocking_recv() == Ok(true));
+                let stored = if previous_stored {
+                    store.record(&partition, &last, &keys)
+                } else {
+                    Err(StoreError::Index(
+                        "an earlier index commit of this partition failed".into(),
+                    ))
+                };
+                let _ = done.send(stored.is_ok());
                 stored
             })
         };
