@@ -241,6 +241,57 @@ async fn claims_of_the_earlier_bucket_are_carried_into_the_frames_once() {
     );
 }
 
+/// A copy from the earlier bucket that did not finish (a shard already holds frames: a
+/// copy cut short, or a claim served by another process meanwhile) is finished by the
+/// next open, which copies what the frames lack and nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_the_earlier_bucket_cut_short_is_finished_by_the_next_open() {
+    let stream = fresh_log().stream_name;
+    let js = async_nats::jetstream::new(client().await);
+    // A frame is on the shard before the copy: citizen 0, held already.
+    let first = Claims::open(&js, &stream, 1).await.unwrap();
+    first.claim("0100007-000000", &[citizen(0)]).await.unwrap();
+    let bucket = js
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: ansinh::claims::bucket_name(&stream),
+            history: 8,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for n in 0..40 {
+        bucket
+            .put(hex::encode(citizen(n)), format!("0100007-{n:06}").into())
+            .await
+            .unwrap();
+    }
+    let claims = Claims::open(&js, &stream, 1).await.unwrap();
+    for n in [0, 1, 39] {
+        assert_eq!(
+            claims.holder(&citizen(n)).await.unwrap(),
+            Some(format!("0100007-{n:06}")),
+            "citizen {n}"
+        );
+    }
+    let frames = || async {
+        js.get_stream(ansinh::claims::stream_name(&stream))
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages
+    };
+    let copied = frames().await;
+    assert_eq!(
+        copied, 2,
+        "the claim served, then one frame of the other 39"
+    );
+    Claims::open(&js, &stream, 1).await.unwrap();
+    assert_eq!(frames().await, copied, "copied once");
+}
+
 /// Four processes claiming at once, as four `serve` processes in a registration
 /// campaign: every claim is decided (none gives up contended), and each contested
 /// citizen ends in exactly one household.

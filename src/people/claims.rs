@@ -223,9 +223,7 @@ impl Claims {
             })
             .collect();
         fold_all(&stream, ledger_stream, &mut shards).await?;
-        if shards.iter().any(|s| s.last == 0) {
-            migrate(js, ledger_stream, &mut shards).await?;
-        }
+        migrate(js, ledger_stream, &mut shards).await?;
         let senders = shards
             .into_iter()
             .map(|shard| {
@@ -444,10 +442,19 @@ async fn fold_all(
     Ok(())
 }
 
-/// Copies the claims an earlier version kept in the bucket into the shards whose subject
-/// holds no frame yet, in frames of at most `CLAIM_FRAME_BYTES_MAX`, the first fenced on
-/// an empty subject: of two processes copying at once one copy lands, and the other
-/// folds it instead.
+/// The key, in the earlier version's bucket, that says its claims are all in the frames
+/// (not a citizen's key: those are hex).
+const COPIED_MARKER: &str = "copied-to-claims-stream";
+
+/// Copies the claims an earlier version kept in the bucket into the shards, in frames of
+/// at most `CLAIM_FRAME_BYTES_MAX`, each fenced on the shard's last frame; then marks the
+/// bucket copied. A copy cut short (a publish failed, the process stopped) is taken up by
+/// the next open, whichever process it is: each frame copies only claims its shard does
+/// not hold yet, and of two processes copying at once the one that loses a fence folds
+/// the other's frame and copies what is still left. A process serves no claim before its
+/// copy is complete. (A claim copied, then released by a process that served before the
+/// copy was marked done, would be copied again by a later open: that needs a crash in the
+/// moment between the last frame and the mark.)
 async fn migrate(
     js: &jetstream::Context,
     ledger_stream: &str,
@@ -456,6 +463,9 @@ async fn migrate(
     let Ok(bucket) = js.get_key_value(bucket_name(ledger_stream)).await else {
         return Ok(());
     };
+    if bucket.get(COPIED_MARKER).await.map_err(nats)?.is_some() {
+        return Ok(());
+    }
     let mut keys = bucket.keys().await.map_err(nats)?;
     let mut found: Vec<Vec<(BlindIndex, Holder)>> = vec![Vec::new(); CLAIM_SHARDS];
     while let Some(key) = keys.next().await {
@@ -466,51 +476,63 @@ async fn migrate(
         else {
             continue;
         };
-        let shard = shard_of(&citizen);
-        if shards[shard].last != 0 {
-            continue;
-        }
         let Some(entry) = bucket.entry(&key).await.map_err(nats)? else {
             continue;
         };
         let held = entry.operation == kv::Operation::Put && !entry.value.is_empty();
         if let (true, Ok(household)) = (held, std::str::from_utf8(&entry.value)) {
             if let Ok(household) = Holder::parse(household) {
-                found[shard].push((citizen, household));
+                found[shard_of(&citizen)].push((citizen, household));
             }
         }
     }
     for (shard, claims) in shards.iter_mut().zip(found) {
-        if claims.is_empty() || shard.last != 0 {
-            continue;
-        }
-        let mut frames = Vec::new();
-        let mut frame = new_frame();
-        for (citizen, household) in &claims {
-            if frame.len() + ENTRY_BYTES_MAX > CLAIM_FRAME_BYTES_MAX {
-                frames.push(std::mem::replace(&mut frame, new_frame()));
-            }
-            put_entry(&mut frame, citizen, Some(*household));
-        }
-        frames.push(frame);
-        for frame in frames {
-            let frame = frame.freeze();
-            match shard.publish(frame.clone()).await {
-                Ok(sequence) => shard.fold(sequence, &frame),
-                Err(Published::Fenced) => {
-                    // Another process copied (or wrote) this shard first: take theirs.
-                    shard.catch_up().await?;
+        let mut copied = 0usize;
+        // Claims before `next` are in the shard's frames; one pass over the list.
+        let mut next = 0usize;
+        loop {
+            // What the shard does not hold yet, as folded now: after a lost fence, the
+            // other process's frames are folded in and not copied again.
+            let mut frame = new_frame();
+            let (mut in_frame, mut end) = (0usize, next);
+            for (citizen, household) in &claims[next..] {
+                if frame.len() + ENTRY_BYTES_MAX > CLAIM_FRAME_BYTES_MAX {
                     break;
                 }
+                end += 1;
+                if !shard.held.contains_key(&folded(citizen)) {
+                    put_entry(&mut frame, citizen, Some(*household));
+                    in_frame += 1;
+                }
+            }
+            if in_frame == 0 {
+                if end == claims.len() {
+                    break;
+                }
+                next = end;
+                continue;
+            }
+            let frame = frame.freeze();
+            match shard.publish(frame.clone()).await {
+                Ok(sequence) => {
+                    shard.fold(sequence, &frame);
+                    copied += in_frame;
+                    next = end;
+                }
+                // Another process wrote this shard first: fold its frames, copy the rest.
+                Err(Published::Fenced) => shard.catch_up().await?,
                 Err(Published::Failed(e)) => return Err(ClaimError::Nats(e)),
             }
         }
-        tracing::info!(
-            shard = %shard.subject,
-            claims = claims.len(),
-            "citizen claims copied from the bucket of an earlier version"
-        );
+        if copied > 0 {
+            tracing::info!(
+                shard = %shard.subject,
+                claims = copied,
+                "citizen claims copied from the bucket of an earlier version"
+            );
+        }
     }
+    bucket.put(COPIED_MARKER, "1".into()).await.map_err(nats)?;
     Ok(())
 }
 
