@@ -1067,6 +1067,53 @@ fn refused_posts_are_bounded_per_gateway_and_day() {
     }
 }
 
+/// Past the day's bound of refused posts, the first late settlement of an instruction is
+/// still recorded: it is what holds the month back from a reissue that would pay twice.
+/// A second one for the same instruction counts against the bound as any refusal.
+#[test]
+fn a_late_settlement_is_recorded_past_the_days_bound_once() {
+    let mut book = replay(&history_from(
+        &one_instruction(),
+        &[time_out("2026-12-11", FIRST)],
+    ));
+    let post = |outcome, txn: &str, amount| {
+        let mut p = Post::new(BANK, FIRST, outcome, "X", amount).body();
+        p.gateway_txn = ansinh::domain::payments::ids::GatewayTxnId::parse(txn).unwrap();
+        ansinh::domain::payments::Command {
+            actor: ansinh::domain::payments::Actor::Gateway(gw(BANK)),
+            effective: d("2026-12-12"),
+            kind: CommandKind::Post(p),
+        }
+    };
+    let applied = |book: &mut ansinh::domain::payments::Book, c| match decide(book, c) {
+        Ok(Decision::Append(evs)) => {
+            for e in &evs {
+                ansinh::domain::payments::apply(book, e);
+            }
+            Ok(())
+        }
+        Err(r) => Err(r),
+        other => panic!("{other:?}"),
+    };
+    // The day's refusals used up by failures posted for the timed-out instruction.
+    for n in 0..REFUSED_POSTS_PER_GATEWAY_DAY_MAX {
+        applied(&mut book, post(Outcome::Failed, &format!("F{n}"), AMOUNT)).unwrap();
+    }
+    assert!(matches!(
+        applied(&mut book, post(Outcome::Failed, "F-more", AMOUNT)),
+        Err(Rejection::RefusalLimitReached { .. })
+    ));
+    applied(&mut book, post(Outcome::Settled, "T1", AMOUNT)).unwrap();
+    assert_eq!(
+        book.late_settlements.keys().collect::<Vec<_>>(),
+        [&iid(FIRST)]
+    );
+    assert!(matches!(
+        applied(&mut book, post(Outcome::Settled, "T2", AMOUNT)),
+        Err(Rejection::RefusalLimitReached { .. })
+    ));
+}
+
 // ---------------------------------------------------------------- reissue and timeout
 
 #[test]

@@ -650,7 +650,14 @@ pub(crate) fn decide_post(
                 .get(&(post.gateway.clone(), day))
                 .copied()
                 .unwrap_or(0);
-            if refused_today >= REFUSED_POSTS_PER_GATEWAY_DAY_MAX {
+            // The first late settlement of an instruction is recorded past the bound: it
+            // says money may have reached the person, and it is what holds the month back
+            // from a reissue (`late_settlements`). One per instruction, so still bounded.
+            let first_late_settlement = post.outcome == Outcome::Settled
+                && matches!(refusal, PostRefusal::NotPending { .. })
+                && InstructionId::parse(post.instruction.as_str())
+                    .is_some_and(|id| !out.book.late_settlements.contains_key(&id));
+            if refused_today >= REFUSED_POSTS_PER_GATEWAY_DAY_MAX && !first_late_settlement {
                 return Err(Rejection::RefusalLimitReached {
                     gateway: post.gateway,
                     day,
