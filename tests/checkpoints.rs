@@ -47,6 +47,25 @@ async fn checkpointer(
         .expect("open checkpointer")
 }
 
+/// Publishes `body` signed by `key` on partition 01's checkpoint subject, as anyone with
+/// the right to publish there could; its stream sequence.
+async fn publish_checkpoint(
+    config: &CheckpointConfig,
+    key: &sign::KeyPair,
+    body: &CheckpointBody,
+) -> u64 {
+    jetstream::new(client().await)
+        .publish(
+            config.checkpoint_subject(&p01()),
+            sign::sign_checkpoint(key, body).encode_to_vec().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence
+}
+
 async fn auditor(log: &LogConfig, config: &CheckpointConfig) -> Auditor {
     Auditor::open(client().await, log.clone(), config.clone())
         .await
@@ -612,15 +631,7 @@ async fn forged_checkpoints_are_found_and_nothing_is_signed_over_them() {
         issued_at_unix_ms: ansinh::checkpoint::now_unix_ms(),
         key_id: key.key_id().into(),
     };
-    let js = jetstream::new(client().await);
-    js.publish(
-        config.checkpoint_subject(&p01()),
-        sign::sign_checkpoint(&key, &forged).encode_to_vec().into(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    publish_checkpoint(&config, &key, &forged).await;
     // And someone without it signs one with the right root.
     let stranger = sign::KeyPair::from_seed(&[3u8; 32]);
     let mut right = forged.clone();
@@ -629,16 +640,7 @@ async fn forged_checkpoints_are_found_and_nothing_is_signed_over_them() {
     right.root = merkle::root(&hashes);
     right.head_hash = hashes[2];
     right.key_id = stranger.key_id().into();
-    js.publish(
-        config.checkpoint_subject(&p01()),
-        sign::sign_checkpoint(&stranger, &right)
-            .encode_to_vec()
-            .into(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    publish_checkpoint(&config, &stranger, &right).await;
     let a = auditor(&log, &config).await;
     let audit = a.verify(Some(&p01())).await.unwrap();
     assert!(!audit.ok());
@@ -739,17 +741,7 @@ async fn key_rotation_is_an_event_and_both_keys_keep_verifying() {
         issued_at_unix_ms: ansinh::checkpoint::now_unix_ms() + 1,
         key_id: old_id.clone(),
     };
-    jetstream::new(client().await)
-        .publish(
-            config.checkpoint_subject(&p01()),
-            sign::sign_checkpoint(&old_key, &late)
-                .encode_to_vec()
-                .into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_checkpoint(&config, &old_key, &late).await;
     let audit = a.verify(None).await.unwrap();
     assert!(
         audit
@@ -842,18 +834,7 @@ async fn a_checkpoint_signed_by_a_key_retired_meanwhile_does_not_stop_the_partit
         issued_at_unix_ms: retired_at + 1,
         key_id: old_key.key_id().into(),
     };
-    let late_at = jetstream::new(client().await)
-        .publish(
-            config.checkpoint_subject(&p01()),
-            sign::sign_checkpoint(&old_key, &late)
-                .encode_to_vec()
-                .into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap()
-        .sequence;
+    let late_at = publish_checkpoint(&config, &old_key, &late).await;
     // when a checkpointer starts with the new key and the partition grows,
     let mut fresh = checkpointer(&ledger, &config, dir.path()).await;
     append(&ledger, 3, 1).await;
@@ -1295,17 +1276,7 @@ async fn the_audit_status_route_names_the_latest_checkpoint_and_its_cosigners() 
         key_id: stranger.key_id().into(),
         ..latest.clone()
     };
-    async_nats::jetstream::new(common::client().await)
-        .publish(
-            config.checkpoint_subject(&p01()),
-            sign::sign_checkpoint(&stranger, &strangers)
-                .encode_to_vec()
-                .into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_checkpoint(&config, &stranger, &strangers).await;
     let (status, forged) = get("/v1/audit/partitions/01/status", Some(&token)).await;
     assert_eq!(status, reqwest::StatusCode::OK, "{forged}");
     assert!(

@@ -221,16 +221,7 @@ async fn claims_of_the_earlier_bucket_are_carried_into_the_frames_once() {
         claims.claim("0200001-000001", &[citizen(12)]).await,
         Err(ClaimError::Held { .. })
     ));
-    let frames = || async {
-        js.get_stream(ansinh::claims::stream_name(&stream))
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .messages
-    };
+    let frames = || frames_of(&js, &stream);
     let copied = frames().await;
     assert!(copied > 0);
     let again = Claims::open(&js, &stream, 1).await.unwrap();
@@ -239,6 +230,18 @@ async fn claims_of_the_earlier_bucket_are_carried_into_the_frames_once() {
         again.holder(&citizen(39)).await.unwrap().as_deref(),
         Some("0100007-000039")
     );
+}
+
+/// How many frames the claims stream of `stream` holds.
+async fn frames_of(js: &async_nats::jetstream::Context, stream: &str) -> u64 {
+    js.get_stream(ansinh::claims::stream_name(stream))
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages
 }
 
 /// A copy from the earlier bucket that did not finish (a shard already holds frames: a
@@ -273,16 +276,7 @@ async fn a_copy_of_the_earlier_bucket_cut_short_is_finished_by_the_next_open() {
             "citizen {n}"
         );
     }
-    let frames = || async {
-        js.get_stream(ansinh::claims::stream_name(&stream))
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .messages
-    };
+    let frames = || frames_of(&js, &stream);
     let copied = frames().await;
     assert_eq!(
         copied, 2,
