@@ -2224,3 +2224,33 @@ async fn a_command_key_holding_a_hash_sign_is_refused() {
     );
     assert_eq!(w.events().await, before);
 }
+
+/// A review for an earlier year than the household's latest decision would replace next
+/// year's standing with this year's, leaving the household none next year: refused.
+#[test]
+fn a_review_for_an_earlier_year_than_the_latest_decision_is_refused() {
+    let mut book = Folded::new();
+    let id = "0100007-000001";
+    book.register(id, 1);
+    let mut next_year = poor_inputs();
+    next_year.review_year = 2027;
+    book.record(Command::Classify {
+        household: hh(id),
+        inputs: next_year,
+        decided_on: d("2026-11-20"),
+    });
+    let mut this_year = poor_inputs();
+    this_year.review_year = 2026;
+    assert_eq!(
+        book.decide(&Command::Classify {
+            household: hh(id),
+            inputs: this_year,
+            decided_on: d("2026-12-01"),
+        })
+        .err(),
+        Some(Rejection::ReviewYearBehindLatest {
+            latest: 2027,
+            review_year: 2026,
+        })
+    );
+}

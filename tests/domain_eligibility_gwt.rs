@@ -287,6 +287,18 @@ fn the_audit_recheck_reports_a_back_dated_decision_and_one_in_another_area() {
         "{problem}"
     );
 
+    // A decision for an earlier review year than the one before it.
+    let next_year = recorded(&[classify("2026-11-20", 1_200_000, POOR3, 2027)]);
+    let this_year = recorded(&[classify("2026-12-01", 1_200_000, POOR3, 2026)]);
+    let found = rechecked(&[next_year[0].clone(), this_year[0].clone()]);
+    let problem = found[1]
+        .clone()
+        .expect("an earlier review year is reported");
+    assert!(
+        problem.contains("for review year 2026 after the household's decision for 2027"),
+        "{problem}"
+    );
+
     let mut rechecker = Rechecker::default();
     rechecker.registered("01", &genuine[0].household_id, "urban");
     let problem = rechecker

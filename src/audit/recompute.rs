@@ -45,6 +45,8 @@ pub struct Before {
     pub escaped_until: Option<NaiveDate>,
     /// The date the standing holds from: a decision dated earlier is refused by the book.
     pub valid_from: NaiveDate,
+    /// Its review year: a decision for an earlier one is refused by the book.
+    pub review_year: i32,
 }
 
 /// A recorded decision as the book reads it (under `household`: a move-in files the
@@ -92,6 +94,12 @@ fn recheck(
         return Some(format!(
             "dated {} before the household's previous decision, which holds from {}",
             decision.decision_date, b.valid_from
+        ));
+    }
+    if let Some(b) = before.filter(|b| decision.inputs.review_year < b.review_year) {
+        return Some(format!(
+            "for review year {} after the household's decision for {}",
+            decision.inputs.review_year, b.review_year
         ));
     }
     let prior = before.map(|b| b.class);
@@ -156,6 +164,7 @@ fn held_after(read: &Result<(ClassificationDecided, Option<NaiveDate>), String>)
         class: decision.class,
         escaped_until: *escaped_until,
         valid_from: decision.valid_from,
+        review_year: decision.inputs.review_year,
     })
 }
 

@@ -498,6 +498,17 @@ impl PartitionBook {
                         given: inputs.area,
                     });
                 }
+                if let Some(latest) = self
+                    .standings
+                    .get(household)
+                    .and_then(|s| i32::try_from(s.decoded().review_year).ok())
+                    .filter(|latest| inputs.review_year < *latest)
+                {
+                    return Err(Rejection::ReviewYearBehindLatest {
+                        latest,
+                        review_year: inputs.review_year,
+                    });
+                }
                 let events = loans::decide(
                     &self.loans,
                     loans::Command {

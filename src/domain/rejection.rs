@@ -81,6 +81,13 @@ pub enum Rejection {
         review_year: i32,
         decision_date: NaiveDate,
     },
+    /// The household's latest decision is for a later review year (next year's list,
+    /// drawn up at the year's end): a decision for an earlier year would replace it and
+    /// leave the household with no standing in that later year. Review for `latest`.
+    #[error(
+        "the household's latest decision is for review year {latest}; a review for {review_year} would replace it"
+    )]
+    ReviewYearBehindLatest { latest: i32, review_year: i32 },
 
     // ---- programmes -----------------------------------------------------
     /// No credit programme has this id. Pick one from the programme list.

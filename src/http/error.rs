@@ -326,6 +326,7 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         | WrongLoanStatus { .. }
         | BackDated { .. }
         | ClassificationBackDated { .. }
+        | ReviewYearBehindLatest { .. }
         | AlreadyExtended
         | ExtensionAfterDue { .. }
         | TrancheNotBeforeDue { .. }
