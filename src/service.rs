@@ -194,6 +194,22 @@ impl From<ClaimError> for ServiceError {
     }
 }
 
+/// A refusal naming the household that holds a citizen, unnamed when that household lies
+/// outside the caller's unit: a refused registration appends nothing, so anyone could
+/// otherwise ask, as often as they liked, where anyone is registered in the country
+/// (`household_of_citizen` answers the same way).
+fn outside_unit_unnamed(caller: &Caller, e: ServiceError) -> ServiceError {
+    match e {
+        ServiceError::Rejected(Rejection::CitizenAlreadyRegistered { household })
+            if !HouseholdId::parse(&household)
+                .is_ok_and(|h| access::within(&caller.unit, h.commune().as_str())) =>
+        {
+            ServiceError::Rejected(Rejection::CitizenRegisteredOutsideUnit)
+        }
+        other => other,
+    }
+}
+
 fn actor(caller: &Caller) -> proto::Actor {
     proto::Actor {
         id: caller.id.clone(),
@@ -311,6 +327,19 @@ impl Service {
         citizens: &[BlindIndex],
         command: Command,
     ) -> Result<Receipt, ServiceError> {
+        self.submit_claiming_naming_holders(req, household, from, citizens, command)
+            .await
+            .map_err(|e| outside_unit_unnamed(req.caller, e))
+    }
+
+    async fn submit_claiming_naming_holders(
+        &self,
+        req: &Request<'_>,
+        household: &HouseholdId,
+        from: Option<&HouseholdId>,
+        citizens: &[BlindIndex],
+        command: Command,
+    ) -> Result<Receipt, ServiceError> {
         let claims = self.claims().await?;
         let taken = match from {
             None => claims.claim(household.as_str(), citizens).await?,
@@ -414,8 +443,22 @@ impl Service {
     /// Registers a household: claims its citizens country-wide (a share of one frame of
     /// claims) and seals its personal data under a data key written ahead, at once, then
     /// submits. A refusal gives the claims back; so does a key already used for another
-    /// request.
+    /// request. A citizen held by a household outside the caller's unit is refused
+    /// without naming it (`outside_unit_unnamed`).
     pub async fn register(
+        &self,
+        req: &Request<'_>,
+        household: &HouseholdId,
+        area: Area,
+        registered_on: NaiveDate,
+        data: &PersonalData,
+    ) -> Result<Receipt, ServiceError> {
+        self.register_naming_holders(req, household, area, registered_on, data)
+            .await
+            .map_err(|e| outside_unit_unnamed(req.caller, e))
+    }
+
+    async fn register_naming_holders(
         &self,
         req: &Request<'_>,
         household: &HouseholdId,

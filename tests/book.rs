@@ -875,11 +875,10 @@ async fn a_retried_member_change_frees_the_members_who_left() {
         .unwrap();
     let spouse = w.service.vault.blind_index("001190000001");
     claims.claim(h1.as_str(), &[spouse]).await.unwrap();
+    // Held in another province: refused without naming the household.
     assert_eq!(
         refused(elsewhere().await),
-        Rejection::CitizenAlreadyRegistered {
-            household: h1.to_string()
-        }
+        Rejection::CitizenRegisteredOutsideUnit
     );
     let again = change("members").await.unwrap();
     assert!(again.duplicate);
@@ -887,6 +886,18 @@ async fn a_retried_member_change_frees_the_members_who_left() {
 }
 
 /// Registers `id` by a credit officer of its own province.
+/// The household the claims name as holding `citizen`, read from the claims themselves:
+/// a refusal names it only to staff of its own unit.
+async fn holder_of(w: &World, citizen: &str) -> Option<String> {
+    let js = async_nats::jetstream::new(client().await);
+    ansinh::claims::Claims::open(&js, &w.config.stream_name, 1)
+        .await
+        .unwrap()
+        .holder(&w.service.vault.blind_index(citizen))
+        .await
+        .unwrap()
+}
+
 async fn register_in(
     service: &Service,
     id: &str,
@@ -922,14 +933,14 @@ async fn one_citizen_cannot_be_in_households_of_two_provinces() {
     )
     .await
     .unwrap();
-    // Hà Nội's spouse is registered as head in Hồ Chí Minh City: refused, naming the
-    // household that holds the citizen, and partition 79 stays empty.
+    // Hà Nội's spouse is registered as head in Hồ Chí Minh City: refused, without
+    // naming the household (it is outside the officer's province), which holds the
+    // citizen; partition 79 stays empty.
     let r = refused(register_in(&w.service, "7900007-000001", &person("001190000001", None)).await);
+    assert_eq!(r, Rejection::CitizenRegisteredOutsideUnit);
     assert_eq!(
-        r,
-        Rejection::CitizenAlreadyRegistered {
-            household: "0100007-000001".into()
-        }
+        holder_of(&w, "001190000001").await.as_deref(),
+        Some("0100007-000001")
     );
     assert_eq!(events_of(&w.config, "79").await, 0);
     // A refusal of the book (an id registered twice) releases the claims it took: the
@@ -972,6 +983,7 @@ async fn two_processes_racing_one_citizen_into_two_provinces_register_one() {
             loser,
             Err(ServiceError::Rejected(
                 Rejection::CitizenAlreadyRegistered { .. }
+                    | Rejection::CitizenRegisteredOutsideUnit
             ))
         ),
         "{loser:?}"
@@ -1006,11 +1018,10 @@ async fn claims_follow_members_moves_and_erasure() {
             &person("001085012345", Some("092085000009")),
         )
         .await;
+    assert_eq!(refused(r), Rejection::CitizenRegisteredOutsideUnit);
     assert_eq!(
-        refused(r),
-        Rejection::CitizenAlreadyRegistered {
-            household: "9200007-000001".into()
-        }
+        holder_of(&w, "092085000009").await.as_deref(),
+        Some("9200007-000001")
     );
     assert_eq!(w.events().await, before);
     // The spouse leaves household 1: she may head a household in another province.
@@ -1040,11 +1051,10 @@ async fn claims_follow_members_moves_and_erasure() {
         .await
         .unwrap();
     let r = refused(register_in(&w.service, "9200007-000002", &person("001085012345", None)).await);
+    assert_eq!(r, Rejection::CitizenRegisteredOutsideUnit);
     assert_eq!(
-        r,
-        Rejection::CitizenAlreadyRegistered {
-            household: to.to_string()
-        }
+        holder_of(&w, "001085012345").await.as_deref(),
+        Some(to.as_str())
     );
     // The household it was is not erased there: its data went, under the same key, to
     // the household it became, which lives on.
@@ -2252,5 +2262,37 @@ fn a_review_for_an_earlier_year_than_the_latest_decision_is_refused() {
             latest: 2027,
             review_year: 2026,
         })
+    );
+}
+
+/// A refused registration appends nothing, so it could be asked again and again: it
+/// names the household holding a citizen only to staff of that household's unit, never
+/// where else in the country a person is registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_citizen_held_outside_the_callers_unit_is_not_named() {
+    let w = world().await;
+    register_in(&w.service, "0100007-000001", &person("001085012345", None))
+        .await
+        .unwrap();
+    // Another commune of the same province, by an officer of that commune.
+    let commune_officer = staff(Role::CreditOfficer, "0100008");
+    let asked = w
+        .service
+        .register(
+            &rq(&commune_officer, "reg:0100008-000001"),
+            &hh("0100008-000001"),
+            Area::Rural,
+            d("2026-01-05"),
+            &person("001085012345", None),
+        )
+        .await;
+    assert_eq!(refused(asked), Rejection::CitizenRegisteredOutsideUnit);
+    // The province's officer, whose unit holds it, is told which household.
+    let asked = register_in(&w.service, "0100008-000002", &person("001085012345", None)).await;
+    assert_eq!(
+        refused(asked),
+        Rejection::CitizenAlreadyRegistered {
+            household: "0100007-000001".into()
+        }
     );
 }

@@ -119,6 +119,11 @@ pub enum Rejection {
     /// move that household first.
     #[error("a citizen is already registered in household {household}")]
     CitizenAlreadyRegistered { household: String },
+    /// One of the citizens already belongs to a household outside the caller's unit,
+    /// which is not named to them. A person is in one household at a time: staff of
+    /// that household's commune or province change or move it first.
+    #[error("a citizen is already registered in a household outside your unit")]
+    CitizenRegisteredOutsideUnit,
     /// Members must be between 1 and `max`.
     #[error("{members} members is outside 1..={max}")]
     MembersOutOfRange { members: u32, max: u32 },

@@ -313,6 +313,7 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         OutsideUnit { .. } => StatusCode::FORBIDDEN,
         HouseholdExists { .. }
         | CitizenAlreadyRegistered { .. }
+        | CitizenRegisteredOutsideUnit
         | HouseholdInactive { .. }
         | AlreadyErased { .. }
         | HouseholdMovedAway { .. }
