@@ -447,8 +447,10 @@ async fn payment_run(
     let (mut issued, mut amount, mut refused) = (0u64, Decimal::ZERO, 0u32);
     for commune in &communes {
         // One key per commune, derived from the run's: a retry of the same run under
-        // the same key finds each commune's receipt.
-        let commune_key = format!("{key}/{commune}");
+        // the same key finds each commune's receipt. Joined by a space, which no key given
+        // with --idempotency-key holds, as the HTTP job's are: "K/0100007" could be the
+        // key of another command of the operator's, answered with this run's receipt.
+        let commune_key = format!("{key} {commune}");
         let req = Request {
             caller: &caller,
             idempotency_key: &commune_key,

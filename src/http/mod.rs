@@ -781,7 +781,7 @@ pub fn routes() -> openapi::Routes {
             payments::change,
         )
         .described(
-            "New category, channel and gateway, and provincial base from `from` on (an `EntitlementChanged` event); instructions already issued keep their terms. Payments staff of the household's commune or province, as for granting.",
+            "New category, channel and gateway, and provincial base from `from` on (an `EntitlementChanged` event); instructions already issued keep their terms. The province's payments staff (a change, stop or reissue is decided for the whole partition).",
         )
         .post(
             "/v1/partitions/{p}/instructions/{id}/reissue",
