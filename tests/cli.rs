@@ -382,9 +382,36 @@ fn household_members_change_from_the_cli_and_citizens_stay_unique_across_provinc
     assert!(again.contains("remove-mai"), "{again}");
     let (ok, out) = register("7900007-000001", "001190000001");
     assert!(ok, "{out}");
-    // Removing someone who is not a member is an error, not a silent no-op.
-    let (ok, _) = change(&["--reason", "typo", "--remove-member", "Nobody"]);
+    // Removing someone who is not a member is refused, not a silent no-op.
+    let (ok, out) = change(&["--json", "--reason", "typo", "--remove-member", "Nobody"]);
     assert!(!ok);
+    assert_eq!(last_json(&out)["kind"], "NotAMember", "{out}");
+    // An officer of another province is refused before the household's data are opened,
+    // as any refusal is: with --json, the refusal and its kind.
+    let (ok, out) = run(
+        officer("79"),
+        &[
+            "--json",
+            "household",
+            "change-members",
+            "--id",
+            "0100007-000001",
+            "--on",
+            "2026-03-02",
+            "--reason",
+            "typo",
+            "--remove-member",
+            "001085012345",
+        ],
+    );
+    assert!(!ok);
+    assert_eq!(last_json(&out)["kind"], "Denied", "{out}");
+    let (ok, out) = run(
+        officer("79"),
+        &["--json", "household", "show", "0100007-000001"],
+    );
+    assert!(!ok);
+    assert_eq!(last_json(&out)["kind"], "Denied", "{out}");
 }
 
 #[test]

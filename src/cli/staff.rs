@@ -622,7 +622,10 @@ pub async fn household_command(
         } => {
             let caller = who.caller()?;
             let h = id.clone();
-            access::authorize(&caller, Operation::Read, h.commune().as_str())?;
+            // Refused as every refusal is: exit 1, `{"refused", "kind"}` with --json.
+            if let Err(denied) = access::authorize(&caller, Operation::Read, h.commune().as_str()) {
+                return Ok(refusal(denied.into(), json)?);
+            }
             let lines =
                 history_lines.map_or(ansinh::projection::HISTORY_PAGE_LINES_DEFAULT, usize::from);
             show_household(runtime, &h, as_of, (history_page, lines), json).await
@@ -677,6 +680,13 @@ pub async fn household_command(
         } => {
             let caller = who.caller()?;
             let h = id.clone();
+            // Checked before the household's data are opened: nobody outside its unit
+            // learns from this command who its members are.
+            if let Err(denied) =
+                access::authorize(&caller, Operation::ChangeHousehold, h.commune().as_str())
+            {
+                return Ok(refusal(denied.into(), json)?);
+            }
             let req = request(&caller, &key);
             // A retry is answered before the list is rebuilt from the current data: after
             // the change that data lacks the members removed, and after an erasure it
@@ -686,13 +696,19 @@ pub async fn household_command(
                 Ok(None) => {}
                 Err(e) => return outcome(Err(e), &key, json),
             }
-            let mut data = service.personal(&h).await?;
+            let mut data = match service.personal(&h).await {
+                Ok(data) => data,
+                Err(e) => return outcome(Err(e), &key, json),
+            };
             for who in &remove {
                 let before = data.members.len();
                 data.members
                     .retain(|m| m.citizen_id.as_deref() != Some(who.as_str()) && m.name != *who);
                 if data.members.len() == before {
-                    return Err(format!("{h} has no member {who:?} to remove").into());
+                    let not_a_member = ansinh::domain::Rejection::NotAMember {
+                        household: h.to_string(),
+                    };
+                    return outcome(Err(not_a_member.into()), &key, json);
                 }
             }
             data.members.extend(add.iter().map(|m| parse_member(m)));
