@@ -6,7 +6,10 @@
 //! reviews and the approvals; a branch manager also restructures (extend, freeze,
 //! write off, reverse, overdue runs, erasure); an auditor reads everything and
 //! changes nothing. A caller acts only inside its unit: a 7-digit commune code, or
-//! a 2-digit province code for a provincial branch.
+//! a 2-digit province code for a provincial branch. One command reaches past it: a move
+//! is decided by the unit the household leaves, and its arrival in another commune or
+//! province is recorded there without that unit acting, as a family does not ask its
+//! new commune's leave to move (the arriving unit then reviews it as any household).
 
 use serde::{Deserialize, Serialize};
 
