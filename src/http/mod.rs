@@ -599,6 +599,18 @@ impl Api {
 
     /// The key's revision (0: never written) and the fingerprint bound to it, if any.
     async fn binding(&self, key: &str) -> Result<(u64, Option<[u8; 32]>), ApiError> {
+        self.binding_and_answer(key)
+            .await
+            .map(|(revision, bound, _)| (revision, bound))
+    }
+
+    /// The key's revision, the fingerprint bound to it, and the answer kept after it
+    /// (`remember_answer`; empty when none): a value is the 32 bytes of the fingerprint,
+    /// then the answer's bytes.
+    async fn binding_and_answer(
+        &self,
+        key: &str,
+    ) -> Result<(u64, Option<[u8; 32]>, Bytes), ApiError> {
         let entry = self
             .0
             .requests
@@ -606,14 +618,53 @@ impl Api {
             .await
             .map_err(|e| ApiError::Unavailable(format!("idempotency keys: {e}")))?;
         Ok(match entry {
-            None => (0, None),
-            Some(e) => (
-                e.revision,
-                (e.operation == kv::Operation::Put)
-                    .then(|| <[u8; 32]>::try_from(e.value.as_ref()).ok())
-                    .flatten(),
-            ),
+            None => (0, None, Bytes::new()),
+            Some(e) if e.operation == kv::Operation::Put && e.value.len() >= 32 => {
+                let bound = <[u8; 32]>::try_from(&e.value[..32]).ok();
+                (e.revision, bound, e.value.slice(32..))
+            }
+            Some(e) => (e.revision, None, Bytes::new()),
         })
+    }
+
+    /// The answer kept for the request bound under `scoped_key`, if this is that request
+    /// and one was kept: a retry whose work is done gets the first answer again.
+    async fn kept_answer(
+        &self,
+        scoped_key: &str,
+        fingerprint: &Digest,
+    ) -> Result<Option<Bytes>, ApiError> {
+        let key = request_key(scoped_key);
+        Ok(match self.binding_and_answer(&key).await? {
+            (_, Some(bound), answer) if bound == fingerprint.0 && !answer.is_empty() => {
+                Some(answer)
+            }
+            _ => None,
+        })
+    }
+
+    /// Keeps `answer` beside the binding of the request under `scoped_key`, for its
+    /// retries (`kept_answer`). Once, at the revision read: should another write come
+    /// between, the answer is not kept and a retry is answered as a new request would be.
+    async fn remember_answer(&self, scoped_key: &str, fingerprint: &Digest, answer: &[u8]) {
+        let key = request_key(scoped_key);
+        let Ok((revision, Some(bound), _)) = self.binding_and_answer(&key).await else {
+            return;
+        };
+        if bound != fingerprint.0 {
+            return;
+        }
+        let mut value = Vec::with_capacity(32 + answer.len());
+        value.extend_from_slice(&fingerprint.0);
+        value.extend_from_slice(answer);
+        if let Err(e) = self
+            .0
+            .requests_writes
+            .write(&key, Bytes::from(value), revision)
+            .await
+        {
+            tracing::warn!(key, error = ?e, "the answer to a request was not kept for its retries");
+        }
     }
 }
 
@@ -800,7 +851,7 @@ pub fn routes() -> openapi::Routes {
             payments::timeouts,
         )
         .described(
-            "`ansinh payments timeouts`: which instructions are due is read from the projections (the instructions still pending, by issue day, each with its channel's delay: O(the pending ones past the shortest timeout), never the log); each is timed out by one command under its own key, at most `TIMEOUTS_PER_REQUEST_MAX` (1,000) a request (`more_left`: send it again). 201 when some were timed out; 200 `nothing_left` when none is due, which is also what a retry of a request that did its work gets. `as_of` later than today (in Vietnam, by the ledger's clock) is refused (422 `TimeoutsAsOfInFuture`). Payments staff whose unit covers the partition (a branch).",
+            "`ansinh payments timeouts`: which instructions are due is read from the projections (the instructions still pending, by issue day, each with its channel's delay: O(the pending ones past the shortest timeout), never the log); each is timed out by one command under its own key, at most `TIMEOUTS_PER_REQUEST_MAX` (1,000) a request (`more_left`: send it again). 201 when some were timed out; 200 `nothing_left` when none is due. The same request again under its key, once its work is done (after a lost answer), gets the answer that finished it, with the instructions it timed out (200), kept beside the key's binding in the requests bucket; after `more_left` it goes on with the rest. `as_of` later than today (in Vietnam, by the ledger's clock) is refused (422 `TimeoutsAsOfInFuture`). Payments staff whose unit covers the partition (a branch).",
         )
         .post(
             "/v1/loans",

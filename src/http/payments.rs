@@ -493,7 +493,7 @@ struct TimeoutsAnswer {
     partition: String,
     as_of: NaiveDate,
     /// "timed_out"; "more_left" when more were due than one request times out;
-    /// "nothing_left" when none is due (a retry of a request that did its work: success).
+    /// "nothing_left" when none is due.
     outcome: &'static str,
     timed_out: Vec<String>,
     remaining: u64,
@@ -502,8 +502,10 @@ struct TimeoutsAnswer {
 /// `POST /v1/partitions/{p}/timeouts`: `ansinh payments timeouts` (`Service::time_out_due`):
 /// instructions without a result past their timeout on `as_of` are timed out and their
 /// holds go back to the budget, at most `TIMEOUTS_PER_REQUEST_MAX` a request. 201 when it
-/// timed some out; 200 `nothing_left` when none is due, as for a retry that finds its work
-/// done. Each instruction is timed out under its own key, so nothing is done twice.
+/// timed some out; 200 `nothing_left` when none is due. The same request again, once its
+/// work is done, gets the answer that finished it (200), kept beside its key
+/// (`Api::remember_answer`); after `more_left` it goes on with the rest. Each instruction is
+/// timed out under its own key, so nothing is done twice.
 pub async fn timeouts(
     State(api): State<Api>,
     Staff(caller): Staff,
@@ -517,6 +519,13 @@ pub async fn timeouts(
     // refused. A refusal records nothing and frees the key for the corrected request.
     let scoped = key.scoped(&caller);
     api.claim(&scoped, &fingerprint).await?;
+    // A retry after its answer was lost gets that answer: the instructions it timed out,
+    // which a run now would no longer find due.
+    if let Some(kept) = api.kept_answer(&scoped, &fingerprint).await? {
+        let body: serde_json::Value = serde_json::from_slice(&kept)
+            .map_err(|e| ApiError::Internal(format!("a kept answer does not read: {e}")))?;
+        return Ok((axum::http::StatusCode::OK, axum::Json(body)).into_response());
+    }
     let result = api
         .service()
         .time_out_due(
@@ -549,5 +558,11 @@ pub async fn timeouts(
         timed_out: done.timed_out.iter().map(ToString::to_string).collect(),
         remaining: done.remaining,
     };
+    // Kept only when the work is done: `more_left` asks for the same request again, which
+    // must then go on with the rest, not be answered this batch again.
+    if !done.timed_out.is_empty() && done.remaining == 0 {
+        let answer = serde_json::to_vec(&body).expect("an answer is plain data");
+        api.remember_answer(&scoped, &fingerprint, &answer).await;
+    }
     Ok((status, axum::Json(body)).into_response())
 }
