@@ -349,9 +349,23 @@ impl Service {
                     .await?
             }
         };
+        self.submit_holding(req, household, claims, &taken, command)
+            .await
+    }
+
+    /// Submits a command of `household` that holds the claims `taken` made for it, and
+    /// gives them back if it certainly appended nothing (`ServiceError::appended_nothing`).
+    async fn submit_holding(
+        &self,
+        req: &Request<'_>,
+        household: &HouseholdId,
+        claims: &Claims,
+        taken: &[BlindIndex],
+        command: Command,
+    ) -> Result<Receipt, ServiceError> {
         let result = self.submit(req, partition_of(household), command).await;
         if result.as_ref().is_err_and(ServiceError::appended_nothing) {
-            self.give_back(claims, household, &taken).await?;
+            self.give_back(claims, household, taken).await?;
         }
         result
     }
@@ -499,13 +513,8 @@ impl Service {
             sealed,
             on: registered_on,
         };
-        let result = self
-            .submit(req, partition_of(household), Command::Registry(change))
-            .await;
-        if result.as_ref().is_err_and(ServiceError::appended_nothing) {
-            self.give_back(claims, household, &taken).await?;
-        }
-        result
+        self.submit_holding(req, household, claims, &taken, Command::Registry(change))
+            .await
     }
 
     pub async fn change_members(

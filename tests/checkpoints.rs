@@ -66,6 +66,22 @@ async fn publish_checkpoint(
         .sequence
 }
 
+/// Publishes `cosignature` on partition 01's cosignature subject.
+async fn publish_cosignature(
+    js: &jetstream::Context,
+    config: &CheckpointConfig,
+    cosignature: &proto::Cosignature,
+) {
+    js.publish(
+        config.cosignature_subject(&p01()),
+        cosignature.encode_to_vec().into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+}
+
 async fn auditor(log: &LogConfig, config: &CheckpointConfig) -> Auditor {
     Auditor::open(client().await, log.clone(), config.clone())
         .await
@@ -379,14 +395,7 @@ async fn repeated_cosignatures_by_one_key_count_once_and_proofs_still_check() {
     cosignatures
         .push(sign::cosign(&office, "office-1-again", &signed.checkpoint, first_at).unwrap());
     for cosignature in cosignatures {
-        js.publish(
-            config.cosignature_subject(&p01()),
-            cosignature.encode_to_vec().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+        publish_cosignature(&js, &config, &cosignature).await;
     }
     // when an auditor asks for proofs and verifies,
     let a = auditor(&log, &config).await;
@@ -437,14 +446,7 @@ async fn a_pinned_cosigner_is_carried_however_many_other_keys_cosigned_first() {
         let crowd = sign::KeyPair::from_seed(&[100 + i as u8; 32]);
         let cosignature =
             sign::cosign(&crowd, "audit-office:real", &signed.checkpoint, i as i64).unwrap();
-        js.publish(
-            config.cosignature_subject(&p01()),
-            cosignature.encode_to_vec().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+        publish_cosignature(&js, &config, &cosignature).await;
     }
     // and then the real office's, which checked the checkpoint against the log,
     let office = sign::KeyPair::from_seed(&[7; 32]);

@@ -843,6 +843,25 @@ async fn a_retry_during_the_index_commit_is_answered_and_close_leaves_every_key_
 
 /// Envelopes `first..first + count` of `partition`, chained after `prev` as a writer
 /// would chain them (to write messages by hand: forged frames, the format before frames).
+/// Publishes `payload` with `headers` on partition 01's subject, as anyone holding the
+/// right to publish there could; the server's ack.
+async fn publish_on_01(
+    js: &jetstream::Context,
+    config: &ansinh::log::LogConfig,
+    headers: async_nats::HeaderMap,
+    payload: Bytes,
+) -> async_nats::jetstream::publish::PublishAck {
+    js.publish_with_headers(
+        config.subject(&Partition::new("01").unwrap()),
+        headers,
+        payload,
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap()
+}
+
 fn chained(partition: &str, first: u64, prev: Digest, count: u64) -> Vec<Bytes> {
     let mut prev = prev;
     (first..first + count)
@@ -1078,16 +1097,7 @@ async fn a_forged_or_damaged_frame_is_found_and_located_and_blocks_appends() {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(frame::HEADER_FORMAT, format);
         let payload = forge(chained("01", 4, head.hash, 3));
-        let ack = js
-            .publish_with_headers(
-                config.subject(&Partition::new("01").unwrap()),
-                headers,
-                payload,
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        let ack = publish_on_01(&js, &config, headers, payload).await;
         let mut stream = stream_of(&config).await;
         match (
             case,
@@ -1179,16 +1189,7 @@ async fn a_sequence_header_that_disagrees_with_the_payload_is_reported() {
             headers.insert(frame::HEADER_FORMAT, frame::FORMAT_FRAME);
         }
         headers.insert(ansinh::log::HEADER_SEQUENCE, header);
-        let ack = js
-            .publish_with_headers(
-                config.subject(&Partition::new("01").unwrap()),
-                headers,
-                payload,
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        let ack = publish_on_01(&js, &config, headers, payload).await;
         let mut stream = stream_of(&config).await;
         match verify(&mut stream, &config, &keys_partition(), None, |_| {}).await {
             Err(VerifyError::Broken {

@@ -529,14 +529,16 @@ impl Api {
     /// processes, and the second is refused at once. A write the ledger records under the
     /// request's own key needs none of this: its events carry the fingerprint
     /// (`service::Service::same_request`), which saves a bucket write (an atomic batch of
-    /// 5-17 ms under load) before each commit.
-    async fn claim(&self, scoped_key: &str, fingerprint: &Digest) -> Result<(), ApiError> {
+    /// 5-17 ms under load) before each commit. Returns the answer kept for this very
+    /// request when it was sent before and its work is done (`remember_answer`), or
+    /// nothing (empty).
+    async fn claim(&self, scoped_key: &str, fingerprint: &Digest) -> Result<Bytes, ApiError> {
         let key = request_key(scoped_key);
         for _ in 0..REQUEST_BIND_ATTEMPTS_MAX {
-            let revision = match self.binding(&key).await? {
-                (_, Some(bound)) if bound == fingerprint.0 => return Ok(()),
-                (_, Some(_)) => return Err(ApiError::IdempotencyKeyReused),
-                (revision, None) => revision,
+            let revision = match self.binding_and_answer(&key).await? {
+                (_, Some(bound), kept) if bound == fingerprint.0 => return Ok(kept),
+                (_, Some(_), _) => return Err(ApiError::IdempotencyKeyReused),
+                (revision, None, _) => revision,
             };
             match self
                 .0
@@ -544,7 +546,7 @@ impl Api {
                 .write(&key, Bytes::copy_from_slice(&fingerprint.0), revision)
                 .await
             {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(Bytes::new()),
                 Err(WriteError::WrongRevision) => continue,
                 Err(WriteError::Nats(e)) => {
                     return Err(ApiError::Unavailable(format!("idempotency keys: {e}")));
@@ -627,24 +629,8 @@ impl Api {
         })
     }
 
-    /// The answer kept for the request bound under `scoped_key`, if this is that request
-    /// and one was kept: a retry whose work is done gets the first answer again.
-    async fn kept_answer(
-        &self,
-        scoped_key: &str,
-        fingerprint: &Digest,
-    ) -> Result<Option<Bytes>, ApiError> {
-        let key = request_key(scoped_key);
-        Ok(match self.binding_and_answer(&key).await? {
-            (_, Some(bound), answer) if bound == fingerprint.0 && !answer.is_empty() => {
-                Some(answer)
-            }
-            _ => None,
-        })
-    }
-
     /// Keeps `answer` beside the binding of the request under `scoped_key`, for its
-    /// retries (`kept_answer`). Once, at the revision read: should another write come
+    /// retries (`claim` returns it). Once, at the revision read: should another write come
     /// between, the answer is not kept and a retry is answered as a new request would be.
     async fn remember_answer(&self, scoped_key: &str, fingerprint: &Digest, answer: &[u8]) {
         let key = request_key(scoped_key);

@@ -518,10 +518,10 @@ pub async fn timeouts(
     // in the shared requests bucket, as a job's is: the same key with another body is
     // refused. A refusal records nothing and frees the key for the corrected request.
     let scoped = key.scoped(&caller);
-    api.claim(&scoped, &fingerprint).await?;
+    let kept = api.claim(&scoped, &fingerprint).await?;
     // A retry after its answer was lost gets that answer: the instructions it timed out,
     // which a run now would no longer find due.
-    if let Some(kept) = api.kept_answer(&scoped, &fingerprint).await? {
+    if !kept.is_empty() {
         let body: serde_json::Value = serde_json::from_slice(&kept)
             .map_err(|e| ApiError::Internal(format!("a kept answer does not read: {e}")))?;
         return Ok((axum::http::StatusCode::OK, axum::Json(body)).into_response());
