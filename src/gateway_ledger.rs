@@ -62,7 +62,9 @@ pub enum SinkError {
     /// again.
     #[error("refused: {0}")]
     Rejected(Rejection),
-    /// The ledger cannot append or read now: resend the same post later.
+    /// The ledger cannot append or read now: resend the post later, signed again. It may
+    /// have been recorded all the same (an acknowledgement lost, or the event not read
+    /// back): the copy is then answered `duplicate`, never recorded twice.
     #[error("ledger unavailable: {0}")]
     Unavailable(String),
     /// The log does not verify where the fold reads it: an operator must look.
@@ -90,7 +92,8 @@ impl SinkError {
     }
 
     /// The transport reply: "refused" when the post itself is wrong, "error" when the
-    /// ledger had trouble (the same post may pass later).
+    /// ledger had trouble (the post may or may not be recorded; a copy signed again
+    /// passes later, recorded once).
     pub fn reply(&self) -> GatewayReply {
         let status = match self {
             SinkError::UnknownInstruction(_) | SinkError::Rejected(_) => STATUS_REFUSED,

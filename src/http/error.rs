@@ -502,8 +502,9 @@ impl From<AppendError> for ApiError {
             AppendError::InvalidIdempotencyKey => ApiError::InvalidIdempotencyKey,
             AppendError::Partition(p) => ApiError::InvalidParameter(p.to_string()),
             AppendError::Oversized { .. } => ApiError::PayloadTooLarge,
-            // The partition is stopped until someone acts, or the server is away:
-            // nothing was appended, and the same request may pass later.
+            // The partition is stopped until someone acts, or the server is away. A
+            // lost acknowledgement (CommitFailed, Nats, Closed) may hide a write that
+            // landed: the same request with the same key passes later, recorded once.
             e @ (AppendError::LostAcknowledgedData { .. }
             | AppendError::ChainBroken { .. }
             | AppendError::CommitFailed { .. }
