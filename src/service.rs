@@ -156,8 +156,13 @@ impl LoanAction {
     }
 }
 
+/// The most overdue commands one loan takes on one date (`Service::mark_overdue`): one
+/// an instalment (120 months at most, a later tranche's dates besides) and the closing
+/// accrual.
+pub const OVERDUE_STEPS_MAX: usize = 256;
+
 /// Request metadata every write carries.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Request<'a> {
     pub caller: &'a Caller,
     pub idempotency_key: &'a str,
@@ -733,7 +738,7 @@ impl Service {
         let in_key = format!("{}/in", req.idempotency_key);
         let in_req = Request {
             idempotency_key: &in_key,
-            ..req.clone()
+            ..*req
         };
         // A client's key may itself end in "/in": a write under it in the destination is
         // not this move's arrival. Found before the move-out is appended, it refuses the
@@ -753,7 +758,7 @@ impl Service {
             .submit(
                 &Request {
                     idempotency_key: &out_key,
-                    ..req.clone()
+                    ..*req
                 },
                 partition_of(from),
                 Command::MoveOut {
@@ -1186,6 +1191,55 @@ impl Service {
             },
         )
         .await
+    }
+
+    /// Runs `loan`'s overdue move as of `as_of` to its end. Each command moves one
+    /// instalment's arrears as from the day after it fell due, so a job that ran late
+    /// repeats it until nothing more moves (`loans::CommandKind::MarkOverdue`). The first
+    /// command takes the request's key and the n-th `"{key} {n}"`, so a rerun of the job
+    /// finds each step done. Returns each step that recorded something, with the amount
+    /// it moved (None for the closing accrual); `NothingToRecord` when the first
+    /// recorded nothing.
+    pub async fn mark_overdue(
+        &self,
+        req: &Request<'_>,
+        loan: &crate::input::LoanRef,
+        as_of: NaiveDate,
+        reason: &str,
+    ) -> Result<Vec<(Receipt, Option<rust_decimal::Decimal>)>, ServiceError> {
+        let mut steps = Vec::new();
+        for n in 0..OVERDUE_STEPS_MAX {
+            let key = if n == 0 {
+                req.idempotency_key.to_owned()
+            } else {
+                format!("{} {n}", req.idempotency_key)
+            };
+            let step = Request {
+                idempotency_key: &key,
+                ..*req
+            };
+            let receipt = match self
+                .loan(&step, Some(loan), LoanAction::MarkOverdue, as_of, reason)
+                .await
+            {
+                Ok(receipt) => receipt,
+                Err(ServiceError::Rejected(Rejection::NothingToRecord)) if n > 0 => break,
+                Err(e) => return Err(e),
+            };
+            let moved = match self.ledger.event_of(&receipt).await?.payload {
+                Some(Payload::LoanMovedToOverdue(m)) => {
+                    Some(crate::input::money(&m.amount).map_err(|e| {
+                        ServiceError::Append(AppendError::Undecodable(e.to_string()))
+                    })?)
+                }
+                _ => None,
+            };
+            steps.push((receipt, moved));
+            if moved.is_none() {
+                break;
+            }
+        }
+        Ok(steps)
     }
 
     /// An officer's payments command (budgets, entitlements, runs, timeouts,

@@ -550,24 +550,30 @@ async fn a_loan_year_keeps_books_balanced_and_refuses_what_it_must() {
         ),
         "{moved:?}"
     );
-    // Overdue: by 2026-11-30 instalments were due and nothing stands repaid.
-    let overdue = w
-        .loan(
-            &manager,
-            "overdue",
-            Some(&loan),
-            LoanAction::MarkOverdue,
-            "2026-11-30",
-        )
-        .await
-        .unwrap();
-    let Some(Payload::LoanMovedToOverdue(m)) =
-        w.service.ledger.event_of(&overdue).await.unwrap().payload
-    else {
-        panic!("overdue event");
+    // Overdue: by 2026-11-30 instalments were due and nothing stands repaid. The job
+    // runs late: each instalment moves from the day after it fell due, one command each,
+    // then an accrual to the job's date closes the run.
+    let loan_ref = ansinh::input::loan_ref(&loan).unwrap();
+    let req = rq(&manager, "overdue");
+    let overdue = || {
+        w.service
+            .mark_overdue(&req, &loan_ref, d("2026-11-30"), "test")
     };
+    let steps = overdue().await.unwrap();
     // 9 monthly instalments of an equal-principal 36-month schedule fell due before 30 Nov.
-    assert_eq!(m.amount, "7500000");
+    let moved: Vec<Decimal> = steps.iter().filter_map(|(_, m)| *m).collect();
+    assert_eq!(moved.len(), 9, "{steps:?}");
+    assert_eq!(moved.iter().sum::<Decimal>(), Decimal::from(7_500_000));
+    assert_eq!(steps.len(), 10, "and the closing accrual");
+    assert!(steps.iter().all(|(r, _)| !r.duplicate));
+    // Run again for the same date: every step is found done, nothing is appended.
+    let again = overdue().await.unwrap();
+    assert_eq!(again.len(), 10);
+    assert!(again.iter().all(|(r, _)| r.duplicate));
+    assert_eq!(
+        again.iter().map(|(r, _)| r.sequence).collect::<Vec<_>>(),
+        steps.iter().map(|(r, _)| r.sequence).collect::<Vec<_>>()
+    );
     let projector = w.projector().await;
     let tb = projector.trial_balance("01").unwrap().unwrap();
     assert_eq!(tb.total_debits, tb.total_credits);

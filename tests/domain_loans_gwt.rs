@@ -354,6 +354,12 @@ fn overdue_moves_only_the_overdue_part() {
                 (p.principal, p.overdue_principal),
                 (dec!(10000000), dec!(1000000))
             );
+            // The instalment of 03-10 is overdue from 03-11: interest at the normal rate
+            // only to then, whatever day the job ran.
+            assert!(matches!(
+                &evs[0].body,
+                EventBody::InterestAccrued { to, .. } if *to == d("2025-03-11")
+            ));
             // Marking again moves nothing more; overdue principal now accrues at 130 %.
             let evs2 = decide(
                 b,
@@ -368,13 +374,76 @@ fn overdue_moves_only_the_overdue_part() {
             else {
                 panic!()
             };
-            // 1 000 000 × 0.00715 × 10 / 30
-            assert_eq!(overdue_interest_exact.round_dp(6), dec!(2383.333333));
+            // 1 000 000 × 0.00715 × 14 / 30: from 03-11, not from the job's 03-15.
+            assert_eq!(overdue_interest_exact.round_dp(6), dec!(3336.666667));
         });
     // An instalment due on the as-of date itself is not yet overdue.
     given(&poor_loan_history())
         .when(loan_cmd("2025-02-10", CommandKind::MarkOverdue { loan: 1 }))
         .then(|_, evs| assert_eq!(evs.len(), 1, "only the accrual"));
+}
+
+/// An overdue job that did not run for months charges what a job run the day after each
+/// due date charges: each instalment is overdue from the day after it fell due, not from
+/// the day the job ran. Repeated on one date, the late job moves one instalment a command
+/// until nothing more moves.
+#[test]
+fn a_late_overdue_job_charges_the_overdue_rate_from_each_due_date() {
+    let mark = |date: &str| loan_cmd(date, CommandKind::MarkOverdue { loan: 1 });
+    // Nothing repaid on 02-10, 03-10 or 04-10.
+    let on_time = history_from(
+        &poor_loan_history(),
+        &[
+            mark("2025-02-11"),
+            mark("2025-03-11"),
+            mark("2025-04-11"),
+            mark("2025-04-25"),
+        ],
+    );
+    let mut late = Vec::new();
+    let mut book = given(&poor_loan_history()).book;
+    loop {
+        // The book refuses an empty decision as NothingToRecord.
+        let evs = decide(&book, mark("2025-04-25")).unwrap();
+        if evs.is_empty() {
+            break;
+        }
+        for e in &evs {
+            apply(&mut book, e);
+        }
+        late.extend(evs);
+        assert!(
+            late.len() <= 7,
+            "the late job moves one instalment a command"
+        );
+    }
+    let totals = |evs: &[ansinh::domain::loans::Event]| {
+        let (mut interest, mut overdue_interest, mut moved) = (dec!(0), dec!(0), dec!(0));
+        for e in evs {
+            match &e.body {
+                EventBody::InterestAccrued {
+                    interest_posted,
+                    overdue_interest_posted,
+                    ..
+                } => {
+                    interest += interest_posted;
+                    overdue_interest += overdue_interest_posted;
+                }
+                EventBody::MovedToOverdue { amount, .. } => moved += amount,
+                _ => {}
+            }
+        }
+        (interest, overdue_interest, moved)
+    };
+    let expected = totals(&on_time);
+    assert_eq!(totals(&late), expected);
+    assert_eq!(expected.2, dec!(3000000));
+    // 1 000 000 overdue from 02-11 (28 days to 03-11), 2 000 000 from 03-11 (31 days to
+    // 04-11), 3 000 000 from 04-11 (14 days to 04-25), at 0.715 % a month of 30 days.
+    assert_eq!(expected.1, dec!(6673) + dec!(14777) + dec!(10010));
+    let p = &book.loans[&1].position;
+    assert_eq!(p.overdue_principal, dec!(3000000));
+    assert_eq!(p.accrued_to, Some(d("2025-04-25")));
 }
 
 /// Events of `more` decided on top of `base` (returns only the new ones).
@@ -695,21 +764,25 @@ fn a_reversal_of_another_loans_event_refused() {
 #[test]
 fn repayment_pays_interest_then_overdue_interest_then_principal() {
     let base = poor_loan_history();
-    // On 2025-03-15 two instalments (2 000 000) fall overdue; a month later interest
-    // has accrued on both parts.
+    // On 2025-03-15 the job moves two instalments (2 000 000), each from the day after it
+    // fell due (one command each); a month later interest has accrued on both parts.
     let behind = history_from(
         &base,
         &[
+            loan_cmd("2025-03-15", CommandKind::MarkOverdue { loan: 1 }),
             loan_cmd("2025-03-15", CommandKind::MarkOverdue { loan: 1 }),
             loan_cmd("2025-04-14", CommandKind::AccrueInterest { loan: 1 }),
         ],
     );
     let h = [base, behind].concat();
     let p = &given(&h).book.loans[&1].position;
-    // 12 000 000 × 0.55 % × 64/30, then 10 000 000 × 0.55 % × 30/30; 2 000 000 × 0.715 %.
+    // Interest: 12 000 000 × 0.55 % × 32/30 (to 02-11), 11 000 000 × 0.55 % × 28/30 (to
+    // 03-11), 10 000 000 × 0.55 % × 34/30 (to 04-14): 70 400 + 56 467 + 62 333.
+    // Overdue: 1 000 000 × 0.715 % × 28/30, then 2 000 000 × 0.715 % × 34/30: 6 673 +
+    // 16 207 (the third of a đồng carried from the first).
     assert_eq!(
         (p.interest_receivable, p.overdue_interest_receivable),
-        (dec!(195800), dec!(14300))
+        (dec!(189200), dec!(22880))
     );
     // Less than both interests: the interest is paid whole, the overdue interest in part.
     given(&h)
@@ -717,20 +790,20 @@ fn repayment_pays_interest_then_overdue_interest_then_principal() {
         .then_events(&[EventBody::RepaymentReceived {
             loan: 1,
             amount: dec!(200000),
-            to_interest: dec!(195800),
-            to_overdue_interest: dec!(4200),
+            to_interest: dec!(189200),
+            to_overdue_interest: dec!(10800),
             to_overdue_principal: dec!(0),
             to_principal: dec!(0),
             status_after: LoanStatus::Active,
             postings: vec![
                 Posting::debit(Account::CashAtCommunePoint, dec!(200000)),
-                Posting::credit(Account::InterestReceivable, dec!(195800)),
-                Posting::credit(Account::OverdueInterestReceivable, dec!(4200)),
+                Posting::credit(Account::InterestReceivable, dec!(189200)),
+                Posting::credit(Account::OverdueInterestReceivable, dec!(10800)),
             ],
         }]);
     // Then the overdue principal before the principal.
     given(&h)
-        .when(repay("2025-04-14", 1, dec!(2310100)))
+        .when(repay("2025-04-14", 1, dec!(2312080)))
         .then(|_, evs| {
             assert!(matches!(
                 &evs[0].body,
@@ -740,7 +813,7 @@ fn repayment_pays_interest_then_overdue_interest_then_principal() {
                     to_principal,
                     ..
                 } if (*to_overdue_interest, *to_overdue_principal, *to_principal)
-                    == (dec!(14300), dec!(2000000), dec!(100000))
+                    == (dec!(22880), dec!(2000000), dec!(100000))
             ));
         });
 }
@@ -831,8 +904,9 @@ fn a_later_tranche_is_scheduled_from_its_own_date() {
     given(&start)
         .when(loan_cmd("2025-07-16", CommandKind::MarkOverdue { loan: 1 }))
         .then(|b, evs| {
+            // Interest stands at 07-15 (the tranche): all six move as from then, at once.
             assert!(matches!(
-                &evs[1].body,
+                &evs.last().unwrap().body,
                 EventBody::MovedToOverdue { scheduled_due, amount, .. }
                     if *scheduled_due == dec!(3000000) && *amount == dec!(3000000)
             ));

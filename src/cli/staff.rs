@@ -939,7 +939,7 @@ async fn mark_overdue(
     access::authorize_role(caller, Operation::MarkOverdue)?;
     let projector = caught_up(runtime).await?;
     let service = runtime.service();
-    let (mut moved, mut unchanged, mut refused) = (0u64, 0u64, 0u64);
+    let (mut moved, mut unchanged, mut refused, mut appended) = (0u64, 0u64, 0u64, 0u64);
     let mut amount = Decimal::ZERO;
     // One loan at a time: a province has hundreds of thousands.
     for loan in projector.loans_iter(partition) {
@@ -951,26 +951,21 @@ async fn mark_overdue(
         }
         let reference = ansinh::input::loan_ref(&ansinh::book::loan_ref(partition, loan.id))?;
         // One key per loan and date: rerunning the job for the same date adds nothing.
+        // A job that ran late takes one step an instalment (`Service::mark_overdue`).
         let key = format!("overdue:{as_of}:{reference}");
         let req = request(caller, &key);
         match service
-            .loan(
-                &req,
-                Some(&reference),
-                LoanAction::MarkOverdue,
-                as_of,
-                "overdue run",
-            )
+            .mark_overdue(&req, &reference, as_of, "overdue run")
             .await
         {
-            Ok(receipt) => {
-                let event = runtime.ledger.event_of(&receipt).await?;
-                if let Some(ansinh::proto::envelope::Payload::LoanMovedToOverdue(m)) = event.payload
-                {
-                    moved += 1;
-                    amount += m.amount.parse::<Decimal>().unwrap_or_default();
-                } else {
+            Ok(steps) => {
+                appended += steps.iter().filter(|(r, _)| !r.duplicate).count() as u64;
+                let moved_now: Decimal = steps.iter().filter_map(|(_, m)| *m).sum();
+                if moved_now.is_zero() {
                     unchanged += 1;
+                } else {
+                    moved += 1;
+                    amount += moved_now;
                 }
             }
             Err(ServiceError::Rejected(ansinh::domain::Rejection::NothingToRecord)) => {
@@ -983,11 +978,11 @@ async fn mark_overdue(
     if json {
         println!(
             "{}",
-            serde_json::json!({"as_of": as_of.to_string(), "loans_moved": moved, "amount_moved": amount.to_string(), "unchanged": unchanged, "refused": refused})
+            serde_json::json!({"as_of": as_of.to_string(), "loans_moved": moved, "amount_moved": amount.to_string(), "unchanged": unchanged, "refused": refused, "events_appended": appended})
         );
     } else {
         println!(
-            "overdue run as of {as_of}: {moved} loans moved {} overdue; {unchanged} unchanged; {refused} refused",
+            "overdue run as of {as_of}: {moved} loans moved {} overdue; {unchanged} unchanged; {refused} refused; {appended} events appended",
             format_vnd(amount)
         );
     }

@@ -504,19 +504,16 @@ async fn household_year(
         }
     }
     let as_of = d(year, 11, 30);
-    if let Some(receipt) = submit!(manager, "overdue", |r| service.loan(
+    // A loan paid up to date: the run records only the interest accrued. One that
+    // stopped paying months ago moves each missed instalment from its own due date.
+    if let Some(steps) = submit!(manager, "overdue", |r| service.mark_overdue(
         r,
-        Some(&loan),
-        LoanAction::MarkOverdue,
+        &loan,
         as_of,
         "month-end overdue run"
-    )) {
-        match service.ledger.event_of(&receipt).await?.payload {
-            Some(Payload::LoanMovedToOverdue(_)) => s.marked_overdue += 1,
-            // A loan paid up to date: the run records only the interest accrued.
-            Some(Payload::LoanInterestAccrued(_)) => {}
-            _ => return Err(reused("overdue")),
-        }
+    )) && steps.iter().any(|(_, moved)| moved.is_some())
+    {
+        s.marked_overdue += 1;
     }
     if h.commune() == typhoon_commune && (h.as_str().ends_with('3') || h.as_str().ends_with('7')) {
         let decision = format!("QĐ-{year}-BAO-{}", typhoon_commune.local());

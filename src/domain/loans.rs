@@ -260,7 +260,10 @@ pub enum CommandKind {
     AccrueInterest {
         loan: LoanId,
     },
-    /// Move instalments due before `effective` and unpaid to overdue.
+    /// Move to overdue the arrears of the earliest instalment due before `effective` and
+    /// not yet paid or moved, as from the day after it fell due (interest to then at the
+    /// normal rate, from then on at the overdue rate). A job that runs late moves one
+    /// instalment a command: it repeats the command until nothing more moves.
     MarkOverdue {
         loan: LoanId,
     },
@@ -519,6 +522,23 @@ fn accrual(loan: &Loan, to: NaiveDate) -> Result<Option<EventBody>, Rejection> {
         carry_overdue_interest_after: money::sub(carry_o, posted_o)?,
         postings,
     }))
+}
+
+/// The earliest instalment date before `as_of` whose cumulative principal is neither
+/// repaid nor already overdue; None when every instalment due before `as_of` is paid or
+/// moved.
+fn first_arrears(loan: &Loan, as_of: NaiveDate) -> Result<Option<NaiveDate>, Rejection> {
+    let p = &loan.position;
+    let covered = money::add(p.principal_repaid, p.overdue_principal)?;
+    for (on, _, cumulative) in loan.schedule()? {
+        if on >= as_of {
+            break;
+        }
+        if cumulative > covered {
+            return Ok(Some(on));
+        }
+    }
+    Ok(None)
 }
 
 /// Emit the accrual up to the command's date (if any) and return the loan as
@@ -850,11 +870,29 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
         CommandKind::MarkOverdue { loan } => {
             let loan = get_loan(book, *loan, date)?;
             require_status(loan, &[LoanStatus::Active])?;
-            let l = accrue_first(&mut out, loan)?;
+            let Some(fell_due) = first_arrears(loan, date)? else {
+                accrue_first(&mut out, loan)?;
+                return Ok(out.events);
+            };
+            // Overdue from the day after the instalment fell due, whenever the job runs:
+            // accrued at the normal rate only to then, the rest of the days at the
+            // overdue rate by the next accrual. Run daily, that day is `date` itself.
+            // Where interest already stands past it (a later repayment or tranche), from
+            // there, with every instalment due before it.
+            let moves_on = fell_due
+                .succ_opt()
+                .ok_or(Rejection::ArithmeticOverflow)?
+                .max(loan.position.accrued_to.unwrap_or(date))
+                .min(date);
+            let scheduled_due = loan.scheduled_due_before(moves_on)?;
+            let mut l = loan.clone();
+            if let Some(body) = accrual(loan, moves_on)? {
+                let e = out.push(body).clone();
+                apply_loan(&mut l, &e);
+            }
             let p = &l.position;
-            let scheduled_due = l.scheduled_due_before(date)?;
+            // Only what fell due by then, unpaid and not already overdue, moves.
             let unpaid = (scheduled_due - p.principal_repaid).max(Decimal::ZERO);
-            // Only what is due, unpaid and not already overdue moves.
             let amount = (unpaid - p.overdue_principal)
                 .max(Decimal::ZERO)
                 .min(p.principal);

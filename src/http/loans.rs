@@ -434,8 +434,10 @@ pub async fn reverse(
     .await
 }
 
-/// One loan's overdue move as of a date (`ansinh loans mark-overdue` runs it over every
-/// active loan of a unit). `NothingToRecord` (409) when nothing fell due.
+/// One step of one loan's overdue move as of a date (`ansinh loans mark-overdue` runs
+/// them over every active loan of a unit): the arrears of the earliest instalment not
+/// yet moved, overdue from the day after it fell due. After a job that ran late, a client
+/// calls again with a new key until the answer is an accrual or `NothingToRecord` (409).
 pub async fn mark_overdue(
     State(api): State<Api>,
     Staff(caller): Staff,

@@ -913,7 +913,7 @@ pub fn routes() -> openapi::Routes {
         )
         .post(
             "/v1/loans/{loan}/overdue",
-            "Move unpaid instalments due before as_of overdue",
+            "Move the earliest unpaid instalment due before as_of overdue, from the day after it fell due; repeat with a new key until it moves nothing",
             "mark-overdue.request",
             "receipt.response",
             Staff,

@@ -229,7 +229,7 @@ pub fn document(docs: &[Doc]) -> Value {
         schemas.insert((*name).to_owned(), as_component(name, text));
     }
     let error = json!({
-        "description": "A refusal: the kind and a sentence (400 malformed input, 401, 403, 404, 409 or 422 refused by the book, 413, 503). Nothing was recorded.",
+        "description": "A refusal or a failure: the kind and a sentence. 400 malformed input, 401, 403, 404, 409 or 422 refused by the book, 413: nothing was recorded. 503: the ledger could not finish; a write may have been recorded all the same (its acknowledgement lost), so send the same request with the same Idempotency-Key again: it is recorded once, and answered with its receipt.",
         "content": {"application/json": {"schema": {"$ref": component("error.response")}}}
     });
     let mut paths = Map::new();
