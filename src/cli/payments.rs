@@ -445,6 +445,8 @@ async fn payment_run(
         }
     };
     let (mut issued, mut amount, mut refused) = (0u64, Decimal::ZERO, 0u32);
+    // With --json, one document: each commune's line under "by_commune".
+    let mut by_commune = Vec::new();
     for commune in &communes {
         // One key per commune, derived from the run's: a retry of the same run under
         // the same key finds each commune's receipt. Joined by a space, which no key given
@@ -494,7 +496,7 @@ async fn payment_run(
             Err(e) => return super::staff::outcome(Err(e), &key, json),
         };
         if json {
-            println!("{line}");
+            by_commune.push(line);
         } else {
             match line["outcome"].as_str() {
                 Some("paid") => {
@@ -540,7 +542,7 @@ async fn payment_run(
                 "partition": partition.as_str(), "period": period.to_string(),
                 "communes": communes.len(), "instructions": issued,
                 "amount": amount.to_string(), "unfunded_communes": refused,
-                "idempotency_key": key,
+                "idempotency_key": key, "by_commune": by_commune,
             })
         );
     } else {
