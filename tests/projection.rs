@@ -198,6 +198,41 @@ async fn a_batch_stopped_inside_its_writes_is_completed_from_its_journal_on_open
     assert_eq!(projector.fingerprint().unwrap(), clean);
 }
 
+/// A commit that stops among its writes (an error the process goes on after, not a
+/// crash) leaves the trees holding part of its batch and the position before it. The
+/// same projector's next catch-up first completes that batch from its journal record, as
+/// opening the store would, then goes on from its end: every event applied once, the
+/// trail's runs of the completed batch readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_stopped_inside_its_writes_is_completed_by_the_next_catch_up_in_place() {
+    let mut t = three_batches().await;
+    let projector = Projector::open(&t.db, t.store.path()).unwrap();
+    let first_batch = PROJECTION_BATCH_EVENTS_MAX as u64;
+    let stopped = projector
+        .catch_up_crashing(
+            &mut t.stream,
+            &t.config,
+            t.end,
+            Some((first_batch + 10, Crash::InsideCommit)),
+        )
+        .await;
+    assert!(stopped.is_err(), "{stopped:?}");
+    let rest = projector
+        .catch_up_to(&mut t.stream, &t.config, t.end)
+        .await
+        .unwrap();
+    assert_eq!(rest, t.total as u64 - 2 * first_batch);
+    assert_eq!(applied(&projector), t.total as u64);
+    assert_eq!(
+        projector.fingerprint().unwrap(),
+        clean_fingerprint(&t.config, t.total).await
+    );
+    // Every subject's trail holds its event once.
+    for n in [7, 4100, 12300] {
+        assert_eq!(projector.trail(&format!("note:n{n}")).unwrap().len(), 1);
+    }
+}
+
 /// A subject's trail lines from one batch are stored together (runs of at most
 /// `TRAIL_RUN_LINES_MAX`), so how the log was batched changes the records but never the
 /// trail: a store that followed the log a few events at a time and a store rebuilt in one

@@ -3,8 +3,9 @@
 //! **Invariant:** the position (the last applied event: stream sequence, index in its
 //! message) is written in the same journal record as the projection change it ends, and
 //! opening the projections applies the record of the batch written last again (`journal`),
-//! so each event is applied exactly once across crashes and restarts, also inside a frame
-//! of several events. Reading resumes after the position with an ordered consumer; the
+//! as does the next catch-up after a commit that failed among its writes (`recover`), so
+//! each event is applied exactly once across crashes, restarts and failed commits, also
+//! inside a frame of several events. Reading resumes after the position with an ordered consumer; the
 //! position lives only here, never in a second place (ADR 0002).
 //! **Paired check:** every event is chain-checked again before it is applied.
 
@@ -167,6 +168,8 @@ pub struct Projector {
     journal: Arc<Journal>,
     views: sled::Tree,
     committer: Committer,
+    /// Whether the trees hold whole batches (`Writes`).
+    writes: Arc<Writes>,
     /// The trail's heads committed in memory past which a commit flushes sled and
     /// settles them: `UNSETTLED_HEADS_MAX`, less in tests.
     settle_after: std::sync::atomic::AtomicUsize,
@@ -246,6 +249,47 @@ impl Drop for Committer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Whether the trees hold whole batches. A batch's writes are plain sled inserts, one
+/// by one (no transaction, ADR 0016), so between the first and the last the trees hold
+/// part of it. A commit that stops there (an error: the process goes on) leaves them so
+/// until the next catch-up completes the batch from its journal record
+/// (`Projector::recover`); until then a catch-up must not start from the position, which
+/// is still the one before that batch.
+///
+/// A sequence, odd while a batch's writes are going in or were left torn, moved only by
+/// one writer at a time: the commits, one at a time in order, and `clear` and `recover`,
+/// under the catch-up lock.
+#[derive(Default)]
+struct Writes {
+    sequence: std::sync::atomic::AtomicU64,
+}
+
+impl Writes {
+    /// A batch's writes (or a clear) start. A sequence already odd stays so: the writes
+    /// of a torn batch are being completed.
+    fn start(&self) {
+        if self.sequence.load(Ordering::SeqCst) % 2 == 0 {
+            self.sequence.fetch_add(1, Ordering::SeqCst);
+        }
+        // The writes that follow are not seen before the sequence that says they are
+        // going in.
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    /// The trees hold whole batches again.
+    fn end(&self) {
+        if self.sequence.load(Ordering::SeqCst) % 2 == 1 {
+            self.sequence.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether a batch's writes started and did not end. Outside a commit (under the
+    /// catch-up lock, with none in flight): a commit stopped among them.
+    fn torn(&self) -> bool {
+        self.sequence.load(Ordering::SeqCst) % 2 == 1
     }
 }
 
@@ -587,6 +631,7 @@ impl Projector {
             journal: Arc::new(journal),
             views: db.open_tree(TREE_VIEWS)?,
             committer: Committer::start()?,
+            writes: Arc::default(),
             settle_after: UNSETTLED_HEADS_MAX.into(),
             index_on_drop: true.into(),
         };
@@ -601,6 +646,9 @@ impl Projector {
 
     /// Empties every tree and the trail, and marks them of the current format.
     fn clear(&self) -> Result<(), ProjectionError> {
+        // A clear that fails halfway leaves the trees torn: the next catch-up clears
+        // them again (`recover`).
+        self.writes.start();
         // First: projections a crash leaves half cleared are of no format, and the next
         // open clears them again (sled recovers a prefix of its writes).
         self.meta.remove(KEY_FORMAT)?;
@@ -609,6 +657,54 @@ impl Projector {
         }
         self.trail.reset()?;
         self.meta.insert(KEY_FORMAT, PROJECTION_FORMAT)?;
+        self.writes.end();
+        Ok(())
+    }
+
+    /// Completes what a commit that stopped among its writes left torn (`Writes`), as
+    /// opening the store does: applies again the journal record the marker names, whose
+    /// writes are whole records and end with the batch's position, then lets the
+    /// trail's index take the runs that record's length covers, which that commit wrote
+    /// but did not publish. A commit that stopped before its marker wrote nothing to
+    /// the trees: the record applied again is then the previous batch's, all of which
+    /// is there already. A record or runs that do not check drop the projections, to
+    /// be replayed, as at open. Without this the next catch-up would start from the
+    /// position before the torn batch and apply its events again over trees that hold
+    /// part of them (a repayment counted twice, or a chain head already moved past
+    /// them).
+    fn recover(&self) -> Result<(), ProjectionError> {
+        self.writes.start();
+        if self.meta.get(KEY_FORMAT)?.as_deref() != Some(PROJECTION_FORMAT) {
+            // A clear stopped halfway.
+            return self.clear();
+        }
+        if let Some(marker) = self.meta.get(KEY_JOURNAL)? {
+            match Marker::decode(&marker).and_then(|m| self.journal.read(&m)) {
+                Ok(record) => {
+                    journal::apply(&record, &[&self.meta, &self.summary, &self.views])?;
+                }
+                Err(JournalError::Corrupt(why)) => {
+                    tracing::warn!(error = %why, "projections: the torn batch's journal record does not check; replaying the log");
+                    return self.clear();
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let trail_len = match self.meta.get(KEY_TRAIL_LEN)? {
+            Some(v) => {
+                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| corrupt("trail length"))?)
+            }
+            None => 0,
+        };
+        match self.trail.adopt(trail_len) {
+            Ok(()) => {}
+            Err(TrailError::Corrupt(why)) => {
+                tracing::warn!(error = %why, "projections: the torn batch's trail runs do not check; replaying the log");
+                return self.clear();
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.writes.end();
         Ok(())
     }
 
@@ -703,6 +799,11 @@ impl Projector {
         fail_at: Option<(u64, Crash)>,
     ) -> Result<u64, ProjectionError> {
         let _one_at_a_time = CATCH_UP.lock().await;
+        // No commit is in flight under the lock: trees still torn were left so by one
+        // that stopped among its writes, and are completed before the position is read.
+        if self.writes.torn() {
+            off_the_workers(|| self.recover())?;
+        }
         let start = self.position()?;
         let mut batch = Batch {
             projector: self,
@@ -742,11 +843,13 @@ impl Projector {
             let committed = batch.commit(true);
             committed.and(batch.join())
         });
+        // A failed commit first: it is why the read stopped, when it stopped inside a
+        // commit, and it must not pass for a transient read error that is retried.
+        committed?;
         read.map_err(|e| match e {
             reader::ReadError::Nats(m) => ProjectionError::Nats(m),
             reader::ReadError::Visit(v) => v,
         })?;
-        committed?;
         // fsync of the lines file and the index: off the workers, as the commits are.
         off_the_workers(|| self.trail.write_index(false, || self.flush_sled()))?;
         Ok(batch.applied)
@@ -765,7 +868,11 @@ impl Projector {
         stream: &mut Stream,
         config: &LogConfig,
     ) -> Result<u64, ProjectionError> {
-        self.clear()?;
+        {
+            // Not while a catch-up commits: one writer of the trees at a time (`Writes`).
+            let _one_at_a_time = CATCH_UP.lock().await;
+            self.clear()?;
+        }
         let applied = self.catch_up(stream, config).await?;
         // Under the catch-up lock: no commit may publish heads between the flush and the
         // settle in `write_index`.
@@ -1495,6 +1602,7 @@ impl Batch<'_> {
         let base = (self.committed != Position::START).then(|| encode_position(&self.committed));
         let (meta, summary, view) = (p.meta.clone(), p.summary.clone(), p.views.clone());
         let (trail, journal) = (Arc::clone(&p.trail), Arc::clone(&p.journal));
+        let writes = Arc::clone(&p.writes);
         let settle_after = p.settle_after.load(Ordering::Relaxed);
         let commit = move || -> Result<(), ProjectionError> {
             // First, before anything is written: the commits before this one all ended
@@ -1570,6 +1678,9 @@ impl Batch<'_> {
             if flushed {
                 trail.settle()?;
             }
+            // From the marker to the publication of the runs the trees hold part of the
+            // batch; a commit that stops in between leaves them torn (`Writes`).
+            writes.start();
             meta.insert(KEY_JOURNAL, marker.encode().as_slice())?;
             let trees = [&meta, &summary, &view];
             if crash == Some(Crash::InsideCommit) {
@@ -1580,6 +1691,7 @@ impl Batch<'_> {
             }
             journal::apply(&record, &trees)?;
             trail.publish(runs);
+            writes.end();
             Ok(())
         };
         let abandoned = Arc::clone(&self.abandoned);
