@@ -5,10 +5,14 @@
 //! trail reads the same however the log was batched into runs.
 
 mod common;
+#[path = "common_payments/mod.rs"]
+mod payments_fixtures;
 
 use ansinh::log::reader;
 use ansinh::log::{Ledger, LogConfig};
-use ansinh::projection::{Crash, PROJECTION_BATCH_EVENTS_MAX, Projector, TRAIL_RUN_LINES_MAX};
+use ansinh::projection::{
+    Crash, PROJECTION_BATCH_EVENTS_MAX, ProjectionError, Projector, TRAIL_RUN_LINES_MAX,
+};
 use common::*;
 use std::io::Write as _;
 
@@ -650,4 +654,185 @@ async fn projections_past_the_logs_end_refuse_to_catch_up() {
         "{refused:?}"
     );
     assert_eq!(applied(&projector), 20);
+}
+
+/// Appends `payload` to partition 01 as it is, in order (the caller awaits each).
+async fn append_01(
+    ledger: &Ledger,
+    key: &str,
+    actor: ansinh::proto::Actor,
+    subjects: Vec<String>,
+    payload: ansinh::proto::envelope::Payload,
+) {
+    ledger
+        .append_unchecked(ansinh::log::Draft {
+            actor,
+            subjects,
+            payload,
+            ..note("01", key, "")
+        })
+        .await
+        .unwrap();
+}
+
+/// Appends decided payment events to partition 01 as the book records them, under the
+/// actor each names.
+async fn append_payments(ledger: &Ledger, events: &[ansinh::domain::payments::Event]) {
+    use ansinh::domain::payments::Actor;
+    for (n, event) in events.iter().enumerate() {
+        let (payload, subjects) = ansinh::book::payments::payload_of(event, None);
+        let actor = match &event.actor {
+            Actor::Officer(id) => ansinh::proto::Actor {
+                id: id.to_string(),
+                role: "branch_manager".into(),
+                unit: "01".into(),
+            },
+            Actor::Gateway(id) => ansinh::proto::Actor {
+                id: id.to_string(),
+                role: ansinh::book::payments::GATEWAY_ROLE.into(),
+                unit: String::new(),
+            },
+        };
+        append_01(
+            ledger,
+            &format!("pay-{}-{n}", event.id),
+            actor,
+            subjects,
+            payload,
+        )
+        .await;
+    }
+}
+
+/// Whether `read`, a read the projections answered while a batch's writes were half
+/// in, is one they must give: a busy answer (read again later), never the half batch.
+fn assert_busy<T: std::fmt::Debug>(read: Result<T, ProjectionError>, what: &str) {
+    assert!(
+        matches!(read, Err(ProjectionError::Busy { .. })),
+        "{what} read while a batch was half written: {read:?}"
+    );
+}
+
+/// A reconciliation read while a batch of settlements is half written either answers
+/// busy or shows whole batches: never an instruction both pending and settled. Here the
+/// batch's commit stops after its day lines (the settlements counted on their day) and
+/// before the pending lines it removes, which is what a reader sees while those inserts
+/// go in. Once the next catch-up has completed the batch, the range reads whole again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconciliation_never_counts_an_instruction_in_two_states() {
+    use ansinh::domain::payments::instructions::Outcome;
+    use ansinh::domain::payments::{Actor, Command, CommandKind};
+    use ansinh::payments_report::reconciliation_range;
+    use payments_fixtures as pay;
+    const PEOPLE: u32 = 20;
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    let mut issuing = vec![pay::allocate(
+        "2026-11-20",
+        pay::COMMUNE,
+        "2026-12",
+        100_000_000,
+    )];
+    for n in 1..=PEOPLE {
+        issuing.push(pay::grant(
+            "2026-11-20",
+            n,
+            "2026-12",
+            pay::terms(pay::ELDERLY_POOR, pay::bank(), None),
+        ));
+    }
+    issuing.push(pay::run("2026-12-01", "2026-12", None));
+    let issued = pay::history(&issuing);
+    let settling: Vec<Command> = (1..=PEOPLE)
+        .map(|n| {
+            let mut post = pay::Post::new(
+                pay::BANK,
+                "pay:1:2026-12:1",
+                Outcome::Settled,
+                "T",
+                pay::AMOUNT,
+            )
+            .of(n)
+            .body();
+            post.instruction =
+                ansinh::domain::payments::ids::InstructionRef::parse(&format!("pay:{n}:2026-12:1"))
+                    .unwrap();
+            post.gateway_txn =
+                ansinh::domain::payments::ids::GatewayTxnId::parse(&format!("T{n}")).unwrap();
+            Command {
+                actor: Actor::Gateway(pay::gw(pay::BANK)),
+                effective: pay::d("2026-12-20"),
+                kind: CommandKind::Post(post),
+            }
+        })
+        .collect();
+    let settled = pay::history_from(&issued, &settling);
+    append_payments(&ledger, &issued).await;
+    let mut stream = stream_of(&config).await;
+    let issued_end = reader::last_stream_sequence(&mut stream).await.unwrap();
+    append_payments(&ledger, &settled[issued.len()..]).await;
+    let end = reader::last_stream_sequence(&mut stream).await.unwrap();
+
+    let store = tempfile::tempdir().unwrap();
+    let db = sled::open(store.path()).unwrap();
+    let projector = Projector::open(&db, store.path()).unwrap();
+    let (from, to, as_of) = (
+        pay::d("2026-12-01"),
+        pay::d("2026-12-31"),
+        pay::d("2026-12-31"),
+    );
+    let range = |p: &Projector| reconciliation_range(p, "01", from, to, as_of, 10);
+    // Whole: no instruction counted in two states, nor in more than its day lists.
+    let assert_whole = |r: &ansinh::payments_report::ReconciliationRange| {
+        let t = &r.totals;
+        let answered = t.settled.count + t.failed.count + t.timed_out.count + t.cancelled.count;
+        assert!(
+            answered + t.pending_overdue.count <= t.instructed.count,
+            "an instruction counted in two states: {t:?}"
+        );
+    };
+    projector
+        .catch_up_to(&mut stream, &config, issued_end)
+        .await
+        .unwrap();
+    let before = range(&projector).unwrap();
+    assert_whole(&before);
+    assert_eq!(before.totals.pending_overdue.count, u64::from(PEOPLE));
+
+    let stopped = projector
+        .catch_up_crashing(
+            &mut stream,
+            &config,
+            end,
+            Some((1, Crash::InsideCommitBefore("rpend/"))),
+        )
+        .await;
+    assert!(stopped.is_err(), "{stopped:?}");
+    let torn = range(&projector);
+    if let Ok(r) = &torn {
+        assert_whole(r);
+    }
+    let torn = torn.map_err(|e| match e {
+        ansinh::payments_report::RangeError::Projection(e) => e,
+        refused => panic!("{refused}"),
+    });
+    assert_busy(torn, "a reconciliation range");
+    assert_busy(
+        projector.reconciliation_day("01", from, as_of, 10),
+        "a reconciliation day",
+    );
+
+    projector
+        .catch_up_to(&mut stream, &config, end)
+        .await
+        .unwrap();
+    let after = range(&projector).unwrap();
+    assert_whole(&after);
+    assert_eq!(
+        (
+            after.totals.settled.count,
+            after.totals.pending_overdue.count
+        ),
+        (u64::from(PEOPLE), 0)
+    );
 }

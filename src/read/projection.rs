@@ -90,6 +90,16 @@ pub const PROJECTION_BATCH_EVENTS_MAX: usize = 4_096;
 /// batch's commit). A process has one projection store, so one lock suffices;
 /// `Batch::write` also refuses to commit over a position it did not start from.
 static CATCH_UP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Times a read of several records (`Projector::read_consistent`) is tried before it
+/// answers `ProjectionError::Busy`. A read is tried again when a batch's writes began
+/// while it ran; batches commit about once a second while serving, so a second attempt
+/// nearly always does, and the rest cover a burst of batches (a catch-up after a pause).
+pub const CONSISTENT_READ_ATTEMPTS_MAX: u32 = 4;
+/// How long an attempt of such a read waits for a batch's writes in progress to end
+/// before it counts as failed. A full batch's inserts (`PROJECTION_BATCH_EVENTS_MAX`
+/// events) take tens of milliseconds; a commit that failed among its writes leaves them
+/// torn until the next catch-up (`Projector::recover`), which a read does not wait for.
+pub const WRITES_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -117,6 +127,14 @@ pub enum ProjectionError {
         "the projections are at stream sequence {position}, past the log's end at {end}: the log was restored or lost its tail; rebuild them (ansinh projections rebuild)"
     )]
     AheadOfLog { position: u64, end: u64 },
+    /// A read of several records found a batch's writes going in at each of its
+    /// attempts (`Projector::read_consistent`), or the trees torn by a commit that failed
+    /// until the next catch-up completes it: nothing is wrong with the request; ask
+    /// again in a moment.
+    #[error(
+        "the projections were being written during each of {attempts} attempts to read them; retry"
+    )]
+    Busy { attempts: u32 },
 }
 
 /// Per-partition summary.
@@ -259,12 +277,19 @@ impl Drop for Committer {
 /// (`Projector::recover`); until then a catch-up must not start from the position, which
 /// is still the one before that batch.
 ///
-/// A sequence, odd while a batch's writes are going in or were left torn, moved only by
-/// one writer at a time: the commits, one at a time in order, and `clear` and `recover`,
-/// under the catch-up lock.
+/// It is also what lets a read of several records see one state of the trees
+/// (`Projector::read_consistent`): a sequence lock. The sequence is odd while a batch's
+/// writes are going in or were left torn, and moves only by one writer at a time (the
+/// commits, one at a time in order, and `clear` and `recover` under the catch-up lock).
+/// A reader starts at an even sequence and keeps what it read only if the sequence has
+/// not moved since.
 #[derive(Default)]
 struct Writes {
     sequence: std::sync::atomic::AtomicU64,
+    /// Taken to end writes and to wait for that: never held while they go in, so a
+    /// reader never holds up a commit.
+    ended_lock: std::sync::Mutex<()>,
+    ended: std::sync::Condvar,
 }
 
 impl Writes {
@@ -281,9 +306,40 @@ impl Writes {
 
     /// The trees hold whole batches again.
     fn end(&self) {
+        // Under the lock a waiting reader checks the sequence under: it cannot miss the
+        // wake-up between its check and its wait.
+        let _ended = self.ended_lock.lock().unwrap_or_else(|p| p.into_inner());
         if self.sequence.load(Ordering::SeqCst) % 2 == 1 {
             self.sequence.fetch_add(1, Ordering::SeqCst);
         }
+        self.ended.notify_all();
+    }
+
+    /// The sequence a read may start at: even, once the writes going in have ended,
+    /// waited for at most `wait`; `None` if they are still going in then.
+    fn read_start(&self, wait: std::time::Duration) -> Option<u64> {
+        let even = |s: u64| (s % 2 == 0).then_some(s);
+        if let Some(s) = even(self.sequence.load(Ordering::SeqCst)) {
+            return Some(s);
+        }
+        off_the_workers(|| {
+            let ended = self.ended_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let (_ended, _) = self
+                .ended
+                .wait_timeout_while(ended, wait, |_| {
+                    self.sequence.load(Ordering::SeqCst) % 2 == 1
+                })
+                .unwrap_or_else(|p| p.into_inner());
+            even(self.sequence.load(Ordering::SeqCst))
+        })
+    }
+
+    /// Whether no write started since the read that began at sequence `start`: then
+    /// every record it read is of the state that sequence closed.
+    fn unchanged_since(&self, start: u64) -> bool {
+        // The reads before are not moved after the check.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.sequence.load(Ordering::SeqCst) == start
     }
 
     /// Whether a batch's writes started and did not end. Outside a commit (under the
@@ -387,6 +443,10 @@ pub enum Crash {
     BeforeCommit,
     /// The batch's journal record and marker are written, and half its writes.
     InsideCommit,
+    /// The batch's journal record and marker are written, and its writes before the
+    /// first view record whose key starts with this: what a reader sees while the
+    /// commit's inserts reach that record.
+    InsideCommitBefore(&'static str),
 }
 
 /// Runs a batch's commit, which holds its thread for milliseconds (longer when sled
@@ -706,6 +766,32 @@ impl Projector {
         }
         self.writes.end();
         Ok(())
+    }
+
+    /// Runs `read`, a read of several records, until no batch's writes went in while it
+    /// ran, at most `CONSISTENT_READ_ATTEMPTS_MAX` times, then answers
+    /// `ProjectionError::Busy`. A batch's commit is plain inserts one by one (ADR 0016),
+    /// so reads apart can see part of a batch: an instruction still pending on its issue
+    /// day and already settled on a later one, a household listing a loan whose record is
+    /// not in yet. A read that only ever takes one record needs none of this.
+    pub fn read_consistent<T, E: From<ProjectionError>>(
+        &self,
+        mut read: impl FnMut() -> Result<T, E>,
+    ) -> Result<T, E> {
+        for _ in 0..CONSISTENT_READ_ATTEMPTS_MAX {
+            let Some(start) = self.writes.read_start(WRITES_WAIT_MAX) else {
+                continue;
+            };
+            let result = read();
+            // An error too may come of a half batch (a record missing its partner).
+            if self.writes.unchanged_since(start) {
+                return result;
+            }
+        }
+        Err(ProjectionError::Busy {
+            attempts: CONSISTENT_READ_ATTEMPTS_MAX,
+        }
+        .into())
     }
 
     /// The last applied event (`Position::START` when nothing is applied).
@@ -1101,6 +1187,18 @@ impl Projector {
         as_of: NaiveDate,
         pending_days: u32,
     ) -> Result<Option<BTreeMap<GatewayId, GatewayDay>>, ProjectionError> {
+        self.read_consistent(|| self.reconciliation_day_read(partition, date, as_of, pending_days))
+    }
+
+    /// `reconciliation_day` as its records are read, for a caller that reads several
+    /// days as one state (`read_consistent` around them all).
+    pub(crate) fn reconciliation_day_read(
+        &self,
+        partition: &str,
+        date: NaiveDate,
+        as_of: NaiveDate,
+        pending_days: u32,
+    ) -> Result<Option<BTreeMap<GatewayId, GatewayDay>>, ProjectionError> {
         let progress: ReconcileProgress = self
             .view(&views::reconcile_progress_key(partition))?
             .unwrap_or_default();
@@ -1146,15 +1244,6 @@ impl Projector {
             for day in days.values_mut() {
                 day.pending_overdue_ids.sort_unstable();
             }
-        }
-        // A batch committed during the scans inserts its day and pending lines before its
-        // progress record (keys in order): lines dated after `as_of` may have been read
-        // although the progress read first allowed the report. Read it again.
-        let after: ReconcileProgress = self
-            .view(&views::reconcile_progress_key(partition))?
-            .unwrap_or_default();
-        if after != progress && after.latest.is_some_and(|latest| latest > as_of) {
-            return Ok(None);
         }
         Ok(Some(days))
     }
@@ -1683,8 +1772,20 @@ impl Batch<'_> {
             writes.start();
             meta.insert(KEY_JOURNAL, marker.encode().as_slice())?;
             let trees = [&meta, &summary, &view];
-            if crash == Some(Crash::InsideCommit) {
-                journal::apply_some(&record, &trees, record.writes().count() / 2)?;
+            let stop = match crash {
+                Some(Crash::InsideCommit) => Some(record.writes().count() / 2),
+                Some(Crash::InsideCommitBefore(prefix)) => Some(
+                    record
+                        .writes()
+                        .position(|w| {
+                            matches!(w, Ok((VIEWS, key, _)) if key.starts_with(prefix.as_bytes()))
+                        })
+                        .expect("the test hook names a view record the batch writes"),
+                ),
+                Some(Crash::BeforeCommit) | None => None,
+            };
+            if let Some(writes) = stop {
+                journal::apply_some(&record, &trees, writes)?;
                 return Err(ProjectionError::Corrupt(
                     "commit stopped inside its writes by the test hook".into(),
                 ));
