@@ -5,6 +5,8 @@
 //! trail reads the same however the log was batched into runs.
 
 mod common;
+#[path = "common_domain/mod.rs"]
+mod loan_fixtures;
 #[path = "common_payments/mod.rs"]
 mod payments_fixtures;
 
@@ -835,4 +837,191 @@ async fn a_reconciliation_never_counts_an_instruction_in_two_states() {
         ),
         (u64::from(PEOPLE), 0)
     );
+}
+
+/// Household `loan_fixtures::hh()` (commune 0100101) registered, then the payloads of
+/// its loan commands decided in order by the loan domain, one payload a command: what
+/// the book appends for them.
+fn registered_then(
+    commands: &[ansinh::domain::loans::Command],
+) -> Vec<ansinh::proto::envelope::Payload> {
+    use ansinh::domain::loans::{LoanBook, apply, decide};
+    use ansinh::proto::{self, envelope::Payload};
+    let mut payloads = vec![Payload::HouseholdRegistered(proto::HouseholdRegistered {
+        household_id: loan_fixtures::hh().to_string(),
+        commune_code: "0100101".into(),
+        area: "rural".into(),
+        members: 3,
+        registered_on: "2025-01-01".into(),
+        ..Default::default()
+    })];
+    let mut book = LoanBook::default();
+    for command in commands {
+        let events = decide(&book, command.clone()).unwrap();
+        for e in &events {
+            apply(&mut book, e);
+        }
+        payloads.push(match events.as_slice() {
+            [
+                ansinh::domain::loans::Event {
+                    body:
+                        ansinh::domain::loans::EventBody::HouseholdClassified {
+                            decision,
+                            escaped_until,
+                        },
+                    ..
+                },
+            ] => Payload::EligibilityDecided(ansinh::book::codec::decided_to_proto(
+                decision,
+                *escaped_until,
+            )),
+            _ => ansinh::book::codec::loan_payload(&events).unwrap(),
+        });
+    }
+    payloads
+}
+
+/// Appends `payloads` to partition 01 in order, each naming the household and its
+/// commune, as a credit officer's.
+async fn append_loan_payloads(
+    ledger: &Ledger,
+    key: &str,
+    payloads: impl IntoIterator<Item = ansinh::proto::envelope::Payload>,
+) {
+    for (n, payload) in payloads.into_iter().enumerate() {
+        let actor = ansinh::proto::Actor {
+            id: "officer-1".into(),
+            role: "credit_officer".into(),
+            unit: "0100101".into(),
+        };
+        let subjects = vec![
+            format!("household:{}", loan_fixtures::hh()),
+            "commune:0100101".into(),
+        ];
+        append_01(ledger, &format!("{key}-{n}"), actor, subjects, payload).await;
+    }
+}
+
+/// A commune's months are read with its portfolio as one state: a batch of repayments
+/// half written (the months' changes in, the portfolio not yet) reads as busy, never as
+/// months closing on a portfolio that does not hold their changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_communes_months_are_read_with_the_portfolio_they_close_on() {
+    use loan_fixtures::{POOR3, approve, classify, disburse, repay};
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    // Lent in January; a repayment a month, February to December: eleven months'
+    // records in one batch.
+    let mut commands = vec![
+        classify("2025-01-02", 1_200_000, POOR3, 2025),
+        approve("2025-01-05", "POOR_HOUSEHOLD", 12_000_000, 12),
+        disburse("2025-01-10", 1, 12_000_000),
+    ];
+    for month in 2..=12 {
+        commands.push(repay(
+            &format!("2025-{month:02}-10"),
+            1,
+            rust_decimal::Decimal::from(1_000_000),
+        ));
+    }
+    let mut payloads = registered_then(&commands);
+    let repayments = payloads.split_off(4);
+    append_loan_payloads(&ledger, "lend", payloads).await;
+    let mut stream = stream_of(&config).await;
+    let lent_end = reader::last_stream_sequence(&mut stream).await.unwrap();
+    append_loan_payloads(&ledger, "repay", repayments).await;
+    let end = reader::last_stream_sequence(&mut stream).await.unwrap();
+
+    let store = tempfile::tempdir().unwrap();
+    let db = sled::open(store.path()).unwrap();
+    let projector = Projector::open(&db, store.path()).unwrap();
+    projector
+        .catch_up_to(&mut stream, &config, lent_end)
+        .await
+        .unwrap();
+    let before = projector.commune_months("0100101", 24).unwrap();
+    assert_eq!(before.len(), 1);
+
+    let stopped = projector
+        .catch_up_crashing(
+            &mut stream,
+            &config,
+            end,
+            Some((1, Crash::InsideCommitBefore("commune/"))),
+        )
+        .await;
+    assert!(stopped.is_err(), "{stopped:?}");
+    let torn = projector.commune_months("0100101", 24);
+    if let Ok(months) = &torn {
+        assert_eq!(months, &before, "months of a half-written batch");
+    }
+    assert_busy(torn, "a commune's months");
+
+    projector
+        .catch_up_to(&mut stream, &config, end)
+        .await
+        .unwrap();
+    let after = projector.commune_months("0100101", 24).unwrap();
+    assert_eq!(after.len(), 12);
+    // The month the loan was lent closes on what was lent, as before the repayments.
+    assert_eq!(after[0], before[0]);
+}
+
+/// A household is read with the records of the loans it lists as one state: a batch
+/// that approved a loan, half written (the household's record listing it in, the loan's
+/// record not yet), reads as busy, never as a household whose loan is left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_household_is_read_with_every_loan_it_lists() {
+    use loan_fixtures::{POOR3, approve, classify};
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    let mut payloads = registered_then(&[
+        classify("2025-01-02", 1_200_000, POOR3, 2025),
+        approve("2025-01-05", "POOR_HOUSEHOLD", 12_000_000, 12),
+    ]);
+    let approval = payloads.split_off(2);
+    append_loan_payloads(&ledger, "registered", payloads).await;
+    let mut stream = stream_of(&config).await;
+    let registered_end = reader::last_stream_sequence(&mut stream).await.unwrap();
+    append_loan_payloads(&ledger, "approved", approval).await;
+    let end = reader::last_stream_sequence(&mut stream).await.unwrap();
+    let household = loan_fixtures::hh().to_string();
+    let household = household.as_str();
+
+    let store = tempfile::tempdir().unwrap();
+    let db = sled::open(store.path()).unwrap();
+    let projector = Projector::open(&db, store.path()).unwrap();
+    projector
+        .catch_up_to(&mut stream, &config, registered_end)
+        .await
+        .unwrap();
+    let before = projector.household_records(household).unwrap().unwrap();
+    assert!(before.view.loans.is_empty());
+
+    let stopped = projector
+        .catch_up_crashing(
+            &mut stream,
+            &config,
+            end,
+            Some((1, Crash::InsideCommitBefore("loan/"))),
+        )
+        .await;
+    assert!(stopped.is_err(), "{stopped:?}");
+    let torn = projector.household_records(household);
+    if let Ok(Some(records)) = &torn {
+        assert_eq!(
+            records.loans.len(),
+            records.view.loans.len(),
+            "a listed loan left out: {records:?}"
+        );
+    }
+    assert_busy(torn, "a household");
+
+    projector
+        .catch_up_to(&mut stream, &config, end)
+        .await
+        .unwrap();
+    let after = projector.household_records(household).unwrap().unwrap();
+    assert_eq!(after.view.loans.len(), 1);
+    assert_eq!(after.loans.len(), 1);
 }

@@ -181,12 +181,17 @@ pub fn household_received_projected(
     projector: &crate::projection::Projector,
     household: &crate::domain::ids::HouseholdId,
 ) -> Result<Vec<ReceivedLine>, crate::projection::ProjectionError> {
-    Ok(projector
-        .received(household.as_str())?
+    Ok(received_lines(projector.received(household.as_str())?))
+}
+
+/// The lines of what a household received, from its projected totals
+/// (`Projector::received`): one a month and channel that moved money.
+pub fn received_lines(received: Vec<(String, String, reconcile::Received)>) -> Vec<ReceivedLine> {
+    received
         .into_iter()
         .filter(|(_, _, r)| r.settled.count + r.returned.count > 0)
         .map(|(month, channel, r)| ReceivedLine::new(month, channel, &r))
-        .collect())
+        .collect()
 }
 
 impl ReceivedLine {

@@ -171,6 +171,16 @@ pub const HISTORY_PAGE_LINES_DEFAULT: usize = 100;
 /// The most lines a page of a household's history may hold.
 pub const HISTORY_PAGE_LINES_MAX: usize = 500;
 
+/// A household's records as its page shows them (`Projector::household_records`).
+#[derive(Debug)]
+pub struct HouseholdRecords {
+    pub view: HouseholdView,
+    /// The loans the view lists, in its order, each with the partition that holds it.
+    pub loans: Vec<(String, Loan)>,
+    /// What the household received, as `Projector::received` gives it.
+    pub received: Vec<(String, String, crate::domain::payments::reconcile::Received)>,
+}
+
 /// One page of a household's history, oldest first within each partition, and whether
 /// more lines follow it.
 #[derive(Debug)]
@@ -1373,6 +1383,42 @@ impl Projector {
             }))
     }
 
+    /// A household's view, the record of each loan it lists and what it received: what
+    /// the household's page (`GET /v1/households/{id}`, `household show`) shows, read as
+    /// one state (`read_consistent`). The batch that approves a loan inserts the
+    /// household's record, which lists it, before the loan's record: read apart, the
+    /// household could list a loan whose record is not there yet.
+    pub fn household_records(&self, id: &str) -> Result<Option<HouseholdRecords>, ProjectionError> {
+        self.read_consistent(|| self.household_records_read(id))
+    }
+
+    fn household_records_read(
+        &self,
+        id: &str,
+    ) -> Result<Option<HouseholdRecords>, ProjectionError> {
+        let Some(view) = self.household(id)? else {
+            return Ok(None);
+        };
+        let mut loans = Vec::with_capacity(view.loans.len());
+        for reference in &view.loans {
+            let (partition, number) = crate::book::parse_loan_ref(reference)
+                .ok_or_else(|| corrupt(&format!("household {id} lists loan {reference:?}")))?;
+            // Written in the same batch as the reference, and before it is read here.
+            let loan = self.loan(&partition, number)?.ok_or_else(|| {
+                corrupt(&format!(
+                    "household {id} lists loan {reference} without its record"
+                ))
+            })?;
+            loans.push((partition, loan));
+        }
+        let received = self.received(id)?;
+        Ok(Some(HouseholdRecords {
+            view,
+            loans,
+            received,
+        }))
+    }
+
     pub fn household(&self, id: &str) -> Result<Option<HouseholdView>, ProjectionError> {
         let record: Option<HouseholdRecord> = self.view(&views::household_key(id))?;
         Ok(record.map(|r| r.view))
@@ -1400,12 +1446,33 @@ impl Projector {
     }
 
     /// A commune's last `max` months with loan activity, oldest first: one reverse
-    /// prefix scan of `max` keys, whatever the commune's age.
+    /// prefix scan of `max` keys, whatever the commune's age (`commune_and_months`).
     pub fn commune_months(
         &self,
         commune: &str,
         max: usize,
     ) -> Result<Vec<views::CommuneMonthView>, ProjectionError> {
+        Ok(self.commune_and_months(commune, max)?.1)
+    }
+
+    /// A commune's portfolio and its last `max` months with loan activity, oldest
+    /// first, read as one state (`read_consistent`): the months' balances are worked back
+    /// from the portfolio, and a batch inserts a commune's months before its portfolio,
+    /// so read apart the months could close on a portfolio that does not hold their
+    /// changes yet.
+    pub fn commune_and_months(
+        &self,
+        commune: &str,
+        max: usize,
+    ) -> Result<(Option<CommunePortfolio>, Vec<views::CommuneMonthView>), ProjectionError> {
+        self.read_consistent(|| self.commune_and_months_read(commune, max))
+    }
+
+    fn commune_and_months_read(
+        &self,
+        commune: &str,
+        max: usize,
+    ) -> Result<(Option<CommunePortfolio>, Vec<views::CommuneMonthView>), ProjectionError> {
         let stored = self
             .views
             .scan_prefix(views::commune_month_prefix(commune))
@@ -1416,8 +1483,10 @@ impl Projector {
             .collect::<Result<Vec<views::CommuneMonth>, _>>()?;
         // Newest first: the latest month closes on the portfolio as it stands (no event
         // is dated after today), each earlier one on the next one's less its changes.
-        let folio = self.commune(commune)?.unwrap_or_default();
-        let (mut outstanding, mut overdue) = (folio.outstanding, folio.overdue);
+        let folio = self.commune(commune)?;
+        let (mut outstanding, mut overdue) = folio
+            .as_ref()
+            .map_or_else(Default::default, |f| (f.outstanding, f.overdue));
         let mut months = Vec::with_capacity(stored.len());
         for m in stored {
             months.push(views::CommuneMonthView {
@@ -1431,7 +1500,7 @@ impl Projector {
             overdue -= m.overdue_change;
         }
         months.reverse();
-        Ok(months)
+        Ok((folio, months))
     }
 
     pub fn commune(&self, commune: &str) -> Result<Option<CommunePortfolio>, ProjectionError> {
