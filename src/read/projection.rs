@@ -2047,6 +2047,61 @@ mod tests {
         assert_eq!(staged.get("f").unwrap().as_deref(), Some(&b"older"[..]));
     }
 
+    /// A read starts only between batches, and is kept only if no batch's writes began
+    /// while it ran, even ones that ended before it did.
+    #[test]
+    fn a_read_is_kept_only_if_no_batch_was_written_while_it_ran() {
+        let writes = Writes::default();
+        let start = writes.read_start(std::time::Duration::ZERO).unwrap();
+        assert!(writes.unchanged_since(start));
+        writes.start();
+        writes.end();
+        assert!(!writes.unchanged_since(start));
+        // While a batch's writes go in (or were left torn), no read starts.
+        writes.start();
+        assert!(writes.torn());
+        assert_eq!(writes.read_start(std::time::Duration::ZERO), None);
+        // A torn batch being completed stays torn until it is whole.
+        writes.start();
+        assert!(writes.torn());
+        writes.end();
+        let after = writes.read_start(std::time::Duration::ZERO).unwrap();
+        assert!(writes.unchanged_since(after));
+        assert_ne!(after, start);
+    }
+
+    /// A read that a write overlaps is read again; one that every attempt sees
+    /// overlapped answers busy.
+    #[test]
+    fn a_read_overlapped_by_writes_is_tried_again_then_answers_busy() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let projector = Projector::scratch(&db).unwrap();
+        let mut attempts = 0;
+        let read = projector.read_consistent(|| {
+            attempts += 1;
+            if attempts == 1 {
+                projector.clear()?;
+            }
+            Ok::<_, ProjectionError>(attempts)
+        });
+        assert_eq!(read.unwrap(), 2);
+        let mut attempts = 0;
+        let read = projector.read_consistent(|| {
+            attempts += 1;
+            projector.clear()
+        });
+        assert!(
+            matches!(
+                read,
+                Err(ProjectionError::Busy {
+                    attempts: CONSISTENT_READ_ATTEMPTS_MAX
+                })
+            ),
+            "{read:?}"
+        );
+        assert_eq!(attempts, CONSISTENT_READ_ATTEMPTS_MAX);
+    }
+
     #[test]
     fn a_position_inside_a_frame_resumes_inside_it_and_covers_exactly_what_was_applied() {
         // Applied through event 1 of the frame at stream sequence 7 (events 0..=3).
