@@ -1,8 +1,11 @@
 //! Projections applied in batches against a real nats-server: a commit that fails inside
 //! a batch (what a crash before it leaves) writes nothing of the batch, and one stopped
-//! inside its writes is completed from its journal record when the store opens; catching
-//! up again gives exactly the projections of a clean rebuild: every event applied once. A
-//! trail reads the same however the log was batched into runs.
+//! inside its writes is completed from its journal record when the store opens, or by the
+//! same projector's next catch-up; catching up again gives exactly the projections of a
+//! clean rebuild: every event applied once. A trail reads the same however the log was
+//! batched into runs. Reads of several records (a reconciliation, a commune's months, a
+//! household with its loans) never show part of a batch: while one is half written they
+//! answer busy.
 
 mod common;
 #[path = "common_domain/mod.rs"]
