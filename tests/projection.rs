@@ -1,14 +1,23 @@
 //! Projections applied in batches against a real nats-server: a commit that fails inside
 //! a batch (what a crash before it leaves) writes nothing of the batch, and one stopped
-//! inside its writes is completed from its journal record when the store opens; catching
-//! up again gives exactly the projections of a clean rebuild: every event applied once. A
-//! trail reads the same however the log was batched into runs.
+//! inside its writes is completed from its journal record when the store opens, or by the
+//! same projector's next catch-up; catching up again gives exactly the projections of a
+//! clean rebuild: every event applied once. A trail reads the same however the log was
+//! batched into runs. Reads of several records (a reconciliation, a commune's months, a
+//! household with its loans) never show part of a batch: while one is half written they
+//! answer busy.
 
 mod common;
+#[path = "common_domain/mod.rs"]
+mod loan_fixtures;
+#[path = "common_payments/mod.rs"]
+mod payments_fixtures;
 
 use ansinh::log::reader;
 use ansinh::log::{Ledger, LogConfig};
-use ansinh::projection::{Crash, PROJECTION_BATCH_EVENTS_MAX, Projector, TRAIL_RUN_LINES_MAX};
+use ansinh::projection::{
+    Crash, PROJECTION_BATCH_EVENTS_MAX, ProjectionError, Projector, TRAIL_RUN_LINES_MAX,
+};
 use common::*;
 use std::io::Write as _;
 
@@ -196,6 +205,41 @@ async fn a_batch_stopped_inside_its_writes_is_completed_from_its_journal_on_open
         .unwrap();
     assert_eq!(replayed, t.total as u64);
     assert_eq!(projector.fingerprint().unwrap(), clean);
+}
+
+/// A commit that stops among its writes (an error the process goes on after, not a
+/// crash) leaves the trees holding part of its batch and the position before it. The
+/// same projector's next catch-up first completes that batch from its journal record, as
+/// opening the store would, then goes on from its end: every event applied once, the
+/// trail's runs of the completed batch readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_stopped_inside_its_writes_is_completed_by_the_next_catch_up_in_place() {
+    let mut t = three_batches().await;
+    let projector = Projector::open(&t.db, t.store.path()).unwrap();
+    let first_batch = PROJECTION_BATCH_EVENTS_MAX as u64;
+    let stopped = projector
+        .catch_up_crashing(
+            &mut t.stream,
+            &t.config,
+            t.end,
+            Some((first_batch + 10, Crash::InsideCommit)),
+        )
+        .await;
+    assert!(stopped.is_err(), "{stopped:?}");
+    let rest = projector
+        .catch_up_to(&mut t.stream, &t.config, t.end)
+        .await
+        .unwrap();
+    assert_eq!(rest, t.total as u64 - 2 * first_batch);
+    assert_eq!(applied(&projector), t.total as u64);
+    assert_eq!(
+        projector.fingerprint().unwrap(),
+        clean_fingerprint(&t.config, t.total).await
+    );
+    // Every subject's trail holds its event once.
+    for n in [7, 4100, 12300] {
+        assert_eq!(projector.trail(&format!("note:n{n}")).unwrap().len(), 1);
+    }
 }
 
 /// A subject's trail lines from one batch are stored together (runs of at most
@@ -615,4 +659,372 @@ async fn projections_past_the_logs_end_refuse_to_catch_up() {
         "{refused:?}"
     );
     assert_eq!(applied(&projector), 20);
+}
+
+/// Appends `payload` to partition 01 as it is, in order (the caller awaits each).
+async fn append_01(
+    ledger: &Ledger,
+    key: &str,
+    actor: ansinh::proto::Actor,
+    subjects: Vec<String>,
+    payload: ansinh::proto::envelope::Payload,
+) {
+    ledger
+        .append_unchecked(ansinh::log::Draft {
+            actor,
+            subjects,
+            payload,
+            ..note("01", key, "")
+        })
+        .await
+        .unwrap();
+}
+
+/// Appends decided payment events to partition 01 as the book records them, under the
+/// actor each names.
+async fn append_payments(ledger: &Ledger, events: &[ansinh::domain::payments::Event]) {
+    use ansinh::domain::payments::Actor;
+    for (n, event) in events.iter().enumerate() {
+        let (payload, subjects) = ansinh::book::payments::payload_of(event, None);
+        let actor = match &event.actor {
+            Actor::Officer(id) => ansinh::proto::Actor {
+                id: id.to_string(),
+                role: "branch_manager".into(),
+                unit: "01".into(),
+            },
+            Actor::Gateway(id) => ansinh::proto::Actor {
+                id: id.to_string(),
+                role: ansinh::book::payments::GATEWAY_ROLE.into(),
+                unit: String::new(),
+            },
+        };
+        append_01(
+            ledger,
+            &format!("pay-{}-{n}", event.id),
+            actor,
+            subjects,
+            payload,
+        )
+        .await;
+    }
+}
+
+/// Whether `read`, a read the projections answered while a batch's writes were half
+/// in, is one they must give: a busy answer (read again later), never the half batch.
+fn assert_busy<T: std::fmt::Debug>(read: Result<T, ProjectionError>, what: &str) {
+    assert!(
+        matches!(read, Err(ProjectionError::Busy { .. })),
+        "{what} read while a batch was half written: {read:?}"
+    );
+}
+
+/// A reconciliation read while a batch of settlements is half written either answers
+/// busy or shows whole batches: never an instruction both pending and settled. Here the
+/// batch's commit stops after its day lines (the settlements counted on their day) and
+/// before the pending lines it removes, which is what a reader sees while those inserts
+/// go in. Once the next catch-up has completed the batch, the range reads whole again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconciliation_never_counts_an_instruction_in_two_states() {
+    use ansinh::domain::payments::instructions::Outcome;
+    use ansinh::domain::payments::{Actor, Command, CommandKind};
+    use ansinh::payments_report::reconciliation_range;
+    use payments_fixtures as pay;
+    const PEOPLE: u32 = 20;
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    let mut issuing = vec![pay::allocate(
+        "2026-11-20",
+        pay::COMMUNE,
+        "2026-12",
+        100_000_000,
+    )];
+    for n in 1..=PEOPLE {
+        issuing.push(pay::grant(
+            "2026-11-20",
+            n,
+            "2026-12",
+            pay::terms(pay::ELDERLY_POOR, pay::bank(), None),
+        ));
+    }
+    issuing.push(pay::run("2026-12-01", "2026-12", None));
+    let issued = pay::history(&issuing);
+    let settling: Vec<Command> = (1..=PEOPLE)
+        .map(|n| {
+            let mut post = pay::Post::new(
+                pay::BANK,
+                "pay:1:2026-12:1",
+                Outcome::Settled,
+                "T",
+                pay::AMOUNT,
+            )
+            .of(n)
+            .body();
+            post.instruction =
+                ansinh::domain::payments::ids::InstructionRef::parse(&format!("pay:{n}:2026-12:1"))
+                    .unwrap();
+            post.gateway_txn =
+                ansinh::domain::payments::ids::GatewayTxnId::parse(&format!("T{n}")).unwrap();
+            Command {
+                actor: Actor::Gateway(pay::gw(pay::BANK)),
+                effective: pay::d("2026-12-20"),
+                kind: CommandKind::Post(post),
+            }
+        })
+        .collect();
+    let settled = pay::history_from(&issued, &settling);
+    append_payments(&ledger, &issued).await;
+    let mut stream = stream_of(&config).await;
+    let issued_end = reader::last_stream_sequence(&mut stream).await.unwrap();
+    append_payments(&ledger, &settled[issued.len()..]).await;
+    let end = reader::last_stream_sequence(&mut stream).await.unwrap();
+
+    let store = tempfile::tempdir().unwrap();
+    let db = sled::open(store.path()).unwrap();
+    let projector = Projector::open(&db, store.path()).unwrap();
+    let (from, to, as_of) = (
+        pay::d("2026-12-01"),
+        pay::d("2026-12-31"),
+        pay::d("2026-12-31"),
+    );
+    let range = |p: &Projector| reconciliation_range(p, "01", from, to, as_of, 10);
+    // Whole: no instruction counted in two states, nor in more than its day lists.
+    let assert_whole = |r: &ansinh::payments_report::ReconciliationRange| {
+        let t = &r.totals;
+        let answered = t.settled.count + t.failed.count + t.timed_out.count + t.cancelled.count;
+        assert!(
+            answered + t.pending_overdue.count <= t.instructed.count,
+            "an instruction counted in two states: {t:?}"
+        );
+    };
+    projector
+        .catch_up_to(&mut stream, &config, issued_end)
+        .await
+        .unwrap();
+    let before = range(&projector).unwrap();
+    assert_whole(&before);
+    assert_eq!(before.totals.pending_overdue.count, u64::from(PEOPLE));
+
+    let stopped = projector
+        .catch_up_crashing(
+            &mut stream,
+            &config,
+            end,
+            Some((1, Crash::InsideCommitBefore("rpend/"))),
+        )
+        .await;
+    assert!(stopped.is_err(), "{stopped:?}");
+    let torn = range(&projector);
+    if let Ok(r) = &torn {
+        assert_whole(r);
+    }
+    let torn = torn.map_err(|e| match e {
+        ansinh::payments_report::RangeError::Projection(e) => e,
+        refused => panic!("{refused}"),
+    });
+    assert_busy(torn, "a reconciliation range");
+    assert_busy(
+        projector.reconciliation_day("01", from, as_of, 10),
+        "a reconciliation day",
+    );
+
+    projector
+        .catch_up_to(&mut stream, &config, end)
+        .await
+        .unwrap();
+    let after = range(&projector).unwrap();
+    assert_whole(&after);
+    assert_eq!(
+        (
+            after.totals.settled.count,
+            after.totals.pending_overdue.count
+        ),
+        (u64::from(PEOPLE), 0)
+    );
+}
+
+/// Household `loan_fixtures::hh()` (commune 0100101) registered, then the payloads of
+/// its loan commands decided in order by the loan domain, one payload a command: what
+/// the book appends for them.
+fn registered_then(
+    commands: &[ansinh::domain::loans::Command],
+) -> Vec<ansinh::proto::envelope::Payload> {
+    use ansinh::domain::loans::{LoanBook, apply, decide};
+    use ansinh::proto::{self, envelope::Payload};
+    let mut payloads = vec![Payload::HouseholdRegistered(proto::HouseholdRegistered {
+        household_id: loan_fixtures::hh().to_string(),
+        commune_code: "0100101".into(),
+        area: "rural".into(),
+        members: 3,
+        registered_on: "2025-01-01".into(),
+        ..Default::default()
+    })];
+    let mut book = LoanBook::default();
+    for command in commands {
+        let events = decide(&book, command.clone()).unwrap();
+        for e in &events {
+            apply(&mut book, e);
+        }
+        payloads.push(match events.as_slice() {
+            [
+                ansinh::domain::loans::Event {
+                    body:
+                        ansinh::domain::loans::EventBody::HouseholdClassified {
+                            decision,
+                            escaped_until,
+                        },
+                    ..
+                },
+            ] => Payload::EligibilityDecided(ansinh::book::codec::decided_to_proto(
+                decision,
+                *escaped_until,
+            )),
+            _ => ansinh::book::codec::loan_payload(&events).unwrap(),
+        });
+    }
+    payloads
+}
+
+/// Appends `payloads` to partition 01 in order, each naming the household and its
+/// commune, as a credit officer's.
+async fn append_loan_payloads(
+    ledger: &Ledger,
+    key: &str,
+    payloads: impl IntoIterator<Item = ansinh::proto::envelope::Payload>,
+) {
+    for (n, payload) in payloads.into_iter().enumerate() {
+        let actor = ansinh::proto::Actor {
+            id: "officer-1".into(),
+            role: "credit_officer".into(),
+            unit: "0100101".into(),
+        };
+        let subjects = vec![
+            format!("household:{}", loan_fixtures::hh()),
+            "commune:0100101".into(),
+        ];
+        append_01(ledger, &format!("{key}-{n}"), actor, subjects, payload).await;
+    }
+}
+
+/// A commune's months are read with its portfolio as one state: a batch of repayments
+/// half written (the months' changes in, the portfolio not yet) reads as busy, never as
+/// months closing on a portfolio that does not hold their changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_communes_months_are_read_with_the_portfolio_they_close_on() {
+    use loan_fixtures::{POOR3, approve, classify, disburse, repay};
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    // Lent in January; a repayment a month, February to December: eleven months'
+    // records in one batch.
+    let mut commands = vec![
+        classify("2025-01-02", 1_200_000, POOR3, 2025),
+        approve("2025-01-05", "POOR_HOUSEHOLD", 12_000_000, 12),
+        disburse("2025-01-10", 1, 12_000_000),
+    ];
+    for month in 2..=12 {
+        commands.push(repay(
+            &format!("2025-{month:02}-10"),
+            1,
+            rust_decimal::Decimal::from(1_000_000),
+        ));
+    }
+    let mut payloads = registered_then(&commands);
+    let repayments = payloads.split_off(4);
+    append_loan_payloads(&ledger, "lend", payloads).await;
+    let mut stream = stream_of(&config).await;
+    let lent_end = reader::last_stream_sequence(&mut stream).await.unwrap();
+    append_loan_payloads(&ledger, "repay", repayments).await;
+    let end = reader::last_stream_sequence(&mut stream).await.unwrap();
+
+    let store = tempfile::tempdir().unwrap();
+    let db = sled::open(store.path()).unwrap();
+    let projector = Projector::open(&db, store.path()).unwrap();
+    projector
+        .catch_up_to(&mut stream, &config, lent_end)
+        .await
+        .unwrap();
+    let before = projector.commune_months("0100101", 24).unwrap();
+    assert_eq!(before.len(), 1);
+
+    let stopped = projector
+        .catch_up_crashing(
+            &mut stream,
+            &config,
+            end,
+            Some((1, Crash::InsideCommitBefore("commune/"))),
+        )
+        .await;
+    assert!(stopped.is_err(), "{stopped:?}");
+    let torn = projector.commune_months("0100101", 24);
+    if let Ok(months) = &torn {
+        assert_eq!(months, &before, "months of a half-written batch");
+    }
+    assert_busy(torn, "a commune's months");
+
+    projector
+        .catch_up_to(&mut stream, &config, end)
+        .await
+        .unwrap();
+    let after = projector.commune_months("0100101", 24).unwrap();
+    assert_eq!(after.len(), 12);
+    // The month the loan was lent closes on what was lent, as before the repayments.
+    assert_eq!(after[0], before[0]);
+}
+
+/// A household is read with the records of the loans it lists as one state: a batch
+/// that approved a loan, half written (the household's record listing it in, the loan's
+/// record not yet), reads as busy, never as a household whose loan is left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_household_is_read_with_every_loan_it_lists() {
+    use loan_fixtures::{POOR3, approve, classify};
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    let mut payloads = registered_then(&[
+        classify("2025-01-02", 1_200_000, POOR3, 2025),
+        approve("2025-01-05", "POOR_HOUSEHOLD", 12_000_000, 12),
+    ]);
+    let approval = payloads.split_off(2);
+    append_loan_payloads(&ledger, "registered", payloads).await;
+    let mut stream = stream_of(&config).await;
+    let registered_end = reader::last_stream_sequence(&mut stream).await.unwrap();
+    append_loan_payloads(&ledger, "approved", approval).await;
+    let end = reader::last_stream_sequence(&mut stream).await.unwrap();
+    let household = loan_fixtures::hh().to_string();
+    let household = household.as_str();
+
+    let store = tempfile::tempdir().unwrap();
+    let db = sled::open(store.path()).unwrap();
+    let projector = Projector::open(&db, store.path()).unwrap();
+    projector
+        .catch_up_to(&mut stream, &config, registered_end)
+        .await
+        .unwrap();
+    let before = projector.household_records(household).unwrap().unwrap();
+    assert!(before.view.loans.is_empty());
+
+    let stopped = projector
+        .catch_up_crashing(
+            &mut stream,
+            &config,
+            end,
+            Some((1, Crash::InsideCommitBefore("loan/"))),
+        )
+        .await;
+    assert!(stopped.is_err(), "{stopped:?}");
+    let torn = projector.household_records(household);
+    if let Ok(Some(records)) = &torn {
+        assert_eq!(
+            records.loans.len(),
+            records.view.loans.len(),
+            "a listed loan left out: {records:?}"
+        );
+    }
+    assert_busy(torn, "a household");
+
+    projector
+        .catch_up_to(&mut stream, &config, end)
+        .await
+        .unwrap();
+    let after = projector.household_records(household).unwrap().unwrap();
+    assert_eq!(after.view.loans.len(), 1);
+    assert_eq!(after.loans.len(), 1);
 }

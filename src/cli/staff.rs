@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use ansinh::access::{self, Caller, Operation, Role};
 use ansinh::app::Runtime;
-use ansinh::book::{loan_ref, parse_loan_ref};
+use ansinh::book::loan_ref;
 use ansinh::chain::Partition;
 use ansinh::domain::eligibility::{Area, ClassificationInputs};
 use ansinh::domain::ids::{CitizenId, CommuneCode, HouseholdId};
@@ -997,20 +997,18 @@ async fn show_household(
     json: bool,
 ) -> Result<ExitCode, BoxError> {
     let projector = caught_up(runtime).await?;
-    let Some(view) = projector.household(h.as_str())? else {
+    let Some(records) = projector.household_records(h.as_str())? else {
         return Ok(super::not_found(json, "household", h.as_str()));
     };
+    let view = records.view;
     let as_of = as_of.unwrap_or_else(ansinh::clock::today);
-    let mut lines = Vec::new();
-    for r in &view.loans {
-        if let Some((p, n)) = parse_loan_ref(r) {
-            if let Some(loan) = projector.loan(&p, n)? {
-                lines.push(views::loan_line(&p, &loan, as_of));
-            }
-        }
-    }
+    let lines: Vec<_> = records
+        .loans
+        .iter()
+        .map(|(p, loan)| views::loan_line(p, loan, as_of))
+        .collect();
     let page = projector.household_history(h.as_str(), history_page, history_lines)?;
-    let assistance = ansinh::payments_report::household_received_projected(&projector, h)?;
+    let assistance = ansinh::payments_report::received_lines(records.received);
     if json {
         println!(
             "{}",

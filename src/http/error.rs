@@ -15,8 +15,9 @@
 //!   (`Overpayment`: more than is owed; `DisbursementOverApproved`; `AmountOverCap`),
 //!   but a corrected value would pass. Also `IdempotencyKeyReused`, and a reason that
 //!   reads as nothing (`BlankText`, under the book's own kind for an empty one).
-//! - 413 body too large, 415 not JSON, 503 ledger unavailable or request timed out
-//!   (retry with the same `Idempotency-Key`), 500 a defect.
+//! - 413 body too large, 415 not JSON, 503 ledger unavailable, request timed out or
+//!   the projections busy being written (retry with the same `Idempotency-Key`), 500 a
+//!   defect.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -523,6 +524,8 @@ impl From<ProjectionError> for ApiError {
     fn from(e: ProjectionError) -> Self {
         match e {
             ProjectionError::Nats(m) => ApiError::Unavailable(m),
+            // Nothing wrong with the request: a moment later the read sees whole batches.
+            e @ ProjectionError::Busy { .. } => ApiError::Unavailable(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -563,6 +566,15 @@ mod tests {
             rejection_status(&Rejection::UnknownLoan { loan: 1 }),
             StatusCode::NOT_FOUND
         );
+    }
+
+    #[test]
+    fn projections_busy_being_written_say_when_to_retry() {
+        let busy = ApiError::from(ProjectionError::Busy { attempts: 4 });
+        assert_eq!(busy.kind(), "LedgerUnavailable");
+        let response = busy.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "1");
     }
 
     #[test]

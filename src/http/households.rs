@@ -13,7 +13,6 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::access::{self, Caller, Operation};
-use crate::book::parse_loan_ref;
 use crate::domain::Rejection;
 use crate::domain::eligibility::{Area, ClassificationInputs};
 use crate::domain::ids::HouseholdId;
@@ -330,26 +329,21 @@ pub async fn read_household<'a>(
 ) -> Result<HouseholdRead<'a>, ApiError> {
     access::authorize(caller, Operation::Read, h.commune().as_str())?;
     let projector = api.projector_after(after).await?;
-    let view =
-        projector
-            .household(h.as_str())?
-            .ok_or_else(|| Rejection::HouseholdNotRegistered {
-                household: h.to_string(),
-            })?;
-    let mut loans = Vec::with_capacity(view.loans.len());
-    for reference in &view.loans {
-        if let Some((p, n)) = parse_loan_ref(reference) {
-            if let Some(loan) = projector.loan(&p, n)? {
-                loans.push((views::loan_line(&p, &loan, as_of), loan));
-            }
+    let records = projector.household_records(h.as_str())?.ok_or_else(|| {
+        Rejection::HouseholdNotRegistered {
+            household: h.to_string(),
         }
-    }
-    let assistance = crate::payments_report::household_received_projected(projector, h)?;
+    })?;
+    let loans = records
+        .loans
+        .into_iter()
+        .map(|(p, loan)| (views::loan_line(&p, &loan, as_of), loan))
+        .collect();
     Ok(HouseholdRead {
         projector,
-        view,
+        view: records.view,
         loans,
-        assistance,
+        assistance: crate::payments_report::received_lines(records.received),
     })
 }
 

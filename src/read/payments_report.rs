@@ -106,12 +106,24 @@ fn reconcile_projected(
     pending_days: u32,
     days_of: impl Fn(&str) -> Result<Vec<NaiveDate>, ProjectionError>,
 ) -> Result<Option<Reconciliations>, ProjectionError> {
+    // Every day of every partition as one state of the projections: a batch committed
+    // between two days could move an instruction from one day's pending lines to a later
+    // day's results.
+    projector.read_consistent(|| reconcile_projected_read(projector, as_of, pending_days, &days_of))
+}
+
+fn reconcile_projected_read(
+    projector: &Projector,
+    as_of: NaiveDate,
+    pending_days: u32,
+    days_of: &impl Fn(&str) -> Result<Vec<NaiveDate>, ProjectionError>,
+) -> Result<Option<Reconciliations>, ProjectionError> {
     let mut all = BTreeMap::new();
     for partition in projector.summaries()?.into_keys() {
         let mut days = BTreeMap::new();
         for date in days_of(&partition)? {
             let Some(lines) =
-                projector.reconciliation_day(&partition, date, as_of, pending_days)?
+                projector.reconciliation_day_read(&partition, date, as_of, pending_days)?
             else {
                 return Ok(None);
             };
@@ -169,12 +181,17 @@ pub fn household_received_projected(
     projector: &crate::projection::Projector,
     household: &crate::domain::ids::HouseholdId,
 ) -> Result<Vec<ReceivedLine>, crate::projection::ProjectionError> {
-    Ok(projector
-        .received(household.as_str())?
+    Ok(received_lines(projector.received(household.as_str())?))
+}
+
+/// The lines of what a household received, from its projected totals
+/// (`Projector::received`): one a month and channel that moved money.
+pub fn received_lines(received: Vec<(String, String, reconcile::Received)>) -> Vec<ReceivedLine> {
+    received
         .into_iter()
         .filter(|(_, _, r)| r.settled.count + r.returned.count > 0)
         .map(|(month, channel, r)| ReceivedLine::new(month, channel, &r))
-        .collect())
+        .collect()
 }
 
 impl ReceivedLine {
@@ -309,7 +326,8 @@ pub enum RangeError {
 }
 
 /// The reconciliation of `partition`'s days `from..=to` from the projections
-/// (`Projector::reconciliation_day` for each day): O(the range's lines), at most
+/// (`Projector::reconciliation_day` for each day, every day of one state of them:
+/// `Projector::read_consistent`): O(the range's lines), at most
 /// `RECONCILIATION_RANGE_DAYS_MAX` days.
 pub fn reconciliation_range(
     projector: &Projector,
@@ -326,10 +344,24 @@ pub fn reconciliation_range(
     if days > RECONCILIATION_RANGE_DAYS_MAX {
         return Err(RangeError::TooLong { from, to, days });
     }
+    // One state for the whole range: a batch committed between two days could show an
+    // instruction pending on its issue day and settled on a later one.
+    projector
+        .read_consistent(|| range_read(projector, partition, (from, to, days), as_of, pending_days))
+}
+
+fn range_read(
+    projector: &Projector,
+    partition: &str,
+    (from, to, days): (NaiveDate, NaiveDate, i64),
+    as_of: NaiveDate,
+    pending_days: u32,
+) -> Result<ReconciliationRange, RangeError> {
     let mut lines = Vec::new();
     let mut totals = RangeTotals::default();
     for day in from.iter_days().take(days as usize) {
-        let Some(gateways) = projector.reconciliation_day(partition, day, as_of, pending_days)?
+        let Some(gateways) =
+            projector.reconciliation_day_read(partition, day, as_of, pending_days)?
         else {
             return Err(RangeError::AsOfTooEarly {
                 partition: partition.to_owned(),

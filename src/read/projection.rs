@@ -3,8 +3,9 @@
 //! **Invariant:** the position (the last applied event: stream sequence, index in its
 //! message) is written in the same journal record as the projection change it ends, and
 //! opening the projections applies the record of the batch written last again (`journal`),
-//! so each event is applied exactly once across crashes and restarts, also inside a frame
-//! of several events. Reading resumes after the position with an ordered consumer; the
+//! as does the next catch-up after a commit that failed among its writes (`recover`), so
+//! each event is applied exactly once across crashes, restarts and failed commits, also
+//! inside a frame of several events. Reading resumes after the position with an ordered consumer; the
 //! position lives only here, never in a second place (ADR 0002).
 //! **Paired check:** every event is chain-checked again before it is applied.
 
@@ -89,6 +90,16 @@ pub const PROJECTION_BATCH_EVENTS_MAX: usize = 4_096;
 /// batch's commit). A process has one projection store, so one lock suffices;
 /// `Batch::write` also refuses to commit over a position it did not start from.
 static CATCH_UP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Times a read of several records (`Projector::read_consistent`) is tried before it
+/// answers `ProjectionError::Busy`. A read is tried again when a batch's writes began
+/// while it ran; batches commit about once a second while serving, so a second attempt
+/// nearly always does, and the rest cover a burst of batches (a catch-up after a pause).
+pub const CONSISTENT_READ_ATTEMPTS_MAX: u32 = 4;
+/// How long an attempt of such a read waits for a batch's writes in progress to end
+/// before it counts as failed. A full batch's inserts (`PROJECTION_BATCH_EVENTS_MAX`
+/// events) take tens of milliseconds; a commit that failed among its writes leaves them
+/// torn until the next catch-up (`Projector::recover`), which a read does not wait for.
+pub const WRITES_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -116,6 +127,14 @@ pub enum ProjectionError {
         "the projections are at stream sequence {position}, past the log's end at {end}: the log was restored or lost its tail; rebuild them (ansinh projections rebuild)"
     )]
     AheadOfLog { position: u64, end: u64 },
+    /// A read of several records found a batch's writes going in at each of its
+    /// attempts (`Projector::read_consistent`), or the trees torn by a commit that failed
+    /// until the next catch-up completes it: nothing is wrong with the request; ask
+    /// again in a moment.
+    #[error(
+        "the projections were being written during each of {attempts} attempts to read them; retry"
+    )]
+    Busy { attempts: u32 },
 }
 
 /// Per-partition summary.
@@ -152,6 +171,16 @@ pub const HISTORY_PAGE_LINES_DEFAULT: usize = 100;
 /// The most lines a page of a household's history may hold.
 pub const HISTORY_PAGE_LINES_MAX: usize = 500;
 
+/// A household's records as its page shows them (`Projector::household_records`).
+#[derive(Debug)]
+pub struct HouseholdRecords {
+    pub view: HouseholdView,
+    /// The loans the view lists, in its order, each with the partition that holds it.
+    pub loans: Vec<(String, Loan)>,
+    /// What the household received, as `Projector::received` gives it.
+    pub received: Vec<(String, String, crate::domain::payments::reconcile::Received)>,
+}
+
 /// One page of a household's history, oldest first within each partition, and whether
 /// more lines follow it.
 #[derive(Debug)]
@@ -167,6 +196,8 @@ pub struct Projector {
     journal: Arc<Journal>,
     views: sled::Tree,
     committer: Committer,
+    /// Whether the trees hold whole batches (`Writes`).
+    writes: Arc<Writes>,
     /// The trail's heads committed in memory past which a commit flushes sled and
     /// settles them: `UNSETTLED_HEADS_MAX`, less in tests.
     settle_after: std::sync::atomic::AtomicUsize,
@@ -246,6 +277,85 @@ impl Drop for Committer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Whether the trees hold whole batches. A batch's writes are plain sled inserts, one
+/// by one (no transaction, ADR 0016), so between the first and the last the trees hold
+/// part of it. A commit that stops there (an error: the process goes on) leaves them so
+/// until the next catch-up completes the batch from its journal record
+/// (`Projector::recover`); until then a catch-up must not start from the position, which
+/// is still the one before that batch.
+///
+/// It is also what lets a read of several records see one state of the trees
+/// (`Projector::read_consistent`): a sequence lock. The sequence is odd while a batch's
+/// writes are going in or were left torn, and moves only by one writer at a time (the
+/// commits, one at a time in order, and `clear` and `recover` under the catch-up lock).
+/// A reader starts at an even sequence and keeps what it read only if the sequence has
+/// not moved since.
+#[derive(Default)]
+struct Writes {
+    sequence: std::sync::atomic::AtomicU64,
+    /// Taken to end writes and to wait for that: never held while they go in, so a
+    /// reader never holds up a commit.
+    ended_lock: std::sync::Mutex<()>,
+    ended: std::sync::Condvar,
+}
+
+impl Writes {
+    /// A batch's writes (or a clear) start. A sequence already odd stays so: the writes
+    /// of a torn batch are being completed.
+    fn start(&self) {
+        if self.sequence.load(Ordering::SeqCst) % 2 == 0 {
+            self.sequence.fetch_add(1, Ordering::SeqCst);
+        }
+        // The writes that follow are not seen before the sequence that says they are
+        // going in.
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    /// The trees hold whole batches again.
+    fn end(&self) {
+        // Under the lock a waiting reader checks the sequence under: it cannot miss the
+        // wake-up between its check and its wait.
+        let _ended = self.ended_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.sequence.load(Ordering::SeqCst) % 2 == 1 {
+            self.sequence.fetch_add(1, Ordering::SeqCst);
+        }
+        self.ended.notify_all();
+    }
+
+    /// The sequence a read may start at: even, once the writes going in have ended,
+    /// waited for at most `wait`; `None` if they are still going in then.
+    fn read_start(&self, wait: std::time::Duration) -> Option<u64> {
+        let even = |s: u64| (s % 2 == 0).then_some(s);
+        if let Some(s) = even(self.sequence.load(Ordering::SeqCst)) {
+            return Some(s);
+        }
+        off_the_workers(|| {
+            let ended = self.ended_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let (_ended, _) = self
+                .ended
+                .wait_timeout_while(ended, wait, |_| {
+                    self.sequence.load(Ordering::SeqCst) % 2 == 1
+                })
+                .unwrap_or_else(|p| p.into_inner());
+            even(self.sequence.load(Ordering::SeqCst))
+        })
+    }
+
+    /// Whether no write started since the read that began at sequence `start`: then
+    /// every record it read is of the state that sequence closed.
+    fn unchanged_since(&self, start: u64) -> bool {
+        // The reads before are not moved after the check.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.sequence.load(Ordering::SeqCst) == start
+    }
+
+    /// Whether a batch's writes started and did not end. Outside a commit (under the
+    /// catch-up lock, with none in flight): a commit stopped among them.
+    fn torn(&self) -> bool {
+        self.sequence.load(Ordering::SeqCst) % 2 == 1
     }
 }
 
@@ -343,6 +453,10 @@ pub enum Crash {
     BeforeCommit,
     /// The batch's journal record and marker are written, and half its writes.
     InsideCommit,
+    /// The batch's journal record and marker are written, and its writes before the
+    /// first view record whose key starts with this: what a reader sees while the
+    /// commit's inserts reach that record.
+    InsideCommitBefore(&'static str),
 }
 
 /// Runs a batch's commit, which holds its thread for milliseconds (longer when sled
@@ -587,6 +701,7 @@ impl Projector {
             journal: Arc::new(journal),
             views: db.open_tree(TREE_VIEWS)?,
             committer: Committer::start()?,
+            writes: Arc::default(),
             settle_after: UNSETTLED_HEADS_MAX.into(),
             index_on_drop: true.into(),
         };
@@ -601,6 +716,9 @@ impl Projector {
 
     /// Empties every tree and the trail, and marks them of the current format.
     fn clear(&self) -> Result<(), ProjectionError> {
+        // A clear that fails halfway leaves the trees torn: the next catch-up clears
+        // them again (`recover`).
+        self.writes.start();
         // First: projections a crash leaves half cleared are of no format, and the next
         // open clears them again (sled recovers a prefix of its writes).
         self.meta.remove(KEY_FORMAT)?;
@@ -609,7 +727,81 @@ impl Projector {
         }
         self.trail.reset()?;
         self.meta.insert(KEY_FORMAT, PROJECTION_FORMAT)?;
+        self.writes.end();
         Ok(())
+    }
+
+    /// Completes what a commit that stopped among its writes left torn (`Writes`), as
+    /// opening the store does: applies again the journal record the marker names, whose
+    /// writes are whole records and end with the batch's position, then lets the
+    /// trail's index take the runs that record's length covers, which that commit wrote
+    /// but did not publish. A commit that stopped before its marker wrote nothing to
+    /// the trees: the record applied again is then the previous batch's, all of which
+    /// is there already. A record or runs that do not check drop the projections, to
+    /// be replayed, as at open. Without this the next catch-up would start from the
+    /// position before the torn batch and apply its events again over trees that hold
+    /// part of them (a repayment counted twice, or a chain head already moved past
+    /// them).
+    fn recover(&self) -> Result<(), ProjectionError> {
+        self.writes.start();
+        if self.meta.get(KEY_FORMAT)?.as_deref() != Some(PROJECTION_FORMAT) {
+            // A clear stopped halfway.
+            return self.clear();
+        }
+        if let Some(marker) = self.meta.get(KEY_JOURNAL)? {
+            match Marker::decode(&marker).and_then(|m| self.journal.read(&m)) {
+                Ok(record) => {
+                    journal::apply(&record, &[&self.meta, &self.summary, &self.views])?;
+                }
+                Err(JournalError::Corrupt(why)) => {
+                    tracing::warn!(error = %why, "projections: the torn batch's journal record does not check; replaying the log");
+                    return self.clear();
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let trail_len = match self.meta.get(KEY_TRAIL_LEN)? {
+            Some(v) => {
+                u64::from_be_bytes(v.as_ref().try_into().map_err(|_| corrupt("trail length"))?)
+            }
+            None => 0,
+        };
+        match self.trail.adopt(trail_len) {
+            Ok(()) => {}
+            Err(TrailError::Corrupt(why)) => {
+                tracing::warn!(error = %why, "projections: the torn batch's trail runs do not check; replaying the log");
+                return self.clear();
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.writes.end();
+        Ok(())
+    }
+
+    /// Runs `read`, a read of several records, until no batch's writes went in while it
+    /// ran, at most `CONSISTENT_READ_ATTEMPTS_MAX` times, then answers
+    /// `ProjectionError::Busy`. A batch's commit is plain inserts one by one (ADR 0016),
+    /// so reads apart can see part of a batch: an instruction still pending on its issue
+    /// day and already settled on a later one, a household listing a loan whose record is
+    /// not in yet. A read that only ever takes one record needs none of this.
+    pub fn read_consistent<T, E: From<ProjectionError>>(
+        &self,
+        mut read: impl FnMut() -> Result<T, E>,
+    ) -> Result<T, E> {
+        for _ in 0..CONSISTENT_READ_ATTEMPTS_MAX {
+            let Some(start) = self.writes.read_start(WRITES_WAIT_MAX) else {
+                continue;
+            };
+            let result = read();
+            // An error too may come of a half batch (a record missing its partner).
+            if self.writes.unchanged_since(start) {
+                return result;
+            }
+        }
+        Err(ProjectionError::Busy {
+            attempts: CONSISTENT_READ_ATTEMPTS_MAX,
+        }
+        .into())
     }
 
     /// The last applied event (`Position::START` when nothing is applied).
@@ -703,6 +895,11 @@ impl Projector {
         fail_at: Option<(u64, Crash)>,
     ) -> Result<u64, ProjectionError> {
         let _one_at_a_time = CATCH_UP.lock().await;
+        // No commit is in flight under the lock: trees still torn were left so by one
+        // that stopped among its writes, and are completed before the position is read.
+        if self.writes.torn() {
+            off_the_workers(|| self.recover())?;
+        }
         let start = self.position()?;
         let mut batch = Batch {
             projector: self,
@@ -742,11 +939,13 @@ impl Projector {
             let committed = batch.commit(true);
             committed.and(batch.join())
         });
+        // A failed commit first: it is why the read stopped, when it stopped inside a
+        // commit, and it must not pass for a transient read error that is retried.
+        committed?;
         read.map_err(|e| match e {
             reader::ReadError::Nats(m) => ProjectionError::Nats(m),
             reader::ReadError::Visit(v) => v,
         })?;
-        committed?;
         // fsync of the lines file and the index: off the workers, as the commits are.
         off_the_workers(|| self.trail.write_index(false, || self.flush_sled()))?;
         Ok(batch.applied)
@@ -765,7 +964,11 @@ impl Projector {
         stream: &mut Stream,
         config: &LogConfig,
     ) -> Result<u64, ProjectionError> {
-        self.clear()?;
+        {
+            // Not while a catch-up commits: one writer of the trees at a time (`Writes`).
+            let _one_at_a_time = CATCH_UP.lock().await;
+            self.clear()?;
+        }
         let applied = self.catch_up(stream, config).await?;
         // Under the catch-up lock: no commit may publish heads between the flush and the
         // settle in `write_index`.
@@ -994,6 +1197,18 @@ impl Projector {
         as_of: NaiveDate,
         pending_days: u32,
     ) -> Result<Option<BTreeMap<GatewayId, GatewayDay>>, ProjectionError> {
+        self.read_consistent(|| self.reconciliation_day_read(partition, date, as_of, pending_days))
+    }
+
+    /// `reconciliation_day` as its records are read, for a caller that reads several
+    /// days as one state (`read_consistent` around them all).
+    pub(crate) fn reconciliation_day_read(
+        &self,
+        partition: &str,
+        date: NaiveDate,
+        as_of: NaiveDate,
+        pending_days: u32,
+    ) -> Result<Option<BTreeMap<GatewayId, GatewayDay>>, ProjectionError> {
         let progress: ReconcileProgress = self
             .view(&views::reconcile_progress_key(partition))?
             .unwrap_or_default();
@@ -1039,15 +1254,6 @@ impl Projector {
             for day in days.values_mut() {
                 day.pending_overdue_ids.sort_unstable();
             }
-        }
-        // A batch committed during the scans inserts its day and pending lines before its
-        // progress record (keys in order): lines dated after `as_of` may have been read
-        // although the progress read first allowed the report. Read it again.
-        let after: ReconcileProgress = self
-            .view(&views::reconcile_progress_key(partition))?
-            .unwrap_or_default();
-        if after != progress && after.latest.is_some_and(|latest| latest > as_of) {
-            return Ok(None);
         }
         Ok(Some(days))
     }
@@ -1177,6 +1383,42 @@ impl Projector {
             }))
     }
 
+    /// A household's view, the record of each loan it lists and what it received: what
+    /// the household's page (`GET /v1/households/{id}`, `household show`) shows, read as
+    /// one state (`read_consistent`). The batch that approves a loan inserts the
+    /// household's record, which lists it, before the loan's record: read apart, the
+    /// household could list a loan whose record is not there yet.
+    pub fn household_records(&self, id: &str) -> Result<Option<HouseholdRecords>, ProjectionError> {
+        self.read_consistent(|| self.household_records_read(id))
+    }
+
+    fn household_records_read(
+        &self,
+        id: &str,
+    ) -> Result<Option<HouseholdRecords>, ProjectionError> {
+        let Some(view) = self.household(id)? else {
+            return Ok(None);
+        };
+        let mut loans = Vec::with_capacity(view.loans.len());
+        for reference in &view.loans {
+            let (partition, number) = crate::book::parse_loan_ref(reference)
+                .ok_or_else(|| corrupt(&format!("household {id} lists loan {reference:?}")))?;
+            // Written in the same batch as the reference, and before it is read here.
+            let loan = self.loan(&partition, number)?.ok_or_else(|| {
+                corrupt(&format!(
+                    "household {id} lists loan {reference} without its record"
+                ))
+            })?;
+            loans.push((partition, loan));
+        }
+        let received = self.received(id)?;
+        Ok(Some(HouseholdRecords {
+            view,
+            loans,
+            received,
+        }))
+    }
+
     pub fn household(&self, id: &str) -> Result<Option<HouseholdView>, ProjectionError> {
         let record: Option<HouseholdRecord> = self.view(&views::household_key(id))?;
         Ok(record.map(|r| r.view))
@@ -1204,12 +1446,33 @@ impl Projector {
     }
 
     /// A commune's last `max` months with loan activity, oldest first: one reverse
-    /// prefix scan of `max` keys, whatever the commune's age.
+    /// prefix scan of `max` keys, whatever the commune's age (`commune_and_months`).
     pub fn commune_months(
         &self,
         commune: &str,
         max: usize,
     ) -> Result<Vec<views::CommuneMonthView>, ProjectionError> {
+        Ok(self.commune_and_months(commune, max)?.1)
+    }
+
+    /// A commune's portfolio and its last `max` months with loan activity, oldest
+    /// first, read as one state (`read_consistent`): the months' balances are worked back
+    /// from the portfolio, and a batch inserts a commune's months before its portfolio,
+    /// so read apart the months could close on a portfolio that does not hold their
+    /// changes yet.
+    pub fn commune_and_months(
+        &self,
+        commune: &str,
+        max: usize,
+    ) -> Result<(Option<CommunePortfolio>, Vec<views::CommuneMonthView>), ProjectionError> {
+        self.read_consistent(|| self.commune_and_months_read(commune, max))
+    }
+
+    fn commune_and_months_read(
+        &self,
+        commune: &str,
+        max: usize,
+    ) -> Result<(Option<CommunePortfolio>, Vec<views::CommuneMonthView>), ProjectionError> {
         let stored = self
             .views
             .scan_prefix(views::commune_month_prefix(commune))
@@ -1220,8 +1483,10 @@ impl Projector {
             .collect::<Result<Vec<views::CommuneMonth>, _>>()?;
         // Newest first: the latest month closes on the portfolio as it stands (no event
         // is dated after today), each earlier one on the next one's less its changes.
-        let folio = self.commune(commune)?.unwrap_or_default();
-        let (mut outstanding, mut overdue) = (folio.outstanding, folio.overdue);
+        let folio = self.commune(commune)?;
+        let (mut outstanding, mut overdue) = folio
+            .as_ref()
+            .map_or_else(Default::default, |f| (f.outstanding, f.overdue));
         let mut months = Vec::with_capacity(stored.len());
         for m in stored {
             months.push(views::CommuneMonthView {
@@ -1235,7 +1500,7 @@ impl Projector {
             overdue -= m.overdue_change;
         }
         months.reverse();
-        Ok(months)
+        Ok((folio, months))
     }
 
     pub fn commune(&self, commune: &str) -> Result<Option<CommunePortfolio>, ProjectionError> {
@@ -1495,6 +1760,7 @@ impl Batch<'_> {
         let base = (self.committed != Position::START).then(|| encode_position(&self.committed));
         let (meta, summary, view) = (p.meta.clone(), p.summary.clone(), p.views.clone());
         let (trail, journal) = (Arc::clone(&p.trail), Arc::clone(&p.journal));
+        let writes = Arc::clone(&p.writes);
         let settle_after = p.settle_after.load(Ordering::Relaxed);
         let commit = move || -> Result<(), ProjectionError> {
             // First, before anything is written: the commits before this one all ended
@@ -1570,16 +1836,32 @@ impl Batch<'_> {
             if flushed {
                 trail.settle()?;
             }
+            // From the marker to the publication of the runs the trees hold part of the
+            // batch; a commit that stops in between leaves them torn (`Writes`).
+            writes.start();
             meta.insert(KEY_JOURNAL, marker.encode().as_slice())?;
             let trees = [&meta, &summary, &view];
-            if crash == Some(Crash::InsideCommit) {
-                journal::apply_some(&record, &trees, record.writes().count() / 2)?;
+            let stop = match crash {
+                Some(Crash::InsideCommit) => Some(record.writes().count() / 2),
+                Some(Crash::InsideCommitBefore(prefix)) => Some(
+                    record
+                        .writes()
+                        .position(|w| {
+                            matches!(w, Ok((VIEWS, key, _)) if key.starts_with(prefix.as_bytes()))
+                        })
+                        .expect("the test hook names a view record the batch writes"),
+                ),
+                Some(Crash::BeforeCommit) | None => None,
+            };
+            if let Some(writes) = stop {
+                journal::apply_some(&record, &trees, writes)?;
                 return Err(ProjectionError::Corrupt(
                     "commit stopped inside its writes by the test hook".into(),
                 ));
             }
             journal::apply(&record, &trees)?;
             trail.publish(runs);
+            writes.end();
             Ok(())
         };
         let abandoned = Arc::clone(&self.abandoned);
@@ -1763,6 +2045,61 @@ mod tests {
         assert_eq!(staged.get("d").unwrap().as_deref(), Some(&b"tree"[..]));
         assert_eq!(staged.get("e").unwrap(), None);
         assert_eq!(staged.get("f").unwrap().as_deref(), Some(&b"older"[..]));
+    }
+
+    /// A read starts only between batches, and is kept only if no batch's writes began
+    /// while it ran, even ones that ended before it did.
+    #[test]
+    fn a_read_is_kept_only_if_no_batch_was_written_while_it_ran() {
+        let writes = Writes::default();
+        let start = writes.read_start(std::time::Duration::ZERO).unwrap();
+        assert!(writes.unchanged_since(start));
+        writes.start();
+        writes.end();
+        assert!(!writes.unchanged_since(start));
+        // While a batch's writes go in (or were left torn), no read starts.
+        writes.start();
+        assert!(writes.torn());
+        assert_eq!(writes.read_start(std::time::Duration::ZERO), None);
+        // A torn batch being completed stays torn until it is whole.
+        writes.start();
+        assert!(writes.torn());
+        writes.end();
+        let after = writes.read_start(std::time::Duration::ZERO).unwrap();
+        assert!(writes.unchanged_since(after));
+        assert_ne!(after, start);
+    }
+
+    /// A read that a write overlaps is read again; one that every attempt sees
+    /// overlapped answers busy.
+    #[test]
+    fn a_read_overlapped_by_writes_is_tried_again_then_answers_busy() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let projector = Projector::scratch(&db).unwrap();
+        let mut attempts = 0;
+        let read = projector.read_consistent(|| {
+            attempts += 1;
+            if attempts == 1 {
+                projector.clear()?;
+            }
+            Ok::<_, ProjectionError>(attempts)
+        });
+        assert_eq!(read.unwrap(), 2);
+        let mut attempts = 0;
+        let read = projector.read_consistent(|| {
+            attempts += 1;
+            projector.clear()
+        });
+        assert!(
+            matches!(
+                read,
+                Err(ProjectionError::Busy {
+                    attempts: CONSISTENT_READ_ATTEMPTS_MAX
+                })
+            ),
+            "{read:?}"
+        );
+        assert_eq!(attempts, CONSISTENT_READ_ATTEMPTS_MAX);
     }
 
     #[test]

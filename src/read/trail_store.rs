@@ -405,13 +405,7 @@ impl TrailStore {
                     "run at {at}: not after its subject's last"
                 )));
             }
-            let (jj, jj_depth) = if h.jump == h.offset {
-                (h.offset, h.depth)
-            } else {
-                let j = self.header(h.jump)?;
-                (j.jump, j.jump_depth)
-            };
-            index.table.insert(hash, &h.head(jj, jj_depth))?;
+            index.table.insert(hash, &self.head_of(&h)?)?;
             index.add_suffix_of(key);
             at += size as u64;
         }
@@ -420,6 +414,81 @@ impl TrailStore {
         drop(guard);
         self.committed.store(committed, Ordering::SeqCst);
         self.indexed.store(indexed, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The head a run makes of its subject's trail, as `Appender::append` made it.
+    fn head_of(&self, h: &RunHeader) -> Result<Head, TrailError> {
+        let (jj, jj_depth) = if h.jump == h.offset {
+            (h.offset, h.depth)
+        } else {
+            let j = self.header(h.jump)?;
+            (j.jump, j.jump_depth)
+        };
+        Ok(h.head(jj, jj_depth))
+    }
+
+    /// Once the projections applied again the journal record of a batch whose commit
+    /// stopped before `publish` (the process went on): the runs that commit wrote past
+    /// the committed length, up to `committed` (the record's length), enter the index as
+    /// `publish` would have put them, each checked first, and readers see them. Their
+    /// heads wait in memory for a sled flush, as a published batch's do (`settle`).
+    pub fn adopt(&self, committed: u64) -> Result<(), TrailError> {
+        let from = self.committed();
+        if committed < from {
+            return Err(corrupt(format!(
+                "the projections cover {committed} bytes, fewer than the {from} published"
+            )));
+        }
+        let mut guard = self.index.write().expect("trail index lock");
+        let index = &mut *guard;
+        // Checked whole before any head is taken: a run that does not check leaves the
+        // index as it was (the caller then drops the projections).
+        let mut heads: Vec<(KeyHash, Head, Box<[u8]>)> = Vec::new();
+        let mut record = Vec::new();
+        let read_at = |buf: &mut [u8], at: u64| {
+            self.file
+                .read_exact_at(buf, at)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => {
+                        corrupt(format!("the file ends inside the run at {at}"))
+                    }
+                    _ => e.into(),
+                })
+        };
+        let mut at = from;
+        while at < committed {
+            let mut len = [0u8; 4];
+            read_at(&mut len, at)?;
+            let size = 4 + u32::from_le_bytes(len) as usize;
+            if size < HEADER || at + size as u64 > committed {
+                return Err(corrupt(format!("run at {at}: bad length")));
+            }
+            record.resize(size, 0);
+            read_at(&mut record, at)?;
+            let h = RunHeader::parse(at, &record)?;
+            let (key, _) = open_record(&h, &record)?;
+            let hash = key_hash(key);
+            let previous = heads
+                .iter()
+                .rev()
+                .find(|(k, _, _)| *k == hash)
+                .map(|(_, head, _)| head.offset)
+                .or_else(|| index.get_hash(hash).map(|p| p.offset));
+            if h.prev != previous.unwrap_or(NONE) {
+                return Err(corrupt(format!(
+                    "run at {at}: not after its subject's last"
+                )));
+            }
+            heads.push((hash, self.head_of(&h)?, key.into()));
+            at += size as u64;
+        }
+        for (hash, head, key) in heads {
+            index.recent.insert(hash, head);
+            index.add_suffix_of(&key);
+        }
+        drop(guard);
+        self.committed.store(committed, Ordering::SeqCst);
         Ok(())
     }
 

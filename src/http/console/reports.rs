@@ -133,13 +133,12 @@ async fn portfolio_page(api: &Api, session: &Session, code: &str) -> Result<Resp
     let commune = crate::input::commune(code)?;
     access::authorize(&session.caller, Operation::Read, commune.as_str())?;
     let projector = api.projector().await?;
-    let folio = projector
-        .commune(commune.as_str())?
-        .ok_or_else(|| ApiError::NotFound {
-            what: "commune",
-            value: commune.to_string(),
-        })?;
-    let months = projector.commune_months(commune.as_str(), MONTHS_CHARTED)?;
+    // The months are charted from the portfolio shown beside them: one state of both.
+    let (folio, months) = projector.commune_and_months(commune.as_str(), MONTHS_CHARTED)?;
+    let folio = folio.ok_or_else(|| ApiError::NotFound {
+        what: "commune",
+        value: commune.to_string(),
+    })?;
     let programmes: Vec<String> = folio.by_programme.keys().cloned().collect();
     let month_labels: Vec<String> = months.iter().map(|m| m.month.clone()).collect();
     let hundred = Decimal::ONE_HUNDRED;
