@@ -1148,16 +1148,28 @@ async fn every_other_write_records_what_it_says() {
         .await;
     assert_eq!(reversed.status, StatusCode::CREATED, "{}", reversed.body);
 
-    // Nothing repaid by 30 November: 9 instalments of a 36-month schedule fall overdue.
-    let overdue = s
-        .post(
-            manager,
-            &format!("/v1/loans/{loan}/overdue"),
-            "overdue",
-            json!({"as_of": "2026-11-30"}),
-        )
-        .await;
-    assert_eq!(overdue.status, StatusCode::CREATED, "{}", overdue.body);
+    // Nothing repaid by 30 November: 9 instalments of a 36-month schedule fall overdue,
+    // each from the day after it fell due: one call each, then one that accrues interest
+    // to 30 November, then nothing is left (409).
+    let mut recorded = 0;
+    loop {
+        let overdue = s
+            .post(
+                manager,
+                &format!("/v1/loans/{loan}/overdue"),
+                &format!("overdue-{recorded}"),
+                json!({"as_of": "2026-11-30"}),
+            )
+            .await;
+        if overdue.status == StatusCode::CONFLICT {
+            assert_eq!(overdue.body["error"], "NothingToRecord", "{}", overdue.body);
+            break;
+        }
+        assert_eq!(overdue.status, StatusCode::CREATED, "{}", overdue.body);
+        recorded += 1;
+        assert!(recorded <= 10, "one call an instalment");
+    }
+    assert_eq!(recorded, 10);
     let line = &s.view(officer, HOUSEHOLD).await["loans"][0];
     assert_eq!(money(&line["overdue_principal"]), Decimal::from(7_500_000));
     assert_eq!(
