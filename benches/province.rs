@@ -1042,6 +1042,7 @@ async fn payment_run(service: &Service, households: u64) -> BenchResult<(u64, f6
                     },
                     provincial_base: None,
                 },
+                citizen: None,
             };
             let caller = officer();
             let key = format!("grant-{i}");

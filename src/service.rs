@@ -1279,6 +1279,23 @@ impl Service {
         if let K::Run { .. } | K::Reissue { .. } = &kind {
             self.may_issue_on(effective)?;
         }
+        let mut kind = kind;
+        if let K::Grant {
+            beneficiary,
+            citizen,
+            ..
+        } = &mut kind
+        {
+            // A retry is answered before the data are opened, as for a death: the
+            // household may since have changed, and the grant stands as recorded.
+            if let Some(receipt) = self
+                .ledger
+                .already_appended(partition, req.idempotency_key)?
+            {
+                return self.same_request(req, receipt).await;
+            }
+            *citizen = self.beneficiary_citizen(beneficiary).await?;
+        }
         self.submit(
             req,
             partition.clone(),
@@ -1291,6 +1308,33 @@ impl Service {
             },
         )
         .await
+    }
+
+    /// Who a grant's beneficiary is: the blind index of the citizen id of the member its
+    /// reference names in the household's latest sealed data (`m1` the head, then the
+    /// members in their order), so that their death, recorded by citizen, stops the
+    /// payments even after the positions have shifted. None for a member without a
+    /// citizen id (a young child: a death cannot name them, and an officer stops their
+    /// entitlement), and for a reference that names no one (the book refuses it).
+    async fn beneficiary_citizen(
+        &self,
+        beneficiary: &crate::domain::payments::ids::BeneficiaryRef,
+    ) -> Result<Option<BlindIndex>, ServiceError> {
+        use crate::domain::payments::ids::member_number;
+        let household = HouseholdId::parse(beneficiary.household.as_str())?;
+        let Some(n) = member_number(&beneficiary.member) else {
+            return Ok(None);
+        };
+        let (_, data) = self.sealed_and_opened(&household).await?;
+        let id = match n {
+            1 => Some(data.head_citizen_id.as_str()),
+            n => data
+                .members
+                .get(n as usize - 2)
+                .and_then(|m| m.citizen_id.as_deref()),
+        };
+        id.map(|id| Ok(self.vault.blind_index(CitizenId::parse(id)?.as_str())))
+            .transpose()
     }
 
     /// A gateway's result, already authenticated by its transport (NATS user or HTTP
@@ -1378,6 +1422,8 @@ pub enum CommuneRun {
         shortfalls: Vec<crate::domain::payments::instructions::Shortfall>,
         /// Entitlements left unpaid: their household no longer lives in the partition.
         not_resident: Vec<crate::domain::payments::entitlements::EntitlementId>,
+        /// Entitlements left unpaid: their beneficiary died before the month.
+        deceased: Vec<crate::domain::payments::entitlements::EntitlementId>,
         receipt: Receipt,
     },
     /// Every active entitlement already had its instruction for the month.
@@ -1428,12 +1474,14 @@ impl Service {
                 amount,
                 shortfalls,
                 not_resident,
+                deceased,
                 ..
             }) => Ok(CommuneRun::Paid {
                 issued,
                 amount,
                 shortfalls,
                 not_resident,
+                deceased,
                 receipt,
             }),
             _ => Err(ServiceError::Rejected(Rejection::UnsupportedCommand {

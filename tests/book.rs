@@ -1736,6 +1736,7 @@ fn allowance(household: &str) -> ansinh::domain::payments::CommandKind {
             },
             provincial_base: None,
         },
+        citizen: None,
     }
 }
 
@@ -1909,6 +1910,7 @@ fn a_grant_after_a_move_never_pays_the_month_already_paid_before_it() {
                 commune,
                 from: Month::parse(month).unwrap(),
                 terms,
+                citizen: None,
             },
             "2026-10-25",
         )
@@ -2301,4 +2303,61 @@ async fn a_citizen_held_outside_the_callers_unit_is_not_named() {
             household: "0100007-000001".into()
         }
     );
+}
+
+/// The book keeps each recorded death by citizen, and a grant names a citizen of the
+/// household (a death recorded here then finds the entitlement); both survive a snapshot.
+#[test]
+fn deaths_and_the_citizens_grants_pay_are_kept_and_survive_a_snapshot() {
+    use ansinh::domain::payments::CommandKind as Pay;
+    let id = "0100007-000001";
+    let mut book = Folded::new();
+    book.record(Command::Registry(Change::Registered {
+        household: hh(id),
+        area: Area::Rural,
+        members: 3,
+        citizens: vec![[1; 32], [2; 32], [3; 32]],
+        sealed: vec![1],
+        on: d("2026-01-05"),
+    }));
+    let grant_to = |member: &str, citizen: u8| {
+        let mut kind = allowance(id);
+        if let Pay::Grant {
+            beneficiary,
+            citizen: named,
+            ..
+        } = &mut kind
+        {
+            beneficiary.member = ansinh::domain::payments::ids::MemberRef::parse(member).unwrap();
+            *named = Some([citizen; 32]);
+        }
+        payment_command(kind, "2026-10-01")
+    };
+    assert_eq!(
+        book.decide(&grant_to("m3", 9)).unwrap_err(),
+        Rejection::NotAMember {
+            household: id.into()
+        }
+    );
+    book.record(grant_to("m3", 3));
+    for (citizen, on, left) in [
+        (2, "2026-10-10", vec![[1; 32], [3; 32]]),
+        (3, "2026-11-15", vec![[1; 32]]),
+    ] {
+        book.record(Command::Registry(Change::MemberDied {
+            household: hh(id),
+            citizen: [citizen; 32],
+            members: 0,
+            citizens: left,
+            sealed: vec![1],
+            on: d(on),
+        }));
+    }
+    assert_eq!(
+        book.0.registry.deaths,
+        [([2; 32], d("2026-10-10")), ([3; 32], d("2026-11-15"))].into()
+    );
+    assert_eq!(book.0.payments.entitlements[&1].citizen, Some([3; 32]));
+    let snapshot = ansinh::book::snapshot::encode(&book.0);
+    assert_eq!(ansinh::book::snapshot::decode(&snapshot).unwrap(), book.0);
 }

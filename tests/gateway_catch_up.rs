@@ -101,6 +101,7 @@ async fn issue_instructions(service: &Service) {
                 },
                 provincial_base: None,
             },
+            citizen: None,
         };
         let key = format!("grant-{n}");
         service

@@ -151,6 +151,7 @@ async fn issue_instructions_in(service: &Service, partition: &str) {
                         channel,
                         provincial_base: None,
                     },
+                    citizen: None,
                 },
                 d("2026-10-01"),
             )
@@ -1295,6 +1296,7 @@ async fn timeouts_take_the_due_instructions_from_the_projections_by_channel() {
                     },
                     provincial_base: None,
                 },
+                citizen: None,
             },
             d("2026-11-01"),
         )

@@ -1400,6 +1400,37 @@ async fn payments_refusals_answer_404_409_or_422_by_what_the_caller_can_do() {
     assert!(run.status.is_client_error(), "{}", run.body);
 }
 
+/// A run pays an allowance through the month its beneficiary died, and names it under
+/// `deceased` (schema-checked) for a later month, with nothing to pay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_names_an_allowance_whose_beneficiary_died_before_its_month() {
+    let s = &server().await;
+    s.funded_october().await;
+    let died = s
+        .post(
+            &s.staff.officer,
+            &format!("/v1/households/{HOUSEHOLD}/deaths"),
+            "death",
+            json!({"citizen_id": "001090000001", "died_on": "2026-10-20"}),
+        )
+        .await;
+    assert_eq!(died.status, StatusCode::CREATED, "{}", died.body);
+    let october = s.run_commune("run-10", "2026-10", "2026-10-21").await;
+    assert_eq!(october.status, StatusCode::CREATED, "{}", october.body);
+    assert_eq!(
+        (&october.body["instructions"], &october.body["deceased"]),
+        (&json!(1), &json!([]))
+    );
+    let budget = s.allocate("budget-11", "2026-11", "2026-10-21").await;
+    assert_eq!(budget.status, StatusCode::CREATED, "{}", budget.body);
+    let november = s.run_commune("run-11", "2026-11", "2026-11-01").await;
+    assert_eq!(november.status, StatusCode::CREATED, "{}", november.body);
+    assert_eq!(
+        (&november.body["instructions"], &november.body["deceased"]),
+        (&json!(0), &json!([1]))
+    );
+}
+
 /// A budget allocated (or an entitlement granted) on a day still to come changes no day's
 /// reconciliation: the day's lines are still served from the projections, as of today.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,13 +4,18 @@ use common::*;
 
 use ansinh::domain::payments::budget::{Budget, MoveKind};
 use ansinh::domain::payments::entitlements::{ChannelKind, StopReason, amount_for};
+use ansinh::domain::payments::ids::{CitizenIndex, HouseholdRef};
 use ansinh::domain::payments::instructions::{
     InstructionStatus, Outcome, PostAnswer, PostRefusal, REFUSED_POSTS_PER_GATEWAY_DAY_MAX,
     Verdict, due_for_timeout,
 };
 use ansinh::domain::payments::ledger::{Account, Posting};
+use ansinh::domain::payments::month::Month;
 use ansinh::domain::payments::reconcile::{MismatchKind, Tally, household_view, reconcile};
-use ansinh::domain::payments::{CommandKind, Decision, EventBody, Rejection, decide, replay};
+use ansinh::domain::payments::{
+    CommandKind, Decision, Event, EventBody, RegistryFacts, Rejection, decide, replay,
+};
+use chrono::NaiveDate;
 use rust_decimal_macros::dec;
 
 // ---------------------------------------------------------------- entitlements
@@ -1574,4 +1579,126 @@ fn events_and_commands_round_trip_through_json() {
         .unwrap()
         .replace("pay:1:2026-12:1", "pay 1");
     assert!(serde_json::from_str::<ansinh::domain::payments::Command>(&bad).is_err());
+}
+
+// ---------------------------------------------------------------- deaths
+
+/// A registry where every household lives here and these citizens died.
+struct Deaths(Vec<(CitizenIndex, &'static str)>);
+
+impl RegistryFacts for Deaths {
+    fn resident(&self, _: &HouseholdRef, _: Month) -> bool {
+        true
+    }
+    fn died_on(&self, citizen: &CitizenIndex) -> Option<NaiveDate> {
+        self.0
+            .iter()
+            .find(|(c, _)| c == citizen)
+            .map(|(_, on)| d(on))
+    }
+}
+
+const SECOND: CitizenIndex = [2; 32];
+const THIRD: CitizenIndex = [3; 32];
+
+/// Person 1's allowance from March 2027, granted to the citizen `THIRD`, and budgets for
+/// March to May.
+fn granted_to_third() -> Vec<Event> {
+    let mut grant = grant(
+        "2027-02-20",
+        1,
+        "2027-03",
+        terms(ELDERLY_POOR, bank(), None),
+    );
+    if let CommandKind::Grant { citizen, .. } = &mut grant.kind {
+        *citizen = Some(THIRD);
+    }
+    let mut commands: Vec<_> = ["2027-03", "2027-04", "2027-05"]
+        .into_iter()
+        .map(|month| allocate("2027-02-20", COMMUNE, month, 10_000_000))
+        .collect();
+    commands.push(grant);
+    history(&commands)
+}
+
+fn issued_and_deceased(events: &[Event]) -> (u64, Vec<u64>) {
+    match events.last().map(|e| &e.body) {
+        Some(EventBody::PaymentRunCompleted {
+            issued, deceased, ..
+        }) => (*issued, deceased.clone()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_grant_records_its_beneficiary_and_old_grants_read_as_none() {
+    assert_eq!(
+        replay(&granted_to_third()).entitlements[&1].citizen,
+        Some(THIRD)
+    );
+    let mut old = serde_json::to_value(&granted_to_third()[3].body).unwrap();
+    old["EntitlementGranted"]
+        .as_object_mut()
+        .unwrap()
+        .remove("citizen");
+    let old: EventBody = serde_json::from_value(old).unwrap();
+    assert!(matches!(
+        old,
+        EventBody::EntitlementGranted { citizen: None, .. }
+    ));
+}
+
+/// Another member's death changes nothing: the entitlement is linked to its citizen, not
+/// to a position in the household that a death shifts.
+#[test]
+fn another_members_death_does_not_stop_the_allowance() {
+    given(&granted_to_third())
+        .when_registry(
+            run("2027-04-01", "2027-04", None),
+            &Deaths(vec![(SECOND, "2027-03-10")]),
+        )
+        .then(|_, events| assert_eq!(issued_and_deceased(events), (1, vec![])));
+}
+
+/// Decree 20/2021: paid through the month of death, and from the next month on not
+/// paid; the run names the entitlement for an officer to stop, and is recorded even
+/// with nothing to pay.
+#[test]
+fn a_run_pays_through_the_month_of_death_and_names_the_deceased_after() {
+    let died = Deaths(vec![(SECOND, "2027-03-10"), (THIRD, "2027-04-15")]);
+    given(&granted_to_third())
+        .when_registry(run("2027-04-20", "2027-04", None), &died)
+        .then(|_, events| assert_eq!(issued_and_deceased(events), (1, vec![])));
+    let april = history_from(&granted_to_third(), &[run("2027-04-01", "2027-04", None)]);
+    given(&april)
+        .when_registry(run("2027-05-01", "2027-05", None), &died)
+        .then(|b, events| {
+            assert_eq!(events.len(), 1, "no instruction: {events:?}");
+            assert_eq!(issued_and_deceased(events), (0, vec![1]));
+            assert!(!b.attempts.contains_key(&(1, m("2027-05"))));
+        });
+}
+
+/// A month after the death is not paid again by a reissue (it was instructed before the
+/// death was recorded, and failed); the month of death is.
+#[test]
+fn a_month_after_the_death_is_not_reissued() {
+    let h = history_from(
+        &granted_to_third(),
+        &[
+            run("2027-04-01", "2027-04", None),
+            run("2027-05-01", "2027-05", None),
+            Post::new(BANK, "pay:1:2027-04:1", Outcome::Failed, "F4", AMOUNT).on("2027-05-02"),
+            Post::new(BANK, "pay:1:2027-05:1", Outcome::Failed, "F5", AMOUNT).on("2027-05-02"),
+        ],
+    );
+    let died = Deaths(vec![(THIRD, "2027-04-15")]);
+    given(&h)
+        .when_registry(reissue("2027-05-20", "pay:1:2027-05:1", None), &died)
+        .then_rejects(Rejection::BeneficiaryDied {
+            died_on: d("2027-04-15"),
+        });
+    given(&h)
+        .when_registry(reissue("2027-05-20", "pay:1:2027-04:1", None), &died)
+        .then(|_, events| assert_eq!(events.len(), 1));
 }

@@ -99,6 +99,7 @@ fn grant_in(commune: &str, n: u32) -> CommandKind {
             },
             provincial_base: None,
         },
+        citizen: None,
     }
 }
 
@@ -817,5 +818,120 @@ async fn a_partition_run_killed_half_way_is_completed_by_running_it_again() {
         "{out}"
     );
     assert_eq!(event_count(&config).await, events);
+    verified(&config).await;
+}
+
+/// Decree 20/2021 over the real ledger: an allowance is paid through the month its
+/// beneficiary died and not after, and the beneficiary is the citizen the grant named,
+/// whatever position a death before them in the household gives them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowance_is_paid_through_the_month_of_its_beneficiarys_death_and_not_after() {
+    use ansinh::domain::eligibility::Area;
+    use ansinh::domain::ids::HouseholdId;
+    use ansinh::personal::{Member, PersonalData};
+    use ansinh::service::CommuneRun;
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let service = service_at(&config, dir.path()).await;
+    let m = manager();
+    let registrar = Caller {
+        id: "staff:registrar".into(),
+        role: Role::CreditOfficer,
+        unit: "01".into(),
+    };
+    let household = HouseholdId::parse(&format!("{COMMUNE}-000001")).unwrap();
+    let (head, second, third) = ("001045000001", "001045000002", "001045000003");
+    let member = |name: &str, id: &str| Member {
+        name: name.into(),
+        citizen_id: Some(id.into()),
+        relation: "con".into(),
+    };
+    service
+        .register(
+            &rq(&registrar, "register"),
+            &household,
+            Area::Rural,
+            d("2026-01-05"),
+            &PersonalData {
+                head_name: "Đinh Thị Lụa".into(),
+                head_citizen_id: head.into(),
+                phone: None,
+                account_number: None,
+                members: vec![
+                    member("Đinh Văn An", second),
+                    member("Đinh Thị Bình", third),
+                ],
+            },
+        )
+        .await
+        .unwrap();
+    for month in ["2026-04", "2026-05"] {
+        service
+            .payment(
+                &rq(&m, &format!("alloc-{month}")),
+                &p01(),
+                CommandKind::Allocate {
+                    budget: BudgetKey {
+                        period: Month::parse(month).unwrap(),
+                        ..budget()
+                    },
+                    amount: Decimal::from(10_000_000),
+                },
+                d("2026-02-20"),
+            )
+            .await
+            .unwrap();
+    }
+    let mut grant = grant(1);
+    if let CommandKind::Grant {
+        beneficiary, from, ..
+    } = &mut grant
+    {
+        beneficiary.member = MemberRef::parse("m3").unwrap();
+        *from = Month::parse("2026-03").unwrap();
+    }
+    service
+        .payment(&rq(&m, "grant"), &p01(), grant, d("2026-02-20"))
+        .await
+        .unwrap();
+    // The second member dies in March: the third is now second in the record. Then the
+    // third dies in April.
+    for (citizen, on) in [(second, "2026-03-10"), (third, "2026-04-15")] {
+        service
+            .record_death(
+                &rq(&registrar, &format!("death-{citizen}")),
+                &household,
+                citizen,
+                d(on),
+            )
+            .await
+            .unwrap();
+    }
+    let run_of = |month: &'static str, on: &'static str| {
+        let (service, m) = (&service, &m);
+        async move {
+            match service
+                .run_commune(
+                    &rq(m, &format!("run-{month}")),
+                    &p01(),
+                    Month::parse(month).unwrap(),
+                    CommuneId::parse(COMMUNE).unwrap(),
+                    d(on),
+                )
+                .await
+                .unwrap()
+            {
+                CommuneRun::Paid {
+                    issued, deceased, ..
+                } => (issued, deceased),
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    // April, the month of the death, is paid; the second member's death in March, a
+    // month earlier, is not taken for the beneficiary's.
+    assert_eq!(run_of("2026-04", "2026-04-20").await, (1, vec![]));
+    // May is not, and the run names the entitlement for an officer to stop.
+    assert_eq!(run_of("2026-05", "2026-05-01").await, (0, vec![1]));
     verified(&config).await;
 }

@@ -355,6 +355,7 @@ impl PartitionBook {
                 beneficiary,
                 programme,
                 from,
+                citizen,
                 ..
             } = kind
             {
@@ -372,6 +373,14 @@ impl PartitionBook {
                             members: registered.members,
                         },
                     ));
+                }
+                // The citizen named as the beneficiary is one of the household's: a death
+                // recorded here then finds their entitlement. (Which position they hold
+                // the registry cannot say: it keeps blind indexes, not their order.)
+                if citizen.is_some_and(|c| !registered.citizens.contains(&c)) {
+                    return Err(Rejection::NotAMember {
+                        household: household.to_string(),
+                    });
                 }
                 // Paid where the household lived before its move through that month: a
                 // grant here from then or earlier would pay a month twice.

@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 use super::{PartitionBook, Proposal, codec, payments_codec};
 use crate::domain::Rejection;
 use crate::domain::ids::HouseholdId;
-use crate::domain::payments::ids::{GatewayId, HouseholdRef, OfficerId};
+use crate::domain::payments::ids::{CitizenIndex, GatewayId, HouseholdRef, OfficerId};
 use crate::domain::payments::month::Month;
 use crate::domain::payments::{self, Actor, CommandKind, Decision, Event, EventBody};
-use crate::domain::registry::Residence;
+use crate::domain::registry::{Registry, Residence};
 use crate::proto::{self, PaymentRecorded, envelope::Payload};
 
 /// A gateway's result as it signed it: the exact bytes and the signature, kept in
@@ -176,16 +176,7 @@ pub fn decide(
         effective,
         kind: kind.clone(),
     };
-    let resident = |h: &HouseholdRef, month: Month| {
-        let household = HouseholdId::parse(h.as_str())
-            .ok()
-            .and_then(|id| book.registry.households.get(&id));
-        household.is_some_and(|h| match h.residence {
-            Residence::Active => true,
-            Residence::MovedOut { on, .. } | Residence::Dissolved { on } => Month::of(on) >= month,
-        })
-    };
-    match payments::decide_for(&book.payments, command, &resident)? {
+    match payments::decide_for(&book.payments, command, &Facts(&book.registry))? {
         Decision::Duplicate(first) => Err(Rejection::DuplicatePost { first: first.event }),
         Decision::Append(events) if events.is_empty() => Err(Rejection::NothingToRecord),
         Decision::Append(events) => Ok(events
@@ -195,6 +186,25 @@ pub fn decide(
                 Proposal { payload, subjects }
             })
             .collect()),
+    }
+}
+
+/// The partition's registry, as the payments domain asks it.
+struct Facts<'a>(&'a Registry);
+
+impl payments::RegistryFacts for Facts<'_> {
+    fn resident(&self, h: &HouseholdRef, month: Month) -> bool {
+        let household = HouseholdId::parse(h.as_str())
+            .ok()
+            .and_then(|id| self.0.households.get(&id));
+        household.is_some_and(|h| match h.residence {
+            Residence::Active => true,
+            Residence::MovedOut { on, .. } | Residence::Dissolved { on } => Month::of(on) >= month,
+        })
+    }
+
+    fn died_on(&self, citizen: &CitizenIndex) -> Option<NaiveDate> {
+        self.0.deaths.get(citizen).copied()
     }
 }
 

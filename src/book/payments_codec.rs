@@ -384,6 +384,7 @@ pub fn body_to_proto(body: &EventBody) -> Body {
             commune,
             from,
             terms,
+            citizen,
         } => Body::EntitlementGranted(proto::EntitlementGranted {
             entitlement: *entitlement,
             programme: programme.to_string(),
@@ -391,6 +392,9 @@ pub fn body_to_proto(body: &EventBody) -> Body {
             commune: commune.to_string(),
             from: from.to_string(),
             terms: Some(terms_to_proto(terms)),
+            beneficiary_citizen_index: citizen
+                .map(|c| bytes::Bytes::copy_from_slice(&c))
+                .unwrap_or_default(),
         }),
         EventBody::EntitlementChanged {
             entitlement,
@@ -427,6 +431,7 @@ pub fn body_to_proto(body: &EventBody) -> Body {
             shortfalls,
             reference,
             not_resident,
+            deceased,
         } => Body::PaymentRunCompleted(proto::PaymentRunCompleted {
             period: period.to_string(),
             commune: commune
@@ -437,6 +442,7 @@ pub fn body_to_proto(body: &EventBody) -> Body {
             amount: money(amount),
             shortfalls: shortfalls.iter().map(shortfall_to_proto).collect(),
             not_resident: not_resident.clone(),
+            deceased: deceased.clone(),
             reference: Some(proto::ReferenceHashes {
                 base_levels: reference.base_levels.clone(),
                 categories: reference.categories.clone(),
@@ -489,14 +495,26 @@ pub fn body_from_proto(body: &Option<Body>) -> Result<EventBody, CodecError> {
         Body::BudgetDeallocated(b) => EventBody::BudgetDeallocated {
             budget: move_from_proto(&b.budget)?,
         },
-        Body::EntitlementGranted(b) => EventBody::EntitlementGranted {
-            entitlement: b.entitlement,
-            programme: id("programme", &b.programme)?,
-            beneficiary: beneficiary_from_proto(&b.beneficiary)?,
-            commune: id("commune", &b.commune)?,
-            from: month("from", &b.from)?,
-            terms: terms_from_proto(&b.terms)?,
-        },
+        Body::EntitlementGranted(b) => {
+            EventBody::EntitlementGranted {
+                entitlement: b.entitlement,
+                programme: id("programme", &b.programme)?,
+                beneficiary: beneficiary_from_proto(&b.beneficiary)?,
+                commune: id("commune", &b.commune)?,
+                from: month("from", &b.from)?,
+                terms: terms_from_proto(&b.terms)?,
+                // Empty: a member without a citizen id, or a grant recorded before the field.
+                citizen: match b.beneficiary_citizen_index.len() {
+                    0 => None,
+                    _ => Some(b.beneficiary_citizen_index[..].try_into().map_err(|_| {
+                        CodecError {
+                            field: "beneficiary_citizen_index",
+                            problem: "not 32 bytes".into(),
+                        }
+                    })?),
+                },
+            }
+        }
         Body::EntitlementChanged(b) => EventBody::EntitlementChanged {
             entitlement: b.entitlement,
             from: month("from", &b.from)?,
@@ -533,6 +551,7 @@ pub fn body_from_proto(body: &Option<Body>) -> Result<EventBody, CodecError> {
                     categories: reference.categories.clone(),
                 },
                 not_resident: b.not_resident.clone(),
+                deceased: b.deceased.clone(),
             }
         }
         Body::GatewayPostAccepted(b) => EventBody::GatewayPostAccepted {
@@ -672,6 +691,7 @@ mod tests {
                 commune: r("0100101"),
                 from: m("2026-12"),
                 terms: terms(Channel::BankAccount { gateway: gateway() }, None),
+                citizen: Some([7; 32]),
             },
             EventBody::EntitlementChanged {
                 entitlement: 7,
@@ -702,6 +722,7 @@ mod tests {
                     categories: "cd".repeat(32),
                 },
                 not_resident: vec![],
+                deceased: vec![],
             },
             EventBody::PaymentRunCompleted {
                 period: m("2026-12"),
@@ -719,6 +740,7 @@ mod tests {
                     categories: "cd".repeat(32),
                 },
                 not_resident: vec![4, 9],
+                deceased: vec![5],
             },
             EventBody::InstructionTimedOut {
                 instruction: iid("pay:1:2026-12:1"),

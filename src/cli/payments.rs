@@ -313,6 +313,7 @@ pub async fn run(
                     commune: CommuneId::parse(h.commune().as_str())?,
                     from,
                     terms,
+                    citizen: None, // found by the service
                 },
                 on,
             )
@@ -468,6 +469,7 @@ async fn payment_run(
                 amount: total,
                 shortfalls: short,
                 not_resident,
+                deceased,
                 receipt,
             }) => {
                 issued += n;
@@ -476,7 +478,7 @@ async fn payment_run(
                 serde_json::json!({
                     "commune": commune.to_string(), "outcome": "paid", "instructions": n,
                     "amount": total.to_string(), "shortfalls": shortfalls,
-                    "not_resident": not_resident,
+                    "not_resident": not_resident, "deceased": deceased,
                     "duplicate": receipt.duplicate, "sequence": receipt.sequence,
                 })
             }
@@ -518,6 +520,18 @@ async fn payment_run(
                         println!(
                             "  not paid, the household no longer lives here (stop them): entitlements {}",
                             gone.join(", ")
+                        );
+                    }
+                    let died: Vec<String> = line["deceased"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(ToString::to_string)
+                        .collect();
+                    if !died.is_empty() {
+                        println!(
+                            "  not paid, the beneficiary died before {period} (stop them): entitlements {}",
+                            died.join(", ")
                         );
                     }
                 }

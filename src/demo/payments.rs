@@ -529,6 +529,7 @@ async fn grant(
                 channel,
                 provincial_base: None,
             },
+            citizen: None, // found by the service
         };
         let key = format!("demo:{year}:grant:{household}");
         if officer(service, partition, key, kind, d(year, 1, 2))

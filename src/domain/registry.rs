@@ -21,7 +21,7 @@ pub type BlindIndex = [u8; 32];
 /// Blind indexes as serde bytes rather than 32 numbers: a book snapshot holds one or two
 /// per citizen, and reading 32 numbers one by one was most of a snapshot's decoding.
 /// (JSON still shows an array of numbers.)
-mod blind_bytes {
+pub(crate) mod blind_bytes {
     use std::collections::{BTreeMap, BTreeSet};
     use std::fmt;
 
@@ -29,7 +29,6 @@ mod blind_bytes {
     use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 
     use super::BlindIndex;
-    use crate::domain::ids::HouseholdId;
 
     struct Out<'a>(&'a BlindIndex);
 
@@ -109,35 +108,56 @@ mod blind_bytes {
     pub mod map {
         use super::*;
 
-        pub fn serialize<S: Serializer>(
-            map: &BTreeMap<BlindIndex, HouseholdId>,
+        pub fn serialize<S: Serializer, V: serde::Serialize>(
+            map: &BTreeMap<BlindIndex, V>,
             s: S,
         ) -> Result<S::Ok, S::Error> {
             let mut out = s.serialize_map(Some(map.len()))?;
-            for (index, household) in map {
-                out.serialize_entry(&Out(index), household)?;
+            for (index, value) in map {
+                out.serialize_entry(&Out(index), value)?;
             }
             out.end()
         }
 
-        pub fn deserialize<'de, D: Deserializer<'de>>(
+        pub fn deserialize<'de, D: Deserializer<'de>, V: serde::Deserialize<'de>>(
             d: D,
-        ) -> Result<BTreeMap<BlindIndex, HouseholdId>, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = BTreeMap<BlindIndex, HouseholdId>;
+        ) -> Result<BTreeMap<BlindIndex, V>, D::Error> {
+            struct Visit<V>(std::marker::PhantomData<V>);
+            impl<'de, V: serde::Deserialize<'de>> Visitor<'de> for Visit<V> {
+                type Value = BTreeMap<BlindIndex, V>;
                 fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("a map of blind indexes to households")
+                    f.write_str("a map keyed by blind indexes")
                 }
                 fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                     let mut out = BTreeMap::new();
-                    while let Some((In(index), household)) = map.next_entry()? {
-                        out.insert(index, household);
+                    while let Some((In(index), value)) = map.next_entry()? {
+                        out.insert(index, value);
                     }
                     Ok(out)
                 }
             }
-            d.deserialize_map(V)
+            d.deserialize_map(Visit(std::marker::PhantomData))
+        }
+    }
+
+    /// One blind index or none (a member without a citizen id).
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(
+            index: &Option<BlindIndex>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match index {
+                Some(index) => s.serialize_some(&Out(index)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<BlindIndex>, D::Error> {
+            Ok(<Option<In> as serde::Deserialize>::deserialize(d)?.map(|In(index)| index))
         }
     }
 }
@@ -180,6 +200,11 @@ pub struct Registry {
     /// Citizens of active households only: a citizen may belong to one at a time.
     #[serde(with = "blind_bytes::map")]
     pub citizens: BTreeMap<BlindIndex, HouseholdId>,
+    /// The day each citizen died whose death was recorded here (`MemberDied`), kept after
+    /// the household's record forgets them: a payment run pays an allowance through the
+    /// month of its beneficiary's death, and no later (Decree 20/2021).
+    #[serde(with = "blind_bytes::map")]
+    pub deaths: BTreeMap<BlindIndex, NaiveDate>,
 }
 
 /// A registry change, proposed by a command and recorded as an event.
@@ -516,6 +541,9 @@ pub fn apply(registry: &mut Registry, change: &Change) {
             }
             for c in &h.citizens {
                 registry.citizens.remove(c);
+            }
+            if let Change::MemberDied { citizen, on, .. } = change {
+                registry.deaths.insert(*citizen, *on);
             }
             h.members = *members;
             h.citizens = citizens.iter().copied().collect();

@@ -401,6 +401,7 @@ fn payment_rejection_status(r: &crate::domain::payments::Rejection) -> StatusCod
         | LateSettlementToReconcile { .. }
         | TooManyAttempts { .. }
         | MonthNotPayable { .. }
+        | BeneficiaryDied { .. }
         | BackDated { .. }
         | RefusalLimitReached { .. } => StatusCode::CONFLICT,
         RefMissing { .. }

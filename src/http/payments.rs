@@ -222,6 +222,7 @@ pub async fn grant(
             channel: channel(value.channel, &value.gateway)?,
             provincial_base: value.provincial_base,
         },
+        citizen: None, // found by the service
     };
     let receipt = submit(&api, &caller, &key, fingerprint, &partition, kind, value.on).await?;
     let EventBody::EntitlementGranted { entitlement, .. } = recorded(&api, &receipt).await? else {
@@ -355,6 +356,9 @@ struct RunAnswer {
     /// Entitlements left unpaid because their household no longer lives in the
     /// partition: an officer stops them.
     not_resident: Vec<u64>,
+    /// Entitlements left unpaid because their beneficiary died before the month (paid
+    /// through the month of death): an officer stops them.
+    deceased: Vec<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     receipt: Option<ReceiptBody>,
 }
@@ -383,22 +387,25 @@ pub async fn run(
             value.on,
         )
         .await;
-    let answer = |outcome, instructions, amount, shortfalls, not_resident, receipt| RunAnswer {
-        commune: code.to_string(),
-        period: period.to_string(),
-        outcome,
-        instructions,
-        amount,
-        shortfalls,
-        not_resident,
-        receipt,
-    };
+    let answer =
+        |outcome, instructions, amount, shortfalls, (not_resident, deceased), receipt| RunAnswer {
+            commune: code.to_string(),
+            period: period.to_string(),
+            outcome,
+            instructions,
+            amount,
+            shortfalls,
+            not_resident,
+            deceased,
+            receipt,
+        };
     match ran {
         Ok(CommuneRun::Paid {
             issued,
             amount,
             shortfalls,
             not_resident,
+            deceased,
             receipt,
         }) => {
             let body = answer(
@@ -406,7 +413,7 @@ pub async fn run(
                 issued,
                 amount,
                 shortfalls.iter().map(Shortfall::sentence).collect(),
-                not_resident,
+                (not_resident, deceased),
                 Some(ReceiptBody::new(&receipt, None)),
             );
             Ok(created(receipt.duplicate, body))
@@ -418,7 +425,7 @@ pub async fn run(
                 0,
                 Decimal::ZERO,
                 Vec::new(),
-                Vec::new(),
+                (Vec::new(), Vec::new()),
                 None,
             );
             Ok((axum::http::StatusCode::OK, axum::Json(body)).into_response())

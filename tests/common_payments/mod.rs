@@ -111,6 +111,7 @@ pub fn grant_in(date: &str, n: u32, commune: &str, from: &str, terms: Terms) -> 
             commune: CommuneId::parse(commune).unwrap(),
             from: m(from),
             terms,
+            citizen: None,
         },
     )
 }
@@ -270,7 +271,16 @@ pub struct Then {
 
 impl Given {
     pub fn when(self, c: Command) -> Then {
-        let result = decide(&self.book, c);
+        self.when_registry(c, &ansinh::domain::payments::EveryoneHere)
+    }
+
+    /// `when`, against what a registry knows (who lives here, who died).
+    pub fn when_registry(
+        self,
+        c: Command,
+        registry: &dyn ansinh::domain::payments::RegistryFacts,
+    ) -> Then {
+        let result = ansinh::domain::payments::decide_for(&self.book, c, registry);
         Then {
             before: self.book,
             history: self.history,

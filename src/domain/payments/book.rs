@@ -21,7 +21,8 @@ use crate::domain::payments::entitlements::{
     self, Entitlement, EntitlementId, StopReason, Stopped, Terms, TermsPeriod,
 };
 use crate::domain::payments::ids::{
-    BeneficiaryRef, CommuneId, GatewayId, GatewayTxnId, HouseholdRef, OfficerId, ProgrammeId,
+    BeneficiaryRef, CitizenIndex, CommuneId, GatewayId, GatewayTxnId, HouseholdRef, OfficerId,
+    ProgrammeId,
 };
 use crate::domain::payments::instructions::{
     self, GatewayPost, Instruction, InstructionId, InstructionStatus, NewInstruction, Outcome,
@@ -106,6 +107,12 @@ pub enum CommandKind {
         commune: CommuneId,
         from: Month,
         terms: Terms,
+        /// Who the member is (`CitizenIndex`), so that their death stops the payments.
+        /// `Service::payment` sets it from the household's sealed data, replacing what
+        /// an edge sent; None for a member without a citizen id (a young child), whose
+        /// entitlement an officer stops.
+        #[serde(default)]
+        citizen: Option<CitizenIndex>,
     },
     /// New terms (category, channel, provincial base) from `from` on.
     Change {
@@ -160,6 +167,10 @@ pub enum EventBody {
         commune: CommuneId,
         from: Month,
         terms: Terms,
+        /// Who the member was at the grant; None for one without a citizen id, and in
+        /// grants recorded before the ledger kept it.
+        #[serde(default, with = "crate::domain::registry::blind_bytes::option")]
+        citizen: Option<CitizenIndex>,
     },
     EntitlementChanged {
         entitlement: EntitlementId,
@@ -191,6 +202,10 @@ pub enum EventBody {
         /// the partition before that month (moved out, or dissolved by its last
         /// member's death): to be stopped by an officer.
         not_resident: Vec<EntitlementId>,
+        /// Entitlements of the run's period left unpaid because their beneficiary died in
+        /// an earlier month (paid through the month of death): to be stopped by an officer.
+        #[serde(default)]
+        deceased: Vec<EntitlementId>,
     },
     GatewayPostAccepted {
         post: GatewayPost,
@@ -309,9 +324,8 @@ impl Decision {
 /// of the same decision see earlier ones.
 pub(crate) struct Out<'a> {
     pub(crate) book: &'a Book,
-    /// Whether a household lived in the partition in a month (left in it or later, or
-    /// not at all): a fact of the registry, which this book does not hold (`decide_for`).
-    pub(crate) resident: &'a dyn Fn(&HouseholdRef, Month) -> bool,
+    /// What the registry, which this book does not hold, knows (`decide_for`).
+    pub(crate) registry: &'a dyn RegistryFacts,
     actor: Actor,
     effective: NaiveDate,
     next_id: EventId,
@@ -322,13 +336,13 @@ pub(crate) struct Out<'a> {
 impl<'a> Out<'a> {
     fn new(
         book: &'a Book,
-        resident: &'a dyn Fn(&HouseholdRef, Month) -> bool,
+        registry: &'a dyn RegistryFacts,
         actor: Actor,
         effective: NaiveDate,
     ) -> Self {
         Self {
             book,
-            resident,
+            registry,
             actor,
             effective,
             next_id: book.last_event_id,
@@ -373,21 +387,43 @@ impl<'a> Out<'a> {
     }
 }
 
+/// Facts of the partition's registry that payments depend on, which this book does not
+/// hold: the partition's book answers from its registry, tests from a fixture.
+pub trait RegistryFacts {
+    /// Whether the household lived in the partition in `month` (it left in that month
+    /// or later, or not at all).
+    fn resident(&self, household: &HouseholdRef, month: Month) -> bool;
+    /// The day the citizen died, if the registry recorded their death.
+    fn died_on(&self, citizen: &CitizenIndex) -> Option<NaiveDate>;
+}
+
+/// A registry where every household lives here and nobody has died (`decide`).
+pub struct EveryoneHere;
+
+impl RegistryFacts for EveryoneHere {
+    fn resident(&self, _: &HouseholdRef, _: Month) -> bool {
+        true
+    }
+    fn died_on(&self, _: &CitizenIndex) -> Option<NaiveDate> {
+        None
+    }
+}
+
 /// Decide a command against the book. Pure: the same book and command give
 /// the same decision.
 pub fn decide(book: &Book, command: Command) -> Result<Decision, Rejection> {
-    decide_for(book, command, &|_, _| true)
+    decide_for(book, command, &EveryoneHere)
 }
 
-/// `decide`, where `resident` says whether a household lived in the partition in a month
-/// (the registry's answer): a run pays no one for a month after their household left,
-/// as a stop pays through the month of its date.
+/// `decide` against what the partition's registry knows: a run pays no one for a month
+/// after their household left, nor after the month their beneficiary died, as a stop
+/// pays through the month of its date; a later month of a deceased's is not reissued.
 pub fn decide_for(
     book: &Book,
     command: Command,
-    resident: &dyn Fn(&HouseholdRef, Month) -> bool,
+    registry: &dyn RegistryFacts,
 ) -> Result<Decision, Rejection> {
-    let mut out = Out::new(book, resident, command.actor.clone(), command.effective);
+    let mut out = Out::new(book, registry, command.actor.clone(), command.effective);
     match (command.actor, command.kind) {
         (Actor::Gateway(authenticated), CommandKind::Post(post)) => {
             if post.gateway != authenticated {
@@ -423,7 +459,10 @@ fn decide_officer(out: &mut Out<'_>, kind: CommandKind) -> Result<(), Rejection>
             commune,
             from,
             terms,
-        } => entitlements::decide_grant(out, programme, beneficiary, commune, from, terms)?,
+            citizen,
+        } => {
+            entitlements::decide_grant(out, programme, beneficiary, commune, from, terms, citizen)?
+        }
         CommandKind::Change {
             entitlement,
             from,
@@ -465,6 +504,7 @@ pub fn apply(book: &mut Book, event: &Event) {
             commune,
             from,
             terms,
+            citizen,
         } => {
             book.last_entitlement_id = *entitlement;
             book.active
@@ -481,6 +521,7 @@ pub fn apply(book: &mut Book, event: &Event) {
                         terms: terms.clone(),
                     }],
                     stopped: None,
+                    citizen: *citizen,
                 },
             );
         }

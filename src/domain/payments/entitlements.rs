@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::money::{self, positive_vnd, round_dong};
 use crate::domain::payments::Rejection;
-use crate::domain::payments::book::{EventBody, Out};
+use crate::domain::payments::book::{EventBody, Out, RegistryFacts};
 use crate::domain::payments::ids::{
-    BeneficiaryRef, CategoryId, CommuneId, GatewayId, ProgrammeId, member_number,
+    BeneficiaryRef, CategoryId, CitizenIndex, CommuneId, GatewayId, ProgrammeId, member_number,
 };
 use crate::domain::payments::instructions;
 use crate::domain::payments::month::Month;
@@ -159,6 +159,17 @@ pub struct Entitlement {
     /// Non-empty, `from` strictly increasing.
     pub periods: Vec<TermsPeriod>,
     pub stopped: Option<Stopped>,
+    /// Who the beneficiary is (`EventBody::EntitlementGranted::citizen`): a run pays
+    /// no month after the one they died in. None: only a stop ends it.
+    #[serde(default, with = "crate::domain::registry::blind_bytes::option")]
+    pub citizen: Option<CitizenIndex>,
+}
+
+impl Entitlement {
+    /// The day its beneficiary died, as the registry recorded it.
+    pub fn died_on(&self, registry: &dyn RegistryFacts) -> Option<NaiveDate> {
+        self.citizen.as_ref().and_then(|c| registry.died_on(c))
+    }
 }
 
 impl Entitlement {
@@ -258,6 +269,7 @@ pub(crate) fn decide_grant(
     commune: CommuneId,
     from: Month,
     terms: Terms,
+    citizen: Option<CitizenIndex>,
 ) -> Result<(), Rejection> {
     // The member's reference goes into every payments event and to the gateway: a
     // citizen id (12 digits; 9 for the old cards) there would be personal data in clear.
@@ -310,6 +322,7 @@ pub(crate) fn decide_grant(
         commune,
         from,
         terms,
+        citizen,
     });
     Ok(())
 }

@@ -129,6 +129,11 @@ pub fn member_number(member: &MemberRef) -> Option<u32> {
     (n >= 1 && n.to_string() == digits).then_some(n)
 }
 
+/// Who a beneficiary is, as the registry knows them: the blind index (a keyed hash) of
+/// their citizen id. Opaque here: this book only compares it with the deaths the registry
+/// recorded (`RegistryFacts::died_on`), since a member reference is a position that shifts.
+pub type CitizenIndex = [u8; 32];
+
 /// Who receives the money: a member of a household.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct BeneficiaryRef {

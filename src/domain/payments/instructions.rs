@@ -358,6 +358,7 @@ pub(crate) fn decide_run(
     let mut by_budget: BTreeMap<BudgetKey, Vec<NewInstruction>> = BTreeMap::new();
     let mut count = 0usize;
     let mut not_resident = Vec::new();
+    let mut deceased = Vec::new();
     for e in out.book.entitlements.values() {
         if commune.as_ref().is_some_and(|c| *c != e.commune)
             || out.book.attempts.contains_key(&(e.id, period))
@@ -367,10 +368,19 @@ pub(crate) fn decide_run(
         let Some(terms) = e.terms_for(period) else {
             continue;
         };
+        // Decree 20/2021 pays through the month of death: a later month is owed to no
+        // one, and the run names the entitlement for an officer to stop. Asked first: a
+        // household its last member's death dissolved is named for the death.
+        if e.died_on(out.registry)
+            .is_some_and(|died_on| period > Month::of(died_on))
+        {
+            deceased.push(e.id);
+            continue;
+        }
         // Nobody is paid for a month after their household left (or lost its last
         // member), as a stop dated that day would pay through its month: the run names
         // the entitlement for an officer to stop instead.
-        if !(out.resident)(&e.beneficiary.household, period) {
+        if !out.registry.resident(&e.beneficiary.household, period) {
             not_resident.push(e.id);
             continue;
         }
@@ -428,7 +438,7 @@ pub(crate) fn decide_run(
         total = money::add(total, needed)?;
     }
     match (issued, shortfalls.is_empty()) {
-        (0, true) if not_resident.is_empty() => Ok(()),
+        (0, true) if not_resident.is_empty() && deceased.is_empty() => Ok(()),
         // Nothing to pay but people skipped: the run is recorded all the same, so that
         // the officer is told whom to stop (and the log says the month was run).
         (0, true) => {
@@ -440,6 +450,7 @@ pub(crate) fn decide_run(
                 shortfalls,
                 reference: data.hashes.clone(),
                 not_resident,
+                deceased,
             });
             Ok(())
         }
@@ -453,6 +464,7 @@ pub(crate) fn decide_run(
                 shortfalls,
                 reference: data.hashes.clone(),
                 not_resident,
+                deceased,
             });
             Ok(())
         }
@@ -586,6 +598,13 @@ pub(crate) fn decide_reissue(
             entitlement: id.entitlement,
             month: id.month,
         });
+    }
+    // Instructed before the death was recorded, a month after it is owed to no one.
+    if let Some(died_on) = entitlement
+        .died_on(out.registry)
+        .filter(|died_on| id.month > Month::of(*died_on))
+    {
+        return Err(Rejection::BeneficiaryDied { died_on });
     }
     not_back_dated(i, out.effective())?;
     // Same amount and basis as the first attempt: the month's entitlement

@@ -26,7 +26,7 @@ pub mod reference;
 mod rejection;
 
 pub use book::{
-    Actor, Book, Command, CommandKind, Decision, Event, EventBody, apply, decide, decide_for,
-    replay,
+    Actor, Book, Command, CommandKind, Decision, Event, EventBody, EveryoneHere, RegistryFacts,
+    apply, decide, decide_for, replay,
 };
 pub use rejection::Rejection;

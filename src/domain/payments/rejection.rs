@@ -245,6 +245,11 @@ pub enum Rejection {
         entitlement: EntitlementId,
         month: Month,
     },
+    /// The entitlement's beneficiary died before this month: it is paid through the month
+    /// of death (Decree 20/2021), so a later month is not paid again. Stop the
+    /// entitlement; nothing is owed past `died_on`'s month.
+    #[error("the beneficiary died on {died_on}: no month after it is paid")]
+    BeneficiaryDied { died_on: NaiveDate },
     /// The command is dated before the instruction's last change. Use the
     /// real date (on or after `last`).
     #[error("effective date {effective} is before the last change on {last}")]

@@ -137,6 +137,7 @@ async fn grant(
                 channel,
                 provincial_base: None,
             },
+            citizen: None, // found by the service
         };
         let write = begin_write(&session.caller, &f, &route)?;
         let receipt = api

@@ -189,6 +189,7 @@ pub enum T {
     Outcome,
     Shortfalls,
     NotResident,
+    Deceased,
     Anomalies,
     FindAnomalies,
     Recompute,
@@ -392,6 +393,10 @@ impl T {
             NotResident => (
                 "Không chi trả vì hộ không còn cư trú tại đây (cần dừng trợ cấp)",
                 "Not paid: the household no longer lives here (stop these entitlements)",
+            ),
+            Deceased => (
+                "Không chi trả vì người hưởng đã mất trước tháng này (cần dừng trợ cấp)",
+                "Not paid: the beneficiary died before this month (stop these entitlements)",
             ),
             Anomalies => ("Bất thường", "Anomalies"),
             FindAnomalies => ("Tìm bất thường", "Find anomalies"),

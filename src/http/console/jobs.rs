@@ -158,6 +158,10 @@ fn payment_run(lang: Lang, run: &PaymentRunJob, page: usize) -> Markup {
                             (lang.t(T::NotResident)) ": "
                             (line.not_resident.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))
                         }
+                        @if !line.deceased.is_empty() {
+                            (lang.t(T::Deceased)) ": "
+                            (line.deceased.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))
+                        }
                     }
                 }
             }

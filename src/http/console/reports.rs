@@ -378,6 +378,7 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
             amount,
             shortfalls,
             not_resident,
+            deceased,
             ..
         } = recorded(&api, &receipt).await?
         else {
@@ -386,7 +387,14 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
             ));
         };
         let shortfalls: Vec<String> = shortfalls.iter().map(Shortfall::sentence).collect();
-        Ok(Some((receipt, issued, amount, shortfalls, not_resident)))
+        Ok(Some((
+            receipt,
+            issued,
+            amount,
+            shortfalls,
+            not_resident,
+            deceased,
+        )))
     }
     .await;
     match result {
@@ -394,7 +402,7 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
             let body = html! {
                 @match &outcome {
                     None => p.ok #nothing-left { (lang.t(T::Nothing)) },
-                    Some((receipt, issued, amount, shortfalls, not_resident)) => {
+                    Some((receipt, issued, amount, shortfalls, not_resident, deceased)) => {
                         (receipt_block(lang, receipt))
                         table #run-result {
                             tr { th { (lang.t(T::Instructions)) } td.num #run-issued { (issued) } }
@@ -405,6 +413,12 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
                             p.err #run-not-resident {
                                 (lang.t(T::NotResident)) ": "
                                 (not_resident.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))
+                            }
+                        }
+                        @if !deceased.is_empty() {
+                            p.err #run-deceased {
+                                (lang.t(T::Deceased)) ": "
+                                (deceased.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))
                             }
                         }
                     },

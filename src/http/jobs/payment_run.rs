@@ -46,6 +46,9 @@ pub struct CommuneLine {
     /// Entitlements left unpaid: their household no longer lives in the partition.
     #[serde(default)]
     pub not_resident: Vec<u64>,
+    /// Entitlements left unpaid: their beneficiary died before the month.
+    #[serde(default)]
+    pub deceased: Vec<u64>,
 }
 
 /// A payment run job's record (`kind` "payment_run").
@@ -213,6 +216,7 @@ async fn run_communes(
                 amount,
                 shortfalls,
                 not_resident,
+                deceased,
                 ..
             }) => CommuneLine {
                 commune: commune.to_string(),
@@ -221,6 +225,7 @@ async fn run_communes(
                 amount,
                 shortfalls: sentences(&shortfalls),
                 not_resident,
+                deceased,
             },
             Ok(CommuneRun::NothingLeft) => CommuneLine {
                 commune: commune.to_string(),
@@ -229,6 +234,7 @@ async fn run_communes(
                 amount: Decimal::ZERO,
                 shortfalls: Vec::new(),
                 not_resident: Vec::new(),
+                deceased: Vec::new(),
             },
             Ok(CommuneRun::Unfunded { shortfalls }) => CommuneLine {
                 commune: commune.to_string(),
@@ -237,6 +243,7 @@ async fn run_communes(
                 amount: Decimal::ZERO,
                 shortfalls: sentences(&shortfalls),
                 not_resident: Vec::new(),
+                deceased: Vec::new(),
             },
             Err(e) => {
                 run_of(held).state = "failed".into();
