@@ -46,7 +46,8 @@ pub const VERIFY_LAST_EVENTS: &str = "ansinh_verify_last_events";
 /// subjects sent what the ledger never writes (docs/OPERATIONS.md).
 pub const VERIFY_LAST_STRAY_MESSAGES: &str = "ansinh_verify_last_stray_messages";
 /// 1 for each partition this process has stopped appending to (lost acknowledged data, a
-/// chain that does not verify), by partition; 0 once an operator let it go on.
+/// chain that does not verify, a message held that breaks the chain), by partition; 0
+/// once an operator let it go on.
 pub const PARTITION_STOPPED: &str = "ansinh_partition_stopped";
 /// HTTP requests answered, by route template and status code.
 pub const HTTP_REQUESTS: &str = "ansinh_http_requests_total";
@@ -238,7 +239,8 @@ pub fn verified(ok: bool, events: u64, stray_messages: u64) {
 static STOPPED: Mutex<std::collections::BTreeSet<String>> =
     Mutex::new(std::collections::BTreeSet::new());
 
-/// The partitions this process's store holds stopped now (set at each scrape).
+/// The partitions this process has stopped now (`Ledger::stopped_partitions`, set at
+/// each scrape).
 pub fn partitions_stopped<'a>(stopped: impl IntoIterator<Item = &'a str>) {
     let now: std::collections::BTreeSet<String> = stopped.into_iter().map(str::to_owned).collect();
     let mut before = STOPPED.lock().unwrap_or_else(|e| e.into_inner());

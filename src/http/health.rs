@@ -5,7 +5,9 @@
 //!   the read model has held the whole log once since the process started and its latest
 //!   catch-up did not fail; else 503 with the reasons. Either way the body says how far
 //!   the read model is behind the log, and which partitions this process has stopped
-//!   (lost data, a chain that does not verify) and why. A stopped partition does not make
+//!   and why (`Ledger::stopped_partitions`): lost acknowledged data or a chain verify
+//!   found broken, and, as soon as a writer meets one, a message that breaks a
+//!   partition's chain (a foreign or damaged message). A stopped partition does not make
 //!   the process unready: the load balancer would then take every province off it for
 //!   one, while its other partitions, and every read, still work; the metric
 //!   `ansinh_partition_stopped` is what to alert on. Later lag does not make a process
@@ -51,8 +53,8 @@ pub async fn readyz(State(api): State<Api>) -> Response {
             None
         }
     };
-    let stopped: Vec<serde_json::Value> = match ledger.store().quarantined_all() {
-        Ok(quarantined) => quarantined
+    let stopped: Vec<serde_json::Value> = match ledger.stopped_partitions() {
+        Ok(stopped) => stopped
             .into_iter()
             .map(|(partition, why)| serde_json::json!({"partition": partition, "reason": why}))
             .collect(),
@@ -114,7 +116,7 @@ pub async fn metrics(State(api): State<Api>) -> Response {
         };
         crate::telemetry::projection_lag(behind, behind_for);
     }
-    if let Ok(stopped) = api.service().ledger.store().quarantined_all() {
+    if let Ok(stopped) = api.service().ledger.stopped_partitions() {
         crate::telemetry::partitions_stopped(stopped.iter().map(|(p, _)| p.as_str()));
     }
     (
