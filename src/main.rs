@@ -119,7 +119,8 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
     /// How the process logs to stderr: `text` for people, `json` for a log collector
-    /// (one object per line). The level comes from RUST_LOG (e.g. RUST_LOG=info).
+    /// (one object per line). The level comes from RUST_LOG (e.g. RUST_LOG=info;
+    /// unset: warnings and errors).
     /// Example: --log-format json
     #[arg(
         long,

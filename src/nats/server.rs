@@ -281,14 +281,14 @@ impl NatsServer {
                         tail.push(line);
                         ready_tx = Some((tx, child));
                     }
-                } else if line.contains("[WRN]")
-                    || line.contains("[ERR]")
-                    || line.contains("Slow Consumer")
-                {
-                    // What the supervised server warns about (a full disk) reaches the
-                    // operator's log rather than nowhere; so does a client dropped as a
-                    // slow consumer, which the server logs only as [INF] though every
-                    // ack and reply it held for the client is lost with it.
+                } else if line.contains("[ERR]") || line.contains("[FTL]") {
+                    // What fails in the supervised server (a full disk, a store it cannot
+                    // write) reaches the operator's log at the level it has there.
+                    tracing::error!(target: "nats_server", "{line}");
+                } else if line.contains("[WRN]") || line.contains("Slow Consumer") {
+                    // So do its warnings, and a client dropped as a slow consumer, which
+                    // the server logs only as [INF] though every ack and reply it held
+                    // for the client is lost with it.
                     tracing::warn!(target: "nats_server", "{line}");
                 }
             }
