@@ -30,6 +30,61 @@ fn last_json(out: &str) -> serde_json::Value {
     serde_json::from_str(out.lines().last().expect("some output")).expect("json")
 }
 
+/// NATS credentials without `--nats` would be ignored: the process would start an
+/// embedded server of its own and run a ledger no other process sees. Refused before
+/// anything starts (exit 2, naming the option), whether given as an option or in the
+/// environment.
+#[test]
+fn nats_credentials_without_nats_are_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    // The command line, the environment, the option named in the refusal.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 3] = [
+        (&["--nats-creds", "x.creds", "serve"], &[], "--nats-creds"),
+        (
+            &["note", "--partition", "01", "--text", "x"],
+            &[("ANSINH_NATS_USER", "auditor")],
+            "--nats-user",
+        ),
+        (
+            &[
+                "--nats-inbox-prefix",
+                "_INBOX_auditor",
+                "audit",
+                "verify",
+                "--read-only",
+            ],
+            &[],
+            "--nats-inbox-prefix",
+        ),
+    ];
+    for (args, env, option) in cases {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ansinh"));
+        command
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .env_remove("ANSINH_NATS_URL")
+            .env_remove("ANSINH_NATS_CREDS")
+            .env_remove("ANSINH_NATS_USER")
+            .env_remove("ANSINH_NATS_INBOX_PREFIX");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let out = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{option} (")) && stderr.contains("only apply with --nats"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !dir.path().join("nats").exists(),
+            "{args:?} started an embedded server"
+        );
+    }
+}
+
 #[test]
 fn demo_year_on_an_embedded_server_and_a_rerun_appends_nothing() {
     let dir = tempfile::tempdir().unwrap();
