@@ -355,7 +355,9 @@ impl Runtime {
     /// the stream), only the next start replays more.
     pub async fn close(&self) {
         match tokio::time::timeout(CLOSE_WAIT_MAX, self.ledger.clone().close()).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                tracing::info!("the ledger closed: its writers finished and kept their books")
+            }
             Ok(Err(e)) => tracing::warn!(error = %e, "the ledger did not close cleanly"),
             Err(_) => tracing::warn!(
                 seconds = CLOSE_WAIT_MAX.as_secs(),

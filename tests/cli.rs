@@ -1535,6 +1535,98 @@ fn the_repair_and_audit_commands_take_the_key_partition() {
     assert!(out.contains("or ledger-keys"), "{out}");
 }
 
+/// Ctrl-C at a terminal signals the whole foreground process group: `serve`'s embedded
+/// nats-server is in a group of its own, so it still answers while `serve` drains and
+/// closes the ledger, and is stopped after. Here `serve` leads a group of its own as a
+/// terminal's job does, and SIGINT goes to that group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_closes_the_ledger_before_the_embedded_server_stops() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let (ok, out) = as_ledger(&data)(&["note", "--partition", "01", "--text", "before"]);
+    assert!(ok, "{out}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ansinh"))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("ANSINH_NATS_URL")
+        .env("RUST_LOG", "info")
+        .envs(LEDGER_PASSWORD_ENV)
+        .process_group(0)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).split(b'\n') {
+            let Ok(line) = line else { return };
+            let _ = lines_tx.send(String::from_utf8_lossy(&line).into_owned());
+        }
+    });
+    let mut lines = Vec::new();
+    while !lines
+        .iter()
+        .any(|l: &String| l.contains("serving the staff API on "))
+    {
+        match lines_rx.recv() {
+            Ok(line) => lines.push(line),
+            Err(_) => panic!("serve stopped before it listened: {lines:?}"),
+        }
+    }
+    // Out of the group a terminal's Ctrl-C signals.
+    let server_group = process_group_of(embedded_server_of(child.id()));
+    if server_group == child.id() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the embedded server is in serve's process group");
+    }
+    // SAFETY: kill(2) on the process group of the child we spawned (it leads it).
+    assert_eq!(unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) }, 0);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    reader.join().unwrap();
+    lines.extend(lines_rx.try_iter());
+    assert!(status.success(), "{status:?}: {lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.contains("the ledger closed")),
+        "the ledger did not close cleanly: {lines:#?}"
+    );
+}
+
+/// The process id of the embedded nats-server `ansinh` process `pid` started.
+fn embedded_server_of(pid: u32) -> u32 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("children")).ok())
+        .flat_map(|children| {
+            children
+                .split_whitespace()
+                .map(|c| c.parse::<u32>().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .find(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/comm"))
+                .is_ok_and(|comm| comm.trim() == "nats-server")
+        })
+        .unwrap_or_else(|| panic!("ansinh {pid} runs no nats-server"))
+}
+
+/// The process group of process `pid` (/proc/PID/stat: the third field after the name).
+fn process_group_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 1..];
+    after_name
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// `ansinh serve` on the embedded server of `data`, with `env` for it, once it listens:
 /// the process (stop it with SIGTERM) and the embedded server's URL.
 async fn serve_embedded(

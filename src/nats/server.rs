@@ -241,7 +241,10 @@ impl NatsServer {
         let config = config.to_path_buf();
         // The server is spawned from a thread that lives exactly as long as the server
         // (it drains the server's output), and PR_SET_PDEATHSIG ties the server to that
-        // thread: if our process dies, even by SIGKILL, the server dies too.
+        // thread: if our process dies, even by SIGKILL, the server dies too. It runs in
+        // a process group of its own, so a signal to ours (Ctrl-C at a terminal) reaches
+        // only us: `serve` drains its requests and closes the ledger while the server
+        // still answers, and stops it after (`stop`, when the `NatsServer` is dropped).
         std::thread::spawn(move || {
             let mut command = Command::new(&binary);
             command
@@ -255,6 +258,9 @@ impl NatsServer {
             unsafe {
                 use std::os::unix::process::CommandExt;
                 command.pre_exec(|| {
+                    if libc::setpgid(0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                     if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
