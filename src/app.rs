@@ -418,7 +418,11 @@ pub async fn connect_options(
         // a request that then times out is otherwise a mystery.
         .event_callback(|event| async move {
             match event {
-                async_nats::Event::Connected => tracing::debug!(target: "nats", "{event}"),
+                // What this process does to its own connection (it closes or drains it
+                // at the end of every command), and its reconnection: no warning.
+                async_nats::Event::Connected
+                | async_nats::Event::Closed
+                | async_nats::Event::Draining => tracing::debug!(target: "nats", "{event}"),
                 _ => tracing::warn!(target: "nats", "{event}"),
             }
         });
