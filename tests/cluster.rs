@@ -320,7 +320,11 @@ fn serve_stops_within_its_bound_on_sigterm_when_nats_has_gone_away() {
     // NATS goes away for good; then the operator stops the service.
     server.kill();
     unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
-    let bound = 2 * ansinh::http::SHUTDOWN_STEP_WAIT_MAX + Duration::from_secs(20);
+    // What the code allows (the gateway server, the checkpointer, the ledger's close),
+    // and a little for the process to start stopping and to exit on a busy machine.
+    let bound = 2 * ansinh::http::SHUTDOWN_STEP_WAIT_MAX
+        + ansinh::app::CLOSE_WAIT_MAX
+        + Duration::from_secs(3);
     let deadline = std::time::Instant::now() + bound;
     let status = loop {
         if let Some(status) = serve.try_wait().unwrap() {

@@ -1056,7 +1056,7 @@ pub fn routes() -> openapi::Routes {
         .get("/healthz", "Alive", None, Anyone, health::healthz)
         .get(
             "/readyz",
-            "Ready: the event stream answers, no partition is stopped for lost data, and the projections have held the whole log since the process started (503 with the reasons otherwise)",
+            "Ready: the event stream answers, the projections have held the whole log since the process started, and their latest catch-up did not fail (503 with the reasons otherwise). The body also lists the partitions this process has stopped appending to, and why; a stopped partition leaves the process ready",
             None,
             Anyone,
             health::readyz,
