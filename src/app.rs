@@ -337,6 +337,11 @@ impl Runtime {
         self.service.clone()
     }
 
+    /// Whether the embedded server has exited (None with `--nats`), for the liveness probe.
+    pub fn embedded_server(&self) -> Option<crate::nats_server::Exited> {
+        self._server.as_ref().map(NatsServer::exited)
+    }
+
     /// The gateway server's own connection (`gateway::server::connect`), as the ledger's
     /// user: gateway requests are never read on the connection the log writer gets its
     /// acknowledgements on.

@@ -1,6 +1,10 @@
 //! Liveness and readiness for the orchestrator and the operator: no token, no body.
 //!
-//! - `GET /healthz`: the process answers (200), whatever the state of NATS.
+//! - `GET /healthz`: the process answers (200), whatever the state of an outside NATS;
+//!   503 once the embedded nats-server it started has exited: nothing brings it back but
+//!   a restart of the process, which is what an orchestrator does on a failed liveness
+//!   probe. An outside server or cluster that is away may come back, so it fails
+//!   readiness only.
 //! - `GET /readyz`: 200 only when the event stream answers within `READY_CHECK_WAIT_MAX`,
 //!   the read model has held the whole log once since the process started and its latest
 //!   catch-up did not fail; else 503 with the reasons. Either way the body says how far
@@ -26,8 +30,18 @@ use super::Api;
 /// Longest a readiness check waits for the event stream to answer.
 pub const READY_CHECK_WAIT_MAX: Duration = Duration::from_secs(2);
 
-pub async fn healthz() -> Response {
-    (StatusCode::OK, Json(serde_json::json!({"alive": true}))).into_response()
+pub async fn healthz(State(api): State<Api>) -> Response {
+    match api.embedded_server_exit() {
+        None => (StatusCode::OK, Json(serde_json::json!({"alive": true}))).into_response(),
+        Some(status) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "alive": false,
+                "reason": format!("the embedded nats-server exited ({status})"),
+            })),
+        )
+            .into_response(),
+    }
 }
 
 pub async fn readyz(State(api): State<Api>) -> Response {
