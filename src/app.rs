@@ -30,6 +30,23 @@ pub enum AppError {
     Vault(#[from] VaultError),
     #[error("projections: {0}")]
     Projection(String),
+    /// Credentials given without `--nats`: the embedded server has users of its own, so
+    /// they would be ignored and the process would quietly run a ledger of its own. Give
+    /// `--nats`, or unset them.
+    #[error(
+        "{options} only apply with --nats (ANSINH_NATS_URL): without it ansinh starts an \
+         embedded nats-server of its own in the data directory and connects as its ledger \
+         user; give --nats with the server's URL, or unset them"
+    )]
+    AuthWithoutNats { options: String },
+    /// The server is one node of a cluster and `--replicas` asks for one copy: streams and
+    /// buckets made now would live on that node alone, and its loss would lose them.
+    #[error(
+        "the NATS server at {url} is a node of cluster {cluster:?}, and --replicas is 1: the \
+         ledger's streams and buckets would be made on one node, and lost with it; give \
+         --replicas 3 (or ANSINH_REPLICAS=3) on a 3-node cluster"
+    )]
+    OneReplicaOnCluster { url: String, cluster: String },
 }
 
 /// Who this process is to NATS, and where its replies come back.
@@ -42,6 +59,37 @@ pub struct NatsAuth {
     /// The prefix of this connection's reply subjects, when its permissions allow only
     /// its own (`_INBOX_auditor`); None: `_INBOX`.
     pub inbox_prefix: Option<String>,
+}
+
+impl NatsAuth {
+    /// The options that set this, as the command line names them (empty: none).
+    pub fn options_given(&self) -> Vec<&'static str> {
+        [
+            (
+                self.credentials.is_some(),
+                "--nats-creds (ANSINH_NATS_CREDS)",
+            ),
+            (self.user.is_some(), "--nats-user (ANSINH_NATS_USER)"),
+            (
+                self.inbox_prefix.is_some(),
+                "--nats-inbox-prefix (ANSINH_NATS_INBOX_PREFIX)",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(given, option)| given.then_some(option))
+        .collect()
+    }
+
+    /// Refuses what is set here when no `--nats` URL is given (`nats_url` None).
+    pub fn check_needs_url(&self, nats_url: Option<&str>) -> Result<(), AppError> {
+        let given = self.options_given();
+        if nats_url.is_none() && !given.is_empty() {
+            return Err(AppError::AuthWithoutNats {
+                options: given.join(", "),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for NatsAuth {
@@ -193,6 +241,9 @@ pub struct Runtime {
 
 impl Runtime {
     pub async fn open(connection: &Connection) -> Result<Self, AppError> {
+        connection
+            .auth
+            .check_needs_url(connection.nats_url.as_deref())?;
         std::fs::create_dir_all(&connection.data_dir)
             .map_err(crate::nats_server::ServerError::from)?;
         let (server, url, users) = match &connection.nats_url {
@@ -218,6 +269,11 @@ impl Runtime {
             None => connection.auth.clone(),
         };
         let client = connect(&url, &auth).await?;
+        if let Some(cluster) = client.server_info().cluster
+            && connection.log.replicas < 2
+        {
+            return Err(AppError::OneReplicaOnCluster { url, cluster });
+        }
         let store = LedgerStore::open(&connection.data_dir.join("ledger.sled"))?;
         let projector =
             Arc::new(Projector::of_store(&store).map_err(|e| AppError::Projection(e.to_string()))?);
@@ -281,6 +337,11 @@ impl Runtime {
         self.service.clone()
     }
 
+    /// Whether the embedded server has exited (None with `--nats`), for the liveness probe.
+    pub fn embedded_server(&self) -> Option<crate::nats_server::Exited> {
+        self._server.as_ref().map(NatsServer::exited)
+    }
+
     /// The gateway server's own connection (`gateway::server::connect`), as the ledger's
     /// user: gateway requests are never read on the connection the log writer gets its
     /// acknowledgements on.
@@ -299,7 +360,9 @@ impl Runtime {
     /// the stream), only the next start replays more.
     pub async fn close(&self) {
         match tokio::time::timeout(CLOSE_WAIT_MAX, self.ledger.clone().close()).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                tracing::info!("the ledger closed: its writers finished and kept their books")
+            }
             Ok(Err(e)) => tracing::warn!(error = %e, "the ledger did not close cleanly"),
             Err(_) => tracing::warn!(
                 seconds = CLOSE_WAIT_MAX.as_secs(),
@@ -360,7 +423,11 @@ pub async fn connect_options(
         // a request that then times out is otherwise a mystery.
         .event_callback(|event| async move {
             match event {
-                async_nats::Event::Connected => tracing::debug!(target: "nats", "{event}"),
+                // What this process does to its own connection (it closes or drains it
+                // at the end of every command), and its reconnection: no warning.
+                async_nats::Event::Connected
+                | async_nats::Event::Closed
+                | async_nats::Event::Draining => tracing::debug!(target: "nats", "{event}"),
                 _ => tracing::warn!(target: "nats", "{event}"),
             }
         });

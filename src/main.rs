@@ -40,19 +40,21 @@ struct Cli {
     nats: Option<String>,
     /// Copies the cluster keeps of the event stream, the checkpoint stream and the
     /// citizen claims stream when it creates them (3 on a 3-node cluster); an existing stream
-    /// with fewer is refused.
+    /// with fewer is refused, and so is 1 on a server that is a node of a cluster.
     #[arg(long, env = "ANSINH_REPLICAS", default_value_t = 1, global = true,
           value_parser = clap::value_parser!(u16).range(1..=5))]
     replicas: u16,
-    /// NATS credentials file (.creds) for --nats.
+    /// NATS credentials file (.creds) for --nats; refused without --nats.
+    /// Example: --nats-creds /etc/ansinh/ledger.creds
     #[arg(long, env = "ANSINH_NATS_CREDS", global = true)]
     nats_creds: Option<PathBuf>,
-    /// NATS user for --nats, with its password in the environment variable
-    /// ANSINH_NATS_PASSWORD (never on the command line). Example: --nats-user auditor
+    /// NATS user for --nats (refused without it), with its password in the environment
+    /// variable ANSINH_NATS_PASSWORD (never on the command line). Example: --nats-user auditor
     #[arg(long, env = "ANSINH_NATS_USER", global = true)]
     nats_user: Option<String>,
     /// Prefix of this connection's reply subjects, for a NATS user allowed only its own
-    /// (the shipped `auditor` user: _INBOX_auditor). Example: --nats-inbox-prefix _INBOX_auditor
+    /// (the shipped `auditor` user: _INBOX_auditor); for --nats only.
+    /// Example: --nats-inbox-prefix _INBOX_auditor
     #[arg(long, env = "ANSINH_NATS_INBOX_PREFIX", global = true)]
     nats_inbox_prefix: Option<String>,
     /// The secrets file (64 bytes, mode 0600: the key-wrapping and blind-index keys of
@@ -119,7 +121,8 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
     /// How the process logs to stderr: `text` for people, `json` for a log collector
-    /// (one object per line). The level comes from RUST_LOG (e.g. RUST_LOG=info).
+    /// (one object per line). The level comes from RUST_LOG (e.g. RUST_LOG=info;
+    /// unset: warnings and errors).
     /// Example: --log-format json
     #[arg(
         long,
@@ -969,21 +972,21 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
 }
 
 /// How this process authenticates to NATS, from the options and the environment.
+/// Refused without `--nats`, before the password is looked for: the embedded server has
+/// its own users.
 fn nats_auth(cli: &Cli) -> Result<ansinh::app::NatsAuth, BoxError> {
-    let user = match &cli.nats_user {
-        Some(user) => {
-            let password = std::env::var(NATS_PASSWORD_ENV).map_err(|_| {
-                format!("--nats-user {user} needs its password in the environment variable {NATS_PASSWORD_ENV}")
-            })?;
-            Some((user.clone(), password))
-        }
-        None => None,
-    };
-    Ok(ansinh::app::NatsAuth {
+    let mut auth = ansinh::app::NatsAuth {
         credentials: cli.nats_creds.clone(),
-        user,
+        user: cli.nats_user.clone().map(|user| (user, String::new())),
         inbox_prefix: cli.nats_inbox_prefix.clone(),
-    })
+    };
+    auth.check_needs_url(cli.nats.as_deref())?;
+    if let Some((user, password)) = &mut auth.user {
+        *password = std::env::var(NATS_PASSWORD_ENV).map_err(|_| {
+            format!("--nats-user {user} needs its password in the environment variable {NATS_PASSWORD_ENV}")
+        })?;
+    }
+    Ok(auth)
 }
 
 /// Where `--nats-user`'s password is read from.

@@ -46,7 +46,8 @@ pub const VERIFY_LAST_EVENTS: &str = "ansinh_verify_last_events";
 /// subjects sent what the ledger never writes (docs/OPERATIONS.md).
 pub const VERIFY_LAST_STRAY_MESSAGES: &str = "ansinh_verify_last_stray_messages";
 /// 1 for each partition this process has stopped appending to (lost acknowledged data, a
-/// chain that does not verify), by partition; 0 once an operator let it go on.
+/// chain that does not verify, a message held that breaks the chain), by partition; 0
+/// once an operator let it go on.
 pub const PARTITION_STOPPED: &str = "ansinh_partition_stopped";
 /// HTTP requests answered, by route template and status code.
 pub const HTTP_REQUESTS: &str = "ansinh_http_requests_total";
@@ -238,7 +239,8 @@ pub fn verified(ok: bool, events: u64, stray_messages: u64) {
 static STOPPED: Mutex<std::collections::BTreeSet<String>> =
     Mutex::new(std::collections::BTreeSet::new());
 
-/// The partitions this process's store holds stopped now (set at each scrape).
+/// The partitions this process has stopped now (`Ledger::stopped_partitions`, set at
+/// each scrape).
 pub fn partitions_stopped<'a>(stopped: impl IntoIterator<Item = &'a str>) {
     let now: std::collections::BTreeSet<String> = stopped.into_iter().map(str::to_owned).collect();
     let mut before = STOPPED.lock().unwrap_or_else(|e| e.into_inner());
@@ -269,12 +271,48 @@ pub enum LogFormat {
 
 /// Sets up the log: level from `RUST_LOG` (default: warnings and errors), on stderr.
 pub fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::from_default_env();
+    let rust_log = std::env::var(tracing_subscriber::EnvFilter::DEFAULT_ENV).ok();
+    let filter = log_filter(rust_log.as_deref());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().with_current_span(false).init(),
+    }
+}
+
+/// What the log lets through, from the value of `RUST_LOG` (None: unset). Without
+/// directives, warnings and errors: the embedded server's errors, NATS disconnects and a
+/// job taken over by another process are logged as warnings, and an operator who set
+/// nothing must still see them (`EnvFilter::from_default_env` would let only errors
+/// through). Invalid directives are skipped, each said on stderr.
+pub fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+        .parse_lossy(rust_log.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing_subscriber::filter::LevelFilter;
+
+    use super::log_filter;
+
+    #[test]
+    fn the_log_shows_warnings_unless_rust_log_says_otherwise() {
+        assert_eq!(log_filter(None).max_level_hint(), Some(LevelFilter::WARN));
+        assert_eq!(
+            log_filter(Some("")).max_level_hint(),
+            Some(LevelFilter::WARN)
+        );
+        assert_eq!(
+            log_filter(Some("info")).max_level_hint(),
+            Some(LevelFilter::INFO)
+        );
+        assert_eq!(
+            log_filter(Some("error")).max_level_hint(),
+            Some(LevelFilter::ERROR)
+        );
     }
 }

@@ -30,6 +30,61 @@ fn last_json(out: &str) -> serde_json::Value {
     serde_json::from_str(out.lines().last().expect("some output")).expect("json")
 }
 
+/// NATS credentials without `--nats` would be ignored: the process would start an
+/// embedded server of its own and run a ledger no other process sees. Refused before
+/// anything starts (exit 2, naming the option), whether given as an option or in the
+/// environment.
+#[test]
+fn nats_credentials_without_nats_are_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    // The command line, the environment, the option named in the refusal.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 3] = [
+        (&["--nats-creds", "x.creds", "serve"], &[], "--nats-creds"),
+        (
+            &["note", "--partition", "01", "--text", "x"],
+            &[("ANSINH_NATS_USER", "auditor")],
+            "--nats-user",
+        ),
+        (
+            &[
+                "--nats-inbox-prefix",
+                "_INBOX_auditor",
+                "audit",
+                "verify",
+                "--read-only",
+            ],
+            &[],
+            "--nats-inbox-prefix",
+        ),
+    ];
+    for (args, env, option) in cases {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ansinh"));
+        command
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .env_remove("ANSINH_NATS_URL")
+            .env_remove("ANSINH_NATS_CREDS")
+            .env_remove("ANSINH_NATS_USER")
+            .env_remove("ANSINH_NATS_INBOX_PREFIX");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let out = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{option} (")) && stderr.contains("only apply with --nats"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !dir.path().join("nats").exists(),
+            "{args:?} started an embedded server"
+        );
+    }
+}
+
 #[test]
 fn demo_year_on_an_embedded_server_and_a_rerun_appends_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -1485,6 +1540,182 @@ fn the_repair_and_audit_commands_take_the_key_partition() {
     let (ok, out) = ansinh(&data, &["admin", "accept-head", "--partition", "ledger"]);
     assert!(!ok, "{out}");
     assert!(out.contains("or ledger-keys"), "{out}");
+}
+
+/// `ansinh serve` on the embedded server of a data directory, logging at info, leading a
+/// process group of its own as a terminal's job does; killed when dropped if still running.
+struct LoggedServe {
+    child: std::process::Child,
+    /// Where it serves HTTP (`http://127.0.0.1:PORT`).
+    base: String,
+    /// Its stderr lines read so far.
+    lines: Vec<String>,
+    more: std::sync::mpsc::Receiver<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LoggedServe {
+    /// Starts it on `data` (the ledger's password set) and waits until it listens.
+    fn start(data: &std::path::Path) -> Self {
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ansinh"))
+            .arg("--data-dir")
+            .arg(data)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env_remove("ANSINH_NATS_URL")
+            .env("RUST_LOG", "info")
+            .envs(LEDGER_PASSWORD_ENV)
+            .process_group(0)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (lines_tx, more) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).split(b'\n') {
+                let Ok(line) = line else { return };
+                let _ = lines_tx.send(String::from_utf8_lossy(&line).into_owned());
+            }
+        });
+        let mut serve = Self {
+            child,
+            base: String::new(),
+            lines: Vec::new(),
+            more,
+            reader: Some(reader),
+        };
+        while serve.base.is_empty() {
+            let Ok(line) = serve.more.recv() else {
+                panic!("serve stopped before it listened: {:#?}", serve.lines);
+            };
+            if let Some(rest) = line.split("serving the staff API on ").nth(1) {
+                serve.base = rest.split_whitespace().next().unwrap().to_owned();
+            }
+            serve.lines.push(line);
+        }
+        serve
+    }
+
+    /// Waits for it to exit; its status and every line it wrote.
+    fn wait(&mut self) -> (std::process::ExitStatus, &[String]) {
+        let status = self.child.wait().unwrap();
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        self.lines.extend(self.more.try_iter());
+        (status, &self.lines)
+    }
+}
+
+impl Drop for LoggedServe {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Ctrl-C at a terminal signals the whole foreground process group: `serve`'s embedded
+/// nats-server is in a group of its own, so it still answers while `serve` drains and
+/// closes the ledger, and is stopped after. Here SIGINT goes to `serve`'s group.
+#[test]
+fn ctrl_c_closes_the_ledger_before_the_embedded_server_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let (ok, out) = as_ledger(&data)(&["note", "--partition", "01", "--text", "before"]);
+    assert!(ok, "{out}");
+    let mut serve = LoggedServe::start(&data);
+    // Out of the group a terminal's Ctrl-C signals.
+    let pid = serve.child.id();
+    assert_ne!(
+        process_group_of(embedded_server_of(pid)),
+        pid,
+        "the embedded server is in serve's process group"
+    );
+    // SAFETY: kill(2) on the process group of the child we spawned (it leads it).
+    assert_eq!(unsafe { libc::kill(-(pid as i32), libc::SIGINT) }, 0);
+    let (status, lines) = serve.wait();
+    assert!(status.success(), "{status:?}: {lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.contains("the ledger closed")),
+        "the ledger did not close cleanly: {lines:#?}"
+    );
+}
+
+/// A `serve` whose embedded nats-server died can reach no log, and only a restart helps:
+/// it says so at error level, and its liveness probe fails, so an orchestrator restarts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_is_no_longer_alive_once_its_embedded_server_died() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let mut serve = LoggedServe::start(&data);
+    let client = reqwest::Client::new();
+    let healthz = format!("{}/healthz", serve.base);
+    let alive = client.get(&healthz).send().await.unwrap();
+    assert_eq!(alive.status(), 200);
+    let server = embedded_server_of(serve.child.id());
+    // SAFETY: kill(2) on the embedded server of the child we spawned, running (it answered).
+    assert_eq!(unsafe { libc::kill(server as i32, libc::SIGKILL) }, 0);
+    // A bound, not a pace: the probe must fail well within it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let body = loop {
+        let answer = client.get(&healthz).send().await.unwrap();
+        if answer.status() != 200 {
+            assert_eq!(answer.status(), 503);
+            break answer.json::<serde_json::Value>().await.unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/healthz still answers 200 after the embedded server was killed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(body["alive"], false, "{body}");
+    assert!(
+        body["reason"].as_str().unwrap().contains("SIGKILL"),
+        "{body}"
+    );
+    // Logged once the exit is known, which the probe reads first: wait for the line.
+    let said = |l: &String| l.contains("ERROR") && l.contains("nats-server exited on its own");
+    while !serve.lines.iter().any(said) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match serve.more.recv_timeout(left) {
+            Ok(line) => serve.lines.push(line),
+            Err(_) => panic!("no error logged: {:#?}", serve.lines),
+        }
+    }
+}
+
+/// The process id of the embedded nats-server `ansinh` process `pid` started.
+fn embedded_server_of(pid: u32) -> u32 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("children")).ok())
+        .flat_map(|children| {
+            children
+                .split_whitespace()
+                .map(|c| c.parse::<u32>().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .find(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/comm"))
+                .is_ok_and(|comm| comm.trim() == "nats-server")
+        })
+        .unwrap_or_else(|| panic!("ansinh {pid} runs no nats-server"))
+}
+
+/// The process group of process `pid` (/proc/PID/stat: the third field after the name).
+fn process_group_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 1..];
+    after_name
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// `ansinh serve` on the embedded server of `data`, with `env` for it, once it listens:

@@ -320,7 +320,11 @@ fn serve_stops_within_its_bound_on_sigterm_when_nats_has_gone_away() {
     // NATS goes away for good; then the operator stops the service.
     server.kill();
     unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
-    let bound = 2 * ansinh::http::SHUTDOWN_STEP_WAIT_MAX + Duration::from_secs(20);
+    // What the code allows (the gateway server, the checkpointer, the ledger's close),
+    // and a little for the process to start stopping and to exit on a busy machine.
+    let bound = 2 * ansinh::http::SHUTDOWN_STEP_WAIT_MAX
+        + ansinh::app::CLOSE_WAIT_MAX
+        + Duration::from_secs(3);
     let deadline = std::time::Instant::now() + bound;
     let status = loop {
         if let Some(status) = serve.try_wait().unwrap() {
@@ -333,6 +337,29 @@ fn serve_stops_within_its_bound_on_sigterm_when_nats_has_gone_away() {
         std::thread::sleep(Duration::from_millis(100));
     };
     eprintln!("serve exited with {status}");
+}
+
+/// A command on a cluster without `--replicas` would make the ledger's streams and
+/// buckets on one node: refused (exit 2) as soon as it connects, naming the option.
+#[test]
+fn one_replica_on_a_cluster_is_refused_naming_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = NatsServer::start_cluster(&dir.path().join("cluster"), 3, Sync::Always).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ansinh"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--nats", &urls(&nodes)])
+        .args(["--stream", "ONE_EVENTS", "--subject-prefix", "one.events"])
+        .args(["note", "--partition", "01", "--text", "x"])
+        .env_remove("ANSINH_REPLICAS")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is a node of cluster") && stderr.contains("--replicas 3"),
+        "{stderr}"
+    );
 }
 
 /// One `ansinh serve` process of a ledger on the cluster: its own data directory, the

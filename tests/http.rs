@@ -1978,6 +1978,84 @@ async fn health_and_readiness_say_what_stops_the_ledger() {
     assert_eq!(get("/healthz").await.0, StatusCode::OK);
 }
 
+/// A message someone else published on a partition's subject (with the ledger's
+/// credentials) stops that partition's appends at the writer's next catch-up, and the
+/// probes say so at once, not after the daily verify: `/readyz` lists the partition and
+/// stays ready, the metric operators alert on reads 1, and other partitions go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_message_stops_its_partition_and_the_probes_say_so_at_once() {
+    let s = server().await;
+    s.service
+        .ledger
+        .append(note("01", "before", "before"))
+        .await
+        .unwrap();
+    let partition = ansinh::chain::Partition::new("01").unwrap();
+    let foreign = async_nats::jetstream::new(client().await)
+        .publish(
+            s.config.subject(&partition),
+            b"not the ledger's".to_vec().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    let refused = s.service.ledger.append(note("01", "after", "after")).await;
+    assert!(
+        matches!(
+            &refused,
+            Err(ansinh::log::AppendError::ChainBroken { stream_sequence, .. })
+                if *stream_sequence == foreign
+        ),
+        "{refused:?}"
+    );
+
+    let answer = s
+        .client
+        .get(format!("{}/readyz", s.base))
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status();
+    let ready: Value = answer.json().await.unwrap();
+    assert_eq!(ready["stopped_partitions"][0]["partition"], "01", "{ready}");
+    let reason = ready["stopped_partitions"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("chain broken at stream sequence {foreign}")),
+        "{ready}"
+    );
+    assert_eq!(
+        ready["stopped_partitions"].as_array().unwrap().len(),
+        1,
+        "{ready}"
+    );
+    // Ready or not for its own reasons (the read model), never for the stopped partition.
+    assert!(
+        !ready["reasons"].to_string().contains("01"),
+        "{status}: {ready}"
+    );
+    let metrics = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ansinh_partition_stopped{partition=\"01\"} 1"),
+        "{metrics}"
+    );
+    // Another partition still takes appends.
+    s.service
+        .ledger
+        .append(note("79", "elsewhere", "elsewhere"))
+        .await
+        .unwrap();
+}
+
 /// A process started on a long log says it is not ready until its projections have held
 /// the whole log once (every read before that would wait, then answer 503), so a load
 /// balancer does not send staff to it; whenever it says ready, its read model holds every

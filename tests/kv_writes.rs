@@ -224,3 +224,104 @@ async fn a_bucket_made_without_a_lifetime_takes_the_one_asked_for() {
     .unwrap();
     assert_eq!(age(opened).await, lifetime);
 }
+
+/// Tries to empty the bucket `bucket` (its stream `stream`) the two ways one request
+/// could: a purge of its stream, and a message that rolls up every key. Both must be
+/// refused, and the bucket keep every message.
+async fn assert_cannot_be_emptied(js: &jetstream::Context, bucket: &str, stream: &str) {
+    let mut handle = js.get_stream(stream).await.unwrap();
+    let before = handle.info().await.unwrap().state.messages;
+    assert!(before > 0, "{stream} holds nothing to lose");
+    let purged = handle.purge().await;
+    assert!(purged.is_err(), "{stream}: purge answered {purged:?}");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_ROLLUP, "all");
+    let rolled = js
+        .publish_with_headers(format!("$KV.{bucket}.rollup"), headers, "x".into())
+        .await
+        .unwrap()
+        .await;
+    assert!(rolled.is_err(), "{stream}: rollup answered {rolled:?}");
+    assert_eq!(
+        handle.info().await.unwrap().state.messages,
+        before,
+        "{stream}"
+    );
+}
+
+/// The vault (every household's data key) and the directory cannot be emptied by one
+/// request of someone holding the ledger's NATS rights, while what the ledger does to
+/// them, an erasure and a removal, still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vault_and_the_directory_refuse_purges_and_rollups_but_erase_and_delete() {
+    let config = fresh_log();
+    let js = jetstream::new(client().await);
+    let dir = tempfile::tempdir().unwrap();
+    let vault =
+        ansinh::personal::Vault::open(&js, &config.stream_name, 1, &dir.path().join("secrets.key"))
+            .await
+            .unwrap();
+    let data = ansinh::personal::PersonalData {
+        head_name: "Nguyễn Văn An".into(),
+        head_citizen_id: "001085012345".into(),
+        phone: None,
+        account_number: None,
+        members: vec![],
+    };
+    let sealed = vault.seal("hh-1", &data).await.unwrap();
+    let directory = ansinh::directory::Directory::open(&js, &config.stream_name, 1)
+        .await
+        .unwrap();
+    directory
+        .add_staff("staff:lan", ansinh::access::Role::Teller, "0100007")
+        .await
+        .unwrap();
+    for bucket in [
+        ansinh::personal::bucket_name(&config.stream_name),
+        ansinh::directory::bucket_name(&config.stream_name),
+    ] {
+        assert_cannot_be_emptied(&js, &bucket, &format!("KV_{bucket}")).await;
+    }
+    assert_eq!(vault.open_sealed("hh-1", &sealed).await.unwrap(), data);
+    assert!(vault.erase("hh-1", 1_700_000_000_000).await.unwrap());
+    assert!(matches!(
+        vault.open_sealed("hh-1", &sealed).await,
+        Err(ansinh::personal::VaultError::Erased { .. })
+    ));
+    assert!(directory.remove_staff("staff:lan").await.unwrap().is_some());
+    assert!(directory.staff().current().is_empty());
+}
+
+/// A bucket made as `async_nats` makes one (purges and rollups allowed), as earlier
+/// versions did, is given both denials when opened; one kept in memory is refused.
+#[tokio::test]
+async fn a_bucket_made_open_to_purges_is_closed_to_them_and_one_in_memory_is_refused() {
+    let js = jetstream::new(client().await);
+    let config = kv::Config {
+        bucket: format!("{}_OLD", fresh_log().stream_name),
+        history: 1,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    let old = js.create_key_value(config.clone()).await.unwrap();
+    old.put("hh-1", "key".into()).await.unwrap();
+    let kv = open_bucket(&js, config.clone()).await.unwrap();
+    let mut stream = js.get_stream(&kv.stream_name).await.unwrap();
+    let c = stream.info().await.unwrap().config.clone();
+    assert!(c.deny_purge && c.deny_delete && !c.allow_rollup, "{c:?}");
+    assert_cannot_be_emptied(&js, &config.bucket, &kv.stream_name).await;
+    assert_eq!(kv.get("hh-1").await.unwrap(), Some(Bytes::from("key")));
+
+    let memory = kv::Config {
+        bucket: format!("{}_MEM", fresh_log().stream_name),
+        storage: jetstream::stream::StorageType::Memory,
+        ..config
+    };
+    js.create_key_value(memory.clone()).await.unwrap();
+    let refused = open_bucket(&js, memory).await;
+    assert!(
+        matches!(&refused, Err(ansinh::log::StreamError::Unsafe { reason, .. }) if reason.contains("memory")),
+        "{:?}",
+        refused.err()
+    );
+}

@@ -1,11 +1,17 @@
 //! Liveness and readiness for the orchestrator and the operator: no token, no body.
 //!
-//! - `GET /healthz`: the process answers (200), whatever the state of NATS.
+//! - `GET /healthz`: the process answers (200), whatever the state of an outside NATS;
+//!   503 once the embedded nats-server it started has exited: nothing brings it back but
+//!   a restart of the process, which is what an orchestrator does on a failed liveness
+//!   probe. An outside server or cluster that is away may come back, so it fails
+//!   readiness only.
 //! - `GET /readyz`: 200 only when the event stream answers within `READY_CHECK_WAIT_MAX`,
 //!   the read model has held the whole log once since the process started and its latest
 //!   catch-up did not fail; else 503 with the reasons. Either way the body says how far
 //!   the read model is behind the log, and which partitions this process has stopped
-//!   (lost data, a chain that does not verify) and why. A stopped partition does not make
+//!   and why (`Ledger::stopped_partitions`): lost acknowledged data or a chain verify
+//!   found broken, and, as soon as a writer meets one, a message that breaks a
+//!   partition's chain (a foreign or damaged message). A stopped partition does not make
 //!   the process unready: the load balancer would then take every province off it for
 //!   one, while its other partitions, and every read, still work; the metric
 //!   `ansinh_partition_stopped` is what to alert on. Later lag does not make a process
@@ -24,8 +30,18 @@ use super::Api;
 /// Longest a readiness check waits for the event stream to answer.
 pub const READY_CHECK_WAIT_MAX: Duration = Duration::from_secs(2);
 
-pub async fn healthz() -> Response {
-    (StatusCode::OK, Json(serde_json::json!({"alive": true}))).into_response()
+pub async fn healthz(State(api): State<Api>) -> Response {
+    match api.embedded_server_exit() {
+        None => (StatusCode::OK, Json(serde_json::json!({"alive": true}))).into_response(),
+        Some(status) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "alive": false,
+                "reason": format!("the embedded nats-server exited ({status})"),
+            })),
+        )
+            .into_response(),
+    }
 }
 
 pub async fn readyz(State(api): State<Api>) -> Response {
@@ -51,8 +67,8 @@ pub async fn readyz(State(api): State<Api>) -> Response {
             None
         }
     };
-    let stopped: Vec<serde_json::Value> = match ledger.store().quarantined_all() {
-        Ok(quarantined) => quarantined
+    let stopped: Vec<serde_json::Value> = match ledger.stopped_partitions() {
+        Ok(stopped) => stopped
             .into_iter()
             .map(|(partition, why)| serde_json::json!({"partition": partition, "reason": why}))
             .collect(),
@@ -114,7 +130,7 @@ pub async fn metrics(State(api): State<Api>) -> Response {
         };
         crate::telemetry::projection_lag(behind, behind_for);
     }
-    if let Ok(stopped) = api.service().ledger.store().quarantined_all() {
+    if let Ok(stopped) = api.service().ledger.stopped_partitions() {
         crate::telemetry::partitions_stopped(stopped.iter().map(|(p, _)| p.as_str()));
     }
     (

@@ -314,6 +314,8 @@ struct Inner {
     /// The console's session keys, derived from the shared ledger secret and read again
     /// at a bounded interval.
     console_keys: console::session::KeyCache,
+    /// The embedded nats-server `serve` started, if any: `/healthz` fails once it exited.
+    embedded_server: std::sync::OnceLock<crate::nats_server::Exited>,
 }
 
 /// What the gateway routes need: the keys that authenticate gateways, and the ledger side
@@ -387,6 +389,7 @@ impl Api {
             gateways,
             checkpoints: std::sync::OnceLock::new(),
             console_keys: console::session::KeyCache::default(),
+            embedded_server: std::sync::OnceLock::new(),
         })))
     }
 
@@ -394,6 +397,17 @@ impl Api {
     /// nothing).
     pub fn set_checkpoints(&self, config: crate::checkpoint::CheckpointConfig) {
         let _ = self.0.checkpoints.set(config);
+    }
+
+    /// Ties liveness to the embedded server `serve` started (once; later calls change
+    /// nothing): a process whose server died can reach no log, and only a restart helps.
+    pub fn set_embedded_server(&self, exited: crate::nats_server::Exited) {
+        let _ = self.0.embedded_server.set(exited);
+    }
+
+    /// How the embedded server exited, if this process has one and it did.
+    pub fn embedded_server_exit(&self) -> Option<&str> {
+        self.0.embedded_server.get().and_then(|e| e.status())
     }
 
     /// Sets the clock the API and its service read today from (once; later calls change
@@ -1053,10 +1067,16 @@ pub fn routes() -> openapi::Routes {
             Anyone,
             openapi_document,
         )
-        .get("/healthz", "Alive", None, Anyone, health::healthz)
+        .get(
+            "/healthz",
+            "Alive: 200 while the process can serve; 503 once the embedded nats-server it started has exited, so that an orchestrator restarts it",
+            None,
+            Anyone,
+            health::healthz,
+        )
         .get(
             "/readyz",
-            "Ready: the event stream answers, no partition is stopped for lost data, and the projections have held the whole log since the process started (503 with the reasons otherwise)",
+            "Ready: the event stream answers, the projections have held the whole log since the process started, and their latest catch-up did not fail (503 with the reasons otherwise). The body also lists the partitions this process has stopped appending to, and why; a stopped partition leaves the process ready",
             None,
             Anyone,
             health::readyz,
@@ -1183,6 +1203,9 @@ pub async fn run(
     let api = Api::with_gateways(runtime.service(), staff, Some(edge)).await?;
     api.set_checkpoints(checkpoints.clone());
     api.set_clock(clock);
+    if let Some(exited) = runtime.embedded_server() {
+        api.set_embedded_server(exited);
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| HttpError::Bind {

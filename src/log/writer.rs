@@ -16,7 +16,7 @@
 //! Across processes the `Nats-Expected-Last-Subject-Sequence` fence decides: the loser
 //! catches up from the log and re-checks its batch (idempotency keys included).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -257,6 +257,12 @@ struct Shared {
     /// stream's `max_msg_size`.
     frame_bytes_max: usize,
     recent: Mutex<RecentEvents>,
+    /// Partitions whose writer holds messages that break their chain (`log::follow`),
+    /// with why. Appends to them are refused until the operator's exclusion, which no
+    /// store table records (`admin accept-head` does not resume them), so the probes and
+    /// the metrics read it here (`Ledger::stopped_partitions`) rather than wait for the
+    /// periodic verify.
+    holding: Mutex<BTreeMap<String, String>>,
 }
 
 /// The last RECENT_EVENTS_MAX events this process committed, by where they are stored:
@@ -327,6 +333,7 @@ impl Ledger {
             gate: tokio::sync::Mutex::new(()),
             frame_bytes_max,
             recent: Mutex::default(),
+            holding: Mutex::default(),
         };
         Ok((
             Self {
@@ -338,6 +345,27 @@ impl Ledger {
 
     pub fn store(&self) -> &LedgerStore {
         &self.shared.store
+    }
+
+    /// Every partition this process refuses appends to, with why, by partition: those
+    /// the store holds stopped (lost acknowledged data, a chain verify found broken;
+    /// until `admin accept-head`), and those whose writer holds a message that breaks the
+    /// chain (until the operator's exclusion). A partition stopped both ways gives both
+    /// reasons.
+    pub fn stopped_partitions(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stopped: BTreeMap<String, String> =
+            self.shared.store.quarantined_all()?.into_iter().collect();
+        let holding = self.shared.holding.lock().expect("holding lock poisoned");
+        for (partition, why) in holding.iter() {
+            stopped
+                .entry(partition.clone())
+                .and_modify(|reason| {
+                    reason.push_str("; ");
+                    reason.push_str(why);
+                })
+                .or_insert_with(|| why.clone());
+        }
+        Ok(stopped.into_iter().collect())
     }
 
     pub fn stream(&self) -> &Stream {
@@ -1041,6 +1069,7 @@ impl PartitionWriter {
                     if let Some(Payload::MessageExcluded(x)) = encoded_exclusion(&unique) {
                         // The batch was the exclusion of what is held.
                         self.held.exclude(x);
+                        self.report_held();
                     }
                     telemetry::committed(
                         self.partition.as_str(),
@@ -1166,6 +1195,39 @@ impl PartitionWriter {
         Ok(())
     }
 
+    /// Says in `Shared::holding` whether this partition's chain is held, and logs when
+    /// that changes. A writer that drops its state to fold again (a failed commit) does
+    /// not report: the catch-up that follows reads the same messages and reports them.
+    fn report_held(&self) {
+        let partition = self.partition.as_str();
+        let mut holding = self.shared.holding.lock().expect("holding lock poisoned");
+        match self.held.first() {
+            Some(first) => {
+                let reason = format!(
+                    "chain broken at stream sequence {}: {}; {} message(s) held, through stream \
+                     sequence {}: appends wait for the operator's exclusion (admin exclude-message)",
+                    first.stream_sequence,
+                    first.cause,
+                    self.held.count(),
+                    self.held.last_stream_sequence()
+                );
+                if holding.insert(partition.to_owned(), reason).is_none() {
+                    tracing::error!(
+                        partition,
+                        stream_sequence = first.stream_sequence,
+                        cause = %first.cause,
+                        "a message breaks the partition's chain: its appends are refused until the operator excludes it"
+                    );
+                }
+            }
+            None => {
+                if holding.remove(partition).is_some() {
+                    tracing::info!(partition, "the messages held are excluded: appends resume");
+                }
+            }
+        }
+    }
+
     /// Stops the partition for acknowledged events the stream no longer holds, until an
     /// operator decides (as `Ledger::open` does): the error to answer with.
     fn quarantine(&mut self, reason: String) -> AppendError {
@@ -1266,9 +1328,11 @@ impl PartitionWriter {
             &mut visit,
         )
         .await;
-        // What is held stays held whatever ended the read.
+        // What is held stays held whatever ended the read; reported before any append
+        // is refused for it, so whoever is refused finds the probes saying so.
         self.held = follower.held().clone();
         let reached = head.stream_sequence;
+        self.report_held();
         if let Err(e) = read {
             // The events taken in moved the head and the book past keys not recorded yet;
             // the next catch-up starts after them, so they are recorded now, or never: a

@@ -64,8 +64,15 @@ pub enum WriteError {
 
 /// Opens the bucket `config.bucket`, creating it when missing, and lets its stream take
 /// atomic batches. An existing bucket kept on fewer replicas than
-/// `config.num_replicas` is refused (`StreamError::Unsafe`, naming its stream), as the
-/// event stream is: these buckets hold what the log cannot rebuild (the vault's keys).
+/// `config.num_replicas`, or in memory, is refused (`StreamError::Unsafe`, naming its
+/// stream), as the event stream is: these buckets hold what the log cannot rebuild (the
+/// vault's keys).
+///
+/// Its stream denies purges and rollups, so no one request (`nats stream purge`, one
+/// message with `Nats-Rollup: all`) deletes every key: the ledger never purges or rolls
+/// up a bucket (a key is deleted with a marker, which `deny_delete` lets through). A
+/// bucket made before that is given both when opened; NATS lets `deny_purge` be turned
+/// on, never off.
 ///
 /// A missing bucket is made as its stream, with `allow_atomic_publish` from the start, in
 /// the configuration async-nats gives a bucket. Several processes starting together all
@@ -113,12 +120,23 @@ pub async fn open_bucket(
     // Checked before anything is changed: an unsafe bucket is left as the operator has it.
     check_replicas(&kv.stream_name, &stream_config, config.num_replicas)?;
     check_history(&kv.stream_name, &stream_config, config.history)?;
+    check_storage(&kv.stream_name, &stream_config)?;
     // Buckets made before writes were batched lack the flag; setting it changes
     // nothing else of the stream. A bucket made before the ledger gave it a lifetime
     // for its values (the requests bucket) takes it, so its keys stop growing for ever.
-    if !stream_config.allow_atomic_publish || stream_config.max_age != config.max_age {
+    // One made before it denied purges and rollups is given both (the server refuses
+    // rollups on a stream that denies purges, so they change together).
+    if !stream_config.allow_atomic_publish
+        || stream_config.max_age != config.max_age
+        || !stream_config.deny_purge
+        || !stream_config.deny_delete
+        || stream_config.allow_rollup
+    {
         stream_config.allow_atomic_publish = true;
         stream_config.max_age = config.max_age;
+        stream_config.deny_purge = true;
+        stream_config.deny_delete = true;
+        stream_config.allow_rollup = false;
         js.update_stream(stream_config)
             .await
             .map_err(|e| nats(&e))?;
@@ -152,9 +170,23 @@ fn check_history(
     Ok(())
 }
 
+/// Refuses a bucket kept in memory: a server's restart would lose every key (the vault's
+/// data keys, and with them every household's personal data). The storage of a stream
+/// cannot be changed, so the operator moves the keys to a bucket on file.
+fn check_storage(name: &str, c: &jetstream::stream::Config) -> Result<(), StreamError> {
+    if c.storage != jetstream::stream::StorageType::File {
+        return Err(StreamError::Unsafe {
+            stream: name.to_string(),
+            reason: "it is kept in memory, not on file: a server's restart would lose its keys"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 /// The stream of a bucket, as `async_nats`'s `create_key_value` configures it for the
-/// buckets the ledger makes (no mirror, sources, republish or compression), and taking
-/// atomic batches.
+/// buckets the ledger makes (no mirror, sources, republish or compression), taking
+/// atomic batches, and denying purges and rollups (`open_bucket`).
 fn bucket_stream(config: &kv::Config) -> jetstream::stream::Config {
     jetstream::stream::Config {
         name: format!("KV_{}", config.bucket),
@@ -165,9 +197,9 @@ fn bucket_stream(config: &kv::Config) -> jetstream::stream::Config {
         max_age: config.max_age,
         max_message_size: config.max_value_size,
         storage: config.storage,
-        allow_rollup: true,
+        allow_rollup: false,
         deny_delete: true,
-        deny_purge: false,
+        deny_purge: true,
         allow_direct: true,
         num_replicas: config.num_replicas.max(1),
         discard: jetstream::stream::DiscardPolicy::New,

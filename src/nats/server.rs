@@ -3,11 +3,12 @@
 //! Used by `ansinh` when no `--nats URL` is given, and by the tests and benches
 //! (each starts its own on a free loopback port with a fresh store).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
 /// Environment variable naming the nats-server binary to use.
@@ -16,6 +17,10 @@ pub const SERVER_ENV: &str = "ANSINH_NATS_SERVER";
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Oldest server with `sync_interval: always` and atomic batch publish.
 pub const MIN_VERSION: (u32, u32) = (2, 12);
+/// Longest line of the server's output read as one; a longer one is read in pieces.
+const OUTPUT_LINE_BYTES_MAX: u64 = 64 * 1024;
+/// Lines of a starting server's output kept to say why it did not start.
+const START_OUTPUT_LINES_MAX: usize = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -48,8 +53,25 @@ pub enum Sync {
 /// A running server; killed when dropped.
 pub struct NatsServer {
     child: Arc<Mutex<Child>>,
+    exited: Exited,
+    /// Set by `stop`: the server's exit is then ours, not a failure.
+    stopping: Arc<AtomicBool>,
     pub port: u16,
     pub store_dir: PathBuf,
+}
+
+/// Whether a server this process started has exited, and how: set once, by the thread
+/// that drains its output, when the output ends and the process is reaped. A process
+/// whose embedded server died cannot reach its log, so its liveness probe reads this.
+/// Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Exited(Arc<OnceLock<String>>);
+
+impl Exited {
+    /// How the server exited (its wait status), or None while it runs.
+    pub fn status(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
 }
 
 impl NatsServer {
@@ -60,6 +82,11 @@ impl NatsServer {
     /// The server's process id (the bench reads its CPU time from /proc).
     pub fn pid(&self) -> u32 {
         self.child.lock().expect("child lock").id()
+    }
+
+    /// Whether the server has exited, readable after this is moved or dropped.
+    pub fn exited(&self) -> Exited {
+        self.exited.clone()
     }
 
     /// Finds the binary: $ANSINH_NATS_SERVER, then ./.tools/bin (the install script's
@@ -239,9 +266,16 @@ impl NatsServer {
         let (ready_tx, ready_rx) = mpsc::channel::<Result<Arc<Mutex<Child>>, String>>();
         let binary = binary.to_path_buf();
         let config = config.to_path_buf();
+        let exited = Exited::default();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (exit, stopped) = (exited.clone(), stopping.clone());
         // The server is spawned from a thread that lives exactly as long as the server
-        // (it drains the server's output), and PR_SET_PDEATHSIG ties the server to that
-        // thread: if our process dies, even by SIGKILL, the server dies too.
+        // (it drains the server's output, and ends once it has reaped the server), and
+        // PR_SET_PDEATHSIG ties the server to that thread: if our process dies, even by
+        // SIGKILL, the server dies too. It runs in a process group of its own, so a
+        // signal to ours (Ctrl-C at a terminal) reaches only us: `serve` drains its
+        // requests and closes the ledger while the server still answers, and stops it
+        // after (`stop`, when the `NatsServer` is dropped).
         std::thread::spawn(move || {
             let mut command = Command::new(&binary);
             command
@@ -255,6 +289,9 @@ impl NatsServer {
             unsafe {
                 use std::os::unix::process::CommandExt;
                 command.pre_exec(|| {
+                    if libc::setpgid(0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                     if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
@@ -270,30 +307,49 @@ impl NatsServer {
             };
             let stderr = child.stderr.take().expect("stderr piped");
             let child = Arc::new(Mutex::new(child));
-            let mut ready_tx = Some((ready_tx, child));
-            let mut tail: Vec<String> = Vec::new();
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
+            let mut ready_tx = Some((ready_tx, child.clone()));
+            let mut tail: std::collections::VecDeque<String> = Default::default();
+            drain(stderr, |line| {
                 if let Some((tx, child)) = ready_tx.take() {
                     if line.contains("Server is ready") {
                         let _ = tx.send(Ok(child));
                     } else {
-                        tail.push(line);
+                        if tail.len() == START_OUTPUT_LINES_MAX {
+                            tail.pop_front();
+                        }
+                        tail.push_back(line.to_owned());
                         ready_tx = Some((tx, child));
                     }
-                } else if line.contains("[WRN]")
-                    || line.contains("[ERR]")
-                    || line.contains("Slow Consumer")
-                {
-                    // What the supervised server warns about (a full disk) reaches the
-                    // operator's log rather than nowhere; so does a client dropped as a
-                    // slow consumer, which the server logs only as [INF] though every
-                    // ack and reply it held for the client is lost with it.
+                } else if line.contains("[ERR]") || line.contains("[FTL]") {
+                    // What fails in the supervised server (a full disk, a store it cannot
+                    // write) reaches the operator's log at the level it has there.
+                    tracing::error!(target: "nats_server", "{line}");
+                } else if line.contains("[WRN]") || line.contains("Slow Consumer") {
+                    // So do its warnings, and a client dropped as a slow consumer, which
+                    // the server logs only as [INF] though every ack and reply it held
+                    // for the client is lost with it.
                     tracing::warn!(target: "nats_server", "{line}");
                 }
-            }
-            if let Some((tx, _)) = ready_tx {
-                let _ = tx.send(Err(tail.join("\n")));
+            });
+            // The output ends when the server exits: reap it and say how. (`stop` and
+            // `kill` may have reaped it already; the status is kept either way.)
+            let status = match child.lock().expect("child lock").wait() {
+                Ok(status) => status.to_string(),
+                Err(e) => format!("unknown ({e})"),
+            };
+            let _ = exit.0.set(status.clone());
+            match ready_tx {
+                Some((tx, _)) => {
+                    let _ = tx.send(Err(Vec::from(tail).join("\n")));
+                }
+                None if stopped.load(Ordering::SeqCst) => {
+                    tracing::debug!(target: "nats_server", %status, "nats-server stopped");
+                }
+                None => tracing::error!(
+                    target: "nats_server",
+                    %status,
+                    "nats-server exited on its own: nothing this process does on NATS can work any more"
+                ),
             }
         });
         let child = ready_rx
@@ -304,6 +360,8 @@ impl NatsServer {
             .map_err(ServerError::Start)?;
         Ok(Self {
             child,
+            exited,
+            stopping,
             port,
             store_dir,
         })
@@ -311,6 +369,7 @@ impl NatsServer {
 
     /// Stops the server gracefully (SIGTERM lets it close its files), then reaps it.
     pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
         let mut child = self.child.lock().expect("child lock");
         // Already gone (killed and reaped): its pid may belong to another process now.
         if matches!(child.try_wait(), Ok(Some(_))) {
@@ -333,6 +392,29 @@ impl Drop for NatsServer {
 /// Starts of a cluster before a port taken by another process fails it.
 const CLUSTER_START_ATTEMPTS_MAX: u32 = 3;
 
+/// Hands `output` to `line` line by line until it ends, each line read as UTF-8 with
+/// whatever is not replaced (a server's line is never a reason to stop reading: the
+/// reader's thread ending would kill the server, PR_SET_PDEATHSIG), and without its end
+/// of line.
+fn drain(output: impl Read, mut line: impl FnMut(&str)) {
+    let mut output = BufReader::new(output);
+    let mut bytes = Vec::new();
+    loop {
+        bytes.clear();
+        match output
+            .by_ref()
+            .take(OUTPUT_LINE_BYTES_MAX)
+            .read_until(b'\n', &mut bytes)
+        {
+            Ok(0) => return,
+            Ok(_) => line(String::from_utf8_lossy(&bytes).trim_end_matches(['\n', '\r'])),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // A pipe that cannot be read any more: as good as ended.
+            Err(_) => return,
+        }
+    }
+}
+
 fn free_port() -> Result<u16, ServerError> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
@@ -352,4 +434,15 @@ fn check_version(binary: &Path) -> Result<(), ServerError> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_line_that_is_not_utf8_does_not_end_the_output() {
+        let output: &[u8] = b"[INF] one\n\xff\xfe [WRN] two\r\nthree";
+        let mut lines = Vec::new();
+        super::drain(output, |line| lines.push(line.to_owned()));
+        assert_eq!(lines, ["[INF] one", "\u{fffd}\u{fffd} [WRN] two", "three"]);
+    }
 }
