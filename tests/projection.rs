@@ -157,6 +157,22 @@ async fn a_batch_that_fails_to_commit_is_applied_once_on_the_next_catch_up() {
     assert_eq!(projector.trail("note:n7").unwrap().len(), 1);
 }
 
+/// Catches `projector` up to `end`, stopping the commit of the event at `at` as `crash`
+/// says: an error the process goes on after.
+async fn stop_a_commit(
+    projector: &Projector,
+    stream: &mut async_nats::jetstream::stream::Stream,
+    config: &LogConfig,
+    end: u64,
+    at: u64,
+    crash: Crash,
+) {
+    let stopped = projector
+        .catch_up_crashing(stream, config, end, Some((at, crash)))
+        .await;
+    assert!(stopped.is_err(), "{stopped:?}");
+}
+
 /// A batch's writes are plain sled inserts after its journal record and marker: a crash
 /// among them leaves the trees ahead of the position, and opening the store applies the
 /// record again, which brings the batch in whole. A marker whose record is gone (a
@@ -166,15 +182,15 @@ async fn a_batch_stopped_inside_its_writes_is_completed_from_its_journal_on_open
     let mut t = three_batches().await;
     let projector = Projector::open(&t.db, t.store.path()).unwrap();
     let first_batch = PROJECTION_BATCH_EVENTS_MAX as u64;
-    let stopped = projector
-        .catch_up_crashing(
-            &mut t.stream,
-            &t.config,
-            t.end,
-            Some((first_batch + 10, Crash::InsideCommit)),
-        )
-        .await;
-    assert!(stopped.is_err(), "{stopped:?}");
+    stop_a_commit(
+        &projector,
+        &mut t.stream,
+        &t.config,
+        t.end,
+        first_batch + 10,
+        Crash::InsideCommit,
+    )
+    .await;
     // Torn: the summaries (written first) count the second batch, the position (written
     // last) is still the first batch's end.
     let torn_position = projector.position().unwrap();
@@ -217,15 +233,15 @@ async fn a_batch_stopped_inside_its_writes_is_completed_by_the_next_catch_up_in_
     let mut t = three_batches().await;
     let projector = Projector::open(&t.db, t.store.path()).unwrap();
     let first_batch = PROJECTION_BATCH_EVENTS_MAX as u64;
-    let stopped = projector
-        .catch_up_crashing(
-            &mut t.stream,
-            &t.config,
-            t.end,
-            Some((first_batch + 10, Crash::InsideCommit)),
-        )
-        .await;
-    assert!(stopped.is_err(), "{stopped:?}");
+    stop_a_commit(
+        &projector,
+        &mut t.stream,
+        &t.config,
+        t.end,
+        first_batch + 10,
+        Crash::InsideCommit,
+    )
+    .await;
     let rest = projector
         .catch_up_to(&mut t.stream, &t.config, t.end)
         .await
@@ -804,15 +820,15 @@ async fn a_reconciliation_never_counts_an_instruction_in_two_states() {
     assert_whole(&before);
     assert_eq!(before.totals.pending_overdue.count, u64::from(PEOPLE));
 
-    let stopped = projector
-        .catch_up_crashing(
-            &mut stream,
-            &config,
-            end,
-            Some((1, Crash::InsideCommitBefore("rpend/"))),
-        )
-        .await;
-    assert!(stopped.is_err(), "{stopped:?}");
+    stop_a_commit(
+        &projector,
+        &mut stream,
+        &config,
+        end,
+        1,
+        Crash::InsideCommitBefore("rpend/"),
+    )
+    .await;
     let torn = range(&projector);
     if let Ok(r) = &torn {
         assert_whole(r);
@@ -945,15 +961,15 @@ async fn a_communes_months_are_read_with_the_portfolio_they_close_on() {
     let before = projector.commune_months("0100101", 24).unwrap();
     assert_eq!(before.len(), 1);
 
-    let stopped = projector
-        .catch_up_crashing(
-            &mut stream,
-            &config,
-            end,
-            Some((1, Crash::InsideCommitBefore("commune/"))),
-        )
-        .await;
-    assert!(stopped.is_err(), "{stopped:?}");
+    stop_a_commit(
+        &projector,
+        &mut stream,
+        &config,
+        end,
+        1,
+        Crash::InsideCommitBefore("commune/"),
+    )
+    .await;
     let torn = projector.commune_months("0100101", 24);
     if let Ok(months) = &torn {
         assert_eq!(months, &before, "months of a half-written batch");
@@ -1001,15 +1017,15 @@ async fn a_household_is_read_with_every_loan_it_lists() {
     let before = projector.household_records(household).unwrap().unwrap();
     assert!(before.view.loans.is_empty());
 
-    let stopped = projector
-        .catch_up_crashing(
-            &mut stream,
-            &config,
-            end,
-            Some((1, Crash::InsideCommitBefore("loan/"))),
-        )
-        .await;
-    assert!(stopped.is_err(), "{stopped:?}");
+    stop_a_commit(
+        &projector,
+        &mut stream,
+        &config,
+        end,
+        1,
+        Crash::InsideCommitBefore("loan/"),
+    )
+    .await;
     let torn = projector.household_records(household);
     if let Ok(Some(records)) = &torn {
         assert_eq!(
