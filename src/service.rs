@@ -446,9 +446,18 @@ impl Service {
         req: &Request<'_>,
         household: &HouseholdId,
     ) -> Result<Option<Receipt>, ServiceError> {
+        self.already_in(req, &partition_of(household)).await
+    }
+
+    /// As [`Service::already`], in `partition`.
+    async fn already_in(
+        &self,
+        req: &Request<'_>,
+        partition: &Partition,
+    ) -> Result<Option<Receipt>, ServiceError> {
         match self
             .ledger
-            .already_appended(&partition_of(household), req.idempotency_key)?
+            .already_appended(partition, req.idempotency_key)?
         {
             Some(receipt) => Ok(Some(self.same_request(req, receipt).await?)),
             None => Ok(None),
@@ -1288,11 +1297,8 @@ impl Service {
         {
             // A retry is answered before the data are opened, as for a death: the
             // household may since have changed, and the grant stands as recorded.
-            if let Some(receipt) = self
-                .ledger
-                .already_appended(partition, req.idempotency_key)?
-            {
-                return self.same_request(req, receipt).await;
+            if let Some(receipt) = self.already_in(req, partition).await? {
+                return Ok(receipt);
             }
             *citizen = self.beneficiary_citizen(beneficiary).await?;
         }
