@@ -595,6 +595,55 @@ fn extension_once_and_bounded() {
     });
 }
 
+/// The bank's rule: a loan of up to 12 months may be extended by up to 12 months past its
+/// original due date, whatever its term; a longer loan by up to half its term.
+#[test]
+fn an_extension_is_bounded_by_twelve_months_or_half_a_longer_term() {
+    let loan_of = |term: u32| {
+        history(&[
+            classify("2025-01-02", 1_200_000, POOR3, 2025),
+            approve("2025-01-05", "POOR_HOUSEHOLD", 12_000_000, term),
+            disburse("2025-01-10", 1, 12_000_000),
+        ])
+    };
+    let ext = |new_due: &str| {
+        loan_cmd(
+            "2025-06-01",
+            CommandKind::Extend {
+                loan: 1,
+                new_due: d(new_due),
+            },
+        )
+    };
+    // Six months, due 2025-07-10: twelve months more, not six.
+    given(&loan_of(6))
+        .when(ext("2026-07-10"))
+        .then(|b, _| assert_eq!(b.loans[&1].position.due, Some(d("2026-07-10"))));
+    given(&loan_of(6))
+        .when(ext("2026-07-11"))
+        .then_rejects(Rejection::ExtensionTooLong {
+            max_due: d("2026-07-10"),
+            new_due: d("2026-07-11"),
+        });
+    // Thirty-six months, due 2028-01-10: eighteen months more, not thirty-six.
+    given(&loan_of(36))
+        .when(ext("2029-07-10"))
+        .then(|b, _| assert_eq!(b.loans[&1].position.due, Some(d("2029-07-10"))));
+    given(&loan_of(36))
+        .when(ext("2029-07-11"))
+        .then_rejects(Rejection::ExtensionTooLong {
+            max_due: d("2029-07-10"),
+            new_due: d("2029-07-11"),
+        });
+    // Twenty-five months: half is twelve whole months.
+    given(&loan_of(25))
+        .when(ext("2028-02-11"))
+        .then_rejects(Rejection::ExtensionTooLong {
+            max_due: d("2028-02-10"),
+            new_due: d("2028-02-11"),
+        });
+}
+
 #[test]
 fn freeze_stops_interest_and_write_off_clears_risk_debt() {
     let h = poor_loan_history();

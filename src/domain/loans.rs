@@ -32,11 +32,23 @@ pub type EventId = u64;
 
 /// At most this many extensions per loan.
 pub const MAX_EXTENSIONS: u32 = 1;
-/// An extension may push the due date at most this many original terms past
-/// the original due date (1 = "the original term again"). Chosen because the
-/// programme's max term bounds the term, so a loan never runs longer than
-/// twice its programme maximum.
-pub const MAX_EXTENSION_IN_TERMS: u32 = 1;
+/// A short-term loan (a term of at most this many months) may be extended by at
+/// most `SHORT_TERM_EXTENSION_MONTHS`; a medium- or long-term loan by at most half its
+/// term (whole months, rounded down). The social-policy bank's rule for extending a
+/// debt ("gia hạn nợ"), counted from the original due date.
+pub const SHORT_TERM_MONTHS_MAX: u32 = 12;
+/// See [`SHORT_TERM_MONTHS_MAX`].
+pub const SHORT_TERM_EXTENSION_MONTHS: u32 = 12;
+
+/// The most months an extension may push a loan of `term_months` past its original
+/// due date.
+pub fn extension_months_max(term_months: u32) -> u32 {
+    if term_months <= SHORT_TERM_MONTHS_MAX {
+        SHORT_TERM_EXTENSION_MONTHS
+    } else {
+        term_months / 2
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum EntrustedOrganisation {
@@ -934,7 +946,7 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
                     new_due: *new_due,
                 });
             }
-            let max_due = add_months(original, loan.term_months * MAX_EXTENSION_IN_TERMS)?;
+            let max_due = add_months(original, extension_months_max(loan.term_months))?;
             if *new_due > max_due {
                 return Err(Rejection::ExtensionTooLong {
                     max_due,

@@ -317,8 +317,10 @@ pub enum Rejection {
         current_due: NaiveDate,
         new_due: NaiveDate,
     },
-    /// The new due date is beyond the extension limit (the original term
-    /// again). Give a date on or before `max_due`.
+    /// The new due date is beyond the extension limit (12 months past the original
+    /// due date for a loan of at most 12 months, half the term for a longer one), or
+    /// an unfreeze moves it further than the loan stood frozen. Give a date on or
+    /// before `max_due`.
     #[error("new due date {new_due} beyond the limit {max_due}")]
     ExtensionTooLong {
         max_due: NaiveDate,
