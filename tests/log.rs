@@ -1431,3 +1431,211 @@ async fn the_event_of_a_receipt_is_the_stored_event_fresh_or_old() {
         assert_eq!(other.event_of(receipt).await.unwrap(), stored);
     }
 }
+
+/// A TCP proxy in front of the test's nats-server that can lose one acknowledgement:
+/// armed with a header name, it forwards the next client message carrying that header
+/// whole, but cuts the connection before anything the server says after it reaches the
+/// client. The message lands; its ack never arrives; the client reconnects through the
+/// proxy. Only the connection is cut: the broker is the real one.
+struct AckCutter {
+    address: String,
+    armed: std::sync::Arc<std::sync::Mutex<Option<&'static str>>>,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl AckCutter {
+    async fn start() -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("nats://{}", listener.local_addr().unwrap());
+        let server = server_url().trim_start_matches("nats://").to_owned();
+        let armed: Arc<Mutex<Option<&'static str>>> = Arc::default();
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (a, c, n) = (armed.clone(), cuts.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                n.fetch_add(1, Ordering::SeqCst);
+                let upstream = tokio::net::TcpStream::connect(&server).await.unwrap();
+                tokio::spawn(Self::relay(client, upstream, a.clone(), c.clone()));
+            }
+        });
+        AckCutter {
+            address,
+            armed,
+            cuts,
+            connections,
+        }
+    }
+
+    /// Cut the connection at the next message whose headers name `header`.
+    fn arm(&self, header: &'static str) {
+        *self.armed.lock().unwrap() = Some(header);
+    }
+
+    fn cuts(&self) -> usize {
+        self.cuts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn relay(
+        client: tokio::net::TcpStream,
+        upstream: tokio::net::TcpStream,
+        armed: std::sync::Arc<std::sync::Mutex<Option<&'static str>>>,
+        cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client_in, mut client_out) = client.into_split();
+        let (mut server_in, mut server_out) = upstream.into_split();
+        let cut = std::sync::Arc::new(AtomicBool::new(false));
+        let cut_down = cut.clone();
+        // Server to client: stops, and closes the client's side, once cut.
+        let down = tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = match server_in.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if cut_down.load(Ordering::SeqCst) || client_out.write_all(&buf[..n]).await.is_err()
+                {
+                    break;
+                }
+            }
+            let _ = client_out.shutdown().await;
+        });
+        // Client to server, one protocol operation at a time, so a message is forwarded
+        // whole: a line, and for PUB / HPUB the bytes its size names and a CRLF.
+        let mut pending: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        'read: loop {
+            let n = match client_in.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            pending.extend_from_slice(&buf[..n]);
+            loop {
+                let Some(eol) = pending.windows(2).position(|w| w == b"\r\n") else {
+                    continue 'read;
+                };
+                let line = String::from_utf8_lossy(&pending[..eol]).to_string();
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let op = words
+                    .first()
+                    .map(|w| w.to_ascii_uppercase())
+                    .unwrap_or_default();
+                let (length, headers) = match op.as_str() {
+                    "PUB" => (
+                        eol + 2 + words.last().unwrap().parse::<usize>().unwrap() + 2,
+                        0,
+                    ),
+                    "HPUB" => {
+                        let total: usize = words[words.len() - 1].parse().unwrap();
+                        let header: usize = words[words.len() - 2].parse().unwrap();
+                        (eol + 2 + total + 2, header)
+                    }
+                    _ => (eol + 2, 0),
+                };
+                if pending.len() < length {
+                    continue 'read;
+                }
+                let operation: Vec<u8> = pending.drain(..length).collect();
+                let marker = *armed.lock().unwrap();
+                let hit = marker.is_some_and(|m| {
+                    let block = &operation[eol + 2..eol + 2 + headers];
+                    block
+                        .windows(m.len())
+                        .any(|w| w.eq_ignore_ascii_case(m.as_bytes()))
+                });
+                if hit {
+                    // Nothing the server answers from here on reaches the client.
+                    cut.store(true, Ordering::SeqCst);
+                    *armed.lock().unwrap() = None;
+                }
+                if server_out.write_all(&operation).await.is_err() {
+                    break 'read;
+                }
+                if hit {
+                    cuts.fetch_add(1, Ordering::SeqCst);
+                    break 'read;
+                }
+            }
+        }
+        // The server reads what it was sent before it sees the connection close.
+        let _ = server_out.shutdown().await;
+        cut.store(true, Ordering::SeqCst);
+        let _ = down.await;
+    }
+}
+
+/// An append whose message landed but whose ack was lost (the connection dropped in
+/// between) is answered with the event the log holds, once: the writer catches up, finds
+/// the keys it sent, and answers them. Nothing is written twice, the chain goes on from
+/// the right head, and a retry of the key is answered with the same event. The same for
+/// an atomic batch of several messages cut at its commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_whose_ack_was_lost_is_answered_once_from_the_log() {
+    let config = fresh_log();
+    let cutter = AckCutter::start().await;
+    let client = async_nats::connect(&cutter.address).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = LedgerStore::open(&dir.path().join("ledger.sled")).unwrap();
+    let (ledger, lost) = Ledger::open(client, config.clone(), store).await.unwrap();
+    assert!(lost.is_empty());
+    ledger.append(note("01", "before", "first")).await.unwrap();
+
+    // One event: a plain publish fenced on the subject's last sequence.
+    cutter.arm("Ansinh-Hash");
+    let answered = ledger
+        .append(note("01", "lost-ack", "landed, not acknowledged"))
+        .await
+        .expect("the landed event is answered");
+    assert_eq!(
+        cutter.cuts(),
+        1,
+        "the proxy cut the connection at the publish"
+    );
+    assert!(cutter.connections.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    assert_eq!(answered.sequence, 2);
+    assert_eq!(event_count(&config).await, 2, "written once");
+    let again = ledger
+        .append(note("01", "lost-ack", "a retry by the caller"))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(
+        (again.sequence, again.hash),
+        (answered.sequence, answered.hash)
+    );
+
+    // Several large events: an atomic batch of several messages, cut at its commit.
+    cutter.arm("Nats-Batch-Commit");
+    let text = "x".repeat(chain::EVENT_BYTES_MAX - 4 * 1024);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let (l, text) = (ledger.clone(), text.clone());
+        set.spawn(async move { l.append(note("01", &format!("large{i}"), &text)).await });
+    }
+    let mut sequences = std::collections::BTreeSet::new();
+    while let Some(r) = set.join_next().await {
+        let receipt = r.unwrap().expect("each event of the cut batch is answered");
+        sequences.insert(receipt.sequence);
+    }
+    assert_eq!(cutter.cuts(), 2, "the proxy cut a batch at its commit");
+    assert_eq!(
+        sequences,
+        (3..=42).collect(),
+        "each event once, in one chain"
+    );
+    assert_eq!(verified(&config).await.events, 42);
+    assert_eq!(
+        ledger
+            .append(note("01", "after", "next"))
+            .await
+            .unwrap()
+            .sequence,
+        43
+    );
+}
