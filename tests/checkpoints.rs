@@ -1350,3 +1350,115 @@ async fn the_audit_status_route_names_the_latest_checkpoint_and_its_cosigners() 
         assert_eq!(status.as_u16(), code, "{path}: {body}");
     }
 }
+
+/// An exclusion no ledger key signed, of a foreign message on partition 01: what
+/// someone who may publish on the log could forge. Returns the foreign message's stream
+/// sequence and the exclusion's hash.
+async fn forge_an_exclusion(ledger: &Ledger, log: &LogConfig) -> (u64, Hash32) {
+    use ansinh::proto::envelope::Payload;
+    let foreign: &[u8] = b"not the ledger's";
+    let stream_sequence = jetstream::new(client().await)
+        .publish(log.subject(&p01()), foreign.to_vec().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    // The writer meets the message: the chain breaks there.
+    assert!(ledger.append(note("01", "held", "")).await.is_err());
+    let excluded = ledger
+        .append(ansinh::log::Draft {
+            partition: p01(),
+            actor: proto::Actor {
+                id: "operator:forger".into(),
+                role: "operator".into(),
+                unit: String::new(),
+            },
+            idempotency_key: format!("exclude:{stream_sequence}"),
+            correlation_id: String::new(),
+            request_fingerprint: None,
+            subjects: vec![format!("message:{stream_sequence}")],
+            payload: Payload::MessageExcluded(proto::MessageExcluded {
+                stream_sequence,
+                message_hash: ansinh::chain::message_hash(foreign).0.to_vec().into(),
+                reason: "forged".into(),
+                key_id: "0123456789abcdef".into(),
+                signature: vec![7; 64].into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    (stream_sequence, excluded.hash.0)
+}
+
+/// `audit verify` refuses a chain that passes over a message by an exclusion the ledger
+/// did not sign; so nothing is built on it either: the checkpointer signs no root over
+/// it, a cosigner refuses it, and no bundle is exported from it. What was checkpointed
+/// before the exclusion still proves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_signed_cosigned_or_exported_over_a_forged_exclusion() {
+    let (log, config) = fresh_checkpointed();
+    let (ledger, dir) = ledger(&log).await;
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    let mut hashes = append(&ledger, 0, 3).await;
+    publish_now(&mut c).await;
+    let (foreign, exclusion) = forge_an_exclusion(&ledger, &log).await;
+    hashes.push(exclusion);
+    hashes.extend(append(&ledger, 3, 1).await);
+    let forged = |e: &CheckpointError| {
+        matches!(e, CheckpointError::Exclusion { partition, stream_sequence, .. }
+            if partition == "01" && *stream_sequence > foreign)
+    };
+
+    let verdict = ansinh::verify::verify(
+        &mut stream_of(&log).await,
+        &log,
+        &config.keys_partition,
+        None,
+        |_| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(verdict, ansinh::verify::VerifyError::Exclusion { .. }),
+        "{verdict}"
+    );
+    let signed = c.checkpoint(&p01()).await;
+    assert!(signed.as_ref().is_err_and(forged), "{signed:?}");
+    let fresh = checkpointer(&ledger, &config, dir.path())
+        .await
+        .checkpoint(&p01())
+        .await;
+    assert!(fresh.as_ref().is_err_and(forged), "{fresh:?}");
+    // A checkpoint over it signed with the ledger's key (by a process that did not check
+    // the exclusion): a cosigner who reads the log refuses it.
+    let key = load_key(&dir.path().join(keys::LEDGER_KEY_FILE)).unwrap();
+    let over_it = CheckpointBody {
+        partition: p01(),
+        tree_size: 5,
+        root: merkle::root(&hashes),
+        head_sequence: 5,
+        head_hash: hashes[4],
+        issued_at_unix_ms: ansinh::checkpoint::now_unix_ms(),
+        key_id: key.key_id().into(),
+    };
+    publish_checkpoint(&config, &key, &over_it).await;
+    let a = auditor(&log, &config).await;
+    let office = sign::KeyPair::from_seed(&[4u8; 32]);
+    let cosigned = a.cosign(&p01(), 5, "audit-office", &office, 0).await;
+    assert!(cosigned.as_ref().is_err_and(forged), "{cosigned:?}");
+    let exported = ansinh::bundle::export::export(
+        &a,
+        &ansinh::bundle::export::ExportRequest {
+            scope: ansinh::bundle::Scope::Commune("0100007".into()),
+            from: None,
+            to: None,
+        },
+    )
+    .await;
+    assert!(exported.is_err(), "a bundle was exported");
+    // The events before it were checkpointed and still prove.
+    let proof = a.prove(&p01(), 2, Some(3)).await.unwrap();
+    check(&proof, &[]).unwrap();
+}

@@ -7,7 +7,8 @@ use async_nats::jetstream::stream::Stream;
 
 use crate::chain::{ChainBreak, ChainHead, Digest, Partition};
 use crate::log::follow::{Follower, Step};
-use crate::log::{LogConfig, reader};
+use crate::log::{LogConfig, RawEvent, reader};
+use crate::proto::Envelope;
 use crate::proto::envelope::Payload;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +63,31 @@ pub struct ExclusionSeen {
 }
 
 impl ExclusionSeen {
+    /// The exclusion `envelope` (of `event`, in `partition`) of the messages `held`;
+    /// None when its payload is not an exclusion.
+    pub fn new(
+        partition: &str,
+        held: crate::log::follow::Excluded,
+        event: &RawEvent,
+        envelope: &Envelope,
+    ) -> Option<Self> {
+        let Some(Payload::MessageExcluded(decision)) = &envelope.payload else {
+            return None;
+        };
+        Some(ExclusionSeen {
+            partition: partition.to_string(),
+            stream_sequence: held.first.stream_sequence,
+            message_hash: held.first.message_hash,
+            cause: held.first.cause,
+            through_stream_sequence: held.through_stream_sequence,
+            count: held.count,
+            decided_at_sequence: envelope.sequence,
+            decided_at_stream_sequence: event.stream_sequence,
+            recorded_at_unix_ms: envelope.recorded_at_unix_ms,
+            decision: decision.clone(),
+        })
+    }
+
     /// Checks the decision's signature by a ledger key in force when it was recorded.
     pub fn check_signature(&self, ring: &crate::checkpoint::keys::KeyRing) -> Result<(), String> {
         let key = ring
@@ -189,21 +215,10 @@ pub async fn verify_with(
         let Step::Event { envelope, excluded } = follower.follow(&event).map_err(broken)? else {
             return Ok(()); // held: an exclusion may follow
         };
-        if let (Some(held), Some(Payload::MessageExcluded(decision))) =
-            (excluded, &envelope.payload)
+        if let Some(seen) =
+            excluded.and_then(|held| ExclusionSeen::new(name, held, &event, &envelope))
         {
-            report.exclusions.push(ExclusionSeen {
-                partition: name.to_string(),
-                stream_sequence: held.first.stream_sequence,
-                message_hash: held.first.message_hash,
-                cause: held.first.cause,
-                through_stream_sequence: held.through_stream_sequence,
-                count: held.count,
-                decided_at_sequence: envelope.sequence,
-                decided_at_stream_sequence: event.stream_sequence,
-                recorded_at_unix_ms: envelope.recorded_at_unix_ms,
-                decision: decision.clone(),
-            });
+            report.exclusions.push(seen);
         }
         report.events += 1;
         on_event(event.stream_sequence, &envelope);

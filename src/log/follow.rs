@@ -6,7 +6,8 @@
 //! first and last stream sequences, its count and a hash over every message in it. The
 //! verifier, the writer, the projector and the checkpointer all follow with this one
 //! type, so none of them passes over a message another would stop at, and nothing is
-//! ever deleted.
+//! ever deleted. Whether an exclusion is the ledger's (its signature) is checked by
+//! those that hold the key history: the verifier and the checkpoint readers.
 
 use crate::chain::{ChainBreak, ChainHead, Digest, run_hash_next};
 use crate::log::RawEvent;

@@ -99,6 +99,7 @@ pub async fn export(
         auditor.events(),
         auditor.log(),
         ChainPosition::genesis(keys_partition.clone()),
+        read::Exclusions::SignedBy(&keys_partition),
         |head, event, _| {
             if key_events.len() >= BUNDLE_KEY_EVENTS_MAX {
                 return Err(CheckpointError::BadRequest(format!(
@@ -142,6 +143,7 @@ pub async fn export(
         auditor.events(),
         auditor.log(),
         ChainPosition::genesis(partition.clone()),
+        read::Exclusions::SignedBy(&keys_partition),
         |head, event, envelope| {
             if head.sequence <= covered {
                 hashes.push(head.hash.0);

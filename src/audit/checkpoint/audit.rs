@@ -248,6 +248,7 @@ impl Auditor {
             &self.events,
             &self.log,
             ChainPosition::genesis(partition.clone()),
+            read::Exclusions::SignedBy(&self.config.keys_partition),
             |head, event, _| {
                 hashes.push(head.hash.0);
                 if Some(head.sequence) == keep {
@@ -441,6 +442,7 @@ impl Auditor {
             &self.events,
             &self.log,
             ChainPosition::genesis(partition.clone()),
+            read::Exclusions::SignedBy(&self.config.keys_partition),
             |h, _, _| {
                 frontier.try_push(&h.hash.0)?;
                 head = h.hash.0;
@@ -547,6 +549,7 @@ impl Auditor {
                 &self.events,
                 &self.log,
                 ChainPosition::genesis(partition.clone()),
+                read::Exclusions::SignedBy(&self.config.keys_partition),
                 |head, _, _| {
                     frontier.try_push(&head.hash.0)?;
                     if let Some(indices) = by_size.get(&frontier.size()) {

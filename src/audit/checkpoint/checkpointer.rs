@@ -355,6 +355,7 @@ impl Checkpointer {
             self.ledger.stream(),
             self.ledger.config(),
             tree.position.clone(),
+            read::Exclusions::SignedBy(&self.config.keys_partition),
             |head, _, _| {
                 frontier.try_push(&head.hash.0)?;
                 if let Some(p) = &pending {

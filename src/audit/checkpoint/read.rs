@@ -44,19 +44,38 @@ pub enum Next {
 enum Halt {
     Stop,
     Failed(CheckpointError),
+    /// An exclusion to check before it is visited.
+    Exclusion(Box<(crate::log::follow::Excluded, RawEvent, Envelope)>),
 }
 
 fn nats(e: impl std::fmt::Display) -> CheckpointError {
     CheckpointError::Nats(e.to_string())
 }
 
+/// Which operator's exclusions a chain read passes over.
+#[derive(Clone, Copy, Debug)]
+pub enum Exclusions<'a> {
+    /// Only one signed by a ledger key in force when it was recorded, as `audit verify`
+    /// checks them: the key history is read from this partition. A forged exclusion is
+    /// an error (`CheckpointError::Exclusion`), so nothing is signed, cosigned, proved
+    /// or exported over a chain that verify refuses.
+    SignedBy(&'a Partition),
+    /// Any that names what is held: only for reading the key history itself, whose
+    /// exclusions are checked against that history by whoever reads the partition as
+    /// a chain (`SignedBy`). A key enters the history only signed by the key before it,
+    /// so an exclusion there cannot bring a key in.
+    OfTheKeyHistory,
+}
+
 /// Reads the events of `position.head.partition` after `position`, checking each with
-/// `chain::check_next`, and hands each to `visit` with its new head. Returns the
-/// position after the last event visited. Memory is constant.
+/// `chain::check_next` and each exclusion as `exclusions` says, and hands each to
+/// `visit` with its new head. Returns the position after the last event visited.
+/// Memory is constant.
 pub async fn read_chain(
     events: &Stream,
     log: &LogConfig,
     mut position: ChainPosition,
+    exclusions: Exclusions<'_>,
     mut visit: impl FnMut(&ChainHead, &RawEvent, &Envelope) -> Result<Next, CheckpointError>,
 ) -> Result<ChainPosition, CheckpointError> {
     let subject = log.subject(&position.head.partition);
@@ -66,39 +85,73 @@ pub async fn read_chain(
     else {
         return Ok(position);
     };
-    if position.read.covers(&last) {
-        return Ok(position);
-    }
-    let after = position.read;
     let partition = position.head.partition.to_string();
     let mut follower = Follower::resume(position.head.clone(), std::mem::take(&mut position.held));
     let mut read = position.read;
-    let step = |event: RawEvent| -> Result<(), Halt> {
-        let followed = follower.follow(&event).map_err(|b| {
-            Halt::Failed(CheckpointError::Chain {
-                partition: partition.clone(),
-                stream_sequence: b.stream_sequence,
-                cause: b.cause,
-            })
-        })?;
-        read = Position::after(&event);
-        let Step::Event { envelope, .. } = followed else {
-            return Ok(()); // held: an exclusion may follow
-        };
-        match visit(&follower.head, &event, &envelope).map_err(Halt::Failed)? {
-            Next::Continue => Ok(()),
-            Next::Stop => Err(Halt::Stop),
+    // Read once, at the first exclusion met (exclusions are rare).
+    let mut ring: Option<KeyRing> = None;
+    loop {
+        if read.covers(&last) {
+            break;
         }
-    };
-    let result = reader::read_after(events, &subject, after, last.stream_sequence, step).await;
+        let after = read;
+        let step = |event: RawEvent| -> Result<(), Halt> {
+            let followed = follower.follow(&event).map_err(|b| {
+                Halt::Failed(CheckpointError::Chain {
+                    partition: partition.clone(),
+                    stream_sequence: b.stream_sequence,
+                    cause: b.cause,
+                })
+            })?;
+            read = Position::after(&event);
+            let Step::Event { envelope, excluded } = followed else {
+                return Ok(()); // held: an exclusion may follow
+            };
+            if let (Exclusions::SignedBy(_), Some(held)) = (exclusions, excluded) {
+                // Its signature is checked (reading the key history) before it is visited.
+                return Err(Halt::Exclusion(Box::new((held, event, envelope))));
+            }
+            match visit(&follower.head, &event, &envelope).map_err(Halt::Failed)? {
+                Next::Continue => Ok(()),
+                Next::Stop => Err(Halt::Stop),
+            }
+        };
+        let result = reader::read_after(events, &subject, after, last.stream_sequence, step).await;
+        let exclusion = match result {
+            Ok(_) | Err(reader::ReadError::Visit(Halt::Stop)) => break,
+            Err(reader::ReadError::Visit(Halt::Failed(e))) => return Err(e),
+            Err(reader::ReadError::Nats(m)) => return Err(CheckpointError::Nats(m)),
+            Err(reader::ReadError::Visit(Halt::Exclusion(x))) => x,
+        };
+        let (held, event, envelope) = *exclusion;
+        let Exclusions::SignedBy(keys) = exclusions else {
+            unreachable!("only a checked read halts at an exclusion")
+        };
+        if ring.is_none() {
+            // Boxed: the key history is read with `read_chain` too (`OfTheKeyHistory`,
+            // which never comes here).
+            ring = Some(Box::pin(read_key_ring_in(events, log, keys)).await?);
+        }
+        let seen = crate::verify::ExclusionSeen::new(&partition, held, &event, &envelope)
+            .ok_or_else(|| CheckpointError::Exclusion {
+                partition: partition.clone(),
+                stream_sequence: event.stream_sequence,
+                cause: "it excludes messages but is not an exclusion".into(),
+            })?;
+        seen.check_signature(ring.as_ref().expect("read above"))
+            .map_err(|cause| CheckpointError::Exclusion {
+                partition: partition.clone(),
+                stream_sequence: event.stream_sequence,
+                cause,
+            })?;
+        if let Next::Stop = visit(&follower.head, &event, &envelope)? {
+            break;
+        }
+    }
     position.head = follower.head.clone();
     position.held = follower.held().clone();
     position.read = read;
-    match result {
-        Ok(_) | Err(reader::ReadError::Visit(Halt::Stop)) => Ok(position),
-        Err(reader::ReadError::Visit(Halt::Failed(e))) => Err(e),
-        Err(reader::ReadError::Nats(m)) => Err(CheckpointError::Nats(m)),
-    }
+    Ok(position)
 }
 
 /// The ledger's key history from the key partition (its chain checked too).
@@ -149,13 +202,19 @@ pub async fn extend_key_ring(
     at: KeyRingAt,
 ) -> Result<KeyRingAt, CheckpointError> {
     let KeyRingAt { mut ring, position } = at;
-    let position = read_chain(events, log, position, |head, _, envelope| {
-        // Other payloads in the key partition are not keys; they are ignored.
-        if let Some(Payload::LedgerKeyRotated(r)) = &envelope.payload {
-            ring.apply(r, head.sequence, envelope.recorded_at_unix_ms)?;
-        }
-        Ok(Next::Continue)
-    })
+    let position = read_chain(
+        events,
+        log,
+        position,
+        Exclusions::OfTheKeyHistory,
+        |head, _, envelope| {
+            // Other payloads in the key partition are not keys; they are ignored.
+            if let Some(Payload::LedgerKeyRotated(r)) = &envelope.payload {
+                ring.apply(r, head.sequence, envelope.recorded_at_unix_ms)?;
+            }
+            Ok(Next::Continue)
+        },
+    )
     .await?;
     Ok(KeyRingAt { ring, position })
 }
