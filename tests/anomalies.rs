@@ -57,6 +57,7 @@ impl Seed {
             &mut stream,
             &self.log,
             &keys_partition(),
+            None,
             date(as_of),
             pending_days,
             |_| {},
@@ -550,7 +551,16 @@ async fn an_exclusion_the_ledger_did_not_sign_fails_verify_and_every_scan() {
     // when the log is verified, or scanned for anomalies or decisions,
     let mut stream = stream_of(&s.log).await;
     let verdict = ansinh::verify::verify(&mut stream, &s.log, &keys, None, |_| {}).await;
-    let scanned = scan(&mut stream, &s.log, &keys, date("2026-03-20"), 10, |_| {}).await;
+    let scanned = scan(
+        &mut stream,
+        &s.log,
+        &keys,
+        None,
+        date("2026-03-20"),
+        10,
+        |_| {},
+    )
+    .await;
     let recomputed = ansinh::recompute::recompute_eligibility(
         &mut stream,
         &s.log,
@@ -575,4 +585,50 @@ async fn an_exclusion_the_ledger_did_not_sign_fails_verify_and_every_scan() {
         "{:?}",
         recomputed.map(|r| r.decisions)
     );
+}
+
+/// A scan for one partition lists that partition's anomalies however many another
+/// partition has: the listing bound applies to what concerns the partition, so a flood
+/// of findings in province 01 never hides province 79's.
+#[test]
+fn another_partitions_flood_of_findings_never_hides_a_partitions_own() {
+    let approved = |partition: &str, loan: u64, household: &str| proto::Envelope {
+        partition: partition.into(),
+        sequence: loan,
+        payload: Some(Payload::LoanApproved(proto::LoanApproved {
+            loan_number: loan,
+            household_id: household.into(),
+            programme_id: "NO_SUCH_PROGRAMME".into(),
+            programme_version: 1,
+            amount: "1000000".into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let flood = ansinh::anomalies::ANOMALIES_LISTED_MAX as u64 + 1;
+    let mut everything = ansinh::anomalies::Scanner::default();
+    let mut of_79 = ansinh::anomalies::Scanner::concerning("79");
+    for loan in 1..=flood {
+        let e = approved("01", loan, "0100007-000001");
+        everything.apply(&e);
+        of_79.apply(&e);
+    }
+    let e = approved("79", 1, "7900001-000001");
+    everything.apply(&e);
+    of_79.apply(&e);
+    let as_of = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+    let everything = everything.finish(as_of, 10);
+    assert_eq!(
+        everything.anomalies.len(),
+        ansinh::anomalies::ANOMALIES_LISTED_MAX
+    );
+    assert_eq!(everything.not_listed, 2);
+    assert!(!everything.anomalies.iter().any(|a| a.concerns("79")));
+    let of_79 = of_79.finish(as_of, 10);
+    assert_eq!(of_79.not_listed, 0);
+    assert_eq!(of_79.anomalies.len(), 1, "{:?}", of_79.anomalies);
+    assert!(matches!(
+        &of_79.anomalies[0],
+        Anomaly::LoanAboveCap { household, .. } if household == "7900001-000001"
+    ));
 }

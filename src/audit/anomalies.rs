@@ -173,7 +173,8 @@ impl Anomaly {
 pub struct AnomalyReport {
     pub events: u64,
     pub anomalies: Vec<Anomaly>,
-    /// Anomalies found beyond ANOMALIES_LISTED_MAX.
+    /// Anomalies found beyond ANOMALIES_LISTED_MAX (of those concerning the partition
+    /// the scan was asked about, if any).
     pub not_listed: u64,
 }
 
@@ -213,6 +214,9 @@ pub struct Scanner {
     partitions: Vec<String>,
     /// (partition, household) → (arrived on, left on): residence as the log records it.
     residence: BTreeMap<(String, String), (NaiveDate, Option<NaiveDate>)>,
+    /// Only anomalies that concern this partition are listed and counted. Applied as
+    /// they are found, so another province's findings never fill the listing.
+    concerning: Option<String>,
     report: AnomalyReport,
 }
 
@@ -221,7 +225,24 @@ fn loan_label(partition: &str, number: u64) -> String {
 }
 
 impl Scanner {
+    /// A scanner that lists only the anomalies concerning `partition`
+    /// (`Anomaly::concerns`); it still reads every partition, since a citizen may be in
+    /// households of two provinces.
+    pub fn concerning(partition: &str) -> Self {
+        Scanner {
+            concerning: Some(partition.to_owned()),
+            ..Scanner::default()
+        }
+    }
+
     fn flag(&mut self, anomaly: Anomaly) {
+        if self
+            .concerning
+            .as_deref()
+            .is_some_and(|p| !anomaly.concerns(p))
+        {
+            return;
+        }
         if self.report.anomalies.len() < ANOMALIES_LISTED_MAX {
             self.report.anomalies.push(anomaly);
         } else {
@@ -556,18 +577,22 @@ fn to_vecs(indexes: &[bytes::Bytes]) -> Vec<Vec<u8>> {
     indexes.iter().map(|b| b.to_vec()).collect()
 }
 
-/// Reads and verifies every partition's chain, in stream order, and scans it.
-/// `progress` is called with the stream sequence of every event scanned (for a
-/// progress bar).
+/// Reads and verifies every partition's chain, in stream order, and scans it, listing
+/// the anomalies that concern `concerning` (all when None). `progress` is called with
+/// the stream sequence of every event scanned (for a progress bar).
 pub async fn scan(
     stream: &mut Stream,
     config: &LogConfig,
     keys_partition: &Partition,
+    concerning: Option<&Partition>,
     as_of: NaiveDate,
     pending_days: i64,
     mut progress: impl FnMut(u64),
 ) -> Result<AnomalyReport, VerifyError> {
-    let mut scanner = Scanner::default();
+    let mut scanner = match concerning {
+        Some(p) => Scanner::concerning(p.as_str()),
+        None => Scanner::default(),
+    };
     verify_with(stream, config, keys_partition, None, |seq, envelope| {
         scanner.apply(envelope);
         progress(seq);

@@ -389,6 +389,7 @@ pub async fn anomalies(
         &mut stream,
         runtime.ledger.config(),
         &checkpoints.keys_partition,
+        None,
         as_of,
         pending_days,
         advance(&bar),

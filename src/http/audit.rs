@@ -342,17 +342,16 @@ pub(super) async fn anomalies_concerning(
 ) -> Result<crate::anomalies::AnomalyReport, ApiError> {
     let ledger = &api.service().ledger;
     let mut stream = ledger.stream().clone();
-    let mut report = crate::anomalies::scan(
+    Ok(crate::anomalies::scan(
         &mut stream,
         ledger.config(),
         &api.checkpoints().keys_partition,
+        Some(partition),
         as_of,
         i64::from(pending_days),
         progress,
     )
-    .await?;
-    report.anomalies.retain(|a| a.concerns(partition.as_str()));
-    Ok(report)
+    .await?)
 }
 
 /// Every eligibility decision of `partition` re-derived from its recorded inputs and the
@@ -413,7 +412,7 @@ struct AnomaliesAnswer {
     events_scanned: u64,
     /// Anomalies concerning the partition, over every page.
     total: u64,
-    /// Anomalies the scan found past `ANOMALIES_LISTED_MAX` in the whole log, counted
+    /// Anomalies concerning the partition found past `ANOMALIES_LISTED_MAX`, counted
     /// and not listed (so not in `total`).
     not_listed: u64,
     page: u64,

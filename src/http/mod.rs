@@ -1032,7 +1032,7 @@ pub fn routes() -> openapi::Routes {
             ("page", "The page, from 1 (default 1); `FINDINGS_PAGE_MAX` (500) anomalies a page."),
         ])
         .described(
-            "Reads and verifies the whole log on every call (O(log), every partition in stream order: a citizen may be in households of two provinces), as the CLI; at most `LOG_SCANS_IN_FLIGHT_MAX` (2) such reads run at once in a process, and a call must end within the request timeout (15 s): for a log too large for that, run `ansinh audit anomalies`. The scan lists at most `ANOMALIES_LISTED_MAX` (10,000) and counts the rest (`not_listed`); the answer holds at most `FINDINGS_PAGE_MAX` (500) of them. Records nothing. Auditors and the province's branch.",
+            "Reads and verifies the whole log on every call (O(log), every partition in stream order: a citizen may be in households of two provinces), as the CLI; at most `LOG_SCANS_IN_FLIGHT_MAX` (2) such reads run at once in a process, and a call must end within the request timeout (15 s): for a log too large for that, run `ansinh audit anomalies`. The scan lists at most `ANOMALIES_LISTED_MAX` (10,000) of the anomalies concerning the partition and counts the rest (`not_listed`); the answer holds at most `FINDINGS_PAGE_MAX` (500) of them. Records nothing. Auditors and the province's branch.",
         )
         .get(
             "/v1/audit/partitions/{p}/recompute",

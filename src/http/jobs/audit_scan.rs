@@ -280,7 +280,13 @@ async fn scan_log(
                 pending_days,
             } => anomalies_concerning(api, partition, as_of, pending_days, progress)
                 .await
-                .map(|r| (0, r.anomalies.len() as u64, listed(&r.anomalies))),
+                .map(|r| {
+                    (
+                        0,
+                        r.anomalies.len() as u64 + r.not_listed,
+                        listed(&r.anomalies),
+                    )
+                }),
             Report::Recompute => recompute_partition(api, partition, progress)
                 .await
                 .map(|r| {
