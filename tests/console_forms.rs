@@ -53,6 +53,7 @@ struct Reader {
 struct Answer {
     status: StatusCode,
     location: Option<String>,
+    cache_control: Option<String>,
     page: String,
 }
 
@@ -275,9 +276,15 @@ async fn answer(response: reqwest::Response) -> Answer {
         .get("location")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let cache_control = response
+        .headers()
+        .get("cache-control")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     Answer {
         status,
         location,
+        cache_control,
         page: response.text().await.unwrap(),
     }
 }
@@ -347,6 +354,8 @@ async fn the_head_office_reads_a_household_without_its_personal_data() {
     assert_eq!(theirs.status, StatusCode::OK, "{}", theirs.main());
     assert_eq!(text_of(&theirs.page, "head-name"), person.head);
     assert!(theirs.page.contains(person.member), "{}", theirs.main());
+    // No browser keeps a copy of the page for Back to show after sign-out.
+    assert_eq!(theirs.cache_control.as_deref(), Some("no-store"));
     // The head office may read the household (its standing, loans, history) but may not
     // change it: no name, no relation, in clear, for either role that could elsewhere.
     for token in [&c.tokens.head_office_officer, &c.tokens.head_office_manager] {

@@ -430,6 +430,17 @@ fn payment_rejection_status(r: &crate::domain::payments::Rejection) -> StatusCod
     }
 }
 
+impl ApiError {
+    /// The error as a client is told it: an internal error's detail (stream sequences,
+    /// store paths, the server's messages) stays in the server's log.
+    pub fn public_message(&self) -> String {
+        match self {
+            ApiError::Internal(_) => "internal error; the server's log has the detail".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -443,7 +454,7 @@ impl IntoResponse for ApiError {
         let kind = self.kind();
         let body = ErrorBody {
             error: &kind,
-            message: self.to_string(),
+            message: self.public_message(),
             violations: match &self {
                 ApiError::SchemaViolation(v) => Some(v),
                 _ => None,

@@ -1119,9 +1119,21 @@ pub fn router(api: Api) -> Router {
                 .timeout(Duration::from_millis(REQUEST_TIMEOUT_MS))
                 .concurrency_limit(REQUESTS_IN_FLIGHT_MAX),
         )
+        .layer(axum::middleware::map_response(no_store))
         // Outermost, so a request that timed out is counted with its 503 too.
         .layer(axum::middleware::from_fn(count_request))
         .with_state(api)
+}
+
+/// Every answer is about people and money as of now: no browser or proxy may keep a
+/// copy (a household page's names and citizen ids on a shared counter computer, shown
+/// again by Back after sign-out).
+async fn no_store(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 /// Counts each answer by route template (never the path itself: ids would make a series

@@ -146,6 +146,7 @@ pub enum T {
     OutsideUnit,
     KeyReused,
     Unavailable,
+    Internal,
     Portfolio,
     OpenLoans,
     HouseholdsActive,
@@ -338,6 +339,10 @@ impl T {
                 "Biểu mẫu này đã được gửi với nội dung khác. Hãy mở lại biểu mẫu mới.",
                 "This form was already sent with other values. Open a fresh form.",
             ),
+            Internal => (
+                "Lỗi nội bộ của hệ thống; chi tiết đã ghi vào nhật ký máy chủ. Hãy báo cho bộ phận vận hành.",
+                "An internal error; the detail is in the server's log. Tell the operators.",
+            ),
             Unavailable => (
                 "Sổ tạm thời không trả lời; gửi lại cùng biểu mẫu sẽ không ghi hai lần.",
                 "The ledger is not answering now; sending the same form again will not record it twice.",
@@ -514,10 +519,15 @@ fn plain_money(typed: &str) -> Result<String, crate::input::InputError> {
     Ok(groups.concat())
 }
 
-/// A Unix time in milliseconds as `dd/mm/yyyy hh:mm` (UTC).
+/// A Unix time in milliseconds as `dd/mm/yyyy hh:mm` in Vietnam (UTC+7), as every other
+/// date the ledger shows: in UTC an event recorded before 07:00 would show yesterday.
 pub fn timestamp(unix_ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(unix_ms)
-        .map(|t| t.format("%d/%m/%Y %H:%M").to_string())
+        .map(|t| {
+            t.with_timezone(&crate::clock::vietnam())
+                .format("%d/%m/%Y %H:%M")
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
@@ -525,6 +535,18 @@ pub fn timestamp(unix_ms: i64) -> String {
 mod tests {
     use super::*;
     use rust_decimal_macros::dec;
+
+    #[test]
+    fn times_are_shown_in_vietnam() {
+        // 2026-12-06 23:30 UTC is 06:30 on the 7th in Vietnam.
+        let ms = chrono::NaiveDate::from_ymd_opt(2026, 12, 6)
+            .unwrap()
+            .and_hms_opt(23, 30, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_millis();
+        assert_eq!(timestamp(ms), "07/12/2026 06:30");
+    }
 
     #[test]
     fn money_is_written_with_dots_and_the_dong_sign() {

@@ -252,6 +252,11 @@ pub fn plain_words(lang: Lang, e: &ApiError) -> String {
         ApiError::IdempotencyKeyReused => lang.t(T::KeyReused).into(),
         ApiError::Unavailable(_) | ApiError::Timeout => lang.t(T::Unavailable).into(),
         ApiError::NotFound { .. } => format!("{} ({e})", lang.t(T::NotFound)),
+        // The detail goes to the server's log, not to the counter.
+        ApiError::Internal(_) => {
+            tracing::error!("console: {e}");
+            lang.t(T::Internal).into()
+        }
         other => other.to_string(),
     }
 }
@@ -457,7 +462,8 @@ pub fn forbidden(lang: Lang, why: &str) -> Response {
 
 /// An error as a page with the error's own status.
 pub fn error_page(lang: Lang, e: &ApiError) -> Response {
-    if e.status().is_server_error() {
+    // An internal error is logged where it is put in words (`plain_words`).
+    if e.status().is_server_error() && !matches!(e, ApiError::Internal(_)) {
         tracing::error!("console: {e}");
     }
     let body = html! { p.err #refusal { (plain_words(lang, e)) } };
