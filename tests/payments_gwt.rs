@@ -1358,6 +1358,110 @@ fn a_month_its_gateway_says_it_settled_late_is_not_reissued() {
         .then_rejects(to_reconcile);
 }
 
+/// A late settlement of an attempt the ledger gave up on, while the month's reissue is
+/// still pending: the reissue is cancelled in the same command (its hold voided), so no
+/// gateway pays the month a second time. Its own settlement, if its gateway paid all the
+/// same, is a late settlement too, and reconciliation lists both.
+#[test]
+fn a_late_settlement_cancels_the_months_reissue_still_pending() {
+    const SECOND: &str = "pay:1:2026-12:2";
+    let h = history_from(
+        &one_instruction(),
+        &[
+            time_out("2026-12-11", FIRST),
+            reissue("2026-12-12", FIRST, None),
+        ],
+    );
+    let late = Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT);
+    given(&h).when(late.on("2026-12-13")).then(|b, evs| {
+        // The cancellation first: the command's last event is the post's, which its
+        // receipt and idempotency key name.
+        assert!(matches!(
+            &evs[0].body,
+            EventBody::InstructionCancelled { instruction, budget }
+                if *instruction == iid(SECOND) && budget.kind == MoveKind::Void
+        ));
+        assert_eq!(evs[0].effective, d("2026-12-13"));
+        assert_eq!(
+            evs[1].post_answer().unwrap().verdict,
+            Verdict::Refused {
+                refusal: PostRefusal::NotPending {
+                    status: InstructionStatus::TimedOut
+                }
+            }
+        );
+        assert_eq!(evs.len(), 2);
+        assert_eq!(
+            b.instructions[&iid(SECOND)].status,
+            InstructionStatus::Cancelled
+        );
+        assert_eq!(b.budget(&key(COMMUNE, "2026-12")).reserved, dec!(0));
+    });
+    let h = history_from(&h, &[late.on("2026-12-13")]);
+    // The second attempt's gateway paid it all the same: refused, and held as well.
+    given(&h)
+        .when(Post::new(BANK, SECOND, Outcome::Settled, "T2", AMOUNT).on("2026-12-14"))
+        .then(|b, evs| {
+            assert_eq!(
+                evs[0].post_answer().unwrap().verdict,
+                Verdict::Refused {
+                    refusal: PostRefusal::NotPending {
+                        status: InstructionStatus::Cancelled
+                    }
+                }
+            );
+            assert_eq!(b.budget(&key(COMMUNE, "2026-12")).posted, dec!(0));
+            assert_eq!(
+                b.late_settlements.keys().collect::<Vec<_>>(),
+                [&iid(FIRST), &iid(SECOND)]
+            );
+            let all = given_history(&h, evs);
+            let r = reconcile(&all, d("2026-12-14"), 30);
+            let day13 = &r.days[&(gw(BANK), d("2026-12-13"))];
+            assert_eq!(day13.cancelled.count, 1);
+            let refused = |day: &ansinh::domain::payments::reconcile::GatewayDay| {
+                day.mismatches
+                    .iter()
+                    .map(|m| m.instruction.clone())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(refused(day13), [FIRST]);
+            assert_eq!(refused(&r.days[&(gw(BANK), d("2026-12-14"))]), [SECOND]);
+        });
+
+    // The reissue already settled: nothing left to cancel, and the refused late settlement
+    // is what reconciliation shows of the month paid twice.
+    let h = history_from(
+        &one_instruction(),
+        &[
+            time_out("2026-12-11", FIRST),
+            reissue("2026-12-12", FIRST, Some(post_office())),
+            Post::new(POST_OFFICE, SECOND, Outcome::Settled, "P2", AMOUNT).on("2026-12-13"),
+        ],
+    );
+    given(&h).when(late.on("2026-12-14")).then(|b, evs| {
+        assert_eq!(evs.len(), 1);
+        assert_eq!(
+            b.instructions[&iid(SECOND)].status,
+            InstructionStatus::Settled
+        );
+        let all = given_history(&h, evs);
+        let r = reconcile(&all, d("2026-12-14"), 30);
+        let day = &r.days[&(gw(BANK), d("2026-12-14"))];
+        assert!(matches!(
+            &day.mismatches[..],
+            [m] if m.instruction == FIRST && matches!(
+                &m.kind,
+                MismatchKind::RefusedPost {
+                    outcome: Outcome::Settled,
+                    refusal: PostRefusal::NotPending { status: InstructionStatus::TimedOut },
+                    ..
+                }
+            )
+        ));
+    });
+}
+
 // ---------------------------------------------------------------- reconciliation
 
 #[test]

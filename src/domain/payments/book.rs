@@ -25,8 +25,8 @@ use crate::domain::payments::ids::{
     ProgrammeId,
 };
 use crate::domain::payments::instructions::{
-    self, GatewayPost, Instruction, InstructionId, InstructionStatus, NewInstruction, Outcome,
-    PostAnswer, PostKey, PostRefusal, RecordedPost, Shortfall, Verdict, post_key,
+    self, GatewayPost, Instruction, InstructionId, InstructionStatus, NewInstruction, PostAnswer,
+    PostKey, PostRefusal, RecordedPost, Shortfall, Verdict, post_key,
 };
 use crate::domain::payments::ledger::Posting;
 use crate::domain::payments::month::Month;
@@ -221,6 +221,9 @@ pub enum EventBody {
         instruction: InstructionId,
         budget: BudgetMove,
     },
+    /// A pending instruction withdrawn, its hold voided: by a stop (after its
+    /// `EntitlementStopped`), or, a reissue, by a gateway's late settlement of an earlier
+    /// attempt of its month (before that post's `GatewayPostRefused`).
     InstructionCancelled {
         instruction: InstructionId,
         budget: BudgetMove,
@@ -595,15 +598,10 @@ pub fn apply(book: &mut Book, event: &Event) {
             book.accepted_posts.insert(post_key(post), recorded);
         }
         EventBody::GatewayPostRefused { post, refusal } => {
-            // Refused only for the instruction's status (failed, timed out, cancelled), so
-            // it matched the instruction in every other field: the gateway says it paid.
-            let late = matches!(refusal, PostRefusal::NotPending { .. });
-            if post.outcome == Outcome::Settled && late {
-                if let Some(id) = InstructionId::parse(post.instruction.as_str()) {
-                    book.late_settlements
-                        .entry(id)
-                        .or_insert_with(|| post.gateway_txn.clone());
-                }
+            if let Some(id) = instructions::late_settlement(post, refusal) {
+                book.late_settlements
+                    .entry(id)
+                    .or_insert_with(|| post.gateway_txn.clone());
             }
             let n = book
                 .refused_per_gateway_day

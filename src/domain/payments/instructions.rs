@@ -14,7 +14,8 @@
 //!
 //! A `settled` post for an instruction the ledger stopped waiting for (timed out, failed,
 //! cancelled) is refused and recorded; the month is then not reissued until the gateway's
-//! word is reconciled, since the person may already hold the money.
+//! word is reconciled, since the person may already hold the money, and a reissue of it
+//! still pending is cancelled by the same post.
 //!
 //! Gateway results are idempotent on (gateway, gateway transaction id,
 //! outcome): the same post again gets the first answer and appends nothing.
@@ -124,7 +125,8 @@ pub enum InstructionStatus {
     Returned,
     /// No result within the channel's timeout.
     TimedOut,
-    /// The entitlement stopped before this month.
+    /// The entitlement stopped before this month, or (a reissue) its gateway said it paid
+    /// an earlier attempt of the month after the ledger had given up on that one.
     Cancelled,
 }
 
@@ -521,9 +523,10 @@ pub(crate) fn decide_timeout(out: &mut Out<'_>, id: InstructionId) -> Result<(),
     Ok(())
 }
 
-/// Cancel a pending instruction because its entitlement stopped. Dated the stop's
-/// recording date, which may not precede the instruction's last change, as for every
-/// other move of an instruction.
+/// Cancel a pending instruction because its entitlement stopped, or because its gateway
+/// said it paid an earlier attempt of its month after the ledger had given up on that one.
+/// Dated the stop's recording date (or the post's), which may not precede the
+/// instruction's last change, as for every other move of an instruction.
 pub(crate) fn cancel(out: &mut Out<'_>, id: &InstructionId) -> Result<(), Rejection> {
     let i = get(out.book, id)?;
     assert_eq!(
@@ -669,13 +672,12 @@ pub(crate) fn decide_post(
                 .get(&(post.gateway.clone(), day))
                 .copied()
                 .unwrap_or(0);
+            let late = late_settlement(&post, &refusal);
             // The first late settlement of an instruction is recorded past the bound: it
             // says money may have reached the person, and it is what holds the month back
             // from a reissue (`late_settlements`). One per instruction, so still bounded.
-            let first_late_settlement = post.outcome == Outcome::Settled
-                && matches!(refusal, PostRefusal::NotPending { .. })
-                && InstructionId::parse(post.instruction.as_str())
-                    .is_some_and(|id| !out.book.late_settlements.contains_key(&id));
+            let first_late_settlement =
+                late.is_some_and(|id| !out.book.late_settlements.contains_key(&id));
             if refused_today >= REFUSED_POSTS_PER_GATEWAY_DAY_MAX && !first_late_settlement {
                 return Err(Rejection::RefusalLimitReached {
                     gateway: post.gateway,
@@ -683,10 +685,43 @@ pub(crate) fn decide_post(
                     max: REFUSED_POSTS_PER_GATEWAY_DAY_MAX,
                 });
             }
+            // The month may be paid: a reissue of it still waiting at its gateway would pay
+            // it again, so it is withdrawn now (its hold voided), before that gateway pays.
+            // Cancelled before the post's event is pushed: the post's event stays the
+            // command's last, the one its receipt and idempotency key name.
+            if let Some(reissue) = late.and_then(|id| pending_reissue(out.book, id)) {
+                cancel(out, &reissue)?;
+            }
             out.push(EventBody::GatewayPostRefused { post, refusal });
         }
     }
     Ok(None)
+}
+
+/// The instruction a refused post says was paid after the ledger had stopped waiting for
+/// it (failed, timed out or cancelled), if it is such a post. Refused only for the
+/// instruction's status, so it matched the instruction in every other field (gateway,
+/// amount, beneficiary): the gateway says it paid. `decide_post` and `apply` both ask it,
+/// so the book remembers exactly the posts decided as late settlements.
+pub(crate) fn late_settlement(post: &GatewayPost, refusal: &PostRefusal) -> Option<InstructionId> {
+    let late =
+        post.outcome == Outcome::Settled && matches!(refusal, PostRefusal::NotPending { .. });
+    late.then(|| InstructionId::parse(post.instruction.as_str()))
+        .flatten()
+}
+
+/// A later attempt of `id`'s month still waiting for its gateway. Only the latest attempt
+/// can be: a month is reissued only from its latest attempt, once that one has a result.
+fn pending_reissue(book: &Book, id: InstructionId) -> Option<InstructionId> {
+    let latest = InstructionId {
+        attempt: *book.attempts.get(&(id.entitlement, id.month))?,
+        ..id
+    };
+    let pending = book
+        .instructions
+        .get(&latest)
+        .is_some_and(|i| i.status == InstructionStatus::Instructed);
+    (latest.attempt > id.attempt && pending).then_some(latest)
 }
 
 /// The rules for one post: which instruction, the new status and the budget
