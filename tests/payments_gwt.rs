@@ -368,6 +368,81 @@ fn a_new_grant_never_pays_again_a_month_paid_ahead_before_a_stop() {
         });
 }
 
+/// A month its gateway says it settled after the ledger had given up on it (cancelled by
+/// the stop, or timed out before it) may have been paid: a new grant for the person starts
+/// after it, or the run would pay it again.
+#[test]
+fn a_new_grant_never_pays_again_a_month_settled_late() {
+    let from_november = |reason| {
+        vec![
+            allocate("2026-10-20", COMMUNE, "2026-12", 10_000_000),
+            grant(
+                "2026-10-20",
+                1,
+                "2026-11",
+                terms(ELDERLY_POOR, bank(), None),
+            ),
+            run("2026-12-01", "2026-12", None),
+            stop("2026-12-02", 1, "2026-11-20", reason),
+        ]
+    };
+    let overlaps = Rejection::GrantOverlapsStopped {
+        entitlement: 1,
+        last_payable: m("2026-12"),
+    };
+    // December cancelled by the stop, then settled by the bank all the same.
+    let cancelled = history(&from_november(StopReason::Move));
+    let late = Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT);
+    let settled_late = history_from(&cancelled, &[late.on("2026-12-03")]);
+    given(&cancelled)
+        .when(grant(
+            "2026-12-04",
+            1,
+            "2026-12",
+            terms(ELDERLY_POOR, bank(), None),
+        ))
+        .then(|b, _| assert_eq!(b.active.len(), 1));
+    given(&settled_late)
+        .when(grant(
+            "2026-12-04",
+            1,
+            "2026-12",
+            terms(ELDERLY_POOR, bank(), None),
+        ))
+        .then_rejects(overlaps.clone());
+    given(&settled_late)
+        .when(grant(
+            "2026-12-04",
+            1,
+            "2027-01",
+            terms(ELDERLY_POOR, bank(), None),
+        ))
+        .then(|b, _| assert_eq!(b.active.len(), 1));
+
+    // December timed out and settled late, then the stop dated November.
+    let h = history(&[
+        allocate("2026-10-20", COMMUNE, "2026-12", 10_000_000),
+        grant(
+            "2026-10-20",
+            1,
+            "2026-11",
+            terms(ELDERLY_POOR, bank(), None),
+        ),
+        run("2026-12-01", "2026-12", None),
+        time_out("2026-12-11", FIRST),
+        late.on("2026-12-12"),
+        stop("2026-12-13", 1, "2026-11-20", StopReason::Death),
+    ]);
+    given(&h)
+        .when(grant(
+            "2026-12-14",
+            1,
+            "2026-12",
+            terms(ELDERLY_POOR, bank(), None),
+        ))
+        .then_rejects(overlaps);
+}
+
 #[test]
 fn change_applies_from_its_month_and_never_to_instructed_months() {
     let h = one_instruction();

@@ -42,8 +42,9 @@ pub struct Book {
     pub active: BTreeMap<(ProgrammeId, BeneficiaryRef), EntitlementId>,
     /// Of each person's stopped entitlements in a programme, the one paid for the latest
     /// month, and that month: the month of its stop, or a later month it had already paid
-    /// ahead (settled before the stop, listed as overpaid). A new grant must start after
-    /// it, or a run would pay that month again.
+    /// ahead (settled before the stop, listed as overpaid) or its gateway settled late
+    /// (`late_settlements`, before or after the stop). A new grant must start after it,
+    /// or a run would pay that month again.
     pub stopped_paying_through: BTreeMap<(ProgrammeId, BeneficiaryRef), (EntitlementId, Month)>,
     pub budgets: BTreeMap<BudgetKey, Budget>,
     pub instructions: BTreeMap<InstructionId, Instruction>,
@@ -544,6 +545,9 @@ pub fn apply(book: &mut Book, event: &Event) {
             reason,
             overpaid,
         } => {
+            // A month its gateway settled late (after the ledger gave up on it) may have
+            // been paid, whatever the stop does to it.
+            let settled_late = instructions::latest_late_settlement(book, *entitlement);
             let e = entitlement_mut(book, *entitlement);
             e.stopped = Some(Stopped {
                 on: *on,
@@ -557,16 +561,10 @@ pub fn apply(book: &mut Book, event: &Event) {
             let paid_through = overpaid
                 .iter()
                 .map(|i| i.month)
+                .chain(settled_late)
                 .fold(last_payable, Month::max);
-            // One that stopped before its first month, and paid none ahead, paid nothing
-            // and is no bound.
-            let paid_a_month = e.from() <= paid_through;
-            let latest = book.stopped_paying_through.get(&key).map(|(_, m)| *m);
-            if paid_a_month && latest.is_none_or(|m| m < paid_through) {
-                book.stopped_paying_through
-                    .insert(key.clone(), (*entitlement, paid_through));
-            }
             book.active.remove(&key);
+            paid_after_stop(book, *entitlement, paid_through);
         }
         EventBody::InstructionIssued { instruction, .. } => {
             let id = instruction.id;
@@ -602,6 +600,12 @@ pub fn apply(book: &mut Book, event: &Event) {
                 book.late_settlements
                     .entry(id)
                     .or_insert_with(|| post.gateway_txn.clone());
+                // Settled late after its entitlement stopped (a month the stop cancelled):
+                // the month may have been paid, so a new grant for the person starts after.
+                let stopped = book.entitlements.get(&id.entitlement);
+                if stopped.is_some_and(|e| e.stopped.is_some()) {
+                    paid_after_stop(book, id.entitlement, id.month);
+                }
             }
             let n = book
                 .refused_per_gateway_day
@@ -617,6 +621,19 @@ pub fn apply(book: &mut Book, event: &Event) {
         EventBody::InstructionCancelled { instruction, .. } => {
             set_status(book, event, instruction, InstructionStatus::Cancelled)
         }
+    }
+}
+
+/// Notes that stopped entitlement `id` paid through `month` (`stopped_paying_through`).
+fn paid_after_stop(book: &mut Book, id: EntitlementId, month: Month) {
+    let e = &book.entitlements[&id];
+    let key = (e.programme.clone(), e.beneficiary.clone());
+    // One that stopped before its first month, and paid none ahead, paid nothing and is
+    // no bound.
+    let paid_a_month = e.from() <= month;
+    let latest = book.stopped_paying_through.get(&key).map(|(_, m)| *m);
+    if paid_a_month && latest.is_none_or(|m| m < month) {
+        book.stopped_paying_through.insert(key, (id, month));
     }
 }
 

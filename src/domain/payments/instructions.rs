@@ -323,10 +323,8 @@ pub(crate) fn after_month(
     (pending, settled)
 }
 
-/// The latest month `entitlement` may have paid: the latest with an attempt still
-/// instructed or settled. A failed, returned, timed-out or cancelled attempt paid nothing,
-/// so its month may be paid by a later entitlement of the person.
-pub fn latest_paid_month(book: &Book, entitlement: EntitlementId) -> Option<Month> {
+/// All instruction ids of `entitlement`, in order.
+fn of_entitlement(entitlement: EntitlementId) -> std::ops::RangeInclusive<InstructionId> {
     let from = InstructionId {
         entitlement,
         month: Month::MIN,
@@ -337,8 +335,17 @@ pub fn latest_paid_month(book: &Book, entitlement: EntitlementId) -> Option<Mont
         month: Month::MAX,
         attempt: u32::MAX,
     };
-    book.instructions
-        .range(from..=to)
+    from..=to
+}
+
+/// The latest month `entitlement` may have paid: the latest with an attempt still
+/// instructed or settled, or one its gateway settled late (`late_settlements`). A failed,
+/// returned, timed-out or cancelled attempt paid nothing, so its month may be paid by a
+/// later entitlement of the person; unless its gateway says it paid it after all.
+pub fn latest_paid_month(book: &Book, entitlement: EntitlementId) -> Option<Month> {
+    let paid = book
+        .instructions
+        .range(of_entitlement(entitlement))
         .rev()
         .find(|(_, i)| {
             matches!(
@@ -346,6 +353,15 @@ pub fn latest_paid_month(book: &Book, entitlement: EntitlementId) -> Option<Mont
                 InstructionStatus::Instructed | InstructionStatus::Settled
             )
         })
+        .map(|(id, _)| id.month);
+    paid.max(latest_late_settlement(book, entitlement))
+}
+
+/// The latest month of `entitlement` its gateway settled late (`Book::late_settlements`).
+pub fn latest_late_settlement(book: &Book, entitlement: EntitlementId) -> Option<Month> {
+    book.late_settlements
+        .range(of_entitlement(entitlement))
+        .next_back()
         .map(|(id, _)| id.month)
 }
 
