@@ -1003,27 +1003,66 @@ fn returned_after_settled_is_accepted_and_reverses() {
         });
 }
 
+/// A `settled` after a return is refused, and is a late settlement like one after a
+/// failure: the gateway says the person was paid, so the month is not reissued until it is
+/// reconciled, and a reissue of it still pending is withdrawn.
 #[test]
-fn settled_after_returned_is_refused() {
+fn settled_after_returned_is_refused_and_holds_the_month() {
+    use ansinh::domain::payments::ids::GatewayTxnId;
     let h = history_from(
         &one_instruction(),
         &[Post::new(BANK, FIRST, Outcome::Returned, "R1", AMOUNT).on("2026-12-02")],
     );
-    given(&h)
-        .when(Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-03"))
-        .then(|b, evs| {
-            assert_eq!(
-                evs[0].post_answer().unwrap().verdict,
-                Verdict::Refused {
-                    refusal: PostRefusal::SettledAfterReturned
-                }
-            );
-            assert_eq!(
-                b.instructions[&iid(FIRST)].status,
-                InstructionStatus::Returned
-            );
-            assert_eq!(b.budget(&key(COMMUNE, "2026-12")).posted, dec!(0));
+    let settled = Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT);
+    given(&h).when(settled.on("2026-12-03")).then(|b, evs| {
+        assert_eq!(
+            evs[0].post_answer().unwrap().verdict,
+            Verdict::Refused {
+                refusal: PostRefusal::SettledAfterReturned
+            }
+        );
+        assert_eq!(
+            b.instructions[&iid(FIRST)].status,
+            InstructionStatus::Returned
+        );
+        assert_eq!(b.budget(&key(COMMUNE, "2026-12")).posted, dec!(0));
+        assert_eq!(b.late_settlements.keys().collect::<Vec<_>>(), [&iid(FIRST)]);
+    });
+    given(&history_from(&h, &[settled.on("2026-12-03")]))
+        .when(reissue("2026-12-04", FIRST, Some(post_office())))
+        .then_rejects(Rejection::LateSettlementToReconcile {
+            instruction: iid(FIRST),
+            gateway: gw(BANK),
+            gateway_txn: GatewayTxnId::parse("T1").unwrap(),
         });
+
+    // Returned after its settlement, then settled again by another transfer: the same.
+    let h2 = history_from(
+        &one_instruction(),
+        &[
+            Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-02"),
+            Post::new(BANK, FIRST, Outcome::Returned, "R1", AMOUNT).on("2026-12-03"),
+        ],
+    );
+    given(&h2)
+        .when(Post::new(BANK, FIRST, Outcome::Settled, "T2", AMOUNT).on("2026-12-04"))
+        .then(|b, _| {
+            assert_eq!(
+                b.late_settlements.get(&iid(FIRST)),
+                Some(&GatewayTxnId::parse("T2").unwrap())
+            );
+        });
+
+    // Reissued as cash after the return, and then the bank says it paid.
+    let h3 = history_from(&h, &[reissue("2026-12-03", FIRST, Some(post_office()))]);
+    given(&h3).when(settled.on("2026-12-04")).then(|b, evs| {
+        assert_eq!(evs.len(), 2);
+        assert_eq!(
+            b.instructions[&iid("pay:1:2026-12:2")].status,
+            InstructionStatus::Cancelled
+        );
+        assert_eq!(b.budget(&key(COMMUNE, "2026-12")).reserved, dec!(0));
+    });
 }
 
 #[test]
@@ -1152,10 +1191,15 @@ fn refused_posts_are_bounded_per_gateway_and_day() {
 /// A second one for the same instruction counts against the bound as any refusal.
 #[test]
 fn a_late_settlement_is_recorded_past_the_days_bound_once() {
-    let mut book = replay(&history_from(
-        &one_instruction(),
-        &[time_out("2026-12-11", FIRST)],
-    ));
+    // Timed out, or returned before any settlement.
+    let returned = Post::new(BANK, FIRST, Outcome::Returned, "R1", AMOUNT).on("2026-12-02");
+    for given_up in [time_out("2026-12-11", FIRST), returned] {
+        late_settlement_past_the_days_bound(given_up);
+    }
+}
+
+fn late_settlement_past_the_days_bound(given_up: ansinh::domain::payments::Command) {
+    let mut book = replay(&history_from(&one_instruction(), &[given_up]));
     let post = |outcome, txn: &str, amount| {
         let mut p = Post::new(BANK, FIRST, outcome, "X", amount).body();
         p.gateway_txn = ansinh::domain::payments::ids::GatewayTxnId::parse(txn).unwrap();
@@ -1175,7 +1219,7 @@ fn a_late_settlement_is_recorded_past_the_days_bound_once() {
         Err(r) => Err(r),
         other => panic!("{other:?}"),
     };
-    // The day's refusals used up by failures posted for the timed-out instruction.
+    // The day's refusals used up by failures posted for the instruction given up on.
     for n in 0..REFUSED_POSTS_PER_GATEWAY_DAY_MAX {
         applied(&mut book, post(Outcome::Failed, &format!("F{n}"), AMOUNT)).unwrap();
     }
@@ -1737,8 +1781,9 @@ fn events_and_commands_round_trip_through_json() {
         &[
             Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-02"),
             Post::new(BANK, FIRST, Outcome::Returned, "R1", AMOUNT).on("2026-12-05"),
-            Post::new(BANK, FIRST, Outcome::Settled, "T2", AMOUNT).on("2026-12-06"),
             reissue("2026-12-06", FIRST, Some(post_office())),
+            // A late settlement, which cancels the reissue.
+            Post::new(BANK, FIRST, Outcome::Settled, "T2", AMOUNT).on("2026-12-06"),
         ],
     );
     let json = serde_json::to_string(&h).unwrap();

@@ -57,10 +57,11 @@ pub struct Book {
     /// displaces an accepted post of the same key (a reused transaction id).
     pub refused_posts: BTreeMap<PostKey, RecordedPost>,
     /// Instructions their gateway posted as settled after the ledger had stopped waiting
-    /// for them (timed out, failed or cancelled), with the gateway's
+    /// for them (timed out, failed, returned or cancelled), with the gateway's
     /// transaction id: the post is refused and recorded, but the person may hold the
-    /// money, so the month is not reissued (`decide_reissue`). Kept from the first such
-    /// post; rebuilt from the recorded refusals.
+    /// money, so the month is not reissued (`decide_reissue`) and counts as paid for a new
+    /// grant or a move. Kept from the first such post; rebuilt from the recorded
+    /// refusals (`instructions::late_settlement`).
     pub late_settlements: BTreeMap<InstructionId, GatewayTxnId>,
     /// Refused posts recorded per (gateway, day), for the daily bound.
     pub refused_per_gateway_day: BTreeMap<(GatewayId, NaiveDate), u32>,

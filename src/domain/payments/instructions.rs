@@ -13,9 +13,9 @@
 //! ```
 //!
 //! A `settled` post for an instruction the ledger stopped waiting for (timed out, failed,
-//! cancelled) is refused and recorded; the month is then not reissued until the gateway's
-//! word is reconciled, since the person may already hold the money, and a reissue of it
-//! still pending is cancelled by the same post.
+//! returned, cancelled) is refused and recorded; the month is then not reissued until the
+//! gateway's word is reconciled, since the person may already hold the money, and a
+//! reissue of it still pending is cancelled by the same post.
 //!
 //! Gateway results are idempotent on (gateway, gateway transaction id,
 //! outcome): the same post again gets the first answer and appends nothing.
@@ -231,8 +231,9 @@ pub enum PostRefusal {
         expected: Decimal,
         posted: Decimal,
     },
-    /// Settled after the money was returned: the return is final; the
-    /// payment, if any, goes through a reissue.
+    /// Settled after the money was returned (before a settlement, or after one): the
+    /// return stands, but the gateway says the person was paid, so, like a `NotPending`
+    /// settlement, it is a late settlement that holds the month from a reissue.
     SettledAfterReturned,
     /// Already settled by another transaction of this gateway.
     AlreadySettled {
@@ -715,15 +716,19 @@ pub(crate) fn decide_post(
 }
 
 /// The instruction a refused post says was paid after the ledger had stopped waiting for
-/// it (failed, timed out or cancelled), if it is such a post. Refused only for the
-/// instruction's status, so it matched the instruction in every other field (gateway,
+/// it (failed, returned, timed out or cancelled), if it is such a post. Refused only for
+/// the instruction's status, so it matched the instruction in every other field (gateway,
 /// amount, beneficiary): the gateway says it paid. `decide_post` and `apply` both ask it,
 /// so the book remembers exactly the posts decided as late settlements.
 pub(crate) fn late_settlement(post: &GatewayPost, refusal: &PostRefusal) -> Option<InstructionId> {
-    let late =
-        post.outcome == Outcome::Settled && matches!(refusal, PostRefusal::NotPending { .. });
-    late.then(|| InstructionId::parse(post.instruction.as_str()))
-        .flatten()
+    let given_up = matches!(
+        refusal,
+        PostRefusal::NotPending { .. } | PostRefusal::SettledAfterReturned
+    );
+    if post.outcome != Outcome::Settled || !given_up {
+        return None;
+    }
+    InstructionId::parse(post.instruction.as_str())
 }
 
 /// A later attempt of `id`'s month still waiting for its gateway. Only the latest attempt
