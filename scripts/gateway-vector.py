@@ -18,8 +18,8 @@ def varint(n):
 def text(field, s):
     s = s.encode()
     return bytes([field << 3 | 2]) + varint(len(s)) + s
-post = (text(1, "vcb") + text(2, "01-PI-000001") + text(3, "settled")
-        + text(4, "VCB-20260305-000042") + text(5, "1500000") + text(6, "0100007-000001")
+post = (text(1, "vcb") + text(2, "01/pay:17:2026-03:1") + text(3, "settled")
+        + text(4, "VCB-20260305-000042") + text(5, "1500000") + text(6, "0100007-000001/m1")
         + bytes([7 << 3]) + varint(1772699400000))  # reason "" is not encoded
 print("post", post.hex())
 sig = sk.sign(b"ansinh/v1/gateway-post\x00" + post)

@@ -2088,6 +2088,50 @@ fn a_month_paid_ahead_before_a_move_is_not_paid_again_after_it() {
     assert_eq!(through(&paid.decide(&move_out).unwrap()), "2026-11");
 }
 
+/// A month paid ahead, cancelled by a stop dated the move and then settled by its gateway
+/// all the same, may have been paid where the household lived: the move-out records it,
+/// so a grant where the household arrives starts after it.
+#[test]
+fn a_month_settled_late_before_a_move_is_not_paid_again_after_it() {
+    use ansinh::domain::payments::CommandKind as Pay;
+    use ansinh::domain::payments::entitlements::StopReason;
+    use ansinh::domain::payments::month::Month;
+    let (from, to) = ("0100007-000002", "7900007-000002");
+    let mut book = Folded::new();
+    book.register(from, 2);
+    book.record(payment_command(allowance(from), "2026-10-01"));
+    book.record(budget_for("2026-11", "2026-10-01"));
+    book.record(payment_command(
+        Pay::Run {
+            period: Month::parse("2026-11").unwrap(),
+            commune: None,
+        },
+        "2026-10-15",
+    ));
+    book.record(payment_command(
+        Pay::Stop {
+            entitlement: 1,
+            on: d("2026-10-20"),
+            reason: StopReason::Move,
+        },
+        "2026-10-20",
+    ));
+    settle(&mut book, "pay:1:2026-11:1", "2026-10-21");
+    assert_eq!(book.0.payments.late_settlements.len(), 1);
+    let moved_out = book
+        .decide(&Command::MoveOut {
+            household: hh(from),
+            to: hh(to),
+            on: d("2026-10-20"),
+        })
+        .unwrap();
+    let Payload::HouseholdMovedOut(out) = &moved_out[0].payload else {
+        panic!("{moved_out:?}")
+    };
+    assert_eq!(out.paid_before_move.len(), 1, "{out:?}");
+    assert_eq!(out.paid_before_move[0].through_month, "2026-11");
+}
+
 /// A household whose last member died keeps its loan to collect, and gets no tranche.
 #[test]
 fn no_tranche_goes_to_a_household_with_no_member_left() {

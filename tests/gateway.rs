@@ -1061,6 +1061,138 @@ async fn the_simulator_comes_back_when_the_ledger_is_unavailable() {
     assert_eq!(recorder.calls().len(), 1);
 }
 
+/// A ledger as the simulator meets it across runs: it lists waiting instructions in id
+/// order after `after`, refuses a transaction id (and outcome) already accepted for
+/// another instruction, as the book does (`transaction_id_reused`), and has trouble with
+/// the `stuck` instructions' posts, which stay waiting.
+#[derive(Default)]
+struct PagedLedger {
+    state: Mutex<PagedState>,
+}
+
+#[derive(Default)]
+struct PagedState {
+    waiting: BTreeMap<String, PaymentInstruction>,
+    stuck: BTreeSet<String>,
+    /// Accepted (transaction id, outcome) → instruction.
+    transactions: BTreeMap<(String, String), String>,
+    /// Instructions with a post, stuck or not.
+    posted: BTreeSet<String>,
+}
+
+impl PagedLedger {
+    fn add(&self, instructions: impl IntoIterator<Item = PaymentInstruction>) {
+        let mut s = self.state.lock().unwrap();
+        for i in instructions {
+            s.waiting.insert(i.instruction_id.clone(), i);
+        }
+    }
+}
+
+impl PostSink for PagedLedger {
+    fn post(
+        &self,
+        _gateway: &str,
+        post: GatewayPost,
+        _signed: SignedGatewayPost,
+    ) -> impl Future<Output = GatewayReply> + Send {
+        let mut s = self.state.lock().unwrap();
+        let instruction = post.instruction_id.clone();
+        s.posted.insert(instruction.clone());
+        let reply = |status: &str, kind: &str| GatewayReply {
+            status: status.into(),
+            error_kind: kind.into(),
+            ..Default::default()
+        };
+        let key = (post.gateway_txn_id.clone(), post.outcome.clone());
+        let answer = match s.transactions.get(&key) {
+            Some(first) if *first == instruction => reply(server::STATUS_DUPLICATE, ""),
+            Some(_) => reply(server::STATUS_REFUSED, "transaction_id_reused"),
+            None if s.stuck.contains(&instruction) => {
+                reply(server::STATUS_ERROR, server::KIND_LEDGER_UNAVAILABLE)
+            }
+            None => {
+                s.transactions.insert(key, instruction.clone());
+                s.waiting.remove(&instruction);
+                reply(server::STATUS_ACCEPTED, "")
+            }
+        };
+        std::future::ready(answer)
+    }
+
+    fn fetch(
+        &self,
+        _gateway: &str,
+        max: u32,
+        after: &str,
+    ) -> impl Future<Output = Result<InstructionList, GatewayReply>> + Send {
+        let s = self.state.lock().unwrap();
+        let instructions = s
+            .waiting
+            .range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+            .take(max as usize)
+            .map(|(_, i)| i.clone())
+            .collect();
+        std::future::ready(Ok(InstructionList { instructions }))
+    }
+}
+
+fn sim_config(seed: u64) -> SimConfig {
+    SimConfig {
+        latency_ms: 0,
+        duplicate_rate: 0.2,
+        fetch_max: 10,
+        clock: fixed_clock,
+        ..SimConfig::new(key(1), seed)
+    }
+}
+
+/// A gateway's transaction ids never repeat from one run of the simulator to the next
+/// with the same seed (as `gateway-sim` run every month with its default seed): each
+/// names its instruction, so the ledger never refuses one as reused.
+#[tokio::test]
+async fn the_simulator_never_reuses_a_transaction_id_in_a_later_run() {
+    let net = start_net();
+    let ledger = Arc::new(PagedLedger::default());
+    let serving = Serving::start(&net, ledger.clone()).await;
+    let vcb = net.gateway("vcb").await;
+    ledger.add((1..=10).map(|n| instruction("vcb", n)));
+    let first = sim::run(&vcb, &sim_config(1)).await.unwrap();
+    ledger.add((11..=20).map(|n| instruction("vcb", n)));
+    let second = sim::run(&vcb, &sim_config(1)).await.unwrap();
+    serving.stop().await;
+    for summary in [&first, &second] {
+        assert_eq!(summary.instructions, 10, "{}", summary.line());
+        assert_eq!(summary.by_status["accepted"], 10, "{:?}", summary.refusals);
+        assert!(!summary.by_status.contains_key("refused"), "{:?}", summary);
+    }
+    assert_eq!(ledger.state.lock().unwrap().transactions.len(), 20);
+}
+
+/// A full page of instructions the ledger keeps offering (their posts not recorded) does
+/// not hide the ones after it: each round asks for the page after the last one seen.
+#[tokio::test]
+async fn the_simulator_pages_past_instructions_still_waiting() {
+    let net = start_net();
+    let ledger = Arc::new(PagedLedger::default());
+    ledger.add((1..=30).map(|n| instruction("vcb", n)));
+    ledger.state.lock().unwrap().stuck = (1..=10)
+        .map(|n| instruction("vcb", n).instruction_id)
+        .collect();
+    let serving = Serving::start(&net, ledger.clone()).await;
+    let vcb = net.gateway("vcb").await;
+    let config = SimConfig {
+        rounds: 3,
+        ..sim_config(2)
+    };
+    let summary = sim::run(&vcb, &config).await.unwrap();
+    serving.stop().await;
+    let s = ledger.state.lock().unwrap();
+    assert_eq!(s.posted.len(), 30, "{}", summary.line());
+    assert_eq!(s.transactions.len(), 20);
+    assert_eq!(s.waiting.keys().cloned().collect::<BTreeSet<_>>(), s.stuck);
+}
+
 #[tokio::test]
 async fn the_simulator_refuses_impossible_settings() {
     let net = start_net();

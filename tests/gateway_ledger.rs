@@ -520,6 +520,81 @@ async fn a_result_received_early_in_the_morning_in_vietnam_is_that_days() {
     assert_eq!((vcb.instructed.count, vcb.settled.count), (3, 1));
 }
 
+/// A bank's settlement of an instruction the ledger had timed out, while its month's
+/// reissue as post-office cash waits at the post office: the bank is answered that its
+/// post was refused and recorded (the reply names the refusal's event, not the
+/// cancellation recorded with it), and the post office no longer fetches the reissue.
+#[tokio::test]
+async fn a_late_settlement_withdraws_the_reissue_its_gateway_has_not_paid() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let service = service_on(common::client().await, &config, dir.path()).await;
+    issue_instructions(&service).await;
+    let sink = LedgerSink::new(service.clone(), system_clock());
+    let first = sink.pending("vcb", "", 1).await.unwrap().remove(0);
+    assert_eq!(first.instruction_id, "01/pay:1:2026-10:1");
+    let m = manager();
+    let p = Partition::new("01").unwrap();
+    let id = |s: &str| ansinh::domain::payments::instructions::InstructionId::parse(s).unwrap();
+    service
+        .payment(
+            &request(&m, "timeout-1"),
+            &p,
+            CommandKind::TimeOut {
+                instruction: id("pay:1:2026-10:1"),
+            },
+            "2026-10-15".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    service
+        .payment(
+            &request(&m, "reissue-1"),
+            &p,
+            CommandKind::Reissue {
+                instruction: id("pay:1:2026-10:1"),
+                channel: Some(Channel::PostOffice {
+                    gateway: GatewayId::parse("vnpost").unwrap(),
+                }),
+            },
+            "2026-10-16".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    let vnpost = |list: Vec<PaymentInstruction>| -> Vec<String> {
+        list.into_iter().map(|i| i.instruction_id).collect()
+    };
+    assert_eq!(
+        vnpost(sink.pending("vnpost", "", 10).await.unwrap()),
+        ["01/pay:1:2026-10:2"]
+    );
+
+    let post = post_for("vcb", &first, "settled", "VCB-LATE-1");
+    let signed = sign::sign_post(&key(1), &post);
+    let reply = server::PostSink::post(&sink, "vcb", post.clone(), signed.clone()).await;
+    assert_eq!(
+        (reply.status.as_str(), reply.error_kind.as_str()),
+        (STATUS_REFUSED, "not_pending"),
+        "{reply:?}"
+    );
+    assert_eq!(
+        payment_event(&service, reply.sequence).await.kind,
+        "GatewayPostRefused"
+    );
+    assert_eq!(
+        payment_event(&service, reply.sequence - 1).await.kind,
+        "InstructionCancelled"
+    );
+    assert!(sink.pending("vnpost", "", 10).await.unwrap().is_empty());
+    // A copy gets the same answer.
+    let again = server::PostSink::post(&sink, "vcb", post, signed).await;
+    assert_eq!(
+        (again.status.as_str(), again.sequence),
+        (STATUS_REFUSED, reply.sequence),
+        "{again:?}"
+    );
+}
+
 /// A copy of a recorded post gets its first answer from any process, however late: past
 /// the replay window only a post the log does not hold is refused, and a process whose
 /// index has not seen another's commit of it learns that from the log.

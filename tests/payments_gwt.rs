@@ -368,6 +368,81 @@ fn a_new_grant_never_pays_again_a_month_paid_ahead_before_a_stop() {
         });
 }
 
+/// A month its gateway says it settled after the ledger had given up on it (cancelled by
+/// the stop, or timed out before it) may have been paid: a new grant for the person starts
+/// after it, or the run would pay it again.
+#[test]
+fn a_new_grant_never_pays_again_a_month_settled_late() {
+    let from_november = |reason| {
+        vec![
+            allocate("2026-10-20", COMMUNE, "2026-12", 10_000_000),
+            grant(
+                "2026-10-20",
+                1,
+                "2026-11",
+                terms(ELDERLY_POOR, bank(), None),
+            ),
+            run("2026-12-01", "2026-12", None),
+            stop("2026-12-02", 1, "2026-11-20", reason),
+        ]
+    };
+    let overlaps = Rejection::GrantOverlapsStopped {
+        entitlement: 1,
+        last_payable: m("2026-12"),
+    };
+    // December cancelled by the stop, then settled by the bank all the same.
+    let cancelled = history(&from_november(StopReason::Move));
+    let late = Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT);
+    let settled_late = history_from(&cancelled, &[late.on("2026-12-03")]);
+    given(&cancelled)
+        .when(grant(
+            "2026-12-04",
+            1,
+            "2026-12",
+            terms(ELDERLY_POOR, bank(), None),
+        ))
+        .then(|b, _| assert_eq!(b.active.len(), 1));
+    given(&settled_late)
+        .when(grant(
+            "2026-12-04",
+            1,
+            "2026-12",
+            terms(ELDERLY_POOR, bank(), None),
+        ))
+        .then_rejects(overlaps.clone());
+    given(&settled_late)
+        .when(grant(
+            "2026-12-04",
+            1,
+            "2027-01",
+            terms(ELDERLY_POOR, bank(), None),
+        ))
+        .then(|b, _| assert_eq!(b.active.len(), 1));
+
+    // December timed out and settled late, then the stop dated November.
+    let h = history(&[
+        allocate("2026-10-20", COMMUNE, "2026-12", 10_000_000),
+        grant(
+            "2026-10-20",
+            1,
+            "2026-11",
+            terms(ELDERLY_POOR, bank(), None),
+        ),
+        run("2026-12-01", "2026-12", None),
+        time_out("2026-12-11", FIRST),
+        late.on("2026-12-12"),
+        stop("2026-12-13", 1, "2026-11-20", StopReason::Death),
+    ]);
+    given(&h)
+        .when(grant(
+            "2026-12-14",
+            1,
+            "2026-12",
+            terms(ELDERLY_POOR, bank(), None),
+        ))
+        .then_rejects(overlaps);
+}
+
 #[test]
 fn change_applies_from_its_month_and_never_to_instructed_months() {
     let h = one_instruction();
@@ -928,27 +1003,66 @@ fn returned_after_settled_is_accepted_and_reverses() {
         });
 }
 
+/// A `settled` after a return is refused, and is a late settlement like one after a
+/// failure: the gateway says the person was paid, so the month is not reissued until it is
+/// reconciled, and a reissue of it still pending is withdrawn.
 #[test]
-fn settled_after_returned_is_refused() {
+fn settled_after_returned_is_refused_and_holds_the_month() {
+    use ansinh::domain::payments::ids::GatewayTxnId;
     let h = history_from(
         &one_instruction(),
         &[Post::new(BANK, FIRST, Outcome::Returned, "R1", AMOUNT).on("2026-12-02")],
     );
-    given(&h)
-        .when(Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-03"))
-        .then(|b, evs| {
-            assert_eq!(
-                evs[0].post_answer().unwrap().verdict,
-                Verdict::Refused {
-                    refusal: PostRefusal::SettledAfterReturned
-                }
-            );
-            assert_eq!(
-                b.instructions[&iid(FIRST)].status,
-                InstructionStatus::Returned
-            );
-            assert_eq!(b.budget(&key(COMMUNE, "2026-12")).posted, dec!(0));
+    let settled = Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT);
+    given(&h).when(settled.on("2026-12-03")).then(|b, evs| {
+        assert_eq!(
+            evs[0].post_answer().unwrap().verdict,
+            Verdict::Refused {
+                refusal: PostRefusal::SettledAfterReturned
+            }
+        );
+        assert_eq!(
+            b.instructions[&iid(FIRST)].status,
+            InstructionStatus::Returned
+        );
+        assert_eq!(b.budget(&key(COMMUNE, "2026-12")).posted, dec!(0));
+        assert_eq!(b.late_settlements.keys().collect::<Vec<_>>(), [&iid(FIRST)]);
+    });
+    given(&history_from(&h, &[settled.on("2026-12-03")]))
+        .when(reissue("2026-12-04", FIRST, Some(post_office())))
+        .then_rejects(Rejection::LateSettlementToReconcile {
+            instruction: iid(FIRST),
+            gateway: gw(BANK),
+            gateway_txn: GatewayTxnId::parse("T1").unwrap(),
         });
+
+    // Returned after its settlement, then settled again by another transfer: the same.
+    let h2 = history_from(
+        &one_instruction(),
+        &[
+            Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-02"),
+            Post::new(BANK, FIRST, Outcome::Returned, "R1", AMOUNT).on("2026-12-03"),
+        ],
+    );
+    given(&h2)
+        .when(Post::new(BANK, FIRST, Outcome::Settled, "T2", AMOUNT).on("2026-12-04"))
+        .then(|b, _| {
+            assert_eq!(
+                b.late_settlements.get(&iid(FIRST)),
+                Some(&GatewayTxnId::parse("T2").unwrap())
+            );
+        });
+
+    // Reissued as cash after the return, and then the bank says it paid.
+    let h3 = history_from(&h, &[reissue("2026-12-03", FIRST, Some(post_office()))]);
+    given(&h3).when(settled.on("2026-12-04")).then(|b, evs| {
+        assert_eq!(evs.len(), 2);
+        assert_eq!(
+            b.instructions[&iid("pay:1:2026-12:2")].status,
+            InstructionStatus::Cancelled
+        );
+        assert_eq!(b.budget(&key(COMMUNE, "2026-12")).reserved, dec!(0));
+    });
 }
 
 #[test]
@@ -1077,10 +1191,15 @@ fn refused_posts_are_bounded_per_gateway_and_day() {
 /// A second one for the same instruction counts against the bound as any refusal.
 #[test]
 fn a_late_settlement_is_recorded_past_the_days_bound_once() {
-    let mut book = replay(&history_from(
-        &one_instruction(),
-        &[time_out("2026-12-11", FIRST)],
-    ));
+    // Timed out, or returned before any settlement.
+    let returned = Post::new(BANK, FIRST, Outcome::Returned, "R1", AMOUNT).on("2026-12-02");
+    for given_up in [time_out("2026-12-11", FIRST), returned] {
+        late_settlement_past_the_days_bound(given_up);
+    }
+}
+
+fn late_settlement_past_the_days_bound(given_up: ansinh::domain::payments::Command) {
+    let mut book = replay(&history_from(&one_instruction(), &[given_up]));
     let post = |outcome, txn: &str, amount| {
         let mut p = Post::new(BANK, FIRST, outcome, "X", amount).body();
         p.gateway_txn = ansinh::domain::payments::ids::GatewayTxnId::parse(txn).unwrap();
@@ -1100,7 +1219,7 @@ fn a_late_settlement_is_recorded_past_the_days_bound_once() {
         Err(r) => Err(r),
         other => panic!("{other:?}"),
     };
-    // The day's refusals used up by failures posted for the timed-out instruction.
+    // The day's refusals used up by failures posted for the instruction given up on.
     for n in 0..REFUSED_POSTS_PER_GATEWAY_DAY_MAX {
         applied(&mut book, post(Outcome::Failed, &format!("F{n}"), AMOUNT)).unwrap();
     }
@@ -1358,6 +1477,110 @@ fn a_month_its_gateway_says_it_settled_late_is_not_reissued() {
         .then_rejects(to_reconcile);
 }
 
+/// A late settlement of an attempt the ledger gave up on, while the month's reissue is
+/// still pending: the reissue is cancelled in the same command (its hold voided), so no
+/// gateway pays the month a second time. Its own settlement, if its gateway paid all the
+/// same, is a late settlement too, and reconciliation lists both.
+#[test]
+fn a_late_settlement_cancels_the_months_reissue_still_pending() {
+    const SECOND: &str = "pay:1:2026-12:2";
+    let h = history_from(
+        &one_instruction(),
+        &[
+            time_out("2026-12-11", FIRST),
+            reissue("2026-12-12", FIRST, None),
+        ],
+    );
+    let late = Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT);
+    given(&h).when(late.on("2026-12-13")).then(|b, evs| {
+        // The cancellation first: the command's last event is the post's, which its
+        // receipt and idempotency key name.
+        assert!(matches!(
+            &evs[0].body,
+            EventBody::InstructionCancelled { instruction, budget }
+                if *instruction == iid(SECOND) && budget.kind == MoveKind::Void
+        ));
+        assert_eq!(evs[0].effective, d("2026-12-13"));
+        assert_eq!(
+            evs[1].post_answer().unwrap().verdict,
+            Verdict::Refused {
+                refusal: PostRefusal::NotPending {
+                    status: InstructionStatus::TimedOut
+                }
+            }
+        );
+        assert_eq!(evs.len(), 2);
+        assert_eq!(
+            b.instructions[&iid(SECOND)].status,
+            InstructionStatus::Cancelled
+        );
+        assert_eq!(b.budget(&key(COMMUNE, "2026-12")).reserved, dec!(0));
+    });
+    let h = history_from(&h, &[late.on("2026-12-13")]);
+    // The second attempt's gateway paid it all the same: refused, and held as well.
+    given(&h)
+        .when(Post::new(BANK, SECOND, Outcome::Settled, "T2", AMOUNT).on("2026-12-14"))
+        .then(|b, evs| {
+            assert_eq!(
+                evs[0].post_answer().unwrap().verdict,
+                Verdict::Refused {
+                    refusal: PostRefusal::NotPending {
+                        status: InstructionStatus::Cancelled
+                    }
+                }
+            );
+            assert_eq!(b.budget(&key(COMMUNE, "2026-12")).posted, dec!(0));
+            assert_eq!(
+                b.late_settlements.keys().collect::<Vec<_>>(),
+                [&iid(FIRST), &iid(SECOND)]
+            );
+            let all = given_history(&h, evs);
+            let r = reconcile(&all, d("2026-12-14"), 30);
+            let day13 = &r.days[&(gw(BANK), d("2026-12-13"))];
+            assert_eq!(day13.cancelled.count, 1);
+            let refused = |day: &ansinh::domain::payments::reconcile::GatewayDay| {
+                day.mismatches
+                    .iter()
+                    .map(|m| m.instruction.clone())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(refused(day13), [FIRST]);
+            assert_eq!(refused(&r.days[&(gw(BANK), d("2026-12-14"))]), [SECOND]);
+        });
+
+    // The reissue already settled: nothing left to cancel, and the refused late settlement
+    // is what reconciliation shows of the month paid twice.
+    let h = history_from(
+        &one_instruction(),
+        &[
+            time_out("2026-12-11", FIRST),
+            reissue("2026-12-12", FIRST, Some(post_office())),
+            Post::new(POST_OFFICE, SECOND, Outcome::Settled, "P2", AMOUNT).on("2026-12-13"),
+        ],
+    );
+    given(&h).when(late.on("2026-12-14")).then(|b, evs| {
+        assert_eq!(evs.len(), 1);
+        assert_eq!(
+            b.instructions[&iid(SECOND)].status,
+            InstructionStatus::Settled
+        );
+        let all = given_history(&h, evs);
+        let r = reconcile(&all, d("2026-12-14"), 30);
+        let day = &r.days[&(gw(BANK), d("2026-12-14"))];
+        assert!(matches!(
+            &day.mismatches[..],
+            [m] if m.instruction == FIRST && matches!(
+                &m.kind,
+                MismatchKind::RefusedPost {
+                    outcome: Outcome::Settled,
+                    refusal: PostRefusal::NotPending { status: InstructionStatus::TimedOut },
+                    ..
+                }
+            )
+        ));
+    });
+}
+
 // ---------------------------------------------------------------- reconciliation
 
 #[test]
@@ -1558,8 +1781,9 @@ fn events_and_commands_round_trip_through_json() {
         &[
             Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-02"),
             Post::new(BANK, FIRST, Outcome::Returned, "R1", AMOUNT).on("2026-12-05"),
-            Post::new(BANK, FIRST, Outcome::Settled, "T2", AMOUNT).on("2026-12-06"),
             reissue("2026-12-06", FIRST, Some(post_office())),
+            // A late settlement, which cancels the reissue.
+            Post::new(BANK, FIRST, Outcome::Settled, "T2", AMOUNT).on("2026-12-06"),
         ],
     );
     let json = serde_json::to_string(&h).unwrap();

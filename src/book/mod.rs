@@ -200,9 +200,10 @@ impl PartitionBook {
     /// What the household's members are paid here through its move-out on `on`: a
     /// running entitlement through that month (a run pays the month a household leaves,
     /// not later), a stopped one through its last payable month, either of them through a
-    /// later month it had already paid ahead (an instruction still instructed or settled),
-    /// and what they were paid before an earlier move, carried on. Scans the partition's
-    /// entitlements: a move is rare beside the runs and posts.
+    /// later month it had already paid ahead (an instruction still instructed or settled,
+    /// or one its gateway settled late), and what they were paid before an earlier move,
+    /// carried on. Scans the partition's entitlements: a move is rare beside the runs and
+    /// posts.
     fn paid_through_move(
         &self,
         household: &HouseholdId,

@@ -7,7 +7,8 @@
 //!
 //! Deterministic with the seed: the same seed and the same instructions give the same
 //! outcomes, transaction ids and re-posts (only `posted_at_unix_ms` comes from the
-//! clock, which is injected).
+//! clock, which is injected). A transaction id names its instruction, never the run, so
+//! runs after runs (a month's, with the default seed) never reuse one.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
@@ -213,7 +214,6 @@ fn result_for(
     gateway: &str,
     config: &SimConfig,
     rng: &mut Rng,
-    serial: u64,
     instruction: &PaymentInstruction,
 ) -> (&'static str, GatewayPost) {
     // Always the same draws per instruction, whatever the outcome, so later results do
@@ -232,7 +232,7 @@ fn result_for(
         gateway_id: gateway.to_string(),
         instruction_id: instruction.instruction_id.clone(),
         outcome: outcome.to_string(),
-        gateway_txn_id: format!("{gateway}-{:016x}-{serial:08}", config.seed),
+        gateway_txn_id: transaction_id(gateway, &instruction.instruction_id),
         amount: instruction.amount.clone(),
         beneficiary_ref: instruction.beneficiary_ref.clone(),
         posted_at_unix_ms: (config.clock)(),
@@ -241,12 +241,25 @@ fn result_for(
     (outcome, post)
 }
 
+/// The transaction id of the simulated payment of an instruction: the gateway and the
+/// first 64 bits of the BLAKE3 hash of the instruction id (at most 32 + 1 + 16 characters,
+/// within the 64 a reference may have). An instruction id names one attempt of one month,
+/// so the transaction id is the same whichever run pays it and no two instructions share
+/// one; a counter per run would repeat the ids of the run before, which the ledger refuses
+/// (`transaction_id_reused`) and records.
+fn transaction_id(gateway: &str, instruction_id: &str) -> String {
+    let hash = blake3::hash(instruction_id.as_bytes());
+    format!("{gateway}-{}", &hash.to_hex()[..16])
+}
+
 /// Runs the simulated gateway: each round fetches up to `fetch_max` instructions and
 /// posts a result for each (after `latency_ms`), some twice (the same bytes); an
 /// instruction offered again gets the result posted before, signed again with the time
-/// now (`resign`). Stops after `rounds` rounds, or
-/// at the first round with nothing to do. A fetch failure stops the run with an error;
-/// a post without a reply is counted and the run goes on.
+/// now (`resign`). A round fetches the page after the last instruction of the one before
+/// when that page was full, so a page of instructions still waiting (their posts not
+/// recorded) never hides the rest; the end of the list, it starts from the first again.
+/// Stops after `rounds` rounds, or at the first round with nothing to do. A fetch failure
+/// stops the run with an error; a post without a reply is counted and the run goes on.
 pub async fn run(client: &GatewayClient, config: &SimConfig) -> Result<SimSummary, SimError> {
     check(config)?;
     let gateway = client.gateway_id().to_string();
@@ -257,15 +270,28 @@ pub async fn run(client: &GatewayClient, config: &SimConfig) -> Result<SimSummar
     };
     let mut results: HashMap<String, GatewayPost> = HashMap::new();
     let mut order: VecDeque<String> = VecDeque::new();
-    let mut serial = 0u64;
+    // The last instruction of the previous page, when it was full; empty: from the first.
+    let mut after = String::new();
     for _ in 0..config.rounds {
-        let list = fetch(client, config.fetch_max)
+        let mut list = fetch(client, config.fetch_max, &after)
             .await
             .map_err(SimError::Fetch)?;
+        if list.instructions.is_empty() && !after.is_empty() {
+            // Past the end: the instructions before may wait still.
+            list = fetch(client, config.fetch_max, "")
+                .await
+                .map_err(SimError::Fetch)?;
+        }
         summary.rounds += 1;
         if list.instructions.is_empty() {
             break;
         }
+        after = match list.instructions.last() {
+            Some(last) if list.instructions.len() >= config.fetch_max as usize => {
+                last.instruction_id.clone()
+            }
+            _ => String::new(),
+        };
         for instruction in &list.instructions {
             summary.instructions += 1;
             if instruction.gateway_id != gateway {
@@ -279,9 +305,7 @@ pub async fn run(client: &GatewayClient, config: &SimConfig) -> Result<SimSummar
                     resign(config, post)
                 }
                 None => {
-                    serial += 1;
-                    let (outcome, post) =
-                        result_for(&gateway, config, &mut rng, serial, instruction);
+                    let (outcome, post) = result_for(&gateway, config, &mut rng, instruction);
                     *summary.by_outcome.entry(outcome.to_string()).or_default() += 1;
                     if order.len() >= REMEMBERED_RESULTS_MAX {
                         if let Some(oldest) = order.pop_front() {
@@ -308,15 +332,16 @@ pub async fn run(client: &GatewayClient, config: &SimConfig) -> Result<SimSummar
     Ok(summary)
 }
 
-/// Up to `max` instructions, fetched again while the ledger answers "unavailable", at
-/// most FETCH_UNAVAILABLE_ATTEMPTS_MAX times.
+/// Up to `max` instructions after `after`, fetched again while the ledger answers
+/// "unavailable", at most FETCH_UNAVAILABLE_ATTEMPTS_MAX times.
 async fn fetch(
     client: &GatewayClient,
     max: u32,
+    after: &str,
 ) -> Result<crate::proto::InstructionList, GatewayClientError> {
     let mut attempt = 1;
     loop {
-        match client.fetch(max).await {
+        match client.fetch_after(max, after).await {
             Err(GatewayClientError::Refused(reply))
                 if reply.error_kind == KIND_LEDGER_UNAVAILABLE
                     && attempt < FETCH_UNAVAILABLE_ATTEMPTS_MAX =>

@@ -25,8 +25,8 @@ use crate::domain::payments::ids::{
     ProgrammeId,
 };
 use crate::domain::payments::instructions::{
-    self, GatewayPost, Instruction, InstructionId, InstructionStatus, NewInstruction, Outcome,
-    PostAnswer, PostKey, PostRefusal, RecordedPost, Shortfall, Verdict, post_key,
+    self, GatewayPost, Instruction, InstructionId, InstructionStatus, NewInstruction, PostAnswer,
+    PostKey, PostRefusal, RecordedPost, Shortfall, Verdict, post_key,
 };
 use crate::domain::payments::ledger::Posting;
 use crate::domain::payments::month::Month;
@@ -42,8 +42,9 @@ pub struct Book {
     pub active: BTreeMap<(ProgrammeId, BeneficiaryRef), EntitlementId>,
     /// Of each person's stopped entitlements in a programme, the one paid for the latest
     /// month, and that month: the month of its stop, or a later month it had already paid
-    /// ahead (settled before the stop, listed as overpaid). A new grant must start after
-    /// it, or a run would pay that month again.
+    /// ahead (settled before the stop, listed as overpaid) or its gateway settled late
+    /// (`late_settlements`, before or after the stop). A new grant must start after it,
+    /// or a run would pay that month again.
     pub stopped_paying_through: BTreeMap<(ProgrammeId, BeneficiaryRef), (EntitlementId, Month)>,
     pub budgets: BTreeMap<BudgetKey, Budget>,
     pub instructions: BTreeMap<InstructionId, Instruction>,
@@ -56,10 +57,11 @@ pub struct Book {
     /// displaces an accepted post of the same key (a reused transaction id).
     pub refused_posts: BTreeMap<PostKey, RecordedPost>,
     /// Instructions their gateway posted as settled after the ledger had stopped waiting
-    /// for them (timed out, failed or cancelled), with the gateway's
+    /// for them (timed out, failed, returned or cancelled), with the gateway's
     /// transaction id: the post is refused and recorded, but the person may hold the
-    /// money, so the month is not reissued (`decide_reissue`). Kept from the first such
-    /// post; rebuilt from the recorded refusals.
+    /// money, so the month is not reissued (`decide_reissue`) and counts as paid for a new
+    /// grant or a move. Kept from the first such post; rebuilt from the recorded
+    /// refusals (`instructions::late_settlement`).
     pub late_settlements: BTreeMap<InstructionId, GatewayTxnId>,
     /// Refused posts recorded per (gateway, day), for the daily bound.
     pub refused_per_gateway_day: BTreeMap<(GatewayId, NaiveDate), u32>,
@@ -221,6 +223,9 @@ pub enum EventBody {
         instruction: InstructionId,
         budget: BudgetMove,
     },
+    /// A pending instruction withdrawn, its hold voided: by a stop (after its
+    /// `EntitlementStopped`), or, a reissue, by a gateway's late settlement of an earlier
+    /// attempt of its month (before that post's `GatewayPostRefused`).
     InstructionCancelled {
         instruction: InstructionId,
         budget: BudgetMove,
@@ -541,6 +546,9 @@ pub fn apply(book: &mut Book, event: &Event) {
             reason,
             overpaid,
         } => {
+            // A month its gateway settled late (after the ledger gave up on it) may have
+            // been paid, whatever the stop does to it.
+            let settled_late = instructions::latest_late_settlement(book, *entitlement);
             let e = entitlement_mut(book, *entitlement);
             e.stopped = Some(Stopped {
                 on: *on,
@@ -554,16 +562,10 @@ pub fn apply(book: &mut Book, event: &Event) {
             let paid_through = overpaid
                 .iter()
                 .map(|i| i.month)
+                .chain(settled_late)
                 .fold(last_payable, Month::max);
-            // One that stopped before its first month, and paid none ahead, paid nothing
-            // and is no bound.
-            let paid_a_month = e.from() <= paid_through;
-            let latest = book.stopped_paying_through.get(&key).map(|(_, m)| *m);
-            if paid_a_month && latest.is_none_or(|m| m < paid_through) {
-                book.stopped_paying_through
-                    .insert(key.clone(), (*entitlement, paid_through));
-            }
             book.active.remove(&key);
+            paid_after_stop(book, *entitlement, paid_through);
         }
         EventBody::InstructionIssued { instruction, .. } => {
             let id = instruction.id;
@@ -595,14 +597,15 @@ pub fn apply(book: &mut Book, event: &Event) {
             book.accepted_posts.insert(post_key(post), recorded);
         }
         EventBody::GatewayPostRefused { post, refusal } => {
-            // Refused only for the instruction's status (failed, timed out, cancelled), so
-            // it matched the instruction in every other field: the gateway says it paid.
-            let late = matches!(refusal, PostRefusal::NotPending { .. });
-            if post.outcome == Outcome::Settled && late {
-                if let Some(id) = InstructionId::parse(post.instruction.as_str()) {
-                    book.late_settlements
-                        .entry(id)
-                        .or_insert_with(|| post.gateway_txn.clone());
+            if let Some(id) = instructions::late_settlement(post, refusal) {
+                book.late_settlements
+                    .entry(id)
+                    .or_insert_with(|| post.gateway_txn.clone());
+                // Settled late after its entitlement stopped (a month the stop cancelled):
+                // the month may have been paid, so a new grant for the person starts after.
+                let stopped = book.entitlements.get(&id.entitlement);
+                if stopped.is_some_and(|e| e.stopped.is_some()) {
+                    paid_after_stop(book, id.entitlement, id.month);
                 }
             }
             let n = book
@@ -619,6 +622,19 @@ pub fn apply(book: &mut Book, event: &Event) {
         EventBody::InstructionCancelled { instruction, .. } => {
             set_status(book, event, instruction, InstructionStatus::Cancelled)
         }
+    }
+}
+
+/// Notes that stopped entitlement `id` paid through `month` (`stopped_paying_through`).
+fn paid_after_stop(book: &mut Book, id: EntitlementId, month: Month) {
+    let e = &book.entitlements[&id];
+    let key = (e.programme.clone(), e.beneficiary.clone());
+    // One that stopped before its first month, and paid none ahead, paid nothing and is
+    // no bound.
+    let paid_a_month = e.from() <= month;
+    let latest = book.stopped_paying_through.get(&key).map(|(_, m)| *m);
+    if paid_a_month && latest.is_none_or(|m| m < month) {
+        book.stopped_paying_through.insert(key, (id, month));
     }
 }
 

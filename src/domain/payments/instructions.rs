@@ -13,8 +13,9 @@
 //! ```
 //!
 //! A `settled` post for an instruction the ledger stopped waiting for (timed out, failed,
-//! cancelled) is refused and recorded; the month is then not reissued until the gateway's
-//! word is reconciled, since the person may already hold the money.
+//! returned, cancelled) is refused and recorded; the month is then not reissued until the
+//! gateway's word is reconciled, since the person may already hold the money, and a
+//! reissue of it still pending is cancelled by the same post.
 //!
 //! Gateway results are idempotent on (gateway, gateway transaction id,
 //! outcome): the same post again gets the first answer and appends nothing.
@@ -124,7 +125,8 @@ pub enum InstructionStatus {
     Returned,
     /// No result within the channel's timeout.
     TimedOut,
-    /// The entitlement stopped before this month.
+    /// The entitlement stopped before this month, or (a reissue) its gateway said it paid
+    /// an earlier attempt of the month after the ledger had given up on that one.
     Cancelled,
 }
 
@@ -229,8 +231,9 @@ pub enum PostRefusal {
         expected: Decimal,
         posted: Decimal,
     },
-    /// Settled after the money was returned: the return is final; the
-    /// payment, if any, goes through a reissue.
+    /// Settled after the money was returned (before a settlement, or after one): the
+    /// return stands, but the gateway says the person was paid, so, like a `NotPending`
+    /// settlement, it is a late settlement that holds the month from a reissue.
     SettledAfterReturned,
     /// Already settled by another transaction of this gateway.
     AlreadySettled {
@@ -321,10 +324,8 @@ pub(crate) fn after_month(
     (pending, settled)
 }
 
-/// The latest month `entitlement` may have paid: the latest with an attempt still
-/// instructed or settled. A failed, returned, timed-out or cancelled attempt paid nothing,
-/// so its month may be paid by a later entitlement of the person.
-pub fn latest_paid_month(book: &Book, entitlement: EntitlementId) -> Option<Month> {
+/// All instruction ids of `entitlement`, in order.
+fn of_entitlement(entitlement: EntitlementId) -> std::ops::RangeInclusive<InstructionId> {
     let from = InstructionId {
         entitlement,
         month: Month::MIN,
@@ -335,8 +336,17 @@ pub fn latest_paid_month(book: &Book, entitlement: EntitlementId) -> Option<Mont
         month: Month::MAX,
         attempt: u32::MAX,
     };
-    book.instructions
-        .range(from..=to)
+    from..=to
+}
+
+/// The latest month `entitlement` may have paid: the latest with an attempt still
+/// instructed or settled, or one its gateway settled late (`late_settlements`). A failed,
+/// returned, timed-out or cancelled attempt paid nothing, so its month may be paid by a
+/// later entitlement of the person; unless its gateway says it paid it after all.
+pub fn latest_paid_month(book: &Book, entitlement: EntitlementId) -> Option<Month> {
+    let paid = book
+        .instructions
+        .range(of_entitlement(entitlement))
         .rev()
         .find(|(_, i)| {
             matches!(
@@ -344,6 +354,15 @@ pub fn latest_paid_month(book: &Book, entitlement: EntitlementId) -> Option<Mont
                 InstructionStatus::Instructed | InstructionStatus::Settled
             )
         })
+        .map(|(id, _)| id.month);
+    paid.max(latest_late_settlement(book, entitlement))
+}
+
+/// The latest month of `entitlement` its gateway settled late (`Book::late_settlements`).
+pub fn latest_late_settlement(book: &Book, entitlement: EntitlementId) -> Option<Month> {
+    book.late_settlements
+        .range(of_entitlement(entitlement))
+        .next_back()
         .map(|(id, _)| id.month)
 }
 
@@ -521,9 +540,10 @@ pub(crate) fn decide_timeout(out: &mut Out<'_>, id: InstructionId) -> Result<(),
     Ok(())
 }
 
-/// Cancel a pending instruction because its entitlement stopped. Dated the stop's
-/// recording date, which may not precede the instruction's last change, as for every
-/// other move of an instruction.
+/// Cancel a pending instruction because its entitlement stopped, or because its gateway
+/// said it paid an earlier attempt of its month after the ledger had given up on that one.
+/// Dated the stop's recording date (or the post's), which may not precede the
+/// instruction's last change, as for every other move of an instruction.
 pub(crate) fn cancel(out: &mut Out<'_>, id: &InstructionId) -> Result<(), Rejection> {
     let i = get(out.book, id)?;
     assert_eq!(
@@ -669,13 +689,12 @@ pub(crate) fn decide_post(
                 .get(&(post.gateway.clone(), day))
                 .copied()
                 .unwrap_or(0);
+            let late = late_settlement(&post, &refusal);
             // The first late settlement of an instruction is recorded past the bound: it
             // says money may have reached the person, and it is what holds the month back
             // from a reissue (`late_settlements`). One per instruction, so still bounded.
-            let first_late_settlement = post.outcome == Outcome::Settled
-                && matches!(refusal, PostRefusal::NotPending { .. })
-                && InstructionId::parse(post.instruction.as_str())
-                    .is_some_and(|id| !out.book.late_settlements.contains_key(&id));
+            let first_late_settlement =
+                late.is_some_and(|id| !out.book.late_settlements.contains_key(&id));
             if refused_today >= REFUSED_POSTS_PER_GATEWAY_DAY_MAX && !first_late_settlement {
                 return Err(Rejection::RefusalLimitReached {
                     gateway: post.gateway,
@@ -683,10 +702,47 @@ pub(crate) fn decide_post(
                     max: REFUSED_POSTS_PER_GATEWAY_DAY_MAX,
                 });
             }
+            // The month may be paid: a reissue of it still waiting at its gateway would pay
+            // it again, so it is withdrawn now (its hold voided), before that gateway pays.
+            // Cancelled before the post's event is pushed: the post's event stays the
+            // command's last, the one its receipt and idempotency key name.
+            if let Some(reissue) = late.and_then(|id| pending_reissue(out.book, id)) {
+                cancel(out, &reissue)?;
+            }
             out.push(EventBody::GatewayPostRefused { post, refusal });
         }
     }
     Ok(None)
+}
+
+/// The instruction a refused post says was paid after the ledger had stopped waiting for
+/// it (failed, returned, timed out or cancelled), if it is such a post. Refused only for
+/// the instruction's status, so it matched the instruction in every other field (gateway,
+/// amount, beneficiary): the gateway says it paid. `decide_post` and `apply` both ask it,
+/// so the book remembers exactly the posts decided as late settlements.
+pub(crate) fn late_settlement(post: &GatewayPost, refusal: &PostRefusal) -> Option<InstructionId> {
+    let given_up = matches!(
+        refusal,
+        PostRefusal::NotPending { .. } | PostRefusal::SettledAfterReturned
+    );
+    if post.outcome != Outcome::Settled || !given_up {
+        return None;
+    }
+    InstructionId::parse(post.instruction.as_str())
+}
+
+/// A later attempt of `id`'s month still waiting for its gateway. Only the latest attempt
+/// can be: a month is reissued only from its latest attempt, once that one has a result.
+fn pending_reissue(book: &Book, id: InstructionId) -> Option<InstructionId> {
+    let latest = InstructionId {
+        attempt: *book.attempts.get(&(id.entitlement, id.month))?,
+        ..id
+    };
+    let pending = book
+        .instructions
+        .get(&latest)
+        .is_some_and(|i| i.status == InstructionStatus::Instructed);
+    (latest.attempt > id.attempt && pending).then_some(latest)
 }
 
 /// The rules for one post: which instruction, the new status and the budget
