@@ -354,23 +354,25 @@ impl Service {
                     .await?
             }
         };
-        self.submit_holding(req, household, claims, &taken, command)
+        self.submit_holding(req, household, from, claims, &taken, command)
             .await
     }
 
-    /// Submits a command of `household` that holds the claims `taken` made for it, and
-    /// gives them back if it certainly appended nothing (`ServiceError::appended_nothing`).
+    /// Submits a command of `household` that holds the claims `taken` made for it (moved
+    /// from the household `from`, for a move-in), and gives them back if it certainly
+    /// appended nothing (`ServiceError::appended_nothing`).
     async fn submit_holding(
         &self,
         req: &Request<'_>,
         household: &HouseholdId,
+        from: Option<&HouseholdId>,
         claims: &Claims,
         taken: &[BlindIndex],
         command: Command,
     ) -> Result<Receipt, ServiceError> {
         let result = self.submit(req, partition_of(household), command).await;
         if result.as_ref().is_err_and(ServiceError::appended_nothing) {
-            self.give_back(claims, household, taken).await?;
+            self.give_back(claims, household, from, taken).await?;
         }
         result
     }
@@ -527,8 +529,15 @@ impl Service {
             sealed,
             on: registered_on,
         };
-        self.submit_holding(req, household, claims, &taken, Command::Registry(change))
-            .await
+        self.submit_holding(
+            req,
+            household,
+            None,
+            claims,
+            &taken,
+            Command::Registry(change),
+        )
+        .await
     }
 
     pub async fn change_members(
@@ -979,11 +988,15 @@ impl Service {
     /// Gives back the claims `taken` for `household` by a command the book refused,
     /// but those its recorded data hold: a concurrent request for the same household
     /// (another key, another process) may have landed first relying on them, since a
-    /// claim already held by the household is not `taken` again by it.
+    /// claim already held by the household is not `taken` again by it. Claims a move-in
+    /// took `from` the household moving go back to it, not to nobody: its move-out has
+    /// landed, they are its family's, and its retry of the move takes them again (freed,
+    /// anyone could register them elsewhere first and the family could never arrive).
     async fn give_back(
         &self,
         claims: &Claims,
         household: &HouseholdId,
+        from: Option<&HouseholdId>,
         taken: &[BlindIndex],
     ) -> Result<(), ServiceError> {
         if taken.is_empty() {
@@ -991,12 +1004,20 @@ impl Service {
         }
         let latest = self.latest_sealed_if_any(household).await?;
         let held = self.citizens_in(household, latest.as_deref()).await?;
-        let free: Vec<BlindIndex> = taken
+        let back: Vec<BlindIndex> = taken
             .iter()
             .filter(|c| !held.contains(c))
             .copied()
             .collect();
-        claims.release(household.as_str(), &free).await?;
+        match from {
+            // All to `from`, also any the move-in found free: its move-out names them.
+            Some(from) => {
+                claims
+                    .transfer(household.as_str(), from.as_str(), &back)
+                    .await?;
+            }
+            None => claims.release(household.as_str(), &back).await?,
+        }
         Ok(())
     }
 

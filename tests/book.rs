@@ -1120,6 +1120,76 @@ async fn claims_follow_members_moves_and_erasure() {
     assert!(r.is_err(), "{r:?}");
 }
 
+/// A move whose move-in appends nothing after its move-out landed (here the
+/// destination's partition is stopped) gives the claims back to the household that moved
+/// out, whose family the citizens still are: released to nobody, anyone could register
+/// them elsewhere and the family's retry would be refused. The retry then completes the
+/// move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_in_that_appends_nothing_gives_the_claims_back_to_the_household_moving() {
+    let w = world().await;
+    let (from, to) = (hh("0100007-000001"), hh("7900001-000001"));
+    let citizens = ["001085012345", "001190000001"];
+    register_in(
+        &w.service,
+        from.as_str(),
+        &person(citizens[0], Some(citizens[1])),
+    )
+    .await
+    .unwrap();
+    let store = w.service.ledger.store();
+    store
+        .quarantine("79", "a test holds the partition")
+        .unwrap();
+    let officer = staff(Role::CreditOfficer, "01");
+    let request = rq(&officer, "move");
+    let stopped = w
+        .service
+        .move_household(&request, &from, &to, Area::Urban, d("2026-05-01"))
+        .await;
+    assert!(
+        matches!(
+            stopped,
+            Err(ServiceError::Append(
+                ansinh::log::AppendError::LostAcknowledgedData { .. }
+            ))
+        ),
+        "{stopped:?}"
+    );
+    assert_eq!(events_of(&w.config, "79").await, 0);
+    for citizen in citizens {
+        assert_eq!(
+            holder_of(&w, citizen).await.as_deref(),
+            Some(from.as_str()),
+            "{citizen}"
+        );
+    }
+    assert_eq!(
+        refused(register_in(&w.service, "9200007-000001", &person(citizens[1], None)).await),
+        Rejection::CitizenRegisteredOutsideUnit
+    );
+    store.accept_stream_head("79").unwrap();
+    let (out, arrived) = w
+        .service
+        .move_household(&request, &from, &to, Area::Urban, d("2026-05-01"))
+        .await
+        .unwrap();
+    assert!(out.duplicate && !arrived.duplicate, "{out:?} {arrived:?}");
+    for citizen in citizens {
+        assert_eq!(
+            holder_of(&w, citizen).await.as_deref(),
+            Some(to.as_str()),
+            "{citizen}"
+        );
+    }
+    let projector = w.projector().await;
+    let residence = |id: &HouseholdId| projector.household(id.as_str()).unwrap().unwrap().residence;
+    assert_eq!(
+        (residence(&from), residence(&to)),
+        ("moved_out".to_owned(), "active".to_owned())
+    );
+}
+
 /// Data sealed before data keys were pooled has a key per household id: a move seals
 /// the new household's data under a key of its own. Erasing where the household lives
 /// now erases the data under every id it had.

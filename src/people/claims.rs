@@ -38,7 +38,8 @@
 //!   newly claimed. A crash between claim and submit leaves a claim held by the
 //!   household that was being registered: retrying that command (same household)
 //!   finds its own claim and completes; another household is refused, naming it.
-//! - a move transfers the claims from the old household id to the new one; an erasure
+//! - a move transfers the claims from the old household id to the new one (and back
+//!   if the move-in then appends nothing: the move-out has landed); an erasure
 //!   releases them; a death keeps the deceased's claim (an id of a dead citizen must
 //!   not be registered again elsewhere).
 //!
