@@ -360,7 +360,8 @@ impl Service {
 
     /// Submits a command of `household` that holds the claims `taken` made for it (moved
     /// from the household `from`, for a move-in), and gives them back if it certainly
-    /// appended nothing (`ServiceError::appended_nothing`).
+    /// appended nothing (`ServiceError::appended_nothing`), or if it is answered as a
+    /// retry of a command already recorded (`duplicate`).
     async fn submit_holding(
         &self,
         req: &Request<'_>,
@@ -371,8 +372,20 @@ impl Service {
         command: Command,
     ) -> Result<Receipt, ServiceError> {
         let result = self.submit(req, partition_of(household), command).await;
-        if result.as_ref().is_err_and(ServiceError::appended_nothing) {
-            self.give_back(claims, household, from, taken).await?;
+        match &result {
+            Err(e) if e.appended_nothing() => {
+                self.give_back(claims, household, from, taken).await?;
+            }
+            // A retry whose first attempt landed, through a process whose log index had
+            // not caught up with it (`already` found nothing), claims again. What it newly
+            // took was free, so the recorded command does not hold it (its household
+            // erased since, or the citizen left it), and kept it would be held for ever.
+            // Released, even after a move-in: its move-out has landed, and the household
+            // moving holds nothing any more.
+            Ok(receipt) if receipt.duplicate => {
+                self.give_back(claims, household, None, taken).await?;
+            }
+            _ => {}
         }
         result
     }

@@ -997,6 +997,44 @@ async fn two_processes_racing_one_citizen_into_two_provinces_register_one() {
     assert_eq!(verified(&config).await.events, 1);
 }
 
+/// A registration retried through a process whose log index has not caught up with its
+/// first attempt claims its citizens again, and the writer answers it as a duplicate.
+/// What the retry newly took was free, so the recorded registration does not hold it
+/// (here the household was erased since): it is given back, not kept by an erased
+/// household for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_answered_as_a_duplicate_gives_back_what_it_newly_claimed() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    let a = service_at(&config, &dir.path().join("a"), &secrets).await;
+    let b = service_at(&config, &dir.path().join("b"), &secrets).await;
+    let h = hh("0100007-000001");
+    let data = person("001085012345", Some("001190000001"));
+    let registered = register_in(&a, h.as_str(), &data).await.unwrap();
+    let manager = staff(Role::BranchManager, "01");
+    a.erase_personal_data(&rq(&manager, "erase"), &h, d("2026-06-01"), "QĐ 1/2026", 1)
+        .await
+        .unwrap();
+    let retried = register_in(&b, h.as_str(), &data).await.unwrap();
+    assert!(retried.duplicate);
+    assert_eq!(
+        (retried.sequence, retried.hash),
+        (registered.sequence, registered.hash)
+    );
+    let w = World {
+        config,
+        service: a,
+        _dir: dir,
+    };
+    for citizen in ["001085012345", "001190000001"] {
+        assert_eq!(holder_of(&w, citizen).await, None, "{citizen}");
+    }
+    register_in(&w.service, "7900007-000001", &person("001190000001", None))
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_follow_members_moves_and_erasure() {
     let w = world().await;

@@ -35,7 +35,9 @@
 //!
 //! Order and failure, per command (see `Service`):
 //! - claim, then submit; a definite refusal of the submit releases what this call
-//!   newly claimed. A crash between claim and submit leaves a claim held by the
+//!   newly claimed, and so does an answer that an earlier attempt of the command was
+//!   recorded (what this one newly claimed was free, so that record does not hold
+//!   it). A crash between claim and submit leaves a claim held by the
 //!   household that was being registered: retrying that command (same household)
 //!   finds its own claim and completes; another household is refused, naming it.
 //! - a move transfers the claims from the old household id to the new one (and back
