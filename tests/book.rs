@@ -1035,6 +1035,51 @@ async fn a_retry_answered_as_a_duplicate_gives_back_what_it_newly_claimed() {
         .unwrap();
 }
 
+/// As above, with the retry landing while the erasure is under way: its event durable
+/// and its citizens freed, its data key not destroyed yet. The household's data still
+/// open then, and still name the citizen; what the household holds is read from the log,
+/// where it is erased, so the retry's claim is given back all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_during_an_erasure_gives_back_what_it_newly_claimed() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    let a = service_at(&config, &dir.path().join("a"), &secrets).await;
+    let b = service_at(&config, &dir.path().join("b"), &secrets).await;
+    let h = hh("0100007-000001");
+    let data = person("001085012345", None);
+    register_in(&a, h.as_str(), &data).await.unwrap();
+    // The erasure's first two steps: its event, then its citizens freed.
+    a.ledger
+        .submit(ansinh::log::Submission {
+            partition: ansinh::chain::Partition::new("01").unwrap(),
+            actor: proto::Actor {
+                id: "staff:branch_manager".into(),
+                role: Role::BranchManager.name().into(),
+                unit: "01".into(),
+            },
+            idempotency_key: "erase".into(),
+            correlation_id: String::new(),
+            request_fingerprint: None,
+            command: Command::Registry(Change::Erased {
+                household: h.clone(),
+                on: d("2026-06-01"),
+                reference: "QĐ 1/2026".into(),
+            }),
+        })
+        .await
+        .unwrap();
+    let claims = ansinh::claims::Claims::open(a.ledger.jetstream(), &config.stream_name, 1)
+        .await
+        .unwrap();
+    let citizen = a.vault.blind_index("001085012345");
+    claims.release(h.as_str(), &[citizen]).await.unwrap();
+    assert!(a.personal(&h).await.is_ok(), "the key is not destroyed yet");
+    let retried = register_in(&b, h.as_str(), &data).await.unwrap();
+    assert!(retried.duplicate);
+    assert_eq!(claims.holder(&citizen).await.unwrap(), None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_follow_members_moves_and_erasure() {
     let w = world().await;
@@ -1226,6 +1271,84 @@ async fn a_move_in_that_appends_nothing_gives_the_claims_back_to_the_household_m
         (residence(&from), residence(&to)),
         ("moved_out".to_owned(), "active".to_owned())
     );
+}
+
+/// The citizens an erasure frees are read from the log once its event is durable: those
+/// of the household's last event recording its members before it, not those of data
+/// read before the event (a member change landing in between would leave the citizen it
+/// added held by the erased household for ever). That interleaving cannot be forced from
+/// outside one call without a hook, so the event is appended here as the erasure's first
+/// step would, after a member change added a citizen, and the data key destroyed, so
+/// that nothing but the log can name the citizens; the erasure, called then, frees them
+/// all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_frees_the_citizens_the_log_names_at_its_event() {
+    let w = world().await;
+    let h = hh("0100007-000001");
+    let (head, added) = ("001085012345", "001190000001");
+    register_in(&w.service, h.as_str(), &person(head, None))
+        .await
+        .unwrap();
+    let officer = staff(Role::CreditOfficer, "01");
+    let changed = w
+        .service
+        .change_members(
+            &rq(&officer, "members"),
+            &h,
+            d("2026-03-01"),
+            "marriage",
+            &person(head, Some(added)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(holder_of(&w, added).await.as_deref(), Some(h.as_str()));
+    let manager = staff(Role::BranchManager, "01");
+    w.service
+        .ledger
+        .submit(ansinh::log::Submission {
+            partition: ansinh::chain::Partition::new("01").unwrap(),
+            actor: proto::Actor {
+                id: manager.id.clone(),
+                role: manager.role.name().into(),
+                unit: manager.unit.clone(),
+            },
+            idempotency_key: "erase-event".into(),
+            correlation_id: String::new(),
+            request_fingerprint: None,
+            command: Command::Registry(Change::Erased {
+                household: h.clone(),
+                on: d("2026-06-01"),
+                reference: "QĐ 1/2026".into(),
+            }),
+        })
+        .await
+        .unwrap();
+    let Some(Payload::HouseholdMembersChanged(sealed)) =
+        w.service.ledger.event_of(&changed).await.unwrap().payload
+    else {
+        panic!("a member change");
+    };
+    w.service
+        .vault
+        .erase_sealed(h.as_str(), Some(&sealed.sealed_personal), 1)
+        .await
+        .unwrap();
+    let r = w
+        .service
+        .erase_personal_data(&rq(&manager, "erase"), &h, d("2026-06-01"), "QĐ 1/2026", 1)
+        .await;
+    assert_eq!(
+        refused(r),
+        Rejection::AlreadyErased {
+            household: h.to_string()
+        }
+    );
+    for citizen in [head, added] {
+        assert_eq!(holder_of(&w, citizen).await, None, "{citizen}");
+    }
+    register_in(&w.service, "7900007-000001", &person(added, None))
+        .await
+        .unwrap();
 }
 
 /// Data sealed before data keys were pooled has a key per household id: a move seals

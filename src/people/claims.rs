@@ -42,7 +42,8 @@
 //!   finds its own claim and completes; another household is refused, naming it.
 //! - a move transfers the claims from the old household id to the new one (and back
 //!   if the move-in then appends nothing: the move-out has landed); an erasure
-//!   releases them; a death keeps the deceased's claim (an id of a dead citizen must
+//!   releases them, those its household's events name as it lands, read from the log
+//!   after it; a death keeps the deceased's claim (an id of a dead citizen must
 //!   not be registered again elsewhere).
 //!
 //! Versions before the chains kept the claims in the key-value bucket
