@@ -223,6 +223,40 @@ fn actor(caller: &Caller) -> proto::Actor {
     }
 }
 
+/// Whether events of this type record a household's members (and their citizens'
+/// blind indexes).
+fn records_members(event_type: &str) -> bool {
+    matches!(
+        event_type,
+        "ansinh.v1.HouseholdRegistered"
+            | "ansinh.v1.HouseholdMembersChanged"
+            | "ansinh.v1.MemberDied"
+            | "ansinh.v1.HouseholdMovedIn"
+    )
+}
+
+const ERASED: &str = "ansinh.v1.PersonalDataErased";
+const MOVED_OUT: &str = "ansinh.v1.HouseholdMovedOut";
+
+/// The citizens an event records as its household's members; None for an event that
+/// records none (`records_members`).
+fn citizens_recorded(payload: &Option<Payload>) -> Option<Vec<BlindIndex>> {
+    let indexes = match payload.as_ref()? {
+        Payload::HouseholdRegistered(p) => &p.citizen_indexes,
+        Payload::HouseholdMembersChanged(p) => &p.citizen_indexes,
+        Payload::MemberDied(p) => &p.citizen_indexes,
+        Payload::HouseholdMovedIn(p) => &p.citizen_indexes,
+        _ => return None,
+    };
+    // The ledger writes 32-byte indexes; anything else names no citizen.
+    Some(
+        indexes
+            .iter()
+            .filter_map(|c| <BlindIndex>::try_from(c.as_ref()).ok())
+            .collect(),
+    )
+}
+
 fn partition_of(household: &HouseholdId) -> Partition {
     Partition::new(household.province().as_str()).expect("a province code is a partition name")
 }
@@ -354,23 +388,38 @@ impl Service {
                     .await?
             }
         };
-        self.submit_holding(req, household, claims, &taken, command)
+        self.submit_holding(req, household, from, claims, &taken, command)
             .await
     }
 
-    /// Submits a command of `household` that holds the claims `taken` made for it, and
-    /// gives them back if it certainly appended nothing (`ServiceError::appended_nothing`).
+    /// Submits a command of `household` that holds the claims `taken` made for it (moved
+    /// from the household `from`, for a move-in), and gives them back if it certainly
+    /// appended nothing (`ServiceError::appended_nothing`), or if it is answered as a
+    /// retry of a command already recorded (`duplicate`).
     async fn submit_holding(
         &self,
         req: &Request<'_>,
         household: &HouseholdId,
+        from: Option<&HouseholdId>,
         claims: &Claims,
         taken: &[BlindIndex],
         command: Command,
     ) -> Result<Receipt, ServiceError> {
         let result = self.submit(req, partition_of(household), command).await;
-        if result.as_ref().is_err_and(ServiceError::appended_nothing) {
-            self.give_back(claims, household, taken).await?;
+        match &result {
+            Err(e) if e.appended_nothing() => {
+                self.give_back(claims, household, from, taken).await?;
+            }
+            // A retry whose first attempt landed, through a process whose log index had
+            // not caught up with it (`already` found nothing), claims again. What it newly
+            // took was free, so the recorded command does not hold it (its household
+            // erased since, or the citizen left it), and kept it would be held for ever.
+            // Released, even after a move-in: its move-out has landed, and the household
+            // moving holds nothing any more.
+            Ok(receipt) if receipt.duplicate => {
+                self.give_back(claims, household, None, taken).await?;
+            }
+            _ => {}
         }
         result
     }
@@ -527,8 +576,15 @@ impl Service {
             sealed,
             on: registered_on,
         };
-        self.submit_holding(req, household, claims, &taken, Command::Registry(change))
-            .await
+        self.submit_holding(
+            req,
+            household,
+            None,
+            claims,
+            &taken,
+            Command::Registry(change),
+        )
+        .await
     }
 
     pub async fn change_members(
@@ -593,80 +649,31 @@ impl Service {
     /// Frees the citizens who left `household` in the member change recorded at
     /// `receipt`: those of the household's event before it that recorded its members
     /// (registration, member change, death, move-in), less the change's own. Read from the
-    /// log through the household's trail (O(its history)), so a retry finds them as the
+    /// log through the household's trail (`newest_in_trail`), so a retry finds them as the
     /// first call did, though the household's latest data no longer name them.
     async fn release_left(
         &self,
         household: &HouseholdId,
         receipt: &Receipt,
     ) -> Result<(), ServiceError> {
-        let internal = |e: String| ServiceError::Append(AppendError::Nats(e));
-        let citizens_of = |payload: &Option<Payload>| -> Option<Vec<Vec<u8>>> {
-            Some(
-                match payload.as_ref()? {
-                    Payload::HouseholdRegistered(p) => &p.citizen_indexes,
-                    Payload::HouseholdMembersChanged(p) => &p.citizen_indexes,
-                    Payload::MemberDied(p) => &p.citizen_indexes,
-                    Payload::HouseholdMovedIn(p) => &p.citizen_indexes,
-                    _ => return None,
-                }
-                .iter()
-                .map(|b| b.to_vec())
-                .collect(),
-            )
-        };
         let change = self.ledger.event_of(receipt).await?;
         let Some(Payload::HouseholdMembersChanged(_)) = &change.payload else {
             return Ok(());
         };
-        let after = citizens_of(&change.payload).unwrap_or_default();
-        self.caught_up().await?;
-        let members_event = |t: &str| {
-            matches!(
-                t,
-                "ansinh.v1.HouseholdRegistered"
-                    | "ansinh.v1.HouseholdMembersChanged"
-                    | "ansinh.v1.MemberDied"
-                    | "ansinh.v1.HouseholdMovedIn"
+        let after = citizens_recorded(&change.payload).unwrap_or_default();
+        let earlier = self
+            .newest_in_trail(
+                household,
+                &receipt.partition,
+                Some(receipt.sequence),
+                records_members,
             )
-        };
-        // Back from the newest line to the change, then to the event before it that
-        // recorded the members: O(the lines since then), not the household's history.
-        let mut before = None;
-        let mut passed_change = false;
-        for line in self
-            .projector
-            .trail_newest_first(&format!("household:{household}"), &receipt.partition)
-        {
-            let line = line.map_err(|e| internal(e.to_string()))?;
-            if line.sequence == receipt.sequence {
-                passed_change = true;
-            } else if passed_change && members_event(&line.event_type) {
-                before = Some(line);
-                break;
-            }
-        }
-        let Some(before) = before else {
-            return Ok(());
-        };
-        let events = crate::log::reader::at_sequence(self.ledger.stream(), before.stream_sequence)
-            .await
-            .map_err(internal)?
-            .unwrap_or_default();
-        let mut earlier = None;
-        for event in events {
-            let envelope = proto::Envelope::decode(event.payload.as_ref())
-                .map_err(|e| ServiceError::Append(AppendError::Undecodable(e.to_string())))?;
-            if envelope.sequence == before.sequence && envelope.partition == receipt.partition {
-                earlier = citizens_of(&envelope.payload);
-                break;
-            }
-        }
+            .await?;
         let left: Vec<BlindIndex> = earlier
+            .and_then(|event| citizens_recorded(&event.payload))
             .unwrap_or_default()
             .into_iter()
             .filter(|c| !after.contains(c))
-            .filter_map(|c| <BlindIndex>::try_from(c.as_slice()).ok())
             .collect();
         if left.is_empty() {
             return Ok(());
@@ -676,6 +683,49 @@ impl Service {
             .release(household.as_str(), &left)
             .await?;
         Ok(())
+    }
+
+    /// The household's newest event in `partition` before the partition sequence `below`
+    /// (any, when None) whose type `wanted` accepts, read from the log: back through the
+    /// household's trail from its newest line (`Projector::trail_newest_first`, O(the
+    /// lines since that event)), then that event from its message. The projections are
+    /// caught up with the end of the stream first, so every event durable before the call
+    /// is seen.
+    async fn newest_in_trail(
+        &self,
+        household: &HouseholdId,
+        partition: &str,
+        below: Option<u64>,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Option<proto::Envelope>, ServiceError> {
+        let internal = |e: String| ServiceError::Append(AppendError::Nats(e));
+        self.caught_up().await?;
+        let mut found = None;
+        for line in self
+            .projector
+            .trail_newest_first(&format!("household:{household}"), partition)
+        {
+            let line = line.map_err(|e| internal(e.to_string()))?;
+            if below.is_none_or(|below| line.sequence < below) && wanted(&line.event_type) {
+                found = Some(line);
+                break;
+            }
+        }
+        let Some(line) = found else {
+            return Ok(None);
+        };
+        let events = crate::log::reader::at_sequence(self.ledger.stream(), line.stream_sequence)
+            .await
+            .map_err(internal)?
+            .unwrap_or_default();
+        for event in events {
+            let envelope = proto::Envelope::decode(event.payload.as_ref())
+                .map_err(|e| ServiceError::Append(AppendError::Undecodable(e.to_string())))?;
+            if envelope.sequence == line.sequence && envelope.partition == partition {
+                return Ok(Some(envelope));
+            }
+        }
+        Ok(None)
     }
 
     /// Records a member's death. The household's personal data are sealed again
@@ -903,11 +953,6 @@ impl Service {
             household.commune().as_str(),
         )?;
         self.not_in_future(on)?;
-        // The citizens to free, read while the data key still exists. A retry after the
-        // key is gone finds no data and frees nothing more (claims, like the key, were
-        // handled the first time, or stay held: refused elsewhere, never doubled).
-        let latest = self.latest_sealed_if_any(household).await?;
-        let citizens = self.citizens_in(household, latest.as_deref()).await?;
         let change = Change::Erased {
             household: household.clone(),
             on,
@@ -925,12 +970,30 @@ impl Service {
             Err(e @ ServiceError::Rejected(Rejection::AlreadyErased { .. })) => Err(e),
             Err(e) => return Err(e),
         };
+        // The citizens to free, read from the log once the erasure is durable: those of
+        // the household's last event recording its members. Read before the event, a
+        // member change landing in between would leave the citizen it added held by the
+        // erased household for ever; after it, the book gives the household no citizen
+        // more. A retry reads the same.
+        let citizens = self
+            .newest_in_trail(
+                household,
+                partition_of(household).as_str(),
+                None,
+                records_members,
+            )
+            .await?
+            .and_then(|event| citizens_recorded(&event.payload))
+            .unwrap_or_default();
         self.claims()
             .await?
             .release(household.as_str(), &citizens)
             .await?;
-        // The key the household's blobs are sealed under: the erasure event does not move
-        // the projection's latest blob, so a retry finds the same key.
+        // The key the household's blobs are sealed under, read after the event as well:
+        // read before it, a registration landing in between would leave the key it sealed
+        // under unread, and kept. The erasure event does not move the projection's latest
+        // blob, so a retry finds the same key.
+        let latest = self.latest_sealed_if_any(household).await?;
         self.vault
             .erase_sealed(household.as_str(), latest.as_deref(), now_unix_ms)
             .await?;
@@ -955,48 +1018,47 @@ impl Service {
         recorded
     }
 
-    /// The citizens of a household's `latest` sealed data, none when there is none or
-    /// it can no longer be opened (erased).
-    async fn citizens_in(
-        &self,
-        household: &HouseholdId,
-        latest: Option<&[u8]>,
-    ) -> Result<Vec<BlindIndex>, ServiceError> {
-        let Some(sealed) = latest else {
-            return Ok(Vec::new());
-        };
-        match self.vault.open_sealed(household.as_str(), sealed).await {
-            Ok(data) => self.indexes(&data),
-            // Erased: a retry, whose first call freed them. Any other failure (the
-            // vault's bucket away a moment) is the caller's to retry: taken as "no
-            // citizens", the erasure would go on with its key destroyed and leave them
-            // held by an erased household for good.
-            Err(VaultError::Erased { .. }) => Ok(Vec::new()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// Gives back the claims `taken` for `household` by a command the book refused,
     /// but those its recorded data hold: a concurrent request for the same household
     /// (another key, another process) may have landed first relying on them, since a
-    /// claim already held by the household is not `taken` again by it.
+    /// claim already held by the household is not `taken` again by it. Claims a move-in
+    /// took `from` the household moving go back to it, not to nobody: its move-out has
+    /// landed, they are its family's, and its retry of the move takes them again (freed,
+    /// anyone could register them elsewhere first and the family could never arrive).
     async fn give_back(
         &self,
         claims: &Claims,
         household: &HouseholdId,
+        from: Option<&HouseholdId>,
         taken: &[BlindIndex],
     ) -> Result<(), ServiceError> {
         if taken.is_empty() {
             return Ok(());
         }
-        let latest = self.latest_sealed_if_any(household).await?;
-        let held = self.citizens_in(household, latest.as_deref()).await?;
-        let free: Vec<BlindIndex> = taken
+        // What the household's recorded events give it, read from the log: none once it
+        // is erased or moved out (read from its data instead, the data of a household
+        // whose erasure is recorded, its key not destroyed yet, would keep them).
+        let held = self
+            .newest_in_trail(household, partition_of(household).as_str(), None, |t| {
+                records_members(t) || t == ERASED || t == MOVED_OUT
+            })
+            .await?
+            .and_then(|event| citizens_recorded(&event.payload))
+            .unwrap_or_default();
+        let back: Vec<BlindIndex> = taken
             .iter()
             .filter(|c| !held.contains(c))
             .copied()
             .collect();
-        claims.release(household.as_str(), &free).await?;
+        match from {
+            // All to `from`, also any the move-in found free: its move-out names them.
+            Some(from) => {
+                claims
+                    .transfer(household.as_str(), from.as_str(), &back)
+                    .await?;
+            }
+            None => claims.release(household.as_str(), &back).await?,
+        }
         Ok(())
     }
 

@@ -997,6 +997,89 @@ async fn two_processes_racing_one_citizen_into_two_provinces_register_one() {
     assert_eq!(verified(&config).await.events, 1);
 }
 
+/// A registration retried through a process whose log index has not caught up with its
+/// first attempt claims its citizens again, and the writer answers it as a duplicate.
+/// What the retry newly took was free, so the recorded registration does not hold it
+/// (here the household was erased since): it is given back, not kept by an erased
+/// household for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_answered_as_a_duplicate_gives_back_what_it_newly_claimed() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    let a = service_at(&config, &dir.path().join("a"), &secrets).await;
+    let b = service_at(&config, &dir.path().join("b"), &secrets).await;
+    let h = hh("0100007-000001");
+    let data = person("001085012345", Some("001190000001"));
+    let registered = register_in(&a, h.as_str(), &data).await.unwrap();
+    let manager = staff(Role::BranchManager, "01");
+    a.erase_personal_data(&rq(&manager, "erase"), &h, d("2026-06-01"), "QĐ 1/2026", 1)
+        .await
+        .unwrap();
+    let retried = register_in(&b, h.as_str(), &data).await.unwrap();
+    assert!(retried.duplicate);
+    assert_eq!(
+        (retried.sequence, retried.hash),
+        (registered.sequence, registered.hash)
+    );
+    let w = World {
+        config,
+        service: a,
+        _dir: dir,
+    };
+    for citizen in ["001085012345", "001190000001"] {
+        assert_eq!(holder_of(&w, citizen).await, None, "{citizen}");
+    }
+    register_in(&w.service, "7900007-000001", &person("001190000001", None))
+        .await
+        .unwrap();
+}
+
+/// As above, with the retry landing while the erasure is under way: its event durable
+/// and its citizens freed, its data key not destroyed yet. The household's data still
+/// open then, and still name the citizen; what the household holds is read from the log,
+/// where it is erased, so the retry's claim is given back all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_during_an_erasure_gives_back_what_it_newly_claimed() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    let a = service_at(&config, &dir.path().join("a"), &secrets).await;
+    let b = service_at(&config, &dir.path().join("b"), &secrets).await;
+    let h = hh("0100007-000001");
+    let data = person("001085012345", None);
+    register_in(&a, h.as_str(), &data).await.unwrap();
+    // The erasure's first two steps: its event, then its citizens freed.
+    a.ledger
+        .submit(ansinh::log::Submission {
+            partition: ansinh::chain::Partition::new("01").unwrap(),
+            actor: proto::Actor {
+                id: "staff:branch_manager".into(),
+                role: Role::BranchManager.name().into(),
+                unit: "01".into(),
+            },
+            idempotency_key: "erase".into(),
+            correlation_id: String::new(),
+            request_fingerprint: None,
+            command: Command::Registry(Change::Erased {
+                household: h.clone(),
+                on: d("2026-06-01"),
+                reference: "QĐ 1/2026".into(),
+            }),
+        })
+        .await
+        .unwrap();
+    let claims = ansinh::claims::Claims::open(a.ledger.jetstream(), &config.stream_name, 1)
+        .await
+        .unwrap();
+    let citizen = a.vault.blind_index("001085012345");
+    claims.release(h.as_str(), &[citizen]).await.unwrap();
+    assert!(a.personal(&h).await.is_ok(), "the key is not destroyed yet");
+    let retried = register_in(&b, h.as_str(), &data).await.unwrap();
+    assert!(retried.duplicate);
+    assert_eq!(claims.holder(&citizen).await.unwrap(), None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_follow_members_moves_and_erasure() {
     let w = world().await;
@@ -1118,6 +1201,154 @@ async fn claims_follow_members_moves_and_erasure() {
         )
         .await;
     assert!(r.is_err(), "{r:?}");
+}
+
+/// A move whose move-in appends nothing after its move-out landed (here the
+/// destination's partition is stopped) gives the claims back to the household that moved
+/// out, whose family the citizens still are: released to nobody, anyone could register
+/// them elsewhere and the family's retry would be refused. The retry then completes the
+/// move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_in_that_appends_nothing_gives_the_claims_back_to_the_household_moving() {
+    let w = world().await;
+    let (from, to) = (hh("0100007-000001"), hh("7900001-000001"));
+    let citizens = ["001085012345", "001190000001"];
+    register_in(
+        &w.service,
+        from.as_str(),
+        &person(citizens[0], Some(citizens[1])),
+    )
+    .await
+    .unwrap();
+    let store = w.service.ledger.store();
+    store
+        .quarantine("79", "a test holds the partition")
+        .unwrap();
+    let officer = staff(Role::CreditOfficer, "01");
+    let request = rq(&officer, "move");
+    let stopped = w
+        .service
+        .move_household(&request, &from, &to, Area::Urban, d("2026-05-01"))
+        .await;
+    assert!(
+        matches!(
+            stopped,
+            Err(ServiceError::Append(
+                ansinh::log::AppendError::LostAcknowledgedData { .. }
+            ))
+        ),
+        "{stopped:?}"
+    );
+    assert_eq!(events_of(&w.config, "79").await, 0);
+    for citizen in citizens {
+        assert_eq!(
+            holder_of(&w, citizen).await.as_deref(),
+            Some(from.as_str()),
+            "{citizen}"
+        );
+    }
+    assert_eq!(
+        refused(register_in(&w.service, "9200007-000001", &person(citizens[1], None)).await),
+        Rejection::CitizenRegisteredOutsideUnit
+    );
+    store.accept_stream_head("79").unwrap();
+    let (out, arrived) = w
+        .service
+        .move_household(&request, &from, &to, Area::Urban, d("2026-05-01"))
+        .await
+        .unwrap();
+    assert!(out.duplicate && !arrived.duplicate, "{out:?} {arrived:?}");
+    for citizen in citizens {
+        assert_eq!(
+            holder_of(&w, citizen).await.as_deref(),
+            Some(to.as_str()),
+            "{citizen}"
+        );
+    }
+    let projector = w.projector().await;
+    let residence = |id: &HouseholdId| projector.household(id.as_str()).unwrap().unwrap().residence;
+    assert_eq!(
+        (residence(&from), residence(&to)),
+        ("moved_out".to_owned(), "active".to_owned())
+    );
+}
+
+/// The citizens an erasure frees are read from the log once its event is durable: those
+/// of the household's last event recording its members before it, not those of data
+/// read before the event (a member change landing in between would leave the citizen it
+/// added held by the erased household for ever). That interleaving cannot be forced from
+/// outside one call without a hook, so the event is appended here as the erasure's first
+/// step would, after a member change added a citizen, and the data key destroyed, so
+/// that nothing but the log can name the citizens; the erasure, called then, frees them
+/// all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_frees_the_citizens_the_log_names_at_its_event() {
+    let w = world().await;
+    let h = hh("0100007-000001");
+    let (head, added) = ("001085012345", "001190000001");
+    register_in(&w.service, h.as_str(), &person(head, None))
+        .await
+        .unwrap();
+    let officer = staff(Role::CreditOfficer, "01");
+    let changed = w
+        .service
+        .change_members(
+            &rq(&officer, "members"),
+            &h,
+            d("2026-03-01"),
+            "marriage",
+            &person(head, Some(added)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(holder_of(&w, added).await.as_deref(), Some(h.as_str()));
+    let manager = staff(Role::BranchManager, "01");
+    w.service
+        .ledger
+        .submit(ansinh::log::Submission {
+            partition: ansinh::chain::Partition::new("01").unwrap(),
+            actor: proto::Actor {
+                id: manager.id.clone(),
+                role: manager.role.name().into(),
+                unit: manager.unit.clone(),
+            },
+            idempotency_key: "erase-event".into(),
+            correlation_id: String::new(),
+            request_fingerprint: None,
+            command: Command::Registry(Change::Erased {
+                household: h.clone(),
+                on: d("2026-06-01"),
+                reference: "QĐ 1/2026".into(),
+            }),
+        })
+        .await
+        .unwrap();
+    let Some(Payload::HouseholdMembersChanged(sealed)) =
+        w.service.ledger.event_of(&changed).await.unwrap().payload
+    else {
+        panic!("a member change");
+    };
+    w.service
+        .vault
+        .erase_sealed(h.as_str(), Some(&sealed.sealed_personal), 1)
+        .await
+        .unwrap();
+    let r = w
+        .service
+        .erase_personal_data(&rq(&manager, "erase"), &h, d("2026-06-01"), "QĐ 1/2026", 1)
+        .await;
+    assert_eq!(
+        refused(r),
+        Rejection::AlreadyErased {
+            household: h.to_string()
+        }
+    );
+    for citizen in [head, added] {
+        assert_eq!(holder_of(&w, citizen).await, None, "{citizen}");
+    }
+    register_in(&w.service, "7900007-000001", &person(added, None))
+        .await
+        .unwrap();
 }
 
 /// Data sealed before data keys were pooled has a key per household id: a move seals

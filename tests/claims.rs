@@ -364,3 +364,67 @@ async fn a_foreign_message_among_the_frames_is_skipped_and_claiming_goes_on() {
         Err(ClaimError::Held { .. })
     ));
 }
+
+/// Two processes (connections and shard tasks of their own) opened on one new stream.
+async fn two_processes() -> (String, Claims, Claims) {
+    let stream = fresh_log().stream_name;
+    let a = Claims::open(&async_nats::jetstream::new(client().await), &stream, 1)
+        .await
+        .unwrap();
+    let b = Claims::open(&async_nats::jetstream::new(client().await), &stream, 1)
+        .await
+        .unwrap();
+    (stream, a, b)
+}
+
+/// A release through a process that never folded the claim it releases (opened before
+/// the claim, and it asked nothing since) still frees the citizen: a round whose
+/// decisions change nothing is decided again on what is stored before it is answered,
+/// so the release is published (an erasure through that process would otherwise keep
+/// its citizens held for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_through_a_process_that_never_saw_the_claim_frees_the_citizen() {
+    let (stream, a, b) = two_processes().await;
+    let c = citizen(1);
+    assert_eq!(a.claim("0100007-000001", &[c]).await.unwrap(), vec![c]);
+    b.release("0100007-000001", &[c]).await.unwrap();
+    assert_eq!(a.holder(&c).await.unwrap(), None);
+    let fresh = Claims::open(&async_nats::jetstream::new(client().await), &stream, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        fresh.holder(&c).await.unwrap(),
+        None,
+        "the release is stored"
+    );
+    assert_eq!(fresh.claim("7900001-000001", &[c]).await.unwrap(), vec![c]);
+}
+
+/// A process whose fold still says a citizen is its household's (released and claimed
+/// by another household through another process since) refuses the claim again rather
+/// than answering it from the stale fold: the citizen would be in two households.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_a_stale_fold_says_is_held_already_is_decided_on_what_is_stored() {
+    let stream = fresh_log().stream_name;
+    let a = Claims::open(&async_nats::jetstream::new(client().await), &stream, 1)
+        .await
+        .unwrap();
+    let c = citizen(2);
+    assert_eq!(a.claim("0100007-000001", &[c]).await.unwrap(), vec![c]);
+    let b = Claims::open(&async_nats::jetstream::new(client().await), &stream, 1)
+        .await
+        .unwrap();
+    b.release("0100007-000001", &[c]).await.unwrap();
+    assert_eq!(b.claim("0100007-000009", &[c]).await.unwrap(), vec![c]);
+    assert!(
+        matches!(
+            a.claim("0100007-000001", &[c]).await,
+            Err(ClaimError::Held { ref holder }) if holder == "0100007-000009"
+        ),
+        "a stale fold admitted a citizen of another household"
+    );
+    assert_eq!(
+        a.holder(&c).await.unwrap().as_deref(),
+        Some("0100007-000009")
+    );
+}

@@ -18,6 +18,10 @@
 //! the frame if another process wrote the shard since, and the task then folds what it
 //! missed and decides its requests again. So a claim costs a share of one fsync, not
 //! one of its own, and many processes still agree (the fence is the compare-and-set).
+//! A round whose decisions change nothing (a retried claim, a release of what the fold
+//! says is free, a lookup) publishes nothing, so no fence checks it: it is answered
+//! only after one request to the stream's leader finds nothing newer on the subject
+//! (else the task folds what is there and decides again).
 //!
 //! A frame is `0x01`, then for each citizen whose holder it changes: the blind index
 //! (32 bytes), the length of the household id that now holds it (one byte; 0: nobody)
@@ -31,11 +35,15 @@
 //!
 //! Order and failure, per command (see `Service`):
 //! - claim, then submit; a definite refusal of the submit releases what this call
-//!   newly claimed. A crash between claim and submit leaves a claim held by the
+//!   newly claimed, and so does an answer that an earlier attempt of the command was
+//!   recorded (what this one newly claimed was free, so that record does not hold
+//!   it). A crash between claim and submit leaves a claim held by the
 //!   household that was being registered: retrying that command (same household)
 //!   finds its own claim and completes; another household is refused, naming it.
-//! - a move transfers the claims from the old household id to the new one; an erasure
-//!   releases them; a death keeps the deceased's claim (an id of a dead citizen must
+//! - a move transfers the claims from the old household id to the new one (and back
+//!   if the move-in then appends nothing: the move-out has landed); an erasure
+//!   releases them, those its household's events name as it lands, read from the log
+//!   after it; a death keeps the deceased's claim (an id of a dead citizen must
 //!   not be registered again elsewhere).
 //!
 //! Versions before the chains kept the claims in the key-value bucket
@@ -642,6 +650,29 @@ impl Shard {
         }
     }
 
+    /// Makes the fold hold every frame the shard's subject stores now; returns whether
+    /// it folded any. One request when there is none: the subject's first message after
+    /// `last`, asked of the stream's leader (`STREAM.MSG.GET`) rather than by direct get,
+    /// which any replica may answer before it has stored the latest frame: what a round
+    /// that publishes nothing answers rests on this check alone.
+    async fn fold_newer(&mut self) -> Result<bool, ClaimError> {
+        let (stream, subject, after) = (&self.stream, self.subject.as_str(), self.last + 1);
+        let newer = crate::log::reader::retrying_transient(
+            || stream.get_first_raw_message_by_subject(subject, after),
+            |e: &stream::RawMessageError| e.kind() == stream::RawMessageErrorKind::Other,
+        )
+        .await;
+        match newer {
+            Ok(message) => {
+                self.fold(message.sequence, &message.payload);
+                self.catch_up().await?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(false),
+            Err(e) => Err(nats(e)),
+        }
+    }
+
     /// Publishes `frame` fenced on the last frame folded. "No responders" is tried again
     /// (`reader::retrying_transient`): on a cluster, a stream made a moment ago by another
     /// process (or electing its leader) has no subscriber on this server yet, and a
@@ -690,22 +721,31 @@ impl Shard {
 
     /// Decides the requests in order against the claims as folded, publishes their
     /// changes as one frame and answers them; after a lost fence, folds what it missed
-    /// and decides them again.
+    /// and decides them again. A round with no changes is answered once the subject is
+    /// known to hold nothing newer than the fold (`fold_newer`).
     async fn serve(&mut self, batch: Vec<Request>) {
-        let lookups = batch.iter().any(|r| matches!(r.ask, Ask::Holder));
         let mut outcome = Err(ClaimError::Contended);
         for attempt in 0..CLAIM_ATTEMPTS_MAX {
-            if lookups {
-                // A lookup answers what is stored now, not what this process last saw.
-                if let Err(e) = self.catch_up().await {
-                    outcome = Err(e);
-                    break;
-                }
-            }
             let (answers, changes) = self.decide(&batch);
             if changes.is_empty() {
-                outcome = Ok(self.answer_lookups(answers, &batch));
-                break;
+                // Nothing to publish, so no fence checks the fold these answers come
+                // from, and it may miss frames other processes wrote: a release of a
+                // claim never folded here would free nothing, a claim the fold says is
+                // the household's own would be admitted though another holds it now,
+                // a lookup would answer what this process last saw. So the round is
+                // answered only once the stored subject holds nothing newer, and
+                // decided again on what it does hold.
+                match self.fold_newer().await {
+                    Ok(false) => {
+                        outcome = Ok(self.answer_lookups(answers, &batch));
+                        break;
+                    }
+                    Ok(true) => continue,
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
             }
             let mut frame = new_frame();
             for (citizen, holder) in &changes {
