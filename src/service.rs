@@ -1117,6 +1117,7 @@ impl Service {
                 household: household.clone(),
                 inputs,
                 decided_on,
+                corrects: None,
             },
         )
         .await

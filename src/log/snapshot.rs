@@ -39,8 +39,10 @@ const MAGIC: &[u8; 8] = b"ANSINHBK";
 /// paid ahead (`stopped_paying_through`), so the same events fold to another book, and the
 /// payments book remembers the settlements a gateway posted too late (`late_settlements`);
 /// 9: the registry keeps the day each citizen died (`deaths`), and an entitlement the
-/// citizen it pays (`citizen`), which a run reads to stop paying after a death.
-pub const SNAPSHOT_FORMAT: u32 = 9;
+/// citizen it pays (`citizen`), which a run reads to stop paying after a death; 10: a
+/// household's standing keeps its review year and what it held before its latest decision
+/// (`HouseholdStanding::before`), which a correction of that decision decides with.
+pub const SNAPSHOT_FORMAT: u32 = 10;
 const HEADER_BYTES: usize = 8 + 4 + 8 + 32 + 8 + 4 + 32;
 /// A writer takes a snapshot after this many events since its last one, and no sooner
 /// than `SNAPSHOT_TIME_INTERVAL_MIN` after it. Encoding holds the writer: ~0.2-0.9 s for
