@@ -129,6 +129,7 @@ impl World {
                 &h,
                 poor_inputs(),
                 d("2026-01-10"),
+                None,
             )
             .await
             .unwrap()

@@ -585,7 +585,7 @@ async fn classify(
         let caller = &session.caller;
         let receipt = api
             .service()
-            .classify(&write.request(caller), &h, inputs, on)
+            .classify(&write.request(caller), &h, inputs, on, None)
             .await?;
         let read = read_household(&api, caller, &h, today(), Some(receipt.stream_sequence)).await?;
         Ok::<_, ApiError>((receipt, read.view.standing))
