@@ -330,7 +330,13 @@ async fn run() -> BenchResult<()> {
                 review_year: 2026,
             };
             service
-                .classify(&req, &household(n), inputs, "2026-01-10".parse().unwrap())
+                .classify(
+                    &req,
+                    &household(n),
+                    inputs,
+                    "2026-01-10".parse().unwrap(),
+                    None,
+                )
                 .await
                 .is_ok()
         }

@@ -54,6 +54,7 @@ fn main() {
                 prior_class: String::new(),
                 status: "poor".into(),
                 escaped_until: String::new(),
+                corrects: 0,
             }),
         );
     }

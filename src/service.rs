@@ -1159,12 +1159,15 @@ impl Service {
         Ok(sealed.to_vec())
     }
 
+    /// Records a review's decision; with `corrects` (the partition sequence of the
+    /// household's latest decision, recorded by mistake), its correction.
     pub async fn classify(
         &self,
         req: &Request<'_>,
         household: &HouseholdId,
         inputs: ClassificationInputs,
         decided_on: NaiveDate,
+        corrects: Option<u64>,
     ) -> Result<Receipt, ServiceError> {
         access::authorize(
             req.caller,
@@ -1179,6 +1182,7 @@ impl Service {
                 household: household.clone(),
                 inputs,
                 decided_on,
+                corrects,
             },
         )
         .await

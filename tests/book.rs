@@ -129,6 +129,7 @@ impl World {
                 &h,
                 poor_inputs(),
                 d("2026-01-10"),
+                None,
             )
             .await
             .unwrap()
@@ -1834,6 +1835,7 @@ impl Folded {
             household: hh(id),
             inputs: poor_inputs(),
             decided_on: d("2026-01-10"),
+            corrects: None,
         });
     }
 }
@@ -2406,6 +2408,7 @@ fn a_review_in_another_area_than_the_registered_one_is_refused() {
             household: hh(id),
             inputs: urban,
             decided_on: d("2026-01-10"),
+            corrects: None,
         })
         .err(),
         Some(Rejection::AreaDiffersFromRegistry {
@@ -2428,6 +2431,7 @@ fn a_recorded_decision_naming_an_indicator_twice_is_unreadable() {
             household: hh(id),
             inputs: poor_inputs(),
             decided_on: d("2026-01-10"),
+            corrects: None,
         })
         .unwrap();
     let Payload::EligibilityDecided(mut decided) = proposals.remove(0).payload else {
@@ -2531,6 +2535,7 @@ fn a_review_for_an_earlier_year_than_the_latest_decision_is_refused() {
         household: hh(id),
         inputs: next_year,
         decided_on: d("2026-11-20"),
+        corrects: None,
     });
     let mut this_year = poor_inputs();
     this_year.review_year = 2026;
@@ -2539,6 +2544,7 @@ fn a_review_for_an_earlier_year_than_the_latest_decision_is_refused() {
             household: hh(id),
             inputs: this_year,
             decided_on: d("2026-12-01"),
+            corrects: None,
         })
         .err(),
         Some(Rejection::ReviewYearBehindLatest {
@@ -2635,4 +2641,128 @@ fn deaths_and_the_citizens_grants_pay_are_kept_and_survive_a_snapshot() {
     assert_eq!(book.0.payments.entitlements[&1].citizen, Some([3; 32]));
     let snapshot = ansinh::book::snapshot::encode(&book.0);
     assert_eq!(ansinh::book::snapshot::decode(&snapshot).unwrap(), book.0);
+}
+
+/// A correction names the decision it corrects by its partition sequence, is recorded
+/// with it, and is decided with what the household held before that decision; the book
+/// keeps what a correction needs through a snapshot, and a standing a move carried in
+/// (decided in the partition the household left) is corrected nowhere here.
+#[test]
+fn a_correction_names_the_latest_decision_by_its_sequence_and_survives_a_snapshot() {
+    use ansinh::domain::eligibility::Status;
+    use ansinh::domain::loans::StandingBefore;
+    let id = "0100007-000001";
+    let mut book = Folded::new();
+    book.register(id, 1);
+    // Poor by mistake: the household's first decision.
+    let mistaken = book.record(Command::Classify {
+        household: hh(id),
+        inputs: poor_inputs(),
+        decided_on: d("2026-01-10"),
+        corrects: None,
+    });
+    let not_poor = ClassificationInputs {
+        income_per_person_month: Decimal::from(4_000_000),
+        deprived: BTreeSet::new(),
+        ..poor_inputs()
+    };
+    let correction = |corrects| Command::Classify {
+        household: hh(id),
+        inputs: not_poor.clone(),
+        decided_on: d("2026-01-12"),
+        corrects: Some(corrects),
+    };
+    // The registration is no decision; nor is a sequence past any chain.
+    for wrong in [mistaken - 1, u64::MAX] {
+        let refused = book.decide(&correction(wrong)).unwrap_err();
+        assert_eq!(
+            refused,
+            Rejection::CorrectsNotLatest {
+                corrects: wrong,
+                latest: Some(mistaken)
+            }
+        );
+    }
+    assert_eq!(
+        book.decide(&correction(mistaken - 1))
+            .unwrap_err()
+            .to_string(),
+        format!(
+            "decision {} is not the household's latest decision in this partition (that is {mistaken}); only the latest can be corrected",
+            mistaken - 1
+        )
+    );
+    let proposed = book.decide(&correction(mistaken)).unwrap();
+    let Payload::EligibilityDecided(recorded) = &proposed[0].payload else {
+        panic!("{proposed:?}")
+    };
+    assert_eq!(
+        (
+            recorded.corrects,
+            recorded.status.as_str(),
+            recorded.escaped_until.as_str()
+        ),
+        (mistaken, "not_poor", "")
+    );
+    let corrected = book.record(correction(mistaken));
+    let standing = &book.0.loans.households[&hh(id)];
+    assert_eq!(standing.status, Status::NotPoor);
+    assert_eq!(
+        (standing.review_year, standing.before),
+        (
+            2026,
+            Some(StandingBefore {
+                prior_class: None,
+                escaped_until: None
+            })
+        )
+    );
+    assert_eq!(standing.decision_event, codec::main_id(corrected));
+    let snapshot = ansinh::book::snapshot::encode(&book.0);
+    assert_eq!(ansinh::book::snapshot::decode(&snapshot).unwrap(), book.0);
+
+    // The household moves to province 79 with its standing.
+    let to = "7900007-000001";
+    let moved_out = book
+        .decide(&Command::MoveOut {
+            household: hh(id),
+            to: hh(to),
+            on: d("2026-03-01"),
+        })
+        .unwrap();
+    let Payload::HouseholdMovedOut(out) = &moved_out[0].payload else {
+        panic!("{moved_out:?}")
+    };
+    let mut after = Folded(PartitionBook::new("79"));
+    let arrived = after.record(Command::MoveIn(Box::new(ansinh::book::Arrival {
+        change: Change::MovedIn {
+            household: hh(to),
+            from: hh(id),
+            area: Area::Rural,
+            members: 1,
+            citizens: vec![[1; 32]],
+            sealed: vec![1],
+            on: d("2026-03-01"),
+        },
+        from_partition: "01".into(),
+        from_sequence: corrected + 1,
+        from_hash: [9; 32],
+        standing: out.standing.clone(),
+        paid_before_move: Vec::new(),
+    })));
+    assert_eq!(after.0.loans.households[&hh(to)].before, None);
+    assert_eq!(
+        after
+            .decide(&Command::Classify {
+                household: hh(to),
+                inputs: not_poor.clone(),
+                decided_on: d("2026-03-05"),
+                corrects: Some(arrived),
+            })
+            .unwrap_err(),
+        Rejection::CorrectsNotLatest {
+            corrects: arrived,
+            latest: None
+        }
+    );
 }

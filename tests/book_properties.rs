@@ -135,7 +135,7 @@ async fn run_case(ops: Vec<Op>) {
             review_year: 2026,
         };
         service
-            .classify(&rq(&manager, &k), &household(n), inputs, date)
+            .classify(&rq(&manager, &k), &household(n), inputs, date, None)
             .await
             .unwrap();
     }

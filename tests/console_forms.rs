@@ -795,6 +795,11 @@ async fn the_forms_numbers_codes_and_names_keep_the_apis_bounds() {
             "review_year",
         ),
         (
+            &classify_path,
+            replaced(&classify, "corrects", &["0"]),
+            "corrects",
+        ),
+        (
             &approve_path,
             replaced(&approve, "savings_group", &[long_group]),
             "savings_group",

@@ -8,7 +8,7 @@ use ansinh::domain::eligibility::{
     Area, Class, Mismatch, Status, classify as classify_fn, load_standard, recompute,
     recompute_against, standard_in_force, standards,
 };
-use ansinh::domain::loans::EventBody;
+use ansinh::domain::loans::{EventBody, HouseholdStanding};
 use ansinh::proto;
 use ansinh::recompute::Rechecker;
 use rust_decimal_macros::dec;
@@ -204,7 +204,9 @@ fn recompute_detects_tampering_and_changed_standard() {
     ));
 }
 
-/// The decisions of `commands` as the book records them (`EligibilityDecided`).
+/// The decisions of `commands` (classifications only) as the book records them
+/// (`EligibilityDecided`). In these histories a decision's id is its place, 1 on, which
+/// stands for its partition sequence: `rechecked` gives them the same.
 fn recorded(commands: &[ansinh::domain::loans::Command]) -> Vec<proto::EligibilityDecided> {
     history(commands)
         .iter()
@@ -212,16 +214,24 @@ fn recorded(commands: &[ansinh::domain::loans::Command]) -> Vec<proto::Eligibili
             EventBody::HouseholdClassified {
                 decision,
                 escaped_until,
-            } => Some(decided_to_proto(decision, *escaped_until)),
+                ..
+            } => Some(proto::EligibilityDecided {
+                corrects: decision.corrects.unwrap_or(0),
+                ..decided_to_proto(decision, *escaped_until)
+            }),
             _ => None,
         })
         .collect()
 }
 
-/// Folds `chain` (decisions of partition 01) and returns the problem found at each.
+/// Folds `chain` (decisions of partition 01 at sequences 1, 2, ...) and returns the
+/// problem found at each.
 fn rechecked(chain: &[proto::EligibilityDecided]) -> Vec<Option<String>> {
     let mut rechecker = Rechecker::default();
-    chain.iter().map(|d| rechecker.decision("01", d)).collect()
+    (1..)
+        .zip(chain)
+        .map(|(sequence, d)| rechecker.decision("01", sequence, d))
+        .collect()
 }
 
 /// Poor, then above the line on 2024-03-01 (escaped poverty until 2027-02-28), then
@@ -268,7 +278,7 @@ fn the_audit_recheck_passes_genuine_decisions_and_a_standing_carried_by_a_move()
     // from the standing it brought.
     let mut review = genuine[2].clone();
     review.household_id = arrived.into();
-    assert_eq!(rechecker.decision("01", &review), None);
+    assert_eq!(rechecker.decision("01", 2, &review), None);
 }
 
 /// What the book refuses, the audit reports when a chain holds it anyway: a decision
@@ -302,7 +312,7 @@ fn the_audit_recheck_reports_a_back_dated_decision_and_one_in_another_area() {
     let mut rechecker = Rechecker::default();
     rechecker.registered("01", &genuine[0].household_id, "urban");
     let problem = rechecker
-        .decision("01", &genuine[0])
+        .decision("01", 1, &genuine[0])
         .expect("a review in another area is reported");
     assert!(
         problem
@@ -312,7 +322,7 @@ fn the_audit_recheck_reports_a_back_dated_decision_and_one_in_another_area() {
     // Registered rural, the same decision passes.
     let mut rechecker = Rechecker::default();
     rechecker.registered("01", &genuine[0].household_id, "rural");
-    assert_eq!(rechecker.decision("01", &genuine[0]), None);
+    assert_eq!(rechecker.decision("01", 1, &genuine[0]), None);
 }
 
 #[test]
@@ -368,6 +378,225 @@ fn the_audit_recheck_reports_a_wrong_status_validity_prior_class_or_window() {
         problem.contains("recorded escaped-poverty window to 2027-12-31, the rule gives none"),
         "{problem}"
     );
+}
+
+/// The decision of the one classification among `events`.
+fn decided(
+    events: &[ansinh::domain::loans::Event],
+) -> &ansinh::domain::eligibility::ClassificationDecided {
+    match events {
+        [
+            ansinh::domain::loans::Event {
+                body: EventBody::HouseholdClassified { decision, .. },
+                ..
+            },
+        ] => decision,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Not poor in 2024 (decision 1), then recorded poor by mistake in the review for 2025
+/// (decision 2).
+fn not_poor_then_poor_by_mistake() -> Vec<ansinh::domain::loans::Event> {
+    history(&[
+        classify("2024-06-01", 4_000_000, &[], 2024),
+        classify("2025-03-01", 1_200_000, POOR3, 2025),
+    ])
+}
+
+/// A household recorded poor by mistake is not one that escaped poverty: the right
+/// decision, recorded as the mistaken one's correction, takes the class before the
+/// mistake as its prior one, and opens no escaped-poverty window. Recorded as a plain new
+/// decision instead, it takes the mistaken Poor as its prior class: escaped poverty, a
+/// window of 36 months.
+#[test]
+fn a_correction_of_a_mistaken_poor_decision_opens_no_escaped_poverty_window() {
+    let mistaken = not_poor_then_poor_by_mistake();
+    given(&mistaken)
+        .when(correct("2025-03-05", 4_000_000, &[], 2025, 2))
+        .then(|b, evs| {
+            let h = &b.households[&hh()];
+            assert_eq!((h.class, h.status), (Class::NotPoor, Status::NotPoor));
+            assert_eq!(h.escaped_until, None);
+            assert_eq!(
+                (h.valid_from, h.valid_to),
+                (d("2025-03-05"), d("2025-12-31"))
+            );
+            let decision = decided(evs);
+            assert_eq!(decision.prior_class, Some(Class::NotPoor));
+            assert_eq!(decision.corrects, Some(2));
+            assert_eq!(recompute(decision), Ok(()));
+        });
+    given(&mistaken)
+        .when(classify("2025-03-05", 4_000_000, &[], 2025))
+        .then(|b, evs| {
+            let h = &b.households[&hh()];
+            assert_eq!(h.status, Status::EscapedPoverty);
+            assert_eq!(h.escaped_until, Some(d("2028-03-04")));
+            assert_eq!(decided(evs).prior_class, Some(Class::Poor));
+        });
+    // A correction that was itself mistaken (near-poor) is corrected the same way: each
+    // takes the first mistake's place, so the prior class stays the one before it.
+    let mut corrected_twice = mistaken.clone();
+    corrected_twice.extend(
+        given(&mistaken)
+            .when(correct("2025-03-05", 1_200_000, &POOR3[..2], 2025, 2))
+            .events()
+            .to_vec(),
+    );
+    given(&corrected_twice)
+        .when(correct("2025-03-06", 4_000_000, &[], 2025, 3))
+        .then(|b, evs| {
+            assert_eq!(b.households[&hh()].status, Status::NotPoor);
+            assert_eq!(b.households[&hh()].escaped_until, None);
+            assert_eq!(decided(evs).prior_class, Some(Class::NotPoor));
+        });
+}
+
+/// A mistaken Poor decision wipes the escaped-poverty window the household earned in an
+/// earlier year; its correction is decided with the window before it, so the window
+/// runs on to its own end. A plain new decision would open a new, longer one.
+#[test]
+fn a_correction_restores_the_escaped_poverty_window_a_mistaken_poor_decision_wiped() {
+    let mistaken = history(&[
+        classify("2024-01-05", 1_200_000, POOR3, 2024),
+        // Escaped poverty: the window runs to 2027-02-28.
+        classify("2024-03-01", 2_000_000, &[], 2024),
+        // Reviewed above the line again: the window runs on.
+        classify("2025-01-10", 2_000_000, &[], 2025),
+        // Poor by mistake: the window is cleared.
+        classify("2025-02-01", 1_200_000, POOR3, 2025),
+    ]);
+    assert_eq!(given(&mistaken).book.households[&hh()].escaped_until, None);
+    given(&mistaken)
+        .when(correct("2025-02-03", 2_000_000, &[], 2025, 4))
+        .then(|b, evs| {
+            let h: &HouseholdStanding = &b.households[&hh()];
+            assert_eq!(h.status, Status::AverageLivingStandard);
+            assert_eq!(h.escaped_until, Some(d("2027-02-28")));
+            assert_eq!(
+                h.statuses_on(d("2026-06-01")),
+                Ok(vec![Status::EscapedPoverty])
+            );
+            assert_eq!(decided(evs).prior_class, Some(Class::AverageLivingStandard));
+        });
+    given(&mistaken)
+        .when(classify("2025-02-03", 2_000_000, &[], 2025))
+        .then(|b, _| {
+            let h = &b.households[&hh()];
+            assert_eq!(h.status, Status::EscapedPoverty);
+            assert_eq!(h.escaped_until, Some(d("2028-02-02")));
+        });
+}
+
+/// Only the household's latest decision, for its own review year and not back-dated,
+/// can be corrected; a standing a move carried in is no decision of this book.
+#[test]
+fn a_correction_of_anything_but_the_latest_decision_of_its_review_year_is_refused() {
+    let mistaken = not_poor_then_poor_by_mistake();
+    given(&mistaken)
+        .when(correct("2025-03-05", 4_000_000, &[], 2025, 1))
+        .then_rejects(Rejection::CorrectsNotLatest {
+            corrects: 1,
+            latest: Some(2),
+        });
+    given(&[])
+        .when(correct("2025-03-05", 4_000_000, &[], 2025, 1))
+        .then_rejects(Rejection::CorrectsNotLatest {
+            corrects: 1,
+            latest: None,
+        });
+    // The review for 2025 is another year's decision than 2024's.
+    given(&mistaken)
+        .when(correct("2025-03-05", 4_000_000, &[], 2024, 2))
+        .then_rejects(Rejection::CorrectionForAnotherReviewYear {
+            corrected: 2025,
+            review_year: 2024,
+        });
+    given(&mistaken)
+        .when(correct("2025-02-28", 4_000_000, &[], 2025, 2))
+        .then_rejects(Rejection::ClassificationBackDated {
+            latest: d("2025-03-01"),
+            effective: d("2025-02-28"),
+        });
+    let mut carried = history(&[classify("2025-03-01", 1_200_000, POOR3, 2025)]);
+    let EventBody::HouseholdClassified {
+        carried_by_move, ..
+    } = &mut carried[0].body
+    else {
+        panic!()
+    };
+    *carried_by_move = true;
+    given(&carried)
+        .when(correct("2025-03-05", 4_000_000, &[], 2025, 1))
+        .then_rejects(Rejection::CorrectsNotLatest {
+            corrects: 1,
+            latest: None,
+        });
+}
+
+/// The audit checks a correction against the corrected decision's own prior class and
+/// the window before it, and reports one that names another decision than the latest.
+#[test]
+fn the_audit_recheck_passes_a_correction_and_reports_one_not_of_the_latest_decision() {
+    let chain = recorded(&[
+        classify("2024-01-05", 1_200_000, POOR3, 2024),
+        classify("2024-03-01", 2_000_000, &[], 2024),
+        classify("2025-01-10", 2_000_000, &[], 2025),
+        classify("2025-02-01", 1_200_000, POOR3, 2025),
+        correct("2025-02-03", 2_000_000, &[], 2025, 4),
+    ]);
+    assert_eq!(
+        (
+            chain[4].status.as_str(),
+            chain[4].escaped_until.as_str(),
+            chain[4].corrects
+        ),
+        ("average", "2027-02-28", 4)
+    );
+    assert_eq!(rechecked(&chain), [None, None, None, None, None]);
+    // A correction of the decision before the latest.
+    let mut earlier = chain.clone();
+    earlier[4].corrects = 3;
+    let problem = rechecked(&earlier)[4].clone().expect("reported");
+    assert!(
+        problem.contains(
+            "corrects decision 3, which is not the household's latest decision in the partition (that is 4)"
+        ),
+        "{problem}"
+    );
+    // A correction that took the mistaken decision as its prior, as a plain decision does.
+    let plain = recorded(&[
+        classify("2024-01-05", 1_200_000, POOR3, 2024),
+        classify("2024-03-01", 2_000_000, &[], 2024),
+        classify("2025-01-10", 2_000_000, &[], 2025),
+        classify("2025-02-01", 1_200_000, POOR3, 2025),
+        classify("2025-02-03", 2_000_000, &[], 2025),
+    ]);
+    let mut as_plain = chain.clone();
+    as_plain[4] = proto::EligibilityDecided {
+        corrects: 4,
+        ..plain[4].clone()
+    };
+    let problem = rechecked(&as_plain)[4].clone().expect("reported");
+    assert!(
+        problem.contains(
+            "recorded prior class poor, the household's corrected decision gives average"
+        ),
+        "{problem}"
+    );
+    // A correction of the standing a move carried in.
+    let mut rechecker = Rechecker::default();
+    rechecker.moved_in(
+        "01",
+        &proto::HouseholdMovedIn {
+            household_id: chain[3].household_id.clone(),
+            standing: Some(chain[3].clone()),
+            ..Default::default()
+        },
+    );
+    let problem = rechecker.decision("01", 2, &chain[4]).expect("reported");
+    assert!(problem.contains("(it has none)"), "{problem}");
 }
 
 /// A decision records the standard's hash, BLAKE3 of its data file's exact bytes, and a

@@ -262,7 +262,8 @@ async fn hostile_input_at_every_entrance_is_refused_for_what_it_is_and_appends_n
     let key_65 = "k".repeat(65);
 
     // (what, method, path, idempotency key, body, status, kind)
-    let http_cases: Vec<HttpCase> = vec![
+    let http_cases: Vec<HttpCase> =
+        vec![
         (
             "a member named twice",
             "POST",
@@ -820,6 +821,25 @@ async fn hostile_input_at_every_entrance_is_refused_for_what_it_is_and_appends_n
             BAD,
             "SchemaViolation",
         ),
+        // A correction names a decision by its partition sequence, from 1 on.
+        (
+            "a correction of sequence 0",
+            "POST",
+            classify,
+            k,
+            with(classification(), "corrects", json!(0)),
+            BAD,
+            "SchemaViolation",
+        ),
+        (
+            "a correction past any chain",
+            "POST",
+            classify,
+            k,
+            with(classification(), "corrects", json!(9_223_372_036_854_775_808u64)),
+            BAD,
+            "SchemaViolation",
+        ),
         (
             "a bell in a reason",
             "POST",
@@ -1356,6 +1376,26 @@ async fn hostile_input_at_every_entrance_is_refused_for_what_it_is_and_appends_n
                 "2026-05-01",
                 "--reason",
                 "keyed twice",
+            ],
+            "sequence",
+        ),
+        (
+            "a decision to correct at sequence 0",
+            vec![
+                "review",
+                "classify",
+                "--household",
+                "0100007-000001",
+                "--income",
+                "4000000",
+                "--area",
+                "rural",
+                "--year",
+                "2026",
+                "--on",
+                "2026-01-12",
+                "--corrects",
+                "0",
             ],
             "sequence",
         ),

@@ -2898,13 +2898,58 @@ async fn a_households_bundle_downloads_as_one_archive_that_verifies_offline() {
 /// `GET /v1/audit/partitions/{p}/anomalies` and `.../recompute`: what `ansinh audit
 /// anomalies` and `recompute-eligibility` find, for auditors, a page at a time: an
 /// instruction pending past the allowed days is listed as of a late day and not as of
-/// the day after it was issued; the review re-derives; pages are numbered from 1; a
+/// the day after it was issued; the review and its correction re-derive; pages are
+/// numbered from 1; a
 /// partition the log never saw is 404, a commune officer 403; nothing is appended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auditors_read_the_anomalies_and_the_recomputed_decisions_a_page_at_a_time() {
     let s = server().await;
     s.paid_october().await;
-    assert_eq!(s.classify_poor(HOUSEHOLD).await.status, StatusCode::CREATED);
+    let mistaken = s.classify_poor(HOUSEHOLD).await;
+    assert_eq!(mistaken.status, StatusCode::CREATED);
+    // The review was recorded poor by mistake: its correction names it, and is decided
+    // as the household's first decision (not poor, no escaped-poverty window). Only the
+    // latest decision, and for its own review year, is corrected.
+    let corrects = mistaken.body["sequence"].as_u64().unwrap();
+    let path = format!("/v1/households/{HOUSEHOLD}/classifications");
+    let correction = |corrects: u64, review_year: u32| {
+        json!({"income_per_person": "4000000", "area": "rural", "deprived": [],
+               "review_year": review_year, "decided_on": "2026-01-12", "corrects": corrects})
+    };
+    let officer = &s.staff.officer;
+    for (key, body, status, kind) in [
+        (
+            "correct-earlier",
+            correction(corrects - 1, 2026),
+            StatusCode::CONFLICT,
+            "CorrectsNotLatest",
+        ),
+        (
+            "correct-year",
+            correction(corrects, 2027),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "CorrectionForAnotherReviewYear",
+        ),
+    ] {
+        let refused = s.post(officer, &path, key, body).await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (status, kind),
+            "{}",
+            refused.body
+        );
+    }
+    let corrected = s
+        .post(officer, &path, "correct", correction(corrects, 2026))
+        .await;
+    assert_eq!(corrected.status, StatusCode::CREATED, "{}", corrected.body);
+    let view = s.view(officer, HOUSEHOLD).await;
+    let standing = &view["household"]["standing"];
+    assert_eq!(
+        (&standing["status"], &standing["escaped_until"]),
+        (&json!("not_poor"), &json!("")),
+        "{view}"
+    );
     let before = s.events().await;
     let a = &s.staff.auditor;
     let late = s
@@ -2961,7 +3006,7 @@ async fn auditors_read_the_anomalies_and_the_recomputed_decisions_a_page_at_a_ti
             &recomputed.body["total"],
             &recomputed.body["mismatches"]
         ),
-        (&json!(1), &json!(0), &json!([]))
+        (&json!(2), &json!(0), &json!([]))
     );
 
     for (token, path, expected, kind) in [
@@ -3064,7 +3109,7 @@ async fn auditors_read_the_anomalies_and_the_recomputed_decisions_a_page_at_a_ti
             &done["decisions"],
             &done["findings_total"]
         ),
-        (&json!("recompute"), &json!("done"), &json!(1), &json!(0)),
+        (&json!("recompute"), &json!("done"), &json!(2), &json!(0)),
         "{done}"
     );
     for (token, path, body, expected, kind) in [

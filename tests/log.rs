@@ -732,6 +732,7 @@ async fn recompute_eligibility_finds_exactly_the_wrong_decision() {
         prior_class: String::new(),
         status: class.into(),
         escaped_until: String::new(),
+        corrects: 0,
     };
     let mut draft = note("01", "d1", "");
     // Exactly at the rural line with no deprivation: near-poor.

@@ -887,6 +887,7 @@ fn registered_then(
                         ansinh::domain::loans::EventBody::HouseholdClassified {
                             decision,
                             escaped_until,
+                            ..
                         },
                     ..
                 },

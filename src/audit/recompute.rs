@@ -6,7 +6,10 @@
 //! was computed right when it was recorded (or that the standard file has changed since).
 //! Every field the book trusts when it approves a loan is re-derived: the class, the
 //! status (escaped poverty follows from the previous class), the validity and the
-//! escaped-poverty window (`HouseholdStanding::statuses_on` reads all of them).
+//! escaped-poverty window (`HouseholdStanding::statuses_on` reads all of them). A
+//! correction is checked against the corrected decision's own prior class and the window
+//! before it, and must name the household's latest decision of the partition, as the book
+//! requires.
 
 use std::collections::HashMap;
 
@@ -17,6 +20,7 @@ use crate::book::codec::{self, class_name, status_name};
 use crate::chain::Partition;
 use crate::domain::eligibility::{self, Class, ClassificationDecided, Mismatch as Differs};
 use crate::domain::ids::HouseholdId;
+use crate::domain::loans::StandingBefore;
 use crate::log::LogConfig;
 use crate::proto::{EligibilityDecided, HouseholdMovedIn, envelope::Payload};
 use crate::verify::{VerifyError, verify_with};
@@ -47,6 +51,19 @@ pub struct Before {
     pub valid_from: NaiveDate,
     /// Its review year: a decision for an earlier one is refused by the book.
     pub review_year: i32,
+    /// The latest decision of the partition that gave this standing, which a correction
+    /// names and is checked against; None for a standing a move carried in (the book's
+    /// `HouseholdStanding::before`).
+    pub latest: Option<LatestDecision>,
+}
+
+/// A household's latest decision, as a correction of it is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LatestDecision {
+    /// Its partition sequence.
+    pub sequence: u64,
+    /// Its prior class and the window running before it: a correction decides with them.
+    pub before: StandingBefore,
 }
 
 /// A recorded decision as the book reads it (under `household`: a move-in files the
@@ -102,12 +119,45 @@ fn recheck(
             decision.inputs.review_year, b.review_year
         ));
     }
-    let prior = before.map(|b| b.class);
+    // What the decision is decided with: the standing before it, or for a correction the
+    // corrected decision's own prior class and the window before that decision.
+    let decided_with = match decision.corrects {
+        None => StandingBefore {
+            prior_class: before.map(|b| b.class),
+            escaped_until: before.and_then(|b| b.escaped_until),
+        },
+        Some(_) => {
+            let latest = before.and_then(|b| Some((b, b.latest?)));
+            let Some((b, latest)) = latest.filter(|(_, l)| l.sequence == d.corrects) else {
+                return Some(format!(
+                    "corrects decision {}, which is not the household's latest decision in the partition ({})",
+                    d.corrects,
+                    latest.map_or("it has none".to_string(), |(_, l)| format!(
+                        "that is {}",
+                        l.sequence
+                    ))
+                ));
+            };
+            if decision.inputs.review_year != b.review_year {
+                return Some(format!(
+                    "a correction for review year {} of a decision for {}",
+                    decision.inputs.review_year, b.review_year
+                ));
+            }
+            latest.before
+        }
+    };
+    let prior = decided_with.prior_class;
     if decision.prior_class != prior {
         let name = |c: Option<Class>| c.map_or("none", class_name);
         return Some(format!(
-            "recorded prior class {}, the household's previous decision gives {}",
+            "recorded prior class {}, the household's {} gives {}",
             name(decision.prior_class),
+            if decision.corrects.is_some() {
+                "corrected decision"
+            } else {
+                "previous decision"
+            },
             name(prior)
         ));
     }
@@ -144,7 +194,7 @@ fn recheck(
     let window = eligibility::escaped_until_after(
         decision.status,
         decision.valid_to,
-        before.and_then(|b| b.escaped_until),
+        decided_with.escaped_until,
     );
     if escaped_until != window {
         let name = |d: Option<NaiveDate>| d.map_or("none".to_string(), |d| d.to_string());
@@ -158,13 +208,30 @@ fn recheck(
 }
 
 /// What the book holds after a recorded decision it could read (one it cannot read
-/// leaves it what it held).
-fn held_after(read: &Result<(ClassificationDecided, Option<NaiveDate>), String>) -> Option<Before> {
+/// leaves it what it held), given what it held `before`: `loans::apply`'s rule. `at` is
+/// the decision's partition sequence, None for a standing a move carried in.
+fn held_after(
+    read: &Result<(ClassificationDecided, Option<NaiveDate>), String>,
+    before: Option<Before>,
+    at: Option<u64>,
+) -> Option<Before> {
     read.as_ref().ok().map(|(decision, escaped_until)| Before {
         class: decision.class,
         escaped_until: *escaped_until,
         valid_from: decision.valid_from,
         review_year: decision.inputs.review_year,
+        latest: at.and_then(|sequence| {
+            // A correction takes the corrected decision's place and keeps what the
+            // household held before that one.
+            let before = match decision.corrects {
+                Some(_) => before.and_then(|b| b.latest)?.before,
+                None => StandingBefore {
+                    prior_class: decision.prior_class,
+                    escaped_until: before.and_then(|b| b.escaped_until),
+                },
+            };
+            Some(LatestDecision { sequence, before })
+        }),
     })
 }
 
@@ -181,11 +248,18 @@ pub struct Rechecker {
 }
 
 impl Rechecker {
-    /// Rechecks a recorded decision of `partition`; its problem, if any.
-    pub fn decision(&mut self, partition: &str, d: &EligibilityDecided) -> Option<String> {
+    /// Rechecks a recorded decision of `partition`, at its partition `sequence`; its
+    /// problem, if any.
+    pub fn decision(
+        &mut self,
+        partition: &str,
+        sequence: u64,
+        d: &EligibilityDecided,
+    ) -> Option<String> {
         let key = (partition.to_string(), d.household_id.clone());
         let read = read(d, &d.household_id);
-        let problem = recheck(d, &read, self.held.get(&key).copied()).or_else(|| {
+        let before = self.held.get(&key).copied();
+        let problem = recheck(d, &read, before).or_else(|| {
             let (decision, _) = read.as_ref().ok()?;
             let registered = *self.areas.get(&key)?;
             (decision.inputs.area != registered).then(|| {
@@ -198,7 +272,7 @@ impl Rechecker {
         });
         // The book applies what was recorded, right or wrong, and decides the next
         // decision from it.
-        if let Some(after) = held_after(&read) {
+        if let Some(after) = held_after(&read, before, Some(sequence)) {
             self.held.insert(key, after);
         }
         problem
@@ -218,7 +292,7 @@ impl Rechecker {
         if let Some(after) = m
             .standing
             .as_ref()
-            .and_then(|s| held_after(&read(s, &m.household_id)))
+            .and_then(|s| held_after(&read(s, &m.household_id), None, None))
         {
             self.held
                 .insert((partition.to_string(), m.household_id.clone()), after);
@@ -252,7 +326,8 @@ pub async fn recompute_eligibility(
             }
             if let Some(Payload::EligibilityDecided(d)) = &envelope.payload {
                 report.decisions += 1;
-                if let Some(problem) = rechecker.decision(&envelope.partition, d) {
+                if let Some(problem) = rechecker.decision(&envelope.partition, envelope.sequence, d)
+                {
                     report.mismatches.push(Mismatch {
                         partition: envelope.partition.clone(),
                         sequence: envelope.sequence,

@@ -377,6 +377,7 @@ pub fn decided_to_proto(
             .unwrap_or_default(),
         status: status_name(d.status).into(),
         escaped_until: opt_date(&escaped_until),
+        corrects: d.corrects.map_or(0, sequence_of),
     }
 }
 
@@ -425,6 +426,14 @@ pub fn decided_from_proto(
             Some(parse_class(&p.prior_class)?)
         },
         status: parse_status(&p.status)?,
+        // 0 is none, as an event written before corrections were recorded reads.
+        corrects: match p.corrects {
+            0 => None,
+            s => Some(
+                checked_main_id(s)
+                    .ok_or_else(|| bad("corrects", "past any sequence of a chain"))?,
+            ),
+        },
         decided_by: decided_by.to_owned(),
         decision_date: parse_date("decided_on", &p.decided_on)?,
         valid_from: parse_date("valid_from", &p.valid_from)?,
@@ -435,7 +444,9 @@ pub fn decided_from_proto(
 
 /// The standing a recorded decision gives its household in the book (what `loans::apply`
 /// keeps of it), read from the fields the book's rule (`HouseholdStanding::statuses_on`)
-/// reads: an audit judges money against it without deciding anything.
+/// reads: an audit judges money against it without deciding anything. What the household
+/// held before it is not in the decision alone, so `before` is None: a standing read this
+/// way is never corrected.
 pub fn standing_from_proto(
     p: &proto::EligibilityDecided,
     decision_event: EventId,
@@ -447,6 +458,8 @@ pub fn standing_from_proto(
         valid_to: parse_date("valid_to", &p.valid_to)?,
         escaped_until: parse_opt_date("escaped_until", &p.escaped_until)?,
         decision_event,
+        review_year: i32::try_from(p.review_year).map_err(|_| bad("review_year", p.review_year))?,
+        before: None,
     })
 }
 
@@ -777,6 +790,7 @@ pub fn loan_events(
                 EventBody::HouseholdClassified {
                     decision,
                     escaped_until,
+                    carried_by_move: false,
                 },
             )
         }
@@ -786,7 +800,9 @@ pub fn loan_events(
                 return Ok(Vec::new());
             };
             let household = household("household_id", &p.household_id)?;
-            let (decision, escaped_until) = decided_from_proto(s, household, CARRIED_BY_MOVE)?;
+            let (mut decision, escaped_until) = decided_from_proto(s, household, CARRIED_BY_MOVE)?;
+            // A decision it corrected is one of the partition the household left.
+            decision.corrects = None;
             (
                 &none,
                 p.moved_on.as_str(),
@@ -794,6 +810,7 @@ pub fn loan_events(
                 EventBody::HouseholdClassified {
                     decision,
                     escaped_until,
+                    carried_by_move: true,
                 },
             )
         }

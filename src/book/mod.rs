@@ -43,11 +43,13 @@ pub enum Command {
     /// Second half of a move, built from the move-out event (see
     /// `service::move_household`). Boxed: it is much larger than the other commands.
     MoveIn(Box<Arrival>),
-    /// The yearly review's decision for a household.
+    /// The yearly review's decision for a household; with `corrects` (the partition
+    /// sequence of the household's latest decision, recorded by mistake), its correction.
     Classify {
         household: HouseholdId,
         inputs: ClassificationInputs,
         decided_on: NaiveDate,
+        corrects: Option<u64>,
     },
     /// A payments command (budgets, entitlements, runs, timeouts, reissues, and a
     /// gateway's signed result in `signed`).
@@ -499,6 +501,7 @@ impl PartitionBook {
                 household,
                 inputs,
                 decided_on,
+                corrects,
             } => {
                 self.own(household)?;
                 let registered = self.registry.active(household)?.area;
@@ -519,6 +522,19 @@ impl PartitionBook {
                         review_year: inputs.review_year,
                     });
                 }
+                // The entrances bound a sequence (`input::SEQUENCE_MAX`); one past any
+                // chain's names no decision, for any caller.
+                let corrects = match *corrects {
+                    None => None,
+                    Some(s) => Some(codec::checked_main_id(s).ok_or_else(|| {
+                        Rejection::CorrectsNotLatest {
+                            corrects: s,
+                            latest: self.loans.households.get(household).and_then(|h| {
+                                h.before.map(|_| codec::sequence_of(h.decision_event))
+                            }),
+                        }
+                    })?),
+                };
                 let events = loans::decide(
                     &self.loans,
                     loans::Command {
@@ -528,15 +544,18 @@ impl PartitionBook {
                         kind: CommandKind::Classify {
                             household: household.clone(),
                             inputs: inputs.clone(),
+                            corrects,
                         },
                     },
-                )?;
+                )
+                .map_err(|r| self.in_sequences(r))?;
                 let [
                     loans::Event {
                         body:
                             loans::EventBody::HouseholdClassified {
                                 decision,
                                 escaped_until,
+                                ..
                             },
                         ..
                     },
@@ -656,6 +675,10 @@ impl PartitionBook {
             }
             Rejection::NotLatestEvent { event, latest } => Rejection::NotLatestEvent {
                 event: sequence(event),
+                latest: latest.map(sequence),
+            },
+            Rejection::CorrectsNotLatest { corrects, latest } => Rejection::CorrectsNotLatest {
+                corrects: sequence(corrects),
                 latest: latest.map(sequence),
             },
             Rejection::EventOfAnotherLoan { event, loan } => Rejection::EventOfAnotherLoan {

@@ -228,6 +228,11 @@ pub enum ReviewCommand {
         /// The date of the decision (YYYY-MM-DD); the standard in force on it applies.
         #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
+        /// Correct the household's latest decision, recorded by mistake: its partition
+        /// sequence, as its receipt prints it. The correction is for the same review year
+        /// and is decided with what the household held before that decision. Example: 42
+        #[arg(long, value_parser = ansinh::input::sequence)]
+        corrects: Option<u64>,
     },
 }
 
@@ -791,6 +796,7 @@ pub async fn review_command(
         deprived,
         year,
         on,
+        corrects,
     } = command;
     let mut seen = BTreeSet::new();
     if let Some(twice) = deprived.iter().find(|i| !seen.insert(i.as_str())) {
@@ -810,7 +816,10 @@ pub async fn review_command(
     let req = request(&caller, &key);
     outcome_decided(
         runtime,
-        runtime.service().classify(&req, &h, inputs, on).await,
+        runtime
+            .service()
+            .classify(&req, &h, inputs, on, corrects)
+            .await,
         &key,
         json,
     )

@@ -415,7 +415,8 @@ async fn household_year(
         r,
         h,
         plan.inputs.clone(),
-        d(year, 1, 10)
+        d(year, 1, 10),
+        None
     )) else {
         return Ok(s);
     };

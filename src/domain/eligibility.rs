@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::Rejection;
 use crate::domain::ids::HouseholdId;
+use crate::domain::loans::EventId;
 use crate::domain::money::non_negative_vnd;
 
 /// Every standard has 12 deprivation indicators in 6 dimensions (Decree 07
@@ -351,9 +352,13 @@ pub struct ClassificationDecided {
     pub standard_hash: String,
     pub class: Class,
     /// Class of the household's previous decision, as known when deciding;
-    /// recorded so the status can be re-derived from the event alone.
+    /// recorded so the status can be re-derived from the event alone. For a correction,
+    /// the prior class of the decision it corrects.
     pub prior_class: Option<Class>,
     pub status: Status,
+    /// The decision this one corrects (a decision recorded by mistake), which it takes
+    /// the place of: it was decided with what the household held before that one.
+    pub corrects: Option<EventId>,
     pub decided_by: String,
     pub decision_date: NaiveDate,
     pub valid_from: NaiveDate,
@@ -361,10 +366,12 @@ pub struct ClassificationDecided {
 }
 
 /// Decide a classification under the standard of its review year
-/// (`standard_for_review_year`).
+/// (`standard_for_review_year`). `corrects` is only recorded: the caller has checked it
+/// and chosen `prior_class` by it.
 pub fn decide_classification(
     household: HouseholdId,
     prior_class: Option<Class>,
+    corrects: Option<EventId>,
     inputs: ClassificationInputs,
     decided_by: &str,
     decision_date: NaiveDate,
@@ -385,6 +392,7 @@ pub fn decide_classification(
         class,
         prior_class,
         status,
+        corrects,
         decided_by: decided_by.to_owned(),
         decision_date,
         valid_from,

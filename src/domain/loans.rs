@@ -114,6 +114,24 @@ pub struct HouseholdStanding {
     /// above-the-line reviews and cleared by a Poor/NearPoor decision.
     pub escaped_until: Option<NaiveDate>,
     pub decision_event: EventId,
+    /// The review year of the latest decision: a correction of it is for the same year.
+    pub review_year: i32,
+    /// What the household held before its latest decision, which a correction of that
+    /// decision decides with. None when no decision of this partition gave the standing
+    /// (a move carried it in: what came before it lies in the partition the household
+    /// left) or when it is not known (`codec::standing_from_proto`).
+    pub before: Option<StandingBefore>,
+}
+
+/// What a household held before a decision: a correction takes that decision's place, so
+/// a decision recorded by mistake leaves no trace on the standing (no escaped-poverty
+/// window opened from a mistaken Poor, and none wiped by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StandingBefore {
+    /// The decision's prior class (the class of the one before it).
+    pub prior_class: Option<Class>,
+    /// The escaped-poverty window running before it.
+    pub escaped_until: Option<NaiveDate>,
 }
 
 impl HouseholdStanding {
@@ -244,10 +262,13 @@ pub struct Command {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandKind {
-    /// Record a commune classification decision (the actor is `decided_by`).
+    /// Record a commune classification decision (the actor is `decided_by`). With
+    /// `corrects`, it corrects the household's latest decision (recorded by mistake) for
+    /// the same review year, and is decided with what the household held before that one.
     Classify {
         household: HouseholdId,
         inputs: ClassificationInputs,
+        corrects: Option<EventId>,
     },
     Approve {
         household: HouseholdId,
@@ -331,6 +352,9 @@ pub enum EventBody {
         decision: ClassificationDecided,
         /// The escaped-poverty window after this decision.
         escaped_until: Option<NaiveDate>,
+        /// The standing a move carried in, decided in the partition the household left:
+        /// no decision of this book, so none a correction here can name.
+        carried_by_move: bool,
     },
     LoanApproved {
         loan: LoanId,
@@ -698,8 +722,39 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
     };
     let date = cmd.effective;
     match &cmd.kind {
-        CommandKind::Classify { household, inputs } => {
+        CommandKind::Classify {
+            household,
+            inputs,
+            corrects,
+        } => {
             let previous = book.households.get(household);
+            // A correction is decided as if the decision it corrects had never been: with
+            // its prior class and the window before it. The same review year, since
+            // another year's review is a new decision whatever it finds.
+            let before = match corrects {
+                None => StandingBefore {
+                    prior_class: previous.map(|h| h.class),
+                    escaped_until: previous.and_then(|h| h.escaped_until),
+                },
+                Some(corrects) => {
+                    let latest = previous.and_then(|h| h.before.map(|b| (h, b)));
+                    let Some((corrected, before)) =
+                        latest.filter(|(h, _)| h.decision_event == *corrects)
+                    else {
+                        return Err(Rejection::CorrectsNotLatest {
+                            corrects: *corrects,
+                            latest: latest.map(|(h, _)| h.decision_event),
+                        });
+                    };
+                    if inputs.review_year != corrected.review_year {
+                        return Err(Rejection::CorrectionForAnotherReviewYear {
+                            corrected: corrected.review_year,
+                            review_year: inputs.review_year,
+                        });
+                    }
+                    before
+                }
+            };
             if let Some(latest) = previous.filter(|h| date < h.valid_from) {
                 return Err(Rejection::ClassificationBackDated {
                     latest: latest.valid_from,
@@ -708,7 +763,8 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
             }
             let decision = eligibility::decide_classification(
                 household.clone(),
-                previous.map(|h| h.class),
+                before.prior_class,
+                *corrects,
                 inputs.clone(),
                 &cmd.actor,
                 date,
@@ -716,11 +772,12 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
             let escaped_until = eligibility::escaped_until_after(
                 decision.status,
                 decision.valid_to,
-                previous.and_then(|h| h.escaped_until),
+                before.escaped_until,
             );
             out.push(EventBody::HouseholdClassified {
                 decision,
                 escaped_until,
+                carried_by_move: false,
             });
         }
         CommandKind::Approve {
@@ -1155,7 +1212,21 @@ pub fn apply(book: &mut LoanBook, event: &Event) {
         EventBody::HouseholdClassified {
             decision,
             escaped_until,
+            carried_by_move,
         } => {
+            let previous = book.households.get(&decision.household);
+            // A correction takes the corrected decision's place, so it keeps what the
+            // household held before that one: a correction of it decides with the same.
+            let before = if *carried_by_move {
+                None
+            } else if decision.corrects.is_some() {
+                previous.and_then(|h| h.before)
+            } else {
+                Some(StandingBefore {
+                    prior_class: decision.prior_class,
+                    escaped_until: previous.and_then(|h| h.escaped_until),
+                })
+            };
             book.households.insert(
                 decision.household.clone(),
                 HouseholdStanding {
@@ -1165,6 +1236,8 @@ pub fn apply(book: &mut LoanBook, event: &Event) {
                     valid_to: decision.valid_to,
                     escaped_until: *escaped_until,
                     decision_event: event.id,
+                    review_year: decision.inputs.review_year,
+                    before,
                 },
             );
         }

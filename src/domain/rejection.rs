@@ -88,6 +88,22 @@ pub enum Rejection {
         "the household's latest decision is for review year {latest}; a review for {review_year} would replace it"
     )]
     ReviewYearBehindLatest { latest: i32, review_year: i32 },
+    /// A correction names a decision other than the household's latest one recorded in
+    /// this partition (`latest`, by partition sequence; none when the household has no
+    /// decision here, or only the standing a move carried in). Only the latest decision
+    /// can be corrected; name it, or record a new decision without `corrects`.
+    #[error(
+        "decision {corrects} is not the household's latest decision in this partition{}; only the latest can be corrected",
+        latest.map_or_else(|| " (it has none)".to_string(), |l| format!(" (that is {l})"))
+    )]
+    CorrectsNotLatest { corrects: u64, latest: Option<u64> },
+    /// A correction is for another review year than the decision it corrects (made for
+    /// `corrected`'s list). A review for another year is a new decision: record it
+    /// without `corrects`, or give the corrected decision's review year.
+    #[error(
+        "the corrected decision is for review year {corrected}; a correction of it is for the same year, not {review_year}"
+    )]
+    CorrectionForAnotherReviewYear { corrected: i32, review_year: i32 },
 
     // ---- programmes -----------------------------------------------------
     /// No credit programme has this id. Pick one from the programme list.

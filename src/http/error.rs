@@ -329,6 +329,7 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         | BackDated { .. }
         | ClassificationBackDated { .. }
         | ReviewYearBehindLatest { .. }
+        | CorrectsNotLatest { .. }
         | AlreadyExtended
         | ExtensionAfterDue { .. }
         | TrancheNotBeforeDue { .. }
@@ -350,6 +351,7 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         | NoStandardInForce { .. }
         | UnknownIndicator { .. }
         | ReviewYearOutOfRange { .. }
+        | CorrectionForAnotherReviewYear { .. }
         | UnknownProgramme { .. }
         | ProgrammeNotInForce { .. }
         | HouseholdIdMalformed { .. }

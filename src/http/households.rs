@@ -163,6 +163,8 @@ pub struct ClassifyBody {
     deprived: BTreeSet<String>,
     review_year: i32,
     decided_on: NaiveDate,
+    /// The partition sequence of the decision this one corrects.
+    corrects: Option<u64>,
 }
 impl RequestBody for ClassifyBody {
     const SCHEMA: &'static str = "classify.request";
@@ -492,7 +494,13 @@ pub async fn classify(
     };
     let receipt = api
         .service()
-        .classify(&write.request(&caller), &h, inputs, value.decided_on)
+        .classify(
+            &write.request(&caller),
+            &h,
+            inputs,
+            value.decided_on,
+            value.corrects,
+        )
         .await?;
     Ok(created(receipt.duplicate, ReceiptBody::new(&receipt, None)))
 }

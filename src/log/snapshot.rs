@@ -42,8 +42,10 @@ const MAGIC: &[u8; 8] = b"ANSINHBK";
 /// citizen it pays (`citizen`), which a run reads to stop paying after a death; 10: the
 /// month a stopped entitlement paid through counts the months its gateway settled late
 /// (`late_settlements`), so the same events fold to another book; 11: a `settled` refused
-/// after a return is a late settlement too (`late_settlements`), so again.
-pub const SNAPSHOT_FORMAT: u32 = 11;
+/// after a return is a late settlement too (`late_settlements`), so again; 12: a
+/// household's standing keeps its review year and what it held before its latest decision
+/// (`HouseholdStanding::before`), which a correction of that decision decides with.
+pub const SNAPSHOT_FORMAT: u32 = 12;
 const HEADER_BYTES: usize = 8 + 4 + 8 + 32 + 8 + 4 + 32;
 /// A writer takes a snapshot after this many events since its last one, and no sooner
 /// than `SNAPSHOT_TIME_INTERVAL_MIN` after it. Encoding holds the writer: ~0.2-0.9 s for

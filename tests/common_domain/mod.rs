@@ -8,7 +8,8 @@ use ansinh::domain::eligibility::{Area, ClassificationInputs};
 use ansinh::domain::ids::HouseholdId;
 use ansinh::domain::ledger::TrialBalance;
 use ansinh::domain::loans::{
-    Channel, Command, CommandKind, EntrustedOrganisation, Event, EventBody, LoanBook, apply, decide,
+    Channel, Command, CommandKind, EntrustedOrganisation, Event, EventBody, EventId, LoanBook,
+    apply, decide,
 };
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
@@ -50,6 +51,25 @@ pub fn classify(date: &str, income: i64, deprived: &[&str], year: i32) -> Comman
         CommandKind::Classify {
             household: hh(),
             inputs: inputs(income, deprived, year),
+            corrects: None,
+        },
+    )
+}
+
+/// `classify`, as the correction of the household's decision `corrects`.
+pub fn correct(
+    date: &str,
+    income: i64,
+    deprived: &[&str],
+    year: i32,
+    corrects: EventId,
+) -> Command {
+    cmd(
+        date,
+        CommandKind::Classify {
+            household: hh(),
+            inputs: inputs(income, deprived, year),
+            corrects: Some(corrects),
         },
     )
 }

@@ -517,6 +517,7 @@ fn classify_form(
             }
             (text_field(lang.t(T::ReviewYear), "review_year", &year, problems))
             (text_field(lang.t(T::DecidedOn), "decided_on", &on, problems))
+            (text_field(lang.t(T::Corrects), "corrects", f.get("corrects"), problems))
             button #submit type="submit" { (lang.t(T::Submit)) }
         }
     }
@@ -568,8 +569,16 @@ async fn classify(
     let deprived = crate::input::indicators(f.all("deprived"))
         .map_err(|e| problems.field("deprived", e))
         .ok();
-    let (Some(income), Some(area), Some(year), Some(on), Some(deprived)) =
-        (income, area, year, on, deprived)
+    // Left blank for a new decision; else the sequence of the one it corrects.
+    let corrects = match f.get("corrects") {
+        "" => Some(None),
+        s => crate::input::sequence(s)
+            .map(Some)
+            .map_err(|e| problems.field("corrects", e))
+            .ok(),
+    };
+    let (Some(income), Some(area), Some(year), Some(on), Some(deprived), Some(corrects)) =
+        (income, area, year, on, deprived, corrects)
     else {
         return again(&problems, axum::http::StatusCode::BAD_REQUEST);
     };
@@ -585,7 +594,7 @@ async fn classify(
         let caller = &session.caller;
         let receipt = api
             .service()
-            .classify(&write.request(caller), &h, inputs, on)
+            .classify(&write.request(caller), &h, inputs, on, corrects)
             .await?;
         let read = read_household(&api, caller, &h, today(), Some(receipt.stream_sequence)).await?;
         Ok::<_, ApiError>((receipt, read.view.standing))

@@ -124,6 +124,7 @@ pub enum T {
     Deprived,
     ReviewYear,
     DecidedOn,
+    Corrects,
     ResultClass,
     ApproveLoan,
     Amount,
@@ -309,6 +310,10 @@ impl T {
             Deprived => ("Chỉ số thiếu hụt", "Deprived indicators"),
             ReviewYear => ("Năm rà soát", "Review year"),
             DecidedOn => ("Ngày quyết định", "Decided on"),
+            Corrects => (
+                "Đính chính quyết định (số thứ tự), nếu ghi nhầm",
+                "Corrects decision (sequence), if recorded by mistake",
+            ),
             ResultClass => ("Kết quả xếp loại", "Resulting class"),
             ApproveLoan => ("Duyệt cho vay", "Approve a loan"),
             Amount => ("Số tiền", "Amount"),
