@@ -35,10 +35,38 @@ pub struct Mismatch {
     pub problem: String,
 }
 
+/// Most mismatches a report lists; past it they are counted (`not_listed`), so a year's
+/// decisions that all fail (a standard's data file changed) cost bounded memory, in
+/// `serve`'s scan job as in the CLI.
+pub const MISMATCHES_LISTED_MAX: usize = 10_000;
+
 #[derive(Debug, Default, serde::Serialize)]
 pub struct RecomputeReport {
     pub decisions: u64,
+    /// The first `MISMATCHES_LISTED_MAX` decisions that did not re-derive, in log order.
     pub mismatches: Vec<Mismatch>,
+    /// Decisions that did not re-derive past those listed.
+    pub not_listed: u64,
+}
+
+impl RecomputeReport {
+    /// Every decision that did not re-derive, listed or not.
+    pub fn mismatch_count(&self) -> u64 {
+        self.mismatches.len() as u64 + self.not_listed
+    }
+
+    /// Whether every decision re-derived.
+    pub fn all_rederived(&self) -> bool {
+        self.mismatch_count() == 0
+    }
+
+    fn found(&mut self, mismatch: Mismatch) {
+        if self.mismatches.len() < MISMATCHES_LISTED_MAX {
+            self.mismatches.push(mismatch);
+        } else {
+            self.not_listed += 1;
+        }
+    }
 }
 
 /// What a partition's book held for a household when a decision came, as the chain
@@ -328,7 +356,7 @@ pub async fn recompute_eligibility(
                 report.decisions += 1;
                 if let Some(problem) = rechecker.decision(&envelope.partition, envelope.sequence, d)
                 {
-                    report.mismatches.push(Mismatch {
+                    report.found(Mismatch {
                         partition: envelope.partition.clone(),
                         sequence: envelope.sequence,
                         stream_sequence,
@@ -341,4 +369,35 @@ pub async fn recompute_eligibility(
     )
     .await?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report of more mismatches than it lists holds `MISMATCHES_LISTED_MAX` of them
+    /// and counts every one.
+    #[test]
+    fn mismatches_past_the_bound_are_counted_not_kept() {
+        let mut report = RecomputeReport::default();
+        let extra = 5;
+        for sequence in 1..=(MISMATCHES_LISTED_MAX as u64 + extra) {
+            report.found(Mismatch {
+                partition: "01".into(),
+                sequence,
+                stream_sequence: sequence,
+                household_id: "0100007-000001".into(),
+                problem: "standard file changed".into(),
+            });
+        }
+        assert_eq!(report.mismatches.len(), MISMATCHES_LISTED_MAX);
+        assert_eq!(report.mismatches.last().unwrap().sequence, 10_000);
+        assert_eq!(report.not_listed, extra);
+        assert_eq!(
+            report.mismatch_count(),
+            MISMATCHES_LISTED_MAX as u64 + extra
+        );
+        assert!(!report.all_rederived());
+        assert!(RecomputeReport::default().all_rederived());
+    }
 }

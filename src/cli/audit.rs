@@ -364,13 +364,20 @@ pub async fn recompute_eligibility(
                 m.partition, m.sequence, m.household_id, m.problem
             );
         }
+        if report.not_listed > 0 {
+            println!(
+                "... and {} more mismatches, not listed (the first {} are)",
+                report.not_listed,
+                ansinh::recompute::MISMATCHES_LISTED_MAX
+            );
+        }
         println!(
             "{} decisions rechecked, {} mismatches",
             report.decisions,
-            report.mismatches.len()
+            report.mismatch_count()
         );
     }
-    Ok(exit_code(report.mismatches.is_empty()))
+    Ok(exit_code(report.all_rederived()))
 }
 
 /// `ansinh audit anomalies`: the patterns worth an auditor's look, found in one scan of

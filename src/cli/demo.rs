@@ -169,7 +169,7 @@ async fn play(
     }
     if json {
         // Printed by the caller once the bundle step has added to it.
-        let report = serde_json::json!({"summary": summary, "payments": payments, "events": events, "recompute_mismatches": recomputed.mismatches.len(), "reconciliation_mismatches": mismatches});
+        let report = serde_json::json!({"summary": summary, "payments": payments, "events": events, "recompute_mismatches": recomputed.mismatch_count(), "reconciliation_mismatches": mismatches});
         return Ok((code, Some(report)));
     }
     eprintln!(
@@ -179,7 +179,7 @@ async fn play(
     println!(
         "{} eligibility decisions re-derived from their recorded inputs: {} mismatches",
         recomputed.decisions,
-        recomputed.mismatches.len()
+        recomputed.mismatch_count()
     );
     print_summaries(projector, json)?;
     println!("\nThe year {year}:");
@@ -263,7 +263,7 @@ async fn play(
     let names: Vec<String> = partitions.iter().map(|p| p.to_string()).collect();
     let tb = crate::cli::staff::trial_balance(runtime, Some(&names), false).await?;
     Ok((
-        if code == ExitCode::SUCCESS && recomputed.mismatches.is_empty() {
+        if code == ExitCode::SUCCESS && recomputed.all_rederived() {
             tb
         } else {
             ExitCode::from(1)

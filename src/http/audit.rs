@@ -468,8 +468,11 @@ struct RecomputeAnswer {
     partition: String,
     /// Eligibility decisions re-derived.
     decisions: u64,
-    /// Decisions that did not re-derive, over every page.
+    /// Decisions that did not re-derive, listed over every page.
     total: u64,
+    /// Decisions that did not re-derive past `MISMATCHES_LISTED_MAX`, counted and not
+    /// listed (so not in `total`).
+    not_listed: u64,
     page: u64,
     pages: u64,
     page_size: usize,
@@ -494,11 +497,13 @@ pub async fn recompute(
     let _slot = log_scan_slot().await?;
     let report = recompute_partition(&api, &partition, |_| {}).await?;
     let total = report.mismatches.len() as u64;
+    let not_listed = report.not_listed;
     let (page, pages, mismatches) = page_of(report.mismatches, query.page)?;
     Ok(Json(RecomputeAnswer {
         partition: partition.to_string(),
         decisions: report.decisions,
         total,
+        not_listed,
         page,
         pages,
         page_size: FINDINGS_PAGE_MAX,

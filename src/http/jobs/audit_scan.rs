@@ -289,13 +289,7 @@ async fn scan_log(
                 }),
             Report::Recompute => recompute_partition(api, partition, progress)
                 .await
-                .map(|r| {
-                    (
-                        r.decisions,
-                        r.mismatches.len() as u64,
-                        listed(&r.mismatches),
-                    )
-                }),
+                .map(|r| (r.decisions, r.mismatch_count(), listed(&r.mismatches))),
         }
     };
     let mut scan = std::pin::pin!(scan);
