@@ -1057,3 +1057,58 @@ async fn replacing_the_session_secret_signs_everyone_out() {
     assert_eq!(old.location.as_deref(), Some("/?expired=1"));
     c.sign_in(&c.tokens.auditor).await;
 }
+
+/// A household that moved to another province is kept by the registry of its new
+/// commune: the officer of the commune it left reads its page (its history, its standing)
+/// without its people's names.
+#[tokio::test]
+async fn the_commune_a_household_left_no_longer_sees_its_people() {
+    let c = console().await;
+    let officer = c.sign_in(&c.tokens.officer).await;
+    let h = "0100007-000102";
+    let person = Person {
+        head: "Đinh Văn Khải",
+        head_id: "001095000102",
+        member: "Đinh Thị Mai",
+        relation: "vợ",
+    };
+    c.register(&officer, h, &person).await;
+    let path = format!("/console/households/{h}");
+    let before = c.get(&officer.cookie, &path).await;
+    assert_eq!(text_of(&before.page, "head-name"), person.head);
+    let manager = ansinh::access::Caller {
+        id: "staff:manager-01".into(),
+        role: Role::BranchManager,
+        unit: "01".into(),
+    };
+    c.service
+        .move_household(
+            &ansinh::service::Request {
+                caller: &manager,
+                idempotency_key: "move-000102",
+                correlation_id: "test",
+                fingerprint: None,
+            },
+            &ansinh::domain::ids::HouseholdId::parse(h).unwrap(),
+            &ansinh::domain::ids::HouseholdId::parse("7900001-000102").unwrap(),
+            ansinh::domain::eligibility::Area::Urban,
+            chrono::NaiveDate::from_ymd_opt(2026, 5, 1).unwrap(),
+        )
+        .await
+        .unwrap();
+    let after = c
+        .get(
+            &officer.cookie,
+            &format!("{path}?after={}", c.events().await),
+        )
+        .await;
+    assert_eq!(after.status, StatusCode::OK, "{}", after.main());
+    assert_eq!(text_of(&after.page, "household-id"), h);
+    for shown in [person.head, person.member, "id=\"head-name\""] {
+        assert!(
+            !after.page.contains(shown),
+            "{shown} shown: {}",
+            after.main()
+        );
+    }
+}

@@ -175,14 +175,17 @@ async fn household_page(
     // them): the role and the unit, as a change of the household is authorized. The role
     // alone would show them to the head office, which reads every household but changes
     // none, and to which the API shows no personal data either. The sealed data are
-    // opened through the vault, never read from the log in clear.
+    // opened through the vault, never read from the log in clear. A household that moved
+    // away is kept by the registry of where it lives now (its new id): the unit it left
+    // no longer sees its people.
     let keeps_registry = access::authorize(
         &session.caller,
         Operation::ChangeHousehold,
         h.commune().as_str(),
     )
     .is_ok();
-    let personal = if keeps_registry && !v.personal_data_erased {
+    let lives_here = v.residence != "moved_out";
+    let personal = if keeps_registry && lives_here && !v.personal_data_erased {
         api.service().personal(&h).await.ok()
     } else {
         None
