@@ -481,52 +481,12 @@ async fn a_loan_within_a_carried_escaped_poverty_window_is_not_flagged() {
     }
 }
 
-/// A foreign message on partition 01's subject, then an exclusion of exactly it whose
-/// signature is no ledger key's: what someone who may publish on the log could forge.
+/// A household of partition 01, then a foreign message there and an exclusion of it no
+/// ledger key signed (`common::forge_an_exclusion`).
 async fn forged_exclusion(s: &mut Seed) {
     let h = "0100007-000070";
     s.add(h, registered(h, &[70])).await;
-    let foreign: &[u8] = b"not the ledger's";
-    let stream_sequence = async_nats::jetstream::new(client().await)
-        .publish(
-            s.log.subject(&Partition::new("01").unwrap()),
-            foreign.to_vec().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap()
-        .sequence;
-    // The writer meets the message (and refuses the note): the chain breaks there.
-    assert!(
-        s.ledger
-            .append(common::note("01", "after the foreign message", ""))
-            .await
-            .is_err()
-    );
-    s.ledger
-        .append(Draft {
-            partition: Partition::new("01").unwrap(),
-            actor: proto::Actor {
-                id: "operator:forger".into(),
-                role: "operator".into(),
-                unit: String::new(),
-            },
-            idempotency_key: format!("exclude:{stream_sequence}"),
-            correlation_id: String::new(),
-            request_fingerprint: None,
-            subjects: vec![format!("message:{stream_sequence}")],
-            payload: Payload::MessageExcluded(proto::MessageExcluded {
-                stream_sequence,
-                message_hash: ansinh::chain::message_hash(foreign).0.to_vec().into(),
-                reason: "forged".into(),
-                key_id: "0123456789abcdef".into(),
-                signature: vec![7; 64].into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
+    forge_an_exclusion(&s.ledger, &s.log, "01").await;
 }
 
 /// An exclusion no ledger key signed lets no reader past its message: verify fails (as

@@ -1351,47 +1351,6 @@ async fn the_audit_status_route_names_the_latest_checkpoint_and_its_cosigners() 
     }
 }
 
-/// An exclusion no ledger key signed, of a foreign message on partition 01: what
-/// someone who may publish on the log could forge. Returns the foreign message's stream
-/// sequence and the exclusion's hash.
-async fn forge_an_exclusion(ledger: &Ledger, log: &LogConfig) -> (u64, Hash32) {
-    use ansinh::proto::envelope::Payload;
-    let foreign: &[u8] = b"not the ledger's";
-    let stream_sequence = jetstream::new(client().await)
-        .publish(log.subject(&p01()), foreign.to_vec().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap()
-        .sequence;
-    // The writer meets the message: the chain breaks there.
-    assert!(ledger.append(note("01", "held", "")).await.is_err());
-    let excluded = ledger
-        .append(ansinh::log::Draft {
-            partition: p01(),
-            actor: proto::Actor {
-                id: "operator:forger".into(),
-                role: "operator".into(),
-                unit: String::new(),
-            },
-            idempotency_key: format!("exclude:{stream_sequence}"),
-            correlation_id: String::new(),
-            request_fingerprint: None,
-            subjects: vec![format!("message:{stream_sequence}")],
-            payload: Payload::MessageExcluded(proto::MessageExcluded {
-                stream_sequence,
-                message_hash: ansinh::chain::message_hash(foreign).0.to_vec().into(),
-                reason: "forged".into(),
-                key_id: "0123456789abcdef".into(),
-                signature: vec![7; 64].into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
-    (stream_sequence, excluded.hash.0)
-}
-
 /// `audit verify` refuses a chain that passes over a message by an exclusion the ledger
 /// did not sign; so nothing is built on it either: the checkpointer signs no root over
 /// it, a cosigner refuses it, and no bundle is exported from it. What was checkpointed
@@ -1403,8 +1362,8 @@ async fn nothing_is_signed_cosigned_or_exported_over_a_forged_exclusion() {
     let mut c = checkpointer(&ledger, &config, dir.path()).await;
     let mut hashes = append(&ledger, 0, 3).await;
     publish_now(&mut c).await;
-    let (foreign, exclusion) = forge_an_exclusion(&ledger, &log).await;
-    hashes.push(exclusion);
+    let (foreign, exclusion) = forge_an_exclusion(&ledger, &log, "01").await;
+    hashes.push(exclusion.hash.0);
     hashes.extend(append(&ledger, 3, 1).await);
     let forged = |e: &CheckpointError| {
         matches!(e, CheckpointError::Exclusion { partition, stream_sequence, .. }

@@ -263,3 +263,53 @@ pub async fn serve(api: ansinh::http::Api) -> (String, tokio::sync::oneshot::Sen
     }));
     (base, stop)
 }
+
+/// A foreign message on `partition`'s subject, then an exclusion of exactly it whose
+/// signature is no ledger key's: what someone who may publish on the log could forge.
+/// Returns the foreign message's stream sequence and the exclusion's receipt.
+pub async fn forge_an_exclusion(
+    ledger: &Ledger,
+    config: &LogConfig,
+    partition: &str,
+) -> (u64, ansinh::log::Receipt) {
+    let p = Partition::new(partition).unwrap();
+    let foreign: &[u8] = b"not the ledger's";
+    let stream_sequence = async_nats::jetstream::new(client().await)
+        .publish(config.subject(&p), foreign.to_vec().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    // The writer meets the message (and refuses the note): the chain breaks there.
+    assert!(
+        ledger
+            .append(note(partition, "after the foreign message", ""))
+            .await
+            .is_err()
+    );
+    let excluded = ledger
+        .append(Draft {
+            partition: p,
+            actor: proto::Actor {
+                id: "operator:forger".into(),
+                role: "operator".into(),
+                unit: String::new(),
+            },
+            idempotency_key: format!("exclude:{stream_sequence}"),
+            correlation_id: String::new(),
+            request_fingerprint: None,
+            subjects: vec![format!("message:{stream_sequence}")],
+            payload: Payload::MessageExcluded(proto::MessageExcluded {
+                stream_sequence,
+                message_hash: ansinh::chain::message_hash(foreign).0.to_vec().into(),
+                reason: "forged".into(),
+                key_id: "0123456789abcdef".into(),
+                signature: vec![7; 64].into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    (stream_sequence, excluded)
+}
