@@ -1131,8 +1131,8 @@ fn an_extension_after_the_due_date_is_refused() {
 }
 
 /// A freeze ends by a new event: interest accrues again from that day and never for the
-/// days frozen; the due date may move on by at most the days frozen, so that instalments
-/// that fell due during the freeze are not overdue at once.
+/// days frozen; the due date may move on by at most the days frozen, and the instalments
+/// not yet due when the loan was frozen with it (`a_freeze_suspends_the_schedule`).
 #[test]
 fn a_freeze_ends_and_interest_runs_again_from_that_day_only() {
     let h = poor_loan_history();
@@ -1204,4 +1204,106 @@ fn a_freeze_ends_and_interest_runs_again_from_that_day_only() {
             loan: 1,
             status: LoanStatus::Active,
         });
+}
+
+/// A freeze suspends the schedule: unfrozen with the due date moved on by the full days
+/// frozen, every instalment not yet due on the day of the freeze moves on by as many days,
+/// so the one that fell due during the freeze is not overdue the day the freeze ends. The
+/// loan keeps its twelve instalments; a loan never frozen keeps its own dates.
+#[test]
+fn a_freeze_suspends_the_schedule() {
+    let mark = |date: &str| loan_cmd(date, CommandKind::MarkOverdue { loan: 1 });
+    let h = poor_loan_history();
+    let more = history_from(
+        &h,
+        &[
+            loan_cmd(
+                "2025-02-10",
+                CommandKind::Freeze {
+                    loan: 1,
+                    disaster_ref: "QD-123/UBND".into(),
+                },
+            ),
+            // 181 days frozen; the due date 2026-01-10 moves on as far.
+            loan_cmd(
+                "2025-08-10",
+                CommandKind::Unfreeze {
+                    loan: 1,
+                    new_due: Some(d("2026-07-10")),
+                },
+            ),
+        ],
+    );
+    let h = [h, more].concat();
+    // The instalment of 2025-02-10, 181 days on, falls due on 2025-08-10 itself.
+    given(&h).when(mark("2025-08-10")).then(|b, evs| {
+        assert!(
+            !evs.iter()
+                .any(|e| matches!(e.body, EventBody::MovedToOverdue { .. })),
+            "{evs:?}"
+        );
+        let schedule = b.loans[&1].schedule().unwrap();
+        assert_eq!(schedule.len(), 12);
+        assert_eq!(schedule[0], (d("2025-08-10"), dec!(1000000), dec!(1000000)));
+        // 2025-03-10 + 181 days.
+        assert_eq!(schedule[1].0, d("2025-09-07"));
+        assert_eq!(
+            schedule[11],
+            (d("2026-07-10"), dec!(1000000), dec!(12000000))
+        );
+    });
+    // From the day after its new date it is overdue, as from then.
+    given(&h).when(mark("2025-08-11")).then(|b, evs| {
+        assert!(
+            matches!(
+                evs,
+                [
+                    ansinh::domain::loans::Event {
+                        body: EventBody::InterestAccrued { to, .. },
+                        ..
+                    },
+                    ansinh::domain::loans::Event {
+                        body: EventBody::MovedToOverdue { scheduled_due, amount, .. },
+                        ..
+                    },
+                ] if *to == d("2025-08-11")
+                    && *scheduled_due == dec!(1000000)
+                    && *amount == dec!(1000000)
+            ),
+            "{evs:?}"
+        );
+        assert_eq!(b.loans[&1].position.overdue_principal, dec!(1000000));
+    });
+    // Unfrozen without a new due date, nothing moves: what fell due while frozen is
+    // overdue at once.
+    let frozen = &h[..h.len() - 1];
+    let unfrozen = history_from(
+        frozen,
+        &[loan_cmd(
+            "2025-08-10",
+            CommandKind::Unfreeze {
+                loan: 1,
+                new_due: None,
+            },
+        )],
+    );
+    given(&[frozen, &unfrozen[..]].concat())
+        .when(mark("2025-08-10"))
+        .then(|b, _| {
+            let schedule = b.loans[&1].schedule().unwrap();
+            assert_eq!(schedule[0].0, d("2025-02-10"));
+            assert_eq!(schedule[11].0, d("2026-01-10"));
+            // The instalments of 02-10 .. 07-10, as from the day the freeze ended.
+            assert_eq!(b.loans[&1].position.overdue_principal, dec!(6000000));
+        });
+    // Never frozen: instalments on the 10th, 1,000,000 each.
+    let book = given(&poor_loan_history()).book;
+    let schedule = book.loans[&1].schedule().unwrap();
+    assert_eq!(schedule.len(), 12);
+    for (month, (on, principal, _)) in schedule.iter().enumerate() {
+        let on_10th = d("2025-01-10")
+            .checked_add_months(chrono::Months::new(month as u32 + 1))
+            .unwrap();
+        assert_eq!((*on, *principal), (on_10th, dec!(1000000)));
+    }
 }

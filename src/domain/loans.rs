@@ -226,6 +226,27 @@ pub struct Loan {
     pub tranches: Vec<Tranche>,
     /// The date the loan was frozen, while it is (the bound of `Unfreeze`'s new due date).
     pub frozen_on: Option<NaiveDate>,
+    /// What moved the instalments of tranches already paid out, oldest first, as the
+    /// events recorded it: the schedule is derived from these and the tranches alone, so a
+    /// replay counts the same instalments.
+    pub schedule_changes: Vec<ScheduleChange>,
+}
+
+/// A recorded change of a loan's instalments, applying to the tranches paid out before
+/// the event that made it (`event`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScheduleChange {
+    /// A freeze ended (`Unfrozen`) with the due date moved on from `previous_due` to
+    /// `new_due`. The schedule stood still while the loan was frozen: every instalment not
+    /// yet due on `frozen_on` (the day the loan was frozen; one due that day included)
+    /// moves on by the days the due date moved, so a freeze of the full length moves
+    /// them by the days frozen, an unfreeze with no new due date by none.
+    Suspended {
+        event: EventId,
+        frozen_on: NaiveDate,
+        previous_due: NaiveDate,
+        new_due: NaiveDate,
+    },
 }
 
 /// One tranche of a loan: the event that paid it out, its date and amount.
@@ -328,7 +349,10 @@ pub enum CommandKind {
     /// End the freeze of `loan` (the period the disaster decision granted is over, or it
     /// was frozen by mistake): interest accrues again from this date, never for the days
     /// frozen. `new_due` moves the due date on by at most the days the loan was frozen,
-    /// so instalments that fell due during the freeze are not overdue at once.
+    /// and every instalment not yet due when the loan was frozen with it, by as many days
+    /// (`ScheduleChange::Suspended`): moved by the full days frozen, an instalment that
+    /// fell due during the freeze is due as many days after the freeze ended as it was
+    /// due after the freeze began, so it is not overdue at once.
     Unfreeze {
         loan: LoanId,
         new_due: Option<NaiveDate>,
@@ -599,63 +623,94 @@ fn require_status(loan: &Loan, allowed: &[LoanStatus]) -> Result<(), Rejection> 
     }
 }
 
+/// One tranche's instalments under an equal-principal monthly schedule: (date,
+/// cumulative principal due by then), on the tranche's date + 1, 2, ... months, the last
+/// on the loan's due date `due` (which an extension may move). Cumulative amounts are
+/// rounded half-up, so the last instalment absorbs rounding and the total is exactly the
+/// tranche's amount. A freeze that ended after the tranche was paid out
+/// (`ScheduleChange::Suspended`) moves each instalment not yet due when it began on by
+/// the days the due date moved; several, in the order they were recorded.
+fn tranche_schedule(
+    tranche: &Tranche,
+    changes: &[ScheduleChange],
+    due: NaiveDate,
+) -> Result<Vec<(NaiveDate, Decimal)>, Rejection> {
+    let mut shifts = Vec::new();
+    for change in changes {
+        match change {
+            ScheduleChange::Suspended {
+                event,
+                frozen_on,
+                previous_due,
+                new_due,
+            } if *event > tranche.event => shifts.push((*frozen_on, *new_due - *previous_due)),
+            ScheduleChange::Suspended { .. } => {}
+        }
+    }
+    let shifted = |mut d: NaiveDate| -> Result<NaiveDate, Rejection> {
+        for (frozen_on, days) in &shifts {
+            if d >= *frozen_on {
+                d = d
+                    .checked_add_signed(*days)
+                    .ok_or(Rejection::ArithmeticOverflow)?;
+            }
+        }
+        Ok(d)
+    };
+    // Every shift moves the due date as far as the instalments it moves, so the shifted
+    // monthly dates before the due date are as many as the tranche had before its freezes.
+    let mut dates = Vec::new();
+    for month in 1.. {
+        let d = shifted(add_months(tranche.on, month)?)?;
+        if d >= due {
+            break;
+        }
+        dates.push(d);
+    }
+    dates.push(due);
+    let n = Decimal::from(dates.len());
+    let mut out = Vec::with_capacity(dates.len());
+    for (k, d) in dates.into_iter().enumerate() {
+        let k = Decimal::from(k + 1);
+        let cumulative = if k == n {
+            tranche.amount
+        } else {
+            round_dong(money::div(money::mul(tranche.amount, k)?, n)?)
+        };
+        out.push((d, cumulative));
+    }
+    Ok(out)
+}
+
 fn add_months(d: NaiveDate, m: u32) -> Result<NaiveDate, Rejection> {
     d.checked_add_months(Months::new(m))
         .ok_or(Rejection::ArithmeticOverflow)
 }
 
-/// Cumulative principal of one tranche due strictly before `as_of`, under an
-/// equal-principal monthly schedule: instalments on `start` + 1..n months (the last one
-/// on the due date, which an extension may move). Cumulative amounts are rounded
-/// half-up so the last instalment absorbs rounding and the total is exactly `amount`.
-fn tranche_due_before(
-    amount: Decimal,
-    start: NaiveDate,
-    due: NaiveDate,
-    as_of: NaiveDate,
-) -> Result<Decimal, Rejection> {
-    let mut n = 0usize;
-    let mut k = 0usize;
-    for d in instalment_dates(start, due)? {
-        n += 1;
-        if d < as_of {
-            k += 1;
-        }
-    }
-    if k >= n {
-        return Ok(amount);
-    }
-    let share = money::div(money::mul(amount, Decimal::from(k))?, Decimal::from(n))?;
-    Ok(round_dong(share))
-}
-
-/// A tranche's instalment dates: monthly from the month after `start`, the last on `due`.
-fn instalment_dates(start: NaiveDate, due: NaiveDate) -> Result<Vec<NaiveDate>, Rejection> {
-    let mut dates = Vec::new();
-    let mut i = 1;
-    loop {
-        let d = add_months(start, i)?;
-        if d >= due {
-            break;
-        }
-        dates.push(d);
-        i += 1;
-    }
-    dates.push(due);
-    Ok(dates)
-}
-
 impl Loan {
+    /// Each tranche's own schedule (`tranche_schedule`), oldest tranche first.
+    fn tranche_schedules(&self) -> Result<Vec<Vec<(NaiveDate, Decimal)>>, Rejection> {
+        let Some(due) = self.position.due else {
+            return Ok(Vec::new());
+        };
+        self.tranches
+            .iter()
+            .map(|t| tranche_schedule(t, &self.schedule_changes, due))
+            .collect()
+    }
+
     /// Cumulative principal scheduled strictly before `as_of`: the sum of each tranche's
     /// own schedule, from its date to the loan's due date. A tranche paid out in July is
     /// not owed as if it had been lent with the first one in January.
     pub fn scheduled_due_before(&self, as_of: NaiveDate) -> Result<Decimal, Rejection> {
-        let Some(due) = self.position.due else {
-            return Ok(Decimal::ZERO);
-        };
         let mut total = Decimal::ZERO;
-        for t in &self.tranches {
-            total = money::add(total, tranche_due_before(t.amount, t.on, due, as_of)?)?;
+        for schedule in self.tranche_schedules()? {
+            let due = schedule
+                .iter()
+                .take_while(|(on, _)| *on < as_of)
+                .last()
+                .map_or(Decimal::ZERO, |(_, cumulative)| *cumulative);
+            total = money::add(total, due)?;
         }
         Ok(total)
     }
@@ -664,18 +719,23 @@ impl Loan {
     /// tranche, the principal due on it and the cumulative principal due by then (it
     /// ends at all that was paid out).
     pub fn schedule(&self) -> Result<Vec<(NaiveDate, Decimal, Decimal)>, Rejection> {
-        let Some(due) = self.position.due else {
-            return Ok(Vec::new());
-        };
-        let mut dates = std::collections::BTreeSet::new();
-        for t in &self.tranches {
-            dates.extend(instalment_dates(t.on, due)?);
-        }
+        let schedules = self.tranche_schedules()?;
+        let dates: std::collections::BTreeSet<NaiveDate> = schedules
+            .iter()
+            .flat_map(|s| s.iter().map(|(on, _)| *on))
+            .collect();
         let mut out = Vec::with_capacity(dates.len());
         let mut before = Decimal::ZERO;
         for d in dates {
-            let day_after = d.succ_opt().ok_or(Rejection::ArithmeticOverflow)?;
-            let cumulative = self.scheduled_due_before(day_after)?;
+            let mut cumulative = Decimal::ZERO;
+            for schedule in &schedules {
+                let due = schedule
+                    .iter()
+                    .take_while(|(on, _)| *on <= d)
+                    .last()
+                    .map_or(Decimal::ZERO, |(_, c)| *c);
+                cumulative = money::add(cumulative, due)?;
+            }
             out.push((d, money::sub(cumulative, before)?, cumulative));
             before = cumulative;
         }
@@ -1097,7 +1157,8 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
                         });
                     }
                     // The schedule stood still while the loan was frozen; it moves on by
-                    // no more than that. A longer delay is an extension's, by its rules.
+                    // no more than that (and the instalments with it, in `apply`). A
+                    // longer delay is an extension's, by its rules.
                     let max_due = current
                         .checked_add_signed(date - frozen_on)
                         .ok_or(Rejection::ArithmeticOverflow)?;
@@ -1289,6 +1350,7 @@ pub fn apply(book: &mut LoanBook, event: &Event) {
                     reversible: None,
                     tranches: Vec::new(),
                     frozen_on: None,
+                    schedule_changes: Vec::new(),
                 },
             );
         }
@@ -1380,12 +1442,23 @@ pub fn apply_loan(loan: &mut Loan, event: &Event) {
             p.status = LoanStatus::Frozen;
             loan.frozen_on = Some(event.effective);
         }
-        EventBody::Unfrozen { new_due, .. } => {
+        EventBody::Unfrozen {
+            previous_due,
+            new_due,
+            ..
+        } => {
             p.status = LoanStatus::Active;
             // The days frozen are never priced: interest runs again from today.
             p.accrued_to = Some(event.effective);
             p.due = Some(*new_due);
-            loan.frozen_on = None;
+            if let Some(frozen_on) = loan.frozen_on.take() {
+                loan.schedule_changes.push(ScheduleChange::Suspended {
+                    event: event.id,
+                    frozen_on,
+                    previous_due: *previous_due,
+                    new_due: *new_due,
+                });
+            }
         }
         EventBody::ApprovalCancelled { .. } => p.status = LoanStatus::Cancelled,
         EventBody::WrittenOff { .. } => {
