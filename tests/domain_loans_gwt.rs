@@ -1307,3 +1307,55 @@ fn a_freeze_suspends_the_schedule() {
         assert_eq!((*on, *principal), (on_10th, dec!(1000000)));
     }
 }
+
+/// An extension spreads anew only what falls due from its own date: the instalment of
+/// 2025-02-10 was owed, unpaid, when the extension of 2025-02-20 was decided, so it is
+/// overdue from 02-11 for its whole 1,000,000 whether or not the overdue job ran before
+/// the extension.
+#[test]
+fn an_extension_keeps_what_fell_due_before_it() {
+    let mark = |date: &str| loan_cmd(date, CommandKind::MarkOverdue { loan: 1 });
+    let extend = loan_cmd(
+        "2025-02-20",
+        CommandKind::Extend {
+            loan: 1,
+            new_due: d("2027-01-10"),
+        },
+    );
+    let h = poor_loan_history();
+    let path_a = history_from(
+        &h,
+        &[mark("2025-02-11"), extend.clone(), mark("2025-02-21")],
+    );
+    let path_b = history_from(&h, &[extend, mark("2025-02-21")]);
+    let overdue = |more: &[ansinh::domain::loans::Event]| {
+        given(&[h.clone(), more.to_vec()].concat()).book.loans[&1]
+            .position
+            .overdue_principal
+    };
+    assert_eq!(overdue(&path_a), dec!(1000000));
+    assert_eq!(overdue(&path_b), dec!(1000000));
+    // The rest, 11,000,000, over the 23 instalments from 2025-03-10 to 2027-01-10.
+    let book = given(&[h.clone(), path_b].concat()).book;
+    let schedule = book.loans[&1].schedule().unwrap();
+    assert_eq!(schedule.len(), 24);
+    assert_eq!(schedule[0], (d("2025-02-10"), dec!(1000000), dec!(1000000)));
+    assert_eq!(schedule[1], (d("2025-03-10"), dec!(478261), dec!(1478261)));
+    assert_eq!(schedule[23].0, d("2027-01-10"));
+    assert_eq!(schedule[23].2, dec!(12000000));
+    // Extended before anything fell due, it spreads the whole tranche as before.
+    let early = history_from(
+        &h,
+        &[loan_cmd(
+            "2025-02-05",
+            CommandKind::Extend {
+                loan: 1,
+                new_due: d("2027-01-10"),
+            },
+        )],
+    );
+    let book = given(&[h, early].concat()).book;
+    let schedule = book.loans[&1].schedule().unwrap();
+    assert_eq!(schedule.len(), 24);
+    assert_eq!(schedule[0], (d("2025-02-10"), dec!(500000), dec!(500000)));
+}

@@ -247,6 +247,26 @@ pub enum ScheduleChange {
         previous_due: NaiveDate,
         new_due: NaiveDate,
     },
+    /// An extension (`Extended`) decided on `on` moved the due date from `previous_due`
+    /// to `new_due`. What fell due before `on` was owed when the extension was decided
+    /// and stands, dates and amounts; the rest of the tranche is spread anew over its
+    /// instalments from `on` to the new due date.
+    Extended {
+        event: EventId,
+        on: NaiveDate,
+        previous_due: NaiveDate,
+        new_due: NaiveDate,
+    },
+}
+
+impl ScheduleChange {
+    fn event(&self) -> EventId {
+        match self {
+            ScheduleChange::Suspended { event, .. } | ScheduleChange::Extended { event, .. } => {
+                *event
+            }
+        }
+    }
 }
 
 /// One tranche of a loan: the event that paid it out, its date and amount.
@@ -321,6 +341,9 @@ pub enum CommandKind {
     MarkOverdue {
         loan: LoanId,
     },
+    /// Move the due date of `loan` to `new_due`. What fell due before this date stands;
+    /// the rest of each tranche is spread over its instalments to the new due date
+    /// (`ScheduleChange::Extended`).
     Extend {
         loan: LoanId,
         new_due: NaiveDate,
@@ -625,30 +648,62 @@ fn require_status(loan: &Loan, allowed: &[LoanStatus]) -> Result<(), Rejection> 
 
 /// One tranche's instalments under an equal-principal monthly schedule: (date,
 /// cumulative principal due by then), on the tranche's date + 1, 2, ... months, the last
-/// on the loan's due date `due` (which an extension may move). Cumulative amounts are
-/// rounded half-up, so the last instalment absorbs rounding and the total is exactly the
-/// tranche's amount. A freeze that ended after the tranche was paid out
-/// (`ScheduleChange::Suspended`) moves each instalment not yet due when it began on by
-/// the days the due date moved; several, in the order they were recorded.
+/// on the loan's due date `due`. Cumulative amounts are rounded half-up, so the last
+/// instalment absorbs rounding and the total is exactly the tranche's amount. The changes
+/// recorded after the tranche was paid out apply in their order: a freeze that ended
+/// (`ScheduleChange::Suspended`) moves each instalment not yet due when it began on by the
+/// days the due date moved; an extension (`ScheduleChange::Extended`) keeps what fell due
+/// before its date and spreads the rest to its new due date.
 fn tranche_schedule(
     tranche: &Tranche,
     changes: &[ScheduleChange],
     due: NaiveDate,
 ) -> Result<Vec<(NaiveDate, Decimal)>, Rejection> {
-    let mut shifts = Vec::new();
-    for change in changes {
+    let mut schedule = TrancheSchedule {
+        tranche,
+        kept: Vec::new(),
+        open_from: tranche.on,
+        shifts: Vec::new(),
+    };
+    for change in changes.iter().filter(|c| c.event() > tranche.event) {
         match change {
             ScheduleChange::Suspended {
-                event,
                 frozen_on,
                 previous_due,
                 new_due,
-            } if *event > tranche.event => shifts.push((*frozen_on, *new_due - *previous_due)),
-            ScheduleChange::Suspended { .. } => {}
+                ..
+            } => schedule.shifts.push((*frozen_on, *new_due - *previous_due)),
+            ScheduleChange::Extended {
+                on, previous_due, ..
+            } => {
+                let open = schedule.open(*previous_due)?;
+                schedule
+                    .kept
+                    .extend(open.into_iter().take_while(|(d, _)| d < on));
+                schedule.open_from = *on;
+            }
         }
     }
-    let shifted = |mut d: NaiveDate| -> Result<NaiveDate, Rejection> {
-        for (frozen_on, days) in &shifts {
+    let mut out = schedule.open(due)?;
+    out.splice(0..0, schedule.kept);
+    Ok(out)
+}
+
+/// A tranche's schedule as the changes recorded after it left it (`tranche_schedule`).
+struct TrancheSchedule<'a> {
+    tranche: &'a Tranche,
+    /// Instalments an extension found already due, with their cumulative principal.
+    kept: Vec<(NaiveDate, Decimal)>,
+    /// The date of the latest extension (the tranche's date before any): instalments from
+    /// it on share what `kept` leaves.
+    open_from: NaiveDate,
+    /// (the date a loan was frozen, the days its instalments from then on moved), in order.
+    shifts: Vec<(NaiveDate, chrono::TimeDelta)>,
+}
+
+impl TrancheSchedule<'_> {
+    fn shifted(&self, mut d: NaiveDate) -> Result<NaiveDate, Rejection> {
+        for (frozen_on, days) in &self.shifts {
             if d >= *frozen_on {
                 d = d
                     .checked_add_signed(*days)
@@ -656,30 +711,39 @@ fn tranche_schedule(
             }
         }
         Ok(d)
-    };
-    // Every shift moves the due date as far as the instalments it moves, so the shifted
-    // monthly dates before the due date are as many as the tranche had before its freezes.
-    let mut dates = Vec::new();
-    for month in 1.. {
-        let d = shifted(add_months(tranche.on, month)?)?;
-        if d >= due {
-            break;
+    }
+
+    /// The instalments after `kept` with the due date `due`: the monthly dates from
+    /// `open_from` on and before `due`, then `due`, sharing equally what `kept` leaves.
+    fn open(&self, due: NaiveDate) -> Result<Vec<(NaiveDate, Decimal)>, Rejection> {
+        // Every shift moves the due date as far as the instalments it moves, so a freeze
+        // leaves as many monthly dates before the due date as there were.
+        let mut dates = Vec::new();
+        for month in 1.. {
+            let d = self.shifted(add_months(self.tranche.on, month)?)?;
+            if d >= due {
+                break;
+            }
+            if d >= self.open_from {
+                dates.push(d);
+            }
         }
-        dates.push(d);
+        dates.push(due);
+        let base = self.kept.last().map_or(Decimal::ZERO, |(_, c)| *c);
+        let left = money::sub(self.tranche.amount, base)?;
+        let n = Decimal::from(dates.len());
+        let mut out = Vec::with_capacity(dates.len());
+        for (k, d) in dates.into_iter().enumerate() {
+            let k = Decimal::from(k + 1);
+            let cumulative = if k == n {
+                self.tranche.amount
+            } else {
+                money::add(base, round_dong(money::div(money::mul(left, k)?, n)?))?
+            };
+            out.push((d, cumulative));
+        }
+        Ok(out)
     }
-    dates.push(due);
-    let n = Decimal::from(dates.len());
-    let mut out = Vec::with_capacity(dates.len());
-    for (k, d) in dates.into_iter().enumerate() {
-        let k = Decimal::from(k + 1);
-        let cumulative = if k == n {
-            tranche.amount
-        } else {
-            round_dong(money::div(money::mul(tranche.amount, k)?, n)?)
-        };
-        out.push((d, cumulative));
-    }
-    Ok(out)
 }
 
 fn add_months(d: NaiveDate, m: u32) -> Result<NaiveDate, Rejection> {
@@ -1434,9 +1498,19 @@ pub fn apply_loan(loan: &mut Loan, event: &Event) {
             p.principal -= amount;
             p.overdue_principal += amount;
         }
-        EventBody::Extended { new_due, .. } => {
+        EventBody::Extended {
+            previous_due,
+            new_due,
+            ..
+        } => {
             p.due = Some(*new_due);
             p.extensions += 1;
+            loan.schedule_changes.push(ScheduleChange::Extended {
+                event: event.id,
+                on: event.effective,
+                previous_due: *previous_due,
+                new_due: *new_due,
+            });
         }
         EventBody::Frozen { .. } => {
             p.status = LoanStatus::Frozen;
