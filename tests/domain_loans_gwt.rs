@@ -1359,3 +1359,135 @@ fn an_extension_keeps_what_fell_due_before_it() {
     assert_eq!(schedule.len(), 24);
     assert_eq!(schedule[0], (d("2025-02-10"), dec!(500000), dec!(500000)));
 }
+
+/// An overdue job that runs after interest was already priced past an instalment's due
+/// date (here the month's accrual of 02-28) charges, on what it moves, the overdue rate's
+/// excess over the normal rate for the days priced at the normal rate since it fell due.
+/// Interest in all is then what a job run the day after the due date charges; the normal
+/// rate's part for those days stays normal interest (it may have been paid already).
+#[test]
+fn a_move_after_interest_priced_past_the_due_date_charges_the_overdue_excess() {
+    let mark = |date: &str| loan_cmd(date, CommandKind::MarkOverdue { loan: 1 });
+    let accrue = |date: &str| loan_cmd(date, CommandKind::AccrueInterest { loan: 1 });
+    let h = poor_loan_history();
+    let on_time = history_from(&h, &[mark("2025-02-11"), accrue("2025-03-05")]);
+    let late = history_from(
+        &h,
+        &[
+            accrue("2025-02-28"),
+            mark("2025-02-28"),
+            accrue("2025-03-05"),
+        ],
+    );
+    let totals = |evs: &[ansinh::domain::loans::Event]| {
+        let (mut interest, mut overdue_interest) = (dec!(0), dec!(0));
+        for e in evs {
+            match &e.body {
+                EventBody::InterestAccrued {
+                    interest_posted,
+                    overdue_interest_posted,
+                    ..
+                } => {
+                    interest += interest_posted;
+                    overdue_interest += overdue_interest_posted;
+                }
+                EventBody::MovedToOverdue {
+                    surcharge_posted, ..
+                } => overdue_interest += surcharge_posted,
+                _ => {}
+            }
+        }
+        (interest, overdue_interest)
+    };
+    // On time: 12,000,000 for 32 days and 11,000,000 for 22 at 0.55 %; 1,000,000 overdue
+    // from 02-11, 22 days at 0.715 % (5,243.33).
+    assert_eq!(totals(&on_time), (dec!(70400) + dec!(44367), dec!(5243)));
+    let moved = late
+        .iter()
+        .find_map(|e| match &e.body {
+            EventBody::MovedToOverdue {
+                amount,
+                surcharge_exact,
+                surcharge_posted,
+                postings,
+                ..
+            } => Some((
+                *amount,
+                *surcharge_exact,
+                *surcharge_posted,
+                postings.clone(),
+            )),
+            _ => None,
+        })
+        .expect("the late job moves the instalment");
+    // 1,000,000 × (0.715 % − 0.55 %) × 17 days (02-11 .. 02-27) / 30.
+    assert_eq!(
+        (moved.0, moved.1, moved.2),
+        (dec!(1000000), dec!(935), dec!(935))
+    );
+    assert!(moved.3.contains(&Posting::debit(
+        Account::OverdueInterestReceivable,
+        dec!(935)
+    )));
+    assert!(
+        moved
+            .3
+            .contains(&Posting::credit(Account::OverdueInterestIncome, dec!(935)))
+    );
+    // Late: 12,000,000 for 49 days and 11,000,000 for 5 at 0.55 %; the excess, then
+    // 1,000,000 for 5 days at 0.715 % (1,191.67).
+    assert_eq!(
+        totals(&late),
+        (dec!(107800) + dec!(10083), dec!(935) + dec!(1192))
+    );
+    let (i, o) = (totals(&on_time), totals(&late));
+    assert_eq!(i.0 + i.1, o.0 + o.1, "the same interest in all");
+    // The overdue part is less by the normal rate's 17 days on 1,000,000 (3,116.67),
+    // posted as normal interest on 02-28: 3,116 after rounding.
+    assert_eq!(i.1 - o.1, dec!(3116));
+    let book = given(&[h.clone(), late].concat()).book;
+    assert_eq!(
+        book.loans[&1].position.overdue_interest_receivable,
+        dec!(2127)
+    );
+    // The days a loan was frozen were never priced: an instalment that fell due while
+    // frozen, moved the day the freeze ended without a new due date, is charged nothing
+    // for them.
+    let frozen = history_from(
+        &h,
+        &[
+            loan_cmd(
+                "2025-02-10",
+                CommandKind::Freeze {
+                    loan: 1,
+                    disaster_ref: "QD-123/UBND".into(),
+                },
+            ),
+            loan_cmd(
+                "2025-08-10",
+                CommandKind::Unfreeze {
+                    loan: 1,
+                    new_due: None,
+                },
+            ),
+        ],
+    );
+    given(&[h, frozen].concat())
+        .when(mark("2025-08-10"))
+        .then(|_, evs| {
+            assert!(
+                matches!(
+                    evs,
+                    [ansinh::domain::loans::Event {
+                        body: EventBody::MovedToOverdue {
+                            amount,
+                            surcharge_exact,
+                            ..
+                        },
+                        ..
+                    }] if *amount == dec!(6000000) && surcharge_exact.is_zero()
+                ),
+                "{evs:?}"
+            );
+        });
+}

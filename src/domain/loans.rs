@@ -244,6 +244,8 @@ pub enum ScheduleChange {
     Suspended {
         event: EventId,
         frozen_on: NaiveDate,
+        /// The day the freeze ended: no interest was priced from `frozen_on` to then.
+        unfrozen_on: NaiveDate,
         previous_due: NaiveDate,
         new_due: NaiveDate,
     },
@@ -452,6 +454,13 @@ pub enum EventBody {
         /// Scheduled principal due before `effective`, cumulative.
         scheduled_due: Decimal,
         amount: Decimal,
+        /// Unrounded overdue interest for the days interest had already been priced at
+        /// the normal rate on `amount` after it fell due: the overdue rate's excess over
+        /// the normal rate (`overdue_surcharge`). Zero when none, as in every event
+        /// recorded before the field.
+        surcharge_exact: Decimal,
+        /// What of it is posted, whole đồng with the overdue interest's carry.
+        surcharge_posted: Decimal,
         postings: Vec<Posting>,
     },
     Extended {
@@ -622,6 +631,55 @@ fn first_arrears(loan: &Loan, as_of: NaiveDate) -> Result<Option<NaiveDate>, Rej
         }
     }
     Ok(None)
+}
+
+/// The overdue rate's excess over the normal rate, unrounded, on `amount` (the principal
+/// about to move to overdue, `loan` standing before the move) for the days from the day
+/// after each of its instalments fell due to `moves_on` on which interest was already
+/// priced at the normal rate: every such day but those the loan was frozen. `amount` is
+/// the unpaid part of the earliest instalments, as `first_arrears` counts.
+fn overdue_surcharge(
+    loan: &Loan,
+    moves_on: NaiveDate,
+    amount: Decimal,
+) -> Result<Decimal, Rejection> {
+    let p = &loan.position;
+    let covered = money::add(p.principal_repaid, p.overdue_principal)?;
+    let moved_to = money::add(covered, amount)?;
+    let mut principal_days = Decimal::ZERO;
+    let mut before = Decimal::ZERO;
+    for (on, _, cumulative) in loan.schedule()? {
+        if on >= moves_on {
+            break;
+        }
+        let part = cumulative.min(moved_to) - before.max(covered);
+        before = cumulative;
+        if part <= Decimal::ZERO {
+            continue;
+        }
+        let overdue_from = on.succ_opt().ok_or(Rejection::ArithmeticOverflow)?;
+        let mut days = (moves_on - overdue_from).num_days().max(0);
+        for change in &loan.schedule_changes {
+            if let ScheduleChange::Suspended {
+                frozen_on,
+                unfrozen_on,
+                ..
+            } = change
+            {
+                let frozen = (moves_on.min(*unfrozen_on) - overdue_from.max(*frozen_on))
+                    .num_days()
+                    .max(0);
+                days -= frozen;
+            }
+        }
+        principal_days = money::add(principal_days, money::mul(part, Decimal::from(days))?)?;
+    }
+    let excess = money::sub(loan.overdue_monthly_rate, loan.monthly_rate)?;
+    // Multiply before dividing so the only inexact step is the final division.
+    Ok(money::div(
+        money::mul(principal_days, excess)?,
+        loan.day_count.days_per_month(),
+    )?)
 }
 
 /// Emit the accrual up to the command's date (if any) and return the loan as
@@ -1097,10 +1155,31 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
                     amount,
                     &mut postings,
                 );
+                // Where interest already stood past the day after an instalment fell
+                // due, those days were priced at the normal rate on principal that was
+                // overdue: the move charges the overdue rate's excess for them, so a job
+                // that ran late charges, all interest told, what one run the day after
+                // each due date charges.
+                let surcharge_exact = overdue_surcharge(&l, moves_on, amount)?;
+                let surcharge_posted = if surcharge_exact.is_zero() {
+                    Decimal::ZERO
+                } else {
+                    // Whole đồng at posting, half-up (round_dong), with the overdue
+                    // interest's carry, as an accrual posts it.
+                    round_dong(money::add(p.carry_overdue_interest, surcharge_exact)?)
+                };
+                pair(
+                    Account::OverdueInterestReceivable,
+                    Account::OverdueInterestIncome,
+                    surcharge_posted,
+                    &mut postings,
+                );
                 out.push(EventBody::MovedToOverdue {
                     loan: l.id,
                     scheduled_due,
                     amount,
+                    surcharge_exact,
+                    surcharge_posted,
                     postings,
                 });
             }
@@ -1494,9 +1573,16 @@ pub fn apply_loan(loan: &mut Loan, event: &Event) {
             p.status = *status_after;
             reversible = Some(postings.clone());
         }
-        EventBody::MovedToOverdue { amount, .. } => {
+        EventBody::MovedToOverdue {
+            amount,
+            surcharge_exact,
+            surcharge_posted,
+            ..
+        } => {
             p.principal -= amount;
             p.overdue_principal += amount;
+            p.overdue_interest_receivable += surcharge_posted;
+            p.carry_overdue_interest += surcharge_exact - surcharge_posted;
         }
         EventBody::Extended {
             previous_due,
@@ -1529,6 +1615,7 @@ pub fn apply_loan(loan: &mut Loan, event: &Event) {
                 loan.schedule_changes.push(ScheduleChange::Suspended {
                     event: event.id,
                     frozen_on,
+                    unfrozen_on: event.effective,
                     previous_due: *previous_due,
                     new_due: *new_due,
                 });

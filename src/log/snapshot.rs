@@ -47,8 +47,10 @@ const MAGIC: &[u8; 8] = b"ANSINHBK";
 /// (`HouseholdStanding::before`), which a correction of that decision decides with; 13: a
 /// loan keeps what moved its instalments (`Loan::schedule_changes`), so an unfreeze moves
 /// those not yet due when it was frozen; 14: and its extensions (`ScheduleChange::Extended`),
-/// which keep what fell due before them, so the same events fold to another schedule.
-pub const SNAPSHOT_FORMAT: u32 = 14;
+/// which keep what fell due before them, so the same events fold to another schedule; 15:
+/// a freeze's schedule change keeps the day it ended (`unfrozen_on`), which the overdue
+/// job's surcharge counts the days priced by.
+pub const SNAPSHOT_FORMAT: u32 = 15;
 const HEADER_BYTES: usize = 8 + 4 + 8 + 32 + 8 + 4 + 32;
 /// A writer takes a snapshot after this many events since its last one, and no sooner
 /// than `SNAPSHOT_TIME_INTERVAL_MIN` after it. Encoding holds the writer: ~0.2-0.9 s for
