@@ -1131,8 +1131,8 @@ fn an_extension_after_the_due_date_is_refused() {
 }
 
 /// A freeze ends by a new event: interest accrues again from that day and never for the
-/// days frozen; the due date may move on by at most the days frozen, so that instalments
-/// that fell due during the freeze are not overdue at once.
+/// days frozen; the due date may move on by at most the days frozen, and the instalments
+/// not yet due when the loan was frozen with it (`a_freeze_suspends_the_schedule`).
 #[test]
 fn a_freeze_ends_and_interest_runs_again_from_that_day_only() {
     let h = poor_loan_history();
@@ -1203,5 +1203,291 @@ fn a_freeze_ends_and_interest_runs_again_from_that_day_only() {
         .then_rejects(Rejection::WrongLoanStatus {
             loan: 1,
             status: LoanStatus::Active,
+        });
+}
+
+/// A freeze suspends the schedule: unfrozen with the due date moved on by the full days
+/// frozen, every instalment not yet due on the day of the freeze moves on by as many days,
+/// so the one that fell due during the freeze is not overdue the day the freeze ends. The
+/// loan keeps its twelve instalments; a loan never frozen keeps its own dates.
+#[test]
+fn a_freeze_suspends_the_schedule() {
+    let mark = |date: &str| loan_cmd(date, CommandKind::MarkOverdue { loan: 1 });
+    let h = poor_loan_history();
+    let more = history_from(
+        &h,
+        &[
+            loan_cmd(
+                "2025-02-10",
+                CommandKind::Freeze {
+                    loan: 1,
+                    disaster_ref: "QD-123/UBND".into(),
+                },
+            ),
+            // 181 days frozen; the due date 2026-01-10 moves on as far.
+            loan_cmd(
+                "2025-08-10",
+                CommandKind::Unfreeze {
+                    loan: 1,
+                    new_due: Some(d("2026-07-10")),
+                },
+            ),
+        ],
+    );
+    let h = [h, more].concat();
+    // The instalment of 2025-02-10, 181 days on, falls due on 2025-08-10 itself.
+    given(&h).when(mark("2025-08-10")).then(|b, evs| {
+        assert!(
+            !evs.iter()
+                .any(|e| matches!(e.body, EventBody::MovedToOverdue { .. })),
+            "{evs:?}"
+        );
+        let schedule = b.loans[&1].schedule().unwrap();
+        assert_eq!(schedule.len(), 12);
+        assert_eq!(schedule[0], (d("2025-08-10"), dec!(1000000), dec!(1000000)));
+        // 2025-03-10 + 181 days.
+        assert_eq!(schedule[1].0, d("2025-09-07"));
+        assert_eq!(
+            schedule[11],
+            (d("2026-07-10"), dec!(1000000), dec!(12000000))
+        );
+    });
+    // From the day after its new date it is overdue, as from then.
+    given(&h).when(mark("2025-08-11")).then(|b, evs| {
+        assert!(
+            matches!(
+                evs,
+                [
+                    ansinh::domain::loans::Event {
+                        body: EventBody::InterestAccrued { to, .. },
+                        ..
+                    },
+                    ansinh::domain::loans::Event {
+                        body: EventBody::MovedToOverdue { scheduled_due, amount, .. },
+                        ..
+                    },
+                ] if *to == d("2025-08-11")
+                    && *scheduled_due == dec!(1000000)
+                    && *amount == dec!(1000000)
+            ),
+            "{evs:?}"
+        );
+        assert_eq!(b.loans[&1].position.overdue_principal, dec!(1000000));
+    });
+    // Unfrozen without a new due date, nothing moves: what fell due while frozen is
+    // overdue at once.
+    let frozen = &h[..h.len() - 1];
+    let unfrozen = history_from(
+        frozen,
+        &[loan_cmd(
+            "2025-08-10",
+            CommandKind::Unfreeze {
+                loan: 1,
+                new_due: None,
+            },
+        )],
+    );
+    given(&[frozen, &unfrozen[..]].concat())
+        .when(mark("2025-08-10"))
+        .then(|b, _| {
+            let schedule = b.loans[&1].schedule().unwrap();
+            assert_eq!(schedule[0].0, d("2025-02-10"));
+            assert_eq!(schedule[11].0, d("2026-01-10"));
+            // The instalments of 02-10 .. 07-10, as from the day the freeze ended.
+            assert_eq!(b.loans[&1].position.overdue_principal, dec!(6000000));
+        });
+    // Never frozen: instalments on the 10th, 1,000,000 each.
+    let book = given(&poor_loan_history()).book;
+    let schedule = book.loans[&1].schedule().unwrap();
+    assert_eq!(schedule.len(), 12);
+    for (month, (on, principal, _)) in schedule.iter().enumerate() {
+        let on_10th = d("2025-01-10")
+            .checked_add_months(chrono::Months::new(month as u32 + 1))
+            .unwrap();
+        assert_eq!((*on, *principal), (on_10th, dec!(1000000)));
+    }
+}
+
+/// An extension spreads anew only what falls due from its own date: the instalment of
+/// 2025-02-10 was owed, unpaid, when the extension of 2025-02-20 was decided, so it is
+/// overdue from 02-11 for its whole 1,000,000 whether or not the overdue job ran before
+/// the extension.
+#[test]
+fn an_extension_keeps_what_fell_due_before_it() {
+    let mark = |date: &str| loan_cmd(date, CommandKind::MarkOverdue { loan: 1 });
+    let extend = loan_cmd(
+        "2025-02-20",
+        CommandKind::Extend {
+            loan: 1,
+            new_due: d("2027-01-10"),
+        },
+    );
+    let h = poor_loan_history();
+    let path_a = history_from(
+        &h,
+        &[mark("2025-02-11"), extend.clone(), mark("2025-02-21")],
+    );
+    let path_b = history_from(&h, &[extend, mark("2025-02-21")]);
+    let overdue = |more: &[ansinh::domain::loans::Event]| {
+        given(&[h.clone(), more.to_vec()].concat()).book.loans[&1]
+            .position
+            .overdue_principal
+    };
+    assert_eq!(overdue(&path_a), dec!(1000000));
+    assert_eq!(overdue(&path_b), dec!(1000000));
+    // The rest, 11,000,000, over the 23 instalments from 2025-03-10 to 2027-01-10.
+    let book = given(&[h.clone(), path_b].concat()).book;
+    let schedule = book.loans[&1].schedule().unwrap();
+    assert_eq!(schedule.len(), 24);
+    assert_eq!(schedule[0], (d("2025-02-10"), dec!(1000000), dec!(1000000)));
+    assert_eq!(schedule[1], (d("2025-03-10"), dec!(478261), dec!(1478261)));
+    assert_eq!(schedule[23].0, d("2027-01-10"));
+    assert_eq!(schedule[23].2, dec!(12000000));
+    // Extended before anything fell due, it spreads the whole tranche as before.
+    let early = history_from(
+        &h,
+        &[loan_cmd(
+            "2025-02-05",
+            CommandKind::Extend {
+                loan: 1,
+                new_due: d("2027-01-10"),
+            },
+        )],
+    );
+    let book = given(&[h, early].concat()).book;
+    let schedule = book.loans[&1].schedule().unwrap();
+    assert_eq!(schedule.len(), 24);
+    assert_eq!(schedule[0], (d("2025-02-10"), dec!(500000), dec!(500000)));
+}
+
+/// An overdue job that runs after interest was already priced past an instalment's due
+/// date (here the month's accrual of 02-28) charges, on what it moves, the overdue rate's
+/// excess over the normal rate for the days priced at the normal rate since it fell due.
+/// Interest in all is then what a job run the day after the due date charges; the normal
+/// rate's part for those days stays normal interest (it may have been paid already).
+#[test]
+fn a_move_after_interest_priced_past_the_due_date_charges_the_overdue_excess() {
+    let mark = |date: &str| loan_cmd(date, CommandKind::MarkOverdue { loan: 1 });
+    let accrue = |date: &str| loan_cmd(date, CommandKind::AccrueInterest { loan: 1 });
+    let h = poor_loan_history();
+    let on_time = history_from(&h, &[mark("2025-02-11"), accrue("2025-03-05")]);
+    let late = history_from(
+        &h,
+        &[
+            accrue("2025-02-28"),
+            mark("2025-02-28"),
+            accrue("2025-03-05"),
+        ],
+    );
+    let totals = |evs: &[ansinh::domain::loans::Event]| {
+        let (mut interest, mut overdue_interest) = (dec!(0), dec!(0));
+        for e in evs {
+            match &e.body {
+                EventBody::InterestAccrued {
+                    interest_posted,
+                    overdue_interest_posted,
+                    ..
+                } => {
+                    interest += interest_posted;
+                    overdue_interest += overdue_interest_posted;
+                }
+                EventBody::MovedToOverdue {
+                    surcharge_posted, ..
+                } => overdue_interest += surcharge_posted,
+                _ => {}
+            }
+        }
+        (interest, overdue_interest)
+    };
+    // On time: 12,000,000 for 32 days and 11,000,000 for 22 at 0.55 %; 1,000,000 overdue
+    // from 02-11, 22 days at 0.715 % (5,243.33).
+    assert_eq!(totals(&on_time), (dec!(70400) + dec!(44367), dec!(5243)));
+    let moved = late
+        .iter()
+        .find_map(|e| match &e.body {
+            EventBody::MovedToOverdue {
+                amount,
+                surcharge_exact,
+                surcharge_posted,
+                postings,
+                ..
+            } => Some((
+                *amount,
+                *surcharge_exact,
+                *surcharge_posted,
+                postings.clone(),
+            )),
+            _ => None,
+        })
+        .expect("the late job moves the instalment");
+    // 1,000,000 × (0.715 % − 0.55 %) × 17 days (02-11 .. 02-27) / 30.
+    assert_eq!(
+        (moved.0, moved.1, moved.2),
+        (dec!(1000000), dec!(935), dec!(935))
+    );
+    assert!(moved.3.contains(&Posting::debit(
+        Account::OverdueInterestReceivable,
+        dec!(935)
+    )));
+    assert!(
+        moved
+            .3
+            .contains(&Posting::credit(Account::OverdueInterestIncome, dec!(935)))
+    );
+    // Late: 12,000,000 for 49 days and 11,000,000 for 5 at 0.55 %; the excess, then
+    // 1,000,000 for 5 days at 0.715 % (1,191.67).
+    assert_eq!(
+        totals(&late),
+        (dec!(107800) + dec!(10083), dec!(935) + dec!(1192))
+    );
+    let (i, o) = (totals(&on_time), totals(&late));
+    assert_eq!(i.0 + i.1, o.0 + o.1, "the same interest in all");
+    // The overdue part is less by the normal rate's 17 days on 1,000,000 (3,116.67),
+    // posted as normal interest on 02-28: 3,116 after rounding.
+    assert_eq!(i.1 - o.1, dec!(3116));
+    let book = given(&[h.clone(), late].concat()).book;
+    assert_eq!(
+        book.loans[&1].position.overdue_interest_receivable,
+        dec!(2127)
+    );
+    // The days a loan was frozen were never priced: an instalment that fell due while
+    // frozen, moved the day the freeze ended without a new due date, is charged nothing
+    // for them.
+    let frozen = history_from(
+        &h,
+        &[
+            loan_cmd(
+                "2025-02-10",
+                CommandKind::Freeze {
+                    loan: 1,
+                    disaster_ref: "QD-123/UBND".into(),
+                },
+            ),
+            loan_cmd(
+                "2025-08-10",
+                CommandKind::Unfreeze {
+                    loan: 1,
+                    new_due: None,
+                },
+            ),
+        ],
+    );
+    given(&[h, frozen].concat())
+        .when(mark("2025-08-10"))
+        .then(|_, evs| {
+            assert!(
+                matches!(
+                    evs,
+                    [ansinh::domain::loans::Event {
+                        body: EventBody::MovedToOverdue {
+                            amount,
+                            surcharge_exact,
+                            ..
+                        },
+                        ..
+                    }] if *amount == dec!(6000000) && surcharge_exact.is_zero()
+                ),
+                "{evs:?}"
+            );
         });
 }

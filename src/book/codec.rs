@@ -95,6 +95,19 @@ pub fn parse_money(field: &'static str, s: &str) -> Result<Decimal, CodecError> 
     }
     Ok(d)
 }
+/// An amount a field added after events were recorded carries: "" for zero, so an event
+/// without it encodes to the same bytes as one recorded before the field.
+fn money_or_empty(d: &Decimal) -> String {
+    if d.is_zero() { String::new() } else { money(d) }
+}
+/// See `money_or_empty`: "" reads as zero.
+fn parse_money_or_zero(field: &'static str, s: &str) -> Result<Decimal, CodecError> {
+    if s.is_empty() {
+        Ok(Decimal::ZERO)
+    } else {
+        parse_money(field, s)
+    }
+}
 /// Unit enum variants travel as their Rust names ("WomensUnion", "Actual30").
 pub fn name<T: Serialize>(v: &T) -> String {
     match serde_json::to_value(v) {
@@ -684,6 +697,8 @@ pub fn loan_payload(events: &[loans::Event]) -> Option<Payload> {
             loan,
             scheduled_due,
             amount,
+            surcharge_exact,
+            surcharge_posted,
             postings,
         } => Payload::LoanMovedToOverdue(proto::LoanMovedToOverdue {
             loan_number: *loan,
@@ -693,6 +708,8 @@ pub fn loan_payload(events: &[loans::Event]) -> Option<Payload> {
             effective_on: eff,
             reason,
             accrual: acc,
+            overdue_surcharge_exact: money_or_empty(surcharge_exact),
+            overdue_surcharge_posted: money_or_empty(surcharge_posted),
         }),
         EventBody::Extended {
             loan,
@@ -873,6 +890,14 @@ pub fn loan_events(
                 loan: p.loan_number,
                 scheduled_due: parse_money("scheduled_due", &p.scheduled_due)?,
                 amount: parse_money("amount", &p.amount)?,
+                surcharge_exact: parse_money_or_zero(
+                    "overdue_surcharge_exact",
+                    &p.overdue_surcharge_exact,
+                )?,
+                surcharge_posted: parse_money_or_zero(
+                    "overdue_surcharge_posted",
+                    &p.overdue_surcharge_posted,
+                )?,
                 postings: postings_from_proto(&p.postings)?,
             },
         ),

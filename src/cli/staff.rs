@@ -341,8 +341,9 @@ pub enum LoanCommand {
         /// The loan's reference. Example: 01-L1
         #[arg(long, value_parser = ansinh::input::loan_ref)]
         loan: LoanRef,
-        /// A later due date, by at most the days the loan was frozen, so that instalments
-        /// that fell due while frozen are not overdue at once (YYYY-MM-DD). Example: 2027-03-10
+        /// A later due date, by at most the days the loan was frozen; every instalment not
+        /// yet due when the loan was frozen moves on by as many days, so with the full days
+        /// frozen none that fell due while frozen is overdue at once (YYYY-MM-DD). Example: 2027-03-10
         #[arg(long, value_parser = ansinh::input::date)]
         new_due: Option<NaiveDate>,
         /// The date the freeze ends (YYYY-MM-DD). Example: 2027-03-01

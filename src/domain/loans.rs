@@ -226,6 +226,49 @@ pub struct Loan {
     pub tranches: Vec<Tranche>,
     /// The date the loan was frozen, while it is (the bound of `Unfreeze`'s new due date).
     pub frozen_on: Option<NaiveDate>,
+    /// What moved the instalments of tranches already paid out, oldest first, as the
+    /// events recorded it: the schedule is derived from these and the tranches alone, so a
+    /// replay counts the same instalments.
+    pub schedule_changes: Vec<ScheduleChange>,
+}
+
+/// A recorded change of a loan's instalments, applying to the tranches paid out before
+/// the event that made it (`event`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScheduleChange {
+    /// A freeze ended (`Unfrozen`) with the due date moved on from `previous_due` to
+    /// `new_due`. The schedule stood still while the loan was frozen: every instalment not
+    /// yet due on `frozen_on` (the day the loan was frozen; one due that day included)
+    /// moves on by the days the due date moved, so a freeze of the full length moves
+    /// them by the days frozen, an unfreeze with no new due date by none.
+    Suspended {
+        event: EventId,
+        frozen_on: NaiveDate,
+        /// The day the freeze ended: no interest was priced from `frozen_on` to then.
+        unfrozen_on: NaiveDate,
+        previous_due: NaiveDate,
+        new_due: NaiveDate,
+    },
+    /// An extension (`Extended`) decided on `on` moved the due date from `previous_due`
+    /// to `new_due`. What fell due before `on` was owed when the extension was decided
+    /// and stands, dates and amounts; the rest of the tranche is spread anew over its
+    /// instalments from `on` to the new due date.
+    Extended {
+        event: EventId,
+        on: NaiveDate,
+        previous_due: NaiveDate,
+        new_due: NaiveDate,
+    },
+}
+
+impl ScheduleChange {
+    fn event(&self) -> EventId {
+        match self {
+            ScheduleChange::Suspended { event, .. } | ScheduleChange::Extended { event, .. } => {
+                *event
+            }
+        }
+    }
 }
 
 /// One tranche of a loan: the event that paid it out, its date and amount.
@@ -300,6 +343,9 @@ pub enum CommandKind {
     MarkOverdue {
         loan: LoanId,
     },
+    /// Move the due date of `loan` to `new_due`. What fell due before this date stands;
+    /// the rest of each tranche is spread over its instalments to the new due date
+    /// (`ScheduleChange::Extended`).
     Extend {
         loan: LoanId,
         new_due: NaiveDate,
@@ -328,7 +374,10 @@ pub enum CommandKind {
     /// End the freeze of `loan` (the period the disaster decision granted is over, or it
     /// was frozen by mistake): interest accrues again from this date, never for the days
     /// frozen. `new_due` moves the due date on by at most the days the loan was frozen,
-    /// so instalments that fell due during the freeze are not overdue at once.
+    /// and every instalment not yet due when the loan was frozen with it, by as many days
+    /// (`ScheduleChange::Suspended`): moved by the full days frozen, an instalment that
+    /// fell due during the freeze is due as many days after the freeze ended as it was
+    /// due after the freeze began, so it is not overdue at once.
     Unfreeze {
         loan: LoanId,
         new_due: Option<NaiveDate>,
@@ -405,6 +454,13 @@ pub enum EventBody {
         /// Scheduled principal due before `effective`, cumulative.
         scheduled_due: Decimal,
         amount: Decimal,
+        /// Unrounded overdue interest for the days interest had already been priced at
+        /// the normal rate on `amount` after it fell due: the overdue rate's excess over
+        /// the normal rate (`overdue_surcharge`). Zero when none, as in every event
+        /// recorded before the field.
+        surcharge_exact: Decimal,
+        /// What of it is posted, whole đồng with the overdue interest's carry.
+        surcharge_posted: Decimal,
         postings: Vec<Posting>,
     },
     Extended {
@@ -577,6 +633,55 @@ fn first_arrears(loan: &Loan, as_of: NaiveDate) -> Result<Option<NaiveDate>, Rej
     Ok(None)
 }
 
+/// The overdue rate's excess over the normal rate, unrounded, on `amount` (the principal
+/// about to move to overdue, `loan` standing before the move) for the days from the day
+/// after each of its instalments fell due to `moves_on` on which interest was already
+/// priced at the normal rate: every such day but those the loan was frozen. `amount` is
+/// the unpaid part of the earliest instalments, as `first_arrears` counts.
+fn overdue_surcharge(
+    loan: &Loan,
+    moves_on: NaiveDate,
+    amount: Decimal,
+) -> Result<Decimal, Rejection> {
+    let p = &loan.position;
+    let covered = money::add(p.principal_repaid, p.overdue_principal)?;
+    let moved_to = money::add(covered, amount)?;
+    let mut principal_days = Decimal::ZERO;
+    let mut before = Decimal::ZERO;
+    for (on, _, cumulative) in loan.schedule()? {
+        if on >= moves_on {
+            break;
+        }
+        let part = cumulative.min(moved_to) - before.max(covered);
+        before = cumulative;
+        if part <= Decimal::ZERO {
+            continue;
+        }
+        let overdue_from = on.succ_opt().ok_or(Rejection::ArithmeticOverflow)?;
+        let mut days = (moves_on - overdue_from).num_days().max(0);
+        for change in &loan.schedule_changes {
+            if let ScheduleChange::Suspended {
+                frozen_on,
+                unfrozen_on,
+                ..
+            } = change
+            {
+                let frozen = (moves_on.min(*unfrozen_on) - overdue_from.max(*frozen_on))
+                    .num_days()
+                    .max(0);
+                days -= frozen;
+            }
+        }
+        principal_days = money::add(principal_days, money::mul(part, Decimal::from(days))?)?;
+    }
+    let excess = money::sub(loan.overdue_monthly_rate, loan.monthly_rate)?;
+    // Multiply before dividing so the only inexact step is the final division.
+    Ok(money::div(
+        money::mul(principal_days, excess)?,
+        loan.day_count.days_per_month(),
+    )?)
+}
+
 /// Emit the accrual up to the command's date (if any) and return the loan as
 /// it stands after it, for the rest of the decision.
 fn accrue_first(out: &mut Out<'_>, loan: &Loan) -> Result<Loan, Rejection> {
@@ -599,63 +704,135 @@ fn require_status(loan: &Loan, allowed: &[LoanStatus]) -> Result<(), Rejection> 
     }
 }
 
+/// One tranche's instalments under an equal-principal monthly schedule: (date,
+/// cumulative principal due by then), on the tranche's date + 1, 2, ... months, the last
+/// on the loan's due date `due`. Cumulative amounts are rounded half-up, so the last
+/// instalment absorbs rounding and the total is exactly the tranche's amount. The changes
+/// recorded after the tranche was paid out apply in their order: a freeze that ended
+/// (`ScheduleChange::Suspended`) moves each instalment not yet due when it began on by the
+/// days the due date moved; an extension (`ScheduleChange::Extended`) keeps what fell due
+/// before its date and spreads the rest to its new due date.
+fn tranche_schedule(
+    tranche: &Tranche,
+    changes: &[ScheduleChange],
+    due: NaiveDate,
+) -> Result<Vec<(NaiveDate, Decimal)>, Rejection> {
+    let mut schedule = TrancheSchedule {
+        tranche,
+        kept: Vec::new(),
+        open_from: tranche.on,
+        shifts: Vec::new(),
+    };
+    for change in changes.iter().filter(|c| c.event() > tranche.event) {
+        match change {
+            ScheduleChange::Suspended {
+                frozen_on,
+                previous_due,
+                new_due,
+                ..
+            } => schedule.shifts.push((*frozen_on, *new_due - *previous_due)),
+            ScheduleChange::Extended {
+                on, previous_due, ..
+            } => {
+                let open = schedule.open(*previous_due)?;
+                schedule
+                    .kept
+                    .extend(open.into_iter().take_while(|(d, _)| d < on));
+                schedule.open_from = *on;
+            }
+        }
+    }
+    let mut out = schedule.open(due)?;
+    out.splice(0..0, schedule.kept);
+    Ok(out)
+}
+
+/// A tranche's schedule as the changes recorded after it left it (`tranche_schedule`).
+struct TrancheSchedule<'a> {
+    tranche: &'a Tranche,
+    /// Instalments an extension found already due, with their cumulative principal.
+    kept: Vec<(NaiveDate, Decimal)>,
+    /// The date of the latest extension (the tranche's date before any): instalments from
+    /// it on share what `kept` leaves.
+    open_from: NaiveDate,
+    /// (the date a loan was frozen, the days its instalments from then on moved), in order.
+    shifts: Vec<(NaiveDate, chrono::TimeDelta)>,
+}
+
+impl TrancheSchedule<'_> {
+    fn shifted(&self, mut d: NaiveDate) -> Result<NaiveDate, Rejection> {
+        for (frozen_on, days) in &self.shifts {
+            if d >= *frozen_on {
+                d = d
+                    .checked_add_signed(*days)
+                    .ok_or(Rejection::ArithmeticOverflow)?;
+            }
+        }
+        Ok(d)
+    }
+
+    /// The instalments after `kept` with the due date `due`: the monthly dates from
+    /// `open_from` on and before `due`, then `due`, sharing equally what `kept` leaves.
+    fn open(&self, due: NaiveDate) -> Result<Vec<(NaiveDate, Decimal)>, Rejection> {
+        // Every shift moves the due date as far as the instalments it moves, so a freeze
+        // leaves as many monthly dates before the due date as there were.
+        let mut dates = Vec::new();
+        for month in 1.. {
+            let d = self.shifted(add_months(self.tranche.on, month)?)?;
+            if d >= due {
+                break;
+            }
+            if d >= self.open_from {
+                dates.push(d);
+            }
+        }
+        dates.push(due);
+        let base = self.kept.last().map_or(Decimal::ZERO, |(_, c)| *c);
+        let left = money::sub(self.tranche.amount, base)?;
+        let n = Decimal::from(dates.len());
+        let mut out = Vec::with_capacity(dates.len());
+        for (k, d) in dates.into_iter().enumerate() {
+            let k = Decimal::from(k + 1);
+            let cumulative = if k == n {
+                self.tranche.amount
+            } else {
+                money::add(base, round_dong(money::div(money::mul(left, k)?, n)?))?
+            };
+            out.push((d, cumulative));
+        }
+        Ok(out)
+    }
+}
+
 fn add_months(d: NaiveDate, m: u32) -> Result<NaiveDate, Rejection> {
     d.checked_add_months(Months::new(m))
         .ok_or(Rejection::ArithmeticOverflow)
 }
 
-/// Cumulative principal of one tranche due strictly before `as_of`, under an
-/// equal-principal monthly schedule: instalments on `start` + 1..n months (the last one
-/// on the due date, which an extension may move). Cumulative amounts are rounded
-/// half-up so the last instalment absorbs rounding and the total is exactly `amount`.
-fn tranche_due_before(
-    amount: Decimal,
-    start: NaiveDate,
-    due: NaiveDate,
-    as_of: NaiveDate,
-) -> Result<Decimal, Rejection> {
-    let mut n = 0usize;
-    let mut k = 0usize;
-    for d in instalment_dates(start, due)? {
-        n += 1;
-        if d < as_of {
-            k += 1;
-        }
-    }
-    if k >= n {
-        return Ok(amount);
-    }
-    let share = money::div(money::mul(amount, Decimal::from(k))?, Decimal::from(n))?;
-    Ok(round_dong(share))
-}
-
-/// A tranche's instalment dates: monthly from the month after `start`, the last on `due`.
-fn instalment_dates(start: NaiveDate, due: NaiveDate) -> Result<Vec<NaiveDate>, Rejection> {
-    let mut dates = Vec::new();
-    let mut i = 1;
-    loop {
-        let d = add_months(start, i)?;
-        if d >= due {
-            break;
-        }
-        dates.push(d);
-        i += 1;
-    }
-    dates.push(due);
-    Ok(dates)
-}
-
 impl Loan {
+    /// Each tranche's own schedule (`tranche_schedule`), oldest tranche first.
+    fn tranche_schedules(&self) -> Result<Vec<Vec<(NaiveDate, Decimal)>>, Rejection> {
+        let Some(due) = self.position.due else {
+            return Ok(Vec::new());
+        };
+        self.tranches
+            .iter()
+            .map(|t| tranche_schedule(t, &self.schedule_changes, due))
+            .collect()
+    }
+
     /// Cumulative principal scheduled strictly before `as_of`: the sum of each tranche's
     /// own schedule, from its date to the loan's due date. A tranche paid out in July is
     /// not owed as if it had been lent with the first one in January.
     pub fn scheduled_due_before(&self, as_of: NaiveDate) -> Result<Decimal, Rejection> {
-        let Some(due) = self.position.due else {
-            return Ok(Decimal::ZERO);
-        };
         let mut total = Decimal::ZERO;
-        for t in &self.tranches {
-            total = money::add(total, tranche_due_before(t.amount, t.on, due, as_of)?)?;
+        for schedule in self.tranche_schedules()? {
+            let due = schedule
+                .iter()
+                .take_while(|(on, _)| *on < as_of)
+                .last()
+                .map_or(Decimal::ZERO, |(_, cumulative)| *cumulative);
+            total = money::add(total, due)?;
         }
         Ok(total)
     }
@@ -664,18 +841,23 @@ impl Loan {
     /// tranche, the principal due on it and the cumulative principal due by then (it
     /// ends at all that was paid out).
     pub fn schedule(&self) -> Result<Vec<(NaiveDate, Decimal, Decimal)>, Rejection> {
-        let Some(due) = self.position.due else {
-            return Ok(Vec::new());
-        };
-        let mut dates = std::collections::BTreeSet::new();
-        for t in &self.tranches {
-            dates.extend(instalment_dates(t.on, due)?);
-        }
+        let schedules = self.tranche_schedules()?;
+        let dates: std::collections::BTreeSet<NaiveDate> = schedules
+            .iter()
+            .flat_map(|s| s.iter().map(|(on, _)| *on))
+            .collect();
         let mut out = Vec::with_capacity(dates.len());
         let mut before = Decimal::ZERO;
         for d in dates {
-            let day_after = d.succ_opt().ok_or(Rejection::ArithmeticOverflow)?;
-            let cumulative = self.scheduled_due_before(day_after)?;
+            let mut cumulative = Decimal::ZERO;
+            for schedule in &schedules {
+                let due = schedule
+                    .iter()
+                    .take_while(|(on, _)| *on <= d)
+                    .last()
+                    .map_or(Decimal::ZERO, |(_, c)| *c);
+                cumulative = money::add(cumulative, due)?;
+            }
             out.push((d, money::sub(cumulative, before)?, cumulative));
             before = cumulative;
         }
@@ -973,10 +1155,31 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
                     amount,
                     &mut postings,
                 );
+                // Where interest already stood past the day after an instalment fell
+                // due, those days were priced at the normal rate on principal that was
+                // overdue: the move charges the overdue rate's excess for them, so a job
+                // that ran late charges, all interest told, what one run the day after
+                // each due date charges.
+                let surcharge_exact = overdue_surcharge(&l, moves_on, amount)?;
+                let surcharge_posted = if surcharge_exact.is_zero() {
+                    Decimal::ZERO
+                } else {
+                    // Whole đồng at posting, half-up (round_dong), with the overdue
+                    // interest's carry, as an accrual posts it.
+                    round_dong(money::add(p.carry_overdue_interest, surcharge_exact)?)
+                };
+                pair(
+                    Account::OverdueInterestReceivable,
+                    Account::OverdueInterestIncome,
+                    surcharge_posted,
+                    &mut postings,
+                );
                 out.push(EventBody::MovedToOverdue {
                     loan: l.id,
                     scheduled_due,
                     amount,
+                    surcharge_exact,
+                    surcharge_posted,
                     postings,
                 });
             }
@@ -1097,7 +1300,8 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
                         });
                     }
                     // The schedule stood still while the loan was frozen; it moves on by
-                    // no more than that. A longer delay is an extension's, by its rules.
+                    // no more than that (and the instalments with it, in `apply`). A
+                    // longer delay is an extension's, by its rules.
                     let max_due = current
                         .checked_add_signed(date - frozen_on)
                         .ok_or(Rejection::ArithmeticOverflow)?;
@@ -1289,6 +1493,7 @@ pub fn apply(book: &mut LoanBook, event: &Event) {
                     reversible: None,
                     tranches: Vec::new(),
                     frozen_on: None,
+                    schedule_changes: Vec::new(),
                 },
             );
         }
@@ -1368,24 +1573,53 @@ pub fn apply_loan(loan: &mut Loan, event: &Event) {
             p.status = *status_after;
             reversible = Some(postings.clone());
         }
-        EventBody::MovedToOverdue { amount, .. } => {
+        EventBody::MovedToOverdue {
+            amount,
+            surcharge_exact,
+            surcharge_posted,
+            ..
+        } => {
             p.principal -= amount;
             p.overdue_principal += amount;
+            p.overdue_interest_receivable += surcharge_posted;
+            p.carry_overdue_interest += surcharge_exact - surcharge_posted;
         }
-        EventBody::Extended { new_due, .. } => {
+        EventBody::Extended {
+            previous_due,
+            new_due,
+            ..
+        } => {
             p.due = Some(*new_due);
             p.extensions += 1;
+            loan.schedule_changes.push(ScheduleChange::Extended {
+                event: event.id,
+                on: event.effective,
+                previous_due: *previous_due,
+                new_due: *new_due,
+            });
         }
         EventBody::Frozen { .. } => {
             p.status = LoanStatus::Frozen;
             loan.frozen_on = Some(event.effective);
         }
-        EventBody::Unfrozen { new_due, .. } => {
+        EventBody::Unfrozen {
+            previous_due,
+            new_due,
+            ..
+        } => {
             p.status = LoanStatus::Active;
             // The days frozen are never priced: interest runs again from today.
             p.accrued_to = Some(event.effective);
             p.due = Some(*new_due);
-            loan.frozen_on = None;
+            if let Some(frozen_on) = loan.frozen_on.take() {
+                loan.schedule_changes.push(ScheduleChange::Suspended {
+                    event: event.id,
+                    frozen_on,
+                    unfrozen_on: event.effective,
+                    previous_due: *previous_due,
+                    new_due: *new_due,
+                });
+            }
         }
         EventBody::ApprovalCancelled { .. } => p.status = LoanStatus::Cancelled,
         EventBody::WrittenOff { .. } => {

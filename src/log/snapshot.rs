@@ -44,8 +44,13 @@ const MAGIC: &[u8; 8] = b"ANSINHBK";
 /// (`late_settlements`), so the same events fold to another book; 11: a `settled` refused
 /// after a return is a late settlement too (`late_settlements`), so again; 12: a
 /// household's standing keeps its review year and what it held before its latest decision
-/// (`HouseholdStanding::before`), which a correction of that decision decides with.
-pub const SNAPSHOT_FORMAT: u32 = 12;
+/// (`HouseholdStanding::before`), which a correction of that decision decides with; 13: a
+/// loan keeps what moved its instalments (`Loan::schedule_changes`), so an unfreeze moves
+/// those not yet due when it was frozen; 14: and its extensions (`ScheduleChange::Extended`),
+/// which keep what fell due before them, so the same events fold to another schedule; 15:
+/// a freeze's schedule change keeps the day it ended (`unfrozen_on`), which the overdue
+/// job's surcharge counts the days priced by.
+pub const SNAPSHOT_FORMAT: u32 = 15;
 const HEADER_BYTES: usize = 8 + 4 + 8 + 32 + 8 + 4 + 32;
 /// A writer takes a snapshot after this many events since its last one, and no sooner
 /// than `SNAPSHOT_TIME_INTERVAL_MIN` after it. Encoding holds the writer: ~0.2-0.9 s for

@@ -75,7 +75,10 @@ const VIEWS: u8 = 2;
 /// it was issued to (`gpend/`).
 /// 18: a loan keeps its tranches (`Loan::tranches`), each repaid from its own date.
 /// 19: a frozen loan keeps the date it was frozen (`Loan::frozen_on`).
-pub(crate) const PROJECTION_FORMAT: &[u8] = &[19];
+/// 20: a loan keeps what moved its instalments (`Loan::schedule_changes`).
+/// 21: and its extensions, which keep what fell due before them (a loan's schedule shows).
+/// 22: a freeze's schedule change keeps the day it ended (`ScheduleChange::Suspended`).
+pub(crate) const PROJECTION_FORMAT: &[u8] = &[22];
 /// Trail lines of one subject from one batch stored together (a run). A page of a trail
 /// reads at most this many lines more than it shows, and a run stays near 10 KB.
 pub const TRAIL_RUN_LINES_MAX: usize = 64;

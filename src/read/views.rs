@@ -512,6 +512,11 @@ pub fn detail(payload: Option<&Payload>) -> String {
             add_strs(&l.interest_posted, &l.overdue_interest_posted),
             l.to
         ),
+        // A move that charges the overdue rate's excess for days already priced says so.
+        Payload::LoanMovedToOverdue(l) if !l.overdue_surcharge_posted.is_empty() => format!(
+            "loan L{} overdue {}, interest {}",
+            l.loan_number, l.amount, l.overdue_surcharge_posted
+        ),
         Payload::LoanMovedToOverdue(l) => {
             format!("loan L{} overdue {}", l.loan_number, l.amount)
         }
@@ -1356,7 +1361,7 @@ mod layout_tests {
         let digest = blake3::hash(layouts.as_bytes()).to_hex();
         assert_eq!(
             (crate::projection::PROJECTION_FORMAT, &digest[..16]),
-            (&[19u8][..], "a00fc2fe89cad265"),
+            (&[22u8][..], "f38907fe7bc0988c"),
             "{layouts}"
         );
     }

@@ -321,6 +321,13 @@ fn money_columns(payload: Option<&Payload>) -> (String, String, String) {
                 s(amount(&e.interest) + amount(&e.overdue_interest)),
             )
         }
+        // The overdue rate's excess for days already priced at the normal rate is
+        // interest the move charges ("" in events recorded before it existed).
+        Some(Payload::LoanMovedToOverdue(e)) if !e.overdue_surcharge_posted.is_empty() => (
+            s(amount(&e.amount)),
+            s(amount(&e.amount)),
+            s(amount(&e.overdue_surcharge_posted)),
+        ),
         Some(Payload::LoanMovedToOverdue(e)) => {
             (s(amount(&e.amount)), s(amount(&e.amount)), none())
         }
