@@ -390,7 +390,7 @@ enum AuditCommand {
     /// Verify a bundle offline (no server): every event against the signed checkpoint,
     /// the key history, the balance statement, the CSV and the manifest. Exit 0 (OK)
     /// only with --trust; with none, a bundle that checks is UNANCHORED, exit 3 (anyone
-    /// can make one with keys of their own); 1 when refused.
+    /// can make one with keys of their own); 1 when refused; 2 when it cannot be read.
     VerifyBundle {
         /// The bundle's folder as `audit bundle` wrote it, or the archive the staff API
         /// serves for download, e.g. bundle-0100007-000001 or bundle-0100007-000001.tar.
