@@ -272,7 +272,8 @@ enum AuditCommand {
         /// Read the ledger's streams and nothing else, as an auditor's read-only NATS
         /// user may (--nats, --nats-user auditor, --nats-inbox-prefix _INBOX_auditor): no
         /// data directory, no secrets, no bucket. The ledger's own lost-data check is not
-        /// made (it needs the ledger's data directory).
+        /// made (it needs the ledger's data directory). Nothing is created: a missing
+        /// event or checkpoint stream is an error (exit 2).
         #[arg(long)]
         read_only: bool,
         /// A cosigner you pin (an audit office's public key, 64 hex digits, or key id,

@@ -15,7 +15,7 @@ use super::proofs::{
 };
 use super::read::{self, ChainPosition, Next, StoredCheckpoint};
 use super::sign::{self, KeyPair};
-use super::stream::{CheckpointConfig, ensure_checkpoint_stream};
+use super::stream::{CheckpointConfig, ensure_checkpoint_stream, open_existing_checkpoint_stream};
 use super::{CheckpointError, PROOF_LEAVES_MAX};
 use crate::chain::Partition;
 use crate::log::{LogConfig, ensure_stream};
@@ -155,6 +155,26 @@ impl Auditor {
         let js = jetstream::new(client);
         let events = ensure_stream(&js, &log).await?;
         let checkpoints = ensure_checkpoint_stream(&js, &config).await?;
+        Ok(Self {
+            js,
+            events,
+            checkpoints,
+            log,
+            config,
+        })
+    }
+
+    /// As `open`, but creating nothing: both streams must exist (`audit verify
+    /// --read-only`, whose NATS user may only read them, and whose typo in a stream name
+    /// must not pass for an empty, clean checkpoint stream).
+    pub async fn open_existing(
+        client: async_nats::Client,
+        log: LogConfig,
+        config: CheckpointConfig,
+    ) -> Result<Self, CheckpointError> {
+        let js = jetstream::new(client);
+        let events = crate::log::stream::open_existing(&js, &log).await?;
+        let checkpoints = open_existing_checkpoint_stream(&js, &config).await?;
         Ok(Self {
             js,
             events,
