@@ -1122,6 +1122,37 @@ fn cli_checkpoint_prove_cosign_verify_and_offline_check() {
     let (code, out) = offline(&bad, &["--trust", ledger_key]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.starts_with("REJECTED"), "{out}");
+    // `audit checkpoint --json` prints what docs/PROOFS.md section 8 and its schema say.
+    let schema = |name: &str| -> serde_json::Value {
+        let path = format!("{}/schemas/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let matches = |schema: &serde_json::Value, doc: &serde_json::Value| {
+        let validator = jsonschema::draft202012::new(schema).unwrap();
+        let errors: Vec<String> = validator.iter_errors(doc).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}\n{doc:#}");
+    };
+    let (code, out, err) = run(&["--json", "audit", "checkpoint"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let published: serde_json::Value = serde_json::from_str(&out).unwrap();
+    matches(&schema("checkpoint-list.schema.json"), &published);
+    // One document a partition with events past its latest checkpoint (01, 02 and the
+    // key partition), each a checkpoint document,
+    let documents = published.as_array().unwrap();
+    let partitions: Vec<&str> = documents
+        .iter()
+        .map(|d| d["decoded"]["partition"].as_str().unwrap())
+        .collect();
+    assert_eq!(partitions, ["01", "02", "ledger-keys"], "{published:#}");
+    for document in documents {
+        matches(&schema("checkpoint.schema.json"), document);
+    }
+    // and none when every partition's latest checkpoint is current.
+    let (code, out, err) = run(&["--json", "audit", "checkpoint"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let published: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(published, serde_json::json!([]));
+    matches(&schema("checkpoint-list.schema.json"), &published);
 }
 
 /// Two ledger processes, each with its own data directory, sign with the one key their

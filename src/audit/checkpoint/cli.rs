@@ -32,7 +32,9 @@ async fn auditor(runtime: &Runtime, config: &CheckpointConfig) -> Result<Auditor
     .await?)
 }
 
-/// `ansinh audit checkpoint [--partition P]`: publish a checkpoint now.
+/// `ansinh audit checkpoint [--partition P]`: publish a checkpoint now. With `--json`,
+/// one array of the checkpoint documents published (`[]` when none was needed), as
+/// `schemas/checkpoint-list.schema.json` says: several partitions may be checkpointed.
 pub async fn checkpoint(
     runtime: &Runtime,
     config: &CheckpointConfig,
