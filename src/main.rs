@@ -272,7 +272,8 @@ enum AuditCommand {
         /// Read the ledger's streams and nothing else, as an auditor's read-only NATS
         /// user may (--nats, --nats-user auditor, --nats-inbox-prefix _INBOX_auditor): no
         /// data directory, no secrets, no bucket. The ledger's own lost-data check is not
-        /// made (it needs the ledger's data directory).
+        /// made (it needs the ledger's data directory). Nothing is created: a missing
+        /// event or checkpoint stream is an error (exit 2).
         #[arg(long)]
         read_only: bool,
         /// A cosigner you pin (an audit office's public key, 64 hex digits, or key id,
@@ -390,7 +391,7 @@ enum AuditCommand {
     /// Verify a bundle offline (no server): every event against the signed checkpoint,
     /// the key history, the balance statement, the CSV and the manifest. Exit 0 (OK)
     /// only with --trust; with none, a bundle that checks is UNANCHORED, exit 3 (anyone
-    /// can make one with keys of their own); 1 when refused.
+    /// can make one with keys of their own); 1 when refused; 2 when it cannot be read.
     VerifyBundle {
         /// The bundle's folder as `audit bundle` wrote it, or the archive the staff API
         /// serves for download, e.g. bundle-0100007-000001 or bundle-0100007-000001.tar.

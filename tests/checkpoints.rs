@@ -539,6 +539,68 @@ async fn a_pinned_cosigner_is_carried_however_many_other_keys_cosigned_first() {
     );
 }
 
+/// With pinned cosigners, every partition that has events must have a latest checkpoint
+/// they cosigned (docs/PROOFS.md section 8): one with events and no checkpoint at all is
+/// a problem too, whether named with `--partition` or found in the log, never an OK
+/// because there was nothing to require cosignatures of.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_cosigners_are_required_of_a_partition_with_events_and_no_checkpoint() {
+    use ansinh::checkpoint::proofs::CosignerPins;
+    let (log, mut config) = fresh_checkpointed();
+    let (ledger, dir) = ledger(&log).await;
+    append(&ledger, 0, 2).await;
+    // The key partition has its checkpoint (cosigned below); 01 has none.
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    let keys = match c.checkpoint(&config.keys_partition).await.unwrap() {
+        Outcome::Published(p) => p.body,
+        other => panic!("nothing published: {other:?}"),
+    };
+    let office = sign::KeyPair::from_seed(&[12; 32]);
+    auditor(&log, &config)
+        .await
+        .cosign(
+            &config.keys_partition,
+            keys.tree_size,
+            "audit-office:region-1",
+            &office,
+            1,
+        )
+        .await
+        .unwrap();
+    config.cosigners = CosignerPins {
+        keys: vec![hex::encode(office.public_key())],
+        required: None,
+    };
+    let a = auditor(&log, &config).await;
+    for only in [Some(p01()), None] {
+        let audit = a.verify(only.as_ref()).await.unwrap();
+        assert!(!audit.ok(), "{only:?}: {audit:?}");
+        let about_01: Vec<&str> = audit
+            .problems
+            .iter()
+            .filter(|p| p.partition == "01")
+            .map(|p| p.problem.as_str())
+            .collect();
+        assert_eq!(about_01.len(), 1, "{only:?}: {:?}", audit.problems);
+        assert!(
+            about_01[0].contains("no valid checkpoint")
+                && about_01[0].contains("0 of the pinned cosigners, 1 required"),
+            "{about_01:?}"
+        );
+        // The key partition's latest checkpoint is cosigned by the pinned office.
+        assert!(
+            !audit.problems.iter().any(|p| p.partition == "ledger-keys"),
+            "{:?}",
+            audit.problems
+        );
+    }
+    // Without pins, a partition not yet checkpointed is no problem (its events are
+    // UNCOVERED, which a periodic checkpointer makes normal).
+    config.cosigners = CosignerPins::default();
+    let audit = auditor(&log, &config).await.verify(None).await.unwrap();
+    assert!(audit.ok(), "{:?}", audit.problems);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proofs_carry_the_cosignatures_stored_after_their_checkpoint_and_still_check() {
     let (log, config) = fresh_checkpointed();
@@ -1060,6 +1122,37 @@ fn cli_checkpoint_prove_cosign_verify_and_offline_check() {
     let (code, out) = offline(&bad, &["--trust", ledger_key]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.starts_with("REJECTED"), "{out}");
+    // `audit checkpoint --json` prints what docs/PROOFS.md section 8 and its schema say.
+    let schema = |name: &str| -> serde_json::Value {
+        let path = format!("{}/schemas/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let matches = |schema: &serde_json::Value, doc: &serde_json::Value| {
+        let validator = jsonschema::draft202012::new(schema).unwrap();
+        let errors: Vec<String> = validator.iter_errors(doc).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}\n{doc:#}");
+    };
+    let (code, out, err) = run(&["--json", "audit", "checkpoint"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let published: serde_json::Value = serde_json::from_str(&out).unwrap();
+    matches(&schema("checkpoint-list.schema.json"), &published);
+    // One document a partition with events past its latest checkpoint (01, 02 and the
+    // key partition), each a checkpoint document,
+    let documents = published.as_array().unwrap();
+    let partitions: Vec<&str> = documents
+        .iter()
+        .map(|d| d["decoded"]["partition"].as_str().unwrap())
+        .collect();
+    assert_eq!(partitions, ["01", "02", "ledger-keys"], "{published:#}");
+    for document in documents {
+        matches(&schema("checkpoint.schema.json"), document);
+    }
+    // and none when every partition's latest checkpoint is current.
+    let (code, out, err) = run(&["--json", "audit", "checkpoint"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let published: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(published, serde_json::json!([]));
+    matches(&schema("checkpoint-list.schema.json"), &published);
 }
 
 /// Two ledger processes, each with its own data directory, sign with the one key their

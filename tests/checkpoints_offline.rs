@@ -471,10 +471,33 @@ fn produced_documents_match_the_json_schemas() {
         .to_uppercase()
         .into();
     assert!(!validator.is_valid(&upper));
+    // `audit checkpoint --json` prints a list of checkpoint documents (tests/checkpoints.rs
+    // checks the command's own output).
+    let list = serde_json::json!([
+        inclusion_doc["checkpoint"],
+        consistency_doc["new_checkpoint"]
+    ]);
+    assert!(check(&schema("checkpoint-list.schema.json"), &list));
+    assert!(check(
+        &schema("checkpoint-list.schema.json"),
+        &serde_json::json!([])
+    ));
+    let validator = jsonschema::draft202012::new(&schema("checkpoint-list.schema.json")).unwrap();
+    assert!(!validator.is_valid(&inclusion_doc["checkpoint"]));
+    // A cosigner id is bounded in bytes, as it is signed: the schema says so, and the
+    // checker refuses 43 characters of 3 bytes each (129 bytes) that maxLength lets by.
+    let id = &schema("checkpoint.schema.json")["$defs"]["cosignature"]["properties"]["cosigner_id"];
+    assert!(
+        id["description"].as_str().unwrap().contains("128 bytes"),
+        "{id}"
+    );
+    assert!(sign::check_cosigner_id(&"ệ".repeat(42)).is_ok());
+    assert!(sign::check_cosigner_id(&"ệ".repeat(43)).is_err());
     // Each file carries the shared definitions identically.
     let defs = schema("checkpoint.schema.json")["$defs"].clone();
     assert_eq!(schema("inclusion-proof.schema.json")["$defs"], defs);
     assert_eq!(schema("consistency-proof.schema.json")["$defs"], defs);
+    assert_eq!(schema("checkpoint-list.schema.json")["$defs"], defs);
 }
 
 #[test]

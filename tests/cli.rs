@@ -1488,6 +1488,92 @@ async fn the_json_verdict_of_verify_is_false_when_a_checkpoint_is_forged() {
     );
 }
 
+/// `audit verify --read-only` creates nothing: a checkpoint stream that does not exist
+/// (a name mistyped) is an error, exit 2, not an empty stream made on the spot and
+/// "OK 0 checkpoints match the log"; and a checkpoint audit that could not run exits 2
+/// with --json as without (its document says `checkpoints_error`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_verify_refuses_a_missing_checkpoint_stream_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let run = as_ledger(&data);
+    let (ok, out) = run(&["note", "--partition", "01", "--text", "checkpointed"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["audit", "checkpoint"]);
+    assert!(ok, "{out}");
+    let (serve, url) = serve_embedded(&data, &LEDGER_PASSWORD_ENV).await;
+    // A failed assertion must not leave the server running (it holds the test's output).
+    let mut serve = StopOnDrop(Some(serve));
+    let nowhere = dir.path().join("no-data-dir");
+    let read_only = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ansinh"))
+            .arg("--data-dir")
+            .arg(&nowhere)
+            .args(["--nats", &url, "--nats-user", "ledger"])
+            .args(args)
+            .env_remove("ANSINH_NATS_URL")
+            .env("ANSINH_NATS_PASSWORD", LEDGER_PASSWORD)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let (code, out) = read_only(&["audit", "verify", "--read-only"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("OK 2 checkpoints match the log"), "{out}");
+
+    // A stream name and subject prefix mistyped: nothing to read, and nothing made.
+    let typo = [
+        "--checkpoint-stream",
+        "ANSINH_CHECKPOINTZ",
+        "--checkpoint-prefix",
+        "ansinh.v2",
+    ];
+    let (code, out) = read_only(&[&typo[..], &["audit", "verify", "--read-only"]].concat());
+    assert_eq!(code, Some(2), "{out}");
+    assert!(!out.contains("checkpoints match the log"), "{out}");
+    assert!(out.contains("stream ANSINH_CHECKPOINTZ not found"), "{out}");
+    // The same operating error exits 2 with --json as without; the document says why.
+    let (code, out) =
+        read_only(&[&typo[..], &["--json", "audit", "verify", "--read-only"]].concat());
+    assert_eq!(code, Some(2), "{out}");
+    let verdict: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(verdict["ok"], false, "{verdict}");
+    assert_eq!(verdict["checkpoints_ok"], false, "{verdict}");
+    assert!(
+        verdict["checkpoints_error"]
+            .as_str()
+            .unwrap()
+            .contains("ANSINH_CHECKPOINTZ"),
+        "{verdict}"
+    );
+    let js = async_nats::jetstream::new(forger(&url).await);
+    assert!(
+        js.get_stream("ANSINH_CHECKPOINTZ").await.is_err(),
+        "a read-only verify created a stream"
+    );
+    assert!(!nowhere.exists());
+    let mut serve = serve.0.take().unwrap();
+    // SAFETY: plain kill(2) on the child we spawned and have not reaped.
+    assert_eq!(unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) }, 0);
+    assert!(serve.wait().unwrap().success());
+}
+
+/// Stops a child process still running when dropped (a test that failed half way).
+struct StopOnDrop(Option<std::process::Child>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            // SIGTERM, so that it stops its embedded nats-server too.
+            // SAFETY: plain kill(2) on a child we spawned and have not reaped.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+}
+
 /// The key partition is a partition of the log like a province's: the commands that
 /// repair, verify or checkpoint a chain take its name.
 #[test]

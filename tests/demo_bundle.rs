@@ -82,3 +82,50 @@ fn the_demo_exports_a_bundle_that_verifies_offline_and_fails_when_changed() {
         "{out}"
     );
 }
+
+/// A bundle that cannot be read is no verdict on the bundle: exit 2 (an operating error,
+/// as `check-proof` gives for a file it cannot read), never 1, which says the bundle was
+/// read and refused. A script telling "tampered" from "wrong path" relies on it.
+#[test]
+fn a_bundle_that_cannot_be_read_exits_2_not_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = dir.path().join("no-ledger-here");
+    let missing = dir.path().join("no-such-bundle");
+    let missing = missing.to_str().unwrap();
+    let (code, out) = ansinh(&nowhere, &["audit", "verify-bundle", missing]);
+    assert_eq!(code, 2, "{out}");
+    assert!(!out.contains("REJECTED"), "{out}");
+    let (code, out) = ansinh(&nowhere, &["--json", "audit", "verify-bundle", missing]);
+    assert_eq!(code, 2, "{out}");
+    let failed: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(failed["error"], "Failed", "{failed}");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .contains("manifest.json"),
+        "{failed}"
+    );
+    // A directory holding some of the files only: the others cannot be read either.
+    let partial = dir.path().join("partial");
+    std::fs::create_dir(&partial).unwrap();
+    std::fs::write(partial.join("manifest.json"), b"{}\n").unwrap();
+    let (code, out) = ansinh(
+        &nowhere,
+        &["audit", "verify-bundle", partial.to_str().unwrap()],
+    );
+    assert_eq!(code, 2, "{out}");
+    // A readable file that is no bundle archive is read, and refused.
+    let junk = dir.path().join("junk.tar");
+    std::fs::write(&junk, [7u8; 1024]).unwrap();
+    let (code, out) = ansinh(
+        &nowhere,
+        &["audit", "verify-bundle", junk.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.starts_with("REJECTED: "), "{out}");
+    assert!(
+        !nowhere.exists(),
+        "verify-bundle must not create a data directory"
+    );
+}

@@ -40,6 +40,7 @@ pub async fn verify_ledger(
         partition,
         list_checkpoints,
         json,
+        false,
     )
     .await
 }
@@ -77,6 +78,7 @@ pub async fn verify_read_only(
         partition,
         list_checkpoints,
         json,
+        true,
     )
     .await
 }
@@ -84,7 +86,9 @@ pub async fn verify_read_only(
 /// The checkpoint part of `audit verify`, after the chain's verdict `chain`. With
 /// `--json` the two are one document whose `ok` is the exit code's verdict: a reader of
 /// `.ok` must not see the chain's success when a checkpoint is forged or the checkpoint
-/// audit could not run.
+/// audit could not run. A checkpoint audit that could not run is an operating error,
+/// exit 2, with or without `--json`; one that found a problem exits 1.
+#[allow(clippy::too_many_arguments)]
 async fn then_checkpoints(
     chain: ChainVerdict,
     client: async_nats::Client,
@@ -93,6 +97,7 @@ async fn then_checkpoints(
     partition: Option<Partition>,
     list_checkpoints: bool,
     json: bool,
+    read_only: bool,
 ) -> Result<ExitCode, BoxError> {
     let ChainVerdict {
         code,
@@ -107,7 +112,8 @@ async fn then_checkpoints(
     }
     if !json {
         // For people: the chain's lines are printed, the checkpoints' follow.
-        let audit = checkpoint::cli::audit(client, log, checkpoints, partition.as_ref()).await?;
+        let audit =
+            checkpoint::cli::audit(client, log, checkpoints, partition.as_ref(), read_only).await?;
         let uncovered = uncovered(&audit, &heads);
         checkpoint::cli::print_audit(&audit, list_checkpoints, &uncovered);
         return Ok(exit_code(audit.ok()));
@@ -115,8 +121,9 @@ async fn then_checkpoints(
     let Some(serde_json::Value::Object(mut document)) = document else {
         unreachable!("a chain that verifies hands back its JSON verdict");
     };
-    let audit = checkpoint::cli::audit(client, log, checkpoints, partition.as_ref()).await;
-    let ok = match audit {
+    let audit =
+        checkpoint::cli::audit(client, log, checkpoints, partition.as_ref(), read_only).await;
+    let code = match audit {
         Ok(audit) => {
             document.insert("checkpoints_ok".into(), audit.ok().into());
             document.insert(
@@ -124,17 +131,19 @@ async fn then_checkpoints(
                 serde_json::to_value(uncovered(&audit, &heads))?,
             );
             document.insert("checkpoints".into(), serde_json::to_value(&audit)?);
-            audit.ok()
+            exit_code(audit.ok())
         }
         Err(e) => {
             document.insert("checkpoints_ok".into(), false.into());
             document.insert("checkpoints_error".into(), e.to_string().into());
-            false
+            // As without --json: the audit could not run (exit 2), which is not a
+            // problem found in the checkpoints (exit 1).
+            ExitCode::from(2)
         }
     };
-    document.insert("ok".into(), ok.into());
+    document.insert("ok".into(), (code == ExitCode::SUCCESS).into());
     println!("{}", serde_json::Value::Object(document));
-    Ok(exit_code(ok))
+    Ok(code)
 }
 
 /// Verifies the log (or one partition) and prints the verdict. With the ledger's own

@@ -107,7 +107,7 @@ fn read_octal(field: &[u8]) -> Option<u64> {
 }
 
 fn refused(reason: impl Into<String>) -> BundleError {
-    BundleError::Read {
+    BundleError::Archive {
         file: "archive".into(),
         reason: reason.into(),
     }
@@ -125,7 +125,7 @@ pub fn from_tar(archive: &[u8]) -> Result<BundleFiles, BundleError> {
         };
         if h.iter().all(|b| *b == 0) {
             return match seen.iter().position(|s| !s) {
-                Some(missing) => Err(BundleError::Read {
+                Some(missing) => Err(BundleError::Archive {
                     file: FILES[missing].into(),
                     reason: "not in the archive".into(),
                 }),

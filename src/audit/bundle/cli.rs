@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::export::{self, ExportRequest};
-use super::{BundleFiles, Verified};
+use super::{BundleError, BundleFiles, Verified};
 use crate::app::Runtime;
 use crate::checkpoint::cli::OfflineVerdict;
 use crate::checkpoint::{Auditor, CheckpointConfig, Checkpointer};
@@ -77,7 +77,8 @@ pub fn summary(verified: &Verified) -> String {
 
 /// `ansinh audit verify-bundle DIR [--trust KEY]...`: offline, no server. Without a
 /// pinned key the verdict is UNANCHORED (`checkpoint::cli::EXIT_UNANCHORED`), never OK:
-/// a bundle made whole with keys of one's own checks just as well.
+/// a bundle made whole with keys of one's own checks just as well. `Err` when the
+/// bundle cannot be read (exit 2).
 pub fn verify_bundle(
     dir: &Path,
     trusted: &[String],
@@ -90,6 +91,12 @@ pub fn verify_bundle(
     } else {
         BundleFiles::read(dir)
     };
+    // A bundle that cannot be read was not checked: an operating error (exit 2, as
+    // `check-proof` for a file it cannot read), never REJECTED, which says it was read
+    // and refused. A file over its bound is refused, as `check-proof` refuses one.
+    if let Err(e @ BundleError::Read { .. }) = files {
+        return Err(e.into());
+    }
     let result = files.and_then(|files| super::verify_pinned(&files, trusted, pins));
     let pinned = !trusted.is_empty();
     let verdict = OfflineVerdict::of(result.is_ok(), pinned);

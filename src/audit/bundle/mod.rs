@@ -69,8 +69,14 @@ pub const FILES: [&str; 8] = [
 /// problem was found; every variant means "do not trust this bundle".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BundleError {
+    /// A file could not be read (no such directory or file, no permission): nothing was
+    /// checked, so `verify-bundle` exits 2 (an operating error), not 1.
     #[error("{file}: {reason}")]
     Read { file: String, reason: String },
+    /// The archive was read but is not a bundle's archive (a header, a name, a file
+    /// missing or twice).
+    #[error("{file}: {reason}")]
+    Archive { file: String, reason: String },
     #[error("{file}: {bytes} bytes exceeds {BUNDLE_FILE_BYTES_MAX}")]
     TooLarge { file: String, bytes: u64 },
     /// Not JSON of the expected shape (unknown, missing or mistyped fields).

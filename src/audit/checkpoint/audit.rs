@@ -15,7 +15,7 @@ use super::proofs::{
 };
 use super::read::{self, ChainPosition, Next, StoredCheckpoint};
 use super::sign::{self, KeyPair};
-use super::stream::{CheckpointConfig, ensure_checkpoint_stream};
+use super::stream::{CheckpointConfig, ensure_checkpoint_stream, open_existing_checkpoint_stream};
 use super::{CheckpointError, PROOF_LEAVES_MAX};
 use crate::chain::Partition;
 use crate::log::{LogConfig, ensure_stream};
@@ -155,6 +155,26 @@ impl Auditor {
         let js = jetstream::new(client);
         let events = ensure_stream(&js, &log).await?;
         let checkpoints = ensure_checkpoint_stream(&js, &config).await?;
+        Ok(Self {
+            js,
+            events,
+            checkpoints,
+            log,
+            config,
+        })
+    }
+
+    /// As `open`, but creating nothing: both streams must exist (`audit verify
+    /// --read-only`, whose NATS user may only read them, and whose typo in a stream name
+    /// must not pass for an empty, clean checkpoint stream).
+    pub async fn open_existing(
+        client: async_nats::Client,
+        log: LogConfig,
+        config: CheckpointConfig,
+    ) -> Result<Self, CheckpointError> {
+        let js = jetstream::new(client);
+        let events = crate::log::stream::open_existing(&js, &log).await?;
+        let checkpoints = open_existing_checkpoint_stream(&js, &config).await?;
         Ok(Self {
             js,
             events,
@@ -488,13 +508,25 @@ impl Auditor {
         let partitions = match only {
             Some(p) => vec![p.clone()],
             None => {
+                // Those with checkpoints, and those with events: a partition that has
+                // events and no checkpoint must still meet the pinned cosigners.
                 let config = self.config.clone();
-                read::partitions_on(
+                let mut partitions = read::partitions_on(
                     &self.checkpoints,
                     &format!("{}.>", config.subject_prefix),
                     |s| config.partition_of(s).map(str::to_string),
                 )
-                .await?
+                .await?;
+                let log = self.log.clone();
+                partitions.extend(
+                    read::partitions_on(&self.events, &log.wildcard(), |s| {
+                        log.partition_of(s).map(str::to_string)
+                    })
+                    .await?,
+                );
+                partitions.sort();
+                partitions.dedup();
+                partitions
             }
         };
         for partition in partitions {
@@ -679,19 +711,32 @@ impl Auditor {
                 .filter(|(i, _)| !bad.contains(i))
                 .max_by_key(|(_, s)| s.tree_size)
                 .map(|(_, s)| s);
-            if let Some(latest) = latest {
-                let found = latest.cosigners.iter().filter(|c| c.pinned).count();
-                if found < pins.required() {
-                    problem(
-                        audit,
-                        latest.stream_sequence,
-                        format!(
-                            "the latest checkpoint (size {}) is cosigned by {found} of the pinned cosigners, {} required",
-                            latest.tree_size,
-                            pins.required()
-                        ),
-                    );
+            match latest {
+                Some(latest) => {
+                    let found = latest.cosigners.iter().filter(|c| c.pinned).count();
+                    if found < pins.required() {
+                        problem(
+                            audit,
+                            latest.stream_sequence,
+                            format!(
+                                "the latest checkpoint (size {}) is cosigned by {found} of the pinned cosigners, {} required",
+                                latest.tree_size,
+                                pins.required()
+                            ),
+                        );
+                    }
                 }
+                // Events no checkpoint covers are cosigned by nobody: an auditor who
+                // requires cosigners must not read "no checkpoint" as "nothing to check".
+                None if self.has_events(partition).await? => problem(
+                    audit,
+                    0,
+                    format!(
+                        "the partition has events but no valid checkpoint that matches the log: cosigned by 0 of the pinned cosigners, {} required",
+                        pins.required()
+                    ),
+                ),
+                None => {}
             }
         }
         // Only checkpoints that match the log are listed; the others are problems.
@@ -703,6 +748,17 @@ impl Auditor {
             .collect();
         audit.partitions.insert(partition.to_string(), statuses);
         Ok(())
+    }
+}
+
+impl Auditor {
+    /// Whether the partition's subject of the event log holds anything.
+    async fn has_events(&self, partition: &Partition) -> Result<bool, CheckpointError> {
+        let subject = self.log.subject(partition);
+        Ok(crate::log::reader::last_on_subject(&self.events, &subject)
+            .await
+            .map_err(nats)?
+            .is_some())
     }
 }
 

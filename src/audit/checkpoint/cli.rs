@@ -32,7 +32,9 @@ async fn auditor(runtime: &Runtime, config: &CheckpointConfig) -> Result<Auditor
     .await?)
 }
 
-/// `ansinh audit checkpoint [--partition P]`: publish a checkpoint now.
+/// `ansinh audit checkpoint [--partition P]`: publish a checkpoint now. With `--json`,
+/// one array of the checkpoint documents published (`[]` when none was needed), as
+/// `schemas/checkpoint-list.schema.json` says: several partitions may be checkpointed.
 pub async fn checkpoint(
     runtime: &Runtime,
     config: &CheckpointConfig,
@@ -299,21 +301,26 @@ pub fn print_cosigners(word: &str, cosigners: &[String], unpinned: &[String]) {
 
 /// The checkpoint part of `ansinh audit verify`: every checkpoint and cosignature of
 /// the log (or of `partition`) checked against it. Printing is the caller's: with
-/// `--json` it is one document with the chain's verdict.
+/// `--json` it is one document with the chain's verdict. With `read_only`, nothing is
+/// created: a checkpoint stream that does not exist is an error.
 pub async fn audit(
     client: async_nats::Client,
     log: &crate::log::LogConfig,
     config: &CheckpointConfig,
     partition: Option<&Partition>,
+    read_only: bool,
 ) -> Result<CheckpointAudit, BoxError> {
     // A cluster electing a stream's leader answers "no responders" for a moment; the
     // audit reads again rather than failing (nothing is printed before it completes).
     let audit = crate::log::reader::retrying_transient(
         || async {
-            Auditor::open(client.clone(), log.clone(), config.clone())
-                .await?
-                .verify(partition)
-                .await
+            let (client, log, config) = (client.clone(), log.clone(), config.clone());
+            let auditor = if read_only {
+                Auditor::open_existing(client, log, config).await?
+            } else {
+                Auditor::open(client, log, config).await?
+            };
+            auditor.verify(partition).await
         },
         |e: &super::CheckpointError| crate::log::reader::no_responders(e),
     )

@@ -105,6 +105,25 @@ pub async fn ensure_checkpoint_stream(
     Ok(stream)
 }
 
+/// The existing checkpoint stream, checked as `ensure_checkpoint_stream` checks it, for
+/// a reader that must create nothing (`audit verify --read-only`): a stream that does
+/// not exist, say a name mistyped, is `StreamError::Missing`, not a new empty stream
+/// whose "0 checkpoints" would pass for an audit.
+pub async fn open_existing_checkpoint_stream(
+    js: &jetstream::Context,
+    config: &CheckpointConfig,
+) -> Result<stream::Stream, StreamError> {
+    let stream = js
+        .get_stream(&config.stream_name)
+        .await
+        .map_err(|e| StreamError::Missing {
+            stream: config.stream_name.clone(),
+            reason: e.to_string(),
+        })?;
+    check_safe(&config.stream_name, &stream.cached_info().config)?;
+    Ok(stream)
+}
+
 /// Pure check of an existing checkpoint stream's configuration: the same rules as the
 /// event stream (`log::stream::check_append_only`) except atomic publish, which
 /// checkpoints do not use.
