@@ -40,6 +40,17 @@ fn staff(role: Role, unit: &str) -> Caller {
     }
 }
 
+/// Two ledger processes of one deployment on a fresh log: each with its own store, both
+/// with the secrets file the deployment shares (kept in the returned directory).
+async fn two_processes() -> (LogConfig, tempfile::TempDir, Service, Service) {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    let a = service_at(&config, &dir.path().join("a"), &secrets).await;
+    let b = service_at(&config, &dir.path().join("b"), &secrets).await;
+    (config, dir, a, b)
+}
+
 /// A service over a fresh store in `dir`, with the secrets file shared by `secrets`
 /// (two ledger processes of one deployment share it).
 async fn service_at(config: &LogConfig, dir: &Path, secrets: &Path) -> Service {
@@ -319,11 +330,7 @@ async fn erasing_a_household_key_leaves_the_chain_verifiable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_writer_processes_racing_approvals_give_one_loan() {
-    let config = fresh_log();
-    let dir = tempfile::tempdir().unwrap();
-    let secrets = dir.path().join("secrets");
-    let a = service_at(&config, &dir.path().join("a"), &secrets).await;
-    let b = service_at(&config, &dir.path().join("b"), &secrets).await;
+    let (config, _dir, a, b) = two_processes().await;
     let w = World {
         config: config.clone(),
         service: a.clone(),
@@ -974,11 +981,7 @@ async fn one_citizen_cannot_be_in_households_of_two_provinces() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_racing_one_citizen_into_two_provinces_register_one() {
-    let config = fresh_log();
-    let dir = tempfile::tempdir().unwrap();
-    let secrets = dir.path().join("secrets");
-    let a = service_at(&config, &dir.path().join("a"), &secrets).await;
-    let b = service_at(&config, &dir.path().join("b"), &secrets).await;
+    let (config, _dir, a, b) = two_processes().await;
     let (pa, pb) = (person("001085012345", None), person("001085012345", None));
     let (ra, rb) = tokio::join!(
         register_in(&a, "0100007-000001", &pa),
@@ -1005,11 +1008,7 @@ async fn two_processes_racing_one_citizen_into_two_provinces_register_one() {
 /// household for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_answered_as_a_duplicate_gives_back_what_it_newly_claimed() {
-    let config = fresh_log();
-    let dir = tempfile::tempdir().unwrap();
-    let secrets = dir.path().join("secrets");
-    let a = service_at(&config, &dir.path().join("a"), &secrets).await;
-    let b = service_at(&config, &dir.path().join("b"), &secrets).await;
+    let (config, dir, a, b) = two_processes().await;
     let h = hh("0100007-000001");
     let data = person("001085012345", Some("001190000001"));
     let registered = register_in(&a, h.as_str(), &data).await.unwrap();
@@ -1042,11 +1041,7 @@ async fn a_retry_answered_as_a_duplicate_gives_back_what_it_newly_claimed() {
 /// where it is erased, so the retry's claim is given back all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_during_an_erasure_gives_back_what_it_newly_claimed() {
-    let config = fresh_log();
-    let dir = tempfile::tempdir().unwrap();
-    let secrets = dir.path().join("secrets");
-    let a = service_at(&config, &dir.path().join("a"), &secrets).await;
-    let b = service_at(&config, &dir.path().join("b"), &secrets).await;
+    let (config, _dir, a, b) = two_processes().await;
     let h = hh("0100007-000001");
     let data = person("001085012345", None);
     register_in(&a, h.as_str(), &data).await.unwrap();
@@ -1593,11 +1588,7 @@ async fn a_restarted_writer_starts_from_its_book_snapshot_and_never_trusts_a_wro
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_sent_to_another_process_right_after_is_decided_on_a_current_book() {
-    let config = fresh_log();
-    let dir = tempfile::tempdir().unwrap();
-    let secrets = dir.path().join("secrets");
-    let a = service_at(&config, &dir.path().join("a"), &secrets).await;
-    let b = service_at(&config, &dir.path().join("b"), &secrets).await;
+    let (config, _dir, a, b) = two_processes().await;
     let w = World {
         config: config.clone(),
         service: a.clone(),
