@@ -105,6 +105,156 @@ fn check(doc: &impl serde::Serialize, trusted: &[String]) -> Result<proofs::Chec
     proofs::check_document(&serde_json::to_vec(doc).unwrap(), trusted)
 }
 
+/// A checkpoint of partition 01 of `size` events signed by a key that was never the
+/// ledger's: what anyone who may publish on the checkpoint stream can store there.
+fn forged_body(key: &sign::KeyPair, size: u64) -> CheckpointBody {
+    CheckpointBody {
+        partition: p01(),
+        tree_size: size,
+        root: [7; 32],
+        head_sequence: size,
+        head_hash: [7; 32],
+        issued_at_unix_ms: 0,
+        key_id: key.key_id().into(),
+    }
+}
+
+/// `publish_now`, once more if a message stored meanwhile on the subject (not the
+/// ledger's) made the fenced publish lose: the checkpointer then starts again from the
+/// log and the latest valid checkpoint.
+async fn publish_past_strangers(c: &mut Checkpointer) -> CheckpointBody {
+    match c.checkpoint(&p01()).await {
+        Ok(Outcome::Published(p)) => p.body,
+        Err(CheckpointError::Raced { .. }) => publish_now(c).await,
+        other => panic!("nothing published: {other:?}"),
+    }
+}
+
+/// A proof, a cosignature or a consistency proof needs one or two checkpoints of its
+/// partition: they are found from the subject's last message and by a binary search by
+/// size, in a few requests however many checkpoints the partition has had (one a
+/// minute is half a million a year), not by reading and checking every one. Messages
+/// that are not the ledger's checkpoints (kept for ever: the stream denies delete) cost
+/// a step each, and a flood of them time, never a wrong answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_checkpoint_is_found_without_reading_every_checkpoint() {
+    const CHECKPOINTS: u64 = 400;
+    let (log, config) = fresh_checkpointed();
+    let (ledger, dir) = ledger(&log).await;
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    let stranger = sign::KeyPair::from_seed(&[9; 32]);
+    for i in 0..CHECKPOINTS {
+        append(&ledger, i, 1).await;
+        assert_eq!(publish_past_strangers(&mut c).await.tree_size, i + 1);
+        // Now and then a stranger's message among the ledger's, of the same size.
+        if i % 97 == 50 {
+            publish_checkpoint(&config, &stranger, &forged_body(&stranger, i + 1)).await;
+        }
+    }
+    // And the subject ends with three of them.
+    for size in [CHECKPOINTS, CHECKPOINTS + 1, 1] {
+        publish_checkpoint(&config, &stranger, &forged_body(&stranger, size)).await;
+    }
+    // A binary search over the checkpoint stream's sequences takes about log2 of its
+    // length in requests.
+    let mut stream = jetstream::new(client().await)
+        .get_stream(&config.stream_name)
+        .await
+        .unwrap();
+    let length = stream.info().await.unwrap().state.last_sequence;
+    let steps = u64::from(64 - length.leading_zeros());
+    let a = auditor(&log, &config).await;
+    let ring = a.key_ring().await.unwrap();
+    let cost = |a: &Auditor, before: u64| a.checkpoint_messages_read() - before;
+
+    // The latest valid checkpoint, past the three at the end (each costs one search).
+    let before = a.checkpoint_messages_read();
+    let doc = a.prove(&p01(), 7, None).await.unwrap();
+    assert_eq!(doc.checkpoint.decoded.tree_size, CHECKPOINTS);
+    check(&doc, &[]).unwrap();
+    assert!(
+        cost(&a, before) <= 4 * steps + 2,
+        "{} reads",
+        cost(&a, before)
+    );
+    let before = a.checkpoint_messages_read();
+    let latest = a.latest_checkpoint(&p01(), &ring).await.unwrap().unwrap();
+    assert_eq!(latest.stored.body.tree_size, CHECKPOINTS);
+    assert!(
+        cost(&a, before) <= 4 * steps + 2,
+        "{} reads",
+        cost(&a, before)
+    );
+
+    // One of a given size, whichever: first, last, beside a stranger's, in between.
+    for size in [
+        1,
+        2,
+        51,
+        52,
+        148,
+        149,
+        246,
+        300,
+        CHECKPOINTS - 1,
+        CHECKPOINTS,
+    ] {
+        let before = a.checkpoint_messages_read();
+        let doc = a.prove(&p01(), 1, Some(size)).await.unwrap();
+        assert_eq!(doc.checkpoint.decoded.tree_size, size);
+        check(&doc, &[]).unwrap();
+        assert!(
+            cost(&a, before) <= 3 * steps + 3,
+            "size {size}: {} reads",
+            cost(&a, before)
+        );
+    }
+    for size in [CHECKPOINTS + 1, CHECKPOINTS + 10] {
+        assert!(matches!(
+            a.prove(&p01(), 1, Some(size)).await,
+            Err(CheckpointError::NoCheckpoint { .. })
+        ));
+    }
+    let before = a.checkpoint_messages_read();
+    let growth = a.consistency(&p01(), 52, 300).await.unwrap();
+    check(&growth, &[]).unwrap();
+    assert!(
+        cost(&a, before) <= 6 * steps + 6,
+        "{} reads",
+        cost(&a, before)
+    );
+    let office = sign::KeyPair::from_seed(&[12; 32]);
+    let before = a.checkpoint_messages_read();
+    a.cosign(&p01(), 246, "audit-office:region-1", &office, 1)
+        .await
+        .unwrap();
+    assert!(
+        cost(&a, before) <= 3 * steps + 3,
+        "{} reads",
+        cost(&a, before)
+    );
+    let doc = a.prove(&p01(), 5, Some(246)).await.unwrap();
+    assert_eq!(doc.checkpoint.cosignatures.len(), 1);
+
+    // A flood of strangers' messages at the end: the lookups read the subject through,
+    // and still find the ledger's.
+    for size in 0..=ansinh::checkpoint::lookup::INVALID_PASSED_MAX {
+        publish_checkpoint(&config, &stranger, &forged_body(&stranger, size + 1)).await;
+    }
+    let latest = a.latest_checkpoint(&p01(), &ring).await.unwrap().unwrap();
+    assert_eq!(latest.stored.body.tree_size, CHECKPOINTS);
+    let found = a
+        .checkpoint_of_size(&p01(), &ring, 300)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.stored.body.tree_size, 300);
+    // The checkpointer builds on the latest valid one past them.
+    append(&ledger, CHECKPOINTS, 1).await;
+    let mut fresh = checkpointer(&ledger, &config, dir.path()).await;
+    assert_eq!(publish_now(&mut fresh).await.tree_size, CHECKPOINTS + 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_background_task_checkpoints_after_n_events() {
     let (log, config) = fresh_checkpointed();

@@ -9,11 +9,12 @@ use prost::Message;
 use serde::Serialize;
 
 use super::keys::KeyRing;
+use super::lookup::Lookup;
 use super::proofs::{
     CONSISTENCY_FORMAT, CheckpointDocument, ConsistencyDocument, INCLUSION_FORMAT,
-    InclusionDocument, distinct_cosignatures, one_per_key,
+    InclusionDocument, OnePerKey, one_per_key,
 };
-use super::read::{self, ChainPosition, Next, StoredCheckpoint};
+use super::read::{self, ChainPosition, Next, ReadCount, StoredCheckpoint};
 use super::sign::{self, KeyPair};
 use super::stream::{CheckpointConfig, ensure_checkpoint_stream, open_existing_checkpoint_stream};
 use super::{CheckpointError, PROOF_LEAVES_MAX};
@@ -33,6 +34,8 @@ pub struct Auditor {
     checkpoints: Stream,
     log: LogConfig,
     config: CheckpointConfig,
+    /// Checkpoint-stream messages read so far (`checkpoint_messages_read`).
+    read: ReadCount,
 }
 
 /// A checkpoint whose signature checked out against the key ring.
@@ -43,7 +46,7 @@ pub struct VerifiedCheckpoint {
 }
 
 /// One checkpoint as `audit verify` lists it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CheckpointStatus {
     pub tree_size: u64,
     pub root: String,
@@ -54,7 +57,7 @@ pub struct CheckpointStatus {
     pub cosigners: Vec<CosignerStatus>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CosignerStatus {
     pub cosigner_id: String,
     pub key_id: String,
@@ -161,6 +164,7 @@ impl Auditor {
             checkpoints,
             log,
             config,
+            read: ReadCount::default(),
         })
     }
 
@@ -181,6 +185,7 @@ impl Auditor {
             checkpoints,
             log,
             config,
+            read: ReadCount::default(),
         })
     }
 
@@ -201,51 +206,69 @@ impl Auditor {
         read::read_key_ring(&self.events, &self.log, &self.config).await
     }
 
-    /// The partition's checkpoints whose signatures verify, in stream order. The
-    /// others are skipped here (a proof is only ever built on a valid one); `verify`
-    /// reports them.
-    pub async fn verified_checkpoints(
+    /// Checkpoint-stream messages this auditor has read: what its requests cost.
+    pub fn checkpoint_messages_read(&self) -> u64 {
+        self.read.get()
+    }
+
+    fn lookup<'a>(&'a self, partition: &'a Partition, ring: &'a KeyRing) -> Lookup<'a> {
+        Lookup::new(&self.checkpoints, &self.config, partition, ring, &self.read)
+    }
+
+    /// The partition's latest valid checkpoint (a proof or a bundle is only ever built
+    /// on a valid one; `verify` reports the others), without reading the others.
+    pub async fn latest_checkpoint(
         &self,
         partition: &Partition,
         ring: &KeyRing,
-    ) -> Result<Vec<VerifiedCheckpoint>, CheckpointError> {
-        let mut out = Vec::new();
-        for stored in read::read_checkpoints(&self.checkpoints, &self.config, partition).await? {
-            match stored.and_then(|s| check_signature(ring, s)) {
-                Ok(v) if v.stored.body.partition == *partition => out.push(v),
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(partition = %partition, error = %e, "invalid checkpoint skipped")
-                }
-            }
-        }
-        Ok(out)
+    ) -> Result<Option<VerifiedCheckpoint>, CheckpointError> {
+        Ok(self.lookup(partition, ring).latest().await?.valid)
+    }
+
+    /// The partition's valid checkpoint of `tree_size` events, without reading the
+    /// others.
+    pub async fn checkpoint_of_size(
+        &self,
+        partition: &Partition,
+        ring: &KeyRing,
+        tree_size: u64,
+    ) -> Result<Option<VerifiedCheckpoint>, CheckpointError> {
+        self.lookup(partition, ring).of_size(tree_size).await
     }
 
     /// Valid cosignatures of one checkpoint, one per key, at most `COSIGNATURES_MAX`
     /// (`proofs::distinct_cosignatures`): what a document carries. Only those stored
     /// after the checkpoint are read (a checkpoint is cosigned once published, as the
     /// status route reads them): O(the cosignatures since it), not every cosignature the
-    /// partition ever had.
+    /// partition ever had, and memory for what is kept only.
     pub async fn cosignatures_of(
         &self,
         partition: &Partition,
         checkpoint: &StoredCheckpoint,
     ) -> Result<Vec<proto::Cosignature>, CheckpointError> {
-        Ok(distinct_cosignatures(
-            &checkpoint.signed.checkpoint,
-            read::read_cosignatures_after(
-                &self.checkpoints,
-                &self.config,
-                partition,
-                checkpoint.stream_sequence,
-            )
+        cosignatures_after(
+            &self.checkpoints,
+            &self.config,
+            partition,
+            checkpoint,
+            &self.read,
+        )
+        .await
+    }
+
+    /// The checkpoint of `tree_size` events, or NoCheckpoint saying `what`.
+    async fn chosen(
+        &self,
+        partition: &Partition,
+        ring: &KeyRing,
+        tree_size: u64,
+    ) -> Result<VerifiedCheckpoint, CheckpointError> {
+        self.checkpoint_of_size(partition, ring, tree_size)
             .await?
-            .into_iter()
-            .filter_map(Result::ok)
-            .map(|s| s.cosignature),
-            &self.config.cosigners,
-        ))
+            .ok_or_else(|| CheckpointError::NoCheckpoint {
+                partition: partition.to_string(),
+                what: format!("no checkpoint of size {tree_size}"),
+            })
     }
 
     /// The event hashes 1..=tree_size of a partition (chain checked), and the stored
@@ -304,13 +327,10 @@ impl Auditor {
             return Err(CheckpointError::BadRequest("sequences start at 1".into()));
         }
         let ring = self.key_ring().await?;
-        let checkpoints = self.verified_checkpoints(partition, &ring).await?;
+        // The latest valid checkpoint is the largest: they are stored in increasing size.
         let chosen = match checkpoint_size {
-            Some(size) => checkpoints
-                .iter()
-                .rev()
-                .find(|c| c.stored.body.tree_size == size),
-            None => checkpoints.iter().max_by_key(|c| c.stored.body.tree_size),
+            Some(size) => self.checkpoint_of_size(partition, &ring, size).await?,
+            None => self.latest_checkpoint(partition, &ring).await?,
         }
         .filter(|c| c.stored.body.tree_size >= sequence)
         .ok_or_else(|| CheckpointError::NoCheckpoint {
@@ -357,18 +377,8 @@ impl Auditor {
             )));
         }
         let ring = self.key_ring().await?;
-        let checkpoints = self.verified_checkpoints(partition, &ring).await?;
-        let find = |size: u64| {
-            checkpoints
-                .iter()
-                .rev()
-                .find(|c| c.stored.body.tree_size == size)
-                .ok_or_else(|| CheckpointError::NoCheckpoint {
-                    partition: partition.to_string(),
-                    what: format!("no checkpoint of size {size}"),
-                })
-        };
-        let (old, new) = (find(from)?, find(to)?);
+        let old = self.chosen(partition, &ring, from).await?;
+        let new = self.chosen(partition, &ring, to).await?;
         let (hashes, _) = self.leaves(partition, to, None).await?;
         check_root(&old.stored.body, &hashes[..from as usize])?;
         check_root(&new.stored.body, &hashes)?;
@@ -408,15 +418,7 @@ impl Auditor {
         sign::check_cosigner_id(cosigner_id)
             .map_err(|e| CheckpointError::BadRequest(e.to_string()))?;
         let ring = self.key_ring().await?;
-        let checkpoints = self.verified_checkpoints(partition, &ring).await?;
-        let chosen = checkpoints
-            .iter()
-            .rev()
-            .find(|c| c.stored.body.tree_size == tree_size)
-            .ok_or_else(|| CheckpointError::NoCheckpoint {
-                partition: partition.to_string(),
-                what: format!("no checkpoint of size {tree_size}"),
-            })?;
+        let chosen = self.chosen(partition, &ring, tree_size).await?;
         let root = self.root_at(partition, tree_size).await?;
         check_matches_root(&chosen.stored.body, &root.0, &root.1)?;
         let cosignature = sign::cosign(
@@ -612,6 +614,23 @@ impl Auditor {
             }
         }
         let mut bad = std::collections::BTreeSet::new();
+        // Stored in increasing size: what `lookup` relies on to find one by size.
+        let mut largest = 0;
+        for (i, v) in valid.iter().enumerate() {
+            let size = v.stored.body.tree_size;
+            if size <= largest {
+                bad.insert(i);
+                problem(
+                    audit,
+                    v.stored.stream_sequence,
+                    format!(
+                        "a checkpoint of size {size} stored after one of size {largest}: a partition's checkpoints are stored in increasing size"
+                    ),
+                );
+            } else {
+                largest = size;
+            }
+        }
         for (i, reason) in &mismatched {
             problem(audit, valid[*i].stored.stream_sequence, reason.clone());
             bad.insert(*i);
@@ -751,6 +770,35 @@ impl Auditor {
     }
 }
 
+/// The valid cosignatures of `checkpoint` stored after it, one per key, pinned first,
+/// at most COSIGNATURES_MAX (`proofs::distinct_cosignatures`), read in one pass that
+/// holds only what it keeps (`OnePerKey`).
+pub async fn cosignatures_after(
+    checkpoints: &Stream,
+    config: &CheckpointConfig,
+    partition: &Partition,
+    checkpoint: &StoredCheckpoint,
+    read: &ReadCount,
+) -> Result<Vec<proto::Cosignature>, CheckpointError> {
+    let mut kept = OnePerKey::default();
+    read::scan_subject(
+        checkpoints,
+        &config.cosignature_subject(partition),
+        checkpoint.stream_sequence + 1,
+        read,
+        |m| {
+            if let Ok(s) = read::decode_cosignature(m) {
+                if sign::verify_cosignature(&s.cosignature, &checkpoint.signed.checkpoint).is_ok() {
+                    kept.offer(s.cosignature, &config.cosigners);
+                }
+            }
+            Ok(Next::Continue)
+        },
+    )
+    .await?;
+    Ok(kept.finish())
+}
+
 impl Auditor {
     /// Whether the partition's subject of the event log holds anything.
     async fn has_events(&self, partition: &Partition) -> Result<bool, CheckpointError> {
@@ -805,43 +853,25 @@ pub struct LatestCheckpoint {
     pub latest_problem: Option<CheckpointError>,
 }
 
-/// The partition's latest valid checkpoint. Reads the subject's last message only,
-/// unless it is not valid: then every message of the subject (at most
-/// `CHECKPOINTS_READ_MAX`), since anyone holding a publish right can put a decodable
-/// checkpoint signed by a stranger's key last, and showing it would hide the real one.
+/// The partition's latest valid checkpoint (`lookup::Lookup::latest`: the subject's last
+/// message, or the valid one before the invalid messages after it, since anyone holding
+/// a publish right can put a decodable checkpoint signed by a stranger's key last, and
+/// showing it would hide the real one), and the subject's count of messages.
 pub async fn latest_valid_checkpoint(
     checkpoints: &Stream,
     config: &CheckpointConfig,
     partition: &Partition,
     ring: &KeyRing,
 ) -> Result<LatestCheckpoint, CheckpointError> {
-    let (messages, latest) = read::latest_checkpoint(checkpoints, config, partition).await?;
-    let Some(latest) = latest else {
-        return Ok(LatestCheckpoint {
-            messages,
-            valid: None,
-            latest_problem: None,
-        });
-    };
-    let latest_problem = match valid_checkpoint(ring, partition, latest) {
-        Ok(valid) => {
-            return Ok(LatestCheckpoint {
-                messages,
-                valid: Some(valid),
-                latest_problem: None,
-            });
-        }
-        Err(e) => e,
-    };
-    let valid = read::read_checkpoints(checkpoints, config, partition)
-        .await?
-        .into_iter()
-        .rev()
-        .find_map(|s| valid_checkpoint(ring, partition, s).ok());
+    let subject = config.checkpoint_subject(partition);
+    let messages = read::subject_messages(checkpoints, &subject).await?;
+    let found = Lookup::new(checkpoints, config, partition, ring, &ReadCount::default())
+        .latest()
+        .await?;
     Ok(LatestCheckpoint {
         messages,
-        valid,
-        latest_problem: Some(latest_problem),
+        valid: found.valid,
+        latest_problem: found.last_problem,
     })
 }
 

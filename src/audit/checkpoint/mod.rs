@@ -5,6 +5,8 @@
 //! - `keys`: key files and the ledger's key history, rebuilt from the log (pure ring).
 //! - `stream`: the checkpoint stream (deny delete, deny purge, no rollup).
 //! - `read`: reading chains, checkpoints and cosignatures back, checked.
+//! - `lookup`: one checkpoint of a partition (the latest valid, or of a size) in a few
+//!   requests, without reading the others.
 //! - `checkpointer`: builds and publishes checkpoints; the background task and policy.
 //! - `audit`: prove, consistency, cosign and verify against a server.
 //! - `proofs`: the JSON proof documents and their offline check (pure).
@@ -20,6 +22,7 @@ pub mod audit;
 pub mod checkpointer;
 pub mod cli;
 pub mod keys;
+pub mod lookup;
 pub mod proofs;
 pub mod read;
 pub mod sign;
@@ -42,7 +45,8 @@ pub const HEADER_TREE_SIZE: &str = "Ansinh-Tree-Size";
 /// Most event hashes held in memory to build one proof (512 MiB). Proofs for larger
 /// partitions need the streaming builder that is not written yet.
 pub const PROOF_LEAVES_MAX: u64 = 1 << 24;
-/// Most checkpoints (or cosignatures) of one partition read into memory at once.
+/// Most checkpoints (or cosignatures) of one partition `audit verify` reads into memory
+/// at once.
 pub const CHECKPOINTS_READ_MAX: usize = 1_000_000;
 
 /// Why a checkpoint operation failed. One enum for this boundary (the server-facing
