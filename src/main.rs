@@ -266,7 +266,9 @@ enum AuditCommand {
         /// never seen is an error.
         #[arg(long, value_parser = ansinh::input::ledger_partition)]
         partition: Option<Partition>,
-        /// List every checkpoint with its cosigners, not one summary line per partition.
+        /// List every checkpoint with its cosigners, not one summary line per partition
+        /// (for people, printed as each is checked; not with --json, whose document
+        /// gives each partition's count and latest checkpoint).
         #[arg(long)]
         checkpoints: bool,
         /// Read the ledger's streams and nothing else, as an auditor's read-only NATS

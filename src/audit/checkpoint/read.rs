@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_nats::jetstream::stream::Stream;
 use prost::Message;
 
+use super::CheckpointError;
 use super::keys::KeyRing;
 use super::sign::CheckpointBody;
 use super::stream::CheckpointConfig;
-use super::{CHECKPOINTS_READ_MAX, CheckpointError};
 use crate::chain::{ChainHead, Partition};
 use crate::log::follow::{Follower, Holding, Step};
 use crate::log::{LogConfig, Position, RawEvent, reader};
@@ -344,69 +344,6 @@ pub async fn last_before(
         }
     }
     Ok(found)
-}
-
-/// The raw messages of one subject of the checkpoint stream from stream sequence `from`,
-/// in order, bounded by CHECKPOINTS_READ_MAX.
-async fn read_subject(
-    checkpoints: &Stream,
-    subject: &str,
-    partition: &Partition,
-    from: u64,
-) -> Result<Vec<RawEvent>, CheckpointError> {
-    let Some(last) = reader::last_on_subject(checkpoints, subject)
-        .await
-        .map_err(nats)?
-    else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    reader::read_range(checkpoints, subject, from, last.stream_sequence, |e| {
-        if e.index > 0 {
-            return Ok(());
-        }
-        if out.len() >= CHECKPOINTS_READ_MAX {
-            return Err(CheckpointError::TooManyCheckpoints {
-                partition: partition.to_string(),
-            });
-        }
-        out.push(e);
-        Ok(())
-    })
-    .await
-    .map_err(|e| match e {
-        reader::ReadError::Nats(m) => CheckpointError::Nats(m),
-        reader::ReadError::Visit(v) => v,
-    })?;
-    Ok(out)
-}
-
-/// Every stored checkpoint message of a partition, in stream order, each decoded or
-/// with the reason it could not be.
-pub async fn read_checkpoints(
-    checkpoints: &Stream,
-    config: &CheckpointConfig,
-    partition: &Partition,
-) -> Result<Vec<Result<StoredCheckpoint, CheckpointError>>, CheckpointError> {
-    let raw = read_subject(
-        checkpoints,
-        &config.checkpoint_subject(partition),
-        partition,
-        1,
-    )
-    .await?;
-    Ok(raw.iter().map(decode_checkpoint).collect())
-}
-
-/// Every stored cosignature of a partition, in stream order.
-pub async fn read_cosignatures(
-    checkpoints: &Stream,
-    config: &CheckpointConfig,
-    partition: &Partition,
-) -> Result<Vec<Result<StoredCosignature, CheckpointError>>, CheckpointError> {
-    let subject = config.cosignature_subject(partition);
-    let raw = read_subject(checkpoints, &subject, partition, 1).await?;
-    Ok(raw.iter().map(decode_cosignature).collect())
 }
 
 /// How many messages the subject holds, from the stream's info (valid checkpoints or
