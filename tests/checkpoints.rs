@@ -276,6 +276,69 @@ async fn one_checkpoint_is_found_without_reading_every_checkpoint() {
     assert_eq!(publish_now(&mut fresh).await.tree_size, CHECKPOINTS + 1);
 }
 
+/// A copy of an earlier valid checkpoint stored again later (only a holder of the
+/// ledger's right to publish on the checkpoint stream can store one) breaks the order a
+/// search by size relies on, and can send it past the checkpoint asked: the search then
+/// finds nothing, never another checkpoint, and "nothing" is confirmed by reading the
+/// subject through, which finds it. Verify reports every copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_an_earlier_checkpoint_hides_none_from_a_search_by_size() {
+    const CHECKPOINTS: u64 = 60;
+    let (log, config) = fresh_checkpointed();
+    let (ledger, dir) = ledger(&log).await;
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    let mut third = None;
+    for i in 0..CHECKPOINTS {
+        append(&ledger, i, 1).await;
+        let published = match c.checkpoint(&p01()).await {
+            Ok(Outcome::Published(p)) => p,
+            Err(CheckpointError::Raced { .. }) => match c.checkpoint(&p01()).await.unwrap() {
+                Outcome::Published(p) => p,
+                other => panic!("nothing published: {other:?}"),
+            },
+            other => panic!("nothing published: {other:?}"),
+        };
+        if i == 2 {
+            third = Some(published.signed.encode_to_vec());
+        }
+        // The third checkpoint's message stored again after each from the 20th.
+        if i >= 19 {
+            jetstream::new(client().await)
+                .publish(
+                    config.checkpoint_subject(&p01()),
+                    third.clone().unwrap().into(),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    }
+    let a = auditor(&log, &config).await;
+    let ring = a.key_ring().await.unwrap();
+    for size in 1..=CHECKPOINTS {
+        let found = a.checkpoint_of_size(&p01(), &ring, size).await.unwrap();
+        assert_eq!(found.map(|c| c.stored.body.tree_size), Some(size));
+    }
+    assert!(
+        a.checkpoint_of_size(&p01(), &ring, CHECKPOINTS + 1)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let audit = a.verify(Some(&p01())).await.unwrap();
+    let copies = audit
+        .problems
+        .iter()
+        .filter(|p| {
+            p.problem
+                .contains("a checkpoint of size 3 stored after one of size")
+        })
+        .count();
+    assert_eq!(copies as u64, CHECKPOINTS - 19, "{:?}", audit.problems);
+    assert_eq!(audit.partitions["01"].checkpoints, CHECKPOINTS);
+}
+
 /// `audit verify` reads a partition's checkpoints, then its cosignatures, a chunk at a
 /// time (`Auditor::with_messages_in_memory_max`), and keeps what it looks up by hash on
 /// disk: with many more checkpoints than it holds at once, each is checked against the

@@ -12,7 +12,11 @@
 //! **Invariant relied on:** the ledger's valid checkpoints of a partition are stored in
 //! increasing `tree_size` (each is published fenced on the subject's last message and
 //! covers more events than the latest valid one). `Auditor::verify` reports any that is
-//! not, so a search by size that this would mislead is also an audit failure.
+//! not. A search by size that such a checkpoint misleads finds nothing, never another
+//! checkpoint, and its "nothing" is confirmed by reading the subject through. The latest
+//! is the subject's last valid message, as the checkpointer builds on: a copy of an
+//! earlier valid checkpoint stored again at the end (only a holder of the ledger's
+//! publish right can) makes it that earlier one until the next is published.
 
 use async_nats::jetstream::stream::Stream;
 
@@ -161,38 +165,39 @@ impl<'a> Lookup<'a> {
 
     /// The valid checkpoint of `tree_size` events, found by a binary search over stream
     /// sequences (valid checkpoints are stored in increasing size): O(log(stream))
-    /// requests.
+    /// requests. "None" is only said after reading the subject through (decoding each
+    /// message, checking the signature of one of that size only): a valid checkpoint
+    /// stored out of order (a copy of an earlier one stored again, which only a holder of
+    /// the ledger's right to publish there can store, and verify reports) could have sent
+    /// the search past the one asked. So a size no checkpoint has costs O(checkpoints),
+    /// as does a flood of invalid messages; a lookup never answers wrongly.
     pub async fn of_size(
         &self,
         tree_size: u64,
     ) -> Result<Option<VerifiedCheckpoint>, CheckpointError> {
         match self.search(tree_size).await {
-            Ok(found) => Ok(found),
-            Err(Walk::Failed(e)) => Err(e),
-            Err(Walk::Flooded) => {
-                tracing::warn!(
-                    partition = %self.partition,
-                    tree_size,
-                    "more than {INVALID_PASSED_MAX} invalid checkpoint messages in a row: reading the subject through"
-                );
-                let mut found = None;
-                read::scan_subject(
-                    self.checkpoints,
-                    &self.subject,
-                    1,
-                    self.read,
-                    |m| match self.valid(m) {
-                        Ok(v) if v.stored.body.tree_size == tree_size => {
-                            found = Some(v);
-                            Ok(Next::Stop)
-                        }
-                        _ => Ok(Next::Continue),
-                    },
-                )
-                .await?;
-                Ok(found)
-            }
+            Ok(Some(found)) => return Ok(Some(found)),
+            Ok(None) => {}
+            Err(Walk::Failed(e)) => return Err(e),
+            Err(Walk::Flooded) => tracing::warn!(
+                partition = %self.partition,
+                tree_size,
+                "more than {INVALID_PASSED_MAX} invalid checkpoint messages in a row: reading the subject through"
+            ),
         }
+        let mut found = None;
+        read::scan_subject(self.checkpoints, &self.subject, 1, self.read, |m| {
+            let size = read::decode_checkpoint(m).map(|c| c.body.tree_size);
+            if size.is_ok_and(|size| size == tree_size) {
+                if let Ok(v) = self.valid(m) {
+                    found = Some(v);
+                    return Ok(Next::Stop);
+                }
+            }
+            Ok(Next::Continue)
+        })
+        .await?;
+        Ok(found)
     }
 
     async fn search(&self, tree_size: u64) -> Result<Option<VerifiedCheckpoint>, Walk> {
