@@ -109,11 +109,12 @@ struct Cli {
         global = true
     )]
     checkpoint_every_events: u64,
-    /// ...and every partition with new events at least this often (seconds).
+    /// ...and every partition with new events at least this often (seconds). Each
+    /// checkpoint is kept for ever and checked by every full audit (ADR 0023).
     #[arg(
         long,
         env = "ANSINH_CHECKPOINT_EVERY_SECS",
-        default_value_t = 60,
+        default_value_t = 600,
         global = true
     )]
     checkpoint_every_secs: u64,
@@ -266,7 +267,9 @@ enum AuditCommand {
         /// never seen is an error.
         #[arg(long, value_parser = ansinh::input::ledger_partition)]
         partition: Option<Partition>,
-        /// List every checkpoint with its cosigners, not one summary line per partition.
+        /// List every checkpoint with its cosigners, not one summary line per partition
+        /// (for people, printed as each is checked; not with --json, whose document
+        /// gives each partition's count and latest checkpoint).
         #[arg(long)]
         checkpoints: bool,
         /// Read the ledger's streams and nothing else, as an auditor's read-only NATS
@@ -1036,5 +1039,17 @@ mod tests {
         let mut missing = Vec::new();
         walk(&Cli::command(), "ansinh", &mut missing);
         assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
+
+    /// The command line's checkpoint policy is the library's: every ten minutes, or
+    /// after 1,000 new events (ADR 0023: every checkpoint is kept and audited for ever).
+    #[test]
+    fn the_default_checkpoint_policy_is_the_librarys() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from(["ansinh", "serve"]).unwrap();
+        let policy = ansinh::checkpoint::Policy::default();
+        assert_eq!(cli.checkpoint_every_secs, policy.every.as_secs());
+        assert_eq!(cli.checkpoint_every_events, policy.every_events);
+        assert_eq!(policy.every, std::time::Duration::from_secs(600));
     }
 }

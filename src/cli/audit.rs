@@ -22,6 +22,7 @@ pub async fn verify_ledger(
     list_checkpoints: bool,
     json: bool,
 ) -> Result<ExitCode, BoxError> {
+    refuse_listing_in_json(list_checkpoints, json)?;
     let mut stream = runtime.ledger.stream().clone();
     let chain = verify_chain(
         &mut stream,
@@ -55,6 +56,7 @@ pub async fn verify_read_only(
     list_checkpoints: bool,
     json: bool,
 ) -> Result<ExitCode, BoxError> {
+    refuse_listing_in_json(list_checkpoints, json)?;
     let Some(url) = &connection.nats_url else {
         return Err("--read-only reads the ledger's NATS server: give --nats".into());
     };
@@ -81,6 +83,16 @@ pub async fn verify_read_only(
         true,
     )
     .await
+}
+
+/// `--checkpoints` prints a line per checkpoint as each is checked, which one JSON
+/// document cannot hold however many there are: refused with `--json` before anything
+/// is read, whichever order the options came in.
+fn refuse_listing_in_json(list_checkpoints: bool, json: bool) -> Result<(), BoxError> {
+    if list_checkpoints && json {
+        return Err("--checkpoints lists checkpoints for people; with --json the document gives each partition's count and latest checkpoint".into());
+    }
+    Ok(())
 }
 
 /// The checkpoint part of `audit verify`, after the chain's verdict `chain`. With
@@ -112,8 +124,15 @@ async fn then_checkpoints(
     }
     if !json {
         // For people: the chain's lines are printed, the checkpoints' follow.
-        let audit =
-            checkpoint::cli::audit(client, log, checkpoints, partition.as_ref(), read_only).await?;
+        let audit = checkpoint::cli::audit(
+            client,
+            log,
+            checkpoints,
+            partition.as_ref(),
+            read_only,
+            list_checkpoints,
+        )
+        .await?;
         let uncovered = uncovered(&audit, &heads);
         checkpoint::cli::print_audit(&audit, list_checkpoints, &uncovered);
         return Ok(exit_code(audit.ok()));
@@ -121,8 +140,17 @@ async fn then_checkpoints(
     let Some(serde_json::Value::Object(mut document)) = document else {
         unreachable!("a chain that verifies hands back its JSON verdict");
     };
-    let audit =
-        checkpoint::cli::audit(client, log, checkpoints, partition.as_ref(), read_only).await;
+    // One document: each partition's count and latest checkpoint, not every checkpoint
+    // (`--checkpoints` lists them for people).
+    let audit = checkpoint::cli::audit(
+        client,
+        log,
+        checkpoints,
+        partition.as_ref(),
+        read_only,
+        false,
+    )
+    .await;
     let code = match audit {
         Ok(audit) => {
             document.insert("checkpoints_ok".into(), audit.ok().into());

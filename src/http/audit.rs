@@ -7,8 +7,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::access::{self, Operation};
-use crate::checkpoint::proofs::distinct_cosignatures;
-use crate::checkpoint::read::read_cosignatures_after;
 
 use super::extract::{Path, Staff};
 use super::{Api, ApiError};
@@ -113,26 +111,23 @@ pub async fn status_of(
     let latest = match found.valid.map(|v| v.stored) {
         None => None,
         Some(c) => {
-            let stored = read_cosignatures_after(
+            // The latest's valid cosignatures, one per key, as its documents carry them.
+            let cosigners = crate::checkpoint::audit::cosignatures_after(
                 &checkpoints_stream,
                 &config,
                 &partition,
-                c.stream_sequence,
+                &c,
+                &Default::default(),
             )
             .await
             .map_err(|e| unavailable(&e))?
             .into_iter()
-            .filter_map(Result::ok)
-            .map(|s| s.cosignature);
-            // The latest's valid cosignatures, one per key, as its documents carry them.
-            let cosigners = distinct_cosignatures(&c.signed.checkpoint, stored, &config.cosigners)
-                .into_iter()
-                .map(|c| Cosigner {
-                    cosigner_id: c.cosigner_id,
-                    key_id: c.key_id,
-                    signed_at_unix_ms: c.signed_at_unix_ms,
-                })
-                .collect();
+            .map(|c| Cosigner {
+                cosigner_id: c.cosigner_id,
+                key_id: c.key_id,
+                signed_at_unix_ms: c.signed_at_unix_ms,
+            })
+            .collect();
             Some(CheckpointLine {
                 tree_size: c.body.tree_size,
                 root: hex::encode(c.body.root),

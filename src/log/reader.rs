@@ -583,6 +583,27 @@ pub async fn last_on_subject(
     }
 }
 
+/// The events of the first message of one subject at or after stream sequence `from`,
+/// or None when the subject has none there: one request, whatever lies before, so a
+/// reader can search a subject by stream sequence without reading it through.
+pub async fn first_on_subject_from(
+    stream: &stream::Stream,
+    subject: &str,
+    from: u64,
+) -> Result<Option<Vec<RawEvent>>, String> {
+    let read = || async {
+        let _room = room_for_one_message(stream).await;
+        stream
+            .get_first_raw_message_by_subject(subject, from.max(1))
+            .await
+    };
+    match retrying_transient(read, |e| e.kind() == stream::RawMessageErrorKind::Other).await {
+        Ok(m) => Ok(Some(RawMessage::from_stored(m).into_events())),
+        Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Attempts of a one-message read that found no server to answer (on a cluster, for a
 /// moment while a leader is elected or a replica catches up: "no responders", a timeout)
 /// before its caller gets the error, and the wait before the next, times the attempt.

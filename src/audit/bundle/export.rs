@@ -15,7 +15,7 @@ use super::{
     encode_delimited,
 };
 use crate::chain::Partition;
-use crate::checkpoint::audit::{Auditor, VerifiedCheckpoint, check_root};
+use crate::checkpoint::audit::{Auditor, check_root};
 use crate::checkpoint::proofs::CheckpointDocument;
 use crate::checkpoint::read::{self, ChainPosition, Next};
 use crate::checkpoint::{CheckpointError, PROOF_LEAVES_MAX};
@@ -76,12 +76,6 @@ impl ExportRequest {
     }
 }
 
-fn latest(checkpoints: Vec<VerifiedCheckpoint>) -> Option<VerifiedCheckpoint> {
-    checkpoints
-        .into_iter()
-        .max_by_key(|c| c.stored.body.tree_size)
-}
-
 /// Builds the bundle of `request` against the latest checkpoint of its partition.
 pub async fn export(
     auditor: &Auditor,
@@ -92,7 +86,7 @@ pub async fn export(
     let ring = auditor.key_ring().await?;
 
     // The key history, whole, under the key partition's latest checkpoint.
-    let keys_checkpoint = latest(auditor.verified_checkpoints(&keys_partition, &ring).await?);
+    let keys_checkpoint = auditor.latest_checkpoint(&keys_partition, &ring).await?;
     let mut key_events: Vec<bytes::Bytes> = Vec::new();
     let mut key_hashes: Vec<Hash32> = Vec::new();
     read::read_chain(
@@ -127,7 +121,7 @@ pub async fn export(
     check_root(&keys_checkpoint.stored.body, &key_hashes)?;
 
     // The partition's events: every hash up to the checkpoint, the scope's bytes.
-    let checkpoint = latest(auditor.verified_checkpoints(&partition, &ring).await?);
+    let checkpoint = auditor.latest_checkpoint(&partition, &ring).await?;
     let covered = checkpoint.as_ref().map_or(0, |c| c.stored.body.tree_size);
     if covered > PROOF_LEAVES_MAX {
         return Err(CheckpointError::TooLarge {

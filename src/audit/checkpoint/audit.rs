@@ -1,7 +1,7 @@
 //! The auditor's side against a server: build proofs, cosign, and verify every stored
 //! checkpoint against the log recomputed from scratch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage, stream::Stream};
@@ -9,16 +9,18 @@ use prost::Message;
 use serde::Serialize;
 
 use super::keys::KeyRing;
+use super::lookup::Lookup;
 use super::proofs::{
-    CONSISTENCY_FORMAT, CheckpointDocument, ConsistencyDocument, INCLUSION_FORMAT,
-    InclusionDocument, distinct_cosignatures, one_per_key,
+    CONSISTENCY_FORMAT, CheckpointDocument, ConsistencyDocument, CosignerPins, INCLUSION_FORMAT,
+    InclusionDocument, OnePerKey,
 };
-use super::read::{self, ChainPosition, Next, StoredCheckpoint};
+use super::read::{self, ChainPosition, Next, ReadCount, StoredCheckpoint};
+use super::scratch::{Record, ScratchIndex};
 use super::sign::{self, KeyPair};
 use super::stream::{CheckpointConfig, ensure_checkpoint_stream, open_existing_checkpoint_stream};
-use super::{CheckpointError, PROOF_LEAVES_MAX};
+use super::{CheckpointError, PROBLEMS_LISTED_MAX, PROOF_LEAVES_MAX, VERIFY_CHUNK_MESSAGES};
 use crate::chain::Partition;
-use crate::log::{LogConfig, ensure_stream};
+use crate::log::{LogConfig, RawEvent, ensure_stream};
 use crate::merkle::{self, ConsistencyProof, Frontier, Hash32, InclusionProof};
 use crate::proto;
 
@@ -33,6 +35,10 @@ pub struct Auditor {
     checkpoints: Stream,
     log: LogConfig,
     config: CheckpointConfig,
+    /// Checkpoint-stream messages read so far (`checkpoint_messages_read`).
+    read: ReadCount,
+    /// Checkpoint-stream messages `verify` holds at once (VERIFY_CHUNK_MESSAGES).
+    messages_in_memory_max: usize,
 }
 
 /// A checkpoint whose signature checked out against the key ring.
@@ -43,7 +49,7 @@ pub struct VerifiedCheckpoint {
 }
 
 /// One checkpoint as `audit verify` lists it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CheckpointStatus {
     pub tree_size: u64,
     pub root: String,
@@ -54,7 +60,7 @@ pub struct CheckpointStatus {
     pub cosigners: Vec<CosignerStatus>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CosignerStatus {
     pub cosigner_id: String,
     pub key_id: String,
@@ -71,19 +77,47 @@ pub struct CheckpointProblem {
     pub problem: String,
 }
 
-/// What `audit verify` found on the checkpoint stream.
+/// What `audit verify` found on the checkpoint stream. Its size does not grow with the
+/// checkpoints: each partition's count and latest, and at most PROBLEMS_LISTED_MAX
+/// problems (`Auditor::verify_listing` hands each checkpoint over as it is checked).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct CheckpointAudit {
-    /// Valid checkpoints per partition, in stream order, with their valid cosignatures.
-    pub partitions: BTreeMap<String, Vec<CheckpointStatus>>,
+    /// Per partition, its valid checkpoints that match the log.
+    pub partitions: BTreeMap<String, PartitionCheckpoints>,
     /// Ledger keys in the order the key partition registered them.
     pub keys: Vec<String>,
+    /// The first PROBLEMS_LISTED_MAX problems found.
     pub problems: Vec<CheckpointProblem>,
+    /// Problems found past those listed.
+    pub problems_not_listed: u64,
+}
+
+/// A partition's valid checkpoints that match the log.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PartitionCheckpoints {
+    /// How many.
+    pub checkpoints: u64,
+    /// The latest (the largest: they are stored in increasing size), with its
+    /// cosigners.
+    pub latest: Option<CheckpointStatus>,
 }
 
 impl CheckpointAudit {
     pub fn ok(&self) -> bool {
-        self.problems.is_empty()
+        self.problems.is_empty() && self.problems_not_listed == 0
+    }
+
+    /// Records a problem: listed while fewer than PROBLEMS_LISTED_MAX are, else counted.
+    pub fn problem(&mut self, partition: &Partition, stream_sequence: u64, problem: String) {
+        if self.problems.len() < PROBLEMS_LISTED_MAX {
+            self.problems.push(CheckpointProblem {
+                partition: partition.to_string(),
+                stream_sequence,
+                problem,
+            });
+        } else {
+            self.problems_not_listed += 1;
+        }
     }
 }
 
@@ -134,8 +168,8 @@ pub fn uncovered<'a>(
             let checkpointed = audit
                 .partitions
                 .get(partition)
-                .and_then(|c| c.iter().map(|c| c.tree_size).max())
-                .unwrap_or(0);
+                .and_then(|c| c.latest.as_ref())
+                .map_or(0, |c| c.tree_size);
             (events > checkpointed).then(|| Uncovered {
                 partition: partition.to_string(),
                 checkpointed,
@@ -161,6 +195,8 @@ impl Auditor {
             checkpoints,
             log,
             config,
+            read: ReadCount::default(),
+            messages_in_memory_max: VERIFY_CHUNK_MESSAGES,
         })
     }
 
@@ -181,6 +217,8 @@ impl Auditor {
             checkpoints,
             log,
             config,
+            read: ReadCount::default(),
+            messages_in_memory_max: VERIFY_CHUNK_MESSAGES,
         })
     }
 
@@ -201,51 +239,76 @@ impl Auditor {
         read::read_key_ring(&self.events, &self.log, &self.config).await
     }
 
-    /// The partition's checkpoints whose signatures verify, in stream order. The
-    /// others are skipped here (a proof is only ever built on a valid one); `verify`
-    /// reports them.
-    pub async fn verified_checkpoints(
+    /// `verify` holds at most `messages` checkpoint-stream messages at once (at least
+    /// one; VERIFY_CHUNK_MESSAGES by default). Tests make it small to cross chunks.
+    pub fn with_messages_in_memory_max(mut self, messages: usize) -> Self {
+        self.messages_in_memory_max = messages.max(1);
+        self
+    }
+
+    /// Checkpoint-stream messages this auditor has read: what its requests cost.
+    pub fn checkpoint_messages_read(&self) -> u64 {
+        self.read.get()
+    }
+
+    fn lookup<'a>(&'a self, partition: &'a Partition, ring: &'a KeyRing) -> Lookup<'a> {
+        Lookup::new(&self.checkpoints, &self.config, partition, ring, &self.read)
+    }
+
+    /// The partition's latest valid checkpoint (a proof or a bundle is only ever built
+    /// on a valid one; `verify` reports the others), without reading the others.
+    pub async fn latest_checkpoint(
         &self,
         partition: &Partition,
         ring: &KeyRing,
-    ) -> Result<Vec<VerifiedCheckpoint>, CheckpointError> {
-        let mut out = Vec::new();
-        for stored in read::read_checkpoints(&self.checkpoints, &self.config, partition).await? {
-            match stored.and_then(|s| check_signature(ring, s)) {
-                Ok(v) if v.stored.body.partition == *partition => out.push(v),
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(partition = %partition, error = %e, "invalid checkpoint skipped")
-                }
-            }
-        }
-        Ok(out)
+    ) -> Result<Option<VerifiedCheckpoint>, CheckpointError> {
+        Ok(self.lookup(partition, ring).latest().await?.valid)
+    }
+
+    /// The partition's valid checkpoint of `tree_size` events, without reading the
+    /// others.
+    pub async fn checkpoint_of_size(
+        &self,
+        partition: &Partition,
+        ring: &KeyRing,
+        tree_size: u64,
+    ) -> Result<Option<VerifiedCheckpoint>, CheckpointError> {
+        self.lookup(partition, ring).of_size(tree_size).await
     }
 
     /// Valid cosignatures of one checkpoint, one per key, at most `COSIGNATURES_MAX`
     /// (`proofs::distinct_cosignatures`): what a document carries. Only those stored
     /// after the checkpoint are read (a checkpoint is cosigned once published, as the
     /// status route reads them): O(the cosignatures since it), not every cosignature the
-    /// partition ever had.
+    /// partition ever had, and memory for what is kept only.
     pub async fn cosignatures_of(
         &self,
         partition: &Partition,
         checkpoint: &StoredCheckpoint,
     ) -> Result<Vec<proto::Cosignature>, CheckpointError> {
-        Ok(distinct_cosignatures(
-            &checkpoint.signed.checkpoint,
-            read::read_cosignatures_after(
-                &self.checkpoints,
-                &self.config,
-                partition,
-                checkpoint.stream_sequence,
-            )
+        cosignatures_after(
+            &self.checkpoints,
+            &self.config,
+            partition,
+            checkpoint,
+            &self.read,
+        )
+        .await
+    }
+
+    /// The checkpoint of `tree_size` events, or NoCheckpoint saying `what`.
+    async fn chosen(
+        &self,
+        partition: &Partition,
+        ring: &KeyRing,
+        tree_size: u64,
+    ) -> Result<VerifiedCheckpoint, CheckpointError> {
+        self.checkpoint_of_size(partition, ring, tree_size)
             .await?
-            .into_iter()
-            .filter_map(Result::ok)
-            .map(|s| s.cosignature),
-            &self.config.cosigners,
-        ))
+            .ok_or_else(|| CheckpointError::NoCheckpoint {
+                partition: partition.to_string(),
+                what: format!("no checkpoint of size {tree_size}"),
+            })
     }
 
     /// The event hashes 1..=tree_size of a partition (chain checked), and the stored
@@ -304,13 +367,10 @@ impl Auditor {
             return Err(CheckpointError::BadRequest("sequences start at 1".into()));
         }
         let ring = self.key_ring().await?;
-        let checkpoints = self.verified_checkpoints(partition, &ring).await?;
+        // The latest valid checkpoint is the largest: they are stored in increasing size.
         let chosen = match checkpoint_size {
-            Some(size) => checkpoints
-                .iter()
-                .rev()
-                .find(|c| c.stored.body.tree_size == size),
-            None => checkpoints.iter().max_by_key(|c| c.stored.body.tree_size),
+            Some(size) => self.checkpoint_of_size(partition, &ring, size).await?,
+            None => self.latest_checkpoint(partition, &ring).await?,
         }
         .filter(|c| c.stored.body.tree_size >= sequence)
         .ok_or_else(|| CheckpointError::NoCheckpoint {
@@ -357,18 +417,8 @@ impl Auditor {
             )));
         }
         let ring = self.key_ring().await?;
-        let checkpoints = self.verified_checkpoints(partition, &ring).await?;
-        let find = |size: u64| {
-            checkpoints
-                .iter()
-                .rev()
-                .find(|c| c.stored.body.tree_size == size)
-                .ok_or_else(|| CheckpointError::NoCheckpoint {
-                    partition: partition.to_string(),
-                    what: format!("no checkpoint of size {size}"),
-                })
-        };
-        let (old, new) = (find(from)?, find(to)?);
+        let old = self.chosen(partition, &ring, from).await?;
+        let new = self.chosen(partition, &ring, to).await?;
         let (hashes, _) = self.leaves(partition, to, None).await?;
         check_root(&old.stored.body, &hashes[..from as usize])?;
         check_root(&new.stored.body, &hashes)?;
@@ -408,15 +458,7 @@ impl Auditor {
         sign::check_cosigner_id(cosigner_id)
             .map_err(|e| CheckpointError::BadRequest(e.to_string()))?;
         let ring = self.key_ring().await?;
-        let checkpoints = self.verified_checkpoints(partition, &ring).await?;
-        let chosen = checkpoints
-            .iter()
-            .rev()
-            .find(|c| c.stored.body.tree_size == tree_size)
-            .ok_or_else(|| CheckpointError::NoCheckpoint {
-                partition: partition.to_string(),
-                what: format!("no checkpoint of size {tree_size}"),
-            })?;
+        let chosen = self.chosen(partition, &ring, tree_size).await?;
         let root = self.root_at(partition, tree_size).await?;
         check_matches_root(&chosen.stored.body, &root.0, &root.1)?;
         let cosignature = sign::cosign(
@@ -485,21 +527,39 @@ impl Auditor {
     }
 
     /// Checks every stored checkpoint (of one partition, or all): signature by a ledger
-    /// key not retired before it was issued, root and head against the log recomputed
-    /// in one pass, and every cosignature. Lists what is valid; collects what is not.
+    /// key not retired before it was issued, stored in increasing size, root and head
+    /// against the log recomputed in one pass, and every cosignature. Counts what is
+    /// valid; collects what is not.
     pub async fn verify(
         &self,
         only: Option<&Partition>,
+    ) -> Result<CheckpointAudit, CheckpointError> {
+        self.verify_inner(only, false, &mut |_, _| {}).await
+    }
+
+    /// `verify`, handing each valid checkpoint that matches the log to `listed`, with its
+    /// cosigners, in stream order, partition after partition as each is checked: `audit
+    /// verify --checkpoints` prints them as they come, however many there are.
+    pub async fn verify_listing(
+        &self,
+        only: Option<&Partition>,
+        mut listed: impl FnMut(&Partition, &CheckpointStatus) + Send,
+    ) -> Result<CheckpointAudit, CheckpointError> {
+        self.verify_inner(only, true, &mut listed).await
+    }
+
+    /// `verify`, and with `list` each checkpoint handed to `listed`.
+    async fn verify_inner(
+        &self,
+        only: Option<&Partition>,
+        list: bool,
+        listed: &mut (impl FnMut(&Partition, &CheckpointStatus) + Send),
     ) -> Result<CheckpointAudit, CheckpointError> {
         let mut audit = CheckpointAudit::default();
         let ring = match self.key_ring().await {
             Ok(ring) => ring,
             Err(e @ (CheckpointError::KeyRing(_) | CheckpointError::Chain { .. })) => {
-                audit.problems.push(CheckpointProblem {
-                    partition: self.config.keys_partition.to_string(),
-                    stream_sequence: 0,
-                    problem: format!("key history: {e}"),
-                });
+                audit.problem(&self.config.keys_partition, 0, format!("key history: {e}"));
                 KeyRing::default()
             }
             Err(e) => return Err(e),
@@ -530,193 +590,57 @@ impl Auditor {
             }
         };
         for partition in partitions {
-            self.verify_partition(&partition, &ring, &mut audit).await?;
+            self.verify_partition(&partition, &ring, &mut audit, list, listed)
+                .await?;
         }
         Ok(audit)
     }
 
+    /// One partition, in three passes, each in bounded memory: its checkpoints, a chunk
+    /// at a time, each chunk checked against the chain read on from where the last
+    /// stopped, into a scratch index on disk; its cosignatures, a chunk at a time,
+    /// matched by hash in the index; then the listing and the latest's cosigners.
     async fn verify_partition(
         &self,
         partition: &Partition,
         ring: &KeyRing,
         audit: &mut CheckpointAudit,
+        list: bool,
+        listed: &mut (impl FnMut(&Partition, &CheckpointStatus) + Send),
     ) -> Result<(), CheckpointError> {
-        let problem = |audit: &mut CheckpointAudit, stream_sequence: u64, problem: String| {
-            audit.problems.push(CheckpointProblem {
-                partition: partition.to_string(),
-                stream_sequence,
-                problem,
-            })
+        let mut index = ScratchIndex::create()?;
+        let Some(checked) = self
+            .check_checkpoints(partition, ring, audit, &mut index)
+            .await?
+        else {
+            return Ok(()); // the log could not be read: reported
         };
-        let mut valid: Vec<VerifiedCheckpoint> = Vec::new();
-        for stored in read::read_checkpoints(&self.checkpoints, &self.config, partition).await? {
-            // Where the message is, kept before its check: a key error does not say.
-            let at = stored
-                .as_ref()
-                .map_or_else(stream_sequence_of, |s| s.stream_sequence);
-            match stored.and_then(|s| check_signature(ring, s)) {
-                Ok(v) if v.stored.body.partition == *partition => valid.push(v),
-                Ok(v) => problem(
-                    audit,
-                    v.stored.stream_sequence,
-                    format!("checkpoint names partition {}", v.stored.body.partition),
-                ),
-                Err(e) => problem(audit, at, e.to_string()),
-            }
-        }
-        // One pass over the chain checks every checkpoint at its size.
-        let mut by_size: HashMap<u64, Vec<usize>> = HashMap::new();
-        for (i, v) in valid.iter().enumerate() {
-            by_size.entry(v.stored.body.tree_size).or_default().push(i);
-        }
-        let largest = valid
-            .iter()
-            .map(|v| v.stored.body.tree_size)
-            .max()
-            .unwrap_or(0);
-        let mut frontier = Frontier::new();
-        let mut mismatched: Vec<(usize, String)> = Vec::new();
-        if largest > 0 {
-            let read = read::read_chain(
-                &self.events,
-                &self.log,
-                ChainPosition::genesis(partition.clone()),
-                read::Exclusions::SignedBy(&self.config.keys_partition),
-                |head, _, _| {
-                    frontier.try_push(&head.hash.0)?;
-                    if let Some(indices) = by_size.get(&frontier.size()) {
-                        let root = frontier.root();
-                        for &i in indices {
-                            if let Err(e) =
-                                check_matches_root(&valid[i].stored.body, &root, &head.hash.0)
-                            {
-                                mismatched.push((i, e.to_string()));
-                            }
-                        }
-                    }
-                    Ok(if frontier.size() >= largest {
-                        Next::Stop
-                    } else {
-                        Next::Continue
-                    })
-                },
-            )
-            .await;
-            if let Err(e) = read {
-                problem(
-                    audit,
-                    0,
-                    format!("the log cannot be read to check checkpoints: {e}"),
-                );
-                return Ok(());
-            }
-        }
-        let mut bad = std::collections::BTreeSet::new();
-        for (i, reason) in &mismatched {
-            problem(audit, valid[*i].stored.stream_sequence, reason.clone());
-            bad.insert(*i);
-        }
-        for (i, v) in valid.iter().enumerate() {
-            if v.stored.body.tree_size > frontier.size() {
-                bad.insert(i);
-                problem(
-                    audit,
-                    v.stored.stream_sequence,
-                    format!(
-                        "the checkpoint covers {} events but the log holds {}",
-                        v.stored.body.tree_size,
-                        frontier.size()
-                    ),
-                );
-            }
-        }
-        let mut statuses: Vec<CheckpointStatus> = valid
-            .iter()
-            .map(|v| CheckpointStatus {
-                tree_size: v.stored.body.tree_size,
-                root: merkle::encode_hash(&v.stored.body.root),
-                key_id: v.stored.body.key_id.clone(),
-                issued_at_unix_ms: v.stored.body.issued_at_unix_ms,
-                stream_sequence: v.stored.stream_sequence,
-                cosigners: Vec::new(),
-            })
-            .collect();
-        let by_hash: HashMap<Hash32, usize> = valid
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (sign::checkpoint_hash(&v.stored.signed.checkpoint), i))
-            .collect();
-        let mut verified: Vec<Vec<proto::Cosignature>> = vec![Vec::new(); statuses.len()];
-        for stored in read::read_cosignatures(&self.checkpoints, &self.config, partition).await? {
-            let s = match stored {
-                Ok(s) => s,
-                Err(e) => {
-                    problem(audit, stream_sequence_of(&e), e.to_string());
-                    continue;
+        self.check_cosignatures(partition, audit, &index).await?;
+        let pins = &self.config.cosigners;
+        let status = |ordinal: u64| -> Result<Option<CheckpointStatus>, CheckpointError> {
+            Ok(index
+                .get(ordinal)?
+                .filter(|(record, _)| !record.refused)
+                .map(|(record, cosigners)| status_of(&record, cosigners, pins)))
+        };
+        if list {
+            for ordinal in 0..index.len() {
+                if let Some(status) = status(ordinal)? {
+                    listed(partition, &status);
                 }
-            };
-            let c = &s.cosignature;
-            let target = <[u8; 32]>::try_from(c.checkpoint_hash.as_ref())
-                .ok()
-                .and_then(|h| by_hash.get(&h).copied());
-            let Some(i) = target else {
-                problem(
-                    audit,
-                    s.stream_sequence,
-                    "cosignature of no valid checkpoint".into(),
-                );
-                continue;
-            };
-            if bad.contains(&i) {
-                problem(
-                    audit,
-                    s.stream_sequence,
-                    "cosignature of a checkpoint that does not match the log".into(),
-                );
-                continue;
-            }
-            // Listed as documents carry them (`cosignatures_of`): a checkpoint is cosigned
-            // once stored, so one stored before it is not read for it. Not a problem to
-            // report: the stream keeps it for ever, and the cosigner can sign again.
-            if s.stream_sequence < valid[i].stored.stream_sequence {
-                continue;
-            }
-            match sign::verify_cosignature(c, &valid[i].stored.signed.checkpoint) {
-                Ok(()) => verified[i].push(s.cosignature),
-                Err(e) => problem(audit, s.stream_sequence, format!("cosignature: {e}")),
             }
         }
-        // Listed as a document carries them (`proofs::one_per_key`): one key is one
-        // cosigner, its earliest cosignature, and at most COSIGNATURES_MAX.
-        for (status, verified) in statuses.iter_mut().zip(verified) {
-            let pins = &self.config.cosigners;
-            status.cosigners = one_per_key(verified, pins)
-                .into_iter()
-                .map(|c| CosignerStatus {
-                    pinned: pins.pins(&c),
-                    cosigner_id: c.cosigner_id,
-                    key_id: c.key_id,
-                    signed_at_unix_ms: c.signed_at_unix_ms,
-                })
-                .collect();
-        }
+        let latest = checked.latest.map(status).transpose()?.flatten();
         // With pinned cosigners, the partition's latest checkpoint that matches the log
         // must carry as many of them as required: what an auditor relying on cosigning
         // asks of the head it checks against.
-        let pins = &self.config.cosigners;
         if !pins.is_empty() {
-            let latest = statuses
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| !bad.contains(i))
-                .max_by_key(|(_, s)| s.tree_size)
-                .map(|(_, s)| s);
-            match latest {
+            match &latest {
                 Some(latest) => {
                     let found = latest.cosigners.iter().filter(|c| c.pinned).count();
                     if found < pins.required() {
-                        problem(
-                            audit,
+                        audit.problem(
+                            partition,
                             latest.stream_sequence,
                             format!(
                                 "the latest checkpoint (size {}) is cosigned by {found} of the pinned cosigners, {} required",
@@ -728,8 +652,8 @@ impl Auditor {
                 }
                 // Events no checkpoint covers are cosigned by nobody: an auditor who
                 // requires cosigners must not read "no checkpoint" as "nothing to check".
-                None if self.has_events(partition).await? => problem(
-                    audit,
+                None if self.has_events(partition).await? => audit.problem(
+                    partition,
                     0,
                     format!(
                         "the partition has events but no valid checkpoint that matches the log: cosigned by 0 of the pinned cosigners, {} required",
@@ -739,16 +663,284 @@ impl Auditor {
                 None => {}
             }
         }
-        // Only checkpoints that match the log are listed; the others are problems.
-        let statuses = statuses
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| !bad.contains(i))
-            .map(|(_, s)| s)
-            .collect();
-        audit.partitions.insert(partition.to_string(), statuses);
+        // Only checkpoints that match the log are counted; the others are problems.
+        audit.partitions.insert(
+            partition.to_string(),
+            PartitionCheckpoints {
+                checkpoints: checked.matching,
+                latest,
+            },
+        );
         Ok(())
     }
+
+    /// Up to `messages_in_memory_max` messages of `subject` from stream sequence `from`.
+    async fn chunk_of(&self, subject: &str, from: u64) -> Result<Vec<RawEvent>, CheckpointError> {
+        let max = self.messages_in_memory_max;
+        let mut chunk = Vec::new();
+        read::scan_subject(&self.checkpoints, subject, from, &self.read, |m| {
+            chunk.push(m.clone());
+            Ok(if chunk.len() >= max {
+                Next::Stop
+            } else {
+                Next::Continue
+            })
+        })
+        .await?;
+        Ok(chunk)
+    }
+
+    /// The partition's checkpoint messages, a chunk at a time: each valid checkpoint's
+    /// signature, its order (larger than the valid one before), and its root and head
+    /// against the chain, read once in all, on from where the last chunk stopped. Every
+    /// valid one goes into `index`, refused or not. None when the log cannot be read.
+    async fn check_checkpoints(
+        &self,
+        partition: &Partition,
+        ring: &KeyRing,
+        audit: &mut CheckpointAudit,
+        index: &mut ScratchIndex,
+    ) -> Result<Option<Checked>, CheckpointError> {
+        let subject = self.config.checkpoint_subject(partition);
+        let mut chain = ChainPosition::genesis(partition.clone());
+        let mut frontier = Frontier::new();
+        // The size of the latest valid checkpoint in stream order: the next is larger.
+        let mut largest = 0u64;
+        let mut checked = Checked::default();
+        let mut from = 1;
+        loop {
+            let chunk = self.chunk_of(&subject, from).await?;
+            let Some(last) = chunk.last() else {
+                return Ok(Some(checked));
+            };
+            from = last.stream_sequence + 1;
+            let mut valid: Vec<(VerifiedCheckpoint, Record)> = Vec::with_capacity(chunk.len());
+            for m in &chunk {
+                let v = match valid_checkpoint(ring, partition, read::decode_checkpoint(m)) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        audit.problem(partition, m.stream_sequence, e.to_string());
+                        continue;
+                    }
+                };
+                let mut record = Record::of(&v);
+                if record.tree_size <= largest {
+                    // What `lookup` relies on to find a checkpoint by size.
+                    record.refused = true;
+                    audit.problem(
+                        partition,
+                        record.stream_sequence,
+                        format!(
+                            "a checkpoint of size {} stored after one of size {largest}: a partition's checkpoints are stored in increasing size",
+                            record.tree_size
+                        ),
+                    );
+                } else {
+                    largest = record.tree_size;
+                }
+                valid.push((v, record));
+            }
+            // Against the log: the chain read on to the chunk's largest size, each
+            // checkpoint checked when the tree reaches its size (they increase).
+            let targets: Vec<usize> = (0..valid.len()).filter(|&i| !valid[i].1.refused).collect();
+            let mut mismatched: Vec<(usize, String)> = Vec::new();
+            if let Some(&i) = targets.last() {
+                let chunk_largest = valid[i].1.tree_size;
+                let mut next = 0;
+                let read = read::read_chain(
+                    &self.events,
+                    &self.log,
+                    chain.clone(),
+                    read::Exclusions::SignedBy(&self.config.keys_partition),
+                    |head, _, _| {
+                        frontier.try_push(&head.hash.0)?;
+                        while let Some(&i) = targets.get(next) {
+                            if valid[i].1.tree_size > frontier.size() {
+                                break;
+                            }
+                            if let Err(e) = check_matches_root(
+                                &valid[i].0.stored.body,
+                                &frontier.root(),
+                                &head.hash.0,
+                            ) {
+                                mismatched.push((i, e.to_string()));
+                            }
+                            next += 1;
+                        }
+                        Ok(if frontier.size() >= chunk_largest {
+                            Next::Stop
+                        } else {
+                            Next::Continue
+                        })
+                    },
+                )
+                .await;
+                match read {
+                    Ok(position) => chain = position,
+                    Err(e) => {
+                        audit.problem(
+                            partition,
+                            0,
+                            format!("the log cannot be read to check checkpoints: {e}"),
+                        );
+                        return Ok(None);
+                    }
+                }
+            }
+            for (i, reason) in mismatched {
+                valid[i].1.refused = true;
+                audit.problem(partition, valid[i].1.stream_sequence, reason);
+            }
+            for (_, record) in valid.iter_mut().filter(|(_, r)| !r.refused) {
+                if record.tree_size > frontier.size() {
+                    record.refused = true;
+                    audit.problem(
+                        partition,
+                        record.stream_sequence,
+                        format!(
+                            "the checkpoint covers {} events but the log holds {}",
+                            record.tree_size,
+                            frontier.size()
+                        ),
+                    );
+                }
+            }
+            let records: Vec<Record> = valid.into_iter().map(|(_, r)| r).collect();
+            for (i, record) in records.iter().enumerate() {
+                if !record.refused {
+                    checked.matching += 1;
+                    checked.latest = Some(index.len() + i as u64);
+                }
+            }
+            index.push(&records)?;
+        }
+    }
+
+    /// The partition's cosignature messages, a chunk at a time: each must name a valid
+    /// checkpoint that matches the log (found in `index`), and verify over its bytes;
+    /// those that do are kept for their checkpoint as a document carries them.
+    async fn check_cosignatures(
+        &self,
+        partition: &Partition,
+        audit: &mut CheckpointAudit,
+        index: &ScratchIndex,
+    ) -> Result<(), CheckpointError> {
+        let subject = self.config.cosignature_subject(partition);
+        let mut from = 1;
+        loop {
+            let chunk = self.chunk_of(&subject, from).await?;
+            let Some(last) = chunk.last() else {
+                return Ok(());
+            };
+            from = last.stream_sequence + 1;
+            let mut verified = Vec::new();
+            for m in &chunk {
+                let s = match read::decode_cosignature(m) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        audit.problem(partition, m.stream_sequence, e.to_string());
+                        continue;
+                    }
+                };
+                let target = match <[u8; 32]>::try_from(s.cosignature.checkpoint_hash.as_ref()) {
+                    Ok(hash) => index.find(&hash)?,
+                    Err(_) => None,
+                };
+                let Some((ordinal, record)) = target else {
+                    audit.problem(
+                        partition,
+                        s.stream_sequence,
+                        "cosignature of no valid checkpoint".into(),
+                    );
+                    continue;
+                };
+                if record.refused {
+                    audit.problem(
+                        partition,
+                        s.stream_sequence,
+                        "cosignature of a checkpoint refused above (it does not match the log, or is out of order)".into(),
+                    );
+                    continue;
+                }
+                // Listed as documents carry them (`cosignatures_of`): a checkpoint is
+                // cosigned once stored, so one stored before it is not read for it. Not a
+                // problem to report: the stream keeps it for ever, and the cosigner can
+                // sign again.
+                if s.stream_sequence < record.stream_sequence {
+                    continue;
+                }
+                match sign::verify_cosignature(&s.cosignature, &record.checkpoint) {
+                    Ok(()) => verified.push((ordinal, s.cosignature)),
+                    Err(e) => {
+                        audit.problem(partition, s.stream_sequence, format!("cosignature: {e}"))
+                    }
+                }
+            }
+            index.cosigned(verified, &self.config.cosigners)?;
+        }
+    }
+}
+
+/// What the checkpoint pass of a partition found: how many valid checkpoints match the
+/// log, and the latest one's ordinal in the scratch index.
+#[derive(Debug, Default)]
+struct Checked {
+    matching: u64,
+    latest: Option<u64>,
+}
+
+/// A checkpoint as verify lists it, with its kept cosignatures (one per key, pinned
+/// first, at most COSIGNATURES_MAX: `proofs::one_per_key`).
+fn status_of(
+    record: &Record,
+    cosigners: Vec<proto::Cosignature>,
+    pins: &CosignerPins,
+) -> CheckpointStatus {
+    CheckpointStatus {
+        tree_size: record.tree_size,
+        root: merkle::encode_hash(&record.root),
+        key_id: record.key_id.clone(),
+        issued_at_unix_ms: record.issued_at_unix_ms,
+        stream_sequence: record.stream_sequence,
+        cosigners: cosigners
+            .into_iter()
+            .map(|c| CosignerStatus {
+                pinned: pins.pins(&c),
+                cosigner_id: c.cosigner_id,
+                key_id: c.key_id,
+                signed_at_unix_ms: c.signed_at_unix_ms,
+            })
+            .collect(),
+    }
+}
+
+/// The valid cosignatures of `checkpoint` stored after it, one per key, pinned first,
+/// at most COSIGNATURES_MAX (`proofs::distinct_cosignatures`), read in one pass that
+/// holds only what it keeps (`OnePerKey`).
+pub async fn cosignatures_after(
+    checkpoints: &Stream,
+    config: &CheckpointConfig,
+    partition: &Partition,
+    checkpoint: &StoredCheckpoint,
+    read: &ReadCount,
+) -> Result<Vec<proto::Cosignature>, CheckpointError> {
+    let mut kept = OnePerKey::default();
+    read::scan_subject(
+        checkpoints,
+        &config.cosignature_subject(partition),
+        checkpoint.stream_sequence + 1,
+        read,
+        |m| {
+            if let Ok(s) = read::decode_cosignature(m) {
+                if sign::verify_cosignature(&s.cosignature, &checkpoint.signed.checkpoint).is_ok() {
+                    kept.offer(s.cosignature, &config.cosigners);
+                }
+            }
+            Ok(Next::Continue)
+        },
+    )
+    .await?;
+    Ok(kept.finish())
 }
 
 impl Auditor {
@@ -759,18 +951,6 @@ impl Auditor {
             .await
             .map_err(nats)?
             .is_some())
-    }
-}
-
-fn stream_sequence_of(e: &CheckpointError) -> u64 {
-    match e {
-        CheckpointError::Signature {
-            stream_sequence, ..
-        }
-        | CheckpointError::Undecodable {
-            stream_sequence, ..
-        } => *stream_sequence,
-        _ => 0,
     }
 }
 
@@ -805,43 +985,25 @@ pub struct LatestCheckpoint {
     pub latest_problem: Option<CheckpointError>,
 }
 
-/// The partition's latest valid checkpoint. Reads the subject's last message only,
-/// unless it is not valid: then every message of the subject (at most
-/// `CHECKPOINTS_READ_MAX`), since anyone holding a publish right can put a decodable
-/// checkpoint signed by a stranger's key last, and showing it would hide the real one.
+/// The partition's latest valid checkpoint (`lookup::Lookup::latest`: the subject's last
+/// message, or the valid one before the invalid messages after it, since anyone holding
+/// a publish right can put a decodable checkpoint signed by a stranger's key last, and
+/// showing it would hide the real one), and the subject's count of messages.
 pub async fn latest_valid_checkpoint(
     checkpoints: &Stream,
     config: &CheckpointConfig,
     partition: &Partition,
     ring: &KeyRing,
 ) -> Result<LatestCheckpoint, CheckpointError> {
-    let (messages, latest) = read::latest_checkpoint(checkpoints, config, partition).await?;
-    let Some(latest) = latest else {
-        return Ok(LatestCheckpoint {
-            messages,
-            valid: None,
-            latest_problem: None,
-        });
-    };
-    let latest_problem = match valid_checkpoint(ring, partition, latest) {
-        Ok(valid) => {
-            return Ok(LatestCheckpoint {
-                messages,
-                valid: Some(valid),
-                latest_problem: None,
-            });
-        }
-        Err(e) => e,
-    };
-    let valid = read::read_checkpoints(checkpoints, config, partition)
-        .await?
-        .into_iter()
-        .rev()
-        .find_map(|s| valid_checkpoint(ring, partition, s).ok());
+    let subject = config.checkpoint_subject(partition);
+    let messages = read::subject_messages(checkpoints, &subject).await?;
+    let found = Lookup::new(checkpoints, config, partition, ring, &ReadCount::default())
+        .latest()
+        .await?;
     Ok(LatestCheckpoint {
         messages,
-        valid,
-        latest_problem: Some(latest_problem),
+        valid: found.valid,
+        latest_problem: found.last_problem,
     })
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
-use super::audit::{Auditor, CheckpointAudit, Uncovered};
+use super::audit::{Auditor, CheckpointAudit, CheckpointStatus, Uncovered};
 use super::checkpointer::{Checkpointer, Outcome};
 use super::proofs::{self, CheckpointDocument};
 use super::stream::CheckpointConfig;
@@ -300,18 +300,24 @@ pub fn print_cosigners(word: &str, cosigners: &[String], unpinned: &[String]) {
 }
 
 /// The checkpoint part of `ansinh audit verify`: every checkpoint and cosignature of
-/// the log (or of `partition`) checked against it. Printing is the caller's: with
-/// `--json` it is one document with the chain's verdict. With `read_only`, nothing is
-/// created: a checkpoint stream that does not exist is an error.
+/// the log (or of `partition`) checked against it. With `every_checkpoint`, each valid
+/// checkpoint is printed as it is checked (`print_checkpoint`): a partition's may be
+/// hundreds of thousands, which are never held at once. The rest is printed by the
+/// caller (`print_audit`): with `--json` it is one document with the chain's verdict.
+/// With `read_only`, nothing is created: a checkpoint stream that does not exist is an
+/// error.
 pub async fn audit(
     client: async_nats::Client,
     log: &crate::log::LogConfig,
     config: &CheckpointConfig,
     partition: Option<&Partition>,
     read_only: bool,
+    every_checkpoint: bool,
 ) -> Result<CheckpointAudit, BoxError> {
+    let printed = std::sync::atomic::AtomicBool::new(false);
     // A cluster electing a stream's leader answers "no responders" for a moment; the
-    // audit reads again rather than failing (nothing is printed before it completes).
+    // audit reads again rather than failing, unless it printed a line already (a second
+    // run would print it again).
     let audit = crate::log::reader::retrying_transient(
         || async {
             let (client, log, config) = (client.clone(), log.clone(), config.clone());
@@ -320,64 +326,78 @@ pub async fn audit(
             } else {
                 Auditor::open(client, log, config).await?
             };
-            auditor.verify(partition).await
+            if !every_checkpoint {
+                return auditor.verify(partition).await;
+            }
+            auditor
+                .verify_listing(partition, |partition, checkpoint| {
+                    printed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    print_checkpoint(partition, checkpoint);
+                })
+                .await
         },
-        |e: &super::CheckpointError| crate::log::reader::no_responders(e),
+        |e: &super::CheckpointError| {
+            crate::log::reader::no_responders(e)
+                && !printed.load(std::sync::atomic::Ordering::Relaxed)
+        },
     )
     .await?;
     Ok(audit)
 }
 
-/// For people: one line per partition (how many checkpoints, the latest's size and
-/// cosigners), or with `every_checkpoint` one line per checkpoint: a year of a large
-/// province has hundreds. Then the events no valid checkpoint covers yet (`uncovered`),
-/// one line per partition: they pass, since a checkpointer runs periodically and a
-/// short tail is normal, but "OK" must not read as "every event is checkpointed".
+/// One line for people about one valid checkpoint (`audit verify --checkpoints`).
+pub fn print_checkpoint(partition: &Partition, c: &CheckpointStatus) {
+    let cosigners: Vec<String> = c
+        .cosigners
+        .iter()
+        .map(|s| {
+            format!(
+                "{} (key {}, {}{})",
+                s.cosigner_id,
+                s.key_id,
+                time(s.signed_at_unix_ms),
+                unpinned(s)
+            )
+        })
+        .collect();
+    println!(
+        "CHECKPOINT partition {partition} size {} root {} key {} issued {}; {}",
+        c.tree_size,
+        c.root,
+        c.key_id,
+        time(c.issued_at_unix_ms),
+        cosigned_by(&cosigners)
+    );
+}
+
+/// For people, after the chain's lines: one line per partition (how many checkpoints,
+/// the latest's size and cosigners) unless `every_checkpoint` printed each already
+/// (`audit`). Then the problems, and the events no valid checkpoint covers yet
+/// (`uncovered`), one line per partition: they pass, since a checkpointer runs
+/// periodically and a short tail is normal, but "OK" must not read as "every event is
+/// checkpointed".
 pub fn print_audit(audit: &CheckpointAudit, every_checkpoint: bool, uncovered: &[Uncovered]) {
     for (partition, checkpoints) in &audit.partitions {
-        if !every_checkpoint {
-            let Some(latest) = checkpoints.iter().max_by_key(|c| c.tree_size) else {
-                continue;
-            };
-            let cosigners: Vec<String> = latest
-                .cosigners
-                .iter()
-                .map(|s| format!("{} (key {}{})", s.cosigner_id, s.key_id, unpinned(s)))
-                .collect();
-            println!(
-                "CHECKPOINTS partition {partition}: {} checkpoints, latest size {} root {} key {} issued {}; {}",
-                checkpoints.len(),
-                latest.tree_size,
-                latest.root,
-                latest.key_id,
-                time(latest.issued_at_unix_ms),
-                cosigned_by(&cosigners)
-            );
+        if every_checkpoint {
             continue;
         }
-        for c in checkpoints {
-            let cosigners: Vec<String> = c
-                .cosigners
-                .iter()
-                .map(|s| {
-                    format!(
-                        "{} (key {}, {}{})",
-                        s.cosigner_id,
-                        s.key_id,
-                        time(s.signed_at_unix_ms),
-                        unpinned(s)
-                    )
-                })
-                .collect();
-            println!(
-                "CHECKPOINT partition {partition} size {} root {} key {} issued {}; {}",
-                c.tree_size,
-                c.root,
-                c.key_id,
-                time(c.issued_at_unix_ms),
-                cosigned_by(&cosigners)
-            );
-        }
+        let Some(latest) = &checkpoints.latest else {
+            continue;
+        };
+        let cosigners: Vec<String> = latest
+            .cosigners
+            .iter()
+            .map(|s| format!("{} (key {}{})", s.cosigner_id, s.key_id, unpinned(s)))
+            .collect();
+        println!(
+            "CHECKPOINTS partition {partition}: {} checkpoints, latest size {} root {} key {} issued {}; {}",
+            checkpoints.checkpoints,
+            latest.tree_size,
+            latest.root,
+            latest.key_id,
+            time(latest.issued_at_unix_ms),
+            cosigned_by(&cosigners)
+        );
     }
     for p in &audit.problems {
         println!(
@@ -385,10 +405,17 @@ pub fn print_audit(audit: &CheckpointAudit, every_checkpoint: bool, uncovered: &
             p.partition, p.stream_sequence, p.problem
         );
     }
+    if audit.problems_not_listed > 0 {
+        println!(
+            "CHECKPOINT FAILED {} more problems, not listed (the first {} are)",
+            audit.problems_not_listed,
+            audit.problems.len()
+        );
+    }
     for u in uncovered {
         println!("UNCOVERED {u}");
     }
-    let count: usize = audit.partitions.values().map(Vec::len).sum();
+    let count: u64 = audit.partitions.values().map(|p| p.checkpoints).sum();
     if audit.ok() {
         let tail = match uncovered.len() {
             0 => String::new(),

@@ -5,6 +5,10 @@
 //! - `keys`: key files and the ledger's key history, rebuilt from the log (pure ring).
 //! - `stream`: the checkpoint stream (deny delete, deny purge, no rollup).
 //! - `read`: reading chains, checkpoints and cosignatures back, checked.
+//! - `lookup`: one checkpoint of a partition (the latest valid, or of a size) in a few
+//!   requests, without reading the others.
+//! - `scratch`: the on-disk index `audit verify` keeps of a partition's checkpoints
+//!   while it matches their cosignatures.
 //! - `checkpointer`: builds and publishes checkpoints; the background task and policy.
 //! - `audit`: prove, consistency, cosign and verify against a server.
 //! - `proofs`: the JSON proof documents and their offline check (pure).
@@ -20,8 +24,10 @@ pub mod audit;
 pub mod checkpointer;
 pub mod cli;
 pub mod keys;
+pub mod lookup;
 pub mod proofs;
 pub mod read;
+pub mod scratch;
 pub mod sign;
 pub mod stream;
 
@@ -42,8 +48,14 @@ pub const HEADER_TREE_SIZE: &str = "Ansinh-Tree-Size";
 /// Most event hashes held in memory to build one proof (512 MiB). Proofs for larger
 /// partitions need the streaming builder that is not written yet.
 pub const PROOF_LEAVES_MAX: u64 = 1 << 24;
-/// Most checkpoints (or cosignatures) of one partition read into memory at once.
-pub const CHECKPOINTS_READ_MAX: usize = 1_000_000;
+/// Checkpoint-stream messages `audit verify` holds in memory at once: it reads a
+/// partition's checkpoints (and then its cosignatures) this many at a time, whatever
+/// their number (`Auditor::with_messages_in_memory_max`).
+pub const VERIFY_CHUNK_MESSAGES: usize = 1_024;
+/// Problems `audit verify` lists; past these it counts them
+/// (`CheckpointAudit::problems_not_listed`): whoever may publish on the checkpoint
+/// stream can store any number of messages that are not checkpoints.
+pub const PROBLEMS_LISTED_MAX: usize = 1_000;
 
 /// Why a checkpoint operation failed. One enum for this boundary (the server-facing
 /// checkpoint work); offline proof checking has its own, `proofs::CheckError`.
@@ -129,9 +141,10 @@ pub enum CheckpointError {
         "partition {partition}: {events} events exceed the in-memory proof limit {PROOF_LEAVES_MAX}"
     )]
     TooLarge { partition: String, events: u64 },
-    /// More than CHECKPOINTS_READ_MAX checkpoints or cosignatures in one partition.
-    #[error("partition {partition}: more than {CHECKPOINTS_READ_MAX} checkpoints or cosignatures")]
-    TooManyCheckpoints { partition: String },
+    /// `audit verify`'s scratch index of checkpoints (a temporary file) could not be
+    /// written or read: a full or unwritable temporary directory (`TMPDIR`).
+    #[error("the scratch index of checkpoints (in the temporary directory): {0}")]
+    Scratch(String),
     /// Another checkpointer published for this partition meanwhile; retry.
     #[error("partition {partition}: another checkpoint was published meanwhile: {reason}")]
     Raced { partition: String, reason: String },

@@ -83,16 +83,51 @@ pub fn one_per_key(
     verified: impl IntoIterator<Item = proto::Cosignature>,
     pins: &CosignerPins,
 ) -> Vec<proto::Cosignature> {
-    let mut keys = std::collections::BTreeSet::new();
-    let (pinned, others): (Vec<_>, Vec<_>) = verified
-        .into_iter()
-        .filter(|c| keys.insert(c.key_id.clone()))
-        .partition(|c| pins.pins(c));
-    pinned
-        .into_iter()
-        .chain(others)
-        .take(COSIGNATURES_MAX)
-        .collect()
+    let mut kept = OnePerKey::default();
+    for c in verified {
+        kept.offer(c, pins);
+    }
+    kept.finish()
+}
+
+/// `one_per_key` one verified cosignature at a time, in stream order, holding only what
+/// it may still return: at most COSIGNATURES_MAX of the pinned keys' and as many of the
+/// others'. A reader of every cosignature stored after a checkpoint (any number of them)
+/// keeps at most 2 x COSIGNATURES_MAX.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OnePerKey {
+    pub pinned: Vec<proto::Cosignature>,
+    pub others: Vec<proto::Cosignature>,
+}
+
+impl OnePerKey {
+    /// Keeps `c` unless its key already has one kept or its group is full (a later one
+    /// of a kept key, or past the cap, is never returned). True when kept.
+    pub fn offer(&mut self, c: proto::Cosignature, pins: &CosignerPins) -> bool {
+        let seen = |kept: &[proto::Cosignature]| kept.iter().any(|k| k.key_id == c.key_id);
+        if seen(&self.pinned) || seen(&self.others) {
+            return false;
+        }
+        let group = if pins.pins(&c) {
+            &mut self.pinned
+        } else {
+            &mut self.others
+        };
+        if group.len() >= COSIGNATURES_MAX {
+            return false;
+        }
+        group.push(c);
+        true
+    }
+
+    /// The pinned keys' first, then the others', at most COSIGNATURES_MAX.
+    pub fn finish(self) -> Vec<proto::Cosignature> {
+        self.pinned
+            .into_iter()
+            .chain(self.others)
+            .take(COSIGNATURES_MAX)
+            .collect()
+    }
 }
 
 /// Why a document was refused. Every variant means "do not trust it".

@@ -1,13 +1,15 @@
 //! Reading back what checkpoints are built from and stored as: a partition's chain
 //! (every link checked again), the key ring, checkpoints and cosignatures.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use async_nats::jetstream::stream::Stream;
 use prost::Message;
 
+use super::CheckpointError;
 use super::keys::KeyRing;
 use super::sign::CheckpointBody;
 use super::stream::CheckpointConfig;
-use super::{CHECKPOINTS_READ_MAX, CheckpointError};
 use crate::chain::{ChainHead, Partition};
 use crate::log::follow::{Follower, Holding, Step};
 use crate::log::{LogConfig, Position, RawEvent, reader};
@@ -227,9 +229,10 @@ pub struct StoredCheckpoint {
     pub body: CheckpointBody,
 }
 
-/// Decodes one stored checkpoint message (no signature check).
+/// Decodes one stored checkpoint message (no signature check). The checkpoint stream
+/// holds no frames: the message is its whole payload, whatever headers it carries.
 pub fn decode_checkpoint(event: &RawEvent) -> Result<StoredCheckpoint, CheckpointError> {
-    let signed = proto::SignedCheckpoint::decode(event.payload.as_ref()).map_err(|e| {
+    let signed = proto::SignedCheckpoint::decode(event.message.as_ref()).map_err(|e| {
         CheckpointError::Undecodable {
             stream_sequence: event.stream_sequence,
             reason: format!("not a SignedCheckpoint: {e}"),
@@ -247,53 +250,112 @@ pub fn decode_checkpoint(event: &RawEvent) -> Result<StoredCheckpoint, Checkpoin
     })
 }
 
-/// The raw messages of one subject of the checkpoint stream from stream sequence `from`,
-/// in order, bounded by CHECKPOINTS_READ_MAX.
-async fn read_subject(
-    checkpoints: &Stream,
+/// How many messages of the checkpoint stream a reader has read: what a request cost,
+/// whatever the stream holds (a proof must not read every checkpoint of its partition).
+#[derive(Debug, Default)]
+pub struct ReadCount(AtomicU64);
+
+impl ReadCount {
+    pub fn add(&self, messages: u64) {
+        self.0.fetch_add(messages, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Visits the messages of one subject of the checkpoint stream from stream sequence
+/// `from`, in order, until `visit` says `Next::Stop` or the subject's last message;
+/// returns how many it visited. Memory is the reader's read-ahead, however many the
+/// subject holds. The stream holds no frames: a message is visited once, whatever
+/// headers it carries (`decode_checkpoint` reads the whole of it).
+pub async fn scan_subject(
+    stream: &Stream,
     subject: &str,
-    partition: &Partition,
     from: u64,
-) -> Result<Vec<RawEvent>, CheckpointError> {
-    let Some(last) = reader::last_on_subject(checkpoints, subject)
+    read: &ReadCount,
+    mut visit: impl FnMut(&RawEvent) -> Result<Next, CheckpointError>,
+) -> Result<u64, CheckpointError> {
+    let Some(last) = reader::last_on_subject(stream, subject)
         .await
         .map_err(nats)?
     else {
-        return Ok(Vec::new());
+        return Ok(0);
     };
-    let mut out = Vec::new();
-    reader::read_range(checkpoints, subject, from, last.stream_sequence, |e| {
-        if out.len() >= CHECKPOINTS_READ_MAX {
-            return Err(CheckpointError::TooManyCheckpoints {
-                partition: partition.to_string(),
-            });
+    read.add(1);
+    let mut visited = 0;
+    let scan = reader::read_range(stream, subject, from, last.stream_sequence, |e| {
+        if e.index > 0 {
+            return Ok(());
         }
-        out.push(e);
-        Ok(())
+        visited += 1;
+        read.add(1);
+        match visit(&e) {
+            Ok(Next::Continue) => Ok(()),
+            Ok(Next::Stop) => Err(None),
+            Err(e) => Err(Some(e)),
+        }
     })
-    .await
-    .map_err(|e| match e {
-        reader::ReadError::Nats(m) => CheckpointError::Nats(m),
-        reader::ReadError::Visit(v) => v,
-    })?;
-    Ok(out)
+    .await;
+    match scan {
+        Ok(_) | Err(reader::ReadError::Visit(None)) => Ok(visited),
+        Err(reader::ReadError::Visit(Some(e))) => Err(e),
+        Err(reader::ReadError::Nats(m)) => Err(CheckpointError::Nats(m)),
+    }
 }
 
-/// Every stored checkpoint message of a partition, in stream order, each decoded or
-/// with the reason it could not be.
-pub async fn read_checkpoints(
-    checkpoints: &Stream,
-    config: &CheckpointConfig,
-    partition: &Partition,
-) -> Result<Vec<Result<StoredCheckpoint, CheckpointError>>, CheckpointError> {
-    let raw = read_subject(
-        checkpoints,
-        &config.checkpoint_subject(partition),
-        partition,
-        1,
-    )
-    .await?;
-    Ok(raw.iter().map(decode_checkpoint).collect())
+/// The first message of `subject` at or after stream sequence `from`: one request.
+pub async fn first_from(
+    stream: &Stream,
+    subject: &str,
+    from: u64,
+    read: &ReadCount,
+) -> Result<Option<RawEvent>, CheckpointError> {
+    let found = reader::first_on_subject_from(stream, subject, from)
+        .await
+        .map_err(nats)?
+        .and_then(|events| events.into_iter().next());
+    read.add(found.is_some().into());
+    Ok(found)
+}
+
+/// The last message of `subject` stored before stream sequence `before`, found by a
+/// binary search over stream sequences with `first_from` (the server has no "previous
+/// on subject"): at most 1 + log2(`before`) requests, however many messages lie before.
+pub async fn last_before(
+    stream: &Stream,
+    subject: &str,
+    before: u64,
+    read: &ReadCount,
+) -> Result<Option<RawEvent>, CheckpointError> {
+    // The answer, if any, is in lo..=hi, or is `found`, the latest seen below lo.
+    let (mut lo, mut hi) = (1u64, before.saturating_sub(1));
+    let mut found = None;
+    while lo <= hi {
+        let mid = lo + (hi - lo) / 2;
+        match first_from(stream, subject, mid, read).await? {
+            Some(m) if m.stream_sequence <= hi => {
+                lo = m.stream_sequence + 1;
+                found = Some(m);
+            }
+            // Nothing in mid..=hi.
+            _ => hi = mid - 1,
+        }
+    }
+    Ok(found)
+}
+
+/// How many messages the subject holds, from the stream's info (valid checkpoints or
+/// not): one request.
+pub async fn subject_messages(stream: &Stream, subject: &str) -> Result<u64, CheckpointError> {
+    use futures::TryStreamExt;
+    let mut count = 0;
+    let mut subjects = stream.info_with_subjects(subject).await.map_err(nats)?;
+    while let Some((_, n)) = subjects.try_next().await.map_err(nats)? {
+        count += u64::try_from(n).unwrap_or(0);
+    }
+    Ok(count)
 }
 
 /// A cosignature as stored (signature not yet checked).
@@ -303,17 +365,9 @@ pub struct StoredCosignature {
     pub cosignature: proto::Cosignature,
 }
 
-/// Every stored cosignature of a partition, in stream order.
-pub async fn read_cosignatures(
-    checkpoints: &Stream,
-    config: &CheckpointConfig,
-    partition: &Partition,
-) -> Result<Vec<Result<StoredCosignature, CheckpointError>>, CheckpointError> {
-    read_cosignatures_after(checkpoints, config, partition, 0).await
-}
-
-fn decode_cosignature(e: &RawEvent) -> Result<StoredCosignature, CheckpointError> {
-    proto::Cosignature::decode(e.payload.as_ref())
+/// Decodes one stored cosignature message (no signature check).
+pub fn decode_cosignature(e: &RawEvent) -> Result<StoredCosignature, CheckpointError> {
+    proto::Cosignature::decode(e.message.as_ref())
         .map(|cosignature| StoredCosignature {
             stream_sequence: e.stream_sequence,
             cosignature,
@@ -322,45 +376,6 @@ fn decode_cosignature(e: &RawEvent) -> Result<StoredCosignature, CheckpointError
             stream_sequence: e.stream_sequence,
             reason: format!("not a Cosignature: {err}"),
         })
-}
-
-/// The latest checkpoint of a partition (the last message on its subject: each is
-/// published fenced on the one before, as the checkpointer builds on it) and how many
-/// its subject holds, without reading the others: what a status page shows.
-pub async fn latest_checkpoint(
-    checkpoints: &Stream,
-    config: &CheckpointConfig,
-    partition: &Partition,
-) -> Result<(u64, Option<Result<StoredCheckpoint, CheckpointError>>), CheckpointError> {
-    use futures::TryStreamExt;
-    let subject = config.checkpoint_subject(partition);
-    let latest = reader::last_on_subject(checkpoints, &subject)
-        .await
-        .map_err(nats)?
-        .map(|m| decode_checkpoint(&m));
-    let mut count = 0;
-    let mut subjects = checkpoints
-        .info_with_subjects(&subject)
-        .await
-        .map_err(nats)?;
-    while let Some((_, n)) = subjects.try_next().await.map_err(nats)? {
-        count += u64::try_from(n).unwrap_or(0);
-    }
-    Ok((count, latest))
-}
-
-/// The cosignatures of a partition stored after stream sequence `after` (a checkpoint's
-/// own: it is cosigned only once published), in stream order: O(those), not every
-/// cosignature the partition ever had.
-pub async fn read_cosignatures_after(
-    checkpoints: &Stream,
-    config: &CheckpointConfig,
-    partition: &Partition,
-    after: u64,
-) -> Result<Vec<Result<StoredCosignature, CheckpointError>>, CheckpointError> {
-    let subject = config.cosignature_subject(partition);
-    let raw = read_subject(checkpoints, &subject, partition, after + 1).await?;
-    Ok(raw.iter().map(decode_cosignature).collect())
 }
 
 /// The partitions that have at least one message under `filter` on `stream`, found by
