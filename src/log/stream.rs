@@ -106,16 +106,21 @@ pub async fn open_existing(
     js: &jetstream::Context,
     config: &LogConfig,
 ) -> Result<stream::Stream, StreamError> {
-    // Getting a stream reads its info: the check needs no second request.
-    let stream = js
-        .get_stream(&config.stream_name)
-        .await
-        .map_err(|e| StreamError::Missing {
-            stream: config.stream_name.clone(),
-            reason: e.to_string(),
-        })?;
+    let stream = get_existing(js, &config.stream_name).await?;
     check_safe(&config.stream_name, &stream.cached_info().config)?;
     Ok(stream)
+}
+
+/// Stream `name` if it exists (`StreamError::Missing` if not), never created. Getting a
+/// stream reads its info: the caller's checks of it need no second request.
+pub(crate) async fn get_existing(
+    js: &jetstream::Context,
+    name: &str,
+) -> Result<stream::Stream, StreamError> {
+    js.get_stream(name).await.map_err(|e| StreamError::Missing {
+        stream: name.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// Creates the stream if it is missing, else checks that it is safe.

@@ -113,13 +113,7 @@ pub async fn open_existing_checkpoint_stream(
     js: &jetstream::Context,
     config: &CheckpointConfig,
 ) -> Result<stream::Stream, StreamError> {
-    let stream = js
-        .get_stream(&config.stream_name)
-        .await
-        .map_err(|e| StreamError::Missing {
-            stream: config.stream_name.clone(),
-            reason: e.to_string(),
-        })?;
+    let stream = crate::log::stream::get_existing(js, &config.stream_name).await?;
     check_safe(&config.stream_name, &stream.cached_info().config)?;
     Ok(stream)
 }
