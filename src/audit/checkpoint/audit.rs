@@ -189,15 +189,7 @@ impl Auditor {
         let js = jetstream::new(client);
         let events = ensure_stream(&js, &log).await?;
         let checkpoints = ensure_checkpoint_stream(&js, &config).await?;
-        Ok(Self {
-            js,
-            events,
-            checkpoints,
-            log,
-            config,
-            read: ReadCount::default(),
-            messages_in_memory_max: VERIFY_CHUNK_MESSAGES,
-        })
+        Ok(Self::over(js, events, checkpoints, log, config))
     }
 
     /// As `open`, but creating nothing: both streams must exist (`audit verify
@@ -211,7 +203,18 @@ impl Auditor {
         let js = jetstream::new(client);
         let events = crate::log::stream::open_existing(&js, &log).await?;
         let checkpoints = open_existing_checkpoint_stream(&js, &config).await?;
-        Ok(Self {
+        Ok(Self::over(js, events, checkpoints, log, config))
+    }
+
+    /// An auditor reading `events` and `checkpoints`, however they were opened.
+    fn over(
+        js: jetstream::Context,
+        events: Stream,
+        checkpoints: Stream,
+        log: LogConfig,
+        config: CheckpointConfig,
+    ) -> Self {
+        Self {
             js,
             events,
             checkpoints,
@@ -219,7 +222,7 @@ impl Auditor {
             config,
             read: ReadCount::default(),
             messages_in_memory_max: VERIFY_CHUNK_MESSAGES,
-        })
+        }
     }
 
     /// The event stream, its names and the checkpoint names (for bundle export).
