@@ -592,11 +592,14 @@ fn a_clerk_is_told_what_the_ledger_decided() {
         2_000_000,
         "{split}"
     );
-    // Registration, decision, approval, disbursement, repayment: the refused
-    // classification added nothing.
+    // The instalment of 03-05 was unpaid: the repayment moved it to overdue first and
+    // paid it before the principal not yet due.
+    assert!(part("to_overdue_principal") > 0, "{split}");
+    // Registration, decision, approval, disbursement, the move to overdue, repayment:
+    // the refused classification added nothing.
     let (ok, out) = ansinh(dir.path(), &["audit", "verify", "--partition", "01"]);
     assert!(ok, "{out}");
-    assert!(out.contains("OK partition 01: 5 events"), "{out}");
+    assert!(out.contains("OK partition 01: 6 events"), "{out}");
 }
 
 /// The payments commands say what the ledger decided: a grant the entitlement's number

@@ -633,7 +633,7 @@ async fn three_serve_processes_share_one_ledger_and_one_loses_its_directory() {
                 4,
                 format!("/v1/loans/{loan}/repayments"),
                 format!("repay-{id}"),
-                serde_json::json!({"amount": "1000000", "on": "2026-03-20"}),
+                serde_json::json!({"amount": "1000000", "on": "2026-03-05"}),
             ),
             (
                 5,

@@ -880,7 +880,7 @@ fn registered_then(
         for e in &events {
             apply(&mut book, e);
         }
-        payloads.push(match events.as_slice() {
+        match events.as_slice() {
             [
                 ansinh::domain::loans::Event {
                     body:
@@ -891,12 +891,11 @@ fn registered_then(
                         },
                     ..
                 },
-            ] => Payload::EligibilityDecided(ansinh::book::codec::decided_to_proto(
-                decision,
-                *escaped_until,
+            ] => payloads.push(Payload::EligibilityDecided(
+                ansinh::book::codec::decided_to_proto(decision, *escaped_until),
             )),
-            _ => ansinh::book::codec::loan_payload(&events).unwrap(),
-        });
+            _ => payloads.extend(ansinh::book::codec::loan_payloads(&events)),
+        }
     }
     payloads
 }

@@ -613,19 +613,44 @@ fn accrual_from_proto(
     })
 }
 
-/// The payload for the loan events one command decided: an optional accrual and
-/// one main event, or an accrual alone. None when the command decided nothing.
-pub fn loan_payload(events: &[loans::Event]) -> Option<Payload> {
+/// The payloads for the loan events one command decided, one event of the log each: an
+/// optional accrual and the event it leads to, or an accrual alone (a command's steps:
+/// each instalment that fell due moved to overdue, then the command's own event). Empty
+/// when the command decided nothing.
+pub fn loan_payloads(events: &[loans::Event]) -> Vec<Payload> {
+    let mut payloads = Vec::new();
+    let mut rest = events;
+    while !rest.is_empty() {
+        // An accrual followed by an event that is not one travels with it; any other
+        // event, or an accrual followed by another accrual, travels alone.
+        let step = match rest {
+            [a, m, ..]
+                if matches!(a.body, EventBody::InterestAccrued { .. })
+                    && !matches!(m.body, EventBody::InterestAccrued { .. }) =>
+            {
+                2
+            }
+            _ => 1,
+        };
+        let (head, tail) = rest.split_at(step);
+        payloads.push(loan_payload(head));
+        rest = tail;
+    }
+    payloads
+}
+
+/// The payload of one step of a loan decision: an optional accrual and one main event,
+/// or an accrual alone.
+fn loan_payload(events: &[loans::Event]) -> Payload {
     let (accrual, main) = match events {
-        [] => return None,
         [only] => (None, only),
-        [a, m] if matches!(a.body, EventBody::InterestAccrued { .. }) => (Some(a), m),
-        _ => unreachable!("loans::decide emits at most an accrual and one event"),
+        [a, m] => (Some(a), m),
+        _ => unreachable!("loan_payloads cuts steps of one or two events"),
     };
     let acc = accrual.map(accrual_to_proto);
     let eff = date(&main.effective);
     let reason = main.reason.clone();
-    Some(match &main.body {
+    match &main.body {
         EventBody::InterestAccrued { .. } => Payload::LoanInterestAccrued(accrual_to_proto(main)),
         EventBody::LoanApproved {
             loan,
@@ -784,7 +809,7 @@ pub fn loan_payload(events: &[loans::Event]) -> Option<Payload> {
         EventBody::HouseholdClassified { .. } => {
             unreachable!("classifications are encoded as EligibilityDecided")
         }
-    })
+    }
 }
 
 /// The domain loan events a payload at partition `sequence` carries (empty for

@@ -402,10 +402,10 @@ impl PartitionBook {
             }
             return payments::decide(self, kind, *effective, signed.as_ref(), actor);
         }
-        self.decide_one(command, &actor.id).map(|p| vec![p])
+        self.decide_one(command, &actor.id)
     }
 
-    fn decide_one(&self, command: &Command, actor: &str) -> Result<Proposal, Rejection> {
+    fn decide_one(&self, command: &Command, actor: &str) -> Result<Vec<Proposal>, Rejection> {
         match command {
             Command::Payment { .. } => unreachable!("decided by payments::decide"),
             Command::Registry(change) => {
@@ -417,10 +417,10 @@ impl PartitionBook {
                 let household = change.household();
                 self.own(household)?;
                 let event = registry::decide(&self.registry, change.clone())?;
-                Ok(Proposal {
+                Ok(vec![Proposal {
                     payload: codec::registry_payload(&event, MoveLink::None),
                     subjects: self.subjects(household, None),
-                })
+                }])
             }
             Command::MoveOut { household, to, on } => {
                 self.own(household)?;
@@ -459,10 +459,10 @@ impl PartitionBook {
                 };
                 let mut subjects = self.subjects(household, None);
                 subjects.push(format!("household:{to}"));
-                Ok(Proposal {
+                Ok(vec![Proposal {
                     payload: codec::registry_payload(&event, link),
                     subjects,
-                })
+                }])
             }
             Command::MoveIn(arrival) => {
                 let Arrival {
@@ -492,10 +492,10 @@ impl PartitionBook {
                 };
                 let mut subjects = self.subjects(household, None);
                 subjects.push(format!("household:{from}"));
-                Ok(Proposal {
+                Ok(vec![Proposal {
                     payload: codec::registry_payload(&event, link),
                     subjects,
-                })
+                }])
             }
             Command::Classify {
                 household,
@@ -563,13 +563,13 @@ impl PartitionBook {
                 else {
                     unreachable!("a classification decides one HouseholdClassified")
                 };
-                Ok(Proposal {
+                Ok(vec![Proposal {
                     payload: Payload::EligibilityDecided(codec::decided_to_proto(
                         decision,
                         *escaped_until,
                     )),
                     subjects: self.subjects(household, None),
-                })
+                }])
             }
             Command::Loan {
                 kind,
@@ -648,11 +648,20 @@ impl PartitionBook {
                         self.registry.active(&household)?;
                     }
                 }
-                let payload = codec::loan_payload(&events).ok_or(Rejection::NothingToRecord)?;
-                Ok(Proposal {
-                    payload,
-                    subjects: self.subjects(&household, Some(loan)),
-                })
+                // One event of the log for each of the decision's steps: what fell due
+                // moved to overdue first, then the command's own event.
+                let payloads = codec::loan_payloads(&events);
+                if payloads.is_empty() {
+                    return Err(Rejection::NothingToRecord);
+                }
+                let subjects = self.subjects(&household, Some(loan));
+                Ok(payloads
+                    .into_iter()
+                    .map(|payload| Proposal {
+                        payload,
+                        subjects: subjects.clone(),
+                    })
+                    .collect())
             }
         }
     }

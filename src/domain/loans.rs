@@ -682,15 +682,107 @@ fn overdue_surcharge(
     )?)
 }
 
-/// Emit the accrual up to the command's date (if any) and return the loan as
-/// it stands after it, for the rest of the decision.
+/// Emit what the schedule has made overdue (`move_first_arrears`, every instalment in
+/// turn) and the accrual up to the command's date (if any), and return the loan as it
+/// stands after them, for the rest of the decision.
+///
+/// Overdue is the schedule's, not the job's: principal unpaid the day after its
+/// instalment fell due is overdue from that day, whether or not the overdue job has run
+/// since. So every command that prices interest first moves what fell due, as the job run
+/// the day after each due date would have: a repayment that cures arrears before the
+/// job came still pays the overdue rate for the days they were late.
 fn accrue_first(out: &mut Out<'_>, loan: &Loan) -> Result<Loan, Rejection> {
     let mut l = loan.clone();
-    if let Some(body) = accrual(loan, out.cmd.effective)? {
+    // Each move takes at least its instalment, so the schedule's length bounds the
+    // loop; the bound only guards against a schedule that moved nothing.
+    for _ in 0..=l.schedule()?.len() {
+        match move_first_arrears(out, &l)? {
+            Some(after) => l = after,
+            None => break,
+        }
+    }
+    if let Some(body) = accrual(&l, out.cmd.effective)? {
         let e = out.push(body).clone();
         apply_loan(&mut l, &e);
     }
     Ok(l)
+}
+
+/// Moves the earliest arrears of an Active `loan` (`first_arrears` as of the command's
+/// date) to overdue as from the day after that instalment fell due, with every instalment
+/// due before then: the accrual up to that day at the normal rate, then the move (and
+/// its surcharge). Returns the loan as it stands after them, or None, emitting nothing,
+/// when nothing due before the command's date is unpaid and not yet overdue.
+fn move_first_arrears(out: &mut Out<'_>, loan: &Loan) -> Result<Option<Loan>, Rejection> {
+    let date = out.cmd.effective;
+    if loan.position.status != LoanStatus::Active {
+        return Ok(None);
+    }
+    let Some(fell_due) = first_arrears(loan, date)? else {
+        return Ok(None);
+    };
+    // Overdue from the day after the instalment fell due, whenever it is recorded:
+    // accrued at the normal rate only to then, the rest of the days at the overdue rate
+    // by the next accrual. Run daily, that day is the command's date itself. Where
+    // interest already stands past it (a later repayment or tranche), from there, with
+    // every instalment due before it.
+    let moves_on = fell_due
+        .succ_opt()
+        .ok_or(Rejection::ArithmeticOverflow)?
+        .max(loan.position.accrued_to.unwrap_or(date))
+        .min(date);
+    let scheduled_due = loan.scheduled_due_before(moves_on)?;
+    let mut l = loan.clone();
+    if let Some(body) = accrual(loan, moves_on)? {
+        let e = out.push(body).clone();
+        apply_loan(&mut l, &e);
+    }
+    let p = &l.position;
+    // Only what fell due by then, unpaid and not already overdue, moves.
+    let unpaid = (scheduled_due - p.principal_repaid).max(Decimal::ZERO);
+    let amount = (unpaid - p.overdue_principal)
+        .max(Decimal::ZERO)
+        .min(p.principal);
+    if amount.is_zero() {
+        return Ok(Some(l).filter(|l| l.last_event != loan.last_event));
+    }
+    let mut postings = Vec::new();
+    pair(
+        Account::OverdueLoanReceivable,
+        Account::LoanReceivable,
+        amount,
+        &mut postings,
+    );
+    // Where interest already stood past the day after an instalment fell due, those
+    // days were priced at the normal rate on principal that was overdue: the move
+    // charges the overdue rate's excess for them, so a move recorded late charges, all
+    // interest told, what one recorded the day after each due date charges.
+    let surcharge_exact = overdue_surcharge(&l, moves_on, amount)?;
+    let surcharge_posted = if surcharge_exact.is_zero() {
+        Decimal::ZERO
+    } else {
+        // Whole đồng at posting, half-up (round_dong), with the overdue interest's
+        // carry, as an accrual posts it.
+        round_dong(money::add(p.carry_overdue_interest, surcharge_exact)?)
+    };
+    pair(
+        Account::OverdueInterestReceivable,
+        Account::OverdueInterestIncome,
+        surcharge_posted,
+        &mut postings,
+    );
+    let e = out
+        .push(EventBody::MovedToOverdue {
+            loan: l.id,
+            scheduled_due,
+            amount,
+            surcharge_exact,
+            surcharge_posted,
+            postings,
+        })
+        .clone();
+    apply_loan(&mut l, &e);
+    Ok(Some(l))
 }
 
 fn require_status(loan: &Loan, allowed: &[LoanStatus]) -> Result<(), Rejection> {
@@ -1121,67 +1213,10 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
         CommandKind::MarkOverdue { loan } => {
             let loan = get_loan(book, *loan, date)?;
             require_status(loan, &[LoanStatus::Active])?;
-            let Some(fell_due) = first_arrears(loan, date)? else {
+            // One instalment's move a command, so that each step of a late job is a
+            // receipt of its own with the amount it moved (`Service::mark_overdue`).
+            if move_first_arrears(&mut out, loan)?.is_none() {
                 accrue_first(&mut out, loan)?;
-                return Ok(out.events);
-            };
-            // Overdue from the day after the instalment fell due, whenever the job runs:
-            // accrued at the normal rate only to then, the rest of the days at the
-            // overdue rate by the next accrual. Run daily, that day is `date` itself.
-            // Where interest already stands past it (a later repayment or tranche), from
-            // there, with every instalment due before it.
-            let moves_on = fell_due
-                .succ_opt()
-                .ok_or(Rejection::ArithmeticOverflow)?
-                .max(loan.position.accrued_to.unwrap_or(date))
-                .min(date);
-            let scheduled_due = loan.scheduled_due_before(moves_on)?;
-            let mut l = loan.clone();
-            if let Some(body) = accrual(loan, moves_on)? {
-                let e = out.push(body).clone();
-                apply_loan(&mut l, &e);
-            }
-            let p = &l.position;
-            // Only what fell due by then, unpaid and not already overdue, moves.
-            let unpaid = (scheduled_due - p.principal_repaid).max(Decimal::ZERO);
-            let amount = (unpaid - p.overdue_principal)
-                .max(Decimal::ZERO)
-                .min(p.principal);
-            if !amount.is_zero() {
-                let mut postings = Vec::new();
-                pair(
-                    Account::OverdueLoanReceivable,
-                    Account::LoanReceivable,
-                    amount,
-                    &mut postings,
-                );
-                // Where interest already stood past the day after an instalment fell
-                // due, those days were priced at the normal rate on principal that was
-                // overdue: the move charges the overdue rate's excess for them, so a job
-                // that ran late charges, all interest told, what one run the day after
-                // each due date charges.
-                let surcharge_exact = overdue_surcharge(&l, moves_on, amount)?;
-                let surcharge_posted = if surcharge_exact.is_zero() {
-                    Decimal::ZERO
-                } else {
-                    // Whole đồng at posting, half-up (round_dong), with the overdue
-                    // interest's carry, as an accrual posts it.
-                    round_dong(money::add(p.carry_overdue_interest, surcharge_exact)?)
-                };
-                pair(
-                    Account::OverdueInterestReceivable,
-                    Account::OverdueInterestIncome,
-                    surcharge_posted,
-                    &mut postings,
-                );
-                out.push(EventBody::MovedToOverdue {
-                    loan: l.id,
-                    scheduled_due,
-                    amount,
-                    surcharge_exact,
-                    surcharge_posted,
-                    postings,
-                });
             }
         }
         CommandKind::Extend { loan, new_due } => {
@@ -1373,20 +1408,24 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
 }
 
 /// Interest owed on `date` if the borrower settled that day: the posted receivables
-/// plus what would accrue up to `date` (whole đồng, as an accrual would post it).
-/// Returns (interest, overdue interest).
+/// plus what would accrue up to `date` (whole đồng, as an accrual would post it), with
+/// instalments fallen due and unpaid priced at the overdue rate from the day after, as a
+/// repayment that day moves them. Returns (interest, overdue interest).
 pub fn interest_owed_on(loan: &Loan, date: NaiveDate) -> Result<(Decimal, Decimal), Rejection> {
-    let mut l = loan.clone();
-    if let Some(body) = accrual(loan, date)? {
-        let e = Event {
-            id: loan.last_event,
-            actor: String::new(),
-            reason: String::new(),
-            effective: date,
-            body,
-        };
-        apply_loan(&mut l, &e);
-    }
+    // What a repayment that day would find: what fell due moved to overdue first, then
+    // the accrual, as `accrue_first` decides them.
+    let quote = Command {
+        actor: String::new(),
+        reason: String::new(),
+        effective: date,
+        kind: CommandKind::AccrueInterest { loan: loan.id },
+    };
+    let mut out = Out {
+        cmd: &quote,
+        next_id: loan.last_event,
+        events: Vec::new(),
+    };
+    let l = accrue_first(&mut out, loan)?;
     Ok((
         l.position.interest_receivable,
         l.position.overdue_interest_receivable,
