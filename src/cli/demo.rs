@@ -167,9 +167,24 @@ async fn play(
             mismatches += day.mismatches.len();
         }
     }
+    // A decision its recorded inputs do not re-derive fails the year, in both outputs.
+    if !recomputed.all_rederived() {
+        code = ExitCode::FAILURE;
+    }
     if json {
+        // The text report's trial balance, checked without printing it.
+        let mut balanced = true;
+        for p in &partitions {
+            if let Some(tb) = projector.trial_balance(p.as_str())? {
+                balanced &=
+                    tb.first_unbalanced_sequence.is_none() && tb.total_debits == tb.total_credits;
+            }
+        }
+        if !balanced {
+            code = ExitCode::FAILURE;
+        }
         // Printed by the caller once the bundle step has added to it.
-        let report = serde_json::json!({"summary": summary, "payments": payments, "events": events, "recompute_mismatches": recomputed.mismatch_count(), "reconciliation_mismatches": mismatches});
+        let report = serde_json::json!({"summary": summary, "payments": payments, "events": events, "recompute_mismatches": recomputed.mismatch_count(), "reconciliation_mismatches": mismatches, "trial_balance_balanced": balanced});
         return Ok((code, Some(report)));
     }
     eprintln!(
@@ -237,6 +252,10 @@ async fn play(
         payments.refused_posts,
         payments.transport_errors
     );
+    println!(
+        "  left unpaid by the runs: {} commune budgets short, {} entitlements; instructions pending at the year's end: {}",
+        payments.run_shortfalls, payments.left_unpaid, payments.pending_at_year_end
+    );
     println!("\nReconciliation as of {as_of} (count / VND):");
     println!(
         "  {:<8} {:>22} {:>22} {:>18} {:>18} {:>16}",
@@ -262,14 +281,7 @@ async fn play(
     println!();
     let names: Vec<String> = partitions.iter().map(|p| p.to_string()).collect();
     let tb = crate::cli::staff::trial_balance(runtime, Some(&names), false).await?;
-    Ok((
-        if code == ExitCode::SUCCESS && recomputed.all_rederived() {
-            tb
-        } else {
-            ExitCode::from(1)
-        },
-        None,
-    ))
+    Ok((if code == ExitCode::SUCCESS { tb } else { code }, None))
 }
 
 pub fn print_summaries(projector: &Projector, json: bool) -> Result<(), BoxError> {

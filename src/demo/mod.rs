@@ -487,21 +487,36 @@ async fn household_year(
         )))
     })?;
     let instalment = round_dong(amount / Decimal::from(term) + amount * monthly_rate);
+    // Whether the loan fell overdue this year: a repayment after a missed month first
+    // moves what fell due (and pays overdue principal), or the month-end run moves it.
+    let mut fell_overdue = false;
     for month in 3..=11u32 {
         if plan.missed.contains(&month) || plan.stops_paying_after.is_some_and(|m| month > m) {
             continue;
         }
-        if submit!(teller, format!("repay-{month:02}"), |r| service.loan(
+        // Collected on the instalment's due date (the tranche was paid out on 02-05),
+        // so a month paid is paid on time.
+        if let Some(receipt) = submit!(teller, format!("repay-{month:02}"), |r| service.loan(
             r,
             Some(&loan),
             LoanAction::Repay { amount: instalment },
-            d(year, month, 20),
+            d(year, month, 5),
             "monthly collection at the commune transaction point"
-        ))
-        .is_some()
-        {
+        )) {
             s.repayments += 1;
             s.repaid += instalment;
+            if let Some(Payload::LoanRepaymentReceived(split)) =
+                service.ledger.event_of(&receipt).await?.payload
+            {
+                fell_overdue |=
+                    !codec::parse_money("to_overdue_principal", &split.to_overdue_principal)
+                        .map_err(|e| {
+                            ServiceError::Append(crate::log::AppendError::Undecodable(format!(
+                                "household {h}'s repayment: {e}"
+                            )))
+                        })?
+                        .is_zero();
+            }
         }
     }
     let as_of = d(year, 11, 30);
@@ -512,8 +527,10 @@ async fn household_year(
         &loan,
         as_of,
         "month-end overdue run"
-    )) && steps.iter().any(|(_, moved)| moved.is_some())
-    {
+    )) {
+        fell_overdue |= steps.iter().any(|(_, moved)| moved.is_some());
+    }
+    if fell_overdue {
         s.marked_overdue += 1;
     }
     if h.commune() == typhoon_commune && (h.as_str().ends_with('3') || h.as_str().ends_with('7')) {

@@ -106,6 +106,13 @@ pub struct PaymentsSummary {
     /// The first refused posts, by gateway, with the ledger's words (all are counted in
     /// `refused_posts`).
     pub refused_post_reasons: Vec<String>,
+    /// Communes a run left unpaid for want of budget (its `shortfalls`).
+    pub run_shortfalls: u64,
+    /// Entitlements runs left unpaid because their household had left or their
+    /// beneficiary had died (`not_resident`, `deceased`): an officer must stop them.
+    pub left_unpaid: u64,
+    /// Instructions no gateway had answered when the year ended.
+    pub pending_at_year_end: u64,
 }
 
 impl PaymentsSummary {
@@ -113,24 +120,48 @@ impl PaymentsSummary {
     /// gateway post. The simulated gateways post only results of instructions they
     /// fetched, signed with their own keys, so a refused post is a fault of the demo or
     /// of the ledger (and leaves its payment waiting), never part of the show.
+    ///
+    /// The year's budgets are allocated for every entitlement, its households are granted
+    /// after the moves and deaths of the year are recorded, and its gateways answer every
+    /// instruction they fetch: so a run short of budget, an entitlement a run left unpaid
+    /// and an instruction still unanswered at the year's end are faults too, each a month
+    /// somebody was not paid, and fail the year as a refused post does.
     pub fn refusals_report(&self) -> Option<String> {
-        if self.refused_posts == 0 {
-            return None;
+        let mut lines = Vec::new();
+        if self.refused_posts > 0 {
+            lines.push(format!(
+                "REFUSED: the ledger refused {} gateway posts",
+                self.refused_posts
+            ));
+            for r in &self.refused_post_reasons {
+                lines.push(format!("  {r}"));
+            }
+            let unnamed = self
+                .refused_posts
+                .saturating_sub(self.refused_post_reasons.len() as u64);
+            if unnamed > 0 {
+                lines.push(format!("  ... and {unnamed} more"));
+            }
         }
-        let mut report = format!(
-            "REFUSED: the ledger refused {} gateway posts",
-            self.refused_posts
-        );
-        for r in &self.refused_post_reasons {
-            report.push_str(&format!("\n  {r}"));
+        if self.run_shortfalls > 0 {
+            lines.push(format!(
+                "UNPAID: payment runs left {} commune budgets short",
+                self.run_shortfalls
+            ));
         }
-        let unnamed = self
-            .refused_posts
-            .saturating_sub(self.refused_post_reasons.len() as u64);
-        if unnamed > 0 {
-            report.push_str(&format!("\n  ... and {unnamed} more"));
+        if self.left_unpaid > 0 {
+            lines.push(format!(
+                "UNPAID: payment runs left {} entitlements unpaid (household gone or beneficiary dead, not stopped)",
+                self.left_unpaid
+            ));
         }
-        Some(report)
+        if self.pending_at_year_end > 0 {
+            lines.push(format!(
+                "UNANSWERED: {} instructions still pending at the year's end",
+                self.pending_at_year_end
+            ));
+        }
+        (!lines.is_empty()).then(|| lines.join("\n"))
     }
 }
 
@@ -336,11 +367,9 @@ pub async fn run(
                 period,
                 commune: None,
             };
-            if officer(service, partition, key, run, d(year, month, 5))
-                .await?
-                .is_some()
-            {
+            if let Some(receipt) = officer(service, partition, key, run, d(year, month, 5)).await? {
                 s.runs += 1;
+                count_run(service, &receipt, &mut s).await?;
             }
         }
         // Pay day: both gateways work at once, over the transport.
@@ -411,6 +440,7 @@ pub async fn run(
                     }
                     InstructionStatus::Failed => s.failed += 1,
                     InstructionStatus::Returned => s.returned += 1,
+                    InstructionStatus::Instructed => s.pending_at_year_end += 1,
                     _ => {}
                 }
             }
@@ -430,6 +460,45 @@ fn sim_config(gateway: &str, behaviour: GatewayBehaviour, seed: u64) -> SimConfi
         fetch_max: SIM_FETCH_MAX,
         clock: demo_clock,
         ..SimConfig::new(gateway_key(gateway), seed)
+    }
+}
+
+/// Adds what the run of `receipt` left unpaid to `s`, from its recorded
+/// `PaymentRunCompleted`.
+async fn count_run(
+    service: &Service,
+    receipt: &crate::log::Receipt,
+    s: &mut PaymentsSummary,
+) -> Result<(), DemoPaymentsError> {
+    let envelope = service
+        .ledger
+        .event_of(receipt)
+        .await
+        .map_err(ServiceError::from)?;
+    let completed = match &envelope.payload {
+        Some(crate::proto::envelope::Payload::PaymentRecorded(p)) => {
+            crate::book::payments::event_of(0, envelope.actor.as_ref(), p).ok()
+        }
+        _ => None,
+    };
+    match completed.map(|e| e.body) {
+        Some(payments::EventBody::PaymentRunCompleted {
+            shortfalls,
+            not_resident,
+            deceased,
+            ..
+        }) => {
+            s.run_shortfalls += shortfalls.len() as u64;
+            s.left_unpaid += (not_resident.len() + deceased.len()) as u64;
+            Ok(())
+        }
+        // The run's receipt names its closing event; anything else is a fault.
+        _ => Err(
+            ServiceError::Rejected(crate::domain::Rejection::UnsupportedCommand {
+                what: "a run's receipt names no PaymentRunCompleted".into(),
+            })
+            .into(),
+        ),
     }
 }
 
@@ -584,5 +653,35 @@ mod tests {
             "{report}"
         );
         assert!(report.ends_with("... and 1 more"), "{report}");
+    }
+
+    #[test]
+    fn a_month_left_unpaid_fails_the_year_and_is_named() {
+        for (s, words) in [
+            (
+                PaymentsSummary {
+                    run_shortfalls: 1,
+                    ..Default::default()
+                },
+                "UNPAID: payment runs left 1 commune budgets short",
+            ),
+            (
+                PaymentsSummary {
+                    left_unpaid: 3,
+                    ..Default::default()
+                },
+                "UNPAID: payment runs left 3 entitlements unpaid",
+            ),
+            (
+                PaymentsSummary {
+                    pending_at_year_end: 2,
+                    ..Default::default()
+                },
+                "UNANSWERED: 2 instructions still pending at the year's end",
+            ),
+        ] {
+            let report = s.refusals_report().expect("an unpaid month fails the year");
+            assert!(report.starts_with(words), "{report}");
+        }
     }
 }
