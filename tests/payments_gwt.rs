@@ -1581,6 +1581,138 @@ fn a_late_settlement_cancels_the_months_reissue_still_pending() {
     });
 }
 
+// ---------------------------------------------------------------- dates in order
+
+/// The partition's last payment run on 2026-12-01 and January paid ahead by a run of
+/// 2026-12-20.
+fn run_ahead_on_the_20th() -> Vec<Event> {
+    history_from(
+        &one_instruction(),
+        &[
+            allocate("2026-12-01", COMMUNE, "2027-01", 10_000_000),
+            allocate("2026-12-01", COMMUNE, "2027-02", 10_000_000),
+            run("2026-12-20", "2027-01", None),
+        ],
+    )
+}
+
+fn back_dated(latest: &str, effective: &str) -> Rejection {
+    Rejection::PaymentOperationBackDated {
+        latest: d(latest),
+        effective: d(effective),
+    }
+}
+
+/// A run dated before one the partition already recorded would make its instructions
+/// older than they are: the next timeouts job would give up on them at once, while their
+/// gateway still has days to pay, and a reissue would pay them twice.
+#[test]
+fn a_run_dated_before_the_partitions_last_run_is_refused() {
+    let h = run_ahead_on_the_20th();
+    given(&h)
+        .when(run("2026-12-19", "2027-02", None))
+        .then_rejects(back_dated("2026-12-20", "2026-12-19"));
+    // Dated last month, for a month not yet run: the same.
+    given(&one_instruction())
+        .when(run("2026-11-15", "2027-01", None))
+        .then_rejects(back_dated("2026-12-01", "2026-11-15"));
+    // A run again of a month already paid adds nothing, whatever its date: nothing is
+    // issued, so nothing is dated.
+    given(&h)
+        .when(run("2026-12-19", "2027-01", None))
+        .then_nothing();
+}
+
+#[test]
+fn a_timeout_dated_before_the_last_run_is_refused() {
+    // The December instruction is due for its timeout from 2026-12-11; the partition ran
+    // January on the 20th, so a timeout dated before it is back-dated.
+    given(&run_ahead_on_the_20th())
+        .when(time_out("2026-12-11", FIRST))
+        .then_rejects(back_dated("2026-12-20", "2026-12-11"));
+    // And a run dated before the latest timeout.
+    let h = history_from(
+        &one_instruction(),
+        &[
+            allocate("2026-12-01", COMMUNE, "2027-01", 10_000_000),
+            time_out("2026-12-15", FIRST),
+        ],
+    );
+    given(&h)
+        .when(run("2026-12-14", "2027-01", None))
+        .then_rejects(back_dated("2026-12-15", "2026-12-14"));
+}
+
+#[test]
+fn a_reissue_dated_before_the_last_run_is_refused() {
+    let h = history_from(
+        &run_ahead_on_the_20th(),
+        &[Post::new(BANK, FIRST, Outcome::Failed, "F1", AMOUNT).on("2026-12-02")],
+    );
+    given(&h)
+        .when(reissue("2026-12-03", FIRST, Some(post_office())))
+        .then_rejects(back_dated("2026-12-20", "2026-12-03"));
+    // And a run dated before the latest reissue.
+    let h = history_from(
+        &one_instruction(),
+        &[
+            Post::new(BANK, FIRST, Outcome::Failed, "F1", AMOUNT).on("2026-12-02"),
+            reissue("2026-12-05", FIRST, Some(post_office())),
+            allocate("2026-12-05", COMMUNE, "2027-01", 10_000_000),
+        ],
+    );
+    given(&h)
+        .when(run("2026-12-04", "2027-01", None))
+        .then_rejects(back_dated("2026-12-05", "2026-12-04"));
+}
+
+/// Dated the same day as the partition's latest run, reissue or timeout, or later, each
+/// passes; grants, changes, stops and gateway posts keep their own dates (a stop recorded
+/// before the latest run, a post the gateway received before it).
+#[test]
+fn payment_operations_dated_the_same_day_or_later_pass() {
+    let h = run_ahead_on_the_20th();
+    given(&h)
+        .when(run("2026-12-20", "2027-02", None))
+        .then(|b, _| assert!(b.instructions.contains_key(&iid("pay:1:2027-02:1"))));
+    given(&h).when(time_out("2026-12-20", FIRST)).then(|b, _| {
+        assert_eq!(
+            b.instructions[&iid(FIRST)].status,
+            InstructionStatus::TimedOut
+        )
+    });
+    let h = history_from(&h, &[time_out("2026-12-21", FIRST)]);
+    given(&h)
+        .when(reissue("2026-12-21", FIRST, Some(post_office())))
+        .then(|b, _| assert!(b.instructions.contains_key(&iid("pay:1:2026-12:2"))));
+    given(&h)
+        .when(run("2026-12-22", "2027-02", None))
+        .then(|b, _| assert!(b.instructions.contains_key(&iid("pay:1:2027-02:1"))));
+
+    // Free of the partition's dates: the bank's settlement of January, received before
+    // the timeout of the 21st, and a stop recorded before it (it cancels nothing).
+    let h = run_ahead_on_the_20th();
+    given(&history_from(&h, &[time_out("2026-12-21", FIRST)]))
+        .when(Post::new(BANK, "pay:1:2027-01:1", Outcome::Settled, "T2", AMOUNT).on("2026-12-20"))
+        .then(|b, _| {
+            assert_eq!(
+                b.instructions[&iid("pay:1:2027-01:1")].status,
+                InstructionStatus::Settled
+            )
+        });
+    let h = history_from(
+        &one_instruction(),
+        &[
+            allocate("2026-12-01", COMMUNE, "2027-01", 10_000_000),
+            run("2026-12-05", "2027-01", None),
+            Post::new(BANK, "pay:1:2027-01:1", Outcome::Settled, "T2", AMOUNT).on("2026-12-06"),
+        ],
+    );
+    given(&h)
+        .when(stop("2026-12-04", 1, "2026-12-04", StopReason::Death))
+        .then(|b, _| assert!(b.entitlements[&1].stopped.is_some()));
+}
+
 // ---------------------------------------------------------------- reconciliation
 
 #[test]

@@ -433,6 +433,12 @@ pub(crate) fn decide_run(
             });
     }
 
+    // Nothing left to issue or name: a run again of a month already paid adds nothing,
+    // whatever its date (a run stopped half way is completed by running it again).
+    if by_budget.is_empty() && not_resident.is_empty() && deceased.is_empty() {
+        return Ok(());
+    }
+    not_before_latest_operation(out.book, out.effective())?;
     let mut shortfalls = Vec::new();
     let mut issued = 0u64;
     let mut total = Decimal::ZERO;
@@ -515,7 +521,20 @@ fn not_back_dated(i: &Instruction, effective: NaiveDate) -> Result<(), Rejection
     Ok(())
 }
 
+/// A run, reissue or timeout keeps the partition's payment operations in date order
+/// (`Book::latest_operation_on`). Asked first by a timeout or a reissue, whose date is
+/// wrong whatever else it would find; by a run once it has found something to record.
+fn not_before_latest_operation(book: &Book, effective: NaiveDate) -> Result<(), Rejection> {
+    match book.latest_operation_on {
+        Some(latest) if effective < latest => {
+            Err(Rejection::PaymentOperationBackDated { latest, effective })
+        }
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn decide_timeout(out: &mut Out<'_>, id: InstructionId) -> Result<(), Rejection> {
+    not_before_latest_operation(out.book, out.effective())?;
     let i = get(out.book, &id)?;
     if i.status != InstructionStatus::Instructed {
         return Err(Rejection::InstructionNotPending {
@@ -565,6 +584,7 @@ pub(crate) fn decide_reissue(
     id: InstructionId,
     channel: Option<Channel>,
 ) -> Result<(), Rejection> {
+    not_before_latest_operation(out.book, out.effective())?;
     let i = get(out.book, &id)?;
     if !i.status.is_reissuable() {
         return Err(Rejection::NotReissuable {
