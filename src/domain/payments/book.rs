@@ -59,8 +59,9 @@ pub struct Book {
     /// Instructions their gateway posted as settled after the ledger had stopped waiting
     /// for them (timed out, failed, returned or cancelled), with the gateway's
     /// transaction id: the post is refused and recorded, but the person may hold the
-    /// money, so the month is not reissued (`decide_reissue`) and counts as paid for a new
-    /// grant or a move. Kept from the first such post; rebuilt from the recorded
+    /// money, so the month is not reissued under any of the person's entitlements
+    /// (`decide_reissue`), its instructions still pending are cancelled by the post, and it
+    /// counts as paid for a new grant or a move. Kept from the first such post; rebuilt from the recorded
     /// refusals (`instructions::late_settlement`).
     pub late_settlements: BTreeMap<InstructionId, GatewayTxnId>,
     /// Refused posts recorded per (gateway, day), for the daily bound.
@@ -234,8 +235,9 @@ pub enum EventBody {
         budget: BudgetMove,
     },
     /// A pending instruction withdrawn, its hold voided: by a stop (after its
-    /// `EntitlementStopped`), or, a reissue, by a gateway's late settlement of an earlier
-    /// attempt of its month (before that post's `GatewayPostRefused`).
+    /// `EntitlementStopped`), or by a gateway's late settlement of an earlier instruction
+    /// of the person's month, an earlier attempt or an earlier grant's (before that post's
+    /// `GatewayPostRefused`).
     InstructionCancelled {
         instruction: InstructionId,
         budget: BudgetMove,
