@@ -1622,6 +1622,14 @@ impl Service {
                 .await
             {
                 Ok(_) => done.timed_out.push(instruction),
+                // `as_of` is before the partition's latest run, reissue or timeout: every
+                // timeout of this call would be refused the same, and passing over them
+                // would report a job that timed nothing out as done.
+                Err(
+                    e @ ServiceError::Rejected(Rejection::Payment(
+                        crate::domain::payments::Rejection::PaymentOperationBackDated { .. },
+                    )),
+                ) => return Err(e),
                 // Settled, failed or timed out in the meantime: nothing left to do there.
                 Err(ServiceError::Rejected(_)) => {}
                 Err(e) => return Err(e),

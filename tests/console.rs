@@ -769,7 +769,9 @@ async fn the_portfolio_charts_and_a_payment_run_reconciled_to_csv() {
     b.screenshot("portfolio").await;
 
     // A monthly entitlement (over the JSON API, on the same listener), a budget and a
-    // run through the console, then the run day's reconciliation and its CSV.
+    // run through the console, then the run day's reconciliation and its CSV. October is
+    // paid by a run dated 2026-11-05, the day the other tests' runs of this partition are
+    // dated: a partition's runs are dated in order, and the tests run in any order.
     let grant = reqwest::Client::new()
         .post(format!("{}/v1/entitlements", f.base))
         .bearer_auth(&f.tokens.officer)
@@ -802,14 +804,14 @@ async fn the_portfolio_charts_and_a_payment_run_reconciled_to_csv() {
         &[
             ("commune", "0100007"),
             ("period", "2026-10"),
-            ("on", "05/10/2026"),
+            ("on", "05/11/2026"),
         ],
     )
     .await;
     b.wait("#run-submit").await.click().await.unwrap();
     assert_eq!(b.text("#run-issued").await, "1");
 
-    b.goto("/console/payments/reconciliation?partition=01&day=05/10/2026")
+    b.goto("/console/payments/reconciliation?partition=01&day=05/11/2026")
         .await;
     let line = b.text("#reconciliation tr.gateway").await;
     assert!(line.starts_with("vcb"), "{line}");
@@ -837,11 +839,9 @@ async fn the_portfolio_charts_and_a_payment_run_reconciled_to_csv() {
     let lines: Vec<&str> = text.trim_start_matches('\u{feff}').lines().collect();
     assert_eq!(lines[0], ansinh::payments_report::RECONCILIATION_CSV_HEADER);
     assert_eq!(lines.len(), 2, "{text}");
-    assert!(
-        lines[1].starts_with("01,2026-10-05,vcb,1,\""),
-        "{}",
-        lines[1]
-    );
+    // This run's instruction, and those of the other tests' runs of that day made
+    // before it.
+    assert!(lines[1].starts_with("01,2026-11-05,vcb,"), "{}", lines[1]);
     assert!(lines[1].contains(" ₫\""), "{}", lines[1]);
     // Without a session, no CSV.
     let anonymous = reqwest::Client::builder()

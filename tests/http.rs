@@ -3152,7 +3152,8 @@ async fn auditors_read_the_anomalies_and_the_recomputed_decisions_a_page_at_a_ti
 /// whatever day it names: one naming a later day is refused (422 `StopDateInFuture`), and
 /// the cancellations of a past stop are dated today, so the reconciliation of the days
 /// before stays as it was. Timeouts as of a later day than today are refused (422
-/// `TimeoutsAsOfInFuture`): they would give up on payments the gateway may be making.
+/// `TimeoutsAsOfInFuture`): they would give up on payments the gateway may be making; as
+/// of a day before the partition's latest run, too (409 `PaymentOperationBackDated`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stops_and_timeouts_are_dated_by_the_ledgers_clock() {
     // 00:30 on 2026-11-20 in Vietnam: still the 19th in UTC.
@@ -3223,6 +3224,24 @@ async fn stops_and_timeouts_are_dated_by_the_ledgers_clock() {
             refused.body
         );
     }
+    // As of a day before the run of 2026-10-25, though October's transfer was due: each
+    // timeout would be dated before the partition's latest run, so the request is refused
+    // as a whole (409), not answered as if nothing were due.
+    let back_dated = s
+        .send(
+            m,
+            "/v1/partitions/01/timeouts",
+            "timeouts-back-dated",
+            json!({ "as_of": "2026-10-24" }),
+            "timeouts.response",
+        )
+        .await;
+    assert_eq!(
+        (back_dated.status, back_dated.kind()),
+        (StatusCode::CONFLICT, "PaymentOperationBackDated"),
+        "{}",
+        back_dated.body
+    );
     assert_eq!(s.events().await, before, "the refusals append nothing");
 
     // A death on 2026-10-31, recorded today: November's instruction is cancelled today.

@@ -1581,6 +1581,256 @@ fn a_late_settlement_cancels_the_months_reissue_still_pending() {
     });
 }
 
+/// December timed out under entitlement 1, which was then stopped (dated November); a new
+/// grant for the same person from December has issued `pay:2:2026-12:1`.
+fn december_issued_again_by_a_new_grant() -> Vec<Event> {
+    history(&[
+        allocate("2026-10-20", COMMUNE, "2026-12", 10_000_000),
+        grant(
+            "2026-10-20",
+            1,
+            "2026-11",
+            terms(ELDERLY_POOR, bank(), None),
+        ),
+        run("2026-12-01", "2026-12", None),
+        time_out("2026-12-11", FIRST),
+        stop("2026-12-12", 1, "2026-11-20", StopReason::Move),
+        grant(
+            "2026-12-12",
+            1,
+            "2026-12",
+            terms(ELDERLY_POOR, bank(), None),
+        ),
+        run("2026-12-12", "2026-12", None),
+    ])
+}
+
+/// A late settlement of the old entitlement's December says the person may hold that
+/// month's money: the new grant's December, still pending, is cancelled in the same
+/// command (its hold voided), as a reissue of the month would be, so no gateway pays the
+/// month a second time.
+#[test]
+fn a_late_settlement_cancels_a_new_grants_instruction_for_the_month_still_pending() {
+    const NEW: &str = "pay:2:2026-12:1";
+    let h = december_issued_again_by_a_new_grant();
+    assert_eq!(
+        replay(&h).instructions[&iid(NEW)].status,
+        InstructionStatus::Instructed
+    );
+    let late = Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT);
+    given(&h).when(late.on("2026-12-13")).then(|b, evs| {
+        assert_eq!(evs.len(), 2, "{evs:?}");
+        assert!(matches!(
+            &evs[0].body,
+            EventBody::InstructionCancelled { instruction, budget }
+                if *instruction == iid(NEW) && budget.kind == MoveKind::Void
+        ));
+        assert_eq!(
+            evs[1].post_answer().unwrap().verdict,
+            Verdict::Refused {
+                refusal: PostRefusal::NotPending {
+                    status: InstructionStatus::TimedOut
+                }
+            }
+        );
+        assert_eq!(
+            b.instructions[&iid(NEW)].status,
+            InstructionStatus::Cancelled
+        );
+        assert_eq!(b.budget(&key(COMMUNE, "2026-12")).reserved, dec!(0));
+        // Cancelled, not failed: the new grant's December is not reissued either.
+        assert!(matches!(
+            decide(b, reissue("2026-12-14", NEW, None)),
+            Err(Rejection::NotReissuable { .. })
+        ));
+    });
+
+    // The new grant's December already settled: nothing to cancel, and reconciliation
+    // lists the refused late settlement, which shows the month paid twice.
+    let h = history_from(
+        &h,
+        &[Post::new(BANK, NEW, Outcome::Settled, "T2", AMOUNT).on("2026-12-13")],
+    );
+    given(&h).when(late.on("2026-12-14")).then(|b, evs| {
+        assert_eq!(evs.len(), 1);
+        assert_eq!(b.instructions[&iid(NEW)].status, InstructionStatus::Settled);
+        let all = given_history(&h, evs);
+        let r = reconcile(&all, d("2026-12-14"), 30);
+        let day = &r.days[&(gw(BANK), d("2026-12-14"))];
+        assert!(matches!(
+            &day.mismatches[..],
+            [m] if m.instruction == FIRST && matches!(
+                &m.kind,
+                MismatchKind::RefusedPost {
+                    outcome: Outcome::Settled,
+                    refusal: PostRefusal::NotPending { status: InstructionStatus::TimedOut },
+                    ..
+                }
+            )
+        ));
+        assert_eq!(r.days[&(gw(BANK), d("2026-12-13"))].settled.count, 1);
+    });
+}
+
+/// The new grant's December failed: its gateway did not pay it, but the old entitlement's
+/// gateway says it paid December late, so December is not reissued under the new grant
+/// either until that is reconciled.
+#[test]
+fn a_month_settled_late_under_an_earlier_grant_is_not_reissued_under_a_new_one() {
+    use ansinh::domain::payments::ids::GatewayTxnId;
+    const NEW: &str = "pay:2:2026-12:1";
+    let h = history_from(
+        &december_issued_again_by_a_new_grant(),
+        &[Post::new(BANK, NEW, Outcome::Failed, "F2", AMOUNT).on("2026-12-13")],
+    );
+    given(&h)
+        .when(reissue("2026-12-14", NEW, Some(post_office())))
+        .then(|b, _| assert!(b.instructions.contains_key(&iid("pay:2:2026-12:2"))));
+    let h = history_from(
+        &h,
+        &[Post::new(BANK, FIRST, Outcome::Settled, "T1", AMOUNT).on("2026-12-14")],
+    );
+    given(&h)
+        .when(reissue("2026-12-14", NEW, Some(post_office())))
+        .then_rejects(Rejection::LateSettlementToReconcile {
+            instruction: iid(FIRST),
+            gateway: gw(BANK),
+            gateway_txn: GatewayTxnId::parse("T1").unwrap(),
+        });
+}
+
+// ---------------------------------------------------------------- dates in order
+
+/// The partition's last payment run on 2026-12-01 and January paid ahead by a run of
+/// 2026-12-20.
+fn run_ahead_on_the_20th() -> Vec<Event> {
+    history_from(
+        &one_instruction(),
+        &[
+            allocate("2026-12-01", COMMUNE, "2027-01", 10_000_000),
+            allocate("2026-12-01", COMMUNE, "2027-02", 10_000_000),
+            run("2026-12-20", "2027-01", None),
+        ],
+    )
+}
+
+fn back_dated(latest: &str, effective: &str) -> Rejection {
+    Rejection::PaymentOperationBackDated {
+        latest: d(latest),
+        effective: d(effective),
+    }
+}
+
+/// A run dated before one the partition already recorded would make its instructions
+/// older than they are: the next timeouts job would give up on them at once, while their
+/// gateway still has days to pay, and a reissue would pay them twice.
+#[test]
+fn a_run_dated_before_the_partitions_last_run_is_refused() {
+    let h = run_ahead_on_the_20th();
+    given(&h)
+        .when(run("2026-12-19", "2027-02", None))
+        .then_rejects(back_dated("2026-12-20", "2026-12-19"));
+    // Dated last month, for a month not yet run: the same.
+    given(&one_instruction())
+        .when(run("2026-11-15", "2027-01", None))
+        .then_rejects(back_dated("2026-12-01", "2026-11-15"));
+    // A run again of a month already paid adds nothing, whatever its date: nothing is
+    // issued, so nothing is dated.
+    given(&h)
+        .when(run("2026-12-19", "2027-01", None))
+        .then_nothing();
+}
+
+#[test]
+fn a_timeout_dated_before_the_last_run_is_refused() {
+    // The December instruction is due for its timeout from 2026-12-11; the partition ran
+    // January on the 20th, so a timeout dated before it is back-dated.
+    given(&run_ahead_on_the_20th())
+        .when(time_out("2026-12-11", FIRST))
+        .then_rejects(back_dated("2026-12-20", "2026-12-11"));
+    // And a run dated before the latest timeout.
+    let h = history_from(
+        &one_instruction(),
+        &[
+            allocate("2026-12-01", COMMUNE, "2027-01", 10_000_000),
+            time_out("2026-12-15", FIRST),
+        ],
+    );
+    given(&h)
+        .when(run("2026-12-14", "2027-01", None))
+        .then_rejects(back_dated("2026-12-15", "2026-12-14"));
+}
+
+#[test]
+fn a_reissue_dated_before_the_last_run_is_refused() {
+    let h = history_from(
+        &run_ahead_on_the_20th(),
+        &[Post::new(BANK, FIRST, Outcome::Failed, "F1", AMOUNT).on("2026-12-02")],
+    );
+    given(&h)
+        .when(reissue("2026-12-03", FIRST, Some(post_office())))
+        .then_rejects(back_dated("2026-12-20", "2026-12-03"));
+    // And a run dated before the latest reissue.
+    let h = history_from(
+        &one_instruction(),
+        &[
+            Post::new(BANK, FIRST, Outcome::Failed, "F1", AMOUNT).on("2026-12-02"),
+            reissue("2026-12-05", FIRST, Some(post_office())),
+            allocate("2026-12-05", COMMUNE, "2027-01", 10_000_000),
+        ],
+    );
+    given(&h)
+        .when(run("2026-12-04", "2027-01", None))
+        .then_rejects(back_dated("2026-12-05", "2026-12-04"));
+}
+
+/// Dated the same day as the partition's latest run, reissue or timeout, or later, each
+/// passes; grants, changes, stops and gateway posts keep their own dates (a stop recorded
+/// before the latest run, a post the gateway received before it).
+#[test]
+fn payment_operations_dated_the_same_day_or_later_pass() {
+    let h = run_ahead_on_the_20th();
+    given(&h)
+        .when(run("2026-12-20", "2027-02", None))
+        .then(|b, _| assert!(b.instructions.contains_key(&iid("pay:1:2027-02:1"))));
+    given(&h).when(time_out("2026-12-20", FIRST)).then(|b, _| {
+        assert_eq!(
+            b.instructions[&iid(FIRST)].status,
+            InstructionStatus::TimedOut
+        )
+    });
+    let h = history_from(&h, &[time_out("2026-12-21", FIRST)]);
+    given(&h)
+        .when(reissue("2026-12-21", FIRST, Some(post_office())))
+        .then(|b, _| assert!(b.instructions.contains_key(&iid("pay:1:2026-12:2"))));
+    given(&h)
+        .when(run("2026-12-22", "2027-02", None))
+        .then(|b, _| assert!(b.instructions.contains_key(&iid("pay:1:2027-02:1"))));
+
+    // Free of the partition's dates: the bank's settlement of January, received before
+    // the timeout of the 21st, and a stop recorded before it (it cancels nothing).
+    let h = run_ahead_on_the_20th();
+    given(&history_from(&h, &[time_out("2026-12-21", FIRST)]))
+        .when(Post::new(BANK, "pay:1:2027-01:1", Outcome::Settled, "T2", AMOUNT).on("2026-12-20"))
+        .then(|b, _| {
+            assert_eq!(
+                b.instructions[&iid("pay:1:2027-01:1")].status,
+                InstructionStatus::Settled
+            )
+        });
+    let h = history_from(
+        &one_instruction(),
+        &[
+            allocate("2026-12-01", COMMUNE, "2027-01", 10_000_000),
+            run("2026-12-05", "2027-01", None),
+            Post::new(BANK, "pay:1:2027-01:1", Outcome::Settled, "T2", AMOUNT).on("2026-12-06"),
+        ],
+    );
+    given(&h)
+        .when(stop("2026-12-04", 1, "2026-12-04", StopReason::Death))
+        .then(|b, _| assert!(b.entitlements[&1].stopped.is_some()));
+}
+
 // ---------------------------------------------------------------- reconciliation
 
 #[test]

@@ -59,12 +59,23 @@ pub struct Book {
     /// Instructions their gateway posted as settled after the ledger had stopped waiting
     /// for them (timed out, failed, returned or cancelled), with the gateway's
     /// transaction id: the post is refused and recorded, but the person may hold the
-    /// money, so the month is not reissued (`decide_reissue`) and counts as paid for a new
-    /// grant or a move. Kept from the first such post; rebuilt from the recorded
+    /// money, so the month is not reissued under any of the person's entitlements
+    /// (`decide_reissue`), its instructions still pending are cancelled by the post, and it
+    /// counts as paid for a new grant or a move. Kept from the first such post; rebuilt from the recorded
     /// refusals (`instructions::late_settlement`).
     pub late_settlements: BTreeMap<InstructionId, GatewayTxnId>,
     /// Refused posts recorded per (gateway, day), for the daily bound.
     pub refused_per_gateway_day: BTreeMap<(GatewayId, NaiveDate), u32>,
+    /// The latest date of the partition's payment runs, reissues and timeouts, before
+    /// which none of them may be dated (`instructions::not_before_latest_operation`).
+    /// They date the instructions' issues and give-ups, and a timeout counts from the
+    /// issue: a run dated back would have its instructions timed out at once, while
+    /// their gateway still has days to pay, and reissued to be paid twice. Grants,
+    /// changes and stops keep their own dates: they age no instruction, a stop names the
+    /// past day of a death or move, and its cancellations already may not precede each
+    /// instruction's last change (`BackDated`). Gateway posts neither: they carry the day
+    /// their result was received, at the gateway's pace.
+    pub latest_operation_on: Option<NaiveDate>,
     /// Id of the last event applied (0 = none); ids are consecutive from 1.
     pub last_event_id: EventId,
     pub last_entitlement_id: EntitlementId,
@@ -224,8 +235,9 @@ pub enum EventBody {
         budget: BudgetMove,
     },
     /// A pending instruction withdrawn, its hold voided: by a stop (after its
-    /// `EntitlementStopped`), or, a reissue, by a gateway's late settlement of an earlier
-    /// attempt of its month (before that post's `GatewayPostRefused`).
+    /// `EntitlementStopped`), or by a gateway's late settlement of an earlier instruction
+    /// of the person's month, an earlier attempt or an earlier grant's (before that post's
+    /// `GatewayPostRefused`).
     InstructionCancelled {
         instruction: InstructionId,
         budget: BudgetMove,
@@ -497,6 +509,16 @@ pub fn apply(book: &mut Book, event: &Event) {
     book.last_event_id = event.id;
     if let Some(m) = event.budget_move() {
         book.budgets.insert(m.key.clone(), m.after.clone());
+    }
+    if matches!(
+        event.body,
+        EventBody::InstructionIssued { .. }
+            | EventBody::PaymentRunCompleted { .. }
+            | EventBody::InstructionTimedOut { .. }
+    ) {
+        // A run's or a reissue's issues and a timeout: `max`, since a log written before
+        // the rule may hold them out of order.
+        book.latest_operation_on = book.latest_operation_on.max(Some(event.effective));
     }
     match &event.body {
         EventBody::BudgetAllocated { .. }

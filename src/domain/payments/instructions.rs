@@ -14,8 +14,9 @@
 //!
 //! A `settled` post for an instruction the ledger stopped waiting for (timed out, failed,
 //! returned, cancelled) is refused and recorded; the month is then not reissued until the
-//! gateway's word is reconciled, since the person may already hold the money, and a
-//! reissue of it still pending is cancelled by the same post.
+//! gateway's word is reconciled, since the person may already hold the money, and every
+//! instruction of the person's month still pending (a reissue, or a new grant's after a
+//! stop) is cancelled by the same post.
 //!
 //! Gateway results are idempotent on (gateway, gateway transaction id,
 //! outcome): the same post again gets the first answer and appends nothing.
@@ -125,8 +126,9 @@ pub enum InstructionStatus {
     Returned,
     /// No result within the channel's timeout.
     TimedOut,
-    /// The entitlement stopped before this month, or (a reissue) its gateway said it paid
-    /// an earlier attempt of the month after the ledger had given up on that one.
+    /// The entitlement stopped before this month, or a gateway said it paid an earlier
+    /// instruction of the person's month (an earlier attempt, or an earlier grant's) after
+    /// the ledger had given up on that one.
     Cancelled,
 }
 
@@ -433,6 +435,12 @@ pub(crate) fn decide_run(
             });
     }
 
+    // Nothing left to issue or name: a run again of a month already paid adds nothing,
+    // whatever its date (a run stopped half way is completed by running it again).
+    if by_budget.is_empty() && not_resident.is_empty() && deceased.is_empty() {
+        return Ok(());
+    }
+    not_before_latest_operation(out.book, out.effective())?;
     let mut shortfalls = Vec::new();
     let mut issued = 0u64;
     let mut total = Decimal::ZERO;
@@ -515,7 +523,20 @@ fn not_back_dated(i: &Instruction, effective: NaiveDate) -> Result<(), Rejection
     Ok(())
 }
 
+/// A run, reissue or timeout keeps the partition's payment operations in date order
+/// (`Book::latest_operation_on`). Asked first by a timeout or a reissue, whose date is
+/// wrong whatever else it would find; by a run once it has found something to record.
+fn not_before_latest_operation(book: &Book, effective: NaiveDate) -> Result<(), Rejection> {
+    match book.latest_operation_on {
+        Some(latest) if effective < latest => {
+            Err(Rejection::PaymentOperationBackDated { latest, effective })
+        }
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn decide_timeout(out: &mut Out<'_>, id: InstructionId) -> Result<(), Rejection> {
+    not_before_latest_operation(out.book, out.effective())?;
     let i = get(out.book, &id)?;
     if i.status != InstructionStatus::Instructed {
         return Err(Rejection::InstructionNotPending {
@@ -540,8 +561,9 @@ pub(crate) fn decide_timeout(out: &mut Out<'_>, id: InstructionId) -> Result<(),
     Ok(())
 }
 
-/// Cancel a pending instruction because its entitlement stopped, or because its gateway
-/// said it paid an earlier attempt of its month after the ledger had given up on that one.
+/// Cancel a pending instruction because its entitlement stopped, or because a gateway said
+/// it paid an earlier instruction of the person's month (an earlier attempt, or an earlier
+/// grant's) after the ledger had given up on that one.
 /// Dated the stop's recording date (or the post's), which may not precede the
 /// instruction's last change, as for every other move of an instruction.
 pub(crate) fn cancel(out: &mut Out<'_>, id: &InstructionId) -> Result<(), Rejection> {
@@ -565,6 +587,7 @@ pub(crate) fn decide_reissue(
     id: InstructionId,
     channel: Option<Channel>,
 ) -> Result<(), Rejection> {
+    not_before_latest_operation(out.book, out.effective())?;
     let i = get(out.book, &id)?;
     if !i.status.is_reissuable() {
         return Err(Rejection::NotReissuable {
@@ -587,14 +610,11 @@ pub(crate) fn decide_reissue(
             },
         });
     }
-    // Its gateway said it paid an attempt of this month after the ledger had given up on
-    // it (the post was refused and recorded): the person may hold the money, so another
-    // attempt would pay twice. The gateway's word is reconciled first.
-    let month = InstructionId { attempt: 0, ..id }..=InstructionId {
-        attempt: u32::MAX,
-        ..id
-    };
-    if let Some((settled, gateway_txn)) = out.book.late_settlements.range(month).next() {
+    // Its gateway said it paid an attempt of this month, or an earlier grant's instruction
+    // for the person's same month, after the ledger had given up on it (the post was
+    // refused and recorded): the person may hold the money, so another attempt would pay
+    // twice. The gateway's word is reconciled first.
+    if let Some((settled, gateway_txn)) = settled_late_for_month(out.book, id) {
         let gateway = get(out.book, settled)?.issued.channel.gateway().clone();
         return Err(Rejection::LateSettlementToReconcile {
             instruction: *settled,
@@ -702,12 +722,13 @@ pub(crate) fn decide_post(
                     max: REFUSED_POSTS_PER_GATEWAY_DAY_MAX,
                 });
             }
-            // The month may be paid: a reissue of it still waiting at its gateway would pay
-            // it again, so it is withdrawn now (its hold voided), before that gateway pays.
-            // Cancelled before the post's event is pushed: the post's event stays the
-            // command's last, the one its receipt and idempotency key name.
-            if let Some(reissue) = late.and_then(|id| pending_reissue(out.book, id)) {
-                cancel(out, &reissue)?;
+            // The month may be paid: an instruction of it still waiting at its gateway (a
+            // reissue, or a new grant's after a stop) would pay it again, so each is
+            // withdrawn now (its hold voided), before that gateway pays. Cancelled before
+            // the post's event is pushed: the post's event stays the command's last, the
+            // one its receipt and idempotency key name.
+            for pending in late.map_or_else(Vec::new, |id| pending_for_month(out.book, id)) {
+                cancel(out, &pending)?;
             }
             out.push(EventBody::GatewayPostRefused { post, refusal });
         }
@@ -731,18 +752,53 @@ pub(crate) fn late_settlement(post: &GatewayPost, refusal: &PostRefusal) -> Opti
     InstructionId::parse(post.instruction.as_str())
 }
 
-/// A later attempt of `id`'s month still waiting for its gateway. Only the latest attempt
-/// can be: a month is reissued only from its latest attempt, once that one has a result.
-fn pending_reissue(book: &Book, id: InstructionId) -> Option<InstructionId> {
-    let latest = InstructionId {
-        attempt: *book.attempts.get(&(id.entitlement, id.month))?,
-        ..id
-    };
-    let pending = book
-        .instructions
-        .get(&latest)
-        .is_some_and(|i| i.status == InstructionStatus::Instructed);
-    (latest.attempt > id.attempt && pending).then_some(latest)
+/// Whether entitlements `a` and `b` pay the same person the same allowance: "one
+/// allowance per person and month" holds across a person's grants (a new grant after a
+/// stop), not only across the attempts of one.
+fn same_allowance(book: &Book, a: EntitlementId, b: EntitlementId) -> bool {
+    match (book.entitlements.get(&a), book.entitlements.get(&b)) {
+        (Some(a), Some(b)) => a.programme == b.programme && a.beneficiary == b.beneficiary,
+        _ => false,
+    }
+}
+
+/// The instructions of `id`'s person and month in its programme still waiting for their
+/// gateway, whichever entitlement issued them: a later attempt of `id`'s own (a reissue;
+/// only the latest attempt can be pending, since a month is reissued only from its latest
+/// attempt once that one has a result), and a new grant's after a stop. In id order.
+/// Scans the partition's entitlements: asked only for a late settlement, a gateway
+/// contradicting the ledger, which the daily bound of refused posts keeps rare.
+fn pending_for_month(book: &Book, id: InstructionId) -> Vec<InstructionId> {
+    book.entitlements
+        .keys()
+        .filter(|e| same_allowance(book, id.entitlement, **e))
+        .filter_map(|e| {
+            let attempt = *book.attempts.get(&(*e, id.month))?;
+            let latest = InstructionId {
+                entitlement: *e,
+                month: id.month,
+                attempt,
+            };
+            let pending = book
+                .instructions
+                .get(&latest)
+                .is_some_and(|i| i.status == InstructionStatus::Instructed);
+            pending.then_some(latest)
+        })
+        .collect()
+}
+
+/// The first instruction (in id order) of `id`'s person and month in its programme, of
+/// any of the person's entitlements, that its gateway settled late
+/// (`Book::late_settlements`), with the gateway's transaction. Scans the late
+/// settlements, which are rare: each is a gateway contradicting the ledger.
+fn settled_late_for_month(
+    book: &Book,
+    id: InstructionId,
+) -> Option<(&InstructionId, &GatewayTxnId)> {
+    book.late_settlements.iter().find(|(settled, _)| {
+        settled.month == id.month && same_allowance(book, settled.entitlement, id.entitlement)
+    })
 }
 
 /// The rules for one post: which instruction, the new status and the budget

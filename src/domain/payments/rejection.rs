@@ -257,6 +257,18 @@ pub enum Rejection {
         last: NaiveDate,
         effective: NaiveDate,
     },
+    /// A payment run, reissue or timeout dated before the latest one the partition has
+    /// recorded (`Book::operations_dated_through`). An instruction's age counts from its
+    /// run's date, so a back-dated run would make its instructions time out early while
+    /// their gateway may still pay them. Date it on or after `latest` (the edges date
+    /// these today).
+    #[error(
+        "a payment run, reissue or timeout dated {effective} is before the partition's latest one, dated {latest}; date it on or after {latest}"
+    )]
+    PaymentOperationBackDated {
+        latest: NaiveDate,
+        effective: NaiveDate,
+    },
     /// The gateway has had `max` refused posts recorded today. Stop taking its
     /// posts at the edge and call the gateway operator.
     #[error("gateway {gateway} reached {max} refused posts on {day}")]
