@@ -258,7 +258,7 @@ pub enum Rejection {
         effective: NaiveDate,
     },
     /// A payment run, reissue or timeout dated before the latest one the partition has
-    /// recorded (`Book::operations_dated_through`). An instruction's age counts from its
+    /// recorded (`Book::latest_operation_on`). An instruction's age counts from its
     /// run's date, so a back-dated run would make its instructions time out early while
     /// their gateway may still pay them. Date it on or after `latest` (the edges date
     /// these today).
