@@ -1014,7 +1014,10 @@ async fn a_household_is_read_with_every_loan_it_lists() {
         .catch_up_to(&mut stream, &config, registered_end)
         .await
         .unwrap();
-    let before = projector.household_records(household).unwrap().unwrap();
+    let before = projector
+        .household_records(household, Some((0, 10)))
+        .unwrap()
+        .unwrap();
     assert!(before.view.loans.is_empty());
 
     stop_a_commit(
@@ -1026,7 +1029,7 @@ async fn a_household_is_read_with_every_loan_it_lists() {
         Crash::InsideCommitBefore("loan/"),
     )
     .await;
-    let torn = projector.household_records(household);
+    let torn = projector.household_records(household, Some((0, 10)));
     if let Ok(Some(records)) = &torn {
         assert_eq!(
             records.loans.len(),
@@ -1040,7 +1043,22 @@ async fn a_household_is_read_with_every_loan_it_lists() {
         .catch_up_to(&mut stream, &config, end)
         .await
         .unwrap();
-    let after = projector.household_records(household).unwrap().unwrap();
+    let after = projector
+        .household_records(household, Some((0, 10)))
+        .unwrap()
+        .unwrap();
     assert_eq!(after.view.loans.len(), 1);
     assert_eq!(after.loans.len(), 1);
+    // The history page is read in the same state: it shows the approval the loans
+    // list, and had none before it.
+    let approvals = |r: &ansinh::projection::HouseholdRecords| {
+        r.history
+            .as_ref()
+            .expect("asked for")
+            .lines
+            .iter()
+            .filter(|l| l.event_type.ends_with("LoanApproved"))
+            .count()
+    };
+    assert_eq!((approvals(&before), approvals(&after)), (0, 1));
 }

@@ -1007,7 +1007,9 @@ async fn show_household(
     json: bool,
 ) -> Result<ExitCode, BoxError> {
     let projector = caught_up(runtime).await?;
-    let Some(records) = projector.household_records(h.as_str())? else {
+    let Some(records) =
+        projector.household_records(h.as_str(), Some((history_page, history_lines)))?
+    else {
         return Ok(super::not_found(json, "household", h.as_str()));
     };
     let view = records.view;
@@ -1017,7 +1019,7 @@ async fn show_household(
         .iter()
         .map(|(p, loan)| views::loan_line(p, loan, as_of))
         .collect();
-    let page = projector.household_history(h.as_str(), history_page, history_lines)?;
+    let page = records.history.expect("asked for");
     let assistance = ansinh::payments_report::received_lines(records.received);
     if json {
         println!(

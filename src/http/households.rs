@@ -295,57 +295,56 @@ pub struct ShowQuery {
 
 /// Page `page` of household `h`'s history, `lines` a page (`None`: the default), the
 /// number of lines checked here at the edge.
-fn history_page(
-    projector: &crate::projection::Projector,
-    h: &HouseholdId,
-    page: usize,
-    lines: Option<usize>,
-) -> Result<HistoryPage, ApiError> {
+/// The (page, lines) of a history page asked for, its size checked.
+fn history_page(page: usize, lines: Option<usize>) -> Result<(usize, usize), ApiError> {
     let lines = lines.unwrap_or(HISTORY_PAGE_LINES_DEFAULT);
     if !(1..=HISTORY_PAGE_LINES_MAX).contains(&lines) {
         return Err(ApiError::InvalidParameter(format!(
             "history_lines must be from 1 to {HISTORY_PAGE_LINES_MAX}, not {lines}"
         )));
     }
-    Ok(projector.household_history(h.as_str(), page, lines)?)
+    Ok((page, lines))
 }
 
 /// What a household page shows, read from the projections in O(result): the view, its
 /// loans priced on `as_of` (each with the loan record, for its schedule) and the
 /// assistance it received per month. The JSON route and the console both read it here.
-pub struct HouseholdRead<'a> {
-    pub projector: &'a crate::projection::Projector,
+pub struct HouseholdRead {
     pub view: views::HouseholdView,
     pub loans: Vec<(views::LoanLine, crate::domain::loans::Loan)>,
     pub assistance: Vec<crate::payments_report::ReceivedLine>,
+    /// The page of its history asked for (`history`), read in the same state.
+    pub history: Option<HistoryPage>,
 }
 
 /// Reads household `h` for `caller` (who must be allowed to read its commune), once the
-/// projections hold the write at stream sequence `after` (or every event the log held).
-pub async fn read_household<'a>(
-    api: &'a Api,
+/// projections hold the write at stream sequence `after` (or every event the log held),
+/// with the page of its history `history` names (page, lines), if any.
+pub async fn read_household(
+    api: &Api,
     caller: &Caller,
     h: &HouseholdId,
     as_of: NaiveDate,
     after: Option<u64>,
-) -> Result<HouseholdRead<'a>, ApiError> {
+    history: Option<(usize, usize)>,
+) -> Result<HouseholdRead, ApiError> {
     access::authorize(caller, Operation::Read, h.commune().as_str())?;
     let projector = api.projector_after(after).await?;
-    let records = projector.household_records(h.as_str())?.ok_or_else(|| {
-        Rejection::HouseholdNotRegistered {
+    let records = projector
+        .household_records(h.as_str(), history)?
+        .ok_or_else(|| Rejection::HouseholdNotRegistered {
             household: h.to_string(),
-        }
-    })?;
+        })?;
     let loans = records
         .loans
         .into_iter()
         .map(|(p, loan)| (views::loan_line(&p, &loan, as_of), loan))
         .collect();
     Ok(HouseholdRead {
-        projector,
         view: records.view,
         loans,
         assistance: crate::payments_report::received_lines(records.received),
+        history: records.history,
     })
 }
 
@@ -360,8 +359,9 @@ pub async fn show(
     let h = household(&id)?;
     // The clock is read here, at the edge, as the CLI does: today in Vietnam.
     let as_of = query.as_of.unwrap_or_else(|| api.today());
-    let read = read_household(&api, &caller, &h, as_of, query.after).await?;
-    let page = history_page(read.projector, &h, query.history_page, query.history_lines)?;
+    let history = history_page(query.history_page, query.history_lines)?;
+    let read = read_household(&api, &caller, &h, as_of, query.after, Some(history)).await?;
+    let page = read.history.expect("asked for");
     let lines: Vec<_> = read.loans.into_iter().map(|(line, _)| line).collect();
     Ok(Json(serde_json::json!({
         "household": read.view,

@@ -182,6 +182,9 @@ pub struct HouseholdRecords {
     pub loans: Vec<(String, Loan)>,
     /// What the household received, as `Projector::received` gives it.
     pub received: Vec<(String, String, crate::domain::payments::reconcile::Received)>,
+    /// The page of its history asked for, if one was: read in the same state, so a
+    /// repayment's line never shows beside a balance that does not count it yet.
+    pub history: Option<HistoryPage>,
 }
 
 /// One page of a household's history, oldest first within each partition, and whether
@@ -1391,13 +1394,19 @@ impl Projector {
     /// one state (`read_consistent`). The batch that approves a loan inserts the
     /// household's record, which lists it, before the loan's record: read apart, the
     /// household could list a loan whose record is not there yet.
-    pub fn household_records(&self, id: &str) -> Result<Option<HouseholdRecords>, ProjectionError> {
-        self.read_consistent(|| self.household_records_read(id))
+    /// With `history` (page, lines), that page of its history too (`household_history`).
+    pub fn household_records(
+        &self,
+        id: &str,
+        history: Option<(usize, usize)>,
+    ) -> Result<Option<HouseholdRecords>, ProjectionError> {
+        self.read_consistent(|| self.household_records_read(id, history))
     }
 
     fn household_records_read(
         &self,
         id: &str,
+        history: Option<(usize, usize)>,
     ) -> Result<Option<HouseholdRecords>, ProjectionError> {
         let Some(view) = self.household(id)? else {
             return Ok(None);
@@ -1415,10 +1424,15 @@ impl Projector {
             loans.push((partition, loan));
         }
         let received = self.received(id)?;
+        let history = match history {
+            Some((page, lines)) => Some(self.household_history(id, page, lines)?),
+            None => None,
+        };
         Ok(Some(HouseholdRecords {
             view,
             loans,
             received,
+            history,
         }))
     }
 

@@ -163,13 +163,19 @@ async fn household_page(
     let lang = session.lang;
     let h = crate::input::household(id)?;
     // The clock is read here, at the edge, as the CLI does.
-    let read = read_household(api, &session.caller, &h, today(), query.after).await?;
+    let read = read_household(
+        api,
+        &session.caller,
+        &h,
+        today(),
+        query.after,
+        Some((query.page, HISTORY_PAGE_LINES)),
+    )
+    .await?;
     let crate::projection::HistoryPage {
         lines: history,
         more,
-    } = read
-        .projector
-        .household_history(h.as_str(), query.page, HISTORY_PAGE_LINES)?;
+    } = read.history.expect("asked for");
     let v = &read.view;
     // Names in clear only for the staff who keep this household's registry (they typed
     // them): the role and the unit, as a change of the household is authorized. The role
@@ -599,7 +605,15 @@ async fn classify(
             .service()
             .classify(&write.request(caller), &h, inputs, on, corrects)
             .await?;
-        let read = read_household(&api, caller, &h, today(), Some(receipt.stream_sequence)).await?;
+        let read = read_household(
+            &api,
+            caller,
+            &h,
+            today(),
+            Some(receipt.stream_sequence),
+            None,
+        )
+        .await?;
         Ok::<_, ApiError>((receipt, read.view.standing))
     }
     .await;
