@@ -3744,6 +3744,74 @@ async fn a_runner_whose_job_was_taken_over_writes_nothing_more() {
     assert_eq!(s.events().await, paid, "nothing is paid twice");
 }
 
+/// Scans need only read access and run O(log): they have slots of their own, so scans
+/// filling theirs (one more is refused, 503) leave a province's payment run its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_filling_their_slots_leave_payment_runs_theirs() {
+    let s = &server().await;
+    s.funded_october().await;
+    let mut held = None;
+    let (base, _other) = s.second_process_with(|api| held = api.hold_jobs()).await;
+    let mut held = held.expect("the process's jobs are held");
+    let start = |token: &str, path: &str, key: String, body: Value| {
+        let request = s
+            .client
+            .post(format!("{base}{path}"))
+            .bearer_auth(token)
+            .header("idempotency-key", key)
+            .json(&body);
+        async move {
+            s.answer(request.send().await.unwrap(), "job.response")
+                .await
+        }
+    };
+    let scans = "/v1/audit/partitions/01/scans";
+    let mut started = Vec::new();
+    for n in 0..ansinh::http::SCANS_RUNNING_MAX {
+        let scan = start(
+            &s.staff.auditor,
+            scans,
+            format!("scan-slot-{n}"),
+            json!({"report": "recompute"}),
+        )
+        .await;
+        assert_eq!(scan.status, StatusCode::ACCEPTED, "{}", scan.body);
+        started.push(scan.body["job"].as_str().unwrap().to_owned());
+    }
+    let one_more = start(
+        &s.staff.auditor,
+        scans,
+        "scan-slot-more".into(),
+        json!({"report": "recompute"}),
+    )
+    .await;
+    assert_eq!(
+        (one_more.status, one_more.kind()),
+        (StatusCode::SERVICE_UNAVAILABLE, "LedgerUnavailable"),
+        "{}",
+        one_more.body
+    );
+
+    let run = start(
+        &s.staff.manager,
+        "/v1/partitions/01/payment-runs",
+        "prun-beside-scans".into(),
+        json!({"period": "2026-10", "on": "2026-10-05"}),
+    )
+    .await;
+    assert_eq!(run.status, StatusCode::ACCEPTED, "{}", run.body);
+    started.push(run.body["job"].as_str().unwrap().to_owned());
+
+    let mut ended = Vec::new();
+    for _ in 0..started.len() {
+        held.release_one();
+        ended.push(held.next_ended().await);
+    }
+    started.sort();
+    ended.sort();
+    assert_eq!(ended, started);
+}
+
 /// `POST /v1/partitions/{p}/payment-runs`: a whole province's run as a job, 202 with its
 /// `Location`; `GET /v1/jobs/{id}` follows it to `done` with the communes, instructions
 /// and amount, and another ledger process answers the same record. The same key again answers the same job (200) and another body under it

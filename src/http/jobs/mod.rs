@@ -38,10 +38,18 @@ use super::{Api, ApiError};
 pub use audit_scan::{AuditScanJob, Report};
 pub use payment_run::PaymentRunJob;
 
-/// Jobs running at once in one process (one `Api`), of every kind; another is refused
-/// with 503 (retry later). A payment run keeps a writer busy, a scan a core: two keep the
-/// machine busy without starving desk requests.
-pub const JOBS_RUNNING_MAX: usize = 2;
+/// Payment runs running at once in one process (one `Api`); another is refused with 503
+/// (retry later). A run keeps a partition's writer busy: two keep the writers busy
+/// without starving desk requests. Scans have slots of their own (`SCANS_RUNNING_MAX`),
+/// so a run never waits behind a scan, which needs only read access and reads the whole
+/// log.
+pub const PAYMENT_RUNS_RUNNING_MAX: usize = 2;
+/// Audit scans running (or waiting for one of the log's readers) at once in one process;
+/// another is refused with 503 (retry later). As many as the log's readers
+/// (`LOG_SCANS_IN_FLIGHT_MAX`): more would only wait for one, each holding a task.
+pub const SCANS_RUNNING_MAX: usize = crate::http::audit::LOG_SCANS_IN_FLIGHT_MAX;
+/// Jobs of every kind running at once in one process.
+pub const JOBS_RUNNING_MAX: usize = PAYMENT_RUNS_RUNNING_MAX + SCANS_RUNNING_MAX;
 /// How long the bucket keeps a job's record after its last change: a month's run is
 /// looked at within the month.
 pub const JOB_RECORD_AGE_MAX: std::time::Duration = std::time::Duration::from_secs(31 * 86_400);
@@ -191,14 +199,20 @@ pub async fn read_job(api: &Api, id: &str) -> Result<Option<Job>, ApiError> {
         .transpose()
 }
 
-/// A slot among the process's `JOBS_RUNNING_MAX`, or 503. Nothing is started without
-/// one; the request's key stays bound to it (as after any 5xx), so the same request again
-/// starts it.
-fn running_slot(api: &Api) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    api.jobs_running().try_acquire_owned().map_err(|_| {
-        ApiError::Unavailable(format!(
-            "{JOBS_RUNNING_MAX} jobs are running in this process; retry"
-        ))
+/// A slot among the process's slots for `job`'s kind (`PAYMENT_RUNS_RUNNING_MAX` or
+/// `SCANS_RUNNING_MAX`), or 503. Nothing is started without one; the request's key stays
+/// bound to it (as after any 5xx), so the same request again starts it.
+fn running_slot(api: &Api, job: &Job) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let (slots, max, what) = match job {
+        Job::PaymentRun(_) => (
+            api.payment_runs_running(),
+            PAYMENT_RUNS_RUNNING_MAX,
+            "payment runs",
+        ),
+        Job::Anomalies(_) | Job::Recompute(_) => (api.scans_running(), SCANS_RUNNING_MAX, "scans"),
+    };
+    slots.try_acquire_owned().map_err(|_| {
+        ApiError::Unavailable(format!("{max} {what} are running in this process; retry"))
     })
 }
 
@@ -235,7 +249,7 @@ async fn take_over(api: &Api, id: &str, bytes: &[u8]) -> Result<Option<u64>, Api
         .ok())
 }
 
-/// Takes one of the `JOBS_RUNNING_MAX` slots (or 503), makes the job's first record (or
+/// Takes one of the slots of the job's kind (or 503), makes the job's first record (or
 /// takes over an abandoned one) and runs `work` on it in the background (202); another
 /// request under the same key that made the record first is answered with that job (200).
 async fn launch<W, F>(api: &Api, job: Job, work: W) -> Result<Started, ApiError>
@@ -243,7 +257,7 @@ where
     W: FnOnce(Api, Held) -> F + Send + 'static,
     F: std::future::Future<Output = Result<(), TakenOver>> + Send,
 {
-    let permit = running_slot(api)?;
+    let permit = running_slot(api, &job)?;
     let bytes = serde_json::to_vec(&job).expect("a job record serializes");
     let revision = match api.jobs().create(job.id(), bytes.clone().into()).await {
         Ok(revision) => Some(revision),
