@@ -3812,6 +3812,73 @@ async fn scans_filling_their_slots_leave_payment_runs_theirs() {
     assert_eq!(ended, started);
 }
 
+/// A run that failed is resumed by the same request again (the key of a 5xx, ADR 0013):
+/// the retry takes the failed record over and runs the communes again, and those paid
+/// before answer with their first receipts, so nothing is paid twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_is_resumed_by_the_same_request() {
+    let s = server().await;
+    s.funded_october().await;
+    let path = "/v1/partitions/01/payment-runs";
+    let run = json!({"period": "2026-10", "on": "2026-10-05"});
+    let start = || async {
+        let response = s
+            .client
+            .post(format!("{}{path}", s.base))
+            .bearer_auth(&s.staff.manager)
+            .header("idempotency-key", "prun-failed")
+            .json(&run)
+            .send()
+            .await
+            .unwrap();
+        s.answer(response, "job.response").await
+    };
+    let started = start().await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let id = started.body["job"].as_str().unwrap().to_owned();
+    let location = format!("/v1/jobs/{id}");
+    let done = s.follow_job(&location).await;
+    assert_eq!(done["state"], json!("done"), "{done}");
+    let paid = s.events().await;
+
+    // The record as a run that failed at its first commune (the ledger unavailable, say)
+    // leaves it, just saved.
+    let jobs = async_nats::jetstream::new(common::client().await)
+        .get_key_value(ansinh::http::jobs_bucket_name(&s.config.stream_name))
+        .await
+        .unwrap();
+    let mut failed = done.clone();
+    failed["state"] = json!("failed");
+    failed["error"] = json!("commune 0100007: the ledger is unavailable");
+    failed["communes_done"] = json!(0);
+    failed["instructions"] = json!(0);
+    failed["amount"] = json!("0");
+    failed["communes"] = json!([]);
+    failed["updated_at_unix_ms"] = json!(chrono::Utc::now().timestamp_millis());
+    jobs.put(&id, serde_json::to_vec(&failed).unwrap().into())
+        .await
+        .unwrap();
+
+    let resumed = start().await;
+    assert_eq!(
+        (resumed.status, &resumed.body["job"]),
+        (StatusCode::ACCEPTED, &json!(id)),
+        "{}",
+        resumed.body
+    );
+    let finished = s.follow_job(&location).await;
+    assert_eq!(
+        (
+            &finished["state"],
+            &finished["communes_done"],
+            &finished["instructions"]
+        ),
+        (&json!("done"), &json!(1), &json!(1)),
+        "{finished}"
+    );
+    assert_eq!(s.events().await, paid, "what was paid is not paid twice");
+}
+
 /// `POST /v1/partitions/{p}/payment-runs`: a whole province's run as a job, 202 with its
 /// `Location`; `GET /v1/jobs/{id}` follows it to `done` with the communes, instructions
 /// and amount, and another ledger process answers the same record. The same key again answers the same job (200) and another body under it

@@ -50,7 +50,7 @@ pub struct AuditScanJob {
     pub started_by: String,
     /// "waiting" (for one of the `LOG_SCANS_IN_FLIGHT_MAX` readers of the log, saved
     /// every `JOB_WAITING_SAVE_EVERY`), "running", "done", or "failed" (`error` says why;
-    /// start it again).
+    /// start it again: the same request takes this job over and runs it again).
     pub state: String,
     /// Anomalies: the day they are judged on, and the days an instruction may wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -11,7 +11,8 @@
 //! request again (same key, same body, to any process) takes the job over and runs it
 //! again from the start: a payment run appends only what is missing (each commune's run
 //! under its own key answers with its first receipt), and an audit scan records nothing.
-//! Starting it under a new key works too.
+//! A `failed` job is taken over by the same request again at once, the same way: its
+//! runner saved the failure last and stopped. Starting it under a new key works too.
 //!
 //! The record has one writer at a time: whoever made it or took it over. Every save
 //! after the first is a compare-and-set on the revision its runner last wrote (`Held`),
@@ -138,6 +139,15 @@ impl Job {
                 > JOB_ABANDONED_AFTER.as_millis() as i64
     }
 
+    /// Whether the same request again takes the job over and runs it again: its process
+    /// stopped (`abandoned`), or it failed, which its runner saved last, so nobody runs it.
+    /// A failed run is what a client is told to post again under the same key (a 5xx,
+    /// ADR 0013; `state` in job.response.json), and running it again is safe: each
+    /// commune's run has its own key, so one paid before answers with its first receipt.
+    fn to_take_over(&self, now_unix_ms: i64) -> bool {
+        self.state() == "failed" || self.abandoned(now_unix_ms)
+    }
+
     fn touch(&mut self) {
         let now = crate::checkpoint::now_unix_ms();
         match self {
@@ -217,29 +227,30 @@ fn running_slot(api: &Api, job: &Job) -> Result<tokio::sync::OwnedSemaphorePermi
 }
 
 /// The job this key started before, if any (200 with its record); none when it was
-/// abandoned, to be taken over.
+/// abandoned or failed, to be taken over (`Job::to_take_over`).
 async fn started_before(api: &Api, id: &str) -> Result<Option<Started>, ApiError> {
     let now = crate::checkpoint::now_unix_ms();
     Ok(read_job(api, id)
         .await?
-        .filter(|job| !job.abandoned(now))
+        .filter(|job| !job.to_take_over(now))
         .map(|job| Started {
             job,
             status: StatusCode::OK,
         }))
 }
 
-/// Replaces an abandoned record of the job with `bytes`, if it is still the one read: of
-/// several processes taking it over at once, one does. The revision written, or None.
+/// Replaces an abandoned or failed record of the job with `bytes`, if it is still the one
+/// read: of several processes taking it over at once, one does. The revision written, or
+/// None.
 async fn take_over(api: &Api, id: &str, bytes: &[u8]) -> Result<Option<u64>, ApiError> {
     let unavailable = |e: &dyn std::fmt::Display| ApiError::Unavailable(format!("jobs: {e}"));
     let Some(entry) = api.jobs().entry(id).await.map_err(|e| unavailable(&e))? else {
         return Ok(None);
     };
-    let abandoned = entry.operation == async_nats::jetstream::kv::Operation::Put
+    let to_take_over = entry.operation == async_nats::jetstream::kv::Operation::Put
         && serde_json::from_slice::<Job>(&entry.value)
-            .is_ok_and(|old| old.abandoned(crate::checkpoint::now_unix_ms()));
-    if !abandoned {
+            .is_ok_and(|old| old.to_take_over(crate::checkpoint::now_unix_ms()));
+    if !to_take_over {
         return Ok(None);
     }
     Ok(api

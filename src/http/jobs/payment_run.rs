@@ -60,7 +60,8 @@ pub struct PaymentRunJob {
     pub on: NaiveDate,
     pub started_by: String,
     /// "running", "done" (every commune answered), or "failed" (`error` says why; post
-    /// the run again: what was paid is not paid twice).
+    /// the run again, under the same key or a new one: the same key takes this job over
+    /// and resumes it, and what was paid is not paid twice).
     pub state: String,
     pub communes_total: u64,
     pub communes_done: u64,
