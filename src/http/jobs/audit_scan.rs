@@ -71,6 +71,9 @@ pub struct AuditScanJob {
     pub findings: Vec<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The run holding the job (`Job::with_runner`); empty before it is launched.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub runner: String,
     pub updated_at_unix_ms: i64,
 }
 
@@ -154,6 +157,7 @@ pub async fn begin(
         findings_total: 0,
         findings: Vec::new(),
         error: None,
+        runner: String::new(),
         updated_at_unix_ms: crate::checkpoint::now_unix_ms(),
     };
     let job = match report {

@@ -148,6 +148,17 @@ impl Job {
         self.state() == "failed" || self.abandoned(now_unix_ms)
     }
 
+    /// The record with a new runner id: the bytes this launch writes are its own, so
+    /// they say whose a record read back is when a write's answer was lost (`own_write`).
+    fn with_runner(mut self) -> Self {
+        let runner = uuid::Uuid::new_v4().simple().to_string();
+        match &mut self {
+            Job::PaymentRun(j) => j.runner = runner,
+            Job::Anomalies(j) | Job::Recompute(j) => j.runner = runner,
+        }
+        self
+    }
+
     fn touch(&mut self) {
         let now = crate::checkpoint::now_unix_ms();
         match self {
@@ -253,26 +264,67 @@ async fn take_over(api: &Api, id: &str, bytes: &[u8]) -> Result<Option<u64>, Api
     if !to_take_over {
         return Ok(None);
     }
-    Ok(api
+    match api
         .jobs()
         .update(id, bytes.to_vec().into(), entry.revision)
         .await
-        .ok())
+    {
+        Ok(revision) => Ok(Some(revision)),
+        // Refused (another process took it over first), or stored with its answer lost.
+        Err(_) => read_back(api, id, bytes).await,
+    }
+}
+
+/// After a write of `bytes` answered with an error: the revision of the record if it is
+/// that write, stored after all (its answer lost), so this launch holds the job and must
+/// run it; None if the record is another's. A read that fails is 503: the request is
+/// retried, and a record of ours nobody runs is taken over once `JOB_ABANDONED_AFTER` old.
+async fn read_back(api: &Api, id: &str, bytes: &[u8]) -> Result<Option<u64>, ApiError> {
+    let entry = api
+        .jobs()
+        .entry(id)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("jobs: {e}")))?;
+    Ok(own_write(
+        bytes,
+        entry
+            .as_ref()
+            .map(|e| (e.operation, e.value.as_ref(), e.revision)),
+    ))
+}
+
+/// The revision of `found` (operation, value, revision: the record read back) if it holds
+/// exactly `sent`. Those bytes name this launch's runner (`Job::with_runner`), so no other
+/// process's write equals them.
+fn own_write(
+    sent: &[u8],
+    found: Option<(async_nats::jetstream::kv::Operation, &[u8], u64)>,
+) -> Option<u64> {
+    let (operation, value, revision) = found?;
+    (operation == async_nats::jetstream::kv::Operation::Put && value == sent).then_some(revision)
 }
 
 /// Takes one of the slots of the job's kind (or 503), makes the job's first record (or
-/// takes over an abandoned one) and runs `work` on it in the background (202); another
-/// request under the same key that made the record first is answered with that job (200).
+/// takes over an abandoned or failed one) and runs `work` on it in the background (202);
+/// another request under the same key that made the record first is answered with that
+/// job (200). A write whose answer is lost is recognised by its bytes when read back
+/// (`read_back`), so a record this launch made is never left to nobody.
 async fn launch<W, F>(api: &Api, job: Job, work: W) -> Result<Started, ApiError>
 where
     W: FnOnce(Api, Held) -> F + Send + 'static,
     F: std::future::Future<Output = Result<(), TakenOver>> + Send,
 {
     let permit = running_slot(api, &job)?;
+    let job = job.with_runner();
     let bytes = serde_json::to_vec(&job).expect("a job record serializes");
     let revision = match api.jobs().create(job.id(), bytes.clone().into()).await {
         Ok(revision) => Some(revision),
-        Err(_) => take_over(api, job.id(), &bytes).await?,
+        // The record exists (another request made it, or it waits to be taken over), or
+        // this create was stored and its answer lost.
+        Err(_) => match read_back(api, job.id(), &bytes).await? {
+            Some(revision) => Some(revision),
+            None => take_over(api, job.id(), &bytes).await?,
+        },
     };
     let Some(revision) = revision else {
         return read_job(api, job.id())
@@ -471,4 +523,44 @@ pub async fn show(
     Ok(readable_job(&api, &caller, &id)
         .await?
         .answer(StatusCode::OK))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::jetstream::kv::Operation;
+
+    fn a_run() -> Job {
+        Job::PaymentRun(PaymentRunJob {
+            job: "0123456789abcdef0123456789abcdef".into(),
+            partition: "01".into(),
+            period: "2026-10".into(),
+            on: "2026-10-05".parse().unwrap(),
+            started_by: "staff:manager".into(),
+            state: "running".into(),
+            communes_total: 1,
+            communes_done: 0,
+            instructions: 0,
+            amount: rust_decimal::Decimal::ZERO,
+            unfunded_communes: 0,
+            communes: Vec::new(),
+            error: None,
+            runner: String::new(),
+            updated_at_unix_ms: 1_800_000_000_000,
+        })
+    }
+
+    /// A create or take-over whose answer was lost: the record read back is ours only if
+    /// it holds the bytes this launch sent, and those differ from another launch's of the
+    /// same request made in the same millisecond (their runner ids).
+    #[test]
+    fn a_write_whose_answer_was_lost_is_recognised_by_its_bytes() {
+        let ours = serde_json::to_vec(&a_run().with_runner()).unwrap();
+        let theirs = serde_json::to_vec(&a_run().with_runner()).unwrap();
+        assert_ne!(ours, theirs, "two launches write different bytes");
+        assert_eq!(own_write(&ours, Some((Operation::Put, &ours, 7))), Some(7));
+        assert_eq!(own_write(&ours, Some((Operation::Put, &theirs, 7))), None);
+        assert_eq!(own_write(&ours, Some((Operation::Delete, &ours, 7))), None);
+        assert_eq!(own_write(&ours, None), None);
+    }
 }
