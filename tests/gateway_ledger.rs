@@ -1091,6 +1091,37 @@ async fn over_http_a_signed_post_settles_once_and_forged_or_stale_posts_append_n
         (StatusCode::UNPROCESSABLE_ENTITY, "PostOutsideReplayWindow")
     );
     assert_eq!(s.count().await, before + 1);
+    // A captured post replayed late under a fresh Idempotency-Key (which the signature
+    // does not cover) is refused before its key is bound: it costs the requests bucket
+    // no write, however many keys it is sent under.
+    let requests = async_nats::jetstream::new(s.nats.clone())
+        .get_key_value(http::requests_bucket_name(&s.config.stream_name))
+        .await
+        .unwrap();
+    let binding = |key: &str| blake3::hash(format!("gw:vcb:{key}").as_bytes()).to_hex();
+    let captured = sign_request(
+        &key(1),
+        "POST",
+        VCB_POSTS,
+        &body_for(&vcb[0], "settled", "VCB-1"),
+        now_ms() - POST_REPLAY_WINDOW_MS - 60_000,
+    );
+    let a = s.send_post(&captured, "k-captured").await;
+    assert_eq!(
+        (a.status, a.kind()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "PostOutsideReplayWindow")
+    );
+    for key in ["k-3", "k-captured"] {
+        assert!(
+            requests
+                .entry(binding(key).as_str())
+                .await
+                .unwrap()
+                .is_none(),
+            "{key}: a stale post writes no binding"
+        );
+    }
+    assert_eq!(s.count().await, before + 1);
     // The same content, fresh, under the same key (freed by the refusal): accepted.
     let fresh = sign_request(&key(1), "POST", VCB_POSTS, &body, now_ms());
     assert_eq!(s.send_post(&fresh, "k-3").await.status, StatusCode::CREATED);

@@ -583,6 +583,13 @@ impl Api {
         ))
     }
 
+    /// Whether `scoped_key` is bound to the request `fingerprint` already: one read, no
+    /// write.
+    async fn bound_to(&self, scoped_key: &str, fingerprint: &Digest) -> Result<bool, ApiError> {
+        let (_, bound, _) = self.binding_and_answer(&request_key(scoped_key)).await?;
+        Ok(bound == Some(fingerprint.0))
+    }
+
     /// The answer to a request bound under `scoped_key` that failed with `e`. A refusal
     /// (4xx) recorded nothing, so the key is freed for the corrected request; a failure
     /// (5xx) may have come after the event was stored (its acknowledgement lost, its read
