@@ -165,7 +165,7 @@ pub async fn begin(
         Report::Recompute => Job::Recompute(record),
     };
     launch(api, job, move |api, mut held| async move {
-        run(&api, &partition, report, &mut held).await
+        run(&api, &caller, &partition, report, &mut held).await
     })
     .await
 }
@@ -213,11 +213,12 @@ type Made = (u64, u64, u64, Vec<serde_json::Value>);
 /// process took the job over (`TakenOver`), the scan dropped where it was.
 async fn run(
     api: &Api,
+    caller: &Caller,
     partition: &Partition,
     report: Report,
     held: &mut Held,
 ) -> Result<(), TakenOver> {
-    let result = scan_log(api, partition, report, held).await;
+    let result = scan_log(api, caller, partition, report, held).await;
     let record = scan_of(held);
     match result {
         Ok((events, decisions, total, findings)) => {
@@ -257,8 +258,10 @@ async fn turn(
     }
 }
 
+/// The scan, its findings as `caller` may see them (`anomalies_concerning`).
 async fn scan_log(
     api: &Api,
+    caller: &Caller,
     partition: &Partition,
     report: Report,
     held: &mut Held,
@@ -282,7 +285,7 @@ async fn scan_log(
             Report::Anomalies {
                 as_of,
                 pending_days,
-            } => anomalies_concerning(api, partition, as_of, pending_days, progress)
+            } => anomalies_concerning(api, caller, partition, as_of, pending_days, progress)
                 .await
                 .map(|r| {
                     (
