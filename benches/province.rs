@@ -1104,7 +1104,7 @@ async fn due_for_timeout(
     let mut stream = service.ledger.stream().clone();
     service.projector.catch_up(&mut stream, config).await?;
     let started = Instant::now();
-    let due = service.projector.due_for_timeout("01", as_of)?;
+    let due = service.projector.due_for_timeout("01", as_of, usize::MAX)?;
     let projected = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let keys_partition = ansinh::checkpoint::CheckpointConfig::default().keys_partition;

@@ -1568,8 +1568,9 @@ impl Service {
 pub struct TimedOut {
     /// Instructions this call timed out (their holds went back to the budget).
     pub timed_out: Vec<crate::domain::payments::instructions::InstructionId>,
-    /// Due instructions left for another call, past the call's limit.
-    pub remaining: u64,
+    /// More instructions were due than the call's limit: another call goes on. Not a
+    /// count, which would cost a read of every one due, however many.
+    pub more_left: bool,
 }
 
 impl Service {
@@ -1577,8 +1578,9 @@ impl Service {
     /// past its channel's timeout on `as_of` is timed out, at most `limit` of them, one
     /// command each under the key `timeout:<instruction>`, so a rerun (or the CLI and the
     /// API both) times each out once. Which are due is read from the projections, caught
-    /// up first (`Projector::due_for_timeout`: O(the instructions still pending past the
-    /// shortest timeout), not O(log)); the book decides each timeout again, so one the
+    /// up first (`Projector::due_for_timeout`, stopped at `limit` + 1 due, the one more
+    /// saying whether more are left: O(the page and the instructions pending among them
+    /// not yet due), not O(log) nor O(backlog)); the book decides each timeout again, so one the
     /// projections named that got its result meanwhile is passed over. A credit officer
     /// or branch manager whose unit covers the partition. `today` is the edge's (in
     /// Vietnam, by its clock): `as_of` may not be later, since a gateway may still be
@@ -1603,10 +1605,10 @@ impl Service {
         self.caught_up().await?;
         let due = self
             .projector
-            .due_for_timeout(partition.as_str(), as_of)
+            .due_for_timeout(partition.as_str(), as_of, limit.saturating_add(1))
             .map_err(|e| ServiceError::Append(AppendError::Nats(e.to_string())))?;
         let mut done = TimedOut {
-            remaining: due.len().saturating_sub(limit) as u64,
+            more_left: due.len() > limit,
             ..TimedOut::default()
         };
         for instruction in due.into_iter().take(limit) {

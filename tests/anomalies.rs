@@ -592,3 +592,72 @@ fn another_partitions_flood_of_findings_never_hides_a_partitions_own() {
         Anomaly::LoanAboveCap { household, .. } if household == "7900001-000001"
     ));
 }
+
+/// What a reader of one province sees of the anomalies concerning it (the HTTP API and
+/// its jobs): a household of another province is not named, and an event of another
+/// province keeps its partition but not its sequence, as a refused registration does
+/// not name the household holding the citizen. The head office, which reads every
+/// partition, sees all, and so does the operator's CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_province_reader_is_not_shown_where_in_another_province() {
+    use ansinh::access::{self, Caller, Operation, Role};
+    use ansinh::anomalies::{At, HOUSEHOLD_ELSEWHERE};
+    let mut s = Seed::new().await;
+    let (here, there) = ("0100007-000010", "7900003-000010");
+    s.add(here, registered(here, &[9])).await;
+    s.add(there, registered(there, &[8, 9])).await;
+    s.add(here, issued("pay:1:2026-10:1", "2026-10-01")).await;
+    s.add(there, issued("pay:1:2026-10:1", "2026-10-01")).await;
+    s.add(here, settled_by("pay:1:2026-10:1", "2026-10-02", "VCB-9"))
+        .await;
+    s.add(there, settled_by("pay:1:2026-10:1", "2026-10-03", "VCB-9"))
+        .await;
+    let report = s.scan("2026-10-05", 10).await;
+    let auditor = |unit: &str| Caller {
+        id: "staff:auditor".into(),
+        role: Role::Auditor,
+        unit: unit.into(),
+    };
+    let seen = |caller: &Caller| -> Vec<Anomaly> {
+        report
+            .anomalies
+            .iter()
+            .filter(|a| a.concerns("01"))
+            .cloned()
+            .map(|a| a.seen_by(|code| access::authorize(caller, Operation::Read, code).is_ok()))
+            .collect()
+    };
+    let at_79 = |sequence: Option<u64>| At {
+        partition: "79".into(),
+        sequence,
+    };
+
+    let of_01 = seen(&auditor("01"));
+    assert_eq!(of_01.len(), 2, "{of_01:#?}");
+    for a in &of_01 {
+        match a {
+            Anomaly::CitizenInTwoHouseholds { households, at, .. } => {
+                assert_eq!(households, &[here, HOUSEHOLD_ELSEWHERE]);
+                assert_eq!(at, &at_79(None));
+            }
+            Anomaly::TransactionInTwoPartitions { first, at, .. } => {
+                assert_eq!(first.partition, "01");
+                assert!(first.sequence.is_some(), "{first:?}");
+                assert_eq!(at, &at_79(None));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let text = serde_json::to_string(&of_01).unwrap();
+    assert!(!text.contains("7900003"), "{text}");
+
+    // The head office reads every partition: nothing is left out.
+    let of_head_office: Vec<Anomaly> = seen(&auditor(""));
+    let concerning: Vec<Anomaly> = report
+        .anomalies
+        .iter()
+        .filter(|a| a.concerns("01"))
+        .cloned()
+        .collect();
+    assert_eq!(of_head_office, concerning);
+}

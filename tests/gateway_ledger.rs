@@ -1091,6 +1091,37 @@ async fn over_http_a_signed_post_settles_once_and_forged_or_stale_posts_append_n
         (StatusCode::UNPROCESSABLE_ENTITY, "PostOutsideReplayWindow")
     );
     assert_eq!(s.count().await, before + 1);
+    // A captured post replayed late under a fresh Idempotency-Key (which the signature
+    // does not cover) is refused before its key is bound: it costs the requests bucket
+    // no write, however many keys it is sent under.
+    let requests = async_nats::jetstream::new(s.nats.clone())
+        .get_key_value(http::requests_bucket_name(&s.config.stream_name))
+        .await
+        .unwrap();
+    let binding = |key: &str| blake3::hash(format!("gw:vcb:{key}").as_bytes()).to_hex();
+    let captured = sign_request(
+        &key(1),
+        "POST",
+        VCB_POSTS,
+        &body_for(&vcb[0], "settled", "VCB-1"),
+        now_ms() - POST_REPLAY_WINDOW_MS - 60_000,
+    );
+    let a = s.send_post(&captured, "k-captured").await;
+    assert_eq!(
+        (a.status, a.kind()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "PostOutsideReplayWindow")
+    );
+    for key in ["k-3", "k-captured"] {
+        assert!(
+            requests
+                .entry(binding(key).as_str())
+                .await
+                .unwrap()
+                .is_none(),
+            "{key}: a stale post writes no binding"
+        );
+    }
+    assert_eq!(s.count().await, before + 1);
     // The same content, fresh, under the same key (freed by the refusal): accepted.
     let fresh = sign_request(&key(1), "POST", VCB_POSTS, &body, now_ms());
     assert_eq!(s.send_post(&fresh, "k-3").await.status, StatusCode::CREATED);
@@ -1296,7 +1327,7 @@ async fn over_http_foreign_malformed_and_out_of_range_posts_are_refused_with_typ
 /// Which instructions are due for a timeout comes from the projections (the instructions
 /// still pending, by issue day), each channel with its own delay (bank and mobile money
 /// 10 days, post office 45): due ones are timed out oldest first, within the call's
-/// limit, the rest counted, and a second pass finds nothing.
+/// limit, which says whether more are left, and a second pass finds nothing.
 #[tokio::test]
 async fn timeouts_take_the_due_instructions_from_the_projections_by_channel() {
     let config = fresh_log();
@@ -1321,14 +1352,15 @@ async fn timeouts_take_the_due_instructions_from_the_projections_by_channel() {
                 .await
                 .unwrap();
             let ids: Vec<String> = done.timed_out.iter().map(|i| i.to_string()).collect();
-            (ids, done.remaining)
+            (ids, done.more_left)
         }
     };
     // Issued on 2026-10-05 by bank and mobile money: due from 2026-10-15.
-    assert_eq!(time_out("2026-10-14", usize::MAX).await, (vec![], 0));
+    assert_eq!(time_out("2026-10-14", usize::MAX).await, (vec![], false));
+    // A page of one answers its bound and says more are left (three more are due).
     assert_eq!(
         time_out("2026-10-15", 1).await,
-        (vec!["pay:1:2026-10:1".to_string()], 3)
+        (vec!["pay:1:2026-10:1".to_string()], true)
     );
 
     // November: the same four, and a fifth paid at the post office.
@@ -1391,9 +1423,10 @@ async fn timeouts_take_the_due_instructions_from_the_projections_by_channel() {
         .unwrap();
 
     // On 2026-11-30 every bank and mobile-money instruction is due, October's first; the
-    // post office's (due 2026-12-20) is not.
-    let (ids, remaining) = time_out("2026-11-30", usize::MAX).await;
-    assert_eq!(remaining, 0);
+    // post office's (due 2026-12-20) is not. A page exactly as long as what is due says
+    // nothing is left.
+    let (ids, more_left) = time_out("2026-11-30", 7).await;
+    assert!(!more_left);
     assert_eq!(
         ids,
         [
@@ -1406,12 +1439,12 @@ async fn timeouts_take_the_due_instructions_from_the_projections_by_channel() {
             "pay:4:2026-11:1",
         ]
     );
-    assert_eq!(time_out("2026-12-19", usize::MAX).await, (vec![], 0));
+    assert_eq!(time_out("2026-12-19", usize::MAX).await, (vec![], false));
     assert_eq!(
         time_out("2026-12-20", usize::MAX).await,
-        (vec!["pay:5:2026-11:1".to_string()], 0)
+        (vec!["pay:5:2026-11:1".to_string()], false)
     );
-    assert_eq!(time_out("2026-12-31", usize::MAX).await, (vec![], 0));
+    assert_eq!(time_out("2026-12-31", usize::MAX).await, (vec![], false));
     // Nothing is left pending for any gateway.
     let sink = LedgerSink::new(service.clone(), system_clock());
     for gateway in ["vcb", "momo", "vnpost"] {

@@ -3763,6 +3763,141 @@ async fn a_runner_whose_job_was_taken_over_writes_nothing_more() {
     assert_eq!(s.events().await, paid, "nothing is paid twice");
 }
 
+/// Scans need only read access and run O(log): they have slots of their own, so scans
+/// filling theirs (one more is refused, 503) leave a province's payment run its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_filling_their_slots_leave_payment_runs_theirs() {
+    let s = &server().await;
+    s.funded_october().await;
+    let mut held = None;
+    let (base, _other) = s.second_process_with(|api| held = api.hold_jobs()).await;
+    let mut held = held.expect("the process's jobs are held");
+    let start = |token: &str, path: &str, key: String, body: Value| {
+        let request = s
+            .client
+            .post(format!("{base}{path}"))
+            .bearer_auth(token)
+            .header("idempotency-key", key)
+            .json(&body);
+        async move {
+            s.answer(request.send().await.unwrap(), "job.response")
+                .await
+        }
+    };
+    let scans = "/v1/audit/partitions/01/scans";
+    let mut started = Vec::new();
+    for n in 0..ansinh::http::SCANS_RUNNING_MAX {
+        let scan = start(
+            &s.staff.auditor,
+            scans,
+            format!("scan-slot-{n}"),
+            json!({"report": "recompute"}),
+        )
+        .await;
+        assert_eq!(scan.status, StatusCode::ACCEPTED, "{}", scan.body);
+        started.push(scan.body["job"].as_str().unwrap().to_owned());
+    }
+    let one_more = start(
+        &s.staff.auditor,
+        scans,
+        "scan-slot-more".into(),
+        json!({"report": "recompute"}),
+    )
+    .await;
+    assert_eq!(
+        (one_more.status, one_more.kind()),
+        (StatusCode::SERVICE_UNAVAILABLE, "LedgerUnavailable"),
+        "{}",
+        one_more.body
+    );
+
+    let run = start(
+        &s.staff.manager,
+        "/v1/partitions/01/payment-runs",
+        "prun-beside-scans".into(),
+        json!({"period": "2026-10", "on": "2026-10-05"}),
+    )
+    .await;
+    assert_eq!(run.status, StatusCode::ACCEPTED, "{}", run.body);
+    started.push(run.body["job"].as_str().unwrap().to_owned());
+
+    let mut ended = Vec::new();
+    for _ in 0..started.len() {
+        held.release_one();
+        ended.push(held.next_ended().await);
+    }
+    started.sort();
+    ended.sort();
+    assert_eq!(ended, started);
+}
+
+/// A run that failed is resumed by the same request again (the key of a 5xx, ADR 0013):
+/// the retry takes the failed record over and runs the communes again, and those paid
+/// before answer with their first receipts, so nothing is paid twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_is_resumed_by_the_same_request() {
+    let s = server().await;
+    s.funded_october().await;
+    let path = "/v1/partitions/01/payment-runs";
+    let run = json!({"period": "2026-10", "on": "2026-10-05"});
+    let start = || async {
+        let response = s
+            .client
+            .post(format!("{}{path}", s.base))
+            .bearer_auth(&s.staff.manager)
+            .header("idempotency-key", "prun-failed")
+            .json(&run)
+            .send()
+            .await
+            .unwrap();
+        s.answer(response, "job.response").await
+    };
+    let started = start().await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let id = started.body["job"].as_str().unwrap().to_owned();
+    let location = format!("/v1/jobs/{id}");
+    let done = s.follow_job(&location).await;
+    assert_eq!(done["state"], json!("done"), "{done}");
+    let paid = s.events().await;
+
+    // The record as a run that failed at its first commune (the ledger unavailable, say)
+    // leaves it, just saved.
+    let jobs = async_nats::jetstream::new(common::client().await)
+        .get_key_value(ansinh::http::jobs_bucket_name(&s.config.stream_name))
+        .await
+        .unwrap();
+    let mut failed = done.clone();
+    failed["state"] = json!("failed");
+    failed["error"] = json!("commune 0100007: the ledger is unavailable");
+    failed["communes_done"] = json!(0);
+    failed["instructions"] = json!(0);
+    failed["amount"] = json!("0");
+    failed["communes"] = json!([]);
+    failed["updated_at_unix_ms"] = json!(chrono::Utc::now().timestamp_millis());
+    jobs.put(&id, serde_json::to_vec(&failed).unwrap().into())
+        .await
+        .unwrap();
+
+    let resumed = start().await;
+    assert_eq!(
+        (resumed.status, &resumed.body["job"]),
+        (StatusCode::ACCEPTED, &json!(id)),
+        "{}",
+        resumed.body
+    );
+    let finished = s.follow_job(&location).await;
+    assert_eq!(
+        (
+            &finished["state"],
+            &finished["communes_done"],
+            &finished["instructions"]
+        ),
+        (&json!("done"), &json!(1), &json!(1)),
+        "{finished}"
+    );
+    assert_eq!(s.events().await, paid, "what was paid is not paid twice");
+}
+
 /// `POST /v1/partitions/{p}/payment-runs`: a whole province's run as a job, 202 with its
 /// `Location`; `GET /v1/jobs/{id}` follows it to `done` with the communes, instructions
 /// and amount, and another ledger process answers the same record. The same key again answers the same job (200) and another body under it

@@ -858,6 +858,64 @@ async fn a_reconciliation_never_counts_an_instruction_in_two_states() {
     );
 }
 
+/// A range's line lists at most `RANGE_PENDING_IDS_LISTED_MAX` of its pending
+/// instructions, the first in instruction order, and counts the rest: a day whose
+/// instructions all stay pending (an outage) does not grow the answer with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_lists_a_bounded_number_of_pending_instructions_and_counts_the_rest() {
+    use ansinh::payments_report::{RANGE_PENDING_IDS_LISTED_MAX, reconciliation_range};
+    use payments_fixtures as pay;
+    const MORE: usize = 3;
+    let people = (RANGE_PENDING_IDS_LISTED_MAX + MORE) as u32;
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    let mut issuing = vec![pay::allocate(
+        "2026-11-20",
+        pay::COMMUNE,
+        "2026-12",
+        i64::from(people) * 10 * pay::AMOUNT,
+    )];
+    for n in 1..=people {
+        issuing.push(pay::grant(
+            "2026-11-20",
+            n,
+            "2026-12",
+            pay::terms(pay::ELDERLY_POOR, pay::bank(), None),
+        ));
+    }
+    issuing.push(pay::run("2026-12-01", "2026-12", None));
+    append_payments(&ledger, &pay::history(&issuing)).await;
+    let mut stream = stream_of(&config).await;
+    let store = tempfile::tempdir().unwrap();
+    let db = sled::open(store.path()).unwrap();
+    let projector = Projector::open(&db, store.path()).unwrap();
+    projector.catch_up(&mut stream, &config).await.unwrap();
+
+    let day = pay::d("2026-12-01");
+    let range = reconciliation_range(&projector, "01", day, day, pay::d("2026-12-31"), 10).unwrap();
+    assert_eq!(range.lines.len(), 1, "{range:?}");
+    let line = &range.lines[0];
+    assert_eq!(line.lines.pending_overdue.count, u64::from(people));
+    assert_eq!(
+        (
+            line.lines.pending_overdue_ids.len(),
+            line.pending_overdue_ids_not_listed
+        ),
+        (RANGE_PENDING_IDS_LISTED_MAX, MORE as u64)
+    );
+    // The first in instruction order, as the one-day read lists them all.
+    let whole = projector
+        .reconciliation_day("01", day, pay::d("2026-12-31"), 10)
+        .unwrap()
+        .unwrap();
+    let all = &whole.values().next().unwrap().pending_overdue_ids;
+    assert_eq!(all.len(), people as usize);
+    assert_eq!(
+        line.lines.pending_overdue_ids,
+        all[..RANGE_PENDING_IDS_LISTED_MAX]
+    );
+}
+
 /// Household `loan_fixtures::hh()` (commune 0100101) registered, then the payloads of
 /// its loan commands decided in order by the loan domain, one payload a command: what
 /// the book appends for them.

@@ -50,11 +50,39 @@ use crate::verify::{VerifyError, verify_with};
 /// event, and the report must stay readable and bounded).
 pub const ANOMALIES_LISTED_MAX: usize = 10_000;
 
-/// Where an event is: partition and partition sequence.
+/// What a listing names instead of a household its reader may not read
+/// (`Anomaly::seen_by`).
+pub const HOUSEHOLD_ELSEWHERE: &str = "a household in another province";
+
+/// Where an event is: partition and partition sequence. The sequence is left out where
+/// the event lies outside what the reader may read (`Anomaly::seen_by`); a scan always
+/// has it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct At {
     pub partition: String,
-    pub sequence: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+}
+
+impl At {
+    fn of(envelope: &Envelope) -> At {
+        At {
+            partition: envelope.partition.clone(),
+            sequence: Some(envelope.sequence),
+        }
+    }
+
+    /// The sequence of an event the scan read itself.
+    fn scanned_sequence(&self) -> u64 {
+        self.sequence
+            .expect("a scan's own positions carry their sequence")
+    }
+
+    fn seen_by(&mut self, may_read: &impl Fn(&str) -> bool) {
+        if !may_read(&self.partition) {
+            self.sequence = None;
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -153,6 +181,40 @@ impl Anomaly {
             }
         };
         at.partition == partition
+    }
+
+    /// The anomaly as a reader sees it who may read only the communes and partitions
+    /// `may_read` allows (`access::authorize` for reading, over the HTTP API and its
+    /// jobs): a household outside is named `HOUSEHOLD_ELSEWHERE`, an event outside keeps
+    /// its partition and not its sequence. A province's reader learns that a citizen of
+    /// theirs is registered elsewhere too, or that a transaction was accepted elsewhere
+    /// first, not where: as a refused registration does not name the household holding
+    /// the citizen (`service::outside_unit_unnamed`), or anyone could learn where anyone
+    /// is registered in the country. The operator's CLI, over every partition, lists all.
+    pub fn seen_by(mut self, may_read: impl Fn(&str) -> bool) -> Anomaly {
+        match &mut self {
+            Anomaly::CitizenInTwoHouseholds { households, at, .. } => {
+                for household in households.iter_mut() {
+                    let readable = crate::domain::ids::HouseholdId::parse(household)
+                        .is_ok_and(|h| may_read(h.commune().as_str()));
+                    if !readable {
+                        *household = HOUSEHOLD_ELSEWHERE.to_owned();
+                    }
+                }
+                at.seen_by(&may_read);
+            }
+            Anomaly::TransactionInTwoPartitions { first, at, .. } => {
+                first.seen_by(&may_read);
+                at.seen_by(&may_read);
+            }
+            Anomaly::PaidWhileIneligible { at, .. }
+            | Anomaly::AssistanceToNonResident { at, .. }
+            | Anomaly::LoanAboveCap { at, .. }
+            | Anomaly::AfterWriteOff { at, .. }
+            | Anomaly::AfterDeath { at, .. }
+            | Anomaly::InstructionPending { at, .. } => at.seen_by(&may_read),
+        }
+        self
     }
 
     pub fn kind(&self) -> &'static str {
@@ -338,10 +400,7 @@ impl Scanner {
             return;
         };
         let partition = envelope.partition.as_str();
-        let at = At {
-            partition: partition.to_string(),
-            sequence: envelope.sequence,
-        };
+        let at = At::of(envelope);
         match payload {
             Payload::HouseholdRegistered(e) => {
                 self.arrived(partition, &e.household_id, envelope);
@@ -473,7 +532,7 @@ impl Scanner {
         let partition = u16::try_from(partition).expect("fewer than 65,536 partitions");
         match self.transactions.entry(digest) {
             std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert((partition, at.sequence));
+                v.insert((partition, at.scanned_sequence()));
             }
             std::collections::hash_map::Entry::Occupied(o) => {
                 let (first_partition, first_sequence) = *o.get();
@@ -484,7 +543,7 @@ impl Scanner {
                         outcome: post.outcome.clone(),
                         first: At {
                             partition: self.partitions[usize::from(first_partition)].clone(),
-                            sequence: first_sequence,
+                            sequence: Some(first_sequence),
                         },
                         at: at.clone(),
                     });
@@ -496,7 +555,9 @@ impl Scanner {
     /// Files a recorded decision's standing under `household`. One the book cannot read
     /// leaves it the standing it held, as here (recompute-eligibility reports it).
     fn standing(&mut self, household: &str, decided: &EligibilityDecided, at: &At) {
-        if let Ok(standing) = codec::standing_from_proto(decided, codec::main_id(at.sequence)) {
+        if let Ok(standing) =
+            codec::standing_from_proto(decided, codec::main_id(at.scanned_sequence()))
+        {
             self.standings.insert(household.to_string(), standing);
         }
     }

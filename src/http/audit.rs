@@ -326,10 +326,12 @@ impl From<crate::verify::VerifyError> for ApiError {
 
 /// What `ansinh audit anomalies` finds (`anomalies::scan`, over every partition's
 /// verified log in stream order, since a citizen may be in households of two provinces),
-/// keeping the anomalies that concern `partition`. `progress` gets the stream sequence
-/// of every event scanned. O(log): the caller holds a `log_scan_slot`.
+/// keeping the anomalies that concern `partition`, as `caller` may see them: what lies
+/// outside what they may read is not named (`Anomaly::seen_by`). `progress` gets the
+/// stream sequence of every event scanned. O(log): the caller holds a `log_scan_slot`.
 pub(super) async fn anomalies_concerning(
     api: &Api,
+    caller: &crate::access::Caller,
     partition: &crate::chain::Partition,
     as_of: chrono::NaiveDate,
     pending_days: u32,
@@ -337,7 +339,7 @@ pub(super) async fn anomalies_concerning(
 ) -> Result<crate::anomalies::AnomalyReport, ApiError> {
     let ledger = &api.service().ledger;
     let mut stream = ledger.stream().clone();
-    Ok(crate::anomalies::scan(
+    let mut report = crate::anomalies::scan(
         &mut stream,
         ledger.config(),
         &api.checkpoints().keys_partition,
@@ -346,7 +348,13 @@ pub(super) async fn anomalies_concerning(
         i64::from(pending_days),
         progress,
     )
-    .await?)
+    .await?;
+    let may_read = |code: &str| access::authorize(caller, Operation::Read, code).is_ok();
+    report.anomalies = std::mem::take(&mut report.anomalies)
+        .into_iter()
+        .map(|a| a.seen_by(may_read))
+        .collect();
+    Ok(report)
 }
 
 /// Every eligibility decision of `partition` re-derived from its recorded inputs and the
@@ -434,7 +442,8 @@ pub async fn anomalies(
     let as_of = query.as_of.unwrap_or_else(|| api.today());
     let pending_days = query.pending_days.unwrap_or(ANOMALY_PENDING_DAYS_DEFAULT);
     let _slot = log_scan_slot().await?;
-    let report = anomalies_concerning(&api, &partition, as_of, pending_days, |_| {}).await?;
+    let report =
+        anomalies_concerning(&api, &caller, &partition, as_of, pending_days, |_| {}).await?;
     let total = report.anomalies.len() as u64;
     let (page, pages, anomalies) = page_of(report.anomalies, query.page)?;
     Ok(Json(AnomaliesAnswer {

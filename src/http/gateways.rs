@@ -26,6 +26,7 @@ use serde_json::Value;
 
 use crate::book::payments::{PostFormat, SignedPost};
 use crate::chain::Digest;
+use crate::domain::Rejection;
 use crate::gateway::is_gateway_id;
 use crate::gateway::sign::{
     GatewayAuthError, POST_BYTES_MAX, check_post_shape, http_request_bytes, verify_http_request,
@@ -198,8 +199,24 @@ pub async fn post(
     };
     check_post_shape(&post).map_err(ApiError::GatewayAuth)?;
     let scoped = format!("gw:{gateway}:{}", key.0);
-    api.claim(&scoped, &fingerprint).await?;
     let edge = api.gateways().ok_or(ApiError::GatewaysDisabled)?;
+    // The signature does not cover the Idempotency-Key, and binding a key writes to the
+    // shared requests bucket (and a refusal writes again to free it): a captured post
+    // replayed under fresh keys would cost two writes each. So one dated outside the
+    // replay window is refused before any write, as the ledger would refuse it as a new
+    // post, unless its key is already bound to this very post (a retry, which `claim`
+    // answers without writing, and the ledger with its first answer if it was recorded).
+    let skew_ms = edge
+        .sink
+        .now_ms()
+        .saturating_sub(signature.timestamp_ms)
+        .abs();
+    if skew_ms > POST_REPLAY_WINDOW_MS && !api.bound_to(&scoped, &fingerprint).await? {
+        return Err(ApiError::Rejected(Rejection::PostOutsideReplayWindow {
+            skew_ms,
+        }));
+    }
+    api.claim(&scoped, &fingerprint).await?;
     let kept = SignedPost {
         bytes: signed_bytes,
         signature: signature.signature,

@@ -29,7 +29,9 @@ pub mod gateways;
 mod health;
 mod households;
 mod jobs;
-pub use jobs::{HeldJobs, JOB_ABANDONED_AFTER, jobs_bucket_name};
+pub use jobs::{
+    HeldJobs, JOB_ABANDONED_AFTER, PAYMENT_RUNS_RUNNING_MAX, SCANS_RUNNING_MAX, jobs_bucket_name,
+};
 mod loans;
 pub mod openapi;
 mod payments;
@@ -301,9 +303,11 @@ struct Inner {
     requests_writes: FencedWrites,
     /// Jobs' records (`jobs`), shared by every process.
     jobs: kv::Store,
-    /// The `jobs::JOBS_RUNNING_MAX` slots of this process's jobs: one `Api` a process
+    /// The slots of this process's jobs, one set per kind (`jobs::PAYMENT_RUNS_RUNNING_MAX`,
+    /// `jobs::SCANS_RUNNING_MAX`), so scans never take a payment run's: one `Api` a process
     /// (`serve`), and each of the processes a test runs side by side has its own.
-    jobs_running: Arc<tokio::sync::Semaphore>,
+    payment_runs_running: Arc<tokio::sync::Semaphore>,
+    scans_running: Arc<tokio::sync::Semaphore>,
     /// Test hook: holds the jobs' runs (`hold_jobs`).
     jobs_hold: std::sync::OnceLock<jobs::Hold>,
     /// The gateway routes' registry and ledger side; None: those routes answer 404.
@@ -384,7 +388,10 @@ impl Api {
             requests,
             requests_writes,
             jobs,
-            jobs_running: Arc::new(tokio::sync::Semaphore::new(jobs::JOBS_RUNNING_MAX)),
+            payment_runs_running: Arc::new(tokio::sync::Semaphore::new(
+                jobs::PAYMENT_RUNS_RUNNING_MAX,
+            )),
+            scans_running: Arc::new(tokio::sync::Semaphore::new(jobs::SCANS_RUNNING_MAX)),
             jobs_hold: std::sync::OnceLock::new(),
             gateways,
             checkpoints: std::sync::OnceLock::new(),
@@ -436,8 +443,12 @@ impl Api {
         &self.0.jobs
     }
 
-    fn jobs_running(&self) -> Arc<tokio::sync::Semaphore> {
-        self.0.jobs_running.clone()
+    fn payment_runs_running(&self) -> Arc<tokio::sync::Semaphore> {
+        self.0.payment_runs_running.clone()
+    }
+
+    fn scans_running(&self) -> Arc<tokio::sync::Semaphore> {
+        self.0.scans_running.clone()
     }
 
     fn jobs_hold(&self) -> Option<jobs::Hold> {
@@ -570,6 +581,13 @@ impl Api {
         Err(ApiError::Unavailable(
             "an idempotency key was contended too often; retry".into(),
         ))
+    }
+
+    /// Whether `scoped_key` is bound to the request `fingerprint` already: one read, no
+    /// write.
+    async fn bound_to(&self, scoped_key: &str, fingerprint: &Digest) -> Result<bool, ApiError> {
+        let (_, bound, _) = self.binding_and_answer(&request_key(scoped_key)).await?;
+        Ok(bound == Some(fingerprint.0))
     }
 
     /// The answer to a request bound under `scoped_key` that failed with `e`. A refusal
@@ -795,7 +813,7 @@ pub fn routes() -> openapi::Routes {
         )
         .accepted()
         .described(
-            "Each commune is paid all or none, one after another, as `ansinh payments run` without `--commune` does; communes come from the projections. Answers 202 with the job's record and its `Location` (`/v1/jobs/{id}`); the same key again answers that job (200). The record lives in the shared bucket `<stream>_JOBS` (kept `JOB_RECORD_AGE_MAX`, 31 days), so any process answers `GET /v1/jobs/{id}`, but the work runs in the process that accepted it (docs/adr/0012): if that process stops, the record stays `running` with an old `updated_at_unix_ms`, and once it is `JOB_ABANDONED_AFTER` (2 minutes) old the same request again takes the job over; post the run again, under the same key or a new one, and communes already paid answer `nothing_left`, since the domain issues one instruction per entitlement and month. At most `JOBS_RUNNING_MAX` (2) jobs run at once in a process (503 beyond). A branch's payments staff.",
+            "Each commune is paid all or none, one after another, as `ansinh payments run` without `--commune` does; communes come from the projections. Answers 202 with the job's record and its `Location` (`/v1/jobs/{id}`); the same key again answers that job (200), unless it `failed`: then it takes the job over and resumes it (202). The record lives in the shared bucket `<stream>_JOBS` (kept `JOB_RECORD_AGE_MAX`, 31 days), so any process answers `GET /v1/jobs/{id}`, but the work runs in the process that accepted it (docs/adr/0012): if that process stops, the record stays `running` with an old `updated_at_unix_ms`, and once it is `JOB_ABANDONED_AFTER` (2 minutes) old the same request again takes the job over; post the run again, under the same key or a new one, and communes already paid answer `nothing_left`, since the domain issues one instruction per entitlement and month. At most `PAYMENT_RUNS_RUNNING_MAX` (2) payment runs run at once in a process (503 beyond); scans have slots of their own, so they never hold a run back. A branch's payments staff.",
         )
         .get(
             "/v1/jobs/{id}",
@@ -1058,7 +1076,7 @@ pub fn routes() -> openapi::Routes {
         )
         .accepted()
         .described(
-            "The reports of `GET .../anomalies` and `GET .../recompute`, made in a job for logs too large to read within a request: 202 with the job's record and its `Location` (`/v1/jobs/{id}`), which says how far the scan has read (`stream_sequence_reached` of `stream_last_sequence`, saved every second) and, when done, the findings (at most `JOB_FINDINGS_MAX`, 1,000, listed; `findings_total` counts all). The same key again answers that job (200). Waits for one of the `LOG_SCANS_IN_FLIGHT_MAX` (2) readers of the log (`state` waiting, the record saved every `JOB_WAITING_SAVE_EVERY`, 30 s); a waiting or running scan whose process stopped is taken over by the same request again once its record is `JOB_ABANDONED_AFTER` (2 minutes) old. At most `JOBS_RUNNING_MAX` (2) jobs run at once in a process (503 beyond). Records nothing. Auditors and the province's branch.",
+            "The reports of `GET .../anomalies` and `GET .../recompute`, made in a job for logs too large to read within a request: 202 with the job's record and its `Location` (`/v1/jobs/{id}`), which says how far the scan has read (`stream_sequence_reached` of `stream_last_sequence`, saved every second) and, when done, the findings (at most `JOB_FINDINGS_MAX`, 1,000, listed; `findings_total` counts all). The same key again answers that job (200), unless it `failed`: then it takes the job over and runs it again (202). Waits for one of the `LOG_SCANS_IN_FLIGHT_MAX` (2) readers of the log (`state` waiting, the record saved every `JOB_WAITING_SAVE_EVERY`, 30 s); a waiting or running scan whose process stopped is taken over by the same request again once its record is `JOB_ABANDONED_AFTER` (2 minutes) old. At most `SCANS_RUNNING_MAX` (2) scans run or wait at once in a process (503 beyond), in slots of their own: they never hold a payment run back. Records nothing. Auditors and the province's branch.",
         )
         .get(
             "/v1/openapi.json",

@@ -483,7 +483,7 @@ pub async fn reissue(
 
 /// Most instructions one `POST .../timeouts` times out: each is one command, appended
 /// one after another, and a thousand stay well within the request timeout; the answer
-/// says how many are left (`more_left`), and the same request again goes on.
+/// says whether more are left (`more_left`), and the same request again goes on.
 pub const TIMEOUTS_PER_REQUEST_MAX: usize = 1_000;
 
 #[derive(Debug, Deserialize)]
@@ -503,7 +503,9 @@ struct TimeoutsAnswer {
     /// "nothing_left" when none is due.
     outcome: &'static str,
     timed_out: Vec<String>,
-    remaining: u64,
+    /// More were due than one request times out: send it again. A flag, not a count: a
+    /// count would cost a read of every instruction due, however long the backlog.
+    more_left: bool,
 }
 
 /// `POST /v1/partitions/{p}/timeouts`: `ansinh payments timeouts` (`Service::time_out_due`):
@@ -548,10 +550,10 @@ pub async fn timeouts(
         Ok(done) => done,
         Err(e) => return Err(api.failed(&scoped, &fingerprint, e.into()).await),
     };
-    let outcome = match (done.timed_out.is_empty(), done.remaining) {
-        (true, 0) => "nothing_left",
-        (_, 0) => "timed_out",
-        _ => "more_left",
+    let outcome = match (done.timed_out.is_empty(), done.more_left) {
+        (_, true) => "more_left",
+        (true, false) => "nothing_left",
+        (false, false) => "timed_out",
     };
     let status = if done.timed_out.is_empty() {
         axum::http::StatusCode::OK
@@ -563,11 +565,11 @@ pub async fn timeouts(
         as_of: value.as_of,
         outcome,
         timed_out: done.timed_out.iter().map(ToString::to_string).collect(),
-        remaining: done.remaining,
+        more_left: done.more_left,
     };
     // Kept only when the work is done: `more_left` asks for the same request again, which
     // must then go on with the rest, not be answered this batch again.
-    if !done.timed_out.is_empty() && done.remaining == 0 {
+    if !done.timed_out.is_empty() && !done.more_left {
         let answer = serde_json::to_vec(&body).expect("an answer is plain data");
         api.remember_answer(&scoped, &fingerprint, &answer).await;
     }

@@ -248,13 +248,42 @@ pub async fn household_received(
 /// lines), so a range costs O(its lines) with at most this many empty scans.
 pub const RECONCILIATION_RANGE_DAYS_MAX: i64 = 366;
 
+/// Most instructions a range's line lists in `pending_overdue_ids`, the first in
+/// instruction order; `pending_overdue` counts them all and
+/// `pending_overdue_ids_not_listed` the rest. An outage leaves every instruction of its
+/// days pending, so listing them all would grow the answer with the outage (a province's
+/// run is tens of thousands a day, over up to `RECONCILIATION_RANGE_DAYS_MAX` days); the
+/// one-day read and `ansinh payments reconcile --date` list a day's in full.
+pub const RANGE_PENDING_IDS_LISTED_MAX: usize = 100;
+
 /// One gateway's line of one day.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct RangeLine {
     pub day: NaiveDate,
     pub gateway: String,
+    /// The day's tallies; `pending_overdue_ids` at most `RANGE_PENDING_IDS_LISTED_MAX`.
     #[serde(flatten)]
     pub lines: reconcile::GatewayDay,
+    /// Instructions counted in `pending_overdue` past `RANGE_PENDING_IDS_LISTED_MAX`, not
+    /// listed in `pending_overdue_ids`.
+    pub pending_overdue_ids_not_listed: u64,
+}
+
+impl RangeLine {
+    /// The line of `gateway` on `day`, its pending ids cut to
+    /// `RANGE_PENDING_IDS_LISTED_MAX` (they come in instruction order), the rest counted.
+    fn listed(day: NaiveDate, gateway: String, mut lines: reconcile::GatewayDay) -> Self {
+        let listed = lines.pending_overdue_ids.len();
+        lines
+            .pending_overdue_ids
+            .truncate(RANGE_PENDING_IDS_LISTED_MAX);
+        RangeLine {
+            day,
+            gateway,
+            pending_overdue_ids_not_listed: (listed - lines.pending_overdue_ids.len()) as u64,
+            lines,
+        }
+    }
 }
 
 /// The reconciliation of a partition's days `from..=to`, as of `as_of`, one line per day
@@ -328,7 +357,8 @@ pub enum RangeError {
 /// The reconciliation of `partition`'s days `from..=to` from the projections
 /// (`Projector::reconciliation_day` for each day, every day of one state of them:
 /// `Projector::read_consistent`): O(the range's lines), at most
-/// `RECONCILIATION_RANGE_DAYS_MAX` days.
+/// `RECONCILIATION_RANGE_DAYS_MAX` days, each line listing at most
+/// `RANGE_PENDING_IDS_LISTED_MAX` of its pending instructions (all are counted).
 pub fn reconciliation_range(
     projector: &Projector,
     partition: &str,
@@ -370,11 +400,7 @@ fn range_read(
         };
         for (gateway, day_lines) in gateways {
             totals.add(&day_lines);
-            lines.push(RangeLine {
-                day,
-                gateway: gateway.to_string(),
-                lines: day_lines,
-            });
+            lines.push(RangeLine::listed(day, gateway.to_string(), day_lines));
         }
     }
     Ok(ReconciliationRange {
@@ -480,11 +506,7 @@ mod tests {
             to: day,
             as_of: day,
             pending_days: 10,
-            lines: vec![RangeLine {
-                day,
-                gateway: "v,\"cb".into(),
-                lines,
-            }],
+            lines: vec![RangeLine::listed(day, "v,\"cb".into(), lines)],
             totals: RangeTotals::default(),
         };
         let csv = reconciliation_csv(&range);

@@ -1283,15 +1283,18 @@ impl Projector {
         Ok(days)
     }
 
-    /// The instructions of `partition` still without a result whose channel's timeout has
-    /// run out by `as_of` (`Instruction::timeout_due_on`), oldest issue day first. Reads
-    /// the instructions still pending that were issued at least the shortest timeout
-    /// before `as_of`: the ones due, and the slower channels' (post office) of the days
-    /// between the shortest timeout and theirs; never the log.
+    /// The first `due_max` instructions of `partition` still without a result whose
+    /// channel's timeout has run out by `as_of` (`Instruction::timeout_due_on`), oldest
+    /// issue day first. Reads the instructions still pending that were issued at least the
+    /// shortest timeout before `as_of`, in order, until it has `due_max`: the ones due, and
+    /// the slower channels' (post office) not yet due among them; never the log. A caller
+    /// handling a page asks for one more than the page to learn whether more are left, so
+    /// a backlog costs each page its own length, not the backlog's.
     pub fn due_for_timeout(
         &self,
         partition: &str,
         as_of: NaiveDate,
+        due_max: usize,
     ) -> Result<Vec<InstructionId>, ProjectionError> {
         use crate::domain::payments::entitlements::TIMEOUT_DAYS_MIN;
         let Some(latest_issue) =
@@ -1302,6 +1305,9 @@ impl Projector {
         let prefix = views::reconcile_pending_partition_prefix(partition);
         let mut due = Vec::new();
         for kv in self.views.scan_prefix(&prefix) {
+            if due.len() >= due_max {
+                break;
+            }
             let (k, _) = kv?;
             let (issued_on, id) = std::str::from_utf8(&k[prefix.len()..])
                 .ok()

@@ -50,7 +50,7 @@ pub struct AuditScanJob {
     pub started_by: String,
     /// "waiting" (for one of the `LOG_SCANS_IN_FLIGHT_MAX` readers of the log, saved
     /// every `JOB_WAITING_SAVE_EVERY`), "running", "done", or "failed" (`error` says why;
-    /// start it again).
+    /// start it again: the same request takes this job over and runs it again).
     pub state: String,
     /// Anomalies: the day they are judged on, and the days an instruction may wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,6 +71,9 @@ pub struct AuditScanJob {
     pub findings: Vec<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The run holding the job (`Job::with_runner`); empty before it is launched.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub runner: String,
     pub updated_at_unix_ms: i64,
 }
 
@@ -154,6 +157,7 @@ pub async fn begin(
         findings_total: 0,
         findings: Vec::new(),
         error: None,
+        runner: String::new(),
         updated_at_unix_ms: crate::checkpoint::now_unix_ms(),
     };
     let job = match report {
@@ -161,7 +165,7 @@ pub async fn begin(
         Report::Recompute => Job::Recompute(record),
     };
     launch(api, job, move |api, mut held| async move {
-        run(&api, &partition, report, &mut held).await
+        run(&api, &caller, &partition, report, &mut held).await
     })
     .await
 }
@@ -209,11 +213,12 @@ type Made = (u64, u64, u64, Vec<serde_json::Value>);
 /// process took the job over (`TakenOver`), the scan dropped where it was.
 async fn run(
     api: &Api,
+    caller: &Caller,
     partition: &Partition,
     report: Report,
     held: &mut Held,
 ) -> Result<(), TakenOver> {
-    let result = scan_log(api, partition, report, held).await;
+    let result = scan_log(api, caller, partition, report, held).await;
     let record = scan_of(held);
     match result {
         Ok((events, decisions, total, findings)) => {
@@ -253,8 +258,10 @@ async fn turn(
     }
 }
 
+/// The scan, its findings as `caller` may see them (`anomalies_concerning`).
 async fn scan_log(
     api: &Api,
+    caller: &Caller,
     partition: &Partition,
     report: Report,
     held: &mut Held,
@@ -278,7 +285,7 @@ async fn scan_log(
             Report::Anomalies {
                 as_of,
                 pending_days,
-            } => anomalies_concerning(api, partition, as_of, pending_days, progress)
+            } => anomalies_concerning(api, caller, partition, as_of, pending_days, progress)
                 .await
                 .map(|r| {
                     (

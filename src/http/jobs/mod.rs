@@ -11,7 +11,8 @@
 //! request again (same key, same body, to any process) takes the job over and runs it
 //! again from the start: a payment run appends only what is missing (each commune's run
 //! under its own key answers with its first receipt), and an audit scan records nothing.
-//! Starting it under a new key works too.
+//! A `failed` job is taken over by the same request again at once, the same way: its
+//! runner saved the failure last and stopped. Starting it under a new key works too.
 //!
 //! The record has one writer at a time: whoever made it or took it over. Every save
 //! after the first is a compare-and-set on the revision its runner last wrote (`Held`),
@@ -38,10 +39,18 @@ use super::{Api, ApiError};
 pub use audit_scan::{AuditScanJob, Report};
 pub use payment_run::PaymentRunJob;
 
-/// Jobs running at once in one process (one `Api`), of every kind; another is refused
-/// with 503 (retry later). A payment run keeps a writer busy, a scan a core: two keep the
-/// machine busy without starving desk requests.
-pub const JOBS_RUNNING_MAX: usize = 2;
+/// Payment runs running at once in one process (one `Api`); another is refused with 503
+/// (retry later). A run keeps a partition's writer busy: two keep the writers busy
+/// without starving desk requests. Scans have slots of their own (`SCANS_RUNNING_MAX`),
+/// so a run never waits behind a scan, which needs only read access and reads the whole
+/// log.
+pub const PAYMENT_RUNS_RUNNING_MAX: usize = 2;
+/// Audit scans running (or waiting for one of the log's readers) at once in one process;
+/// another is refused with 503 (retry later). As many as the log's readers
+/// (`LOG_SCANS_IN_FLIGHT_MAX`): more would only wait for one, each holding a task.
+pub const SCANS_RUNNING_MAX: usize = crate::http::audit::LOG_SCANS_IN_FLIGHT_MAX;
+/// Jobs of every kind running at once in one process.
+pub const JOBS_RUNNING_MAX: usize = PAYMENT_RUNS_RUNNING_MAX + SCANS_RUNNING_MAX;
 /// How long the bucket keeps a job's record after its last change: a month's run is
 /// looked at within the month.
 pub const JOB_RECORD_AGE_MAX: std::time::Duration = std::time::Duration::from_secs(31 * 86_400);
@@ -130,6 +139,26 @@ impl Job {
                 > JOB_ABANDONED_AFTER.as_millis() as i64
     }
 
+    /// Whether the same request again takes the job over and runs it again: its process
+    /// stopped (`abandoned`), or it failed, which its runner saved last, so nobody runs it.
+    /// A failed run is what a client is told to post again under the same key (a 5xx,
+    /// ADR 0013; `state` in job.response.json), and running it again is safe: each
+    /// commune's run has its own key, so one paid before answers with its first receipt.
+    fn to_take_over(&self, now_unix_ms: i64) -> bool {
+        self.state() == "failed" || self.abandoned(now_unix_ms)
+    }
+
+    /// The record with a new runner id: the bytes this launch writes are its own, so
+    /// they say whose a record read back is when a write's answer was lost (`own_write`).
+    fn with_runner(mut self) -> Self {
+        let runner = uuid::Uuid::new_v4().simple().to_string();
+        match &mut self {
+            Job::PaymentRun(j) => j.runner = runner,
+            Job::Anomalies(j) | Job::Recompute(j) => j.runner = runner,
+        }
+        self
+    }
+
     fn touch(&mut self) {
         let now = crate::checkpoint::now_unix_ms();
         match self {
@@ -191,63 +220,111 @@ pub async fn read_job(api: &Api, id: &str) -> Result<Option<Job>, ApiError> {
         .transpose()
 }
 
-/// A slot among the process's `JOBS_RUNNING_MAX`, or 503. Nothing is started without
-/// one; the request's key stays bound to it (as after any 5xx), so the same request again
-/// starts it.
-fn running_slot(api: &Api) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    api.jobs_running().try_acquire_owned().map_err(|_| {
-        ApiError::Unavailable(format!(
-            "{JOBS_RUNNING_MAX} jobs are running in this process; retry"
-        ))
+/// A slot among the process's slots for `job`'s kind (`PAYMENT_RUNS_RUNNING_MAX` or
+/// `SCANS_RUNNING_MAX`), or 503. Nothing is started without one; the request's key stays
+/// bound to it (as after any 5xx), so the same request again starts it.
+fn running_slot(api: &Api, job: &Job) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let (slots, max, what) = match job {
+        Job::PaymentRun(_) => (
+            api.payment_runs_running(),
+            PAYMENT_RUNS_RUNNING_MAX,
+            "payment runs",
+        ),
+        Job::Anomalies(_) | Job::Recompute(_) => (api.scans_running(), SCANS_RUNNING_MAX, "scans"),
+    };
+    slots.try_acquire_owned().map_err(|_| {
+        ApiError::Unavailable(format!("{max} {what} are running in this process; retry"))
     })
 }
 
 /// The job this key started before, if any (200 with its record); none when it was
-/// abandoned, to be taken over.
+/// abandoned or failed, to be taken over (`Job::to_take_over`).
 async fn started_before(api: &Api, id: &str) -> Result<Option<Started>, ApiError> {
     let now = crate::checkpoint::now_unix_ms();
     Ok(read_job(api, id)
         .await?
-        .filter(|job| !job.abandoned(now))
+        .filter(|job| !job.to_take_over(now))
         .map(|job| Started {
             job,
             status: StatusCode::OK,
         }))
 }
 
-/// Replaces an abandoned record of the job with `bytes`, if it is still the one read: of
-/// several processes taking it over at once, one does. The revision written, or None.
+/// Replaces an abandoned or failed record of the job with `bytes`, if it is still the one
+/// read: of several processes taking it over at once, one does. The revision written, or
+/// None.
 async fn take_over(api: &Api, id: &str, bytes: &[u8]) -> Result<Option<u64>, ApiError> {
     let unavailable = |e: &dyn std::fmt::Display| ApiError::Unavailable(format!("jobs: {e}"));
     let Some(entry) = api.jobs().entry(id).await.map_err(|e| unavailable(&e))? else {
         return Ok(None);
     };
-    let abandoned = entry.operation == async_nats::jetstream::kv::Operation::Put
+    let to_take_over = entry.operation == async_nats::jetstream::kv::Operation::Put
         && serde_json::from_slice::<Job>(&entry.value)
-            .is_ok_and(|old| old.abandoned(crate::checkpoint::now_unix_ms()));
-    if !abandoned {
+            .is_ok_and(|old| old.to_take_over(crate::checkpoint::now_unix_ms()));
+    if !to_take_over {
         return Ok(None);
     }
-    Ok(api
+    match api
         .jobs()
         .update(id, bytes.to_vec().into(), entry.revision)
         .await
-        .ok())
+    {
+        Ok(revision) => Ok(Some(revision)),
+        // Refused (another process took it over first), or stored with its answer lost.
+        Err(_) => read_back(api, id, bytes).await,
+    }
 }
 
-/// Takes one of the `JOBS_RUNNING_MAX` slots (or 503), makes the job's first record (or
-/// takes over an abandoned one) and runs `work` on it in the background (202); another
-/// request under the same key that made the record first is answered with that job (200).
+/// After a write of `bytes` answered with an error: the revision of the record if it is
+/// that write, stored after all (its answer lost), so this launch holds the job and must
+/// run it; None if the record is another's. A read that fails is 503: the request is
+/// retried, and a record of ours nobody runs is taken over once `JOB_ABANDONED_AFTER` old.
+async fn read_back(api: &Api, id: &str, bytes: &[u8]) -> Result<Option<u64>, ApiError> {
+    let entry = api
+        .jobs()
+        .entry(id)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("jobs: {e}")))?;
+    Ok(own_write(
+        bytes,
+        entry
+            .as_ref()
+            .map(|e| (e.operation, e.value.as_ref(), e.revision)),
+    ))
+}
+
+/// The revision of `found` (operation, value, revision: the record read back) if it holds
+/// exactly `sent`. Those bytes name this launch's runner (`Job::with_runner`), so no other
+/// process's write equals them.
+fn own_write(
+    sent: &[u8],
+    found: Option<(async_nats::jetstream::kv::Operation, &[u8], u64)>,
+) -> Option<u64> {
+    let (operation, value, revision) = found?;
+    (operation == async_nats::jetstream::kv::Operation::Put && value == sent).then_some(revision)
+}
+
+/// Takes one of the slots of the job's kind (or 503), makes the job's first record (or
+/// takes over an abandoned or failed one) and runs `work` on it in the background (202);
+/// another request under the same key that made the record first is answered with that
+/// job (200). A write whose answer is lost is recognised by its bytes when read back
+/// (`read_back`), so a record this launch made is never left to nobody.
 async fn launch<W, F>(api: &Api, job: Job, work: W) -> Result<Started, ApiError>
 where
     W: FnOnce(Api, Held) -> F + Send + 'static,
     F: std::future::Future<Output = Result<(), TakenOver>> + Send,
 {
-    let permit = running_slot(api)?;
+    let permit = running_slot(api, &job)?;
+    let job = job.with_runner();
     let bytes = serde_json::to_vec(&job).expect("a job record serializes");
     let revision = match api.jobs().create(job.id(), bytes.clone().into()).await {
         Ok(revision) => Some(revision),
-        Err(_) => take_over(api, job.id(), &bytes).await?,
+        // The record exists (another request made it, or it waits to be taken over), or
+        // this create was stored and its answer lost.
+        Err(_) => match read_back(api, job.id(), &bytes).await? {
+            Some(revision) => Some(revision),
+            None => take_over(api, job.id(), &bytes).await?,
+        },
     };
     let Some(revision) = revision else {
         return read_job(api, job.id())
@@ -446,4 +523,44 @@ pub async fn show(
     Ok(readable_job(&api, &caller, &id)
         .await?
         .answer(StatusCode::OK))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::jetstream::kv::Operation;
+
+    fn a_run() -> Job {
+        Job::PaymentRun(PaymentRunJob {
+            job: "0123456789abcdef0123456789abcdef".into(),
+            partition: "01".into(),
+            period: "2026-10".into(),
+            on: "2026-10-05".parse().unwrap(),
+            started_by: "staff:manager".into(),
+            state: "running".into(),
+            communes_total: 1,
+            communes_done: 0,
+            instructions: 0,
+            amount: rust_decimal::Decimal::ZERO,
+            unfunded_communes: 0,
+            communes: Vec::new(),
+            error: None,
+            runner: String::new(),
+            updated_at_unix_ms: 1_800_000_000_000,
+        })
+    }
+
+    /// A create or take-over whose answer was lost: the record read back is ours only if
+    /// it holds the bytes this launch sent, and those differ from another launch's of the
+    /// same request made in the same millisecond (their runner ids).
+    #[test]
+    fn a_write_whose_answer_was_lost_is_recognised_by_its_bytes() {
+        let ours = serde_json::to_vec(&a_run().with_runner()).unwrap();
+        let theirs = serde_json::to_vec(&a_run().with_runner()).unwrap();
+        assert_ne!(ours, theirs, "two launches write different bytes");
+        assert_eq!(own_write(&ours, Some((Operation::Put, &ours, 7))), Some(7));
+        assert_eq!(own_write(&ours, Some((Operation::Put, &theirs, 7))), None);
+        assert_eq!(own_write(&ours, Some((Operation::Delete, &ours, 7))), None);
+        assert_eq!(own_write(&ours, None), None);
+    }
 }

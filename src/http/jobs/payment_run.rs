@@ -60,7 +60,8 @@ pub struct PaymentRunJob {
     pub on: NaiveDate,
     pub started_by: String,
     /// "running", "done" (every commune answered), or "failed" (`error` says why; post
-    /// the run again: what was paid is not paid twice).
+    /// the run again, under the same key or a new one: the same key takes this job over
+    /// and resumes it, and what was paid is not paid twice).
     pub state: String,
     pub communes_total: u64,
     pub communes_done: u64,
@@ -70,6 +71,9 @@ pub struct PaymentRunJob {
     pub communes: Vec<CommuneLine>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The run holding the job (`Job::with_runner`); empty before it is launched.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub runner: String,
     pub updated_at_unix_ms: i64,
 }
 
@@ -161,6 +165,7 @@ pub async fn begin(
         unfunded_communes: 0,
         communes: Vec::new(),
         error: None,
+        runner: String::new(),
         updated_at_unix_ms: crate::checkpoint::now_unix_ms(),
     });
     let correlation = format!("http:{}", key.0);
