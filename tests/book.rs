@@ -2762,3 +2762,61 @@ fn a_correction_names_the_latest_decision_by_its_sequence_and_survives_a_snapsho
         }
     );
 }
+
+/// A move retried through a process that never saw it land (its log index has not caught
+/// up) is answered with the first receipts of both halves, as any retry of an idempotent
+/// command that finds its work done: not refused because the destination id, made by
+/// that very move, is registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_retried_through_a_process_that_never_saw_it_gets_its_receipts() {
+    let (config, _dir, a, b) = two_processes().await;
+    let (from, to) = (hh("0100007-000001"), hh("7900001-000001"));
+    register_in(&a, from.as_str(), &person("001085012345", None))
+        .await
+        .unwrap();
+    let officer = staff(Role::CreditOfficer, "01");
+    let request = rq(&officer, "move");
+    let (out, arrived) = a
+        .move_household(&request, &from, &to, Area::Urban, d("2026-05-01"))
+        .await
+        .unwrap();
+    assert!(!out.duplicate && !arrived.duplicate);
+    let (out_again, arrived_again) = b
+        .move_household(&request, &from, &to, Area::Urban, d("2026-05-01"))
+        .await
+        .unwrap();
+    assert!(out_again.duplicate && arrived_again.duplicate);
+    assert_eq!(
+        (out_again.sequence, arrived_again.sequence),
+        (out.sequence, arrived.sequence)
+    );
+    assert_eq!(
+        (
+            events_of(&config, "01").await as u64,
+            events_of(&config, "79").await as u64
+        ),
+        (out.sequence, arrived.sequence),
+        "nothing appended by the retry"
+    );
+    // The same move under another key is another request: refused, nothing appended.
+    let another = b
+        .move_household(
+            &rq(&officer, "move-again"),
+            &from,
+            &to,
+            Area::Urban,
+            d("2026-05-01"),
+        )
+        .await;
+    assert!(
+        matches!(another, Err(ServiceError::Rejected(_))),
+        "{another:?}"
+    );
+    assert_eq!(
+        (
+            events_of(&config, "01").await as u64,
+            events_of(&config, "79").await as u64
+        ),
+        (out.sequence, arrived.sequence)
+    );
+}
