@@ -1666,3 +1666,56 @@ fn a_repayment_on_the_due_date_moves_nothing() {
         "a day late, the instalment is overdue"
     );
 }
+
+/// Cash paid out at a commune transaction point is brought from the branch for it: a cash
+/// tranche funds the point's cash as a transfer is funded, then pays it out. So the
+/// point's cash never goes below what it holds, the collections not yet handed in (it
+/// read -12,000,000 after one cash tranche).
+#[test]
+fn a_cash_tranche_is_funded_so_the_points_cash_never_goes_negative() {
+    let h = poor_loan_history();
+    let tranche = h
+        .iter()
+        .find(|e| matches!(e.body, EventBody::TrancheDisbursed { .. }))
+        .expect("the history pays a tranche out");
+    assert_eq!(
+        tranche.postings(),
+        &[
+            Posting::debit(Account::CashAtCommunePoint, dec!(12000000)),
+            Posting::credit(Account::FundingSource, dec!(12000000)),
+            Posting::debit(Account::LoanReceivable, dec!(12000000)),
+            Posting::credit(Account::CashAtCommunePoint, dec!(12000000)),
+        ]
+    );
+    let more = history_from(&h, &[repay("2025-02-10", 1, dec!(1068200))]);
+    let cash: Decimal = h
+        .iter()
+        .chain(&more)
+        .flat_map(|e| e.postings())
+        .filter(|p| p.account == Account::CashAtCommunePoint)
+        .map(|p| p.debit - p.credit)
+        .sum();
+    assert_eq!(cash, dec!(1068200), "the collection, held at the point");
+    // A transfer is paid from the funding source straight away, as before.
+    let by_transfer = history_from(
+        &history(&[
+            classify("2025-01-02", 1_200_000, POOR3, 2025),
+            approve("2025-01-05", "POOR_HOUSEHOLD", 12_000_000, 12),
+        ]),
+        &[cmd(
+            "2025-01-10",
+            CommandKind::Disburse {
+                loan: 1,
+                amount: dec!(12000000),
+                channel: Channel::BankTransfer,
+            },
+        )],
+    );
+    assert_eq!(
+        by_transfer.last().unwrap().postings(),
+        &[
+            Posting::debit(Account::LoanReceivable, dec!(12000000)),
+            Posting::credit(Account::FundingSource, dec!(12000000)),
+        ]
+    );
+}

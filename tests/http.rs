@@ -534,8 +534,9 @@ async fn a_loan_from_registration_to_repayment_reads_back_right() {
         .await;
     assert_eq!(tb.status, StatusCode::OK, "{}", tb.body);
     assert_eq!(tb.body["balanced"], true);
-    // The disbursement, and the repayment as two postings: interest accrued to its date
-    // (Dr InterestReceivable, Cr InterestIncome), then the payment.
+    // The disbursement in cash (the point funded with 30,000,000, then paying it out),
+    // and the repayment as two postings: interest accrued to its date (Dr
+    // InterestReceivable, Cr InterestIncome), then the payment.
     assert_eq!(tb.body["events_checked"], 3);
     // The loans' nine accounts, then the budget side's four (all zero here).
     assert_eq!(tb.body["accounts"].as_array().unwrap().len(), 13);
@@ -545,11 +546,22 @@ async fn a_loan_from_registration_to_repayment_reads_back_right() {
     );
     assert_eq!(
         money(&tb.body["total_debits"]),
-        Decimal::from(31_000_000) + to_interest
+        Decimal::from(61_000_000) + to_interest
     );
     let receivable = &tb.body["accounts"][0];
     assert_eq!(receivable["account"], "LoanReceivable");
     assert_eq!(money(&receivable["credit"]), to_principal);
+    // The point holds what it collected, not less than nothing.
+    let cash = tb.body["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["account"] == "CashAtCommunePoint")
+        .expect("the cash account is listed");
+    assert_eq!(
+        money(&cash["debit"]) - money(&cash["credit"]),
+        Decimal::from(1_000_000)
+    );
     // A commune-level caller may not read a whole province's books.
     let denied = s
         .get(

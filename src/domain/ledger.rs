@@ -20,9 +20,11 @@ pub enum Account {
     InterestReceivable,
     /// Interest accrued on overdue principal, not yet paid (asset).
     OverdueInterestReceivable,
-    /// Cash held at the commune transaction point (asset).
+    /// Cash held at the commune transaction point (asset): brought from the branch for a
+    /// cash tranche and paid out, and the collections not yet handed in.
     CashAtCommunePoint,
-    /// Funds the bank lends out of (credited when money leaves by transfer).
+    /// Funds the bank lends out of (credited when money leaves, by transfer or as the
+    /// cash brought to a commune point for a tranche).
     FundingSource,
     /// Income from interest on current principal.
     InterestIncome,

@@ -1136,6 +1136,17 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
                 return Err(Rejection::TrancheNotBeforeDue { due });
             }
             let mut postings = Vec::new();
+            // Cash paid out at a commune transaction point is brought from the branch for
+            // it: funded first, as a transfer is, so the point's cash stays what it holds
+            // (the collections not yet handed in), never below zero.
+            if *channel == Channel::CommuneTransactionPoint {
+                pair(
+                    Account::CashAtCommunePoint,
+                    Account::FundingSource,
+                    amount,
+                    &mut postings,
+                );
+            }
             pair(
                 Account::LoanReceivable,
                 channel.account(),
