@@ -2176,3 +2176,49 @@ fn a_month_after_the_death_is_not_reissued() {
         .when_registry(reissue("2027-05-20", "pay:1:2027-04:1", None), &died)
         .then(|_, events| assert_eq!(events.len(), 1));
 }
+
+// ---------------------------------------------------------------- residence
+
+/// A registry where every household left the partition in `left` (lived here through
+/// that month) and nobody died.
+struct LeftIn(&'static str);
+
+impl RegistryFacts for LeftIn {
+    fn resident(&self, _: &HouseholdRef, month: Month) -> bool {
+        month <= m(self.0)
+    }
+    fn died_on(&self, _: &CitizenIndex) -> Option<NaiveDate> {
+        None
+    }
+}
+
+/// A month after the household moved out is paid where it lives now: the old partition
+/// does not reissue it (instructed before the move, and failed), or a grant there would
+/// pay it twice. The month it left is still reissued, as a run pays it.
+#[test]
+fn a_month_after_the_household_left_is_not_reissued() {
+    let h = history_from(
+        &granted_to_third(),
+        &[
+            run("2027-04-01", "2027-04", None),
+            run("2027-05-01", "2027-05", None),
+            Post::new(BANK, "pay:1:2027-04:1", Outcome::Failed, "F4", AMOUNT).on("2027-05-02"),
+            Post::new(BANK, "pay:1:2027-05:1", Outcome::Failed, "F5", AMOUNT).on("2027-05-02"),
+        ],
+    );
+    given(&h)
+        .when_registry(
+            reissue("2027-05-20", "pay:1:2027-05:1", None),
+            &LeftIn("2027-04"),
+        )
+        .then_rejects(Rejection::HouseholdNoLongerResident {
+            household: person(1).household,
+            month: m("2027-05"),
+        });
+    given(&h)
+        .when_registry(
+            reissue("2027-05-20", "pay:1:2027-04:1", None),
+            &LeftIn("2027-04"),
+        )
+        .then(|_, events| assert_eq!(events.len(), 1));
+}

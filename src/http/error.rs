@@ -404,6 +404,7 @@ fn payment_rejection_status(r: &crate::domain::payments::Rejection) -> StatusCod
         | TooManyAttempts { .. }
         | MonthNotPayable { .. }
         | BeneficiaryDied { .. }
+        | HouseholdNoLongerResident { .. }
         | BackDated { .. }
         | PaymentOperationBackDated { .. }
         | RefusalLimitReached { .. } => StatusCode::CONFLICT,

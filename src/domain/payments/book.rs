@@ -434,7 +434,8 @@ pub fn decide(book: &Book, command: Command) -> Result<Decision, Rejection> {
 
 /// `decide` against what the partition's registry knows: a run pays no one for a month
 /// after their household left, nor after the month their beneficiary died, as a stop
-/// pays through the month of its date; a later month of a deceased's is not reissued.
+/// pays through the month of its date; a later month of a deceased's, or of a household
+/// gone, is not reissued.
 pub fn decide_for(
     book: &Book,
     command: Command,

@@ -646,6 +646,18 @@ pub(crate) fn decide_reissue(
     {
         return Err(Rejection::BeneficiaryDied { died_on });
     }
+    // The household left before this month: the run here no longer pays it (it names the
+    // entitlement `not_resident`), and where the household lives now a grant may pay it, so
+    // a reissue here could pay the month twice.
+    if !out
+        .registry
+        .resident(&entitlement.beneficiary.household, id.month)
+    {
+        return Err(Rejection::HouseholdNoLongerResident {
+            household: entitlement.beneficiary.household.clone(),
+            month: id.month,
+        });
+    }
     not_back_dated(i, out.effective())?;
     // Same amount and basis as the first attempt: the month's entitlement
     // was fixed when it was first instructed (changes apply to later months).
