@@ -1496,6 +1496,9 @@ pub enum CommuneRun {
         not_resident: Vec<crate::domain::payments::entitlements::EntitlementId>,
         /// Entitlements left unpaid: their beneficiary died before the month.
         deceased: Vec<crate::domain::payments::entitlements::EntitlementId>,
+        /// Entitlements left unpaid: their beneficiary is no longer one of the
+        /// household's citizens (moved to another household, or its data erased).
+        not_a_member: Vec<crate::domain::payments::entitlements::EntitlementId>,
         receipt: Receipt,
     },
     /// Every active entitlement already had its instruction for the month.
@@ -1547,6 +1550,7 @@ impl Service {
                 shortfalls,
                 not_resident,
                 deceased,
+                not_a_member,
                 ..
             }) => Ok(CommuneRun::Paid {
                 issued,
@@ -1554,6 +1558,7 @@ impl Service {
                 shortfalls,
                 not_resident,
                 deceased,
+                not_a_member,
                 receipt,
             }),
             _ => Err(ServiceError::Rejected(Rejection::UnsupportedCommand {

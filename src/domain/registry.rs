@@ -192,6 +192,11 @@ pub struct Household {
     pub since: NaiveDate,
     /// The data key was destroyed: the sealed data can no longer be read.
     pub erased: bool,
+    /// Citizens who died as its members (`MemberDied`), who leave `citizens`: still its
+    /// own to a payment run, which pays them through the month of death, where a citizen
+    /// who left it alive is paid no more (`RegistryFacts::is_member`).
+    #[serde(with = "blind_bytes::set")]
+    pub died: BTreeSet<BlindIndex>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -518,6 +523,7 @@ pub fn apply(registry: &mut Registry, change: &Change) {
                     residence: Residence::Active,
                     since: *on,
                     erased: false,
+                    died: BTreeSet::new(),
                 },
             );
         }
@@ -544,6 +550,7 @@ pub fn apply(registry: &mut Registry, change: &Change) {
             }
             if let Change::MemberDied { citizen, on, .. } = change {
                 registry.deaths.insert(*citizen, *on);
+                h.died.insert(*citizen);
             }
             h.members = *members;
             h.citizens = citizens.iter().copied().collect();

@@ -405,6 +405,7 @@ fn payment_rejection_status(r: &crate::domain::payments::Rejection) -> StatusCod
         | MonthNotPayable { .. }
         | BeneficiaryDied { .. }
         | HouseholdNoLongerResident { .. }
+        | BeneficiaryNotAMember { .. }
         | BackDated { .. }
         | PaymentOperationBackDated { .. }
         | RefusalLimitReached { .. } => StatusCode::CONFLICT,
