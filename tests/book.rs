@@ -2915,3 +2915,72 @@ fn a_household_pays_no_allowance_to_a_citizen_who_left_it() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The death of a household's only member with a citizen id (young children remain) is
+/// recorded with no sealed data and no citizens, since no one could head its record; the
+/// household stays, and may not move until its members are recorded again with a guardian
+/// (its arrival would list no citizen). A death leaving another citizen still comes sealed.
+#[test]
+fn the_death_of_the_only_member_with_a_citizen_id_is_recorded_without_sealing_again() {
+    use ansinh::domain::registry::Residence;
+    let (alone, two) = ("0100007-000001", "0100007-000002");
+    let mut book = Folded::new();
+    book.record(Command::Registry(Change::Registered {
+        household: hh(alone),
+        area: Area::Rural,
+        members: 3,
+        citizens: vec![[7; 32]],
+        sealed: vec![1],
+        on: d("2026-01-05"),
+    }));
+    book.record(Command::Registry(Change::Registered {
+        household: hh(two),
+        area: Area::Rural,
+        members: 2,
+        citizens: vec![[8; 32], [9; 32]],
+        sealed: vec![1],
+        on: d("2026-01-05"),
+    }));
+    let unsealed_death = |household: &str, citizen: [u8; 32]| {
+        Command::Registry(Change::MemberDied {
+            household: hh(household),
+            citizen,
+            members: 0,
+            citizens: vec![],
+            sealed: vec![],
+            on: d("2026-03-01"),
+        })
+    };
+    assert_eq!(
+        book.decide(&unsealed_death(two, [8; 32])),
+        Err(Rejection::SealedDataMalformed { bytes: 0 })
+    );
+    book.record(unsealed_death(alone, [7; 32]));
+    let h = &book.0.registry.households[&hh(alone)];
+    assert_eq!(
+        (h.members, h.citizens.len(), &h.residence),
+        (2, 0, &Residence::Active)
+    );
+    assert_eq!(book.0.registry.deaths.get(&[7; 32]), Some(&d("2026-03-01")));
+
+    let move_out = Command::MoveOut {
+        household: hh(alone),
+        to: hh("0100008-000001"),
+        on: d("2026-03-02"),
+    };
+    assert_eq!(
+        book.decide(&move_out),
+        Err(Rejection::NoMemberWithCitizenId {
+            household: alone.into()
+        })
+    );
+    book.record(Command::Registry(Change::MembersChanged {
+        household: hh(alone),
+        members: 3,
+        citizens: vec![[10; 32]],
+        sealed: vec![1],
+        on: d("2026-03-02"),
+        reason: "the children's aunt becomes their guardian".into(),
+    }));
+    assert!(book.decide(&move_out).is_ok());
+}

@@ -321,6 +321,7 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         | RegistryBackDated { .. }
         | OpenLoans { .. }
         | PaymentsPendingAfterMove { .. }
+        | NoMemberWithCitizenId { .. }
         | NothingToRecord
         | UnknownHousehold { .. }
         | ClassificationExpired { .. }
