@@ -35,6 +35,7 @@ fn main() {
                 residence: Residence::Active,
                 since: day,
                 erased: false,
+                died: Default::default(),
             },
         );
         book.standings.insert(

@@ -730,7 +730,11 @@ impl Service {
 
     /// Records a member's death. The household's personal data are sealed again
     /// without the deceased ([`PersonalData::after_death`]); the deceased's data stay
-    /// only in older, sealed events.
+    /// only in older, sealed events. When the deceased was the only member with a citizen
+    /// id (the head, leaving young children), no one can head the record: the death is
+    /// recorded without sealed data or citizens, and the household keeps its previous
+    /// record until its members are recorded again with a guardian (the book accepts that
+    /// only then, `registry::decide`).
     pub async fn record_death(
         &self,
         req: &Request<'_>,
@@ -760,6 +764,9 @@ impl Service {
                     .seal_again(household.as_str(), &remaining, &latest)
                     .await?,
             ),
+            // The head died and no one left has a citizen id. The death is recorded all
+            // the same (it stops the deceased's allowance) rather than refused for want of
+            // a head: nothing is sealed again and no citizen remains.
             None => (Vec::new(), Vec::new()),
         };
         let change = Change::MemberDied {
@@ -1504,6 +1511,9 @@ pub enum CommuneRun {
         not_resident: Vec<crate::domain::payments::entitlements::EntitlementId>,
         /// Entitlements left unpaid: their beneficiary died before the month.
         deceased: Vec<crate::domain::payments::entitlements::EntitlementId>,
+        /// Entitlements left unpaid: their beneficiary is no longer one of the
+        /// household's citizens (moved to another household, or its data erased).
+        not_a_member: Vec<crate::domain::payments::entitlements::EntitlementId>,
         receipt: Receipt,
     },
     /// Every active entitlement already had its instruction for the month.
@@ -1555,6 +1565,7 @@ impl Service {
                 shortfalls,
                 not_resident,
                 deceased,
+                not_a_member,
                 ..
             }) => Ok(CommuneRun::Paid {
                 issued,
@@ -1562,6 +1573,7 @@ impl Service {
                 shortfalls,
                 not_resident,
                 deceased,
+                not_a_member,
                 receipt,
             }),
             _ => Err(ServiceError::Rejected(Rejection::UnsupportedCommand {

@@ -2820,3 +2820,225 @@ async fn a_move_retried_through_a_process_that_never_saw_it_gets_its_receipts() 
         (out.sequence, arrived.sequence)
     );
 }
+
+/// The run's completion among `proposals`, as the book would fold it.
+fn run_completed(proposals: &[Proposal]) -> ansinh::domain::payments::EventBody {
+    match &proposals
+        .last()
+        .expect("a run records its completion")
+        .payload
+    {
+        Payload::PaymentRecorded(r) => {
+            ansinh::book::payments::event_of(0, Some(&branch_manager()), r)
+                .unwrap()
+                .body
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A member change that takes a citizen out of a household frees them to join another,
+/// which may grant them the same allowance: the household they left pays them no more,
+/// and the run names its entitlement. So does an erasure, which frees every citizen of the
+/// household. A beneficiary who died in the household is not one who left: paid through
+/// the month of death, named `deceased` after it.
+#[test]
+fn a_household_pays_no_allowance_to_a_citizen_who_left_it() {
+    use ansinh::domain::payments::CommandKind as Pay;
+    use ansinh::domain::payments::EventBody;
+    use ansinh::domain::payments::ids::MemberRef;
+    use ansinh::domain::payments::month::Month;
+    let (left, joined, erased, died) = (
+        "0100007-000001",
+        "0100007-000002",
+        "0100007-000003",
+        "0100007-000004",
+    );
+    let register = |household: &str, citizens: Vec<[u8; 32]>| {
+        Command::Registry(Change::Registered {
+            household: hh(household),
+            area: Area::Rural,
+            members: citizens.len() as u32,
+            citizens,
+            sealed: vec![1],
+            on: d("2026-01-05"),
+        })
+    };
+    let grant = |household: &str, member: &str, citizen: [u8; 32], from: &str| {
+        let mut kind = allowance(household);
+        if let Pay::Grant {
+            beneficiary,
+            citizen: c,
+            from: f,
+            ..
+        } = &mut kind
+        {
+            beneficiary.member = MemberRef::parse(member).unwrap();
+            *c = Some(citizen);
+            *f = Month::parse(from).unwrap();
+        }
+        payment_command(kind, "2026-10-01")
+    };
+    let run = |period: &str, on: &str| {
+        payment_command(
+            Pay::Run {
+                period: Month::parse(period).unwrap(),
+                commune: None,
+            },
+            on,
+        )
+    };
+    let mut book = Folded::new();
+    // The citizen [2; 32] is m2 of `left`, paid there from October.
+    book.record(register(left, vec![[1; 32], [2; 32]]));
+    book.record(grant(left, "m2", [2; 32], "2026-10"));
+    book.record(register(erased, vec![[3; 32]]));
+    book.record(grant(erased, "m1", [3; 32], "2026-10"));
+    book.record(register(died, vec![[4; 32], [5; 32]]));
+    book.record(grant(died, "m1", [4; 32], "2026-10"));
+    for (period, on) in [
+        ("2026-10", "2026-10-01"),
+        ("2026-11", "2026-10-01"),
+        ("2026-12", "2026-10-01"),
+    ] {
+        book.record(budget_for(period, on));
+    }
+    book.record(run("2026-10", "2026-10-02"));
+
+    // They move to `joined` and are granted there from November.
+    book.record(Command::Registry(Change::MembersChanged {
+        household: hh(left),
+        members: 1,
+        citizens: vec![[1; 32]],
+        sealed: vec![1],
+        on: d("2026-10-15"),
+        reason: "moved to household 000002".into(),
+    }));
+    book.record(register(joined, vec![[2; 32]]));
+    book.record(grant(joined, "m1", [2; 32], "2026-11"));
+    book.record(Command::Registry(Change::Erased {
+        household: hh(erased),
+        on: d("2026-10-16"),
+        reference: "request 2026/3".into(),
+    }));
+    book.record(Command::Registry(Change::MemberDied {
+        household: hh(died),
+        citizen: [4; 32],
+        members: 1,
+        citizens: vec![[5; 32]],
+        sealed: vec![1],
+        on: d("2026-11-10"),
+    }));
+
+    let november = book.decide(&run("2026-11", "2026-11-11")).unwrap();
+    let paid: Vec<String> = november
+        .iter()
+        .filter_map(|p| match &p.payload {
+            Payload::PaymentRecorded(r) => {
+                match ansinh::book::payments::event_of(0, Some(&branch_manager()), r)
+                    .unwrap()
+                    .body
+                {
+                    EventBody::InstructionIssued { instruction, .. } => {
+                        Some(instruction.beneficiary.household.to_string())
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        paid,
+        [died, joined],
+        "the month of death is paid; once each"
+    );
+    match run_completed(&november) {
+        EventBody::PaymentRunCompleted {
+            issued,
+            not_a_member,
+            deceased,
+            ..
+        } => assert_eq!((issued, not_a_member, deceased), (2, vec![1, 2], vec![])),
+        other => panic!("{other:?}"),
+    }
+    book.record(run("2026-11", "2026-11-11"));
+    match run_completed(&book.decide(&run("2026-12", "2026-12-01")).unwrap()) {
+        EventBody::PaymentRunCompleted {
+            issued,
+            not_a_member,
+            deceased,
+            ..
+        } => assert_eq!((issued, not_a_member, deceased), (1, vec![1, 2], vec![3])),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The death of a household's only member with a citizen id (young children remain) is
+/// recorded with no sealed data and no citizens, since no one could head its record; the
+/// household stays, and may not move until its members are recorded again with a guardian
+/// (its arrival would list no citizen). A death leaving another citizen still comes sealed.
+#[test]
+fn the_death_of_the_only_member_with_a_citizen_id_is_recorded_without_sealing_again() {
+    use ansinh::domain::registry::Residence;
+    let (alone, two) = ("0100007-000001", "0100007-000002");
+    let mut book = Folded::new();
+    book.record(Command::Registry(Change::Registered {
+        household: hh(alone),
+        area: Area::Rural,
+        members: 3,
+        citizens: vec![[7; 32]],
+        sealed: vec![1],
+        on: d("2026-01-05"),
+    }));
+    book.record(Command::Registry(Change::Registered {
+        household: hh(two),
+        area: Area::Rural,
+        members: 2,
+        citizens: vec![[8; 32], [9; 32]],
+        sealed: vec![1],
+        on: d("2026-01-05"),
+    }));
+    let unsealed_death = |household: &str, citizen: [u8; 32]| {
+        Command::Registry(Change::MemberDied {
+            household: hh(household),
+            citizen,
+            members: 0,
+            citizens: vec![],
+            sealed: vec![],
+            on: d("2026-03-01"),
+        })
+    };
+    assert_eq!(
+        book.decide(&unsealed_death(two, [8; 32])),
+        Err(Rejection::SealedDataMalformed { bytes: 0 })
+    );
+    book.record(unsealed_death(alone, [7; 32]));
+    let h = &book.0.registry.households[&hh(alone)];
+    assert_eq!(
+        (h.members, h.citizens.len(), &h.residence),
+        (2, 0, &Residence::Active)
+    );
+    assert_eq!(book.0.registry.deaths.get(&[7; 32]), Some(&d("2026-03-01")));
+
+    let move_out = Command::MoveOut {
+        household: hh(alone),
+        to: hh("0100008-000001"),
+        on: d("2026-03-02"),
+    };
+    assert_eq!(
+        book.decide(&move_out),
+        Err(Rejection::NoMemberWithCitizenId {
+            household: alone.into()
+        })
+    );
+    book.record(Command::Registry(Change::MembersChanged {
+        household: hh(alone),
+        members: 3,
+        citizens: vec![[10; 32]],
+        sealed: vec![1],
+        on: d("2026-03-02"),
+        reason: "the children's aunt becomes their guardian".into(),
+    }));
+    assert!(book.decide(&move_out).is_ok());
+}

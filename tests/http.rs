@@ -1445,6 +1445,86 @@ async fn a_run_names_an_allowance_whose_beneficiary_died_before_its_month() {
     );
 }
 
+/// The death of a household's only member with a citizen id (the head, leaving young
+/// children) is recorded: the registry knows it, so the next run pays the allowance through
+/// the month of death and names it `deceased` after it, and the household, still living
+/// here with its children, counts one member fewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_death_of_the_only_member_with_a_citizen_id_is_recorded_and_stops_the_allowance() {
+    let s = &server().await;
+    let (officer, m) = (&s.staff.officer, &s.staff.manager);
+    let household = "0100007-000041";
+    let registered = s
+        .post(
+            officer,
+            "/v1/households",
+            "register-41",
+            json!({
+                "household_id": household,
+                "area": "rural",
+                "registered_on": "2026-01-05",
+                "personal": {
+                    "head_name": "Nguyễn Thị Hạnh",
+                    "head_citizen_id": "001090000041",
+                    "members": [
+                        {"name": "Trần Minh", "relation": "child"},
+                        {"name": "Trần An", "relation": "child"}
+                    ]
+                }
+            }),
+        )
+        .await;
+    assert_eq!(
+        registered.status,
+        StatusCode::CREATED,
+        "{}",
+        registered.body
+    );
+    let granted = s
+        .send(
+            m,
+            "/v1/entitlements",
+            "grant-41",
+            json!({
+                "household_id": household, "member": "m1",
+                "category": "ELDERLY_80_PLUS_NO_PENSION", "channel": "bank", "gateway": "vcb",
+                "from": "2026-10", "on": "2026-10-01"
+            }),
+            "entitlement.response",
+        )
+        .await;
+    assert_eq!(granted.status, StatusCode::CREATED, "{}", granted.body);
+    let budget = s.allocate("budget-10", "2026-10", "2026-10-01").await;
+    assert_eq!(budget.status, StatusCode::CREATED, "{}", budget.body);
+
+    let died = s
+        .post(
+            officer,
+            &format!("/v1/households/{household}/deaths"),
+            "death-41",
+            json!({"citizen_id": "001090000041", "died_on": "2026-10-20"}),
+        )
+        .await;
+    assert_eq!(died.status, StatusCode::CREATED, "{}", died.body);
+    let view = s.view(officer, household).await;
+    assert_eq!(view["household"]["members"], 2, "{view}");
+
+    let october = s.run_commune("run-10", "2026-10", "2026-10-21").await;
+    assert_eq!(october.status, StatusCode::CREATED, "{}", october.body);
+    assert_eq!(
+        (&october.body["instructions"], &october.body["deceased"]),
+        (&json!(1), &json!([]))
+    );
+    let budget = s.allocate("budget-11", "2026-11", "2026-10-21").await;
+    assert_eq!(budget.status, StatusCode::CREATED, "{}", budget.body);
+    let november = s.run_commune("run-11", "2026-11", "2026-11-01").await;
+    assert_eq!(november.status, StatusCode::CREATED, "{}", november.body);
+    assert_eq!(
+        (&november.body["instructions"], &november.body["deceased"]),
+        (&json!(0), &json!([1]))
+    );
+}
+
 /// A budget allocated (or an entitlement granted) on a day still to come changes no day's
 /// reconciliation: the day's lines are still served from the projections, as of today.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2057,7 +2057,8 @@ fn events_and_commands_round_trip_through_json() {
 
 // ---------------------------------------------------------------- deaths
 
-/// A registry where every household lives here and these citizens died.
+/// A registry where every household lives here, with every citizen it had, and these
+/// citizens died.
 struct Deaths(Vec<(CitizenIndex, &'static str)>);
 
 impl RegistryFacts for Deaths {
@@ -2069,6 +2070,9 @@ impl RegistryFacts for Deaths {
             .iter()
             .find(|(c, _)| c == citizen)
             .map(|(_, on)| d(on))
+    }
+    fn is_member(&self, _: &HouseholdRef, _: &CitizenIndex) -> bool {
+        true
     }
 }
 
@@ -2174,5 +2178,144 @@ fn a_month_after_the_death_is_not_reissued() {
         });
     given(&h)
         .when_registry(reissue("2027-05-20", "pay:1:2027-04:1", None), &died)
+        .then(|_, events| assert_eq!(events.len(), 1));
+}
+
+// ---------------------------------------------------------------- residence
+
+/// A registry where every household left the partition in `left` (lived here through
+/// that month) and nobody died.
+struct LeftIn(&'static str);
+
+impl RegistryFacts for LeftIn {
+    fn resident(&self, _: &HouseholdRef, month: Month) -> bool {
+        month <= m(self.0)
+    }
+    fn died_on(&self, _: &CitizenIndex) -> Option<NaiveDate> {
+        None
+    }
+    fn is_member(&self, _: &HouseholdRef, _: &CitizenIndex) -> bool {
+        true
+    }
+}
+
+/// A month after the household moved out is paid where it lives now: the old partition
+/// does not reissue it (instructed before the move, and failed), or a grant there would
+/// pay it twice. The month it left is still reissued, as a run pays it.
+#[test]
+fn a_month_after_the_household_left_is_not_reissued() {
+    let h = history_from(
+        &granted_to_third(),
+        &[
+            run("2027-04-01", "2027-04", None),
+            run("2027-05-01", "2027-05", None),
+            Post::new(BANK, "pay:1:2027-04:1", Outcome::Failed, "F4", AMOUNT).on("2027-05-02"),
+            Post::new(BANK, "pay:1:2027-05:1", Outcome::Failed, "F5", AMOUNT).on("2027-05-02"),
+        ],
+    );
+    given(&h)
+        .when_registry(
+            reissue("2027-05-20", "pay:1:2027-05:1", None),
+            &LeftIn("2027-04"),
+        )
+        .then_rejects(Rejection::HouseholdNoLongerResident {
+            household: person(1).household,
+            month: m("2027-05"),
+        });
+    given(&h)
+        .when_registry(
+            reissue("2027-05-20", "pay:1:2027-04:1", None),
+            &LeftIn("2027-04"),
+        )
+        .then(|_, events| assert_eq!(events.len(), 1));
+}
+
+// ---------------------------------------------------------------- membership
+
+/// A registry where every household lives here, nobody died, and the household's
+/// citizens are these: a citizen not listed left it (or it was erased).
+struct Citizens(Vec<CitizenIndex>);
+
+impl RegistryFacts for Citizens {
+    fn resident(&self, _: &HouseholdRef, _: Month) -> bool {
+        true
+    }
+    fn died_on(&self, _: &CitizenIndex) -> Option<NaiveDate> {
+        None
+    }
+    fn is_member(&self, _: &HouseholdRef, citizen: &CitizenIndex) -> bool {
+        self.0.contains(citizen)
+    }
+}
+
+fn not_a_member(events: &[Event]) -> (u64, Vec<u64>) {
+    match events.last().map(|e| &e.body) {
+        Some(EventBody::PaymentRunCompleted {
+            issued,
+            not_a_member,
+            ..
+        }) => (*issued, not_a_member.clone()),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A beneficiary who left the household (a member change freed them, and they may be
+/// granted in the household they joined) is not paid by it any more: the run names the
+/// entitlement for an officer to stop, and is recorded even with nothing to pay. A grant
+/// without a recorded citizen (older grants, members without an id) is paid as before.
+#[test]
+fn a_run_pays_no_beneficiary_who_left_the_household_and_names_the_entitlement() {
+    given(&granted_to_third())
+        .when_registry(
+            run("2027-04-01", "2027-04", None),
+            &Citizens(vec![SECOND, THIRD]),
+        )
+        .then(|_, events| assert_eq!(not_a_member(events), (1, vec![])));
+    given(&granted_to_third())
+        .when_registry(run("2027-04-01", "2027-04", None), &Citizens(vec![SECOND]))
+        .then(|b, events| {
+            assert_eq!(events.len(), 1, "no instruction: {events:?}");
+            assert_eq!(not_a_member(events), (0, vec![1]));
+            assert!(!b.attempts.contains_key(&(1, m("2027-04"))));
+        });
+    let older = history_from(
+        &granted_to_third(),
+        &[grant(
+            "2027-02-20",
+            2,
+            "2027-03",
+            terms(ELDERLY_POOR, bank(), None),
+        )],
+    );
+    given(&older)
+        .when_registry(run("2027-04-01", "2027-04", None), &Citizens(vec![]))
+        .then(|_, events| assert_eq!(not_a_member(events), (1, vec![1])));
+}
+
+/// A month instructed before the beneficiary left, and failed, is not paid again by a
+/// reissue: the household they joined may pay it.
+#[test]
+fn a_month_of_a_beneficiary_who_left_the_household_is_not_reissued() {
+    let h = history_from(
+        &granted_to_third(),
+        &[
+            run("2027-04-01", "2027-04", None),
+            Post::new(BANK, "pay:1:2027-04:1", Outcome::Failed, "F4", AMOUNT).on("2027-04-02"),
+        ],
+    );
+    given(&h)
+        .when_registry(
+            reissue("2027-04-20", "pay:1:2027-04:1", None),
+            &Citizens(vec![SECOND]),
+        )
+        .then_rejects(Rejection::BeneficiaryNotAMember {
+            entitlement: 1,
+            household: person(1).household,
+        });
+    given(&h)
+        .when_registry(
+            reissue("2027-04-20", "pay:1:2027-04:1", None),
+            &Citizens(vec![THIRD]),
+        )
         .then(|_, events| assert_eq!(events.len(), 1));
 }

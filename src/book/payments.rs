@@ -206,6 +206,15 @@ impl payments::RegistryFacts for Facts<'_> {
     fn died_on(&self, citizen: &CitizenIndex) -> Option<NaiveDate> {
         self.0.deaths.get(citizen).copied()
     }
+
+    fn is_member(&self, h: &HouseholdRef, citizen: &CitizenIndex) -> bool {
+        let household = HouseholdId::parse(h.as_str())
+            .ok()
+            .and_then(|id| self.0.households.get(&id));
+        // A move-out keeps the household's citizens (it is `resident` that stops its
+        // payments); a member change, a death and an erasure take them out.
+        household.is_some_and(|h| h.citizens.contains(citizen) || h.died.contains(citizen))
+    }
 }
 
 /// The domain event a payload records, numbered `id`.

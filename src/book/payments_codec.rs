@@ -432,6 +432,7 @@ pub fn body_to_proto(body: &EventBody) -> Body {
             reference,
             not_resident,
             deceased,
+            not_a_member,
         } => Body::PaymentRunCompleted(proto::PaymentRunCompleted {
             period: period.to_string(),
             commune: commune
@@ -443,6 +444,7 @@ pub fn body_to_proto(body: &EventBody) -> Body {
             shortfalls: shortfalls.iter().map(shortfall_to_proto).collect(),
             not_resident: not_resident.clone(),
             deceased: deceased.clone(),
+            not_a_member: not_a_member.clone(),
             reference: Some(proto::ReferenceHashes {
                 base_levels: reference.base_levels.clone(),
                 categories: reference.categories.clone(),
@@ -552,6 +554,7 @@ pub fn body_from_proto(body: &Option<Body>) -> Result<EventBody, CodecError> {
                 },
                 not_resident: b.not_resident.clone(),
                 deceased: b.deceased.clone(),
+                not_a_member: b.not_a_member.clone(),
             }
         }
         Body::GatewayPostAccepted(b) => EventBody::GatewayPostAccepted {
@@ -723,6 +726,7 @@ mod tests {
                 },
                 not_resident: vec![],
                 deceased: vec![],
+                not_a_member: vec![],
             },
             EventBody::PaymentRunCompleted {
                 period: m("2026-12"),
@@ -741,6 +745,7 @@ mod tests {
                 },
                 not_resident: vec![4, 9],
                 deceased: vec![5],
+                not_a_member: vec![6],
             },
             EventBody::InstructionTimedOut {
                 instruction: iid("pay:1:2026-12:1"),

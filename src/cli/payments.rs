@@ -470,6 +470,7 @@ async fn payment_run(
                 shortfalls: short,
                 not_resident,
                 deceased,
+                not_a_member,
                 receipt,
             }) => {
                 issued += n;
@@ -479,6 +480,7 @@ async fn payment_run(
                     "commune": commune.to_string(), "outcome": "paid", "instructions": n,
                     "amount": total.to_string(), "shortfalls": shortfalls,
                     "not_resident": not_resident, "deceased": deceased,
+                    "not_a_member": not_a_member,
                     "duplicate": receipt.duplicate, "sequence": receipt.sequence,
                 })
             }
@@ -532,6 +534,18 @@ async fn payment_run(
                         println!(
                             "  not paid, the beneficiary died before {period} (stop them): entitlements {}",
                             died.join(", ")
+                        );
+                    }
+                    let left: Vec<String> = line["not_a_member"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(ToString::to_string)
+                        .collect();
+                    if !left.is_empty() {
+                        println!(
+                            "  not paid, the beneficiary is no longer a member of the household (stop them): entitlements {}",
+                            left.join(", ")
                         );
                     }
                 }

@@ -108,8 +108,9 @@ pub struct PaymentsSummary {
     pub refused_post_reasons: Vec<String>,
     /// Communes a run left unpaid for want of budget (its `shortfalls`).
     pub run_shortfalls: u64,
-    /// Entitlements runs left unpaid because their household had left or their
-    /// beneficiary had died (`not_resident`, `deceased`): an officer must stop them.
+    /// Entitlements runs left unpaid because their household had left, their beneficiary
+    /// had died or had left the household (`not_resident`, `deceased`, `not_a_member`):
+    /// an officer must stop them.
     pub left_unpaid: u64,
     /// Instructions no gateway had answered when the year ended.
     pub pending_at_year_end: u64,
@@ -486,10 +487,11 @@ async fn count_run(
             shortfalls,
             not_resident,
             deceased,
+            not_a_member,
             ..
         }) => {
             s.run_shortfalls += shortfalls.len() as u64;
-            s.left_unpaid += (not_resident.len() + deceased.len()) as u64;
+            s.left_unpaid += (not_resident.len() + deceased.len() + not_a_member.len()) as u64;
             Ok(())
         }
         // The run's receipt names its closing event; anything else is a fault.

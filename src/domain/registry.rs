@@ -192,6 +192,11 @@ pub struct Household {
     pub since: NaiveDate,
     /// The data key was destroyed: the sealed data can no longer be read.
     pub erased: bool,
+    /// Citizens who died as its members (`MemberDied`), who leave `citizens`: still its
+    /// own to a payment run, which pays them through the month of death, where a citizen
+    /// who left it alive is paid no more (`RegistryFacts::is_member`).
+    #[serde(with = "blind_bytes::set")]
+    pub died: BTreeSet<BlindIndex>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -417,7 +422,17 @@ pub fn decide(registry: &Registry, change: Change) -> Result<Change, Rejection> 
                 });
             }
             let members = h.members - 1;
-            if members > 0 {
+            // The deceased was the only member with a citizen id (the head, leaving young
+            // children): the record has no one to head it when sealed again
+            // (`PersonalData::after_death`), so the death comes with no sealed data and no
+            // citizens, and the household keeps its previous record (the projections keep
+            // where its latest sealed data lie) until an officer records its members again
+            // with a guardian. Recording the death is what stops the deceased's allowance
+            // (a run pays through the month of death), so it is not held back for want of a
+            // head; the household, children still living here, stays active.
+            let unsealed =
+                members > 0 && citizens.is_empty() && sealed.is_empty() && h.citizens.len() == 1;
+            if members > 0 && !unsealed {
                 check_sealed(sealed)?;
                 registry.check_citizens(household, members, citizens)?;
             }
@@ -433,6 +448,14 @@ pub fn decide(registry: &Registry, change: Change) -> Result<Change, Rejection> 
         Change::MovedOut { household, to, on } => {
             let h = registry.changeable(household)?;
             check_not_before(h, *on)?;
+            // Its arrival must list a citizen (as a registration does): a move of a
+            // household left with none, after the death of its only member with an id,
+            // would leave it living nowhere. Its members are recorded again first.
+            if h.citizens.is_empty() {
+                return Err(Rejection::NoMemberWithCitizenId {
+                    household: household.to_string(),
+                });
+            }
             if to == household {
                 return Err(Rejection::HouseholdExists {
                     household: to.to_string(),
@@ -518,6 +541,7 @@ pub fn apply(registry: &mut Registry, change: &Change) {
                     residence: Residence::Active,
                     since: *on,
                     erased: false,
+                    died: BTreeSet::new(),
                 },
             );
         }
@@ -544,6 +568,7 @@ pub fn apply(registry: &mut Registry, change: &Change) {
             }
             if let Change::MemberDied { citizen, on, .. } = change {
                 registry.deaths.insert(*citizen, *on);
+                h.died.insert(*citizen);
             }
             h.members = *members;
             h.citizens = citizens.iter().copied().collect();

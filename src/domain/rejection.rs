@@ -146,6 +146,13 @@ pub enum Rejection {
     /// Citizen ids are listed for at least the head and at most every member.
     #[error("{citizens} citizen ids do not fit {members} members")]
     CitizensDoNotFitMembers { citizens: usize, members: u32 },
+    /// No member of the household holds a citizen id (the only one who did died, leaving
+    /// young children), so it cannot move: its arrival would list no citizen. Record its
+    /// members again first, with a guardian who holds one.
+    #[error(
+        "household {household} has no member with a citizen id; record its members again with one (a guardian) first"
+    )]
+    NoMemberWithCitizenId { household: String },
     /// The named citizen is not a member of the household (or still listed after a death).
     #[error("citizen is not a member of household {household}")]
     NotAMember { household: String },

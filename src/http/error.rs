@@ -321,6 +321,7 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         | RegistryBackDated { .. }
         | OpenLoans { .. }
         | PaymentsPendingAfterMove { .. }
+        | NoMemberWithCitizenId { .. }
         | NothingToRecord
         | UnknownHousehold { .. }
         | ClassificationExpired { .. }
@@ -404,6 +405,8 @@ fn payment_rejection_status(r: &crate::domain::payments::Rejection) -> StatusCod
         | TooManyAttempts { .. }
         | MonthNotPayable { .. }
         | BeneficiaryDied { .. }
+        | HouseholdNoLongerResident { .. }
+        | BeneficiaryNotAMember { .. }
         | BackDated { .. }
         | PaymentOperationBackDated { .. }
         | RefusalLimitReached { .. } => StatusCode::CONFLICT,

@@ -394,7 +394,8 @@ pub async fn change_members(
 }
 
 /// As `ansinh household record-death`: the deceased leaves the sealed data; if the head
-/// died, the first member with a citizen id becomes head.
+/// died, the first member with a citizen id becomes head. If none has one (young
+/// children), the record stays as it was until the members are recorded again.
 pub async fn record_death(
     State(api): State<Api>,
     Staff(caller): Staff,

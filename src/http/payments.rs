@@ -359,6 +359,10 @@ struct RunAnswer {
     /// Entitlements left unpaid because their beneficiary died before the month (paid
     /// through the month of death): an officer stops them.
     deceased: Vec<u64>,
+    /// Entitlements left unpaid because their beneficiary is no longer one of the
+    /// household's citizens (a member change took them out, or its data were erased):
+    /// an officer stops them.
+    not_a_member: Vec<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     receipt: Option<ReceiptBody>,
 }
@@ -387,18 +391,23 @@ pub async fn run(
             value.on,
         )
         .await;
-    let answer =
-        |outcome, instructions, amount, shortfalls, (not_resident, deceased), receipt| RunAnswer {
-            commune: code.to_string(),
-            period: period.to_string(),
-            outcome,
-            instructions,
-            amount,
-            shortfalls,
-            not_resident,
-            deceased,
-            receipt,
-        };
+    let answer = |outcome,
+                  instructions,
+                  amount,
+                  shortfalls,
+                  (not_resident, deceased, not_a_member),
+                  receipt| RunAnswer {
+        commune: code.to_string(),
+        period: period.to_string(),
+        outcome,
+        instructions,
+        amount,
+        shortfalls,
+        not_resident,
+        deceased,
+        not_a_member,
+        receipt,
+    };
     match ran {
         Ok(CommuneRun::Paid {
             issued,
@@ -406,6 +415,7 @@ pub async fn run(
             shortfalls,
             not_resident,
             deceased,
+            not_a_member,
             receipt,
         }) => {
             let body = answer(
@@ -413,7 +423,7 @@ pub async fn run(
                 issued,
                 amount,
                 shortfalls.iter().map(Shortfall::sentence).collect(),
-                (not_resident, deceased),
+                (not_resident, deceased, not_a_member),
                 Some(ReceiptBody::new(&receipt, None)),
             );
             Ok(created(receipt.duplicate, body))
@@ -425,7 +435,7 @@ pub async fn run(
                 0,
                 Decimal::ZERO,
                 Vec::new(),
-                (Vec::new(), Vec::new()),
+                (Vec::new(), Vec::new(), Vec::new()),
                 None,
             );
             Ok((axum::http::StatusCode::OK, axum::Json(body)).into_response())

@@ -50,8 +50,10 @@ const MAGIC: &[u8; 8] = b"ANSINHBK";
 /// which keep what fell due before them, so the same events fold to another schedule; 15:
 /// a freeze's schedule change keeps the day it ended (`unfrozen_on`), which the overdue
 /// job's surcharge counts the days priced by; 16: the payments book keeps the latest date
-/// of its runs, reissues and timeouts (`latest_operation_on`), which none may precede.
-pub const SNAPSHOT_FORMAT: u32 = 16;
+/// of its runs, reissues and timeouts (`latest_operation_on`), which none may precede; 17:
+/// a household keeps the citizens who died as its members (`Household::died`), so a run
+/// tells them from a citizen who left it alive.
+pub const SNAPSHOT_FORMAT: u32 = 17;
 const HEADER_BYTES: usize = 8 + 4 + 8 + 32 + 8 + 4 + 32;
 /// A writer takes a snapshot after this many events since its last one, and no sooner
 /// than `SNAPSHOT_TIME_INTERVAL_MIN` after it. Encoding holds the writer: ~0.2-0.9 s for

@@ -176,7 +176,8 @@ pub struct Member {
 impl PersonalData {
     /// The data left after the death of the citizen `deceased`: without them, and if the
     /// head died, the first member with a citizen id as head. None when the head died
-    /// and no member has an id to take their place (the household then has no head).
+    /// and no member has an id to take their place (the household then has no head: the
+    /// death is recorded without sealing again, `Service::record_death`).
     pub fn after_death(mut self, deceased: &str) -> Option<PersonalData> {
         if self.head_citizen_id == deceased {
             let pos = self.members.iter().position(|m| m.citizen_id.is_some())?;

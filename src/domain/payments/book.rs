@@ -219,6 +219,12 @@ pub enum EventBody {
         /// an earlier month (paid through the month of death): to be stopped by an officer.
         #[serde(default)]
         deceased: Vec<EntitlementId>,
+        /// Entitlements of the run's period left unpaid because their beneficiary is no
+        /// longer one of the household's citizens (a member change took them out, or its
+        /// data were erased): the household they joined may pay them. To be stopped by an
+        /// officer.
+        #[serde(default)]
+        not_a_member: Vec<EntitlementId>,
     },
     GatewayPostAccepted {
         post: GatewayPost,
@@ -412,9 +418,13 @@ pub trait RegistryFacts {
     fn resident(&self, household: &HouseholdRef, month: Month) -> bool;
     /// The day the citizen died, if the registry recorded their death.
     fn died_on(&self, citizen: &CitizenIndex) -> Option<NaiveDate>;
+    /// Whether the citizen is one of the household's citizens now, or was when they died
+    /// in it (the death rule then decides which months are paid).
+    fn is_member(&self, household: &HouseholdRef, citizen: &CitizenIndex) -> bool;
 }
 
-/// A registry where every household lives here and nobody has died (`decide`).
+/// A registry where every household lives here, with every citizen it ever had, and
+/// nobody has died (`decide`).
 pub struct EveryoneHere;
 
 impl RegistryFacts for EveryoneHere {
@@ -423,6 +433,9 @@ impl RegistryFacts for EveryoneHere {
     }
     fn died_on(&self, _: &CitizenIndex) -> Option<NaiveDate> {
         None
+    }
+    fn is_member(&self, _: &HouseholdRef, _: &CitizenIndex) -> bool {
+        true
     }
 }
 
@@ -434,7 +447,9 @@ pub fn decide(book: &Book, command: Command) -> Result<Decision, Rejection> {
 
 /// `decide` against what the partition's registry knows: a run pays no one for a month
 /// after their household left, nor after the month their beneficiary died, as a stop
-/// pays through the month of its date; a later month of a deceased's is not reissued.
+/// pays through the month of its date, nor a beneficiary no longer in their household; a
+/// later month of a deceased's, or of a household gone, and a month of a beneficiary who
+/// left, is not reissued.
 pub fn decide_for(
     book: &Book,
     command: Command,

@@ -170,6 +170,16 @@ impl Entitlement {
     pub fn died_on(&self, registry: &dyn RegistryFacts) -> Option<NaiveDate> {
         self.citizen.as_ref().and_then(|c| registry.died_on(c))
     }
+
+    /// Whether its beneficiary is no longer one of its household's citizens (a member
+    /// change took them out, or the household's data were erased): their claim is then
+    /// free, and the household they join may grant them the same allowance. False for an
+    /// entitlement without a recorded citizen (a member without an id, an older grant).
+    pub fn beneficiary_left(&self, registry: &dyn RegistryFacts) -> bool {
+        self.citizen
+            .as_ref()
+            .is_some_and(|c| !registry.is_member(&self.beneficiary.household, c))
+    }
 }
 
 impl Entitlement {

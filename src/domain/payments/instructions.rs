@@ -380,6 +380,7 @@ pub(crate) fn decide_run(
     let mut count = 0usize;
     let mut not_resident = Vec::new();
     let mut deceased = Vec::new();
+    let mut not_a_member = Vec::new();
     for e in out.book.entitlements.values() {
         if commune.as_ref().is_some_and(|c| *c != e.commune)
             || out.book.attempts.contains_key(&(e.id, period))
@@ -403,6 +404,15 @@ pub(crate) fn decide_run(
         // the entitlement for an officer to stop instead.
         if !out.registry.resident(&e.beneficiary.household, period) {
             not_resident.push(e.id);
+            continue;
+        }
+        // A beneficiary a member change took out of the household (or whose household's
+        // data were erased) is free to join another, which may grant them the same
+        // allowance: this household pays them no more, whatever the month, since the
+        // registry keeps who its citizens are, not since when. A beneficiary who died in
+        // the household is still one of its citizens: the death rule above decides.
+        if e.beneficiary_left(out.registry) {
+            not_a_member.push(e.id);
             continue;
         }
         count += 1;
@@ -437,7 +447,8 @@ pub(crate) fn decide_run(
 
     // Nothing left to issue or name: a run again of a month already paid adds nothing,
     // whatever its date (a run stopped half way is completed by running it again).
-    if by_budget.is_empty() && not_resident.is_empty() && deceased.is_empty() {
+    let named = !(not_resident.is_empty() && deceased.is_empty() && not_a_member.is_empty());
+    if by_budget.is_empty() && !named {
         return Ok(());
     }
     not_before_latest_operation(out.book, out.effective())?;
@@ -465,7 +476,7 @@ pub(crate) fn decide_run(
         total = money::add(total, needed)?;
     }
     match (issued, shortfalls.is_empty()) {
-        (0, true) if not_resident.is_empty() && deceased.is_empty() => Ok(()),
+        (0, true) if !named => Ok(()),
         // Nothing to pay but people skipped: the run is recorded all the same, so that
         // the officer is told whom to stop (and the log says the month was run).
         (0, true) => {
@@ -478,6 +489,7 @@ pub(crate) fn decide_run(
                 reference: data.hashes.clone(),
                 not_resident,
                 deceased,
+                not_a_member,
             });
             Ok(())
         }
@@ -492,6 +504,7 @@ pub(crate) fn decide_run(
                 reference: data.hashes.clone(),
                 not_resident,
                 deceased,
+                not_a_member,
             });
             Ok(())
         }
@@ -645,6 +658,26 @@ pub(crate) fn decide_reissue(
         .filter(|died_on| id.month > Month::of(*died_on))
     {
         return Err(Rejection::BeneficiaryDied { died_on });
+    }
+    // The beneficiary left the household (or its data were erased): the household they
+    // joined may pay them this month.
+    if entitlement.beneficiary_left(out.registry) {
+        return Err(Rejection::BeneficiaryNotAMember {
+            entitlement: id.entitlement,
+            household: entitlement.beneficiary.household.clone(),
+        });
+    }
+    // The household left before this month: the run here no longer pays it (it names the
+    // entitlement `not_resident`), and where the household lives now a grant may pay it, so
+    // a reissue here could pay the month twice.
+    if !out
+        .registry
+        .resident(&entitlement.beneficiary.household, id.month)
+    {
+        return Err(Rejection::HouseholdNoLongerResident {
+            household: entitlement.beneficiary.household.clone(),
+            month: id.month,
+        });
     }
     not_back_dated(i, out.effective())?;
     // Same amount and basis as the first attempt: the month's entitlement

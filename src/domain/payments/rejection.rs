@@ -250,6 +250,27 @@ pub enum Rejection {
     /// entitlement; nothing is owed past `died_on`'s month.
     #[error("the beneficiary died on {died_on}: no month after it is paid")]
     BeneficiaryDied { died_on: NaiveDate },
+    /// The entitlement's beneficiary is no longer one of its household's citizens (a
+    /// member change took them out, or the household's data were erased): the household
+    /// they joined may pay them, so this one pays no month again. Stop the entitlement.
+    #[error(
+        "the beneficiary of entitlement {entitlement} is no longer a member of household {household}: stop the entitlement"
+    )]
+    BeneficiaryNotAMember {
+        entitlement: EntitlementId,
+        household: HouseholdRef,
+    },
+    /// The household left the partition before this month (moved out, or its last member
+    /// died): the month is owed where it lives now, and the run here pays no month after
+    /// the one it left, so a reissue here could pay it twice. Stop the entitlement; pay the
+    /// month, if it is owed, where the household lives.
+    #[error(
+        "household {household} no longer lives in this partition in {month}: the month is not paid here"
+    )]
+    HouseholdNoLongerResident {
+        household: HouseholdRef,
+        month: Month,
+    },
     /// The command is dated before the instruction's last change. Use the
     /// real date (on or after `last`).
     #[error("effective date {effective} is before the last change on {last}")]

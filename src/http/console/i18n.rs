@@ -192,6 +192,7 @@ pub enum T {
     Shortfalls,
     NotResident,
     Deceased,
+    NotAMember,
     Anomalies,
     FindAnomalies,
     Recompute,
@@ -407,6 +408,10 @@ impl T {
             Deceased => (
                 "Không chi trả vì người hưởng đã mất trước tháng này (cần dừng trợ cấp)",
                 "Not paid: the beneficiary died before this month (stop these entitlements)",
+            ),
+            NotAMember => (
+                "Không chi trả vì người hưởng không còn là thành viên của hộ (cần dừng trợ cấp)",
+                "Not paid: the beneficiary is no longer a member of the household (stop these entitlements)",
             ),
             Anomalies => ("Bất thường", "Anomalies"),
             FindAnomalies => ("Tìm bất thường", "Find anomalies"),

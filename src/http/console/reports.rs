@@ -379,6 +379,7 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
             shortfalls,
             not_resident,
             deceased,
+            not_a_member,
             ..
         } = recorded(&api, &receipt).await?
         else {
@@ -394,6 +395,7 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
             shortfalls,
             not_resident,
             deceased,
+            not_a_member,
         )))
     }
     .await;
@@ -402,7 +404,7 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
             let body = html! {
                 @match &outcome {
                     None => p.ok #nothing-left { (lang.t(T::Nothing)) },
-                    Some((receipt, issued, amount, shortfalls, not_resident, deceased)) => {
+                    Some((receipt, issued, amount, shortfalls, not_resident, deceased, not_a_member)) => {
                         (receipt_block(lang, receipt))
                         table #run-result {
                             tr { th { (lang.t(T::Instructions)) } td.num #run-issued { (issued) } }
@@ -419,6 +421,12 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
                             p.err #run-deceased {
                                 (lang.t(T::Deceased)) ": "
                                 (deceased.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))
+                            }
+                        }
+                        @if !not_a_member.is_empty() {
+                            p.err #run-not-a-member {
+                                (lang.t(T::NotAMember)) ": "
+                                (not_a_member.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))
                             }
                         }
                     },
