@@ -162,6 +162,10 @@ fn payment_run(lang: Lang, run: &PaymentRunJob, page: usize) -> Markup {
                             (lang.t(T::Deceased)) ": "
                             (line.deceased.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))
                         }
+                        @if !line.not_a_member.is_empty() {
+                            (lang.t(T::NotAMember)) ": "
+                            (line.not_a_member.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))
+                        }
                     }
                 }
             }

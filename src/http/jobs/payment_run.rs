@@ -49,6 +49,10 @@ pub struct CommuneLine {
     /// Entitlements left unpaid: their beneficiary died before the month.
     #[serde(default)]
     pub deceased: Vec<u64>,
+    /// Entitlements left unpaid: their beneficiary is no longer one of the household's
+    /// citizens (a member change took them out, or its data were erased).
+    #[serde(default)]
+    pub not_a_member: Vec<u64>,
 }
 
 /// A payment run job's record (`kind` "payment_run").
@@ -222,6 +226,7 @@ async fn run_communes(
                 shortfalls,
                 not_resident,
                 deceased,
+                not_a_member,
                 ..
             }) => CommuneLine {
                 commune: commune.to_string(),
@@ -231,6 +236,7 @@ async fn run_communes(
                 shortfalls: sentences(&shortfalls),
                 not_resident,
                 deceased,
+                not_a_member,
             },
             Ok(CommuneRun::NothingLeft) => CommuneLine {
                 commune: commune.to_string(),
@@ -240,6 +246,7 @@ async fn run_communes(
                 shortfalls: Vec::new(),
                 not_resident: Vec::new(),
                 deceased: Vec::new(),
+                not_a_member: Vec::new(),
             },
             Ok(CommuneRun::Unfunded { shortfalls }) => CommuneLine {
                 commune: commune.to_string(),
@@ -249,6 +256,7 @@ async fn run_communes(
                 shortfalls: sentences(&shortfalls),
                 not_resident: Vec::new(),
                 deceased: Vec::new(),
+                not_a_member: Vec::new(),
             },
             Err(e) => {
                 run_of(held).state = "failed".into();
