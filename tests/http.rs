@@ -4350,3 +4350,33 @@ async fn a_stray_message_stops_no_read_and_a_stopped_read_model_is_not_ready() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
+
+/// A savings group of only invisible characters, or with a control character, is refused
+/// at the API as the console and the CLI refuse it, and nothing is appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blank_or_invisible_savings_group_is_refused_and_appends_nothing() {
+    let s = server().await;
+    assert_eq!(
+        s.register(HOUSEHOLD, "001085012345").await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(s.classify_poor(HOUSEHOLD).await.status, StatusCode::CREATED);
+    let events = s.events().await;
+    for (n, group) in ["\u{200B}", "\u{200B}\u{2060}", "TK\u{0007}01"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut body = Server::approval(HOUSEHOLD);
+        body["savings_group"] = json!(group);
+        let refused = s
+            .post(&s.staff.officer, "/v1/loans", &format!("approve-{n}"), body)
+            .await;
+        assert_eq!(
+            refused.status.as_u16() / 100,
+            4,
+            "{group:?}: {}",
+            refused.body
+        );
+        assert_eq!(s.events().await, events, "{group:?}");
+    }
+}

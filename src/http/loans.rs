@@ -197,13 +197,16 @@ pub async fn approve(
 ) -> Result<Response, ApiError> {
     let h = household(&value.household_id)?;
     let reason = audit_text("reason", &value.reason, Rejection::MissingReason)?;
+    // Read by the typed parser every entrance uses (the console's and the CLI's): one
+    // of only invisible characters, or a control character, never reaches the log.
+    let savings_group = crate::input::savings_group(&value.savings_group)?;
     let write = Write::new(&caller, &key, fingerprint);
     let action = LoanAction::Approve {
         household: h,
         programme: value.programme,
         amount: value.amount,
         term_months: value.term_months,
-        savings_group: value.savings_group,
+        savings_group,
         entrusted: value.entrusted.into(),
     };
     let receipt = api
