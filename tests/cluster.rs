@@ -18,6 +18,11 @@ use tokio::task::JoinHandle;
 /// How long the cluster may take to elect its JetStream leaders, and a new stream
 /// leader after one is killed.
 const ELECTION_WAIT_MAX: Duration = Duration::from_secs(60);
+/// Bound on a step after a fault that must end on its own (every append answered, the
+/// chain read to its end): past it the test fails naming the step, where it would
+/// otherwise wait for ever (seen once, under a heavily loaded machine, with the leader
+/// killed).
+const FAULT_STEP_MAX: Duration = Duration::from_secs(180);
 /// Appending tasks and appends each: the load the leader is killed under.
 const WRITERS: u64 = 8;
 const APPENDS_PER_WRITER: u64 = 150;
@@ -138,7 +143,10 @@ impl Load {
         let mut receipts = Vec::new();
         let mut failed = 0;
         for w in self.writers {
-            let (r, f) = w.await.unwrap();
+            let (r, f) = tokio::time::timeout(FAULT_STEP_MAX, w)
+                .await
+                .expect("every append is answered, landed or refused, after the fault")
+                .unwrap();
             receipts.extend(r);
             failed += f;
         }
@@ -163,15 +171,19 @@ async fn every_acknowledged_event_is_there(
     let deadline = tokio::time::Instant::now() + ELECTION_WAIT_MAX;
     let mut stream = ledger.stream().clone();
     let report = loop {
-        match ansinh::verify::verify(
-            &mut stream,
-            config,
-            &ansinh::checkpoint::CheckpointConfig::default().keys_partition,
-            None,
-            |_| {},
+        let verified = tokio::time::timeout(
+            FAULT_STEP_MAX,
+            ansinh::verify::verify(
+                &mut stream,
+                config,
+                &ansinh::checkpoint::CheckpointConfig::default().keys_partition,
+                None,
+                |_| {},
+            ),
         )
         .await
-        {
+        .expect("the chain is read to its end after the fault");
+        match verified {
             Ok(report) => break report,
             Err(ansinh::verify::VerifyError::Nats(e)) if tokio::time::Instant::now() < deadline => {
                 eprintln!("reading after the fault: {e}; again");
