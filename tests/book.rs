@@ -1945,6 +1945,17 @@ fn payment_command(kind: ansinh::domain::payments::CommandKind, on: &str) -> Com
     }
 }
 
+/// The partition's payment run of `period`, every commune, dated `on`.
+fn run(period: &str, on: &str) -> Command {
+    payment_command(
+        ansinh::domain::payments::CommandKind::Run {
+            period: ansinh::domain::payments::month::Month::parse(period).unwrap(),
+            commune: None,
+        },
+        on,
+    )
+}
+
 /// A monthly allowance of the household's member "m1", paid by bank from 2026-10.
 fn allowance(household: &str) -> ansinh::domain::payments::CommandKind {
     use ansinh::domain::payments::entitlements::{Channel, Terms};
@@ -2011,15 +2022,6 @@ fn a_run_pays_no_household_that_moved_out_or_died_out_and_names_their_entitlemen
         on: d("2026-10-21"),
     }));
 
-    let run = |period: &str, on: &str| {
-        payment_command(
-            Pay::Run {
-                period: Month::parse(period).unwrap(),
-                commune: None,
-            },
-            on,
-        )
-    };
     let october = book.decide(&run("2026-10", "2026-10-25")).unwrap();
     assert_eq!(
         october.len(),
@@ -2878,15 +2880,6 @@ fn a_household_pays_no_allowance_to_a_citizen_who_left_it() {
             *f = Month::parse(from).unwrap();
         }
         payment_command(kind, "2026-10-01")
-    };
-    let run = |period: &str, on: &str| {
-        payment_command(
-            Pay::Run {
-                period: Month::parse(period).unwrap(),
-                commune: None,
-            },
-            on,
-        )
     };
     let mut book = Folded::new();
     // The citizen [2; 32] is m2 of `left`, paid there from October.

@@ -332,14 +332,19 @@ impl Server {
             self.register(HOUSEHOLD, "001090000001").await.status,
             StatusCode::CREATED
         );
-        let m = &self.staff.manager;
+        self.granted_and_funded_october(HOUSEHOLD, "grant-1").await;
+    }
+
+    /// The head of `household` granted the elderly allowance through the bank from
+    /// October 2026 (under `key`), and October's budget allocated.
+    async fn granted_and_funded_october(&self, household: &str, key: &str) {
         let granted = self
             .send(
-                m,
+                &self.staff.manager,
                 "/v1/entitlements",
-                "grant-1",
+                key,
                 json!({
-                    "household_id": HOUSEHOLD, "member": "m1",
+                    "household_id": household, "member": "m1",
                     "category": "ELDERLY_80_PLUS_NO_PENSION", "channel": "bank", "gateway": "vcb",
                     "from": "2026-10", "on": "2026-10-01"
                 }),
@@ -1452,7 +1457,7 @@ async fn a_run_names_an_allowance_whose_beneficiary_died_before_its_month() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_death_of_the_only_member_with_a_citizen_id_is_recorded_and_stops_the_allowance() {
     let s = &server().await;
-    let (officer, m) = (&s.staff.officer, &s.staff.manager);
+    let officer = &s.staff.officer;
     let household = "0100007-000041";
     let registered = s
         .post(
@@ -1480,22 +1485,7 @@ async fn the_death_of_the_only_member_with_a_citizen_id_is_recorded_and_stops_th
         "{}",
         registered.body
     );
-    let granted = s
-        .send(
-            m,
-            "/v1/entitlements",
-            "grant-41",
-            json!({
-                "household_id": household, "member": "m1",
-                "category": "ELDERLY_80_PLUS_NO_PENSION", "channel": "bank", "gateway": "vcb",
-                "from": "2026-10", "on": "2026-10-01"
-            }),
-            "entitlement.response",
-        )
-        .await;
-    assert_eq!(granted.status, StatusCode::CREATED, "{}", granted.body);
-    let budget = s.allocate("budget-10", "2026-10", "2026-10-01").await;
-    assert_eq!(budget.status, StatusCode::CREATED, "{}", budget.body);
+    s.granted_and_funded_october(household, "grant-41").await;
 
     let died = s
         .post(
