@@ -783,7 +783,8 @@ impl PartitionWriter {
     }
 
     /// Saves the book as the partition's snapshot, at the head the index has recorded
-    /// durably (so a start from it never skips a key). The book is encoded here; the
+    /// durably (so a start from it never skips a key); none while a message is held. The
+    /// book is encoded here; the
     /// file is written beside the next commits. Best effort: a snapshot that fails is
     /// logged, and the next start folds a little more.
     async fn take_snapshot(&mut self) {
@@ -796,6 +797,12 @@ impl PartitionWriter {
         let (Some(book), true) = (self.book.as_ref(), self.caught_up) else {
             return; // a failed index commit dropped the book
         };
+        if !self.held.is_empty() {
+            // The head may stop inside the held message (a frame whose tail broke the
+            // chain): a start from there would read on after that message, never hold
+            // it, and build past it. The next start folds to it and holds it again.
+            return;
+        }
         let at = match store.flush().and_then(|()| store.head(&partition)) {
             Ok(Some(at)) if at.sequence == book.sequence => at,
             Ok(_) => return, // nothing recorded yet, or the index is elsewhere
