@@ -1260,6 +1260,47 @@ async fn a_frame_whose_tail_breaks_the_chain_stays_held_across_a_restart() {
     ledger.close().await.unwrap();
 }
 
+/// The index's last commit, left unsynced by a burst, becomes durable without another
+/// append or a close (ADR 0005): it holds the remembered head, which only the index knows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_index_commit_becomes_durable_without_another_append() {
+    use ansinh::log::store::INDEX_SYNC_INTERVAL;
+    use std::time::{Duration, Instant};
+    async fn until(what: &str, bound: Duration, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + bound;
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}: not within {bound:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    let store = ledger.store().clone();
+    // An append right after a fsync: its index commit is not synced with it (unless the
+    // machine took the whole interval in between: then again).
+    for attempt in 1.. {
+        store.sync().unwrap();
+        let key = format!("k{attempt}");
+        ledger.append(note("01", &key, "x")).await.unwrap();
+        until("the key recorded", Duration::from_secs(5), || {
+            store.idempotent("01", &key).unwrap().is_some()
+        })
+        .await;
+        if store.sync_pending() {
+            break;
+        }
+        assert!(attempt < 20, "every index commit was synced at once");
+    }
+    // Then nothing more: within a bound, the commit is durable.
+    until(
+        "the last index commit synced",
+        INDEX_SYNC_INTERVAL * 25,
+        || !store.sync_pending(),
+    )
+    .await;
+    ledger.close().await.unwrap();
+}
+
 /// `Ansinh-Seq` names the message's last event (docs/CHAIN.md section 1): a message of
 /// good events whose header says another sequence is reported where it stands, as a
 /// wrong `Ansinh-Hash` is, in a frame and in a single-event message.
