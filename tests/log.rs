@@ -1161,6 +1161,146 @@ async fn a_forged_or_damaged_frame_is_found_and_located_and_blocks_appends() {
     }
 }
 
+/// A frame whose first event continues the chain and whose next one does not: the chain
+/// takes the first, the rest of the message is held, and the head stops inside it. A
+/// restart must hold it again: a writer that started after it would append an event the
+/// readers, which hold the message too, can only take as its exclusion, and stop there
+/// for good. So no book snapshot is kept at that head, at close or by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_whose_tail_breaks_the_chain_stays_held_across_a_restart() {
+    use ansinh::log::{HeadRecord, snapshot};
+    let js = jetstream::new(client().await);
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let sled_dir = dir.path().join("ledger.sled");
+    let ledger = ledger_at(&config, dir.path()).await;
+    let mut head = None;
+    for i in 0..3 {
+        head = Some(
+            ledger
+                .append(note("01", &format!("k{i}"), "real"))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut events = chained("01", 4, head.unwrap().hash, 3);
+    let mut second = Envelope::decode(events[1].clone()).unwrap();
+    second.prev_hash = Bytes::from(vec![7u8; 32]);
+    events[1] = second.encode_to_vec().into();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(frame::HEADER_FORMAT, frame::FORMAT_FRAME);
+    let held = publish_on_01(&js, &config, headers, frame::encode(&events).0)
+        .await
+        .sequence;
+    let stream = stream_of(&config).await;
+    let last_sequence = || async { stream.clone().info().await.unwrap().state.last_sequence };
+    let refused_at = |result: Result<ansinh::log::Receipt, AppendError>| match result {
+        Err(AppendError::ChainBroken {
+            stream_sequence, ..
+        }) => stream_sequence,
+        other => panic!("an append past a held message: {other:?}"),
+    };
+    // The writer catches up: event 4 joins the chain, the rest of its message is held.
+    assert_eq!(
+        refused_at(ledger.append(note("01", "after-1", "x")).await),
+        held
+    );
+    let at = ledger.store().head("01").unwrap().unwrap();
+    assert_eq!((at.sequence, at.stream_sequence, at.index), (4, held, 0));
+    ledger.close().await.unwrap();
+
+    // Restarted, with whatever closing kept: the message is held again.
+    let ledger = ledger_at(&config, dir.path()).await;
+    assert_eq!(
+        refused_at(ledger.append(note("01", "after-2", "x")).await),
+        held
+    );
+    let stopped = ledger.stopped_partitions().unwrap();
+    assert!(
+        stopped
+            .iter()
+            .any(|(p, why)| p == "01" && why.contains("held")),
+        "{stopped:?}"
+    );
+    assert_eq!(last_sequence().await, held);
+    ledger.close().await.unwrap();
+    assert!(
+        snapshot::load(&sled_dir, "01").unwrap().is_none(),
+        "a book snapshot at a head inside a held message"
+    );
+
+    // A snapshot at that head (as an earlier version kept one) is not trusted: the
+    // audit names it, and the writer discards it and holds the message again.
+    let subject = config.subject(&Partition::new("01").unwrap());
+    let book = snapshot::fold(&stream, &subject, "01", held).await.unwrap();
+    assert_eq!(book.sequence, 4);
+    let inside = HeadRecord {
+        sequence: 4,
+        hash: chain::event_hash(&events[0]),
+        stream_sequence: held,
+        index: 0,
+    };
+    let body = ansinh::book::snapshot::encode(&book);
+    snapshot::save(&sled_dir, "01", &inside, &body).unwrap();
+    let checks = snapshot::check_all(&sled_dir, &stream, &config.subject_prefix)
+        .await
+        .unwrap();
+    let difference = checks[0]
+        .difference
+        .clone()
+        .expect("a snapshot inside a message");
+    assert!(difference.contains("not the last"), "{difference}");
+    let ledger = ledger_at(&config, dir.path()).await;
+    assert_eq!(
+        refused_at(ledger.append(note("01", "after-3", "x")).await),
+        held
+    );
+    assert_eq!(last_sequence().await, held);
+    assert!(snapshot::load(&sled_dir, "01").unwrap().is_none());
+    ledger.close().await.unwrap();
+}
+
+/// The index's last commit, left unsynced by a burst, becomes durable without another
+/// append or a close (ADR 0005): it holds the remembered head, which only the index knows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_index_commit_becomes_durable_without_another_append() {
+    use ansinh::log::store::INDEX_SYNC_INTERVAL;
+    use std::time::{Duration, Instant};
+    async fn until(what: &str, bound: Duration, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + bound;
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}: not within {bound:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    let store = ledger.store().clone();
+    // An append right after a fsync: its index commit is not synced with it (unless the
+    // machine took the whole interval in between: then again).
+    for attempt in 1.. {
+        store.sync().unwrap();
+        let key = format!("k{attempt}");
+        ledger.append(note("01", &key, "x")).await.unwrap();
+        until("the key recorded", Duration::from_secs(5), || {
+            store.idempotent("01", &key).unwrap().is_some()
+        })
+        .await;
+        if store.sync_pending() {
+            break;
+        }
+        assert!(attempt < 20, "every index commit was synced at once");
+    }
+    // Then nothing more: within a bound, the commit is durable.
+    until(
+        "the last index commit synced",
+        INDEX_SYNC_INTERVAL * 25,
+        || !store.sync_pending(),
+    )
+    .await;
+    ledger.close().await.unwrap();
+}
+
 /// `Ansinh-Seq` names the message's last event (docs/CHAIN.md section 1): a message of
 /// good events whose header says another sequence is reported where it stands, as a
 /// wrong `Ansinh-Hash` is, in a frame and in a single-event message.

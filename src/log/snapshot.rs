@@ -4,7 +4,9 @@
 //!
 //! A snapshot names the chain position it was taken at (partition sequence, event
 //! hash, stream sequence, index in the message). It is trusted only after that event
-//! is read back from the stream with that hash; the writer then replays forward from
+//! is read back from the stream with that hash, as its message's last event (a head
+//! inside a message is one whose tail broke the chain, which a start from there would
+//! never hold); the writer then replays forward from
 //! there, checking each link as usual. Anything else (a position the stream does not
 //! hold, a checksum or format that does not match, a book that does not decode) and
 //! the snapshot is discarded and the chain folded from genesis: a snapshot can make a
@@ -202,9 +204,9 @@ pub fn partitions(store_dir: &Path) -> Result<Vec<String>, SnapshotError> {
     Ok(out)
 }
 
-/// Why a snapshot's position is not on the chain the stream holds: `Ok(None)` when it
-/// is, `Err` when the stream could not be read to tell (a leader election, a timeout),
-/// which says nothing against the snapshot.
+/// Why a snapshot's position is not on the chain the stream holds, or does not close its
+/// message: `Ok(None)` when it is and does, `Err` when the stream could not be read to
+/// tell (a leader election, a timeout), which says nothing against the snapshot.
 pub async fn mismatch(
     stream: &Stream,
     subject: &str,
@@ -225,6 +227,12 @@ pub async fn mismatch(
         Some(event) if event.hash != at.hash || event.malformed.is_some() => Some(format!(
             "the event at stream sequence {} does not have the snapshot's hash",
             at.stream_sequence
+        )),
+        // A writer starting from it reads on from the next message: the rest of this one,
+        // which broke the chain (a writer's own frames are never cut), would never be held.
+        Some(event) if !event.last_in_message => Some(format!(
+            "the event at stream sequence {} (index {}) is not the last of its message",
+            at.stream_sequence, at.index
         )),
         Some(_) => None,
     })

@@ -84,9 +84,12 @@ pub const STORE_CACHE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 /// redb's page cache for the log index: hot pages are heads and recent keys; older
 /// keys are read from disk on the (rare) lookups that reach them.
 pub const INDEX_CACHE_BYTES_MAX: usize = 32 * 1024 * 1024;
-/// Index commits are made durable (fsync) at least this often; in between they are
-/// atomic but may be lost in a crash, which is safe: the index is re-derived from
-/// the log on catch-up, and an older remembered head is still a true one.
+/// Index commits are made durable (fsync) at least this often: a commit is fsynced
+/// when this long has passed since the last fsync, and one left unsynced is synced this
+/// long after that fsync by the ledger's syncer (`writer::Ledger::open`), appends or
+/// not. In between they are atomic but may be lost in a crash, which is safe: the index
+/// is re-derived from the log on catch-up, and an older remembered head is still a
+/// true one.
 pub const INDEX_SYNC_INTERVAL: Duration = Duration::from_millis(200);
 /// File name of the log index inside the store directory.
 pub const INDEX_FILE: &str = "log-index.redb";
@@ -133,8 +136,35 @@ pub struct LedgerStore {
 
 struct Index {
     db: redb::Database,
+    sync: Mutex<SyncState>,
+}
+
+/// Which index commits are durable.
+struct SyncState {
     /// When the last durable (fsynced) commit was made.
-    last_sync: Mutex<Instant>,
+    last: Instant,
+    /// Commits begun, each numbered while it holds redb's write transaction (one at a
+    /// time), so in the order they commit.
+    begun: u64,
+    /// Every commit numbered up to this one is durable: a durable commit makes every
+    /// earlier one durable too.
+    durable_through: u64,
+}
+
+impl Index {
+    /// Numbers a commit whose write transaction is open; whether it is due to be durable.
+    fn begin_commit(&self) -> (u64, bool) {
+        let mut sync = self.sync.lock().expect("sync lock poisoned");
+        sync.begun += 1;
+        (sync.begun, sync.last.elapsed() >= INDEX_SYNC_INTERVAL)
+    }
+
+    /// Commit `number` was made durable.
+    fn synced(&self, number: u64) {
+        let mut sync = self.sync.lock().expect("sync lock poisoned");
+        sync.last = Instant::now();
+        sync.durable_through = sync.durable_through.max(number);
+    }
 }
 
 fn idem_key(partition: &str, key: &str) -> Vec<u8> {
@@ -162,7 +192,11 @@ impl LedgerStore {
             path: path.to_path_buf(),
             index: std::sync::Arc::new(Index {
                 db: index,
-                last_sync: Mutex::new(Instant::now()),
+                sync: Mutex::new(SyncState {
+                    last: Instant::now(),
+                    begun: 0,
+                    durable_through: 0,
+                }),
             }),
         };
         store.create_tables()?;
@@ -275,8 +309,9 @@ impl LedgerStore {
 
     /// Records acknowledged (or caught-up) events: every idempotency key and the new
     /// head, in one atomic commit. The commit is fsynced when INDEX_SYNC_INTERVAL has
-    /// passed since the last fsync; a crash may lose the newest unsynced commits, never
-    /// part of one, and catch-up re-records them from the log.
+    /// passed since the last fsync, else by a later commit or `sync`; a crash may lose the
+    /// newest unsynced commits, never part of one, and catch-up re-records them from the
+    /// log.
     pub fn record(
         &self,
         partition: &str,
@@ -284,7 +319,7 @@ impl LedgerStore {
         keys: &[(String, HeadRecord)],
     ) -> Result<(), StoreError> {
         let mut tx = self.index.db.begin_write()?;
-        let durable = self.sync_due();
+        let (number, durable) = self.index.begin_commit();
         if !durable {
             tx.set_durability(redb::Durability::None)?;
         }
@@ -298,25 +333,39 @@ impl LedgerStore {
         }
         tx.commit()?;
         if durable {
-            *self.index.last_sync.lock().expect("sync lock poisoned") = Instant::now();
+            self.index.synced(number);
         }
         Ok(())
     }
 
-    fn sync_due(&self) -> bool {
-        self.index
-            .last_sync
-            .lock()
-            .expect("sync lock poisoned")
-            .elapsed()
-            >= INDEX_SYNC_INTERVAL
+    /// Whether an index commit may not be durable yet (a commit that failed counts too,
+    /// until the next fsync).
+    pub fn sync_pending(&self) -> bool {
+        let sync = self.index.sync.lock().expect("sync lock poisoned");
+        sync.begun > sync.durable_through
+    }
+
+    /// When the commits not yet durable are due to be synced (`INDEX_SYNC_INTERVAL`
+    /// after the last fsync; zero when overdue), or None when every commit is durable.
+    pub fn sync_due_in(&self) -> Option<Duration> {
+        let sync = self.index.sync.lock().expect("sync lock poisoned");
+        (sync.begun > sync.durable_through)
+            .then(|| INDEX_SYNC_INTERVAL.saturating_sub(sync.last.elapsed()))
+    }
+
+    /// Makes every index commit made so far durable (one fsync).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        // An empty durable commit also makes every earlier non-durable one durable.
+        let tx = self.index.db.begin_write()?;
+        let (number, _) = self.index.begin_commit();
+        tx.commit()?;
+        self.index.synced(number);
+        Ok(())
     }
 
     /// Makes sure everything recorded so far is on disk (index and projections).
     pub fn flush(&self) -> Result<(), StoreError> {
-        // An empty durable commit also makes every earlier non-durable one durable.
-        self.index.db.begin_write()?.commit()?;
-        *self.index.last_sync.lock().expect("sync lock poisoned") = Instant::now();
+        self.sync()?;
         self.db.flush()?;
         Ok(())
     }
@@ -395,6 +444,30 @@ mod tests {
             stream_sequence: 100 + u64::from(n),
             index: u32::from(n % 3),
         }
+    }
+
+    #[test]
+    fn a_commit_left_unsynced_is_pending_until_a_sync_or_a_durable_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LedgerStore::open(dir.path()).unwrap();
+        store.sync().unwrap();
+        assert!(!store.sync_pending());
+        assert_eq!(store.sync_due_in(), None);
+        // Right after a fsync, a commit is not synced: due within the interval.
+        store.record("01", &at(1), &[("k1".into(), at(1))]).unwrap();
+        assert!(store.sync_pending());
+        let due = store.sync_due_in().expect("due");
+        assert!(due <= INDEX_SYNC_INTERVAL, "{due:?}");
+        store.sync().unwrap();
+        assert!(!store.sync_pending());
+        // A commit made once the interval has passed is synced with it.
+        store.record("01", &at(2), &[("k2".into(), at(2))]).unwrap();
+        assert!(store.sync_pending());
+        store.index.sync.lock().unwrap().last -= INDEX_SYNC_INTERVAL;
+        assert_eq!(store.sync_due_in(), Some(Duration::ZERO));
+        store.record("01", &at(3), &[("k3".into(), at(3))]).unwrap();
+        assert!(!store.sync_pending());
+        assert_eq!(store.head("01").unwrap(), Some(at(3)));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use super::envelope;
 use super::frame::{self, FORMAT_FRAME, HEADER_FORMAT};
 use super::reader::{self, EventAt, RawEvent};
 use super::snapshot;
-use super::store::{HeadRecord, LedgerStore, StoreError};
+use super::store::{HeadRecord, INDEX_SYNC_INTERVAL, LedgerStore, StoreError};
 use super::stream::{LogConfig, StreamError, ensure_stream};
 use super::{HEADER_HASH, HEADER_SEQUENCE};
 use crate::book::{self, PartitionBook};
@@ -263,6 +263,8 @@ struct Shared {
     /// the metrics read it here (`Ledger::stopped_partitions`) rather than wait for the
     /// periodic verify.
     holding: Mutex<BTreeMap<String, String>>,
+    /// The index's syncer (`sync_index`) and what stops it; taken by `Ledger::close`.
+    syncer: Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
 }
 
 /// The last RECENT_EVENTS_MAX events this process committed, by where they are stored:
@@ -334,13 +336,13 @@ impl Ledger {
             frame_bytes_max,
             recent: Mutex::default(),
             holding: Mutex::default(),
+            syncer: Mutex::default(),
         };
-        Ok((
-            Self {
-                shared: Arc::new(shared),
-            },
-            lost,
-        ))
+        let shared = Arc::new(shared);
+        let (stop, stopped) = oneshot::channel();
+        let syncer = tokio::spawn(sync_index(Arc::downgrade(&shared), stopped));
+        *shared.syncer.lock().expect("syncer lock poisoned") = Some((stop, syncer));
+        Ok((Self { shared }, lost))
     }
 
     pub fn store(&self) -> &LedgerStore {
@@ -541,6 +543,18 @@ impl Ledger {
                 tracing::error!(error = %e, "a partition writer failed");
             }
         }
+        let syncer = self
+            .shared
+            .syncer
+            .lock()
+            .expect("syncer lock poisoned")
+            .take();
+        if let Some((stop, task)) = syncer {
+            let _ = stop.send(());
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "the index syncer failed");
+            }
+        }
         self.shared
             .client
             .flush()
@@ -548,6 +562,44 @@ impl Ledger {
             .map_err(|e| AppendError::Nats(e.to_string()))?;
         self.shared.store.flush()?;
         Ok(())
+    }
+}
+
+/// Makes the index's commits durable `INDEX_SYNC_INTERVAL` after the last fsync when no
+/// later commit does (`LedgerStore::record` fsyncs only a commit made once the interval
+/// has passed): after a burst and then quiet, the last commits, with the remembered heads
+/// that detect a server which lost acknowledged events, would otherwise wait for the next
+/// append or the close. Ends when the ledger closes or is dropped.
+async fn sync_index(shared: std::sync::Weak<Shared>, mut stop: oneshot::Receiver<()>) {
+    loop {
+        let Some(store) = shared.upgrade().map(|s| s.store.clone()) else {
+            return;
+        };
+        // Nothing pending: look again an interval later (a commit made meanwhile is then
+        // due at most an interval after it was made).
+        let wait = store.sync_due_in().unwrap_or(INDEX_SYNC_INTERVAL);
+        drop(store); // a ledger dropped meanwhile closes its index
+        tokio::select! {
+            _ = &mut stop => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        let Some(store) = shared.upgrade().map(|s| s.store.clone()) else {
+            return;
+        };
+        if store.sync_due_in() != Some(std::time::Duration::ZERO) {
+            continue;
+        }
+        let failed = match tokio::task::spawn_blocking(move || store.sync()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        // Still overdue: wait an interval before the next attempt, not a moment.
+        tracing::warn!(error = %failed, "the log index did not sync; trying again");
+        tokio::select! {
+            _ = &mut stop => return,
+            () = tokio::time::sleep(INDEX_SYNC_INTERVAL) => {}
+        }
     }
 }
 
@@ -783,7 +835,8 @@ impl PartitionWriter {
     }
 
     /// Saves the book as the partition's snapshot, at the head the index has recorded
-    /// durably (so a start from it never skips a key). The book is encoded here; the
+    /// durably (so a start from it never skips a key); none while a message is held. The
+    /// book is encoded here; the
     /// file is written beside the next commits. Best effort: a snapshot that fails is
     /// logged, and the next start folds a little more.
     async fn take_snapshot(&mut self) {
@@ -796,6 +849,12 @@ impl PartitionWriter {
         let (Some(book), true) = (self.book.as_ref(), self.caught_up) else {
             return; // a failed index commit dropped the book
         };
+        if !self.held.is_empty() {
+            // The head may stop inside the held message (a frame whose tail broke the
+            // chain): a start from there would read on after that message, never hold
+            // it, and build past it. The next start folds to it and holds it again.
+            return;
+        }
         let at = match store.flush().and_then(|()| store.head(&partition)) {
             Ok(Some(at)) if at.sequence == book.sequence => at,
             Ok(_) => return, // nothing recorded yet, or the index is elsewhere
