@@ -335,6 +335,25 @@ impl Server {
         self.granted_and_funded_october(HOUSEHOLD, "grant-1").await;
     }
 
+    /// After a death on 2026-10-20 of the beneficiary of entitlement 1: October's run pays
+    /// the month of death, November's pays nothing and names the entitlement `deceased`.
+    async fn october_paid_and_november_named_deceased(&self) {
+        let october = self.run_commune("run-10", "2026-10", "2026-10-21").await;
+        assert_eq!(october.status, StatusCode::CREATED, "{}", october.body);
+        assert_eq!(
+            (&october.body["instructions"], &october.body["deceased"]),
+            (&json!(1), &json!([]))
+        );
+        let budget = self.allocate("budget-11", "2026-11", "2026-10-21").await;
+        assert_eq!(budget.status, StatusCode::CREATED, "{}", budget.body);
+        let november = self.run_commune("run-11", "2026-11", "2026-11-01").await;
+        assert_eq!(november.status, StatusCode::CREATED, "{}", november.body);
+        assert_eq!(
+            (&november.body["instructions"], &november.body["deceased"]),
+            (&json!(0), &json!([1]))
+        );
+    }
+
     /// The head of `household` granted the elderly allowance through the bank from
     /// October 2026 (under `key`), and October's budget allocated.
     async fn granted_and_funded_october(&self, household: &str, key: &str) {
@@ -1434,20 +1453,7 @@ async fn a_run_names_an_allowance_whose_beneficiary_died_before_its_month() {
         )
         .await;
     assert_eq!(died.status, StatusCode::CREATED, "{}", died.body);
-    let october = s.run_commune("run-10", "2026-10", "2026-10-21").await;
-    assert_eq!(october.status, StatusCode::CREATED, "{}", october.body);
-    assert_eq!(
-        (&october.body["instructions"], &october.body["deceased"]),
-        (&json!(1), &json!([]))
-    );
-    let budget = s.allocate("budget-11", "2026-11", "2026-10-21").await;
-    assert_eq!(budget.status, StatusCode::CREATED, "{}", budget.body);
-    let november = s.run_commune("run-11", "2026-11", "2026-11-01").await;
-    assert_eq!(november.status, StatusCode::CREATED, "{}", november.body);
-    assert_eq!(
-        (&november.body["instructions"], &november.body["deceased"]),
-        (&json!(0), &json!([1]))
-    );
+    s.october_paid_and_november_named_deceased().await;
 }
 
 /// The death of a household's only member with a citizen id (the head, leaving young
@@ -1499,20 +1505,7 @@ async fn the_death_of_the_only_member_with_a_citizen_id_is_recorded_and_stops_th
     let view = s.view(officer, household).await;
     assert_eq!(view["household"]["members"], 2, "{view}");
 
-    let october = s.run_commune("run-10", "2026-10", "2026-10-21").await;
-    assert_eq!(october.status, StatusCode::CREATED, "{}", october.body);
-    assert_eq!(
-        (&october.body["instructions"], &october.body["deceased"]),
-        (&json!(1), &json!([]))
-    );
-    let budget = s.allocate("budget-11", "2026-11", "2026-10-21").await;
-    assert_eq!(budget.status, StatusCode::CREATED, "{}", budget.body);
-    let november = s.run_commune("run-11", "2026-11", "2026-11-01").await;
-    assert_eq!(november.status, StatusCode::CREATED, "{}", november.body);
-    assert_eq!(
-        (&november.body["instructions"], &november.body["deceased"]),
-        (&json!(0), &json!([1]))
-    );
+    s.october_paid_and_november_named_deceased().await;
 }
 
 /// A budget allocated (or an entitlement granted) on a day still to come changes no day's
