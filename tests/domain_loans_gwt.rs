@@ -1430,8 +1430,9 @@ fn a_move_after_interest_priced_past_the_due_date_charges_the_overdue_excess() {
     let on_time = history_from(&h, &[mark("2025-02-11"), accrue("2025-03-05")]);
     // Interest priced to 02-28 at the normal rate with the 02-10 instalment unpaid and
     // not moved: how a loan stands in a log recorded before every accrual moved what
-    // fell due first (today's accrual of 02-28 moves it, as the test above shows). A
-    // move recorded now still charges the excess.
+    // fell due first (an accrual of 02-28 now moves it first, see
+    // `arrears_cured_before_any_overdue_job_still_pay_the_overdue_rate`). A move
+    // recorded now still charges the excess.
     let priced_past = ansinh::domain::loans::Event {
         id: h.last().unwrap().id + 1,
         actor: "officer-1".into(),
