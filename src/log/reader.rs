@@ -225,13 +225,23 @@ pub const READ_PULL_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// stalls for seconds on lost acks and replies. Frames of hundreds of events make that
 /// limit easy to reach: a few hundred fetches of ~1 MiB frames at once pass it, and so do
 /// concurrent reads (a reader asks for its next pull when half of the last has arrived,
-/// so up to 1.5 pulls are on their way; ADR 0006). So reads and fetches of whole messages
-/// (`at_sequence`, `last_on_subject`) reserve room in this budget while their bytes are
-/// on their way, and wait for room rather than overrun the server's limit. Half the
-/// server's default leaves the other half for everything else on the connection.
+/// so up to 1.5 pulls are on their way; ADR 0006). So reads reserve room in this budget
+/// while their bytes are on their way, and wait for room rather than overrun the server's
+/// limit; fetches of whole messages have a budget of their own
+/// (`FETCHES_BYTES_IN_FLIGHT_MAX`). The two together, 40 MiB, leave the rest of the
+/// server's default for pub acks and replies, which are small.
 pub const READS_BYTES_IN_FLIGHT_MAX: usize = 32 * 1024 * 1024;
 static READS_IN_FLIGHT: tokio::sync::Semaphore =
     tokio::sync::Semaphore::const_new(READS_BYTES_IN_FLIGHT_MAX);
+/// Bytes all fetches of one whole message (`at_sequence`, `last_on_subject`) of this
+/// process may have asked for at once: five of the largest message. Apart from the reads'
+/// budget because a read holds its room for as long as it runs (a verify, a scan, a
+/// proof: minutes on a year's log), and four of them fill it; a writer's fetch of its
+/// subject's last message (after a lost fence, or to prove its book current) would then
+/// wait behind them, and the partition's appends with it.
+pub const FETCHES_BYTES_IN_FLIGHT_MAX: usize = 8 * 1024 * 1024;
+static FETCHES_IN_FLIGHT: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(FETCHES_BYTES_IN_FLIGHT_MAX);
 /// Messages one pull asks for at most (async-nats's default).
 const READ_PULL_MESSAGES_MAX: usize = 500;
 /// How long the server keeps one pull open. A read only waits on a pull when the server
@@ -551,19 +561,26 @@ pub async fn last_stream_sequence(stream: &mut stream::Stream) -> Result<u64, St
     }
 }
 
-/// Reserves room in READS_BYTES_IN_FLIGHT_MAX for one message of `stream` fetched
+/// Reserves room in FETCHES_BYTES_IN_FLIGHT_MAX for one message of `stream` fetched
 /// whole, while it is on its way: whoever looks up one event (a household's personal
-/// data, an old receipt) fetches the whole frame that holds it. Room for the largest
-/// message the stream admits, a third more in case the server answers in JSON (base64)
-/// rather than by direct get.
+/// data, an old receipt) fetches the whole frame that holds it.
 async fn room_for_one_message(stream: &stream::Stream) -> tokio::sync::SemaphorePermit<'static> {
-    let bytes = largest_message(stream.cached_info().config.max_message_size) / 3 * 4;
-    let bytes = u32::try_from(bytes.min(READS_BYTES_IN_FLIGHT_MAX))
-        .expect("the budget fits a semaphore's permits");
-    READS_IN_FLIGHT
-        .acquire_many(bytes)
+    FETCHES_IN_FLIGHT
+        .acquire_many(one_message_bytes(
+            stream.cached_info().config.max_message_size,
+        ))
         .await
-        .expect("the reads' budget is never closed")
+        .expect("the fetches' budget is never closed")
+}
+
+/// The room one fetch of a message of a stream whose `max_msg_size` is
+/// `max_message_size` reserves: the largest message it admits, a third more in case the
+/// server answers in JSON (base64) rather than by direct get; never more than the whole
+/// budget.
+fn one_message_bytes(max_message_size: i32) -> u32 {
+    let bytes = largest_message(max_message_size) / 3 * 4;
+    u32::try_from(bytes.min(FETCHES_BYTES_IN_FLIGHT_MAX))
+        .expect("the budget fits a semaphore's permits")
 }
 
 /// The last event of one subject (the last of its last message), or None when the
@@ -660,4 +677,25 @@ pub async fn event_at(stream: &stream::Stream, at: EventAt) -> Result<Option<Raw
     Ok(at_sequence(stream, at.stream_sequence)
         .await?
         .and_then(|events| events.into_iter().nth(at.index as usize)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fetch of one message never waits behind reads: with the reads' whole budget
+    /// held (four long reads, a verify and three proofs say), there is room for five
+    /// fetches of the largest message the event stream admits.
+    #[tokio::test]
+    async fn fetches_have_room_while_reads_hold_their_whole_budget() {
+        let _reads = READS_IN_FLIGHT
+            .acquire_many(READS_BYTES_IN_FLIGHT_MAX as u32)
+            .await
+            .unwrap();
+        let one = one_message_bytes(crate::log::stream::MESSAGE_BYTES_MAX as i32);
+        let fetches: Vec<_> = (0..5)
+            .map(|_| FETCHES_IN_FLIGHT.try_acquire_many(one))
+            .collect();
+        assert!(fetches.iter().all(Result::is_ok), "{one} bytes a fetch");
+    }
 }
