@@ -122,17 +122,20 @@ async fn then_checkpoints(
         }
         return Ok(code);
     }
+    // With --json, each partition's count and latest checkpoint, not every checkpoint
+    // (`--checkpoints`, refused with --json, lists them for people): one document.
+    let audit = checkpoint::cli::audit(
+        client,
+        log,
+        checkpoints,
+        partition.as_ref(),
+        read_only,
+        list_checkpoints && !json,
+    )
+    .await;
     if !json {
         // For people: the chain's lines are printed, the checkpoints' follow.
-        let audit = checkpoint::cli::audit(
-            client,
-            log,
-            checkpoints,
-            partition.as_ref(),
-            read_only,
-            list_checkpoints,
-        )
-        .await?;
+        let audit = audit?;
         let uncovered = uncovered(&audit, &heads);
         checkpoint::cli::print_audit(&audit, list_checkpoints, &uncovered);
         return Ok(exit_code(audit.ok()));
@@ -140,17 +143,6 @@ async fn then_checkpoints(
     let Some(serde_json::Value::Object(mut document)) = document else {
         unreachable!("a chain that verifies hands back its JSON verdict");
     };
-    // One document: each partition's count and latest checkpoint, not every checkpoint
-    // (`--checkpoints` lists them for people).
-    let audit = checkpoint::cli::audit(
-        client,
-        log,
-        checkpoints,
-        partition.as_ref(),
-        read_only,
-        false,
-    )
-    .await;
     let code = match audit {
         Ok(audit) => {
             document.insert("checkpoints_ok".into(), audit.ok().into());
