@@ -1507,13 +1507,8 @@ pub enum CommuneRun {
         amount: Decimal,
         /// Budgets that could not cover their part: nothing was issued on them.
         shortfalls: Vec<crate::domain::payments::instructions::Shortfall>,
-        /// Entitlements left unpaid: their household no longer lives in the partition.
-        not_resident: Vec<crate::domain::payments::entitlements::EntitlementId>,
-        /// Entitlements left unpaid: their beneficiary died before the month.
-        deceased: Vec<crate::domain::payments::entitlements::EntitlementId>,
-        /// Entitlements left unpaid: their beneficiary is no longer one of the
-        /// household's citizens (moved to another household, or its data erased).
-        not_a_member: Vec<crate::domain::payments::entitlements::EntitlementId>,
+        /// Entitlements left unpaid, by why, for an officer to stop.
+        left_unpaid: crate::domain::payments::instructions::LeftUnpaid,
         receipt: Receipt,
     },
     /// Every active entitlement already had its instruction for the month.
@@ -1571,9 +1566,11 @@ impl Service {
                 issued,
                 amount,
                 shortfalls,
-                not_resident,
-                deceased,
-                not_a_member,
+                left_unpaid: crate::domain::payments::instructions::LeftUnpaid {
+                    not_resident,
+                    deceased,
+                    not_a_member,
+                },
                 receipt,
             }),
             _ => Err(ServiceError::Rejected(Rejection::UnsupportedCommand {

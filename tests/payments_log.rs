@@ -922,8 +922,10 @@ async fn an_allowance_is_paid_through_the_month_of_its_beneficiarys_death_and_no
                 .unwrap()
             {
                 CommuneRun::Paid {
-                    issued, deceased, ..
-                } => (issued, deceased),
+                    issued,
+                    left_unpaid,
+                    ..
+                } => (issued, left_unpaid.deceased),
                 other => panic!("{other:?}"),
             }
         }

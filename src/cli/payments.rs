@@ -468,21 +468,21 @@ async fn payment_run(
                 issued: n,
                 amount: total,
                 shortfalls: short,
-                not_resident,
-                deceased,
-                not_a_member,
+                left_unpaid,
                 receipt,
             }) => {
                 issued += n;
                 amount += total;
                 let shortfalls: Vec<String> = short.iter().map(Shortfall::sentence).collect();
-                serde_json::json!({
+                let mut line = serde_json::json!({
                     "commune": commune.to_string(), "outcome": "paid", "instructions": n,
                     "amount": total.to_string(), "shortfalls": shortfalls,
-                    "not_resident": not_resident, "deceased": deceased,
-                    "not_a_member": not_a_member,
                     "duplicate": receipt.duplicate, "sequence": receipt.sequence,
-                })
+                });
+                for (reason, ids) in left_unpaid.by_reason() {
+                    line[reason] = serde_json::json!(ids);
+                }
+                line
             }
             Ok(CommuneRun::NothingLeft) => {
                 serde_json::json!({"commune": commune.to_string(), "outcome": "nothing_left"})
@@ -512,41 +512,27 @@ async fn payment_run(
                     for s in line["shortfalls"].as_array().into_iter().flatten() {
                         println!("  not paid: {}", s.as_str().unwrap_or_default());
                     }
-                    let gone: Vec<String> = line["not_resident"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(ToString::to_string)
-                        .collect();
-                    if !gone.is_empty() {
-                        println!(
-                            "  not paid, the household no longer lives here (stop them): entitlements {}",
-                            gone.join(", ")
-                        );
-                    }
-                    let died: Vec<String> = line["deceased"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(ToString::to_string)
-                        .collect();
-                    if !died.is_empty() {
-                        println!(
-                            "  not paid, the beneficiary died before {period} (stop them): entitlements {}",
-                            died.join(", ")
-                        );
-                    }
-                    let left: Vec<String> = line["not_a_member"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(ToString::to_string)
-                        .collect();
-                    if !left.is_empty() {
-                        println!(
-                            "  not paid, the beneficiary is no longer a member of the household (stop them): entitlements {}",
-                            left.join(", ")
-                        );
+                    let died_before = format!("the beneficiary died before {period}");
+                    for (reason, why) in [
+                        ("not_resident", "the household no longer lives here"),
+                        ("deceased", died_before.as_str()),
+                        (
+                            "not_a_member",
+                            "the beneficiary is no longer a member of the household",
+                        ),
+                    ] {
+                        let ids: Vec<String> = line[reason]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(ToString::to_string)
+                            .collect();
+                        if !ids.is_empty() {
+                            println!(
+                                "  not paid, {why} (stop them): entitlements {}",
+                                ids.join(", ")
+                            );
+                        }
                     }
                 }
                 Some("nothing_left") => {

@@ -18,7 +18,7 @@ use crate::domain::payments::ids::{
     BeneficiaryRef, CategoryId, CommuneId, GatewayId, HouseholdRef, MemberRef, ProgrammeId,
 };
 use crate::domain::payments::instructions::InstructionId;
-use crate::domain::payments::instructions::Shortfall;
+use crate::domain::payments::instructions::{LeftUnpaid, Shortfall};
 use crate::domain::payments::{CommandKind, EventBody};
 use crate::proto::envelope::Payload;
 use crate::service::CommuneRun;
@@ -353,16 +353,10 @@ struct RunAnswer {
     amount: Decimal,
     /// Each budget that could not cover its part, in words (amounts as `1.500.000 ₫`).
     shortfalls: Vec<String>,
-    /// Entitlements left unpaid because their household no longer lives in the
-    /// partition: an officer stops them.
-    not_resident: Vec<u64>,
-    /// Entitlements left unpaid because their beneficiary died before the month (paid
-    /// through the month of death): an officer stops them.
-    deceased: Vec<u64>,
-    /// Entitlements left unpaid because their beneficiary is no longer one of the
-    /// household's citizens (a member change took them out, or its data were erased):
+    /// Entitlements left unpaid, by why (`not_resident`, `deceased`, `not_a_member`):
     /// an officer stops them.
-    not_a_member: Vec<u64>,
+    #[serde(flatten)]
+    left_unpaid: LeftUnpaid,
     #[serde(skip_serializing_if = "Option::is_none")]
     receipt: Option<ReceiptBody>,
 }
@@ -391,21 +385,14 @@ pub async fn run(
             value.on,
         )
         .await;
-    let answer = |outcome,
-                  instructions,
-                  amount,
-                  shortfalls,
-                  (not_resident, deceased, not_a_member),
-                  receipt| RunAnswer {
+    let answer = |outcome, instructions, amount, shortfalls, left_unpaid, receipt| RunAnswer {
         commune: code.to_string(),
         period: period.to_string(),
         outcome,
         instructions,
         amount,
         shortfalls,
-        not_resident,
-        deceased,
-        not_a_member,
+        left_unpaid,
         receipt,
     };
     match ran {
@@ -413,9 +400,7 @@ pub async fn run(
             issued,
             amount,
             shortfalls,
-            not_resident,
-            deceased,
-            not_a_member,
+            left_unpaid,
             receipt,
         }) => {
             let body = answer(
@@ -423,7 +408,7 @@ pub async fn run(
                 issued,
                 amount,
                 shortfalls.iter().map(Shortfall::sentence).collect(),
-                (not_resident, deceased, not_a_member),
+                left_unpaid,
                 Some(ReceiptBody::new(&receipt, None)),
             );
             Ok(created(receipt.duplicate, body))
@@ -435,7 +420,7 @@ pub async fn run(
                 0,
                 Decimal::ZERO,
                 Vec::new(),
-                (Vec::new(), Vec::new(), Vec::new()),
+                LeftUnpaid::default(),
                 None,
             );
             Ok((axum::http::StatusCode::OK, axum::Json(body)).into_response())

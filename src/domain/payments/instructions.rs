@@ -170,6 +170,39 @@ impl Instruction {
     }
 }
 
+/// The entitlements a run left unpaid and named for an officer to stop, by why: the
+/// three lists of its `PaymentRunCompleted`, as a run's answers carry them (each list a
+/// field of its own in JSON).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeftUnpaid {
+    /// Their household no longer lives in the partition.
+    #[serde(default)]
+    pub not_resident: Vec<EntitlementId>,
+    /// Their beneficiary died before the month (paid through the month of death).
+    #[serde(default)]
+    pub deceased: Vec<EntitlementId>,
+    /// Their beneficiary is no longer one of the household's citizens (a member change
+    /// took them out, or its data were erased).
+    #[serde(default)]
+    pub not_a_member: Vec<EntitlementId>,
+}
+
+impl LeftUnpaid {
+    /// Each list with its field's name, in the order the answers give them.
+    pub fn by_reason(&self) -> [(&'static str, &[EntitlementId]); 3] {
+        [
+            ("not_resident", &self.not_resident),
+            ("deceased", &self.deceased),
+            ("not_a_member", &self.not_a_member),
+        ]
+    }
+
+    /// How many entitlements are named, whatever the reason.
+    pub fn count(&self) -> usize {
+        self.by_reason().iter().map(|(_, ids)| ids.len()).sum()
+    }
+}
+
 /// A budget a run could not cover in full. Nothing is issued on it, so that
 /// no beneficiary of a commune is paid ahead of another by id order; top it
 /// up and run again (re-running only adds what is missing).

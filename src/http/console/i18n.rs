@@ -454,6 +454,27 @@ impl T {
     }
 }
 
+/// Each list of a run's entitlements left unpaid that names any, in `lang`: (the field's
+/// name, with `-` for `_`, for an element id; why they were left; the ids, joined).
+pub fn left_unpaid(
+    lang: Lang,
+    left: &crate::domain::payments::instructions::LeftUnpaid,
+) -> Vec<(String, &'static str, String)> {
+    left.by_reason()
+        .into_iter()
+        .filter(|(_, ids)| !ids.is_empty())
+        .map(|(reason, ids)| {
+            let why = match reason {
+                "not_resident" => T::NotResident,
+                "deceased" => T::Deceased,
+                _ => T::NotAMember,
+            };
+            let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+            (reason.replace('_', "-"), lang.t(why), ids.join(", "))
+        })
+        .collect()
+}
+
 /// Money as Vietnamese readers write it (`1.500.000 ₫`): the ledger's own formatter.
 pub fn money(amount: Decimal) -> String {
     crate::domain::money::format_vnd(amount)

@@ -154,17 +154,8 @@ fn payment_run(lang: Lang, run: &PaymentRunJob, page: usize) -> Markup {
                     td.num { (line.instructions) } td.num { (i18n::money(line.amount)) }
                     td {
                         @for s in &line.shortfalls { (s) br; }
-                        @if !line.not_resident.is_empty() {
-                            (lang.t(T::NotResident)) ": "
-                            (line.not_resident.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))
-                        }
-                        @if !line.deceased.is_empty() {
-                            (lang.t(T::Deceased)) ": "
-                            (line.deceased.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))
-                        }
-                        @if !line.not_a_member.is_empty() {
-                            (lang.t(T::NotAMember)) ": "
-                            (line.not_a_member.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))
+                        @for (_, why, ids) in i18n::left_unpaid(lang, &line.left_unpaid) {
+                            (why) ": " (ids)
                         }
                     }
                 }

@@ -17,7 +17,7 @@ use crate::access::{self, Operation};
 use crate::domain::Rejection;
 use crate::domain::payments::budget::BudgetKey;
 use crate::domain::payments::ids::ProgrammeId;
-use crate::domain::payments::instructions::Shortfall;
+use crate::domain::payments::instructions::{LeftUnpaid, Shortfall};
 use crate::domain::payments::{CommandKind, EventBody};
 use crate::service::ServiceError;
 
@@ -388,15 +388,12 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
             ));
         };
         let shortfalls: Vec<String> = shortfalls.iter().map(Shortfall::sentence).collect();
-        Ok(Some((
-            receipt,
-            issued,
-            amount,
-            shortfalls,
+        let left_unpaid = LeftUnpaid {
             not_resident,
             deceased,
             not_a_member,
-        )))
+        };
+        Ok(Some((receipt, issued, amount, shortfalls, left_unpaid)))
     }
     .await;
     match result {
@@ -404,30 +401,15 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
             let body = html! {
                 @match &outcome {
                     None => p.ok #nothing-left { (lang.t(T::Nothing)) },
-                    Some((receipt, issued, amount, shortfalls, not_resident, deceased, not_a_member)) => {
+                    Some((receipt, issued, amount, shortfalls, left_unpaid)) => {
                         (receipt_block(lang, receipt))
                         table #run-result {
                             tr { th { (lang.t(T::Instructions)) } td.num #run-issued { (issued) } }
                             tr { th { (lang.t(T::Amount)) } td.num #run-amount { (i18n::money(*amount)) } }
                         }
                         @for s in shortfalls { p.err { (s) } }
-                        @if !not_resident.is_empty() {
-                            p.err #run-not-resident {
-                                (lang.t(T::NotResident)) ": "
-                                (not_resident.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))
-                            }
-                        }
-                        @if !deceased.is_empty() {
-                            p.err #run-deceased {
-                                (lang.t(T::Deceased)) ": "
-                                (deceased.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))
-                            }
-                        }
-                        @if !not_a_member.is_empty() {
-                            p.err #run-not-a-member {
-                                (lang.t(T::NotAMember)) ": "
-                                (not_a_member.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))
-                            }
+                        @for (reason, why, ids) in i18n::left_unpaid(lang, left_unpaid) {
+                            p.err id=(format!("run-{reason}")) { (why) ": " (ids) }
                         }
                     },
                 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::access::{self, Caller, Operation};
 use crate::chain::{Digest, Partition};
 use crate::domain::payments::ids::CommuneId;
-use crate::domain::payments::instructions::Shortfall;
+use crate::domain::payments::instructions::{LeftUnpaid, Shortfall};
 use crate::domain::payments::month::Month;
 use crate::service::{CommuneRun, Request};
 
@@ -43,16 +43,10 @@ pub struct CommuneLine {
     pub instructions: u64,
     pub amount: Decimal,
     pub shortfalls: Vec<String>,
-    /// Entitlements left unpaid: their household no longer lives in the partition.
-    #[serde(default)]
-    pub not_resident: Vec<u64>,
-    /// Entitlements left unpaid: their beneficiary died before the month.
-    #[serde(default)]
-    pub deceased: Vec<u64>,
-    /// Entitlements left unpaid: their beneficiary is no longer one of the household's
-    /// citizens (a member change took them out, or its data were erased).
-    #[serde(default)]
-    pub not_a_member: Vec<u64>,
+    /// Entitlements left unpaid, by why (`not_resident`, `deceased`, `not_a_member`;
+    /// each missing from records made before it was kept).
+    #[serde(flatten)]
+    pub left_unpaid: LeftUnpaid,
 }
 
 /// A payment run job's record (`kind` "payment_run").
@@ -224,9 +218,7 @@ async fn run_communes(
                 issued,
                 amount,
                 shortfalls,
-                not_resident,
-                deceased,
-                not_a_member,
+                left_unpaid,
                 ..
             }) => CommuneLine {
                 commune: commune.to_string(),
@@ -234,9 +226,7 @@ async fn run_communes(
                 instructions: issued,
                 amount,
                 shortfalls: sentences(&shortfalls),
-                not_resident,
-                deceased,
-                not_a_member,
+                left_unpaid,
             },
             Ok(CommuneRun::NothingLeft) => CommuneLine {
                 commune: commune.to_string(),
@@ -244,9 +234,7 @@ async fn run_communes(
                 instructions: 0,
                 amount: Decimal::ZERO,
                 shortfalls: Vec::new(),
-                not_resident: Vec::new(),
-                deceased: Vec::new(),
-                not_a_member: Vec::new(),
+                left_unpaid: LeftUnpaid::default(),
             },
             Ok(CommuneRun::Unfunded { shortfalls }) => CommuneLine {
                 commune: commune.to_string(),
@@ -254,9 +242,7 @@ async fn run_communes(
                 instructions: 0,
                 amount: Decimal::ZERO,
                 shortfalls: sentences(&shortfalls),
-                not_resident: Vec::new(),
-                deceased: Vec::new(),
-                not_a_member: Vec::new(),
+                left_unpaid: LeftUnpaid::default(),
             },
             Err(e) => {
                 run_of(held).state = "failed".into();
