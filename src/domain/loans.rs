@@ -693,13 +693,11 @@ fn overdue_surcharge(
 /// job came still pays the overdue rate for the days they were late.
 fn accrue_first(out: &mut Out<'_>, loan: &Loan) -> Result<Loan, Rejection> {
     let mut l = loan.clone();
-    // Each move takes at least its instalment, so the schedule's length bounds the
-    // loop; the bound only guards against a schedule that moved nothing.
-    for _ in 0..=l.schedule()?.len() {
-        match move_first_arrears(out, &l)? {
-            Some(after) => l = after,
-            None => break,
-        }
+    // Ends: each move takes at least its instalment, so there are no more of them than
+    // instalments; a step that moved nothing (an accrual alone) leaves the next with
+    // nothing to accrue or move, which answers None.
+    while let Some(after) = move_first_arrears(out, &l)? {
+        l = after;
     }
     if let Some(body) = accrual(&l, out.cmd.effective)? {
         let e = out.push(body).clone();
