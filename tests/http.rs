@@ -3626,18 +3626,7 @@ async fn a_job_whose_process_stopped_is_taken_over_by_the_same_request() {
     let m = &s.staff.manager;
     let path = "/v1/partitions/01/payment-runs";
     let run = json!({"period": "2026-10", "on": "2026-10-05"});
-    let start = || async {
-        let response = s
-            .client
-            .post(format!("{}{path}", s.base))
-            .bearer_auth(m)
-            .header("idempotency-key", "prun-stopped")
-            .json(&run)
-            .send()
-            .await
-            .unwrap();
-        s.answer(response, "job.response").await
-    };
+    let start = || s.send(m, path, "prun-stopped", run.clone(), "job.response");
     let started = start().await;
     assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
     let id = started.body["job"].as_str().unwrap().to_owned();
@@ -3915,17 +3904,14 @@ async fn a_failed_run_is_resumed_by_the_same_request() {
     s.funded_october().await;
     let path = "/v1/partitions/01/payment-runs";
     let run = json!({"period": "2026-10", "on": "2026-10-05"});
-    let start = || async {
-        let response = s
-            .client
-            .post(format!("{}{path}", s.base))
-            .bearer_auth(&s.staff.manager)
-            .header("idempotency-key", "prun-failed")
-            .json(&run)
-            .send()
-            .await
-            .unwrap();
-        s.answer(response, "job.response").await
+    let start = || {
+        s.send(
+            &s.staff.manager,
+            path,
+            "prun-failed",
+            run.clone(),
+            "job.response",
+        )
     };
     let started = start().await;
     assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
