@@ -14,6 +14,28 @@ fn loan_cmd(date: &str, kind: CommandKind) -> ansinh::domain::loans::Command {
     cmd(date, kind)
 }
 
+/// Loan 1 frozen on `date` after the disaster of decision QD-123/UBND.
+fn freeze(date: &str) -> ansinh::domain::loans::Command {
+    loan_cmd(
+        date,
+        CommandKind::Freeze {
+            loan: 1,
+            disaster_ref: "QD-123/UBND".into(),
+        },
+    )
+}
+
+/// Loan 1 unfrozen on `date`, its due date moved to `new_due` if given.
+fn unfreeze(date: &str, new_due: Option<&str>) -> ansinh::domain::loans::Command {
+    loan_cmd(
+        date,
+        CommandKind::Unfreeze {
+            loan: 1,
+            new_due: new_due.map(d),
+        },
+    )
+}
+
 #[test]
 fn approval_with_expired_class_refused() {
     given(&history(&[classify("2025-03-01", 1_200_000, POOR3, 2025)]))
@@ -656,16 +678,7 @@ fn freeze_stops_interest_and_write_off_clears_risk_debt() {
             },
         ))
         .then_rejects(Rejection::MissingDisasterReference);
-    let frozen = history_from(
-        &h,
-        &[loan_cmd(
-            "2025-02-10",
-            CommandKind::Freeze {
-                loan: 1,
-                disaster_ref: "QD-123/UBND".into(),
-            },
-        )],
-    );
+    let frozen = history_from(&h, &[freeze("2025-02-10")]);
     let h2 = [h, frozen].concat();
     given(&h2)
         .when(loan_cmd(
@@ -1181,26 +1194,8 @@ fn an_extension_after_the_due_date_is_refused() {
 #[test]
 fn a_freeze_ends_and_interest_runs_again_from_that_day_only() {
     let h = poor_loan_history();
-    let frozen = history_from(
-        &h,
-        &[loan_cmd(
-            "2025-02-10",
-            CommandKind::Freeze {
-                loan: 1,
-                disaster_ref: "QD-123/UBND".into(),
-            },
-        )],
-    );
+    let frozen = history_from(&h, &[freeze("2025-02-10")]);
     let h = [h, frozen].concat();
-    let unfreeze = |date: &str, new_due: Option<&str>| {
-        loan_cmd(
-            date,
-            CommandKind::Unfreeze {
-                loan: 1,
-                new_due: new_due.map(d),
-            },
-        )
-    };
     // Frozen 2025-02-10 .. 2025-08-10: 181 days, so the due date 2026-01-10 may move on
     // to 2026-07-10 at most.
     given(&h)
@@ -1274,21 +1269,9 @@ fn a_freeze_suspends_the_schedule() {
     let more = history_from(
         &h,
         &[
-            loan_cmd(
-                "2025-02-10",
-                CommandKind::Freeze {
-                    loan: 1,
-                    disaster_ref: "QD-123/UBND".into(),
-                },
-            ),
+            freeze("2025-02-10"),
             // 181 days frozen; the due date 2026-01-10 moves on as far.
-            loan_cmd(
-                "2025-08-10",
-                CommandKind::Unfreeze {
-                    loan: 1,
-                    new_due: Some(d("2026-07-10")),
-                },
-            ),
+            unfreeze("2025-08-10", Some("2026-07-10")),
         ],
     );
     let h = [h, more].concat();
@@ -1334,16 +1317,7 @@ fn a_freeze_suspends_the_schedule() {
     // Unfrozen without a new due date, nothing moves: what fell due while frozen is
     // overdue at once.
     let frozen = &h[..h.len() - 1];
-    let unfrozen = history_from(
-        frozen,
-        &[loan_cmd(
-            "2025-08-10",
-            CommandKind::Unfreeze {
-                loan: 1,
-                new_due: None,
-            },
-        )],
-    );
+    let unfrozen = history_from(frozen, &[unfreeze("2025-08-10", None)]);
     given(&[frozen, &unfrozen[..]].concat())
         .when(mark("2025-08-10"))
         .then(|b, _| {
@@ -1537,25 +1511,7 @@ fn a_move_after_interest_priced_past_the_due_date_charges_the_overdue_excess() {
     // The days a loan was frozen were never priced: an instalment that fell due while
     // frozen, moved the day the freeze ended without a new due date, is charged nothing
     // for them.
-    let frozen = history_from(
-        &h,
-        &[
-            loan_cmd(
-                "2025-02-10",
-                CommandKind::Freeze {
-                    loan: 1,
-                    disaster_ref: "QD-123/UBND".into(),
-                },
-            ),
-            loan_cmd(
-                "2025-08-10",
-                CommandKind::Unfreeze {
-                    loan: 1,
-                    new_due: None,
-                },
-            ),
-        ],
-    );
+    let frozen = history_from(&h, &[freeze("2025-02-10"), unfreeze("2025-08-10", None)]);
     given(&[h, frozen].concat())
         .when(mark("2025-08-10"))
         .then(|_, evs| {
