@@ -386,6 +386,9 @@ pub async fn connect(url: &str, auth: &NatsAuth) -> Result<async_nats::Client, A
         })
 }
 
+/// How often a connection asks its server whether it is still there.
+pub const NATS_PING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The servers `url` names and the options of a connection as `auth`, for `connect` and
 /// for a process's other connections (`Runtime::gateway_connection`).
 pub async fn connect_options(
@@ -419,6 +422,11 @@ pub async fn connect_options(
         .collect::<Result<_, _>>()?;
     let options = options
         .name("ansinh")
+        // A server that stops answering without closing the connection (frozen, its
+        // machine paused) is left for another once two pings go unanswered: with the
+        // client's default of a minute that took minutes, with every append and read of
+        // the process waiting on it.
+        .ping_interval(NATS_PING_INTERVAL)
         // Disconnects, slow-consumer drops and server errors reach the operator's log:
         // a request that then times out is otherwise a mystery.
         .event_callback(|event| async move {

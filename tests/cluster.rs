@@ -942,3 +942,142 @@ async fn two_processes_making_the_claims_stream_at_once_both_claim_at_once() {
         "each shared citizen in exactly one household"
     );
 }
+
+/// Messages on the read tests' subject, one event each: more than a paused read holds in
+/// its pulls and its read-ahead (1.5 pulls of 500 messages, 17 chunks of 256 events), so
+/// the read must pull again after the fault.
+const READ_MESSAGES: u64 = 8_000;
+
+/// Which server a read test freezes, given the one holding the read's consumer and the
+/// one its client is connected to.
+#[derive(Clone, Copy)]
+enum Freeze {
+    ConsumersServer,
+    ClientsServer,
+}
+
+/// A read whose consumer's server stops answering in the middle (frozen with SIGSTOP: a
+/// hung disk, a machine paused) goes on with a new consumer after the last message it
+/// visited: every message once, in order. The other servers keep the route to the frozen
+/// one and pass the read's pulls to it; without idle heartbeats the client pulled again
+/// every expiry, unanswered, and the read stood still for a minute (measured: 64 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_whose_consumers_server_stops_answering_goes_on_with_a_new_consumer() {
+    read_through_a_frozen_server(Freeze::ConsumersServer).await;
+}
+
+/// A read whose client's own server stops answering goes on once the client has left
+/// that server for another (two pings unanswered) with a new consumer: every message
+/// once, in order. Before, the client waited for the default minute between pings, and
+/// the read then failed on the old consumer's missing answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_whose_clients_server_stops_answering_goes_on_from_another_server() {
+    read_through_a_frozen_server(Freeze::ClientsServer).await;
+}
+
+async fn read_through_a_frozen_server(freeze: Freeze) {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = NatsServer::start_cluster(dir.path(), 3, Sync::Always).expect("start cluster");
+    let client = app::connect(&urls(&nodes), &ansinh::app::NatsAuth::default())
+        .await
+        .expect("connect to the cluster");
+    let deadline = tokio::time::Instant::now() + ELECTION_WAIT_MAX;
+    wait_for_meta_leader(&client, deadline).await;
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = loop {
+        let config = async_nats::jetstream::stream::Config {
+            name: "READS".into(),
+            subjects: vec!["reads.>".into()],
+            num_replicas: 3,
+            ..Default::default()
+        };
+        match js.get_or_create_stream(config).await {
+            Ok(stream) => break stream,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("stream not made yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the stream was never made: {e}"),
+        }
+    };
+    for first in (1..=READ_MESSAGES).step_by(500) {
+        let mut acks = Vec::new();
+        for i in first..(first + 500).min(READ_MESSAGES + 1) {
+            let ack = js.publish("reads.one", format!("message {i}").into());
+            acks.push(ack.await.expect("publish"));
+        }
+        for ack in acks {
+            ack.await.expect("stored");
+        }
+    }
+
+    // The read stops at its first message until the server is frozen: its visitor
+    // blocks one of the two workers, the pulls run on the other.
+    let (paused, on_pause) = tokio::sync::oneshot::channel();
+    let (resume, on_resume) = std::sync::mpsc::channel::<()>();
+    let read = {
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut pause = Some((paused, on_resume));
+            let read = reader::read_range(&stream, "reads.one", 1, READ_MESSAGES, |event| {
+                seen.push(event.stream_sequence);
+                if let Some((paused, on_resume)) = pause.take() {
+                    paused.send(()).unwrap();
+                    on_resume.recv().unwrap();
+                }
+                Ok::<(), std::convert::Infallible>(())
+            })
+            .await;
+            (read.map_err(|e| e.to_string()), seen)
+        })
+    };
+    on_pause.await.expect("the read started");
+    let info = stream.clone();
+    let consumers: Vec<String> = futures::TryStreamExt::try_collect(info.consumer_names())
+        .await
+        .expect("list consumers");
+    assert_eq!(consumers.len(), 1, "the read's consumer: {consumers:?}");
+    let holder = info
+        .consumer_info(&consumers[0])
+        .await
+        .expect("consumer info")
+        .cluster
+        .and_then(|c| c.leader)
+        .expect("the consumer has a server");
+    let connected = client.server_info().server_name;
+    let target = match freeze {
+        Freeze::ConsumersServer => holder.clone(),
+        Freeze::ClientsServer => connected.clone(),
+    };
+    eprintln!("freezing {target}; the read's consumer is on {holder}, its client on {connected}");
+    let frozen = nodes[target.trim_start_matches('n').parse::<usize>().unwrap()].pid();
+    let _thaw = Frozen::freeze(frozen);
+    resume.send(()).unwrap();
+
+    let (read, seen) = tokio::time::timeout(FAULT_STEP_MAX, read)
+        .await
+        .expect("the read ended within its bound")
+        .unwrap();
+    assert_eq!(read, Ok(READ_MESSAGES));
+    assert_eq!(seen, (1..=READ_MESSAGES).collect::<Vec<_>>());
+}
+
+/// A server stopped with SIGSTOP, let go on (SIGCONT) when dropped, also when the test
+/// fails: a stopped server would never act on the SIGTERM that ends it.
+struct Frozen(u32);
+
+impl Frozen {
+    fn freeze(pid: u32) -> Self {
+        // SAFETY: a signal to a child process this test started and still owns.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // SAFETY: as in `freeze`.
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+    }
+}

@@ -252,6 +252,12 @@ const READ_PULL_MESSAGES_MAX: usize = 500;
 /// wait below `http::READ_WAIT_MAX`, so a serving process's reads outlast it; a read that
 /// has messages to get never meets it, since the server answers a pull at once.
 const READ_PULL_EXPIRES: Duration = Duration::from_secs(2);
+/// How often the server says a read's open pull is alive while it has nothing to send
+/// (at most half the expiry, which the server requires). Two missed in a row end the
+/// pull with an error, and the read goes on with a new consumer: a read's consumer
+/// lives on one server, and when that server dies its pulls go unanswered, which
+/// without heartbeats the client only meets by pulling again every expiry, for ever.
+const READ_PULL_HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long the server keeps a read's consumer once nobody pulls from it (a reader that
 /// died); a read that ends deletes it at once.
 const READ_CONSUMER_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -266,9 +272,11 @@ const READ_CONSUMER_IDLE: std::time::Duration = std::time::Duration::from_secs(3
 /// waited for the other; hashing moved to the read-ahead made verify 17% faster.
 ///
 /// A cluster electing the stream's leader answers "no responders" for a moment, also in
-/// the middle of a read (a healed partition, a leader moved): the read goes on after the
-/// last message visited, with a new consumer, within `TRANSIENT_READ_ATTEMPTS_MAX`. The
-/// read-ahead hands over whole messages before an error, so no event is visited twice.
+/// the middle of a read (a healed partition, a leader moved); and a read's consumer lives
+/// on one server, so when that server dies the read's pulls go unanswered. Either way the
+/// read goes on after the last message visited, with a new consumer, within
+/// `TRANSIENT_READ_ATTEMPTS_MAX` attempts without progress. The read-ahead hands over
+/// whole messages before an error, so no event is visited twice.
 pub async fn read_range<E>(
     stream: &stream::Stream,
     filter: &str,
@@ -288,16 +296,44 @@ pub async fn read_range<E>(
             Ok(())
         })
         .await;
+        let resumable = match &read {
+            Err(Once::Interrupted(_)) => true,
+            Err(Once::Read(ReadError::Nats(e))) => no_responders(e),
+            _ => false,
+        };
+        if last.is_some() {
+            // A read that moved on is not stuck: only attempts in a row without
+            // progress count against the bound, so a year's verify outlives a few
+            // leader changes.
+            attempt = 1;
+        }
         match read {
-            Err(ReadError::Nats(e))
-                if no_responders(&e) && attempt < TRANSIENT_READ_ATTEMPTS_MAX =>
-            {
-                tracing::debug!(error = %e, attempt, "reading the log: no responders; going on");
+            Err(e) if resumable && attempt < TRANSIENT_READ_ATTEMPTS_MAX => {
+                tracing::debug!(error = %e, attempt, "reading the log: interrupted; going on");
                 next = last.map_or(next, |s| s + 1);
                 tokio::time::sleep(TRANSIENT_READ_BACKOFF * attempt).await;
                 attempt += 1;
             }
-            answer => return answer.map(|()| count),
+            Ok(()) => return Ok(count),
+            Err(Once::Read(e)) => return Err(e),
+            Err(Once::Interrupted(e)) => return Err(ReadError::Nats(e)),
+        }
+    }
+}
+
+/// How one attempt of `read_range` ended when it did not read its range.
+enum Once<E> {
+    Read(ReadError<E>),
+    /// The consumer's messages stopped coming (its server died or went silent, a message
+    /// was lost on the way, the consumer was removed): a new consumer can go on.
+    Interrupted(String),
+}
+
+impl<E> std::fmt::Display for Once<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Once::Read(ReadError::Nats(e)) | Once::Interrupted(e) => f.write_str(e),
+            Once::Read(ReadError::Visit(_)) => f.write_str("the visitor refused an event"),
         }
     }
 }
@@ -308,11 +344,11 @@ async fn read_range_once<E>(
     start: u64,
     end: u64,
     mut visit: impl FnMut(RawEvent) -> Result<(), E>,
-) -> Result<(), ReadError<E>> {
+) -> Result<(), Once<E>> {
     if end == 0 || start > end {
         return Ok(());
     }
-    let nats = |e: &dyn std::fmt::Display| ReadError::Nats(e.to_string());
+    let nats = |e: &dyn std::fmt::Display| Once::Read(ReadError::Nats(e.to_string()));
     let pull_bytes = pull_bytes_for(stream.cached_info().config.max_message_size);
     // Two pulls for as long as the read runs, held by the read-ahead, which does the
     // pulling, until it stops. Reads never nest (a visitor cannot await), so a read
@@ -343,8 +379,8 @@ async fn read_range_once<E>(
         drop(room);
     });
     while let Some(chunk) = received.recv().await {
-        for event in chunk.map_err(ReadError::Nats)? {
-            visit(event).map_err(ReadError::Visit)?;
+        for event in chunk.map_err(Once::Interrupted)? {
+            visit(event).map_err(|e| Once::Read(ReadError::Visit(e)))?;
         }
     }
     Ok(())
@@ -403,6 +439,7 @@ pub async fn pull(
         .max_messages_per_batch(READ_PULL_MESSAGES_MAX)
         .max_bytes_per_batch(pull_bytes)
         .expires(READ_PULL_EXPIRES)
+        .heartbeat(READ_PULL_HEARTBEAT)
         .messages()
         .await
 }
