@@ -208,6 +208,13 @@ pub enum ChainBreak {
     /// sequence): an exclusion can never pass over a good event.
     #[error("an exclusion names the message at stream sequence {0}, which did not break the chain")]
     ExclusionOfNothing(u64),
+    /// An event that continues the chain while the message at this stream sequence is
+    /// held, and is not the exclusion that names it: the ledger appends nothing else while
+    /// a message is held, so it is not the ledger's.
+    #[error(
+        "continues the chain while the message at stream sequence {0} is held, and is not its exclusion"
+    )]
+    PastHeld(u64),
     /// A break recorded earlier, as its words (a reader's stored state).
     #[error("{0}")]
     Recorded(String),

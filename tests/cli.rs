@@ -1314,7 +1314,10 @@ async fn an_operators_exclusion_of_a_foreign_message_lets_appends_resume() {
 /// partition for good: one ledger-signed exclusion names the whole run (its first and
 /// last stream sequences, count and hash), an exclusion that names too few is refused
 /// with where the run ends, and verify, the projections and appends all go on past
-/// exactly those messages (docs/CHAIN.md, section 4a).
+/// exactly those messages (docs/CHAIN.md, section 4a). The flood's last message
+/// continues the chain from the last good event, as the ledger's own next event would:
+/// it is held with the run, where it used to stop every reader for good (no exclusion
+/// could name it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_exclusion_passes_over_a_flood_of_foreign_messages() {
     use prost::Message as _;
@@ -1327,13 +1330,27 @@ async fn one_exclusion_passes_over_a_flood_of_foreign_messages() {
 
     let (mut serve, url) = serve_embedded(&data, &LEDGER_PASSWORD_ENV).await;
     let js = async_nats::jetstream::new(forger(&url).await);
+    let subject = "ansinh.v1.events.01";
+    let stream = js
+        .get_stream(js.stream_by_subject(subject).await.unwrap())
+        .await
+        .unwrap();
+    let head = ansinh::log::reader::last_on_subject(&stream, subject)
+        .await
+        .unwrap()
+        .expect("the note before");
     let mut sequences = Vec::new();
     for i in 0..FLOOD {
+        let prev_hash = if i == FLOOD - 1 {
+            head.hash.0.to_vec()
+        } else {
+            vec![i as u8; 32]
+        };
         let forged = ansinh::proto::Envelope {
             format_version: 1,
             partition: "01".into(),
             sequence: 2,
-            prev_hash: vec![i as u8; 32].into(),
+            prev_hash: prev_hash.into(),
             event_type: "ansinh.v1.Note".into(),
             ..Default::default()
         }

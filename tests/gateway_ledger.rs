@@ -728,20 +728,21 @@ async fn a_transaction_id_accepted_in_one_partition_is_refused_for_another() {
     assert_eq!(failed.status, STATUS_ACCEPTED, "{failed:?}");
 }
 
-/// Publishes an event the ledger never wrote on partition 02's subject that continues
-/// its chain but excludes a message that broke nothing: no exclusion can pass over it,
-/// so 02's chain stops every catch-up of the projections (CHAIN.md §4a).
-async fn break_partition_02(nats: &async_nats::Client, config: &LogConfig) {
+/// Publishes a message the ledger never wrote on partition 02's subject and makes every
+/// catch-up of the projections fail there, as a log they cannot follow would (the log
+/// itself no longer can: what breaks a chain is held, CHAIN.md §4a).
+async fn break_partition_02(service: &Service, nats: &async_nats::Client, config: &LogConfig) {
     let js = async_nats::jetstream::new(nats.clone());
-    let hiding = common::exclusion_of_nothing("02");
-    js.publish(
-        config.subject(&Partition::new("02").unwrap()),
-        hiding.into(),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    let ack = js
+        .publish(
+            config.subject(&Partition::new("02").unwrap()),
+            "not the ledger's".into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    service.projector.stop_at_for_tests(ack.sequence);
 }
 
 /// A chain broken in another partition stops the read model's catch-up; posts to a
@@ -755,7 +756,7 @@ async fn a_broken_chain_elsewhere_does_not_stop_posts_to_a_known_partition() {
     issue_instructions(&service).await;
     let sink = LedgerSink::new(service.clone(), system_clock());
     let list = sink.pending("vcb", "", 10).await.unwrap();
-    break_partition_02(&nats, &config).await;
+    break_partition_02(&service, &nats, &config).await;
     let mut stream = service.ledger.stream().clone();
     assert!(
         service
@@ -789,7 +790,7 @@ async fn a_fetch_the_projections_cannot_answer_gets_a_typed_error_not_an_empty_l
     let listed = server::PostSink::fetch(&sink, "vcb", 10, "").await.unwrap();
     assert_eq!(listed.instructions.len(), 3);
 
-    break_partition_02(&nats, &config).await;
+    break_partition_02(&service, &nats, &config).await;
     let reply = server::PostSink::fetch(&sink, "vcb", 10, "")
         .await
         .expect_err("a fetch over a broken chain is not an instruction list");

@@ -275,6 +275,18 @@ impl Follower {
     /// its own work on the event before the head moves (the projector) checks first and
     /// `accept`s after.
     pub fn check(&self, event: &RawEvent) -> Result<Checked, Broken> {
+        // The rest of a message already held (a frame) is held with it, whatever it holds.
+        if !self.held.is_empty() && self.held.last_stream_sequence() == event.stream_sequence {
+            return Ok(Checked::HeldAlready);
+        }
+        let hold = |cause| {
+            Ok(Checked::Held(Held {
+                stream_sequence: event.stream_sequence,
+                message_hash: crate::chain::message_hash(&event.message),
+                expected_sequence: self.head.sequence + 1,
+                cause,
+            }))
+        };
         match event.check_next(&self.head) {
             Ok((next, envelope)) => {
                 let exclusion = match &envelope.payload {
@@ -284,13 +296,16 @@ impl Follower {
                 let excludes = match (self.held.first(), exclusion) {
                     (None, None) => false,
                     (Some(_), Some(x)) if self.held.admits(x) => true,
-                    (Some(first), _) => return Err(first.into()),
+                    // The ledger appends nothing while a message is held but the
+                    // exclusion that names it, so an event continuing the chain past a
+                    // held message is not the ledger's; and an exclusion with nothing
+                    // held names no message that broke the chain. Either is held with the
+                    // rest, so the operator's exclusion can pass over it: were it a
+                    // break instead, no exclusion could ever name it and the partition
+                    // would stop for good.
+                    (Some(first), _) => return hold(ChainBreak::PastHeld(first.stream_sequence)),
                     (None, Some(x)) => {
-                        return Err(Broken {
-                            stream_sequence: event.stream_sequence,
-                            expected_sequence: self.head.sequence + 1,
-                            cause: ChainBreak::ExclusionOfNothing(x.stream_sequence),
-                        });
+                        return hold(ChainBreak::ExclusionOfNothing(x.stream_sequence));
                     }
                 };
                 Ok(Checked::Event {
@@ -299,20 +314,7 @@ impl Follower {
                     excludes,
                 })
             }
-            Err(cause) => {
-                // The rest of a message already held (a frame) is held with it.
-                if !self.held.is_empty()
-                    && self.held.last_stream_sequence() == event.stream_sequence
-                {
-                    return Ok(Checked::HeldAlready);
-                }
-                Ok(Checked::Held(Held {
-                    stream_sequence: event.stream_sequence,
-                    message_hash: crate::chain::message_hash(&event.message),
-                    expected_sequence: self.head.sequence + 1,
-                    cause,
-                }))
-            }
+            Err(cause) => hold(cause),
         }
     }
 
@@ -426,35 +428,66 @@ mod tests {
     }
 
     #[test]
-    fn a_held_message_stops_the_chain_at_any_other_event_or_at_the_end() {
+    fn an_event_past_a_held_message_is_held_with_it_and_excluded_with_the_run() {
         let (f, head, foreign) = started();
         assert_eq!(f.finish().unwrap_err().stream_sequence, 2);
-        // A good-looking event that is not the exclusion.
-        let mut g = f.clone();
-        assert_eq!(
-            g.follow(&raw(3, envelope(2, &head, None)))
-                .unwrap_err()
-                .stream_sequence,
-            2
-        );
-        // An exclusion of another message, or of other bytes.
-        let mut g = f.clone();
-        let wrong = envelope(2, &head, exclusion(9, &foreign));
-        assert_eq!(g.follow(&raw(3, wrong)).unwrap_err().stream_sequence, 2);
-        let mut g = f.clone();
-        let wrong = envelope(2, &head, exclusion(2, &Bytes::from_static(b"other")));
-        assert_eq!(g.follow(&raw(3, wrong)).unwrap_err().stream_sequence, 2);
+        let past = [
+            // A good-looking event that is not the exclusion.
+            envelope(2, &head, None),
+            // An exclusion of another message, or of other bytes.
+            envelope(2, &head, exclusion(9, &foreign)),
+            envelope(2, &head, exclusion(2, &Bytes::from_static(b"other"))),
+        ];
+        for event in past {
+            let mut g = f.clone();
+            assert!(matches!(g.follow(&raw(3, event)), Ok(Step::Held)));
+            assert_eq!(g.held().count(), 2);
+            assert_eq!(
+                g.held().listed()[1].cause,
+                ChainBreak::PastHeld(2),
+                "why the second is held"
+            );
+            assert_eq!(g.finish().unwrap_err().stream_sequence, 2);
+            let decision = envelope(2, &head, run_exclusion(g.held()));
+            assert!(matches!(
+                g.follow(&raw(4, decision)),
+                Ok(Step::Event { excluded: Some(ref x), .. }) if x.count == 2 && x.through_stream_sequence == 3
+            ));
+            assert!(g.finish().is_ok());
+        }
     }
 
     #[test]
-    fn an_exclusion_with_nothing_held_breaks_the_chain() {
+    fn an_exclusion_with_nothing_held_is_held_and_can_itself_be_excluded() {
         let genesis = ChainHead::genesis(Partition::new("01").unwrap());
         let mut f = Follower::new(genesis.clone());
         let first = envelope(1, &genesis.hash, None);
         f.follow(&raw(1, first.clone())).unwrap();
         let hiding = envelope(2, &event_hash(&first), exclusion(1, &first));
-        let broken = f.follow(&raw(2, hiding)).unwrap_err();
-        assert_eq!(broken.cause, ChainBreak::ExclusionOfNothing(1));
+        assert!(matches!(f.follow(&raw(2, hiding.clone())), Ok(Step::Held)));
+        assert_eq!(
+            f.held().first().unwrap().cause,
+            ChainBreak::ExclusionOfNothing(1)
+        );
+        assert_eq!(f.head.sequence, 1, "the head stays at the good event");
+        let decision = envelope(2, &event_hash(&first), exclusion(2, &hiding));
+        assert!(matches!(
+            f.follow(&raw(3, decision)),
+            Ok(Step::Event { excluded: Some(ref x), .. }) if x.first.stream_sequence == 2
+        ));
+        assert!(f.finish().is_ok());
+    }
+
+    #[test]
+    fn a_frame_held_for_its_first_event_holds_a_later_one_that_continues_the_chain() {
+        let (f, head, _) = started();
+        // The second event of the held message at stream sequence 2 would continue the
+        // chain: it is the rest of a held message, not an event.
+        let rest = RawEvent {
+            index: 1,
+            ..raw(2, envelope(2, &head, None))
+        };
+        assert!(matches!(f.check(&rest), Ok(Checked::HeldAlready)));
     }
 
     fn run_exclusion(held: &Holding) -> Option<Payload> {
@@ -535,10 +568,12 @@ mod tests {
             },
         ];
         for wrong in wrongs {
+            // Not the ledger's exclusion: held with the run, which it does not end.
             let mut g = f.clone();
             let decision = envelope(2, &head, Some(Payload::MessageExcluded(wrong)));
-            let broken = g.follow(&raw(100, decision)).unwrap_err();
-            assert_eq!(broken.stream_sequence, 2);
+            assert!(matches!(g.follow(&raw(100, decision)), Ok(Step::Held)));
+            assert_eq!(g.held().count(), f.held().count() + 1);
+            assert_eq!(g.finish().unwrap_err().stream_sequence, 2);
         }
         let mut g = f.clone();
         let decision = envelope(2, &head, Some(Payload::MessageExcluded(right)));

@@ -210,6 +210,10 @@ pub struct Projector {
     /// Whether dropping the projector writes the trail's index file (not in a test that
     /// stands for a crash).
     index_on_drop: std::sync::atomic::AtomicBool,
+    /// Test hook: the stream sequence at which a catch-up fails as at a broken log (0:
+    /// never), for tests of what serves a read model that stopped. The log itself can
+    /// no longer stop one: whatever breaks a chain is held (docs/CHAIN.md, section 4a).
+    stop_at: std::sync::atomic::AtomicU64,
 }
 
 /// A batch's commit, run on the committer's thread.
@@ -710,6 +714,7 @@ impl Projector {
             writes: Arc::default(),
             settle_after: UNSETTLED_HEADS_MAX.into(),
             index_on_drop: true.into(),
+            stop_at: 0.into(),
         };
         if let Some(why) = &lost {
             tracing::warn!(error = %why, "projections: a file lost writes sled kept; replaying the log");
@@ -874,6 +879,13 @@ impl Projector {
     pub fn trail_test_hooks(&self, settle_after: usize, index_on_drop: bool) {
         self.settle_after.store(settle_after, Ordering::Relaxed);
         self.index_on_drop.store(index_on_drop, Ordering::Relaxed);
+    }
+
+    /// Test hook: every catch-up from now on stops at the message at `stream_sequence`
+    /// and fails there, as at a log that cannot be followed.
+    #[doc(hidden)]
+    pub fn stop_at_for_tests(&self, stream_sequence: u64) {
+        self.stop_at.store(stream_sequence, Ordering::Relaxed);
     }
 
     /// `catch_up_to`, whose commit stops (as a crash before it would) once the batch
@@ -1591,6 +1603,13 @@ impl Batch<'_> {
             return Ok(()); // already applied: exactly once
         }
         let seq = event.stream_sequence;
+        let stop_at = self.projector.stop_at.load(Ordering::Relaxed);
+        if stop_at != 0 && seq >= stop_at {
+            return Err(ProjectionError::Broken {
+                stream_sequence: seq,
+                cause: ChainBreak::Recorded("a test stops the projections here".into()),
+            });
+        }
         // `LogConfig::chain_of`, with the partition's name checked (and allocated) once a
         // batch, when its head is loaded, not once an event.
         let name = match config.partition_of(&event.subject) {
