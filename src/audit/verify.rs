@@ -43,6 +43,21 @@ pub struct StrayMessage {
     pub subject: String,
 }
 
+/// Characters of an exclusion's reason a verify keeps and reports (the operator's reasons
+/// are a line); longer ones end in "…".
+pub const EXCLUSION_REASON_KEPT_MAX: usize = 512;
+/// Characters of an exclusion's key id a verify keeps: a ledger key's id is 16, so a
+/// longer one names no key, kept or cut.
+const EXCLUSION_KEY_ID_KEPT_MAX: usize = 64;
+
+/// The first `max` characters of `words`, with "…" when cut.
+fn kept(words: &str, max: usize) -> String {
+    match words.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &words[..end]),
+        None => words.to_string(),
+    }
+}
+
 /// A message passed over by an operator's exclusion, whose signature `verify_with` checked
 /// (`check_signature`) before it reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +89,19 @@ impl ExclusionSeen {
         let Some(Payload::MessageExcluded(decision)) = &envelope.payload else {
             return None;
         };
+        // Owned copies, and the words bounded: the decoded fields are slices of the whole
+        // message (up to a frame's size), and the reason and key id, which the signature
+        // does not bound, may be as long as an event. A verify keeps every exclusion until
+        // it has read the key history, so a flood of forged ones would otherwise hold all
+        // their messages in memory.
+        let decision = crate::proto::MessageExcluded {
+            message_hash: bytes::Bytes::copy_from_slice(&decision.message_hash),
+            signature: bytes::Bytes::copy_from_slice(&decision.signature),
+            run_hash: bytes::Bytes::copy_from_slice(&decision.run_hash),
+            reason: kept(&decision.reason, EXCLUSION_REASON_KEPT_MAX),
+            key_id: kept(&decision.key_id, EXCLUSION_KEY_ID_KEPT_MAX),
+            ..decision.clone()
+        };
         Some(ExclusionSeen {
             partition: partition.to_string(),
             stream_sequence: held.first.stream_sequence,
@@ -84,7 +112,7 @@ impl ExclusionSeen {
             decided_at_sequence: envelope.sequence,
             decided_at_stream_sequence: event.stream_sequence,
             recorded_at_unix_ms: envelope.recorded_at_unix_ms,
-            decision: decision.clone(),
+            decision,
         })
     }
 
@@ -288,4 +316,77 @@ async fn check_exclusions(
             .map_err(|cause| not_the_ledgers(x, cause))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::follow::{Excluded, Held};
+    use crate::proto::MessageExcluded;
+    use bytes::Bytes;
+    use prost::Message as _;
+
+    #[test]
+    fn an_exclusion_seen_keeps_nothing_of_its_message_and_a_bounded_reason() {
+        let decision = MessageExcluded {
+            stream_sequence: 2,
+            message_hash: vec![1; 32].into(),
+            reason: "lý do ".repeat(20_000),
+            key_id: "k".repeat(70_000),
+            signature: vec![2; 64].into(),
+            ..Default::default()
+        };
+        let message: Bytes = Envelope {
+            format_version: 1,
+            partition: "01".into(),
+            sequence: 2,
+            payload: Some(Payload::MessageExcluded(decision.clone())),
+            ..Default::default()
+        }
+        .encode_to_vec()
+        .into();
+        let envelope = Envelope::decode(message.clone()).unwrap();
+        let event = RawEvent {
+            stream_sequence: 3,
+            index: 0,
+            last_in_message: true,
+            subject: "ansinh.v1.events.01".into(),
+            hash: crate::chain::event_hash(&message),
+            payload: message.clone(),
+            header_hash: None,
+            header_sequence: None,
+            malformed: None,
+            message: message.clone(),
+        };
+        let first = Held {
+            stream_sequence: 2,
+            message_hash: Digest([1; 32]),
+            expected_sequence: 2,
+            cause: ChainBreak::Message("foreign".into()),
+        };
+        let held = Excluded {
+            first,
+            through_stream_sequence: 2,
+            count: 1,
+        };
+        let seen = ExclusionSeen::new("01", held, &event, &envelope).unwrap();
+        drop((event, envelope));
+        assert!(
+            message.is_unique(),
+            "the exclusion keeps no slice of its message"
+        );
+        assert_eq!(
+            seen.decision.reason.chars().count(),
+            EXCLUSION_REASON_KEPT_MAX + 1
+        );
+        assert!(seen.decision.reason.ends_with('…'));
+        assert_eq!(
+            seen.decision.key_id.chars().count(),
+            EXCLUSION_KEY_ID_KEPT_MAX + 1
+        );
+        assert_eq!(
+            (&seen.decision.message_hash, &seen.decision.signature),
+            (&decision.message_hash, &decision.signature)
+        );
+    }
 }
