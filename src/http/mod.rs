@@ -546,6 +546,20 @@ impl Api {
         }
     }
 
+    /// Runs `read` on the projections on a blocking thread, off the runtime's workers:
+    /// for reads of many records once `projector()` has answered (a range's
+    /// reconciliation reads up to a year of a province's lines), which on a worker would
+    /// hold it, and every request queued behind it, for the read's whole length.
+    async fn read_off_workers<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Projector) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let api = self.clone();
+        tokio::task::spawn_blocking(move || read(&api.0.service.projector))
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("the read stopped: {e}")))
+    }
+
     /// Before a job or a gateway post, whose events do not carry the request's key:
     /// binds this caller's key to this request's fingerprint, or refuses the key if it
     /// is bound to another request, so a client that changed the request and kept the

@@ -233,7 +233,14 @@ pub async fn reconciliation_range(
     let pending_days = query.pending_days.unwrap_or(PENDING_DAYS_DEFAULT);
     let projector = api.projector().await?;
     known_partition(projector, &partition)?;
-    let range = reconciliation_range(projector, partition.as_str(), from, to, as_of, pending_days)
+    let range = api
+        .read_off_workers({
+            let partition = partition.to_string();
+            move |projector| {
+                reconciliation_range(projector, &partition, from, to, as_of, pending_days)
+            }
+        })
+        .await?
         .map_err(|e| match e {
             RangeError::Projection(e) => ApiError::from(e),
             refused => ApiError::InvalidParameter(refused.to_string()),
