@@ -3223,6 +3223,89 @@ async fn auditors_read_the_anomalies_and_the_recomputed_decisions_a_page_at_a_ti
     assert_eq!(s.events().await, before, "audits append nothing");
 }
 
+/// A household registered in `partition` (its commune's unit acting) holding the
+/// citizen whose blind index is `citizen`, appended unchecked: the claims would refuse a
+/// citizen in two households, which is what the anomalies are there to find in a log.
+async fn seeded_registration(s: &Server, household: &str, citizen: u8, key: &str) {
+    use ansinh::proto;
+    let draft = ansinh::log::Draft {
+        partition: ansinh::chain::Partition::new(&household[..2]).unwrap(),
+        actor: proto::Actor {
+            id: "staff:seed".into(),
+            role: "credit_officer".into(),
+            unit: household[..7].into(),
+        },
+        idempotency_key: key.into(),
+        correlation_id: String::new(),
+        request_fingerprint: None,
+        subjects: vec![format!("household:{household}")],
+        payload: Payload::HouseholdRegistered(proto::HouseholdRegistered {
+            household_id: household.into(),
+            commune_code: household[..7].into(),
+            area: "rural".into(),
+            members: 1,
+            citizen_indexes: vec![vec![citizen; 32].into()],
+            registered_on: "2026-01-05".into(),
+            ..Default::default()
+        }),
+    };
+    s.service.ledger.append_unchecked(draft).await.unwrap();
+}
+
+/// An anomalies scan's findings are what its starter may see (a head-office auditor sees
+/// every province's households), so its record is readable only by a reader who sees at
+/// least as much: a province's manager reading the head office's scan of their own
+/// province is refused (403), and not shown the other province's household the paged
+/// report hides from them; the head office reads the province's own scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_is_read_only_by_who_sees_as_much_as_its_starter() {
+    let s = server().await;
+    seeded_registration(&s, "0100007-000010", 9, "seed-01").await;
+    seeded_registration(&s, "7900003-000010", 9, "seed-79").await;
+    let (auditor, manager) = (&s.staff.auditor, &s.staff.manager);
+    let scans = "/v1/audit/partitions/01/scans";
+    let body = json!({"report": "anomalies", "as_of": "2026-12-31", "pending_days": 10});
+    let started = s.post(auditor, scans, "scan-ho", body.clone()).await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let location = format!("/v1/jobs/{}", started.body["job"].as_str().unwrap());
+    let done = s.follow_job(&location).await;
+    assert_eq!(done["state"], json!("done"), "{done}");
+    assert!(done["findings"].to_string().contains("7900003-"), "{done}");
+    // What the province's manager is shown of the same anomalies: the other household
+    // hidden.
+    let paged = s
+        .get(
+            manager,
+            "/v1/audit/partitions/01/anomalies?as_of=2026-12-31",
+            "anomalies.response",
+        )
+        .await;
+    assert_eq!(paged.status, StatusCode::OK, "{}", paged.body);
+    assert_eq!(paged.body["total"], json!(1), "{}", paged.body);
+    assert!(
+        !paged.body.to_string().contains("7900003-"),
+        "{}",
+        paged.body
+    );
+    let read = s.get(manager, &location, "job.response").await;
+    assert_eq!(
+        (read.status, read.kind()),
+        (StatusCode::FORBIDDEN, "OutsideUnit"),
+        "{}",
+        read.body
+    );
+    assert!(!read.body.to_string().contains("7900003-"), "{}", read.body);
+    // The manager's own scan of the province: theirs to read, and the head office's too.
+    let own = s.post(manager, scans, "scan-01", body).await;
+    assert_eq!(own.status, StatusCode::ACCEPTED, "{}", own.body);
+    let own_location = format!("/v1/jobs/{}", own.body["job"].as_str().unwrap());
+    let done = s.follow_job(&own_location).await;
+    assert_eq!(done["findings_total"], json!(1), "{done}");
+    assert!(!done["findings"].to_string().contains("7900003-"), "{done}");
+    let read = s.get(manager, &own_location, "job.response").await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+}
+
 /// A stop is recorded on the day it is recorded, today in Vietnam by the ledger's clock,
 /// whatever day it names: one naming a later day is refused (422 `StopDateInFuture`), and
 /// the cancellations of a past stop are dated today, so the reconciliation of the days
