@@ -3479,6 +3479,45 @@ async fn a_timeouts_key_sent_again_with_another_body_is_refused() {
     }
 }
 
+/// Timeouts are a branch's: a caller who may not ask for them is refused before their
+/// key is bound in the requests bucket, so the refusal writes nothing there and no
+/// answer kept under the key is ever replayed to a caller without the right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_asked_by_a_caller_without_the_right_bind_no_key() {
+    let s = server().await;
+    s.register(HOUSEHOLD, "001085012345").await;
+    let requests = async_nats::jetstream::new(client().await)
+        .get_key_value(http::requests_bucket_name(&s.config.stream_name))
+        .await
+        .unwrap();
+    let path = "/v1/partitions/01/timeouts";
+    for (token, id, kind) in [
+        (&s.staff.auditor, "staff:auditor", "RoleDenied"),
+        (&s.staff.other_officer, "staff:officer14", "OutsideUnit"),
+    ] {
+        let refused = s
+            .send(
+                token,
+                path,
+                "t-1",
+                json!({"as_of": "2026-10-06"}),
+                "timeouts.response",
+            )
+            .await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (StatusCode::FORBIDDEN, kind),
+            "{id}: {}",
+            refused.body
+        );
+        let binding = blake3::hash(format!("http:{id}:t-1").as_bytes()).to_hex();
+        assert!(
+            requests.entry(binding.as_str()).await.unwrap().is_none(),
+            "{id}: the key was bound in the requests bucket"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_over_http_time_out_each_instruction_once() {
     let s = server_at("2026-12-31T09:00:00+07:00").await;
