@@ -1222,7 +1222,18 @@ impl Service {
             }
             (_, Some(r)) => {
                 // Role here; the unit is checked against the loan's household by the book.
+                // A unit that cannot hold any household of the loan's partition is refused
+                // here, before the book says whether the loan exists or its household
+                // still lives there: those are the partition's to know.
                 access::authorize_role(req.caller, op)?;
+                if !access::overlaps(&req.caller.unit, r.partition.as_str()) {
+                    return Err(AccessError::OutsideUnit {
+                        caller: req.caller.id.clone(),
+                        unit: req.caller.unit.clone(),
+                        commune: r.partition.to_string(),
+                    }
+                    .into());
+                }
                 (r.partition.clone(), Some(r.number))
             }
             (_, None) => {

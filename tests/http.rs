@@ -28,6 +28,8 @@ struct Tokens {
     /// A credit officer and a teller of another commune (0100014) of the same province.
     other_officer: String,
     other_teller: String,
+    /// A teller of commune 7900003, in another province.
+    teller79: String,
 }
 
 struct Server {
@@ -84,6 +86,7 @@ async fn serve_with_clock(clock: Option<ansinh::clock::Clock>) -> Server {
         auditor: add("staff:auditor", Role::Auditor, ""),
         other_officer: add("staff:officer14", Role::CreditOfficer, "0100014"),
         other_teller: add("staff:teller14", Role::Teller, "0100014"),
+        teller79: add("staff:teller79", Role::Teller, "7900003"),
     };
     let api = Api::new(service.clone(), StaffDirectory::load(&path).unwrap())
         .await
@@ -997,6 +1000,112 @@ async fn ambiguous_json_and_text_that_is_not_text_are_refused_and_append_nothing
     assert_eq!(again.status, StatusCode::OK, "{}", again.body);
     assert_eq!(again.body["duplicate"], true);
     assert_eq!(s.events().await, events + 1);
+}
+
+/// A loan command from outside the loan's unit is refused for its unit before anything
+/// about the loan is told: whether it exists (a loan number of another province) or
+/// whether its household still lives there (a dissolved household's loan). Only the
+/// loan's own unit learns that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loan_outside_the_callers_unit_is_refused_before_it_is_looked_at() {
+    let s = server().await;
+    let officer = &s.staff.officer;
+    let household = "0100007-000051";
+    let registered = s
+        .post(
+            officer,
+            "/v1/households",
+            "register-51",
+            json!({
+                "household_id": household,
+                "area": "rural",
+                "registered_on": "2026-01-05",
+                "personal": {"head_name": "Nguyễn Thị Hạnh", "head_citizen_id": "001090000051", "members": []}
+            }),
+        )
+        .await;
+    assert_eq!(
+        registered.status,
+        StatusCode::CREATED,
+        "{}",
+        registered.body
+    );
+    assert_eq!(s.classify_poor(household).await.status, StatusCode::CREATED);
+    let approved = s
+        .post(
+            officer,
+            "/v1/loans",
+            "approve-51",
+            Server::approval(household),
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::CREATED, "{}", approved.body);
+    let loan = approved.body["loan"].as_str().unwrap().to_owned();
+    // The only member dies: the household is dissolved, its loan kept to collect.
+    let died = s
+        .post(
+            officer,
+            &format!("/v1/households/{household}/deaths"),
+            "death-51",
+            json!({"citizen_id": "001090000051", "died_on": "2026-02-03"}),
+        )
+        .await;
+    assert_eq!(died.status, StatusCode::CREATED, "{}", died.body);
+    let before = s.events().await;
+    let disbursement = json!({"amount": "1000000", "on": "2026-02-05"});
+    for (token, who, loan, status, kind) in [
+        (
+            &s.staff.teller79,
+            "another province's teller",
+            "01-L999",
+            StatusCode::FORBIDDEN,
+            "OutsideUnit",
+        ),
+        (
+            &s.staff.teller79,
+            "another province's teller",
+            loan.as_str(),
+            StatusCode::FORBIDDEN,
+            "OutsideUnit",
+        ),
+        (
+            &s.staff.other_teller,
+            "another commune's teller",
+            loan.as_str(),
+            StatusCode::FORBIDDEN,
+            "OutsideUnit",
+        ),
+        (
+            &s.staff.teller,
+            "the commune's teller",
+            loan.as_str(),
+            StatusCode::CONFLICT,
+            "HouseholdInactive",
+        ),
+        (
+            &s.staff.teller,
+            "the commune's teller",
+            "01-L999",
+            StatusCode::NOT_FOUND,
+            "UnknownLoan",
+        ),
+    ] {
+        let refused = s
+            .post(
+                token,
+                &format!("/v1/loans/{loan}/disbursements"),
+                &format!("disburse-{loan}"),
+                disbursement.clone(),
+            )
+            .await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (status, kind),
+            "{who}, {loan}: {}",
+            refused.body
+        );
+    }
+    assert_eq!(s.events().await, before, "refusals append nothing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

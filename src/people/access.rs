@@ -152,6 +152,13 @@ pub fn covers(reader_unit: &str, unit: &str) -> bool {
     unit.starts_with(reader_unit)
 }
 
+/// Can a household of `place` (a province's or a commune's code) lie inside `unit`? One
+/// contains the other, or the unit is the head office's (empty), which is refused where a
+/// household is known (`within`) and reads every place.
+pub fn overlaps(unit: &str, place: &str) -> bool {
+    unit.is_empty() || unit.starts_with(place) || place.starts_with(unit)
+}
+
 /// May `caller` do `op` for a household of `commune`?
 pub fn authorize(caller: &Caller, op: Operation, commune: &str) -> Result<(), AccessError> {
     authorize_role(caller, op)?;
@@ -251,5 +258,16 @@ mod tests {
         assert!(!covers("01", ""));
         assert!(!covers("01", "79"));
         assert!(!covers("0100101", "01"));
+    }
+
+    #[test]
+    fn a_unit_overlaps_the_places_it_contains_or_lies_in() {
+        assert!(overlaps("0100101", "01"));
+        assert!(overlaps("01", "01"));
+        assert!(overlaps("01", "0100101"));
+        assert!(overlaps("", "01"));
+        assert!(!overlaps("7900003", "01"));
+        assert!(!overlaps("79", "01"));
+        assert!(!overlaps("0100101", "0100102"));
     }
 }
