@@ -535,7 +535,7 @@ enum AdminCommand {
         #[arg(long, value_parser = ansinh::input::key_id)]
         key_id: String,
     },
-    /// Copy a staff file and <data-dir>/gateways.json (from `admin add-gateway`) into the
+    /// Copy a staff file and <data-dir>/gateways.json (of earlier versions) into the
     /// ledger's directory bucket; what it already holds is left, and so is what was
     /// removed from it (`admin remove-staff`, `admin remove-gateway-key`). Running
     /// processes use the new entries at once (`serve` also imports them when it starts).
@@ -550,7 +550,8 @@ enum AdminCommand {
     /// keys were made with (--secrets).
     MigrateVault,
     /// Register a payment gateway: a new Ed25519 key pair, the private key written to
-    /// FILE (0600), the public key appended to <data-dir>/gateways.json.
+    /// FILE (0600), the public key added to the ledger's directory bucket, which every
+    /// running `serve` accepts at once.
     AddGateway {
         /// The gateway's id (its NATS subjects and registry entry). Example: vcb
         #[arg(long, value_parser = ansinh::input::gateway)]
@@ -622,15 +623,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         let verdict = ansinh::bundle::cli::verify_bundle(dir, trust, &pins, cli.json)?;
         return Ok(ExitCode::from(verdict.exit_code()));
     }
-    // Gateway commands open no ledger: one is a gateway's side, the other edits a file.
-    match cli.command {
-        Command::GatewaySim(args) => {
-            return cli::gateway::sim(cli.nats.as_deref(), args, cli.json).await;
-        }
-        Command::Admin {
-            command: AdminCommand::AddGateway { id, key_out },
-        } => return cli::gateway::add_gateway(&cli.data_dir, id.as_str(), &key_out, cli.json),
-        _ => {}
+    // The simulated gateway opens no ledger: it is a gateway's side.
+    if let Command::GatewaySim(args) = cli.command {
+        return cli::gateway::sim(cli.nats.as_deref(), args, cli.json).await;
     }
     // The cosigners an auditor's command pins: the documents it makes carry them first,
     // and verify requires them.
@@ -860,10 +855,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Command::Audit {
                 command: AuditCommand::CheckProof { .. } | AuditCommand::VerifyBundle { .. },
             }
-            | Command::GatewaySim(_)
-            | Command::Admin {
-                command: AdminCommand::AddGateway { .. },
-            } => unreachable!("run before the server starts"),
+            | Command::GatewaySim(_) => unreachable!("run before the server starts"),
             Command::Admin {
                 command: AdminCommand::RotateKey,
             } => Ok(cli::exit_code(
@@ -904,6 +896,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Command::Admin {
                 command: AdminCommand::AddStaff { id, role, unit },
             } => cli::admin::add_staff(&runtime, &id, role, &unit).await,
+            Command::Admin {
+                command: AdminCommand::AddGateway { id, key_out },
+            } => cli::gateway::add_gateway(&runtime, id.as_str(), &key_out, json).await,
             Command::Admin {
                 command: AdminCommand::RemoveStaff { id },
             } => cli::admin::remove_staff(&runtime, &id, json).await,

@@ -1222,7 +1222,18 @@ impl Service {
             }
             (_, Some(r)) => {
                 // Role here; the unit is checked against the loan's household by the book.
+                // A unit that cannot hold any household of the loan's partition is refused
+                // here, before the book says whether the loan exists or its household
+                // still lives there: those are the partition's to know.
                 access::authorize_role(req.caller, op)?;
+                if !access::overlaps(&req.caller.unit, r.partition.as_str()) {
+                    return Err(AccessError::OutsideUnit {
+                        caller: req.caller.id.clone(),
+                        unit: req.caller.unit.clone(),
+                        commune: r.partition.to_string(),
+                    }
+                    .into());
+                }
                 (r.partition.clone(), Some(r.number))
             }
             (_, None) => {
@@ -1591,6 +1602,14 @@ pub struct TimedOut {
 }
 
 impl Service {
+    /// Whether `caller` may time out `partition`'s instructions: a branch's payments
+    /// staff, for the whole partition. `time_out_due` asks it; an edge that binds its
+    /// request's key before calling `time_out_due` asks it first, so a caller without the
+    /// right binds nothing and is never answered from what the key kept.
+    pub fn may_time_out(caller: &Caller, partition: &Partition) -> Result<(), AccessError> {
+        partition_wide(caller, Operation::ManagePayments, partition)
+    }
+
     /// `payments timeouts`: every instruction of `partition` still without a result
     /// past its channel's timeout on `as_of` is timed out, at most `limit` of them, one
     /// command each under the key `timeout:<instruction>`, so a rerun (or the CLI and the
@@ -1612,7 +1631,7 @@ impl Service {
         limit: usize,
     ) -> Result<TimedOut, ServiceError> {
         use crate::domain::payments::CommandKind as K;
-        partition_wide(caller, Operation::ManagePayments, partition)?;
+        Self::may_time_out(caller, partition)?;
         if as_of > today {
             return Err(ServiceError::Rejected(Rejection::TimeoutsAsOfInFuture {
                 as_of,

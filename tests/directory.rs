@@ -145,6 +145,54 @@ async fn a_removed_member_or_gateway_key_is_not_imported_again() {
     assert!(!later.gateways().current().has_gateway("vcb"));
 }
 
+/// `ansinh admin add-gateway` against a running ledger: when it returns, the key is in
+/// the ledger's directory, so a process serving gateways (which follows the directory)
+/// takes it without an import or a restart, and a process opened later loads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_gateway_puts_the_key_in_the_directory_running_processes_follow() {
+    let config = fresh_log();
+    let serving = open(&config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("vcb.key");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ansinh"))
+        .arg("--json")
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--nats", &server_url()])
+        .args(["--stream", &config.stream_name])
+        .args(["--subject-prefix", &config.subject_prefix])
+        .args(["admin", "add-gateway", "--id", "vcb", "--key-out"])
+        .arg(&key_file)
+        .env_remove("ANSINH_NATS_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let added: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key_id = added["key_id"].as_str().unwrap();
+    let pair = ansinh::gateway::keys::load_key(&key_file).unwrap();
+    assert_eq!(pair.key_id(), key_id);
+
+    let later = open(&config).await;
+    let registered = later.gateways().current().key(key_id).cloned();
+    assert_eq!(
+        registered.map(|k| (k.gateway_id, k.public_key)),
+        Some(("vcb".to_owned(), pair.public_key())),
+        "{added}"
+    );
+    let revision = added["directory_revision"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("the revision of the directory's write: {added}"));
+    serving.applied(revision).await;
+    assert!(serving.gateways().current().key(key_id).is_some());
+    // The directory is the record: no file of keys is left in the data directory.
+    assert!(
+        !dir.path()
+            .join("data")
+            .join(ansinh::gateway::keys::REGISTRY_FILE)
+            .exists()
+    );
+}
+
 /// The bucket itself, as another writer (an earlier version, another operator) sees it.
 async fn bucket(config: &ansinh::log::LogConfig) -> async_nats::jetstream::kv::Store {
     async_nats::jetstream::new(client().await)

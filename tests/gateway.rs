@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 
 use ansinh::chain::Partition;
 use ansinh::gateway::client::{GatewayClient, GatewayClientError};
-use ansinh::gateway::keys::Registry;
 use ansinh::gateway::server::{self, PostSink};
 use ansinh::gateway::sim::{self, SimConfig};
 use ansinh::gateway::{self, sign};
@@ -1221,6 +1220,9 @@ async fn the_simulator_refuses_impossible_settings() {
 
 // ---- The CLI, end to end ------------------------------------------------------------------
 
+/// `admin add-gateway` as an operator runs it, against the ledger's NATS as the ledger
+/// user: the key lands in the ledger's directory, and a gateway server following the
+/// directory takes the simulated gateway's posts signed with it.
 #[tokio::test]
 async fn add_gateway_then_gateway_sim_over_the_real_transport() {
     let net = start_net();
@@ -1230,6 +1232,13 @@ async fn add_gateway_then_gateway_sim_over_the_real_transport() {
     let out = tokio::process::Command::new(bin)
         .args(["--data-dir"])
         .arg(data.path())
+        .args([
+            "--nats",
+            &net.server.url(),
+            "--nats-user",
+            gateway::LEDGER_USER,
+        ])
+        .env("ANSINH_NATS_PASSWORD", &net.passwords[gateway::LEDGER_USER])
         .args(["admin", "add-gateway", "--id", "vcb", "--key-out"])
         .arg(&key_file)
         .output()
@@ -1240,11 +1249,16 @@ async fn add_gateway_then_gateway_sim_over_the_real_transport() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // No embedded server was started for it.
+    // The ledger's NATS was used: no embedded server was started for it.
     assert!(!data.path().join("nats").exists());
-    let registry = ansinh::directory::Shared::new(
-        Registry::load(&data.path().join(ansinh::gateway::keys::REGISTRY_FILE)).unwrap(),
-    );
+    let directory = ansinh::directory::Directory::open(
+        &async_nats::jetstream::new(net.ledger_client().await),
+        "ANSINH_EVENTS",
+        1,
+    )
+    .await
+    .unwrap();
+    let registry = directory.gateways();
     assert_eq!(registry.current().gateways(), vec!["vcb"]);
 
     let sink = Recorder::with_instructions((1..=12).map(|n| instruction("vcb", n)).collect());

@@ -329,7 +329,7 @@ fn error_kinds_are_distinct() {
     assert_eq!(kinds.len(), errors.len());
 }
 
-// ---- The registry and add-gateway -----------------------------------------------------
+// ---- The registry and a new gateway key -----------------------------------------------------
 
 #[test]
 fn the_registry_round_trips_and_refuses_bad_entries() {
@@ -380,12 +380,11 @@ fn the_registry_round_trips_and_refuses_bad_entries() {
 }
 
 #[test]
-fn add_gateway_writes_a_private_key_file_and_appends_the_public_key() {
+fn a_new_gateway_key_is_a_private_key_file_that_signs_for_its_public_key() {
     let dir = tempfile::tempdir().unwrap();
-    let registry_path = dir.path().join(keys::REGISTRY_FILE);
     let vcb_key = dir.path().join("vcb.key");
-    let added = keys::add_gateway(&registry_path, "vcb", &vcb_key).unwrap();
-    assert_eq!(added.keys_of_gateway, 1);
+    let added = keys::new_gateway_key("vcb", &vcb_key).unwrap();
+    assert_eq!(added.gateway_id, "vcb");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -394,27 +393,25 @@ fn add_gateway_writes_a_private_key_file_and_appends_the_public_key() {
     }
     let key = keys::load_key(&vcb_key).unwrap();
     assert_eq!(key.key_id(), added.key_id);
-    let momo_key = dir.path().join("momo.key");
-    keys::add_gateway(&registry_path, "momo", &momo_key).unwrap();
-    let second = keys::add_gateway(&registry_path, "vcb", &dir.path().join("vcb-2.key")).unwrap();
-    assert_eq!(second.keys_of_gateway, 2);
-
-    let registry = Registry::load(&registry_path).unwrap();
-    assert_eq!(registry.keys().len(), 3);
-    // The key file signs posts the registry accepts.
+    assert_eq!(key.public_key(), added.public_key);
+    let second = keys::new_gateway_key("vcb", &dir.path().join("vcb-2.key")).unwrap();
+    assert_ne!(second.key_id, added.key_id);
+    // The key file signs posts a registry holding its public key accepts.
+    let registry = Registry::new(vec![added.clone(), second]).unwrap();
     let signed = sign::sign_post(&key, &vector_post());
     sign::verify_post(&registry, "vcb", &signed).unwrap();
 
-    // An existing key file is never overwritten, and the registry is then unchanged.
+    // An existing key file is never overwritten; a bad id writes nothing.
     assert!(matches!(
-        keys::add_gateway(&registry_path, "bidv", &vcb_key),
+        keys::new_gateway_key("bidv", &vcb_key),
         Err(AddGatewayError::KeyFile(_))
     ));
+    let bad = dir.path().join("x.key");
     assert!(matches!(
-        keys::add_gateway(&registry_path, "Bad Id", &dir.path().join("x.key")),
+        keys::new_gateway_key("Bad Id", &bad),
         Err(AddGatewayError::InvalidGatewayId(_))
     ));
-    assert_eq!(Registry::load(&registry_path).unwrap(), registry);
+    assert!(!bad.exists());
     assert_eq!(keys::load_key(&vcb_key).unwrap().key_id(), key.key_id());
 }
 

@@ -28,6 +28,8 @@ struct Tokens {
     /// A credit officer and a teller of another commune (0100014) of the same province.
     other_officer: String,
     other_teller: String,
+    /// A teller of commune 7900003, in another province.
+    teller79: String,
 }
 
 struct Server {
@@ -84,6 +86,7 @@ async fn serve_with_clock(clock: Option<ansinh::clock::Clock>) -> Server {
         auditor: add("staff:auditor", Role::Auditor, ""),
         other_officer: add("staff:officer14", Role::CreditOfficer, "0100014"),
         other_teller: add("staff:teller14", Role::Teller, "0100014"),
+        teller79: add("staff:teller79", Role::Teller, "7900003"),
     };
     let api = Api::new(service.clone(), StaffDirectory::load(&path).unwrap())
         .await
@@ -997,6 +1000,112 @@ async fn ambiguous_json_and_text_that_is_not_text_are_refused_and_append_nothing
     assert_eq!(again.status, StatusCode::OK, "{}", again.body);
     assert_eq!(again.body["duplicate"], true);
     assert_eq!(s.events().await, events + 1);
+}
+
+/// A loan command from outside the loan's unit is refused for its unit before anything
+/// about the loan is told: whether it exists (a loan number of another province) or
+/// whether its household still lives there (a dissolved household's loan). Only the
+/// loan's own unit learns that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loan_outside_the_callers_unit_is_refused_before_it_is_looked_at() {
+    let s = server().await;
+    let officer = &s.staff.officer;
+    let household = "0100007-000051";
+    let registered = s
+        .post(
+            officer,
+            "/v1/households",
+            "register-51",
+            json!({
+                "household_id": household,
+                "area": "rural",
+                "registered_on": "2026-01-05",
+                "personal": {"head_name": "Nguyễn Thị Hạnh", "head_citizen_id": "001090000051", "members": []}
+            }),
+        )
+        .await;
+    assert_eq!(
+        registered.status,
+        StatusCode::CREATED,
+        "{}",
+        registered.body
+    );
+    assert_eq!(s.classify_poor(household).await.status, StatusCode::CREATED);
+    let approved = s
+        .post(
+            officer,
+            "/v1/loans",
+            "approve-51",
+            Server::approval(household),
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::CREATED, "{}", approved.body);
+    let loan = approved.body["loan"].as_str().unwrap().to_owned();
+    // The only member dies: the household is dissolved, its loan kept to collect.
+    let died = s
+        .post(
+            officer,
+            &format!("/v1/households/{household}/deaths"),
+            "death-51",
+            json!({"citizen_id": "001090000051", "died_on": "2026-02-03"}),
+        )
+        .await;
+    assert_eq!(died.status, StatusCode::CREATED, "{}", died.body);
+    let before = s.events().await;
+    let disbursement = json!({"amount": "1000000", "on": "2026-02-05"});
+    for (token, who, loan, status, kind) in [
+        (
+            &s.staff.teller79,
+            "another province's teller",
+            "01-L999",
+            StatusCode::FORBIDDEN,
+            "OutsideUnit",
+        ),
+        (
+            &s.staff.teller79,
+            "another province's teller",
+            loan.as_str(),
+            StatusCode::FORBIDDEN,
+            "OutsideUnit",
+        ),
+        (
+            &s.staff.other_teller,
+            "another commune's teller",
+            loan.as_str(),
+            StatusCode::FORBIDDEN,
+            "OutsideUnit",
+        ),
+        (
+            &s.staff.teller,
+            "the commune's teller",
+            loan.as_str(),
+            StatusCode::CONFLICT,
+            "HouseholdInactive",
+        ),
+        (
+            &s.staff.teller,
+            "the commune's teller",
+            "01-L999",
+            StatusCode::NOT_FOUND,
+            "UnknownLoan",
+        ),
+    ] {
+        let refused = s
+            .post(
+                token,
+                &format!("/v1/loans/{loan}/disbursements"),
+                &format!("disburse-{loan}"),
+                disbursement.clone(),
+            )
+            .await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (status, kind),
+            "{who}, {loan}: {}",
+            refused.body
+        );
+    }
+    assert_eq!(s.events().await, before, "refusals append nothing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -3223,6 +3332,89 @@ async fn auditors_read_the_anomalies_and_the_recomputed_decisions_a_page_at_a_ti
     assert_eq!(s.events().await, before, "audits append nothing");
 }
 
+/// A household registered in `partition` (its commune's unit acting) holding the
+/// citizen whose blind index is `citizen`, appended unchecked: the claims would refuse a
+/// citizen in two households, which is what the anomalies are there to find in a log.
+async fn seeded_registration(s: &Server, household: &str, citizen: u8, key: &str) {
+    use ansinh::proto;
+    let draft = ansinh::log::Draft {
+        partition: ansinh::chain::Partition::new(&household[..2]).unwrap(),
+        actor: proto::Actor {
+            id: "staff:seed".into(),
+            role: "credit_officer".into(),
+            unit: household[..7].into(),
+        },
+        idempotency_key: key.into(),
+        correlation_id: String::new(),
+        request_fingerprint: None,
+        subjects: vec![format!("household:{household}")],
+        payload: Payload::HouseholdRegistered(proto::HouseholdRegistered {
+            household_id: household.into(),
+            commune_code: household[..7].into(),
+            area: "rural".into(),
+            members: 1,
+            citizen_indexes: vec![vec![citizen; 32].into()],
+            registered_on: "2026-01-05".into(),
+            ..Default::default()
+        }),
+    };
+    s.service.ledger.append_unchecked(draft).await.unwrap();
+}
+
+/// An anomalies scan's findings are what its starter may see (a head-office auditor sees
+/// every province's households), so its record is readable only by a reader who sees at
+/// least as much: a province's manager reading the head office's scan of their own
+/// province is refused (403), and not shown the other province's household the paged
+/// report hides from them; the head office reads the province's own scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_is_read_only_by_who_sees_as_much_as_its_starter() {
+    let s = server().await;
+    seeded_registration(&s, "0100007-000010", 9, "seed-01").await;
+    seeded_registration(&s, "7900003-000010", 9, "seed-79").await;
+    let (auditor, manager) = (&s.staff.auditor, &s.staff.manager);
+    let scans = "/v1/audit/partitions/01/scans";
+    let body = json!({"report": "anomalies", "as_of": "2026-12-31", "pending_days": 10});
+    let started = s.post(auditor, scans, "scan-ho", body.clone()).await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let location = format!("/v1/jobs/{}", started.body["job"].as_str().unwrap());
+    let done = s.follow_job(&location).await;
+    assert_eq!(done["state"], json!("done"), "{done}");
+    assert!(done["findings"].to_string().contains("7900003-"), "{done}");
+    // What the province's manager is shown of the same anomalies: the other household
+    // hidden.
+    let paged = s
+        .get(
+            manager,
+            "/v1/audit/partitions/01/anomalies?as_of=2026-12-31",
+            "anomalies.response",
+        )
+        .await;
+    assert_eq!(paged.status, StatusCode::OK, "{}", paged.body);
+    assert_eq!(paged.body["total"], json!(1), "{}", paged.body);
+    assert!(
+        !paged.body.to_string().contains("7900003-"),
+        "{}",
+        paged.body
+    );
+    let read = s.get(manager, &location, "job.response").await;
+    assert_eq!(
+        (read.status, read.kind()),
+        (StatusCode::FORBIDDEN, "OutsideUnit"),
+        "{}",
+        read.body
+    );
+    assert!(!read.body.to_string().contains("7900003-"), "{}", read.body);
+    // The manager's own scan of the province: theirs to read, and the head office's too.
+    let own = s.post(manager, scans, "scan-01", body).await;
+    assert_eq!(own.status, StatusCode::ACCEPTED, "{}", own.body);
+    let own_location = format!("/v1/jobs/{}", own.body["job"].as_str().unwrap());
+    let done = s.follow_job(&own_location).await;
+    assert_eq!(done["findings_total"], json!(1), "{done}");
+    assert!(!done["findings"].to_string().contains("7900003-"), "{done}");
+    let read = s.get(manager, &own_location, "job.response").await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+}
+
 /// A stop is recorded on the day it is recorded, today in Vietnam by the ledger's clock,
 /// whatever day it names: one naming a later day is refused (422 `StopDateInFuture`), and
 /// the cancellations of a past stop are dated today, so the reconciliation of the days
@@ -3392,6 +3584,45 @@ async fn a_timeouts_key_sent_again_with_another_body_is_refused() {
             (changed.status, changed.kind()),
             (StatusCode::UNPROCESSABLE_ENTITY, "IdempotencyKeyReused"),
             "{base}"
+        );
+    }
+}
+
+/// Timeouts are a branch's: a caller who may not ask for them is refused before their
+/// key is bound in the requests bucket, so the refusal writes nothing there and no
+/// answer kept under the key is ever replayed to a caller without the right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_asked_by_a_caller_without_the_right_bind_no_key() {
+    let s = server().await;
+    s.register(HOUSEHOLD, "001085012345").await;
+    let requests = async_nats::jetstream::new(client().await)
+        .get_key_value(http::requests_bucket_name(&s.config.stream_name))
+        .await
+        .unwrap();
+    let path = "/v1/partitions/01/timeouts";
+    for (token, id, kind) in [
+        (&s.staff.auditor, "staff:auditor", "RoleDenied"),
+        (&s.staff.other_officer, "staff:officer14", "OutsideUnit"),
+    ] {
+        let refused = s
+            .send(
+                token,
+                path,
+                "t-1",
+                json!({"as_of": "2026-10-06"}),
+                "timeouts.response",
+            )
+            .await;
+        assert_eq!(
+            (refused.status, refused.kind()),
+            (StatusCode::FORBIDDEN, kind),
+            "{id}: {}",
+            refused.body
+        );
+        let binding = blake3::hash(format!("http:{id}:t-1").as_bytes()).to_hex();
+        assert!(
+            requests.entry(binding.as_str()).await.unwrap().is_none(),
+            "{id}: the key was bound in the requests bucket"
         );
     }
 }

@@ -67,6 +67,8 @@ fn check_all(s: &str) -> Result<(), TestCaseError> {
         input::idempotency_key,
         input::actor,
         input::reference_of,
+        input::phone,
+        input::account_number,
     ] {
         if let Ok(v) = parse(s) {
             prop_assert_eq!(&v, s);

@@ -609,17 +609,19 @@ impl PartitionBook {
                         (l.household.clone(), *loan)
                     }
                 };
-                // Money goes only to a household living here: one whose last member died
-                // (dissolved) keeps its loan to collect, and gets no tranche.
-                if let CommandKind::Disburse { .. } = kind {
-                    self.registry.active(&household)?;
-                }
+                // The unit first: whether the household still lives here is its unit's to
+                // know.
                 let commune = household.commune();
                 if !crate::access::within(unit, commune.as_str()) {
                     return Err(Rejection::OutsideUnit {
                         unit: unit.clone(),
                         commune: commune.to_string(),
                     });
+                }
+                // Money goes only to a household living here: one whose last member died
+                // (dissolved) keeps its loan to collect, and gets no tranche.
+                if let CommandKind::Disburse { .. } = kind {
+                    self.registry.active(&household)?;
                 }
                 let events = loans::decide(
                     &self.loans,

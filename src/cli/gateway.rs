@@ -1,15 +1,16 @@
 //! `ansinh gateway-sim` and `ansinh admin add-gateway`: printing only; the work is in
-//! `ansinh::gateway`.
+//! `ansinh::gateway` and the ledger's directory (`ansinh::directory`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use ansinh::app::Runtime;
 use ansinh::gateway::client::GatewayClient;
-use ansinh::gateway::keys::{self, REGISTRY_FILE};
+use ansinh::gateway::keys;
 use ansinh::gateway::server::{STATUS_ACCEPTED, STATUS_DUPLICATE};
 use ansinh::gateway::sim::{self, SimConfig};
 
-use super::BoxError;
+use super::{BoxError, open_directory};
 
 #[derive(clap::Args)]
 pub struct SimArgs {
@@ -85,45 +86,56 @@ pub async fn sim(nats: Option<&str>, args: SimArgs, json: bool) -> Result<ExitCo
     })
 }
 
-/// Creates a gateway key pair: the private key to `key_out`, the public key appended to
-/// `<data-dir>/gateways.json`.
-pub fn add_gateway(
-    data_dir: &Path,
+/// `ansinh admin add-gateway`: creates a gateway key pair, writes the private key to
+/// `key_out` and adds the public key to the ledger's directory, which every running
+/// process follows (ADR 0020): it returns once this process's own view holds the key in
+/// force, as `admin add-staff` does, so the gateway may sign with it at once.
+pub async fn add_gateway(
+    runtime: &Runtime,
     id: &str,
     key_out: &Path,
     json: bool,
 ) -> Result<ExitCode, BoxError> {
-    std::fs::create_dir_all(data_dir)?;
-    let registry = data_dir.join(REGISTRY_FILE);
-    let added = keys::add_gateway(&registry, id, key_out)?;
+    // The directory first: a ledger that cannot be reached leaves no key file behind.
+    let directory = open_directory(runtime).await?;
+    let key = keys::new_gateway_key(id, key_out)?;
+    let revision = directory.add_gateway_key(&key).await.map_err(|e| {
+        format!(
+            "the key file {} was written, but its public key is not in the ledger's directory ({e}); delete the file and run add-gateway again",
+            key_out.display()
+        )
+    })?;
+    let keys_of_gateway = directory
+        .gateways()
+        .current()
+        .keys()
+        .iter()
+        .filter(|k| k.gateway_id == key.gateway_id)
+        .count();
     if json {
         println!(
             "{}",
             serde_json::json!({
-                "gateway_id": added.gateway_id,
-                "key_id": added.key_id,
-                "keys_of_gateway": added.keys_of_gateway,
+                "gateway_id": key.gateway_id,
+                "key_id": key.key_id,
+                "public_key": hex::encode(key.public_key),
+                "keys_of_gateway": keys_of_gateway,
                 "key_file": key_out,
-                "registry": registry,
+                "directory_revision": revision,
             })
         );
     } else {
         println!(
-            "gateway {}: key {} written to {} (mode 0600; give it to the gateway only), public key added to {}",
-            added.gateway_id,
-            added.key_id,
+            "gateway {}: key {} written to {} (mode 0600; give it to the gateway only), public key {} added to the ledger's directory: every running process accepts its signatures now",
+            key.gateway_id,
+            key.key_id,
             key_out.display(),
-            registry.display()
+            hex::encode(key.public_key),
         );
-        println!(
-            "run `ansinh admin import-directory` (or restart `ansinh serve`) to put the new key in the ledger's directory"
-        );
-        if added.keys_of_gateway > 1 {
-            // Editing the file revokes nothing: the directory bucket is the record, and
-            // only a removal there withdraws a key.
+        if keys_of_gateway > 1 {
             println!(
                 "gateway {} now has {} keys: once it signs with the new one, withdraw each old key with `ansinh admin remove-gateway-key --key-id <old key id>`",
-                added.gateway_id, added.keys_of_gateway
+                key.gateway_id, keys_of_gateway
             );
         }
     }

@@ -116,14 +116,15 @@ pub enum HouseholdCommand {
         #[arg(long, value_parser = ansinh::input::citizen_id)]
         head_citizen_id: CitizenId,
         /// A phone number, for payments by mobile money (sealed). Example: 0912345678
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::phone)]
         phone: Option<String>,
         /// A bank account number, for payments by bank transfer (sealed). Example: 0071000123456
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::account_number)]
         account: Option<String>,
-        /// "NAME:CITIZEN_ID:RELATION" (CITIZEN_ID may be empty for a child), repeatable.
-        #[arg(long = "member")]
-        members: Vec<String>,
+        /// "NAME:CITIZEN_ID:RELATION" (CITIZEN_ID may be empty for a child; without
+        /// ":RELATION", "member"), repeatable. Example: "Lê Thị Bình:001190000002:vợ"
+        #[arg(long = "member", value_name = "NAME:CITIZEN_ID:RELATION", value_parser = member)]
+        members: Vec<Member>,
     },
     /// The household's view: class and validity, loans priced on --as-of, history.
     Show {
@@ -168,9 +169,10 @@ pub enum HouseholdCommand {
         /// Why, as recorded in the event (e.g. "birth", "marriage", "moved away").
         #[arg(long, value_parser = ansinh::input::text)]
         reason: String,
-        /// "NAME:CITIZEN_ID:RELATION" (CITIZEN_ID may be empty for a child), repeatable.
-        #[arg(long = "add-member")]
-        add: Vec<String>,
+        /// "NAME:CITIZEN_ID:RELATION" (CITIZEN_ID may be empty for a child; without
+        /// ":RELATION", "member"), repeatable. Example: "Lê Minh::con"
+        #[arg(long = "add-member", value_name = "NAME:CITIZEN_ID:RELATION", value_parser = member)]
+        add: Vec<Member>,
         /// A member's citizen id, or name when they have none, repeatable, e.g.
         /// --remove 001085012345 --remove "Lê Thị Bình".
         #[arg(long = "remove-member")]
@@ -647,7 +649,6 @@ pub async fn household_command(
             members,
         } => {
             let caller = who.caller()?;
-            let members = members.iter().map(|m| parse_member(m)).collect();
             let data = PersonalData {
                 head_name,
                 head_citizen_id: head_citizen_id.to_string(),
@@ -717,7 +718,7 @@ pub async fn household_command(
                     return outcome(Err(not_a_member.into()), &key, json);
                 }
             }
-            data.members.extend(add.iter().map(|m| parse_member(m)));
+            data.members.extend(add);
             outcome(
                 service.change_members(&req, &h, on, &reason, &data).await,
                 &key,
@@ -752,17 +753,22 @@ pub async fn household_command(
 }
 
 /// A member from "NAME:CITIZEN_ID:RELATION" (an empty CITIZEN_ID for a child without a
-/// card; the relation defaults to "member").
-fn parse_member(spec: &str) -> Member {
+/// card; without ":RELATION", the relation is "member"), each part read by its kind's
+/// parser, as the API's schema and the console read them: a refusal names the part's
+/// kind (name, citizen id, relation).
+fn member(spec: &str) -> Result<Member, ansinh::input::InputError> {
     let mut parts = spec.splitn(3, ':');
-    let name = parts.next().unwrap_or_default().to_owned();
-    let citizen_id = parts.next().filter(|s| !s.is_empty()).map(str::to_owned);
-    let relation = parts.next().unwrap_or("member").to_owned();
-    Member {
+    let name = ansinh::input::name(parts.next().unwrap_or_default())?;
+    let citizen_id = match parts.next().filter(|s| !s.is_empty()) {
+        Some(id) => Some(ansinh::input::citizen_id(id)?.to_string()),
+        None => None,
+    };
+    let relation = ansinh::input::relation(parts.next().unwrap_or("member"))?;
+    Ok(Member {
         name,
         citizen_id,
         relation,
-    }
+    })
 }
 
 /// The runtime's projector, caught up with the log.

@@ -1,11 +1,14 @@
 //! The registry of gateway public keys and the gateways' key files.
 //!
-//! The registry is `<data-dir>/gateways.json`, a JSON array of
+//! A registry is what the ledger's directory holds of the gateways (`directory`, whose
+//! entries are checked with `Registry::admitting`), and the format of
+//! `<data-dir>/gateways.json` of earlier versions, which `serve` and `admin
+//! import-directory` copy into the directory: a JSON array of
 //! `{ "id": "vcb", "public_key": "<64 hex>", "key_id": "<16 hex>" }`. A gateway may have
 //! several keys (a rotation: add the new key, move the gateway to it, then withdraw the
-//! old key from the ledger's directory with `admin remove-gateway-key`; the file keeps
-//! it, and no import adds a withdrawn key again); a key belongs to exactly one gateway. It is checked whole when read: a registry
-//! with one bad entry is refused, never partly used.
+//! old key from the ledger's directory with `admin remove-gateway-key`; no import adds a
+//! withdrawn key again); a key belongs to exactly one gateway. A file is checked whole
+//! when read: a registry with one bad entry is refused, never partly used.
 //!
 //! A gateway's key file has the format of the ledger's (`checkpoint::keys`): the 32-byte
 //! Ed25519 seed as 64 lowercase hex digits and a newline, mode 0600.
@@ -218,18 +221,6 @@ impl Registry {
         Self::from_json(&text)
     }
 
-    /// Like `load`, but a missing file is an empty registry.
-    pub fn load_or_empty(path: &Path) -> Result<Self, RegistryError> {
-        match Self::load(path) {
-            Err(RegistryError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                Ok(Self::default())
-            }
-            other => other,
-        }
-    }
-
     /// Writes the registry to `path` atomically (a fsynced file renamed into place).
     pub fn save(&self, path: &Path) -> Result<(), RegistryError> {
         let io = |source| RegistryError::Io {
@@ -274,15 +265,6 @@ impl Registry {
     }
 }
 
-/// What `add_gateway` did.
-#[derive(Debug)]
-pub struct AddedGateway {
-    pub gateway_id: String,
-    pub key_id: String,
-    /// How many keys the gateway has now (more than one: a rotation is under way).
-    pub keys_of_gateway: usize,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum AddGatewayError {
     #[error("gateway id {0:?} is not 1-32 characters of a-z, 0-9 and '-'")]
@@ -290,81 +272,27 @@ pub enum AddGatewayError {
     /// The key file exists (never overwritten) or cannot be written.
     #[error(transparent)]
     KeyFile(#[from] KeyFileError),
-    /// The registry is unreadable or invalid; the key file written is then unused.
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
 }
 
-/// `ansinh admin add-gateway`: creates a key pair from the OS's random source, writes
-/// the private key to `key_out` (mode 0600, never overwriting a file) and appends the
-/// public key to the registry at `registry_path` (created if missing). Concurrent runs
-/// are serialized by an advisory lock on `<registry>.lock`, so none loses another's key.
-/// The ledger reads the registry when it starts serving gateways.
-pub fn add_gateway(
-    registry_path: &Path,
-    gateway_id: &str,
-    key_out: &Path,
-) -> Result<AddedGateway, AddGatewayError> {
+/// A new key of gateway `gateway_id` (`ansinh admin add-gateway`): a key pair from the
+/// OS's random source, the private key written to `key_out` (mode 0600, never
+/// overwriting a file). Returns its public key, for the ledger's directory
+/// (`Directory::add_gateway_key`). The key file comes first: a directory entry without
+/// its key file would be a gateway nobody can sign for; a key file without its entry is
+/// only refused.
+pub fn new_gateway_key(gateway_id: &str, key_out: &Path) -> Result<GatewayKey, AddGatewayError> {
     if !is_gateway_id(gateway_id) {
         return Err(AddGatewayError::InvalidGatewayId(gateway_id.to_string()));
     }
-    let _lock = RegistryLock::acquire(registry_path)?;
-    let registry = Registry::load_or_empty(registry_path)?;
     let key =
         KeyPair::from_seed(&ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng).to_bytes());
-    let updated = registry.with_key(GatewayKey {
+    write_key_file(key_out, &key)?;
+    sync_parent(key_out);
+    Ok(GatewayKey {
         gateway_id: gateway_id.to_string(),
         key_id: key.key_id().to_string(),
         public_key: key.public_key(),
-    })?;
-    // The private key first: a registry entry without its key file would be a gateway
-    // nobody can sign for; a key file without its entry is only refused.
-    write_key_file(key_out, &key)?;
-    sync_parent(key_out);
-    updated.save(registry_path)?;
-    Ok(AddedGateway {
-        gateway_id: gateway_id.to_string(),
-        key_id: key.key_id().to_string(),
-        keys_of_gateway: updated
-            .keys()
-            .iter()
-            .filter(|k| k.gateway_id == gateway_id)
-            .count(),
     })
-}
-
-/// An exclusive `flock` on `<registry>.lock`, released when dropped (or when the
-/// process dies, so a crash leaves no stale lock).
-struct RegistryLock {
-    _file: std::fs::File,
-}
-
-impl RegistryLock {
-    fn acquire(registry_path: &Path) -> Result<Self, RegistryError> {
-        let path = registry_path.with_extension("json.lock");
-        let io = |source| RegistryError::Io {
-            path: path.clone(),
-            source,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::io::AsRawFd;
-            // SAFETY: flock on a descriptor we own; it only blocks.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-                return Err(io(std::io::Error::last_os_error()));
-            }
-        }
-        Ok(Self { _file: file })
-    }
 }
 
 pub use crate::checkpoint::keys::load_key;

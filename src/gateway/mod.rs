@@ -1,8 +1,9 @@
 //! The payment-gateway transport: how banks, mobile-money operators and the post office
 //! fetch payment instructions and post signed results over NATS request/reply.
 //!
-//! - `keys` is the registry of gateway public keys (`<data-dir>/gateways.json`) and the
-//!   gateway key files;
+//! - `keys` is the registry of gateway public keys (what the ledger's directory holds of
+//!   the gateways, and `<data-dir>/gateways.json` of earlier versions) and the gateway
+//!   key files;
 //! - `sign` (pure) says what a gateway signs and checks it;
 //! - `server` answers the gateways on the ledger's side and hands verified posts to a
 //!   [`PostSink`](server::PostSink);

@@ -1,6 +1,6 @@
 //! /v1/gateways/{gateway}: the HTTP transport for payment gateways, beside NATS
 //! (docs/GATEWAYS.md §9). A gateway authenticates by signing each request with its
-//! Ed25519 key from the same registry as NATS (`<data-dir>/gateways.json`); there is no
+//! Ed25519 key from the same registry as NATS (the ledger's directory); there is no
 //! bearer token.
 //!
 //! Steps, in this order, so that nothing unauthenticated is even parsed:

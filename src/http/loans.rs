@@ -1,6 +1,7 @@
 //! /v1/loans: approve, and the commands on one loan ("01-L7"). The role is checked by
-//! `service`; the unit by the book against the loan's household (only the book knows it
-//! for certain), which refuses with `OutsideUnit` (403).
+//! `service`, and a unit outside the loan's partition refused there; the unit by the book
+//! against the loan's household (only the book knows it for certain), which refuses with
+//! `OutsideUnit` (403) before it says anything else of the loan.
 
 use axum::extract::State;
 use axum::response::Response;

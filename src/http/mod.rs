@@ -837,7 +837,7 @@ pub fn routes() -> openapi::Routes {
             jobs::show,
         )
         .described(
-            "From the shared jobs bucket: any ledger process answers it; `kind` says which record it is. `state` is waiting (a scan, for a reader of the log), running, done or failed (`error` says why). Readable by whoever may read the job's partition.",
+            "From the shared jobs bucket: any ledger process answers it; `kind` says which record it is. `state` is waiting (a scan, for a reader of the log), running, done or failed (`error` says why). Readable by whoever may read the job's partition; an anomalies scan's record, whose findings are listed as its starter may see them (`started_by_unit`), only by a reader whose unit covers the starter's (the head office covers every unit, a province its communes): another is refused 403 `OutsideUnit`.",
         )
         .post(
             "/v1/entitlements",

@@ -518,6 +518,9 @@ pub async fn timeouts(
     Body { value, fingerprint }: Body<TimeoutsBody>,
 ) -> Result<Response, ApiError> {
     let partition = crate::input::partition(&partition)?;
+    // Authorised before the key is bound: a caller without the right binds nothing, and
+    // is never answered from what the key kept.
+    crate::service::Service::may_time_out(&caller, &partition)?;
     // The timeouts append under keys of their own, so the request's key is bound here,
     // in the shared requests bucket, as a job's is: the same key with another body is
     // refused. A refusal records nothing and frees the key for the corrected request.

@@ -41,6 +41,10 @@ pub const RELATION_CHARS_MAX: usize = 50;
 /// Digits of a phone number, after an optional `+` (defs.json `personal.phone`).
 pub const PHONE_DIGITS_MIN: usize = 6;
 pub const PHONE_DIGITS_MAX: usize = 15;
+/// Letters and digits of a bank account number (defs.json `personal.account_number`):
+/// an IBAN's longest is 34.
+pub const ACCOUNT_CHARS_MIN: usize = 4;
+pub const ACCOUNT_CHARS_MAX: usize = 34;
 /// A savings group's name, in characters (approve-loan.request.json `savings_group`).
 pub const SAVINGS_GROUP_CHARS_MAX: usize = 64;
 /// The longest loan term any entrance accepts, in months (approve-loan.request.json);
@@ -87,6 +91,7 @@ pub enum Kind {
     Job,
     Sequence,
     Phone,
+    AccountNumber,
     Relation,
     Area,
     Entrusted,
@@ -123,6 +128,7 @@ impl Kind {
             Kind::Job => "job id",
             Kind::Sequence => "sequence",
             Kind::Phone => "phone number",
+            Kind::AccountNumber => "account number",
             Kind::Relation => "relation",
             Kind::Area => "area",
             Kind::Entrusted => "entrusted organisation",
@@ -176,6 +182,9 @@ impl Kind {
                 "an event's partition sequence, as its receipt shows it: digits, 1 to 9223372036854775807 (42)"
             }
             Kind::Phone => "6 to 15 digits, with a + before them or not (0912345678, +84912345678)",
+            Kind::AccountNumber => {
+                "4 to 34 letters A to Z and digits, no spaces or dashes (0071000123456)"
+            }
             Kind::Relation => {
                 "1 to 50 characters of text, some visible, no control characters (con gái)"
             }
@@ -573,6 +582,17 @@ pub fn phone(s: &str) -> Result<String, InputError> {
     Ok(s.to_owned())
 }
 
+/// A bank account number, for payments by bank transfer: 4 to 34 ASCII letters and
+/// digits, nothing else (no spaces or dashes: one spelling per number).
+pub fn account_number(s: &str) -> Result<String, InputError> {
+    let shaped = (ACCOUNT_CHARS_MIN..=ACCOUNT_CHARS_MAX).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric());
+    if !shaped {
+        return Err(InputError::new(Kind::AccountNumber, shown(s)));
+    }
+    Ok(s.to_owned())
+}
+
 // The choices below are spelled as the API's JSON spells them (defs.json `area`,
 // approve-loan, disburse and grant-entitlement requests), so the console and the API
 // accept the same words; anything else is refused, never taken for a default.
@@ -804,6 +824,29 @@ mod tests {
             "١٢٣٤٥٦",
         ] {
             assert_eq!(phone(bad).unwrap_err().kind, Kind::Phone, "{bad:?}");
+        }
+        for good in [
+            "0071000123456",
+            "GB82WEST12345698765432",
+            "1234",
+            &"9".repeat(34),
+        ] {
+            assert_eq!(account_number(good).unwrap(), good);
+        }
+        for bad in [
+            "123",
+            &"9".repeat(35),
+            "0071 000123456",
+            "0071-000123456",
+            "",
+            "００７１０００",
+            "ĐÔNG1234",
+        ] {
+            assert_eq!(
+                account_number(bad).unwrap_err().kind,
+                Kind::AccountNumber,
+                "{bad:?}"
+            );
         }
         assert_eq!(
             relation(&"c".repeat(RELATION_CHARS_MAX)).unwrap().len(),

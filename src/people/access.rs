@@ -88,10 +88,7 @@ pub enum AccessError {
         operation: Operation,
     },
     /// The household is outside the caller's unit: the unit that serves it must act.
-    #[error(
-        "{caller} acts for unit {unit}, not for {} {commune}",
-        place_word(commune)
-    )]
+    #[error("{caller} acts for unit {unit}, not for {}", place(commune))]
     OutsideUnit {
         caller: String,
         unit: String,
@@ -99,12 +96,13 @@ pub enum AccessError {
     },
 }
 
-/// What a unit code names, for a sentence: a province's 2 digits, or a commune's 7.
-fn place_word(code: &str) -> &'static str {
-    if code.len() == 2 {
-        "province"
-    } else {
-        "commune"
+/// What a unit code names, for a sentence: a province's 2 digits, a commune's 7, or the
+/// head office's nothing (a scan made for the head office, `covers`).
+fn place(code: &str) -> String {
+    match code.len() {
+        0 => "the head office, which sees every province".into(),
+        2 => format!("province {code}"),
+        _ => format!("commune {code}"),
     }
 }
 
@@ -144,6 +142,21 @@ pub fn authorize_role(caller: &Caller, op: Operation) -> Result<(), AccessError>
 /// Is `commune` inside `unit` (a commune code, or a province code for a branch)?
 pub fn within(unit: &str, commune: &str) -> bool {
     !unit.is_empty() && commune.starts_with(unit)
+}
+
+/// Does a reader of `reader_unit` see at least what one of `unit` sees? The head office
+/// (empty) sees everything; a province sees itself and its communes. What was filtered
+/// for one caller (an anomalies scan's findings, `seen_by`) is shown only to readers who
+/// cover that caller's unit.
+pub fn covers(reader_unit: &str, unit: &str) -> bool {
+    unit.starts_with(reader_unit)
+}
+
+/// Can a household of `place` (a province's or a commune's code) lie inside `unit`? One
+/// contains the other, or the unit is the head office's (empty), which is refused where a
+/// household is known (`within`) and reads every place.
+pub fn overlaps(unit: &str, place: &str) -> bool {
+    unit.is_empty() || unit.starts_with(place) || place.starts_with(unit)
 }
 
 /// May `caller` do `op` for a household of `commune`?
@@ -234,5 +247,27 @@ mod tests {
             ),
             Err(AccessError::OutsideUnit { .. })
         ));
+    }
+
+    #[test]
+    fn a_reader_covers_its_own_unit_and_those_inside_it() {
+        assert!(covers("", ""));
+        assert!(covers("", "01"));
+        assert!(covers("01", "01"));
+        assert!(covers("01", "0100101"));
+        assert!(!covers("01", ""));
+        assert!(!covers("01", "79"));
+        assert!(!covers("0100101", "01"));
+    }
+
+    #[test]
+    fn a_unit_overlaps_the_places_it_contains_or_lies_in() {
+        assert!(overlaps("0100101", "01"));
+        assert!(overlaps("01", "01"));
+        assert!(overlaps("01", "0100101"));
+        assert!(overlaps("", "01"));
+        assert!(!overlaps("7900003", "01"));
+        assert!(!overlaps("79", "01"));
+        assert!(!overlaps("0100101", "0100102"));
     }
 }

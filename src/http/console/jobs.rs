@@ -41,7 +41,7 @@ struct PageQuery {
 }
 
 /// `GET /console/jobs/{id}[?page=N]`: the job's state, progress and result, its list a
-/// page at a time (from 0). Readable by whoever may read the job's partition.
+/// page at a time (from 0). Readable as `GET /v1/jobs/{id}` is (`readable_job`).
 async fn show(
     State(api): State<Api>,
     session: Session,

@@ -48,6 +48,12 @@ pub struct AuditScanJob {
     pub job: String,
     pub partition: String,
     pub started_by: String,
+    /// The unit the starter acts for: anomalies are listed as that unit may see them
+    /// (`anomalies_concerning`), so only a reader who covers it reads the record
+    /// (`readable_job`). A record made before the field existed reads as "" (the head
+    /// office, the widest): only the head office reads it.
+    #[serde(default)]
+    pub started_by_unit: String,
     /// "waiting" (for one of the `LOG_SCANS_IN_FLIGHT_MAX` readers of the log, saved
     /// every `JOB_WAITING_SAVE_EVERY`), "running", "done", or "failed" (`error` says why;
     /// start it again: the same request takes this job over and runs it again).
@@ -147,6 +153,7 @@ pub async fn begin(
         job: id,
         partition: partition.to_string(),
         started_by: caller.id.clone(),
+        started_by_unit: caller.unit.clone(),
         state: "waiting".into(),
         as_of,
         pending_days,

@@ -499,7 +499,11 @@ impl HeldJobs {
     }
 }
 
-/// A job the caller may read: its partition is readable by them.
+/// A job the caller may read: its partition is readable by them, and, for an anomalies
+/// scan, they see at least what its starter sees (`access::covers`): its findings were
+/// listed as the starter may see them, which can name households of other provinces
+/// (a head office's scan). A recompute's findings lie within the partition, and a payment
+/// run's are its communes.
 pub async fn readable_job(api: &Api, caller: &access::Caller, id: &str) -> Result<Job, ApiError> {
     let id = crate::input::job_id(id)?;
     let job = read_job(api, &id)
@@ -509,12 +513,23 @@ pub async fn readable_job(api: &Api, caller: &access::Caller, id: &str) -> Resul
             value: id.clone(),
         })?;
     access::authorize(caller, Operation::Read, job.partition())?;
+    if let Job::Anomalies(scan) = &job {
+        if !access::covers(&caller.unit, &scan.started_by_unit) {
+            return Err(access::AccessError::OutsideUnit {
+                caller: caller.id.clone(),
+                unit: caller.unit.clone(),
+                commune: scan.started_by_unit.clone(),
+            }
+            .into());
+        }
+    }
     Ok(job)
 }
 
 /// `GET /v1/jobs/{id}`: a job's record: its progress while it runs, its result after.
 /// From the shared bucket, so any ledger process answers it. Readable by whoever may read
-/// the job's partition.
+/// the job's partition and, for an anomalies scan, covers its starter's unit
+/// (`readable_job`).
 pub async fn show(
     State(api): State<Api>,
     Staff(caller): Staff,
@@ -548,6 +563,25 @@ mod tests {
             runner: String::new(),
             updated_at_unix_ms: 1_800_000_000_000,
         })
+    }
+
+    /// A scan's record saved before the starter's unit was kept reads as the head
+    /// office's, the widest: only the head office reads it.
+    #[test]
+    fn a_scan_record_without_the_starters_unit_reads_as_the_head_offices() {
+        let old = serde_json::json!({
+            "kind": "anomalies", "job": "0123456789abcdef0123456789abcdef",
+            "partition": "01", "started_by": "staff:auditor", "state": "done",
+            "stream_last_sequence": 2, "stream_sequence_reached": 2, "events_scanned": 2,
+            "decisions": 0, "findings_total": 0, "findings": [],
+            "updated_at_unix_ms": 1_800_000_000_000_i64
+        });
+        let Job::Anomalies(scan) = serde_json::from_value(old).unwrap() else {
+            panic!("an anomalies record");
+        };
+        assert_eq!(scan.started_by_unit, "");
+        assert!(access::covers("", &scan.started_by_unit));
+        assert!(!access::covers("01", &scan.started_by_unit));
     }
 
     /// A create or take-over whose answer was lost: the record read back is ours only if
