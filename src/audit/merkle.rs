@@ -233,9 +233,15 @@ pub fn inclusion_proof(event_hashes: &[Hash32], index: u64) -> Result<Vec<Hash32
 }
 
 /// Builds many inclusion proofs over one tree: every complete, aligned power-of-two
-/// subtree root is computed once (about 2n hashes kept), then each proof costs
-/// O(log² n) instead of `inclusion_proof`'s O(n). Used by bundle export, which proves
-/// up to tens of thousands of events of one partition.
+/// subtree root is computed once, then each proof costs O(log² n) instead of
+/// `inclusion_proof`'s O(n). Used by bundle export, which proves up to tens of
+/// thousands of events of one partition.
+///
+/// Memory: the n event hashes it is handed and the levels above them, fewer than n
+/// more hashes, so under 2 × n × 32 bytes, plus 24 bytes a level for the list of
+/// levels. That is also its peak while it is built: each level is allocated once at its
+/// exact size and never copied, and leaf hashes are not kept (they are recomputed from
+/// the event hashes). `tests/merkle_memory.rs` measures it.
 pub struct Prover {
     /// `levels[0]` = the event hashes; for j ≥ 1, `levels[j][i]` = MTH of leaves
     /// `[i·2^j, (i+1)·2^j)`.
@@ -244,22 +250,39 @@ pub struct Prover {
 }
 
 impl Prover {
-    pub fn new(partition: impl Into<String>, event_hashes: &[Hash32]) -> Self {
-        let mut levels = vec![event_hashes.to_vec()];
-        let leaves: Vec<Hash32> = event_hashes.iter().map(leaf_hash).collect();
-        let mut below = leaves;
-        while below.len() >= 2 {
-            let next: Vec<Hash32> = below
+    /// A prover over `event_hashes`, which it keeps (the caller hands them over rather
+    /// than keep a second copy; `event_hash` reads them back).
+    pub fn new(partition: impl Into<String>, event_hashes: Vec<Hash32>) -> Self {
+        // The event hashes and one level per halving down to one root: allocated at
+        // that length, the list of levels never grows.
+        let depth = usize::BITS - event_hashes.len().leading_zeros();
+        let mut levels = Vec::with_capacity(depth.max(1) as usize);
+        // Level 1 from the event hashes' leaf hashes, computed pair by pair.
+        let mut next: Vec<Hash32> = event_hashes
+            .chunks_exact(2)
+            .map(|pair| node_hash(&leaf_hash(&pair[0]), &leaf_hash(&pair[1])))
+            .collect();
+        levels.push(event_hashes);
+        // Each level is moved into the list once the one above it is built from it.
+        while !next.is_empty() {
+            let above: Vec<Hash32> = next
                 .chunks_exact(2)
                 .map(|pair| node_hash(&pair[0], &pair[1]))
                 .collect();
-            levels.push(next.clone());
-            below = next;
+            levels.push(next);
+            next = above;
         }
         Self {
             levels,
             partition: partition.into(),
         }
+    }
+
+    /// Event hash `index` (0-based), if the tree has it.
+    pub fn event_hash(&self, index: u64) -> Option<&Hash32> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.levels[0].get(i))
     }
 
     pub fn size(&self) -> usize {

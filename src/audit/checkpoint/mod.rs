@@ -49,8 +49,10 @@ use crate::merkle::ProofError;
 /// Header on checkpoint messages: the tree size, in decimal (a convenience; readers
 /// decode the signed bytes).
 pub const HEADER_TREE_SIZE: &str = "Ansinh-Tree-Size";
-/// Most event hashes held in memory to build one proof (512 MiB). Proofs for larger
-/// partitions need the streaming builder that is not written yet.
+/// Most event hashes held in memory to build one proof (512 MiB; a bundle's prover
+/// keeps the subtree roots above them too, under as much again: `merkle::Prover`).
+/// Inclusion proofs for larger partitions need a streaming builder that is not written
+/// yet (a consistency proof has one: `merkle::ConsistencyBuilder`).
 pub const PROOF_LEAVES_MAX: u64 = 1 << 24;
 /// Checkpoint-stream messages `audit verify` holds in memory at once: it reads a
 /// partition's checkpoints (and then its cosignatures) this many at a time, whatever
