@@ -310,9 +310,12 @@ enum AuditCommand {
         #[arg(long, value_parser = ansinh::input::ledger_partition)]
         partition: Option<Partition>,
     },
-    /// Check a checkpoint against the recomputed log, then publish your cosignature.
+    /// Check a checkpoint against what you cosigned before (your state file), your
+    /// pinned ledger key and the recomputed log, then publish your cosignature and
+    /// record it. Exit 1 with REFUSED when it does not extend what you cosigned (a fork,
+    /// a smaller size) or its signer is not your pinned key or a later one.
     Cosign {
-        /// The partition whose latest checkpoint is cosigned. Example: 01 (or ledger-keys)
+        /// The partition whose checkpoint is cosigned. Example: 01 (or ledger-keys)
         #[arg(long, value_parser = ansinh::input::ledger_partition)]
         partition: Partition,
         /// Tree size of the checkpoint to cosign, as `audit verify --checkpoints` lists it,
@@ -325,6 +328,18 @@ enum AuditCommand {
         /// Your Ed25519 key file (created 0600 if missing).
         #[arg(long)]
         key: PathBuf,
+        /// Your state file: the last checkpoint you cosigned of each partition, checked
+        /// before each cosignature and replaced after it (docs/PROOFS.md section 7.6).
+        /// Keep one per ledger and back it up; a missing file trusts the first
+        /// checkpoint of each partition. Example: office-hn.cosigner-state.json
+        #[arg(long)]
+        state: PathBuf,
+        /// The latest ledger key you know, pinned out of band: the checkpoint's signer
+        /// must be this key or one registered after it. Its public key (64 hex digits; an
+        /// id of 16 proves less: see docs/PROOFS.md), or a file holding it; repeatable
+        /// (every one must hold).
+        #[arg(long, required = true)]
+        trust: Vec<String>,
     },
     /// Print (JSON) an inclusion proof of one event in a signed checkpoint.
     Prove {
@@ -786,18 +801,19 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         size,
                         cosigner_id,
                         key,
+                        state,
+                        trust,
                     },
             } => {
-                cli::proofs::cosign(
-                    &runtime,
-                    &checkpoints,
-                    &partition,
+                let request = cli::proofs::CosignRequest {
+                    partition,
                     size,
-                    &cosigner_id,
-                    &key,
-                    json,
-                )
-                .await
+                    cosigner_id,
+                    key,
+                    state,
+                    trust,
+                };
+                cli::proofs::cosign(&runtime, &checkpoints, &request, json).await
             }
             Command::Audit {
                 command:

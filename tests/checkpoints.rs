@@ -8,8 +8,9 @@ use ansinh::chain::Partition;
 use ansinh::checkpoint::proofs::{self, CheckError};
 use ansinh::checkpoint::sign::{self, CheckpointBody};
 use ansinh::checkpoint::{
-    Auditor, CheckpointConfig, CheckpointError, CheckpointTask, Checkpointer, Outcome, Policy,
-    ensure_checkpoint_stream, keys, load_key, rotate_key,
+    Auditor, CheckpointConfig, CheckpointError, CheckpointTask, Checkpointer, CosignRefusal,
+    CosignerState, Cosigning, Outcome, Policy, ensure_checkpoint_stream, keys, load_key,
+    rotate_key,
 };
 use ansinh::log::{Ledger, LogConfig, StreamError};
 use ansinh::merkle::{self, Hash32};
@@ -80,6 +81,52 @@ async fn publish_cosignature(
     .unwrap()
     .await
     .unwrap();
+}
+
+/// An audit office as the tests play one: its id, its key, the ledger keys it pins
+/// (`--trust`) and its state file, in a directory of its own.
+struct Office {
+    id: &'static str,
+    key: sign::KeyPair,
+    trusted: Vec<String>,
+    state: CosignerState,
+    _dir: tempfile::TempDir,
+}
+
+impl Office {
+    /// An office with a key from `seed`, pinning the ledger key `trusted`.
+    fn new(id: &'static str, seed: u8, trusted: &str) -> Self {
+        Self::with_key(id, sign::KeyPair::from_seed(&[seed; 32]), trusted)
+    }
+
+    fn with_key(id: &'static str, key: sign::KeyPair, trusted: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let state = CosignerState::open(&dir.path().join("office.cosigner-state.json")).unwrap();
+        Self {
+            id,
+            key,
+            trusted: vec![trusted.to_string()],
+            state,
+            _dir: dir,
+        }
+    }
+
+    async fn cosign(
+        &mut self,
+        a: &Auditor,
+        partition: &Partition,
+        tree_size: u64,
+        signed_at_unix_ms: i64,
+    ) -> Result<proto::Cosignature, CheckpointError> {
+        let cosigning = Cosigning {
+            cosigner_id: self.id,
+            key: &self.key,
+            trusted: &self.trusted,
+            signed_at_unix_ms,
+        };
+        a.cosign(partition, tree_size, &cosigning, &mut self.state)
+            .await
+    }
 }
 
 async fn auditor(log: &LogConfig, config: &CheckpointConfig) -> Auditor {
@@ -244,11 +291,9 @@ async fn one_checkpoint_is_found_without_reading_every_checkpoint() {
         "{} reads",
         cost(&a, before)
     );
-    let office = sign::KeyPair::from_seed(&[12; 32]);
+    let mut office = Office::new("audit-office:region-1", 12, c.key_id());
     let before = a.checkpoint_messages_read();
-    a.cosign(&p01(), 246, "audit-office:region-1", &office, 1)
-        .await
-        .unwrap();
+    office.cosign(&a, &p01(), 246, 1).await.unwrap();
     assert!(
         cost(&a, before) <= 3 * steps + 3,
         "{} reads",
@@ -358,20 +403,14 @@ async fn verify_checks_more_checkpoints_than_it_holds_in_memory() {
         publish_now(&mut c).await;
     }
     let a = auditor(&log, &config).await;
-    let (early, late) = (
-        sign::KeyPair::from_seed(&[12; 32]),
-        sign::KeyPair::from_seed(&[13; 32]),
-    );
-    // Cosigned after every checkpoint was stored: the first one, one in the middle, the
-    // latest, and the first again by another office.
-    for (size, key, id) in [
-        (3, &early, "office-early"),
-        (100, &late, "office-late"),
-        (CHECKPOINTS, &early, "office-early"),
-        (3, &late, "office-late"),
-    ] {
-        a.cosign(&p01(), size, id, key, 1).await.unwrap();
-    }
+    let mut early = Office::new("office-early", 12, c.key_id());
+    let mut late = Office::new("office-late", 13, c.key_id());
+    // Cosigned after every checkpoint was stored: the first one by both offices, one in
+    // the middle, the latest.
+    early.cosign(&a, &p01(), 3, 1).await.unwrap();
+    late.cosign(&a, &p01(), 3, 1).await.unwrap();
+    late.cosign(&a, &p01(), 100, 1).await.unwrap();
+    early.cosign(&a, &p01(), CHECKPOINTS, 1).await.unwrap();
     let a = a.with_messages_in_memory_max(7);
     let (audit, listed) = verify_listing(&a, Some(&p01())).await;
     assert!(audit.ok(), "{:?}", audit.problems);
@@ -406,7 +445,7 @@ async fn verify_checks_more_checkpoints_than_it_holds_in_memory() {
     };
     let out_of_order = publish_checkpoint(&config, &key, &body).await;
     let signed = sign::sign_checkpoint(&key, &body);
-    let cosignature = sign::cosign(&early, "office-early", &signed.checkpoint, 2).unwrap();
+    let cosignature = sign::cosign(&early.key, "office-early", &signed.checkpoint, 2).unwrap();
     publish_cosignature(&jetstream::new(client().await), &config, &cosignature).await;
     let (audit, listed) = verify_listing(&a, Some(&p01())).await;
     assert_eq!(audit.partitions["01"].checkpoints, CHECKPOINTS);
@@ -646,24 +685,17 @@ async fn cosignatures_are_checked_published_and_listed_by_verify() {
     append(&ledger, 6, 2).await;
     publish_now(&mut c).await;
     let cosigner_dir = tempfile::tempdir().unwrap();
-    let (office, created) =
-        keys::load_or_create_key(&cosigner_dir.path().join("office.key")).unwrap();
+    let (key, created) = keys::load_or_create_key(&cosigner_dir.path().join("office.key")).unwrap();
     assert!(created);
+    let mut office = Office::with_key("audit-office:region-1", key, c.key_id());
     let a = auditor(&log, &config).await;
-    let cosignature = a
-        .cosign(
-            &p01(),
-            6,
-            "audit-office:region-1",
-            &office,
-            1_767_225_600_000,
-        )
+    let cosignature = office
+        .cosign(&a, &p01(), 6, 1_767_225_600_000)
         .await
         .unwrap();
-    assert_eq!(cosignature.key_id, office.key_id());
+    assert_eq!(cosignature.key_id, office.key.key_id());
     assert!(matches!(
-        a.cosign(&p01(), 7, "audit-office:region-1", &office, 0)
-            .await,
+        office.cosign(&a, &p01(), 7, 0).await,
         Err(CheckpointError::NoCheckpoint { .. })
     ));
     let (audit, listed) = verify_listing(&a, None).await;
@@ -693,8 +725,168 @@ async fn cosignatures_are_checked_published_and_listed_by_verify() {
     let checked = check(&doc, &[c.key_id().to_string()]).unwrap();
     assert_eq!(
         checked.cosigners,
-        [format!("audit-office:region-1 (key {})", office.key_id())]
+        [format!(
+            "audit-office:region-1 (key {})",
+            office.key.key_id()
+        )]
     );
+}
+
+/// What an office cosigned before binds what it cosigns next (docs/PROOFS.md section
+/// 7.6): the operator recreates the streams (fresh names, the same ledger key) with
+/// event 2 changed and checkpoints the new log. An office that recomputed the root from
+/// whatever the server shows would vouch for both heads; with its state file it
+/// refuses the new log's checkpoint of the size it cosigned and of a larger one, both
+/// as a fork, publishes nothing and keeps its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cosign_refuses_a_log_rewritten_under_the_same_key() {
+    let (log, config) = fresh_checkpointed();
+    let (ledger, dir) = ledger(&log).await;
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    append(&ledger, 0, 3).await;
+    let cosigned = publish_now(&mut c).await;
+    let mut office = Office::new("audit-office", 21, c.key_id());
+    office
+        .cosign(&auditor(&log, &config).await, &p01(), 3, 1)
+        .await
+        .unwrap();
+    // The same events but the second, on fresh streams, signed by the same key,
+    let (rewritten, rewritten_config) = fresh_checkpointed();
+    let (other, _other_dir) = common::ledger(&rewritten).await;
+    let texts = ["checkpointed", "rewritten", "checkpointed", "checkpointed"];
+    for (i, text) in texts.iter().chain(&["checkpointed"]).enumerate() {
+        other
+            .append(note("01", &format!("k{i}"), text))
+            .await
+            .unwrap();
+        if i == 2 {
+            let mut c = checkpointer(&other, &rewritten_config, dir.path()).await;
+            assert_eq!(publish_now(&mut c).await.tree_size, 3);
+        }
+    }
+    let mut c = checkpointer(&other, &rewritten_config, dir.path()).await;
+    let forked = publish_now(&mut c).await;
+    assert_eq!(forked.tree_size, 5);
+    let a = auditor(&rewritten, &rewritten_config).await;
+    // refused at the size cosigned (another root) and at a larger one (no consistency),
+    for size in [3, 5] {
+        let refused = office.cosign(&a, &p01(), size, 2).await;
+        match refused {
+            Err(CheckpointError::CosignRefused(CosignRefusal::Forked {
+                tree_size,
+                ref cosigned_root,
+                ref root_now,
+                ..
+            })) => {
+                assert_eq!(tree_size, 3);
+                assert_eq!(*cosigned_root, merkle::encode_hash(&cosigned.root));
+                assert_ne!(root_now, cosigned_root);
+            }
+            other => panic!("size {size}: not refused as a fork: {other:?}"),
+        }
+    }
+    // nothing is published, and the office's record is still the original checkpoint.
+    let doc = a.prove(&p01(), 2, Some(5)).await.unwrap();
+    assert!(doc.checkpoint.cosignatures.is_empty(), "{doc:?}");
+    let last = office.state.last(&p01()).unwrap();
+    assert_eq!((last.tree_size, last.root), (3, cosigned.root));
+    // A fresh state (a new office) would trust the rewritten log on first use: the
+    // state file is what holds the ledger to its history.
+    let mut newcomer = Office::new("audit-office:new", 23, c.key_id());
+    newcomer.cosign(&a, &p01(), 5, 3).await.unwrap();
+    assert_ne!(forked.root, cosigned.root);
+}
+
+/// The normal path: an office cosigns 3, then 5 of the same log (the consistency proof
+/// from 3 checks), and records each in its state file, in the documented form; the same
+/// checkpoint again is cosigned again, and a checkpoint whose signer the office did not
+/// pin is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cosign_extends_what_it_cosigned_and_records_it() {
+    let (log, config) = fresh_checkpointed();
+    let (ledger, dir) = ledger(&log).await;
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    append(&ledger, 0, 3).await;
+    publish_now(&mut c).await;
+    append(&ledger, 3, 2).await;
+    let five = publish_now(&mut c).await;
+    let a = auditor(&log, &config).await;
+    let ledger_key = load_key(&dir.path().join(keys::LEDGER_KEY_FILE)).unwrap();
+    let mut office = Office::new("audit-office", 24, &hex::encode(ledger_key.public_key()));
+    office.cosign(&a, &p01(), 3, 1).await.unwrap();
+    office.cosign(&a, &p01(), 5, 2).await.unwrap();
+    office.cosign(&a, &p01(), 5, 3).await.unwrap();
+    let last = office.state.last(&p01()).unwrap();
+    assert_eq!((last.tree_size, last.root), (5, five.root));
+    // The file says the same, in the form docs/PROOFS.md section 7.6 and its schema give,
+    let path = office.state.path().to_path_buf();
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(file["format"], "ansinh/v1/cosigner-state");
+    assert_eq!(file["partitions"]["01"]["tree_size"], 5);
+    assert_eq!(
+        file["partitions"]["01"]["root"],
+        merkle::encode_hash(&five.root)
+    );
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/cosigner-state.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::draft202012::new(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&file)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{file:#}");
+    // and its checkpoint, with the office's cosignature, checks offline.
+    let document: proofs::CheckpointDocument =
+        serde_json::from_value(file["partitions"]["01"]["checkpoint"].clone()).unwrap();
+    let (body, cosigners) = document
+        .check("state", &[c.key_id().to_string()], &Default::default())
+        .unwrap();
+    assert_eq!(body.tree_size, 5);
+    assert_eq!(cosigners.unpinned.len(), 1);
+    // A key the office pinned that is not the ledger's: refused, nothing recorded.
+    let stranger = sign::KeyPair::from_seed(&[25; 32]);
+    append(&ledger, 5, 1).await;
+    publish_now(&mut c).await;
+    office.trusted = vec![hex::encode(stranger.public_key())];
+    assert!(matches!(
+        office.cosign(&a, &p01(), 6, 4).await,
+        Err(CheckpointError::CosignRefused(
+            CosignRefusal::UntrustedSigner { .. }
+        ))
+    ));
+    assert_eq!(office.state.last(&p01()).unwrap().tree_size, 5);
+}
+
+/// A log only grows: an office refuses a smaller checkpoint than one it cosigned, and
+/// keeps its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cosign_refuses_a_smaller_checkpoint_than_it_cosigned() {
+    let (log, config) = fresh_checkpointed();
+    let (ledger, dir) = ledger(&log).await;
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    append(&ledger, 0, 3).await;
+    publish_now(&mut c).await;
+    append(&ledger, 3, 2).await;
+    publish_now(&mut c).await;
+    let a = auditor(&log, &config).await;
+    let mut office = Office::new("audit-office", 22, c.key_id());
+    office.cosign(&a, &p01(), 5, 1).await.unwrap();
+    assert!(matches!(
+        office.cosign(&a, &p01(), 3, 2).await,
+        Err(CheckpointError::CosignRefused(CosignRefusal::Shrunk {
+            cosigned_size: 5,
+            tree_size: 3,
+            ..
+        }))
+    ));
+    assert_eq!(office.state.last(&p01()).unwrap().tree_size, 5);
 }
 
 /// A cosigner who cosigns a checkpoint again and again (or anyone who publishes more of
@@ -777,12 +969,11 @@ async fn a_pinned_cosigner_is_carried_however_many_other_keys_cosigned_first() {
         publish_cosignature(&js, &config, &cosignature).await;
     }
     // and then the real office's, which checked the checkpoint against the log,
-    let office = sign::KeyPair::from_seed(&[7; 32]);
-    auditor(&log, &config)
-        .await
-        .cosign(&p01(), 3, "audit-office:real", &office, 1_000)
+    let mut real = Office::new("audit-office:real", 7, c.key_id());
+    real.cosign(&auditor(&log, &config).await, &p01(), 3, 1_000)
         .await
         .unwrap();
+    let office = &real.key;
     let office_pin = CosignerPins {
         keys: vec![hex::encode(office.public_key())],
         required: None,
@@ -879,20 +1070,18 @@ async fn pinned_cosigners_are_required_of_a_partition_with_events_and_no_checkpo
         Outcome::Published(p) => p.body,
         other => panic!("nothing published: {other:?}"),
     };
-    let office = sign::KeyPair::from_seed(&[12; 32]);
-    auditor(&log, &config)
-        .await
+    let mut office = Office::new("audit-office:region-1", 12, c.key_id());
+    office
         .cosign(
+            &auditor(&log, &config).await,
             &config.keys_partition,
             keys.tree_size,
-            "audit-office:region-1",
-            &office,
             1,
         )
         .await
         .unwrap();
     config.cosigners = CosignerPins {
-        keys: vec![hex::encode(office.public_key())],
+        keys: vec![hex::encode(office.key.public_key())],
         required: None,
     };
     let a = auditor(&log, &config).await;
@@ -963,10 +1152,9 @@ async fn proofs_carry_the_cosignatures_stored_after_their_checkpoint_and_still_c
     }
     // and cosigned after it was stored by an office that checked it against the log,
     let a = auditor(&log, &config).await;
-    let office = sign::KeyPair::from_seed(&[6; 32]);
-    a.cosign(&p01(), 3, "office-after", &office, 2)
-        .await
-        .unwrap();
+    let mut after = Office::new("office-after", 6, &hex::encode(key.public_key()));
+    after.cosign(&a, &p01(), 3, 2).await.unwrap();
+    let office = &after.key;
     // when an auditor asks for proofs (which read the cosignatures after the checkpoint
     // only),
     let trusted = [hex::encode(key.public_key())];
@@ -1059,9 +1247,9 @@ async fn forged_checkpoints_are_found_and_nothing_is_signed_over_them() {
     );
     assert_eq!(audit.partitions["01"].checkpoints, 1);
     // A cosigner refuses the forged checkpoint.
-    let office = sign::KeyPair::from_seed(&[4u8; 32]);
+    let mut office = Office::new("audit-office", 4, c.key_id());
     assert!(matches!(
-        a.cosign(&p01(), 5, "audit-office", &office, 0).await,
+        office.cosign(&a, &p01(), 5, 0).await,
         Err(CheckpointError::Fork { .. })
     ));
     // A fresh checkpointer passes over the stranger's message (not the ledger's), finds
@@ -1287,6 +1475,71 @@ fn cli_checkpoint_prove_cosign_verify_and_offline_check() {
     let (code, proof, err) = run(&["audit", "prove", "--partition", "01", "--seq", "2"]);
     assert_eq!(code, Some(0), "{err}");
     let key_file = dir.path().join("office.key");
+    let state_file = dir.path().join("office.cosigner-state.json");
+    // The ledger's key, pinned from a file holding it (as `audit checkpoint --json`
+    // prints it).
+    let proof_document: serde_json::Value = serde_json::from_str(&proof).unwrap();
+    let trust_file = dir.path().join("ledger.pub");
+    std::fs::write(
+        &trust_file,
+        format!(
+            "{}\n",
+            proof_document["checkpoint"]["public_key"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let cosign = |trust: &str, more: &[&str]| {
+        let mut args = vec![
+            "audit",
+            "cosign",
+            "--partition",
+            "01",
+            "--size",
+            "3",
+            "--cosigner-id",
+            "office-1",
+            "--key",
+            key_file.to_str().unwrap(),
+            "--state",
+            state_file.to_str().unwrap(),
+            "--trust",
+            trust,
+        ];
+        args.extend(more);
+        run(&args)
+    };
+    let (code, out, err) = cosign(trust_file.to_str().unwrap(), &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.starts_with("COSIGNED partition 01: the checkpoint of 3 events matches the log; the partition's first checkpoint in ")
+            && out.contains("trusted on first use"),
+        "{out}"
+    );
+    let ledger_public_key = proof_document["checkpoint"]["public_key"].as_str().unwrap();
+    let (code, out, err) = cosign(ledger_public_key, &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("it is the one you cosigned last"), "{out}");
+    // A signer the office did not pin: refused, exit 1, in words or as JSON.
+    let stranger = hex::encode(sign::KeyPair::from_seed(&[31; 32]).public_key());
+    let (code, out, err) = cosign(&stranger, &[]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.starts_with("REFUSED partition 01: the checkpoint is signed by key "),
+        "{out}"
+    );
+    let (code, out, err) = cosign(&stranger, &["--json"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let refused: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (&refused["kind"], &refused["partition"], &refused["pinned"]),
+        (
+            &serde_json::json!("UntrustedSigner"),
+            &serde_json::json!("01"),
+            &serde_json::json!(stranger)
+        ),
+        "{refused}"
+    );
+    // Neither pin nor state may be left out.
     let (code, out, err) = run(&[
         "audit",
         "cosign",
@@ -1299,7 +1552,8 @@ fn cli_checkpoint_prove_cosign_verify_and_offline_check() {
         "--key",
         key_file.to_str().unwrap(),
     ]);
-    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(err.contains("--state") && err.contains("--trust"), "{err}");
     // Events no checkpoint covers yet: two past partition 01's, and a partition never
     // checkpointed.
     for (partition, key) in [("01", "n3"), ("01", "n4"), ("02", "m0")] {
@@ -1586,32 +1840,29 @@ async fn the_audit_status_route_names_the_latest_checkpoint_and_its_cosigners() 
     let first = publish_now(&mut c).await;
     append(&ledger, 6, 2).await;
     let latest = publish_now(&mut c).await;
-    let (office, _) = keys::load_or_create_key(&dir.path().join("office.key")).unwrap();
-    auditor(&log, &config)
-        .await
+    let (key, _) = keys::load_or_create_key(&dir.path().join("office.key")).unwrap();
+    let mut office = Office::with_key("audit-office:region-1", key, c.key_id());
+    office
         .cosign(
+            &auditor(&log, &config).await,
             &p01(),
             latest.tree_size,
-            "audit-office:region-1",
-            &office,
             1_767_225_600_000,
         )
         .await
         .unwrap();
     // A cosignature of the earlier checkpoint, stored after the latest one: not the
     // latest's.
-    let (late_office, _) = keys::load_or_create_key(&dir.path().join("late.key")).unwrap();
-    auditor(&log, &config)
-        .await
-        .cosign(
-            &p01(),
-            first.tree_size,
-            "audit-office:late",
-            &late_office,
-            1_767_225_600_000,
-        )
-        .await
-        .unwrap();
+    let (key, _) = keys::load_or_create_key(&dir.path().join("late.key")).unwrap();
+    let mut late = Office::with_key("audit-office:late", key, c.key_id());
+    late.cosign(
+        &auditor(&log, &config).await,
+        &p01(),
+        first.tree_size,
+        1_767_225_600_000,
+    )
+    .await
+    .unwrap();
 
     let vault = vault_for(&ledger, &dir.path().join("secrets")).await;
     let projector = ansinh::projection::Projector::of_store(ledger.store()).unwrap();
@@ -1836,8 +2087,8 @@ async fn nothing_is_signed_cosigned_or_exported_over_a_forged_exclusion() {
     };
     publish_checkpoint(&config, &key, &over_it).await;
     let a = auditor(&log, &config).await;
-    let office = sign::KeyPair::from_seed(&[4u8; 32]);
-    let cosigned = a.cosign(&p01(), 5, "audit-office", &office, 0).await;
+    let mut office = Office::new("audit-office", 4, key.key_id());
+    let cosigned = office.cosign(&a, &p01(), 5, 0).await;
     assert!(cosigned.as_ref().is_err_and(forged), "{cosigned:?}");
     let exported = ansinh::bundle::export::export(
         &a,

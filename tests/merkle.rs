@@ -159,6 +159,65 @@ fn consistency_matches_reference_and_verifies() {
     }
 }
 
+/// The streamed builder (what `audit cosign` uses, holding O(log² n) hashes) gives the
+/// same document as `ConsistencyProof::generate` over all the hashes, for every pair of
+/// small sizes and a spread of larger ones; it refuses a hash past the new size and a
+/// proof finished early.
+#[test]
+fn streamed_consistency_matches_the_proof_over_all_hashes() {
+    let d = events(300);
+    let mut pairs: Vec<(u64, u64)> = Vec::new();
+    for new in 1..=70u64 {
+        for old in 1..=new {
+            pairs.push((old, new));
+        }
+    }
+    for new in [127u64, 128, 129, 255, 256, 257, 300] {
+        for old in [1, 2, 3, new / 3, new / 2, 64, 128, 256, new - 1, new] {
+            if old >= 1 && old <= new {
+                pairs.push((old, new));
+            }
+        }
+    }
+    for (old, new) in pairs {
+        let leaves = &d[..new as usize];
+        let mut builder = ConsistencyBuilder::new("p0", old, new).unwrap();
+        for h in leaves {
+            builder.push(h).unwrap();
+        }
+        assert_eq!(builder.size(), new);
+        let streamed = builder.finish().unwrap();
+        assert_eq!(
+            streamed,
+            ConsistencyProof::generate("p0", leaves, old).unwrap(),
+            "old={old} new={new}"
+        );
+        streamed.verify().unwrap();
+    }
+    assert_eq!(
+        ConsistencyBuilder::new("p0", 0, 3).err(),
+        Some(ProofError::OldSizeZero)
+    );
+    assert!(matches!(
+        ConsistencyBuilder::new("p0", 4, 3),
+        Err(ProofError::OldSizeAfterNew { .. })
+    ));
+    let mut full = ConsistencyBuilder::new("p0", 2, 3).unwrap();
+    for h in &d[..3] {
+        full.push(h).unwrap();
+    }
+    assert_eq!(full.push(&d[3]), Err(ProofError::TreeTooLarge));
+    let mut early = ConsistencyBuilder::new("p0", 2, 3).unwrap();
+    early.push(&d[0]).unwrap();
+    assert_eq!(
+        early.finish().err(),
+        Some(ProofError::Unfinished {
+            new_size: 3,
+            pushed: 1
+        })
+    );
+}
+
 // ---- error cases ----
 
 #[test]

@@ -82,6 +82,17 @@ pub enum ProofError {
     #[error("tree is too large")]
     TreeTooLarge,
 
+    /// A streamed consistency proof (`ConsistencyBuilder`) was finished before all the
+    /// event hashes of the new tree were pushed: the caller read fewer than it asked
+    /// for (a log shorter than the checkpoint); nothing was proved.
+    #[error("consistency proof finished after {pushed} of {new_size} event hashes")]
+    Unfinished {
+        /// Size of the newer tree.
+        new_size: u64,
+        /// Event hashes pushed.
+        pushed: u64,
+    },
+
     /// A hex-encoded field is not exactly 64 lowercase hexadecimal digits.
     /// The serialized proof is corrupt or non-canonical: reject it.
     #[error("field `{field}` is not exactly 64 lowercase hex digits")]
@@ -222,9 +233,15 @@ pub fn inclusion_proof(event_hashes: &[Hash32], index: u64) -> Result<Vec<Hash32
 }
 
 /// Builds many inclusion proofs over one tree: every complete, aligned power-of-two
-/// subtree root is computed once (about 2n hashes kept), then each proof costs
-/// O(log² n) instead of `inclusion_proof`'s O(n). Used by bundle export, which proves
-/// up to tens of thousands of events of one partition.
+/// subtree root is computed once, then each proof costs O(log² n) instead of
+/// `inclusion_proof`'s O(n). Used by bundle export, which proves up to tens of
+/// thousands of events of one partition.
+///
+/// Memory: the n event hashes it is handed and the levels above them, fewer than n
+/// more hashes, so under 2 × n × 32 bytes, plus 24 bytes a level for the list of
+/// levels. That is also its peak while it is built: each level is allocated once at its
+/// exact size and never copied, and leaf hashes are not kept (they are recomputed from
+/// the event hashes). `tests/merkle_memory.rs` measures it.
 pub struct Prover {
     /// `levels[0]` = the event hashes; for j ≥ 1, `levels[j][i]` = MTH of leaves
     /// `[i·2^j, (i+1)·2^j)`.
@@ -233,22 +250,39 @@ pub struct Prover {
 }
 
 impl Prover {
-    pub fn new(partition: impl Into<String>, event_hashes: &[Hash32]) -> Self {
-        let mut levels = vec![event_hashes.to_vec()];
-        let leaves: Vec<Hash32> = event_hashes.iter().map(leaf_hash).collect();
-        let mut below = leaves;
-        while below.len() >= 2 {
-            let next: Vec<Hash32> = below
+    /// A prover over `event_hashes`, which it keeps (the caller hands them over rather
+    /// than keep a second copy; `event_hash` reads them back).
+    pub fn new(partition: impl Into<String>, event_hashes: Vec<Hash32>) -> Self {
+        // The event hashes and one level per halving down to one root: allocated at
+        // that length, the list of levels never grows.
+        let depth = usize::BITS - event_hashes.len().leading_zeros();
+        let mut levels = Vec::with_capacity(depth.max(1) as usize);
+        // Level 1 from the event hashes' leaf hashes, computed pair by pair.
+        let mut next: Vec<Hash32> = event_hashes
+            .chunks_exact(2)
+            .map(|pair| node_hash(&leaf_hash(&pair[0]), &leaf_hash(&pair[1])))
+            .collect();
+        levels.push(event_hashes);
+        // Each level is moved into the list once the one above it is built from it.
+        while !next.is_empty() {
+            let above: Vec<Hash32> = next
                 .chunks_exact(2)
                 .map(|pair| node_hash(&pair[0], &pair[1]))
                 .collect();
-            levels.push(next.clone());
-            below = next;
+            levels.push(next);
+            next = above;
         }
         Self {
             levels,
             partition: partition.into(),
         }
+    }
+
+    /// Event hash `index` (0-based), if the tree has it.
+    pub fn event_hash(&self, index: u64) -> Option<&Hash32> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.levels[0].get(i))
     }
 
     pub fn size(&self) -> usize {
@@ -410,6 +444,111 @@ pub fn consistency_proof(
     }
     top_down.reverse();
     Ok(top_down)
+}
+
+/// Builds the consistency proof `PROOF(old_size, D[new_size])` while the event hashes
+/// stream by, in O(log² n) memory instead of holding all of them: each hash of the proof
+/// is the root of one range of leaves, the ranges are disjoint, so one `Frontier` per
+/// range is enough (what `audit cosign` uses, reading the log once). Its `finish` gives
+/// the document `ConsistencyProof::generate` gives over the same hashes.
+pub struct ConsistencyBuilder {
+    partition: String,
+    old_size: u64,
+    new_size: u64,
+    /// `[start, end)` of each proof hash's subtree, in proof order, with its frontier.
+    parts: Vec<(u64, u64, Frontier)>,
+    tree: Frontier,
+    old_root: Option<Hash32>,
+}
+
+impl ConsistencyBuilder {
+    /// A builder of the proof from `old_size` to `new_size` (`0 < old_size <= new_size`).
+    pub fn new(
+        partition: impl Into<String>,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<Self, ProofError> {
+        check_sizes(old_size, new_size)?;
+        // consistency_proof's walk, on ranges instead of slices.
+        let (mut start, mut end, mut m, mut b) = (0u64, new_size, old_size, true);
+        let mut top_down = Vec::new();
+        while m < end - start {
+            let n = end - start;
+            let k = 1u64 << (u64::BITS - 1 - (n - 1).leading_zeros());
+            if m <= k {
+                top_down.push((start + k, end));
+                end = start + k;
+            } else {
+                top_down.push((start, start + k));
+                start += k;
+                m -= k;
+                b = false;
+            }
+        }
+        if !b {
+            top_down.push((start, end));
+        }
+        let parts = top_down
+            .into_iter()
+            .rev()
+            .map(|(start, end)| (start, end, Frontier::new()))
+            .collect();
+        Ok(Self {
+            partition: partition.into(),
+            old_size,
+            new_size,
+            parts,
+            tree: Frontier::new(),
+            old_root: None,
+        })
+    }
+
+    /// Appends the next event hash: leaf `size()` of the tree.
+    pub fn push(&mut self, event_hash: &Hash32) -> Result<(), ProofError> {
+        let index = self.tree.size();
+        if index >= self.new_size {
+            return Err(ProofError::TreeTooLarge);
+        }
+        self.tree.try_push(event_hash)?;
+        if let Some((_, _, part)) = self
+            .parts
+            .iter_mut()
+            .find(|(start, end, _)| (*start..*end).contains(&index))
+        {
+            part.try_push(event_hash)?;
+        }
+        if self.tree.size() == self.old_size {
+            self.old_root = Some(self.tree.root());
+        }
+        Ok(())
+    }
+
+    /// Event hashes pushed so far.
+    pub fn size(&self) -> u64 {
+        self.tree.size()
+    }
+
+    /// The proof, once all `new_size` hashes were pushed.
+    pub fn finish(self) -> Result<ConsistencyProof, ProofError> {
+        let (Some(old_root), true) = (self.old_root, self.tree.size() == self.new_size) else {
+            return Err(ProofError::Unfinished {
+                new_size: self.new_size,
+                pushed: self.tree.size(),
+            });
+        };
+        Ok(ConsistencyProof {
+            partition: self.partition,
+            old_size: self.old_size,
+            new_size: self.new_size,
+            old_root: encode_hash(&old_root),
+            new_root: encode_hash(&self.tree.root()),
+            path: self
+                .parts
+                .iter()
+                .map(|(_, _, part)| encode_hash(&part.root()))
+                .collect(),
+        })
+    }
 }
 
 /// RFC 9162 §2.1.4.2: verify that the tree of `old_size` leaves with root

@@ -3,7 +3,7 @@
 //! auditor bundle. A partition the log has never seen is answered "not found" first, so
 //! a typo does not read as an empty proof.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use ansinh::app::Runtime;
@@ -39,30 +39,69 @@ pub async fn checkpoint(
     Ok(exit_code(ok.await?))
 }
 
-/// `ansinh audit cosign`: checks the partition's checkpoint of `size` events against the
-/// recomputed log, then publishes the cosigner's signature of it.
+/// What `ansinh audit cosign` was given on its command line.
+pub struct CosignRequest {
+    pub partition: Partition,
+    pub size: u64,
+    pub cosigner_id: String,
+    pub key: PathBuf,
+    pub state: PathBuf,
+    /// `--trust`: each a pinned key, or a file holding one.
+    pub trust: Vec<String>,
+}
+
+/// Most bytes read of a file named by `--trust`: a key is 64 hex digits and a newline.
+const TRUST_FILE_BYTES_MAX: u64 = 1_024;
+
+/// `ansinh audit cosign`: checks the partition's checkpoint of `size` events against
+/// the office's state file, its pinned ledger keys and the recomputed log, then
+/// publishes the cosigner's signature of it and records it.
 pub async fn cosign(
     runtime: &Runtime,
     checkpoints: &CheckpointConfig,
-    partition: &Partition,
-    size: u64,
-    cosigner_id: &str,
-    key: &Path,
+    request: &CosignRequest,
     json: bool,
 ) -> Result<ExitCode, BoxError> {
-    if let Some(code) = unknown_partition(runtime, partition, json).await? {
+    let trusted = request
+        .trust
+        .iter()
+        .map(|t| pinned_key_or_file(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(code) = unknown_partition(runtime, &request.partition, json).await? {
         return Ok(code);
     }
-    let ok = checkpoint::cli::cosign(
-        runtime,
-        checkpoints,
-        partition.as_str(),
-        size,
-        cosigner_id,
-        key,
-        json,
-    );
+    let args = checkpoint::cli::CosignArgs {
+        partition: request.partition.as_str(),
+        tree_size: request.size,
+        cosigner_id: &request.cosigner_id,
+        key_file: &request.key,
+        state_file: &request.state,
+        trusted: &trusted,
+    };
+    let ok = checkpoint::cli::cosign(runtime, checkpoints, &args, json);
     Ok(exit_code(ok.await?))
+}
+
+/// A `--trust` value: a pinned key (64 or 16 hex digits), else the path of a file
+/// holding one (as `audit checkpoint --json` prints `public_key`), surrounding
+/// whitespace ignored.
+fn pinned_key_or_file(value: &str) -> Result<String, BoxError> {
+    if let Ok(pin) = ansinh::input::pinned_key(value) {
+        return Ok(pin);
+    }
+    let named = |e: &dyn std::fmt::Display| format!("--trust {value}: {e}");
+    let file = std::fs::File::open(value).map_err(|e| {
+        named(&format!(
+            "neither a key (64 or 16 hex digits) nor a file holding one ({e})"
+        ))
+    })?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(file, TRUST_FILE_BYTES_MAX),
+        &mut text,
+    )
+    .map_err(|e| named(&e))?;
+    Ok(ansinh::input::pinned_key(text.trim()).map_err(|e| named(&e))?)
 }
 
 /// `ansinh audit prove`: prints the inclusion proof of the event at `seq` in a signed

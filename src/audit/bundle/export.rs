@@ -130,7 +130,10 @@ pub async fn export(
         }
         .into());
     }
-    let mut hashes: Vec<Hash32> = Vec::new();
+    // Allocated once at its final size: the prover keeps it (2 x 32 bytes an event in
+    // all, with the levels above it), and a vector grown by doubling would hold up to
+    // twice as much.
+    let mut hashes: Vec<Hash32> = Vec::with_capacity(covered as usize);
     let mut chosen: Vec<(u64, bytes::Bytes, Envelope)> = Vec::new();
     let (mut uncovered, mut first_uncovered) = (0u64, 0u64);
     read::read_chain(
@@ -179,8 +182,9 @@ pub async fn export(
     let body = &checkpoint.stored.body;
     check_root(body, &hashes)?;
 
-    // Many proofs over one tree: subtree roots once, then O(log² n) per proof.
-    let prover = Prover::new(partition.to_string(), &hashes);
+    // Many proofs over one tree: subtree roots once, then O(log² n) per proof. The
+    // prover takes the hashes over: no second copy is held while it builds.
+    let prover = Prover::new(partition.to_string(), hashes);
     let proofs = chosen
         .iter()
         .map(|(sequence, _, _)| prover.inclusion(sequence - 1))
@@ -208,10 +212,10 @@ pub async fn export(
     let rows: Vec<(Envelope, String)> = chosen
         .iter()
         .map(|(sequence, _, e)| {
-            (
-                e.clone(),
-                merkle::encode_hash(&hashes[(*sequence - 1) as usize]),
-            )
+            let hash = prover
+                .event_hash(*sequence - 1)
+                .expect("a chosen event is under the checkpoint: it was proved");
+            (e.clone(), merkle::encode_hash(hash))
         })
         .collect();
     let folded: Vec<(u64, Envelope)> = chosen.iter().map(|(s, _, e)| (*s, e.clone())).collect();

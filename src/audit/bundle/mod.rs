@@ -601,13 +601,8 @@ pub fn verify_pinned(
     // a pinned key that must sit at or before the signer admits only checkpoints signed
     // by that key or a later one; pinning the latest key the auditor knows shuts out
     // every retired key.
-    let signer = ring.get(&body.key_id).map_or(0, |k| k.sequence);
     for pinned in trusted {
-        let key = ring
-            .keys()
-            .iter()
-            .find(|k| crate::input::pins(pinned, &k.key_id, &k.public_key));
-        if key.is_none_or(|k| k.sequence > signer) {
+        if !ring.admits(pinned, &body.key_id) {
             return Err(BundleError::Untrusted {
                 pinned: pinned.clone(),
                 signer: body.key_id.clone(),

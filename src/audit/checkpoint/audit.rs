@@ -8,6 +8,7 @@ use async_nats::jetstream::{self, message::PublishMessage, stream::Stream};
 use prost::Message;
 use serde::Serialize;
 
+use super::cosigner::{self, Cosigned, CosignerState, Cosigning, Step};
 use super::keys::KeyRing;
 use super::lookup::Lookup;
 use super::proofs::{
@@ -16,12 +17,12 @@ use super::proofs::{
 };
 use super::read::{self, ChainPosition, Next, ReadCount, StoredCheckpoint};
 use super::scratch::{Record, ScratchIndex};
-use super::sign::{self, KeyPair};
+use super::sign;
 use super::stream::{CheckpointConfig, ensure_checkpoint_stream, open_existing_checkpoint_stream};
 use super::{CheckpointError, PROBLEMS_LISTED_MAX, PROOF_LEAVES_MAX, VERIFY_CHUNK_MESSAGES};
 use crate::chain::Partition;
 use crate::log::{LogConfig, RawEvent, ensure_stream};
-use crate::merkle::{self, ConsistencyProof, Frontier, Hash32, InclusionProof};
+use crate::merkle::{self, ConsistencyBuilder, ConsistencyProof, Frontier, Hash32, InclusionProof};
 use crate::proto;
 
 fn nats(e: impl std::fmt::Display) -> CheckpointError {
@@ -39,6 +40,14 @@ pub struct Auditor {
     read: ReadCount,
     /// Checkpoint-stream messages `verify` holds at once (VERIFY_CHUNK_MESSAGES).
     messages_in_memory_max: usize,
+}
+
+/// The tree of a partition's first events as `Auditor::tree_at` read it.
+struct LogTree {
+    root: Hash32,
+    head: Hash32,
+    /// The consistency proof asked for, if one was.
+    proof: Option<ConsistencyProof>,
 }
 
 /// A checkpoint whose signature checked out against the key ring.
@@ -447,28 +456,50 @@ impl Auditor {
         })
     }
 
-    /// The cosigner's act: checks the checkpoint of `tree_size` events (signature by a
-    /// ledger key, root and head recomputed from the log), then signs and publishes a
-    /// cosignature. Nothing is published if any check fails.
+    /// The cosigner's act (docs/PROOFS.md section 7.6): checks the checkpoint of
+    /// `tree_size` events against what the office cosigned before (`state`: no smaller
+    /// size, no other root for a size cosigned), its signer against the keys the office
+    /// pinned, and its root and head against the log recomputed; from a smaller size
+    /// cosigned, the consistency proof from that size, built from the same read of the
+    /// log, must verify against the root cosigned and the checkpoint's. Then it signs,
+    /// publishes, and only then records the checkpoint in `state`. Nothing is published
+    /// if any check fails. Time O(the partition's first `tree_size` events), memory
+    /// O(log² tree_size).
     pub async fn cosign(
         &self,
         partition: &Partition,
         tree_size: u64,
-        cosigner_id: &str,
-        key: &KeyPair,
-        signed_at_unix_ms: i64,
+        cosigning: &Cosigning<'_>,
+        state: &mut CosignerState,
     ) -> Result<proto::Cosignature, CheckpointError> {
-        sign::check_cosigner_id(cosigner_id)
+        sign::check_cosigner_id(cosigning.cosigner_id)
             .map_err(|e| CheckpointError::BadRequest(e.to_string()))?;
+        if cosigning.trusted.is_empty() {
+            return Err(CheckpointError::BadRequest(
+                "pin the ledger's key (--trust): a cosignature vouches for the ledger's history"
+                    .into(),
+            ));
+        }
         let ring = self.key_ring().await?;
         let chosen = self.chosen(partition, &ring, tree_size).await?;
-        let root = self.root_at(partition, tree_size).await?;
-        check_matches_root(&chosen.stored.body, &root.0, &root.1)?;
+        let body = &chosen.stored.body;
+        cosigner::check_signer(partition, &ring, cosigning.trusted, &body.key_id)?;
+        let step = cosigner::next_step(partition, state.last(partition), body)?;
+        let from = match step {
+            Step::Grown { from, .. } => Some(from),
+            Step::First | Step::Again => None,
+        };
+        let tree = self.tree_at(partition, tree_size, from).await?;
+        check_matches_root(body, &tree.root, &tree.head)?;
+        if let Step::Grown { from, root } = step {
+            let proof = tree.proof.as_ref().expect("a proof was asked for");
+            cosigner::check_growth(partition, from, &root, body, proof)?;
+        }
         let cosignature = sign::cosign(
-            key,
-            cosigner_id,
+            cosigning.key,
+            cosigning.cosigner_id,
             &chosen.stored.signed.checkpoint,
-            signed_at_unix_ms,
+            cosigning.signed_at_unix_ms,
         )
         .map_err(|e| CheckpointError::BadRequest(e.to_string()))?;
         let mut headers = HeaderMap::new();
@@ -492,16 +523,31 @@ impl Auditor {
             .map_err(nats)?
             .await
             .map_err(nats)?;
+        state.record(
+            partition,
+            Cosigned::new(
+                &chosen.stored.signed,
+                body,
+                &chosen.public_key,
+                &cosignature,
+            ),
+        )?;
         Ok(cosignature)
     }
 
-    /// Root and head hash of the first `tree_size` events, in constant memory.
-    async fn root_at(
+    /// Root and head hash of the first `tree_size` events and, with `proof_from`, the
+    /// consistency proof from that many events to `tree_size`: one read of the log, in
+    /// O(log² tree_size) memory (`merkle::ConsistencyBuilder`).
+    async fn tree_at(
         &self,
         partition: &Partition,
         tree_size: u64,
-    ) -> Result<(Hash32, Hash32), CheckpointError> {
+        proof_from: Option<u64>,
+    ) -> Result<LogTree, CheckpointError> {
         let mut frontier = Frontier::new();
+        let mut proof = proof_from
+            .map(|from| ConsistencyBuilder::new(partition.to_string(), from, tree_size))
+            .transpose()?;
         let mut head = [0u8; 32];
         read::read_chain(
             &self.events,
@@ -510,6 +556,9 @@ impl Auditor {
             read::Exclusions::SignedBy(&self.config.keys_partition),
             |h, _, _| {
                 frontier.try_push(&h.hash.0)?;
+                if let Some(proof) = proof.as_mut() {
+                    proof.push(&h.hash.0)?;
+                }
                 head = h.hash.0;
                 Ok(if h.sequence >= tree_size {
                     Next::Stop
@@ -526,7 +575,11 @@ impl Auditor {
                 events: frontier.size(),
             });
         }
-        Ok((frontier.root(), head))
+        Ok(LogTree {
+            root: frontier.root(),
+            head,
+            proof: proof.map(ConsistencyBuilder::finish).transpose()?,
+        })
     }
 
     /// Checks every stored checkpoint (of one partition, or all): signature by a ledger

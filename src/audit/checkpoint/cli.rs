@@ -9,9 +9,10 @@ use chrono::{DateTime, Utc};
 
 use super::audit::{Auditor, CheckpointAudit, CheckpointStatus, Uncovered};
 use super::checkpointer::{Checkpointer, Outcome};
+use super::cosigner::{CosignerState, Cosigning};
 use super::proofs::{self, CheckpointDocument};
 use super::stream::CheckpointConfig;
-use super::{keys, now_unix_ms, rotate_key};
+use super::{CheckpointError, keys, now_unix_ms, rotate_key};
 use crate::app::Runtime;
 use crate::chain::Partition;
 
@@ -100,41 +101,87 @@ pub async fn checkpoint(
     Ok(ok)
 }
 
-/// `ansinh audit cosign`: check a checkpoint against the recomputed log, then cosign it.
+/// What `ansinh audit cosign` was asked.
+pub struct CosignArgs<'a> {
+    pub partition: &'a str,
+    pub tree_size: u64,
+    pub cosigner_id: &'a str,
+    /// The office's key file (created 0600 if missing).
+    pub key_file: &'a Path,
+    /// The office's state file (`cosigner::CosignerState`; a missing one is empty).
+    pub state_file: &'a Path,
+    /// The ledger keys the office pinned (`--trust`), at least one.
+    pub trusted: &'a [String],
+}
+
+/// `ansinh audit cosign`: check a checkpoint against what the office cosigned before,
+/// its pinned keys and the recomputed log, then cosign it and record it. A refusal
+/// (`CosignRefusal`) is printed, `REFUSED ...` or with `--json` its kind and fields,
+/// and returns false (exit 1); nothing is published.
 pub async fn cosign(
     runtime: &Runtime,
     config: &CheckpointConfig,
-    partition: &str,
-    tree_size: u64,
-    cosigner_id: &str,
-    key_file: &Path,
+    args: &CosignArgs<'_>,
     json: bool,
 ) -> Result<bool, BoxError> {
-    let (key, created) = keys::load_or_create_key(key_file)?;
+    let (key, created) = keys::load_or_create_key(args.key_file)?;
     if created {
         eprintln!(
             "created cosigner key {} in {} (public key {})",
             key.key_id(),
-            key_file.display(),
+            args.key_file.display(),
             hex::encode(key.public_key())
         );
     }
-    let partition = Partition::new(partition)?;
-    let cosignature = auditor(runtime, config)
+    let partition = Partition::new(args.partition)?;
+    let mut state = CosignerState::open(args.state_file)?;
+    let before = state.last(&partition).map(|c| c.tree_size);
+    let cosigning = Cosigning {
+        cosigner_id: args.cosigner_id,
+        key: &key,
+        trusted: args.trusted,
+        signed_at_unix_ms: now_unix_ms(),
+    };
+    let cosigned = auditor(runtime, config)
         .await?
-        .cosign(&partition, tree_size, cosigner_id, &key, now_unix_ms())
-        .await?;
+        .cosign(&partition, args.tree_size, &cosigning, &mut state)
+        .await;
+    let cosignature = match cosigned {
+        Ok(c) => c,
+        Err(CheckpointError::CosignRefused(refusal)) => {
+            if json {
+                let mut fields = serde_json::to_value(&refusal)?;
+                fields["refused"] = refusal.to_string().into();
+                println!("{fields}");
+            } else {
+                println!("REFUSED {refusal}; nothing cosigned");
+            }
+            return Ok(false);
+        }
+        Err(e) => return Err(e.into()),
+    };
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&proofs::CosignatureDocument::from(&cosignature))?
         );
-    } else {
-        println!(
-            "COSIGNED partition {partition}: the checkpoint of {tree_size} events matches the log; cosigned by {cosigner_id} with key {}",
-            cosignature.key_id
-        );
+        return Ok(true);
     }
+    let tree_size = args.tree_size;
+    let against = match before {
+        None => format!(
+            "; the partition's first checkpoint in {}, trusted on first use",
+            args.state_file.display()
+        ),
+        Some(size) if size == tree_size => "; it is the one you cosigned last".to_string(),
+        Some(size) => format!(
+            " and extends the one of {size} events you cosigned (consistency proof checked)"
+        ),
+    };
+    println!(
+        "COSIGNED partition {partition}: the checkpoint of {tree_size} events matches the log{against}; cosigned by {} with key {}",
+        args.cosigner_id, cosignature.key_id
+    );
     Ok(true)
 }
 

@@ -212,6 +212,22 @@ impl KeyRing {
         &self.keys
     }
 
+    /// Whether a key an auditor pinned (`--trust`: a public key of 64 hex digits, or a
+    /// key id of 16) vouches for what `signer_key_id` signed: the pinned key is in this
+    /// history at or before the signer. A history cut short at a retired key lacks every
+    /// later key, and a backdated signature by an older key comes before the pin, so
+    /// pinning the latest key one knows shuts out every retired key (docs/PROOFS.md
+    /// section 7.4). The one rule of `verify-bundle --trust` and `audit cosign --trust`.
+    pub fn admits(&self, pin: &str, signer_key_id: &str) -> bool {
+        let Some(signer) = self.get(signer_key_id) else {
+            return false;
+        };
+        self.keys
+            .iter()
+            .find(|k| crate::input::pins(pin, &k.key_id, &k.public_key))
+            .is_some_and(|pinned| pinned.sequence <= signer.sequence)
+    }
+
     /// The key that may have signed a checkpoint issued at `issued_at_unix_ms`: it must
     /// be a ledger key, and not one retired before that time.
     pub fn signer(&self, key_id: &str, issued_at_unix_ms: i64) -> Result<&KeyRecord, KeyRingError> {

@@ -10,6 +10,8 @@
 //! - `scratch`: the on-disk index `audit verify` keeps of a partition's checkpoints
 //!   while it matches their cosignatures.
 //! - `checkpointer`: builds and publishes checkpoints; the background task and policy.
+//! - `cosigner`: what an audit office remembers of what it cosigned (its state file),
+//!   and the rules it cosigns by: no shrink, no fork, a consistency proof, a pinned key.
 //! - `audit`: prove, consistency, cosign and verify against a server.
 //! - `proofs`: the JSON proof documents and their offline check (pure).
 //! - `cli`: what the `ansinh audit ...` commands print.
@@ -23,6 +25,7 @@
 pub mod audit;
 pub mod checkpointer;
 pub mod cli;
+pub mod cosigner;
 pub mod keys;
 pub mod lookup;
 pub mod proofs;
@@ -35,6 +38,7 @@ pub use audit::Auditor;
 pub use checkpointer::{
     CheckpointTask, Checkpointer, Outcome, PartitionOutcome, Policy, Published, rotate_key,
 };
+pub use cosigner::{CosignRefusal, Cosigned, CosignerState, CosignerStateError, Cosigning};
 pub use keys::{KeyRing, KeyRingError, load_key, load_or_create_key};
 pub use sign::{CheckpointBody, KeyPair, SignatureError};
 pub use stream::{CheckpointConfig, ensure_checkpoint_stream};
@@ -45,8 +49,10 @@ use crate::merkle::ProofError;
 /// Header on checkpoint messages: the tree size, in decimal (a convenience; readers
 /// decode the signed bytes).
 pub const HEADER_TREE_SIZE: &str = "Ansinh-Tree-Size";
-/// Most event hashes held in memory to build one proof (512 MiB). Proofs for larger
-/// partitions need the streaming builder that is not written yet.
+/// Most event hashes held in memory to build one proof (512 MiB; a bundle's prover
+/// keeps the subtree roots above them too, under as much again: `merkle::Prover`).
+/// Inclusion proofs for larger partitions need a streaming builder that is not written
+/// yet (a consistency proof has one: `merkle::ConsistencyBuilder`).
 pub const PROOF_LEAVES_MAX: u64 = 1 << 24;
 /// Checkpoint-stream messages `audit verify` holds in memory at once: it reads a
 /// partition's checkpoints (and then its cosignatures) this many at a time, whatever
@@ -148,6 +154,13 @@ pub enum CheckpointError {
     /// Another checkpointer published for this partition meanwhile; retry.
     #[error("partition {partition}: another checkpoint was published meanwhile: {reason}")]
     Raced { partition: String, reason: String },
+    /// The cosigner refuses the checkpoint: it does not extend what the office cosigned
+    /// before, or is signed by a key the office did not pin (each kind says what to do).
+    #[error(transparent)]
+    CosignRefused(#[from] CosignRefusal),
+    /// The cosigner's state file cannot be read, locked or written.
+    #[error(transparent)]
+    CosignerState(#[from] CosignerStateError),
     /// Building a proof failed (a bug if the request was checked).
     #[error(transparent)]
     Proof(#[from] ProofError),
