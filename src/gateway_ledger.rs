@@ -197,12 +197,7 @@ impl PaymentsFold {
             .heads
             .entry(name.clone())
             .or_insert_with(|| Follower::new(ChainHead::genesis(partition)));
-        let step = follower.follow(raw).map_err(|b| {
-            SinkError::Broken(format!(
-                "stream sequence {}: {}",
-                b.stream_sequence, b.cause
-            ))
-        })?;
+        let step = follower.follow(raw);
         self.position = Position::after(raw);
         let Step::Event { envelope, .. } = step else {
             return Ok(()); // held until the operator's exclusion

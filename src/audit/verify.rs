@@ -234,13 +234,7 @@ pub async fn verify_with(
                 .entry(name.to_string())
                 .or_insert(Follower::new(ChainHead::genesis(partition.clone()))),
         };
-        let broken = |b: crate::log::follow::Broken| VerifyError::Broken {
-            partition: name.to_string(),
-            stream_sequence: b.stream_sequence,
-            expected_sequence: b.expected_sequence,
-            cause: b.cause,
-        };
-        let Step::Event { envelope, excluded } = follower.follow(&event).map_err(broken)? else {
+        let Step::Event { envelope, excluded } = follower.follow(&event) else {
             return Ok(()); // held: an exclusion may follow
         };
         if let Some(seen) =

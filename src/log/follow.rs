@@ -265,27 +265,29 @@ impl Follower {
         &self.held
     }
 
-    /// Takes one event, in stream order, of this partition.
-    pub fn follow(&mut self, event: &RawEvent) -> Result<Step, Broken> {
-        let checked = self.check(event)?;
-        Ok(self.accept(checked))
+    /// Takes one event, in stream order, of this partition. Every event is taken: one
+    /// that cannot continue the chain is held (`Step::Held`), and only `finish` says
+    /// the chain stops at what is still held.
+    pub fn follow(&mut self, event: &RawEvent) -> Step {
+        let checked = self.check(event);
+        self.accept(checked)
     }
 
     /// What `event` would do to the chain, changing nothing: a reader that must finish
     /// its own work on the event before the head moves (the projector) checks first and
     /// `accept`s after.
-    pub fn check(&self, event: &RawEvent) -> Result<Checked, Broken> {
+    pub fn check(&self, event: &RawEvent) -> Checked {
         // The rest of a message already held (a frame) is held with it, whatever it holds.
         if !self.held.is_empty() && self.held.last_stream_sequence() == event.stream_sequence {
-            return Ok(Checked::HeldAlready);
+            return Checked::HeldAlready;
         }
         let hold = |cause| {
-            Ok(Checked::Held(Held {
+            Checked::Held(Held {
                 stream_sequence: event.stream_sequence,
                 message_hash: crate::chain::message_hash(&event.message),
                 expected_sequence: self.head.sequence + 1,
                 cause,
-            }))
+            })
         };
         match event.check_next(&self.head) {
             Ok((next, envelope)) => {
@@ -308,11 +310,11 @@ impl Follower {
                         return hold(ChainBreak::ExclusionOfNothing(x.stream_sequence));
                     }
                 };
-                Ok(Checked::Event {
+                Checked::Event {
                     next,
                     envelope,
                     excludes,
-                })
+                }
             }
             Err(cause) => hold(cause),
         }
@@ -402,10 +404,10 @@ mod tests {
         let first = envelope(1, &genesis.hash, None);
         assert!(matches!(
             f.follow(&raw(1, first.clone())),
-            Ok(Step::Event { .. })
+            Step::Event { .. }
         ));
         let foreign = envelope(2, &Digest([7; 32]), None);
-        assert!(matches!(f.follow(&raw(2, foreign.clone())), Ok(Step::Held)));
+        assert!(matches!(f.follow(&raw(2, foreign.clone())), Step::Held));
         assert_eq!(f.held().count(), 1);
         (f, event_hash(&first), foreign)
     }
@@ -415,9 +417,9 @@ mod tests {
         let (mut f, head, foreign) = started();
         let decision = envelope(2, &head, exclusion(2, &foreign));
         match f.follow(&raw(3, decision)) {
-            Ok(Step::Event {
+            Step::Event {
                 excluded: Some(x), ..
-            }) => {
+            } => {
                 assert_eq!(x.first.stream_sequence, 2);
                 assert_eq!(x.count, 1);
             }
@@ -440,7 +442,7 @@ mod tests {
         ];
         for event in past {
             let mut g = f.clone();
-            assert!(matches!(g.follow(&raw(3, event)), Ok(Step::Held)));
+            assert!(matches!(g.follow(&raw(3, event)), Step::Held));
             assert_eq!(g.held().count(), 2);
             assert_eq!(
                 g.held().listed()[1].cause,
@@ -451,7 +453,7 @@ mod tests {
             let decision = envelope(2, &head, run_exclusion(g.held()));
             assert!(matches!(
                 g.follow(&raw(4, decision)),
-                Ok(Step::Event { excluded: Some(ref x), .. }) if x.count == 2 && x.through_stream_sequence == 3
+                Step::Event { excluded: Some(ref x), .. } if x.count == 2 && x.through_stream_sequence == 3
             ));
             assert!(g.finish().is_ok());
         }
@@ -462,9 +464,9 @@ mod tests {
         let genesis = ChainHead::genesis(Partition::new("01").unwrap());
         let mut f = Follower::new(genesis.clone());
         let first = envelope(1, &genesis.hash, None);
-        f.follow(&raw(1, first.clone())).unwrap();
+        f.follow(&raw(1, first.clone()));
         let hiding = envelope(2, &event_hash(&first), exclusion(1, &first));
-        assert!(matches!(f.follow(&raw(2, hiding.clone())), Ok(Step::Held)));
+        assert!(matches!(f.follow(&raw(2, hiding.clone())), Step::Held));
         assert_eq!(
             f.held().first().unwrap().cause,
             ChainBreak::ExclusionOfNothing(1)
@@ -473,7 +475,7 @@ mod tests {
         let decision = envelope(2, &event_hash(&first), exclusion(2, &hiding));
         assert!(matches!(
             f.follow(&raw(3, decision)),
-            Ok(Step::Event { excluded: Some(ref x), .. }) if x.first.stream_sequence == 2
+            Step::Event { excluded: Some(ref x), .. } if x.first.stream_sequence == 2
         ));
         assert!(f.finish().is_ok());
     }
@@ -487,7 +489,7 @@ mod tests {
             index: 1,
             ..raw(2, envelope(2, &head, None))
         };
-        assert!(matches!(f.check(&rest), Ok(Checked::HeldAlready)));
+        assert!(matches!(f.check(&rest), Checked::HeldAlready));
     }
 
     fn run_exclusion(held: &Holding) -> Option<Payload> {
@@ -507,7 +509,7 @@ mod tests {
         let (mut f, head, _) = started();
         for i in 0..more {
             let foreign = envelope(2, &Digest([i as u8; 32]), None);
-            assert!(matches!(f.follow(&raw(3 + i, foreign)), Ok(Step::Held)));
+            assert!(matches!(f.follow(&raw(3 + i, foreign)), Step::Held));
         }
         (f, head)
     }
@@ -520,9 +522,9 @@ mod tests {
         assert_eq!(f.held().last_stream_sequence(), 1001);
         let decision = envelope(2, &head, run_exclusion(f.held()));
         match f.follow(&raw(1002, decision)) {
-            Ok(Step::Event {
+            Step::Event {
                 excluded: Some(x), ..
-            }) => {
+            } => {
                 assert_eq!(x.first.stream_sequence, 2);
                 assert_eq!(x.through_stream_sequence, 1001);
                 assert_eq!(x.count, 1000);
@@ -533,7 +535,7 @@ mod tests {
         assert!(f.finish().is_ok());
         // And the chain goes on.
         let next = envelope(3, &f.head.hash, None);
-        assert!(matches!(f.follow(&raw(1003, next)), Ok(Step::Event { .. })));
+        assert!(matches!(f.follow(&raw(1003, next)), Step::Event { .. }));
     }
 
     #[test]
@@ -571,13 +573,13 @@ mod tests {
             // Not the ledger's exclusion: held with the run, which it does not end.
             let mut g = f.clone();
             let decision = envelope(2, &head, Some(Payload::MessageExcluded(wrong)));
-            assert!(matches!(g.follow(&raw(100, decision)), Ok(Step::Held)));
+            assert!(matches!(g.follow(&raw(100, decision)), Step::Held));
             assert_eq!(g.held().count(), f.held().count() + 1);
             assert_eq!(g.finish().unwrap_err().stream_sequence, 2);
         }
         let mut g = f.clone();
         let decision = envelope(2, &head, Some(Payload::MessageExcluded(right)));
-        assert!(g.follow(&raw(100, decision)).is_ok());
+        assert!(matches!(g.follow(&raw(100, decision)), Step::Event { .. }));
     }
 
     #[test]
@@ -587,7 +589,7 @@ mod tests {
         let one = envelope(2, &head, exclusion(2, &envelope(2, &Digest([7; 32]), None)));
         assert!(matches!(
             f.follow(&raw(5, one.clone())),
-            Ok(Step::Event { excluded: Some(ref x), .. }) if x.first == first && x.count == 1
+            Step::Event { excluded: Some(ref x), .. } if x.first == first && x.count == 1
         ));
         assert_eq!(f.held().count(), 2);
         assert_eq!(f.held().first().unwrap().stream_sequence, 3);
@@ -597,7 +599,7 @@ mod tests {
         let decision = envelope(3, &event_hash(&one), run_exclusion(f.held()));
         assert!(matches!(
             f.follow(&raw(6, decision)),
-            Ok(Step::Event { excluded: Some(ref x), .. }) if x.count == 2 && x.through_stream_sequence == 4
+            Step::Event { excluded: Some(ref x), .. } if x.count == 2 && x.through_stream_sequence == 4
         ));
         assert!(f.finish().is_ok());
     }

@@ -330,12 +330,7 @@ pub async fn fold(
         Partition::new(partition).map_err(|e| format!("partition {partition}: {e}"))?,
     ));
     let visit = |event: RawEvent| -> Result<(), String> {
-        let step = follower.follow(&event).map_err(|b| {
-            format!(
-                "the chain breaks at stream sequence {}: {}",
-                b.stream_sequence, b.cause
-            )
-        })?;
+        let step = follower.follow(&event);
         if let Step::Event { envelope, .. } = step {
             book.apply(
                 envelope.sequence,

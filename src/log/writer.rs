@@ -1340,17 +1340,10 @@ impl PartitionWriter {
         // `keys` all stop at a message's end, and the keys can be recorded as they are.
         let mut whole = true;
         let mut visit = |event: RawEvent| -> Result<(), AppendError> {
-            let step = follower
-                .follow(&event)
-                .map_err(|b| AppendError::ChainBroken {
-                    partition: partition.clone(),
-                    stream_sequence: b.stream_sequence,
-                    cause: b.cause,
-                })?;
+            let step = follower.follow(&event);
             whole = event.last_in_message;
             // The fence is the subject's last message, held or not: the operator's
-            // exclusion is published after the message it excludes. A message the chain
-            // cannot take at all is not passed: the next catch-up meets it again.
+            // exclusion is published after the message it excludes.
             head.stream_sequence = event.stream_sequence;
             let Step::Event { envelope, .. } = step else {
                 return Ok(());

@@ -1638,10 +1638,7 @@ impl Batch<'_> {
             return Ok(());
         };
         let follower = self.heads.get_mut(name).expect("loaded above");
-        let checked = follower.check(event).map_err(|b| ProjectionError::Broken {
-            stream_sequence: b.stream_sequence,
-            cause: b.cause,
-        })?;
+        let checked = follower.check(event);
         if !self.touched.iter().any(|t| t == name) {
             self.touched.push(name.to_owned());
         }

@@ -614,7 +614,7 @@ impl Auditor {
         let mut audit = CheckpointAudit::default();
         let ring = match self.key_ring().await {
             Ok(ring) => ring,
-            Err(e @ (CheckpointError::KeyRing(_) | CheckpointError::Chain { .. })) => {
+            Err(e @ CheckpointError::KeyRing(_)) => {
                 audit.problem(&self.config.keys_partition, 0, format!("key history: {e}"));
                 KeyRing::default()
             }

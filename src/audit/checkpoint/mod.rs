@@ -43,7 +43,6 @@ pub use keys::{KeyRing, KeyRingError, load_key, load_or_create_key};
 pub use sign::{CheckpointBody, KeyPair, SignatureError};
 pub use stream::{CheckpointConfig, ensure_checkpoint_stream};
 
-use crate::chain::ChainBreak;
 use crate::merkle::ProofError;
 
 /// Header on checkpoint messages: the tree size, in decimal (a convenience; readers
@@ -84,12 +83,6 @@ pub enum CheckpointError {
         partition: String,
         stream_sequence: u64,
         cause: String,
-    },
-    #[error("partition {partition}: chain broken at stream sequence {stream_sequence}: {cause}")]
-    Chain {
-        partition: String,
-        stream_sequence: u64,
-        cause: ChainBreak,
     },
     /// The key file cannot be used.
     #[error(transparent)]

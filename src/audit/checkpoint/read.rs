@@ -98,13 +98,7 @@ pub async fn read_chain(
         }
         let after = read;
         let step = |event: RawEvent| -> Result<(), Halt> {
-            let followed = follower.follow(&event).map_err(|b| {
-                Halt::Failed(CheckpointError::Chain {
-                    partition: partition.clone(),
-                    stream_sequence: b.stream_sequence,
-                    cause: b.cause,
-                })
-            })?;
+            let followed = follower.follow(&event);
             read = Position::after(&event);
             let Step::Event { envelope, excluded } = followed else {
                 return Ok(()); // held: an exclusion may follow
