@@ -1676,3 +1676,102 @@ fn a_cash_tranche_is_funded_so_the_points_cash_never_goes_negative() {
         ]
     );
 }
+
+/// A loan is paid out in at most `TRANCHES_MAX` tranches: every command on a loan prices
+/// the schedule of each of its tranches, so one loan of hundreds of tranches would hold up
+/// its province's writer on each command.
+#[test]
+fn a_tranche_past_the_most_a_loan_may_have_is_refused() {
+    use ansinh::domain::loans::TRANCHES_MAX;
+    let first = d("2025-01-10");
+    let mut commands = vec![
+        classify("2025-01-02", 1_200_000, POOR3, 2025),
+        approve("2025-01-05", "POOR_HOUSEHOLD", 48_000_000, 24),
+    ];
+    for day in 0..TRANCHES_MAX as u64 {
+        let date = (first + chrono::Days::new(day)).to_string();
+        commands.push(disburse(&date, 1, 1_000_000));
+    }
+    let h = history(&commands);
+    let next = (first + chrono::Days::new(TRANCHES_MAX as u64)).to_string();
+    given(&h)
+        .when(disburse(&next, 1, 1_000_000))
+        .then_rejects(Rejection::TooManyTranches {
+            most: TRANCHES_MAX as u32,
+        });
+}
+
+/// A loan frozen after its due date had every instalment fallen due: nothing was
+/// suspended, so its unfreeze moves no due date (it used to move it by the days frozen,
+/// leaving the old due date as an instalment of its own and spreading the tranche over
+/// one more).
+#[test]
+fn an_unfreeze_of_a_loan_frozen_after_its_due_date_moves_no_due_date() {
+    let h = [
+        poor_loan_history(),
+        history_from(&poor_loan_history(), &[freeze("2026-02-01")]),
+    ]
+    .concat();
+    given(&h)
+        .when(unfreeze("2026-03-01", Some("2026-02-07")))
+        .then_rejects(Rejection::ExtensionTooLong {
+            max_due: d("2026-01-10"),
+            new_due: d("2026-02-07"),
+        });
+    given(&h)
+        .when(unfreeze("2026-03-01", None))
+        .then(|b, _| assert_eq!(b.loans[&1].position.due, Some(d("2026-01-10"))));
+}
+
+/// A published programme version is never edited, only followed by a new one: a loan
+/// records the id and version it was approved under, and its later tranches and `audit
+/// anomalies` read that version's terms again. So each version's terms are pinned here
+/// (BLAKE3 of their JSON), and the file is kept byte for byte (`.gitattributes`). A new
+/// version adds a line; a changed line is an edit of terms loans were approved under.
+#[test]
+fn published_programme_versions_never_change() {
+    let attributes = include_str!("../.gitattributes");
+    assert!(
+        attributes.lines().any(
+            |l| l.split_whitespace().collect::<Vec<_>>() == ["data/programmes/*.json", "-text"]
+        ),
+        "data/programmes/*.json is not marked -text in .gitattributes"
+    );
+    let pinned: Vec<(String, u32, String)> = ansinh::domain::programmes::programmes()
+        .iter()
+        .map(|p| {
+            let terms = serde_json::to_vec(p).unwrap();
+            (
+                p.id.clone(),
+                p.version,
+                blake3::hash(&terms).to_hex().to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u32, String)> = [
+        (
+            "POOR_HOUSEHOLD",
+            1,
+            "365a18c2bb3c006c616b8e1a047996099826feaac0262a50338de30066add9da",
+        ),
+        (
+            "NEAR_POOR_HOUSEHOLD",
+            1,
+            "713eb24be3e5d86f5dd9dc9e5b3735a3d3a09ef1bab2f29f18af95a5f01b939e",
+        ),
+        (
+            "ESCAPED_POVERTY_HOUSEHOLD",
+            1,
+            "bb8c00d79b5765003a57bc96c1a08b6f78cae47915aab8e91b141113fb477958",
+        ),
+        (
+            "RURAL_CLEAN_WATER_SANITATION",
+            1,
+            "5e644046c9defe4fad7ed6303ad8e5878e2cb86dda06b2b2bd190d83f10d06a2",
+        ),
+    ]
+    .iter()
+    .map(|(id, v, h)| (id.to_string(), *v, h.to_string()))
+    .collect();
+    assert_eq!(pinned, expected);
+}

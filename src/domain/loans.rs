@@ -979,6 +979,13 @@ fn lends_to(
     Ok(())
 }
 
+/// Most tranches one loan is paid out in. Each tranche is repaid on a schedule of its
+/// own, and every command on the loan prices the schedule of all of them (a cost that
+/// grows with the square of tranches times instalments): a loan of hundreds of tranches
+/// would hold up its province's writer on each command. The bank pays a loan in a few
+/// tranches; what is left of the approval can go in one.
+pub const TRANCHES_MAX: usize = 24;
+
 /// Decide a command against the book. Refusals change nothing.
 pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
     if cmd.actor.trim().is_empty() {
@@ -1116,6 +1123,11 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
                 }
             })?;
             lends_to(book, &loan.household, prog, date)?;
+            if loan.tranches.len() >= TRANCHES_MAX {
+                return Err(Rejection::TooManyTranches {
+                    most: TRANCHES_MAX as u32,
+                });
+            }
             let already = loan.position.disbursed;
             if money::add(already, amount)? > loan.approved_amount {
                 return Err(Rejection::DisbursementOverApproved {
@@ -1345,10 +1357,16 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
                     }
                     // The schedule stood still while the loan was frozen; it moves on by
                     // no more than that (and the instalments with it, in `apply`). A
-                    // longer delay is an extension's, by its rules.
-                    let max_due = current
-                        .checked_add_signed(date - frozen_on)
-                        .ok_or(Rejection::ArithmeticOverflow)?;
+                    // longer delay is an extension's, by its rules. A loan frozen after
+                    // its due date had nothing left to suspend (every instalment had
+                    // fallen due): its due date stays, as an extension's would after it.
+                    let max_due = if current < frozen_on {
+                        current
+                    } else {
+                        current
+                            .checked_add_signed(date - frozen_on)
+                            .ok_or(Rejection::ArithmeticOverflow)?
+                    };
                     if *new_due > max_due {
                         return Err(Rejection::ExtensionTooLong {
                             max_due,

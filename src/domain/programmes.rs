@@ -79,15 +79,47 @@ struct ProgrammesFile {
     programmes: Vec<Programme>,
 }
 
-/// All shipped programme versions. Shipped data that does not parse is a
-/// build defect, so this panics; the test suite loads it on every run.
+/// All shipped programme versions. Shipped data that does not parse, or whose terms
+/// could not price a loan (`check`), is a build defect, so this panics; the test suite
+/// loads it on every run. A published version is never edited, only followed by a new
+/// one: loans record the id and version they were approved under, and their tranches and
+/// audits read that version's terms again (`programme_version`); the terms of each
+/// version are pinned by a test (`tests/domain_loans_gwt.rs`).
 pub fn programmes() -> &'static [Programme] {
     static P: OnceLock<Vec<Programme>> = OnceLock::new();
     P.get_or_init(|| {
-        crate::strict_json::from_str::<ProgrammesFile>(PROGRAMMES_JSON)
+        let programmes = crate::strict_json::from_str::<ProgrammesFile>(PROGRAMMES_JSON)
             .expect("shipped programmes.json is invalid")
-            .programmes
+            .programmes;
+        for p in &programmes {
+            if let Err(why) = check(p) {
+                panic!(
+                    "shipped programmes.json: {} version {}: {why}",
+                    p.id, p.version
+                );
+            }
+        }
+        programmes
     })
+}
+
+/// Terms a loan can be priced on: a positive rate, an overdue factor of at least 1 (below
+/// it the overdue surcharge would be negative, a negative posting), a cap of whole đồng
+/// above zero and a term of at least a month.
+fn check(p: &Programme) -> Result<(), &'static str> {
+    if p.monthly_rate <= Decimal::ZERO {
+        return Err("monthly_rate must be above zero");
+    }
+    if p.overdue_rate_factor < Decimal::ONE {
+        return Err("overdue_rate_factor must be at least 1");
+    }
+    if p.cap <= Decimal::ZERO || !p.cap.fract().is_zero() {
+        return Err("cap must be whole đồng above zero");
+    }
+    if p.max_term_months == 0 {
+        return Err("max_term_months must be at least 1");
+    }
+    Ok(())
 }
 
 /// The version of programme `id` that applies to approvals on `date`: the
@@ -140,6 +172,33 @@ mod tests {
         for p in programmes() {
             assert_eq!(p.overdue_rate_factor, dec!(1.3));
             assert!(p.cap.fract().is_zero() && p.cap > Decimal::ZERO);
+        }
+    }
+
+    #[test]
+    fn terms_that_cannot_price_a_loan_are_refused() {
+        let poor = programme_on("POOR_HOUSEHOLD", d("2025-06-01")).unwrap();
+        assert!(check(poor).is_ok());
+        let bad = [
+            Programme {
+                overdue_rate_factor: dec!(0.9),
+                ..poor.clone()
+            },
+            Programme {
+                monthly_rate: Decimal::ZERO,
+                ..poor.clone()
+            },
+            Programme {
+                cap: dec!(100000000.5),
+                ..poor.clone()
+            },
+            Programme {
+                max_term_months: 0,
+                ..poor.clone()
+            },
+        ];
+        for p in bad {
+            assert!(check(&p).is_err(), "{p:?}");
         }
     }
 

@@ -300,6 +300,10 @@ pub enum Rejection {
         already: Decimal,
         requested: Decimal,
     },
+    /// The loan has been paid out in as many tranches as a loan may have
+    /// (`loans::TRANCHES_MAX`). Pay what is left of the approval in one tranche.
+    #[error("the loan already has {most} tranches, the most one loan may be paid out in")]
+    TooManyTranches { most: u32 },
     /// The payment exceeds everything owed (posted interest, overdue interest
     /// and principal as of the effective date). Take at most `owed`.
     #[error("payment {offered} exceeds amount owed {owed}")]

@@ -370,6 +370,7 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         | TermOutOfRange { .. }
         | MissingSavingsGroup
         | DisbursementOverApproved { .. }
+        | TooManyTranches { .. }
         | Overpayment { .. }
         | ExtensionNotLater { .. }
         | ExtensionTooLong { .. }
