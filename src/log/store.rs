@@ -137,6 +137,9 @@ pub struct LedgerStore {
 struct Index {
     db: redb::Database,
     sync: Mutex<SyncState>,
+    /// Test hook: held for writing, it holds every commit of `record` back
+    /// (`LedgerStore::hold_commits`); each commit takes it for reading, uncontended.
+    commits: std::sync::RwLock<()>,
 }
 
 /// Which index commits are durable.
@@ -197,6 +200,7 @@ impl LedgerStore {
                     begun: 0,
                     durable_through: 0,
                 }),
+                commits: std::sync::RwLock::new(()),
             }),
         };
         store.create_tables()?;
@@ -289,6 +293,17 @@ impl LedgerStore {
         Ok(self.idempotent_many(partition, [key])?.pop().flatten())
     }
 
+    /// Test hook: holds back every index commit of this store (`record`) until the guard
+    /// is dropped, as a slow disk would: the writers' callers are answered meanwhile,
+    /// their keys not yet in the index.
+    #[doc(hidden)]
+    pub fn hold_commits(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.index
+            .commits
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Looks up many keys in one read transaction; answers in the order asked.
     pub fn idempotent_many<'k>(
         &self,
@@ -318,6 +333,11 @@ impl LedgerStore {
         head: &HeadRecord,
         keys: &[(String, HeadRecord)],
     ) -> Result<(), StoreError> {
+        let _hold = self
+            .index
+            .commits
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut tx = self.index.db.begin_write()?;
         let (number, durable) = self.index.begin_commit();
         if !durable {

@@ -257,6 +257,13 @@ struct Shared {
     /// stream's `max_msg_size`.
     frame_bytes_max: usize,
     recent: Mutex<RecentEvents>,
+    /// Each partition's idempotency keys answered and not yet in the log index, a map a
+    /// batch (`Recording::answered`): callers are answered before the index commit, so
+    /// `Ledger::already_appended` reads these first. Without them a caller holding a
+    /// receipt could look its own key up and miss it, and a move whose arrival key a
+    /// client had just used for another write appended its move-out (the household then
+    /// active nowhere).
+    unrecorded: Mutex<HashMap<Partition, Vec<AnsweredKeys>>>,
     /// Partitions whose writer holds messages that break their chain (`log::follow`),
     /// with why. Appends to them are refused until the operator's exclusion, which no
     /// store table records (`admin accept-head` does not resume them), so the probes and
@@ -266,6 +273,9 @@ struct Shared {
     /// The index's syncer (`sync_index`) and what stops it; taken by `Ledger::close`.
     syncer: Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
 }
+
+/// One batch's idempotency keys and where each event landed, as answered.
+type AnsweredKeys = Arc<HashMap<String, HeadRecord>>;
 
 /// The last RECENT_EVENTS_MAX events this process committed, by where they are stored:
 /// the exact bytes the server acknowledged.
@@ -335,6 +345,7 @@ impl Ledger {
             gate: tokio::sync::Mutex::new(()),
             frame_bytes_max,
             recent: Mutex::default(),
+            unrecorded: Mutex::default(),
             holding: Mutex::default(),
             syncer: Mutex::default(),
         };
@@ -455,11 +466,21 @@ impl Ledger {
         partition: &Partition,
         key: &str,
     ) -> Result<Option<Receipt>, AppendError> {
-        Ok(self
+        // The keys answered and not yet recorded first, then the index: a batch leaves
+        // the first only once the index holds it, so one of the two has every key
+        // answered.
+        let answered = self
             .shared
-            .store
-            .idempotent(partition.as_str(), key)?
-            .map(|at| Receipt::at(partition, &at, true)))
+            .unrecorded
+            .lock()
+            .expect("unrecorded keys lock")
+            .get(partition)
+            .and_then(|batches| batches.iter().rev().find_map(|b| b.get(key).copied()));
+        let at = match answered {
+            Some(at) => Some(at),
+            None => self.shared.store.idempotent(partition.as_str(), key)?,
+        };
+        Ok(at.map(|at| Receipt::at(partition, &at, true)))
     }
 
     /// The event a receipt names, as stored.
@@ -738,6 +759,8 @@ struct Recording {
     task: tokio::task::JoinHandle<Result<(), StoreError>>,
     /// The batch's keys, answered from here until the index holds them.
     keys: Arc<Vec<(String, HeadRecord)>>,
+    /// The same keys in `Shared::unrecorded`, taken out when the commit has settled.
+    answered: AnsweredKeys,
 }
 
 /// What `decide` let through for one batch, encoded.
@@ -948,7 +971,8 @@ impl PartitionWriter {
     async fn finish_recording(&mut self, keep: usize) {
         while self.recording.len() > keep {
             let recording = self.recording.pop_front().expect("longer than keep");
-            self.settle(recording.task.await, &recording.keys);
+            let joined = recording.task.await;
+            self.settle(joined, &recording.keys, &recording.answered);
         }
     }
 
@@ -956,7 +980,8 @@ impl PartitionWriter {
     async fn take_finished_recordings(&mut self) {
         while self.recording.front().is_some_and(|r| r.task.is_finished()) {
             let recording = self.recording.pop_front().expect("front exists");
-            self.settle(recording.task.await, &recording.keys);
+            let joined = recording.task.await;
+            self.settle(joined, &recording.keys, &recording.answered);
         }
     }
 
@@ -964,7 +989,19 @@ impl PartitionWriter {
         &mut self,
         joined: Result<Result<(), StoreError>, tokio::task::JoinError>,
         keys: &[(String, HeadRecord)],
+        answered: &AnsweredKeys,
     ) {
+        // In the index now, or to be recorded again by the next catch-up (as before the
+        // index held them at all).
+        if let Some(batches) = self
+            .shared
+            .unrecorded
+            .lock()
+            .expect("unrecorded keys lock")
+            .get_mut(&self.partition)
+        {
+            batches.retain(|b| !Arc::ptr_eq(b, answered));
+        }
         let stored =
             joined.unwrap_or_else(|e| Err(StoreError::Index(format!("index task failed: {e}"))));
         if let Err(e) = stored {
@@ -1698,6 +1735,16 @@ impl PartitionWriter {
         head.stream_sequence = last.stream_sequence;
         let by_key: HashMap<&str, HeadRecord> =
             records.iter().map(|(k, at)| (k.as_str(), *at)).collect();
+        // Before any answer: a caller's next lookup of its key must find it.
+        let answered: Arc<HashMap<String, HeadRecord>> =
+            Arc::new(records.iter().map(|(k, at)| (k.clone(), *at)).collect());
+        self.shared
+            .unrecorded
+            .lock()
+            .expect("unrecorded keys lock")
+            .entry(self.partition.clone())
+            .or_default()
+            .push(answered.clone());
         for repeat in repeats {
             // A repeat whose first command was refused gets no receipt of its own.
             let answer = match by_key.get(repeat.key()) {
@@ -1750,7 +1797,11 @@ impl PartitionWriter {
                 stored
             })
         };
-        self.recording.push_back(Recording { task, keys });
+        self.recording.push_back(Recording {
+            task,
+            keys,
+            answered,
+        });
     }
 
     fn receipt(&self, at: &HeadRecord, duplicate: bool) -> Receipt {
