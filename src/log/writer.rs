@@ -1466,15 +1466,16 @@ impl PartitionWriter {
             Ok(known) => known,
             Err(e) => return Err((batch, AppendError::Store(e))),
         };
-        // Keys of batches whose index commits may still run are not in the index yet.
-        let in_flight: HashMap<&str, &HeadRecord> = self
-            .recording
-            .iter()
-            .flat_map(|r| r.keys.iter().map(|(k, at)| (k.as_str(), at)))
-            .collect();
+        // Keys of batches whose index commits may still run are not in the index yet;
+        // each batch's are a map already (`Recording::answered`), the newest first.
         let mut rest = Vec::with_capacity(batch.len());
         for (pending, known) in batch.into_iter().zip(known) {
-            let known = known.or_else(|| in_flight.get(pending.key()).map(|at| **at));
+            let known = known.or_else(|| {
+                self.recording
+                    .iter()
+                    .rev()
+                    .find_map(|r| r.answered.get(pending.key()).copied())
+            });
             match known {
                 Some(at) => {
                     let _ = pending.reply.send(Ok(self.receipt(&at, true)));
