@@ -3792,22 +3792,37 @@ async fn a_command_dated_after_today_is_refused_and_the_loan_stays_usable() {
     assert_eq!(now.status, StatusCode::CREATED, "{}", now.body);
 }
 
+/// A move's arrival is recorded under the move's key with "/in": a client's own write
+/// under a key that ends so is not taken for it. The move is refused before its first
+/// half is appended, and the household stays where it lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_is_never_answered_by_another_write_under_its_arrivals_key() {
+    a_move_onto_a_used_arrival_key_is_refused(&server().await, false).await;
+}
+
 /// The same refusal while the log index has not yet recorded the client's write (its
 /// commit runs after the answer; held back here, as a slow disk would): the keys answered
 /// and not yet in the index are looked up too. Before, the move-out landed, the arrival
 /// was refused, and the household was active nowhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-// The hold on the index's commits is kept across the requests on purpose: it stands for a
-// slow disk while they are made, and only the writers' commit tasks wait on it.
-#[allow(clippy::await_holding_lock)]
 async fn a_move_is_refused_on_its_arrivals_key_before_the_index_records_that_key() {
-    let s = &server().await;
+    a_move_onto_a_used_arrival_key_is_refused(&server().await, true).await;
+}
+
+/// Registers 0100007-000006, then another household under the key "m/in", and moves the
+/// first under the key "m", whose arrival key that is: refused, nothing appended, the
+/// household still living where it did. With `hold_index`, the log index's commits are
+/// held back throughout.
+// The hold is kept across the requests on purpose: it stands for a slow disk while they
+// are made, and only the writers' commit tasks wait on it.
+#[allow(clippy::await_holding_lock)]
+async fn a_move_onto_a_used_arrival_key_is_refused(s: &Server, hold_index: bool) {
     let officer = &s.staff.officer;
     assert_eq!(
         s.register("0100007-000006", "001085066666").await.status,
         StatusCode::CREATED
     );
-    let held = s.service.ledger.store().hold_commits();
+    let held = hold_index.then(|| s.service.ledger.store().hold_commits());
     let other = s
         .post(
             officer,
@@ -3837,47 +3852,6 @@ async fn a_move_is_refused_on_its_arrivals_key_before_the_index_records_that_key
     );
     assert_eq!(s.events().await, before, "a refused move appends nothing");
     drop(held);
-}
-
-/// A move's arrival is recorded under the move's key with "/in": a client's own write
-/// under a key that ends so is not taken for it. The move is refused before its first
-/// half is appended, and the household stays where it lives.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_move_is_never_answered_by_another_write_under_its_arrivals_key() {
-    let s = &server().await;
-    let officer = &s.staff.officer;
-    assert_eq!(
-        s.register("0100007-000006", "001085066666").await.status,
-        StatusCode::CREATED
-    );
-    let other = s
-        .post(
-            officer,
-            "/v1/households",
-            "m/in",
-            json!({
-                "household_id": "0100007-000007", "area": "rural", "registered_on": "2026-01-05",
-                "personal": {"head_name": "Lê An", "head_citizen_id": "001085077777", "members": []}
-            }),
-        )
-        .await;
-    assert_eq!(other.status, StatusCode::CREATED, "{}", other.body);
-    let before = s.events().await;
-    let moved = s
-        .post(
-            officer,
-            "/v1/households/0100007-000006/moves",
-            "m",
-            json!({"to_household_id": "0100008-000001", "area": "rural", "on": "2026-06-01"}),
-        )
-        .await;
-    assert_eq!(
-        (moved.status, moved.kind()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "IdempotencyKeyReused"),
-        "{}",
-        moved.body
-    );
-    assert_eq!(s.events().await, before, "a refused move appends nothing");
     let home = s
         .get(
             officer,
