@@ -1734,10 +1734,8 @@ impl PartitionWriter {
         head.chain.sequence = last.sequence;
         head.chain.hash = last.hash;
         head.stream_sequence = last.stream_sequence;
-        let by_key: HashMap<&str, HeadRecord> =
-            records.iter().map(|(k, at)| (k.as_str(), *at)).collect();
         // Before any answer: a caller's next lookup of its key must find it.
-        let answered: Arc<HashMap<String, HeadRecord>> =
+        let answered: AnsweredKeys =
             Arc::new(records.iter().map(|(k, at)| (k.clone(), *at)).collect());
         self.shared
             .unrecorded
@@ -1748,7 +1746,7 @@ impl PartitionWriter {
             .push(answered.clone());
         for repeat in repeats {
             // A repeat whose first command was refused gets no receipt of its own.
-            let answer = match by_key.get(repeat.key()) {
+            let answer = match answered.get(repeat.key()) {
                 Some(at) => Ok(self.receipt(at, true)),
                 None => Err(AppendError::Rejected(Rejection::UnsupportedCommand {
                     what: "the first command with this idempotency key was refused".into(),
