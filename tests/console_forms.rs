@@ -375,6 +375,45 @@ async fn the_head_office_reads_a_household_without_its_personal_data() {
     }
 }
 
+/// A classification the ledger recorded is shown as recorded, with its receipt, though
+/// the household's view cannot be read back after it (here the projections stop at it):
+/// it used to come back as the form refused with "the ledger is not answering", and a
+/// clerk who then opened a new form recorded a second decision.
+#[tokio::test]
+async fn a_recorded_classification_is_shown_recorded_when_its_view_cannot_be_read_back() {
+    let c = console().await;
+    let officer = c.sign_in(&c.tokens.officer).await;
+    let h = "0100007-000103";
+    let person = Person {
+        head: "Mai Văn Bình",
+        head_id: "001095000103",
+        member: "Mai Thị Lan",
+        relation: "vợ",
+    };
+    c.register(&officer, h, &person).await;
+    let mut stream = c.service.ledger.stream().clone();
+    let last = ansinh::log::reader::last_stream_sequence(&mut stream)
+        .await
+        .unwrap();
+    c.service.projector.stop_at_for_tests(last + 1);
+    let before = c.events().await;
+    let classified = c
+        .classify(&officer, h, "classify-unread", "1.200.000")
+        .await;
+    assert_eq!(classified.status, StatusCode::OK, "{}", classified.main());
+    assert!(
+        classified.page.contains("id=\"details-not-yet\""),
+        "{}",
+        classified.main()
+    );
+    assert!(
+        classified.page.contains("id=\"recorded\""),
+        "the receipt: {}",
+        classified.main()
+    );
+    assert_eq!(c.events().await, before + 1);
+}
+
 #[tokio::test]
 async fn a_household_without_income_is_classified_from_the_console() {
     let c = console().await;

@@ -144,11 +144,16 @@ async fn grant(
             .service()
             .payment(&write.request(&session.caller), &partition, kind, on)
             .await?;
-        let EventBody::EntitlementGranted { entitlement, .. } = recorded(&api, &receipt).await?
-        else {
-            return Err(ApiError::Internal(
-                "the receipt of a grant names another event".into(),
-            ));
+        // Recorded: the number is only shown (a failed read must not make the grant look
+        // refused, or the clerk grants again from a new form).
+        let entitlement = match recorded(&api, &receipt).await {
+            Ok(EventBody::EntitlementGranted { entitlement, .. }) => Some(entitlement),
+            Ok(_) => {
+                return Err(ApiError::Internal(
+                    "the receipt of a grant names another event".into(),
+                ));
+            }
+            Err(_) => None,
         };
         Ok((receipt, entitlement))
     }
@@ -157,9 +162,14 @@ async fn grant(
         Ok((receipt, entitlement)) => {
             let body = html! {
                 (receipt_block(lang, &receipt))
-                table #granted {
-                    tr { th { (lang.t(T::Entitlement)) } td #entitlement-number { (entitlement) } }
-                    tr { th { (lang.t(T::FromMonth)) } td { (from) } }
+                @match &entitlement {
+                    Some(entitlement) => {
+                        table #granted {
+                            tr { th { (lang.t(T::Entitlement)) } td #entitlement-number { (entitlement) } }
+                            tr { th { (lang.t(T::FromMonth)) } td { (from) } }
+                        }
+                    }
+                    None => p #details-not-yet { (lang.t(T::DetailsNotYetReadable)) },
                 }
                 p { a #household-link href={ "/console/households/" (h) } { (lang.t(T::BackToHousehold)) } }
             };

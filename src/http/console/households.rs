@@ -605,6 +605,9 @@ async fn classify(
             .service()
             .classify(&write.request(caller), &h, inputs, on, corrects)
             .await?;
+        // Recorded: what follows is only shown. A read that fails now (the projections
+        // slow to catch up) must not make the write look refused, or the clerk records
+        // it again from a new form.
         let read = read_household(
             &api,
             caller,
@@ -613,15 +616,19 @@ async fn classify(
             Some(receipt.stream_sequence),
             None,
         )
-        .await?;
-        Ok::<_, ApiError>((receipt, read.view.standing))
+        .await
+        .ok();
+        Ok::<_, ApiError>((receipt, read.map(|r| r.view.standing)))
     }
     .await;
     match result {
         Ok((receipt, standing)) => {
             let body = html! {
                 (receipt_block(lang, &receipt))
-                @if let Some(s) = standing {
+                @if standing.is_none() {
+                    p #details-not-yet { (lang.t(T::DetailsNotYetReadable)) }
+                }
+                @if let Some(Some(s)) = standing {
                     table #classified {
                         tr { th { (lang.t(T::ResultClass)) } td #result-class { (s.class) } }
                         tr { th { (lang.t(T::Standard)) } td #result-standard { (s.standard_id) } }

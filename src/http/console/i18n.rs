@@ -176,6 +176,8 @@ pub enum T {
     Download,
     Show,
     BackToHousehold,
+    /// Shown after a recorded write whose details could not be read back yet.
+    DetailsNotYetReadable,
     Nothing,
     Page,
     Job,
@@ -381,6 +383,10 @@ impl T {
             Download => ("Tải về", "Download"),
             Show => ("Xem", "Show"),
             BackToHousehold => ("Về trang của hộ", "Back to the household"),
+            DetailsNotYetReadable => (
+                "Đã ghi vào sổ. Chi tiết chưa đọc lại được; chúng sẽ hiện trên trang của hộ trong giây lát. Đừng gửi lại bằng một biểu mẫu mới.",
+                "Recorded in the ledger. Its details could not be read back yet; they will show on the household page in a moment. Do not send it again from a new form.",
+            ),
             Nothing => ("Không có gì.", "Nothing."),
             Page => ("Trang", "Page"),
             Job => ("Công việc", "Job"),

@@ -158,7 +158,9 @@ async fn approve(
             .service()
             .loan(&write.request(&session.caller), None, action, on, &reason)
             .await?;
-        let loan = crate::http::loans::approved_loan(&api, &receipt).await?;
+        // Recorded: the reference is only shown (a failed read must not make the
+        // approval look refused, or the clerk approves again from a new form).
+        let loan = crate::http::loans::approved_loan(&api, &receipt).await.ok();
         Ok::<_, ApiError>((receipt, loan))
     }
     .await;
@@ -166,10 +168,18 @@ async fn approve(
         Ok((receipt, loan)) => {
             let body = html! {
                 (receipt_block(lang, &receipt))
-                table { tr { th { (lang.t(T::LoanReference)) } td #loan-ref { (loan) } } }
-                p {
-                    a #disburse-link href={ "/console/loans/" (loan) "/disburse?household=" (h) } { (lang.t(T::Disburse)) } " "
-                    a #household-link href={ "/console/households/" (h) "?after=" (receipt.stream_sequence) } { (lang.t(T::BackToHousehold)) }
+                @match &loan {
+                    Some(loan) => {
+                        table { tr { th { (lang.t(T::LoanReference)) } td #loan-ref { (loan) } } }
+                        p {
+                            a #disburse-link href={ "/console/loans/" (loan) "/disburse?household=" (h) } { (lang.t(T::Disburse)) } " "
+                            a #household-link href={ "/console/households/" (h) "?after=" (receipt.stream_sequence) } { (lang.t(T::BackToHousehold)) }
+                        }
+                    }
+                    None => {
+                        p #details-not-yet { (lang.t(T::DetailsNotYetReadable)) }
+                        p { a #household-link href={ "/console/households/" (h) "?after=" (receipt.stream_sequence) } { (lang.t(T::BackToHousehold)) } }
+                    }
                 }
             };
             page(lang, title, Some(&session), body).into_response()
@@ -347,14 +357,23 @@ async fn action(
                 reason,
             )
             .await?;
-        let event = api.service().ledger.event_of(&receipt).await?;
-        Ok::<_, ApiError>((receipt, event.payload))
+        // Recorded: the split is only shown (a failed fetch must not make the payment
+        // look refused, or the clerk records it again from a new form).
+        let payload = match api.service().ledger.event_of(&receipt).await {
+            Ok(event) => Some(event.payload),
+            Err(_) => None,
+        };
+        Ok::<_, ApiError>((receipt, payload))
     }
     .await;
     match result {
-        Ok((receipt, payload)) => {
+        Ok((receipt, fetched)) => {
+            let payload = fetched.clone().flatten();
             let body = html! {
                 (receipt_block(lang, &receipt))
+                @if fetched.is_none() {
+                    p #details-not-yet { (lang.t(T::DetailsNotYetReadable)) }
+                }
                 @if let Some(Payload::LoanRepaymentReceived(r)) = &payload {
                     h2 { (lang.t(T::Split)) }
                     table #split {
