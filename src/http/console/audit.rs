@@ -236,7 +236,7 @@ fn scan_form(
             (protocol_fields(session, key))
             input type="hidden" name="report" value=(report);
             @if anomalies {
-                (text_field(lang.t(T::AsOf), "as_of", &f.day_or_today("as_of"), p))
+                (text_field(lang.t(T::AsOf), "as_of", &f.day_or_today("as_of", session.today), p))
                 (text_field(lang.t(T::PendingDays), "pending_days", match f.get("pending_days") { "" => "10", d => d }, p))
             }
             button id={ "scan-" (report) "-submit" } type="submit" { (lang.t(T::Start)) }

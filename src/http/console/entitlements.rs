@@ -59,7 +59,7 @@ fn grant_form(session: &Session, h: &HouseholdId, key: &str, f: &Fields, p: &Pro
             (select_field(lang.t(T::Channel), "channel", &channel_options(lang), f.get("channel"), p))
             (text_field(lang.t(T::Gateway), "gateway", f.get("gateway"), p))
             (text_field(lang.t(T::FromMonth), "from", f.get("from"), p))
-            (text_field(lang.t(T::On), "on", &f.day_or_today("on"), p))
+            (text_field(lang.t(T::On), "on", &f.day_or_today("on", session.today), p))
             button #submit type="submit" { (lang.t(T::Submit)) }
         }
     }

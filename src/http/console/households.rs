@@ -21,7 +21,7 @@ use super::session::Session;
 use super::{
     Fields, FormBody, Problems, begin_write, error_in, form_key, fresh_key, general_problem,
     household_form_page, may, page, posted_household, protocol_fields, receipt_block, select_field,
-    text_field, today,
+    text_field,
 };
 use crate::http::households::{Write, read_household};
 use crate::http::{Api, ApiError};
@@ -162,12 +162,12 @@ async fn household_page(
 ) -> Result<Response, ApiError> {
     let lang = session.lang;
     let h = crate::input::household(id)?;
-    // The clock is read here, at the edge, as the CLI does.
+    // Priced on the service's today, as the JSON route prices it.
     let read = read_household(
         api,
         &session.caller,
         &h,
-        today(),
+        session.today,
         query.after,
         Some((query.page, HISTORY_PAGE_LINES)),
     )
@@ -316,7 +316,7 @@ fn area_options(lang: Lang) -> [(&'static str, &'static str); 2] {
 
 fn register_form(session: &Session, key: &str, f: &Fields, problems: &Problems) -> Markup {
     let lang = session.lang;
-    let on = f.day_or_today("registered_on");
+    let on = f.day_or_today("registered_on", session.today);
     html! {
         (general_problem(problems))
         form.card #register method="post" action="/console/households/new" {
@@ -506,10 +506,10 @@ fn classify_form(
 ) -> Markup {
     let lang = session.lang;
     let year = match f.get("review_year") {
-        "" => today().format("%Y").to_string(),
+        "" => session.today.format("%Y").to_string(),
         y => y.to_owned(),
     };
-    let on = f.day_or_today("decided_on");
+    let on = f.day_or_today("decided_on", session.today);
     let ticked: Vec<&str> = f.all("deprived").collect();
     html! {
         (general_problem(problems))
@@ -612,7 +612,7 @@ async fn classify(
             &api,
             caller,
             &h,
-            today(),
+            session.today,
             Some(receipt.stream_sequence),
             None,
         )

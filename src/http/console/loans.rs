@@ -62,7 +62,7 @@ fn approve_form(session: &Session, h: &str, key: &str, f: &Fields, p: &Problems)
             (text_field(lang.t(T::TermMonths), "term_months", f.get("term_months"), p))
             (text_field(lang.t(T::SavingsGroup), "savings_group", f.get("savings_group"), p))
             (select_field(lang.t(T::Entrusted), "entrusted", &ENTRUSTED, f.get("entrusted"), p))
-            (text_field(lang.t(T::On), "on", &f.day_or_today("on"), p))
+            (text_field(lang.t(T::On), "on", &f.day_or_today("on", session.today), p))
             (text_field(lang.t(T::Reason), "reason", f.get("reason"), p))
             button #submit type="submit" { (lang.t(T::Submit)) }
         }
@@ -249,7 +249,7 @@ fn action_form(
             @if kind == Kind::Disburse {
                 (select_field(lang.t(T::Channel), "channel", &[("commune_point", "Điểm giao dịch xã / commune point"), ("bank_transfer", "Chuyển khoản / bank transfer")], f.get("channel"), p))
             }
-            (text_field(lang.t(T::On), "on", &f.day_or_today("on"), p))
+            (text_field(lang.t(T::On), "on", &f.day_or_today("on", session.today), p))
             button #submit type="submit" { (lang.t(kind.title())) }
         }
     }

@@ -107,12 +107,6 @@ pub(super) async fn keys(api: &Api) -> Result<std::sync::Arc<session::Keys>, Api
         })
 }
 
-/// Today in Vietnam, read from the clock here at the edge: the default day of a form, the
-/// day a page prices loans on.
-pub fn today() -> chrono::NaiveDate {
-    crate::clock::today()
-}
-
 // ---- forms ----------------------------------------------------------------------------
 
 /// A submitted form's fields, in the order sent.
@@ -143,11 +137,11 @@ impl Fields {
         Self(Vec::new())
     }
 
-    /// The day typed in the field, or today (dd/mm/yyyy) when it is empty: a form's
+    /// The day typed in the field, or `today` (dd/mm/yyyy) when it is empty: a form's
     /// default day.
-    pub fn day_or_today(&self, name: &str) -> String {
+    pub fn day_or_today(&self, name: &str, today: chrono::NaiveDate) -> String {
         match self.get(name) {
-            "" => i18n::date(today()),
+            "" => i18n::date(today),
             typed => typed.to_owned(),
         }
     }

@@ -26,7 +26,7 @@ use super::i18n::{self, T};
 use super::session::Session;
 use super::{
     Fields, FormBody, Problems, begin_write, error_in, form_key, fresh_key, general_problem, may,
-    page, protocol_fields, receipt_block, text_field, today,
+    page, protocol_fields, receipt_block, text_field,
 };
 use crate::http::payments::{PROGRAMME, bad, commune_path, recorded};
 use crate::http::reports::{PENDING_DAYS_DEFAULT, reconciliation_lines};
@@ -197,7 +197,7 @@ fn budget_form(session: &Session, key: &str, f: &Fields, p: &Problems) -> Markup
             (text_field(lang.t(T::Commune), "commune", commune, p))
             (text_field(lang.t(T::Period), "period", f.get("period"), p))
             (text_field(lang.t(T::Amount), "amount", f.get("amount"), p))
-            (text_field(lang.t(T::On), "on", &f.day_or_today("on"), p))
+            (text_field(lang.t(T::On), "on", &f.day_or_today("on", session.today), p))
             button #budget-submit type="submit" { (lang.t(T::Submit)) }
         }
     }
@@ -212,7 +212,7 @@ fn run_form(session: &Session, key: &str, f: &Fields, p: &Problems) -> Markup {
             (protocol_fields(session, key))
             (text_field(lang.t(T::Commune), "commune", commune, p))
             (text_field(lang.t(T::Period), "period", f.get("period"), p))
-            (text_field(lang.t(T::On), "on", &f.day_or_today("on"), p))
+            (text_field(lang.t(T::On), "on", &f.day_or_today("on", session.today), p))
             button #run-submit type="submit" { (lang.t(T::PaymentRun)) }
         }
     }
@@ -231,7 +231,7 @@ fn partition_run_form(session: &Session, key: &str, f: &Fields, p: &Problems) ->
             (protocol_fields(session, key))
             (text_field(lang.t(T::Partition), "partition", partition, p))
             (text_field(lang.t(T::Period), "period", f.get("period"), p))
-            (text_field(lang.t(T::On), "on", &f.day_or_today("on"), p))
+            (text_field(lang.t(T::On), "on", &f.day_or_today("on", session.today), p))
             button #partition-run-submit type="submit" { (lang.t(T::StartPartitionRun)) }
         }
     }
@@ -506,7 +506,7 @@ async fn day_lines(
         &session.caller,
         &partition,
         day,
-        today(),
+        session.today,
         PENDING_DAYS_DEFAULT,
     )
     .await?;

@@ -326,6 +326,9 @@ pub struct Session {
     pub caller: Caller,
     pub csrf: String,
     pub lang: Lang,
+    /// Today in Vietnam by the service's clock (`Api::today`), as the JSON routes read
+    /// it: a form's default day, the day a page prices loans on.
+    pub today: chrono::NaiveDate,
 }
 
 impl Session {
@@ -368,6 +371,7 @@ impl FromRequestParts<Api> for Session {
             caller,
             csrf: keys.csrf(&id),
             lang,
+            today: api.today(),
         })
     }
 }
