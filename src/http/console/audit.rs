@@ -86,7 +86,7 @@ async fn status(State(api): State<Api>, session: Session, Path(p): Path<String>)
         table #status {
             tr { th { (lang.t(T::Events)) } td.num #status-events { (s.events) } }
             tr { th { (lang.t(T::Head)) } td.hash { (s.head_sequence) " · " (s.head_hash) } }
-            tr { th { "stream" } td.num { (s.projected_stream_sequence) " / " (s.stream_last_sequence) } }
+            tr { th { (lang.t(T::StreamPosition)) } td.num { (s.projected_stream_sequence) " / " (s.stream_last_sequence) } }
             tr { th { (lang.t(T::Checkpoints)) } td.num #status-checkpoints { (s.checkpoints) } }
         }
         @if let Some(problem) = &s.latest_checkpoint_problem {
@@ -97,7 +97,7 @@ async fn status(State(api): State<Api>, session: Session, Path(p): Path<String>)
             table #checkpoint {
                 tr { th { (lang.t(T::TreeSize)) } td.num #checkpoint-size { (c.tree_size) } }
                 tr { th { (lang.t(T::Root)) } td.hash { (c.root) } }
-                tr { th { "key" } td { (c.key_id) } }
+                tr { th { (lang.t(T::SigningKey)) } td { (c.key_id) } }
                 tr { th { (lang.t(T::On)) } td { (i18n::timestamp(c.issued_at_unix_ms)) } }
                 tr { th { (lang.t(T::Cosigners)) } td {
                     @for co in &c.cosigners { (co.cosigner_id) " (" (co.key_id) ") " }

@@ -272,7 +272,7 @@ async fn household_page(
         h2 { (lang.t(T::Assistance)) }
         @if read.assistance.is_empty() { p { (lang.t(T::Nothing)) } } @else {
             table #assistance {
-                tr { th { (lang.t(T::Month)) } th { (lang.t(T::Channel)) } th.num { (lang.t(T::Received)) } th.num { (lang.t(T::Returned)) } th.num { "Net" } }
+                tr { th { (lang.t(T::Month)) } th { (lang.t(T::Channel)) } th.num { (lang.t(T::Received)) } th.num { (lang.t(T::Returned)) } th.num { (lang.t(T::Net)) } }
                 @for a in &read.assistance {
                     tr { td { (a.month) } td { (a.channel) } td.num { (i18n::money_str(&a.settled)) } td.num { (i18n::money_str(&a.returned)) } td.num { (i18n::money_str(&a.net)) } }
                 }

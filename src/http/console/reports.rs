@@ -539,7 +539,7 @@ async fn reconciliation(
     let body = html! {
         (reconciliation_form(&session, partition.as_str(), &i18n::date(day), &Problems::default()))
         table #reconciliation {
-            tr { th { (lang.t(T::Gateway)) } th { "instructed" } th { "settled" } th { "failed" } th { "returned" } th { "pending" } th { "mismatches" } }
+            tr { th { (lang.t(T::Gateway)) } th { (lang.t(T::Instructed)) } th { (lang.t(T::Settled)) } th { (lang.t(T::FailedPayments)) } th { (lang.t(T::Returned)) } th { (lang.t(T::PendingPayments)) } th { (lang.t(T::Mismatches)) } }
             @for (gateway, d) in &lines {
                 tr.gateway {
                     td { (gateway) }
