@@ -979,6 +979,38 @@ proptest::proptest! {
 /// A path segment no parser can read (bytes that are not UTF-8 once percent-decoded) is
 /// answered on every console route that takes one with the console's own error page
 /// (400), as the API answers it in its JSON error body: never the framework's plain text.
+/// A query parameter that does not read (a page number that is not one) is answered
+/// with the console's own refusal page (400), as a bad path segment is, not axum's bare
+/// plain text.
+#[tokio::test]
+async fn a_query_parameter_that_does_not_read_is_answered_with_a_console_page() {
+    let c = console().await;
+    let officer = c.sign_in(&c.tokens.officer).await;
+    let auditor = c.sign_in(&c.tokens.auditor).await;
+    for (reader, path) in [
+        (&officer, "/console/households/0100007-000001?page=abc"),
+        (&officer, "/console/households/0100007-000001?page=-1"),
+        (&officer, "/console/households/0100007-000001?after=x"),
+        (
+            &auditor,
+            "/console/jobs/0123456789abcdef0123456789abcdef?page=x",
+        ),
+    ] {
+        let page = c.get(&reader.cookie, path).await;
+        assert_eq!(
+            page.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            page.page
+        );
+        assert!(
+            page.page.starts_with("<!DOCTYPE html>") && page.page.contains("id=\"refusal\""),
+            "{path}: {}",
+            page.page
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_path_segment_that_is_not_text_is_answered_with_a_console_page() {
     let c = console().await;

@@ -4,7 +4,9 @@
 //! log's length; while the job runs it reloads itself (`framed`, no script).
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use super::Query;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;

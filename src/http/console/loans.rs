@@ -4,7 +4,9 @@
 //! lies in the caller's unit.
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use super::Query;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use maud::{Markup, html};

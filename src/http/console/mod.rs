@@ -93,6 +93,34 @@ where
     }
 }
 
+/// The query string, read as `axum::extract::Query` reads it, a refusal answered with
+/// the console's error page (400) in the reader's frame and language, as `Path` does: a
+/// page number that is not one (`?page=abc`) used to get axum's bare plain text.
+pub struct Query<T>(pub T);
+
+impl<T> FromRequestParts<Api> for Query<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        api: &Api,
+    ) -> Result<Self, Response> {
+        match axum::extract::Query::<T>::from_request_parts(parts, api).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(e) => {
+                let e = ApiError::InvalidParameter(e.body_text());
+                Err(match Session::from_request_parts(parts, api).await {
+                    Ok(session) => error_in(&session, &e),
+                    Err(_) => error_page(session::lang_of(parts), &e),
+                })
+            }
+        }
+    }
+}
+
 /// The session keys of the ledger secret every process shares (made by the first process
 /// that needs it), read again at most `session::SECRET_RECHECK_S` after the last read, so
 /// a replaced secret signs everyone out of this process too.
