@@ -70,6 +70,22 @@ impl Answer {
         self.page.contains(&format!("data-field=\"{name}\""))
     }
 
+    /// The console's own refusal page (400, in its frame) answered `path`, not axum's bare
+    /// plain text.
+    fn assert_refusal_page(&self, path: &str) {
+        assert_eq!(
+            self.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            self.page
+        );
+        assert!(
+            self.page.starts_with("<!DOCTYPE html>") && self.page.contains("id=\"refusal\""),
+            "{path}: {}",
+            self.page
+        );
+    }
+
     /// The form came back refused (400), with a refusal beside each of `fields`.
     fn assert_refused_at(&self, fields: &[&str]) {
         assert_eq!(self.status, StatusCode::BAD_REQUEST, "{}", self.main());
@@ -996,18 +1012,7 @@ async fn a_query_parameter_that_does_not_read_is_answered_with_a_console_page() 
             "/console/jobs/0123456789abcdef0123456789abcdef?page=x",
         ),
     ] {
-        let page = c.get(&reader.cookie, path).await;
-        assert_eq!(
-            page.status,
-            StatusCode::BAD_REQUEST,
-            "{path}: {}",
-            page.page
-        );
-        assert!(
-            page.page.starts_with("<!DOCTYPE html>") && page.page.contains("id=\"refusal\""),
-            "{path}: {}",
-            page.page
-        );
+        c.get(&reader.cookie, path).await.assert_refusal_page(path);
     }
 }
 
@@ -1030,18 +1035,7 @@ async fn a_path_segment_that_is_not_text_is_answered_with_a_console_page() {
         (&auditor, "/console/jobs/%FF"),
         (&officer, "/lang/%FF"),
     ] {
-        let page = c.get(&reader.cookie, path).await;
-        assert_eq!(
-            page.status,
-            StatusCode::BAD_REQUEST,
-            "{path}: {}",
-            page.page
-        );
-        assert!(
-            page.page.starts_with("<!DOCTYPE html>") && page.page.contains("id=\"refusal\""),
-            "{path}: {}",
-            page.page
-        );
+        c.get(&reader.cookie, path).await.assert_refusal_page(path);
     }
     let before = c.events().await;
     let posted = c

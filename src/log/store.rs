@@ -327,11 +327,11 @@ impl LedgerStore {
     /// passed since the last fsync, else by a later commit or `sync`; a crash may lose the
     /// newest unsynced commits, never part of one, and catch-up re-records them from the
     /// log.
-    pub fn record(
+    pub fn record<K: AsRef<str>, A: std::borrow::Borrow<HeadRecord>>(
         &self,
         partition: &str,
         head: &HeadRecord,
-        keys: &[(String, HeadRecord)],
+        keys: impl IntoIterator<Item = (K, A)>,
     ) -> Result<(), StoreError> {
         let _hold = self
             .index
@@ -346,7 +346,10 @@ impl LedgerStore {
         {
             let mut table = tx.open_table(IDEMPOTENCY)?;
             for (key, at) in keys {
-                table.insert(&idem_key(partition, key)[..], &at.encode()[..])?;
+                table.insert(
+                    &idem_key(partition, key.as_ref())[..],
+                    &at.borrow().encode()[..],
+                )?;
             }
             tx.open_table(HEADS)?
                 .insert(partition, &head.encode()[..])?;
@@ -474,18 +477,18 @@ mod tests {
         assert!(!store.sync_pending());
         assert_eq!(store.sync_due_in(), None);
         // Right after a fsync, a commit is not synced: due within the interval.
-        store.record("01", &at(1), &[("k1".into(), at(1))]).unwrap();
+        store.record("01", &at(1), [("k1", at(1))]).unwrap();
         assert!(store.sync_pending());
         let due = store.sync_due_in().expect("due");
         assert!(due <= INDEX_SYNC_INTERVAL, "{due:?}");
         store.sync().unwrap();
         assert!(!store.sync_pending());
         // A commit made once the interval has passed is synced with it.
-        store.record("01", &at(2), &[("k2".into(), at(2))]).unwrap();
+        store.record("01", &at(2), [("k2", at(2))]).unwrap();
         assert!(store.sync_pending());
         store.index.sync.lock().unwrap().last -= INDEX_SYNC_INTERVAL;
         assert_eq!(store.sync_due_in(), Some(Duration::ZERO));
-        store.record("01", &at(3), &[("k3".into(), at(3))]).unwrap();
+        store.record("01", &at(3), [("k3", at(3))]).unwrap();
         assert!(!store.sync_pending());
         assert_eq!(store.head("01").unwrap(), Some(at(3)));
     }
@@ -540,9 +543,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LedgerStore::open(dir.path()).unwrap();
         store
-            .record("01", &at(2), &[("a".into(), at(1)), ("b".into(), at(2))])
+            .record("01", &at(2), [("a", at(1)), ("b", at(2))])
             .unwrap();
-        store.record("011", &at(3), &[("a".into(), at(3))]).unwrap();
+        store.record("011", &at(3), [("a", at(3))]).unwrap();
         // A partition not stopped keeps everything: its head still guards it.
         assert_eq!(store.accept_stream_head("011").unwrap(), None);
         assert_eq!(store.head("011").unwrap(), Some(at(3)));

@@ -757,9 +757,8 @@ struct PartitionWriter {
 /// writes keys any other way.
 struct Recording {
     task: tokio::task::JoinHandle<Result<(), StoreError>>,
-    /// The batch's keys, answered from here until the index holds them.
-    keys: Arc<Vec<(String, HeadRecord)>>,
-    /// The same keys in `Shared::unrecorded`, taken out when the commit has settled.
+    /// The batch's keys, answered from here (and from `Shared::unrecorded`, which holds
+    /// the same map) until the index holds them; taken out when the commit has settled.
     answered: AnsweredKeys,
 }
 
@@ -972,7 +971,7 @@ impl PartitionWriter {
         while self.recording.len() > keep {
             let recording = self.recording.pop_front().expect("longer than keep");
             let joined = recording.task.await;
-            self.settle(joined, &recording.keys, &recording.answered);
+            self.settle(joined, &recording.answered);
         }
     }
 
@@ -981,14 +980,13 @@ impl PartitionWriter {
         while self.recording.front().is_some_and(|r| r.task.is_finished()) {
             let recording = self.recording.pop_front().expect("front exists");
             let joined = recording.task.await;
-            self.settle(joined, &recording.keys, &recording.answered);
+            self.settle(joined, &recording.answered);
         }
     }
 
     fn settle(
         &mut self,
         joined: Result<Result<(), StoreError>, tokio::task::JoinError>,
-        keys: &[(String, HeadRecord)],
         answered: &AnsweredKeys,
     ) {
         // In the index now, or to be recorded again by the next catch-up (as before the
@@ -1009,7 +1007,11 @@ impl PartitionWriter {
             self.caught_up = false;
             self.book = None;
             // A later commit may have moved the store's head past these keys.
-            let first = keys.first().map_or(1, |(_, at)| at.stream_sequence);
+            let first = answered
+                .values()
+                .map(|at| at.stream_sequence)
+                .min()
+                .unwrap_or(1);
             self.rerecord_from = Some(self.rerecord_from.map_or(first, |f| f.min(first)));
         }
     }
@@ -1404,7 +1406,7 @@ impl PartitionWriter {
             // Only at a message's end: the store's head then always closes a message, so
             // `keys_recorded_through` (a stream sequence) never cuts a frame in two.
             if keys.len() >= CATCH_UP_RECORD_EVENTS_MAX && event.last_in_message {
-                store.record(&partition, &at, &keys)?;
+                store.record(&partition, &at, keys.iter().map(|(k, at)| (k, at)))?;
                 keys.clear();
             }
             Ok(())
@@ -1430,7 +1432,7 @@ impl PartitionWriter {
             // again from what the index and the snapshot hold.
             if whole {
                 if let Some((_, at)) = keys.last() {
-                    store.record(&partition, at, &keys)?;
+                    store.record(&partition, at, keys.iter().map(|(k, at)| (k, at)))?;
                 }
                 self.keys_recorded_through = self.keys_recorded_through.max(reached);
             } else {
@@ -1444,7 +1446,7 @@ impl PartitionWriter {
             });
         }
         if let Some((_, at)) = keys.last() {
-            store.record(&partition, at, &keys)?;
+            store.record(&partition, at, keys.iter().map(|(k, at)| (k, at)))?;
         }
         // As far as the read went, which a read that ended early leaves short of `last`:
         // the events past it are read, and their keys recorded, by the next catch-up.
@@ -1734,9 +1736,14 @@ impl PartitionWriter {
         head.chain.sequence = last.sequence;
         head.chain.hash = last.hash;
         head.stream_sequence = last.stream_sequence;
-        // Before any answer: a caller's next lookup of its key must find it.
-        let answered: AnsweredKeys =
-            Arc::new(records.iter().map(|(k, at)| (k.clone(), *at)).collect());
+        // Each append's receipt names its last event.
+        let mut last_of: Vec<Option<HeadRecord>> = vec![None; batch.len()];
+        for (owner, (_, at)) in owners.iter().zip(&records) {
+            last_of[*owner] = Some(*at);
+        }
+        // Before any answer: a caller's next lookup of its key must find it. A key of
+        // several events names the last, as the index records it.
+        let answered: AnsweredKeys = Arc::new(records.into_iter().collect());
         self.shared
             .unrecorded
             .lock()
@@ -1754,11 +1761,6 @@ impl PartitionWriter {
             };
             let _ = repeat.reply.send(answer);
         }
-        // Each append's receipt names its last event.
-        let mut last_of: Vec<Option<HeadRecord>> = vec![None; batch.len()];
-        for (owner, (_, at)) in owners.iter().zip(&records) {
-            last_of[*owner] = Some(*at);
-        }
         for (pending, at) in batch.into_iter().zip(last_of) {
             // The event is durable in the log even if the store write below fails; the
             // next catch-up repairs the store.
@@ -1774,11 +1776,10 @@ impl PartitionWriter {
         self.finish_recording(RECORDS_IN_FLIGHT_MAX - 1).await;
         let store = self.shared.store.clone();
         let partition = self.partition.to_string();
-        let keys = Arc::new(records);
         let (done, done_signal) = oneshot::channel::<bool>();
         let previous = self.last_recorded.replace(done_signal);
         let task = {
-            let keys = keys.clone();
+            let keys = answered.clone();
             tokio::task::spawn_blocking(move || {
                 // After a failed commit (or one whose task is gone) this one writes
                 // nothing: its head would stand in the index without the keys before it,
@@ -1786,7 +1787,7 @@ impl PartitionWriter {
                 // It fails too, so its own keys are recorded again with them.
                 let previous_stored = previous.is_none_or(|p| p.blocking_recv() == Ok(true));
                 let stored = if previous_stored {
-                    store.record(&partition, &last, &keys)
+                    store.record(&partition, &last, keys.iter())
                 } else {
                     Err(StoreError::Index(
                         "an earlier index commit of this partition failed".into(),
@@ -1796,11 +1797,7 @@ impl PartitionWriter {
                 stored
             })
         };
-        self.recording.push_back(Recording {
-            task,
-            keys,
-            answered,
-        });
+        self.recording.push_back(Recording { task, answered });
     }
 
     fn receipt(&self, at: &HeadRecord, duplicate: bool) -> Receipt {

@@ -83,13 +83,22 @@ where
     ) -> Result<Self, Response> {
         match super::extract::Path::<T>::from_request_parts(parts, api).await {
             Ok(super::extract::Path(value)) => Ok(Path(value)),
-            // Only now is the session read again, for the page's frame: a reader not
-            // signed in gets the page without it.
-            Err(e) => Err(match Session::from_request_parts(parts, api).await {
-                Ok(session) => error_in(&session, &e),
-                Err(_) => error_page(session::lang_of(parts), &e),
-            }),
+            Err(e) => Err(refused_in_frame(parts, api, &e).await),
         }
+    }
+}
+
+/// A request part the console's extractors refused, answered with its error page in the
+/// reader's frame and language. Only now is the session read again, for the frame: a
+/// reader not signed in gets the page without it.
+async fn refused_in_frame(
+    parts: &mut axum::http::request::Parts,
+    api: &Api,
+    e: &ApiError,
+) -> Response {
+    match Session::from_request_parts(parts, api).await {
+        Ok(session) => error_in(&session, e),
+        Err(_) => error_page(session::lang_of(parts), e),
     }
 }
 
@@ -112,10 +121,7 @@ where
             Ok(axum::extract::Query(value)) => Ok(Query(value)),
             Err(e) => {
                 let e = ApiError::InvalidParameter(e.body_text());
-                Err(match Session::from_request_parts(parts, api).await {
-                    Ok(session) => error_in(&session, &e),
-                    Err(_) => error_page(session::lang_of(parts), &e),
-                })
+                Err(refused_in_frame(parts, api, &e).await)
             }
         }
     }
