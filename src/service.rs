@@ -310,6 +310,14 @@ impl Service {
         (on > today).then_some(today)
     }
 
+    /// Test hook: `Claims::hold_publishes` of this service's claims.
+    #[doc(hidden)]
+    pub async fn hold_claims(
+        &self,
+    ) -> Result<tokio::sync::OwnedRwLockWriteGuard<()>, ServiceError> {
+        Ok(self.claims().await?.hold_publishes().await)
+    }
+
     async fn claims(&self) -> Result<&Claims, ServiceError> {
         Ok(self
             .claims

@@ -102,6 +102,14 @@ async fn console() -> Console {
 
 /// `console`, with the service's clock reading `instant` (RFC 3339) for ever when given.
 async fn console_with_clock(instant: Option<&str>) -> Console {
+    console_with(instant, None).await
+}
+
+/// `console_with_clock`, with requests given `request_timeout` rather than the API's.
+async fn console_with(
+    instant: Option<&str>,
+    request_timeout: Option<std::time::Duration>,
+) -> Console {
     let (config, checkpoints) = fresh_checkpointed();
     let dir = tempfile::tempdir().unwrap();
     let ledger = ledger_at(&config, &dir.path().join("store")).await;
@@ -125,6 +133,9 @@ async fn console_with_clock(instant: Option<&str>) -> Console {
             .unwrap()
             .timestamp_millis();
         api.set_clock(Arc::new(move || ms));
+    }
+    if let Some(timeout) = request_timeout {
+        api.set_request_timeout(timeout);
     }
     let (base, stop) = common::serve(api).await;
     Console {
@@ -456,6 +467,53 @@ async fn a_recorded_classification_is_shown_recorded_when_its_view_cannot_be_rea
         "the receipt: {}",
         classified.main()
     );
+    assert_eq!(c.events().await, before + 1);
+}
+
+/// A form whose write outlasts the time its page has comes back as it was, with its key
+/// and a 503 in the console's words, not the router's JSON 503 that loses the form and
+/// its key (a fresh form could then record the write twice); sent again once the ledger
+/// answers, the same form is recorded once.
+#[tokio::test]
+async fn a_write_that_outlasts_its_time_gives_back_the_same_form() {
+    // The page's time less the longest read-back is what the write gets: one second here.
+    let timeout = http::READ_WAIT_MAX + std::time::Duration::from_secs(3);
+    let c = console_with(None, Some(timeout)).await;
+    let officer = c.sign_in(&c.tokens.officer).await;
+    let h = "0100007-000104";
+    let person = Person {
+        head: "Mai Văn Tâm",
+        head_id: "001095000104",
+        member: "Mai Thị Thu",
+        relation: "vợ",
+    };
+    c.register(&officer, h, &person).await;
+    let before = c.events().await;
+    let held = c.service.ledger.hold_publishes().await;
+    let late = c.classify(&officer, h, "classify-late", "1.200.000").await;
+    assert_eq!(
+        late.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        late.main()
+    );
+    assert!(
+        late.page.contains("form class=\"card\" id=\"classify\""),
+        "the form again: {}",
+        late.main()
+    );
+    assert_eq!(hidden_field(&late.page, "idem"), "classify-late");
+    assert_eq!(
+        text_of(&late.page, "refusal"),
+        Lang::Vi.t(T::Unavailable),
+        "{}",
+        late.main()
+    );
+    drop(held);
+    let again = c.classify(&officer, h, "classify-late", "1.200.000").await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.main());
+    // The first sending went on once the ledger answered; this one finds it done.
+    assert!(again.page.contains("id=\"duplicate\""), "{}", again.main());
     assert_eq!(c.events().await, before + 1);
 }
 

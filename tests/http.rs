@@ -71,6 +71,11 @@ async fn server_at(instant: &str) -> Server {
 }
 
 async fn serve_with_clock(clock: Option<ansinh::clock::Clock>) -> Server {
+    serve_prepared(clock, |_| {}).await
+}
+
+/// `serve_with_clock`, its API given to `prepare` before it serves (a test hook).
+async fn serve_prepared(clock: Option<ansinh::clock::Clock>, prepare: impl FnOnce(&Api)) -> Server {
     let (config, checkpoints) = fresh_checkpointed();
     let dir = tempfile::tempdir().unwrap();
     let ledger = ledger_at(&config, &dir.path().join("store")).await;
@@ -95,6 +100,7 @@ async fn serve_with_clock(clock: Option<ansinh::clock::Clock>) -> Server {
     if let Some(clock) = clock {
         api.set_clock(clock);
     }
+    prepare(&api);
     let (base, stop) = common::serve(api).await;
     Server {
         base,
@@ -602,6 +608,51 @@ async fn a_loan_from_registration_to_repayment_reads_back_right() {
         (StatusCode::FORBIDDEN, "OutsideUnit")
     );
     verified(&s.config).await;
+}
+
+/// A write whose request is dropped part-way (here by the timeout's 503; a client that
+/// hangs up does the same) runs to its end: a registration dropped after claiming its
+/// citizens and before submitting its event left them held by a household never
+/// recorded, so nobody could register them elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_whose_request_timed_out_is_recorded_all_the_same() {
+    let s = serve_prepared(None, |api| {
+        api.set_request_timeout(std::time::Duration::from_secs(1))
+    })
+    .await;
+    let partition = ansinh::chain::Partition::new("01").unwrap();
+    let mut appended = s
+        .service
+        .ledger
+        .jetstream()
+        .client()
+        .subscribe(s.config.subject(&partition))
+        .await
+        .unwrap();
+    let before = s.events().await;
+    let held = s.service.hold_claims().await.unwrap();
+    let dropped = s.register(HOUSEHOLD, "001085012346").await;
+    assert_eq!(
+        (dropped.status, dropped.kind()),
+        (StatusCode::SERVICE_UNAVAILABLE, "Timeout"),
+        "{}",
+        dropped.body
+    );
+    assert_eq!(s.events().await, before);
+    drop(held);
+    // The registration goes on once its claims are stored, with no request waiting.
+    let event = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        futures::StreamExt::next(&mut appended),
+    )
+    .await
+    .expect("the dropped registration was never appended")
+    .unwrap();
+    assert_eq!(event.subject.as_str(), s.config.subject(&partition));
+    assert_eq!(s.events().await, before + 1);
+    let again = s.register(HOUSEHOLD, "001085012346").await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body["duplicate"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

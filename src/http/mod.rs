@@ -320,6 +320,10 @@ struct Inner {
     console_keys: console::session::KeyCache,
     /// The embedded nats-server `serve` started, if any: `/healthz` fails once it exited.
     embedded_server: std::sync::OnceLock<crate::nats_server::Exited>,
+    /// How long a request may take (`REQUEST_TIMEOUT_MS` unless a test set a shorter one,
+    /// `set_request_timeout`): the router's timeout, and what the console's forms plan
+    /// their write and its read-back within.
+    request_timeout: std::sync::OnceLock<Duration>,
 }
 
 /// What the gateway routes need: the keys that authenticate gateways, and the ledger side
@@ -397,6 +401,7 @@ impl Api {
             checkpoints: std::sync::OnceLock::new(),
             console_keys: console::session::KeyCache::default(),
             embedded_server: std::sync::OnceLock::new(),
+            request_timeout: std::sync::OnceLock::new(),
         })))
     }
 
@@ -428,6 +433,23 @@ impl Api {
     /// replaced secret at once.
     pub fn set_console_secret_recheck(&self, recheck: std::time::Duration) {
         self.0.console_keys.set_recheck(recheck);
+    }
+
+    /// Sets how long a request may take (once, before `router`; later calls change
+    /// nothing; default `REQUEST_TIMEOUT_MS`), so a test of what a request that outlasts
+    /// it gets waits a second rather than fifteen.
+    #[doc(hidden)]
+    pub fn set_request_timeout(&self, timeout: Duration) {
+        let _ = self.0.request_timeout.set(timeout);
+    }
+
+    /// How long a request may take, its wait for a slot included.
+    pub fn request_timeout(&self) -> Duration {
+        self.0
+            .request_timeout
+            .get()
+            .copied()
+            .unwrap_or(Duration::from_millis(REQUEST_TIMEOUT_MS))
     }
 
     /// Today in Vietnam, by the service's clock: the default day of a read.
@@ -1134,12 +1156,14 @@ async fn openapi_document() -> axum::Json<serde_json::Value> {
 
 /// The routes, with the body limit, the concurrency limit and the timeout.
 pub fn router(api: Api) -> Router {
+    let timeout = api.request_timeout();
     let v1 = routes()
         .router
         .merge(console::routes())
         .fallback(|| async { ApiError::NoSuchRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
-    v1.layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
+    v1.layer(axum::middleware::from_fn(writes_run_to_their_end))
+        .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .layer(
             ServiceBuilder::new()
                 // Outside the timeout: turns its error into a JSON answer.
@@ -1148,13 +1172,38 @@ pub fn router(api: Api) -> Router {
                 }))
                 // The timeout covers the wait for a slot, so a queue of waiting requests
                 // is bounded in time as well as in number.
-                .timeout(Duration::from_millis(REQUEST_TIMEOUT_MS))
+                .timeout(timeout)
                 .concurrency_limit(REQUESTS_IN_FLIGHT_MAX),
         )
         .layer(axum::middleware::map_response(no_store))
         // Outermost, so a request that timed out is counted with its 503 too.
         .layer(axum::middleware::from_fn(count_request))
         .with_state(api)
+}
+
+/// A write, once its request is in, runs to its end whatever becomes of the request. The
+/// timeout's 503 or a client that hangs up drops the handler's future, and a write dropped
+/// part-way could stop between claiming citizens and submitting its event: the citizens
+/// held by a household that was never recorded, until the same request came again. The
+/// answer is lost with the request; the same request again under its key gets it. Reads
+/// stay in the request's task: dropping them loses nothing.
+async fn writes_run_to_their_end(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return next.run(request).await;
+    }
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
+        Err(failed) => axum::response::IntoResponse::into_response(ApiError::Internal(format!(
+            "the request's handler failed: {failed}"
+        ))),
+    }
 }
 
 /// Every answer is about people and money as of now: no browser or proxy may keep a
@@ -1168,10 +1217,15 @@ async fn no_store(mut response: axum::response::Response) -> axum::response::Res
     response
 }
 
+/// When a request arrived, before it waited for a slot: a handler that must answer before
+/// the request's timeout (`Api::request_timeout`) counts from here.
+#[derive(Clone, Copy, Debug)]
+pub struct Arrived(pub std::time::Instant);
+
 /// Counts each answer by route template (never the path itself: ids would make a series
 /// per household) and status, and times it.
 async fn count_request(
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let route = request
@@ -1179,6 +1233,9 @@ async fn count_request(
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let started = std::time::Instant::now();
+    // Before the wait for a slot, which the timeout covers: what a handler plans within
+    // the timeout starts here.
+    request.extensions_mut().insert(Arrived(started));
     let response = next.run(request).await;
     crate::telemetry::http_answered(route, response.status().as_u16(), started.elapsed());
     response

@@ -253,6 +253,9 @@ struct Shared {
     /// One commit of several events of this process in flight on the stream at a time;
     /// tokio's mutex is fair, so partitions take turns in arrival order.
     gate: tokio::sync::Mutex<()>,
+    /// Test hook (`Ledger::hold_publishes`): every commit takes it for reading before it
+    /// publishes, uncontended unless a test holds it.
+    publishes: tokio::sync::RwLock<()>,
     /// Most payload bytes in one frame, within the server's `max_payload` and the
     /// stream's `max_msg_size`.
     frame_bytes_max: usize,
@@ -343,6 +346,7 @@ impl Ledger {
             store,
             writers: Mutex::new(HashMap::new()),
             gate: tokio::sync::Mutex::new(()),
+            publishes: tokio::sync::RwLock::new(()),
             frame_bytes_max,
             recent: Mutex::default(),
             unrecorded: Mutex::default(),
@@ -455,6 +459,13 @@ impl Ledger {
             .await
             .map_err(|_| AppendError::Closed)?;
         answer.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// Test hook: no commit of this process is published until the guard is dropped, as
+    /// a stalled server would leave them; the commands wait in their writers.
+    #[doc(hidden)]
+    pub async fn hold_publishes(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.shared.publishes.write().await
     }
 
     /// The receipt of the event an idempotency key already names in this partition, if
@@ -1667,6 +1678,7 @@ impl PartitionWriter {
         // in flight, and waiting for that commit's ack to reach this process and the gate
         // to be handed over cost it most of its time under saturating load (docs/BENCH.md,
         // row 5b: p99 16.2 vs 10.2 ms, throughput unchanged).
+        let _not_held = self.shared.publishes.read().await;
         let _turn = match encoded.len() {
             1 => None,
             _ => Some(self.shared.gate.lock().await),

@@ -182,6 +182,9 @@ fn shard_of(citizen: &BlindIndex) -> usize {
 #[derive(Clone)]
 pub struct Claims {
     shards: Arc<[mpsc::Sender<Request>]>,
+    /// Test hook (`hold_publishes`): every shard takes it for reading before it publishes
+    /// a frame, uncontended unless a test holds it.
+    publishes: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// What a request asks of one shard.
@@ -221,6 +224,7 @@ impl Claims {
         replicas: usize,
     ) -> Result<Self, ClaimError> {
         let stream = open_stream(js, ledger_stream, replicas).await?;
+        let publishes = Arc::new(tokio::sync::RwLock::new(()));
         let mut shards: Vec<Shard> = (0..CLAIM_SHARDS)
             .map(|i| Shard {
                 js: js.clone(),
@@ -228,6 +232,7 @@ impl Claims {
                 subject: subject(ledger_stream, i),
                 held: HashMap::new(),
                 last: 0,
+                publishes: publishes.clone(),
             })
             .collect();
         fold_all(&stream, ledger_stream, &mut shards).await?;
@@ -240,7 +245,17 @@ impl Claims {
                 send
             })
             .collect();
-        Ok(Self { shards: senders })
+        Ok(Self {
+            shards: senders,
+            publishes,
+        })
+    }
+
+    /// Test hook: no shard publishes a frame until the guard is dropped, as a stalled
+    /// server would leave them; the claims wait in their shards.
+    #[doc(hidden)]
+    pub async fn hold_publishes(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.publishes.clone().write_owned().await
     }
 
     async fn ask(
@@ -598,6 +613,8 @@ struct Shard {
     held: HashMap<Folded, Holder>,
     /// Stream sequence of the last frame of this shard folded in (0: none).
     last: u64,
+    /// `Claims::publishes`.
+    publishes: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Shard {
@@ -678,6 +695,7 @@ impl Shard {
     /// process (or electing its leader) has no subscriber on this server yet, and a
     /// message nobody received is not stored, so sending it again is safe.
     async fn publish(&self, frame: Bytes) -> Result<u64, Published> {
+        let _not_held = self.publishes.read().await;
         let acked = crate::log::reader::retrying_transient(
             || self.publish_once(frame.clone()),
             |e: &PublishError| e.kind() == PublishErrorKind::StreamNotFound,

@@ -140,13 +140,18 @@ async fn grant(
             citizen: None, // found by the service
         };
         let write = begin_write(&session.caller, &f, &route)?;
-        let receipt = api
-            .service()
-            .payment(&write.request(&session.caller), &partition, kind, on)
-            .await?;
+        let receipt = {
+            let (service, caller) = (api.service().clone(), session.caller.clone());
+            super::write_in_time(&session, async move {
+                service
+                    .payment(&write.request(&caller), &partition, kind, on)
+                    .await
+            })
+            .await?
+        };
         // Recorded: the number is only shown (a failed read must not make the grant look
         // refused, or the clerk grants again from a new form).
-        let entitlement = match recorded(&api, &receipt).await {
+        let entitlement = match super::read_back_in_time(&session, recorded(&api, &receipt)).await {
             Ok(EventBody::EntitlementGranted { entitlement, .. }) => Some(entitlement),
             Ok(_) => {
                 return Err(ApiError::Internal(

@@ -477,12 +477,15 @@ async fn register(State(api): State<Api>, session: Session, FormBody(f): FormBod
     };
     let result = async {
         let (key, fingerprint) = form_key(&f, "POST /console/households/new")?;
-        let caller = &session.caller;
-        let write = Write::new(caller, &key, fingerprint);
-        api.service()
-            .register(&write.request(caller), &h, area, on, &data)
-            .await
-            .map_err(ApiError::from)
+        let caller = session.caller.clone();
+        let write = Write::new(&caller, &key, fingerprint);
+        let (service, h) = (api.service().clone(), h.clone());
+        super::write_in_time(&session, async move {
+            service
+                .register(&write.request(&caller), &h, area, on, &data)
+                .await
+        })
+        .await
     }
     .await;
     match result {
@@ -603,20 +606,28 @@ async fn classify(
     let result = async {
         let write = begin_write(&session.caller, &f, &route)?;
         let caller = &session.caller;
-        let receipt = api
-            .service()
-            .classify(&write.request(caller), &h, inputs, on, corrects)
-            .await?;
+        let receipt = {
+            let (service, caller, h) = (api.service().clone(), caller.clone(), h.clone());
+            super::write_in_time(&session, async move {
+                service
+                    .classify(&write.request(&caller), &h, inputs, on, corrects)
+                    .await
+            })
+            .await?
+        };
         // Recorded: what follows is only shown. A read that fails now (the projections
         // slow to catch up) must not make the write look refused, or the clerk records
         // it again from a new form.
-        let read = read_household(
-            &api,
-            caller,
-            &h,
-            session.today,
-            Some(receipt.stream_sequence),
-            None,
+        let read = super::read_back_in_time(
+            &session,
+            read_household(
+                &api,
+                caller,
+                &h,
+                session.today,
+                Some(receipt.stream_sequence),
+                None,
+            ),
         )
         .await
         .ok();

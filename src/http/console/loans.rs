@@ -156,13 +156,21 @@ async fn approve(
     let route = format!("POST /console/households/{h}/loans/new");
     let result = async {
         let write = begin_write(&session.caller, &f, &route)?;
-        let receipt = api
-            .service()
-            .loan(&write.request(&session.caller), None, action, on, &reason)
-            .await?;
+        let receipt = {
+            let (service, caller) = (api.service().clone(), session.caller.clone());
+            super::write_in_time(&session, async move {
+                service
+                    .loan(&write.request(&caller), None, action, on, &reason)
+                    .await
+            })
+            .await?
+        };
         // Recorded: the reference is only shown (a failed read must not make the
         // approval look refused, or the clerk approves again from a new form).
-        let loan = crate::http::loans::approved_loan(&api, &receipt).await.ok();
+        let loan =
+            super::read_back_in_time(&session, crate::http::loans::approved_loan(&api, &receipt))
+                .await
+                .ok();
         Ok::<_, ApiError>((receipt, loan))
     }
     .await;
@@ -349,19 +357,27 @@ async fn action(
     let route = format!("POST /console/loans/{loan}/{}", kind.path());
     let result = async {
         let write = begin_write(&session.caller, &f, &route)?;
-        let receipt = api
-            .service()
-            .loan(
-                &write.request(&session.caller),
-                Some(&loan),
-                action,
-                on,
-                reason,
-            )
-            .await?;
+        let receipt = {
+            let (service, caller, loan) =
+                (api.service().clone(), session.caller.clone(), loan.clone());
+            super::write_in_time(&session, async move {
+                service
+                    .loan(&write.request(&caller), Some(&loan), action, on, reason)
+                    .await
+            })
+            .await?
+        };
         // Recorded: the split is only shown (a failed fetch must not make the payment
         // look refused, or the clerk records it again from a new form).
-        let payload = match api.service().ledger.event_of(&receipt).await {
+        let fetched = super::read_back_in_time(&session, async {
+            api.service()
+                .ledger
+                .event_of(&receipt)
+                .await
+                .map_err(ApiError::from)
+        })
+        .await;
+        let payload = match fetched {
             Ok(event) => Some(event.payload),
             Err(_) => None,
         };

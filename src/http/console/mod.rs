@@ -346,6 +346,49 @@ pub fn begin_write(caller: &Caller, fields: &Fields, route: &str) -> Result<Writ
     Ok(Write::new(caller, &key, fingerprint))
 }
 
+/// A form's write, run to its end whatever becomes of the request, and waited for until
+/// the page must be on its way (`Session::answer_by`) less the longest read-back
+/// (`READ_WAIT_MAX`). Past that the form comes back as it was, with its idempotency key,
+/// as a 503 saying the ledger did not answer and that sending the same form again
+/// records nothing twice. Otherwise such a write outlasted the router's timeout, whose
+/// JSON 503 lost the form and its key: a clerk who then opened a fresh form could record
+/// the write twice. The write goes on in a task of its own (dropped, it could stop
+/// between claiming citizens and submitting), so the same form sent again finds it done
+/// and gets its receipt.
+pub async fn write_in_time<T, E>(
+    session: &Session,
+    work: impl Future<Output = Result<T, E>> + Send + 'static,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    ApiError: From<E>,
+{
+    let by = session
+        .answer_by
+        .checked_sub(crate::http::READ_WAIT_MAX)
+        .unwrap_or(session.answer_by);
+    match tokio::time::timeout_at(by.into(), tokio::spawn(work)).await {
+        Ok(Ok(result)) => result.map_err(ApiError::from),
+        Ok(Err(failed)) => Err(ApiError::Internal(format!(
+            "a console write failed: {failed}"
+        ))),
+        Err(_) => Err(ApiError::Timeout),
+    }
+}
+
+/// What the page of a recorded write reads back to show, waited for until the page must
+/// be on its way: past that the read counts as failed, and the page shows the receipt and
+/// says the details will show on the household's page.
+pub async fn read_back_in_time<T>(
+    session: &Session,
+    read: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    tokio::time::timeout_at(session.answer_by.into(), read)
+        .await
+        .unwrap_or(Err(ApiError::Timeout))
+}
+
 /// A form's idempotency key and the fingerprint of what it asks, for work that binds the
 /// key itself (a job: `http::jobs`).
 pub fn form_key(fields: &Fields, route: &str) -> Result<(IdempotencyKey, Digest), ApiError> {

@@ -311,10 +311,13 @@ async fn allocate(State(api): State<Api>, session: Session, FormBody(f): FormBod
             amount,
         };
         let write = begin_write(&session.caller, &f, "POST /console/payments/budgets")?;
-        api.service()
-            .payment(&write.request(&session.caller), &partition, kind, on)
-            .await
-            .map_err(ApiError::from)
+        let (service, caller) = (api.service().clone(), session.caller.clone());
+        super::write_in_time(&session, async move {
+            service
+                .payment(&write.request(&caller), &partition, kind, on)
+                .await
+        })
+        .await
     }
     .await;
     match result {
@@ -364,38 +367,52 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
     };
     let result = async {
         let write = begin_write(&session.caller, &f, "POST /console/payments/runs")?;
-        let result = api
-            .service()
-            .payment(&write.request(&session.caller), &partition, kind, on)
-            .await;
-        if matches!(
-            &result,
-            Err(ServiceError::Rejected(Rejection::NothingToRecord))
-        ) {
+        let (service, caller) = (api.service().clone(), session.caller.clone());
+        let done = super::write_in_time(&session, async move {
+            match service
+                .payment(&write.request(&caller), &partition, kind, on)
+                .await
+            {
+                Err(ServiceError::Rejected(Rejection::NothingToRecord)) => Ok(None),
+                done => done.map(Some),
+            }
+        })
+        .await?;
+        let Some(receipt) = done else {
             return Ok(None);
-        }
-        let receipt = result?;
-        let EventBody::PaymentRunCompleted {
-            issued,
-            amount,
-            shortfalls,
-            not_resident,
-            deceased,
-            not_a_member,
-            ..
-        } = recorded(&api, &receipt).await?
-        else {
-            return Err(ApiError::Internal(
-                "the receipt of a run names another event".into(),
-            ));
         };
-        let shortfalls: Vec<String> = shortfalls.iter().map(Shortfall::sentence).collect();
-        let left_unpaid = LeftUnpaid {
-            not_resident,
-            deceased,
-            not_a_member,
+        // Recorded: what follows is only shown (a failed read must not make the run look
+        // refused, or the clerk runs it again from a new form).
+        let details = match super::read_back_in_time(&session, recorded(&api, &receipt)).await {
+            Ok(EventBody::PaymentRunCompleted {
+                issued,
+                amount,
+                shortfalls,
+                not_resident,
+                deceased,
+                not_a_member,
+                ..
+            }) => Some((
+                issued,
+                amount,
+                shortfalls
+                    .iter()
+                    .map(Shortfall::sentence)
+                    .collect::<Vec<_>>(),
+                LeftUnpaid {
+                    not_resident,
+                    deceased,
+                    not_a_member,
+                },
+            )),
+            Ok(_) => {
+                return Err(ApiError::Internal(
+                    "the receipt of a run names another event".into(),
+                ));
+            }
+            Err(_) => None,
         };
-        Ok(Some((receipt, issued, amount, shortfalls, left_unpaid)))
+        Ok(Some((receipt, details)))
     }
     .await;
     match result {
@@ -403,7 +420,11 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
             let body = html! {
                 @match &outcome {
                     None => p.ok #nothing-left { (lang.t(T::Nothing)) },
-                    Some((receipt, issued, amount, shortfalls, left_unpaid)) => {
+                    Some((receipt, None)) => {
+                        (receipt_block(lang, receipt))
+                        p #details-not-yet { (lang.t(T::DetailsNotYetReadable)) }
+                    },
+                    Some((receipt, Some((issued, amount, shortfalls, left_unpaid)))) => {
                         (receipt_block(lang, receipt))
                         table #run-result {
                             tr { th { (lang.t(T::Instructions)) } td.num #run-issued { (issued) } }

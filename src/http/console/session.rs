@@ -329,7 +329,14 @@ pub struct Session {
     /// Today in Vietnam by the service's clock (`Api::today`), as the JSON routes read
     /// it: a form's default day, the day a page prices loans on.
     pub today: chrono::NaiveDate,
+    /// When the page must be on its way: the request's timeout from its arrival, less a
+    /// margin to render it (`ANSWER_MARGIN`). Past the timeout the router answers the
+    /// API's JSON 503 instead, and a form's page (with its idempotency key) is lost.
+    pub answer_by: std::time::Instant,
 }
+
+/// Kept, of a request's timeout, to render and send the page once its work is done.
+pub const ANSWER_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Session {
     /// The refusal (403, nothing done) of a form that does not carry the caller's CSRF
@@ -367,11 +374,18 @@ impl FromRequestParts<Api> for Session {
         let Some((caller, id)) = keys.signed_in(value, &api.staff(), now_unix_s()) else {
             return Err(to_sign_in(&parts.headers));
         };
+        let arrived = parts
+            .extensions
+            .get::<crate::http::Arrived>()
+            .map_or_else(std::time::Instant::now, |a| a.0);
         Ok(Session {
             caller,
             csrf: keys.csrf(&id),
             lang,
             today: api.today(),
+            answer_by: (arrived + api.request_timeout())
+                .checked_sub(ANSWER_MARGIN)
+                .unwrap_or(arrived),
         })
     }
 }
