@@ -916,6 +916,103 @@ async fn a_range_lists_a_bounded_number_of_pending_instructions_and_counts_the_r
     );
 }
 
+/// A range's line lists at most `RANGE_MISMATCHES_LISTED_MAX` of its mismatches, the
+/// first in event order, and counts the rest; the totals and the CSV count them all. A
+/// gateway's batch of results that do not match (here: every amount wrong) must not grow
+/// the answer with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_lists_a_bounded_number_of_mismatches_and_counts_the_rest() {
+    use ansinh::domain::payments::ids::{GatewayTxnId, InstructionRef};
+    use ansinh::domain::payments::instructions::Outcome;
+    use ansinh::domain::payments::{Actor, Command, CommandKind};
+    use ansinh::payments_report::{
+        RANGE_MISMATCHES_LISTED_MAX, reconciliation_csv, reconciliation_range,
+    };
+    use payments_fixtures as pay;
+    const MORE: usize = 3;
+    let people = (RANGE_MISMATCHES_LISTED_MAX + MORE) as u32;
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    let mut issuing = vec![pay::allocate(
+        "2026-11-20",
+        pay::COMMUNE,
+        "2026-12",
+        i64::from(people) * 10 * pay::AMOUNT,
+    )];
+    for n in 1..=people {
+        issuing.push(pay::grant(
+            "2026-11-20",
+            n,
+            "2026-12",
+            pay::terms(pay::ELDERLY_POOR, pay::bank(), None),
+        ));
+    }
+    issuing.push(pay::run("2026-12-01", "2026-12", None));
+    let issued = pay::history(&issuing);
+    let mismatching: Vec<Command> = (1..=people)
+        .map(|n| {
+            let mut post = pay::Post::new(
+                pay::BANK,
+                "pay:1:2026-12:1",
+                Outcome::Settled,
+                "T",
+                pay::AMOUNT + 1,
+            )
+            .of(n)
+            .body();
+            post.instruction = InstructionRef::parse(&format!("pay:{n}:2026-12:1")).unwrap();
+            post.gateway_txn = GatewayTxnId::parse(&format!("T{n}")).unwrap();
+            Command {
+                actor: Actor::Gateway(pay::gw(pay::BANK)),
+                effective: pay::d("2026-12-02"),
+                kind: CommandKind::Post(post),
+            }
+        })
+        .collect();
+    let all = pay::history_from(&issued, &mismatching);
+    append_payments(&ledger, &all).await;
+    let mut stream = stream_of(&config).await;
+    let store = tempfile::tempdir().unwrap();
+    let db = sled::open(store.path()).unwrap();
+    let projector = Projector::open(&db, store.path()).unwrap();
+    projector.catch_up(&mut stream, &config).await.unwrap();
+
+    let (from, day, as_of) = (
+        pay::d("2026-12-01"),
+        pay::d("2026-12-02"),
+        pay::d("2026-12-31"),
+    );
+    let range = reconciliation_range(&projector, "01", from, day, as_of, 10).unwrap();
+    let line = range
+        .lines
+        .iter()
+        .find(|l| l.day == day)
+        .unwrap_or_else(|| panic!("no line on {day}: {range:?}"));
+    assert_eq!(
+        (line.lines.mismatches.len(), line.mismatches_not_listed),
+        (RANGE_MISMATCHES_LISTED_MAX, MORE as u64)
+    );
+    assert_eq!(range.totals.mismatches, u64::from(people));
+    // The first in event order, as the one-day read lists them all.
+    let whole = projector
+        .reconciliation_day("01", day, as_of, 10)
+        .unwrap()
+        .unwrap();
+    let listed_whole = &whole.values().next().unwrap().mismatches;
+    assert_eq!(listed_whole.len(), people as usize);
+    assert_eq!(
+        line.lines.mismatches,
+        listed_whole[..RANGE_MISMATCHES_LISTED_MAX]
+    );
+    // The CSV counts every mismatch of the day.
+    let csv = reconciliation_csv(&range);
+    let row = csv
+        .split("\r\n")
+        .find(|r| r.contains(",2026-12-02,"))
+        .unwrap_or_else(|| panic!("no row on {day}: {csv}"));
+    assert!(row.ends_with(&format!(",{people}")), "{row}");
+}
+
 /// Household `loan_fixtures::hh()` (commune 0100101) registered, then the payloads of
 /// its loan commands decided in order by the loan domain, one payload a command: what
 /// the book appends for them.

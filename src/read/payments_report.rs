@@ -256,6 +256,13 @@ pub const RECONCILIATION_RANGE_DAYS_MAX: i64 = 366;
 /// one-day read and `ansinh payments reconcile --date` list a day's in full.
 pub const RANGE_PENDING_IDS_LISTED_MAX: usize = 100;
 
+/// Most mismatches a range's line lists, the first in event order; `mismatches_not_listed`
+/// counts the rest, and the range's totals and its CSV count them all. Refused posts are
+/// bounded a gateway and day, but first late settlements and returns after a settlement
+/// are not: a bank that returns a month's batch for closed accounts would otherwise grow
+/// the answer with it. The one-day read lists a day's in full.
+pub const RANGE_MISMATCHES_LISTED_MAX: usize = 100;
+
 /// One gateway's line of one day.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct RangeLine {
@@ -267,20 +274,27 @@ pub struct RangeLine {
     /// Instructions counted in `pending_overdue` past `RANGE_PENDING_IDS_LISTED_MAX`, not
     /// listed in `pending_overdue_ids`.
     pub pending_overdue_ids_not_listed: u64,
+    /// Mismatches of the day past `RANGE_MISMATCHES_LISTED_MAX`, not listed in
+    /// `mismatches`.
+    pub mismatches_not_listed: u64,
 }
 
 impl RangeLine {
     /// The line of `gateway` on `day`, its pending ids cut to
-    /// `RANGE_PENDING_IDS_LISTED_MAX` (they come in instruction order), the rest counted.
+    /// `RANGE_PENDING_IDS_LISTED_MAX` (they come in instruction order) and its mismatches
+    /// to `RANGE_MISMATCHES_LISTED_MAX` (in event order), the rest counted.
     fn listed(day: NaiveDate, gateway: String, mut lines: reconcile::GatewayDay) -> Self {
-        let listed = lines.pending_overdue_ids.len();
+        let pending = lines.pending_overdue_ids.len();
         lines
             .pending_overdue_ids
             .truncate(RANGE_PENDING_IDS_LISTED_MAX);
+        let mismatches = lines.mismatches.len();
+        lines.mismatches.truncate(RANGE_MISMATCHES_LISTED_MAX);
         RangeLine {
             day,
             gateway,
-            pending_overdue_ids_not_listed: (listed - lines.pending_overdue_ids.len()) as u64,
+            pending_overdue_ids_not_listed: (pending - lines.pending_overdue_ids.len()) as u64,
+            mismatches_not_listed: (mismatches - lines.mismatches.len()) as u64,
             lines,
         }
     }
@@ -417,14 +431,18 @@ fn range_read(
 /// The header of the reconciliation CSV for people.
 pub const RECONCILIATION_CSV_HEADER: &str = "partition,day,gateway,instructed_count,instructed_amount,settled_count,settled_amount,failed_count,failed_amount,returned_count,returned_amount,timed_out_count,timed_out_amount,cancelled_count,cancelled_amount,pending_overdue_count,pending_overdue_amount,mismatches";
 
-/// A range's reconciliation as the CSV for people (`reconciliation_csv_rows`).
+/// A range's reconciliation as the CSV for people (`reconciliation_csv_rows`), every
+/// mismatch counted, listed or not.
 pub fn reconciliation_csv(range: &ReconciliationRange) -> String {
-    reconciliation_csv_rows(
-        range
-            .lines
-            .iter()
-            .map(|line| (&range.partition, line.day, &line.gateway, &line.lines)),
-    )
+    csv_rows(range.lines.iter().map(|line| {
+        (
+            &range.partition,
+            line.day,
+            &line.gateway,
+            &line.lines,
+            line.mismatches_not_listed,
+        )
+    }))
 }
 
 /// Reconciliation lines (partition, day, gateway, that day's tallies) as the CSV for
@@ -441,12 +459,24 @@ where
     P: std::fmt::Display,
     G: std::fmt::Display,
 {
+    csv_rows(rows.into_iter().map(|(p, day, g, d)| (p, day, g, d, 0)))
+}
+
+/// `reconciliation_csv_rows`, each row with the mismatches its line counts but does not
+/// list.
+fn csv_rows<'a, P, G>(
+    rows: impl IntoIterator<Item = (P, NaiveDate, G, &'a reconcile::GatewayDay, u64)>,
+) -> String
+where
+    P: std::fmt::Display,
+    G: std::fmt::Display,
+{
     use crate::domain::money::format_vnd;
     let vnd = |amount: rust_decimal::Decimal| format!("\"{}\"", format_vnd(amount));
     let mut out = String::from("\u{feff}");
     out.push_str(RECONCILIATION_CSV_HEADER);
     out.push_str("\r\n");
-    for (partition, day, gateway, d) in rows {
+    for (partition, day, gateway, d, mismatches_not_listed) in rows {
         let fields = [
             csv_field(&partition.to_string()),
             day.to_string(),
@@ -465,7 +495,7 @@ where
             vnd(d.cancelled.amount),
             d.pending_overdue.count.to_string(),
             vnd(d.pending_overdue.amount),
-            d.mismatches.len().to_string(),
+            (d.mismatches.len() as u64 + mismatches_not_listed).to_string(),
         ];
         out.push_str(&fields.join(","));
         out.push_str("\r\n");
