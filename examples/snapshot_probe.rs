@@ -56,6 +56,7 @@ fn main() {
                 status: "poor".into(),
                 escaped_until: String::new(),
                 corrects: 0,
+                validity_rule: 1,
             }),
         );
     }

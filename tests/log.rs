@@ -733,6 +733,7 @@ async fn recompute_eligibility_finds_exactly_the_wrong_decision() {
         status: class.into(),
         escaped_until: String::new(),
         corrects: 0,
+        validity_rule: eligibility::VALIDITY_RULE,
     };
     let mut draft = note("01", "d1", "");
     // Exactly at the rural line with no deprivation: near-poor.

@@ -391,6 +391,7 @@ pub fn decided_to_proto(
         status: status_name(d.status).into(),
         escaped_until: opt_date(&escaped_until),
         corrects: d.corrects.map_or(0, sequence_of),
+        validity_rule: d.validity_rule,
     }
 }
 
@@ -451,6 +452,10 @@ pub fn decided_from_proto(
         decision_date: parse_date("decided_on", &p.decided_on)?,
         valid_from: parse_date("valid_from", &p.valid_from)?,
         valid_to: parse_date("valid_to", &p.valid_to)?,
+        // Kept as recorded, known or not: the book holds the recorded period, and only a
+        // recomputation needs the rule (`eligibility::recompute` refuses one it does not
+        // know).
+        validity_rule: p.validity_rule,
     };
     Ok((decision, parse_opt_date("escaped_until", &p.escaped_until)?))
 }

@@ -25,6 +25,23 @@ pub const DIMENSION_COUNT: usize = 6;
 /// A household that moves from Poor/NearPoor to above the income line keeps
 /// "escaped poverty" standing (and its preferential credit) for this long.
 pub const ESCAPED_POVERTY_MONTHS: u32 = 36;
+/// How a decision's validity is computed, recorded on it (`EligibilityDecided.validity_rule`)
+/// so that a decision recomputes by the rule it was made under:
+/// - 0: an escaped-poverty window ends the day before the date `ESCAPED_POVERTY_MONTHS`
+///   on, that date cut to its month's last day when the month has no day of the
+///   decision's number. A decision on 29 February then ended on the 27th three years on,
+///   a day short of its 36 months.
+/// - 1: the same, except that when the month `ESCAPED_POVERTY_MONTHS` on has no day of
+///   the decision's number the window ends on that month's last day, as a period counted
+///   in months does (Civil Code 2015, art. 148): 29 February 2028 runs to 28 February
+///   2031.
+///
+/// Every other status is valid to its review year's end under either rule.
+pub const VALIDITY_RULE: u32 = 1;
+/// The rules `validity` knows; `recompute` reports a recorded rule past it
+/// (`Mismatch::UnknownValidityRule`) rather than guess. The book holds a decision's
+/// recorded period whatever its rule.
+pub const VALIDITY_RULE_MAX: u32 = 1;
 /// A decision may be made at most this many years ahead of its review year
 /// (the Q4 review for next year's list).
 pub const MAX_REVIEW_LEAD_YEARS: i32 = 1;
@@ -310,6 +327,7 @@ pub fn validity(
     status: Status,
     review_year: i32,
     decision_date: NaiveDate,
+    rule: u32,
 ) -> Result<(NaiveDate, NaiveDate), Rejection> {
     review_year_in_range(review_year, decision_date)?;
     let out_of_range = Rejection::ReviewYearOutOfRange {
@@ -318,10 +336,18 @@ pub fn validity(
     };
     let year_end = NaiveDate::from_ymd_opt(review_year, 12, 31).ok_or(out_of_range.clone())?;
     let to = match status {
-        Status::EscapedPoverty => decision_date
-            .checked_add_months(Months::new(ESCAPED_POVERTY_MONTHS))
-            .and_then(|d| d.pred_opt())
-            .ok_or(Rejection::ArithmeticOverflow)?,
+        Status::EscapedPoverty => {
+            let on = decision_date
+                .checked_add_months(Months::new(ESCAPED_POVERTY_MONTHS))
+                .ok_or(Rejection::ArithmeticOverflow)?;
+            // chrono cuts a day the month lacks to its last day: that last day is then
+            // the window's last (rule 1), not the day before it (rule 0).
+            if rule >= 1 && on.day() != decision_date.day() {
+                on
+            } else {
+                on.pred_opt().ok_or(Rejection::ArithmeticOverflow)?
+            }
+        }
         _ => year_end.min(standard.valid_to),
     };
     if to < decision_date {
@@ -363,6 +389,8 @@ pub struct ClassificationDecided {
     pub decision_date: NaiveDate,
     pub valid_from: NaiveDate,
     pub valid_to: NaiveDate,
+    /// The rule its validity was computed by (`VALIDITY_RULE`).
+    pub validity_rule: u32,
 }
 
 /// Decide a classification under the standard of its review year
@@ -380,7 +408,13 @@ pub fn decide_classification(
     let standard = standard_for_review_year(inputs.review_year)?;
     let class = classify(standard, &inputs)?;
     let status = derive_status(class, prior_class);
-    let (valid_from, valid_to) = validity(standard, status, inputs.review_year, decision_date)?;
+    let (valid_from, valid_to) = validity(
+        standard,
+        status,
+        inputs.review_year,
+        decision_date,
+        VALIDITY_RULE,
+    )?;
     Ok(ClassificationDecided {
         household,
         inputs: ClassificationInputs {
@@ -397,6 +431,7 @@ pub fn decide_classification(
         decision_date,
         valid_from,
         valid_to,
+        validity_rule: VALIDITY_RULE,
     })
 }
 
@@ -427,6 +462,10 @@ pub enum Mismatch {
         recorded: Status,
         recomputed: Status,
     },
+    /// The decision names a validity rule this release does not know (one of a later
+    /// release). Audit: recompute with that release.
+    #[error("validity rule {rule} is not known to this release (at most {VALIDITY_RULE_MAX})")]
+    UnknownValidityRule { rule: u32 },
     /// The validity period does not follow from the rule. Escalate; credit
     /// decisions taken on the wrong period need review.
     #[error("recorded validity {recorded:?}, recomputed {recomputed:?}")]
@@ -471,8 +510,19 @@ pub fn recompute_against(list: &[Standard], d: &ClassificationDecided) -> Result
             recomputed: status,
         });
     }
-    let v = validity(standard, status, d.inputs.review_year, d.decision_date)
-        .map_err(Mismatch::InputsRefused)?;
+    if d.validity_rule > VALIDITY_RULE_MAX {
+        return Err(Mismatch::UnknownValidityRule {
+            rule: d.validity_rule,
+        });
+    }
+    let v = validity(
+        standard,
+        status,
+        d.inputs.review_year,
+        d.decision_date,
+        d.validity_rule,
+    )
+    .map_err(Mismatch::InputsRefused)?;
     if v != (d.valid_from, d.valid_to) {
         return Err(Mismatch::ValidityDiffers {
             recorded: (d.valid_from, d.valid_to),
@@ -508,6 +558,73 @@ mod tests {
             blake3::hash(text.as_bytes()).to_hex().to_string()
         );
         assert_ne!(a.content_hash, b.content_hash);
+    }
+
+    fn day(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    /// A window of 36 months from 29 February covers the whole of February three years
+    /// on (rule 1); rule 0, which decisions recorded before it name, ended it on the
+    /// 27th. Elsewhere the two agree.
+    #[test]
+    fn an_escaped_poverty_window_decided_on_29_february_runs_to_the_end_of_february() {
+        let standard = standard_for_review_year(2028).unwrap();
+        let window = |on: &str, rule| {
+            validity(standard, Status::EscapedPoverty, 2028, day(on), rule)
+                .unwrap()
+                .1
+        };
+        assert_eq!(window("2028-02-29", VALIDITY_RULE), day("2031-02-28"));
+        assert_eq!(window("2028-02-29", 0), day("2031-02-27"));
+        for rule in [0, VALIDITY_RULE] {
+            assert_eq!(window("2028-01-15", rule), day("2031-01-14"));
+            assert_eq!(window("2028-03-01", rule), day("2031-02-28"));
+            assert_eq!(window("2028-01-31", rule), day("2031-01-30"));
+        }
+    }
+
+    /// A decision recomputes by the rule it names: one recorded under rule 0 still
+    /// recomputes clean, and a rule this release does not know is reported, not guessed.
+    #[test]
+    fn a_decision_recomputes_by_the_validity_rule_it_names() {
+        let inputs = ClassificationInputs {
+            income_per_person_month: Decimal::from(5_000_000),
+            area: Area::Rural,
+            deprived: BTreeSet::new(),
+            review_year: 2028,
+        };
+        let decided = decide_classification(
+            HouseholdId::parse("0100007-000001").unwrap(),
+            Some(Class::Poor),
+            None,
+            inputs,
+            "staff:officer",
+            day("2028-02-29"),
+        )
+        .unwrap();
+        assert_eq!(decided.status, Status::EscapedPoverty);
+        assert_eq!(
+            (decided.validity_rule, decided.valid_to),
+            (VALIDITY_RULE, day("2031-02-28"))
+        );
+        assert_eq!(recompute(&decided), Ok(()));
+        let earlier = ClassificationDecided {
+            validity_rule: 0,
+            valid_to: day("2031-02-27"),
+            ..decided.clone()
+        };
+        assert_eq!(recompute(&earlier), Ok(()));
+        let unknown = ClassificationDecided {
+            validity_rule: VALIDITY_RULE_MAX + 1,
+            ..decided
+        };
+        assert_eq!(
+            recompute(&unknown),
+            Err(Mismatch::UnknownValidityRule {
+                rule: VALIDITY_RULE_MAX + 1
+            })
+        );
     }
 
     #[test]
