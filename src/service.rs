@@ -1572,6 +1572,7 @@ impl Service {
                 not_resident,
                 deceased,
                 not_a_member,
+                erased,
                 ..
             }) => Ok(CommuneRun::Paid {
                 issued,
@@ -1581,6 +1582,7 @@ impl Service {
                     not_resident,
                     deceased,
                     not_a_member,
+                    erased,
                 },
                 receipt,
             }),

@@ -2841,9 +2841,10 @@ fn run_completed(proposals: &[Proposal]) -> ansinh::domain::payments::EventBody 
 
 /// A member change that takes a citizen out of a household frees them to join another,
 /// which may grant them the same allowance: the household they left pays them no more,
-/// and the run names its entitlement. So does an erasure, which frees every citizen of the
-/// household. A beneficiary who died in the household is not one who left: paid through
-/// the month of death, named `deceased` after it.
+/// and the run names its entitlement. An erasure, which frees every citizen of the
+/// household, pays them no more either, named for the erasure. A beneficiary who died in
+/// the household is not one who left: paid through the month of death, named `deceased`
+/// after it.
 #[test]
 fn a_household_pays_no_allowance_to_a_citizen_who_left_it() {
     use ansinh::domain::payments::CommandKind as Pay;
@@ -2951,8 +2952,12 @@ fn a_household_pays_no_allowance_to_a_citizen_who_left_it() {
             issued,
             not_a_member,
             deceased,
+            erased,
             ..
-        } => assert_eq!((issued, not_a_member, deceased), (2, vec![1, 2], vec![])),
+        } => assert_eq!(
+            (issued, not_a_member, deceased, erased),
+            (2, vec![1], vec![], vec![2])
+        ),
         other => panic!("{other:?}"),
     }
     book.record(run("2026-11", "2026-11-11"));
@@ -2961,10 +2966,108 @@ fn a_household_pays_no_allowance_to_a_citizen_who_left_it() {
             issued,
             not_a_member,
             deceased,
+            erased,
             ..
-        } => assert_eq!((issued, not_a_member, deceased), (1, vec![1, 2], vec![3])),
+        } => assert_eq!(
+            (issued, not_a_member, deceased, erased),
+            (1, vec![1], vec![3], vec![2])
+        ),
         other => panic!("{other:?}"),
     }
+}
+
+/// An erased household is paid nothing more: its data key is destroyed, so no payee can
+/// be told apart and nobody verified as the beneficiary. A member without a citizen id (a
+/// child) has no citizen the erasure frees, and was still paid month after month.
+#[test]
+fn an_erased_household_pays_no_member_even_one_without_a_citizen_id() {
+    use ansinh::domain::payments::CommandKind as Pay;
+    use ansinh::domain::payments::EventBody;
+    use ansinh::domain::payments::ids::MemberRef;
+    use ansinh::domain::payments::month::Month;
+    let household = "0100007-000001";
+    let grant = |member: &str, citizen: Option<[u8; 32]>| {
+        let mut kind = allowance(household);
+        if let Pay::Grant {
+            beneficiary,
+            citizen: c,
+            ..
+        } = &mut kind
+        {
+            beneficiary.member = MemberRef::parse(member).unwrap();
+            *c = citizen;
+        }
+        payment_command(kind, "2026-10-01")
+    };
+    let mut book = Folded::new();
+    // The head has a citizen id, the child m2 none.
+    book.record(Command::Registry(Change::Registered {
+        household: hh(household),
+        area: Area::Rural,
+        members: 2,
+        citizens: vec![[6; 32]],
+        sealed: vec![1],
+        on: d("2026-01-05"),
+    }));
+    book.record(grant("m1", Some([6; 32])));
+    book.record(grant("m2", None));
+    for period in ["2026-10", "2026-11"] {
+        book.record(budget_for(period, "2026-10-01"));
+    }
+    book.record(run("2026-10", "2026-10-02"));
+    book.record(Command::Registry(Change::Erased {
+        household: hh(household),
+        on: d("2026-10-16"),
+        reference: "request 2026/4".into(),
+    }));
+
+    let november = book.decide(&run("2026-11", "2026-11-02")).unwrap();
+    let issued: Vec<String> = november
+        .iter()
+        .filter_map(|p| match &p.payload {
+            Payload::PaymentRecorded(r) => {
+                match ansinh::book::payments::event_of(0, Some(&branch_manager()), r)
+                    .unwrap()
+                    .body
+                {
+                    EventBody::InstructionIssued { instruction, .. } => {
+                        Some(instruction.id.to_string())
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        issued,
+        Vec::<String>::new(),
+        "nobody of the erased household"
+    );
+    match run_completed(&november) {
+        EventBody::PaymentRunCompleted {
+            issued,
+            not_a_member,
+            erased,
+            ..
+        } => assert_eq!((issued, not_a_member, erased), (0, vec![], vec![1, 2])),
+        other => panic!("{other:?}"),
+    }
+    // Nor is anyone of it granted anew.
+    let mut again = allowance(household);
+    if let Pay::Grant {
+        beneficiary, from, ..
+    } = &mut again
+    {
+        beneficiary.member = MemberRef::parse("m2").unwrap();
+        *from = Month::parse("2026-11").unwrap();
+    }
+    assert!(matches!(
+        book.decide(&payment_command(again, "2026-11-02")),
+        Err(Rejection::Payment(
+            ansinh::domain::payments::Rejection::HouseholdErased { .. }
+        ))
+    ));
 }
 
 /// The death of a household's only member with a citizen id (young children remain) is

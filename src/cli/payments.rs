@@ -520,6 +520,7 @@ async fn payment_run(
                             "not_a_member",
                             "the beneficiary is no longer a member of the household",
                         ),
+                        ("erased", "the household's personal data were erased"),
                     ] {
                         let ids: Vec<String> = line[reason]
                             .as_array()

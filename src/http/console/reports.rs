@@ -382,6 +382,7 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
             not_resident,
             deceased,
             not_a_member,
+            erased,
             ..
         } = recorded(&api, &receipt).await?
         else {
@@ -394,6 +395,7 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
             not_resident,
             deceased,
             not_a_member,
+            erased,
         };
         Ok(Some((receipt, issued, amount, shortfalls, left_unpaid)))
     }
