@@ -402,6 +402,7 @@ pub async fn run(
             shortfalls,
             left_unpaid,
             receipt,
+            ..
         }) => {
             let body = answer(
                 "paid",
