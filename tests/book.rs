@@ -2363,6 +2363,123 @@ fn a_month_settled_late_before_a_move_is_not_paid_again_after_it() {
     assert_eq!(out.paid_before_move[0].through_month, "2026-11");
 }
 
+/// A gateway's result for the month a household moved out in, posted after the move-out,
+/// is recorded where the instruction was issued: the household lived there that month, the
+/// instruction holds that partition's budget, and that partition's reconciliation counts
+/// it on the day received. A settlement posts the hold; a failure voids it, and that
+/// partition reissues the month (it pays the month a household leaves), while the
+/// move-out already told the new home not to grant that month.
+#[test]
+fn a_result_posted_after_a_move_out_is_recorded_where_its_instruction_was_issued() {
+    use ansinh::domain::payments::budget::BudgetKey;
+    use ansinh::domain::payments::ids::{
+        CommuneId, GatewayId, GatewayTxnId, InstructionRef, ProgrammeId,
+    };
+    use ansinh::domain::payments::instructions::{
+        GatewayPost, InstructionId, InstructionStatus, Outcome,
+    };
+    use ansinh::domain::payments::month::Month;
+    use ansinh::domain::payments::{CommandKind as Pay, EventBody};
+    let (from, to) = ("0100007-000002", "7900007-000002");
+    let october = "pay:1:2026-10:1";
+    let key = BudgetKey {
+        programme: ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY").unwrap(),
+        commune: CommuneId::parse("0100007").unwrap(),
+        period: Month::parse("2026-10").unwrap(),
+    };
+    let moved_out = || {
+        let mut book = Folded::new();
+        book.register(from, 2);
+        book.record(payment_command(allowance(from), "2026-10-01"));
+        book.record(budget_for("2026-10", "2026-10-01"));
+        book.record(run("2026-10", "2026-10-02"));
+        let out = book.decide(&Command::MoveOut {
+            household: hh(from),
+            to: hh(to),
+            on: d("2026-10-20"),
+        });
+        let Payload::HouseholdMovedOut(p) = &out.as_ref().unwrap()[0].payload else {
+            panic!("{out:?}")
+        };
+        assert_eq!(p.paid_before_move[0].through_month, "2026-10");
+        book.record(Command::MoveOut {
+            household: hh(from),
+            to: hh(to),
+            on: d("2026-10-20"),
+        });
+        book
+    };
+    let post = |book: &Folded, outcome: Outcome| {
+        let issued = &book.0.payments.instructions[&InstructionId::parse(october).unwrap()];
+        let post = GatewayPost {
+            gateway: GatewayId::parse("vcb").unwrap(),
+            instruction: InstructionRef::parse(october).unwrap(),
+            outcome,
+            gateway_txn: GatewayTxnId::parse("T-after-move").unwrap(),
+            amount: issued.issued.amount,
+            beneficiary: issued.issued.beneficiary.clone(),
+        };
+        payment_command(Pay::Post(post), "2026-10-25")
+    };
+    let gateway = proto::Actor {
+        id: "vcb".into(),
+        role: ansinh::book::payments::GATEWAY_ROLE.into(),
+        unit: String::new(),
+    };
+    let status = |book: &Folded| {
+        book.0.payments.instructions[&InstructionId::parse(october).unwrap()].status
+    };
+
+    // Settled after the move: accepted here, the hold posted.
+    let mut settled = moved_out();
+    let held = settled.0.payments.budget(&key);
+    for p in settled
+        .0
+        .decide(&post(&settled, Outcome::Settled), &gateway)
+        .unwrap()
+    {
+        let next = settled.0.sequence + 1;
+        settled.0.apply(next, Some(&gateway), Some(&p.payload));
+    }
+    assert_eq!(status(&settled), InstructionStatus::Settled);
+    let after = settled.0.payments.budget(&key);
+    assert_eq!(
+        (after.reserved, after.posted),
+        (Decimal::ZERO, held.posted + held.reserved),
+        "the hold is posted where it was made"
+    );
+
+    // Failed after the move: the hold voided here, and October reissued here.
+    let mut failed = moved_out();
+    for p in failed
+        .0
+        .decide(&post(&failed, Outcome::Failed), &gateway)
+        .unwrap()
+    {
+        let next = failed.0.sequence + 1;
+        failed.0.apply(next, Some(&gateway), Some(&p.payload));
+    }
+    assert_eq!(status(&failed), InstructionStatus::Failed);
+    let reissued = failed
+        .decide(&payment_command(
+            Pay::Reissue {
+                instruction: InstructionId::parse(october).unwrap(),
+                channel: None,
+            },
+            "2026-10-26",
+        ))
+        .unwrap();
+    let Payload::PaymentRecorded(r) = &reissued[0].payload else {
+        panic!("{reissued:?}")
+    };
+    assert!(matches!(
+        ansinh::book::payments::event_of(0, Some(&branch_manager()), r)
+            .unwrap()
+            .body,
+        EventBody::InstructionIssued { .. }
+    ));
+}
+
 /// A household whose last member died keeps its loan to collect, and gets no tranche.
 #[test]
 fn no_tranche_goes_to_a_household_with_no_member_left() {
