@@ -529,9 +529,9 @@ async fn payment_run(
                     );
                     let recorded_on = line["on"].as_str().unwrap_or_default();
                     if recorded_on != on.to_string() {
-                        println!(
-                            "  dated {recorded_on}: a payment operation of that day was recorded while the run went on"
-                        );
+                        // Dated later for a payment operation of the partition dated
+                        // later (or recorded so before, under this key).
+                        println!("  recorded on {recorded_on}, not {on}");
                     }
                     for s in line["shortfalls"].as_array().into_iter().flatten() {
                         println!("  not paid: {}", s.as_str().unwrap_or_default());
