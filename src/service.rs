@@ -1518,6 +1518,9 @@ fn partition_wide(
 }
 
 /// What one commune's payment run of a month did (`Service::run_commune`).
+// One a commune, answered once and moved into its line: boxing the larger variant would
+// save nothing worth an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CommuneRun {
     /// Its instructions were issued (or, `duplicate`, had been under this key).
@@ -1528,6 +1531,9 @@ pub enum CommuneRun {
         shortfalls: Vec<crate::domain::payments::instructions::Shortfall>,
         /// Entitlements left unpaid, by why, for an officer to stop.
         left_unpaid: crate::domain::payments::instructions::LeftUnpaid,
+        /// The day the run was recorded on (that of its first recording, for a run found
+        /// under its key).
+        on: NaiveDate,
         receipt: Receipt,
     },
     /// Every active entitlement already had its instruction for the month.
@@ -1538,7 +1544,54 @@ pub enum CommuneRun {
     },
 }
 
+/// Most times one commune of a partition's run is dated again for a later payment
+/// operation of the partition (`Service::run_commune_of_partition_run`). The date moves
+/// only forward, to a day no later than today, so one retry is the rule; more are another
+/// day's operations landing in between.
+pub const COMMUNE_REDATES_MAX: u32 = 3;
+
 impl Service {
+    /// One commune of a partition's run (a province's run job, `ansinh payments run`
+    /// without `--commune`), dated `on`: `run_commune`, with the date the commune was
+    /// decided on. Each commune is one command dated on its own, and the partition's runs,
+    /// reissues and timeouts stay in date order (`PaymentOperationBackDated`), so one dated
+    /// later that lands between two communes would leave every commune after it refused,
+    /// and a run over many communes could never be completed under its date, not even by
+    /// running it again. Once the run `went_past_a_commune` (its date was in order when it
+    /// started, and the rest of it belongs to that run), a commune refused for such an
+    /// operation is dated that operation's day instead, which is never after today: the
+    /// dates stay in order, no instruction counts as older than it is, and what the run
+    /// pays is unchanged (one instruction per entitlement and month, each commune's budget
+    /// all or none). A run whose first commune is already back-dated is refused as a single
+    /// commune's run is: its date was wrong when it was asked for.
+    pub async fn run_commune_of_partition_run(
+        &self,
+        req: &Request<'_>,
+        partition: &Partition,
+        period: crate::domain::payments::month::Month,
+        commune: crate::domain::payments::ids::CommuneId,
+        on: NaiveDate,
+        went_past_a_commune: bool,
+    ) -> Result<(CommuneRun, NaiveDate), ServiceError> {
+        use crate::domain::payments::Rejection as Pay;
+        let mut on = on;
+        let mut redates = 0;
+        loop {
+            match self
+                .run_commune(req, partition, period, commune.clone(), on)
+                .await
+            {
+                Err(ServiceError::Rejected(Rejection::Payment(
+                    Pay::PaymentOperationBackDated { latest, .. },
+                ))) if went_past_a_commune && latest > on && redates < COMMUNE_REDATES_MAX => {
+                    redates += 1;
+                    on = latest;
+                }
+                ran => return ran.map(|run| (run, on)),
+            }
+        }
+    }
+
     /// One commune's payment run of `period`, all or none, as `payments run` and the
     /// partition's run job do it commune by commune: `NothingLeft` and `Unfunded` are
     /// answers, not errors, so a run over many communes goes on past them.
@@ -1572,16 +1625,20 @@ impl Service {
             }
             _ => None,
         };
-        match recorded.map(|e| e.body) {
-            Some(EventBody::PaymentRunCompleted {
-                issued,
-                amount,
-                shortfalls,
-                not_resident,
-                deceased,
-                not_a_member,
-                ..
-            }) => Ok(CommuneRun::Paid {
+        match recorded.map(|e| (e.effective, e.body)) {
+            Some((
+                recorded_on,
+                EventBody::PaymentRunCompleted {
+                    issued,
+                    amount,
+                    shortfalls,
+                    not_resident,
+                    deceased,
+                    not_a_member,
+                    erased,
+                    ..
+                },
+            )) => Ok(CommuneRun::Paid {
                 issued,
                 amount,
                 shortfalls,
@@ -1589,7 +1646,9 @@ impl Service {
                     not_resident,
                     deceased,
                     not_a_member,
+                    erased,
                 },
+                on: recorded_on,
                 receipt,
             }),
             _ => Err(ServiceError::Rejected(Rejection::UnsupportedCommand {

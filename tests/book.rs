@@ -2363,6 +2363,123 @@ fn a_month_settled_late_before_a_move_is_not_paid_again_after_it() {
     assert_eq!(out.paid_before_move[0].through_month, "2026-11");
 }
 
+/// A gateway's result for the month a household moved out in, posted after the move-out,
+/// is recorded where the instruction was issued: the household lived there that month, the
+/// instruction holds that partition's budget, and that partition's reconciliation counts
+/// it on the day received. A settlement posts the hold; a failure voids it, and that
+/// partition reissues the month (it pays the month a household leaves), while the
+/// move-out already told the new home not to grant that month.
+#[test]
+fn a_result_posted_after_a_move_out_is_recorded_where_its_instruction_was_issued() {
+    use ansinh::domain::payments::budget::BudgetKey;
+    use ansinh::domain::payments::ids::{
+        CommuneId, GatewayId, GatewayTxnId, InstructionRef, ProgrammeId,
+    };
+    use ansinh::domain::payments::instructions::{
+        GatewayPost, InstructionId, InstructionStatus, Outcome,
+    };
+    use ansinh::domain::payments::month::Month;
+    use ansinh::domain::payments::{CommandKind as Pay, EventBody};
+    let (from, to) = ("0100007-000002", "7900007-000002");
+    let october = "pay:1:2026-10:1";
+    let key = BudgetKey {
+        programme: ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY").unwrap(),
+        commune: CommuneId::parse("0100007").unwrap(),
+        period: Month::parse("2026-10").unwrap(),
+    };
+    let moved_out = || {
+        let mut book = Folded::new();
+        book.register(from, 2);
+        book.record(payment_command(allowance(from), "2026-10-01"));
+        book.record(budget_for("2026-10", "2026-10-01"));
+        book.record(run("2026-10", "2026-10-02"));
+        let out = book.decide(&Command::MoveOut {
+            household: hh(from),
+            to: hh(to),
+            on: d("2026-10-20"),
+        });
+        let Payload::HouseholdMovedOut(p) = &out.as_ref().unwrap()[0].payload else {
+            panic!("{out:?}")
+        };
+        assert_eq!(p.paid_before_move[0].through_month, "2026-10");
+        book.record(Command::MoveOut {
+            household: hh(from),
+            to: hh(to),
+            on: d("2026-10-20"),
+        });
+        book
+    };
+    let post = |book: &Folded, outcome: Outcome| {
+        let issued = &book.0.payments.instructions[&InstructionId::parse(october).unwrap()];
+        let post = GatewayPost {
+            gateway: GatewayId::parse("vcb").unwrap(),
+            instruction: InstructionRef::parse(october).unwrap(),
+            outcome,
+            gateway_txn: GatewayTxnId::parse("T-after-move").unwrap(),
+            amount: issued.issued.amount,
+            beneficiary: issued.issued.beneficiary.clone(),
+        };
+        payment_command(Pay::Post(post), "2026-10-25")
+    };
+    let gateway = proto::Actor {
+        id: "vcb".into(),
+        role: ansinh::book::payments::GATEWAY_ROLE.into(),
+        unit: String::new(),
+    };
+    let status = |book: &Folded| {
+        book.0.payments.instructions[&InstructionId::parse(october).unwrap()].status
+    };
+
+    // Settled after the move: accepted here, the hold posted.
+    let mut settled = moved_out();
+    let held = settled.0.payments.budget(&key);
+    for p in settled
+        .0
+        .decide(&post(&settled, Outcome::Settled), &gateway)
+        .unwrap()
+    {
+        let next = settled.0.sequence + 1;
+        settled.0.apply(next, Some(&gateway), Some(&p.payload));
+    }
+    assert_eq!(status(&settled), InstructionStatus::Settled);
+    let after = settled.0.payments.budget(&key);
+    assert_eq!(
+        (after.reserved, after.posted),
+        (Decimal::ZERO, held.posted + held.reserved),
+        "the hold is posted where it was made"
+    );
+
+    // Failed after the move: the hold voided here, and October reissued here.
+    let mut failed = moved_out();
+    for p in failed
+        .0
+        .decide(&post(&failed, Outcome::Failed), &gateway)
+        .unwrap()
+    {
+        let next = failed.0.sequence + 1;
+        failed.0.apply(next, Some(&gateway), Some(&p.payload));
+    }
+    assert_eq!(status(&failed), InstructionStatus::Failed);
+    let reissued = failed
+        .decide(&payment_command(
+            Pay::Reissue {
+                instruction: InstructionId::parse(october).unwrap(),
+                channel: None,
+            },
+            "2026-10-26",
+        ))
+        .unwrap();
+    let Payload::PaymentRecorded(r) = &reissued[0].payload else {
+        panic!("{reissued:?}")
+    };
+    assert!(matches!(
+        ansinh::book::payments::event_of(0, Some(&branch_manager()), r)
+            .unwrap()
+            .body,
+        EventBody::InstructionIssued { .. }
+    ));
+}
+
 /// A household whose last member died keeps its loan to collect, and gets no tranche.
 #[test]
 fn no_tranche_goes_to_a_household_with_no_member_left() {
@@ -2841,9 +2958,10 @@ fn run_completed(proposals: &[Proposal]) -> ansinh::domain::payments::EventBody 
 
 /// A member change that takes a citizen out of a household frees them to join another,
 /// which may grant them the same allowance: the household they left pays them no more,
-/// and the run names its entitlement. So does an erasure, which frees every citizen of the
-/// household. A beneficiary who died in the household is not one who left: paid through
-/// the month of death, named `deceased` after it.
+/// and the run names its entitlement. An erasure, which frees every citizen of the
+/// household, pays them no more either, named for the erasure. A beneficiary who died in
+/// the household is not one who left: paid through the month of death, named `deceased`
+/// after it.
 #[test]
 fn a_household_pays_no_allowance_to_a_citizen_who_left_it() {
     use ansinh::domain::payments::CommandKind as Pay;
@@ -2951,8 +3069,12 @@ fn a_household_pays_no_allowance_to_a_citizen_who_left_it() {
             issued,
             not_a_member,
             deceased,
+            erased,
             ..
-        } => assert_eq!((issued, not_a_member, deceased), (2, vec![1, 2], vec![])),
+        } => assert_eq!(
+            (issued, not_a_member, deceased, erased),
+            (2, vec![1], vec![], vec![2])
+        ),
         other => panic!("{other:?}"),
     }
     book.record(run("2026-11", "2026-11-11"));
@@ -2961,10 +3083,108 @@ fn a_household_pays_no_allowance_to_a_citizen_who_left_it() {
             issued,
             not_a_member,
             deceased,
+            erased,
             ..
-        } => assert_eq!((issued, not_a_member, deceased), (1, vec![1, 2], vec![3])),
+        } => assert_eq!(
+            (issued, not_a_member, deceased, erased),
+            (1, vec![1], vec![3], vec![2])
+        ),
         other => panic!("{other:?}"),
     }
+}
+
+/// An erased household is paid nothing more: its data key is destroyed, so no payee can
+/// be told apart and nobody verified as the beneficiary. A member without a citizen id (a
+/// child) has no citizen the erasure frees, and was still paid month after month.
+#[test]
+fn an_erased_household_pays_no_member_even_one_without_a_citizen_id() {
+    use ansinh::domain::payments::CommandKind as Pay;
+    use ansinh::domain::payments::EventBody;
+    use ansinh::domain::payments::ids::MemberRef;
+    use ansinh::domain::payments::month::Month;
+    let household = "0100007-000001";
+    let grant = |member: &str, citizen: Option<[u8; 32]>| {
+        let mut kind = allowance(household);
+        if let Pay::Grant {
+            beneficiary,
+            citizen: c,
+            ..
+        } = &mut kind
+        {
+            beneficiary.member = MemberRef::parse(member).unwrap();
+            *c = citizen;
+        }
+        payment_command(kind, "2026-10-01")
+    };
+    let mut book = Folded::new();
+    // The head has a citizen id, the child m2 none.
+    book.record(Command::Registry(Change::Registered {
+        household: hh(household),
+        area: Area::Rural,
+        members: 2,
+        citizens: vec![[6; 32]],
+        sealed: vec![1],
+        on: d("2026-01-05"),
+    }));
+    book.record(grant("m1", Some([6; 32])));
+    book.record(grant("m2", None));
+    for period in ["2026-10", "2026-11"] {
+        book.record(budget_for(period, "2026-10-01"));
+    }
+    book.record(run("2026-10", "2026-10-02"));
+    book.record(Command::Registry(Change::Erased {
+        household: hh(household),
+        on: d("2026-10-16"),
+        reference: "request 2026/4".into(),
+    }));
+
+    let november = book.decide(&run("2026-11", "2026-11-02")).unwrap();
+    let issued: Vec<String> = november
+        .iter()
+        .filter_map(|p| match &p.payload {
+            Payload::PaymentRecorded(r) => {
+                match ansinh::book::payments::event_of(0, Some(&branch_manager()), r)
+                    .unwrap()
+                    .body
+                {
+                    EventBody::InstructionIssued { instruction, .. } => {
+                        Some(instruction.id.to_string())
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        issued,
+        Vec::<String>::new(),
+        "nobody of the erased household"
+    );
+    match run_completed(&november) {
+        EventBody::PaymentRunCompleted {
+            issued,
+            not_a_member,
+            erased,
+            ..
+        } => assert_eq!((issued, not_a_member, erased), (0, vec![], vec![1, 2])),
+        other => panic!("{other:?}"),
+    }
+    // Nor is anyone of it granted anew.
+    let mut again = allowance(household);
+    if let Pay::Grant {
+        beneficiary, from, ..
+    } = &mut again
+    {
+        beneficiary.member = MemberRef::parse("m2").unwrap();
+        *from = Month::parse("2026-11").unwrap();
+    }
+    assert!(matches!(
+        book.decide(&payment_command(again, "2026-11-02")),
+        Err(Rejection::Payment(
+            ansinh::domain::payments::Rejection::HouseholdErased { .. }
+        ))
+    ));
 }
 
 /// The death of a household's only member with a citizen id (young children remain) is

@@ -4262,6 +4262,118 @@ async fn a_failed_run_is_resumed_by_the_same_request() {
     assert_eq!(s.events().await, paid, "what was paid is not paid twice");
 }
 
+/// A province's run pays commune by commune, each dated the run's date; a run, reissue or
+/// timeout of the partition dated later may land between two of them (here: the run
+/// stopped after commune 0100007, and November was paid ahead on 2026-10-25 before it was
+/// run again). The communes left are then dated that later day, the partition's payment
+/// operations staying in date order, instead of being refused as back-dated and leaving
+/// the run failed for good: each line says the day its commune was recorded on, and
+/// nothing is paid twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provinces_run_goes_on_past_a_later_dated_payment_operation() {
+    let s = server().await;
+    s.funded_october().await;
+    let m = &s.staff.manager;
+    // A second commune, 0100014, with its household granted and funded for October.
+    let other = "0100014-000001";
+    let registered = s
+        .post(
+            &s.staff.other_officer,
+            "/v1/households",
+            "register-14",
+            json!({
+                "household_id": other, "area": "rural", "registered_on": "2026-01-05",
+                "personal": {
+                    "head_name": "Lê Văn Bình", "head_citizen_id": "001090000014",
+                    "phone": "0912345614", "members": []
+                }
+            }),
+        )
+        .await;
+    assert_eq!(
+        registered.status,
+        StatusCode::CREATED,
+        "{}",
+        registered.body
+    );
+    let granted = s
+        .send(
+            m,
+            "/v1/entitlements",
+            "grant-14",
+            json!({
+                "household_id": other, "member": "m1",
+                "category": "ELDERLY_80_PLUS_NO_PENSION", "channel": "bank", "gateway": "vcb",
+                "from": "2026-10", "on": "2026-10-01"
+            }),
+            "entitlement.response",
+        )
+        .await;
+    assert_eq!(granted.status, StatusCode::CREATED, "{}", granted.body);
+    let budget = s
+        .send(
+            m,
+            "/v1/communes/0100014/budgets",
+            "budget-14-10",
+            json!({"period": "2026-10", "amount": "2000000", "on": "2026-10-01"}),
+            "receipt.response",
+        )
+        .await;
+    assert_eq!(budget.status, StatusCode::CREATED, "{}", budget.body);
+
+    // October's run of 0100007 on 2026-10-05, as the run had paid it before it stopped;
+    // then November paid ahead on 2026-10-25.
+    let first = s.run_commune("run-10", "2026-10", "2026-10-05").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let budget = s.allocate("budget-11", "2026-11", "2026-10-20").await;
+    assert_eq!(budget.status, StatusCode::CREATED, "{}", budget.body);
+    let ahead = s.run_commune("run-11", "2026-11", "2026-10-25").await;
+    assert_eq!(ahead.status, StatusCode::CREATED, "{}", ahead.body);
+    let before = s.events().await;
+
+    let started = s
+        .send(
+            m,
+            "/v1/partitions/01/payment-runs",
+            "prun-late",
+            json!({"period": "2026-10", "on": "2026-10-05"}),
+            "job.response",
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let id = started.body["job"].as_str().unwrap().to_owned();
+    let done = s.follow_job(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(
+        (
+            &done["state"],
+            &done["communes_done"],
+            &done["instructions"]
+        ),
+        (&json!("done"), &json!(2), &json!(1)),
+        "{done}"
+    );
+    assert_eq!(done["on"], json!("2026-10-05"), "the run's date as asked");
+    let lines: Vec<(&Value, &Value, &Value)> = done["communes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (&l["commune"], &l["outcome"], &l["on"]))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (&json!("0100007"), &json!("nothing_left"), &Value::Null),
+            (&json!("0100014"), &json!("paid"), &json!("2026-10-25")),
+        ],
+        "{done}"
+    );
+    assert_eq!(
+        s.events().await,
+        before + 2,
+        "0100014's instruction and run, once"
+    );
+}
+
 /// `POST /v1/partitions/{p}/payment-runs`: a whole province's run as a job, 202 with its
 /// `Location`; `GET /v1/jobs/{id}` follows it to `done` with the communes, instructions
 /// and amount, and another ledger process answers the same record. The same key again answers the same job (200) and another body under it

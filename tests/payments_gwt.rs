@@ -2074,6 +2074,9 @@ impl RegistryFacts for Deaths {
     fn is_member(&self, _: &HouseholdRef, _: &CitizenIndex) -> bool {
         true
     }
+    fn erased(&self, _: &HouseholdRef) -> bool {
+        false
+    }
 }
 
 const SECOND: CitizenIndex = [2; 32];
@@ -2197,6 +2200,9 @@ impl RegistryFacts for LeftIn {
     fn is_member(&self, _: &HouseholdRef, _: &CitizenIndex) -> bool {
         true
     }
+    fn erased(&self, _: &HouseholdRef) -> bool {
+        false
+    }
 }
 
 /// A month after the household moved out is paid where it lives now: the old partition
@@ -2245,6 +2251,9 @@ impl RegistryFacts for Citizens {
     }
     fn is_member(&self, _: &HouseholdRef, citizen: &CitizenIndex) -> bool {
         self.0.contains(citizen)
+    }
+    fn erased(&self, _: &HouseholdRef) -> bool {
+        false
     }
 }
 
@@ -2318,4 +2327,112 @@ fn a_month_of_a_beneficiary_who_left_the_household_is_not_reissued() {
             &Citizens(vec![THIRD]),
         )
         .then(|_, events| assert_eq!(events.len(), 1));
+}
+
+// ---------------------------------------------------------------- erasure
+
+/// A registry where every household lives here and nobody died, and these households'
+/// personal data were erased (which frees all their citizens).
+struct ErasedHouseholds(Vec<HouseholdRef>);
+
+impl RegistryFacts for ErasedHouseholds {
+    fn resident(&self, _: &HouseholdRef, _: Month) -> bool {
+        true
+    }
+    fn died_on(&self, _: &CitizenIndex) -> Option<NaiveDate> {
+        None
+    }
+    fn is_member(&self, household: &HouseholdRef, _: &CitizenIndex) -> bool {
+        !self.0.contains(household)
+    }
+    fn erased(&self, household: &HouseholdRef) -> bool {
+        self.0.contains(household)
+    }
+}
+
+/// Person 1's allowance granted to the citizen `THIRD` and person 2's to a member without
+/// a citizen id (a child), both from March 2027, with April instructed and failed.
+fn april_failed_for_two() -> Vec<Event> {
+    history_from(
+        &granted_to_third(),
+        &[
+            grant(
+                "2027-02-20",
+                2,
+                "2027-03",
+                terms(ELDERLY_POOR, bank(), None),
+            ),
+            run("2027-04-01", "2027-04", None),
+            Post::new(BANK, "pay:1:2027-04:1", Outcome::Failed, "F1", AMOUNT).on("2027-04-02"),
+            Post::new(BANK, "pay:2:2027-04:1", Outcome::Failed, "F2", AMOUNT)
+                .of(2)
+                .on("2027-04-02"),
+        ],
+    )
+}
+
+fn erased(events: &[Event]) -> (u64, Vec<u64>, Vec<u64>) {
+    match events.last().map(|e| &e.body) {
+        Some(EventBody::PaymentRunCompleted {
+            issued,
+            not_a_member,
+            erased,
+            ..
+        }) => (*issued, not_a_member.clone(), erased.clone()),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Once a household's data are erased nobody of it can be identified as the payee: a run
+/// pays none of its entitlements, a child's (no citizen id) as much as an adult's, and
+/// names them `erased` for an officer to stop; other households are paid as before.
+#[test]
+fn a_run_pays_nobody_of_an_erased_household_and_names_its_entitlements() {
+    let both = ErasedHouseholds(vec![person(1).household, person(2).household]);
+    given(&april_failed_for_two())
+        .when_registry(run("2027-05-01", "2027-05", None), &both)
+        .then(|b, events| {
+            assert_eq!(events.len(), 1, "no instruction: {events:?}");
+            assert_eq!(erased(events), (0, vec![], vec![1, 2]));
+            assert!(!b.attempts.contains_key(&(2, m("2027-05"))));
+        });
+    given(&april_failed_for_two())
+        .when_registry(
+            run("2027-05-01", "2027-05", None),
+            &ErasedHouseholds(vec![person(2).household]),
+        )
+        .then(|_, events| assert_eq!(erased(events), (1, vec![], vec![2])));
+}
+
+/// A month instructed before the erasure, and failed, is not paid again by a reissue,
+/// whether its beneficiary had a citizen id or not; nor is anyone of the household
+/// granted anew.
+#[test]
+fn nobody_of_an_erased_household_is_reissued_or_granted() {
+    let both = ErasedHouseholds(vec![person(1).household, person(2).household]);
+    for instruction in ["pay:1:2027-04:1", "pay:2:2027-04:1"] {
+        given(&april_failed_for_two())
+            .when_registry(reissue("2027-04-20", instruction, None), &both)
+            .then_rejects(Rejection::HouseholdErased {
+                household: iid(instruction)
+                    .entitlement
+                    .try_into()
+                    .map(person)
+                    .unwrap()
+                    .household,
+            });
+    }
+    given(&april_failed_for_two())
+        .when_registry(
+            grant(
+                "2027-04-20",
+                3,
+                "2027-05",
+                terms(ELDERLY_POOR, bank(), None),
+            ),
+            &ErasedHouseholds(vec![person(3).household]),
+        )
+        .then_rejects(Rejection::HouseholdErased {
+            household: person(3).household,
+        });
 }

@@ -215,6 +215,13 @@ impl payments::RegistryFacts for Facts<'_> {
         // payments); a member change, a death and an erasure take them out.
         household.is_some_and(|h| h.citizens.contains(citizen) || h.died.contains(citizen))
     }
+
+    fn erased(&self, h: &HouseholdRef) -> bool {
+        HouseholdId::parse(h.as_str())
+            .ok()
+            .and_then(|id| self.0.households.get(&id))
+            .is_some_and(|h| h.erased)
+    }
 }
 
 /// The domain event a payload records, numbered `id`.

@@ -433,6 +433,7 @@ pub fn body_to_proto(body: &EventBody) -> Body {
             not_resident,
             deceased,
             not_a_member,
+            erased,
         } => Body::PaymentRunCompleted(proto::PaymentRunCompleted {
             period: period.to_string(),
             commune: commune
@@ -445,6 +446,7 @@ pub fn body_to_proto(body: &EventBody) -> Body {
             not_resident: not_resident.clone(),
             deceased: deceased.clone(),
             not_a_member: not_a_member.clone(),
+            erased: erased.clone(),
             reference: Some(proto::ReferenceHashes {
                 base_levels: reference.base_levels.clone(),
                 categories: reference.categories.clone(),
@@ -555,6 +557,7 @@ pub fn body_from_proto(body: &Option<Body>) -> Result<EventBody, CodecError> {
                 not_resident: b.not_resident.clone(),
                 deceased: b.deceased.clone(),
                 not_a_member: b.not_a_member.clone(),
+                erased: b.erased.clone(),
             }
         }
         Body::GatewayPostAccepted(b) => EventBody::GatewayPostAccepted {
@@ -727,6 +730,7 @@ mod tests {
                 not_resident: vec![],
                 deceased: vec![],
                 not_a_member: vec![],
+                erased: vec![],
             },
             EventBody::PaymentRunCompleted {
                 period: m("2026-12"),
@@ -746,6 +750,7 @@ mod tests {
                 not_resident: vec![4, 9],
                 deceased: vec![5],
                 not_a_member: vec![6],
+                erased: vec![7],
             },
             EventBody::InstructionTimedOut {
                 instruction: iid("pay:1:2026-12:1"),

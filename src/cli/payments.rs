@@ -448,7 +448,12 @@ async fn payment_run(
     let (mut issued, mut amount, mut refused) = (0u64, Decimal::ZERO, 0u32);
     // With --json, one document: each commune's line under "by_commune".
     let mut by_commune = Vec::new();
-    for commune in &communes {
+    // A run of several communes, past its first, dates the rest on the day of a later
+    // payment operation landing in between (`Service::run_commune_of_partition_run`); a
+    // single commune's run is refused as back-dated, as the API's is.
+    let partition_run = communes.len() > 1;
+    let mut dated = on;
+    for (index, commune) in communes.iter().enumerate() {
         // One key per commune, derived from the run's: a retry of the same run under
         // the same key finds each commune's receipt. Joined by a space, which no key given
         // with --idempotency-key holds, as the HTTP job's are: "K/0100007" could be the
@@ -461,14 +466,26 @@ async fn payment_run(
             fingerprint: None,
         };
         let run = service
-            .run_commune(&req, partition, period, commune.clone(), on)
-            .await;
+            .run_commune_of_partition_run(
+                &req,
+                partition,
+                period,
+                commune.clone(),
+                dated,
+                partition_run && index > 0,
+            )
+            .await
+            .map(|(run, decided_on)| {
+                dated = decided_on;
+                run
+            });
         let line = match run {
             Ok(CommuneRun::Paid {
                 issued: n,
                 amount: total,
                 shortfalls: short,
                 left_unpaid,
+                on: recorded_on,
                 receipt,
             }) => {
                 issued += n;
@@ -477,6 +494,7 @@ async fn payment_run(
                 let mut line = serde_json::json!({
                     "commune": commune.to_string(), "outcome": "paid", "instructions": n,
                     "amount": total.to_string(), "shortfalls": shortfalls,
+                    "on": recorded_on.to_string(),
                     "duplicate": receipt.duplicate, "sequence": receipt.sequence,
                 });
                 for (reason, ids) in left_unpaid.by_reason() {
@@ -509,6 +527,12 @@ async fn payment_run(
                         line["instructions"],
                         format_vnd(line["amount"].as_str().unwrap_or("0").parse()?)
                     );
+                    let recorded_on = line["on"].as_str().unwrap_or_default();
+                    if recorded_on != on.to_string() {
+                        // Dated later for a payment operation of the partition dated
+                        // later (or recorded so before, under this key).
+                        println!("  recorded on {recorded_on}, not {on}");
+                    }
                     for s in line["shortfalls"].as_array().into_iter().flatten() {
                         println!("  not paid: {}", s.as_str().unwrap_or_default());
                     }
@@ -520,6 +544,7 @@ async fn payment_run(
                             "not_a_member",
                             "the beneficiary is no longer a member of the household",
                         ),
+                        ("erased", "the household's personal data were erased"),
                     ] {
                         let ids: Vec<String> = line[reason]
                             .as_array()

@@ -109,8 +109,8 @@ pub struct PaymentsSummary {
     /// Communes a run left unpaid for want of budget (its `shortfalls`).
     pub run_shortfalls: u64,
     /// Entitlements runs left unpaid because their household had left, their beneficiary
-    /// had died or had left the household (`not_resident`, `deceased`, `not_a_member`):
-    /// an officer must stop them.
+    /// had died or had left the household, or the household's data were erased
+    /// (`not_resident`, `deceased`, `not_a_member`, `erased`): an officer must stop them.
     pub left_unpaid: u64,
     /// Instructions no gateway had answered when the year ended.
     pub pending_at_year_end: u64,
@@ -488,10 +488,12 @@ async fn count_run(
             not_resident,
             deceased,
             not_a_member,
+            erased,
             ..
         }) => {
             s.run_shortfalls += shortfalls.len() as u64;
-            s.left_unpaid += (not_resident.len() + deceased.len() + not_a_member.len()) as u64;
+            s.left_unpaid +=
+                (not_resident.len() + deceased.len() + not_a_member.len() + erased.len()) as u64;
             Ok(())
         }
         // The run's receipt names its closing event; anything else is a fault.

@@ -408,6 +408,7 @@ fn payment_rejection_status(r: &crate::domain::payments::Rejection) -> StatusCod
         | BeneficiaryDied { .. }
         | HouseholdNoLongerResident { .. }
         | BeneficiaryNotAMember { .. }
+        | HouseholdErased { .. }
         | BackDated { .. }
         | PaymentOperationBackDated { .. }
         | RefusalLimitReached { .. } => StatusCode::CONFLICT,

@@ -353,8 +353,8 @@ struct RunAnswer {
     amount: Decimal,
     /// Each budget that could not cover its part, in words (amounts as `1.500.000 ₫`).
     shortfalls: Vec<String>,
-    /// Entitlements left unpaid, by why (`not_resident`, `deceased`, `not_a_member`):
-    /// an officer stops them.
+    /// Entitlements left unpaid, by why (`not_resident`, `deceased`, `not_a_member`,
+    /// `erased`): an officer stops them.
     #[serde(flatten)]
     left_unpaid: LeftUnpaid,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -402,6 +402,7 @@ pub async fn run(
             shortfalls,
             left_unpaid,
             receipt,
+            ..
         }) => {
             let body = answer(
                 "paid",

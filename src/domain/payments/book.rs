@@ -225,6 +225,13 @@ pub enum EventBody {
         /// officer.
         #[serde(default)]
         not_a_member: Vec<EntitlementId>,
+        /// Entitlements of the run's period left unpaid because their household's personal
+        /// data were erased: nobody of it can be identified as the payee, with a citizen id
+        /// or without (a child). To be stopped by an officer. Empty in runs recorded before
+        /// the list existed, which named an erased household's beneficiaries with a citizen
+        /// id `not_a_member` (and paid those without one).
+        #[serde(default)]
+        erased: Vec<EntitlementId>,
     },
     GatewayPostAccepted {
         post: GatewayPost,
@@ -421,10 +428,14 @@ pub trait RegistryFacts {
     /// Whether the citizen is one of the household's citizens now, or was when they died
     /// in it (the death rule then decides which months are paid).
     fn is_member(&self, household: &HouseholdRef, citizen: &CitizenIndex) -> bool;
+    /// Whether the household's personal data were erased (its data key destroyed): no
+    /// one of it can be identified as a payee or verified as the beneficiary any more,
+    /// whether or not they had a citizen id.
+    fn erased(&self, household: &HouseholdRef) -> bool;
 }
 
-/// A registry where every household lives here, with every citizen it ever had, and
-/// nobody has died (`decide`).
+/// A registry where every household lives here, with every citizen it ever had, none
+/// erased, and nobody has died (`decide`).
 pub struct EveryoneHere;
 
 impl RegistryFacts for EveryoneHere {
@@ -436,6 +447,9 @@ impl RegistryFacts for EveryoneHere {
     }
     fn is_member(&self, _: &HouseholdRef, _: &CitizenIndex) -> bool {
         true
+    }
+    fn erased(&self, _: &HouseholdRef) -> bool {
+        false
     }
 }
 

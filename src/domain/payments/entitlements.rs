@@ -174,7 +174,8 @@ impl Entitlement {
     /// Whether its beneficiary is no longer one of its household's citizens (a member
     /// change took them out, or the household's data were erased): their claim is then
     /// free, and the household they join may grant them the same allowance. False for an
-    /// entitlement without a recorded citizen (a member without an id, an older grant).
+    /// entitlement without a recorded citizen (a member without an id, an older grant):
+    /// an erasure stops those by `RegistryFacts::erased`.
     pub fn beneficiary_left(&self, registry: &dyn RegistryFacts) -> bool {
         self.citizen
             .as_ref()
@@ -292,6 +293,13 @@ pub(crate) fn decide_grant(
     if member_number(&beneficiary.member).is_none() {
         return Err(Rejection::MemberRefNotCanonical {
             member: beneficiary.member,
+        });
+    }
+    // An erased household's members can no longer be identified: a grant would start
+    // paying someone nobody can verify (a run pays such a household nothing).
+    if out.registry.erased(&beneficiary.household) {
+        return Err(Rejection::HouseholdErased {
+            household: beneficiary.household,
         });
     }
     // One allowance per person and programme: the law pays the highest

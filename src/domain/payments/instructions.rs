@@ -185,15 +185,20 @@ pub struct LeftUnpaid {
     /// took them out, or its data were erased).
     #[serde(default)]
     pub not_a_member: Vec<EntitlementId>,
+    /// Their household's personal data were erased: nobody of it can be identified as
+    /// the payee, with a citizen id or without.
+    #[serde(default)]
+    pub erased: Vec<EntitlementId>,
 }
 
 impl LeftUnpaid {
     /// Each list with its field's name, in the order the answers give them.
-    pub fn by_reason(&self) -> [(&'static str, &[EntitlementId]); 3] {
+    pub fn by_reason(&self) -> [(&'static str, &[EntitlementId]); 4] {
         [
             ("not_resident", &self.not_resident),
             ("deceased", &self.deceased),
             ("not_a_member", &self.not_a_member),
+            ("erased", &self.erased),
         ]
     }
 
@@ -414,6 +419,7 @@ pub(crate) fn decide_run(
     let mut not_resident = Vec::new();
     let mut deceased = Vec::new();
     let mut not_a_member = Vec::new();
+    let mut erased = Vec::new();
     for e in out.book.entitlements.values() {
         if commune.as_ref().is_some_and(|c| *c != e.commune)
             || out.book.attempts.contains_key(&(e.id, period))
@@ -437,6 +443,16 @@ pub(crate) fn decide_run(
         // the entitlement for an officer to stop instead.
         if !out.registry.resident(&e.beneficiary.household, period) {
             not_resident.push(e.id);
+            continue;
+        }
+        // The household's data key is destroyed: no account or payee of it can be told
+        // apart, and nobody verified as the beneficiary, with a citizen id or without (a
+        // child, whom the membership rule below cannot see). Paid for no month once the
+        // erasure is recorded, whatever the month (the registry keeps that it was erased,
+        // not since when); the run names the entitlement for an officer to stop. Asked
+        // before membership, which an erasure also empties, so the reason is the erasure.
+        if out.registry.erased(&e.beneficiary.household) {
+            erased.push(e.id);
             continue;
         }
         // A beneficiary a member change took out of the household (or whose household's
@@ -480,7 +496,10 @@ pub(crate) fn decide_run(
 
     // Nothing left to issue or name: a run again of a month already paid adds nothing,
     // whatever its date (a run stopped half way is completed by running it again).
-    let named = !(not_resident.is_empty() && deceased.is_empty() && not_a_member.is_empty());
+    let named = !(not_resident.is_empty()
+        && deceased.is_empty()
+        && not_a_member.is_empty()
+        && erased.is_empty());
     if by_budget.is_empty() && !named {
         return Ok(());
     }
@@ -523,6 +542,7 @@ pub(crate) fn decide_run(
                 not_resident,
                 deceased,
                 not_a_member,
+                erased,
             });
             Ok(())
         }
@@ -538,6 +558,7 @@ pub(crate) fn decide_run(
                 not_resident,
                 deceased,
                 not_a_member,
+                erased,
             });
             Ok(())
         }
@@ -692,8 +713,16 @@ pub(crate) fn decide_reissue(
     {
         return Err(Rejection::BeneficiaryDied { died_on });
     }
-    // The beneficiary left the household (or its data were erased): the household they
-    // joined may pay them this month.
+    // The household's data were erased: nobody of it can be identified as the payee any
+    // more, with a citizen id or without. Asked before membership, which an erasure also
+    // empties, so the refusal names the erasure.
+    if out.registry.erased(&entitlement.beneficiary.household) {
+        return Err(Rejection::HouseholdErased {
+            household: entitlement.beneficiary.household.clone(),
+        });
+    }
+    // The beneficiary left the household: the household they joined may pay them this
+    // month.
     if entitlement.beneficiary_left(out.registry) {
         return Err(Rejection::BeneficiaryNotAMember {
             entitlement: id.entitlement,

@@ -260,6 +260,14 @@ pub enum Rejection {
         entitlement: EntitlementId,
         household: HouseholdRef,
     },
+    /// The household's personal data were erased (its data key destroyed): no member of it
+    /// can be identified as the payee or verified as the beneficiary any more, with a
+    /// citizen id or without, so it is granted nothing and no month of it is paid again.
+    /// Stop its entitlements.
+    #[error(
+        "household {household}'s personal data were erased: nobody of it can be paid; stop its entitlements"
+    )]
+    HouseholdErased { household: HouseholdRef },
     /// The household left the partition before this month (moved out, or its last member
     /// died): the month is owed where it lives now, and the run here pays no month after
     /// the one it left, so a reissue here could pay it twice. Stop the entitlement; pay the

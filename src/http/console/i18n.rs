@@ -203,6 +203,7 @@ pub enum T {
     NotResident,
     Deceased,
     NotAMember,
+    HouseholdErased,
     Anomalies,
     FindAnomalies,
     Recompute,
@@ -435,6 +436,10 @@ impl T {
                 "Không chi trả vì người hưởng không còn là thành viên của hộ (cần dừng trợ cấp)",
                 "Not paid: the beneficiary is no longer a member of the household (stop these entitlements)",
             ),
+            HouseholdErased => (
+                "Không chi trả vì dữ liệu cá nhân của hộ đã bị xóa (cần dừng trợ cấp)",
+                "Not paid: the household's personal data were erased (stop these entitlements)",
+            ),
             Anomalies => ("Bất thường", "Anomalies"),
             FindAnomalies => ("Tìm bất thường", "Find anomalies"),
             Recompute => (
@@ -489,6 +494,7 @@ pub fn left_unpaid(
             let why = match reason {
                 "not_resident" => T::NotResident,
                 "deceased" => T::Deceased,
+                "erased" => T::HouseholdErased,
                 _ => T::NotAMember,
             };
             let ids: Vec<String> = ids.iter().map(u64::to_string).collect();

@@ -391,6 +391,7 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
                 not_resident,
                 deceased,
                 not_a_member,
+                erased,
                 ..
             }) => Some((
                 issued,
@@ -403,6 +404,7 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
                     not_resident,
                     deceased,
                     not_a_member,
+                    erased,
                 },
             )),
             Ok(_) => {

@@ -43,10 +43,16 @@ pub struct CommuneLine {
     pub instructions: u64,
     pub amount: Decimal,
     pub shortfalls: Vec<String>,
-    /// Entitlements left unpaid, by why (`not_resident`, `deceased`, `not_a_member`;
-    /// each missing from records made before it was kept).
+    /// Entitlements left unpaid, by why (`not_resident`, `deceased`, `not_a_member`,
+    /// `erased`; each missing from records made before it was kept).
     #[serde(flatten)]
     pub left_unpaid: LeftUnpaid,
+    /// The day the commune's run was recorded on, for a "paid" line: the job's `on`, or a
+    /// later day when a payment operation of the partition dated later landed before the
+    /// commune's turn (`Service::run_commune_of_partition_run`). Missing from records made
+    /// before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<NaiveDate>,
 }
 
 /// A payment run job's record (`kind` "payment_run").
@@ -184,7 +190,9 @@ pub async fn begin(
 }
 
 /// Runs each commune in turn, saving the record after each; stops at the first save
-/// refused because another process took the job over (`TakenOver`).
+/// refused because another process took the job over (`TakenOver`). Each commune is dated
+/// the job's `on`, or, once the job is past a commune, the later day of a payment
+/// operation of the partition that landed in between (`Service::run_commune_of_partition_run`).
 #[allow(clippy::too_many_arguments)]
 async fn run_communes(
     api: &Api,
@@ -196,6 +204,7 @@ async fn run_communes(
     communes: Vec<CommuneId>,
     held: &mut Held,
 ) -> Result<(), TakenOver> {
+    let mut dated = run_of(held).on;
     for commune in communes {
         // One key per commune, derived from the run's: a retry of the run under its key
         // finds each commune's receipt. Joined by a space, which no client's key holds
@@ -208,42 +217,69 @@ async fn run_communes(
             correlation_id: correlation,
             fingerprint: None,
         };
+        // Once past a commune, a later-dated payment operation landing between two of them
+        // dates the rest on its day rather than failing the run; `dated` keeps that day,
+        // so each commune after is not refused first.
+        let went_past_a_commune = run_of(held).communes_done > 0;
         let ran = api
             .service()
-            .run_commune(&req, partition, period, commune.clone(), run_of(held).on)
+            .run_commune_of_partition_run(
+                &req,
+                partition,
+                period,
+                commune.clone(),
+                dated,
+                went_past_a_commune,
+            )
             .await;
         let sentences = |s: &[Shortfall]| s.iter().map(Shortfall::sentence).collect();
         let line = match ran {
-            Ok(CommuneRun::Paid {
-                issued,
-                amount,
-                shortfalls,
-                left_unpaid,
-                ..
-            }) => CommuneLine {
-                commune: commune.to_string(),
-                outcome: "paid".into(),
-                instructions: issued,
-                amount,
-                shortfalls: sentences(&shortfalls),
-                left_unpaid,
-            },
-            Ok(CommuneRun::NothingLeft) => CommuneLine {
-                commune: commune.to_string(),
-                outcome: "nothing_left".into(),
-                instructions: 0,
-                amount: Decimal::ZERO,
-                shortfalls: Vec::new(),
-                left_unpaid: LeftUnpaid::default(),
-            },
-            Ok(CommuneRun::Unfunded { shortfalls }) => CommuneLine {
-                commune: commune.to_string(),
-                outcome: "unfunded".into(),
-                instructions: 0,
-                amount: Decimal::ZERO,
-                shortfalls: sentences(&shortfalls),
-                left_unpaid: LeftUnpaid::default(),
-            },
+            Ok((
+                CommuneRun::Paid {
+                    issued,
+                    amount,
+                    shortfalls,
+                    left_unpaid,
+                    on,
+                    ..
+                },
+                decided_on,
+            )) => {
+                dated = decided_on;
+                CommuneLine {
+                    commune: commune.to_string(),
+                    outcome: "paid".into(),
+                    instructions: issued,
+                    amount,
+                    shortfalls: sentences(&shortfalls),
+                    left_unpaid,
+                    on: Some(on),
+                }
+            }
+            Ok((CommuneRun::NothingLeft, decided_on)) => {
+                dated = decided_on;
+                CommuneLine {
+                    commune: commune.to_string(),
+                    outcome: "nothing_left".into(),
+                    instructions: 0,
+                    amount: Decimal::ZERO,
+                    shortfalls: Vec::new(),
+                    left_unpaid: LeftUnpaid::default(),
+                    on: None,
+                }
+            }
+            Ok((CommuneRun::Unfunded { shortfalls }, decided_on)) => {
+                dated = decided_on;
+                CommuneLine {
+                    commune: commune.to_string(),
+                    outcome: "unfunded".into(),
+                    instructions: 0,
+                    amount: Decimal::ZERO,
+                    shortfalls: sentences(&shortfalls),
+                    left_unpaid: LeftUnpaid::default(),
+                    on: None,
+                }
+            }
             Err(e) => {
                 run_of(held).state = "failed".into();
                 run_of(held).error = Some(format!("commune {commune}: {}", ApiError::from(e)));
