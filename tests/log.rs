@@ -812,6 +812,32 @@ async fn a_key_stored_by_another_writer_meanwhile_is_answered_as_a_duplicate() {
     assert_eq!(verified(&config).await.events, 3);
 }
 
+/// A catch-up whose index commit fails forgets what it folded past the keys it could not
+/// record: otherwise the next catch-up starts after them, and a retry of one, found in no
+/// index, is decided again and appended twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_a_failed_catch_up_could_not_index_is_still_answered_as_a_duplicate() {
+    let config = fresh_log();
+    let (a, _da) = ledger(&config).await;
+    let (b, _db) = ledger(&config).await;
+    b.append(note("01", "x", "b first")).await.unwrap();
+    let stored = a.append(note("01", "K", "from a")).await.unwrap();
+    // B's next command catches up past K, and the index commit holding K fails once.
+    b.store().fail_records_of("K", 1);
+    let mut next = b.append(note("01", "y", "b again")).await;
+    if next.is_err() {
+        next = b.append(note("01", "y", "b again")).await;
+    }
+    assert_eq!(next.unwrap().sequence, 3);
+    let retried = b.append(note("01", "K", "from a")).await.unwrap();
+    assert!(retried.duplicate, "{retried:?}");
+    assert_eq!(
+        (retried.sequence, retried.hash),
+        (stored.sequence, stored.hash)
+    );
+    assert_eq!(verified(&config).await.events, 3);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_during_the_index_commit_is_answered_and_close_leaves_every_key_indexed() {
     let config = fresh_log();

@@ -140,6 +140,31 @@ struct Index {
     /// Test hook: held for writing, it holds every commit of `record` back
     /// (`LedgerStore::hold_commits`); each commit takes it for reading, uncontended.
     commits: std::sync::RwLock<()>,
+    /// Test hook (`LedgerStore::fail_records_of`): the next so many commits that hold this
+    /// idempotency key fail, as a full or failing disk would make them.
+    failing: Mutex<Option<(String, u32)>>,
+    /// Whether `failing` was ever set: unset, a commit checks no key.
+    failing_set: std::sync::atomic::AtomicBool,
+}
+
+impl Index {
+    /// `LedgerStore::fail_records_of`: an error for a commit holding the key while the
+    /// hook asks for one. Never set, one atomic load a key.
+    fn fail_for_tests(&self, key: &str) -> Result<(), StoreError> {
+        if !self.failing_set.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut failing = self.failing.lock().expect("failing lock");
+        match failing.as_mut() {
+            Some((failing_key, times)) if *times > 0 && failing_key == key => {
+                *times -= 1;
+                Err(StoreError::Index(format!(
+                    "failing the index commit of key {key:?} (test hook)"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Which index commits are durable.
@@ -201,6 +226,8 @@ impl LedgerStore {
                     durable_through: 0,
                 }),
                 commits: std::sync::RwLock::new(()),
+                failing: Mutex::new(None),
+                failing_set: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         store.create_tables()?;
@@ -304,6 +331,16 @@ impl LedgerStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Test hook: the next `times` index commits (`record`) that hold idempotency key
+    /// `key` fail, writing nothing, as a full or failing disk would make them.
+    #[doc(hidden)]
+    pub fn fail_records_of(&self, key: &str, times: u32) {
+        *self.index.failing.lock().expect("failing lock") = Some((key.to_owned(), times));
+        self.index
+            .failing_set
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// Looks up many keys in one read transaction; answers in the order asked.
     pub fn idempotent_many<'k>(
         &self,
@@ -346,6 +383,7 @@ impl LedgerStore {
         {
             let mut table = tx.open_table(IDEMPOTENCY)?;
             for (key, at) in keys {
+                self.index.fail_for_tests(key.as_ref())?;
                 table.insert(
                     &idem_key(partition, key.as_ref())[..],
                     &at.borrow().encode()[..],

@@ -1443,7 +1443,11 @@ impl PartitionWriter {
             // again from what the index and the snapshot hold.
             if whole {
                 if let Some((_, at)) = keys.last() {
-                    store.record(&partition, at, keys.iter().map(|(k, at)| (k, at)))?;
+                    let recorded = store.record(&partition, at, keys.iter().map(|(k, at)| (k, at)));
+                    if let Err(e) = recorded {
+                        self.forget_past_unrecorded(&keys);
+                        return Err(e.into());
+                    }
                 }
                 self.keys_recorded_through = self.keys_recorded_through.max(reached);
             } else {
@@ -1457,12 +1461,33 @@ impl PartitionWriter {
             });
         }
         if let Some((_, at)) = keys.last() {
-            store.record(&partition, at, keys.iter().map(|(k, at)| (k, at)))?;
+            let recorded = store.record(&partition, at, keys.iter().map(|(k, at)| (k, at)));
+            if let Err(e) = recorded {
+                self.forget_past_unrecorded(&keys);
+                return Err(e.into());
+            }
         }
         // As far as the read went, which a read that ended early leaves short of `last`:
         // the events past it are read, and their keys recorded, by the next catch-up.
         self.keys_recorded_through = self.keys_recorded_through.max(reached);
         Ok(())
+    }
+
+    /// After a catch-up's index commit failed: the catch-up moved the head and the book
+    /// past `unrecorded` (in stream order), and the next one would start after them, so a
+    /// retry of one would be decided again and appended twice. Both are dropped, and the
+    /// next fold records the keys again from the first, as after a failed commit of a
+    /// batch (`settle`).
+    fn forget_past_unrecorded(&mut self, unrecorded: &[(String, HeadRecord)]) {
+        let Some((_, first)) = unrecorded.first() else {
+            return;
+        };
+        let first = first.stream_sequence;
+        self.caught_up = false;
+        self.book = None;
+        self.head = None;
+        self.held = Holding::default();
+        self.rerecord_from = Some(self.rerecord_from.map_or(first, |f| f.min(first)));
     }
 
     /// Answers appends whose key is already in the log; returns the rest.
