@@ -123,6 +123,87 @@ async fn three_batches() -> ThreeBatches {
     }
 }
 
+/// A rebuild's clear is durable in sled before the trail's files are cut. A crash after
+/// the replay's first runs reached the cut file, with the clear still in sled's buffer,
+/// reopened the old trees (their position, their trail length) over the new runs, which
+/// check: when the old length fell on a run's end (runs of one size), the trail then
+/// lacked some subjects' lines and the catch-up from the old position repeated others.
+/// sled here writes only when told (`flush_every_ms(None)`), and the crash is a copy of
+/// the store's files as they are on disk at that point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_that_crashes_after_its_first_runs_reopens_with_a_whole_trail() {
+    const EVENTS: usize = 100;
+    const FIRST: usize = 50;
+    let config = fresh_log();
+    let (ledger, _ledger_dir) = ledger(&config).await;
+    // One partition, subjects and texts of one length: runs of one size.
+    for n in 0..EVENTS {
+        ledger
+            .append(note("01", &format!("n{}", 100 + n), "projected"))
+            .await
+            .unwrap();
+    }
+    let mut stream = stream_of(&config).await;
+    let end = reader::last_stream_sequence(&mut stream).await.unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let open = |dir: &std::path::Path| {
+        sled::Config::new()
+            .path(dir)
+            .flush_every_ms(None)
+            .open()
+            .unwrap()
+    };
+    let db = open(store.path());
+    let projector = Projector::open(&db, store.path()).unwrap();
+    // The projections hold the first half, durably.
+    let first_end = end - (EVENTS - FIRST) as u64;
+    projector
+        .catch_up_to(&mut stream, &config, first_end)
+        .await
+        .unwrap();
+    db.flush().unwrap();
+    let crashed = projector
+        .rebuild_crashing(
+            &mut stream,
+            &config,
+            end,
+            (EVENTS as u64, Crash::BeforeCommit),
+        )
+        .await;
+    assert!(crashed.is_err(), "{crashed:?}");
+    let after_crash = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(store.path()).unwrap() {
+        copy_tree(&entry.unwrap().path(), after_crash.path());
+    }
+    let db = open(after_crash.path());
+    let projector = Projector::open(&db, after_crash.path()).unwrap();
+    projector
+        .catch_up_to(&mut stream, &config, end)
+        .await
+        .unwrap();
+    for n in 0..EVENTS {
+        let subject = format!("note:n{}", 100 + n);
+        assert_eq!(projector.trail(&subject).unwrap().len(), 1, "{subject}");
+    }
+    assert_eq!(
+        projector.fingerprint().unwrap(),
+        clean_fingerprint(&config, EVENTS).await
+    );
+}
+
+/// Copies `from` (a file or a directory) into the directory `into`.
+fn copy_tree(from: &std::path::Path, into: &std::path::Path) {
+    let to = into.join(from.file_name().unwrap());
+    if from.is_dir() {
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            copy_tree(&entry.unwrap().path(), &to);
+        }
+    } else {
+        std::fs::copy(from, &to).unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_that_fails_to_commit_is_applied_once_on_the_next_catch_up() {
     let mut t = three_batches().await;

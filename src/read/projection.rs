@@ -736,6 +736,11 @@ impl Projector {
         for tree in [&self.summary, &self.views, &self.meta] {
             tree.clear()?;
         }
+        // Durable before the trail's files are cut: a replay writes its first runs to the
+        // cut file before anything to sled, and a crash that lost a clear still in sled's
+        // buffer would reopen the old trees (their position, their trail length) over the
+        // new runs, which check; the trail would then lack lines and repeat others.
+        self.meta.flush()?;
         self.trail.reset()?;
         self.meta.insert(KEY_FORMAT, PROJECTION_FORMAT)?;
         self.writes.end();
@@ -974,6 +979,24 @@ impl Projector {
     #[doc(hidden)]
     pub async fn hold_catch_ups() -> tokio::sync::MutexGuard<'static, ()> {
         CATCH_UP.lock().await
+    }
+
+    /// `rebuild`, whose replay's commit stops at `crash` once the batch holds the `n`-th
+    /// event applied (`fail_at: (n, crash)`): for tests of a crash inside a rebuild.
+    #[doc(hidden)]
+    pub async fn rebuild_crashing(
+        &self,
+        stream: &mut Stream,
+        config: &LogConfig,
+        end: u64,
+        fail_at: (u64, Crash),
+    ) -> Result<u64, ProjectionError> {
+        {
+            let _one_at_a_time = CATCH_UP.lock().await;
+            self.clear()?;
+        }
+        self.catch_up_crashing(stream, config, end, Some(fail_at))
+            .await
     }
 
     /// Drops every projection and replays the log from the start.
