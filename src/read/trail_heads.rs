@@ -77,9 +77,10 @@ impl Table {
                 // while mapped.
                 let map = unsafe { MmapMut::map_mut(&file)? };
                 let slots = u64::from_le_bytes(map[8..16].try_into().expect("8 bytes")) as usize;
-                if &map[..8] == MAGIC && slots.is_power_of_two() && len == PAGE + slots * SLOT {
+                let bytes = slots.checked_mul(SLOT).and_then(|b| b.checked_add(PAGE));
+                if &map[..8] == MAGIC && slots.is_power_of_two() && bytes == Some(len) {
                     let mut table = Self {
-                        path,
+                        path: path.clone(),
                         file,
                         map,
                         slots,
@@ -87,7 +88,12 @@ impl Table {
                         made: false,
                     };
                     table.entries = (0..slots).filter(|&i| !table.is_empty(i)).count();
-                    return Ok(table);
+                    // Fuller than `insert` ever leaves it is no table of ours (a disk that
+                    // returned junk): a probe there could meet no empty slot and never end.
+                    if table.entries * 100 <= slots * LOAD_MAX {
+                        return Ok(table);
+                    }
+                    drop(table);
                 }
             }
         }
@@ -293,6 +299,20 @@ mod tests {
         assert_eq!(table.get(1 << 100), Some(head(1)));
         assert_eq!(table.get(2 << 100), Some(head(2)));
         assert_eq!(table.get(key_hash(b"never")), None);
+    }
+
+    /// A table with every slot taken (junk a disk returned under the right header) opens
+    /// as an empty table: probing it for a key it lacks would never meet an empty slot.
+    #[test]
+    fn a_table_fuller_than_any_insert_leaves_it_opens_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = vec![1u8; PAGE + SLOTS_MIN * SLOT];
+        bytes[..8].copy_from_slice(MAGIC);
+        bytes[8..16].copy_from_slice(&(SLOTS_MIN as u64).to_le_bytes());
+        std::fs::write(dir.path().join(HEADS_FILE), bytes).unwrap();
+        let table = Table::open(dir.path()).unwrap();
+        assert!(table.made());
+        assert_eq!(table.get(key_hash(b"x")), None);
     }
 
     /// A file that is not a table (or a half-grown one) opens as an empty table.
