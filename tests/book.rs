@@ -2198,7 +2198,12 @@ fn a_grant_names_a_member_of_the_household_record() {
     );
     book.record(grant_to("m1"));
     book.record(grant_to("m2"));
-    assert_eq!(book.0.payments.active.len(), 2);
+    let payments = &book.0.payments;
+    let running = payments
+        .entitlements
+        .values()
+        .filter(|e| e.stopped.is_none());
+    assert_eq!(running.count(), 2);
 }
 
 /// The budget of commune 0100007 for `period`, allocated on `on`.
