@@ -1133,8 +1133,15 @@ impl PartitionWriter {
                 owners,
                 leftover,
             } = self.decide(unique);
-            // Repeats of a key whose first append waits in the leftover wait with it.
-            let waiting: HashSet<&str> = leftover.iter().map(Pending::key).collect();
+            // Repeats of a key whose first append waits in the leftover wait with it. So
+            // do those of a key whose first append was refused: that one appended nothing,
+            // and a copy may differ in what the refusal read (a gateway's post re-signed
+            // inside the replay window after a stale copy), so each is decided on its own.
+            let waiting: HashSet<&str> = leftover
+                .iter()
+                .map(Pending::key)
+                .chain(refused.iter().map(|(p, _)| p.key()))
+                .collect();
             let (repeats, mut leftover_repeats): (Vec<_>, Vec<_>) = repeats
                 .into_iter()
                 .partition(|p| !waiting.contains(p.key()));
@@ -1163,11 +1170,9 @@ impl PartitionWriter {
                     }
                 }
                 answer_refusals(refused);
-                fail_all(repeats, || {
-                    AppendError::Rejected(Rejection::UnsupportedCommand {
-                        what: "the first command with this idempotency key was refused".into(),
-                    })
-                });
+                // Nothing was accepted, so no repeat is left here: each waits in the
+                // leftover with its first append or was refused with it.
+                debug_assert!(repeats.is_empty());
                 return leftover;
             }
             let sizes: Vec<usize> = encoded.iter().map(|e| e.bytes.len()).collect();
@@ -1764,14 +1769,12 @@ impl PartitionWriter {
             .or_default()
             .push(answered.clone());
         for repeat in repeats {
-            // A repeat whose first command was refused gets no receipt of its own.
-            let answer = match answered.get(repeat.key()) {
-                Some(at) => Ok(self.receipt(at, true)),
-                None => Err(AppendError::Rejected(Rejection::UnsupportedCommand {
-                    what: "the first command with this idempotency key was refused".into(),
-                })),
-            };
-            let _ = repeat.reply.send(answer);
+            // Only repeats of an accepted append are here (those of a refused one wait for
+            // the next batch), and every accepted append has an event.
+            let at = answered
+                .get(repeat.key())
+                .expect("a repeat's first append was accepted");
+            let _ = repeat.reply.send(Ok(self.receipt(at, true)));
         }
         for (pending, at) in batch.into_iter().zip(last_of) {
             // The event is durable in the log even if the store write below fails; the
