@@ -792,3 +792,84 @@ pub fn replay<'a>(events: impl IntoIterator<Item = &'a Event>) -> Book {
     }
     book
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::payments::entitlements::Channel;
+    use crate::domain::payments::ids::{CategoryId, MemberRef};
+
+    /// A grant: programme (of 2), household (of 3), member (of 3), citizen (none or of 4).
+    type Granted = (u8, u8, u8, Option<u8>);
+
+    fn book_of(grants: &[Granted]) -> Book {
+        let mut book = Book::default();
+        for (n, (programme, household, member, citizen)) in grants.iter().enumerate() {
+            let id = n as u64 + 1;
+            let body = EventBody::EntitlementGranted {
+                entitlement: id,
+                programme: ProgrammeId::parse(&format!("P{programme}")).unwrap(),
+                beneficiary: BeneficiaryRef {
+                    household: HouseholdRef::parse(&format!("0100007-{household:06}")).unwrap(),
+                    member: MemberRef::parse(&format!("m{}", member + 1)).unwrap(),
+                },
+                commune: CommuneId::parse("0100007").unwrap(),
+                from: Month::parse("2026-01").unwrap(),
+                terms: Terms {
+                    category: CategoryId::parse("ELDERLY_POOR").unwrap(),
+                    channel: Channel::BankAccount {
+                        gateway: GatewayId::parse("vcb").unwrap(),
+                    },
+                    provincial_base: None,
+                },
+                citizen: citizen.map(|c| [c; 32]),
+            };
+            apply(
+                &mut book,
+                &Event {
+                    id,
+                    actor: Actor::Officer(OfficerId::parse("officer-1").unwrap()),
+                    effective: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+                    body,
+                },
+            );
+        }
+        book
+    }
+
+    /// The rule `Book::same_person` keeps, read off every entitlement of the partition.
+    fn same_person_scanned(book: &Book, a: &Entitlement) -> BTreeSet<EntitlementId> {
+        book.entitlements
+            .values()
+            .filter(|b| b.programme == a.programme)
+            .filter(|b| match (a.citizen, b.citizen) {
+                (Some(x), Some(y)) => x == y,
+                _ => a.beneficiary == b.beneficiary,
+            })
+            .map(|b| b.id)
+            .collect()
+    }
+
+    proptest! {
+        /// The index gives each entitlement's person what a scan of the partition gives,
+        /// and a snapshot's rebuild of it is the fold's.
+        #[test]
+        fn the_person_index_is_the_scan(
+            grants in proptest::collection::vec(
+                (0..2u8, 0..3u8, 0..3u8, proptest::option::of(0..4u8)),
+                0..40,
+            )
+        ) {
+            let book = book_of(&grants);
+            for e in book.entitlements.values() {
+                prop_assert_eq!(book.same_allowance(e.id), same_person_scanned(&book, e));
+            }
+            let mut rebuilt = book.clone();
+            rebuilt.persons = Persons::default();
+            rebuilt.index_persons();
+            prop_assert_eq!(rebuilt, book);
+        }
+    }
+}
