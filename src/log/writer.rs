@@ -1170,9 +1170,13 @@ impl PartitionWriter {
                     }
                 }
                 answer_refusals(refused);
-                // Nothing was accepted, so no repeat is left here: each waits in the
-                // leftover with its first append or was refused with it.
-                debug_assert!(repeats.is_empty());
+                // Repeats of a command refused before the book decided it (too large, or
+                // an event that does not validate): the same content fails the same way.
+                fail_all(repeats, || {
+                    AppendError::Rejected(Rejection::UnsupportedCommand {
+                        what: "the first command with this idempotency key was refused".into(),
+                    })
+                });
                 return leftover;
             }
             let sizes: Vec<usize> = encoded.iter().map(|e| e.bytes.len()).collect();
@@ -1769,12 +1773,16 @@ impl PartitionWriter {
             .or_default()
             .push(answered.clone());
         for repeat in repeats {
-            // Only repeats of an accepted append are here (those of a refused one wait for
-            // the next batch), and every accepted append has an event.
-            let at = answered
-                .get(repeat.key())
-                .expect("a repeat's first append was accepted");
-            let _ = repeat.reply.send(Ok(self.receipt(at, true)));
+            // Repeats of a command the book refused wait for the next batch; one here
+            // without an event repeats a command refused before the book decided it (too
+            // large, or an event that does not validate), and fails the same way.
+            let answer = match answered.get(repeat.key()) {
+                Some(at) => Ok(self.receipt(at, true)),
+                None => Err(AppendError::Rejected(Rejection::UnsupportedCommand {
+                    what: "the first command with this idempotency key was refused".into(),
+                })),
+            };
+            let _ = repeat.reply.send(answer);
         }
         for (pending, at) in batch.into_iter().zip(last_of) {
             // The event is durable in the log even if the store write below fails; the
