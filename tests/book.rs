@@ -2198,7 +2198,12 @@ fn a_grant_names_a_member_of_the_household_record() {
     );
     book.record(grant_to("m1"));
     book.record(grant_to("m2"));
-    assert_eq!(book.0.payments.active.len(), 2);
+    let payments = &book.0.payments;
+    let running = payments
+        .entitlements
+        .values()
+        .filter(|e| e.stopped.is_none());
+    assert_eq!(running.count(), 2);
 }
 
 /// The budget of commune 0100007 for `period`, allocated on `on`.
@@ -2756,6 +2761,76 @@ fn deaths_and_the_citizens_grants_pay_are_kept_and_survive_a_snapshot() {
     assert_eq!(book.0.payments.entitlements[&1].citizen, Some([3; 32]));
     let snapshot = ansinh::book::snapshot::encode(&book.0);
     assert_eq!(ansinh::book::snapshot::decode(&snapshot).unwrap(), book.0);
+}
+
+/// One allowance per person is kept for the citizen: after a death shifts the positions,
+/// the same citizen under their new position is refused, another citizen now at the old
+/// one is granted, and a book read back from its snapshot decides both alike.
+#[test]
+fn a_grant_after_the_positions_shift_is_decided_for_the_citizen() {
+    use ansinh::domain::payments::CommandKind as Pay;
+    use ansinh::domain::payments::Rejection as PaymentRejection;
+    let id = "0100007-000001";
+    let mut book = Folded::new();
+    book.record(Command::Registry(Change::Registered {
+        household: hh(id),
+        area: Area::Rural,
+        members: 3,
+        citizens: vec![[1; 32], [2; 32], [3; 32]],
+        sealed: vec![1],
+        on: d("2026-01-05"),
+    }));
+    let grant_to = |member: &str, citizen: u8| {
+        let mut kind = allowance(id);
+        if let Pay::Grant {
+            beneficiary,
+            citizen: named,
+            ..
+        } = &mut kind
+        {
+            beneficiary.member = ansinh::domain::payments::ids::MemberRef::parse(member).unwrap();
+            *named = Some([citizen; 32]);
+        }
+        payment_command(kind, "2026-10-01")
+    };
+    // Citizen 3 is m3; citizen 2 dies, and citizen 3 is m2 from then on.
+    book.record(grant_to("m3", 3));
+    book.record(Command::Registry(Change::MemberDied {
+        household: hh(id),
+        citizen: [2; 32],
+        members: 2,
+        citizens: vec![[1; 32], [3; 32]],
+        sealed: vec![1],
+        on: d("2026-09-10"),
+    }));
+    let same_citizen =
+        Rejection::Payment(PaymentRejection::ActiveEntitlementExists { entitlement: 1 });
+    assert_eq!(book.decide(&grant_to("m2", 3)).unwrap_err(), same_citizen);
+    // A fourth citizen joins, as m3.
+    book.record(Command::Registry(Change::MembersChanged {
+        household: hh(id),
+        members: 3,
+        citizens: vec![[1; 32], [3; 32], [4; 32]],
+        sealed: vec![1],
+        on: d("2026-09-20"),
+        reason: "born".into(),
+    }));
+    let read_back =
+        ansinh::book::snapshot::decode(&ansinh::book::snapshot::encode(&book.0)).unwrap();
+    assert_eq!(read_back, book.0);
+    for decided in [&book.0, &read_back] {
+        assert_eq!(
+            decided
+                .decide(&grant_to("m2", 3), &branch_manager())
+                .unwrap_err(),
+            same_citizen
+        );
+        assert!(
+            decided
+                .decide(&grant_to("m3", 4), &branch_manager())
+                .is_ok()
+        );
+    }
 }
 
 /// A correction names the decision it corrects by its partition sequence, is recorded

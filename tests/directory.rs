@@ -46,6 +46,13 @@ async fn a_gateway_key_added_through_one_process_is_in_force_in_another() {
     let mut forged = gateway_key("momo", 2);
     forged.key_id = "0000000000000000".into();
     assert!(operator.add_gateway_key(&forged).await.is_err());
+    // The auditor's inbox is not a gateway's to take.
+    assert!(matches!(
+        operator.add_gateway_key(&gateway_key("auditor", 3)).await,
+        Err(ansinh::directory::DirectoryError::Registry(
+            ansinh::gateway::keys::RegistryError::ReservedGatewayId(_)
+        ))
+    ));
     // A process opened later loads what is there.
     assert_eq!(
         open(&config).await.gateways().current().gateways(),

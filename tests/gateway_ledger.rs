@@ -657,6 +657,98 @@ async fn a_late_copy_of_a_post_another_process_recorded_gets_its_first_answer() 
     assert_eq!(refused.error_kind, "outside_replay_window", "{refused:?}");
 }
 
+/// A gateway that re-signs a result after its client gave up on the first sending (GATEWAYS.md
+/// section 5) may have both copies waiting in the ledger, to be decided in one batch of the
+/// partition's writer. The copy past the replay window is refused on its own facts and the
+/// fresh one accepted on its own, whichever of them comes first; one settlement is recorded.
+#[tokio::test]
+async fn a_fresh_copy_is_accepted_beside_a_stale_one_in_one_batch_in_either_order() {
+    let config = fresh_log();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = common::client().await;
+    let service = service_on(nats.clone(), &config, dir.path()).await;
+    issue_instructions(&service).await;
+    let sink = Arc::new(LedgerSink::new(service.clone(), system_clock()));
+    let list = sink.pending("vcb", "", 10).await.unwrap();
+    // Long enough for a spawned command to reach the writer's queue on a loaded machine.
+    let queued = std::time::Duration::from_millis(500);
+    for (n, stale_first) in [(0, true), (1, false)] {
+        let fresh = post_for("vcb", &list[n], "settled", &format!("VCB-COPY-{n}"));
+        let mut stale = fresh.clone();
+        stale.posted_at_unix_ms = now_ms() - 10 * 60_000;
+        let copies = if stale_first {
+            [stale, fresh]
+        } else {
+            [fresh, stale]
+        };
+        let before = event_count(&nats, &config).await;
+        let held = service.ledger.hold_publishes().await;
+        // A command of the partition waits at its publish, so the copies queue behind it
+        // and its writer decides them in one batch, in the order they came.
+        let blocker = {
+            let service = service.clone();
+            tokio::spawn(async move {
+                let m = manager();
+                service
+                    .payment(
+                        &request(&m, &format!("alloc-held-{n}")),
+                        &Partition::new("01").unwrap(),
+                        CommandKind::Allocate {
+                            budget: BudgetKey {
+                                programme: ProgrammeId::parse("SOCIAL_ASSISTANCE_MONTHLY").unwrap(),
+                                commune: CommuneId::parse(COMMUNE).unwrap(),
+                                period: Month::parse("2026-11").unwrap(),
+                            },
+                            amount: Decimal::from(1_000_000),
+                        },
+                        "2026-10-20".parse().unwrap(),
+                    )
+                    .await
+            })
+        };
+        tokio::time::sleep(queued).await;
+        let mut replies = Vec::new();
+        for copy in copies {
+            let sink = sink.clone();
+            replies.push(tokio::spawn(async move {
+                let signed = sign::sign_post(&key(1), &copy);
+                server::PostSink::post(&*sink, "vcb", copy, signed).await
+            }));
+            tokio::time::sleep(queued).await;
+        }
+        drop(held);
+        blocker.await.unwrap().unwrap();
+        let mut answers = Vec::new();
+        for reply in replies {
+            answers.push(reply.await.unwrap());
+        }
+        let (stale, fresh) = if stale_first {
+            (&answers[0], &answers[1])
+        } else {
+            (&answers[1], &answers[0])
+        };
+        assert_eq!(
+            fresh.status, STATUS_ACCEPTED,
+            "stale first: {stale_first}: {fresh:?}"
+        );
+        assert_eq!(
+            payment_event(&service, fresh.sequence).await.kind,
+            "GatewayPostAccepted"
+        );
+        if stale_first {
+            assert_eq!(stale.error_kind, "outside_replay_window", "{stale:?}");
+        } else {
+            assert_eq!(
+                (stale.status.as_str(), stale.sequence),
+                (STATUS_DUPLICATE, fresh.sequence),
+                "{stale:?}"
+            );
+        }
+        // The allocation and one settlement.
+        assert_eq!(event_count(&nats, &config).await, before + 2);
+    }
+}
+
 /// One bank transfer settles one instruction. A gateway that posts the transaction id
 /// of a settlement accepted in one partition for an instruction of another is refused,
 /// typed, and nothing is appended; the first post's copy still gets its first answer.

@@ -415,6 +415,44 @@ fn a_new_gateway_key_is_a_private_key_file_that_signs_for_its_public_key() {
     assert_eq!(keys::load_key(&vcb_key).unwrap().key_id(), key.key_id());
 }
 
+/// A gateway's NATS user may read only its inbox, `_INBOX_<id>`: an id whose inbox is
+/// another user's (the auditor's, which receives the streams' replies, or the ledger's)
+/// would let the gateway read that user's replies. Such an id is refused, in plain words,
+/// wherever a gateway id enters: its key, the registry, the transports' rule.
+#[test]
+fn a_gateway_may_not_take_the_inbox_of_another_nats_user() {
+    use ansinh::gateway::{AUDITOR_INBOX_PREFIX, AUDITOR_USER, LEDGER_USER, inbox_prefix};
+    assert_eq!(inbox_prefix(AUDITOR_USER), AUDITOR_INBOX_PREFIX);
+    let dir = tempfile::tempdir().unwrap();
+    for id in [AUDITOR_USER, LEDGER_USER] {
+        assert!(!ansinh::gateway::is_gateway_id(id), "{id}");
+        let file = dir.path().join(format!("{id}.key"));
+        let refused = keys::new_gateway_key(id, &file);
+        assert!(
+            matches!(&refused, Err(AddGatewayError::ReservedGatewayId(i)) if i == id),
+            "{refused:?}"
+        );
+        assert!(!file.exists());
+        let pair = other_key(7);
+        let key = GatewayKey {
+            gateway_id: id.into(),
+            key_id: pair.key_id().into(),
+            public_key: pair.public_key(),
+        };
+        let refused = Registry::new(vec![key]);
+        assert!(
+            matches!(&refused, Err(RegistryError::ReservedGatewayId(i)) if i == id),
+            "{refused:?}"
+        );
+        assert!(
+            refused.unwrap_err().to_string().contains("inbox"),
+            "says why"
+        );
+    }
+    // A longer id that merely starts with one is its own inbox.
+    assert!(ansinh::gateway::is_gateway_id("auditor-bank"));
+}
+
 // ---- Fuzzing: altered posts never verify and never panic --------------------------------
 
 #[derive(Debug, Clone)]

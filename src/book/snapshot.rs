@@ -116,7 +116,8 @@ pub fn decode(bytes: &[u8]) -> Result<PartitionBook, DecodeError> {
             rest,
         )
     });
-    let rest = rest.map_err(err)?;
+    let mut rest = rest.map_err(err)?;
+    rest.payments.index_persons();
     Ok(PartitionBook {
         partition: rest.partition,
         registry: registry.map_err(err)?,

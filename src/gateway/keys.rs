@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::is_gateway_id;
+use super::{is_gateway_id, is_reserved_gateway_id};
 use crate::checkpoint::keys::{KeyFileError, sync_parent, write_key_file};
 use crate::checkpoint::sign::{KeyPair, is_key_id, key_id};
 
@@ -60,6 +60,11 @@ pub enum RegistryError {
     Json(String),
     #[error("gateway id {0:?} is not 1-32 characters of a-z, 0-9 and '-'")]
     InvalidGatewayId(String),
+    /// `gateway::RESERVED_GATEWAY_IDS`: choose another id.
+    #[error(
+        "gateway id {0:?} is reserved: its inbox would be another NATS user's; choose another id"
+    )]
+    ReservedGatewayId(String),
     #[error("gateway {gateway}: public key is not 64 hex digits of a valid Ed25519 key")]
     InvalidPublicKey { gateway: String },
     #[error("gateway {gateway}: key id {stated:?} is not the id of its public key ({actual})")]
@@ -85,6 +90,9 @@ struct Entry {
 
 /// The checks of one key alone: its gateway id, a valid Ed25519 point, its own key id.
 fn check_key(k: &GatewayKey) -> Result<(), RegistryError> {
+    if is_reserved_gateway_id(&k.gateway_id) {
+        return Err(RegistryError::ReservedGatewayId(k.gateway_id.clone()));
+    }
     if !is_gateway_id(&k.gateway_id) {
         return Err(RegistryError::InvalidGatewayId(k.gateway_id.clone()));
     }
@@ -269,6 +277,11 @@ impl Registry {
 pub enum AddGatewayError {
     #[error("gateway id {0:?} is not 1-32 characters of a-z, 0-9 and '-'")]
     InvalidGatewayId(String),
+    /// `gateway::RESERVED_GATEWAY_IDS`: choose another id.
+    #[error(
+        "gateway id {0:?} is reserved: its inbox would be another NATS user's; choose another id"
+    )]
+    ReservedGatewayId(String),
     /// The key file exists (never overwritten) or cannot be written.
     #[error(transparent)]
     KeyFile(#[from] KeyFileError),
@@ -281,6 +294,9 @@ pub enum AddGatewayError {
 /// its key file would be a gateway nobody can sign for; a key file without its entry is
 /// only refused.
 pub fn new_gateway_key(gateway_id: &str, key_out: &Path) -> Result<GatewayKey, AddGatewayError> {
+    if is_reserved_gateway_id(gateway_id) {
+        return Err(AddGatewayError::ReservedGatewayId(gateway_id.to_string()));
+    }
     if !is_gateway_id(gateway_id) {
         return Err(AddGatewayError::InvalidGatewayId(gateway_id.to_string()));
     }

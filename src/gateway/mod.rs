@@ -76,10 +76,25 @@ pub const DEMO_GATEWAYS: [DemoGateway; 3] = [
     },
 ];
 
+/// Ids no gateway may take, since its inbox prefix (`_INBOX_<id>`, below which its NATS
+/// user may subscribe: GATEWAYS.md section 7) would be another user's: the auditor's
+/// (`AUDITOR_INBOX_PREFIX`), which receives the event and checkpoint streams, and the
+/// ledger's, whose user may be given the same form of prefix.
+pub const RESERVED_GATEWAY_IDS: [&str; 2] = [AUDITOR_USER, LEDGER_USER];
+
+/// True for an id of `RESERVED_GATEWAY_IDS`.
+pub fn is_reserved_gateway_id(id: &str) -> bool {
+    RESERVED_GATEWAY_IDS.contains(&id)
+}
+
 /// True for a gateway id: 1 to GATEWAY_ID_BYTES_MAX bytes of `a-z`, `0-9` and `-`, not
-/// starting with `-`. So it is one NATS subject token (no `.`, `*`, `>` or space) and
-/// fits in an inbox prefix.
+/// starting with `-`, and not reserved (`RESERVED_GATEWAY_IDS`). So it is one NATS subject
+/// token (no `.`, `*`, `>` or space) and its inbox prefix is its own.
 pub fn is_gateway_id(id: &str) -> bool {
+    !is_reserved_gateway_id(id) && is_gateway_id_shaped(id)
+}
+
+fn is_gateway_id_shaped(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= GATEWAY_ID_BYTES_MAX
         && !id.starts_with('-')

@@ -54,8 +54,11 @@ const MAGIC: &[u8; 8] = b"ANSINHBK";
 /// job's surcharge counts the days priced by; 16: the payments book keeps the latest date
 /// of its runs, reissues and timeouts (`latest_operation_on`), which none may precede; 17:
 /// a household keeps the citizens who died as its members (`Household::died`), so a run
-/// tells them from a citizen who left it alive.
-pub const SNAPSHOT_FORMAT: u32 = 17;
+/// tells them from a citizen who left it alive; 18: "one allowance per person" is keyed by
+/// the citizen a grant recorded, not the position it was granted under: the payments book
+/// keeps no running entitlement per reference (`active`), and the month each stopped
+/// entitlement paid through by the entitlement (`stopped_paying_through`).
+pub const SNAPSHOT_FORMAT: u32 = 18;
 const HEADER_BYTES: usize = 8 + 4 + 8 + 32 + 8 + 4 + 32;
 /// A writer takes a snapshot after this many events since its last one, and no sooner
 /// than `SNAPSHOT_TIME_INTERVAL_MIN` after it. Encoding holds the writer: ~0.2-0.9 s for

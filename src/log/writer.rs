@@ -1133,8 +1133,15 @@ impl PartitionWriter {
                 owners,
                 leftover,
             } = self.decide(unique);
-            // Repeats of a key whose first append waits in the leftover wait with it.
-            let waiting: HashSet<&str> = leftover.iter().map(Pending::key).collect();
+            // Repeats of a key whose first append waits in the leftover wait with it. So
+            // do those of a key whose first append was refused: that one appended nothing,
+            // and a copy may differ in what the refusal read (a gateway's post re-signed
+            // inside the replay window after a stale copy), so each is decided on its own.
+            let waiting: HashSet<&str> = leftover
+                .iter()
+                .map(Pending::key)
+                .chain(refused.iter().map(|(p, _)| p.key()))
+                .collect();
             let (repeats, mut leftover_repeats): (Vec<_>, Vec<_>) = repeats
                 .into_iter()
                 .partition(|p| !waiting.contains(p.key()));
@@ -1163,6 +1170,8 @@ impl PartitionWriter {
                     }
                 }
                 answer_refusals(refused);
+                // Repeats of a command refused before the book decided it (too large, or
+                // an event that does not validate): the same content fails the same way.
                 fail_all(repeats, || {
                     AppendError::Rejected(Rejection::UnsupportedCommand {
                         what: "the first command with this idempotency key was refused".into(),
@@ -1789,7 +1798,9 @@ impl PartitionWriter {
             .or_default()
             .push(answered.clone());
         for repeat in repeats {
-            // A repeat whose first command was refused gets no receipt of its own.
+            // Repeats of a command the book refused wait for the next batch; one here
+            // without an event repeats a command refused before the book decided it (too
+            // large, or an event that does not validate), and fails the same way.
             let answer = match answered.get(repeat.key()) {
                 Some(at) => Ok(self.receipt(at, true)),
                 None => Err(AppendError::Rejected(Rejection::UnsupportedCommand {

@@ -363,3 +363,11 @@ pub fn check_money(events: &[Event], book: &Book) {
     assert_eq!(tb.balance(Account::BudgetReserved), reserved);
     assert_eq!(tb.balance(Account::PaidToBeneficiaries), posted);
 }
+
+/// How many of the book's entitlements are running (not stopped).
+pub fn running(book: &Book) -> usize {
+    book.entitlements
+        .values()
+        .filter(|e| e.stopped.is_none())
+        .count()
+}

@@ -8,7 +8,7 @@
 //! **Boundary**: no I/O, clock or randomness. Dates arrive in commands,
 //! reference data is compiled in, and this module knows nothing of NATS.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
@@ -38,14 +38,16 @@ pub type EventId = u64;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Book {
     pub entitlements: BTreeMap<EntitlementId, Entitlement>,
-    /// The running (not stopped) entitlement of each person, per programme.
-    pub active: BTreeMap<(ProgrammeId, BeneficiaryRef), EntitlementId>,
-    /// Of each person's stopped entitlements in a programme, the one paid for the latest
-    /// month, and that month: the month of its stop, or a later month it had already paid
-    /// ahead (settled before the stop, listed as overpaid) or its gateway settled late
-    /// (`late_settlements`, before or after the stop). A new grant must start after it,
-    /// or a run would pay that month again.
-    pub stopped_paying_through: BTreeMap<(ProgrammeId, BeneficiaryRef), (EntitlementId, Month)>,
+    /// Each person's entitlements per programme (`Book::same_person`). Derived from
+    /// `entitlements`: not in a snapshot, rebuilt when one is read (`index_persons`).
+    #[serde(skip)]
+    pub persons: Persons,
+    /// The latest month each stopped entitlement paid: the month of its stop, or a later
+    /// month it had already paid ahead (settled before the stop, listed as overpaid) or its
+    /// gateway settled late (`late_settlements`, before or after the stop). None for one
+    /// that stopped before its first month and paid none. A new grant for the same person
+    /// must start after it, or a run would pay that month again.
+    pub stopped_paying_through: BTreeMap<EntitlementId, Month>,
     pub budgets: BTreeMap<BudgetKey, Budget>,
     pub instructions: BTreeMap<InstructionId, Instruction>,
     /// Latest attempt per (entitlement, month).
@@ -85,6 +87,92 @@ impl Book {
     /// A budget's state; one never allocated is all zero.
     pub fn budget(&self, key: &BudgetKey) -> Budget {
         self.budgets.get(key).cloned().unwrap_or_default()
+    }
+
+    /// The entitlements of `programme`, ever granted, that may pay the person a grant to
+    /// `beneficiary` naming `citizen` would pay: "one allowance per person and programme"
+    /// holds across them. The person is the citizen the grant recorded, whatever
+    /// reference (a position in the household, which shifts when a member before them
+    /// dies or leaves) it was granted under. An entitlement without a citizen (a member
+    /// without an id, or a grant recorded before the ledger kept it) could be anyone at
+    /// its position, so it counts as the person of every grant under its reference, and a
+    /// grant without a citizen as the person of every entitlement under its reference.
+    /// In id order.
+    pub fn same_person(
+        &self,
+        programme: &ProgrammeId,
+        beneficiary: &BeneficiaryRef,
+        citizen: Option<&CitizenIndex>,
+    ) -> BTreeSet<EntitlementId> {
+        let under_reference = self
+            .persons
+            .by_reference
+            .get(&(programme.clone(), beneficiary.clone()))
+            .into_iter()
+            .flatten()
+            .copied();
+        let Some(citizen) = citizen else {
+            return under_reference.collect();
+        };
+        let unnamed = under_reference.filter(|e| self.entitlements[e].citizen.is_none());
+        self.persons
+            .by_citizen
+            .get(&(programme.clone(), *citizen))
+            .into_iter()
+            .flatten()
+            .copied()
+            .chain(unnamed)
+            .collect()
+    }
+
+    /// The entitlements that pay the person `entitlement` pays the same allowance
+    /// (`same_person`), itself included.
+    pub fn same_allowance(&self, entitlement: EntitlementId) -> BTreeSet<EntitlementId> {
+        self.entitlements
+            .get(&entitlement)
+            .map_or_else(BTreeSet::new, |e| {
+                self.same_person(&e.programme, &e.beneficiary, e.citizen.as_ref())
+            })
+    }
+
+    /// Rebuilds `persons` from the entitlements, after a snapshot is read.
+    pub fn index_persons(&mut self) {
+        let mut persons = Persons::default();
+        for e in self.entitlements.values() {
+            persons.insert(e.id, &e.programme, &e.beneficiary, e.citizen.as_ref());
+        }
+        self.persons = persons;
+    }
+}
+
+/// Each programme's entitlements by the citizen their grant recorded and by the reference
+/// they were granted under, stopped ones included: what `Book::same_person` reads, so a
+/// grant, a late settlement and a reissue visit only the person's own entitlements, not
+/// the partition's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Persons {
+    by_citizen: BTreeMap<(ProgrammeId, CitizenIndex), BTreeSet<EntitlementId>>,
+    by_reference: BTreeMap<(ProgrammeId, BeneficiaryRef), BTreeSet<EntitlementId>>,
+}
+
+impl Persons {
+    fn insert(
+        &mut self,
+        id: EntitlementId,
+        programme: &ProgrammeId,
+        beneficiary: &BeneficiaryRef,
+        citizen: Option<&CitizenIndex>,
+    ) {
+        if let Some(citizen) = citizen {
+            self.by_citizen
+                .entry((programme.clone(), *citizen))
+                .or_default()
+                .insert(id);
+        }
+        self.by_reference
+            .entry((programme.clone(), beneficiary.clone()))
+            .or_default()
+            .insert(id);
     }
 }
 
@@ -563,8 +651,8 @@ pub fn apply(book: &mut Book, event: &Event) {
             citizen,
         } => {
             book.last_entitlement_id = *entitlement;
-            book.active
-                .insert((programme.clone(), beneficiary.clone()), *entitlement);
+            book.persons
+                .insert(*entitlement, programme, beneficiary, citizen.as_ref());
             book.entitlements.insert(
                 *entitlement,
                 Entitlement {
@@ -605,7 +693,6 @@ pub fn apply(book: &mut Book, event: &Event) {
                 on: *on,
                 reason: *reason,
             });
-            let key = (e.programme.clone(), e.beneficiary.clone());
             let last_payable = e.stopped.as_ref().expect("just stopped").last_payable();
             // A month paid ahead and settled before the stop was paid all the same: the
             // stop's own decision lists those months (its pending ones it cancels, and
@@ -615,7 +702,6 @@ pub fn apply(book: &mut Book, event: &Event) {
                 .map(|i| i.month)
                 .chain(settled_late)
                 .fold(last_payable, Month::max);
-            book.active.remove(&key);
             paid_after_stop(book, *entitlement, paid_through);
         }
         EventBody::InstructionIssued { instruction, .. } => {
@@ -678,15 +764,13 @@ pub fn apply(book: &mut Book, event: &Event) {
 
 /// Notes that stopped entitlement `id` paid through `month` (`stopped_paying_through`).
 fn paid_after_stop(book: &mut Book, id: EntitlementId, month: Month) {
-    let e = &book.entitlements[&id];
-    let key = (e.programme.clone(), e.beneficiary.clone());
     // One that stopped before its first month, and paid none ahead, paid nothing and is
     // no bound.
-    let paid_a_month = e.from() <= month;
-    let latest = book.stopped_paying_through.get(&key).map(|(_, m)| *m);
-    if paid_a_month && latest.is_none_or(|m| m < month) {
-        book.stopped_paying_through.insert(key, (id, month));
+    if book.entitlements[&id].from() > month {
+        return;
     }
+    let latest = book.stopped_paying_through.entry(id).or_insert(month);
+    *latest = (*latest).max(month);
 }
 
 fn entitlement_mut(book: &mut Book, id: EntitlementId) -> &mut Entitlement {
@@ -721,4 +805,85 @@ pub fn replay<'a>(events: impl IntoIterator<Item = &'a Event>) -> Book {
         apply(&mut book, e);
     }
     book
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::payments::entitlements::Channel;
+    use crate::domain::payments::ids::{CategoryId, MemberRef};
+
+    /// A grant: programme (of 2), household (of 3), member (of 3), citizen (none or of 4).
+    type Granted = (u8, u8, u8, Option<u8>);
+
+    fn book_of(grants: &[Granted]) -> Book {
+        let mut book = Book::default();
+        for (n, (programme, household, member, citizen)) in grants.iter().enumerate() {
+            let id = n as u64 + 1;
+            let body = EventBody::EntitlementGranted {
+                entitlement: id,
+                programme: ProgrammeId::parse(&format!("P{programme}")).unwrap(),
+                beneficiary: BeneficiaryRef {
+                    household: HouseholdRef::parse(&format!("0100007-{household:06}")).unwrap(),
+                    member: MemberRef::parse(&format!("m{}", member + 1)).unwrap(),
+                },
+                commune: CommuneId::parse("0100007").unwrap(),
+                from: Month::parse("2026-01").unwrap(),
+                terms: Terms {
+                    category: CategoryId::parse("ELDERLY_POOR").unwrap(),
+                    channel: Channel::BankAccount {
+                        gateway: GatewayId::parse("vcb").unwrap(),
+                    },
+                    provincial_base: None,
+                },
+                citizen: citizen.map(|c| [c; 32]),
+            };
+            apply(
+                &mut book,
+                &Event {
+                    id,
+                    actor: Actor::Officer(OfficerId::parse("officer-1").unwrap()),
+                    effective: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+                    body,
+                },
+            );
+        }
+        book
+    }
+
+    /// The rule `Book::same_person` keeps, read off every entitlement of the partition.
+    fn same_person_scanned(book: &Book, a: &Entitlement) -> BTreeSet<EntitlementId> {
+        book.entitlements
+            .values()
+            .filter(|b| b.programme == a.programme)
+            .filter(|b| match (a.citizen, b.citizen) {
+                (Some(x), Some(y)) => x == y,
+                _ => a.beneficiary == b.beneficiary,
+            })
+            .map(|b| b.id)
+            .collect()
+    }
+
+    proptest! {
+        /// The index gives each entitlement's person what a scan of the partition gives,
+        /// and a snapshot's rebuild of it is the fold's.
+        #[test]
+        fn the_person_index_is_the_scan(
+            grants in proptest::collection::vec(
+                (0..2u8, 0..3u8, 0..3u8, proptest::option::of(0..4u8)),
+                0..40,
+            )
+        ) {
+            let book = book_of(&grants);
+            for e in book.entitlements.values() {
+                prop_assert_eq!(book.same_allowance(e.id), same_person_scanned(&book, e));
+            }
+            let mut rebuilt = book.clone();
+            rebuilt.persons = Persons::default();
+            rebuilt.index_persons();
+            prop_assert_eq!(rebuilt, book);
+        }
+    }
 }

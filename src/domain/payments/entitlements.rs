@@ -288,8 +288,9 @@ pub(crate) fn decide_grant(
     if member.len() >= 9 && member.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Rejection::MemberIsAnIdNumber);
     }
-    // "One allowance per person" is keyed by the reference: "M1" or "m01" beside "m1"
-    // would be a second key for the same person, and both would be paid.
+    // "One allowance per person" falls back on the reference for a member without a citizen
+    // id: "M1" or "m01" beside "m1" would be a second key for the same person, and both
+    // would be paid.
     if member_number(&beneficiary.member).is_none() {
         return Err(Rejection::MemberRefNotCanonical {
             member: beneficiary.member,
@@ -302,29 +303,42 @@ pub(crate) fn decide_grant(
             household: beneficiary.household,
         });
     }
-    // One allowance per person and programme: the law pays the highest
-    // coefficient only, so a second category is a Change, not a Grant.
-    if let Some(existing) = out
-        .book
-        .active
-        .get(&(programme.clone(), beneficiary.clone()))
-    {
+    // One allowance per person and programme: the law pays the highest coefficient only,
+    // so a second category is a Change, not a Grant. The person is the citizen, not the
+    // position they were granted under, which shifts when a member before them dies or
+    // leaves: the same citizen under their new position is refused, and another citizen
+    // now at the old one is granted their own (`Book::same_person`). One whose beneficiary
+    // left its household alive pays them no more: the household they joined may grant
+    // them (`Entitlement::beneficiary_left`).
+    let book = out.book;
+    let same_person = book.same_person(&programme, &beneficiary, citizen.as_ref());
+    if let Some(existing) = same_person.iter().find(|e| {
+        let e = &book.entitlements[e];
+        e.stopped.is_none() && !e.beneficiary_left(out.registry)
+    }) {
         return Err(Rejection::ActiveEntitlementExists {
             entitlement: *existing,
         });
     }
     // A stopped entitlement still pays through the month of its stop, or a later month
     // it had already paid ahead: the new one starts after, or a run would pay that month
-    // a second time.
-    if let Some((entitlement, last_payable)) = out
-        .book
-        .stopped_paying_through
-        .get(&(programme.clone(), beneficiary.clone()))
-        .filter(|(_, last_payable)| from <= *last_payable)
+    // a second time. The earliest of those paid latest is named.
+    let paid_through = same_person
+        .iter()
+        .filter_map(|e| Some((*e, *book.stopped_paying_through.get(e)?)))
+        .fold(
+            None,
+            |latest: Option<(EntitlementId, Month)>, (e, month)| match latest {
+                Some((_, m)) if m >= month => latest,
+                _ => Some((e, month)),
+            },
+        );
+    if let Some((entitlement, last_payable)) =
+        paid_through.filter(|(_, last_payable)| from <= *last_payable)
     {
         return Err(Rejection::GrantOverlapsStopped {
-            entitlement: *entitlement,
-            last_payable: *last_payable,
+            entitlement,
+            last_payable,
         });
     }
     let terms = checked_terms(terms, from)?;

@@ -847,30 +847,19 @@ pub(crate) fn late_settlement(post: &GatewayPost, refusal: &PostRefusal) -> Opti
     InstructionId::parse(post.instruction.as_str())
 }
 
-/// Whether entitlements `a` and `b` pay the same person the same allowance: "one
-/// allowance per person and month" holds across a person's grants (a new grant after a
-/// stop), not only across the attempts of one.
-fn same_allowance(book: &Book, a: EntitlementId, b: EntitlementId) -> bool {
-    match (book.entitlements.get(&a), book.entitlements.get(&b)) {
-        (Some(a), Some(b)) => a.programme == b.programme && a.beneficiary == b.beneficiary,
-        _ => false,
-    }
-}
-
 /// The instructions of `id`'s person and month in its programme still waiting for their
-/// gateway, whichever entitlement issued them: a later attempt of `id`'s own (a reissue;
-/// only the latest attempt can be pending, since a month is reissued only from its latest
-/// attempt once that one has a result), and a new grant's after a stop. In id order.
-/// Scans the partition's entitlements: asked only for a late settlement, a gateway
-/// contradicting the ledger, which the daily bound of refused posts keeps rare.
+/// gateway, whichever of the person's entitlements (`Book::same_allowance`) issued them: a
+/// later attempt of `id`'s own (a reissue; only the latest attempt can be pending, since a
+/// month is reissued only from its latest attempt once that one has a result), and a new
+/// grant's after a stop. In id order. Visits only the person's entitlements: a gateway
+/// may post any number of late settlements after an outage.
 fn pending_for_month(book: &Book, id: InstructionId) -> Vec<InstructionId> {
-    book.entitlements
-        .keys()
-        .filter(|e| same_allowance(book, id.entitlement, **e))
+    book.same_allowance(id.entitlement)
+        .into_iter()
         .filter_map(|e| {
-            let attempt = *book.attempts.get(&(*e, id.month))?;
+            let attempt = *book.attempts.get(&(e, id.month))?;
             let latest = InstructionId {
-                entitlement: *e,
+                entitlement: e,
                 month: id.month,
                 attempt,
             };
@@ -884,16 +873,25 @@ fn pending_for_month(book: &Book, id: InstructionId) -> Vec<InstructionId> {
 }
 
 /// The first instruction (in id order) of `id`'s person and month in its programme, of
-/// any of the person's entitlements, that its gateway settled late
-/// (`Book::late_settlements`), with the gateway's transaction. Scans the late
-/// settlements, which are rare: each is a gateway contradicting the ledger.
+/// any of the person's entitlements (`Book::same_allowance`), that its gateway settled
+/// late (`Book::late_settlements`), with the gateway's transaction. Reads only the
+/// person's entitlements' month in the late settlements.
 fn settled_late_for_month(
     book: &Book,
     id: InstructionId,
 ) -> Option<(&InstructionId, &GatewayTxnId)> {
-    book.late_settlements.iter().find(|(settled, _)| {
-        settled.month == id.month && same_allowance(book, settled.entitlement, id.entitlement)
-    })
+    book.same_allowance(id.entitlement)
+        .into_iter()
+        .find_map(|e| {
+            let month = |attempt| InstructionId {
+                entitlement: e,
+                month: id.month,
+                attempt,
+            };
+            book.late_settlements
+                .range(month(0)..=month(u32::MAX))
+                .next()
+        })
 }
 
 /// The rules for one post: which instruction, the new status and the budget
