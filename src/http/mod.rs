@@ -320,6 +320,9 @@ struct Inner {
     console_keys: console::session::KeyCache,
     /// The embedded nats-server `serve` started, if any: `/healthz` fails once it exited.
     embedded_server: std::sync::OnceLock<crate::nats_server::Exited>,
+    /// Events of the log the proof routes read, all requests together
+    /// (`Api::proof_events_read`).
+    proof_events: Arc<crate::checkpoint::read::ReadCount>,
 }
 
 /// What the gateway routes need: the keys that authenticate gateways, and the ledger side
@@ -397,6 +400,7 @@ impl Api {
             checkpoints: std::sync::OnceLock::new(),
             console_keys: console::session::KeyCache::default(),
             embedded_server: std::sync::OnceLock::new(),
+            proof_events: Arc::default(),
         })))
     }
 
@@ -433,6 +437,17 @@ impl Api {
     /// Today in Vietnam, by the service's clock: the default day of a read.
     pub fn today(&self) -> chrono::NaiveDate {
         self.0.service.today()
+    }
+
+    /// Events of the log the proof routes have read since the API started: a proof from
+    /// the projections' stored subtrees reads at most two chunks of its partition, one
+    /// from the whole chain every event of the tree (ADR 0026).
+    pub fn proof_events_read(&self) -> u64 {
+        self.0.proof_events.get()
+    }
+
+    fn proof_events(&self) -> Arc<crate::checkpoint::read::ReadCount> {
+        self.0.proof_events.clone()
     }
 
     fn checkpoints(&self) -> crate::checkpoint::CheckpointConfig {

@@ -13,6 +13,8 @@
 //! - `cosigner`: what an audit office remembers of what it cosigned (its state file),
 //!   and the rules it cosigns by: no shrink, no fork, a consistency proof, a pinned key.
 //! - `audit`: prove, consistency, cosign and verify against a server.
+//! - `pieces`: proofs from the subtrees the projections store and at most two chunks of
+//!   the log, falling back to `audit`'s read of the whole chain (ADR 0026).
 //! - `proofs`: the JSON proof documents and their offline check (pure).
 //! - `cli`: what the `ansinh audit ...` commands print.
 //!
@@ -28,6 +30,7 @@ pub mod cli;
 pub mod cosigner;
 pub mod keys;
 pub mod lookup;
+pub mod pieces;
 pub mod proofs;
 pub mod read;
 pub mod scratch;
@@ -40,6 +43,7 @@ pub use checkpointer::{
 };
 pub use cosigner::{CosignRefusal, Cosigned, CosignerState, CosignerStateError, Cosigning};
 pub use keys::{KeyRing, KeyRingError, load_key, load_or_create_key};
+pub use pieces::StoredTree;
 pub use sign::{CheckpointBody, KeyPair, SignatureError};
 pub use stream::{CheckpointConfig, ensure_checkpoint_stream};
 
