@@ -147,8 +147,14 @@ impl Auditor {
                 .map_err(store)?
                 .ok_or(FallBack::NoChunkStart(chunk))?;
             let first = head.sequence;
+            // The next chunk's start is where this one's last event is: the read stops
+            // there rather than read ahead past it.
+            let through = stored
+                .chunk_start(partition, chunk + 1)
+                .map_err(store)?
+                .map(|(_, next)| next.last.stream_sequence);
             let (leaves, bytes) = self
-                .read_chunk(head, position, end, keep)
+                .read_chunk(head, position, through, end, keep)
                 .await
                 .map_err(|cause| FallBack::Read { chunk, cause })?;
             if (leaves.len() as u64) != end - first {
@@ -186,12 +192,14 @@ impl Auditor {
         Ok(Gathered { pieces, kept })
     }
 
-    /// The event hashes of the chain from `head` (read from `position` on) up to and
+    /// The event hashes of the chain from `head` (read from `position` on, and no
+    /// further than the message at stream sequence `through` when known) up to and
     /// including sequence `end`, and the stored bytes of event `keep` if it is among them.
     async fn read_chunk(
         &self,
         head: ChainHead,
         position: Position,
+        through: Option<u64>,
         end: u64,
         keep: Option<u64>,
     ) -> Result<(Vec<Hash32>, Option<bytes::Bytes>), CheckpointError> {
@@ -205,10 +213,11 @@ impl Auditor {
             read: position,
             held: Default::default(),
         };
-        read::read_chain(
+        read::read_chain_through(
             self.events(),
             self.log(),
             start,
+            through,
             read::Exclusions::SignedBy(&self.config().keys_partition),
             |head, event, _| {
                 leaves.push(head.hash.0);
