@@ -54,8 +54,10 @@ use crate::merkle::ProofError;
 pub const HEADER_TREE_SIZE: &str = "Ansinh-Tree-Size";
 /// Most event hashes held in memory to build one proof (512 MiB; a bundle's prover
 /// keeps the subtree roots above them too, under as much again: `merkle::Prover`).
-/// Inclusion proofs for larger partitions need a streaming builder that is not written
-/// yet (a consistency proof has one: `merkle::ConsistencyBuilder`).
+/// A proof made from the projections' stored subtrees (`pieces`, the HTTP routes) holds
+/// at most two chunks and has no such limit; one from the whole chain (the CLI, and the
+/// routes' fallback) needs a streaming builder for larger partitions, not written yet
+/// (a consistency proof has one: `merkle::ConsistencyBuilder`).
 pub const PROOF_LEAVES_MAX: u64 = 1 << 24;
 /// Checkpoint-stream messages `audit verify` holds in memory at once: it reads a
 /// partition's checkpoints (and then its cosignatures) this many at a time, whatever
