@@ -2214,3 +2214,51 @@ async fn proofs_are_served_from_stored_subtrees_and_two_chunks() {
     assert_eq!(get(consistency).await, full_consistency);
     assert!(api.proof_events_read() - before <= 2 * CHUNK);
 }
+
+/// The stored tree survives a restart of the projections in the middle of a chunk: a
+/// store caught up to part of the log, closed, opened again and caught up with the rest
+/// serves every proof from two chunks, the same documents as the whole chain's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stored_tree_survives_a_restart_inside_a_chunk() {
+    const LEVEL: u32 = 2;
+    const CHUNK: u64 = 1 << LEVEL;
+    let (log, config) = fresh_checkpointed();
+    let (ledger, dir) = ledger(&log).await;
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    append(&ledger, 0, 13).await;
+    let mut stream = stream_of(&log).await;
+    let middle = ansinh::log::reader::last_stream_sequence(&mut stream)
+        .await
+        .unwrap();
+    append(&ledger, 13, 17).await;
+    let checkpoint = publish_now(&mut c).await;
+    assert_eq!(checkpoint.tree_size, 30);
+    {
+        let projector = ansinh::projection::Projector::of_store(ledger.store()).unwrap();
+        projector.set_chunk_level(LEVEL);
+        projector
+            .catch_up_to(&mut stream, &log, middle)
+            .await
+            .unwrap();
+        assert_eq!(projector.merkle_tree("01").unwrap(), Some((LEVEL, 13)));
+    }
+    // Opened again at the default level: the partition keeps the level it started with.
+    let projector = ansinh::projection::Projector::of_store(ledger.store()).unwrap();
+    projector.catch_up(&mut stream, &log).await.unwrap();
+    assert_eq!(projector.merkle_tree("01").unwrap(), Some((LEVEL, 30)));
+    let a = auditor(&log, &config).await;
+    for sequence in [1, 13, 14, 29, 30] {
+        let full = a.prove(&p01(), sequence, None).await.unwrap();
+        let before = a.proof_events_read();
+        let served = a
+            .prove_using(Some(&projector), &p01(), sequence, None)
+            .await
+            .unwrap();
+        let read = a.proof_events_read() - before;
+        assert_eq!(
+            serde_json::to_vec(&served).unwrap(),
+            serde_json::to_vec(&full).unwrap()
+        );
+        assert!(read <= 2 * CHUNK, "event {sequence}: read {read} events");
+    }
+}
