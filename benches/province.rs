@@ -423,6 +423,18 @@ async fn run() -> BenchResult<()> {
         format!("{:.2}x", p99 / early_p99),
         "<= 2x",
     ));
+    // 2b. An inclusion proof of an early event at a checkpoint of the whole partition:
+    // served from the projections' stored subtrees and two chunks (ADR 0026), against
+    // the same document from the partition's whole chain.
+    let proof = inclusion_proofs(&service, &server.url(), dir.path(), &base, &token).await?;
+    rows.push(row(
+        &format!(
+            "inclusion proof of event 1 at a checkpoint of {} events: over HTTP from the stored subtrees / from the whole chain",
+            proof.tree_size
+        ),
+        format!("{:.1} ms / {:.2} s", proof.served_s * 1e3, proof.full_s),
+        "O(log n)",
+    ));
     let _ = stop.send(());
     let _ = serving.await;
 
@@ -661,6 +673,69 @@ async fn run() -> BenchResult<()> {
         println!("| {figure} | {value} | {target} |");
     }
     Ok(())
+}
+
+/// What `inclusion_proofs` measured.
+struct ProofTimes {
+    tree_size: u64,
+    served_s: f64,
+    full_s: f64,
+}
+
+/// Publishes a checkpoint of partition 01, then times the inclusion proof of its first
+/// event over HTTP (from the projections' stored subtrees) and from the whole chain
+/// (`Auditor::prove`, as `audit prove` builds it), and checks they are the same
+/// document.
+async fn inclusion_proofs(
+    service: &Service,
+    url: &str,
+    dir: &std::path::Path,
+    base: &str,
+    token: &str,
+) -> BenchResult<ProofTimes> {
+    use ansinh::checkpoint::{Auditor, CheckpointConfig, Checkpointer, Outcome};
+    let client = ansinh::app::connect(url, &ansinh::app::NatsAuth::default()).await?;
+    let config = CheckpointConfig::default();
+    let partition = Partition::new("01")?;
+    let keys = dir.join("checkpoint-keys");
+    std::fs::create_dir_all(&keys)?;
+    let mut checkpointer = Checkpointer::open(
+        client.clone(),
+        service.ledger.clone(),
+        config.clone(),
+        keys.as_path(),
+    )
+    .await?;
+    let tree_size = match checkpointer.checkpoint(&partition).await? {
+        Outcome::Published(p) => p.body.tree_size,
+        other => return Err(format!("no checkpoint published: {other:?}").into()),
+    };
+    let started = Instant::now();
+    let response = reqwest::Client::new()
+        .get(format!(
+            "{base}/v1/audit/partitions/01/proofs/inclusion?seq=1"
+        ))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(600))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        return Err(format!("the inclusion proof: {}", response.status()).into());
+    }
+    let served = response.bytes().await?;
+    let served_s = started.elapsed().as_secs_f64();
+    let auditor = Auditor::open(client, service.ledger.config().clone(), config).await?;
+    let started = Instant::now();
+    let full = auditor.prove(&partition, 1, None).await?;
+    let full_s = started.elapsed().as_secs_f64();
+    if serde_json::to_vec(&full)? != served.as_ref() {
+        return Err("the served proof is not the one built from the whole chain".into());
+    }
+    Ok(ProofTimes {
+        tree_size,
+        served_s,
+        full_s,
+    })
 }
 
 /// Registers household `n` through `service`; the seconds it took.

@@ -22,7 +22,9 @@ pub mod telemetry;
 
 // The paths these modules had before they were grouped (audit/, read/, demo/, nats/,
 // people/, input/), kept so code and tests written against them still read the same.
-pub use audit::{anomalies, bundle, checkpoint, merkle, rebuild_check, recompute, verify};
+pub use audit::{
+    anomalies, bundle, checkpoint, merkle, merkle_pieces, rebuild_check, recompute, verify,
+};
 pub use demo::payments as demo_payments;
 pub use input::strict_json;
 pub use nats::{kv_writes, server as nats_server};

@@ -2104,3 +2104,161 @@ async fn nothing_is_signed_cosigned_or_exported_over_a_forged_exclusion() {
     let proof = a.prove(&p01(), 2, Some(3)).await.unwrap();
     check(&proof, &[]).unwrap();
 }
+
+/// Proofs served from the subtrees the projections store (ADR 0026): over HTTP, the
+/// inclusion and consistency documents are byte for byte the ones built from the whole
+/// chain, and reading them cost at most two chunks of the partition, not its every event.
+/// A stored root that is missing, or that differs from the log's, makes the route read
+/// the whole chain instead, and still answer the right document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proofs_are_served_from_stored_subtrees_and_two_chunks() {
+    use ansinh::http::{self, Api, StaffDirectory};
+    // Chunks of 4 events, so that 41 events span 11 of them.
+    const LEVEL: u32 = 2;
+    const CHUNK: u64 = 1 << LEVEL;
+    let (log, config) = fresh_checkpointed();
+    let (ledger, dir) = ledger(&log).await;
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    append(&ledger, 0, 23).await;
+    let old = publish_now(&mut c).await;
+    append(&ledger, 23, 18).await;
+    let new = publish_now(&mut c).await;
+    assert_eq!((old.tree_size, new.tree_size), (23, 41));
+
+    let vault = vault_for(&ledger, &dir.path().join("secrets")).await;
+    let projector =
+        std::sync::Arc::new(ansinh::projection::Projector::of_store(ledger.store()).unwrap());
+    projector.set_chunk_level(LEVEL);
+    let service = ansinh::service::Service::new(
+        ledger.clone(),
+        std::sync::Arc::new(vault),
+        projector.clone(),
+    );
+    let staff = dir.path().join(http::STAFF_FILE);
+    let token =
+        http::auth::add_staff(&staff, "staff:auditor", ansinh::access::Role::Auditor, "").unwrap();
+    let api = Api::new(service, StaffDirectory::load(&staff).unwrap())
+        .await
+        .unwrap();
+    api.set_checkpoints(config.clone());
+    let (base, _stop) = common::serve(api.clone()).await;
+    let client = reqwest::Client::new();
+    let get = |path: String| {
+        let request = client.get(format!("{base}{path}")).bearer_auth(&token);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), reqwest::StatusCode::OK);
+            response.bytes().await.unwrap().to_vec()
+        }
+    };
+    let a = auditor(&log, &config).await;
+    let inclusion = "/v1/audit/partitions/01/proofs/inclusion?seq=6".to_string();
+    let consistency = "/v1/audit/partitions/01/proofs/consistency?from=23&to=41".to_string();
+    let full_inclusion = serde_json::to_vec(&a.prove(&p01(), 6, None).await.unwrap()).unwrap();
+    let full_consistency =
+        serde_json::to_vec(&a.consistency(&p01(), 23, 41).await.unwrap()).unwrap();
+    assert_eq!(
+        a.proof_events_read(),
+        41 + 41,
+        "the full reads read every event"
+    );
+
+    let before = api.proof_events_read();
+    assert_eq!(get(inclusion.clone()).await, full_inclusion);
+    let read = api.proof_events_read() - before;
+    // Event 6's chunk (events 5..=8) and the right edge's (event 41).
+    assert!(read <= 2 * CHUNK, "the inclusion proof read {read} events");
+    assert_eq!(read, CHUNK + 1);
+    let before = api.proof_events_read();
+    assert_eq!(get(consistency.clone()).await, full_consistency);
+    let read = api.proof_events_read() - before;
+    // Event 23's chunk (21..=24) and event 41's.
+    assert!(
+        read <= 2 * CHUNK,
+        "the consistency proof read {read} events"
+    );
+
+    // Each stored root the proof needs, gone or wrong in turn: the whole chain is read,
+    // and the document is the same.
+    let inclusion_plan = ansinh::merkle_pieces::plan_inclusion(LEVEL, 41, 5).unwrap();
+    let &first = inclusion_plan.nodes.iter().next().unwrap();
+    let &above = inclusion_plan
+        .nodes
+        .iter()
+        .find(|(l, _)| *l > LEVEL)
+        .unwrap();
+    for (path, full, (level, index), stored) in [
+        // Missing.
+        (&inclusion, &full_inclusion, first, None),
+        // Above the chunks, wrong: only the signed root can tell.
+        (&inclusion, &full_inclusion, above, Some([7u8; 32])),
+        // Event 23's chunk's root, wrong: the chunk's check against the log tells.
+        (&consistency, &full_consistency, (LEVEL, 5), Some([7u8; 32])),
+    ] {
+        let kept = projector.merkle_node("01", level, index).unwrap();
+        assert!(kept.is_some(), "({level}, {index}) is stored");
+        projector.put_merkle_node_for_tests("01", level, index, stored);
+        let before = api.proof_events_read();
+        assert_eq!(
+            &get(path.clone()).await,
+            full,
+            "{path} without ({level}, {index})"
+        );
+        // The whole chain, after the chunks when they were read before the check failed.
+        let read = api.proof_events_read() - before;
+        assert!((41..=41 + 2 * CHUNK).contains(&read), "read {read} events");
+        projector.put_merkle_node_for_tests("01", level, index, kept);
+    }
+    // Put back, they serve again.
+    let before = api.proof_events_read();
+    assert_eq!(get(consistency).await, full_consistency);
+    assert!(api.proof_events_read() - before <= 2 * CHUNK);
+}
+
+/// The stored tree survives a restart of the projections in the middle of a chunk: a
+/// store caught up to part of the log, closed, opened again and caught up with the rest
+/// serves every proof from two chunks, the same documents as the whole chain's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stored_tree_survives_a_restart_inside_a_chunk() {
+    const LEVEL: u32 = 2;
+    const CHUNK: u64 = 1 << LEVEL;
+    let (log, config) = fresh_checkpointed();
+    let (ledger, dir) = ledger(&log).await;
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    append(&ledger, 0, 13).await;
+    let mut stream = stream_of(&log).await;
+    let middle = ansinh::log::reader::last_stream_sequence(&mut stream)
+        .await
+        .unwrap();
+    append(&ledger, 13, 17).await;
+    let checkpoint = publish_now(&mut c).await;
+    assert_eq!(checkpoint.tree_size, 30);
+    {
+        let projector = ansinh::projection::Projector::of_store(ledger.store()).unwrap();
+        projector.set_chunk_level(LEVEL);
+        projector
+            .catch_up_to(&mut stream, &log, middle)
+            .await
+            .unwrap();
+        assert_eq!(projector.merkle_tree("01").unwrap(), Some((LEVEL, 13)));
+    }
+    // Opened again at the default level: the partition keeps the level it started with.
+    let projector = ansinh::projection::Projector::of_store(ledger.store()).unwrap();
+    projector.catch_up(&mut stream, &log).await.unwrap();
+    assert_eq!(projector.merkle_tree("01").unwrap(), Some((LEVEL, 30)));
+    let a = auditor(&log, &config).await;
+    for sequence in [1, 13, 14, 29, 30] {
+        let full = a.prove(&p01(), sequence, None).await.unwrap();
+        let before = a.proof_events_read();
+        let served = a
+            .prove_using(Some(&projector), &p01(), sequence, None)
+            .await
+            .unwrap();
+        let read = a.proof_events_read() - before;
+        assert_eq!(
+            serde_json::to_vec(&served).unwrap(),
+            serde_json::to_vec(&full).unwrap()
+        );
+        assert!(read <= 2 * CHUNK, "event {sequence}: read {read} events");
+    }
+}

@@ -151,7 +151,7 @@ fn split_point(n: usize) -> usize {
 
 /// MTH over a slice of event hashes. Recursion depth is at most 64 because
 /// each level at least halves the slice.
-fn subtree_root(leaves: &[Hash32]) -> Hash32 {
+pub(crate) fn subtree_root(leaves: &[Hash32]) -> Hash32 {
     match leaves.len() {
         0 => empty_root(),
         1 => leaf_hash(&leaves[0]),
@@ -709,11 +709,28 @@ impl Frontier {
     /// Append one event hash, reporting [`ProofError::TreeTooLarge`] instead
     /// of overflowing the size.
     pub fn try_push(&mut self, event_hash: &Hash32) -> Result<(), ProofError> {
+        self.try_push_completing(event_hash, |_, _, _| {})
+    }
+
+    /// [`try_push`], handing `completed` every complete aligned subtree the new leaf
+    /// completes, smallest first, as `(level, index, root)`: the subtree of leaves
+    /// `[index·2^level, (index+1)·2^level)`. Level 0 is the leaf itself; a push completes
+    /// one subtree a level up to `trailing_zeros(new size)`. What the projections store
+    /// as they follow a chain (`merkle_pieces`).
+    ///
+    /// [`try_push`]: Frontier::try_push
+    pub fn try_push_completing(
+        &mut self,
+        event_hash: &Hash32,
+        mut completed: impl FnMut(u32, u64, &Hash32),
+    ) -> Result<(), ProofError> {
         let new_size = self.size.checked_add(1).ok_or(ProofError::TreeTooLarge)?;
         let mut acc = leaf_hash(event_hash);
+        completed(0, self.size, &acc);
         // Like binary increment: each trailing one-bit of the old size is a
         // complete subtree of equal size to `acc`, so they merge (carry).
         let mut s = self.size;
+        let mut level = 0u32;
         while s & 1 == 1 {
             match self.subtrees.pop() {
                 Some(left) => acc = node_hash(&left, &acc),
@@ -722,6 +739,8 @@ impl Frontier {
                 None => return Err(ProofError::TreeTooLarge),
             }
             s >>= 1;
+            level += 1;
+            completed(level, self.size >> level, &acc);
         }
         self.subtrees.push(acc);
         self.size = new_size;

@@ -163,15 +163,25 @@ pub struct ConsistencyQuery {
     to: u64,
 }
 
-/// An auditor's proof request: the partition known, the auditor side opened.
-pub(super) async fn auditor_for(
-    api: &Api,
+/// An auditor's proof request: the partition known, the auditor side opened, and the
+/// projections once they hold every event the log held when the request came (proofs
+/// are built from their stored subtrees, `checkpoint::pieces`).
+pub(super) async fn auditor_for<'a>(
+    api: &'a Api,
     caller: &crate::access::Caller,
     partition: &str,
-) -> Result<(crate::chain::Partition, crate::checkpoint::Auditor), ApiError> {
+) -> Result<
+    (
+        crate::chain::Partition,
+        crate::checkpoint::Auditor,
+        &'a crate::projection::Projector,
+    ),
+    ApiError,
+> {
     let partition = crate::input::partition(partition)?;
     access::authorize(caller, Operation::Read, partition.as_str())?;
-    super::reports::known_partition(api.projector().await?, &partition)?;
+    let projector = api.projector().await?;
+    super::reports::known_partition(projector, &partition)?;
     let ledger = &api.service().ledger;
     let auditor = crate::checkpoint::Auditor::open(
         ledger.jetstream().client(),
@@ -179,8 +189,9 @@ pub(super) async fn auditor_for(
         api.checkpoints(),
     )
     .await
-    .map_err(proof_error)?;
-    Ok((partition, auditor))
+    .map_err(proof_error)?
+    .counting_proof_events_in(api.proof_events());
+    Ok((partition, auditor, projector))
 }
 
 /// A proof that cannot be made: asked wrongly (400), of no checkpoint (404), or the
@@ -200,8 +211,9 @@ pub(super) fn proof_error(e: crate::checkpoint::CheckpointError) -> ApiError {
 /// `GET /v1/audit/partitions/{p}/proofs/inclusion?seq=N[&checkpoint_size=M]`: the
 /// inclusion proof document of event N in a signed checkpoint (the latest by default),
 /// as `ansinh audit prove` prints it; `ansinh audit check-proof` checks it offline.
-/// O(partition) (the tree is rebuilt from the log): one of the `LOG_SCANS_IN_FLIGHT_MAX`
-/// reads of a whole chain at once.
+/// O(log n) stored subtrees and at most two chunks of the log (`checkpoint::pieces`), or
+/// O(partition) when the projections cannot serve it (the tree is rebuilt from the log):
+/// either way one of the `LOG_SCANS_IN_FLIGHT_MAX` reads of the log at once.
 pub async fn inclusion(
     State(api): State<Api>,
     Staff(caller): Staff,
@@ -209,19 +221,25 @@ pub async fn inclusion(
     query: Result<Query<InclusionQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
-    let (partition, auditor) = auditor_for(&api, &caller, &partition).await?;
-    // A proof reads the partition's chain from genesis to the checkpoint's size.
+    let (partition, auditor, projector) = auditor_for(&api, &caller, &partition).await?;
+    // A proof reads two chunks of the partition's chain, or all of it when it falls back.
     let _slot = log_scan_slot().await?;
     let document = auditor
-        .prove(&partition, query.seq, query.checkpoint_size)
+        .prove_using(
+            Some(projector),
+            &partition,
+            query.seq,
+            query.checkpoint_size,
+        )
         .await
         .map_err(proof_error)?;
     Ok(Json(document).into_response())
 }
 
 /// `GET /v1/audit/partitions/{p}/proofs/consistency?from=A&to=B`: the proof that the
-/// partition's log only grew between its checkpoints of sizes A and B. O(partition), in
-/// a `log_scan_slot` as the inclusion proof.
+/// partition's log only grew between its checkpoints of sizes A and B. As the inclusion
+/// proof: from the stored subtrees and two chunks, else O(partition), in a
+/// `log_scan_slot`.
 pub async fn consistency(
     State(api): State<Api>,
     Staff(caller): Staff,
@@ -229,11 +247,11 @@ pub async fn consistency(
     query: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::InvalidParameter(e.body_text()))?;
-    let (partition, auditor) = auditor_for(&api, &caller, &partition).await?;
-    // A proof reads the partition's chain from genesis to the larger checkpoint's size.
+    let (partition, auditor, projector) = auditor_for(&api, &caller, &partition).await?;
+    // A proof reads two chunks of the partition's chain, or all of it when it falls back.
     let _slot = log_scan_slot().await?;
     let document = auditor
-        .consistency(&partition, query.from, query.to)
+        .consistency_using(Some(projector), &partition, query.from, query.to)
         .await
         .map_err(proof_error)?;
     Ok(Json(document).into_response())
@@ -271,7 +289,7 @@ pub(super) async fn household_bundle(
 ) -> Result<Response, ApiError> {
     use crate::bundle::archive;
     use crate::bundle::export::{ExportRequest, export};
-    let (_, auditor) = auditor_for(api, caller, household.province().as_str()).await?;
+    let (_, auditor, _) = auditor_for(api, caller, household.province().as_str()).await?;
     let _slot = log_scan_slot().await?;
     let request = ExportRequest {
         scope: crate::bundle::Scope::Household(household.to_string()),

@@ -324,6 +324,9 @@ struct Inner {
     /// `set_request_timeout`): the router's timeout, and what the console's forms plan
     /// their write and its read-back within.
     request_timeout: std::sync::OnceLock<Duration>,
+    /// Events of the log the proof routes read, all requests together
+    /// (`Api::proof_events_read`).
+    proof_events: Arc<crate::checkpoint::read::ReadCount>,
 }
 
 /// What the gateway routes need: the keys that authenticate gateways, and the ledger side
@@ -402,6 +405,7 @@ impl Api {
             console_keys: console::session::KeyCache::default(),
             embedded_server: std::sync::OnceLock::new(),
             request_timeout: std::sync::OnceLock::new(),
+            proof_events: Arc::default(),
         })))
     }
 
@@ -455,6 +459,17 @@ impl Api {
     /// Today in Vietnam, by the service's clock: the default day of a read.
     pub fn today(&self) -> chrono::NaiveDate {
         self.0.service.today()
+    }
+
+    /// Events of the log the proof routes have read since the API started: a proof from
+    /// the projections' stored subtrees reads at most two chunks of its partition, one
+    /// from the whole chain every event of the tree (ADR 0026).
+    pub fn proof_events_read(&self) -> u64 {
+        self.0.proof_events.get()
+    }
+
+    fn proof_events(&self) -> Arc<crate::checkpoint::read::ReadCount> {
+        self.0.proof_events.clone()
     }
 
     fn checkpoints(&self) -> crate::checkpoint::CheckpointConfig {

@@ -31,6 +31,7 @@ use crate::proto::Envelope;
 use crate::read::journal::{self, Journal, JournalError, Marker, Record};
 use crate::read::trail_codec;
 use crate::read::trail_store::{Claim, Opened, TrailError, TrailStore, UNSETTLED_HEADS_MAX};
+use crate::read::tree_nodes::{self, Tree};
 use crate::views::{
     self, CommunePortfolio, HouseholdRecord, HouseholdView, PendingLine, ReconcileProgress,
     TrialBalanceView, Views,
@@ -78,7 +79,9 @@ const VIEWS: u8 = 2;
 /// 20: a loan keeps what moved its instalments (`Loan::schedule_changes`).
 /// 21: and its extensions, which keep what fell due before them (a loan's schedule shows).
 /// 22: a freeze's schedule change keeps the day it ended (`ScheduleChange::Suspended`).
-pub(crate) const PROJECTION_FORMAT: &[u8] = &[22];
+/// 23: each partition's Merkle tree: its frontier, the roots of its complete subtrees of
+/// a chunk's size or more, and where each chunk starts in the log (`tree_nodes`, ADR 0026).
+pub(crate) const PROJECTION_FORMAT: &[u8] = &[23];
 /// Trail lines of one subject from one batch stored together (a run). A page of a trail
 /// reads at most this many lines more than it shows, and a run stays near 10 KB.
 pub const TRAIL_RUN_LINES_MAX: usize = 64;
@@ -214,6 +217,10 @@ pub struct Projector {
     /// never), for tests of what serves a read model that stopped. The log itself can
     /// no longer stop one: whatever breaks a chain is held (docs/CHAIN.md, section 4a).
     stop_at: std::sync::atomic::AtomicU64,
+    /// Level of the smallest subtrees stored of a partition that has no event applied
+    /// yet (`merkle_pieces::CHUNK_LEVEL`; tests make it small, `set_chunk_level`). A
+    /// partition keeps the level of its first event: it is stored with its frontier.
+    chunk_level: std::sync::atomic::AtomicU32,
 }
 
 /// A batch's commit, run on the committer's thread.
@@ -424,6 +431,8 @@ struct Batch<'p> {
     /// (they are what the trees hold after each commit).
     heads: HashMap<String, Follower>,
     summaries: HashMap<String, PartitionSummary>,
+    /// The partitions' Merkle trees, loaded with their heads (`tree_nodes`).
+    trees: HashMap<String, Tree>,
     /// Partitions whose head and summary this batch changed.
     touched: Vec<String>,
     views: Staged,
@@ -715,6 +724,7 @@ impl Projector {
             settle_after: UNSETTLED_HEADS_MAX.into(),
             index_on_drop: true.into(),
             stop_at: 0.into(),
+            chunk_level: crate::merkle_pieces::CHUNK_LEVEL.into(),
         };
         if let Some(why) = &lost {
             tracing::warn!(error = %why, "projections: a file lost writes sled kept; replaying the log");
@@ -930,6 +940,7 @@ impl Projector {
             position: start,
             heads: HashMap::new(),
             summaries: HashMap::new(),
+            trees: HashMap::new(),
             touched: Vec::new(),
             views: Staged {
                 tree: self.views.clone(),
@@ -1050,6 +1061,107 @@ impl Projector {
 
     fn stored_summary(&self, name: &str) -> Result<PartitionSummary, ProjectionError> {
         Ok(self.summary(name)?.unwrap_or_default())
+    }
+
+    /// A partition's Merkle tree as the last commit left it; a new one at the current
+    /// chunk level for a partition with no event applied.
+    fn stored_tree(&self, name: &str) -> Result<Tree, ProjectionError> {
+        match self.meta.get(tree_nodes::tree_key(name))? {
+            Some(v) => Tree::decode(&v).ok_or_else(|| corrupt("merkle tree")),
+            None => Ok(Tree::new(self.chunk_level.load(Ordering::Relaxed))),
+        }
+    }
+
+    /// The level of the smallest subtrees stored of partitions whose first event is
+    /// applied from now on (at most `tree_nodes::CHUNK_LEVEL_MAX`). Tests make it small
+    /// so that a few events span many chunks.
+    pub fn set_chunk_level(&self, level: u32) {
+        self.chunk_level
+            .store(level.min(tree_nodes::CHUNK_LEVEL_MAX), Ordering::Relaxed);
+    }
+
+    /// A partition's stored Merkle tree: its chunk level and size (the events applied);
+    /// None before its first event.
+    pub fn merkle_tree(&self, partition: &str) -> Result<Option<(u32, u64)>, ProjectionError> {
+        match self.meta.get(tree_nodes::tree_key(partition))? {
+            Some(v) => {
+                let tree = Tree::decode(&v).ok_or_else(|| corrupt("merkle tree"))?;
+                Ok(Some((tree.chunk_level, tree.frontier.size())))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The stored root of the complete subtree of leaves `[index·2^level,
+    /// (index+1)·2^level)` of a partition, if it is stored (level at or above the
+    /// partition's chunk level, and complete).
+    pub fn merkle_node(
+        &self,
+        partition: &str,
+        level: u32,
+        index: u64,
+    ) -> Result<Option<crate::merkle::Hash32>, ProjectionError> {
+        match self
+            .meta
+            .get(tree_nodes::node_key(partition, level, index))?
+        {
+            Some(v) => Ok(Some(
+                v.as_ref().try_into().map_err(|_| corrupt("merkle node"))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Where chunk `chunk` of a partition starts: the chain's head before its first event
+    /// and the log position after that head's event (the genesis and `Position::START`
+    /// for chunk 0). None when it is not stored (not reached, or messages were held
+    /// there).
+    pub fn merkle_chunk_start(
+        &self,
+        partition: &Partition,
+        chunk: u64,
+    ) -> Result<Option<(ChainHead, Position)>, ProjectionError> {
+        let Some((level, _)) = self.merkle_tree(partition.as_str())? else {
+            return Ok(None);
+        };
+        if chunk == 0 {
+            return Ok(Some((
+                ChainHead::genesis(partition.clone()),
+                Position::START,
+            )));
+        }
+        let Some(v) = self
+            .meta
+            .get(tree_nodes::chunk_key(partition.as_str(), chunk))?
+        else {
+            return Ok(None);
+        };
+        let (hash, position) = tree_nodes::decode_chunk_start(&v, decode_position)
+            .ok_or_else(|| corrupt("merkle chunk start"))?;
+        let head = ChainHead {
+            partition: partition.clone(),
+            sequence: chunk << level,
+            hash,
+        };
+        Ok(Some((head, position)))
+    }
+
+    /// Test hook: replaces one stored subtree root (None: removes it), as a store that
+    /// lost it or holds it corrupt would.
+    #[doc(hidden)]
+    pub fn put_merkle_node_for_tests(
+        &self,
+        partition: &str,
+        level: u32,
+        index: u64,
+        root: Option<crate::merkle::Hash32>,
+    ) {
+        let key = tree_nodes::node_key(partition, level, index);
+        match root {
+            Some(root) => self.meta.insert(key, &root[..]).map(drop),
+            None => self.meta.remove(key).map(drop),
+        }
+        .expect("test store");
     }
 
     /// Every tree's records in key order, by tree name; the trail one record a line
@@ -1641,8 +1753,10 @@ impl Batch<'_> {
                 Ok(partition) => {
                     let follower = self.projector.stored_follower(&partition)?;
                     let summary = self.projector.stored_summary(name)?;
+                    let tree = self.projector.stored_tree(name)?;
                     self.heads.insert(name.to_owned(), follower);
                     self.summaries.insert(name.to_owned(), summary);
+                    self.trees.insert(name.to_owned(), tree);
                     Some(name)
                 }
                 Err(_) => None,
@@ -1736,11 +1850,28 @@ impl Batch<'_> {
             return Err(e);
         }
         // The head moves with the position, once the event's views are staged.
-        self.heads
-            .get_mut(name)
-            .expect("loaded above")
-            .accept(checked);
-        self.position = Position::after(event);
+        let follower = self.heads.get_mut(name).expect("loaded above");
+        follower.accept(checked);
+        let after = Position::after(event);
+        let tree = self.trees.get_mut(name).expect("loaded with the head");
+        let (head, quiet) = (&follower.head, follower.held().is_empty());
+        if !tree.push(
+            name,
+            head.sequence,
+            &head.hash,
+            &after,
+            quiet,
+            encode_position,
+        ) {
+            // A stored tree that does not end at the head (a bug): it stops growing, and
+            // proofs of sizes past it read the chain.
+            tracing::warn!(
+                partition = name,
+                sequence = head.sequence,
+                "projections: the partition's Merkle tree does not follow its head"
+            );
+        }
+        self.position = after;
         self.events += 1;
         self.applied += 1;
         Ok(())
@@ -1789,6 +1920,14 @@ impl Batch<'_> {
             .iter()
             .map(|name| (held_key(name), encode_held(self.heads[name].held())))
             .collect();
+        // Each touched partition's frontier, and the subtree roots and chunk starts its
+        // events completed.
+        let mut trees: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for name in &self.touched {
+            let tree = self.trees.get_mut(name).expect("loaded with the head");
+            trees.append(&mut tree.writes);
+            trees.push((tree_nodes::tree_key(name), tree.encode()));
+        }
         let summaries: Vec<(String, Vec<u8>)> = self
             .touched
             .iter()
@@ -1870,6 +2009,9 @@ impl Batch<'_> {
                     Some(v) => record.put(VIEWS, k.as_bytes(), v),
                     None => record.remove(VIEWS, k.as_bytes()),
                 }
+            }
+            for (k, v) in &trees {
+                record.put(META, k, v);
             }
             for (k, v) in &heads {
                 record.put(META, k, v);

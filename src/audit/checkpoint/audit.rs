@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::cosigner::{self, Cosigned, CosignerState, Cosigning, Step};
 use super::keys::KeyRing;
 use super::lookup::Lookup;
+use super::pieces::{FallBack, StoredTree};
 use super::proofs::{
     CONSISTENCY_FORMAT, CheckpointDocument, ConsistencyDocument, CosignerPins, INCLUSION_FORMAT,
     InclusionDocument, OnePerKey,
@@ -40,6 +41,9 @@ pub struct Auditor {
     read: ReadCount,
     /// Checkpoint-stream messages `verify` holds at once (VERIFY_CHUNK_MESSAGES).
     messages_in_memory_max: usize,
+    /// Events of the log read to build proofs (`proof_events_read`), shared with whoever
+    /// opened the auditor to count what its requests cost (`counting_proof_events_in`).
+    proof_events: std::sync::Arc<ReadCount>,
 }
 
 /// The tree of a partition's first events as `Auditor::tree_at` read it.
@@ -231,7 +235,25 @@ impl Auditor {
             config,
             read: ReadCount::default(),
             messages_in_memory_max: VERIFY_CHUNK_MESSAGES,
+            proof_events: Default::default(),
         }
+    }
+
+    /// Counts the events this auditor reads for proofs into `count` (an API's, over all
+    /// the auditors its requests open).
+    pub fn counting_proof_events_in(mut self, count: std::sync::Arc<ReadCount>) -> Self {
+        self.proof_events = count;
+        self
+    }
+
+    /// Events of the log read to build proofs: a proof from the stored subtrees reads at
+    /// most two chunks, one from the whole chain reads the tree's every event.
+    pub fn proof_events_read(&self) -> u64 {
+        self.proof_events.get()
+    }
+
+    pub(super) fn count_proof_events(&self, events: u64) {
+        self.proof_events.add(events);
     }
 
     /// The event stream, its names and the checkpoint names (for bundle export).
@@ -357,6 +379,7 @@ impl Auditor {
             },
         )
         .await?;
+        self.count_proof_events(hashes.len() as u64);
         if (hashes.len() as u64) < tree_size {
             return Err(CheckpointError::LogBehind {
                 partition: partition.to_string(),
@@ -371,6 +394,19 @@ impl Auditor {
     /// events, or by default in the latest checkpoint (which contains it if any does).
     pub async fn prove(
         &self,
+        partition: &Partition,
+        sequence: u64,
+        checkpoint_size: Option<u64>,
+    ) -> Result<InclusionDocument, CheckpointError> {
+        self.prove_using(NO_STORED_TREE, partition, sequence, checkpoint_size)
+            .await
+    }
+
+    /// `prove`, from the subtrees `stored` holds and at most two chunks of the log when it
+    /// can (`pieces`), else from the whole chain as `prove`: the same document either way.
+    pub async fn prove_using<S: StoredTree + Sync + ?Sized>(
+        &self,
+        stored: Option<&S>,
         partition: &Partition,
         sequence: u64,
         checkpoint_size: Option<u64>,
@@ -393,19 +429,33 @@ impl Auditor {
             },
         })?;
         let body = &chosen.stored.body;
-        let (hashes, event) = self
-            .leaves(partition, body.tree_size, Some(sequence))
-            .await?;
-        check_root(body, &hashes)?;
-        let event = event.expect("sequence <= tree_size was read");
-        let proof = InclusionProof::generate(partition.to_string(), &hashes, sequence - 1)?;
+        let from_pieces = match stored {
+            Some(stored) => self
+                .inclusion_from_pieces(stored, partition, body, sequence)
+                .await
+                .map_err(|why| fell_back(partition, &why))
+                .ok(),
+            None => None,
+        };
+        let (proof, event) = match from_pieces {
+            Some(found) => found,
+            None => {
+                let (hashes, event) = self
+                    .leaves(partition, body.tree_size, Some(sequence))
+                    .await?;
+                check_root(body, &hashes)?;
+                let event = event.expect("sequence <= tree_size was read");
+                let proof = InclusionProof::generate(partition.to_string(), &hashes, sequence - 1)?;
+                (proof, event)
+            }
+        };
         let cosignatures = self.cosignatures_of(partition, &chosen.stored).await?;
         Ok(InclusionDocument {
             format: INCLUSION_FORMAT.into(),
             partition: partition.to_string(),
             sequence,
             event: hex::encode(&event),
-            event_hash: merkle::encode_hash(&hashes[(sequence - 1) as usize]),
+            event_hash: proof.event_hash.clone(),
             proof,
             checkpoint: CheckpointDocument::new(
                 &chosen.stored.signed,
@@ -423,6 +473,19 @@ impl Auditor {
         from: u64,
         to: u64,
     ) -> Result<ConsistencyDocument, CheckpointError> {
+        self.consistency_using(NO_STORED_TREE, partition, from, to)
+            .await
+    }
+
+    /// `consistency`, from the subtrees `stored` holds and at most two chunks of the log
+    /// when it can (`pieces`), else from the whole chain: the same document either way.
+    pub async fn consistency_using<S: StoredTree + Sync + ?Sized>(
+        &self,
+        stored: Option<&S>,
+        partition: &Partition,
+        from: u64,
+        to: u64,
+    ) -> Result<ConsistencyDocument, CheckpointError> {
         if from == 0 || from > to {
             return Err(CheckpointError::BadRequest(format!(
                 "need 0 < from <= to, got {from} and {to}"
@@ -431,10 +494,23 @@ impl Auditor {
         let ring = self.key_ring().await?;
         let old = self.chosen(partition, &ring, from).await?;
         let new = self.chosen(partition, &ring, to).await?;
-        let (hashes, _) = self.leaves(partition, to, None).await?;
-        check_root(&old.stored.body, &hashes[..from as usize])?;
-        check_root(&new.stored.body, &hashes)?;
-        let proof = ConsistencyProof::generate(partition.to_string(), &hashes, from)?;
+        let from_pieces = match stored {
+            Some(stored) => self
+                .consistency_from_pieces(stored, partition, &old.stored.body, &new.stored.body)
+                .await
+                .map_err(|why| fell_back(partition, &why))
+                .ok(),
+            None => None,
+        };
+        let proof = match from_pieces {
+            Some(proof) => proof,
+            None => {
+                let (hashes, _) = self.leaves(partition, to, None).await?;
+                check_root(&old.stored.body, &hashes[..from as usize])?;
+                check_root(&new.stored.body, &hashes)?;
+                ConsistencyProof::generate(partition.to_string(), &hashes, from)?
+            }
+        };
         let old_cosignatures = self.cosignatures_of(partition, &old.stored).await?;
         let new_cosignatures = self.cosignatures_of(partition, &new.stored).await?;
         Ok(ConsistencyDocument {
@@ -1080,6 +1156,23 @@ pub fn check_signature(
         public_key: key.public_key,
         stored,
     })
+}
+
+/// For `prove` and `consistency`, which read the whole chain.
+const NO_STORED_TREE: Option<&crate::projection::Projector> = None;
+
+/// A proof the stored subtrees could not serve, read from the whole chain instead: said
+/// as a warning when the projections are wrong, at debug level when they are only behind
+/// or hold no tree of the partition.
+fn fell_back(partition: &Partition, why: &FallBack) {
+    match why {
+        FallBack::Behind { .. } | FallBack::NoTree => {
+            tracing::debug!(%partition, reason = %why, "proof: from the whole chain");
+        }
+        _ => {
+            tracing::warn!(%partition, reason = %why, "proof: the stored subtrees do not serve it; from the whole chain")
+        }
+    }
 }
 
 pub(crate) fn check_root(

@@ -13,6 +13,8 @@
 //! - `cosigner`: what an audit office remembers of what it cosigned (its state file),
 //!   and the rules it cosigns by: no shrink, no fork, a consistency proof, a pinned key.
 //! - `audit`: prove, consistency, cosign and verify against a server.
+//! - `pieces`: proofs from the subtrees the projections store and at most two chunks of
+//!   the log, falling back to `audit`'s read of the whole chain (ADR 0026).
 //! - `proofs`: the JSON proof documents and their offline check (pure).
 //! - `cli`: what the `ansinh audit ...` commands print.
 //!
@@ -28,6 +30,7 @@ pub mod cli;
 pub mod cosigner;
 pub mod keys;
 pub mod lookup;
+pub mod pieces;
 pub mod proofs;
 pub mod read;
 pub mod scratch;
@@ -40,6 +43,7 @@ pub use checkpointer::{
 };
 pub use cosigner::{CosignRefusal, Cosigned, CosignerState, CosignerStateError, Cosigning};
 pub use keys::{KeyRing, KeyRingError, load_key, load_or_create_key};
+pub use pieces::StoredTree;
 pub use sign::{CheckpointBody, KeyPair, SignatureError};
 pub use stream::{CheckpointConfig, ensure_checkpoint_stream};
 
@@ -50,8 +54,10 @@ use crate::merkle::ProofError;
 pub const HEADER_TREE_SIZE: &str = "Ansinh-Tree-Size";
 /// Most event hashes held in memory to build one proof (512 MiB; a bundle's prover
 /// keeps the subtree roots above them too, under as much again: `merkle::Prover`).
-/// Inclusion proofs for larger partitions need a streaming builder that is not written
-/// yet (a consistency proof has one: `merkle::ConsistencyBuilder`).
+/// A proof made from the projections' stored subtrees (`pieces`, the HTTP routes) holds
+/// at most two chunks and has no such limit; one from the whole chain (the CLI, and the
+/// routes' fallback) needs a streaming builder for larger partitions, not written yet
+/// (a consistency proof has one: `merkle::ConsistencyBuilder`).
 pub const PROOF_LEAVES_MAX: u64 = 1 << 24;
 /// Checkpoint-stream messages `audit verify` holds in memory at once: it reads a
 /// partition's checkpoints (and then its cosignatures) this many at a time, whatever

@@ -76,7 +76,21 @@ pub enum Exclusions<'a> {
 pub async fn read_chain(
     events: &Stream,
     log: &LogConfig,
+    position: ChainPosition,
+    exclusions: Exclusions<'_>,
+    visit: impl FnMut(&ChainHead, &RawEvent, &Envelope) -> Result<Next, CheckpointError>,
+) -> Result<ChainPosition, CheckpointError> {
+    read_chain_through(events, log, position, None, exclusions, visit).await
+}
+
+/// `read_chain`, reading no message past stream sequence `through` when given: a reader
+/// that knows where what it wants ends (a proof's chunk, `pieces`) does not have the
+/// read-ahead pull thousands of events past it.
+pub async fn read_chain_through(
+    events: &Stream,
+    log: &LogConfig,
     mut position: ChainPosition,
+    through: Option<u64>,
     exclusions: Exclusions<'_>,
     mut visit: impl FnMut(&ChainHead, &RawEvent, &Envelope) -> Result<Next, CheckpointError>,
 ) -> Result<ChainPosition, CheckpointError> {
@@ -87,13 +101,14 @@ pub async fn read_chain(
     else {
         return Ok(position);
     };
+    let end = through.map_or(last.stream_sequence, |t| t.min(last.stream_sequence));
     let partition = position.head.partition.to_string();
     let mut follower = Follower::resume(position.head.clone(), std::mem::take(&mut position.held));
     let mut read = position.read;
     // Read once, at the first exclusion met (exclusions are rare).
     let mut ring: Option<KeyRing> = None;
     loop {
-        if read.covers(&last) {
+        if read.covers(&last) || read.resume_at() > end {
             break;
         }
         let after = read;
@@ -112,7 +127,7 @@ pub async fn read_chain(
                 Next::Stop => Err(Halt::Stop),
             }
         };
-        let result = reader::read_after(events, &subject, after, last.stream_sequence, step).await;
+        let result = reader::read_after(events, &subject, after, end, step).await;
         let exclusion = match result {
             Ok(_) | Err(reader::ReadError::Visit(Halt::Stop)) => break,
             Err(reader::ReadError::Visit(Halt::Failed(e))) => return Err(e),

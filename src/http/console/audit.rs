@@ -136,11 +136,11 @@ async fn proof(
         .trim()
         .parse()
         .map_err(|_| ApiError::InvalidParameter(format!("{seq:?} is not a sequence number")))?;
-    let (partition, auditor) = auditor_for(api, &session.caller, partition).await?;
-    // O(partition), as the JSON route: one of the reads of a whole chain at once.
+    let (partition, auditor, projector) = auditor_for(api, &session.caller, partition).await?;
+    // As the JSON route: two chunks of the chain, or all of it when it falls back.
     let _slot = log_scan_slot().await?;
     let document = auditor
-        .prove(&partition, seq, None)
+        .prove_using(Some(projector), &partition, seq, None)
         .await
         .map_err(proof_error)?;
     serde_json::to_value(document).map_err(|e| ApiError::Internal(e.to_string()))
