@@ -670,8 +670,7 @@ async fn a_fresh_copy_is_accepted_beside_a_stale_one_in_one_batch_in_either_orde
     issue_instructions(&service).await;
     let sink = Arc::new(LedgerSink::new(service.clone(), system_clock()));
     let list = sink.pending("vcb", "", 10).await.unwrap();
-    // Long enough for a spawned command to reach the writer's queue on a loaded machine.
-    let queued = std::time::Duration::from_millis(500);
+    let partition = Partition::new("01").unwrap();
     for (n, stale_first) in [(0, true), (1, false)] {
         let fresh = post_for("vcb", &list[n], "settled", &format!("VCB-COPY-{n}"));
         let mut stale = fresh.clone();
@@ -706,15 +705,21 @@ async fn a_fresh_copy_is_accepted_beside_a_stale_one_in_one_batch_in_either_orde
                     .await
             })
         };
-        tokio::time::sleep(queued).await;
+        until("the allocation waits at its publish", || {
+            service.ledger.commits_held() == 1
+        })
+        .await;
         let mut replies = Vec::new();
-        for copy in copies {
+        for (queued, copy) in copies.into_iter().enumerate() {
             let sink = sink.clone();
             replies.push(tokio::spawn(async move {
                 let signed = sign::sign_post(&key(1), &copy);
                 server::PostSink::post(&*sink, "vcb", copy, signed).await
             }));
-            tokio::time::sleep(queued).await;
+            until("the copy waits in the writer's queue", || {
+                service.ledger.queued(&partition) == queued + 1
+            })
+            .await;
         }
         drop(held);
         blocker.await.unwrap().unwrap();
@@ -746,6 +751,16 @@ async fn a_fresh_copy_is_accepted_beside_a_stale_one_in_one_batch_in_either_orde
         }
         // The allocation and one settlement.
         assert_eq!(event_count(&nats, &config).await, before + 2);
+    }
+}
+
+/// Waits until `done` holds, looking again every millisecond, for at most 30 s (then the
+/// test fails saying `what`): an order of events made certain, not a time guessed.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
 

@@ -256,6 +256,8 @@ struct Shared {
     /// Test hook (`Ledger::hold_publishes`): every commit takes it for reading before it
     /// publishes, uncontended unless a test holds it.
     publishes: tokio::sync::RwLock<()>,
+    /// Commits waiting for a test's hold to end (`Ledger::commits_held`).
+    commits_held: std::sync::atomic::AtomicUsize,
     /// Most payload bytes in one frame, within the server's `max_payload` and the
     /// stream's `max_msg_size`.
     frame_bytes_max: usize,
@@ -347,6 +349,7 @@ impl Ledger {
             writers: Mutex::new(HashMap::new()),
             gate: tokio::sync::Mutex::new(()),
             publishes: tokio::sync::RwLock::new(()),
+            commits_held: std::sync::atomic::AtomicUsize::new(0),
             frame_bytes_max,
             recent: Mutex::default(),
             unrecorded: Mutex::default(),
@@ -466,6 +469,26 @@ impl Ledger {
     #[doc(hidden)]
     pub async fn hold_publishes(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
         self.shared.publishes.write().await
+    }
+
+    /// Test hook: how many commits wait for `hold_publishes`'s guard to be dropped.
+    #[doc(hidden)]
+    pub fn commits_held(&self) -> usize {
+        self.shared
+            .commits_held
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Test hook: how many commands wait in `partition`'s writer queue, not yet taken
+    /// into a batch (0 when the partition has no writer yet).
+    #[doc(hidden)]
+    pub fn queued(&self, partition: &Partition) -> usize {
+        self.shared
+            .writers
+            .lock()
+            .expect("writers lock")
+            .get(partition)
+            .map_or(0, |(queue, _)| queue.max_capacity() - queue.capacity())
     }
 
     /// The receipt of the event an idempotency key already names in this partition, if
@@ -1712,7 +1735,16 @@ impl PartitionWriter {
         // in flight, and waiting for that commit's ack to reach this process and the gate
         // to be handed over cost it most of its time under saturating load (docs/BENCH.md,
         // row 5b: p99 16.2 vs 10.2 ms, throughput unchanged).
-        let _not_held = self.shared.publishes.read().await;
+        let _not_held = match self.shared.publishes.try_read() {
+            Ok(free) => free,
+            Err(_) => {
+                use std::sync::atomic::Ordering;
+                self.shared.commits_held.fetch_add(1, Ordering::SeqCst);
+                let free = self.shared.publishes.read().await;
+                self.shared.commits_held.fetch_sub(1, Ordering::SeqCst);
+                free
+            }
+        };
         let _turn = match encoded.len() {
             1 => None,
             _ => Some(self.shared.gate.lock().await),
