@@ -201,6 +201,10 @@ impl NatsServer {
             Sync::Always => "sync_interval: always",
             Sync::Lazy => "",
         };
+        // A name of this cluster's own: a route to a port that another cluster's node took
+        // meanwhile (clusters started side by side) is then refused for its name, instead
+        // of joining the two clusters into one whose JetStream places nothing.
+        let name = format!("ansinh-{}", uuid::Uuid::new_v4().simple());
         let mut servers = Vec::with_capacity(nodes);
         for (i, (port, cluster_port)) in ports.iter().enumerate() {
             let node_dir = dir.join(format!("n{i}"));
@@ -213,7 +217,7 @@ impl NatsServer {
                 .map(|(_, (_, route))| format!("nats-route://127.0.0.1:{route}"))
                 .collect();
             let config = format!(
-                "server_name: n{i}\nlisten: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{\n  store_dir: {store:?}\n  {sync_line}\n}}\ncluster {{\n  name: ansinh\n  listen: 127.0.0.1:{cluster_port}\n  routes: [{routes}]\n}}\n",
+                "server_name: n{i}\nlisten: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{\n  store_dir: {store:?}\n  {sync_line}\n}}\ncluster {{\n  name: {name}\n  listen: 127.0.0.1:{cluster_port}\n  routes: [{routes}]\n}}\n",
                 store = store_dir.display(),
                 routes = routes.join(", ")
             );
