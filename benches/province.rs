@@ -267,8 +267,12 @@ async fn run() -> BenchResult<()> {
     // HTTP registrations: 64 clients, each household with personal data and two citizens.
     let server_pid = server.pid().to_string();
     let requests = http_registrations(households)?;
-    let (registrations, cpu) =
-        cpu_per_write(&server_pid, http_writes(&base, &officer_token, requests)).await;
+    let (registrations, cpu) = cpu_per_write(
+        &server_pid,
+        &service,
+        http_writes(&base, &officer_token, requests),
+    )
+    .await;
     let registrations = registrations?;
     rows.push(row(
         &format!(
@@ -282,7 +286,7 @@ async fn run() -> BenchResult<()> {
         ">= 10,000/s, p99 <= 20 ms",
     ));
     rows.push(row(
-        "CPU per HTTP registration: the clients' thread / the rest of this process (API, projector, ledger) / nats-server; the machine idle",
+        "CPU per HTTP registration: the clients' thread / the rest of this process (API, projector, ledger) / nats-server; the machine idle; registrations per message on the event / claims stream",
         cpu.row(),
         "",
     ));
@@ -292,8 +296,12 @@ async fn run() -> BenchResult<()> {
         "",
     ));
     let requests = http_classifications(households)?;
-    let (classifications, cpu) =
-        cpu_per_write(&server_pid, http_writes(&base, &officer_token, requests)).await;
+    let (classifications, cpu) = cpu_per_write(
+        &server_pid,
+        &service,
+        http_writes(&base, &officer_token, requests),
+    )
+    .await;
     let classifications = classifications?;
     rows.push(row(
         &format!(
@@ -307,7 +315,7 @@ async fn run() -> BenchResult<()> {
         "",
     ));
     rows.push(row(
-        "CPU per HTTP classification: the clients' thread / the rest of this process / nats-server; the machine idle",
+        "CPU per HTTP classification: the clients' thread / the rest of this process / nats-server; the machine idle; classifications per message on the event / claims stream",
         cpu.row(),
         "",
     ));
@@ -976,14 +984,26 @@ struct WriteCpu {
     nats: Option<f64>,
     /// The share of the machine's cores left idle (or waiting on the disk) meanwhile.
     idle: Option<f64>,
+    /// Writes per message stored on the event stream (a commit's frame) and on the claims
+    /// stream: each message is one fsync of nats-server's, and a cost of every stage per
+    /// commit, so these say how much the group commits gathered.
+    per_frame: Option<(Option<f64>, Option<f64>)>,
 }
 
 impl WriteCpu {
     fn row(&self) -> String {
         let us = |v: Option<f64>| v.map_or_else(|| "?".to_string(), |v| format!("{v:.0}"));
         let idle = percent(self.idle);
+        let frames = self.per_frame.map_or_else(
+            || "?".to_string(),
+            |(events, claims)| {
+                let per =
+                    |v: Option<f64>| v.map_or_else(|| "none".to_string(), |v| format!("{v:.1}"));
+                format!("{} / {}", per(events), per(claims))
+            },
+        );
         format!(
-            "{} / {} / {} µs; {idle}",
+            "{} / {} / {} µs; {idle}; {frames}",
             us(self.clients),
             us(self.api),
             us(self.nats)
@@ -1010,13 +1030,21 @@ impl WriteCpu {
 /// waiting on the disk) meanwhile: a step bound by CPU alone leaves none.
 async fn cpu_per_write(
     server_pid: &str,
+    service: &Service,
     step: impl std::future::Future<Output = BenchResult<HttpLoad>>,
 ) -> (BenchResult<HttpLoad>, WriteCpu) {
+    let stored_before = stored_messages(service).await;
     let started = Instant::now();
     let idle = common::machine_idle_seconds();
     let before = (common::cpu_seconds("self"), common::cpu_seconds(server_pid));
     let out = step.await;
     let after = (common::cpu_seconds("self"), common::cpu_seconds(server_pid));
+    let stored_after = stored_messages(service).await;
+    let writes = http_writes_count() as f64;
+    let per_frame = stored_before.zip(stored_after).map(|((e0, c0), (e1, c1))| {
+        let per = |n: u64| (n > 0).then(|| writes / n as f64);
+        (per(e1 - e0), per(c1 - c0))
+    });
     let idle = idle_share(idle, started.elapsed().as_secs_f64());
     let per_write = |seconds: f64| seconds * 1e6 / http_writes_count() as f64;
     let clients = out.as_ref().ok().and_then(|l| l.clients_cpu);
@@ -1028,8 +1056,21 @@ async fn cpu_per_write(
             .map(|(process, clients)| per_write(process - clients)),
         nats: before.1.zip(after.1).map(|(b, a)| per_write(a - b)),
         idle,
+        per_frame,
     };
     (out, cpu)
+}
+
+/// Messages stored so far on the event stream and on the citizen claims stream.
+async fn stored_messages(service: &Service) -> Option<(u64, u64)> {
+    let mut events = service.ledger.stream().clone();
+    let events = events.info().await.ok()?.state.messages;
+    let name = format!(
+        "{}_CLAIMS",
+        service.ledger.stream().cached_info().config.name
+    );
+    let claims = service.ledger.jetstream().get_stream(name).await.ok()?;
+    Some((events, claims.cached_info().state.messages))
 }
 
 /// The household of the `i`-th HTTP registration.
