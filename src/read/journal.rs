@@ -299,9 +299,18 @@ impl Journal {
 
     /// The record `marker` names, checked against it.
     pub fn read(&self, marker: &Marker) -> Result<Record, JournalError> {
+        let file = &self.files[usize::from(marker.file)];
+        // The length comes from sled, unchecked until the record is read: a damaged
+        // marker must not size an allocation of up to 4 GiB.
+        let file_len = file.metadata()?.len();
+        let ends = marker.offset.checked_add(u64::from(marker.len));
+        if ends.is_none_or(|end| end > file_len) {
+            return Err(corrupt(format!(
+                "the record at {marker:?} would end past the file's {file_len} bytes"
+            )));
+        }
         let mut buf = vec![0u8; marker.len as usize];
-        self.files[usize::from(marker.file)]
-            .read_exact_at(&mut buf, marker.offset)
+        file.read_exact_at(&mut buf, marker.offset)
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::UnexpectedEof => {
                     corrupt(format!("the file ends before the record at {marker:?}"))
@@ -425,5 +434,27 @@ mod tests {
             Err(JournalError::Corrupt(_))
         ));
         assert!(Marker::decode(&[0; 3]).is_err());
+    }
+
+    /// A marker's length is read from sled before the record is checked: a damaged one
+    /// is refused from the file's length, before it sizes a buffer.
+    #[test]
+    fn a_marker_longer_than_its_file_is_refused_before_anything_is_read() {
+        let journal = Journal::scratch().unwrap();
+        let marker = journal.write(&mut record(3, 10), || Ok(())).unwrap();
+        for (offset, len) in [(marker.offset, u32::MAX), (u64::MAX - 8, marker.len)] {
+            let damaged = Marker {
+                offset,
+                len,
+                ..marker
+            };
+            match journal.read(&damaged) {
+                Err(JournalError::Corrupt(what)) => {
+                    assert!(what.contains("past the file"), "{what}")
+                }
+                Err(other) => panic!("{other:?}"),
+                Ok(_) => panic!("a damaged marker read a record"),
+            }
+        }
     }
 }

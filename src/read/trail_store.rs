@@ -529,6 +529,20 @@ impl TrailStore {
 
     /// A whole run, checked: its lines.
     fn read_run(&self, h: &RunHeader) -> Result<Vec<TrailEntry>, TrailError> {
+        // A header is not checksummed (its run is) and may be any bytes a damaged `prev`
+        // or `jump` points at: its size must not size an allocation past what the file
+        // holds, as recovery already checks.
+        if h.offset
+            .checked_add(h.size)
+            .is_none_or(|end| end > self.committed())
+        {
+            return Err(corrupt(format!(
+                "a run at {} of {} bytes, past the trail's committed {}",
+                h.offset,
+                h.size,
+                self.committed()
+            )));
+        }
         let mut record = vec![0u8; h.size as usize];
         self.file.read_exact_at(&mut record, h.offset)?;
         let (_, lines) = open_record(h, &record)?;
@@ -1051,6 +1065,31 @@ mod tests {
             at = h.prev;
         }
         assert_eq!(runs, sequence);
+    }
+
+    /// A run header is not checksummed: one whose size reaches past the committed trail
+    /// (a damaged `prev` or `jump` may point anywhere) is refused before it sizes a
+    /// buffer.
+    #[test]
+    fn a_run_header_sized_past_the_trail_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = new_store(dir.path());
+        let mut a = store.begin(1, 1_000);
+        a.append(&store, b"k", [line(1).as_slice()].into_iter())
+            .unwrap();
+        store.write(&a).unwrap();
+        store.publish(a);
+        let at = store.index.read().unwrap().get(b"k").unwrap().offset;
+        let header = store.header(at).unwrap();
+        assert_eq!(store.read_run(&header).unwrap().len(), 1);
+        for size in [4 + u64::from(u32::MAX), store.committed() - at + 1] {
+            match store.read_run(&RunHeader { size, ..header }) {
+                Err(TrailError::Corrupt(what)) => {
+                    assert!(what.contains("past the trail"), "{what}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     /// Runs of 1 to 3 lines, appended in batches of several runs, then every page read
