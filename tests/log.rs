@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use ansinh::chain::{self, ChainBreak, Digest, Partition};
 use ansinh::checkpoint::ensure_checkpoint_stream;
 use ansinh::log::{
-    AppendError, EventAt, Ledger, LedgerStore, Position, StreamError, ensure_stream, frame, reader,
+    AppendError, Draft, EventAt, Ledger, LedgerStore, Position, StreamError, ensure_stream, frame,
+    reader,
 };
 use ansinh::projection::Projector;
 use ansinh::proto::{self, Envelope, envelope::Payload};
@@ -29,6 +30,21 @@ async fn chain_of(config: &ansinh::log::LogConfig, partition: &str) -> Vec<(u64,
     reader::read_range(&stream, &subject, 1, end, |e| -> Result<(), ()> {
         let env = Envelope::decode(e.payload.as_ref()).unwrap();
         out.push((env.sequence, chain::event_hash(&e.payload)));
+        Ok(())
+    })
+    .await
+    .unwrap();
+    out
+}
+
+/// The envelopes of `partition`'s chain, in order.
+async fn envelopes_of(config: &ansinh::log::LogConfig, partition: &str) -> Vec<Envelope> {
+    let stream = stream_of(config).await;
+    let subject = config.subject(&Partition::new(partition).unwrap());
+    let end = stream.clone().info().await.unwrap().state.last_sequence;
+    let mut out = Vec::new();
+    reader::read_range(&stream, &subject, 1, end, |e| -> Result<(), ()> {
+        out.push(Envelope::decode(e.payload.as_ref()).unwrap());
         Ok(())
     })
     .await
@@ -697,9 +713,38 @@ async fn a_writer_killed_mid_batch_loses_no_acknowledged_event() {
             "acknowledged event {sequence} is in the log"
         );
     }
-    // A restarted writer on the same store continues the chain.
+    // A restarted writer on the same store answers every event the killed one got into
+    // the log, acknowledged or still in flight, as a duplicate at its own sequence: the
+    // index commits the kill cut short are made good from the log before any append.
     let before = report.partitions["01"].events;
     let ledger = ledger_at(&config, dir.path()).await;
+    let logged = envelopes_of(&config, "01").await;
+    assert_eq!(logged.len() as u64, before);
+    let mut retries = tokio::task::JoinSet::new();
+    for env in logged {
+        while retries.len() >= 256 {
+            retries.join_next().await.unwrap().unwrap();
+        }
+        let ledger = ledger.clone();
+        retries.spawn(async move {
+            let draft = Draft {
+                partition: Partition::new("01").unwrap(),
+                actor: env.actor.clone().unwrap(),
+                idempotency_key: env.idempotency_key.clone(),
+                correlation_id: String::new(),
+                request_fingerprint: None,
+                subjects: vec![],
+                payload: env.payload.clone().unwrap(),
+            };
+            let r = ledger.append(draft).await.unwrap();
+            assert!(r.duplicate, "{} appended again", env.idempotency_key);
+            assert_eq!(r.sequence, env.sequence, "{}", env.idempotency_key);
+        });
+    }
+    while let Some(r) = retries.join_next().await {
+        r.unwrap();
+    }
+    // And continues the chain.
     let r = ledger
         .append(note("01", "after-restart", "x"))
         .await
