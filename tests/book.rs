@@ -2146,13 +2146,25 @@ fn a_grant_after_a_move_never_pays_the_month_already_paid_before_it() {
             "2026-10-25",
         )
     };
-    assert_eq!(
-        after.decide(&grant_from("2026-10")).unwrap_err(),
-        Rejection::Payment(PayRejection::GrantOverlapsPaidBeforeMove {
-            household: HouseholdRef::parse(from).unwrap(),
-            last_payable: Month::parse("2026-10").unwrap(),
-        })
-    );
+    // The grant before the move recorded no citizen, as every grant of a move recorded
+    // before moves carried it: whoever is at its reference was paid, a citizen too.
+    let mut naming = grant_from("2026-10");
+    if let Command::Payment {
+        kind: Pay::Grant { citizen, .. },
+        ..
+    } = &mut naming
+    {
+        *citizen = Some([2; 32]);
+    }
+    for grant in [grant_from("2026-10"), naming] {
+        assert_eq!(
+            after.decide(&grant).unwrap_err(),
+            Rejection::Payment(PayRejection::GrantOverlapsPaidBeforeMove {
+                household: HouseholdRef::parse(from).unwrap(),
+                last_payable: Month::parse("2026-10").unwrap(),
+            })
+        );
+    }
     after.record(grant_from("2026-11"));
 }
 
