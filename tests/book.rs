@@ -2146,14 +2146,173 @@ fn a_grant_after_a_move_never_pays_the_month_already_paid_before_it() {
             "2026-10-25",
         )
     };
+    // The grant before the move recorded no citizen, as every grant of a move recorded
+    // before moves carried it: whoever is at its reference was paid, a citizen too.
+    let mut naming = grant_from("2026-10");
+    if let Command::Payment {
+        kind: Pay::Grant { citizen, .. },
+        ..
+    } = &mut naming
+    {
+        *citizen = Some([2; 32]);
+    }
+    for grant in [grant_from("2026-10"), naming] {
+        assert_eq!(
+            after.decide(&grant).unwrap_err(),
+            Rejection::Payment(PayRejection::GrantOverlapsPaidBeforeMove {
+                household: HouseholdRef::parse(from).unwrap(),
+                last_payable: Month::parse("2026-10").unwrap(),
+            })
+        );
+    }
+    after.record(grant_from("2026-11"));
+}
+
+/// What a move carries is paid to a person, not to a position: a member's reference
+/// shifts when a member before them dies, so a citizen paid before the move under "m3"
+/// and now "m2" is refused the month paid there under "m2", and the citizen who comes to
+/// sit at "m3" is not refused it. A second move carries both, each with its citizen.
+#[test]
+fn a_move_carries_what_was_paid_to_the_citizen_whatever_their_reference_becomes() {
+    use ansinh::domain::payments::ids::{HouseholdRef, MemberRef};
+    use ansinh::domain::payments::month::Month;
+    use ansinh::domain::payments::{CommandKind as Pay, Rejection as PayRejection};
+    let (from, to) = ("0100007-000002", "7900007-000002");
+    let grant = |household: &str, member: &str, citizen: [u8; 32], month: &str| {
+        let mut kind = allowance(household);
+        if let Pay::Grant {
+            beneficiary,
+            citizen: c,
+            from: f,
+            ..
+        } = &mut kind
+        {
+            beneficiary.member = MemberRef::parse(member).unwrap();
+            *c = Some(citizen);
+            *f = Month::parse(month).unwrap();
+        }
+        payment_command(kind, "2026-10-25")
+    };
+    let mut before = Folded::new();
+    before.record(Command::Registry(Change::Registered {
+        household: hh(from),
+        area: Area::Rural,
+        members: 3,
+        citizens: vec![[1; 32], [2; 32], [3; 32]],
+        sealed: vec![1],
+        on: d("2026-01-05"),
+    }));
+    // The citizen [3; 32] is granted as m3, then the member at m2 dies: they are m2 now.
+    before.record(grant(from, "m3", [3; 32], "2026-10"));
+    before.record(Command::Registry(Change::MemberDied {
+        household: hh(from),
+        citizen: [2; 32],
+        members: 2,
+        citizens: vec![[1; 32], [3; 32]],
+        sealed: vec![1],
+        on: d("2026-10-05"),
+    }));
+    let moved_out = before
+        .decide(&Command::MoveOut {
+            household: hh(from),
+            to: hh(to),
+            on: d("2026-10-20"),
+        })
+        .unwrap();
+    let Payload::HouseholdMovedOut(out) = &moved_out[0].payload else {
+        panic!("{moved_out:?}")
+    };
+    assert_eq!(out.paid_before_move.len(), 1, "{out:?}");
+    assert_eq!(out.paid_before_move[0].through_month, "2026-10");
+
+    let mut after = Folded(PartitionBook::new("79"));
+    after.record(Command::MoveIn(Box::new(ansinh::book::Arrival {
+        change: Change::MovedIn {
+            household: hh(to),
+            from: hh(from),
+            area: Area::Urban,
+            members: 2,
+            citizens: vec![[1; 32], [3; 32]],
+            sealed: vec![1],
+            on: d("2026-10-20"),
+        },
+        from_partition: "01".into(),
+        from_sequence: 4,
+        from_hash: [9; 32],
+        standing: None,
+        paid_before_move: out.paid_before_move.clone(),
+    })));
     assert_eq!(
-        after.decide(&grant_from("2026-10")).unwrap_err(),
+        after
+            .decide(&grant(to, "m2", [3; 32], "2026-10"))
+            .unwrap_err(),
         Rejection::Payment(PayRejection::GrantOverlapsPaidBeforeMove {
             household: HouseholdRef::parse(from).unwrap(),
             last_payable: Month::parse("2026-10").unwrap(),
         })
     );
-    after.record(grant_from("2026-11"));
+    after.record(grant(to, "m2", [3; 32], "2026-11"));
+
+    // Another citizen joins and sits at m3: October was not paid to them before the move.
+    after.record(Command::Registry(Change::MembersChanged {
+        household: hh(to),
+        members: 3,
+        citizens: vec![[1; 32], [3; 32], [4; 32]],
+        sealed: vec![1],
+        on: d("2026-10-22"),
+        reason: "came to live with their child".into(),
+    }));
+    // A grant naming no citizen could be anyone's at m3, the citizen paid there too.
+    let mut unnamed = grant(to, "m3", [4; 32], "2026-10");
+    if let Command::Payment {
+        kind: Pay::Grant { citizen, .. },
+        ..
+    } = &mut unnamed
+    {
+        *citizen = None;
+    }
+    assert_eq!(
+        after.decide(&unnamed).unwrap_err(),
+        Rejection::Payment(PayRejection::GrantOverlapsPaidBeforeMove {
+            household: HouseholdRef::parse(from).unwrap(),
+            last_payable: Month::parse("2026-10").unwrap(),
+        })
+    );
+    after.record(grant(to, "m3", [4; 32], "2026-10"));
+
+    // Moving on, the household carries each person's month, both last granted as m3.
+    let moved_on = after
+        .decide(&Command::MoveOut {
+            household: hh(to),
+            to: hh("7900008-000001"),
+            on: d("2026-10-26"),
+        })
+        .unwrap();
+    let Payload::HouseholdMovedOut(out) = &moved_on[0].payload else {
+        panic!("{moved_on:?}")
+    };
+    let mut carried: Vec<(&[u8], &str, &str)> = out
+        .paid_before_move
+        .iter()
+        .map(|p| {
+            (
+                &p.citizen_index[..],
+                p.member.as_str(),
+                p.through_month.as_str(),
+            )
+        })
+        .collect();
+    carried.sort();
+    assert_eq!(
+        carried,
+        [
+            (&[3; 32][..], "m3", "2026-10"),
+            (&[4; 32][..], "m3", "2026-10"),
+        ]
+    );
+    let read_back =
+        ansinh::book::snapshot::decode(&ansinh::book::snapshot::encode(&after.0)).unwrap();
+    assert_eq!(read_back, after.0);
 }
 
 /// A grant names a member the household record lists: in a household of two, "m3" is

@@ -24,6 +24,8 @@ use crate::domain::eligibility::ClassificationInputs;
 use crate::domain::ids::HouseholdId;
 use crate::domain::ledger::TrialBalance;
 use crate::domain::loans::{self, CommandKind, LoanBook, LoanId};
+use crate::domain::payments::ids::{BeneficiaryRef, CitizenIndex, HouseholdRef, ProgrammeId};
+use crate::domain::payments::month::Month;
 use crate::domain::registry::{self, Change, Registry};
 use crate::proto::{self, envelope::Payload};
 use codec::MoveLink;
@@ -93,21 +95,66 @@ pub struct Arrival {
     pub paid_before_move: Vec<proto::PaidBeforeMove>,
 }
 
-/// Allowances a household's members were paid where it lived before a move, per
-/// (programme, beneficiary under the new household id): the household it was paid in
-/// and the last month paid there. The payments book keys "one allowance per person" by
-/// household, and a move makes a new household id, so without this a grant from the
-/// month of arrival would pay that month twice.
-pub type PaidBeforeMove = BTreeMap<
-    (
-        crate::domain::payments::ids::ProgrammeId,
-        crate::domain::payments::ids::BeneficiaryRef,
-    ),
-    (
-        crate::domain::payments::ids::HouseholdRef,
-        crate::domain::payments::month::Month,
-    ),
->;
+/// Allowances a household's members were paid where it lived before a move: the
+/// household it was paid in and the last month paid there. The payments book keys "one
+/// allowance per person" by the citizen its grant recorded, or by household and
+/// reference, and a move makes a new household id, so without this a grant from the
+/// month of arrival would pay that month twice. Kept, like the payments book's persons,
+/// by the citizen when the grant recorded one: a reference is a position, which shifts
+/// when a member before it dies or leaves.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PaidBeforeMove {
+    /// Per (programme, household it arrived as, citizen): the household paid in, the
+    /// month, and the reference the allowance was granted under (carried on by a later
+    /// move; it decides nothing).
+    by_citizen: BTreeMap<
+        (ProgrammeId, HouseholdRef, CitizenIndex),
+        (HouseholdRef, Month, crate::domain::payments::ids::MemberRef),
+    >,
+    /// Per (programme, beneficiary under the household it arrived as), for an allowance
+    /// whose grant recorded no citizen (a member without a citizen id, a grant recorded
+    /// before grants kept it), and for every one of a move recorded before moves carried
+    /// the citizen.
+    by_reference: BTreeMap<(ProgrammeId, BeneficiaryRef), (HouseholdRef, Month)>,
+}
+
+impl PaidBeforeMove {
+    /// The latest month a grant to `beneficiary` naming `citizen` finds paid before the
+    /// household's move, and where; read as `payments::Book::same_person` reads
+    /// entitlements. A citizen is found by their index under whichever reference they
+    /// are granted now, and another citizen now at their old reference is not them. An
+    /// allowance without a citizen could be anyone at its reference, so it counts for
+    /// every grant under it, and a grant without a citizen for every allowance granted
+    /// under its reference.
+    fn paid_through(
+        &self,
+        programme: &ProgrammeId,
+        beneficiary: &BeneficiaryRef,
+        citizen: Option<&CitizenIndex>,
+    ) -> Option<(&HouseholdRef, Month)> {
+        let by_reference = self
+            .by_reference
+            .get(&(programme.clone(), beneficiary.clone()))
+            .map(|(before, month)| (before, *month));
+        let key = |c: CitizenIndex| (programme.clone(), beneficiary.household.clone(), c);
+        let named = citizen.and_then(|c| self.by_citizen.get(&key(*c)));
+        let under_reference = citizen
+            .is_none()
+            .then(|| {
+                self.by_citizen
+                    .range(key([0; 32])..=key([u8::MAX; 32]))
+                    .map(|(_, paid)| paid)
+                    .filter(|(_, _, member)| *member == beneficiary.member)
+            })
+            .into_iter()
+            .flatten();
+        let by_citizen = named.into_iter().chain(under_reference);
+        by_citizen
+            .map(|(before, month, _)| (before, *month))
+            .chain(by_reference)
+            .max_by_key(|(_, month)| *month)
+    }
+}
 
 /// A household's latest eligibility decision as recorded, kept as its protobuf bytes:
 /// the book only carries it along on a move, and a province holds one per household.
@@ -211,25 +258,39 @@ impl PartitionBook {
         household: &HouseholdId,
         on: NaiveDate,
     ) -> Vec<proto::PaidBeforeMove> {
-        use crate::domain::payments::ids::{MemberRef, ProgrammeId};
+        use crate::domain::payments::ids::MemberRef;
         use crate::domain::payments::instructions::latest_paid_month;
-        use crate::domain::payments::month::Month;
+        /// Whom a month was paid to: the citizen the grant recorded, or, without one,
+        /// whoever is at the reference (`payments::Book::same_person`).
+        #[derive(PartialEq, Eq, PartialOrd, Ord)]
+        enum Person {
+            Citizen(CitizenIndex),
+            At(MemberRef),
+        }
         let left = Month::of(on);
-        let ours = |b: &crate::domain::payments::ids::BeneficiaryRef| {
-            b.household.as_str() == household.as_str()
-        };
-        let mut through: BTreeMap<(ProgrammeId, MemberRef), Month> = BTreeMap::new();
-        let mut take = |programme: &ProgrammeId, member: &MemberRef, last: Month| {
-            let month = through
-                .entry((programme.clone(), member.clone()))
-                .or_insert(last);
-            *month = (*month).max(last);
+        let ours = |h: &HouseholdRef| h.as_str() == household.as_str();
+        // Per person, the latest month and the reference it was granted under: a
+        // citizen granted again under a new reference is carried once, through the
+        // later of the two.
+        let mut through: BTreeMap<(ProgrammeId, Person), (MemberRef, Month)> = BTreeMap::new();
+        let mut take = |programme: &ProgrammeId,
+                        citizen: Option<&CitizenIndex>,
+                        member: &MemberRef,
+                        last: Month| {
+            let person =
+                citizen.map_or_else(|| Person::At(member.clone()), |c| Person::Citizen(*c));
+            let paid = through
+                .entry((programme.clone(), person))
+                .or_insert_with(|| (member.clone(), last));
+            if last > paid.1 {
+                *paid = (member.clone(), last);
+            }
         };
         let payments = &self.payments;
         for e in payments
             .entitlements
             .values()
-            .filter(|e| ours(&e.beneficiary))
+            .filter(|e| ours(&e.beneficiary.household))
         {
             // Runs pay no month after the one it leaves (nor after a stop's month)...
             let covered = e
@@ -240,21 +301,38 @@ impl PartitionBook {
             let covered = (e.from() <= covered).then_some(covered);
             // ...but a month paid ahead before the move was paid all the same.
             if let Some(last) = covered.max(latest_paid_month(payments, e.id)) {
-                take(&e.programme, &e.beneficiary.member, last);
+                take(
+                    &e.programme,
+                    e.citizen.as_ref(),
+                    &e.beneficiary.member,
+                    last,
+                );
             }
         }
-        for ((programme, b), (_, last)) in &self.paid_before_move {
-            if ours(b) {
-                take(programme, &b.member, *last);
+        for ((programme, arrived, citizen), (_, last, member)) in &self.paid_before_move.by_citizen
+        {
+            if ours(arrived) {
+                take(programme, Some(citizen), member, *last);
+            }
+        }
+        for ((programme, b), (_, last)) in &self.paid_before_move.by_reference {
+            if ours(&b.household) {
+                take(programme, None, &b.member, *last);
             }
         }
         through
             .into_iter()
-            .map(|((programme, member), month)| proto::PaidBeforeMove {
-                programme: programme.to_string(),
-                member: member.to_string(),
-                through_month: month.to_string(),
-            })
+            .map(
+                |((programme, person), (member, month))| proto::PaidBeforeMove {
+                    programme: programme.to_string(),
+                    member: member.to_string(),
+                    through_month: month.to_string(),
+                    citizen_index: match person {
+                        Person::Citizen(c) => bytes::Bytes::copy_from_slice(&c),
+                        Person::At(_) => bytes::Bytes::new(),
+                    },
+                },
+            )
             .collect()
     }
 
@@ -279,8 +357,7 @@ impl PartitionBook {
     /// fails: an entry it cannot read (only a log not written by the ledger holds one)
     /// is passed over, the same way by every replica.
     fn record_paid_before_move(&mut self, p: &proto::HouseholdMovedIn) {
-        use crate::domain::payments::ids::{BeneficiaryRef, HouseholdRef, MemberRef, ProgrammeId};
-        use crate::domain::payments::month::Month;
+        use crate::domain::payments::ids::MemberRef;
         let (Ok(household), Ok(before)) = (
             HouseholdRef::parse(&p.household_id),
             HouseholdRef::parse(&p.from_household_id),
@@ -295,12 +372,24 @@ impl PartitionBook {
             ) else {
                 continue;
             };
-            let beneficiary = BeneficiaryRef {
-                household: household.clone(),
-                member,
+            // Empty: no citizen recorded, or a move recorded before moves carried it.
+            if paid.citizen_index.is_empty() {
+                let beneficiary = BeneficiaryRef {
+                    household: household.clone(),
+                    member,
+                };
+                self.paid_before_move
+                    .by_reference
+                    .insert((programme, beneficiary), (before.clone(), month));
+                continue;
+            }
+            let Ok(citizen) = CitizenIndex::try_from(&paid.citizen_index[..]) else {
+                continue;
             };
-            self.paid_before_move
-                .insert((programme, beneficiary), (before.clone(), month));
+            self.paid_before_move.by_citizen.insert(
+                (programme, household.clone(), citizen),
+                (before.clone(), month, member),
+            );
         }
     }
 
@@ -386,16 +475,17 @@ impl PartitionBook {
                     });
                 }
                 // Paid where the household lived before its move through that month: a
-                // grant here from then or earlier would pay a month twice.
+                // grant here from then or earlier would pay a month twice. The person is
+                // the citizen the grant names, whatever their reference is now.
                 if let Some((before, last_payable)) = self
                     .paid_before_move
-                    .get(&(programme.clone(), beneficiary.clone()))
+                    .paid_through(programme, beneficiary, citizen.as_ref())
                     .filter(|(_, last)| from <= last)
                 {
                     return Err(Rejection::Payment(
                         crate::domain::payments::Rejection::GrantOverlapsPaidBeforeMove {
                             household: before.clone(),
-                            last_payable: *last_payable,
+                            last_payable,
                         },
                     ));
                 }

@@ -57,8 +57,10 @@ const MAGIC: &[u8; 8] = b"ANSINHBK";
 /// tells them from a citizen who left it alive; 18: "one allowance per person" is keyed by
 /// the citizen a grant recorded, not the position it was granted under: the payments book
 /// keeps no running entitlement per reference (`active`), and the month each stopped
-/// entitlement paid through by the entitlement (`stopped_paying_through`).
-pub const SNAPSHOT_FORMAT: u32 = 18;
+/// entitlement paid through by the entitlement (`stopped_paying_through`); 19: what a
+/// household was paid before a move is kept by the citizen its grant recorded, and by
+/// reference only without one (`PaidBeforeMove`), so the same events fold to another book.
+pub const SNAPSHOT_FORMAT: u32 = 19;
 const HEADER_BYTES: usize = 8 + 4 + 8 + 32 + 8 + 4 + 32;
 /// A writer takes a snapshot after this many events since its last one, and no sooner
 /// than `SNAPSHOT_TIME_INTERVAL_MIN` after it. Encoding holds the writer: ~0.2-0.9 s for
