@@ -283,17 +283,30 @@ pub fn check_proof(
     json: bool,
 ) -> Result<OfflineVerdict, BoxError> {
     let named = |e: std::io::Error| format!("{}: {e}", file.display());
-    let length = std::fs::metadata(file).map_err(named)?.len();
-    if length > proofs::PROOF_DOCUMENT_BYTES_MAX as u64 {
-        let e = proofs::CheckError::TooLarge(length as usize);
+    let bytes = read_bounded(
+        std::fs::File::open(file).map_err(named)?,
+        proofs::PROOF_DOCUMENT_BYTES_MAX,
+    )
+    .map_err(named)?;
+    if bytes.len() > proofs::PROOF_DOCUMENT_BYTES_MAX {
+        let e = proofs::CheckError::TooLarge(bytes.len());
         return report_check(Err(e), trusted, json);
     }
-    let bytes = std::fs::read(file).map_err(named)?;
     report_check(
         proofs::check_document_pinned(&bytes, trusted, pins),
         trusted,
         json,
     )
+}
+
+/// At most `max + 1` bytes of `from`: enough to tell a document over the bound, whatever
+/// the file is. A pipe (`check-proof <(curl …)`) or a device reports no length, so the
+/// bound is kept by the read itself, not by the file's metadata.
+fn read_bounded(from: impl std::io::Read, max: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    from.take(max as u64 + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 fn report_check(
