@@ -283,16 +283,21 @@ fn cosignature_message(
     m
 }
 
-/// Checks a cosigner id: 1 to COSIGNER_ID_BYTES_MAX bytes, no control characters.
+/// Checks a cosigner id: 1 to COSIGNER_ID_BYTES_MAX printable ASCII characters, no
+/// space (the CLI's rule for its own id, `input::key_id`). The id is signed as its bytes
+/// and copied into every proof document and bundle, whose readers parse it as strict JSON
+/// text: one that reader would refuse (a non-character) or rewrite (text not in NFC, such
+/// as decomposed Vietnamese) would no longer verify there, and one such cosignature of a
+/// checkpoint would make every document of it fail. ASCII has one form under any rule.
 pub fn check_cosigner_id(cosigner_id: &str) -> Result<(), SignatureError> {
     if cosigner_id.is_empty()
         || cosigner_id.len() > COSIGNER_ID_BYTES_MAX
-        || cosigner_id.chars().any(char::is_control)
+        || !cosigner_id.bytes().all(|b| b.is_ascii_graphic())
     {
         return Err(SignatureError::Malformed {
             field: "cosigner_id",
             reason: format!(
-                "must be 1 to {COSIGNER_ID_BYTES_MAX} bytes without control characters"
+                "must be 1 to {COSIGNER_ID_BYTES_MAX} printable ASCII characters, no space"
             ),
         });
     }
@@ -458,4 +463,52 @@ pub fn verify_key_rotation(
         }
     }
     Ok(public_key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cosigned by another tool under an id a strict JSON reader refuses (a
+    /// non-character) or rewrites (decomposed Vietnamese, not NFC), with a signature that
+    /// verifies over the id's bytes: such a cosignature must not be valid here, or it
+    /// would be copied into documents that fail wherever they are read.
+    #[test]
+    fn a_cosignature_under_an_id_with_another_json_form_is_not_valid() {
+        let key = KeyPair::from_seed(&[7; 32]);
+        let checkpoint = b"a checkpoint's signed bytes";
+        let under = |id: &str| {
+            let hash = checkpoint_hash(checkpoint);
+            proto::Cosignature {
+                checkpoint_hash: hash.to_vec().into(),
+                cosigner_id: id.to_string(),
+                key_id: key.key_id.clone(),
+                signature: key
+                    .sign(COSIGNATURE_DOMAIN, &cosignature_message(&hash, 5, id))
+                    .to_vec()
+                    .into(),
+                signed_at_unix_ms: 5,
+                public_key: key.public_key().to_vec().into(),
+            }
+        };
+        verify_cosignature(&under("audit-office:hn"), checkpoint).unwrap();
+        for id in [
+            "audit\u{FFFF}",
+            "Kie\u{0302}\u{0309}m-toa\u{0301}n",
+            "Kiểm toán",
+            "audit office",
+        ] {
+            assert!(
+                matches!(
+                    verify_cosignature(&under(id), checkpoint),
+                    Err(SignatureError::Malformed {
+                        field: "cosigner_id",
+                        ..
+                    })
+                ),
+                "{id:?}"
+            );
+            assert!(cosign(&key, id, checkpoint, 5).is_err(), "{id:?}");
+        }
+    }
 }
