@@ -157,9 +157,15 @@ impl LoanAction {
 }
 
 /// The most overdue commands one loan takes on one date (`Service::mark_overdue`): one
-/// an instalment (120 months at most, a later tranche's dates besides) and the closing
-/// accrual.
-pub const OVERDUE_STEPS_MAX: usize = 256;
+/// an instalment date the loan can have, and the closing accrual. A tranche has an
+/// instalment a month to the due date, which an extension may move by half the term
+/// (`loans::extension_months_max`); a loan has at most `TRANCHES_MAX` tranches on days of
+/// their own, and a term at most `input::TERM_MONTHS_MAX` months. A smaller bound (a
+/// loan's 120 months were once taken for it) could stop a job that ran late with arrears
+/// still unmoved, reported as done; the loop ends at the first step that moves nothing.
+pub const OVERDUE_STEPS_MAX: usize = crate::domain::loans::TRANCHES_MAX
+    * (crate::input::TERM_MONTHS_MAX as usize * 3 / 2 + 1)
+    + 1;
 
 /// Request metadata every write carries.
 #[derive(Clone, Copy, Debug)]
