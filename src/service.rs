@@ -163,9 +163,8 @@ impl LoanAction {
 /// their own, and a term at most `input::TERM_MONTHS_MAX` months. A smaller bound (a
 /// loan's 120 months were once taken for it) could stop a job that ran late with arrears
 /// still unmoved, reported as done; the loop ends at the first step that moves nothing.
-pub const OVERDUE_STEPS_MAX: usize = crate::domain::loans::TRANCHES_MAX
-    * (crate::input::TERM_MONTHS_MAX as usize * 3 / 2 + 1)
-    + 1;
+pub const OVERDUE_STEPS_MAX: usize =
+    crate::domain::loans::TRANCHES_MAX * (crate::input::TERM_MONTHS_MAX as usize * 3 / 2 + 1) + 1;
 
 /// Request metadata every write carries.
 #[derive(Clone, Copy, Debug)]

@@ -118,6 +118,35 @@ fn escaping_poverty_gives_three_years() {
         });
 }
 
+/// A correction restates the review it corrects, so an escaped-poverty window still runs
+/// three years from that review, whatever day the correction is recorded on: counted
+/// from a correction months later it ran up to a year longer, and an escaped-poverty loan
+/// could be approved past the three years.
+#[test]
+fn a_correction_of_an_escaped_poverty_decision_keeps_the_window_of_the_review_it_corrects() {
+    let escaped = history(&[
+        classify("2025-01-02", 1_200_000, POOR3, 2025),
+        classify("2025-11-15", 2_000_000, &[], 2026),
+    ]);
+    given(&escaped)
+        .when(correct("2026-06-01", 2_100_000, &[], 2026, 2))
+        .then(|b, evs| {
+            let h = &b.households[&hh()];
+            assert_eq!(h.status, Status::EscapedPoverty);
+            assert_eq!(
+                (h.valid_from, h.valid_to, h.escaped_until),
+                (d("2025-11-15"), d("2028-11-14"), Some(d("2028-11-14")))
+            );
+            assert!(h.statuses_on(d("2029-03-01")).is_err());
+            let EventBody::HouseholdClassified { decision, .. } = &evs[0].body else {
+                panic!()
+            };
+            assert_eq!(decision.decision_date, d("2025-11-15"));
+            assert_eq!(decision.inputs.income_per_person_month, dec!(2100000));
+            assert_eq!(recompute(decision), Ok(()));
+        });
+}
+
 #[test]
 fn validity_is_cut_at_review_year_end_and_standard_end() {
     given(&[])
@@ -418,9 +447,10 @@ fn a_correction_of_a_mistaken_poor_decision_opens_no_escaped_poverty_window() {
             let h = &b.households[&hh()];
             assert_eq!((h.class, h.status), (Class::NotPoor, Status::NotPoor));
             assert_eq!(h.escaped_until, None);
+            // In the mistaken one's place, from its review's date.
             assert_eq!(
                 (h.valid_from, h.valid_to),
-                (d("2025-03-05"), d("2025-12-31"))
+                (d("2025-03-01"), d("2025-12-31"))
             );
             let decision = decided(evs);
             assert_eq!(decision.prior_class, Some(Class::NotPoor));

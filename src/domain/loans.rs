@@ -1008,13 +1008,20 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
         } => {
             let previous = book.households.get(household);
             // A correction is decided as if the decision it corrects had never been: with
-            // its prior class and the window before it. The same review year, since
-            // another year's review is a new decision whatever it finds.
-            let before = match corrects {
-                None => StandingBefore {
-                    prior_class: previous.map(|h| h.class),
-                    escaped_until: previous.and_then(|h| h.escaped_until),
-                },
+            // its prior class and the window before it, and as of that review's date,
+            // whatever day it is recorded on (the envelope says when): an escaped-poverty
+            // window runs three years from the review that found the escape, and one
+            // counted from a correction's later day would run up to a year longer. The
+            // same review year, since another year's review is a new decision whatever it
+            // finds.
+            let (before, decided_on) = match corrects {
+                None => (
+                    StandingBefore {
+                        prior_class: previous.map(|h| h.class),
+                        escaped_until: previous.and_then(|h| h.escaped_until),
+                    },
+                    date,
+                ),
                 Some(corrects) => {
                     let latest = previous.and_then(|h| h.before.map(|b| (h, b)));
                     let Some((corrected, before)) =
@@ -1031,7 +1038,7 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
                             review_year: inputs.review_year,
                         });
                     }
-                    before
+                    (before, corrected.valid_from)
                 }
             };
             if let Some(latest) = previous.filter(|h| date < h.valid_from) {
@@ -1046,7 +1053,7 @@ pub fn decide(book: &LoanBook, cmd: Command) -> Result<Vec<Event>, Rejection> {
                 *corrects,
                 inputs.clone(),
                 &cmd.actor,
-                date,
+                decided_on,
             )?;
             let escaped_until = eligibility::escaped_until_after(
                 decision.status,
