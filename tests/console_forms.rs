@@ -374,6 +374,51 @@ fn register_fields<'a>(household: &'a str, p: &Person<'a>) -> Vec<(&'a str, &'a 
     ]
 }
 
+/// No other site shows a console page in a frame of its own, and the language switch
+/// goes back only to a console page of this site, never to what a browser would read as
+/// another host.
+#[tokio::test]
+async fn console_pages_refuse_frames_and_the_language_switch_stays_on_the_console() {
+    let c = console().await;
+    let officer = c.sign_in(&c.tokens.officer).await;
+    let page = c
+        .client
+        .get(format!("{}/console", c.base))
+        .header("cookie", &officer.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    assert_eq!(
+        page.headers()["content-security-policy"],
+        "frame-ancestors 'none'"
+    );
+    for (referer, back) in [
+        (
+            "http://h/console/households/0100007-000101",
+            "/console/households/0100007-000101",
+        ),
+        ("http://h/console", "/console"),
+        ("http://h/sign-in", "/sign-in"),
+        ("http://h/\\evil.example/x", "/console"),
+        ("http://h//evil.example/x", "/console"),
+        ("http://h/v1/households", "/console"),
+        ("http://h/lang/en", "/console"),
+    ] {
+        let switched = c
+            .client
+            .get(format!("{}/lang/en", c.base))
+            .header("cookie", &officer.cookie)
+            .header("referer", referer)
+            .send()
+            .await
+            .unwrap();
+        assert!(switched.status().is_redirection(), "{referer}");
+        assert_eq!(switched.headers()["location"], back, "{referer}");
+    }
+}
+
 #[tokio::test]
 async fn the_head_office_reads_a_household_without_its_personal_data() {
     let c = console().await;

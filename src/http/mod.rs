@@ -1224,10 +1224,19 @@ async fn writes_run_to_their_end(
 /// Every answer is about people and money as of now: no browser or proxy may keep a
 /// copy (a household page's names and citizen ids on a shared counter computer, shown
 /// again by Back after sign-out).
+///
+/// Nor may another site show it inside a frame of its own, where a click meant for that
+/// site would press a console button: the session cookie's `SameSite=Strict` keeps a
+/// cross-site frame signed out today, and these headers keep it so behind a site of the
+/// same registrable domain too.
 async fn no_store(mut response: axum::response::Response) -> axum::response::Response {
-    response.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-store"),
+    use axum::http::{HeaderValue, header};
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
     );
     response
 }

@@ -696,13 +696,19 @@ async fn sign_out(
 /// `GET /lang/{vi|en}`: remembers the language and goes back to the page it came from.
 async fn switch_language(Path(code): Path<String>, headers: axum::http::HeaderMap) -> Response {
     let lang = Lang::parse(&code).unwrap_or_default();
-    // Back to the referring page of this site only: its path, never another host.
+    // Back to the referring page of the console only: its path, never another host. A
+    // path that is not the console's own is refused rather than filtered for what a
+    // browser might read as a host (`//host`, and `/\host`, which browsers take as
+    // `//host` in a Location).
     let back = headers
         .get(axum::http::header::REFERER)
         .and_then(|v| v.to_str().ok())
         .and_then(|r| r.parse::<axum::http::Uri>().ok())
         .map(|u| u.path().to_owned())
-        .filter(|p| p.starts_with('/') && !p.starts_with("//") && !p.starts_with("/lang/"))
+        .filter(|p| {
+            matches!(p.as_str(), "/" | "/sign-in" | "/console")
+                || (p.starts_with("/console/") && !p.contains('\\'))
+        })
         .unwrap_or_else(|| "/console".to_owned());
     let mut response = Redirect::to(&back).into_response();
     response.headers_mut().append(
