@@ -734,6 +734,20 @@ pub fn verify_pinned(
     if let Some(difference) = first_difference(&claimed.households, &recomputed) {
         return Err(BundleError::Statement(difference));
     }
+    let households = recomputed.len();
+    // Equal values are not enough: "5000000.0" and "-0" parse to the values of
+    // "5000000" and "0" (a Decimal keeps its scale, and compares without it), so the
+    // file must also be the statement's one rendering, byte for byte (§3, §5).
+    let rendered = canonical_json(&Statement {
+        households: recomputed,
+        ..claimed
+    });
+    if rendered != files.statement {
+        return Err(BundleError::Statement(format!(
+            "line {} is not the canonical rendering of the recomputed balances (amounts are written as normalized decimals)",
+            first_differing_line(&rendered, &files.statement)
+        )));
+    }
 
     // 5. The CSV is exactly the rendering of the events.
     let csv = statement::render_csv(&rows);
@@ -771,7 +785,7 @@ pub fn verify_pinned(
         latest_public_key,
         cosigners: [cosigners.pinned, cosigners.unpinned.clone()].concat(),
         unpinned_cosigners: cosigners.unpinned,
-        households: recomputed.len(),
+        households,
     })
 }
 
