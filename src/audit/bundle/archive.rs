@@ -4,10 +4,10 @@
 //!
 //! Written the same way every time (mode 0644, owner 0, time 0, files in `FILES` order),
 //! so the same bundle is the same archive byte for byte. Read back strictly: every file
-//! of a bundle exactly once, each within `BUNDLE_FILE_BYTES_MAX`, every header's checksum
+//! of a bundle exactly once, each within its bound (`file_bytes_max`), every header's checksum
 //! right, nothing else in it but the directory entry.
 
-use super::{BUNDLE_FILE_BYTES_MAX, BundleError, BundleFiles, FILES};
+use super::{BundleError, BundleFiles, FILE_BYTES_MAX, FILES, file_bytes_max};
 
 /// A tar block.
 const BLOCK: usize = 512;
@@ -17,10 +17,20 @@ const NAME_BYTES_MAX: usize = 100;
 /// bundle, and reading stops there.
 pub const ARCHIVE_ENTRIES_MAX: usize = FILES.len() + 1;
 
-/// The largest archive read: every file at its bound, each with its header and padding,
-/// the directory entry and the two closing blocks.
-pub const ARCHIVE_BYTES_MAX: u64 =
-    FILES.len() as u64 * (BUNDLE_FILE_BYTES_MAX + 2 * BLOCK as u64) + 3 * BLOCK as u64;
+/// A tar record: `tar` pads an archive with zero blocks to a multiple of this.
+const RECORD: usize = 20 * BLOCK;
+
+/// The largest archive read: the directory entry, every file at its bound with its
+/// header and padding, the two closing blocks and the padding to a record.
+pub const ARCHIVE_BYTES_MAX: u64 = {
+    let mut total = (BLOCK + 2 * BLOCK + RECORD) as u64;
+    let mut i = 0;
+    while i < FILES.len() {
+        total += BLOCK as u64 + FILE_BYTES_MAX[i].div_ceil(BLOCK as u64) * BLOCK as u64;
+        i += 1;
+    }
+    total
+};
 
 /// The archive name a bundle of `household` is downloaded as, and its directory inside.
 pub fn directory_name(scope: &str) -> String {
@@ -165,10 +175,13 @@ pub fn from_tar(archive: &[u8]) -> Result<BundleFiles, BundleError> {
         if seen[index] {
             return Err(refused(format!("{file} is in the archive twice")));
         }
-        if size > BUNDLE_FILE_BYTES_MAX {
+        // From the header, before any of the file is copied.
+        let max = file_bytes_max(file);
+        if size > max {
             return Err(BundleError::TooLarge {
                 file: file.into(),
                 bytes: size,
+                max,
             });
         }
         let size = size as usize;
