@@ -364,6 +364,54 @@ async fn a_statement_amount_written_in_another_form_is_refused() {
     }
 }
 
+/// BUNDLES.md: the archive the staff API serves verifies, and so does the bundle
+/// directory packed again with `tar --format=ustar`; GNU tar's own format, or anything
+/// after the end of the archive, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_verifies_as_written_or_repacked_as_ustar_and_nothing_else() {
+    use ansinh::bundle::archive;
+    let w = world().await;
+    let files = w.export(Scope::Household(H1.into())).await.unwrap();
+    let name = archive::directory_name(H1);
+    let out = tempfile::tempdir().unwrap();
+    let served = out.path().join("served.tar");
+    std::fs::write(&served, archive::to_tar(&files, &name)).unwrap();
+    let read = BundleFiles::read_archive(&served).unwrap();
+    assert_eq!(read, files);
+    bundle::verify(&read, &[]).unwrap();
+
+    files.write(&out.path().join(&name)).unwrap();
+    let tar = |format: &str, to: &str| {
+        let to = out.path().join(to);
+        let status = std::process::Command::new("tar")
+            .arg(format!("--format={format}"))
+            .arg("-cf")
+            .arg(&to)
+            .arg("-C")
+            .arg(out.path())
+            .arg(&name)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        to
+    };
+    let repacked = BundleFiles::read_archive(&tar("ustar", "ustar.tar")).unwrap();
+    assert_eq!(repacked, files);
+    bundle::verify(&repacked, &[]).unwrap();
+    assert!(matches!(
+        BundleFiles::read_archive(&tar("gnu", "gnu.tar")),
+        Err(BundleError::Archive { .. })
+    ));
+
+    let mut appended = std::fs::read(&served).unwrap();
+    appended.extend_from_slice(&archive::to_tar(&files, "other"));
+    std::fs::write(&served, appended).unwrap();
+    assert!(matches!(
+        BundleFiles::read_archive(&served),
+        Err(BundleError::Archive { .. })
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_not_yet_checkpointed_are_refused_until_a_checkpoint_covers_them() {
     let w = world().await;

@@ -321,19 +321,10 @@ impl BundleFiles {
                 max: archive::ARCHIVE_BYTES_MAX,
             });
         }
-        let mut bytes = Vec::new();
-        // Bounded even if the file grows while it is read (or is a pipe).
-        file.take(archive::ARCHIVE_BYTES_MAX + 1)
-            .read_to_end(&mut bytes)
-            .map_err(read_error)?;
-        if bytes.len() as u64 > archive::ARCHIVE_BYTES_MAX {
-            return Err(BundleError::TooLarge {
-                file: name,
-                bytes: bytes.len() as u64,
-                max: archive::ARCHIVE_BYTES_MAX,
-            });
-        }
-        archive::from_tar(&bytes)
+        // Read as a stream: each file is bounded by its header before it is read, and
+        // nothing but a record of padding is read after the end (so a pipe or a file
+        // growing while it is read is bounded too).
+        archive::read_tar(std::io::BufReader::new(file))
     }
 
     /// Writes every file into `dir` (created if missing; files replaced).
