@@ -327,6 +327,91 @@ async fn the_first_failure_is_named() {
     assert!(e.to_string().contains(H1), "{e}");
 }
 
+/// BUNDLES.md §3: one byte form per file. An amount is a decimal string, and
+/// "10000000.0", "10000000.000" or "-0" have the value of "10000000" or "0": the
+/// statement must still be refused, or two verifiers of one bundle disagree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_amount_written_in_another_form_is_refused() {
+    let w = world().await;
+    let files = w.export(Scope::Household(H1.into())).await.unwrap();
+    let text = String::from_utf8(files.statement.clone()).unwrap();
+    assert!(text.contains("\"disbursed\": \"10000000\""), "{text}");
+    assert!(text.contains("\"written_off\": \"0\""), "{text}");
+    for (from, to) in [
+        (
+            "\"disbursed\": \"10000000\"",
+            "\"disbursed\": \"10000000.0\"",
+        ),
+        (
+            "\"disbursed\": \"10000000\"",
+            "\"disbursed\": \"10000000.000\"",
+        ),
+        ("\"written_off\": \"0\"", "\"written_off\": \"-0\""),
+        ("\"written_off\": \"0\"", "\"written_off\": \"0.0\""),
+        ("\"2026-03\": \"1055000\"", "\"2026-03\": \"1055000.00\""),
+    ] {
+        let mut changed = files.clone();
+        changed.statement = text.replacen(from, to, 1).into_bytes();
+        assert_ne!(changed.statement, files.statement, "{to}");
+        let e = bundle::verify(&changed, &[]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                BundleError::Statement(_) | BundleError::NotCanonical { .. }
+            ),
+            "{to}: {e}"
+        );
+    }
+}
+
+/// BUNDLES.md: the archive the staff API serves verifies, and so does the bundle
+/// directory packed again with `tar --format=ustar`; GNU tar's own format, or anything
+/// after the end of the archive, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_verifies_as_written_or_repacked_as_ustar_and_nothing_else() {
+    use ansinh::bundle::archive;
+    let w = world().await;
+    let files = w.export(Scope::Household(H1.into())).await.unwrap();
+    let name = archive::directory_name(H1);
+    let out = tempfile::tempdir().unwrap();
+    let served = out.path().join("served.tar");
+    std::fs::write(&served, archive::to_tar(&files, &name)).unwrap();
+    let read = BundleFiles::read_archive(&served).unwrap();
+    assert_eq!(read, files);
+    bundle::verify(&read, &[]).unwrap();
+
+    files.write(&out.path().join(&name)).unwrap();
+    let tar = |format: &str, to: &str| {
+        let to = out.path().join(to);
+        let status = std::process::Command::new("tar")
+            .arg(format!("--format={format}"))
+            .arg("-cf")
+            .arg(&to)
+            .arg("-C")
+            .arg(out.path())
+            .arg(&name)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        to
+    };
+    let repacked = BundleFiles::read_archive(&tar("ustar", "ustar.tar")).unwrap();
+    assert_eq!(repacked, files);
+    bundle::verify(&repacked, &[]).unwrap();
+    assert!(matches!(
+        BundleFiles::read_archive(&tar("gnu", "gnu.tar")),
+        Err(BundleError::Archive { .. })
+    ));
+
+    let mut appended = std::fs::read(&served).unwrap();
+    appended.extend_from_slice(&archive::to_tar(&files, "other"));
+    std::fs::write(&served, appended).unwrap();
+    assert!(matches!(
+        BundleFiles::read_archive(&served),
+        Err(BundleError::Archive { .. })
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_not_yet_checkpointed_are_refused_until_a_checkpoint_covers_them() {
     let w = world().await;

@@ -1,63 +1,14 @@
-//! What building a `Prover` costs in memory, measured by a counting global allocator.
-//! It has a test binary of its own: in `tests/merkle.rs` the other tests (proptests
+//! What building a `Prover` costs in memory, measured by a counting global allocator
+//! (`counting_alloc`). It has a test binary of its own: in `tests/merkle.rs` the other tests (proptests
 //! among them) run on other threads at the same time, and their allocations would be
 //! counted in the peak.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod counting_alloc;
+
+use std::sync::atomic::Ordering;
 
 use ansinh::merkle::{self, Hash32, InclusionProof, Prover};
-
-/// Bytes allocated and not yet freed, and the most there were since `PEAK` was reset.
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-struct Counting;
-
-impl Counting {
-    fn grew(by: usize) {
-        let live = LIVE.fetch_add(by, Ordering::SeqCst) + by;
-        PEAK.fetch_max(live, Ordering::SeqCst);
-    }
-}
-
-// SAFETY: every call is passed to `System` unchanged; only sizes are counted.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            Self::grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            Self::grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(p, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
-    }
-
-    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let moved = unsafe { System.realloc(p, layout, new_size) };
-        if !moved.is_null() {
-            // Counted as the new block allocated before the old one is freed: a
-            // realloc that moves holds both for a moment.
-            Self::grew(new_size);
-            LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
-        }
-        moved
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+use counting_alloc::{LIVE, PEAK};
 
 fn ev(i: u64) -> Hash32 {
     *blake3::hash(&i.to_be_bytes()).as_bytes()

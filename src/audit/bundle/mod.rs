@@ -41,9 +41,90 @@ pub const STATEMENT_FORMAT: &str = "ansinh/v1/balance-statement";
 pub const BUNDLE_EVENTS_MAX: usize = 50_000;
 /// Most key events (rotations) carried: the key ring's own bound.
 pub const BUNDLE_KEY_EVENTS_MAX: usize = crate::checkpoint::keys::RING_KEYS_MAX;
-/// Largest bundle file read, in bytes (events.bin at the event bound is far smaller
-/// in practice; a file above this is refused before it is read).
+/// Largest bundle file read, in bytes, whatever its kind: the bound of the files whose
+/// own bound (below) would be larger (events.bin, keys.bin, events.csv).
 pub const BUNDLE_FILE_BYTES_MAX: u64 = 256 << 20;
+
+const KIB: u64 = 1 << 10;
+/// Longest length prefix of an entry of a length-delimited file: a varint of at most
+/// EVENT_BYTES_MAX (2^16) takes 3 bytes.
+const LENGTH_PREFIX_BYTES_MAX: u64 = 3;
+
+const fn at_most_file_max(bytes: u64) -> u64 {
+    if bytes < BUNDLE_FILE_BYTES_MAX {
+        bytes
+    } else {
+        BUNDLE_FILE_BYTES_MAX
+    }
+}
+
+/// `checkpoint.json` and `keys-checkpoint.json`: a checkpoint document is under 3 KiB
+/// (at most CHECKPOINT_BYTES_MAX = 1 KiB of signed checkpoint as 2 KiB of hex, a
+/// signature, a key, the decoded view) and each of its at most COSIGNATURES_MAX (64)
+/// cosignatures under 750 bytes (a cosigner id of at most 128 bytes, 256 escaped, a
+/// key id, a key, a signature, a time, a hash), so 64 KiB holds the largest
+/// (`the_largest_checkpoint_document_fits_its_bound` below).
+pub const CHECKPOINT_FILE_BYTES_MAX: u64 = 64 * KIB;
+/// One event's entry in the manifest's `events`: indentation, member names, a sequence
+/// (at most 20 digits) and a 64-digit hash take 164 bytes, which leaves 92 for the
+/// event type name (the ledger's are at most 40).
+const MANIFEST_EVENT_BYTES_MAX: u64 = 256;
+/// One key id in the manifest's `key_ids`: 16 hex digits, quotes, indentation.
+const MANIFEST_KEY_BYTES_MAX: u64 = 32;
+/// `manifest.json`: the fixed members (scope, dates, two checkpoint references, the
+/// file names: under 2 KiB) within 64 KiB, a line per key event and per event.
+pub const MANIFEST_FILE_BYTES_MAX: u64 = 64 * KIB
+    + BUNDLE_KEY_EVENTS_MAX as u64 * MANIFEST_KEY_BYTES_MAX
+    + BUNDLE_EVENTS_MAX as u64 * MANIFEST_EVENT_BYTES_MAX;
+/// One inclusion proof in `proofs.json`: a partition name (at most 16 characters), a
+/// tree size and leaf index (at most 20 digits each), two 64-digit hashes and members
+/// (~400 bytes together), and an audit path of at most 24 hashes of 76 bytes with
+/// their indentation: export refuses a partition of more than PROOF_LEAVES_MAX (2^24)
+/// events, so no bundle has a deeper tree.
+const PROOF_ENTRY_BYTES_MAX: u64 = 512 + 24 * 76;
+/// `proofs.json`: one proof per event.
+pub const PROOFS_FILE_BYTES_MAX: u64 = KIB + BUNDLE_EVENTS_MAX as u64 * PROOF_ENTRY_BYTES_MAX;
+/// What one event can add to the statement: one household entry (~200 bytes with its
+/// empty maps), one loan entry (~400: five amounts of at most 31 characters, a loan
+/// reference of at most 38) and one month line (~60). 1 KiB leaves room for household
+/// ids of a few hundred bytes (the ledger's are 14).
+const STATEMENT_EVENT_BYTES_MAX: u64 = KIB;
+/// `statement.json`: the fixed members within 64 KiB, and what each event adds.
+pub const STATEMENT_FILE_BYTES_MAX: u64 =
+    64 * KIB + BUNDLE_EVENTS_MAX as u64 * STATEMENT_EVENT_BYTES_MAX;
+/// `keys.bin`: at most BUNDLE_KEY_EVENTS_MAX entries of at most EVENT_BYTES_MAX bytes,
+/// within BUNDLE_FILE_BYTES_MAX.
+pub const KEYS_FILE_BYTES_MAX: u64 = at_most_file_max(
+    BUNDLE_KEY_EVENTS_MAX as u64 * (EVENT_BYTES_MAX as u64 + LENGTH_PREFIX_BYTES_MAX),
+);
+/// `events.bin`: at most BUNDLE_EVENTS_MAX entries of at most EVENT_BYTES_MAX bytes,
+/// within BUNDLE_FILE_BYTES_MAX.
+pub const EVENTS_FILE_BYTES_MAX: u64 =
+    at_most_file_max(BUNDLE_EVENTS_MAX as u64 * (EVENT_BYTES_MAX as u64 + LENGTH_PREFIX_BYTES_MAX));
+/// `events.csv`: never parsed, only compared with the verifier's own rendering of the
+/// events, so only the general bound.
+pub const CSV_FILE_BYTES_MAX: u64 = BUNDLE_FILE_BYTES_MAX;
+
+/// The bound of each file, in FILES order, checked before it is read or parsed.
+pub const FILE_BYTES_MAX: [u64; 8] = [
+    MANIFEST_FILE_BYTES_MAX,
+    CHECKPOINT_FILE_BYTES_MAX,
+    CHECKPOINT_FILE_BYTES_MAX,
+    KEYS_FILE_BYTES_MAX,
+    EVENTS_FILE_BYTES_MAX,
+    PROOFS_FILE_BYTES_MAX,
+    STATEMENT_FILE_BYTES_MAX,
+    CSV_FILE_BYTES_MAX,
+];
+
+/// The bound of the bundle file `name` (FILE_BYTES_MAX; the general bound for a name
+/// not in FILES).
+pub fn file_bytes_max(name: &str) -> u64 {
+    FILES
+        .iter()
+        .position(|f| *f == name)
+        .map_or(BUNDLE_FILE_BYTES_MAX, |i| FILE_BYTES_MAX[i])
+}
 
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const EVENTS_FILE: &str = "events.bin";
@@ -77,8 +158,9 @@ pub enum BundleError {
     /// missing or twice).
     #[error("{file}: {reason}")]
     Archive { file: String, reason: String },
-    #[error("{file}: {bytes} bytes exceeds {BUNDLE_FILE_BYTES_MAX}")]
-    TooLarge { file: String, bytes: u64 },
+    /// A file is over its bound (`file_bytes_max`), or an archive over the sum of them.
+    #[error("{file}: {bytes} bytes exceeds its bound of {max}")]
+    TooLarge { file: String, bytes: u64, max: u64 },
     /// Not JSON of the expected shape (unknown, missing or mistyped fields).
     #[error("{file}: not valid JSON of its format: {reason}")]
     Json { file: String, reason: String },
@@ -198,7 +280,8 @@ impl BundleFiles {
         ]
     }
 
-    /// Reads a bundle directory, refusing any file above BUNDLE_FILE_BYTES_MAX.
+    /// Reads a bundle directory, refusing a file above its bound (`file_bytes_max`)
+    /// before reading it.
     pub fn read(dir: &Path) -> Result<Self, BundleError> {
         let mut out = Self::default();
         for (name, bytes) in out.files_mut() {
@@ -209,46 +292,39 @@ impl BundleFiles {
             };
             let file = std::fs::File::open(&path).map_err(read_error)?;
             let length = file.metadata().map_err(read_error)?.len();
-            if length > BUNDLE_FILE_BYTES_MAX {
-                return Err(BundleError::TooLarge {
-                    file: name.to_string(),
-                    bytes: length,
-                });
-            }
-            // Bounded even if the file grows while it is read.
-            file.take(BUNDLE_FILE_BYTES_MAX + 1)
+            check_size(name, length)?;
+            // Bounded even if the file grows while it is read (or is a pipe, whose
+            // length says nothing).
+            file.take(file_bytes_max(name) + 1)
                 .read_to_end(bytes)
                 .map_err(read_error)?;
-            if bytes.len() as u64 > BUNDLE_FILE_BYTES_MAX {
-                return Err(BundleError::TooLarge {
-                    file: name.to_string(),
-                    bytes: bytes.len() as u64,
-                });
-            }
+            check_size(name, bytes.len() as u64)?;
         }
         Ok(out)
     }
 
-    /// Reads a bundle archive (`archive::to_tar`), refusing a file larger than a bundle
-    /// at its bounds could be.
+    /// Reads a bundle archive (`archive::to_tar`), refusing one larger than a bundle at
+    /// its bounds could be, and each file over its bound from its header, before
+    /// reading it.
     pub fn read_archive(path: &Path) -> Result<Self, BundleError> {
+        let name = path.display().to_string();
         let read_error = |e: std::io::Error| BundleError::Read {
-            file: path.display().to_string(),
+            file: name.clone(),
             reason: e.to_string(),
         };
         let file = std::fs::File::open(path).map_err(read_error)?;
-        let mut bytes = Vec::new();
-        // Bounded even if the file grows while it is read.
-        file.take(archive::ARCHIVE_BYTES_MAX + 1)
-            .read_to_end(&mut bytes)
-            .map_err(read_error)?;
-        if bytes.len() as u64 > archive::ARCHIVE_BYTES_MAX {
+        let length = file.metadata().map_err(read_error)?.len();
+        if length > archive::ARCHIVE_BYTES_MAX {
             return Err(BundleError::TooLarge {
-                file: path.display().to_string(),
-                bytes: bytes.len() as u64,
+                file: name,
+                bytes: length,
+                max: archive::ARCHIVE_BYTES_MAX,
             });
         }
-        archive::from_tar(&bytes)
+        // Read as a stream: each file is bounded by its header before it is read, and
+        // nothing but a record of padding is read after the end (so a pipe or a file
+        // growing while it is read is bounded too).
+        archive::read_tar(std::io::BufReader::new(file))
     }
 
     /// Writes every file into `dir` (created if missing; files replaced).
@@ -259,6 +335,19 @@ impl BundleFiles {
         }
         Ok(())
     }
+}
+
+/// Refuses `bytes` bytes of the file `name` if over its bound.
+fn check_size(name: &str, bytes: u64) -> Result<(), BundleError> {
+    let max = file_bytes_max(name);
+    if bytes > max {
+        return Err(BundleError::TooLarge {
+            file: name.to_string(),
+            bytes,
+            max,
+        });
+    }
+    Ok(())
 }
 
 /// The checkpoint a bundle or statement is anchored to.
@@ -355,20 +444,34 @@ pub fn canonical_json<T: Serialize>(value: &T) -> Vec<u8> {
     bytes
 }
 
-fn parse_canonical<T: Serialize + DeserializeOwned>(
+fn parse_canonical<T: Serialize + DeserializeOwned + PartialEq>(
     file: &str,
     bytes: &[u8],
 ) -> Result<T, BundleError> {
-    let value: T = crate::strict_json::from_slice(bytes).map_err(|e| BundleError::Json {
+    let json_error = |reason: String| BundleError::Json {
         file: file.to_string(),
-        reason: e.to_string(),
-    })?;
-    if canonical_json(&value) != bytes {
-        return Err(BundleError::NotCanonical {
-            file: file.to_string(),
-        });
+        reason,
+    };
+    let not_canonical = || BundleError::NotCanonical {
+        file: file.to_string(),
+    };
+    // The shape first, straight into the typed value: a file that is not of its format
+    // (megabytes of `[0,0,...]`) is refused at its first wrong element, before the
+    // strict reading below builds a value tree of millions of elements, 16 times the
+    // file's size.
+    let typed: T = serde_json::from_slice(bytes).map_err(|e| json_error(e.to_string()))?;
+    if canonical_json(&typed) != bytes {
+        return Err(not_canonical());
     }
-    Ok(value)
+    // The file is now the canonical rendering of a value of its format, whose value
+    // tree is a small multiple of its size. The strict reading refuses what the
+    // ledger's text rules refuse (non-characters) and reads every string in NFC, so a
+    // string not in NFC reads as another value than the typed one: not canonical.
+    let strict: T = crate::strict_json::from_slice(bytes).map_err(|e| json_error(e.to_string()))?;
+    if strict != typed {
+        return Err(not_canonical());
+    }
+    Ok(strict)
 }
 
 /// Protobuf's length-delimited framing: a minimal varint length, then the bytes.
@@ -545,6 +648,10 @@ pub fn verify_pinned(
     trusted: &[String],
     pins: &CosignerPins,
 ) -> Result<Verified, BundleError> {
+    // Every bound first: nothing is parsed of a bundle with a file over its bound.
+    for (name, bytes) in files.files() {
+        check_size(name, bytes.len() as u64)?;
+    }
     let manifest: Manifest = parse_canonical(MANIFEST_FILE, &files.manifest)?;
     if manifest.format != BUNDLE_FORMAT {
         return Err(BundleError::UnknownFormat {
@@ -734,6 +841,20 @@ pub fn verify_pinned(
     if let Some(difference) = first_difference(&claimed.households, &recomputed) {
         return Err(BundleError::Statement(difference));
     }
+    let households = recomputed.len();
+    // Equal values are not enough: "5000000.0" and "-0" parse to the values of
+    // "5000000" and "0" (a Decimal keeps its scale, and compares without it), so the
+    // file must also be the statement's one rendering, byte for byte (§3, §5).
+    let rendered = canonical_json(&Statement {
+        households: recomputed,
+        ..claimed
+    });
+    if rendered != files.statement {
+        return Err(BundleError::Statement(format!(
+            "line {} is not the canonical rendering of the recomputed balances (amounts are written as normalized decimals)",
+            first_differing_line(&rendered, &files.statement)
+        )));
+    }
 
     // 5. The CSV is exactly the rendering of the events.
     let csv = statement::render_csv(&rows);
@@ -771,7 +892,7 @@ pub fn verify_pinned(
         latest_public_key,
         cosigners: [cosigners.pinned, cosigners.unpinned.clone()].concat(),
         unpinned_cosigners: cosigners.unpinned,
-        households: recomputed.len(),
+        households,
     })
 }
 
@@ -804,4 +925,137 @@ fn first_differing_line(a: &[u8], b: &[u8]) -> usize {
         .position(|(x, y)| x != y)
         .unwrap_or(a.len().min(b.len()));
     1 + a[..at.min(a.len())].iter().filter(|&&c| c == b'\n').count()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The files' bounds hold the largest files the format allows.
+    use super::*;
+    use crate::checkpoint::proofs::{COSIGNATURES_MAX, CheckpointView, CosignatureDocument};
+    use crate::checkpoint::sign::{CHECKPOINT_BYTES_MAX, COSIGNER_ID_BYTES_MAX};
+
+    fn hex(bytes: usize) -> String {
+        "f".repeat(2 * bytes)
+    }
+
+    /// The longest amount a Decimal renders: 29 digits, a sign and a point.
+    const AMOUNT: &str = "-7.9228162514264337593543950335";
+
+    #[test]
+    fn the_largest_checkpoint_document_fits_its_bound() {
+        let cosignature = CosignatureDocument {
+            // Every byte escaped: twice as long in JSON.
+            cosigner_id: "\"".repeat(COSIGNER_ID_BYTES_MAX),
+            key_id: hex(8),
+            public_key: hex(32),
+            signature: hex(64),
+            signed_at_unix_ms: i64::MIN,
+            checkpoint_hash: hex(32),
+        };
+        let document = CheckpointDocument {
+            checkpoint: hex(CHECKPOINT_BYTES_MAX),
+            signature: hex(64),
+            key_id: hex(8),
+            public_key: hex(32),
+            decoded: CheckpointView {
+                format_version: u32::MAX,
+                partition: "p".repeat(chain::PARTITION_CHARS_MAX),
+                tree_size: u64::MAX,
+                root: hex(32),
+                head_sequence: u64::MAX,
+                head_hash: hex(32),
+                issued_at_unix_ms: i64::MIN,
+                key_id: hex(8),
+            },
+            cosignatures: vec![cosignature; COSIGNATURES_MAX],
+        };
+        let bytes = canonical_json(&document).len() as u64;
+        assert!(bytes <= CHECKPOINT_FILE_BYTES_MAX, "{bytes}");
+    }
+
+    #[test]
+    fn manifest_proof_and_statement_lines_fit_their_per_event_bounds() {
+        let n = 1000u64;
+        let reference = CheckpointRef {
+            partition: "p".repeat(chain::PARTITION_CHARS_MAX),
+            tree_size: u64::MAX,
+            root: hex(32),
+        };
+        let manifest_of = |keys: usize, events: usize| Manifest {
+            format: BUNDLE_FORMAT.into(),
+            scope: Scope::Household("0100007-000001".into()),
+            from: Some("2026-01-01".into()),
+            to: Some("2026-12-31".into()),
+            checkpoint: reference.clone(),
+            keys_partition: "p".repeat(chain::PARTITION_CHARS_MAX),
+            keys_checkpoint: reference.clone(),
+            key_ids: vec![hex(8); keys],
+            signed_by: hex(8),
+            events: vec![
+                ManifestEvent {
+                    sequence: u64::MAX,
+                    event_type: "t".repeat(92),
+                    event_hash: hex(32),
+                };
+                events
+            ],
+            files: FILES.iter().map(|f| f.to_string()).collect(),
+        };
+        let size = |m: &Manifest| canonical_json(m).len() as u64;
+        let fixed = size(&manifest_of(1, 1));
+        assert!(fixed <= 64 * KIB, "{fixed}");
+        let keys = size(&manifest_of(1 + n as usize, 1)) - fixed;
+        assert!(keys <= n * MANIFEST_KEY_BYTES_MAX, "{keys}");
+        let events = size(&manifest_of(1, 1 + n as usize)) - fixed;
+        assert!(events <= n * MANIFEST_EVENT_BYTES_MAX, "{events}");
+
+        let proof = InclusionProof {
+            partition: "p".repeat(chain::PARTITION_CHARS_MAX),
+            tree_size: u64::MAX,
+            leaf_index: u64::MAX,
+            event_hash: hex(32),
+            audit_path: vec![hex(32); 24],
+            root: hex(32),
+        };
+        let bytes = canonical_json(&vec![proof; n as usize]).len() as u64;
+        assert!(bytes <= KIB + n * PROOF_ENTRY_BYTES_MAX, "{bytes}");
+
+        // Each event a household of its own, with a loan and a line in both months.
+        let amount: rust_decimal::Decimal = AMOUNT.parse().unwrap();
+        assert_eq!(amount.to_string(), AMOUNT);
+        let balances = HouseholdBalances {
+            loans: [(
+                format!("{}-L{}", "p".repeat(chain::PARTITION_CHARS_MAX), u64::MAX),
+                LoanBalance {
+                    disbursed: amount,
+                    principal_repaid: amount,
+                    written_off: amount,
+                    principal_outstanding: amount,
+                    interest_paid: amount,
+                },
+            )]
+            .into(),
+            repayments_received_by_month: [("2026-01".to_string(), amount)].into(),
+            assistance_paid_by_month: [("2026-01".to_string(), amount)].into(),
+        };
+        let statement = Statement {
+            format: STATEMENT_FORMAT.into(),
+            checkpoint: reference,
+            scope: Scope::Commune("0100007".into()),
+            households: (0..n)
+                .map(|i| (format!("{i:0>200}"), balances.clone()))
+                .collect(),
+        };
+        let bytes = canonical_json(&statement).len() as u64;
+        assert!(bytes <= 64 * KIB + n * STATEMENT_EVENT_BYTES_MAX, "{bytes}");
+    }
+
+    #[test]
+    fn every_file_has_a_bound_within_the_general_one() {
+        for (name, max) in FILES.iter().zip(FILE_BYTES_MAX) {
+            assert_eq!(file_bytes_max(name), max);
+            assert!(max <= BUNDLE_FILE_BYTES_MAX, "{name}");
+        }
+        assert_eq!(EVENTS_FILE_BYTES_MAX, BUNDLE_FILE_BYTES_MAX);
+    }
 }

@@ -276,11 +276,27 @@ pub fn balances(events: &[(u64, Envelope)]) -> BTreeMap<String, HouseholdBalance
     for h in out.values_mut() {
         for l in h.loans.values_mut() {
             l.principal_outstanding = l.disbursed - l.principal_repaid - l.written_off;
+            for amount in [
+                &mut l.disbursed,
+                &mut l.principal_repaid,
+                &mut l.written_off,
+                &mut l.principal_outstanding,
+                &mut l.interest_paid,
+            ] {
+                *amount = amount.normalize();
+            }
         }
         // A month whose repayments were all reversed says nothing: drop zero lines so
         // the statement is the same whether or not a reversal happened in the window.
         h.repayments_received_by_month.retain(|_, v| !v.is_zero());
         h.assistance_paid_by_month.retain(|_, v| !v.is_zero());
+        for amount in h
+            .repayments_received_by_month
+            .values_mut()
+            .chain(h.assistance_paid_by_month.values_mut())
+        {
+            *amount = amount.normalize();
+        }
     }
     out
 }
