@@ -2079,6 +2079,45 @@ fn a_run_pays_no_household_that_moved_out_or_died_out_and_names_their_entitlemen
     assert_eq!(again.len(), 1);
 }
 
+/// `from`, in partition 01 of `before`, moves to `to` in partition 79 on 2026-10-20 with
+/// `citizens`: the move-out `before` decides, and 79's book once its move-in landed,
+/// carrying what the move-out says was paid.
+fn moved_to_79(
+    before: &Folded,
+    from: &str,
+    to: &str,
+    citizens: Vec<[u8; 32]>,
+) -> (proto::HouseholdMovedOut, Folded) {
+    let moved_out = before
+        .decide(&Command::MoveOut {
+            household: hh(from),
+            to: hh(to),
+            on: d("2026-10-20"),
+        })
+        .unwrap();
+    let Payload::HouseholdMovedOut(out) = &moved_out[0].payload else {
+        panic!("{moved_out:?}")
+    };
+    let mut after = Folded(PartitionBook::new("79"));
+    after.record(Command::MoveIn(Box::new(ansinh::book::Arrival {
+        change: Change::MovedIn {
+            household: hh(to),
+            from: hh(from),
+            area: Area::Urban,
+            members: citizens.len() as u32,
+            citizens,
+            sealed: vec![1],
+            on: d("2026-10-20"),
+        },
+        from_partition: "01".into(),
+        from_sequence: before.0.sequence + 1,
+        from_hash: [9; 32],
+        standing: None,
+        paid_before_move: out.paid_before_move.clone(),
+    })));
+    (out.clone(), after)
+}
+
 /// "One allowance per person" survives a move: the household's members are paid where
 /// it lived through the month it left, and a move makes a new household id, so a grant
 /// where it arrives starts after that month, in another province too.
@@ -2091,36 +2130,9 @@ fn a_grant_after_a_move_never_pays_the_month_already_paid_before_it() {
     let mut before = Folded::new();
     before.register(from, 2);
     before.record(payment_command(allowance(from), "2026-10-01"));
-    let moved_out = before
-        .decide(&Command::MoveOut {
-            household: hh(from),
-            to: hh(to),
-            on: d("2026-10-20"),
-        })
-        .unwrap();
-    let Payload::HouseholdMovedOut(out) = &moved_out[0].payload else {
-        panic!("{moved_out:?}")
-    };
+    let (out, mut after) = moved_to_79(&before, from, to, vec![[2; 32]]);
     assert_eq!(out.paid_before_move.len(), 1, "{out:?}");
     assert_eq!(out.paid_before_move[0].through_month, "2026-10");
-
-    let mut after = Folded(PartitionBook::new("79"));
-    after.record(Command::MoveIn(Box::new(ansinh::book::Arrival {
-        change: Change::MovedIn {
-            household: hh(to),
-            from: hh(from),
-            area: Area::Urban,
-            members: 1,
-            citizens: vec![[2; 32]],
-            sealed: vec![1],
-            on: d("2026-10-20"),
-        },
-        from_partition: "01".into(),
-        from_sequence: 3,
-        from_hash: [9; 32],
-        standing: None,
-        paid_before_move: out.paid_before_move.clone(),
-    })));
     let grant_from = |month: &str| {
         let Pay::Grant {
             programme,
@@ -2212,36 +2224,9 @@ fn a_move_carries_what_was_paid_to_the_citizen_whatever_their_reference_becomes(
         sealed: vec![1],
         on: d("2026-10-05"),
     }));
-    let moved_out = before
-        .decide(&Command::MoveOut {
-            household: hh(from),
-            to: hh(to),
-            on: d("2026-10-20"),
-        })
-        .unwrap();
-    let Payload::HouseholdMovedOut(out) = &moved_out[0].payload else {
-        panic!("{moved_out:?}")
-    };
+    let (out, mut after) = moved_to_79(&before, from, to, vec![[1; 32], [3; 32]]);
     assert_eq!(out.paid_before_move.len(), 1, "{out:?}");
     assert_eq!(out.paid_before_move[0].through_month, "2026-10");
-
-    let mut after = Folded(PartitionBook::new("79"));
-    after.record(Command::MoveIn(Box::new(ansinh::book::Arrival {
-        change: Change::MovedIn {
-            household: hh(to),
-            from: hh(from),
-            area: Area::Urban,
-            members: 2,
-            citizens: vec![[1; 32], [3; 32]],
-            sealed: vec![1],
-            on: d("2026-10-20"),
-        },
-        from_partition: "01".into(),
-        from_sequence: 4,
-        from_hash: [9; 32],
-        standing: None,
-        paid_before_move: out.paid_before_move.clone(),
-    })));
     assert_eq!(
         after
             .decide(&grant(to, "m2", [3; 32], "2026-10"))

@@ -2,12 +2,12 @@
 //! it for download and `ansinh audit verify-bundle` reads it (`tar -xf` gives the
 //! directory `export` writes). Pure: bytes in, bytes out.
 //!
-//! Written the same way every time (mode 0644, owner 0, time 0, files in `FILES` order),
-//! so the same bundle is the same archive byte for byte. Read back strictly, as
-//! docs/BUNDLES.md says: ustar headers with right checksums; first the directory entry
-//! `<dir>/`, then every file of a bundle exactly once as `<dir>/<file>`, each within its
-//! bound (read from its header, before any of it is read); then the end of the archive
-//! and nothing but zero padding. So `tar -xf` of an archive that verifies writes the
+//! Written the same way every time (files mode 0644, the directory 0755, owner 0, time 0,
+//! files in `FILES` order), so the same bundle is the same archive byte for byte. Read
+//! back strictly, as docs/BUNDLES.md says: ustar headers with right checksums; first the
+//! directory entry `<dir>/`, then every file of a bundle exactly once as `<dir>/<file>`,
+//! each within its bound (read from its header, before any of it is read); then the end
+//! of the archive and nothing but zero padding. So `tar -xf` of an archive that verifies writes the
 //! bundle's files in one directory and nothing else.
 
 use std::io::Read;
