@@ -2079,6 +2079,33 @@ fn a_run_pays_no_household_that_moved_out_or_died_out_and_names_their_entitlemen
     assert_eq!(again.len(), 1);
 }
 
+/// The allowance of `allowance(household)` granted to `member`, naming `citizen`, from
+/// `month`, as a command dated `on`.
+fn allowance_to(
+    household: &str,
+    member: &str,
+    citizen: [u8; 32],
+    month: &str,
+    on: &str,
+) -> Command {
+    use ansinh::domain::payments::CommandKind as Pay;
+    use ansinh::domain::payments::ids::MemberRef;
+    use ansinh::domain::payments::month::Month;
+    let mut kind = allowance(household);
+    if let Pay::Grant {
+        beneficiary,
+        citizen: c,
+        from,
+        ..
+    } = &mut kind
+    {
+        beneficiary.member = MemberRef::parse(member).unwrap();
+        *c = Some(citizen);
+        *from = Month::parse(month).unwrap();
+    }
+    payment_command(kind, on)
+}
+
 /// `from`, in partition 01 of `before`, moves to `to` in partition 79 on 2026-10-20 with
 /// `citizens`: the move-out `before` decides, and 79's book once its move-in landed,
 /// carrying what the move-out says was paid.
@@ -2186,24 +2213,12 @@ fn a_grant_after_a_move_never_pays_the_month_already_paid_before_it() {
 /// sit at "m3" is not refused it. A second move carries both, each with its citizen.
 #[test]
 fn a_move_carries_what_was_paid_to_the_citizen_whatever_their_reference_becomes() {
-    use ansinh::domain::payments::ids::{HouseholdRef, MemberRef};
+    use ansinh::domain::payments::ids::HouseholdRef;
     use ansinh::domain::payments::month::Month;
     use ansinh::domain::payments::{CommandKind as Pay, Rejection as PayRejection};
     let (from, to) = ("0100007-000002", "7900007-000002");
     let grant = |household: &str, member: &str, citizen: [u8; 32], month: &str| {
-        let mut kind = allowance(household);
-        if let Pay::Grant {
-            beneficiary,
-            citizen: c,
-            from: f,
-            ..
-        } = &mut kind
-        {
-            beneficiary.member = MemberRef::parse(member).unwrap();
-            *c = Some(citizen);
-            *f = Month::parse(month).unwrap();
-        }
-        payment_command(kind, "2026-10-25")
+        allowance_to(household, member, citizen, month, "2026-10-25")
     };
     let mut before = Folded::new();
     before.record(Command::Registry(Change::Registered {
@@ -3183,10 +3198,7 @@ fn run_completed(proposals: &[Proposal]) -> ansinh::domain::payments::EventBody 
 /// after it.
 #[test]
 fn a_household_pays_no_allowance_to_a_citizen_who_left_it() {
-    use ansinh::domain::payments::CommandKind as Pay;
     use ansinh::domain::payments::EventBody;
-    use ansinh::domain::payments::ids::MemberRef;
-    use ansinh::domain::payments::month::Month;
     let (left, joined, erased, died) = (
         "0100007-000001",
         "0100007-000002",
@@ -3204,19 +3216,7 @@ fn a_household_pays_no_allowance_to_a_citizen_who_left_it() {
         })
     };
     let grant = |household: &str, member: &str, citizen: [u8; 32], from: &str| {
-        let mut kind = allowance(household);
-        if let Pay::Grant {
-            beneficiary,
-            citizen: c,
-            from: f,
-            ..
-        } = &mut kind
-        {
-            beneficiary.member = MemberRef::parse(member).unwrap();
-            *c = Some(citizen);
-            *f = Month::parse(from).unwrap();
-        }
-        payment_command(kind, "2026-10-01")
+        allowance_to(household, member, citizen, from, "2026-10-01")
     };
     let mut book = Folded::new();
     // The citizen [2; 32] is m2 of `left`, paid there from October.
