@@ -14,6 +14,7 @@ use ansinh::domain::Rejection;
 use ansinh::domain::eligibility::{Area, ClassificationInputs};
 use ansinh::domain::ids::HouseholdId;
 use ansinh::domain::loans::{Channel, CommandKind, EntrustedOrganisation, LoanStatus};
+use ansinh::domain::payments::instructions::LeftUnpaid;
 use ansinh::domain::registry::Change;
 use ansinh::log::{Ledger, LogConfig, Receipt};
 use ansinh::personal::{Member, PersonalData, VaultError};
@@ -2053,9 +2054,12 @@ fn a_run_pays_no_household_that_moved_out_or_died_out_and_names_their_entitlemen
     match events.last() {
         Some(EventBody::PaymentRunCompleted {
             issued,
-            not_resident,
+            left_unpaid,
             ..
-        }) => assert_eq!((*issued, not_resident.as_slice()), (1, &[2, 3][..])),
+        }) => assert_eq!(
+            (*issued, left_unpaid.not_resident.as_slice()),
+            (1, &[2, 3][..])
+        ),
         other => panic!("{other:?}"),
     }
     // Run again once the household still here is paid: nothing to pay, and the run is
@@ -2071,9 +2075,9 @@ fn a_run_pays_no_household_that_moved_out_or_died_out_and_names_their_entitlemen
     {
         EventBody::PaymentRunCompleted {
             issued,
-            not_resident,
+            left_unpaid,
             ..
-        } => assert_eq!((issued, not_resident), (0, vec![2, 3])),
+        } => assert_eq!((issued, left_unpaid.not_resident), (0, vec![2, 3])),
         other => panic!("{other:?}"),
     }
     assert_eq!(again.len(), 1);
@@ -3286,9 +3290,13 @@ fn a_household_pays_no_allowance_to_a_citizen_who_left_it() {
     match run_completed(&november) {
         EventBody::PaymentRunCompleted {
             issued,
-            not_a_member,
-            deceased,
-            erased,
+            left_unpaid:
+                LeftUnpaid {
+                    not_a_member,
+                    deceased,
+                    erased,
+                    ..
+                },
             ..
         } => assert_eq!(
             (issued, not_a_member, deceased, erased),
@@ -3300,9 +3308,13 @@ fn a_household_pays_no_allowance_to_a_citizen_who_left_it() {
     match run_completed(&book.decide(&run("2026-12", "2026-12-01")).unwrap()) {
         EventBody::PaymentRunCompleted {
             issued,
-            not_a_member,
-            deceased,
-            erased,
+            left_unpaid:
+                LeftUnpaid {
+                    not_a_member,
+                    deceased,
+                    erased,
+                    ..
+                },
             ..
         } => assert_eq!(
             (issued, not_a_member, deceased, erased),
@@ -3383,8 +3395,12 @@ fn an_erased_household_pays_no_member_even_one_without_a_citizen_id() {
     match run_completed(&november) {
         EventBody::PaymentRunCompleted {
             issued,
-            not_a_member,
-            erased,
+            left_unpaid:
+                LeftUnpaid {
+                    not_a_member,
+                    erased,
+                    ..
+                },
             ..
         } => assert_eq!((issued, not_a_member, erased), (0, vec![], vec![1, 2])),
         other => panic!("{other:?}"),

@@ -2105,8 +2105,10 @@ fn granted_to_third() -> Vec<Event> {
 fn issued_and_deceased(events: &[Event]) -> (u64, Vec<u64>) {
     match events.last().map(|e| &e.body) {
         Some(EventBody::PaymentRunCompleted {
-            issued, deceased, ..
-        }) => (*issued, deceased.clone()),
+            issued,
+            left_unpaid,
+            ..
+        }) => (*issued, left_unpaid.deceased.clone()),
         other => panic!("{other:?}"),
     }
 }
@@ -2402,9 +2404,9 @@ fn not_a_member(events: &[Event]) -> (u64, Vec<u64>) {
     match events.last().map(|e| &e.body) {
         Some(EventBody::PaymentRunCompleted {
             issued,
-            not_a_member,
+            left_unpaid,
             ..
-        }) => (*issued, not_a_member.clone()),
+        }) => (*issued, left_unpaid.not_a_member.clone()),
         other => panic!("{other:?}"),
     }
 }
@@ -2516,10 +2518,13 @@ fn erased(events: &[Event]) -> (u64, Vec<u64>, Vec<u64>) {
     match events.last().map(|e| &e.body) {
         Some(EventBody::PaymentRunCompleted {
             issued,
-            not_a_member,
-            erased,
+            left_unpaid,
             ..
-        }) => (*issued, not_a_member.clone(), erased.clone()),
+        }) => (
+            *issued,
+            left_unpaid.not_a_member.clone(),
+            left_unpaid.erased.clone(),
+        ),
         other => panic!("{other:?}"),
     }
 }

@@ -15,7 +15,7 @@ use crate::domain::payments::budget::{Budget, BudgetKey, BudgetMove};
 use crate::domain::payments::entitlements::{Channel, ChannelKind, MonthlyAmount, Terms};
 use crate::domain::payments::ids::BeneficiaryRef;
 use crate::domain::payments::instructions::{
-    GatewayPost, InstructionId, NewInstruction, PostRefusal, Shortfall,
+    GatewayPost, InstructionId, LeftUnpaid, NewInstruction, PostRefusal, Shortfall,
 };
 use crate::domain::payments::ledger::Posting;
 use crate::domain::payments::month::Month;
@@ -430,10 +430,7 @@ pub fn body_to_proto(body: &EventBody) -> Body {
             amount,
             shortfalls,
             reference,
-            not_resident,
-            deceased,
-            not_a_member,
-            erased,
+            left_unpaid,
         } => Body::PaymentRunCompleted(proto::PaymentRunCompleted {
             period: period.to_string(),
             commune: commune
@@ -443,10 +440,10 @@ pub fn body_to_proto(body: &EventBody) -> Body {
             issued: *issued,
             amount: money(amount),
             shortfalls: shortfalls.iter().map(shortfall_to_proto).collect(),
-            not_resident: not_resident.clone(),
-            deceased: deceased.clone(),
-            not_a_member: not_a_member.clone(),
-            erased: erased.clone(),
+            not_resident: left_unpaid.not_resident.clone(),
+            deceased: left_unpaid.deceased.clone(),
+            not_a_member: left_unpaid.not_a_member.clone(),
+            erased: left_unpaid.erased.clone(),
             reference: Some(proto::ReferenceHashes {
                 base_levels: reference.base_levels.clone(),
                 categories: reference.categories.clone(),
@@ -554,10 +551,12 @@ pub fn body_from_proto(body: &Option<Body>) -> Result<EventBody, CodecError> {
                     base_levels: reference.base_levels.clone(),
                     categories: reference.categories.clone(),
                 },
-                not_resident: b.not_resident.clone(),
-                deceased: b.deceased.clone(),
-                not_a_member: b.not_a_member.clone(),
-                erased: b.erased.clone(),
+                left_unpaid: LeftUnpaid {
+                    not_resident: b.not_resident.clone(),
+                    deceased: b.deceased.clone(),
+                    not_a_member: b.not_a_member.clone(),
+                    erased: b.erased.clone(),
+                },
             }
         }
         Body::GatewayPostAccepted(b) => EventBody::GatewayPostAccepted {
@@ -727,10 +726,7 @@ mod tests {
                     base_levels: "ab".repeat(32),
                     categories: "cd".repeat(32),
                 },
-                not_resident: vec![],
-                deceased: vec![],
-                not_a_member: vec![],
-                erased: vec![],
+                left_unpaid: LeftUnpaid::default(),
             },
             EventBody::PaymentRunCompleted {
                 period: m("2026-12"),
@@ -747,10 +743,12 @@ mod tests {
                     base_levels: "ab".repeat(32),
                     categories: "cd".repeat(32),
                 },
-                not_resident: vec![4, 9],
-                deceased: vec![5],
-                not_a_member: vec![6],
-                erased: vec![7],
+                left_unpaid: LeftUnpaid {
+                    not_resident: vec![4, 9],
+                    deceased: vec![5],
+                    not_a_member: vec![6],
+                    erased: vec![7],
+                },
             },
             EventBody::InstructionTimedOut {
                 instruction: iid("pay:1:2026-12:1"),

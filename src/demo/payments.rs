@@ -485,15 +485,11 @@ async fn count_run(
     match completed.map(|e| e.body) {
         Some(payments::EventBody::PaymentRunCompleted {
             shortfalls,
-            not_resident,
-            deceased,
-            not_a_member,
-            erased,
+            left_unpaid,
             ..
         }) => {
             s.run_shortfalls += shortfalls.len() as u64;
-            s.left_unpaid +=
-                (not_resident.len() + deceased.len() + not_a_member.len() + erased.len()) as u64;
+            s.left_unpaid += left_unpaid.count() as u64;
             Ok(())
         }
         // The run's receipt names its closing event; anything else is a fault.

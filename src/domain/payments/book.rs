@@ -25,8 +25,8 @@ use crate::domain::payments::ids::{
     ProgrammeId,
 };
 use crate::domain::payments::instructions::{
-    self, GatewayPost, Instruction, InstructionId, InstructionStatus, NewInstruction, PostAnswer,
-    PostKey, PostRefusal, RecordedPost, Shortfall, Verdict, post_key,
+    self, GatewayPost, Instruction, InstructionId, InstructionStatus, LeftUnpaid, NewInstruction,
+    PostAnswer, PostKey, PostRefusal, RecordedPost, Shortfall, Verdict, post_key,
 };
 use crate::domain::payments::ledger::Posting;
 use crate::domain::payments::month::Month;
@@ -299,27 +299,9 @@ pub enum EventBody {
         amount: Decimal,
         shortfalls: Vec<Shortfall>,
         reference: ReferenceHashes,
-        /// Entitlements of the run's period left unpaid because their household left
-        /// the partition before that month (moved out, or dissolved by its last
-        /// member's death): to be stopped by an officer.
-        not_resident: Vec<EntitlementId>,
-        /// Entitlements of the run's period left unpaid because their beneficiary died in
-        /// an earlier month (paid through the month of death): to be stopped by an officer.
-        #[serde(default)]
-        deceased: Vec<EntitlementId>,
-        /// Entitlements of the run's period left unpaid because their beneficiary is no
-        /// longer one of the household's citizens (a member change took them out, or its
-        /// data were erased): the household they joined may pay them. To be stopped by an
+        /// Entitlements of the run's period left unpaid, by why: to be stopped by an
         /// officer.
-        #[serde(default)]
-        not_a_member: Vec<EntitlementId>,
-        /// Entitlements of the run's period left unpaid because their household's personal
-        /// data were erased: nobody of it can be identified as the payee, with a citizen id
-        /// or without (a child). To be stopped by an officer. Empty in runs recorded before
-        /// the list existed, which named an erased household's beneficiaries with a citizen
-        /// id `not_a_member` (and paid those without one).
-        #[serde(default)]
-        erased: Vec<EntitlementId>,
+        left_unpaid: LeftUnpaid,
     },
     GatewayPostAccepted {
         post: GatewayPost,

@@ -171,22 +171,25 @@ impl Instruction {
 }
 
 /// The entitlements a run left unpaid and named for an officer to stop, by why: the
-/// three lists of its `PaymentRunCompleted`, as a run's answers carry them (each list a
-/// field of its own in JSON).
+/// lists of its `PaymentRunCompleted`, as a run's answers carry them (each list a field
+/// of its own in JSON).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeftUnpaid {
-    /// Their household no longer lives in the partition.
+    /// Their household left the partition before the month (moved out, or dissolved by
+    /// its last member's death).
     #[serde(default)]
     pub not_resident: Vec<EntitlementId>,
     /// Their beneficiary died before the month (paid through the month of death).
     #[serde(default)]
     pub deceased: Vec<EntitlementId>,
     /// Their beneficiary is no longer one of the household's citizens (a member change
-    /// took them out, or its data were erased).
+    /// took them out, or its data were erased): the household they joined may pay them.
     #[serde(default)]
     pub not_a_member: Vec<EntitlementId>,
     /// Their household's personal data were erased: nobody of it can be identified as
-    /// the payee, with a citizen id or without.
+    /// the payee, with a citizen id or without (a child). Empty in runs recorded before
+    /// the list existed, which named an erased household's beneficiaries with a citizen
+    /// id `not_a_member` (and paid those without one).
     #[serde(default)]
     pub erased: Vec<EntitlementId>,
 }
@@ -416,10 +419,7 @@ pub(crate) fn decide_run(
     let data = reference();
     let mut by_budget: BTreeMap<BudgetKey, Vec<NewInstruction>> = BTreeMap::new();
     let mut count = 0usize;
-    let mut not_resident = Vec::new();
-    let mut deceased = Vec::new();
-    let mut not_a_member = Vec::new();
-    let mut erased = Vec::new();
+    let mut left_unpaid = LeftUnpaid::default();
     for e in out.book.entitlements.values() {
         if commune.as_ref().is_some_and(|c| *c != e.commune)
             || out.book.attempts.contains_key(&(e.id, period))
@@ -435,14 +435,14 @@ pub(crate) fn decide_run(
         if e.died_on(out.registry)
             .is_some_and(|died_on| period > Month::of(died_on))
         {
-            deceased.push(e.id);
+            left_unpaid.deceased.push(e.id);
             continue;
         }
         // Nobody is paid for a month after their household left (or lost its last
         // member), as a stop dated that day would pay through its month: the run names
         // the entitlement for an officer to stop instead.
         if !out.registry.resident(&e.beneficiary.household, period) {
-            not_resident.push(e.id);
+            left_unpaid.not_resident.push(e.id);
             continue;
         }
         // The household's data key is destroyed: no account or payee of it can be told
@@ -452,7 +452,7 @@ pub(crate) fn decide_run(
         // not since when); the run names the entitlement for an officer to stop. Asked
         // before membership, which an erasure also empties, so the reason is the erasure.
         if out.registry.erased(&e.beneficiary.household) {
-            erased.push(e.id);
+            left_unpaid.erased.push(e.id);
             continue;
         }
         // A beneficiary a member change took out of the household (or whose household's
@@ -461,7 +461,7 @@ pub(crate) fn decide_run(
         // registry keeps who its citizens are, not since when. A beneficiary who died in
         // the household is still one of its citizens: the death rule above decides.
         if e.beneficiary_left(out.registry) {
-            not_a_member.push(e.id);
+            left_unpaid.not_a_member.push(e.id);
             continue;
         }
         count += 1;
@@ -496,10 +496,7 @@ pub(crate) fn decide_run(
 
     // Nothing left to issue or name: a run again of a month already paid adds nothing,
     // whatever its date (a run stopped half way is completed by running it again).
-    let named = !(not_resident.is_empty()
-        && deceased.is_empty()
-        && not_a_member.is_empty()
-        && erased.is_empty());
+    let named = left_unpaid.count() > 0;
     if by_budget.is_empty() && !named {
         return Ok(());
     }
@@ -539,10 +536,7 @@ pub(crate) fn decide_run(
                 amount: Decimal::ZERO,
                 shortfalls,
                 reference: data.hashes.clone(),
-                not_resident,
-                deceased,
-                not_a_member,
-                erased,
+                left_unpaid,
             });
             Ok(())
         }
@@ -555,10 +549,7 @@ pub(crate) fn decide_run(
                 amount: total,
                 shortfalls,
                 reference: data.hashes.clone(),
-                not_resident,
-                deceased,
-                not_a_member,
-                erased,
+                left_unpaid,
             });
             Ok(())
         }

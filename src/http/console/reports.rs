@@ -19,7 +19,7 @@ use crate::access::{self, Operation};
 use crate::domain::Rejection;
 use crate::domain::payments::budget::BudgetKey;
 use crate::domain::payments::ids::ProgrammeId;
-use crate::domain::payments::instructions::{LeftUnpaid, Shortfall};
+use crate::domain::payments::instructions::Shortfall;
 use crate::domain::payments::{CommandKind, EventBody};
 use crate::service::ServiceError;
 
@@ -388,10 +388,7 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
                 issued,
                 amount,
                 shortfalls,
-                not_resident,
-                deceased,
-                not_a_member,
-                erased,
+                left_unpaid,
                 ..
             }) => Some((
                 issued,
@@ -400,12 +397,7 @@ async fn run(State(api): State<Api>, session: Session, FormBody(f): FormBody) ->
                     .iter()
                     .map(Shortfall::sentence)
                     .collect::<Vec<_>>(),
-                LeftUnpaid {
-                    not_resident,
-                    deceased,
-                    not_a_member,
-                    erased,
-                },
+                left_unpaid,
             )),
             Ok(_) => {
                 return Err(ApiError::Internal(
