@@ -57,9 +57,19 @@ pub struct StaffEntry {
 }
 
 /// The callers the API knows, by token hash.
+///
+/// Found by a map lookup, not by comparing every entry: every request, signed in or not,
+/// is authenticated, and a bank lists thousands of staff (up to `STAFF_ENTRIES_MAX`). The
+/// map's key is the token's hash, not the token, so what a lookup's timing could tell
+/// about the key tells nothing about a token (finding a token from its hash is a
+/// preimage of BLAKE3), and the map's hasher is keyed at random per process.
 #[derive(Debug, Default)]
 pub struct StaffDirectory {
     entries: Vec<(blake3::Hash, Caller)>,
+    /// Index in `entries` by token hash.
+    by_hash: std::collections::HashMap<[u8; 32], usize>,
+    /// Index in `entries` by staff id.
+    by_id: std::collections::HashMap<String, usize>,
 }
 
 /// The hash stored for `token`.
@@ -136,13 +146,13 @@ impl StaffDirectory {
         entries: impl IntoIterator<Item = (K, Result<StaffEntry, String>)>,
     ) -> (Self, Vec<(K, String)>) {
         let mut directory = Self::default();
-        let mut ids = std::collections::HashSet::new();
-        let mut hashes = std::collections::HashSet::new();
         let mut refused = Vec::new();
         for (label, entry) in entries {
             let admitted = entry.and_then(|entry| {
                 let (hash, caller) = check_entry(&entry)?;
-                if ids.contains(&caller.id) || hashes.contains(hash.as_bytes()) {
+                if directory.by_id.contains_key(&caller.id)
+                    || directory.by_hash.contains_key(hash.as_bytes())
+                {
                     return Err(format!("{}: id or token listed twice", caller.id));
                 }
                 if directory.entries.len() >= STAFF_ENTRIES_MAX {
@@ -155,8 +165,9 @@ impl StaffDirectory {
             });
             match admitted {
                 Ok((hash, caller)) => {
-                    ids.insert(caller.id.clone());
-                    hashes.insert(*hash.as_bytes());
+                    let at = directory.entries.len();
+                    directory.by_id.insert(caller.id.clone(), at);
+                    directory.by_hash.insert(*hash.as_bytes(), at);
                     directory.entries.push((hash, caller));
                 }
                 Err(reason) => refused.push((label, reason)),
@@ -174,19 +185,15 @@ impl StaffDirectory {
         })
     }
 
-    /// The caller holding `token`, if any. Every entry is compared, in constant time each.
+    /// The caller holding `token`, if any: one lookup by the token's hash, then that
+    /// entry's hash compared in constant time.
     pub fn authenticate(&self, token: &str) -> Option<&Caller> {
         if token.is_empty() {
             return None;
         }
         let presented = token_hash(token);
-        let mut found = None;
-        for (hash, caller) in &self.entries {
-            if *hash == presented {
-                found = Some(caller);
-            }
-        }
-        found
+        let (hash, caller) = &self.entries[*self.by_hash.get(presented.as_bytes())?];
+        (*hash == presented).then_some(caller)
     }
 
     /// The caller with staff id `id`, if the directory still lists it (a console session
@@ -198,10 +205,8 @@ impl StaffDirectory {
     /// The caller with staff id `id` and the hash of its token now: a console session is
     /// bound to the token its reader signed in with, so a replaced token ends it.
     pub fn with_token_hash(&self, id: &str) -> Option<(&blake3::Hash, &Caller)> {
-        self.entries
-            .iter()
-            .find(|(_, c)| c.id == id)
-            .map(|(h, c)| (h, c))
+        let (h, c) = &self.entries[*self.by_id.get(id)?];
+        Some((h, c))
     }
 
     pub fn len(&self) -> usize {
@@ -318,6 +323,44 @@ pub fn add_staff(path: &Path, id: &str, role: Role, unit: &str) -> Result<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A full directory: every token finds its own entry, and an id its own, whatever
+    /// its place; an unknown token finds none.
+    #[test]
+    fn each_of_the_largest_directory_is_found_by_its_token_and_its_id() {
+        let tokens: Vec<String> = (0..STAFF_ENTRIES_MAX)
+            .map(|i| format!("ansinh_t{i:05}"))
+            .collect();
+        let entries: Vec<StaffEntry> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, token)| StaffEntry {
+                id: format!("staff:{i}"),
+                token_blake3: token_hash(token).to_hex().to_string(),
+                role: if i % 2 == 0 {
+                    Role::Teller
+                } else {
+                    Role::Auditor
+                },
+                unit: if i % 2 == 0 {
+                    "0100007".into()
+                } else {
+                    String::new()
+                },
+            })
+            .collect();
+        let staff = StaffDirectory::from_entries(&entries).unwrap();
+        assert_eq!(staff.len(), STAFF_ENTRIES_MAX);
+        for i in [0, 1, 4_321, STAFF_ENTRIES_MAX - 1] {
+            let caller = staff.authenticate(&tokens[i]).unwrap();
+            assert_eq!(caller.id, format!("staff:{i}"));
+            let (hash, by_id) = staff.with_token_hash(&format!("staff:{i}")).unwrap();
+            assert_eq!(by_id.id, caller.id);
+            assert_eq!(*hash, token_hash(&tokens[i]));
+        }
+        assert!(staff.authenticate("ansinh_t99999").is_none());
+        assert!(staff.by_id("staff:10000").is_none());
+    }
 
     #[test]
     fn a_token_is_found_by_its_hash_only() {
