@@ -299,9 +299,14 @@ async fn reconciliation_day_of(
 > {
     let projector = api.projector().await?;
     known_partition(projector, partition)?;
-    projector
-        .reconciliation_day(partition.as_str(), day, as_of, pending_days)?
-        .ok_or_else(|| {
+    // A day of an outage holds tens of thousands of pending instructions: read off the
+    // runtime's workers, as a range is.
+    api.read_off_workers({
+        let partition = partition.to_string();
+        move |projector| projector.reconciliation_day(&partition, day, as_of, pending_days)
+    })
+    .await??
+    .ok_or_else(|| {
             ApiError::InvalidParameter(format!(
                 "partition {partition} has payment events recorded after {as_of}: ask as of a later day, or run `ansinh payments reconcile --as-of {as_of}` for the report over the log"
             ))

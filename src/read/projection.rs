@@ -98,9 +98,17 @@ pub const PROJECTION_BATCH_EVENTS_MAX: usize = 4_096;
 static CATCH_UP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Times a read of several records (`Projector::read_consistent`) is tried before it
 /// answers `ProjectionError::Busy`. A read is tried again when a batch's writes began
-/// while it ran; batches commit about once a second while serving, so a second attempt
-/// nearly always does, and the rest cover a burst of batches (a catch-up after a pause).
+/// while it ran. Under a write load `serve` commits a batch every few tens of
+/// milliseconds, so a read longer than that would seldom pass on its own: from the
+/// second attempt on it holds the next batch's writes back (`WRITES_HELD_MAX`), and the
+/// rest cover a hold that ran out.
 pub const CONSISTENT_READ_ATTEMPTS_MAX: u32 = 4;
+/// How long a read of several records may hold the next batch's writes back. The
+/// applying thread goes on meanwhile (up to `COMMITS_IN_FLIGHT_MAX` batches queue), and a
+/// read waiting for its own write (`after`) waits that much longer at most; a read longer
+/// than this under a steady write load answers `Busy`. A reconciliation day of 30,000
+/// pending instructions reads in about a tenth of it.
+pub const WRITES_HELD_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long an attempt of such a read waits for a batch's writes in progress to end
 /// before it counts as failed. A full batch's inserts (`PROJECTION_BATCH_EVENTS_MAX`
 /// events) take tens of milliseconds; a commit that failed among its writes leaves them
@@ -309,26 +317,82 @@ impl Drop for Committer {
 /// writes are going in or were left torn, and moves only by one writer at a time (the
 /// commits, one at a time in order, and `clear` and `recover` under the catch-up lock).
 /// A reader starts at an even sequence and keeps what it read only if the sequence has
-/// not moved since.
-#[derive(Default)]
+/// not moved since. A reader tried again holds the next batch's writes back while it
+/// reads (`hold`), for at most `hold_max`: commits never wait for a reader longer.
 struct Writes {
     sequence: std::sync::atomic::AtomicU64,
     /// Taken to end writes and to wait for that: never held while they go in, so a
-    /// reader never holds up a commit.
+    /// reader never holds up a commit's writes once they started.
     ended_lock: std::sync::Mutex<()>,
     ended: std::sync::Condvar,
+    /// How many readers hold the next batch's writes back; a batch starts its writes
+    /// under this lock, so a reader counted here sees either that batch's odd sequence
+    /// (and waits for its end) or no later start until it lets go.
+    holders: std::sync::Mutex<u32>,
+    released: std::sync::Condvar,
+    /// Batches waiting on holders (what the tests observe).
+    waiting: std::sync::atomic::AtomicU32,
+    hold_max: std::time::Duration,
+}
+
+impl Default for Writes {
+    fn default() -> Self {
+        Self::holding_at_most(WRITES_HELD_MAX)
+    }
+}
+
+/// A reader's hold on the next batch's writes, let go when dropped.
+struct Hold<'a>(&'a Writes);
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        let mut holders = self.0.holders.lock().unwrap_or_else(|p| p.into_inner());
+        *holders -= 1;
+        self.0.released.notify_all();
+    }
 }
 
 impl Writes {
-    /// A batch's writes (or a clear) start. A sequence already odd stays so: the writes
-    /// of a torn batch are being completed.
+    fn holding_at_most(hold_max: std::time::Duration) -> Self {
+        Self {
+            sequence: Default::default(),
+            ended_lock: Default::default(),
+            ended: Default::default(),
+            holders: Default::default(),
+            released: Default::default(),
+            waiting: Default::default(),
+            hold_max,
+        }
+    }
+
+    /// A batch's writes (or a clear) start, once no reader holds them back or after
+    /// `hold_max`. A sequence already odd stays so: the writes of a torn batch are being
+    /// completed, which no reader could have started on, so nothing waits.
     fn start(&self) {
+        let mut holders = self.holders.lock().unwrap_or_else(|p| p.into_inner());
         if self.sequence.load(Ordering::SeqCst) % 2 == 0 {
+            if *holders > 0 {
+                self.waiting.fetch_add(1, Ordering::SeqCst);
+                holders = off_the_workers(|| {
+                    self.released
+                        .wait_timeout_while(holders, self.hold_max, |h| *h > 0)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                });
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+            }
             self.sequence.fetch_add(1, Ordering::SeqCst);
         }
+        drop(holders);
         // The writes that follow are not seen before the sequence that says they are
         // going in.
         std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    /// Holds the next batch's writes back until the hold is dropped (or `hold_max`).
+    fn hold(&self) -> Hold<'_> {
+        *self.holders.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        Hold(self)
     }
 
     /// The trees hold whole batches again.
@@ -814,7 +878,10 @@ impl Projector {
         &self,
         mut read: impl FnMut() -> Result<T, E>,
     ) -> Result<T, E> {
-        for _ in 0..CONSISTENT_READ_ATTEMPTS_MAX {
+        for attempt in 1..=CONSISTENT_READ_ATTEMPTS_MAX {
+            // Tried again, it holds the next batch's writes back while it reads: a read
+            // longer than the time between two commits would otherwise seldom pass.
+            let _held = (attempt > 1).then(|| self.writes.hold());
             let Some(start) = self.writes.read_start(WRITES_WAIT_MAX) else {
                 continue;
             };
@@ -2279,7 +2346,9 @@ mod tests {
     #[test]
     fn a_read_overlapped_by_writes_is_tried_again_then_answers_busy() {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        let projector = Projector::scratch(&db).unwrap();
+        let mut projector = Projector::scratch(&db).unwrap();
+        // Writes a hold keeps back for no time at all: a commit overlaps every attempt.
+        projector.writes = Arc::new(Writes::holding_at_most(std::time::Duration::ZERO));
         let mut attempts = 0;
         let read = projector.read_consistent(|| {
             attempts += 1;
@@ -2304,6 +2373,46 @@ mod tests {
             "{read:?}"
         );
         assert_eq!(attempts, CONSISTENT_READ_ATTEMPTS_MAX);
+    }
+
+    /// Under writes that start more often than a read lasts, a read tried again holds
+    /// the next batch's writes back until it is done, so it passes on its second
+    /// attempt instead of answering busy.
+    #[test]
+    fn a_read_tried_again_holds_the_next_batch_back_until_it_is_done() {
+        let writes = Arc::new(Writes::holding_at_most(std::time::Duration::from_secs(600)));
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let mut projector = Projector::scratch(&db).unwrap();
+        projector.writes = writes.clone();
+        let mut attempts = 0;
+        let mut committer = None;
+        let read = projector.read_consistent(|| {
+            attempts += 1;
+            // A batch starts (and ends) inside every attempt; on the second, it waits
+            // for the read instead.
+            let batch = std::thread::spawn({
+                let writes = writes.clone();
+                move || {
+                    writes.start();
+                    writes.end();
+                }
+            });
+            if attempts == 1 {
+                batch.join().unwrap();
+            } else {
+                // (A batch that went in without waiting fails the read.)
+                while writes.waiting.load(Ordering::SeqCst) == 0 && !batch.is_finished() {
+                    std::thread::yield_now();
+                }
+                committer = Some(batch);
+            }
+            Ok::<_, ProjectionError>(attempts)
+        });
+        assert_eq!(read.unwrap(), 2);
+        // Let go, the batch goes in.
+        committer.unwrap().join().unwrap();
+        assert_eq!(writes.waiting.load(Ordering::SeqCst), 0);
+        assert_eq!(writes.sequence.load(Ordering::SeqCst), 4);
     }
 
     #[test]
