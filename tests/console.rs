@@ -815,6 +815,11 @@ async fn the_portfolio_charts_and_a_payment_run_reconciled_to_csv() {
         .await;
     let line = b.text("#reconciliation tr.gateway").await;
     assert!(line.starts_with("vcb"), "{line}");
+    // Money back in the budget has columns of its own: none timed out or cancelled yet.
+    let timed_out = b.text("#reconciliation tr.gateway td.timed-out").await;
+    assert!(timed_out.starts_with("0 "), "{timed_out}");
+    let cancelled = b.text("#reconciliation tr.gateway td.cancelled").await;
+    assert!(cancelled.starts_with("0 "), "{cancelled}");
     let href = b
         .wait("#csv-link")
         .await

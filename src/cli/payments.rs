@@ -778,34 +778,9 @@ async fn reconcile(
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!(
-            "{:<4} {:<10} {:<10} {:>24} {:>24} {:>22} {:>22} {:>24} {:>5}",
-            "PART",
-            "GATEWAY",
-            "DAY",
-            "INSTRUCTED",
-            "SETTLED",
-            "FAILED",
-            "RETURNED",
-            "PENDING>N DAYS",
-            "MISM"
-        );
+        println!("{}", reconciliation_header());
         for (p, g, d, day) in &rows {
-            let t = |t: &ansinh::domain::payments::reconcile::Tally| {
-                format!("{} / {}", t.count, format_vnd(t.amount))
-            };
-            println!(
-                "{:<4} {:<10} {:<10} {:>24} {:>24} {:>22} {:>22} {:>24} {:>5}",
-                p,
-                g.to_string(),
-                d.format("%d/%m/%Y").to_string(),
-                t(&day.instructed),
-                t(&day.settled),
-                t(&day.failed),
-                t(&day.returned),
-                t(&day.pending_overdue),
-                day.mismatches.len()
-            );
+            println!("{}", reconciliation_row(p, &g.to_string(), **d, day));
             for m in &day.mismatches {
                 println!("     mismatch {}: {}", m.instruction, describe(&m.kind));
             }
@@ -821,6 +796,51 @@ async fn reconcile(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The text table's header: every tally of a day, the money back in the budget
+/// (timed out, cancelled) as well as what gateways posted.
+fn reconciliation_header() -> String {
+    format!(
+        "{:<4} {:<10} {:<10} {:>24} {:>24} {:>22} {:>22} {:>22} {:>22} {:>24} {:>5}",
+        "PART",
+        "GATEWAY",
+        "DAY",
+        "INSTRUCTED",
+        "SETTLED",
+        "FAILED",
+        "RETURNED",
+        "TIMED OUT",
+        "CANCELLED",
+        "PENDING>N DAYS",
+        "MISM"
+    )
+}
+
+/// One gateway's day in the text table, each tally as count / amount.
+fn reconciliation_row(
+    partition: &str,
+    gateway: &str,
+    day_of: chrono::NaiveDate,
+    day: &ansinh::domain::payments::reconcile::GatewayDay,
+) -> String {
+    let t = |t: &ansinh::domain::payments::reconcile::Tally| {
+        format!("{} / {}", t.count, format_vnd(t.amount))
+    };
+    format!(
+        "{:<4} {:<10} {:<10} {:>24} {:>24} {:>22} {:>22} {:>22} {:>22} {:>24} {:>5}",
+        partition,
+        gateway,
+        day_of.format("%d/%m/%Y").to_string(),
+        t(&day.instructed),
+        t(&day.settled),
+        t(&day.failed),
+        t(&day.returned),
+        t(&day.timed_out),
+        t(&day.cancelled),
+        t(&day.pending_overdue),
+        day.mismatches.len()
+    )
 }
 
 pub fn describe(kind: &MismatchKind) -> String {
@@ -923,4 +943,50 @@ pub fn decided(body: &ansinh::domain::payments::EventBody) -> Option<(String, se
         ),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ansinh::domain::payments::reconcile::{GatewayDay, Tally};
+    use rust_decimal_macros::dec;
+
+    /// Money that went back to the budget on a day (a timeout, a cancellation) is on the
+    /// table staff read, in its own column, not only in the JSON and the CSV.
+    #[test]
+    fn a_day_s_timeouts_and_cancellations_have_columns_of_their_own() {
+        let day = GatewayDay {
+            timed_out: Tally {
+                count: 400,
+                amount: dec!(200000000),
+            },
+            cancelled: Tally {
+                count: 3,
+                amount: dec!(1500000),
+            },
+            ..GatewayDay::default()
+        };
+        let on = chrono::NaiveDate::from_ymd_opt(2026, 12, 16).unwrap();
+        let header = reconciliation_header();
+        let row = reconciliation_row("01", "vcb", on, &day);
+        // Columns are aligned in characters (the đồng sign is three bytes).
+        let (header, row): (Vec<char>, Vec<char>) =
+            (header.chars().collect(), row.chars().collect());
+        let column = |title: &str| {
+            let title: Vec<char> = title.chars().collect();
+            let at = header
+                .windows(title.len())
+                .position(|w| w == title)
+                .unwrap();
+            let start = header[..at].iter().rposition(|c| *c != ' ').unwrap() + 1;
+            row[start..at + title.len()]
+                .iter()
+                .collect::<String>()
+                .trim()
+                .to_owned()
+        };
+        assert_eq!(column("TIMED OUT"), "400 / 200.000.000 ₫");
+        assert_eq!(column("CANCELLED"), "3 / 1.500.000 ₫");
+        assert_eq!(column("SETTLED"), "0 / 0 ₫");
+    }
 }

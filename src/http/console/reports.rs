@@ -556,7 +556,7 @@ async fn reconciliation(
     let body = html! {
         (reconciliation_form(&session, partition.as_str(), &i18n::date(day), &Problems::default()))
         table #reconciliation {
-            tr { th { (lang.t(T::Gateway)) } th { (lang.t(T::Instructed)) } th { (lang.t(T::Settled)) } th { (lang.t(T::FailedPayments)) } th { (lang.t(T::Returned)) } th { (lang.t(T::PendingPayments)) } th { (lang.t(T::Mismatches)) } }
+            tr { th { (lang.t(T::Gateway)) } th { (lang.t(T::Instructed)) } th { (lang.t(T::Settled)) } th { (lang.t(T::FailedPayments)) } th { (lang.t(T::Returned)) } th { (lang.t(T::TimedOut)) } th { (lang.t(T::CancelledPayments)) } th { (lang.t(T::PendingPayments)) } th { (lang.t(T::Mismatches)) } }
             @for (gateway, d) in &lines {
                 tr.gateway {
                     td { (gateway) }
@@ -564,6 +564,8 @@ async fn reconciliation(
                     td.num { (tally(&d.settled)) }
                     td.num { (tally(&d.failed)) }
                     td.num { (tally(&d.returned)) }
+                    td.num.timed-out { (tally(&d.timed_out)) }
+                    td.num.cancelled { (tally(&d.cancelled)) }
                     td.num { (tally(&d.pending_overdue)) }
                     td.num { (d.mismatches.len()) }
                 }
