@@ -371,6 +371,28 @@ async fn gateway_posts_are_idempotent_forever_and_out_of_order_posts_are_defined
     .unwrap();
     assert_eq!(kind, "GatewayPostRefused");
 
+    // A post for household 1's instruction naming household 2 (a bank's mix-up): refused,
+    // and recorded under household 1, whose instruction it is, not in household 2's
+    // history.
+    let mixed_up = GatewayPost {
+        beneficiary: beneficiary(2),
+        ..post("VCB", 1, Outcome::Settled, "X7", 500_000)
+    };
+    let (mixed_up, kind) = send(&service, mixed_up, NOW_MS, NOW_MS).await.unwrap();
+    assert_eq!(kind, "GatewayPostRefused");
+    let recorded = service.ledger.event_of(&mixed_up).await.unwrap();
+    let household = |n| format!("household:{}", beneficiary(n).household);
+    assert!(
+        recorded.subjects.contains(&household(1)),
+        "{:?}",
+        recorded.subjects
+    );
+    assert!(
+        !recorded.subjects.contains(&household(2)),
+        "{:?}",
+        recorded.subjects
+    );
+
     // Returned after settled: accepted, reverses. Settled after returned: refused.
     let (_, kind) = send(
         &service,
@@ -404,7 +426,7 @@ async fn gateway_posts_are_idempotent_forever_and_out_of_order_posts_are_defined
     })
     .await
     .unwrap();
-    assert_eq!(signed_posts, 5);
+    assert_eq!(signed_posts, 6);
 
     // Reconciliation: one settled (then returned), the refusals listed as mismatches.
     let read_again = stream.clone();

@@ -258,7 +258,7 @@ fn command(book: &Book, today: NaiveDate, op: &Op) -> Option<Command> {
 /// `e` recorded as a `PaymentRecorded` payload, encoded to protobuf bytes, decoded
 /// and read back into the domain: the path every payment event takes through the log.
 fn through_the_log(e: &Event) -> Event {
-    let (payload, _) = payments::payload_of(e, None);
+    let (payload, _) = payments::payload_of(e, None, &Default::default());
     let Payload::PaymentRecorded(recorded) = payload else {
         panic!("a payment event is recorded as PaymentRecorded")
     };

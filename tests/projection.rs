@@ -778,11 +778,18 @@ async fn append_01(
 }
 
 /// Appends decided payment events to partition 01 as the book records them, under the
-/// actor each names.
-async fn append_payments(ledger: &Ledger, events: &[ansinh::domain::payments::Event]) {
+/// actor each names; `earlier` are the events appended before them, which the book
+/// decided them against.
+async fn append_payments(
+    ledger: &Ledger,
+    earlier: &[ansinh::domain::payments::Event],
+    events: &[ansinh::domain::payments::Event],
+) {
     use ansinh::domain::payments::Actor;
+    let mut book = ansinh::domain::payments::replay(earlier);
     for (n, event) in events.iter().enumerate() {
-        let (payload, subjects) = ansinh::book::payments::payload_of(event, None);
+        let (payload, subjects) = ansinh::book::payments::payload_of(event, None, &book);
+        ansinh::domain::payments::apply(&mut book, event);
         let actor = match &event.actor {
             Actor::Officer(id) => ansinh::proto::Actor {
                 id: id.to_string(),
@@ -869,10 +876,10 @@ async fn a_reconciliation_never_counts_an_instruction_in_two_states() {
         })
         .collect();
     let settled = pay::history_from(&issued, &settling);
-    append_payments(&ledger, &issued).await;
+    append_payments(&ledger, &[], &issued).await;
     let mut stream = stream_of(&config).await;
     let issued_end = reader::last_stream_sequence(&mut stream).await.unwrap();
-    append_payments(&ledger, &settled[issued.len()..]).await;
+    append_payments(&ledger, &settled[..issued.len()], &settled[issued.len()..]).await;
     let end = reader::last_stream_sequence(&mut stream).await.unwrap();
 
     let store = tempfile::tempdir().unwrap();
@@ -965,7 +972,7 @@ async fn a_range_lists_a_bounded_number_of_pending_instructions_and_counts_the_r
         ));
     }
     issuing.push(pay::run("2026-12-01", "2026-12", None));
-    append_payments(&ledger, &pay::history(&issuing)).await;
+    append_payments(&ledger, &[], &pay::history(&issuing)).await;
     let mut stream = stream_of(&config).await;
     let store = tempfile::tempdir().unwrap();
     let db = sled::open(store.path()).unwrap();
@@ -1051,7 +1058,7 @@ async fn a_range_lists_a_bounded_number_of_mismatches_and_counts_the_rest() {
         })
         .collect();
     let all = pay::history_from(&issued, &mismatching);
-    append_payments(&ledger, &all).await;
+    append_payments(&ledger, &[], &all).await;
     let mut stream = stream_of(&config).await;
     let store = tempfile::tempdir().unwrap();
     let db = sled::open(store.path()).unwrap();

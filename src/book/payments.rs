@@ -76,8 +76,13 @@ fn budget_label(key: &payments::budget::BudgetKey) -> String {
     format!("{}/{}/{}", key.programme, key.commune, key.period)
 }
 
-/// The payload recording one decided payment event.
-pub fn payload_of(event: &Event, signed: Option<&SignedPost>) -> (Payload, Vec<String>) {
+/// The payload recording one decided payment event, decided against `book` (the
+/// partition's payments before the decision).
+pub fn payload_of(
+    event: &Event,
+    signed: Option<&SignedPost>,
+    book: &payments::Book,
+) -> (Payload, Vec<String>) {
     let (instruction, gateway, amount, household) = match &event.body {
         EventBody::InstructionIssued { instruction, .. } => (
             instruction.id.to_string(),
@@ -85,12 +90,18 @@ pub fn payload_of(event: &Event, signed: Option<&SignedPost>) -> (Payload, Vec<S
             instruction.amount,
             Some(instruction.beneficiary.household.to_string()),
         ),
+        // The household a post concerns is its instruction's, which the book knows, not
+        // the one the gateway wrote: a refused post naming another household (a bank's
+        // mix-up) would otherwise sit in that household's history, in any province. A post
+        // for an instruction the partition never issued concerns no household.
         EventBody::GatewayPostAccepted { post, .. }
         | EventBody::GatewayPostRefused { post, .. } => (
             post.instruction.to_string(),
             post.gateway.to_string(),
             post.amount,
-            Some(post.beneficiary.household.to_string()),
+            payments::instructions::InstructionId::parse(post.instruction.as_str())
+                .and_then(|id| book.instructions.get(&id))
+                .map(|i| i.issued.beneficiary.household.to_string()),
         ),
         EventBody::InstructionTimedOut {
             instruction,
@@ -182,7 +193,7 @@ pub fn decide(
         Decision::Append(events) => Ok(events
             .iter()
             .map(|e| {
-                let (payload, subjects) = payload_of(e, signed);
+                let (payload, subjects) = payload_of(e, signed, &book.payments);
                 Proposal { payload, subjects }
             })
             .collect()),
