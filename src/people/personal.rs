@@ -466,7 +466,7 @@ impl Vault {
     /// then holds `value`, else what it holds instead.
     async fn agree(&self, key: &str, value: &[u8]) -> Result<Option<Bytes>, VaultError> {
         for _ in 0..VAULT_WRITE_ATTEMPTS_MAX {
-            match self.kv.entry(key).await.map_err(storage)? {
+            match self.leader_entry(key).await? {
                 Some(e) if e.operation == kv::Operation::Put => {
                     return Ok((e.value != value).then_some(e.value));
                 }
@@ -487,8 +487,46 @@ impl Vault {
         Err(VaultError::Contended)
     }
 
+    /// A key's latest entry, as the bucket stream's leader has it. The bucket allows
+    /// direct gets (`kv_writes` makes it so), and `kv::Store::entry` reads through them:
+    /// on a cluster any replica may answer one before it has stored the latest write,
+    /// so a key erased by another process a moment ago would still open there, for as
+    /// long as that replica lags. An erasure is final in every process at once (ADR
+    /// 0009), so the vault reads through the leader, as the claims do (ADR 0007).
+    async fn leader_entry(&self, key: &str) -> Result<Option<kv::Entry>, VaultError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        let subject = format!("{}{key}", self.kv.prefix);
+        let read = || self.kv.stream.get_last_raw_message_by_subject(&subject);
+        let found = crate::log::reader::retrying_transient(read, |e| {
+            e.kind() == LastRawMessageErrorKind::Other
+        })
+        .await;
+        let message = match found {
+            Ok(message) => message,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+            Err(e) => return Err(storage(e)),
+        };
+        let operation = match message.headers.get("KV-Operation") {
+            None => kv::Operation::Put,
+            Some(op) => op
+                .as_str()
+                .parse()
+                .map_err(|_| storage(format!("{key}: unknown KV-Operation {op:?}")))?,
+        };
+        Ok(Some(kv::Entry {
+            bucket: self.kv.name.clone(),
+            key: key.to_owned(),
+            value: message.payload,
+            revision: message.sequence,
+            delta: 0,
+            created: message.time,
+            operation,
+            seen_current: false,
+        }))
+    }
+
     async fn slot(&self, key: &str) -> Result<Slot, VaultError> {
-        let Some(entry) = self.kv.entry(key).await.map_err(storage)? else {
+        let Some(entry) = self.leader_entry(key).await? else {
             return Ok(Slot::Empty { revision: 0 });
         };
         let revision = entry.revision;
@@ -657,7 +695,7 @@ impl Vault {
     /// A page of pooled keys as stored, with its revision; None when it was never
     /// written.
     async fn page(&self, name: &str) -> Result<Option<kv::Entry>, VaultError> {
-        let entry = self.kv.entry(name).await.map_err(storage)?;
+        let entry = self.leader_entry(name).await?;
         Ok(entry.filter(|e| e.operation == kv::Operation::Put))
     }
 
