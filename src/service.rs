@@ -43,6 +43,14 @@ pub enum ServiceError {
     /// request (say, the amount) and kept the key that the change was recorded.
     #[error("idempotency key {key} was used for another request")]
     KeyReused { key: String },
+    /// The citizen claims could not be used, and a retry changes nothing: their stream
+    /// could lose claims (`ClaimError::Unsafe`: an operator fixes it first), or a claim
+    /// was asked for something that is not a household id (`ClaimError::NotAHousehold`:
+    /// a mistake of the code calling). A claim that could not be checked now (NATS, a
+    /// contended shard) is `Append(Nats)` instead, retried with the same key; one held
+    /// by another household is `Rejected`.
+    #[error(transparent)]
+    Claims(ClaimError),
 }
 
 impl ServiceError {
@@ -56,7 +64,8 @@ impl ServiceError {
             ServiceError::Denied(_)
             | ServiceError::Rejected(_)
             | ServiceError::KeyReused { .. } => true,
-            ServiceError::Vault(_) => false,
+            // Claims fail before or after the submit; only its own result says.
+            ServiceError::Vault(_) | ServiceError::Claims(_) => false,
             ServiceError::Append(e) => matches!(
                 e,
                 AppendError::Partition(_)
@@ -199,7 +208,13 @@ impl From<ClaimError> for ServiceError {
                 ServiceError::Rejected(Rejection::CitizenAlreadyRegistered { household: holder })
             }
             // Not a refusal: the claim could not be checked; retry the command.
-            other => ServiceError::Append(AppendError::Nats(other.to_string())),
+            e @ (ClaimError::Nats(_) | ClaimError::Contended) => {
+                ServiceError::Append(AppendError::Nats(e.to_string()))
+            }
+            // Retrying changes nothing: kept typed, so no edge answers "retry".
+            e @ (ClaimError::Unsafe(_) | ClaimError::NotAHousehold { .. }) => {
+                ServiceError::Claims(e)
+            }
         }
     }
 }

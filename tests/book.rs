@@ -1082,6 +1082,35 @@ async fn a_duplicate_during_an_erasure_gives_back_what_it_newly_claimed() {
     assert_eq!(claims.holder(&citizen).await.unwrap(), None);
 }
 
+/// A claims stream that could lose claims (here, one that allows deletes) refuses every
+/// registration with a typed error an operator acts on, never one that says "retry":
+/// retrying changes nothing until the stream is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsafe_claims_stream_is_an_error_no_retry_fixes() {
+    let config = fresh_log();
+    let js = async_nats::jetstream::new(client().await);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: ansinh::claims::stream_name(&config.stream_name),
+        subjects: vec![format!("ansinh.claims.{}.*", config.stream_name)],
+        deny_delete: false,
+        deny_purge: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let service = service_at(&config, &dir.path().join("a"), &dir.path().join("secrets")).await;
+    let r = register_in(&service, "0100007-000001", &person("001085012345", None)).await;
+    assert!(
+        matches!(
+            r,
+            Err(ServiceError::Claims(ansinh::claims::ClaimError::Unsafe(_)))
+        ),
+        "{r:?}"
+    );
+    assert_eq!(event_count(&config).await, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_follow_members_moves_and_erasure() {
     let w = world().await;
