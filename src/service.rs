@@ -175,6 +175,41 @@ impl LoanAction {
 pub const OVERDUE_STEPS_MAX: usize =
     crate::domain::loans::TRANCHES_MAX * (crate::input::TERM_MONTHS_MAX as usize * 3 / 2 + 1) + 1;
 
+/// Times a command that appended nothing tries to give its claims back before it
+/// answers with them still held (`Service::give_back_or_log`). Giving back is idempotent
+/// and what fails it is transient (a NATS timeout, a shard contended by other processes,
+/// a round failed by another request's publish), so a few tries nearly always free the
+/// claims; past them the caller's answer is worth more than a longer wait, and an
+/// operator frees what is left (`Service::release_left_over_claim`).
+pub const GIVE_BACK_ATTEMPTS_MAX: u32 = 4;
+/// Wait before a give-back's next try: this times the tries made (0.1 + 0.2 + 0.3 s in
+/// all), long enough for a stalled round to time out or a contended shard to settle.
+pub const GIVE_BACK_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What `Service::release_left_over_claim` refused, or why it could not decide.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseClaimError {
+    /// The claims give the citizen to another household, or to none: nothing freed.
+    /// Handle: check the household id (the holder is named for the operator).
+    #[error("household {household} does not hold this citizen's claim ({})", match holder {
+        Some(holder) => format!("household {holder} does"),
+        None => "no household does".to_owned(),
+    })]
+    NotHeld {
+        household: String,
+        holder: Option<String>,
+    },
+    /// The household's recorded events hold the citizen: the claim is theirs, not left
+    /// over, and freeing it would let the citizen be registered twice. Nothing freed.
+    #[error(
+        "household {household}'s recorded events hold this citizen: the claim is in use, not left over"
+    )]
+    Recorded { household: String },
+    /// The claims or the log could not be read, or the release failed: run it again.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
 /// Request metadata every write carries.
 #[derive(Clone, Copy, Debug)]
 pub struct Request<'a> {
@@ -338,6 +373,13 @@ impl Service {
         Ok(self.claims().await?.hold_publishes().await)
     }
 
+    /// Test hook: `Claims::fail_releases` of this service's claims.
+    #[doc(hidden)]
+    pub async fn fail_claim_releases(&self, count: usize) -> Result<(), ServiceError> {
+        self.claims().await?.fail_releases(count);
+        Ok(())
+    }
+
     async fn claims(&self) -> Result<&Claims, ServiceError> {
         Ok(self
             .claims
@@ -436,7 +478,7 @@ impl Service {
         let result = self.submit(req, partition_of(household), command).await;
         match &result {
             Err(e) if e.appended_nothing() => {
-                self.give_back(claims, household, from, taken).await?;
+                self.give_back_or_log(claims, household, from, taken).await;
             }
             // A retry whose first attempt landed, through a process whose log index had
             // not caught up with it (`already` found nothing), claims again. What it newly
@@ -445,11 +487,54 @@ impl Service {
             // Released, even after a move-in: its move-out has landed, and the household
             // moving holds nothing any more.
             Ok(receipt) if receipt.duplicate => {
-                self.give_back(claims, household, None, taken).await?;
+                self.give_back_or_log(claims, household, None, taken).await;
             }
             _ => {}
         }
         result
+    }
+
+    /// `give_back`, tried up to `GIVE_BACK_ATTEMPTS_MAX` times. The command's own answer
+    /// (the book's refusal, the receipt of a retry) is what its caller acts on: a failed
+    /// give-back must not replace it with an error that says "retry", whose retry finds
+    /// the claims already held by the household, takes nothing, and so gives nothing back.
+    /// Past the attempts the claims stay held, logged at error level (the household and
+    /// how many citizens, no personal data), for an operator to free
+    /// (`Service::release_left_over_claim`).
+    async fn give_back_or_log(
+        &self,
+        claims: &Claims,
+        household: &HouseholdId,
+        from: Option<&HouseholdId>,
+        taken: &[BlindIndex],
+    ) {
+        let mut attempt = 1;
+        loop {
+            let error = match self.give_back(claims, household, from, taken).await {
+                Ok(()) => return,
+                Err(e) => e,
+            };
+            if attempt >= GIVE_BACK_ATTEMPTS_MAX {
+                tracing::error!(
+                    household = %household,
+                    citizens = taken.len(),
+                    attempts = attempt,
+                    error = %error,
+                    "claims of a command that appended nothing were not given back: each \
+                     citizen stays held by the household until `ansinh admin release-claim` \
+                     frees it"
+                );
+                return;
+            }
+            tracing::warn!(
+                household = %household,
+                attempt,
+                error = %error,
+                "giving claims back failed: trying again"
+            );
+            tokio::time::sleep(GIVE_BACK_BACKOFF * attempt).await;
+            attempt += 1;
+        }
     }
 
     async fn submit(
@@ -592,7 +677,7 @@ impl Service {
         let sealed = match sealed {
             Ok(sealed) => sealed,
             Err(e) => {
-                claims.release(household.as_str(), &taken).await?;
+                self.give_back_or_log(claims, household, None, &taken).await;
                 return Err(e.into());
             }
         };
@@ -1078,16 +1163,7 @@ impl Service {
         if taken.is_empty() {
             return Ok(());
         }
-        // What the household's recorded events give it, read from the log: none once it
-        // is erased or moved out (read from its data instead, the data of a household
-        // whose erasure is recorded, its key not destroyed yet, would keep them).
-        let held = self
-            .newest_in_trail(household, partition_of(household).as_str(), None, |t| {
-                records_members(t) || t == ERASED || t == MOVED_OUT
-            })
-            .await?
-            .and_then(|event| citizens_recorded(&event.payload))
-            .unwrap_or_default();
+        let held = self.held_by_events(household).await?;
         let back: Vec<BlindIndex> = taken
             .iter()
             .filter(|c| !held.contains(c))
@@ -1102,6 +1178,60 @@ impl Service {
             }
             None => claims.release(household.as_str(), &back).await?,
         }
+        Ok(())
+    }
+
+    /// The citizens `household`'s recorded events give it, read from the log: those of
+    /// its newest event recording its members, none once it is erased or moved out (read
+    /// from its data instead, the data of a household whose erasure is recorded, its key
+    /// not destroyed yet, would keep them).
+    async fn held_by_events(
+        &self,
+        household: &HouseholdId,
+    ) -> Result<Vec<BlindIndex>, ServiceError> {
+        Ok(self
+            .newest_in_trail(household, partition_of(household).as_str(), None, |t| {
+                records_members(t) || t == ERASED || t == MOVED_OUT
+            })
+            .await?
+            .and_then(|event| citizens_recorded(&event.payload))
+            .unwrap_or_default())
+    }
+
+    /// Frees the claim `household` holds on `citizen` when none of the household's
+    /// recorded events hold them (`held_by_events`, as a give-back reads it): a claim left
+    /// by an attempt that appended nothing and could not give it back (a crash between
+    /// its claim and its submit, a give-back that kept failing), which would keep the
+    /// citizen from being registered anywhere. The operator's (`ansinh admin
+    /// release-claim`), not a staff route. Refused, freeing nothing, when another
+    /// household or none holds the claim, or when the household's events hold the
+    /// citizen. Run it once that household's commands in flight are over: a command
+    /// that relies on the claim and lands after the check would record a citizen whose
+    /// claim is free.
+    pub async fn release_left_over_claim(
+        &self,
+        citizen: &CitizenId,
+        household: &HouseholdId,
+    ) -> Result<(), ReleaseClaimError> {
+        let claims = self.claims().await?;
+        let index = self.vault.blind_index(citizen.as_str());
+        let holder = claims.holder(&index).await.map_err(ServiceError::from)?;
+        if holder.as_deref() != Some(household.as_str()) {
+            return Err(ReleaseClaimError::NotHeld {
+                household: household.to_string(),
+                holder,
+            });
+        }
+        if self.held_by_events(household).await?.contains(&index) {
+            return Err(ReleaseClaimError::Recorded {
+                household: household.to_string(),
+            });
+        }
+        claims
+            .release(household.as_str(), &[index])
+            .await
+            .map_err(ServiceError::from)?;
+        tracing::info!(household = %household, "freed a left-over citizen claim");
         Ok(())
     }
 

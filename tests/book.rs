@@ -12,7 +12,7 @@ use ansinh::access::{Caller, Role};
 use ansinh::book::{Command, PartitionBook, Proposal, codec};
 use ansinh::domain::Rejection;
 use ansinh::domain::eligibility::{Area, ClassificationInputs};
-use ansinh::domain::ids::HouseholdId;
+use ansinh::domain::ids::{CitizenId, HouseholdId};
 use ansinh::domain::loans::{Channel, CommandKind, EntrustedOrganisation, LoanStatus};
 use ansinh::domain::payments::instructions::LeftUnpaid;
 use ansinh::domain::registry::Change;
@@ -20,7 +20,7 @@ use ansinh::log::{Ledger, LogConfig, Receipt};
 use ansinh::personal::{Member, PersonalData, VaultError};
 use ansinh::projection::Projector;
 use ansinh::proto::{self, envelope::Payload};
-use ansinh::service::{LoanAction, Request, Service, ServiceError};
+use ansinh::service::{LoanAction, ReleaseClaimError, Request, Service, ServiceError};
 use chrono::NaiveDate;
 use common::*;
 use rust_decimal::Decimal;
@@ -1080,6 +1080,156 @@ async fn a_duplicate_during_an_erasure_gives_back_what_it_newly_claimed() {
     let retried = register_in(&b, h.as_str(), &data).await.unwrap();
     assert!(retried.duplicate);
     assert_eq!(claims.holder(&citizen).await.unwrap(), None);
+}
+
+/// Family 2's first attempt to register under an id family 1 took claimed its citizen,
+/// then died before its submit. Its retry (same key) is refused, takes nothing and so
+/// gives nothing back: the citizen stays held by family 1's household, refused
+/// everywhere. The operator's release frees them, and only them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_left_by_an_earlier_attempt_is_freed_by_the_operator() {
+    let (config, _dir, a, _b) = two_processes().await;
+    let h = hh("0100007-000123");
+    register_in(&a, h.as_str(), &person("001085012345", None))
+        .await
+        .unwrap();
+    let claims = ansinh::claims::Claims::open(a.ledger.jetstream(), &config.stream_name, 1)
+        .await
+        .unwrap();
+    let family_2 = person("001190000001", None);
+    let c2 = a.vault.blind_index("001190000001");
+    claims.claim(h.as_str(), &[c2]).await.unwrap();
+    let officer = staff(Role::CreditOfficer, "01");
+    let retried = a
+        .register(
+            &rq(&officer, "family-2"),
+            &h,
+            Area::Rural,
+            d("2026-01-05"),
+            &family_2,
+        )
+        .await;
+    assert!(
+        matches!(
+            retried,
+            Err(ServiceError::Rejected(Rejection::HouseholdExists { .. }))
+        ),
+        "{retried:?}"
+    );
+    assert_eq!(
+        claims.holder(&c2).await.unwrap().as_deref(),
+        Some(h.as_str())
+    );
+    let elsewhere = "0100007-000124";
+    assert!(matches!(
+        refused(register_in(&a, elsewhere, &family_2).await),
+        Rejection::CitizenAlreadyRegistered { household } if household == h.as_str()
+    ));
+    let citizen = |id: &str| CitizenId::parse(id).unwrap();
+    // Not the household's to free when another holds it.
+    let other = a
+        .release_left_over_claim(&citizen("001190000001"), &hh(elsewhere))
+        .await;
+    assert!(
+        matches!(&other, Err(ReleaseClaimError::NotHeld { holder: Some(holder), .. }) if holder == h.as_str()),
+        "{other:?}"
+    );
+    a.release_left_over_claim(&citizen("001190000001"), &h)
+        .await
+        .unwrap();
+    assert_eq!(claims.holder(&c2).await.unwrap(), None);
+    let c1 = a.vault.blind_index("001085012345");
+    assert_eq!(
+        claims.holder(&c1).await.unwrap().as_deref(),
+        Some(h.as_str())
+    );
+    register_in(&a, elsewhere, &family_2).await.unwrap();
+}
+
+/// The operator's release refuses a citizen the household's recorded events hold
+/// (through a process that did not record them), and frees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_cannot_free_a_citizen_the_households_events_hold() {
+    let (config, _dir, a, b) = two_processes().await;
+    let h = hh("0100007-000001");
+    register_in(
+        &a,
+        h.as_str(),
+        &person("001085012345", Some("001190000001")),
+    )
+    .await
+    .unwrap();
+    let answer = b
+        .release_left_over_claim(&CitizenId::parse("001190000001").unwrap(), &h)
+        .await;
+    assert!(
+        matches!(&answer, Err(ReleaseClaimError::Recorded { household }) if household == h.as_str()),
+        "{answer:?}"
+    );
+    let claims = ansinh::claims::Claims::open(a.ledger.jetstream(), &config.stream_name, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        claims
+            .holder(&a.vault.blind_index("001190000001"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(h.as_str())
+    );
+    assert!(matches!(
+        refused(register_in(&b, "7900007-000001", &person("001190000001", None)).await),
+        Rejection::CitizenRegisteredOutsideUnit
+    ));
+}
+
+/// A give-back that fails is tried again; one that fails every time leaves the book's
+/// refusal as the answer, never an error that says "retry" (whose retry would take
+/// nothing and give nothing back), and the claim for the operator to free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_give_back_keeps_the_refusal() {
+    let w = world().await;
+    let h = hh("0100007-000123");
+    w.register(h.as_str(), &person("001085012345", None))
+        .await
+        .unwrap();
+    let officer = staff(Role::CreditOfficer, "01");
+    let family_2 = person("001190000001", None);
+    let attempt = |key: &'static str| {
+        let (service, officer, h, family_2) = (&w.service, &officer, &h, &family_2);
+        async move {
+            service
+                .register(&rq(officer, key), h, Area::Rural, d("2026-01-05"), family_2)
+                .await
+        }
+    };
+    let household_exists = |r: &Result<Receipt, ServiceError>| {
+        matches!(
+            r,
+            Err(ServiceError::Rejected(Rejection::HouseholdExists { .. }))
+        )
+    };
+    // One failure: the next try gives the claim back.
+    w.service.fail_claim_releases(1).await.unwrap();
+    let r = attempt("family-2").await;
+    assert!(household_exists(&r), "{r:?}");
+    assert_eq!(holder_of(&w, "001190000001").await, None);
+    // Every try fails: the refusal all the same, the claim left held.
+    let tries = ansinh::service::GIVE_BACK_ATTEMPTS_MAX as usize;
+    w.service.fail_claim_releases(tries).await.unwrap();
+    let r = attempt("family-2-again").await;
+    assert!(household_exists(&r), "{r:?}");
+    assert_eq!(
+        holder_of(&w, "001190000001").await.as_deref(),
+        Some(h.as_str())
+    );
+    w.service
+        .release_left_over_claim(&CitizenId::parse("001190000001").unwrap(), &h)
+        .await
+        .unwrap();
+    register_in(&w.service, "7900007-000001", &family_2)
+        .await
+        .unwrap();
 }
 
 /// A claims stream that could lose claims (here, one that allows deletes) refuses every
