@@ -718,12 +718,20 @@ impl Service {
             return Ok(receipt);
         }
         let citizens = self.indexes(data)?;
-        let latest = self.latest_sealed_if_any(household).await?;
+        // Sealed under the key of the household's latest blob, as every later seal is, so
+        // one erasure destroys all of its data. A household not registered (yet: its
+        // registration may be in flight) is refused here: sealed under a fresh key, the
+        // change could land right after that registration, and the erasure would destroy
+        // only the change's key, leaving the registration's data readable.
+        let latest = self.latest_sealed(household).await?;
         let change = Change::MembersChanged {
             household: household.clone(),
             members: Self::members(data),
             citizens: citizens.clone(),
-            sealed: self.seal_again(household, data, latest.as_deref()).await?,
+            sealed: self
+                .vault
+                .seal_again(household.as_str(), data, &latest)
+                .await?,
             on,
             reason: reason.to_owned(),
         };
@@ -1233,24 +1241,6 @@ impl Service {
             .map_err(ServiceError::from)?;
         tracing::info!(household = %household, "freed a left-over citizen claim");
         Ok(())
-    }
-
-    /// New personal data of a household sealed under the key of its `latest` blob, or
-    /// under a pooled key when it has none (the book refuses a household not registered).
-    async fn seal_again(
-        &self,
-        household: &HouseholdId,
-        data: &PersonalData,
-        latest: Option<&[u8]>,
-    ) -> Result<Vec<u8>, ServiceError> {
-        Ok(match latest {
-            Some(latest) => {
-                self.vault
-                    .seal_again(household.as_str(), data, latest)
-                    .await?
-            }
-            None => self.vault.seal_new(household.as_str(), data).await?,
-        })
     }
 
     /// The household's personal data in clear, from its latest sealed record.

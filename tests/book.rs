@@ -1261,6 +1261,72 @@ async fn an_unsafe_claims_stream_is_an_error_no_retry_fixes() {
     assert_eq!(event_count(&config).await, 0);
 }
 
+/// The personal data an event of the household sealed.
+async fn sealed_at(service: &Service, receipt: &Receipt) -> Vec<u8> {
+    match service.ledger.event_of(receipt).await.unwrap().payload {
+        Some(Payload::HouseholdRegistered(p)) => p.sealed_personal.to_vec(),
+        Some(Payload::HouseholdMembersChanged(p)) => p.sealed_personal.to_vec(),
+        other => panic!("no sealed data in {other:?}"),
+    }
+}
+
+/// A member change of a household this process cannot see yet (its registration in
+/// flight through another) is refused before anything is sealed or claimed: sealed under
+/// a fresh key, it could land right after the registration, and the erasure would
+/// destroy that key only, the registration's data staying readable under its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_change_of_a_household_not_registered_yet_is_refused() {
+    let (config, _dir, a, b) = two_processes().await;
+    let h = hh("0100007-000050");
+    let officer = staff(Role::CreditOfficer, "01");
+    let changed = person("001085012345", Some("001190000009"));
+    // B's claims publish nothing until the guard goes: a change that reached them would
+    // wait there while A's registration lands.
+    let guard = b.hold_claims().await.unwrap();
+    let early = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        b.change_members(&rq(&officer, "chg"), &h, d("2026-02-01"), "birth", &changed),
+    )
+    .await
+    .expect("answered without waiting on its claims");
+    assert_eq!(
+        refused(early),
+        Rejection::HouseholdNotRegistered {
+            household: h.to_string()
+        }
+    );
+    assert_eq!(event_count(&config).await, 0);
+    let registered = register_in(&a, h.as_str(), &person("001085012345", None))
+        .await
+        .unwrap();
+    drop(guard);
+    // The same change once the household is seen: sealed under the registration's key,
+    // so one erasure makes both unreadable.
+    let change = b
+        .change_members(&rq(&officer, "chg"), &h, d("2026-02-01"), "birth", &changed)
+        .await
+        .unwrap();
+    a.erase_personal_data(
+        &rq(&staff(Role::BranchManager, "01"), "erase"),
+        &h,
+        d("2026-03-01"),
+        "QĐ 2/2026",
+        1,
+    )
+    .await
+    .unwrap();
+    for receipt in [&registered, &change] {
+        let blob = sealed_at(&a, receipt).await;
+        let opened = a.vault.open_sealed(h.as_str(), &blob).await;
+        assert!(
+            matches!(opened, Err(VaultError::Erased { .. })),
+            "sequence {}: {:?}",
+            receipt.sequence,
+            opened.map(|_| "opened")
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_follow_members_moves_and_erasure() {
     let w = world().await;
