@@ -1072,9 +1072,11 @@ impl Service {
         Ok(opened)
     }
 
-    /// Destroys the household's data key after recording the erasure. The order
-    /// matters: the event first, so an erasure is never unrecorded; a failure after it
-    /// is retried by calling again (the event is idempotent, the erase too).
+    /// Destroys the household's data key after recording the erasure, then frees its
+    /// citizens. The order matters: the event first, so an erasure is never unrecorded;
+    /// the key next, so a failure of the claims leaves no readable data behind; a failure
+    /// after the event is retried by calling again (the event is idempotent, the erase
+    /// and the release too).
     pub async fn erase_personal_data(
         &self,
         req: &Request<'_>,
@@ -1106,29 +1108,13 @@ impl Service {
             Err(e @ ServiceError::Rejected(Rejection::AlreadyErased { .. })) => Err(e),
             Err(e) => return Err(e),
         };
-        // The citizens to free, read from the log once the erasure is durable: those of
-        // the household's last event recording its members. Read before the event, a
-        // member change landing in between would leave the citizen it added held by the
-        // erased household for ever; after it, the book gives the household no citizen
-        // more. A retry reads the same.
-        let citizens = self
-            .newest_in_trail(
-                household,
-                partition_of(household).as_str(),
-                None,
-                records_members,
-            )
-            .await?
-            .and_then(|event| citizens_recorded(&event.payload))
-            .unwrap_or_default();
-        self.claims()
-            .await?
-            .release(household.as_str(), &citizens)
-            .await?;
-        // The key the household's blobs are sealed under, read after the event as well:
-        // read before it, a registration landing in between would leave the key it sealed
-        // under unread, and kept. The erasure event does not move the projection's latest
-        // blob, so a retry finds the same key.
+        // The key first: its destruction is what the erasure is for, and the claims below
+        // are the step most likely to fail (a contended or stalled shard), which would
+        // otherwise leave the key alive until someone retried. The key the household's
+        // blobs are sealed under is read after the event: read before it, a registration
+        // landing in between would leave the key it sealed under unread, and kept. The
+        // erasure event does not move the projection's latest blob, so a retry finds the
+        // same key.
         let latest = self.latest_sealed_if_any(household).await?;
         self.vault
             .erase_sealed(household.as_str(), latest.as_deref(), now_unix_ms)
@@ -1151,6 +1137,25 @@ impl Service {
             self.vault.erase(&before, now_unix_ms).await?;
             at = before;
         }
+        // The citizens to free, read from the log once the erasure is durable: those of
+        // the household's last event recording its members. Read before the event, a
+        // member change landing in between would leave the citizen it added held by the
+        // erased household for ever; after it, the book gives the household no citizen
+        // more. A retry reads the same, after destroying the key again (idempotent).
+        let citizens = self
+            .newest_in_trail(
+                household,
+                partition_of(household).as_str(),
+                None,
+                records_members,
+            )
+            .await?
+            .and_then(|event| citizens_recorded(&event.payload))
+            .unwrap_or_default();
+        self.claims()
+            .await?
+            .release(household.as_str(), &citizens)
+            .await?;
         recorded
     }
 

@@ -1041,8 +1041,9 @@ async fn a_retry_answered_as_a_duplicate_gives_back_what_it_newly_claimed() {
         .unwrap();
 }
 
-/// As above, with the retry landing while the erasure is under way: its event durable
-/// and its citizens freed, its data key not destroyed yet. The household's data still
+/// As above, with the retry landing while an erasure is under way: its event durable
+/// and its citizens freed, its data key not destroyed yet (the order of an earlier
+/// version's erasure, taken here by hand). The household's data still
 /// open then, and still name the citizen; what the household holds is read from the log,
 /// where it is erased, so the retry's claim is given back all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1325,6 +1326,53 @@ async fn a_member_change_of_a_household_not_registered_yet_is_refused() {
             opened.map(|_| "opened")
         );
     }
+}
+
+/// An erasure destroys the household's data key before it frees the citizens: a caller
+/// that gives up while the claims are stalled leaves the data unreadable already, and
+/// the erasure run again completes the release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_destroys_the_key_before_it_frees_the_citizens() {
+    let w = world().await;
+    let h = hh("0100007-000001");
+    w.register(h.as_str(), &person("001085012345", None))
+        .await
+        .unwrap();
+    let manager = staff(Role::BranchManager, "01");
+    let erase = |key: &'static str| {
+        let (service, manager, h) = (&w.service, &manager, &h);
+        async move {
+            service
+                .erase_personal_data(&rq(manager, key), h, d("2026-06-01"), "QĐ 1/2026", 1)
+                .await
+        }
+    };
+    let guard = w.service.hold_claims().await.unwrap();
+    let gave_up = tokio::time::timeout(std::time::Duration::from_secs(5), erase("erase")).await;
+    assert!(
+        gave_up.is_err(),
+        "the release waits on the claims: {gave_up:?}"
+    );
+    let personal = w.service.personal(&h).await;
+    assert!(
+        matches!(
+            personal,
+            Err(ServiceError::Vault(VaultError::Erased { .. }))
+        ),
+        "{:?}",
+        personal.map(|_| "opened")
+    );
+    drop(guard);
+    assert_eq!(
+        refused(erase("erase-again").await),
+        Rejection::AlreadyErased {
+            household: h.to_string()
+        }
+    );
+    assert_eq!(holder_of(&w, "001085012345").await, None);
+    register_in(&w.service, "7900007-000001", &person("001085012345", None))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
