@@ -643,7 +643,10 @@ impl Service {
         registered_on: NaiveDate,
         data: &PersonalData,
     ) -> Result<Receipt, ServiceError> {
-        self.register_naming_holders(req, household, area, registered_on, data)
+        let result = self
+            .register_naming_holders(req, household, area, registered_on, data)
+            .await;
+        self.unless_recorded(req, household, result)
             .await
             .map_err(|e| outside_unit_unnamed(req.caller, e))
     }
@@ -717,6 +720,26 @@ impl Service {
         if let Some(receipt) = self.member_change_recorded(req, household).await? {
             return Ok(receipt);
         }
+        let result = self
+            .change_members_sealed(req, household, on, reason, data)
+            .await;
+        let receipt = self.unless_recorded(req, household, result).await?;
+        // Members who left are free to join another household. Released only after the
+        // event is durable; a failure here leaves them claimed (refused elsewhere, never
+        // doubled) until the same command is retried.
+        self.release_left(household, &receipt).await?;
+        Ok(receipt)
+    }
+
+    /// `change_members` once it is known not to be answered by this process's index.
+    async fn change_members_sealed(
+        &self,
+        req: &Request<'_>,
+        household: &HouseholdId,
+        on: NaiveDate,
+        reason: &str,
+        data: &PersonalData,
+    ) -> Result<Receipt, ServiceError> {
         let citizens = self.indexes(data)?;
         // Sealed under the key of the household's latest blob, as every later seal is, so
         // one erasure destroys all of its data. A household not registered (yet: its
@@ -735,14 +758,43 @@ impl Service {
             on,
             reason: reason.to_owned(),
         };
-        let receipt = self
-            .submit_claiming(req, household, None, &citizens, Command::Registry(change))
-            .await?;
-        // Members who left are free to join another household. Released only after the
-        // event is durable; a failure here leaves them claimed (refused elsewhere, never
-        // doubled) until the same command is retried.
-        self.release_left(household, &receipt).await?;
-        Ok(receipt)
+        self.submit_claiming(req, household, None, &citizens, Command::Registry(change))
+            .await
+    }
+
+    /// `result`, unless it is a refusal that the preparation of a command recorded
+    /// already meets (a citizen it claims held by another household since, or the
+    /// household's data erased since): then the request's key is looked up again once
+    /// the partition's writer has folded what other processes appended, and a retry
+    /// whose first attempt landed through another process gets its receipt
+    /// (`same_request`), as it would through that one. This process's index learns
+    /// another process's keys only when its writer folds their events, and a command
+    /// is prepared (claimed, sealed) before its writer sees it. Costs a request to the
+    /// stream, and a read of what the writer lacks, on the refusal path only.
+    async fn unless_recorded(
+        &self,
+        req: &Request<'_>,
+        household: &HouseholdId,
+        result: Result<Receipt, ServiceError>,
+    ) -> Result<Receipt, ServiceError> {
+        let refused_by_preparation = matches!(
+            &result,
+            Err(
+                ServiceError::Rejected(Rejection::CitizenAlreadyRegistered { .. })
+                    | ServiceError::Vault(VaultError::Erased { .. })
+            )
+        );
+        if !refused_by_preparation {
+            return result;
+        }
+        match self
+            .ledger
+            .already_appended_caught_up(&partition_of(household), req.idempotency_key)
+            .await?
+        {
+            Some(receipt) => self.same_request(req, receipt).await,
+            None => result,
+        }
     }
 
     /// The receipt of the member change this request recorded before, if any, after
@@ -877,7 +929,11 @@ impl Service {
         let citizen = self
             .vault
             .blind_index(CitizenId::parse(deceased_citizen_id)?.as_str());
-        let (latest, data) = self.sealed_and_opened(household).await?;
+        let (latest, data) = match self.sealed_and_opened(household).await {
+            Ok(opened) => opened,
+            // Erased since a first attempt that landed through another process?
+            Err(e) => return self.unless_recorded(req, household, Err(e)).await,
+        };
         let (citizens, sealed) = match data.after_death(deceased_citizen_id) {
             Some(remaining) => (
                 self.indexes(&remaining)?,

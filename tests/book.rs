@@ -1041,6 +1041,70 @@ async fn a_retry_answered_as_a_duplicate_gives_back_what_it_newly_claimed() {
         .unwrap();
 }
 
+/// As above, with the freed member registered elsewhere before the retry: the retry's
+/// claim of them is refused, and B's index does not hold the key of A's registration.
+/// Its writer folds A's events before the refusal stands, and the retry gets its receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_through_a_lagging_process_gets_its_receipt_though_its_citizen_moved_on() {
+    let (config, _dir, a, b) = two_processes().await;
+    let h = hh("0100007-000001");
+    let data = person("001085012345", Some("001190000001"));
+    let registered = register_in(&a, h.as_str(), &data).await.unwrap();
+    let manager = staff(Role::BranchManager, "01");
+    a.erase_personal_data(&rq(&manager, "erase"), &h, d("2026-06-01"), "QĐ 1/2026", 1)
+        .await
+        .unwrap();
+    register_in(&a, "7900007-000001", &person("001190000001", None))
+        .await
+        .unwrap();
+    let retried = register_in(&b, h.as_str(), &data).await.unwrap();
+    assert!(retried.duplicate);
+    assert_eq!(
+        (retried.sequence, retried.hash),
+        (registered.sequence, registered.hash)
+    );
+    let claims = ansinh::claims::Claims::open(a.ledger.jetstream(), &config.stream_name, 1)
+        .await
+        .unwrap();
+    let head = a.vault.blind_index("001085012345");
+    assert_eq!(claims.holder(&head).await.unwrap(), None);
+}
+
+/// A death recorded through A, the household then erased: its retry through B, whose
+/// index lags, can no longer open the data, and gets its receipt all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_death_retried_through_a_lagging_process_after_an_erasure_gets_its_receipt() {
+    let (_config, _dir, a, b) = two_processes().await;
+    let h = hh("0100007-000001");
+    register_in(
+        &a,
+        h.as_str(),
+        &person("001085012345", Some("001190000001")),
+    )
+    .await
+    .unwrap();
+    let officer = staff(Role::CreditOfficer, "01");
+    let death = |service: &Service| {
+        let (service, officer, h) = (service.clone(), officer.clone(), h.clone());
+        async move {
+            service
+                .record_death(&rq(&officer, "death"), &h, "001190000001", d("2026-03-01"))
+                .await
+        }
+    };
+    let recorded = death(&a).await.unwrap();
+    let manager = staff(Role::BranchManager, "01");
+    a.erase_personal_data(&rq(&manager, "erase"), &h, d("2026-06-01"), "QĐ 1/2026", 1)
+        .await
+        .unwrap();
+    let retried = death(&b).await.unwrap();
+    assert!(retried.duplicate);
+    assert_eq!(
+        (retried.sequence, retried.hash),
+        (recorded.sequence, recorded.hash)
+    );
+}
+
 /// As above, with the retry landing while an erasure is under way: its event durable
 /// and its citizens freed, its data key not destroyed yet (the order of an earlier
 /// version's erasure, taken here by hand). The household's data still
