@@ -516,6 +516,21 @@ enum AdminCommand {
         #[arg(long, value_parser = ansinh::input::ledger_partition)]
         partition: Partition,
     },
+    /// Free a citizen's claim left over by a command that appended nothing (a crash
+    /// between its claim and its commit, or a give-back that kept failing, logged at error
+    /// level): the citizen could not be registered anywhere until then. Freed only when
+    /// HOUSEHOLD holds the claim and none of its recorded events name the citizen;
+    /// otherwise refused (exit 1), freeing nothing. Run it once that household's commands
+    /// in flight are over. Example: admin release-claim --citizen-id 001190000001
+    /// --household 0100007-000123
+    ReleaseClaim {
+        /// The citizen whose claim is left over (12 digits). Example: 001190000001
+        #[arg(long, value_parser = ansinh::input::citizen_id)]
+        citizen_id: ansinh::domain::ids::CitizenId,
+        /// The household the claims say holds the citizen. Example: 0100007-000123
+        #[arg(long, value_parser = ansinh::input::household)]
+        household: ansinh::domain::ids::HouseholdId,
+    },
     /// Replace the ledger's checkpoint-signing key; the change is an event signed by the old key.
     RotateKey,
     /// Make an HTTP API token for a caller: prints it once; the ledger's directory bucket
@@ -936,6 +951,13 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Command::Admin {
                 command: AdminCommand::AcceptHead { partition },
             } => cli::admin::accept_head(&runtime, &partition, json),
+            Command::Admin {
+                command:
+                    AdminCommand::ReleaseClaim {
+                        citizen_id,
+                        household,
+                    },
+            } => cli::admin::release_claim(&runtime, &citizen_id, &household, json).await,
             Command::Admin {
                 command:
                     AdminCommand::ExcludeMessage {

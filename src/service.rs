@@ -43,6 +43,14 @@ pub enum ServiceError {
     /// request (say, the amount) and kept the key that the change was recorded.
     #[error("idempotency key {key} was used for another request")]
     KeyReused { key: String },
+    /// The citizen claims could not be used, and a retry changes nothing: their stream
+    /// could lose claims (`ClaimError::Unsafe`: an operator fixes it first), or a claim
+    /// was asked for something that is not a household id (`ClaimError::NotAHousehold`:
+    /// a mistake of the code calling). A claim that could not be checked now (NATS, a
+    /// contended shard) is `Append(Nats)` instead, retried with the same key; one held
+    /// by another household is `Rejected`.
+    #[error(transparent)]
+    Claims(ClaimError),
 }
 
 impl ServiceError {
@@ -56,7 +64,8 @@ impl ServiceError {
             ServiceError::Denied(_)
             | ServiceError::Rejected(_)
             | ServiceError::KeyReused { .. } => true,
-            ServiceError::Vault(_) => false,
+            // Claims fail before or after the submit; only its own result says.
+            ServiceError::Vault(_) | ServiceError::Claims(_) => false,
             ServiceError::Append(e) => matches!(
                 e,
                 AppendError::Partition(_)
@@ -166,6 +175,41 @@ impl LoanAction {
 pub const OVERDUE_STEPS_MAX: usize =
     crate::domain::loans::TRANCHES_MAX * (crate::input::TERM_MONTHS_MAX as usize * 3 / 2 + 1) + 1;
 
+/// Times a command that appended nothing tries to give its claims back before it
+/// answers with them still held (`Service::give_back_or_log`). Giving back is idempotent
+/// and what fails it is transient (a NATS timeout, a shard contended by other processes,
+/// a round failed by another request's publish), so a few tries nearly always free the
+/// claims; past them the caller's answer is worth more than a longer wait, and an
+/// operator frees what is left (`Service::release_left_over_claim`).
+pub const GIVE_BACK_ATTEMPTS_MAX: u32 = 4;
+/// Wait before a give-back's next try: this times the tries made (0.1 + 0.2 + 0.3 s in
+/// all), long enough for a stalled round to time out or a contended shard to settle.
+pub const GIVE_BACK_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What `Service::release_left_over_claim` refused, or why it could not decide.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseClaimError {
+    /// The claims give the citizen to another household, or to none: nothing freed.
+    /// Handle: check the household id (the holder is named for the operator).
+    #[error("household {household} does not hold this citizen's claim ({})", match holder {
+        Some(holder) => format!("household {holder} does"),
+        None => "no household does".to_owned(),
+    })]
+    NotHeld {
+        household: String,
+        holder: Option<String>,
+    },
+    /// The household's recorded events hold the citizen: the claim is theirs, not left
+    /// over, and freeing it would let the citizen be registered twice. Nothing freed.
+    #[error(
+        "household {household}'s recorded events hold this citizen: the claim is in use, not left over"
+    )]
+    Recorded { household: String },
+    /// The claims or the log could not be read, or the release failed: run it again.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
 /// Request metadata every write carries.
 #[derive(Clone, Copy, Debug)]
 pub struct Request<'a> {
@@ -199,7 +243,13 @@ impl From<ClaimError> for ServiceError {
                 ServiceError::Rejected(Rejection::CitizenAlreadyRegistered { household: holder })
             }
             // Not a refusal: the claim could not be checked; retry the command.
-            other => ServiceError::Append(AppendError::Nats(other.to_string())),
+            e @ (ClaimError::Nats(_) | ClaimError::Contended) => {
+                ServiceError::Append(AppendError::Nats(e.to_string()))
+            }
+            // Retrying changes nothing: kept typed, so no edge answers "retry".
+            e @ (ClaimError::Unsafe(_) | ClaimError::NotAHousehold { .. }) => {
+                ServiceError::Claims(e)
+            }
         }
     }
 }
@@ -323,6 +373,13 @@ impl Service {
         Ok(self.claims().await?.hold_publishes().await)
     }
 
+    /// Test hook: `Claims::fail_releases` of this service's claims.
+    #[doc(hidden)]
+    pub async fn fail_claim_releases(&self, count: usize) -> Result<(), ServiceError> {
+        self.claims().await?.fail_releases(count);
+        Ok(())
+    }
+
     async fn claims(&self) -> Result<&Claims, ServiceError> {
         Ok(self
             .claims
@@ -421,7 +478,7 @@ impl Service {
         let result = self.submit(req, partition_of(household), command).await;
         match &result {
             Err(e) if e.appended_nothing() => {
-                self.give_back(claims, household, from, taken).await?;
+                self.give_back_or_log(claims, household, from, taken).await;
             }
             // A retry whose first attempt landed, through a process whose log index had
             // not caught up with it (`already` found nothing), claims again. What it newly
@@ -430,11 +487,54 @@ impl Service {
             // Released, even after a move-in: its move-out has landed, and the household
             // moving holds nothing any more.
             Ok(receipt) if receipt.duplicate => {
-                self.give_back(claims, household, None, taken).await?;
+                self.give_back_or_log(claims, household, None, taken).await;
             }
             _ => {}
         }
         result
+    }
+
+    /// `give_back`, tried up to `GIVE_BACK_ATTEMPTS_MAX` times. The command's own answer
+    /// (the book's refusal, the receipt of a retry) is what its caller acts on: a failed
+    /// give-back must not replace it with an error that says "retry", whose retry finds
+    /// the claims already held by the household, takes nothing, and so gives nothing back.
+    /// Past the attempts the claims stay held, logged at error level (the household and
+    /// how many citizens, no personal data), for an operator to free
+    /// (`Service::release_left_over_claim`).
+    async fn give_back_or_log(
+        &self,
+        claims: &Claims,
+        household: &HouseholdId,
+        from: Option<&HouseholdId>,
+        taken: &[BlindIndex],
+    ) {
+        let mut attempt = 1;
+        loop {
+            let error = match self.give_back(claims, household, from, taken).await {
+                Ok(()) => return,
+                Err(e) => e,
+            };
+            if attempt >= GIVE_BACK_ATTEMPTS_MAX {
+                tracing::error!(
+                    household = %household,
+                    citizens = taken.len(),
+                    attempts = attempt,
+                    error = %error,
+                    "claims of a command that appended nothing were not given back: each \
+                     citizen stays held by the household until `ansinh admin release-claim` \
+                     frees it"
+                );
+                return;
+            }
+            tracing::warn!(
+                household = %household,
+                attempt,
+                error = %error,
+                "giving claims back failed: trying again"
+            );
+            tokio::time::sleep(GIVE_BACK_BACKOFF * attempt).await;
+            attempt += 1;
+        }
     }
 
     async fn submit(
@@ -543,7 +643,10 @@ impl Service {
         registered_on: NaiveDate,
         data: &PersonalData,
     ) -> Result<Receipt, ServiceError> {
-        self.register_naming_holders(req, household, area, registered_on, data)
+        let result = self
+            .register_naming_holders(req, household, area, registered_on, data)
+            .await;
+        self.unless_recorded(req, household, result)
             .await
             .map_err(|e| outside_unit_unnamed(req.caller, e))
     }
@@ -577,7 +680,7 @@ impl Service {
         let sealed = match sealed {
             Ok(sealed) => sealed,
             Err(e) => {
-                claims.release(household.as_str(), &taken).await?;
+                self.give_back_or_log(claims, household, None, &taken).await;
                 return Err(e.into());
             }
         };
@@ -617,24 +720,81 @@ impl Service {
         if let Some(receipt) = self.member_change_recorded(req, household).await? {
             return Ok(receipt);
         }
-        let citizens = self.indexes(data)?;
-        let latest = self.latest_sealed_if_any(household).await?;
-        let change = Change::MembersChanged {
-            household: household.clone(),
-            members: Self::members(data),
-            citizens: citizens.clone(),
-            sealed: self.seal_again(household, data, latest.as_deref()).await?,
-            on,
-            reason: reason.to_owned(),
-        };
-        let receipt = self
-            .submit_claiming(req, household, None, &citizens, Command::Registry(change))
-            .await?;
+        let result = self
+            .change_members_sealed(req, household, on, reason, data)
+            .await;
+        let receipt = self.unless_recorded(req, household, result).await?;
         // Members who left are free to join another household. Released only after the
         // event is durable; a failure here leaves them claimed (refused elsewhere, never
         // doubled) until the same command is retried.
         self.release_left(household, &receipt).await?;
         Ok(receipt)
+    }
+
+    /// `change_members` once it is known not to be answered by this process's index.
+    async fn change_members_sealed(
+        &self,
+        req: &Request<'_>,
+        household: &HouseholdId,
+        on: NaiveDate,
+        reason: &str,
+        data: &PersonalData,
+    ) -> Result<Receipt, ServiceError> {
+        let citizens = self.indexes(data)?;
+        // Sealed under the key of the household's latest blob, as every later seal is, so
+        // one erasure destroys all of its data. A household not registered (yet: its
+        // registration may be in flight) is refused here: sealed under a fresh key, the
+        // change could land right after that registration, and the erasure would destroy
+        // only the change's key, leaving the registration's data readable.
+        let latest = self.latest_sealed(household).await?;
+        let change = Change::MembersChanged {
+            household: household.clone(),
+            members: Self::members(data),
+            citizens: citizens.clone(),
+            sealed: self
+                .vault
+                .seal_again(household.as_str(), data, &latest)
+                .await?,
+            on,
+            reason: reason.to_owned(),
+        };
+        self.submit_claiming(req, household, None, &citizens, Command::Registry(change))
+            .await
+    }
+
+    /// `result`, unless it is a refusal that the preparation of a command recorded
+    /// already meets (a citizen it claims held by another household since, or the
+    /// household's data erased since): then the request's key is looked up again once
+    /// the partition's writer has folded what other processes appended, and a retry
+    /// whose first attempt landed through another process gets its receipt
+    /// (`same_request`), as it would through that one. This process's index learns
+    /// another process's keys only when its writer folds their events, and a command
+    /// is prepared (claimed, sealed) before its writer sees it. Costs a request to the
+    /// stream, and a read of what the writer lacks, on the refusal path only.
+    async fn unless_recorded(
+        &self,
+        req: &Request<'_>,
+        household: &HouseholdId,
+        result: Result<Receipt, ServiceError>,
+    ) -> Result<Receipt, ServiceError> {
+        let refused_by_preparation = matches!(
+            &result,
+            Err(
+                ServiceError::Rejected(Rejection::CitizenAlreadyRegistered { .. })
+                    | ServiceError::Vault(VaultError::Erased { .. })
+            )
+        );
+        if !refused_by_preparation {
+            return result;
+        }
+        match self
+            .ledger
+            .already_appended_caught_up(&partition_of(household), req.idempotency_key)
+            .await?
+        {
+            Some(receipt) => self.same_request(req, receipt).await,
+            None => result,
+        }
     }
 
     /// The receipt of the member change this request recorded before, if any, after
@@ -769,7 +929,11 @@ impl Service {
         let citizen = self
             .vault
             .blind_index(CitizenId::parse(deceased_citizen_id)?.as_str());
-        let (latest, data) = self.sealed_and_opened(household).await?;
+        let (latest, data) = match self.sealed_and_opened(household).await {
+            Ok(opened) => opened,
+            // Erased since a first attempt that landed through another process?
+            Err(e) => return self.unless_recorded(req, household, Err(e)).await,
+        };
         let (citizens, sealed) = match data.after_death(deceased_citizen_id) {
             Some(remaining) => (
                 self.indexes(&remaining)?,
@@ -964,9 +1128,11 @@ impl Service {
         Ok(opened)
     }
 
-    /// Destroys the household's data key after recording the erasure. The order
-    /// matters: the event first, so an erasure is never unrecorded; a failure after it
-    /// is retried by calling again (the event is idempotent, the erase too).
+    /// Destroys the household's data key after recording the erasure, then frees its
+    /// citizens. The order matters: the event first, so an erasure is never unrecorded;
+    /// the key next, so a failure of the claims leaves no readable data behind; a failure
+    /// after the event is retried by calling again (the event is idempotent, the erase
+    /// and the release too).
     pub async fn erase_personal_data(
         &self,
         req: &Request<'_>,
@@ -998,29 +1164,13 @@ impl Service {
             Err(e @ ServiceError::Rejected(Rejection::AlreadyErased { .. })) => Err(e),
             Err(e) => return Err(e),
         };
-        // The citizens to free, read from the log once the erasure is durable: those of
-        // the household's last event recording its members. Read before the event, a
-        // member change landing in between would leave the citizen it added held by the
-        // erased household for ever; after it, the book gives the household no citizen
-        // more. A retry reads the same.
-        let citizens = self
-            .newest_in_trail(
-                household,
-                partition_of(household).as_str(),
-                None,
-                records_members,
-            )
-            .await?
-            .and_then(|event| citizens_recorded(&event.payload))
-            .unwrap_or_default();
-        self.claims()
-            .await?
-            .release(household.as_str(), &citizens)
-            .await?;
-        // The key the household's blobs are sealed under, read after the event as well:
-        // read before it, a registration landing in between would leave the key it sealed
-        // under unread, and kept. The erasure event does not move the projection's latest
-        // blob, so a retry finds the same key.
+        // The key first: its destruction is what the erasure is for, and the claims below
+        // are the step most likely to fail (a contended or stalled shard), which would
+        // otherwise leave the key alive until someone retried. The key the household's
+        // blobs are sealed under is read after the event: read before it, a registration
+        // landing in between would leave the key it sealed under unread, and kept. The
+        // erasure event does not move the projection's latest blob, so a retry finds the
+        // same key.
         let latest = self.latest_sealed_if_any(household).await?;
         self.vault
             .erase_sealed(household.as_str(), latest.as_deref(), now_unix_ms)
@@ -1043,6 +1193,25 @@ impl Service {
             self.vault.erase(&before, now_unix_ms).await?;
             at = before;
         }
+        // The citizens to free, read from the log once the erasure is durable: those of
+        // the household's last event recording its members. Read before the event, a
+        // member change landing in between would leave the citizen it added held by the
+        // erased household for ever; after it, the book gives the household no citizen
+        // more. A retry reads the same, after destroying the key again (idempotent).
+        let citizens = self
+            .newest_in_trail(
+                household,
+                partition_of(household).as_str(),
+                None,
+                records_members,
+            )
+            .await?
+            .and_then(|event| citizens_recorded(&event.payload))
+            .unwrap_or_default();
+        self.claims()
+            .await?
+            .release(household.as_str(), &citizens)
+            .await?;
         recorded
     }
 
@@ -1063,16 +1232,7 @@ impl Service {
         if taken.is_empty() {
             return Ok(());
         }
-        // What the household's recorded events give it, read from the log: none once it
-        // is erased or moved out (read from its data instead, the data of a household
-        // whose erasure is recorded, its key not destroyed yet, would keep them).
-        let held = self
-            .newest_in_trail(household, partition_of(household).as_str(), None, |t| {
-                records_members(t) || t == ERASED || t == MOVED_OUT
-            })
-            .await?
-            .and_then(|event| citizens_recorded(&event.payload))
-            .unwrap_or_default();
+        let held = self.held_by_events(household).await?;
         let back: Vec<BlindIndex> = taken
             .iter()
             .filter(|c| !held.contains(c))
@@ -1090,22 +1250,58 @@ impl Service {
         Ok(())
     }
 
-    /// New personal data of a household sealed under the key of its `latest` blob, or
-    /// under a pooled key when it has none (the book refuses a household not registered).
-    async fn seal_again(
+    /// The citizens `household`'s recorded events give it, read from the log: those of
+    /// its newest event recording its members, none once it is erased or moved out (read
+    /// from its data instead, the data of a household whose erasure is recorded, its key
+    /// not destroyed yet, would keep them).
+    async fn held_by_events(
         &self,
         household: &HouseholdId,
-        data: &PersonalData,
-        latest: Option<&[u8]>,
-    ) -> Result<Vec<u8>, ServiceError> {
-        Ok(match latest {
-            Some(latest) => {
-                self.vault
-                    .seal_again(household.as_str(), data, latest)
-                    .await?
-            }
-            None => self.vault.seal_new(household.as_str(), data).await?,
-        })
+    ) -> Result<Vec<BlindIndex>, ServiceError> {
+        Ok(self
+            .newest_in_trail(household, partition_of(household).as_str(), None, |t| {
+                records_members(t) || t == ERASED || t == MOVED_OUT
+            })
+            .await?
+            .and_then(|event| citizens_recorded(&event.payload))
+            .unwrap_or_default())
+    }
+
+    /// Frees the claim `household` holds on `citizen` when none of the household's
+    /// recorded events hold them (`held_by_events`, as a give-back reads it): a claim left
+    /// by an attempt that appended nothing and could not give it back (a crash between
+    /// its claim and its submit, a give-back that kept failing), which would keep the
+    /// citizen from being registered anywhere. The operator's (`ansinh admin
+    /// release-claim`), not a staff route. Refused, freeing nothing, when another
+    /// household or none holds the claim, or when the household's events hold the
+    /// citizen. Run it once that household's commands in flight are over: a command
+    /// that relies on the claim and lands after the check would record a citizen whose
+    /// claim is free.
+    pub async fn release_left_over_claim(
+        &self,
+        citizen: &CitizenId,
+        household: &HouseholdId,
+    ) -> Result<(), ReleaseClaimError> {
+        let claims = self.claims().await?;
+        let index = self.vault.blind_index(citizen.as_str());
+        let holder = claims.holder(&index).await.map_err(ServiceError::from)?;
+        if holder.as_deref() != Some(household.as_str()) {
+            return Err(ReleaseClaimError::NotHeld {
+                household: household.to_string(),
+                holder,
+            });
+        }
+        if self.held_by_events(household).await?.contains(&index) {
+            return Err(ReleaseClaimError::Recorded {
+                household: household.to_string(),
+            });
+        }
+        claims
+            .release(household.as_str(), &[index])
+            .await
+            .map_err(ServiceError::from)?;
+        tracing::info!(household = %household, "freed a left-over citizen claim");
+        Ok(())
     }
 
     /// The household's personal data in clear, from its latest sealed record.

@@ -12,7 +12,7 @@ use ansinh::access::{Caller, Role};
 use ansinh::book::{Command, PartitionBook, Proposal, codec};
 use ansinh::domain::Rejection;
 use ansinh::domain::eligibility::{Area, ClassificationInputs};
-use ansinh::domain::ids::HouseholdId;
+use ansinh::domain::ids::{CitizenId, HouseholdId};
 use ansinh::domain::loans::{Channel, CommandKind, EntrustedOrganisation, LoanStatus};
 use ansinh::domain::payments::instructions::LeftUnpaid;
 use ansinh::domain::registry::Change;
@@ -20,7 +20,7 @@ use ansinh::log::{Ledger, LogConfig, Receipt};
 use ansinh::personal::{Member, PersonalData, VaultError};
 use ansinh::projection::Projector;
 use ansinh::proto::{self, envelope::Payload};
-use ansinh::service::{LoanAction, Request, Service, ServiceError};
+use ansinh::service::{LoanAction, ReleaseClaimError, Request, Service, ServiceError};
 use chrono::NaiveDate;
 use common::*;
 use rust_decimal::Decimal;
@@ -1041,8 +1041,73 @@ async fn a_retry_answered_as_a_duplicate_gives_back_what_it_newly_claimed() {
         .unwrap();
 }
 
-/// As above, with the retry landing while the erasure is under way: its event durable
-/// and its citizens freed, its data key not destroyed yet. The household's data still
+/// As above, with the freed member registered elsewhere before the retry: the retry's
+/// claim of them is refused, and B's index does not hold the key of A's registration.
+/// Its writer folds A's events before the refusal stands, and the retry gets its receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_through_a_lagging_process_gets_its_receipt_though_its_citizen_moved_on() {
+    let (config, _dir, a, b) = two_processes().await;
+    let h = hh("0100007-000001");
+    let data = person("001085012345", Some("001190000001"));
+    let registered = register_in(&a, h.as_str(), &data).await.unwrap();
+    let manager = staff(Role::BranchManager, "01");
+    a.erase_personal_data(&rq(&manager, "erase"), &h, d("2026-06-01"), "QĐ 1/2026", 1)
+        .await
+        .unwrap();
+    register_in(&a, "7900007-000001", &person("001190000001", None))
+        .await
+        .unwrap();
+    let retried = register_in(&b, h.as_str(), &data).await.unwrap();
+    assert!(retried.duplicate);
+    assert_eq!(
+        (retried.sequence, retried.hash),
+        (registered.sequence, registered.hash)
+    );
+    let claims = ansinh::claims::Claims::open(a.ledger.jetstream(), &config.stream_name, 1)
+        .await
+        .unwrap();
+    let head = a.vault.blind_index("001085012345");
+    assert_eq!(claims.holder(&head).await.unwrap(), None);
+}
+
+/// A death recorded through A, the household then erased: its retry through B, whose
+/// index lags, can no longer open the data, and gets its receipt all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_death_retried_through_a_lagging_process_after_an_erasure_gets_its_receipt() {
+    let (_config, _dir, a, b) = two_processes().await;
+    let h = hh("0100007-000001");
+    register_in(
+        &a,
+        h.as_str(),
+        &person("001085012345", Some("001190000001")),
+    )
+    .await
+    .unwrap();
+    let officer = staff(Role::CreditOfficer, "01");
+    let death = |service: &Service| {
+        let (service, officer, h) = (service.clone(), officer.clone(), h.clone());
+        async move {
+            service
+                .record_death(&rq(&officer, "death"), &h, "001190000001", d("2026-03-01"))
+                .await
+        }
+    };
+    let recorded = death(&a).await.unwrap();
+    let manager = staff(Role::BranchManager, "01");
+    a.erase_personal_data(&rq(&manager, "erase"), &h, d("2026-06-01"), "QĐ 1/2026", 1)
+        .await
+        .unwrap();
+    let retried = death(&b).await.unwrap();
+    assert!(retried.duplicate);
+    assert_eq!(
+        (retried.sequence, retried.hash),
+        (recorded.sequence, recorded.hash)
+    );
+}
+
+/// As above, with the retry landing while an erasure is under way: its event durable
+/// and its citizens freed, its data key not destroyed yet (the order of an earlier
+/// version's erasure, taken here by hand). The household's data still
 /// open then, and still name the citizen; what the household holds is read from the log,
 /// where it is erased, so the retry's claim is given back all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1080,6 +1145,298 @@ async fn a_duplicate_during_an_erasure_gives_back_what_it_newly_claimed() {
     let retried = register_in(&b, h.as_str(), &data).await.unwrap();
     assert!(retried.duplicate);
     assert_eq!(claims.holder(&citizen).await.unwrap(), None);
+}
+
+/// Family 2's first attempt to register under an id family 1 took claimed its citizen,
+/// then died before its submit. Its retry (same key) is refused, takes nothing and so
+/// gives nothing back: the citizen stays held by family 1's household, refused
+/// everywhere. The operator's release frees them, and only them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_left_by_an_earlier_attempt_is_freed_by_the_operator() {
+    let (config, _dir, a, _b) = two_processes().await;
+    let h = hh("0100007-000123");
+    register_in(&a, h.as_str(), &person("001085012345", None))
+        .await
+        .unwrap();
+    let claims = ansinh::claims::Claims::open(a.ledger.jetstream(), &config.stream_name, 1)
+        .await
+        .unwrap();
+    let family_2 = person("001190000001", None);
+    let c2 = a.vault.blind_index("001190000001");
+    claims.claim(h.as_str(), &[c2]).await.unwrap();
+    let officer = staff(Role::CreditOfficer, "01");
+    let retried = a
+        .register(
+            &rq(&officer, "family-2"),
+            &h,
+            Area::Rural,
+            d("2026-01-05"),
+            &family_2,
+        )
+        .await;
+    assert!(
+        matches!(
+            retried,
+            Err(ServiceError::Rejected(Rejection::HouseholdExists { .. }))
+        ),
+        "{retried:?}"
+    );
+    assert_eq!(
+        claims.holder(&c2).await.unwrap().as_deref(),
+        Some(h.as_str())
+    );
+    let elsewhere = "0100007-000124";
+    assert!(matches!(
+        refused(register_in(&a, elsewhere, &family_2).await),
+        Rejection::CitizenAlreadyRegistered { household } if household == h.as_str()
+    ));
+    let citizen = |id: &str| CitizenId::parse(id).unwrap();
+    // Not the household's to free when another holds it.
+    let other = a
+        .release_left_over_claim(&citizen("001190000001"), &hh(elsewhere))
+        .await;
+    assert!(
+        matches!(&other, Err(ReleaseClaimError::NotHeld { holder: Some(holder), .. }) if holder == h.as_str()),
+        "{other:?}"
+    );
+    a.release_left_over_claim(&citizen("001190000001"), &h)
+        .await
+        .unwrap();
+    assert_eq!(claims.holder(&c2).await.unwrap(), None);
+    let c1 = a.vault.blind_index("001085012345");
+    assert_eq!(
+        claims.holder(&c1).await.unwrap().as_deref(),
+        Some(h.as_str())
+    );
+    register_in(&a, elsewhere, &family_2).await.unwrap();
+}
+
+/// The operator's release refuses a citizen the household's recorded events hold
+/// (through a process that did not record them), and frees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_cannot_free_a_citizen_the_households_events_hold() {
+    let (config, _dir, a, b) = two_processes().await;
+    let h = hh("0100007-000001");
+    register_in(
+        &a,
+        h.as_str(),
+        &person("001085012345", Some("001190000001")),
+    )
+    .await
+    .unwrap();
+    let answer = b
+        .release_left_over_claim(&CitizenId::parse("001190000001").unwrap(), &h)
+        .await;
+    assert!(
+        matches!(&answer, Err(ReleaseClaimError::Recorded { household }) if household == h.as_str()),
+        "{answer:?}"
+    );
+    let claims = ansinh::claims::Claims::open(a.ledger.jetstream(), &config.stream_name, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        claims
+            .holder(&a.vault.blind_index("001190000001"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(h.as_str())
+    );
+    assert!(matches!(
+        refused(register_in(&b, "7900007-000001", &person("001190000001", None)).await),
+        Rejection::CitizenRegisteredOutsideUnit
+    ));
+}
+
+/// A give-back that fails is tried again; one that fails every time leaves the book's
+/// refusal as the answer, never an error that says "retry" (whose retry would take
+/// nothing and give nothing back), and the claim for the operator to free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_give_back_keeps_the_refusal() {
+    let w = world().await;
+    let h = hh("0100007-000123");
+    w.register(h.as_str(), &person("001085012345", None))
+        .await
+        .unwrap();
+    let officer = staff(Role::CreditOfficer, "01");
+    let family_2 = person("001190000001", None);
+    let attempt = |key: &'static str| {
+        let (service, officer, h, family_2) = (&w.service, &officer, &h, &family_2);
+        async move {
+            service
+                .register(&rq(officer, key), h, Area::Rural, d("2026-01-05"), family_2)
+                .await
+        }
+    };
+    let household_exists = |r: &Result<Receipt, ServiceError>| {
+        matches!(
+            r,
+            Err(ServiceError::Rejected(Rejection::HouseholdExists { .. }))
+        )
+    };
+    // One failure: the next try gives the claim back.
+    w.service.fail_claim_releases(1).await.unwrap();
+    let r = attempt("family-2").await;
+    assert!(household_exists(&r), "{r:?}");
+    assert_eq!(holder_of(&w, "001190000001").await, None);
+    // Every try fails: the refusal all the same, the claim left held.
+    let tries = ansinh::service::GIVE_BACK_ATTEMPTS_MAX as usize;
+    w.service.fail_claim_releases(tries).await.unwrap();
+    let r = attempt("family-2-again").await;
+    assert!(household_exists(&r), "{r:?}");
+    assert_eq!(
+        holder_of(&w, "001190000001").await.as_deref(),
+        Some(h.as_str())
+    );
+    w.service
+        .release_left_over_claim(&CitizenId::parse("001190000001").unwrap(), &h)
+        .await
+        .unwrap();
+    register_in(&w.service, "7900007-000001", &family_2)
+        .await
+        .unwrap();
+}
+
+/// A claims stream that could lose claims (here, one that allows deletes) refuses every
+/// registration with a typed error an operator acts on, never one that says "retry":
+/// retrying changes nothing until the stream is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsafe_claims_stream_is_an_error_no_retry_fixes() {
+    let config = fresh_log();
+    let js = async_nats::jetstream::new(client().await);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: ansinh::claims::stream_name(&config.stream_name),
+        subjects: vec![format!("ansinh.claims.{}.*", config.stream_name)],
+        deny_delete: false,
+        deny_purge: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let service = service_at(&config, &dir.path().join("a"), &dir.path().join("secrets")).await;
+    let r = register_in(&service, "0100007-000001", &person("001085012345", None)).await;
+    assert!(
+        matches!(
+            r,
+            Err(ServiceError::Claims(ansinh::claims::ClaimError::Unsafe(_)))
+        ),
+        "{r:?}"
+    );
+    assert_eq!(event_count(&config).await, 0);
+}
+
+/// The personal data an event of the household sealed.
+async fn sealed_at(service: &Service, receipt: &Receipt) -> Vec<u8> {
+    match service.ledger.event_of(receipt).await.unwrap().payload {
+        Some(Payload::HouseholdRegistered(p)) => p.sealed_personal.to_vec(),
+        Some(Payload::HouseholdMembersChanged(p)) => p.sealed_personal.to_vec(),
+        other => panic!("no sealed data in {other:?}"),
+    }
+}
+
+/// A member change of a household this process cannot see yet (its registration in
+/// flight through another) is refused before anything is sealed or claimed: sealed under
+/// a fresh key, it could land right after the registration, and the erasure would
+/// destroy that key only, the registration's data staying readable under its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_change_of_a_household_not_registered_yet_is_refused() {
+    let (config, _dir, a, b) = two_processes().await;
+    let h = hh("0100007-000050");
+    let officer = staff(Role::CreditOfficer, "01");
+    let changed = person("001085012345", Some("001190000009"));
+    // B's claims publish nothing until the guard goes: a change that reached them would
+    // wait there while A's registration lands.
+    let guard = b.hold_claims().await.unwrap();
+    let early = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        b.change_members(&rq(&officer, "chg"), &h, d("2026-02-01"), "birth", &changed),
+    )
+    .await
+    .expect("answered without waiting on its claims");
+    assert_eq!(
+        refused(early),
+        Rejection::HouseholdNotRegistered {
+            household: h.to_string()
+        }
+    );
+    assert_eq!(event_count(&config).await, 0);
+    let registered = register_in(&a, h.as_str(), &person("001085012345", None))
+        .await
+        .unwrap();
+    drop(guard);
+    // The same change once the household is seen: sealed under the registration's key,
+    // so one erasure makes both unreadable.
+    let change = b
+        .change_members(&rq(&officer, "chg"), &h, d("2026-02-01"), "birth", &changed)
+        .await
+        .unwrap();
+    a.erase_personal_data(
+        &rq(&staff(Role::BranchManager, "01"), "erase"),
+        &h,
+        d("2026-03-01"),
+        "QĐ 2/2026",
+        1,
+    )
+    .await
+    .unwrap();
+    for receipt in [&registered, &change] {
+        let blob = sealed_at(&a, receipt).await;
+        let opened = a.vault.open_sealed(h.as_str(), &blob).await;
+        assert!(
+            matches!(opened, Err(VaultError::Erased { .. })),
+            "sequence {}: {:?}",
+            receipt.sequence,
+            opened.map(|_| "opened")
+        );
+    }
+}
+
+/// An erasure destroys the household's data key before it frees the citizens: a caller
+/// that gives up while the claims are stalled leaves the data unreadable already, and
+/// the erasure run again completes the release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_destroys_the_key_before_it_frees_the_citizens() {
+    let w = world().await;
+    let h = hh("0100007-000001");
+    w.register(h.as_str(), &person("001085012345", None))
+        .await
+        .unwrap();
+    let manager = staff(Role::BranchManager, "01");
+    let erase = |key: &'static str| {
+        let (service, manager, h) = (&w.service, &manager, &h);
+        async move {
+            service
+                .erase_personal_data(&rq(manager, key), h, d("2026-06-01"), "QĐ 1/2026", 1)
+                .await
+        }
+    };
+    let guard = w.service.hold_claims().await.unwrap();
+    let gave_up = tokio::time::timeout(std::time::Duration::from_secs(5), erase("erase")).await;
+    assert!(
+        gave_up.is_err(),
+        "the release waits on the claims: {gave_up:?}"
+    );
+    let personal = w.service.personal(&h).await;
+    assert!(
+        matches!(
+            personal,
+            Err(ServiceError::Vault(VaultError::Erased { .. }))
+        ),
+        "{:?}",
+        personal.map(|_| "opened")
+    );
+    drop(guard);
+    assert_eq!(
+        refused(erase("erase-again").await),
+        Rejection::AlreadyErased {
+            household: h.to_string()
+        }
+    );
+    assert_eq!(holder_of(&w, "001085012345").await, None);
+    register_in(&w.service, "7900007-000001", &person("001085012345", None))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1887,6 +1887,65 @@ fn trial_balance_without_partitions_checks_every_partition_of_the_log() {
     assert!(!out.contains("partition 01"), "{out}");
 }
 
+/// `admin release-claim` frees nothing the household's record holds, nor a claim another
+/// household or none holds: each refusal is exit 1 and says which, with `--json` as an
+/// `error` kind, and never echoes the citizen id.
+#[test]
+fn release_claim_refuses_a_claim_in_use_or_not_the_households() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = ansinh(
+        dir.path(),
+        &[
+            "--as",
+            "co:1",
+            "--role",
+            "credit-officer",
+            "--unit",
+            "0100007",
+            "household",
+            "register",
+            "--id",
+            "0100007-000001",
+            "--area",
+            "rural",
+            "--on",
+            "2026-01-05",
+            "--head-name",
+            "Lê Văn An",
+            "--head-citizen-id",
+            "001085012345",
+        ],
+    );
+    assert!(ok, "{out}");
+    let release = |citizen: &str, household: &str| {
+        ansinh(
+            dir.path(),
+            &[
+                "--json",
+                "admin",
+                "release-claim",
+                "--citizen-id",
+                citizen,
+                "--household",
+                household,
+            ],
+        )
+    };
+    let (ok, out) = release("001085012345", "0100007-000001");
+    assert!(!ok, "{out}");
+    let refusal = last_json(&out);
+    assert_eq!(refusal["error"], "recorded", "{out}");
+    assert_eq!(refusal["household"], "0100007-000001", "{out}");
+    let (ok, out) = release("001085012345", "0100007-000002");
+    assert!(!ok, "{out}");
+    assert_eq!(last_json(&out)["error"], "not_held", "{out}");
+    assert!(out.contains("household 0100007-000001 does"), "{out}");
+    let (ok, out) = release("001190000001", "0100007-000001");
+    assert!(!ok, "{out}");
+    assert_eq!(last_json(&out)["error"], "not_held", "{out}");
+    assert!(!out.contains("001190000001"), "{out}");
+}
+
 /// `admin accept-head` on a partition that is not stopped (a typo, say) is refused and
 /// changes nothing: the partition's remembered head, which detects a stream restored
 /// from an older copy, is kept.

@@ -1,14 +1,16 @@
 //! `ansinh admin ...`: the operator's decisions on a running ledger: who may call the
-//! staff API, where household data keys are kept, and how a partition whose chain was
-//! damaged or lost data resumes appending.
+//! staff API, where household data keys are kept, how a partition whose chain was
+//! damaged or lost data resumes appending, and a citizen claim left over freed.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use ansinh::app::Runtime;
 use ansinh::chain::Partition;
+use ansinh::domain::ids::{CitizenId, HouseholdId};
 use ansinh::log::Draft;
 use ansinh::proto::{self, envelope::Payload};
+use ansinh::service::ReleaseClaimError;
 
 use super::staff::RoleArg;
 use super::{BoxError, exit_code, not_found, open_directory};
@@ -164,6 +166,51 @@ pub fn accept_head(
             }
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+/// `ansinh admin release-claim`: frees a citizen's claim left over by a command that
+/// appended nothing (`Service::release_left_over_claim`). Exit 1, freeing nothing, when
+/// the household does not hold the claim or its recorded events hold the citizen. The
+/// citizen id is not printed back.
+pub async fn release_claim(
+    runtime: &Runtime,
+    citizen: &CitizenId,
+    household: &HouseholdId,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    let refused = |kind: &str, message: String| {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"error": kind, "household": household.as_str(), "message": message})
+            );
+        } else {
+            println!("REFUSED: {message}");
+        }
+        Ok(ExitCode::from(1))
+    };
+    match runtime
+        .service()
+        .release_left_over_claim(citizen, household)
+        .await
+    {
+        Ok(()) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"released": true, "household": household.as_str()})
+                );
+            } else {
+                println!(
+                    "freed the citizen's claim household {household} held: the citizen may be registered now"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ ReleaseClaimError::NotHeld { .. }) => refused("not_held", e.to_string()),
+        Err(e @ ReleaseClaimError::Recorded { .. }) => refused("recorded", e.to_string()),
+        Err(ReleaseClaimError::Service(e)) => Err(e.into()),
     }
 }
 

@@ -489,6 +489,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Vault(v) => v.into(),
             ServiceError::Append(a) => a.into(),
             ServiceError::KeyReused { .. } => ApiError::IdempotencyKeyReused,
+            // Not 503: a retry changes nothing until an operator acts (the claims stream
+            // could lose claims) or the code is fixed.
+            ServiceError::Claims(c) => ApiError::Internal(c.to_string()),
         }
     }
 }
@@ -595,6 +598,37 @@ mod tests {
         let response = busy.into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()["retry-after"], "1");
+    }
+
+    /// A claims stream that could lose claims, or a claim for something that is no
+    /// household, is no outage: a retry changes nothing, so no 503 and no Retry-After.
+    /// A claim that could not be checked now is one.
+    #[test]
+    fn claim_errors_a_retry_cannot_fix_are_not_answered_retry() {
+        use crate::claims::ClaimError;
+        let status = |e: ClaimError| {
+            let response = ApiError::from(ServiceError::from(e)).into_response();
+            (
+                response.status(),
+                response.headers().contains_key("retry-after"),
+            )
+        };
+        let unsafe_stream = ClaimError::Unsafe(crate::log::stream::StreamError::Unsafe {
+            stream: "ANSINH_CLAIMS".into(),
+            reason: "deny_delete is off".into(),
+        });
+        assert_eq!(
+            status(unsafe_stream),
+            (StatusCode::INTERNAL_SERVER_ERROR, false)
+        );
+        let not_a_household = ClaimError::NotAHousehold { id: "x".into() };
+        assert_eq!(
+            status(not_a_household),
+            (StatusCode::INTERNAL_SERVER_ERROR, false)
+        );
+        for transient in [ClaimError::Nats("timed out".into()), ClaimError::Contended] {
+            assert_eq!(status(transient), (StatusCode::SERVICE_UNAVAILABLE, true));
+        }
     }
 
     #[test]

@@ -240,8 +240,16 @@ impl Pending {
 /// What an append or a submission answers.
 pub type AppendResult = Result<Receipt, AppendError>;
 
+/// What a partition writer's queue carries.
+enum Queued {
+    Append(Pending),
+    /// Fold what other processes appended to the partition since the writer's head into
+    /// its book and index, then answer (`Ledger::already_appended_caught_up`).
+    CatchUp(oneshot::Sender<Result<(), AppendError>>),
+}
+
 /// A partition writer's queue and task.
-type WriterTask = (mpsc::Sender<Pending>, tokio::task::JoinHandle<()>);
+type WriterTask = (mpsc::Sender<Queued>, tokio::task::JoinHandle<()>);
 
 struct Shared {
     client: async_nats::Client,
@@ -458,7 +466,7 @@ impl Ledger {
         let sender = self.writer_for(&partition);
         let (reply, answer) = oneshot::channel();
         sender
-            .send(Pending { work, reply })
+            .send(Queued::Append(Pending { work, reply }))
             .await
             .map_err(|_| AppendError::Closed)?;
         answer.await.map_err(|_| AppendError::Closed)?
@@ -517,6 +525,30 @@ impl Ledger {
         Ok(at.map(|at| Receipt::at(partition, &at, true)))
     }
 
+    /// As `already_appended`, and when the key is not found, again after the partition's
+    /// writer has folded what other processes appended since its head: this process's
+    /// index learns their keys only when its writer folds their events, which it does
+    /// when it commits to the partition. For a caller about to refuse a command on what
+    /// its preparation found (a citizen held elsewhere, data erased): a retry whose first
+    /// attempt landed through another process is then answered with its receipt. Costs a
+    /// request to the stream, and a read of what the writer lacks, on that path only.
+    pub async fn already_appended_caught_up(
+        &self,
+        partition: &Partition,
+        key: &str,
+    ) -> Result<Option<Receipt>, AppendError> {
+        if let Some(receipt) = self.already_appended(partition, key)? {
+            return Ok(Some(receipt));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.writer_for(partition)
+            .send(Queued::CatchUp(reply))
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        answer.await.map_err(|_| AppendError::Closed)??;
+        self.already_appended(partition, key)
+    }
+
     /// The event a receipt names, as stored.
     pub async fn event_of(&self, receipt: &Receipt) -> Result<Envelope, AppendError> {
         let at = EventAt {
@@ -567,7 +599,7 @@ impl Ledger {
         Ok(draft)
     }
 
-    fn writer_for(&self, partition: &Partition) -> mpsc::Sender<Pending> {
+    fn writer_for(&self, partition: &Partition) -> mpsc::Sender<Queued> {
         // A std Mutex: the lock is never held across an await.
         let mut writers = self.shared.writers.lock().expect("writers lock poisoned");
         writers
@@ -840,21 +872,36 @@ impl PartitionWriter {
         }
     }
 
-    async fn run(mut self, mut queue: mpsc::Receiver<Pending>) {
+    async fn run(mut self, mut queue: mpsc::Receiver<Queued>) {
         while let Some(first) = queue.recv().await {
             let mut batch = Vec::with_capacity(BATCH_EVENTS_MAX);
-            batch.push(first);
-            while batch.len() < BATCH_EVENTS_MAX {
-                match queue.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
+            let mut catch_ups = Vec::new();
+            let mut next = Some(first);
+            // The catch-ups taken count towards the bound too, as they do in the queue.
+            while let Some(queued) = next.take() {
+                match queued {
+                    Queued::Append(pending) => batch.push(pending),
+                    Queued::CatchUp(reply) => catch_ups.push(reply),
+                }
+                if batch.len() + catch_ups.len() < BATCH_EVENTS_MAX {
+                    next = queue.try_recv().ok();
                 }
             }
             // A command may yield several events (a payment run); whatever did not fit
             // this batch's bounds goes first into the next one.
-            let mut leftover = self.commit(batch).await;
+            let mut leftover = if batch.is_empty() {
+                Vec::new()
+            } else {
+                self.commit(batch).await
+            };
             while !leftover.is_empty() {
                 leftover = self.commit(leftover).await;
+            }
+            if !catch_ups.is_empty() {
+                let caught_up = self.catch_up_to_stream_end().await;
+                for reply in catch_ups {
+                    let _ = reply.send(caught_up.as_ref().map(|_| ()).map_err(clone_error));
+                }
             }
             let due = self.book.as_ref().is_some_and(|b| {
                 b.sequence >= self.snapshot_sequence + snapshot::SNAPSHOT_EVENTS_INTERVAL
@@ -1255,6 +1302,18 @@ impl PartitionWriter {
             last: last_error.clone(),
         });
         Vec::new()
+    }
+
+    /// Folds every event the stream holds on the partition's subject into the book and
+    /// records their keys, when the book is behind it (another process appended since):
+    /// what a commit's fence would find out, for a caller that appends nothing.
+    async fn catch_up_to_stream_end(&mut self) -> Result<(), AppendError> {
+        self.ready().await?;
+        if self.book_is_current().await.map_err(AppendError::Nats)? {
+            return Ok(());
+        }
+        self.caught_up = false;
+        self.ready().await
     }
 
     /// Whether the book holds every event the stream has on the partition's subject.

@@ -185,6 +185,8 @@ pub struct Claims {
     /// Test hook (`hold_publishes`): every shard takes it for reading before it publishes
     /// a frame, uncontended unless a test holds it.
     publishes: Arc<tokio::sync::RwLock<()>>,
+    /// Test hook (`fail_releases`): releases through this handle left to fail.
+    release_failures: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// What a request asks of one shard.
@@ -248,6 +250,7 @@ impl Claims {
         Ok(Self {
             shards: senders,
             publishes,
+            release_failures: Arc::default(),
         })
     }
 
@@ -256,6 +259,15 @@ impl Claims {
     #[doc(hidden)]
     pub async fn hold_publishes(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
         self.publishes.clone().write_owned().await
+    }
+
+    /// Test hook: the next `count` releases through this handle (and its clones) fail
+    /// with `ClaimError::Nats` before they reach a shard, as a timed-out round would
+    /// answer them.
+    #[doc(hidden)]
+    pub fn fail_releases(&self, count: usize) {
+        self.release_failures
+            .store(count, std::sync::atomic::Ordering::SeqCst);
     }
 
     async fn ask(
@@ -366,6 +378,14 @@ impl Claims {
         citizens: &[BlindIndex],
     ) -> Result<(), ClaimError> {
         let household = Holder::parse(household)?;
+        let failing = self.release_failures.fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |left| left.checked_sub(1),
+        );
+        if failing.is_ok() {
+            return Err(ClaimError::Nats("release failed by the test hook".into()));
+        }
         let outcomes = self
             .ask_each_shard(citizens, || Ask::Release { household })
             .await;
