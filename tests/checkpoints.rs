@@ -1384,6 +1384,142 @@ async fn checkpoints_go_on_whatever_follows_the_last_key_event_in_the_key_partit
     assert_eq!(publish_now(&mut fresh).await.tree_size, 4);
 }
 
+/// A rotation that continues the key partition's chain but that no ledger key signed
+/// (anyone who may publish on the log and reads it can make one) is held like a foreign
+/// message by every reader: checkpointers still open and sign, verify names it held, the
+/// writer appends nothing after it but the operator's exclusion, and after that
+/// exclusion the key history, rotations and checkpoints go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_key_rotation_is_held_until_excluded_and_the_key_history_goes_on() {
+    use ansinh::verify::{VerifyError, verify};
+    let (log, config) = fresh_checkpointed();
+    let keys_partition = config.keys_partition.clone();
+    let (ledger, dir) = ledger(&log).await;
+    let c = checkpointer(&ledger, &config, dir.path()).await;
+    let first_id = c.key_id().to_string();
+    drop(c);
+    append(&ledger, 0, 2).await;
+    // Given a rotation to a key of nobody's, continuing the key partition's head,
+    let head = verify(
+        &mut stream_of(&log).await,
+        &log,
+        &keys_partition,
+        Some(&keys_partition),
+        |_| {},
+    )
+    .await
+    .unwrap()
+    .partitions[keys_partition.as_str()]
+    .clone();
+    let forged = proto::Envelope {
+        format_version: 1,
+        partition: keys_partition.to_string(),
+        sequence: head.events + 1,
+        prev_hash: head.head.0.to_vec().into(),
+        payload: Some(proto::envelope::Payload::LedgerKeyRotated(
+            proto::LedgerKeyRotated {
+                key_id: "0000000000000000".into(),
+                public_key: vec![0; 32].into(),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let forged_at = jetstream::new(client().await)
+        .publish(log.subject(&keys_partition), forged.clone().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    // then a checkpointer opens (serve can start) and signs with the ledger's key,
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    assert_eq!(publish_now(&mut c).await.key_id, first_id);
+    // verify names the rotation held where it is,
+    let verdict = verify(
+        &mut stream_of(&log).await,
+        &log,
+        &keys_partition,
+        None,
+        |_| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&verdict, VerifyError::Broken { partition, stream_sequence, cause: ansinh::chain::ChainBreak::NotTheLedgers(_), .. }
+            if *partition == keys_partition.as_str() && *stream_sequence == forged_at),
+        "{verdict}"
+    );
+    // and the writer appends nothing after it.
+    assert!(
+        ledger
+            .append(note(
+                keys_partition.as_str(),
+                "after-forged",
+                "key ceremony"
+            ))
+            .await
+            .is_err()
+    );
+    // When the operator excludes it,
+    let key = load_key(&dir.path().join(keys::LEDGER_KEY_FILE)).unwrap();
+    exclude_run(&ledger, &keys_partition, &key, &[(forged_at, &forged)]).await;
+    // then verify passes over it, the key can be rotated, and every partition is
+    // checkpointed with the new key, the key partition too.
+    let report = verify(
+        &mut stream_of(&log).await,
+        &log,
+        &keys_partition,
+        None,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.exclusions.len(), 1);
+    drop(c);
+    let (_, new_id) = rotate_key(&ledger, &config, dir.path()).await.unwrap();
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    assert_eq!(c.key_id(), new_id);
+    append(&ledger, 2, 1).await;
+    let body = publish_now(&mut c).await;
+    assert_eq!((body.tree_size, body.key_id.as_str()), (3, new_id.as_str()));
+    assert!(matches!(
+        c.checkpoint(&keys_partition).await,
+        Ok(Outcome::Published(_))
+    ));
+    let a = auditor(&log, &config).await;
+    assert_eq!(a.key_ring().await.unwrap().keys().len(), 2);
+    let audit = a.verify(None).await.unwrap();
+    assert!(audit.ok(), "{:?}", audit.problems);
+    // The projections stop and go on at the same places: their head of the key
+    // partition is verify's.
+    let report = verify(
+        &mut stream_of(&log).await,
+        &log,
+        &keys_partition,
+        None,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let projector = ansinh::projection::Projector::scratch(&db).unwrap();
+    projector
+        .catch_up(&mut stream_of(&log).await, &log)
+        .await
+        .unwrap();
+    let summary = projector.summary(keys_partition.as_str()).unwrap().unwrap();
+    assert_eq!(
+        summary.head_sequence,
+        report.partitions[keys_partition.as_str()].events
+    );
+    assert_eq!(
+        summary.head_hash,
+        report.partitions[keys_partition.as_str()].head.to_hex()
+    );
+}
+
 /// A checkpoint issued after its key was retired (signed while another process rotated
 /// the key) is invalid for ever, since the stream keeps it: a checkpointer that starts
 /// later reports it and builds past it, fenced on it, instead of refusing the partition

@@ -8,10 +8,20 @@
 //! type, so none of them passes over a message another would stop at, and nothing is
 //! ever deleted. Whether an exclusion is the ledger's (its signature) is checked by
 //! those that hold the key history: the verifier and the checkpoint readers.
+//!
+//! In the key partition (`KEYS_PARTITION`) the chain itself shows what is the ledger's:
+//! a key rotation must be signed by the key before it (`KeyRing::apply`). A follower of
+//! that partition keeps the key history its chain registered and holds a rotation that
+//! history refuses (`ChainBreak::NotTheLedgers`), before it is taken: so a forged
+//! rotation that continues the chain is held like a foreign message, and the operator's
+//! exclusion passes over it, instead of every reader of the key history failing on it
+//! for good.
 
+use crate::audit::checkpoint::keys::KeyRing;
+use crate::audit::checkpoint::stream::KEYS_PARTITION;
 use crate::chain::{ChainBreak, ChainHead, Digest, run_hash_next};
 use crate::log::RawEvent;
-use crate::proto::{Envelope, MessageExcluded, envelope::Payload};
+use crate::proto::{Envelope, LedgerKeyRotated, MessageExcluded, envelope::Payload};
 
 /// Held messages listed one by one, oldest first; past these a reader only counts and
 /// hashes them. Whoever can publish on the subject can send any number, and the stream
@@ -245,24 +255,71 @@ pub enum Checked {
 pub struct Follower {
     pub head: ChainHead,
     held: Holding,
+    /// Of the key partition only: the key history its chain registered up to `head`,
+    /// when this follower knows it (from genesis, or handed over on resuming).
+    keys: Option<KeyRing>,
+}
+
+/// Whether `partition`'s rotations are judged against its own key history.
+pub fn is_key_history(head: &ChainHead) -> bool {
+    head.partition.as_str() == KEYS_PARTITION
 }
 
 impl Follower {
     pub fn new(head: ChainHead) -> Self {
-        Self {
-            head,
-            held: Holding::default(),
-        }
+        Self::resume(head, Holding::default())
     }
 
-    /// A follower resumed from a stored head and the messages it held then.
+    /// A follower resumed from a stored head and the messages it held then. Of the key
+    /// partition past its genesis it does not know the key history, and holds every
+    /// rotation: a reader that may meet one resumes with `resume_with_keys`.
     pub fn resume(head: ChainHead, held: Holding) -> Self {
-        Self { head, held }
+        let keys = (is_key_history(&head) && head.sequence == 0).then(KeyRing::default);
+        Self { head, held, keys }
+    }
+
+    /// `resume`, with the key history the chain registered up to `head` (of the key
+    /// partition; ignored for another).
+    pub fn resume_with_keys(head: ChainHead, held: Holding, keys: Option<KeyRing>) -> Self {
+        let keys = if is_key_history(&head) {
+            keys.or_else(|| (head.sequence == 0).then(KeyRing::default))
+        } else {
+            None
+        };
+        Self { head, held, keys }
     }
 
     /// The messages held.
     pub fn held(&self) -> &Holding {
         &self.held
+    }
+
+    /// Of the key partition: the key history the chain registered up to the head, when
+    /// known.
+    pub fn key_ring(&self) -> Option<&KeyRing> {
+        self.keys.as_ref()
+    }
+
+    /// Why `rotation`, continuing the chain at `sequence`, is not the ledger's: in the
+    /// key partition, a rotation the key history up to the head refuses. None elsewhere
+    /// (the ledger writes no rotation there, and no reader takes one as a key).
+    fn refuses_rotation(
+        &self,
+        rotation: &LedgerKeyRotated,
+        sequence: u64,
+        recorded_at_unix_ms: i64,
+    ) -> Option<String> {
+        if !is_key_history(&self.head) {
+            return None;
+        }
+        let Some(ring) = &self.keys else {
+            return Some("the key history before it is not known to this reader".into());
+        };
+        let mut trial = ring.clone();
+        trial
+            .apply(rotation, sequence, recorded_at_unix_ms)
+            .err()
+            .map(|e| format!("key rotation refused: {e}"))
     }
 
     /// Takes one event, in stream order, of this partition. Every event is taken: one
@@ -296,7 +353,19 @@ impl Follower {
                     _ => None,
                 };
                 let excludes = match (self.held.first(), exclusion) {
-                    (None, None) => false,
+                    (None, None) => {
+                        if let Some(Payload::LedgerKeyRotated(r)) = &envelope.payload {
+                            let refused = self.refuses_rotation(
+                                r,
+                                next.sequence,
+                                envelope.recorded_at_unix_ms,
+                            );
+                            if let Some(reason) = refused {
+                                return hold(ChainBreak::NotTheLedgers(reason));
+                            }
+                        }
+                        false
+                    }
                     (Some(_), Some(x)) if self.held.admits(x) => true,
                     // The ledger appends nothing while a message is held but the
                     // exclusion that names it, so an event continuing the chain past a
@@ -330,6 +399,14 @@ impl Follower {
             } => {
                 let excluded = match (&envelope.payload, excludes) {
                     (Some(Payload::MessageExcluded(x)), true) => Some(self.held.exclude(x)),
+                    (Some(Payload::LedgerKeyRotated(r)), _) => {
+                        if let Some(ring) = &mut self.keys {
+                            // `check` found the ring takes it.
+                            let taken = ring.apply(r, next.sequence, envelope.recorded_at_unix_ms);
+                            debug_assert!(taken.is_ok(), "{taken:?}");
+                        }
+                        None
+                    }
                     _ => None,
                 };
                 self.head = next;
@@ -602,6 +679,113 @@ mod tests {
             Step::Event { excluded: Some(ref x), .. } if x.count == 2 && x.through_stream_sequence == 4
         ));
         assert!(f.finish().is_ok());
+    }
+
+    fn key_event(sequence: u64, prev: &Digest, rotation: LedgerKeyRotated) -> Bytes {
+        Envelope {
+            format_version: 1,
+            partition: KEYS_PARTITION.into(),
+            sequence,
+            prev_hash: prev.0.to_vec().into(),
+            payload: Some(Payload::LedgerKeyRotated(rotation)),
+            ..Default::default()
+        }
+        .encode_to_vec()
+        .into()
+    }
+
+    #[test]
+    fn a_rotation_the_previous_key_did_not_sign_is_held_and_excluded_with_the_run() {
+        use crate::audit::checkpoint::sign::{KeyPair, key_rotation};
+        let genesis = ChainHead::genesis(Partition::new(KEYS_PARTITION).unwrap());
+        let mut f = Follower::new(genesis.clone());
+        let (first, second) = (KeyPair::from_seed(&[1; 32]), KeyPair::from_seed(&[2; 32]));
+        let one = key_event(1, &genesis.hash, key_rotation(&first, None));
+        assert!(matches!(f.follow(&raw(1, one.clone())), Step::Event { .. }));
+        // Given a rotation that continues the chain but that no ledger key signed (a
+        // first key again, as anyone who reads the log can make),
+        let forged = key_event(2, &event_hash(&one), key_rotation(&second, None));
+        // then it is held, and the key history is unchanged.
+        assert!(matches!(f.follow(&raw(2, forged.clone())), Step::Held));
+        assert!(matches!(
+            &f.held().first().unwrap().cause,
+            ChainBreak::NotTheLedgers(reason) if reason.contains("rotation")
+        ));
+        assert_eq!(f.key_ring().unwrap().keys().len(), 1);
+        // A replay of the first key's event is held too.
+        let mut replayed = f.clone();
+        replayed.held = Holding::default();
+        let again = key_event(2, &event_hash(&one), key_rotation(&first, None));
+        assert!(matches!(replayed.follow(&raw(2, again)), Step::Held));
+        // The operator's exclusion of the run passes over it, and the real rotation
+        // after it is taken.
+        let decision = envelope_in(
+            KEYS_PARTITION,
+            2,
+            &event_hash(&one),
+            run_exclusion(f.held()),
+        );
+        assert!(matches!(
+            f.follow(&raw(3, decision.clone())),
+            Step::Event {
+                excluded: Some(_),
+                ..
+            }
+        ));
+        let real = key_event(
+            3,
+            &event_hash(&decision),
+            key_rotation(&second, Some(&first)),
+        );
+        assert!(matches!(f.follow(&raw(4, real)), Step::Event { .. }));
+        assert_eq!(f.key_ring().unwrap().keys().len(), 2);
+        assert!(f.finish().is_ok());
+        // A follower resumed without the history holds every rotation; with it, takes
+        // the next one.
+        let third = KeyPair::from_seed(&[3; 32]);
+        let next = key_event(4, &f.head.hash, key_rotation(&third, Some(&second)));
+        let blind = Follower::resume(f.head.clone(), Holding::default());
+        assert!(matches!(
+            blind.check(&raw(5, next.clone())),
+            Checked::Held(_)
+        ));
+        let told =
+            Follower::resume_with_keys(f.head.clone(), Holding::default(), f.key_ring().cloned());
+        assert!(matches!(told.check(&raw(5, next)), Checked::Event { .. }));
+    }
+
+    #[test]
+    fn rotations_outside_the_key_partition_are_not_judged() {
+        use crate::audit::checkpoint::sign::{KeyPair, key_rotation};
+        let genesis = ChainHead::genesis(Partition::new("01").unwrap());
+        let mut f = Follower::new(genesis.clone());
+        let key = KeyPair::from_seed(&[1; 32]);
+        let signed_by_nobody = key_rotation(&key, Some(&KeyPair::from_seed(&[9; 32])));
+        let event = envelope(
+            1,
+            &genesis.hash,
+            Some(Payload::LedgerKeyRotated(signed_by_nobody)),
+        );
+        assert!(matches!(f.follow(&raw(1, event)), Step::Event { .. }));
+        assert!(f.key_ring().is_none());
+    }
+
+    fn envelope_in(
+        partition: &str,
+        sequence: u64,
+        prev: &Digest,
+        payload: Option<Payload>,
+    ) -> Bytes {
+        Envelope {
+            format_version: 1,
+            partition: partition.into(),
+            sequence,
+            prev_hash: prev.0.to_vec().into(),
+            payload,
+            ..Default::default()
+        }
+        .encode_to_vec()
+        .into()
     }
 
     #[test]

@@ -1411,13 +1411,36 @@ impl PartitionWriter {
         if last.stream_sequence <= head.stream_sequence {
             return Ok(());
         }
+        // The key partition's rotations are judged against the key history up to the
+        // head, as every reader of it judges them (`log::follow`): read again here, as
+        // catching up on that partition is rare (another process rotated the key).
+        let key_ring = if crate::log::follow::is_key_history(&head.chain) {
+            let at = crate::checkpoint::read::key_ring_at(stream, &self.shared.config, &head.chain)
+                .await
+                .map_err(|e| AppendError::Nats(e.to_string()))?;
+            if at.is_none() {
+                tracing::warn!(
+                    partition = %self.partition,
+                    sequence = head.chain.sequence,
+                    "the writer's head is not on the key partition's chain as readers follow it; \
+                     every rotation after it is held"
+                );
+            }
+            at
+        } else {
+            None
+        };
         let store = &self.shared.store;
         let partition = self.partition.to_string();
         let book = self.book.as_mut().expect("book created before catch-up");
         let recorded_through = self.keys_recorded_through;
         let mut keys: Vec<(String, HeadRecord)> = Vec::new();
         let start = head.stream_sequence + 1;
-        let mut follower = Follower::resume(head.chain.clone(), std::mem::take(&mut self.held));
+        let mut follower = Follower::resume_with_keys(
+            head.chain.clone(),
+            std::mem::take(&mut self.held),
+            key_ring,
+        );
         // Whether the last event taken in closed its message: then the head, the book and
         // `keys` all stop at a message's end, and the keys can be recorded as they are.
         let mut whole = true;

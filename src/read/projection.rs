@@ -81,7 +81,9 @@ const VIEWS: u8 = 2;
 /// 22: a freeze's schedule change keeps the day it ended (`ScheduleChange::Suspended`).
 /// 23: each partition's Merkle tree: its frontier, the roots of its complete subtrees of
 /// a chunk's size or more, and where each chunk starts in the log (`tree_nodes`, ADR 0026).
-pub(crate) const PROJECTION_FORMAT: &[u8] = &[23];
+/// 24: a key rotation its key partition's history refuses is held, not projected
+/// (docs/CHAIN.md, section 4a).
+pub(crate) const PROJECTION_FORMAT: &[u8] = &[24];
 /// Trail lines of one subject from one batch stored together (a run). A page of a trail
 /// reads at most this many lines more than it shows, and a run stays near 10 KB.
 pub const TRAIL_RUN_LINES_MAX: usize = 64;
@@ -221,7 +223,15 @@ pub struct Projector {
     /// yet (`merkle_pieces::CHUNK_LEVEL`; tests make it small, `set_chunk_level`). A
     /// partition keeps the level of its first event: it is stored with its frontier.
     chunk_level: std::sync::atomic::AtomicU32,
+    /// The key partition's key history at the head stored for it, which judges the
+    /// rotations read next (`log::follow`): read from the log once, then kept as batches
+    /// commit. None until read, or after a catch-up that failed.
+    key_ring: std::sync::Mutex<Option<KeptKeyRing>>,
 }
+
+/// The key history of the key partition's chain at `head` (None: the chain as readers
+/// follow it does not reach `head`, and every rotation after it is held).
+type KeptKeyRing = (ChainHead, Option<crate::checkpoint::KeyRing>);
 
 /// A batch's commit, run on the committer's thread.
 type CommitJob = Box<dyn FnOnce() -> Result<(), ProjectionError> + Send>;
@@ -725,6 +735,7 @@ impl Projector {
             index_on_drop: true.into(),
             stop_at: 0.into(),
             chunk_level: crate::merkle_pieces::CHUNK_LEVEL.into(),
+            key_ring: Default::default(),
         };
         if let Some(why) = &lost {
             tracing::warn!(error = %why, "projections: a file lost writes sled kept; replaying the log");
@@ -933,6 +944,7 @@ impl Projector {
         if self.writes.torn() {
             off_the_workers(|| self.recover())?;
         }
+        self.load_key_ring(stream, config).await?;
         let start = self.position()?;
         let mut batch = Batch {
             projector: self,
@@ -973,6 +985,15 @@ impl Projector {
             let committed = batch.commit(true);
             committed.and(batch.join())
         });
+        // The key history kept for the next catch-up: the committed head's, or read
+        // again.
+        let keys = crate::audit::checkpoint::stream::KEYS_PARTITION;
+        let kept = match (&committed, batch.heads.get(keys)) {
+            (Ok(()), Some(f)) if !batch.failed => Some((f.head.clone(), f.key_ring().cloned())),
+            (Ok(()), None) => self.key_ring.lock().expect("key ring lock").take(),
+            _ => None,
+        };
+        *self.key_ring.lock().expect("key ring lock") = kept;
         // A failed commit first: it is why the read stopped, when it stopped inside a
         // commit, and it must not pass for a transient read error that is retried.
         committed?;
@@ -1035,14 +1056,49 @@ impl Projector {
         Ok(self.meta.flush().map(drop)?)
     }
 
-    /// A partition's head and the messages it holds, as the last commit left them.
+    /// A partition's head and the messages it holds, as the last commit left them, and
+    /// of the key partition its key history there (`load_key_ring`).
     fn stored_follower(&self, partition: &Partition) -> Result<Follower, ProjectionError> {
         let head = self.stored_head(partition)?;
         let held = match self.meta.get(held_key(partition.as_str()))? {
             Some(v) => decode_held(&v).ok_or_else(|| corrupt("held messages"))?,
             None => Holding::default(),
         };
-        Ok(Follower::resume(head, held))
+        let keys = match &*self.key_ring.lock().expect("key ring lock") {
+            Some((at, ring)) if *at == head => ring.clone(),
+            _ => None,
+        };
+        Ok(Follower::resume_with_keys(head, held, keys))
+    }
+
+    /// Reads the key partition's key history up to its stored head, unless it is kept
+    /// already: the follower of that partition judges each rotation against it, as every
+    /// reader of the partition does (`log::follow`). The partition holds a few events.
+    async fn load_key_ring(
+        &self,
+        stream: &Stream,
+        config: &LogConfig,
+    ) -> Result<(), ProjectionError> {
+        let keys = Partition::new(crate::audit::checkpoint::stream::KEYS_PARTITION)
+            .expect("valid partition name");
+        let head = self.stored_head(&keys)?;
+        let kept =
+            matches!(&*self.key_ring.lock().expect("key ring lock"), Some((at, _)) if *at == head);
+        if kept {
+            return Ok(());
+        }
+        let ring = crate::checkpoint::read::key_ring_at(stream, config, &head)
+            .await
+            .map_err(|e| ProjectionError::Nats(e.to_string()))?;
+        if ring.is_none() {
+            tracing::warn!(
+                sequence = head.sequence,
+                "projections: the key partition's stored head is not on its chain as readers \
+                 follow it; every rotation after it is held"
+            );
+        }
+        *self.key_ring.lock().expect("key ring lock") = Some((head, ring));
+        Ok(())
     }
 
     fn stored_head(&self, partition: &Partition) -> Result<ChainHead, ProjectionError> {

@@ -313,3 +313,50 @@ pub async fn forge_an_exclusion(
         .unwrap();
     (stream_sequence, excluded)
 }
+
+/// Appends the operator's exclusion of the run `held` (stream sequence and stored bytes
+/// of each message, oldest first) on `partition`, signed by `key`, as `ansinh admin
+/// exclude-message --stream-sequence FIRST --through LAST` does; its receipt.
+pub async fn exclude_run(
+    ledger: &Ledger,
+    partition: &Partition,
+    key: &ansinh::checkpoint::KeyPair,
+    held: &[(u64, &[u8])],
+) -> ansinh::log::Receipt {
+    let mut run = ansinh::log::follow::Run::default();
+    for (stream_sequence, message) in held {
+        run.take(*stream_sequence, &ansinh::chain::message_hash(message));
+    }
+    let (first, first_message) = held[0];
+    let mut decision = proto::MessageExcluded {
+        stream_sequence: first,
+        message_hash: ansinh::chain::message_hash(first_message).0.to_vec().into(),
+        reason: "not the ledger's".into(),
+        key_id: key.key_id().to_owned(),
+        signature: Default::default(),
+        through_stream_sequence: run.last_stream_sequence,
+        message_count: run.count,
+        run_hash: run.run_hash.0.to_vec().into(),
+    };
+    decision.signature =
+        ansinh::checkpoint::sign::sign_exclusion(key, partition.as_str(), &decision)
+            .unwrap()
+            .to_vec()
+            .into();
+    ledger
+        .append(Draft {
+            partition: partition.clone(),
+            actor: proto::Actor {
+                id: "operator:test".into(),
+                role: "operator".into(),
+                unit: String::new(),
+            },
+            idempotency_key: format!("exclude:{first}-{}", run.last_stream_sequence),
+            correlation_id: String::new(),
+            request_fingerprint: None,
+            subjects: vec![format!("message:{first}")],
+            payload: Payload::MessageExcluded(decision),
+        })
+        .await
+        .expect("the operator's exclusion is appended")
+}

@@ -13,7 +13,7 @@ use super::stream::CheckpointConfig;
 use crate::chain::{ChainHead, Partition};
 use crate::log::follow::{Follower, Holding, Step};
 use crate::log::{LogConfig, Position, RawEvent, reader};
-use crate::proto::{self, Envelope, envelope::Payload};
+use crate::proto::{self, Envelope};
 
 /// Where a chain read stands: the head and where its last event sits (a read that
 /// stopped inside a frame resumes inside it).
@@ -24,14 +24,23 @@ pub struct ChainPosition {
     /// Messages read that broke the chain, waiting for the operator's exclusion
     /// (`log::follow`).
     pub held: Holding,
+    /// Of the key partition: the key history its chain registered up to `head`, which
+    /// judges the rotations read next (`Follower::resume_with_keys`). None elsewhere, and
+    /// for a position made from a stored head (a chunk of `pieces`), which then holds any
+    /// rotation it meets: a proof from such a chunk does not check, and is made from the
+    /// whole chain instead.
+    pub keys: Option<KeyRing>,
 }
 
 impl ChainPosition {
     pub fn genesis(partition: Partition) -> Self {
+        let head = ChainHead::genesis(partition);
+        let keys = crate::log::follow::is_key_history(&head).then(KeyRing::default);
         Self {
-            head: ChainHead::genesis(partition),
+            head,
             read: Position::START,
             held: Holding::default(),
+            keys,
         }
     }
 }
@@ -103,7 +112,11 @@ pub async fn read_chain_through(
     };
     let end = through.map_or(last.stream_sequence, |t| t.min(last.stream_sequence));
     let partition = position.head.partition.to_string();
-    let mut follower = Follower::resume(position.head.clone(), std::mem::take(&mut position.held));
+    let mut follower = Follower::resume_with_keys(
+        position.head.clone(),
+        std::mem::take(&mut position.held),
+        position.keys.take(),
+    );
     let mut read = position.read;
     // Read once, at the first exclusion met (exclusions are rare).
     let mut ring: Option<KeyRing> = None;
@@ -161,6 +174,7 @@ pub async fn read_chain_through(
     }
     position.head = follower.head.clone();
     position.held = follower.held().clone();
+    position.keys = follower.key_ring().cloned();
     position.read = read;
     Ok(position)
 }
@@ -206,28 +220,60 @@ impl KeyRingAt {
 
 /// `at` with the key events stored after it folded in (their chain checked too). The
 /// current key is the ring's last, that is the last *key event* of the chain: a note at
-/// the partition's tail, or a foreign message held there, does not hide it.
+/// the partition's tail, or a foreign message held there, does not hide it. A rotation
+/// the key before it did not sign is held by the chain's follower like a foreign
+/// message (`log::follow`), never taken into the ring: so the ring stops where every
+/// reader of the partition stops, and the operator's exclusion lets it go on.
 pub async fn extend_key_ring(
     events: &Stream,
     log: &LogConfig,
     at: KeyRingAt,
 ) -> Result<KeyRingAt, CheckpointError> {
-    let KeyRingAt { mut ring, position } = at;
+    let KeyRingAt { ring, mut position } = at;
+    if position.keys.is_none() {
+        // The follower judges rotations against the ring the position was read to.
+        position.keys = Some(ring);
+    }
     let position = read_chain(
         events,
         log,
         position,
         Exclusions::OfTheKeyHistory,
-        |head, _, envelope| {
-            // Other payloads in the key partition are not keys; they are ignored.
-            if let Some(Payload::LedgerKeyRotated(r)) = &envelope.payload {
-                ring.apply(r, head.sequence, envelope.recorded_at_unix_ms)?;
-            }
-            Ok(Next::Continue)
+        |_, _, _| Ok(Next::Continue),
+    )
+    .await?;
+    let ring = position.keys.clone().unwrap_or_default();
+    Ok(KeyRingAt { ring, position })
+}
+
+/// The key history `keys_partition`'s chain registered up to the event of sequence
+/// `head.sequence`, which must be `head` (a writer's or projector's stored head): what a
+/// reader resuming there needs to judge the rotations it reads next. None when the
+/// chain does not reach `head` with its hash (a head stored past a rotation readers now
+/// hold): the reader then holds every rotation after it.
+pub async fn key_ring_at(
+    events: &Stream,
+    log: &LogConfig,
+    head: &ChainHead,
+) -> Result<Option<KeyRing>, CheckpointError> {
+    if head.sequence == 0 {
+        return Ok(Some(KeyRing::default()));
+    }
+    let position = read_chain(
+        events,
+        log,
+        ChainPosition::genesis(head.partition.clone()),
+        Exclusions::OfTheKeyHistory,
+        |at, _, _| {
+            Ok(if at.sequence >= head.sequence {
+                Next::Stop
+            } else {
+                Next::Continue
+            })
         },
     )
     .await?;
-    Ok(KeyRingAt { ring, position })
+    Ok((position.head == *head).then_some(position.keys).flatten())
 }
 
 /// A checkpoint as stored. `body` is decoded but its signature is not yet checked.
