@@ -1962,6 +1962,47 @@ async fn two_processes_sign_with_the_vaults_key_and_never_two_checkpoints_of_one
     assert!(listed.last().unwrap().key_id == audit.keys[1]);
 }
 
+/// Two checkpointers (two `serve` processes) that sign at the same trigger: the one
+/// whose publish loses the fence keeps its frontier, takes the winner's checkpoint as
+/// the latest, and its next checkpoint reads only the events added since, not the
+/// partition from its start; nor does it sign again before the next trigger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpointer_that_loses_a_race_keeps_its_frontier() {
+    let (log, config) = fresh_checkpointed();
+    let (ledger, dir) = ledger(&log).await;
+    let mut a = checkpointer(&ledger, &config, dir.path()).await;
+    let mut b = checkpointer(&ledger, &config, dir.path()).await;
+    append(&ledger, 0, 5).await;
+    assert_eq!(publish_now(&mut a).await.tree_size, 5);
+    assert!(matches!(
+        b.checkpoint(&p01()).await,
+        Ok(Outcome::Unchanged { tree_size: 5 })
+    ));
+    // Given both at 5, when 5 more events come and A publishes first,
+    append(&ledger, 5, 5).await;
+    assert_eq!(publish_now(&mut a).await.tree_size, 10);
+    // then B's publish of the same size loses, and B knows A's checkpoint as the latest.
+    let lost = b.checkpoint(&p01()).await;
+    assert!(
+        matches!(lost, Err(CheckpointError::Raced { .. })),
+        "{lost:?}"
+    );
+    assert_eq!(b.checkpointed_size(&p01()), 10);
+    assert!(matches!(
+        b.checkpoint(&p01()).await,
+        Ok(Outcome::Unchanged { tree_size: 10 })
+    ));
+    // At the next event B reads that event only, and signs over A's checkpoint.
+    let read_before = b.events_read();
+    append(&ledger, 10, 1).await;
+    assert_eq!(publish_now(&mut b).await.tree_size, 11);
+    assert_eq!(b.events_read() - read_before, 1);
+    let (audit, listed) = verify_listing(&auditor(&log, &config).await, Some(&p01())).await;
+    assert!(audit.ok(), "{:?}", audit.problems);
+    let sizes: Vec<u64> = listed.iter().map(|c| c.tree_size).collect();
+    assert_eq!(sizes, [5, 10, 11], "no checkpoint more than the triggers'");
+}
+
 /// `GET /v1/audit/partitions/{p}/status`: the head the projections verified, the latest
 /// checkpoint with the cosigner who signed it, and the read model's lag; a partition the
 /// log has never seen is 404, and the route wants a token. The inclusion and consistency
