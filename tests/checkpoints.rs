@@ -2211,26 +2211,23 @@ async fn the_audit_status_route_names_the_latest_checkpoint_and_its_cosigners() 
     }
 }
 
-/// `audit verify` refuses a chain that passes over a message by an exclusion the ledger
-/// did not sign; so nothing is built on it either: the checkpointer signs no root over
-/// it, a cosigner refuses it, and no bundle is exported from it. What was checkpointed
-/// before the exclusion still proves.
+/// An exclusion of exactly what is held that no ledger key signed (anyone who may publish
+/// on the log and reads it can make one) is held with what it names: verify stops at the
+/// message, the writer appends nothing after it but the operator's exclusion, and nothing
+/// past it is checkpointed. The operator's exclusion of the run, both messages, lets
+/// every reader on: checkpoints, proofs and verify go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_is_signed_cosigned_or_exported_over_a_forged_exclusion() {
+async fn a_forged_exclusion_is_held_and_the_operators_exclusion_of_the_run_passes_over_it() {
+    use ansinh::verify::{VerifyError, verify};
     let (log, config) = fresh_checkpointed();
     let (ledger, dir) = ledger(&log).await;
     let mut c = checkpointer(&ledger, &config, dir.path()).await;
-    let mut hashes = append(&ledger, 0, 3).await;
+    append(&ledger, 0, 3).await;
     publish_now(&mut c).await;
-    let (foreign, exclusion) = forge_an_exclusion(&ledger, &log, "01").await;
-    hashes.push(exclusion.hash.0);
-    hashes.extend(append(&ledger, 3, 1).await);
-    let forged = |e: &CheckpointError| {
-        matches!(e, CheckpointError::Exclusion { partition, stream_sequence, .. }
-            if partition == "01" && *stream_sequence > foreign)
-    };
-
-    let verdict = ansinh::verify::verify(
+    // Given a foreign message and an exclusion of exactly it with a made-up signature,
+    let forged = forge_an_exclusion(&ledger, &log, "01").await;
+    // then verify stops at the foreign message, held with the exclusion,
+    let verdict = verify(
         &mut stream_of(&log).await,
         &log,
         &config.keys_partition,
@@ -2240,46 +2237,64 @@ async fn nothing_is_signed_cosigned_or_exported_over_a_forged_exclusion() {
     .await
     .unwrap_err();
     assert!(
-        matches!(verdict, ansinh::verify::VerifyError::Exclusion { .. }),
+        matches!(&verdict, VerifyError::Broken { partition, stream_sequence, .. }
+            if partition == "01" && *stream_sequence == forged.foreign.0),
         "{verdict}"
     );
-    let signed = c.checkpoint(&p01()).await;
-    assert!(signed.as_ref().is_err_and(forged), "{signed:?}");
-    let fresh = checkpointer(&ledger, &config, dir.path())
-        .await
-        .checkpoint(&p01())
-        .await;
-    assert!(fresh.as_ref().is_err_and(forged), "{fresh:?}");
-    // A checkpoint over it signed with the ledger's key (by a process that did not check
-    // the exclusion): a cosigner who reads the log refuses it.
+    // the writer appends nothing after them,
+    assert!(
+        ledger
+            .append(note("01", "after-forged", "x"))
+            .await
+            .is_err()
+    );
+    // and no checkpoint covers the forged exclusion.
+    assert!(matches!(
+        c.checkpoint(&p01()).await,
+        Ok(Outcome::Unchanged { tree_size: 3 })
+    ));
+    // When the operator excludes the run, both messages,
     let key = load_key(&dir.path().join(keys::LEDGER_KEY_FILE)).unwrap();
-    let over_it = CheckpointBody {
-        partition: p01(),
-        tree_size: 5,
-        root: merkle::root(&hashes),
-        head_sequence: 5,
-        head_hash: hashes[4],
-        issued_at_unix_ms: ansinh::checkpoint::now_unix_ms(),
-        key_id: key.key_id().into(),
-    };
-    publish_checkpoint(&config, &key, &over_it).await;
-    let a = auditor(&log, &config).await;
-    let mut office = Office::new("audit-office", 4, key.key_id());
-    let cosigned = office.cosign(&a, &p01(), 5, 0).await;
-    assert!(cosigned.as_ref().is_err_and(forged), "{cosigned:?}");
-    let exported = ansinh::bundle::export::export(
-        &a,
-        &ansinh::bundle::export::ExportRequest {
-            scope: ansinh::bundle::Scope::Commune("0100007".into()),
-            from: None,
-            to: None,
-        },
+    exclude_run(
+        &ledger,
+        &p01(),
+        &key,
+        &[
+            (forged.foreign.0, &forged.foreign.1),
+            (forged.exclusion.0, &forged.exclusion.1),
+        ],
     )
     .await;
-    assert!(exported.is_err(), "a bundle was exported");
-    // The events before it were checkpointed and still prove.
-    let proof = a.prove(&p01(), 2, Some(3)).await.unwrap();
+    // then verify lists one exclusion of two messages,
+    let report = verify(
+        &mut stream_of(&log).await,
+        &log,
+        &config.keys_partition,
+        None,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.exclusions_total, 1);
+    assert_eq!(
+        (
+            report.exclusions[0].count,
+            report.exclusions[0].through_stream_sequence
+        ),
+        (2, forged.exclusion.0)
+    );
+    // appends go on, and partition 01 is checkpointed, proved and verified again, by
+    // this checkpointer and by one reading it from its start.
+    append(&ledger, 3, 1).await;
+    assert_eq!(publish_now(&mut c).await.tree_size, 5);
+    let a = auditor(&log, &config).await;
+    let proof = a.prove(&p01(), 5, None).await.unwrap();
     check(&proof, &[]).unwrap();
+    let audit = a.verify(None).await.unwrap();
+    assert!(audit.ok(), "{:?}", audit.problems);
+    let mut fresh = checkpointer(&ledger, &config, dir.path()).await;
+    append(&ledger, 4, 1).await;
+    assert_eq!(publish_now(&mut fresh).await.tree_size, 6);
 }
 
 /// Proofs served from the subtrees the projections store (ADR 0026): over HTTP, the

@@ -258,6 +258,10 @@ struct Shared {
     publishes: tokio::sync::RwLock<()>,
     /// Commits waiting for a test's hold to end (`Ledger::commits_held`).
     commits_held: std::sync::atomic::AtomicUsize,
+    /// The ledger's key history as far as read, read on before each catch-up: it judges
+    /// the exclusions a catch-up meets and the operator's exclusion before it is
+    /// appended (`log::follow`).
+    history: tokio::sync::Mutex<Option<crate::checkpoint::read::KeyRingAt>>,
     /// Most payload bytes in one frame, within the server's `max_payload` and the
     /// stream's `max_msg_size`.
     frame_bytes_max: usize,
@@ -350,6 +354,7 @@ impl Ledger {
             gate: tokio::sync::Mutex::new(()),
             publishes: tokio::sync::RwLock::new(()),
             commits_held: std::sync::atomic::AtomicUsize::new(0),
+            history: tokio::sync::Mutex::new(None),
             frame_bytes_max,
             recent: Mutex::default(),
             unrecorded: Mutex::default(),
@@ -1128,6 +1133,31 @@ impl PartitionWriter {
                         ),
                     })
                 });
+                // Signed by the ledger's current key, as every reader will judge it
+                // (`log::follow`): a forged one would be held with what it names.
+                let exclusion = if exclusion.is_empty() {
+                    exclusion
+                } else {
+                    match self.key_history().await {
+                        Ok(history) => {
+                            let (signed, forged): (Vec<_>, Vec<_>) = exclusion
+                                .into_iter()
+                                .partition(|p| signed_by_current_key(p, &partition, &history.ring));
+                            fail_all(forged, || {
+                                AppendError::Rejected(Rejection::UnsupportedCommand {
+                                    what: format!(
+                                        "an exclusion not signed by the ledger's current key on partition {partition}"
+                                    ),
+                                })
+                            });
+                            signed
+                        }
+                        Err(e) => {
+                            fail_all(exclusion, || clone_error(&e));
+                            return Vec::new();
+                        }
+                    }
+                };
                 // One decision: after it nothing is held, so a second one, under another
                 // key, would be an exclusion of nothing. Repeats of its key are answered
                 // by its receipt below.
@@ -1329,7 +1359,10 @@ impl PartitionWriter {
             self.held = Holding::default();
             self.caught_up = false;
         }
-        if !self.caught_up {
+        // While a message is held nothing is appended, so no lost fence says that more
+        // came: read on each time (the operator's exclusion names every message stored
+        // on the subject, a forged exclusion included, and may come from another process).
+        if !self.caught_up || !self.held.is_empty() {
             self.catch_up().await?;
             self.caught_up = true;
         }
@@ -1387,6 +1420,22 @@ impl PartitionWriter {
         }
     }
 
+    /// The ledger's key history read to now, on from where the last call stopped.
+    async fn key_history(&self) -> Result<crate::checkpoint::read::KeyRingAt, AppendError> {
+        let mut kept = self.shared.history.lock().await;
+        let keys = Partition::new(crate::checkpoint::stream::KEYS_PARTITION)
+            .expect("valid partition name");
+        let at = kept
+            .take()
+            .unwrap_or_else(|| crate::checkpoint::read::KeyRingAt::genesis(keys));
+        let at =
+            crate::checkpoint::read::extend_key_ring(&self.shared.stream, &self.shared.config, at)
+                .await
+                .map_err(|e| AppendError::Nats(format!("reading the key history: {e}")))?;
+        *kept = Some(at.clone());
+        Ok(at)
+    }
+
     /// Reads every event after our head (written by another writer, or by us before a
     /// lost ack), checks the chain, and records heads and keys.
     async fn catch_up(&mut self) -> Result<(), AppendError> {
@@ -1394,6 +1443,14 @@ impl PartitionWriter {
         let last = reader::last_on_subject(stream, &self.subject)
             .await
             .map_err(AppendError::Nats)?;
+        let history = if last.as_ref().map_or(0, |l| l.stream_sequence)
+            > self.head.as_ref().map_or(0, |h| h.stream_sequence)
+        {
+            // Read after `last`: it holds every key event stored before what is read.
+            Some(self.key_history().await?)
+        } else {
+            None
+        };
         let head = self.head.as_mut().expect("head loaded before catch-up");
         let ends_at = last.as_ref().map_or(0, |l| l.stream_sequence);
         if ends_at < head.stream_sequence {
@@ -1444,8 +1501,11 @@ impl PartitionWriter {
         // Whether the last event taken in closed its message: then the head, the book and
         // `keys` all stop at a message's end, and the keys can be recorded as they are.
         let mut whole = true;
+        let judge = history
+            .as_ref()
+            .map_or(crate::log::follow::Keys::NotRead, |h| h.keys());
         let mut visit = |event: RawEvent| -> Result<(), AppendError> {
-            let step = follower.follow(&event);
+            let step = follower.follow(&event, judge);
             whole = event.last_in_message;
             // The fence is the subject's last message, held or not: the operator's
             // exclusion is published after the message it excludes.
@@ -1926,6 +1986,23 @@ fn encoded_exclusion(accepted: &[Pending]) -> Option<&Payload> {
         Work::Draft(d) if matches!(d.payload, Payload::MessageExcluded(_)) => Some(&d.payload),
         _ => None,
     })
+}
+
+/// Whether `pending` is an exclusion signed by the current key of `ring` as recorded in
+/// `partition`.
+fn signed_by_current_key(
+    pending: &Pending,
+    partition: &str,
+    ring: &crate::checkpoint::KeyRing,
+) -> bool {
+    let (Work::Draft(d), Some(key)) = (&pending.work, ring.current()) else {
+        return false;
+    };
+    let Payload::MessageExcluded(x) = &d.payload else {
+        return false;
+    };
+    x.key_id == key.key_id
+        && crate::checkpoint::sign::verify_exclusion(&key.public_key, partition, x).is_ok()
 }
 
 /// Whether `pending` is an operator's exclusion of what `held` holds.

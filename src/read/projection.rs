@@ -81,8 +81,8 @@ const VIEWS: u8 = 2;
 /// 22: a freeze's schedule change keeps the day it ended (`ScheduleChange::Suspended`).
 /// 23: each partition's Merkle tree: its frontier, the roots of its complete subtrees of
 /// a chunk's size or more, and where each chunk starts in the log (`tree_nodes`, ADR 0026).
-/// 24: a key rotation its key partition's history refuses is held, not projected
-/// (docs/CHAIN.md, section 4a).
+/// 24: a key rotation its key partition's history refuses, and an exclusion no ledger
+/// key stored before it signed, are held, not projected (docs/CHAIN.md, section 4a).
 pub(crate) const PROJECTION_FORMAT: &[u8] = &[24];
 /// Trail lines of one subject from one batch stored together (a run). A page of a trail
 /// reads at most this many lines more than it shows, and a run stays near 10 KB.
@@ -227,6 +227,9 @@ pub struct Projector {
     /// rotations read next (`log::follow`): read from the log once, then kept as batches
     /// commit. None until read, or after a catch-up that failed.
     key_ring: std::sync::Mutex<Option<KeptKeyRing>>,
+    /// The ledger's key history as far as read (`Batch::history`), read on at each
+    /// catch-up.
+    history: std::sync::Mutex<Option<crate::checkpoint::read::KeyRingAt>>,
 }
 
 /// The key history of the key partition's chain at `head` (None: the chain as readers
@@ -445,6 +448,9 @@ struct Batch<'p> {
     trees: HashMap<String, Tree>,
     /// Partitions whose head and summary this batch changed.
     touched: Vec<String>,
+    /// The ledger's key history, read to the log's end when the catch-up began: it
+    /// judges exclusions (`log::follow`).
+    history: Option<crate::checkpoint::read::KeyRingAt>,
     views: Staged,
     /// The batch's trail lines, encoded one after another in chain order (one buffer,
     /// not an allocation a line).
@@ -736,6 +742,7 @@ impl Projector {
             stop_at: 0.into(),
             chunk_level: crate::merkle_pieces::CHUNK_LEVEL.into(),
             key_ring: Default::default(),
+            history: Default::default(),
         };
         if let Some(why) = &lost {
             tracing::warn!(error = %why, "projections: a file lost writes sled kept; replaying the log");
@@ -945,6 +952,17 @@ impl Projector {
             off_the_workers(|| self.recover())?;
         }
         self.load_key_ring(stream, config).await?;
+        // Read after `end` was: it holds every key event stored before what is applied.
+        let history = self.history.lock().expect("history lock").take();
+        let keys = Partition::new(crate::audit::checkpoint::stream::KEYS_PARTITION)
+            .expect("valid partition name");
+        let history = crate::checkpoint::read::extend_key_ring(
+            stream,
+            config,
+            history.unwrap_or_else(|| crate::checkpoint::read::KeyRingAt::genesis(keys)),
+        )
+        .await
+        .map_err(|e| ProjectionError::Nats(e.to_string()))?;
         let start = self.position()?;
         let mut batch = Batch {
             projector: self,
@@ -954,6 +972,7 @@ impl Projector {
             summaries: HashMap::new(),
             trees: HashMap::new(),
             touched: Vec::new(),
+            history: Some(history),
             views: Staged {
                 tree: self.views.clone(),
                 writes: RefCell::new(HashMap::new()),
@@ -985,6 +1004,7 @@ impl Projector {
             let committed = batch.commit(true);
             committed.and(batch.join())
         });
+        *self.history.lock().expect("history lock") = batch.history.take();
         // The key history kept for the next catch-up: the committed head's, or read
         // again.
         let keys = crate::audit::checkpoint::stream::KEYS_PARTITION;
@@ -1830,13 +1850,23 @@ impl Batch<'_> {
             self.events += 1;
             return Ok(());
         };
+        let keys = match &self.history {
+            Some(history) => history.keys(),
+            None => crate::log::follow::Keys::NotRead,
+        };
         let follower = self.heads.get_mut(name).expect("loaded above");
-        let checked = follower.check(event);
+        let checked = follower.check(event, keys);
         if !self.touched.iter().any(|t| t == name) {
             self.touched.push(name.to_owned());
         }
         let (next, envelope) = match &checked {
             Checked::Event { next, envelope, .. } => (next, envelope),
+            Checked::KeysNeeded => {
+                // The catch-up reads the key history before any event.
+                return Err(ProjectionError::Nats(
+                    "the key history was not read before the projections' catch-up".into(),
+                ));
+            }
             Checked::Held(_) | Checked::HeldAlready => {
                 // Held until the operator's exclusion; it changes no view.
                 follower.accept(checked);

@@ -11,9 +11,9 @@ use super::keys::KeyRing;
 use super::sign::CheckpointBody;
 use super::stream::CheckpointConfig;
 use crate::chain::{ChainHead, Partition};
-use crate::log::follow::{Follower, Holding, Step};
+use crate::log::follow::{Follower, Holding, Keys, Step};
 use crate::log::{LogConfig, Position, RawEvent, reader};
-use crate::proto::{self, Envelope};
+use crate::proto::{self, Envelope, envelope::Payload};
 
 /// Where a chain read stands: the head and where its last event sits (a read that
 /// stopped inside a frame resumes inside it).
@@ -55,26 +55,25 @@ pub enum Next {
 enum Halt {
     Stop,
     Failed(CheckpointError),
-    /// An exclusion to check before it is visited.
-    Exclusion(Box<(crate::log::follow::Excluded, RawEvent, Envelope)>),
+    /// An exclusion that names what is held: the key history is read to judge it.
+    KeysNeeded,
 }
 
 fn nats(e: impl std::fmt::Display) -> CheckpointError {
     CheckpointError::Nats(e.to_string())
 }
 
-/// Which operator's exclusions a chain read passes over.
+/// Where a chain read finds the key history that judges exclusions.
 #[derive(Clone, Copy, Debug)]
 pub enum Exclusions<'a> {
-    /// Only one signed by a ledger key in force when it was recorded, as `audit verify`
-    /// checks them: the key history is read from this partition. A forged exclusion is
-    /// an error (`CheckpointError::Exclusion`), so nothing is signed, cosigned, proved
-    /// or exported over a chain that verify refuses.
+    /// Read from this partition, the key partition, at the first exclusion that names
+    /// what is held (exclusions are rare). Only one signed by a ledger key of the
+    /// history stored before it is taken; a forged one is held with what it names
+    /// (`log::follow`), so the readers stop where `audit verify` does, and the
+    /// operator's exclusion of the run lets them all go on.
     SignedBy(&'a Partition),
-    /// Any that names what is held: only for reading the key history itself, whose
-    /// exclusions are checked against that history by whoever reads the partition as
-    /// a chain (`SignedBy`). A key enters the history only signed by the key before it,
-    /// so an exclusion there cannot bring a key in.
+    /// Reading the key partition itself: its exclusions are judged by the history its
+    /// own chain registered before them (`ChainPosition::keys`).
     OfTheKeyHistory,
 }
 
@@ -111,66 +110,58 @@ pub async fn read_chain_through(
         return Ok(position);
     };
     let end = through.map_or(last.stream_sequence, |t| t.min(last.stream_sequence));
-    let partition = position.head.partition.to_string();
     let mut follower = Follower::resume_with_keys(
         position.head.clone(),
         std::mem::take(&mut position.held),
         position.keys.take(),
     );
     let mut read = position.read;
-    // Read once, at the first exclusion met (exclusions are rare).
-    let mut ring: Option<KeyRing> = None;
+    // Read once, at the first exclusion that needs it.
+    let mut history: Option<KeyRingAt> = None;
     loop {
         if read.covers(&last) || read.resume_at() > end {
             break;
         }
         let after = read;
+        let keys = match &history {
+            Some(at) => Keys::Stored {
+                ring: &at.ring,
+                stored_at: &at.stored_at,
+            },
+            None => Keys::NotRead,
+        };
         let step = |event: RawEvent| -> Result<(), Halt> {
-            let followed = follower.follow(&event);
+            let followed = follower.follow(&event, keys);
+            if let Step::KeysNeeded = followed {
+                // The event is read again once the history is.
+                return Err(Halt::KeysNeeded);
+            }
             read = Position::after(&event);
-            let Step::Event { envelope, excluded } = followed else {
+            let Step::Event { envelope, .. } = followed else {
                 return Ok(()); // held: an exclusion may follow
             };
-            if let (Exclusions::SignedBy(_), Some(held)) = (exclusions, excluded) {
-                // Its signature is checked (reading the key history) before it is visited.
-                return Err(Halt::Exclusion(Box::new((held, event, envelope))));
-            }
             match visit(&follower.head, &event, &envelope).map_err(Halt::Failed)? {
                 Next::Continue => Ok(()),
                 Next::Stop => Err(Halt::Stop),
             }
         };
         let result = reader::read_after(events, &subject, after, end, step).await;
-        let exclusion = match result {
+        match result {
             Ok(_) | Err(reader::ReadError::Visit(Halt::Stop)) => break,
             Err(reader::ReadError::Visit(Halt::Failed(e))) => return Err(e),
             Err(reader::ReadError::Nats(m)) => return Err(CheckpointError::Nats(m)),
-            Err(reader::ReadError::Visit(Halt::Exclusion(x))) => x,
-        };
-        let (held, event, envelope) = *exclusion;
-        let Exclusions::SignedBy(keys) = exclusions else {
-            unreachable!("only a checked read halts at an exclusion")
-        };
-        if ring.is_none() {
-            // Boxed: the key history is read with `read_chain` too (`OfTheKeyHistory`,
-            // which never comes here).
-            ring = Some(Box::pin(read_key_ring_in(events, log, keys)).await?);
+            Err(reader::ReadError::Visit(Halt::KeysNeeded)) => {}
         }
-        let seen = crate::verify::ExclusionSeen::new(&partition, held, &event, &envelope)
-            .ok_or_else(|| CheckpointError::Exclusion {
-                partition: partition.clone(),
-                stream_sequence: event.stream_sequence,
-                cause: "it excludes messages but is not an exclusion".into(),
-            })?;
-        seen.check_signature(ring.as_ref().expect("read above"))
-            .map_err(|cause| CheckpointError::Exclusion {
-                partition: partition.clone(),
-                stream_sequence: event.stream_sequence,
-                cause,
-            })?;
-        if let Next::Stop = visit(&follower.head, &event, &envelope)? {
-            break;
+        let Exclusions::SignedBy(keys_partition) = exclusions else {
+            unreachable!("the key partition's follower judges with its own history")
+        };
+        if history.is_some() {
+            unreachable!("a follower given the key history never needs it");
         }
+        // Boxed: the key history is read with `read_chain` too (`OfTheKeyHistory`, which
+        // never comes here).
+        let genesis = KeyRingAt::genesis(keys_partition.clone());
+        history = Some(Box::pin(extend_key_ring(events, log, genesis)).await?);
     }
     position.head = follower.head.clone();
     position.held = follower.held().clone();
@@ -206,6 +197,10 @@ pub async fn read_key_ring_in(
 #[derive(Clone, Debug)]
 pub struct KeyRingAt {
     pub ring: KeyRing,
+    /// The stream sequence of each key's event, in the ring's order: which keys an
+    /// exclusion stored at a given stream sequence may be signed by
+    /// (`KeyRing::signer_before`).
+    pub stored_at: Vec<u64>,
     pub position: ChainPosition,
 }
 
@@ -213,7 +208,16 @@ impl KeyRingAt {
     pub fn genesis(keys_partition: Partition) -> Self {
         Self {
             ring: KeyRing::default(),
+            stored_at: Vec::new(),
             position: ChainPosition::genesis(keys_partition),
+        }
+    }
+
+    /// As a follower judges exclusions by it.
+    pub fn keys(&self) -> Keys<'_> {
+        Keys::Stored {
+            ring: &self.ring,
+            stored_at: &self.stored_at,
         }
     }
 }
@@ -229,7 +233,11 @@ pub async fn extend_key_ring(
     log: &LogConfig,
     at: KeyRingAt,
 ) -> Result<KeyRingAt, CheckpointError> {
-    let KeyRingAt { ring, mut position } = at;
+    let KeyRingAt {
+        ring,
+        mut stored_at,
+        mut position,
+    } = at;
     if position.keys.is_none() {
         // The follower judges rotations against the ring the position was read to.
         position.keys = Some(ring);
@@ -239,11 +247,22 @@ pub async fn extend_key_ring(
         log,
         position,
         Exclusions::OfTheKeyHistory,
-        |_, _, _| Ok(Next::Continue),
+        |_, event, envelope| {
+            // Visited, a rotation is in the chain: the follower's ring took it.
+            if let Some(Payload::LedgerKeyRotated(_)) = &envelope.payload {
+                stored_at.push(event.stream_sequence);
+            }
+            Ok(Next::Continue)
+        },
     )
     .await?;
     let ring = position.keys.clone().unwrap_or_default();
-    Ok(KeyRingAt { ring, position })
+    debug_assert_eq!(ring.keys().len(), stored_at.len());
+    Ok(KeyRingAt {
+        ring,
+        stored_at,
+        position,
+    })
 }
 
 /// The key history `keys_partition`'s chain registered up to the event of sequence
