@@ -215,6 +215,12 @@ pub enum ChainBreak {
         "continues the chain while the message at stream sequence {0} is held, and is not its exclusion"
     )]
     PastHeld(u64),
+    /// An event that continues the chain but that the ledger never writes: an exclusion no
+    /// ledger key signed, or a key rotation in the key partition that the key before it
+    /// did not sign (docs/CHAIN.md, section 4a). Held like a foreign message, so the
+    /// operator's exclusion can pass over it.
+    #[error("not the ledger's: {0}")]
+    NotTheLedgers(String),
     /// A break recorded earlier, as its words (a reader's stored state).
     #[error("{0}")]
     Recorded(String),

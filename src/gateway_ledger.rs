@@ -26,6 +26,7 @@ use tokio::sync::watch;
 
 use crate::book::payments::{SignedPost, event_of};
 use crate::chain::{ChainHead, Partition};
+use crate::checkpoint::read::KeyRingAt;
 use crate::domain::Rejection;
 use crate::domain::payments::book::Book;
 use crate::domain::payments::entitlements::ChannelKind;
@@ -39,7 +40,7 @@ use crate::gateway::server::{
     STATUS_ERROR, STATUS_REFUSED, failure_reply,
 };
 use crate::gateway::sign::parse_whole_vnd;
-use crate::log::follow::{Follower, Step};
+use crate::log::follow::{Follower, Keys, Step};
 use crate::log::{LogConfig, Position, Receipt, reader};
 use crate::proto::{self, GatewayReply, InstructionList, PaymentInstruction, envelope::Payload};
 use crate::service::{Service, ServiceError};
@@ -164,6 +165,8 @@ struct PaymentsFold {
     position: Position,
     heads: HashMap<String, Follower>,
     books: BTreeMap<String, Book>,
+    /// The ledger's key history, read on at each catch-up: it judges exclusions.
+    history: Option<KeyRingAt>,
 }
 
 impl PaymentsFold {
@@ -175,6 +178,17 @@ impl PaymentsFold {
         let end = reader::last_stream_sequence(&mut stream.clone())
             .await
             .map_err(SinkError::Unavailable)?;
+        // Read after the end: it holds every key event stored before what is folded.
+        let keys = Partition::new(crate::checkpoint::stream::KEYS_PARTITION)
+            .expect("valid partition name");
+        let at = self
+            .history
+            .take()
+            .unwrap_or_else(|| KeyRingAt::genesis(keys));
+        let at = crate::checkpoint::read::extend_key_ring(stream, config, at)
+            .await
+            .map_err(|e| SinkError::Unavailable(e.to_string()))?;
+        self.history = Some(at);
         reader::read_after(stream, &config.wildcard(), self.position, end, |raw| {
             self.fold(config, &raw)
         })
@@ -197,7 +211,8 @@ impl PaymentsFold {
             .heads
             .entry(name.clone())
             .or_insert_with(|| Follower::new(ChainHead::genesis(partition)));
-        let step = follower.follow(raw);
+        let keys = self.history.as_ref().map_or(Keys::NotRead, KeyRingAt::keys);
+        let step = follower.follow(raw, keys);
         self.position = Position::after(raw);
         let Step::Event { envelope, .. } = step else {
             return Ok(()); // held until the operator's exclusion
@@ -301,6 +316,7 @@ impl LedgerSink {
                 position: Position::START,
                 heads: HashMap::new(),
                 books: BTreeMap::new(),
+                history: None,
             }),
             catch_ups: std::sync::OnceLock::new(),
         }

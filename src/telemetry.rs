@@ -49,6 +49,9 @@ pub const VERIFY_LAST_STRAY_MESSAGES: &str = "ansinh_verify_last_stray_messages"
 /// chain that does not verify, a message held that breaks the chain), by partition; 0
 /// once an operator let it go on.
 pub const PARTITION_STOPPED: &str = "ansinh_partition_stopped";
+/// Jobs whose final state (`done` or `failed`) could not be saved: their record says
+/// `running` until it reads as abandoned.
+pub const JOB_FINAL_SAVES_LOST: &str = "ansinh_job_final_saves_lost_total";
 /// HTTP requests answered, by route template and status code.
 pub const HTTP_REQUESTS: &str = "ansinh_http_requests_total";
 /// Seconds to answer an HTTP request, by route template.
@@ -140,6 +143,10 @@ fn describe() {
     describe_gauge!(
         PARTITION_STOPPED,
         "1 for a partition this process stopped appending to (lost data, a broken chain)"
+    );
+    describe_counter!(
+        JOB_FINAL_SAVES_LOST,
+        "Jobs whose final state could not be saved (their record says running)"
     );
     describe_counter!(HTTP_REQUESTS, "HTTP requests answered, by route and status");
     describe_histogram!(HTTP_SECONDS, "Seconds to answer an HTTP request, by route");
@@ -251,6 +258,11 @@ pub fn partitions_stopped<'a>(stopped: impl IntoIterator<Item = &'a str>) {
         gauge!(PARTITION_STOPPED, "partition" => p.clone()).set(1.0);
     }
     *before = now;
+}
+
+/// A job's final state was not saved (`http::jobs`).
+pub fn job_final_save_lost() {
+    counter!(JOB_FINAL_SAVES_LOST).increment(1);
 }
 
 pub fn http_answered(route: String, status: u16, elapsed: Duration) {

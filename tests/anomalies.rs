@@ -482,31 +482,32 @@ async fn a_loan_within_a_carried_escaped_poverty_window_is_not_flagged() {
 }
 
 /// A household of partition 01, then a foreign message there and an exclusion of it no
-/// ledger key signed (`common::forge_an_exclusion`).
-async fn forged_exclusion(s: &mut Seed) {
+/// ledger key signed (`common::forge_an_exclusion`): the foreign message's stream
+/// sequence.
+async fn forged_exclusion(s: &mut Seed) -> u64 {
     let h = "0100007-000070";
     s.add(h, registered(h, &[70])).await;
-    forge_an_exclusion(&s.ledger, &s.log, "01").await;
+    forge_an_exclusion(&s.ledger, &s.log, "01").await.foreign.0
 }
 
-/// An exclusion no ledger key signed lets no reader past its message: verify fails (as
-/// `audit verify` and serve's periodic verify report it), and so do the scans that read
-/// through it, each with the same verdict.
+/// An exclusion no ledger key signed lets no reader past its message: it is held with
+/// it, so verify fails at the message (as `audit verify` and serve's periodic verify
+/// report it), and so do the scans that read through it, each with the same verdict.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exclusion_the_ledger_did_not_sign_fails_verify_and_every_scan() {
     // Given a foreign message and an exclusion of it with a made-up signature,
     let mut s = Seed::new().await;
-    forged_exclusion(&mut s).await;
+    let foreign = forged_exclusion(&mut s).await;
     let keys = keys_partition();
     let not_the_ledgers = |e: &VerifyError| {
         matches!(
             e,
-            VerifyError::Exclusion {
+            VerifyError::Broken {
                 partition,
-                decided_at_sequence: 2,
+                stream_sequence,
                 ..
-            } if partition == "01"
-        ) && e.to_string().contains("is not the ledger's")
+            } if partition == "01" && *stream_sequence == foreign
+        )
     };
     // when the log is verified, or scanned for anomalies or decisions,
     let mut stream = stream_of(&s.log).await;
@@ -529,7 +530,7 @@ async fn an_exclusion_the_ledger_did_not_sign_fails_verify_and_every_scan() {
         |_| {},
     )
     .await;
-    // then each fails at the exclusion.
+    // then each fails at the message the exclusion names.
     assert!(
         verdict.as_ref().is_err_and(not_the_ledgers),
         "{:?}",

@@ -1384,6 +1384,142 @@ async fn checkpoints_go_on_whatever_follows_the_last_key_event_in_the_key_partit
     assert_eq!(publish_now(&mut fresh).await.tree_size, 4);
 }
 
+/// A rotation that continues the key partition's chain but that no ledger key signed
+/// (anyone who may publish on the log and reads it can make one) is held like a foreign
+/// message by every reader: checkpointers still open and sign, verify names it held, the
+/// writer appends nothing after it but the operator's exclusion, and after that
+/// exclusion the key history, rotations and checkpoints go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_key_rotation_is_held_until_excluded_and_the_key_history_goes_on() {
+    use ansinh::verify::{VerifyError, verify};
+    let (log, config) = fresh_checkpointed();
+    let keys_partition = config.keys_partition.clone();
+    let (ledger, dir) = ledger(&log).await;
+    let c = checkpointer(&ledger, &config, dir.path()).await;
+    let first_id = c.key_id().to_string();
+    drop(c);
+    append(&ledger, 0, 2).await;
+    // Given a rotation to a key of nobody's, continuing the key partition's head,
+    let head = verify(
+        &mut stream_of(&log).await,
+        &log,
+        &keys_partition,
+        Some(&keys_partition),
+        |_| {},
+    )
+    .await
+    .unwrap()
+    .partitions[keys_partition.as_str()]
+    .clone();
+    let forged = proto::Envelope {
+        format_version: 1,
+        partition: keys_partition.to_string(),
+        sequence: head.events + 1,
+        prev_hash: head.head.0.to_vec().into(),
+        payload: Some(proto::envelope::Payload::LedgerKeyRotated(
+            proto::LedgerKeyRotated {
+                key_id: "0000000000000000".into(),
+                public_key: vec![0; 32].into(),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let forged_at = jetstream::new(client().await)
+        .publish(log.subject(&keys_partition), forged.clone().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    // then a checkpointer opens (serve can start) and signs with the ledger's key,
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    assert_eq!(publish_now(&mut c).await.key_id, first_id);
+    // verify names the rotation held where it is,
+    let verdict = verify(
+        &mut stream_of(&log).await,
+        &log,
+        &keys_partition,
+        None,
+        |_| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&verdict, VerifyError::Broken { partition, stream_sequence, cause: ansinh::chain::ChainBreak::NotTheLedgers(_), .. }
+            if *partition == keys_partition.as_str() && *stream_sequence == forged_at),
+        "{verdict}"
+    );
+    // and the writer appends nothing after it.
+    assert!(
+        ledger
+            .append(note(
+                keys_partition.as_str(),
+                "after-forged",
+                "key ceremony"
+            ))
+            .await
+            .is_err()
+    );
+    // When the operator excludes it,
+    let key = load_key(&dir.path().join(keys::LEDGER_KEY_FILE)).unwrap();
+    exclude_run(&ledger, &keys_partition, &key, &[(forged_at, &forged)]).await;
+    // then verify passes over it, the key can be rotated, and every partition is
+    // checkpointed with the new key, the key partition too.
+    let report = verify(
+        &mut stream_of(&log).await,
+        &log,
+        &keys_partition,
+        None,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.exclusions.len(), 1);
+    drop(c);
+    let (_, new_id) = rotate_key(&ledger, &config, dir.path()).await.unwrap();
+    let mut c = checkpointer(&ledger, &config, dir.path()).await;
+    assert_eq!(c.key_id(), new_id);
+    append(&ledger, 2, 1).await;
+    let body = publish_now(&mut c).await;
+    assert_eq!((body.tree_size, body.key_id.as_str()), (3, new_id.as_str()));
+    assert!(matches!(
+        c.checkpoint(&keys_partition).await,
+        Ok(Outcome::Published(_))
+    ));
+    let a = auditor(&log, &config).await;
+    assert_eq!(a.key_ring().await.unwrap().keys().len(), 2);
+    let audit = a.verify(None).await.unwrap();
+    assert!(audit.ok(), "{:?}", audit.problems);
+    // The projections stop and go on at the same places: their head of the key
+    // partition is verify's.
+    let report = verify(
+        &mut stream_of(&log).await,
+        &log,
+        &keys_partition,
+        None,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let projector = ansinh::projection::Projector::scratch(&db).unwrap();
+    projector
+        .catch_up(&mut stream_of(&log).await, &log)
+        .await
+        .unwrap();
+    let summary = projector.summary(keys_partition.as_str()).unwrap().unwrap();
+    assert_eq!(
+        summary.head_sequence,
+        report.partitions[keys_partition.as_str()].events
+    );
+    assert_eq!(
+        summary.head_hash,
+        report.partitions[keys_partition.as_str()].head.to_hex()
+    );
+}
+
 /// A checkpoint issued after its key was retired (signed while another process rotated
 /// the key) is invalid for ever, since the stream keeps it: a checkpointer that starts
 /// later reports it and builds past it, fenced on it, instead of refusing the partition
@@ -1826,6 +1962,47 @@ async fn two_processes_sign_with_the_vaults_key_and_never_two_checkpoints_of_one
     assert!(listed.last().unwrap().key_id == audit.keys[1]);
 }
 
+/// Two checkpointers (two `serve` processes) that sign at the same trigger: the one
+/// whose publish loses the fence keeps its frontier, takes the winner's checkpoint as
+/// the latest, and its next checkpoint reads only the events added since, not the
+/// partition from its start; nor does it sign again before the next trigger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpointer_that_loses_a_race_keeps_its_frontier() {
+    let (log, config) = fresh_checkpointed();
+    let (ledger, dir) = ledger(&log).await;
+    let mut a = checkpointer(&ledger, &config, dir.path()).await;
+    let mut b = checkpointer(&ledger, &config, dir.path()).await;
+    append(&ledger, 0, 5).await;
+    assert_eq!(publish_now(&mut a).await.tree_size, 5);
+    assert!(matches!(
+        b.checkpoint(&p01()).await,
+        Ok(Outcome::Unchanged { tree_size: 5 })
+    ));
+    // Given both at 5, when 5 more events come and A publishes first,
+    append(&ledger, 5, 5).await;
+    assert_eq!(publish_now(&mut a).await.tree_size, 10);
+    // then B's publish of the same size loses, and B knows A's checkpoint as the latest.
+    let lost = b.checkpoint(&p01()).await;
+    assert!(
+        matches!(lost, Err(CheckpointError::Raced { .. })),
+        "{lost:?}"
+    );
+    assert_eq!(b.checkpointed_size(&p01()), 10);
+    assert!(matches!(
+        b.checkpoint(&p01()).await,
+        Ok(Outcome::Unchanged { tree_size: 10 })
+    ));
+    // At the next event B reads that event only, and signs over A's checkpoint.
+    let read_before = b.events_read();
+    append(&ledger, 10, 1).await;
+    assert_eq!(publish_now(&mut b).await.tree_size, 11);
+    assert_eq!(b.events_read() - read_before, 1);
+    let (audit, listed) = verify_listing(&auditor(&log, &config).await, Some(&p01())).await;
+    assert!(audit.ok(), "{:?}", audit.problems);
+    let sizes: Vec<u64> = listed.iter().map(|c| c.tree_size).collect();
+    assert_eq!(sizes, [5, 10, 11], "no checkpoint more than the triggers'");
+}
+
 /// `GET /v1/audit/partitions/{p}/status`: the head the projections verified, the latest
 /// checkpoint with the cosigner who signed it, and the read model's lag; a partition the
 /// log has never seen is 404, and the route wants a token. The inclusion and consistency
@@ -2034,26 +2211,23 @@ async fn the_audit_status_route_names_the_latest_checkpoint_and_its_cosigners() 
     }
 }
 
-/// `audit verify` refuses a chain that passes over a message by an exclusion the ledger
-/// did not sign; so nothing is built on it either: the checkpointer signs no root over
-/// it, a cosigner refuses it, and no bundle is exported from it. What was checkpointed
-/// before the exclusion still proves.
+/// An exclusion of exactly what is held that no ledger key signed (anyone who may publish
+/// on the log and reads it can make one) is held with what it names: verify stops at the
+/// message, the writer appends nothing after it but the operator's exclusion, and nothing
+/// past it is checkpointed. The operator's exclusion of the run, both messages, lets
+/// every reader on: checkpoints, proofs and verify go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_is_signed_cosigned_or_exported_over_a_forged_exclusion() {
+async fn a_forged_exclusion_is_held_and_the_operators_exclusion_of_the_run_passes_over_it() {
+    use ansinh::verify::{VerifyError, verify};
     let (log, config) = fresh_checkpointed();
     let (ledger, dir) = ledger(&log).await;
     let mut c = checkpointer(&ledger, &config, dir.path()).await;
-    let mut hashes = append(&ledger, 0, 3).await;
+    append(&ledger, 0, 3).await;
     publish_now(&mut c).await;
-    let (foreign, exclusion) = forge_an_exclusion(&ledger, &log, "01").await;
-    hashes.push(exclusion.hash.0);
-    hashes.extend(append(&ledger, 3, 1).await);
-    let forged = |e: &CheckpointError| {
-        matches!(e, CheckpointError::Exclusion { partition, stream_sequence, .. }
-            if partition == "01" && *stream_sequence > foreign)
-    };
-
-    let verdict = ansinh::verify::verify(
+    // Given a foreign message and an exclusion of exactly it with a made-up signature,
+    let forged = forge_an_exclusion(&ledger, &log, "01").await;
+    // then verify stops at the foreign message, held with the exclusion,
+    let verdict = verify(
         &mut stream_of(&log).await,
         &log,
         &config.keys_partition,
@@ -2063,46 +2237,64 @@ async fn nothing_is_signed_cosigned_or_exported_over_a_forged_exclusion() {
     .await
     .unwrap_err();
     assert!(
-        matches!(verdict, ansinh::verify::VerifyError::Exclusion { .. }),
+        matches!(&verdict, VerifyError::Broken { partition, stream_sequence, .. }
+            if partition == "01" && *stream_sequence == forged.foreign.0),
         "{verdict}"
     );
-    let signed = c.checkpoint(&p01()).await;
-    assert!(signed.as_ref().is_err_and(forged), "{signed:?}");
-    let fresh = checkpointer(&ledger, &config, dir.path())
-        .await
-        .checkpoint(&p01())
-        .await;
-    assert!(fresh.as_ref().is_err_and(forged), "{fresh:?}");
-    // A checkpoint over it signed with the ledger's key (by a process that did not check
-    // the exclusion): a cosigner who reads the log refuses it.
+    // the writer appends nothing after them,
+    assert!(
+        ledger
+            .append(note("01", "after-forged", "x"))
+            .await
+            .is_err()
+    );
+    // and no checkpoint covers the forged exclusion.
+    assert!(matches!(
+        c.checkpoint(&p01()).await,
+        Ok(Outcome::Unchanged { tree_size: 3 })
+    ));
+    // When the operator excludes the run, both messages,
     let key = load_key(&dir.path().join(keys::LEDGER_KEY_FILE)).unwrap();
-    let over_it = CheckpointBody {
-        partition: p01(),
-        tree_size: 5,
-        root: merkle::root(&hashes),
-        head_sequence: 5,
-        head_hash: hashes[4],
-        issued_at_unix_ms: ansinh::checkpoint::now_unix_ms(),
-        key_id: key.key_id().into(),
-    };
-    publish_checkpoint(&config, &key, &over_it).await;
-    let a = auditor(&log, &config).await;
-    let mut office = Office::new("audit-office", 4, key.key_id());
-    let cosigned = office.cosign(&a, &p01(), 5, 0).await;
-    assert!(cosigned.as_ref().is_err_and(forged), "{cosigned:?}");
-    let exported = ansinh::bundle::export::export(
-        &a,
-        &ansinh::bundle::export::ExportRequest {
-            scope: ansinh::bundle::Scope::Commune("0100007".into()),
-            from: None,
-            to: None,
-        },
+    exclude_run(
+        &ledger,
+        &p01(),
+        &key,
+        &[
+            (forged.foreign.0, &forged.foreign.1),
+            (forged.exclusion.0, &forged.exclusion.1),
+        ],
     )
     .await;
-    assert!(exported.is_err(), "a bundle was exported");
-    // The events before it were checkpointed and still prove.
-    let proof = a.prove(&p01(), 2, Some(3)).await.unwrap();
+    // then verify lists one exclusion of two messages,
+    let report = verify(
+        &mut stream_of(&log).await,
+        &log,
+        &config.keys_partition,
+        None,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.exclusions_total, 1);
+    assert_eq!(
+        (
+            report.exclusions[0].count,
+            report.exclusions[0].through_stream_sequence
+        ),
+        (2, forged.exclusion.0)
+    );
+    // appends go on, and partition 01 is checkpointed, proved and verified again, by
+    // this checkpointer and by one reading it from its start.
+    append(&ledger, 3, 1).await;
+    assert_eq!(publish_now(&mut c).await.tree_size, 5);
+    let a = auditor(&log, &config).await;
+    let proof = a.prove(&p01(), 5, None).await.unwrap();
     check(&proof, &[]).unwrap();
+    let audit = a.verify(None).await.unwrap();
+    assert!(audit.ok(), "{:?}", audit.problems);
+    let mut fresh = checkpointer(&ledger, &config, dir.path()).await;
+    append(&ledger, 4, 1).await;
+    assert_eq!(publish_now(&mut fresh).await.tree_size, 6);
 }
 
 /// Proofs served from the subtrees the projections store (ADR 0026): over HTTP, the

@@ -1303,8 +1303,9 @@ async fn a_frame_whose_tail_breaks_the_chain_stays_held_across_a_restart() {
 
     // A snapshot at that head (as an earlier version kept one) is not trusted: the
     // audit names it, and the writer discards it and holds the message again.
-    let subject = config.subject(&Partition::new("01").unwrap());
-    let book = snapshot::fold(&stream, &subject, "01", held).await.unwrap();
+    let book = snapshot::fold(&stream, &config.subject_prefix, "01", held)
+        .await
+        .unwrap();
     assert_eq!(book.sequence, 4);
     let inside = HeadRecord {
         sequence: 4,

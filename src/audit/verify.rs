@@ -22,14 +22,21 @@ pub struct VerifyReport {
     pub partitions: BTreeMap<String, PartitionReport>,
     pub events: u64,
     /// The operator's exclusions met, in stream order (CHAIN.md, section 4a): each held
-    /// message and the event that excluded it. A report holds them only once each
-    /// signature checked out against the ledger's keys (`verify_with`).
+    /// message and the event that excluded it, the first `EXCLUSIONS_LISTED_MAX`. A
+    /// report holds them only once each signature checked out against the ledger's keys
+    /// stored before it (`log::follow`).
     pub exclusions: Vec<ExclusionSeen>,
+    /// Every exclusion met, listed or not.
+    pub exclusions_total: u64,
     /// Stray messages passed over (on a subject that names no partition, so in no chain:
     /// `LogConfig::chain_of`): how many, and the first `STRAY_LISTED_MAX` of them.
     pub stray_messages: u64,
     pub stray: Vec<StrayMessage>,
 }
+
+/// Exclusions a verify report lists one by one; past these it counts them. Each is
+/// checked as it is met, so a verify holds no more than these, however many there are.
+pub const EXCLUSIONS_LISTED_MAX: usize = 1_000;
 
 /// Stray messages a verify report lists one by one; past these it counts them. The stream
 /// takes what anyone with a publish right sends, so a flood must not fill memory.
@@ -58,8 +65,8 @@ fn kept(words: &str, max: usize) -> String {
     }
 }
 
-/// A message passed over by an operator's exclusion, whose signature `verify_with` checked
-/// (`check_signature`) before it reports it.
+/// A message passed over by an operator's exclusion, which the chain's follower took only
+/// once its signature checked out (`log::follow`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExclusionSeen {
     pub partition: String,
@@ -91,9 +98,8 @@ impl ExclusionSeen {
         };
         // Owned copies, and the words bounded: the decoded fields are slices of the whole
         // message (up to a frame's size), and the reason and key id, which the signature
-        // does not bound, may be as long as an event. A verify keeps every exclusion until
-        // it has read the key history, so a flood of forged ones would otherwise hold all
-        // their messages in memory.
+        // does not bound, may be as long as an event. A report keeps up to
+        // `EXCLUSIONS_LISTED_MAX` of these.
         let decision = crate::proto::MessageExcluded {
             message_hash: bytes::Bytes::copy_from_slice(&decision.message_hash),
             signature: bytes::Bytes::copy_from_slice(&decision.signature),
@@ -115,15 +121,6 @@ impl ExclusionSeen {
             decision,
         })
     }
-
-    /// Checks the decision's signature by a ledger key in force when it was recorded.
-    pub fn check_signature(&self, ring: &crate::checkpoint::keys::KeyRing) -> Result<(), String> {
-        let key = ring
-            .signer(&self.decision.key_id, self.recorded_at_unix_ms)
-            .map_err(|e| e.to_string())?;
-        crate::checkpoint::sign::verify_exclusion(&key.public_key, &self.partition, &self.decision)
-            .map_err(|e| e.to_string())
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,20 +134,6 @@ pub enum VerifyError {
         stream_sequence: u64,
         expected_sequence: u64,
         cause: ChainBreak,
-    },
-    /// An operator's exclusion is not the ledger's: no ledger key in force when it was
-    /// recorded signed it, or the key history cannot be read. The message it passes over
-    /// still breaks the chain; whoever could publish both on the log is the incident
-    /// (docs/OPERATIONS.md, section 4.3).
-    #[error(
-        "partition {partition}: the exclusion at sequence {decided_at_sequence} (stream sequence {decided_at_stream_sequence}) of the message at stream sequence {stream_sequence} is not the ledger's: {cause}"
-    )]
-    Exclusion {
-        partition: String,
-        stream_sequence: u64,
-        decided_at_sequence: u64,
-        decided_at_stream_sequence: u64,
-        cause: String,
     },
     /// The server could not be read; retry.
     #[error("reading the log: {0}")]
@@ -214,6 +197,16 @@ pub async fn verify_with(
         Some(p) => config.subject(p),
         None => config.wildcard(),
     };
+    // Read once it is known where the log ends, so it holds every key event stored
+    // before any exclusion read: each exclusion is judged by the keys stored before it
+    // (docs/CHAIN.md, section 4a), as every reader judges it.
+    let history = crate::checkpoint::read::extend_key_ring(
+        stream,
+        config,
+        crate::checkpoint::read::KeyRingAt::genesis(keys_partition.clone()),
+    )
+    .await
+    .map_err(|e| VerifyError::Nats(e.to_string()))?;
     let mut heads: BTreeMap<String, Follower> = BTreeMap::new();
     let mut report = VerifyReport::default();
     let visit = |event: reader::RawEvent| -> Result<(), VerifyError> {
@@ -234,13 +227,18 @@ pub async fn verify_with(
                 .entry(name.to_string())
                 .or_insert(Follower::new(ChainHead::genesis(partition.clone()))),
         };
-        let Step::Event { envelope, excluded } = follower.follow(&event) else {
+        let Step::Event { envelope, excluded } = follower.follow(&event, history.keys()) else {
             return Ok(()); // held: an exclusion may follow
         };
-        if let Some(seen) =
-            excluded.and_then(|held| ExclusionSeen::new(name, held, &event, &envelope))
-        {
-            report.exclusions.push(seen);
+        // Taken only once its signature checked out (`log::follow`); counted, and the
+        // first `EXCLUSIONS_LISTED_MAX` listed.
+        if let Some(held) = excluded {
+            report.exclusions_total += 1;
+            if report.exclusions.len() < EXCLUSIONS_LISTED_MAX {
+                report
+                    .exclusions
+                    .extend(ExclusionSeen::new(name, held, &event, &envelope));
+            }
         }
         report.events += 1;
         on_event(event.stream_sequence, &envelope);
@@ -272,44 +270,7 @@ pub async fn verify_with(
             )
         })
         .collect();
-    check_exclusions(stream, config, keys_partition, &report.exclusions).await?;
     Ok(report)
-}
-
-/// Checks each exclusion's signature by a ledger key in force when it was recorded; the
-/// key history is read only when there is an exclusion to check.
-async fn check_exclusions(
-    stream: &Stream,
-    config: &LogConfig,
-    keys_partition: &Partition,
-    exclusions: &[ExclusionSeen],
-) -> Result<(), VerifyError> {
-    let Some(first) = exclusions.first() else {
-        return Ok(());
-    };
-    let not_the_ledgers = |x: &ExclusionSeen, cause: String| VerifyError::Exclusion {
-        partition: x.partition.clone(),
-        stream_sequence: x.stream_sequence,
-        decided_at_sequence: x.decided_at_sequence,
-        decided_at_stream_sequence: x.decided_at_stream_sequence,
-        cause,
-    };
-    let ring = match crate::checkpoint::read::read_key_ring_in(stream, config, keys_partition).await
-    {
-        Ok(ring) => ring,
-        Err(crate::checkpoint::CheckpointError::Nats(m)) => return Err(VerifyError::Nats(m)),
-        Err(e) => {
-            return Err(not_the_ledgers(
-                first,
-                format!("the key history in partition {keys_partition} cannot be read: {e}"),
-            ));
-        }
-    };
-    for x in exclusions {
-        x.check_signature(&ring)
-            .map_err(|cause| not_the_ledgers(x, cause))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -291,7 +291,7 @@ async fn verify_chain(
                     .iter()
                     .map(|m| serde_json::json!({"stream_sequence": m.stream_sequence, "subject": m.subject}))
                     .collect();
-                let document = serde_json::json!({"ok": true, "events": report.events, "partitions": parts, "exclusions": exclusions, "stray_messages": report.stray_messages, "stray": stray});
+                let document = serde_json::json!({"ok": true, "events": report.events, "partitions": parts, "exclusions": exclusions, "exclusions_total": report.exclusions_total, "stray_messages": report.stray_messages, "stray": stray});
                 return Ok(ChainVerdict {
                     code: ExitCode::SUCCESS,
                     document: Some(document),
@@ -318,6 +318,10 @@ async fn verify_chain(
                         x.decided_at_stream_sequence,
                         x.decision.reason
                     );
+                }
+                let unlisted = report.exclusions_total - report.exclusions.len() as u64;
+                if unlisted > 0 {
+                    println!("EXCLUDED and {unlisted} more exclusions, each signed by the ledger");
                 }
                 for m in &report.stray {
                     println!(

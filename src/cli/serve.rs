@@ -21,11 +21,35 @@ pub async fn serve(
     listen: SocketAddr,
     staff: &Path,
 ) -> Result<ExitCode, BoxError> {
-    let task = runtime
+    let task = match runtime
         .start_checkpoints(checkpoints, data_dir, policy)
-        .await?;
+        .await
+    {
+        Ok(task) => Some(task),
+        // An unsafe stream, or no server: nothing could be served either.
+        Err(
+            e @ (checkpoint::CheckpointError::Stream(_) | checkpoint::CheckpointError::Nats(_)),
+        ) => {
+            return Err(e.into());
+        }
+        // The ledger serves without checkpoints rather than not at all: writes, reads
+        // and the projections do not need them, and the operator sees why in the log
+        // (and in `ansinh audit verify`).
+        Err(e) => {
+            tracing::error!(error = %e, "serving without checkpoints: the checkpointer cannot start");
+            let _ = writeln!(
+                std::io::stderr(),
+                "ansinh: serving without checkpoints: the checkpointer cannot start: {e}"
+            );
+            None
+        }
+    };
     let registry = data_dir.join(ansinh::gateway::keys::REGISTRY_FILE);
     let served = ansinh::http::run(runtime, listen, staff, &registry, checkpoints).await;
+    let Some(task) = task else {
+        served?;
+        return Ok(ExitCode::SUCCESS);
+    };
     // Stopped on every path, so a checkpoint under way completes before exit; but
     // with NATS away its last publish would wait for ever: bounded, and past the
     // bound the process exits at once (dropping the runtime would wait for it).

@@ -278,7 +278,7 @@ pub async fn check_all(
         };
         let difference = match mismatch(stream, &subject, &at).await {
             Err(reason) | Ok(Some(reason)) => Some(reason),
-            Ok(None) => match fold(stream, &subject, &partition, at.stream_sequence).await {
+            Ok(None) => match fold(stream, subject_prefix, &partition, at.stream_sequence).await {
                 Err(e) => Some(e),
                 Ok(folded) => describe_difference(&snapshot, &folded),
             },
@@ -326,16 +326,32 @@ fn describe_difference(snapshot: &PartitionBook, folded: &PartitionBook) -> Opti
 /// every link. The writer's own fold, without the writing.
 pub async fn fold(
     stream: &Stream,
-    subject: &str,
+    subject_prefix: &str,
     partition: &str,
     end: u64,
 ) -> Result<PartitionBook, String> {
+    let subject = &format!("{subject_prefix}.{partition}");
     let mut book = PartitionBook::new(partition);
     let mut follower = Follower::new(ChainHead::genesis(
         Partition::new(partition).map_err(|e| format!("partition {partition}: {e}"))?,
     ));
+    // The key history judges exclusions; read now, it holds every key event stored
+    // before `end`'s messages.
+    let keys =
+        Partition::new(crate::checkpoint::stream::KEYS_PARTITION).expect("valid partition name");
+    let log = super::LogConfig {
+        subject_prefix: subject_prefix.to_string(),
+        ..Default::default()
+    };
+    let history = crate::checkpoint::read::extend_key_ring(
+        stream,
+        &log,
+        crate::checkpoint::read::KeyRingAt::genesis(keys),
+    )
+    .await
+    .map_err(|e| format!("reading the key history: {e}"))?;
     let visit = |event: RawEvent| -> Result<(), String> {
-        let step = follower.follow(&event);
+        let step = follower.follow(&event, history.keys());
         if let Step::Event { envelope, .. } = step {
             book.apply(
                 envelope.sequence,

@@ -266,6 +266,10 @@ struct Shared {
     publishes: tokio::sync::RwLock<()>,
     /// Commits waiting for a test's hold to end (`Ledger::commits_held`).
     commits_held: std::sync::atomic::AtomicUsize,
+    /// The ledger's key history as far as read, read on before each catch-up: it judges
+    /// the exclusions a catch-up meets and the operator's exclusion before it is
+    /// appended (`log::follow`).
+    history: tokio::sync::Mutex<Option<crate::checkpoint::read::KeyRingAt>>,
     /// Most payload bytes in one frame, within the server's `max_payload` and the
     /// stream's `max_msg_size`.
     frame_bytes_max: usize,
@@ -358,6 +362,7 @@ impl Ledger {
             gate: tokio::sync::Mutex::new(()),
             publishes: tokio::sync::RwLock::new(()),
             commits_held: std::sync::atomic::AtomicUsize::new(0),
+            history: tokio::sync::Mutex::new(None),
             frame_bytes_max,
             recent: Mutex::default(),
             unrecorded: Mutex::default(),
@@ -1175,6 +1180,31 @@ impl PartitionWriter {
                         ),
                     })
                 });
+                // Signed by the ledger's current key, as every reader will judge it
+                // (`log::follow`): a forged one would be held with what it names.
+                let exclusion = if exclusion.is_empty() {
+                    exclusion
+                } else {
+                    match self.key_history().await {
+                        Ok(history) => {
+                            let (signed, forged): (Vec<_>, Vec<_>) = exclusion
+                                .into_iter()
+                                .partition(|p| signed_by_current_key(p, &partition, &history.ring));
+                            fail_all(forged, || {
+                                AppendError::Rejected(Rejection::UnsupportedCommand {
+                                    what: format!(
+                                        "an exclusion not signed by the ledger's current key on partition {partition}"
+                                    ),
+                                })
+                            });
+                            signed
+                        }
+                        Err(e) => {
+                            fail_all(exclusion, || clone_error(&e));
+                            return Vec::new();
+                        }
+                    }
+                };
                 // One decision: after it nothing is held, so a second one, under another
                 // key, would be an exclusion of nothing. Repeats of its key are answered
                 // by its receipt below.
@@ -1388,7 +1418,10 @@ impl PartitionWriter {
             self.held = Holding::default();
             self.caught_up = false;
         }
-        if !self.caught_up {
+        // While a message is held nothing is appended, so no lost fence says that more
+        // came: read on each time (the operator's exclusion names every message stored
+        // on the subject, a forged exclusion included, and may come from another process).
+        if !self.caught_up || !self.held.is_empty() {
             self.catch_up().await?;
             self.caught_up = true;
         }
@@ -1446,6 +1479,22 @@ impl PartitionWriter {
         }
     }
 
+    /// The ledger's key history read to now, on from where the last call stopped.
+    async fn key_history(&self) -> Result<crate::checkpoint::read::KeyRingAt, AppendError> {
+        let mut kept = self.shared.history.lock().await;
+        let keys = Partition::new(crate::checkpoint::stream::KEYS_PARTITION)
+            .expect("valid partition name");
+        let at = kept
+            .take()
+            .unwrap_or_else(|| crate::checkpoint::read::KeyRingAt::genesis(keys));
+        let at =
+            crate::checkpoint::read::extend_key_ring(&self.shared.stream, &self.shared.config, at)
+                .await
+                .map_err(|e| AppendError::Nats(format!("reading the key history: {e}")))?;
+        *kept = Some(at.clone());
+        Ok(at)
+    }
+
     /// Reads every event after our head (written by another writer, or by us before a
     /// lost ack), checks the chain, and records heads and keys.
     async fn catch_up(&mut self) -> Result<(), AppendError> {
@@ -1453,6 +1502,14 @@ impl PartitionWriter {
         let last = reader::last_on_subject(stream, &self.subject)
             .await
             .map_err(AppendError::Nats)?;
+        let history = if last.as_ref().map_or(0, |l| l.stream_sequence)
+            > self.head.as_ref().map_or(0, |h| h.stream_sequence)
+        {
+            // Read after `last`: it holds every key event stored before what is read.
+            Some(self.key_history().await?)
+        } else {
+            None
+        };
         let head = self.head.as_mut().expect("head loaded before catch-up");
         let ends_at = last.as_ref().map_or(0, |l| l.stream_sequence);
         if ends_at < head.stream_sequence {
@@ -1470,18 +1527,44 @@ impl PartitionWriter {
         if last.stream_sequence <= head.stream_sequence {
             return Ok(());
         }
+        // The key partition's rotations are judged against the key history up to the
+        // head, as every reader of it judges them (`log::follow`): read again here, as
+        // catching up on that partition is rare (another process rotated the key).
+        let key_ring = if crate::log::follow::is_key_history(&head.chain) {
+            let at = crate::checkpoint::read::key_ring_at(stream, &self.shared.config, &head.chain)
+                .await
+                .map_err(|e| AppendError::Nats(e.to_string()))?;
+            if at.is_none() {
+                tracing::warn!(
+                    partition = %self.partition,
+                    sequence = head.chain.sequence,
+                    "the writer's head is not on the key partition's chain as readers follow it; \
+                     every rotation after it is held"
+                );
+            }
+            at
+        } else {
+            None
+        };
         let store = &self.shared.store;
         let partition = self.partition.to_string();
         let book = self.book.as_mut().expect("book created before catch-up");
         let recorded_through = self.keys_recorded_through;
         let mut keys: Vec<(String, HeadRecord)> = Vec::new();
         let start = head.stream_sequence + 1;
-        let mut follower = Follower::resume(head.chain.clone(), std::mem::take(&mut self.held));
+        let mut follower = Follower::resume_with_keys(
+            head.chain.clone(),
+            std::mem::take(&mut self.held),
+            key_ring,
+        );
         // Whether the last event taken in closed its message: then the head, the book and
         // `keys` all stop at a message's end, and the keys can be recorded as they are.
         let mut whole = true;
+        let judge = history
+            .as_ref()
+            .map_or(crate::log::follow::Keys::NotRead, |h| h.keys());
         let mut visit = |event: RawEvent| -> Result<(), AppendError> {
-            let step = follower.follow(&event);
+            let step = follower.follow(&event, judge);
             whole = event.last_in_message;
             // The fence is the subject's last message, held or not: the operator's
             // exclusion is published after the message it excludes.
@@ -1962,6 +2045,23 @@ fn encoded_exclusion(accepted: &[Pending]) -> Option<&Payload> {
         Work::Draft(d) if matches!(d.payload, Payload::MessageExcluded(_)) => Some(&d.payload),
         _ => None,
     })
+}
+
+/// Whether `pending` is an exclusion signed by the current key of `ring` as recorded in
+/// `partition`.
+fn signed_by_current_key(
+    pending: &Pending,
+    partition: &str,
+    ring: &crate::checkpoint::KeyRing,
+) -> bool {
+    let (Work::Draft(d), Some(key)) = (&pending.work, ring.current()) else {
+        return false;
+    };
+    let Payload::MessageExcluded(x) = &d.payload else {
+        return false;
+    };
+    x.key_id == key.key_id
+        && crate::checkpoint::sign::verify_exclusion(&key.public_key, partition, x).is_ok()
 }
 
 /// Whether `pending` is an operator's exclusion of what `held` holds.

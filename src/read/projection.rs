@@ -81,7 +81,9 @@ const VIEWS: u8 = 2;
 /// 22: a freeze's schedule change keeps the day it ended (`ScheduleChange::Suspended`).
 /// 23: each partition's Merkle tree: its frontier, the roots of its complete subtrees of
 /// a chunk's size or more, and where each chunk starts in the log (`tree_nodes`, ADR 0026).
-pub(crate) const PROJECTION_FORMAT: &[u8] = &[23];
+/// 24: a key rotation its key partition's history refuses, and an exclusion no ledger
+/// key stored before it signed, are held, not projected (docs/CHAIN.md, section 4a).
+pub(crate) const PROJECTION_FORMAT: &[u8] = &[24];
 /// Trail lines of one subject from one batch stored together (a run). A page of a trail
 /// reads at most this many lines more than it shows, and a run stays near 10 KB.
 pub const TRAIL_RUN_LINES_MAX: usize = 64;
@@ -229,7 +231,18 @@ pub struct Projector {
     /// yet (`merkle_pieces::CHUNK_LEVEL`; tests make it small, `set_chunk_level`). A
     /// partition keeps the level of its first event: it is stored with its frontier.
     chunk_level: std::sync::atomic::AtomicU32,
+    /// The key partition's key history at the head stored for it, which judges the
+    /// rotations read next (`log::follow`): read from the log once, then kept as batches
+    /// commit. None until read, or after a catch-up that failed.
+    key_ring: std::sync::Mutex<Option<KeptKeyRing>>,
+    /// The ledger's key history as far as read (`Batch::history`), read on at each
+    /// catch-up.
+    history: std::sync::Mutex<Option<crate::checkpoint::read::KeyRingAt>>,
 }
+
+/// The key history of the key partition's chain at `head` (None: the chain as readers
+/// follow it does not reach `head`, and every rotation after it is held).
+type KeptKeyRing = (ChainHead, Option<crate::checkpoint::KeyRing>);
 
 /// A batch's commit, run on the committer's thread.
 type CommitJob = Box<dyn FnOnce() -> Result<(), ProjectionError> + Send>;
@@ -499,6 +512,9 @@ struct Batch<'p> {
     trees: HashMap<String, Tree>,
     /// Partitions whose head and summary this batch changed.
     touched: Vec<String>,
+    /// The ledger's key history, read to the log's end when the catch-up began: it
+    /// judges exclusions (`log::follow`).
+    history: Option<crate::checkpoint::read::KeyRingAt>,
     views: Staged,
     /// The batch's trail lines, encoded one after another in chain order (one buffer,
     /// not an allocation a line).
@@ -789,6 +805,8 @@ impl Projector {
             index_on_drop: true.into(),
             stop_at: 0.into(),
             chunk_level: crate::merkle_pieces::CHUNK_LEVEL.into(),
+            key_ring: Default::default(),
+            history: Default::default(),
         };
         if let Some(why) = &lost {
             tracing::warn!(error = %why, "projections: a file lost writes sled kept; replaying the log");
@@ -1000,6 +1018,18 @@ impl Projector {
         if self.writes.torn() {
             off_the_workers(|| self.recover())?;
         }
+        self.load_key_ring(stream, config).await?;
+        // Read after `end` was: it holds every key event stored before what is applied.
+        let history = self.history.lock().expect("history lock").take();
+        let keys = Partition::new(crate::audit::checkpoint::stream::KEYS_PARTITION)
+            .expect("valid partition name");
+        let history = crate::checkpoint::read::extend_key_ring(
+            stream,
+            config,
+            history.unwrap_or_else(|| crate::checkpoint::read::KeyRingAt::genesis(keys)),
+        )
+        .await
+        .map_err(|e| ProjectionError::Nats(e.to_string()))?;
         let start = self.position()?;
         let mut batch = Batch {
             projector: self,
@@ -1009,6 +1039,7 @@ impl Projector {
             summaries: HashMap::new(),
             trees: HashMap::new(),
             touched: Vec::new(),
+            history: Some(history),
             views: Staged {
                 tree: self.views.clone(),
                 writes: RefCell::new(HashMap::new()),
@@ -1040,6 +1071,16 @@ impl Projector {
             let committed = batch.commit(true);
             committed.and(batch.join())
         });
+        *self.history.lock().expect("history lock") = batch.history.take();
+        // The key history kept for the next catch-up: the committed head's, or read
+        // again.
+        let keys = crate::audit::checkpoint::stream::KEYS_PARTITION;
+        let kept = match (&committed, batch.heads.get(keys)) {
+            (Ok(()), Some(f)) if !batch.failed => Some((f.head.clone(), f.key_ring().cloned())),
+            (Ok(()), None) => self.key_ring.lock().expect("key ring lock").take(),
+            _ => None,
+        };
+        *self.key_ring.lock().expect("key ring lock") = kept;
         // A failed commit first: it is why the read stopped, when it stopped inside a
         // commit, and it must not pass for a transient read error that is retried.
         committed?;
@@ -1102,14 +1143,49 @@ impl Projector {
         Ok(self.meta.flush().map(drop)?)
     }
 
-    /// A partition's head and the messages it holds, as the last commit left them.
+    /// A partition's head and the messages it holds, as the last commit left them, and
+    /// of the key partition its key history there (`load_key_ring`).
     fn stored_follower(&self, partition: &Partition) -> Result<Follower, ProjectionError> {
         let head = self.stored_head(partition)?;
         let held = match self.meta.get(held_key(partition.as_str()))? {
             Some(v) => decode_held(&v).ok_or_else(|| corrupt("held messages"))?,
             None => Holding::default(),
         };
-        Ok(Follower::resume(head, held))
+        let keys = match &*self.key_ring.lock().expect("key ring lock") {
+            Some((at, ring)) if *at == head => ring.clone(),
+            _ => None,
+        };
+        Ok(Follower::resume_with_keys(head, held, keys))
+    }
+
+    /// Reads the key partition's key history up to its stored head, unless it is kept
+    /// already: the follower of that partition judges each rotation against it, as every
+    /// reader of the partition does (`log::follow`). The partition holds a few events.
+    async fn load_key_ring(
+        &self,
+        stream: &Stream,
+        config: &LogConfig,
+    ) -> Result<(), ProjectionError> {
+        let keys = Partition::new(crate::audit::checkpoint::stream::KEYS_PARTITION)
+            .expect("valid partition name");
+        let head = self.stored_head(&keys)?;
+        let kept =
+            matches!(&*self.key_ring.lock().expect("key ring lock"), Some((at, _)) if *at == head);
+        if kept {
+            return Ok(());
+        }
+        let ring = crate::checkpoint::read::key_ring_at(stream, config, &head)
+            .await
+            .map_err(|e| ProjectionError::Nats(e.to_string()))?;
+        if ring.is_none() {
+            tracing::warn!(
+                sequence = head.sequence,
+                "projections: the key partition's stored head is not on its chain as readers \
+                 follow it; every rotation after it is held"
+            );
+        }
+        *self.key_ring.lock().expect("key ring lock") = Some((head, ring));
+        Ok(())
     }
 
     fn stored_head(&self, partition: &Partition) -> Result<ChainHead, ProjectionError> {
@@ -1841,13 +1917,23 @@ impl Batch<'_> {
             self.events += 1;
             return Ok(());
         };
+        let keys = match &self.history {
+            Some(history) => history.keys(),
+            None => crate::log::follow::Keys::NotRead,
+        };
         let follower = self.heads.get_mut(name).expect("loaded above");
-        let checked = follower.check(event);
+        let checked = follower.check(event, keys);
         if !self.touched.iter().any(|t| t == name) {
             self.touched.push(name.to_owned());
         }
         let (next, envelope) = match &checked {
             Checked::Event { next, envelope, .. } => (next, envelope),
+            Checked::KeysNeeded => {
+                // The catch-up reads the key history before any event.
+                return Err(ProjectionError::Nats(
+                    "the key history was not read before the projections' catch-up".into(),
+                ));
+            }
             Checked::Held(_) | Checked::HeldAlready => {
                 // Held until the operator's exclusion; it changes no view.
                 follower.accept(checked);

@@ -1361,7 +1361,7 @@ mod layout_tests {
         let digest = blake3::hash(layouts.as_bytes()).to_hex();
         assert_eq!(
             (crate::projection::PROJECTION_FORMAT, &digest[..16]),
-            (&[23u8][..], "f38907fe7bc0988c"),
+            (&[24u8][..], "f38907fe7bc0988c"),
             "{layouts}"
         );
     }

@@ -264,23 +264,41 @@ pub async fn serve(api: ansinh::http::Api) -> (String, tokio::sync::oneshot::Sen
     (base, stop)
 }
 
-/// A foreign message on `partition`'s subject, then an exclusion of exactly it whose
-/// signature is no ledger key's: what someone who may publish on the log could forge.
-/// Returns the foreign message's stream sequence and the exclusion's receipt.
-pub async fn forge_an_exclusion(
-    ledger: &Ledger,
-    config: &LogConfig,
-    partition: &str,
-) -> (u64, ansinh::log::Receipt) {
+/// What `forge_an_exclusion` published: a foreign message and an exclusion of exactly it,
+/// by stream sequence and stored bytes.
+pub struct Forged {
+    pub foreign: (u64, Vec<u8>),
+    pub exclusion: (u64, Vec<u8>),
+}
+
+/// A foreign message on `partition`'s subject, then an exclusion of exactly it that
+/// continues the chain but whose signature is no ledger key's: what someone who may
+/// publish on the log and reads it could forge (docs/CHAIN.md, section 4a).
+pub async fn forge_an_exclusion(ledger: &Ledger, config: &LogConfig, partition: &str) -> Forged {
+    use prost::Message as _;
     let p = Partition::new(partition).unwrap();
-    let foreign: &[u8] = b"not the ledger's";
-    let stream_sequence = async_nats::jetstream::new(client().await)
-        .publish(config.subject(&p), foreign.to_vec().into())
+    let js = async_nats::jetstream::new(client().await);
+    let stream = js.get_stream(&config.stream_name).await.unwrap();
+    let head = ansinh::log::reader::last_on_subject(&stream, &config.subject(&p))
         .await
         .unwrap()
-        .await
+        .expect("the partition has events");
+    let head_sequence = proto::Envelope::decode(head.payload.clone())
         .unwrap()
         .sequence;
+    let publish = |bytes: Vec<u8>| {
+        let (js, subject) = (js.clone(), config.subject(&p));
+        async move {
+            js.publish(subject, bytes.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+                .sequence
+        }
+    };
+    let foreign = b"not the ledger's".to_vec();
+    let foreign_at = publish(foreign.clone()).await;
     // The writer meets the message (and refuses the note): the chain breaks there.
     assert!(
         ledger
@@ -288,28 +306,72 @@ pub async fn forge_an_exclusion(
             .await
             .is_err()
     );
-    let excluded = ledger
+    let exclusion = proto::Envelope {
+        format_version: 1,
+        partition: partition.into(),
+        sequence: head_sequence + 1,
+        prev_hash: head.hash.0.to_vec().into(),
+        payload: Some(Payload::MessageExcluded(proto::MessageExcluded {
+            stream_sequence: foreign_at,
+            message_hash: ansinh::chain::message_hash(&foreign).0.to_vec().into(),
+            reason: "forged".into(),
+            key_id: "0123456789abcdef".into(),
+            signature: vec![7; 64].into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let exclusion_at = publish(exclusion.clone()).await;
+    Forged {
+        foreign: (foreign_at, foreign),
+        exclusion: (exclusion_at, exclusion),
+    }
+}
+
+/// Appends the operator's exclusion of the run `held` (stream sequence and stored bytes
+/// of each message, oldest first) on `partition`, signed by `key`, as `ansinh admin
+/// exclude-message --stream-sequence FIRST --through LAST` does; its receipt.
+pub async fn exclude_run(
+    ledger: &Ledger,
+    partition: &Partition,
+    key: &ansinh::checkpoint::KeyPair,
+    held: &[(u64, &[u8])],
+) -> ansinh::log::Receipt {
+    let mut run = ansinh::log::follow::Run::default();
+    for (stream_sequence, message) in held {
+        run.take(*stream_sequence, &ansinh::chain::message_hash(message));
+    }
+    let (first, first_message) = held[0];
+    let mut decision = proto::MessageExcluded {
+        stream_sequence: first,
+        message_hash: ansinh::chain::message_hash(first_message).0.to_vec().into(),
+        reason: "not the ledger's".into(),
+        key_id: key.key_id().to_owned(),
+        signature: Default::default(),
+        through_stream_sequence: run.last_stream_sequence,
+        message_count: run.count,
+        run_hash: run.run_hash.0.to_vec().into(),
+    };
+    decision.signature =
+        ansinh::checkpoint::sign::sign_exclusion(key, partition.as_str(), &decision)
+            .unwrap()
+            .to_vec()
+            .into();
+    ledger
         .append(Draft {
-            partition: p,
+            partition: partition.clone(),
             actor: proto::Actor {
-                id: "operator:forger".into(),
+                id: "operator:test".into(),
                 role: "operator".into(),
                 unit: String::new(),
             },
-            idempotency_key: format!("exclude:{stream_sequence}"),
+            idempotency_key: format!("exclude:{first}-{}", run.last_stream_sequence),
             correlation_id: String::new(),
             request_fingerprint: None,
-            subjects: vec![format!("message:{stream_sequence}")],
-            payload: Payload::MessageExcluded(proto::MessageExcluded {
-                stream_sequence,
-                message_hash: ansinh::chain::message_hash(foreign).0.to_vec().into(),
-                reason: "forged".into(),
-                key_id: "0123456789abcdef".into(),
-                signature: vec![7; 64].into(),
-                ..Default::default()
-            }),
+            subjects: vec![format!("message:{first}")],
+            payload: Payload::MessageExcluded(decision),
         })
         .await
-        .unwrap();
-    (stream_sequence, excluded)
+        .expect("the operator's exclusion is appended")
 }

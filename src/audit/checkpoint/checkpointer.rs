@@ -80,6 +80,10 @@ struct Tree {
     /// which the next checkpoint is fenced on: `last`'s, unless an invalid message was
     /// stored after it.
     fence: u64,
+    /// Another checkpointer's checkpoint, larger than the frontier, that won a race
+    /// (`after_lost_race`): checked against the frontier when it reaches its size, as the
+    /// latest checkpoint is on first use.
+    pending: Option<Published>,
 }
 
 /// Publishes checkpoints signed with the ledger key of one data directory.
@@ -94,6 +98,9 @@ pub struct Checkpointer {
     /// The key ring as far as read; None until first needed, and after a failed read.
     keys: Option<KeyRingAt>,
     trees: HashMap<Partition, Tree>,
+    /// Events read from the log into frontiers, all partitions together: what the
+    /// checkpoints cost this process to build.
+    events_read: u64,
 }
 
 fn nats(e: impl std::fmt::Display) -> CheckpointError {
@@ -155,6 +162,7 @@ impl Checkpointer {
             key,
             keys: None,
             trees: HashMap::new(),
+            events_read: 0,
         })
     }
 
@@ -177,6 +185,13 @@ impl Checkpointer {
             .get(partition)
             .and_then(|t| t.last.as_ref())
             .map_or(0, |p| p.body.tree_size)
+    }
+
+    /// Events read from the log into frontiers since this checkpointer opened: a
+    /// checkpoint reads the events added since the one before, a partition's first
+    /// checkpoint (or one after an error) the whole partition.
+    pub fn events_read(&self) -> u64 {
+        self.events_read
     }
 
     /// Every partition of the event log (including the key partition).
@@ -204,12 +219,82 @@ impl Checkpointer {
     /// checkpoint already covers it.
     pub async fn checkpoint(&mut self, partition: &Partition) -> Result<Outcome, CheckpointError> {
         let result = self.checkpoint_inner(partition).await;
-        if result.is_err() {
+        match &result {
+            Ok(_) => {}
+            // Another checkpointer published first (every process's task triggers at the
+            // same event): the frontier and position are still the log's, only the
+            // fence and the latest checkpoint are stale. Reading the partition again
+            // from its start would cost O(partition) at every trigger, and forgetting
+            // the latest checkpoint would make the task sign again at the next event.
+            Err(CheckpointError::Raced { .. }) => {
+                if let Err(e) = self.after_lost_race(partition).await {
+                    tracing::warn!(partition = %partition, error = %e, "after a lost race: reading the partition again");
+                    self.trees.remove(partition);
+                }
+            }
             // Start from the log again next time rather than trust state that may be
             // half-updated.
-            self.trees.remove(partition);
+            Err(_) => {
+                self.trees.remove(partition);
+            }
         }
         result
+    }
+
+    /// Takes the subject's last message as the fence after a publish that lost it, and
+    /// as the latest checkpoint when it is the ledger's, valid, of the frontier's size and
+    /// matches its root and head (the race at one trigger); a larger one is checked when
+    /// the frontier reaches its size. Err (the tree is then dropped and rebuilt from the
+    /// log) when it is valid but smaller than the frontier, which cannot check it, or
+    /// does not match.
+    async fn after_lost_race(&mut self, partition: &Partition) -> Result<(), CheckpointError> {
+        if !self.trees.contains_key(partition) {
+            return Ok(());
+        }
+        let subject = self.config.checkpoint_subject(partition);
+        let Some(message) = reader::last_on_subject(&self.checkpoints, &subject)
+            .await
+            .map_err(nats)?
+        else {
+            return Ok(());
+        };
+        self.current_key_id().await?;
+        let ring = &self.keys.as_ref().expect("read by current_key_id").ring;
+        let stored = valid_checkpoint(ring, partition, read::decode_checkpoint(&message));
+        let tree = self.trees.get_mut(partition).expect("checked above");
+        let fence = message.stream_sequence;
+        let Ok(valid) = stored else {
+            // Not the ledger's checkpoint: built past, fenced on it (as on first use).
+            tree.fence = fence;
+            return Ok(());
+        };
+        let s = valid.stored;
+        let won = Published {
+            body: s.body,
+            signed: s.signed,
+            stream_sequence: s.stream_sequence,
+        };
+        let size = tree.frontier.size();
+        if won.body.tree_size == size {
+            super::audit::check_matches_root(
+                &won.body,
+                &tree.frontier.root(),
+                &tree.position.head.hash.0,
+            )?;
+            tree.last = Some(won);
+        } else if won.body.tree_size > size {
+            tree.pending = Some(won);
+        } else if tree.last.as_ref().map(|l| l.stream_sequence) != Some(won.stream_sequence) {
+            return Err(CheckpointError::Raced {
+                partition: partition.to_string(),
+                reason: format!(
+                    "a checkpoint of size {} was stored, smaller than the {size} events read",
+                    won.body.tree_size
+                ),
+            });
+        }
+        tree.fence = fence;
+        Ok(())
     }
 
     async fn checkpoint_inner(
@@ -317,6 +402,7 @@ impl Checkpointer {
                 position: ChainPosition::genesis(partition.clone()),
                 last: None,
                 fence,
+                pending: None,
             };
             self.trees.insert(partition.clone(), tree);
             if let Some(s) = &latest {
@@ -329,7 +415,8 @@ impl Checkpointer {
             });
             return self.read_into(partition, pending).await;
         }
-        self.read_into(partition, None).await
+        let pending = self.trees.get_mut(partition).and_then(|t| t.pending.take());
+        self.read_into(partition, pending).await
     }
 
     /// The partition's last stored checkpoint signed by a ledger key valid when it was
@@ -353,12 +440,14 @@ impl Checkpointer {
         let tree = self.trees.get_mut(partition).expect("tree exists");
         let frontier = &mut tree.frontier;
         let mut matched: Option<Published> = None;
+        let events_read = &mut self.events_read;
         let position = read::read_chain(
             self.ledger.stream(),
             self.ledger.config(),
             tree.position.clone(),
             read::Exclusions::SignedBy(&self.config.keys_partition),
             |head, _, _| {
+                *events_read += 1;
                 frontier.try_push(&head.hash.0)?;
                 if let Some(p) = &pending {
                     if frontier.size() == p.body.tree_size {

@@ -228,6 +228,35 @@ impl KeyRing {
             .is_some_and(|pinned| pinned.sequence <= signer.sequence)
     }
 
+    /// The key that may have signed what was recorded at `at_unix_ms` and stored at a
+    /// stream sequence `before`, when the key history's events were stored at the stream
+    /// sequences `stored_at` (one per key, in order): a key stored before it, not retired
+    /// by a key also stored before it, before that time. The rule of an operator's
+    /// exclusion (docs/CHAIN.md, section 4a): every reader knows the key history stored
+    /// before a message, whenever it reads, so all judge it alike.
+    pub fn signer_before(
+        &self,
+        stored_at: &[u64],
+        key_id: &str,
+        at_unix_ms: i64,
+        before: u64,
+    ) -> Result<&KeyRecord, KeyRingError> {
+        let known = stored_at.iter().take_while(|s| **s < before).count();
+        let keys = &self.keys[..known.min(self.keys.len())];
+        let index = keys
+            .iter()
+            .position(|k| k.key_id == key_id)
+            .ok_or_else(|| KeyRingError::UnknownKey(key_id.to_string()))?;
+        match keys.get(index + 1) {
+            Some(next) if at_unix_ms > next.registered_at_unix_ms => Err(KeyRingError::Retired {
+                key_id: key_id.to_string(),
+                retired_at_unix_ms: next.registered_at_unix_ms,
+                issued_at_unix_ms: at_unix_ms,
+            }),
+            _ => Ok(&keys[index]),
+        }
+    }
+
     /// The key that may have signed a checkpoint issued at `issued_at_unix_ms`: it must
     /// be a ledger key, and not one retired before that time.
     pub fn signer(&self, key_id: &str, issued_at_unix_ms: i64) -> Result<&KeyRecord, KeyRingError> {

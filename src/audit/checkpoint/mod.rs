@@ -78,18 +78,6 @@ pub enum CheckpointError {
     /// NATS could not be asked; retry later.
     #[error("nats: {0}")]
     Nats(String),
-    /// The event chain is broken: run `ansinh audit verify`; nothing is signed over it.
-    /// An operator's exclusion no ledger key in force when it was recorded signed (or
-    /// the key history cannot be read): `audit verify` refuses the chain, so nothing is
-    /// built on it (docs/OPERATIONS.md, section 4.3).
-    #[error(
-        "partition {partition}: the exclusion at stream sequence {stream_sequence} is not the ledger's: {cause}"
-    )]
-    Exclusion {
-        partition: String,
-        stream_sequence: u64,
-        cause: String,
-    },
     /// The key file cannot be used.
     #[error(transparent)]
     KeyFile(#[from] keys::KeyFileError),

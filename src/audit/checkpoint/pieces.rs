@@ -212,6 +212,7 @@ impl Auditor {
             head,
             read: position,
             held: Default::default(),
+            keys: None,
         };
         read::read_chain_through(
             self.events(),

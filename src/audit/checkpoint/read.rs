@@ -11,7 +11,7 @@ use super::keys::KeyRing;
 use super::sign::CheckpointBody;
 use super::stream::CheckpointConfig;
 use crate::chain::{ChainHead, Partition};
-use crate::log::follow::{Follower, Holding, Step};
+use crate::log::follow::{Follower, Holding, Keys, Step};
 use crate::log::{LogConfig, Position, RawEvent, reader};
 use crate::proto::{self, Envelope, envelope::Payload};
 
@@ -24,14 +24,23 @@ pub struct ChainPosition {
     /// Messages read that broke the chain, waiting for the operator's exclusion
     /// (`log::follow`).
     pub held: Holding,
+    /// Of the key partition: the key history its chain registered up to `head`, which
+    /// judges the rotations read next (`Follower::resume_with_keys`). None elsewhere, and
+    /// for a position made from a stored head (a chunk of `pieces`), which then holds any
+    /// rotation it meets: a proof from such a chunk does not check, and is made from the
+    /// whole chain instead.
+    pub keys: Option<KeyRing>,
 }
 
 impl ChainPosition {
     pub fn genesis(partition: Partition) -> Self {
+        let head = ChainHead::genesis(partition);
+        let keys = crate::log::follow::is_key_history(&head).then(KeyRing::default);
         Self {
-            head: ChainHead::genesis(partition),
+            head,
             read: Position::START,
             held: Holding::default(),
+            keys,
         }
     }
 }
@@ -46,26 +55,25 @@ pub enum Next {
 enum Halt {
     Stop,
     Failed(CheckpointError),
-    /// An exclusion to check before it is visited.
-    Exclusion(Box<(crate::log::follow::Excluded, RawEvent, Envelope)>),
+    /// An exclusion that names what is held: the key history is read to judge it.
+    KeysNeeded,
 }
 
 fn nats(e: impl std::fmt::Display) -> CheckpointError {
     CheckpointError::Nats(e.to_string())
 }
 
-/// Which operator's exclusions a chain read passes over.
+/// Where a chain read finds the key history that judges exclusions.
 #[derive(Clone, Copy, Debug)]
 pub enum Exclusions<'a> {
-    /// Only one signed by a ledger key in force when it was recorded, as `audit verify`
-    /// checks them: the key history is read from this partition. A forged exclusion is
-    /// an error (`CheckpointError::Exclusion`), so nothing is signed, cosigned, proved
-    /// or exported over a chain that verify refuses.
+    /// Read from this partition, the key partition, at the first exclusion that names
+    /// what is held (exclusions are rare). Only one signed by a ledger key of the
+    /// history stored before it is taken; a forged one is held with what it names
+    /// (`log::follow`), so the readers stop where `audit verify` does, and the
+    /// operator's exclusion of the run lets them all go on.
     SignedBy(&'a Partition),
-    /// Any that names what is held: only for reading the key history itself, whose
-    /// exclusions are checked against that history by whoever reads the partition as
-    /// a chain (`SignedBy`). A key enters the history only signed by the key before it,
-    /// so an exclusion there cannot bring a key in.
+    /// Reading the key partition itself: its exclusions are judged by the history its
+    /// own chain registered before them (`ChainPosition::keys`).
     OfTheKeyHistory,
 }
 
@@ -102,65 +110,62 @@ pub async fn read_chain_through(
         return Ok(position);
     };
     let end = through.map_or(last.stream_sequence, |t| t.min(last.stream_sequence));
-    let partition = position.head.partition.to_string();
-    let mut follower = Follower::resume(position.head.clone(), std::mem::take(&mut position.held));
+    let mut follower = Follower::resume_with_keys(
+        position.head.clone(),
+        std::mem::take(&mut position.held),
+        position.keys.take(),
+    );
     let mut read = position.read;
-    // Read once, at the first exclusion met (exclusions are rare).
-    let mut ring: Option<KeyRing> = None;
+    // Read once, at the first exclusion that needs it.
+    let mut history: Option<KeyRingAt> = None;
     loop {
         if read.covers(&last) || read.resume_at() > end {
             break;
         }
         let after = read;
+        let keys = match &history {
+            Some(at) => Keys::Stored {
+                ring: &at.ring,
+                stored_at: &at.stored_at,
+            },
+            None => Keys::NotRead,
+        };
         let step = |event: RawEvent| -> Result<(), Halt> {
-            let followed = follower.follow(&event);
+            let followed = follower.follow(&event, keys);
+            if let Step::KeysNeeded = followed {
+                // The event is read again once the history is.
+                return Err(Halt::KeysNeeded);
+            }
             read = Position::after(&event);
-            let Step::Event { envelope, excluded } = followed else {
+            let Step::Event { envelope, .. } = followed else {
                 return Ok(()); // held: an exclusion may follow
             };
-            if let (Exclusions::SignedBy(_), Some(held)) = (exclusions, excluded) {
-                // Its signature is checked (reading the key history) before it is visited.
-                return Err(Halt::Exclusion(Box::new((held, event, envelope))));
-            }
             match visit(&follower.head, &event, &envelope).map_err(Halt::Failed)? {
                 Next::Continue => Ok(()),
                 Next::Stop => Err(Halt::Stop),
             }
         };
         let result = reader::read_after(events, &subject, after, end, step).await;
-        let exclusion = match result {
+        match result {
             Ok(_) | Err(reader::ReadError::Visit(Halt::Stop)) => break,
             Err(reader::ReadError::Visit(Halt::Failed(e))) => return Err(e),
             Err(reader::ReadError::Nats(m)) => return Err(CheckpointError::Nats(m)),
-            Err(reader::ReadError::Visit(Halt::Exclusion(x))) => x,
-        };
-        let (held, event, envelope) = *exclusion;
-        let Exclusions::SignedBy(keys) = exclusions else {
-            unreachable!("only a checked read halts at an exclusion")
-        };
-        if ring.is_none() {
-            // Boxed: the key history is read with `read_chain` too (`OfTheKeyHistory`,
-            // which never comes here).
-            ring = Some(Box::pin(read_key_ring_in(events, log, keys)).await?);
+            Err(reader::ReadError::Visit(Halt::KeysNeeded)) => {}
         }
-        let seen = crate::verify::ExclusionSeen::new(&partition, held, &event, &envelope)
-            .ok_or_else(|| CheckpointError::Exclusion {
-                partition: partition.clone(),
-                stream_sequence: event.stream_sequence,
-                cause: "it excludes messages but is not an exclusion".into(),
-            })?;
-        seen.check_signature(ring.as_ref().expect("read above"))
-            .map_err(|cause| CheckpointError::Exclusion {
-                partition: partition.clone(),
-                stream_sequence: event.stream_sequence,
-                cause,
-            })?;
-        if let Next::Stop = visit(&follower.head, &event, &envelope)? {
-            break;
+        let Exclusions::SignedBy(keys_partition) = exclusions else {
+            unreachable!("the key partition's follower judges with its own history")
+        };
+        if history.is_some() {
+            unreachable!("a follower given the key history never needs it");
         }
+        // Boxed: the key history is read with `read_chain` too (`OfTheKeyHistory`, which
+        // never comes here).
+        let genesis = KeyRingAt::genesis(keys_partition.clone());
+        history = Some(Box::pin(extend_key_ring(events, log, genesis)).await?);
     }
     position.head = follower.head.clone();
     position.held = follower.held().clone();
+    position.keys = follower.key_ring().cloned();
     position.read = read;
     Ok(position)
 }
@@ -192,6 +197,10 @@ pub async fn read_key_ring_in(
 #[derive(Clone, Debug)]
 pub struct KeyRingAt {
     pub ring: KeyRing,
+    /// The stream sequence of each key's event, in the ring's order: which keys an
+    /// exclusion stored at a given stream sequence may be signed by
+    /// (`KeyRing::signer_before`).
+    pub stored_at: Vec<u64>,
     pub position: ChainPosition,
 }
 
@@ -199,35 +208,91 @@ impl KeyRingAt {
     pub fn genesis(keys_partition: Partition) -> Self {
         Self {
             ring: KeyRing::default(),
+            stored_at: Vec::new(),
             position: ChainPosition::genesis(keys_partition),
+        }
+    }
+
+    /// As a follower judges exclusions by it.
+    pub fn keys(&self) -> Keys<'_> {
+        Keys::Stored {
+            ring: &self.ring,
+            stored_at: &self.stored_at,
         }
     }
 }
 
 /// `at` with the key events stored after it folded in (their chain checked too). The
 /// current key is the ring's last, that is the last *key event* of the chain: a note at
-/// the partition's tail, or a foreign message held there, does not hide it.
+/// the partition's tail, or a foreign message held there, does not hide it. A rotation
+/// the key before it did not sign is held by the chain's follower like a foreign
+/// message (`log::follow`), never taken into the ring: so the ring stops where every
+/// reader of the partition stops, and the operator's exclusion lets it go on.
 pub async fn extend_key_ring(
     events: &Stream,
     log: &LogConfig,
     at: KeyRingAt,
 ) -> Result<KeyRingAt, CheckpointError> {
-    let KeyRingAt { mut ring, position } = at;
+    let KeyRingAt {
+        ring,
+        mut stored_at,
+        mut position,
+    } = at;
+    if position.keys.is_none() {
+        // The follower judges rotations against the ring the position was read to.
+        position.keys = Some(ring);
+    }
     let position = read_chain(
         events,
         log,
         position,
         Exclusions::OfTheKeyHistory,
-        |head, _, envelope| {
-            // Other payloads in the key partition are not keys; they are ignored.
-            if let Some(Payload::LedgerKeyRotated(r)) = &envelope.payload {
-                ring.apply(r, head.sequence, envelope.recorded_at_unix_ms)?;
+        |_, event, envelope| {
+            // Visited, a rotation is in the chain: the follower's ring took it.
+            if let Some(Payload::LedgerKeyRotated(_)) = &envelope.payload {
+                stored_at.push(event.stream_sequence);
             }
             Ok(Next::Continue)
         },
     )
     .await?;
-    Ok(KeyRingAt { ring, position })
+    let ring = position.keys.clone().unwrap_or_default();
+    debug_assert_eq!(ring.keys().len(), stored_at.len());
+    Ok(KeyRingAt {
+        ring,
+        stored_at,
+        position,
+    })
+}
+
+/// The key history `keys_partition`'s chain registered up to the event of sequence
+/// `head.sequence`, which must be `head` (a writer's or projector's stored head): what a
+/// reader resuming there needs to judge the rotations it reads next. None when the
+/// chain does not reach `head` with its hash (a head stored past a rotation readers now
+/// hold): the reader then holds every rotation after it.
+pub async fn key_ring_at(
+    events: &Stream,
+    log: &LogConfig,
+    head: &ChainHead,
+) -> Result<Option<KeyRing>, CheckpointError> {
+    if head.sequence == 0 {
+        return Ok(Some(KeyRing::default()));
+    }
+    let position = read_chain(
+        events,
+        log,
+        ChainPosition::genesis(head.partition.clone()),
+        Exclusions::OfTheKeyHistory,
+        |at, _, _| {
+            Ok(if at.sequence >= head.sequence {
+                Next::Stop
+            } else {
+                Next::Continue
+            })
+        },
+    )
+    .await?;
+    Ok((position.head == *head).then_some(position.keys).flatten())
 }
 
 /// A checkpoint as stored. `body` is decoded but its signature is not yet checked.

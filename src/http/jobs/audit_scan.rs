@@ -18,7 +18,8 @@ use crate::access::{self, Caller, Operation};
 use crate::chain::{Digest, Partition};
 
 use super::{
-    Held, JOB_WAITING_SAVE_EVERY, Job, Started, TakenOver, job_id, launch, save, started_before,
+    Held, JOB_WAITING_SAVE_EVERY, Job, Started, TakenOver, job_id, launch, save, save_final,
+    started_before,
 };
 use crate::http::audit::{
     ANOMALY_PENDING_DAYS_DEFAULT, anomalies_concerning, log_scan_slot, recompute_partition,
@@ -242,7 +243,7 @@ async fn run(
         }
         Err(Stopped::TakenOver(taken)) => return Err(taken),
     }
-    save(api, held).await
+    save_final(api, held).await
 }
 
 /// One of the log's readers, once one is free; meanwhile the waiting record is saved

@@ -73,6 +73,13 @@ pub const JOB_SAVE_ATTEMPTS_MAX: u32 = 3;
 /// The wait before another attempt, times the attempt: a server restarting or a cluster
 /// electing a leader answers again within a few hundred milliseconds.
 const JOB_SAVE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+/// Attempts to save a job's final state (`done` or `failed`, `save_final`): no later save
+/// would bring it, and a record left `running` reads as a job under way until it is taken
+/// for abandoned. With `JOB_FINAL_SAVE_BACKOFF` the attempts span about 48 s, through a
+/// server's restart or a cluster's election, and within half of `JOB_ABANDONED_AFTER`.
+pub const JOB_FINAL_SAVE_ATTEMPTS_MAX: u32 = 20;
+/// The wait before another attempt at the final save, times the attempt.
+const JOB_FINAL_SAVE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(250);
 /// Saves whose answer never came that a runner remembers, to recognise one of them as
 /// the record it finds when a later save is refused (its own write, stored after all);
 /// past this many, a refused save is taken as the job taken over, which only stops this
@@ -405,11 +412,49 @@ impl Held {
 /// A save whose answer does not come is tried again briefly, then left for the next
 /// progress (the work itself does not wait on the bucket).
 async fn save(api: &Api, held: &mut Held) -> Result<(), TakenOver> {
+    save_within(api, held, JOB_SAVE_ATTEMPTS_MAX, JOB_SAVE_BACKOFF)
+        .await
+        .map(drop)
+}
+
+/// Saves the record's final state (`done` or `failed`), as `save` does but for longer
+/// (`JOB_FINAL_SAVE_ATTEMPTS_MAX`): nothing saves after it. Still unsaved, it is
+/// reported (an error in the log, `ansinh_job_final_saves_lost_total`): the record then
+/// says `running` until it reads as abandoned, and the same request again runs the job
+/// again (a payment run appends nothing twice).
+async fn save_final(api: &Api, held: &mut Held) -> Result<(), TakenOver> {
+    let saved = save_within(
+        api,
+        held,
+        JOB_FINAL_SAVE_ATTEMPTS_MAX,
+        JOB_FINAL_SAVE_BACKOFF,
+    )
+    .await?;
+    if !saved {
+        tracing::error!(
+            job = %held.job.id(),
+            state = held.job.state(),
+            attempts = JOB_FINAL_SAVE_ATTEMPTS_MAX,
+            "a job's final state could not be saved: its record says it is still running"
+        );
+        crate::telemetry::job_final_save_lost();
+    }
+    Ok(())
+}
+
+/// `save` within `attempts_max` attempts, waiting `backoff` times the attempt between
+/// two: whether the record was saved.
+async fn save_within(
+    api: &Api,
+    held: &mut Held,
+    attempts_max: u32,
+    backoff: std::time::Duration,
+) -> Result<bool, TakenOver> {
     held.job.touch();
     let bytes: bytes::Bytes = serde_json::to_vec(&held.job)
         .expect("a job record serializes")
         .into();
-    for attempt in 1..=JOB_SAVE_ATTEMPTS_MAX {
+    for attempt in 1..=attempts_max {
         match api
             .jobs()
             .update(held.job.id(), bytes.clone(), held.revision)
@@ -418,7 +463,7 @@ async fn save(api: &Api, held: &mut Held) -> Result<(), TakenOver> {
             Ok(revision) => {
                 held.revision = revision;
                 held.unanswered.clear();
-                return Ok(());
+                return Ok(true);
             }
             Err(e) if crate::kv_writes::update_fence_failed(&e) => {
                 match held.own_late_write(api).await {
@@ -438,11 +483,13 @@ async fn save(api: &Api, held: &mut Held) -> Result<(), TakenOver> {
             Err(e) => {
                 held.remember_unanswered(bytes.clone());
                 tracing::warn!(job = %held.job.id(), attempt, "saving a job's progress: {e}");
-                tokio::time::sleep(JOB_SAVE_BACKOFF * attempt).await;
+                if attempt < attempts_max {
+                    tokio::time::sleep(backoff * attempt).await;
+                }
             }
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Test hook (`Api::hold_jobs`): the runs an API starts wait for a permit of `start`
@@ -563,6 +610,20 @@ mod tests {
             runner: String::new(),
             updated_at_unix_ms: 1_800_000_000_000,
         })
+    }
+
+    /// The final save outlasts a cluster's election (seconds) by far, and gives up
+    /// before the record would be taken for abandoned by a retry of the request.
+    #[test]
+    fn the_final_save_is_tried_for_tens_of_seconds_within_half_the_abandon_time() {
+        let waits = |attempts: u32, backoff: std::time::Duration| -> std::time::Duration {
+            (1..attempts).map(|attempt| backoff * attempt).sum()
+        };
+        let progress = waits(JOB_SAVE_ATTEMPTS_MAX, JOB_SAVE_BACKOFF);
+        let last = waits(JOB_FINAL_SAVE_ATTEMPTS_MAX, JOB_FINAL_SAVE_BACKOFF);
+        assert!(last >= std::time::Duration::from_secs(30), "{last:?}");
+        assert!(last > 10 * progress, "{last:?} vs {progress:?}");
+        assert!(last <= JOB_ABANDONED_AFTER / 2, "{last:?}");
     }
 
     /// A scan's record saved before the starter's unit was kept reads as the head

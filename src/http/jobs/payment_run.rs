@@ -15,7 +15,7 @@ use crate::domain::payments::instructions::{LeftUnpaid, Shortfall};
 use crate::domain::payments::month::Month;
 use crate::service::{CommuneRun, Request};
 
-use super::{Held, Job, Started, TakenOver, job_id, launch, save, started_before};
+use super::{Held, Job, Started, TakenOver, job_id, launch, save, save_final, started_before};
 use crate::http::extract::{Body, IdempotencyKey, Path, RequestBody, Staff};
 use crate::http::{Api, ApiError};
 
@@ -283,14 +283,14 @@ async fn run_communes(
             Err(e) => {
                 run_of(held).state = "failed".into();
                 run_of(held).error = Some(format!("commune {commune}: {}", ApiError::from(e)));
-                return save(api, held).await;
+                return save_final(api, held).await;
             }
         };
         run_of(held).add(line);
         save(api, held).await?;
     }
     run_of(held).state = "done".into();
-    save(api, held).await
+    save_final(api, held).await
 }
 
 fn run_of(held: &mut Held) -> &mut PaymentRunJob {
