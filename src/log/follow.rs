@@ -572,16 +572,7 @@ mod tests {
     }
 
     fn envelope(sequence: u64, prev: &Digest, payload: Option<Payload>) -> Bytes {
-        Envelope {
-            format_version: 1,
-            partition: "01".into(),
-            sequence,
-            prev_hash: prev.0.to_vec().into(),
-            payload,
-            ..Default::default()
-        }
-        .encode_to_vec()
-        .into()
+        envelope_in("01", sequence, prev, payload)
     }
 
     fn raw(stream_sequence: u64, bytes: Bytes) -> RawEvent {
