@@ -76,14 +76,18 @@ pub async fn status_of(
     let partition = crate::input::partition(partition)?;
     access::authorize(caller, Operation::Read, partition.as_str())?;
     let projector = api.projector().await?;
-    let summary = super::reports::known_partition(projector, &partition)?;
+    // The summary's counts and the position they stand at, of one state of the
+    // projections: read apart, a batch committed in between made them disagree.
+    let (summary, projected_stream_sequence) = projector.read_consistent(|| {
+        let summary = super::reports::known_partition(projector, &partition)?;
+        Ok::<_, ApiError>((summary, projector.position()?.last.stream_sequence))
+    })?;
     let ledger = &api.service().ledger;
     let unavailable = |e: &dyn std::fmt::Display| ApiError::Unavailable(e.to_string());
     let mut stream = ledger.stream().clone();
     let stream_last_sequence = crate::log::reader::last_stream_sequence(&mut stream)
         .await
         .map_err(|e| unavailable(&e))?;
-    let projected_stream_sequence = projector.position()?.last.stream_sequence;
     let config = api.checkpoints();
     let checkpoints_stream = ledger
         .jetstream()
