@@ -164,7 +164,7 @@ impl NatsServer {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Self::spawn(&binary, &config_path, env, port, store_dir)
+        Self::spawn(&binary, &config_path, env, port, store_dir, SERVER_READY)
     }
 
     /// Starts a cluster of `nodes` servers on loopback, each with its own store in
@@ -229,6 +229,7 @@ impl NatsServer {
                 Vec::new(),
                 *port,
                 store_dir,
+                CLUSTER_NODE_READY,
             )?);
         }
         Ok(servers)
@@ -243,12 +244,18 @@ impl NatsServer {
             .parent()
             .expect("the store lives in the server's directory")
             .join("nats-server.conf");
+        let ready = if std::fs::read_to_string(&config)?.contains("\ncluster {") {
+            CLUSTER_NODE_READY
+        } else {
+            SERVER_READY
+        };
         Self::spawn(
             &binary,
             &config,
             Vec::new(),
             self.port,
             self.store_dir.clone(),
+            ready,
         )
     }
 
@@ -266,6 +273,7 @@ impl NatsServer {
         env: Vec<(String, String)>,
         port: u16,
         store_dir: PathBuf,
+        ready: &'static [&'static str],
     ) -> Result<Self, ServerError> {
         let (ready_tx, ready_rx) = mpsc::channel::<Result<Arc<Mutex<Child>>, String>>();
         let binary = binary.to_path_buf();
@@ -312,10 +320,12 @@ impl NatsServer {
             let stderr = child.stderr.take().expect("stderr piped");
             let child = Arc::new(Mutex::new(child));
             let mut ready_tx = Some((ready_tx, child.clone()));
+            let mut unseen: Vec<&str> = ready.to_vec();
             let mut tail: std::collections::VecDeque<String> = Default::default();
             drain(stderr, |line| {
                 if let Some((tx, child)) = ready_tx.take() {
-                    if line.contains("Server is ready") {
+                    unseen.retain(|marker| !line.contains(marker));
+                    if unseen.is_empty() {
                         let _ = tx.send(Ok(child));
                     } else {
                         if tail.len() == START_OUTPUT_LINES_MAX {
@@ -358,9 +368,7 @@ impl NatsServer {
         });
         let child = ready_rx
             .recv_timeout(START_TIMEOUT)
-            .map_err(|_| {
-                ServerError::Start("no 'Server is ready' within the start timeout".into())
-            })?
+            .map_err(|_| ServerError::Start(format!("no {ready:?} within the start timeout")))?
             .map_err(ServerError::Start)?;
         Ok(Self {
             child,
@@ -395,6 +403,14 @@ impl Drop for NatsServer {
 
 /// Starts of a cluster before a port taken by another process fails it.
 const CLUSTER_START_ATTEMPTS_MAX: u32 = 3;
+
+/// The lines a lone server prints once it takes clients.
+const SERVER_READY: &[&str] = &["Server is ready"];
+/// The lines a cluster node prints once it takes clients and routes. Its route listener
+/// binds after "Server is ready": a route port another process took meanwhile ends the
+/// node with a fatal error a moment later, and the other nodes then run as a cluster of
+/// two on which JetStream places no three-replica stream, ever.
+const CLUSTER_NODE_READY: &[&str] = &["Server is ready", "Listening for route connections"];
 
 /// Hands `output` to `line` line by line until it ends, each line read as UTF-8 with
 /// whatever is not replaced (a server's line is never a reason to stop reading: the
@@ -448,5 +464,39 @@ mod tests {
         let mut lines = Vec::new();
         super::drain(output, |line| lines.push(line.to_owned()));
         assert_eq!(lines, ["[INF] one", "\u{fffd}\u{fffd} [WRN] two", "three"]);
+    }
+
+    /// A node's route listener binds after it says "Server is ready"; a route port taken
+    /// meanwhile ends the node a moment later. Taken for started, the cluster would run on
+    /// two nodes, and JetStream would place no three-replica stream on it, ever.
+    #[test]
+    fn a_cluster_node_whose_route_port_is_taken_does_not_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = super::NatsServer::find_binary().expect("nats-server installed");
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let route_port = taken.local_addr().unwrap().port();
+        let (port, peer) = (super::free_port().unwrap(), super::free_port().unwrap());
+        let store_dir = dir.path().join("jetstream");
+        let config = format!(
+            "server_name: n0\nlisten: 127.0.0.1:{port}\njetstream {{\n  store_dir: {store:?}\n}}\ncluster {{\n  name: taken\n  listen: 127.0.0.1:{route_port}\n  routes: [nats-route://127.0.0.1:{peer}]\n}}\n",
+            store = store_dir.display()
+        );
+        let config_path = dir.path().join("nats-server.conf");
+        std::fs::write(&config_path, config).unwrap();
+        let started = super::NatsServer::spawn(
+            &binary,
+            &config_path,
+            Vec::new(),
+            port,
+            store_dir,
+            super::CLUSTER_NODE_READY,
+        );
+        match started {
+            Err(super::ServerError::Start(log)) => {
+                assert!(log.contains("address already in use"), "{log}")
+            }
+            Err(other) => panic!("another error: {other}"),
+            Ok(_) => panic!("a node without its route listener was taken for started"),
+        }
     }
 }
