@@ -357,6 +357,40 @@ async fn a_stream_that_allows_delete_or_purge_is_refused() {
     ));
 }
 
+/// A stream that lets a message carry its own time to live lets history expire: a
+/// foreign message sent with `Nats-TTL` would vanish after the operator excluded it,
+/// and every reader that starts afresh would then hold the exclusion (of nothing) and
+/// every event after it. `deny_delete` does not stop an expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_messages_may_expire_is_refused() {
+    let config = fresh_log();
+    let js = jetstream::new(client().await);
+    js.create_stream(jetstream::stream::Config {
+        name: config.stream_name.clone(),
+        subjects: vec![config.wildcard()],
+        allow_atomic_publish: true,
+        deny_delete: true,
+        deny_purge: true,
+        allow_message_ttl: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    match ensure_stream(&js, &config).await {
+        Err(StreamError::Unsafe { reason, .. }) => assert!(reason.contains("expire"), "{reason}"),
+        other => panic!(
+            "a stream whose messages expire was accepted: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = LedgerStore::open(store_dir.path()).unwrap();
+    assert!(matches!(
+        Ledger::open(client().await, config, store).await,
+        Err(AppendError::Stream(StreamError::Unsafe { .. }))
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_writers_racing_on_one_partition_leave_one_linear_chain() {
     let config = fresh_log();

@@ -196,8 +196,8 @@ pub fn check_safe(name: &str, c: &stream::Config) -> Result<(), StreamError> {
     Ok(())
 }
 
-/// The rules every stream of record obeys (events, checkpoints): nothing in it can be
-/// deleted, purged, rolled up or aged out, and it lives on disk. `what` names what
+/// The rules every stream of record obeys (events, checkpoints, claims): nothing in it
+/// can be deleted, purged, rolled up, aged out or expired, and it lives on disk. `what` names what
 /// a limit would drop, for the message.
 pub fn check_append_only(name: &str, c: &stream::Config, what: &str) -> Result<(), StreamError> {
     let unsafe_because = |reason: &str| {
@@ -214,6 +214,13 @@ pub fn check_append_only(name: &str, c: &stream::Config, what: &str) -> Result<(
     }
     if c.allow_rollup {
         return unsafe_because("it allows rollups, which replace history");
+    }
+    // A message's own time to live expires it whatever deny_delete says, and a stream
+    // cannot be changed back once it allows one: a foreign message sent with `Nats-TTL`
+    // would vanish after its exclusion, leaving every later reader an exclusion of
+    // nothing. Delete markers exist only with message TTLs.
+    if c.allow_message_ttl || c.subject_delete_marker_ttl.is_some() {
+        return unsafe_because("it lets messages expire (per-message TTL)");
     }
     if c.storage != stream::StorageType::File {
         return unsafe_because("it is not file-backed");
