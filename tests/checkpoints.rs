@@ -2297,6 +2297,90 @@ async fn a_forged_exclusion_is_held_and_the_operators_exclusion_of_the_run_passe
     assert_eq!(publish_now(&mut fresh).await.tree_size, 6);
 }
 
+/// An exclusion the writer judged by the key history it read before publishing, while
+/// another process's key rotation was stored in between, is judged again as every
+/// reader judges it (by the history stored before it) once it is acknowledged: the
+/// writer, which the rotation makes hold it with the foreign message, appends nothing
+/// past them. Before, it reopened the partition at the acknowledgement and went on
+/// appending events every reader held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclusion_outdated_by_a_rotation_stored_first_is_held_by_its_writer_too() {
+    use ansinh::verify::{VerifyError, verify};
+    let (log, config) = fresh_checkpointed();
+    let (a, dir) = ledger(&log).await;
+    let (b, _b_dir) = ledger(&log).await;
+    drop(checkpointer(&a, &config, dir.path()).await);
+    append(&a, 0, 2).await;
+    let key_file = dir.path().join(keys::LEDGER_KEY_FILE);
+    // Given a foreign message the writer of process A holds,
+    let foreign = b"not the ledger's".to_vec();
+    let js = jetstream::new(client().await);
+    let foreign_at = js
+        .publish(log.subject(&p01()), foreign.clone().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    assert!(a.append(note("01", "meets-it", "x")).await.is_err());
+    // a rotation of the ledger's key by process B, decided and waiting to be published,
+    let held_b = b.hold_publishes().await;
+    let rotation = {
+        let (b, config, home) = (b.clone(), config.clone(), dir.path().to_path_buf());
+        tokio::spawn(async move { rotate_key(&b, &config, home.as_path()).await })
+    };
+    until("B's rotation waits", || b.commits_held() == 1).await;
+    // then, a millisecond on, A's exclusion signed by the key it still reads as current,
+    let decided_after = ansinh::checkpoint::now_unix_ms();
+    while ansinh::checkpoint::now_unix_ms() <= decided_after {
+        std::hint::spin_loop();
+    }
+    let held_a = a.hold_publishes().await;
+    let exclusion = {
+        // Signed by the key read before the rotation replaces the file.
+        let (a, key, foreign) = (a.clone(), load_key(&key_file).unwrap(), foreign.clone());
+        tokio::spawn(async move { exclude_run(&a, &p01(), &key, &[(foreign_at, &foreign)]).await })
+    };
+    until("A's exclusion waits", || a.commits_held() == 1).await;
+    // when the rotation is stored first and the exclusion after it,
+    drop(held_b);
+    rotation.await.unwrap().unwrap();
+    drop(held_a);
+    exclusion.await.unwrap();
+    // then every reader holds the exclusion, signed by a key retired before it,
+    let verdict = verify(
+        &mut stream_of(&log).await,
+        &log,
+        &config.keys_partition,
+        None,
+        |_| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&verdict, VerifyError::Broken { partition, stream_sequence, .. }
+            if partition == "01" && *stream_sequence == foreign_at),
+        "{verdict}"
+    );
+    // and so does the writer that appended it: nothing goes past them.
+    assert!(
+        a.append(note("01", "after-the-exclusion", "x"))
+            .await
+            .is_err(),
+        "the writer appended past an exclusion every reader holds"
+    );
+}
+
+/// Waits until `done` holds, looking again every millisecond, for at most 30 s (then the
+/// test fails saying `what`): an order of events made certain, not a time guessed.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Proofs served from the subtrees the projections store (ADR 0026): over HTTP, the
 /// inclusion and consistency documents are byte for byte the ones built from the whole
 /// chain, and reading them cost at most two chunks of the partition, not its every event.

@@ -1284,11 +1284,15 @@ impl PartitionWriter {
             let started = std::time::Instant::now();
             match self.publish(&encoded, &frames).await {
                 Ok(last_stream_sequence) => {
-                    if let Some(Payload::MessageExcluded(x)) = encoded_exclusion(&unique) {
-                        // The batch was the exclusion of what is held.
-                        self.held.exclude(x);
-                        self.report_held();
-                    }
+                    let excluded = match encoded_exclusion(&unique) {
+                        Some(Payload::MessageExcluded(x)) => {
+                            // The batch was the exclusion of what is held.
+                            self.held.exclude(x);
+                            self.report_held();
+                            true
+                        }
+                        _ => false,
+                    };
                     telemetry::committed(
                         self.partition.as_str(),
                         started.elapsed(),
@@ -1305,6 +1309,15 @@ impl PartitionWriter {
                         last_stream_sequence,
                     )
                     .await;
+                    if excluded {
+                        // It was judged by the key history read before publishing; every
+                        // reader judges it by the history stored before it, which a
+                        // rotation stored meanwhile (by any process) changes. Fold again
+                        // to judge it as they do: held if they hold it, so nothing goes
+                        // past it. Exclusions are rare; a refold costs little beside them.
+                        self.book = None;
+                        self.caught_up = false;
+                    }
                     return leftover;
                 }
                 Err(e) => {
