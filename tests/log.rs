@@ -1845,6 +1845,10 @@ async fn an_append_whose_ack_was_lost_is_answered_once_from_the_log() {
         1,
         "the proxy cut the connection at the publish"
     );
+    assert!(
+        !answered.duplicate,
+        "the caller's own first write, though its answer was found in the log"
+    );
     assert!(cutter.connections.load(std::sync::atomic::Ordering::SeqCst) >= 2);
     assert_eq!(answered.sequence, 2);
     assert_eq!(event_count(&config).await, 2, "written once");
@@ -1869,6 +1873,10 @@ async fn an_append_whose_ack_was_lost_is_answered_once_from_the_log() {
     let mut sequences = std::collections::BTreeSet::new();
     while let Some(r) = set.join_next().await {
         let receipt = r.unwrap().expect("each event of the cut batch is answered");
+        assert!(
+            !receipt.duplicate,
+            "{receipt:?} is its caller's first write"
+        );
         sequences.insert(receipt.sequence);
     }
     assert_eq!(cutter.cuts(), 2, "the proxy cut a batch at its commit");

@@ -1105,6 +1105,10 @@ impl PartitionWriter {
     /// Commits one batch; returns the appends that did not fit (to commit next).
     async fn commit(&mut self, mut batch: Vec<Pending>) -> Vec<Pending> {
         let mut last_error = String::new();
+        // The hashes of the events this batch published in attempts whose answer was
+        // lost: found in the log on the next attempt, they are these callers' own first
+        // writes, not repeats (HTTP's "created", a gateway's first status).
+        let mut sent_unanswered: HashSet<[u8; 32]> = HashSet::new();
         for attempt in 0..COMMIT_ATTEMPTS_MAX {
             match self.ready().await {
                 Ok(()) => {}
@@ -1123,7 +1127,7 @@ impl PartitionWriter {
                     return Vec::new();
                 }
             }
-            batch = match self.answer_duplicates(batch) {
+            batch = match self.answer_duplicates(batch, &sent_unanswered) {
                 Ok(rest) => rest,
                 Err((rest, e)) => {
                     fail_all(rest, || clone_error(&e));
@@ -1321,6 +1325,7 @@ impl PartitionWriter {
                     return leftover;
                 }
                 Err(e) => {
+                    sent_unanswered.extend(encoded.iter().map(|e| e.hash.0));
                     telemetry::commit_retried(self.partition.as_str());
                     tracing::warn!(partition = %self.partition, error = %e, "batch not committed; catching up");
                     last_error = e;
@@ -1682,6 +1687,7 @@ impl PartitionWriter {
     fn answer_duplicates(
         &self,
         batch: Vec<Pending>,
+        sent_unanswered: &HashSet<[u8; 32]>,
     ) -> Result<Vec<Pending>, (Vec<Pending>, AppendError)> {
         let known = match self
             .shared
@@ -1694,6 +1700,7 @@ impl PartitionWriter {
         // Keys of batches whose index commits may still run are not in the index yet;
         // each batch's are a map already (`Recording::answered`), the newest first.
         let mut rest = Vec::with_capacity(batch.len());
+        let mut first_answers = HashSet::new();
         for (pending, known) in batch.into_iter().zip(known) {
             let known = known.or_else(|| {
                 self.recording
@@ -1703,7 +1710,10 @@ impl PartitionWriter {
             });
             match known {
                 Some(at) => {
-                    let _ = pending.reply.send(Ok(self.receipt(&at, true)));
+                    // Of two appends with one key, the second is a repeat however it landed.
+                    let repeat = !sent_unanswered.contains(&at.hash.0)
+                        || !first_answers.insert(pending.key().to_owned());
+                    let _ = pending.reply.send(Ok(self.receipt(&at, repeat)));
                 }
                 None => rest.push(pending),
             }
