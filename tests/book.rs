@@ -3123,7 +3123,7 @@ async fn a_registration_that_appends_nothing_for_any_reason_gives_its_citizens_b
     assert!(elsewhere.is_ok(), "{elsewhere:?}");
 }
 
-/// A command of several events keys the earlier ones K#1, K#2, ...: a command whose own
+/// A command of several events keys the earlier ones K#1, K#2, ...: an append whose own
 /// key holds '#' could name one of them, so the ledger refuses it, appending nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_key_holding_a_hash_sign_is_refused() {
@@ -3158,6 +3158,17 @@ async fn a_command_key_holding_a_hash_sign_is_refused() {
             Err(ansinh::log::AppendError::InvalidIdempotencyKey)
         ),
         "{submitted:?}"
+    );
+    // Nor may a note's key hold one: a note keyed K#1 and a later command keyed K would
+    // both write an event keyed K#1, and a retry of the note would get the command's.
+    let noted = w
+        .service
+        .ledger
+        .append(note("01", "reg#1", "an operator's note"))
+        .await;
+    assert!(
+        matches!(noted, Err(ansinh::log::AppendError::InvalidIdempotencyKey)),
+        "{noted:?}"
     );
     assert_eq!(w.events().await, before);
 }

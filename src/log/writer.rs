@@ -162,7 +162,7 @@ pub enum AppendError {
     /// Key too long, with control characters, or (a command's) holding `#`, which names the
     /// keys of a command's earlier events (`K#1`, ...): fix the request.
     #[error(
-        "idempotency key is longer than {IDEMPOTENCY_KEY_BYTES_MAX} bytes, has control characters, or (a command's) holds '#'"
+        "idempotency key is longer than {IDEMPOTENCY_KEY_BYTES_MAX} bytes, has control characters, or holds '#'"
     )]
     InvalidIdempotencyKey,
     /// The encoded event would exceed EVENT_BYTES_MAX: fix the request.
@@ -448,21 +448,12 @@ impl Ledger {
     /// (`AppendError::Rejected`). The idempotency key makes retries safe: a key already
     /// used answers with the first event's receipt, whatever the command.
     pub fn submit(&self, submission: Submission) -> impl Future<Output = AppendResult> + Send + '_ {
-        // A command of several events keys the earlier ones K#1, K#2, ...: a command's own
-        // key with '#' could name one of another command's events.
-        let reserved = if submission.idempotency_key.contains('#') {
-            Err(AppendError::InvalidIdempotencyKey)
-        } else {
-            Ok(())
-        };
-        let work = reserved
-            .and_then(|()| validate_key(&submission.idempotency_key))
-            .map(|()| {
-                (
-                    submission.partition.clone(),
-                    Work::Command(Box::new(submission)),
-                )
-            });
+        let work = validate_own_key(&submission.idempotency_key).map(|()| {
+            (
+                submission.partition.clone(),
+                Work::Command(Box::new(submission)),
+            )
+        });
         self.enqueue(work)
     }
 
@@ -600,6 +591,7 @@ impl Ledger {
             subjects: request.subjects,
             payload,
         };
+        validate_own_key(&draft.idempotency_key)?;
         validate(&draft)?;
         Ok(draft)
     }
@@ -748,8 +740,20 @@ fn validate_key(key: &str) -> Result<(), AppendError> {
     Ok(())
 }
 
+/// A caller's own key: as `validate_key`, and without '#'. A command of several events
+/// keys the earlier ones K#1, K#2, ...: any append's own key with '#' (a note's too)
+/// could name one of another command's events.
+fn validate_own_key(key: &str) -> Result<(), AppendError> {
+    validate_key(key)?;
+    if key.contains('#') {
+        return Err(AppendError::InvalidIdempotencyKey);
+    }
+    Ok(())
+}
+
 /// What appending a checked draft takes: its partition and the boxed work.
 fn draft_work(draft: Draft) -> Result<(Partition, Work), AppendError> {
+    validate_own_key(&draft.idempotency_key)?;
     validate(&draft)?;
     Ok((draft.partition.clone(), Work::Draft(Box::new(draft))))
 }
