@@ -884,6 +884,47 @@ async fn a_node_restarted_with_an_empty_store_catches_up_and_can_lead() {
     drop(n2);
 }
 
+/// Two ledger processes appending to one partition at once on a 3-node cluster, each
+/// through another server, with the stream on three replicas: every append is answered,
+/// each in its own place of one linear chain. The fence (the subject's expected last
+/// sequence) is checked by the stream's leader whatever server a publish comes through;
+/// a fence checked against a replica's stale view would fork the chain here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_racing_on_one_partition_of_three_replicas_leave_one_chain() {
+    const PER_PROCESS: u64 = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = NatsServer::start_cluster(&dir.path().join("cluster"), 3, Sync::Always).unwrap();
+    let config = cluster_config("RACE");
+    let a = open_ledger(&nodes[0].url(), &config, &dir.path().join("a")).await;
+    let b = open_ledger(&nodes[2].url(), &config, &dir.path().join("b")).await;
+    let partition = Partition::new("01").unwrap();
+    let run = |ledger: Ledger, name: &'static str| {
+        let partition = partition.clone();
+        tokio::spawn(async move {
+            let mut set = tokio::task::JoinSet::new();
+            for i in 0..PER_PROCESS {
+                let (l, p) = (ledger.clone(), partition.clone());
+                set.spawn(async move { l.append(note(&p, format!("{name}{i}"))).await });
+            }
+            let mut receipts = Vec::new();
+            while let Some(answer) = set.join_next().await {
+                receipts.push(answer.unwrap().expect("every append is answered"));
+            }
+            receipts
+        })
+    };
+    let (from_a, from_b) = tokio::join!(run(a.clone(), "a"), run(b, "b"));
+    let receipts: Vec<Receipt> = from_a.unwrap().into_iter().chain(from_b.unwrap()).collect();
+    let mut sequences: Vec<u64> = receipts.iter().map(|r| r.sequence).collect();
+    sequences.sort_unstable();
+    assert_eq!(
+        sequences,
+        (1..=2 * PER_PROCESS).collect::<Vec<_>>(),
+        "every append got its own place"
+    );
+    every_acknowledged_event_is_there(&a, &config, &receipts).await;
+}
+
 /// Two processes making the citizen claims stream at once on a 3-node cluster (R3), then
 /// claiming at once from both, as two `serve` processes do when they start together:
 /// every claim is answered (this once stalled ~10 s and failed with a JetStream timeout),
