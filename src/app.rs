@@ -274,6 +274,17 @@ impl Runtime {
         {
             return Err(AppError::OneReplicaOnCluster { url, cluster });
         }
+        if connection.nats_url.is_some() && connection.secrets.is_none() {
+            // A ledger on a shared server outlives any one data directory, and
+            // OPERATIONS.md lets an operator delete one; the default secrets file would go
+            // with it, and every household's sealed data with that.
+            tracing::warn!(
+                secrets = %connection.secrets_path().display(),
+                "the secrets file is inside the data directory (no --secrets given): deleting \
+                 this directory would make every household's sealed personal data unreadable; \
+                 give every process --secrets with a path outside it"
+            );
+        }
         let store = LedgerStore::open(&connection.data_dir.join("ledger.sled"))?;
         let projector =
             Arc::new(Projector::of_store(&store).map_err(|e| AppError::Projection(e.to_string()))?);

@@ -269,6 +269,10 @@ impl Checkpointer {
             return Ok(());
         };
         let s = valid.stored;
+        // The partition is checkpointed, by whichever process won: the age an operator
+        // alerts on is the partition's, so a process that keeps losing races does not
+        // page for a partition that others checkpoint.
+        crate::telemetry::checkpoint_seen(partition.as_str(), s.body.issued_at_unix_ms);
         let won = Published {
             body: s.body,
             signed: s.signed,
