@@ -119,6 +119,61 @@ async fn appends_form_a_verified_chain_per_partition() {
     }
 }
 
+/// A damaged disk can break several partitions at once: one verify names every one, and
+/// stops appends to each of them, not only to the first by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_verify_finds_and_stops_every_broken_partition() {
+    let config = fresh_log();
+    let (ledger, _dir) = ledger(&config).await;
+    let js = jetstream::new(client().await);
+    let mut foreign_at = Vec::new();
+    for p in ["01", "02", "03"] {
+        ledger.append(note(p, "k", "real")).await.unwrap();
+        if p != "02" {
+            let ack = js
+                .publish(
+                    config.subject(&Partition::new(p).unwrap()),
+                    Bytes::from_static(b"not the ledger's"),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            foreign_at.push((p.to_owned(), ack.sequence));
+        }
+    }
+    let mut stream = stream_of(&config).await;
+    let verdict = verify(&mut stream, &config, &keys_partition(), None, |_| {})
+        .await
+        .unwrap_err();
+    let VerifyError::Broken {
+        partition,
+        stream_sequence,
+        also,
+        ..
+    } = &verdict
+    else {
+        panic!("{verdict}");
+    };
+    let found: Vec<(String, u64)> = std::iter::once((partition.clone(), *stream_sequence))
+        .chain(
+            also.iter()
+                .map(|b| (b.partition.clone(), b.stream_sequence)),
+        )
+        .collect();
+    assert_eq!(found, foreign_at, "{verdict}");
+    assert!(verdict.to_string().contains("partition 03"), "{verdict}");
+    let store = ledger.store();
+    ansinh::verify::quarantine_broken(store, &verdict).unwrap();
+    for (p, stopped) in [("01", true), ("02", false), ("03", true)] {
+        assert_eq!(
+            store.quarantined(p).unwrap().is_some(),
+            stopped,
+            "partition {p}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_message_is_found_and_located_and_blocks_appends() {
     let config = fresh_log();
@@ -159,6 +214,7 @@ async fn a_forged_message_is_found_and_located_and_blocks_appends() {
             stream_sequence,
             expected_sequence,
             cause: ChainBreak::WrongPrevHash { .. },
+            ..
         }) => {
             assert_eq!(partition, "01");
             assert_eq!(stream_sequence, ack.sequence);

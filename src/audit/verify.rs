@@ -126,23 +126,50 @@ impl ExclusionSeen {
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     /// The chain is broken here; nothing after it is trusted. Investigate this event.
+    /// The first broken partition by name; `also` lists every other one, so one run
+    /// finds (and stops) every partition a damaged disk broke.
     #[error(
-        "partition {partition}: event at stream sequence {stream_sequence} (expected partition sequence {expected_sequence}) is bad: {cause}"
+        "partition {partition}: event at stream sequence {stream_sequence} (expected partition sequence {expected_sequence}) is bad: {cause}{}",
+        also_broken(also)
     )]
     Broken {
         partition: String,
         stream_sequence: u64,
         expected_sequence: u64,
         cause: ChainBreak,
+        also: Vec<BrokenPartition>,
     },
     /// The server could not be read; retry.
     #[error("reading the log: {0}")]
     Nats(String),
 }
 
-/// Stops appends to the partition whose chain `error` found broken (a damaged or
+/// A partition whose chain is broken besides the one `VerifyError::Broken` names.
+#[derive(Debug, Clone)]
+pub struct BrokenPartition {
+    pub partition: String,
+    pub stream_sequence: u64,
+    pub expected_sequence: u64,
+    pub cause: ChainBreak,
+}
+
+impl std::fmt::Display for BrokenPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "partition {}: event at stream sequence {} (expected partition sequence {}) is bad: {}",
+            self.partition, self.stream_sequence, self.expected_sequence, self.cause
+        )
+    }
+}
+
+fn also_broken(also: &[BrokenPartition]) -> String {
+    also.iter().map(|b| format!("; and {b}")).collect()
+}
+
+/// Stops appends to every partition whose chain `error` found broken (a damaged or
 /// missing message, a forgery), in the ledger's store, with the verdict as the reason;
-/// returns that partition. A read failure stops nothing: it says nothing about one
+/// returns the first. A read failure stops nothing: it says nothing about one
 /// partition's chain. The operator resumes appends with `ansinh admin
 /// accept-head` once the chain verifies again.
 pub fn quarantine_broken(
@@ -152,16 +179,29 @@ pub fn quarantine_broken(
     let VerifyError::Broken {
         partition,
         stream_sequence,
-        ..
+        expected_sequence,
+        cause,
+        also,
     } = error
     else {
         return Ok(None);
     };
-    if store.quarantined(partition)?.is_none() {
-        store.quarantine(
-            partition,
-            &format!("verify found the chain broken at stream sequence {stream_sequence}: {error}"),
-        )?;
+    let first = BrokenPartition {
+        partition: partition.clone(),
+        stream_sequence: *stream_sequence,
+        expected_sequence: *expected_sequence,
+        cause: cause.clone(),
+    };
+    for broken in std::iter::once(&first).chain(also) {
+        if store.quarantined(&broken.partition)?.is_none() {
+            store.quarantine(
+                &broken.partition,
+                &format!(
+                    "verify found the chain broken at stream sequence {}: {broken}",
+                    broken.stream_sequence
+                ),
+            )?;
+        }
     }
     Ok(Some(partition.clone()))
 }
@@ -250,13 +290,24 @@ pub async fn verify_with(
             reader::ReadError::Nats(m) => VerifyError::Nats(m),
             reader::ReadError::Visit(v) => v,
         })?;
-    for (name, follower) in &heads {
-        follower.finish().map_err(|b| VerifyError::Broken {
+    // Every broken partition, in name order: the first is the verdict, the others go
+    // with it, so one run stops them all.
+    let mut broken = heads.iter().filter_map(|(name, follower)| {
+        follower.finish().err().map(|b| BrokenPartition {
             partition: name.clone(),
             stream_sequence: b.stream_sequence,
             expected_sequence: b.expected_sequence,
             cause: b.cause,
-        })?;
+        })
+    });
+    if let Some(first) = broken.next() {
+        return Err(VerifyError::Broken {
+            partition: first.partition,
+            stream_sequence: first.stream_sequence,
+            expected_sequence: first.expected_sequence,
+            cause: first.cause,
+            also: broken.collect(),
+        });
     }
     report.partitions = heads
         .into_iter()
