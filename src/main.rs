@@ -150,8 +150,8 @@ enum Command {
         /// The provinces (2-digit codes), comma-separated. Example: 01,79
         #[arg(long, default_value = "01,79,92", value_parser = ansinh::input::partition_list)]
         partitions: ansinh::input::PartitionList,
-        /// The year played. Example: 2026
-        #[arg(long, default_value_t = 2026)]
+        /// The year played: one the shipped standards cover (2022 to 2030). Example: 2026
+        #[arg(long, default_value_t = 2026, value_parser = cli::demo::year)]
         year: i32,
         /// Share of payments the simulated gateways report failed (0 to 1).
         #[arg(long, default_value_t = 0.06)]
@@ -602,14 +602,7 @@ async fn main() -> ExitCode {
     let json = cli.json;
     match run(cli).await {
         Ok(code) => code,
-        Err(e) => {
-            if json {
-                println!("{}", cli::failed_json(e.as_ref()));
-            } else {
-                eprintln!("error: {e}");
-            }
-            ExitCode::from(2)
-        }
+        Err(e) => cli::failed(e.as_ref(), json),
     }
 }
 
