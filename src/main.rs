@@ -435,9 +435,10 @@ enum AuditCommand {
     /// ineligible or above their cap, money after a write-off or a death, payment
     /// instructions pending too long. Exit 1 when any is found.
     Anomalies {
-        /// Instructions without a result for more than this many days are listed.
+        /// Instructions without a result for more than this many days are listed
+        /// (0 or more, as over HTTP).
         #[arg(long, default_value_t = 10)]
-        pending_days: i64,
+        pending_days: u32,
         /// The date pending days are counted to, e.g. 2026-12-31 [default: today].
         #[arg(long, value_parser = ansinh::input::date)]
         as_of: Option<NaiveDate>,
@@ -883,7 +884,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Command::Admin {
                 command: AdminCommand::RotateKey,
             } => Ok(cli::exit_code(
-                checkpoint::cli::rotate(&runtime, &checkpoints, &cli.data_dir).await?,
+                checkpoint::cli::rotate(&runtime, &checkpoints, &cli.data_dir, json).await?,
             )),
             Command::Audit {
                 command: AuditCommand::RecomputeEligibility { partition },
@@ -894,7 +895,10 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         pending_days,
                         as_of,
                     },
-            } => cli::audit::anomalies(&runtime, &checkpoints, pending_days, as_of, json).await,
+            } => {
+                cli::audit::anomalies(&runtime, &checkpoints, pending_days.into(), as_of, json)
+                    .await
+            }
             Command::Audit {
                 command: AuditCommand::RebuildCheck,
             } => cli::audit::rebuild_check(&runtime, json).await,
@@ -902,8 +906,8 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 command: AuditCommand::Trail { subject },
             } => cli::audit::trail(&runtime, &subject, json).await,
             Command::Projections { command } => match command {
-                ProjectionCommand::CatchUp => cli::projections::catch_up(&runtime).await,
-                ProjectionCommand::Rebuild => cli::projections::rebuild(&runtime).await,
+                ProjectionCommand::CatchUp => cli::projections::catch_up(&runtime, json).await,
+                ProjectionCommand::Rebuild => cli::projections::rebuild(&runtime, json).await,
                 ProjectionCommand::Summary => cli::projections::summary(&runtime, json).await,
             },
             Command::Serve { listen, staff } => {
@@ -919,7 +923,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             }
             Command::Admin {
                 command: AdminCommand::AddStaff { id, role, unit },
-            } => cli::admin::add_staff(&runtime, &id, role, &unit).await,
+            } => cli::admin::add_staff(&runtime, &id, role, &unit, json).await,
             Command::Admin {
                 command: AdminCommand::AddGateway { id, key_out },
             } => cli::gateway::add_gateway(&runtime, id.as_str(), &key_out, json).await,
@@ -928,7 +932,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             } => cli::admin::remove_staff(&runtime, &id, json).await,
             Command::Admin {
                 command: AdminCommand::EndConsoleSessions,
-            } => cli::admin::end_console_sessions(&runtime).await,
+            } => cli::admin::end_console_sessions(&runtime, json).await,
             Command::Admin {
                 command: AdminCommand::RemoveGatewayKey { key_id },
             } => cli::admin::remove_gateway_key(&runtime, &key_id, json).await,
@@ -936,7 +940,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 command: AdminCommand::ImportDirectory { staff },
             } => {
                 let registry = cli.data_dir.join(ansinh::gateway::keys::REGISTRY_FILE);
-                cli::admin::import_directory(&runtime, &staff_file(&staff), &registry).await
+                cli::admin::import_directory(&runtime, &staff_file(&staff), &registry, json).await
             }
             Command::Admin {
                 command: AdminCommand::MigrateVault,
@@ -968,6 +972,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     stream_sequence..=through.unwrap_or(stream_sequence),
                     reason,
                     actor,
+                    json,
                 )
                 .await
             }
@@ -976,7 +981,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 text,
                 idempotency_key,
                 actor,
-            } => cli::load::note(&runtime, partition, text, idempotency_key, actor).await,
+            } => cli::load::note(&runtime, partition, text, idempotency_key, actor, json).await,
             Command::Load {
                 partition,
                 count,

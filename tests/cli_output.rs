@@ -187,3 +187,262 @@ fn an_export_of_what_the_log_never_saw_is_not_found() {
     assert_invalid_argument(&out, "--to");
     assert!(!std::path::Path::new(bundle).exists(), "{out}");
 }
+
+/// The operator's commands, each with `--json`: one document on stdout whether it did
+/// its work, was refused or found nothing, and a refusal is exit 1 (exit 2 says the
+/// command could not run and may be retried).
+#[test]
+fn admin_commands_print_one_json_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--json", "admin"];
+        all.extend_from_slice(args);
+        ansinh(dir.path(), &all)
+    };
+    let add = [
+        "add-staff",
+        "--id",
+        "staff:t",
+        "--role",
+        "teller",
+        "--unit",
+        "0100007",
+    ];
+    let out = run(&add);
+    assert_eq!(out.code, Some(0), "{out}");
+    let added = out.json();
+    assert_eq!(added["id"], "staff:t", "{out}");
+    assert!(
+        added["token"].as_str().is_some_and(|t| !t.is_empty()),
+        "{out}"
+    );
+    // An id the directory holds is refused, not failed.
+    let out = run(&add);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(
+        out.json()["refused"].as_str().unwrap().contains("staff:t"),
+        "{out}"
+    );
+    let out = ansinh(
+        dir.path(),
+        &["admin"].iter().chain(&add).copied().collect::<Vec<_>>(),
+    );
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stdout.starts_with("REFUSED"), "{out}");
+
+    let out = run(&["remove-staff", "--id", "staff:t"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.json()["removed"], "staff:t", "{out}");
+    let out = run(&["remove-staff", "--id", "staff:t"]);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert_eq!(out.json()["error"], "not_found", "{out}");
+
+    let out = run(&["end-console-sessions"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.json()["replaced"], true, "{out}");
+
+    let out = run(&["import-directory"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.json()["staff_added"], 0, "{out}");
+
+    // A ledger key to rotate: the first checkpoint makes it.
+    let out = ansinh(dir.path(), &["note", "--partition", "01", "--text", "x"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    let out = ansinh(dir.path(), &["audit", "checkpoint"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    let out = run(&["rotate-key"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    let rotated = out.json();
+    assert!(rotated["old_key_id"].is_string(), "{out}");
+    assert_ne!(rotated["old_key_id"], rotated["new_key_id"], "{out}");
+
+    // The note at stream sequence 1 breaks nothing: excluding it is refused.
+    let exclude = [
+        "exclude-message",
+        "--partition",
+        "01",
+        "--stream-sequence",
+        "1",
+        "--reason",
+        "wrong one",
+    ];
+    let out = run(&exclude);
+    assert_eq!(out.code, Some(1), "{out}");
+    let refusal = out.json();
+    assert!(
+        refusal["refused"]
+            .as_str()
+            .unwrap()
+            .contains("no message breaks"),
+        "{out}"
+    );
+    let out = ansinh(
+        dir.path(),
+        &["admin"]
+            .iter()
+            .chain(&exclude)
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stdout.starts_with("REFUSED"), "{out}");
+}
+
+/// `note`, the projections' commands and the reports, each with `--json`: one document
+/// on stdout, on success and on failure.
+#[test]
+fn notes_projections_and_reports_print_one_json_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let note = |key: &str| {
+        ansinh(
+            dir.path(),
+            &[
+                "--json",
+                "note",
+                "--partition",
+                "01",
+                "--text",
+                "x",
+                "--idempotency-key",
+                key,
+            ],
+        )
+    };
+    let out = note("note-1");
+    assert_eq!(out.code, Some(0), "{out}");
+    let receipt = out.json();
+    assert_eq!(receipt["idempotency_key"], "note-1", "{out}");
+    assert_eq!(receipt["duplicate"], false, "{out}");
+    let out = note("note-1");
+    assert_eq!(out.json()["duplicate"], true, "{out}");
+    // Without a key, the one made up is printed: the only key a retry can use.
+    let out = ansinh(dir.path(), &["note", "--partition", "01", "--text", "y"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stdout.contains("(idempotency key "), "{out}");
+    let out = ansinh(
+        dir.path(),
+        &["--json", "note", "--partition", "01", "--text", "y"],
+    );
+    assert!(out.json()["idempotency_key"].is_string(), "{out}");
+
+    let out = ansinh(dir.path(), &["--json", "projections", "catch-up"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.json()["stream_sequence"].is_u64(), "{out}");
+    let out = ansinh(dir.path(), &["--json", "projections", "rebuild"]);
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.json()["events"], 3, "{out}");
+
+    let out = ansinh(
+        dir.path(),
+        &["--json", "audit", "trail", "--subject", "partition:01"],
+    );
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.json().as_array().map(Vec::len), Some(3), "{out}");
+
+    // The CSV is written before anything is printed: a path that cannot be written is
+    // one failure document, not the report followed by it.
+    let reconcile = |csv: &str| {
+        ansinh(
+            dir.path(),
+            &[
+                "--json",
+                "payments",
+                "reconcile",
+                "--as-of",
+                "2026-12-31",
+                "--csv",
+                csv,
+            ],
+        )
+    };
+    let out = reconcile("/nonexistent/x.csv");
+    assert_eq!(out.code, Some(2), "{out}");
+    assert_eq!(out.json()["error"], "Failed", "{out}");
+    let csv = dir.path().join("r.csv");
+    let out = reconcile(csv.to_str().unwrap());
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.json().is_array(), "{out}");
+    assert!(csv.exists(), "{out}");
+}
+
+/// Arguments refused once read with the others answer as clap's own refusals do: exit
+/// 2, `InvalidArgument` naming the argument, nothing run.
+#[test]
+fn arguments_refused_after_parsing_are_invalid_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ansinh(
+        dir.path(),
+        &["--json", "audit", "anomalies", "--pending-days=-1"],
+    );
+    assert_invalid_argument(&out, "--pending-days");
+    let manager = [
+        "--json",
+        "--as",
+        "m:1",
+        "--role",
+        "branch-manager",
+        "--unit",
+        "01",
+        "payments",
+    ];
+    let payments = |args: &[&str]| {
+        ansinh(
+            dir.path(),
+            &manager.iter().chain(args).copied().collect::<Vec<_>>(),
+        )
+    };
+    let out = payments(&[
+        "run",
+        "--partition",
+        "01",
+        "--commune",
+        "7900001",
+        "--period",
+        "2026-10",
+        "--on",
+        "2026-10-05",
+    ]);
+    assert_invalid_argument(&out, "--commune");
+    let reissue = ["reissue", "--partition", "01", "--on", "2026-10-05"];
+    let out = payments(
+        &reissue
+            .iter()
+            .chain(&["--instruction", "pay:7:2026-10:1", "--channel", "bank"])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    assert_invalid_argument(&out, "--gateway");
+    let out = payments(
+        &reissue
+            .iter()
+            .chain(&["--instruction", "pay:7:2026-10:1", "--gateway", "vcb"])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    assert_invalid_argument(&out, "--channel");
+    let out = payments(
+        &reissue
+            .iter()
+            .chain(&["--instruction", "pay:seven"])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    assert_invalid_argument(&out, "--instruction");
+    let out = ansinh(
+        dir.path(),
+        &[
+            "--json",
+            "admin",
+            "exclude-message",
+            "--partition",
+            "01",
+            "--stream-sequence",
+            "5",
+            "--through",
+            "4",
+            "--reason",
+            "x",
+        ],
+    );
+    assert_invalid_argument(&out, "--through");
+}
