@@ -522,12 +522,15 @@ enum AdminCommand {
     /// level): the citizen could not be registered anywhere until then. Freed only when
     /// HOUSEHOLD holds the claim and none of its recorded events name the citizen;
     /// otherwise refused (exit 1), freeing nothing. Run it once that household's commands
-    /// in flight are over. Example: admin release-claim --citizen-id 001190000001
-    /// --household 0100007-000123
+    /// in flight are over. Example: echo 001190000001 | ansinh admin release-claim
+    /// --citizen-id - --household 0100007-000123
     ReleaseClaim {
-        /// The citizen whose claim is left over (12 digits). Example: 001190000001
-        #[arg(long, value_parser = ansinh::input::citizen_id)]
-        citizen_id: ansinh::domain::ids::CitizenId,
+        /// The citizen whose claim is left over (12 digits), or `-` to read it from one
+        /// line of stdin. Given here, it is visible to every user of the host while the
+        /// command runs (ps, /proc) and stays in shell history: prefer `-`.
+        /// Example: --citizen-id - (or --citizen-id 001190000001)
+        #[arg(long, value_parser = cli::admin::citizen_id_arg)]
+        citizen_id: cli::admin::CitizenIdArg,
         /// The household the claims say holds the citizen. Example: 0100007-000123
         #[arg(long, value_parser = ansinh::input::household)]
         household: ansinh::domain::ids::HouseholdId,
@@ -954,7 +957,10 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         citizen_id,
                         household,
                     },
-            } => cli::admin::release_claim(&runtime, &citizen_id, &household, json).await,
+            } => {
+                let citizen_id = citizen_id.resolve()?;
+                cli::admin::release_claim(&runtime, &citizen_id, &household, json).await
+            }
             Command::Admin {
                 command:
                     AdminCommand::ExcludeMessage {

@@ -3,7 +3,8 @@
 //! succeeded, was refused or failed; exit 2 (never a panic) for a command line it cannot
 //! run; exit 1 for a refusal or a report of something the log never saw.
 
-use std::process::Command;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
 
 /// What one run of the binary said: its exit code, stdout, stderr.
 struct Run {
@@ -54,6 +55,24 @@ fn ran(out: std::process::Output) -> Run {
 
 fn ansinh(data_dir: &std::path::Path, args: &[&str]) -> Run {
     ran(command(data_dir).args(args).output().expect("run ansinh"))
+}
+
+/// `ansinh` with `input` on its stdin.
+fn ansinh_stdin(data_dir: &std::path::Path, args: &[&str], input: &str) -> Run {
+    let mut child = command(data_dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ansinh");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    ran(child.wait_with_output().expect("wait for ansinh"))
 }
 
 /// The usage error of an argument: exit 2, one JSON object naming it.
@@ -445,4 +464,34 @@ fn arguments_refused_after_parsing_are_invalid_arguments() {
         ],
     );
     assert_invalid_argument(&out, "--through");
+}
+
+/// `admin release-claim --citizen-id -` reads the id from one line of stdin, so it never
+/// stands in the process's arguments, which every user of the host can read.
+#[test]
+fn release_claim_reads_the_citizen_id_from_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let release = [
+        "--json",
+        "admin",
+        "release-claim",
+        "--citizen-id",
+        "-",
+        "--household",
+        "0100007-000123",
+    ];
+    // Read and looked up: no household holds the citizen, so nothing is freed.
+    let out = ansinh_stdin(dir.path(), &release, "001190000001\n");
+    assert_eq!(out.code, Some(1), "{out}");
+    assert_eq!(out.json()["error"], "not_held", "{out}");
+    // A line that is no citizen id is refused as the argument, without echoing it.
+    let out = ansinh_stdin(dir.path(), &release, "42424242\n");
+    assert_invalid_argument(&out, "--citizen-id");
+    assert!(
+        !out.stdout.contains("42424242") && !out.stderr.contains("42424242"),
+        "{out}"
+    );
+    // Nothing on stdin is no citizen id either.
+    let out = ansinh_stdin(dir.path(), &release, "");
+    assert_invalid_argument(&out, "--citizen-id");
 }

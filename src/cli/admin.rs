@@ -219,6 +219,59 @@ pub fn accept_head(
     }
 }
 
+/// `--citizen-id` of `admin release-claim`: the id itself, or `-` for one line of stdin,
+/// which keeps it out of the process's arguments (any user of the host reads those).
+#[derive(Clone, Debug)]
+pub enum CitizenIdArg {
+    Given(CitizenId),
+    Stdin,
+}
+
+/// Most bytes read from stdin for `--citizen-id -`: 12 digits and a line end, with room
+/// to spare; a longer line is refused, not read on.
+const CITIZEN_ID_LINE_BYTES_MAX: u64 = 64;
+
+/// Parses `--citizen-id`: `-`, or a citizen id (`input::citizen_id`).
+pub fn citizen_id_arg(s: &str) -> Result<CitizenIdArg, ansinh::input::InputError> {
+    if s == "-" {
+        Ok(CitizenIdArg::Stdin)
+    } else {
+        ansinh::input::citizen_id(s).map(CitizenIdArg::Given)
+    }
+}
+
+impl CitizenIdArg {
+    /// The citizen id, read from stdin for `-`: one line, its line end dropped, refused
+    /// as the argument (exit 2) when it is no citizen id. The line is not echoed back.
+    pub fn resolve(self) -> Result<CitizenId, BoxError> {
+        use std::io::{BufRead as _, Read as _};
+        let CitizenIdArg::Given(id) = self else {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .take(CITIZEN_ID_LINE_BYTES_MAX)
+                .read_line(&mut line)
+                .map_err(|e| format!("reading --citizen-id from stdin: {e}"))?;
+            let line = line.strip_suffix('\n').unwrap_or(&line);
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            return ansinh::input::citizen_id(line).map_err(|e| {
+                let kind = e.kind;
+                let mut refused = ArgumentError::new(
+                    "--citizen-id <CITIZEN_ID>",
+                    "-",
+                    format!(
+                        "the line read from stdin is not a citizen id; expected {}",
+                        kind.expected()
+                    ),
+                );
+                refused.input = Some(kind);
+                refused.into()
+            });
+        };
+        Ok(id)
+    }
+}
+
 /// `ansinh admin release-claim`: frees a citizen's claim left over by a command that
 /// appended nothing (`Service::release_left_over_claim`). Exit 1, freeing nothing, when
 /// the household does not hold the claim or its recorded events hold the citizen. The
