@@ -431,6 +431,23 @@ fn arguments_refused_after_parsing_are_invalid_arguments() {
             .collect::<Vec<_>>(),
     );
     assert_invalid_argument(&out, "--gateway");
+    assert!(out.json()["value"].is_null(), "{out}");
+    // For people, as clap says it, on stderr.
+    let out = ansinh(
+        dir.path(),
+        &manager[1..]
+            .iter()
+            .chain(&reissue)
+            .chain(&["--instruction", "pay:7:2026-10:1", "--channel", "bank"])
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(out.code, Some(2), "{out}");
+    assert!(
+        out.stderr
+            .contains("error: '--gateway <GATEWAY>' is missing: --channel is given"),
+        "{out}"
+    );
     let out = payments(
         &reissue
             .iter()

@@ -45,16 +45,33 @@ pub fn failed_json(e: &(dyn std::error::Error + Send + Sync + 'static)) -> serde
 /// An argument clap accepted that the command refuses once it reads it with the others
 /// (a range that runs backwards, an option given without its pair) or reads it from
 /// stdin: answered like clap's own refusals (`usage_error`), before anything ran. Exit 2.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid value {value:?} for '{argument}': {message}")]
+#[derive(Debug)]
 pub struct ArgumentError {
     /// As clap names it in its refusals: `--through <THROUGH>`.
     pub argument: String,
+    /// The value refused; empty for an argument that is missing.
     pub value: String,
     /// The kind of value expected, when one of `ansinh::input`'s parsers refused it.
     pub input: Option<ansinh::input::Kind>,
     pub message: String,
 }
+
+/// As clap says it: the value refused and the argument, or the argument missing.
+impl std::fmt::Display for ArgumentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "'{}' is missing: {}", self.argument, self.message)
+        } else {
+            write!(
+                f,
+                "invalid value '{}' for '{}': {}",
+                self.value, self.argument, self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ArgumentError {}
 
 impl ArgumentError {
     pub fn new(argument: &str, value: impl ToString, message: impl ToString) -> Self {
@@ -77,7 +94,7 @@ pub fn failed(e: &(dyn std::error::Error + Send + Sync + 'static), json: bool) -
             serde_json::json!({
                 "error": "InvalidArgument",
                 "argument": a.argument,
-                "value": a.value,
+                "value": (!a.value.is_empty()).then_some(&a.value),
                 "kind": a.input.map(|k| k.name()),
                 "expected": a.input.map(|k| k.expected()),
                 "message": a.message,
