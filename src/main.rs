@@ -150,8 +150,8 @@ enum Command {
         /// The provinces (2-digit codes), comma-separated. Example: 01,79
         #[arg(long, default_value = "01,79,92", value_parser = ansinh::input::partition_list)]
         partitions: ansinh::input::PartitionList,
-        /// The year played. Example: 2026
-        #[arg(long, default_value_t = 2026)]
+        /// The year played: one the shipped standards cover (2022 to 2030). Example: 2026
+        #[arg(long, default_value_t = 2026, value_parser = cli::demo::year)]
         year: i32,
         /// Share of payments the simulated gateways report failed (0 to 1).
         #[arg(long, default_value_t = 0.06)]
@@ -435,9 +435,10 @@ enum AuditCommand {
     /// ineligible or above their cap, money after a write-off or a death, payment
     /// instructions pending too long. Exit 1 when any is found.
     Anomalies {
-        /// Instructions without a result for more than this many days are listed.
+        /// Instructions without a result for more than this many days are listed
+        /// (0 or more, as over HTTP).
         #[arg(long, default_value_t = 10)]
-        pending_days: i64,
+        pending_days: u32,
         /// The date pending days are counted to, e.g. 2026-12-31 [default: today].
         #[arg(long, value_parser = ansinh::input::date)]
         as_of: Option<NaiveDate>,
@@ -521,12 +522,15 @@ enum AdminCommand {
     /// level): the citizen could not be registered anywhere until then. Freed only when
     /// HOUSEHOLD holds the claim and none of its recorded events name the citizen;
     /// otherwise refused (exit 1), freeing nothing. Run it once that household's commands
-    /// in flight are over. Example: admin release-claim --citizen-id 001190000001
-    /// --household 0100007-000123
+    /// in flight are over. Example: echo 001190000001 | ansinh admin release-claim
+    /// --citizen-id - --household 0100007-000123
     ReleaseClaim {
-        /// The citizen whose claim is left over (12 digits). Example: 001190000001
-        #[arg(long, value_parser = ansinh::input::citizen_id)]
-        citizen_id: ansinh::domain::ids::CitizenId,
+        /// The citizen whose claim is left over (12 digits), or `-` to read it from one
+        /// line of stdin. Given here, it is visible to every user of the host while the
+        /// command runs (ps, /proc) and stays in shell history: prefer `-`.
+        /// Example: --citizen-id - (or --citizen-id 001190000001)
+        #[arg(long, value_parser = cli::admin::citizen_id_arg)]
+        citizen_id: cli::admin::CitizenIdArg,
         /// The household the claims say holds the citizen. Example: 0100007-000123
         #[arg(long, value_parser = ansinh::input::household)]
         household: ansinh::domain::ids::HouseholdId,
@@ -602,14 +606,7 @@ async fn main() -> ExitCode {
     let json = cli.json;
     match run(cli).await {
         Ok(code) => code,
-        Err(e) => {
-            if json {
-                println!("{}", cli::failed_json(e.as_ref()));
-            } else {
-                eprintln!("error: {e}");
-            }
-            ExitCode::from(2)
-        }
+        Err(e) => cli::failed(e.as_ref(), json),
     }
 }
 
@@ -890,7 +887,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Command::Admin {
                 command: AdminCommand::RotateKey,
             } => Ok(cli::exit_code(
-                checkpoint::cli::rotate(&runtime, &checkpoints, &cli.data_dir).await?,
+                checkpoint::cli::rotate(&runtime, &checkpoints, &cli.data_dir, json).await?,
             )),
             Command::Audit {
                 command: AuditCommand::RecomputeEligibility { partition },
@@ -901,7 +898,10 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         pending_days,
                         as_of,
                     },
-            } => cli::audit::anomalies(&runtime, &checkpoints, pending_days, as_of, json).await,
+            } => {
+                cli::audit::anomalies(&runtime, &checkpoints, pending_days.into(), as_of, json)
+                    .await
+            }
             Command::Audit {
                 command: AuditCommand::RebuildCheck,
             } => cli::audit::rebuild_check(&runtime, json).await,
@@ -909,8 +909,8 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 command: AuditCommand::Trail { subject },
             } => cli::audit::trail(&runtime, &subject, json).await,
             Command::Projections { command } => match command {
-                ProjectionCommand::CatchUp => cli::projections::catch_up(&runtime).await,
-                ProjectionCommand::Rebuild => cli::projections::rebuild(&runtime).await,
+                ProjectionCommand::CatchUp => cli::projections::catch_up(&runtime, json).await,
+                ProjectionCommand::Rebuild => cli::projections::rebuild(&runtime, json).await,
                 ProjectionCommand::Summary => cli::projections::summary(&runtime, json).await,
             },
             Command::Serve { listen, staff } => {
@@ -926,7 +926,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             }
             Command::Admin {
                 command: AdminCommand::AddStaff { id, role, unit },
-            } => cli::admin::add_staff(&runtime, &id, role, &unit).await,
+            } => cli::admin::add_staff(&runtime, &id, role, &unit, json).await,
             Command::Admin {
                 command: AdminCommand::AddGateway { id, key_out },
             } => cli::gateway::add_gateway(&runtime, id.as_str(), &key_out, json).await,
@@ -935,7 +935,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             } => cli::admin::remove_staff(&runtime, &id, json).await,
             Command::Admin {
                 command: AdminCommand::EndConsoleSessions,
-            } => cli::admin::end_console_sessions(&runtime).await,
+            } => cli::admin::end_console_sessions(&runtime, json).await,
             Command::Admin {
                 command: AdminCommand::RemoveGatewayKey { key_id },
             } => cli::admin::remove_gateway_key(&runtime, &key_id, json).await,
@@ -943,7 +943,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 command: AdminCommand::ImportDirectory { staff },
             } => {
                 let registry = cli.data_dir.join(ansinh::gateway::keys::REGISTRY_FILE);
-                cli::admin::import_directory(&runtime, &staff_file(&staff), &registry).await
+                cli::admin::import_directory(&runtime, &staff_file(&staff), &registry, json).await
             }
             Command::Admin {
                 command: AdminCommand::MigrateVault,
@@ -957,7 +957,10 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                         citizen_id,
                         household,
                     },
-            } => cli::admin::release_claim(&runtime, &citizen_id, &household, json).await,
+            } => {
+                let citizen_id = citizen_id.resolve()?;
+                cli::admin::release_claim(&runtime, &citizen_id, &household, json).await
+            }
             Command::Admin {
                 command:
                     AdminCommand::ExcludeMessage {
@@ -975,6 +978,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     stream_sequence..=through.unwrap_or(stream_sequence),
                     reason,
                     actor,
+                    json,
                 )
                 .await
             }
@@ -983,7 +987,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 text,
                 idempotency_key,
                 actor,
-            } => cli::load::note(&runtime, partition, text, idempotency_key, actor).await,
+            } => cli::load::note(&runtime, partition, text, idempotency_key, actor, json).await,
             Command::Load {
                 partition,
                 count,

@@ -7,29 +7,57 @@ use std::process::ExitCode;
 
 use ansinh::app::Runtime;
 use ansinh::chain::Partition;
+use ansinh::directory::DirectoryError;
 use ansinh::domain::ids::{CitizenId, HouseholdId};
-use ansinh::log::Draft;
+use ansinh::log::{AppendError, Draft};
 use ansinh::proto::{self, envelope::Payload};
 use ansinh::service::ReleaseClaimError;
 
 use super::staff::RoleArg;
-use super::{BoxError, exit_code, not_found, open_directory};
+use super::{ArgumentError, BoxError, exit_code, not_found, open_directory};
 
 /// `ansinh admin add-staff`: prints a new API token for `id`; the directory keeps only
-/// its hash, so the token is shown this once.
+/// its hash, so the token is shown this once. Refused (exit 1) when the directory holds
+/// `id` already or would not take the entry.
 pub async fn add_staff(
     runtime: &Runtime,
     id: &str,
     role: RoleArg,
     unit: &str,
+    json: bool,
 ) -> Result<ExitCode, BoxError> {
     let directory = open_directory(runtime).await?;
-    let (token, _) = directory.add_staff(id, role.role(), unit).await?;
-    println!("{token}");
+    let (token, revision) = match directory.add_staff(id, role.role(), unit).await {
+        Ok(added) => added,
+        Err(e @ (DirectoryError::Invalid(_) | DirectoryError::Refused { .. })) => {
+            return Ok(refused("DirectoryRefused", &e.to_string(), json));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"id": id, "role": role.role(), "unit": unit, "token": token, "directory_revision": revision})
+        );
+    } else {
+        // The token alone on stdout, for a script to take.
+        println!("{token}");
+    }
     eprintln!(
-        "added {id} to the ledger's directory: every running `ansinh serve` accepts the token above now. It is shown only now (the directory keeps its hash)"
+        "added {id} to the ledger's directory: every running `ansinh serve` accepts the token now. It is shown only now (the directory keeps its hash)"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints an operator's command refused, with its kind, and returns its exit code (1):
+/// `REFUSED: ...`, or with `--json` `{"refused", "kind"}` as the staff commands' refusals.
+fn refused(kind: &str, sentence: &str, json: bool) -> ExitCode {
+    if json {
+        println!("{}", serde_json::json!({"refused": sentence, "kind": kind}));
+    } else {
+        println!("REFUSED: {sentence}");
+    }
+    ExitCode::from(1)
 }
 
 /// `ansinh admin remove-staff`: withdraws every token of `id`; exit 1 when the directory
@@ -37,8 +65,15 @@ pub async fn add_staff(
 pub async fn remove_staff(runtime: &Runtime, id: &str, json: bool) -> Result<ExitCode, BoxError> {
     let directory = open_directory(runtime).await?;
     match directory.remove_staff(id).await? {
-        Some(_) => {
-            println!("removed {id}: no running process accepts its tokens now");
+        Some(revision) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"removed": id, "directory_revision": revision})
+                );
+            } else {
+                println!("removed {id}: no running process accepts its tokens now");
+            }
             Ok(ExitCode::SUCCESS)
         }
         None => Ok(not_found(json, "member of staff", id)),
@@ -48,7 +83,7 @@ pub async fn remove_staff(runtime: &Runtime, id: &str, json: bool) -> Result<Exi
 /// `ansinh admin end-console-sessions`: a new console session secret, so every session
 /// signed with the old one is refused by every running process once it reads the secret
 /// again (ADR 0011).
-pub async fn end_console_sessions(runtime: &Runtime) -> Result<ExitCode, BoxError> {
+pub async fn end_console_sessions(runtime: &Runtime, json: bool) -> Result<ExitCode, BoxError> {
     use ansinh::http::console::session::{SECRET_NAME, SECRET_RECHECK_S};
     let mut seed = zeroize::Zeroizing::new([0u8; 32]);
     getrandom::getrandom(&mut seed[..])?;
@@ -56,9 +91,16 @@ pub async fn end_console_sessions(runtime: &Runtime) -> Result<ExitCode, BoxErro
         .vault
         .replace_secret(SECRET_NAME, Some(&seed))
         .await?;
-    println!(
-        "replaced the console session secret: every running process signs everyone out of the console within {SECRET_RECHECK_S} s"
-    );
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"replaced": true, "signed_out_within_s": SECRET_RECHECK_S})
+        );
+    } else {
+        println!(
+            "replaced the console session secret: every running process signs everyone out of the console within {SECRET_RECHECK_S} s"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -94,12 +136,20 @@ pub async fn import_directory(
     runtime: &Runtime,
     staff: &Path,
     registry: &Path,
+    json: bool,
 ) -> Result<ExitCode, BoxError> {
     let directory = open_directory(runtime).await?;
     let (staff_added, gateways_added) = directory.import_files(staff, registry).await?;
-    println!(
-        "imported {staff_added} staff and {gateways_added} gateway keys into the directory; running processes use them now"
-    );
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"staff_added": staff_added, "gateway_keys_added": gateways_added})
+        );
+    } else {
+        println!(
+            "imported {staff_added} staff and {gateways_added} gateway keys into the directory; running processes use them now"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -169,6 +219,59 @@ pub fn accept_head(
     }
 }
 
+/// `--citizen-id` of `admin release-claim`: the id itself, or `-` for one line of stdin,
+/// which keeps it out of the process's arguments (any user of the host reads those).
+#[derive(Clone, Debug)]
+pub enum CitizenIdArg {
+    Given(CitizenId),
+    Stdin,
+}
+
+/// Most bytes read from stdin for `--citizen-id -`: 12 digits and a line end, with room
+/// to spare; a longer line is refused, not read on.
+const CITIZEN_ID_LINE_BYTES_MAX: u64 = 64;
+
+/// Parses `--citizen-id`: `-`, or a citizen id (`input::citizen_id`).
+pub fn citizen_id_arg(s: &str) -> Result<CitizenIdArg, ansinh::input::InputError> {
+    if s == "-" {
+        Ok(CitizenIdArg::Stdin)
+    } else {
+        ansinh::input::citizen_id(s).map(CitizenIdArg::Given)
+    }
+}
+
+impl CitizenIdArg {
+    /// The citizen id, read from stdin for `-`: one line, its line end dropped, refused
+    /// as the argument (exit 2) when it is no citizen id. The line is not echoed back.
+    pub fn resolve(self) -> Result<CitizenId, BoxError> {
+        use std::io::{BufRead as _, Read as _};
+        let CitizenIdArg::Given(id) = self else {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .take(CITIZEN_ID_LINE_BYTES_MAX)
+                .read_line(&mut line)
+                .map_err(|e| format!("reading --citizen-id from stdin: {e}"))?;
+            let line = line.strip_suffix('\n').unwrap_or(&line);
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            return ansinh::input::citizen_id(line).map_err(|e| {
+                let kind = e.kind;
+                let mut refused = ArgumentError::new(
+                    "--citizen-id <CITIZEN_ID>",
+                    "-",
+                    format!(
+                        "the line read from stdin is not a citizen id; expected {}",
+                        kind.expected()
+                    ),
+                );
+                refused.input = Some(kind);
+                refused.into()
+            });
+        };
+        Ok(id)
+    }
+}
+
 /// `ansinh admin release-claim`: frees a citizen's claim left over by a command that
 /// appended nothing (`Service::release_left_over_claim`). Exit 1, freeing nothing, when
 /// the household does not hold the claim or its recorded events hold the citizen. The
@@ -217,7 +320,8 @@ pub async fn release_claim(
 /// `ansinh admin exclude-message`: appends the ledger-signed decision that readers pass
 /// over the messages of `partition`'s subject in `run` (stream sequences), which break its
 /// chain: every one held since its last good event, named by its first and last, its
-/// count and the hash of the run (docs/CHAIN.md, section 4a).
+/// count and the hash of the run (docs/CHAIN.md, section 4a). Refused (exit 1,
+/// nothing appended) for messages that are not the partition's, or that break nothing.
 pub async fn exclude_message(
     runtime: &Runtime,
     data_dir: &Path,
@@ -225,11 +329,14 @@ pub async fn exclude_message(
     run: std::ops::RangeInclusive<u64>,
     reason: String,
     actor: String,
+    json: bool,
 ) -> Result<ExitCode, BoxError> {
     let (first, through) = (*run.start(), *run.end());
     if through < first {
-        return Err(format!(
-            "--through {through} is before --stream-sequence {first}: a run goes forward"
+        return Err(ArgumentError::new(
+            "--through <THROUGH>",
+            through,
+            format!("it is before --stream-sequence {first}: a run goes forward"),
         )
         .into());
     }
@@ -240,11 +347,11 @@ pub async fn exclude_message(
         .map_err(|e| format!("no message at stream sequence {first}: {e}"))?;
     let subject = runtime.ledger.config().subject(&partition);
     if message.subject.as_str() != subject {
-        return Err(format!(
+        let sentence = format!(
             "the message at stream sequence {first} is on {}, not on partition {partition}'s subject {subject}",
             message.subject
-        )
-        .into());
+        );
+        return Ok(refused("NotThePartitions", &sentence, json));
     }
     // Each message of the subject in the run once (a frame's events share it), hashed as
     // every reader hashes what it holds: in constant memory, however many there are.
@@ -269,11 +376,11 @@ pub async fn exclude_message(
         );
     };
     if hashes.last_stream_sequence != through {
-        return Err(format!(
+        let sentence = format!(
             "the message at stream sequence {through} is not on partition {partition}'s subject; its last message in the run is at {}",
             hashes.last_stream_sequence
-        )
-        .into());
+        );
+        return Ok(refused("NotThePartitions", &sentence, json));
     }
     let key = runtime.key_home(data_dir).current_key().await?;
     let mut decision = proto::MessageExcluded {
@@ -317,7 +424,26 @@ pub async fn exclude_message(
         subjects: vec![format!("message:{first}")],
         payload: Payload::MessageExcluded(decision),
     };
-    let receipt = runtime.ledger.append(draft).await?;
+    let receipt = match runtime.ledger.append(draft).await {
+        Ok(receipt) => receipt,
+        // The writer's refusal: the messages break nothing, or are not all of those held.
+        Err(AppendError::Rejected(r)) => return Ok(refused(&r.kind(), &r.to_string(), json)),
+        Err(e) => return Err(e.into()),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "partition": receipt.partition,
+                "sequence": receipt.sequence,
+                "hash": receipt.hash.to_hex(),
+                "stream_sequence": receipt.stream_sequence,
+                "duplicate": receipt.duplicate,
+                "excluded": {"from": first, "through": through, "messages": hashes.count},
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let (said, them) = match (hashes.count, receipt.duplicate) {
         (1, true) => ("was already excluded", "it"),
         (1, false) => ("is excluded", "it"),

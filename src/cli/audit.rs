@@ -523,7 +523,10 @@ pub async fn rebuild_check(runtime: &Runtime, json: bool) -> Result<ExitCode, Bo
 /// `ansinh audit trail`: every event naming `subject`, read from the projections once
 /// they are caught up; exit 1 when none does. Printed as the runs are read, so memory
 /// holds one run whatever the trail's length (a commune's year is hundreds of thousands
-/// of lines); `--json` writes one array, an entry a line.
+/// of lines); `--json` writes one array, an entry a line. A run that cannot be read
+/// after the first was printed ends the output, exit 2: with `--json` the array is
+/// closed with the failure's object (`failed_json`) as its last entry, so stdout stays
+/// one document.
 pub async fn trail(runtime: &Runtime, subject: &str, json: bool) -> Result<ExitCode, BoxError> {
     use std::io::Write as _;
     let projector = &runtime.projector;
@@ -531,10 +534,12 @@ pub async fn trail(runtime: &Runtime, subject: &str, json: bool) -> Result<ExitC
     projector
         .catch_up(&mut stream, runtime.ledger.config())
         .await?;
-    let mut runs = projector.trail_runs(subject).peekable();
-    if runs.peek().is_none() {
+    let mut runs = projector.trail_runs(subject);
+    // The first run is read before anything is printed: its failure is the one answer.
+    let Some(first_run) = runs.next() else {
         return Ok(super::not_found(json, "event naming subject", subject));
-    }
+    };
+    let runs = std::iter::once(Ok(first_run?)).chain(runs);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
         write!(out, "[")?;
@@ -547,7 +552,21 @@ pub async fn trail(runtime: &Runtime, subject: &str, json: bool) -> Result<ExitC
     }
     let mut first = true;
     for run in runs {
-        for e in run? {
+        let run = match run {
+            Ok(run) => run,
+            Err(e) if json => {
+                let separator = if first { "\n" } else { ",\n" };
+                writeln!(out, "{separator}{}\n]", super::failed_json(&e))?;
+                out.flush()?;
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(2));
+            }
+            Err(e) => {
+                out.flush()?;
+                return Err(e.into());
+            }
+        };
+        for e in run {
             if json {
                 let separator = if first { "\n" } else { ",\n" };
                 write!(out, "{separator}{}", serde_json::to_string(&e)?)?;

@@ -13,6 +13,30 @@ use ansinh::projection::Projector;
 
 use super::BoxError;
 
+/// `demo --year`: a year (`input::review_year`) that a shipped standard covers from its
+/// first day to its last, since the demo classifies every household under it and plays
+/// the whole year. Refused otherwise, before anything starts (exit 2).
+pub fn year(s: &str) -> Result<i32, BoxError> {
+    let year = ansinh::input::review_year(s)?;
+    let covered = |month, day| {
+        chrono::NaiveDate::from_ymd_opt(year, month, day)
+            .is_some_and(|d| ansinh::domain::eligibility::standard_in_force(d).is_ok())
+    };
+    if !(covered(1, 1) && covered(12, 31)) {
+        let standards = ansinh::domain::eligibility::standards();
+        let from = standards.iter().map(|s| s.valid_from).min();
+        let to = standards.iter().map(|s| s.valid_to).max();
+        return Err(match from.zip(to) {
+            Some((from, to)) => format!(
+                "no shipped standard of poverty lines covers all of {year}; they cover {from} to {to}"
+            ),
+            None => "no standard of poverty lines is shipped".to_owned(),
+        }
+        .into());
+    }
+    Ok(year)
+}
+
 /// `ansinh demo`: plays the year with checkpoints published as it goes, then exports the
 /// first province's bundle of one household and verifies it offline, as an auditor would.
 #[allow(clippy::too_many_arguments)]

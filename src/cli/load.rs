@@ -11,15 +11,18 @@ use ansinh::proto::{self, envelope::Payload};
 
 use super::BoxError;
 
-/// `ansinh note`: appends one note and prints where it landed; run again with the same
-/// idempotency key, it appends nothing and says so.
+/// `ansinh note`: appends one note and prints where it landed and its idempotency key;
+/// run again with the same key, it appends nothing and says so. A failure carries the
+/// key (`Unsettled`): the note may be recorded, and only that key retries it safely.
 pub async fn note(
     runtime: &Runtime,
     partition: Partition,
     text: String,
     idempotency_key: Option<String>,
     actor: String,
+    json: bool,
 ) -> Result<ExitCode, BoxError> {
+    let key = idempotency_key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let draft = Draft {
         partition: partition.clone(),
         actor: proto::Actor {
@@ -27,24 +30,46 @@ pub async fn note(
             role: "operator".into(),
             unit: String::new(),
         },
-        idempotency_key: idempotency_key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        idempotency_key: key.clone(),
         correlation_id: String::new(),
         request_fingerprint: None,
         subjects: vec![format!("partition:{partition}")],
         payload: Payload::Note(proto::Note { text }),
     };
-    let receipt = runtime.ledger.append(draft).await?;
-    println!(
-        "{} partition {} sequence {} hash {}",
-        if receipt.duplicate {
-            "duplicate"
-        } else {
-            "appended"
-        },
-        receipt.partition,
-        receipt.sequence,
-        receipt.hash
-    );
+    let receipt = runtime
+        .ledger
+        .append(draft)
+        .await
+        .map_err(|e| super::Unsettled {
+            idempotency_key: key.clone(),
+            source: e.into(),
+        })?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "partition": receipt.partition,
+                "sequence": receipt.sequence,
+                "hash": receipt.hash.to_hex(),
+                "stream_sequence": receipt.stream_sequence,
+                "index": receipt.index,
+                "duplicate": receipt.duplicate,
+                "idempotency_key": key,
+            })
+        );
+    } else {
+        println!(
+            "{} partition {} sequence {} hash {} (idempotency key {key})",
+            if receipt.duplicate {
+                "duplicate"
+            } else {
+                "appended"
+            },
+            receipt.partition,
+            receipt.sequence,
+            receipt.hash
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

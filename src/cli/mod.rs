@@ -42,23 +42,105 @@ pub fn failed_json(e: &(dyn std::error::Error + Send + Sync + 'static)) -> serde
     error
 }
 
+/// An argument clap accepted that the command refuses once it reads it with the others
+/// (a range that runs backwards, an option given without its pair) or reads it from
+/// stdin: answered like clap's own refusals (`usage_error`), before anything ran. Exit 2.
+#[derive(Debug)]
+pub struct ArgumentError {
+    /// As clap names it in its refusals: `--through <THROUGH>`.
+    pub argument: String,
+    /// The value refused; empty for an argument that is missing.
+    pub value: String,
+    /// The kind of value expected, when one of `ansinh::input`'s parsers refused it.
+    pub input: Option<ansinh::input::Kind>,
+    pub message: String,
+}
+
+/// As clap says it: the value refused and the argument, or the argument missing.
+impl std::fmt::Display for ArgumentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "'{}' is missing: {}", self.argument, self.message)
+        } else {
+            write!(
+                f,
+                "invalid value '{}' for '{}': {}",
+                self.value, self.argument, self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ArgumentError {}
+
+impl ArgumentError {
+    pub fn new(argument: &str, value: impl ToString, message: impl ToString) -> Self {
+        Self {
+            argument: argument.to_owned(),
+            value: value.to_string(),
+            input: None,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// How `main` answers a command that returned an error: an `ArgumentError` as a usage
+/// error, anything else as a failure (`failed_json` with `--json`, else a line on
+/// stderr). Exit 2 either way.
+pub fn failed(e: &(dyn std::error::Error + Send + Sync + 'static), json: bool) -> ExitCode {
+    match e.downcast_ref::<ArgumentError>() {
+        Some(a) if json => println!(
+            "{}",
+            serde_json::json!({
+                "error": "InvalidArgument",
+                "argument": a.argument,
+                "value": (!a.value.is_empty()).then_some(&a.value),
+                "kind": a.input.map(|k| k.name()),
+                "expected": a.input.map(|k| k.expected()),
+                "message": a.message,
+            })
+        ),
+        Some(a) => eprintln!("error: {a}"),
+        None if json => println!("{}", failed_json(e)),
+        None => eprintln!("error: {e}"),
+    }
+    ExitCode::from(2)
+}
+
 /// Answers a command line clap refused (a malformed value, a missing or unknown
 /// argument) before anything ran: clap's message for people, or with `--json` one JSON
 /// object on stdout naming the argument, the value and the form expected. Help and
-/// version requests are printed as asked. Exit 2, as clap's own.
+/// version requests are printed as asked. Exit 2, as clap's own; also for a command
+/// named without its subcommand (`ansinh payments`), whose help clap prints: a script's
+/// `ansinh loans $CMD` with an empty `$CMD` ran nothing, and must not go on as if it had.
 pub fn usage_error(e: clap::Error) -> ExitCode {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
-    if matches!(
-        e.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    ) {
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         let _ = e.print();
         return ExitCode::SUCCESS;
     }
-    if !std::env::args().any(|a| a == "--json") {
+    // `args_os`: `args` panics on an argument that is not UTF-8, the very error clap
+    // may be answering here.
+    if !std::env::args_os().any(|a| a == "--json") {
         let _ = e.print();
+        return ExitCode::from(2);
+    }
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // The help's usage line names the command and what it needs.
+        let help = e.render().to_string();
+        let usage = help
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Usage:"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        println!(
+            "{}",
+            serde_json::json!({
+                "error": "MissingSubcommand",
+                "message": format!("a subcommand is needed: {usage} (--help lists them)"),
+            })
+        );
         return ExitCode::from(2);
     }
     let text = |kind| match e.get(kind) {

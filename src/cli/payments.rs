@@ -348,9 +348,10 @@ pub async fn run(
             let commune = commune
                 .map(|code| -> Result<CommuneId, BoxError> {
                     if code.province().as_str() != partition.as_str() {
-                        return Err(format!(
-                            "--commune {} is not a commune of partition {partition}",
-                            code.as_str()
+                        return Err(super::ArgumentError::new(
+                            "--commune <COMMUNE>",
+                            code.as_str(),
+                            format!("it is not a commune of --partition {partition}"),
                         )
                         .into());
                     }
@@ -369,12 +370,29 @@ pub async fn run(
             gateway,
             on,
         } => {
-            let instruction = InstructionId::parse(&instruction)
-                .ok_or("an instruction id looks like pay:7:2026-12:1")?;
+            let Some(instruction) = InstructionId::parse(&instruction) else {
+                return Err(super::ArgumentError::new(
+                    "--instruction <INSTRUCTION>",
+                    instruction,
+                    "an instruction id looks like pay:7:2026-12:1",
+                )
+                .into());
+            };
             let channel = match (kind, gateway) {
                 (Some(k), Some(g)) => Some(channel(k, g)),
                 (None, None) => None,
-                _ => return Err("give both --channel and --gateway, or neither".into()),
+                (k, _) => {
+                    let (missing, given) = match k {
+                        Some(_) => ("--gateway <GATEWAY>", "--channel"),
+                        None => ("--channel <CHANNEL>", "--gateway"),
+                    };
+                    return Err(super::ArgumentError::new(
+                        missing,
+                        "",
+                        format!("{given} is given: give both --channel and --gateway, or neither"),
+                    )
+                    .into());
+                }
             };
             (
                 partition,
@@ -771,6 +789,14 @@ async fn reconcile(
             return Ok(super::not_found(json, "gateway", want));
         }
     }
+    // The CSV first: a path that cannot be written fails the command before the report
+    // is printed, so `--json` prints one document either way.
+    if let Some(path) = &csv {
+        let text = ansinh::payments_report::reconciliation_csv_rows(
+            rows.iter().map(|(p, g, d, day)| (p, **d, g, *day)),
+        );
+        std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
     if json {
         let v: Vec<_> = rows
             .iter()
@@ -785,13 +811,7 @@ async fn reconcile(
                 println!("     mismatch {}: {}", m.instruction, describe(&m.kind));
             }
         }
-    }
-    if let Some(path) = csv {
-        let text = ansinh::payments_report::reconciliation_csv_rows(
-            rows.iter().map(|(p, g, d, day)| (p, **d, g, *day)),
-        );
-        std::fs::write(&path, text)?;
-        if !json {
+        if let Some(path) = &csv {
             println!("wrote {}", path.display());
         }
     }

@@ -9,31 +9,41 @@ use super::BoxError;
 
 /// `ansinh projections catch-up`: applies the events not yet projected and prints the
 /// position reached.
-pub async fn catch_up(runtime: &Runtime) -> Result<ExitCode, BoxError> {
+pub async fn catch_up(runtime: &Runtime, json: bool) -> Result<ExitCode, BoxError> {
     let projector = &runtime.projector;
     let mut stream = runtime.ledger.stream().clone();
     let n = projector
         .catch_up(&mut stream, runtime.ledger.config())
         .await?;
-    println!(
-        "applied {n} events; position: stream sequence {}",
-        projector.position()?.last.stream_sequence
-    );
+    let position = projector.position()?.last.stream_sequence;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"applied": n, "stream_sequence": position})
+        );
+    } else {
+        println!("applied {n} events; position: stream sequence {position}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `ansinh projections rebuild`: drops every projection, replays the log from the start
 /// and prints the fingerprint of the result (equal runs give equal fingerprints).
-pub async fn rebuild(runtime: &Runtime) -> Result<ExitCode, BoxError> {
+pub async fn rebuild(runtime: &Runtime, json: bool) -> Result<ExitCode, BoxError> {
     let projector = &runtime.projector;
     let mut stream = runtime.ledger.stream().clone();
     let n = projector
         .rebuild(&mut stream, runtime.ledger.config())
         .await?;
-    println!(
-        "rebuilt from {n} events; fingerprint {}",
-        projector.fingerprint()?
-    );
+    let fingerprint = projector.fingerprint()?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"events": n, "fingerprint": fingerprint.to_string()})
+        );
+    } else {
+        println!("rebuilt from {n} events; fingerprint {fingerprint}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

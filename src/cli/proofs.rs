@@ -8,12 +8,12 @@ use std::process::ExitCode;
 
 use ansinh::app::Runtime;
 use ansinh::bundle::Scope;
-use ansinh::bundle::export::ExportRequest;
+use ansinh::bundle::export::{ExportError, ExportRequest};
 use ansinh::chain::Partition;
 use ansinh::checkpoint::{self, CheckpointConfig};
 use ansinh::domain::ids::{CommuneCode, HouseholdId};
 
-use super::{BoxError, exit_code, unknown_partition};
+use super::{ArgumentError, BoxError, exit_code, not_found, unknown_partition};
 
 /// `ansinh audit checkpoint`: signs and publishes a checkpoint of one partition, or of
 /// every partition with events since its last one.
@@ -154,7 +154,9 @@ pub fn scope(household: Option<HouseholdId>, commune: Option<CommuneCode>) -> Sc
 }
 
 /// `ansinh audit export`: writes the auditor bundle of `request` to `out` (publishing
-/// checkpoints first with `checkpoint_first`) and verifies it as an auditor would.
+/// checkpoints first with `checkpoint_first`) and verifies it as an auditor would. A
+/// household or commune with no event (within the dates) is NOT FOUND (exit 1), as in
+/// every report; dates that run backwards are an argument error (exit 2).
 pub async fn export(
     runtime: &Runtime,
     checkpoints: &CheckpointConfig,
@@ -164,6 +166,31 @@ pub async fn export(
     out: &Path,
     json: bool,
 ) -> Result<ExitCode, BoxError> {
+    if let (Some(from), Some(to)) = (request.from, request.to) {
+        if to < from {
+            return Err(ArgumentError::new(
+                "--to <TO>",
+                to,
+                format!("the last date is before --from {from}: the dates run forward"),
+            )
+            .into());
+        }
+    }
+    let (what, value) = match &request.scope {
+        Scope::Household(h) => ("household", h.as_str()),
+        Scope::Commune(c) => ("commune", c.as_str()),
+    };
+    let what = match (request.from, request.to) {
+        (None, None) => what.to_owned(),
+        (Some(from), None) => format!("event from {from} of {what}"),
+        (None, Some(to)) => format!("event up to {to} of {what}"),
+        (Some(from), Some(to)) => format!("event from {from} to {to} of {what}"),
+    };
+    // A province the log never saw holds none of its events: said before a checkpoint
+    // of it is asked for (`--checkpoint`).
+    if !super::partition_exists(runtime, &request.partition()?).await? {
+        return Ok(not_found(json, &what, value));
+    }
     let ok = ansinh::bundle::cli::export_bundle(
         runtime,
         checkpoints,
@@ -173,5 +200,11 @@ pub async fn export(
         out,
         json,
     );
-    Ok(exit_code(ok.await?))
+    match ok.await {
+        Ok(ok) => Ok(exit_code(ok)),
+        Err(e) if matches!(e.downcast_ref(), Some(ExportError::Empty(_))) => {
+            Ok(not_found(json, &what, value))
+        }
+        Err(e) => Err(e),
+    }
 }

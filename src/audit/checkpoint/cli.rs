@@ -509,8 +509,16 @@ pub async fn rotate(
     runtime: &Runtime,
     config: &CheckpointConfig,
     data_dir: &Path,
+    json: bool,
 ) -> Result<bool, BoxError> {
     let (old, new) = rotate_key(&runtime.ledger, config, runtime.key_home(data_dir)).await?;
-    println!("ROTATED the ledger key {old} -> {new}; checkpoints signed by {old} still verify");
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"rotated": true, "old_key_id": old, "new_key_id": new})
+        );
+    } else {
+        println!("ROTATED the ledger key {old} -> {new}; checkpoints signed by {old} still verify");
+    }
     Ok(true)
 }
