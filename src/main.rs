@@ -38,9 +38,10 @@ struct Cli {
     /// several separated by commas (nats://n1:4222,nats://n2:4222,nats://n3:4222).
     #[arg(long, env = "ANSINH_NATS_URL", global = true)]
     nats: Option<String>,
-    /// Copies the cluster keeps of the event stream, the checkpoint stream and the
-    /// citizen claims stream when it creates them (3 on a 3-node cluster); an existing stream
-    /// with fewer is refused, and so is 1 on a server that is a node of a cluster.
+    /// Copies the cluster keeps of the event stream, the checkpoint stream, the citizen
+    /// claims stream and the vault, directory, requests and jobs buckets when it creates
+    /// them (3 on a 3-node cluster); an existing one with fewer is refused, and so is 1 on
+    /// a server that is a node of a cluster.
     #[arg(long, env = "ANSINH_REPLICAS", default_value_t = 1, global = true,
           value_parser = clap::value_parser!(u16).range(1..=5))]
     replicas: u16,
@@ -208,7 +209,8 @@ enum Command {
         #[command(subcommand)]
         command: ProjectionCommand,
     },
-    /// Serve the staff HTTP JSON API (bearer tokens from the staff file).
+    /// Serve the staff HTTP JSON API and web console (bearer tokens from the ledger's
+    /// directory bucket; a staff file of an earlier version is imported at start).
     Serve {
         /// The address the staff API (and /metrics, /healthz, /readyz) listens on. Example: 0.0.0.0:8080
         #[arg(long, default_value = "127.0.0.1:8080")]

@@ -346,12 +346,24 @@ async fn verify_chain(
                 Some(store) => ansinh::verify::quarantine_broken(store, &e)?,
                 None => None,
             };
+            // Every other broken partition is stopped with the first.
+            let also_stopped: Vec<String> = match (&stopped, &e) {
+                (Some(_), ansinh::verify::VerifyError::Broken { also, .. }) => {
+                    also.iter().map(|b| b.partition.clone()).collect()
+                }
+                _ => Vec::new(),
+            };
             if json {
-                let document = serde_json::json!({"ok": false, "error": e.to_string(), "appends_stopped": stopped});
+                let document = serde_json::json!({
+                    "ok": false,
+                    "error": e.to_string(),
+                    "appends_stopped": stopped,
+                    "appends_also_stopped": also_stopped,
+                });
                 return Ok(ChainVerdict::failed(ExitCode::from(1), Some(document)));
             } else {
                 println!("FAILED: {e}");
-                if let Some(p) = stopped {
+                for p in stopped.iter().chain(&also_stopped) {
                     println!(
                         "appends to partition {p} are stopped: repair the message and run `ansinh admin accept-head --partition {p}`, or for a foreign message accept the head and exclude it with `ansinh admin exclude-message` (docs/OPERATIONS.md, sections 4.2 and 4.3)"
                     );
