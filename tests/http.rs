@@ -655,6 +655,70 @@ async fn a_registration_whose_request_timed_out_is_recorded_all_the_same() {
     assert_eq!(again.body["duplicate"], true);
 }
 
+/// `REQUESTS_IN_FLIGHT_MAX` bounds the requests of the whole server, not of each route:
+/// with every slot held by registrations (waiting on held claims), a request to another
+/// route waits for a slot, and is answered once one is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_are_bounded_across_routes() {
+    let mut api = None;
+    // Longer than the test can take: a registration or the probe that timed out while
+    // the slots are held would free its slot, and this test is about the bound alone.
+    let s = serve_prepared(None, |a| {
+        a.set_request_timeout(std::time::Duration::from_secs(120));
+        api = Some(a.clone());
+    })
+    .await;
+    let api = api.unwrap();
+    let held = s.service.hold_claims().await.unwrap();
+    let max = http::REQUESTS_IN_FLIGHT_MAX;
+    let households: Vec<_> = (0..max)
+        .map(|n| format!("0100007-{:06}", 100 + n))
+        .collect();
+    let citizens: Vec<_> = (0..max).map(|n| format!("001085{:06}", 100 + n)).collect();
+    let registrations =
+        futures::future::join_all((0..max).map(|n| s.register(&households[n], &citizens[n])));
+    tokio::pin!(registrations);
+    // Until every registration holds a slot (each then waits on the held claims).
+    let filled = async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while api.requests_in_flight() < max {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} in flight",
+                api.requests_in_flight()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        _ = &mut registrations => panic!("a registration was answered while its claims were held"),
+        () = filled => {}
+    }
+    let probe = s.client.get(format!("{}/healthz", s.base)).send();
+    tokio::pin!(probe);
+    // While the slots are held the probe cannot be answered, however long it waits: a
+    // bound on the test, not a speed asserted.
+    tokio::select! {
+        _ = &mut registrations => panic!("a registration was answered while its claims were held"),
+        answered = &mut probe => panic!(
+            "/healthz was answered with every slot held: {:?}",
+            answered.map(|r| r.status())
+        ),
+        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+    }
+    assert_eq!(api.requests_in_flight(), max);
+    drop(held);
+    let (registered, probed) = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        tokio::join!(registrations, probe)
+    })
+    .await
+    .expect("the requests were not answered once the claims were released");
+    assert_eq!(probed.unwrap().status(), StatusCode::OK);
+    for answer in registered {
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_a_write_returns_its_receipt_and_appends_nothing() {
     let s = server().await;

@@ -66,7 +66,8 @@ pub use schema::Schemas;
 /// Largest request body read; a bigger one is refused with 413 before it is parsed.
 /// A household with 60 members is under 10 KiB of JSON.
 pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
-/// Requests handled at once; more wait (inside the timeout) for a slot. Each in-flight
+/// Requests handled at once by the whole server, whatever their routes; more wait
+/// (inside the timeout) for a slot. Each in-flight
 /// write holds a slot in a partition writer's bounded queue, so this also bounds how
 /// much of that queue HTTP can take.
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 64;
@@ -327,6 +328,9 @@ struct Inner {
     /// Events of the log the proof routes read, all requests together
     /// (`Api::proof_events_read`).
     proof_events: Arc<crate::checkpoint::read::ReadCount>,
+    /// The `REQUESTS_IN_FLIGHT_MAX` slots of the whole server: one semaphore every route
+    /// shares (`router`), not one each.
+    request_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// What the gateway routes need: the keys that authenticate gateways, and the ledger side
@@ -406,6 +410,7 @@ impl Api {
             embedded_server: std::sync::OnceLock::new(),
             request_timeout: std::sync::OnceLock::new(),
             proof_events: Arc::default(),
+            request_slots: Arc::new(tokio::sync::Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
         })))
     }
 
@@ -445,6 +450,13 @@ impl Api {
     #[doc(hidden)]
     pub fn set_request_timeout(&self, timeout: Duration) {
         let _ = self.0.request_timeout.set(timeout);
+    }
+
+    /// Requests holding one of the `REQUESTS_IN_FLIGHT_MAX` slots now (a test's view of
+    /// the bound).
+    #[doc(hidden)]
+    pub fn requests_in_flight(&self) -> usize {
+        REQUESTS_IN_FLIGHT_MAX - self.0.request_slots.available_permits()
     }
 
     /// How long a request may take, its wait for a slot included.
@@ -1177,6 +1189,11 @@ pub fn router(api: Api) -> Router {
         .merge(console::routes())
         .fallback(|| async { ApiError::NoSuchRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    // `Router::layer` wraps each route and method apart, so a limit that made its own
+    // semaphore would bound each of them alone (70 routes and methods: ~4,500 requests);
+    // this one's semaphore is the server's, shared by every copy.
+    let slots =
+        tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(api.0.request_slots.clone());
     v1.layer(axum::middleware::from_fn(writes_run_to_their_end))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .layer(
@@ -1188,7 +1205,7 @@ pub fn router(api: Api) -> Router {
                 // The timeout covers the wait for a slot, so a queue of waiting requests
                 // is bounded in time as well as in number.
                 .timeout(timeout)
-                .concurrency_limit(REQUESTS_IN_FLIGHT_MAX),
+                .layer(slots),
         )
         .layer(axum::middleware::map_response(no_store))
         // Outermost, so a request that timed out is counted with its 503 too.
