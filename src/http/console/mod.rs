@@ -285,6 +285,20 @@ pub fn plain_words(lang: Lang, e: &ApiError) -> String {
             tracing::error!("console: {e}");
             lang.t(T::Internal).into()
         }
+        // An export that failed inside the server is told as such: its detail (NATS
+        // addresses, key files) is for the log. What the reader can act on (not yet
+        // covered, nothing to export, too many events) is told whole.
+        ApiError::Export(_) => match e.kind().as_str() {
+            "LedgerUnavailable" => {
+                tracing::warn!("console: {e}");
+                lang.t(T::Unavailable).into()
+            }
+            "Internal" => {
+                tracing::error!("console: {e}");
+                lang.t(T::Internal).into()
+            }
+            _ => e.to_string(),
+        },
         other => other.to_string(),
     }
 }
@@ -726,4 +740,33 @@ async fn home(session: Session) -> Response {
         (households::search_form(&session, "", &Problems::default()))
     };
     page(lang, lang.t(T::Home), Some(&session), body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The console's own rule for internal failures holds for an export's too: the
+    /// counter reads that the ledger is unavailable (or failed), never the detail.
+    #[test]
+    fn an_export_failure_is_told_without_its_detail() {
+        use crate::bundle::BundleError;
+        use crate::bundle::export::ExportError;
+        use crate::checkpoint::CheckpointError;
+        let unreachable = ApiError::Export(ExportError::Checkpoint(CheckpointError::Nats(
+            "nats://10.1.2.3:4222 gone".into(),
+        )));
+        assert_eq!(
+            plain_words(Lang::En, &unreachable),
+            Lang::En.t(T::Unavailable)
+        );
+        let broken = ApiError::Export(ExportError::SelfCheck(BundleError::Read {
+            file: "/srv/ansinh/10.1.2.3".into(),
+            reason: "no such file".into(),
+        }));
+        assert_eq!(plain_words(Lang::En, &broken), Lang::En.t(T::Internal));
+        // What the reader can act on is told whole.
+        let too_many = ApiError::Export(ExportError::TooMany);
+        assert_eq!(plain_words(Lang::En, &too_many), too_many.to_string());
+    }
 }
