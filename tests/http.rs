@@ -719,6 +719,48 @@ async fn requests_in_flight_are_bounded_across_routes() {
     }
 }
 
+/// A client that opens a connection and never finishes its request's headers (slowloris)
+/// is disconnected once the header-read timeout passes, rather than holding a task and a
+/// file descriptor of the server for as long as it likes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = serve_prepared(None, |api| {
+        api.set_header_read_timeout(std::time::Duration::from_secs(1))
+    })
+    .await;
+    let address = s.base.trim_start_matches("http://");
+    let mut slow = tokio::net::TcpStream::connect(address).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    // A bound on the test, far past the timeout: without one the read never ends.
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        slow.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server still holds a connection whose headers never came");
+    // Closed, or reset; perhaps after a 408, never after an answer to the request.
+    if let Err(e) = read {
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    // A client that sends its headers whole is answered as before.
+    let health = s
+        .client
+        .get(format!("{}/healthz", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_a_write_returns_its_receipt_and_appends_nothing() {
     let s = server().await;

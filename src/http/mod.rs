@@ -75,6 +75,17 @@ pub const REQUESTS_IN_FLIGHT_MAX: usize = 64;
 /// `Timeout`. A write that timed out may still be recorded: retry it with the same
 /// `Idempotency-Key` to learn its receipt.
 pub const REQUEST_TIMEOUT_MS: u64 = 15_000;
+/// Longest a client may take to send a request's headers (on a new connection, or on
+/// one kept alive between requests) before the connection is closed, so a client that
+/// trickles them (slowloris) holds a task and a file descriptor only this long.
+pub const HEADER_READ_TIMEOUT_MS: u64 = 30_000;
+/// Connections served at once; a client past it waits in the listen backlog until one
+/// closes. With `HEADER_READ_TIMEOUT_MS` it bounds what clients can hold before a request
+/// is even read (tasks, file descriptors below the process's limit).
+pub const CONNECTIONS_MAX: usize = 1_024;
+/// How long the accept loop rests after an accept that failed for a reason other than
+/// the connection itself (out of file descriptors): trying again at once would spin.
+const ACCEPT_FAILED_REST: Duration = Duration::from_secs(1);
 /// The staff file inside the data directory, unless `--staff` names another.
 pub const STAFF_FILE: &str = "staff.json";
 /// sled tree of this API's idempotency fingerprints: scoped key -> request hash.
@@ -331,6 +342,9 @@ struct Inner {
     /// The `REQUESTS_IN_FLIGHT_MAX` slots of the whole server: one semaphore every route
     /// shares (`router`), not one each.
     request_slots: Arc<tokio::sync::Semaphore>,
+    /// How long a client may take to send a request's headers (`HEADER_READ_TIMEOUT_MS`
+    /// unless a test set a shorter one, `set_header_read_timeout`).
+    header_read_timeout: std::sync::OnceLock<Duration>,
 }
 
 /// What the gateway routes need: the keys that authenticate gateways, and the ledger side
@@ -411,6 +425,7 @@ impl Api {
             request_timeout: std::sync::OnceLock::new(),
             proof_events: Arc::default(),
             request_slots: Arc::new(tokio::sync::Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
+            header_read_timeout: std::sync::OnceLock::new(),
         })))
     }
 
@@ -450,6 +465,23 @@ impl Api {
     #[doc(hidden)]
     pub fn set_request_timeout(&self, timeout: Duration) {
         let _ = self.0.request_timeout.set(timeout);
+    }
+
+    /// Sets how long a client may take to send a request's headers (once, before `serve`;
+    /// later calls change nothing; default `HEADER_READ_TIMEOUT_MS`), so a test of a client
+    /// that never finishes them waits a second.
+    #[doc(hidden)]
+    pub fn set_header_read_timeout(&self, timeout: Duration) {
+        let _ = self.0.header_read_timeout.set(timeout);
+    }
+
+    /// How long a client may take to send a request's headers.
+    pub fn header_read_timeout(&self) -> Duration {
+        self.0
+            .header_read_timeout
+            .get()
+            .copied()
+            .unwrap_or(Duration::from_millis(HEADER_READ_TIMEOUT_MS))
     }
 
     /// Requests holding one of the `REQUESTS_IN_FLIGHT_MAX` slots now (a test's view of
@@ -1284,14 +1316,75 @@ async fn count_request(
 
 /// Serves `api` on `listener` until `shutdown` completes, then lets requests in flight
 /// finish.
+///
+/// Not `axum::serve`: it sets hyper no timer, so a connection could take for ever to send
+/// its headers (slowloris), and it takes every connection offered. Here each connection
+/// has `Api::header_read_timeout` to send a request's headers, and at most
+/// `CONNECTIONS_MAX` are served at once.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     api: Api,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(api))
-        .with_graceful_shutdown(shutdown)
-        .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let header_read_timeout = api.header_read_timeout();
+    let service = hyper_util::service::TowerToHyperService::new(router(api));
+    let connections = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
+    // Tells every connection to finish the request it is on and close.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = connections.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    tracing::error!("http: accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_FAILED_REST).await;
+                    continue;
+                }
+            },
+        };
+        // Answers are small and written whole: no reason to hold one back.
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let mut stopping = stopping.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut http1 = hyper::server::conn::http1::Builder::new();
+            http1
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            let connection = http1.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                // Errors are a client's (gone, too slow, not HTTP): nothing to do.
+                _ = connection.as_mut() => return,
+                _ = stopping.wait_for(|stop| *stop) => connection.as_mut().graceful_shutdown(),
+            }
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    // Every connection's slot back: the requests in flight are answered.
+    let _ = connections.acquire_many(CONNECTIONS_MAX as u32).await;
+    Ok(())
+}
+
+/// An accept error that concerns the one connection (it was reset before it was
+/// accepted): the next accept may well succeed.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
 }
 
 /// `ansinh serve`: loads the staff file and the gateway registry, binds `listen` and the
