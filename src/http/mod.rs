@@ -345,6 +345,9 @@ struct Inner {
     /// How long a client may take to send a request's headers (`HEADER_READ_TIMEOUT_MS`
     /// unless a test set a shorter one, `set_header_read_timeout`).
     header_read_timeout: std::sync::OnceLock<Duration>,
+    /// Whether the console's cookies are `Secure` whatever the request says: `serve` sets
+    /// it from the address it listens on (`set_secure_cookies`); true until then.
+    secure_cookies: std::sync::OnceLock<bool>,
 }
 
 /// What the gateway routes need: the keys that authenticate gateways, and the ledger side
@@ -426,6 +429,7 @@ impl Api {
             proof_events: Arc::default(),
             request_slots: Arc::new(tokio::sync::Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
             header_read_timeout: std::sync::OnceLock::new(),
+            secure_cookies: std::sync::OnceLock::new(),
         })))
     }
 
@@ -482,6 +486,19 @@ impl Api {
             .get()
             .copied()
             .unwrap_or(Duration::from_millis(HEADER_READ_TIMEOUT_MS))
+    }
+
+    /// Sets whether the console's cookies are `Secure` (and named `__Host-`) whatever the
+    /// request says (once; later calls change nothing). `serve` sets it from the address
+    /// it listens on: false on loopback only, where plain HTTP reaches no one else.
+    pub fn set_secure_cookies(&self, secure: bool) {
+        let _ = self.0.secure_cookies.set(secure);
+    }
+
+    /// Whether the console's cookies are `Secure` whatever the request says: true unless
+    /// `set_secure_cookies` said otherwise.
+    pub fn secure_cookies(&self) -> bool {
+        self.0.secure_cookies.get().copied().unwrap_or(true)
     }
 
     /// Requests holding one of the `REQUESTS_IN_FLIGHT_MAX` slots now (a test's view of
@@ -1239,7 +1256,10 @@ pub fn router(api: Api) -> Router {
                 .timeout(timeout)
                 .layer(slots),
         )
-        .layer(axum::middleware::map_response(no_store))
+        .layer(axum::middleware::map_response_with_state(
+            api.clone(),
+            no_store,
+        ))
         // Outermost, so a request that timed out is counted with its 503 too.
         .layer(axum::middleware::from_fn(count_request))
         .with_state(api)
@@ -1278,7 +1298,13 @@ async fn writes_run_to_their_end(
 /// site would press a console button: the session cookie's `SameSite=Strict` keeps a
 /// cross-site frame signed out today, and these headers keep it so behind a site of the
 /// same registrable domain too.
-async fn no_store(mut response: axum::response::Response) -> axum::response::Response {
+///
+/// Where cookies are `Secure` (the console is reached over TLS) the browser is told to
+/// use HTTPS only.
+async fn no_store(
+    cookies: console::session::Cookies,
+    mut response: axum::response::Response,
+) -> axum::response::Response {
     use axum::http::{HeaderValue, header};
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -1287,6 +1313,13 @@ async fn no_store(mut response: axum::response::Response) -> axum::response::Res
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("frame-ancestors 'none'"),
     );
+    if cookies.secure() {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_str(&format!("max-age={}", console::session::HSTS_MAX_AGE_S))
+                .expect("digits"),
+        );
+    }
     response
 }
 
@@ -1315,7 +1348,8 @@ async fn count_request(
 }
 
 /// Serves `api` on `listener` until `shutdown` completes, then lets requests in flight
-/// finish.
+/// finish. The console's cookies are `Secure` unless `listener` is on loopback
+/// (`Api::set_secure_cookies`).
 ///
 /// Not `axum::serve`: it sets hyper no timer, so a connection could take for ever to send
 /// its headers (slowloris), and it takes every connection offered. Here each connection
@@ -1327,6 +1361,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
+    let listening = listener.local_addr()?;
+    api.set_secure_cookies(!listening.ip().to_canonical().is_loopback());
     let header_read_timeout = api.header_read_timeout();
     let service = hyper_util::service::TowerToHyperService::new(router(api));
     let connections = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
@@ -1464,7 +1500,15 @@ pub async fn run(
         crate::gateway::DEFAULT_SUBJECT_PREFIX,
         registry.current().gateways().len(),
     );
-    eprintln!("ansinh: the web console is at http://{bound}/");
+    if bound.ip().to_canonical().is_loopback() {
+        eprintln!("ansinh: the web console is at http://{bound}/");
+    } else {
+        // Its cookies are Secure from here on (`serve`): over plain HTTP from another
+        // machine nobody could sign in, and the operator should know why.
+        eprintln!(
+            "ansinh: the web console is at http://{bound}/, to be reached through a TLS proxy: its cookies are Secure (docs/OPERATIONS.md, section 1a)"
+        );
+    }
     // Caught before anyone can know we listen (the line below).
     let stopping = stop_signal();
     // Last, and in this form: tests and scripts wait for this line to know it listens.

@@ -37,7 +37,7 @@ use super::extract::IdempotencyKey;
 use super::households::Write;
 use super::{Api, ApiError};
 use i18n::{Lang, T};
-use session::{CSRF_FIELD, PageLang, SIGN_IN_COOKIE, Session};
+use session::{CSRF_FIELD, Cookies, PageLang, Sent, Session};
 
 /// The hidden field carrying a form's idempotency key.
 pub const IDEMPOTENCY_FIELD: &str = "idem";
@@ -593,13 +593,14 @@ struct SignInQuery {
 async fn sign_in_page(
     State(api): State<Api>,
     PageLang(lang): PageLang,
+    cookies: Cookies,
     headers: axum::http::HeaderMap,
     query: axum::extract::Query<SignInQuery>,
 ) -> Response {
-    if let (Some(value), Ok(keys)) = (
-        session::cookie(&headers, session::SESSION_COOKIE),
-        keys(&api).await,
-    ) {
+    // Two session cookies are none (`Sent::Repeated`): the form, to sign in again.
+    if let (Sent::Once(value), Ok(keys)) =
+        (session::sent(&headers, cookies.session()), keys(&api).await)
+    {
         if keys
             .signed_in(value, &api.staff(), session::now_unix_s())
             .is_some()
@@ -608,13 +609,13 @@ async fn sign_in_page(
         }
     }
     let message = query.expired.map(|_| lang.t(T::SessionExpired));
-    sign_in_form(lang, &headers, message, StatusCode::OK)
+    sign_in_form(lang, cookies, message, StatusCode::OK)
 }
 
 /// The sign-in form, with a fresh sign-in CSRF token in a cookie and a hidden field.
 fn sign_in_form(
     lang: Lang,
-    headers: &axum::http::HeaderMap,
+    cookies: Cookies,
     message: Option<&str>,
     status: StatusCode,
 ) -> Response {
@@ -637,7 +638,7 @@ fn sign_in_form(
     let mut response = (status, page(lang, lang.t(T::SignIn), None, body)).into_response();
     response.headers_mut().append(
         SET_COOKIE,
-        session::set_cookie(headers, SIGN_IN_COOKIE, &token, session::SESSION_LIFETIME_S),
+        cookies.set(cookies.sign_in(), &token, session::SESSION_LIFETIME_S),
     );
     response
 }
@@ -646,17 +647,22 @@ fn sign_in_form(
 async fn sign_in(
     State(api): State<Api>,
     PageLang(lang): PageLang,
+    cookies: Cookies,
     headers: axum::http::HeaderMap,
     FormBody(fields): FormBody,
 ) -> Response {
-    let expected = session::cookie(&headers, SIGN_IN_COOKIE).unwrap_or_default();
+    // Sent twice, one of them could be a token another host of the domain planted.
+    let expected = match session::sent(&headers, cookies.sign_in()) {
+        Sent::Once(token) => token,
+        Sent::Absent | Sent::Repeated => "",
+    };
     if !session::tokens_equal(fields.get(CSRF_FIELD), expected) {
         return forbidden(lang, lang.t(T::CsrfRefused));
     }
     let Some(caller) = api.staff().authenticate(fields.get("token")).cloned() else {
         return sign_in_form(
             lang,
-            &headers,
+            cookies,
             Some(lang.t(T::UnknownToken)),
             StatusCode::UNAUTHORIZED,
         );
@@ -675,40 +681,31 @@ async fn sign_in(
     let h = response.headers_mut();
     h.append(
         SET_COOKIE,
-        session::set_cookie(
-            &headers,
-            session::SESSION_COOKIE,
-            &value,
-            session::SESSION_LIFETIME_S,
-        ),
+        cookies.set(cookies.session(), &value, session::SESSION_LIFETIME_S),
     );
-    h.append(
-        SET_COOKIE,
-        session::set_cookie(&headers, SIGN_IN_COOKIE, "", 0),
-    );
+    h.append(SET_COOKIE, cookies.set(cookies.sign_in(), "", 0));
     response
 }
 
 /// `POST /console/sign-out`: clears the session cookie. The cookie is the whole session
 /// (ADR 0011): a copy taken before sign-out stays good until it expires.
-async fn sign_out(
-    session: Session,
-    headers: axum::http::HeaderMap,
-    FormBody(fields): FormBody,
-) -> Response {
+async fn sign_out(session: Session, cookies: Cookies, FormBody(fields): FormBody) -> Response {
     if let Some(refused) = session.csrf_refusal(&fields) {
         return refused;
     }
     let mut response = Redirect::to("/").into_response();
-    response.headers_mut().append(
-        SET_COOKIE,
-        session::set_cookie(&headers, session::SESSION_COOKIE, "", 0),
-    );
+    response
+        .headers_mut()
+        .append(SET_COOKIE, cookies.set(cookies.session(), "", 0));
     response
 }
 
 /// `GET /lang/{vi|en}`: remembers the language and goes back to the page it came from.
-async fn switch_language(Path(code): Path<String>, headers: axum::http::HeaderMap) -> Response {
+async fn switch_language(
+    Path(code): Path<String>,
+    cookies: Cookies,
+    headers: axum::http::HeaderMap,
+) -> Response {
     let lang = Lang::parse(&code).unwrap_or_default();
     // Back to the referring page of the console only: its path, never another host. A
     // path that is not the console's own is refused rather than filtered for what a
@@ -727,7 +724,7 @@ async fn switch_language(Path(code): Path<String>, headers: axum::http::HeaderMa
     let mut response = Redirect::to(&back).into_response();
     response.headers_mut().append(
         SET_COOKIE,
-        session::set_cookie(&headers, session::LANG_COOKIE, lang.code(), 365 * 86_400),
+        cookies.set(session::LANG_COOKIE, lang.code(), 365 * 86_400),
     );
     response
 }
