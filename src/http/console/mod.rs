@@ -478,6 +478,45 @@ progress{width:24em;height:1.1em}
 svg text{font-family:system-ui,sans-serif;font-size:11px}
 "#;
 
+/// What a page may load (`Content-Security-Policy`, on every answer): its one inline
+/// style, named by its SHA-256, and nothing else (no script, image, font or frame); its
+/// forms post to this site only, and no `<base>` may move its links.
+pub fn content_security_policy() -> axum::http::HeaderValue {
+    static POLICY: std::sync::OnceLock<axum::http::HeaderValue> = std::sync::OnceLock::new();
+    POLICY
+        .get_or_init(|| {
+            use sha2::Digest as _;
+            let style = base64(&sha2::Sha256::digest(STYLE.as_bytes()));
+            axum::http::HeaderValue::from_str(&format!(
+                "default-src 'none'; style-src 'sha256-{style}'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+            ))
+            .expect("the policy is ASCII")
+        })
+        .clone()
+}
+
+/// Standard base64 with padding (RFC 4648), as a CSP hash source spells a digest.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// The page frame: header with the areas the reader may use, language switch, sign-out.
 pub fn page(lang: Lang, title: &str, session: Option<&Session>, body: Markup) -> Html<String> {
     framed(lang, title, session, None, body)
@@ -765,5 +804,32 @@ mod tests {
         // What the reader can act on is told whole.
         let too_many = ApiError::Export(ExportError::TooMany);
         assert_eq!(plain_words(Lang::En, &too_many), too_many.to_string());
+    }
+
+    /// The policy names the style a page carries, byte for byte (a browser applies no
+    /// other), and base64 is spelled as RFC 4648's known answers.
+    #[test]
+    fn the_policy_allows_the_pages_own_style() {
+        use sha2::Digest as _;
+        for (bytes, text) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(bytes), text);
+        }
+        let html = page(Lang::Vi, "x", None, html! {}).0;
+        let start = html.find("<style>").unwrap() + "<style>".len();
+        let end = html.find("</style>").unwrap();
+        let hash = base64(&sha2::Sha256::digest(&html.as_bytes()[start..end]));
+        let policy = content_security_policy();
+        let policy = policy.to_str().unwrap();
+        assert!(
+            policy.contains(&format!("style-src 'sha256-{hash}'")),
+            "{policy}"
+        );
+        assert!(policy.starts_with("default-src 'none';"), "{policy}");
     }
 }
