@@ -110,6 +110,16 @@ async fn console_with(
     instant: Option<&str>,
     request_timeout: Option<std::time::Duration>,
 ) -> Console {
+    console_listening(instant, request_timeout, "127.0.0.1:0").await
+}
+
+/// `console_with`, listening on `listen` (`serve` decides how cookies are set from it),
+/// reached on loopback.
+async fn console_listening(
+    instant: Option<&str>,
+    request_timeout: Option<std::time::Duration>,
+    listen: &str,
+) -> Console {
     let (config, checkpoints) = fresh_checkpointed();
     let dir = tempfile::tempdir().unwrap();
     let ledger = ledger_at(&config, &dir.path().join("store")).await;
@@ -137,7 +147,12 @@ async fn console_with(
     if let Some(timeout) = request_timeout {
         api.set_request_timeout(timeout);
     }
-    let (base, stop) = common::serve(api).await;
+    let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(http::serve(listener, api, async {
+        let _ = stopped.await;
+    }));
     Console {
         base,
         client: reqwest::Client::builder()
@@ -162,6 +177,17 @@ fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
         .filter_map(|v| v.split(';').next()?.split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_owned())
+}
+
+/// The whole `Set-Cookie` line that sets cookie `name` in an answer, attributes included.
+fn set_cookie_line(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
 }
 
 /// The value of the first hidden field `name` on a page.
@@ -390,10 +416,19 @@ async fn console_pages_refuse_frames_and_the_language_switch_stays_on_the_consol
         .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
     assert_eq!(page.headers()["x-frame-options"], "DENY");
-    assert_eq!(
-        page.headers()["content-security-policy"],
-        "frame-ancestors 'none'"
-    );
+    // Nothing but the page's own style, and forms that post to this site only: markup
+    // slipped into a page could neither run a script nor send a form elsewhere.
+    let policy = page.headers()["content-security-policy"].to_str().unwrap();
+    for directive in [
+        "default-src 'none'",
+        "style-src 'sha256-",
+        "form-action 'self'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(policy.contains(directive), "{directive}: {policy}");
+    }
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
     for (referer, back) in [
         (
             "http://h/console/households/0100007-000101",
@@ -1308,4 +1343,127 @@ async fn the_commune_a_household_left_no_longer_sees_its_people() {
             after.main()
         );
     }
+}
+
+/// Served on an address other than loopback, the console can be reached only through a
+/// TLS proxy: its cookies are `Secure` (never sent back over plain HTTP, where anyone on
+/// the way could copy a session) and named `__Host-` (which no sibling host and no
+/// plain-HTTP answer can set), and its answers say to use HTTPS only (HSTS). On loopback
+/// (a desk machine, these tests) they are not, unless a proxy says the request came over
+/// HTTPS.
+#[tokio::test]
+async fn a_session_cookie_is_secure_unless_served_on_loopback() {
+    let public = console_listening(None, None, "0.0.0.0:0").await;
+    let form = public
+        .client
+        .get(format!("{}/", public.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), StatusCode::OK);
+    assert_eq!(
+        form.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
+    let line = set_cookie_line(&form, "__Host-ansinh_sign_in").expect("a __Host- sign-in cookie");
+    assert!(
+        line.contains("; Path=/;") && line.ends_with("; Secure"),
+        "{line}"
+    );
+    assert!(set_cookie(&form, SIGN_IN_COOKIE).is_none());
+    let sign_in = set_cookie(&form, "__Host-ansinh_sign_in").unwrap();
+    let signed_in = public
+        .client
+        .post(format!("{}/sign-in", public.base))
+        .header("cookie", format!("__Host-ansinh_sign_in={sign_in}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[
+            (CSRF_FIELD, &sign_in),
+            ("token", &public.tokens.officer),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    let line = set_cookie_line(&signed_in, "__Host-ansinh_console").expect("a __Host- session");
+    assert!(
+        line.contains("; HttpOnly; SameSite=Strict") && line.ends_with("; Secure"),
+        "{line}"
+    );
+    let session = set_cookie(&signed_in, "__Host-ansinh_console").unwrap();
+    let home = public
+        .get(&format!("__Host-ansinh_console={session}"), "/console")
+        .await;
+    assert_eq!(home.status, StatusCode::OK, "{}", home.main());
+    // The same session under the name a plain-HTTP answer could have set is none.
+    let unprefixed = public
+        .get(&format!("{SESSION_COOKIE}={session}"), "/console")
+        .await;
+    assert_eq!(unprefixed.status, StatusCode::SEE_OTHER);
+
+    let desk = console().await;
+    let form = desk
+        .client
+        .get(format!("{}/", desk.base))
+        .send()
+        .await
+        .unwrap();
+    let line = set_cookie_line(&form, SIGN_IN_COOKIE).expect("a sign-in cookie");
+    assert!(!line.contains("Secure"), "{line}");
+    assert!(form.headers().get("strict-transport-security").is_none());
+    let proxied = desk
+        .client
+        .get(format!("{}/", desk.base))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let line = set_cookie_line(&proxied, "__Host-ansinh_sign_in").expect("a __Host- cookie");
+    assert!(line.ends_with("; Secure"), "{line}");
+    assert_eq!(
+        proxied.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
+}
+
+/// A request that carries two session cookies (one planted by another host of the same
+/// domain, with a longer path that the browser sends first, beside the reader's own) has
+/// no session: taking either could record the reader's work under someone else's name.
+#[tokio::test]
+async fn two_session_cookies_are_no_session() {
+    let c = console().await;
+    let officer = c.sign_in(&c.tokens.officer).await;
+    let auditor = c.sign_in(&c.tokens.auditor).await;
+    let both = c
+        .client
+        .get(format!("{}/console", c.base))
+        .header("cookie", format!("{}; {}", auditor.cookie, officer.cookie))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(both.status(), StatusCode::SEE_OTHER);
+    assert_eq!(both.headers()["location"], "/?expired=1");
+    let cleared = set_cookie_line(&both, SESSION_COOKIE).expect("the session cookie cleared");
+    assert!(
+        cleared.starts_with(&format!("{SESSION_COOKIE}=;")) && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    // Nor is a form posted with them taken.
+    let before = c.events().await;
+    let posted = c
+        .client
+        .post(format!("{}/console/sign-out", c.base))
+        .header("cookie", format!("{}; {}", auditor.cookie, officer.cookie))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&[(CSRF_FIELD, &auditor.csrf)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.headers()["location"], "/?expired=1");
+    assert_eq!(c.events().await, before);
+    // Each alone is still its reader's session.
+    let home = c.get(&officer.cookie, "/console").await;
+    assert_eq!(text_of(&home.page, "who"), "staff:officer");
+    let home = c.get(&auditor.cookie, "/console").await;
+    assert_eq!(text_of(&home.page, "who"), "staff:auditor");
 }

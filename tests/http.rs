@@ -655,6 +655,112 @@ async fn a_registration_whose_request_timed_out_is_recorded_all_the_same() {
     assert_eq!(again.body["duplicate"], true);
 }
 
+/// `REQUESTS_IN_FLIGHT_MAX` bounds the requests of the whole server, not of each route:
+/// with every slot held by registrations (waiting on held claims), a request to another
+/// route waits for a slot, and is answered once one is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_are_bounded_across_routes() {
+    let mut api = None;
+    // Longer than the test can take: a registration or the probe that timed out while
+    // the slots are held would free its slot, and this test is about the bound alone.
+    let s = serve_prepared(None, |a| {
+        a.set_request_timeout(std::time::Duration::from_secs(120));
+        api = Some(a.clone());
+    })
+    .await;
+    let api = api.unwrap();
+    let held = s.service.hold_claims().await.unwrap();
+    let max = http::REQUESTS_IN_FLIGHT_MAX;
+    let households: Vec<_> = (0..max)
+        .map(|n| format!("0100007-{:06}", 100 + n))
+        .collect();
+    let citizens: Vec<_> = (0..max).map(|n| format!("001085{:06}", 100 + n)).collect();
+    let registrations =
+        futures::future::join_all((0..max).map(|n| s.register(&households[n], &citizens[n])));
+    tokio::pin!(registrations);
+    // Until every registration holds a slot (each then waits on the held claims).
+    let filled = async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while api.requests_in_flight() < max {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} in flight",
+                api.requests_in_flight()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        _ = &mut registrations => panic!("a registration was answered while its claims were held"),
+        () = filled => {}
+    }
+    let probe = s.client.get(format!("{}/healthz", s.base)).send();
+    tokio::pin!(probe);
+    // While the slots are held the probe cannot be answered, however long it waits: a
+    // bound on the test, not a speed asserted.
+    tokio::select! {
+        _ = &mut registrations => panic!("a registration was answered while its claims were held"),
+        answered = &mut probe => panic!(
+            "/healthz was answered with every slot held: {:?}",
+            answered.map(|r| r.status())
+        ),
+        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+    }
+    assert_eq!(api.requests_in_flight(), max);
+    drop(held);
+    let (registered, probed) = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        tokio::join!(registrations, probe)
+    })
+    .await
+    .expect("the requests were not answered once the claims were released");
+    assert_eq!(probed.unwrap().status(), StatusCode::OK);
+    for answer in registered {
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    }
+}
+
+/// A client that opens a connection and never finishes its request's headers (slowloris)
+/// is disconnected once the header-read timeout passes, rather than holding a task and a
+/// file descriptor of the server for as long as it likes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = serve_prepared(None, |api| {
+        api.set_header_read_timeout(std::time::Duration::from_secs(1))
+    })
+    .await;
+    let address = s.base.trim_start_matches("http://");
+    let mut slow = tokio::net::TcpStream::connect(address).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    // A bound on the test, far past the timeout: without one the read never ends.
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        slow.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server still holds a connection whose headers never came");
+    // Closed, or reset; perhaps after a 408, never after an answer to the request.
+    if let Err(e) = read {
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    // A client that sends its headers whole is answered as before.
+    let health = s
+        .client
+        .get(format!("{}/healthz", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_a_write_returns_its_receipt_and_appends_nothing() {
     let s = server().await;

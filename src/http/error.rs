@@ -439,11 +439,22 @@ fn payment_rejection_status(r: &crate::domain::payments::Rejection) -> StatusCod
 }
 
 impl ApiError {
-    /// The error as a client is told it: an internal error's detail (stream sequences,
-    /// store paths, the server's messages) stays in the server's log.
+    /// The error as a client is told it: the detail of a failure inside the server or of
+    /// an unavailable ledger (stream sequences, store and key-file paths, NATS addresses,
+    /// the server's messages) stays in the server's log (`into_response` logs every 5xx).
     pub fn public_message(&self) -> String {
         match self {
             ApiError::Internal(_) => "internal error; the server's log has the detail".into(),
+            ApiError::Unavailable(_) => {
+                "ledger unavailable; retry later (the server's log has the detail)".into()
+            }
+            ApiError::Export(e) => match export_kind(e) {
+                "Internal" => "internal error; the server's log has the detail".into(),
+                "LedgerUnavailable" => {
+                    "ledger unavailable; retry later (the server's log has the detail)".into()
+                }
+                _ => self.to_string(),
+            },
             other => other.to_string(),
         }
     }
@@ -638,5 +649,32 @@ mod tests {
         assert_eq!(response.headers()["retry-after"], "1");
         let response = ApiError::Rejected(Rejection::ZeroAmount).into_response();
         assert!(!response.headers().contains_key("retry-after"));
+    }
+
+    /// An export that failed inside the server, and an unavailable ledger, are told
+    /// without their detail (addresses, file paths, the server's messages): the detail is
+    /// in the server's log. What the caller can act on is told whole.
+    #[test]
+    fn an_export_failure_is_told_without_its_detail() {
+        use crate::bundle::BundleError;
+        use crate::bundle::export::ExportError;
+        use crate::checkpoint::CheckpointError;
+        let secret = "nats://10.1.2.3:4222 gone";
+        for e in [
+            ApiError::Export(ExportError::Checkpoint(CheckpointError::Nats(
+                secret.into(),
+            ))),
+            ApiError::Export(ExportError::SelfCheck(BundleError::Read {
+                file: secret.into(),
+                reason: "no such file".into(),
+            })),
+            ApiError::Unavailable(secret.into()),
+        ] {
+            let message = e.public_message();
+            assert!(!message.contains("10.1.2.3"), "{}: {message}", e.kind());
+            assert!(!message.is_empty());
+        }
+        let too_many = ApiError::Export(ExportError::TooMany);
+        assert_eq!(too_many.public_message(), too_many.to_string());
     }
 }

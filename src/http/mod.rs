@@ -66,7 +66,8 @@ pub use schema::Schemas;
 /// Largest request body read; a bigger one is refused with 413 before it is parsed.
 /// A household with 60 members is under 10 KiB of JSON.
 pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
-/// Requests handled at once; more wait (inside the timeout) for a slot. Each in-flight
+/// Requests handled at once by the whole server, whatever their routes; more wait
+/// (inside the timeout) for a slot. Each in-flight
 /// write holds a slot in a partition writer's bounded queue, so this also bounds how
 /// much of that queue HTTP can take.
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 64;
@@ -74,6 +75,17 @@ pub const REQUESTS_IN_FLIGHT_MAX: usize = 64;
 /// `Timeout`. A write that timed out may still be recorded: retry it with the same
 /// `Idempotency-Key` to learn its receipt.
 pub const REQUEST_TIMEOUT_MS: u64 = 15_000;
+/// Longest a client may take to send a request's headers (on a new connection, or on
+/// one kept alive between requests) before the connection is closed, so a client that
+/// trickles them (slowloris) holds a task and a file descriptor only this long.
+pub const HEADER_READ_TIMEOUT_MS: u64 = 30_000;
+/// Connections served at once; a client past it waits in the listen backlog until one
+/// closes. With `HEADER_READ_TIMEOUT_MS` it bounds what clients can hold before a request
+/// is even read (tasks, file descriptors below the process's limit).
+pub const CONNECTIONS_MAX: usize = 1_024;
+/// How long the accept loop rests after an accept that failed for a reason other than
+/// the connection itself (out of file descriptors): trying again at once would spin.
+const ACCEPT_FAILED_REST: Duration = Duration::from_secs(1);
 /// The staff file inside the data directory, unless `--staff` names another.
 pub const STAFF_FILE: &str = "staff.json";
 /// sled tree of this API's idempotency fingerprints: scoped key -> request hash.
@@ -327,6 +339,15 @@ struct Inner {
     /// Events of the log the proof routes read, all requests together
     /// (`Api::proof_events_read`).
     proof_events: Arc<crate::checkpoint::read::ReadCount>,
+    /// The `REQUESTS_IN_FLIGHT_MAX` slots of the whole server: one semaphore every route
+    /// shares (`router`), not one each.
+    request_slots: Arc<tokio::sync::Semaphore>,
+    /// How long a client may take to send a request's headers (`HEADER_READ_TIMEOUT_MS`
+    /// unless a test set a shorter one, `set_header_read_timeout`).
+    header_read_timeout: std::sync::OnceLock<Duration>,
+    /// Whether the console's cookies are `Secure` whatever the request says: `serve` sets
+    /// it from the address it listens on (`set_secure_cookies`); true until then.
+    secure_cookies: std::sync::OnceLock<bool>,
 }
 
 /// What the gateway routes need: the keys that authenticate gateways, and the ledger side
@@ -406,6 +427,9 @@ impl Api {
             embedded_server: std::sync::OnceLock::new(),
             request_timeout: std::sync::OnceLock::new(),
             proof_events: Arc::default(),
+            request_slots: Arc::new(tokio::sync::Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
+            header_read_timeout: std::sync::OnceLock::new(),
+            secure_cookies: std::sync::OnceLock::new(),
         })))
     }
 
@@ -445,6 +469,43 @@ impl Api {
     #[doc(hidden)]
     pub fn set_request_timeout(&self, timeout: Duration) {
         let _ = self.0.request_timeout.set(timeout);
+    }
+
+    /// Sets how long a client may take to send a request's headers (once, before `serve`;
+    /// later calls change nothing; default `HEADER_READ_TIMEOUT_MS`), so a test of a client
+    /// that never finishes them waits a second.
+    #[doc(hidden)]
+    pub fn set_header_read_timeout(&self, timeout: Duration) {
+        let _ = self.0.header_read_timeout.set(timeout);
+    }
+
+    /// How long a client may take to send a request's headers.
+    pub fn header_read_timeout(&self) -> Duration {
+        self.0
+            .header_read_timeout
+            .get()
+            .copied()
+            .unwrap_or(Duration::from_millis(HEADER_READ_TIMEOUT_MS))
+    }
+
+    /// Sets whether the console's cookies are `Secure` (and named `__Host-`) whatever the
+    /// request says (once; later calls change nothing). `serve` sets it from the address
+    /// it listens on: false on loopback only, where plain HTTP reaches no one else.
+    pub fn set_secure_cookies(&self, secure: bool) {
+        let _ = self.0.secure_cookies.set(secure);
+    }
+
+    /// Whether the console's cookies are `Secure` whatever the request says: true unless
+    /// `set_secure_cookies` said otherwise.
+    pub fn secure_cookies(&self) -> bool {
+        self.0.secure_cookies.get().copied().unwrap_or(true)
+    }
+
+    /// Requests holding one of the `REQUESTS_IN_FLIGHT_MAX` slots now (a test's view of
+    /// the bound).
+    #[doc(hidden)]
+    pub fn requests_in_flight(&self) -> usize {
+        REQUESTS_IN_FLIGHT_MAX - self.0.request_slots.available_permits()
     }
 
     /// How long a request may take, its wait for a slot included.
@@ -1177,6 +1238,11 @@ pub fn router(api: Api) -> Router {
         .merge(console::routes())
         .fallback(|| async { ApiError::NoSuchRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    // `Router::layer` wraps each route and method apart, so a limit that made its own
+    // semaphore would bound each of them alone (70 routes and methods: ~4,500 requests);
+    // this one's semaphore is the server's, shared by every copy.
+    let slots =
+        tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(api.0.request_slots.clone());
     v1.layer(axum::middleware::from_fn(writes_run_to_their_end))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .layer(
@@ -1188,9 +1254,12 @@ pub fn router(api: Api) -> Router {
                 // The timeout covers the wait for a slot, so a queue of waiting requests
                 // is bounded in time as well as in number.
                 .timeout(timeout)
-                .concurrency_limit(REQUESTS_IN_FLIGHT_MAX),
+                .layer(slots),
         )
-        .layer(axum::middleware::map_response(no_store))
+        .layer(axum::middleware::map_response_with_state(
+            api.clone(),
+            no_store,
+        ))
         // Outermost, so a request that timed out is counted with its 503 too.
         .layer(axum::middleware::from_fn(count_request))
         .with_state(api)
@@ -1229,15 +1298,34 @@ async fn writes_run_to_their_end(
 /// site would press a console button: the session cookie's `SameSite=Strict` keeps a
 /// cross-site frame signed out today, and these headers keep it so behind a site of the
 /// same registrable domain too.
-async fn no_store(mut response: axum::response::Response) -> axum::response::Response {
+///
+/// A page loads nothing but its own style (`console::content_security_policy`), and no
+/// answer is read as another type than it says (`nosniff`): markup that ever slipped into
+/// a page unescaped could run no script and send no form elsewhere. Where cookies are
+/// `Secure` (the console is reached over TLS) the browser is told to use HTTPS only.
+async fn no_store(
+    cookies: console::session::Cookies,
+    mut response: axum::response::Response,
+) -> axum::response::Response {
     use axum::http::{HeaderValue, header};
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("frame-ancestors 'none'"),
+        console::content_security_policy(),
     );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if cookies.secure() {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_str(&format!("max-age={}", console::session::HSTS_MAX_AGE_S))
+                .expect("digits"),
+        );
+    }
     response
 }
 
@@ -1266,15 +1354,79 @@ async fn count_request(
 }
 
 /// Serves `api` on `listener` until `shutdown` completes, then lets requests in flight
-/// finish.
+/// finish. The console's cookies are `Secure` unless `listener` is on loopback
+/// (`Api::set_secure_cookies`).
+///
+/// Not `axum::serve`: it sets hyper no timer, so a connection could take for ever to send
+/// its headers (slowloris), and it takes every connection offered. Here each connection
+/// has `Api::header_read_timeout` to send a request's headers, and at most
+/// `CONNECTIONS_MAX` are served at once.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     api: Api,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(api))
-        .with_graceful_shutdown(shutdown)
-        .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let listening = listener.local_addr()?;
+    api.set_secure_cookies(!listening.ip().to_canonical().is_loopback());
+    let header_read_timeout = api.header_read_timeout();
+    let service = hyper_util::service::TowerToHyperService::new(router(api));
+    let connections = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
+    // Tells every connection to finish the request it is on and close.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = connections.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    tracing::error!("http: accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_FAILED_REST).await;
+                    continue;
+                }
+            },
+        };
+        // Answers are small and written whole: no reason to hold one back.
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let mut stopping = stopping.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut http1 = hyper::server::conn::http1::Builder::new();
+            http1
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            let connection = http1.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                // Errors are a client's (gone, too slow, not HTTP): nothing to do.
+                _ = connection.as_mut() => return,
+                _ = stopping.wait_for(|stop| *stop) => connection.as_mut().graceful_shutdown(),
+            }
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    // Every connection's slot back: the requests in flight are answered.
+    let _ = connections.acquire_many(CONNECTIONS_MAX as u32).await;
+    Ok(())
+}
+
+/// An accept error that concerns the one connection (it was reset before it was
+/// accepted): the next accept may well succeed.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
 }
 
 /// `ansinh serve`: loads the staff file and the gateway registry, binds `listen` and the
@@ -1354,7 +1506,15 @@ pub async fn run(
         crate::gateway::DEFAULT_SUBJECT_PREFIX,
         registry.current().gateways().len(),
     );
-    eprintln!("ansinh: the web console is at http://{bound}/");
+    if bound.ip().to_canonical().is_loopback() {
+        eprintln!("ansinh: the web console is at http://{bound}/");
+    } else {
+        // Its cookies are Secure from here on (`serve`): over plain HTTP from another
+        // machine nobody could sign in, and the operator should know why.
+        eprintln!(
+            "ansinh: the web console is at http://{bound}/, to be reached through a TLS proxy: its cookies are Secure (docs/OPERATIONS.md, section 1a)"
+        );
+    }
     // Caught before anyone can know we listen (the line below).
     let stopping = stop_signal();
     // Last, and in this form: tests and scripts wait for this line to know it listens.

@@ -37,7 +37,7 @@ use super::extract::IdempotencyKey;
 use super::households::Write;
 use super::{Api, ApiError};
 use i18n::{Lang, T};
-use session::{CSRF_FIELD, PageLang, SIGN_IN_COOKIE, Session};
+use session::{CSRF_FIELD, Cookies, PageLang, Sent, Session};
 
 /// The hidden field carrying a form's idempotency key.
 pub const IDEMPOTENCY_FIELD: &str = "idem";
@@ -285,6 +285,20 @@ pub fn plain_words(lang: Lang, e: &ApiError) -> String {
             tracing::error!("console: {e}");
             lang.t(T::Internal).into()
         }
+        // An export that failed inside the server is told as such: its detail (NATS
+        // addresses, key files) is for the log. What the reader can act on (not yet
+        // covered, nothing to export, too many events) is told whole.
+        ApiError::Export(_) => match e.kind().as_str() {
+            "LedgerUnavailable" => {
+                tracing::warn!("console: {e}");
+                lang.t(T::Unavailable).into()
+            }
+            "Internal" => {
+                tracing::error!("console: {e}");
+                lang.t(T::Internal).into()
+            }
+            _ => e.to_string(),
+        },
         other => other.to_string(),
     }
 }
@@ -464,6 +478,45 @@ progress{width:24em;height:1.1em}
 svg text{font-family:system-ui,sans-serif;font-size:11px}
 "#;
 
+/// What a page may load (`Content-Security-Policy`, on every answer): its one inline
+/// style, named by its SHA-256, and nothing else (no script, image, font or frame); its
+/// forms post to this site only, and no `<base>` may move its links.
+pub fn content_security_policy() -> axum::http::HeaderValue {
+    static POLICY: std::sync::OnceLock<axum::http::HeaderValue> = std::sync::OnceLock::new();
+    POLICY
+        .get_or_init(|| {
+            use sha2::Digest as _;
+            let style = base64(&sha2::Sha256::digest(STYLE.as_bytes()));
+            axum::http::HeaderValue::from_str(&format!(
+                "default-src 'none'; style-src 'sha256-{style}'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+            ))
+            .expect("the policy is ASCII")
+        })
+        .clone()
+}
+
+/// Standard base64 with padding (RFC 4648), as a CSP hash source spells a digest.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// The page frame: header with the areas the reader may use, language switch, sign-out.
 pub fn page(lang: Lang, title: &str, session: Option<&Session>, body: Markup) -> Html<String> {
     framed(lang, title, session, None, body)
@@ -579,13 +632,14 @@ struct SignInQuery {
 async fn sign_in_page(
     State(api): State<Api>,
     PageLang(lang): PageLang,
+    cookies: Cookies,
     headers: axum::http::HeaderMap,
     query: axum::extract::Query<SignInQuery>,
 ) -> Response {
-    if let (Some(value), Ok(keys)) = (
-        session::cookie(&headers, session::SESSION_COOKIE),
-        keys(&api).await,
-    ) {
+    // Two session cookies are none (`Sent::Repeated`): the form, to sign in again.
+    if let (Sent::Once(value), Ok(keys)) =
+        (session::sent(&headers, cookies.session()), keys(&api).await)
+    {
         if keys
             .signed_in(value, &api.staff(), session::now_unix_s())
             .is_some()
@@ -594,13 +648,13 @@ async fn sign_in_page(
         }
     }
     let message = query.expired.map(|_| lang.t(T::SessionExpired));
-    sign_in_form(lang, &headers, message, StatusCode::OK)
+    sign_in_form(lang, cookies, message, StatusCode::OK)
 }
 
 /// The sign-in form, with a fresh sign-in CSRF token in a cookie and a hidden field.
 fn sign_in_form(
     lang: Lang,
-    headers: &axum::http::HeaderMap,
+    cookies: Cookies,
     message: Option<&str>,
     status: StatusCode,
 ) -> Response {
@@ -623,7 +677,7 @@ fn sign_in_form(
     let mut response = (status, page(lang, lang.t(T::SignIn), None, body)).into_response();
     response.headers_mut().append(
         SET_COOKIE,
-        session::set_cookie(headers, SIGN_IN_COOKIE, &token, session::SESSION_LIFETIME_S),
+        cookies.set(cookies.sign_in(), &token, session::SESSION_LIFETIME_S),
     );
     response
 }
@@ -632,17 +686,22 @@ fn sign_in_form(
 async fn sign_in(
     State(api): State<Api>,
     PageLang(lang): PageLang,
+    cookies: Cookies,
     headers: axum::http::HeaderMap,
     FormBody(fields): FormBody,
 ) -> Response {
-    let expected = session::cookie(&headers, SIGN_IN_COOKIE).unwrap_or_default();
+    // Sent twice, one of them could be a token another host of the domain planted.
+    let expected = match session::sent(&headers, cookies.sign_in()) {
+        Sent::Once(token) => token,
+        Sent::Absent | Sent::Repeated => "",
+    };
     if !session::tokens_equal(fields.get(CSRF_FIELD), expected) {
         return forbidden(lang, lang.t(T::CsrfRefused));
     }
     let Some(caller) = api.staff().authenticate(fields.get("token")).cloned() else {
         return sign_in_form(
             lang,
-            &headers,
+            cookies,
             Some(lang.t(T::UnknownToken)),
             StatusCode::UNAUTHORIZED,
         );
@@ -661,40 +720,31 @@ async fn sign_in(
     let h = response.headers_mut();
     h.append(
         SET_COOKIE,
-        session::set_cookie(
-            &headers,
-            session::SESSION_COOKIE,
-            &value,
-            session::SESSION_LIFETIME_S,
-        ),
+        cookies.set(cookies.session(), &value, session::SESSION_LIFETIME_S),
     );
-    h.append(
-        SET_COOKIE,
-        session::set_cookie(&headers, SIGN_IN_COOKIE, "", 0),
-    );
+    h.append(SET_COOKIE, cookies.set(cookies.sign_in(), "", 0));
     response
 }
 
 /// `POST /console/sign-out`: clears the session cookie. The cookie is the whole session
 /// (ADR 0011): a copy taken before sign-out stays good until it expires.
-async fn sign_out(
-    session: Session,
-    headers: axum::http::HeaderMap,
-    FormBody(fields): FormBody,
-) -> Response {
+async fn sign_out(session: Session, cookies: Cookies, FormBody(fields): FormBody) -> Response {
     if let Some(refused) = session.csrf_refusal(&fields) {
         return refused;
     }
     let mut response = Redirect::to("/").into_response();
-    response.headers_mut().append(
-        SET_COOKIE,
-        session::set_cookie(&headers, session::SESSION_COOKIE, "", 0),
-    );
+    response
+        .headers_mut()
+        .append(SET_COOKIE, cookies.set(cookies.session(), "", 0));
     response
 }
 
 /// `GET /lang/{vi|en}`: remembers the language and goes back to the page it came from.
-async fn switch_language(Path(code): Path<String>, headers: axum::http::HeaderMap) -> Response {
+async fn switch_language(
+    Path(code): Path<String>,
+    cookies: Cookies,
+    headers: axum::http::HeaderMap,
+) -> Response {
     let lang = Lang::parse(&code).unwrap_or_default();
     // Back to the referring page of the console only: its path, never another host. A
     // path that is not the console's own is refused rather than filtered for what a
@@ -713,7 +763,7 @@ async fn switch_language(Path(code): Path<String>, headers: axum::http::HeaderMa
     let mut response = Redirect::to(&back).into_response();
     response.headers_mut().append(
         SET_COOKIE,
-        session::set_cookie(&headers, session::LANG_COOKIE, lang.code(), 365 * 86_400),
+        cookies.set(session::LANG_COOKIE, lang.code(), 365 * 86_400),
     );
     response
 }
@@ -726,4 +776,60 @@ async fn home(session: Session) -> Response {
         (households::search_form(&session, "", &Problems::default()))
     };
     page(lang, lang.t(T::Home), Some(&session), body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The console's own rule for internal failures holds for an export's too: the
+    /// counter reads that the ledger is unavailable (or failed), never the detail.
+    #[test]
+    fn an_export_failure_is_told_without_its_detail() {
+        use crate::bundle::BundleError;
+        use crate::bundle::export::ExportError;
+        use crate::checkpoint::CheckpointError;
+        let unreachable = ApiError::Export(ExportError::Checkpoint(CheckpointError::Nats(
+            "nats://10.1.2.3:4222 gone".into(),
+        )));
+        assert_eq!(
+            plain_words(Lang::En, &unreachable),
+            Lang::En.t(T::Unavailable)
+        );
+        let broken = ApiError::Export(ExportError::SelfCheck(BundleError::Read {
+            file: "/srv/ansinh/10.1.2.3".into(),
+            reason: "no such file".into(),
+        }));
+        assert_eq!(plain_words(Lang::En, &broken), Lang::En.t(T::Internal));
+        // What the reader can act on is told whole.
+        let too_many = ApiError::Export(ExportError::TooMany);
+        assert_eq!(plain_words(Lang::En, &too_many), too_many.to_string());
+    }
+
+    /// The policy names the style a page carries, byte for byte (a browser applies no
+    /// other), and base64 is spelled as RFC 4648's known answers.
+    #[test]
+    fn the_policy_allows_the_pages_own_style() {
+        use sha2::Digest as _;
+        for (bytes, text) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(bytes), text);
+        }
+        let html = page(Lang::Vi, "x", None, html! {}).0;
+        let start = html.find("<style>").unwrap() + "<style>".len();
+        let end = html.find("</style>").unwrap();
+        let hash = base64(&sha2::Sha256::digest(&html.as_bytes()[start..end]));
+        let policy = content_security_policy();
+        let policy = policy.to_str().unwrap();
+        assert!(
+            policy.contains(&format!("style-src 'sha256-{hash}'")),
+            "{policy}"
+        );
+        assert!(policy.starts_with("default-src 'none';"), "{policy}");
+    }
 }

@@ -35,12 +35,22 @@ use super::i18n::{Lang, T};
 /// How long a session lasts after sign-in: a working day at the counter. A reader must
 /// sign in again after it, whatever they did in between.
 pub const SESSION_LIFETIME_S: i64 = 8 * 3_600;
-/// The session cookie's name.
+/// The session cookie's name where cookies are not `Secure` (`Cookies`).
 pub const SESSION_COOKIE: &str = "ansinh_console";
 /// The language cookie's name ("vi" or "en").
 pub const LANG_COOKIE: &str = "ansinh_lang";
-/// The sign-in form's own CSRF cookie (there is no session yet to bind a token to).
+/// The sign-in form's own CSRF cookie (there is no session yet to bind a token to), where
+/// cookies are not `Secure`.
 pub const SIGN_IN_COOKIE: &str = "ansinh_sign_in";
+/// The session and sign-in cookies' names where cookies are `Secure`. A browser keeps a
+/// `__Host-` cookie only if it is `Secure`, for `Path=/` and with no `Domain`, so neither
+/// another host of the domain nor a plain-HTTP answer can set one beside the reader's
+/// (cookie tossing: a session of the attacker's, or a sign-in token they know).
+pub const SECURE_SESSION_COOKIE: &str = "__Host-ansinh_console";
+pub const SECURE_SIGN_IN_COOKIE: &str = "__Host-ansinh_sign_in";
+/// How long a browser that was told so reaches the console only over HTTPS
+/// (`Strict-Transport-Security`): a year.
+pub const HSTS_MAX_AGE_S: u64 = 365 * 86_400;
 /// The hidden form field that carries the CSRF token.
 pub const CSRF_FIELD: &str = "csrf";
 /// The ledger secret the session keys are derived from (`Vault::create_secret`).
@@ -266,35 +276,105 @@ pub fn tokens_equal(a: &str, b: &str) -> bool {
     }
 }
 
-/// The value of cookie `name` in the request, if any.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// The values of cookie `name` in the request, in the order sent.
+fn cookie_values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a str> {
     headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
+        .filter(move |(k, _)| *k == name)
         .map(|(_, v)| v)
 }
 
-/// `Secure` when the request came over TLS (a proxy in front says so), so the cookie is
-/// never sent back in clear; plain HTTP on loopback (tests, a desk machine) works without.
-fn secure(headers: &HeaderMap) -> &'static str {
-    let tls = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
-    if tls { "; Secure" } else { "" }
+/// The value of cookie `name` in the request, if any (the first: for the language, which
+/// decides nothing).
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    cookie_values(headers, name).next()
 }
 
-/// A `Set-Cookie` value: HttpOnly, SameSite=Strict, for the whole site.
-pub fn set_cookie(headers: &HeaderMap, name: &str, value: &str, max_age_s: i64) -> HeaderValue {
-    HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/; Max-Age={max_age_s}; HttpOnly; SameSite=Strict{}",
-        secure(headers)
-    ))
-    .expect("cookie values are ASCII")
+/// What a request carries of a cookie that must come once.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sent<'a> {
+    Absent,
+    Once(&'a str),
+    /// More than once: one was planted beside the reader's own (a browser sends the one
+    /// of a longer path first), and either could be the planted one, so none is taken.
+    Repeated,
+}
+
+/// Cookie `name` of the request, which must come once.
+pub fn sent<'a>(headers: &'a HeaderMap, name: &str) -> Sent<'a> {
+    let mut values = cookie_values(headers, name);
+    match (values.next(), values.next()) {
+        (None, _) => Sent::Absent,
+        (Some(v), None) => Sent::Once(v),
+        (Some(_), Some(_)) => Sent::Repeated,
+    }
+}
+
+/// How a request's cookies are named and set: `Secure` (and named `__Host-`) unless the
+/// server listens on loopback only and the request did not come over TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cookies {
+    secure: bool,
+}
+
+impl Cookies {
+    /// `Secure` when `serve` listens on an address other than loopback (`Api::secure_cookies`:
+    /// it is then reached through a TLS proxy, docs/OPERATIONS.md), or when a proxy says the
+    /// request came over HTTPS; plain HTTP on loopback (a desk machine, the tests) works
+    /// without.
+    pub fn of(api: &Api, headers: &HeaderMap) -> Self {
+        let tls = headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+        Cookies {
+            secure: api.secure_cookies() || tls,
+        }
+    }
+
+    pub fn secure(self) -> bool {
+        self.secure
+    }
+
+    /// The session cookie's name.
+    pub fn session(self) -> &'static str {
+        if self.secure {
+            SECURE_SESSION_COOKIE
+        } else {
+            SESSION_COOKIE
+        }
+    }
+
+    /// The sign-in form's CSRF cookie's name.
+    pub fn sign_in(self) -> &'static str {
+        if self.secure {
+            SECURE_SIGN_IN_COOKIE
+        } else {
+            SIGN_IN_COOKIE
+        }
+    }
+
+    /// A `Set-Cookie` value: HttpOnly, SameSite=Strict, for the whole site, and `Secure`
+    /// where it applies, so the cookie is never sent back in clear.
+    pub fn set(self, name: &str, value: &str, max_age_s: i64) -> HeaderValue {
+        HeaderValue::from_str(&format!(
+            "{name}={value}; Path=/; Max-Age={max_age_s}; HttpOnly; SameSite=Strict{}",
+            if self.secure { "; Secure" } else { "" }
+        ))
+        .expect("cookie values are ASCII")
+    }
+}
+
+impl FromRequestParts<Api> for Cookies {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Self, Self::Rejection> {
+        Ok(Cookies::of(api, &parts.headers))
+    }
 }
 
 /// The language of a request: `?lang=` if given, else the cookie, else Vietnamese.
@@ -348,11 +428,11 @@ impl Session {
 }
 
 /// To the sign-in page, saying why, with the session cookie cleared.
-fn to_sign_in(headers: &HeaderMap) -> Response {
+fn to_sign_in(cookies: Cookies) -> Response {
     let mut response = Redirect::to("/?expired=1").into_response();
     response
         .headers_mut()
-        .insert(SET_COOKIE, set_cookie(headers, SESSION_COOKIE, "", 0));
+        .insert(SET_COOKIE, cookies.set(cookies.session(), "", 0));
     response
 }
 
@@ -365,14 +445,17 @@ impl FromRequestParts<Api> for Session {
 
     async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Self, Response> {
         let lang = lang_of(parts);
-        let Some(value) = cookie(&parts.headers, SESSION_COOKIE) else {
-            return Err(Redirect::to("/").into_response());
+        let cookies = Cookies::of(api, &parts.headers);
+        let value = match sent(&parts.headers, cookies.session()) {
+            Sent::Once(value) => value,
+            Sent::Absent => return Err(Redirect::to("/").into_response()),
+            Sent::Repeated => return Err(to_sign_in(cookies)),
         };
         let keys = super::keys(api)
             .await
             .map_err(|e| super::error_page(lang, &e))?;
         let Some((caller, id)) = keys.signed_in(value, &api.staff(), now_unix_s()) else {
-            return Err(to_sign_in(&parts.headers));
+            return Err(to_sign_in(cookies));
         };
         let arrived = parts
             .extensions
@@ -478,22 +561,30 @@ mod tests {
     }
 
     #[test]
-    fn cookies_are_strict_http_only_and_secure_behind_tls() {
-        let mut headers = HeaderMap::new();
-        let plain = set_cookie(&headers, SESSION_COOKIE, "v", 60);
+    fn cookies_are_strict_http_only_and_secure_where_it_applies() {
+        let plain = Cookies { secure: false };
         assert_eq!(
-            plain.to_str().unwrap(),
+            plain.set(plain.session(), "v", 60).to_str().unwrap(),
             "ansinh_console=v; Path=/; Max-Age=60; HttpOnly; SameSite=Strict"
         );
-        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        let tls = set_cookie(&headers, SESSION_COOKIE, "v", 60);
-        assert!(tls.to_str().unwrap().ends_with("; SameSite=Strict; Secure"));
+        let secure = Cookies { secure: true };
+        assert_eq!(
+            secure.set(secure.session(), "v", 60).to_str().unwrap(),
+            "__Host-ansinh_console=v; Path=/; Max-Age=60; HttpOnly; SameSite=Strict; Secure"
+        );
+        assert_eq!(SECURE_SESSION_COOKIE, format!("__Host-{SESSION_COOKIE}"));
+        assert_eq!(SECURE_SIGN_IN_COOKIE, format!("__Host-{SIGN_IN_COOKIE}"));
+        let mut headers = HeaderMap::new();
         headers.insert(
             COOKIE,
             HeaderValue::from_static("a=1; ansinh_console=xyz; b=2"),
         );
         assert_eq!(cookie(&headers, SESSION_COOKIE), Some("xyz"));
+        assert_eq!(sent(&headers, SESSION_COOKIE), Sent::Once("xyz"));
         assert_eq!(cookie(&headers, "c"), None);
+        assert_eq!(sent(&headers, "c"), Sent::Absent);
+        headers.append(COOKIE, HeaderValue::from_static("ansinh_console=abc"));
+        assert_eq!(sent(&headers, SESSION_COOKIE), Sent::Repeated);
     }
 
     #[test]
