@@ -104,8 +104,9 @@ impl From<AppendError> for ServiceError {
     }
 }
 
-/// A loan command as staff give it.
-#[derive(Clone, Debug)]
+/// A loan command as staff give it. Serialized only into a CLI request's fingerprint
+/// (what the command asks), never stored.
+#[derive(Clone, Debug, serde::Serialize)]
 pub enum LoanAction {
     Approve {
         household: HouseholdId,
@@ -216,8 +217,10 @@ pub struct Request<'a> {
     pub caller: &'a Caller,
     pub idempotency_key: &'a str,
     pub correlation_id: &'a str,
-    /// What a staff HTTP request asked, hashed: recorded in its events, and compared when
-    /// its key turns out to be used already (`Service::same_request`). None elsewhere.
+    /// What a staff request asked, hashed (an HTTP request's route and body, a command
+    /// line's subcommand and parsed arguments): recorded in its events, and compared when
+    /// its key turns out to be used already (`Service::same_request`). None for the
+    /// ledger's own work under keys it derives (a gateway's post, a timeout, the demo).
     pub fingerprint: Option<&'a Digest>,
 }
 
@@ -562,8 +565,8 @@ impl Service {
     /// records the same fingerprint, and refused (`KeyReused`) if it records another.
     /// The check is the ledger's, made in the partition's chain order, so it holds across
     /// processes: two requests racing on one key land once, and the other is refused. An
-    /// event that records no fingerprint (appended before they were recorded, or not over
-    /// HTTP) answers as a retry, as the ledger always has.
+    /// event that records no fingerprint (appended before they were recorded, or by a
+    /// request without one) answers as a retry, as the ledger always has.
     ///
     /// Costs nothing on a new event; a retry reads its event back (from the writer's
     /// recent events, or one fetch).
@@ -1867,6 +1870,13 @@ impl Service {
     /// request's key before calling `time_out_due` asks it first, so a caller without the
     /// right binds nothing and is never answered from what the key kept.
     pub fn may_time_out(caller: &Caller, partition: &Partition) -> Result<(), AccessError> {
+        partition_wide(caller, Operation::ManagePayments, partition)
+    }
+
+    /// Whether `caller` may run `partition`'s payments of a month for every commune at
+    /// once: the province's branch, as for timeouts. Asked before the first commune is
+    /// paid; each commune's run checks its own commune again.
+    pub fn may_run_partition(caller: &Caller, partition: &Partition) -> Result<(), AccessError> {
         partition_wide(caller, Operation::ManagePayments, partition)
     }
 

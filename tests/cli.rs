@@ -1972,3 +1972,417 @@ fn accept_head_on_a_partition_not_stopped_is_refused_and_keeps_its_head() {
     let store = ansinh::log::LedgerStore::open(&dir.path().join("ledger.sled")).unwrap();
     assert_eq!(store.head("01").unwrap().map(|h| h.sequence), Some(1));
 }
+
+/// A staff command line run as `--as co:1 --role ROLE --unit UNIT` on `dir`'s ledger.
+fn as_staff<'a>(
+    dir: &'a std::path::Path,
+    role: &'a str,
+    unit: &'a str,
+) -> impl Fn(&[&str]) -> (bool, String) + 'a {
+    move |args: &[&str]| {
+        let mut a = vec!["--as", "co:1", "--role", role, "--unit", unit];
+        a.extend_from_slice(args);
+        ansinh(dir, &a)
+    }
+}
+
+/// Registers 0100007-000001 (head 001085012345), classifies it poor, approves 01-L1 for
+/// 50.000.000 ₫ and disburses it all.
+fn a_disbursed_loan(officer: &dyn Fn(&[&str]) -> (bool, String)) {
+    for args in [
+        &[
+            "household",
+            "register",
+            "--id",
+            "0100007-000001",
+            "--area",
+            "rural",
+            "--on",
+            "2026-01-05",
+            "--head-name",
+            "Lê Văn An",
+            "--head-citizen-id",
+            "001085012345",
+        ][..],
+        &[
+            "review",
+            "classify",
+            "--household",
+            "0100007-000001",
+            "--income",
+            "1200000",
+            "--area",
+            "rural",
+            "--deprived",
+            "employment,nutrition,drinking_water",
+            "--year",
+            "2026",
+            "--on",
+            "2026-01-10",
+        ],
+        &[
+            "loans",
+            "approve",
+            "--household",
+            "0100007-000001",
+            "--programme",
+            "POOR_HOUSEHOLD",
+            "--amount",
+            "50000000",
+            "--term-months",
+            "36",
+            "--savings-group",
+            "TK-01",
+            "--entrusted",
+            "womens-union",
+            "--on",
+            "2026-02-02",
+            "--reason",
+            "credit board 2/2026",
+        ],
+        &[
+            "loans",
+            "disburse",
+            "--loan",
+            "01-L1",
+            "--amount",
+            "50000000",
+            "--on",
+            "2026-02-05",
+        ],
+    ] {
+        let (ok, out) = officer(args);
+        assert!(ok, "{args:?}: {out}");
+    }
+}
+
+/// Grants entitlement 1 to the head of `household` (registered by the caller) and
+/// allocates its commune 2.000.000 ₫ for each of `months`, as the branch manager.
+fn an_entitlement_funded_for(
+    officer: &dyn Fn(&[&str]) -> (bool, String),
+    manager: &dyn Fn(&[&str]) -> (bool, String),
+    household: &str,
+    months: &[&str],
+) {
+    let (ok, out) = officer(&[
+        "payments",
+        "grant",
+        "--household",
+        household,
+        "--member",
+        "m1",
+        "--category",
+        "ELDERLY_80_PLUS_NO_PENSION",
+        "--channel",
+        "bank",
+        "--gateway",
+        "vcb",
+        "--from",
+        "2026-10",
+        "--on",
+        "2026-10-01",
+    ]);
+    assert!(ok, "{out}");
+    for month in months {
+        let (ok, out) = manager(&[
+            "payments",
+            "allocate",
+            "--commune",
+            &household[..7],
+            "--period",
+            month,
+            "--amount",
+            "2000000",
+            "--on",
+            "2026-10-01",
+        ]);
+        assert!(ok, "{out}");
+    }
+}
+
+/// A key names one request: the same command line again is a retry (its first receipt,
+/// `duplicate`, exit 0), but the key given to another request (another amount, another
+/// month) is refused, and nothing is recorded for it. Were it answered "already
+/// recorded", the clerk would believe the second repayment, or November's payments, done.
+#[test]
+fn a_key_reused_for_another_request_is_refused_not_answered_as_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let officer = as_staff(dir.path(), "credit-officer", "0100007");
+    let manager = as_staff(dir.path(), "branch-manager", "01");
+    a_disbursed_loan(&officer);
+    let repay = |amount: &str| {
+        officer(&[
+            "--json",
+            "--idempotency-key",
+            "pay-1",
+            "loans",
+            "repay",
+            "--loan",
+            "01-L1",
+            "--amount",
+            amount,
+            "--on",
+            "2026-03-20",
+        ])
+    };
+    let (ok, out) = repay("2000000");
+    assert!(ok, "{out}");
+    assert_eq!(last_json(&out)["duplicate"], false, "{out}");
+    let (ok, out) = repay("3000000");
+    assert!(!ok, "another request under the key must be refused: {out}");
+    let refusal = last_json(&out);
+    assert_eq!(refusal["kind"], "IdempotencyKeyReused", "{out}");
+    assert!(
+        refusal["refused"]
+            .as_str()
+            .unwrap()
+            .contains("used for another request"),
+        "{out}"
+    );
+    // The same request again is still a retry: its first receipt.
+    let (ok, out) = repay("2000000");
+    assert!(ok, "{out}");
+    assert_eq!(last_json(&out)["duplicate"], true, "{out}");
+    // The same key with the same arguments given in another order is the same request.
+    let (ok, out) = officer(&[
+        "--idempotency-key",
+        "pay-1",
+        "loans",
+        "repay",
+        "--on",
+        "2026-03-20",
+        "--amount=2000000",
+        "--loan",
+        "01-L1",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("already recorded:"), "{out}");
+
+    // A payment run's key: October's run under it, then November's refused.
+    an_entitlement_funded_for(
+        &officer,
+        &manager,
+        "0100007-000001",
+        &["2026-10", "2026-11"],
+    );
+    let run = |month: &str, on: &str| {
+        manager(&[
+            "--json",
+            "--idempotency-key",
+            "run-01",
+            "payments",
+            "run",
+            "--partition",
+            "01",
+            "--period",
+            month,
+            "--on",
+            on,
+        ])
+    };
+    let (ok, out) = run("2026-10", "2026-10-05");
+    assert!(ok, "{out}");
+    assert_eq!(last_json(&out)["by_commune"][0]["outcome"], "paid", "{out}");
+    let (ok, out) = run("2026-11", "2026-11-05");
+    assert!(
+        !ok,
+        "November's run under October's key must be refused: {out}"
+    );
+    assert_eq!(last_json(&out)["kind"], "IdempotencyKeyReused", "{out}");
+    let (ok, out) = run("2026-10", "2026-10-05");
+    assert!(ok, "{out}");
+    assert_eq!(last_json(&out)["by_commune"][0]["duplicate"], true, "{out}");
+    // Nothing was recorded for November: its run under a key of its own pays it.
+    let (ok, out) = manager(&[
+        "--json",
+        "payments",
+        "run",
+        "--partition",
+        "01",
+        "--period",
+        "2026-11",
+        "--on",
+        "2026-11-05",
+    ]);
+    assert!(ok, "{out}");
+    let november = &last_json(&out)["by_commune"][0];
+    assert_eq!(
+        (&november["outcome"], &november["duplicate"]),
+        (&serde_json::json!("paid"), &serde_json::json!(false)),
+        "{out}"
+    );
+}
+
+/// The exit code and stdout of a command line on `dir`'s ledger.
+fn exit_and_stdout(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ansinh"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("ANSINH_NATS_URL")
+        .output()
+        .expect("run ansinh");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The events of `partition` in the log, as `audit verify` counts them.
+fn events_of(dir: &std::path::Path, partition: &str) -> String {
+    let (ok, out) = ansinh(dir, &["audit", "verify", "--partition", partition]);
+    assert!(ok, "{out}");
+    out.lines()
+        .find(|l| l.starts_with(&format!("OK partition {partition}:")))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_owned()
+}
+
+/// A run of the whole province is the branch's: a commune's officer is refused before
+/// any commune is paid, as over HTTP. Checking each commune in turn would pay the
+/// officer's own commune, then refuse the next, a refusal that had appended a run.
+#[test]
+fn a_communes_officer_cannot_run_a_whole_province() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = as_staff(dir.path(), "branch-manager", "01");
+    for (household, citizen) in [
+        ("0100001-000001", "001085000001"),
+        ("0100007-000001", "001085000007"),
+    ] {
+        let (ok, out) = manager(&[
+            "household",
+            "register",
+            "--id",
+            household,
+            "--area",
+            "rural",
+            "--on",
+            "2026-01-05",
+            "--head-name",
+            "Lê Văn An",
+            "--head-citizen-id",
+            citizen,
+        ]);
+        assert!(ok, "{out}");
+        an_entitlement_funded_for(&manager, &manager, household, &["2026-10"]);
+    }
+    let before = events_of(dir.path(), "01");
+    let (code, out) = exit_and_stdout(
+        dir.path(),
+        &[
+            "--json",
+            "--as",
+            "co:1",
+            "--role",
+            "credit-officer",
+            "--unit",
+            "0100001",
+            "payments",
+            "run",
+            "--partition",
+            "01",
+            "--period",
+            "2026-10",
+            "--on",
+            "2026-10-05",
+        ],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(out.lines().count(), 1, "one JSON document: {out}");
+    assert_eq!(last_json(&out)["kind"], "Denied", "{out}");
+    assert_eq!(
+        events_of(dir.path(), "01"),
+        before,
+        "a refused run appended a commune's run"
+    );
+    // Their own commune's run is theirs.
+    let (code, out) = exit_and_stdout(
+        dir.path(),
+        &[
+            "--json",
+            "--as",
+            "co:1",
+            "--role",
+            "credit-officer",
+            "--unit",
+            "0100001",
+            "payments",
+            "run",
+            "--partition",
+            "01",
+            "--commune",
+            "0100001",
+            "--period",
+            "2026-10",
+            "--on",
+            "2026-10-05",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(last_json(&out)["by_commune"][0]["outcome"], "paid", "{out}");
+}
+
+/// The monthly overdue job run where it cannot move anything is refused (exit 1, the
+/// refusal's kind), never a success that moved nothing: a province outside the caller's
+/// unit, a date after today (a mistyped year), a role that may not run it. A loan the
+/// run refuses makes the exit code 1 and is named by the kind of its refusal.
+#[test]
+fn an_overdue_run_outside_the_unit_or_in_the_future_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let officer = as_staff(dir.path(), "credit-officer", "0100007");
+    a_disbursed_loan(&officer);
+    let today = ansinh::clock::today().to_string();
+    let overdue = |who: [&str; 6], as_of: &str| {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(&who);
+        a.extend_from_slice(&[
+            "loans",
+            "mark-overdue",
+            "--partition",
+            "01",
+            "--as-of",
+            as_of,
+        ]);
+        exit_and_stdout(dir.path(), &a)
+    };
+    let as_ = |id, role, unit| ["--as", id, "--role", role, "--unit", unit];
+    for (who, as_of, kind) in [
+        (as_("m:9", "branch-manager", "79"), today.as_str(), "Denied"),
+        (as_("m:0", "branch-manager", ""), today.as_str(), "Denied"),
+        (as_("t:1", "teller", "01"), today.as_str(), "Denied"),
+        (
+            as_("m:1", "branch-manager", "01"),
+            "2099-12-31",
+            "DatedInFuture",
+        ),
+    ] {
+        let (code, out) = overdue(who, as_of);
+        assert_eq!(code, Some(1), "{who:?} {as_of}: {out}");
+        let refusal = last_json(&out);
+        assert_eq!(refusal["kind"], kind, "{who:?} {as_of}: {out}");
+        assert!(refusal["refused"].is_string(), "{out}");
+    }
+    // A repayment of 2026-03-20, then a run as of an earlier day: the loan's run is
+    // refused (back-dated), and the job says so.
+    let (ok, out) = officer(&[
+        "loans",
+        "repay",
+        "--loan",
+        "01-L1",
+        "--amount",
+        "2000000",
+        "--on",
+        "2026-03-20",
+    ]);
+    assert!(ok, "{out}");
+    let (code, out) = overdue(as_("m:1", "branch-manager", "01"), "2026-03-10");
+    assert_eq!(code, Some(1), "{out}");
+    let report = last_json(&out);
+    assert_eq!(report["refused"], 1, "{out}");
+    assert!(
+        report["refusals"]
+            .as_object()
+            .is_some_and(|r| !r.is_empty()),
+        "{out}"
+    );
+}

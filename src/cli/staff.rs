@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use ansinh::access::{self, Caller, Operation, Role};
 use ansinh::app::Runtime;
 use ansinh::book::loan_ref;
-use ansinh::chain::Partition;
+use ansinh::chain::{Digest, Partition};
 use ansinh::domain::eligibility::{Area, ClassificationInputs};
 use ansinh::domain::ids::{CitizenId, CommuneCode, HouseholdId};
 use ansinh::domain::loans::{Channel, EntrustedOrganisation};
@@ -547,39 +547,65 @@ pub fn outcome(
     }
 }
 
-/// `e` as a failure the key can settle: every error but a reused key, which was refused
-/// (nothing appended) and whose retry under the same key would be refused again.
+/// `e` as a failure the key can settle. (A reused key is a refusal, `refusal`: nothing
+/// was appended, and a retry under the same key would be refused again.)
 fn unsettled(key: &str, e: ServiceError) -> BoxError {
-    match e {
-        e @ ServiceError::KeyReused { .. } => e.into(),
-        e => Box::new(super::Unsettled {
-            idempotency_key: key.to_owned(),
-            source: e.into(),
-        }),
-    }
+    Box::new(super::Unsettled {
+        idempotency_key: key.to_owned(),
+        source: e.into(),
+    })
 }
 
 /// Prints a refusal and returns the exit code for it (1), or hands other errors back.
 pub fn refusal(e: ServiceError, json: bool) -> Result<ExitCode, ServiceError> {
+    refusal_with(e, json, serde_json::Map::new())
+}
+
+/// As `refusal`, with `more` in the `--json` object: what a command of several steps did
+/// before the refused one (a payment run's communes paid), so the one document says it.
+pub fn refusal_with(
+    e: ServiceError,
+    json: bool,
+    more: serde_json::Map<String, serde_json::Value>,
+) -> Result<ExitCode, ServiceError> {
+    let with_more = |mut object: serde_json::Value| {
+        object
+            .as_object_mut()
+            .expect("an object")
+            .extend(more.clone());
+        object
+    };
     match e {
         // The ledger already holds what the command would record (a rerun of a run, an
         // overdue move of a loan with nothing due): done, not refused.
         ServiceError::Rejected(ansinh::domain::Rejection::NothingToRecord) => {
             if json {
-                println!("{}", serde_json::json!({"outcome": "nothing_left"}));
+                println!(
+                    "{}",
+                    with_more(serde_json::json!({"outcome": "nothing_left"}))
+                );
             } else {
                 println!("nothing left to do: the ledger already holds what this command records");
             }
             Ok(ExitCode::SUCCESS)
         }
-        e @ (ServiceError::Rejected(_) | ServiceError::Denied(_)) => {
+        e @ (ServiceError::Rejected(_)
+        | ServiceError::Denied(_)
+        | ServiceError::KeyReused { .. }) => {
             // The refusal itself, once: `ServiceError` prefixes "refused: " for logs.
             let (kind, sentence) = match &e {
                 ServiceError::Rejected(r) => (r.kind(), r.to_string()),
+                // Named as the API names it (`422 IdempotencyKeyReused`).
+                ServiceError::KeyReused { .. } => {
+                    ("IdempotencyKeyReused".to_owned(), e.to_string())
+                }
                 other => ("Denied".to_owned(), other.to_string()),
             };
             if json {
-                println!("{}", serde_json::json!({"refused": sentence, "kind": kind}));
+                println!(
+                    "{}",
+                    with_more(serde_json::json!({"refused": sentence, "kind": kind}))
+                );
             } else {
                 println!("REFUSED: {sentence}");
             }
@@ -656,7 +682,12 @@ pub async fn household_command(
                 account_number: account,
                 members,
             };
-            let req = request(&caller, &key);
+            let asked = fingerprint(
+                &caller,
+                "household register",
+                serde_json::json!({"household": id, "area": Area::from(area), "on": on, "personal": data}),
+            );
+            let req = request(&caller, &key, &asked);
             outcome(
                 service.register(&req, &id, area.into(), on, &data).await,
                 &key,
@@ -665,7 +696,12 @@ pub async fn household_command(
         }
         HouseholdCommand::Move { from, to, area, on } => {
             let caller = who.caller()?;
-            let req = request(&caller, &key);
+            let asked = fingerprint(
+                &caller,
+                "household move",
+                serde_json::json!({"from": from, "to": to, "area": Area::from(area), "on": on}),
+            );
+            let req = request(&caller, &key, &asked);
             match service
                 .move_household(&req, &from, &to, area.into(), on)
                 .await
@@ -694,7 +730,12 @@ pub async fn household_command(
             {
                 return Ok(refusal(denied.into(), json)?);
             }
-            let req = request(&caller, &key);
+            let asked = fingerprint(
+                &caller,
+                "household change-members",
+                serde_json::json!({"household": h, "on": on, "reason": reason, "add": add, "remove": remove}),
+            );
+            let req = request(&caller, &key, &asked);
             // A retry is answered before the list is rebuilt from the current data: after
             // the change that data lacks the members removed, and after an erasure it
             // cannot be opened.
@@ -728,7 +769,12 @@ pub async fn household_command(
         HouseholdCommand::RecordDeath { id, citizen_id, on } => {
             let caller = who.caller()?;
             let h = id.clone();
-            let req = request(&caller, &key);
+            let asked = fingerprint(
+                &caller,
+                "household record-death",
+                serde_json::json!({"household": h, "citizen_id": citizen_id, "on": on}),
+            );
+            let req = request(&caller, &key, &asked);
             outcome(
                 service
                     .record_death(&req, &h, citizen_id.as_str(), on)
@@ -739,7 +785,12 @@ pub async fn household_command(
         }
         HouseholdCommand::Erase { id, reference, on } => {
             let caller = who.caller()?;
-            let req = request(&caller, &key);
+            let asked = fingerprint(
+                &caller,
+                "household erase",
+                serde_json::json!({"household": id, "reference": reference, "on": on}),
+            );
+            let req = request(&caller, &key, &asked);
             let now = chrono::Utc::now().timestamp_millis();
             outcome(
                 service
@@ -781,13 +832,34 @@ async fn caught_up(runtime: &Runtime) -> Result<std::sync::Arc<Projector>, BoxEr
     Ok(runtime.projector.clone())
 }
 
-fn request<'a>(caller: &'a Caller, key: &'a str) -> Request<'a> {
+fn request<'a>(caller: &'a Caller, key: &'a str, fingerprint: &'a Digest) -> Request<'a> {
     Request {
         caller,
         idempotency_key: key,
         correlation_id: "cli",
-        fingerprint: None,
+        fingerprint: Some(fingerprint),
     }
+}
+
+/// Domain separation of the CLI's request fingerprints. A command line and an HTTP
+/// request are never one request: their keys never meet either (the API scopes a key by
+/// its caller, `http:<staff>:<key>`).
+const FINGERPRINT_CONTEXT: &str = "ansinh v1 cli request fingerprint";
+
+/// What a command line asks, hashed as the API hashes a request (its route, then its body
+/// in canonical JSON, whose objects keep their keys sorted): the subcommand, the staff id
+/// acting (an API key is its caller's own), and the arguments as parsed. The same command
+/// again, with its options in another order, `--amount=1` for `--amount 1` or a name in
+/// decomposed marks, is the same request, answered with its first receipt; the key given
+/// to any other request is refused (`KeyReused`), since the events record this.
+pub fn fingerprint(caller: &Caller, command: &str, arguments: serde_json::Value) -> Digest {
+    let body = serde_json::to_vec(&arguments).expect("a Value serializes");
+    let mut hasher = blake3::Hasher::new_derive_key(FINGERPRINT_CONTEXT);
+    for part in [command.as_bytes(), caller.id.as_bytes(), &body] {
+        hasher.update(&(part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    Digest(*hasher.finalize().as_bytes())
 }
 
 pub async fn review_command(
@@ -820,7 +892,12 @@ pub async fn review_command(
         deprived: deprived.into_iter().collect::<BTreeSet<_>>(),
         review_year: year,
     };
-    let req = request(&caller, &key);
+    let asked = fingerprint(
+        &caller,
+        "review classify",
+        serde_json::json!({"household": h, "inputs": inputs, "on": on, "corrects": corrects}),
+    );
+    let req = request(&caller, &key, &asked);
     outcome_decided(
         runtime,
         runtime
@@ -842,7 +919,6 @@ pub async fn loan_command(
     let caller = who.caller()?;
     let key = who.key();
     let service = runtime.service();
-    let req = request(&caller, &key);
     let (loan, action, on, reason): (Option<LoanRef>, LoanAction, NaiveDate, String) = match command
     {
         LoanCommand::Approve {
@@ -936,6 +1012,12 @@ pub async fn loan_command(
             return mark_overdue(runtime, &caller, partition.as_str(), as_of, json).await;
         }
     };
+    let asked = fingerprint(
+        &caller,
+        "loans",
+        serde_json::json!({"loan": loan.as_ref().map(ToString::to_string), "action": action, "on": on, "reason": reason}),
+    );
+    let req = request(&caller, &key, &asked);
     outcome_decided(
         runtime,
         service.loan(&req, loan.as_ref(), action, on, &reason).await,
@@ -952,10 +1034,31 @@ async fn mark_overdue(
     as_of: NaiveDate,
     json: bool,
 ) -> Result<ExitCode, BoxError> {
-    access::authorize_role(caller, Operation::MarkOverdue)?;
-    let projector = caught_up(runtime).await?;
     let service = runtime.service();
+    // Refused before any loan is read, as the API's per-loan route refuses each: a role
+    // that may not run it, a province the unit has no loan of (the head office's unit
+    // included: it moves no loan), a date after today (every loan would be refused).
+    let checked = access::authorize_role(caller, Operation::MarkOverdue)
+        .and_then(|()| {
+            if caller.unit.is_empty() || !access::overlaps(&caller.unit, partition) {
+                return Err(access::AccessError::OutsideUnit {
+                    caller: caller.id.clone(),
+                    unit: caller.unit.clone(),
+                    commune: partition.to_owned(),
+                });
+            }
+            Ok(())
+        })
+        .map_err(ServiceError::from)
+        .and_then(|()| service.not_in_future(as_of).map_err(ServiceError::Rejected));
+    if let Err(e) = checked {
+        return Ok(refusal(e, json)?);
+    }
+    let projector = caught_up(runtime).await?;
     let (mut moved, mut unchanged, mut refused, mut appended) = (0u64, 0u64, 0u64, 0u64);
+    // How many loans each kind of refusal stopped: a run that moved some and not others
+    // says why, and exits 1.
+    let mut refusals: std::collections::BTreeMap<String, u64> = Default::default();
     let mut amount = Decimal::ZERO;
     // One loan at a time: a province has hundreds of thousands.
     for loan in projector.loans_iter(partition) {
@@ -969,7 +1072,12 @@ async fn mark_overdue(
         // One key per loan and date: rerunning the job for the same date adds nothing.
         // A job that ran late takes one step an instalment (`Service::mark_overdue`).
         let key = format!("overdue:{as_of}:{reference}");
-        let req = request(caller, &key);
+        let asked = fingerprint(
+            caller,
+            "loans mark-overdue",
+            serde_json::json!({"loan": reference.to_string(), "as_of": as_of}),
+        );
+        let req = request(caller, &key, &asked);
         match service
             .mark_overdue(&req, &reference, as_of, "overdue run")
             .await
@@ -987,22 +1095,36 @@ async fn mark_overdue(
             Err(ServiceError::Rejected(ansinh::domain::Rejection::NothingToRecord)) => {
                 unchanged += 1
             }
-            Err(ServiceError::Rejected(_)) => refused += 1,
+            Err(ServiceError::Rejected(r)) => {
+                refused += 1;
+                *refusals.entry(r.kind()).or_default() += 1;
+            }
+            Err(e @ (ServiceError::Denied(_) | ServiceError::KeyReused { .. })) => {
+                refused += 1;
+                let kind = match e {
+                    ServiceError::Denied(_) => "Denied",
+                    _ => "IdempotencyKeyReused",
+                };
+                *refusals.entry(kind.to_owned()).or_default() += 1;
+            }
             Err(e) => return Err(e.into()),
         }
     }
     if json {
         println!(
             "{}",
-            serde_json::json!({"as_of": as_of.to_string(), "loans_moved": moved, "amount_moved": amount.to_string(), "unchanged": unchanged, "refused": refused, "events_appended": appended})
+            serde_json::json!({"as_of": as_of.to_string(), "loans_moved": moved, "amount_moved": amount.to_string(), "unchanged": unchanged, "refused": refused, "refusals": refusals, "events_appended": appended})
         );
     } else {
         println!(
             "overdue run as of {as_of}: {moved} loans moved {} overdue; {unchanged} unchanged; {refused} refused; {appended} events appended",
             format_vnd(amount)
         );
+        for (kind, loans) in &refusals {
+            println!("  REFUSED {kind}: {loans} loans");
+        }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(super::exit_code(refused == 0))
 }
 
 async fn show_household(
@@ -1271,8 +1393,8 @@ mod tests {
 
     /// An append that failed without a refusal may be in the log: the error names the
     /// key the command used (here, as if made up for it), in words and in the JSON
-    /// object, so the clerk's retry cannot record it twice. A reused key was refused:
-    /// no retry under it is offered.
+    /// object, so the clerk's retry cannot record it twice. A reused key is a refusal
+    /// (exit 1, appended nothing): no retry under it is offered.
     #[test]
     fn a_failure_that_may_be_recorded_names_the_key_to_retry_with() {
         use ansinh::log::AppendError;
@@ -1285,9 +1407,9 @@ mod tests {
             assert_eq!(object["error"], "Failed");
             assert_eq!(object["idempotency_key"], "K-123", "{object}");
         }
-        let reused = Err(ServiceError::KeyReused { key: "K-9".into() });
-        let e = outcome(reused, "K-9", true).unwrap_err();
-        assert!(!e.to_string().contains("--idempotency-key"), "{e}");
-        assert!(crate::cli::failed_json(e.as_ref())["idempotency_key"].is_null());
+        for json in [false, true] {
+            let reused = Err(ServiceError::KeyReused { key: "K-9".into() });
+            assert_eq!(outcome(reused, "K-9", json).unwrap(), ExitCode::from(1));
+        }
     }
 }
