@@ -315,6 +315,50 @@ fn citizens_recorded(payload: &Option<Payload>) -> Option<Vec<BlindIndex>> {
     )
 }
 
+/// `data` without the members `leaving` names, each exactly one member: a citizen id
+/// names who holds it; a name names only a member without a citizen id (who has one is
+/// named by it, so a name shared with them never frees their claim), compared in NFC. A
+/// name no such member bears is `NotAMember`; one that two bear is `AmbiguousMember`,
+/// since removing both would remove someone still living there. Pure: the caller reads
+/// `data` and records the result.
+pub fn without_members(
+    data: &PersonalData,
+    household: &HouseholdId,
+    leaving: &[crate::input::MemberNamed],
+) -> Result<PersonalData, Rejection> {
+    use crate::input::MemberNamed;
+    use unicode_normalization::UnicodeNormalization;
+    let mut data = data.clone();
+    for who in leaving {
+        let named = |m: &crate::personal::Member| match who {
+            MemberNamed::CitizenId(id) => m.citizen_id.as_deref() == Some(id.as_str()),
+            MemberNamed::Name(name) => m.citizen_id.is_none() && m.name.nfc().eq(name.nfc()),
+        };
+        let mut matching = data
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| named(m))
+            .map(|(i, _)| i);
+        match (matching.next(), matching.next()) {
+            (Some(one), None) => {
+                data.members.remove(one);
+            }
+            (None, _) => {
+                return Err(Rejection::NotAMember {
+                    household: household.to_string(),
+                });
+            }
+            (Some(_), Some(_)) => {
+                return Err(Rejection::AmbiguousMember {
+                    household: household.to_string(),
+                });
+            }
+        }
+    }
+    Ok(data)
+}
+
 fn partition_of(household: &HouseholdId) -> Partition {
     Partition::new(household.province().as_str()).expect("a province code is a partition name")
 }
@@ -1954,3 +1998,60 @@ pub const POST_REPLAY_WINDOW_MS: i64 = 5 * 60 * 1_000;
 /// households it was before (a household moves a few times in its life; the bound stops
 /// a cycle that only a log not written by the ledger could hold).
 pub const MOVES_FOLLOWED_MAX: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::MemberNamed;
+    use crate::personal::Member;
+
+    fn member(name: &str, citizen_id: Option<&str>) -> Member {
+        Member {
+            name: name.into(),
+            citizen_id: citizen_id.map(Into::into),
+            relation: "con".into(),
+        }
+    }
+
+    /// Given a household of a member with a citizen id and two without, each named
+    /// "Lê Minh" or "Lê Hoa": when one leaves by id or by name, exactly that member
+    /// goes; a name shared by two, or only borne by a member with an id, is refused.
+    #[test]
+    fn a_name_removes_one_member_without_a_citizen_id_and_never_more() {
+        let household = HouseholdId::parse("0100007-000001").unwrap();
+        let data = PersonalData {
+            head_name: "Lê Văn Tám".into(),
+            head_citizen_id: "001085012345".into(),
+            phone: None,
+            account_number: None,
+            members: vec![
+                member("Lê Minh", Some("001190000003")),
+                member("Lê Minh", None),
+                member("Lê Hoa", None),
+                member("Lê Hoa", None),
+            ],
+        };
+        let by_id = MemberNamed::CitizenId(CitizenId::parse("001190000003").unwrap());
+        let left = without_members(&data, &household, &[by_id]).unwrap();
+        assert_eq!(left.members, data.members[1..].to_vec());
+        let nfd: String = unicode_normalization::UnicodeNormalization::nfd("Lê Minh").collect();
+        let left = without_members(&data, &household, &[MemberNamed::Name(nfd)]).unwrap();
+        assert_eq!(
+            left.members,
+            [&data.members[..1], &data.members[2..]].concat()
+        );
+        let refused = |leaving: &[MemberNamed]| {
+            without_members(&data, &household, leaving)
+                .unwrap_err()
+                .kind()
+        };
+        assert_eq!(
+            refused(&[MemberNamed::Name("Lê Hoa".into())]),
+            "AmbiguousMember"
+        );
+        // The one without an id gone, the name is no one's: the other has an id.
+        let minh = MemberNamed::Name("Lê Minh".into());
+        assert_eq!(refused(&[minh.clone(), minh]), "NotAMember");
+        assert_eq!(refused(&[MemberNamed::Name("Nobody".into())]), "NotAMember");
+    }
+}

@@ -2386,3 +2386,100 @@ fn an_overdue_run_outside_the_unit_or_in_the_future_is_refused() {
         "{out}"
     );
 }
+
+/// `--remove-member` takes a citizen id or a name. A name is a member's only when they
+/// have no citizen id (who has one is named by it), and only if one member bears it:
+/// removing by name never frees a citizen's claim, nor removes two people at once. A
+/// name in decomposed marks is the same name. A change that adds and removes no one is
+/// refused and appends nothing.
+#[test]
+fn removing_a_member_by_name_never_removes_a_member_with_a_citizen_id_or_two_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let officer = as_staff(dir.path(), "credit-officer", "01");
+    let register = |id: &str, head: &str, members: &[&str]| {
+        let mut a = vec![
+            "household",
+            "register",
+            "--id",
+            id,
+            "--area",
+            "rural",
+            "--on",
+            "2026-01-05",
+            "--head-name",
+            "Lê Văn Tám",
+            "--head-citizen-id",
+            head,
+        ];
+        for m in members {
+            a.extend_from_slice(&["--member", m]);
+        }
+        as_staff(dir.path(), "credit-officer", &id[..2])(&a)
+    };
+    let (ok, out) = register(
+        "0100007-000001",
+        "001085012345",
+        &[
+            "Lê Minh:001190000003:con",
+            "Lê Minh::cháu",
+            "Lê Hoa::cháu",
+            "Lê Hoa::cháu",
+        ],
+    );
+    assert!(ok, "{out}");
+    let change = |args: &[&str]| {
+        let mut a = vec![
+            "--json",
+            "--as",
+            "co:1",
+            "--role",
+            "credit-officer",
+            "--unit",
+            "01",
+            "household",
+            "change-members",
+            "--id",
+            "0100007-000001",
+            "--on",
+            "2026-03-01",
+            "--reason",
+            "left",
+        ];
+        a.extend_from_slice(args);
+        exit_and_stdout(dir.path(), &a)
+    };
+    let members = || {
+        let (ok, out) = officer(&["--json", "household", "show", "0100007-000001"]);
+        assert!(ok, "{out}");
+        last_json(&out)["household"]["members"].as_u64().unwrap()
+    };
+    assert_eq!(members(), 5);
+    let before = events_of(dir.path(), "01");
+    // Two members bear the name: which one left is not for the ledger to guess.
+    let (code, out) = change(&["--remove-member", "Lê Hoa"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(last_json(&out)["kind"], "AmbiguousMember", "{out}");
+    // Nothing added, nothing removed: refused before anything is read.
+    let (code, out) = change(&[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert_eq!(events_of(dir.path(), "01"), before);
+    // The child's name, typed in decomposed marks: the child alone leaves, and the
+    // member of the same name with a citizen id stays, holding their claim.
+    let nfd: String = unicode_normalization::UnicodeNormalization::nfd("Lê Minh").collect();
+    assert_ne!(nfd, "Lê Minh");
+    let (code, out) = change(&["--remove-member", &nfd]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(members(), 4);
+    let (ok, out) = register("7900007-000001", "001190000003", &[]);
+    assert!(!ok, "the citizen still lives in 0100007-000001: {out}");
+    // By name, the member with a citizen id is nobody.
+    let (code, out) = change(&["--remove-member", "Lê Minh"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(last_json(&out)["kind"], "NotAMember", "{out}");
+    // By their citizen id, they leave, and may be registered elsewhere.
+    let (code, out) = change(&["--remove-member", "001190000003"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(members(), 3);
+    let (ok, out) = register("7900007-000001", "001190000003", &[]);
+    assert!(ok, "{out}");
+}

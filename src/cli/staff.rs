@@ -158,7 +158,8 @@ pub enum HouseholdCommand {
     },
     /// Change the members: add and remove people (a birth, a marriage, someone leaving).
     /// The rest of the personal data stays; a citizen id held by another household,
-    /// in any province, is refused.
+    /// in any province, is refused. At least one member is added or removed.
+    #[command(group = clap::ArgGroup::new("change").required(true).multiple(true))]
     ChangeMembers {
         /// The household. Example: 0100007-000001
         #[arg(long, value_parser = ansinh::input::household)]
@@ -171,12 +172,13 @@ pub enum HouseholdCommand {
         reason: String,
         /// "NAME:CITIZEN_ID:RELATION" (CITIZEN_ID may be empty for a child; without
         /// ":RELATION", "member"), repeatable. Example: "Lê Minh::con"
-        #[arg(long = "add-member", value_name = "NAME:CITIZEN_ID:RELATION", value_parser = member)]
+        #[arg(long = "add-member", value_name = "NAME:CITIZEN_ID:RELATION", value_parser = member, group = "change")]
         add: Vec<Member>,
-        /// A member's citizen id, or name when they have none, repeatable, e.g.
-        /// --remove 001085012345 --remove "Lê Thị Bình".
-        #[arg(long = "remove-member")]
-        remove: Vec<String>,
+        /// A member who leaves: their citizen id, or their name when they have none (a
+        /// name never removes a member who has one, nor two members bearing it),
+        /// repeatable. Example: --remove-member 001085012345 --remove-member "Lê Thị Bình"
+        #[arg(long = "remove-member", value_name = "CITIZEN_ID_OR_NAME", value_parser = ansinh::input::member_named, group = "change")]
+        remove: Vec<ansinh::input::MemberNamed>,
     },
     /// Record a member's death.
     RecordDeath {
@@ -748,17 +750,10 @@ pub async fn household_command(
                 Ok(data) => data,
                 Err(e) => return outcome(Err(e), &key, json),
             };
-            for who in &remove {
-                let before = data.members.len();
-                data.members
-                    .retain(|m| m.citizen_id.as_deref() != Some(who.as_str()) && m.name != *who);
-                if data.members.len() == before {
-                    let not_a_member = ansinh::domain::Rejection::NotAMember {
-                        household: h.to_string(),
-                    };
-                    return outcome(Err(not_a_member.into()), &key, json);
-                }
-            }
+            data = match ansinh::service::without_members(&data, &h, &remove) {
+                Ok(data) => data,
+                Err(refused) => return outcome(Err(refused.into()), &key, json),
+            };
             data.members.extend(add);
             outcome(
                 service.change_members(&req, &h, on, &reason, &data).await,

@@ -565,6 +565,24 @@ pub fn text(s: &str) -> Result<String, InputError> {
     text_of(Kind::Text, s, TEXT_CHARS_MAX)
 }
 
+/// A household member named for leaving it (`household change-members --remove-member`):
+/// by citizen id, or by name (in NFC) when they have none. Which member it is, is the
+/// service's to find (`service::without_members`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum MemberNamed {
+    CitizenId(CitizenId),
+    Name(String),
+}
+
+/// A citizen id when the value is all digits (refused as a citizen id if it is not one),
+/// else a name: no name is all digits.
+pub fn member_named(s: &str) -> Result<MemberNamed, InputError> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(MemberNamed::CitizenId(citizen_id(s)?));
+    }
+    Ok(MemberNamed::Name(name(s)?))
+}
+
 /// A member's relation to the head of household (con gái, vợ), in NFC.
 pub fn relation(s: &str) -> Result<String, InputError> {
     text_of(Kind::Relation, s, RELATION_CHARS_MAX)
