@@ -2483,3 +2483,118 @@ fn removing_a_member_by_name_never_removes_a_member_with_a_citizen_id_or_two_at_
     let (ok, out) = register("7900007-000001", "001190000003", &[]);
     assert!(ok, "{out}");
 }
+
+/// Personal data given as the API's `personal` object on stdin (`--personal -`) never
+/// appear in the process's arguments, which every user of the host can read
+/// (`/proc/<pid>/cmdline`, `ps`). The process waits on stdin: its arguments are read
+/// while it runs, before the document is written. A document the API's schema would
+/// refuse (a member it does not name) is refused, and appends nothing.
+#[test]
+fn personal_data_on_stdin_never_appear_in_the_process_arguments() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let staff = [
+        "--as",
+        "co:1",
+        "--role",
+        "credit-officer",
+        "--unit",
+        "0100007",
+    ];
+    let document = serde_json::json!({
+        "head_name": "Lê Văn An",
+        "head_citizen_id": "001085012345",
+        "phone": "0912345678",
+        "account_number": null,
+        "members": [{"name": "Lê Thị Hoa", "citizen_id": "001190000001", "relation": "vợ"}],
+    });
+    let register = |document: &[u8], args: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ansinh"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(staff)
+            .args(args)
+            .args(["household", "register", "--id", "0100007-000001"])
+            .args(["--area", "rural", "--on", "2026-01-05", "--personal", "-"])
+            .env_remove("ANSINH_NATS_URL")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The kernel lets `spawn` return once the new program replaced this one, a
+        // moment before it lays out its arguments, which read as empty until then.
+        const CMDLINE_READS_MAX: usize = 100_000;
+        let cmdline = (0..CMDLINE_READS_MAX)
+            .map(|_| std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap())
+            .find(|cmdline| !cmdline.is_empty())
+            .expect("the process's arguments");
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(document).unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        (
+            cmdline,
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    // Not the API's object: refused as an argument (exit 2), naming the member.
+    let mut unknown = document.clone();
+    unknown["nickname"] = "An".into();
+    let (_, code, out) = register(unknown.to_string().as_bytes(), &["--json"]);
+    assert_eq!(code, Some(2), "{out}");
+    let refusal = last_json(&out);
+    assert_eq!(refusal["error"], "InvalidArgument", "{out}");
+    assert!(
+        refusal["message"].as_str().unwrap().contains("nickname"),
+        "{out}"
+    );
+    let (cmdline, code, out) = register(document.to_string().as_bytes(), &[]);
+    assert!(
+        cmdline.contains("--personal -"),
+        "{cmdline:?} {code:?} {out}"
+    );
+    for secret in ["001085012345", "001190000001", "0912345678", "Lê"] {
+        assert!(!cmdline.contains(secret), "{cmdline}");
+    }
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("recorded:"), "{out}");
+    let mut show = staff.to_vec();
+    show.extend_from_slice(&["--json", "household", "show", "0100007-000001"]);
+    let (ok, out) = ansinh(dir.path(), &show);
+    assert!(ok, "{out}");
+    assert_eq!(last_json(&out)["household"]["members"], 2, "{out}");
+    // The registration and nothing else: the refused document appended nothing.
+    assert!(events_of(dir.path(), "01").contains(": 1 events"));
+    // A member change gives the whole list as it now is, as over HTTP: a birth.
+    let mut born = document.clone();
+    born["members"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "Lê Minh", "relation": "con"}));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ansinh"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(staff)
+        .args(["household", "change-members", "--id", "0100007-000001"])
+        .args(["--on", "2026-03-01", "--reason", "birth", "--personal", "-"])
+        .env_remove("ANSINH_NATS_URL")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(born.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (ok, out) = ansinh(dir.path(), &show);
+    assert!(ok, "{out}");
+    assert_eq!(last_json(&out)["household"]["members"], 3, "{out}");
+}

@@ -109,20 +109,32 @@ pub enum HouseholdCommand {
         /// The date of registration (YYYY-MM-DD). Example: 2026-01-05
         #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
-        /// The head of household's full name, with its Vietnamese marks (sealed). Example: "Lê Văn Tám"
-        #[arg(long, value_parser = ansinh::input::name)]
-        head_name: String,
-        /// The head's 12-digit citizen id (sealed; only a blind index of it is in the log). Example: 001085012345
-        #[arg(long, value_parser = ansinh::input::citizen_id)]
-        head_citizen_id: CitizenId,
-        /// A phone number, for payments by mobile money (sealed). Example: 0912345678
+        /// The personal data, as the JSON object the API takes as `personal`
+        /// (schemas/http/defs.json), read from FILE or, with -, from stdin: unlike the
+        /// options below, never visible to other users of the host. Example: -
+        #[arg(long, value_name = "FILE|-", value_parser = personal_file,
+            required_unless_present_any = ["head_name", "head_citizen_id"],
+            conflicts_with_all = ["head_name", "head_citizen_id", "phone", "account", "members"])]
+        personal: Option<PersonalData>,
+        /// The head of household's full name, with its Vietnamese marks (sealed). Other
+        /// users of the host can read arguments (ps): prefer --personal. Example: "Lê Văn Tám"
+        #[arg(long, value_parser = ansinh::input::name, requires = "head_citizen_id")]
+        head_name: Option<String>,
+        /// The head's 12-digit citizen id (sealed; only a blind index of it is in the log).
+        /// Other users of the host can read arguments (ps): prefer --personal. Example: 001085012345
+        #[arg(long, value_parser = ansinh::input::citizen_id, requires = "head_name")]
+        head_citizen_id: Option<CitizenId>,
+        /// A phone number, for payments by mobile money (sealed). Other users of the host
+        /// can read arguments (ps): prefer --personal. Example: 0912345678
         #[arg(long, value_parser = ansinh::input::phone)]
         phone: Option<String>,
-        /// A bank account number, for payments by bank transfer (sealed). Example: 0071000123456
+        /// A bank account number, for payments by bank transfer (sealed). Other users of
+        /// the host can read arguments (ps): prefer --personal. Example: 0071000123456
         #[arg(long, value_parser = ansinh::input::account_number)]
         account: Option<String>,
         /// "NAME:CITIZEN_ID:RELATION" (CITIZEN_ID may be empty for a child; without
-        /// ":RELATION", "member"), repeatable. Example: "Lê Thị Bình:001190000002:vợ"
+        /// ":RELATION", "member"), repeatable. Other users of the host can read arguments
+        /// (ps): prefer --personal. Example: "Lê Thị Bình:001190000002:vợ"
         #[arg(long = "member", value_name = "NAME:CITIZEN_ID:RELATION", value_parser = member)]
         members: Vec<Member>,
     },
@@ -170,8 +182,16 @@ pub enum HouseholdCommand {
         /// Why, as recorded in the event (e.g. "birth", "marriage", "moved away").
         #[arg(long, value_parser = ansinh::input::text)]
         reason: String,
+        /// The household's personal data as they now are, all of them (the head, contacts
+        /// and every member), as the JSON object the API takes as `personal`
+        /// (schemas/http/defs.json), read from FILE or, with -, from stdin, never visible
+        /// to other users of the host. Instead of --add-member and --remove-member. Example: -
+        #[arg(long, value_name = "FILE|-", value_parser = personal_file, group = "change",
+            conflicts_with_all = ["add", "remove"])]
+        personal: Option<PersonalData>,
         /// "NAME:CITIZEN_ID:RELATION" (CITIZEN_ID may be empty for a child; without
-        /// ":RELATION", "member"), repeatable. Example: "Lê Minh::con"
+        /// ":RELATION", "member"), repeatable. Other users of the host can read arguments
+        /// (ps): prefer --personal. Example: "Lê Minh::con"
         #[arg(long = "add-member", value_name = "NAME:CITIZEN_ID:RELATION", value_parser = member, group = "change")]
         add: Vec<Member>,
         /// A member who leaves: their citizen id, or their name when they have none (a
@@ -670,6 +690,7 @@ pub async fn household_command(
             id,
             area,
             on,
+            personal,
             head_name,
             head_citizen_id,
             phone,
@@ -677,12 +698,17 @@ pub async fn household_command(
             members,
         } => {
             let caller = who.caller()?;
-            let data = PersonalData {
-                head_name,
-                head_citizen_id: head_citizen_id.to_string(),
-                phone,
-                account_number: account,
-                members,
+            // clap requires either --personal or both --head-name and --head-citizen-id.
+            let data = match (personal, head_name, head_citizen_id) {
+                (Some(data), ..) => data,
+                (None, Some(head_name), Some(head_citizen_id)) => PersonalData {
+                    head_name,
+                    head_citizen_id: head_citizen_id.to_string(),
+                    phone,
+                    account_number: account,
+                    members,
+                },
+                _ => unreachable!("clap requires --personal or the head's name and id"),
             };
             let asked = fingerprint(
                 &caller,
@@ -720,6 +746,7 @@ pub async fn household_command(
             id,
             on,
             reason,
+            personal,
             add,
             remove,
         } => {
@@ -735,7 +762,7 @@ pub async fn household_command(
             let asked = fingerprint(
                 &caller,
                 "household change-members",
-                serde_json::json!({"household": h, "on": on, "reason": reason, "add": add, "remove": remove}),
+                serde_json::json!({"household": h, "on": on, "reason": reason, "personal": personal, "add": add, "remove": remove}),
             );
             let req = request(&caller, &key, &asked);
             // A retry is answered before the list is rebuilt from the current data: after
@@ -746,9 +773,13 @@ pub async fn household_command(
                 Ok(None) => {}
                 Err(e) => return outcome(Err(e), &key, json),
             }
-            let mut data = match service.personal(&h).await {
-                Ok(data) => data,
-                Err(e) => return outcome(Err(e), &key, json),
+            // The whole list given: recorded as given, as the API records it.
+            let mut data = match personal {
+                Some(data) => data,
+                None => match service.personal(&h).await {
+                    Ok(data) => data,
+                    Err(e) => return outcome(Err(e), &key, json),
+                },
             };
             data = match ansinh::service::without_members(&data, &h, &remove) {
                 Ok(data) => data,
@@ -815,6 +846,21 @@ fn member(spec: &str) -> Result<Member, ansinh::input::InputError> {
         citizen_id,
         relation,
     })
+}
+
+/// `--personal FILE|-`: the document read from FILE, or from stdin for `-`, at most
+/// `input::PERSONAL_BYTES_MAX` bytes, then by `input::personal`.
+fn personal_file(path: &str) -> Result<PersonalData, BoxError> {
+    use std::io::Read as _;
+    let limit = ansinh::input::PERSONAL_BYTES_MAX as u64 + 1;
+    let mut bytes = Vec::new();
+    let read = if path == "-" {
+        std::io::stdin().lock().take(limit).read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(limit).read_to_end(&mut bytes))
+    };
+    read.map_err(|e| format!("reading {path}: {e}"))?;
+    Ok(ansinh::input::personal(&bytes)?)
 }
 
 /// The runtime's projector, caught up with the log.

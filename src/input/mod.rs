@@ -102,6 +102,7 @@ pub enum Kind {
     TermMonths,
     ReviewYear,
     Indicators,
+    Personal,
 }
 
 impl Kind {
@@ -139,6 +140,7 @@ impl Kind {
             Kind::TermMonths => "term",
             Kind::ReviewYear => "review year",
             Kind::Indicators => "list of deprivation indicators",
+            Kind::Personal => "personal data document",
         }
     }
 
@@ -198,6 +200,9 @@ impl Kind {
             Kind::ReviewYear => "a year from 2000 to 2100, 4 digits (2026)",
             Kind::Indicators => {
                 "at most 12 indicators, each named once in lowercase letters and underscores (drinking_water)"
+            }
+            Kind::Personal => {
+                "one JSON object as the API's `personal` (schemas/http/defs.json): head_name, head_citizen_id, phone and account_number (or null), members [{name, citizen_id (or null), relation}]"
             }
         }
     }
@@ -563,6 +568,90 @@ pub fn name(s: &str) -> Result<String, InputError> {
 /// A reason, a decision reference or a note, in NFC.
 pub fn text(s: &str) -> Result<String, InputError> {
     text_of(Kind::Text, s, TEXT_CHARS_MAX)
+}
+
+/// A personal data document's size: the API's body limit (`REQUEST_BODY_BYTES_MAX`),
+/// which holds the whole request the document is a part of.
+pub const PERSONAL_BYTES_MAX: usize = 64 * 1024;
+/// Members besides the head a document may list (defs.json `personal.members`).
+pub const PERSONAL_MEMBERS_MAX: usize = crate::domain::registry::MEMBERS_MAX as usize - 1;
+
+/// The API's `personal` object (schemas/http/defs.json), as its schema admits it: no
+/// member it does not name.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PersonalDocument {
+    head_name: String,
+    head_citizen_id: String,
+    #[serde(default)]
+    phone: Option<String>,
+    #[serde(default)]
+    account_number: Option<String>,
+    members: Vec<MemberDocument>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberDocument {
+    name: String,
+    #[serde(default)]
+    citizen_id: Option<String>,
+    relation: String,
+}
+
+/// A household's personal data from the JSON object the API takes as `personal`, read
+/// by `strict_json` (a member named twice, a control character: refused; text in NFC),
+/// each value by its kind's parser. A refusal names where, as `members[1].citizen_id`,
+/// never the value: it is personal data. For a CLI that reads it from a file or stdin,
+/// where other users of the host cannot read it as they read arguments.
+pub fn personal(bytes: &[u8]) -> Result<crate::personal::PersonalData, InputError> {
+    let refused =
+        |at: &str, e: &dyn fmt::Display| InputError::new(Kind::Personal, format!("{at}: {e}"));
+    if bytes.len() > PERSONAL_BYTES_MAX {
+        return Err(InputError::new(
+            Kind::Personal,
+            format!("more than {PERSONAL_BYTES_MAX} bytes"),
+        ));
+    }
+    let document: PersonalDocument =
+        strict_json::from_slice(bytes).map_err(|e| refused("the document", &e))?;
+    if document.members.len() > PERSONAL_MEMBERS_MAX {
+        return Err(refused(
+            "members",
+            &format!("more than {PERSONAL_MEMBERS_MAX} besides the head"),
+        ));
+    }
+    let kind_of = |at: &str, e: InputError| refused(at, &format!("not a valid {}", e.kind.name()));
+    let mut members = Vec::with_capacity(document.members.len());
+    for (i, m) in document.members.into_iter().enumerate() {
+        let at = |field: &str| format!("members[{i}].{field}");
+        members.push(crate::personal::Member {
+            name: name(&m.name).map_err(|e| kind_of(&at("name"), e))?,
+            citizen_id: m
+                .citizen_id
+                .map(|id| citizen_id(&id).map(|id| id.to_string()))
+                .transpose()
+                .map_err(|e| kind_of(&at("citizen_id"), e))?,
+            relation: relation(&m.relation).map_err(|e| kind_of(&at("relation"), e))?,
+        });
+    }
+    Ok(crate::personal::PersonalData {
+        head_name: name(&document.head_name).map_err(|e| kind_of("head_name", e))?,
+        head_citizen_id: citizen_id(&document.head_citizen_id)
+            .map_err(|e| kind_of("head_citizen_id", e))?
+            .to_string(),
+        phone: document
+            .phone
+            .map(|p| phone(&p))
+            .transpose()
+            .map_err(|e| kind_of("phone", e))?,
+        account_number: document
+            .account_number
+            .map(|a| account_number(&a))
+            .transpose()
+            .map_err(|e| kind_of("account_number", e))?,
+        members,
+    })
 }
 
 /// A household member named for leaving it (`household change-members --remove-member`):
