@@ -2598,3 +2598,59 @@ fn personal_data_on_stdin_never_appear_in_the_process_arguments() {
     assert!(ok, "{out}");
     assert_eq!(last_json(&out)["household"]["members"], 3, "{out}");
 }
+
+/// `household move --json` prints one document, both halves' receipts and the key the
+/// caller gave or was given; retried with that key, the move is answered with its
+/// receipts (exit 0, `duplicate`), not moved again or refused.
+#[test]
+fn a_move_prints_one_document_with_the_key_that_retries_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let officer = as_staff(dir.path(), "credit-officer", "0100007");
+    let (ok, out) = officer(&[
+        "household",
+        "register",
+        "--id",
+        "0100007-000001",
+        "--area",
+        "rural",
+        "--on",
+        "2026-01-05",
+        "--head-name",
+        "Lê Văn An",
+        "--head-citizen-id",
+        "001085012345",
+    ]);
+    assert!(ok, "{out}");
+    let move_ = |key: Option<&str>| {
+        let mut a = vec!["--json"];
+        if let Some(key) = key {
+            a.extend_from_slice(&["--idempotency-key", key]);
+        }
+        a.extend_from_slice(&[
+            "household",
+            "move",
+            "--from",
+            "0100007-000001",
+            "--to",
+            "7900007-000001",
+            "--area",
+            "urban",
+            "--on",
+            "2026-06-01",
+        ]);
+        let (ok, out) = officer(&a);
+        assert!(ok, "{out}");
+        serde_json::from_str::<serde_json::Value>(&out).expect("one JSON document")
+    };
+    let moved = move_(None);
+    assert_eq!(moved["moved_out"]["partition"], "01", "{moved}");
+    assert_eq!(moved["moved_in"]["partition"], "79", "{moved}");
+    assert_eq!(moved["duplicate"], false, "{moved}");
+    let key = moved["idempotency_key"].as_str().unwrap().to_owned();
+    let again = move_(Some(&key));
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(
+        again["moved_in"]["hash"], moved["moved_in"]["hash"],
+        "{again}"
+    );
+}

@@ -434,17 +434,22 @@ fn print_receipt(receipt: &Receipt, key: &str, json: bool) {
     print_receipt_decided(receipt, key, None, json);
 }
 
+/// A receipt's `--json` fields, but the key.
+fn receipt_json(receipt: &Receipt) -> serde_json::Value {
+    serde_json::json!({
+        "partition": receipt.partition,
+        "sequence": receipt.sequence,
+        "hash": receipt.hash.to_hex(),
+        "stream_sequence": receipt.stream_sequence,
+        "index": receipt.index,
+        "duplicate": receipt.duplicate,
+    })
+}
+
 fn print_receipt_decided(receipt: &Receipt, key: &str, decided: Option<&Decided>, json: bool) {
     if json {
-        let mut out = serde_json::json!({
-            "partition": receipt.partition,
-            "sequence": receipt.sequence,
-            "hash": receipt.hash.to_hex(),
-            "stream_sequence": receipt.stream_sequence,
-            "index": receipt.index,
-            "duplicate": receipt.duplicate,
-            "idempotency_key": key,
-        });
+        let mut out = receipt_json(receipt);
+        out["idempotency_key"] = key.into();
         if let Some(d) = decided {
             out["decided"] = d.fields.clone();
         }
@@ -734,9 +739,35 @@ pub async fn household_command(
                 .move_household(&req, &from, &to, area.into(), on)
                 .await
             {
+                // One answer, as the API's (move.response), with the caller's key: the
+                // halves' own keys are derived from it, and a retry under one of them
+                // would be another move.
                 Ok((out, arrived)) => {
-                    print_receipt(&out, &format!("{key}/out"), json);
-                    print_receipt(&arrived, &format!("{key}/in"), json);
+                    let duplicate = out.duplicate && arrived.duplicate;
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "moved_out": receipt_json(&out), "moved_in": receipt_json(&arrived),
+                                "duplicate": duplicate, "idempotency_key": key,
+                            })
+                        );
+                    } else {
+                        for (half, receipt) in [("moved out", &out), ("moved in", &arrived)] {
+                            println!(
+                                "{half}: partition {} sequence {} hash {}",
+                                receipt.partition, receipt.sequence, receipt.hash
+                            );
+                        }
+                        println!(
+                            "{} (idempotency key {key})",
+                            if duplicate {
+                                "already recorded"
+                            } else {
+                                "recorded"
+                            }
+                        );
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => outcome(Err(e), &key, json),
