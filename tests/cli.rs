@@ -2654,3 +2654,116 @@ fn a_move_prints_one_document_with_the_key_that_retries_it() {
         "{again}"
     );
 }
+
+/// The review's and the loan's arguments go through the parsers the API's fields go
+/// through: a savings group's name as its members write it is accepted as over HTTP,
+/// and a repeated indicator, a signed year or a padded term is refused as the argument
+/// it is (exit 2, InvalidArgument naming it), before anything is read or recorded.
+#[test]
+fn review_and_loan_arguments_are_read_by_the_apis_parsers() {
+    let dir = tempfile::tempdir().unwrap();
+    let officer = as_staff(dir.path(), "credit-officer", "0100007");
+    let (ok, out) = officer(&[
+        "household",
+        "register",
+        "--id",
+        "0100007-000001",
+        "--area",
+        "rural",
+        "--on",
+        "2026-01-05",
+        "--head-name",
+        "Lê Văn An",
+        "--head-citizen-id",
+        "001085012345",
+    ]);
+    assert!(ok, "{out}");
+    let classify = |deprived: &str, year: &str| {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(&[
+            "--as",
+            "co:1",
+            "--role",
+            "credit-officer",
+            "--unit",
+            "0100007",
+        ]);
+        a.extend_from_slice(&[
+            "review",
+            "classify",
+            "--household",
+            "0100007-000001",
+            "--income",
+            "1200000",
+            "--area",
+            "rural",
+            "--deprived",
+            deprived,
+            "--year",
+            year,
+            "--on",
+            "2026-01-10",
+        ]);
+        exit_and_stdout(dir.path(), &a)
+    };
+    for (deprived, year, argument) in [
+        ("employment,employment,nutrition", "2026", "--deprived"),
+        ("employment,nutrition,drinking_water", "+2026", "--year"),
+    ] {
+        let (code, out) = classify(deprived, year);
+        assert_eq!(code, Some(2), "{out}");
+        let refusal = last_json(&out);
+        assert_eq!(refusal["error"], "InvalidArgument", "{out}");
+        assert!(
+            refusal["argument"].as_str().unwrap().contains(argument),
+            "{out}"
+        );
+    }
+    let (code, out) = classify("employment,nutrition,drinking_water", "2026");
+    assert_eq!(code, Some(0), "{out}");
+    let approve = |term: &str| {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(&[
+            "--as",
+            "co:1",
+            "--role",
+            "credit-officer",
+            "--unit",
+            "0100007",
+        ]);
+        a.extend_from_slice(&[
+            "loans",
+            "approve",
+            "--household",
+            "0100007-000001",
+            "--programme",
+            "POOR_HOUSEHOLD",
+            "--amount",
+            "50000000",
+            "--term-months",
+            term,
+            "--savings-group",
+            "Tổ TK 01",
+            "--entrusted",
+            "womens-union",
+            "--on",
+            "2026-02-02",
+            "--reason",
+            "credit board 2/2026",
+        ]);
+        exit_and_stdout(dir.path(), &a)
+    };
+    let (code, out) = approve("036");
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        last_json(&out)["argument"]
+            .as_str()
+            .unwrap()
+            .contains("--term-months"),
+        "{out}"
+    );
+    let (code, out) = approve("36");
+    assert_eq!(code, Some(0), "{out}");
+    // Registration, the decision, the approval: the refused commands added nothing.
+    assert!(events_of(dir.path(), "01").contains(": 3 events"));
+}

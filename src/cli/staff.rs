@@ -244,10 +244,10 @@ pub enum ReviewCommand {
         /// employment, dependants, nutrition, health_insurance, adult_education,
         /// children_school_attendance, housing_quality, housing_area_per_person,
         /// drinking_water, hygienic_latrine, telecom_use, information_access_means.
-        #[arg(long, value_delimiter = ',')]
-        deprived: Vec<String>,
+        #[arg(long, value_parser = ansinh::input::indicator_list)]
+        deprived: Option<BTreeSet<String>>,
         /// The review year, e.g. 2026.
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::review_year)]
         year: i32,
         /// The date of the decision (YYYY-MM-DD); the standard in force on it applies.
         #[arg(long, value_parser = ansinh::input::date)]
@@ -289,10 +289,11 @@ pub enum LoanCommand {
         #[arg(long, value_parser = ansinh::input::money)]
         amount: Decimal,
         /// The term in months, within the programme's maximum. Example: 36
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::term_months)]
         term_months: u32,
-        /// The commune savings and loan group the borrower belongs to. Example: SG-0100007-03
-        #[arg(long, value_parser = ansinh::input::reference_of)]
+        /// The commune savings and loan group the borrower belongs to, as its members
+        /// name it. Example: "Tổ TK 01"
+        #[arg(long, value_parser = ansinh::input::savings_group)]
         savings_group: String,
         /// The association the bank entrusts the loan to.
         #[arg(long, value_enum)]
@@ -949,19 +950,14 @@ pub async fn review_command(
         on,
         corrects,
     } = command;
-    let mut seen = BTreeSet::new();
-    if let Some(twice) = deprived.iter().find(|i| !seen.insert(i.as_str())) {
-        // A set would fold it silently: the clerk may have meant another indicator.
-        return Err(
-            format!("--deprived names {twice} more than once; name each indicator once").into(),
-        );
-    }
     let caller = who.caller()?;
     let key = who.key();
     let inputs = ClassificationInputs {
         income_per_person_month: income,
         area: area.into(),
-        deprived: deprived.into_iter().collect::<BTreeSet<_>>(),
+        // None given: deprived in none. A repeated one is refused by its parser (a set
+        // would fold it silently: the clerk may have meant another indicator).
+        deprived: deprived.unwrap_or_default(),
         review_year: year,
     };
     let asked = fingerprint(

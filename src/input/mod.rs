@@ -812,6 +812,12 @@ pub fn indicators<'a>(
     Ok(set)
 }
 
+/// `indicators` of one comma-separated argument (`employment,nutrition`), as the CLI
+/// takes them.
+pub fn indicator_list(s: &str) -> Result<std::collections::BTreeSet<String>, InputError> {
+    indicators(s.split(','))
+}
+
 /// `date` for serde, for the query strings: `#[serde(default, deserialize_with =
 /// "input::optional_date")]` reads an optional date in its one spelling.
 pub fn optional_date<'de, D: serde::Deserializer<'de>>(
