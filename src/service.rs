@@ -104,8 +104,9 @@ impl From<AppendError> for ServiceError {
     }
 }
 
-/// A loan command as staff give it.
-#[derive(Clone, Debug)]
+/// A loan command as staff give it. Serialized only into a CLI request's fingerprint
+/// (what the command asks), never stored.
+#[derive(Clone, Debug, serde::Serialize)]
 pub enum LoanAction {
     Approve {
         household: HouseholdId,
@@ -216,8 +217,10 @@ pub struct Request<'a> {
     pub caller: &'a Caller,
     pub idempotency_key: &'a str,
     pub correlation_id: &'a str,
-    /// What a staff HTTP request asked, hashed: recorded in its events, and compared when
-    /// its key turns out to be used already (`Service::same_request`). None elsewhere.
+    /// What a staff request asked, hashed (an HTTP request's route and body, a command
+    /// line's subcommand and parsed arguments): recorded in its events, and compared when
+    /// its key turns out to be used already (`Service::same_request`). None for the
+    /// ledger's own work under keys it derives (a gateway's post, a timeout, the demo).
     pub fingerprint: Option<&'a Digest>,
 }
 
@@ -310,6 +313,50 @@ fn citizens_recorded(payload: &Option<Payload>) -> Option<Vec<BlindIndex>> {
             .filter_map(|c| <BlindIndex>::try_from(c.as_ref()).ok())
             .collect(),
     )
+}
+
+/// `data` without the members `leaving` names, each exactly one member: a citizen id
+/// names who holds it; a name names only a member without a citizen id (who has one is
+/// named by it, so a name shared with them never frees their claim), compared in NFC. A
+/// name no such member bears is `NotAMember`; one that two bear is `AmbiguousMember`,
+/// since removing both would remove someone still living there. Pure: the caller reads
+/// `data` and records the result.
+pub fn without_members(
+    data: &PersonalData,
+    household: &HouseholdId,
+    leaving: &[crate::input::MemberNamed],
+) -> Result<PersonalData, Rejection> {
+    use crate::input::MemberNamed;
+    use unicode_normalization::UnicodeNormalization;
+    let mut data = data.clone();
+    for who in leaving {
+        let named = |m: &crate::personal::Member| match who {
+            MemberNamed::CitizenId(id) => m.citizen_id.as_deref() == Some(id.as_str()),
+            MemberNamed::Name(name) => m.citizen_id.is_none() && m.name.nfc().eq(name.nfc()),
+        };
+        let mut matching = data
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| named(m))
+            .map(|(i, _)| i);
+        match (matching.next(), matching.next()) {
+            (Some(one), None) => {
+                data.members.remove(one);
+            }
+            (None, _) => {
+                return Err(Rejection::NotAMember {
+                    household: household.to_string(),
+                });
+            }
+            (Some(_), Some(_)) => {
+                return Err(Rejection::AmbiguousMember {
+                    household: household.to_string(),
+                });
+            }
+        }
+    }
+    Ok(data)
 }
 
 fn partition_of(household: &HouseholdId) -> Partition {
@@ -562,8 +609,8 @@ impl Service {
     /// records the same fingerprint, and refused (`KeyReused`) if it records another.
     /// The check is the ledger's, made in the partition's chain order, so it holds across
     /// processes: two requests racing on one key land once, and the other is refused. An
-    /// event that records no fingerprint (appended before they were recorded, or not over
-    /// HTTP) answers as a retry, as the ledger always has.
+    /// event that records no fingerprint (appended before they were recorded, or by a
+    /// request without one) answers as a retry, as the ledger always has.
     ///
     /// Costs nothing on a new event; a retry reads its event back (from the writer's
     /// recent events, or one fetch).
@@ -1870,6 +1917,13 @@ impl Service {
         partition_wide(caller, Operation::ManagePayments, partition)
     }
 
+    /// Whether `caller` may run `partition`'s payments of a month for every commune at
+    /// once: the province's branch, as for timeouts. Asked before the first commune is
+    /// paid; each commune's run checks its own commune again.
+    pub fn may_run_partition(caller: &Caller, partition: &Partition) -> Result<(), AccessError> {
+        partition_wide(caller, Operation::ManagePayments, partition)
+    }
+
     /// `payments timeouts`: every instruction of `partition` still without a result
     /// past its channel's timeout on `as_of` is timed out, at most `limit` of them, one
     /// command each under the key `timeout:<instruction>`, so a rerun (or the CLI and the
@@ -1944,3 +1998,60 @@ pub const POST_REPLAY_WINDOW_MS: i64 = 5 * 60 * 1_000;
 /// households it was before (a household moves a few times in its life; the bound stops
 /// a cycle that only a log not written by the ledger could hold).
 pub const MOVES_FOLLOWED_MAX: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::MemberNamed;
+    use crate::personal::Member;
+
+    fn member(name: &str, citizen_id: Option<&str>) -> Member {
+        Member {
+            name: name.into(),
+            citizen_id: citizen_id.map(Into::into),
+            relation: "con".into(),
+        }
+    }
+
+    /// Given a household of a member with a citizen id and two without, each named
+    /// "Lê Minh" or "Lê Hoa": when one leaves by id or by name, exactly that member
+    /// goes; a name shared by two, or only borne by a member with an id, is refused.
+    #[test]
+    fn a_name_removes_one_member_without_a_citizen_id_and_never_more() {
+        let household = HouseholdId::parse("0100007-000001").unwrap();
+        let data = PersonalData {
+            head_name: "Lê Văn Tám".into(),
+            head_citizen_id: "001085012345".into(),
+            phone: None,
+            account_number: None,
+            members: vec![
+                member("Lê Minh", Some("001190000003")),
+                member("Lê Minh", None),
+                member("Lê Hoa", None),
+                member("Lê Hoa", None),
+            ],
+        };
+        let by_id = MemberNamed::CitizenId(CitizenId::parse("001190000003").unwrap());
+        let left = without_members(&data, &household, &[by_id]).unwrap();
+        assert_eq!(left.members, data.members[1..].to_vec());
+        let nfd: String = unicode_normalization::UnicodeNormalization::nfd("Lê Minh").collect();
+        let left = without_members(&data, &household, &[MemberNamed::Name(nfd)]).unwrap();
+        assert_eq!(
+            left.members,
+            [&data.members[..1], &data.members[2..]].concat()
+        );
+        let refused = |leaving: &[MemberNamed]| {
+            without_members(&data, &household, leaving)
+                .unwrap_err()
+                .kind()
+        };
+        assert_eq!(
+            refused(&[MemberNamed::Name("Lê Hoa".into())]),
+            "AmbiguousMember"
+        );
+        // The one without an id gone, the name is no one's: the other has an id.
+        let minh = MemberNamed::Name("Lê Minh".into());
+        assert_eq!(refused(&[minh.clone(), minh]), "NotAMember");
+        assert_eq!(refused(&[MemberNamed::Name("Nobody".into())]), "NotAMember");
+    }
+}

@@ -1972,3 +1972,798 @@ fn accept_head_on_a_partition_not_stopped_is_refused_and_keeps_its_head() {
     let store = ansinh::log::LedgerStore::open(&dir.path().join("ledger.sled")).unwrap();
     assert_eq!(store.head("01").unwrap().map(|h| h.sequence), Some(1));
 }
+
+/// A staff command line run as `--as co:1 --role ROLE --unit UNIT` on `dir`'s ledger.
+fn as_staff<'a>(
+    dir: &'a std::path::Path,
+    role: &'a str,
+    unit: &'a str,
+) -> impl Fn(&[&str]) -> (bool, String) + 'a {
+    move |args: &[&str]| {
+        let mut a = vec!["--as", "co:1", "--role", role, "--unit", unit];
+        a.extend_from_slice(args);
+        ansinh(dir, &a)
+    }
+}
+
+/// Registers 0100007-000001 (head 001085012345), classifies it poor, approves 01-L1 for
+/// 50.000.000 ₫ and disburses it all.
+fn a_disbursed_loan(officer: &dyn Fn(&[&str]) -> (bool, String)) {
+    for args in [
+        &[
+            "household",
+            "register",
+            "--id",
+            "0100007-000001",
+            "--area",
+            "rural",
+            "--on",
+            "2026-01-05",
+            "--head-name",
+            "Lê Văn An",
+            "--head-citizen-id",
+            "001085012345",
+        ][..],
+        &[
+            "review",
+            "classify",
+            "--household",
+            "0100007-000001",
+            "--income",
+            "1200000",
+            "--area",
+            "rural",
+            "--deprived",
+            "employment,nutrition,drinking_water",
+            "--year",
+            "2026",
+            "--on",
+            "2026-01-10",
+        ],
+        &[
+            "loans",
+            "approve",
+            "--household",
+            "0100007-000001",
+            "--programme",
+            "POOR_HOUSEHOLD",
+            "--amount",
+            "50000000",
+            "--term-months",
+            "36",
+            "--savings-group",
+            "TK-01",
+            "--entrusted",
+            "womens-union",
+            "--on",
+            "2026-02-02",
+            "--reason",
+            "credit board 2/2026",
+        ],
+        &[
+            "loans",
+            "disburse",
+            "--loan",
+            "01-L1",
+            "--amount",
+            "50000000",
+            "--on",
+            "2026-02-05",
+        ],
+    ] {
+        let (ok, out) = officer(args);
+        assert!(ok, "{args:?}: {out}");
+    }
+}
+
+/// Grants entitlement 1 to the head of `household` (registered by the caller) and
+/// allocates its commune 2.000.000 ₫ for each of `months`, as the branch manager.
+fn an_entitlement_funded_for(
+    officer: &dyn Fn(&[&str]) -> (bool, String),
+    manager: &dyn Fn(&[&str]) -> (bool, String),
+    household: &str,
+    months: &[&str],
+) {
+    let (ok, out) = officer(&[
+        "payments",
+        "grant",
+        "--household",
+        household,
+        "--member",
+        "m1",
+        "--category",
+        "ELDERLY_80_PLUS_NO_PENSION",
+        "--channel",
+        "bank",
+        "--gateway",
+        "vcb",
+        "--from",
+        "2026-10",
+        "--on",
+        "2026-10-01",
+    ]);
+    assert!(ok, "{out}");
+    for month in months {
+        let (ok, out) = manager(&[
+            "payments",
+            "allocate",
+            "--commune",
+            &household[..7],
+            "--period",
+            month,
+            "--amount",
+            "2000000",
+            "--on",
+            "2026-10-01",
+        ]);
+        assert!(ok, "{out}");
+    }
+}
+
+/// A key names one request: the same command line again is a retry (its first receipt,
+/// `duplicate`, exit 0), but the key given to another request (another amount, another
+/// month) is refused, and nothing is recorded for it. Were it answered "already
+/// recorded", the clerk would believe the second repayment, or November's payments, done.
+#[test]
+fn a_key_reused_for_another_request_is_refused_not_answered_as_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let officer = as_staff(dir.path(), "credit-officer", "0100007");
+    let manager = as_staff(dir.path(), "branch-manager", "01");
+    a_disbursed_loan(&officer);
+    let repay = |amount: &str| {
+        officer(&[
+            "--json",
+            "--idempotency-key",
+            "pay-1",
+            "loans",
+            "repay",
+            "--loan",
+            "01-L1",
+            "--amount",
+            amount,
+            "--on",
+            "2026-03-20",
+        ])
+    };
+    let (ok, out) = repay("2000000");
+    assert!(ok, "{out}");
+    assert_eq!(last_json(&out)["duplicate"], false, "{out}");
+    let (ok, out) = repay("3000000");
+    assert!(!ok, "another request under the key must be refused: {out}");
+    let refusal = last_json(&out);
+    assert_eq!(refusal["kind"], "IdempotencyKeyReused", "{out}");
+    assert!(
+        refusal["refused"]
+            .as_str()
+            .unwrap()
+            .contains("used for another request"),
+        "{out}"
+    );
+    // The same request again is still a retry: its first receipt.
+    let (ok, out) = repay("2000000");
+    assert!(ok, "{out}");
+    assert_eq!(last_json(&out)["duplicate"], true, "{out}");
+    // The same key with the same arguments given in another order is the same request.
+    let (ok, out) = officer(&[
+        "--idempotency-key",
+        "pay-1",
+        "loans",
+        "repay",
+        "--on",
+        "2026-03-20",
+        "--amount=2000000",
+        "--loan",
+        "01-L1",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("already recorded:"), "{out}");
+
+    // A payment run's key: October's run under it, then November's refused.
+    an_entitlement_funded_for(
+        &officer,
+        &manager,
+        "0100007-000001",
+        &["2026-10", "2026-11"],
+    );
+    let run = |month: &str, on: &str| {
+        manager(&[
+            "--json",
+            "--idempotency-key",
+            "run-01",
+            "payments",
+            "run",
+            "--partition",
+            "01",
+            "--period",
+            month,
+            "--on",
+            on,
+        ])
+    };
+    let (ok, out) = run("2026-10", "2026-10-05");
+    assert!(ok, "{out}");
+    assert_eq!(last_json(&out)["by_commune"][0]["outcome"], "paid", "{out}");
+    let (ok, out) = run("2026-11", "2026-11-05");
+    assert!(
+        !ok,
+        "November's run under October's key must be refused: {out}"
+    );
+    assert_eq!(last_json(&out)["kind"], "IdempotencyKeyReused", "{out}");
+    let (ok, out) = run("2026-10", "2026-10-05");
+    assert!(ok, "{out}");
+    assert_eq!(last_json(&out)["by_commune"][0]["duplicate"], true, "{out}");
+    // Nothing was recorded for November: its run under a key of its own pays it.
+    let (ok, out) = manager(&[
+        "--json",
+        "payments",
+        "run",
+        "--partition",
+        "01",
+        "--period",
+        "2026-11",
+        "--on",
+        "2026-11-05",
+    ]);
+    assert!(ok, "{out}");
+    let november = &last_json(&out)["by_commune"][0];
+    assert_eq!(
+        (&november["outcome"], &november["duplicate"]),
+        (&serde_json::json!("paid"), &serde_json::json!(false)),
+        "{out}"
+    );
+}
+
+/// The exit code and stdout of a command line on `dir`'s ledger.
+fn exit_and_stdout(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ansinh"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("ANSINH_NATS_URL")
+        .output()
+        .expect("run ansinh");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The events of `partition` in the log, as `audit verify` counts them.
+fn events_of(dir: &std::path::Path, partition: &str) -> String {
+    let (ok, out) = ansinh(dir, &["audit", "verify", "--partition", partition]);
+    assert!(ok, "{out}");
+    out.lines()
+        .find(|l| l.starts_with(&format!("OK partition {partition}:")))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_owned()
+}
+
+/// A run of the whole province is the branch's: a commune's officer is refused before
+/// any commune is paid, as over HTTP. Checking each commune in turn would pay the
+/// officer's own commune, then refuse the next, a refusal that had appended a run.
+#[test]
+fn a_communes_officer_cannot_run_a_whole_province() {
+    let dir = tempfile::tempdir().unwrap();
+    let manager = as_staff(dir.path(), "branch-manager", "01");
+    for (household, citizen) in [
+        ("0100001-000001", "001085000001"),
+        ("0100007-000001", "001085000007"),
+    ] {
+        let (ok, out) = manager(&[
+            "household",
+            "register",
+            "--id",
+            household,
+            "--area",
+            "rural",
+            "--on",
+            "2026-01-05",
+            "--head-name",
+            "Lê Văn An",
+            "--head-citizen-id",
+            citizen,
+        ]);
+        assert!(ok, "{out}");
+        an_entitlement_funded_for(&manager, &manager, household, &["2026-10"]);
+    }
+    let before = events_of(dir.path(), "01");
+    let (code, out) = exit_and_stdout(
+        dir.path(),
+        &[
+            "--json",
+            "--as",
+            "co:1",
+            "--role",
+            "credit-officer",
+            "--unit",
+            "0100001",
+            "payments",
+            "run",
+            "--partition",
+            "01",
+            "--period",
+            "2026-10",
+            "--on",
+            "2026-10-05",
+        ],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(out.lines().count(), 1, "one JSON document: {out}");
+    assert_eq!(last_json(&out)["kind"], "Denied", "{out}");
+    assert_eq!(
+        events_of(dir.path(), "01"),
+        before,
+        "a refused run appended a commune's run"
+    );
+    // Their own commune's run is theirs.
+    let (code, out) = exit_and_stdout(
+        dir.path(),
+        &[
+            "--json",
+            "--as",
+            "co:1",
+            "--role",
+            "credit-officer",
+            "--unit",
+            "0100001",
+            "payments",
+            "run",
+            "--partition",
+            "01",
+            "--commune",
+            "0100001",
+            "--period",
+            "2026-10",
+            "--on",
+            "2026-10-05",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(last_json(&out)["by_commune"][0]["outcome"], "paid", "{out}");
+}
+
+/// The monthly overdue job run where it cannot move anything is refused (exit 1, the
+/// refusal's kind), never a success that moved nothing: a province outside the caller's
+/// unit, a date after today (a mistyped year), a role that may not run it. A loan the
+/// run refuses makes the exit code 1 and is named by the kind of its refusal.
+#[test]
+fn an_overdue_run_outside_the_unit_or_in_the_future_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let officer = as_staff(dir.path(), "credit-officer", "0100007");
+    a_disbursed_loan(&officer);
+    let today = ansinh::clock::today().to_string();
+    let overdue = |who: [&str; 6], as_of: &str| {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(&who);
+        a.extend_from_slice(&[
+            "loans",
+            "mark-overdue",
+            "--partition",
+            "01",
+            "--as-of",
+            as_of,
+        ]);
+        exit_and_stdout(dir.path(), &a)
+    };
+    let as_ = |id, role, unit| ["--as", id, "--role", role, "--unit", unit];
+    for (who, as_of, kind) in [
+        (as_("m:9", "branch-manager", "79"), today.as_str(), "Denied"),
+        (as_("m:0", "branch-manager", ""), today.as_str(), "Denied"),
+        (as_("t:1", "teller", "01"), today.as_str(), "Denied"),
+        (
+            as_("m:1", "branch-manager", "01"),
+            "2099-12-31",
+            "DatedInFuture",
+        ),
+    ] {
+        let (code, out) = overdue(who, as_of);
+        assert_eq!(code, Some(1), "{who:?} {as_of}: {out}");
+        let refusal = last_json(&out);
+        assert_eq!(refusal["kind"], kind, "{who:?} {as_of}: {out}");
+        assert!(refusal["refused"].is_string(), "{out}");
+    }
+    // A repayment of 2026-03-20, then a run as of an earlier day: the loan's run is
+    // refused (back-dated), and the job says so.
+    let (ok, out) = officer(&[
+        "loans",
+        "repay",
+        "--loan",
+        "01-L1",
+        "--amount",
+        "2000000",
+        "--on",
+        "2026-03-20",
+    ]);
+    assert!(ok, "{out}");
+    let (code, out) = overdue(as_("m:1", "branch-manager", "01"), "2026-03-10");
+    assert_eq!(code, Some(1), "{out}");
+    let report = last_json(&out);
+    assert_eq!(report["refused"], 1, "{out}");
+    assert!(
+        report["refusals"]
+            .as_object()
+            .is_some_and(|r| !r.is_empty()),
+        "{out}"
+    );
+}
+
+/// `--remove-member` takes a citizen id or a name. A name is a member's only when they
+/// have no citizen id (who has one is named by it), and only if one member bears it:
+/// removing by name never frees a citizen's claim, nor removes two people at once. A
+/// name in decomposed marks is the same name. A change that adds and removes no one is
+/// refused and appends nothing.
+#[test]
+fn removing_a_member_by_name_never_removes_a_member_with_a_citizen_id_or_two_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let officer = as_staff(dir.path(), "credit-officer", "01");
+    let register = |id: &str, head: &str, members: &[&str]| {
+        let mut a = vec![
+            "household",
+            "register",
+            "--id",
+            id,
+            "--area",
+            "rural",
+            "--on",
+            "2026-01-05",
+            "--head-name",
+            "Lê Văn Tám",
+            "--head-citizen-id",
+            head,
+        ];
+        for m in members {
+            a.extend_from_slice(&["--member", m]);
+        }
+        as_staff(dir.path(), "credit-officer", &id[..2])(&a)
+    };
+    let (ok, out) = register(
+        "0100007-000001",
+        "001085012345",
+        &[
+            "Lê Minh:001190000003:con",
+            "Lê Minh::cháu",
+            "Lê Hoa::cháu",
+            "Lê Hoa::cháu",
+        ],
+    );
+    assert!(ok, "{out}");
+    let change = |args: &[&str]| {
+        let mut a = vec![
+            "--json",
+            "--as",
+            "co:1",
+            "--role",
+            "credit-officer",
+            "--unit",
+            "01",
+            "household",
+            "change-members",
+            "--id",
+            "0100007-000001",
+            "--on",
+            "2026-03-01",
+            "--reason",
+            "left",
+        ];
+        a.extend_from_slice(args);
+        exit_and_stdout(dir.path(), &a)
+    };
+    let members = || {
+        let (ok, out) = officer(&["--json", "household", "show", "0100007-000001"]);
+        assert!(ok, "{out}");
+        last_json(&out)["household"]["members"].as_u64().unwrap()
+    };
+    assert_eq!(members(), 5);
+    let before = events_of(dir.path(), "01");
+    // Two members bear the name: which one left is not for the ledger to guess.
+    let (code, out) = change(&["--remove-member", "Lê Hoa"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(last_json(&out)["kind"], "AmbiguousMember", "{out}");
+    // Nothing added, nothing removed: refused before anything is read.
+    let (code, out) = change(&[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert_eq!(events_of(dir.path(), "01"), before);
+    // The child's name, typed in decomposed marks: the child alone leaves, and the
+    // member of the same name with a citizen id stays, holding their claim.
+    let nfd: String = unicode_normalization::UnicodeNormalization::nfd("Lê Minh").collect();
+    assert_ne!(nfd, "Lê Minh");
+    let (code, out) = change(&["--remove-member", &nfd]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(members(), 4);
+    let (ok, out) = register("7900007-000001", "001190000003", &[]);
+    assert!(!ok, "the citizen still lives in 0100007-000001: {out}");
+    // By name, the member with a citizen id is nobody.
+    let (code, out) = change(&["--remove-member", "Lê Minh"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(last_json(&out)["kind"], "NotAMember", "{out}");
+    // By their citizen id, they leave, and may be registered elsewhere.
+    let (code, out) = change(&["--remove-member", "001190000003"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(members(), 3);
+    let (ok, out) = register("7900007-000001", "001190000003", &[]);
+    assert!(ok, "{out}");
+}
+
+/// Personal data given as the API's `personal` object on stdin (`--personal -`) never
+/// appear in the process's arguments, which every user of the host can read
+/// (`/proc/<pid>/cmdline`, `ps`). The process waits on stdin: its arguments are read
+/// while it runs, before the document is written. A document the API's schema would
+/// refuse (a member it does not name) is refused, and appends nothing.
+#[test]
+fn personal_data_on_stdin_never_appear_in_the_process_arguments() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let staff = [
+        "--as",
+        "co:1",
+        "--role",
+        "credit-officer",
+        "--unit",
+        "0100007",
+    ];
+    let document = serde_json::json!({
+        "head_name": "Lê Văn An",
+        "head_citizen_id": "001085012345",
+        "phone": "0912345678",
+        "account_number": null,
+        "members": [{"name": "Lê Thị Hoa", "citizen_id": "001190000001", "relation": "vợ"}],
+    });
+    let register = |document: &[u8], args: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ansinh"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(staff)
+            .args(args)
+            .args(["household", "register", "--id", "0100007-000001"])
+            .args(["--area", "rural", "--on", "2026-01-05", "--personal", "-"])
+            .env_remove("ANSINH_NATS_URL")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The kernel lets `spawn` return once the new program replaced this one, a
+        // moment before it lays out its arguments, which read as empty until then.
+        const CMDLINE_READS_MAX: usize = 100_000;
+        let cmdline = (0..CMDLINE_READS_MAX)
+            .map(|_| std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap())
+            .find(|cmdline| !cmdline.is_empty())
+            .expect("the process's arguments");
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(document).unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        (
+            cmdline,
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    // Not the API's object: refused as an argument (exit 2), naming the member.
+    let mut unknown = document.clone();
+    unknown["nickname"] = "An".into();
+    let (_, code, out) = register(unknown.to_string().as_bytes(), &["--json"]);
+    assert_eq!(code, Some(2), "{out}");
+    let refusal = last_json(&out);
+    assert_eq!(refusal["error"], "InvalidArgument", "{out}");
+    assert!(
+        refusal["message"].as_str().unwrap().contains("nickname"),
+        "{out}"
+    );
+    let (cmdline, code, out) = register(document.to_string().as_bytes(), &[]);
+    assert!(
+        cmdline.contains("--personal -"),
+        "{cmdline:?} {code:?} {out}"
+    );
+    for secret in ["001085012345", "001190000001", "0912345678", "Lê"] {
+        assert!(!cmdline.contains(secret), "{cmdline}");
+    }
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("recorded:"), "{out}");
+    let mut show = staff.to_vec();
+    show.extend_from_slice(&["--json", "household", "show", "0100007-000001"]);
+    let (ok, out) = ansinh(dir.path(), &show);
+    assert!(ok, "{out}");
+    assert_eq!(last_json(&out)["household"]["members"], 2, "{out}");
+    // The registration and nothing else: the refused document appended nothing.
+    assert!(events_of(dir.path(), "01").contains(": 1 events"));
+    // A member change gives the whole list as it now is, as over HTTP: a birth.
+    let mut born = document.clone();
+    born["members"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "Lê Minh", "relation": "con"}));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ansinh"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(staff)
+        .args(["household", "change-members", "--id", "0100007-000001"])
+        .args(["--on", "2026-03-01", "--reason", "birth", "--personal", "-"])
+        .env_remove("ANSINH_NATS_URL")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(born.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (ok, out) = ansinh(dir.path(), &show);
+    assert!(ok, "{out}");
+    assert_eq!(last_json(&out)["household"]["members"], 3, "{out}");
+}
+
+/// `household move --json` prints one document, both halves' receipts and the key the
+/// caller gave or was given; retried with that key, the move is answered with its
+/// receipts (exit 0, `duplicate`), not moved again or refused.
+#[test]
+fn a_move_prints_one_document_with_the_key_that_retries_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let officer = as_staff(dir.path(), "credit-officer", "0100007");
+    let (ok, out) = officer(&[
+        "household",
+        "register",
+        "--id",
+        "0100007-000001",
+        "--area",
+        "rural",
+        "--on",
+        "2026-01-05",
+        "--head-name",
+        "Lê Văn An",
+        "--head-citizen-id",
+        "001085012345",
+    ]);
+    assert!(ok, "{out}");
+    let move_ = |key: Option<&str>| {
+        let mut a = vec!["--json"];
+        if let Some(key) = key {
+            a.extend_from_slice(&["--idempotency-key", key]);
+        }
+        a.extend_from_slice(&[
+            "household",
+            "move",
+            "--from",
+            "0100007-000001",
+            "--to",
+            "7900007-000001",
+            "--area",
+            "urban",
+            "--on",
+            "2026-06-01",
+        ]);
+        let (ok, out) = officer(&a);
+        assert!(ok, "{out}");
+        serde_json::from_str::<serde_json::Value>(&out).expect("one JSON document")
+    };
+    let moved = move_(None);
+    assert_eq!(moved["moved_out"]["partition"], "01", "{moved}");
+    assert_eq!(moved["moved_in"]["partition"], "79", "{moved}");
+    assert_eq!(moved["duplicate"], false, "{moved}");
+    let key = moved["idempotency_key"].as_str().unwrap().to_owned();
+    let again = move_(Some(&key));
+    assert_eq!(again["duplicate"], true, "{again}");
+    assert_eq!(
+        again["moved_in"]["hash"], moved["moved_in"]["hash"],
+        "{again}"
+    );
+}
+
+/// The review's and the loan's arguments go through the parsers the API's fields go
+/// through: a savings group's name as its members write it is accepted as over HTTP,
+/// and a repeated indicator, a signed year or a padded term is refused as the argument
+/// it is (exit 2, InvalidArgument naming it), before anything is read or recorded.
+#[test]
+fn review_and_loan_arguments_are_read_by_the_apis_parsers() {
+    let dir = tempfile::tempdir().unwrap();
+    let officer = as_staff(dir.path(), "credit-officer", "0100007");
+    let (ok, out) = officer(&[
+        "household",
+        "register",
+        "--id",
+        "0100007-000001",
+        "--area",
+        "rural",
+        "--on",
+        "2026-01-05",
+        "--head-name",
+        "Lê Văn An",
+        "--head-citizen-id",
+        "001085012345",
+    ]);
+    assert!(ok, "{out}");
+    let classify = |deprived: &str, year: &str| {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(&[
+            "--as",
+            "co:1",
+            "--role",
+            "credit-officer",
+            "--unit",
+            "0100007",
+        ]);
+        a.extend_from_slice(&[
+            "review",
+            "classify",
+            "--household",
+            "0100007-000001",
+            "--income",
+            "1200000",
+            "--area",
+            "rural",
+            "--deprived",
+            deprived,
+            "--year",
+            year,
+            "--on",
+            "2026-01-10",
+        ]);
+        exit_and_stdout(dir.path(), &a)
+    };
+    for (deprived, year, argument) in [
+        ("employment,employment,nutrition", "2026", "--deprived"),
+        ("employment,nutrition,drinking_water", "+2026", "--year"),
+    ] {
+        let (code, out) = classify(deprived, year);
+        assert_eq!(code, Some(2), "{out}");
+        let refusal = last_json(&out);
+        assert_eq!(refusal["error"], "InvalidArgument", "{out}");
+        assert!(
+            refusal["argument"].as_str().unwrap().contains(argument),
+            "{out}"
+        );
+    }
+    let (code, out) = classify("employment,nutrition,drinking_water", "2026");
+    assert_eq!(code, Some(0), "{out}");
+    let approve = |term: &str| {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(&[
+            "--as",
+            "co:1",
+            "--role",
+            "credit-officer",
+            "--unit",
+            "0100007",
+        ]);
+        a.extend_from_slice(&[
+            "loans",
+            "approve",
+            "--household",
+            "0100007-000001",
+            "--programme",
+            "POOR_HOUSEHOLD",
+            "--amount",
+            "50000000",
+            "--term-months",
+            term,
+            "--savings-group",
+            "Tổ TK 01",
+            "--entrusted",
+            "womens-union",
+            "--on",
+            "2026-02-02",
+            "--reason",
+            "credit board 2/2026",
+        ]);
+        exit_and_stdout(dir.path(), &a)
+    };
+    let (code, out) = approve("036");
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        last_json(&out)["argument"]
+            .as_str()
+            .unwrap()
+            .contains("--term-months"),
+        "{out}"
+    );
+    let (code, out) = approve("36");
+    assert_eq!(code, Some(0), "{out}");
+    // Registration, the decision, the approval: the refused commands added nothing.
+    assert!(events_of(dir.path(), "01").contains(": 3 events"));
+}

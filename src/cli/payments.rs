@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ansinh::app::Runtime;
-use ansinh::chain::Partition;
+use ansinh::chain::{Digest, Partition};
 use ansinh::domain::ids::{CommuneCode, HouseholdId};
 use ansinh::domain::money::format_vnd;
 use ansinh::domain::payments::CommandKind;
@@ -405,11 +405,19 @@ pub async fn run(
         }
         PaymentsCommand::Reconcile { .. } => unreachable!("handled above"),
     };
+    // A stop is recorded today, whatever day it names (which its command holds): a retry
+    // on another day is the same request.
+    let asked_on = (!matches!(kind, CommandKind::Stop { .. })).then_some(on);
+    let asked = super::staff::fingerprint(
+        &caller,
+        "payments",
+        serde_json::json!({"partition": partition.as_str(), "command": kind, "on": asked_on}),
+    );
     let req = Request {
         caller: &caller,
         idempotency_key: &key,
         correlation_id: "cli:payments",
-        fingerprint: None,
+        fingerprint: Some(&asked),
     };
     let result = service.payment(&req, &partition, kind, on).await;
     super::staff::outcome_decided(runtime, result, &key, json).await
@@ -425,6 +433,46 @@ fn budget_of(code: &CommuneCode, period: Month) -> Result<(Partition, BudgetKey)
         period,
     };
     Ok((Partition::new(code.province().as_str())?, budget))
+}
+
+/// A run stopped at a commune by `e`: a refusal (exit 1) whose `--json` object holds the
+/// communes done before it under `by_commune`, or a failure that may be recorded, whose
+/// error names the key to retry the run with and the communes done before it.
+fn stopped(
+    e: ansinh::service::ServiceError,
+    key: &str,
+    by_commune: Vec<serde_json::Value>,
+    json: bool,
+) -> Result<ExitCode, BoxError> {
+    let mut more = serde_json::Map::new();
+    more.insert("idempotency_key".into(), key.into());
+    let done: Vec<String> = by_commune
+        .iter()
+        .filter(|line| line["outcome"] == "paid")
+        .filter_map(|line| line["commune"].as_str().map(str::to_owned))
+        .collect();
+    more.insert("by_commune".into(), by_commune.into());
+    match super::staff::refusal_with(e, json, more) {
+        Ok(code) => Ok(code),
+        Err(e) if done.is_empty() => super::staff::outcome(Err(e), key, json),
+        Err(e) => Err(Box::new(super::Unsettled {
+            idempotency_key: key.to_owned(),
+            source: format!("{e} (communes paid before it: {})", done.join(", ")).into(),
+        })),
+    }
+}
+
+/// Domain separation of a payment run's commune requests (`commune_fingerprint`).
+const COMMUNE_RUN_FINGERPRINT_CONTEXT: &str = "ansinh v1 cli payment run commune fingerprint";
+
+/// The fingerprint of a run's request for one commune, derived from the run's: the same
+/// run again finds each commune's receipt, and a run that asks anything else (another
+/// month, day or commune) under the key is refused at the first commune it shares.
+fn commune_fingerprint(run: &Digest, commune: &CommuneId) -> Digest {
+    let mut hasher = blake3::Hasher::new_derive_key(COMMUNE_RUN_FINGERPRINT_CONTEXT);
+    hasher.update(&run.0);
+    hasher.update(commune.as_str().as_bytes());
+    Digest(*hasher.finalize().as_bytes())
 }
 
 /// `payments run`: one command per commune (budgets are per commune, so each commune's
@@ -444,9 +492,21 @@ async fn payment_run(
     let caller = who.caller()?;
     let key = who.key();
     let service = runtime.service();
+    let asked = super::staff::fingerprint(
+        &caller,
+        "payments run",
+        serde_json::json!({"partition": partition.as_str(), "period": period.to_string(),
+            "commune": commune.as_ref().map(ToString::to_string), "on": on}),
+    );
     let communes: Vec<CommuneId> = match commune {
         Some(c) => vec![c],
         None => {
+            // The whole province is the branch's, as over HTTP: checked before any
+            // commune is paid, or a commune's officer would pay their own commune and be
+            // refused at the next, a refusal that appended a run.
+            if let Err(denied) = ansinh::service::Service::may_run_partition(&caller, partition) {
+                return Ok(super::staff::refusal(denied.into(), json)?);
+            }
             if let Some(code) = super::unknown_partition(runtime, partition, json).await? {
                 return Ok(code);
             }
@@ -477,11 +537,12 @@ async fn payment_run(
         // with --idempotency-key holds, as the HTTP job's are: "K/0100007" could be the
         // key of another command of the operator's, answered with this run's receipt.
         let commune_key = format!("{key} {commune}");
+        let commune_asked = commune_fingerprint(&asked, commune);
         let req = Request {
             caller: &caller,
             idempotency_key: &commune_key,
             correlation_id: "cli:payments",
-            fingerprint: None,
+            fingerprint: Some(&commune_asked),
         };
         let run = service
             .run_commune_of_partition_run(
@@ -532,8 +593,9 @@ async fn payment_run(
                 })
             }
             // The run's key, not the commune's: a retry of the whole run under it
-            // finds each commune already paid.
-            Err(e) => return super::staff::outcome(Err(e), &key, json),
+            // finds each commune already paid. The communes done before it are in the
+            // one document (their lines were printed as they landed without --json).
+            Err(e) => return stopped(e, &key, by_commune, json),
         };
         if json {
             by_commune.push(line);

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use ansinh::access::{self, Caller, Operation, Role};
 use ansinh::app::Runtime;
 use ansinh::book::loan_ref;
-use ansinh::chain::Partition;
+use ansinh::chain::{Digest, Partition};
 use ansinh::domain::eligibility::{Area, ClassificationInputs};
 use ansinh::domain::ids::{CitizenId, CommuneCode, HouseholdId};
 use ansinh::domain::loans::{Channel, EntrustedOrganisation};
@@ -109,20 +109,32 @@ pub enum HouseholdCommand {
         /// The date of registration (YYYY-MM-DD). Example: 2026-01-05
         #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
-        /// The head of household's full name, with its Vietnamese marks (sealed). Example: "Lê Văn Tám"
-        #[arg(long, value_parser = ansinh::input::name)]
-        head_name: String,
-        /// The head's 12-digit citizen id (sealed; only a blind index of it is in the log). Example: 001085012345
-        #[arg(long, value_parser = ansinh::input::citizen_id)]
-        head_citizen_id: CitizenId,
-        /// A phone number, for payments by mobile money (sealed). Example: 0912345678
+        /// The personal data, as the JSON object the API takes as `personal`
+        /// (schemas/http/defs.json), read from FILE or, with -, from stdin: unlike the
+        /// options below, never visible to other users of the host. Example: -
+        #[arg(long, value_name = "FILE|-", value_parser = personal_file,
+            required_unless_present_any = ["head_name", "head_citizen_id"],
+            conflicts_with_all = ["head_name", "head_citizen_id", "phone", "account", "members"])]
+        personal: Option<PersonalData>,
+        /// The head of household's full name, with its Vietnamese marks (sealed). Other
+        /// users of the host can read arguments (ps): prefer --personal. Example: "Lê Văn Tám"
+        #[arg(long, value_parser = ansinh::input::name, requires = "head_citizen_id")]
+        head_name: Option<String>,
+        /// The head's 12-digit citizen id (sealed; only a blind index of it is in the log).
+        /// Other users of the host can read arguments (ps): prefer --personal. Example: 001085012345
+        #[arg(long, value_parser = ansinh::input::citizen_id, requires = "head_name")]
+        head_citizen_id: Option<CitizenId>,
+        /// A phone number, for payments by mobile money (sealed). Other users of the host
+        /// can read arguments (ps): prefer --personal. Example: 0912345678
         #[arg(long, value_parser = ansinh::input::phone)]
         phone: Option<String>,
-        /// A bank account number, for payments by bank transfer (sealed). Example: 0071000123456
+        /// A bank account number, for payments by bank transfer (sealed). Other users of
+        /// the host can read arguments (ps): prefer --personal. Example: 0071000123456
         #[arg(long, value_parser = ansinh::input::account_number)]
         account: Option<String>,
         /// "NAME:CITIZEN_ID:RELATION" (CITIZEN_ID may be empty for a child; without
-        /// ":RELATION", "member"), repeatable. Example: "Lê Thị Bình:001190000002:vợ"
+        /// ":RELATION", "member"), repeatable. Other users of the host can read arguments
+        /// (ps): prefer --personal. Example: "Lê Thị Bình:001190000002:vợ"
         #[arg(long = "member", value_name = "NAME:CITIZEN_ID:RELATION", value_parser = member)]
         members: Vec<Member>,
     },
@@ -158,7 +170,8 @@ pub enum HouseholdCommand {
     },
     /// Change the members: add and remove people (a birth, a marriage, someone leaving).
     /// The rest of the personal data stays; a citizen id held by another household,
-    /// in any province, is refused.
+    /// in any province, is refused. At least one member is added or removed.
+    #[command(group = clap::ArgGroup::new("change").required(true).multiple(true))]
     ChangeMembers {
         /// The household. Example: 0100007-000001
         #[arg(long, value_parser = ansinh::input::household)]
@@ -169,14 +182,23 @@ pub enum HouseholdCommand {
         /// Why, as recorded in the event (e.g. "birth", "marriage", "moved away").
         #[arg(long, value_parser = ansinh::input::text)]
         reason: String,
+        /// The household's personal data as they now are, all of them (the head, contacts
+        /// and every member), as the JSON object the API takes as `personal`
+        /// (schemas/http/defs.json), read from FILE or, with -, from stdin, never visible
+        /// to other users of the host. Instead of --add-member and --remove-member. Example: -
+        #[arg(long, value_name = "FILE|-", value_parser = personal_file, group = "change",
+            conflicts_with_all = ["add", "remove"])]
+        personal: Option<PersonalData>,
         /// "NAME:CITIZEN_ID:RELATION" (CITIZEN_ID may be empty for a child; without
-        /// ":RELATION", "member"), repeatable. Example: "Lê Minh::con"
-        #[arg(long = "add-member", value_name = "NAME:CITIZEN_ID:RELATION", value_parser = member)]
+        /// ":RELATION", "member"), repeatable. Other users of the host can read arguments
+        /// (ps): prefer --personal. Example: "Lê Minh::con"
+        #[arg(long = "add-member", value_name = "NAME:CITIZEN_ID:RELATION", value_parser = member, group = "change")]
         add: Vec<Member>,
-        /// A member's citizen id, or name when they have none, repeatable, e.g.
-        /// --remove 001085012345 --remove "Lê Thị Bình".
-        #[arg(long = "remove-member")]
-        remove: Vec<String>,
+        /// A member who leaves: their citizen id, or their name when they have none (a
+        /// name never removes a member who has one, nor two members bearing it),
+        /// repeatable. Example: --remove-member 001085012345 --remove-member "Lê Thị Bình"
+        #[arg(long = "remove-member", value_name = "CITIZEN_ID_OR_NAME", value_parser = ansinh::input::member_named, group = "change")]
+        remove: Vec<ansinh::input::MemberNamed>,
     },
     /// Record a member's death.
     RecordDeath {
@@ -222,10 +244,10 @@ pub enum ReviewCommand {
         /// employment, dependants, nutrition, health_insurance, adult_education,
         /// children_school_attendance, housing_quality, housing_area_per_person,
         /// drinking_water, hygienic_latrine, telecom_use, information_access_means.
-        #[arg(long, value_delimiter = ',')]
-        deprived: Vec<String>,
+        #[arg(long, value_parser = ansinh::input::indicator_list)]
+        deprived: Option<BTreeSet<String>>,
         /// The review year, e.g. 2026.
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::review_year)]
         year: i32,
         /// The date of the decision (YYYY-MM-DD); the standard in force on it applies.
         #[arg(long, value_parser = ansinh::input::date)]
@@ -267,10 +289,11 @@ pub enum LoanCommand {
         #[arg(long, value_parser = ansinh::input::money)]
         amount: Decimal,
         /// The term in months, within the programme's maximum. Example: 36
-        #[arg(long)]
+        #[arg(long, value_parser = ansinh::input::term_months)]
         term_months: u32,
-        /// The commune savings and loan group the borrower belongs to. Example: SG-0100007-03
-        #[arg(long, value_parser = ansinh::input::reference_of)]
+        /// The commune savings and loan group the borrower belongs to, as its members
+        /// name it. Example: "Tổ TK 01"
+        #[arg(long, value_parser = ansinh::input::savings_group)]
         savings_group: String,
         /// The association the bank entrusts the loan to.
         #[arg(long, value_enum)]
@@ -412,17 +435,22 @@ fn print_receipt(receipt: &Receipt, key: &str, json: bool) {
     print_receipt_decided(receipt, key, None, json);
 }
 
+/// A receipt's `--json` fields, but the key.
+fn receipt_json(receipt: &Receipt) -> serde_json::Value {
+    serde_json::json!({
+        "partition": receipt.partition,
+        "sequence": receipt.sequence,
+        "hash": receipt.hash.to_hex(),
+        "stream_sequence": receipt.stream_sequence,
+        "index": receipt.index,
+        "duplicate": receipt.duplicate,
+    })
+}
+
 fn print_receipt_decided(receipt: &Receipt, key: &str, decided: Option<&Decided>, json: bool) {
     if json {
-        let mut out = serde_json::json!({
-            "partition": receipt.partition,
-            "sequence": receipt.sequence,
-            "hash": receipt.hash.to_hex(),
-            "stream_sequence": receipt.stream_sequence,
-            "index": receipt.index,
-            "duplicate": receipt.duplicate,
-            "idempotency_key": key,
-        });
+        let mut out = receipt_json(receipt);
+        out["idempotency_key"] = key.into();
         if let Some(d) = decided {
             out["decided"] = d.fields.clone();
         }
@@ -547,39 +575,65 @@ pub fn outcome(
     }
 }
 
-/// `e` as a failure the key can settle: every error but a reused key, which was refused
-/// (nothing appended) and whose retry under the same key would be refused again.
+/// `e` as a failure the key can settle. (A reused key is a refusal, `refusal`: nothing
+/// was appended, and a retry under the same key would be refused again.)
 fn unsettled(key: &str, e: ServiceError) -> BoxError {
-    match e {
-        e @ ServiceError::KeyReused { .. } => e.into(),
-        e => Box::new(super::Unsettled {
-            idempotency_key: key.to_owned(),
-            source: e.into(),
-        }),
-    }
+    Box::new(super::Unsettled {
+        idempotency_key: key.to_owned(),
+        source: e.into(),
+    })
 }
 
 /// Prints a refusal and returns the exit code for it (1), or hands other errors back.
 pub fn refusal(e: ServiceError, json: bool) -> Result<ExitCode, ServiceError> {
+    refusal_with(e, json, serde_json::Map::new())
+}
+
+/// As `refusal`, with `more` in the `--json` object: what a command of several steps did
+/// before the refused one (a payment run's communes paid), so the one document says it.
+pub fn refusal_with(
+    e: ServiceError,
+    json: bool,
+    more: serde_json::Map<String, serde_json::Value>,
+) -> Result<ExitCode, ServiceError> {
+    let with_more = |mut object: serde_json::Value| {
+        object
+            .as_object_mut()
+            .expect("an object")
+            .extend(more.clone());
+        object
+    };
     match e {
         // The ledger already holds what the command would record (a rerun of a run, an
         // overdue move of a loan with nothing due): done, not refused.
         ServiceError::Rejected(ansinh::domain::Rejection::NothingToRecord) => {
             if json {
-                println!("{}", serde_json::json!({"outcome": "nothing_left"}));
+                println!(
+                    "{}",
+                    with_more(serde_json::json!({"outcome": "nothing_left"}))
+                );
             } else {
                 println!("nothing left to do: the ledger already holds what this command records");
             }
             Ok(ExitCode::SUCCESS)
         }
-        e @ (ServiceError::Rejected(_) | ServiceError::Denied(_)) => {
+        e @ (ServiceError::Rejected(_)
+        | ServiceError::Denied(_)
+        | ServiceError::KeyReused { .. }) => {
             // The refusal itself, once: `ServiceError` prefixes "refused: " for logs.
             let (kind, sentence) = match &e {
                 ServiceError::Rejected(r) => (r.kind(), r.to_string()),
+                // Named as the API names it (`422 IdempotencyKeyReused`).
+                ServiceError::KeyReused { .. } => {
+                    ("IdempotencyKeyReused".to_owned(), e.to_string())
+                }
                 other => ("Denied".to_owned(), other.to_string()),
             };
             if json {
-                println!("{}", serde_json::json!({"refused": sentence, "kind": kind}));
+                println!(
+                    "{}",
+                    with_more(serde_json::json!({"refused": sentence, "kind": kind}))
+                );
             } else {
                 println!("REFUSED: {sentence}");
             }
@@ -642,6 +696,7 @@ pub async fn household_command(
             id,
             area,
             on,
+            personal,
             head_name,
             head_citizen_id,
             phone,
@@ -649,14 +704,24 @@ pub async fn household_command(
             members,
         } => {
             let caller = who.caller()?;
-            let data = PersonalData {
-                head_name,
-                head_citizen_id: head_citizen_id.to_string(),
-                phone,
-                account_number: account,
-                members,
+            // clap requires either --personal or both --head-name and --head-citizen-id.
+            let data = match (personal, head_name, head_citizen_id) {
+                (Some(data), ..) => data,
+                (None, Some(head_name), Some(head_citizen_id)) => PersonalData {
+                    head_name,
+                    head_citizen_id: head_citizen_id.to_string(),
+                    phone,
+                    account_number: account,
+                    members,
+                },
+                _ => unreachable!("clap requires --personal or the head's name and id"),
             };
-            let req = request(&caller, &key);
+            let asked = fingerprint(
+                &caller,
+                "household register",
+                serde_json::json!({"household": id, "area": Area::from(area), "on": on, "personal": data}),
+            );
+            let req = request(&caller, &key, &asked);
             outcome(
                 service.register(&req, &id, area.into(), on, &data).await,
                 &key,
@@ -665,14 +730,45 @@ pub async fn household_command(
         }
         HouseholdCommand::Move { from, to, area, on } => {
             let caller = who.caller()?;
-            let req = request(&caller, &key);
+            let asked = fingerprint(
+                &caller,
+                "household move",
+                serde_json::json!({"from": from, "to": to, "area": Area::from(area), "on": on}),
+            );
+            let req = request(&caller, &key, &asked);
             match service
                 .move_household(&req, &from, &to, area.into(), on)
                 .await
             {
+                // One answer, as the API's (move.response), with the caller's key: the
+                // halves' own keys are derived from it, and a retry under one of them
+                // would be another move.
                 Ok((out, arrived)) => {
-                    print_receipt(&out, &format!("{key}/out"), json);
-                    print_receipt(&arrived, &format!("{key}/in"), json);
+                    let duplicate = out.duplicate && arrived.duplicate;
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "moved_out": receipt_json(&out), "moved_in": receipt_json(&arrived),
+                                "duplicate": duplicate, "idempotency_key": key,
+                            })
+                        );
+                    } else {
+                        for (half, receipt) in [("moved out", &out), ("moved in", &arrived)] {
+                            println!(
+                                "{half}: partition {} sequence {} hash {}",
+                                receipt.partition, receipt.sequence, receipt.hash
+                            );
+                        }
+                        println!(
+                            "{} (idempotency key {key})",
+                            if duplicate {
+                                "already recorded"
+                            } else {
+                                "recorded"
+                            }
+                        );
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => outcome(Err(e), &key, json),
@@ -682,6 +778,7 @@ pub async fn household_command(
             id,
             on,
             reason,
+            personal,
             add,
             remove,
         } => {
@@ -694,7 +791,12 @@ pub async fn household_command(
             {
                 return Ok(refusal(denied.into(), json)?);
             }
-            let req = request(&caller, &key);
+            let asked = fingerprint(
+                &caller,
+                "household change-members",
+                serde_json::json!({"household": h, "on": on, "reason": reason, "personal": personal, "add": add, "remove": remove}),
+            );
+            let req = request(&caller, &key, &asked);
             // A retry is answered before the list is rebuilt from the current data: after
             // the change that data lacks the members removed, and after an erasure it
             // cannot be opened.
@@ -703,21 +805,18 @@ pub async fn household_command(
                 Ok(None) => {}
                 Err(e) => return outcome(Err(e), &key, json),
             }
-            let mut data = match service.personal(&h).await {
-                Ok(data) => data,
-                Err(e) => return outcome(Err(e), &key, json),
+            // The whole list given: recorded as given, as the API records it.
+            let mut data = match personal {
+                Some(data) => data,
+                None => match service.personal(&h).await {
+                    Ok(data) => data,
+                    Err(e) => return outcome(Err(e), &key, json),
+                },
             };
-            for who in &remove {
-                let before = data.members.len();
-                data.members
-                    .retain(|m| m.citizen_id.as_deref() != Some(who.as_str()) && m.name != *who);
-                if data.members.len() == before {
-                    let not_a_member = ansinh::domain::Rejection::NotAMember {
-                        household: h.to_string(),
-                    };
-                    return outcome(Err(not_a_member.into()), &key, json);
-                }
-            }
+            data = match ansinh::service::without_members(&data, &h, &remove) {
+                Ok(data) => data,
+                Err(refused) => return outcome(Err(refused.into()), &key, json),
+            };
             data.members.extend(add);
             outcome(
                 service.change_members(&req, &h, on, &reason, &data).await,
@@ -728,7 +827,12 @@ pub async fn household_command(
         HouseholdCommand::RecordDeath { id, citizen_id, on } => {
             let caller = who.caller()?;
             let h = id.clone();
-            let req = request(&caller, &key);
+            let asked = fingerprint(
+                &caller,
+                "household record-death",
+                serde_json::json!({"household": h, "citizen_id": citizen_id, "on": on}),
+            );
+            let req = request(&caller, &key, &asked);
             outcome(
                 service
                     .record_death(&req, &h, citizen_id.as_str(), on)
@@ -739,7 +843,12 @@ pub async fn household_command(
         }
         HouseholdCommand::Erase { id, reference, on } => {
             let caller = who.caller()?;
-            let req = request(&caller, &key);
+            let asked = fingerprint(
+                &caller,
+                "household erase",
+                serde_json::json!({"household": id, "reference": reference, "on": on}),
+            );
+            let req = request(&caller, &key, &asked);
             let now = chrono::Utc::now().timestamp_millis();
             outcome(
                 service
@@ -771,6 +880,21 @@ fn member(spec: &str) -> Result<Member, ansinh::input::InputError> {
     })
 }
 
+/// `--personal FILE|-`: the document read from FILE, or from stdin for `-`, at most
+/// `input::PERSONAL_BYTES_MAX` bytes, then by `input::personal`.
+fn personal_file(path: &str) -> Result<PersonalData, BoxError> {
+    use std::io::Read as _;
+    let limit = ansinh::input::PERSONAL_BYTES_MAX as u64 + 1;
+    let mut bytes = Vec::new();
+    let read = if path == "-" {
+        std::io::stdin().lock().take(limit).read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(limit).read_to_end(&mut bytes))
+    };
+    read.map_err(|e| format!("reading {path}: {e}"))?;
+    Ok(ansinh::input::personal(&bytes)?)
+}
+
 /// The runtime's projector, caught up with the log.
 async fn caught_up(runtime: &Runtime) -> Result<std::sync::Arc<Projector>, BoxError> {
     let mut stream = runtime.ledger.stream().clone();
@@ -781,13 +905,34 @@ async fn caught_up(runtime: &Runtime) -> Result<std::sync::Arc<Projector>, BoxEr
     Ok(runtime.projector.clone())
 }
 
-fn request<'a>(caller: &'a Caller, key: &'a str) -> Request<'a> {
+fn request<'a>(caller: &'a Caller, key: &'a str, fingerprint: &'a Digest) -> Request<'a> {
     Request {
         caller,
         idempotency_key: key,
         correlation_id: "cli",
-        fingerprint: None,
+        fingerprint: Some(fingerprint),
     }
+}
+
+/// Domain separation of the CLI's request fingerprints. A command line and an HTTP
+/// request are never one request: their keys never meet either (the API scopes a key by
+/// its caller, `http:<staff>:<key>`).
+const FINGERPRINT_CONTEXT: &str = "ansinh v1 cli request fingerprint";
+
+/// What a command line asks, hashed as the API hashes a request (its route, then its body
+/// in canonical JSON, whose objects keep their keys sorted): the subcommand, the staff id
+/// acting (an API key is its caller's own), and the arguments as parsed. The same command
+/// again, with its options in another order, `--amount=1` for `--amount 1` or a name in
+/// decomposed marks, is the same request, answered with its first receipt; the key given
+/// to any other request is refused (`KeyReused`), since the events record this.
+pub fn fingerprint(caller: &Caller, command: &str, arguments: serde_json::Value) -> Digest {
+    let body = serde_json::to_vec(&arguments).expect("a Value serializes");
+    let mut hasher = blake3::Hasher::new_derive_key(FINGERPRINT_CONTEXT);
+    for part in [command.as_bytes(), caller.id.as_bytes(), &body] {
+        hasher.update(&(part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    Digest(*hasher.finalize().as_bytes())
 }
 
 pub async fn review_command(
@@ -805,22 +950,22 @@ pub async fn review_command(
         on,
         corrects,
     } = command;
-    let mut seen = BTreeSet::new();
-    if let Some(twice) = deprived.iter().find(|i| !seen.insert(i.as_str())) {
-        // A set would fold it silently: the clerk may have meant another indicator.
-        return Err(
-            format!("--deprived names {twice} more than once; name each indicator once").into(),
-        );
-    }
     let caller = who.caller()?;
     let key = who.key();
     let inputs = ClassificationInputs {
         income_per_person_month: income,
         area: area.into(),
-        deprived: deprived.into_iter().collect::<BTreeSet<_>>(),
+        // None given: deprived in none. A repeated one is refused by its parser (a set
+        // would fold it silently: the clerk may have meant another indicator).
+        deprived: deprived.unwrap_or_default(),
         review_year: year,
     };
-    let req = request(&caller, &key);
+    let asked = fingerprint(
+        &caller,
+        "review classify",
+        serde_json::json!({"household": h, "inputs": inputs, "on": on, "corrects": corrects}),
+    );
+    let req = request(&caller, &key, &asked);
     outcome_decided(
         runtime,
         runtime
@@ -842,7 +987,6 @@ pub async fn loan_command(
     let caller = who.caller()?;
     let key = who.key();
     let service = runtime.service();
-    let req = request(&caller, &key);
     let (loan, action, on, reason): (Option<LoanRef>, LoanAction, NaiveDate, String) = match command
     {
         LoanCommand::Approve {
@@ -936,6 +1080,12 @@ pub async fn loan_command(
             return mark_overdue(runtime, &caller, partition.as_str(), as_of, json).await;
         }
     };
+    let asked = fingerprint(
+        &caller,
+        "loans",
+        serde_json::json!({"loan": loan.as_ref().map(ToString::to_string), "action": action, "on": on, "reason": reason}),
+    );
+    let req = request(&caller, &key, &asked);
     outcome_decided(
         runtime,
         service.loan(&req, loan.as_ref(), action, on, &reason).await,
@@ -952,10 +1102,31 @@ async fn mark_overdue(
     as_of: NaiveDate,
     json: bool,
 ) -> Result<ExitCode, BoxError> {
-    access::authorize_role(caller, Operation::MarkOverdue)?;
-    let projector = caught_up(runtime).await?;
     let service = runtime.service();
+    // Refused before any loan is read, as the API's per-loan route refuses each: a role
+    // that may not run it, a province the unit has no loan of (the head office's unit
+    // included: it moves no loan), a date after today (every loan would be refused).
+    let checked = access::authorize_role(caller, Operation::MarkOverdue)
+        .and_then(|()| {
+            if caller.unit.is_empty() || !access::overlaps(&caller.unit, partition) {
+                return Err(access::AccessError::OutsideUnit {
+                    caller: caller.id.clone(),
+                    unit: caller.unit.clone(),
+                    commune: partition.to_owned(),
+                });
+            }
+            Ok(())
+        })
+        .map_err(ServiceError::from)
+        .and_then(|()| service.not_in_future(as_of).map_err(ServiceError::Rejected));
+    if let Err(e) = checked {
+        return Ok(refusal(e, json)?);
+    }
+    let projector = caught_up(runtime).await?;
     let (mut moved, mut unchanged, mut refused, mut appended) = (0u64, 0u64, 0u64, 0u64);
+    // How many loans each kind of refusal stopped: a run that moved some and not others
+    // says why, and exits 1.
+    let mut refusals: std::collections::BTreeMap<String, u64> = Default::default();
     let mut amount = Decimal::ZERO;
     // One loan at a time: a province has hundreds of thousands.
     for loan in projector.loans_iter(partition) {
@@ -969,7 +1140,12 @@ async fn mark_overdue(
         // One key per loan and date: rerunning the job for the same date adds nothing.
         // A job that ran late takes one step an instalment (`Service::mark_overdue`).
         let key = format!("overdue:{as_of}:{reference}");
-        let req = request(caller, &key);
+        let asked = fingerprint(
+            caller,
+            "loans mark-overdue",
+            serde_json::json!({"loan": reference.to_string(), "as_of": as_of}),
+        );
+        let req = request(caller, &key, &asked);
         match service
             .mark_overdue(&req, &reference, as_of, "overdue run")
             .await
@@ -987,22 +1163,36 @@ async fn mark_overdue(
             Err(ServiceError::Rejected(ansinh::domain::Rejection::NothingToRecord)) => {
                 unchanged += 1
             }
-            Err(ServiceError::Rejected(_)) => refused += 1,
+            Err(ServiceError::Rejected(r)) => {
+                refused += 1;
+                *refusals.entry(r.kind()).or_default() += 1;
+            }
+            Err(e @ (ServiceError::Denied(_) | ServiceError::KeyReused { .. })) => {
+                refused += 1;
+                let kind = match e {
+                    ServiceError::Denied(_) => "Denied",
+                    _ => "IdempotencyKeyReused",
+                };
+                *refusals.entry(kind.to_owned()).or_default() += 1;
+            }
             Err(e) => return Err(e.into()),
         }
     }
     if json {
         println!(
             "{}",
-            serde_json::json!({"as_of": as_of.to_string(), "loans_moved": moved, "amount_moved": amount.to_string(), "unchanged": unchanged, "refused": refused, "events_appended": appended})
+            serde_json::json!({"as_of": as_of.to_string(), "loans_moved": moved, "amount_moved": amount.to_string(), "unchanged": unchanged, "refused": refused, "refusals": refusals, "events_appended": appended})
         );
     } else {
         println!(
             "overdue run as of {as_of}: {moved} loans moved {} overdue; {unchanged} unchanged; {refused} refused; {appended} events appended",
             format_vnd(amount)
         );
+        for (kind, loans) in &refusals {
+            println!("  REFUSED {kind}: {loans} loans");
+        }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(super::exit_code(refused == 0))
 }
 
 async fn show_household(
@@ -1271,8 +1461,8 @@ mod tests {
 
     /// An append that failed without a refusal may be in the log: the error names the
     /// key the command used (here, as if made up for it), in words and in the JSON
-    /// object, so the clerk's retry cannot record it twice. A reused key was refused:
-    /// no retry under it is offered.
+    /// object, so the clerk's retry cannot record it twice. A reused key is a refusal
+    /// (exit 1, appended nothing): no retry under it is offered.
     #[test]
     fn a_failure_that_may_be_recorded_names_the_key_to_retry_with() {
         use ansinh::log::AppendError;
@@ -1285,9 +1475,9 @@ mod tests {
             assert_eq!(object["error"], "Failed");
             assert_eq!(object["idempotency_key"], "K-123", "{object}");
         }
-        let reused = Err(ServiceError::KeyReused { key: "K-9".into() });
-        let e = outcome(reused, "K-9", true).unwrap_err();
-        assert!(!e.to_string().contains("--idempotency-key"), "{e}");
-        assert!(crate::cli::failed_json(e.as_ref())["idempotency_key"].is_null());
+        for json in [false, true] {
+            let reused = Err(ServiceError::KeyReused { key: "K-9".into() });
+            assert_eq!(outcome(reused, "K-9", json).unwrap(), ExitCode::from(1));
+        }
     }
 }

@@ -156,6 +156,13 @@ pub enum Rejection {
     /// The named citizen is not a member of the household (or still listed after a death).
     #[error("citizen is not a member of household {household}")]
     NotAMember { household: String },
+    /// A member to remove was named by a name that more than one member without a
+    /// citizen id bears: which of them left is not for the ledger to guess. Record the
+    /// household's members as they now are (the whole list) instead.
+    #[error(
+        "more than one member of household {household} without a citizen id has this name; record the household's whole member list as it now is instead"
+    )]
+    AmbiguousMember { household: String },
     /// Sealed personal data are missing or larger than the limit: a defect in the caller.
     #[error("sealed personal data of {bytes} bytes is missing or too large")]
     SealedDataMalformed { bytes: usize },

@@ -359,6 +359,7 @@ pub fn rejection_status(r: &Rejection) -> StatusCode {
         | MembersOutOfRange { .. }
         | CitizensDoNotFitMembers { .. }
         | NotAMember { .. }
+        | AmbiguousMember { .. }
         | SealedDataMalformed { .. }
         | WrongPartition { .. }
         | EventOfAnotherLoan { .. }

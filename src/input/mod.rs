@@ -102,6 +102,7 @@ pub enum Kind {
     TermMonths,
     ReviewYear,
     Indicators,
+    Personal,
 }
 
 impl Kind {
@@ -139,6 +140,7 @@ impl Kind {
             Kind::TermMonths => "term",
             Kind::ReviewYear => "review year",
             Kind::Indicators => "list of deprivation indicators",
+            Kind::Personal => "personal data document",
         }
     }
 
@@ -198,6 +200,9 @@ impl Kind {
             Kind::ReviewYear => "a year from 2000 to 2100, 4 digits (2026)",
             Kind::Indicators => {
                 "at most 12 indicators, each named once in lowercase letters and underscores (drinking_water)"
+            }
+            Kind::Personal => {
+                "one JSON object as the API's `personal` (schemas/http/defs.json): head_name, head_citizen_id, phone and account_number (or null), members [{name, citizen_id (or null), relation}]"
             }
         }
     }
@@ -565,6 +570,108 @@ pub fn text(s: &str) -> Result<String, InputError> {
     text_of(Kind::Text, s, TEXT_CHARS_MAX)
 }
 
+/// A personal data document's size: the API's body limit (`REQUEST_BODY_BYTES_MAX`),
+/// which holds the whole request the document is a part of.
+pub const PERSONAL_BYTES_MAX: usize = 64 * 1024;
+/// Members besides the head a document may list (defs.json `personal.members`).
+pub const PERSONAL_MEMBERS_MAX: usize = crate::domain::registry::MEMBERS_MAX as usize - 1;
+
+/// The API's `personal` object (schemas/http/defs.json), as its schema admits it: no
+/// member it does not name.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PersonalDocument {
+    head_name: String,
+    head_citizen_id: String,
+    #[serde(default)]
+    phone: Option<String>,
+    #[serde(default)]
+    account_number: Option<String>,
+    members: Vec<MemberDocument>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberDocument {
+    name: String,
+    #[serde(default)]
+    citizen_id: Option<String>,
+    relation: String,
+}
+
+/// A household's personal data from the JSON object the API takes as `personal`, read
+/// by `strict_json` (a member named twice, a control character: refused; text in NFC),
+/// each value by its kind's parser. A refusal names where, as `members[1].citizen_id`,
+/// never the value: it is personal data. For a CLI that reads it from a file or stdin,
+/// where other users of the host cannot read it as they read arguments.
+pub fn personal(bytes: &[u8]) -> Result<crate::personal::PersonalData, InputError> {
+    let refused =
+        |at: &str, e: &dyn fmt::Display| InputError::new(Kind::Personal, format!("{at}: {e}"));
+    if bytes.len() > PERSONAL_BYTES_MAX {
+        return Err(InputError::new(
+            Kind::Personal,
+            format!("more than {PERSONAL_BYTES_MAX} bytes"),
+        ));
+    }
+    let document: PersonalDocument =
+        strict_json::from_slice(bytes).map_err(|e| refused("the document", &e))?;
+    if document.members.len() > PERSONAL_MEMBERS_MAX {
+        return Err(refused(
+            "members",
+            &format!("more than {PERSONAL_MEMBERS_MAX} besides the head"),
+        ));
+    }
+    let kind_of = |at: &str, e: InputError| refused(at, &format!("not a valid {}", e.kind.name()));
+    let mut members = Vec::with_capacity(document.members.len());
+    for (i, m) in document.members.into_iter().enumerate() {
+        let at = |field: &str| format!("members[{i}].{field}");
+        members.push(crate::personal::Member {
+            name: name(&m.name).map_err(|e| kind_of(&at("name"), e))?,
+            citizen_id: m
+                .citizen_id
+                .map(|id| citizen_id(&id).map(|id| id.to_string()))
+                .transpose()
+                .map_err(|e| kind_of(&at("citizen_id"), e))?,
+            relation: relation(&m.relation).map_err(|e| kind_of(&at("relation"), e))?,
+        });
+    }
+    Ok(crate::personal::PersonalData {
+        head_name: name(&document.head_name).map_err(|e| kind_of("head_name", e))?,
+        head_citizen_id: citizen_id(&document.head_citizen_id)
+            .map_err(|e| kind_of("head_citizen_id", e))?
+            .to_string(),
+        phone: document
+            .phone
+            .map(|p| phone(&p))
+            .transpose()
+            .map_err(|e| kind_of("phone", e))?,
+        account_number: document
+            .account_number
+            .map(|a| account_number(&a))
+            .transpose()
+            .map_err(|e| kind_of("account_number", e))?,
+        members,
+    })
+}
+
+/// A household member named for leaving it (`household change-members --remove-member`):
+/// by citizen id, or by name (in NFC) when they have none. Which member it is, is the
+/// service's to find (`service::without_members`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum MemberNamed {
+    CitizenId(CitizenId),
+    Name(String),
+}
+
+/// A citizen id when the value is all digits (refused as a citizen id if it is not one),
+/// else a name: no name is all digits.
+pub fn member_named(s: &str) -> Result<MemberNamed, InputError> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(MemberNamed::CitizenId(citizen_id(s)?));
+    }
+    Ok(MemberNamed::Name(name(s)?))
+}
+
 /// A member's relation to the head of household (con gái, vợ), in NFC.
 pub fn relation(s: &str) -> Result<String, InputError> {
     text_of(Kind::Relation, s, RELATION_CHARS_MAX)
@@ -703,6 +810,12 @@ pub fn indicators<'a>(
         }
     }
     Ok(set)
+}
+
+/// `indicators` of one comma-separated argument (`employment,nutrition`), as the CLI
+/// takes them.
+pub fn indicator_list(s: &str) -> Result<std::collections::BTreeSet<String>, InputError> {
+    indicators(s.split(','))
 }
 
 /// `date` for serde, for the query strings: `#[serde(default, deserialize_with =
