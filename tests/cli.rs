@@ -26,8 +26,21 @@ fn ansinh_with(data_dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) 
     (out.status.success(), text)
 }
 
+/// The last JSON document in `out` (stdout, then stderr for a command that failed): the
+/// last line that opens one, so a line the process logged after it (a warning of the
+/// embedded server's on a loaded machine) is passed over.
 fn last_json(out: &str) -> serde_json::Value {
-    serde_json::from_str(out.lines().last().expect("some output")).expect("json")
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{') || l.starts_with('['))
+        .unwrap_or_else(|| {
+            panic!(
+                "no JSON document in:
+{out}"
+            )
+        });
+    serde_json::from_str(line).expect("json")
 }
 
 /// NATS credentials without `--nats` would be ignored: the process would start an

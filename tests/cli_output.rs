@@ -512,3 +512,62 @@ fn release_claim_reads_the_citizen_id_from_stdin() {
     let out = ansinh_stdin(dir.path(), &release, "");
     assert_invalid_argument(&out, "--citizen-id");
 }
+
+/// A death's citizen id read from stdin (`--citizen-id -`), never an argument other users
+/// of the host can read: the death is recorded, the same line again is its retry, and a
+/// line that is no citizen id is refused as the argument without being echoed.
+#[test]
+fn a_death_is_recorded_with_the_citizen_id_read_from_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let officer = ["--as", "co:1", "--role", "credit-officer", "--unit", "01"];
+    let with = |args: &[&str]| -> Vec<String> {
+        officer.iter().chain(args).map(|a| a.to_string()).collect()
+    };
+    let register = with(&[
+        "household",
+        "register",
+        "--id",
+        "0100007-000001",
+        "--area",
+        "rural",
+        "--on",
+        "2026-01-05",
+        "--head-name",
+        "Lê Văn Tám",
+        "--head-citizen-id",
+        "001085012345",
+        "--member",
+        "Lê Minh:001190000003:con",
+    ]);
+    let out = ansinh(
+        dir.path(),
+        &register.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(out.code, Some(0), "{out}");
+    let death = with(&[
+        "--json",
+        "--idempotency-key",
+        "death-1",
+        "household",
+        "record-death",
+        "--id",
+        "0100007-000001",
+        "--citizen-id",
+        "-",
+        "--on",
+        "2026-08-14",
+    ]);
+    let death: Vec<&str> = death.iter().map(String::as_str).collect();
+    let out = ansinh_stdin(dir.path(), &death, "001190000003\n");
+    assert_eq!(out.code, Some(0), "{out}");
+    assert_eq!(out.json()["duplicate"], false, "{out}");
+    let again = ansinh_stdin(dir.path(), &death, "001190000003\n");
+    assert_eq!(again.code, Some(0), "{again}");
+    assert_eq!(again.json()["duplicate"], true, "{again}");
+    let out = ansinh_stdin(dir.path(), &death, "42424242\n");
+    assert_invalid_argument(&out, "--citizen-id");
+    assert!(
+        !out.stdout.contains("42424242") && !out.stderr.contains("42424242"),
+        "{out}"
+    );
+}

@@ -205,9 +205,12 @@ pub enum HouseholdCommand {
         /// The household. Example: 0100007-000001
         #[arg(long, value_parser = ansinh::input::household)]
         id: HouseholdId,
-        /// The deceased member's citizen id. Example: 001190000001
-        #[arg(long, value_parser = ansinh::input::citizen_id)]
-        citizen_id: CitizenId,
+        /// The deceased member's citizen id (12 digits), or `-` to read it from one line
+        /// of stdin. Given here, it is visible to every user of the host while the command
+        /// runs (ps, /proc) and stays in shell history: prefer `-`.
+        /// Example: --citizen-id - (or --citizen-id 001190000001)
+        #[arg(long, value_parser = super::admin::citizen_id_arg)]
+        citizen_id: super::admin::CitizenIdArg,
         /// The date of death (YYYY-MM-DD). Example: 2026-08-14
         #[arg(long, value_parser = ansinh::input::date)]
         on: NaiveDate,
@@ -825,6 +828,7 @@ pub async fn household_command(
             )
         }
         HouseholdCommand::RecordDeath { id, citizen_id, on } => {
+            let citizen_id = citizen_id.resolve()?;
             let caller = who.caller()?;
             let h = id.clone();
             let asked = fingerprint(
