@@ -159,8 +159,8 @@ pub enum AppendError {
     /// Every append needs a key so that retries are safe: fix the request.
     #[error("idempotency key is missing")]
     MissingIdempotencyKey,
-    /// Key too long, with control characters, or (a command's) holding `#`, which names the
-    /// keys of a command's earlier events (`K#1`, ...): fix the request.
+    /// Key too long, with control characters, or holding `#`, which names the keys of a
+    /// command's earlier events (`K#1`, ...): fix the request.
     #[error(
         "idempotency key is longer than {IDEMPOTENCY_KEY_BYTES_MAX} bytes, has control characters, or holds '#'"
     )]
