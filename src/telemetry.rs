@@ -56,6 +56,9 @@ pub const JOB_FINAL_SAVES_LOST: &str = "ansinh_job_final_saves_lost_total";
 pub const HTTP_REQUESTS: &str = "ansinh_http_requests_total";
 /// Seconds to answer an HTTP request, by route template.
 pub const HTTP_SECONDS: &str = "ansinh_http_request_seconds";
+/// Requests holding one of the server's `REQUESTS_IN_FLIGHT_MAX` slots, at the scrape
+/// (the scrape's own included): at the bound, more wait for a slot.
+pub const HTTP_IN_FLIGHT: &str = "ansinh_http_requests_in_flight";
 
 /// Latency buckets (seconds): a commit is ~1-20 ms, a request up to the 15 s timeout.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -122,6 +125,10 @@ fn describe() {
         "Seconds since the projections last held the whole log"
     );
     describe_counter!(PROJECTED, "Events applied to the projections");
+    describe_gauge!(
+        HTTP_IN_FLIGHT,
+        "HTTP requests holding one of the server's in-flight slots (the scrape included)"
+    );
     describe_gauge!(RESIDENT_BYTES, "Resident memory of this process, in bytes");
     describe_gauge!(
         CHECKPOINT_AGE_SECONDS,
@@ -230,6 +237,11 @@ fn checkpoint_ages() {
         let age = (now_ms - at).max(0) as f64 / 1_000.0;
         gauge!(CHECKPOINT_AGE_SECONDS, "partition" => partition.clone()).set(age);
     }
+}
+
+/// How many requests hold one of the server's in-flight slots now.
+pub fn http_in_flight(requests: usize) {
+    gauge!(HTTP_IN_FLIGHT).set(requests as f64);
 }
 
 pub fn verified(ok: bool, events: u64, stray_messages: u64) {

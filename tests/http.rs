@@ -2178,6 +2178,8 @@ async fn serve_exports_metrics_and_writes_json_logs() {
     assert!(value("ansinh_verify_last_events") >= 0.0);
     assert!(value("ansinh_checkpoint_age_seconds{partition=\"01\"}") >= 0.0);
     assert!(value("ansinh_projection_lag_events") >= 0.0);
+    // The scrape itself holds one of the server's slots, and nothing else runs.
+    assert_eq!(value("ansinh_http_requests_in_flight"), 1.0);
     // The process's memory: more than nothing, less than this machine has.
     let resident = value("ansinh_process_resident_bytes");
     assert!(resident > 1e6 && resident < 1e12, "{resident}");

@@ -133,6 +133,7 @@ pub async fn metrics(State(api): State<Api>) -> Response {
     if let Ok(stopped) = api.service().ledger.stopped_partitions() {
         crate::telemetry::partitions_stopped(stopped.iter().map(|(p, _)| p.as_str()));
     }
+    crate::telemetry::http_in_flight(api.requests_in_flight());
     (
         StatusCode::OK,
         [(

@@ -501,9 +501,8 @@ impl Api {
         self.0.secure_cookies.get().copied().unwrap_or(true)
     }
 
-    /// Requests holding one of the `REQUESTS_IN_FLIGHT_MAX` slots now (a test's view of
-    /// the bound).
-    #[doc(hidden)]
+    /// Requests holding one of the `REQUESTS_IN_FLIGHT_MAX` slots now (the metric
+    /// `ansinh_http_requests_in_flight`, and a test's view of the bound).
     pub fn requests_in_flight(&self) -> usize {
         REQUESTS_IN_FLIGHT_MAX - self.0.request_slots.available_permits()
     }
