@@ -45,18 +45,9 @@ pub async fn note(
             source: e.into(),
         })?;
     if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "partition": receipt.partition,
-                "sequence": receipt.sequence,
-                "hash": receipt.hash.to_hex(),
-                "stream_sequence": receipt.stream_sequence,
-                "index": receipt.index,
-                "duplicate": receipt.duplicate,
-                "idempotency_key": key,
-            })
-        );
+        let mut out = super::staff::receipt_json(&receipt);
+        out["idempotency_key"] = key.as_str().into();
+        println!("{out}");
     } else {
         println!(
             "{} partition {} sequence {} hash {} (idempotency key {key})",

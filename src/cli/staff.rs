@@ -439,7 +439,7 @@ fn print_receipt(receipt: &Receipt, key: &str, json: bool) {
 }
 
 /// A receipt's `--json` fields, but the key.
-fn receipt_json(receipt: &Receipt) -> serde_json::Value {
+pub(super) fn receipt_json(receipt: &Receipt) -> serde_json::Value {
     serde_json::json!({
         "partition": receipt.partition,
         "sequence": receipt.sequence,
